@@ -1,0 +1,190 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Net;
+
+/// <summary>A call to a server failed. <see cref="IsTransient"/>: retrying later may succeed.</summary>
+public class ServerException(string message, bool isTransient, HttpStatusCode? status = null, string? problemType = null,
+    TimeSpan? retryAfter = null, Exception? inner = null) : Exception(message, inner)
+{
+    public bool IsTransient { get; } = isTransient;
+    public HttpStatusCode? Status { get; } = status;
+    public string? ProblemType { get; } = problemType;
+    public TimeSpan? RetryAfter { get; } = retryAfter;
+
+    /// <summary>The server refused this unit's identity: it gets nothing.</summary>
+    public bool IsRefusal => ProblemType is ProblemTypes.UnitRefused or ProblemTypes.UnknownUnit;
+
+    /// <summary>The session token is no longer accepted: authenticate again.</summary>
+    public bool IsSessionExpired => ProblemType is ProblemTypes.InvalidToken;
+}
+
+/// <summary>
+/// The unit side of the wire contract (docs/protocol.md). Talks only to servers whose certificate matches a
+/// pin of the factory trust anchor; every call names the endpoint in its errors.
+/// </summary>
+public sealed class UnitClient : IDisposable
+{
+    private readonly HttpClient _http;
+
+    public UnitClient(INetworkAccess network, IReadOnlyList<string> serverPins, TimeSpan? timeout = null)
+    {
+        var pins = serverPins.ToArray();
+        var sockets = new SocketsHttpHandler
+        {
+            PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
+                    certificate is not null && TrustAnchor.Matches(
+                        certificate as System.Security.Cryptography.X509Certificates.X509Certificate2
+                        ?? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()),
+                        chain, pins),
+            },
+        };
+        _http = new HttpClient(network.WrapHandler(sockets)) { Timeout = timeout ?? TimeSpan.FromSeconds(30) };
+    }
+
+    public async Task<SessionResponse> AuthenticateAsync(Uri server, string purpose, FactoryIdentity identity, byte[] secret, CancellationToken ct)
+    {
+        var (challengePath, sessionPath) = purpose == ProofPurpose.Provisional
+            ? (Routes.ProvisioningChallenge, Routes.ProvisioningSession)
+            : (Routes.HostChallenge, Routes.HostSession);
+        var challenge = await PostAsync(server, challengePath, null, new ChallengeRequest(identity.Mac),
+            ProtocolJson.Default.ChallengeRequest, ProtocolJson.Default.ChallengeResponse, ct);
+        var proof = UnitCredentials.ComputeProof(secret, purpose, identity.Mac, challenge.ChallengeId, challenge.Nonce);
+        return await PostAsync(server, sessionPath, null, new SessionRequest(identity.Mac, challenge.ChallengeId, proof),
+            ProtocolJson.Default.SessionRequest, ProtocolJson.Default.SessionResponse, ct);
+    }
+
+    public Task<UnitSettings> GetSettingsAsync(Uri server, string token, CancellationToken ct) =>
+        GetAsync(server, Routes.ProvisioningSettings, token, ProtocolJson.Default.UnitSettings, ct);
+
+    public Task<VersionCheckResponse> VersionCheckAsync(Uri host, string token, VersionCheckRequest request, CancellationToken ct) =>
+        PostAsync(host, Routes.VersionCheck, token, request, ProtocolJson.Default.VersionCheckRequest, ProtocolJson.Default.VersionCheckResponse, ct);
+
+    public Task<UpdateReportAck> ReportUpdateAsync(Uri host, string token, UpdateReport report, CancellationToken ct) =>
+        PostAsync(host, Routes.UpdateReport, token, report, ProtocolJson.Default.UpdateReport, ProtocolJson.Default.UpdateReportAck, ct);
+
+    public Task<ServiceConfigResponse> GetServiceConfigAsync(Uri host, string token, CancellationToken ct) =>
+        GetAsync(host, Routes.ServiceConfig, token, ProtocolJson.Default.ServiceConfigResponse, ct);
+
+    public Task<ServiceConfigAck> AckServiceConfigAsync(Uri host, string token, ServiceConfigAck ack, CancellationToken ct) =>
+        PostAsync(host, Routes.ServiceConfigAck, token, ack, ProtocolJson.Default.ServiceConfigAck, ProtocolJson.Default.ServiceConfigAck, ct);
+
+    public Task<ReadyAck> ReportReadyAsync(Uri host, string token, ReadyReport report, CancellationToken ct) =>
+        PostAsync(host, Routes.Ready, token, report, ProtocolJson.Default.ReadyReport, ProtocolJson.Default.ReadyAck, ct);
+
+    /// <summary>
+    /// Streams an artifact into <paramref name="destination"/>, hashing as it goes and refusing more than
+    /// <paramref name="maxLength"/> bytes. Returns the lower-case hex SHA-256 and the length read.
+    /// </summary>
+    public async Task<(string Sha256, long Length)> DownloadAsync(Uri host, string relativeUrl, string token, Stream destination,
+        long maxLength, CancellationToken ct)
+    {
+        var uri = new Uri(host, relativeUrl);
+        using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        using var response = await SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+        await EnsureSuccessAsync(response, uri, ct);
+        await using var body = await response.Content.ReadAsStreamAsync(ct);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[81920];
+        long total = 0;
+        int read;
+        while ((read = await body.ReadAsync(buffer, ct)) > 0)
+        {
+            total += read;
+            if (total > maxLength)
+            {
+                throw new ServerException($"{uri}: artifact is longer than the declared {maxLength} bytes", isTransient: false);
+            }
+            hash.AppendData(buffer, 0, read);
+            await destination.WriteAsync(buffer.AsMemory(0, read), ct);
+        }
+        return (Convert.ToHexStringLower(hash.GetHashAndReset()), total);
+    }
+
+    private async Task<TResponse> GetAsync<TResponse>(Uri server, string path, string token, JsonTypeInfo<TResponse> responseType, CancellationToken ct)
+    {
+        var uri = new Uri(server, path);
+        using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        using var response = await SendAsync(request, HttpCompletionOption.ResponseContentRead, ct);
+        return await ReadAsync(response, uri, responseType, ct);
+    }
+
+    private async Task<TResponse> PostAsync<TRequest, TResponse>(Uri server, string path, string? token, TRequest body,
+        JsonTypeInfo<TRequest> requestType, JsonTypeInfo<TResponse> responseType, CancellationToken ct)
+    {
+        var uri = new Uri(server, path);
+        using var request = new HttpRequestMessage(HttpMethod.Post, uri) { Content = JsonContent.Create(body, requestType) };
+        if (token is not null)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        }
+        using var response = await SendAsync(request, HttpCompletionOption.ResponseContentRead, ct);
+        return await ReadAsync(response, uri, responseType, ct);
+    }
+
+    private async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, HttpCompletionOption completion, CancellationToken ct)
+    {
+        try
+        {
+            return await _http.SendAsync(request, completion, ct);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new ServerException($"{request.Method} {request.RequestUri}: server unreachable: {e.Message}", isTransient: true, inner: e);
+        }
+        catch (TaskCanceledException e) when (!ct.IsCancellationRequested)
+        {
+            throw new ServerException($"{request.Method} {request.RequestUri}: timed out", isTransient: true, inner: e);
+        }
+    }
+
+    private static async Task<T> ReadAsync<T>(HttpResponseMessage response, Uri uri, JsonTypeInfo<T> type, CancellationToken ct)
+    {
+        await EnsureSuccessAsync(response, uri, ct);
+        try
+        {
+            return await response.Content.ReadFromJsonAsync(type, ct)
+                   ?? throw new ServerException($"{uri}: empty response body", isTransient: true);
+        }
+        catch (JsonException e)
+        {
+            throw new ServerException($"{uri}: response is not valid JSON: {e.Message}", isTransient: true, inner: e);
+        }
+    }
+
+    private static async Task EnsureSuccessAsync(HttpResponseMessage response, Uri uri, CancellationToken ct)
+    {
+        if (response.IsSuccessStatusCode)
+        {
+            return;
+        }
+        ProblemBody? problem = null;
+        try
+        {
+            problem = await response.Content.ReadFromJsonAsync(ProtocolJson.Default.ProblemBody, ct);
+        }
+        catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+        {
+            // not a problem document: the status code alone describes the failure
+        }
+        var status = response.StatusCode;
+        var transient = status is HttpStatusCode.TooManyRequests or HttpStatusCode.RequestTimeout || (int)status >= 500;
+        TimeSpan? retryAfter = response.Headers.RetryAfter?.Delta;
+        var detail = problem?.Detail ?? problem?.Title ?? response.ReasonPhrase;
+        throw new ServerException($"{uri}: {(int)status} {detail}", transient, status, problem?.Type, retryAfter);
+    }
+
+    public void Dispose() => _http.Dispose();
+}

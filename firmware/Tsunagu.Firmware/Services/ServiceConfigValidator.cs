@@ -1,0 +1,113 @@
+using System.Net;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Services;
+
+/// <summary>A service configuration that cannot be applied; <see cref="Field"/> names the offending field.</summary>
+public sealed class InvalidServiceConfigException(string field, string problem)
+    : Exception($"{field}: {problem}")
+{
+    public string Field { get; } = field;
+}
+
+/// <summary>Checks a service configuration before anything is rendered or swapped.</summary>
+public static class ServiceConfigValidator
+{
+    public static void Validate(ServiceConfiguration config)
+    {
+        if (config.Firewall.DefaultInbound is not ("drop" or "reject"))
+        {
+            throw new InvalidServiceConfigException("firewall.defaultInbound", $"'{config.Firewall.DefaultInbound}' must be 'drop' or 'reject'");
+        }
+        for (var i = 0; i < config.Firewall.PortForwards.Count; i++)
+        {
+            var pf = config.Firewall.PortForwards[i];
+            var at = $"firewall.portForwards[{i}]";
+            if (pf.Protocol is not ("tcp" or "udp"))
+            {
+                throw new InvalidServiceConfigException($"{at}.protocol", $"'{pf.Protocol}' must be 'tcp' or 'udp'");
+            }
+            Port($"{at}.externalPort", pf.ExternalPort);
+            Port($"{at}.internalPort", pf.InternalPort);
+            Address($"{at}.internalAddress", pf.InternalAddress);
+        }
+        Address("dhcp.lanAddress", config.Dhcp.LanAddress);
+        Address("dhcp.rangeStart", config.Dhcp.RangeStart);
+        Address("dhcp.rangeEnd", config.Dhcp.RangeEnd);
+        if (config.Dhcp.PrefixLength is < 8 or > 30)
+        {
+            throw new InvalidServiceConfigException("dhcp.prefixLength", $"{config.Dhcp.PrefixLength} is outside 8..30");
+        }
+        for (var i = 0; i < config.Dhcp.StaticLeases.Count; i++)
+        {
+            if (!MacAddress.TryNormalize(config.Dhcp.StaticLeases[i].Mac, out _))
+            {
+                throw new InvalidServiceConfigException($"dhcp.staticLeases[{i}].mac", $"'{config.Dhcp.StaticLeases[i].Mac}' is not a MAC address");
+            }
+            Address($"dhcp.staticLeases[{i}].address", config.Dhcp.StaticLeases[i].Address);
+        }
+        if (!IsDomainName(config.Dns.LocalDomain))
+        {
+            throw new InvalidServiceConfigException("dns.localDomain", $"'{config.Dns.LocalDomain}' is not a domain name");
+        }
+        for (var i = 0; i < config.Dns.Upstreams.Count; i++)
+        {
+            Address($"dns.upstreams[{i}]", config.Dns.Upstreams[i]);
+        }
+        for (var i = 0; i < config.ContentFilter.BlockedDomains.Count; i++)
+        {
+            if (!IsDomainName(config.ContentFilter.BlockedDomains[i]))
+            {
+                throw new InvalidServiceConfigException($"contentFilter.blockedDomains[{i}]", $"'{config.ContentFilter.BlockedDomains[i]}' is not a domain name");
+            }
+        }
+        if (config.Vpn.Enabled)
+        {
+            Port("vpn.listenPort", config.Vpn.ListenPort);
+            for (var i = 0; i < config.Vpn.Peers.Count; i++)
+            {
+                var key = config.Vpn.Peers[i].PublicKey;
+                if (!IsWireGuardKey(key))
+                {
+                    throw new InvalidServiceConfigException($"vpn.peers[{i}].publicKey", "must be a 32-byte key in base64");
+                }
+            }
+        }
+        if (config.Cache.Enabled && config.Cache.SizeMegabytes is < 16 or > 1_048_576)
+        {
+            throw new InvalidServiceConfigException("cache.sizeMegabytes", $"{config.Cache.SizeMegabytes} is outside 16..1048576");
+        }
+    }
+
+    private static void Port(string field, int port)
+    {
+        if (port is < 1 or > 65535)
+        {
+            throw new InvalidServiceConfigException(field, $"{port} is not a port number (1..65535)");
+        }
+    }
+
+    private static void Address(string field, string? value)
+    {
+        if (!IPAddress.TryParse(value, out _))
+        {
+            throw new InvalidServiceConfigException(field, $"'{value}' is not an IP address");
+        }
+    }
+
+    private static bool IsDomainName(string? name) =>
+        !string.IsNullOrEmpty(name) && name.Length <= 253 &&
+        name.Split('.').All(l => l.Length is > 0 and <= 63 && l.All(c => char.IsAsciiLetterOrDigit(c) || c == '-') && l[0] != '-' && l[^1] != '-');
+
+    private static bool IsWireGuardKey(string key)
+    {
+        try
+        {
+            return Convert.FromBase64String(key).Length == 32;
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
+    }
+}

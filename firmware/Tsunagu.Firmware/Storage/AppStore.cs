@@ -1,0 +1,81 @@
+namespace Tsunagu.Firmware.Storage;
+
+/// <summary>
+/// Installed applications on `data`: `apps/NAME/VERSION/` trees and an atomically switched `apps/NAME/current`
+/// symbolic link naming the version in use.
+/// </summary>
+public sealed class AppStore(string dataRoot)
+{
+    public string Root { get; } = Path.Combine(dataRoot, "apps");
+
+    /// <summary>Application name -> version that `current` points to.</summary>
+    public IReadOnlyDictionary<string, string> Current()
+    {
+        var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        if (!Directory.Exists(Root))
+        {
+            return result;
+        }
+        foreach (var appDir in Directory.GetDirectories(Root))
+        {
+            var link = new FileInfo(Path.Combine(appDir, "current"));
+            if (link.LinkTarget is { } target && Directory.Exists(Path.Combine(appDir, target)))
+            {
+                result[Path.GetFileName(appDir)] = target;
+            }
+        }
+        return result;
+    }
+
+    /// <summary>Copies <paramref name="sourceTree"/> in as NAME/VERSION (if not already there) without switching.</summary>
+    public void Stage(string name, string version, string sourceTree)
+    {
+        ValidateSegment(name, "application name");
+        ValidateSegment(version, "application version");
+        var target = Path.Combine(Root, name, version);
+        if (Directory.Exists(target))
+        {
+            return;
+        }
+        var staging = Path.Combine(Root, name, $".staging-{version}-{Guid.NewGuid():N}");
+        CopyTree(sourceTree, staging);
+        Directory.Move(staging, target);
+    }
+
+    /// <summary>Points NAME/current at VERSION with a single rename, so a power cut leaves old or new, never neither.</summary>
+    public void Switch(string name, string version)
+    {
+        ValidateSegment(name, "application name");
+        ValidateSegment(version, "application version");
+        var appDir = Path.Combine(Root, name);
+        if (!Directory.Exists(Path.Combine(appDir, version)))
+        {
+            throw new InvalidOperationException($"cannot switch {name} to {version}: {Path.Combine(appDir, version)} is not installed");
+        }
+        var tmp = Path.Combine(appDir, $".current-{Guid.NewGuid():N}");
+        File.CreateSymbolicLink(tmp, version);
+        File.Move(tmp, Path.Combine(appDir, "current"), overwrite: true);
+    }
+
+    public static void ValidateSegment(string value, string what)
+    {
+        if (string.IsNullOrWhiteSpace(value) || value is "." or ".." || value.StartsWith('.') ||
+            value.IndexOfAny(['/', '\\', '\0']) >= 0 || value.Length > 128)
+        {
+            throw new ArgumentException($"'{value}' is not a valid {what}");
+        }
+    }
+
+    private static void CopyTree(string source, string destination)
+    {
+        Directory.CreateDirectory(destination);
+        foreach (var file in Directory.GetFiles(source))
+        {
+            File.Copy(file, Path.Combine(destination, Path.GetFileName(file)));
+        }
+        foreach (var dir in Directory.GetDirectories(source))
+        {
+            CopyTree(dir, Path.Combine(destination, Path.GetFileName(dir)));
+        }
+    }
+}

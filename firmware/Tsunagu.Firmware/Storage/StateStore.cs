@@ -1,0 +1,86 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using LiteDB;
+using JsonSerializer = System.Text.Json.JsonSerializer;
+
+namespace Tsunagu.Firmware.Storage;
+
+/// <summary>The state store on `data` could not be opened or read: the partition must be rebuilt.</summary>
+public sealed class StateStoreCorruptException(string path, Exception inner)
+    : Exception($"state store {path} is unreadable: {inner.Message}", inner)
+{
+    public string Path { get; } = path;
+}
+
+/// <summary>
+/// The unit's durable state on the `data` partition (LiteDB, journaled: each write is atomic). Values are
+/// protocol records stored as JSON under a key, so the store needs no reflection-based mapping.
+/// </summary>
+public sealed class StateStore : IDisposable
+{
+    public const string FileName = "state.db";
+    private readonly LiteDatabase _db;
+    private readonly ILiteCollection<BsonDocument> _values;
+
+    private StateStore(string path, LiteDatabase db)
+    {
+        Path = path;
+        _db = db;
+        _values = db.GetCollection("values");
+    }
+
+    public string Path { get; }
+
+    /// <exception cref="StateStoreCorruptException">The file exists but cannot be opened as a store.</exception>
+    public static StateStore Open(string dataRoot)
+    {
+        var path = System.IO.Path.Combine(dataRoot, FileName);
+        try
+        {
+            var db = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
+            var store = new StateStore(path, db);
+            store._values.Count(); // touch the collection so a corrupt file fails here, not later
+            return store;
+        }
+        catch (Exception e) when (e is LiteException or IOException or InvalidCastException or FormatException)
+        {
+            throw new StateStoreCorruptException(path, e);
+        }
+    }
+
+    public T? Get<T>(string key, JsonTypeInfo<T> type) where T : class
+    {
+        try
+        {
+            var doc = _values.FindById(key);
+            return doc is null ? null : JsonSerializer.Deserialize(doc["json"].AsString, type);
+        }
+        catch (Exception e) when (e is LiteException or JsonException or InvalidCastException)
+        {
+            throw new StateStoreCorruptException($"{Path} (key {key})", e);
+        }
+    }
+
+    public void Set<T>(string key, T value, JsonTypeInfo<T> type)
+    {
+        var json = JsonSerializer.Serialize(value, type);
+        _values.Upsert(new BsonDocument { ["_id"] = key, ["json"] = json });
+        _db.Checkpoint();
+    }
+
+    public void Delete(string key)
+    {
+        _values.Delete(key);
+        _db.Checkpoint();
+    }
+
+    public void Dispose() => _db.Dispose();
+}
+
+/// <summary>Keys of the values the supervisor keeps in the state store.</summary>
+public static class StateKeys
+{
+    public const string Settings = "settings";
+    public const string PendingUpdate = "pending-update";
+    public const string AppliedConfig = "applied-config";
+}

@@ -1,0 +1,102 @@
+using Tsunagu.Firmware.Net;
+using Tsunagu.Hal;
+
+namespace Tsunagu.Firmware.Supervision;
+
+public sealed record StateChange(StateId From, Outcome Outcome, StateId To, DateTimeOffset At, TimeSpan Delay);
+
+/// <summary>
+/// Runs the supervisor: enter a state, take its outcome, look up the next state in <see cref="Transitions"/>.
+/// A Retry outcome waits a capped, jittered backoff (from <see cref="TimeProvider"/>) before re-entering.
+/// </summary>
+public sealed class Supervisor : IAsyncDisposable
+{
+    private readonly IReadOnlyDictionary<StateId, IState> _states;
+    private readonly Backoff _backoff;
+
+    public Supervisor(UnitHardware hardware, SupervisorOptions options, TimeProvider? time = null, Random? random = null,
+        Action<string>? log = null, IReadOnlyDictionary<StateId, IState>? states = null)
+    {
+        options.Validate();
+        random ??= Random.Shared;
+        Context = new SupervisorContext(hardware, options, time ?? TimeProvider.System, random, log ?? (_ => { }));
+        _states = states ?? DefaultStates.Create();
+        var missing = Enum.GetValues<StateId>().Where(s => !_states.ContainsKey(s)).ToList();
+        if (missing.Count > 0)
+        {
+            throw new ArgumentException($"the supervisor has no implementation for state(s) {string.Join(", ", missing)}");
+        }
+        _backoff = new Backoff(options.BackoffBase, options.BackoffCap, random);
+    }
+
+    public SupervisorContext Context { get; }
+    public StateId State { get; private set; } = StateId.Boot;
+
+    /// <summary>Raised after each transition, on the supervisor's loop.</summary>
+    public event Action<StateChange>? StateChanged;
+
+    /// <summary>Wakes the unit for a version check now (what an MQTT "check now" does).</summary>
+    public void RequestCheck(bool forced = true) => Context.RequestCheck(forced);
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        State = StateId.Boot;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            Outcome outcome;
+            try
+            {
+                outcome = await _states[State].EnterAsync(Context, cancellationToken);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Storage.StateStoreCorruptException e)
+            {
+                outcome = Context.Fail(Outcome.DataLost, $"{State}: state store", e);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or HalException or ServerException)
+            {
+                // an error a state did not map is still an error of that state: record it and retry with backoff
+                outcome = Context.Fail(Outcome.Retry, $"{State}: unexpected {e.GetType().Name}", e);
+            }
+
+            var next = Transitions.Next(State, outcome);
+            var delay = TimeSpan.Zero;
+            if (outcome == Outcome.Retry)
+            {
+                delay = _backoff.Next(Context.RetryAfter);
+                Context.RetryAfter = null;
+            }
+            else if (outcome != Outcome.LinkLost)
+            {
+                _backoff.Reset();
+            }
+            var change = new StateChange(State, outcome, next, Context.Time.GetUtcNow(), delay);
+            State = next;
+            StateChanged?.Invoke(change);
+            if (delay > TimeSpan.Zero)
+            {
+                try
+                {
+                    await Task.Delay(delay, Context.Time, cancellationToken);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Context.Push is { } push)
+        {
+            await push.DisposeAsync();
+        }
+        Context.Client?.Dispose();
+        Context.Store?.Dispose();
+    }
+}

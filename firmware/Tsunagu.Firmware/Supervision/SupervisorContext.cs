@@ -1,0 +1,83 @@
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>What the states share while the supervisor runs. Only the supervisor's loop touches it.</summary>
+public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions options, TimeProvider time, Random random, Action<string> log)
+{
+    private readonly SemaphoreSlim _checkSignal = new(0, 1);
+    private volatile bool _forcedPending;
+
+    public UnitHardware Hardware { get; } = hardware;
+    public SupervisorOptions Options { get; } = options;
+    public TimeProvider Time { get; } = time;
+    public Random Random { get; } = random;
+    public Action<string> Log { get; } = log;
+
+    public FactoryIdentity? Identity { get; set; }
+    public byte[] Secret { get; set; } = [];
+    public StateStore? Store { get; set; }
+    public AppStore? Apps { get; set; }
+    public ServiceApplier? Services { get; set; }
+    public UnitClient? Client { get; set; }
+    public PushListener? Push { get; set; }
+
+    public SessionResponse? ProvisionalSession { get; set; }
+    public UnitSettings? FetchedSettings { get; set; }
+    public UnitSettings? Settings { get; set; }
+    public SessionResponse? HostSession { get; set; }
+    public UpdateOffer? Offer { get; set; }
+    public bool ForcedCheck { get; set; }
+    public bool ReadyReported { get; set; }
+    public int MainLinkFailures { get; set; }
+    public TimeSpan CheckInterval { get; set; } = options.CheckInterval;
+    public string? LastError { get; set; }
+
+    /// <summary>A retry delay the server asked for (Retry-After); the backoff uses it as a floor once.</summary>
+    public TimeSpan? RetryAfter { get; set; }
+
+    public FactoryIdentity RequireIdentity() => Identity ?? throw new InvalidOperationException("the factory identity has not been read yet (Boot has not run)");
+    public StateStore RequireStore() => Store ?? throw new InvalidOperationException("the state store is not open (Boot has not run)");
+    public UnitClient RequireClient() => Client ?? throw new InvalidOperationException("the unit client is not created (Boot has not run)");
+    public UnitSettings RequireSettings() => Settings ?? throw new InvalidOperationException("no stored settings (provisioning has not completed)");
+
+    public Uri HostUri => new(RequireSettings().HostServerUrl);
+
+    public string HostToken => HostSession?.Token ?? throw new InvalidOperationException("no host session");
+
+    /// <summary>Asks the supervisor to check now (a push, or a local trigger). Coalesces repeated requests.</summary>
+    public void RequestCheck(bool forced)
+    {
+        if (forced) { _forcedPending = true; }
+        try { _checkSignal.Release(); }
+        catch (SemaphoreFullException) { /* a check is already pending: one is enough */ }
+    }
+
+    public Task WaitForCheckRequestAsync(CancellationToken ct) => _checkSignal.WaitAsync(ct);
+
+    public bool TakeForced()
+    {
+        var forced = _forcedPending;
+        _forcedPending = false;
+        return forced;
+    }
+
+    public Inventory CurrentInventory() => new(RequireIdentity().HardwareVersion, Hardware.Prom.OsVersion,
+        new Dictionary<string, string>(Apps?.Current() ?? new Dictionary<string, string>()));
+
+    /// <summary>Records a failure for the host view and the log, and returns <paramref name="outcome"/>.</summary>
+    public Outcome Fail(Outcome outcome, string what, Exception e)
+    {
+        LastError = $"{what}: {e.Message}";
+        Log($"{what}: {e.Message}");
+        if (e is ServerException { RetryAfter: { } after })
+        {
+            RetryAfter = after;
+        }
+        return outcome;
+    }
+}

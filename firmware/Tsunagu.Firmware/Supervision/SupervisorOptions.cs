@@ -1,0 +1,34 @@
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>Tunables of the supervisor; <see cref="Validate"/> runs at start-up.</summary>
+public sealed record SupervisorOptions
+{
+    /// <summary>Period of the S600-S800 re-check; the host may shorten or lengthen it.</summary>
+    public TimeSpan CheckInterval { get; init; } = TimeSpan.FromHours(24);
+
+    /// <summary>Fraction of the interval by which each period is randomly spread (0.1 = +/-10%).</summary>
+    public double CheckJitter { get; init; } = 0.1;
+
+    public TimeSpan BackoffBase { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan BackoffCap { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>After this many consecutive failures to bring up the main link, fall back to provisioning.</summary>
+    public int MainLinkFailureLimit { get; init; } = 5;
+
+    /// <summary>How long a refused unit waits before asking again.</summary>
+    public TimeSpan RefusedRetryInterval { get; init; } = TimeSpan.FromMinutes(30);
+
+    /// <summary>Variant 2 (patent 0075): the operator is also the ISP; the provisional link stays as the main link.</summary>
+    public bool SingleLink { get; init; }
+
+    /// <summary>Seconds of validity left below which a session token is renewed before use.</summary>
+    public TimeSpan TokenRenewMargin { get; init; } = TimeSpan.FromSeconds(30);
+
+    public void Validate()
+    {
+        if (CheckInterval <= TimeSpan.Zero) { throw new ArgumentException($"CheckInterval must be positive (was {CheckInterval})"); }
+        if (CheckJitter is < 0 or >= 1) { throw new ArgumentException($"CheckJitter must be in [0, 1) (was {CheckJitter})"); }
+        if (BackoffBase <= TimeSpan.Zero || BackoffCap < BackoffBase) { throw new ArgumentException($"backoff needs 0 < BackoffBase <= BackoffCap (was {BackoffBase}, {BackoffCap})"); }
+        if (MainLinkFailureLimit < 1) { throw new ArgumentException($"MainLinkFailureLimit must be at least 1 (was {MainLinkFailureLimit})"); }
+    }
+}

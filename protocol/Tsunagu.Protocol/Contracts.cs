@@ -1,0 +1,208 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Tsunagu.Protocol;
+
+// ---- Factory identity (the `factory` partition) -------------------------------------------------------
+
+/// <summary>How a WAN link is brought up: "pppoe", "dhcp" or "static", with the account for PPPoE.</summary>
+public sealed record WanAccount(string Method, string? Username = null, string? Password = null,
+    string? Address = null, string? Gateway = null);
+
+/// <summary>Everything a unit needs for its first connection (patent 0030-0032).</summary>
+public sealed record BootstrapInfo(string InitialServerUrl, WanAccount ProvisionalWan);
+
+/// <summary>The per-unit contents of the read-only factory partition.</summary>
+public sealed record FactoryIdentity(
+    int FormatVersion,
+    string Mac,
+    string Serial,
+    string HardwareVersion,
+    string Board,
+    BootstrapInfo Bootstrap,
+    IReadOnlyList<string> ServerCertificatePins,
+    IReadOnlyList<string> ReleasePublicKeys,
+    string UnitSecret)
+{
+    public const int CurrentFormat = 1;
+}
+
+// ---- Authentication (S100, S300) -------------------------------------------------------------------------
+
+public sealed record ChallengeRequest(string Mac);
+public sealed record ChallengeResponse(string ChallengeId, string Nonce, DateTimeOffset ExpiresAt);
+public sealed record SessionRequest(string Mac, string ChallengeId, string Proof);
+public sealed record SessionResponse(string Token, string Scope, DateTimeOffset ExpiresAt, string? PushUsername = null);
+
+// ---- Settings (S200): the device management table row of patent fig. 6 ----------------------------------
+
+public sealed record UnitSettings(
+    string Mac,
+    WanAccount Isp,
+    string? IpAddress,
+    string? Domain,
+    string? Vpn,
+    string? GlobalIp,
+    string HostServerUrl,
+    string? PushBroker);
+
+// ---- Version check and update (S400) ---------------------------------------------------------------------
+
+/// <summary>What is installed on a unit: hardware and OS versions and each application's current version.</summary>
+public sealed record Inventory(string HardwareVersion, string OsVersion, IReadOnlyDictionary<string, string> Applications);
+
+/// <summary>CPU and WAN utilisation as fractions 0..1, from the HAL.</summary>
+public sealed record UnitLoad(double Cpu, double Wan);
+
+public sealed record VersionCheckRequest(Inventory Inventory, UnitLoad Load, bool Forced, string? PushNonce);
+
+/// <summary>When a unit may apply an update of importance below 5 (patent 0048, 0064).</summary>
+public sealed record UpdatePolicy(double CpuThreshold, double WanThreshold, int LowWindowStartHour, int LowWindowEndHour)
+{
+    public static UpdatePolicy Default { get; } = new(0.5, 0.5, 2, 5);
+}
+
+public sealed record UpdateOffer(
+    string UpdateId,
+    string FromPattern,
+    string ToPattern,
+    int Importance,
+    string ArtifactUrl,
+    string Sha256,
+    long Size);
+
+public sealed record VersionCheckResponse(
+    string? CurrentPattern,
+    string? TargetPattern,
+    UpdateOffer? Update,
+    UpdatePolicy Policy,
+    int CheckIntervalSeconds);
+
+public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
+public sealed record UpdateReportAck(string UpdateId, string? Pattern);
+
+/// <summary>The manifest inside an update artifact (a tar.gz): which application trees it installs.</summary>
+public sealed record UpdateArtifactManifest(string UpdateId, string FromPattern, string ToPattern,
+    IReadOnlyList<ArtifactApplication> Applications);
+
+public sealed record ArtifactApplication(string Name, string Version);
+
+// ---- Service configuration (S500) ------------------------------------------------------------------------
+
+public sealed record PortForward(string Protocol, int ExternalPort, string InternalAddress, int InternalPort);
+public sealed record FirewallConfig(string DefaultInbound, bool Masquerade, IReadOnlyList<PortForward> PortForwards);
+public sealed record StaticLease(string Mac, string Address, string? Hostname);
+public sealed record DhcpConfig(string LanAddress, int PrefixLength, string RangeStart, string RangeEnd, string LeaseTime,
+    IReadOnlyList<StaticLease> StaticLeases);
+public sealed record DnsConfig(string LocalDomain, IReadOnlyList<string> Upstreams);
+public sealed record ContentFilterConfig(bool Enabled, IReadOnlyList<string> BlockedDomains);
+public sealed record VpnPeer(string Name, string PublicKey, string AllowedIps, string? Endpoint);
+public sealed record VpnConfig(bool Enabled, int ListenPort, string? Address, IReadOnlyList<VpnPeer> Peers);
+public sealed record CacheConfig(bool Enabled, int SizeMegabytes);
+
+public sealed record ServiceConfiguration(
+    FirewallConfig Firewall,
+    DhcpConfig Dhcp,
+    DnsConfig Dns,
+    ContentFilterConfig ContentFilter,
+    VpnConfig Vpn,
+    CacheConfig Cache);
+
+public sealed record ServiceConfigResponse(int Revision, ServiceConfiguration Configuration);
+public sealed record ServiceConfigAck(int Revision, bool Success, string? Error);
+
+// ---- Ready (S400 "tell the host it is ready", S600) ------------------------------------------------------
+
+public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, string? WanAddress);
+public sealed record ReadyAck(string? Pattern, int NextCheckSeconds);
+
+// ---- Push (S700 forced check, patent 0053/0071) ----------------------------------------------------------
+
+public sealed record PushMessage(string Type, int Importance, string Nonce, DateTimeOffset IssuedAt)
+{
+    public const string CheckNow = "check";
+}
+
+public static class PushTopics
+{
+    public const string Root = "tsunagu/v1/units";
+    public static string Commands(string mac) => $"{Root}/{MacAddress.Compact(mac)}/cmd";
+    public static string Status(string mac) => $"{Root}/{MacAddress.Compact(mac)}/status";
+}
+
+// ---- Operator API ----------------------------------------------------------------------------------------
+
+public sealed record RegisterUnitRequest(
+    string Mac,
+    string Serial,
+    string HardwareVersion,
+    WanAccount Isp,
+    string? IpAddress,
+    string? Domain,
+    string? Vpn,
+    string? GlobalIp,
+    string? TargetPattern,
+    string? Subscriber);
+
+public sealed record UnitView(
+    string Mac,
+    string Serial,
+    string HardwareVersion,
+    string State,
+    string? Pattern,
+    string? TargetPattern,
+    int? ConfigRevision,
+    int? AppliedConfigRevision,
+    DateTimeOffset? LastSeen,
+    string? LastError);
+
+public sealed record ForceCheckRequest(IReadOnlyList<string>? Macs, string? Pattern, int Importance = 5);
+public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
+
+// ---- JSON ------------------------------------------------------------------------------------------------
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = false,
+    DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(FactoryIdentity))]
+[JsonSerializable(typeof(ChallengeRequest))]
+[JsonSerializable(typeof(ChallengeResponse))]
+[JsonSerializable(typeof(SessionRequest))]
+[JsonSerializable(typeof(SessionResponse))]
+[JsonSerializable(typeof(UnitSettings))]
+[JsonSerializable(typeof(VersionCheckRequest))]
+[JsonSerializable(typeof(VersionCheckResponse))]
+[JsonSerializable(typeof(UpdateReport))]
+[JsonSerializable(typeof(UpdateReportAck))]
+[JsonSerializable(typeof(UpdateArtifactManifest))]
+[JsonSerializable(typeof(ServiceConfiguration))]
+[JsonSerializable(typeof(ServiceConfigResponse))]
+[JsonSerializable(typeof(ServiceConfigAck))]
+[JsonSerializable(typeof(ReadyReport))]
+[JsonSerializable(typeof(ReadyAck))]
+[JsonSerializable(typeof(PushMessage))]
+[JsonSerializable(typeof(RegisterUnitRequest))]
+[JsonSerializable(typeof(UnitView))]
+[JsonSerializable(typeof(List<UnitView>))]
+[JsonSerializable(typeof(ForceCheckRequest))]
+[JsonSerializable(typeof(ForceCheckResponse))]
+[JsonSerializable(typeof(Inventory))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
+[JsonSerializable(typeof(ProblemBody))]
+public sealed partial class ProtocolJson : JsonSerializerContext;
+
+/// <summary>RFC 9457 problem details as the unit reads them.</summary>
+public sealed record ProblemBody(string? Type, string? Title, int? Status, string? Detail);
+
+public static class ProblemTypes
+{
+    public const string Prefix = "urn:tsunagu:problem:";
+    public const string UnitRefused = Prefix + "unit-refused";
+    public const string UnknownUnit = Prefix + "unknown-unit";
+    public const string ChallengeExpired = Prefix + "challenge-expired";
+    public const string InvalidToken = Prefix + "invalid-token";
+    public const string WrongScope = Prefix + "wrong-scope";
+    public const string Validation = Prefix + "validation";
+    public const string OffPattern = Prefix + "off-pattern";
+    public const string NotFound = Prefix + "not-found";
+    public const string Conflict = Prefix + "conflict";
+}
