@@ -1,7 +1,6 @@
 using System.Net;
-using Tsunagu.Protocol;
 
-namespace Tsunagu.Firmware.Services;
+namespace Tsunagu.Protocol;
 
 /// <summary>A service configuration that cannot be applied; <see cref="Field"/> names the offending field.</summary>
 public sealed class InvalidServiceConfigException(string field, string problem)

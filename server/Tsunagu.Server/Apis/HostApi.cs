@@ -1,0 +1,125 @@
+using System.Text.Json;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Server.Apis;
+
+/// <summary>The host server (patent 60): version check, update delivery and reports, service configuration (S300-S800).</summary>
+public static class HostApi
+{
+    public static void MapHostApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost(Routes.HostChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
+            auth.Challenge(request, ProofPurpose.Host));
+
+        app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
+            auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime));
+
+        var host = app.MapGroup("").AddEndpointFilter<RequireHost>();
+        host.MapPost(Routes.VersionCheck, VersionCheck);
+        host.MapPost(Routes.UpdateReport, UpdateReport);
+        host.MapGet(Routes.Artifacts + "/{sha256}", Artifact);
+        host.MapGet(Routes.ServiceConfig, ServiceConfig);
+        host.MapPost(Routes.ServiceConfigAck, ServiceConfigAck);
+        host.MapPost(Routes.Ready, Ready);
+    }
+
+    private static IResult VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
+        ILogger<VersionCheckRequest> log)
+    {
+        var mac = http.Caller().Subject;
+        var unit = store.GetUnit(mac);
+        if (unit is null)
+        {
+            return Problems.NotFound($"unit {mac} is no longer registered");
+        }
+        if (request.Inventory?.Applications is null)
+        {
+            return Problems.BadRequest("inventory: required, with hardwareVersion, osVersion and applications");
+        }
+        // The pattern is what the unit actually runs: after a wiped flash it is the factory pattern again.
+        var actual = store.FindPattern(request.Inventory);
+        if (actual is null)
+        {
+            store.RecordInventory(mac, request.Inventory, null, UnitStates.OffPattern);
+            store.Touch(mac, error: "inventory matches no verified install pattern");
+            log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
+            return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, UpdatePolicy.Default, options.CheckIntervalSeconds));
+        }
+        if (actual.Id != unit.Pattern)
+        {
+            log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
+        }
+        var program = unit.TargetPattern == actual.Id ? null : store.FindUpdateProgram(actual.Id);
+        UpdateOffer? offer = program is null ? null : new UpdateOffer(program.Id, program.FromPattern, program.ToPattern,
+            (int)program.Importance, $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
+        store.RecordInventory(mac, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating);
+        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, UpdatePolicy.Default, options.CheckIntervalSeconds));
+    }
+
+    private static IResult UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store)
+    {
+        var mac = http.Caller().Subject;
+        if (report.Inventory?.Applications is null || string.IsNullOrEmpty(report.UpdateId))
+        {
+            return Problems.BadRequest("updateId and inventory are required");
+        }
+        if (store.GetUpdateProgram(report.UpdateId) is null)
+        {
+            return Problems.NotFound($"update program {report.UpdateId} does not exist");
+        }
+        // The new pattern is recorded only from the unit's own report of what it now runs.
+        var pattern = store.FindPattern(report.Inventory);
+        store.RecordUpdateReport(mac, report.UpdateId, report.Success, report.Error, pattern?.Id);
+        store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Configuring);
+        store.Touch(mac, error: report.Success ? null : $"update {report.UpdateId} failed: {report.Error}", clearError: report.Success);
+        store.Audit(mac, report.Success ? "update.succeeded" : "update.failed", report.UpdateId, report.Error);
+        return Results.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
+    }
+
+    private static IResult Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts)
+    {
+        if (!ArtifactStore.IsDigest(sha256) || !store.ArtifactIsOffered(sha256) || artifacts.PathOf(sha256) is not { } path)
+        {
+            return Problems.NotFound($"artifact {sha256} is not offered by this server");
+        }
+        return Results.File(path, "application/octet-stream", enableRangeProcessing: true);
+    }
+
+    private static IResult ServiceConfig(HttpContext http, TsunaguStore store)
+    {
+        var mac = http.Caller().Subject;
+        var latest = store.LatestUnitConfig(mac);
+        if (latest is null)
+        {
+            return Problems.NotFound($"unit {mac} has no service configuration assigned");
+        }
+        var document = JsonSerializer.Deserialize(latest.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        store.Touch(mac, UnitStates.Configuring);
+        return Results.Ok(new ServiceConfigResponse((int)latest.Revision, document));
+    }
+
+    private static IResult ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store)
+    {
+        var mac = http.Caller().Subject;
+        if (!store.AckUnitConfig(mac, ack.Revision, ack.Success, ack.Error))
+        {
+            return Problems.NotFound($"unit {mac} has no service configuration revision {ack.Revision}");
+        }
+        store.Touch(mac, error: ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}");
+        return Results.Ok(ack);
+    }
+
+    private static IResult Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options)
+    {
+        var mac = http.Caller().Subject;
+        if (report.Inventory?.Applications is null)
+        {
+            return Problems.BadRequest("inventory: required");
+        }
+        var pattern = store.FindPattern(report.Inventory);
+        store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress);
+        return Results.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
+    }
+}

@@ -1,0 +1,52 @@
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Push;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Server.Apis;
+
+/// <summary>The initial setting server (patent 50): authenticates units and sends their settings (S100-S200).</summary>
+public static class ProvisioningApi
+{
+    public static void MapProvisioningApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost(Routes.ProvisioningChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
+            auth.Challenge(request, ProofPurpose.Provisional));
+
+        app.MapPost(Routes.ProvisioningSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
+            auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime));
+
+        app.MapGet(Routes.ProvisioningSettings, (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push) =>
+        {
+            var mac = http.Caller().Subject;
+            var unit = store.GetUnit(mac);
+            if (unit is null)
+            {
+                return Problems.NotFound($"unit {mac} is no longer registered");
+            }
+            return Results.Ok(new UnitSettings(
+                unit.Mac,
+                new WanAccount(unit.IspMethod, unit.IspUsername, unit.IspPassword, unit.IpAddress),
+                unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
+                endpoints.HostServerUrl, push.BrokerUri));
+        }).AddEndpointFilter<RequireProvisional>();
+    }
+}
+
+/// <summary>Where units reach the host server, resolved once the server is listening.</summary>
+public sealed class ServerEndpoints
+{
+    public string HostServerUrl { get; set; } = "";
+}
+
+public sealed class RequireProvisional(TokenService tokens, TsunaguStore store) : IEndpointFilter
+{
+    private readonly RequireScope _inner = new(TokenScope.Provisional, tokens, store);
+    public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next) => _inner.InvokeAsync(context, next);
+}
+
+public sealed class RequireHost(TokenService tokens, TsunaguStore store) : IEndpointFilter
+{
+    private readonly RequireScope _inner = new(TokenScope.Host, tokens, store);
+    public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next) => _inner.InvokeAsync(context, next);
+}

@@ -1,0 +1,90 @@
+namespace Tsunagu.Server.Data;
+
+/// <summary>Host-side states of a unit, as the server observes them.</summary>
+public static class UnitStates
+{
+    public const string Registered = "Registered";
+    public const string Provisioning = "Provisioning";
+    public const string Connected = "Connected";
+    public const string Updating = "Updating";
+    public const string Configuring = "Configuring";
+    public const string Ready = "Ready";
+    public const string OffPattern = "OffPattern";
+}
+
+public static class PatternStatus
+{
+    public const string Draft = "draft";
+    public const string Verified = "verified";
+    public const string Retired = "retired";
+}
+
+public static class ConfigStatus
+{
+    public const string Provisional = "provisional";
+    public const string Applied = "applied";
+    public const string Failed = "failed";
+}
+
+public sealed class UnitRow
+{
+    public string Mac { get; set; } = "";
+    public string Serial { get; set; } = "";
+    public string HardwareVersion { get; set; } = "";
+    public string IspMethod { get; set; } = "";
+    public string? IspUsername { get; set; }
+    public string? IspPassword { get; set; }
+    public string? IpAddress { get; set; }
+    public string? Domain { get; set; }
+    public string? Vpn { get; set; }
+    public string? GlobalIp { get; set; }
+    public string? Subscriber { get; set; }
+    public string State { get; set; } = UnitStates.Registered;
+    public string? Pattern { get; set; }
+    public string? TargetPattern { get; set; }
+    public long? AppliedConfigRevision { get; set; }
+    public string? Inventory { get; set; }
+    public string? WanAddress { get; set; }
+    public string? LastSeen { get; set; }
+    public string? LastError { get; set; }
+    public string CreatedAt { get; set; } = "";
+}
+
+public sealed class PatternRow
+{
+    public string Id { get; set; } = "";
+    public string Name { get; set; } = "";
+    public string HardwareVersion { get; set; } = "";
+    public string OsVersion { get; set; } = "";
+    public string Applications { get; set; } = "{}";
+    public string Status { get; set; } = PatternStatus.Draft;
+}
+
+public sealed class UpdateProgramRow
+{
+    public string Id { get; set; } = "";
+    public string FromPattern { get; set; } = "";
+    public string ToPattern { get; set; } = "";
+    public long Importance { get; set; }
+    public long Priority { get; set; }
+    public string ArtifactSha256 { get; set; } = "";
+    public long ArtifactSize { get; set; }
+}
+
+public sealed class UnitConfigRow
+{
+    public string Mac { get; set; } = "";
+    public long Revision { get; set; }
+    public string Document { get; set; } = "";
+    public string Status { get; set; } = ConfigStatus.Provisional;
+    public string? Error { get; set; }
+}
+
+public sealed class ChallengeRow
+{
+    public string Id { get; set; } = "";
+    public string Mac { get; set; } = "";
+    public string Purpose { get; set; } = "";
+    public string Nonce { get; set; } = "";
+    public string ExpiresAt { get; set; } = "";
+}

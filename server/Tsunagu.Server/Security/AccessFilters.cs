@@ -1,0 +1,105 @@
+using System.Text;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+
+namespace Tsunagu.Server.Security;
+
+/// <summary>Who made a request, once a filter has checked it.</summary>
+public sealed record Caller(string Subject, string Scope);
+
+public static class CallerExtensions
+{
+    public static Caller Caller(this HttpContext http) =>
+        http.Items[typeof(Caller)] as Caller ?? throw new InvalidOperationException("endpoint reached without an access filter");
+}
+
+/// <summary>Admits only bearer tokens of one scope; a unit token also marks the unit as seen.</summary>
+public sealed class RequireScope(string scope, TokenService tokens, TsunaguStore store) : IEndpointFilter
+{
+    public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        var http = context.HttpContext;
+        var claims = tokens.Validate(Bearer(http), out var reason);
+        if (claims is null)
+        {
+            return Problems.Unauthorized(ProblemTypes.InvalidToken, reason);
+        }
+        if (claims.Scope != scope)
+        {
+            return Problems.Forbidden(ProblemTypes.WrongScope, $"a {claims.Scope} token cannot be used here; this endpoint needs a {scope} token");
+        }
+        http.Items[typeof(Caller)] = new Caller(claims.Subject, claims.Scope);
+        if (scope is TokenScope.Host or TokenScope.Provisional)
+        {
+            store.Touch(claims.Subject);
+        }
+        return await next(context);
+    }
+
+    internal static string? Bearer(HttpContext http)
+    {
+        var header = http.Request.Headers.Authorization.ToString();
+        return header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : null;
+    }
+}
+
+/// <summary>Admits operators by HTTP Basic credentials or an operator bearer token.</summary>
+public sealed class RequireOperator(TokenService tokens, TsunaguStore store) : IEndpointFilter
+{
+    public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        var http = context.HttpContext;
+        var header = http.Request.Headers.Authorization.ToString();
+        string? name = null;
+        if (header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+        {
+            string decoded;
+            try
+            {
+                decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header[6..].Trim()));
+            }
+            catch (FormatException)
+            {
+                return Problems.Unauthorized(ProblemTypes.InvalidToken, "the Basic credentials are not base64");
+            }
+            var colon = decoded.IndexOf(':');
+            if (colon > 0 && store.GetOperatorHash(decoded[..colon]) is { } hash && PasswordHasher.Verify(decoded[(colon + 1)..], hash))
+            {
+                name = decoded[..colon];
+            }
+            else
+            {
+                return Problems.Unauthorized(ProblemTypes.InvalidToken, "operator name or password is wrong");
+            }
+        }
+        else
+        {
+            var claims = tokens.Validate(RequireScope.Bearer(http), out var reason);
+            if (claims is null)
+            {
+                http.Response.Headers.WWWAuthenticate = "Basic realm=\"tsunagu\"";
+                return Problems.Unauthorized(ProblemTypes.InvalidToken, $"operator credentials required ({reason})");
+            }
+            if (claims.Scope != TokenScope.Operator)
+            {
+                return Problems.Forbidden(ProblemTypes.WrongScope, $"a {claims.Scope} token cannot be used on the operator API");
+            }
+            name = claims.Subject;
+        }
+        http.Items[typeof(Caller)] = new Caller(name, TokenScope.Operator);
+        return await next(context);
+    }
+}
+
+/// <summary>RFC 9457 problem responses with the contract's problem types.</summary>
+public static class Problems
+{
+    public static IResult Unauthorized(string type, string detail) => Make(401, type, "Not authenticated", detail);
+    public static IResult Forbidden(string type, string detail) => Make(403, type, "Not allowed", detail);
+    public static IResult BadRequest(string detail) => Make(400, ProblemTypes.Validation, "Invalid request", detail);
+    public static IResult NotFound(string detail) => Make(404, ProblemTypes.NotFound, "Not found", detail);
+    public static IResult Conflict(string detail) => Make(409, ProblemTypes.Conflict, "Conflict", detail);
+
+    public static IResult Make(int status, string type, string title, string detail) =>
+        Results.Problem(detail: detail, statusCode: status, title: title, type: type);
+}

@@ -1,0 +1,76 @@
+using System.Net;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Push;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Server;
+
+/// <summary>Builds and starts the server; used by Program, the demo and the integration tests alike.</summary>
+public static class ServerHost
+{
+    public static WebApplication Build(ServerOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null,
+        TimeProvider? time = null)
+    {
+        options.Validate();
+        var builder = WebApplication.CreateSlimBuilder(args ?? []);
+        builder.Configuration.AddEnvironmentVariables("TSUNAGU_");
+        if (logging is not null)
+        {
+            logging(builder.Logging);
+        }
+        var dataDirectory = Path.GetFullPath(options.DataDirectory);
+        Directory.CreateDirectory(dataDirectory);
+        var certificate = ServerCertificate.LoadOrCreate(Path.Combine(dataDirectory, "tls"));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Listen(IPAddress.Parse(options.ListenAddress), options.Port, l => l.UseHttps(certificate));
+        });
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ProtocolJson.Default));
+        builder.Services.AddProblemDetails();
+        time ??= TimeProvider.System;
+        builder.Services.AddSingleton(time);
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(new TsunaguStore(Path.Combine(dataDirectory, options.Database), time));
+        builder.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
+        builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
+        builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
+        builder.Services.AddSingleton<UnitAuthentication>();
+        builder.Services.AddSingleton<ServerEndpoints>();
+        builder.Services.AddSingleton<EmbeddedBroker>();
+        builder.Services.AddSingleton<IPushPublisher>(sp => sp.GetRequiredService<EmbeddedBroker>());
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
+
+        var app = builder.Build();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        if (options.HasRole("initial"))
+        {
+            app.MapProvisioningApi();
+        }
+        if (options.HasRole("host"))
+        {
+            app.MapHostApi();
+        }
+        app.MapOperatorApi();
+        app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var endpoints = app.Services.GetRequiredService<ServerEndpoints>();
+            endpoints.HostServerUrl = options.HostServerUrl ?? BaseUrl(app);
+        });
+        return app;
+    }
+
+    /// <summary>The https:// address the server listens on (after start).</summary>
+    public static string BaseUrl(WebApplication app)
+    {
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()
+                      ?? throw new InvalidOperationException("the server is not listening yet");
+        return address.Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal).TrimEnd('/') + "/";
+    }
+}

@@ -1,0 +1,45 @@
+namespace Tsunagu.Server;
+
+/// <summary>Settings of the server (section "Tsunagu" of the configuration, or TSUNAGU_* variables).</summary>
+public sealed class ServerOptions
+{
+    /// <summary>Where the database, keys, certificate and artifacts live.</summary>
+    public string DataDirectory { get; set; } = ".tsunagu/server";
+
+    /// <summary>Loopback address and port to serve HTTPS on; port 0 picks a free one.</summary>
+    public string ListenAddress { get; set; } = "127.0.0.1";
+    public int Port { get; set; } = 8443;
+
+    /// <summary>Roles this process plays (patent 0027): "initial", "host", or both.</summary>
+    public string[] Roles { get; set; } = ["initial", "host"];
+
+    /// <summary>SQLite file (relative to <see cref="DataDirectory"/>) unless a connection string is given.</summary>
+    public string Database { get; set; } = "tsunagu.db";
+
+    /// <summary>URL units are told to use for the host server; defaults to this server's own address.</summary>
+    public string? HostServerUrl { get; set; }
+
+    /// <summary>Embedded MQTT broker port on <see cref="ListenAddress"/>; 0 picks a free one; -1 disables push.</summary>
+    public int MqttPort { get; set; } = 1883;
+
+    public TimeSpan ChallengeLifetime { get; set; } = TimeSpan.FromMinutes(1);
+    public TimeSpan ProvisionalTokenLifetime { get; set; } = TimeSpan.FromMinutes(5);
+    public TimeSpan HostTokenLifetime { get; set; } = TimeSpan.FromMinutes(30);
+    public TimeSpan OperatorTokenLifetime { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Period units are told to re-check at (S600-S800).</summary>
+    public int CheckIntervalSeconds { get; set; } = 86400;
+
+    public bool HasRole(string role) => Roles.Contains(role, StringComparer.OrdinalIgnoreCase);
+
+    public void Validate()
+    {
+        if (Roles.Length == 0 || Roles.Any(r => r is not ("initial" or "host")))
+        {
+            throw new ArgumentException($"Tsunagu:Roles must be 'initial', 'host' or both (was '{string.Join(",", Roles)}')");
+        }
+        if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
+        if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
+        if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }
+    }
+}
