@@ -42,9 +42,7 @@ public sealed class ServiceApplier(string dataRoot)
             Directory.Delete(final, recursive: true);
         }
         Directory.Move(staging, final);
-        var tmp = Path.Combine(Root, $".current-{Guid.NewGuid():N}");
-        File.CreateSymbolicLink(tmp, name);
-        File.Move(tmp, Path.Combine(Root, "current"), overwrite: true);
+        Storage.AtomicLink.Point(Path.Combine(Root, "current"), name);
         foreach (var old in Directory.GetDirectories(Root, "rev-*").Where(d => Path.GetFileName(d) != name))
         {
             Directory.Delete(old, recursive: true);

@@ -52,9 +52,7 @@ public sealed class AppStore(string dataRoot)
         {
             throw new InvalidOperationException($"cannot switch {name} to {version}: {Path.Combine(appDir, version)} is not installed");
         }
-        var tmp = Path.Combine(appDir, $".current-{Guid.NewGuid():N}");
-        File.CreateSymbolicLink(tmp, version);
-        File.Move(tmp, Path.Combine(appDir, "current"), overwrite: true);
+        AtomicLink.Point(Path.Combine(appDir, "current"), version);
     }
 
     public static void ValidateSegment(string value, string what)

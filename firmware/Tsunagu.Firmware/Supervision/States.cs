@@ -274,11 +274,25 @@ public sealed class VersionCheckState : IState
         }
         ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
         ctx.Offer = response.Update;
+        var store = ctx.RequireStore();
+        var pending = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
+        if (pending is { Phase: PendingUpdate.Failed, Report: { } unsent })
+        {
+            try
+            {
+                await ctx.RequireClient().ReportUpdateAsync(ctx.HostUri, ctx.HostToken, unsent, ct);
+                pending = pending with { Report = null };
+                store.Set(StateKeys.PendingUpdate, pending, FirmwareJson.Default.PendingUpdate);
+            }
+            catch (ServerException e)
+            {
+                return DefaultStates.FromServerError(ctx, $"update {unsent.UpdateId}: failure report", e);
+            }
+        }
         if (response.Update is not { } offer)
         {
             return Outcome.NothingToDo;
         }
-        var pending = ctx.RequireStore().Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
         if (pending is { Phase: PendingUpdate.Failed } && pending.UpdateId == offer.UpdateId && pending.Attempts >= 3)
         {
             ctx.Log($"update {offer.UpdateId} failed {pending.Attempts} times; not trying it again until the host offers another");
@@ -322,7 +336,10 @@ public sealed class UpdateState : IState
                 ctx.Fail(Outcome.Failure, $"update {offer.UpdateId}", e);
                 var failed = new UpdateReport(offer.UpdateId, false, e.Message, ctx.CurrentInventory());
                 store.Set(StateKeys.PendingUpdate, new PendingUpdate(offer.UpdateId, PendingUpdate.Failed, failed, attempts), FirmwareJson.Default.PendingUpdate);
-                await TryReportAsync(ctx, failed, ct);
+                if (await TryReportAsync(ctx, failed, ct))
+                {
+                    store.Set(StateKeys.PendingUpdate, new PendingUpdate(offer.UpdateId, PendingUpdate.Failed, null, attempts), FirmwareJson.Default.PendingUpdate);
+                }
                 return Outcome.Failure;
             }
             var report = new UpdateReport(offer.UpdateId, true, null, ctx.CurrentInventory());
@@ -343,15 +360,17 @@ public sealed class UpdateState : IState
         }
     }
 
-    private static async Task TryReportAsync(SupervisorContext ctx, UpdateReport report, CancellationToken ct)
+    private static async Task<bool> TryReportAsync(SupervisorContext ctx, UpdateReport report, CancellationToken ct)
     {
         try
         {
             await ctx.RequireClient().ReportUpdateAsync(ctx.HostUri, ctx.HostToken, report, ct);
+            return true;
         }
         catch (ServerException e)
         {
-            ctx.Log($"update {report.UpdateId}: failure report not delivered ({e.Message}); the next version check repeats it");
+            ctx.Log($"update {report.UpdateId}: failure report not delivered ({e.Message}); the next version check sends it again");
+            return false;
         }
     }
 
@@ -483,6 +502,11 @@ public sealed class ServiceConfigState : IState
             store.Set(StateKeys.AppliedConfig, new AppliedConfig(response.Revision, true, null), FirmwareJson.Default.AppliedConfig);
             ctx.Log($"services: revision {response.Revision} applied");
             return Outcome.Success;
+        }
+        catch (ServerException e) when (e.ProblemType == ProblemTypes.NotFound)
+        {
+            ctx.Log("services: the host has no service configuration for this unit; keeping what runs");
+            return Outcome.NothingToDo;
         }
         catch (ServerException e)
         {

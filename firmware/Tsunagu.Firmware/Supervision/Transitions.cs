@@ -42,6 +42,7 @@ public static class Transitions
 
         new(StateId.Disconnect,         Outcome.Success,             StateId.Main),          // S300
         new(StateId.Disconnect,         Outcome.NothingToDo,         StateId.HostSession),   // variant 2: the provisional link is the main link
+        new(StateId.Disconnect,         Outcome.Retry,               StateId.Disconnect),
 
         new(StateId.Main,               Outcome.Success,             StateId.HostSession),
         new(StateId.Main,               Outcome.Retry,               StateId.Main),
@@ -69,10 +70,12 @@ public static class Transitions
         new(StateId.Ready,              Outcome.Retry,               StateId.Ready),
 
         new(StateId.Refused,            Outcome.Success,             StateId.Provisional),
+        new(StateId.Refused,            Outcome.Retry,               StateId.Refused),
 
         new(null,                       Outcome.SessionExpired,      StateId.HostSession),
         new(null,                       Outcome.LinkLost,            StateId.Main),
         new(null,                       Outcome.DataLost,            StateId.Boot),
+        new(null,                       Outcome.Refused,             StateId.Refused),
     ];
 
     private static readonly Dictionary<(StateId?, Outcome), StateId> Index = Table.ToDictionary(t => (t.From, t.On), t => t.To);

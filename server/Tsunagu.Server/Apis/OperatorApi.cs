@@ -27,7 +27,7 @@ public static class OperatorApi
 
     public static UnitView ToView(UnitRow u) => new(
         u.Mac, u.Serial, u.HardwareVersion, u.State, u.Pattern, u.TargetPattern,
-        null, u.AppliedConfigRevision is { } r ? (int)r : null,
+        u.ConfigRevision is { } c ? (int)c : null, u.AppliedConfigRevision is { } r ? (int)r : null,
         u.LastSeen is null ? null : DateTimeOffset.Parse(u.LastSeen, System.Globalization.CultureInfo.InvariantCulture),
         u.LastError);
 

@@ -43,6 +43,7 @@ public sealed class UnitRow
     public string? Pattern { get; set; }
     public string? TargetPattern { get; set; }
     public long? AppliedConfigRevision { get; set; }
+    public long? ConfigRevision { get; set; }
     public string? Inventory { get; set; }
     public string? WanAddress { get; set; }
     public string? LastSeen { get; set; }

@@ -45,6 +45,9 @@ public sealed class TsunaguStore
 
     private string Now() => _time.GetUtcNow().ToString("O", CultureInfo.InvariantCulture);
 
+    private const string UnitColumns =
+        "SELECT units.*, (SELECT MAX(revision) FROM unit_configs c WHERE c.mac = units.mac) AS config_revision FROM units";
+
     // ---- units ------------------------------------------------------------------------------------------
 
     public void AddUnit(UnitRow unit)
@@ -69,14 +72,14 @@ public sealed class TsunaguStore
     public UnitRow? GetUnit(string mac)
     {
         using var c = Open();
-        return c.QuerySingleOrDefault<UnitRow>("SELECT * FROM units WHERE mac = @mac", new { mac });
+        return c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac });
     }
 
     public IReadOnlyList<UnitRow> ListUnits(string? pattern = null, string? state = null)
     {
         using var c = Open();
-        return c.Query<UnitRow>("""
-            SELECT * FROM units
+        return c.Query<UnitRow>($"""
+            {UnitColumns}
             WHERE (@pattern IS NULL OR pattern = @pattern) AND (@state IS NULL OR state = @state)
             ORDER BY mac
             """, new { pattern, state }).ToList();

@@ -39,6 +39,7 @@ public sealed class EmbeddedBroker(ServerOptions options, TokenService tokens, I
         var serverOptions = new MqttServerOptionsBuilder()
             .WithDefaultEndpoint()
             .WithDefaultEndpointBoundIPAddress(IPAddress.Parse(options.ListenAddress))
+            .WithDefaultEndpointBoundIPV6Address(IPAddress.IPv6Loopback)
             .WithDefaultEndpointPort(Port)
             .Build();
         _server = new MqttServerFactory().CreateMqttServer(serverOptions);

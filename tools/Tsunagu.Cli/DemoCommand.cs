@@ -1,0 +1,108 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Protocol;
+using Tsunagu.Server;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Demo;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Cli;
+
+/// <summary>
+/// `tsunagu demo`: the server with both roles on SQLite and the embedded broker, the demo catalogue, and a
+/// small fleet of simulated units running the real supervisor, printing each state transition.
+/// </summary>
+public static class DemoCommand
+{
+    public sealed record Settings(int Units, string DataDirectory, int Port, int MqttPort, TimeSpan CheckInterval);
+
+    public static async Task<int> RunAsync(Settings settings, TextWriter output, CancellationToken ct)
+    {
+        if (settings.Units is < 1 or > 10_000)
+        {
+            output.WriteLine($"error: --units {settings.Units} is outside 1..10000");
+            return 2;
+        }
+        var root = Path.GetFullPath(settings.DataDirectory);
+        var serverOptions = new ServerOptions
+        {
+            DataDirectory = Path.Combine(root, "server"),
+            Port = settings.Port,
+            MqttPort = settings.MqttPort,
+            CheckIntervalSeconds = (int)Math.Max(1, settings.CheckInterval.TotalSeconds),
+        };
+        var app = ServerHost.Build(serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>());
+        await app.StartAsync(ct);
+        var url = ServerHost.BaseUrl(app);
+        var certPath = Path.Combine(serverOptions.DataDirectory, "tls", ServerCertificate.PemFile);
+        var passwordFile = Path.Combine(root, "operator-password");
+        await File.WriteAllTextAsync(passwordFile, password + "\n", ct);
+        output.WriteLine($"server      {url}  (initial setting + host roles, SQLite {Path.Combine(serverOptions.DataDirectory, serverOptions.Database)})");
+        output.WriteLine($"mqtt        mqtt://{serverOptions.ListenAddress}:{serverOptions.MqttPort} (embedded broker)");
+        output.WriteLine($"operator    {DemoCatalogue.OperatorName} / {password}   (also in {passwordFile})");
+        output.WriteLine($"try         curl --cacert {certPath} -u {DemoCatalogue.OperatorName}:{password} {url}api/v1/units");
+        output.WriteLine($"catalogue   {DemoCatalogue.Pattern1} (factory) -> {DemoCatalogue.Pattern2} by update {DemoCatalogue.UpdateId} (importance 5)");
+        output.WriteLine();
+
+        var unitKey = app.Services.GetRequiredService<Tsunagu.Server.Apis.UnitKey>().Bytes;
+        var pin = OperatorClient.PinFromPemFile(certPath);
+        var releaseKey = FactoryIdentities.LoadOrCreateReleaseKey(Path.Combine(serverOptions.DataDirectory, "keys", "release.key"));
+        var lockObject = new Lock();
+        var supervisorOptions = new SupervisorOptions
+        {
+            CheckInterval = settings.CheckInterval,
+            BackoffBase = TimeSpan.FromMilliseconds(200),
+            BackoffCap = TimeSpan.FromSeconds(10),
+            RefusedRetryInterval = TimeSpan.FromMinutes(1),
+        };
+        await using var fleet = new SimulatedFleet(Path.Combine(root, "fleet"), supervisorOptions,
+            (unit, change) =>
+            {
+                lock (lockObject)
+                {
+                    output.WriteLine($"{change.At:HH:mm:ss.fff} {unit.Mac}  {change.From,-13} --{change.Outcome,-15}--> {change.To}" +
+                                     (change.Delay > TimeSpan.Zero ? $"  (retry in {change.Delay.TotalSeconds:0.0}s)" : ""));
+                }
+            },
+            (unit, message) => { lock (lockObject) { output.WriteLine($"             {unit.Mac}  {message}"); } });
+        fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
+        using (var operatorClient = new OperatorClient(new Uri(url), DemoCatalogue.OperatorName, password, [pin]))
+        {
+            var existing = (await operatorClient.ListUnitsAsync(null, null, ct)).Select(u => u.Mac).ToHashSet();
+            for (var i = 1; i <= settings.Units; i++)
+            {
+                var mac = SimulatedFleet.MacFor(i);
+                var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"TSN-{i:D6}", DemoCatalogue.HardwareVersion, "simulated",
+                    url, new WanAccount("pppoe", $"setup-{MacAddress.Compact(mac)}@init.tsunagu.example", "provisional"), [pin], [releaseKey]), unitKey);
+                await fleet.AddUnitAsync(identity, ct);
+                if (!existing.Contains(mac))
+                {
+                    await operatorClient.RegisterAsync(new RegisterUnitRequest(mac, identity.Serial, identity.HardwareVersion,
+                        new WanAccount("pppoe", $"user{i}@isp.example", $"isp-password-{i}"), null, $"unit{i}.home.example",
+                        null, null, null, $"subscriber{i}"), ct);
+                }
+            }
+        }
+        output.WriteLine($"fleet       {settings.Units} simulated units under {Path.Combine(root, "fleet")}; Ctrl-C stops everything");
+        output.WriteLine();
+        fleet.StartAll();
+        // Ctrl-C reaches either the command line (ct) or the web host (SIGTERM/SIGINT stop the application).
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, app.Lifetime.ApplicationStopping);
+        try
+        {
+            await Task.Delay(Timeout.Infinite, stop.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            output.WriteLine("stopping: powering off the fleet and the server");
+        }
+        await fleet.DisposeAsync();
+        await app.StopAsync(CancellationToken.None);
+        await app.DisposeAsync();
+        return 0;
+    }
+}

@@ -1,0 +1,61 @@
+using System.Security.Cryptography;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Cli.Factory;
+
+/// <summary>What the factory burns for one unit.</summary>
+public sealed record IdentitySpec(string Mac, string Serial, string HardwareVersion, string Board, string InitialServerUrl,
+    WanAccount ProvisionalWan, IReadOnlyList<string> ServerPins, IReadOnlyList<string> ReleasePublicKeys);
+
+/// <summary>
+/// Creates factory identities. The unit's secret is derived here from the operator's unit key; only the derived
+/// secret goes into the identity, never the key.
+/// </summary>
+public static class FactoryIdentities
+{
+    public static FactoryIdentity Create(IdentitySpec spec, ReadOnlySpan<byte> unitKey)
+    {
+        var mac = MacAddress.Normalize(spec.Mac);
+        if (string.IsNullOrWhiteSpace(spec.Serial)) { throw new ArgumentException("serial: required"); }
+        if (!Uri.TryCreate(spec.InitialServerUrl, UriKind.Absolute, out var server) || server.Scheme != Uri.UriSchemeHttps)
+        {
+            throw new ArgumentException($"initial server URL '{spec.InitialServerUrl}' must be an absolute https:// URL");
+        }
+        if (spec.ServerPins.Count == 0) { throw new ArgumentException("at least one server certificate pin is required"); }
+        var secret = UnitCredentials.DeriveUnitSecret(unitKey, mac);
+        return new FactoryIdentity(FactoryIdentity.CurrentFormat, mac, spec.Serial, spec.HardwareVersion, spec.Board,
+            new BootstrapInfo(spec.InitialServerUrl, spec.ProvisionalWan), spec.ServerPins, spec.ReleasePublicKeys,
+            Convert.ToBase64String(secret));
+    }
+
+    /// <summary>Loads the release signing key (ECDSA P-256, PKCS#8 PEM) or creates one; returns its public key (SPKI, base64).</summary>
+    public static string LoadOrCreateReleaseKey(string path)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        if (File.Exists(path))
+        {
+            key.ImportFromPem(File.ReadAllText(path));
+        }
+        else
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            File.WriteAllText(path, key.ExportPkcs8PrivateKeyPem());
+        }
+        return Convert.ToBase64String(key.ExportSubjectPublicKeyInfo());
+    }
+
+    /// <summary>A unit key file: 32 random bytes.</summary>
+    public static byte[] ReadUnitKey(string path)
+    {
+        try
+        {
+            var key = File.ReadAllBytes(path);
+            if (key.Length < 16) { throw new ArgumentException($"{path}: a unit key needs at least 16 bytes, the file has {key.Length}"); }
+            return key;
+        }
+        catch (IOException e)
+        {
+            throw new ArgumentException($"{path}: cannot read the unit key: {e.Message}", e);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+using System.CommandLine;
+using Tsunagu.Cli;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Hal.Simulated;
+using Tsunagu.Protocol;
+
+// tsunagu: the operator's and the factory's command line.
+var root = new RootCommand("Tsunagu operator and factory tool");
+
+// ---- connection to the operator API -----------------------------------------------------------------------
+var serverOption = new Option<Uri>("--server") { Description = "server base URL", DefaultValueFactory = _ => new Uri(Environment.GetEnvironmentVariable("TSUNAGU_SERVER") ?? "https://127.0.0.1:8443/") };
+var certOption = new Option<string>("--server-cert") { Description = "the server's certificate (PEM); its key is pinned", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_SERVER_CERT") ?? ".tsunagu/demo/server/tls/server.pem" };
+var userOption = new Option<string>("--operator") { Description = "operator name", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_OPERATOR") ?? "operator" };
+var passwordOption = new Option<string?>("--password") { Description = "operator password (default: $TSUNAGU_OPERATOR_PASSWORD)" };
+Option[] connection = [serverOption, certOption, userOption, passwordOption];
+
+OperatorClient Connect(ParseResult r)
+{
+    var password = r.GetValue(passwordOption) ?? Environment.GetEnvironmentVariable("TSUNAGU_OPERATOR_PASSWORD")
+        ?? throw new ArgumentException("no operator password: give --password or set TSUNAGU_OPERATOR_PASSWORD");
+    return new OperatorClient(r.GetValue(serverOption)!, r.GetValue(userOption)!, password, [OperatorClient.PinFromPemFile(r.GetValue(certOption)!)]);
+}
+
+async Task<int> Guard(Func<Task<int>> action)
+{
+    try
+    {
+        return await action();
+    }
+    catch (Exception e) when (e is OperatorApiException or ArgumentException or ProtocolException or IOException or HttpRequestException)
+    {
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 1;
+    }
+}
+
+// ---- demo -------------------------------------------------------------------------------------------------
+var unitsOption = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 5 };
+var dataOption = new Option<string>("--data") { Description = "demo data directory", DefaultValueFactory = _ => ".tsunagu/demo" };
+var portOption = new Option<int>("--port") { Description = "HTTPS port on 127.0.0.1", DefaultValueFactory = _ => 8443 };
+var mqttPortOption = new Option<int>("--mqtt-port") { Description = "embedded MQTT broker port on 127.0.0.1", DefaultValueFactory = _ => 1883 };
+var intervalOption = new Option<int>("--check-interval") { Description = "seconds between periodic checks", DefaultValueFactory = _ => 300 };
+var demo = new Command("demo", "run the server with the demo catalogue and a fleet of simulated units") { unitsOption, dataOption, portOption, mqttPortOption, intervalOption };
+demo.SetAction((r, ct) => DemoCommand.RunAsync(new DemoCommand.Settings(r.GetValue(unitsOption), r.GetValue(dataOption)!, r.GetValue(portOption),
+    r.GetValue(mqttPortOption), TimeSpan.FromSeconds(r.GetValue(intervalOption))), Console.Out, ct));
+root.Subcommands.Add(demo);
+
+// ---- unit add: factory identity + device management table row --------------------------------------------
+var macOption = new Option<string>("--mac") { Description = "unit MAC address", Required = true };
+var serialOption = new Option<string>("--serial") { Description = "serial number", Required = true };
+var hardwareOption = new Option<string>("--hardware") { Description = "hardware version", DefaultValueFactory = _ => "r1" };
+var boardOption = new Option<string>("--board") { Description = "board name", DefaultValueFactory = _ => "simulated" };
+var unitKeyOption = new Option<string>("--unit-key") { Description = "the operator's unit key file (never copied to the unit)", Required = true };
+var releaseKeyOption = new Option<string[]>("--release-public-key") { Description = "release public key(s), SPKI base64", AllowMultipleArgumentsPerToken = true };
+var provMethodOption = new Option<string>("--provisional-method") { Description = "provisional WAN method", DefaultValueFactory = _ => "pppoe" };
+var provUserOption = new Option<string?>("--provisional-user") { Description = "provisional WAN account" };
+var provPasswordOption = new Option<string?>("--provisional-password") { Description = "provisional WAN password" };
+var ispMethodOption = new Option<string>("--isp-method") { Description = "main WAN method: pppoe, dhcp or static", DefaultValueFactory = _ => "pppoe" };
+var ispUserOption = new Option<string?>("--isp-user") { Description = "ISP account" };
+var ispPasswordOption = new Option<string?>("--isp-password") { Description = "ISP password" };
+var ipOption = new Option<string?>("--ip") { Description = "IP address (static WAN)" };
+var domainOption = new Option<string?>("--domain") { Description = "domain" };
+var vpnOption = new Option<string?>("--vpn") { Description = "VPN settings" };
+var globalIpOption = new Option<string?>("--global-ip") { Description = "global IP" };
+var subscriberOption = new Option<string?>("--subscriber") { Description = "subscriber account" };
+var outOption = new Option<string>("--out") { Description = "directory to write the factory partition (identity.json) to", Required = true };
+var unitAdd = new Command("add", "create a unit's factory identity and register its settings with the server")
+{
+    macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,
+    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, domainOption, vpnOption, globalIpOption, subscriberOption, outOption,
+};
+foreach (var o in connection) { unitAdd.Options.Add(o); }
+unitAdd.SetAction((r, ct) => Guard(async () =>
+{
+    var server = r.GetValue(serverOption)!;
+    var pin = OperatorClient.PinFromPemFile(r.GetValue(certOption)!);
+    var identity = FactoryIdentities.Create(new IdentitySpec(r.GetValue(macOption)!, r.GetValue(serialOption)!, r.GetValue(hardwareOption)!,
+        r.GetValue(boardOption)!, server.ToString(),
+        new WanAccount(r.GetValue(provMethodOption)!, r.GetValue(provUserOption), r.GetValue(provPasswordOption)),
+        [pin], r.GetValue(releaseKeyOption) ?? []), FactoryIdentities.ReadUnitKey(r.GetValue(unitKeyOption)!));
+    using var client = Connect(r);
+    var view = await client.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion,
+        new WanAccount(r.GetValue(ispMethodOption)!, r.GetValue(ispUserOption), r.GetValue(ispPasswordOption), r.GetValue(ipOption)),
+        r.GetValue(ipOption), r.GetValue(domainOption), r.GetValue(vpnOption), r.GetValue(globalIpOption), null, r.GetValue(subscriberOption)), ct);
+    await DirectoryFactoryPartition.BurnAsync(r.GetValue(outOption)!, identity, ct);
+    Console.WriteLine($"registered {view.Mac} ({view.Serial}); factory identity written to {Path.GetFullPath(r.GetValue(outOption)!)}");
+    return 0;
+}));
+root.Subcommands.Add(new Command("unit", "factory operations on one unit") { unitAdd });
+
+// ---- units list / check -------------------------------------------------------------------------------------
+var patternOption = new Option<string?>("--pattern") { Description = "only units on this install pattern" };
+var stateOption = new Option<string?>("--state") { Description = "only units in this state" };
+var list = new Command("list", "list units: MAC, state, pattern, last seen") { patternOption, stateOption };
+foreach (var o in connection) { list.Options.Add(o); }
+list.SetAction((r, ct) => Guard(async () =>
+{
+    using var client = Connect(r);
+    var units = await client.ListUnitsAsync(r.GetValue(patternOption), r.GetValue(stateOption), ct);
+    Console.WriteLine($"{"MAC",-17}  {"STATE",-12}  {"PATTERN",-10}  {"CONFIG",6}  LAST SEEN");
+    foreach (var u in units)
+    {
+        Console.WriteLine($"{u.Mac,-17}  {u.State,-12}  {u.Pattern ?? "-",-10}  {u.AppliedConfigRevision?.ToString() ?? "-",6}  {u.LastSeen?.ToString("u") ?? "never"}");
+    }
+    Console.WriteLine($"{units.Count} unit(s)");
+    return 0;
+}));
+var checkMacs = new Option<string[]>("--mac") { Description = "unit(s) to check", AllowMultipleArgumentsPerToken = true };
+var importanceOption = new Option<int>("--importance") { Description = "importance carried by the push (1-5)", DefaultValueFactory = _ => 5 };
+var check = new Command("check", "force units to run their version check now (MQTT push)") { checkMacs, patternOption, importanceOption };
+foreach (var o in connection) { check.Options.Add(o); }
+check.SetAction((r, ct) => Guard(async () =>
+{
+    using var client = Connect(r);
+    var result = await client.ForceCheckAsync(new ForceCheckRequest(r.GetValue(checkMacs), r.GetValue(patternOption), r.GetValue(importanceOption)), ct);
+    Console.WriteLine($"check requested from {result.Notified.Count} unit(s): {string.Join(", ", result.Notified)}");
+    return 0;
+}));
+root.Subcommands.Add(new Command("units", "query and command the fleet") { list, check });
+
+return await root.Parse(args).InvokeAsync();
