@@ -88,11 +88,16 @@ public static class ServiceConfigValidator
 
     private static void Address(string field, string? value)
     {
-        if (!IPAddress.TryParse(value, out _))
+        if (!IsAddress(value))
         {
             throw new InvalidServiceConfigException(field, $"'{value}' is not an IP address");
         }
     }
+
+    /// <summary>A literal IPv4 (four dotted decimals) or IPv6 address; legacy forms such as "10.1" are refused.</summary>
+    public static bool IsAddress(string? value) =>
+        value is not null && IPAddress.TryParse(value, out var address) &&
+        (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? value.Contains(':') : value.Split('.').Length == 4);
 
     private static bool IsDomainName(string? name) =>
         !string.IsNullOrEmpty(name) && name.Length <= 253 &&

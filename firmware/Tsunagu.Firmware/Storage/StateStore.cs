@@ -42,7 +42,7 @@ public sealed class StateStore : IDisposable
             store._values.Count(); // touch the collection so a corrupt file fails here, not later
             return store;
         }
-        catch (Exception e) when (e is LiteException or IOException or InvalidCastException or FormatException)
+        catch (Exception e) when (IsCorruption(e))
         {
             throw new StateStoreCorruptException(path, e);
         }
@@ -55,11 +55,17 @@ public sealed class StateStore : IDisposable
             var doc = _values.FindById(key);
             return doc is null ? null : JsonSerializer.Deserialize(doc["json"].AsString, type);
         }
-        catch (Exception e) when (e is LiteException or JsonException or InvalidCastException)
+        catch (Exception e) when (IsCorruption(e))
         {
             throw new StateStoreCorruptException($"{Path} (key {key})", e);
         }
     }
+
+    /// <summary>
+    /// A damaged file makes LiteDB throw whatever its parser trips on (LiteException, out-of-range dates, casts...);
+    /// each of them means the same thing here: the store cannot be trusted and `data` must be rebuilt.
+    /// </summary>
+    private static bool IsCorruption(Exception e) => e is not (OutOfMemoryException or OperationCanceledException or UnauthorizedAccessException);
 
     public void Set<T>(string key, T value, JsonTypeInfo<T> type)
     {

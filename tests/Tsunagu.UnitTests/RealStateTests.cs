@@ -1,0 +1,128 @@
+using System.Text.Json;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal.Simulated;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.UnitTests;
+
+/// <summary>The real states over the simulated HAL, for the edges that need no server.</summary>
+public class RealStateTests
+{
+    private string _dir = "";
+
+    [SetUp]
+    public void SetUp() => _dir = Path.Combine(Path.GetTempPath(), "tsunagu-states-" + Guid.NewGuid().ToString("N"));
+
+    [TearDown]
+    public void TearDown()
+    {
+        if (Directory.Exists(_dir)) { Directory.Delete(_dir, recursive: true); }
+    }
+
+    private async Task<(SimulatedUnit Unit, SupervisorContext Ctx)> NewUnitAsync(SupervisorOptions? options = null)
+    {
+        var prom = Path.Combine(_dir, "prom");
+        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0", ["firewall"] = "1.0.0" });
+        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
+        var secret = UnitCredentials.DeriveUnitSecret(new byte[32], "02:54:53:00:00:01");
+        await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, "02:54:53:00:00:01", "S1", "r1", "simulated",
+            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [], Convert.ToBase64String(secret)), CancellationToken.None);
+        var ctx = new SupervisorContext(unit.Hardware, options ?? new SupervisorOptions(), TimeProvider.System, new Random(1), _ => { });
+        return (unit, ctx);
+    }
+
+    [Test]
+    public async Task Boot_without_settings_restores_factory_software_and_asks_for_provisioning()
+    {
+        var (unit, ctx) = await NewUnitAsync();
+        var outcome = await new BootState().EnterAsync(ctx, CancellationToken.None);
+        Assert.That(outcome, Is.EqualTo(Outcome.NeedsProvisioning));
+        Assert.That(ctx.Apps!.Current(), Is.EqualTo(new Dictionary<string, string> { ["firewall"] = "1.0.0", ["vcp"] = "1.0.0" }));
+        Assert.That(new FileInfo(Path.Combine(unit.Data.Root, "apps", "vcp", "current")).LinkTarget, Is.EqualTo("1.0.0"));
+        ctx.Store!.Dispose();
+        ctx.Client!.Dispose();
+    }
+
+    [Test]
+    public async Task Boot_with_stored_settings_for_this_unit_goes_to_main()
+    {
+        var (_, ctx) = await NewUnitAsync();
+        await new BootState().EnterAsync(ctx, CancellationToken.None);
+        ctx.Store!.Set(StateKeys.Settings, new UnitSettings("02:54:53:00:00:01", new WanAccount("dhcp"), null, null, null, null, "https://127.0.0.1:1/", null),
+            FirmwareJson.Default.UnitSettings);
+        Assert.That(await new BootState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Success));
+        Assert.That(ctx.Settings!.HostServerUrl, Is.EqualTo("https://127.0.0.1:1/"));
+        ctx.Store!.Dispose();
+        ctx.Client!.Dispose();
+    }
+
+    [Test]
+    public async Task Boot_on_a_corrupt_state_store_formats_data_and_provisions_again()
+    {
+        var (unit, ctx) = await NewUnitAsync();
+        Directory.CreateDirectory(unit.Data.Root);
+        var garbage = new byte[64 * 1024];
+        new Random(3).NextBytes(garbage);
+        await File.WriteAllBytesAsync(Path.Combine(unit.Data.Root, StateStore.FileName), garbage);
+        await File.WriteAllTextAsync(Path.Combine(unit.Data.Root, "leftover"), "x");
+        var outcome = await new BootState().EnterAsync(ctx, CancellationToken.None);
+        Assert.That(outcome, Is.EqualTo(Outcome.NeedsProvisioning));
+        Assert.That(File.Exists(Path.Combine(unit.Data.Root, "leftover")), Is.False, "data was formatted");
+        Assert.That(ctx.Apps!.Current(), Has.Count.EqualTo(2), "factory software restored after the format");
+        ctx.Store!.Dispose();
+        ctx.Client!.Dispose();
+    }
+
+    [Test]
+    public async Task Main_link_failing_N_times_gives_up_to_provisioning_then_counts_afresh()
+    {
+        var (unit, ctx) = await NewUnitAsync(new SupervisorOptions { MainLinkFailureLimit = 3 });
+        ctx.Settings = new UnitSettings("02:54:53:00:00:01", new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null);
+        unit.Wan.MainUnavailable = true;
+        var main = new MainState();
+        var outcomes = new List<Outcome>();
+        for (var i = 0; i < 4; i++) { outcomes.Add(await main.EnterAsync(ctx, CancellationToken.None)); }
+        Assert.That(outcomes, Is.EqualTo(new[] { Outcome.Retry, Outcome.Retry, Outcome.LinkLost, Outcome.Retry }));
+        Assert.That(ctx.LastError, Does.Contain("main link"));
+        unit.Wan.MainUnavailable = false;
+        Assert.That(await main.EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Success));
+        Assert.That(unit.Wan.Role, Is.EqualTo(Tsunagu.Hal.LinkRole.Main));
+        Assert.That(unit.Wan.Attempts.Last(), Is.EqualTo((Tsunagu.Hal.LinkRole.Main, "pppoe", true)));
+    }
+
+    [Test]
+    public async Task Unreadable_factory_identity_is_retried_not_fatal()
+    {
+        var (unit, ctx) = await NewUnitAsync();
+        await File.WriteAllTextAsync(Path.Combine(unit.Factory.Root, DirectoryFactoryPartition.IdentityFile), "{ not json");
+        Assert.That(await new BootState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Retry));
+        Assert.That(ctx.LastError, Does.Contain("identity.json"));
+    }
+
+    [Test]
+    public void App_store_refuses_names_that_leave_its_directory()
+    {
+        var apps = new AppStore(_dir);
+        Assert.Throws<ArgumentException>(() => apps.Stage("../evil", "1", _dir));
+        Assert.Throws<ArgumentException>(() => apps.Switch("vcp", ".."));
+        Assert.Throws<InvalidOperationException>(() => apps.Switch("vcp", "9.9.9"));
+    }
+
+    [Test]
+    public void State_store_round_trips_values_and_survives_reopening()
+    {
+        Directory.CreateDirectory(_dir);
+        using (var store = StateStore.Open(_dir))
+        {
+            store.Set(StateKeys.AppliedConfig, new AppliedConfig(4, true, null), FirmwareJson.Default.AppliedConfig);
+        }
+        using (var store = StateStore.Open(_dir))
+        {
+            Assert.That(store.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig), Is.EqualTo(new AppliedConfig(4, true, null)));
+            store.Delete(StateKeys.AppliedConfig);
+            Assert.That(store.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig), Is.Null);
+        }
+        Assert.That(JsonSerializer.Serialize(new AppliedConfig(1, false, "x"), FirmwareJson.Default.AppliedConfig), Does.Contain("\"revision\":1"));
+    }
+}
