@@ -60,7 +60,11 @@ public sealed class PushListener : IAsyncDisposable
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(30))
             .WithTimeout(TimeSpan.FromSeconds(10))
             .Build();
-        await _client.ConnectAsync(options, ct);
+        var result = await _client.ConnectAsync(options, ct);
+        if (result.ResultCode != MqttClientConnectResultCode.Success || !_client.IsConnected)
+        {
+            throw new MQTTnet.Exceptions.MqttCommunicationException($"broker {broker} refused the login of {username}: {result.ResultCode} {result.ReasonString}");
+        }
         var subscribe = new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(PushTopics.Commands(mac), MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce)
             .Build();

@@ -1,0 +1,131 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Protocol;
+using Tsunagu.Server;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Demo;
+using Tsunagu.Server.Push;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// The real server on loopback (HTTPS on a free port, embedded broker on a free port, SQLite in a temporary
+/// directory) with the demo catalogue, plus a simulated fleet that records every unit's transitions.
+/// </summary>
+public sealed class TestServer : IAsyncDisposable
+{
+    public const string Password = "test-operator-password";
+
+    private TestServer(string root, WebApplication app, SimulatedFleet fleet)
+    {
+        Root = root;
+        App = app;
+        Fleet = fleet;
+    }
+
+    public string Root { get; }
+    public WebApplication App { get; }
+    public SimulatedFleet Fleet { get; }
+    public string Url => ServerHost.BaseUrl(App);
+    public string CertificatePath => Path.Combine(Root, "server", "tls", ServerCertificate.PemFile);
+    public string Pin => OperatorClient.PinFromPemFile(CertificatePath);
+    public byte[] UnitKey => App.Services.GetRequiredService<UnitKey>().Bytes;
+    public TsunaguStore Store => App.Services.GetRequiredService<TsunaguStore>();
+    public ConcurrentDictionary<string, ConcurrentQueue<StateChange>> Changes { get; } = new();
+    public ConcurrentQueue<string> Log { get; } = new();
+
+    public static SupervisorOptions FastOptions { get; } = new()
+    {
+        CheckInterval = TimeSpan.FromHours(1),
+        BackoffBase = TimeSpan.FromMilliseconds(50),
+        BackoffCap = TimeSpan.FromMilliseconds(500),
+        RefusedRetryInterval = TimeSpan.FromMilliseconds(300),
+        MainLinkFailureLimit = 3,
+    };
+
+    public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0)
+    {
+        var root = Path.Combine(Path.GetTempPath(), "tsunagu-it-" + Guid.NewGuid().ToString("N"));
+        var app = BuildServer(root, port);
+        DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), Password);
+        await app.StartAsync();
+        TestServer? server = null;
+        var fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options ?? FastOptions,
+            (unit, change) => server!.Changes.GetOrAdd(unit.Mac, _ => new()).Enqueue(change),
+            (unit, message) => server!.Log.Enqueue($"{unit.Mac} {message}"));
+        fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
+        server = new TestServer(root, app, fleet);
+        return server;
+    }
+
+    public static WebApplication BuildServer(string root, int port) =>
+        ServerHost.Build(new ServerOptions { DataDirectory = Path.Combine(root, "server"), Port = port, MqttPort = 0 },
+            logging: l => l.SetMinimumLevel(LogLevel.Warning));
+
+    public OperatorClient Operator() => new(new Uri(Url), DemoCatalogue.OperatorName, Password, [Pin]);
+
+    public FactoryIdentity Identity(int index, byte[]? unitKey = null, string? serverUrl = null) =>
+        FactoryIdentities.Create(new IdentitySpec(SimulatedFleet.MacFor(index), $"IT-{index:D4}", DemoCatalogue.HardwareVersion, "simulated",
+            serverUrl ?? Url, new WanAccount("pppoe", "setup", "provisional"), [Pin], []), unitKey ?? UnitKey);
+
+    /// <summary>Burns and registers <paramref name="count"/> units (not started).</summary>
+    public async Task<List<FleetUnit>> AddUnitsAsync(int count, int firstIndex = 1)
+    {
+        using var client = Operator();
+        var units = new List<FleetUnit>();
+        for (var i = firstIndex; i < firstIndex + count; i++)
+        {
+            var identity = Identity(i);
+            await client.RegisterAsync(Registration(identity), CancellationToken.None);
+            units.Add(await Fleet.AddUnitAsync(identity, CancellationToken.None));
+        }
+        return units;
+    }
+
+    public static RegisterUnitRequest Registration(FactoryIdentity identity) =>
+        new(identity.Mac, identity.Serial, identity.HardwareVersion, new WanAccount("pppoe", $"{identity.Serial}@isp.example", "secret"),
+            null, "unit.example", null, null, null, null);
+
+    public IReadOnlyList<StateChange> ChangesOf(string mac) => Changes.TryGetValue(mac, out var q) ? q.ToList() : [];
+
+    public IReadOnlyList<StateId> ChainOf(string mac) => ChangesOf(mac).Select(c => c.To).ToList();
+
+    /// <summary>Polls until the condition holds; fails with <paramref name="what"/> and the recent log otherwise.</summary>
+    public async Task WaitForAsync(Func<bool> condition, string what, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail($"timed out waiting for {what}\nrecent log:\n{string.Join("\n", Log.TakeLast(30))}");
+            }
+            await Task.Delay(25);
+        }
+    }
+
+    public Task WaitReadyAsync(FleetUnit unit, int readyCount = 1) =>
+        WaitForAsync(() => ChainOf(unit.Mac).Count(s => s == StateId.Ready) >= readyCount, $"{unit.Mac} to reach Ready ({readyCount})");
+
+    public async ValueTask DisposeAsync()
+    {
+        await Fleet.DisposeAsync();
+        await App.StopAsync();
+        await App.DisposeAsync();
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+            // a file still held by a closing handle: the temporary directory is left for the OS to clean
+        }
+    }
+}
