@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
@@ -35,8 +36,9 @@ catch (HalException e)
     return 1;
 }
 using var stop = new CancellationTokenSource();
-Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
-AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.Cancel();
+// SIGTERM (init stopping the unit) and SIGINT end the supervisor cleanly; disposed before `stop`.
+using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 await using var supervisor = new Supervisor(hardware,
     new SupervisorOptions { CheckInterval = TimeSpan.FromSeconds(options.CheckIntervalSeconds), SingleLink = options.SingleLink },
     log: message => Console.WriteLine($"{DateTimeOffset.UtcNow:O} {message}"));
