@@ -1,0 +1,67 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Text.Json;
+using MQTTnet.Exceptions;
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>Reads the factory identity, opens (or rebuilds) `data`, restores the factory software if missing.</summary>
+public sealed class BootState : IState
+{
+    public StateId Id => StateId.Boot;
+
+    public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        ctx.Hardware.Leds.Show(StatusIndication.Booting);
+        FactoryIdentity identity;
+        try
+        {
+            identity = await ctx.Hardware.Factory.ReadIdentityAsync(ct);
+        }
+        catch (HalException e)
+        {
+            return ctx.Fail(Outcome.Retry, "boot: factory partition", e);
+        }
+        ctx.Identity = identity;
+        ctx.Secret = Convert.FromBase64String(identity.UnitSecret);
+        ctx.HostSession = null;
+        ctx.ProvisionalSession = null;
+        ctx.Settings = null;
+
+        await ctx.Hardware.Data.EnsureReadyAsync(ct);
+        ctx.Store?.Dispose();
+        try
+        {
+            ctx.Store = StateStore.Open(ctx.Hardware.Data.Root);
+        }
+        catch (StateStoreCorruptException e)
+        {
+            ctx.Log($"boot: {e.Message}; formatting data and provisioning again");
+            await ctx.Hardware.Data.FormatAsync(ct);
+            ctx.Store = StateStore.Open(ctx.Hardware.Data.Root);
+        }
+        ctx.Apps = new AppStore(ctx.Hardware.Data.Root);
+        ctx.Services = new ServiceApplier(ctx.Hardware.Data.Root);
+        var installed = ctx.Apps.Current();
+        foreach (var app in ctx.Hardware.Prom.FactoryApplications.Where(a => !installed.ContainsKey(a.Name)))
+        {
+            ctx.Apps.Stage(app.Name, app.Version, app.TreePath);
+            ctx.Apps.Switch(app.Name, app.Version);
+            ctx.Log($"boot: restored factory {app.Name} {app.Version} from PROM");
+        }
+        ctx.Client ??= new UnitClient(ctx.Hardware.Network, identity.ServerCertificatePins);
+
+        var settings = ctx.Store.Get(StateKeys.Settings, FirmwareJson.Default.UnitSettings);
+        if (settings is null || settings.Mac != MacAddress.Normalize(identity.Mac))
+        {
+            return Outcome.NeedsProvisioning;
+        }
+        ctx.Settings = settings;
+        return Outcome.Success;
+    }
+}

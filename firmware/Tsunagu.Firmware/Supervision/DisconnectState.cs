@@ -1,0 +1,28 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Text.Json;
+using MQTTnet.Exceptions;
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>S300: drop the provisional link (variant 2 keeps it: it is the main link).</summary>
+public sealed class DisconnectState : IState
+{
+    public StateId Id => StateId.Disconnect;
+
+    public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        ctx.ProvisionalSession = null;
+        if (ctx.Options.SingleLink)
+        {
+            return Outcome.NothingToDo;
+        }
+        await ctx.Hardware.Wan.DownAsync(ct);
+        return Outcome.Success;
+    }
+}

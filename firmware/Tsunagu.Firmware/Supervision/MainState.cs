@@ -1,0 +1,48 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Text.Json;
+using MQTTnet.Exceptions;
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>S300: bring up the main link with the stored ISP account; after N failures, provision again.</summary>
+public sealed class MainState : IState
+{
+    public StateId Id => StateId.Main;
+
+    public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        ctx.Hardware.Leds.Show(StatusIndication.Connecting);
+        var settings = ctx.RequireSettings();
+        var wan = ctx.Hardware.Wan;
+        var wanted = ctx.Options.SingleLink && wan.Role == LinkRole.Provisional ? LinkRole.Provisional : LinkRole.Main;
+        if (wan.IsUp && wan.Role == wanted)
+        {
+            ctx.MainLinkFailures = 0;
+            return Outcome.Success;
+        }
+        try
+        {
+            await wan.DownAsync(ct);
+            await wan.UpAsync(LinkRole.Main, settings.Isp, ct);
+            ctx.MainLinkFailures = 0;
+            return Outcome.Success;
+        }
+        catch (HalException e)
+        {
+            ctx.MainLinkFailures++;
+            if (ctx.MainLinkFailures >= ctx.Options.MainLinkFailureLimit)
+            {
+                ctx.MainLinkFailures = 0;
+                ctx.HostSession = null;
+                return ctx.Fail(Outcome.LinkLost, $"main link failed {ctx.Options.MainLinkFailureLimit} times; provisioning again", e);
+            }
+            return ctx.Fail(Outcome.Retry, $"main link (attempt {ctx.MainLinkFailures})", e);
+        }
+    }
+}

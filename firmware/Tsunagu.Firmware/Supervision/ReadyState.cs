@@ -1,0 +1,92 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Text.Json;
+using MQTTnet.Exceptions;
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>S600-S800: tell the host the unit is ready, listen for pushes, wait for the next check.</summary>
+public sealed class ReadyState : IState
+{
+    public StateId Id => StateId.Ready;
+
+    public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        ctx.Hardware.Leds.Show(StatusIndication.Ready);
+        if (!File.Exists(ctx.RequireStore().Path))
+        {
+            ctx.Log("ready: the state store is gone from data; rebuilding from the factory identity");
+            return Outcome.DataLost;
+        }
+        if (!ctx.Hardware.Wan.IsUp)
+        {
+            return Outcome.LinkLost;
+        }
+        if (!ctx.ReadyReported)
+        {
+            try
+            {
+                var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
+                await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
+                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address), ct);
+                ctx.ReadyReported = true;
+                ctx.LastError = null;
+            }
+            catch (ServerException e)
+            {
+                return DefaultStates.FromServerError(ctx, "ready report", e);
+            }
+        }
+        await EnsurePushAsync(ctx, ct);
+
+        var spread = ctx.CheckInterval.TotalMilliseconds * ctx.Options.CheckJitter * (2 * ctx.Random.NextDouble() - 1);
+        var wait = ctx.CheckInterval + TimeSpan.FromMilliseconds(spread);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var period = Task.Delay(wait, ctx.Time, cts.Token);
+        var push = ctx.WaitForCheckRequestAsync(cts.Token);
+        var lost = ctx.Hardware.Wan.LinkLost;
+        var first = await Task.WhenAny(period, push, lost);
+        await cts.CancelAsync();
+        ct.ThrowIfCancellationRequested();
+        if (first == lost || !ctx.Hardware.Wan.IsUp)
+        {
+            ctx.Log("ready: WAN link lost");
+            return Outcome.LinkLost;
+        }
+        ctx.ReadyReported = false;
+        return Outcome.CheckDue;
+    }
+
+    private static async Task EnsurePushAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        var settings = ctx.RequireSettings();
+        if (settings.PushBroker is null || ctx.HostSession is null || ctx.Push is { IsConnected: true })
+        {
+            return;
+        }
+        ctx.Push ??= new PushListener(message =>
+        {
+            ctx.Log($"push: {message.Type} (importance {message.Importance})");
+            if (message.Type == PushMessage.CheckNow)
+            {
+                ctx.RequestCheck(forced: true);
+            }
+        }, ctx.Log);
+        try
+        {
+            var identity = ctx.RequireIdentity();
+            await ctx.Push.EnsureConnectedAsync(new Uri(settings.PushBroker), MacAddress.Normalize(identity.Mac),
+                ctx.HostSession.PushUsername ?? MacAddress.Compact(MacAddress.Normalize(identity.Mac)), ctx.HostSession.Token, ct);
+        }
+        catch (Exception e) when (e is MqttCommunicationException or InvalidOperationException
+                                  || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            ctx.Log($"push: broker {settings.PushBroker} not reachable ({e.Message}); periodic checks continue");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Text.Json;
+using MQTTnet.Exceptions;
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>S400: ask the host whether this unit's pattern has an update, and decide by importance whether to run it now.</summary>
+public sealed class VersionCheckState : IState
+{
+    public StateId Id => StateId.VersionCheck;
+
+    public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        var forced = ctx.TakeForced();
+        var load = ctx.Hardware.Load.Read();
+        VersionCheckResponse response;
+        try
+        {
+            response = await ctx.RequireClient().VersionCheckAsync(ctx.HostUri, ctx.HostToken,
+                new VersionCheckRequest(ctx.CurrentInventory(), load, forced, null), ct);
+        }
+        catch (ServerException e)
+        {
+            if (forced) { ctx.RequestCheck(forced: true); }
+            return DefaultStates.FromServerError(ctx, "version check", e);
+        }
+        ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
+        ctx.Offer = response.Update;
+        var store = ctx.RequireStore();
+        var pending = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
+        if (pending is { Phase: PendingUpdate.Failed, Report: { } unsent })
+        {
+            try
+            {
+                await ctx.RequireClient().ReportUpdateAsync(ctx.HostUri, ctx.HostToken, unsent, ct);
+                pending = pending with { Report = null };
+                store.Set(StateKeys.PendingUpdate, pending, FirmwareJson.Default.PendingUpdate);
+            }
+            catch (ServerException e)
+            {
+                return DefaultStates.FromServerError(ctx, $"update {unsent.UpdateId}: failure report", e);
+            }
+        }
+        if (response.Update is not { } offer)
+        {
+            return Outcome.NothingToDo;
+        }
+        if (pending is { Phase: PendingUpdate.Failed } && pending.UpdateId == offer.UpdateId && pending.Attempts >= 3)
+        {
+            ctx.Log($"update {offer.UpdateId} failed {pending.Attempts} times; not trying it again until the host offers another");
+            return Outcome.NothingToDo;
+        }
+        var localNow = TimeZoneInfo.ConvertTime(ctx.Time.GetUtcNow(), ctx.Time.LocalTimeZone);
+        if (!ImportancePolicy.MayRunNow(offer.Importance, load, response.Policy, localNow, forced))
+        {
+            ctx.Log($"update {offer.UpdateId} (importance {offer.Importance}) deferred: cpu {load.Cpu:P0}, wan {load.Wan:P0}");
+            return Outcome.NothingToDo;
+        }
+        return Outcome.UpdateAvailable;
+    }
+}
