@@ -35,7 +35,7 @@ public static class ServerHost
         time ??= TimeProvider.System;
         builder.Services.AddSingleton(time);
         builder.Services.AddSingleton(options);
-        builder.Services.AddSingleton(new TsunaguStore(Path.Combine(dataDirectory, options.Database), time));
+        builder.Services.AddSingleton(new TsunaguStore(Database.Parse(options.Database, dataDirectory), time));
         builder.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));

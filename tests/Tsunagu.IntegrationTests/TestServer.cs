@@ -111,8 +111,10 @@ public sealed class TestServer : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until the unit has entered Ready <paramref name="readyCount"/> times and the host has its ready report.</summary>
     public Task WaitReadyAsync(FleetUnit unit, int readyCount = 1) =>
-        WaitForAsync(() => ChainOf(unit.Mac).Count(s => s == StateId.Ready) >= readyCount, $"{unit.Mac} to reach Ready ({readyCount})");
+        WaitForAsync(() => ChainOf(unit.Mac).Count(s => s == StateId.Ready) >= readyCount && Store.GetUnit(unit.Mac)?.State == "Ready",
+            $"{unit.Mac} to reach Ready ({readyCount}) with the host seeing it");
 
     public async ValueTask DisposeAsync()
     {

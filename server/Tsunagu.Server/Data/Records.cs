@@ -23,6 +23,7 @@ public static class ConfigStatus
 {
     public const string Provisional = "provisional";
     public const string Applied = "applied";
+    public const string Final = "final";
     public const string Failed = "failed";
 }
 
@@ -46,6 +47,10 @@ public sealed class UnitRow
     public long? ConfigRevision { get; set; }
     public string? Inventory { get; set; }
     public string? WanAddress { get; set; }
+    public long? LowWindowStart { get; set; }
+    public long? LowWindowEnd { get; set; }
+    public long Online { get; set; }
+    public string? PresenceAt { get; set; }
     public string? LastSeen { get; set; }
     public string? LastError { get; set; }
     public string CreatedAt { get; set; } = "";
@@ -59,6 +64,39 @@ public sealed class PatternRow
     public string OsVersion { get; set; } = "";
     public string Applications { get; set; } = "{}";
     public string Status { get; set; } = PatternStatus.Draft;
+    public string? CreatedAt { get; set; }
+    public string? VerifiedAt { get; set; }
+    public string? RetiredAt { get; set; }
+}
+
+public sealed class SoftwareRow
+{
+    public string AppId { get; set; } = "";
+    public string Version { get; set; } = "";
+    public string Name { get; set; } = "";
+    public string? RequiredHardware { get; set; }
+    public string? RequiredOs { get; set; }
+}
+
+public sealed class PatchRow
+{
+    public string Id { get; set; } = "";
+    public string Name { get; set; } = "";
+    public string Version { get; set; } = "";
+    public string TargetApp { get; set; } = "";
+    public long Importance { get; set; }
+    public string? OsVersion { get; set; }
+    public string? HardwareVersion { get; set; }
+}
+
+public sealed class AuditRow
+{
+    public long Id { get; set; }
+    public string At { get; set; } = "";
+    public string Actor { get; set; } = "";
+    public string Action { get; set; } = "";
+    public string? Target { get; set; }
+    public string? Detail { get; set; }
 }
 
 public sealed class UpdateProgramRow
@@ -79,6 +117,9 @@ public sealed class UnitConfigRow
     public string Document { get; set; } = "";
     public string Status { get; set; } = ConfigStatus.Provisional;
     public string? Error { get; set; }
+    public string Origin { get; set; } = "operator";
+    public string? CreatedAt { get; set; }
+    public string? UpdatedAt { get; set; }
 }
 
 public sealed class ChallengeRow

@@ -1,7 +1,7 @@
+using System.Data.Common;
 using System.Globalization;
 using System.Text.Json;
 using Dapper;
-using Microsoft.Data.Sqlite;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Server.Data;
@@ -9,13 +9,17 @@ namespace Tsunagu.Server.Data;
 /// <summary>A write the store refused because it contradicts what is there (duplicate MAC, unknown pattern...).</summary>
 public sealed class StoreConflictException(string message) : Exception(message);
 
+/// <summary>Filters of the fleet query; every one is optional.</summary>
+public sealed record UnitQuery(string? Pattern = null, string? State = null, string? Application = null, string? Version = null,
+    DateTimeOffset? SeenBefore = null, DateTimeOffset? SeenAfter = null, bool? Online = null, string? Subscriber = null);
+
 /// <summary>
-/// The server's tables (patent figs. 6 and 8) on SQLite. Every method opens its own connection, so the store
-/// holds no state between requests; WAL mode lets readers run beside the writer.
+/// The server's tables (patent figs. 6 and 8) on SQLite or PostgreSQL. Every method opens its own pooled
+/// connection, so the store keeps no state between requests and replicas can share one database.
 /// </summary>
 public sealed class TsunaguStore
 {
-    private readonly string _connectionString;
+    private readonly Database _db;
     private readonly TimeProvider _time;
 
     static TsunaguStore()
@@ -23,32 +27,28 @@ public sealed class TsunaguStore
         DefaultTypeMap.MatchNamesWithUnderscores = true;
     }
 
-    public TsunaguStore(string databasePath, TimeProvider time)
+    public TsunaguStore(Database database, TimeProvider time)
     {
+        _db = database;
         _time = time;
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(databasePath))!);
-        _connectionString = new SqliteConnectionStringBuilder { DataSource = databasePath, Pooling = true, DefaultTimeout = 30 }.ToString();
-        using var c = Open();
-        c.Execute("PRAGMA journal_mode=WAL;");
-        using var schema = typeof(TsunaguStore).Assembly.GetManifestResourceStream("Tsunagu.Server.Data.Schema.sql")
-                           ?? throw new InvalidOperationException("the schema resource Tsunagu.Server.Data.Schema.sql is missing from the server assembly");
-        c.Execute(new StreamReader(schema).ReadToEnd());
+        database.Migrate();
     }
 
-    private SqliteConnection Open()
-    {
-        var c = new SqliteConnection(_connectionString);
-        c.Open();
-        c.Execute("PRAGMA foreign_keys=ON; PRAGMA busy_timeout=30000;");
-        return c;
-    }
+    public Database Database => _db;
 
-    private string Now() => _time.GetUtcNow().ToString("O", CultureInfo.InvariantCulture);
+    private DbConnection Open() => _db.Open();
+
+    public string Now() => Timestamp(_time.GetUtcNow());
+
+    public static string Timestamp(DateTimeOffset at) => at.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
+
+    private static bool IsUniqueViolation(DbException e) =>
+        e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException s && s.SqliteErrorCode == 19);
+
+    // ---- units ------------------------------------------------------------------------------------------
 
     private const string UnitColumns =
         "SELECT units.*, (SELECT MAX(revision) FROM unit_configs c WHERE c.mac = units.mac) AS config_revision FROM units";
-
-    // ---- units ------------------------------------------------------------------------------------------
 
     public void AddUnit(UnitRow unit)
     {
@@ -63,7 +63,7 @@ public sealed class TsunaguStore
                         @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
                 """, unit);
         }
-        catch (SqliteException e) when (e.SqliteErrorCode == 19)
+        catch (DbException e) when (IsUniqueViolation(e))
         {
             throw new StoreConflictException($"unit {unit.Mac} is already registered");
         }
@@ -75,14 +75,33 @@ public sealed class TsunaguStore
         return c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac });
     }
 
-    public IReadOnlyList<UnitRow> ListUnits(string? pattern = null, string? state = null)
+    public IReadOnlyList<UnitRow> ListUnits(string? pattern = null, string? state = null) => QueryUnits(new UnitQuery(pattern, state));
+
+    public IReadOnlyList<UnitRow> QueryUnits(UnitQuery q)
     {
         using var c = Open();
-        return c.Query<UnitRow>($"""
+        var rows = c.Query<UnitRow>($"""
             {UnitColumns}
-            WHERE (@pattern IS NULL OR pattern = @pattern) AND (@state IS NULL OR state = @state)
+            WHERE (@Pattern IS NULL OR pattern = @Pattern) AND (@State IS NULL OR state = @State)
+              AND (@Subscriber IS NULL OR subscriber = @Subscriber)
+              AND (@SeenBefore IS NULL OR last_seen < @SeenBefore) AND (@SeenAfter IS NULL OR last_seen >= @SeenAfter)
+              AND (@Online IS NULL OR online = @Online)
             ORDER BY mac
-            """, new { pattern, state }).ToList();
+            """, new
+        {
+            q.Pattern, q.State, q.Subscriber,
+            SeenBefore = q.SeenBefore is { } b ? Timestamp(b) : null,
+            SeenAfter = q.SeenAfter is { } a ? Timestamp(a) : null,
+            Online = q.Online is { } o ? (long?)(o ? 1 : 0) : null,
+        }).ToList();
+        if (q.Application is null)
+        {
+            return rows;
+        }
+        // software version filter: from each unit's reported inventory
+        return rows.Where(r => r.Inventory is { } json &&
+                               JsonSerializer.Deserialize(json, ProtocolJson.Default.Inventory) is { } inv &&
+                               inv.Applications.TryGetValue(q.Application, out var v) && (q.Version is null || v == q.Version)).ToList();
     }
 
     /// <summary>Marks the unit as seen now, optionally moving it to <paramref name="state"/>.</summary>
@@ -91,9 +110,9 @@ public sealed class TsunaguStore
         using var c = Open();
         c.Execute("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
-                   last_error = CASE WHEN @clear THEN NULL ELSE COALESCE(@error, last_error) END
+                   last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
             WHERE mac = @mac
-            """, new { mac, now = Now(), state, error, clear = clearError });
+            """, new { mac, now = Now(), state, error, clear = clearError ? 1 : 0 });
     }
 
     public void RecordInventory(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null)
@@ -104,6 +123,18 @@ public sealed class TsunaguStore
                    wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
             WHERE mac = @mac
             """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now = Now() });
+    }
+
+    public void SetPresence(string mac, bool online)
+    {
+        using var c = Open();
+        c.Execute("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() });
+    }
+
+    public void SetTargetPattern(string mac, string? pattern)
+    {
+        using var c = Open();
+        c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern });
     }
 
     // ---- challenges -------------------------------------------------------------------------------------
@@ -122,17 +153,101 @@ public sealed class TsunaguStore
         return c.QuerySingleOrDefault<ChallengeRow>("DELETE FROM challenges WHERE id = @id RETURNING *", new { id });
     }
 
+    // ---- software catalogue and patches -------------------------------------------------------------
+
+    public void AddSoftware(SoftwareRow software)
+    {
+        using var c = Open();
+        try
+        {
+            c.Execute("""
+                INSERT INTO software (app_id, version, name, required_hardware, required_os, created_at)
+                VALUES (@AppId, @Version, @Name, @RequiredHardware, @RequiredOs, @now)
+                """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() });
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"software {software.AppId} {software.Version} is already in the catalogue");
+        }
+    }
+
+    public IReadOnlyList<SoftwareRow> ListSoftware(string? appId = null)
+    {
+        using var c = Open();
+        return c.Query<SoftwareRow>("SELECT * FROM software WHERE @appId IS NULL OR app_id = @appId ORDER BY app_id, version", new { appId }).ToList();
+    }
+
+    public SoftwareRow? GetSoftware(string appId, string version)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<SoftwareRow>("SELECT * FROM software WHERE app_id = @appId AND version = @version", new { appId, version });
+    }
+
+    public void AddPatch(PatchRow patch)
+    {
+        using var c = Open();
+        try
+        {
+            c.Execute("""
+                INSERT INTO patches (id, name, version, target_app, importance, os_version, hardware_version, created_at)
+                VALUES (@Id, @Name, @Version, @TargetApp, @Importance, @OsVersion, @HardwareVersion, @now)
+                """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() });
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"patch {patch.Id} already exists");
+        }
+    }
+
+    public IReadOnlyList<PatchRow> ListPatches()
+    {
+        using var c = Open();
+        return c.Query<PatchRow>("SELECT * FROM patches ORDER BY id").ToList();
+    }
+
     // ---- patterns and update programs ------------------------------------------------------------------
 
+    /// <summary>Inserts or replaces a pattern as it is given (used by seeding; the operator API goes through the catalogue rules).</summary>
     public void UpsertPattern(PatternRow pattern)
     {
         using var c = Open();
+        var now = Now();
         c.Execute("""
-            INSERT INTO patterns (id, name, hardware_version, os_version, applications, status)
-            VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status)
+            INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at, verified_at)
+            VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now, CASE WHEN @Status = 'verified' THEN @now END)
             ON CONFLICT(id) DO UPDATE SET name = excluded.name, hardware_version = excluded.hardware_version,
                 os_version = excluded.os_version, applications = excluded.applications, status = excluded.status
-            """, pattern);
+            """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now });
+    }
+
+    public void AddPattern(PatternRow pattern)
+    {
+        using var c = Open();
+        try
+        {
+            c.Execute("""
+                INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at)
+                VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now)
+                """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() });
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"pattern {pattern.Id} already exists");
+        }
+    }
+
+    public PatternRow? GetPattern(string id)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<PatternRow>("SELECT * FROM patterns WHERE id = @id", new { id });
+    }
+
+    /// <summary>Moves a pattern from <paramref name="from"/> to <paramref name="to"/>; false when it was not in <paramref name="from"/>.</summary>
+    public bool SetPatternStatus(string id, string from, string to)
+    {
+        using var c = Open();
+        var column = to == PatternStatus.Verified ? "verified_at" : "retired_at";
+        return c.Execute($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now = Now() }) > 0;
     }
 
     public IReadOnlyList<PatternRow> ListPatterns(string? status = null)
@@ -164,23 +279,48 @@ public sealed class TsunaguStore
     {
         using var c = Open();
         c.Execute("""
-            INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size)
-            VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize)
+            INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
+            VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
             ON CONFLICT(id) DO UPDATE SET from_pattern = excluded.from_pattern, to_pattern = excluded.to_pattern,
                 importance = excluded.importance, priority = excluded.priority,
                 artifact_sha256 = excluded.artifact_sha256, artifact_size = excluded.artifact_size
-            """, program);
+            """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() });
     }
 
-    /// <summary>The update program for units on <paramref name="fromPattern"/> (patent fig. 8 (e)): highest priority first, verified target only.</summary>
-    public UpdateProgramRow? FindUpdateProgram(string fromPattern)
+    public void AddUpdateProgram(UpdateProgramRow program)
+    {
+        using var c = Open();
+        try
+        {
+            c.Execute("""
+                INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
+                VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
+                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() });
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"update program {program.Id} already exists");
+        }
+    }
+
+    public IReadOnlyList<UpdateProgramRow> ListUpdatePrograms()
+    {
+        using var c = Open();
+        return c.Query<UpdateProgramRow>("SELECT * FROM update_programs ORDER BY from_pattern, priority DESC, id").ToList();
+    }
+
+    /// <summary>
+    /// The update program for units on <paramref name="fromPattern"/> (patent fig. 8 (e)): highest priority first,
+    /// to a verified pattern only; with a target pattern, only a program that leads there.
+    /// </summary>
+    public UpdateProgramRow? FindUpdateProgram(string fromPattern, string? toPattern = null)
     {
         using var c = Open();
         return c.QueryFirstOrDefault<UpdateProgramRow>("""
             SELECT u.* FROM update_programs u JOIN patterns p ON p.id = u.to_pattern
-            WHERE u.from_pattern = @fromPattern AND p.status = 'verified'
+            WHERE u.from_pattern = @fromPattern AND p.status = 'verified' AND (@toPattern IS NULL OR u.to_pattern = @toPattern)
             ORDER BY u.priority DESC, u.id
-            """, new { fromPattern });
+            """, new { fromPattern, toPattern });
     }
 
     public UpdateProgramRow? GetUpdateProgram(string id)
@@ -200,9 +340,16 @@ public sealed class TsunaguStore
     {
         using var c = Open();
         return c.Execute("""
-            INSERT OR IGNORE INTO update_reports (mac, update_id, success, error, pattern, at)
+            INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
             VALUES (@mac, @updateId, @success, @error, @pattern, @now)
+            ON CONFLICT DO NOTHING
             """, new { mac, updateId, success = success ? 1 : 0, error, pattern, now = Now() }) > 0;
+    }
+
+    public long CountUpdateReports(string mac)
+    {
+        using var c = Open();
+        return c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_reports WHERE mac = @mac", new { mac });
     }
 
     // ---- service configuration -------------------------------------------------------------------------
@@ -222,14 +369,14 @@ public sealed class TsunaguStore
     }
 
     /// <summary>Adds the next revision of a unit's service configuration, as provisional.</summary>
-    public long AddUnitConfig(string mac, ServiceConfiguration document)
+    public long AddUnitConfig(string mac, ServiceConfiguration document, string origin = "operator")
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
         var next = c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) + 1 FROM unit_configs WHERE mac = @mac", new { mac }, tx);
         c.Execute("""
-            INSERT INTO unit_configs (mac, revision, document, status, created_at) VALUES (@mac, @next, @doc, 'provisional', @now)
-            """, new { mac, next, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration), now = Now() }, tx);
+            INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, @next, @doc, 'provisional', @origin, @now)
+            """, new { mac, next, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration), origin, now = Now() }, tx);
         tx.Commit();
         return next;
     }
@@ -240,22 +387,48 @@ public sealed class TsunaguStore
         return c.QueryFirstOrDefault<UnitConfigRow>("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1", new { mac });
     }
 
-    /// <summary>Records the unit's acknowledgement of a revision; returns false when the revision does not exist.</summary>
+    public IReadOnlyList<UnitConfigRow> ListUnitConfigs(string mac)
+    {
+        using var c = Open();
+        return c.Query<UnitConfigRow>("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision", new { mac }).ToList();
+    }
+
+    /// <summary>
+    /// Records the unit's acknowledgement of a revision. Idempotent: the same acknowledgement again changes
+    /// nothing. Returns false when the revision does not exist.
+    /// </summary>
     public bool AckUnitConfig(string mac, long revision, bool success, string? error)
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
-        var changed = c.Execute("UPDATE unit_configs SET status = @status, error = @error WHERE mac = @mac AND revision = @revision",
-            new { mac, revision, status = success ? ConfigStatus.Applied : ConfigStatus.Failed, error }, tx);
-        if (changed > 0 && success)
+        var status = success ? ConfigStatus.Applied : ConfigStatus.Failed;
+        var exists = c.ExecuteScalar<long>("SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @revision", new { mac, revision }, tx) > 0;
+        if (!exists)
         {
-            c.Execute("UPDATE units SET applied_config_revision = @revision WHERE mac = @mac", new { mac, revision }, tx);
+            return false;
+        }
+        c.Execute("""
+            UPDATE unit_configs SET status = @status, error = @error, updated_at = @now
+            WHERE mac = @mac AND revision = @revision AND status NOT IN ('final', @status)
+            """, new { mac, revision, status, error, now = Now() }, tx);
+        if (success)
+        {
+            c.Execute("UPDATE units SET applied_config_revision = @revision WHERE mac = @mac AND (applied_config_revision IS NULL OR applied_config_revision < @revision)",
+                new { mac, revision }, tx);
         }
         tx.Commit();
-        return changed > 0;
+        return true;
     }
 
-    // ---- operators and audit ---------------------------------------------------------------------------
+    /// <summary>Marks an applied revision final (the unit has confirmed it with the host after applying).</summary>
+    public bool FinalizeUnitConfig(string mac, long revision)
+    {
+        using var c = Open();
+        return c.Execute("UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
+            new { mac, revision, now = Now() }) > 0;
+    }
+
+    // ---- people -------------------------------------------------------------------------------------------
 
     public void UpsertOperator(string name, string passwordHash)
     {
@@ -270,10 +443,46 @@ public sealed class TsunaguStore
         return c.QuerySingleOrDefault<string>("SELECT password_hash FROM operators WHERE name = @name", new { name });
     }
 
+    public void UpsertSubscriber(string name, string passwordHash)
+    {
+        using var c = Open();
+        c.Execute("INSERT INTO subscribers (name, password_hash) VALUES (@name, @passwordHash) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+            new { name, passwordHash });
+    }
+
+    public string? GetSubscriberHash(string name)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<string>("SELECT password_hash FROM subscribers WHERE name = @name", new { name });
+    }
+
+    // ---- settings and audit ------------------------------------------------------------------------------
+
+    public string? GetSetting(string key)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<string>("SELECT value FROM settings WHERE key = @key", new { key });
+    }
+
+    public void SetSetting(string key, string value)
+    {
+        using var c = Open();
+        c.Execute("INSERT INTO settings (key, value) VALUES (@key, @value) ON CONFLICT(key) DO UPDATE SET value = excluded.value", new { key, value });
+    }
+
     public void Audit(string actor, string action, string? target, string? detail)
     {
         using var c = Open();
         c.Execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail)",
             new { now = Now(), actor, action, target, detail });
+    }
+
+    public IReadOnlyList<AuditRow> ListAudit(int limit = 200, string? actor = null, string? target = null)
+    {
+        using var c = Open();
+        return c.Query<AuditRow>("""
+            SELECT * FROM audit WHERE (@actor IS NULL OR actor = @actor) AND (@target IS NULL OR target = @target)
+            ORDER BY id DESC LIMIT @limit
+            """, new { actor, target, limit }).ToList();
     }
 }

@@ -1,0 +1,104 @@
+using System.Data.Common;
+using FluentMigrator.Runner;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+
+namespace Tsunagu.Server.Data;
+
+public enum DatabaseKind { Sqlite, Postgres }
+
+/// <summary>
+/// Which database the server uses: a SQLite file (the default, zero setup) or PostgreSQL. Chosen by the
+/// `Database` setting (`TSUNAGU_DATABASE`): a file name or path means SQLite; `postgres://...` or an Npgsql
+/// connection string (`Host=...;Database=...`) means PostgreSQL.
+/// </summary>
+public sealed class Database
+{
+    private Database(DatabaseKind kind, string connectionString, string description)
+    {
+        Kind = kind;
+        ConnectionString = connectionString;
+        Description = description;
+    }
+
+    public DatabaseKind Kind { get; }
+    public string ConnectionString { get; }
+
+    /// <summary>For messages: the SQLite path, or the PostgreSQL host and database (never the password).</summary>
+    public string Description { get; }
+
+    public static Database Parse(string setting, string dataDirectory)
+    {
+        if (string.IsNullOrWhiteSpace(setting))
+        {
+            throw new ArgumentException("Tsunagu:Database is empty: give a SQLite file name or a PostgreSQL connection string");
+        }
+        if (setting.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase) || setting.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase))
+        {
+            var uri = new Uri(setting);
+            var user = Uri.UnescapeDataString(uri.UserInfo.Split(':')[0]);
+            var builder = new NpgsqlConnectionStringBuilder
+            {
+                Host = uri.Host,
+                Port = uri.IsDefaultPort || uri.Port < 0 ? 5432 : uri.Port,
+                Database = uri.AbsolutePath.Trim('/'),
+                Username = user,
+            };
+            if (uri.UserInfo.Contains(':')) { builder.Password = Uri.UnescapeDataString(uri.UserInfo[(uri.UserInfo.IndexOf(':') + 1)..]); }
+            return Postgres(builder);
+        }
+        if (setting.Contains("Host=", StringComparison.OrdinalIgnoreCase))
+        {
+            try
+            {
+                return Postgres(new NpgsqlConnectionStringBuilder(setting));
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"Tsunagu:Database looks like a PostgreSQL connection string but is not valid: {e.Message}", e);
+            }
+        }
+        var path = Path.IsPathRooted(setting) ? setting : Path.Combine(dataDirectory, setting);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var sqlite = new SqliteConnectionStringBuilder { DataSource = path, Pooling = true, DefaultTimeout = 30 };
+        return new Database(DatabaseKind.Sqlite, sqlite.ToString(), $"SQLite {Path.GetFullPath(path)}");
+    }
+
+    private static Database Postgres(NpgsqlConnectionStringBuilder builder) =>
+        new(DatabaseKind.Postgres, builder.ToString(), $"PostgreSQL {builder.Host}:{builder.Port}/{builder.Database}");
+
+    public DbConnection Open()
+    {
+        DbConnection connection = Kind == DatabaseKind.Sqlite ? new SqliteConnection(ConnectionString) : new NpgsqlConnection(ConnectionString);
+        connection.Open();
+        if (Kind == DatabaseKind.Sqlite)
+        {
+            using var pragma = connection.CreateCommand();
+            pragma.CommandText = "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=30000;";
+            pragma.ExecuteNonQuery();
+        }
+        return connection;
+    }
+
+    /// <summary>Brings the schema up to the newest migration (FluentMigrator; the version table records what ran).</summary>
+    public void Migrate()
+    {
+        if (Kind == DatabaseKind.Sqlite)
+        {
+            using var c = Open();
+            using var wal = c.CreateCommand();
+            wal.CommandText = "PRAGMA journal_mode=WAL;";
+            wal.ExecuteNonQuery();
+        }
+        using var services = new ServiceCollection()
+            .AddFluentMigratorCore()
+            .ConfigureRunner(runner =>
+            {
+                if (Kind == DatabaseKind.Sqlite) { runner.AddSQLite(); } else { runner.AddPostgres(); }
+                runner.WithGlobalConnectionString(ConnectionString).ScanIn(typeof(Database).Assembly).For.Migrations();
+            })
+            .BuildServiceProvider(false);
+        using var scope = services.CreateScope();
+        scope.ServiceProvider.GetRequiredService<IMigrationRunner>().MigrateUp();
+    }
+}
