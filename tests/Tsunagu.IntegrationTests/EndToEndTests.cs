@@ -6,18 +6,25 @@ using Tsunagu.Cli.Factory;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 
 /// <summary>The patent's main flow (S100-S800) over real HTTPS on loopback: real server, real supervisors, simulated HAL.</summary>
 [NonParallelizable]
-public class EndToEndTests
+[TestFixture("sqlite")]
+[TestFixture("postgres")]
+public class EndToEndTests(string database)
 {
+    [SetUp]
+    public void UseDatabase() => TestServer.DatabaseKind.Value = database;
+
     [Test]
     public async Task Three_units_provision_update_configure_and_the_host_sees_them_ready_on_pattern_2()
     {
         await using var server = await TestServer.StartAsync();
+        Assert.That(server.Store.Database.Kind, Is.EqualTo(database == "postgres" ? DatabaseKind.Postgres : DatabaseKind.Sqlite));
         var units = await server.AddUnitsAsync(3);
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }

@@ -50,9 +50,15 @@ public sealed class TestServer : IAsyncDisposable
         MainLinkFailureLimit = 3,
     };
 
+    /// <summary>The database every server of this test uses: "sqlite" or "postgres" (set by the fixture).</summary>
+    public static readonly AsyncLocal<string?> DatabaseKind = new();
+
     public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0)
     {
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-it-" + Guid.NewGuid().ToString("N"));
+        var database = DatabaseKind.Value == "postgres" ? PostgresServer.Shared.CreateDatabase() : "tsunagu.db";
+        Directory.CreateDirectory(root);
+        await File.WriteAllTextAsync(Path.Combine(root, "database"), database);
         var app = BuildServer(root, port);
         DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), Password);
         await app.StartAsync();
@@ -65,8 +71,13 @@ public sealed class TestServer : IAsyncDisposable
         return server;
     }
 
+    /// <summary>Builds a server on <paramref name="root"/>; the same root gives the same keys, certificate and database.</summary>
     public static WebApplication BuildServer(string root, int port) =>
-        ServerHost.Build(new ServerOptions { DataDirectory = Path.Combine(root, "server"), Port = port, MqttPort = 0 },
+        ServerHost.Build(new ServerOptions
+            {
+                DataDirectory = Path.Combine(root, "server"), Port = port, MqttPort = 0,
+                Database = File.ReadAllText(Path.Combine(root, "database")),
+            },
             logging: l => l.SetMinimumLevel(LogLevel.Warning));
 
     public OperatorClient Operator() => new(new Uri(Url), DemoCatalogue.OperatorName, Password, [Pin]);

@@ -1,0 +1,154 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Npgsql;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// A real PostgreSQL started for the test run: initdb into a temporary directory, `postgres` on a free
+/// loopback port (run as the `postgres` system user when the tests run as root), stopped by PID at the end.
+/// </summary>
+public sealed class PostgresServer : IDisposable
+{
+    private static readonly Lock Gate = new();
+    private static PostgresServer? _shared;
+    private readonly Process _process;
+    private readonly string _directory;
+
+    private PostgresServer(Process process, string directory, int port)
+    {
+        _process = process;
+        _directory = directory;
+        Port = port;
+    }
+
+    public int Port { get; }
+
+    /// <summary>The run's server, started on first use.</summary>
+    public static PostgresServer Shared
+    {
+        get
+        {
+            lock (Gate)
+            {
+                return _shared ??= Start();
+            }
+        }
+    }
+
+    public static void StopShared()
+    {
+        lock (Gate)
+        {
+            _shared?.Dispose();
+            _shared = null;
+        }
+    }
+
+    /// <summary>Creates an empty database and returns its connection string.</summary>
+    public string CreateDatabase()
+    {
+        var name = "t_" + Guid.NewGuid().ToString("N")[..16];
+        using var c = new NpgsqlConnection(ConnectionString("postgres"));
+        c.Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = $"CREATE DATABASE {name}";
+        cmd.ExecuteNonQuery();
+        return ConnectionString(name);
+    }
+
+    public string ConnectionString(string database) =>
+        new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = Port, Username = "tsunagu", Database = database, Pooling = true, MaxPoolSize = 20 }.ToString();
+
+    private static PostgresServer Start()
+    {
+        var bin = Directory.Exists("/usr/lib/postgresql")
+            ? Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).Where(d => File.Exists(Path.Combine(d, "initdb")))
+                .OrderByDescending(d => d, StringComparer.Ordinal).FirstOrDefault()
+            : null;
+        if (bin is null)
+        {
+            throw new InvalidOperationException("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): install the Debian package 'postgresql' (.ci/run does)");
+        }
+        var directory = Path.Combine(Path.GetTempPath(), "tsunagu-pg-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(directory);
+        var asRoot = Environment.UserName == "root";
+        if (asRoot)
+        {
+            Run("chown", ["postgres:postgres", directory]);
+        }
+        Run(asRoot ? "runuser" : Path.Combine(bin, "initdb"),
+            [.. asRoot ? new[] { "-u", "postgres", "--", Path.Combine(bin, "initdb") } : [], "-D", Path.Combine(directory, "data"), "-U", "tsunagu", "-A", "trust", "--no-sync", "-E", "UTF8"]);
+        var port = FreePort();
+        var args = new List<string>();
+        if (asRoot) { args.AddRange(["-u", "postgres", "--", Path.Combine(bin, "postgres")]); }
+        args.AddRange(["-D", Path.Combine(directory, "data"), "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-k", directory,
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"]);
+        var start = new ProcessStartInfo(asRoot ? "runuser" : Path.Combine(bin, "postgres")) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in args) { start.ArgumentList.Add(a); }
+        var process = Process.Start(start) ?? throw new InvalidOperationException("could not start postgres");
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+        var server = new PostgresServer(process, directory, port);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            try
+            {
+                using var c = new NpgsqlConnection(server.ConnectionString("postgres"));
+                c.Open();
+                return server;
+            }
+            catch (NpgsqlException) when (DateTime.UtcNow < deadline && !process.HasExited)
+            {
+                Thread.Sleep(200);
+            }
+        }
+    }
+
+    private static void Run(string file, IEnumerable<string> arguments)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in arguments) { start.ArgumentList.Add(a); }
+        using var p = Process.Start(start)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{file} {string.Join(' ', start.ArgumentList)} exited with {p.ExitCode}: {stderr.Result}");
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public void Dispose()
+    {
+        NpgsqlConnection.ClearAllPools();
+        if (!_process.HasExited)
+        {
+            // runuser forwards SIGTERM to postgres: a "smart" shutdown
+            Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+            if (!_process.WaitForExit(15_000))
+            {
+                _process.Kill(entireProcessTree: true);
+            }
+        }
+        _process.Dispose();
+        Directory.Delete(_directory, recursive: true);
+    }
+}
+
+[SetUpFixture]
+public sealed class RunFixture
+{
+    [OneTimeTearDown]
+    public void StopServices() => PostgresServer.StopShared();
+}
