@@ -56,10 +56,11 @@ public sealed record UnitLoad(double Cpu, double Wan);
 
 public sealed record VersionCheckRequest(Inventory Inventory, UnitLoad Load, bool Forced, string? PushNonce);
 
-/// <summary>When a unit may apply an update of importance below 5 (patent 0048, 0064).</summary>
-public sealed record UpdatePolicy(double CpuThreshold, double WanThreshold, int LowWindowStartHour, int LowWindowEndHour)
+/// <summary>When a unit may apply an update of importance below 5 (patent 0048, 0064); an operator setting.</summary>
+public sealed record UpdatePolicy(double CpuThreshold, double WanThreshold, int LowWindowStartHour, int LowWindowEndHour,
+    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4)
 {
-    public static UpdatePolicy Default { get; } = new(0.5, 0.5, 2, 5);
+    public static UpdatePolicy Default { get; } = new(0.5, 0.5, 2, 5, 3, 4);
 }
 
 public sealed record UpdateOffer(
@@ -76,7 +77,8 @@ public sealed record VersionCheckResponse(
     string? TargetPattern,
     UpdateOffer? Update,
     UpdatePolicy Policy,
-    int CheckIntervalSeconds);
+    int CheckIntervalSeconds,
+    string? Deferred = null);
 
 public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
 public sealed record UpdateReportAck(string UpdateId, string? Pattern);
@@ -123,6 +125,13 @@ public sealed record PushMessage(string Type, int Importance, string Nonce, Date
     public const string CheckNow = "check";
 }
 
+/// <summary>Retained presence payloads on a unit's status topic; "offline" is the unit's last will.</summary>
+public static class Presence
+{
+    public const string Online = "online";
+    public const string Offline = "offline";
+}
+
 public static class PushTopics
 {
     public const string Root = "tsunagu/v1/units";
@@ -154,9 +163,17 @@ public sealed record UnitView(
     int? ConfigRevision,
     int? AppliedConfigRevision,
     DateTimeOffset? LastSeen,
-    string? LastError);
+    string? LastError,
+    bool Online = false,
+    IReadOnlyDictionary<string, string>? Applications = null,
+    string? Subscriber = null);
 
-public sealed record ForceCheckRequest(IReadOnlyList<string>? Macs, string? Pattern, int Importance = 5);
+/// <summary>Selects units for a forced check: an explicit list, a pattern, an application (and version); filters combine.</summary>
+public sealed record ForceCheckRequest(IReadOnlyList<string>? Macs, string? Pattern, int Importance = 5, string? Application = null, string? Version = null);
+
+/// <summary>One row's outcome of a bulk registration.</summary>
+public sealed record BulkRowResult(int Line, string? Mac, string? Error);
+public sealed record BulkRegisterResponse(int Registered, IReadOnlyList<BulkRowResult> Rows);
 public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
 
 // ---- JSON ------------------------------------------------------------------------------------------------
@@ -188,6 +205,8 @@ public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
 [JsonSerializable(typeof(Inventory))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(ProblemBody))]
+[JsonSerializable(typeof(BulkRegisterResponse))]
+[JsonSerializable(typeof(UpdatePolicy))]
 public sealed partial class ProtocolJson : JsonSerializerContext;
 
 /// <summary>RFC 9457 problem details as the unit reads them.</summary>

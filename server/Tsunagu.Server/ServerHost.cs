@@ -40,10 +40,19 @@ public static class ServerHost
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
         builder.Services.AddSingleton<UnitAuthentication>();
+        builder.Services.AddSingleton<Catalogue.CatalogueService>();
+        builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Info = new() { Title = "Tsunagu server", Version = "v1", Description = "Initial setting server, host server and operator API. See docs/protocol.md and docs/operator-api.md." };
+            return Task.CompletedTask;
+        }));
         builder.Services.AddSingleton<ServerEndpoints>();
+        builder.Services.AddSingleton(MqttSettings.Parse(options.Mqtt));
         builder.Services.AddSingleton<EmbeddedBroker>();
-        builder.Services.AddSingleton<IPushPublisher>(sp => sp.GetRequiredService<EmbeddedBroker>());
         builder.Services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
+        builder.Services.AddSingleton<BrokerLink>();
+        builder.Services.AddSingleton<IPushPublisher>(sp => sp.GetRequiredService<BrokerLink>());
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<BrokerLink>());
 
         var app = builder.Build();
         app.UseExceptionHandler();
@@ -57,6 +66,8 @@ public static class ServerHost
             app.MapHostApi();
         }
         app.MapOperatorApi();
+        app.MapCatalogueApi();
+        app.MapOpenApi("/openapi/{documentName}.json");
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
         app.Lifetime.ApplicationStarted.Register(() =>
         {

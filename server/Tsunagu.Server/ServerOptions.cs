@@ -22,6 +22,12 @@ public sealed class ServerOptions
     /// <summary>Embedded MQTT broker port on <see cref="ListenAddress"/>; 0 picks a free one; -1 disables push.</summary>
     public int MqttPort { get; set; } = 1883;
 
+    /// <summary>"embedded" (default) or mqtt://ADMIN:PASSWORD@HOST:PORT for a Mosquitto with dynamic security.</summary>
+    public string Mqtt { get; set; } = "embedded";
+
+    /// <summary>Broker address units are told to use, when it differs from what the server connects to.</summary>
+    public string? MqttPublicUri { get; set; }
+
     public TimeSpan ChallengeLifetime { get; set; } = TimeSpan.FromMinutes(1);
     public TimeSpan ProvisionalTokenLifetime { get; set; } = TimeSpan.FromMinutes(5);
     public TimeSpan HostTokenLifetime { get; set; } = TimeSpan.FromMinutes(30);

@@ -198,7 +198,7 @@ public class EndToEndTests(string database)
     }
 
     [Test]
-    public async Task Tokens_are_scoped_and_unit_brokers_logins_are_per_unit()
+    public async Task Tokens_are_scoped_and_broker_logins_are_per_unit()
     {
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
@@ -251,7 +251,9 @@ public class EndToEndTests(string database)
         var broker = new Uri(settings!.PushBroker!);
         using var mqtt = new MqttClientFactory().CreateMqttClient();
         var compact = MacAddress.Compact(identity.Mac);
-        await mqtt.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port).WithClientId($"unit-{compact}").WithCredentials(compact, host.Token).Build());
+        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var login = await mqtt.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port).WithClientId($"unit-{compact}").WithCredentials(compact, password).Build());
+        Assert.That(login.ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
         var own = await mqtt.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Commands(identity.Mac)).Build());
         var other = await mqtt.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Commands(units[1].Mac)).Build());
         var wildcard = await mqtt.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Root + "/#").Build());
@@ -263,9 +265,9 @@ public class EndToEndTests(string database)
         using var impostor = new MqttClientFactory().CreateMqttClient();
         var otherCompact = MacAddress.Compact(units[1].Mac);
         var impostorOptions = new MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port)
-            .WithClientId($"unit-{otherCompact}").WithCredentials(otherCompact, host.Token).Build();
+            .WithClientId($"unit-{otherCompact}").WithCredentials(otherCompact, password).Build();
         var refused = await impostor.ConnectAsync(impostorOptions);
-        Assert.That(refused.ResultCode, Is.EqualTo(MqttClientConnectResultCode.BadUserNameOrPassword), "unit 1's token does not log in as unit 2");
+        Assert.That(refused.ResultCode, Is.EqualTo(MqttClientConnectResultCode.BadUserNameOrPassword), "unit 1's password does not log in as unit 2");
         Assert.That(impostor.IsConnected, Is.False);
     }
 

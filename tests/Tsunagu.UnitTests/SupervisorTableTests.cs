@@ -1,5 +1,6 @@
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal.Simulated;
+using Tsunagu.Protocol;
 using static Tsunagu.Firmware.Supervision.Outcome;
 using S = Tsunagu.Firmware.Supervision.StateId;
 
@@ -152,13 +153,17 @@ public class SupervisorTableTests
     [TestCase(4, 0.1, 0.9, 14, false, false)]
     [TestCase(3, 0.1, 0.1, 14, false, false)]
     [TestCase(3, 0.9, 0.9, 3, false, true)]
-    [TestCase(2, 0.0, 0.0, 3, false, false)]
-    [TestCase(1, 0.0, 0.0, 3, true, true)]
+    [TestCase(2, 0.0, 0.0, 12, false, false)]
+    [TestCase(2, 0.9, 0.9, 3, false, true)]
+    [TestCase(1, 0.0, 0.0, 4, false, false)]
+    [TestCase(1, 0.0, 0.0, 12, true, true)]
     [TestCase(4, 0.9, 0.9, 14, true, true)]
     public void Importance_decides_when(int importance, double cpu, double wan, int hour, bool forced, bool expected)
     {
         var now = new DateTimeOffset(2026, 11, 1, hour, 0, 0, TimeSpan.Zero);
-        Assert.That(ImportancePolicy.MayRunNow(importance, new(cpu, wan), new(0.5, 0.5, 2, 5), now, forced), Is.EqualTo(expected));
+        var policy = new UpdatePolicy(0.5, 0.5, 2, 5, MaintenanceStartHour: 3, MaintenanceEndHour: 4);
+        Assert.That(ImportancePolicy.MayRunNow(importance, new(cpu, wan), policy, now, forced), Is.EqualTo(expected));
+        Assert.That(ImportancePolicy.Decide(importance, new(cpu, wan), policy, now, forced) is null, Is.EqualTo(expected), "Decide agrees and explains");
     }
 
     [TestCase(23, 22, 4, true)]

@@ -41,7 +41,10 @@ public sealed class PushListener : IAsyncDisposable
 
     public bool IsConnected => _client.IsConnected;
 
-    /// <summary>Connects (or reconnects) to the broker with the unit's credentials and subscribes to its topic.</summary>
+    /// <summary>
+    /// Connects (or reconnects) to the broker with the unit's credentials, subscribes to its command topic and
+    /// announces itself online on its status topic; the broker publishes the last will "offline" if it vanishes.
+    /// </summary>
     public async Task EnsureConnectedAsync(Uri broker, string mac, string username, string password, CancellationToken ct)
     {
         if (_client.IsConnected && _mac == mac)
@@ -54,8 +57,12 @@ public sealed class PushListener : IAsyncDisposable
         }
         var options = new MqttClientOptionsBuilder()
             .WithTcpServer(broker.Host, broker.Port > 0 ? broker.Port : 1883)
-            .WithClientId($"unit-{MacAddress.Compact(mac)}")
+            .WithClientId(UnitCredentials.BrokerClientId(mac))
             .WithCredentials(username, password)
+            .WithWillTopic(PushTopics.Status(mac))
+            .WithWillPayload(System.Text.Encoding.UTF8.GetBytes(Presence.Offline))
+            .WithWillRetain(true)
+            .WithWillQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce)
             .WithCleanStart(true)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(30))
             .WithTimeout(TimeSpan.FromSeconds(10))
@@ -68,7 +75,14 @@ public sealed class PushListener : IAsyncDisposable
         var subscribe = new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(PushTopics.Commands(mac), MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce)
             .Build();
-        await _client.SubscribeAsync(subscribe, ct);
+        var granted = await _client.SubscribeAsync(subscribe, ct);
+        if (granted.Items.Any(i => (int)i.ResultCode >= 0x80))
+        {
+            throw new MQTTnet.Exceptions.MqttCommunicationException($"broker {broker} refused the subscription to {PushTopics.Commands(mac)}: {granted.Items.First().ResultCode}");
+        }
+        await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(mac))
+            .WithPayload(System.Text.Encoding.UTF8.GetBytes(Presence.Online)).WithRetainFlag(true)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build(), ct);
         _mac = mac;
     }
 

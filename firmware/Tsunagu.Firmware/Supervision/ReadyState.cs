@@ -81,7 +81,7 @@ public sealed class ReadyState : IState
         {
             var identity = ctx.RequireIdentity();
             await ctx.Push.EnsureConnectedAsync(new Uri(settings.PushBroker), MacAddress.Normalize(identity.Mac),
-                ctx.HostSession.PushUsername ?? MacAddress.Compact(MacAddress.Normalize(identity.Mac)), ctx.HostSession.Token, ct);
+                ctx.HostSession.PushUsername ?? UnitCredentials.BrokerUsername(identity.Mac), UnitCredentials.DeriveBrokerPassword(ctx.Secret), ct);
         }
         catch (Exception e) when (e is MqttCommunicationException or InvalidOperationException
                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))

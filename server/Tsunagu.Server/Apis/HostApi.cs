@@ -26,7 +26,7 @@ public static class HostApi
     }
 
     private static IResult VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
-        ILogger<VersionCheckRequest> log)
+        TimeProvider time, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         var unit = store.GetUnit(mac);
@@ -45,17 +45,38 @@ public static class HostApi
             store.RecordInventory(mac, request.Inventory, null, UnitStates.OffPattern);
             store.Touch(mac, error: "inventory matches no verified install pattern");
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
-            return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, UpdatePolicy.Default, options.CheckIntervalSeconds));
+            return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.Get(store), options.CheckIntervalSeconds,
+                "the unit's software matches no verified install pattern"));
         }
         if (actual.Id != unit.Pattern)
         {
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
         }
-        var program = unit.TargetPattern == actual.Id ? null : store.FindUpdateProgram(actual.Id);
-        UpdateOffer? offer = program is null ? null : new UpdateOffer(program.Id, program.FromPattern, program.ToPattern,
-            (int)program.Importance, $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
+        var program = unit.TargetPattern == actual.Id ? null : store.FindUpdateProgram(actual.Id, unit.TargetPattern);
+        var policy = PolicySettings.Get(store);
+        if (unit.LowWindowStart is { } ws && unit.LowWindowEnd is { } we)
+        {
+            policy = policy with { LowWindowStartHour = (int)ws, LowWindowEndHour = (int)we };
+        }
+        UpdateOffer? offer = null;
+        string? deferred = null;
+        if (program is not null)
+        {
+            var load = request.Load ?? new UnitLoad(0, 0);
+            var localNow = TimeZoneInfo.ConvertTime(time.GetUtcNow(), time.LocalTimeZone);
+            deferred = ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
+            if (deferred is null)
+            {
+                offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
+                    $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
+            }
+            else
+            {
+                log.LogInformation("unit {Mac}: update {Update} deferred: {Reason}", mac, program.Id, deferred);
+            }
+        }
         store.RecordInventory(mac, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating);
-        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, UpdatePolicy.Default, options.CheckIntervalSeconds));
+        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred));
     }
 
     private static IResult UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store)

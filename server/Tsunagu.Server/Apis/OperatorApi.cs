@@ -7,6 +7,8 @@ using Tsunagu.Server.Security;
 namespace Tsunagu.Server.Apis;
 
 /// <summary>The operator's API: the device management table, the fleet view, forced checks.</summary>
+public sealed record TargetPatternRequest(string? Pattern);
+
 public static class OperatorApi
 {
     public const string DefaultServiceConfig = "default";
@@ -14,13 +16,30 @@ public static class OperatorApi
     public static void MapOperatorApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
-        api.MapGet("", (TsunaguStore store, string? pattern, string? state) =>
-            Results.Ok(store.ListUnits(pattern, state).Select(ToView).ToList()));
+        api.MapGet("", (TsunaguStore store, string? pattern, string? state, string? app, string? version,
+                DateTimeOffset? seenBefore, DateTimeOffset? seenAfter, bool? online) =>
+            version is not null && app is null
+                ? Problems.BadRequest("version: filtering by version needs app (the application whose version it is)")
+                : Results.Ok(store.QueryUnits(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online)).Select(ToView).ToList()));
         api.MapGet("/{mac}", (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit
                 ? Results.Ok(ToView(unit))
                 : Problems.NotFound($"unit {mac} is not registered"));
         api.MapPost("", Register);
+        api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv");
+        api.MapPut("/{mac}/target-pattern", (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
+            !MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null
+                ? Problems.NotFound($"unit {mac} is not registered")
+                : CatalogueApi.Guard(() =>
+                {
+                    catalogue.SetTargetPattern(m, r.Pattern);
+                    store.Audit(http.Caller().Subject, "unit.target-pattern", m, r.Pattern ?? "none");
+                    return Results.Ok(ToView(store.GetUnit(m)!));
+                }));
+        api.MapGet("/{mac}/service-config", (string mac, TsunaguStore store) =>
+            MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
+                ? Results.Ok(store.ListUnitConfigs(m).Select(c => new { c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt }))
+                : Problems.NotFound($"unit {mac} is not registered"));
         api.MapPost("/check", ForceCheck);
         api.MapPut("/{mac}/service-config", AssignServiceConfig);
     }
@@ -29,35 +48,48 @@ public static class OperatorApi
         u.Mac, u.Serial, u.HardwareVersion, u.State, u.Pattern, u.TargetPattern,
         u.ConfigRevision is { } c ? (int)c : null, u.AppliedConfigRevision is { } r ? (int)r : null,
         u.LastSeen is null ? null : DateTimeOffset.Parse(u.LastSeen, System.Globalization.CultureInfo.InvariantCulture),
-        u.LastError);
+        u.LastError, u.Online != 0,
+        u.Inventory is null ? null : System.Text.Json.JsonSerializer.Deserialize(u.Inventory, ProtocolJson.Default.Inventory)?.Applications,
+        u.Subscriber);
 
-    private static IResult Register(RegisterUnitRequest request, HttpContext http, TsunaguStore store)
+    /// <summary>Checks a registration; returns the row to insert or the error naming the field.</summary>
+    public static (UnitRow? Row, string? Error) Validate(RegisterUnitRequest request, TsunaguStore store)
     {
-        if (!MacAddress.TryNormalize(request.Mac, out var mac))
-        {
-            return Problems.BadRequest($"mac: '{request.Mac}' is not a MAC address");
-        }
-        if (string.IsNullOrWhiteSpace(request.Serial)) { return Problems.BadRequest("serial: required"); }
-        if (string.IsNullOrWhiteSpace(request.HardwareVersion)) { return Problems.BadRequest("hardwareVersion: required"); }
+        if (!MacAddress.TryNormalize(request.Mac, out var mac)) { return (null, $"mac: '{request.Mac}' is not a MAC address"); }
+        if (string.IsNullOrWhiteSpace(request.Serial)) { return (null, "serial: required"); }
+        if (string.IsNullOrWhiteSpace(request.HardwareVersion)) { return (null, "hardwareVersion: required"); }
         if (request.Isp is null || request.Isp.Method is not ("pppoe" or "dhcp" or "static"))
         {
-            return Problems.BadRequest($"isp.method: '{request.Isp?.Method}' must be pppoe, dhcp or static");
+            return (null, $"isp.method: '{request.Isp?.Method}' must be pppoe, dhcp or static");
         }
         if (request.Isp.Method == "pppoe" && (string.IsNullOrEmpty(request.Isp.Username) || string.IsNullOrEmpty(request.Isp.Password)))
         {
-            return Problems.BadRequest("isp: a pppoe account needs username and password");
+            return (null, "isp: a pppoe account needs username and password");
         }
-        if (request.Isp.Method == "static" && !System.Net.IPAddress.TryParse(request.IpAddress ?? request.Isp.Address, out _))
+        var address = request.IpAddress ?? request.Isp.Address;
+        if (request.Isp.Method == "static" && !ServiceConfigValidator.IsAddress(address))
         {
-            return Problems.BadRequest("ipAddress: a static account needs an IP address");
+            return (null, "ipAddress: a static account needs an IP address");
         }
-        var unit = new UnitRow
+        if (address is not null && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{address}' is not an IP address"); }
+        if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{request.GlobalIp}' is not an IP address"); }
+        if (request.TargetPattern is not null && store.GetPattern(request.TargetPattern) is not { Status: PatternStatus.Verified })
         {
-            Mac = mac, Serial = request.Serial, HardwareVersion = request.HardwareVersion,
+            return (null, $"targetPattern: '{request.TargetPattern}' is not a verified pattern");
+        }
+        return (new UnitRow
+        {
+            Mac = mac, Serial = request.Serial.Trim(), HardwareVersion = request.HardwareVersion.Trim(),
             IspMethod = request.Isp.Method, IspUsername = request.Isp.Username, IspPassword = request.Isp.Password,
-            IpAddress = request.IpAddress ?? request.Isp.Address, Domain = request.Domain, Vpn = request.Vpn, GlobalIp = request.GlobalIp,
+            IpAddress = address, Domain = request.Domain, Vpn = request.Vpn, GlobalIp = request.GlobalIp,
             Subscriber = request.Subscriber, TargetPattern = request.TargetPattern, State = UnitStates.Registered,
-        };
+        }, null);
+    }
+
+    private static async Task<IResult> Register(RegisterUnitRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
+    {
+        var (unit, error) = Validate(request, store);
+        if (unit is null) { return Problems.BadRequest(error!); }
         try
         {
             store.AddUnit(unit);
@@ -66,44 +98,142 @@ public static class OperatorApi
         {
             return Problems.Conflict(e.Message);
         }
+        AssignDefaultConfig(store, unit.Mac);
+        await EnsureBrokerAccountAsync(push, unit.Mac, log, http.RequestAborted);
+        store.Audit(http.Caller().Subject, "unit.register", unit.Mac, request.Serial);
+        return Results.Created($"{Routes.Units}/{unit.Mac}", ToView(store.GetUnit(unit.Mac)!));
+    }
+
+    /// <summary>
+    /// The broker account is made at registration; when the broker is down the registration still stands and the
+    /// account is made when the server next connects to the broker (it provisions every registered unit then).
+    /// </summary>
+    private static async Task EnsureBrokerAccountAsync(IPushPublisher push, string mac, ILogger log, CancellationToken ct)
+    {
+        try
+        {
+            await push.EnsureUnitAccountAsync(mac, ct);
+        }
+        catch (PushException e)
+        {
+            log.LogWarning("unit {Mac}: broker account not made now ({Error}); it is made when the server reconnects to the broker", mac, e.Message);
+        }
+    }
+
+    private static void AssignDefaultConfig(TsunaguStore store, string mac)
+    {
         if (store.GetServiceConfig(DefaultServiceConfig) is { } config)
         {
             store.AddUnitConfig(mac, config);
         }
-        store.Audit(http.Caller().Subject, "unit.register", mac, request.Serial);
-        return Results.Created($"{Routes.Units}/{mac}", ToView(store.GetUnit(mac)!));
+    }
+
+    /// <summary>The CSV columns of the device management table (patent fig. 6), in order; a header row names them.</summary>
+    public static readonly string[] CsvColumns =
+        ["mac", "serial", "hardware_version", "isp_method", "isp_username", "isp_password", "ip_address", "domain", "vpn", "global_ip", "subscriber", "target_pattern"];
+
+    /// <summary>
+    /// Registers every row of a CSV device management table, or none: when any row is wrong, nothing is written
+    /// and each wrong row is reported with its line number.
+    /// </summary>
+    private static async Task<IResult> RegisterBulk(HttpRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
+    {
+        using var reader = new StreamReader(request.Body);
+        var text = await reader.ReadToEndAsync(http.RequestAborted);
+        List<List<string>> rows;
+        try
+        {
+            rows = Csv.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            return Problems.BadRequest($"csv: {e.Message}");
+        }
+        if (rows.Count == 0) { return Problems.BadRequest("csv: empty; the first line must be the header " + string.Join(',', CsvColumns)); }
+        var header = rows[0].Select(h => h.Trim().ToLowerInvariant()).ToList();
+        var unknown = header.Where(h => !CsvColumns.Contains(h)).ToList();
+        if (unknown.Count > 0 || !header.Contains("mac") || !header.Contains("serial"))
+        {
+            return Problems.BadRequest($"csv header: {(unknown.Count > 0 ? $"unknown column(s) {string.Join(", ", unknown)}" : "mac and serial are required")}; columns are {string.Join(',', CsvColumns)}");
+        }
+        string? Cell(List<string> row, string column)
+        {
+            var i = header.IndexOf(column);
+            return i < 0 || i >= row.Count || string.IsNullOrWhiteSpace(row[i]) ? null : row[i].Trim();
+        }
+        var results = new List<BulkRowResult>();
+        var valid = new List<UnitRow>();
+        var seen = new HashSet<string>();
+        for (var i = 1; i < rows.Count; i++)
+        {
+            var row = rows[i];
+            var line = i + 1;
+            if (row.Count > header.Count) { results.Add(new(line, null, $"{row.Count} fields, the header has {header.Count}")); continue; }
+            var req = new RegisterUnitRequest(Cell(row, "mac") ?? "", Cell(row, "serial") ?? "", Cell(row, "hardware_version") ?? "r1",
+                new WanAccount(Cell(row, "isp_method") ?? "dhcp", Cell(row, "isp_username"), Cell(row, "isp_password")),
+                Cell(row, "ip_address"), Cell(row, "domain"), Cell(row, "vpn"), Cell(row, "global_ip"), Cell(row, "target_pattern"), Cell(row, "subscriber"));
+            var (unit, error) = Validate(req, store);
+            if (unit is not null && !seen.Add(unit.Mac)) { error = $"mac: {unit.Mac} appears twice in this file"; }
+            else if (unit is not null && store.GetUnit(unit.Mac) is not null) { error = $"mac: {unit.Mac} is already registered"; }
+            results.Add(new(line, unit?.Mac ?? Cell(row, "mac"), error));
+            if (error is null && unit is not null) { valid.Add(unit); }
+        }
+        if (results.Any(r => r.Error is not null))
+        {
+            return Results.BadRequest(new BulkRegisterResponse(0, results));
+        }
+        foreach (var unit in valid)
+        {
+            store.AddUnit(unit);
+            AssignDefaultConfig(store, unit.Mac);
+            await EnsureBrokerAccountAsync(push, unit.Mac, log, http.RequestAborted);
+        }
+        store.Audit(http.Caller().Subject, "units.register-bulk", null, $"{valid.Count} unit(s)");
+        return Results.Ok(new BulkRegisterResponse(valid.Count, results));
     }
 
     private static async Task<IResult> ForceCheck(ForceCheckRequest request, HttpContext http, TsunaguStore store, IPushPublisher push,
         TimeProvider time, CancellationToken ct)
     {
         if (request.Importance is < 1 or > 5) { return Problems.BadRequest($"importance: {request.Importance} is outside 1..5"); }
-        if ((request.Macs is null || request.Macs.Count == 0) && request.Pattern is null)
+        if ((request.Macs is null || request.Macs.Count == 0) && request.Pattern is null && request.Application is null)
         {
-            return Problems.BadRequest("select units: give macs, pattern, or both");
+            return Problems.BadRequest("select units: give macs, pattern, application (and version), or a combination");
+        }
+        if (request.Version is not null && request.Application is null)
+        {
+            return Problems.BadRequest("version: selecting by version needs application");
         }
         if (push.BrokerUri is null)
         {
             return Problems.Make(503, ProblemTypes.Conflict, "Push unavailable", "push is disabled on this server");
         }
+        var matching = store.QueryUnits(new UnitQuery(request.Pattern, Application: request.Application, Version: request.Version))
+            .Select(u => u.Mac).ToHashSet();
         var selected = new List<string>();
         if (request.Macs is { Count: > 0 })
         {
             foreach (var text in request.Macs)
             {
                 if (!MacAddress.TryNormalize(text, out var mac)) { return Problems.BadRequest($"macs: '{text}' is not a MAC address"); }
-                var unit = store.GetUnit(mac);
-                if (unit is null) { return Problems.NotFound($"unit {mac} is not registered"); }
-                if (request.Pattern is null || unit.Pattern == request.Pattern) { selected.Add(mac); }
+                if (store.GetUnit(mac) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+                if (matching.Contains(mac) && !selected.Contains(mac)) { selected.Add(mac); }
             }
         }
         else
         {
-            selected.AddRange(store.ListUnits(request.Pattern).Select(u => u.Mac));
+            selected.AddRange(matching.Order(StringComparer.Ordinal));
         }
-        foreach (var mac in selected)
+        try
         {
-            await push.PublishAsync(mac, new PushMessage(PushMessage.CheckNow, request.Importance, UnitCredentials.NewNonce(12), time.GetUtcNow()), ct);
+            foreach (var mac in selected)
+            {
+                await push.PublishAsync(mac, new PushMessage(PushMessage.CheckNow, request.Importance, UnitCredentials.NewNonce(12), time.GetUtcNow()), ct);
+            }
+        }
+        catch (PushException e)
+        {
+            return Problems.Make(503, ProblemTypes.Conflict, "Push failed", e.Message);
         }
         store.Audit(http.Caller().Subject, "units.check", string.Join(",", selected), $"importance {request.Importance}");
         return Results.Ok(new ForceCheckResponse(selected));

@@ -15,6 +15,44 @@ public sealed class ArtifactStore(string directory)
         return IsDigest(sha256) && File.Exists(path) ? path : null;
     }
 
+    /// <summary>
+    /// Streams an upload into the store, hashing as it goes; refuses more than <paramref name="maxBytes"/>.
+    /// Nothing is kept of an upload that fails.
+    /// </summary>
+    public async Task<(string Sha256, long Size)> AddAsync(Stream content, long maxBytes, CancellationToken ct)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        var tmp = Path.Combine(Directory, $".upload-{Guid.NewGuid():N}");
+        try
+        {
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            long size = 0;
+            await using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 81920, useAsync: true))
+            {
+                var buffer = new byte[81920];
+                int read;
+                while ((read = await content.ReadAsync(buffer, ct)) > 0)
+                {
+                    size += read;
+                    if (size > maxBytes)
+                    {
+                        throw new InvalidDataException($"the artifact is larger than the {maxBytes} bytes allowed");
+                    }
+                    hash.AppendData(buffer, 0, read);
+                    await file.WriteAsync(buffer.AsMemory(0, read), ct);
+                }
+            }
+            if (size == 0) { throw new InvalidDataException("the artifact is empty"); }
+            var sha = Convert.ToHexStringLower(hash.GetHashAndReset());
+            File.Move(tmp, Path.Combine(Directory, sha), overwrite: true);
+            return (sha, size);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) { File.Delete(tmp); }
+        }
+    }
+
     /// <summary>Stores the bytes and returns their digest and size.</summary>
     public (string Sha256, long Size) Add(byte[] content)
     {

@@ -171,6 +171,16 @@ public sealed class TsunaguStore
         }
     }
 
+    /// <summary>Adds the software if it is not catalogued yet (seeding).</summary>
+    public void EnsureSoftware(SoftwareRow software)
+    {
+        using var c = Open();
+        c.Execute("""
+            INSERT INTO software (app_id, version, name, required_hardware, required_os, created_at)
+            VALUES (@AppId, @Version, @Name, @RequiredHardware, @RequiredOs, @now) ON CONFLICT DO NOTHING
+            """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() });
+    }
+
     public IReadOnlyList<SoftwareRow> ListSoftware(string? appId = null)
     {
         using var c = Open();

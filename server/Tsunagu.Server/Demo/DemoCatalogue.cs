@@ -39,6 +39,10 @@ public static class DemoCatalogue
     /// <summary>Seeds the catalogue (idempotent) and sets the operator password; returns the password.</summary>
     public static string Seed(TsunaguStore store, ArtifactStore artifacts, string? operatorPassword = null)
     {
+        foreach (var (app, version) in FactoryApplications.Concat(Pattern2Applications).Distinct())
+        {
+            store.EnsureSoftware(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+        }
         store.UpsertPattern(Pattern(Pattern1, "factory software", FactoryApplications));
         store.UpsertPattern(Pattern(Pattern2, "firewall 1.1.0, vcp 1.2.0", Pattern2Applications));
         var (sha, size) = artifacts.Add(BuildArtifact(UpdateId, Pattern1, Pattern2,

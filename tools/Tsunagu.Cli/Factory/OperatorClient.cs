@@ -12,6 +12,9 @@ namespace Tsunagu.Cli.Factory;
 public sealed class OperatorApiException(string message, int status) : Exception(message)
 {
     public int Status { get; } = status;
+
+    /// <summary>The response body, for callers that read structured errors (bulk registration).</summary>
+    public string? Body { get; init; }
 }
 
 /// <summary>The operator API over HTTPS, trusting only the server certificate whose pin is given.</summary>
@@ -67,6 +70,25 @@ public sealed class OperatorClient : IDisposable
         using var response = await _http.PostAsJsonAsync(Routes.ForceCheck, request, ProtocolJson.Default.ForceCheckRequest, ct);
         return await ReadAsync(response, ProtocolJson.Default.ForceCheckResponse, ct);
     }
+
+    /// <summary>Any operator API call: returns the response body, or throws with the server's problem detail.</summary>
+    public async Task<string> SendAsync(HttpMethod method, string path, HttpContent? content, CancellationToken ct)
+    {
+        using var request = new HttpRequestMessage(method, path) { Content = content };
+        using var response = await _http.SendAsync(request, ct);
+        var body = await response.Content.ReadAsStringAsync(ct);
+        if (!response.IsSuccessStatusCode)
+        {
+            string? detail = null;
+            try { detail = JsonSerializer.Deserialize(body, ProtocolJson.Default.ProblemBody)?.Detail; }
+            catch (JsonException) { /* not a problem document: the body itself is the detail */ }
+            throw new OperatorApiException($"{method} {path}: {(int)response.StatusCode} {detail ?? body}", (int)response.StatusCode) { Body = body };
+        }
+        return body;
+    }
+
+    public Task<string> SendJsonAsync<T>(HttpMethod method, string path, T body, CancellationToken ct) =>
+        SendAsync(method, path, new StringContent(JsonSerializer.Serialize(body, JsonSerializerOptions.Web), Encoding.UTF8, "application/json"), ct);
 
     private static async Task<T> ReadAsync<T>(HttpResponseMessage response, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, CancellationToken ct)
     {

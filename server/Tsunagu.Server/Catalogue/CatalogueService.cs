@@ -1,0 +1,161 @@
+using System.Text.Json;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+
+namespace Tsunagu.Server.Catalogue;
+
+/// <summary>A catalogue change that breaks a rule; the message says which and why.</summary>
+public sealed class CatalogueRuleException(string message) : Exception(message);
+
+public sealed record NewPattern(string Id, string Name, string HardwareVersion, string OsVersion, IReadOnlyDictionary<string, string> Applications);
+public sealed record NewUpdateProgram(string Id, string FromPattern, string ToPattern, int Importance, int Priority, string ArtifactSha256);
+
+/// <summary>
+/// The rules of the host's catalogue (patent 0044-0049): software and patches are catalogued; an install pattern
+/// is a combination of catalogued versions that agrees with their hardware/OS requirements, and goes
+/// draft -> verified -> retired; only verified patterns are targets; update programs lead from one pattern to a
+/// verified one.
+/// </summary>
+public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts)
+{
+    public void AddSoftware(SoftwareRow software)
+    {
+        Require(software.AppId, "appId");
+        Require(software.Version, "version");
+        Require(software.Name, "name");
+        store.AddSoftware(software);
+    }
+
+    public void AddPatch(PatchRow patch)
+    {
+        Require(patch.Id, "id");
+        Require(patch.TargetApp, "targetApp");
+        Require(patch.Version, "version");
+        if (patch.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {patch.Importance} is outside 1..5"); }
+        if (store.ListSoftware(patch.TargetApp).Count == 0)
+        {
+            throw new CatalogueRuleException($"targetApp: application '{patch.TargetApp}' is not in the software catalogue");
+        }
+        store.AddPatch(patch);
+    }
+
+    /// <summary>Creates a draft pattern after checking every application version against the catalogue.</summary>
+    public PatternRow CreatePattern(NewPattern pattern)
+    {
+        Require(pattern.Id, "id");
+        Require(pattern.HardwareVersion, "hardwareVersion");
+        Require(pattern.OsVersion, "osVersion");
+        if (pattern.Applications is null || pattern.Applications.Count == 0)
+        {
+            throw new CatalogueRuleException("applications: a pattern needs at least one application version");
+        }
+        CheckAgainstCatalogue(pattern.Id, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications);
+        var row = new PatternRow
+        {
+            Id = pattern.Id, Name = string.IsNullOrWhiteSpace(pattern.Name) ? pattern.Id : pattern.Name,
+            HardwareVersion = pattern.HardwareVersion, OsVersion = pattern.OsVersion, Status = PatternStatus.Draft,
+            Applications = JsonSerializer.Serialize(new SortedDictionary<string, string>(pattern.Applications.ToDictionary(), StringComparer.Ordinal).ToDictionary(),
+                ProtocolJson.Default.DictionaryStringString),
+        };
+        store.AddPattern(row);
+        return store.GetPattern(row.Id)!;
+    }
+
+    /// <summary>draft -> verified, after checking the catalogue again (it may have changed since the draft).</summary>
+    public PatternRow Verify(string id)
+    {
+        var pattern = store.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
+        if (pattern.Status != PatternStatus.Draft)
+        {
+            throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a draft can be verified");
+        }
+        var apps = JsonSerializer.Deserialize(pattern.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
+        CheckAgainstCatalogue(id, pattern.HardwareVersion, pattern.OsVersion, apps);
+        if (!store.SetPatternStatus(id, PatternStatus.Draft, PatternStatus.Verified))
+        {
+            throw new CatalogueRuleException($"pattern {id} changed while being verified; try again");
+        }
+        return store.GetPattern(id)!;
+    }
+
+    /// <summary>verified -> retired: no longer a target; units on it keep running and are moved by update programs.</summary>
+    public PatternRow Retire(string id)
+    {
+        var pattern = store.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
+        if (pattern.Status != PatternStatus.Verified)
+        {
+            throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a verified pattern can be retired");
+        }
+        var targeting = store.QueryUnits(new UnitQuery()).Where(u => u.TargetPattern == id).Select(u => u.Mac).ToList();
+        if (targeting.Count > 0)
+        {
+            throw new CatalogueRuleException($"pattern {id} is the target of {targeting.Count} unit(s) (first: {targeting[0]}); give them another target first");
+        }
+        store.SetPatternStatus(id, PatternStatus.Verified, PatternStatus.Retired);
+        return store.GetPattern(id)!;
+    }
+
+    public UpdateProgramRow AddUpdateProgram(NewUpdateProgram program)
+    {
+        Require(program.Id, "id");
+        if (program.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {program.Importance} is outside 1..5"); }
+        var from = store.GetPattern(program.FromPattern) ?? throw new CatalogueRuleException($"fromPattern: pattern '{program.FromPattern}' does not exist");
+        var to = store.GetPattern(program.ToPattern) ?? throw new CatalogueRuleException($"toPattern: pattern '{program.ToPattern}' does not exist");
+        if (to.Status != PatternStatus.Verified)
+        {
+            throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' is {to.Status}; only a verified pattern can be a target");
+        }
+        if (from.Id == to.Id) { throw new CatalogueRuleException("toPattern: an update program must lead to another pattern"); }
+        if (from.HardwareVersion != to.HardwareVersion)
+        {
+            throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' is for hardware {to.HardwareVersion}, '{from.Id}' for {from.HardwareVersion}");
+        }
+        var sha = program.ArtifactSha256?.ToLowerInvariant() ?? "";
+        if (artifacts.PathOf(sha) is not { } path)
+        {
+            throw new CatalogueRuleException($"artifactSha256: no uploaded artifact has digest '{program.ArtifactSha256}' (upload it first)");
+        }
+        var row = new UpdateProgramRow
+        {
+            Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
+            ArtifactSha256 = sha, ArtifactSize = new FileInfo(path).Length,
+        };
+        store.AddUpdateProgram(row);
+        return row;
+    }
+
+    public void SetTargetPattern(string mac, string? pattern)
+    {
+        if (pattern is not null && store.GetPattern(pattern) is not { Status: PatternStatus.Verified })
+        {
+            throw new CatalogueRuleException($"targetPattern: '{pattern}' is not a verified pattern");
+        }
+        store.SetTargetPattern(mac, pattern);
+    }
+
+    private void CheckAgainstCatalogue(string id, string hardware, string os, IReadOnlyDictionary<string, string> applications)
+    {
+        foreach (var (app, version) in applications)
+        {
+            var software = store.GetSoftware(app, version)
+                ?? throw new CatalogueRuleException($"pattern {id}: {app} {version} is not in the software catalogue");
+            if (!Allows(software.RequiredHardware, hardware))
+            {
+                throw new CatalogueRuleException($"pattern {id}: {app} {version} requires hardware {software.RequiredHardware}, the pattern is for {hardware}");
+            }
+            if (!Allows(software.RequiredOs, os))
+            {
+                throw new CatalogueRuleException($"pattern {id}: {app} {version} requires OS {software.RequiredOs}, the pattern has {os}");
+            }
+        }
+    }
+
+    /// <summary>A requirement is a comma-separated list of accepted values; none means any.</summary>
+    private static bool Allows(string? requirement, string value) =>
+        string.IsNullOrWhiteSpace(requirement) || requirement.Split(',', StringSplitOptions.TrimEntries).Contains(value, StringComparer.Ordinal);
+
+    private static void Require(string? value, string field)
+    {
+        if (string.IsNullOrWhiteSpace(value)) { throw new CatalogueRuleException($"{field}: required"); }
+    }
+}

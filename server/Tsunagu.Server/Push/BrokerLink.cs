@@ -1,0 +1,202 @@
+using System.Collections.Concurrent;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MQTTnet;
+using MQTTnet.Protocol;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+
+namespace Tsunagu.Server.Push;
+
+/// <summary>Sends "check now" to units (patent 0053, 0071) and provisions their broker accounts.</summary>
+public interface IPushPublisher
+{
+    /// <summary>The broker address units are told to use, or null when push is disabled.</summary>
+    string? BrokerUri { get; }
+
+    Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken);
+
+    /// <summary>Makes sure the unit can log in to the broker with its derived password and reach only its topics.</summary>
+    Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken);
+}
+
+/// <summary>The push broker could not do what was asked; the message says what and why.</summary>
+public sealed class PushException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// The server's own MQTT client on the broker (embedded or Mosquitto): publishes pushes, follows every unit's
+/// retained status topic for presence (units set "offline" as their last will), and on Mosquitto manages unit
+/// accounts through the dynamic-security control topic.
+/// </summary>
+public sealed class BrokerLink(ServerOptions options, MqttSettings settings, EmbeddedBroker embedded, UnitKey unitKey, TsunaguStore store,
+    ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
+{
+    private const string ControlTopic = "$CONTROL/dynamic-security/v1";
+    private const string ServerRole = "tsunagu-server";
+    private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonObject>> _pending = new();
+    private IMqttClient? _client;
+
+    public string? BrokerUri { get; private set; }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (!options.HasRole("host") || (settings.Embedded && !embedded.Enabled))
+        {
+            return;
+        }
+        var (host, port, user, password) = settings.Embedded
+            ? (options.ListenAddress, embedded.Port, MqttSettings.ServerClientId, embedded.ServerPassword)
+            : (settings.Host, settings.Port, settings.Username, settings.Password);
+        BrokerUri = options.MqttPublicUri ?? $"mqtt://{host}:{port}";
+        _client = new MqttClientFactory().CreateMqttClient();
+        _client.ApplicationMessageReceivedAsync += OnMessage;
+        var connect = await _client.ConnectAsync(new MqttClientOptionsBuilder()
+            .WithTcpServer(host, port)
+            .WithClientId(settings.Embedded ? MqttSettings.ServerClientId : $"{MqttSettings.ServerClientId}-{Environment.ProcessId}")
+            .WithCredentials(user, password)
+            .WithCleanStart(true)
+            .WithTimeout(TimeSpan.FromSeconds(10))
+            .Build(), cancellationToken);
+        if (connect.ResultCode != MqttClientConnectResultCode.Success)
+        {
+            throw new PushException($"the broker at {host}:{port} refused the server's login as {user}: {connect.ResultCode}");
+        }
+        if (!settings.Embedded)
+        {
+            await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), cancellationToken);
+            await EnsureServerRoleAsync(cancellationToken);
+            foreach (var unit in store.ListUnits())
+            {
+                await EnsureUnitAccountAsync(unit.Mac, cancellationToken);
+            }
+        }
+        await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+            .WithTopicFilter($"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce).Build(), cancellationToken);
+        log.LogInformation("push: connected to {Broker} ({Kind})", BrokerUri, settings.Embedded ? "embedded" : "Mosquitto dynamic security");
+    }
+
+    private Task OnMessage(MqttApplicationMessageReceivedEventArgs e)
+    {
+        var topic = e.ApplicationMessage.Topic;
+        var payload = Encoding.UTF8.GetString(e.ApplicationMessage.Payload);
+        if (topic == ControlTopic + "/response")
+        {
+            if (JsonNode.Parse(payload)?["responses"] is JsonArray responses)
+            {
+                foreach (var response in responses.OfType<JsonObject>())
+                {
+                    if (response["correlationData"]?.GetValue<string>() is { } id && _pending.TryRemove(id, out var waiter))
+                    {
+                        waiter.TrySetResult(response);
+                    }
+                }
+            }
+            return Task.CompletedTask;
+        }
+        var parts = topic.Split('/');
+        if (parts.Length == 5 && parts[4] == "status" && MacAddress.TryNormalize(parts[3], out var mac) && payload is Presence.Online or Presence.Offline)
+        {
+            store.SetPresence(mac, payload == Presence.Online);
+        }
+        return Task.CompletedTask;
+    }
+
+    public async Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken)
+    {
+        var client = _client ?? throw new PushException("push is disabled on this server (no host role, or MqttPort < 0)");
+        var result = await client.PublishAsync(new MqttApplicationMessageBuilder()
+            .WithTopic(PushTopics.Commands(mac))
+            .WithPayload(JsonSerializer.SerializeToUtf8Bytes(message, ProtocolJson.Default.PushMessage))
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithMessageExpiryInterval(3600)
+            .Build(), cancellationToken);
+        if (!result.IsSuccess)
+        {
+            throw new PushException($"the broker refused the push to {mac}: {result.ReasonCode} {result.ReasonString}");
+        }
+    }
+
+    public async Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken)
+    {
+        if (settings.Embedded || _client is null)
+        {
+            return; // the embedded broker checks unit logins against the derived password directly
+        }
+        var user = UnitCredentials.BrokerUsername(mac);
+        var role = "unit-" + user;
+        var password = UnitCredentials.DeriveBrokerPassword(UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac));
+        await CommandAsync(new JsonObject
+        {
+            ["command"] = "createRole", ["rolename"] = role,
+            ["acls"] = new JsonArray(
+                Acl("subscribeLiteral", PushTopics.Commands(mac)),
+                Acl("publishClientReceive", PushTopics.Commands(mac)),
+                Acl("publishClientSend", PushTopics.Status(mac))),
+        }, "Role already exists", cancellationToken);
+        var created = await CommandAsync(new JsonObject
+        {
+            ["command"] = "createClient", ["username"] = user, ["password"] = password, ["clientid"] = UnitCredentials.BrokerClientId(mac),
+            ["roles"] = new JsonArray(new JsonObject { ["rolename"] = role }),
+        }, "Client already exists", cancellationToken);
+        if (created)
+        {
+            return;
+        }
+        await CommandAsync(new JsonObject { ["command"] = "setClientPassword", ["username"] = user, ["password"] = password }, null, cancellationToken);
+    }
+
+    private async Task EnsureServerRoleAsync(CancellationToken ct)
+    {
+        await CommandAsync(new JsonObject
+        {
+            ["command"] = "createRole", ["rolename"] = ServerRole,
+            ["acls"] = new JsonArray(Acl("publishClientSend", $"{PushTopics.Root}/+/cmd")),
+        }, "Role already exists", ct);
+        await CommandAsync(new JsonObject { ["command"] = "addClientRole", ["username"] = settings.Username, ["rolename"] = ServerRole }, null, ct);
+    }
+
+    private static JsonObject Acl(string type, string topic) => new() { ["acltype"] = type, ["topic"] = topic, ["priority"] = 0, ["allow"] = true };
+
+    /// <summary>Sends one dynamic-security command and waits for its answer; true when it succeeded, false on the tolerated error.</summary>
+    private async Task<bool> CommandAsync(JsonObject command, string? toleratedError, CancellationToken ct)
+    {
+        var id = Guid.NewGuid().ToString("N");
+        command["correlationData"] = id;
+        var waiter = new TaskCompletionSource<JsonObject>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[id] = waiter;
+        try
+        {
+            var body = new JsonObject { ["commands"] = new JsonArray(command) }.ToJsonString();
+            await _client!.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(ControlTopic).WithPayload(body).Build(), ct);
+            var response = await waiter.Task.WaitAsync(TimeSpan.FromSeconds(10), ct);
+            var error = response["error"]?.GetValue<string>();
+            if (error is null) { return true; }
+            if (error == toleratedError) { return false; }
+            throw new PushException($"Mosquitto dynamic security refused {command["command"]} ({command["username"] ?? command["rolename"]}): {error}");
+        }
+        catch (TimeoutException e)
+        {
+            throw new PushException($"Mosquitto did not answer {command["command"]} within 10 s: is the dynamic-security plugin loaded and {settings.Username} its admin?", e);
+        }
+        finally
+        {
+            _pending.TryRemove(id, out _);
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_client is { IsConnected: true })
+        {
+            await _client.DisconnectAsync(cancellationToken: cancellationToken);
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _client?.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}
