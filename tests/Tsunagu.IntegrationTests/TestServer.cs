@@ -53,12 +53,13 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>The database every server of this test uses: "sqlite" or "postgres" (set by the fixture).</summary>
     public static readonly AsyncLocal<string?> DatabaseKind = new();
 
-    public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0)
+    public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0, string mqtt = "embedded")
     {
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-it-" + Guid.NewGuid().ToString("N"));
         var database = DatabaseKind.Value == "postgres" ? PostgresServer.Shared.CreateDatabase() : "tsunagu.db";
         Directory.CreateDirectory(root);
         await File.WriteAllTextAsync(Path.Combine(root, "database"), database);
+        await File.WriteAllTextAsync(Path.Combine(root, "mqtt"), mqtt);
         var app = BuildServer(root, port);
         DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), Password);
         await app.StartAsync();
@@ -77,6 +78,7 @@ public sealed class TestServer : IAsyncDisposable
             {
                 DataDirectory = Path.Combine(root, "server"), Port = port, MqttPort = 0,
                 Database = File.ReadAllText(Path.Combine(root, "database")),
+                Mqtt = File.ReadAllText(Path.Combine(root, "mqtt")),
             },
             logging: l => l.SetMinimumLevel(LogLevel.Warning));
 

@@ -93,6 +93,12 @@ public sealed class PushListener : IAsyncDisposable
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
             try
             {
+                if (_mac is not null)
+                {
+                    // a clean stop sends no last will: say "offline" ourselves
+                    await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(_mac))
+                        .WithPayload(System.Text.Encoding.UTF8.GetBytes(Presence.Offline)).WithRetainFlag(true).Build(), cts.Token);
+                }
                 await _client.DisconnectAsync(cancellationToken: cts.Token);
             }
             catch (Exception e) when (e is OperationCanceledException or MQTTnet.Exceptions.MqttCommunicationException)

@@ -37,6 +37,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     private const string ServerRole = "tsunagu-server";
     private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonObject>> _pending = new();
     private IMqttClient? _client;
+    private IMqttClient? _control;
 
     public string? BrokerUri { get; private set; }
 
@@ -46,35 +47,47 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             return;
         }
-        var (host, port, user, password) = settings.Embedded
-            ? (options.ListenAddress, embedded.Port, MqttSettings.ServerClientId, embedded.ServerPassword)
-            : (settings.Host, settings.Port, settings.Username, settings.Password);
+        var (host, port) = settings.Embedded ? (options.ListenAddress, embedded.Port) : (settings.Host, settings.Port);
         BrokerUri = options.MqttPublicUri ?? $"mqtt://{host}:{port}";
-        _client = new MqttClientFactory().CreateMqttClient();
-        _client.ApplicationMessageReceivedAsync += OnMessage;
-        var connect = await _client.ConnectAsync(new MqttClientOptionsBuilder()
-            .WithTcpServer(host, port)
-            .WithClientId(settings.Embedded ? MqttSettings.ServerClientId : $"{MqttSettings.ServerClientId}-{Environment.ProcessId}")
-            .WithCredentials(user, password)
-            .WithCleanStart(true)
-            .WithTimeout(TimeSpan.FromSeconds(10))
-            .Build(), cancellationToken);
-        if (connect.ResultCode != MqttClientConnectResultCode.Success)
+        string user, password, clientId;
+        if (settings.Embedded)
         {
-            throw new PushException($"the broker at {host}:{port} refused the server's login as {user}: {connect.ResultCode}");
+            (user, password, clientId) = (MqttSettings.ServerClientId, embedded.ServerPassword, MqttSettings.ServerClientId);
         }
-        if (!settings.Embedded)
+        else
         {
-            await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), cancellationToken);
-            await EnsureServerRoleAsync(cancellationToken);
+            // the admin connection only manages accounts; Mosquitto kicks a client whose roles change, so the
+            // server pushes through an account of its own, with a password every replica derives alike
+            _control = await ConnectAsync(host, port, settings.Username, settings.Password, $"tsunagu-control-{Guid.NewGuid():N}", cancellationToken);
+            _control.ApplicationMessageReceivedAsync += OnMessage;
+            await _control.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), cancellationToken);
+            password = Base64Url.Encode(System.Security.Cryptography.HMACSHA256.HashData(unitKey.Bytes, Encoding.ASCII.GetBytes("tsunagu/v1/broker-server")));
+            await EnsureServerAccountAsync(password, cancellationToken);
             foreach (var unit in store.ListUnits())
             {
                 await EnsureUnitAccountAsync(unit.Mac, cancellationToken);
             }
+            (user, clientId) = (ServerRole, $"{ServerRole}-{Guid.NewGuid():N}");
         }
+        _client = await ConnectAsync(host, port, user, password, clientId, cancellationToken);
+        _client.ApplicationMessageReceivedAsync += OnMessage;
         await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter($"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce).Build(), cancellationToken);
         log.LogInformation("push: connected to {Broker} ({Kind})", BrokerUri, settings.Embedded ? "embedded" : "Mosquitto dynamic security");
+    }
+
+    private static async Task<IMqttClient> ConnectAsync(string host, int port, string user, string password, string clientId, CancellationToken ct)
+    {
+        var client = new MqttClientFactory().CreateMqttClient();
+        var connect = await client.ConnectAsync(new MqttClientOptionsBuilder()
+            .WithTcpServer(host, port).WithClientId(clientId).WithCredentials(user, password).WithCleanStart(true)
+            .WithTimeout(TimeSpan.FromSeconds(10)).Build(), ct);
+        if (connect.ResultCode != MqttClientConnectResultCode.Success)
+        {
+            client.Dispose();
+            throw new PushException($"the broker at {host}:{port} refused the server's login as {user}: {connect.ResultCode}");
+        }
+        return client;
     }
 
     private Task OnMessage(MqttApplicationMessageReceivedEventArgs e)
@@ -120,7 +133,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
 
     public async Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken)
     {
-        if (settings.Embedded || _client is null)
+        if (settings.Embedded || _control is null)
         {
             return; // the embedded broker checks unit logins against the derived password directly
         }
@@ -147,14 +160,24 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         await CommandAsync(new JsonObject { ["command"] = "setClientPassword", ["username"] = user, ["password"] = password }, null, cancellationToken);
     }
 
-    private async Task EnsureServerRoleAsync(CancellationToken ct)
+    private async Task EnsureServerAccountAsync(string password, CancellationToken ct)
     {
         await CommandAsync(new JsonObject
         {
             ["command"] = "createRole", ["rolename"] = ServerRole,
-            ["acls"] = new JsonArray(Acl("publishClientSend", $"{PushTopics.Root}/+/cmd")),
+            ["acls"] = new JsonArray(
+                Acl("publishClientSend", $"{PushTopics.Root}/+/cmd"),
+                Acl("subscribePattern", $"{PushTopics.Root}/+/status"),
+                Acl("publishClientReceive", $"{PushTopics.Root}/+/status")),
         }, "Role already exists", ct);
-        await CommandAsync(new JsonObject { ["command"] = "addClientRole", ["username"] = settings.Username, ["rolename"] = ServerRole }, null, ct);
+        if (!await CommandAsync(new JsonObject
+            {
+                ["command"] = "createClient", ["username"] = ServerRole, ["password"] = password,
+                ["roles"] = new JsonArray(new JsonObject { ["rolename"] = ServerRole }),
+            }, "Client already exists", ct))
+        {
+            await CommandAsync(new JsonObject { ["command"] = "setClientPassword", ["username"] = ServerRole, ["password"] = password }, null, ct);
+        }
     }
 
     private static JsonObject Acl(string type, string topic) => new() { ["acltype"] = type, ["topic"] = topic, ["priority"] = 0, ["allow"] = true };
@@ -169,7 +192,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         try
         {
             var body = new JsonObject { ["commands"] = new JsonArray(command) }.ToJsonString();
-            await _client!.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(ControlTopic).WithPayload(body).Build(), ct);
+            await _control!.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(ControlTopic).WithPayload(body).Build(), ct);
             var response = await waiter.Task.WaitAsync(TimeSpan.FromSeconds(10), ct);
             var error = response["error"]?.GetValue<string>();
             if (error is null) { return true; }
@@ -188,15 +211,19 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        if (_client is { IsConnected: true })
+        foreach (var client in new[] { _client, _control })
         {
-            await _client.DisconnectAsync(cancellationToken: cancellationToken);
+            if (client is { IsConnected: true })
+            {
+                await client.DisconnectAsync(cancellationToken: cancellationToken);
+            }
         }
     }
 
     public ValueTask DisposeAsync()
     {
         _client?.Dispose();
+        _control?.Dispose();
         return ValueTask.CompletedTask;
     }
 }

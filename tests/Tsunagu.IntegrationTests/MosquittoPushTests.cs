@@ -1,0 +1,95 @@
+using MQTTnet;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>Push through a real Mosquitto: per-unit accounts made by the server, ACLs, forced checks, presence.</summary>
+[NonParallelizable]
+public class MosquittoPushTests
+{
+    private MosquittoServer? _mosquitto;
+
+    [SetUp]
+    public void StartBroker()
+    {
+        TestServer.DatabaseKind.Value = "sqlite";
+        _mosquitto = MosquittoServer.Start();
+    }
+
+    [TearDown]
+    public void StopBroker() => _mosquitto?.Dispose();
+
+    [Test]
+    public async Task A_forced_check_through_mosquitto_reaches_exactly_the_selected_units()
+    {
+        await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
+        var units = await server.AddUnitsAsync(4);
+        server.Fleet.StartAll();
+        foreach (var unit in units) { await server.WaitReadyAsync(unit); }
+        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit logged in to Mosquitto");
+        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+        int Checks(string mac) => server.ChainOf(mac).Count(s => s == StateId.VersionCheck);
+        var before = units.ToDictionary(u => u.Mac, u => Checks(u.Mac));
+
+        using var client = server.Operator();
+        var selected = new[] { units[0].Mac, units[2].Mac };
+        var result = await client.ForceCheckAsync(new ForceCheckRequest(selected, null), CancellationToken.None);
+        Assert.That(result.Notified, Is.EquivalentTo(selected));
+        foreach (var mac in selected)
+        {
+            await server.WaitForAsync(() => Checks(mac) == before[mac] + 1, $"{mac} to check");
+        }
+        await Task.Delay(1000);
+        Assert.Multiple(() =>
+        {
+            foreach (var unit in units)
+            {
+                Assert.That(Checks(unit.Mac), Is.EqualTo(before[unit.Mac] + (selected.Contains(unit.Mac) ? 1 : 0)), unit.Mac);
+            }
+        });
+
+        // a unit that stops goes offline
+        await server.Fleet.PowerOffAsync(units[3]);
+        await server.WaitForAsync(() => server.Store.GetUnit(units[3].Mac)!.Online == 0, "unit 4 offline after it stopped");
+    }
+
+    [Test]
+    public async Task Mosquitto_lets_a_unit_read_only_its_own_topic_and_publishes_its_last_will()
+    {
+        await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
+        var units = await server.AddUnitsAsync(2);
+        var identity = server.Identity(1);
+        var compact = MacAddress.Compact(identity.Mac);
+        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var factory = new MqttClientFactory();
+
+        using var wrong = factory.CreateMqttClient();
+        var refused = await wrong.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto.Port)
+            .WithClientId(UnitCredentials.BrokerClientId(units[1].Mac)).WithCredentials(MacAddress.Compact(units[1].Mac), password).Build());
+        Assert.That(refused.ResultCode, Is.Not.EqualTo(MqttClientConnectResultCode.Success), "unit 1's password does not log in as unit 2");
+
+        var unit = factory.CreateMqttClient();
+        var login = await unit.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto.Port)
+            .WithClientId($"unit-{compact}").WithCredentials(compact, password)
+            .WithWillTopic(PushTopics.Status(identity.Mac)).WithWillPayload(Presence.Offline).WithWillRetain(true).Build());
+        Assert.That(login.ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
+        var own = await unit.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Commands(identity.Mac)).Build());
+        var other = await unit.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Commands(units[1].Mac)).Build());
+        var all = await unit.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Root + "/#").Build());
+        Assert.That(own.Items.Single().ResultCode, Is.EqualTo(MqttClientSubscribeResultCode.GrantedQoS0));
+        Assert.That(other.Items.Single().ResultCode, Is.EqualTo(MqttClientSubscribeResultCode.NotAuthorized));
+        Assert.That(all.Items.Single().ResultCode, Is.EqualTo(MqttClientSubscribeResultCode.NotAuthorized));
+
+        // the unit may not publish commands to another unit (the broker drops the message: a QoS 1 publish is refused)
+        var forged = await unit.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Commands(units[1].Mac)).WithPayload("{}")
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        Assert.That(forged.IsSuccess, Is.False);
+
+        await unit.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(Presence.Online).WithRetainFlag(true).Build());
+        await server.WaitForAsync(() => server.Store.GetUnit(identity.Mac)!.Online == 1, "online");
+        unit.Dispose(); // the connection drops without a DISCONNECT: Mosquitto publishes the will
+        await server.WaitForAsync(() => server.Store.GetUnit(identity.Mac)!.Online == 0, "offline from the last will", TimeSpan.FromSeconds(20));
+        Assert.That(server.Store.GetUnit(identity.Mac)!.PresenceAt, Is.Not.Null);
+    }
+}

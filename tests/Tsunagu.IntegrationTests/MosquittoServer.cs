@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// A real Mosquitto with the dynamic-security plugin, started by the test on a free loopback port with its own
+/// configuration in a temporary directory; stopped by PID.
+/// </summary>
+public sealed class MosquittoServer : IDisposable
+{
+    public const string Plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+    private readonly Process _process;
+    private readonly string _directory;
+
+    private MosquittoServer(Process process, string directory, int port, string adminPassword)
+    {
+        _process = process;
+        _directory = directory;
+        Port = port;
+        AdminPassword = adminPassword;
+    }
+
+    public int Port { get; }
+    public string AdminPassword { get; }
+
+    /// <summary>The server's `Mqtt` setting for this broker.</summary>
+    public string Setting => $"mqtt://admin:{AdminPassword}@127.0.0.1:{Port}";
+
+    public static MosquittoServer Start()
+    {
+        if (!File.Exists("/usr/sbin/mosquitto") || !File.Exists(Plugin))
+        {
+            throw new InvalidOperationException($"Mosquitto with dynamic security is not installed (/usr/sbin/mosquitto, {Plugin}): install the Debian packages 'mosquitto' and 'mosquitto-clients' (.ci/run does)");
+        }
+        var directory = Path.Combine(Path.GetTempPath(), "tsunagu-mosquitto-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(directory);
+        var password = Guid.NewGuid().ToString("N");
+        Run("mosquitto_ctrl", "dynsec", "init", Path.Combine(directory, "dynsec.json"), "admin", password);
+        var port = FreePort();
+        File.WriteAllText(Path.Combine(directory, "mosquitto.conf"), $"""
+            listener {port} 127.0.0.1
+            allow_anonymous false
+            plugin {Plugin}
+            plugin_opt_config_file {Path.Combine(directory, "dynsec.json")}
+            persistence false
+            log_dest stdout
+            log_type error
+            log_type warning
+            """);
+        if (Environment.UserName == "root")
+        {
+            Run("chown", "-R", "mosquitto", directory); // mosquitto drops root for its own user and must write dynsec.json
+        }
+        var start = new ProcessStartInfo("/usr/sbin/mosquitto") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(Path.Combine(directory, "mosquitto.conf"));
+        var process = Process.Start(start) ?? throw new InvalidOperationException("could not start mosquitto");
+        var output = new System.Text.StringBuilder();
+        process.OutputDataReceived += (_, e) => { lock (output) { output.AppendLine(e.Data); } };
+        process.ErrorDataReceived += (_, e) => { lock (output) { output.AppendLine(e.Data); } };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (true)
+        {
+            try
+            {
+                using var probe = new TcpClient();
+                probe.Connect(IPAddress.Loopback, port);
+                return new MosquittoServer(process, directory, port, password);
+            }
+            catch (SocketException) when (DateTime.UtcNow < deadline && !process.HasExited)
+            {
+                Thread.Sleep(100);
+            }
+            catch (SocketException)
+            {
+                throw new InvalidOperationException($"mosquitto did not open port {port}: {output}");
+            }
+        }
+    }
+
+    private static void Run(string file, params string[] args)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in args) { start.ArgumentList.Add(a); }
+        using var p = Process.Start(start)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) { throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited with {p.ExitCode}: {stderr.Result}"); }
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill();
+            _process.WaitForExit(10_000);
+        }
+        _process.Dispose();
+        Directory.Delete(_directory, recursive: true);
+    }
+}
