@@ -40,6 +40,8 @@ public static class ServerHost
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
         builder.Services.AddSingleton<UnitAuthentication>();
+        builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
+        builder.Services.AddTsunaguThrottling(options);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {
@@ -57,6 +59,7 @@ public static class ServerHost
         var app = builder.Build();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseRateLimiter();
         if (options.HasRole("initial"))
         {
             app.MapProvisioningApi();
@@ -67,6 +70,7 @@ public static class ServerHost
         }
         app.MapOperatorApi();
         app.MapCatalogueApi();
+        app.MapAccountsApi();
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
         app.Lifetime.ApplicationStarted.Register(() =>

@@ -32,9 +32,20 @@ public sealed class ServerOptions
     public TimeSpan ProvisionalTokenLifetime { get; set; } = TimeSpan.FromMinutes(5);
     public TimeSpan HostTokenLifetime { get; set; } = TimeSpan.FromMinutes(30);
     public TimeSpan OperatorTokenLifetime { get; set; } = TimeSpan.FromHours(1);
+    public TimeSpan SubscriberTokenLifetime { get; set; } = TimeSpan.FromMinutes(30);
 
     /// <summary>Period units are told to re-check at (S600-S800).</summary>
     public int CheckIntervalSeconds { get; set; } = 86400;
+
+    /// <summary>Authentication attempts one unit (MAC) may make per minute, per replica.</summary>
+    public int AuthAttemptsPerMacPerMinute { get; set; } = 30;
+
+    /// <summary>Authentication attempts one source address may make per minute (generous: many units share a NAT).</summary>
+    public int AuthAttemptsPerSourcePerMinute { get; set; } = 60_000;
+
+    /// <summary>Requests served at once; beyond it up to <see cref="RequestQueueLimit"/> wait, the rest get 503 + Retry-After.</summary>
+    public int MaxConcurrentRequests { get; set; } = 512;
+    public int RequestQueueLimit { get; set; } = 2048;
 
     public bool HasRole(string role) => Roles.Contains(role, StringComparer.OrdinalIgnoreCase);
 
@@ -46,6 +57,10 @@ public sealed class ServerOptions
         }
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
+        if (AuthAttemptsPerMacPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests < 1 || RequestQueueLimit < 0)
+        {
+            throw new ArgumentException("Tsunagu: AuthAttemptsPerMacPerMinute, AuthAttemptsPerSourcePerMinute and MaxConcurrentRequests must be positive, RequestQueueLimit not negative");
+        }
         if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }
     }
 }

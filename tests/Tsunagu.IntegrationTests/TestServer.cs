@@ -53,6 +53,9 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>The database every server of this test uses: "sqlite" or "postgres" (set by the fixture).</summary>
     public static readonly AsyncLocal<string?> DatabaseKind = new();
 
+    /// <summary>Changes to the server options of the servers this test starts (limits, lifetimes).</summary>
+    public static readonly AsyncLocal<Action<ServerOptions>?> Configure = new();
+
     public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0, string mqtt = "embedded")
     {
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-it-" + Guid.NewGuid().ToString("N"));
@@ -73,14 +76,17 @@ public sealed class TestServer : IAsyncDisposable
     }
 
     /// <summary>Builds a server on <paramref name="root"/>; the same root gives the same keys, certificate and database.</summary>
-    public static WebApplication BuildServer(string root, int port) =>
-        ServerHost.Build(new ServerOptions
-            {
-                DataDirectory = Path.Combine(root, "server"), Port = port, MqttPort = 0,
-                Database = File.ReadAllText(Path.Combine(root, "database")),
-                Mqtt = File.ReadAllText(Path.Combine(root, "mqtt")),
-            },
-            logging: l => l.SetMinimumLevel(LogLevel.Warning));
+    public static WebApplication BuildServer(string root, int port)
+    {
+        var options = new ServerOptions
+        {
+            DataDirectory = Path.Combine(root, "server"), Port = port, MqttPort = 0,
+            Database = File.ReadAllText(Path.Combine(root, "database")),
+            Mqtt = File.ReadAllText(Path.Combine(root, "mqtt")),
+        };
+        Configure.Value?.Invoke(options);
+        return ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+    }
 
     public OperatorClient Operator() => new(new Uri(Url), DemoCatalogue.OperatorName, Password, [Pin]);
 

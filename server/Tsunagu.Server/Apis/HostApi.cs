@@ -11,10 +11,10 @@ public static class HostApi
     public static void MapHostApi(this IEndpointRouteBuilder app)
     {
         app.MapPost(Routes.HostChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
-            auth.Challenge(request, ProofPurpose.Host));
+            auth.Challenge(request, ProofPurpose.Host)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
-            auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime));
+            auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         var host = app.MapGroup("").AddEndpointFilter<RequireHost>();
         host.MapPost(Routes.VersionCheck, VersionCheck);

@@ -11,10 +11,10 @@ public static class ProvisioningApi
     public static void MapProvisioningApi(this IEndpointRouteBuilder app)
     {
         app.MapPost(Routes.ProvisioningChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
-            auth.Challenge(request, ProofPurpose.Provisional));
+            auth.Challenge(request, ProofPurpose.Provisional)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         app.MapPost(Routes.ProvisioningSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
-            auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime));
+            auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         app.MapGet(Routes.ProvisioningSettings, (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push) =>
         {

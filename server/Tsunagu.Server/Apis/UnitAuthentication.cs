@@ -10,13 +10,18 @@ namespace Tsunagu.Server.Apis;
 /// unit answers with HMAC(its derived secret, nonce...), the server recomputes the secret from the unit key.
 /// </summary>
 public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, UnitKey unitKey, ServerOptions options,
-    TimeProvider time, ILogger<UnitAuthentication> log)
+    TimeProvider time, AttemptCounter attempts, ILogger<UnitAuthentication> log)
 {
     public IResult Challenge(ChallengeRequest request, string purpose)
     {
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
         {
             return Problems.BadRequest($"mac: '{request.Mac}' is not a MAC address");
+        }
+        if (attempts.TryAttempt(mac) is { } wait)
+        {
+            log.LogWarning("unit {Mac}: more than {Limit} authentication attempts this minute", mac, options.AuthAttemptsPerMacPerMinute);
+            return TooMany(wait, $"too many authentication attempts for {mac}; retry after the time in Retry-After");
         }
         // Unknown units get a challenge too, so the answer does not reveal which MACs are registered.
         var expires = time.GetUtcNow() + options.ChallengeLifetime;
@@ -31,6 +36,9 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         store.AddChallenge(row);
         return Results.Ok(new ChallengeResponse(row.Id, row.Nonce, expires));
     }
+
+    private static IResult TooMany(TimeSpan wait, string detail) => new RetryAfterResult(wait,
+        Problems.Make(StatusCodes.Status429TooManyRequests, ProblemTypes.Prefix + "rate-limited", "Too many attempts", detail));
 
     public IResult Session(SessionRequest request, string purpose, string scope, TimeSpan lifetime)
     {
@@ -78,5 +86,15 @@ public sealed class UnitKey(byte[] bytes)
             File.Move(path + ".tmp", path);
         }
         return new UnitKey(File.ReadAllBytes(path));
+    }
+}
+
+/// <summary>Adds a Retry-After header to another result.</summary>
+public sealed class RetryAfterResult(TimeSpan after, IResult inner) : IResult
+{
+    public Task ExecuteAsync(HttpContext httpContext)
+    {
+        httpContext.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(after.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return inner.ExecuteAsync(httpContext);
     }
 }

@@ -1,0 +1,51 @@
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Server.Apis;
+
+public sealed record SubscriberLogin(string Name, string Password);
+public sealed record NewSubscriber(string Name, string Password);
+public sealed record TokenResponse(string Token, string Scope, DateTimeOffset ExpiresAt);
+
+/// <summary>Operator and subscriber sessions: short-lived scoped tokens; subscribers see only their own units.</summary>
+public static class AccountsApi
+{
+    public static void MapAccountsApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost(Routes.Prefix + "/operator/token", (HttpContext http, TokenService tokens, ServerOptions options) =>
+        {
+            var (token, expires) = tokens.Issue(http.Caller().Subject, TokenScope.Operator, options.OperatorTokenLifetime);
+            return Results.Ok(new TokenResponse(token, TokenScope.Operator, expires));
+        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+
+        app.MapPost(Routes.Prefix + "/subscribers", (NewSubscriber r, TsunaguStore store, HttpContext http) =>
+        {
+            if (string.IsNullOrWhiteSpace(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }
+            if (string.IsNullOrEmpty(r.Password) || r.Password.Length < 8) { return Problems.BadRequest("password: at least 8 characters"); }
+            store.UpsertSubscriber(r.Name, PasswordHasher.Hash(r.Password));
+            store.Audit(http.Caller().Subject, "subscriber.set", r.Name, null);
+            return Results.Ok(new { name = r.Name });
+        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+
+        app.MapPost(Routes.Prefix + "/subscriber/token", (SubscriberLogin r, TsunaguStore store, TokenService tokens, ServerOptions options) =>
+        {
+            if (store.GetSubscriberHash(r.Name ?? "") is not { } hash || !PasswordHasher.Verify(r.Password ?? "", hash))
+            {
+                return Problems.Unauthorized(ProblemTypes.InvalidToken, "subscriber name or password is wrong");
+            }
+            var (token, expires) = tokens.Issue(r.Name!, TokenScope.Subscriber, options.SubscriberTokenLifetime);
+            return Results.Ok(new TokenResponse(token, TokenScope.Subscriber, expires));
+        }).RequireRateLimiting(Throttling.UnitAuthPolicy).WithTags("Accounts");
+
+        app.MapGet(Routes.Prefix + "/subscriber/units", (HttpContext http, TsunaguStore store) =>
+            Results.Ok(store.QueryUnits(new UnitQuery(Subscriber: http.Caller().Subject)).Select(OperatorApi.ToView).ToList()))
+            .AddEndpointFilter<RequireSubscriber>().WithTags("Accounts");
+    }
+}
+
+public sealed class RequireSubscriber(TokenService tokens, TsunaguStore store) : IEndpointFilter
+{
+    private readonly RequireScope _inner = new(TokenScope.Subscriber, tokens, store);
+    public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next) => _inner.InvokeAsync(context, next);
+}

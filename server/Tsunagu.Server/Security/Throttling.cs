@@ -1,0 +1,78 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Threading.RateLimiting;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Server.Security;
+
+/// <summary>
+/// Counts authentication attempts per key (a unit's MAC) in fixed one-minute windows, on this replica. Beyond
+/// the limit the caller is told when to come back.
+/// </summary>
+public sealed class AttemptCounter(int perMinute, TimeProvider time)
+{
+    private readonly ConcurrentDictionary<string, (long Window, int Count)> _counts = new();
+
+    /// <summary>Null when the attempt may go ahead, else how long to wait.</summary>
+    public TimeSpan? TryAttempt(string key)
+    {
+        var now = time.GetUtcNow();
+        var window = now.ToUnixTimeSeconds() / 60;
+        var entry = _counts.AddOrUpdate(key, _ => (window, 1), (_, e) => e.Window == window ? (window, e.Count + 1) : (window, 1));
+        if (_counts.Count > 100_000)
+        {
+            foreach (var stale in _counts.Where(e => e.Value.Window < window).Select(e => e.Key).ToList()) { _counts.TryRemove(stale, out _); }
+        }
+        return entry.Count <= perMinute ? null : TimeSpan.FromSeconds(60 - now.ToUnixTimeSeconds() % 60);
+    }
+}
+
+/// <summary>
+/// Overload and abuse protection: authentication endpoints are limited per source address (token bucket) and
+/// per MAC (<see cref="AttemptCounter"/>); every request goes through a concurrency limit with a bounded queue.
+/// Rejections are answered at once, 429 (rate) or 503 (overload), with Retry-After, never by timing out.
+/// </summary>
+public static class Throttling
+{
+    public const string UnitAuthPolicy = "unit-auth";
+
+    public static IServiceCollection AddTsunaguThrottling(this IServiceCollection services, ServerOptions options)
+    {
+        services.AddRateLimiter(limiter =>
+        {
+            limiter.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(_ => RateLimitPartition.GetConcurrencyLimiter("all",
+                _ => new ConcurrencyLimiterOptions
+                {
+                    PermitLimit = options.MaxConcurrentRequests,
+                    QueueLimit = options.RequestQueueLimit,
+                    QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
+                }));
+            limiter.AddPolicy(UnitAuthPolicy, http => RateLimitPartition.GetTokenBucketLimiter(
+                http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
+                _ => new TokenBucketRateLimiterOptions
+                {
+                    TokenLimit = options.AuthAttemptsPerSourcePerMinute,
+                    TokensPerPeriod = options.AuthAttemptsPerSourcePerMinute,
+                    ReplenishmentPeriod = TimeSpan.FromMinutes(1),
+                    QueueLimit = 0,
+                    AutoReplenishment = true,
+                }));
+            limiter.OnRejected = (context, _) =>
+            {
+                var http = context.HttpContext;
+                // a rate limit (token bucket) says when tokens return; the concurrency limit means overload
+                var overload = !context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after);
+                var retryAfter = overload ? TimeSpan.FromSeconds(2) : after;
+                http.Response.StatusCode = overload ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status429TooManyRequests;
+                http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+                return new ValueTask(http.Response.WriteAsJsonAsync(new ProblemBody(
+                    overload ? ProblemTypes.Prefix + "overloaded" : ProblemTypes.Prefix + "rate-limited",
+                    overload ? "Server busy" : "Too many attempts", http.Response.StatusCode,
+                    overload ? "the server is at capacity; retry after the time in Retry-After"
+                             : "too many authentication attempts from this address; retry after the time in Retry-After"),
+                    ProtocolJson.Default.ProblemBody));
+            };
+        });
+        return services;
+    }
+}

@@ -1,0 +1,113 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Demo;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>Rate limits, overload answers and token scopes of the server.</summary>
+[NonParallelizable]
+public class SafetyTests
+{
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    [TearDown]
+    public void TearDown() => TestServer.Configure.Value = null;
+
+    private static HttpClient Http(TestServer server) => new(new SocketsHttpHandler
+    {
+        SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
+    }) { BaseAddress = new Uri(server.Url) };
+
+    [Test]
+    public async Task Authentication_is_rate_limited_per_mac_with_retry_after()
+    {
+        TestServer.Configure.Value = o => o.AuthAttemptsPerMacPerMinute = 3;
+        await using var server = await TestServer.StartAsync();
+        using var http = Http(server);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.That((await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest("02:54:53:00:00:01"))).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        }
+        var limited = await http.PostAsJsonAsync(Routes.ProvisioningChallenge, new ChallengeRequest("02:54:53:00:00:01"));
+        Assert.That(limited.StatusCode, Is.EqualTo(HttpStatusCode.TooManyRequests));
+        Assert.That(limited.Headers.RetryAfter?.Delta, Is.Not.Null.And.GreaterThan(TimeSpan.Zero).And.LessThanOrEqualTo(TimeSpan.FromSeconds(60)));
+        Assert.That(await limited.Content.ReadAsStringAsync(), Does.Contain("02:54:53:00:00:01"));
+        Assert.That((await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest("02:54:53:00:00:02"))).StatusCode, Is.EqualTo(HttpStatusCode.OK), "other units are not held back");
+    }
+
+    [Test]
+    public async Task Authentication_is_rate_limited_per_source_address_with_retry_after()
+    {
+        TestServer.Configure.Value = o => o.AuthAttemptsPerSourcePerMinute = 5;
+        await using var server = await TestServer.StartAsync();
+        using var http = Http(server);
+        var statuses = new List<HttpResponseMessage>();
+        for (var i = 1; i <= 8; i++)
+        {
+            statuses.Add(await http.PostAsJsonAsync(Routes.ProvisioningChallenge, new ChallengeRequest($"02:54:53:00:01:{i:x2}")));
+        }
+        Assert.That(statuses.Take(5).Select(r => r.StatusCode), Is.All.EqualTo(HttpStatusCode.OK));
+        Assert.That(statuses.Skip(5).Select(r => r.StatusCode), Is.All.EqualTo(HttpStatusCode.TooManyRequests));
+        Assert.That(statuses[^1].Headers.RetryAfter?.Delta, Is.Not.Null.And.GreaterThan(TimeSpan.Zero));
+        using var client = server.Operator();
+        Assert.That(await client.ListUnitsAsync(null, null, CancellationToken.None), Is.Empty, "other endpoints are not limited by it");
+    }
+
+    [Test]
+    public async Task An_overloaded_server_answers_503_with_retry_after_instead_of_timing_out()
+    {
+        TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 1; o.RequestQueueLimit = 0; };
+        await using var server = await TestServer.StartAsync();
+        using var http = Http(server);
+        http.Timeout = TimeSpan.FromSeconds(20);
+        var basic = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
+        var responses = await Task.WhenAll(Enumerable.Range(0, 24).Select(async _ =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, Routes.Units) { Headers = { Authorization = basic } };
+            return await http.SendAsync(request);
+        }));
+        var busy = responses.Where(r => r.StatusCode == HttpStatusCode.ServiceUnavailable).ToList();
+        Assert.That(busy, Is.Not.Empty, "some requests found the server at capacity");
+        Assert.That(responses.Count(r => r.StatusCode == HttpStatusCode.OK), Is.GreaterThan(0));
+        Assert.That(responses.All(r => r.StatusCode is HttpStatusCode.OK or HttpStatusCode.ServiceUnavailable), Is.True);
+        Assert.That(busy.All(r => r.Headers.RetryAfter?.Delta > TimeSpan.Zero), Is.True, "every 503 says when to come back");
+    }
+
+    [Test]
+    public async Task Operator_and_subscriber_tokens_are_scoped()
+    {
+        await using var server = await TestServer.StartAsync();
+        var units = await server.AddUnitsAsync(2);
+        using var http = Http(server);
+        using var client = server.Operator();
+        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber("alice", "alice-password"), CancellationToken.None);
+        Assert.That(server.Store.GetUnit(units[0].Mac)!.Subscriber, Is.Null);
+        await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", new StringContent("mac,serial,isp_method,subscriber\n02:54:53:00:20:01,S9,dhcp,alice\n", Encoding.UTF8, "text/csv"), CancellationToken.None);
+
+        var operatorToken = (await (await Send(http, HttpMethod.Post, "/api/v1/operator/token", null, basic: true)).Content.ReadFromJsonAsync<TokenResponse>())!;
+        Assert.That(operatorToken.Scope, Is.EqualTo(TokenScope.Operator));
+        Assert.That((await Send(http, HttpMethod.Get, Routes.Units, operatorToken.Token)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+
+        Assert.That((await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin("alice", "wrong-password"))).StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+        var subscriber = (await (await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin("alice", "alice-password"))).Content.ReadFromJsonAsync<TokenResponse>())!;
+        var mine = await (await Send(http, HttpMethod.Get, "/api/v1/subscriber/units", subscriber.Token)).Content.ReadFromJsonAsync<List<UnitView>>();
+        Assert.That(mine!.Select(u => u.Mac), Is.EqualTo(new[] { "02:54:53:00:20:01" }), "a subscriber sees only their own unit");
+        Assert.That((await Send(http, HttpMethod.Get, Routes.Units, subscriber.Token)).StatusCode, Is.EqualTo(HttpStatusCode.Forbidden));
+        Assert.That((await Send(http, HttpMethod.Get, Routes.ServiceConfig, subscriber.Token)).StatusCode, Is.EqualTo(HttpStatusCode.Forbidden));
+        Assert.That((await Send(http, HttpMethod.Get, "/api/v1/subscriber/units", operatorToken.Token)).StatusCode, Is.EqualTo(HttpStatusCode.Forbidden));
+    }
+
+    private static async Task<HttpResponseMessage> Send(HttpClient http, HttpMethod method, string path, string? bearer, bool basic = false)
+    {
+        using var request = new HttpRequestMessage(method, path);
+        request.Headers.Authorization = basic
+            ? new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")))
+            : new AuthenticationHeaderValue("Bearer", bearer);
+        return await http.SendAsync(request);
+    }
+}
