@@ -8,10 +8,11 @@ var options = Args.Parse(args);
 if (options is null)
 {
     Console.Error.WriteLine("""
-        usage: tsunagud --factory DIR --prom DIR --data DIR [--wan simulated] [--check-interval SECONDS] [--single-link]
+        usage: tsunagud --factory DIR --prom DIR --data DIR [--boot DIR] [--wan simulated] [--check-interval SECONDS] [--single-link]
           --factory DIR     the read-only factory partition (identity.json)
           --prom DIR        the read-only PROM contents (os-version, apps/NAME/VERSION/)
           --data DIR        the writable data partition
+          --boot DIR        the A/B OS slots and boot state (simulated; default: 'boot' beside --data)
           --wan KIND        WAN link adapter; 'simulated' is the only one this build has
           --single-link     variant 2: the provisional link is also the main link
         """);
@@ -28,7 +29,8 @@ UnitHardware hardware;
 try
 {
     hardware = new UnitHardware(new DirectoryFactoryPartition(options.Factory), new DirectoryPromPartition(options.Prom),
-        wan, new DirectoryDataPartition(options.Data), new SimulatedSystemLoad(), new SimulatedStatusLeds(), wan);
+        wan, new DirectoryDataPartition(options.Data), new SimulatedSystemLoad(), new SimulatedStatusLeds(), wan,
+        new SimulatedBootControl(options.Boot ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.Data))!, "boot")));
 }
 catch (HalException e)
 {
@@ -46,11 +48,11 @@ supervisor.StateChanged += c => Console.WriteLine($"{c.At:O} {c.From} --{c.Outco
 await supervisor.RunAsync(stop.Token);
 return 0;
 
-internal sealed record Args(string Factory, string Prom, string Data, string Wan, int CheckIntervalSeconds, bool SingleLink)
+internal sealed record Args(string Factory, string Prom, string Data, string Wan, int CheckIntervalSeconds, bool SingleLink, string? Boot)
 {
     public static Args? Parse(string[] args)
     {
-        string? factory = null, prom = null, data = null, wan = "simulated";
+        string? factory = null, prom = null, data = null, wan = "simulated", boot = null;
         var interval = 86400;
         var single = false;
         for (var i = 0; i < args.Length; i++)
@@ -61,12 +63,13 @@ internal sealed record Args(string Factory, string Prom, string Data, string Wan
                 case "--factory": factory = Value(); break;
                 case "--prom": prom = Value(); break;
                 case "--data": data = Value(); break;
+                case "--boot": boot = Value(); break;
                 case "--wan": wan = Value() ?? ""; break;
                 case "--check-interval": if (!int.TryParse(Value(), out interval) || interval < 1) { return null; } break;
                 case "--single-link": single = true; break;
                 default: return null;
             }
         }
-        return factory is null || prom is null || data is null ? null : new Args(factory, prom, data, wan, interval, single);
+        return factory is null || prom is null || data is null ? null : new Args(factory, prom, data, wan, interval, single, boot);
     }
 }

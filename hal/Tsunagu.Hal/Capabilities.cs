@@ -83,6 +83,43 @@ public interface INetworkAccess
     void EnsureRoute();
 }
 
+public enum BootSlot { A, B }
+
+/// <summary>One OS slot as the boot program sees it: the OS version written to it, whether it is committed good, boot tries left.</summary>
+public sealed record SlotState(BootSlot Slot, string? OsVersion, bool Good, int TriesLeft);
+
+/// <summary>
+/// A/B OS slots with boot counting (RAUC/Mender model). An update writes the inactive slot, activates it for a
+/// bounded number of boots, reboots, and marks it good only after the health check; a slot that does not come
+/// up within its tries is marked bad and the boot program falls back to the other slot, then to the PROM.
+/// </summary>
+public interface IBootControl
+{
+    /// <summary>The slot running now; null when the unit runs the PROM's recovery OS (no good slot).</summary>
+    BootSlot? Booted { get; }
+
+    /// <summary>The OS version of the booted slot; null on the PROM.</summary>
+    string? BootedOsVersion { get; }
+
+    SlotState Read(BootSlot slot);
+
+    /// <summary>Marks <paramref name="slot"/> bad, then writes <paramref name="image"/> into it. Refuses the booted slot.</summary>
+    /// <exception cref="HalException">Writing failed, or the slot is the booted one.</exception>
+    Task WriteAsync(BootSlot slot, Stream image, string osVersion, CancellationToken cancellationToken);
+
+    /// <summary>The next boots try <paramref name="slot"/> at most <paramref name="tries"/> times before falling back.</summary>
+    void Activate(BootSlot slot, int tries);
+
+    /// <summary>Commits <paramref name="slot"/>: it is the slot every later boot uses.</summary>
+    void MarkGood(BootSlot slot);
+
+    /// <summary>The boot program never picks <paramref name="slot"/> again until it is written anew.</summary>
+    void MarkBad(BootSlot slot);
+
+    /// <summary>Restarts the unit. On a real board the process ends here; the simulated twin runs the boot program's choice and returns.</summary>
+    Task RebootAsync(CancellationToken cancellationToken);
+}
+
 /// <summary>All capabilities of one unit.</summary>
 public sealed record UnitHardware(
     IFactoryPartition Factory,
@@ -91,4 +128,5 @@ public sealed record UnitHardware(
     IDataPartition Data,
     ISystemLoad Load,
     IStatusLeds Leds,
-    INetworkAccess Network);
+    INetworkAccess Network,
+    IBootControl Boot);

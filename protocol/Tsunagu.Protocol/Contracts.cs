@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Protocol;
 
@@ -48,8 +49,12 @@ public sealed record UnitSettings(
 
 // ---- Version check and update (S400) ---------------------------------------------------------------------
 
-/// <summary>What is installed on a unit: hardware and OS versions and each application's current version.</summary>
-public sealed record Inventory(string HardwareVersion, string OsVersion, IReadOnlyDictionary<string, string> Applications);
+/// <summary>
+/// What is installed on a unit: hardware and OS versions, each application's current version, and the last
+/// bundle it committed (its anti-rollback counter; null before the first bundle).
+/// </summary>
+public sealed record Inventory(string HardwareVersion, string OsVersion, IReadOnlyDictionary<string, string> Applications,
+    BundleCounter? LastBundle = null);
 
 /// <summary>CPU and WAN utilisation as fractions 0..1, from the HAL.</summary>
 public sealed record UnitLoad(double Cpu, double Wan);
@@ -72,22 +77,24 @@ public sealed record UpdateOffer(
     string Sha256,
     long Size);
 
+/// <summary>
+/// The host's answer to a version check. <see cref="LastInstalledBundle"/>: the highest bundle counter the host has
+/// seen this unit report (in any inventory); the unit takes the higher of it and its own, so the anti-rollback
+/// counter survives a wiped data partition. Null when the host has none (or does not track it).
+/// </summary>
 public sealed record VersionCheckResponse(
     string? CurrentPattern,
     string? TargetPattern,
     UpdateOffer? Update,
     UpdatePolicy Policy,
     int CheckIntervalSeconds,
-    string? Deferred = null);
+    string? Deferred = null,
+    BundleCounter? LastInstalledBundle = null);
 
 public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
 public sealed record UpdateReportAck(string UpdateId, string? Pattern);
 
-/// <summary>The manifest inside an update artifact (a tar.gz): which application trees it installs.</summary>
-public sealed record UpdateArtifactManifest(string UpdateId, string FromPattern, string ToPattern,
-    IReadOnlyList<ArtifactApplication> Applications);
-
-public sealed record ArtifactApplication(string Name, string Version);
+// The update artifact itself is a signed bundle: Bundles/BundleManifest.cs and docs/bundles.md.
 
 // ---- Service configuration (S500) ------------------------------------------------------------------------
 
@@ -190,7 +197,6 @@ public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
 [JsonSerializable(typeof(VersionCheckResponse))]
 [JsonSerializable(typeof(UpdateReport))]
 [JsonSerializable(typeof(UpdateReportAck))]
-[JsonSerializable(typeof(UpdateArtifactManifest))]
 [JsonSerializable(typeof(ServiceConfiguration))]
 [JsonSerializable(typeof(ServiceConfigResponse))]
 [JsonSerializable(typeof(ServiceConfigAck))]

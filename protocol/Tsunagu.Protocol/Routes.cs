@@ -20,6 +20,9 @@ public static class Routes
     public const string ServiceConfigAck = Prefix + "/host/service-config/ack";
     public const string Ready = Prefix + "/host/ready";
 
+    // both roles: liveness, no authentication (the unit's post-update health check uses it)
+    public const string Health = "/healthz";
+
     // operator
     public const string Units = Prefix + "/units";
     public const string ForceCheck = Prefix + "/units/check";

@@ -60,7 +60,7 @@ public class CatalogueTests(string database)
         var empty = Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", new ByteArrayContent([]), CancellationToken.None));
         Assert.That(empty!.Status, Is.EqualTo(400));
         Assert.That(empty.Message, Does.Contain("empty"));
-        var artifact = await Upload(client, DemoCatalogue.BuildArtifact("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" }));
+        var artifact = await Upload(client, DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" }, server.ReleaseKey, DateTimeOffset.UtcNow));
         var toDraft = Refused(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", 5, 1, artifact.Sha256), 400);
         Assert.That(toDraft.Message, Does.Contain("only a verified pattern can be a target"));
         var noArtifact = Refused(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 5, 1, new string('0', 64)), 400);
@@ -104,7 +104,7 @@ public class CatalogueTests(string database)
         var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
         await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps));
         await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
-        var artifact = await Upload(client, DemoCatalogue.BuildArtifact("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" }));
+        var artifact = await Upload(client, DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" }, server.ReleaseKey, DateTimeOffset.UtcNow));
         // importance 1: only in the maintenance window or when forced
         await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, 2, 5, MaintenanceStartHour: 0, MaintenanceEndHour: 0));
         await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", 1, 1, artifact.Sha256));

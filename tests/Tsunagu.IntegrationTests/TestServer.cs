@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Security.Cryptography;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -6,6 +7,7 @@ using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
@@ -23,14 +25,18 @@ public sealed class TestServer : IAsyncDisposable
 {
     public const string Password = "test-operator-password";
 
-    private TestServer(string root, WebApplication app, SimulatedFleet fleet)
+    private TestServer(string root, WebApplication app, SimulatedFleet fleet, ECDsa releaseKey)
     {
         Root = root;
+        ReleaseKey = releaseKey;
         App = app;
         Fleet = fleet;
     }
 
     public string Root { get; }
+
+    /// <summary>The release key that signs the demo bundle; its public half is in every identity from <see cref="Identity"/>.</summary>
+    public ECDsa ReleaseKey { get; }
     public WebApplication App { get; }
     public SimulatedFleet Fleet { get; }
     public string Url => ServerHost.BaseUrl(App);
@@ -64,14 +70,15 @@ public sealed class TestServer : IAsyncDisposable
         await File.WriteAllTextAsync(Path.Combine(root, "database"), database);
         await File.WriteAllTextAsync(Path.Combine(root, "mqtt"), mqtt);
         var app = BuildServer(root, port);
-        DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), Password);
+        var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
         await app.StartAsync();
         TestServer? server = null;
         var fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options ?? FastOptions,
             (unit, change) => server!.Changes.GetOrAdd(unit.Mac, _ => new()).Enqueue(change),
             (unit, message) => server!.Log.Enqueue($"{unit.Mac} {message}"));
         fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
-        server = new TestServer(root, app, fleet);
+        server = new TestServer(root, app, fleet, releaseKey);
         return server;
     }
 
@@ -92,7 +99,7 @@ public sealed class TestServer : IAsyncDisposable
 
     public FactoryIdentity Identity(int index, byte[]? unitKey = null, string? serverUrl = null) =>
         FactoryIdentities.Create(new IdentitySpec(SimulatedFleet.MacFor(index), $"IT-{index:D4}", DemoCatalogue.HardwareVersion, "simulated",
-            serverUrl ?? Url, new WanAccount("pppoe", "setup", "provisional"), [Pin], []), unitKey ?? UnitKey);
+            serverUrl ?? Url, new WanAccount("pppoe", "setup", "provisional"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]), unitKey ?? UnitKey);
 
     /// <summary>Burns and registers <paramref name="count"/> units (not started).</summary>
     public async Task<List<FleetUnit>> AddUnitsAsync(int count, int firstIndex = 1)
@@ -140,6 +147,7 @@ public sealed class TestServer : IAsyncDisposable
         await Fleet.DisposeAsync();
         await App.StopAsync();
         await App.DisposeAsync();
+        ReleaseKey.Dispose();
         try
         {
             Directory.Delete(Root, recursive: true);

@@ -4,6 +4,7 @@ using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
@@ -35,7 +36,8 @@ public static class DemoCommand
             CheckIntervalSeconds = (int)Math.Max(1, settings.CheckInterval.TotalSeconds),
         };
         var app = ServerHost.Build(serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Warning));
-        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>());
+        using var releaseKey = FactoryIdentities.LoadOrCreateReleaseSigningKey(Path.Combine(serverOptions.DataDirectory, "keys", "release.key"));
+        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey);
         await app.StartAsync(ct);
         var url = ServerHost.BaseUrl(app);
         var certPath = Path.Combine(serverOptions.DataDirectory, "tls", ServerCertificate.PemFile);
@@ -45,12 +47,12 @@ public static class DemoCommand
         output.WriteLine($"mqtt        mqtt://{serverOptions.ListenAddress}:{serverOptions.MqttPort} (embedded broker)");
         output.WriteLine($"operator    {DemoCatalogue.OperatorName} / {password}   (also in {passwordFile})");
         output.WriteLine($"try         curl --cacert {certPath} -u {DemoCatalogue.OperatorName}:{password} {url}api/v1/units");
-        output.WriteLine($"catalogue   {DemoCatalogue.Pattern1} (factory) -> {DemoCatalogue.Pattern2} by update {DemoCatalogue.UpdateId} (importance 5)");
+        output.WriteLine($"catalogue   {DemoCatalogue.Pattern1} (factory) -> {DemoCatalogue.Pattern2} by update {DemoCatalogue.UpdateId} (importance 5), a bundle signed with release key {ReleaseKeys.KeyId(releaseKey)}");
         output.WriteLine();
 
         var unitKey = app.Services.GetRequiredService<Tsunagu.Server.Apis.UnitKey>().Bytes;
         var pin = OperatorClient.PinFromPemFile(certPath);
-        var releaseKey = FactoryIdentities.LoadOrCreateReleaseKey(Path.Combine(serverOptions.DataDirectory, "keys", "release.key"));
+        var releasePublicKey = ReleaseKeys.PublicKeyBase64(releaseKey);
         var lockObject = new Lock();
         var supervisorOptions = new SupervisorOptions
         {
@@ -77,7 +79,7 @@ public static class DemoCommand
             {
                 var mac = SimulatedFleet.MacFor(i);
                 var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"TSN-{i:D6}", DemoCatalogue.HardwareVersion, "simulated",
-                    url, new WanAccount("pppoe", $"setup-{MacAddress.Compact(mac)}@init.tsunagu.example", "provisional"), [pin], [releaseKey]), unitKey);
+                    url, new WanAccount("pppoe", $"setup-{MacAddress.Compact(mac)}@init.tsunagu.example", "provisional"), [pin], [releasePublicKey]), unitKey);
                 await fleet.AddUnitAsync(identity, ct);
                 if (!existing.Contains(mac))
                 {

@@ -118,4 +118,6 @@ check.SetAction((r, ct) => Guard(async () =>
 }));
 root.Subcommands.Add(new Command("units", "query and command the fleet") { list, check });
 
+root.Subcommands.Add(BundleCommands.Create());
+
 return await root.Parse(args).InvokeAsync();

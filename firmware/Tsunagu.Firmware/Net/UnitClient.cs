@@ -112,6 +112,79 @@ public sealed class UnitClient : IDisposable
         return (Convert.ToHexStringLower(hash.GetHashAndReset()), total);
     }
 
+    /// <summary>
+    /// Opens bytes [<paramref name="from"/>, <paramref name="toExclusive"/>) of an artifact with a range request.
+    /// Returns the body and the offset it really starts at: <paramref name="from"/> for 206, 0 when the server
+    /// ignored the range and sent the whole file (200).
+    /// </summary>
+    public async Task<(Stream Body, long Start)> OpenRangeAsync(Uri host, string relativeUrl, string token, long from, long toExclusive, CancellationToken ct)
+    {
+        var uri = new Uri(host, relativeUrl);
+        using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        request.Headers.Range = new RangeHeaderValue(from, toExclusive - 1);
+        HttpResponseMessage? response = null;
+        try
+        {
+            response = await SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+            await EnsureSuccessAsync(response, uri, ct);
+            long start = 0;
+            if (response.StatusCode == HttpStatusCode.PartialContent)
+            {
+                start = response.Content.Headers.ContentRange?.From
+                        ?? throw new ServerException($"{uri}: 206 without a Content-Range", isTransient: true);
+                if (start != from)
+                {
+                    throw new ServerException($"{uri}: asked for bytes from {from}, the server sent from {start}", isTransient: true);
+                }
+            }
+            var body = await response.Content.ReadAsStreamAsync(ct);
+            var owned = response;
+            response = null;
+            return (new OwningStream(body, owned), start);
+        }
+        finally
+        {
+            response?.Dispose();
+        }
+    }
+
+    /// <summary>GET /healthz: is the host reachable over the pinned TLS session? Throws <see cref="ServerException"/> when not.</summary>
+    public async Task PingAsync(Uri host, CancellationToken ct)
+    {
+        var uri = new Uri(host, Routes.Health);
+        using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+        using var response = await SendAsync(request, HttpCompletionOption.ResponseContentRead, ct);
+        await EnsureSuccessAsync(response, uri, ct);
+    }
+
+    /// <summary>A response body that disposes its response with it.</summary>
+    private sealed class OwningStream(Stream inner, HttpResponseMessage response) : Stream
+    {
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => inner.ReadAsync(buffer, cancellationToken);
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => inner.ReadAsync(buffer, offset, count, cancellationToken);
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                inner.Dispose();
+                response.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+    }
+
     private async Task<TResponse> GetAsync<TResponse>(Uri server, string path, string token, JsonTypeInfo<TResponse> responseType, CancellationToken ct)
     {
         var uri = new Uri(server, path);

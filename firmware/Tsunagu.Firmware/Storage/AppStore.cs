@@ -55,6 +55,17 @@ public sealed class AppStore(string dataRoot)
         AtomicLink.Point(Path.Combine(appDir, "current"), version);
     }
 
+    /// <summary>Removes NAME/current (an application the rolled-back update had added); the version trees stay.</summary>
+    public void Unlink(string name)
+    {
+        ValidateSegment(name, "application name");
+        var link = Path.Combine(Root, name, "current");
+        if (new FileInfo(link).LinkTarget is not null)
+        {
+            File.Delete(link);
+        }
+    }
+
     public static void ValidateSegment(string value, string what)
     {
         if (string.IsNullOrWhiteSpace(value) || value is "." or ".." || value.StartsWith('.') ||

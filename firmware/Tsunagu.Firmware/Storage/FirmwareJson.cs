@@ -1,16 +1,38 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Firmware.Storage;
 
-/// <summary>Where an update stands, persisted before each risky step so a restart resumes or reports it.</summary>
-public sealed record PendingUpdate(string UpdateId, string Phase, UpdateReport? Report, int Attempts)
+/// <summary>
+/// Where an update stands, persisted before each risky step so a restart resumes or rolls back
+/// (firmware/DESIGN.md section 5). <see cref="Entries"/> counts entries that did not end in a controlled way:
+/// too many means a restart loop, which is stopped. <see cref="PreviousApps"/> is the verified pattern's
+/// application set to roll back to; <see cref="TargetSlot"/> the OS slot being installed, if any.
+/// </summary>
+public sealed record PendingUpdate(string UpdateId, string Phase, UpdateReport? Report, int Attempts,
+    UpdateOffer? Offer = null, BundleCounter? Bundle = null, string? ToPattern = null,
+    IReadOnlyDictionary<string, string>? PreviousApps = null, string? TargetSlot = null,
+    int Entries = 0, int ScriptRetries = 0)
 {
     public const string Downloading = "downloading";
+    public const string Verified = "verified";
+    public const string Switching = "switching";
+    public const string Rebooting = "rebooting";
+    public const string Checking = "checking";
     public const string Installed = "installed";
     public const string Failed = "failed";
+
+    /// <summary>Failed attempts of one update after which the unit no longer tries it.</summary>
+    public const int AttemptLimit = 3;
+
+    /// <summary>Phases in which the unit's software may be neither the old pattern nor the new one.</summary>
+    public bool InFlight => Phase is Switching or Rebooting or Checking;
 }
+
+/// <summary>Release keys introduced or retired by committed bundles (key rotation, docs/bundles.md).</summary>
+public sealed record TrustedKeys(IReadOnlyList<string> Introduced, IReadOnlyList<string> Retired);
 
 /// <summary>The service configuration revision in force on the unit, and whether the host has acknowledged it.</summary>
 public sealed record AppliedConfig(int Revision, bool Acknowledged, string? Error);
@@ -19,4 +41,6 @@ public sealed record AppliedConfig(int Revision, bool Acknowledged, string? Erro
 [JsonSerializable(typeof(PendingUpdate))]
 [JsonSerializable(typeof(AppliedConfig))]
 [JsonSerializable(typeof(UnitSettings))]
+[JsonSerializable(typeof(BundleCounter))]
+[JsonSerializable(typeof(TrustedKeys))]
 public sealed partial class FirmwareJson : JsonSerializerContext;

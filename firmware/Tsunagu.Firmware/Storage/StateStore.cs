@@ -89,4 +89,6 @@ public static class StateKeys
     public const string Settings = "settings";
     public const string PendingUpdate = "pending-update";
     public const string AppliedConfig = "applied-config";
+    public const string BundleCounter = "bundle-counter";
+    public const string TrustedKeys = "trusted-keys";
 }

@@ -31,6 +31,12 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public UnitSettings? Settings { get; set; }
     public SessionResponse? HostSession { get; set; }
     public UpdateOffer? Offer { get; set; }
+
+    /// <summary>The install pattern the host matched in the last version check (null: none).</summary>
+    public string? CurrentPattern { get; set; }
+
+    /// <summary>Fault injection for the updater (tests): see <see cref="Updates.UpdateEnvironment.Checkpoint"/>.</summary>
+    public Action<string>? UpdateCheckpoint { get; set; }
     public bool ForcedCheck { get; set; }
     public bool ReadyReported { get; set; }
     public int MainLinkFailures { get; set; }
@@ -66,8 +72,12 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
         return forced;
     }
 
-    public Inventory CurrentInventory() => new(RequireIdentity().HardwareVersion, Hardware.Prom.OsVersion,
-        new Dictionary<string, string>(Apps?.Current() ?? new Dictionary<string, string>()));
+    /// <summary>The OS running now: the booted slot's, or the PROM's when no slot is booted.</summary>
+    public string OsVersion => Hardware.Boot.BootedOsVersion ?? Hardware.Prom.OsVersion;
+
+    public Inventory CurrentInventory() => new(RequireIdentity().HardwareVersion, OsVersion,
+        new Dictionary<string, string>(Apps?.Current() ?? new Dictionary<string, string>()),
+        Store is null ? null : Updates.BundleInstaller.Counter(Store));
 
     /// <summary>Records a failure for the host view and the log, and returns <paramref name="outcome"/>.</summary>
     public Outcome Fail(Outcome outcome, string what, Exception e)

@@ -1,3 +1,5 @@
+using Tsunagu.Firmware.Updates;
+
 namespace Tsunagu.Firmware.Supervision;
 
 /// <summary>Tunables of the supervisor; <see cref="Validate"/> runs at start-up.</summary>
@@ -24,8 +26,12 @@ public sealed record SupervisorOptions
     /// <summary>Seconds of validity left below which a session token is renewed before use.</summary>
     public TimeSpan TokenRenewMargin { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>Bounds of the updater: script timeouts and retries, restart loop limit, boot tries, health window.</summary>
+    public UpdateOptions Update { get; init; } = new();
+
     public void Validate()
     {
+        Update.Validate();
         if (CheckInterval <= TimeSpan.Zero) { throw new ArgumentException($"CheckInterval must be positive (was {CheckInterval})"); }
         if (CheckJitter is < 0 or >= 1) { throw new ArgumentException($"CheckJitter must be in [0, 1) (was {CheckJitter})"); }
         if (BackoffBase <= TimeSpan.Zero || BackoffCap < BackoffBase) { throw new ArgumentException($"backoff needs 0 < BackoffBase <= BackoffCap (was {BackoffBase}, {BackoffCap})"); }

@@ -11,7 +11,7 @@ public enum StateId
 public enum Outcome
 {
     Success, NothingToDo, Retry, Failure, LinkLost, NeedsProvisioning, Refused,
-    UpdateAvailable, CheckDue, SessionExpired, DataLost,
+    UpdateAvailable, CheckDue, SessionExpired, DataLost, Reboot,
 }
 
 /// <summary>One row: in <see cref="From"/> (null: any state), on <see cref="On"/>, go to <see cref="To"/>.</summary>
@@ -60,6 +60,7 @@ public static class Transitions
         new(StateId.Update,             Outcome.Success,             StateId.VersionCheck),  // look again: patterns may chain
         new(StateId.Update,             Outcome.Failure,             StateId.ServiceConfig), // stay on the current pattern
         new(StateId.Update,             Outcome.Retry,               StateId.Update),
+        new(StateId.Update,             Outcome.Reboot,              StateId.Boot),          // new OS slot, or back to the old one
 
         new(StateId.ServiceConfig,      Outcome.Success,             StateId.Ready),         // S500
         new(StateId.ServiceConfig,      Outcome.NothingToDo,         StateId.Ready),

@@ -1,16 +1,16 @@
-using System.Formats.Tar;
-using System.IO.Compression;
-using System.Text.Json;
-using MQTTnet.Exceptions;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;
 
-/// <summary>S400: download the update program, check its digest, install it atomically, report the new inventory.</summary>
+/// <summary>
+/// S400: install the offered bundle (<see cref="BundleInstaller"/>: verify, download with resume, install, health
+/// check, commit or roll back) and report the result with the final inventory.
+/// </summary>
 public sealed class UpdateState : IState
 {
     public StateId Id => StateId.Update;
@@ -23,31 +23,28 @@ public sealed class UpdateState : IState
         var pending = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
         if (pending?.UpdateId != offer.UpdateId || pending.Phase != PendingUpdate.Installed || pending.Report is null)
         {
-            var attempts = pending?.UpdateId == offer.UpdateId ? pending.Attempts + 1 : 1;
-            store.Set(StateKeys.PendingUpdate, new PendingUpdate(offer.UpdateId, PendingUpdate.Downloading, null, attempts), FirmwareJson.Default.PendingUpdate);
-            try
+            var result = await new BundleInstaller(Environment(ctx, offer)).RunAsync(offer, ct);
+            switch (result.Status)
             {
-                await InstallAsync(ctx, offer, ct);
+                case InstallStatus.Transient:
+                    return DefaultStates.FromServerError(ctx, $"update {offer.UpdateId}: download", result.Error!);
+                case InstallStatus.RetryLater:
+                    ctx.LastError = $"update {offer.UpdateId}: a script asked to retry later";
+                    return Outcome.Retry;
+                case InstallStatus.Reboot:
+                    return await RebootAsync(ctx, $"update {offer.UpdateId}: restarting the unit", ct);
+                case InstallStatus.Failed:
+                    ctx.LastError = $"update {offer.UpdateId}: {result.Report!.Error}";
+                    if (await TryReportAsync(ctx, result.Report, ct))
+                    {
+                        var failed = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate)!;
+                        store.Set(StateKeys.PendingUpdate, failed with { Report = null }, FirmwareJson.Default.PendingUpdate);
+                    }
+                    return result.Reboot ? await RebootAsync(ctx, $"update {offer.UpdateId}: restarting into the previous OS slot", ct) : Outcome.Failure;
+                case InstallStatus.Committed:
+                    break;
             }
-            catch (ServerException e) when (e.IsTransient || e.IsSessionExpired)
-            {
-                return DefaultStates.FromServerError(ctx, $"update {offer.UpdateId}: download", e);
-            }
-            catch (Exception e) when (e is UpdateRejectedException or ServerException or IOException or InvalidDataException or ArgumentException or JsonException)
-            {
-                ctx.Fail(Outcome.Failure, $"update {offer.UpdateId}", e);
-                var failed = new UpdateReport(offer.UpdateId, false, e.Message, ctx.CurrentInventory());
-                store.Set(StateKeys.PendingUpdate, new PendingUpdate(offer.UpdateId, PendingUpdate.Failed, failed, attempts), FirmwareJson.Default.PendingUpdate);
-                if (await TryReportAsync(ctx, failed, ct))
-                {
-                    store.Set(StateKeys.PendingUpdate, new PendingUpdate(offer.UpdateId, PendingUpdate.Failed, null, attempts), FirmwareJson.Default.PendingUpdate);
-                }
-                return Outcome.Failure;
-            }
-            var report = new UpdateReport(offer.UpdateId, true, null, ctx.CurrentInventory());
-            store.Set(StateKeys.PendingUpdate, new PendingUpdate(offer.UpdateId, PendingUpdate.Installed, report, attempts), FirmwareJson.Default.PendingUpdate);
             pending = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate)!;
-            ctx.Log($"update {offer.UpdateId}: installed pattern {offer.ToPattern} software");
         }
         try
         {
@@ -60,6 +57,50 @@ public sealed class UpdateState : IState
         {
             return DefaultStates.FromServerError(ctx, $"update {offer.UpdateId}: report", e);
         }
+    }
+
+    private static UpdateEnvironment Environment(SupervisorContext ctx, UpdateOffer offer) => new()
+    {
+        DataRoot = ctx.Hardware.Data.Root,
+        Store = ctx.RequireStore(),
+        Apps = ctx.Apps ?? throw new InvalidOperationException("the application store is not open (Boot has not run)"),
+        Boot = ctx.Hardware.Boot,
+        Identity = ctx.RequireIdentity(),
+        Source = new HostBundleSource(ctx.RequireClient(), ctx.HostUri, offer.ArtifactUrl, ctx.HostToken),
+        Inventory = ctx.CurrentInventory,
+        OsVersion = ctx.OsVersion,
+        HealthProbe = token => ProbeAsync(ctx, token),
+        CurrentPattern = ctx.CurrentPattern,
+        Options = ctx.Options.Update,
+        Time = ctx.Time,
+        Log = ctx.Log,
+        Checkpoint = ctx.UpdateCheckpoint,
+    };
+
+    /// <summary>Services up (the applied configuration is in place) and the host reachable over the pinned session.</summary>
+    private static async Task<string?> ProbeAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
+        if (applied is not null && ctx.Services?.CurrentRevision() != applied.Revision)
+        {
+            return $"services: revision {applied.Revision} is applied but services/current points to {ctx.Services?.CurrentRevision()?.ToString() ?? "nothing"}";
+        }
+        try
+        {
+            await ctx.RequireClient().PingAsync(ctx.HostUri, ct);
+            return null;
+        }
+        catch (ServerException e)
+        {
+            return $"host unreachable: {e.Message}";
+        }
+    }
+
+    private static async Task<Outcome> RebootAsync(SupervisorContext ctx, string why, CancellationToken ct)
+    {
+        ctx.Log(why);
+        await ctx.Hardware.Boot.RebootAsync(ct);
+        return Outcome.Reboot;
     }
 
     private static async Task<bool> TryReportAsync(SupervisorContext ctx, UpdateReport report, CancellationToken ct)
@@ -75,93 +116,4 @@ public sealed class UpdateState : IState
             return false;
         }
     }
-
-    private static async Task InstallAsync(SupervisorContext ctx, UpdateOffer offer, CancellationToken ct)
-    {
-        AppStore.ValidateSegment(offer.UpdateId, "update id");
-        var work = Path.Combine(ctx.Hardware.Data.Root, "tmp", offer.UpdateId);
-        if (Directory.Exists(work)) { Directory.Delete(work, recursive: true); }
-        Directory.CreateDirectory(work);
-        var artifact = Path.Combine(work, "artifact.tar.gz");
-        try
-        {
-            await using (var file = new FileStream(artifact, FileMode.Create, FileAccess.Write, FileShare.None, 81920, useAsync: true))
-            {
-                var (sha, length) = await ctx.RequireClient().DownloadAsync(ctx.HostUri, offer.ArtifactUrl, ctx.HostToken, file, offer.Size, ct);
-                if (length != offer.Size)
-                {
-                    throw new UpdateRejectedException($"artifact is {length} bytes, the offer declares {offer.Size}");
-                }
-                if (!string.Equals(sha, offer.Sha256, StringComparison.OrdinalIgnoreCase))
-                {
-                    throw new UpdateRejectedException($"artifact SHA-256 is {sha}, the offer declares {offer.Sha256}");
-                }
-                await file.FlushAsync(ct);
-            }
-            var tree = Path.Combine(work, "tree");
-            var manifest = await ExtractAsync(artifact, tree, ct);
-            if (manifest.UpdateId != offer.UpdateId || manifest.ToPattern != offer.ToPattern)
-            {
-                throw new UpdateRejectedException($"artifact manifest is for {manifest.UpdateId} -> {manifest.ToPattern}, the offer is {offer.UpdateId} -> {offer.ToPattern}");
-            }
-            var apps = ctx.Apps!;
-            foreach (var app in manifest.Applications)
-            {
-                var source = Path.Combine(tree, "apps", app.Name, app.Version);
-                if (!Directory.Exists(source))
-                {
-                    throw new UpdateRejectedException($"artifact lists {app.Name} {app.Version} but holds no apps/{app.Name}/{app.Version}/");
-                }
-                apps.Stage(app.Name, app.Version, source);
-            }
-            foreach (var app in manifest.Applications)
-            {
-                apps.Switch(app.Name, app.Version);
-            }
-        }
-        finally
-        {
-            Directory.Delete(work, recursive: true);
-        }
-    }
-
-    /// <summary>Unpacks regular files and directories only, refusing any path that leaves <paramref name="destination"/>.</summary>
-    private static async Task<UpdateArtifactManifest> ExtractAsync(string archive, string destination, CancellationToken ct)
-    {
-        Directory.CreateDirectory(destination);
-        var root = Path.GetFullPath(destination) + Path.DirectorySeparatorChar;
-        UpdateArtifactManifest? manifest = null;
-        await using var file = File.OpenRead(archive);
-        await using var gzip = new GZipStream(file, CompressionMode.Decompress);
-        await using var reader = new TarReader(gzip);
-        while (await reader.GetNextEntryAsync(copyData: false, ct) is { } entry)
-        {
-            var target = Path.GetFullPath(Path.Combine(destination, entry.Name));
-            if (!target.StartsWith(root, StringComparison.Ordinal))
-            {
-                throw new UpdateRejectedException($"artifact entry '{entry.Name}' points outside the update directory");
-            }
-            switch (entry.EntryType)
-            {
-                case TarEntryType.Directory:
-                    Directory.CreateDirectory(target);
-                    break;
-                case TarEntryType.RegularFile or TarEntryType.V7RegularFile:
-                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                    await entry.ExtractToFileAsync(target, overwrite: false, ct);
-                    if (entry.Name == "manifest.json")
-                    {
-                        await using var m = File.OpenRead(target);
-                        manifest = await JsonSerializer.DeserializeAsync(m, ProtocolJson.Default.UpdateArtifactManifest, ct);
-                    }
-                    break;
-                default:
-                    throw new UpdateRejectedException($"artifact entry '{entry.Name}' is a {entry.EntryType}; only files and directories are allowed");
-            }
-        }
-        return manifest ?? throw new UpdateRejectedException("artifact has no manifest.json");
-    }
 }
-
-/// <summary>An update program that must not be installed; the message says which check failed.</summary>
-public sealed class UpdateRejectedException(string message) : Exception(message);

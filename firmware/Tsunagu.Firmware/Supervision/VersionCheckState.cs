@@ -1,10 +1,6 @@
-using System.Formats.Tar;
-using System.IO.Compression;
-using System.Text.Json;
-using MQTTnet.Exceptions;
 using Tsunagu.Firmware.Net;
-using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
@@ -17,6 +13,14 @@ public sealed class VersionCheckState : IState
 
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
+        var inFlight = ctx.RequireStore().Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
+        if (inFlight is { InFlight: true, Offer: { } resume })
+        {
+            // a restart in the middle of an install: finish it (or roll it back) before anything else
+            ctx.Log($"update {resume.UpdateId}: found in phase {inFlight.Phase} after a restart; resuming it");
+            ctx.Offer = resume;
+            return Outcome.UpdateAvailable;
+        }
         var forced = ctx.TakeForced();
         var load = ctx.Hardware.Load.Read();
         VersionCheckResponse response;
@@ -32,7 +36,14 @@ public sealed class VersionCheckState : IState
         }
         ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
         ctx.Offer = response.Update;
+        ctx.CurrentPattern = response.CurrentPattern;
         var store = ctx.RequireStore();
+        if (response.LastInstalledBundle is { } hostCounter && hostCounter.Version > (BundleInstaller.Counter(store)?.Version ?? 0))
+        {
+            // the host remembers a later bundle than this unit (its data was wiped): the counter never goes back
+            BundleInstaller.RaiseCounter(store, hostCounter);
+            ctx.Log($"version check: anti-rollback counter raised to bundle {hostCounter.BundleId} version {hostCounter.Version} from the host");
+        }
         var pending = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
         if (pending is { Phase: PendingUpdate.Failed, Report: { } unsent })
         {
@@ -51,7 +62,7 @@ public sealed class VersionCheckState : IState
         {
             return Outcome.NothingToDo;
         }
-        if (pending is { Phase: PendingUpdate.Failed } && pending.UpdateId == offer.UpdateId && pending.Attempts >= 3)
+        if (pending is { Phase: PendingUpdate.Failed } && pending.UpdateId == offer.UpdateId && pending.Attempts >= PendingUpdate.AttemptLimit)
         {
             ctx.Log($"update {offer.UpdateId} failed {pending.Attempts} times; not trying it again until the host offers another");
             return Outcome.NothingToDo;

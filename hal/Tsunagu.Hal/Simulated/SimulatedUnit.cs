@@ -1,7 +1,7 @@
 namespace Tsunagu.Hal.Simulated;
 
 /// <summary>
-/// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`. The WAN link, load and LEDs
+/// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`, `boot/` (the A/B slots). The WAN link, load and LEDs
 /// are in memory and exposed for fault injection.
 /// </summary>
 public sealed class SimulatedUnit
@@ -12,7 +12,8 @@ public sealed class SimulatedUnit
         Factory = new DirectoryFactoryPartition(Path.Combine(unitDirectory, "factory"));
         Prom = new DirectoryPromPartition(promDirectory);
         Data = new DirectoryDataPartition(Path.Combine(unitDirectory, "data"));
-        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan);
+        Boot = new SimulatedBootControl(Path.Combine(unitDirectory, "boot"));
+        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot);
     }
 
     public string Directory { get; }
@@ -22,5 +23,6 @@ public sealed class SimulatedUnit
     public SimulatedWanLink Wan { get; } = new();
     public SimulatedSystemLoad Load { get; } = new();
     public SimulatedStatusLeds Leds { get; } = new();
+    public SimulatedBootControl Boot { get; }
     public UnitHardware Hardware { get; }
 }

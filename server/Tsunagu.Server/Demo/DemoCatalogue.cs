@@ -1,8 +1,8 @@
-using System.Formats.Tar;
-using System.IO.Compression;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
@@ -11,7 +11,8 @@ namespace Tsunagu.Server.Demo;
 
 /// <summary>
 /// The demo catalogue: pattern 1 (the factory software), pattern 2 (newer versions of two applications), an
-/// update program 1 -> 2 of importance 5, one service configuration, and an operator account.
+/// update program 1 -> 2 of importance 5 (a bundle signed with the demo's release key), one service configuration,
+/// and an operator account.
 /// </summary>
 public static class DemoCatalogue
 {
@@ -21,6 +22,8 @@ public static class DemoCatalogue
     public const string Pattern2 = "pattern-2";
     public const string UpdateId = "p1-to-p2";
     public const string OperatorName = "operator";
+    public const string Board = "simulated";
+    public const long BundleVersion = 1;
 
     public static readonly IReadOnlyDictionary<string, string> FactoryApplications =
         new SortedDictionary<string, string>(StringComparer.Ordinal) { ["cache-manager"] = "1.0.0", ["firewall"] = "1.0.0", ["vcp"] = "1.0.0" };
@@ -36,8 +39,11 @@ public static class DemoCatalogue
         new VpnConfig(false, 51820, null, []),
         new CacheConfig(false, 0));
 
-    /// <summary>Seeds the catalogue (idempotent) and sets the operator password; returns the password.</summary>
-    public static string Seed(TsunaguStore store, ArtifactStore artifacts, string? operatorPassword = null)
+    /// <summary>
+    /// Seeds the catalogue (idempotent) and sets the operator password; returns the password. The update program's
+    /// bundle is signed with <paramref name="releaseKey"/>, whose public half the demo units carry in their factory identity.
+    /// </summary>
+    public static string Seed(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string? operatorPassword = null, TimeProvider? time = null)
     {
         foreach (var (app, version) in FactoryApplications.Concat(Pattern2Applications).Distinct())
         {
@@ -45,8 +51,8 @@ public static class DemoCatalogue
         }
         store.UpsertPattern(Pattern(Pattern1, "factory software", FactoryApplications));
         store.UpsertPattern(Pattern(Pattern2, "firewall 1.1.0, vcp 1.2.0", Pattern2Applications));
-        var (sha, size) = artifacts.Add(BuildArtifact(UpdateId, Pattern1, Pattern2,
-            Pattern2Applications.Where(a => FactoryApplications[a.Key] != a.Value).ToDictionary()));
+        var (sha, size) = artifacts.Add(BuildBundle(UpdateId, BundleVersion, Pattern1, Pattern2,
+            Pattern2Applications.Where(a => FactoryApplications[a.Key] != a.Value).ToDictionary(), releaseKey, (time ?? TimeProvider.System).GetUtcNow()));
         store.UpsertUpdateProgram(new UpdateProgramRow
         {
             Id = UpdateId, FromPattern = Pattern1, ToPattern = Pattern2, Importance = 5, Priority = 10,
@@ -64,27 +70,20 @@ public static class DemoCatalogue
         Applications = JsonSerializer.Serialize(apps.ToDictionary(), ProtocolJson.Default.DictionaryStringString),
     };
 
-    /// <summary>An update artifact: tar.gz with manifest.json and apps/NAME/VERSION/ trees.</summary>
-    public static byte[] BuildArtifact(string updateId, string from, string to, IReadOnlyDictionary<string, string> applications)
+    /// <summary>
+    /// A signed bundle that installs <paramref name="applications"/> (one application payload each, a small
+    /// VERSION file in its tree), for boards/hardware/OS of the demo, valid for a year from <paramref name="now"/>.
+    /// </summary>
+    public static byte[] BuildBundle(string bundleId, long version, string from, string to, IReadOnlyDictionary<string, string> applications,
+        ECDsa releaseKey, DateTimeOffset now)
     {
-        using var buffer = new MemoryStream();
-        using (var gzip = new GZipStream(buffer, CompressionLevel.Optimal, leaveOpen: true))
-        using (var tar = new TarWriter(gzip, TarEntryFormat.Pax, leaveOpen: true))
-        {
-            var manifest = new UpdateArtifactManifest(updateId, from, to,
-                applications.Select(a => new ArtifactApplication(a.Key, a.Value)).ToList());
-            Add(tar, "manifest.json", JsonSerializer.SerializeToUtf8Bytes(manifest, ProtocolJson.Default.UpdateArtifactManifest));
-            foreach (var (name, version) in applications)
-            {
-                Add(tar, $"apps/{name}/{version}/VERSION", Encoding.UTF8.GetBytes($"{name} {version}\n"));
-            }
-        }
-        return buffer.ToArray();
-    }
-
-    private static void Add(TarWriter tar, string name, byte[] content)
-    {
-        var entry = new PaxTarEntry(TarEntryType.RegularFile, name) { DataStream = new MemoryStream(content) };
-        tar.WriteEntry(entry);
+        var payloads = applications.Select(a => (
+            new BundlePayload($"{a.Key}-{a.Value}", PayloadKinds.Application, 0, "", a.Key, a.Value),
+            BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes($"{a.Key} {a.Value}\n") }))).ToList();
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, bundleId, version, [from], to,
+            new BundleCompatibility([Board], [HardwareVersion], [OsVersion]), 5, now, now.AddDays(365), [],
+            payloads.Select(p => new BundleStep(StepActions.InstallApplication, p.Item1.Name)).ToList());
+        // in-memory streams only: the task completes synchronously
+        return BundleFormat.BuildAsync(manifest, payloads, [releaseKey], CancellationToken.None).GetAwaiter().GetResult();
     }
 }

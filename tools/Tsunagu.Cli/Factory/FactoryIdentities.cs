@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Cli.Factory;
 
@@ -31,17 +32,30 @@ public static class FactoryIdentities
     /// <summary>Loads the release signing key (ECDSA P-256, PKCS#8 PEM) or creates one; returns its public key (SPKI, base64).</summary>
     public static string LoadOrCreateReleaseKey(string path)
     {
-        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        using var key = LoadOrCreateReleaseSigningKey(path);
+        return ReleaseKeys.PublicKeyBase64(key);
+    }
+
+    /// <summary>Loads the release signing key (ECDSA P-256, PKCS#8 PEM) or creates one (file mode 0600); the caller disposes it.</summary>
+    public static ECDsa LoadOrCreateReleaseSigningKey(string path)
+    {
         if (File.Exists(path))
         {
-            key.ImportFromPem(File.ReadAllText(path));
+            return ReleaseKeys.ParsePrivate(File.ReadAllText(path), path);
         }
-        else
-        {
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-            File.WriteAllText(path, key.ExportPkcs8PrivateKeyPem());
-        }
-        return Convert.ToBase64String(key.ExportSubjectPublicKeyInfo());
+        var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        WritePrivate(path, key.ExportPkcs8PrivateKeyPem());
+        return key;
+    }
+
+    /// <summary>Writes a private key readable by its owner only.</summary>
+    public static void WritePrivate(string path, string pem)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) { options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite; }
+        using var file = new StreamWriter(path, System.Text.Encoding.ASCII, options);
+        file.Write(pem);
     }
 
     /// <summary>A unit key file: 32 random bytes.</summary>

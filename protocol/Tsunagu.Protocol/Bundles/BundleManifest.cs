@@ -1,0 +1,161 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Tsunagu.Protocol.Bundles;
+
+/// <summary>
+/// The signed description of an update program (docs/bundles.md): what it applies to, what it installs, in
+/// which order, and for each payload its size and SHA-256. The unit checks all of it before anything runs.
+/// </summary>
+public sealed record BundleManifest(
+    int Format,
+    string BundleId,
+    long Version,
+    IReadOnlyList<string> FromPatterns,
+    string ToPattern,
+    BundleCompatibility Compatibility,
+    int Importance,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset ExpiresAt,
+    IReadOnlyList<BundlePayload> Payloads,
+    IReadOnlyList<BundleStep> Steps,
+    IReadOnlyList<string>? IntroducesKeys = null,
+    IReadOnlyList<string>? RetiresKeys = null)
+{
+    public const int CurrentFormat = 1;
+
+    /// <summary>Every rule the manifest breaks (empty when it is well formed); each names the field.</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        void Require(bool ok, string problem) { if (!ok) { problems.Add(problem); } }
+        Require(Format == CurrentFormat, $"format: {Format} is not supported (expected {CurrentFormat})");
+        Require(IsSegment(BundleId), $"bundleId: '{BundleId}' is not a single path segment");
+        Require(Version >= 1, $"version: {Version} must be at least 1");
+        Require(FromPatterns is { Count: > 0 } && FromPatterns.All(p => !string.IsNullOrWhiteSpace(p)), "fromPatterns: at least one non-empty pattern is required");
+        Require(!string.IsNullOrWhiteSpace(ToPattern), "toPattern: required");
+        Require(FromPatterns is null || !FromPatterns.Contains(ToPattern), $"toPattern: '{ToPattern}' is also a from-pattern");
+        Require(Compatibility is { Boards.Count: > 0, HardwareVersions.Count: > 0, OsVersions.Count: > 0 },
+            "compatibility: boards, hardwareVersions and osVersions each need at least one entry");
+        Require(Importance is >= 1 and <= 5, $"importance: {Importance} is outside 1..5");
+        Require(ExpiresAt > CreatedAt, $"expiresAt: {ExpiresAt:O} is not after createdAt {CreatedAt:O}");
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var p in Payloads ?? [])
+        {
+            Require(IsSegment(p.Name), $"payloads: name '{p.Name}' is not a single path segment");
+            Require(names.Add(p.Name), $"payloads: name '{p.Name}' appears twice");
+            Require(p.Size >= 0, $"payloads.{p.Name}.size: {p.Size} is negative");
+            Require(p.Sha256 is { Length: 64 } && p.Sha256.All(char.IsAsciiHexDigitLower), $"payloads.{p.Name}.sha256: not 64 lower-case hex digits");
+            switch (p.Kind)
+            {
+                case PayloadKinds.Application:
+                    Require(IsSegment(p.Application) && IsSegment(p.Version), $"payloads.{p.Name}: an application payload needs application and version (single path segments)");
+                    break;
+                case PayloadKinds.OsImage:
+                    Require(!string.IsNullOrWhiteSpace(p.Version), $"payloads.{p.Name}: an OS image needs the OS version it installs");
+                    break;
+                case PayloadKinds.Script:
+                    break;
+                default:
+                    problems.Add($"payloads.{p.Name}.kind: '{p.Kind}' is not one of {PayloadKinds.Application}, {PayloadKinds.OsImage}, {PayloadKinds.Script}");
+                    break;
+            }
+        }
+        Require((Payloads ?? []).Count(p => p.Kind == PayloadKinds.OsImage) <= 1, "payloads: at most one OS image per bundle");
+        var byName = (Payloads ?? []).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < (Steps ?? []).Count; i++)
+        {
+            var s = Steps![i];
+            if (!byName.TryGetValue(s.Payload ?? "", out var payload))
+            {
+                problems.Add($"steps[{i}]: payload '{s.Payload}' is not in payloads");
+                continue;
+            }
+            used.Add(payload.Name);
+            var expectedKind = s.Action switch
+            {
+                StepActions.InstallApplication => PayloadKinds.Application,
+                StepActions.InstallOs => PayloadKinds.OsImage,
+                StepActions.RunScript => PayloadKinds.Script,
+                _ => null,
+            };
+            Require(expectedKind is not null, $"steps[{i}].action: '{s.Action}' is not one of {StepActions.InstallApplication}, {StepActions.InstallOs}, {StepActions.RunScript}");
+            Require(expectedKind is null || expectedKind == payload.Kind, $"steps[{i}]: action {s.Action} cannot use payload '{payload.Name}' of kind {payload.Kind}");
+            Require(s.Action != StepActions.RunScript || ScriptPhases.All.Contains(s.Phase), $"steps[{i}].phase: '{s.Phase}' is not one of {string.Join(", ", ScriptPhases.All)}");
+            Require(s.TimeoutSeconds is null or (>= 1 and <= 3600), $"steps[{i}].timeoutSeconds: {s.TimeoutSeconds} is outside 1..3600");
+        }
+        foreach (var unused in byName.Keys.Where(n => !used.Contains(n)))
+        {
+            problems.Add($"payloads.{unused}: no step uses it");
+        }
+        foreach (var key in IntroducesKeys ?? [])
+        {
+            Require(ReleaseKeys.TryParse(key, out _), $"introducesKeys: '{Shorten(key)}' is not a P-256 public key (SPKI, base64)");
+        }
+        return problems;
+    }
+
+    /// <summary>Total length in bytes of all payloads.</summary>
+    public long PayloadBytes => Payloads.Sum(p => p.Size);
+
+    private static bool IsSegment(string? value) =>
+        !string.IsNullOrWhiteSpace(value) && value is not ("." or "..") && !value.StartsWith('.') &&
+        value.IndexOfAny(['/', '\\', '\0']) < 0 && value.Length <= 128;
+
+    private static string Shorten(string s) => s.Length <= 24 ? s : s[..24] + "...";
+}
+
+/// <summary>Which units a bundle may be installed on.</summary>
+public sealed record BundleCompatibility(IReadOnlyList<string> Boards, IReadOnlyList<string> HardwareVersions, IReadOnlyList<string> OsVersions);
+
+/// <summary>One payload: its bytes follow the manifest in the bundle, in manifest order.</summary>
+public sealed record BundlePayload(string Name, string Kind, long Size, string Sha256, string? Application = null, string? Version = null);
+
+/// <summary>One step of the install, in order: install an application tree or an OS image, or run a script in a phase.</summary>
+public sealed record BundleStep(string Action, string Payload, string? Phase = null, int? TimeoutSeconds = null);
+
+public static class PayloadKinds
+{
+    /// <summary>An application tree as an uncompressed tar (regular files and directories only).</summary>
+    public const string Application = "app";
+
+    /// <summary>An OS image for the inactive slot.</summary>
+    public const string OsImage = "os";
+
+    /// <summary>An executable run under the script contract.</summary>
+    public const string Script = "script";
+}
+
+public static class StepActions
+{
+    public const string InstallApplication = "install-app";
+    public const string InstallOs = "install-os";
+    public const string RunScript = "run-script";
+}
+
+/// <summary>When a script runs (docs/bundles.md, the script contract).</summary>
+public static class ScriptPhases
+{
+    public const string PreInstall = "pre-install";
+    public const string PostInstall = "post-install";
+    public const string Health = "health";
+    public const string Rollback = "rollback";
+    public static readonly IReadOnlyList<string> All = [PreInstall, PostInstall, Health, Rollback];
+}
+
+/// <summary>One signature over the manifest bytes: which release key, which algorithm, the value (base64).</summary>
+public sealed record BundleSignature(string KeyId, string Algorithm, string Value)
+{
+    public const string Es256 = "ES256";
+}
+
+/// <summary>The last bundle a unit committed: anti-rollback counter (docs/bundles.md).</summary>
+public sealed record BundleCounter(long Version, string BundleId);
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = true,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(BundleManifest))]
+[JsonSerializable(typeof(List<BundleSignature>))]
+[JsonSerializable(typeof(BundleCounter))]
+public sealed partial class BundleJson : JsonSerializerContext;

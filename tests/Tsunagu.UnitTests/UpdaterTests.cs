@@ -1,0 +1,407 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Updates;
+using Tsunagu.Hal;
+using Tsunagu.Hal.Simulated;
+using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
+
+namespace Tsunagu.UnitTests;
+
+/// <summary>
+/// The unit's updater (<see cref="BundleInstaller"/>) on a real data directory, state store, application store and
+/// simulated boot control, fed from an in-memory artifact with range support and fault injection.
+/// </summary>
+public class UpdaterTests
+{
+    private static readonly Dictionary<string, string> Pattern1 = new() { ["firewall"] = "1.0.0", ["vcp"] = "1.0.0" };
+    private string _dir = "";
+    private ECDsa _key = null!;
+    private StateStore _store = null!;
+    private AppStore _apps = null!;
+    private SimulatedBootControl _boot = null!;
+    private FactoryIdentity _identity = null!;
+    private readonly List<string> _log = [];
+
+    [SetUp]
+    public void SetUp()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "tsunagu-updater-" + Guid.NewGuid().ToString("N"));
+        _key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        _identity = new FactoryIdentity(1, "02:54:53:00:00:01", "S1", "r1", "simulated",
+            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe")), ["pin"], [ReleaseKeys.PublicKeyBase64(_key)], Convert.ToBase64String(new byte[32]));
+        OpenData();
+        foreach (var (name, version) in Pattern1)
+        {
+            var tree = Path.Combine(_dir, "prom", name, version);
+            Directory.CreateDirectory(tree);
+            File.WriteAllText(Path.Combine(tree, "VERSION"), $"{name} {version}\n");
+            _apps.Stage(name, version, tree);
+            _apps.Switch(name, version);
+        }
+        _boot = new SimulatedBootControl(Path.Combine(_dir, "boot"));
+        _log.Clear();
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        _store.Dispose();
+        _key.Dispose();
+        if (Directory.Exists(_dir)) { Directory.Delete(_dir, recursive: true); }
+    }
+
+    private void OpenData()
+    {
+        Directory.CreateDirectory(Path.Combine(_dir, "data"));
+        _store = StateStore.Open(Path.Combine(_dir, "data"));
+        _apps = new AppStore(Path.Combine(_dir, "data"));
+    }
+
+    /// <summary>Power cut: the store is closed and opened again; RAM is gone, `data` stays.</summary>
+    private void Restart()
+    {
+        _store.Dispose();
+        OpenData();
+        _boot = new SimulatedBootControl(Path.Combine(_dir, "boot"));
+    }
+
+    /// <summary>An artifact served from memory with range support; can cut the body short or send extra bytes.</summary>
+    private sealed class MemorySource(byte[] content) : IBundleSource
+    {
+        public List<(long From, long To)> Ranges { get; } = [];
+        public int CutAfter { get; set; } = -1;
+        public int ExtraBytes { get; set; }
+
+        public Task<(Stream Body, long Start)> OpenAsync(long from, long toExclusive, CancellationToken ct)
+        {
+            Ranges.Add((from, toExclusive));
+            var end = (int)Math.Min(content.Length, toExclusive);
+            var slice = content[(int)from..end];
+            if (end == content.Length && ExtraBytes > 0) { slice = [.. slice, .. new byte[ExtraBytes]]; }
+            if (CutAfter >= 0 && slice.Length > CutAfter) { slice = slice[..CutAfter]; CutAfter = -1; }
+            return Task.FromResult<(Stream, long)>((new MemoryStream(slice), from));
+        }
+    }
+
+    private sealed record Built(byte[] Bytes, UpdateOffer Offer);
+
+    private static async Task<Built> BuildAsync(ECDsa key, long version = 2, IEnumerable<(BundleStep Step, string Script)>? scripts = null,
+        string? osVersion = null, string id = "p1-to-p2")
+    {
+        var payloads = new List<(BundlePayload, byte[])> { BundleFormatTests.App("firewall", "1.1.0"), BundleFormatTests.App("dns", "2.0.0") };
+        var steps = new List<BundleStep>
+        {
+            new(StepActions.InstallApplication, "firewall-1.1.0"),
+            new(StepActions.InstallApplication, "dns-2.0.0"),
+        };
+        if (osVersion is not null)
+        {
+            payloads.Add((new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, osVersion), Encoding.UTF8.GetBytes($"kernel+rootfs of {osVersion}")));
+            steps.Add(new BundleStep(StepActions.InstallOs, "os"));
+        }
+        foreach (var (step, script) in scripts ?? [])
+        {
+            payloads.Add((new BundlePayload(step.Payload, PayloadKinds.Script, 0, ""), Encoding.UTF8.GetBytes(script)));
+            steps.Add(step);
+        }
+        var now = DateTimeOffset.UtcNow;
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, id, version, ["pattern-1"], "pattern-2",
+            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, now.AddHours(-1), now.AddDays(30), [], steps);
+        var bytes = await BundleFormat.BuildAsync(manifest, payloads, [key], CancellationToken.None);
+        return new Built(bytes, new UpdateOffer(id, "pattern-1", "pattern-2", 5, "/api/v1/host/artifacts/x",
+            Convert.ToHexStringLower(SHA256.HashData(bytes)), bytes.LongLength));
+    }
+
+    private static (BundleStep, string) Script(string phase, string body, int? timeout = null) =>
+        (new BundleStep(StepActions.RunScript, $"{phase}.sh", phase, timeout), "#!/bin/sh\n" + body + "\n");
+
+    private BundleInstaller Installer(IBundleSource source, Func<CancellationToken, Task<string?>>? health = null, Action<string>? checkpoint = null,
+        UpdateOptions? options = null) => new(new UpdateEnvironment
+    {
+        DataRoot = Path.Combine(_dir, "data"),
+        Store = _store,
+        Apps = _apps,
+        Boot = _boot,
+        Identity = _identity,
+        Source = source,
+        Inventory = () => new Inventory("r1", _boot.BootedOsVersion ?? "os 1", new Dictionary<string, string>(_apps.Current()), BundleInstaller.Counter(_store)),
+        OsVersion = _boot.BootedOsVersion ?? "os 1",
+        HealthProbe = health ?? (_ => Task.FromResult<string?>(null)),
+        CurrentPattern = "pattern-1",
+        Options = options ?? new UpdateOptions { HealthWindow = TimeSpan.FromMilliseconds(300), HealthProbeInterval = TimeSpan.FromMilliseconds(100) },
+        Log = _log.Add,
+        Checkpoint = checkpoint,
+    });
+
+    private PendingUpdate? Journal => _store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
+
+    private static readonly Dictionary<string, string> Pattern2 = new() { ["dns"] = "2.0.0", ["firewall"] = "1.1.0", ["vcp"] = "1.0.0" };
+
+    [Test]
+    public async Task A_verified_bundle_is_installed_committed_and_reported_with_the_final_inventory()
+    {
+        var b = await BuildAsync(_key, version: 7);
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern2));
+        Assert.That(result.Report!.Inventory.Applications, Is.EqualTo(Pattern2));
+        Assert.That(result.Report.Inventory.LastBundle, Is.EqualTo(new BundleCounter(7, "p1-to-p2")));
+        Assert.That(Journal!.Phase, Is.EqualTo(PendingUpdate.Installed));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "data", "tmp", "p1-to-p2")), Is.False, "work directory removed");
+    }
+
+    [Test]
+    public async Task A_download_longer_than_declared_is_refused_and_nothing_is_installed()
+    {
+        var b = await BuildAsync(_key);
+        var result = await Installer(new MemorySource(b.Bytes) { ExtraBytes = 100 }).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.StartWith("size:").And.Contain("more than the declared"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+
+        var shortOffer = b.Offer with { Size = b.Bytes.Length - 1 };
+        var declared = await Installer(new MemorySource(b.Bytes)).RunAsync(shortOffer, CancellationToken.None);
+        Assert.That(declared.Report!.Error, Does.StartWith("size:").And.Contain("the manifest adds up to"));
+    }
+
+    [Test]
+    public async Task An_interrupted_download_resumes_with_a_range_request_where_it_stopped()
+    {
+        var b = await BuildAsync(_key);
+        var source = new MemorySource(b.Bytes) { CutAfter = 3000 };
+        Assert.That(b.Bytes.Length, Is.GreaterThan(6000));
+        var first = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(first.Status, Is.EqualTo(InstallStatus.Transient));
+        Assert.That(first.Error!.Message, Does.Contain("download interrupted"));
+        var part = new FileInfo(Path.Combine(_dir, "data", "tmp", "p1-to-p2", BundleInstaller.BundleFile));
+        var kept = part.Length;
+        Assert.That(kept, Is.GreaterThan(0).And.LessThan(b.Bytes.Length));
+
+        Restart();
+        var second = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(second.Status, Is.EqualTo(InstallStatus.Committed));
+        Assert.That(source.Ranges.Last(), Is.EqualTo((kept, b.Bytes.LongLength)), "only the missing bytes were asked for");
+        Assert.That(_log, Has.Some.Contains($"resuming at byte {kept}"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern2));
+    }
+
+    [Test]
+    public async Task A_wrong_key_is_refused_before_any_payload_byte_is_fetched()
+    {
+        using var other = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var b = await BuildAsync(other);
+        var source = new MemorySource(b.Bytes);
+        var result = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Report!.Error, Does.StartWith("signature:"));
+        Assert.That(source.Ranges.Max(r => r.To), Is.LessThan(b.Bytes.Length - 4000), "payloads were never downloaded");
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    [Test]
+    public async Task A_tampered_payload_is_refused_while_streaming()
+    {
+        var b = await BuildAsync(_key);
+        var tampered = b.Bytes.ToArray();
+        tampered[^700] ^= 1;
+        var offer = b.Offer with { Sha256 = Convert.ToHexStringLower(SHA256.HashData(tampered)) }; // a compromised host re-hashes it
+        var result = await Installer(new MemorySource(tampered)).RunAsync(offer, CancellationToken.None);
+        Assert.That(result.Report!.Error, Does.StartWith("payload-digest:"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    [Test]
+    public async Task A_version_not_higher_is_refused_also_after_data_is_wiped_when_the_host_returns_the_counter()
+    {
+        var b = await BuildAsync(_key, version: 4);
+        BundleInstaller.RaiseCounter(_store, new BundleCounter(5, "p2-to-p3"));
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Report!.Error, Does.StartWith("version:").And.Contain("not higher than the last installed version 5"));
+
+        // data wiped: a fresh store knows nothing, until the host's version check answer raises the counter again
+        _store.Dispose();
+        File.Delete(Path.Combine(_dir, "data", StateStore.FileName));
+        OpenData();
+        Assert.That(BundleInstaller.Counter(_store), Is.Null);
+        BundleInstaller.RaiseCounter(_store, new BundleCounter(5, "p2-to-p3")); // what VersionCheckState does with LastInstalledBundle
+        BundleInstaller.RaiseCounter(_store, new BundleCounter(3, "older"));    // never lowered
+        var again = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(again.Report!.Error, Does.StartWith("version:"));
+        Assert.That(BundleInstaller.Counter(_store), Is.EqualTo(new BundleCounter(5, "p2-to-p3")));
+    }
+
+    [Test]
+    public async Task A_script_exiting_1_aborts_and_rolls_back_to_the_previous_pattern()
+    {
+        var marker = Path.Combine(_dir, "rolled-back");
+        var b = await BuildAsync(_key, scripts:
+        [
+            Script(ScriptPhases.PostInstall, "echo 'migration failed: disk full' >&2\nexit 1"),
+            Script(ScriptPhases.Rollback, $"touch {marker}"),
+        ]);
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.Contain("post-install script post-install.sh exited 1 (abort and roll back)").And.Contain("disk full"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1), "back on pattern 1; dns, which the bundle added, is gone");
+        Assert.That(result.Report.Inventory.Applications, Is.EqualTo(Pattern1));
+        Assert.That(File.Exists(marker), Is.True, "the rollback script ran");
+        Assert.That(BundleInstaller.Counter(_store), Is.Null, "nothing committed");
+    }
+
+    [Test]
+    public async Task A_script_exiting_21_is_retried_later_within_the_bound_then_given_up()
+    {
+        var b = await BuildAsync(_key, scripts: [Script(ScriptPhases.PreInstall, "echo busy >&2\nexit 21")]);
+        var source = new MemorySource(b.Bytes);
+        var statuses = new List<InstallStatus>();
+        for (var i = 0; i < 3; i++)
+        {
+            statuses.Add((await Installer(source, options: new UpdateOptions { ScriptRetryLimit = 2 }).RunAsync(b.Offer, CancellationToken.None)).Status);
+            Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+        }
+        Assert.That(statuses, Is.EqualTo(new[] { InstallStatus.RetryLater, InstallStatus.RetryLater, InstallStatus.Failed }));
+        Assert.That(Journal!.Report!.Error, Does.Contain("exited 21 (retry later)").And.Contain("more than the limit of 2"));
+        Assert.That(source.Ranges.Count(r => r.To == b.Bytes.Length), Is.EqualTo(1), "the verified bundle was kept between retries");
+    }
+
+    [Test]
+    public async Task A_script_that_times_out_has_its_whole_process_group_killed()
+    {
+        var pidFile = Path.Combine(_dir, "child.pid");
+        var b = await BuildAsync(_key, scripts:
+        [
+            Script(ScriptPhases.PreInstall, $"sleep 300 &\necho $! > {pidFile}\necho started >&2\nsleep 300", timeout: 1),
+        ]);
+        var watch = Stopwatch.StartNew();
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(20)));
+        Assert.That(result.Report!.Error, Does.Contain("timed out after").And.Contain("process group was killed").And.Contain("started"));
+        var child = int.Parse(File.ReadAllText(pidFile).Trim());
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (ProcessAlive(child) && DateTime.UtcNow < deadline) { await Task.Delay(50); }
+        Assert.That(ProcessAlive(child), Is.False, $"the script's background child {child} was killed with its group");
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    private static bool ProcessAlive(int pid)
+    {
+        var stat = $"/proc/{pid}/stat";
+        if (!File.Exists(stat)) { return false; }
+        var text = File.ReadAllText(stat);
+        return text[(text.LastIndexOf(')') + 2)] != 'Z'; // a zombie is dead, only not yet reaped
+    }
+
+    [Test]
+    public async Task Script_stderr_is_captured_and_capped()
+    {
+        var b = await BuildAsync(_key, scripts: [Script(ScriptPhases.PreInstall, "head -c 100000 /dev/zero | tr '\\0' 'e' >&2\nexit 1")]);
+        var result = await Installer(new MemorySource(b.Bytes), options: new UpdateOptions { StderrCap = 1000 }).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Report!.Error, Does.Contain("[stderr capped]").And.Contain("eeee"));
+        Assert.That(result.Report.Error!.Length, Is.LessThan(1000));
+    }
+
+    [Test]
+    public async Task A_failed_health_check_rolls_back_to_the_previous_pattern()
+    {
+        var b = await BuildAsync(_key);
+        var probes = 0;
+        var result = await Installer(new MemorySource(b.Bytes), health: _ => { probes++; return Task.FromResult<string?>("host unreachable: no route"); })
+            .RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.StartWith("health check failed within").And.Contain("host unreachable"));
+        Assert.That(probes, Is.GreaterThan(1), "probed again within the window");
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    [Test]
+    public async Task A_health_script_that_fails_rolls_back()
+    {
+        var b = await BuildAsync(_key, scripts: [Script(ScriptPhases.Health, "echo 'dns not answering' >&2\nexit 1")]);
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Report!.Error, Does.Contain("health check failed").And.Contain("dns not answering"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    private sealed class PowerCut(string at) : Exception($"power cut at {at}");
+
+    [TestCase("switched firewall")]
+    [TestCase("checking")]
+    [TestCase("committing")]
+    public async Task A_restart_in_the_middle_of_the_install_rolls_back_then_installs_again(string point)
+    {
+        var b = await BuildAsync(_key);
+        var source = new MemorySource(b.Bytes);
+        Assert.ThrowsAsync<PowerCut>(() => Installer(source, checkpoint: p => { if (p == point) { throw new PowerCut(p); } }).RunAsync(b.Offer, CancellationToken.None));
+        Assert.That(Journal!.InFlight, Is.True, "the phase was persisted before the risky step");
+
+        Restart();
+        var result = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed));
+        Assert.That(_log, Has.Some.Contains("restarted in phase").And.Some.Contains("rolling back"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern2));
+        Assert.That(source.Ranges.Count(r => r.To == b.Bytes.Length), Is.EqualTo(1), "not downloaded again");
+    }
+
+    [Test]
+    public async Task A_restart_loop_is_detected_rolled_back_and_stopped()
+    {
+        var b = await BuildAsync(_key);
+        var source = new MemorySource(b.Bytes);
+        var cuts = 0;
+        void Crash(string p) { if (p == "checking") { cuts++; throw new PowerCut(p); } }
+        InstallResult? result = null;
+        for (var boot = 0; boot < 10 && result is null; boot++)
+        {
+            try
+            {
+                result = await Installer(source, checkpoint: Crash, options: new UpdateOptions { RestartLimit = 3 }).RunAsync(b.Offer, CancellationToken.None);
+            }
+            catch (PowerCut)
+            {
+                Restart();
+            }
+        }
+        Assert.That(result!.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.StartWith("restart loop"));
+        Assert.That(cuts, Is.EqualTo(3));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+        Assert.That(Journal!.Attempts, Is.GreaterThanOrEqualTo(PendingUpdate.AttemptLimit), "the version check will not offer it again");
+    }
+
+    [Test]
+    public async Task An_OS_update_writes_the_inactive_slot_boots_it_and_commits_after_the_health_check()
+    {
+        var b = await BuildAsync(_key, osVersion: "os 2");
+        var source = new MemorySource(b.Bytes);
+        var first = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(first.Status, Is.EqualTo(InstallStatus.Reboot));
+        Assert.That(_boot.Read(BootSlot.A), Is.EqualTo(new SlotState(BootSlot.A, "os 2", false, 3)));
+        await _boot.RebootAsync(CancellationToken.None);
+        Restart();
+        Assert.That(_boot.Booted, Is.EqualTo(BootSlot.A));
+        var second = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(second.Status, Is.EqualTo(InstallStatus.Committed));
+        Assert.That(_boot.Read(BootSlot.A).Good, Is.True);
+        Assert.That(second.Report!.Inventory.OsVersion, Is.EqualTo("os 2"));
+    }
+
+    [Test]
+    public async Task An_OS_slot_that_does_not_boot_falls_back_after_its_tries_and_the_update_rolls_back()
+    {
+        var b = await BuildAsync(_key, osVersion: "os 2");
+        var source = new MemorySource(b.Bytes);
+        Assert.That((await Installer(source).RunAsync(b.Offer, CancellationToken.None)).Status, Is.EqualTo(InstallStatus.Reboot));
+        _boot.CrashingSlots.Add(BootSlot.A);
+        await _boot.RebootAsync(CancellationToken.None);
+        Assert.That(_boot.Boots, Is.EqualTo(4), "three failed tries, then the fallback boot");
+        Assert.That(_boot.Booted, Is.Null, "no good slot yet: the PROM's OS runs");
+        Restart();
+        var result = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.Contain("did not boot within 3 tries"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+        Assert.That(_boot.Read(BootSlot.A).Good, Is.False);
+    }
+}
