@@ -28,6 +28,9 @@ public sealed class ServerOptions
     /// <summary>Broker address units are told to use, when it differs from what the server connects to.</summary>
     public string? MqttPublicUri { get; set; }
 
+    /// <summary>Release public keys (SPKI, base64); when given, an update program's bundle must be signed by one of them.</summary>
+    public string[] ReleasePublicKeys { get; set; } = [];
+
     public TimeSpan ChallengeLifetime { get; set; } = TimeSpan.FromMinutes(1);
     public TimeSpan ProvisionalTokenLifetime { get; set; } = TimeSpan.FromMinutes(5);
     public TimeSpan HostTokenLifetime { get; set; } = TimeSpan.FromMinutes(30);

@@ -66,6 +66,14 @@ public class CatalogueTests(string database)
         var noArtifact = Refused(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 5, 1, new string('0', 64)), 400);
         Assert.That(noArtifact.Message, Does.Contain("upload it first"));
 
+        var garbage = await Upload(client, "not a bundle at all"u8.ToArray());
+        var notBundle = Refused(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 5, 1, garbage.Sha256), 400);
+        Assert.That(notBundle.Message, Does.Contain("not an acceptable bundle"));
+        var mismatched = Refused(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("other-id", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 5, 1, artifact.Sha256), 400);
+        Assert.That(mismatched.Message, Does.Contain("'p2-to-p3'"));
+        var wrongWay = Refused(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 5, 1, artifact.Sha256), 400);
+        Assert.That(wrongWay.Message, Does.Contain("leads from pattern-2 to pattern-3"));
+
         var verified = await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
         Assert.That(verified.Status, Is.EqualTo(PatternStatus.Verified));
         Assert.That(verified.VerifiedAt, Is.Not.Null);

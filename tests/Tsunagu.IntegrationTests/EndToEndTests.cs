@@ -95,6 +95,7 @@ public class EndToEndTests(string database)
         Assert.That(File.Exists(Path.Combine(unit.Hardware.Data.Root, "services", "current", "dnsmasq.conf")), Is.True);
         var row = server.Store.GetUnit(unit.Mac)!;
         Assert.That((row.State, row.Pattern, row.AppliedConfigRevision), Is.EqualTo(("Ready", DemoCatalogue.Pattern2, (long?)1)));
+        Assert.That((row.LastBundleVersion, row.LastBundleId), Is.EqualTo(((long?)DemoCatalogue.BundleVersion, DemoCatalogue.UpdateId)), "the host keeps the unit's bundle counter");
     }
 
     [Test]

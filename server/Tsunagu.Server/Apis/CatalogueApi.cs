@@ -63,12 +63,23 @@ public static class CatalogueApi
         }));
 
         api.MapGet("/update-programs", (TsunaguStore store) => Results.Ok(store.ListUpdatePrograms()));
-        api.MapPost("/update-programs", (NewUpdateProgram r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Guard(() =>
+        api.MapPost("/update-programs", async (NewUpdateProgram r, CatalogueService catalogue, TsunaguStore store, HttpContext http) =>
         {
-            var p = catalogue.AddUpdateProgram(r);
-            store.Audit(http.Caller().Subject, "update-program.add", p.Id, $"{p.FromPattern} -> {p.ToPattern} importance {p.Importance}");
-            return Results.Created($"{Routes.Prefix}/update-programs", p);
-        }));
+            try
+            {
+                var p = await catalogue.AddUpdateProgramAsync(r, http.RequestAborted);
+                store.Audit(http.Caller().Subject, "update-program.add", p.Id, $"{p.FromPattern} -> {p.ToPattern} importance {p.Importance}");
+                return Results.Created($"{Routes.Prefix}/update-programs", p);
+            }
+            catch (CatalogueRuleException e)
+            {
+                return Problems.BadRequest(e.Message);
+            }
+            catch (StoreConflictException e)
+            {
+                return Problems.Conflict(e.Message);
+            }
+        });
 
         api.MapPost("/artifacts", async (HttpRequest request, ArtifactStore artifacts, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {

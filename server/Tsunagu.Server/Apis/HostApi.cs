@@ -76,7 +76,8 @@ public static class HostApi
             }
         }
         store.RecordInventory(mac, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating);
-        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred));
+        var counter = store.GetUnit(mac) is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
+        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter));
     }
 
     private static IResult UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store)

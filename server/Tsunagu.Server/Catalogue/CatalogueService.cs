@@ -16,7 +16,7 @@ public sealed record NewUpdateProgram(string Id, string FromPattern, string ToPa
 /// draft -> verified -> retired; only verified patterns are targets; update programs lead from one pattern to a
 /// verified one.
 /// </summary>
-public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts)
+public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
 {
     public void AddSoftware(SoftwareRow software)
     {
@@ -95,7 +95,7 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         return store.GetPattern(id)!;
     }
 
-    public UpdateProgramRow AddUpdateProgram(NewUpdateProgram program)
+    public async Task<UpdateProgramRow> AddUpdateProgramAsync(NewUpdateProgram program, CancellationToken ct)
     {
         Require(program.Id, "id");
         if (program.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {program.Importance} is outside 1..5"); }
@@ -115,6 +115,7 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         {
             throw new CatalogueRuleException($"artifactSha256: no uploaded artifact has digest '{program.ArtifactSha256}' (upload it first)");
         }
+        await CheckBundleAsync(path, program, ct);
         var row = new UpdateProgramRow
         {
             Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
@@ -122,6 +123,37 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         };
         store.AddUpdateProgram(row);
         return row;
+    }
+
+    /// <summary>
+    /// The artifact must be a well-formed bundle for exactly this program: same id, leading from its from-pattern
+    /// to its to-pattern; with release keys configured, it must also carry a valid signature by one of them.
+    /// </summary>
+    private async Task CheckBundleAsync(string path, NewUpdateProgram program, CancellationToken ct)
+    {
+        Protocol.Bundles.BundleManifest manifest;
+        try
+        {
+            await using var file = File.OpenRead(path);
+            var header = await Protocol.Bundles.BundleFormat.ReadHeaderAsync(file, ct);
+            manifest = header.ParseManifest();
+            if (options.ReleasePublicKeys.Length > 0)
+            {
+                Protocol.Bundles.BundleVerifier.VerifyManifest(header, new Protocol.Bundles.ReleaseKeySet(options.ReleasePublicKeys));
+            }
+        }
+        catch (Protocol.Bundles.BundleCheckException e)
+        {
+            throw new CatalogueRuleException($"artifactSha256: the artifact is not an acceptable bundle: {e.Message}");
+        }
+        if (manifest.BundleId != program.Id)
+        {
+            throw new CatalogueRuleException($"id: the bundle's id is '{manifest.BundleId}', the update program's '{program.Id}'");
+        }
+        if (manifest.ToPattern != program.ToPattern || !manifest.FromPatterns.Contains(program.FromPattern))
+        {
+            throw new CatalogueRuleException($"the bundle leads from {string.Join("/", manifest.FromPatterns)} to {manifest.ToPattern}, the update program from {program.FromPattern} to {program.ToPattern}");
+        }
     }
 
     public void SetTargetPattern(string mac, string? pattern)

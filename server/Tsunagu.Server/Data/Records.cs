@@ -50,6 +50,8 @@ public sealed class UnitRow
     public long? LowWindowStart { get; set; }
     public long? LowWindowEnd { get; set; }
     public long Online { get; set; }
+    public long? LastBundleVersion { get; set; }
+    public string? LastBundleId { get; set; }
     public string? PresenceAt { get; set; }
     public string? LastSeen { get; set; }
     public string? LastError { get; set; }

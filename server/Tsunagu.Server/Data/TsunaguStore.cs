@@ -117,12 +117,24 @@ public sealed class TsunaguStore
 
     public void RecordInventory(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null)
     {
+        RaiseBundleCounter(mac, inventory.LastBundle);
         using var c = Open();
         c.Execute("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
                    wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
             WHERE mac = @mac
             """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now = Now() });
+    }
+
+    /// <summary>Raises the unit's bundle counter to <paramref name="counter"/>; never lowers it.</summary>
+    public void RaiseBundleCounter(string mac, Protocol.Bundles.BundleCounter? counter)
+    {
+        if (counter is null) { return; }
+        using var c = Open();
+        c.Execute("""
+            UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
+            WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
+            """, new { mac, counter.Version, counter.BundleId });
     }
 
     public void SetPresence(string mac, bool online)
