@@ -91,16 +91,29 @@ root.Subcommands.Add(new Command("unit", "factory operations on one unit") { uni
 // ---- units list / check -------------------------------------------------------------------------------------
 var patternOption = new Option<string?>("--pattern") { Description = "only units on this install pattern" };
 var stateOption = new Option<string?>("--state") { Description = "only units in this state" };
-var list = new Command("list", "list units: MAC, state, pattern, last seen") { patternOption, stateOption };
+var appFilter = new Option<string?>("--app") { Description = "only units running this application" };
+var versionFilter = new Option<string?>("--version") { Description = "... at this version (with --app)" };
+var onlineFilter = new Option<bool?>("--online") { Description = "true: connected to the broker now; false: not" };
+var unseenFilter = new Option<int?>("--not-seen-for") { Description = "only units not seen for this many minutes" };
+var list = new Command("list", "list units: MAC, state, pattern, presence, last seen") { patternOption, stateOption, appFilter, versionFilter, onlineFilter, unseenFilter };
 foreach (var o in connection) { list.Options.Add(o); }
 list.SetAction((r, ct) => Guard(async () =>
 {
     using var client = Connect(r);
-    var units = await client.ListUnitsAsync(r.GetValue(patternOption), r.GetValue(stateOption), ct);
-    Console.WriteLine($"{"MAC",-17}  {"STATE",-12}  {"PATTERN",-10}  {"CONFIG",6}  LAST SEEN");
+    var query = new List<string>();
+    void Add(string name, string? value) { if (value is not null) { query.Add($"{name}={Uri.EscapeDataString(value)}"); } }
+    Add("pattern", r.GetValue(patternOption));
+    Add("state", r.GetValue(stateOption));
+    Add("app", r.GetValue(appFilter));
+    Add("version", r.GetValue(versionFilter));
+    Add("online", r.GetValue(onlineFilter)?.ToString().ToLowerInvariant());
+    Add("seenBefore", r.GetValue(unseenFilter) is { } minutes ? DateTimeOffset.UtcNow.AddMinutes(-minutes).ToString("O") : null);
+    var body = await client.SendAsync(HttpMethod.Get, Routes.Units + (query.Count > 0 ? "?" + string.Join('&', query) : ""), null, ct);
+    var units = System.Text.Json.JsonSerializer.Deserialize(body, ProtocolJson.Default.ListUnitView)!;
+    Console.WriteLine($"{"MAC",-17}  {"STATE",-12}  {"PATTERN",-10}  {"CONFIG",6}  {"ONLINE",6}  LAST SEEN");
     foreach (var u in units)
     {
-        Console.WriteLine($"{u.Mac,-17}  {u.State,-12}  {u.Pattern ?? "-",-10}  {u.AppliedConfigRevision?.ToString() ?? "-",6}  {u.LastSeen?.ToString("u") ?? "never"}");
+        Console.WriteLine($"{u.Mac,-17}  {u.State,-12}  {u.Pattern ?? "-",-10}  {u.AppliedConfigRevision?.ToString() ?? "-",6}  {(u.Online ? "yes" : "no"),6}  {u.LastSeen?.ToString("u") ?? "never"}");
     }
     Console.WriteLine($"{units.Count} unit(s)");
     return 0;
@@ -116,7 +129,10 @@ check.SetAction((r, ct) => Guard(async () =>
     Console.WriteLine($"check requested from {result.Notified.Count} unit(s): {string.Join(", ", result.Notified)}");
     return 0;
 }));
-root.Subcommands.Add(new Command("units", "query and command the fleet") { list, check });
+var units = new Command("units", "query and command the fleet") { list, check };
+foreach (var c in CatalogueCommands.UnitCommands(connection, Connect, Guard)) { units.Subcommands.Add(c); }
+root.Subcommands.Add(units);
+foreach (var c in CatalogueCommands.Create(connection, Connect, Guard)) { root.Subcommands.Add(c); }
 
 root.Subcommands.Add(BundleCommands.Create());
 

@@ -1,0 +1,88 @@
+using System.Diagnostics;
+using Tsunagu.Server.Demo;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>The `tsunagu` command as an operator runs it, against the real server.</summary>
+[NonParallelizable]
+public class CliTests
+{
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    private static async Task<(int Exit, string Out, string Err)> Tsunagu(TestServer server, params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "tsunagu.dll"));
+        foreach (var a in args) { start.ArgumentList.Add(a); }
+        start.Environment["TSUNAGU_SERVER"] = server.Url;
+        start.Environment["TSUNAGU_SERVER_CERT"] = server.CertificatePath;
+        start.Environment["TSUNAGU_OPERATOR_PASSWORD"] = TestServer.Password;
+        using var p = Process.Start(start)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
+    [Test]
+    public async Task An_operator_runs_the_catalogue_and_the_fleet_from_the_command_line()
+    {
+        await using var server = await TestServer.StartAsync();
+        var dir = Path.Combine(server.Root, "cli");
+        Directory.CreateDirectory(dir);
+
+        var (exit, _, err) = await Tsunagu(server, "software", "add", "--app", "vcp", "--version", "2.0.0", "--requires-hardware", "r1");
+        Assert.That(exit, Is.Zero, err);
+        (exit, var output, err) = await Tsunagu(server, "pattern", "create", "--id", "pattern-3", "--hardware", "r1", "--os", DemoCatalogue.OsVersion,
+            "--apps", "cache-manager=1.0.0", "firewall=1.1.0", "vcp=2.0.0");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("\"status\": \"draft\""));
+        (exit, _, err) = await Tsunagu(server, "pattern", "create", "--id", "pattern-4", "--hardware", "r1", "--os", DemoCatalogue.OsVersion, "--apps", "vcp=7.0.0");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("vcp 7.0.0 is not in the software catalogue"));
+        (exit, output, err) = await Tsunagu(server, "pattern", "verify", "pattern-3");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("\"status\": \"verified\""));
+
+        var bundle = Path.Combine(dir, "p2-to-p3.tsb");
+        await File.WriteAllBytesAsync(bundle, DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3",
+            new Dictionary<string, string> { ["vcp"] = "2.0.0" }, server.ReleaseKey, DateTimeOffset.UtcNow));
+        (exit, output, err) = await Tsunagu(server, "program", "add", "--id", "p2-to-p3", "--from", DemoCatalogue.Pattern2, "--to", "pattern-3",
+            "--importance", "4", "--bundle", bundle);
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(err, Does.Contain("uploaded p2-to-p3.tsb"));
+        Assert.That(server.Store.FindUpdateProgram(DemoCatalogue.Pattern2)!.Importance, Is.EqualTo(4));
+
+        var csv = Path.Combine(dir, "units.csv");
+        await File.WriteAllTextAsync(csv, "mac,serial,isp_method,isp_username,isp_password\n02:54:53:00:30:01,C1,pppoe,a@isp,pw\nbad,C2,dhcp,,\n");
+        (exit, _, err) = await Tsunagu(server, "units", "register-csv", csv);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("units.csv:3: mac: 'bad' is not a MAC address").And.Contain("nothing was registered"));
+        await File.WriteAllTextAsync(csv, "mac,serial,isp_method,isp_username,isp_password\n02:54:53:00:30:01,C1,pppoe,a@isp,pw\n02:54:53:00:30:02,C2,dhcp,,\n");
+        (exit, output, err) = await Tsunagu(server, "units", "register-csv", csv);
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("registered 2 unit(s)"));
+
+        (exit, output, err) = await Tsunagu(server, "units", "list");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("02:54:53:00:30:02").And.Contain("2 unit(s)"));
+        (exit, output, _) = await Tsunagu(server, "units", "list", "--app", "vcp", "--version", "2.0.0");
+        Assert.That(output, Does.Contain("0 unit(s)"), "no unit reported vcp 2.0.0 yet");
+
+        (exit, _, err) = await Tsunagu(server, "policy", "set", "--low-window", "25-3");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("lowWindowStartHour"));
+        (exit, output, err) = await Tsunagu(server, "policy", "set", "--cpu", "0.3", "--maintenance-window", "1-2");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("\"cpuThreshold\": 0.3").And.Contain("\"maintenanceStartHour\": 1"));
+
+        (exit, output, err) = await Tsunagu(server, "audit", "--limit", "20");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("units.register-bulk").And.Contain("update-program.add").And.Contain("settings.update-policy"));
+
+        (exit, _, err) = await Tsunagu(server, "units", "list", "--password", "wrong");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("401"));
+    }
+}
