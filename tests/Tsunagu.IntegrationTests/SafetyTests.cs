@@ -58,24 +58,61 @@ public class SafetyTests
         Assert.That(await client.ListUnitsAsync(null, null, CancellationToken.None), Is.Empty, "other endpoints are not limited by it");
     }
 
+    /// <summary>A request body that sends one byte, then waits for the test before finishing.</summary>
+    private sealed class HeldBody(TaskCompletionSource release) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
+        {
+            await stream.WriteAsync("x"u8.ToArray());
+            await stream.FlushAsync();
+            await release.Task;
+            await stream.WriteAsync("yz"u8.ToArray());
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
     [Test]
     public async Task An_overloaded_server_answers_503_with_retry_after_instead_of_timing_out()
     {
         TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 1; o.RequestQueueLimit = 0; };
         await using var server = await TestServer.StartAsync();
         using var http = Http(server);
-        http.Timeout = TimeSpan.FromSeconds(20);
         var basic = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        var responses = await Task.WhenAll(Enumerable.Range(0, 24).Select(async _ =>
+
+        // an upload whose body is still arriving holds the only permit
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var holder = http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/api/v1/artifacts") { Headers = { Authorization = basic }, Content = new HeldBody(release) });
+        HttpResponseMessage? busy = null;
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (busy is null && DateTime.UtcNow < deadline)
         {
-            using var request = new HttpRequestMessage(HttpMethod.Get, Routes.Units) { Headers = { Authorization = basic } };
-            return await http.SendAsync(request);
-        }));
-        var busy = responses.Where(r => r.StatusCode == HttpStatusCode.ServiceUnavailable).ToList();
-        Assert.That(busy, Is.Not.Empty, "some requests found the server at capacity");
-        Assert.That(responses.Count(r => r.StatusCode == HttpStatusCode.OK), Is.GreaterThan(0));
-        Assert.That(responses.All(r => r.StatusCode is HttpStatusCode.OK or HttpStatusCode.ServiceUnavailable), Is.True);
-        Assert.That(busy.All(r => r.Headers.RetryAfter?.Delta > TimeSpan.Zero), Is.True, "every 503 says when to come back");
+            using var probe = new HttpRequestMessage(HttpMethod.Get, Routes.Units) { Headers = { Authorization = basic } };
+            var started = DateTime.UtcNow;
+            var response = await http.SendAsync(probe);
+            if (response.StatusCode == HttpStatusCode.ServiceUnavailable)
+            {
+                busy = response;
+                Assert.That(DateTime.UtcNow - started, Is.LessThan(TimeSpan.FromSeconds(5)), "answered at once, not after a wait");
+            }
+            else
+            {
+                Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), "before the upload holds the permit");
+                await Task.Delay(20);
+            }
+        }
+        Assert.That(busy, Is.Not.Null, "the server never reported itself at capacity");
+        Assert.That(busy!.Headers.RetryAfter?.Delta, Is.GreaterThan(TimeSpan.Zero), "a 503 says when to come back");
+        Assert.That(await busy.Content.ReadAsStringAsync(), Does.Contain("overloaded"));
+
+        release.SetResult();
+        Assert.That((await holder).StatusCode, Is.EqualTo(HttpStatusCode.Created));
+        using var after = new HttpRequestMessage(HttpMethod.Get, Routes.Units) { Headers = { Authorization = basic } };
+        Assert.That((await http.SendAsync(after)).StatusCode, Is.EqualTo(HttpStatusCode.OK), "capacity is back once the upload is done");
     }
 
     [Test]
