@@ -129,4 +129,18 @@ public sealed record UnitHardware(
     ISystemLoad Load,
     IStatusLeds Leds,
     INetworkAccess Network,
-    IBootControl Boot);
+    IBootControl Boot,
+    IRemovableMedia? Media = null);
+
+/// <summary>
+/// A removable install medium (patent 0037: a CD-ROM then, a USB stick or image file now). The install image is
+/// read raw from <see cref="ImagePath"/> (a block device or a file); nothing is mounted.
+/// </summary>
+public interface IRemovableMedia
+{
+    /// <summary>The inserted medium, or null when the slot is empty.</summary>
+    string? ImagePath { get; }
+
+    /// <summary>Rejects the medium (ejects it); <see cref="ImagePath"/> is null afterwards.</summary>
+    void Eject(string reason);
+}

@@ -146,6 +146,12 @@ public static class PushTopics
     public static string Status(string mac) => $"{Root}/{MacAddress.Compact(mac)}/status";
 }
 
+// ---- Local install media (patent 0037) ------------------------------------------------------------------
+
+public sealed record MediaCheckRequest(string Digest);
+public sealed record MediaCheckResponse(string Digest, bool Genuine, string? Name);
+public sealed record MediaRegistration(string Digest, string Name);
+
 // ---- Operator API ----------------------------------------------------------------------------------------
 
 public sealed record RegisterUnitRequest(
@@ -213,6 +219,8 @@ public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
 [JsonSerializable(typeof(ProblemBody))]
 [JsonSerializable(typeof(BulkRegisterResponse))]
 [JsonSerializable(typeof(UpdatePolicy))]
+[JsonSerializable(typeof(MediaCheckRequest))]
+[JsonSerializable(typeof(MediaCheckResponse))]
 public sealed partial class ProtocolJson : JsonSerializerContext;
 
 /// <summary>RFC 9457 problem details as the unit reads them.</summary>

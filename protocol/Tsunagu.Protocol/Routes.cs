@@ -19,6 +19,7 @@ public static class Routes
     public const string ServiceConfig = Prefix + "/host/service-config";
     public const string ServiceConfigAck = Prefix + "/host/service-config/ack";
     public const string Ready = Prefix + "/host/ready";
+    public const string MediaCheck = Prefix + "/host/media/check";
 
     // both roles: liveness, no authentication (the unit's post-update health check uses it)
     public const string Health = "/healthz";
@@ -26,4 +27,5 @@ public static class Routes
     // operator
     public const string Units = Prefix + "/units";
     public const string ForceCheck = Prefix + "/units/check";
+    public const string Media = Prefix + "/media";
 }

@@ -79,6 +79,9 @@ public sealed class UnitClient : IDisposable
     public Task<ServiceConfigAck> AckServiceConfigAsync(Uri host, string token, ServiceConfigAck ack, CancellationToken ct) =>
         PostAsync(host, Routes.ServiceConfigAck, token, ack, ProtocolJson.Default.ServiceConfigAck, ProtocolJson.Default.ServiceConfigAck, ct);
 
+    public Task<MediaCheckResponse> CheckMediumAsync(Uri host, string token, string digest, CancellationToken ct) =>
+        PostAsync(host, Routes.MediaCheck, token, new MediaCheckRequest(digest), ProtocolJson.Default.MediaCheckRequest, ProtocolJson.Default.MediaCheckResponse, ct);
+
     public Task<ReadyAck> ReportReadyAsync(Uri host, string token, ReadyReport report, CancellationToken ct) =>
         PostAsync(host, Routes.Ready, token, report, ProtocolJson.Default.ReadyReport, ProtocolJson.Default.ReadyAck, ct);
 

@@ -56,10 +56,11 @@ public sealed class Supervisor : IAsyncDisposable
             {
                 outcome = Context.Fail(Outcome.DataLost, $"{State}: state store", e);
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or HalException or ServerException)
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
-                // an error a state did not map is still an error of that state: record it and retry with backoff
-                outcome = Context.Fail(Outcome.Retry, $"{State}: unexpected {e.GetType().Name}", e);
+                // The supervisor must outlive any error: one a state did not map is still an error of that state.
+                // It is recorded (LastError, log with the exception type and stack) and the state retried with backoff.
+                outcome = Context.Fail(Outcome.Retry, $"{State}: unexpected {e.GetType().Name} at {e.StackTrace?.Split('\n').FirstOrDefault()?.Trim()}", e);
             }
 
             var next = Transitions.Next(State, outcome);

@@ -32,6 +32,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public SessionResponse? HostSession { get; set; }
     public UpdateOffer? Offer { get; set; }
 
+    /// <summary>An inserted install medium the host has confirmed genuine (patent 0037), or null.</summary>
+    public Updates.VerifiedMedium? Medium { get; set; }
+
     /// <summary>The install pattern the host matched in the last version check (null: none).</summary>
     public string? CurrentPattern { get; set; }
 

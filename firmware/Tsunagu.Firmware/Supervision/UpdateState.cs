@@ -59,6 +59,17 @@ public sealed class UpdateState : IState
         }
     }
 
+    /// <summary>The bundle from a genuine install medium when it holds it (patent 0037), else from the host.</summary>
+    private static IBundleSource Source(SupervisorContext ctx, UpdateOffer offer)
+    {
+        if (ctx.Medium is { } medium && medium.Find(offer.Sha256) is { } local)
+        {
+            ctx.Log($"update {offer.UpdateId}: reading the bundle from install medium '{medium.Index.Name}' instead of downloading it");
+            return new MediumBundleSource(medium, local);
+        }
+        return new HostBundleSource(ctx.RequireClient(), ctx.HostUri, offer.ArtifactUrl, ctx.HostToken);
+    }
+
     private static UpdateEnvironment Environment(SupervisorContext ctx, UpdateOffer offer) => new()
     {
         DataRoot = ctx.Hardware.Data.Root,
@@ -66,7 +77,7 @@ public sealed class UpdateState : IState
         Apps = ctx.Apps ?? throw new InvalidOperationException("the application store is not open (Boot has not run)"),
         Boot = ctx.Hardware.Boot,
         Identity = ctx.RequireIdentity(),
-        Source = new HostBundleSource(ctx.RequireClient(), ctx.HostUri, offer.ArtifactUrl, ctx.HostToken),
+        Source = Source(ctx, offer),
         Inventory = ctx.CurrentInventory,
         OsVersion = ctx.OsVersion,
         HealthProbe = token => ProbeAsync(ctx, token),

@@ -26,6 +26,7 @@ public sealed class VersionCheckState : IState
         VersionCheckResponse response;
         try
         {
+            await InstallMediaCheck.CheckAsync(ctx, ct);
             response = await ctx.RequireClient().VersionCheckAsync(ctx.HostUri, ctx.HostToken,
                 new VersionCheckRequest(ctx.CurrentInventory(), load, forced, null), ct);
         }

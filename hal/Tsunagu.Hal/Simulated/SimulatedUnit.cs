@@ -13,7 +13,7 @@ public sealed class SimulatedUnit
         Prom = new DirectoryPromPartition(promDirectory);
         Data = new DirectoryDataPartition(Path.Combine(unitDirectory, "data"));
         Boot = new SimulatedBootControl(Path.Combine(unitDirectory, "boot"));
-        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot);
+        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Media);
     }
 
     public string Directory { get; }
@@ -23,6 +23,7 @@ public sealed class SimulatedUnit
     public SimulatedWanLink Wan { get; } = new();
     public SimulatedSystemLoad Load { get; } = new();
     public SimulatedStatusLeds Leds { get; } = new();
+    public SimulatedRemovableMedia Media { get; } = new();
     public SimulatedBootControl Boot { get; }
     public UnitHardware Hardware { get; }
 }

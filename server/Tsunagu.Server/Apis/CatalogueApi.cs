@@ -128,6 +128,20 @@ public static class CatalogueApi
             return Results.Ok(policy);
         });
 
+        api.MapGet("/media", (TsunaguStore store) => Results.Ok(store.ListMedia()));
+        api.MapPost("/media", (MediaRegistration r, TsunaguStore store, HttpContext http) =>
+        {
+            var digest = r.Digest?.ToLowerInvariant() ?? "";
+            if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{r.Digest}' is not a SHA-256 in hex"); }
+            if (string.IsNullOrWhiteSpace(r.Name)) { return Problems.BadRequest("name: required"); }
+            return Guard(() =>
+            {
+                store.AddMedium(digest, r.Name.Trim());
+                store.Audit(http.Caller().Subject, "media.register", digest, r.Name);
+                return Results.Created($"{Routes.Media}/{digest}", new MediaRegistration(digest, r.Name.Trim()));
+            });
+        });
+
         api.MapGet("/audit", (TsunaguStore store, int? limit, string? actor, string? target) =>
             Results.Ok(store.ListAudit(Math.Clamp(limit ?? 200, 1, 10_000), actor, target)));
     }

@@ -23,6 +23,7 @@ public static class HostApi
         host.MapGet(Routes.ServiceConfig, ServiceConfig);
         host.MapPost(Routes.ServiceConfigAck, ServiceConfigAck);
         host.MapPost(Routes.Ready, Ready);
+        host.MapPost(Routes.MediaCheck, MediaCheck);
     }
 
     private static IResult VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
@@ -131,6 +132,22 @@ public static class HostApi
         }
         store.Touch(mac, error: ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}");
         return Results.Ok(ack);
+    }
+
+    /// <summary>Patent 0037: the unit's install manager sends the digest of an inserted medium; only registered media are genuine.</summary>
+    private static IResult MediaCheck(MediaCheckRequest request, HttpContext http, TsunaguStore store, ILogger<MediaCheckRequest> log)
+    {
+        var mac = http.Caller().Subject;
+        var digest = request.Digest?.ToLowerInvariant() ?? "";
+        if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{request.Digest}' is not a SHA-256 in hex"); }
+        var medium = store.GetMedium(digest);
+        store.Audit(mac, medium is null ? "media.rejected" : "media.accepted", digest, medium?.Name);
+        if (medium is null)
+        {
+            log.LogWarning("unit {Mac} presented an install medium that is not genuine ({Digest})", mac, digest);
+            store.Touch(mac, error: $"install medium {digest[..12]}... is not genuine: rejected");
+        }
+        return Results.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
     }
 
     private static IResult Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options)

@@ -132,3 +132,9 @@ public sealed class ChallengeRow
     public string Nonce { get; set; } = "";
     public string ExpiresAt { get; set; } = "";
 }
+
+public sealed class MediumRow
+{
+    public string Digest { get; set; } = "";
+    public string Name { get; set; } = "";
+}

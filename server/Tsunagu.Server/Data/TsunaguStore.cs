@@ -450,6 +450,34 @@ public sealed class TsunaguStore
             new { mac, revision, now = Now() }) > 0;
     }
 
+    // ---- install media -----------------------------------------------------------------------------------
+
+    public void AddMedium(string digest, string name)
+    {
+        using var c = Open();
+        try
+        {
+            c.Execute("INSERT INTO media (digest, name, created_at) VALUES (@digest, @name, @now)", new { digest, name, now = Now() });
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"medium {digest} is already registered");
+        }
+    }
+
+    public MediaRegistration? GetMedium(string digest)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<MediumRow>("SELECT digest, name FROM media WHERE digest = @digest", new { digest }) is { } m
+            ? new MediaRegistration(m.Digest, m.Name) : null;
+    }
+
+    public IReadOnlyList<MediaRegistration> ListMedia()
+    {
+        using var c = Open();
+        return c.Query<MediumRow>("SELECT digest, name FROM media ORDER BY created_at, digest").Select(m => new MediaRegistration(m.Digest, m.Name)).ToList();
+    }
+
     // ---- people -------------------------------------------------------------------------------------------
 
     public void UpsertOperator(string name, string passwordHash)
