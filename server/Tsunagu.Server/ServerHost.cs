@@ -57,6 +57,12 @@ public static class ServerHost
         builder.Services.AddHostedService(sp => sp.GetRequiredService<BrokerLink>());
 
         var app = builder.Build();
+        if (options.OperatorName is { } operatorName && options.OperatorPassword is { } operatorPassword)
+        {
+            var store = app.Services.GetRequiredService<TsunaguStore>();
+            store.UpsertOperator(operatorName, PasswordHasher.Hash(operatorPassword));
+            store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
+        }
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseRateLimiter();

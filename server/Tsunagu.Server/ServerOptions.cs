@@ -10,8 +10,14 @@ public sealed class ServerOptions
     public string ListenAddress { get; set; } = "127.0.0.1";
     public int Port { get; set; } = 8443;
 
-    /// <summary>Roles this process plays (patent 0027): "initial", "host", or both.</summary>
-    public string[] Roles { get; set; } = ["initial", "host"];
+    /// <summary>Roles this process plays (patent 0027): "initial", "host", or "initial,host" (both).</summary>
+    public string Roles { get; set; } = "initial,host";
+
+    private string[] RoleList => Roles.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+
+    /// <summary>An operator account made or reset at start-up (`TSUNAGU_OPERATORNAME` + `TSUNAGU_OPERATORPASSWORD`).</summary>
+    public string? OperatorName { get; set; }
+    public string? OperatorPassword { get; set; }
 
     /// <summary>SQLite file (relative to <see cref="DataDirectory"/>) unless a connection string is given.</summary>
     public string Database { get; set; } = "tsunagu.db";
@@ -50,13 +56,17 @@ public sealed class ServerOptions
     public int MaxConcurrentRequests { get; set; } = 512;
     public int RequestQueueLimit { get; set; } = 2048;
 
-    public bool HasRole(string role) => Roles.Contains(role, StringComparer.OrdinalIgnoreCase);
+    public bool HasRole(string role) => RoleList.Contains(role, StringComparer.OrdinalIgnoreCase);
 
     public void Validate()
     {
-        if (Roles.Length == 0 || Roles.Any(r => r is not ("initial" or "host")))
+        if (RoleList.Length == 0 || RoleList.Any(r => r is not ("initial" or "host")))
         {
-            throw new ArgumentException($"Tsunagu:Roles must be 'initial', 'host' or both (was '{string.Join(",", Roles)}')");
+            throw new ArgumentException($"Tsunagu:Roles must be 'initial', 'host' or 'initial,host' (was '{Roles}')");
+        }
+        if ((OperatorName is null) != (OperatorPassword is null) || OperatorPassword is { Length: < 8 })
+        {
+            throw new ArgumentException("Tsunagu:OperatorName and OperatorPassword go together, and the password needs at least 8 characters");
         }
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }

@@ -136,6 +136,20 @@ public class CatalogueTests(string database)
     }
 
     [Test]
+    public async Task Units_on_a_retired_pattern_are_still_recognised_and_updated()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        var retired = await Call<PatternView>(client, HttpMethod.Post, $"/api/v1/patterns/{DemoCatalogue.Pattern1}/retire");
+        Assert.That(retired.Status, Is.EqualTo(PatternStatus.Retired));
+        var unit = (await server.AddUnitsAsync(1))[0]; // runs the factory software: pattern 1
+        server.Fleet.Start(unit);
+        await server.WaitReadyAsync(unit);
+        var row = server.Store.GetUnit(unit.Mac)!;
+        Assert.That((row.Pattern, row.LastError), Is.EqualTo(((string?)DemoCatalogue.Pattern2, (string?)null)), "recognised on the retired pattern and moved by its update program");
+    }
+
+    [Test]
     public async Task Bulk_registration_from_csv_is_all_or_nothing_with_an_error_per_row()
     {
         await using var server = await TestServer.StartAsync();

@@ -1,6 +1,7 @@
 using MQTTnet;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -52,6 +53,25 @@ public class MosquittoPushTests
         // a unit that stops goes offline
         await server.Fleet.PowerOffAsync(units[3]);
         await server.WaitForAsync(() => server.Store.GetUnit(units[3].Mac)!.Online == 0, "unit 4 offline after it stopped");
+
+        // a second server instance on the same data (a restart, or another replica) provisions the broker again
+        // without disconnecting any unit, and its pushes reach them
+        var second = TestServer.BuildServer(server.Root, 0);
+        await second.StartAsync();
+        try
+        {
+            await Task.Delay(500);
+            Assert.That(units.Take(3).All(u => u.Supervisor.Context.Push?.IsConnected == true), Is.True, "no unit was kicked off the broker");
+            using var secondClient = new Tsunagu.Cli.Factory.OperatorClient(new Uri(Tsunagu.Server.ServerHost.BaseUrl(second)), DemoCatalogue.OperatorName, TestServer.Password, [server.Pin]);
+            var beforeSecond = Checks(units[1].Mac);
+            await secondClient.ForceCheckAsync(new ForceCheckRequest([units[1].Mac], null), CancellationToken.None);
+            await server.WaitForAsync(() => Checks(units[1].Mac) == beforeSecond + 1, "the second server's push to reach unit 2");
+        }
+        finally
+        {
+            await second.StopAsync();
+            await second.DisposeAsync();
+        }
     }
 
     [Test]

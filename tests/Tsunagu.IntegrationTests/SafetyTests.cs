@@ -116,6 +116,38 @@ public class SafetyTests
     }
 
     [Test]
+    public async Task Operators_come_from_the_start_up_settings_or_another_operator()
+    {
+        TestServer.Configure.Value = o => { o.OperatorName = "night-shift"; o.OperatorPassword = "night-shift-password"; };
+        await using var server = await TestServer.StartAsync();
+        using var http = Http(server);
+        async Task<HttpStatusCode> ListAs(string user, string password)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, Routes.Units);
+            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{password}")));
+            return (await http.SendAsync(request)).StatusCode;
+        }
+        Assert.That(await ListAs("night-shift", "night-shift-password"), Is.EqualTo(HttpStatusCode.OK));
+        using var client = server.Operator();
+        var weak = Assert.ThrowsAsync<Tsunagu.Cli.Factory.OperatorApiException>(() =>
+            client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewSubscriber("day-shift", "short"), CancellationToken.None));
+        Assert.That(weak!.Message, Does.Contain("at least 12"));
+        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewSubscriber("day-shift", "day-shift-password"), CancellationToken.None);
+        Assert.That(await ListAs("day-shift", "day-shift-password"), Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(await ListAs("day-shift", "night-shift-password"), Is.EqualTo(HttpStatusCode.Unauthorized));
+    }
+
+    [Test]
+    public async Task A_host_only_server_does_not_serve_the_initial_setting_role()
+    {
+        TestServer.Configure.Value = o => o.Roles = "host";
+        await using var server = await TestServer.StartAsync();
+        using var http = Http(server);
+        Assert.That((await http.PostAsJsonAsync(Routes.ProvisioningChallenge, new ChallengeRequest("02:54:53:00:00:01"))).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+        Assert.That((await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest("02:54:53:00:00:01"))).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+    }
+
+    [Test]
     public async Task Operator_and_subscriber_tokens_are_scoped()
     {
         await using var server = await TestServer.StartAsync();

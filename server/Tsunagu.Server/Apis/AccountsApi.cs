@@ -19,6 +19,15 @@ public static class AccountsApi
             return Results.Ok(new TokenResponse(token, TokenScope.Operator, expires));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 
+        app.MapPost(Routes.Prefix + "/operators", (NewSubscriber r, TsunaguStore store, HttpContext http) =>
+        {
+            if (string.IsNullOrWhiteSpace(r.Name) || r.Name.Length > 64 || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 characters, no ':'"); }
+            if (string.IsNullOrEmpty(r.Password) || r.Password.Length < 12) { return Problems.BadRequest("password: at least 12 characters"); }
+            store.UpsertOperator(r.Name, PasswordHasher.Hash(r.Password));
+            store.Audit(http.Caller().Subject, "operator.set", r.Name, null);
+            return Results.Ok(new { name = r.Name });
+        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+
         app.MapPost(Routes.Prefix + "/subscribers", (NewSubscriber r, TsunaguStore store, HttpContext http) =>
         {
             if (string.IsNullOrWhiteSpace(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }

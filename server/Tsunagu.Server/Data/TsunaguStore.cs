@@ -278,10 +278,13 @@ public sealed class TsunaguStore
         return c.Query<PatternRow>("SELECT * FROM patterns WHERE @status IS NULL OR status = @status ORDER BY id", new { status }).ToList();
     }
 
-    /// <summary>The verified pattern whose hardware, OS and application versions are exactly <paramref name="inventory"/>.</summary>
+    /// <summary>
+    /// The verified (or retired: units still run it) pattern whose hardware, OS and application versions are
+    /// exactly <paramref name="inventory"/>. Drafts never match: no unit is on an unverified combination.
+    /// </summary>
     public PatternRow? FindPattern(Inventory inventory)
     {
-        foreach (var p in ListPatterns(PatternStatus.Verified))
+        foreach (var p in ListPatterns().Where(p => p.Status != PatternStatus.Draft).OrderBy(p => p.Status == PatternStatus.Retired))
         {
             if (p.HardwareVersion != inventory.HardwareVersion || p.OsVersion != inventory.OsVersion)
             {

@@ -38,6 +38,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonObject>> _pending = new();
     private IMqttClient? _client;
     private IMqttClient? _control;
+    private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
 
     public string? BrokerUri { get; private set; }
 
@@ -58,9 +60,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             // the admin connection only manages accounts; Mosquitto kicks a client whose roles change, so the
             // server pushes through an account of its own, with a password every replica derives alike
-            _control = await ConnectAsync(host, port, settings.Username, settings.Password, $"tsunagu-control-{Guid.NewGuid():N}", cancellationToken);
-            _control.ApplicationMessageReceivedAsync += OnMessage;
-            await _control.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), cancellationToken);
+            _control = await ConnectAsync(host, port, settings.Username, settings.Password, $"tsunagu-control-{Guid.NewGuid():N}",
+                (c, ct) => c.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), ct), cancellationToken);
             password = Base64Url.Encode(System.Security.Cryptography.HMACSHA256.HashData(unitKey.Bytes, Encoding.ASCII.GetBytes("tsunagu/v1/broker-server")));
             await EnsureServerAccountAsync(password, cancellationToken);
             foreach (var unit in store.ListUnits())
@@ -69,24 +70,57 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             }
             (user, clientId) = (ServerRole, $"{ServerRole}-{Guid.NewGuid():N}");
         }
-        _client = await ConnectAsync(host, port, user, password, clientId, cancellationToken);
-        _client.ApplicationMessageReceivedAsync += OnMessage;
-        await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
-            .WithTopicFilter($"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce).Build(), cancellationToken);
+        _client = await ConnectAsync(host, port, user, password, clientId,
+            (c, ct) => c.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+                .WithTopicFilter($"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce).Build(), ct), cancellationToken);
         log.LogInformation("push: connected to {Broker} ({Kind})", BrokerUri, settings.Embedded ? "embedded" : "Mosquitto dynamic security");
     }
 
-    private static async Task<IMqttClient> ConnectAsync(string host, int port, string user, string password, string clientId, CancellationToken ct)
+    /// <summary>
+    /// Connects, subscribes, and keeps the connection: when the broker drops it (restart, network), it reconnects
+    /// with capped, jittered backoff and subscribes again, until the server stops.
+    /// </summary>
+    private async Task<IMqttClient> ConnectAsync(string host, int port, string user, string password, string clientId,
+        Func<IMqttClient, CancellationToken, Task> subscribe, CancellationToken ct)
     {
         var client = new MqttClientFactory().CreateMqttClient();
-        var connect = await client.ConnectAsync(new MqttClientOptionsBuilder()
+        var options = new MqttClientOptionsBuilder()
             .WithTcpServer(host, port).WithClientId(clientId).WithCredentials(user, password).WithCleanStart(true)
-            .WithTimeout(TimeSpan.FromSeconds(10)).Build(), ct);
+            .WithTimeout(TimeSpan.FromSeconds(10)).Build();
+        client.ApplicationMessageReceivedAsync += OnMessage;
+        var connect = await client.ConnectAsync(options, ct);
         if (connect.ResultCode != MqttClientConnectResultCode.Success)
         {
             client.Dispose();
             throw new PushException($"the broker at {host}:{port} refused the server's login as {user}: {connect.ResultCode}");
         }
+        await subscribe(client, ct);
+        client.DisconnectedAsync += async e =>
+        {
+            var attempt = 0;
+            while (!_stopping.IsCancellationRequested && !client.IsConnected)
+            {
+                var delay = TimeSpan.FromMilliseconds(Random.Shared.NextDouble() * Math.Min(30_000, 250 * Math.Pow(2, Math.Min(attempt++, 10))));
+                log.LogWarning("push: lost the broker connection as {User} ({Reason}); reconnecting in {Delay:0.0} s", user, e.ReasonString ?? e.Reason.ToString(), delay.TotalSeconds);
+                try
+                {
+                    await Task.Delay(delay, _stopping.Token);
+                    if ((await client.ConnectAsync(options, _stopping.Token)).ResultCode == MqttClientConnectResultCode.Success)
+                    {
+                        await subscribe(client, _stopping.Token);
+                        log.LogInformation("push: reconnected to the broker as {User}", user);
+                    }
+                }
+                catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+                {
+                    log.LogWarning("push: reconnect as {User} failed: {Error}", user, ex.Message);
+                }
+            }
+        };
         return client;
     }
 
@@ -148,16 +182,13 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 Acl("publishClientReceive", PushTopics.Commands(mac)),
                 Acl("publishClientSend", PushTopics.Status(mac))),
         }, "Role already exists", cancellationToken);
-        var created = await CommandAsync(new JsonObject
+        // An existing account is left alone: its password is derived, so it is already right, and changing it
+        // would make Mosquitto disconnect the unit (a reconnect storm on every server start).
+        await CommandAsync(new JsonObject
         {
             ["command"] = "createClient", ["username"] = user, ["password"] = password, ["clientid"] = UnitCredentials.BrokerClientId(mac),
             ["roles"] = new JsonArray(new JsonObject { ["rolename"] = role }),
         }, "Client already exists", cancellationToken);
-        if (created)
-        {
-            return;
-        }
-        await CommandAsync(new JsonObject { ["command"] = "setClientPassword", ["username"] = user, ["password"] = password }, null, cancellationToken);
     }
 
     private async Task EnsureServerAccountAsync(string password, CancellationToken ct)
@@ -170,14 +201,12 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 Acl("subscribePattern", $"{PushTopics.Root}/+/status"),
                 Acl("publishClientReceive", $"{PushTopics.Root}/+/status")),
         }, "Role already exists", ct);
-        if (!await CommandAsync(new JsonObject
-            {
-                ["command"] = "createClient", ["username"] = ServerRole, ["password"] = password,
-                ["roles"] = new JsonArray(new JsonObject { ["rolename"] = ServerRole }),
-            }, "Client already exists", ct))
+        // left alone when it exists: every replica derives the same password, and a change would disconnect the others
+        await CommandAsync(new JsonObject
         {
-            await CommandAsync(new JsonObject { ["command"] = "setClientPassword", ["username"] = ServerRole, ["password"] = password }, null, ct);
-        }
+            ["command"] = "createClient", ["username"] = ServerRole, ["password"] = password,
+            ["roles"] = new JsonArray(new JsonObject { ["rolename"] = ServerRole }),
+        }, "Client already exists", ct);
     }
 
     private static JsonObject Acl(string type, string topic) => new() { ["acltype"] = type, ["topic"] = topic, ["priority"] = 0, ["allow"] = true };
@@ -211,6 +240,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Volatile.Read(ref _disposed) == 0) { await _stopping.CancelAsync(); }
         foreach (var client in new[] { _client, _control })
         {
             if (client is { IsConnected: true })
@@ -222,8 +252,15 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
 
     public ValueTask DisposeAsync()
     {
+        // registered under several service types, so disposed more than once
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return ValueTask.CompletedTask;
+        }
+        _stopping.Cancel();
         _client?.Dispose();
         _control?.Dispose();
+        _stopping.Dispose();
         return ValueTask.CompletedTask;
     }
 }
