@@ -83,7 +83,7 @@ public interface INetworkAccess
     void EnsureRoute();
 }
 
-/// <summary>All capabilities of one unit.</summary>
+/// <summary>All capabilities of one unit, and the board description they were built for.</summary>
 public sealed record UnitHardware(
     IFactoryPartition Factory,
     IPromPartition Prom,
@@ -91,4 +91,6 @@ public sealed record UnitHardware(
     IDataPartition Data,
     ISystemLoad Load,
     IStatusLeds Leds,
-    INetworkAccess Network);
+    INetworkAccess Network,
+    IServiceManager Services,
+    BoardDescription Board);

@@ -89,4 +89,7 @@ public static class StateKeys
     public const string Settings = "settings";
     public const string PendingUpdate = "pending-update";
     public const string AppliedConfig = "applied-config";
+    public const string ServiceTransaction = "service-transaction";
+    public const string PendingConfirm = "pending-confirm";
+    public const string ConfirmedConfig = "confirmed-config";
 }

@@ -1,8 +1,8 @@
 namespace Tsunagu.Hal.Simulated;
 
 /// <summary>
-/// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`. The WAN link, load and LEDs
-/// are in memory and exposed for fault injection.
+/// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`. The WAN link, load, LEDs and
+/// service manager are in memory and exposed for fault injection.
 /// </summary>
 public sealed class SimulatedUnit
 {
@@ -12,7 +12,7 @@ public sealed class SimulatedUnit
         Factory = new DirectoryFactoryPartition(Path.Combine(unitDirectory, "factory"));
         Prom = new DirectoryPromPartition(promDirectory);
         Data = new DirectoryDataPartition(Path.Combine(unitDirectory, "data"));
-        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan);
+        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Services, BoardDescription.Simulated);
     }
 
     public string Directory { get; }
@@ -22,5 +22,6 @@ public sealed class SimulatedUnit
     public SimulatedWanLink Wan { get; } = new();
     public SimulatedSystemLoad Load { get; } = new();
     public SimulatedStatusLeds Leds { get; } = new();
+    public SimulatedServiceManager Services { get; } = new();
     public UnitHardware Hardware { get; }
 }
