@@ -330,6 +330,10 @@ public sealed class ServiceApplier : IDisposable
             {
                 var configuration = JsonSerializer.Deserialize(File.ReadAllText(file), ProtocolJson.Default.ServiceConfiguration)
                                     ?? throw new JsonException("empty document");
+                if (configuration.Vpn.Enabled)
+                {
+                    EnsureVpnKey();
+                }
                 return ServiceCatalog.Build(configuration, Environment, CurrentLink);
             }
             catch (Exception e) when (e is JsonException or IOException or InvalidServiceConfigException)
@@ -341,6 +345,33 @@ public sealed class ServiceApplier : IDisposable
         var ruleset = ServiceRenderer.RenderFailClosed(Environment);
         File.WriteAllText(failClosed, ruleset);
         return ServiceCatalog.FailClosed(failClosed, ruleset);
+    }
+
+    /// <summary>
+    /// The unit's own WireGuard private key (X25519, clamped), made once on `data` with mode 0600 and never sent
+    /// anywhere; the host only ever knows the public key.
+    /// </summary>
+    private void EnsureVpnKey()
+    {
+        var path = Environment.VpnKeyFile;
+        if (File.Exists(path)) { return; }
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var key = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
+        key[0] &= 248;
+        key[31] = (byte)((key[31] & 127) | 64);
+        var tmp = $"{path}.{Guid.NewGuid():N}";
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+        using (var stream = new FileStream(tmp, options))
+        using (var writer = new StreamWriter(stream))
+        {
+            writer.Write(Convert.ToBase64String(key) + "\n");
+        }
+        File.Move(tmp, path);
+        _log($"services: created the unit's WireGuard key {path}");
     }
 
     /// <summary>Keeps the revision in force, the confirmed one and the pending one; removes other revisions and leftovers of staging.</summary>

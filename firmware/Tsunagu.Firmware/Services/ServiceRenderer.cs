@@ -185,6 +185,8 @@ public static class ServiceRenderer
         sb.Append("http_port ").Append(c.Dhcp.LanAddress).Append(":3128\n");
         sb.Append("acl lan src ").Append(Network(c.Dhcp.LanAddress, c.Dhcp.PrefixLength)).Append('\n');
         sb.Append("http_access allow lan\nhttp_access deny all\n");
+        // a fixed name and the unit's own resolver: no lookup of the host name, and the content filter applies to the cache too
+        sb.Append("visible_hostname tsunagu\ndns_nameservers ").Append(c.Dhcp.LanAddress).Append('\n');
         sb.Append("cache_dir ufs ").Append(env.CacheDirectory).Append(' ').Append(c.Cache.SizeMegabytes).Append(" 16 256\n");
         sb.Append("coredump_dir ").Append(env.CacheDirectory).Append('\n');
         sb.Append("pid_filename ").Append(Path.Combine(env.RunDirectory, "squid.pid")).Append('\n');

@@ -330,8 +330,19 @@ public sealed class ProcessServiceManager(ICommandRunner runner, ServiceManagerO
         }
     }
 
-    private Task<CommandResult> Run(CommandLine command, CancellationToken ct) =>
-        runner.RunAsync(command, new CommandOptions { Timeout = _options.CommandTimeout }, ct);
+    private async Task<CommandResult> Run(CommandLine command, CancellationToken ct)
+    {
+        var started = _time.GetTimestamp();
+        var result = await runner.RunAsync(command, new CommandOptions { Timeout = _options.CommandTimeout }, ct);
+        var elapsed = _time.GetElapsedTime(started);
+        if (elapsed > SlowCommand)
+        {
+            _log($"services: `{command}` took {elapsed.TotalMilliseconds:0} ms");
+        }
+        return result;
+    }
+
+    private static readonly TimeSpan SlowCommand = TimeSpan.FromSeconds(1);
 
     private static string Tail(string output)
     {
