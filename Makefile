@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps restore build test unit-test integration-test run clean
+.PHONY: all deps restore build test unit-test integration-test system-test run clean
 
 all: build
 
@@ -35,6 +35,10 @@ unit-test: build
 
 integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
+
+# Real daemons in network namespaces the tests create (root; packages in .ci/run).
+system-test: build
+	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
 run: build

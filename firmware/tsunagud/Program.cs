@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal;
+using Tsunagu.Hal.Linux;
 using Tsunagu.Hal.Simulated;
 
 // tsunagud: the router's supervisor. Partitions are the mounted directories of the image (factory, prom, data).
@@ -8,12 +9,17 @@ var options = Args.Parse(args);
 if (options is null)
 {
     Console.Error.WriteLine("""
-        usage: tsunagud --factory DIR --prom DIR --data DIR [--boot DIR] [--wan simulated] [--check-interval SECONDS] [--single-link]
+        usage: tsunagud --factory DIR --prom DIR --data DIR [--boot DIR] [--wan simulated] [--services simulated|process] [--board PATH]
+                        [--run-dir DIR] [--confirm-timeout SECONDS] [--check-interval SECONDS] [--single-link]
           --factory DIR     the read-only factory partition (identity.json)
           --prom DIR        the read-only PROM contents (os-version, apps/NAME/VERSION/)
           --data DIR        the writable data partition
           --boot DIR        the A/B OS slots and boot state (simulated; default: 'boot' beside --data)
           --wan KIND        WAN link adapter; 'simulated' is the only one this build has
+          --services KIND   'process' runs the real daemons (nft, dnsmasq, wireguard-go, squid); 'simulated' records them
+          --board PATH      the board's board.json (default: the simulated board)
+          --run-dir DIR     pid files and logs of the daemons (default: DATA/services/run)
+          --confirm-timeout SECONDS  revert a new service configuration unless the host is reached in time (300)
           --single-link     variant 2: the provisional link is also the main link
         """);
     return 2;
@@ -24,13 +30,24 @@ if (options.Wan != "simulated")
     return 2;
 }
 
+if (options.Services is not ("simulated" or "process"))
+{
+    Console.Error.WriteLine($"tsunagud: --services {options.Services}: must be 'simulated' or 'process'");
+    return 2;
+}
+
 var wan = new SimulatedWanLink();
 UnitHardware hardware;
+await using var processServices = options.Services == "process"
+    ? new ProcessServiceManager(new ProcessCommandRunner(), log: message => Console.WriteLine($"{DateTimeOffset.UtcNow:O} {message}"))
+    : null;
 try
 {
+    var board = options.Board is null ? BoardDescription.Simulated : BoardDescription.Load(options.Board);
     hardware = new UnitHardware(new DirectoryFactoryPartition(options.Factory), new DirectoryPromPartition(options.Prom),
         wan, new DirectoryDataPartition(options.Data), new SimulatedSystemLoad(), new SimulatedStatusLeds(), wan,
-        new SimulatedBootControl(options.Boot ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.Data))!, "boot")));
+        new SimulatedBootControl(options.Boot ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.Data))!, "boot")),
+        (IServiceManager?)processServices ?? new SimulatedServiceManager(), board);
 }
 catch (HalException e)
 {
@@ -42,18 +59,24 @@ using var stop = new CancellationTokenSource();
 using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
 using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 await using var supervisor = new Supervisor(hardware,
-    new SupervisorOptions { CheckInterval = TimeSpan.FromSeconds(options.CheckIntervalSeconds), SingleLink = options.SingleLink },
+    new SupervisorOptions
+    {
+        CheckInterval = TimeSpan.FromSeconds(options.CheckIntervalSeconds), SingleLink = options.SingleLink,
+        ConfirmTimeout = TimeSpan.FromSeconds(options.ConfirmTimeoutSeconds), ServiceRunDirectory = options.RunDirectory,
+    },
     log: message => Console.WriteLine($"{DateTimeOffset.UtcNow:O} {message}"));
 supervisor.StateChanged += c => Console.WriteLine($"{c.At:O} {c.From} --{c.Outcome}--> {c.To}");
 await supervisor.RunAsync(stop.Token);
 return 0;
 
-internal sealed record Args(string Factory, string Prom, string Data, string Wan, int CheckIntervalSeconds, bool SingleLink, string? Boot)
+internal sealed record Args(string Factory, string Prom, string Data, string Wan, int CheckIntervalSeconds, bool SingleLink,
+    string Services, string? Board, string? RunDirectory, int ConfirmTimeoutSeconds, string? Boot)
 {
     public static Args? Parse(string[] args)
     {
-        string? factory = null, prom = null, data = null, wan = "simulated", boot = null;
+        string? factory = null, prom = null, data = null, wan = "simulated", services = "simulated", board = null, runDir = null, boot = null;
         var interval = 86400;
+        var confirm = 300;
         var single = false;
         for (var i = 0; i < args.Length; i++)
         {
@@ -67,9 +90,13 @@ internal sealed record Args(string Factory, string Prom, string Data, string Wan
                 case "--wan": wan = Value() ?? ""; break;
                 case "--check-interval": if (!int.TryParse(Value(), out interval) || interval < 1) { return null; } break;
                 case "--single-link": single = true; break;
+                case "--services": services = Value() ?? ""; break;
+                case "--board": board = Value(); if (board is null) { return null; } break;
+                case "--run-dir": runDir = Value(); if (runDir is null) { return null; } break;
+                case "--confirm-timeout": if (!int.TryParse(Value(), out confirm) || confirm < 0) { return null; } break;
                 default: return null;
             }
         }
-        return factory is null || prom is null || data is null ? null : new Args(factory, prom, data, wan, interval, single, boot);
+        return factory is null || prom is null || data is null ? null : new Args(factory, prom, data, wan, interval, single, services, board, runDir, confirm, boot);
     }
 }

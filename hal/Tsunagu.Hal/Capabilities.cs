@@ -120,7 +120,7 @@ public interface IBootControl
     Task RebootAsync(CancellationToken cancellationToken);
 }
 
-/// <summary>All capabilities of one unit.</summary>
+/// <summary>All capabilities of one unit, and the board description they were built for.</summary>
 public sealed record UnitHardware(
     IFactoryPartition Factory,
     IPromPartition Prom,
@@ -130,6 +130,8 @@ public sealed record UnitHardware(
     IStatusLeds Leds,
     INetworkAccess Network,
     IBootControl Boot,
+    IServiceManager Services,
+    BoardDescription Board,
     IRemovableMedia? Media = null);
 
 /// <summary>

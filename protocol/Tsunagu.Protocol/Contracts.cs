@@ -104,7 +104,9 @@ public sealed record StaticLease(string Mac, string Address, string? Hostname);
 public sealed record DhcpConfig(string LanAddress, int PrefixLength, string RangeStart, string RangeEnd, string LeaseTime,
     IReadOnlyList<StaticLease> StaticLeases);
 public sealed record DnsConfig(string LocalDomain, IReadOnlyList<string> Upstreams);
-public sealed record ContentFilterConfig(bool Enabled, IReadOnlyList<string> BlockedDomains);
+/// <summary>Domains refused by the unit's DNS; <see cref="BlockedAddresses"/> (optional, addresses or CIDR prefixes) are
+/// destinations the firewall refuses to forward to.</summary>
+public sealed record ContentFilterConfig(bool Enabled, IReadOnlyList<string> BlockedDomains, IReadOnlyList<string>? BlockedAddresses = null);
 public sealed record VpnPeer(string Name, string PublicKey, string AllowedIps, string? Endpoint);
 public sealed record VpnConfig(bool Enabled, int ListenPort, string? Address, IReadOnlyList<VpnPeer> Peers);
 public sealed record CacheConfig(bool Enabled, int SizeMegabytes);

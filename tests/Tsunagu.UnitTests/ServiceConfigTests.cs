@@ -1,4 +1,7 @@
 using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.UnitTests;
@@ -13,10 +16,13 @@ public class ServiceConfigTests
         new VpnConfig(true, 51820, "10.9.0.1/24", [new VpnPeer("office", Convert.ToBase64String(new byte[32]), "10.9.0.2/32", null)]),
         new CacheConfig(true, 512));
 
+    internal static ServiceEnvironment WithHdd { get; } = new(
+        BoardDescription.Simulated with { Hdd = new BoardHdd("/hdd") }, "/run/tsunagu", "/data/services/state");
+
     [Test]
     public void Valid_configuration_renders_every_daemon_it_enables()
     {
-        var files = ServiceRenderer.Render(Valid());
+        var files = ServiceRenderer.Render(Valid(), WithHdd);
         Assert.That(files.Keys, Is.EquivalentTo(new[] { "nftables.nft", "dnsmasq.conf", "wg0.conf", "squid.conf" }));
         Assert.Multiple(() =>
         {
@@ -40,33 +46,61 @@ public class ServiceConfigTests
         yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { BlockedDomains = ["-x.example"] } }, "contentFilter.blockedDomains[0]");
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [new VpnPeer("p", "short", "10.9.0.2/32", null)] } }, "vpn.peers[0].publicKey");
         yield return new TestCaseData(v with { Cache = v.Cache with { SizeMegabytes = 1 } }, "cache.sizeMegabytes");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { BlockedAddresses = ["10.0.0.0/33"] } }, "contentFilter.blockedAddresses[0]");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Address = "10.9.0.1/xx" } }, "vpn.address");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { AllowedIps = "10.9.0.2" + "/40" }] } }, "vpn.peers[0].allowedIps");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { Endpoint = "office.example" }] } }, "vpn.peers[0].endpoint");
+        yield return new TestCaseData(v with { Dns = null! }, "dns");
     }
 
     [TestCaseSource(nameof(Invalid))]
     public void Invalid_configuration_is_refused_naming_the_field(ServiceConfiguration config, string field)
     {
-        var e = Assert.Throws<InvalidServiceConfigException>(() => ServiceRenderer.Render(config));
+        var e = Assert.Throws<InvalidServiceConfigException>(() => ServiceRenderer.Render(config, WithHdd));
         Assert.That(e!.Field, Is.EqualTo(field));
         Assert.That(e.Message, Does.StartWith(field + ":"));
     }
 
     [Test]
-    public void Applier_switches_revisions_and_keeps_the_running_one_when_a_new_one_is_invalid()
+    public void Cache_is_rendered_only_on_a_board_with_an_hdd()
+    {
+        var noHdd = WithHdd with { Board = BoardDescription.Simulated };
+        Assert.That(ServiceRenderer.Render(Valid(), noHdd).Keys, Does.Not.Contain(ServiceRenderer.Squid));
+        Assert.That(ServiceCatalog.Build(Valid(), noHdd, "/x").Select(s => s.Name), Is.EqualTo(new[] { "firewall", "lan", "dnsmasq", "wireguard" }));
+        Assert.That(ServiceCatalog.Build(Valid(), WithHdd, "/x").Select(s => s.Name), Is.EqualTo(new[] { "firewall", "lan", "dnsmasq", "wireguard", "squid" }));
+    }
+
+    [Test]
+    public void A_change_touches_only_the_digest_of_the_service_it_concerns()
+    {
+        var before = ServiceCatalog.Build(Valid(), WithHdd, "/x").ToDictionary(s => s.Name, s => s.Digest);
+        var changed = Valid() with { Firewall = Valid().Firewall with { PortForwards = [] } };
+        var after = ServiceCatalog.Build(changed, WithHdd, "/y").ToDictionary(s => s.Name, s => s.Digest);
+        Assert.That(before.Keys.Where(k => before[k] != after[k]), Is.EqualTo(new[] { "firewall" }));
+    }
+
+    [Test]
+    public async Task Applier_switches_revisions_and_keeps_the_running_one_when_a_new_one_is_invalid()
     {
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-svc-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(root);
         try
         {
-            var applier = new ServiceApplier(root);
+            using var store = StateStore.Open(root);
+            var manager = new SimulatedServiceManager();
+            using var applier = new ServiceApplier(root, manager, WithHdd with { RunDirectory = Path.Combine(root, "run"), StateDirectory = Path.Combine(root, "state") },
+                store, TimeProvider.System, _ => { }, TimeSpan.Zero);
             Assert.That(applier.CurrentRevision(), Is.Null);
-            applier.Apply(1, Valid());
+            await applier.ApplyAsync(1, Valid(), CancellationToken.None);
             Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
             var bad = Valid() with { Dhcp = Valid().Dhcp with { LanAddress = "nope" } };
-            Assert.Throws<InvalidServiceConfigException>(() => applier.Apply(2, bad));
+            Assert.ThrowsAsync<InvalidServiceConfigException>(() => applier.ApplyAsync(2, bad, CancellationToken.None));
             Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
             Assert.That(File.ReadAllText(Path.Combine(applier.Root, "current", "nftables.nft")), Does.Contain("dnat ip to"));
-            applier.Apply(2, Valid() with { Firewall = Valid().Firewall with { PortForwards = [] } });
+            await applier.ApplyAsync(2, Valid() with { Firewall = Valid().Firewall with { PortForwards = [] } }, CancellationToken.None);
             Assert.That(applier.CurrentRevision(), Is.EqualTo(2));
             Assert.That(File.ReadAllText(Path.Combine(applier.Root, "current", "nftables.nft")), Does.Not.Contain("dnat ip to"));
+            Assert.That(Directory.GetDirectories(applier.Root, "rev-*").Select(Path.GetFileName), Is.EqualTo(new[] { "rev-2" }));
         }
         finally
         {

@@ -137,4 +137,19 @@ root.Subcommands.Add(MediaCommands.Create(connection, Connect, Guard));
 
 root.Subcommands.Add(BundleCommands.Create());
 
+// ---- services render: preview what a service configuration renders to ---------------------------------------
+var configArgument = new Argument<string>("CONFIG") { Description = "service configuration (JSON, as the host sends it)" };
+var renderBoardOption = new Option<string>("--board") { Description = "board name (board/NAME/board.json) or path to a board.json", Required = true };
+var boardsOption = new Option<string>("--boards") { Description = "folder holding one folder per board", DefaultValueFactory = _ => "board" };
+var renderOutOption = new Option<string>("--out") { Description = "directory to write the rendered files to", Required = true };
+var dataDirOption = new Option<string>("--data-dir") { Description = "the unit's data partition, as paths in the files show it", DefaultValueFactory = _ => "/data" };
+var runDirOption = new Option<string>("--run-dir") { Description = "the unit's run directory for pid files and logs", DefaultValueFactory = _ => "/run/tsunagu" };
+var render = new Command("render", "render a service configuration for a board into daemon configuration files, as the unit would")
+{
+    configArgument, renderBoardOption, boardsOption, renderOutOption, dataDirOption, runDirOption,
+};
+render.SetAction(r => ServicesCommand.Render(new ServicesCommand.Settings(r.GetValue(configArgument)!, r.GetValue(renderBoardOption)!,
+    r.GetValue(boardsOption)!, r.GetValue(renderOutOption)!, r.GetValue(dataDirOption)!, r.GetValue(runDirOption)!), Console.Out, Console.Error));
+root.Subcommands.Add(new Command("services", "router services") { render });
+
 return await root.Parse(args).InvokeAsync();

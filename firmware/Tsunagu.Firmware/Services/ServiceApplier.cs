@@ -1,51 +1,398 @@
 using System.Text.Json;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Services;
 
-/// <summary>
-/// Applies a service configuration on `data`: render into `services/rev-N/` beside the running one, then switch
-/// the `services/current` link with one rename. A configuration that fails validation never replaces the
-/// running one.
-/// </summary>
-public sealed class ServiceApplier(string dataRoot)
+/// <summary>An apply that was refused or rolled back; <see cref="Step"/> says where (validate, reload, health check).</summary>
+public sealed class ServiceApplyException(int revision, string step, string detail, Exception? inner = null)
+    : Exception($"service configuration revision {revision}: {step}: {detail}", inner)
 {
-    public string Root { get; } = Path.Combine(dataRoot, "services");
+    public int Revision { get; } = revision;
+    public string Step { get; } = step;
+}
+
+public sealed record ApplyReport(int Revision, ServiceChanges Changes, TimeSpan Elapsed);
+
+/// <summary>
+/// Applies service configurations on `data` as a transaction: render and stage `services/rev-N/` -> validate
+/// with each daemon's own checker -> persist the transaction -> swap `services/current` (one rename) -> reload
+/// what changed -> health check -> commit; on any failure the previous revision is pointed to and reloaded and
+/// the reason is reported. A committed revision then waits for confirmation (the host was reached): if none
+/// comes before the persisted deadline, the unit goes back to the last confirmed revision, also after a restart.
+/// </summary>
+public sealed class ServiceApplier : IDisposable
+{
+    private readonly IServiceManager _manager;
+    private readonly StateStore _store;
+    private readonly TimeProvider _time;
+    private readonly Action<string> _log;
+    private readonly TimeSpan _confirmTimeout;
+    private readonly SemaphoreSlim _lock = new(1, 1);
+    private CancellationTokenSource? _timer;
+
+    public ServiceApplier(string dataRoot, IServiceManager manager, ServiceEnvironment environment, StateStore store, TimeProvider time,
+        Action<string> log, TimeSpan confirmTimeout)
+    {
+        Root = Path.Combine(dataRoot, "services");
+        Environment = environment;
+        _manager = manager;
+        _store = store;
+        _time = time;
+        _log = log;
+        _confirmTimeout = confirmTimeout;
+    }
+
+    public string Root { get; }
+    public ServiceEnvironment Environment { get; }
+    private string CurrentLink => Path.Combine(Root, "current");
+
+    /// <summary>The confirm timer's task while one is armed (tests await it).</summary>
+    public Task? ConfirmTimer { get; private set; }
+
+    /// <summary>Raised after a revert to the last confirmed revision: (reverted revision, reason).</summary>
+    public event Action<int, string>? Reverted;
 
     /// <summary>The revision `current` points to, or null when no configuration is in force.</summary>
     public int? CurrentRevision()
     {
-        var link = new FileInfo(Path.Combine(Root, "current"));
+        var link = new FileInfo(CurrentLink);
         return link.LinkTarget is { } target && target.StartsWith("rev-", StringComparison.Ordinal) &&
                int.TryParse(target.AsSpan(4), out var revision) && Directory.Exists(Path.Combine(Root, target))
             ? revision
             : null;
     }
 
-    /// <exception cref="InvalidServiceConfigException">The configuration is invalid; nothing was changed.</exception>
-    public void Apply(int revision, ServiceConfiguration configuration)
+    public PendingConfirm? Pending => _store.Get(StateKeys.PendingConfirm, FirmwareJson.Default.PendingConfirm);
+    public int? ConfirmedRevision => _store.Get(StateKeys.ConfirmedConfig, FirmwareJson.Default.ConfirmedConfig)?.Revision;
+
+    /// <summary>
+    /// At boot: finishes an apply that a restart interrupted (back to its previous revision), reverts an
+    /// unconfirmed revision whose deadline passed while the unit was down, starts the services of the revision in
+    /// force (the fail-closed firewall alone when there is none) and re-arms the confirm timer.
+    /// </summary>
+    public async Task StartAsync(CancellationToken ct)
     {
-        var files = ServiceRenderer.Render(configuration);
+        await _lock.WaitAsync(ct);
+        try
+        {
+            Directory.CreateDirectory(Root);
+            Directory.CreateDirectory(Environment.RunDirectory);
+            Directory.CreateDirectory(Environment.StateDirectory);
+            if (_store.Get(StateKeys.ServiceTransaction, FirmwareJson.Default.ServiceTransaction) is { } interrupted)
+            {
+                _log($"services: apply of revision {interrupted.Revision} was interrupted; restoring revision {Show(interrupted.Previous)}");
+                PointCurrent(interrupted.Previous);
+                DeleteRevision(interrupted.Revision, keep: interrupted.Previous);
+                _store.Delete(StateKeys.ServiceTransaction);
+            }
+            var pending = Pending;
+            if (pending is not null && pending.Deadline <= _time.GetUtcNow())
+            {
+                await RevertLockedAsync(pending, $"the host was not reached by {pending.Deadline:u} (deadline passed while the unit was down)", ct);
+                pending = null;
+            }
+            else
+            {
+                var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+                _log($"services: revision {Show(CurrentRevision())} started: {changes}");
+            }
+            if (pending is not null)
+            {
+                ArmTimer(pending);
+            }
+            CleanUp();
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <exception cref="InvalidServiceConfigException">The configuration is invalid; nothing was changed.</exception>
+    /// <exception cref="ServiceApplyException">A checker refused it (nothing changed), or reload or health check failed (the previous revision was restored).</exception>
+    public async Task<ApplyReport> ApplyAsync(int revision, ServiceConfiguration configuration, CancellationToken ct)
+    {
+        await _lock.WaitAsync(ct);
+        try
+        {
+            var started = _time.GetTimestamp();
+            var files = ServiceRenderer.Render(configuration, Environment);
+            var previous = CurrentRevision();
+            if (previous == revision)
+            {
+                throw new ServiceApplyException(revision, "stage", "this revision is already in force");
+            }
+            var staged = Stage(revision, configuration, files);
+            try
+            {
+                await _manager.ValidateAsync(ServiceCatalog.Build(configuration, Environment, staged), ct);
+            }
+            catch (ServiceException e)
+            {
+                Directory.Delete(staged, recursive: true);
+                throw new ServiceApplyException(revision, "validate", e.Message, e);
+            }
+
+            // persist before risk: a restart from here on finds the transaction and restores `previous`
+            _store.Set(StateKeys.ServiceTransaction, new ServiceTransaction(revision, previous, _time.GetUtcNow()), FirmwareJson.Default.ServiceTransaction);
+            PointCurrent(revision);
+            string? failure = null;
+            ServiceChanges? changes = null;
+            try
+            {
+                changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+                var problems = await _manager.CheckHealthAsync(ct);
+                if (problems.Count > 0)
+                {
+                    failure = $"health check: {string.Join("; ", problems)}";
+                }
+            }
+            catch (ServiceException e)
+            {
+                failure = $"reload: {e.Message}";
+            }
+            if (failure is not null)
+            {
+                _log($"services: revision {revision} failed ({failure}); restoring revision {Show(previous)}");
+                await RestoreLockedAsync(previous, CancellationToken.None);
+                DeleteRevision(revision, keep: previous);
+                _store.Delete(StateKeys.ServiceTransaction);
+                var step = failure[..failure.IndexOf(':')];
+                throw new ServiceApplyException(revision, step, failure[(step.Length + 2)..]);
+            }
+
+            // commit
+            if (_confirmTimeout > TimeSpan.Zero)
+            {
+                var pending = new PendingConfirm(revision, ConfirmedRevision, _time.GetUtcNow() + _confirmTimeout);
+                _store.Set(StateKeys.PendingConfirm, pending, FirmwareJson.Default.PendingConfirm);
+                ArmTimer(pending);
+            }
+            else
+            {
+                _store.Set(StateKeys.ConfirmedConfig, new ConfirmedConfig(revision, _time.GetUtcNow()), FirmwareJson.Default.ConfirmedConfig);
+            }
+            _store.Delete(StateKeys.ServiceTransaction);
+            CleanUp();
+            var report = new ApplyReport(revision, changes!, _time.GetElapsedTime(started));
+            _log($"services: revision {revision} applied in {report.Elapsed.TotalMilliseconds:0} ms: {report.Changes}");
+            return report;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>The host was reached: the pending revision becomes the confirmed one. False when nothing was pending.</summary>
+    public async Task<bool> ConfirmAsync(CancellationToken ct)
+    {
+        await _lock.WaitAsync(ct);
+        try
+        {
+            if (Pending is not { } pending) { return false; }
+            _store.Set(StateKeys.ConfirmedConfig, new ConfirmedConfig(pending.Revision, _time.GetUtcNow()), FirmwareJson.Default.ConfirmedConfig);
+            _store.Delete(StateKeys.PendingConfirm);
+            DisarmTimer();
+            CleanUp();
+            _log($"services: revision {pending.Revision} confirmed (host reached)");
+            return true;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    private void ArmTimer(PendingConfirm pending)
+    {
+        DisarmTimer();
+        var cts = new CancellationTokenSource();
+        _timer = cts;
+        var due = pending.Deadline - _time.GetUtcNow();
+        // the delay starts now, not when a pool thread picks the task up
+        var delay = Task.Delay(due > TimeSpan.Zero ? due : TimeSpan.Zero, _time, cts.Token);
+        ConfirmTimer = RevertWhenDueAsync(pending, delay, cts.Token);
+    }
+
+    private async Task RevertWhenDueAsync(PendingConfirm pending, Task delay, CancellationToken ct)
+    {
+        try
+        {
+            await delay.ConfigureAwait(false);
+            await _lock.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+                if (Pending is { } still && still == pending)
+                {
+                    await RevertLockedAsync(still, $"the host was not reached within {_confirmTimeout.TotalSeconds:0} s after applying it", CancellationToken.None);
+                }
+            }
+            finally
+            {
+                _lock.Release();
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // confirmed, replaced or shut down
+        }
+        catch (Exception e) when (e is HalException or IOException or UnauthorizedAccessException)
+        {
+            _log($"services: revert of unconfirmed revision {pending.Revision} failed: {e.Message}");
+        }
+    }
+
+    private void DisarmTimer()
+    {
+        _timer?.Cancel();
+        _timer?.Dispose();
+        _timer = null;
+    }
+
+    private async Task RevertLockedAsync(PendingConfirm pending, string reason, CancellationToken ct)
+    {
+        _log($"services: reverting revision {pending.Revision} to revision {Show(pending.Confirmed)}: {reason}");
+        await RestoreLockedAsync(pending.Confirmed, ct);
+        DeleteRevision(pending.Revision, keep: pending.Confirmed);
+        _store.Delete(StateKeys.PendingConfirm);
+        var error = $"reverted to revision {Show(pending.Confirmed)}: {reason}";
+        _store.Set(StateKeys.AppliedConfig, new AppliedConfig(pending.Revision, false, error), FirmwareJson.Default.AppliedConfig);
+        Reverted?.Invoke(pending.Revision, error);
+    }
+
+    /// <summary>Points `current` back at <paramref name="revision"/> (none: removes it) and runs what it describes.</summary>
+    private async Task RestoreLockedAsync(int? revision, CancellationToken ct)
+    {
+        PointCurrent(revision);
+        var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+        var problems = await _manager.CheckHealthAsync(ct);
+        _log($"services: revision {Show(CurrentRevision())} restored: {changes}" + (problems.Count == 0 ? "" : $"; still unhealthy: {string.Join("; ", problems)}"));
+    }
+
+    private string Stage(int revision, ServiceConfiguration configuration, IReadOnlyDictionary<string, string> files)
+    {
         Directory.CreateDirectory(Root);
-        var name = $"rev-{revision}";
         var staging = Path.Combine(Root, $".staging-{revision}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(staging);
         foreach (var (file, content) in files)
         {
-            File.WriteAllText(Path.Combine(staging, file), content);
+            WriteDurably(Path.Combine(staging, file), content);
         }
-        File.WriteAllText(Path.Combine(staging, "configuration.json"),
-            JsonSerializer.Serialize(configuration, ProtocolJson.Default.ServiceConfiguration));
-        var final = Path.Combine(Root, name);
+        WriteDurably(Path.Combine(staging, "configuration.json"), JsonSerializer.Serialize(configuration, ProtocolJson.Default.ServiceConfiguration));
+        var final = RevisionDirectory(revision);
         if (Directory.Exists(final))
         {
             Directory.Delete(final, recursive: true);
         }
         Directory.Move(staging, final);
-        Storage.AtomicLink.Point(Path.Combine(Root, "current"), name);
-        foreach (var old in Directory.GetDirectories(Root, "rev-*").Where(d => Path.GetFileName(d) != name))
+        return final;
+    }
+
+    private static void WriteDurably(string path, string content)
+    {
+        using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write);
+        using (var writer = new StreamWriter(stream, leaveOpen: true)) { writer.Write(content); }
+        stream.Flush(flushToDisk: true);
+    }
+
+    private string RevisionDirectory(int revision) => Path.Combine(Root, $"rev-{revision}");
+
+    private void PointCurrent(int? revision)
+    {
+        if (revision is { } r && Directory.Exists(RevisionDirectory(r)))
         {
-            Directory.Delete(old, recursive: true);
+            AtomicLink.Point(CurrentLink, $"rev-{r}");
         }
+        else if (new FileInfo(CurrentLink).LinkTarget is not null)
+        {
+            File.Delete(CurrentLink);
+        }
+    }
+
+    private void DeleteRevision(int revision, int? keep)
+    {
+        if (revision != keep && Directory.Exists(RevisionDirectory(revision)))
+        {
+            Directory.Delete(RevisionDirectory(revision), recursive: true);
+        }
+    }
+
+    /// <summary>The services of `current`, or the fail-closed firewall alone when no revision is in force.</summary>
+    private IReadOnlyList<ServiceSpec> SpecsForCurrent()
+    {
+        if (CurrentRevision() is not null)
+        {
+            var file = Path.Combine(CurrentLink, "configuration.json");
+            try
+            {
+                var configuration = JsonSerializer.Deserialize(File.ReadAllText(file), ProtocolJson.Default.ServiceConfiguration)
+                                    ?? throw new JsonException("empty document");
+                if (configuration.Vpn.Enabled)
+                {
+                    EnsureVpnKey();
+                }
+                return ServiceCatalog.Build(configuration, Environment, CurrentLink);
+            }
+            catch (Exception e) when (e is JsonException or IOException or InvalidServiceConfigException)
+            {
+                _log($"services: {file} unusable ({e.Message}); running the fail-closed firewall alone");
+            }
+        }
+        var failClosed = Path.Combine(Root, "fail-closed.nft");
+        var ruleset = ServiceRenderer.RenderFailClosed(Environment);
+        File.WriteAllText(failClosed, ruleset);
+        return ServiceCatalog.FailClosed(failClosed, ruleset);
+    }
+
+    /// <summary>
+    /// The unit's own WireGuard private key (X25519, clamped), made once on `data` with mode 0600 and never sent
+    /// anywhere; the host only ever knows the public key.
+    /// </summary>
+    private void EnsureVpnKey()
+    {
+        var path = Environment.VpnKeyFile;
+        if (File.Exists(path)) { return; }
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var key = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
+        key[0] &= 248;
+        key[31] = (byte)((key[31] & 127) | 64);
+        var tmp = $"{path}.{Guid.NewGuid():N}";
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+        using (var stream = new FileStream(tmp, options))
+        using (var writer = new StreamWriter(stream))
+        {
+            writer.Write(Convert.ToBase64String(key) + "\n");
+        }
+        File.Move(tmp, path);
+        _log($"services: created the unit's WireGuard key {path}");
+    }
+
+    /// <summary>Keeps the revision in force, the confirmed one and the pending one; removes other revisions and leftovers of staging.</summary>
+    private void CleanUp()
+    {
+        var keep = new HashSet<string?> { CurrentRevision() is { } c ? $"rev-{c}" : null, ConfirmedRevision is { } k ? $"rev-{k}" : null, Pending is { } p ? $"rev-{p.Revision}" : null };
+        foreach (var dir in Directory.GetDirectories(Root))
+        {
+            var name = Path.GetFileName(dir);
+            if ((name.StartsWith("rev-", StringComparison.Ordinal) && !keep.Contains(name)) || name.StartsWith(".staging-", StringComparison.Ordinal))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+    }
+
+    private static string Show(int? revision) => revision?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none";
+
+    public void Dispose()
+    {
+        DisarmTimer();
+        _lock.Dispose();
     }
 }

@@ -91,4 +91,7 @@ public static class StateKeys
     public const string AppliedConfig = "applied-config";
     public const string BundleCounter = "bundle-counter";
     public const string TrustedKeys = "trusted-keys";
+    public const string ServiceTransaction = "service-transaction";
+    public const string PendingConfirm = "pending-confirm";
+    public const string ConfirmedConfig = "confirmed-config";
 }

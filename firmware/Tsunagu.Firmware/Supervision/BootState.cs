@@ -46,7 +46,20 @@ public sealed class BootState : IState
             ctx.Store = StateStore.Open(ctx.Hardware.Data.Root);
         }
         ctx.Apps = new AppStore(ctx.Hardware.Data.Root);
-        ctx.Services = new ServiceApplier(ctx.Hardware.Data.Root);
+        ctx.Services?.Dispose();
+        var dataRoot = ctx.Hardware.Data.Root;
+        var environment = new ServiceEnvironment(ctx.Hardware.Board,
+            ctx.Options.ServiceRunDirectory ?? Path.Combine(dataRoot, "services", "run"), Path.Combine(dataRoot, "services", "state"));
+        ctx.Services = new ServiceApplier(dataRoot, ctx.Hardware.Services, environment, ctx.Store, ctx.Time, ctx.Log, ctx.Options.ConfirmTimeout);
+        try
+        {
+            // the LAN keeps being served with the last good configuration (or the fail-closed firewall) from boot on
+            await ctx.Services.StartAsync(ct);
+        }
+        catch (HalException e)
+        {
+            ctx.Fail(Outcome.Success, "boot: starting the services", e);
+        }
         var installed = ctx.Apps.Current();
         foreach (var app in ctx.Hardware.Prom.FactoryApplications.Where(a => !installed.ContainsKey(a.Name)))
         {

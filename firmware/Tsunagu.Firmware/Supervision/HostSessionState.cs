@@ -24,6 +24,7 @@ public sealed class HostSessionState : IState
         try
         {
             ctx.HostSession = await ctx.RequireClient().AuthenticateAsync(ctx.HostUri, ProofPurpose.Host, ctx.RequireIdentity(), ctx.Secret, ct);
+            await ctx.ConfirmHostReachedAsync(ct);
             return Outcome.Success;
         }
         catch (ServerException e)

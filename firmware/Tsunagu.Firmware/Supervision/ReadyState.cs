@@ -35,6 +35,7 @@ public sealed class ReadyState : IState
                 await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
                     new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address), ct);
                 ctx.ReadyReported = true;
+                await ctx.ConfirmHostReachedAsync(ct);
                 ctx.LastError = null;
             }
             catch (ServerException e)

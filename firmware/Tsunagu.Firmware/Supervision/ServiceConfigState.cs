@@ -1,16 +1,14 @@
-using System.Formats.Tar;
-using System.IO.Compression;
-using System.Text.Json;
-using MQTTnet.Exceptions;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
-using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;
 
-/// <summary>S500: fetch this unit's service configuration, apply it, acknowledge the revision.</summary>
+/// <summary>
+/// S500: fetch this unit's service configuration, apply it as a transaction, acknowledge the revision. A
+/// revision that failed or was reverted is not applied again; its failure is acknowledged instead.
+/// </summary>
 public sealed class ServiceConfigState : IState
 {
     public StateId Id => StateId.ServiceConfig;
@@ -19,12 +17,13 @@ public sealed class ServiceConfigState : IState
     {
         var client = ctx.RequireClient();
         var store = ctx.RequireStore();
-        var services = ctx.Services!;
+        var services = ctx.Services ?? throw new InvalidOperationException("the service applier is not created (Boot has not run)");
         try
         {
             var response = await client.GetServiceConfigAsync(ctx.HostUri, ctx.HostToken, ct);
+            await ctx.ConfirmHostReachedAsync(ct);
             var applied = store.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
-            if (applied?.Revision == response.Revision && services.CurrentRevision() == response.Revision)
+            if (applied?.Revision == response.Revision && (services.CurrentRevision() == response.Revision || applied.Error is not null))
             {
                 if (!applied.Acknowledged)
                 {
@@ -33,9 +32,10 @@ public sealed class ServiceConfigState : IState
                 }
                 return Outcome.NothingToDo;
             }
+            ApplyReport report;
             try
             {
-                services.Apply(response.Revision, response.Configuration);
+                report = await services.ApplyAsync(response.Revision, response.Configuration, ct);
             }
             catch (InvalidServiceConfigException e)
             {
@@ -43,10 +43,20 @@ public sealed class ServiceConfigState : IState
                 await client.AckServiceConfigAsync(ctx.HostUri, ctx.HostToken, new ServiceConfigAck(response.Revision, false, e.Message), ct);
                 return Outcome.Failure;
             }
+            catch (ServiceApplyException e)
+            {
+                // refused by a daemon's checker, or rolled back: remembered so it is not tried again every check
+                ctx.Fail(Outcome.Failure, "services", e);
+                store.Set(StateKeys.AppliedConfig, new AppliedConfig(response.Revision, false, e.Message), FirmwareJson.Default.AppliedConfig);
+                await client.AckServiceConfigAsync(ctx.HostUri, ctx.HostToken, new ServiceConfigAck(response.Revision, false, e.Message), ct);
+                store.Set(StateKeys.AppliedConfig, new AppliedConfig(response.Revision, true, e.Message), FirmwareJson.Default.AppliedConfig);
+                return Outcome.Failure;
+            }
             store.Set(StateKeys.AppliedConfig, new AppliedConfig(response.Revision, false, null), FirmwareJson.Default.AppliedConfig);
             await client.AckServiceConfigAsync(ctx.HostUri, ctx.HostToken, new ServiceConfigAck(response.Revision, true, null), ct);
             store.Set(StateKeys.AppliedConfig, new AppliedConfig(response.Revision, true, null), FirmwareJson.Default.AppliedConfig);
-            ctx.Log($"services: revision {response.Revision} applied");
+            await ctx.ConfirmHostReachedAsync(ct);
+            ctx.Log($"services: revision {response.Revision} applied and confirmed ({report.Elapsed.TotalMilliseconds:0} ms)");
             return Outcome.Success;
         }
         catch (ServerException e) when (e.ProblemType == ProblemTypes.NotFound)

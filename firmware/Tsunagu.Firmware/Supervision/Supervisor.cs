@@ -97,6 +97,7 @@ public sealed class Supervisor : IAsyncDisposable
         {
             await push.DisposeAsync();
         }
+        Context.Services?.Dispose();
         Context.Client?.Dispose();
         Context.Store?.Dispose();
     }

@@ -82,6 +82,15 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
         new Dictionary<string, string>(Apps?.Current() ?? new Dictionary<string, string>()),
         Store is null ? null : Updates.BundleInstaller.Counter(Store));
 
+    /// <summary>A server call just succeeded: an applied service configuration waiting for confirmation is confirmed.</summary>
+    public async Task ConfirmHostReachedAsync(CancellationToken ct)
+    {
+        if (Services is { } services)
+        {
+            await services.ConfirmAsync(ct);
+        }
+    }
+
     /// <summary>Records a failure for the host view and the log, and returns <paramref name="outcome"/>.</summary>
     public Outcome Fail(Outcome outcome, string what, Exception e)
     {

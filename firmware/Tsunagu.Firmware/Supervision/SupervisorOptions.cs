@@ -29,9 +29,19 @@ public sealed record SupervisorOptions
     /// <summary>Bounds of the updater: script timeouts and retries, restart loop limit, boot tries, health window.</summary>
     public UpdateOptions Update { get; init; } = new();
 
+    /// <summary>
+    /// Confirmed apply: a newly applied service configuration is reverted to the last confirmed one unless the host
+    /// is reached within this time (the deadline is persisted and survives a restart). Zero: confirmed at once.
+    /// </summary>
+    public TimeSpan ConfirmTimeout { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Pid files and logs of the service daemons (tmpfs on a unit); default `data/services/run`.</summary>
+    public string? ServiceRunDirectory { get; init; }
+
     public void Validate()
     {
         Update.Validate();
+        if (ConfirmTimeout < TimeSpan.Zero) { throw new ArgumentException($"ConfirmTimeout must not be negative (was {ConfirmTimeout})"); }
         if (CheckInterval <= TimeSpan.Zero) { throw new ArgumentException($"CheckInterval must be positive (was {CheckInterval})"); }
         if (CheckJitter is < 0 or >= 1) { throw new ArgumentException($"CheckJitter must be in [0, 1) (was {CheckJitter})"); }
         if (BackoffBase <= TimeSpan.Zero || BackoffCap < BackoffBase) { throw new ArgumentException($"backoff needs 0 < BackoffBase <= BackoffCap (was {BackoffBase}, {BackoffCap})"); }

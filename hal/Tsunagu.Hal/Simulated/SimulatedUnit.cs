@@ -1,8 +1,8 @@
 namespace Tsunagu.Hal.Simulated;
 
 /// <summary>
-/// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`, `boot/` (the A/B slots). The WAN link, load and LEDs
-/// are in memory and exposed for fault injection.
+/// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`, `boot/` (the A/B slots). The WAN
+/// link, load, LEDs, service manager and media slot are in memory and exposed for fault injection.
 /// </summary>
 public sealed class SimulatedUnit
 {
@@ -13,7 +13,7 @@ public sealed class SimulatedUnit
         Prom = new DirectoryPromPartition(promDirectory);
         Data = new DirectoryDataPartition(Path.Combine(unitDirectory, "data"));
         Boot = new SimulatedBootControl(Path.Combine(unitDirectory, "boot"));
-        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Media);
+        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Services, BoardDescription.Simulated, Media);
     }
 
     public string Directory { get; }
@@ -25,5 +25,6 @@ public sealed class SimulatedUnit
     public SimulatedStatusLeds Leds { get; } = new();
     public SimulatedRemovableMedia Media { get; } = new();
     public SimulatedBootControl Boot { get; }
+    public SimulatedServiceManager Services { get; } = new();
     public UnitHardware Hardware { get; }
 }

@@ -83,6 +83,7 @@ public sealed class SimulatedFleet(string root, SupervisorOptions options, Actio
         await unit.Running;
         await unit.Supervisor.DisposeAsync();
         unit.Hardware.Wan.Drop();
+        await unit.Hardware.Services.StopAllAsync(CancellationToken.None); // the daemons die with the power
         await unit.Hardware.Wan.DownAsync(CancellationToken.None);
         unit.Stop.Dispose();
         unit.Stop = null;

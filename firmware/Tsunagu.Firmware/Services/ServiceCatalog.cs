@@ -1,0 +1,96 @@
+using System.Security.Cryptography;
+using System.Text;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Services;
+
+/// <summary>
+/// Turns a rendered configuration into the services the service manager runs, in start order: the firewall
+/// first (so nothing is ever open before it is up), the LAN address, DHCP/DNS, the VPN, the cache. Each
+/// service's digest covers only its own configuration, so a change reloads only what it touches.
+/// </summary>
+public static class ServiceCatalog
+{
+    public const string Firewall = "firewall";
+    public const string Lan = "lan";
+    public const string DhcpDns = "dnsmasq";
+    public const string Vpn = "wireguard";
+    public const string Cache = "squid";
+
+    /// <param name="directory">Where the rendered files are: a staged revision (validation) or `services/current`.</param>
+    public static IReadOnlyList<ServiceSpec> Build(ServiceConfiguration config, ServiceEnvironment env, string directory)
+    {
+        var files = ServiceRenderer.Render(config, env);
+        string File(string name) => Path.Combine(directory, name);
+        var services = new List<ServiceSpec>
+        {
+            FirewallSpec(File(ServiceRenderer.Nftables), files[ServiceRenderer.Nftables]),
+            new(Lan, Digest($"{config.Dhcp.LanAddress}/{config.Dhcp.PrefixLength}", env.Lan))
+            {
+                Setup =
+                [
+                    new CommandLine("ip", "link", "set", env.Lan, "up"),
+                    new CommandLine("ip", "-4", "address", "flush", "dev", env.Lan, "scope", "global"),
+                    new CommandLine("ip", "address", "add", $"{config.Dhcp.LanAddress}/{config.Dhcp.PrefixLength}", "dev", env.Lan),
+                ],
+            },
+            new(DhcpDns, Digest(files[ServiceRenderer.Dnsmasq]))
+            {
+                Checks = [new CommandLine("dnsmasq", "--test", "-C", File(ServiceRenderer.Dnsmasq))],
+                Daemon = new CommandLine("dnsmasq", "--keep-in-foreground", "-C", File(ServiceRenderer.Dnsmasq)),
+            },
+        };
+        if (files.TryGetValue(ServiceRenderer.WireGuard, out var wg))
+        {
+            var configure = new List<CommandLine>
+            {
+                new("wg", "setconf", env.Vpn, File(ServiceRenderer.WireGuard)),
+                new("wg", "set", env.Vpn, "private-key", env.VpnKeyFile),
+            };
+            if (config.Vpn.Address is { } address)
+            {
+                configure.Add(new CommandLine("ip", "address", "replace", address, "dev", env.Vpn));
+            }
+            configure.Add(new CommandLine("ip", "link", "set", env.Vpn, "up"));
+            services.Add(new ServiceSpec(Vpn, Digest(wg, config.Vpn.Address ?? ""))
+            {
+                // userspace WireGuard: works on every kernel; the variable lets it run where the module exists too
+                Daemon = new CommandLine("wireguard-go", "--foreground", env.Vpn),
+                DaemonEnvironment = new Dictionary<string, string> { ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"] = "1" },
+                Configure = configure,
+                Probes = [new CommandLine("wg", "show", env.Vpn, "listen-port")],
+            });
+        }
+        if (files.TryGetValue(ServiceRenderer.Squid, out var squid))
+        {
+            services.Add(new ServiceSpec(Cache, Digest(squid))
+            {
+                Checks = [new CommandLine("squid", "-k", "parse", "-f", File(ServiceRenderer.Squid))],
+                // the HDD may have been wiped: create the cache structure again before every start
+                Setup =
+                [
+                    new CommandLine("mkdir", "-p", env.CacheDirectory!),
+                    new CommandLine("chown", "proxy:proxy", env.CacheDirectory!),
+                    new CommandLine("squid", "-N", "-z", "-f", File(ServiceRenderer.Squid)),
+                ],
+                Daemon = new CommandLine("squid", "-N", "-f", File(ServiceRenderer.Squid)),
+            });
+        }
+        return services;
+    }
+
+    /// <summary>Only the fail-closed firewall: what runs when there is no configuration to run.</summary>
+    public static IReadOnlyList<ServiceSpec> FailClosed(string rulesetFile, string ruleset) => [FirewallSpec(rulesetFile, ruleset)];
+
+    private static ServiceSpec FirewallSpec(string file, string ruleset) => new(Firewall, Digest(ruleset))
+    {
+        Checks = [new CommandLine("nft", "--check", "--file", file)],
+        // nft -f is one transaction: the old ruleset stays until the new one is complete, so the WAN is never open
+        Setup = [new CommandLine("nft", "--file", file), new CommandLine("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")],
+        Probes = [new CommandLine("nft", "list", "table", "inet", ServiceRenderer.Table)],
+    };
+
+    private static string Digest(params string[] parts) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\0", parts))))[..16];
+}

@@ -1,0 +1,211 @@
+using Microsoft.Extensions.Time.Testing;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Hal.Simulated;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.UnitTests;
+
+/// <summary>The apply transaction and the confirm timer over the simulated service manager.</summary>
+public class ServiceTransactionTests
+{
+    private static readonly TimeSpan ConfirmTimeout = TimeSpan.FromMinutes(2);
+    private string _root = "";
+    private StateStore _store = null!;
+    private FakeTimeProvider _time = null!;
+    private SimulatedServiceManager _manager = null!;
+    private readonly List<string> _log = [];
+
+    [SetUp]
+    public void SetUp()
+    {
+        _root = Path.Combine(Path.GetTempPath(), "tsunagu-tx-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(_root);
+        _store = StateStore.Open(_root);
+        _time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        _manager = new SimulatedServiceManager();
+        _log.Clear();
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        _store.Dispose();
+        Directory.Delete(_root, recursive: true);
+    }
+
+    private ServiceApplier NewApplier() => new(_root, _manager,
+        ServiceConfigTests.WithHdd with { RunDirectory = Path.Combine(_root, "run"), StateDirectory = Path.Combine(_root, "state") },
+        _store, _time, _log.Add, ConfirmTimeout);
+
+    private static ServiceConfiguration Config(int port) =>
+        ServiceConfigTests.Valid() with { Firewall = ServiceConfigTests.Valid().Firewall with { PortForwards = [new PortForward("tcp", port, "192.168.10.20", 80)] } };
+
+    [Test]
+    public async Task Boot_without_configuration_runs_the_fail_closed_firewall_alone()
+    {
+        using var applier = NewApplier();
+        await applier.StartAsync(CancellationToken.None);
+        Assert.That(_manager.Running, Is.EqualTo(new[] { "firewall" }));
+        Assert.That(File.ReadAllText(Path.Combine(applier.Root, "fail-closed.nft")), Does.Contain("policy drop"));
+    }
+
+    [Test]
+    public async Task Only_the_service_whose_configuration_changed_is_reloaded()
+    {
+        using var applier = NewApplier();
+        await applier.StartAsync(CancellationToken.None);
+        await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        _manager.Events.Clear();
+        var report = await applier.ApplyAsync(2, Config(8081), CancellationToken.None);
+        Assert.That(_manager.Events.Where(e => !e.StartsWith("validate", StringComparison.Ordinal)), Is.EqualTo(new[] { "reload firewall" }));
+        Assert.That(report.Changes.Unchanged, Is.EqualTo(new[] { "lan", "dnsmasq", "wireguard", "squid" }));
+    }
+
+    [Test]
+    public async Task A_configuration_refused_by_a_checker_changes_nothing()
+    {
+        using var applier = NewApplier();
+        await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        _manager.Events.Clear();
+        _manager.RefuseChecks["dnsmasq"] = "bad option at line 3";
+        var e = Assert.ThrowsAsync<ServiceApplyException>(() => applier.ApplyAsync(2, Config(8081), CancellationToken.None));
+        Assert.That(e!.Step, Is.EqualTo("validate"));
+        Assert.That(e.Message, Does.Contain("dnsmasq").And.Contain("bad option at line 3"));
+        Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+        Assert.That(_manager.Events.Where(x => !x.StartsWith("validate", StringComparison.Ordinal)), Is.Empty, "nothing was reloaded");
+        Assert.That(Directory.Exists(Path.Combine(applier.Root, "rev-2")), Is.False);
+    }
+
+    [Test]
+    public async Task A_failed_health_check_restores_the_previous_revision_and_says_why()
+    {
+        using var applier = NewApplier();
+        await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        await applier.ConfirmAsync(CancellationToken.None);
+        _manager.Unhealthy.Add("firewall");
+        _manager.Events.Clear();
+        var e = Assert.ThrowsAsync<ServiceApplyException>(() => applier.ApplyAsync(2, Config(8081), CancellationToken.None));
+        _manager.Unhealthy.Clear();
+        Assert.That(e!.Step, Is.EqualTo("health check"));
+        Assert.That(e.Message, Does.Contain("firewall: simulated failure"));
+        Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+        Assert.That(_manager.Events.Where(x => !x.StartsWith("validate", StringComparison.Ordinal)), Is.EqualTo(new[] { "reload firewall", "reload firewall" }));
+        Assert.That(_store.Get(StateKeys.ServiceTransaction, FirmwareJson.Default.ServiceTransaction), Is.Null);
+        Assert.That(File.ReadAllText(Path.Combine(applier.Root, "current", "nftables.nft")), Does.Contain("dport 8080"));
+    }
+
+    [Test]
+    public async Task A_restart_in_the_middle_of_an_apply_recovers_the_previous_revision()
+    {
+        using (var applier = NewApplier())
+        {
+            await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+            await applier.ConfirmAsync(CancellationToken.None);
+        }
+        // the supervisor died after the swap, before the commit: the transaction record and the link say so
+        using (var cts = new CancellationTokenSource())
+        using (var reference = NewApplier())
+        using (var dying = new ServiceApplier(_root, new CrashingManager(_manager, cts), reference.Environment, _store, _time, _log.Add, ConfirmTimeout))
+        {
+            Assert.CatchAsync<OperationCanceledException>(() => dying.ApplyAsync(2, Config(8081), cts.Token));
+            Assert.That(dying.CurrentRevision(), Is.EqualTo(2), "killed between swap and commit");
+            Assert.That(_store.Get(StateKeys.ServiceTransaction, FirmwareJson.Default.ServiceTransaction)!.Previous, Is.EqualTo(1));
+        }
+        await _manager.StopAllAsync(CancellationToken.None); // the daemons died with it
+        using (var applier = NewApplier())
+        {
+            await applier.StartAsync(CancellationToken.None);
+            Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+            Assert.That(Directory.Exists(Path.Combine(applier.Root, "rev-2")), Is.False);
+            Assert.That(_store.Get(StateKeys.ServiceTransaction, FirmwareJson.Default.ServiceTransaction), Is.Null);
+            Assert.That(_manager.Running, Is.EqualTo(new[] { "firewall", "lan", "dnsmasq", "wireguard", "squid" }));
+            Assert.That(_log, Has.Some.Contains("apply of revision 2 was interrupted; restoring revision 1"));
+        }
+    }
+
+    [Test]
+    public async Task Unconfirmed_revision_is_reverted_when_the_host_is_not_reached_in_time()
+    {
+        using var applier = NewApplier();
+        var reverted = new List<int>();
+        applier.Reverted += (revision, _) => reverted.Add(revision);
+        await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        Assert.That(await applier.ConfirmAsync(CancellationToken.None), Is.True);
+        await applier.ApplyAsync(2, Config(8081), CancellationToken.None);
+        Assert.That(applier.Pending!.Deadline, Is.EqualTo(_time.GetUtcNow() + ConfirmTimeout));
+        _time.Advance(ConfirmTimeout - TimeSpan.FromSeconds(1));
+        Assert.That(applier.CurrentRevision(), Is.EqualTo(2), "not yet");
+        _time.Advance(TimeSpan.FromSeconds(1));
+        await applier.ConfirmTimer!;
+        Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+        Assert.That(reverted, Is.EqualTo(new[] { 2 }));
+        Assert.That(applier.Pending, Is.Null);
+        var applied = _store.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig)!;
+        Assert.That(applied.Revision, Is.EqualTo(2));
+        Assert.That(applied.Error, Does.StartWith("reverted to revision 1: the host was not reached within 120 s"));
+    }
+
+    [Test]
+    public async Task Confirmation_before_the_deadline_keeps_the_new_revision()
+    {
+        using var applier = NewApplier();
+        await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        await applier.ConfirmAsync(CancellationToken.None);
+        await applier.ApplyAsync(2, Config(8081), CancellationToken.None);
+        var timer = applier.ConfirmTimer!;
+        _time.Advance(TimeSpan.FromSeconds(30));
+        Assert.That(await applier.ConfirmAsync(CancellationToken.None), Is.True);
+        await timer;
+        _time.Advance(ConfirmTimeout * 2);
+        Assert.That(applier.CurrentRevision(), Is.EqualTo(2));
+        Assert.That(applier.ConfirmedRevision, Is.EqualTo(2));
+        Assert.That(Directory.GetDirectories(applier.Root, "rev-*").Select(Path.GetFileName), Is.EqualTo(new[] { "rev-2" }));
+    }
+
+    [TestCase(false, TestName = "Confirm_timer_survives_a_restart_and_fires_later")]
+    [TestCase(true, TestName = "Confirm_deadline_that_passed_while_down_reverts_at_boot")]
+    public async Task Confirm_timer_survives_a_restart(bool deadlinePassedWhileDown)
+    {
+        using (var applier = NewApplier())
+        {
+            await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+            await applier.ConfirmAsync(CancellationToken.None);
+            await applier.ApplyAsync(2, Config(8081), CancellationToken.None);
+            _time.Advance(TimeSpan.FromSeconds(60));
+        }
+        await _manager.StopAllAsync(CancellationToken.None); // power cut: daemons and timers gone, the store stays
+        if (deadlinePassedWhileDown) { _time.Advance(TimeSpan.FromMinutes(10)); }
+        using (var applier = NewApplier())
+        {
+            await applier.StartAsync(CancellationToken.None);
+            if (!deadlinePassedWhileDown)
+            {
+                Assert.That(applier.CurrentRevision(), Is.EqualTo(2), "still within the deadline after the restart");
+                _time.Advance(TimeSpan.FromSeconds(60));
+                await applier.ConfirmTimer!;
+            }
+            Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+            Assert.That(_manager.Running, Is.EqualTo(new[] { "firewall", "lan", "dnsmasq", "wireguard", "squid" }));
+            Assert.That(File.ReadAllText(Path.Combine(applier.Root, "current", "nftables.nft")), Does.Contain("dport 8080"));
+        }
+    }
+
+    /// <summary>Passes through to the simulated manager, but "kills the supervisor" (cancels) during the reload.</summary>
+    private sealed class CrashingManager(SimulatedServiceManager inner, CancellationTokenSource kill) : IServiceManager
+    {
+        public Task ValidateAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct) => inner.ValidateAsync(services, ct);
+
+        public async Task<ServiceChanges> ApplyAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct)
+        {
+            await kill.CancelAsync();
+            ct.ThrowIfCancellationRequested();
+            return await inner.ApplyAsync(services, ct);
+        }
+
+        public Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken ct) => inner.CheckHealthAsync(ct);
+        public IReadOnlyList<ServiceStatus> Status() => inner.Status();
+        public Task StopAllAsync(CancellationToken ct) => inner.StopAllAsync(ct);
+    }
+}
