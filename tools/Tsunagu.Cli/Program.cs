@@ -135,5 +135,6 @@ root.Subcommands.Add(units);
 foreach (var c in CatalogueCommands.Create(connection, Connect, Guard)) { root.Subcommands.Add(c); }
 
 root.Subcommands.Add(BundleCommands.Create());
+root.Subcommands.Add(FleetSimCommand.Create());
 
 return await root.Parse(args).InvokeAsync();
