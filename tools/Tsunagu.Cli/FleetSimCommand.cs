@@ -30,14 +30,19 @@ public static class FleetSimCommand
         var timeout = new Option<double>("--timeout") { Description = "seconds each scenario may take", DefaultValueFactory = _ => 300 };
         var backoffBase = new Option<double>("--backoff-base") { Description = "units' backoff base, seconds", DefaultValueFactory = _ => 1 };
         var backoffCap = new Option<double>("--backoff-cap") { Description = "units' backoff cap, seconds", DefaultValueFactory = _ => 30 };
+        var minThreads = new Option<int>("--min-threads") { Description = "thread pool minimum (units block on file I/O; 0 keeps the runtime's)", DefaultValueFactory = _ => 0 };
         var json = new Option<string?>("--json") { Description = "also write the reports to this JSON file" };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
             units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, spread, timeout,
-            backoffBase, backoffCap, json,
+            backoffBase, backoffCap, minThreads, json,
         };
         command.SetAction(async (r, ct) =>
         {
+            if (r.GetValue(minThreads) is > 0 and var threads)
+            {
+                ThreadPool.SetMinThreads(threads, threads);
+            }
             var text = r.GetValue(scenario)!;
             var settings = new FleetSimSettings
             {
