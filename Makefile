@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps restore build test unit-test integration-test system-test run clean
+.PHONY: all deps restore build test unit-test integration-test system-test run bench clean
 
 all: build
 
@@ -43,6 +43,15 @@ system-test: build
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
 run: build
 	$(DOTNET) $(CLI) demo --units $(UNITS) --port $(PORT) --mqtt-port $(MQTT_PORT) --check-interval $(CHECK_INTERVAL) --data $(DEMO_DATA)
+
+# Benchmarks (not part of `make test`): each figure paired with a reference run in the same job on loopback
+# (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get).
+BENCH_SECONDS ?= 5
+bench: deps
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "error: make bench needs nginx (apt-get install nginx-light)" >&2; exit 1; }
+	@command -v openssl >/dev/null || { echo "error: make bench needs openssl" >&2; exit 1; }
+	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
+	BENCH_SECONDS=$(BENCH_SECONDS) $(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench bench/results.json
 
 clean:
 	$(DOTNET) clean Tsunagu.slnx -c $(CONFIGURATION) >/dev/null

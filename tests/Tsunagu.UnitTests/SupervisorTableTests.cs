@@ -178,7 +178,8 @@ public class SupervisorTableTests
     public void Backoff_honours_a_server_retry_after_as_a_floor_but_not_past_the_cap()
     {
         var backoff = new Backoff(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(5), new Random(1));
-        Assert.That(backoff.Next(TimeSpan.FromSeconds(3)), Is.EqualTo(TimeSpan.FromSeconds(3)));
+        var first = backoff.Next(TimeSpan.FromSeconds(3));
+        Assert.That(first, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(3)).And.LessThanOrEqualTo(TimeSpan.FromSeconds(3.1)), "floor plus jitter of up to base");
         Assert.That(backoff.Next(TimeSpan.FromSeconds(60)), Is.EqualTo(TimeSpan.FromSeconds(5)));
         backoff.Reset();
         Assert.That(backoff.Attempt, Is.Zero);

@@ -136,6 +136,7 @@ foreach (var c in CatalogueCommands.Create(connection, Connect, Guard)) { root.S
 root.Subcommands.Add(MediaCommands.Create(connection, Connect, Guard));
 
 root.Subcommands.Add(BundleCommands.Create());
+root.Subcommands.Add(FleetSimCommand.Create());
 
 // ---- services render: preview what a service configuration renders to ---------------------------------------
 var configArgument = new Argument<string>("CONFIG") { Description = "service configuration (JSON, as the host sends it)" };

@@ -1,5 +1,6 @@
 using Tsunagu.Cli.Factory;
 using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
@@ -12,6 +13,12 @@ public sealed class FleetUnit(string mac, SimulatedUnit hardware)
 
     public string Mac { get; } = mac;
     public SimulatedUnit Hardware { get; } = hardware;
+
+    /// <summary>What the supervisor runs on: the simulated hardware, possibly with another network in front.</summary>
+    public UnitHardware Board { get; internal set; } = hardware.Hardware;
+
+    /// <summary>Requests, failures and retries of this unit, when the fleet meters its network.</summary>
+    public UnitMeter Meter { get; } = new();
 
     /// <summary>The supervisor of the current power-on.</summary>
     public Supervisor Supervisor
@@ -46,20 +53,28 @@ public sealed class SimulatedFleet(string root, SupervisorOptions options, Actio
         DirectoryPromPartition.Build(PromDirectory, osVersion, factoryApplications);
     }
 
-    /// <summary>Burns a unit's factory partition (does not start it).</summary>
-    public async Task<FleetUnit> AddUnitAsync(FactoryIdentity identity, CancellationToken ct)
+    /// <summary>
+    /// Burns a unit's factory partition (does not start it). <paramref name="network"/> puts another network
+    /// (a meter, a shared connection pool) in front of the unit's simulated WAN link.
+    /// </summary>
+    public async Task<FleetUnit> AddUnitAsync(FactoryIdentity identity, CancellationToken ct,
+        Func<FleetUnit, INetworkAccess>? network = null)
     {
         var dir = Path.Combine(root, "units", MacAddress.Compact(identity.Mac));
         await DirectoryFactoryPartition.BurnAsync(Path.Combine(dir, "factory"), identity, ct);
         var hardware = new SimulatedUnit(dir, PromDirectory);
         var unit = new FleetUnit(identity.Mac, hardware);
+        if (network is not null)
+        {
+            unit.Board = hardware.Hardware with { Network = network(unit) };
+        }
         _units.Add(unit);
         return unit;
     }
 
-    private Supervisor NewSupervisor(FleetUnit unit, SimulatedUnit hardware)
+    private Supervisor NewSupervisor(FleetUnit unit)
     {
-        var supervisor = new Supervisor(hardware.Hardware, options, log: message => onLog?.Invoke(unit, message));
+        var supervisor = new Supervisor(unit.Board, options, log: message => onLog?.Invoke(unit, message));
         supervisor.StateChanged += change => onChange?.Invoke(unit, change);
         return supervisor;
     }
@@ -69,7 +84,7 @@ public sealed class SimulatedFleet(string root, SupervisorOptions options, Actio
     {
         if (!unit.Running.IsCompleted) { throw new InvalidOperationException($"unit {unit.Mac} is already running"); }
         unit.Stop = new CancellationTokenSource();
-        unit.Supervisor = NewSupervisor(unit, unit.Hardware);
+        unit.Supervisor = NewSupervisor(unit);
         var supervisor = unit.Supervisor;
         var token = unit.Stop.Token;
         unit.Running = Task.Run(() => supervisor.RunAsync(token), CancellationToken.None);

@@ -1,0 +1,387 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
+using Tsunagu.Server;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Demo;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Cli.Fleet;
+
+/// <summary>The scenarios of <c>tsunagu fleetsim</c>.</summary>
+public static class FleetScenarios
+{
+    public const string FirstBoot = "first-boot";
+    public const string DailyCheck = "daily-check";
+    public const string ForcedCheck = "forced-check";
+    public const string PowerCut = "power-cut";
+    public const string SubscriberWave = "subscriber-wave";
+
+    public static readonly IReadOnlyList<string> All = [FirstBoot, DailyCheck, ForcedCheck, PowerCut, SubscriberWave];
+}
+
+/// <summary>A fleet simulation could not be set up or run (bad settings, a server that refuses the operator...).</summary>
+public sealed class FleetSimulationException(string message, Exception? inner = null) : Exception(message, inner);
+
+public sealed record FleetSimSettings
+{
+    public int Units { get; init; } = 100;
+    public IReadOnlyList<string> Scenarios { get; init; } = FleetScenarios.All;
+    public string DataDirectory { get; init; } = ".tsunagu/fleetsim";
+
+    /// <summary>An external server; null runs one in this process (SQLite, embedded broker).</summary>
+    public Uri? Server { get; init; }
+    public string? ServerCertificate { get; init; }
+    public string? UnitKeyFile { get; init; }
+    public string? OperatorPassword { get; init; }
+
+    /// <summary>Units share one connection pool of <see cref="MaxConnections"/> (else each opens its own).</summary>
+    public bool SharedConnections { get; init; } = true;
+    public int MaxConnections { get; init; } = 256;
+
+    /// <summary>Units connect to the broker (needed by forced-check and subscriber-wave).</summary>
+    public bool Push { get; init; } = true;
+
+    /// <summary>In-process server limits (<see cref="ServerOptions.MaxConcurrentRequests"/>, <see cref="ServerOptions.RequestQueueLimit"/>).</summary>
+    public int? MaxConcurrentRequests { get; init; }
+    public int? RequestQueueLimit { get; init; }
+
+    /// <summary>daily-check: the units' periodic checks fall uniformly in this window (the 24 h +/-10% spread, compressed).</summary>
+    public TimeSpan DailySpread { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan ScenarioTimeout { get; init; } = TimeSpan.FromMinutes(5);
+    public TimeSpan BackoffBase { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan BackoffCap { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>What one scenario measured.</summary>
+public sealed record ScenarioReport(
+    string Scenario, int Units, int Completed, TimeSpan Elapsed, long Requests, double RequestsPerUnit, long MaxRequestsPerUnit,
+    long Retries, double RetriesPerUnit, long MaxRetriesPerUnit, IReadOnlyDictionary<string, long> Errors,
+    TimeSpan P50, TimeSpan P95, TimeSpan P99, TimeSpan Max, TimeSpan ProcessCpu, long PeakWorkingSetBytes, string? Note)
+{
+    /// <summary>Attempts per unit: the first try plus each retry.</summary>
+    public double AttemptsPerUnit => 1 + RetriesPerUnit;
+    public bool AllCompleted => Completed == Units;
+}
+
+/// <summary>
+/// N simulated units (the real supervisor over the simulated HAL) against a server, through the scenarios of
+/// the fleet simulator, measuring each with a <see cref="FleetMeter"/> on every unit's network.
+/// </summary>
+public sealed class FleetSimulation : IAsyncDisposable
+{
+    private readonly FleetSimSettings _settings;
+    private readonly Action<string> _progress;
+    private readonly FleetMeter _meter = new();
+    private readonly string _root;
+    private SharedConnections? _pool;
+    private SimulatedFleet? _fleet;
+    private WebApplication? _app;
+    private ServerOptions? _serverOptions;
+    private Uri _server = new("https://127.0.0.1/");
+    private string _pin = "";
+    private string _password = "";
+    private ECDsa? _releaseKey;
+
+    public FleetSimulation(FleetSimSettings settings, Action<string> progress)
+    {
+        if (settings.Units < 1) { throw new FleetSimulationException($"--units {settings.Units}: at least one unit"); }
+        var unknown = settings.Scenarios.Where(s => !FleetScenarios.All.Contains(s)).ToList();
+        if (unknown.Count > 0) { throw new FleetSimulationException($"unknown scenario(s) {string.Join(", ", unknown)}; known: {string.Join(", ", FleetScenarios.All)}"); }
+        if (settings.Server is not null && (settings.ServerCertificate is null || settings.UnitKeyFile is null || settings.OperatorPassword is null))
+        {
+            throw new FleetSimulationException("an external --server needs --server-cert, --unit-key and the operator password");
+        }
+        if (!settings.Push && settings.Scenarios.Any(s => s is FleetScenarios.ForcedCheck or FleetScenarios.SubscriberWave))
+        {
+            throw new FleetSimulationException("forced-check and subscriber-wave push a check to every unit: they need push (drop --no-push)");
+        }
+        _settings = settings;
+        _progress = progress;
+        _root = Path.GetFullPath(settings.DataDirectory);
+    }
+
+    public FleetMeter Meter => _meter;
+    public SimulatedFleet Fleet => _fleet ?? throw new InvalidOperationException("the simulation has not been set up");
+
+    /// <summary>Runs first-boot (always: every other scenario starts from a Ready fleet) and then each scenario asked for.</summary>
+    public async Task<List<ScenarioReport>> RunAsync(CancellationToken ct)
+    {
+        await SetUpAsync(ct);
+        var reports = new List<ScenarioReport>();
+        foreach (var scenario in FleetScenarios.All.Where(s => s == FleetScenarios.FirstBoot || _settings.Scenarios.Contains(s)))
+        {
+            _progress($"scenario {scenario}: {_settings.Units} units");
+            var report = await RunScenarioAsync(scenario, ct);
+            reports.Add(report);
+            _progress(Describe(report));
+            if (!report.AllCompleted)
+            {
+                _progress($"stopping: {report.Units - report.Completed} unit(s) did not complete {scenario}");
+                break;
+            }
+        }
+        return reports;
+    }
+
+    private async Task SetUpAsync(CancellationToken ct)
+    {
+        if (Directory.Exists(_root)) { Directory.Delete(_root, recursive: true); }
+        Directory.CreateDirectory(_root);
+        byte[] unitKey;
+        if (_settings.Server is null)
+        {
+            _serverOptions = new ServerOptions
+            {
+                DataDirectory = Path.Combine(_root, "server"),
+                Port = FreePort(),
+                MqttPort = _settings.Push ? FreePort() : -1,
+            };
+            if (_settings.MaxConcurrentRequests is { } max) { _serverOptions.MaxConcurrentRequests = max; }
+            if (_settings.RequestQueueLimit is { } queue) { _serverOptions.RequestQueueLimit = queue; }
+            _releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            _app = ServerHost.Build(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
+            _password = DemoCatalogue.Seed(_app.Services.GetRequiredService<TsunaguStore>(), _app.Services.GetRequiredService<ArtifactStore>(), _releaseKey);
+            await _app.StartAsync(ct);
+            _server = new Uri(ServerHost.BaseUrl(_app));
+            _pin = OperatorClient.PinFromPemFile(Path.Combine(_serverOptions.DataDirectory, "tls", Server.Security.ServerCertificate.PemFile));
+            unitKey = _app.Services.GetRequiredService<Server.Apis.UnitKey>().Bytes;
+            _progress($"server      {_server} (in this process, SQLite, {(_settings.Push ? $"embedded broker on port {_serverOptions.MqttPort}" : "no push")}, " +
+                      $"{_serverOptions.MaxConcurrentRequests} concurrent requests + {_serverOptions.RequestQueueLimit} queued)");
+        }
+        else
+        {
+            _server = _settings.Server;
+            _pin = OperatorClient.PinFromPemFile(_settings.ServerCertificate!);
+            _password = _settings.OperatorPassword!;
+            unitKey = FactoryIdentities.ReadUnitKey(_settings.UnitKeyFile!);
+            _progress($"server      {_server} (external)");
+        }
+
+        var supervisorOptions = new SupervisorOptions
+        {
+            CheckInterval = TimeSpan.FromDays(1),
+            BackoffBase = _settings.BackoffBase,
+            BackoffCap = _settings.BackoffCap,
+            RefusedRetryInterval = TimeSpan.FromMinutes(1),
+        };
+        _fleet = new SimulatedFleet(Path.Combine(_root, "fleet"), supervisorOptions, (unit, change) =>
+        {
+            if (change.Outcome == Outcome.Retry) { unit.Meter.CountRetry(); }
+        });
+        _fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
+        _pool = _settings.SharedConnections ? new SharedConnections([_pin], _settings.MaxConnections) : null;
+
+        // release key: the in-process server's demo bundle is signed with ours; an external server's demo bundle is not
+        // verifiable by these units, so against an external server they are given no release key and refuse the update
+        var releaseKeys = _releaseKey is null ? Array.Empty<string>() : [ReleaseKeys.PublicKeyBase64(_releaseKey)];
+        var started = Stopwatch.StartNew();
+        var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber\n");
+        for (var i = 1; i <= _settings.Units; i++)
+        {
+            var mac = SimulatedFleet.MacFor(i);
+            var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"SIM-{i:D6}", DemoCatalogue.HardwareVersion, "simulated",
+                _server.ToString(), new WanAccount("pppoe", $"setup-{MacAddress.Compact(mac)}", "provisional"), [_pin], releaseKeys), unitKey);
+            await _fleet.AddUnitAsync(identity, ct, unit => new MeteredNetwork(unit.Hardware.Wan, _meter, unit.Meter, _pool));
+            csv.Append(CultureInfo.InvariantCulture, $"{mac},SIM-{i:D6},{DemoCatalogue.HardwareVersion},pppoe,user{i}@isp.example,isp-{i},unit{i}.example,\n");
+        }
+        using (var client = Operator())
+        {
+            await client.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
+        }
+        _progress($"fleet       {_settings.Units} units burned and registered in {started.Elapsed.TotalSeconds:0.0} s " +
+                  $"({(_pool is null ? "a connection pool per unit" : $"one shared pool of up to {_settings.MaxConnections} connections")})");
+    }
+
+    private OperatorClient Operator() => new(_server, DemoCatalogue.OperatorName, _password, [_pin]);
+
+    private async Task<ScenarioReport> RunScenarioAsync(string scenario, CancellationToken ct)
+    {
+        var units = Fleet.Units;
+        if (scenario != FleetScenarios.FirstBoot && scenario != FleetScenarios.PowerCut && _settings.Push)
+        {
+            await WaitAsync(() => units.All(u => u.Supervisor.Context.Push is { IsConnected: true }), "every unit connected to the broker", ct);
+        }
+        var before = units.Select(u => (u.Meter.Requests, u.Meter.Retries, u.Meter.ReadyAcks)).ToArray();
+        string? note = null;
+        var cpu0 = Environment.CpuUsage.TotalTime;
+        _meter.Reset();
+        var clock = Stopwatch.StartNew();
+        switch (scenario)
+        {
+            case FleetScenarios.FirstBoot:
+                Fleet.StartAll();
+                break;
+            case FleetScenarios.DailyCheck:
+                // the periodic timers of N units, spread uniformly over the window (what CheckJitter does over a day)
+                _ = Task.Run(async () =>
+                {
+                    var order = units.OrderBy(_ => Random.Shared.Next()).ToList();
+                    for (var i = 0; i < order.Count; i++)
+                    {
+                        var due = _settings.DailySpread * i / order.Count;
+                        if (due > clock.Elapsed) { await Task.Delay(due - clock.Elapsed, ct); }
+                        order[i].Supervisor.RequestCheck(forced: false);
+                    }
+                }, ct);
+                note = $"periodic checks spread over {_settings.DailySpread.TotalSeconds:0} s";
+                break;
+            case FleetScenarios.ForcedCheck:
+            {
+                using var client = Operator();
+                var result = await client.ForceCheckAsync(new ForceCheckRequest(null, DemoCatalogue.Pattern2, 5), ct);
+                note = $"one operator request; {result.Notified.Count} push(es) published";
+                break;
+            }
+            case FleetScenarios.PowerCut:
+                note = await PowerCutAsync(ct);
+                break;
+            case FleetScenarios.SubscriberWave:
+            {
+                var revisions = await ChangeEveryUnitsServicesAsync(ct);
+                using var client = Operator();
+                await client.ForceCheckAsync(new ForceCheckRequest(null, DemoCatalogue.Pattern2, 3), ct);
+                note = $"{units.Count} service configuration changes by the operator API, then one forced check";
+                _revisions = revisions;
+                break;
+            }
+        }
+        await WaitAsync(() => Done(units, before), $"{scenario}: every unit Ready again", ct, _settings.ScenarioTimeout, throwOnTimeout: false);
+        var elapsed = clock.Elapsed;
+        var cpu = Environment.CpuUsage.TotalTime - cpu0;
+        if (scenario == FleetScenarios.SubscriberWave)
+        {
+            note += "; " + await CountAppliedAsync(ct);
+        }
+
+        var completed = units.Select((u, i) => u.Meter.ReadyAcks > before[i].ReadyAcks ? 1 : 0).Sum();
+        var requests = units.Select((u, i) => u.Meter.Requests - before[i].Requests).ToArray();
+        var retries = units.Select((u, i) => u.Meter.Retries - before[i].Retries).ToArray();
+        var ticks = _meter.LatencyTicks.ToArray();
+        Array.Sort(ticks);
+        if (!Done(units, before))
+        {
+            var stuck = units.Select((u, i) => (u, i)).Where(x => x.u.Meter.ReadyAcks <= before[x.i].ReadyAcks).Take(3)
+                .Select(x => $"{x.u.Mac} in {x.u.Supervisor.State}: {x.u.Supervisor.Context.LastError ?? "no error"}");
+            note = (note is null ? "" : note + "; ") + "not completed, e.g. " + string.Join(" | ", stuck);
+        }
+        using var self = Process.GetCurrentProcess();
+        return new ScenarioReport(scenario, units.Count, completed, elapsed, requests.Sum(), requests.Average(), requests.Max(),
+            retries.Sum(), retries.Average(), retries.Max(), new SortedDictionary<string, long>(_meter.Errors.ToDictionary()),
+            FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95), FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100),
+            cpu, self.PeakWorkingSet64, note);
+    }
+
+    private Dictionary<string, int> _revisions = [];
+
+    private static bool Done(IReadOnlyList<FleetUnit> units, (long Requests, long Retries, long ReadyAcks)[] before)
+    {
+        for (var i = 0; i < units.Count; i++)
+        {
+            if (units[i].Meter.ReadyAcks <= before[i].ReadyAcks) { return false; }
+        }
+        return true;
+    }
+
+    /// <summary>Every unit loses power; the server restarts (in-process server); every unit powers on at the same moment.</summary>
+    private async Task<string> PowerCutAsync(CancellationToken ct)
+    {
+        await Task.WhenAll(Fleet.Units.Select(u => Fleet.PowerOffAsync(u)));
+        var note = "all units powered off and on at once";
+        if (_app is not null && _serverOptions is not null)
+        {
+            await _app.StopAsync(ct);
+            await _app.DisposeAsync();
+            _app = ServerHost.Build(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
+            await _app.StartAsync(ct);
+            note = "server restarted, then " + note;
+        }
+        Fleet.StartAll();
+        return note;
+    }
+
+    /// <summary>One new service configuration per unit (a subscriber's change: a port forward and a blocked domain).</summary>
+    private async Task<Dictionary<string, int>> ChangeEveryUnitsServicesAsync(CancellationToken ct)
+    {
+        var revisions = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        using var client = Operator();
+        var baseConfig = DemoCatalogue.StandardServices;
+        await Parallel.ForEachAsync(Fleet.Units.Select((u, i) => (u, i)), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (x, token) =>
+        {
+            var config = baseConfig with
+            {
+                Firewall = baseConfig.Firewall with { PortForwards = [.. baseConfig.Firewall.PortForwards, new PortForward("tcp", 9000 + x.i % 1000, "192.168.10.30", 22)] },
+                ContentFilter = baseConfig.ContentFilter with { BlockedDomains = [.. baseConfig.ContentFilter.BlockedDomains, $"blocked{x.i}.example"] },
+            };
+            var body = await client.SendJsonAsync(HttpMethod.Put, $"{Routes.Units}/{x.u.Mac}/service-config", config, token);
+            using var doc = System.Text.Json.JsonDocument.Parse(body);
+            revisions[x.u.Mac] = doc.RootElement.GetProperty("revision").GetInt32();
+        });
+        return revisions.ToDictionary();
+    }
+
+    private async Task<string> CountAppliedAsync(CancellationToken ct)
+    {
+        using var client = Operator();
+        var views = await client.ListUnitsAsync(null, null, ct);
+        var applied = views.Count(v => _revisions.TryGetValue(v.Mac, out var r) && v.AppliedConfigRevision == r);
+        return $"{applied}/{_revisions.Count} units applied their new revision";
+    }
+
+    private static async Task WaitAsync(Func<bool> condition, string what, CancellationToken ct, TimeSpan? timeout = null, bool throwOnTimeout = true)
+    {
+        var deadline = Stopwatch.StartNew();
+        var limit = timeout ?? TimeSpan.FromMinutes(2);
+        while (!condition())
+        {
+            if (deadline.Elapsed > limit)
+            {
+                if (throwOnTimeout) { throw new FleetSimulationException($"timed out after {limit.TotalSeconds:0} s waiting for {what}"); }
+                return;
+            }
+            await Task.Delay(20, ct);
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public static string Describe(ScenarioReport r)
+    {
+        var errors = r.Errors.Count == 0 ? "none" : string.Join(", ", r.Errors.Select(e => $"{e.Key}: {e.Value}"));
+        var c = CultureInfo.InvariantCulture;
+        var text = new StringBuilder()
+            .Append(c, $"  {r.Scenario,-16} {r.Completed}/{r.Units} done in {r.Elapsed.TotalSeconds:0.00} s | requests/unit {r.RequestsPerUnit:0.00} (max {r.MaxRequestsPerUnit}) | ")
+            .Append(c, $"retries/unit {r.RetriesPerUnit:0.00} (max {r.MaxRetriesPerUnit}), attempts/unit {r.AttemptsPerUnit:0.00} | errors {errors} | ")
+            .Append(c, $"latency p50 {r.P50.TotalMilliseconds:0.0} ms p95 {r.P95.TotalMilliseconds:0.0} ms p99 {r.P99.TotalMilliseconds:0.0} ms max {r.Max.TotalMilliseconds:0} ms | ")
+            .Append(c, $"process CPU {r.ProcessCpu.TotalSeconds:0.0} s, peak RSS {r.PeakWorkingSetBytes / 1048576} MiB");
+        if (r.Note is not null) { text.Append(c, $"\n  {"",-16} {r.Note}"); }
+        return text.ToString();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_fleet is not null) { await _fleet.DisposeAsync(); }
+        _pool?.Dispose();
+        if (_app is not null)
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+        _releaseKey?.Dispose();
+    }
+}

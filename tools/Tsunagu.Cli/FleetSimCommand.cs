@@ -1,0 +1,96 @@
+using System.CommandLine;
+using Tsunagu.Cli.Factory;
+using System.Text.Json;
+using Tsunagu.Cli.Fleet;
+
+namespace Tsunagu.Cli;
+
+/// <summary>`tsunagu fleetsim`: N simulated units through the fleet scenarios, with a report per scenario.</summary>
+public static class FleetSimCommand
+{
+    public static Command Create()
+    {
+        var units = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 100 };
+        var scenario = new Option<string>("--scenario")
+        {
+            Description = $"comma-separated scenarios, or 'all': {string.Join(", ", FleetScenarios.All)} (first-boot always runs first)",
+            DefaultValueFactory = _ => "all",
+        };
+        var data = new Option<string>("--data") { Description = "working directory (wiped first)", DefaultValueFactory = _ => ".tsunagu/fleetsim" };
+        var server = new Option<Uri?>("--server") { Description = "an external server; default: one in this process" };
+        var cert = new Option<string?>("--server-cert") { Description = "external server: its certificate (PEM)" };
+        var unitKey = new Option<string?>("--unit-key") { Description = "external server: the operator's unit key file" };
+        var password = new Option<string?>("--password") { Description = "external server: operator password (default $TSUNAGU_OPERATOR_PASSWORD)" };
+        var ownConnections = new Option<bool>("--own-connections") { Description = "each unit opens its own connections (default: one shared pool)" };
+        var maxConnections = new Option<int>("--max-connections") { Description = "size of the shared pool", DefaultValueFactory = _ => 256 };
+        var noPush = new Option<bool>("--no-push") { Description = "no broker: units do not connect over MQTT (forced-check and subscriber-wave need push)" };
+        var maxConcurrent = new Option<int?>("--server-max-concurrent") { Description = "in-process server: requests served at once" };
+        var queue = new Option<int?>("--server-queue") { Description = "in-process server: requests queued beyond that" };
+        var spread = new Option<double>("--daily-spread") { Description = "daily-check: seconds over which the periodic checks fall", DefaultValueFactory = _ => 10 };
+        var timeout = new Option<double>("--timeout") { Description = "seconds each scenario may take", DefaultValueFactory = _ => 300 };
+        var backoffBase = new Option<double>("--backoff-base") { Description = "units' backoff base, seconds", DefaultValueFactory = _ => 1 };
+        var backoffCap = new Option<double>("--backoff-cap") { Description = "units' backoff cap, seconds", DefaultValueFactory = _ => 30 };
+        var minThreads = new Option<int>("--min-threads") { Description = "thread pool minimum (units block on file I/O; 0 keeps the runtime's)", DefaultValueFactory = _ => 0 };
+        var json = new Option<string?>("--json") { Description = "also write the reports to this JSON file" };
+        var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
+        {
+            units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, spread, timeout,
+            backoffBase, backoffCap, minThreads, json,
+        };
+        command.SetAction(async (r, ct) =>
+        {
+            if (r.GetValue(minThreads) is > 0 and var threads)
+            {
+                ThreadPool.SetMinThreads(threads, threads);
+            }
+            var text = r.GetValue(scenario)!;
+            var settings = new FleetSimSettings
+            {
+                Units = r.GetValue(units),
+                Scenarios = text == "all" ? FleetScenarios.All : text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                DataDirectory = r.GetValue(data)!,
+                Server = r.GetValue(server),
+                ServerCertificate = r.GetValue(cert),
+                UnitKeyFile = r.GetValue(unitKey),
+                OperatorPassword = r.GetValue(password) ?? Environment.GetEnvironmentVariable("TSUNAGU_OPERATOR_PASSWORD"),
+                SharedConnections = !r.GetValue(ownConnections),
+                MaxConnections = r.GetValue(maxConnections),
+                Push = !r.GetValue(noPush),
+                MaxConcurrentRequests = r.GetValue(maxConcurrent),
+                RequestQueueLimit = r.GetValue(queue),
+                DailySpread = TimeSpan.FromSeconds(r.GetValue(spread)),
+                ScenarioTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
+                BackoffBase = TimeSpan.FromSeconds(r.GetValue(backoffBase)),
+                BackoffCap = TimeSpan.FromSeconds(r.GetValue(backoffCap)),
+            };
+            try
+            {
+                await using var simulation = new FleetSimulation(settings, Console.WriteLine);
+                var reports = await simulation.RunAsync(ct);
+                if (r.GetValue(json) is { } path)
+                {
+                    await File.WriteAllTextAsync(path, JsonSerializer.Serialize(reports.Select(ToJson).ToList(), JsonOptions), ct);
+                }
+                return reports.All(x => x.AllCompleted) ? 0 : 1;
+            }
+            catch (Exception e) when (e is FleetSimulationException or OperatorApiException or HttpRequestException or IOException)
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+
+    public static Dictionary<string, object?> ToJson(ScenarioReport r) => new()
+    {
+        ["scenario"] = r.Scenario, ["units"] = r.Units, ["completed"] = r.Completed, ["seconds"] = r.Elapsed.TotalSeconds,
+        ["requests"] = r.Requests, ["requestsPerUnit"] = r.RequestsPerUnit, ["maxRequestsPerUnit"] = r.MaxRequestsPerUnit,
+        ["retries"] = r.Retries, ["retriesPerUnit"] = r.RetriesPerUnit, ["maxRetriesPerUnit"] = r.MaxRetriesPerUnit,
+        ["attemptsPerUnit"] = r.AttemptsPerUnit, ["errors"] = r.Errors,
+        ["p50Ms"] = r.P50.TotalMilliseconds, ["p95Ms"] = r.P95.TotalMilliseconds, ["p99Ms"] = r.P99.TotalMilliseconds, ["maxMs"] = r.Max.TotalMilliseconds,
+        ["processCpuSeconds"] = r.ProcessCpu.TotalSeconds, ["peakWorkingSetBytes"] = r.PeakWorkingSetBytes, ["note"] = r.Note,
+    };
+}
