@@ -35,13 +35,15 @@ public static class ServerHost
         time ??= TimeProvider.System;
         builder.Services.AddSingleton(time);
         builder.Services.AddSingleton(options);
-        builder.Services.AddSingleton(new TsunaguStore(Database.Parse(options.Database, dataDirectory), time));
+        var database = Database.Parse(options.Database, dataDirectory);
+        database.BusyTimeout = options.DatabaseBusyTimeout;
+        builder.Services.AddSingleton(new TsunaguStore(database, time));
         builder.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
         builder.Services.AddSingleton<UnitAuthentication>();
         builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
-        builder.Services.AddTsunaguThrottling(options);
+        builder.Services.AddTsunaguThrottling(options, database.Kind);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {
@@ -66,6 +68,7 @@ public static class ServerHost
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseRateLimiter();
+        app.UseBusyDatabaseAnswers();
         if (options.HasRole("initial"))
         {
             app.MapProvisioningApi();

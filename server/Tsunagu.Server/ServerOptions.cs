@@ -53,7 +53,13 @@ public sealed class ServerOptions
     public int AuthAttemptsPerSourcePerMinute { get; set; } = 60_000;
 
     /// <summary>Requests served at once; beyond it up to <see cref="RequestQueueLimit"/> wait, the rest get 503 + Retry-After.</summary>
-    public int MaxConcurrentRequests { get; set; } = 512;
+    /// <remarks>Unset: 64 on SQLite (one writer at a time: more only queues inside the database), 512 on PostgreSQL.</remarks>
+    public int? MaxConcurrentRequests { get; set; }
+
+    /// <summary>SQLite: how long a write waits for the writer's lock before the request gets 503 + Retry-After.</summary>
+    public TimeSpan DatabaseBusyTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    public int ConcurrencyFor(Data.DatabaseKind database) => MaxConcurrentRequests ?? (database == Data.DatabaseKind.Sqlite ? 64 : 512);
     public int RequestQueueLimit { get; set; } = 2048;
 
     public bool HasRole(string role) => RoleList.Contains(role, StringComparer.OrdinalIgnoreCase);
@@ -70,7 +76,7 @@ public sealed class ServerOptions
         }
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
-        if (AuthAttemptsPerMacPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests < 1 || RequestQueueLimit < 0)
+        if (AuthAttemptsPerMacPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests is < 1 || RequestQueueLimit < 0)
         {
             throw new ArgumentException("Tsunagu: AuthAttemptsPerMacPerMinute, AuthAttemptsPerSourcePerMinute and MaxConcurrentRequests must be positive, RequestQueueLimit not negative");
         }

@@ -186,3 +186,45 @@ public class SafetyTests
         return await http.SendAsync(request);
     }
 }
+
+/// <summary>A busy database is overload: answered 503 + Retry-After at once, not a 500 after a long wait.</summary>
+[NonParallelizable]
+public class BusyDatabaseTests
+{
+    [SetUp]
+    public void SetUp()
+    {
+        TestServer.DatabaseKind.Value = "sqlite";
+        TestServer.Configure.Value = o => o.DatabaseBusyTimeout = TimeSpan.FromMilliseconds(300);
+    }
+
+    [TearDown]
+    public void TearDown() => TestServer.Configure.Value = null;
+
+    [Test]
+    public async Task A_write_that_finds_sqlite_locked_is_answered_503_with_retry_after()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var http = new HttpClient(new SocketsHttpHandler
+        {
+            SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
+        }) { BaseAddress = new Uri(server.Url) };
+        var file = Path.Combine(server.Root, "server", "tsunagu.db");
+        using (var holder = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={file};Pooling=False"))
+        {
+            holder.Open();
+            using var begin = holder.CreateCommand();
+            begin.CommandText = "BEGIN IMMEDIATE; INSERT INTO settings (key, value) VALUES ('lock-holder', 'x');";
+            begin.ExecuteNonQuery(); // this test now holds SQLite's only write lock
+
+            var started = DateTime.UtcNow;
+            var response = await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest("02:54:53:00:00:01"));
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
+            Assert.That(response.Headers.RetryAfter?.Delta, Is.GreaterThan(TimeSpan.Zero));
+            Assert.That(DateTime.UtcNow - started, Is.LessThan(TimeSpan.FromSeconds(5)), "answered after the configured busy wait, not 30 s");
+            Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("database is busy"));
+        }
+        // the lock is gone (rolled back with the connection): the same request succeeds
+        Assert.That((await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest("02:54:53:00:00:01"))).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+    }
+}

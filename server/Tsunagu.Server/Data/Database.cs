@@ -22,6 +22,9 @@ public sealed class Database
     }
 
     public DatabaseKind Kind { get; }
+
+    /// <summary>How long a SQLite write waits for the single writer's lock before the request is answered 503.</summary>
+    public TimeSpan BusyTimeout { get; set; } = TimeSpan.FromSeconds(10);
     public string ConnectionString { get; }
 
     /// <summary>For messages: the SQLite path, or the PostgreSQL host and database (never the password).</summary>
@@ -69,12 +72,15 @@ public sealed class Database
 
     public DbConnection Open()
     {
-        DbConnection connection = Kind == DatabaseKind.Sqlite ? new SqliteConnection(ConnectionString) : new NpgsqlConnection(ConnectionString);
+        // Microsoft.Data.Sqlite retries a busy database itself until the command timeout: that is the busy wait
+        DbConnection connection = Kind == DatabaseKind.Sqlite
+            ? new SqliteConnection(new SqliteConnectionStringBuilder(ConnectionString) { DefaultTimeout = Math.Max(1, (int)Math.Ceiling(BusyTimeout.TotalSeconds)) }.ToString())
+            : new NpgsqlConnection(ConnectionString);
         connection.Open();
         if (Kind == DatabaseKind.Sqlite)
         {
             using var pragma = connection.CreateCommand();
-            pragma.CommandText = "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=30000;";
+            pragma.CommandText = $"PRAGMA foreign_keys=ON; PRAGMA busy_timeout={(int)BusyTimeout.TotalMilliseconds};";
             pragma.ExecuteNonQuery();
         }
         return connection;

@@ -36,14 +36,14 @@ public static class Throttling
 {
     public const string UnitAuthPolicy = "unit-auth";
 
-    public static IServiceCollection AddTsunaguThrottling(this IServiceCollection services, ServerOptions options)
+    public static IServiceCollection AddTsunaguThrottling(this IServiceCollection services, ServerOptions options, Data.DatabaseKind database)
     {
         services.AddRateLimiter(limiter =>
         {
             limiter.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(_ => RateLimitPartition.GetConcurrencyLimiter("all",
                 _ => new ConcurrencyLimiterOptions
                 {
-                    PermitLimit = options.MaxConcurrentRequests,
+                    PermitLimit = options.ConcurrencyFor(database),
                     QueueLimit = options.RequestQueueLimit,
                     QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
                 }));
@@ -75,4 +75,37 @@ public static class Throttling
         });
         return services;
     }
+}
+
+/// <summary>
+/// A database that stays busy past its wait (SQLite's single writer under a burst) is overload too: the caller
+/// gets 503 with Retry-After at once instead of a 500, and retries like any other overload answer.
+/// </summary>
+public static class BusyDatabase
+{
+    public static bool IsBusy(Exception? e) => e switch
+    {
+        Microsoft.Data.Sqlite.SqliteException s => s.SqliteErrorCode is 5 or 6, // SQLITE_BUSY, SQLITE_LOCKED
+        Npgsql.NpgsqlException n => n.IsTransient,
+        null => false,
+        _ => IsBusy(e.InnerException),
+    };
+
+    public static IApplicationBuilder UseBusyDatabaseAnswers(this IApplicationBuilder app) => app.Use(async (http, next) =>
+    {
+        try
+        {
+            await next(http);
+        }
+        catch (Exception e) when (IsBusy(e) && !http.Response.HasStarted)
+        {
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Tsunagu.Server.BusyDatabase")
+                .LogWarning("{Method} {Path}: database busy ({Error}); answered 503", http.Request.Method, http.Request.Path, e.Message);
+            http.Response.Clear();
+            http.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            http.Response.Headers.RetryAfter = "2";
+            await http.Response.WriteAsJsonAsync(new ProblemBody(ProblemTypes.Prefix + "overloaded", "Server busy", 503,
+                "the database is busy; retry after the time in Retry-After"), ProtocolJson.Default.ProblemBody);
+        }
+    });
 }
