@@ -30,7 +30,7 @@ public static class WebSessions
             pages.Conventions.AllowAnonymousToPage("/Console/Login");
             pages.Conventions.AuthorizeFolder("/Portal", SubscriberPolicy);
             pages.Conventions.AllowAnonymousToPage("/Portal/Login");
-        });
+        }).AddApplicationPart(typeof(WebSessions).Assembly); // the pages live here, whichever program hosts the server (tests, the demo)
         services.AddAuthentication()
             .AddCookie(OperatorScheme, o => Configure(o, "/console", "tsunagu-operator", options.OperatorTokenLifetime))
             .AddCookie(SubscriberScheme, o => Configure(o, "/portal", "tsunagu-subscriber", options.SubscriberTokenLifetime));
