@@ -1,7 +1,9 @@
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Playwright;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.IntegrationTests;
+using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
 using static Microsoft.Playwright.Assertions;
@@ -82,6 +84,40 @@ public class PortalTests
         await form.GetByRole(AriaRole.Button, new() { Name = "Add port forward" }).ClickAsync();
         await Expect(page.Locator("#change-problem")).ToContainTextAsync("internalAddress");
         Assert.That(server.Store.ListUnitConfigs(alice.Mac), Has.Count.EqualTo(before + 1));
+    }
+
+    [Test]
+    public async Task A_revision_the_unit_cannot_apply_shows_as_failed_with_the_units_reason_and_the_next_change_starts_from_the_last_good_one()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (alice, _) = await StartTwoSubscribersAsync(server);
+        // a revision the unit refuses (written past the host's own checks, as when unit and host disagree on a rule)
+        var good = JsonSerializer.Deserialize(server.Store.LatestUnitConfig(alice.Mac)!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        var bad = good with { Firewall = good.Firewall with { PortForwards = [new PortForward("sctp", 9, "192.168.10.5", 9)] } };
+        var badRevision = server.Store.AddUnitConfig(alice.Mac, bad, "subscriber");
+        using (var client = server.Operator())
+        {
+            await client.ForceCheckAsync(new ForceCheckRequest([alice.Mac], null), CancellationToken.None);
+        }
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await LogInAsync(page, "alice", AlicePassword);
+        var failed = page.Locator($"#revision-{badRevision}");
+        await Expect(failed).ToHaveAttributeAsync("data-status", ConfigStatus.Failed, new() { Timeout = 30_000 });
+        await Expect(failed).ToContainTextAsync("'sctp' must be 'tcp' or 'udp'");
+        await Expect(page.Locator("#forward-table")).Not.ToContainTextAsync("sctp");
+
+        var form = page.Locator("#add-forward");
+        await form.GetByLabel("Outside port").FillAsync("2222");
+        await form.GetByLabel("LAN address").FillAsync("192.168.10.30");
+        await form.GetByLabel("LAN port").FillAsync("22");
+        await form.GetByRole(AriaRole.Button, new() { Name = "Add port forward" }).ClickAsync();
+        await Expect(page.Locator($"#revision-{badRevision + 1}")).ToHaveAttributeAsync("data-status", ConfigStatus.Final, new() { Timeout = 30_000 });
+        await browser.ScreenshotAsync("portal-failed-then-final");
+        var final = JsonSerializer.Deserialize(server.Store.LatestUnitConfig(alice.Mac)!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        Assert.That(final.Firewall.PortForwards.Select(f => f.Protocol), Has.No.Member("sctp"), "the failed revision is not carried into the next change");
+        Assert.That(final.Firewall.PortForwards, Has.Count.EqualTo(good.Firewall.PortForwards.Count + 1));
     }
 
     [Test]
