@@ -14,8 +14,10 @@ CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
 all: build
 
-# What the build and the tests need on a fresh machine of this kind: the .NET 10 SDK.
+# What the build and the tests need on a fresh machine of this kind: the .NET 10 SDK, node + npm (the console's
+# chart library), Debian's chromium (the browser tests; .ci/run installs it).
 deps:
+	@command -v npm >/dev/null || { echo "error: npm is not installed; the server build installs the console's chart library with it" >&2; exit 1; }
 	@command -v $(DOTNET) >/dev/null || { echo "error: the .NET 10 SDK ('dotnet') is not installed; see README.md" >&2; exit 1; }
 	@$(DOTNET) --list-sdks | grep -q '^10\.' || { echo "error: a .NET 10 SDK is required; found: $$($(DOTNET) --list-sdks)" >&2; exit 1; }
 

@@ -6,6 +6,7 @@ using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Web;
 
 namespace Tsunagu.Server;
 
@@ -16,7 +17,8 @@ public static class ServerHost
         TimeProvider? time = null)
     {
         options.Validate();
-        var builder = WebApplication.CreateSlimBuilder(args ?? []);
+        // content root = where the server's files are (wwwroot), whatever the working directory
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args ?? [], ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddEnvironmentVariables("TSUNAGU_");
         if (logging is not null)
         {
@@ -45,6 +47,7 @@ public static class ServerHost
         builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
         builder.Services.AddTsunaguThrottling(options, database.Kind);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
+        builder.Services.AddWebSessions(options, Path.Combine(dataDirectory, "keys"), time);
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {
             document.Info = new() { Title = "Tsunagu server", Version = "v1", Description = "Initial setting server, host server and operator API. See docs/protocol.md and docs/operator-api.md." };
@@ -67,6 +70,10 @@ public static class ServerHost
         }
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseWebSecurityHeaders();
+        app.UseStaticFiles();
+        app.UseAuthentication();
+        app.UseAuthorization();
         app.UseRateLimiter();
         app.UseBusyDatabaseAnswers();
         if (options.HasRole("initial"))
@@ -81,6 +88,8 @@ public static class ServerHost
         app.MapCatalogueApi();
         app.MapAccountsApi();
         app.MapOpenApi("/openapi/{documentName}.json");
+        app.MapRazorPages();
+        app.MapGet("/", () => Results.Redirect("/console"));
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
         app.Lifetime.ApplicationStarted.Register(() =>
         {

@@ -52,6 +52,9 @@ public sealed class ServerOptions
     /// <summary>Authentication attempts one source address may make per minute (generous: many units share a NAT).</summary>
     public int AuthAttemptsPerSourcePerMinute { get; set; } = 60_000;
 
+    /// <summary>Web console and portal sign-in attempts per account name, and per source address, per minute.</summary>
+    public int LoginAttemptsPerMinute { get; set; } = 10;
+
     /// <summary>Requests served at once; beyond it up to <see cref="RequestQueueLimit"/> wait, the rest get 503 + Retry-After.</summary>
     /// <remarks>Unset: 64 on SQLite (one writer at a time: more only queues inside the database), 512 on PostgreSQL.</remarks>
     public int? MaxConcurrentRequests { get; set; }
@@ -76,9 +79,9 @@ public sealed class ServerOptions
         }
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
-        if (AuthAttemptsPerMacPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests is < 1 || RequestQueueLimit < 0)
+        if (AuthAttemptsPerMacPerMinute < 1 || LoginAttemptsPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests is < 1 || RequestQueueLimit < 0)
         {
-            throw new ArgumentException("Tsunagu: AuthAttemptsPerMacPerMinute, AuthAttemptsPerSourcePerMinute and MaxConcurrentRequests must be positive, RequestQueueLimit not negative");
+            throw new ArgumentException("Tsunagu: AuthAttemptsPerMacPerMinute, AuthAttemptsPerSourcePerMinute, LoginAttemptsPerMinute and MaxConcurrentRequests must be positive, RequestQueueLimit not negative");
         }
         if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }
     }

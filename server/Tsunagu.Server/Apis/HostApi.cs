@@ -45,6 +45,7 @@ public static class HostApi
         {
             store.RecordInventory(mac, request.Inventory, null, UnitStates.OffPattern);
             store.Touch(mac, error: "inventory matches no verified install pattern");
+            store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
             return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.Get(store), options.CheckIntervalSeconds,
                 "the unit's software matches no verified install pattern"));
@@ -77,6 +78,8 @@ public static class HostApi
             }
         }
         store.RecordInventory(mac, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating);
+        store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
+            (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date"));
         var counter = store.GetUnit(mac) is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter));
     }
@@ -98,6 +101,8 @@ public static class HostApi
         store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Configuring);
         store.Touch(mac, error: report.Success ? null : $"update {report.UpdateId} failed: {report.Error}", clearError: report.Success);
         store.Audit(mac, report.Success ? "update.succeeded" : "update.failed", report.UpdateId, report.Error);
+        store.AddUnitEvent(mac, UnitEventKinds.Update, report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}"
+            : $"{report.UpdateId} failed: {report.Error}", failed: !report.Success);
         return Results.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
     }
 
@@ -131,6 +136,7 @@ public static class HostApi
             return Problems.NotFound($"unit {mac} has no service configuration revision {ack.Revision}");
         }
         store.Touch(mac, error: ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}");
+        store.AddUnitEvent(mac, UnitEventKinds.Config, ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}", failed: !ack.Success);
         return Results.Ok(ack);
     }
 
@@ -159,6 +165,10 @@ public static class HostApi
         }
         var pattern = store.FindPattern(report.Inventory);
         store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress);
+        // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it
+        var finalized = report.ConfigRevision is { } revision && store.FinalizeUnitConfig(mac, revision);
+        store.AddUnitEvent(mac, UnitEventKinds.Ready, $"ready on {pattern?.Id ?? "no verified pattern"}" +
+            (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""));
         return Results.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
     }
 }

@@ -88,27 +88,39 @@ public static class OperatorApi
 
     private static async Task<IResult> Register(RegisterUnitRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
     {
+        var (unit, error, conflict) = await RegisterAsync(request, http.Caller().Subject, store, push, log, http.RequestAborted);
+        if (unit is null) { return conflict ? Problems.Conflict(error!) : Problems.BadRequest(error!); }
+        return Results.Created($"{Routes.Units}/{unit.Mac}", ToView(unit));
+    }
+
+    /// <summary>
+    /// Registers one unit (API and console alike): validation, the row, the default service configuration, the
+    /// broker account, the audit entry. Returns the stored unit, or the error (conflict: already registered).
+    /// </summary>
+    public static async Task<(UnitRow? Unit, string? Error, bool Conflict)> RegisterAsync(RegisterUnitRequest request, string actor,
+        TsunaguStore store, IPushPublisher push, ILogger log, CancellationToken ct)
+    {
         var (unit, error) = Validate(request, store);
-        if (unit is null) { return Problems.BadRequest(error!); }
+        if (unit is null) { return (null, error, false); }
         try
         {
             store.AddUnit(unit);
         }
         catch (StoreConflictException e)
         {
-            return Problems.Conflict(e.Message);
+            return (null, e.Message, true);
         }
         AssignDefaultConfig(store, unit.Mac);
-        await EnsureBrokerAccountAsync(push, unit.Mac, log, http.RequestAborted);
-        store.Audit(http.Caller().Subject, "unit.register", unit.Mac, request.Serial);
-        return Results.Created($"{Routes.Units}/{unit.Mac}", ToView(store.GetUnit(unit.Mac)!));
+        await EnsureBrokerAccountAsync(push, unit.Mac, log, ct);
+        store.Audit(actor, "unit.register", unit.Mac, request.Serial);
+        return (store.GetUnit(unit.Mac)!, null, false);
     }
 
     /// <summary>
     /// The broker account is made at registration; when the broker is down the registration still stands and the
     /// account is made when the server next connects to the broker (it provisions every registered unit then).
     /// </summary>
-    private static async Task EnsureBrokerAccountAsync(IPushPublisher push, string mac, ILogger log, CancellationToken ct)
+    public static async Task EnsureBrokerAccountAsync(IPushPublisher push, string mac, ILogger log, CancellationToken ct)
     {
         try
         {
@@ -140,6 +152,25 @@ public static class OperatorApi
     {
         using var reader = new StreamReader(request.Body);
         var text = await reader.ReadToEndAsync(http.RequestAborted);
+        var check = CheckBulk(text, store);
+        if (check.FileError is not null) { return Problems.BadRequest(check.FileError); }
+        if (check.Rows.Any(r => r.Error is not null))
+        {
+            return Results.BadRequest(new BulkRegisterResponse(0, check.Rows));
+        }
+        await CommitBulkAsync(check, http.Caller().Subject, store, push, log, http.RequestAborted);
+        return Results.Ok(new BulkRegisterResponse(check.Valid.Count, check.Rows));
+    }
+
+    /// <summary>The outcome of checking a CSV device management table: a file-level error, or one result per row.</summary>
+    public sealed record BulkCheck(string? FileError, IReadOnlyList<BulkRowResult> Rows, IReadOnlyList<UnitRow> Valid)
+    {
+        public bool CanCommit => FileError is null && Valid.Count > 0 && Rows.All(r => r.Error is null);
+    }
+
+    /// <summary>Checks every row of a CSV device management table against the registration rules; writes nothing.</summary>
+    public static BulkCheck CheckBulk(string text, TsunaguStore store)
+    {
         List<List<string>> rows;
         try
         {
@@ -147,14 +178,14 @@ public static class OperatorApi
         }
         catch (FormatException e)
         {
-            return Problems.BadRequest($"csv: {e.Message}");
+            return new($"csv: {e.Message}", [], []);
         }
-        if (rows.Count == 0) { return Problems.BadRequest("csv: empty; the first line must be the header " + string.Join(',', CsvColumns)); }
+        if (rows.Count == 0) { return new("csv: empty; the first line must be the header " + string.Join(',', CsvColumns), [], []); }
         var header = rows[0].Select(h => h.Trim().ToLowerInvariant()).ToList();
         var unknown = header.Where(h => !CsvColumns.Contains(h)).ToList();
         if (unknown.Count > 0 || !header.Contains("mac") || !header.Contains("serial"))
         {
-            return Problems.BadRequest($"csv header: {(unknown.Count > 0 ? $"unknown column(s) {string.Join(", ", unknown)}" : "mac and serial are required")}; columns are {string.Join(',', CsvColumns)}");
+            return new($"csv header: {(unknown.Count > 0 ? $"unknown column(s) {string.Join(", ", unknown)}" : "mac and serial are required")}; columns are {string.Join(',', CsvColumns)}", [], []);
         }
         string? Cell(List<string> row, string column)
         {
@@ -178,18 +209,32 @@ public static class OperatorApi
             results.Add(new(line, unit?.Mac ?? Cell(row, "mac"), error));
             if (error is null && unit is not null) { valid.Add(unit); }
         }
-        if (results.Any(r => r.Error is not null))
+        return new(null, results, valid);
+    }
+
+    /// <summary>Registers every unit of a checked table (all rows valid), with default configuration and broker accounts.</summary>
+    public static async Task CommitBulkAsync(BulkCheck check, string actor, TsunaguStore store, IPushPublisher push, ILogger log, CancellationToken ct)
+    {
+        if (check.FileError is not null || check.Rows.Any(r => r.Error is not null))
         {
-            return Results.BadRequest(new BulkRegisterResponse(0, results));
+            throw new InvalidOperationException("a device management table with errors cannot be registered");
         }
-        foreach (var unit in valid)
+        foreach (var unit in check.Valid)
         {
             store.AddUnit(unit);
             AssignDefaultConfig(store, unit.Mac);
-            await EnsureBrokerAccountAsync(push, unit.Mac, log, http.RequestAborted);
+            await EnsureBrokerAccountAsync(push, unit.Mac, log, ct);
         }
-        store.Audit(http.Caller().Subject, "units.register-bulk", null, $"{valid.Count} unit(s)");
-        return Results.Ok(new BulkRegisterResponse(valid.Count, results));
+        store.Audit(actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)");
+    }
+
+    /// <summary>Pushes "check now" to each unit (patent 0053, 0071); throws <see cref="PushException"/> when the broker refuses.</summary>
+    public static async Task PushCheckAsync(IPushPublisher push, TimeProvider time, IEnumerable<string> macs, int importance, CancellationToken ct)
+    {
+        foreach (var mac in macs)
+        {
+            await push.PublishAsync(mac, new PushMessage(PushMessage.CheckNow, importance, UnitCredentials.NewNonce(12), time.GetUtcNow()), ct);
+        }
     }
 
     private static async Task<IResult> ForceCheck(ForceCheckRequest request, HttpContext http, TsunaguStore store, IPushPublisher push,
@@ -226,10 +271,7 @@ public static class OperatorApi
         }
         try
         {
-            foreach (var mac in selected)
-            {
-                await push.PublishAsync(mac, new PushMessage(PushMessage.CheckNow, request.Importance, UnitCredentials.NewNonce(12), time.GetUtcNow()), ct);
-            }
+            await PushCheckAsync(push, time, selected, request.Importance, ct);
         }
         catch (PushException e)
         {

@@ -9,6 +9,13 @@ public sealed class ArtifactStore(string directory)
 
     public static bool IsDigest(string text) => text.Length == 64 && text.All(char.IsAsciiHexDigitLower);
 
+    /// <summary>Every stored artifact (digest and size), by digest.</summary>
+    public IReadOnlyList<(string Sha256, long Size)> List() =>
+        System.IO.Directory.Exists(Directory)
+            ? System.IO.Directory.EnumerateFiles(Directory).Select(f => new FileInfo(f)).Where(f => IsDigest(f.Name))
+                .OrderBy(f => f.Name, StringComparer.Ordinal).Select(f => (f.Name, f.Length)).ToList()
+            : [];
+
     public string? PathOf(string sha256)
     {
         var path = Path.Combine(Directory, sha256);

@@ -138,3 +138,32 @@ public sealed class MediumRow
     public string Digest { get; set; } = "";
     public string Name { get; set; } = "";
 }
+
+/// <summary>Kinds of <see cref="UnitEventRow"/>: what the host saw a unit do.</summary>
+public static class UnitEventKinds
+{
+    public const string Check = "check";
+    public const string Update = "update";
+    public const string Config = "config";
+    public const string Ready = "ready";
+}
+
+public sealed class UnitEventRow
+{
+    public long Id { get; set; }
+    public string Mac { get; set; } = "";
+    public string At { get; set; } = "";
+    public string Kind { get; set; } = "";
+    public string? Detail { get; set; }
+    public long Failed { get; set; }
+}
+
+public sealed class UpdateReportRow
+{
+    public string Mac { get; set; } = "";
+    public string UpdateId { get; set; } = "";
+    public long Success { get; set; }
+    public string? Error { get; set; }
+    public string? Pattern { get; set; }
+    public string At { get; set; } = "";
+}

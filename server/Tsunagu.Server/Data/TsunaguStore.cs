@@ -481,6 +481,46 @@ public sealed class TsunaguStore
         return c.Query<MediumRow>("SELECT digest, name FROM media ORDER BY created_at, digest").Select(m => new MediaRegistration(m.Digest, m.Name)).ToList();
     }
 
+    // ---- unit history ------------------------------------------------------------------------------------
+
+    /// <summary>Adds one entry to the unit's history (a check, an update, a configuration acknowledgement, a ready report).</summary>
+    public void AddUnitEvent(string mac, string kind, string? detail, bool failed = false)
+    {
+        using var c = Open();
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
+            new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 });
+    }
+
+    /// <summary>The unit's newest history entries first.</summary>
+    public IReadOnlyList<UnitEventRow> ListUnitEvents(string mac, int limit = 100)
+    {
+        using var c = Open();
+        return c.Query<UnitEventRow>("SELECT * FROM unit_events WHERE mac = @mac ORDER BY id DESC LIMIT @limit", new { mac, limit }).ToList();
+    }
+
+    /// <summary>Failed events (updates, configurations) since <paramref name="since"/>, newest first.</summary>
+    public IReadOnlyList<UnitEventRow> ListFailures(DateTimeOffset since, int limit = 100)
+    {
+        using var c = Open();
+        return c.Query<UnitEventRow>("SELECT * FROM unit_events WHERE failed = 1 AND at >= @since ORDER BY id DESC LIMIT @limit",
+            new { since = Timestamp(since), limit }).ToList();
+    }
+
+    /// <summary>Update reports, oldest first; of one unit when <paramref name="mac"/> is given.</summary>
+    public IReadOnlyList<UpdateReportRow> ListUpdateReports(string? mac = null)
+    {
+        using var c = Open();
+        return c.Query<UpdateReportRow>("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at", new { mac }).ToList();
+    }
+
+    /// <summary>Audit entries whose target names the unit (alone or in a list of units), newest first.</summary>
+    public IReadOnlyList<AuditRow> ListAuditForUnit(string mac, int limit = 100)
+    {
+        using var c = Open();
+        return c.Query<AuditRow>("SELECT * FROM audit WHERE target = @mac OR target LIKE @pattern ORDER BY id DESC LIMIT @limit",
+            new { mac, pattern = "%" + mac + "%", limit }).ToList();
+    }
+
     // ---- people -------------------------------------------------------------------------------------------
 
     public void UpsertOperator(string name, string passwordHash)

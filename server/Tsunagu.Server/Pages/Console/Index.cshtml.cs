@@ -1,0 +1,85 @@
+using System.Text.Json.Nodes;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Pages.Shared;
+
+namespace Tsunagu.Server.Pages.Console;
+
+/// <summary>The fleet overview: units by pattern and by state, online now, failures in the last day, rollout progress.</summary>
+public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionPageModel("console")
+{
+    public IReadOnlyList<UnitRow> Units { get; private set; } = [];
+    public int Total { get; private set; }
+    public int Online { get; private set; }
+    public IReadOnlyList<(string Pattern, int Count)> ByPattern { get; private set; } = [];
+    public IReadOnlyList<(string State, int Count)> ByState { get; private set; } = [];
+    public IReadOnlyList<UnitEventRow> Failures { get; private set; } = [];
+    public IReadOnlyList<UpdateProgramRow> Programs { get; private set; } = [];
+    public UpdateProgramRow? Rollout { get; private set; }
+    public int RolloutDone { get; private set; }
+    public int RolloutScope { get; private set; }
+    public string PatternChart { get; private set; } = "";
+    public string RolloutChart { get; private set; } = "";
+    public DateTimeOffset Now { get; private set; }
+    public string? Pattern { get; private set; }
+    public string? State { get; private set; }
+
+    public void OnGet(string? pattern, string? state, string? program)
+    {
+        Now = time.GetUtcNow();
+        var all = store.QueryUnits(new UnitQuery());
+        Total = all.Count;
+        Online = all.Count(u => u.Online != 0);
+        ByPattern = all.GroupBy(u => u.Pattern ?? "none").OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => (g.Key, g.Count())).ToList();
+        ByState = all.GroupBy(u => u.State).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => (g.Key, g.Count())).ToList();
+        Failures = store.ListFailures(Now.AddDays(-1));
+        Pattern = string.IsNullOrWhiteSpace(pattern) ? null : pattern;
+        State = string.IsNullOrWhiteSpace(state) ? null : state;
+        Units = all.Where(u => (Pattern is null || (u.Pattern ?? "none") == Pattern) && (State is null || u.State == State)).ToList();
+
+        PatternChart = new JsonObject
+        {
+            ["type"] = "doughnut",
+            ["data"] = new JsonObject
+            {
+                ["labels"] = new JsonArray(ByPattern.Select(p => (JsonNode)p.Pattern).ToArray()),
+                ["datasets"] = new JsonArray(new JsonObject { ["label"] = "units", ["data"] = new JsonArray(ByPattern.Select(p => (JsonNode)p.Count).ToArray()) }),
+            },
+        }.ToJsonString();
+
+        Programs = store.ListUpdatePrograms();
+        Rollout = Programs.FirstOrDefault(p => p.Id == program) ?? Programs.FirstOrDefault();
+        if (Rollout is not null)
+        {
+            // units the program concerns: those on its from-pattern now, and those it already moved
+            var reports = store.ListUpdateReports().Where(r => r.UpdateId == Rollout.Id && r.Success != 0).ToList();
+            RolloutDone = reports.Count;
+            RolloutScope = all.Count(u => u.Pattern == Rollout.FromPattern) + RolloutDone;
+            var labels = new JsonArray();
+            var values = new JsonArray();
+            var n = 0;
+            foreach (var r in reports)
+            {
+                labels.Add(Time(r.At));
+                values.Add(++n);
+            }
+            RolloutChart = new JsonObject
+            {
+                ["type"] = "line",
+                ["data"] = new JsonObject
+                {
+                    ["labels"] = labels,
+                    ["datasets"] = new JsonArray(new JsonObject
+                    {
+                        ["label"] = $"units moved to {Rollout.ToPattern}", ["data"] = values, ["stepped"] = true, ["fill"] = true,
+                    }),
+                },
+                ["options"] = new JsonObject
+                {
+                    ["scales"] = new JsonObject { ["y"] = new JsonObject { ["beginAtZero"] = true, ["suggestedMax"] = RolloutScope } },
+                },
+            }.ToJsonString();
+        }
+    }
+}

@@ -1,0 +1,9 @@
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Pages.Shared;
+using Tsunagu.Server.Web;
+
+namespace Tsunagu.Server.Pages.Console;
+
+public sealed class LoginModel(TsunaguStore store, LoginThrottle throttle)
+    : LoginPageModel("console", WebSessions.OperatorScheme, TokenScope.Operator, store.GetOperatorHash, store, throttle);

@@ -1,0 +1,16 @@
+using Microsoft.AspNetCore.Mvc;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Pages.Shared;
+
+namespace Tsunagu.Server.Pages.Portal;
+
+public sealed class IndexModel(TsunaguStore store) : SessionPageModel("portal")
+{
+    public IReadOnlyList<UnitRow> Units { get; private set; } = [];
+
+    public IActionResult OnGet()
+    {
+        Units = store.QueryUnits(new UnitQuery(Subscriber: Who));
+        return Units.Count == 1 ? Redirect($"/portal/units/{Units[0].Mac}") : Page();
+    }
+}

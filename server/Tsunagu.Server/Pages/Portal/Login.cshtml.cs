@@ -1,0 +1,9 @@
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Pages.Shared;
+using Tsunagu.Server.Web;
+
+namespace Tsunagu.Server.Pages.Portal;
+
+public sealed class LoginModel(TsunaguStore store, LoginThrottle throttle)
+    : LoginPageModel("portal", WebSessions.SubscriberScheme, TokenScope.Subscriber, store.GetSubscriberHash, store, throttle);

@@ -1,0 +1,128 @@
+using System.ComponentModel.DataAnnotations;
+using Microsoft.AspNetCore.Mvc;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Pages.Shared;
+using Tsunagu.Server.Web;
+
+namespace Tsunagu.Server.Pages.Portal;
+
+public sealed class PortForwardForm
+{
+    [Display(Name = "Protocol")] public string Protocol { get; set; } = "tcp";
+    [Range(1, 65535), Display(Name = "Outside port")] public int ExternalPort { get; set; }
+    [Required, Display(Name = "LAN address")] public string InternalAddress { get; set; } = "";
+    [Range(1, 65535), Display(Name = "LAN port")] public int InternalPort { get; set; }
+}
+
+public sealed class LanForm
+{
+    [Required, Display(Name = "Router LAN address")] public string LanAddress { get; set; } = "";
+    [Range(8, 30), Display(Name = "Prefix length")] public int PrefixLength { get; set; }
+    [Required, Display(Name = "First address handed out")] public string RangeStart { get; set; } = "";
+    [Required, Display(Name = "Last address handed out")] public string RangeEnd { get; set; } = "";
+}
+
+public sealed class VpnPeerForm
+{
+    [Required, StringLength(64), Display(Name = "Peer name")] public string Name { get; set; } = "";
+    [Required, StringLength(64), Display(Name = "Public key")] public string PublicKey { get; set; } = "";
+    [Required, Display(Name = "Allowed IPs")] public string AllowedIps { get; set; } = "";
+    [Display(Name = "Endpoint (optional)")] public string? Endpoint { get; set; }
+}
+
+/// <summary>
+/// The subscriber's unit: status and services, and the settings the contract leaves to them (patent 0069-0070).
+/// Every change is a new revision that goes provisional -> applied -> final, or shows why it failed.
+/// </summary>
+public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : SessionPageModel("portal")
+{
+    public UnitRow? Unit { get; private set; }
+    public UnitConfigRow? Current { get; private set; }
+    public ServiceConfiguration? Services { get; private set; }
+    public IReadOnlyList<UnitConfigRow> Revisions { get; private set; } = [];
+    public bool Pending => Revisions.Count > 0 && Revisions[0].Status is ConfigStatus.Provisional or ConfigStatus.Applied;
+    public DateTimeOffset Now { get; private set; }
+
+    [BindProperty] public PortForwardForm Forward { get; set; } = new();
+    [BindProperty] public LanForm Lan { get; set; } = new();
+    [BindProperty] public VpnPeerForm Peer { get; set; } = new();
+    [BindProperty] public bool FilterEnabled { get; set; }
+    [BindProperty] public string? BlockedSites { get; set; }
+
+    public IActionResult OnGet(string mac)
+    {
+        if (!Load(mac)) { return Missing(); }
+        Lan = new LanForm { LanAddress = Services!.Dhcp.LanAddress, PrefixLength = Services.Dhcp.PrefixLength, RangeStart = Services.Dhcp.RangeStart, RangeEnd = Services.Dhcp.RangeEnd };
+        FilterEnabled = Services.ContentFilter.Enabled;
+        BlockedSites = string.Join('\n', Services.ContentFilter.BlockedDomains);
+        return Page();
+    }
+
+    public Task<IActionResult> OnPostAddForwardAsync(string mac) => Change(mac, nameof(Forward),
+        $"add port forward {Forward.Protocol} {Forward.ExternalPort} -> {Forward.InternalAddress}:{Forward.InternalPort}",
+        c => c with { Firewall = c.Firewall with { PortForwards = [.. c.Firewall.PortForwards, new PortForward(Forward.Protocol, Forward.ExternalPort, Forward.InternalAddress.Trim(), Forward.InternalPort)] } });
+
+    public Task<IActionResult> OnPostRemoveForwardAsync(string mac, int index) => Change(mac, null, $"remove port forward {index + 1}",
+        c => index < 0 || index >= c.Firewall.PortForwards.Count
+            ? throw new SubscriberChangeException($"there is no port forward {index + 1}")
+            : c with { Firewall = c.Firewall with { PortForwards = c.Firewall.PortForwards.Where((_, i) => i != index).ToList() } });
+
+    public Task<IActionResult> OnPostFilterAsync(string mac) => Change(mac, null, "content filter",
+        c => c with { ContentFilter = new ContentFilterConfig(FilterEnabled,
+            (BlockedSites ?? "").Split(['\n', '\r', ',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct(StringComparer.OrdinalIgnoreCase).ToList()) });
+
+    public Task<IActionResult> OnPostLanAsync(string mac) => Change(mac, nameof(Lan),
+        $"LAN {Lan.LanAddress}/{Lan.PrefixLength}, addresses {Lan.RangeStart}-{Lan.RangeEnd}",
+        c => c with { Dhcp = c.Dhcp with { LanAddress = Lan.LanAddress.Trim(), PrefixLength = Lan.PrefixLength, RangeStart = Lan.RangeStart.Trim(), RangeEnd = Lan.RangeEnd.Trim() } });
+
+    public Task<IActionResult> OnPostAddPeerAsync(string mac) => Change(mac, nameof(Peer), $"add VPN peer {Peer.Name}",
+        c => c.Vpn.Peers.Any(p => p.Name == Peer.Name.Trim())
+            ? throw new SubscriberChangeException($"a VPN peer named {Peer.Name} exists already")
+            : c with { Vpn = c.Vpn with { Peers = [.. c.Vpn.Peers, new VpnPeer(Peer.Name.Trim(), Peer.PublicKey.Trim(), Peer.AllowedIps.Trim(), string.IsNullOrWhiteSpace(Peer.Endpoint) ? null : Peer.Endpoint.Trim())] } });
+
+    public Task<IActionResult> OnPostRemovePeerAsync(string mac, string name) => Change(mac, null, $"remove VPN peer {name}",
+        c => c with { Vpn = c.Vpn with { Peers = c.Vpn.Peers.Where(p => p.Name != name).ToList() } });
+
+    /// <summary>Checks the one form that was sent, then hands the change to <see cref="SubscriberChanges"/>.</summary>
+    private async Task<IActionResult> Change(string mac, string? form, string what, Func<ServiceConfiguration, ServiceConfiguration> change)
+    {
+        if (!Load(mac)) { return Missing(); }
+        foreach (var key in ModelState.Keys.Where(k => form is null || !k.StartsWith(form + ".", StringComparison.Ordinal)).ToList())
+        {
+            ModelState.Remove(key);
+        }
+        if (!ModelState.IsValid) { return Page(); }
+        try
+        {
+            var result = await changes.ChangeAsync(Who, Unit!.Mac, what, change, HttpContext.RequestAborted);
+            Notice = $"Change saved as revision {result.Revision} ({what}). " + (result.PushError ?? "Your unit has been told to apply it now.");
+        }
+        catch (SubscriberChangeException e)
+        {
+            Problem = $"Not changed: {e.Message}";
+        }
+        return Redirect($"/portal/units/{Unit!.Mac}");
+    }
+
+    private bool Load(string mac)
+    {
+        Now = time.GetUtcNow();
+        Unit = changes.OwnUnit(Who, mac);
+        if (Unit is null) { return false; }
+        if (changes.Current(Unit.Mac) is { } current)
+        {
+            Current = current.Row;
+            Services = current.Document;
+        }
+        Revisions = changes.Revisions(Unit.Mac);
+        return Services is not null;
+    }
+
+    private IActionResult Missing()
+    {
+        Unit = null;
+        Response.StatusCode = StatusCodes.Status404NotFound;
+        return Page();
+    }
+}

@@ -1,0 +1,70 @@
+using System.Text.Json;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Push;
+
+namespace Tsunagu.Server.Web;
+
+/// <summary>A subscriber's change the contract or the configuration rules do not allow; the message says why.</summary>
+public sealed class SubscriberChangeException(string message) : Exception(message);
+
+/// <summary>What became of a subscriber's change: its revision, and whether the unit was told to check now.</summary>
+public sealed record SubscriberChangeResult(long Revision, string? PushError);
+
+/// <summary>
+/// Settings changes by the subscriber (patent 0069-0070). The subscriber may change only what the contract leaves
+/// to them (port forwards, blocked sites, the LAN address range, VPN peers); every change becomes a new revision
+/// of the unit's service configuration with origin "subscriber", provisional until the unit applies it (applied)
+/// and then confirms it is healthy with it (final). The unit is pushed to check at once.
+/// </summary>
+public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, TimeProvider time, ILogger<SubscriberChanges> log)
+{
+    public const string Origin = "subscriber";
+
+    /// <summary>The unit, when it is registered to this subscriber; null for any other unit (not found, to them).</summary>
+    public UnitRow? OwnUnit(string subscriber, string mac) =>
+        MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit && unit.Subscriber == subscriber ? unit : null;
+
+    /// <summary>The configuration a change starts from: the newest revision that did not fail (a failed one is not kept).</summary>
+    public (UnitConfigRow Row, ServiceConfiguration Document)? Current(string mac)
+    {
+        var row = store.ListUnitConfigs(mac).LastOrDefault(c => c.Status != ConfigStatus.Failed);
+        return row is null ? null : (row, JsonSerializer.Deserialize(row.Document, ProtocolJson.Default.ServiceConfiguration)!);
+    }
+
+    /// <summary>The unit's revisions, newest first.</summary>
+    public IReadOnlyList<UnitConfigRow> Revisions(string mac) => store.ListUnitConfigs(mac).Reverse().ToList();
+
+    public async Task<SubscriberChangeResult> ChangeAsync(string subscriber, string mac, string what,
+        Func<ServiceConfiguration, ServiceConfiguration> change, CancellationToken ct)
+    {
+        var unit = OwnUnit(subscriber, mac) ?? throw new SubscriberChangeException($"unit {mac} is not yours");
+        var current = Current(unit.Mac) ?? throw new SubscriberChangeException("your unit has no service configuration yet; the operator assigns the first one");
+        var next = change(current.Document);
+        try
+        {
+            ServiceConfigValidator.Validate(next);
+        }
+        catch (InvalidServiceConfigException e)
+        {
+            throw new SubscriberChangeException(e.Message);
+        }
+        var revision = store.AddUnitConfig(unit.Mac, next, Origin);
+        store.Audit($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {revision}: {what}");
+        if (push.BrokerUri is null)
+        {
+            return new(revision, "push is disabled on this server; the unit takes the change at its next periodic check");
+        }
+        try
+        {
+            await OperatorApi.PushCheckAsync(push, time, [unit.Mac], 5, ct);
+            return new(revision, null);
+        }
+        catch (PushException e)
+        {
+            log.LogWarning("unit {Mac}: push after subscriber change failed: {Error}", unit.Mac, e.Message);
+            return new(revision, $"the unit could not be told at once ({e.Message}); it takes the change at its next check");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+// Progressive enhancement: a #live block marked data-live="poll" is refreshed from the same page every 2 s,
+// until the server marks it "idle" (e.g. the subscriber's change is final or failed). Forms are never replaced.
+(function () {
+  "use strict";
+  function refresh() {
+    var live = document.getElementById("live");
+    if (!live || live.getAttribute("data-live") !== "poll" || document.hidden) { return; }
+    fetch(window.location.pathname + window.location.search, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
+        if (fresh) {
+          live.innerHTML = fresh.innerHTML;
+          live.setAttribute("data-live", fresh.getAttribute("data-live") || "idle");
+        }
+      })
+      .catch(function () { /* the next tick tries again */ });
+  }
+  setInterval(refresh, 2000);
+})();

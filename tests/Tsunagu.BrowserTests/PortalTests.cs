@@ -1,0 +1,188 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.Playwright;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.IntegrationTests;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
+using static Microsoft.Playwright.Assertions;
+
+namespace Tsunagu.BrowserTests;
+
+/// <summary>The subscriber portal in a real browser (patent 0069-0070): own unit only, changes go provisional -> applied -> final.</summary>
+[NonParallelizable]
+public class PortalTests
+{
+    private const string AlicePassword = "alice-password-1";
+
+    [SetUp]
+    public void UseSqlite() => TestServer.DatabaseKind.Value = "sqlite";
+
+    private static async Task<(FleetUnit Alice, FleetUnit Bob)> StartTwoSubscribersAsync(TestServer server)
+    {
+        server.Store.UpsertSubscriber("alice", PasswordHasher.Hash(AlicePassword));
+        server.Store.UpsertSubscriber("bob", PasswordHasher.Hash("bob-password-12"));
+        using var client = server.Operator();
+        var units = new List<FleetUnit>();
+        foreach (var (index, subscriber) in new[] { (1, "alice"), (2, "bob") })
+        {
+            var identity = server.Identity(index);
+            await client.RegisterAsync(TestServer.Registration(identity) with { Subscriber = subscriber }, CancellationToken.None);
+            var unit = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);
+            server.Fleet.Start(unit);
+            units.Add(unit);
+        }
+        foreach (var unit in units) { await server.WaitReadyAsync(unit); }
+        return (units[0], units[1]);
+    }
+
+    private static async Task LogInAsync(IPage page, string name, string password)
+    {
+        await page.GotoAsync("/portal");
+        await Expect(page).ToHaveURLAsync(new Regex("/portal/login"));
+        await page.GetByLabel("Name").FillAsync(name);
+        await page.GetByLabel("Password").FillAsync(password);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).ClickAsync();
+    }
+
+    [Test]
+    public async Task Subscriber_adds_a_port_forward_and_sees_it_become_final()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (alice, _) = await StartTwoSubscribersAsync(server);
+        var before = server.Store.ListUnitConfigs(alice.Mac).Count;
+
+        await using var browser = await Browser.OpenAsync(server.Url, 390, 844); // a phone
+        var page = browser.Page;
+        await LogInAsync(page, "alice", AlicePassword);
+        await Expect(page).ToHaveURLAsync(new Regex($"/portal/units/{Regex.Escape(alice.Mac)}$"));
+        await Expect(page.Locator("#unit-online")).ToHaveTextAsync("yes", new() { Timeout = 30_000 });
+        await Expect(page.Locator("#main")).ToContainTextAsync("install pattern pattern-2");
+
+        var form = page.Locator("#add-forward");
+        await form.GetByLabel("Protocol").SelectOptionAsync("tcp");
+        await form.GetByLabel("Outside port").FillAsync("2222");
+        await form.GetByLabel("LAN address").FillAsync("192.168.10.30");
+        await form.GetByLabel("LAN port").FillAsync("22");
+        await form.GetByRole(AriaRole.Button, new() { Name = "Add port forward" }).ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"revision {before + 1}");
+
+        var revision = page.Locator($"#revision-{before + 1}");
+        await Expect(revision).ToHaveAttributeAsync("data-status", ConfigStatus.Final, new() { Timeout = 30_000 });
+        await Expect(page.Locator("#forward-table")).ToContainTextAsync("192.168.10.30:22");
+        await browser.ScreenshotAsync("portal-unit-phone");
+
+        var stored = server.Store.ListUnitConfigs(alice.Mac).Last();
+        Assert.That((stored.Revision, stored.Status, stored.Origin), Is.EqualTo(((long)before + 1, ConfigStatus.Final, "subscriber")));
+        Assert.That(server.Store.GetUnit(alice.Mac)?.AppliedConfigRevision, Is.EqualTo(before + 1), "the unit applied the subscriber's revision");
+
+        // a change the rules refuse is shown, and nothing is saved
+        await form.GetByLabel("Outside port").FillAsync("8081");
+        await form.GetByLabel("LAN address").FillAsync("not-an-address");
+        await form.GetByLabel("LAN port").FillAsync("80");
+        await form.GetByRole(AriaRole.Button, new() { Name = "Add port forward" }).ClickAsync();
+        await Expect(page.Locator("#change-problem")).ToContainTextAsync("internalAddress");
+        Assert.That(server.Store.ListUnitConfigs(alice.Mac), Has.Count.EqualTo(before + 1));
+    }
+
+    [Test]
+    public async Task A_revision_the_unit_cannot_apply_shows_as_failed_with_the_units_reason_and_the_next_change_starts_from_the_last_good_one()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (alice, _) = await StartTwoSubscribersAsync(server);
+        // a revision the unit refuses (written past the host's own checks, as when unit and host disagree on a rule)
+        var good = JsonSerializer.Deserialize(server.Store.LatestUnitConfig(alice.Mac)!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        var bad = good with { Firewall = good.Firewall with { PortForwards = [new PortForward("sctp", 9, "192.168.10.5", 9)] } };
+        var badRevision = server.Store.AddUnitConfig(alice.Mac, bad, "subscriber");
+        using (var client = server.Operator())
+        {
+            await client.ForceCheckAsync(new ForceCheckRequest([alice.Mac], null), CancellationToken.None);
+        }
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await LogInAsync(page, "alice", AlicePassword);
+        var failed = page.Locator($"#revision-{badRevision}");
+        await Expect(failed).ToHaveAttributeAsync("data-status", ConfigStatus.Failed, new() { Timeout = 30_000 });
+        await Expect(failed).ToContainTextAsync("'sctp' must be 'tcp' or 'udp'");
+        await Expect(page.Locator("#forward-table")).Not.ToContainTextAsync("sctp");
+
+        var form = page.Locator("#add-forward");
+        await form.GetByLabel("Outside port").FillAsync("2222");
+        await form.GetByLabel("LAN address").FillAsync("192.168.10.30");
+        await form.GetByLabel("LAN port").FillAsync("22");
+        await form.GetByRole(AriaRole.Button, new() { Name = "Add port forward" }).ClickAsync();
+        await Expect(page.Locator($"#revision-{badRevision + 1}")).ToHaveAttributeAsync("data-status", ConfigStatus.Final, new() { Timeout = 30_000 });
+        await browser.ScreenshotAsync("portal-failed-then-final");
+        var final = JsonSerializer.Deserialize(server.Store.LatestUnitConfig(alice.Mac)!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        Assert.That(final.Firewall.PortForwards.Select(f => f.Protocol), Has.No.Member("sctp"), "the failed revision is not carried into the next change");
+        Assert.That(final.Firewall.PortForwards, Has.Count.EqualTo(good.Firewall.PortForwards.Count + 1));
+    }
+
+    [Test]
+    public async Task Subscriber_cannot_open_another_units_page_nor_the_console()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (alice, bob) = await StartTwoSubscribersAsync(server);
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await LogInAsync(page, "alice", AlicePassword);
+        await Expect(page).ToHaveURLAsync(new Regex($"/portal/units/{Regex.Escape(alice.Mac)}$"));
+
+        var response = await page.GotoAsync($"/portal/units/{bob.Mac}");
+        Assert.That(response!.Status, Is.EqualTo(404));
+        await Expect(page.Locator("#not-found")).ToBeVisibleAsync();
+        await Expect(page.Locator("#main")).Not.ToContainTextAsync("IT-0002");
+        await browser.ScreenshotAsync("portal-other-unit-refused");
+
+        // a forged change to bob's unit is refused too (the form token is alice's, the unit is not)
+        var token = await page.EvaluateAsync<string?>("() => document.querySelector('input[name=__csrf]')?.value ?? null");
+        Assert.That(token, Is.Not.Null, "every form carries an antiforgery token");
+        var forged = await page.APIRequest.PostAsync($"/portal/units/{bob.Mac}?handler=AddForward", new()
+        {
+            Form = page.APIRequest.CreateFormData().Set("__csrf", token!).Set("Forward.Protocol", "tcp").Set("Forward.ExternalPort", "2222")
+                .Set("Forward.InternalAddress", "192.168.10.30").Set("Forward.InternalPort", "22"),
+        });
+        Assert.That(forged.Status, Is.EqualTo(404));
+        var withoutToken = await page.APIRequest.PostAsync($"/portal/units/{alice.Mac}?handler=AddForward", new()
+        {
+            Form = page.APIRequest.CreateFormData().Set("Forward.Protocol", "tcp").Set("Forward.ExternalPort", "2222")
+                .Set("Forward.InternalAddress", "192.168.10.30").Set("Forward.InternalPort", "22"),
+        });
+        Assert.That(withoutToken.Status, Is.EqualTo(400), "a form without the antiforgery token is refused");
+        Assert.That(server.Store.ListUnitConfigs(bob.Mac).All(c => c.Origin != "subscriber") &&
+                    server.Store.ListUnitConfigs(alice.Mac).All(c => c.Origin != "subscriber"), Is.True, "no change was saved");
+
+        // the subscriber's session does not open the operator console
+        await page.GotoAsync("/console");
+        await Expect(page).ToHaveURLAsync(new Regex("/console/login"));
+    }
+
+    [Test]
+    public async Task Log_in_attempts_are_rate_limited()
+    {
+        TestServer.Configure.Value = o => o.LoginAttemptsPerMinute = 3;
+        try
+        {
+            await using var server = await TestServer.StartAsync();
+            server.Store.UpsertSubscriber("alice", PasswordHasher.Hash(AlicePassword));
+            await using var browser = await Browser.OpenAsync(server.Url);
+            var page = browser.Page;
+            // the limit counts in one-minute windows: start early enough in a window to stay inside it
+            while (DateTime.UtcNow.Second > 45) { await Task.Delay(500); }
+            for (var i = 0; i < 3; i++)
+            {
+                await LogInAsync(page, "alice", "wrong-password");
+                await Expect(page.GetByRole(AriaRole.Alert)).ToContainTextAsync("Name or password is wrong");
+            }
+            await LogInAsync(page, "alice", AlicePassword);
+            await Expect(page.GetByRole(AriaRole.Alert)).ToContainTextAsync("Too many log in attempts");
+            await Expect(page).ToHaveURLAsync(new Regex("/portal/login"));
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+        }
+    }
+}
