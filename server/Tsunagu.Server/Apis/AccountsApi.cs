@@ -7,6 +7,9 @@ namespace Tsunagu.Server.Apis;
 public sealed record SubscriberLogin(string Name, string Password);
 public sealed record NewSubscriber(string Name, string Password);
 public sealed record TokenResponse(string Token, string Scope, DateTimeOffset ExpiresAt);
+public sealed record SubscriberRevision(long Revision, string Status, string? Error, string Origin);
+public sealed record SubscriberConfigView(long? Revision, ServiceConfiguration? Configuration, IReadOnlyList<SubscriberRevision> Revisions);
+public sealed record SubscriberChangeView(long Revision, string Status, string? PushWarning);
 
 /// <summary>Operator and subscriber sessions: short-lived scoped tokens; subscribers see only their own units.</summary>
 public static class AccountsApi
@@ -50,6 +53,33 @@ public static class AccountsApi
         app.MapGet(Routes.Prefix + "/subscriber/units", (HttpContext http, TsunaguStore store) =>
             Results.Ok(store.QueryUnits(new UnitQuery(Subscriber: http.Caller().Subject)).Select(OperatorApi.ToView).ToList()))
             .AddEndpointFilter<RequireSubscriber>().WithTags("Accounts");
+
+        // patent 0069-0070: the subscriber's own settings; a change is recorded provisional, pushed, applied, final
+        app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", (string mac, HttpContext http, Web.SubscriberChanges changes) =>
+        {
+            var unit = MacAddress.TryNormalize(mac, out var m) ? changes.OwnUnit(http.Caller().Subject, m) : null;
+            if (unit is null) { return Problems.NotFound($"unit {mac} is not one of yours"); }
+            var current = changes.Current(unit.Mac);
+            return Results.Ok(new SubscriberConfigView(current?.Row.Revision, current?.Document,
+                changes.Revisions(unit.Mac).Select(r => new SubscriberRevision(r.Revision, r.Status, r.Error, r.Origin)).ToList()));
+        }).AddEndpointFilter<RequireSubscriber>().WithTags("Accounts");
+
+        app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async (string mac, ServiceConfiguration config, HttpContext http, Web.SubscriberChanges changes) =>
+        {
+            if (!MacAddress.TryNormalize(mac, out var m) || changes.OwnUnit(http.Caller().Subject, m) is null)
+            {
+                return Problems.NotFound($"unit {mac} is not one of yours");
+            }
+            try
+            {
+                var result = await changes.ChangeAsync(http.Caller().Subject, m, "settings through the API", _ => config, http.RequestAborted);
+                return Results.Ok(new SubscriberChangeView(result.Revision, ConfigStatus.Provisional, result.PushError));
+            }
+            catch (Web.SubscriberChangeException e)
+            {
+                return Problems.BadRequest(e.Message);
+            }
+        }).AddEndpointFilter<RequireSubscriber>().WithTags("Accounts");
     }
 }
 

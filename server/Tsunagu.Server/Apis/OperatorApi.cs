@@ -281,7 +281,9 @@ public static class OperatorApi
         return Results.Ok(new ForceCheckResponse(selected));
     }
 
-    private static IResult AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http, TsunaguStore store)
+    /// <summary>A new revision for the unit (the operator's, or on a subscriber's behalf); the unit is told to check at once.</summary>
+    private static async Task<IResult> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http, TsunaguStore store,
+        IPushPublisher push, TimeProvider time)
     {
         if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null)
         {
@@ -297,6 +299,22 @@ public static class OperatorApi
         }
         var revision = store.AddUnitConfig(m, config);
         store.Audit(http.Caller().Subject, "unit.service-config", m, $"revision {revision}");
-        return Results.Ok(new { mac = m, revision });
+        string? pushWarning = null;
+        if (push.BrokerUri is null)
+        {
+            pushWarning = "push is disabled on this server; the unit takes the change at its next periodic check";
+        }
+        else
+        {
+            try
+            {
+                await PushCheckAsync(push, time, [m], 5, http.RequestAborted);
+            }
+            catch (PushException e)
+            {
+                pushWarning = $"the unit could not be told at once ({e.Message}); it takes the change at its next check";
+            }
+        }
+        return Results.Ok(new { mac = m, revision, status = ConfigStatus.Provisional, pushWarning });
     }
 }

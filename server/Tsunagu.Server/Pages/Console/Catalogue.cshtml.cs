@@ -5,7 +5,7 @@ using Tsunagu.Server.Pages.Shared;
 
 namespace Tsunagu.Server.Pages.Console;
 
-/// <summary>The catalogue (patent figs. 7-8): software, patches by importance, install patterns and their lifecycle, update programs, media digests.</summary>
+/// <summary>The catalogue (patent figs. 7-8): software, patches by importance, install patterns and their lifecycle, update programs, artifact and install-media digests.</summary>
 public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogue, ArtifactStore artifacts) : SessionPageModel("console")
 {
     public IReadOnlyList<SoftwareRow> Software { get; private set; } = [];
@@ -13,6 +13,7 @@ public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogu
     public IReadOnlyList<Apis.PatternView> Patterns { get; private set; } = [];
     public IReadOnlyList<UpdateProgramRow> Programs { get; private set; } = [];
     public IReadOnlyList<(string Sha256, long Size)> Media { get; private set; } = [];
+    public IReadOnlyList<Tsunagu.Protocol.MediaRegistration> GenuineMedia { get; private set; } = [];
 
     public void OnGet()
     {
@@ -21,6 +22,7 @@ public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogu
         Patterns = store.ListPatterns().Select(Apis.CatalogueApi.ToView).ToList();
         Programs = store.ListUpdatePrograms();
         Media = artifacts.List();
+        GenuineMedia = store.ListMedia();
     }
 
     public IActionResult OnPostVerify(string id) => Apply(id, "pattern.verify", () => catalogue.Verify(id), "verified");
