@@ -155,7 +155,7 @@ public class EndToEndTests(string database)
     [Test]
     public async Task Units_start_before_the_server_and_retry_with_backoff_until_it_answers()
     {
-        var port = FreePort();
+        var port = TestServer.FreePort();
         await using var first = await TestServer.StartAsync(port: port);
         var unit = (await first.AddUnitsAsync(1))[0];
         // the server goes away before the unit powers on
@@ -204,10 +204,7 @@ public class EndToEndTests(string database)
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
         var identity = server.Identity(1);
-        using var http = new HttpClient(new SocketsHttpHandler
-        {
-            SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
-        }) { BaseAddress = new Uri(server.Url) };
+        using var http = server.PinnedHttp();
 
         async Task<SessionResponse> Session(string purpose)
         {
@@ -290,10 +287,4 @@ public class EndToEndTests(string database)
         Assert.That(badCheck!.Status, Is.EqualTo(400));
     }
 
-    private static int FreePort()
-    {
-        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 }

@@ -38,7 +38,7 @@ public sealed class MosquittoServer : IDisposable
         Directory.CreateDirectory(directory);
         var password = Guid.NewGuid().ToString("N");
         Run("mosquitto_ctrl", "dynsec", "init", Path.Combine(directory, "dynsec.json"), "admin", password);
-        var port = FreePort();
+        var port = TestServer.FreePort();
         File.WriteAllText(Path.Combine(directory, "mosquitto.conf"), $"""
             listener {port} 127.0.0.1
             allow_anonymous false
@@ -93,12 +93,6 @@ public sealed class MosquittoServer : IDisposable
         if (p.ExitCode != 0) { throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited with {p.ExitCode}: {stderr.Result}"); }
     }
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     public void Dispose()
     {

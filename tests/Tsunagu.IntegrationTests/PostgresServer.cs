@@ -80,7 +80,7 @@ public sealed class PostgresServer : IDisposable
         }
         Run(asRoot ? "runuser" : Path.Combine(bin, "initdb"),
             [.. asRoot ? new[] { "-u", "postgres", "--", Path.Combine(bin, "initdb") } : [], "-D", Path.Combine(directory, "data"), "-U", "tsunagu", "-A", "trust", "--no-sync", "-E", "UTF8"]);
-        var port = FreePort();
+        var port = TestServer.FreePort();
         var args = new List<string>();
         if (asRoot) { args.AddRange(["-u", "postgres", "--", Path.Combine(bin, "postgres")]); }
         args.AddRange(["-D", Path.Combine(directory, "data"), "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-k", directory,
@@ -122,12 +122,6 @@ public sealed class PostgresServer : IDisposable
         }
     }
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     public void Dispose()
     {

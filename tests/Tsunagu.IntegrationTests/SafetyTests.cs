@@ -18,10 +18,7 @@ public class SafetyTests
     [TearDown]
     public void TearDown() => TestServer.Configure.Value = null;
 
-    private static HttpClient Http(TestServer server) => new(new SocketsHttpHandler
-    {
-        SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
-    }) { BaseAddress = new Uri(server.Url) };
+    private static HttpClient Http(TestServer server) => server.PinnedHttp();
 
     [Test]
     public async Task Authentication_is_rate_limited_per_mac_with_retry_after()
@@ -205,10 +202,7 @@ public class BusyDatabaseTests
     public async Task A_write_that_finds_sqlite_locked_is_answered_503_with_retry_after()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = new HttpClient(new SocketsHttpHandler
-        {
-            SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
-        }) { BaseAddress = new Uri(server.Url) };
+        using var http = server.PinnedHttp();
         var file = Path.Combine(server.Root, "server", "tsunagu.db");
         using (var holder = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={file};Pooling=False"))
         {

@@ -29,10 +29,7 @@ public class SubscriberChangeTests
         await server.WaitReadyAsync(mine);
         await server.WaitForAsync(() => mine.Supervisor.Context.Push?.IsConnected == true, "the unit listening for pushes");
 
-        using var http = new HttpClient(new SocketsHttpHandler
-        {
-            SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
-        }) { BaseAddress = new Uri(server.Url) };
+        using var http = server.PinnedHttp();
         var token = (await (await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin("alice", "alice-password"))).Content.ReadFromJsonAsync<TokenResponse>())!;
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token.Token);
 

@@ -95,6 +95,20 @@ public sealed class TestServer : IAsyncDisposable
         return ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
     }
 
+    /// <summary>An HTTP client for this server that trusts only its pinned certificate, as a unit does.</summary>
+    public HttpClient PinnedHttp() => new(new SocketsHttpHandler
+    {
+        SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [Pin]) },
+    }) { BaseAddress = new Uri(Url) };
+
+    /// <summary>A loopback port nothing listens on right now.</summary>
+    public static int FreePort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+    }
+
     public OperatorClient Operator() => new(new Uri(Url), DemoCatalogue.OperatorName, Password, [Pin]);
 
     public FactoryIdentity Identity(int index, byte[]? unitKey = null, string? serverUrl = null) =>
