@@ -81,6 +81,13 @@ public class CliTests
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("units.register-bulk").And.Contain("update-program.add").And.Contain("settings.update-policy"));
 
+        (exit, output, err) = await Tsunagu(server, "units", "list", "--server", server.Url);
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("2 unit(s)"));
+        (exit, _, err) = await Tsunagu(server, "units", "list", "--server", "not a url");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("--server 'not a url' must be an absolute https:// URL"));
+
         (exit, _, err) = await Tsunagu(server, "units", "list", "--password", "wrong");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("401"));

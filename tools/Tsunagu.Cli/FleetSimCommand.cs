@@ -17,7 +17,7 @@ public static class FleetSimCommand
             DefaultValueFactory = _ => "all",
         };
         var data = new Option<string>("--data") { Description = "working directory (wiped first)", DefaultValueFactory = _ => ".tsunagu/fleetsim" };
-        var server = new Option<Uri?>("--server") { Description = "an external server; default: one in this process" };
+        var server = new Option<string?>("--server") { Description = "an external server (https://...); default: one in this process" };
         var cert = new Option<string?>("--server-cert") { Description = "external server: its certificate (PEM)" };
         var unitKey = new Option<string?>("--unit-key") { Description = "external server: the operator's unit key file" };
         var password = new Option<string?>("--password") { Description = "external server: operator password (default $TSUNAGU_OPERATOR_PASSWORD)" };
@@ -43,13 +43,19 @@ public static class FleetSimCommand
             {
                 ThreadPool.SetMinThreads(threads, threads);
             }
+            Uri? serverUri = null;
+            if (r.GetValue(server) is { } serverText && (!Uri.TryCreate(serverText, UriKind.Absolute, out serverUri) || serverUri.Scheme != Uri.UriSchemeHttps))
+            {
+                Console.Error.WriteLine($"error: --server '{serverText}' must be an absolute https:// URL");
+                return 2;
+            }
             var text = r.GetValue(scenario)!;
             var settings = new FleetSimSettings
             {
                 Units = r.GetValue(units),
                 Scenarios = text == "all" ? FleetScenarios.All : text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 DataDirectory = r.GetValue(data)!,
-                Server = r.GetValue(server),
+                Server = serverUri,
                 ServerCertificate = r.GetValue(cert),
                 UnitKeyFile = r.GetValue(unitKey),
                 OperatorPassword = r.GetValue(password) ?? Environment.GetEnvironmentVariable("TSUNAGU_OPERATOR_PASSWORD"),

@@ -8,7 +8,11 @@ using Tsunagu.Protocol;
 var root = new RootCommand("Tsunagu operator and factory tool");
 
 // ---- connection to the operator API -----------------------------------------------------------------------
-var serverOption = new Option<Uri>("--server") { Description = "server base URL", DefaultValueFactory = _ => new Uri(Environment.GetEnvironmentVariable("TSUNAGU_SERVER") ?? "https://127.0.0.1:8443/") };
+var serverOption = new Option<string>("--server") { Description = "server base URL", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_SERVER") ?? "https://127.0.0.1:8443/" };
+Uri ServerUri(ParseResult r) =>
+    Uri.TryCreate(r.GetValue(serverOption), UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttps
+        ? uri
+        : throw new ArgumentException($"--server '{r.GetValue(serverOption)}' must be an absolute https:// URL");
 var certOption = new Option<string>("--server-cert") { Description = "the server's certificate (PEM); its key is pinned", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_SERVER_CERT") ?? ".tsunagu/demo/server/tls/server.pem" };
 var userOption = new Option<string>("--operator") { Description = "operator name", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_OPERATOR") ?? "operator" };
 var passwordOption = new Option<string?>("--password") { Description = "operator password (default: $TSUNAGU_OPERATOR_PASSWORD)" };
@@ -18,7 +22,7 @@ OperatorClient Connect(ParseResult r)
 {
     var password = r.GetValue(passwordOption) ?? Environment.GetEnvironmentVariable("TSUNAGU_OPERATOR_PASSWORD")
         ?? throw new ArgumentException("no operator password: give --password or set TSUNAGU_OPERATOR_PASSWORD");
-    return new OperatorClient(r.GetValue(serverOption)!, r.GetValue(userOption)!, password, [OperatorClient.PinFromPemFile(r.GetValue(certOption)!)]);
+    return new OperatorClient(ServerUri(r), r.GetValue(userOption)!, password, [OperatorClient.PinFromPemFile(r.GetValue(certOption)!)]);
 }
 
 async Task<int> Guard(Func<Task<int>> action)
@@ -72,7 +76,7 @@ var unitAdd = new Command("add", "create a unit's factory identity and register 
 foreach (var o in connection) { unitAdd.Options.Add(o); }
 unitAdd.SetAction((r, ct) => Guard(async () =>
 {
-    var server = r.GetValue(serverOption)!;
+    var server = ServerUri(r);
     var pin = OperatorClient.PinFromPemFile(r.GetValue(certOption)!);
     var identity = FactoryIdentities.Create(new IdentitySpec(r.GetValue(macOption)!, r.GetValue(serialOption)!, r.GetValue(hardwareOption)!,
         r.GetValue(boardOption)!, server.ToString(),
