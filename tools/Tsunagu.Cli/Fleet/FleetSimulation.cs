@@ -157,7 +157,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             _pin = OperatorClient.PinFromPemFile(Path.Combine(_serverOptions.DataDirectory, "tls", Server.Security.ServerCertificate.PemFile));
             unitKey = _app.Services.GetRequiredService<Server.Apis.UnitKey>().Bytes;
             _progress($"server      {_server} (in this process, SQLite, {(_settings.Push ? $"embedded broker on port {_serverOptions.MqttPort}" : "no push")}, " +
-                      $"{_serverOptions.MaxConcurrentRequests} concurrent requests + {_serverOptions.RequestQueueLimit} queued)");
+                      $"{_serverOptions.ConcurrencyFor(Tsunagu.Server.Data.DatabaseKind.Sqlite)} concurrent requests + {_serverOptions.RequestQueueLimit} queued)");
         }
         else
         {
