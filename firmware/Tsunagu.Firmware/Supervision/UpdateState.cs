@@ -1,5 +1,4 @@
 using Tsunagu.Firmware.Net;
-using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;

@@ -1,7 +1,6 @@
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Updates;
-using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;

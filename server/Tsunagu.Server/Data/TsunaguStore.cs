@@ -42,6 +42,20 @@ public sealed class TsunaguStore
 
     public static string Timestamp(DateTimeOffset at) => at.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
 
+    /// <summary>Runs an insert; a row that already exists becomes a <see cref="StoreConflictException"/> with <paramref name="conflict"/>.</summary>
+    private void Insert(string sql, object args, string conflict)
+    {
+        using var c = Open();
+        try
+        {
+            c.Execute(sql, args);
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException(conflict);
+        }
+    }
+
     private static bool IsUniqueViolation(DbException e) =>
         e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException s && s.SqliteErrorCode == 19);
 
@@ -52,21 +66,13 @@ public sealed class TsunaguStore
 
     public void AddUnit(UnitRow unit)
     {
-        using var c = Open();
         unit.CreatedAt = Now();
-        try
-        {
-            c.Execute("""
+        Insert("""
                 INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password, ip_address, domain, vpn,
                                    global_ip, subscriber, state, pattern, target_pattern, created_at)
                 VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPassword, @IpAddress, @Domain, @Vpn,
                         @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
-                """, unit);
-        }
-        catch (DbException e) when (IsUniqueViolation(e))
-        {
-            throw new StoreConflictException($"unit {unit.Mac} is already registered");
-        }
+                """, unit, $"unit {unit.Mac} is already registered");
     }
 
     public UnitRow? GetUnit(string mac)
@@ -169,18 +175,10 @@ public sealed class TsunaguStore
 
     public void AddSoftware(SoftwareRow software)
     {
-        using var c = Open();
-        try
-        {
-            c.Execute("""
+        Insert("""
                 INSERT INTO software (app_id, version, name, required_hardware, required_os, created_at)
                 VALUES (@AppId, @Version, @Name, @RequiredHardware, @RequiredOs, @now)
-                """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() });
-        }
-        catch (DbException e) when (IsUniqueViolation(e))
-        {
-            throw new StoreConflictException($"software {software.AppId} {software.Version} is already in the catalogue");
-        }
+                """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() }, $"software {software.AppId} {software.Version} is already in the catalogue");
     }
 
     /// <summary>Adds the software if it is not catalogued yet (seeding).</summary>
@@ -207,18 +205,10 @@ public sealed class TsunaguStore
 
     public void AddPatch(PatchRow patch)
     {
-        using var c = Open();
-        try
-        {
-            c.Execute("""
+        Insert("""
                 INSERT INTO patches (id, name, version, target_app, importance, os_version, hardware_version, created_at)
                 VALUES (@Id, @Name, @Version, @TargetApp, @Importance, @OsVersion, @HardwareVersion, @now)
-                """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() });
-        }
-        catch (DbException e) when (IsUniqueViolation(e))
-        {
-            throw new StoreConflictException($"patch {patch.Id} already exists");
-        }
+                """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() }, $"patch {patch.Id} already exists");
     }
 
     public IReadOnlyList<PatchRow> ListPatches()
@@ -244,18 +234,10 @@ public sealed class TsunaguStore
 
     public void AddPattern(PatternRow pattern)
     {
-        using var c = Open();
-        try
-        {
-            c.Execute("""
+        Insert("""
                 INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at)
                 VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now)
-                """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() });
-        }
-        catch (DbException e) when (IsUniqueViolation(e))
-        {
-            throw new StoreConflictException($"pattern {pattern.Id} already exists");
-        }
+                """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() }, $"pattern {pattern.Id} already exists");
     }
 
     public PatternRow? GetPattern(string id)
@@ -314,18 +296,10 @@ public sealed class TsunaguStore
 
     public void AddUpdateProgram(UpdateProgramRow program)
     {
-        using var c = Open();
-        try
-        {
-            c.Execute("""
+        Insert("""
                 INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
                 VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
-                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() });
-        }
-        catch (DbException e) when (IsUniqueViolation(e))
-        {
-            throw new StoreConflictException($"update program {program.Id} already exists");
-        }
+                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists");
     }
 
     public IReadOnlyList<UpdateProgramRow> ListUpdatePrograms()
@@ -457,15 +431,7 @@ public sealed class TsunaguStore
 
     public void AddMedium(string digest, string name)
     {
-        using var c = Open();
-        try
-        {
-            c.Execute("INSERT INTO media (digest, name, created_at) VALUES (@digest, @name, @now)", new { digest, name, now = Now() });
-        }
-        catch (DbException e) when (IsUniqueViolation(e))
-        {
-            throw new StoreConflictException($"medium {digest} is already registered");
-        }
+        Insert("INSERT INTO media (digest, name, created_at) VALUES (@digest, @name, @now)", new { digest, name, now = Now() }, $"medium {digest} is already registered");
     }
 
     public MediaRegistration? GetMedium(string digest)
