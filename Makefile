@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps restore build test unit-test integration-test system-test run bench clean
+.PHONY: all deps restore build test unit-test integration-test system-test run bench tsunagud-aot clean
 
 all: build
 
@@ -54,6 +54,11 @@ bench: deps
 	@command -v openssl >/dev/null || { echo "error: make bench needs openssl" >&2; exit 1; }
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
 	BENCH_SECONDS=$(BENCH_SECONDS) $(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench bench/results.json
+
+# tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud). LiteDB reports trim/AOT analysis warnings
+# (reflection-based mapping the supervisor does not use: it stores JSON strings), so they are not errors here.
+tsunagud-aot: deps
+	$(DOTNET) publish firmware/tsunagud -c Release -r linux-x64 -p:PublishAot=true -p:TreatWarningsAsErrors=false -o artifacts/tsunagud
 
 clean:
 	$(DOTNET) clean Tsunagu.slnx -c $(CONFIGURATION) >/dev/null
