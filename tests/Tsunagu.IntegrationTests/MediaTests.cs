@@ -82,8 +82,29 @@ public class MediaTests
         Assert.That(unit.Hardware.Media.EjectedBecause, Does.Contain("not genuine").Or.Contain("unreadable"));
         Assert.That(server.Log.Any(l => l.Contains("from install medium")), Is.False);
 
+        var malformed = Assert.ThrowsAsync<Tsunagu.Cli.Factory.OperatorApiException>(() =>
+            client.SendJsonAsync(HttpMethod.Post, Routes.Media, new MediaRegistration("not-a-digest", "bad"), CancellationToken.None));
+        Assert.That((malformed!.Status, malformed.Message.Contains("'not-a-digest' is not a SHA-256")), Is.EqualTo((400, true)));
+        var unnamed = Assert.ThrowsAsync<Tsunagu.Cli.Factory.OperatorApiException>(() =>
+            client.SendJsonAsync(HttpMethod.Post, Routes.Media, new MediaRegistration(new string('a', 64), " "), CancellationToken.None));
+        Assert.That(unnamed!.Message, Does.Contain("name: required"));
+        using var http = server.PinnedHttp();
+        var session = await new Tsunagu.Firmware.Net.UnitClient(new PassThrough(), [server.Pin]).AuthenticateAsync(new Uri(server.Url),
+            ProofPurpose.Host, server.Identity(1), Convert.FromBase64String(server.Identity(1).UnitSecret), CancellationToken.None);
+        using var check = new HttpRequestMessage(HttpMethod.Post, Routes.MediaCheck) { Content = System.Net.Http.Json.JsonContent.Create(new MediaCheckRequest("xyz")) };
+        check.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", session.Token);
+        var badCheck = await http.SendAsync(check);
+        Assert.That(badCheck.StatusCode, Is.EqualTo(System.Net.HttpStatusCode.BadRequest));
+        Assert.That(await badCheck.Content.ReadAsStringAsync(), Does.Contain("digest: 'xyz' is not a SHA-256"));
+
         var duplicate = Assert.ThrowsAsync<Tsunagu.Cli.Factory.OperatorApiException>(() =>
             client.SendJsonAsync(HttpMethod.Post, Routes.Media, new MediaRegistration(digest, "again"), CancellationToken.None));
         Assert.That(duplicate!.Status, Is.EqualTo(409));
+    }
+
+    private sealed class PassThrough : Tsunagu.Hal.INetworkAccess
+    {
+        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => inner;
+        public void EnsureRoute() { }
     }
 }

@@ -37,7 +37,7 @@ public sealed class MosquittoServer : IDisposable
         var directory = Path.Combine(Path.GetTempPath(), "tsunagu-mosquitto-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(directory);
         var password = Guid.NewGuid().ToString("N");
-        Run("mosquitto_ctrl", "dynsec", "init", Path.Combine(directory, "dynsec.json"), "admin", password);
+        TestServer.Run("mosquitto_ctrl", ["dynsec", "init", Path.Combine(directory, "dynsec.json"), "admin", password]);
         var port = TestServer.FreePort();
         File.WriteAllText(Path.Combine(directory, "mosquitto.conf"), $"""
             listener {port} 127.0.0.1
@@ -51,7 +51,7 @@ public sealed class MosquittoServer : IDisposable
             """);
         if (Environment.UserName == "root")
         {
-            Run("chown", "-R", "mosquitto", directory); // mosquitto drops root for its own user and must write dynsec.json
+            TestServer.Run("chown", ["-R", "mosquitto", directory]); // mosquitto drops root for its own user and must write dynsec.json
         }
         var start = new ProcessStartInfo("/usr/sbin/mosquitto") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add("-c");
@@ -82,16 +82,6 @@ public sealed class MosquittoServer : IDisposable
         }
     }
 
-    private static void Run(string file, params string[] args)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in args) { start.ArgumentList.Add(a); }
-        using var p = Process.Start(start)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0) { throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited with {p.ExitCode}: {stderr.Result}"); }
-    }
 
 
     public void Dispose()

@@ -76,9 +76,9 @@ public sealed class PostgresServer : IDisposable
         var asRoot = Environment.UserName == "root";
         if (asRoot)
         {
-            Run("chown", ["postgres:postgres", directory]);
+            TestServer.Run("chown", ["postgres:postgres", directory]);
         }
-        Run(asRoot ? "runuser" : Path.Combine(bin, "initdb"),
+        TestServer.Run(asRoot ? "runuser" : Path.Combine(bin, "initdb"),
             [.. asRoot ? new[] { "-u", "postgres", "--", Path.Combine(bin, "initdb") } : [], "-D", Path.Combine(directory, "data"), "-U", "tsunagu", "-A", "trust", "--no-sync", "-E", "UTF8"]);
         var port = TestServer.FreePort();
         var args = new List<string>();
@@ -108,19 +108,6 @@ public sealed class PostgresServer : IDisposable
         }
     }
 
-    private static void Run(string file, IEnumerable<string> arguments)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in arguments) { start.ArgumentList.Add(a); }
-        using var p = Process.Start(start)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{file} {string.Join(' ', start.ArgumentList)} exited with {p.ExitCode}: {stderr.Result}");
-        }
-    }
 
 
     public void Dispose()

@@ -101,6 +101,21 @@ public sealed class TestServer : IAsyncDisposable
         SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [Pin]) },
     }) { BaseAddress = new Uri(Url) };
 
+    /// <summary>Runs a program to completion; fails with its exit code and error output when it does not succeed.</summary>
+    public static void Run(string file, IEnumerable<string> arguments)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in arguments) { start.ArgumentList.Add(a); }
+        using var p = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
+        var stderr = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{file} {string.Join(' ', start.ArgumentList)} exited with {p.ExitCode}: {stderr.Result}");
+        }
+    }
+
     /// <summary>A loopback port nothing listens on right now.</summary>
     public static int FreePort()
     {

@@ -52,7 +52,7 @@ public static class AccountsApi
 
         app.MapGet(Routes.Prefix + "/subscriber/units", (HttpContext http, TsunaguStore store) =>
             Results.Ok(store.QueryUnits(new UnitQuery(Subscriber: http.Caller().Subject)).Select(OperatorApi.ToView).ToList()))
-            .AddEndpointFilter<RequireSubscriber>().WithTags("Accounts");
+            .RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
 
         // patent 0069-0070: the subscriber's own settings; a change is recorded provisional, pushed, applied, final
         app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", (string mac, HttpContext http, Web.SubscriberChanges changes) =>
@@ -62,7 +62,7 @@ public static class AccountsApi
             var current = changes.Current(unit.Mac);
             return Results.Ok(new SubscriberConfigView(current?.Row.Revision, current?.Document,
                 changes.Revisions(unit.Mac).Select(r => new SubscriberRevision(r.Revision, r.Status, r.Error, r.Origin)).ToList()));
-        }).AddEndpointFilter<RequireSubscriber>().WithTags("Accounts");
+        }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
 
         app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async (string mac, ServiceConfiguration config, HttpContext http, Web.SubscriberChanges changes) =>
         {
@@ -79,12 +79,7 @@ public static class AccountsApi
             {
                 return Problems.BadRequest(e.Message);
             }
-        }).AddEndpointFilter<RequireSubscriber>().WithTags("Accounts");
+        }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
     }
 }
 
-public sealed class RequireSubscriber(TokenService tokens, TsunaguStore store) : IEndpointFilter
-{
-    private readonly RequireScope _inner = new(TokenScope.Subscriber, tokens, store);
-    public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next) => _inner.InvokeAsync(context, next);
-}

@@ -16,7 +16,7 @@ public static class HostApi
         app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
             auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
-        var host = app.MapGroup("").AddEndpointFilter<RequireHost>();
+        var host = app.MapGroup("").RequireTokenScope(TokenScope.Host);
         host.MapPost(Routes.VersionCheck, VersionCheck);
         host.MapPost(Routes.UpdateReport, UpdateReport);
         host.MapGet(Routes.Artifacts + "/{sha256}", Artifact);

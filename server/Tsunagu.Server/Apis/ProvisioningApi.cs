@@ -29,7 +29,7 @@ public static class ProvisioningApi
                 new WanAccount(unit.IspMethod, unit.IspUsername, unit.IspPassword, unit.IpAddress),
                 unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
                 endpoints.HostServerUrl, push.BrokerUri));
-        }).AddEndpointFilter<RequireProvisional>();
+        }).RequireTokenScope(TokenScope.Provisional);
     }
 }
 
@@ -39,14 +39,4 @@ public sealed class ServerEndpoints
     public string HostServerUrl { get; set; } = "";
 }
 
-public sealed class RequireProvisional(TokenService tokens, TsunaguStore store) : IEndpointFilter
-{
-    private readonly RequireScope _inner = new(TokenScope.Provisional, tokens, store);
-    public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next) => _inner.InvokeAsync(context, next);
-}
 
-public sealed class RequireHost(TokenService tokens, TsunaguStore store) : IEndpointFilter
-{
-    private readonly RequireScope _inner = new(TokenScope.Host, tokens, store);
-    public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next) => _inner.InvokeAsync(context, next);
-}

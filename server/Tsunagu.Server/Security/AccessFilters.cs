@@ -43,6 +43,15 @@ public sealed class RequireScope(string scope, TokenService tokens, TsunaguStore
     }
 }
 
+public static class ScopeFilterExtensions
+{
+    /// <summary>Admits only bearer tokens of <paramref name="scope"/> to these endpoints (see <see cref="RequireScope"/>).</summary>
+    public static TBuilder RequireTokenScope<TBuilder>(this TBuilder builder, string scope) where TBuilder : IEndpointConventionBuilder =>
+        builder.AddEndpointFilter((context, next) => new RequireScope(scope,
+            context.HttpContext.RequestServices.GetRequiredService<TokenService>(),
+            context.HttpContext.RequestServices.GetRequiredService<TsunaguStore>()).InvokeAsync(context, next));
+}
+
 /// <summary>Admits operators by HTTP Basic credentials or an operator bearer token.</summary>
 public sealed class RequireOperator(TokenService tokens, TsunaguStore store) : IEndpointFilter
 {
