@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps restore build test unit-test integration-test system-test run bench tsunagud-aot clean
+.PHONY: all deps restore build test unit-test integration-test system-test run bench tsunagud-aot image lab clean
 
 all: build
 
@@ -59,6 +59,11 @@ bench: deps
 # (reflection-based mapping the supervisor does not use: it stores JSON strings), so they are not errors here.
 tsunagud-aot: deps
 	$(DOTNET) publish firmware/tsunagud -c Release -r linux-x64 -p:PublishAot=true -p:TreatWarningsAsErrors=false -o artifacts/tsunagud
+
+# The firmware image of a board (image/README.md): out/image/$(BOARD)/disk.img and the boot files QEMU loads.
+BOARD ?= qemu-x86_64
+image: deps
+	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
 
 clean:
 	$(DOTNET) clean Tsunagu.slnx -c $(CONFIGURATION) >/dev/null

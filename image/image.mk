@@ -1,0 +1,86 @@
+# The firmware image of one board, from Debian packages (see image/README.md). Called by `make image BOARD=...`;
+# every output is a file target, so a rebuild with nothing changed does nothing.
+SHELL := /bin/bash
+BOARD ?= qemu-x86_64
+OUT ?= out/image/$(BOARD)
+BOARD_JSON := board/$(BOARD)/board.json
+# The OS the factory ships (slot_a, recovery OS) and the one the lab's update program installs.
+OS_VERSION ?= 1.0
+UPDATE_OS_VERSION ?= 1.1
+TSUNAGUD := artifacts/tsunagud/tsunagud
+KREL := $(shell bash -c '. image/lib.sh; kernel_release' 2>/dev/null)
+BOOT_MODULES := virtio_pci virtio_blk virtio_net squashfs ext4 overlay evdev
+OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
+	nf_conntrack nf_nat wireguard bridge tun veth
+DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck
+FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.csproj' | grep -v '/obj/\|/bin/')
+IMAGE_INPUTS := image/lib.sh image/image.mk $(shell find image/rootfs image/initramfs -type f)
+
+.PHONY: image
+image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img
+	@bash -c '. image/lib.sh; say "$(OUT): $$(cd $(OUT) && ls -s --block-size=K disk.img prom.sqfs os-*.sqfs vmlinuz initrd.img | tr "\n" " ")"'
+
+$(OUT)/.kernel-$(KREL):
+	@[ -n "$(KREL)" ] || { echo "[image] error: linux-image-amd64 is not installed" >&2; exit 1; }
+	@mkdir -p $(OUT) && rm -f $(OUT)/.kernel-* && touch $@
+
+$(OUT)/vmlinuz: $(OUT)/.kernel-$(KREL)
+	@bash -c '. image/lib.sh; say "kernel $(KREL)"'
+	cp /boot/vmlinuz-$(KREL) $@
+
+$(TSUNAGUD): $(FIRMWARE_SOURCES)
+	@bash -c '. image/lib.sh; say "tsunagud (Native AOT; about a minute)"'
+	$(MAKE) --no-print-directory tsunagud-aot >/dev/null
+
+# The boot program: busybox, mkfs.ext4 and the modules the disk and its file systems need.
+$(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(IMAGE_INPUTS)
+	@bash -c '. image/lib.sh; say "boot program (initramfs)"'
+	rm -rf $(OUT)/stage/initramfs && mkdir -p $(OUT)/stage/initramfs/{etc,proc,sys,dev,run,mnt,tmp}
+	bash -c '. image/lib.sh; s=$(OUT)/stage/initramfs; install_busybox $$s; install_binary $$s /sbin/mkfs.ext4; \
+		install_modules $$s $(KREL) $(BOOT_MODULES)'
+	install -m 0755 image/initramfs/init $(OUT)/stage/initramfs/init
+	echo "$(BOOT_MODULES)" | tr ' ' '\n' > $(OUT)/stage/initramfs/etc/boot-modules
+	(cd $(OUT)/stage/initramfs && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > $@.tmp
+	mv $@.tmp $@
+
+# One OS image: busybox, the daemons the services run, tsunagud, kernel modules, the board description.
+$(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(IMAGE_INPUTS) $(BOARD_JSON)
+	@bash -c '. image/lib.sh; say "OS $* root file system"'
+	rm -rf $(OUT)/stage/os-$* && mkdir -p $(OUT)/stage/os-$*
+	cp -a image/rootfs/. $(OUT)/stage/os-$*/
+	bash -c '. image/lib.sh; s=$(OUT)/stage/os-$*; install_busybox $$s; \
+		for b in $(DAEMONS); do install_binary $$s $$b; done; \
+		install_binary_as $$s $(TSUNAGUD) /usr/lib/tsunagu/tsunagud; \
+		for l in /usr/lib/x86_64-linux-gnu/libssl.so.3 /usr/lib/x86_64-linux-gnu/libcrypto.so.3; do install_library $$s $$l; done; \
+		install_modules $$s $(KREL) $(OS_MODULES)'
+	mkdir -p $(OUT)/stage/os-$*/{proc,sys,dev,run,tmp,data,prom,factory,hdd,var,root} $(OUT)/stage/os-$*/etc/tsunagu
+	echo "tsunagu-os $*" > $(OUT)/stage/os-$*/etc/os-version
+	echo "$(OS_MODULES)" | tr ' ' '\n' > $(OUT)/stage/os-$*/etc/os-modules
+	cp $(BOARD_JSON) $(OUT)/stage/os-$*/etc/tsunagu/board.json
+	printf 'root:x:0:0:root:/root:/bin/sh\ndnsmasq:x:65534:65534:dnsmasq:/:/bin/false\n' > $(OUT)/stage/os-$*/etc/passwd
+	printf 'root:x:0:\nnogroup:x:65534:\n' > $(OUT)/stage/os-$*/etc/group
+	touch $@
+
+$(OUT)/os-%.sqfs: $(OUT)/stage/os-%/.done
+	@bash -c '. image/lib.sh; say "OS $* image (squashfs)"'
+	mksquashfs $(OUT)/stage/os-$* $@.tmp -noappend -comp zstd -all-root -no-progress -quiet -no-recovery -e .done
+	mv $@.tmp $@
+
+# The PROM: the factory OS (also the recovery OS) with the kernel, the boot program, its OS version and the
+# factory applications.
+$(OUT)/prom.sqfs: $(OUT)/stage/os-$(OS_VERSION)/.done $(OUT)/vmlinuz $(OUT)/initrd.img
+	@bash -c '. image/lib.sh; say "prom (squashfs)"'
+	rm -rf $(OUT)/stage/prom-extra && mkdir -p $(OUT)/stage/prom-extra/boot
+	cp $(OUT)/vmlinuz $(OUT)/initrd.img $(OUT)/stage/prom-extra/boot/
+	echo "tsunagu-os $(OS_VERSION)" > $(OUT)/stage/prom-extra/os-version
+	for app in cache-manager firewall vcp; do mkdir -p $(OUT)/stage/prom-extra/apps/$$app/1.0.0; \
+		echo "$$app 1.0.0" > $(OUT)/stage/prom-extra/apps/$$app/1.0.0/VERSION; done
+	mksquashfs $(OUT)/stage/os-$(OS_VERSION) $@.tmp -noappend -comp zstd -all-root -no-progress -quiet -no-recovery -e .done
+	mksquashfs $(OUT)/stage/prom-extra $@.tmp -comp zstd -all-root -no-progress -quiet -no-recovery
+	mv $@.tmp $@
+
+# The disk: GPT with the board's partitions; prom and slot_a written, data formatted with a boot state that
+# boots slot_a, factory empty until `tsunagu factory burn`.
+$(OUT)/disk.img: $(OUT)/prom.sqfs $(OUT)/os-$(OS_VERSION).sqfs $(BOARD_JSON) image/mkdisk.sh
+	@bash -c '. image/lib.sh; say "disk image"'
+	bash image/mkdisk.sh $(BOARD_JSON) $(OUT) $(OS_VERSION)
