@@ -18,13 +18,13 @@ namespace Tsunagu.Cli;
 /// </summary>
 public static class DemoCommand
 {
-    public sealed record Settings(int Units, string DataDirectory, int Port, int MqttPort, TimeSpan CheckInterval);
+    public sealed record Settings(int Units, string DataDirectory, int Port, int MqttPort, TimeSpan CheckInterval, string? LabImage = null);
 
     public static async Task<int> RunAsync(Settings settings, TextWriter output, CancellationToken ct)
     {
-        if (settings.Units is < 1 or > 10_000)
+        if (settings.Units is < 0 or > 10_000)
         {
-            output.WriteLine($"error: --units {settings.Units} is outside 1..10000");
+            output.WriteLine($"error: --units {settings.Units} is outside 0..10000");
             return 2;
         }
         var root = Path.GetFullPath(settings.DataDirectory);
@@ -38,6 +38,17 @@ public static class DemoCommand
         var app = ServerHost.Build(serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Warning));
         using var releaseKey = FactoryIdentities.LoadOrCreateReleaseSigningKey(Path.Combine(serverOptions.DataDirectory, "keys", "release.key"));
         var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey);
+        if (settings.LabImage is { } labImage)
+        {
+            var osImage = LabCatalogue.UpdateOsImage(labImage);
+            if (!File.Exists(osImage))
+            {
+                output.WriteLine($"error: --lab-image {labImage}: {osImage} is missing; build it with `make image`");
+                return 2;
+            }
+            LabCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, osImage);
+        }
+        await File.WriteAllTextAsync(Path.Combine(root, "release.pub"), ReleaseKeys.PublicKeyBase64(releaseKey) + "\n", ct);
         await app.StartAsync(ct);
         var url = ServerHost.BaseUrl(app);
         var certPath = Path.Combine(serverOptions.DataDirectory, "tls", ServerCertificate.PemFile);
@@ -48,6 +59,10 @@ public static class DemoCommand
         output.WriteLine($"operator    {DemoCatalogue.OperatorName} / {password}   (also in {passwordFile})");
         output.WriteLine($"try         curl --cacert {certPath} -u {DemoCatalogue.OperatorName}:{password} {url}api/v1/units");
         output.WriteLine($"catalogue   {DemoCatalogue.Pattern1} (factory) -> {DemoCatalogue.Pattern2} by update {DemoCatalogue.UpdateId} (importance 5), a bundle signed with release key {ReleaseKeys.KeyId(releaseKey)}");
+        if (settings.LabImage is not null)
+        {
+            output.WriteLine($"lab         {LabCatalogue.Pattern1} (QEMU image) -> {LabCatalogue.Pattern2} by update {LabCatalogue.UpdateId}; boot a unit with `make lab`");
+        }
         output.WriteLine();
 
         var unitKey = app.Services.GetRequiredService<Tsunagu.Server.Apis.UnitKey>().Bytes;

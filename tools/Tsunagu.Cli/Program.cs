@@ -31,7 +31,7 @@ async Task<int> Guard(Func<Task<int>> action)
     {
         return await action();
     }
-    catch (Exception e) when (e is OperatorApiException or ArgumentException or ProtocolException or IOException or HttpRequestException)
+    catch (Exception e) when (e is OperatorApiException or DiskImageException or ArgumentException or ProtocolException or IOException or HttpRequestException)
     {
         Console.Error.WriteLine($"error: {e.Message}");
         return 1;
@@ -44,9 +44,10 @@ var dataOption = new Option<string>("--data") { Description = "demo data directo
 var portOption = new Option<int>("--port") { Description = "HTTPS port on 127.0.0.1", DefaultValueFactory = _ => 8443 };
 var mqttPortOption = new Option<int>("--mqtt-port") { Description = "embedded MQTT broker port on 127.0.0.1", DefaultValueFactory = _ => 1883 };
 var intervalOption = new Option<int>("--check-interval") { Description = "seconds between periodic checks", DefaultValueFactory = _ => 300 };
-var demo = new Command("demo", "run the server with the demo catalogue and a fleet of simulated units") { unitsOption, dataOption, portOption, mqttPortOption, intervalOption };
+var labImageOption = new Option<string?>("--lab-image") { Description = "also catalogue the QEMU board's firmware image (the `make image` output folder) for `make lab`" };
+var demo = new Command("demo", "run the server with the demo catalogue and a fleet of simulated units") { unitsOption, dataOption, portOption, mqttPortOption, intervalOption, labImageOption };
 demo.SetAction((r, ct) => DemoCommand.RunAsync(new DemoCommand.Settings(r.GetValue(unitsOption), r.GetValue(dataOption)!, r.GetValue(portOption),
-    r.GetValue(mqttPortOption), TimeSpan.FromSeconds(r.GetValue(intervalOption))), Console.Out, ct));
+    r.GetValue(mqttPortOption), TimeSpan.FromSeconds(r.GetValue(intervalOption)), r.GetValue(labImageOption)), Console.Out, ct));
 root.Subcommands.Add(demo);
 
 // ---- unit add: factory identity + device management table row --------------------------------------------
@@ -62,34 +63,80 @@ var provPasswordOption = new Option<string?>("--provisional-password") { Descrip
 var ispMethodOption = new Option<string>("--isp-method") { Description = "main WAN method: pppoe, dhcp or static", DefaultValueFactory = _ => "pppoe" };
 var ispUserOption = new Option<string?>("--isp-user") { Description = "ISP account" };
 var ispPasswordOption = new Option<string?>("--isp-password") { Description = "ISP password" };
-var ipOption = new Option<string?>("--ip") { Description = "IP address (static WAN)" };
+var ipOption = new Option<string?>("--ip") { Description = "IP address (static WAN), e.g. 10.0.2.15/24" };
+var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway (static WAN)" };
+var bootstrapUrlOption = new Option<string?>("--bootstrap-url") { Description = "initial setting server URL as the unit reaches it (default: --server)" };
 var domainOption = new Option<string?>("--domain") { Description = "domain" };
 var vpnOption = new Option<string?>("--vpn") { Description = "VPN settings" };
 var globalIpOption = new Option<string?>("--global-ip") { Description = "global IP" };
 var subscriberOption = new Option<string?>("--subscriber") { Description = "subscriber account" };
+var targetOption = new Option<string?>("--target") { Description = "the install pattern the host keeps the unit on (a verified pattern)" };
 var outOption = new Option<string>("--out") { Description = "directory to write the factory partition (identity.json) to", Required = true };
 var unitAdd = new Command("add", "create a unit's factory identity and register its settings with the server")
 {
     macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,
-    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, domainOption, vpnOption, globalIpOption, subscriberOption, outOption,
+    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, gatewayOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption, outOption,
 };
 foreach (var o in connection) { unitAdd.Options.Add(o); }
-unitAdd.SetAction((r, ct) => Guard(async () =>
+// The identity of one unit from the options, registered on the server unless the unit is already (a reimage).
+async Task<FactoryIdentity> MakeIdentity(ParseResult r, bool register, CancellationToken ct)
 {
     var server = ServerUri(r);
     var pin = OperatorClient.PinFromPemFile(r.GetValue(certOption)!);
     var identity = FactoryIdentities.Create(new IdentitySpec(r.GetValue(macOption)!, r.GetValue(serialOption)!, r.GetValue(hardwareOption)!,
-        r.GetValue(boardOption)!, server.ToString(),
+        r.GetValue(boardOption)!, r.GetValue(bootstrapUrlOption) ?? server.ToString(),
         new WanAccount(r.GetValue(provMethodOption)!, r.GetValue(provUserOption), r.GetValue(provPasswordOption)),
         [pin], r.GetValue(releaseKeyOption) ?? []), FactoryIdentities.ReadUnitKey(r.GetValue(unitKeyOption)!));
-    using var client = Connect(r);
-    var view = await client.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion,
-        new WanAccount(r.GetValue(ispMethodOption)!, r.GetValue(ispUserOption), r.GetValue(ispPasswordOption), r.GetValue(ipOption)),
-        r.GetValue(ipOption), r.GetValue(domainOption), r.GetValue(vpnOption), r.GetValue(globalIpOption), null, r.GetValue(subscriberOption)), ct);
+    if (register)
+    {
+        using var client = Connect(r);
+        await client.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion,
+            new WanAccount(r.GetValue(ispMethodOption)!, r.GetValue(ispUserOption), r.GetValue(ispPasswordOption), r.GetValue(ipOption), r.GetValue(gatewayOption)),
+            r.GetValue(ipOption), r.GetValue(domainOption), r.GetValue(vpnOption), r.GetValue(globalIpOption), r.GetValue(targetOption), r.GetValue(subscriberOption)), ct);
+    }
+    return identity;
+}
+
+unitAdd.SetAction((r, ct) => Guard(async () =>
+{
+    var identity = await MakeIdentity(r, register: true, ct);
     await DirectoryFactoryPartition.BurnAsync(r.GetValue(outOption)!, identity, ct);
-    Console.WriteLine($"registered {view.Mac} ({view.Serial}); factory identity written to {Path.GetFullPath(r.GetValue(outOption)!)}");
+    Console.WriteLine($"registered {identity.Mac} ({identity.Serial}); factory identity written to {Path.GetFullPath(r.GetValue(outOption)!)}");
     return 0;
 }));
+
+// ---- factory burn / show: the factory partition of a disk image ---------------------------------------------
+var imageOption = new Option<string>("--image") { Description = "the unit's disk image (GPT with a 'factory' partition; `make image`)", Required = true };
+var reimageOption = new Option<bool>("--reimage") { Description = "the unit is already registered (a technician reimaging it): write the same identity again, register nothing" };
+var burn = new Command("burn", "write one unit's identity into the factory partition of a disk image and register the unit")
+{
+    macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,
+    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, gatewayOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption,
+    imageOption, reimageOption,
+};
+foreach (var o in connection) { burn.Options.Add(o); }
+burn.SetAction((r, ct) => Guard(async () =>
+{
+    var image = r.GetValue(imageOption)!;
+    GptImage.Find(image, GptImage.FactoryPartition); // refuse a wrong image before registering anything
+    var reimage = r.GetValue(reimageOption);
+    var identity = await MakeIdentity(r, register: !reimage, ct);
+    await GptImage.BurnFactoryAsync(image, identity, ct);
+    Console.WriteLine(reimage
+        ? $"factory partition of {image} rewritten for {identity.Mac} ({identity.Serial}); the unit comes back as itself"
+        : $"registered {identity.Mac} ({identity.Serial}); factory partition of {image} written");
+    return 0;
+}));
+var showImage = new Command("show", "print the identity in a disk image's factory partition (the unit secret is not printed)") { imageOption };
+showImage.SetAction((r, ct) => Guard(async () =>
+{
+    var id = await GptImage.ReadFactoryAsync(r.GetValue(imageOption)!, ct);
+    Console.WriteLine($"mac {id.Mac}\nserial {id.Serial}\nhardware {id.HardwareVersion}\nboard {id.Board}\n" +
+                      $"initial server {id.Bootstrap.InitialServerUrl}\nprovisional wan {id.Bootstrap.ProvisionalWan.Method}\n" +
+                      $"server pins {id.ServerCertificatePins.Count}\nrelease keys {id.ReleasePublicKeys.Count}");
+    return 0;
+}));
+root.Subcommands.Add(new Command("factory", "the factory partition of a unit's disk image") { burn, showImage });
 root.Subcommands.Add(new Command("unit", "factory operations on one unit") { unitAdd });
 
 // ---- units list / check -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ public static class ProvisioningApi
         app.MapPost(Routes.ProvisioningSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
             auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
-        app.MapGet(Routes.ProvisioningSettings, (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push) =>
+        app.MapGet(Routes.ProvisioningSettings, (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push, ServerOptions options) =>
         {
             var mac = http.Caller().Subject;
             var unit = store.GetUnit(mac);
@@ -28,8 +28,29 @@ public static class ProvisioningApi
                 unit.Mac,
                 new WanAccount(unit.IspMethod, unit.IspUsername, unit.IspPassword, unit.IpAddress),
                 unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
-                endpoints.HostServerUrl, push.BrokerUri));
+                options.HostServerUrl ?? AsReachedBy(http, endpoints.HostServerUrl),
+                options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null)));
         }).RequireTokenScope(TokenScope.Provisional);
+    }
+
+    /// <summary>
+    /// <paramref name="url"/> as the unit can reach it: when no public address is configured and the server listens on a
+    /// loopback or unspecified address, the unit came in through a forwarded port (a QEMU guest, a NAT), so it gets the
+    /// host name it used for this request, with the URL's own scheme and port.
+    /// </summary>
+    internal static string AsReachedBy(HttpContext http, string url)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || !System.Net.IPAddress.TryParse(uri.Host.Trim('[', ']'), out var address)
+            || !(System.Net.IPAddress.IsLoopback(address) || address.Equals(System.Net.IPAddress.Any) || address.Equals(System.Net.IPAddress.IPv6Any)))
+        {
+            return url;
+        }
+        var reached = http.Request.Host.Host;
+        if (string.IsNullOrEmpty(reached) || reached == uri.Host)
+        {
+            return url;
+        }
+        return new UriBuilder(uri) { Host = reached }.Uri.ToString();
     }
 }
 

@@ -1,0 +1,50 @@
+#!/bin/bash
+# qemu-run.sh: boots one unit of the qemu-x86_64 board under TCG. Networking is only QEMU user networking with
+# restrict=on (no way out) and guestfwd to the server on 127.0.0.1: the unit reaches the server at 10.0.2.100.
+#
+# Environment:
+#   DISK          the unit's disk image (factory burned; `tsunagu factory burn`)      required
+#   IMAGE_DIR     the `make image` output (vmlinuz, initrd.img)                        default out/image/qemu-x86_64
+#   HDD           the cache disk image (optional)
+#   SERVER_PORT   the server's HTTPS port on 127.0.0.1 (the unit uses 10.0.2.100:SAME) default 8443
+#   MQTT_PORT     the MQTT broker port on 127.0.0.1                                    default 1883
+#   MAC           the WAN interface's MAC (the unit's identity)                        default 52:54:00:12:34:56
+#   RUN_DIR       where console.log, monitor.sock (QEMU monitor) and shell.sock (service shell on ttyS1) go
+#   CONSOLE       'stdio' (interactive; Ctrl-A X quits) or 'file' (RUN_DIR/console.log) default stdio
+#   MEMORY        guest RAM in MiB                                                     default 512
+set -euo pipefail
+: "${DISK:?DISK: the unit's disk image}"
+IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64}
+SERVER_PORT=${SERVER_PORT:-8443}
+MQTT_PORT=${MQTT_PORT:-1883}
+MAC=${MAC:-52:54:00:12:34:56}
+RUN_DIR=${RUN_DIR:-$(dirname "$DISK")}
+CONSOLE=${CONSOLE:-stdio}
+MEMORY=${MEMORY:-512}
+for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img"; do
+    [ -f "$f" ] || { echo "qemu-run: $f is missing (make image)" >&2; exit 2; }
+done
+command -v socat >/dev/null || { echo "qemu-run: socat is missing (apt-get install socat); guestfwd uses it per connection" >&2; exit 2; }
+mkdir -p "$RUN_DIR"
+rm -f "$RUN_DIR/monitor.sock" "$RUN_DIR/shell.sock"
+
+fwd="guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:socat - TCP:127.0.0.1:$SERVER_PORT"
+fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_PORT"
+args=(
+    -M pc -m "$MEMORY" -smp 1 -display none -no-user-config -nodefaults
+    -kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img"
+    -append "console=ttyS0 quiet panic=1 tsunagu.disk=vda"
+    -drive "file=$DISK,if=virtio,format=raw,cache=unsafe"
+    -netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd" -device "virtio-net-pci,netdev=wan,mac=$MAC"
+    -netdev hubport,id=lan,hubid=1 -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01
+    -device i8042
+    -monitor "unix:$RUN_DIR/monitor.sock,server=on,wait=off"
+)
+[ -n "${HDD:-}" ] && args+=(-drive "file=$HDD,if=virtio,format=raw,cache=unsafe")
+if [ "$CONSOLE" = stdio ]; then
+    args+=(-serial mon:stdio)
+else
+    args+=(-serial "file:$RUN_DIR/console.log")
+fi
+args+=(-serial "unix:$RUN_DIR/shell.sock,server=on,wait=off")
+exec qemu-system-x86_64 "${args[@]}"
