@@ -37,7 +37,6 @@ args=(
     -drive "file=$DISK,if=virtio,format=raw,cache=unsafe"
     -netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd" -device "virtio-net-pci,netdev=wan,mac=$MAC"
     -netdev hubport,id=lan,hubid=1 -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01
-    -device i8042
     -monitor "unix:$RUN_DIR/monitor.sock,server=on,wait=off"
 )
 [ -n "${HDD:-}" ] && args+=(-drive "file=$HDD,if=virtio,format=raw,cache=unsafe")

@@ -38,7 +38,69 @@ public sealed class Supervisor : IAsyncDisposable
     /// <summary>Wakes the unit for a version check now (what an MQTT "check now" does).</summary>
     public void RequestCheck(bool forced = true) => Context.RequestCheck(forced);
 
+    /// <summary>
+    /// Runs the state machine until <paramref name="cancellationToken"/> is cancelled. A long press of the reset
+    /// button (when the board has one) stops it, wipes `data`, restarts the unit and provisions it again from `factory`.
+    /// </summary>
     public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            using var run = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var resetPressed = false;
+            var watcher = Context.Hardware.Reset is { } button
+                ? WatchResetAsync(button, () => { resetPressed = true; run.Cancel(); }, run.Token)
+                : Task.CompletedTask;
+            await RunStatesAsync(run.Token);
+            await run.CancelAsync();
+            await watcher;
+            if (!resetPressed || cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            await FactoryResetAsync(cancellationToken);
+        }
+    }
+
+    private async Task WatchResetAsync(IResetButton button, Action pressed, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await button.WaitForLongPressAsync(cancellationToken);
+            pressed();
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+        catch (HalException e)
+        {
+            // a button that cannot be read must not stop the unit; it keeps working without a reset button
+            Context.Log($"reset button unavailable: {e.Message}");
+        }
+    }
+
+    /// <summary>Patent 0040: everything on `data` goes; the unit restarts and provisions itself again from `factory`.</summary>
+    private async Task FactoryResetAsync(CancellationToken cancellationToken)
+    {
+        Context.Log("reset button held: wiping data and provisioning again");
+        Context.Hardware.Leds.Show(StatusIndication.Booting);
+        await ReleaseAsync();
+        Context.Settings = Context.FetchedSettings = null;
+        Context.ProvisionalSession = Context.HostSession = null;
+        Context.Offer = null;
+        Context.CurrentPattern = null;
+        Context.ReadyReported = false;
+        Context.MainLinkFailures = 0;
+        if (Context.Hardware.Wan.IsUp)
+        {
+            await Context.Hardware.Wan.DownAsync(cancellationToken);
+        }
+        await Context.Hardware.Data.FormatAsync(cancellationToken);
+        await Context.Hardware.Boot.RebootAsync(cancellationToken);
+        State = StateId.Boot;
+    }
+
+    private async Task RunStatesAsync(CancellationToken cancellationToken)
     {
         State = StateId.Boot;
         while (!cancellationToken.IsCancellationRequested)
@@ -91,7 +153,9 @@ public sealed class Supervisor : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync() => ReleaseAsync();
+
+    private async ValueTask ReleaseAsync()
     {
         if (Context.Push is { } push)
         {
@@ -100,5 +164,6 @@ public sealed class Supervisor : IAsyncDisposable
         Context.Services?.Dispose();
         Context.Client?.Dispose();
         Context.Store?.Dispose();
+        (Context.Push, Context.Services, Context.Client, Context.Store, Context.Apps) = (null, null, null, null, null);
     }
 }

@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
+using Tsunagu.Server;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Demo;
+
+namespace Tsunagu.SystemTests.Qemu;
+
+/// <summary>
+/// The server on loopback (both roles, SQLite, embedded broker) with the lab catalogue, and units of the
+/// qemu-x86_64 board booted from the `make image` output by image/qemu-run.sh: QEMU under TCG, user networking
+/// with restrict=on, guestfwd to the server. Everything lives in a temporary directory removed at the end.
+/// </summary>
+public sealed class QemuLab : IAsyncDisposable
+{
+    public const string Password = "qemu-lab-operator";
+
+    private QemuLab(string root, WebApplication app, ECDsa releaseKey)
+    {
+        Root = root;
+        App = app;
+        ReleaseKey = releaseKey;
+    }
+
+    public string Root { get; }
+    public WebApplication App { get; }
+    public ECDsa ReleaseKey { get; }
+    public TsunaguStore Store => App.Services.GetRequiredService<TsunaguStore>();
+    public ArtifactStore Artifacts => App.Services.GetRequiredService<ArtifactStore>();
+    public int Port => new Uri(ServerHost.BaseUrl(App)).Port;
+    public int MqttPort { get; private set; }
+    public string Pin => OperatorClient.PinFromPemFile(Path.Combine(Root, "server", "tls", ServerCertificate.PemFile));
+
+    public static string RepositoryRoot { get; } = FindRoot();
+    public static string ImageDirectory => Path.Combine(RepositoryRoot, "out", "image", LabCatalogue.Board);
+
+    /// <summary>Fails the test (never skips it) when the image or a tool is missing.</summary>
+    public static void RequireImage()
+    {
+        foreach (var file in new[] { "disk.img", "vmlinuz", "initrd.img", "os-1.1.sqfs" })
+        {
+            if (!File.Exists(Path.Combine(ImageDirectory, file)))
+            {
+                Assert.Fail($"{Path.Combine(ImageDirectory, file)} is missing: run `make image` (make system-test does)");
+            }
+        }
+        foreach (var tool in new[] { "qemu-system-x86_64", "socat" })
+        {
+            if (!Environment.GetEnvironmentVariable("PATH")!.Split(':').Any(d => File.Exists(Path.Combine(d, tool))))
+            {
+                Assert.Fail($"{tool} is missing (install the packages listed in .ci/run)");
+            }
+        }
+    }
+
+    public static async Task<QemuLab> StartAsync()
+    {
+        RequireImage();
+        var root = Path.Combine(Path.GetTempPath(), "tsunagu-qemu-" + Guid.NewGuid().ToString("N")[..10]);
+        Directory.CreateDirectory(root);
+        var mqttPort = FreePort();
+        var app = ServerHost.Build(new ServerOptions
+        {
+            DataDirectory = Path.Combine(root, "server"), Port = 0, MqttPort = mqttPort, CheckIntervalSeconds = 3600,
+        }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+        var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var store = app.Services.GetRequiredService<TsunaguStore>();
+        DemoCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
+        LabCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, LabCatalogue.UpdateOsImage(ImageDirectory));
+        await app.StartAsync();
+        return new QemuLab(root, app, releaseKey) { MqttPort = mqttPort };
+    }
+
+    /// <summary>A unit: its own copy of the image, factory burned, registered with target <paramref name="target"/>.</summary>
+    public async Task<QemuUnit> AddUnitAsync(int index, string target = LabCatalogue.Pattern2, WanAccount? isp = null)
+    {
+        var dir = Path.Combine(Root, $"unit{index}");
+        Directory.CreateDirectory(dir);
+        var disk = Path.Combine(dir, "disk.img");
+        Run("cp", "--sparse=always", Path.Combine(ImageDirectory, "disk.img"), disk);
+        var mac = $"52:54:00:7e:00:{index:x2}";
+        var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"QEMU-{index:D4}", LabCatalogue.HardwareVersion, LabCatalogue.Board,
+            $"https://10.0.2.100:{Port}/", new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
+            App.Services.GetRequiredService<UnitKey>().Bytes);
+        isp ??= new WanAccount("static", Address: "10.0.2.15/24", Gateway: "10.0.2.2");
+        using (var client = new OperatorClient(new Uri(ServerHost.BaseUrl(App)), DemoCatalogue.OperatorName, Password, [Pin]))
+        {
+            await client.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion, isp,
+                isp.Address, null, null, null, target, null), CancellationToken.None);
+        }
+        await GptImage.BurnFactoryAsync(disk, identity, CancellationToken.None);
+        string? hdd = null;
+        if (File.Exists(Path.Combine(ImageDirectory, "hdd.img")))
+        {
+            hdd = Path.Combine(dir, "hdd.img");
+            Run("cp", "--sparse=always", Path.Combine(ImageDirectory, "hdd.img"), hdd);
+        }
+        return new QemuUnit(this, identity.Mac, dir, disk, hdd);
+    }
+
+    public UnitRow? Unit(string mac) => Store.GetUnit(mac);
+
+    public async ValueTask DisposeAsync()
+    {
+        await App.StopAsync();
+        await App.DisposeAsync();
+        ReleaseKey.Dispose();
+        if (Environment.GetEnvironmentVariable("TSUNAGU_KEEP_LAB") is null)
+        {
+            try { Directory.Delete(Root, recursive: true); }
+            catch (IOException e) { TestContext.Out.WriteLine($"lab directory {Root} not removed: {e.Message}"); }
+        }
+    }
+
+    internal static void Run(string file, params string[] arguments)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in arguments) { start.ArgumentList.Add(a); }
+        using var p = Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
+        var stderr = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{file} {string.Join(' ', arguments)} exited with {p.ExitCode}: {stderr.Result}");
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Tsunagu.slnx"))) { return dir.FullName; }
+        }
+        throw new InvalidOperationException($"no Tsunagu.slnx above {AppContext.BaseDirectory}");
+    }
+}
+
+/// <summary>One QEMU unit: power on/off (hard), its console, its QEMU monitor and its service shell.</summary>
+public sealed class QemuUnit(QemuLab lab, string mac, string directory, string disk, string? hdd) : IAsyncDisposable
+{
+    private Process? _qemu;
+
+    public string Mac { get; } = mac;
+    public string Directory { get; } = directory;
+    public string Disk { get; } = disk;
+    public string ConsolePath => Path.Combine(Directory, "console.log");
+    public bool Running => _qemu is { HasExited: false };
+
+    /// <summary>Powers the unit on (the console log is appended to across power cycles).</summary>
+    public void PowerOn()
+    {
+        if (Running) { throw new InvalidOperationException($"unit {Mac} is already running"); }
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "image", "qemu-run.sh"));
+        start.Environment["DISK"] = Disk;
+        start.Environment["IMAGE_DIR"] = QemuLab.ImageDirectory;
+        start.Environment["SERVER_PORT"] = lab.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        start.Environment["MAC"] = Mac;
+        start.Environment["RUN_DIR"] = Directory;
+        start.Environment["CONSOLE"] = "file";
+        if (hdd is not null) { start.Environment["HDD"] = hdd; }
+        if (File.Exists(ConsolePath)) { File.AppendAllText(Path.Combine(Directory, "console-history.log"), File.ReadAllText(ConsolePath)); }
+        _qemu = Process.Start(start) ?? throw new InvalidOperationException("qemu-run.sh did not start");
+        _qemu.OutputDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"qemu: {e.Data}"); } };
+        _qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"qemu: {e.Data}"); } };
+        _qemu.BeginOutputReadLine();
+        _qemu.BeginErrorReadLine();
+    }
+
+    /// <summary>Pulls the plug: QEMU is killed, nothing in the guest gets to flush.</summary>
+    public async Task PowerOffAsync()
+    {
+        if (_qemu is null) { return; }
+        if (!_qemu.HasExited)
+        {
+            _qemu.Kill();
+            await _qemu.WaitForExitAsync();
+        }
+        _qemu.Dispose();
+        _qemu = null;
+    }
+
+    /// <summary>Everything the unit printed on its console in this power cycle.</summary>
+    public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
+
+    /// <summary>Everything printed on the console across all power cycles (for failure messages).</summary>
+    public string FullConsole()
+    {
+        var history = Path.Combine(Directory, "console-history.log");
+        return (File.Exists(history) ? File.ReadAllText(history) : "") + Console();
+    }
+
+    /// <summary>Waits until <paramref name="condition"/> holds, failing with the console tail after <paramref name="timeout"/>.</summary>
+    public async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (!Running)
+            {
+                Assert.Fail($"unit {Mac}: QEMU ended while waiting for {what}\n--- console ---\n{Tail(FullConsole())}");
+            }
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail($"unit {Mac}: no {what} within {timeout.TotalSeconds:0} s\n--- console ---\n{Tail(FullConsole())}");
+            }
+            await Task.Delay(250);
+        }
+    }
+
+    /// <summary>Waits until the server records the unit Ready on <paramref name="pattern"/>.</summary>
+    public Task WaitReadyAsync(string pattern, TimeSpan timeout, Func<bool>? also = null) =>
+        WaitAsync(() => lab.Unit(Mac) is { State: UnitStates.Ready } u && u.Pattern == pattern && (also?.Invoke() ?? true), timeout,
+            $"Ready on {pattern} as the server sees it (server has {lab.Unit(Mac)?.State}/{lab.Unit(Mac)?.Pattern})");
+
+    /// <summary>A command for the QEMU monitor (e.g. `sendkey f12 6000`); returns its answer.</summary>
+    public async Task<string> MonitorAsync(string command)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Directory, "monitor.sock")));
+        await using var stream = new NetworkStream(socket, ownsSocket: false);
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(command + "\n"));
+        var answer = await ReadUntilAsync(stream, "(qemu)", TimeSpan.FromSeconds(10), occurrences: 2);
+        return answer;
+    }
+
+    /// <summary>Runs a shell command on the unit's service console (ttyS1) and returns its output.</summary>
+    public async Task<string> ShellAsync(string command, TimeSpan? timeout = null)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Directory, "shell.sock")));
+        await using var stream = new NetworkStream(socket, ownsSocket: false);
+        var marker = "END" + Guid.NewGuid().ToString("N")[..8];
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"\n{command}; echo {marker[..3]}''{marker[3..]}\n"));
+        var output = await ReadUntilAsync(stream, marker, timeout ?? TimeSpan.FromSeconds(20));
+        var start = output.LastIndexOf(command, StringComparison.Ordinal);
+        var body = start >= 0 ? output[(start + command.Length)..] : output;
+        body = body[..body.LastIndexOf(marker, StringComparison.Ordinal)];
+        var firstNewline = body.IndexOf('\n');
+        return (firstNewline >= 0 ? body[(firstNewline + 1)..] : body).Replace("\r", "").Trim();
+    }
+
+    private static async Task<string> ReadUntilAsync(Stream stream, string marker, TimeSpan timeout, int occurrences = 1)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        var text = new StringBuilder();
+        var buffer = new byte[4096];
+        while (true)
+        {
+            var current = text.ToString();
+            var count = 0;
+            for (var i = current.IndexOf(marker, StringComparison.Ordinal); i >= 0; i = current.IndexOf(marker, i + 1, StringComparison.Ordinal)) { count++; }
+            if (count >= occurrences) { return current; }
+            int n;
+            try
+            {
+                n = await stream.ReadAsync(buffer, cts.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"no '{marker}' within {timeout.TotalSeconds:0} s; got: {current}");
+            }
+            if (n == 0) { throw new IOException($"the console closed before '{marker}'; got: {current}"); }
+            text.Append(Encoding.UTF8.GetString(buffer, 0, n));
+        }
+    }
+
+    private static string Tail(string text, int lines = 60) => string.Join('\n', text.Split('\n').TakeLast(lines));
+
+    public async ValueTask DisposeAsync() => await PowerOffAsync();
+}
