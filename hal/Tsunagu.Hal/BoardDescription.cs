@@ -12,12 +12,43 @@ public sealed record BoardInterfaces(string Wan, string Lan, string Vpn);
 public sealed record BoardHdd(string MountPoint);
 
 /// <summary>
-/// What differs between boards, as data (`board/&lt;name&gt;/board.json`): interface names and the optional cache disk.
-/// Unknown fields are ignored so the file can grow without breaking older readers.
+/// What differs between boards, as data (`board/&lt;name&gt;/board.json`): interface names, the optional cache disk,
+/// and the optional partition layout, LEDs, status indications and buttons. Unknown fields are ignored so the file
+/// can grow without breaking older readers; every field added after the first version is optional (an absent list
+/// reads as empty). Equality compares the lists and the indications by value.
 /// </summary>
 public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, BoardHdd? Hdd)
 {
     public const string FileName = "board.json";
+
+    /// <summary>The GPT partitions of the unit's disk, in disk order (e.g. prom, factory, slot_a, slot_b, data). Empty: not described.</summary>
+    public IReadOnlyList<BoardPartition> Partitions { get; init; } = [];
+
+    /// <summary>Size of the cache disk an image builder creates; null when the board description does not say.</summary>
+    public BoardHddDisk? HddDisk { get; init; }
+
+    /// <summary>The status LEDs the board has; indications refer to them by name.</summary>
+    public IReadOnlyList<BoardLed> Leds { get; init; } = [];
+
+    /// <summary>
+    /// For each <see cref="StatusIndication"/> (key: its name in lower case), the state of each LED. LEDs an indication
+    /// does not mention are off while it is shown; an indication absent here leaves the LEDs as they are.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, LedState>> Indications { get; init; } =
+        new Dictionary<string, IReadOnlyDictionary<string, LedState>>();
+
+    /// <summary>The buttons the board has (e.g. `reset`).</summary>
+    public IReadOnlyList<BoardButton> Buttons { get; init; } = [];
+
+    /// <summary>The LED pattern of <paramref name="indication"/>, or null when the board defines none.</summary>
+    public IReadOnlyDictionary<string, LedState>? Pattern(StatusIndication indication) =>
+        Indications.TryGetValue(IndicationKey(indication), out var pattern) ? pattern : null;
+
+    /// <summary>The button named <paramref name="name"/>, or null.</summary>
+    public BoardButton? Button(string name) => Buttons.FirstOrDefault(b => b.Name == name);
+
+    /// <summary>The key of <paramref name="indication"/> in <see cref="Indications"/>: its name in lower case.</summary>
+    public static string IndicationKey(StatusIndication indication) => indication.ToString().ToLowerInvariant();
 
     /// <summary>Reads a board description from a `board.json` file or from a folder holding one.</summary>
     /// <exception cref="BoardDescriptionException">Missing, unreadable or incomplete.</exception>
@@ -73,8 +104,122 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
         {
             throw new BoardDescriptionException($"{source}: hdd.mountPoint: '{board.Hdd.MountPoint}' must be an absolute path");
         }
+        // "partitions": null and the like read as absent
+        board = board with
+        {
+            Partitions = board.Partitions ?? [],
+            Leds = board.Leds ?? [],
+            Buttons = board.Buttons ?? [],
+            Indications = board.Indications ?? new Dictionary<string, IReadOnlyDictionary<string, LedState>>(),
+        };
+        ValidatePartitions(source, board);
+        ValidateLeds(source, board);
+        ValidateButtons(source, board);
         return board;
     }
+
+    private static void ValidatePartitions(string source, BoardDescription board)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < board.Partitions.Count; i++)
+        {
+            var p = board.Partitions[i];
+            var field = $"partitions[{i}]";
+            if (p is null) { throw new BoardDescriptionException($"{source}: {field}: null"); }
+            if (string.IsNullOrWhiteSpace(p.Name) || p.Name.Length > 36 || p.Name.Any(c => char.IsWhiteSpace(c) || char.IsControl(c) || c == '/'))
+            {
+                throw new BoardDescriptionException($"{source}: {field}.name: '{p.Name}' is not a GPT partition name (1..36 characters, no white space or '/')");
+            }
+            if (p.SizeMiB <= 0) { throw new BoardDescriptionException($"{source}: {field}.sizeMiB: {p.SizeMiB} must be positive (partition '{p.Name}')"); }
+            if (!names.Add(p.Name)) { throw new BoardDescriptionException($"{source}: {field}.name: partition '{p.Name}' is declared twice"); }
+        }
+        if (board.HddDisk is { SizeMiB: <= 0 } disk)
+        {
+            throw new BoardDescriptionException($"{source}: hddDisk.sizeMiB: {disk.SizeMiB} must be positive");
+        }
+    }
+
+    private static void ValidateLeds(string source, BoardDescription board)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < board.Leds.Count; i++)
+        {
+            var led = board.Leds[i];
+            var field = $"leds[{i}]";
+            if (led is null) { throw new BoardDescriptionException($"{source}: {field}: null"); }
+            Require(source, $"{field}.name", led.Name);
+            if (!names.Add(led.Name)) { throw new BoardDescriptionException($"{source}: {field}.name: LED '{led.Name}' is declared twice"); }
+            if (led.Class is null == led.Gpio is null)
+            {
+                throw new BoardDescriptionException($"{source}: {field}: LED '{led.Name}' needs exactly one of class (a /sys/class/leds name pattern) and gpio");
+            }
+            if (led.Class is not null && (led.Class.Length == 0 || led.Class.Contains('/')))
+            {
+                throw new BoardDescriptionException($"{source}: {field}.class: '{led.Class}' is not a /sys/class/leds name pattern");
+            }
+            if (led.Gpio is not null) { ValidateGpio(source, $"{field}.gpio", led.Gpio); }
+        }
+        var known = Enum.GetValues<StatusIndication>().Select(IndicationKey).ToHashSet(StringComparer.Ordinal);
+        foreach (var (key, pattern) in board.Indications)
+        {
+            if (!known.Contains(key))
+            {
+                throw new BoardDescriptionException($"{source}: indications.{key}: not a status indication (one of {string.Join(", ", known)})");
+            }
+            if (pattern is null) { throw new BoardDescriptionException($"{source}: indications.{key}: null"); }
+            foreach (var (led, state) in pattern)
+            {
+                if (!names.Contains(led)) { throw new BoardDescriptionException($"{source}: indications.{key}.{led}: LED '{led}' is not declared"); }
+                if (!Enum.IsDefined(state)) { throw new BoardDescriptionException($"{source}: indications.{key}.{led}: '{state}' is not on, off or blink"); }
+            }
+        }
+    }
+
+    private static void ValidateButtons(string source, BoardDescription board)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < board.Buttons.Count; i++)
+        {
+            var button = board.Buttons[i];
+            var field = $"buttons[{i}]";
+            if (button is null) { throw new BoardDescriptionException($"{source}: {field}: null"); }
+            Require(source, $"{field}.name", button.Name);
+            if (!names.Add(button.Name)) { throw new BoardDescriptionException($"{source}: {field}.name: button '{button.Name}' is declared twice"); }
+            if (button.Evdev is null == button.Gpio is null)
+            {
+                throw new BoardDescriptionException($"{source}: {field}: button '{button.Name}' needs exactly one source, evdev or gpio");
+            }
+            if (button.Evdev is { } evdev)
+            {
+                Require(source, $"{field}.evdev.deviceName", evdev.DeviceName);
+                if (evdev.KeyCode is <= 0 or > BoardEvdevKey.MaxKeyCode)
+                {
+                    throw new BoardDescriptionException($"{source}: {field}.evdev.keyCode: {evdev.KeyCode} is not a Linux key code (1..{BoardEvdevKey.MaxKeyCode})");
+                }
+            }
+            if (button.Gpio is not null) { ValidateGpio(source, $"{field}.gpio", button.Gpio); }
+            if (!(button.LongPressSeconds > 0) || double.IsInfinity(button.LongPressSeconds))
+            {
+                throw new BoardDescriptionException($"{source}: {field}.longPressSeconds: {button.LongPressSeconds} must be a positive number of seconds");
+            }
+        }
+    }
+
+    private static void ValidateGpio(string source, string field, BoardGpioLine gpio)
+    {
+        if (gpio.Chip < 0) { throw new BoardDescriptionException($"{source}: {field}.chip: {gpio.Chip} must be 0 or more"); }
+        if (gpio.Line < 0) { throw new BoardDescriptionException($"{source}: {field}.line: {gpio.Line} must be 0 or more"); }
+    }
+
+    public bool Equals(BoardDescription? other) =>
+        other is not null
+        && Name == other.Name && Equals(Interfaces, other.Interfaces) && Equals(Hdd, other.Hdd) && Equals(HddDisk, other.HddDisk)
+        && Partitions.SequenceEqual(other.Partitions) && Leds.SequenceEqual(other.Leds) && Buttons.SequenceEqual(other.Buttons)
+        && Indications.Count == other.Indications.Count
+        && Indications.All(kv => other.Indications.TryGetValue(kv.Key, out var o) && o.Count == kv.Value.Count
+                                 && kv.Value.All(led => o.TryGetValue(led.Key, out var state) && state == led.Value));
+
+    public override int GetHashCode() => HashCode.Combine(Name, Interfaces, Hdd, HddDisk, Partitions.Count, Leds.Count, Buttons.Count, Indications.Count);
 
     /// <summary>The simulated board shipped with the HAL (a copy of `board/simulated/board.json`).</summary>
     public static BoardDescription Simulated { get; } = LoadEmbedded("simulated-board.json");
@@ -101,6 +246,48 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
             throw new BoardDescriptionException($"{source}: {field}: '{value}' is not a Linux interface name");
         }
     }
+}
+
+/// <summary>One GPT partition of the unit's disk: its partition name (what the HAL looks devices up by) and size.</summary>
+public sealed record BoardPartition(string Name, long SizeMiB);
+
+/// <summary>The cache disk's size, for image builders.</summary>
+public sealed record BoardHddDisk(long SizeMiB);
+
+/// <summary>A raw GPIO line: chip number (`/dev/gpiochipN`), line offset, and whether the line is active low.</summary>
+public sealed record BoardGpioLine(int Chip, int Line, bool ActiveLow = false);
+
+/// <summary>
+/// A status LED, either a Linux LED class device (<see cref="Class"/>: a glob with `*` and `?` over the entry names
+/// of /sys/class/leds, e.g. `input*::numlock`, since input LED numbering varies) or a raw GPIO line.
+/// </summary>
+public sealed record BoardLed(string Name, string? Class = null, BoardGpioLine? Gpio = null);
+
+/// <summary>What an LED does while an indication is shown.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<LedState>))]
+public enum LedState
+{
+    [JsonStringEnumMemberName("off")] Off,
+    [JsonStringEnumMemberName("on")] On,
+    [JsonStringEnumMemberName("blink")] Blink,
+}
+
+/// <summary>A key of a Linux input device: the device's name (/sys/class/input/eventN/device/name) and the key code (EV_KEY).</summary>
+public sealed record BoardEvdevKey(string DeviceName, int KeyCode)
+{
+    /// <summary>KEY_MAX of linux/input-event-codes.h.</summary>
+    public const int MaxKeyCode = 0x2ff;
+}
+
+/// <summary>
+/// A button, read from an input device key (<see cref="Evdev"/>, as gpio-keys exposes buttons) or a raw GPIO line.
+/// <see cref="LongPressSeconds"/>: how long it must be held to count as a long press (default 5).
+/// </summary>
+public sealed record BoardButton(string Name, BoardEvdevKey? Evdev = null, BoardGpioLine? Gpio = null, double LongPressSeconds = 5)
+{
+    public const string Reset = "reset";
+
+    public TimeSpan LongPress => TimeSpan.FromSeconds(LongPressSeconds);
 }
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]

@@ -101,6 +101,12 @@ public interface IBootControl
     /// <summary>The OS version of the booted slot; null on the PROM.</summary>
     string? BootedOsVersion { get; }
 
+    /// <summary>
+    /// The slot the boot program last gave up on (an activated slot that did not come up within its tries), so the
+    /// firmware can report "the new OS did not boot"; null when none, and again after <see cref="MarkGood"/>.
+    /// </summary>
+    BootSlot? LastFailed { get; }
+
     SlotState Read(BootSlot slot);
 
     /// <summary>Marks <paramref name="slot"/> bad, then writes <paramref name="image"/> into it. Refuses the booted slot.</summary>
@@ -132,7 +138,27 @@ public sealed record UnitHardware(
     IBootControl Boot,
     IServiceManager Services,
     BoardDescription Board,
-    IRemovableMedia? Media = null);
+    IRemovableMedia? Media = null,
+    IResetButton? Reset = null);
+
+/// <summary>
+/// The board's reset button. The supervisor awaits <see cref="WaitForLongPressAsync"/> in a loop; a long press means
+/// "wipe `data` and provision again". Short presses are ignored.
+/// </summary>
+public interface IResetButton
+{
+    /// <summary>How long the button must be held for a long press.</summary>
+    TimeSpan LongPress { get; }
+
+    /// <summary>
+    /// Completes as soon as the button has been held down for <see cref="LongPress"/>, while it is still held (the
+    /// user sees the reaction without having to let go). Each long press completes one wait: after a long press the
+    /// button must be released before the next one counts, so a button kept down does not fire again.
+    /// </summary>
+    /// <exception cref="HalException">The button's device is missing or unreadable (not transient when the board lacks it).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    Task WaitForLongPressAsync(CancellationToken cancellationToken);
+}
 
 /// <summary>
 /// A removable install medium (patent 0037: a CD-ROM then, a USB stick or image file now). The install image is

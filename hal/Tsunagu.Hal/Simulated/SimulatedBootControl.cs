@@ -8,7 +8,7 @@ namespace Tsunagu.Hal.Simulated;
 /// `bootstate.json`), surviving simulated power cuts. <see cref="RebootAsync"/> makes the boot program's choice
 /// at once: a pending slot with tries left is tried (one try used per boot; a slot in <see cref="CrashingSlots"/>
 /// fails to come up and uses the next try); when its tries are used up it is marked bad and the committed slot
-/// boots, or the PROM when there is none.
+/// boots, or the PROM when there is none, and the exhausted slot is reported in <see cref="LastFailed"/>.
 /// </summary>
 public sealed class SimulatedBootControl : IBootControl
 {
@@ -37,6 +37,8 @@ public sealed class SimulatedBootControl : IBootControl
     {
         get { lock (_gate) { return _state.Booted is { } b ? Slot(b).OsVersion : null; } }
     }
+
+    public BootSlot? LastFailed { get { lock (_gate) { return _state.LastFailed; } } }
 
     public SlotState Read(BootSlot slot)
     {
@@ -103,6 +105,7 @@ public sealed class SimulatedBootControl : IBootControl
         {
             Slot(slot).Good = true;
             _state.Primary = slot;
+            _state.LastFailed = null;
             if (_state.Pending == slot) { _state.Pending = null; _state.TriesLeft = 0; }
             Save();
         }
@@ -138,6 +141,7 @@ public sealed class SimulatedBootControl : IBootControl
                 if (_state.Pending is { } exhausted)
                 {
                     MarkBadLocked(exhausted);
+                    _state.LastFailed = exhausted;
                 }
                 _state.Booted = _state.Primary is { } primary && Slot(primary).Good ? primary : null;
                 break;
@@ -193,6 +197,7 @@ public sealed class SimulatedBootControl : IBootControl
         public BootSlot? Pending { get; set; }
         public int TriesLeft { get; set; }
         public BootSlot? Booted { get; set; }
+        public BootSlot? LastFailed { get; set; }
         public int Boots { get; set; }
     }
 }

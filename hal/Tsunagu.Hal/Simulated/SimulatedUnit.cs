@@ -2,7 +2,7 @@ namespace Tsunagu.Hal.Simulated;
 
 /// <summary>
 /// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`, `boot/` (the A/B slots). The WAN
-/// link, load, LEDs, service manager and media slot are in memory and exposed for fault injection.
+/// link, load, LEDs, service manager, media slot and reset button are in memory and exposed for fault injection.
 /// </summary>
 public sealed class SimulatedUnit
 {
@@ -13,7 +13,7 @@ public sealed class SimulatedUnit
         Prom = new DirectoryPromPartition(promDirectory);
         Data = new DirectoryDataPartition(Path.Combine(unitDirectory, "data"));
         Boot = new SimulatedBootControl(Path.Combine(unitDirectory, "boot"));
-        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Services, BoardDescription.Simulated, Media);
+        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Services, BoardDescription.Simulated, Media, Reset);
     }
 
     public string Directory { get; }
@@ -24,6 +24,7 @@ public sealed class SimulatedUnit
     public SimulatedSystemLoad Load { get; } = new();
     public SimulatedStatusLeds Leds { get; } = new();
     public SimulatedRemovableMedia Media { get; } = new();
+    public SimulatedResetButton Reset { get; } = new();
     public SimulatedBootControl Boot { get; }
     public SimulatedServiceManager Services { get; } = new();
     public UnitHardware Hardware { get; }

@@ -1,0 +1,262 @@
+using System.Buffers;
+
+namespace Tsunagu.Hal.Linux;
+
+/// <summary>Where <see cref="LinuxBootControl"/> finds the boot state, the slots and the kernel command line.</summary>
+public sealed record LinuxBootOptions
+{
+    /// <summary>The boot state file shared with the boot program: `DATA/boot/state`.</summary>
+    public required string StatePath { get; init; }
+
+    /// <summary>The kernel command line; its `tsunagu.slot=a|b|recovery` token says what was booted.</summary>
+    public string CmdlinePath { get; init; } = "/proc/cmdline";
+
+    /// <summary>The block class directory, searched for the slots' GPT partition names.</summary>
+    public string SysBlockRoot { get; init; } = "/sys/class/block";
+
+    /// <summary>Where the block device files are.</summary>
+    public string DevRoot { get; init; } = "/dev";
+
+    public string SlotAPartition { get; init; } = "slot_a";
+    public string SlotBPartition { get; init; } = "slot_b";
+
+    /// <summary>Run before rebooting, so every file system has written its data.</summary>
+    public CommandLine SyncCommand { get; init; } = new("sync");
+
+    /// <summary>Restarts the unit at once (busybox `reboot -f`: no init scripts, the supervisor already stopped what it runs).</summary>
+    public CommandLine RebootCommand { get; init; } = new("reboot", "-f");
+
+    /// <summary>How long <see cref="LinuxBootControl.RebootAsync"/> waits for the restart to end the process before reporting failure.</summary>
+    public TimeSpan RebootGrace { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Chunk size of the image copy.</summary>
+    public int CopyBufferSize { get; init; } = 1024 * 1024;
+
+    /// <summary>Opens a slot's device for writing; default: the device file, unbuffered. Tests pass a file.</summary>
+    public Func<string, Stream>? OpenDevice { get; init; }
+
+    /// <summary>The options for a data partition mounted at <paramref name="dataRoot"/>: the state file is `boot/state` under it.</summary>
+    public static LinuxBootOptions ForDataRoot(string dataRoot) => new() { StatePath = Path.Combine(dataRoot, "boot", "state") };
+}
+
+/// <summary>
+/// A/B boot control shared with the boot program through <see cref="BootStateFile"/> (written atomically: `state.tmp`,
+/// fsync, rename, fsync of the directory). The booted slot is the kernel command line's `tsunagu.slot` (`recovery`
+/// or none: <see cref="Booted"/> is null). Slots are the partitions named `slot_a` and `slot_b`; an image larger than
+/// its partition is refused before anything is written.
+/// </summary>
+public sealed class LinuxBootControl : IBootControl
+{
+    private readonly LinuxBootOptions _options;
+    private readonly ICommandRunner _runner;
+    private readonly TimeProvider _time;
+    private readonly BlockDevices _devices;
+    private readonly Lock _gate = new();
+    private BootStateFile _state;
+
+    /// <exception cref="HalException">The state file or the kernel command line cannot be read.</exception>
+    public LinuxBootControl(LinuxBootOptions options, ICommandRunner runner, TimeProvider? time = null)
+    {
+        _options = options;
+        _runner = runner;
+        _time = time ?? TimeProvider.System;
+        _devices = new BlockDevices(options.SysBlockRoot, options.DevRoot);
+        Booted = ReadBootedSlot(options.CmdlinePath);
+        _state = Load();
+    }
+
+    public BootSlot? Booted { get; }
+
+    public string? BootedOsVersion { get { lock (_gate) { return Booted is { } b ? Version(b) : null; } } }
+
+    public BootSlot? LastFailed { get { lock (_gate) { return _state.GetSlot(BootStateFile.LastFailed); } } }
+
+    /// <summary>The committed slot (`primary`), or null.</summary>
+    public BootSlot? Primary { get { lock (_gate) { return _state.GetSlot(BootStateFile.Primary); } } }
+
+    /// <summary>The slot being tried (`pending`), or null.</summary>
+    public BootSlot? Pending { get { lock (_gate) { return _state.GetSlot(BootStateFile.Pending); } } }
+
+    public SlotState Read(BootSlot slot)
+    {
+        lock (_gate)
+        {
+            var tries = _state.GetSlot(BootStateFile.Pending) == slot ? _state.GetInt(BootStateFile.Tries) : 0;
+            return new SlotState(slot, Version(slot), _state.Get(BootStateFile.SlotKey(slot, "good")) == "1", tries);
+        }
+    }
+
+    /// <summary>The partition holding <paramref name="slot"/>.</summary>
+    /// <exception cref="HalException">No (or more than one) partition has the slot's name.</exception>
+    public BlockPartition SlotPartition(BootSlot slot) => _devices.Find(slot == BootSlot.A ? _options.SlotAPartition : _options.SlotBPartition);
+
+    public async Task WriteAsync(BootSlot slot, Stream image, string osVersion, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(osVersion) || osVersion.Any(c => char.IsControl(c) || char.IsWhiteSpace(c)))
+        {
+            throw new HalException($"slot {slot}: '{osVersion}' is not an OS version (no white space or control characters)", isTransient: false);
+        }
+        if (Booted == slot)
+        {
+            throw new HalException($"slot {slot} is the booted slot; an update writes only the inactive slot", isTransient: false);
+        }
+        var partition = SlotPartition(slot);
+        if (partition.SizeBytes <= 0)
+        {
+            throw new HalException($"{partition.DevicePath} ({partition.PartitionName}): the partition size is unknown", isTransient: false);
+        }
+        if (image.CanSeek && image.Length - image.Position > partition.SizeBytes)
+        {
+            throw new HalException($"slot {slot}: the image ({image.Length - image.Position} bytes) does not fit {partition.PartitionName} ({partition.DevicePath}, {partition.SizeBytes} bytes)",
+                isTransient: false);
+        }
+        lock (_gate)
+        {
+            MarkBadLocked(slot);
+            _state.Set(BootStateFile.SlotKey(slot, "version"), "");
+            Save();
+        }
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(4096, _options.CopyBufferSize));
+        try
+        {
+            await using var device = _options.OpenDevice is { } open ? open(partition.DevicePath)
+                : new FileStream(partition.DevicePath, FileMode.Open, FileAccess.Write, FileShare.None, bufferSize: 0);
+            long written = 0;
+            int read;
+            while ((read = await image.ReadAsync(buffer.AsMemory(0, _options.CopyBufferSize), cancellationToken)) > 0)
+            {
+                if (written + read > partition.SizeBytes)
+                {
+                    throw new HalException($"slot {slot}: the image is larger than {partition.PartitionName} ({partition.DevicePath}, {partition.SizeBytes} bytes); the slot stays bad",
+                        isTransient: false);
+                }
+                await device.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
+                written += read;
+            }
+            if (device is FileStream file) { file.Flush(flushToDisk: true); } else { await device.FlushAsync(cancellationToken); }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HalException($"writing slot {slot} ({partition.DevicePath}) failed: {e.Message}", isTransient: true, e);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        lock (_gate)
+        {
+            _state.Set(BootStateFile.SlotKey(slot, "version"), osVersion);
+            Save();
+        }
+    }
+
+    public void Activate(BootSlot slot, int tries)
+    {
+        lock (_gate)
+        {
+            if (Version(slot) is null)
+            {
+                throw new HalException($"slot {slot} holds no complete image; it cannot be activated", isTransient: false);
+            }
+            _state.SetSlot(BootStateFile.Pending, slot);
+            _state.SetInt(BootStateFile.Tries, Math.Max(1, tries));
+            Save();
+        }
+    }
+
+    public void MarkGood(BootSlot slot)
+    {
+        lock (_gate)
+        {
+            _state.Set(BootStateFile.SlotKey(slot, "good"), "1");
+            _state.SetSlot(BootStateFile.Primary, slot);
+            _state.SetSlot(BootStateFile.Pending, null);
+            _state.SetInt(BootStateFile.Tries, 0);
+            _state.SetSlot(BootStateFile.LastFailed, null);
+            Save();
+        }
+    }
+
+    public void MarkBad(BootSlot slot)
+    {
+        lock (_gate)
+        {
+            MarkBadLocked(slot);
+            Save();
+        }
+    }
+
+    /// <summary>Syncs the file systems, runs the reboot command, and waits for the restart to end this process.</summary>
+    /// <exception cref="HalException">The reboot command failed, or the unit was still running after <see cref="LinuxBootOptions.RebootGrace"/>.</exception>
+    public async Task RebootAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _runner.RunAsync(_options.SyncCommand, null, cancellationToken);
+        }
+        catch (HalException)
+        {
+            // the reboot matters more; the kernel syncs on an orderly restart, and the state file was synced already
+        }
+        var result = await _runner.RunAsync(_options.RebootCommand, null, cancellationToken);
+        result.EnsureSuccess("reboot");
+        await Task.Delay(_options.RebootGrace, _time, cancellationToken);
+        throw new HalException($"`{_options.RebootCommand}` succeeded but the unit was still running {_options.RebootGrace.TotalSeconds:0} s later", isTransient: true);
+    }
+
+    private string? Version(BootSlot slot) => _state.Get(BootStateFile.SlotKey(slot, "version")) is { Length: > 0 } v ? v : null;
+
+    private void MarkBadLocked(BootSlot slot)
+    {
+        _state.Set(BootStateFile.SlotKey(slot, "good"), "0");
+        if (_state.GetSlot(BootStateFile.Primary) == slot) { _state.SetSlot(BootStateFile.Primary, null); }
+        if (_state.GetSlot(BootStateFile.Pending) == slot)
+        {
+            _state.SetSlot(BootStateFile.Pending, null);
+            _state.SetInt(BootStateFile.Tries, 0);
+        }
+    }
+
+    private BootStateFile Load()
+    {
+        try
+        {
+            return File.Exists(_options.StatePath) ? BootStateFile.Parse(File.ReadAllText(_options.StatePath)) : BootStateFile.Empty();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HalException($"{_options.StatePath}: boot state unreadable: {e.Message}", isTransient: false, e);
+        }
+    }
+
+    private void Save()
+    {
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(_options.StatePath))!);
+            Posix.WriteFileAtomically(_options.StatePath, _state.ToString());
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HalException($"{_options.StatePath}: writing the boot state failed: {e.Message}", isTransient: true, e);
+        }
+    }
+
+    /// <summary>The slot named by the `tsunagu.slot=` token of the kernel command line; null for `recovery` or none.</summary>
+    /// <exception cref="HalException">The command line cannot be read.</exception>
+    public static BootSlot? ReadBootedSlot(string cmdlinePath)
+    {
+        string cmdline;
+        try
+        {
+            cmdline = File.ReadAllText(cmdlinePath);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HalException($"{cmdlinePath}: kernel command line unreadable: {e.Message}", isTransient: false, e);
+        }
+        const string prefix = "tsunagu.slot=";
+        var token = cmdline.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).LastOrDefault(t => t.StartsWith(prefix, StringComparison.Ordinal));
+        return BootStateFile.ParseSlot(token?[prefix.Length..]);
+    }
+}

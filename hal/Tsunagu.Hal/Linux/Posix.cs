@@ -1,0 +1,58 @@
+using System.Runtime.InteropServices;
+
+namespace Tsunagu.Hal.Linux;
+
+/// <summary>Durability helpers the adapters share: fsync of files and directories, atomic replacement of a small file.</summary>
+internal static partial class Posix
+{
+    private const int ORdOnly = 0;
+    private const int ODirectory = 0x10000; // x86_64 and arm64 alike
+    private const int OCloexec = 0x80000;
+
+    /// <summary>Flushes a directory's entries (creations, renames, deletions in it) to the disk.</summary>
+    /// <exception cref="HalException">The directory cannot be opened or synced.</exception>
+    public static void FsyncDirectory(string path)
+    {
+        if (!OperatingSystem.IsLinux()) { return; }
+        var fd = Open(path, ORdOnly | ODirectory | OCloexec);
+        if (fd < 0)
+        {
+            throw new HalException($"{path}: cannot open the directory to sync it: errno {Marshal.GetLastPInvokeError()}", isTransient: false);
+        }
+        try
+        {
+            if (Fsync(fd) != 0)
+            {
+                throw new HalException($"{path}: fsync of the directory failed: errno {Marshal.GetLastPInvokeError()}", isTransient: true);
+            }
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    /// <summary>Writes <paramref name="content"/> to `path.tmp`, syncs it, renames it over <paramref name="path"/> and syncs the directory.</summary>
+    public static void WriteFileAtomically(string path, string content)
+    {
+        var tmp = path + ".tmp";
+        using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        using (var writer = new StreamWriter(stream, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false)))
+        {
+            writer.Write(content);
+            writer.Flush();
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, path, overwrite: true);
+        FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}
