@@ -13,7 +13,7 @@
 #   CONSOLE       'stdio' (interactive; Ctrl-A X quits) or 'file' (RUN_DIR/console.log) default stdio
 #   MEMORY        guest RAM in MiB                                                     default 512
 set -euo pipefail
-: "${DISK:?DISK: the unit's disk image}"
+: "${DISK:?DISK: the disk image of the unit}"
 IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64}
 SERVER_PORT=${SERVER_PORT:-8443}
 MQTT_PORT=${MQTT_PORT:-1883}

@@ -12,6 +12,7 @@ using Tsunagu.Server;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.SystemTests.Qemu;
 
@@ -91,7 +92,7 @@ public sealed class QemuLab : IAsyncDisposable
         var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"QEMU-{index:D4}", LabCatalogue.HardwareVersion, LabCatalogue.Board,
             $"https://10.0.2.100:{Port}/", new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
             App.Services.GetRequiredService<UnitKey>().Bytes);
-        isp ??= new WanAccount("static", Address: "10.0.2.15/24", Gateway: "10.0.2.2");
+        isp ??= new WanAccount("dhcp");
         using (var client = new OperatorClient(new Uri(ServerHost.BaseUrl(App)), DemoCatalogue.OperatorName, Password, [Pin]))
         {
             await client.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion, isp,
