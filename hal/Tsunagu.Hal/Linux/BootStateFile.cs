@@ -7,7 +7,7 @@ namespace Tsunagu.Hal.Linux;
 /// line. Keys: `primary`, `pending` (a, b or empty), `tries` (boot tries left for the pending slot), `a_version`,
 /// `a_good` (0 or 1), `b_version`, `b_good`, `last_failed` (a, b or empty: set by the boot program when it gave up
 /// on a pending slot). Lines it does not know (other keys, comments) are kept as they are, in place; known keys
-/// missing from the file are appended in that order when it is written.
+/// missing from the file are appended, in that order, with their default values.
 /// </summary>
 public sealed class BootStateFile
 {
@@ -24,7 +24,14 @@ public sealed class BootStateFile
 
     private readonly List<string> _lines;
 
-    private BootStateFile(List<string> lines) => _lines = lines;
+    private BootStateFile(List<string> lines)
+    {
+        _lines = lines;
+        foreach (var (key, value) in Defaults)
+        {
+            if (Get(key) is null) { _lines.Add($"{key}={value}"); }
+        }
+    }
 
     public static BootStateFile Empty() => new([]);
 
@@ -77,13 +84,6 @@ public sealed class BootStateFile
 
     public void SetInt(string key, int value) => Set(key, value.ToString(CultureInfo.InvariantCulture));
 
-    /// <summary>The file's text: its lines, then the known keys it lacked, each line ending in a newline.</summary>
-    public override string ToString()
-    {
-        foreach (var (key, value) in Defaults)
-        {
-            if (Get(key) is null) { _lines.Add($"{key}={value}"); }
-        }
-        return string.Concat(_lines.Select(l => l + "\n"));
-    }
+    /// <summary>The file's text: its lines, then the known keys it lacked (added when it was read), each line ending in a newline.</summary>
+    public override string ToString() => string.Concat(_lines.Select(l => l + "\n"));
 }

@@ -183,7 +183,8 @@ public sealed class LedClassStatusLeds : IStatusLeds, IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or HalException)
         {
-            LogOnce($"write:{led}:{where}", $"status LEDs: {where}: cannot set LED '{led}': {e.Message}");
+            var detail = e.Message.StartsWith(where, StringComparison.Ordinal) ? e.Message : $"{where}: {e.Message}";
+            LogOnce($"write:{led}:{where}", $"status LEDs: cannot set LED '{led}': {detail}");
         }
     }
 

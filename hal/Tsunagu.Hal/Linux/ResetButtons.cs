@@ -90,7 +90,7 @@ public sealed class EvdevResetButton : IResetButton
         {
             throw new HalException($"{device}: cannot open the input device '{_key.DeviceName}': {e.Message}", isTransient: false, e);
         }
-        await using var _ = stream;
+        await using var deviceStream = stream;
         var size = EventSize;
         var buffer = new byte[size * 16];
         var filled = 0;
@@ -98,11 +98,13 @@ public sealed class EvdevResetButton : IResetButton
         DateTimeOffset? heldSince = null;
         CancellationTokenSource? holdCancel = null;
         Task? hold = null;
+        // cancels the read left pending when the wait ends, so it does not take the next caller's events
+        using var readCancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         try
         {
             while (true)
             {
-                read ??= ReadAsync(stream, buffer.AsMemory(filled), device, cancellationToken);
+                read ??= ReadAsync(deviceStream, buffer.AsMemory(filled), device, readCancel.Token);
                 if (hold is not null)
                 {
                     var first = await Task.WhenAny(read, hold).WaitAsync(cancellationToken);
@@ -167,6 +169,8 @@ public sealed class EvdevResetButton : IResetButton
         {
             holdCancel?.Cancel();
             holdCancel?.Dispose();
+            await readCancel.CancelAsync();
+            if (read is not null) { _ = read.ContinueWith(static t => _ = t.Exception, TaskScheduler.Default); }
         }
     }
 
