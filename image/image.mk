@@ -57,8 +57,8 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(IMAGE_INPUTS) $(BO
 	echo "tsunagu-os $*" > $(OUT)/stage/os-$*/etc/os-version
 	echo "$(OS_MODULES)" | tr ' ' '\n' > $(OUT)/stage/os-$*/etc/os-modules
 	cp $(BOARD_JSON) $(OUT)/stage/os-$*/etc/tsunagu/board.json
-	printf 'root:x:0:0:root:/root:/bin/sh\ndnsmasq:x:65534:65534:dnsmasq:/:/bin/false\n' > $(OUT)/stage/os-$*/etc/passwd
-	printf 'root:x:0:\nnogroup:x:65534:\n' > $(OUT)/stage/os-$*/etc/group
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\ndnsmasq:x:65533:65534:dnsmasq:/nonexistent:/bin/false\n' > $(OUT)/stage/os-$*/etc/passwd
+	printf 'root:x:0:\ndip:x:30:\nnogroup:x:65534:\n' > $(OUT)/stage/os-$*/etc/group
 	touch $@
 
 $(OUT)/os-%.sqfs: $(OUT)/stage/os-%/.done

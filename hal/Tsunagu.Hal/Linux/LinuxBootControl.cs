@@ -92,9 +92,10 @@ public sealed class LinuxBootControl : IBootControl
 
     public async Task WriteAsync(BootSlot slot, Stream image, string osVersion, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(osVersion) || osVersion.Any(c => char.IsControl(c) || char.IsWhiteSpace(c)))
+        // one line of the state file: spaces are fine ("tsunagu-os 1.1"), line breaks and other control characters are not
+        if (string.IsNullOrWhiteSpace(osVersion) || osVersion != osVersion.Trim() || osVersion.Any(char.IsControl))
         {
-            throw new HalException($"slot {slot}: '{osVersion}' is not an OS version (no white space or control characters)", isTransient: false);
+            throw new HalException($"slot {slot}: '{osVersion}' is not an OS version (no control characters, no leading or trailing white space)", isTransient: false);
         }
         if (Booted == slot)
         {
