@@ -27,8 +27,8 @@ restore: deps
 build: restore
 	$(DOTNET) build Tsunagu.slnx -c $(CONFIGURATION) --no-restore
 
-# Every test; TRX results land in $(RESULTS)/ (one file per test project).
-test: build
+# Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the image.
+test: build image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
 
@@ -38,13 +38,14 @@ unit-test: build
 integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 
-# Real daemons in network namespaces the tests create (root; packages in .ci/run).
-system-test: build
+# Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run).
+system-test: build image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
 run: build
-	$(DOTNET) $(CLI) demo --units $(UNITS) --port $(PORT) --mqtt-port $(MQTT_PORT) --check-interval $(CHECK_INTERVAL) --data $(DEMO_DATA)
+	$(DOTNET) $(CLI) demo --units $(UNITS) --port $(PORT) --mqtt-port $(MQTT_PORT) --check-interval $(CHECK_INTERVAL) --data $(DEMO_DATA) \
+		$(if $(wildcard out/image/qemu-x86_64/os-1.1.sqfs),--lab-image out/image/qemu-x86_64)
 
 # Benchmarks (not part of `make test`): each figure paired with a reference run in the same job on loopback
 # (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get).
@@ -62,8 +63,13 @@ tsunagud-aot: deps
 
 # The firmware image of a board (image/README.md): out/image/$(BOARD)/disk.img and the boot files QEMU loads.
 BOARD ?= qemu-x86_64
+IMAGE_DIR := out/image/$(BOARD)
 image: deps
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
+
+# One QEMU unit of the image against the server of `make run` (start that first; image/lab.sh says what to watch).
+lab: build image
+	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) bash image/lab.sh
 
 clean:
 	$(DOTNET) clean Tsunagu.slnx -c $(CONFIGURATION) >/dev/null

@@ -47,23 +47,38 @@ public static class LabCatalogue
             store.EnsureSoftware(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
         store.UpsertPattern(Pattern(Pattern1, "QEMU board factory image", FactoryOs, FactoryApplications));
-        store.UpsertPattern(Pattern(Pattern2, "QEMU board: OS 1.1, firewall 1.1.0", UpdateOs, Pattern2Applications));
+        AddOsUpdate(store, artifacts, releaseKey, UpdateId, Pattern1, FactoryOs, FactoryApplications,
+            new PatternRow { Id = Pattern2, Name = "QEMU board: OS 1.1, firewall 1.1.0", OsVersion = UpdateOs }, Pattern2Applications, osImage, time);
+    }
+
+    /// <summary>
+    /// Adds verified pattern <paramref name="to"/> (its applications <paramref name="toApps"/>, its OS the one in
+    /// <paramref name="osImage"/>) and an update program of importance 5 from <paramref name="fromPattern"/>: a signed
+    /// bundle (release counter <paramref name="bundleVersion"/>) with the OS image for the inactive slot and one application payload per changed application.
+    /// </summary>
+    public static void AddOsUpdate(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string updateId, string fromPattern, string fromOs,
+        IReadOnlyDictionary<string, string> fromApps, PatternRow to, IReadOnlyDictionary<string, string> toApps, string osImage, TimeProvider? time = null, long bundleVersion = 1)
+    {
+        foreach (var (app, version) in toApps)
+        {
+            store.EnsureSoftware(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+        }
+        store.UpsertPattern(Pattern(to.Id, to.Name, to.OsVersion, toApps));
         var now = (time ?? TimeProvider.System).GetUtcNow();
-        var os = File.ReadAllBytes(osImage);
-        var firewall = BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes("firewall 1.1.0\n") });
-        List<(BundlePayload, byte[])> payloads =
-        [
-            (new BundlePayload("os-1.1", PayloadKinds.OsImage, 0, "", null, UpdateOs), os),
-            (new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 0, "", "firewall", "1.1.0"), firewall),
-        ];
-        var manifest = new BundleManifest(BundleManifest.CurrentFormat, UpdateId, 1, [Pattern1], Pattern2,
-            new BundleCompatibility([Board], [HardwareVersion], [FactoryOs]), 5, now, now.AddDays(365), [],
-            [new BundleStep(StepActions.InstallOs, "os-1.1"), new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+        List<(BundlePayload, byte[])> payloads = [(new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, to.OsVersion), File.ReadAllBytes(osImage))];
+        foreach (var (app, version) in toApps.Where(a => !fromApps.TryGetValue(a.Key, out var v) || v != a.Value))
+        {
+            payloads.Add((new BundlePayload($"{app}-{version}", PayloadKinds.Application, 0, "", app, version),
+                BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes($"{app} {version}\n") })));
+        }
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, updateId, bundleVersion, [fromPattern], to.Id,
+            new BundleCompatibility([Board], [HardwareVersion], [fromOs]), 5, now, now.AddDays(365), [],
+            payloads.Select(p => new BundleStep(p.Item1.Kind == PayloadKinds.OsImage ? StepActions.InstallOs : StepActions.InstallApplication, p.Item1.Name)).ToList());
         var bundle = BundleFormat.BuildAsync(manifest, payloads, [releaseKey], CancellationToken.None).GetAwaiter().GetResult();
         var (sha, size) = artifacts.Add(bundle);
         store.UpsertUpdateProgram(new UpdateProgramRow
         {
-            Id = UpdateId, FromPattern = Pattern1, ToPattern = Pattern2, Importance = 5, Priority = 10, ArtifactSha256 = sha, ArtifactSize = size,
+            Id = updateId, FromPattern = fromPattern, ToPattern = to.Id, Importance = 5, Priority = 10, ArtifactSha256 = sha, ArtifactSize = size,
         });
     }
 

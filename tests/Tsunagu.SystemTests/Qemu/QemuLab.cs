@@ -110,6 +110,22 @@ public sealed class QemuLab : IAsyncDisposable
 
     public UnitRow? Unit(string mac) => Store.GetUnit(mac);
 
+    public const string BrokenPattern = "qemu-3";
+    public const string BrokenUpdate = "qemu-2-to-3";
+
+    /// <summary>Pattern qemu-3 and update qemu-2-to-3, whose OS image is <paramref name="osImage"/> (one that does not boot).</summary>
+    public void AddBrokenUpdate(string osImage) =>
+        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, BrokenUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
+            new PatternRow { Id = BrokenPattern, Name = "OS image without init", OsVersion = "tsunagu-os 1.2" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
+
+    /// <summary>The operator's forced check (MQTT push) for one unit.</summary>
+    public async Task ForceCheckAsync(string mac)
+    {
+        using var client = new OperatorClient(new Uri(ServerHost.BaseUrl(App)), DemoCatalogue.OperatorName, Password, [Pin]);
+        var result = await client.ForceCheckAsync(new ForceCheckRequest([mac], null, 5), CancellationToken.None);
+        Assert.That(result.Notified, Does.Contain(mac), "the forced check reached the unit");
+    }
+
     public async ValueTask DisposeAsync()
     {
         await App.StopAsync();
@@ -199,6 +215,17 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         _qemu = null;
     }
 
+    /// <summary>Overwrites the first 4 MiB of partition <paramref name="name"/> with zeros (the unit must be off).</summary>
+    public void CorruptPartition(string name)
+    {
+        if (Running) { throw new InvalidOperationException($"unit {Mac}: power it off before corrupting {name}"); }
+        var partition = GptImage.Find(Disk, name);
+        using var file = new FileStream(Disk, FileMode.Open, FileAccess.Write);
+        file.Position = partition.Offset;
+        file.Write(new byte[Math.Min(partition.Length, 4 << 20)]);
+        file.Flush(flushToDisk: true);
+    }
+
     /// <summary>Everything the unit printed on its console in this power cycle.</summary>
     public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
 
@@ -249,14 +276,14 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         await socket.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Directory, "shell.sock")));
         await using var stream = new NetworkStream(socket, ownsSocket: false);
-        var marker = "END" + Guid.NewGuid().ToString("N")[..8];
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"\n{command}; echo {marker[..3]}''{marker[3..]}\n"));
-        var output = await ReadUntilAsync(stream, marker, timeout ?? TimeSpan.FromSeconds(20));
-        var start = output.LastIndexOf(command, StringComparison.Ordinal);
-        var body = start >= 0 ? output[(start + command.Length)..] : output;
-        body = body[..body.LastIndexOf(marker, StringComparison.Ordinal)];
-        var firstNewline = body.IndexOf('\n');
-        return (firstNewline >= 0 ? body[(firstNewline + 1)..] : body).Replace("\r", "").Trim();
+        var id = Guid.NewGuid().ToString("N")[..8];
+        // the markers are quoted in the command so the terminal's echo of it (wrapped at 80 columns) never matches them
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"\necho BEG''{id}; {command}; echo END''{id}\n"));
+        var output = await ReadUntilAsync(stream, "END" + id, timeout ?? TimeSpan.FromSeconds(20));
+        var begin = output.IndexOf("BEG" + id, StringComparison.Ordinal);
+        var end = output.LastIndexOf("END" + id, StringComparison.Ordinal);
+        if (begin < 0 || end < begin) { throw new IOException($"unit {Mac}: shell output without its markers: {output}"); }
+        return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
     }
 
     private static async Task<string> ReadUntilAsync(Stream stream, string marker, TimeSpan timeout, int occurrences = 1)

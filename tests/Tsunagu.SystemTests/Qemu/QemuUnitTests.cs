@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
 
 namespace Tsunagu.SystemTests.Qemu;
@@ -39,5 +41,114 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("pidof dnsmasq >/dev/null && echo running"), Is.EqualTo("running"));
         var server = _lab.Unit(unit.Mac)!;
         Assert.That(server.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
+    }
+
+    [Test]
+    public async Task A_wiped_data_partition_is_restored_from_prom_factory_and_the_host_without_action_on_the_unit()
+    {
+        await using var unit = await _lab.AddUnitAsync(2);
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        var sessionsBefore = _lab.Store.ListUnitEvents(unit.Mac).Count;
+        await unit.PowerOffAsync();
+        unit.CorruptPartition("data");
+        _lab.Store.Touch(unit.Mac, error: null); // nothing about the unit changes on the server side
+        unit.PowerOn();
+        await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: data unreadable"), TimeSpan.FromSeconds(90),
+            "the boot program's fall back to the recovery OS");
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady, () => unit.Console().Contains("Tsunagu OS tsunagu-os 1.1 (a)"));
+        Assert.That(unit.Console(), Does.Contain("rebuilding data"));
+        Assert.That(await unit.ShellAsync("cat /data/boot/state"), Does.Contain("primary=a").And.Contain("a_version=tsunagu-os 1.1"));
+        Assert.That(await unit.ShellAsync("nft list tables"), Does.Contain("inet tsunagu"), "the host restored the services too");
+        Assert.That(_lab.Store.ListUnitEvents(unit.Mac).Count, Is.GreaterThan(sessionsBefore));
+    }
+
+    [Test]
+    public async Task A_new_slot_that_does_not_come_up_falls_back_to_the_old_slot_and_the_failure_is_reported()
+    {
+        // qemu-3: an OS image that mounts but has no init, so the kernel panics on every try (panic=1 restarts it)
+        var broken = Path.Combine(_lab.Root, "broken-os");
+        Directory.CreateDirectory(Path.Combine(broken, "etc"));
+        await File.WriteAllTextAsync(Path.Combine(broken, "etc", "os-version"), "tsunagu-os 1.2\n");
+        QemuLab.Run("mksquashfs", broken, Path.Combine(_lab.Root, "broken.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd");
+        _lab.AddBrokenUpdate(Path.Combine(_lab.Root, "broken.sqfs"));
+        await using var unit = await _lab.AddUnitAsync(3);
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        _lab.Store.SetTargetPattern(unit.Mac, QemuLab.BrokenPattern);
+        Assert.That(await unit.MonitorAsync("info status"), Does.Contain("running"));
+        await _lab.ForceCheckAsync(unit.Mac);
+        await unit.WaitAsync(() => _lab.Unit(unit.Mac)?.LastError?.Contains($"update {QemuLab.BrokenUpdate} failed", StringComparison.Ordinal) == true,
+            BootToReady, "the failure report of the broken update");
+        var console = unit.FullConsole();
+        Assert.That(console, Does.Contain("trying slot a (2 tries left after this one)"));
+        Assert.That(console, Does.Contain("trying slot a (0 tries left after this one)"));
+        Assert.That(console, Does.Contain("slot a did not come up within its tries; marking it bad"));
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        var state = await unit.ShellAsync("cat /data/boot/state");
+        Assert.That(state, Does.Contain("primary=b").And.Contain("a_good=0").And.Contain("last_failed=a"));
+        Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "the unit runs the old slot again");
+    }
+
+    [Test]
+    public async Task Leds_show_the_state_and_a_long_press_of_reset_wipes_data_and_provisions_again()
+    {
+        await using var unit = await _lab.AddUnitAsync(4);
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        // board.json: ready = power, status and wan on (num, caps and scroll lock of the emulated keyboard)
+        var leds = "";
+        await unit.WaitAsync(() => (leds = Leds(unit)) == "1 1 1", TimeSpan.FromSeconds(20), $"the Ready LEDs (power, status, wan on; last read: '{leds}')");
+        var provisioned = unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1;
+        await unit.MonitorAsync("sendkey f12 1000");   // a short press changes nothing
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        Assert.That(unit.Console(), Does.Not.Contain("reset button held"));
+        await unit.MonitorAsync("sendkey f12 7000");   // longer than the board's 5 s
+        await unit.WaitAsync(() => unit.Console().Contains("reset button held"), TimeSpan.FromSeconds(30), "the long press");
+        await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: no good slot"), TimeSpan.FromSeconds(90),
+            "the restart into the recovery OS after the wipe");
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady,
+            () => unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1 > provisioned && unit.Console().Contains("Tsunagu OS tsunagu-os 1.1"));
+        await unit.WaitAsync(() => Leds(unit) == "1 1 1", TimeSpan.FromSeconds(20), "the Ready LEDs after the reset");
+
+        string Leds(QemuUnit u)
+        {
+            try
+            {
+                return u.ShellAsync("cat /sys/class/leds/input*::numlock/brightness /sys/class/leds/input*::capslock/brightness /sys/class/leds/input*::scrolllock/brightness | tr '\\n' ' '")
+                    .GetAwaiter().GetResult().Trim();
+            }
+            catch (Exception e) when (e is IOException or TimeoutException or System.Net.Sockets.SocketException)
+            {
+                return $"unreadable: {e.Message}";
+            }
+        }
+    }
+
+    [Test]
+    public async Task Power_cuts_at_random_points_of_provisioning_and_update_always_end_on_a_verified_pattern_and_ready()
+    {
+        var cuts = int.TryParse(Environment.GetEnvironmentVariable("TSUNAGU_POWER_CUTS"), out var n) && n > 0 ? n : 20;
+        var random = new Random(Environment.GetEnvironmentVariable("TSUNAGU_POWER_CUT_SEED") is { } seed ? int.Parse(seed) : Environment.TickCount);
+        await using var unit = await _lab.AddUnitAsync(5);
+        string[] verified = [LabCatalogue.Pattern1, LabCatalogue.Pattern2];
+        for (var i = 1; i <= cuts; i++)
+        {
+            if (i > 1)
+            {
+                unit.CorruptPartition("data"); // each round after the first starts from the recovery OS: provisioning again, then the update
+            }
+            unit.PowerOn();
+            var after = TimeSpan.FromMilliseconds(random.Next(1_000, 25_000));
+            await Task.Delay(after);
+            var point = unit.Console().Split('\n').LastOrDefault(l => l.Contains("-->", StringComparison.Ordinal) || l.StartsWith("tsunagu-boot:", StringComparison.Ordinal)) ?? "(before the OS)";
+            await unit.PowerOffAsync();
+            TestContext.Out.WriteLine($"cut {i}/{cuts} after {after.TotalSeconds:0.0} s, at: {point.Trim()}");
+            unit.PowerOn();
+            await unit.WaitAsync(() => _lab.Unit(unit.Mac) is { State: UnitStates.Ready } u && verified.Contains(u.Pattern)
+                                       && unit.Console().Contains("--> Ready"), BootToReady, $"Ready on a verified pattern after cut {i}");
+            await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+            await unit.PowerOffAsync();
+        }
     }
 }

@@ -1,0 +1,39 @@
+#!/bin/bash
+# lab.sh: one unit of the qemu-x86_64 board against the server of `make run` (run that first, in another
+# terminal, after `make image`). The unit gets its own copy of the image under .tsunagu/lab, its factory
+# partition burned and registered (target pattern qemu-2); re-running reuses it as a reimaged unit.
+set -euo pipefail
+DEMO=${DEMO:-.tsunagu/demo}
+LAB=${LAB:-.tsunagu/lab}
+IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64}
+PORT=${PORT:-8443}
+MQTT_PORT=${MQTT_PORT:-1883}
+MAC=${MAC:-52:54:00:12:34:56}
+CLI=${CLI:?CLI: the tsunagu CLI (dll)}
+for f in "$DEMO/operator-password" "$DEMO/release.pub" "$DEMO/server/keys/unit.key" "$DEMO/server/tls/server.pem"; do
+    [ -f "$f" ] || { echo "lab: $f is missing: start the server with \`make run\` first" >&2; exit 2; }
+done
+[ -f "$IMAGE_DIR/disk.img" ] || { echo "lab: $IMAGE_DIR/disk.img is missing: run \`make image\`" >&2; exit 2; }
+mkdir -p "$LAB"
+reimage=()
+if [ -f "$LAB/disk.img" ] && [ "${FRESH:-0}" != 1 ]; then
+    echo "lab: reusing $LAB/disk.img (FRESH=1 starts from a new image)"
+else
+    cp --sparse=always "$IMAGE_DIR/disk.img" "$LAB/disk.img"
+    [ -f "$LAB/registered" ] && reimage=(--reimage)
+    dotnet "$CLI" factory burn --image "$LAB/disk.img" --mac "$MAC" --serial LAB-0001 --hardware qemu-r1 --board qemu-x86_64 \
+        --provisional-method dhcp --isp-method dhcp --target qemu-2 --bootstrap-url "https://10.0.2.100:$PORT/" \
+        --unit-key "$DEMO/server/keys/unit.key" --release-public-key "$(cat "$DEMO/release.pub")" \
+        --server "https://127.0.0.1:$PORT/" --server-cert "$DEMO/server/tls/server.pem" --password "$(cat "$DEMO/operator-password")" "${reimage[@]}"
+    touch "$LAB/registered"
+fi
+[ -f "$IMAGE_DIR/hdd.img" ] && [ ! -f "$LAB/hdd.img" ] && cp --sparse=always "$IMAGE_DIR/hdd.img" "$LAB/hdd.img"
+cat <<MSG
+lab: booting $MAC under TCG (about 5 s to the OS, then provisioning, the update to qemu-2 and a reboot).
+     Watch: the console below (tsunagu-boot: lines, then the supervisor's transitions up to Ready);
+            \`dotnet $CLI units list\` (the unit Ready on qemu-2); the service shell: socat - UNIX-CONNECT:$LAB/shell.sock
+            QEMU monitor (LEDs, reset button: sendkey f12 6000): socat - UNIX-CONNECT:$LAB/monitor.sock
+     Quit: Ctrl-A X.
+MSG
+DISK="$LAB/disk.img" HDD="$( [ -f "$LAB/hdd.img" ] && echo "$LAB/hdd.img")" IMAGE_DIR="$IMAGE_DIR" SERVER_PORT="$PORT" MQTT_PORT="$MQTT_PORT" \
+    MAC="$MAC" RUN_DIR="$LAB" CONSOLE=stdio exec bash "$(dirname "$0")/qemu-run.sh"
