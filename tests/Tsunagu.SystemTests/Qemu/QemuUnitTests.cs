@@ -41,6 +41,18 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("pidof dnsmasq >/dev/null && echo running"), Is.EqualTo("running"));
         var server = _lab.Unit(unit.Mac)!;
         Assert.That(server.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
+
+        // measurements for docs/image.md: the supervisor's memory at Ready, and a normal boot (stored settings) to Ready
+        var rss = await unit.ShellAsync("grep VmRSS /proc/$(pidof tsunagud)/status");
+        var size = await unit.ShellAsync("wc -c < /usr/lib/tsunagu/tsunagud");
+        TestContext.Out.WriteLine($"tsunagud at Ready: {rss}; binary {size} bytes");
+        Assert.That(rss, Does.Match(@"VmRSS:\s+\d+ kB"));
+        await unit.PowerOffAsync();
+        clock.Restart();
+        unit.PowerOn();
+        await unit.WaitAsync(() => unit.Console().Contains("--> Ready"), BootToReady, "Ready after a normal power-on");
+        TestContext.Out.WriteLine($"power-on to Ready with stored settings: {clock.Elapsed.TotalSeconds:0.0} s");
+        Assert.That(unit.Console(), Does.Contain("Boot --Success--> Main"), "a normal boot with valid stored settings goes straight to Main");
     }
 
     [Test]
