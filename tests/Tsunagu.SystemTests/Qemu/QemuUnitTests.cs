@@ -137,6 +137,12 @@ public sealed class QemuUnitTests
         }
     }
 
+    private static readonly string[] CutPoints =
+    [
+        "--> Provisional", "--> FetchSettings", "--> StoreSettings", "--> Main", "--> HostSession", "--> VersionCheck", "--> Update",
+        "manifest signed by release key", "trying slot", "rebuilding data", "tsunagu-boot: starting",
+    ];
+
     [Test]
     public async Task Power_cuts_at_random_points_of_provisioning_and_update_always_end_on_a_verified_pattern_and_ready()
     {
@@ -151,11 +157,15 @@ public sealed class QemuUnitTests
                 unit.CorruptPartition("data"); // each round after the first starts from the recovery OS: provisioning again, then the update
             }
             unit.PowerOn();
-            var after = TimeSpan.FromMilliseconds(random.Next(1_000, 25_000));
+            // the cut lands at a chosen step of provisioning or of the update (in turn), plus a random 0-2 s
+            var step = CutPoints[(i - 1) % CutPoints.Length];
+            await unit.WaitAsync(() => unit.Console().Contains(step, StringComparison.Ordinal), BootToReady, $"'{step}' before cut {i}");
+            var after = TimeSpan.FromMilliseconds(random.Next(0, 2_000));
             await Task.Delay(after);
-            var point = unit.Console().Split('\n').LastOrDefault(l => l.Contains("-->", StringComparison.Ordinal) || l.StartsWith("tsunagu-boot:", StringComparison.Ordinal)) ?? "(before the OS)";
+            var point = unit.Console().Split('\n').LastOrDefault(l => l.Contains("-->", StringComparison.Ordinal) || l.StartsWith("tsunagu-boot:", StringComparison.Ordinal)
+                                                                     || l.Contains("update ", StringComparison.Ordinal)) ?? "(before the OS)";
             await unit.PowerOffAsync();
-            TestContext.Out.WriteLine($"cut {i}/{cuts} after {after.TotalSeconds:0.0} s, at: {point.Trim()}");
+            TestContext.Out.WriteLine($"cut {i}/{cuts}: {after.TotalSeconds:0.0} s after '{step}'; last console line: {point.Trim()}");
             unit.PowerOn();
             await unit.WaitAsync(() => _lab.Unit(unit.Mac) is { State: UnitStates.Ready } u && verified.Contains(u.Pattern)
                                        && unit.Console().Contains("--> Ready"), BootToReady, $"Ready on a verified pattern after cut {i}");
