@@ -154,5 +154,12 @@ public static class Tools
         return ticks / 100.0;
     }
 
+    /// <summary>VmRSS of another process, bytes (Linux /proc).</summary>
+    public static long VmRss(int pid)
+    {
+        var line = File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+    }
+
     public static long Rss() { using var self = Process.GetCurrentProcess(); self.Refresh(); return self.WorkingSet64; }
 }
