@@ -49,7 +49,10 @@ public static class MqttBench
             progress(string.Create(CultureInfo.InvariantCulture, $"mqtt: {units} units connected to the embedded broker in {embeddedConnect:0.0} s"));
             var rssAfter = await SettledRssAsync(server.Pid, ct);
             serverPerUnit = (double)(rssAfter - rssBefore) / units;
-            (embeddedFanOut, embeddedRequest) = await ForcedCheckAsync(server, swarm, ct);
+            // best of two, as for Mosquitto below (the first forced check also pays the server's start-up: JIT, first queries)
+            var runs = new List<(double, double)> { await ForcedCheckAsync(server, swarm, ct), await ForcedCheckAsync(server, swarm, ct) };
+            (embeddedFanOut, embeddedRequest) = runs.MinBy(r => r.Item1);
+            progress($"mqtt: embedded fan-out runs {string.Join(", ", runs.Select(r => r.Item1.ToString("0.000", CultureInfo.InvariantCulture)))} s");
             progress(string.Create(CultureInfo.InvariantCulture, $"mqtt: embedded fan-out {embeddedFanOut:0.000} s (request answered after {embeddedRequest:0.000} s); server RSS {rssBefore / 1048576.0:0} -> {rssAfter / 1048576.0:0} MiB"));
         }
 
