@@ -48,6 +48,39 @@ if (only.Contains("mqtt"))
         string.Create(c, $"VmRSS delta of each broker process, 2 s after all {m.Units} connected / divided by units; connect {m.EmbeddedConnectSeconds:0.0} s (embedded) vs {m.MosquittoConnectSeconds:0.0} s (Mosquitto)")));
 }
 
+if (only.Contains("storm"))
+{
+    // full supervisors (the real state machine over the simulated HAL) in this process; 20,000 is beyond this machine
+    // in bounded time (first boot of 1,000 units takes about a minute here), so the count is said in the row
+    var stormUnits = int.Parse(Environment.GetEnvironmentVariable("BENCH_STORM_UNITS") ?? "2000", c);
+    var stormMax = int.Parse(Environment.GetEnvironmentVariable("BENCH_STORM_CONCURRENT") ?? "16", c);
+    var stormQueue = int.Parse(Environment.GetEnvironmentVariable("BENCH_STORM_QUEUE") ?? "64", c);
+    await using var sim = new Tsunagu.Cli.Fleet.FleetSimulation(new Tsunagu.Cli.Fleet.FleetSimSettings
+    {
+        Units = stormUnits, Scenarios = [Tsunagu.Cli.Fleet.FleetScenarios.PowerCut], DataDirectory = Path.Combine(work, "storm"), Push = false,
+        StormMaxConcurrentRequests = stormMax, StormRequestQueueLimit = stormQueue, ScenarioTimeout = TimeSpan.FromMinutes(4),
+    }, Progress);
+    var reports = await sim.RunAsync(CancellationToken.None);
+    var storm = reports.FirstOrDefault(r => r.Scenario == Tsunagu.Cli.Fleet.FleetScenarios.PowerCut);
+    var scope = stormUnits == 20_000 ? "" : $" (MEASURED AT {stormUnits:N0} UNITS, not 20,000)";
+    if (storm is null)
+    {
+        var boot = reports[0];
+        results.Add(Result.NotMeasured($"reconnect storm, {stormUnits:N0} units: attempts per unit{scope}", "<=", 1.3,
+            $"the first boot did not complete ({boot.Completed}/{boot.Units} in {boot.Elapsed.TotalSeconds:0} s), so no storm could be set up"));
+    }
+    else
+    {
+        var errors = storm.Errors.Count == 0 ? "none" : string.Join(", ", storm.Errors.Select(e => $"{e.Key} x{e.Value}"));
+        results.Add(new($"reconnect storm, {stormUnits:N0} units: attempts per unit (ideal 1){scope}", storm.AttemptsPerUnit, 1.0, "<=", 1.3,
+            string.Create(c, $"{storm.Note}; {storm.Completed}/{storm.Units} Ready in {storm.Elapsed.TotalSeconds:0.0} s = goodput {storm.Completed / storm.Elapsed.TotalSeconds:0.0} units/s; requests/unit {storm.RequestsPerUnit:0.00} (clean: 5); max retries of one unit {storm.MaxRetriesPerUnit}; errors {errors}; p99 {storm.P99.TotalMilliseconds:0} ms")));
+    }
+}
+if (only.Contains("aot"))
+{
+    await AotBench.RunAsync(work, results, Progress);
+}
+
 Console.WriteLine();
 Console.WriteLine($"{"metric",-78} {"value",12} {"reference",12} {"ratio",8} {"target",9}  met");
 foreach (var r in results)

@@ -27,6 +27,16 @@ public sealed class ServerProcess : IAsyncDisposable
     public int MqttPort { get; }
     public Uri Url => new($"https://127.0.0.1:{Port}/");
 
+    /// <summary>The repository (the directory with Tsunagu.slnx above the bench's build output).</summary>
+    public static string RepoRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            if (File.Exists(Path.Combine(d.FullName, "Tsunagu.slnx"))) { return d.FullName; }
+        }
+        throw new InvalidOperationException($"no Tsunagu.slnx above {AppContext.BaseDirectory}");
+    }
+
     /// <summary>The server's build output next to the bench's (same configuration).</summary>
     public static string ServerDll()
     {

@@ -97,14 +97,24 @@ public static class Tools
         Process.Start(new ProcessStartInfo(file, arguments) { UseShellExecute = false, RedirectStandardError = false })
         ?? throw new InvalidOperationException($"could not start {file}");
 
-    public static async Task<string> RunAsync(string file, string arguments)
+    public static Task<string> RunAsync(string file, string arguments) => RunAsync(file, arguments, TimeSpan.FromMinutes(2));
+
+    public static async Task<string> RunAsync(string file, string arguments, TimeSpan limit)
     {
         using var process = Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })
                             ?? throw new InvalidOperationException($"could not start {file}");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        await process.WaitForExitAsync(timeout.Token);
+        using var timeout = new CancellationTokenSource(limit);
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {arguments} did not finish within {limit}");
+        }
         if (process.ExitCode != 0) { throw new InvalidOperationException($"{file} {arguments} exited with {process.ExitCode}: {await stderr}"); }
         return await stdout;
     }
