@@ -62,7 +62,7 @@ if (only.Contains("storm"))
         var (stormUnits, stormMax, stormQueue) = (run[0], run[1], run[2]);
         await using var sim = new Tsunagu.Cli.Fleet.FleetSimulation(new Tsunagu.Cli.Fleet.FleetSimSettings
         {
-            Units = stormUnits, Scenarios = [Tsunagu.Cli.Fleet.FleetScenarios.PowerCut], DataDirectory = Path.Combine(work, "storm"), Push = false,
+            Units = stormUnits, Scenarios = [Tsunagu.Cli.Fleet.FleetScenarios.PowerCut], DataDirectory = Path.Combine(work, $"storm-{stormUnits}-{stormMax}-{stormQueue}"), Push = false, // own directory: pooled SQLite connections outlive a deleted file
             StormMaxConcurrentRequests = stormMax, StormRequestQueueLimit = stormQueue, ScenarioTimeout = TimeSpan.FromMinutes(4),
             // each unit its own connection, as real units: a shared pool of 256 would itself meter the storm (2 descriptors per unit here)
             SharedConnections = false,
