@@ -53,6 +53,7 @@ BENCH_SECONDS ?= 5
 bench: deps
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "error: make bench needs nginx (apt-get install nginx-light)" >&2; exit 1; }
 	@command -v openssl >/dev/null || { echo "error: make bench needs openssl" >&2; exit 1; }
+	@test -x /usr/sbin/mosquitto || { echo "error: make bench needs mosquitto with dynamic security (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
 	BENCH_SECONDS=$(BENCH_SECONDS) $(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench bench/results.json
 

@@ -97,14 +97,24 @@ public static class Tools
         Process.Start(new ProcessStartInfo(file, arguments) { UseShellExecute = false, RedirectStandardError = false })
         ?? throw new InvalidOperationException($"could not start {file}");
 
-    public static async Task<string> RunAsync(string file, string arguments)
+    public static Task<string> RunAsync(string file, string arguments) => RunAsync(file, arguments, TimeSpan.FromMinutes(2));
+
+    public static async Task<string> RunAsync(string file, string arguments, TimeSpan limit)
     {
         using var process = Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })
                             ?? throw new InvalidOperationException($"could not start {file}");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        await process.WaitForExitAsync(timeout.Token);
+        using var timeout = new CancellationTokenSource(limit);
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {arguments} did not finish within {limit}");
+        }
         if (process.ExitCode != 0) { throw new InvalidOperationException($"{file} {arguments} exited with {process.ExitCode}: {await stderr}"); }
         return await stdout;
     }
@@ -152,6 +162,13 @@ public static class Tools
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
         var ticks = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
         return ticks / 100.0;
+    }
+
+    /// <summary>VmRSS of another process, bytes (Linux /proc).</summary>
+    public static long VmRss(int pid)
+    {
+        var line = File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
     }
 
     public static long Rss() { using var self = Process.GetCurrentProcess(); self.Refresh(); return self.WorkingSet64; }

@@ -77,10 +77,15 @@ public static class HostApi
                 log.LogInformation("unit {Mac}: update {Update} deferred: {Reason}", mac, program.Id, deferred);
             }
         }
-        store.RecordInventory(mac, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating);
-        store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
-            (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date"));
-        var counter = store.GetUnit(mac) is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
+        // A check that changes nothing writes nothing: no inventory update, last_seen at most once a minute
+        // (TsunaguStore.LastSeenResolution), and a periodic check identical to the last history entry is not repeated.
+        var wrote = store.RecordInventoryIfChanged(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating);
+        var detail = $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
+                     (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date");
+        if (request.Forced) { store.AddUnitEvent(mac, UnitEventKinds.Check, detail); }
+        else { store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, detail); }
+        var row = wrote ? store.GetUnit(mac) : unit;
+        var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter));
     }
 

@@ -228,13 +228,15 @@ public static class OperatorApi
         store.Audit(actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)");
     }
 
+    /// <summary>Publishes in flight at once to the broker: one at a time waits a round trip per unit (10,000 units: seconds).</summary>
+    public const int PushWindow = 64;
+
     /// <summary>Pushes "check now" to each unit (patent 0053, 0071); throws <see cref="PushException"/> when the broker refuses.</summary>
     public static async Task PushCheckAsync(IPushPublisher push, TimeProvider time, IEnumerable<string> macs, int importance, CancellationToken ct)
     {
-        foreach (var mac in macs)
-        {
-            await push.PublishAsync(mac, new PushMessage(PushMessage.CheckNow, importance, UnitCredentials.NewNonce(12), time.GetUtcNow()), ct);
-        }
+        // QoS 1 publishes pipelined on the server's one connection (PUBACKs awaited concurrently), up to PushWindow at once
+        await Parallel.ForEachAsync(macs, new ParallelOptions { MaxDegreeOfParallelism = PushWindow, CancellationToken = ct }, (mac, token) =>
+            new ValueTask(push.PublishAsync(mac, new PushMessage(PushMessage.CheckNow, importance, UnitCredentials.NewNonce(12), time.GetUtcNow()), token)));
     }
 
     private static async Task<IResult> ForceCheck(ForceCheckRequest request, HttpContext http, TsunaguStore store, IPushPublisher push,

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Data.Common;
 using System.Globalization;
 using System.Text.Json;
@@ -21,6 +22,15 @@ public sealed class TsunaguStore
 {
     private readonly Database _db;
     private readonly TimeProvider _time;
+
+    /// <summary>When this replica last wrote each unit's last_seen (a bare <see cref="Touch"/> within <see cref="LastSeenResolution"/> writes nothing).</summary>
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _lastSeenWritten = new(StringComparer.Ordinal);
+
+    /// <summary>Each unit's newest history entry written by this replica (kind and detail), to skip identical periodic checks.</summary>
+    private readonly ConcurrentDictionary<string, (string Kind, string? Detail)> _lastEvent = new(StringComparer.Ordinal);
+
+    /// <summary>How stale last_seen may be: a unit seen again within this is not written again (SQLite has one writer; every request used to write).</summary>
+    public static readonly TimeSpan LastSeenResolution = TimeSpan.FromMinutes(1);
 
     static TsunaguStore()
     {
@@ -111,19 +121,46 @@ public sealed class TsunaguStore
     }
 
     /// <summary>Marks the unit as seen now, optionally moving it to <paramref name="state"/>.</summary>
+    /// <remarks>A bare touch (no state, no error) within <see cref="LastSeenResolution"/> of this replica's last write of the unit's last_seen writes nothing.</remarks>
     public void Touch(string mac, string? state = null, string? error = null, bool clearError = false)
     {
+        var now = _time.GetUtcNow();
+        if (state is null && error is null && !clearError && _lastSeenWritten.TryGetValue(mac, out var written) &&
+            now - written < LastSeenResolution && now >= written)
+        {
+            return;
+        }
         using var c = Open();
         c.Execute("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
                    last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
             WHERE mac = @mac
-            """, new { mac, now = Now(), state, error, clear = clearError ? 1 : 0 });
+            """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 });
+        _lastSeenWritten[mac] = now;
+    }
+
+    /// <summary>
+    /// Records the inventory only when it, the pattern, the state or the bundle counter differ from <paramref name="known"/>
+    /// (the row the caller just read); otherwise only marks the unit seen (<see cref="Touch"/>). True when it wrote the inventory.
+    /// </summary>
+    public bool RecordInventoryIfChanged(UnitRow known, Inventory inventory, string? pattern, string? state)
+    {
+        var json = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory);
+        var unchanged = known.Inventory == json && (pattern is null || pattern == known.Pattern) && (state is null || state == known.State) &&
+                        (inventory.LastBundle is not { } counter || (known.LastBundleVersion is { } v && v >= counter.Version));
+        if (unchanged)
+        {
+            Touch(known.Mac);
+            return false;
+        }
+        RecordInventory(known.Mac, inventory, pattern, state);
+        return true;
     }
 
     public void RecordInventory(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null)
     {
         RaiseBundleCounter(mac, inventory.LastBundle);
+        _lastSeenWritten[mac] = _time.GetUtcNow();
         using var c = Open();
         c.Execute("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
@@ -452,9 +489,24 @@ public sealed class TsunaguStore
     /// <summary>Adds one entry to the unit's history (a check, an update, a configuration acknowledgement, a ready report).</summary>
     public void AddUnitEvent(string mac, string kind, string? detail, bool failed = false)
     {
+        _lastEvent[mac] = (kind, detail);
         using var c = Open();
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
             new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 });
+    }
+
+    /// <summary>
+    /// Adds the entry unless it repeats the unit's newest entry (same kind and detail, as written by this replica):
+    /// a unit that checks every day and stays up to date gets one history line, not one per day. True when written.
+    /// </summary>
+    public bool AddUnitEventUnlessRepeated(string mac, string kind, string? detail, bool failed = false)
+    {
+        if (_lastEvent.TryGetValue(mac, out var last) && last.Kind == kind && last.Detail == detail)
+        {
+            return false;
+        }
+        AddUnitEvent(mac, kind, detail, failed);
+        return true;
     }
 
     /// <summary>The unit's newest history entries first.</summary>

@@ -153,12 +153,18 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     public async Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken)
     {
         var client = _client ?? throw new PushException("push is disabled on this server (no host role, or MqttPort < 0)");
-        var result = await client.PublishAsync(new MqttApplicationMessageBuilder()
+        var push = new MqttApplicationMessageBuilder()
             .WithTopic(PushTopics.Commands(mac))
             .WithPayload(JsonSerializer.SerializeToUtf8Bytes(message, ProtocolJson.Default.PushMessage))
             .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
             .WithMessageExpiryInterval(3600)
-            .Build(), cancellationToken);
+            .Build();
+        // embedded broker: straight into the unit's session when it is connected (see EmbeddedBroker.TryDeliverAsync)
+        if (settings.Embedded && await embedded.TryDeliverAsync(UnitCredentials.BrokerClientId(mac), push, cancellationToken))
+        {
+            return;
+        }
+        var result = await client.PublishAsync(push, cancellationToken);
         if (!result.IsSuccess)
         {
             throw new PushException($"the broker refused the push to {mac}: {result.ReasonCode} {result.ReasonString}");

@@ -18,6 +18,10 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     : IHostedService, IAsyncDisposable
 {
     private MqttServer? _server;
+    private readonly SemaphoreSlim _sessionsLock = new(1, 1);
+    private Dictionary<string, MqttSessionStatus> _sessions = new(StringComparer.Ordinal);
+    private long _sessionsVersion;  // bumped by every connect and disconnect
+    private long _sessionsBuiltAt = -1;
 
     public int Port { get; private set; }
     public string ServerPassword { get; } = Base64Url.Encode(RandomNumberGenerator.GetBytes(24));
@@ -59,6 +63,8 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             }
             return Task.CompletedTask;
         };
+        _server.ClientConnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
+        _server.ClientDisconnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         await _server.StartAsync();
         log.LogInformation("embedded MQTT broker listening on {Host}:{Port}", options.ListenAddress, Port);
     }
@@ -98,6 +104,38 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// Puts a message for one client straight into its session's send queue; false when the client has no session
+    /// (not connected), and the caller publishes normally. MQTTnet's own dispatch checks every publish against the
+    /// subscriptions of every session, so a forced check of N units through it costs N x N checks (10,000 units:
+    /// 41 s); this path costs one lookup per unit plus one listing of the sessions per change of who is connected.
+    /// </summary>
+    public async Task<bool> TryDeliverAsync(string clientId, MQTTnet.MqttApplicationMessage message, CancellationToken ct)
+    {
+        if (_server is null) { return false; }
+        var version = Interlocked.Read(ref _sessionsVersion);
+        var sessions = _sessions;
+        if (Interlocked.Read(ref _sessionsBuiltAt) != version)
+        {
+            await _sessionsLock.WaitAsync(ct);
+            try
+            {
+                version = Interlocked.Read(ref _sessionsVersion);
+                if (Interlocked.Read(ref _sessionsBuiltAt) != version)
+                {
+                    _sessions = (await _server.GetSessionsAsync()).ToDictionary(x => x.Id, StringComparer.Ordinal);
+                    Interlocked.Exchange(ref _sessionsBuiltAt, version);
+                }
+                sessions = _sessions;
+            }
+            finally
+            {
+                _sessionsLock.Release();
+            }
+        }
+        return sessions.TryGetValue(clientId, out var session) && session.TryEnqueueApplicationMessage(message, out _);
+    }
+
     /// <summary>True when the client is the unit whose topic this is.</summary>
     private static bool OwnTopic(string clientId, string topic, Func<string, string> topicOf) =>
         clientId.StartsWith("unit-", StringComparison.Ordinal) && MacAddress.TryNormalize(clientId[5..], out var mac) && topic == topicOf(mac);
@@ -112,6 +150,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
 
     public ValueTask DisposeAsync()
     {
+        _sessionsLock.Dispose();
         _server?.Dispose();
         _server = null;
         return ValueTask.CompletedTask;

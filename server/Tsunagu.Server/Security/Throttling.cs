@@ -28,6 +28,62 @@ public sealed class AttemptCounter(int perMinute, TimeProvider time)
 }
 
 /// <summary>
+/// Spreads the Retry-After of overload answers (503) so that rejected callers come back at about the rate the
+/// server completes requests, instead of all at once: the k-th caller turned away while the server is saturated is
+/// told to come back after about k / (requests completed per second). A constant hint sends every rejected unit
+/// back in the same second, which re-forms the storm; a spread hint turns it into a queue outside the server.
+/// </summary>
+public sealed class RetryAfterSpreader(TimeProvider time)
+{
+    /// <summary>Shortest and longest hint (fleetsim units cap their backoff at 30 s).</summary>
+    public static readonly TimeSpan Minimum = TimeSpan.FromSeconds(1);
+    public static readonly TimeSpan Maximum = TimeSpan.FromSeconds(30);
+
+    private readonly Lock _lock = new();
+    private long _second;            // the current one-second bucket (unix seconds)
+    private int _completedThisSecond;
+    private double _rate;            // requests completed per second, smoothed over recent seconds
+    private DateTimeOffset _nextSlot; // when the next rejected caller should come back
+
+    /// <summary>Counts one request the server finished (any status but its own 503s).</summary>
+    public void Completed()
+    {
+        lock (_lock)
+        {
+            Roll(time.GetUtcNow());
+            _completedThisSecond++;
+        }
+    }
+
+    /// <summary>The Retry-After for one more rejected caller.</summary>
+    public TimeSpan Next()
+    {
+        lock (_lock)
+        {
+            var now = time.GetUtcNow();
+            Roll(now);
+            // before anything completed (just started, or everything stuck), assume a modest rate
+            var rate = Math.Max(Math.Max(_rate, _completedThisSecond), 20);
+            if (_nextSlot < now + Minimum) { _nextSlot = now + Minimum; }
+            _nextSlot += TimeSpan.FromSeconds(1 / rate);
+            if (_nextSlot > now + Maximum) { _nextSlot = now + Maximum; }
+            return _nextSlot - now;
+        }
+    }
+
+    private void Roll(DateTimeOffset now)
+    {
+        var second = now.ToUnixTimeSeconds();
+        if (second == _second) { return; }
+        // exponential smoothing over about three seconds; idle seconds count as zero
+        var elapsed = second - _second;
+        _rate = elapsed == 1 ? 0.7 * _rate + 0.3 * _completedThisSecond : elapsed < 10 ? 0.3 * _completedThisSecond * Math.Pow(0.7, elapsed - 1) : 0;
+        _second = second;
+        _completedThisSecond = 0;
+    }
+}
+
+/// <summary>
 /// Overload and abuse protection: authentication endpoints are limited per source address (token bucket) and
 /// per MAC (<see cref="AttemptCounter"/>); every request goes through a concurrency limit with a bounded queue.
 /// Rejections are answered at once, 429 (rate) or 503 (overload), with Retry-After, never by timing out.
@@ -38,6 +94,7 @@ public static class Throttling
 
     public static IServiceCollection AddTsunaguThrottling(this IServiceCollection services, ServerOptions options, Data.DatabaseKind database)
     {
+        services.AddSingleton<RetryAfterSpreader>();
         services.AddRateLimiter(limiter =>
         {
             limiter.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(_ => RateLimitPartition.GetConcurrencyLimiter("all",
@@ -62,7 +119,7 @@ public static class Throttling
                 var http = context.HttpContext;
                 // a rate limit (token bucket) says when tokens return; the concurrency limit means overload
                 var overload = !context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after);
-                var retryAfter = overload ? TimeSpan.FromSeconds(2) : after;
+                var retryAfter = overload ? http.RequestServices.GetRequiredService<RetryAfterSpreader>().Next() : after;
                 http.Response.StatusCode = overload ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status429TooManyRequests;
                 http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
                 return new ValueTask(http.Response.WriteAsJsonAsync(new ProblemBody(
@@ -93,9 +150,11 @@ public static class BusyDatabase
 
     public static IApplicationBuilder UseBusyDatabaseAnswers(this IApplicationBuilder app) => app.Use(async (http, next) =>
     {
+        var spreader = http.RequestServices.GetRequiredService<RetryAfterSpreader>();
         try
         {
             await next(http);
+            spreader.Completed();
         }
         catch (Exception e) when (IsBusy(e) && !http.Response.HasStarted)
         {
@@ -103,7 +162,7 @@ public static class BusyDatabase
                 .LogWarning("{Method} {Path}: database busy ({Error}); answered 503", http.Request.Method, http.Request.Path, e.Message);
             http.Response.Clear();
             http.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
-            http.Response.Headers.RetryAfter = "2";
+            http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(spreader.Next().TotalSeconds)).ToString(CultureInfo.InvariantCulture);
             await http.Response.WriteAsJsonAsync(new ProblemBody(ProblemTypes.Prefix + "overloaded", "Server busy", 503,
                 "the database is busy; retry after the time in Retry-After"), ProtocolJson.Default.ProblemBody);
         }

@@ -56,6 +56,10 @@ public sealed record FleetSimSettings
     public int? MaxConcurrentRequests { get; init; }
     public int? RequestQueueLimit { get; init; }
 
+    /// <summary>power-cut: the restarted in-process server's limits (null: as before the cut), e.g. a smaller server facing the storm.</summary>
+    public int? StormMaxConcurrentRequests { get; init; }
+    public int? StormRequestQueueLimit { get; init; }
+
     /// <summary>daily-check: the units' periodic checks fall uniformly in this window (the 24 h +/-10% spread, compressed).</summary>
     public TimeSpan DailySpread { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan ScenarioTimeout { get; init; } = TimeSpan.FromMinutes(5);
@@ -302,9 +306,12 @@ public sealed class FleetSimulation : IAsyncDisposable
         {
             await _app.StopAsync(ct);
             await _app.DisposeAsync();
+            if (_settings.StormMaxConcurrentRequests is { } max) { _serverOptions.MaxConcurrentRequests = max; }
+            if (_settings.StormRequestQueueLimit is { } queue) { _serverOptions.RequestQueueLimit = queue; }
             _app = ServerHost.Build(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
             await _app.StartAsync(ct);
-            note = "server restarted, then " + note;
+            note = string.Create(CultureInfo.InvariantCulture,
+                $"server restarted ({_serverOptions.ConcurrencyFor(DatabaseKind.Sqlite)} concurrent + {_serverOptions.RequestQueueLimit} queued), then {note}");
         }
         Fleet.StartAll();
         return note;

@@ -1,0 +1,102 @@
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// The steady path writes nothing (a bare touch within a minute, an unchanged inventory, a repeated periodic
+/// check), and overload hints spread rejected callers by the rate the server completes requests.
+/// </summary>
+public sealed class SteadyStateTests
+{
+    private sealed class Clock(DateTimeOffset start) : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = start;
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+
+    private string _directory = "";
+
+    [SetUp]
+    public void SetUp() => _directory = Directory.CreateTempSubdirectory("tsunagu-steady-").FullName;
+
+    [TearDown]
+    public void TearDown()
+    {
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private (TsunaguStore Store, Clock Clock, string Mac) NewStore()
+    {
+        var clock = new Clock(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
+        var store = new TsunaguStore(Database.Parse("tsunagu.db", _directory), clock);
+        var mac = MacAddress.Normalize("02:54:53:aa:00:01");
+        store.AddUnit(new UnitRow { Mac = mac, Serial = "S-1", HardwareVersion = "r1", IspMethod = "dhcp" });
+        return (store, clock, mac);
+    }
+
+    [Test]
+    public void A_bare_touch_within_a_minute_writes_nothing_but_a_state_or_error_change_always_does()
+    {
+        var (store, clock, mac) = NewStore();
+        store.Touch(mac);
+        var first = store.GetUnit(mac)!.LastSeen;
+        Assert.That(first, Is.Not.Null);
+
+        clock.Now += TimeSpan.FromSeconds(30);
+        store.Touch(mac);
+        Assert.That(store.GetUnit(mac)!.LastSeen, Is.EqualTo(first), "seen again within a minute: not written");
+
+        store.Touch(mac, error: "something failed");
+        Assert.That(store.GetUnit(mac)!.LastSeen, Is.Not.EqualTo(first), "an error is always written, with last_seen");
+
+        clock.Now += TimeSpan.FromSeconds(61);
+        var before = store.GetUnit(mac)!.LastSeen;
+        store.Touch(mac);
+        Assert.That(store.GetUnit(mac)!.LastSeen, Is.Not.EqualTo(before), "after a minute the touch is written again");
+    }
+
+    [Test]
+    public void An_unchanged_inventory_is_not_written_again_and_a_changed_one_is()
+    {
+        var (store, _, mac) = NewStore();
+        var inventory = new Inventory("r1", "os 1", new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.0.0" });
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, inventory, "p1", UnitStates.Configuring), Is.True, "first report");
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, inventory, "p1", UnitStates.Configuring), Is.False, "same report");
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, inventory, "p1", UnitStates.Updating), Is.True, "new state");
+        var newer = inventory with { Applications = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.1.0" } };
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, newer, "p1", UnitStates.Updating), Is.True, "new software");
+        Assert.That(store.GetUnit(mac)!.Inventory, Does.Contain("1.1.0"));
+    }
+
+    [Test]
+    public void A_repeated_periodic_check_is_logged_once_until_something_else_happens()
+    {
+        var (store, _, mac) = NewStore();
+        Assert.That(store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True);
+        Assert.That(store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.False);
+        store.AddUnitEvent(mac, UnitEventKinds.Ready, "ready on p1");
+        Assert.That(store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True, "after another event it is news again");
+        Assert.That(store.ListUnitEvents(mac).Select(e => e.Kind), Is.EqualTo(new[] { UnitEventKinds.Check, UnitEventKinds.Ready, UnitEventKinds.Check }));
+    }
+
+    [Test]
+    public void Retry_after_hints_spread_rejected_callers_by_the_completion_rate_and_stay_capped()
+    {
+        var clock = new Clock(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
+        var spreader = new RetryAfterSpreader(clock);
+        for (var i = 0; i < 100; i++) { spreader.Completed(); } // 100 requests completed in this second
+        clock.Now += TimeSpan.FromSeconds(1);
+        for (var i = 0; i < 100; i++) { spreader.Completed(); }
+        var hints = Enumerable.Range(0, 3000).Select(_ => spreader.Next()).ToList();
+        Assert.That(hints[0], Is.GreaterThanOrEqualTo(RetryAfterSpreader.Minimum));
+        Assert.That(hints, Is.Ordered, "each caller turned away gets a later slot than the one before");
+        Assert.That(hints.Max(), Is.LessThanOrEqualTo(RetryAfterSpreader.Maximum));
+        // about 100 per second: the 500th rejected caller comes back about 5 s later than the first
+        Assert.That((hints[500] - hints[0]).TotalSeconds, Is.InRange(2.0, 10.0));
+        var perSecond = hints.Where(h => h < RetryAfterSpreader.Maximum).GroupBy(h => (int)h.TotalSeconds).Max(g => g.Count());
+        Assert.That(perSecond, Is.LessThan(300), "no second gets the whole crowd back");
+    }
+}
