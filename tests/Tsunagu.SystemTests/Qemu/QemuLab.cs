@@ -194,7 +194,12 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         start.Environment["RUN_DIR"] = Directory;
         start.Environment["CONSOLE"] = "file";
         if (hdd is not null) { start.Environment["HDD"] = hdd; }
-        if (File.Exists(ConsolePath)) { File.AppendAllText(Path.Combine(Directory, "console-history.log"), File.ReadAllText(ConsolePath)); }
+        if (File.Exists(ConsolePath))
+        {
+            // this power cycle's console starts empty: nothing from the previous one can satisfy a wait
+            File.AppendAllText(Path.Combine(Directory, "console-history.log"), File.ReadAllText(ConsolePath));
+            File.Delete(ConsolePath);
+        }
         _qemu = Process.Start(start) ?? throw new InvalidOperationException("qemu-run.sh did not start");
         _qemu.OutputDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"qemu: {e.Data}"); } };
         _qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"qemu: {e.Data}"); } };
