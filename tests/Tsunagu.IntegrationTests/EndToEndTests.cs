@@ -5,6 +5,7 @@ using MQTTnet;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
@@ -96,6 +97,30 @@ public class EndToEndTests(string database)
         var row = server.Store.GetUnit(unit.Mac)!;
         Assert.That((row.State, row.Pattern, row.AppliedConfigRevision), Is.EqualTo(("Ready", DemoCatalogue.Pattern2, (long?)1)));
         Assert.That((row.LastBundleVersion, row.LastBundleId), Is.EqualTo(((long?)DemoCatalogue.BundleVersion, DemoCatalogue.UpdateId)), "the host keeps the unit's bundle counter");
+    }
+
+    [Test]
+    public async Task A_long_press_of_the_reset_button_wipes_data_and_the_unit_provisions_again()
+    {
+        await using var server = await TestServer.StartAsync();
+        var unit = (await server.AddUnitsAsync(1))[0];
+        server.Fleet.Start(unit);
+        await server.WaitReadyAsync(unit);
+        var boots = ((SimulatedBootControl)unit.Hardware.Boot).Boots;
+        var marker = Path.Combine(unit.Hardware.Data.Root, "left-by-the-subscriber");
+        await File.WriteAllTextAsync(marker, "x");
+        server.Changes.Clear();
+
+        ((SimulatedResetButton)unit.Hardware.Reset!).Press();
+        await server.WaitReadyAsync(unit);
+
+        var chain = server.ChainOf(unit.Mac);
+        Assert.That(chain, Does.Contain(StateId.Provisional), "provisioned again from the factory identity");
+        Assert.That(chain, Does.Contain(StateId.Update), "the host brought the factory software back to pattern 2");
+        Assert.That(File.Exists(marker), Is.False, "data was wiped");
+        Assert.That(((SimulatedBootControl)unit.Hardware.Boot).Boots, Is.EqualTo(boots + 1), "the unit restarted once");
+        Assert.That(server.Log, Has.Some.Contains("reset button held"));
+        Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.Pattern2Applications));
     }
 
     [Test]
