@@ -13,6 +13,12 @@ BOOT_MODULES := virtio_pci virtio_blk virtio_net squashfs ext4 overlay evdev
 OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
 	nf_conntrack nf_nat wireguard bridge tun veth
 DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck
+# boards with a cache disk also carry squid (the cache service) and its error pages
+HAS_HDD := $(shell jq -r 'if .hdd then "yes" else "" end' $(BOARD_JSON) 2>/dev/null)
+ifneq ($(HAS_HDD),)
+DAEMONS += /usr/sbin/squid
+SQUID_FILES := /usr/share/squid /usr/share/squid-langpack/templates /usr/share/squid-langpack/en /etc/squid/errorpage.css
+endif
 FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.csproj' | grep -v '/obj/\|/bin/')
 IMAGE_INPUTS := image/lib.sh image/image.mk $(shell find image/rootfs image/initramfs -type f)
 
@@ -52,13 +58,14 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(IMAGE_INPUTS) $(BO
 		for b in $(DAEMONS); do install_binary $$s $$b; done; \
 		install_binary_as $$s $(TSUNAGUD) /usr/lib/tsunagu/tsunagud; \
 		for l in /usr/lib/x86_64-linux-gnu/libssl.so.3 /usr/lib/x86_64-linux-gnu/libcrypto.so.3; do install_library $$s $$l; done; \
-		install_modules $$s $(KREL) $(OS_MODULES)'
+		install_modules $$s $(KREL) $(OS_MODULES); \
+		for f in $(SQUID_FILES); do [ -e $$f ] || die "$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $$f $$s$$f; done'
 	mkdir -p $(OUT)/stage/os-$*/{proc,sys,dev,run,tmp,data,prom,factory,hdd,var,root} $(OUT)/stage/os-$*/etc/tsunagu
 	echo "tsunagu-os $*" > $(OUT)/stage/os-$*/etc/os-version
 	echo "$(OS_MODULES)" | tr ' ' '\n' > $(OUT)/stage/os-$*/etc/os-modules
 	cp $(BOARD_JSON) $(OUT)/stage/os-$*/etc/tsunagu/board.json
-	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\ndnsmasq:x:65533:65534:dnsmasq:/nonexistent:/bin/false\n' > $(OUT)/stage/os-$*/etc/passwd
-	printf 'root:x:0:\ndip:x:30:\nnogroup:x:65534:\n' > $(OUT)/stage/os-$*/etc/group
+	printf 'root:x:0:0:root:/root:/bin/sh\nproxy:x:13:13:proxy:/bin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\ndnsmasq:x:65533:65534:dnsmasq:/nonexistent:/bin/false\n' > $(OUT)/stage/os-$*/etc/passwd
+	printf 'root:x:0:\nproxy:x:13:\ndip:x:30:\nnogroup:x:65534:\n' > $(OUT)/stage/os-$*/etc/group
 	touch $@
 
 $(OUT)/os-%.sqfs: $(OUT)/stage/os-%/.done

@@ -39,6 +39,8 @@ public sealed class QemuUnitTests
         // the services the host configured run on the real daemons
         Assert.That(await unit.ShellAsync("nft list tables"), Does.Contain("inet tsunagu"));
         Assert.That(await unit.ShellAsync("pidof dnsmasq >/dev/null && echo running"), Is.EqualTo("running"));
+        Assert.That(await unit.ShellAsync("squid -v | head -n 1"), Does.StartWith("Squid Cache: Version"), "a board with a cache disk carries squid");
+        Assert.That(await unit.ShellAsync("grep ' /hdd ' /proc/mounts | cut -d' ' -f3"), Is.EqualTo("ext4"), "the cache disk is formatted and mounted");
         var server = _lab.Unit(unit.Mac)!;
         Assert.That(server.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
 
