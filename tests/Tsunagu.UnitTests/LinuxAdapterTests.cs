@@ -8,30 +8,8 @@ using Tsunagu.Protocol;
 namespace Tsunagu.UnitTests;
 
 /// <summary>The WAN link, data partition, boot control and system load adapters against fake sysfs, procfs, devices and tools.</summary>
-public class LinuxAdapterTests
+public class LinuxAdapterTests : FakeRootTests
 {
-    private static readonly DateTimeOffset Start = new(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
-    private string _dir = "";
-
-    [SetUp]
-    public void SetUp()
-    {
-        _dir = Path.Combine(Path.GetTempPath(), "tsunagu-adapters-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_dir);
-    }
-
-    [TearDown]
-    public void TearDown() => Directory.Delete(_dir, recursive: true);
-
-    private string Write(string relative, string content)
-    {
-        var path = Path.Combine(_dir, relative);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, content);
-        return path;
-    }
-
-    private string Read(string relative) => File.ReadAllText(Path.Combine(_dir, relative));
 
     // ---- WAN link ----
 

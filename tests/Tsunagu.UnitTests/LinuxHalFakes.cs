@@ -130,3 +130,33 @@ internal sealed class ForwardOnlyStream(Stream inner) : Stream
     public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
+
+/// <summary>
+/// A temporary directory standing in for the roots a Linux adapter reads (sysfs, procfs, /dev, data), created
+/// for each test and removed after it; <see cref="Write"/> and <see cref="Read"/> take paths relative to it.
+/// </summary>
+public abstract class FakeRootTests
+{
+    protected static readonly DateTimeOffset Start = new(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    protected string _dir = "";
+
+    [SetUp]
+    public void CreateRoot()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "tsunagu-fakeroot-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(_dir);
+    }
+
+    [TearDown]
+    public void RemoveRoot() => Directory.Delete(_dir, recursive: true);
+
+    protected string Write(string relative, string content)
+    {
+        var path = Path.Combine(_dir, relative);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, content);
+        return path;
+    }
+
+    protected string Read(string relative) => File.ReadAllText(Path.Combine(_dir, relative));
+}

@@ -7,7 +7,7 @@ using Tsunagu.Protocol;
 namespace Tsunagu.UnitTests;
 
 /// <summary>The board description's LEDs, indications, buttons and partitions, and the Linux adapters against fake sysfs, devices and tools.</summary>
-public class LinuxHalTests
+public class LinuxHalTests : FakeRootTests
 {
     internal const string QemuBoard = """
         {
@@ -32,28 +32,6 @@ public class LinuxHalTests
         }
         """;
 
-    private static readonly DateTimeOffset Start = new(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
-    private string _dir = "";
-
-    [SetUp]
-    public void SetUp()
-    {
-        _dir = Path.Combine(Path.GetTempPath(), "tsunagu-linuxhal-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_dir);
-    }
-
-    [TearDown]
-    public void TearDown() => Directory.Delete(_dir, recursive: true);
-
-    private string Write(string relative, string content)
-    {
-        var path = Path.Combine(_dir, relative);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, content);
-        return path;
-    }
-
-    private string Read(string relative) => File.ReadAllText(Path.Combine(_dir, relative));
 
     // ---- board.json ----
 
