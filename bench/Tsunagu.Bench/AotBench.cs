@@ -60,21 +60,8 @@ public static class AotBench
         }
 
         // a server with the demo catalogue (embedded broker), one registered unit, its factory partition and PROM
-        var options = new ServerOptions { DataDirectory = Path.Combine(dir, "server"), Port = Tools.FreePort(), MqttPort = 0 };
-        await using var app = ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Error));
-        using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey);
-        await app.StartAsync();
-        var url = new Uri(ServerHost.BaseUrl(app));
-        var pin = OperatorClient.PinFromPemFile(Path.Combine(options.DataDirectory, "tls", Tsunagu.Server.Security.ServerCertificate.PemFile));
-        var unitKey = app.Services.GetRequiredService<Tsunagu.Server.Apis.UnitKey>().Bytes;
-        var identity = FactoryIdentities.Create(new IdentitySpec("02:54:53:fe:00:01", "AOT-1", DemoCatalogue.HardwareVersion, "simulated", url.ToString(),
-            new WanAccount("pppoe", "setup", "provisional"), [pin], [ReleaseKeys.PublicKeyBase64(releaseKey)]), unitKey);
-        using (var op = new OperatorClient(url, DemoCatalogue.OperatorName, password, [pin]))
-        {
-            await op.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion, new WanAccount("dhcp", null, null),
-                null, null, null, null, null, null), CancellationToken.None);
-        }
+        await using var server = await DemoServer.StartAsync(Path.Combine(dir, "server"), mqttPort: 0, "02:54:53:fe:00:01", "AOT-1", unitTrustsReleaseKey: true);
+        var identity = server.Unit;
         var unitDir = Path.Combine(dir, "unit");
         await DirectoryFactoryPartition.BurnAsync(Path.Combine(unitDir, "factory"), identity, CancellationToken.None);
         DirectoryPromPartition.Build(Path.Combine(unitDir, "prom"), DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
@@ -108,7 +95,7 @@ public static class AotBench
             await Task.Delay(TimeSpan.FromSeconds(2));
             tsunagudRss = Tools.VmRss(daemon.Id);
             // Ready means the whole first boot: the unit now runs pattern 2 (the signed bundle was installed)
-            var pattern = app.Services.GetRequiredService<TsunaguStore>().GetUnit(identity.Mac)?.Pattern;
+            var pattern = server.Store.GetUnit(identity.Mac)?.Pattern;
             if (pattern != DemoCatalogue.Pattern2) { throw new InvalidOperationException($"tsunagud reported Ready on {pattern ?? "no pattern"}, not {DemoCatalogue.Pattern2}:\n{log}"); }
             var transitions = log.ToString().Split('\n').Count(l => l.Contains("-->", StringComparison.Ordinal));
             progress(string.Create(c, $"aot: tsunagud Ready on {pattern} after {toReady:0.0} s ({transitions} state changes); VmRSS {tsunagudRss / 1024} KiB; hello world {helloRss / 1024} KiB"));
@@ -117,7 +104,6 @@ public static class AotBench
         {
             if (!daemon.HasExited) { daemon.Kill(); }
             await daemon.WaitForExitAsync();
-            await app.StopAsync();
         }
         results.Add(new("tsunagud Native AOT binary size (bytes) vs AOT hello world", tsunagudSize, helloSize, "<=", 4,
             "both published -c Release -r linux-x64 -p:PublishAot=true in this job"));

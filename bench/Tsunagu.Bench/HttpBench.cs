@@ -24,21 +24,8 @@ public static class HttpBench
     {
         var c = CultureInfo.InvariantCulture;
         // ---- the server, in this process, with the demo catalogue ---------------------------------------------------
-        var options = new ServerOptions { DataDirectory = Path.Combine(work, "server"), Port = Tools.FreePort(), MqttPort = -1 };
-        await using var app = ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Error));
-        using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey);
-        await app.StartAsync();
-        var url = new Uri(ServerHost.BaseUrl(app));
-        var pin = OperatorClient.PinFromPemFile(Path.Combine(options.DataDirectory, "tls", Tsunagu.Server.Security.ServerCertificate.PemFile));
-        var unitKey = app.Services.GetRequiredService<Tsunagu.Server.Apis.UnitKey>().Bytes;
-        var identity = FactoryIdentities.Create(new IdentitySpec("02:54:53:ff:00:01", "BENCH-1", DemoCatalogue.HardwareVersion, "simulated", url.ToString(),
-            new WanAccount("pppoe", "setup", "provisional"), [pin], []), unitKey);
-        using (var op = new OperatorClient(url, DemoCatalogue.OperatorName, password, [pin]))
-        {
-            await op.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion, new WanAccount("dhcp", null, null),
-                null, null, null, null, null, null), CancellationToken.None);
-        }
+        await using var server = await DemoServer.StartAsync(Path.Combine(work, "server"), mqttPort: -1, "02:54:53:ff:00:01", "BENCH-1", unitTrustsReleaseKey: false);
+        var (app, options, releaseKey, url, pin, identity) = (server.App, server.Options, server.ReleaseKey, server.Url, server.Pin, server.Unit);
         var link = new SimulatedWanLink();
         await link.UpAsync(Tsunagu.Hal.LinkRole.Main, new WanAccount("dhcp", null, null), CancellationToken.None);
         using var unitClient = new UnitClient(link, [pin]);
@@ -168,7 +155,6 @@ public static class HttpBench
             nginx.Kill(entireProcessTree: true);
             await nginx.WaitForExitAsync();
         }
-        await app.StopAsync();
 
     }
 }

@@ -64,9 +64,13 @@ public static class DemoCatalogue
         return operatorPassword;
     }
 
-    private static PatternRow Pattern(string id, string name, IReadOnlyDictionary<string, string> apps) => new()
+    private static PatternRow Pattern(string id, string name, IReadOnlyDictionary<string, string> apps) =>
+        VerifiedPattern(id, name, HardwareVersion, OsVersion, apps);
+
+    /// <summary>A verified install pattern row: hardware, OS and application versions.</summary>
+    internal static PatternRow VerifiedPattern(string id, string name, string hardware, string os, IReadOnlyDictionary<string, string> apps) => new()
     {
-        Id = id, Name = name, HardwareVersion = HardwareVersion, OsVersion = OsVersion, Status = PatternStatus.Verified,
+        Id = id, Name = name, HardwareVersion = hardware, OsVersion = os, Status = PatternStatus.Verified,
         Applications = JsonSerializer.Serialize(apps.ToDictionary(), ProtocolJson.Default.DictionaryStringString),
     };
 

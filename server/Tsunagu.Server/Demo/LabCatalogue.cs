@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using System.Text;
-using System.Text.Json;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Data;
@@ -82,9 +81,6 @@ public static class LabCatalogue
         });
     }
 
-    private static PatternRow Pattern(string id, string name, string os, IReadOnlyDictionary<string, string> apps) => new()
-    {
-        Id = id, Name = name, HardwareVersion = HardwareVersion, OsVersion = os, Status = PatternStatus.Verified,
-        Applications = JsonSerializer.Serialize(apps.ToDictionary(), ProtocolJson.Default.DictionaryStringString),
-    };
+    private static PatternRow Pattern(string id, string name, string os, IReadOnlyDictionary<string, string> apps) =>
+        DemoCatalogue.VerifiedPattern(id, name, HardwareVersion, os, apps);
 }

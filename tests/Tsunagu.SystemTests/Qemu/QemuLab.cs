@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Cli.Factory;
+using Tsunagu.IntegrationTests;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
@@ -68,7 +69,7 @@ public sealed class QemuLab : IAsyncDisposable
         RequireImage();
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-qemu-" + Guid.NewGuid().ToString("N")[..10]);
         Directory.CreateDirectory(root);
-        var mqttPort = FreePort();
+        var mqttPort = TestServer.FreePort();
         var app = ServerHost.Build(new ServerOptions
         {
             DataDirectory = Path.Combine(root, "server"), Port = 0, MqttPort = mqttPort, CheckIntervalSeconds = 3600,
@@ -87,7 +88,7 @@ public sealed class QemuLab : IAsyncDisposable
         var dir = Path.Combine(Root, $"unit{index}");
         Directory.CreateDirectory(dir);
         var disk = Path.Combine(dir, "disk.img");
-        Run("cp", "--sparse=always", Path.Combine(ImageDirectory, "disk.img"), disk);
+        TestServer.Run("cp", ["--sparse=always", Path.Combine(ImageDirectory, "disk.img"), disk]);
         var mac = $"52:54:00:7e:00:{index:x2}";
         var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"QEMU-{index:D4}", LabCatalogue.HardwareVersion, LabCatalogue.Board,
             $"https://10.0.2.100:{Port}/", new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
@@ -103,7 +104,7 @@ public sealed class QemuLab : IAsyncDisposable
         if (File.Exists(Path.Combine(ImageDirectory, "hdd.img")))
         {
             hdd = Path.Combine(dir, "hdd.img");
-            Run("cp", "--sparse=always", Path.Combine(ImageDirectory, "hdd.img"), hdd);
+            TestServer.Run("cp", ["--sparse=always", Path.Combine(ImageDirectory, "hdd.img"), hdd]);
         }
         return new QemuUnit(this, identity.Mac, dir, disk, hdd);
     }
@@ -136,27 +137,6 @@ public sealed class QemuLab : IAsyncDisposable
             try { Directory.Delete(Root, recursive: true); }
             catch (IOException e) { TestContext.Out.WriteLine($"lab directory {Root} not removed: {e.Message}"); }
         }
-    }
-
-    internal static void Run(string file, params string[] arguments)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in arguments) { start.ArgumentList.Add(a); }
-        using var p = Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
-        var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{file} {string.Join(' ', arguments)} exited with {p.ExitCode}: {stderr.Result}");
-        }
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(System.Net.IPAddress.Loopback, 0);
-        l.Start();
-        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
     }
 
     private static string FindRoot()

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Tsunagu.Cli.Factory;
+using Tsunagu.IntegrationTests;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
 
@@ -84,7 +85,7 @@ public sealed class QemuUnitTests
         var broken = Path.Combine(_lab.Root, "broken-os");
         Directory.CreateDirectory(Path.Combine(broken, "etc"));
         await File.WriteAllTextAsync(Path.Combine(broken, "etc", "os-version"), "tsunagu-os 1.2\n");
-        QemuLab.Run("mksquashfs", broken, Path.Combine(_lab.Root, "broken.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd");
+        TestServer.Run("mksquashfs", [broken, Path.Combine(_lab.Root, "broken.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd"]);
         _lab.AddBrokenUpdate(Path.Combine(_lab.Root, "broken.sqfs"));
         await using var unit = await _lab.AddUnitAsync(3);
         unit.PowerOn();

@@ -69,9 +69,12 @@ public static class GptImage
         return result;
     }
 
-    public static GptPartition Find(string image, string name) =>
-        ReadPartitions(image).FirstOrDefault(p => p.Name == name)
-        ?? throw new DiskImageException($"{image}: no partition named '{name}' (found: {string.Join(", ", ReadPartitions(image).Select(p => p.Name))})");
+    public static GptPartition Find(string image, string name)
+    {
+        var partitions = ReadPartitions(image);
+        return partitions.FirstOrDefault(p => p.Name == name)
+               ?? throw new DiskImageException($"{image}: no partition named '{name}' (found: {string.Join(", ", partitions.Select(p => p.Name))})");
+    }
 
     /// <summary>Writes <paramref name="identity"/> into the image's `factory` partition, erasing what was there.</summary>
     public static async Task BurnFactoryAsync(string image, FactoryIdentity identity, CancellationToken cancellationToken)
