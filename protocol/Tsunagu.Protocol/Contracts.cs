@@ -81,6 +81,8 @@ public sealed record UpdateOffer(
 /// The host's answer to a version check. <see cref="LastInstalledBundle"/>: the highest bundle counter the host has
 /// seen this unit report (in any inventory); the unit takes the higher of it and its own, so the anti-rollback
 /// counter survives a wiped data partition. Null when the host has none (or does not track it).
+/// <see cref="PowerOnSpreadSeconds"/>: the unit keeps it and, at each power-on with stored settings, waits a random
+/// 0..that many seconds before it connects, so a fleet that loses power together does not come back in one instant.
 /// </summary>
 public sealed record VersionCheckResponse(
     string? CurrentPattern,
@@ -89,7 +91,8 @@ public sealed record VersionCheckResponse(
     UpdatePolicy Policy,
     int CheckIntervalSeconds,
     string? Deferred = null,
-    BundleCounter? LastInstalledBundle = null);
+    BundleCounter? LastInstalledBundle = null,
+    int? PowerOnSpreadSeconds = null);
 
 public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
 public sealed record UpdateReportAck(string UpdateId, string? Pattern);

@@ -46,6 +46,13 @@ public sealed class ServerOptions
     /// <summary>Period units are told to re-check at (S600-S800).</summary>
     public int CheckIntervalSeconds { get; set; } = 86400;
 
+    /// <summary>
+    /// Units wait a random 0..this many seconds after a power-on before they connect (sent with every version check,
+    /// kept by the unit). 0: no wait. Size it to the fleet: units / the units per second the server can bring back
+    /// (docs/performance.md, reconnect storm).
+    /// </summary>
+    public int PowerOnSpreadSeconds { get; set; }
+
     /// <summary>Authentication attempts one unit (MAC) may make per minute, per replica.</summary>
     public int AuthAttemptsPerMacPerMinute { get; set; } = 30;
 
@@ -79,6 +86,7 @@ public sealed class ServerOptions
         }
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
+        if (PowerOnSpreadSeconds is < 0 or > 3600) { throw new ArgumentException($"Tsunagu:PowerOnSpreadSeconds must be 0..3600 (was {PowerOnSpreadSeconds})"); }
         if (AuthAttemptsPerMacPerMinute < 1 || LoginAttemptsPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests is < 1 || RequestQueueLimit < 0)
         {
             throw new ArgumentException("Tsunagu: AuthAttemptsPerMacPerMinute, AuthAttemptsPerSourcePerMinute, LoginAttemptsPerMinute and MaxConcurrentRequests must be positive, RequestQueueLimit not negative");

@@ -38,6 +38,39 @@ public sealed class SteadyStateTests
     }
 
     [Test]
+    public void A_catalogue_change_through_one_replica_is_seen_by_the_next_check_on_another_and_reads_stay_in_memory_until_then()
+    {
+        var (replicaA, clock, mac) = NewStore();
+        var replicaB = new TsunaguStore(Database.Parse("tsunagu.db", _directory), clock);
+        var inventory = new Inventory("r1", "os 1", new Dictionary<string, string> { ["fw"] = "1.0" });
+        replicaA.UpsertPattern(new PatternRow { Id = "p1", Name = "one", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"1.0"}""", Status = PatternStatus.Verified });
+        replicaA.UpsertPattern(new PatternRow { Id = "p2", Name = "two", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"2.0"}""", Status = PatternStatus.Draft });
+        replicaA.UpsertUpdateProgram(new UpdateProgramRow { Id = "p1-to-p2", FromPattern = "p1", ToPattern = "p2", Importance = 3, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
+
+        var (unit, before) = replicaB.GetUnitWithCatalogue(mac);
+        Assert.That(unit!.Mac, Is.EqualTo(mac));
+        Assert.That(before.FindPattern(inventory)!.Id, Is.EqualTo("p1"));
+        Assert.That(before.FindUpdateProgram("p1"), Is.Null, "a program to a draft pattern is not offered");
+        Assert.That(replicaB.GetUnitWithCatalogue(mac).Catalogue, Is.SameAs(before), "nothing changed: the same snapshot, no catalogue read");
+
+        // the operator verifies p2 and sets a policy through replica A: replica B's next check sees both
+        Assert.That(replicaA.SetPatternStatus("p2", PatternStatus.Draft, PatternStatus.Verified), Is.True);
+        replicaA.SetSetting("update-policy", """{"cpuThreshold":0.5,"wanThreshold":0.5,"lowWindowStartHour":1,"lowWindowEndHour":4}""");
+        var after = replicaB.GetUnitWithCatalogue(mac).Catalogue;
+        Assert.That(after, Is.Not.SameAs(before));
+        Assert.That(after.FindUpdateProgram("p1")!.Id, Is.EqualTo("p1-to-p2"));
+        Assert.That(after.Setting("update-policy"), Does.Contain("lowWindowStartHour"));
+        Assert.That(replicaB.FindUpdateProgram("p1", "p2")!.Id, Is.EqualTo("p1-to-p2"));
+
+        // retiring p1 keeps it matchable (units still run it) but a verified pattern with the same software wins
+        Assert.That(replicaA.SetPatternStatus("p1", PatternStatus.Verified, PatternStatus.Retired), Is.True);
+        Assert.That(replicaB.FindPattern(inventory)!.Id, Is.EqualTo("p1"));
+        replicaA.UpsertPattern(new PatternRow { Id = "p0", Name = "same software", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"1.0"}""", Status = PatternStatus.Verified });
+        Assert.That(replicaB.FindPattern(inventory)!.Id, Is.EqualTo("p0"));
+        Assert.Throws<ArgumentException>(() => replicaA.SetSetting(TsunaguStore.CatalogueStampKey, "forged"));
+    }
+
+    [Test]
     public void A_bare_touch_within_a_minute_writes_nothing_but_a_state_or_error_change_always_does()
     {
         var (store, clock, mac) = NewStore();
@@ -63,11 +96,11 @@ public sealed class SteadyStateTests
     {
         var (store, _, mac) = NewStore();
         var inventory = new Inventory("r1", "os 1", new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.0.0" });
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, inventory, "p1", UnitStates.Configuring), Is.True, "first report");
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, inventory, "p1", UnitStates.Configuring), Is.False, "same report");
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, inventory, "p1", UnitStates.Updating), Is.True, "new state");
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, inventory, "p1", UnitStates.Configuring), Is.True, "first report");
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, inventory, "p1", UnitStates.Configuring), Is.False, "same report");
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, inventory, "p1", UnitStates.Updating), Is.True, "new state");
         var newer = inventory with { Applications = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.1.0" } };
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnit(mac)!, newer, "p1", UnitStates.Updating), Is.True, "new software");
+        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, newer, "p1", UnitStates.Updating), Is.True, "new software");
         Assert.That(store.GetUnit(mac)!.Inventory, Does.Contain("1.1.0"));
     }
 

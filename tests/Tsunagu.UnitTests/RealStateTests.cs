@@ -20,7 +20,8 @@ public class RealStateTests
         if (Directory.Exists(_dir)) { Directory.Delete(_dir, recursive: true); }
     }
 
-    private async Task<(SimulatedUnit Unit, SupervisorContext Ctx)> NewUnitAsync(SupervisorOptions? options = null)
+    private async Task<(SimulatedUnit Unit, SupervisorContext Ctx)> NewUnitAsync(SupervisorOptions? options = null, TimeProvider? time = null,
+        Action<string>? log = null)
     {
         var prom = Path.Combine(_dir, "prom");
         DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0", ["firewall"] = "1.0.0" });
@@ -28,7 +29,7 @@ public class RealStateTests
         var secret = UnitCredentials.DeriveUnitSecret(new byte[32], "02:54:53:00:00:01");
         await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, "02:54:53:00:00:01", "S1", "r1", "simulated",
             new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [], Convert.ToBase64String(secret)), CancellationToken.None);
-        var ctx = new SupervisorContext(unit.Hardware, options ?? new SupervisorOptions(), TimeProvider.System, new Random(1), _ => { });
+        var ctx = new SupervisorContext(unit.Hardware, options ?? new SupervisorOptions(), time ?? TimeProvider.System, new Random(1), log ?? (_ => { }));
         return (unit, ctx);
     }
 
@@ -53,6 +54,30 @@ public class RealStateTests
             FirmwareJson.Default.UnitSettings);
         Assert.That(await new BootState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Success));
         Assert.That(ctx.Settings!.HostServerUrl, Is.EqualTo("https://127.0.0.1:1/"));
+        ctx.Store!.Dispose();
+        ctx.Client!.Dispose();
+    }
+
+    [Test]
+    public async Task Boot_with_the_hosts_power_on_spread_waits_a_random_part_of_it_before_connecting()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var lines = new List<string>();
+        var (_, ctx) = await NewUnitAsync(time: time, log: lines.Add);
+        await new BootState().EnterAsync(ctx, CancellationToken.None);
+        ctx.Store!.Set(StateKeys.Settings, new UnitSettings("02:54:53:00:00:01", new WanAccount("dhcp"), null, null, null, null, "https://127.0.0.1:1/", null),
+            FirmwareJson.Default.UnitSettings);
+        ctx.Store.Set(StateKeys.PowerOnSpread, new PowerOnSpread(100), FirmwareJson.Default.PowerOnSpread);
+        var expected = TimeSpan.FromSeconds(new Random(1).NextDouble() * 100);
+
+        var boot = new BootState().EnterAsync(ctx, CancellationToken.None);
+        for (var i = 0; i < 100 && !lines.Any(l => l.Contains("before connecting")); i++) { await Task.Delay(20); }
+        Assert.That(lines.Last(), Does.Contain("the host's power-on spread is 100 s"));
+        time.Advance(expected - TimeSpan.FromMilliseconds(10));
+        await Task.Delay(100);
+        Assert.That(boot.IsCompleted, Is.False, $"still waiting just before the drawn {expected.TotalSeconds:0.0} s");
+        time.Advance(TimeSpan.FromMilliseconds(20));
+        Assert.That(await boot.WaitAsync(TimeSpan.FromSeconds(10)), Is.EqualTo(Outcome.Success));
         ctx.Store!.Dispose();
         ctx.Client!.Dispose();
     }

@@ -26,6 +26,7 @@ public static class FleetSimCommand
         var noPush = new Option<bool>("--no-push") { Description = "no broker: units do not connect over MQTT (forced-check and subscriber-wave need push)" };
         var maxConcurrent = new Option<int?>("--server-max-concurrent") { Description = "in-process server: requests served at once" };
         var queue = new Option<int?>("--server-queue") { Description = "in-process server: requests queued beyond that" };
+        var powerOnSpread = new Option<int?>("--power-on-spread") { Description = "in-process server: units wait a random 0..this many seconds after power-on before connecting (default 0)" };
         var spread = new Option<double>("--daily-spread") { Description = "daily-check: seconds over which the periodic checks fall", DefaultValueFactory = _ => 10 };
         var timeout = new Option<double>("--timeout") { Description = "seconds each scenario may take", DefaultValueFactory = _ => 300 };
         var backoffBase = new Option<double>("--backoff-base") { Description = "units' backoff base, seconds", DefaultValueFactory = _ => 1 };
@@ -34,7 +35,7 @@ public static class FleetSimCommand
         var json = new Option<string?>("--json") { Description = "also write the reports to this JSON file" };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
-            units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, spread, timeout,
+            units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, spread, timeout,
             backoffBase, backoffCap, minThreads, json,
         };
         command.SetAction(async (r, ct) =>
@@ -64,6 +65,7 @@ public static class FleetSimCommand
                 Push = !r.GetValue(noPush),
                 MaxConcurrentRequests = r.GetValue(maxConcurrent),
                 RequestQueueLimit = r.GetValue(queue),
+                PowerOnSpreadSeconds = r.GetValue(powerOnSpread),
                 DailySpread = TimeSpan.FromSeconds(r.GetValue(spread)),
                 ScenarioTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
                 BackoffBase = TimeSpan.FromSeconds(r.GetValue(backoffBase)),

@@ -31,6 +31,9 @@ public sealed record PendingUpdate(string UpdateId, string Phase, UpdateReport? 
     public bool InFlight => Phase is Switching or Rebooting or Checking;
 }
 
+/// <summary>The host's power-on spread (VersionCheckResponse.PowerOnSpreadSeconds), kept for the next power-on.</summary>
+public sealed record PowerOnSpread(int Seconds);
+
 /// <summary>Release keys introduced or retired by committed bundles (key rotation, docs/bundles.md).</summary>
 public sealed record TrustedKeys(IReadOnlyList<string> Introduced, IReadOnlyList<string> Retired);
 
@@ -50,6 +53,7 @@ public sealed record PendingConfirm(int Revision, int? Confirmed, DateTimeOffset
 public sealed record ConfirmedConfig(int Revision, DateTimeOffset At);
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(PowerOnSpread))]
 [JsonSerializable(typeof(ServiceTransaction))]
 [JsonSerializable(typeof(PendingConfirm))]
 [JsonSerializable(typeof(ConfirmedConfig))]

@@ -94,4 +94,5 @@ public static class StateKeys
     public const string ServiceTransaction = "service-transaction";
     public const string PendingConfirm = "pending-confirm";
     public const string ConfirmedConfig = "confirmed-config";
+    public const string PowerOnSpread = "power-on-spread";
 }

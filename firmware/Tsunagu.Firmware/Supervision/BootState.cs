@@ -71,6 +71,13 @@ public sealed class BootState : IState
             return Outcome.NeedsProvisioning;
         }
         ctx.Settings = settings;
+        if (ctx.Store.Get(StateKeys.PowerOnSpread, FirmwareJson.Default.PowerOnSpread) is { Seconds: > 0 } spread)
+        {
+            // the LAN is already served (above); only the first contact with the operator waits
+            var wait = TimeSpan.FromSeconds(ctx.Random.NextDouble() * spread.Seconds);
+            ctx.Log($"boot: waiting {wait.TotalSeconds:0.0} s before connecting (the host's power-on spread is {spread.Seconds} s)");
+            await Task.Delay(wait, ctx.Time, ct);
+        }
         return Outcome.Success;
     }
 }

@@ -38,6 +38,12 @@ public sealed class VersionCheckState : IState
         ctx.Offer = response.Update;
         ctx.CurrentPattern = response.CurrentPattern;
         var store = ctx.RequireStore();
+        if (response.PowerOnSpreadSeconds is { } spread && spread >= 0 &&
+            store.Get(StateKeys.PowerOnSpread, FirmwareJson.Default.PowerOnSpread)?.Seconds != spread)
+        {
+            store.Set(StateKeys.PowerOnSpread, new PowerOnSpread(spread), FirmwareJson.Default.PowerOnSpread);
+            ctx.Log($"version check: the host's power-on spread is now {spread} s");
+        }
         if (response.LastInstalledBundle is { } hostCounter && hostCounter.Version > (BundleInstaller.Counter(store)?.Version ?? 0))
         {
             // the host remembers a later bundle than this unit (its data was wiped): the counter never goes back

@@ -177,8 +177,13 @@ public static class PolicySettings
 {
     public const string Key = "update-policy";
 
-    public static UpdatePolicy Get(TsunaguStore store) =>
-        store.GetSetting(Key) is { } json ? System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.UpdatePolicy) ?? UpdatePolicy.Default : UpdatePolicy.Default;
+    public static UpdatePolicy Get(TsunaguStore store) => Parse(store.GetSetting(Key));
+
+    /// <summary>The policy as of a catalogue snapshot (what a version check uses: no read of its own).</summary>
+    public static UpdatePolicy From(CatalogueSnapshot catalogue) => Parse(catalogue.Setting(Key));
+
+    private static UpdatePolicy Parse(string? json) =>
+        json is not null ? System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.UpdatePolicy) ?? UpdatePolicy.Default : UpdatePolicy.Default;
 
     public static void Set(TsunaguStore store, UpdatePolicy policy) =>
         store.SetSetting(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy));

@@ -30,7 +30,8 @@ public static class HostApi
         TimeProvider time, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
-        var unit = store.GetUnit(mac);
+        // one connection, two point reads (the unit, the catalogue stamp); patterns, programs and policy come from memory
+        var (unit, catalogue) = store.GetUnitWithCatalogue(mac);
         if (unit is null)
         {
             return Problems.NotFound($"unit {mac} is no longer registered");
@@ -40,22 +41,22 @@ public static class HostApi
             return Problems.BadRequest("inventory: required, with hardwareVersion, osVersion and applications");
         }
         // The pattern is what the unit actually runs: after a wiped flash it is the factory pattern again.
-        var actual = store.FindPattern(request.Inventory);
+        var actual = catalogue.FindPattern(request.Inventory);
         if (actual is null)
         {
             store.RecordInventory(mac, request.Inventory, null, UnitStates.OffPattern);
             store.Touch(mac, error: "inventory matches no verified install pattern");
             store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
-            return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.Get(store), options.CheckIntervalSeconds,
-                "the unit's software matches no verified install pattern"));
+            return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
+                "the unit's software matches no verified install pattern", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds));
         }
         if (actual.Id != unit.Pattern)
         {
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
         }
-        var program = unit.TargetPattern == actual.Id ? null : store.FindUpdateProgram(actual.Id, unit.TargetPattern);
-        var policy = PolicySettings.Get(store);
+        var program = unit.TargetPattern == actual.Id ? null : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern);
+        var policy = PolicySettings.From(catalogue);
         if (unit.LowWindowStart is { } ws && unit.LowWindowEnd is { } we)
         {
             policy = policy with { LowWindowStartHour = (int)ws, LowWindowEndHour = (int)we };
@@ -84,9 +85,10 @@ public static class HostApi
                      (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date");
         if (request.Forced) { store.AddUnitEvent(mac, UnitEventKinds.Check, detail); }
         else { store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, detail); }
-        var row = wrote ? store.GetUnit(mac) : unit;
+        var row = wrote ? store.GetUnitForCheck(mac) : unit;
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
-        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter));
+        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
+            options.PowerOnSpreadSeconds));
     }
 
     private static IResult UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store)

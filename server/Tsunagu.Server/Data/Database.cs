@@ -24,7 +24,21 @@ public sealed class Database
     public DatabaseKind Kind { get; }
 
     /// <summary>How long a SQLite write waits for the single writer's lock before the request is answered 503.</summary>
-    public TimeSpan BusyTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan BusyTimeout
+    {
+        get => _busyTimeout;
+        set
+        {
+            _busyTimeout = value;
+            _openString = null;
+        }
+    }
+
+    private TimeSpan _busyTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>The connection string <see cref="Open"/> uses (SQLite: with the busy timeout as command timeout), built once per timeout.</summary>
+    private string? _openString;
+
     public string ConnectionString { get; }
 
     /// <summary>For messages: the SQLite path, or the PostgreSQL host and database (never the password).</summary>
@@ -73,9 +87,10 @@ public sealed class Database
     public DbConnection Open()
     {
         // Microsoft.Data.Sqlite retries a busy database itself until the command timeout: that is the busy wait
-        DbConnection connection = Kind == DatabaseKind.Sqlite
-            ? new SqliteConnection(new SqliteConnectionStringBuilder(ConnectionString) { DefaultTimeout = Math.Max(1, (int)Math.Ceiling(BusyTimeout.TotalSeconds)) }.ToString())
-            : new NpgsqlConnection(ConnectionString);
+        var openString = _openString ??= Kind == DatabaseKind.Sqlite
+            ? new SqliteConnectionStringBuilder(ConnectionString) { DefaultTimeout = Math.Max(1, (int)Math.Ceiling(BusyTimeout.TotalSeconds)) }.ToString()
+            : ConnectionString;
+        DbConnection connection = Kind == DatabaseKind.Sqlite ? new SqliteConnection(openString) : new NpgsqlConnection(openString);
         connection.Open();
         if (Kind == DatabaseKind.Sqlite)
         {

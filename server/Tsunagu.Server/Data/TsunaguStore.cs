@@ -91,6 +91,13 @@ public sealed class TsunaguStore
         return c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac });
     }
 
+    /// <summary>The columns of the unit a version check reads (<see cref="UnitCheckRow"/>).</summary>
+    public UnitCheckRow? GetUnitForCheck(string mac)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<UnitCheckRow>($"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac", new { mac });
+    }
+
     public IReadOnlyList<UnitRow> ListUnits(string? pattern = null, string? state = null) => QueryUnits(new UnitQuery(pattern, state));
 
     public IReadOnlyList<UnitRow> QueryUnits(UnitQuery q)
@@ -143,7 +150,7 @@ public sealed class TsunaguStore
     /// Records the inventory only when it, the pattern, the state or the bundle counter differ from <paramref name="known"/>
     /// (the row the caller just read); otherwise only marks the unit seen (<see cref="Touch"/>). True when it wrote the inventory.
     /// </summary>
-    public bool RecordInventoryIfChanged(UnitRow known, Inventory inventory, string? pattern, string? state)
+    public bool RecordInventoryIfChanged(UnitCheckRow known, Inventory inventory, string? pattern, string? state)
     {
         var json = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory);
         var unchanged = known.Inventory == json && (pattern is null || pattern == known.Pattern) && (state is null || state == known.State) &&
@@ -259,19 +266,18 @@ public sealed class TsunaguStore
     /// <summary>Inserts or replaces a pattern as it is given (used by seeding; the operator API goes through the catalogue rules).</summary>
     public void UpsertPattern(PatternRow pattern)
     {
-        using var c = Open();
         var now = Now();
-        c.Execute("""
+        CatalogueWrite((c, tx) => c.Execute("""
             INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at, verified_at)
             VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now, CASE WHEN @Status = 'verified' THEN @now END)
             ON CONFLICT(id) DO UPDATE SET name = excluded.name, hardware_version = excluded.hardware_version,
                 os_version = excluded.os_version, applications = excluded.applications, status = excluded.status
-            """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now });
+            """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now }, tx));
     }
 
     public void AddPattern(PatternRow pattern)
     {
-        Insert("""
+        CatalogueInsert("""
                 INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at)
                 VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now)
                 """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() }, $"pattern {pattern.Id} already exists");
@@ -286,9 +292,9 @@ public sealed class TsunaguStore
     /// <summary>Moves a pattern from <paramref name="from"/> to <paramref name="to"/>; false when it was not in <paramref name="from"/>.</summary>
     public bool SetPatternStatus(string id, string from, string to)
     {
-        using var c = Open();
         var column = to == PatternStatus.Verified ? "verified_at" : "retired_at";
-        return c.Execute($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now = Now() }) > 0;
+        return CatalogueWrite((c, tx) =>
+            c.Execute($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now = Now() }, tx)) > 0;
     }
 
     public IReadOnlyList<PatternRow> ListPatterns(string? status = null)
@@ -297,43 +303,23 @@ public sealed class TsunaguStore
         return c.Query<PatternRow>("SELECT * FROM patterns WHERE @status IS NULL OR status = @status ORDER BY id", new { status }).ToList();
     }
 
-    /// <summary>
-    /// The verified (or retired: units still run it) pattern whose hardware, OS and application versions are
-    /// exactly <paramref name="inventory"/>. Drafts never match: no unit is on an unverified combination.
-    /// </summary>
-    public PatternRow? FindPattern(Inventory inventory)
-    {
-        foreach (var p in ListPatterns().Where(p => p.Status != PatternStatus.Draft).OrderBy(p => p.Status == PatternStatus.Retired))
-        {
-            if (p.HardwareVersion != inventory.HardwareVersion || p.OsVersion != inventory.OsVersion)
-            {
-                continue;
-            }
-            var apps = JsonSerializer.Deserialize(p.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
-            if (apps.Count == inventory.Applications.Count &&
-                apps.All(a => inventory.Applications.TryGetValue(a.Key, out var v) && v == a.Value))
-            {
-                return p;
-            }
-        }
-        return null;
-    }
+    /// <summary>The verified (or retired) pattern matching <paramref name="inventory"/>; see <see cref="CatalogueSnapshot.FindPattern"/>.</summary>
+    public PatternRow? FindPattern(Inventory inventory) => Catalogue().FindPattern(inventory);
 
     public void UpsertUpdateProgram(UpdateProgramRow program)
     {
-        using var c = Open();
-        c.Execute("""
+        CatalogueWrite((c, tx) => c.Execute("""
             INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
             VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
             ON CONFLICT(id) DO UPDATE SET from_pattern = excluded.from_pattern, to_pattern = excluded.to_pattern,
                 importance = excluded.importance, priority = excluded.priority,
                 artifact_sha256 = excluded.artifact_sha256, artifact_size = excluded.artifact_size
-            """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() });
+            """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx));
     }
 
     public void AddUpdateProgram(UpdateProgramRow program)
     {
-        Insert("""
+        CatalogueInsert("""
                 INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
                 VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
                 """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists");
@@ -345,19 +331,8 @@ public sealed class TsunaguStore
         return c.Query<UpdateProgramRow>("SELECT * FROM update_programs ORDER BY from_pattern, priority DESC, id").ToList();
     }
 
-    /// <summary>
-    /// The update program for units on <paramref name="fromPattern"/> (patent fig. 8 (e)): highest priority first,
-    /// to a verified pattern only; with a target pattern, only a program that leads there.
-    /// </summary>
-    public UpdateProgramRow? FindUpdateProgram(string fromPattern, string? toPattern = null)
-    {
-        using var c = Open();
-        return c.QueryFirstOrDefault<UpdateProgramRow>("""
-            SELECT u.* FROM update_programs u JOIN patterns p ON p.id = u.to_pattern
-            WHERE u.from_pattern = @fromPattern AND p.status = 'verified' AND (@toPattern IS NULL OR u.to_pattern = @toPattern)
-            ORDER BY u.priority DESC, u.id
-            """, new { fromPattern, toPattern });
-    }
+    /// <summary>The update program offered to units on <paramref name="fromPattern"/>; see <see cref="CatalogueSnapshot.FindUpdateProgram"/>.</summary>
+    public UpdateProgramRow? FindUpdateProgram(string fromPattern, string? toPattern = null) => Catalogue().FindUpdateProgram(fromPattern, toPattern);
 
     public UpdateProgramRow? GetUpdateProgram(string id)
     {
@@ -575,10 +550,92 @@ public sealed class TsunaguStore
         return c.QuerySingleOrDefault<string>("SELECT value FROM settings WHERE key = @key", new { key });
     }
 
+    /// <summary>Sets a setting; settings are part of the catalogue snapshot, so this moves the catalogue stamp.</summary>
     public void SetSetting(string key, string value)
     {
+        if (key == CatalogueStampKey)
+        {
+            throw new ArgumentException($"setting {key} is kept by the store itself", nameof(key));
+        }
+        CatalogueWrite((c, tx) => c.Execute(UpsertSettingSql, new { key, value }, tx));
+    }
+
+    private const string UpsertSettingSql = "INSERT INTO settings (key, value) VALUES (@key, @value) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
+    // ---- the catalogue snapshot ----------------------------------------------------------------------------
+
+    /// <summary>
+    /// The settings row every catalogue write (patterns, update programs, settings) changes in the same transaction.
+    /// Readers compare it with the stamp of their <see cref="CatalogueSnapshot"/>, so a change made through any replica
+    /// is seen by the next request on every replica, and a steady-state version check reads the catalogue from memory.
+    /// </summary>
+    public const string CatalogueStampKey = "catalogue-stamp";
+
+    private CatalogueSnapshot? _catalogue;
+    private readonly Lock _catalogueLoad = new();
+
+    /// <summary>The catalogue as it is now (one read of the stamp; the rest from memory unless the stamp moved).</summary>
+    public CatalogueSnapshot Catalogue()
+    {
         using var c = Open();
-        c.Execute("INSERT INTO settings (key, value) VALUES (@key, @value) ON CONFLICT(key) DO UPDATE SET value = excluded.value", new { key, value });
+        return CatalogueAt(c);
+    }
+
+    /// <summary>The unit row and the current catalogue, on one connection: all a steady-state version check reads.</summary>
+    public (UnitCheckRow? Unit, CatalogueSnapshot Catalogue) GetUnitWithCatalogue(string mac)
+    {
+        using var c = Open();
+        var unit = c.QuerySingleOrDefault<UnitCheckRow>($"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac", new { mac });
+        return (unit, CatalogueAt(c));
+    }
+
+    private CatalogueSnapshot CatalogueAt(DbConnection c)
+    {
+        // the stamp is read before the rows, so a write that lands in between only makes the next reader load again
+        var stamp = c.QuerySingleOrDefault<string>("SELECT value FROM settings WHERE key = @key", new { key = CatalogueStampKey });
+        var current = Volatile.Read(ref _catalogue);
+        if (current is not null && current.Stamp == stamp)
+        {
+            return current;
+        }
+        lock (_catalogueLoad)
+        {
+            current = Volatile.Read(ref _catalogue);
+            if (current is not null && current.Stamp == stamp)
+            {
+                return current;
+            }
+            current = new CatalogueSnapshot(stamp,
+                c.Query<PatternRow>("SELECT * FROM patterns"),
+                c.Query<UpdateProgramRow>("SELECT * FROM update_programs"),
+                c.Query<(string Key, string Value)>("SELECT key, value FROM settings").Select(s => KeyValuePair.Create(s.Key, s.Value)));
+            Volatile.Write(ref _catalogue, current);
+            return current;
+        }
+    }
+
+    /// <summary>Runs a catalogue write and moves the catalogue stamp in the same transaction.</summary>
+    private T CatalogueWrite<T>(Func<DbConnection, DbTransaction, T> write)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var result = write(c, tx);
+        c.Execute(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx);
+        tx.Commit();
+        return result;
+    }
+
+    /// <summary><see cref="Insert"/> for catalogue rows: the insert and the new stamp commit together.</summary>
+    private void CatalogueInsert(string sql, object args, string conflict)
+    {
+        try
+        {
+            CatalogueWrite((c, tx) => c.Execute(sql, args, tx));
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException(conflict);
+        }
     }
 
     public void Audit(string actor, string action, string? target, string? detail)

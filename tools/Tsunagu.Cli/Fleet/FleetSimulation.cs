@@ -60,6 +60,9 @@ public sealed record FleetSimSettings
     public int? StormMaxConcurrentRequests { get; init; }
     public int? StormRequestQueueLimit { get; init; }
 
+    /// <summary>In-process server's <see cref="ServerOptions.PowerOnSpreadSeconds"/> (null: the server's default, 0); an external server sends its own.</summary>
+    public int? PowerOnSpreadSeconds { get; init; }
+
     /// <summary>daily-check: the units' periodic checks fall uniformly in this window (the 24 h +/-10% spread, compressed).</summary>
     public TimeSpan DailySpread { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan ScenarioTimeout { get; init; } = TimeSpan.FromMinutes(5);
@@ -153,6 +156,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             };
             if (_settings.MaxConcurrentRequests is { } max) { _serverOptions.MaxConcurrentRequests = max; }
             if (_settings.RequestQueueLimit is { } queue) { _serverOptions.RequestQueueLimit = queue; }
+            if (_settings.PowerOnSpreadSeconds is { } powerOnSpread) { _serverOptions.PowerOnSpreadSeconds = powerOnSpread; }
             _releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
             _app = ServerHost.Build(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
             _password = DemoCatalogue.Seed(_app.Services.GetRequiredService<TsunaguStore>(), _app.Services.GetRequiredService<ArtifactStore>(), _releaseKey);
@@ -161,7 +165,8 @@ public sealed class FleetSimulation : IAsyncDisposable
             _pin = OperatorClient.PinFromPemFile(Path.Combine(_serverOptions.DataDirectory, "tls", Server.Security.ServerCertificate.PemFile));
             unitKey = _app.Services.GetRequiredService<Server.Apis.UnitKey>().Bytes;
             _progress($"server      {_server} (in this process, SQLite, {(_settings.Push ? $"embedded broker on port {_serverOptions.MqttPort}" : "no push")}, " +
-                      $"{_serverOptions.ConcurrencyFor(Tsunagu.Server.Data.DatabaseKind.Sqlite)} concurrent requests + {_serverOptions.RequestQueueLimit} queued)");
+                      $"{_serverOptions.ConcurrencyFor(Tsunagu.Server.Data.DatabaseKind.Sqlite)} concurrent requests + {_serverOptions.RequestQueueLimit} queued, " +
+                      $"power-on spread {_serverOptions.PowerOnSpreadSeconds} s)");
         }
         else
         {
@@ -301,7 +306,8 @@ public sealed class FleetSimulation : IAsyncDisposable
     private async Task<string> PowerCutAsync(CancellationToken ct)
     {
         await Task.WhenAll(Fleet.Units.Select(u => Fleet.PowerOffAsync(u)));
-        var note = "all units powered off and on at once";
+        var note = "all units powered off and on at once" +
+                   (_serverOptions is { PowerOnSpreadSeconds: > 0 and var s } ? $" (each waits a random 0-{s} s, the host's power-on spread)" : "");
         if (_app is not null && _serverOptions is not null)
         {
             await _app.StopAsync(ct);
