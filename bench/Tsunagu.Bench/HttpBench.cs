@@ -72,10 +72,20 @@ public static class HttpBench
         };
         var nginxUrl = new Uri($"https://127.0.0.1:{nginxPort}/");
         var concurrency = 32;
-        var ours = await Load.RunAsync(() => VersionCheck(url), concurrency, TimeSpan.FromSeconds(seconds));
-        var theirs = await Load.RunAsync(() => new HttpRequestMessage(HttpMethod.Get, new Uri(nginxUrl, "/ok")), concurrency, TimeSpan.FromSeconds(seconds));
-        results.Add(new("version-check throughput (req/s) vs nginx static 200", ours.PerSecond, theirs.PerSecond, ">=", 0.35,
-            $"{concurrency} keep-alive HTTPS clients, {seconds} s each; errors {ours.Errors}/{theirs.Errors}; p99 {ours.P99Ms:0.0} ms vs {theirs.P99Ms:0.0} ms"));
+        // three rounds, ours and nginx alternating, best round of each: a burst of other load on the machine then
+        // costs one round of one side instead of deciding the ratio
+        LoadResult? ours = null, theirs = null;
+        var rounds = new List<string>();
+        for (var round = 0; round < 3; round++)
+        {
+            var o = await Load.RunAsync(() => VersionCheck(url), concurrency, TimeSpan.FromSeconds(seconds));
+            var t = await Load.RunAsync(() => new HttpRequestMessage(HttpMethod.Get, new Uri(nginxUrl, "/ok")), concurrency, TimeSpan.FromSeconds(seconds));
+            rounds.Add(string.Create(c, $"{o.PerSecond:0}/{t.PerSecond:0}"));
+            if (ours is null || o.PerSecond > ours.PerSecond) { ours = o; }
+            if (theirs is null || t.PerSecond > theirs.PerSecond) { theirs = t; }
+        }
+        results.Add(new("version-check throughput (req/s) vs nginx static 200", ours!.PerSecond, theirs!.PerSecond, ">=", 0.35,
+            $"{concurrency} keep-alive HTTPS clients, best of 3 alternating rounds of {seconds} s (ours/nginx: {string.Join(", ", rounds)}); errors {ours.Errors}/{theirs.Errors}; p99 {ours.P99Ms:0.0} ms vs {theirs.P99Ms:0.0} ms"));
 
         // 2. bundle signature verification (ES256 over a manifest, as ReleaseKeys.Verify) vs openssl speed ecdsap256
         var manifest = RandomNumberGenerator.GetBytes(1024);

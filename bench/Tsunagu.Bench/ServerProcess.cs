@@ -48,19 +48,23 @@ public sealed class ServerProcess : IAsyncDisposable
         return File.Exists(dll) ? dll : throw new FileNotFoundException($"the server build is missing ({dll}); build bench/Tsunagu.Bench first", dll);
     }
 
-    /// <param name="mqtt">null: embedded broker; else the server's Mqtt setting (a Mosquitto with dynamic security).</param>
-    public static async Task<ServerProcess> StartAsync(string dataDirectory, string? mqtt, Action<string> progress, CancellationToken ct)
+    /// <param name="mqtt">null: embedded broker; "none": no broker; else the server's Mqtt setting (a Mosquitto with dynamic security).</param>
+    /// <param name="port">The HTTPS port (a restart keeps the one units know); null: a free one.</param>
+    /// <param name="settings">More server settings, as name=value.</param>
+    public static async Task<ServerProcess> StartAsync(string dataDirectory, string? mqtt, Action<string> progress, CancellationToken ct,
+        int? port = null, IEnumerable<string>? settings = null)
     {
-        var port = Tools.FreePort();
+        port ??= Tools.FreePort();
+        var noBroker = mqtt == "none";
         var mqttPort = mqtt is null ? Tools.FreePort() : -1;
         var password = Guid.NewGuid().ToString("N");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[]
                  {
-                     ServerDll(), $"--DataDirectory={dataDirectory}", $"--Port={port}", $"--MqttPort={(mqtt is null ? mqttPort : 0)}",
-                     $"--Mqtt={mqtt ?? "embedded"}", $"--OperatorName={OperatorName}", $"--OperatorPassword={password}",
+                     ServerDll(), $"--DataDirectory={dataDirectory}", $"--Port={port}", $"--MqttPort={(mqtt is null ? mqttPort : noBroker ? -1 : 0)}",
+                     $"--Mqtt={(mqtt is null || noBroker ? "embedded" : mqtt)}", $"--OperatorName={OperatorName}", $"--OperatorPassword={password}",
                      "--Logging:LogLevel:Default=Warning",
-                 })
+                 }.Concat((settings ?? []).Select(s => $"--{s}")))
         {
             start.ArgumentList.Add(a);
         }
@@ -77,7 +81,7 @@ public sealed class ServerProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => OnLine(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var server = new ServerProcess(process, port, mqttPort, password);
+        var server = new ServerProcess(process, port.Value, mqttPort, password);
         try
         {
             await Task.WhenAny(ready.Task, process.WaitForExitAsync(ct)).WaitAsync(TimeSpan.FromMinutes(3), ct);
@@ -88,7 +92,7 @@ public sealed class ServerProcess : IAsyncDisposable
             await server.DisposeAsync();
             throw;
         }
-        progress($"server process {process.Id} on {server.Url} ({(mqtt is null ? $"embedded broker on {mqttPort}" : "Mosquitto")})");
+        progress($"server process {process.Id} on {server.Url} ({(mqtt is null ? $"embedded broker on {mqttPort}" : noBroker ? "no broker" : "Mosquitto")})");
         return server;
     }
 

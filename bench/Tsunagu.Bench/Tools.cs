@@ -73,6 +73,7 @@ public static class Load
 
 public static class Tools
 {
+
     public static string Num(double? v) => v is not { } x ? "-" : x >= 100 ? x.ToString("0", CultureInfo.InvariantCulture) : x.ToString("0.000", CultureInfo.InvariantCulture);
 
     public static int FreePort()

@@ -26,6 +26,12 @@ public static class FleetSimCommand
         var noPush = new Option<bool>("--no-push") { Description = "no broker: units do not connect over MQTT (forced-check and subscriber-wave need push)" };
         var maxConcurrent = new Option<int?>("--server-max-concurrent") { Description = "in-process server: requests served at once" };
         var queue = new Option<int?>("--server-queue") { Description = "in-process server: requests queued beyond that" };
+        var unitOffset = new Option<int>("--unit-offset") { Description = "number the units from this + 1 (several simulators on one server)", DefaultValueFactory = _ => 0 };
+        var releaseKey = new Option<string?>("--release-key") { Description = "external server: a file with the base64 public key its bundles are signed with (units trust it)" };
+        var powerOnSignal = new Option<bool>("--power-on-signal")
+        {
+            Description = "power-cut: once every unit is off, print 'powered-off' and power them on only when 'power-on' is read from standard input (a storm across several simulators)",
+        };
         var powerOnSpread = new Option<int?>("--power-on-spread") { Description = "in-process server: units wait a random 0..this many seconds after power-on before connecting (default 0)" };
         var spread = new Option<double>("--daily-spread") { Description = "daily-check: seconds over which the periodic checks fall", DefaultValueFactory = _ => 10 };
         var timeout = new Option<double>("--timeout") { Description = "seconds each scenario may take", DefaultValueFactory = _ => 300 };
@@ -35,7 +41,7 @@ public static class FleetSimCommand
         var json = new Option<string?>("--json") { Description = "also write the reports to this JSON file" };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
-            units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, spread, timeout,
+            units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, unitOffset, releaseKey, powerOnSignal, spread, timeout,
             backoffBase, backoffCap, minThreads, json,
         };
         command.SetAction(async (r, ct) =>
@@ -48,6 +54,11 @@ public static class FleetSimCommand
             if (r.GetValue(server) is { } serverText && (!Uri.TryCreate(serverText, UriKind.Absolute, out serverUri) || serverUri.Scheme != Uri.UriSchemeHttps))
             {
                 Console.Error.WriteLine($"error: --server '{serverText}' must be an absolute https:// URL");
+                return 2;
+            }
+            if (r.GetValue(releaseKey) is { } keyPath && !File.Exists(keyPath))
+            {
+                Console.Error.WriteLine($"error: --release-key {keyPath}: no such file");
                 return 2;
             }
             var text = r.GetValue(scenario)!;
@@ -66,6 +77,9 @@ public static class FleetSimCommand
                 MaxConcurrentRequests = r.GetValue(maxConcurrent),
                 RequestQueueLimit = r.GetValue(queue),
                 PowerOnSpreadSeconds = r.GetValue(powerOnSpread),
+                UnitOffset = r.GetValue(unitOffset),
+                ReleaseKeys = r.GetValue(releaseKey) is { } keyFile ? [File.ReadAllText(keyFile).Trim()] : [],
+                BeforePowerOn = r.GetValue(powerOnSignal) ? WaitForPowerOnAsync : null,
                 DailySpread = TimeSpan.FromSeconds(r.GetValue(spread)),
                 ScenarioTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
                 BackoffBase = TimeSpan.FromSeconds(r.GetValue(backoffBase)),
@@ -88,6 +102,18 @@ public static class FleetSimCommand
             }
         });
         return command;
+    }
+
+    /// <summary>--power-on-signal: tells the coordinator the units are off, then waits for its word.</summary>
+    private static async Task WaitForPowerOnAsync(CancellationToken ct)
+    {
+        Console.WriteLine("powered-off");
+        Console.Out.Flush();
+        var line = await Console.In.ReadLineAsync(ct);
+        if (line?.Trim() != "power-on")
+        {
+            throw new FleetSimulationException($"--power-on-signal: expected 'power-on' on standard input, read {(line is null ? "the end of input" : $"'{line}'")}");
+        }
     }
 
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };

@@ -60,6 +60,15 @@ public sealed record FleetSimSettings
     public int? StormMaxConcurrentRequests { get; init; }
     public int? StormRequestQueueLimit { get; init; }
 
+    /// <summary>Units are numbered from <c>UnitOffset + 1</c> (MACs and serials), so several simulators can share one server.</summary>
+    public int UnitOffset { get; init; }
+
+    /// <summary>External server: release keys (base64 SubjectPublicKeyInfo) the units trust, so they can install its bundles.</summary>
+    public IReadOnlyList<string> ReleaseKeys { get; init; } = [];
+
+    /// <summary>power-cut: awaited once every unit is off (and an in-process server restarted), before they all power on.</summary>
+    public Func<CancellationToken, Task>? BeforePowerOn { get; init; }
+
     /// <summary>In-process server's <see cref="ServerOptions.PowerOnSpreadSeconds"/> (null: the server's default, 0); an external server sends its own.</summary>
     public int? PowerOnSpreadSeconds { get; init; }
 
@@ -103,6 +112,10 @@ public sealed class FleetSimulation : IAsyncDisposable
     public FleetSimulation(FleetSimSettings settings, Action<string> progress)
     {
         if (settings.Units < 1) { throw new FleetSimulationException($"--units {settings.Units}: at least one unit"); }
+        if (settings.UnitOffset < 0 || settings.UnitOffset + (long)settings.Units > 0xFFFFFF)
+        {
+            throw new FleetSimulationException($"--unit-offset {settings.UnitOffset} with --units {settings.Units}: unit numbers must stay within 1..{0xFFFFFF}");
+        }
         var unknown = settings.Scenarios.Where(s => !FleetScenarios.All.Contains(s)).ToList();
         if (unknown.Count > 0) { throw new FleetSimulationException($"unknown scenario(s) {string.Join(", ", unknown)}; known: {string.Join(", ", FleetScenarios.All)}"); }
         if (settings.Server is not null && (settings.ServerCertificate is null || settings.UnitKeyFile is null || settings.OperatorPassword is null))
@@ -193,10 +206,10 @@ public sealed class FleetSimulation : IAsyncDisposable
 
         // release key: the in-process server's demo bundle is signed with ours; an external server's demo bundle is not
         // verifiable by these units, so against an external server they are given no release key and refuse the update
-        var releaseKeys = _releaseKey is null ? Array.Empty<string>() : [ReleaseKeys.PublicKeyBase64(_releaseKey)];
+        var releaseKeys = _releaseKey is null ? _settings.ReleaseKeys : [ReleaseKeys.PublicKeyBase64(_releaseKey)];
         var started = Stopwatch.StartNew();
         var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber\n");
-        for (var i = 1; i <= _settings.Units; i++)
+        for (var i = _settings.UnitOffset + 1; i <= _settings.UnitOffset + _settings.Units; i++)
         {
             var mac = SimulatedFleet.MacFor(i);
             var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"SIM-{i:D6}", DemoCatalogue.HardwareVersion, "simulated",
@@ -254,6 +267,11 @@ public sealed class FleetSimulation : IAsyncDisposable
             }
             case FleetScenarios.PowerCut:
                 note = await PowerCutAsync(ct);
+                // measured from the moment power comes back
+                _meter.Reset();
+                cpu0 = Environment.CpuUsage.TotalTime;
+                clock.Restart();
+                Fleet.StartAll();
                 break;
             case FleetScenarios.SubscriberWave:
             {
@@ -302,7 +320,7 @@ public sealed class FleetSimulation : IAsyncDisposable
         return true;
     }
 
-    /// <summary>Every unit loses power; the server restarts (in-process server); every unit powers on at the same moment.</summary>
+    /// <summary>Every unit loses power and the in-process server restarts; the caller then powers every unit on at the same moment.</summary>
     private async Task<string> PowerCutAsync(CancellationToken ct)
     {
         await Task.WhenAll(Fleet.Units.Select(u => Fleet.PowerOffAsync(u)));
@@ -319,7 +337,10 @@ public sealed class FleetSimulation : IAsyncDisposable
             note = string.Create(CultureInfo.InvariantCulture,
                 $"server restarted ({_serverOptions.ConcurrencyFor(DatabaseKind.Sqlite)} concurrent + {_serverOptions.RequestQueueLimit} queued), then {note}");
         }
-        Fleet.StartAll();
+        if (_settings.BeforePowerOn is { } hook)
+        {
+            await hook(ct);
+        }
         return note;
     }
 
