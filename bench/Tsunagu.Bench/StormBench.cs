@@ -171,7 +171,7 @@ public static class StormBench
                          cli, "fleetsim", "--server", server.ToString(), "--server-cert", Path.Combine(serverDir, "tls", Tsunagu.Server.Security.ServerCertificate.PemFile),
                          "--unit-key", Path.Combine(serverDir, "keys", Tsunagu.Server.Apis.UnitKey.FileName), "--password", password,
                          "--units", units.ToString(CultureInfo.InvariantCulture), "--unit-offset", offset.ToString(CultureInfo.InvariantCulture),
-                         "--scenario", "power-cut", "--own-connections", "--no-push", "--power-on-signal", "--release-key", releaseKeyFile,
+                         "--scenario", "power-cut", "--no-first-boot-update", "--own-connections", "--no-push", "--power-on-signal", "--release-key", releaseKeyFile,
                          "--timeout", "1200", "--data", Path.Combine(dir, $"worker-{index}"), "--json", json,
                      })
             {

@@ -26,6 +26,7 @@ public static class FleetSimCommand
         var noPush = new Option<bool>("--no-push") { Description = "no broker: units do not connect over MQTT (forced-check and subscriber-wave need push)" };
         var maxConcurrent = new Option<int?>("--server-max-concurrent") { Description = "in-process server: requests served at once" };
         var queue = new Option<int?>("--server-queue") { Description = "in-process server: requests queued beyond that" };
+        var noUpdate = new Option<bool>("--no-first-boot-update") { Description = "first-boot without the signed update: every unit's target is its factory pattern" };
         var unitOffset = new Option<int>("--unit-offset") { Description = "number the units from this + 1 (several simulators on one server)", DefaultValueFactory = _ => 0 };
         var releaseKey = new Option<string?>("--release-key") { Description = "external server: a file with the base64 public key its bundles are signed with (units trust it)" };
         var powerOnSignal = new Option<bool>("--power-on-signal")
@@ -41,7 +42,7 @@ public static class FleetSimCommand
         var json = new Option<string?>("--json") { Description = "also write the reports to this JSON file" };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
-            units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, unitOffset, releaseKey, powerOnSignal, spread, timeout,
+            units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, noUpdate, unitOffset, releaseKey, powerOnSignal, spread, timeout,
             backoffBase, backoffCap, minThreads, json,
         };
         command.SetAction(async (r, ct) =>
@@ -78,6 +79,7 @@ public static class FleetSimCommand
                 RequestQueueLimit = r.GetValue(queue),
                 PowerOnSpreadSeconds = r.GetValue(powerOnSpread),
                 UnitOffset = r.GetValue(unitOffset),
+                UpdateOnFirstBoot = !r.GetValue(noUpdate),
                 ReleaseKeys = r.GetValue(releaseKey) is { } keyFile ? [File.ReadAllText(keyFile).Trim()] : [],
                 BeforePowerOn = r.GetValue(powerOnSignal) ? WaitForPowerOnAsync : null,
                 DailySpread = TimeSpan.FromSeconds(r.GetValue(spread)),

@@ -60,6 +60,13 @@ public sealed record FleetSimSettings
     public int? StormMaxConcurrentRequests { get; init; }
     public int? StormRequestQueueLimit { get; init; }
 
+    /// <summary>
+    /// Whether first-boot includes the signed update from the factory pattern to pattern 2 (15 requests per unit).
+    /// Without it every unit's target is its factory pattern: provisioning, host session, version check, service
+    /// configuration and ready only (a quicker way to a Ready fleet when the scenario of interest comes after it).
+    /// </summary>
+    public bool UpdateOnFirstBoot { get; init; } = true;
+
     /// <summary>Units are numbered from <c>UnitOffset + 1</c> (MACs and serials), so several simulators can share one server.</summary>
     public int UnitOffset { get; init; }
 
@@ -221,9 +228,18 @@ public sealed class FleetSimulation : IAsyncDisposable
         {
             await client.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
         }
+        if (!_settings.UpdateOnFirstBoot)
+        {
+            using var client = Operator();
+            await Parallel.ForEachAsync(Fleet.Units, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (u, token) =>
+                await client.SendJsonAsync(HttpMethod.Put, $"{Routes.Units}/{Uri.EscapeDataString(u.Mac)}/target-pattern", new Server.Apis.TargetPatternRequest(DemoCatalogue.Pattern1), token));
+        }
         _progress($"fleet       {_settings.Units} units burned and registered in {started.Elapsed.TotalSeconds:0.0} s " +
                   $"({(_pool is null ? "a connection pool per unit" : $"one shared pool of up to {_settings.MaxConnections} connections")})");
     }
+
+    /// <summary>The pattern every unit is on after first-boot.</summary>
+    private string FleetPattern => _settings.UpdateOnFirstBoot ? DemoCatalogue.Pattern2 : DemoCatalogue.Pattern1;
 
     private OperatorClient Operator() => new(_server, DemoCatalogue.OperatorName, _password, [_pin]);
 
@@ -261,7 +277,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             case FleetScenarios.ForcedCheck:
             {
                 using var client = Operator();
-                var result = await client.ForceCheckAsync(new ForceCheckRequest(null, DemoCatalogue.Pattern2, 5), ct);
+                var result = await client.ForceCheckAsync(new ForceCheckRequest(null, FleetPattern, 5), ct);
                 note = $"one operator request; {result.Notified.Count} push(es) published";
                 break;
             }
@@ -277,7 +293,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             {
                 var revisions = await ChangeEveryUnitsServicesAsync(ct);
                 using var client = Operator();
-                await client.ForceCheckAsync(new ForceCheckRequest(null, DemoCatalogue.Pattern2, 3), ct);
+                await client.ForceCheckAsync(new ForceCheckRequest(null, FleetPattern, 3), ct);
                 note = $"{units.Count} service configuration changes by the operator API, then one forced check";
                 _revisions = revisions;
                 break;
