@@ -38,14 +38,17 @@ public sealed class ServerProcess : IAsyncDisposable
     }
 
     /// <summary>The server's build output next to the bench's (same configuration).</summary>
-    public static string ServerDll()
+    public static string ServerDll() => BuiltDll(Path.Combine("server", "Tsunagu.Server"), "tsunagu-server.dll");
+
+    /// <summary>A project's build output (<paramref name="project"/> relative to the repository) in the bench's configuration and framework.</summary>
+    public static string BuiltDll(string project, string dll)
     {
         var benchOut = AppContext.BaseDirectory.TrimEnd('/');                    // .../bench/Tsunagu.Bench/bin/Release/net10.0
         var framework = Path.GetFileName(benchOut);
         var configuration = Path.GetFileName(Path.GetDirectoryName(benchOut)!);
         var root = Path.GetFullPath(Path.Combine(benchOut, "../../../../.."));
-        var dll = Path.Combine(root, "server", "Tsunagu.Server", "bin", configuration, framework, "tsunagu-server.dll");
-        return File.Exists(dll) ? dll : throw new FileNotFoundException($"the server build is missing ({dll}); build bench/Tsunagu.Bench first", dll);
+        var path = Path.Combine(root, project, "bin", configuration, framework, dll);
+        return File.Exists(path) ? path : throw new FileNotFoundException($"the build of {project} is missing ({path}); build bench/Tsunagu.Bench first", path);
     }
 
     /// <param name="mqtt">null: embedded broker; "none": no broker; else the server's Mqtt setting (a Mosquitto with dynamic security).</param>

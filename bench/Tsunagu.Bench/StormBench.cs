@@ -159,8 +159,7 @@ public static class StormBench
         public static Worker Start(int index, int units, int offset, Uri server, string serverDir, string password, string releaseKeyFile, string dir,
             Action<string> progress)
         {
-            var cli = Path.Combine(ServerProcess.RepoRoot(), "tools", "Tsunagu.Cli", "bin",
-                Path.GetFileName(Path.GetDirectoryName(AppContext.BaseDirectory.TrimEnd('/'))!), "net10.0", "tsunagu.dll");
+            var cli = ServerProcess.BuiltDll(Path.Combine("tools", "Tsunagu.Cli"), "tsunagu.dll");
             var json = Path.Combine(dir, $"worker-{index}.json");
             var start = new ProcessStartInfo("dotnet")
             {

@@ -91,11 +91,13 @@ public sealed class TsunaguStore
         return c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac });
     }
 
+    private const string UnitCheckSql = $"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac";
+
     /// <summary>The columns of the unit a version check reads (<see cref="UnitCheckRow"/>).</summary>
     public UnitCheckRow? GetUnitForCheck(string mac)
     {
         using var c = Open();
-        return c.QuerySingleOrDefault<UnitCheckRow>($"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac", new { mac });
+        return c.QuerySingleOrDefault<UnitCheckRow>(UnitCheckSql, new { mac });
     }
 
     public IReadOnlyList<UnitRow> ListUnits(string? pattern = null, string? state = null) => QueryUnits(new UnitQuery(pattern, state));
@@ -585,7 +587,7 @@ public sealed class TsunaguStore
     public (UnitCheckRow? Unit, CatalogueSnapshot Catalogue) GetUnitWithCatalogue(string mac)
     {
         using var c = Open();
-        var unit = c.QuerySingleOrDefault<UnitCheckRow>($"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac", new { mac });
+        var unit = c.QuerySingleOrDefault<UnitCheckRow>(UnitCheckSql, new { mac });
         return (unit, CatalogueAt(c));
     }
 
