@@ -23,6 +23,8 @@ public sealed class ReadyState : IState
         {
             return Outcome.LinkLost;
         }
+        // subscribe to pushes before the host hears "ready": a unit the host sees as Ready can be forced to check at once
+        await EnsurePushAsync(ctx, ct);
         if (!ctx.ReadyReported)
         {
             try
@@ -39,7 +41,6 @@ public sealed class ReadyState : IState
                 return DefaultStates.FromServerError(ctx, "ready report", e);
             }
         }
-        await EnsurePushAsync(ctx, ct);
 
         var spread = ctx.CheckInterval.TotalMilliseconds * ctx.Options.CheckJitter * (2 * ctx.Random.NextDouble() - 1);
         var wait = ctx.CheckInterval + TimeSpan.FromMilliseconds(spread);
