@@ -5,6 +5,7 @@ using System.Net.Security;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using Tsunagu.Firmware.Storage;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
@@ -100,10 +101,12 @@ public sealed class UnitClient : IDisposable
         await EnsureSuccessAsync(response, uri, ct);
         await using var body = await response.Content.ReadAsStreamAsync(ct);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var writeback = new WritebackPacer(destination);
         var total = await OverlappedCopy.CopyAsync(body, maxLength, async (chunk, cancel) =>
         {
             hash.AppendData(chunk.Span);
             await destination.WriteAsync(chunk, cancel);
+            await writeback.WroteAsync(chunk.Length, cancel);
         }, ct);
         if (total == maxLength && await body.ReadAsync(new byte[1], ct) > 0)
         {

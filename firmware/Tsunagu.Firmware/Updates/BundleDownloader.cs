@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Storage;
 using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Firmware.Updates;
@@ -118,11 +119,13 @@ public sealed class BundleDownloader(IBundleSource source, string partPath, long
             {
                 // the next read overlaps hashing and writing the chunk before it; every byte that arrived is on disk
                 // (and counted in `position`) before a failure is rethrown, so the next attempt resumes after it
+                var writeback = new WritebackPacer(file);
                 await OverlappedCopy.CopyAsync(body, upTo - position, async (chunk, cancel) =>
                 {
                     hasher?.Append(chunk.Span);
                     await file.WriteAsync(chunk, cancel);
                     position += chunk.Length;
+                    await writeback.WroteAsync(chunk.Length, cancel);
                 }, ct);
                 if (position < upTo)
                 {
