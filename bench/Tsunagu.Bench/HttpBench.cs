@@ -141,7 +141,7 @@ public static class HttpBench
         var ourRate = artifactSize / downloadSeconds;
         var reference = Math.Min(opensslRate, ddRate);
         results.Add(new("unit download->SHA-256->write (MB/s) vs min(openssl sha256, dd)", ourRate / 1e6, reference / 1e6, ">=", 0.85,
-            string.Create(c, $"256 MiB over HTTPS from the server; openssl sha256 {opensslRate / 1e6:0} MB/s, dd (fsync) {ddRate / 1e6:0} MB/s; RSS growth {rssGrowth / 1048576.0:0.0} MiB (bounded: 80 KiB buffer)")));
+            string.Create(c, $"256 MiB over HTTPS from the server; openssl sha256 {opensslRate / 1e6:0} MB/s, dd (fsync) {ddRate / 1e6:0} MB/s; RSS growth {rssGrowth / 1048576.0:0.0} MiB (bounded: two {OverlappedCopy.DefaultChunkSize / 1024} KiB chunks)")));
 
         // 4. server CPU per GB served vs nginx sendfile: the same 256 MiB fetched 4 times from each, CPU of the serving process
         // (the server shares this process with the client, so its figure is this process's CPU minus a client-only run)

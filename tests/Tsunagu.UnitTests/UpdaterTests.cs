@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
+using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
@@ -89,9 +90,13 @@ public class UpdaterTests
     private sealed record Built(byte[] Bytes, UpdateOffer Offer);
 
     private static async Task<Built> BuildAsync(ECDsa key, long version = 2, IEnumerable<(BundleStep Step, string Script)>? scripts = null,
-        string? osVersion = null, string id = "p1-to-p2")
+        string? osVersion = null, string id = "p1-to-p2", byte[]? firewallBlob = null)
     {
-        var payloads = new List<(BundlePayload, byte[])> { BundleFormatTests.App("firewall", "1.1.0"), BundleFormatTests.App("dns", "2.0.0") };
+        var firewall = firewallBlob is null
+            ? BundleFormatTests.App("firewall", "1.1.0")
+            : (new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 0, "", "firewall", "1.1.0"),
+                BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes("firewall 1.1.0\n"), ["blob"] = firewallBlob }));
+        var payloads = new List<(BundlePayload, byte[])> { firewall, BundleFormatTests.App("dns", "2.0.0") };
         var steps = new List<BundleStep>
         {
             new(StepActions.InstallApplication, "firewall-1.1.0"),
@@ -186,6 +191,26 @@ public class UpdaterTests
         Assert.That(source.Ranges.Last(), Is.EqualTo((kept, b.Bytes.LongLength)), "only the missing bytes were asked for");
         Assert.That(_log, Has.Some.Contains($"resuming at byte {kept}"));
         Assert.That(_apps.Current(), Is.EqualTo(Pattern2));
+    }
+
+    [Test]
+    public async Task A_download_of_several_copy_chunks_cut_mid_chunk_keeps_every_byte_that_arrived_and_resumes_after_it()
+    {
+        var blob = RandomNumberGenerator.GetBytes(OverlappedCopy.DefaultChunkSize * 2 + 12345);
+        var b = await BuildAsync(_key, firewallBlob: blob);
+        const int cut = OverlappedCopy.DefaultChunkSize + 4321; // inside the second chunk of the payload request
+        var source = new MemorySource(b.Bytes) { CutAfter = cut };
+        var first = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(first.Status, Is.EqualTo(InstallStatus.Transient));
+        var cutRequest = source.Ranges.Last();
+        var part = new FileInfo(Path.Combine(_dir, "data", "tmp", "p1-to-p2", BundleInstaller.BundleFile));
+        Assert.That(part.Length, Is.EqualTo(cutRequest.From + cut), "the unfinished chunk is on disk too");
+
+        Restart();
+        var second = await Installer(source).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(second.Status, Is.EqualTo(InstallStatus.Committed));
+        Assert.That(source.Ranges.Last(), Is.EqualTo((part.Length, b.Bytes.LongLength)));
+        Assert.That(File.ReadAllBytes(Path.Combine(_apps.Root, "firewall", "current", "blob")), Is.EqualTo(blob));
     }
 
     [Test]

@@ -5,6 +5,7 @@ using System.Net.Security;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using Tsunagu.Firmware.Storage;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
@@ -87,7 +88,8 @@ public sealed class UnitClient : IDisposable
 
     /// <summary>
     /// Streams an artifact into <paramref name="destination"/>, hashing as it goes and refusing more than
-    /// <paramref name="maxLength"/> bytes. Returns the lower-case hex SHA-256 and the length read.
+    /// <paramref name="maxLength"/> bytes (none past it is written). Returns the lower-case hex SHA-256 and the
+    /// length read. The next network read overlaps hashing and writing the chunk before it (<see cref="OverlappedCopy"/>).
     /// </summary>
     public async Task<(string Sha256, long Length)> DownloadAsync(Uri host, string relativeUrl, string token, Stream destination,
         long maxLength, CancellationToken ct)
@@ -99,18 +101,16 @@ public sealed class UnitClient : IDisposable
         await EnsureSuccessAsync(response, uri, ct);
         await using var body = await response.Content.ReadAsStreamAsync(ct);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[81920];
-        long total = 0;
-        int read;
-        while ((read = await body.ReadAsync(buffer, ct)) > 0)
+        var writeback = new WritebackPacer(destination);
+        var total = await OverlappedCopy.CopyAsync(body, maxLength, async (chunk, cancel) =>
         {
-            total += read;
-            if (total > maxLength)
-            {
-                throw new ServerException($"{uri}: artifact is longer than the declared {maxLength} bytes", isTransient: false);
-            }
-            hash.AppendData(buffer, 0, read);
-            await destination.WriteAsync(buffer.AsMemory(0, read), ct);
+            hash.AppendData(chunk.Span);
+            await destination.WriteAsync(chunk, cancel);
+            await writeback.WroteAsync(chunk.Length, cancel);
+        }, ct);
+        if (total == maxLength && await body.ReadAsync(new byte[1], ct) > 0)
+        {
+            throw new ServerException($"{uri}: artifact is longer than the declared {maxLength} bytes", isTransient: false);
         }
         return (Convert.ToHexStringLower(hash.GetHashAndReset()), total);
     }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using LiteDB;
+using LiteDB.Engine;
 using JsonSerializer = System.Text.Json.JsonSerializer;
 
 namespace Tsunagu.Firmware.Storage;
@@ -14,19 +15,20 @@ public sealed class StateStoreCorruptException(string path, Exception inner)
 
 /// <summary>
 /// The unit's durable state on the `data` partition (LiteDB, journaled: each write is atomic). Values are
-/// protocol records stored as JSON under a key, so the store needs no reflection-based mapping.
+/// protocol records stored as JSON under a key, so the store needs no reflection-based mapping: it talks to
+/// LiteDB's engine with documents directly (what <c>LiteDatabase</c> does underneath for a direct connection),
+/// which keeps LiteDB's object mapper out of the firmware binary.
 /// </summary>
 public sealed class StateStore : IDisposable
 {
     public const string FileName = "state.db";
-    private readonly LiteDatabase _db;
-    private readonly ILiteCollection<BsonDocument> _values;
+    private const string Collection = "values";
+    private readonly LiteEngine _db;
 
-    private StateStore(string path, LiteDatabase db)
+    private StateStore(string path, LiteEngine db)
     {
         Path = path;
         _db = db;
-        _values = db.GetCollection("values");
     }
 
     public string Path { get; }
@@ -37,9 +39,19 @@ public sealed class StateStore : IDisposable
         var path = System.IO.Path.Combine(dataRoot, FileName);
         try
         {
-            var db = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
+            var db = new LiteEngine(new EngineSettings { Filename = path });
             var store = new StateStore(path, db);
-            store._values.Count(); // touch the collection so a corrupt file fails here, not later
+            try
+            {
+                // read the whole collection so a corrupt file fails here, not later
+                using var all = db.Query(Collection, new Query());
+                while (all.Read()) { }
+            }
+            catch
+            {
+                db.Dispose();
+                throw;
+            }
             return store;
         }
         catch (Exception e) when (IsCorruption(e))
@@ -52,8 +64,10 @@ public sealed class StateStore : IDisposable
     {
         try
         {
-            var doc = _values.FindById(key);
-            return doc is null ? null : JsonSerializer.Deserialize(doc["json"].AsString, type);
+            var byKey = new Query();
+            byKey.Where.Add(Query.EQ("_id", key));
+            using var found = _db.Query(Collection, byKey);
+            return found.Read() ? JsonSerializer.Deserialize(found.Current["json"].AsString, type) : null;
         }
         catch (Exception e) when (IsCorruption(e))
         {
@@ -70,13 +84,13 @@ public sealed class StateStore : IDisposable
     public void Set<T>(string key, T value, JsonTypeInfo<T> type)
     {
         var json = JsonSerializer.Serialize(value, type);
-        _values.Upsert(new BsonDocument { ["_id"] = key, ["json"] = json });
+        _db.Upsert(Collection, [new BsonDocument { ["_id"] = key, ["json"] = json }], BsonAutoId.ObjectId);
         _db.Checkpoint();
     }
 
     public void Delete(string key)
     {
-        _values.Delete(key);
+        _db.Delete(Collection, [new BsonValue(key)]);
         _db.Checkpoint();
     }
 

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Storage;
 using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Firmware.Updates;
@@ -100,14 +101,14 @@ public sealed class BundleDownloader(IBundleSource source, string partPath, long
         var (body, start) = await source.OpenAsync(have, upTo, ct);
         await using (body)
         {
-            var buffer = new byte[81920];
             if (start < have)
             {
                 // the server ignored the range: skip what is already on disk
+                var skipBuffer = new byte[81920];
                 var skip = have - start;
                 while (skip > 0)
                 {
-                    var n = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, skip)), ct);
+                    var n = await body.ReadAsync(skipBuffer.AsMemory(0, (int)Math.Min(skipBuffer.Length, skip)), ct);
                     if (n == 0) { throw new ServerException($"download: the body ended before byte {have}", isTransient: true); }
                     skip -= n;
                 }
@@ -116,18 +117,21 @@ public sealed class BundleDownloader(IBundleSource source, string partPath, long
             var position = have;
             try
             {
-                while (position < upTo)
+                // the next read overlaps hashing and writing the chunk before it; every byte that arrived is on disk
+                // (and counted in `position`) before a failure is rethrown, so the next attempt resumes after it
+                var writeback = new WritebackPacer(file);
+                await OverlappedCopy.CopyAsync(body, upTo - position, async (chunk, cancel) =>
                 {
-                    var read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, upTo - position)), ct);
-                    if (read == 0)
-                    {
-                        throw new ServerException($"download interrupted at byte {position} of {upTo}; the next attempt resumes there", isTransient: true);
-                    }
-                    hasher?.Append(buffer.AsSpan(0, read));
-                    await file.WriteAsync(buffer.AsMemory(0, read), ct);
-                    position += read;
+                    hasher?.Append(chunk.Span);
+                    await file.WriteAsync(chunk, cancel);
+                    position += chunk.Length;
+                    await writeback.WroteAsync(chunk.Length, cancel);
+                }, ct);
+                if (position < upTo)
+                {
+                    throw new ServerException($"download interrupted at byte {position} of {upTo}; the next attempt resumes there", isTransient: true);
                 }
-                if (upTo == declaredSize && await body.ReadAsync(buffer.AsMemory(0, 1), ct) > 0)
+                if (upTo == declaredSize && await body.ReadAsync(new byte[1], ct) > 0)
                 {
                     throw new BundleCheckException(BundleCheck.Size, $"the server sends more than the declared {declaredSize} bytes");
                 }
