@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -27,6 +28,18 @@ var c = CultureInfo.InvariantCulture;
 
 var only = (Environment.GetEnvironmentVariable("BENCH_ONLY") ?? "http,mqtt,storm,aot").Split(',', StringSplitOptions.TrimEntries);
 void Progress(string line) => Console.WriteLine($"[{DateTime.Now:HH:mm:ss}] {line}");
+// Ctrl+C or SIGTERM: the running part stops and its child processes (server, fleetsim workers, brokers) are stopped with it
+using var stop = new CancellationTokenSource();
+void OnStopSignal(PosixSignalContext signal)
+{
+    signal.Cancel = true;
+    Progress($"{signal.Signal}: stopping the running part and its child processes");
+    stop.Cancel();
+}
+using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStopSignal);
+using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStopSignal);
+try
+{
 if (only.Contains("http"))
 {
     await HttpBench.RunAsync(work, seconds, results);
@@ -35,7 +48,7 @@ if (only.Contains("mqtt"))
 {
     // 10,000 clients in this process: one descriptor each; the server and Mosquitto hold theirs in their own processes
     var mqttUnits = int.Parse(Environment.GetEnvironmentVariable("BENCH_MQTT_UNITS") ?? "10000", c);
-    var m = await MqttBench.RunAsync(work, mqttUnits, Progress, CancellationToken.None);
+    var m = await MqttBench.RunAsync(work, mqttUnits, Progress, stop.Token);
     var scope = mqttUnits == 10_000 ? "" : $" (MEASURED AT {mqttUnits:N0} UNITS, not 10,000)";
     results.Add(new($"forced-check fan-out, {mqttUnits:N0} units: embedded broker (units/s) vs Mosquitto alone{scope}",
         m.Units / m.EmbeddedFanOutSeconds, m.Units / m.MosquittoAloneSeconds, ">=", 0.5,
@@ -61,12 +74,19 @@ if (only.Contains("storm"))
         .Select(r => new StormRun(r[0], r[1], r[2], r.Length > 3 ? r[3] : 0)).ToList();
     foreach (var run in runs)
     {
-        results.Add(await StormBench.RunAsync(work, run, Progress, CancellationToken.None));
+        results.Add(await StormBench.RunAsync(work, run, Progress, stop.Token));
     }
 }
 if (only.Contains("aot"))
 {
+    stop.Token.ThrowIfCancellationRequested();
     await AotBench.RunAsync(work, results, Progress);
+}
+}
+catch (OperationCanceledException) when (stop.IsCancellationRequested)
+{
+    Progress("stopped before the end: no results written");
+    return 130;
 }
 
 Console.WriteLine();

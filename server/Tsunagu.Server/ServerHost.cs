@@ -30,6 +30,9 @@ public static class ServerHost
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
+            k.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(options.KeepAliveSeconds);
+            k.Limits.MaxConcurrentConnections = options.MaxConnections
+                ?? (DescriptorLimit.Read() is { } descriptors ? Math.Max(64, descriptors - ServerOptions.DescriptorReserve) : null);
             k.Listen(IPAddress.Parse(options.ListenAddress), options.Port, l => l.UseHttps(certificate));
         });
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ProtocolJson.Default));
@@ -45,7 +48,7 @@ public static class ServerHost
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
         builder.Services.AddSingleton<UnitAuthentication>();
         builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
-        builder.Services.AddTsunaguThrottling(options, database.Kind);
+        builder.Services.AddTsunaguThrottling(options, database.Kind, time);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
         builder.Services.AddWebSessions(options, Path.Combine(dataDirectory, "keys"), time);
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>

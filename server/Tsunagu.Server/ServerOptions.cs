@@ -72,6 +72,25 @@ public sealed class ServerOptions
     public int ConcurrencyFor(Data.DatabaseKind database) => MaxConcurrentRequests ?? (database == Data.DatabaseKind.Sqlite ? 64 : 512);
     public int RequestQueueLimit { get; set; } = 2048;
 
+    /// <summary>
+    /// How long a request may wait in that queue; after it, 503 + Retry-After. Below the units' 30 s request timeout,
+    /// so the server never serves an answer its caller has stopped waiting for.
+    /// </summary>
+    public double RequestQueueTimeoutSeconds { get; set; } = 5;
+
+    /// <summary>
+    /// Connections Kestrel keeps open at once (unset: the process's descriptor limit less <see cref="DescriptorReserve"/>,
+    /// read from /proc/self/limits). Past it a new connection is closed at once, which a unit treats like any failure
+    /// to connect (backoff and retry), instead of running out of descriptors, which stops accepting altogether.
+    /// </summary>
+    public long? MaxConnections { get; set; }
+
+    /// <summary>Descriptors kept for the database, artifacts, logs and the broker when <see cref="MaxConnections"/> is unset.</summary>
+    public const int DescriptorReserve = 1024;
+
+    /// <summary>How long an idle keep-alive connection stays open (Kestrel's default is 130 s; units hang up after 15 s idle).</summary>
+    public int KeepAliveSeconds { get; set; } = 30;
+
     public bool HasRole(string role) => RoleList.Contains(role, StringComparer.OrdinalIgnoreCase);
 
     public void Validate()
@@ -91,6 +110,12 @@ public sealed class ServerOptions
         {
             throw new ArgumentException("Tsunagu: AuthAttemptsPerMacPerMinute, AuthAttemptsPerSourcePerMinute, LoginAttemptsPerMinute and MaxConcurrentRequests must be positive, RequestQueueLimit not negative");
         }
+        if (RequestQueueTimeoutSeconds is <= 0 or > 300 || double.IsNaN(RequestQueueTimeoutSeconds))
+        {
+            throw new ArgumentException($"Tsunagu:RequestQueueTimeoutSeconds must be more than 0 and at most 300 (was {RequestQueueTimeoutSeconds})");
+        }
+        if (MaxConnections is < 1) { throw new ArgumentException($"Tsunagu:MaxConnections must be positive (was {MaxConnections})"); }
+        if (KeepAliveSeconds is < 1 or > 3600) { throw new ArgumentException($"Tsunagu:KeepAliveSeconds must be 1..3600 (was {KeepAliveSeconds})"); }
         if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }
     }
 }

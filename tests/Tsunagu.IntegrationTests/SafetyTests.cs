@@ -182,6 +182,46 @@ public class SafetyTests
             : new AuthenticationHeaderValue("Bearer", bearer);
         return await http.SendAsync(request);
     }
+
+    [Test]
+    public async Task A_request_queued_longer_than_the_queue_timeout_gets_503_and_one_served_within_it_gets_its_answer()
+    {
+        TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 1; o.RequestQueueLimit = 100; o.RequestQueueTimeoutSeconds = 1; };
+        await using var server = await TestServer.StartAsync();
+        using var http = Http(server);
+        var basic = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var holder = http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/api/v1/artifacts") { Headers = { Authorization = basic }, Content = new HeldBody(release) });
+
+        // the upload holds the only permit: a probe waits in the queue for the timeout, then is turned away
+        HttpResponseMessage? busy = null;
+        var waited = TimeSpan.Zero;
+        for (var attempt = 0; attempt < 25 && busy is null; attempt++)
+        {
+            await Task.Delay(200);
+            Assert.That(holder.IsCompleted, Is.False, "the upload is still holding its permit");
+            var started = DateTime.UtcNow;
+            var response = await http.GetAsync("/healthz");
+            if (response.StatusCode == HttpStatusCode.ServiceUnavailable)
+            {
+                busy = response;
+                waited = DateTime.UtcNow - started;
+            }
+        }
+        Assert.That(busy, Is.Not.Null, "no probe ever found the permit taken");
+        Assert.That(waited, Is.GreaterThanOrEqualTo(TimeSpan.FromMilliseconds(900)), "it waited in the queue (100 places) before it was turned away");
+        Assert.That(waited, Is.LessThan(TimeSpan.FromSeconds(5)), "it was turned away after the queue timeout, not held until the permit came back");
+        Assert.That(busy!.Headers.RetryAfter?.Delta, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(await busy.Content.ReadAsStringAsync(), Does.Contain("overloaded"));
+
+        // a request whose permit comes back within the timeout is served
+        var queued = http.GetAsync("/healthz");
+        await Task.Delay(300);
+        Assert.That(queued.IsCompleted, Is.False, "the probe is waiting in the queue");
+        release.SetResult();
+        Assert.That((await queued).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await holder).StatusCode, Is.EqualTo(HttpStatusCode.Created));
+    }
 }
 
 /// <summary>A busy database is overload: answered 503 + Retry-After at once, not a 500 after a long wait.</summary>

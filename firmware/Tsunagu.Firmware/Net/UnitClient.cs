@@ -41,6 +41,9 @@ public sealed class UnitClient : IDisposable
         var sockets = new SocketsHttpHandler
         {
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            // a unit talks to its host in short bursts: an idle connection is closed before the server's keep-alive
+            // (30 s) ends it, so neither side holds a descriptor for a unit that will not call again for hours
+            PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15),
             SslOptions = new SslClientAuthenticationOptions
             {
                 RemoteCertificateValidationCallback = (_, certificate, chain, _) =>

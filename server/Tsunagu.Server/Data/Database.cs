@@ -31,6 +31,9 @@ public sealed class Database
         {
             _busyTimeout = value;
             _openString = null;
+            _durablePragmas = null;
+            _relaxedPragmas = null;
+            _relaxedPostgres = null;
         }
     }
 
@@ -84,22 +87,54 @@ public sealed class Database
     private static Database Postgres(NpgsqlConnectionStringBuilder builder) =>
         new(DatabaseKind.Postgres, builder.ToString(), $"PostgreSQL {builder.Host}:{builder.Port}/{builder.Database}");
 
-    public DbConnection Open()
+    /// <summary>Opens a pooled connection whose commits are durable: on disk before they return (SQLite synchronous=FULL).</summary>
+    public DbConnection Open() => Open(durable: true);
+
+    /// <summary>
+    /// Opens a pooled connection. <paramref name="durable"/> false is for records a unit sends again on its next
+    /// contact (last seen, inventory, history, presence, ready): their commits do not wait for the disk (SQLite WAL
+    /// with synchronous=NORMAL, PostgreSQL synchronous_commit=off). A crash of the process loses none of them; a
+    /// power cut of the server machine may lose the last moments of them, never the database's consistency, and a
+    /// later durable commit makes them durable too. Everything an operator, a subscriber or a credential decides
+    /// stays durable.
+    /// </summary>
+    public DbConnection Open(bool durable)
     {
         // Microsoft.Data.Sqlite retries a busy database itself until the command timeout: that is the busy wait
         var openString = _openString ??= Kind == DatabaseKind.Sqlite
             ? new SqliteConnectionStringBuilder(ConnectionString) { DefaultTimeout = Math.Max(1, (int)Math.Ceiling(BusyTimeout.TotalSeconds)) }.ToString()
             : ConnectionString;
-        DbConnection connection = Kind == DatabaseKind.Sqlite ? new SqliteConnection(openString) : new NpgsqlConnection(openString);
-        connection.Open();
+        DbConnection connection;
         if (Kind == DatabaseKind.Sqlite)
         {
+            connection = new SqliteConnection(openString);
+            connection.Open();
             using var pragma = connection.CreateCommand();
-            pragma.CommandText = $"PRAGMA foreign_keys=ON; PRAGMA busy_timeout={(int)BusyTimeout.TotalMilliseconds};";
+            // the pragmas are set on every open: a pooled connection keeps what its last user set
+            pragma.CommandText = durable ? _durablePragmas ??= Pragmas("FULL") : _relaxedPragmas ??= Pragmas("NORMAL");
             pragma.ExecuteNonQuery();
+            return connection;
         }
+        // PostgreSQL: a separate pool whose sessions start with synchronous_commit=off
+        connection = new NpgsqlConnection(durable ? openString
+            : _relaxedPostgres ??= RelaxedPostgres(openString));
+        connection.Open();
         return connection;
     }
+
+    private static string RelaxedPostgres(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString);
+        builder.Options = $"{builder.Options} -c synchronous_commit=off".Trim();
+        return builder.ToString();
+    }
+
+    private string Pragmas(string synchronous) =>
+        $"PRAGMA foreign_keys=ON; PRAGMA busy_timeout={(int)BusyTimeout.TotalMilliseconds}; PRAGMA synchronous={synchronous};";
+
+    private string? _durablePragmas;
+    private string? _relaxedPragmas;
+    private string? _relaxedPostgres;
 
     /// <summary>Brings the schema up to the newest migration (FluentMigrator; the version table records what ran).</summary>
     public void Migrate()

@@ -48,6 +48,9 @@ public sealed class TsunaguStore
 
     private DbConnection Open() => _db.Open();
 
+    /// <summary>For what a unit reports again on its next contact: commits that do not wait for the disk (<see cref="Database.Open(bool)"/>).</summary>
+    private DbConnection OpenUnitReport() => _db.Open(durable: false);
+
     public string Now() => Timestamp(_time.GetUtcNow());
 
     public static string Timestamp(DateTimeOffset at) => at.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
@@ -139,7 +142,7 @@ public sealed class TsunaguStore
         {
             return;
         }
-        using var c = Open();
+        using var c = OpenUnitReport();
         c.Execute("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
                    last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
@@ -170,7 +173,7 @@ public sealed class TsunaguStore
     {
         RaiseBundleCounter(mac, inventory.LastBundle);
         _lastSeenWritten[mac] = _time.GetUtcNow();
-        using var c = Open();
+        using var c = OpenUnitReport();
         c.Execute("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
                    wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
@@ -182,7 +185,7 @@ public sealed class TsunaguStore
     public void RaiseBundleCounter(string mac, Protocol.Bundles.BundleCounter? counter)
     {
         if (counter is null) { return; }
-        using var c = Open();
+        using var c = OpenUnitReport();
         c.Execute("""
             UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
             WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
@@ -191,7 +194,7 @@ public sealed class TsunaguStore
 
     public void SetPresence(string mac, bool online)
     {
-        using var c = Open();
+        using var c = OpenUnitReport();
         c.Execute("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() });
     }
 
@@ -205,7 +208,7 @@ public sealed class TsunaguStore
 
     public void AddChallenge(ChallengeRow challenge)
     {
-        using var c = Open();
+        using var c = OpenUnitReport();
         c.Execute("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() });
         c.Execute("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)", challenge);
     }
@@ -436,7 +439,7 @@ public sealed class TsunaguStore
     /// <summary>Marks an applied revision final (the unit has confirmed it with the host after applying).</summary>
     public bool FinalizeUnitConfig(string mac, long revision)
     {
-        using var c = Open();
+        using var c = OpenUnitReport();
         return c.Execute("UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
             new { mac, revision, now = Now() }) > 0;
     }
@@ -467,7 +470,7 @@ public sealed class TsunaguStore
     public void AddUnitEvent(string mac, string kind, string? detail, bool failed = false)
     {
         _lastEvent[mac] = (kind, detail);
-        using var c = Open();
+        using var c = OpenUnitReport();
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
             new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 });
     }

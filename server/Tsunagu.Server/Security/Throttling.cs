@@ -84,6 +84,61 @@ public sealed class RetryAfterSpreader(TimeProvider time)
 }
 
 /// <summary>
+/// The server-wide concurrency limit, with a bound on how long a request may wait in its queue: a request still
+/// queued after <c>maxWait</c> is turned away (503 + Retry-After) instead of being served after its caller has given
+/// up. A queue bounded only by places lets waits grow past the units' request timeout when the server slows down
+/// (a busy disk, a storm), and the server then spends its capacity on answers nobody reads.
+/// </summary>
+public sealed class BoundedWaitLimiter(ConcurrencyLimiter inner, TimeSpan maxWait, TimeProvider time) : PartitionedRateLimiter<HttpContext>
+{
+    public override RateLimiterStatistics? GetStatistics(HttpContext resource) => inner.GetStatistics();
+
+    protected override RateLimitLease AttemptAcquireCore(HttpContext resource, int permitCount) => inner.AttemptAcquire(permitCount);
+
+    protected override async ValueTask<RateLimitLease> AcquireAsyncCore(HttpContext resource, int permitCount, CancellationToken cancellationToken)
+    {
+        var now = inner.AttemptAcquire(permitCount);
+        if (now.IsAcquired)
+        {
+            return now;
+        }
+        now.Dispose();
+        using var timeout = new CancellationTokenSource(maxWait, time);
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        try
+        {
+            return await inner.AcquireAsync(permitCount, wait.Token);
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            return WaitedTooLong.Instance;
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) { inner.Dispose(); }
+        base.Dispose(disposing);
+    }
+
+    /// <summary>A refused lease without Retry-After metadata: answered as overload (503, spread Retry-After).</summary>
+    private sealed class WaitedTooLong : RateLimitLease
+    {
+        public static readonly WaitedTooLong Instance = new();
+
+        public override bool IsAcquired => false;
+
+        public override IEnumerable<string> MetadataNames => [];
+
+        public override bool TryGetMetadata(string metadataName, out object? metadata)
+        {
+            metadata = null;
+            return false;
+        }
+    }
+}
+
+/// <summary>
 /// Overload and abuse protection: authentication endpoints are limited per source address (token bucket) and
 /// per MAC (<see cref="AttemptCounter"/>); every request goes through a concurrency limit with a bounded queue.
 /// Rejections are answered at once, 429 (rate) or 503 (overload), with Retry-After, never by timing out.
@@ -92,18 +147,17 @@ public static class Throttling
 {
     public const string UnitAuthPolicy = "unit-auth";
 
-    public static IServiceCollection AddTsunaguThrottling(this IServiceCollection services, ServerOptions options, Data.DatabaseKind database)
+    public static IServiceCollection AddTsunaguThrottling(this IServiceCollection services, ServerOptions options, Data.DatabaseKind database, TimeProvider time)
     {
         services.AddSingleton<RetryAfterSpreader>();
         services.AddRateLimiter(limiter =>
         {
-            limiter.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(_ => RateLimitPartition.GetConcurrencyLimiter("all",
-                _ => new ConcurrencyLimiterOptions
-                {
-                    PermitLimit = options.ConcurrencyFor(database),
-                    QueueLimit = options.RequestQueueLimit,
-                    QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
-                }));
+            limiter.GlobalLimiter = new BoundedWaitLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions
+            {
+                PermitLimit = options.ConcurrencyFor(database),
+                QueueLimit = options.RequestQueueLimit,
+                QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
+            }), TimeSpan.FromSeconds(options.RequestQueueTimeoutSeconds), time);
             limiter.AddPolicy(UnitAuthPolicy, http => RateLimitPartition.GetTokenBucketLimiter(
                 http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
                 _ => new TokenBucketRateLimiterOptions

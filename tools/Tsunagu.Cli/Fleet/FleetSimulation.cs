@@ -215,24 +215,20 @@ public sealed class FleetSimulation : IAsyncDisposable
         // verifiable by these units, so against an external server they are given no release key and refuse the update
         var releaseKeys = _releaseKey is null ? _settings.ReleaseKeys : [ReleaseKeys.PublicKeyBase64(_releaseKey)];
         var started = Stopwatch.StartNew();
-        var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber\n");
+        // without the first-boot update each unit's target is its factory pattern, set in the same table (one request)
+        var target = _settings.UpdateOnFirstBoot ? "" : DemoCatalogue.Pattern1;
+        var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber,target_pattern\n");
         for (var i = _settings.UnitOffset + 1; i <= _settings.UnitOffset + _settings.Units; i++)
         {
             var mac = SimulatedFleet.MacFor(i);
             var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"SIM-{i:D6}", DemoCatalogue.HardwareVersion, "simulated",
                 _server.ToString(), new WanAccount("pppoe", $"setup-{MacAddress.Compact(mac)}", "provisional"), [_pin], releaseKeys), unitKey);
             await _fleet.AddUnitAsync(identity, ct, unit => new MeteredNetwork(unit.Hardware.Wan, _meter, unit.Meter, _pool));
-            csv.Append(CultureInfo.InvariantCulture, $"{mac},SIM-{i:D6},{DemoCatalogue.HardwareVersion},pppoe,user{i}@isp.example,isp-{i},unit{i}.example,\n");
+            csv.Append(CultureInfo.InvariantCulture, $"{mac},SIM-{i:D6},{DemoCatalogue.HardwareVersion},pppoe,user{i}@isp.example,isp-{i},unit{i}.example,,{target}\n");
         }
         using (var client = Operator())
         {
             await client.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
-        }
-        if (!_settings.UpdateOnFirstBoot)
-        {
-            using var client = Operator();
-            await Parallel.ForEachAsync(Fleet.Units, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (u, token) =>
-                await client.SendJsonAsync(HttpMethod.Put, $"{Routes.Units}/{Uri.EscapeDataString(u.Mac)}/target-pattern", new Server.Apis.TargetPatternRequest(DemoCatalogue.Pattern1), token));
         }
         _progress($"fleet       {_settings.Units} units burned and registered in {started.Elapsed.TotalSeconds:0.0} s " +
                   $"({(_pool is null ? "a connection pool per unit" : $"one shared pool of up to {_settings.MaxConnections} connections")})");

@@ -1,0 +1,137 @@
+using System.Net;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+using Tsunagu.Server;
+using Tsunagu.Server.Data;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>The limits that keep a server serving under a storm: descriptors, connections, commit durability.</summary>
+[NonParallelizable]
+public class ServerLimitsTests
+{
+    private string _directory = null!;
+
+    [SetUp]
+    public void SetUp()
+    {
+        TestServer.DatabaseKind.Value = "sqlite";
+        _directory = Path.Combine(Path.GetTempPath(), "tsunagu-limits-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(_directory);
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        TestServer.Configure.Value = null;
+        SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    [Test]
+    public void The_descriptor_limit_is_the_soft_limit_of_open_files()
+    {
+        string[] limits =
+        [
+            "Limit                     Soft Limit           Hard Limit           Units     ",
+            "Max processes             95161                95161                processes ",
+            "Max open files            20000                524288               files     ",
+        ];
+        Assert.That(DescriptorLimit.Parse(limits), Is.EqualTo(20_000));
+        Assert.That(DescriptorLimit.Parse(["Max open files            unlimited            unlimited            files     "]), Is.Null);
+        Assert.That(DescriptorLimit.Parse(["Max processes             95161                95161                processes "]), Is.Null);
+        if (OperatingSystem.IsLinux())
+        {
+            Assert.That(DescriptorLimit.Read(), Is.GreaterThan(0), "this process's own limit is readable");
+        }
+        Assert.That(DescriptorLimit.Read(Path.Combine(_directory, "no-such-file")), Is.Null);
+    }
+
+    [Test]
+    public void Unit_reports_commit_without_waiting_for_the_disk_and_everything_else_waits_on_the_same_pool()
+    {
+        var database = Database.Parse("tsunagu.db", _directory);
+        database.Migrate();
+        // the same pooled connection goes back and forth: each open sets its own durability
+        Assert.That(Synchronous(database.Open(durable: false)), Is.EqualTo(1), "unit reports: synchronous=NORMAL");
+        Assert.That(Synchronous(database.Open()), Is.EqualTo(2), "everything else: synchronous=FULL");
+        Assert.That(Synchronous(database.Open(durable: false)), Is.EqualTo(1));
+        Assert.That(Synchronous(database.Open(durable: true)), Is.EqualTo(2));
+
+        static long Synchronous(System.Data.Common.DbConnection connection)
+        {
+            using (connection)
+            {
+                using var pragma = connection.CreateCommand();
+                pragma.CommandText = "PRAGMA synchronous";
+                return (long)pragma.ExecuteScalar()!;
+            }
+        }
+    }
+
+    [Test]
+    public void On_postgresql_unit_reports_commit_without_waiting_for_the_wal_flush()
+    {
+        var connectionString = PostgresServer.Shared.CreateDatabase();
+        using (var admin = new NpgsqlConnection(connectionString))
+        {
+            // the test server runs with synchronous_commit=off for speed: this database asks for durable commits, as a production one would
+            admin.Open();
+            using var set = admin.CreateCommand();
+            set.CommandText = $"ALTER DATABASE {new NpgsqlConnectionStringBuilder(connectionString).Database} SET synchronous_commit = on";
+            set.ExecuteNonQuery();
+            NpgsqlConnection.ClearPool(admin); // its session started before the change
+        }
+        var database = Database.Parse(connectionString, _directory);
+        Assert.That(Setting(database.Open(durable: false)), Is.EqualTo("off"));
+        Assert.That(Setting(database.Open()), Is.EqualTo("on"));
+        Assert.That(Setting(database.Open(durable: false)), Is.EqualTo("off"));
+        NpgsqlConnection.ClearAllPools();
+
+        static string Setting(System.Data.Common.DbConnection connection)
+        {
+            using (connection)
+            {
+                using var show = connection.CreateCommand();
+                show.CommandText = "SHOW synchronous_commit";
+                return (string)show.ExecuteScalar()!;
+            }
+        }
+    }
+
+    [Test]
+    public async Task Past_its_connection_limit_the_server_closes_new_connections_and_takes_them_again_when_one_goes()
+    {
+        TestServer.Configure.Value = o => o.MaxConnections = 2;
+        await using var server = await TestServer.StartAsync();
+        using var first = server.PinnedHttp();
+        using var second = server.PinnedHttp();
+        Assert.That((await first.GetAsync("/healthz")).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await second.GetAsync("/healthz")).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        // both connections stay open (keep-alive): a third is closed at once, answered by nothing
+        using (var third = server.PinnedHttp())
+        {
+            third.Timeout = TimeSpan.FromSeconds(10);
+            Assert.That(async () => await third.GetAsync("/healthz"), Throws.InstanceOf<HttpRequestException>(), "a connection past the limit is refused");
+        }
+        first.Dispose();
+        using var fourth = server.PinnedHttp();
+        HttpStatusCode? status = null;
+        for (var attempt = 0; attempt < 50 && status is null; attempt++)
+        {
+            try { status = (await fourth.GetAsync("/healthz")).StatusCode; }
+            catch (HttpRequestException) { await Task.Delay(100); } // the server may not have seen the close yet
+        }
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), "a place freed by a closed connection is taken again");
+    }
+
+    [TestCase(0.0, "RequestQueueTimeoutSeconds")]
+    [TestCase(301.0, "RequestQueueTimeoutSeconds")]
+    public void Bad_limits_are_refused_with_the_setting_named(double queueTimeout, string named)
+    {
+        var options = new ServerOptions { RequestQueueTimeoutSeconds = queueTimeout };
+        Assert.That(() => options.Validate(), Throws.ArgumentException.With.Message.Contains(named));
+        Assert.That(() => new ServerOptions { MaxConnections = 0 }.Validate(), Throws.ArgumentException.With.Message.Contains("MaxConnections"));
+        Assert.That(() => new ServerOptions { KeepAliveSeconds = 0 }.Validate(), Throws.ArgumentException.With.Message.Contains("KeepAliveSeconds"));
+    }
+}
