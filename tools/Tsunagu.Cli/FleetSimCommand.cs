@@ -2,6 +2,7 @@ using System.CommandLine;
 using Tsunagu.Cli.Factory;
 using System.Text.Json;
 using Tsunagu.Cli.Fleet;
+using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Cli;
 
@@ -61,6 +62,15 @@ public static class FleetSimCommand
             {
                 Console.Error.WriteLine($"error: --release-key {keyPath}: no such file");
                 return 2;
+            }
+            if (r.GetValue(releaseKey) is { } releaseFile)
+            {
+                if (!ReleaseKeys.TryParse(File.ReadAllText(releaseFile).Trim(), out var parsed))
+                {
+                    Console.Error.WriteLine($"error: --release-key {releaseFile}: not a release public key (base64 P-256 SubjectPublicKeyInfo, as the .pub file `tsunagu bundle keygen` writes)");
+                    return 2;
+                }
+                parsed!.Dispose();
             }
             var text = r.GetValue(scenario)!;
             var settings = new FleetSimSettings
