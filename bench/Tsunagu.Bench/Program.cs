@@ -28,12 +28,19 @@ var c = CultureInfo.InvariantCulture;
 
 var only = (Environment.GetEnvironmentVariable("BENCH_ONLY") ?? "http,mqtt,storm,aot").Split(',', StringSplitOptions.TrimEntries);
 void Progress(string line) => Console.WriteLine($"[{DateTime.Now:HH:mm:ss}] {line}");
-// Ctrl+C or SIGTERM: the running part stops and its child processes (server, fleetsim workers, brokers) are stopped with it
+// Ctrl+C or SIGTERM: the mqtt and storm parts stop with their child processes (server, fleetsim workers, brokers); the
+// http and aot parts finish first. A second signal ends the process at once.
 using var stop = new CancellationTokenSource();
+var exitCode = 130;
 void OnStopSignal(PosixSignalContext signal)
 {
+    if (stop.IsCancellationRequested)
+    {
+        return; // the second signal: default handling, the process ends
+    }
     signal.Cancel = true;
-    Progress($"{signal.Signal}: stopping the running part and its child processes");
+    exitCode = signal.Signal == PosixSignal.SIGTERM ? 143 : 130;
+    Progress($"{signal.Signal}: stopping after the running part stops its child processes (again to end at once)");
     stop.Cancel();
 }
 using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStopSignal);
@@ -86,7 +93,7 @@ if (only.Contains("aot"))
 catch (OperationCanceledException) when (stop.IsCancellationRequested)
 {
     Progress("stopped before the end: no results written");
-    return 130;
+    return exitCode;
 }
 
 Console.WriteLine();

@@ -27,12 +27,13 @@ public static class ServerHost
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
         Directory.CreateDirectory(dataDirectory);
         var certificate = ServerCertificate.LoadOrCreate(Path.Combine(dataDirectory, "tls"));
+        var connectionCap = options.MaxConnections
+            ?? (DescriptorLimit.Read() is { } descriptors ? Math.Max(64, descriptors - ServerOptions.DescriptorReserve) : null);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
             k.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(options.KeepAliveSeconds);
-            k.Limits.MaxConcurrentConnections = options.MaxConnections
-                ?? (DescriptorLimit.Read() is { } descriptors ? Math.Max(64, descriptors - ServerOptions.DescriptorReserve) : null);
+            k.Limits.MaxConcurrentConnections = connectionCap;
             k.Listen(IPAddress.Parse(options.ListenAddress), options.Port, l => l.UseHttps(certificate));
         });
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ProtocolJson.Default));
@@ -98,6 +99,8 @@ public static class ServerHost
         {
             var endpoints = app.Services.GetRequiredService<ServerEndpoints>();
             endpoints.HostServerUrl = options.HostServerUrl ?? BaseUrl(app);
+            app.Logger.LogInformation("connections: at most {Connections} at once (MaxConnections), idle ones closed after {KeepAlive} s",
+                connectionCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unlimited", options.KeepAliveSeconds);
         });
         return app;
     }

@@ -73,14 +73,14 @@ public sealed class ServerOptions
     public int RequestQueueLimit { get; set; } = 2048;
 
     /// <summary>
-    /// How long a request may wait in that queue; after it, 503 + Retry-After. Below the units' 30 s request timeout,
-    /// so the server never serves an answer its caller has stopped waiting for.
+    /// How long a request may wait in that queue; after it, 503 + Retry-After. Keep it well below the units' 30 s
+    /// request timeout, so the server never works on an answer its caller has stopped waiting for.
     /// </summary>
     public double RequestQueueTimeoutSeconds { get; set; } = 5;
 
     /// <summary>
     /// Connections Kestrel keeps open at once (unset: the process's descriptor limit less <see cref="DescriptorReserve"/>,
-    /// read from /proc/self/limits). Past it a new connection is closed at once, which a unit treats like any failure
+    /// read from /proc/self/limits, and at least 64). Past it a new connection is closed at once, which a unit treats like any failure
     /// to connect (backoff and retry), instead of running out of descriptors, which stops accepting altogether.
     /// </summary>
     public long? MaxConnections { get; set; }

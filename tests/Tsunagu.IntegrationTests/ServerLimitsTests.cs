@@ -125,13 +125,24 @@ public class ServerLimitsTests
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), "a place freed by a closed connection is taken again");
     }
 
-    [TestCase(0.0, "RequestQueueTimeoutSeconds")]
-    [TestCase(301.0, "RequestQueueTimeoutSeconds")]
-    public void Bad_limits_are_refused_with_the_setting_named(double queueTimeout, string named)
+    private static IEnumerable<TestCaseData> BadLimits()
     {
-        var options = new ServerOptions { RequestQueueTimeoutSeconds = queueTimeout };
+        TestCaseData Case(string name, Action<ServerOptions> set, string named) => new TestCaseData(set, named).SetArgDisplayNames(name);
+        yield return Case("queue timeout 0", o => o.RequestQueueTimeoutSeconds = 0, "RequestQueueTimeoutSeconds");
+        yield return Case("queue timeout 301", o => o.RequestQueueTimeoutSeconds = 301, "RequestQueueTimeoutSeconds");
+        yield return Case("queue timeout NaN", o => o.RequestQueueTimeoutSeconds = double.NaN, "RequestQueueTimeoutSeconds");
+        yield return Case("connections 0", o => o.MaxConnections = 0, "MaxConnections");
+        yield return Case("connections -5", o => o.MaxConnections = -5, "MaxConnections");
+        yield return Case("keep-alive 0", o => o.KeepAliveSeconds = 0, "KeepAliveSeconds");
+        yield return Case("keep-alive 3601", o => o.KeepAliveSeconds = 3601, "KeepAliveSeconds");
+    }
+
+    [TestCaseSource(nameof(BadLimits))]
+    public void Bad_limits_are_refused_with_the_setting_named(Action<ServerOptions> set, string named)
+    {
+        var options = new ServerOptions();
+        Assert.That(() => options.Validate(), Throws.Nothing, "the defaults are valid");
+        set(options);
         Assert.That(() => options.Validate(), Throws.ArgumentException.With.Message.Contains(named));
-        Assert.That(() => new ServerOptions { MaxConnections = 0 }.Validate(), Throws.ArgumentException.With.Message.Contains("MaxConnections"));
-        Assert.That(() => new ServerOptions { KeepAliveSeconds = 0 }.Validate(), Throws.ArgumentException.With.Message.Contains("KeepAliveSeconds"));
     }
 }

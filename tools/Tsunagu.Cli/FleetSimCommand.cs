@@ -58,19 +58,31 @@ public static class FleetSimCommand
                 Console.Error.WriteLine($"error: --server '{serverText}' must be an absolute https:// URL");
                 return 2;
             }
-            if (r.GetValue(releaseKey) is { } keyPath && !File.Exists(keyPath))
+            string[] releaseKeys = [];
+            if (r.GetValue(releaseKey) is { } keyPath)
             {
-                Console.Error.WriteLine($"error: --release-key {keyPath}: no such file");
-                return 2;
-            }
-            if (r.GetValue(releaseKey) is { } releaseFile)
-            {
-                if (!ReleaseKeys.TryParse(File.ReadAllText(releaseFile).Trim(), out var parsed))
+                if (!File.Exists(keyPath))
                 {
-                    Console.Error.WriteLine($"error: --release-key {releaseFile}: not a release public key (base64 P-256 SubjectPublicKeyInfo, as the .pub file `tsunagu bundle keygen` writes)");
+                    Console.Error.WriteLine($"error: --release-key {keyPath}: no such file");
+                    return 2;
+                }
+                string keyText;
+                try
+                {
+                    keyText = File.ReadAllText(keyPath).Trim();
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    Console.Error.WriteLine($"error: --release-key {keyPath}: cannot be read: {e.Message}");
+                    return 2;
+                }
+                if (!ReleaseKeys.TryParse(keyText, out var parsed))
+                {
+                    Console.Error.WriteLine($"error: --release-key {keyPath}: not a release public key (base64 P-256 SubjectPublicKeyInfo, as the .pub file `tsunagu bundle keygen` writes)");
                     return 2;
                 }
                 parsed!.Dispose();
+                releaseKeys = [keyText];
             }
             var text = r.GetValue(scenario)!;
             var settings = new FleetSimSettings
@@ -90,7 +102,7 @@ public static class FleetSimCommand
                 PowerOnSpreadSeconds = r.GetValue(powerOnSpread),
                 UnitOffset = r.GetValue(unitOffset),
                 UpdateOnFirstBoot = !r.GetValue(noUpdate),
-                ReleaseKeys = r.GetValue(releaseKey) is { } keyFile ? [File.ReadAllText(keyFile).Trim()] : [],
+                ReleaseKeys = releaseKeys,
                 BeforePowerOn = r.GetValue(powerOnSignal) ? WaitForPowerOnAsync : null,
                 DailySpread = TimeSpan.FromSeconds(r.GetValue(spread)),
                 ScenarioTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),

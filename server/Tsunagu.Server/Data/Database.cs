@@ -33,7 +33,6 @@ public sealed class Database
             _openString = null;
             _durablePragmas = null;
             _relaxedPragmas = null;
-            _relaxedPostgres = null;
         }
     }
 
@@ -92,11 +91,10 @@ public sealed class Database
 
     /// <summary>
     /// Opens a pooled connection. <paramref name="durable"/> false is for records a unit sends again on its next
-    /// contact (last seen, inventory, history, presence, ready): their commits do not wait for the disk (SQLite WAL
-    /// with synchronous=NORMAL, PostgreSQL synchronous_commit=off). A crash of the process loses none of them; a
-    /// power cut of the server machine may lose the last moments of them, never the database's consistency, and a
-    /// later durable commit makes them durable too. Everything an operator, a subscriber or a credential decides
-    /// stays durable.
+    /// contact (which ones: docs/server.md, section 3): their commits do not wait for the disk (SQLite WAL with
+    /// synchronous=NORMAL, PostgreSQL synchronous_commit=off). A crash of the process loses none of them; a power
+    /// cut of the server machine may lose the last moments of them, never the database's consistency, and a later
+    /// durable commit makes them durable too.
     /// </summary>
     public DbConnection Open(bool durable)
     {
@@ -115,18 +113,16 @@ public sealed class Database
             pragma.ExecuteNonQuery();
             return connection;
         }
-        // PostgreSQL: a separate pool whose sessions start with synchronous_commit=off
-        connection = new NpgsqlConnection(durable ? openString
-            : _relaxedPostgres ??= RelaxedPostgres(openString));
+        // PostgreSQL: one pool; the setting lasts until the connection goes back to it (Npgsql resets the session then)
+        connection = new NpgsqlConnection(openString);
         connection.Open();
+        if (!durable)
+        {
+            using var set = connection.CreateCommand();
+            set.CommandText = "SET synchronous_commit = off";
+            set.ExecuteNonQuery();
+        }
         return connection;
-    }
-
-    private static string RelaxedPostgres(string connectionString)
-    {
-        var builder = new NpgsqlConnectionStringBuilder(connectionString);
-        builder.Options = $"{builder.Options} -c synchronous_commit=off".Trim();
-        return builder.ToString();
     }
 
     private string Pragmas(string synchronous) =>
@@ -134,7 +130,6 @@ public sealed class Database
 
     private string? _durablePragmas;
     private string? _relaxedPragmas;
-    private string? _relaxedPostgres;
 
     /// <summary>Brings the schema up to the newest migration (FluentMigrator; the version table records what ran).</summary>
     public void Migrate()

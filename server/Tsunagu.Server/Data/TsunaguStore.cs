@@ -142,7 +142,8 @@ public sealed class TsunaguStore
         {
             return;
         }
-        using var c = OpenUnitReport();
+        // an error is reported once: it waits for the disk; the rest is reported again on the next contact
+        using var c = error is null ? OpenUnitReport() : Open();
         c.Execute("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
                    last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
@@ -185,7 +186,7 @@ public sealed class TsunaguStore
     public void RaiseBundleCounter(string mac, Protocol.Bundles.BundleCounter? counter)
     {
         if (counter is null) { return; }
-        using var c = OpenUnitReport();
+        using var c = Open();
         c.Execute("""
             UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
             WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
@@ -439,7 +440,7 @@ public sealed class TsunaguStore
     /// <summary>Marks an applied revision final (the unit has confirmed it with the host after applying).</summary>
     public bool FinalizeUnitConfig(string mac, long revision)
     {
-        using var c = OpenUnitReport();
+        using var c = Open();
         return c.Execute("UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
             new { mac, revision, now = Now() }) > 0;
     }
@@ -470,7 +471,8 @@ public sealed class TsunaguStore
     public void AddUnitEvent(string mac, string kind, string? detail, bool failed = false)
     {
         _lastEvent[mac] = (kind, detail);
-        using var c = OpenUnitReport();
+        // checks and ready reports come again on the next contact; updates, configurations and failures are reported once
+        using var c = !failed && kind is UnitEventKinds.Check or UnitEventKinds.Ready ? OpenUnitReport() : Open();
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
             new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 });
     }

@@ -121,6 +121,8 @@ public sealed class BoundedWaitLimiter(ConcurrencyLimiter inner, TimeSpan maxWai
         base.Dispose(disposing);
     }
 
+    protected override ValueTask DisposeAsyncCore() => inner.DisposeAsync();
+
     /// <summary>A refused lease without Retry-After metadata: answered as overload (503, spread Retry-After).</summary>
     private sealed class WaitedTooLong : RateLimitLease
     {
@@ -141,7 +143,8 @@ public sealed class BoundedWaitLimiter(ConcurrencyLimiter inner, TimeSpan maxWai
 /// <summary>
 /// Overload and abuse protection: authentication endpoints are limited per source address (token bucket) and
 /// per MAC (<see cref="AttemptCounter"/>); every request goes through a concurrency limit with a bounded queue.
-/// Rejections are answered at once, 429 (rate) or 503 (overload), with Retry-After, never by timing out.
+/// Rejections are answered 429 (rate) or 503 (overload) with Retry-After: at once, or after at most the queue's wait
+/// bound, never by letting the caller's request time out.
 /// </summary>
 public static class Throttling
 {
