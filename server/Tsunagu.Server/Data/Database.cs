@@ -109,7 +109,7 @@ public sealed class Database
             connection.Open();
             using var pragma = connection.CreateCommand();
             // the pragmas are set on every open: a pooled connection keeps what its last user set
-            pragma.CommandText = durable ? _durablePragmas ??= Pragmas("FULL") : _relaxedPragmas ??= Pragmas("NORMAL");
+            pragma.CommandText = durable || !_walMode ? _durablePragmas ??= Pragmas("FULL") : _relaxedPragmas ??= Pragmas("NORMAL");
             pragma.ExecuteNonQuery();
             return connection;
         }
@@ -130,6 +130,7 @@ public sealed class Database
 
     private string? _durablePragmas;
     private string? _relaxedPragmas;
+    private bool _walMode;
 
     /// <summary>Brings the schema up to the newest migration (FluentMigrator; the version table records what ran).</summary>
     public void Migrate()
@@ -139,7 +140,9 @@ public sealed class Database
             using var c = Open();
             using var wal = c.CreateCommand();
             wal.CommandText = "PRAGMA journal_mode=WAL;";
-            wal.ExecuteNonQuery();
+            // synchronous=NORMAL keeps the database consistent through a power cut only in WAL mode: on a file system
+            // that refuses WAL every commit waits for the disk
+            _walMode = string.Equals(wal.ExecuteScalar() as string, "wal", StringComparison.OrdinalIgnoreCase);
         }
         using var services = new ServiceCollection()
             .AddFluentMigratorCore()
