@@ -28,6 +28,17 @@ public class ServerLimitsTests
         Directory.Delete(_directory, recursive: true);
     }
 
+    /// <summary>Runs one statement on the connection, then closes it; returns the first value.</summary>
+    private static object? Scalar(System.Data.Common.DbConnection connection, string sql)
+    {
+        using (connection)
+        {
+            using var command = connection.CreateCommand();
+            command.CommandText = sql;
+            return command.ExecuteScalar();
+        }
+    }
+
     [Test]
     public void The_descriptor_limit_is_the_soft_limit_of_open_files()
     {
@@ -53,50 +64,27 @@ public class ServerLimitsTests
         var database = Database.Parse("tsunagu.db", _directory);
         database.Migrate();
         // the same pooled connection goes back and forth: each open sets its own durability
-        Assert.That(Synchronous(database.Open(durable: false)), Is.EqualTo(1), "unit reports: synchronous=NORMAL");
-        Assert.That(Synchronous(database.Open()), Is.EqualTo(2), "everything else: synchronous=FULL");
-        Assert.That(Synchronous(database.Open(durable: false)), Is.EqualTo(1));
-        Assert.That(Synchronous(database.Open(durable: true)), Is.EqualTo(2));
-
-        static long Synchronous(System.Data.Common.DbConnection connection)
-        {
-            using (connection)
-            {
-                using var pragma = connection.CreateCommand();
-                pragma.CommandText = "PRAGMA synchronous";
-                return (long)pragma.ExecuteScalar()!;
-            }
-        }
+        Assert.That(Scalar(database.Open(durable: false), "PRAGMA synchronous"), Is.EqualTo(1L), "unit reports: synchronous=NORMAL");
+        Assert.That(Scalar(database.Open(), "PRAGMA synchronous"), Is.EqualTo(2L), "everything else: synchronous=FULL");
+        Assert.That(Scalar(database.Open(durable: false), "PRAGMA synchronous"), Is.EqualTo(1L));
+        Assert.That(Scalar(database.Open(durable: true), "PRAGMA synchronous"), Is.EqualTo(2L));
     }
 
     [Test]
     public void On_postgresql_unit_reports_commit_without_waiting_for_the_wal_flush()
     {
         var connectionString = PostgresServer.Shared.CreateDatabase();
-        using (var admin = new NpgsqlConnection(connectionString))
-        {
-            // the test server runs with synchronous_commit=off for speed: this database asks for durable commits, as a production one would
-            admin.Open();
-            using var set = admin.CreateCommand();
-            set.CommandText = $"ALTER DATABASE {new NpgsqlConnectionStringBuilder(connectionString).Database} SET synchronous_commit = on";
-            set.ExecuteNonQuery();
-            NpgsqlConnection.ClearPool(admin); // its session started before the change
-        }
+        // the test server runs with synchronous_commit=off for speed: this database asks for durable commits, as a production one would
+        var admin = new NpgsqlConnection(connectionString);
+        admin.Open();
+        Scalar(admin, $"ALTER DATABASE {new NpgsqlConnectionStringBuilder(connectionString).Database} SET synchronous_commit = on");
+        NpgsqlConnection.ClearAllPools(); // the admin session started before the change
         var database = Database.Parse(connectionString, _directory);
-        Assert.That(Setting(database.Open(durable: false)), Is.EqualTo("off"));
-        Assert.That(Setting(database.Open()), Is.EqualTo("on"));
-        Assert.That(Setting(database.Open(durable: false)), Is.EqualTo("off"));
+        Assert.That(Scalar(database.Open(durable: false), "SHOW synchronous_commit"), Is.EqualTo("off"));
+        Assert.That(Scalar(database.Open(), "SHOW synchronous_commit"), Is.EqualTo("on"));
+        Assert.That(Scalar(database.Open(durable: false), "SHOW synchronous_commit"), Is.EqualTo("off"));
         NpgsqlConnection.ClearAllPools();
 
-        static string Setting(System.Data.Common.DbConnection connection)
-        {
-            using (connection)
-            {
-                using var show = connection.CreateCommand();
-                show.CommandText = "SHOW synchronous_commit";
-                return (string)show.ExecuteScalar()!;
-            }
-        }
     }
 
     [Test]
