@@ -12,8 +12,7 @@ public sealed class FactoryImageTests
     [SetUp]
     public void CreateDirectory()
     {
-        _dir = Path.Combine(Path.GetTempPath(), "tsunagu-gpt-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(_dir);
+        _dir = TempDirectories.Create("gpt");
     }
 
     [TearDown]

@@ -12,8 +12,7 @@ public class FleetSimCliTests
     [SetUp]
     public void SetUp()
     {
-        _directory = Path.Combine(Path.GetTempPath(), "tsunagu-fleetsim-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(_directory);
+        _directory = TempDirectories.Create("fleetsim");
     }
 
     [TearDown]

@@ -16,8 +16,7 @@ public class ServerLimitsTests
     public void SetUp()
     {
         TestServer.DatabaseKind.Value = "sqlite";
-        _directory = Path.Combine(Path.GetTempPath(), "tsunagu-limits-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(_directory);
+        _directory = TempDirectories.Create("limits");
     }
 
     [TearDown]
