@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps restore build test unit-test integration-test system-test run bench tsunagud-aot image lab clean
+.PHONY: all deps packages restore build test unit-test integration-test system-test run bench tsunagud-aot image lab clean
 
 all: build
 
@@ -21,6 +21,19 @@ deps:
 	@command -v $(DOTNET) >/dev/null || { echo "error: the .NET 10 SDK ('dotnet') is not installed; see README.md" >&2; exit 1; }
 	@$(DOTNET) --list-sdks | grep -q '^10\.' || { echo "error: a .NET 10 SDK is required; found: $$($(DOTNET) --list-sdks)" >&2; exit 1; }
 
+# Debian packages the tests use (databases, broker, the router's daemons, a DHCP client, the image build, the
+# browser). As root, `make packages` (and so `make test`) installs the missing ones with apt-get; otherwise it
+# names them and stops.
+APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
+	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
+	gzip kmod jq socat gcc zlib1g-dev file
+packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "packages: installing $$(echo $$missing | wc -w) missing Debian package(s): $$(echo $$missing)"; \
+	if [ "$$(id -u)" -ne 0 ]; then echo "error: not root; install them with: sudo apt-get install $$(echo $$missing)" >&2; exit 1; fi; \
+	export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q $$missing
+
 restore: deps
 	$(DOTNET) restore Tsunagu.slnx
 
@@ -28,7 +41,7 @@ build: restore
 	$(DOTNET) build Tsunagu.slnx -c $(CONFIGURATION) --no-restore
 
 # Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the image.
-test: build image
+test: packages build image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
 
@@ -39,7 +52,7 @@ integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 
 # Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run).
-system-test: build image
+system-test: packages build image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
