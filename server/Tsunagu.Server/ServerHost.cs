@@ -80,6 +80,7 @@ public static class ServerHost
         app.UseAuthorization();
         app.UseRateLimiter();
         app.UseBusyDatabaseAnswers();
+        app.UseStorageFaultAnswers(dataDirectory);
         if (options.HasRole("initial"))
         {
             app.MapProvisioningApi();
