@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps packages restore build test unit-test integration-test system-test run bench tsunagud-aot image lab clean
+.PHONY: all deps packages restore build test chaos unit-test integration-test system-test run bench tsunagud-aot image lab clean
 
 all: build
 
@@ -69,6 +69,14 @@ bench: deps
 	@test -x /usr/sbin/mosquitto || { echo "error: make bench needs mosquitto with dynamic security (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
 	BENCH_SECONDS=$(BENCH_SECONDS) $(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench bench/results.json
+
+# The nemesis (docs/reliability.md): a real server and $(CHAOS_UNITS) simulated units under a seeded schedule of faults
+# for $(MINUTES) minutes; prints the history and whether each invariant held (exit code 3 when one broke).
+SEED ?= 1
+MINUTES ?= 10
+CHAOS_UNITS ?= 20
+chaos: build
+	$(DOTNET) $(CLI) chaos --seed $(SEED) --minutes $(MINUTES) --units $(CHAOS_UNITS) --data .tsunagu/chaos
 
 # tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud). LiteDB reports trim/AOT analysis warnings
 # (reflection-based mapping the supervisor does not use: it stores JSON strings), so they are not errors here.

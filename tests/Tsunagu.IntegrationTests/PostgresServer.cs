@@ -13,13 +13,15 @@ public sealed class PostgresServer : IDisposable
 {
     private static readonly Lock Gate = new();
     private static PostgresServer? _shared;
-    private readonly Process _process;
+    private Process _process;
     private readonly string _directory;
+    private readonly string _bin;
 
-    private PostgresServer(Process process, string directory, int port)
+    private PostgresServer(Process process, string directory, string bin, int port)
     {
         _process = process;
         _directory = directory;
+        _bin = bin;
         Port = port;
     }
 
@@ -61,6 +63,23 @@ public sealed class PostgresServer : IDisposable
     public string ConnectionString(string database) =>
         new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = Port, Username = "tsunagu", Database = database, Pooling = true, MaxPoolSize = 20 }.ToString();
 
+    /// <summary>A server of its own (not the shared one), e.g. for a test that restarts it.</summary>
+    public static PostgresServer StartOwn() => Start();
+
+    /// <summary>
+    /// An immediate shutdown (SIGQUIT to the postmaster: no checkpoint, every connection cut, crash recovery at the
+    /// next start), then a start on the same data and port.
+    /// </summary>
+    public async Task RestartImmediateAsync(CancellationToken ct)
+    {
+        var postmaster = int.Parse(File.ReadLines(Path.Combine(_directory, "data", "postmaster.pid")).First(), System.Globalization.CultureInfo.InvariantCulture);
+        Process.Start("kill", ["-QUIT", postmaster.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        await _process.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromSeconds(30), ct);
+        _process.Dispose();
+        _process = Launch(_bin, _directory, Port);
+        await Task.Run(() => WaitAccepting(this), ct);
+    }
+
     private static PostgresServer Start()
     {
         var bin = Directory.Exists("/usr/lib/postgresql")
@@ -81,6 +100,14 @@ public sealed class PostgresServer : IDisposable
         TestServer.Run(asRoot ? "runuser" : Path.Combine(bin, "initdb"),
             [.. asRoot ? new[] { "-u", "postgres", "--", Path.Combine(bin, "initdb") } : [], "-D", Path.Combine(directory, "data"), "-U", "tsunagu", "-A", "trust", "--no-sync", "-E", "UTF8"]);
         var port = TestServer.FreePort();
+        var server = new PostgresServer(Launch(bin, directory, port), directory, bin, port);
+        WaitAccepting(server);
+        return server;
+    }
+
+    private static Process Launch(string bin, string directory, int port)
+    {
+        var asRoot = Environment.UserName == "root";
         var args = new List<string>();
         if (asRoot) { args.AddRange(["-u", "postgres", "--", Path.Combine(bin, "postgres")]); }
         args.AddRange(["-D", Path.Combine(directory, "data"), "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-k", directory,
@@ -89,9 +116,14 @@ public sealed class PostgresServer : IDisposable
         foreach (var a in args) { start.ArgumentList.Add(a); }
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start postgres");
         process.ErrorDataReceived += (_, _) => { };
+        process.OutputDataReceived += (_, _) => { };
         process.BeginErrorReadLine();
         process.BeginOutputReadLine();
-        var server = new PostgresServer(process, directory, port);
+        return process;
+    }
+
+    private static void WaitAccepting(PostgresServer server)
+    {
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (true)
         {
@@ -99,16 +131,14 @@ public sealed class PostgresServer : IDisposable
             {
                 using var c = new NpgsqlConnection(server.ConnectionString("postgres"));
                 c.Open();
-                return server;
+                return;
             }
-            catch (NpgsqlException) when (DateTime.UtcNow < deadline && !process.HasExited)
+            catch (NpgsqlException) when (DateTime.UtcNow < deadline && !server._process.HasExited)
             {
                 Thread.Sleep(200);
             }
         }
     }
-
-
 
     public void Dispose()
     {

@@ -187,6 +187,7 @@ root.Subcommands.Add(MediaCommands.Create(connection, Connect, Guard));
 
 root.Subcommands.Add(BundleCommands.Create());
 root.Subcommands.Add(FleetSimCommand.Create());
+root.Subcommands.Add(ChaosCommand.Create());
 
 // ---- services render: preview what a service configuration renders to ---------------------------------------
 var configArgument = new Argument<string>("CONFIG") { Description = "service configuration (JSON, as the host sends it)" };

@@ -1,0 +1,382 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
+using Tsunagu.Server;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Demo;
+
+namespace Tsunagu.Cli.Chaos;
+
+/// <summary>The faults the nemesis knows.</summary>
+public static class Faults
+{
+    /// <summary>SIGKILL of the server process (with it the embedded broker); started again when the fault heals.</summary>
+    public const string ServerKill = "server-kill";
+    /// <summary>SIGTERM of the server process: a deploy; started again when the fault heals.</summary>
+    public const string ServerRestart = "server-restart";
+    /// <summary>The network between units and server takes connections and passes nothing.</summary>
+    public const string Partition = "partition";
+    /// <summary>Every connection between units and server is reset.</summary>
+    public const string Reset = "reset";
+    /// <summary>Every chunk between units and server is delayed.</summary>
+    public const string Slow = "slow";
+    /// <summary>The database's own restart (PostgreSQL `pg_ctl restart -m immediate`), when the run is given one.</summary>
+    public const string DatabaseRestart = "database-restart";
+
+    public static readonly IReadOnlyList<string> All = [ServerKill, ServerRestart, Partition, Reset, Slow, DatabaseRestart];
+}
+
+public sealed record ChaosSettings
+{
+    public int Seed { get; init; } = 1;
+    public TimeSpan Duration { get; init; } = TimeSpan.FromMinutes(2);
+    public int Units { get; init; } = 10;
+    public string DataDirectory { get; init; } = ".tsunagu/chaos";
+
+    /// <summary>The server's Database setting: a SQLite file name in its data directory, or a PostgreSQL connection string.</summary>
+    public string Database { get; init; } = "tsunagu.db";
+    public IReadOnlyList<string> Faults { get; init; } = [Chaos.Faults.ServerKill, Chaos.Faults.ServerRestart, Chaos.Faults.Partition, Chaos.Faults.Reset, Chaos.Faults.Slow];
+
+    /// <summary>Restarts the database immediately (the database-restart fault); null: that fault is not run.</summary>
+    public Func<CancellationToken, Task>? RestartDatabase { get; init; }
+
+    /// <summary>How long a fault lasts: uniformly between these.</summary>
+    public TimeSpan MinFault { get; init; } = TimeSpan.FromSeconds(2);
+    public TimeSpan MaxFault { get; init; } = TimeSpan.FromSeconds(8);
+
+    /// <summary>Invariant: after a fault heals, every unit is Ready on its target pattern again within this.</summary>
+    public TimeSpan RecoveryBound { get; init; } = TimeSpan.FromSeconds(90);
+
+    /// <summary>Invariant: no unit sends more requests than this in any 60 s, during faults or after them.</summary>
+    public int MaxRequestsPerUnitPerMinute { get; init; } = 120;
+
+    public TimeSpan BackoffBase { get; init; } = TimeSpan.FromMilliseconds(500);
+    public TimeSpan BackoffCap { get; init; } = TimeSpan.FromSeconds(5);
+}
+
+public sealed record ChaosEvent(TimeSpan At, string What);
+
+public sealed record InvariantResult(string Name, bool Held, string Detail);
+
+public sealed record ChaosReport(int Seed, int Units, TimeSpan Elapsed, int FaultsInjected, IReadOnlyList<ChaosEvent> History, IReadOnlyList<InvariantResult> Invariants)
+{
+    public bool AllHeld => Invariants.All(i => i.Held);
+
+    public string Describe()
+    {
+        var text = new StringBuilder();
+        text.AppendLine(CultureInfo.InvariantCulture, $"chaos seed {Seed}: {Units} units, {FaultsInjected} faults in {Elapsed.TotalSeconds:0} s");
+        text.AppendLine("history:");
+        foreach (var e in History)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"  {e.At.TotalSeconds,7:0.0} s  {e.What}");
+        }
+        text.AppendLine("invariants:");
+        foreach (var i in Invariants)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"  {(i.Held ? "held  " : "BROKEN")} {i.Name}: {i.Detail}");
+        }
+        return text.ToString();
+    }
+}
+
+/// <summary>
+/// The nemesis: the real server (a child process it can kill), a simulated fleet (the real supervisor over the
+/// simulated HAL) that reaches it through a <see cref="FaultProxy"/>, and a seeded schedule of faults. Before each
+/// fault the operator forces a check, so the fault finds units in the middle of their work; after each fault heals
+/// it checks that every unit comes back Ready on its target pattern, and forces a check again that every unit
+/// must act on. Across the run it checks that no unit ever sends more than a bounded number of requests a minute.
+/// </summary>
+public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : IAsyncDisposable
+{
+    private readonly Stopwatch _clock = new();
+    private readonly List<ChaosEvent> _history = [];
+    private readonly ConcurrentDictionary<string, ConcurrentQueue<(long At, string Path, int? Status)>> _requests = new();
+    private readonly List<InvariantResult> _results = [];
+    private ServerProcess? _server;
+    private FaultProxy? _proxy;
+    private SimulatedFleet? _fleet;
+    private Uri _operatorUrl = new("https://127.0.0.1/");
+    private string _pin = "", _password = "";
+
+    private void Record(string what)
+    {
+        var e = new ChaosEvent(_clock.Elapsed, what);
+        lock (_history) { _history.Add(e); }
+        progress(string.Create(CultureInfo.InvariantCulture, $"{e.At.TotalSeconds,7:0.0} s  {what}"));
+    }
+
+    public async Task<ChaosReport> RunAsync(CancellationToken ct)
+    {
+        if (settings.Units < 1) { throw new ArgumentException($"--units {settings.Units}: at least one unit"); }
+        var unknown = settings.Faults.Except(Faults.All).ToList();
+        if (unknown.Count > 0) { throw new ArgumentException($"unknown fault(s) {string.Join(", ", unknown)}; known: {string.Join(", ", Faults.All)}"); }
+        var faults = settings.Faults.Where(f => f != Faults.DatabaseRestart || settings.RestartDatabase is not null).ToList();
+        if (faults.Count == 0) { throw new ArgumentException("no fault to inject (database-restart needs a database the run can restart)"); }
+
+        _clock.Start();
+        await SetUpAsync(ct);
+        var random = new Random(settings.Seed);
+        var recoveries = new List<(string Fault, TimeSpan Took)>();
+        var injected = 0;
+        while (_clock.Elapsed < settings.Duration && !ct.IsCancellationRequested)
+        {
+            var fault = faults[random.Next(faults.Count)];
+            var length = settings.MinFault + (settings.MaxFault - settings.MinFault) * random.NextDouble();
+            var lead = TimeSpan.FromMilliseconds(random.Next(0, 600));
+            var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
+
+            await ForceCheckAsync("before the fault", ct);
+            await Task.Delay(lead, ct);
+            await InjectAsync(fault, length, ct);
+            injected++;
+            var healed = _clock.Elapsed;
+
+            // every unit finishes the check the fault interrupted (or that it had finished before): Ready again
+            var recovered = await WaitAsync(() => Units.Select((u, i) => u.Meter.ReadyAcks > acks[i]).All(x => x), settings.RecoveryBound, ct);
+            var took = _clock.Elapsed - healed;
+            recoveries.Add((fault, took));
+            if (!recovered)
+            {
+                Fail($"recovery after {fault}", $"not every unit was Ready again {settings.RecoveryBound.TotalSeconds:0} s after the fault healed: {Stuck(acks)}");
+                break;
+            }
+            Record($"every unit Ready again {took.TotalSeconds:0.0} s after {fault} healed");
+
+            // a check forced after the fault heals reaches every unit (the push path survived the fault)
+            if (!await PushReachesEveryUnitAsync(fault, ct)) { break; }
+            if (!await ServerAgreesAsync(fault, ct)) { break; }
+        }
+        _clock.Stop();
+
+        var worst = recoveries.Count == 0 ? TimeSpan.Zero : recoveries.Max(r => r.Took);
+        if (_results.All(r => r.Name != "recovery"))
+        {
+            _results.Add(new InvariantResult("recovery", true, string.Create(CultureInfo.InvariantCulture,
+                $"after each of {recoveries.Count} faults every unit was Ready again within {settings.RecoveryBound.TotalSeconds:0} s; longest {worst.TotalSeconds:0.0} s " +
+                $"({string.Join(", ", recoveries.GroupBy(r => r.Fault).Select(g => $"{g.Key} {g.Max(r => r.Took).TotalSeconds:0.0} s"))})")));
+        }
+        _results.Add(RequestRate());
+        return new ChaosReport(settings.Seed, settings.Units, _clock.Elapsed, injected, _history.ToList(), _results.ToList());
+    }
+
+    private IReadOnlyList<FleetUnit> Units => _fleet?.Units ?? [];
+
+    private void Fail(string name, string detail)
+    {
+        Record($"BROKEN {name}: {detail}");
+        _results.Add(new InvariantResult(name.Split(' ')[0], false, $"{name}: {detail}"));
+    }
+
+    private string Stuck(long[] acks) => string.Join(" | ", Units.Select((u, i) => (u, i)).Where(x => x.u.Meter.ReadyAcks <= acks[x.i]).Take(3)
+        .Select(x => $"{x.u.Mac} in {x.u.Supervisor.State}: {x.u.Supervisor.Context.LastError ?? "no error"}"));
+
+    private async Task InjectAsync(string fault, TimeSpan length, CancellationToken ct)
+    {
+        var server = _server!;
+        var proxy = _proxy!;
+        Record($"fault {fault} for {length.TotalSeconds:0.0} s");
+        switch (fault)
+        {
+            case Faults.ServerKill:
+                await server.KillAsync();
+                await Task.Delay(length, ct);
+                await server.StartAsync(ct);
+                break;
+            case Faults.ServerRestart:
+                await server.StopAsync();
+                await Task.Delay(length, ct);
+                await server.StartAsync(ct);
+                break;
+            case Faults.Partition:
+            case Faults.Reset:
+            case Faults.Slow:
+                proxy.SetMode(fault switch { Faults.Partition => LinkMode.Blackhole, Faults.Reset => LinkMode.Reset, _ => LinkMode.Slow });
+                await Task.Delay(length, ct);
+                proxy.SetMode(LinkMode.Pass);
+                break;
+            case Faults.DatabaseRestart:
+                await settings.RestartDatabase!(ct);
+                break;
+        }
+        Record($"healed {fault}");
+    }
+
+    private async Task<bool> PushReachesEveryUnitAsync(string fault, CancellationToken ct)
+    {
+        var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
+        var started = _clock.Elapsed;
+        await ForceCheckAsync($"after {fault} healed", ct);
+        if (!await WaitAsync(() => Units.Select((u, i) => u.Meter.ReadyAcks > acks[i]).All(x => x), settings.RecoveryBound, ct))
+        {
+            Fail($"forced-check after {fault}", $"a check forced after the fault healed did not reach every unit within {settings.RecoveryBound.TotalSeconds:0} s " +
+                                                $"and the server did not report it undelivered: {Stuck(acks)}");
+            return false;
+        }
+        Record($"the forced check reached every unit in {(_clock.Elapsed - started).TotalSeconds:0.0} s");
+        return true;
+    }
+
+    private async Task<bool> ServerAgreesAsync(string fault, CancellationToken ct)
+    {
+        using var client = Operator();
+        var views = await client.ListUnitsAsync(null, null, ct);
+        var wrong = Units.Select(u => (u, view: views.FirstOrDefault(v => v.Mac == u.Mac)))
+            .Where(x => x.view is null || x.view.State != "Ready" || x.view.Pattern != DemoCatalogue.Pattern1)
+            .Select(x => $"{x.u.Mac}: {(x.view is null ? "missing" : $"{x.view.State} on {x.view.Pattern ?? "no pattern"}")}")
+            .ToList();
+        if (wrong.Count > 0)
+        {
+            Fail($"server-state after {fault}", $"{wrong.Count} unit(s) not Ready on {DemoCatalogue.Pattern1} in the operator API: {string.Join(", ", wrong.Take(3))}");
+            return false;
+        }
+        return true;
+    }
+
+    private async Task ForceCheckAsync(string why, CancellationToken ct)
+    {
+        using var client = Operator();
+        var response = await client.ForceCheckAsync(new ForceCheckRequest(Units.Select(u => u.Mac).ToList(), null, 5), ct);
+        Record($"operator forces a check of {Units.Count} units ({why}): notified {response.Notified.Count}");
+    }
+
+    /// <summary>Invariant: the most requests any unit sent in any 60 s window of the run.</summary>
+    private InvariantResult RequestRate()
+    {
+        var window = Stopwatch.Frequency * 60;
+        var worst = (Mac: "", Count: 0);
+        foreach (var (mac, queue) in _requests)
+        {
+            var times = queue.Select(r => r.At).Order().ToArray();
+            var first = 0;
+            for (var last = 0; last < times.Length; last++)
+            {
+                while (times[last] - times[first] >= window) { first++; }
+                if (last - first + 1 > worst.Count) { worst = (mac, last - first + 1); }
+            }
+        }
+        var total = _requests.Values.Sum(q => q.Count);
+        return new InvariantResult("request-rate", worst.Count <= settings.MaxRequestsPerUnitPerMinute, string.Create(CultureInfo.InvariantCulture,
+            $"at most {worst.Count} requests in any 60 s by one unit ({worst.Mac}); bound {settings.MaxRequestsPerUnitPerMinute}; {total} requests in all"));
+    }
+
+    private static async Task<bool> WaitAsync(Func<bool> condition, TimeSpan timeout, CancellationToken ct)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (!condition())
+        {
+            if (Stopwatch.GetTimestamp() > deadline) { return false; }
+            await Task.Delay(50, ct);
+        }
+        return true;
+    }
+
+    private OperatorClient Operator() => new(_operatorUrl, DemoCatalogue.OperatorName, _password, [_pin]);
+
+    private async Task SetUpAsync(CancellationToken ct)
+    {
+        var root = Path.GetFullPath(settings.DataDirectory);
+        if (Directory.Exists(root)) { Directory.Delete(root, recursive: true); }
+        var serverDir = Path.Combine(root, "server");
+        Directory.CreateDirectory(serverDir);
+        using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        byte[] unitKey;
+        await using (var seed = ServerHost.Build(new ServerOptions { DataDirectory = serverDir, MqttPort = -1, Database = settings.Database },
+                         logging: l => l.SetMinimumLevel(LogLevel.Error)))
+        {
+            _password = DemoCatalogue.Seed(seed.Services.GetRequiredService<TsunaguStore>(), seed.Services.GetRequiredService<ArtifactStore>(), releaseKey);
+            unitKey = seed.Services.GetRequiredService<Server.Apis.UnitKey>().Bytes;
+        }
+        var port = FreePort();
+        _server = new ServerProcess(serverDir, port, FreePort(), [$"Database={settings.Database}"]);
+        await _server.StartAsync(ct);
+        _operatorUrl = new Uri($"https://127.0.0.1:{port}/");
+        _pin = OperatorClient.PinFromPemFile(Path.Combine(serverDir, "tls", Server.Security.ServerCertificate.PemFile));
+        _proxy = new FaultProxy(port);
+        var unitsSee = $"https://127.0.0.1:{_proxy.Port}/";
+        Record($"server pid-managed on {_operatorUrl} ({(settings.Database.Contains('=', StringComparison.Ordinal) ? "PostgreSQL" : "SQLite")}, embedded broker); units reach it through the fault proxy at {unitsSee}");
+
+        var options = new SupervisorOptions
+        {
+            CheckInterval = TimeSpan.FromDays(1),
+            BackoffBase = settings.BackoffBase,
+            BackoffCap = settings.BackoffCap,
+            RefusedRetryInterval = TimeSpan.FromSeconds(30),
+        };
+        var meter = new FleetMeter();
+        _fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options);
+        _fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
+        var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber,target_pattern\n");
+        for (var i = 1; i <= settings.Units; i++)
+        {
+            var mac = SimulatedFleet.MacFor(i);
+            var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"CHAOS-{i:D4}", DemoCatalogue.HardwareVersion, "simulated", unitsSee,
+                new WanAccount("pppoe", $"setup-{MacAddress.Compact(mac)}", "provisional"), [_pin], [ReleaseKeys.PublicKeyBase64(releaseKey)]), unitKey);
+            var trace = _requests.GetOrAdd(mac, _ => new());
+            await _fleet.AddUnitAsync(identity, ct, unit => new TracingNetwork(new MeteredNetwork(unit.Hardware.Wan, meter, unit.Meter, null), trace));
+            csv.Append(CultureInfo.InvariantCulture, $"{mac},CHAOS-{i:D4},{DemoCatalogue.HardwareVersion},pppoe,user{i}@isp.example,isp-{i},unit{i}.example,,{DemoCatalogue.Pattern1}\n");
+        }
+        using (var client = Operator())
+        {
+            await client.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
+        }
+        _fleet.StartAll();
+        if (!await WaitAsync(() => Units.All(u => u.Meter.ReadyAcks >= 1 && u.Supervisor.Context.Push is { IsConnected: true }), TimeSpan.FromMinutes(3), ct))
+        {
+            throw new InvalidOperationException($"the fleet did not reach Ready with push before any fault: {Stuck(new long[Units.Count])}");
+        }
+        Record($"{settings.Units} units Ready on {DemoCatalogue.Pattern1} and listening for pushes; faults begin (seed {settings.Seed})");
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_fleet is not null) { await _fleet.DisposeAsync(); }
+        if (_proxy is not null) { await _proxy.DisposeAsync(); }
+        if (_server is not null) { await _server.DisposeAsync(); }
+    }
+
+    /// <summary>Records when each request of one unit was sent, on which path, and its status (null: no answer).</summary>
+    private sealed class TracingNetwork(INetworkAccess link, ConcurrentQueue<(long At, string Path, int? Status)> trace) : INetworkAccess
+    {
+        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => link.WrapHandler(new Tracer(trace) { InnerHandler = inner });
+        public void EnsureRoute() => link.EnsureRoute();
+
+        private sealed class Tracer(ConcurrentQueue<(long, string, int?)> trace) : DelegatingHandler
+        {
+            protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+            {
+                var at = Stopwatch.GetTimestamp();
+                var path = request.RequestUri?.AbsolutePath ?? "";
+                try
+                {
+                    var response = await base.SendAsync(request, cancellationToken);
+                    trace.Enqueue((at, path, (int)response.StatusCode));
+                    return response;
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or IOException)
+                {
+                    trace.Enqueue((at, path, null));
+                    throw;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+using System.CommandLine;
+using Tsunagu.Cli.Chaos;
+
+namespace Tsunagu.Cli;
+
+/// <summary>`tsunagu chaos`: the nemesis against a real server and a simulated fleet, with its history and invariants.</summary>
+public static class ChaosCommand
+{
+    public static Command Create()
+    {
+        var seed = new Option<int>("--seed") { Description = "seed of the fault schedule (the same seed gives the same faults, lengths and order)", DefaultValueFactory = _ => 1 };
+        var minutes = new Option<double>("--minutes") { Description = "how long to keep injecting faults", DefaultValueFactory = _ => 5 };
+        var units = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 20 };
+        var faults = new Option<string[]>("--fault") { Description = $"a fault to draw from (repeatable): {string.Join(", ", Faults.All.Where(f => f != Faults.DatabaseRestart))}; default all of them", AllowMultipleArgumentsPerToken = true };
+        var data = new Option<string>("--data") { Description = "working directory (wiped first)", DefaultValueFactory = _ => ".tsunagu/chaos" };
+        var database = new Option<string>("--database") { Description = "the server's Database setting: a SQLite file name, or a PostgreSQL connection string", DefaultValueFactory = _ => "tsunagu.db" };
+        var recovery = new Option<double>("--recovery-bound") { Description = "invariant: seconds after a fault heals by which every unit is Ready again", DefaultValueFactory = _ => 90 };
+        var rate = new Option<int>("--max-requests-per-minute") { Description = "invariant: the most requests one unit may send in any 60 s", DefaultValueFactory = _ => 120 };
+        var command = new Command("chaos", "inject faults (server kill and restart, partitions, resets, slow links) into a real server and a simulated fleet; check the invariants")
+        {
+            seed, minutes, units, faults, data, database, recovery, rate,
+        };
+        command.SetAction(async (r, ct) =>
+        {
+            var chosen = r.GetValue(faults) is { Length: > 0 } f ? f : [.. Faults.All.Where(x => x != Faults.DatabaseRestart)];
+            var settings = new ChaosSettings
+            {
+                Seed = r.GetValue(seed),
+                Duration = TimeSpan.FromMinutes(r.GetValue(minutes)),
+                Units = r.GetValue(units),
+                Faults = chosen,
+                DataDirectory = r.GetValue(data)!,
+                Database = r.GetValue(database)!,
+                RecoveryBound = TimeSpan.FromSeconds(r.GetValue(recovery)),
+                MaxRequestsPerUnitPerMinute = r.GetValue(rate),
+            };
+            try
+            {
+                await using var nemesis = new Nemesis(settings, Console.WriteLine);
+                var report = await nemesis.RunAsync(ct);
+                Console.WriteLine();
+                Console.Write(report.Describe());
+                return report.AllHeld ? 0 : 3;
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return 2;
+            }
+        });
+        return command;
+    }
+}
