@@ -66,11 +66,16 @@ public sealed class FaultProxy : IAsyncDisposable
     {
         try
         {
-            client.Client.LingerState = new LingerOption(true, 0); // close sends RST
+            // a connection already closed by its own side has no socket left to reset
+            if (client.Client is { } socket)
+            {
+                socket.LingerState = new LingerOption(true, 0); // close sends RST
+            }
             client.Close();
         }
-        catch (ObjectDisposedException)
+        catch (Exception e) when (e is ObjectDisposedException or SocketException)
         {
+            // closed by its own side in the meantime: nothing left to reset
         }
     }
 

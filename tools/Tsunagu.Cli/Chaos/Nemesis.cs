@@ -134,12 +134,10 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         {
             var fault = faults[random.Next(faults.Count)];
             var length = settings.MinFault + (settings.MaxFault - settings.MinFault) * random.NextDouble();
-            var lead = TimeSpan.FromMilliseconds(random.Next(0, 600));
+            var lead = TimeSpan.FromMilliseconds(random.Next(0, 300));
             var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
 
-            await ForceCheckAsync("before the fault", ct);
-            await Task.Delay(lead, ct);
-            await InjectAsync(fault, length, ct);
+            await InjectAsync(fault, length, lead, ct);
             injected++;
             var healed = _clock.Elapsed;
 
@@ -182,32 +180,42 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     private string Stuck(long[] acks) => string.Join(" | ", Units.Select((u, i) => (u, i)).Where(x => x.u.Meter.ReadyAcks <= acks[x.i]).Take(3)
         .Select(x => $"{x.u.Mac} in {x.u.Supervisor.State}: {x.u.Supervisor.Context.LastError ?? "no error"}"));
 
-    private async Task InjectAsync(string fault, TimeSpan length, CancellationToken ct)
+    /// <summary>
+    /// Injects one fault so that it finds units at work: a fault of the server is preceded by a forced check
+    /// (<paramref name="lead"/> before it, so units are in the middle of their requests when it strikes); during a
+    /// fault of the network the operator forces a check, which the units receive over the broker and then try to
+    /// carry out through the faulty network.
+    /// </summary>
+    private async Task InjectAsync(string fault, TimeSpan length, TimeSpan lead, CancellationToken ct)
     {
         var server = _server!;
         var proxy = _proxy!;
-        Record($"fault {fault} for {length.TotalSeconds:0.0} s");
         switch (fault)
         {
             case Faults.ServerKill:
-                await server.KillAsync();
-                await Task.Delay(length, ct);
-                await server.StartAsync(ct);
-                break;
             case Faults.ServerRestart:
-                await server.StopAsync();
+            case Faults.DatabaseRestart:
+                await ForceCheckAsync($"{lead.TotalMilliseconds:0} ms before the fault", ct);
+                await Task.Delay(lead, ct);
+                Record($"fault {fault} for {length.TotalSeconds:0.0} s");
+                if (fault == Faults.DatabaseRestart)
+                {
+                    await settings.RestartDatabase!(ct);
+                    break;
+                }
+                await (fault == Faults.ServerKill ? server.KillAsync() : server.StopAsync());
                 await Task.Delay(length, ct);
                 await server.StartAsync(ct);
                 break;
             case Faults.Partition:
             case Faults.Reset:
             case Faults.Slow:
+                Record($"fault {fault} for {length.TotalSeconds:0.0} s");
                 proxy.SetMode(fault switch { Faults.Partition => LinkMode.Blackhole, Faults.Reset => LinkMode.Reset, _ => LinkMode.Slow });
-                await Task.Delay(length, ct);
+                await Task.Delay(lead, ct);
+                await ForceCheckAsync("during the fault", ct);
+                await Task.Delay(length - lead, ct);
                 proxy.SetMode(LinkMode.Pass);
-                break;
-            case Faults.DatabaseRestart:
-                await settings.RestartDatabase!(ct);
                 break;
         }
         Record($"healed {fault}");
@@ -251,14 +259,29 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         Record($"operator forces a check of {Units.Count} units ({why}): notified {response.Notified.Count}");
     }
 
-    /// <summary>Invariant: the most requests any unit sent in any 60 s window of the run.</summary>
+    /// <summary>
+    /// Invariant: the most requests, and the most failed requests (an error status or no answer), that one unit sent
+    /// in any 60 s of the run. The first bounds the load a unit puts on the server; the second finds a tight retry loop
+    /// even where the nemesis's own forced checks keep every unit busy.
+    /// </summary>
     private InvariantResult RequestRate()
     {
+        var all = Worst(r => true);
+        var failed = Worst(r => r.Status is not (>= 200 and < 300));
+        var failedBound = Math.Max(1, settings.MaxRequestsPerUnitPerMinute / 4);
+        var total = _requests.Values.Sum(q => q.Count);
+        return new InvariantResult("request-rate", all.Count <= settings.MaxRequestsPerUnitPerMinute && failed.Count <= failedBound, string.Create(CultureInfo.InvariantCulture,
+            $"at most {all.Count} requests in any 60 s by one unit ({all.Mac}; bound {settings.MaxRequestsPerUnitPerMinute}), at most {failed.Count} failed ones " +
+            $"({failed.Mac}; bound {failedBound}); {total} requests in all"));
+    }
+
+    private (string Mac, int Count) Worst(Func<(long At, string Path, int? Status), bool> which)
+    {
         var window = Stopwatch.Frequency * 60;
-        var worst = (Mac: "", Count: 0);
+        var worst = (Mac: "-", Count: 0);
         foreach (var (mac, queue) in _requests)
         {
-            var times = queue.Select(r => r.At).Order().ToArray();
+            var times = queue.Where(which).Select(r => r.At).Order().ToArray();
             var first = 0;
             for (var last = 0; last < times.Length; last++)
             {
@@ -266,9 +289,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 if (last - first + 1 > worst.Count) { worst = (mac, last - first + 1); }
             }
         }
-        var total = _requests.Values.Sum(q => q.Count);
-        return new InvariantResult("request-rate", worst.Count <= settings.MaxRequestsPerUnitPerMinute, string.Create(CultureInfo.InvariantCulture,
-            $"at most {worst.Count} requests in any 60 s by one unit ({worst.Mac}); bound {settings.MaxRequestsPerUnitPerMinute}; {total} requests in all"));
+        return worst;
     }
 
     private static async Task<bool> WaitAsync(Func<bool> condition, TimeSpan timeout, CancellationToken ct)
@@ -299,12 +320,14 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             unitKey = seed.Services.GetRequiredService<Server.Apis.UnitKey>().Bytes;
         }
         var port = FreePort();
-        _server = new ServerProcess(serverDir, port, FreePort(), [$"Database={settings.Database}"]);
+        _proxy = new FaultProxy(port);
+        var unitsSee = $"https://127.0.0.1:{_proxy.Port}/";
+        // the units reach both roles through the proxy: the factory identity names it, and so does the host server
+        // URL the initial setting server gives them
+        _server = new ServerProcess(serverDir, port, FreePort(), [$"Database={settings.Database}", $"HostServerUrl={unitsSee}"]);
         await _server.StartAsync(ct);
         _operatorUrl = new Uri($"https://127.0.0.1:{port}/");
         _pin = OperatorClient.PinFromPemFile(Path.Combine(serverDir, "tls", Server.Security.ServerCertificate.PemFile));
-        _proxy = new FaultProxy(port);
-        var unitsSee = $"https://127.0.0.1:{_proxy.Port}/";
         Record($"server pid-managed on {_operatorUrl} ({(settings.Database.Contains('=', StringComparison.Ordinal) ? "PostgreSQL" : "SQLite")}, embedded broker); units reach it through the fault proxy at {unitsSee}");
 
         var options = new SupervisorOptions
@@ -335,6 +358,11 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         if (!await WaitAsync(() => Units.All(u => u.Meter.ReadyAcks >= 1 && u.Supervisor.Context.Push is { IsConnected: true }), TimeSpan.FromMinutes(3), ct))
         {
             throw new InvalidOperationException($"the fleet did not reach Ready with push before any fault: {Stuck(new long[Units.Count])}");
+        }
+        var direct = _requests.Values.Sum(q => q.Count);
+        if (_proxy.Accepted == 0 && direct > 0)
+        {
+            throw new InvalidOperationException("the units' requests did not pass through the fault proxy");
         }
         Record($"{settings.Units} units Ready on {DemoCatalogue.Pattern1} and listening for pushes; faults begin (seed {settings.Seed})");
     }
