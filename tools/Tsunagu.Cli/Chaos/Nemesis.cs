@@ -31,10 +31,14 @@ public static class Faults
     public const string Reset = "reset";
     /// <summary>Every chunk between units and server is delayed.</summary>
     public const string Slow = "slow";
-    /// <summary>The database's own restart (PostgreSQL `pg_ctl restart -m immediate`), when the run is given one.</summary>
+    /// <summary>The database's own restart (PostgreSQL immediate shutdown and start), when the run is given one.</summary>
     public const string DatabaseRestart = "database-restart";
+    /// <summary>The server's token key is replaced (as after a leak): every token a unit holds is refused from then on.</summary>
+    public const string TokenKeyRotation = "token-key-rotation";
+    /// <summary>Every unit's wall clock is set off by minutes to hours, ahead or behind (seeded); it stays off for the rest of the run.</summary>
+    public const string UnitClockSkew = "unit-clock-skew";
 
-    public static readonly IReadOnlyList<string> All = [ServerKill, ServerRestart, Partition, Reset, Slow, DatabaseRestart];
+    public static readonly IReadOnlyList<string> All = [ServerKill, ServerRestart, Partition, Reset, Slow, DatabaseRestart, TokenKeyRotation, UnitClockSkew];
 }
 
 public sealed record ChaosSettings
@@ -46,7 +50,14 @@ public sealed record ChaosSettings
 
     /// <summary>The server's Database setting: a SQLite file name in its data directory, or a PostgreSQL connection string.</summary>
     public string Database { get; init; } = "tsunagu.db";
-    public IReadOnlyList<string> Faults { get; init; } = [Chaos.Faults.ServerKill, Chaos.Faults.ServerRestart, Chaos.Faults.Partition, Chaos.Faults.Reset, Chaos.Faults.Slow];
+    public IReadOnlyList<string> Faults { get; init; } =
+    [
+        Chaos.Faults.ServerKill, Chaos.Faults.ServerRestart, Chaos.Faults.Partition, Chaos.Faults.Reset, Chaos.Faults.Slow,
+        Chaos.Faults.TokenKeyRotation, Chaos.Faults.UnitClockSkew,
+    ];
+
+    /// <summary>The host tokens' lifetime on the server: short, so that tokens expire (and clocks matter) during a run.</summary>
+    public TimeSpan HostTokenLifetime { get; init; } = TimeSpan.FromSeconds(90);
 
     /// <summary>Restarts the database immediately (the database-restart fault); null: that fault is not run.</summary>
     public Func<CancellationToken, Task>? RestartDatabase { get; init; }
@@ -104,6 +115,9 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     private readonly List<ChaosEvent> _history = [];
     private readonly ConcurrentDictionary<string, ConcurrentQueue<(long At, string Path, int? Status)>> _requests = new();
     private readonly List<InvariantResult> _results = [];
+    private readonly Random _random = new(settings.Seed);
+    private readonly ConcurrentDictionary<string, SkewedClock> _clocks = new();
+    private string _serverDirectory = "";
     private ServerProcess? _server;
     private FaultProxy? _proxy;
     private SimulatedFleet? _fleet;
@@ -127,7 +141,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
 
         _clock.Start();
         await SetUpAsync(ct);
-        var random = new Random(settings.Seed);
+        var random = _random;
         var recoveries = new List<(string Fault, TimeSpan Took)>();
         var injected = 0;
         while (_clock.Elapsed < settings.Duration && !ct.IsCancellationRequested)
@@ -195,12 +209,20 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             case Faults.ServerKill:
             case Faults.ServerRestart:
             case Faults.DatabaseRestart:
+            case Faults.TokenKeyRotation:
                 await ForceCheckAsync($"{lead.TotalMilliseconds:0} ms before the fault", ct);
                 await Task.Delay(lead, ct);
                 Record($"fault {fault} for {length.TotalSeconds:0.0} s");
                 if (fault == Faults.DatabaseRestart)
                 {
                     await settings.RestartDatabase!(ct);
+                    break;
+                }
+                if (fault == Faults.TokenKeyRotation)
+                {
+                    await server.StopAsync();
+                    File.Delete(Path.Combine(_serverDirectory, "keys", "token.key"));
+                    await server.StartAsync(ct);
                     break;
                 }
                 await (fault == Faults.ServerKill ? server.KillAsync() : server.StopAsync());
@@ -216,6 +238,17 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 await ForceCheckAsync("during the fault", ct);
                 await Task.Delay(length - lead, ct);
                 proxy.SetMode(LinkMode.Pass);
+                break;
+            case Faults.UnitClockSkew:
+                foreach (var (mac, clock) in _clocks)
+                {
+                    var minutes = _random.Next(2, 120) * (_random.Next(2) == 0 ? -1 : 1);
+                    clock.Offset = TimeSpan.FromMinutes(minutes);
+                }
+                // a wrong clock does not heal by itself: the new offsets stay for the rest of the run (or the next skew)
+                Record($"fault {fault}: unit clocks now off by {string.Join(", ", _clocks.Values.Select(c => $"{c.Offset.TotalMinutes:+0;-0} min").Take(5))}... and stay so");
+                await ForceCheckAsync("with the clocks off", ct);
+                await Task.Delay(length, ct);
                 break;
         }
         Record($"healed {fault}");
@@ -309,7 +342,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     {
         var root = Path.GetFullPath(settings.DataDirectory);
         if (Directory.Exists(root)) { Directory.Delete(root, recursive: true); }
-        var serverDir = Path.Combine(root, "server");
+        var serverDir = _serverDirectory = Path.Combine(root, "server");
         Directory.CreateDirectory(serverDir);
         using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         byte[] unitKey;
@@ -324,7 +357,8 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         var unitsSee = $"https://127.0.0.1:{_proxy.Port}/";
         // the units reach both roles through the proxy: the factory identity names it, and so does the host server
         // URL the initial setting server gives them
-        _server = new ServerProcess(serverDir, port, FreePort(), [$"Database={settings.Database}", $"HostServerUrl={unitsSee}"]);
+        _server = new ServerProcess(serverDir, port, FreePort(), [$"Database={settings.Database}", $"HostServerUrl={unitsSee}",
+            string.Create(CultureInfo.InvariantCulture, $"HostTokenLifetime={settings.HostTokenLifetime:c}")]);
         await _server.StartAsync(ct);
         _operatorUrl = new Uri($"https://127.0.0.1:{port}/");
         _pin = OperatorClient.PinFromPemFile(Path.Combine(serverDir, "tls", Server.Security.ServerCertificate.PemFile));
@@ -338,7 +372,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             RefusedRetryInterval = TimeSpan.FromSeconds(30),
         };
         var meter = new FleetMeter();
-        _fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options);
+        _fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options) { Time = unit => _clocks.GetOrAdd(unit.Mac, _ => new SkewedClock()) };
         _fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
         var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber,target_pattern\n");
         for (var i = 1; i <= settings.Units; i++)

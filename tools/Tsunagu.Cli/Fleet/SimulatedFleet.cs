@@ -72,9 +72,12 @@ public sealed class SimulatedFleet(string root, SupervisorOptions options, Actio
         return unit;
     }
 
+    /// <summary>Each unit's clock (null: the system's), e.g. a skewed one.</summary>
+    public Func<FleetUnit, TimeProvider>? Time { get; init; }
+
     private Supervisor NewSupervisor(FleetUnit unit)
     {
-        var supervisor = new Supervisor(unit.Board, options, log: message => onLog?.Invoke(unit, message));
+        var supervisor = new Supervisor(unit.Board, options, Time?.Invoke(unit), log: message => onLog?.Invoke(unit, message));
         supervisor.StateChanged += change => onChange?.Invoke(unit, change);
         return supervisor;
     }
