@@ -29,7 +29,10 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public SessionResponse? ProvisionalSession { get; set; }
     public UnitSettings? FetchedSettings { get; set; }
     public UnitSettings? Settings { get; set; }
-    public SessionResponse? HostSession { get; set; }
+    public SessionResponse? HostSession { get; private set; }
+
+    /// <summary>Monotonic timestamp (<see cref="TimeProvider.GetTimestamp"/>) of when the host session was asked for.</summary>
+    public long HostSessionRequestedAt { get; private set; }
     public UpdateOffer? Offer { get; set; }
 
     /// <summary>An inserted install medium the host has confirmed genuine (patent 0037), or null.</summary>
@@ -57,6 +60,47 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public Uri HostUri => new(RequireSettings().HostServerUrl);
 
     public string HostToken => HostSession?.Token ?? throw new InvalidOperationException("no host session");
+
+    /// <summary>Keeps a new host session, asked for at monotonic time <paramref name="requestedAt"/>.</summary>
+    public void SetHostSession(SessionResponse session, long requestedAt)
+    {
+        HostSession = session;
+        HostSessionRequestedAt = requestedAt;
+    }
+
+    /// <summary>Forgets the host session (refused by the server, or the unit starts over): the next use authenticates.</summary>
+    public void DropHostSession()
+    {
+        HostSession = null;
+        HostSessionRequestedAt = 0;
+    }
+
+    /// <summary>
+    /// The validity the host session has left, by the lifetime the server gave it (<c>expiresInSeconds</c>) measured
+    /// on the monotonic clock from when it was asked for; no wall clock is involved, so a unit whose clock is off
+    /// by hours judges it the same. Zero without a session or without a lifetime from the server.
+    /// </summary>
+    public TimeSpan HostSessionValidityLeft()
+    {
+        if (HostSession is not { ExpiresInSeconds: { } seconds } || seconds <= 0)
+        {
+            return TimeSpan.Zero;
+        }
+        var left = TimeSpan.FromSeconds(seconds) - Time.GetElapsedTime(HostSessionRequestedAt);
+        return left > TimeSpan.Zero ? left : TimeSpan.Zero;
+    }
+
+    /// <summary>Set when the server accepted a session token (it answered a call made with it); resets the session backoff.</summary>
+    private bool _sessionAccepted;
+
+    public void SessionAccepted() => _sessionAccepted = true;
+
+    public bool TakeSessionAccepted()
+    {
+        var accepted = _sessionAccepted;
+        _sessionAccepted = false;
+        return accepted;
+    }
 
     /// <summary>Asks the supervisor to check now (a push, or a local trigger). Coalesces repeated requests.</summary>
     public void RequestCheck(bool forced)

@@ -34,6 +34,7 @@ public sealed class VersionCheckState : IState
             if (forced) { ctx.RequestCheck(forced: true); }
             return DefaultStates.FromServerError(ctx, "version check", e);
         }
+        ctx.SessionAccepted();
         ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
         ctx.Offer = response.Update;
         ctx.CurrentPattern = response.CurrentPattern;
