@@ -112,8 +112,14 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
 
     public Task WaitForCheckRequestAsync(CancellationToken ct) => _checkSignal.WaitAsync(ct);
 
+    /// <summary>
+    /// A version check starts: it serves every check asked for until now, so a pending request (a push, or a failed
+    /// forced check asking to be retried) is taken with it and does not wake Ready for a second check at once.
+    /// Returns whether one of them was forced.
+    /// </summary>
     public bool TakeForced()
     {
+        _checkSignal.Wait(0);
         var forced = _forcedPending;
         _forcedPending = false;
         return forced;
