@@ -5,6 +5,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Tsunagu.Cli.Fleet;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
 
@@ -76,6 +77,7 @@ public class TokenKeyRotationTests
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
         var readyBefore = units.ToDictionary(u => u.Mac, u => server.ChainOf(u.Mac).Count(s => s == StateId.Ready));
+        var changesBefore = units.ToDictionary(u => u.Mac, u => server.ChangesOf(u.Mac).Count);
 
         // the operator replaces the token key: the server is restarted on the same data directory with a new one
         await server.App.StopAsync();
@@ -108,10 +110,14 @@ public class TokenKeyRotationTests
                 {
                     Assert.That(perUnit[unit.Mac] + 2, Is.LessThanOrEqualTo(boundPerUnit), $"{unit.Mac}: token requests plus its challenge and session");
                     Assert.That(requests.Count(r => r.Unit == unit.Mac && r.Status == 401), Is.EqualTo(1), $"{unit.Mac}: its old token is refused once, then dropped");
-                    var refusals = server.ChangesOf(unit.Mac).Where(c => c.Outcome == Outcome.SessionExpired).ToList();
+                    var refusals = server.ChangesOf(unit.Mac).Skip(changesBefore[unit.Mac]).Where(c => c.Outcome == Outcome.SessionExpired).ToList();
                     Assert.That(refusals, Has.Count.EqualTo(1), $"{unit.Mac}: one refusal");
                     Assert.That(refusals.Select(r => r.Delay), Has.All.GreaterThanOrEqualTo(TestServer.FastOptions.BackoffBase),
                         $"{unit.Mac}: waits the floor before authenticating again");
+                    // fleetsim's meter, over the same transitions, reports the refusal as a retry and a re-authentication
+                    var meter = new UnitMeter();
+                    foreach (var change in server.ChangesOf(unit.Mac).Skip(changesBefore[unit.Mac])) { meter.Count(change); }
+                    Assert.That((meter.Retries, meter.Reauthentications), Is.EqualTo((1L, 1L)), $"{unit.Mac}: counted by fleetsim");
                 }
                 Assert.That(requests.Count(r => r.Path == Routes.HostSession && r.Status == 200), Is.EqualTo(count), "one new session per unit");
                 Assert.That(requests.Where(r => r.Status >= 500), Is.Empty, "no server error");
