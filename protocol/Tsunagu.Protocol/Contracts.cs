@@ -98,7 +98,8 @@ public sealed record VersionCheckResponse(
     int CheckIntervalSeconds,
     string? Deferred = null,
     BundleCounter? LastInstalledBundle = null,
-    int? PowerOnSpreadSeconds = null);
+    int? PowerOnSpreadSeconds = null,
+    DateTimeOffset? ServerTime = null);
 
 public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
 public sealed record UpdateReportAck(string UpdateId, string? Pattern);

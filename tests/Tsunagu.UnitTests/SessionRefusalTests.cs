@@ -81,7 +81,7 @@ public class SessionRefusalTests
             }
             return path switch
             {
-                Routes.VersionCheck => Json(new VersionCheckResponse("p1", "p1", null, UpdatePolicy.Default, 600), ProtocolJson.Default.VersionCheckResponse),
+                Routes.VersionCheck => Json(new VersionCheckResponse("p1", "p1", null, UpdatePolicy.Default, 600, ServerTime: now), ProtocolJson.Default.VersionCheckResponse),
                 Routes.ServiceConfig => Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, "no service configuration"),
                 Routes.Ready => Json(new ReadyAck("p1", 600), ProtocolJson.Default.ReadyAck),
                 _ => Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, $"no route {path}"),
@@ -126,7 +126,7 @@ public class SessionRefusalTests
         TokenRenewMargin = TimeSpan.FromSeconds(30),
     };
 
-    private sealed record Run(List<StateChange> Changes, Host Host, bool RanOut);
+    private sealed record Run(List<StateChange> Changes, Host Host, bool RanOut, TimeReading Clock, TimeSpan? WallClockOffset);
 
     /// <summary>
     /// A unit with stored settings (boot goes to Main) runs against <paramref name="host"/> until <paramref name="minutes"/>
@@ -159,7 +159,8 @@ public class SessionRefusalTests
             if (host.Requests.Count >= requestLimit) { ranOut = true; cts.Cancel(); }
         };
         await supervisor.RunAsync(cts.Token);
-        return new Run(changes, host, ranOut || time.TrueNow - Start < TimeSpan.FromMinutes(minutes));
+        return new Run(changes, host, ranOut || time.TrueNow - Start < TimeSpan.FromMinutes(minutes), supervisor.Context.Clock.Now(),
+            supervisor.Context.Clock.WallClockOffset());
     }
 
     public sealed record Case(string Name, int SkewHours, bool Rotate)
@@ -216,6 +217,12 @@ public class SessionRefusalTests
         Assert.That(waits, Has.Count.EqualTo(rotations));
         Assert.That(waits.Select(w => w.Delay), Has.All.InRange(Options.BackoffBase, Options.BackoffBase * 2), "floor plus jitter before authenticating again");
         Assert.That(run.Changes.Count(ch => ch.To == StateId.Ready), Is.GreaterThanOrEqualTo(checks - 1), "every check ends Ready");
+
+        // the unit's trusted time is the host's, carried on the monotonic clock, whatever its wall clock says
+        Assert.That(run.Clock.FromHost, Is.True);
+        Assert.That(run.Clock.Now, Is.EqualTo(time.TrueNow));
+        Assert.That(run.Clock.Source, Does.StartWith("the host's time"));
+        Assert.That(run.WallClockOffset, Is.EqualTo(TimeSpan.FromHours(c.SkewHours)));
     }
 
     [Test]

@@ -15,6 +15,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public UnitHardware Hardware { get; } = hardware;
     public SupervisorOptions Options { get; } = options;
     public TimeProvider Time { get; } = time;
+
+    /// <summary>The host's time carried on the monotonic clock (set by each version check); used for bundle expiry.</summary>
+    public TrustedClock Clock { get; } = new(time);
     public Random Random { get; } = random;
     public Action<string> Log { get; } = log;
 
