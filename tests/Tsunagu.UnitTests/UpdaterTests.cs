@@ -163,7 +163,25 @@ public class UpdaterTests
     /// <summary>A wall clock set <paramref name="skew"/> off the true time; the monotonic clock is the system's.</summary>
     private sealed class SkewedClock(TimeSpan skew) : TimeProvider
     {
-        public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + skew;
+        public TimeSpan Skew { get; set; } = skew;
+        public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + Skew;
+    }
+
+    [Test]
+    public async Task The_health_window_is_not_ended_by_the_wall_clock_jumping_forward()
+    {
+        var b = await BuildAsync(_key);
+        var unitClock = new SkewedClock(TimeSpan.Zero);
+        var probes = 0;
+        var result = await Installer(new MemorySource(b.Bytes), health: _ =>
+        {
+            // the first probe finds the host unreachable, and meanwhile the unit's clock is set a day forward
+            if (++probes > 1) { return Task.FromResult<string?>(null); }
+            unitClock.Skew = TimeSpan.FromDays(1);
+            return Task.FromResult<string?>("host unreachable: not yet");
+        }, time: unitClock).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(probes, Is.EqualTo(2));
     }
 
     [TestCase(365)]
