@@ -33,7 +33,13 @@ public sealed record FactoryIdentity(
 public sealed record ChallengeRequest(string Mac);
 public sealed record ChallengeResponse(string ChallengeId, string Nonce, DateTimeOffset ExpiresAt);
 public sealed record SessionRequest(string Mac, string ChallengeId, string Proof);
-public sealed record SessionResponse(string Token, string Scope, DateTimeOffset ExpiresAt, string? PushUsername = null);
+/// <summary>
+/// A session token. <see cref="ExpiresInSeconds"/> is its lifetime from the moment the server issued it: a unit
+/// measures it on its own monotonic clock and never compares <see cref="ExpiresAt"/> (the server's clock) with its
+/// own wall clock. Null from a server that does not send it: the unit then uses the token for one check only.
+/// </summary>
+public sealed record SessionResponse(string Token, string Scope, DateTimeOffset ExpiresAt, string? PushUsername = null,
+    long? ExpiresInSeconds = null);
 
 // ---- Settings (S200): the device management table row of patent fig. 6 ----------------------------------
 
@@ -92,7 +98,8 @@ public sealed record VersionCheckResponse(
     int CheckIntervalSeconds,
     string? Deferred = null,
     BundleCounter? LastInstalledBundle = null,
-    int? PowerOnSpreadSeconds = null);
+    int? PowerOnSpreadSeconds = null,
+    DateTimeOffset? ServerTime = null);
 
 public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
 public sealed record UpdateReportAck(string UpdateId, string? Pattern);

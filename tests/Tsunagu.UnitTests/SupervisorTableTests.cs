@@ -111,7 +111,7 @@ public class SupervisorTableTests
     }
 
     [Test]
-    public async Task Retries_back_off_with_full_jitter_under_the_cap()
+    public async Task Retries_back_off_from_a_floor_with_jitter_under_the_cap()
     {
         var options = new SupervisorOptions { BackoffBase = TimeSpan.FromSeconds(1), BackoffCap = TimeSpan.FromSeconds(8) };
         var script = new List<(S, Outcome)> { (S.Boot, NeedsProvisioning) };
@@ -121,10 +121,51 @@ public class SupervisorTableTests
         Assert.That(time.Delays, Has.Count.EqualTo(12));
         for (var i = 0; i < time.Delays.Count; i++)
         {
-            var ceiling = TimeSpan.FromSeconds(Math.Min(8, Math.Pow(2, i)));
-            Assert.That(time.Delays[i], Is.GreaterThanOrEqualTo(TimeSpan.Zero).And.LessThanOrEqualTo(ceiling), $"retry {i}");
+            // the floor (BackoffBase) plus jitter of up to base * 2^i, never past the cap
+            var ceiling = TimeSpan.FromSeconds(Math.Min(8, 1 + Math.Min(8, Math.Pow(2, i))));
+            Assert.That(time.Delays[i], Is.GreaterThanOrEqualTo(options.BackoffBase).And.LessThanOrEqualTo(ceiling), $"retry {i}");
         }
         Assert.That(time.Delays.Distinct().Count(), Is.GreaterThan(6), "jittered, not a fixed schedule");
+    }
+
+    [Test]
+    public async Task Every_outcome_that_tries_again_waits_a_floor_plus_jitter()
+    {
+        // a refused token, a lost link and lost data each lead back to work the unit has done before: none may be immediate
+        var (chain, time) = await RunAsync(
+        [
+            (S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, SessionExpired), (S.HostSession, Success),
+            (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo), (S.Ready, LinkLost), (S.Main, Success), (S.HostSession, Success),
+            (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo), (S.Ready, DataLost), (S.Boot, Success),
+        ]);
+        Assert.That(chain, Is.EqualTo(new[]
+        {
+            S.Boot, S.Main, S.HostSession, S.VersionCheck, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready, S.Main, S.HostSession,
+            S.VersionCheck, S.ServiceConfig, S.Ready, S.Boot, S.Main,
+        }));
+        var floor = new SupervisorOptions().BackoffBase;
+        Assert.That(time.Delays, Has.Count.EqualTo(3), "SessionExpired, LinkLost and DataLost wait; nothing else does");
+        Assert.That(time.Delays, Has.All.InRange(floor, floor * 2), "the floor plus the first jitter");
+        Assert.That(Enum.GetValues<Outcome>().Where(o => Transitions.WaitAfter(o) != Wait.None),
+            Is.EquivalentTo(new[] { Retry, LinkLost, DataLost, SessionExpired }));
+    }
+
+    [Test]
+    public async Task A_lost_link_waits_and_keeps_growing_the_backoff_of_the_failures_before_it()
+    {
+        var options = new SupervisorOptions { BackoffBase = TimeSpan.FromSeconds(1), BackoffCap = TimeSpan.FromSeconds(60) };
+        var (chain, time) = await RunAsync(
+        [
+            (S.Boot, Success), (S.Main, Retry), (S.Main, Retry), (S.Main, LinkLost),
+            (S.Provisional, Retry), (S.Provisional, Retry), (S.Provisional, Retry), (S.Provisional, Success),
+        ], options);
+        Assert.That(chain, Is.EqualTo(new[] { S.Boot, S.Main, S.Main, S.Main, S.Provisional, S.Provisional, S.Provisional, S.Provisional, S.FetchSettings }));
+        Assert.That(time.Delays, Has.Count.EqualTo(6), "every failure waited, the lost link too");
+        for (var i = 0; i < time.Delays.Count; i++)
+        {
+            var ceiling = TimeSpan.FromSeconds(Math.Min(60, 1 + Math.Pow(2, i)));
+            Assert.That(time.Delays[i], Is.InRange(options.BackoffBase, ceiling), $"failure {i + 1}: floor plus jitter of up to base * 2^{i}");
+        }
     }
 
     [Test]

@@ -124,8 +124,10 @@ public class UpdaterTests
         (new BundleStep(StepActions.RunScript, $"{phase}.sh", phase, timeout), "#!/bin/sh\n" + body + "\n");
 
     private BundleInstaller Installer(IBundleSource source, Func<CancellationToken, Task<string?>>? health = null, Action<string>? checkpoint = null,
-        UpdateOptions? options = null) => new(new UpdateEnvironment
+        UpdateOptions? options = null, TimeProvider? time = null, Func<Tsunagu.Firmware.Supervision.TimeReading>? trustedNow = null) => new(new UpdateEnvironment
     {
+        Time = time ?? TimeProvider.System,
+        TrustedNow = trustedNow,
         DataRoot = Path.Combine(_dir, "data"),
         Store = _store,
         Apps = _apps,
@@ -156,6 +158,65 @@ public class UpdaterTests
         Assert.That(result.Report.Inventory.LastBundle, Is.EqualTo(new BundleCounter(7, "p1-to-p2")));
         Assert.That(Journal!.Phase, Is.EqualTo(PendingUpdate.Installed));
         Assert.That(Directory.Exists(Path.Combine(_dir, "data", "tmp", "p1-to-p2")), Is.False, "work directory removed");
+    }
+
+    /// <summary>A wall clock set <paramref name="skew"/> off the true time; the monotonic clock is the system's.</summary>
+    private sealed class SkewedClock(TimeSpan skew) : TimeProvider
+    {
+        public TimeSpan Skew { get; set; } = skew;
+        public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + Skew;
+    }
+
+    [Test]
+    public async Task The_health_window_is_not_ended_by_the_wall_clock_jumping_forward()
+    {
+        var b = await BuildAsync(_key);
+        var unitClock = new SkewedClock(TimeSpan.Zero);
+        var probes = 0;
+        var result = await Installer(new MemorySource(b.Bytes), health: _ =>
+        {
+            // the first probe finds the host unreachable, and meanwhile the unit's clock is set a day forward
+            if (++probes > 1) { return Task.FromResult<string?>(null); }
+            unitClock.Skew = TimeSpan.FromDays(1);
+            return Task.FromResult<string?>("host unreachable: not yet");
+        }, time: unitClock).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(probes, Is.EqualTo(2));
+    }
+
+    [TestCase(365)]
+    [TestCase(-365)]
+    public async Task Bundle_expiry_is_judged_by_the_hosts_time_whatever_the_units_clock_says(int skewDays)
+    {
+        // the bundle is valid for 30 days from now (true time); the unit's wall clock is a year off
+        var b = await BuildAsync(_key);
+        var unitClock = new SkewedClock(TimeSpan.FromDays(skewDays));
+        var trusted = new Tsunagu.Firmware.Supervision.TrustedClock(unitClock);
+        var sent = unitClock.GetTimestamp();
+        trusted.Observe(DateTimeOffset.UtcNow, sent, unitClock.GetTimestamp());
+        var result = await Installer(new MemorySource(b.Bytes), time: unitClock, trustedNow: trusted.Now).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern2));
+    }
+
+    [Test]
+    public async Task A_unit_running_behind_refuses_a_bundle_expired_by_the_hosts_time_and_says_which_time_it_used()
+    {
+        // true time is 40 days after the bundle was made: it expired 10 days ago; the unit's clock still shows its creation day
+        var b = await BuildAsync(_key);
+        var unitClock = new SkewedClock(TimeSpan.Zero);
+        var trusted = new Tsunagu.Firmware.Supervision.TrustedClock(unitClock);
+        var sent = unitClock.GetTimestamp();
+        trusted.Observe(DateTimeOffset.UtcNow.AddDays(40), sent, unitClock.GetTimestamp());
+        var result = await Installer(new MemorySource(b.Bytes), time: unitClock, trustedNow: trusted.Now).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.StartWith("expiry:").And.Contain("expired at").And.Contain("by the host's time"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1), "nothing installed");
+
+        // without a host time the unit's own clock is used, and the message says so
+        var own = await Installer(new MemorySource(b.Bytes), time: new SkewedClock(TimeSpan.FromDays(40)),
+            trustedNow: new Tsunagu.Firmware.Supervision.TrustedClock(new SkewedClock(TimeSpan.FromDays(40))).Now).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(own.Report!.Error, Does.Contain("by the unit's own clock"));
     }
 
     [Test]

@@ -147,7 +147,7 @@ public static class FleetSimCommand
         ["scenario"] = r.Scenario, ["units"] = r.Units, ["completed"] = r.Completed, ["seconds"] = r.Elapsed.TotalSeconds,
         ["requests"] = r.Requests, ["requestsPerUnit"] = r.RequestsPerUnit, ["maxRequestsPerUnit"] = r.MaxRequestsPerUnit,
         ["retries"] = r.Retries, ["retriesPerUnit"] = r.RetriesPerUnit, ["maxRetriesPerUnit"] = r.MaxRetriesPerUnit,
-        ["attemptsPerUnit"] = r.AttemptsPerUnit, ["errors"] = r.Errors,
+        ["reauthentications"] = r.Reauthentications, ["attemptsPerUnit"] = r.AttemptsPerUnit, ["errors"] = r.Errors,
         ["p50Ms"] = r.P50.TotalMilliseconds, ["p95Ms"] = r.P95.TotalMilliseconds, ["p99Ms"] = r.P99.TotalMilliseconds, ["maxMs"] = r.Max.TotalMilliseconds,
         ["processCpuSeconds"] = r.ProcessCpu.TotalSeconds, ["peakWorkingSetBytes"] = r.PeakWorkingSetBytes, ["note"] = r.Note,
     };

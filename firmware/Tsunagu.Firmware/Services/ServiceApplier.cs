@@ -212,6 +212,11 @@ public sealed class ServiceApplier : IDisposable
         var cts = new CancellationTokenSource();
         _timer = cts;
         var due = pending.Deadline - _time.GetUtcNow();
+        if (_confirmTimeout > TimeSpan.Zero && due > _confirmTimeout)
+        {
+            // the wall clock went back since the deadline was set: the wait never exceeds the confirm timeout
+            due = _confirmTimeout;
+        }
         // the delay starts now, not when a pool thread picks the task up
         var delay = Task.Delay(due > TimeSpan.Zero ? due : TimeSpan.Zero, _time, cts.Token);
         ConfirmTimer = RevertWhenDueAsync(pending, delay, cts.Token);

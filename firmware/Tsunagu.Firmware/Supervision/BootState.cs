@@ -25,7 +25,7 @@ public sealed class BootState : IState
         }
         ctx.Identity = identity;
         ctx.Secret = Convert.FromBase64String(identity.UnitSecret);
-        ctx.HostSession = null;
+        ctx.DropHostSession();
         ctx.ProvisionalSession = null;
         ctx.Settings = null;
 

@@ -19,6 +19,7 @@ public sealed class FetchSettingsState : IState
         try
         {
             var settings = await ctx.RequireClient().GetSettingsAsync(new Uri(identity.Bootstrap.InitialServerUrl), session.Token, ct);
+            ctx.SessionAccepted();
             if (settings.Mac != MacAddress.Normalize(identity.Mac) || !Uri.TryCreate(settings.HostServerUrl, UriKind.Absolute, out _))
             {
                 ctx.LastError = $"settings: the server sent settings for {settings.Mac} with host '{settings.HostServerUrl}'";

@@ -32,7 +32,7 @@ public sealed class MainState : IState
             if (ctx.MainLinkFailures >= ctx.Options.MainLinkFailureLimit)
             {
                 ctx.MainLinkFailures = 0;
-                ctx.HostSession = null;
+                ctx.DropHostSession();
                 return ctx.Fail(Outcome.LinkLost, $"main link failed {ctx.Options.MainLinkFailureLimit} times; provisioning again", e);
             }
             return ctx.Fail(Outcome.Retry, $"main link (attempt {ctx.MainLinkFailures})", e);

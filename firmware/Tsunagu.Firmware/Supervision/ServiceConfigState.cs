@@ -21,6 +21,7 @@ public sealed class ServiceConfigState : IState
         try
         {
             var response = await client.GetServiceConfigAsync(ctx.HostUri, ctx.HostToken, ct);
+            ctx.SessionAccepted();
             await ctx.ConfirmHostReachedAsync(ct);
             var applied = store.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
             if (applied?.Revision == response.Revision && (services.CurrentRevision() == response.Revision || applied.Error is not null))
@@ -61,6 +62,7 @@ public sealed class ServiceConfigState : IState
         }
         catch (ServerException e) when (e.ProblemType == ProblemTypes.NotFound)
         {
+            ctx.SessionAccepted();
             ctx.Log("services: the host has no service configuration for this unit; keeping what runs");
             return Outcome.NothingToDo;
         }

@@ -20,10 +20,21 @@ public static class DefaultStates
         new ReadyState(), new RefusedState(),
     }.ToDictionary(s => s.Id);
 
-    /// <summary>Maps a failed server call to the outcome the table expects.</summary>
-    internal static Outcome FromServerError(SupervisorContext ctx, string what, ServerException e) =>
-        e.IsRefusal ? ctx.Fail(Outcome.Refused, what, e)
-        : e.IsSessionExpired ? ctx.Fail(Outcome.SessionExpired, what, e)
-        : !ctx.Hardware.Wan.IsUp ? ctx.Fail(Outcome.LinkLost, what, e)
-        : ctx.Fail(Outcome.Retry, what, e);
+    /// <summary>
+    /// Maps a failed server call to the outcome the table expects. A token the server refused is dropped here,
+    /// whatever the unit thought of its validity: the next host session authenticates again (after the session backoff).
+    /// </summary>
+    internal static Outcome FromServerError(SupervisorContext ctx, string what, ServerException e)
+    {
+        if (e.IsRefusal)
+        {
+            return ctx.Fail(Outcome.Refused, what, e);
+        }
+        if (e.IsSessionExpired)
+        {
+            ctx.DropHostSession();
+            return ctx.Fail(Outcome.SessionExpired, $"{what}: token refused, authenticating again", e);
+        }
+        return !ctx.Hardware.Wan.IsUp ? ctx.Fail(Outcome.LinkLost, what, e) : ctx.Fail(Outcome.Retry, what, e);
+    }
 }

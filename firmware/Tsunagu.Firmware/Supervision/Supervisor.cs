@@ -7,12 +7,14 @@ public sealed record StateChange(StateId From, Outcome Outcome, StateId To, Date
 
 /// <summary>
 /// Runs the supervisor: enter a state, take its outcome, look up the next state in <see cref="Transitions"/>.
-/// A Retry outcome waits a capped, jittered backoff (from <see cref="TimeProvider"/>) before re-entering.
+/// Every outcome that means "try again" waits a floor delay plus capped, growing jitter (from <see cref="TimeProvider"/>)
+/// before the next state: <see cref="Transitions.WaitAfter"/> says which backoff.
 /// </summary>
 public sealed class Supervisor : IAsyncDisposable
 {
     private readonly IReadOnlyDictionary<StateId, IState> _states;
     private readonly Backoff _backoff;
+    private readonly Backoff _sessionBackoff;
 
     public Supervisor(UnitHardware hardware, SupervisorOptions options, TimeProvider? time = null, Random? random = null,
         Action<string>? log = null, IReadOnlyDictionary<StateId, IState>? states = null)
@@ -26,7 +28,8 @@ public sealed class Supervisor : IAsyncDisposable
         {
             throw new ArgumentException($"the supervisor has no implementation for state(s) {string.Join(", ", missing)}");
         }
-        _backoff = new Backoff(options.BackoffBase, options.BackoffCap, random);
+        _backoff = new Backoff(options.BackoffBase, options.BackoffCap, random, minimum: options.BackoffBase);
+        _sessionBackoff = new Backoff(options.BackoffBase, options.BackoffCap, random, minimum: options.BackoffBase);
     }
 
     public SupervisorContext Context { get; }
@@ -86,7 +89,8 @@ public sealed class Supervisor : IAsyncDisposable
         Context.Hardware.Leds.Show(StatusIndication.Booting);
         await ReleaseAsync();
         Context.Settings = Context.FetchedSettings = null;
-        Context.ProvisionalSession = Context.HostSession = null;
+        Context.ProvisionalSession = null;
+        Context.DropHostSession();
         Context.Offer = null;
         Context.CurrentPattern = null;
         Context.ReadyReported = false;
@@ -126,16 +130,24 @@ public sealed class Supervisor : IAsyncDisposable
             }
 
             var next = Transitions.Next(State, outcome);
+            if (Context.TakeSessionAccepted())
+            {
+                _sessionBackoff.Reset();
+            }
             var delay = TimeSpan.Zero;
-            if (outcome == Outcome.Retry)
+            switch (Transitions.WaitAfter(outcome))
             {
-                delay = _backoff.Next(Context.RetryAfter);
-                Context.RetryAfter = null;
+                case Wait.Backoff:
+                    delay = _backoff.Next(Context.RetryAfter);
+                    break;
+                case Wait.SessionBackoff:
+                    delay = _sessionBackoff.Next(Context.RetryAfter);
+                    break;
+                default:
+                    _backoff.Reset();
+                    break;
             }
-            else if (outcome != Outcome.LinkLost)
-            {
-                _backoff.Reset();
-            }
+            Context.RetryAfter = null;
             var change = new StateChange(State, outcome, next, Context.Time.GetUtcNow(), delay);
             State = next;
             StateChanged?.Invoke(change);

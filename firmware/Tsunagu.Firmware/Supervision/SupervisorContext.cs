@@ -15,6 +15,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public UnitHardware Hardware { get; } = hardware;
     public SupervisorOptions Options { get; } = options;
     public TimeProvider Time { get; } = time;
+
+    /// <summary>The host's time carried on the monotonic clock (set by each version check); used for bundle expiry.</summary>
+    public TrustedClock Clock { get; } = new(time);
     public Random Random { get; } = random;
     public Action<string> Log { get; } = log;
 
@@ -29,7 +32,10 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public SessionResponse? ProvisionalSession { get; set; }
     public UnitSettings? FetchedSettings { get; set; }
     public UnitSettings? Settings { get; set; }
-    public SessionResponse? HostSession { get; set; }
+    public SessionResponse? HostSession { get; private set; }
+
+    /// <summary>Monotonic timestamp (<see cref="TimeProvider.GetTimestamp"/>) of when the host session was asked for.</summary>
+    public long HostSessionRequestedAt { get; private set; }
     public UpdateOffer? Offer { get; set; }
 
     /// <summary>An inserted install medium the host has confirmed genuine (patent 0037), or null.</summary>
@@ -58,6 +64,47 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
 
     public string HostToken => HostSession?.Token ?? throw new InvalidOperationException("no host session");
 
+    /// <summary>Keeps a new host session, asked for at monotonic time <paramref name="requestedAt"/>.</summary>
+    public void SetHostSession(SessionResponse session, long requestedAt)
+    {
+        HostSession = session;
+        HostSessionRequestedAt = requestedAt;
+    }
+
+    /// <summary>Forgets the host session (refused by the server, or the unit starts over): the next use authenticates.</summary>
+    public void DropHostSession()
+    {
+        HostSession = null;
+        HostSessionRequestedAt = 0;
+    }
+
+    /// <summary>
+    /// The validity the host session has left, by the lifetime the server gave it (<c>expiresInSeconds</c>) measured
+    /// on the monotonic clock from when it was asked for; no wall clock is involved, so a unit whose clock is off
+    /// by hours judges it the same. Zero without a session or without a lifetime from the server.
+    /// </summary>
+    public TimeSpan HostSessionValidityLeft()
+    {
+        if (HostSession is not { ExpiresInSeconds: { } seconds } || seconds <= 0)
+        {
+            return TimeSpan.Zero;
+        }
+        var left = TimeSpan.FromSeconds(seconds) - Time.GetElapsedTime(HostSessionRequestedAt);
+        return left > TimeSpan.Zero ? left : TimeSpan.Zero;
+    }
+
+    /// <summary>Set when the server accepted a session token (it answered a call made with it); resets the session backoff.</summary>
+    private bool _sessionAccepted;
+
+    public void SessionAccepted() => _sessionAccepted = true;
+
+    public bool TakeSessionAccepted()
+    {
+        var accepted = _sessionAccepted;
+        _sessionAccepted = false;
+        return accepted;
+    }
+
     /// <summary>Asks the supervisor to check now (a push, or a local trigger). Coalesces repeated requests.</summary>
     public void RequestCheck(bool forced)
     {
@@ -68,8 +115,14 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
 
     public Task WaitForCheckRequestAsync(CancellationToken ct) => _checkSignal.WaitAsync(ct);
 
+    /// <summary>
+    /// A version check starts: it serves every check asked for until now, so a pending request (a push, or a failed
+    /// forced check asking to be retried) is taken with it and does not wake Ready for a second check at once.
+    /// Returns whether one of them was forced.
+    /// </summary>
     public bool TakeForced()
     {
+        _checkSignal.Wait(0);
         var forced = _forcedPending;
         _forcedPending = false;
         return forced;

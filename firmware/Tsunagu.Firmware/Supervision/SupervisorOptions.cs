@@ -11,6 +11,7 @@ public sealed record SupervisorOptions
     /// <summary>Fraction of the interval by which each period is randomly spread (0.1 = +/-10%).</summary>
     public double CheckJitter { get; init; } = 0.1;
 
+    /// <summary>The floor of every retry delay and the unit of its jitter (which doubles per consecutive failure up to the cap).</summary>
     public TimeSpan BackoffBase { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan BackoffCap { get; init; } = TimeSpan.FromMinutes(5);
 
@@ -23,7 +24,10 @@ public sealed record SupervisorOptions
     /// <summary>Variant 2 (patent 0075): the operator is also the ISP; the provisional link stays as the main link.</summary>
     public bool SingleLink { get; init; }
 
-    /// <summary>Seconds of validity left below which a session token is renewed before use.</summary>
+    /// <summary>
+    /// Validity left below which a session token is renewed before use. Validity is the lifetime the server gave
+    /// (<c>expiresInSeconds</c>) measured on the unit's monotonic clock from when it asked for the token.
+    /// </summary>
     public TimeSpan TokenRenewMargin { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Bounds of the updater: script timeouts and retries, restart loop limit, boot tries, health window.</summary>

@@ -14,6 +14,22 @@ public enum Outcome
     UpdateAvailable, CheckDue, SessionExpired, DataLost, Reboot,
 }
 
+/// <summary>What the supervisor waits before the next state: nothing, or a delay from one of its two backoffs.</summary>
+public enum Wait
+{
+    /// <summary>Go on at once: the state's work succeeded or moved on.</summary>
+    None,
+
+    /// <summary>The retry backoff (floor plus jitter, doubling per consecutive failure); reset by any outcome that waits nothing.</summary>
+    Backoff,
+
+    /// <summary>
+    /// The session backoff, for a token the server refused: floor plus jitter, doubling per consecutive refusal;
+    /// reset only when the server accepts a session again (a version check, service configuration or settings answer).
+    /// </summary>
+    SessionBackoff,
+}
+
 /// <summary>One row: in <see cref="From"/> (null: any state), on <see cref="On"/>, go to <see cref="To"/>.</summary>
 public readonly record struct Transition(StateId? From, Outcome On, StateId To);
 
@@ -78,6 +94,17 @@ public static class Transitions
         new(null,                       Outcome.DataLost,            StateId.Boot),
         new(null,                       Outcome.Refused,             StateId.Refused),
     ];
+
+    /// <summary>
+    /// The wait before the next state, by outcome: every outcome that means "try again" (a retry, a refused token,
+    /// a lost link, lost data) waits a floor delay plus jitter, so no failure can turn into a tight loop.
+    /// </summary>
+    public static Wait WaitAfter(Outcome outcome) => outcome switch
+    {
+        Outcome.Retry or Outcome.LinkLost or Outcome.DataLost => Wait.Backoff,
+        Outcome.SessionExpired => Wait.SessionBackoff,
+        _ => Wait.None,
+    };
 
     private static readonly Dictionary<(StateId?, Outcome), StateId> Index = Table.ToDictionary(t => (t.From, t.On), t => t.To);
 

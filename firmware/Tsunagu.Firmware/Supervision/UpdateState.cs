@@ -83,6 +83,7 @@ public sealed class UpdateState : IState
         CurrentPattern = ctx.CurrentPattern,
         Options = ctx.Options.Update,
         Time = ctx.Time,
+        TrustedNow = ctx.Clock.Now,
         Log = ctx.Log,
         Checkpoint = ctx.UpdateCheckpoint,
     };

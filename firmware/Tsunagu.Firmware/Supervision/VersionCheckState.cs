@@ -10,6 +10,9 @@ public sealed class VersionCheckState : IState
 {
     public StateId Id => StateId.VersionCheck;
 
+    /// <summary>A wall clock further off the host's than this is logged at each check.</summary>
+    public static readonly TimeSpan WallClockTolerance = TimeSpan.FromMinutes(1);
+
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
         var inFlight = ctx.RequireStore().Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
@@ -26,13 +29,23 @@ public sealed class VersionCheckState : IState
         try
         {
             await InstallMediaCheck.CheckAsync(ctx, ct);
+            var sentAt = ctx.Time.GetTimestamp();
             response = await ctx.RequireClient().VersionCheckAsync(ctx.HostUri, ctx.HostToken,
                 new VersionCheckRequest(ctx.CurrentInventory(), load, forced, null), ct);
+            if (response.ServerTime is { } hostTime)
+            {
+                ctx.Clock.Observe(hostTime, sentAt, ctx.Time.GetTimestamp());
+            }
         }
         catch (ServerException e)
         {
             if (forced) { ctx.RequestCheck(forced: true); }
             return DefaultStates.FromServerError(ctx, "version check", e);
+        }
+        ctx.SessionAccepted();
+        if (ctx.Clock.WallClockOffset() is { } offset && offset.Duration() > WallClockTolerance)
+        {
+            ctx.Log($"version check: this unit's clock is {offset.TotalSeconds:+0;-0} s off the host's; bundle expiry uses the host's time");
         }
         ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
         ctx.Offer = response.Update;

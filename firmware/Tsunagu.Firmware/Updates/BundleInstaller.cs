@@ -2,6 +2,7 @@ using System.Formats.Tar;
 using System.Security.Cryptography;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
@@ -32,6 +33,10 @@ public sealed class UpdateEnvironment
 
     public UpdateOptions Options { get; init; } = new();
     public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>The time bundle expiry is checked against, and where it came from; null: <see cref="Time"/>'s wall clock.</summary>
+    public Func<TimeReading>? TrustedNow { get; init; }
+
     public Action<string> Log { get; init; } = _ => { };
 
     /// <summary>Fault injection: called at each named point of an install; an exception thrown here acts as a power cut.</summary>
@@ -208,8 +213,9 @@ public sealed class BundleInstaller(UpdateEnvironment env)
             throw new BundleCheckException(BundleCheck.Manifest,
                 $"the signed manifest is bundle {manifest.BundleId} -> {manifest.ToPattern}; the host offered {offer.UpdateId} -> {offer.ToPattern}");
         }
+        var now = env.TrustedNow?.Invoke() ?? new TimeReading(env.Time.GetUtcNow(), "the unit's own clock", false);
         BundleVerifier.CheckTarget(manifest, new BundleTarget(env.Identity.Board, env.Identity.HardwareVersion, env.OsVersion,
-            env.CurrentPattern, Counter(env.Store), env.Time.GetUtcNow()));
+            env.CurrentPattern, Counter(env.Store), now.Now, now.Source));
         env.Log($"update {j.UpdateId}: manifest signed by release key {keyId}; bundle version {manifest.Version}, {manifest.Payloads.Count} payload(s), {header.PayloadOffset + manifest.PayloadBytes} bytes");
         await downloader.FetchPayloadsAsync(header, manifest, offer.Sha256, ct);
         j = Save(j with { Phase = PendingUpdate.Verified, Bundle = new BundleCounter(manifest.Version, manifest.BundleId), ToPattern = manifest.ToPattern });
@@ -379,7 +385,8 @@ public sealed class BundleInstaller(UpdateEnvironment env)
 
     private async Task HealthCheckAsync(PendingUpdate j, BundleManifest m, CancellationToken ct)
     {
-        var deadline = env.Time.GetUtcNow() + _o.HealthWindow;
+        // the window is measured on the monotonic clock: a change of the wall clock neither ends nor stretches it
+        var started = env.Time.GetTimestamp();
         while (true)
         {
             var reason = await ProbeAsync(j, m, ct);
@@ -387,7 +394,7 @@ public sealed class BundleInstaller(UpdateEnvironment env)
             {
                 return;
             }
-            if (env.Time.GetUtcNow() + _o.HealthProbeInterval > deadline)
+            if (env.Time.GetElapsedTime(started) + _o.HealthProbeInterval > _o.HealthWindow)
             {
                 throw new UpdateAbortedException($"health check failed within {_o.HealthWindow.TotalSeconds:0.#}s: {reason}");
             }

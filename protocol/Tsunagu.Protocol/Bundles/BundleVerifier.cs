@@ -4,10 +4,11 @@ namespace Tsunagu.Protocol.Bundles;
 
 /// <summary>
 /// What a bundle is checked against: the unit's board, hardware and OS, its current install pattern (as the
-/// host reported it), the last bundle it committed, and the time now.
+/// host reported it), the last bundle it committed, and the time now, with where that time came from
+/// (<paramref name="TimeSource"/>, e.g. "the host's time"; named in the expiry check's message).
 /// </summary>
 public sealed record BundleTarget(string Board, string HardwareVersion, string OsVersion, string? CurrentPattern,
-    BundleCounter? Installed, DateTimeOffset Now);
+    BundleCounter? Installed, DateTimeOffset Now, string? TimeSource = null);
 
 /// <summary>
 /// The checks every bundle passes before anything in it is unpacked or run, in this order: container format,
@@ -53,7 +54,7 @@ public static class BundleVerifier
         }
         if (t.Now >= m.ExpiresAt)
         {
-            throw new BundleCheckException(BundleCheck.Expiry, $"bundle {m.BundleId} expired at {m.ExpiresAt:O} (now {t.Now:O})");
+            throw new BundleCheckException(BundleCheck.Expiry, $"bundle {m.BundleId} expired at {m.ExpiresAt:O} (now {t.Now:O}{(t.TimeSource is { } source ? $" by {source}" : "")})");
         }
     }
 

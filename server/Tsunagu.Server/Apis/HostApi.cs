@@ -49,7 +49,7 @@ public static class HostApi
             store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
             return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
-                "the unit's software matches no verified install pattern", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds));
+                "the unit's software matches no verified install pattern", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds, ServerTime: time.GetUtcNow()));
         }
         if (actual.Id != unit.Pattern)
         {
@@ -88,7 +88,7 @@ public static class HostApi
         var row = wrote ? store.GetUnitForCheck(mac) : unit;
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
-            options.PowerOnSpreadSeconds));
+            options.PowerOnSpreadSeconds, time.GetUtcNow()));
     }
 
     private static IResult UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store)

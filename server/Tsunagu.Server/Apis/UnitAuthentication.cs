@@ -66,7 +66,8 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         }
         var (token, expiresAt) = tokens.Issue(mac, scope, lifetime);
         store.Touch(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true);
-        return Results.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null));
+        return Results.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null,
+            (long)lifetime.TotalSeconds));
     }
 }
 

@@ -22,10 +22,29 @@ public sealed class UnitMeter
     /// <summary>Ready reports the host acknowledged: the unit is Ready and the host knows it.</summary>
     public long ReadyAcks => Interlocked.Read(ref _readyAcks);
 
-    /// <summary>Supervisor transitions with outcome Retry (each is one backoff and one more attempt).</summary>
+    internal long _reauthentications;
+
+    /// <summary>
+    /// Supervisor transitions that try again after a backoff (<see cref="Tsunagu.Firmware.Supervision.Transitions.WaitAfter"/>:
+    /// Retry, a refused token, a lost link, lost data); each is one backoff and one more attempt.
+    /// </summary>
     public long Retries => Interlocked.Read(ref _retries);
 
-    internal void CountRetry() => Interlocked.Increment(ref _retries);
+    /// <summary>Tokens the server refused (401 invalid-token): each is one more authentication. Also counted in <see cref="Retries"/>.</summary>
+    public long Reauthentications => Interlocked.Read(ref _reauthentications);
+
+    /// <summary>Counts one transition of this unit's supervisor: a retry when it waits a backoff, a re-authentication when a token was refused.</summary>
+    public void Count(Tsunagu.Firmware.Supervision.StateChange change)
+    {
+        if (Tsunagu.Firmware.Supervision.Transitions.WaitAfter(change.Outcome) != Tsunagu.Firmware.Supervision.Wait.None)
+        {
+            Interlocked.Increment(ref _retries);
+        }
+        if (change.Outcome == Tsunagu.Firmware.Supervision.Outcome.SessionExpired)
+        {
+            Interlocked.Increment(ref _reauthentications);
+        }
+    }
 }
 
 /// <summary>

@@ -90,7 +90,8 @@ public sealed record FleetSimSettings
 public sealed record ScenarioReport(
     string Scenario, int Units, int Completed, TimeSpan Elapsed, long Requests, double RequestsPerUnit, long MaxRequestsPerUnit,
     long Retries, double RetriesPerUnit, long MaxRetriesPerUnit, IReadOnlyDictionary<string, long> Errors,
-    TimeSpan P50, TimeSpan P95, TimeSpan P99, TimeSpan Max, TimeSpan ProcessCpu, long PeakWorkingSetBytes, string? Note)
+    TimeSpan P50, TimeSpan P95, TimeSpan P99, TimeSpan Max, TimeSpan ProcessCpu, long PeakWorkingSetBytes, string? Note,
+    long Reauthentications = 0)
 {
     /// <summary>Attempts per unit: the first try plus each retry.</summary>
     public double AttemptsPerUnit => 1 + RetriesPerUnit;
@@ -206,7 +207,7 @@ public sealed class FleetSimulation : IAsyncDisposable
         };
         _fleet = new SimulatedFleet(Path.Combine(_root, "fleet"), supervisorOptions, (unit, change) =>
         {
-            if (change.Outcome == Outcome.Retry) { unit.Meter.CountRetry(); }
+            unit.Meter.Count(change);
         });
         _fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
         _pool = _settings.SharedConnections ? new SharedConnections([_pin], _settings.MaxConnections) : null;
@@ -247,6 +248,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             await WaitAsync(() => units.All(u => u.Supervisor.Context.Push is { IsConnected: true }), "every unit connected to the broker", ct);
         }
         var before = units.Select(u => (u.Meter.Requests, u.Meter.Retries, u.Meter.ReadyAcks)).ToArray();
+        var reauthenticationsBefore = units.Sum(u => u.Meter.Reauthentications);
         string? note = null;
         var cpu0 = Environment.CpuUsage.TotalTime;
         _meter.Reset();
@@ -318,7 +320,7 @@ public sealed class FleetSimulation : IAsyncDisposable
         return new ScenarioReport(scenario, units.Count, completed, elapsed, requests.Sum(), requests.Average(), requests.Max(),
             retries.Sum(), retries.Average(), retries.Max(), new SortedDictionary<string, long>(_meter.Errors.ToDictionary()),
             FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95), FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100),
-            cpu, self.PeakWorkingSet64, note);
+            cpu, self.PeakWorkingSet64, note, units.Sum(u => u.Meter.Reauthentications) - reauthenticationsBefore);
     }
 
     private Dictionary<string, int> _revisions = [];
@@ -412,7 +414,7 @@ public sealed class FleetSimulation : IAsyncDisposable
         var c = CultureInfo.InvariantCulture;
         var text = new StringBuilder()
             .Append(c, $"  {r.Scenario,-16} {r.Completed}/{r.Units} done in {r.Elapsed.TotalSeconds:0.00} s | requests/unit {r.RequestsPerUnit:0.00} (max {r.MaxRequestsPerUnit}) | ")
-            .Append(c, $"retries/unit {r.RetriesPerUnit:0.00} (max {r.MaxRetriesPerUnit}), attempts/unit {r.AttemptsPerUnit:0.00} | errors {errors} | ")
+            .Append(c, $"retries/unit {r.RetriesPerUnit:0.00} (max {r.MaxRetriesPerUnit}; {r.Reauthentications} after a refused token), attempts/unit {r.AttemptsPerUnit:0.00} | errors {errors} | ")
             .Append(c, $"latency p50 {r.P50.TotalMilliseconds:0.0} ms p95 {r.P95.TotalMilliseconds:0.0} ms p99 {r.P99.TotalMilliseconds:0.0} ms max {r.Max.TotalMilliseconds:0} ms | ")
             .Append(c, $"process CPU {r.ProcessCpu.TotalSeconds:0.0} s, peak RSS {r.PeakWorkingSetBytes / 1048576} MiB");
         if (r.Note is not null) { text.Append(c, $"\n  {"",-16} {r.Note}"); }
