@@ -33,9 +33,9 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
         if (push.BrokerUri is null) { Problem = "push is disabled on this server"; return RedirectToPage(new { mac = Unit.Mac }); }
         try
         {
-            await OperatorApi.PushCheckAsync(push, time, [Unit.Mac], importance, HttpContext.RequestAborted);
-            store.Audit(Who, "units.check", Unit.Mac, $"importance {importance}");
-            Notice = $"Told {Unit.Mac} to check now (importance {importance}); its history below shows the check when it arrives.";
+            var sent = await OperatorApi.PushCheckAsync(push, store, time, Who, [Unit.Mac], importance, HttpContext.RequestAborted);
+            store.Audit(Who, "units.check", Unit.Mac, $"importance {importance}; check {sent.CheckId}");
+            Notice = $"Told {Unit.Mac} to check now (importance {importance}); the delivery and the unit's history below show when it arrives.";
         }
         catch (PushException e)
         {
