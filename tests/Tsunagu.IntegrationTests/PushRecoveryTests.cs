@@ -237,6 +237,67 @@ public class PushRecoveryTests
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
+    [TestCase("{\"ack\":\"AbCd-_0123456789\"}", "AbCd-_0123456789")]
+    [TestCase("online", null)]
+    [TestCase("offline", null)]
+    [TestCase("", null)]
+    [TestCase("{", null)]
+    [TestCase("{\"ack\":null}", null)]
+    [TestCase("{\"ack\":\"\"}", null)]
+    [TestCase("{\"ack\":42}", null)]
+    [TestCase("{\"ack\":\"a b\"}", null)]
+    [TestCase("{\"ack\":\"x\u0000y\"}", null)]
+    [TestCase("{\"ack\":\"x'; DROP TABLE units;--\"}", null)]
+    [TestCase("[\"ack\"]", null)]
+    public void An_acknowledgement_is_accepted_only_in_its_grammar(string payload, string? nonce) =>
+        Assert.That(BrokerLink.ParseAck(payload), Is.EqualTo(nonce));
+
+    [Test]
+    public void Acknowledgements_too_long_or_with_long_nonces_are_ignored()
+    {
+        Assert.That(BrokerLink.ParseAck("{\"ack\":\"" + new string('a', 65) + "\"}"), Is.Null);
+        Assert.That(BrokerLink.ParseAck("{\"ack\":\"a\"," + new string(' ', 300) + "}"), Is.Null);
+        Assert.That(BrokerLink.ParseAck("{\"ack\":\"" + new string('a', 64) + "\"}"), Is.EqualTo(new string('a', 64)));
+    }
+
+    [Test]
+    public async Task A_unit_cannot_acknowledge_another_units_check()
+    {
+        await using var server = await TestServer.StartAsync(Options.Value);
+        var units = await server.AddUnitsAsync(2);
+        server.Fleet.Start(units[0]);
+        await server.WaitReadyAsync(units[0]);
+        await server.WaitForAsync(() => server.Store.GetUnit(units[0].Mac)!.Online == 1, "unit 1 online");
+        using var client = server.Operator();
+        // unit 2 is not running: its check stays undelivered; unit 1 learns nothing of its nonce, so take it from the database
+        var forced = await client.ForceCheckAsync(new ForceCheckRequest([units[1].Mac], null), CancellationToken.None);
+        var nonce = server.Store.NewestUndeliveredPush(units[1].Mac, DateTimeOffset.MinValue)!.Nonce;
+
+        // unit 1 (its own credentials) publishes an acknowledgement of unit 2's nonce: on its own topic (the only one allowed)
+        // the server takes it as unit 1's, which has no such check; on unit 2's topic the broker refuses it
+        var identity = server.Identity(1);
+        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var broker = new Uri(server.App.Services.GetRequiredService<BrokerLink>().BrokerUri!);
+        await units[0].Supervisor.DisposeAsync(); // the real unit 1 steps aside (same client id)
+        using var forger = new MQTTnet.MqttClientFactory().CreateMqttClient();
+        await forger.ConnectAsync(new MQTTnet.MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port)
+            .WithClientId(UnitCredentials.BrokerClientId(identity.Mac)).WithCredentials(MacAddress.Compact(identity.Mac), password).Build());
+        var ack = System.Text.Encoding.UTF8.GetBytes($"{{\"ack\":\"{nonce}\"}}");
+        var own = await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(ack)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        var other = await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(units[1].Mac)).WithPayload(ack)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        Assert.That(own.IsSuccess, Is.True);
+        Assert.That(other.IsSuccess, Is.False, "the broker refuses a publish on another unit's status topic");
+        // a marker on the own topic, published after the forged acknowledgement, shows the server has processed it
+        await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(Presence.Offline)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        await server.WaitForAsync(() => server.Store.GetUnit(identity.Mac)!.Online == 0, "the marker to arrive");
+        var status = CheckStatus(client, forced.CheckId!);
+        Assert.That(status.Units.Single().Status, Is.EqualTo(PushCheckStatus.Offline));
+        Assert.That(status.Delivered, Is.EqualTo(0), "unit 2's check is not delivered by unit 1's acknowledgement");
+    }
+
     /// <summary>Forced version checks the server recorded for the unit (every forced check writes a history entry).</summary>
     private static int ForcedChecks(TsunaguStore store, string mac) =>
         store.ListUnitEvents(mac, 10_000).Count(e => e.Kind == UnitEventKinds.Check && e.Detail?.StartsWith("forced", StringComparison.Ordinal) == true);

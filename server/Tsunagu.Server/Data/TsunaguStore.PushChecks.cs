@@ -53,6 +53,16 @@ public sealed partial class TsunaguStore
             """, new { checkId }).ToList();
     }
 
+    /// <summary>The unit's newest forced checks first.</summary>
+    public IReadOnlyList<PushCheckRow> ListPushChecksForUnit(string mac, int limit)
+    {
+        using var c = Open();
+        return c.Query<PushCheckRow>("""
+            SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
+            WHERE p.mac = @mac ORDER BY p.created_at DESC LIMIT @limit
+            """, new { mac, limit }).ToList();
+    }
+
     /// <summary>
     /// The unit acknowledged <paramref name="nonce"/>: that check and every older undelivered one of this unit are delivered
     /// (the one check the unit now runs answers them all). Returns how many rows changed; 0 for an unknown or repeated nonce.

@@ -30,6 +30,10 @@ public static class PushChecks
         {
             throw new PushException($"the server is not connected to the broker {push.BrokerUri} right now (it reconnects by itself); nothing was sent, try again shortly");
         }
+        if (macs.Count == 0)
+        {
+            return new ForceCheckResponse(macs, null, []);
+        }
         var checkId = Guid.NewGuid().ToString("N");
         var units = macs.Select(mac => (Mac: mac, Nonce: UnitCredentials.NewNonce(12))).ToList();
         store.AddPushCheck(checkId, actor, importance, units);

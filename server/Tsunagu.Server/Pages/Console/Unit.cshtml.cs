@@ -18,6 +18,7 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
     public IReadOnlyList<UnitEventRow> Events { get; private set; } = [];
     public IReadOnlyList<UpdateReportRow> Reports { get; private set; } = [];
     public IReadOnlyList<AuditRow> AuditEntries { get; private set; } = [];
+    public IReadOnlyList<PushCheckRow> Checks { get; private set; } = [];
     public DateTimeOffset Now { get; private set; }
 
     public IActionResult OnGet(string mac)
@@ -58,6 +59,7 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
         Events = store.ListUnitEvents(m, 50);
         Reports = store.ListUpdateReports(m);
         AuditEntries = store.ListAuditForUnit(m, 50);
+        Checks = store.ListPushChecksForUnit(m, 10);
         return true;
     }
 }
