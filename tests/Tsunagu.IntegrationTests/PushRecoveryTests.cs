@@ -192,9 +192,11 @@ public class PushRecoveryTests
         }
     }
 
-    [Test]
-    public async Task A_forced_check_of_a_unit_that_is_off_stays_offline_until_it_comes_back_then_is_delivered_once()
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_forced_check_of_a_unit_that_is_off_stays_offline_until_it_comes_back_then_is_delivered_once(string database)
     {
+        TestServer.DatabaseKind.Value = database;
         await using var server = await TestServer.StartAsync(Options.Value);
         var units = await server.AddUnitsAsync(3);
         server.Fleet.StartAll();
@@ -236,6 +238,41 @@ public class PushRecoveryTests
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    [Test]
+    public async Task After_a_server_restart_with_the_embedded_broker_presence_shows_only_the_units_that_came_back()
+    {
+        var mqttPort = TestServer.FreePort();
+        TestServer.Configure.Value = o => o.MqttPort = mqttPort;
+        await using var server = await TestServer.StartAsync(Options.Value);
+        var units = await server.AddUnitsAsync(3);
+        server.Fleet.StartAll();
+        foreach (var unit in units) { await server.WaitReadyAsync(unit); }
+        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+
+        // the server (and its broker) goes down; meanwhile one unit loses power: nobody hears its "offline"
+        await server.App.StopAsync();
+        await server.Fleet.PowerOffAsync(units[2]);
+        var again = TestServer.BuildServer(server.Root, new Uri(server.Url).Port);
+        await again.StartAsync();
+        var back = Stopwatch.StartNew();
+        try
+        {
+            var store = again.Services.GetRequiredService<TsunaguStore>();
+            Assert.That(store.GetUnit(units[2].Mac)!.Online, Is.EqualTo(1), "precondition: the database still shows the lost unit online");
+            await server.WaitForAsync(() => store.GetUnit(units[2].Mac)!.Online == 0, "the unit that did not come back shown offline",
+                BrokerLink.PresenceGrace + TimeSpan.FromSeconds(20));
+            TestContext.Out.WriteLine($"presence corrected {back.Elapsed.TotalSeconds:0.0} s after the restart (grace {BrokerLink.PresenceGrace.TotalSeconds} s)");
+            await server.WaitForAsync(() => store.GetUnit(units[0].Mac)!.Online == 1 && store.GetUnit(units[1].Mac)!.Online == 1, "the units that came back shown online");
+            Assert.That(back.Elapsed, Is.LessThan(BrokerLink.PresenceGrace + TimeSpan.FromSeconds(10)), "within the stated bound (plus slack)");
+        }
+        finally
+        {
+            await server.Fleet.DisposeAsync();
+            await again.StopAsync();
+            await again.DisposeAsync();
+        }
+    }
 
     [TestCase("{\"ack\":\"AbCd-_0123456789\"}", "AbCd-_0123456789")]
     [TestCase("online", null)]
