@@ -151,6 +151,9 @@ public static class Presence
     public const string Offline = "offline";
 }
 
+/// <summary>A unit's acknowledgement of a push, published (not retained) on its status topic: <c>{"ack":"&lt;nonce&gt;"}</c>.</summary>
+public sealed record PushAck(string Ack);
+
 public static class PushTopics
 {
     public const string Root = "tsunagu/v1/units";
@@ -199,7 +202,18 @@ public sealed record ForceCheckRequest(IReadOnlyList<string>? Macs, string? Patt
 /// <summary>One row's outcome of a bulk registration.</summary>
 public sealed record BulkRowResult(int Line, string? Mac, string? Error);
 public sealed record BulkRegisterResponse(int Registered, IReadOnlyList<BulkRowResult> Rows);
-public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
+/// <summary>
+/// The answer to a forced check: the selected units (<c>notified</c>: a push was sent or is retried), the check's id
+/// for <c>GET /api/v1/units/check/{id}</c>, and each unit's delivery as it stood when the answer was made.
+/// </summary>
+public sealed record ForceCheckResponse(IReadOnlyList<string> Notified, string? CheckId = null, IReadOnlyList<PushDelivery>? Units = null);
+
+/// <summary>One unit's part of a forced check: <c>delivered</c> (acknowledged), <c>pending</c> (sent, not yet acknowledged) or <c>offline</c>.</summary>
+public sealed record PushDelivery(string Mac, string Status, int Attempts, DateTimeOffset? SentAt, DateTimeOffset? DeliveredAt);
+
+/// <summary>A forced check's delivery, counted and per unit.</summary>
+public sealed record ForceCheckStatus(string CheckId, DateTimeOffset CreatedAt, int Importance, string Actor,
+    int Delivered, int Pending, int Offline, IReadOnlyList<PushDelivery> Units);
 
 // ---- JSON ------------------------------------------------------------------------------------------------
 
@@ -226,6 +240,8 @@ public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
 [JsonSerializable(typeof(List<UnitView>))]
 [JsonSerializable(typeof(ForceCheckRequest))]
 [JsonSerializable(typeof(ForceCheckResponse))]
+[JsonSerializable(typeof(ForceCheckStatus))]
+[JsonSerializable(typeof(PushAck))]
 [JsonSerializable(typeof(Inventory))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(ProblemBody))]

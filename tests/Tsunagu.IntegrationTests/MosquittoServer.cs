@@ -11,7 +11,7 @@ namespace Tsunagu.IntegrationTests;
 public sealed class MosquittoServer : IDisposable
 {
     public const string Plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
-    private readonly Process _process;
+    private Process _process;
     private readonly string _directory;
 
     private MosquittoServer(Process process, string directory, int port, string adminPassword)
@@ -53,6 +53,13 @@ public sealed class MosquittoServer : IDisposable
         {
             TestServer.Run("chown", ["-R", "mosquitto", directory]); // mosquitto drops root for its own user and must write dynsec.json
         }
+        var process = Launch(directory, port);
+        return new MosquittoServer(process, directory, port, password);
+    }
+
+    /// <summary>Starts mosquitto on the configuration in <paramref name="directory"/> and waits until it listens on <paramref name="port"/>.</summary>
+    private static Process Launch(string directory, int port)
+    {
         var start = new ProcessStartInfo("/usr/sbin/mosquitto") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add("-c");
         start.ArgumentList.Add(Path.Combine(directory, "mosquitto.conf"));
@@ -69,7 +76,7 @@ public sealed class MosquittoServer : IDisposable
             {
                 using var probe = new TcpClient();
                 probe.Connect(IPAddress.Loopback, port);
-                return new MosquittoServer(process, directory, port, password);
+                return process;
             }
             catch (SocketException) when (DateTime.UtcNow < deadline && !process.HasExited)
             {
@@ -77,12 +84,29 @@ public sealed class MosquittoServer : IDisposable
             }
             catch (SocketException)
             {
+                if (!process.HasExited) { process.Kill(); }
                 throw new InvalidOperationException($"mosquitto did not open port {port}: {output}");
             }
         }
     }
 
+    /// <summary>Kills the broker (as a crash would: no clean disconnects, no last wills sent); its accounts stay on disk.</summary>
+    public void Kill()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill();
+            _process.WaitForExit(10_000);
+        }
+    }
 
+    /// <summary>Starts the broker again on the same port and configuration (accounts kept; no retained messages: persistence is off).</summary>
+    public void StartAgain()
+    {
+        Kill();
+        _process.Dispose();
+        _process = Launch(_directory, Port);
+    }
 
     public void Dispose()
     {

@@ -59,6 +59,9 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>The database every server of this test uses: "sqlite" or "postgres" (set by the fixture).</summary>
     public static readonly AsyncLocal<string?> DatabaseKind = new();
 
+    /// <summary>An extra log sink for the servers this test starts (sees warnings and above).</summary>
+    public static readonly AsyncLocal<ILoggerProvider?> LogSink = new();
+
     /// <summary>Changes to the server options of the servers this test starts (limits, lifetimes).</summary>
     public static readonly AsyncLocal<Action<ServerOptions>?> Configure = new();
 
@@ -92,7 +95,12 @@ public sealed class TestServer : IAsyncDisposable
             Mqtt = File.ReadAllText(Path.Combine(root, "mqtt")),
         };
         Configure.Value?.Invoke(options);
-        return ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+        var sink = LogSink.Value;
+        return ServerHost.Build(options, logging: l =>
+        {
+            l.SetMinimumLevel(LogLevel.Warning);
+            if (sink is not null) { l.AddProvider(sink); }
+        });
     }
 
     /// <summary>An HTTP client for this server that trusts only its pinned certificate, as a unit does.</summary>

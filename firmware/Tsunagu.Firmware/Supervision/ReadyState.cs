@@ -1,4 +1,3 @@
-using MQTTnet.Exceptions;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Hal;
@@ -60,10 +59,15 @@ public sealed class ReadyState : IState
         return Outcome.CheckDue;
     }
 
+    /// <summary>
+    /// Starts the push listener's connection loop the first time the unit is Ready with a host session and a broker,
+    /// and waits for its first attempt; afterwards the listener keeps the connection by itself (reconnects with
+    /// backoff in the background), so this returns at once.
+    /// </summary>
     private static async Task EnsurePushAsync(SupervisorContext ctx, CancellationToken ct)
     {
         var settings = ctx.RequireSettings();
-        if (settings.PushBroker is null || ctx.HostSession is null || ctx.Push is { IsConnected: true })
+        if (settings.PushBroker is null || ctx.HostSession is null)
         {
             return;
         }
@@ -74,17 +78,22 @@ public sealed class ReadyState : IState
             {
                 ctx.RequestCheck(forced: true);
             }
-        }, ctx.Log);
+        }, ctx.Log, ctx.Time, new Random(ctx.Random.Next()), ctx.Options.Push);
+        var identity = ctx.RequireIdentity();
+        Uri broker;
         try
         {
-            var identity = ctx.RequireIdentity();
-            await ctx.Push.EnsureConnectedAsync(new Uri(settings.PushBroker), MacAddress.Normalize(identity.Mac),
-                ctx.HostSession.PushUsername ?? UnitCredentials.BrokerUsername(identity.Mac), UnitCredentials.DeriveBrokerPassword(ctx.Secret), ct);
+            broker = new Uri(settings.PushBroker);
         }
-        catch (Exception e) when (e is MqttCommunicationException or InvalidOperationException
-                                  || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        catch (UriFormatException e)
         {
-            ctx.Log($"push: broker {settings.PushBroker} not reachable ({e.Message}); periodic checks continue");
+            ctx.Log($"push: broker address '{settings.PushBroker}' is not a URI ({e.Message}); periodic checks continue");
+            return;
+        }
+        if (!await ctx.Push.StartAsync(broker, MacAddress.Normalize(identity.Mac),
+                ctx.HostSession.PushUsername ?? UnitCredentials.BrokerUsername(identity.Mac), UnitCredentials.DeriveBrokerPassword(ctx.Secret), ct))
+        {
+            ctx.Log($"push: broker {settings.PushBroker} not reachable yet; periodic checks continue and the connection is retried in the background");
         }
     }
 }

@@ -39,12 +39,16 @@ public sealed record SupervisorOptions
     /// </summary>
     public TimeSpan ConfirmTimeout { get; init; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>The push connection: reconnect backoff, keep-alive (<see cref="Net.PushOptions"/>).</summary>
+    public Net.PushOptions Push { get; init; } = new();
+
     /// <summary>Pid files and logs of the service daemons (tmpfs on a unit); default `data/services/run`.</summary>
     public string? ServiceRunDirectory { get; init; }
 
     public void Validate()
     {
         Update.Validate();
+        Push.Validate();
         if (ConfirmTimeout < TimeSpan.Zero) { throw new ArgumentException($"ConfirmTimeout must not be negative (was {ConfirmTimeout})"); }
         if (CheckInterval <= TimeSpan.Zero) { throw new ArgumentException($"CheckInterval must be positive (was {CheckInterval})"); }
         if (CheckJitter is < 0 or >= 1) { throw new ArgumentException($"CheckJitter must be in [0, 1) (was {CheckJitter})"); }

@@ -41,6 +41,10 @@ public static class OperatorApi
                 ? Results.Ok(store.ListUnitConfigs(m).Select(c => new { c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt }))
                 : Problems.NotFound($"unit {mac} is not registered"));
         api.MapPost("/check", ForceCheck);
+        api.MapGet("/check/{id}", (string id, TsunaguStore store) =>
+            id.Length is > 0 and <= 32 && id.All(char.IsAsciiHexDigitLower) && PushChecks.Status(store, id) is { } status
+                ? Results.Ok(status)
+                : Problems.NotFound($"no forced check {id}"));
         api.MapPut("/{mac}/service-config", AssignServiceConfig);
     }
 
@@ -228,16 +232,10 @@ public static class OperatorApi
         store.Audit(actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)");
     }
 
-    /// <summary>Publishes in flight at once to the broker: one at a time waits a round trip per unit (10,000 units: seconds).</summary>
-    public const int PushWindow = 64;
-
-    /// <summary>Pushes "check now" to each unit (patent 0053, 0071); throws <see cref="PushException"/> when the broker refuses.</summary>
-    public static async Task PushCheckAsync(IPushPublisher push, TimeProvider time, IEnumerable<string> macs, int importance, CancellationToken ct)
-    {
-        // QoS 1 publishes pipelined on the server's one connection (PUBACKs awaited concurrently), up to PushWindow at once
-        await Parallel.ForEachAsync(macs, new ParallelOptions { MaxDegreeOfParallelism = PushWindow, CancellationToken = ct }, (mac, token) =>
-            new ValueTask(push.PublishAsync(mac, new PushMessage(PushMessage.CheckNow, importance, UnitCredentials.NewNonce(12), time.GetUtcNow()), token)));
-    }
+    /// <summary>Pushes "check now" to each unit (patent 0053, 0071) and records its delivery; throws <see cref="PushException"/> when push is unavailable.</summary>
+    public static Task<ForceCheckResponse> PushCheckAsync(IPushPublisher push, TsunaguStore store, TimeProvider time, string actor,
+        IReadOnlyList<string> macs, int importance, CancellationToken ct) =>
+        PushChecks.SendAsync(push, store, time, actor, macs, importance, ct);
 
     private static async Task<IResult> ForceCheck(ForceCheckRequest request, HttpContext http, TsunaguStore store, IPushPublisher push,
         TimeProvider time, CancellationToken ct)
@@ -271,16 +269,17 @@ public static class OperatorApi
         {
             selected.AddRange(matching.Order(StringComparer.Ordinal));
         }
+        ForceCheckResponse response;
         try
         {
-            await PushCheckAsync(push, time, selected, request.Importance, ct);
+            response = await PushCheckAsync(push, store, time, http.Caller().Subject, selected, request.Importance, ct);
         }
         catch (PushException e)
         {
             return Problems.Make(503, ProblemTypes.Conflict, "Push failed", e.Message);
         }
-        store.Audit(http.Caller().Subject, "units.check", string.Join(",", selected), $"importance {request.Importance}");
-        return Results.Ok(new ForceCheckResponse(selected));
+        store.Audit(http.Caller().Subject, "units.check", string.Join(",", selected), $"importance {request.Importance}; check {response.CheckId}");
+        return Results.Ok(response);
     }
 
     /// <summary>A new revision for the unit (the operator's, or on a subscriber's behalf); the unit is told to check at once.</summary>
@@ -310,7 +309,7 @@ public static class OperatorApi
         {
             try
             {
-                await PushCheckAsync(push, time, [m], 5, http.RequestAborted);
+                await PushCheckAsync(push, store, time, http.Caller().Subject, [m], 5, http.RequestAborted);
             }
             catch (PushException e)
             {

@@ -18,7 +18,7 @@ public sealed record UnitQuery(string? Pattern = null, string? State = null, str
 /// The server's tables (patent figs. 6 and 8) on SQLite or PostgreSQL. Every method opens its own pooled
 /// connection, so the store keeps no state between requests and replicas can share one database.
 /// </summary>
-public sealed class TsunaguStore
+public sealed partial class TsunaguStore
 {
     private readonly Database _db;
     private readonly TimeProvider _time;

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Threading.Channels;
 using MQTTnet;
 using MQTTnet.Protocol;
 using Tsunagu.Protocol;
@@ -18,6 +19,9 @@ public interface IPushPublisher
 
     Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken);
 
+    /// <summary>True while the server's connection to the broker is up (false also when push is disabled).</summary>
+    bool Connected { get; }
+
     /// <summary>Makes sure the unit can log in to the broker with its derived password and reach only its topics.</summary>
     Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken);
 }
@@ -27,21 +31,42 @@ public sealed class PushException(string message, Exception? inner = null) : Exc
 
 /// <summary>
 /// The server's own MQTT client on the broker (embedded or Mosquitto): publishes pushes, follows every unit's
-/// retained status topic for presence (units set "offline" as their last will), and on Mosquitto manages unit
-/// accounts through the dynamic-security control topic.
+/// retained status topic for presence (units set "offline" as their last will) and push acknowledgements, and on
+/// Mosquitto manages unit accounts through the dynamic-security control topic. Each of its connections is kept by
+/// exactly one reconnect loop (<see cref="KeptConnection"/>); undelivered checks are sent again by one retry loop.
 /// </summary>
 public sealed class BrokerLink(ServerOptions options, MqttSettings settings, EmbeddedBroker embedded, UnitKey unitKey, TsunaguStore store,
-    ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
+    TimeProvider time, ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
 {
     private const string ControlTopic = "$CONTROL/dynamic-security/v1";
     private const string ServerRole = "tsunagu-server";
+
+    /// <summary>Reconnect delays: equal jitter, ceiling = min(cap, base * 2^attempt), delay in [ceiling/2, ceiling].</summary>
+    public static readonly TimeSpan ReconnectBase = TimeSpan.FromMilliseconds(500);
+    public static readonly TimeSpan ReconnectCap = TimeSpan.FromSeconds(10);
+
+    /// <summary>While the broker stays unreachable, one summary warning per this interval (and one at the first failure).</summary>
+    public static readonly TimeSpan FailureSummaryInterval = TimeSpan.FromSeconds(30);
+
+    /// <summary>After the status subscription is (re)made, how long retained and fresh "online" messages may take to arrive.</summary>
+    public static readonly TimeSpan PresenceGrace = TimeSpan.FromSeconds(5);
+
     private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonObject>> _pending = new();
-    private IMqttClient? _client;
-    private IMqttClient? _control;
+    private readonly Channel<string> _cameOnline = Channel.CreateBounded<string>(new BoundedChannelOptions(100_000)
+        { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+    private KeptConnection? _client;
+    private KeptConnection? _control;
+    private Task? _retries;
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
     public string? BrokerUri { get; private set; }
+
+    /// <summary>True while the connection that carries pushes and presence is up.</summary>
+    public bool Connected => _client?.Client.IsConnected == true;
+
+    /// <summary>Connection attempts made by the reconnect loops since start (not the first connections).</summary>
+    public long ReconnectAttempts => (_client?.Attempts ?? 0) + (_control?.Attempts ?? 0);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -70,58 +95,164 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             }
             (user, clientId) = (ServerRole, $"{ServerRole}-{Guid.NewGuid():N}");
         }
-        _client = await ConnectAsync(host, port, user, password, clientId,
-            (c, ct) => c.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
-                .WithTopicFilter($"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce).Build(), ct), cancellationToken);
+        _client = await ConnectAsync(host, port, user, password, clientId, SubscribeStatusAsync, cancellationToken);
+        _retries = RetryUndeliveredAsync(_stopping.Token);
         log.LogInformation("push: connected to {Broker} ({Kind})", BrokerUri, settings.Embedded ? "embedded" : "Mosquitto dynamic security");
     }
 
     /// <summary>
-    /// Connects, subscribes, and keeps the connection: when the broker drops it (restart, network), it reconnects
-    /// with capped, jittered backoff and subscribes again, until the server stops.
+    /// Subscribes to every unit's status topic, then (in the background) sets offline every unit that did not say
+    /// "online" within <see cref="PresenceGrace"/>: a restarted broker has lost their sessions, and with them the truth
+    /// of the presence the database still shows.
     /// </summary>
-    private async Task<IMqttClient> ConnectAsync(string host, int port, string user, string password, string clientId,
+    private async Task SubscribeStatusAsync(IMqttClient client, CancellationToken ct)
+    {
+        var subscribedAt = time.GetUtcNow();
+        await client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+            .WithTopicFilter($"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce).Build(), ct);
+        _ = ReconcilePresenceAsync(subscribedAt, _stopping.Token);
+    }
+
+    private async Task ReconcilePresenceAsync(DateTimeOffset subscribedAt, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(PresenceGrace, time, ct);
+            var stale = store.SetStalePresenceOffline(subscribedAt);
+            if (stale > 0)
+            {
+                log.LogInformation("push: {Count} unit(s) shown online did not announce themselves on the broker; now offline", stale);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (System.Data.Common.DbException e)
+        {
+            log.LogWarning("push: presence could not be reconciled after subscribing: {Error}", e.Message);
+        }
+    }
+
+    /// <summary>Connects and subscribes once; afterwards one loop keeps the connection (see <see cref="KeptConnection"/>).</summary>
+    private async Task<KeptConnection> ConnectAsync(string host, int port, string user, string password, string clientId,
         Func<IMqttClient, CancellationToken, Task> subscribe, CancellationToken ct)
     {
         var client = new MqttClientFactory().CreateMqttClient();
-        var options = new MqttClientOptionsBuilder()
+        var clientOptions = new MqttClientOptionsBuilder()
             .WithTcpServer(host, port).WithClientId(clientId).WithCredentials(user, password).WithCleanStart(true)
             .WithTimeout(TimeSpan.FromSeconds(10)).Build();
         client.ApplicationMessageReceivedAsync += OnMessage;
-        var connect = await client.ConnectAsync(options, ct);
+        var connect = await client.ConnectAsync(clientOptions, ct);
         if (connect.ResultCode != MqttClientConnectResultCode.Success)
         {
             client.Dispose();
             throw new PushException($"the broker at {host}:{port} refused the server's login as {user}: {connect.ResultCode}");
         }
         await subscribe(client, ct);
-        client.DisconnectedAsync += async e =>
+        var kept = new KeptConnection(client, clientOptions, subscribe, user, $"{host}:{port}", time, log);
+        kept.Start(_stopping.Token);
+        return kept;
+    }
+
+    /// <summary>
+    /// One MQTT client and the one loop that keeps it connected. MQTTnet raises "disconnected" for every failed
+    /// connect too, so the handler only wakes the loop (a semaphore of one); it never starts a loop of its own. The
+    /// loop reconnects with capped, jittered backoff, subscribes again, and logs the first failure, a summary per
+    /// <see cref="FailureSummaryInterval"/> and the recovery: a broker outage costs a few lines, whatever its length.
+    /// </summary>
+    private sealed class KeptConnection(IMqttClient client, MqttClientOptions clientOptions, Func<IMqttClient, CancellationToken, Task> subscribe,
+        string user, string broker, TimeProvider time, ILogger log)
+    {
+        private readonly SemaphoreSlim _lost = new(0, 1);
+        private long _attempts;
+        private Task _loop = Task.CompletedTask;
+
+        public IMqttClient Client => client;
+        public long Attempts => Interlocked.Read(ref _attempts);
+
+        public void Start(CancellationToken ct)
         {
-            var attempt = 0;
-            while (!_stopping.IsCancellationRequested && !client.IsConnected)
+            client.DisconnectedAsync += _ =>
             {
-                var delay = TimeSpan.FromMilliseconds(Random.Shared.NextDouble() * Math.Min(30_000, 250 * Math.Pow(2, Math.Min(attempt++, 10))));
-                log.LogWarning("push: lost the broker connection as {User} ({Reason}); reconnecting in {Delay:0.0} s", user, e.ReasonString ?? e.Reason.ToString(), delay.TotalSeconds);
-                try
+                try { _lost.Release(); }
+                catch (SemaphoreFullException) { /* the loop is already awake */ }
+                catch (ObjectDisposedException) { /* stopping */ }
+                return Task.CompletedTask;
+            };
+            _loop = KeepAsync(ct);
+        }
+
+        public Task Loop => _loop;
+
+        private async Task KeepAsync(CancellationToken ct)
+        {
+            try
+            {
+                while (!ct.IsCancellationRequested)
                 {
-                    await Task.Delay(delay, _stopping.Token);
-                    if ((await client.ConnectAsync(options, _stopping.Token)).ResultCode == MqttClientConnectResultCode.Success)
+                    await _lost.WaitAsync(ct);
+                    if (client.IsConnected)
                     {
-                        await subscribe(client, _stopping.Token);
-                        log.LogInformation("push: reconnected to the broker as {User}", user);
+                        continue; // a stale wake-up from a failed attempt of the last outage
                     }
+                    await ReconnectAsync(ct);
                 }
-                catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+            }
+        }
+
+        private async Task ReconnectAsync(CancellationToken ct)
+        {
+            var lostAt = time.GetTimestamp();
+            var lastSummary = lostAt;
+            var failures = 0;
+            string? lastError = null;
+            log.LogWarning("push: lost the broker connection to {Broker} as {User}; reconnecting", broker, user);
+            for (var attempt = 0; !ct.IsCancellationRequested; attempt++)
+            {
+                var ceiling = Math.Min(ReconnectCap.TotalMilliseconds, ReconnectBase.TotalMilliseconds * Math.Pow(2, Math.Min(attempt, 20)));
+                await Task.Delay(TimeSpan.FromMilliseconds(ceiling / 2 + Random.Shared.NextDouble() * ceiling / 2), time, ct);
+                if (client.IsConnected)
                 {
                     return;
                 }
-                catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+                Interlocked.Increment(ref _attempts);
+                try
                 {
-                    log.LogWarning("push: reconnect as {User} failed: {Error}", user, ex.Message);
+                    var result = await client.ConnectAsync(clientOptions, ct);
+                    if (result.ResultCode == MqttClientConnectResultCode.Success)
+                    {
+                        await subscribe(client, ct);
+                        log.LogInformation("push: reconnected to {Broker} as {User} after {Attempts} attempt(s) in {Seconds:0.0} s",
+                            broker, user, attempt + 1, time.GetElapsedTime(lostAt).TotalSeconds);
+                        return;
+                    }
+                    lastError = $"login refused: {result.ResultCode}";
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    throw;
+                }
+                catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+                {
+                    lastError = e.Message;
+                }
+                failures++;
+                if (failures == 1)
+                {
+                    log.LogWarning("push: reconnect to {Broker} as {User} failed ({Error}); retrying with backoff up to {Cap} s, summarised every {Summary} s",
+                        broker, user, lastError, ReconnectCap.TotalSeconds, FailureSummaryInterval.TotalSeconds);
+                }
+                else if (time.GetElapsedTime(lastSummary) >= FailureSummaryInterval)
+                {
+                    lastSummary = time.GetTimestamp();
+                    log.LogWarning("push: broker {Broker} still unreachable as {User}: {Failures} failed attempt(s) in {Seconds:0} s, last: {Error}",
+                        broker, user, failures, time.GetElapsedTime(lostAt).TotalSeconds, lastError);
                 }
             }
-        };
-        return client;
+        }
     }
 
     private Task OnMessage(MqttApplicationMessageReceivedEventArgs e)
@@ -143,16 +274,110 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             return Task.CompletedTask;
         }
         var parts = topic.Split('/');
-        if (parts.Length == 5 && parts[4] == "status" && MacAddress.TryNormalize(parts[3], out var mac) && payload is Presence.Online or Presence.Offline)
+        if (parts.Length != 5 || parts[4] != "status" || !MacAddress.TryNormalize(parts[3], out var mac))
+        {
+            return Task.CompletedTask;
+        }
+        if (payload is Presence.Online or Presence.Offline)
         {
             store.SetPresence(mac, payload == Presence.Online);
+            if (payload == Presence.Online)
+            {
+                _cameOnline.Writer.TryWrite(mac); // its undelivered check goes out again, off this dispatcher
+            }
+        }
+        else if (ParseAck(payload) is { } nonce)
+        {
+            store.MarkPushDelivered(mac, nonce);
         }
         return Task.CompletedTask;
     }
 
+    /// <summary>The nonce of an acknowledgement <c>{"ack":"&lt;nonce&gt;"}</c>, or null for anything else (never throws).</summary>
+    public static string? ParseAck(string payload)
+    {
+        if (payload.Length is 0 or > 256 || payload[0] != '{')
+        {
+            return null;
+        }
+        try
+        {
+            var ack = JsonSerializer.Deserialize(payload, ProtocolJson.Default.PushAck);
+            return ack?.Ack is { Length: > 0 and <= 64 } nonce && nonce.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_') ? nonce : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>How long an undelivered check is sent again; after that the unit's periodic check takes over.</summary>
+    public static readonly TimeSpan UndeliveredLifetime = TimeSpan.FromHours(24);
+
+    /// <summary>Sends of one check to one unit at most (a unit that never acknowledges is not woken forever).</summary>
+    public const int MaxSends = 8;
+
+    /// <summary>A unit shown online that has not acknowledged is sent the check again after this (and at every "online").</summary>
+    public static readonly TimeSpan ResendInterval = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Sends undelivered checks again: at once to a unit that announces itself online (it has just subscribed), and
+    /// every <see cref="ResendInterval"/> to units shown online that have not acknowledged. The push carries the same
+    /// nonce, and a unit acts on a nonce once, so a resend never makes a second check. Every replica does this from
+    /// the shared database; the unit's nonce memory makes their resends harmless.
+    /// </summary>
+    private async Task RetryUndeliveredAsync(CancellationToken ct)
+    {
+        var sweep = time.GetTimestamp();
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                using var timer = new CancellationTokenSource(ResendInterval, time);
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, timer.Token);
+                string? mac = null;
+                try
+                {
+                    mac = await _cameOnline.Reader.ReadAsync(wait.Token);
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                }
+                if (mac is not null && store.NewestUndeliveredPush(mac, time.GetUtcNow() - UndeliveredLifetime) is { Attempts: < MaxSends } row)
+                {
+                    await ResendAsync(row, ct);
+                }
+                if (time.GetElapsedTime(sweep) >= ResendInterval && Connected)
+                {
+                    sweep = time.GetTimestamp();
+                    var now = time.GetUtcNow();
+                    foreach (var due in store.UndeliveredPushesToRetry(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000))
+                    {
+                        await ResendAsync(due, ct);
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is PushException or System.Data.Common.DbException)
+            {
+                log.LogWarning("push: resending undelivered checks failed: {Error}", e.Message);
+            }
+        }
+    }
+
+    private async Task ResendAsync(PushCheckRow row, CancellationToken ct)
+    {
+        await PublishAsync(row.Mac, new PushMessage(PushMessage.CheckNow, (int)row.Importance, row.Nonce,
+            DateTimeOffset.Parse(row.CreatedAt, System.Globalization.CultureInfo.InvariantCulture)), ct);
+        store.MarkPushResent(row.CheckId, row.Mac);
+    }
+
     public async Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken)
     {
-        var client = _client ?? throw new PushException("push is disabled on this server (no host role, or MqttPort < 0)");
+        var client = _client?.Client ?? throw new PushException("push is disabled on this server (no host role, or MqttPort < 0)");
         var push = new MqttApplicationMessageBuilder()
             .WithTopic(PushTopics.Commands(mac))
             .WithPayload(JsonSerializer.SerializeToUtf8Bytes(message, ProtocolJson.Default.PushMessage))
@@ -164,7 +389,20 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             return;
         }
-        var result = await client.PublishAsync(push, cancellationToken);
+        if (!client.IsConnected)
+        {
+            throw new PushException($"the server is not connected to the broker {BrokerUri} (reconnecting)");
+        }
+        MqttClientPublishResult result;
+        try
+        {
+            result = await client.PublishAsync(push, cancellationToken);
+        }
+        catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException
+                                  || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            throw new PushException($"the push to {mac} failed: the connection to the broker {BrokerUri} broke ({e.Message})", e);
+        }
         if (!result.IsSuccess)
         {
             throw new PushException($"the broker refused the push to {mac}: {result.ReasonCode} {result.ReasonString}");
@@ -227,7 +465,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         try
         {
             var body = new JsonObject { ["commands"] = new JsonArray(command) }.ToJsonString();
-            await _control!.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(ControlTopic).WithPayload(body).Build(), ct);
+            await _control!.Client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(ControlTopic).WithPayload(body).Build(), ct);
             var response = await waiter.Task.WaitAsync(TimeSpan.FromSeconds(10), ct);
             var error = response["error"]?.GetValue<string>();
             if (error is null) { return true; }
@@ -247,13 +485,16 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         if (Volatile.Read(ref _disposed) == 0) { await _stopping.CancelAsync(); }
-        foreach (var client in new[] { _client, _control })
+        foreach (var kept in new[] { _client, _control })
         {
-            if (client is { IsConnected: true })
+            if (kept is null) { continue; }
+            await kept.Loop;
+            if (kept.Client.IsConnected)
             {
-                await client.DisconnectAsync(cancellationToken: cancellationToken);
+                await kept.Client.DisconnectAsync(cancellationToken: cancellationToken);
             }
         }
+        if (_retries is { } retries) { await retries; }
     }
 
     public ValueTask DisposeAsync()
@@ -264,8 +505,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             return ValueTask.CompletedTask;
         }
         _stopping.Cancel();
-        _client?.Dispose();
-        _control?.Dispose();
+        _client?.Client.Dispose();
+        _control?.Client.Dispose();
         _stopping.Dispose();
         return ValueTask.CompletedTask;
     }

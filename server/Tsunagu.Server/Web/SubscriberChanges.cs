@@ -58,7 +58,7 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, T
         }
         try
         {
-            await OperatorApi.PushCheckAsync(push, time, [unit.Mac], 5, ct);
+            await OperatorApi.PushCheckAsync(push, store, time, $"subscriber:{subscriber}", [unit.Mac], 5, ct);
             return new(revision, null);
         }
         catch (PushException e)

@@ -18,6 +18,7 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
     public IReadOnlyList<UnitEventRow> Events { get; private set; } = [];
     public IReadOnlyList<UpdateReportRow> Reports { get; private set; } = [];
     public IReadOnlyList<AuditRow> AuditEntries { get; private set; } = [];
+    public IReadOnlyList<PushCheckRow> Checks { get; private set; } = [];
     public DateTimeOffset Now { get; private set; }
 
     public IActionResult OnGet(string mac)
@@ -33,9 +34,9 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
         if (push.BrokerUri is null) { Problem = "push is disabled on this server"; return RedirectToPage(new { mac = Unit.Mac }); }
         try
         {
-            await OperatorApi.PushCheckAsync(push, time, [Unit.Mac], importance, HttpContext.RequestAborted);
-            store.Audit(Who, "units.check", Unit.Mac, $"importance {importance}");
-            Notice = $"Told {Unit.Mac} to check now (importance {importance}); its history below shows the check when it arrives.";
+            var sent = await OperatorApi.PushCheckAsync(push, store, time, Who, [Unit.Mac], importance, HttpContext.RequestAborted);
+            store.Audit(Who, "units.check", Unit.Mac, $"importance {importance}; check {sent.CheckId}");
+            Notice = $"Told {Unit.Mac} to check now (importance {importance}); the delivery and the unit's history below show when it arrives.";
         }
         catch (PushException e)
         {
@@ -58,6 +59,7 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
         Events = store.ListUnitEvents(m, 50);
         Reports = store.ListUpdateReports(m);
         AuditEntries = store.ListAuditForUnit(m, 50);
+        Checks = store.ListPushChecksForUnit(m, 10);
         return true;
     }
 }

@@ -1,0 +1,124 @@
+using Dapper;
+
+namespace Tsunagu.Server.Data;
+
+/// <summary>One unit's part of a forced check.</summary>
+public sealed class PushCheckRow
+{
+    public string CheckId { get; set; } = "";
+    public string Mac { get; set; } = "";
+    public string Nonce { get; set; } = "";
+    public long Importance { get; set; }
+    public string Actor { get; set; } = "";
+    public string CreatedAt { get; set; } = "";
+    public string? SentAt { get; set; }
+    public long Attempts { get; set; }
+    public string? DeliveredAt { get; set; }
+
+    /// <summary>The unit's presence flag when the row was read (joined from units).</summary>
+    public long Online { get; set; }
+
+    /// <summary>`delivered` (the unit acknowledged the nonce), `offline` (not acknowledged, the unit is not connected), or `pending`.</summary>
+    public string Status => DeliveredAt is not null ? PushCheckStatus.Delivered : Online == 0 ? PushCheckStatus.Offline : PushCheckStatus.Pending;
+}
+
+public static class PushCheckStatus
+{
+    public const string Delivered = "delivered";
+    public const string Pending = "pending";
+    public const string Offline = "offline";
+}
+
+public sealed partial class TsunaguStore
+{
+    /// <summary>Records a forced check: one row per unit with the nonce its push carries, counted as sent once.</summary>
+    public void AddPushCheck(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var now = Now();
+        c.Execute("""
+            INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts)
+            VALUES (@checkId, @Mac, @Nonce, @importance, @actor, @now, @now, 1)
+            """, units.Select(u => new { checkId, u.Mac, u.Nonce, importance, actor, now }), tx);
+        tx.Commit();
+    }
+
+    public IReadOnlyList<PushCheckRow> GetPushCheck(string checkId)
+    {
+        using var c = Open();
+        return c.Query<PushCheckRow>("""
+            SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
+            WHERE p.check_id = @checkId ORDER BY p.mac
+            """, new { checkId }).ToList();
+    }
+
+    /// <summary>The unit's newest forced checks first.</summary>
+    public IReadOnlyList<PushCheckRow> ListPushChecksForUnit(string mac, int limit)
+    {
+        using var c = Open();
+        return c.Query<PushCheckRow>("""
+            SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
+            WHERE p.mac = @mac ORDER BY p.created_at DESC LIMIT @limit
+            """, new { mac, limit }).ToList();
+    }
+
+    /// <summary>
+    /// The unit acknowledged <paramref name="nonce"/>: that check and every older undelivered one of this unit are delivered
+    /// (the one check the unit now runs answers them all). Returns how many rows changed; 0 for an unknown or repeated nonce.
+    /// </summary>
+    public int MarkPushDelivered(string mac, string nonce)
+    {
+        using var c = OpenUnitReport();
+        return c.Execute("""
+            UPDATE push_checks SET delivered_at = @now
+            WHERE mac = @mac AND delivered_at IS NULL
+              AND created_at <= (SELECT MAX(created_at) FROM push_checks WHERE mac = @mac AND nonce = @nonce)
+            """, new { mac, nonce, now = Now() });
+    }
+
+    /// <summary>The unit's newest undelivered check created after <paramref name="since"/>, or null.</summary>
+    public PushCheckRow? NewestUndeliveredPush(string mac, DateTimeOffset since)
+    {
+        using var c = Open();
+        return c.QueryFirstOrDefault<PushCheckRow>("""
+            SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
+            WHERE p.mac = @mac AND p.delivered_at IS NULL AND p.created_at > @since
+            ORDER BY p.created_at DESC, p.check_id DESC LIMIT 1
+            """, new { mac, since = Timestamp(since) });
+    }
+
+    /// <summary>
+    /// Undelivered checks of units shown online, created after <paramref name="since"/>, last sent before
+    /// <paramref name="sentBefore"/> and sent fewer than <paramref name="maxAttempts"/> times: the newest per unit.
+    /// </summary>
+    public IReadOnlyList<PushCheckRow> UndeliveredPushesToRetry(DateTimeOffset since, DateTimeOffset sentBefore, int maxAttempts, int limit)
+    {
+        using var c = Open();
+        return c.Query<PushCheckRow>("""
+            SELECT p.*, u.online AS online FROM push_checks p JOIN units u ON u.mac = p.mac
+            WHERE p.delivered_at IS NULL AND p.created_at > @since AND u.online = 1
+              AND (p.sent_at IS NULL OR p.sent_at < @sentBefore) AND p.attempts < @maxAttempts
+              AND NOT EXISTS (SELECT 1 FROM push_checks n WHERE n.mac = p.mac AND n.delivered_at IS NULL AND n.created_at > p.created_at)
+            ORDER BY p.created_at LIMIT @limit
+            """, new { since = Timestamp(since), sentBefore = Timestamp(sentBefore), maxAttempts, limit }).ToList();
+    }
+
+    /// <summary>Counts one more sending of the unit's check.</summary>
+    public void MarkPushResent(string checkId, string mac)
+    {
+        using var c = OpenUnitReport();
+        c.Execute("UPDATE push_checks SET attempts = attempts + 1, sent_at = @now WHERE check_id = @checkId AND mac = @mac", new { checkId, mac, now = Now() });
+    }
+
+    /// <summary>
+    /// Sets every unit shown online whose presence was last written before <paramref name="before"/> offline: after the
+    /// server's broker link (re)subscribed, a unit that did not say "online" again (retained or fresh) is not connected.
+    /// </summary>
+    public int SetStalePresenceOffline(DateTimeOffset before)
+    {
+        using var c = OpenUnitReport();
+        return c.Execute("UPDATE units SET online = 0, presence_at = @now WHERE online = 1 AND (presence_at IS NULL OR presence_at < @before)",
+            new { before = Timestamp(before), now = Now() });
+    }
+}

@@ -1,0 +1,433 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Firmware.Net;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Push;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// Push after faults: the server's broker link through a broker outage (bounded attempts and log lines, recovery),
+/// units reconnecting after a broker restart (Mosquitto, and a server restart with the embedded broker), forced
+/// checks that report delivery per unit and reach each unit exactly once.
+/// </summary>
+[NonParallelizable]
+public class PushRecoveryTests
+{
+    /// <summary>Fast push reconnects for tests: a unit is back within <see cref="PushOptions.ReconnectCap"/> of the broker.</summary>
+    private static readonly SupervisorOptionsWithPush Options = new();
+
+    private MosquittoServer? _mosquitto;
+
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    [TearDown]
+    public void TearDown()
+    {
+        _mosquitto?.Dispose();
+        _mosquitto = null;
+        TestServer.LogSink.Value = null;
+        TestServer.Configure.Value = null;
+    }
+
+    [Test]
+    public async Task A_mosquitto_outage_costs_the_server_few_connects_and_log_lines_a_forced_check_meanwhile_is_503_and_the_link_recovers()
+    {
+        _mosquitto = MosquittoServer.Start();
+        var logs = new CapturingLogs();
+        TestServer.LogSink.Value = logs;
+        await using var server = await TestServer.StartAsync(mqtt: _mosquitto.Setting);
+        // registered, not started: the only clients of the broker's port are the server's two connections
+        var units = await server.AddUnitsAsync(1);
+        var link = server.App.Services.GetRequiredService<BrokerLink>();
+        Assert.That(link.Connected, Is.True);
+
+        _mosquitto.Kill();
+        using var refuser = AcceptAndClose.Start(_mosquitto.Port);
+        var outage = Stopwatch.StartNew();
+        await server.WaitForAsync(() => !link.Connected, "the server to notice the broker is gone");
+
+        // while the link is down a forced check is refused with 503, and nothing is recorded
+        using (var http = server.PinnedHttp())
+        {
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic",
+                Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{Tsunagu.Server.Demo.DemoCatalogue.OperatorName}:{TestServer.Password}")));
+            using var response = await http.PostAsJsonAsync(Routes.ForceCheck, new ForceCheckRequest([units[0].Mac], null), ProtocolJson.Default.ForceCheckRequest);
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable), body);
+            Assert.That(body, Does.Contain("not connected to the broker"));
+        }
+        Assert.That(server.Store.NewestUndeliveredPush(units[0].Mac, DateTimeOffset.MinValue), Is.Null, "a refused check records nothing");
+
+        await server.WaitForAsync(() => refuser.Accepts >= 2, "reconnect attempts to reach the broker's port");
+        await Task.Delay(TimeSpan.FromSeconds(6)); // the observation window: attempts and log lines are counted over it
+        var seconds = outage.Elapsed.TotalSeconds;
+        var accepts = refuser.Accepts;
+        var attempts = link.ReconnectAttempts;
+        var warnings = logs.Count(typeof(BrokerLink).FullName!, LogLevel.Warning);
+        // two connections (account control and pushes), each waiting at least half its backoff ceiling between attempts
+        // (+1 each: a loop may have begun its first wait just before the stopwatch)
+        var bound = 2 * (MaxAttempts(seconds, BrokerLink.ReconnectBase, BrokerLink.ReconnectCap) + 1);
+        TestContext.Out.WriteLine($"outage of {seconds:0.0} s: {accepts} connects accepted on the port, {attempts} attempts, {warnings} warnings (bound {bound})");
+        Assert.Multiple(() =>
+        {
+            Assert.That(accepts, Is.LessThanOrEqualTo(bound), "TCP connects during the outage");
+            Assert.That(attempts, Is.LessThanOrEqualTo(bound), "reconnect attempts during the outage");
+            // per connection: "lost", then "failed, retrying"; the summary comes only after FailureSummaryInterval
+            Assert.That(warnings, Is.LessThanOrEqualTo(4), string.Join("\n", logs.Lines.TakeLast(20)));
+        });
+
+        refuser.Dispose();
+        _mosquitto.StartAgain();
+        var back = Stopwatch.StartNew();
+        await server.WaitForAsync(() => link.Connected, "the link to reconnect", BrokerLink.ReconnectCap + TimeSpan.FromSeconds(30));
+        TestContext.Out.WriteLine($"link back {back.Elapsed.TotalSeconds:0.0} s after the broker");
+        Assert.That(back.Elapsed, Is.LessThan(BrokerLink.ReconnectCap + TimeSpan.FromSeconds(10)), "reconnected within the backoff cap (plus slack)");
+
+        // and works again: a forced check is accepted and recorded (the unit is not running: offline)
+        using var client = server.Operator();
+        var forced = await client.ForceCheckAsync(new ForceCheckRequest([units[0].Mac], null), CancellationToken.None);
+        Assert.That(forced.Units!.Single().Status, Is.EqualTo(PushCheckStatus.Offline));
+        Assert.That(logs.Count(typeof(BrokerLink).FullName!, LogLevel.Warning), Is.EqualTo(warnings), "recovery adds no warning");
+    }
+
+    [TestCase("embedded")]
+    [TestCase("mosquitto")]
+    public async Task After_a_broker_restart_every_unit_reconnects_and_a_forced_check_reaches_each_unit_exactly_once(string broker)
+    {
+        const int count = 5;
+        var mqttPort = TestServer.FreePort();
+        string mqtt;
+        if (broker == "mosquitto")
+        {
+            _mosquitto = MosquittoServer.Start();
+            mqtt = _mosquitto.Setting;
+        }
+        else
+        {
+            TestServer.Configure.Value = o => o.MqttPort = mqttPort; // the restarted server listens where the units were told
+            mqtt = "embedded";
+        }
+        await using var server = await TestServer.StartAsync(Options.Value, mqtt: mqtt);
+        var units = await server.AddUnitsAsync(count);
+        server.Fleet.StartAll();
+        foreach (var unit in units) { await server.WaitReadyAsync(unit); }
+        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit on the broker");
+        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+        var connects = units.ToDictionary(u => u.Mac, u => u.Supervisor.Context.Push!.Connects);
+
+        // the restart
+        var restartedAt = TsunaguStore.Timestamp(DateTimeOffset.UtcNow);
+        Microsoft.AspNetCore.Builder.WebApplication? again = null;
+        TsunaguStore store;
+        BrokerLink link;
+        Stopwatch back;
+        if (broker == "mosquitto")
+        {
+            _mosquitto!.Kill();
+            await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push!.IsConnected == false), "every unit to lose the broker");
+            _mosquitto.StartAgain();
+            back = Stopwatch.StartNew();
+            store = server.Store;
+            link = server.App.Services.GetRequiredService<BrokerLink>();
+        }
+        else
+        {
+            await server.App.StopAsync();
+            await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push!.IsConnected == false), "every unit to lose the broker");
+            again = TestServer.BuildServer(server.Root, new Uri(server.Url).Port);
+            await again.StartAsync();
+            back = Stopwatch.StartNew();
+            store = again.Services.GetRequiredService<TsunaguStore>();
+            link = again.Services.GetRequiredService<BrokerLink>();
+        }
+        try
+        {
+            var cap = Options.Value.Push.ReconnectCap;
+            await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push!.IsConnected && u.Supervisor.Context.Push.Connects > connects[u.Mac]),
+                "every unit back on the broker", cap + TimeSpan.FromSeconds(30));
+            await server.WaitForAsync(() => link.Connected, "the server's link to the broker", BrokerLink.ReconnectCap + TimeSpan.FromSeconds(30));
+            // presence written after the restart: the units said "online" to the new broker and the server heard it
+            await server.WaitForAsync(() => units.All(u => store.GetUnit(u.Mac) is { Online: 1, PresenceAt: { } at } && string.CompareOrdinal(at, restartedAt) > 0),
+                "presence of every unit after the restart", cap + TimeSpan.FromSeconds(30));
+            var reachable = back.Elapsed;
+            TestContext.Out.WriteLine($"{broker}: every unit reconnected and shown online {reachable.TotalSeconds:0.0} s after the broker was back (unit reconnect cap {cap.TotalSeconds} s)");
+            Assert.That(reachable, Is.LessThan(Max(cap, BrokerLink.ReconnectCap) + TimeSpan.FromSeconds(10)), "reachable within the caps (plus slack)");
+
+            var before = units.ToDictionary(u => u.Mac, u => ForcedChecks(store, u.Mac));
+            using var client = server.Operator();
+            var forced = await client.ForceCheckAsync(new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null), CancellationToken.None);
+            Assert.That(forced.Notified, Is.EquivalentTo(units.Select(u => u.Mac)));
+            Assert.That(forced.Units!.Select(u => u.Status), Has.None.EqualTo(PushCheckStatus.Offline), "every unit is shown online");
+            await server.WaitForAsync(() => units.All(u => ForcedChecks(store, u.Mac) >= before[u.Mac] + 1), "every unit to check");
+            await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == count, "every delivery acknowledged");
+            var status = CheckStatus(client, forced.CheckId!);
+            Assert.That(status.Units.Select(u => u.Status), Is.All.EqualTo(PushCheckStatus.Delivered));
+            foreach (var unit in units) { await server.WaitForAsync(() => store.GetUnit(unit.Mac)!.State == "Ready", $"{unit.Mac} Ready again"); }
+            await Task.Delay(1000); // a duplicate would come from a resend or a second wake-up; give it a moment to show
+            Assert.Multiple(() =>
+            {
+                foreach (var unit in units)
+                {
+                    Assert.That(ForcedChecks(store, unit.Mac), Is.EqualTo(before[unit.Mac] + 1), $"{unit.Mac}: exactly one forced check");
+                }
+            });
+        }
+        finally
+        {
+            await server.Fleet.DisposeAsync();
+            if (again is not null)
+            {
+                await again.StopAsync();
+                await again.DisposeAsync();
+            }
+        }
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_forced_check_of_a_unit_that_is_off_stays_offline_until_it_comes_back_then_is_delivered_once(string database)
+    {
+        TestServer.DatabaseKind.Value = database;
+        await using var server = await TestServer.StartAsync(Options.Value);
+        var units = await server.AddUnitsAsync(3);
+        server.Fleet.StartAll();
+        foreach (var unit in units) { await server.WaitReadyAsync(unit); }
+        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+        var off = units[2];
+        await server.Fleet.PowerOffAsync(off);
+        await server.WaitForAsync(() => server.Store.GetUnit(off.Mac)!.Online == 0, "the unit that is off shown offline");
+
+        var before = units.ToDictionary(u => u.Mac, u => ForcedChecks(server.Store, u.Mac));
+        using var client = server.Operator();
+        var forced = await client.ForceCheckAsync(new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null), CancellationToken.None);
+        Assert.That(forced.Units!.Single(u => u.Mac == off.Mac).Status, Is.EqualTo(PushCheckStatus.Offline));
+        await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == 2, "the two running units to acknowledge");
+        var status = CheckStatus(client, forced.CheckId!);
+        Assert.Multiple(() =>
+        {
+            Assert.That(status.Units.Single(u => u.Mac == off.Mac).Status, Is.EqualTo(PushCheckStatus.Offline), "never delivered while off");
+            Assert.That(status.Units.Single(u => u.Mac == off.Mac).DeliveredAt, Is.Null);
+            Assert.That((status.Delivered, status.Pending, status.Offline), Is.EqualTo((2, 0, 1)));
+            Assert.That(ForcedChecks(server.Store, off.Mac), Is.EqualTo(before[off.Mac]));
+        });
+
+        // it comes back: says "online", the server sends the check again, the unit acknowledges and checks once
+        server.Fleet.Start(off);
+        await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == 3, "the returning unit to acknowledge");
+        await server.WaitForAsync(() => ForcedChecks(server.Store, off.Mac) == before[off.Mac] + 1, "the returning unit's forced check");
+        status = CheckStatus(client, forced.CheckId!);
+        Assert.That(status.Units.Single(u => u.Mac == off.Mac).Attempts, Is.GreaterThanOrEqualTo(2), "sent again when it came back");
+        await server.WaitForAsync(() => server.Store.GetUnit(off.Mac)!.State == "Ready", "the returning unit Ready");
+        await Task.Delay(1000);
+        Assert.Multiple(() =>
+        {
+            foreach (var unit in units)
+            {
+                Assert.That(ForcedChecks(server.Store, unit.Mac), Is.EqualTo(before[unit.Mac] + 1), $"{unit.Mac}: exactly one forced check");
+            }
+        });
+    }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    [Test]
+    public async Task After_a_server_restart_with_the_embedded_broker_presence_shows_only_the_units_that_came_back()
+    {
+        var mqttPort = TestServer.FreePort();
+        TestServer.Configure.Value = o => o.MqttPort = mqttPort;
+        await using var server = await TestServer.StartAsync(Options.Value);
+        var units = await server.AddUnitsAsync(3);
+        server.Fleet.StartAll();
+        foreach (var unit in units) { await server.WaitReadyAsync(unit); }
+        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+
+        // the server (and its broker) goes down; meanwhile one unit loses power: nobody hears its "offline"
+        await server.App.StopAsync();
+        await server.Fleet.PowerOffAsync(units[2]);
+        var again = TestServer.BuildServer(server.Root, new Uri(server.Url).Port);
+        await again.StartAsync();
+        var back = Stopwatch.StartNew();
+        try
+        {
+            var store = again.Services.GetRequiredService<TsunaguStore>();
+            Assert.That(store.GetUnit(units[2].Mac)!.Online, Is.EqualTo(1), "precondition: the database still shows the lost unit online");
+            await server.WaitForAsync(() => store.GetUnit(units[2].Mac)!.Online == 0, "the unit that did not come back shown offline",
+                BrokerLink.PresenceGrace + TimeSpan.FromSeconds(20));
+            TestContext.Out.WriteLine($"presence corrected {back.Elapsed.TotalSeconds:0.0} s after the restart (grace {BrokerLink.PresenceGrace.TotalSeconds} s)");
+            await server.WaitForAsync(() => store.GetUnit(units[0].Mac)!.Online == 1 && store.GetUnit(units[1].Mac)!.Online == 1, "the units that came back shown online");
+            Assert.That(back.Elapsed, Is.LessThan(BrokerLink.PresenceGrace + TimeSpan.FromSeconds(10)), "within the stated bound (plus slack)");
+        }
+        finally
+        {
+            await server.Fleet.DisposeAsync();
+            await again.StopAsync();
+            await again.DisposeAsync();
+        }
+    }
+
+    [TestCase("{\"ack\":\"AbCd-_0123456789\"}", "AbCd-_0123456789")]
+    [TestCase("online", null)]
+    [TestCase("offline", null)]
+    [TestCase("", null)]
+    [TestCase("{", null)]
+    [TestCase("{\"ack\":null}", null)]
+    [TestCase("{\"ack\":\"\"}", null)]
+    [TestCase("{\"ack\":42}", null)]
+    [TestCase("{\"ack\":\"a b\"}", null)]
+    [TestCase("{\"ack\":\"x\u0000y\"}", null)]
+    [TestCase("{\"ack\":\"x'; DROP TABLE units;--\"}", null)]
+    [TestCase("[\"ack\"]", null)]
+    public void An_acknowledgement_is_accepted_only_in_its_grammar(string payload, string? nonce) =>
+        Assert.That(BrokerLink.ParseAck(payload), Is.EqualTo(nonce));
+
+    [Test]
+    public void Acknowledgements_too_long_or_with_long_nonces_are_ignored()
+    {
+        Assert.That(BrokerLink.ParseAck("{\"ack\":\"" + new string('a', 65) + "\"}"), Is.Null);
+        Assert.That(BrokerLink.ParseAck("{\"ack\":\"a\"," + new string(' ', 300) + "}"), Is.Null);
+        Assert.That(BrokerLink.ParseAck("{\"ack\":\"" + new string('a', 64) + "\"}"), Is.EqualTo(new string('a', 64)));
+    }
+
+    [Test]
+    public async Task A_unit_cannot_acknowledge_another_units_check()
+    {
+        await using var server = await TestServer.StartAsync(Options.Value);
+        var units = await server.AddUnitsAsync(2);
+        server.Fleet.Start(units[0]);
+        await server.WaitReadyAsync(units[0]);
+        await server.WaitForAsync(() => server.Store.GetUnit(units[0].Mac)!.Online == 1, "unit 1 online");
+        using var client = server.Operator();
+        // unit 2 is not running: its check stays undelivered; unit 1 learns nothing of its nonce, so take it from the database
+        var forced = await client.ForceCheckAsync(new ForceCheckRequest([units[1].Mac], null), CancellationToken.None);
+        var nonce = server.Store.NewestUndeliveredPush(units[1].Mac, DateTimeOffset.MinValue)!.Nonce;
+
+        // unit 1 (its own credentials) publishes an acknowledgement of unit 2's nonce: on its own topic (the only one allowed)
+        // the server takes it as unit 1's, which has no such check; on unit 2's topic the broker refuses it
+        var identity = server.Identity(1);
+        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var broker = new Uri(server.App.Services.GetRequiredService<BrokerLink>().BrokerUri!);
+        await units[0].Supervisor.DisposeAsync(); // the real unit 1 steps aside (same client id)
+        using var forger = new MQTTnet.MqttClientFactory().CreateMqttClient();
+        await forger.ConnectAsync(new MQTTnet.MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port)
+            .WithClientId(UnitCredentials.BrokerClientId(identity.Mac)).WithCredentials(MacAddress.Compact(identity.Mac), password).Build());
+        var ack = System.Text.Encoding.UTF8.GetBytes($"{{\"ack\":\"{nonce}\"}}");
+        var own = await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(ack)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        var other = await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(units[1].Mac)).WithPayload(ack)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        Assert.That(own.IsSuccess, Is.True);
+        Assert.That(other.IsSuccess, Is.False, "the broker refuses a publish on another unit's status topic");
+        // a marker on the own topic, published after the forged acknowledgement, shows the server has processed it
+        await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(Presence.Offline)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        await server.WaitForAsync(() => server.Store.GetUnit(identity.Mac)!.Online == 0, "the marker to arrive");
+        var status = CheckStatus(client, forced.CheckId!);
+        Assert.That(status.Units.Single().Status, Is.EqualTo(PushCheckStatus.Offline));
+        Assert.That(status.Delivered, Is.EqualTo(0), "unit 2's check is not delivered by unit 1's acknowledgement");
+    }
+
+    /// <summary>Forced version checks the server recorded for the unit (every forced check writes a history entry).</summary>
+    private static int ForcedChecks(TsunaguStore store, string mac) =>
+        store.ListUnitEvents(mac, 10_000).Count(e => e.Kind == UnitEventKinds.Check && e.Detail?.StartsWith("forced", StringComparison.Ordinal) == true);
+
+    private static ForceCheckStatus CheckStatus(Tsunagu.Cli.Factory.OperatorClient client, string id) =>
+        System.Text.Json.JsonSerializer.Deserialize(client.SendAsync(HttpMethod.Get, $"{Routes.ForceCheck}/{id}", null, CancellationToken.None).GetAwaiter().GetResult(),
+            ProtocolJson.Default.ForceCheckStatus)!;
+
+    /// <summary>The most attempts a loop with equal jitter (delay at least half of min(cap, base * 2^k)) can make in <paramref name="seconds"/>.</summary>
+    private static int MaxAttempts(double seconds, TimeSpan baseDelay, TimeSpan cap)
+    {
+        var attempts = 0;
+        var elapsed = 0.0;
+        for (var k = 0; ; k++)
+        {
+            elapsed += Math.Min(cap.TotalSeconds, baseDelay.TotalSeconds * Math.Pow(2, k)) / 2;
+            if (elapsed > seconds) { return attempts; }
+            attempts++;
+        }
+    }
+
+    private sealed class SupervisorOptionsWithPush
+    {
+        public Tsunagu.Firmware.Supervision.SupervisorOptions Value { get; } = TestServer.FastOptions with
+        {
+            Push = new PushOptions { ReconnectBase = TimeSpan.FromMilliseconds(200), ReconnectCap = TimeSpan.FromSeconds(2) },
+        };
+    }
+
+    /// <summary>A listener on the broker's port that accepts and closes every connection, counting them.</summary>
+    private sealed class AcceptAndClose : IDisposable
+    {
+        private readonly TcpListener _listener;
+        private readonly CancellationTokenSource _stop = new();
+        private int _accepts;
+
+        private AcceptAndClose(int port)
+        {
+            _listener = new TcpListener(IPAddress.Loopback, port);
+            _listener.Server.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            _listener.Start();
+            _ = LoopAsync();
+        }
+
+        public int Accepts => Volatile.Read(ref _accepts);
+
+        public static AcceptAndClose Start(int port) => new(port);
+
+        private async Task LoopAsync()
+        {
+            try
+            {
+                while (true)
+                {
+                    using var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                    Interlocked.Increment(ref _accepts);
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                // stopped
+            }
+        }
+
+        public void Dispose()
+        {
+            if (_stop.IsCancellationRequested) { return; }
+            _stop.Cancel();
+            _listener.Stop();
+            _stop.Dispose();
+        }
+    }
+
+    /// <summary>Keeps every log line of the servers it is attached to.</summary>
+    private sealed class CapturingLogs : ILoggerProvider
+    {
+        private readonly ConcurrentQueue<(string Category, LogLevel Level, string Message)> _lines = new();
+
+        public IEnumerable<string> Lines => _lines.Select(l => $"{l.Level} {l.Category}: {l.Message}");
+
+        public int Count(string category, LogLevel atLeast) => _lines.Count(l => l.Category == category && l.Level >= atLeast);
+
+        public ILogger CreateLogger(string categoryName) => new Logger(categoryName, _lines);
+
+        public void Dispose() { }
+
+        private sealed class Logger(string category, ConcurrentQueue<(string, LogLevel, string)> lines) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                lines.Enqueue((category, logLevel, formatter(state, exception)));
+        }
+    }
+}
