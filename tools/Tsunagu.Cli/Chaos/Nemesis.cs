@@ -254,18 +254,78 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         Record($"healed {fault}");
     }
 
+    /// <summary>
+    /// Invariants forced-check and presence: a check forced after the fault healed reaches every unit (each sends a
+    /// new ready report), the server's record of that check says delivered for each unit that acted on it and never
+    /// for one that did not, and the operator API's online flag matches each unit's broker connection.
+    /// </summary>
     private async Task<bool> PushReachesEveryUnitAsync(string fault, CancellationToken ct)
     {
         var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
         var started = _clock.Elapsed;
-        await ForceCheckAsync($"after {fault} healed", ct);
-        if (!await WaitAsync(() => Units.Select((u, i) => u.Meter.ReadyAcks > acks[i]).All(x => x), settings.RecoveryBound, ct))
+        var check = await ForceCheckAsync($"after {fault} healed", ct);
+        var acted = await WaitAsync(() => Units.Select((u, i) => u.Meter.ReadyAcks > acks[i]).All(x => x), settings.RecoveryBound, ct);
+        var status = check.CheckId is { } id ? await CheckStatusAsync(id, ct) : null;
+        var byMac = (status?.Units ?? []).ToDictionary(d => d.Mac, StringComparer.Ordinal);
+        var claimedNotActed = Units.Select((u, i) => (u, i)).Where(x => x.u.Meter.ReadyAcks <= acks[x.i]
+            && byMac.TryGetValue(x.u.Mac, out var d) && d.Status == "delivered").Select(x => x.u.Mac).ToList();
+        if (claimedNotActed.Count > 0)
         {
-            Fail($"forced-check after {fault}", $"a check forced after the fault healed did not reach every unit within {settings.RecoveryBound.TotalSeconds:0} s " +
-                                                $"and the server did not report it undelivered: {Stuck(acks)}");
+            Fail($"forced-check after {fault}", $"the server reports the check delivered to {string.Join(", ", claimedNotActed.Take(3))}, which never acted on it");
             return false;
         }
-        Record($"the forced check reached every unit in {(_clock.Elapsed - started).TotalSeconds:0.0} s");
+        if (!acted)
+        {
+            var undelivered = Units.Where(u => !byMac.TryGetValue(u.Mac, out var d) || d.Status != "delivered").Select(u => $"{u.Mac} {(byMac.TryGetValue(u.Mac, out var d) ? d.Status : "not recorded")}");
+            Fail($"forced-check after {fault}", $"a check forced after the fault healed did not reach every unit within {settings.RecoveryBound.TotalSeconds:0} s " +
+                                                $"(the server reports: {string.Join(", ", undelivered.Take(3))}): {Stuck(acks)}");
+            return false;
+        }
+        // every unit acted: the acknowledgement precedes the check, so the record must say delivered for all, soon
+        if (check.CheckId is { } checkId && !await WaitForAsync(async () => (await CheckStatusAsync(checkId, ct))?.Delivered == Units.Count, TimeSpan.FromSeconds(30), ct))
+        {
+            var last = await CheckStatusAsync(checkId, ct);
+            Fail($"forced-check after {fault}", $"every unit acted on check {checkId}, but the server reports {last?.Delivered} delivered, {last?.Pending} pending, {last?.Offline} offline");
+            return false;
+        }
+        Record($"the forced check reached every unit in {(_clock.Elapsed - started).TotalSeconds:0.0} s; the server reports all {Units.Count} delivered");
+
+        // presence: the operator API's online flag is each unit's real broker connection
+        string[] Mismatch(IReadOnlyList<UnitView> views) => Units
+            .Select(u => (u, online: views.FirstOrDefault(v => v.Mac == u.Mac)?.Online ?? false, connected: u.Supervisor.Context.Push is { IsConnected: true }))
+            .Where(x => x.online != x.connected).Select(x => $"{x.u.Mac} shown {(x.online ? "online" : "offline")}, {(x.connected ? "connected" : "not connected")}").ToArray();
+        string[] mismatch = [];
+        if (!await WaitForAsync(async () =>
+            {
+                using var client = Operator();
+                mismatch = Mismatch(await client.ListUnitsAsync(null, null, ct));
+                return mismatch.Length == 0;
+            }, PresenceBound, ct))
+        {
+            Fail($"presence after {fault}", $"{mismatch.Length} unit(s) shown otherwise than they are, {PresenceBound.TotalSeconds:0} s on: {string.Join("; ", mismatch.Take(3))}");
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>Invariant presence: how long the operator API may show a unit otherwise than it is connected.</summary>
+    private static readonly TimeSpan PresenceBound = TimeSpan.FromSeconds(60);
+
+    private async Task<ForceCheckStatus?> CheckStatusAsync(string checkId, CancellationToken ct)
+    {
+        using var client = Operator();
+        var json = await client.SendAsync(HttpMethod.Get, $"{Routes.ForceCheck}/{Uri.EscapeDataString(checkId)}", null, ct);
+        return System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.ForceCheckStatus);
+    }
+
+    private static async Task<bool> WaitForAsync(Func<Task<bool>> condition, TimeSpan timeout, CancellationToken ct)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (!await condition())
+        {
+            if (Stopwatch.GetTimestamp() > deadline) { return false; }
+            await Task.Delay(250, ct);
+        }
         return true;
     }
 
@@ -285,11 +345,31 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         return true;
     }
 
-    private async Task ForceCheckAsync(string why, CancellationToken ct)
+    /// <summary>
+    /// The operator forces a check of every unit. A server whose broker link is not up yet (just restarted) answers
+    /// 503: the operator tries again, for up to 60 s, as a person or a script would.
+    /// </summary>
+    private async Task<ForceCheckResponse> ForceCheckAsync(string why, CancellationToken ct)
     {
-        using var client = Operator();
-        var response = await client.ForceCheckAsync(new ForceCheckRequest(Units.Select(u => u.Mac).ToList(), null, 5), ct);
-        Record($"operator forces a check of {Units.Count} units ({why}): notified {response.Notified.Count}");
+        var deadline = Stopwatch.GetTimestamp() + 60 * Stopwatch.Frequency;
+        var refused = 0;
+        while (true)
+        {
+            try
+            {
+                using var client = Operator();
+                var response = await client.ForceCheckAsync(new ForceCheckRequest(Units.Select(u => u.Mac).ToList(), null, 5), ct);
+                Record($"operator forces a check of {Units.Count} units ({why}): {response.Units?.Count(d => d.Status == "delivered") ?? 0} delivered at once, " +
+                       $"{response.Units?.Count(d => d.Status == "pending") ?? 0} pending, {response.Units?.Count(d => d.Status == "offline") ?? 0} offline" +
+                       (refused > 0 ? $" (after {refused} answer(s) 503)" : ""));
+                return response;
+            }
+            catch (OperatorApiException e) when (e.Status == 503 && Stopwatch.GetTimestamp() < deadline)
+            {
+                refused++;
+                await Task.Delay(500, ct);
+            }
+        }
     }
 
     /// <summary>
