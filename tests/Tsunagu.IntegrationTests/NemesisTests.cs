@@ -18,7 +18,7 @@ public class NemesisTests
         TestContext.Out.WriteLine(report.Describe());
         Assert.Multiple(() =>
         {
-            Assert.That(report.FaultsInjected, Is.GreaterThanOrEqualTo(3), "the schedule injected faults");
+            Assert.That(report.FaultsInjected, Is.EqualTo(settings.FaultCount), "the schedule injected every fault it drew");
             foreach (var invariant in report.Invariants)
             {
                 Assert.That(invariant.Held, Is.True, $"{invariant.Name}: {invariant.Detail}\n{report.Describe()}");
@@ -27,7 +27,7 @@ public class NemesisTests
     }
 
     [Test]
-    public async Task On_SQLite_every_invariant_holds_through_a_seeded_schedule_of_server_kills_restarts_partitions_resets_and_slow_links()
+    public async Task On_SQLite_every_invariant_holds_through_each_fault_of_a_seeded_schedule()
     {
         var directory = TempDirectories.Create("chaos");
         try
@@ -36,8 +36,10 @@ public class NemesisTests
             {
                 Seed = 20261203,
                 Units = 10,
-                Duration = TimeSpan.FromSeconds(100),
+                FaultCount = 8, // each of the 7 once, then one drawn
                 DataDirectory = directory,
+                PushReconnectBase = TimeSpan.FromSeconds(1),
+                PushReconnectCap = TimeSpan.FromSeconds(10),
             });
         }
         finally
@@ -47,7 +49,7 @@ public class NemesisTests
     }
 
     [Test]
-    public async Task On_PostgreSQL_every_invariant_holds_through_immediate_database_restarts_and_server_kills()
+    public async Task On_PostgreSQL_every_invariant_holds_through_immediate_database_restarts_server_kills_and_partitions()
     {
         var directory = TempDirectories.Create("chaos-pg");
         using var postgres = PostgresServer.StartOwn();
@@ -57,7 +59,9 @@ public class NemesisTests
             {
                 Seed = 7,
                 Units = 10,
-                Duration = TimeSpan.FromSeconds(60),
+                FaultCount = 4,
+                PushReconnectBase = TimeSpan.FromSeconds(1),
+                PushReconnectCap = TimeSpan.FromSeconds(10),
                 DataDirectory = directory,
                 Database = postgres.CreateDatabase(),
                 Faults = [Faults.DatabaseRestart, Faults.ServerKill, Faults.Partition],

@@ -12,13 +12,14 @@ public static class ChaosCommand
         var minutes = new Option<double>("--minutes") { Description = "how long to keep injecting faults", DefaultValueFactory = _ => 5 };
         var units = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 20 };
         var faults = new Option<string[]>("--fault") { Description = $"a fault to draw from (repeatable): {string.Join(", ", Faults.All.Where(f => f != Faults.DatabaseRestart))}; default all of them", AllowMultipleArgumentsPerToken = true };
+        var count = new Option<int?>("--count") { Description = "inject exactly this many faults (each chosen fault once first, in a seeded order) instead of running for --minutes" };
         var data = new Option<string>("--data") { Description = "working directory (wiped first)", DefaultValueFactory = _ => ".tsunagu/chaos" };
         var database = new Option<string>("--database") { Description = "the server's Database setting: a SQLite file name, or a PostgreSQL connection string", DefaultValueFactory = _ => "tsunagu.db" };
         var recovery = new Option<double>("--recovery-bound") { Description = "invariant: seconds after a fault heals by which every unit is Ready again", DefaultValueFactory = _ => 90 };
         var rate = new Option<int>("--max-requests-per-minute") { Description = "invariant: the most requests one unit may send in any 60 s", DefaultValueFactory = _ => 120 };
         var command = new Command("chaos", "inject faults (server kill and restart, partitions, resets, slow links) into a real server and a simulated fleet; check the invariants")
         {
-            seed, minutes, units, faults, data, database, recovery, rate,
+            seed, minutes, count, units, faults, data, database, recovery, rate,
         };
         command.SetAction(async (r, ct) =>
         {
@@ -27,6 +28,7 @@ public static class ChaosCommand
             {
                 Seed = r.GetValue(seed),
                 Duration = TimeSpan.FromMinutes(r.GetValue(minutes)),
+                FaultCount = r.GetValue(count),
                 Units = r.GetValue(units),
                 Faults = chosen,
                 DataDirectory = r.GetValue(data)!,

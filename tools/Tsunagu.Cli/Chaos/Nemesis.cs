@@ -72,6 +72,16 @@ public sealed record ChaosSettings
     /// <summary>Invariant: no unit sends more requests than this in any 60 s, during faults or after them.</summary>
     public int MaxRequestsPerUnitPerMinute { get; init; } = 120;
 
+    /// <summary>
+    /// When set, the run injects exactly this many faults (and <see cref="Duration"/> is not used): first each fault
+    /// of <see cref="Faults"/> once, in a seeded order, then seeded draws.
+    /// </summary>
+    public int? FaultCount { get; init; }
+
+    /// <summary>The units' push reconnect backoff (<see cref="Firmware.Net.PushOptions"/>; the firmware's defaults unless set).</summary>
+    public TimeSpan? PushReconnectBase { get; init; }
+    public TimeSpan? PushReconnectCap { get; init; }
+
     public TimeSpan BackoffBase { get; init; } = TimeSpan.FromMilliseconds(500);
     public TimeSpan BackoffCap { get; init; } = TimeSpan.FromSeconds(5);
 }
@@ -144,9 +154,11 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         var random = _random;
         var recoveries = new List<(string Fault, TimeSpan Took)>();
         var injected = 0;
-        while (_clock.Elapsed < settings.Duration && !ct.IsCancellationRequested)
+        // with a fault count: every fault once first (seeded order), then seeded draws
+        var firstRound = settings.FaultCount is null ? [] : faults.OrderBy(_ => random.Next()).ToList();
+        while ((settings.FaultCount is { } count ? injected < count : _clock.Elapsed < settings.Duration) && !ct.IsCancellationRequested)
         {
-            var fault = faults[random.Next(faults.Count)];
+            var fault = injected < firstRound.Count ? firstRound[injected] : faults[random.Next(faults.Count)];
             var length = settings.MinFault + (settings.MaxFault - settings.MinFault) * random.NextDouble();
             var lead = TimeSpan.FromMilliseconds(random.Next(0, 300));
             var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
@@ -450,6 +462,11 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             BackoffBase = settings.BackoffBase,
             BackoffCap = settings.BackoffCap,
             RefusedRetryInterval = TimeSpan.FromSeconds(30),
+            Push = new Firmware.Net.PushOptions
+            {
+                ReconnectBase = settings.PushReconnectBase ?? new Firmware.Net.PushOptions().ReconnectBase,
+                ReconnectCap = settings.PushReconnectCap ?? new Firmware.Net.PushOptions().ReconnectCap,
+            },
         };
         var meter = new FleetMeter();
         _fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options) { Time = unit => _clocks.GetOrAdd(unit.Mac, _ => new SkewedClock()) };
