@@ -121,6 +121,13 @@ public class TokenKeyRotationTests
                 }
                 Assert.That(requests.Count(r => r.Path == Routes.HostSession && r.Status == 200), Is.EqualTo(count), "one new session per unit");
                 Assert.That(requests.Where(r => r.Status >= 500), Is.Empty, "no server error");
+                foreach (var unit in units)
+                {
+                    // the version check answer carried the server's time: the unit's trusted time is the server's
+                    var reading = unit.Supervisor.Context.Clock.Now();
+                    Assert.That(reading.FromHost, Is.True, $"{unit.Mac}: has the host's time");
+                    Assert.That(reading.Now, Is.EqualTo(DateTimeOffset.UtcNow).Within(TimeSpan.FromSeconds(5)), $"{unit.Mac}: {reading}");
+                }
             });
         }
         finally

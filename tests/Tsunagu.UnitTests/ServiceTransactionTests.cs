@@ -192,6 +192,29 @@ public class ServiceTransactionTests
         }
     }
 
+    [Test]
+    public async Task A_wall_clock_set_back_while_down_does_not_stretch_the_confirm_wait_past_the_timeout()
+    {
+        using (var applier = NewApplier())
+        {
+            await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+            await applier.ConfirmAsync(CancellationToken.None);
+            await applier.ApplyAsync(2, Config(8081), CancellationToken.None);
+        }
+        await _manager.StopAllAsync(CancellationToken.None);
+        // the clock was a day ahead when the deadline was written, and is right now: the deadline looks a day away
+        var pending = _store.Get(StateKeys.PendingConfirm, FirmwareJson.Default.PendingConfirm)!;
+        _store.Set(StateKeys.PendingConfirm, pending with { Deadline = _time.GetUtcNow() + TimeSpan.FromDays(1) }, FirmwareJson.Default.PendingConfirm);
+        using (var applier = NewApplier())
+        {
+            await applier.StartAsync(CancellationToken.None);
+            Assert.That(applier.CurrentRevision(), Is.EqualTo(2));
+            _time.Advance(ConfirmTimeout);
+            await applier.ConfirmTimer!.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.That(applier.CurrentRevision(), Is.EqualTo(1), "reverted one confirm timeout after the restart, not a day later");
+        }
+    }
+
     /// <summary>Passes through to the simulated manager, but "kills the supervisor" (cancels) during the reload.</summary>
     private sealed class CrashingManager(SimulatedServiceManager inner, CancellationTokenSource kill) : IServiceManager
     {
