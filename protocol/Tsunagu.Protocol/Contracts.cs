@@ -221,6 +221,7 @@ public sealed record ForceCheckResponse(IReadOnlyList<string> Notified);
 [JsonSerializable(typeof(ForceCheckResponse))]
 [JsonSerializable(typeof(Inventory))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
+[JsonSerializable(typeof(List<string>))]
 [JsonSerializable(typeof(ProblemBody))]
 [JsonSerializable(typeof(BulkRegisterResponse))]
 [JsonSerializable(typeof(UpdatePolicy))]
@@ -243,4 +244,6 @@ public static class ProblemTypes
     public const string OffPattern = Prefix + "off-pattern";
     public const string NotFound = Prefix + "not-found";
     public const string Conflict = Prefix + "conflict";
+    /// <summary>A subscriber changed a service configuration field their contract leaves to the operator.</summary>
+    public const string FieldNotAllowed = Prefix + "field-not-allowed";
 }
