@@ -217,7 +217,7 @@ public static class ServiceConfigValidator
         }
     }
 
-    /// <summary>A value for an error message: quoted, cut short, control characters escaped (the message is logged and shown).</summary>
+    /// <summary>A value for an error message: quoted, cut short, everything but printable ASCII escaped (the message is logged and shown).</summary>
     public static string Show(string? value)
     {
         if (value is null) { return "null"; }
@@ -225,7 +225,7 @@ public static class ServiceConfigValidator
         var sb = new System.Text.StringBuilder("'");
         foreach (var c in shown)
         {
-            if (char.IsControl(c) || c is '\u2028' or '\u2029') { sb.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}"); }
+            if (c is < ' ' or > '~') { sb.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}"); }
             else { sb.Append(c); }
         }
         return sb.Append('\'').ToString();
@@ -256,7 +256,8 @@ public static class ServiceConfigValidator
         if (slash < 0) { return IsAddress(value); }
         var address = value[..slash];
         var length = value.AsSpan(slash + 1);
-        if (!IsAddress(address) || length.Length is 0 or > 3 || !int.TryParse(length, NumberStyles.None, CultureInfo.InvariantCulture, out var bits)) { return false; }
+        // digits only: int.TryParse would also take trailing NUL characters
+        if (!IsAddress(address) || length.Length is 0 or > 3 || !AllDigits(length) || !int.TryParse(length, NumberStyles.None, CultureInfo.InvariantCulture, out var bits)) { return false; }
         return bits <= (address.Contains(':') ? 128 : 32);
     }
 
@@ -272,6 +273,15 @@ public static class ServiceConfigValidator
         {
             var keep = Math.Clamp(bits - i * 8, 0, 8);
             if ((bytes[i] & ~(0xff << (8 - keep)) & 0xff) != 0) { return false; }
+        }
+        return true;
+    }
+
+    private static bool AllDigits(ReadOnlySpan<char> text)
+    {
+        foreach (var c in text)
+        {
+            if (!char.IsAsciiDigit(c)) { return false; }
         }
         return true;
     }
@@ -337,7 +347,7 @@ public static class ServiceConfigValidator
     {
         var colon = value.LastIndexOf(':');
         var port = value.AsSpan(colon + 1);
-        if (colon <= 0 || port.Length is 0 or > 5 || !int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number is < 1 or > 65535)
+        if (colon <= 0 || port.Length is 0 or > 5 || !AllDigits(port) || !int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number is < 1 or > 65535)
         {
             return false;
         }

@@ -45,9 +45,17 @@ public static class RenderGuard
     public static string Squid(string field, string? value) =>
         Token(SquidName, field, value, c => IsPathChar(c) || c == ':');
 
-    /// <summary>A `wg setconf` value: no '#' (comment), '=' only as base64 padding, no whitespace but single spaces after commas.</summary>
-    public static string WireGuard(string field, string? value) =>
-        Token(WireGuardName, field, value, c => char.IsAsciiLetterOrDigit(c) || c is '.' or ':' or '/' or '-' or '+' or '=' or ',' or ' ' or '[' or ']');
+    /// <summary>A `wg setconf` key: base64 characters only.</summary>
+    public static string WireGuardKey(string field, string? value) =>
+        Token(WireGuardName, field, value, c => char.IsAsciiLetterOrDigit(c) || c is '+' or '/' or '=');
+
+    /// <summary>A `wg setconf` list of prefixes: addresses, '/', ',' and spaces; no '#' (comment) or '='.</summary>
+    public static string WireGuardPrefixes(string field, string? value) =>
+        Token(WireGuardName, field, value, c => char.IsAsciiHexDigit(c) || c is '.' or ':' or '/' or ',' or ' ');
+
+    /// <summary>A `wg setconf` endpoint: host name or address, brackets, ':' and the port; no ',', '#' or '='.</summary>
+    public static string WireGuardEndpoint(string field, string? value) =>
+        Token(WireGuardName, field, value, c => char.IsAsciiLetterOrDigit(c) || c is '.' or ':' or '-' or '[' or ']');
 
     /// <summary>Text of a comment line: any printable character of any script, never a line break.</summary>
     public static string Comment(string daemon, string field, string? value) => Token(daemon, field, value, c => !IsLineBreaking(c));

@@ -85,11 +85,11 @@ public static class ServiceRenderer
         TableHeader(sb);
         if (blocked4.Count > 0)
         {
-            sb.Append("  set blocked4 {\n    type ipv4_addr; flags interval;\n    elements = { ").Append(string.Join(", ", blocked4)).Append(" }\n  }\n");
+            sb.Append("  set blocked4 {\n    type ipv4_addr; flags interval; auto-merge;\n    elements = { ").Append(string.Join(", ", blocked4)).Append(" }\n  }\n");
         }
         if (blocked6.Count > 0)
         {
-            sb.Append("  set blocked6 {\n    type ipv6_addr; flags interval;\n    elements = { ").Append(string.Join(", ", blocked6)).Append(" }\n  }\n");
+            sb.Append("  set blocked6 {\n    type ipv6_addr; flags interval; auto-merge;\n    elements = { ").Append(string.Join(", ", blocked6)).Append(" }\n  }\n");
         }
 
         sb.Append("  chain input {\n    type filter hook input priority filter; policy drop;\n");
@@ -192,11 +192,11 @@ public static class ServiceRenderer
             var peer = vpn.Peers[i];
             var at = $"vpn.peers[{i}]";
             sb.Append("\n# ").Append(RenderGuard.Comment(RenderGuard.WireGuardName, $"{at}.name", peer.Name)).Append(peer.Endpoint is null ? " (road warrior)" : " (site to site)")
-              .Append("\n[Peer]\nPublicKey = ").Append(RenderGuard.WireGuard($"{at}.publicKey", peer.PublicKey))
-              .Append("\nAllowedIPs = ").Append(RenderGuard.WireGuard($"{at}.allowedIps", peer.AllowedIps)).Append('\n');
+              .Append("\n[Peer]\nPublicKey = ").Append(RenderGuard.WireGuardKey($"{at}.publicKey", peer.PublicKey))
+              .Append("\nAllowedIPs = ").Append(RenderGuard.WireGuardPrefixes($"{at}.allowedIps", peer.AllowedIps)).Append('\n');
             if (!string.IsNullOrEmpty(peer.Endpoint))
             {
-                sb.Append("Endpoint = ").Append(RenderGuard.WireGuard($"{at}.endpoint", peer.Endpoint)).Append("\nPersistentKeepalive = 25\n");
+                sb.Append("Endpoint = ").Append(RenderGuard.WireGuardEndpoint($"{at}.endpoint", peer.Endpoint)).Append("\nPersistentKeepalive = 25\n");
             }
         }
         return sb.ToString();
