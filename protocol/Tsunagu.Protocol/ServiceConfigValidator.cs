@@ -51,6 +51,7 @@ public static class ServiceConfigValidator
             throw new InvalidServiceConfigException("firewall.defaultInbound", $"{Show(config.Firewall.DefaultInbound)} must be 'drop' or 'reject'");
         }
         Count("firewall.portForwards", config.Firewall.PortForwards.Count, MaxPortForwards);
+        var forwarded = new Dictionary<(string, int), int>();
         for (var i = 0; i < config.Firewall.PortForwards.Count; i++)
         {
             var at = $"firewall.portForwards[{i}]";
@@ -62,6 +63,11 @@ public static class ServiceConfigValidator
             Port($"{at}.externalPort", pf.ExternalPort);
             Port($"{at}.internalPort", pf.InternalPort);
             Address($"{at}.internalAddress", pf.InternalAddress);
+            if (forwarded.TryGetValue((pf.Protocol, pf.ExternalPort), out var other))
+            {
+                throw new InvalidServiceConfigException($"{at}.externalPort", $"{pf.Protocol} port {pf.ExternalPort} is forwarded by firewall.portForwards[{other}] already");
+            }
+            forwarded[(pf.Protocol, pf.ExternalPort)] = i;
         }
 
         Address4("dhcp.lanAddress", config.Dhcp.LanAddress);
@@ -81,6 +87,8 @@ public static class ServiceConfigValidator
                 $"{Show(config.Dhcp.LeaseTime)} must be 'infinite' or a number with an optional unit s, m, h, d or w, between {MinLeaseSeconds} s and {MaxLeaseSeconds / 86400} days");
         }
         Count("dhcp.staticLeases", config.Dhcp.StaticLeases.Count, MaxStaticLeases);
+        var leasedAddresses = new Dictionary<string, int>(StringComparer.Ordinal);
+        var leasedMacs = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < config.Dhcp.StaticLeases.Count; i++)
         {
             var at = $"dhcp.staticLeases[{i}]";
@@ -90,6 +98,16 @@ public static class ServiceConfigValidator
                 throw new InvalidServiceConfigException($"{at}.mac", $"{Show(lease.Mac)} is not a MAC address");
             }
             Address4($"{at}.address", lease.Address);
+            // dnsmasq refuses two reservations of one address; one device has one reservation
+            if (leasedAddresses.TryGetValue(lease.Address, out var other))
+            {
+                throw new InvalidServiceConfigException($"{at}.address", $"'{lease.Address}' is reserved by dhcp.staticLeases[{other}] already");
+            }
+            if (!leasedMacs.Add(MacAddress.Normalize(lease.Mac)))
+            {
+                throw new InvalidServiceConfigException($"{at}.mac", $"'{lease.Mac}' has a reservation already");
+            }
+            leasedAddresses[lease.Address] = i;
             if (lease.Hostname is not null && !IsHostLabel(lease.Hostname))
             {
                 throw new InvalidServiceConfigException($"{at}.hostname",

@@ -213,9 +213,9 @@ public class ServiceConfigPropertyTests
     /// </summary>
     internal static ServiceConfiguration Shape(ServiceConfiguration c) => new(
         new FirewallConfig(c.Firewall.DefaultInbound == "reject" ? "reject" : "drop", c.Firewall.Masquerade,
-            c.Firewall.PortForwards.Select(p => new PortForward("tcp", 8080, p.InternalAddress.Contains(':') ? "fd00::20" : "192.168.10.20", 80)).ToList()),
+            c.Firewall.PortForwards.Select((p, i) => new PortForward("tcp", 8080 + i, p.InternalAddress.Contains(':') ? "fd00::20" : "192.168.10.20", 80)).ToList()),
         new DhcpConfig("192.168.10.1", 24, "192.168.10.100", "192.168.10.199", "12h",
-            c.Dhcp.StaticLeases.Select(l => new StaticLease("02:00:00:00:00:09", "192.168.10.9", string.IsNullOrEmpty(l.Hostname) ? l.Hostname : "printer")).ToList()),
+            c.Dhcp.StaticLeases.Select((l, i) => new StaticLease($"02:00:00:00:00:{i:x2}", $"192.168.10.{10 + i}", string.IsNullOrEmpty(l.Hostname) ? l.Hostname : "printer")).ToList()),
         new DnsConfig("home.arpa", c.Dns.Upstreams.Select(_ => "192.0.2.53").ToList()),
         new ContentFilterConfig(c.ContentFilter.Enabled, c.ContentFilter.BlockedDomains.Select(_ => "ads.example").ToList(),
             c.ContentFilter.BlockedAddresses?.Select(a => a.Contains(':') ? "2001:db8::/32" : "198.51.100.0/24").ToList()),

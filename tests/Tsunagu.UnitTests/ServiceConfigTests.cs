@@ -72,9 +72,13 @@ public class ServiceConfigTests
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Enabled = false, Peers = [v.Vpn.Peers[0] with { Name = "x\n[Peer]" }] } }, "vpn.peers[0].name").SetName("{m}(peer of a disabled VPN)");
         yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { BlockedAddresses = ["10.0.0.1/8"] } }, "contentFilter.blockedAddresses[0]").SetName("{m}(host bits)");
         yield return new TestCaseData(v with { Dns = v.Dns with { Upstreams = Enumerable.Repeat("192.0.2.53", 9).ToList() } }, "dns.upstreams").SetName("{m}(too many upstreams)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [.. v.Dhcp.StaticLeases, v.Dhcp.StaticLeases[0] with { Mac = "02:00:00:00:00:0a" }] } },
+            "dhcp.staticLeases[1].address").SetName("{m}(address reserved twice: dnsmasq refuses it)");
+        yield return new TestCaseData(v with { Firewall = v.Firewall with { PortForwards = [.. v.Firewall.PortForwards, v.Firewall.PortForwards[0] with { InternalPort = 81 }] } },
+            "firewall.portForwards[1].externalPort").SetName("{m}(port forwarded twice)");
         // null entries in lists name the entry (they were a NullReferenceException)
         yield return new TestCaseData(v with { Firewall = v.Firewall with { PortForwards = [null!] } }, "firewall.portForwards[0]").SetName("{m}(null port forward)");
-        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [.. v.Dhcp.StaticLeases, v.Dhcp.StaticLeases[0] with { Mac = "02:00:00:00:00:0a" }, null!] } },
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [.. v.Dhcp.StaticLeases, v.Dhcp.StaticLeases[0] with { Mac = "02:00:00:00:00:0a", Address = "192.168.10.10" }, null!] } },
             "dhcp.staticLeases[2]").SetName("{m}(null static lease)");
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [null!] } }, "vpn.peers[0]").SetName("{m}(null peer)");
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { PublicKey = null! }] } }, "vpn.peers[0].publicKey").SetName("{m}(null key)");
