@@ -138,7 +138,7 @@ public class RouterServicesTests
         var code = ServicesCommand.Render(new ServicesCommand.Settings(configFile, "simulated", Path.Combine(RepositoryRoot(), "board"),
             Path.Combine(_lab.Root, "out"), "/data", "/run/tsunagu"), TextWriter.Null, error);
         Assert.That(code, Is.EqualTo(1));
-        Assert.That(error.ToString(), Does.Contain("dhcp.rangeEnd: '192.168.77' is not an IP address"));
+        Assert.That(error.ToString(), Does.Contain("dhcp.rangeEnd: '192.168.77' is not an IPv4 address"));
         Assert.That(Directory.Exists(Path.Combine(_lab.Root, "out")), Is.False, "nothing is written for an invalid configuration");
     }
 
