@@ -244,6 +244,7 @@ public sealed record ForceCheckStatus(string CheckId, DateTimeOffset CreatedAt, 
 [JsonSerializable(typeof(PushAck))]
 [JsonSerializable(typeof(Inventory))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
+[JsonSerializable(typeof(List<string>))]
 [JsonSerializable(typeof(ProblemBody))]
 [JsonSerializable(typeof(BulkRegisterResponse))]
 [JsonSerializable(typeof(UpdatePolicy))]
@@ -266,4 +267,6 @@ public static class ProblemTypes
     public const string OffPattern = Prefix + "off-pattern";
     public const string NotFound = Prefix + "not-found";
     public const string Conflict = Prefix + "conflict";
+    /// <summary>A subscriber changed a service configuration field their contract leaves to the operator.</summary>
+    public const string FieldNotAllowed = Prefix + "field-not-allowed";
 }

@@ -24,7 +24,8 @@ public static class MacAddress
             return false;
         }
         var hex = text.Trim().Replace(":", "", StringComparison.Ordinal).Replace("-", "", StringComparison.Ordinal);
-        if (hex.Length != 12 || !ulong.TryParse(hex, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out _))
+        // hex digits only: ulong.TryParse would also take inner whitespace at the ends and trailing NUL characters
+        if (hex.Length != 12 || !hex.All(char.IsAsciiHexDigit) || !ulong.TryParse(hex, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out _))
         {
             return false;
         }

@@ -121,6 +121,48 @@ public class PortalTests
     }
 
     [Test]
+    public async Task The_portal_offers_only_the_fields_the_contract_allows_and_refuses_a_forged_change_to_the_others()
+    {
+        await using var server = await TestServer.StartAsync();
+        server.Store.UpsertSubscriber("alice", PasswordHasher.Hash(AlicePassword));
+        server.Store.UpsertContract("filter-only", ["contentFilter.enabled", "contentFilter.blockedDomains"]);
+        server.Store.SetSubscriberContract("alice", "filter-only");
+        using (var client = server.Operator())
+        {
+            await client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Subscriber = "alice" }, CancellationToken.None);
+        }
+        var mac = server.Identity(1).Mac;
+        var before = server.Store.ListUnitConfigs(mac).Count;
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await LogInAsync(page, "alice", AlicePassword);
+        await Expect(page).ToHaveURLAsync(new Regex($"/portal/units/{Regex.Escape(mac)}$"));
+        await Expect(page.Locator("#add-forward")).ToHaveCountAsync(0);
+        await Expect(page.Locator("#forwards-operator")).ToBeVisibleAsync();
+        await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Save LAN range" })).ToHaveCountAsync(0);
+        await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Add peer" })).ToHaveCountAsync(0);
+        await browser.ScreenshotAsync("portal-contract-filter-only");
+
+        // a form the page does not offer, posted anyway with a valid antiforgery token: refused, nothing stored
+        var token = await page.EvaluateAsync<string?>("() => document.querySelector('input[name=__csrf]')?.value ?? null");
+        Assert.That(token, Is.Not.Null);
+        await page.APIRequest.PostAsync($"/portal/units/{mac}?handler=AddForward", new()
+        {
+            Form = page.APIRequest.CreateFormData().Set("__csrf", token!).Set("Forward.Protocol", "tcp").Set("Forward.ExternalPort", "2222")
+                .Set("Forward.InternalAddress", "192.168.10.30").Set("Forward.InternalPort", "22"),
+        });
+        Assert.That(server.Store.ListUnitConfigs(mac), Has.Count.EqualTo(before), "a port forward is not the subscriber's under this contract");
+
+        // what the contract allows still works
+        await page.Locator("#BlockedSites").FillAsync("games.example");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Save filter" }).ClickAsync();
+        await Expect(page.Locator("p.notice")).ToContainTextAsync("Change saved");
+        Assert.That(server.Store.ListUnitConfigs(mac).Skip(before).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber" }));
+        Assert.That(server.Store.ListUnitConfigs(mac)[^1].Document, Does.Contain("games.example"));
+    }
+
+    [Test]
     public async Task Subscriber_cannot_open_another_units_page_nor_the_console()
     {
         await using var server = await TestServer.StartAsync();

@@ -2,6 +2,9 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Tsunagu.Cli.Factory;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Demo;
@@ -61,5 +64,148 @@ public class SubscriberChangeTests
         await server.WaitForAsync(() => server.Store.ListUnitConfigs(mine.Mac).Single(r => r.Revision == 3).Status == "final", "revision 3 final");
         Assert.That(File.ReadAllText(Path.Combine(mine.Hardware.Data.Root, "services", "current", "dnsmasq.conf")), Does.Contain("games.example"));
         Assert.That(server.Store.ListAudit(10).First(a => a.Action == "unit.service-config").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
+    }
+
+    /// <summary>A server with subscriber alice, her unit (not running: nothing here needs it) and the operator's first revision.</summary>
+    private static async Task<(TestServer Server, OperatorClient Operator, HttpClient Alice, string Mac)> AliceAsync()
+    {
+        var server = await TestServer.StartAsync();
+        var client = server.Operator();
+        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber("alice", "alice-password"), CancellationToken.None);
+        var mac = server.Identity(1).Mac;
+        await client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Subscriber = "alice" }, CancellationToken.None);
+        await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config", DemoCatalogue.StandardServices, CancellationToken.None);
+        var http = server.PinnedHttp();
+        var token = (await (await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin("alice", "alice-password"))).Content.ReadFromJsonAsync<TokenResponse>())!;
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token.Token);
+        return (server, client, http, mac);
+    }
+
+    /// <summary>Everything a refused request must leave as it was: the unit's revisions and the audit log.</summary>
+    private static string Snapshot(TestServer server, string mac) =>
+        JsonSerializer.Serialize(new
+        {
+            configs = server.Store.ListUnitConfigs(mac).Select(c => new { c.Revision, c.Status, c.Document, c.Origin }),
+            audit = server.Store.ListAudit(1000).Select(a => new { a.Id, a.Action, a.Target, a.Detail }),
+        });
+
+    private static async Task AssertRefusedAsync(HttpResponseMessage response, HttpStatusCode status, string field)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.That(response.StatusCode, Is.EqualTo(status), body);
+        Assert.That(response.Content.Headers.ContentType?.MediaType, Is.EqualTo("application/problem+json"), body);
+        var problem = JsonNode.Parse(body)!;
+        Assert.That(problem["field"]?.GetValue<string>(), Is.EqualTo(field), body);
+        Assert.That(problem["detail"]?.GetValue<string>(), Does.StartWith(field + ": "), body);
+    }
+
+    private static IEnumerable<TestCaseData> Injections()
+    {
+        var s = DemoCatalogue.StandardServices;
+        JsonNode Doc(ServiceConfiguration c) => JsonNode.Parse(JsonSerializer.Serialize(c, ProtocolJson.Default.ServiceConfiguration))!;
+        yield return new TestCaseData(Doc(s with { Dhcp = s.Dhcp with { LeaseTime = "12h\ndhcp-script=/tmp/pwn" } }), "dhcp.leaseTime").SetName("{m}(leaseTime: dhcp-script)");
+        yield return new TestCaseData(Doc(s with { Dhcp = s.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "192.168.10.9", "printer\nconf-dir=/tmp")] } }),
+            "dhcp.staticLeases[0].hostname").SetName("{m}(hostname: conf-dir)");
+        yield return new TestCaseData(Doc(s with { Dhcp = s.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "192.168.10.9", "printer\r\nserver=/#/203.0.113.66")] } }),
+            "dhcp.staticLeases[0].hostname").SetName("{m}(hostname: server)");
+        yield return new TestCaseData(Doc(s with { Dhcp = s.Dhcp with { LeaseTime = "12h,set:x" } }), "dhcp.leaseTime").SetName("{m}(leaseTime: comma)");
+        var nullLease = Doc(s);
+        nullLease["dhcp"]!["staticLeases"] = new JsonArray(Doc(s with { Dhcp = s.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "192.168.10.9", null)] } })["dhcp"]!["staticLeases"]![0]!.DeepClone(), null);
+        yield return new TestCaseData(nullLease, "dhcp.staticLeases[1]").SetName("{m}(null static lease)");
+        var nullForward = Doc(s);
+        nullForward["firewall"]!["portForwards"] = new JsonArray((JsonNode?)null);
+        yield return new TestCaseData(nullForward, "firewall.portForwards[0]").SetName("{m}(null port forward)");
+        var nullPeer = Doc(s);
+        nullPeer["vpn"]!["peers"] = new JsonArray((JsonNode?)null);
+        yield return new TestCaseData(nullPeer, "vpn.peers[0]").SetName("{m}(null peer)");
+    }
+
+    [TestCaseSource(nameof(Injections))]
+    public async Task A_subscribers_injection_is_refused_naming_the_field_and_nothing_is_stored(JsonNode document, string field)
+    {
+        var (server, client, alice, mac) = await AliceAsync();
+        await using var _ = server;
+        using var __ = client;
+        using var ___ = alice;
+        var before = Snapshot(server, mac);
+        var response = await alice.PutAsync($"/api/v1/subscriber/units/{mac}/service-config",
+            new StringContent(document.ToJsonString(), Encoding.UTF8, "application/json"));
+        await AssertRefusedAsync(response, HttpStatusCode.BadRequest, field);
+        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "a refused change stores nothing and audits nothing");
+    }
+
+    [Test]
+    public async Task A_subscriber_may_change_only_what_the_contract_allows_and_the_operator_may_change_the_rest()
+    {
+        var (server, client, alice, mac) = await AliceAsync();
+        await using var _ = server;
+        using var __ = client;
+        using var ___ = alice;
+        var s = DemoCatalogue.StandardServices;
+        var standard = JsonNode.Parse(await client.SendAsync(HttpMethod.Get, "/api/v1/contracts/standard", null, CancellationToken.None))!;
+        Assert.That(standard["subscriberFields"]!.AsArray().Select(f => f!.GetValue<string>()), Is.EqualTo(new[]
+        {
+            "firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "vpn.peers",
+        }), "the default contract is what the portal edits");
+
+        var start = server.Store.ListUnitConfigs(mac).Count;
+        var before = Snapshot(server, mac);
+        var refused = new (ServiceConfiguration Config, string Field)[]
+        {
+            (s with { Dns = s.Dns with { Upstreams = ["203.0.113.66"] } }, "dns.upstreams"),
+            (s with { Vpn = s.Vpn with { Enabled = true, Address = "10.9.0.1/24" } }, "vpn.enabled"),
+            (s with { Cache = new CacheConfig(true, 1_048_576) }, "cache.enabled"),
+            (s with { Cache = new CacheConfig(false, 1_048_576) }, "cache.sizeMegabytes"),
+            (s with { Firewall = s.Firewall with { DefaultInbound = "reject" } }, "firewall.defaultInbound"),
+            (s with { ContentFilter = s.ContentFilter with { BlockedAddresses = ["198.51.100.0/24"] } }, "contentFilter.blockedAddresses"),
+            // an allowed change does not carry a forbidden one along
+            (s with { Firewall = s.Firewall with { PortForwards = [] }, Dhcp = s.Dhcp with { LeaseTime = "1h" } }, "dhcp.leaseTime"),
+        };
+        foreach (var (config, field) in refused)
+        {
+            await AssertRefusedAsync(await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", config), HttpStatusCode.Forbidden, field);
+        }
+        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "refused changes store nothing");
+
+        var allowed = s with { Firewall = s.Firewall with { PortForwards = [.. s.Firewall.PortForwards, new PortForward("udp", 27015, "192.168.10.30", 27015)] } };
+        var ok = await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", allowed);
+        Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.OK), await ok.Content.ReadAsStringAsync());
+
+        // the operator changes what the subscriber may not
+        var operatorChange = allowed with { Dns = allowed.Dns with { Upstreams = ["203.0.113.53"] }, Vpn = allowed.Vpn with { Enabled = true, Address = "10.9.0.1/24" }, Cache = new CacheConfig(true, 2048) };
+        await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config", operatorChange, CancellationToken.None);
+        Assert.That(server.Store.ListUnitConfigs(mac).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator" }));
+        Assert.That(server.Store.ListUnitConfigs(mac)[^1].Document, Does.Contain("203.0.113.53").And.Contain("\"sizeMegabytes\":2048"));
+
+        // a contract that leaves the DNS upstreams to the subscriber
+        var bad = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/contracts/premium",
+            new ContractRequest(["dns.upstreams", "dns.servers"]), CancellationToken.None));
+        Assert.That(bad!.Status, Is.EqualTo(400));
+        Assert.That(bad.Message + bad.Body, Does.Contain("subscriberFields[1]"));
+        await client.SendJsonAsync(HttpMethod.Put, "/api/v1/contracts/premium", new ContractRequest([.. ServiceConfigFieldsDefault, "dns.upstreams"]), CancellationToken.None);
+        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber("alice", "alice-password", "premium"), CancellationToken.None);
+        var current = (await alice.GetFromJsonAsync<SubscriberConfigView>($"/api/v1/subscriber/units/{mac}/service-config"))!.Configuration!;
+        var mine = await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", current with { Dns = current.Dns with { Upstreams = ["192.0.2.54"] } });
+        Assert.That(mine.StatusCode, Is.EqualTo(HttpStatusCode.OK), await mine.Content.ReadAsStringAsync());
+        await AssertRefusedAsync(await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", current with { Cache = new CacheConfig(false, 0) }),
+            HttpStatusCode.Forbidden, "cache.enabled");
+        Assert.That(server.Store.ListUnitConfigs(mac).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator", "subscriber" }));
+    }
+
+    private static readonly string[] ServiceConfigFieldsDefault =
+        ["firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "vpn.peers"];
+
+    [Test]
+    public async Task A_registration_with_a_domain_that_is_not_a_domain_name_is_refused()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        var huge = string.Join('.', Enumerable.Repeat(new string('a', 63), 10 * 1024 * 1024 / 64));
+        var e = Assert.ThrowsAsync<OperatorApiException>(() => client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Domain = huge }, CancellationToken.None));
+        Assert.That(e!.Status, Is.EqualTo(400));
+        Assert.That(e.Message, Does.Contain("domain"));
+        var newline = Assert.ThrowsAsync<OperatorApiException>(() => client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Domain = "unit.example\nx" }, CancellationToken.None));
+        Assert.That(newline!.Status, Is.EqualTo(400));
+        Assert.That(server.Store.GetUnit(server.Identity(1).Mac), Is.Null);
     }
 }

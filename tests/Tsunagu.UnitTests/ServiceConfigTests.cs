@@ -51,6 +51,66 @@ public class ServiceConfigTests
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { AllowedIps = "10.9.0.2" + "/40" }] } }, "vpn.peers[0].allowedIps");
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { Endpoint = "office.example" }] } }, "vpn.peers[0].endpoint");
         yield return new TestCaseData(v with { Dns = null! }, "dns");
+        // injection through fields that are copied into dnsmasq.conf, wg0.conf and nftables.nft
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { LeaseTime = "12h\ndhcp-script=/tmp/x" } }, "dhcp.leaseTime").SetName("{m}(leaseTime newline)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { LeaseTime = "banana" } }, "dhcp.leaseTime").SetName("{m}(leaseTime word)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "192.168.10.9", "printer\nconf-dir=/tmp")] } },
+            "dhcp.staticLeases[0].hostname").SetName("{m}(hostname newline)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "192.168.10.9", "printer,set:x")] } },
+            "dhcp.staticLeases[0].hostname").SetName("{m}(hostname comma)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "192.168.10.9", "45")] } },
+            "dhcp.staticLeases[0].hostname").SetName("{m}(hostname read as lease time)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "010.0.0.1", null)] } },
+            "dhcp.staticLeases[0].address").SetName("{m}(octal address)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { LanAddress = "2001:db8::1" } }, "dhcp.lanAddress").SetName("{m}(IPv6 LAN address)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { AllowedIps = "10.9.0.2/32\n" }] } }, "vpn.peers[0].allowedIps").SetName("{m}(allowedIps newline)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { AllowedIps = "10.9.0.2/32\0" }] } }, "vpn.peers[0].allowedIps").SetName("{m}(allowedIps NUL)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { Endpoint = "192.0.2.7:51820\0" }] } }, "vpn.peers[0].endpoint").SetName("{m}(endpoint NUL)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:0\0", "192.168.10.9", null)] } }, "dhcp.staticLeases[0].mac").SetName("{m}(MAC NUL)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { PublicKey = "AAAAAAAAAAAAAAAAAAAAAA\nAAAAAAAAAAAAAAAAAAAAA=" }] } },
+            "vpn.peers[0].publicKey").SetName("{m}(key with newline)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Enabled = false, Peers = [v.Vpn.Peers[0] with { Name = "x\n[Peer]" }] } }, "vpn.peers[0].name").SetName("{m}(peer of a disabled VPN)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { BlockedAddresses = ["10.0.0.1/8"] } }, "contentFilter.blockedAddresses[0]").SetName("{m}(host bits)");
+        yield return new TestCaseData(v with { Dns = v.Dns with { Upstreams = Enumerable.Repeat("192.0.2.53", 9).ToList() } }, "dns.upstreams").SetName("{m}(too many upstreams)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [.. v.Dhcp.StaticLeases, v.Dhcp.StaticLeases[0] with { Mac = "02:00:00:00:00:0a" }] } },
+            "dhcp.staticLeases[1].address").SetName("{m}(address reserved twice: dnsmasq refuses it)");
+        yield return new TestCaseData(v with { Firewall = v.Firewall with { PortForwards = [.. v.Firewall.PortForwards, v.Firewall.PortForwards[0] with { InternalPort = 81 }] } },
+            "firewall.portForwards[1].externalPort").SetName("{m}(port forwarded twice)");
+        // null entries in lists name the entry (they were a NullReferenceException)
+        yield return new TestCaseData(v with { Firewall = v.Firewall with { PortForwards = [null!] } }, "firewall.portForwards[0]").SetName("{m}(null port forward)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [.. v.Dhcp.StaticLeases, v.Dhcp.StaticLeases[0] with { Mac = "02:00:00:00:00:0a", Address = "192.168.10.10" }, null!] } },
+            "dhcp.staticLeases[2]").SetName("{m}(null static lease)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [null!] } }, "vpn.peers[0]").SetName("{m}(null peer)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { PublicKey = null! }] } }, "vpn.peers[0].publicKey").SetName("{m}(null key)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { AllowedIps = null! }] } }, "vpn.peers[0].allowedIps").SetName("{m}(null allowedIps)");
+    }
+
+    private static IEnumerable<TestCaseData> Unsafe()
+    {
+        var v = Valid();
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { LeaseTime = "12h\ndhcp-script=/tmp/x" } }, WithHdd, "dnsmasq", "dhcp.leaseTime").SetName("{m}(leaseTime newline)");
+        yield return new TestCaseData(v with { Dhcp = v.Dhcp with { StaticLeases = [new StaticLease("02:00:00:00:00:09", "192.168.10.9", "p,set:x")] } }, WithHdd, "dnsmasq",
+            "dhcp.staticLeases[0].hostname").SetName("{m}(hostname comma)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { BlockedDomains = ["a/#/b"] } }, WithHdd, "dnsmasq", "contentFilter.blockedDomains[0]").SetName("{m}(domain slash)");
+        yield return new TestCaseData(v with { Dns = v.Dns with { Upstreams = ["1.2.3.4\u2028server=6.6.6.6"] } }, WithHdd, "dnsmasq", "dns.upstreams[0]").SetName("{m}(line separator)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { Name = "x\r\n[Peer]" }] } }, WithHdd, "WireGuard", "vpn.peers[0].name").SetName("{m}(peer name)");
+        yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { AllowedIps = "0.0.0.0/0 # x" }] } }, WithHdd, "WireGuard", "vpn.peers[0].allowedIps").SetName("{m}(wg comment)");
+        yield return new TestCaseData(v with { Firewall = v.Firewall with { PortForwards = [new PortForward("tcp", 1, "1.2.3.4 accept", 2)] } }, WithHdd, "nftables",
+            "firewall.portForwards[0].internalAddress").SetName("{m}(nft token)");
+        yield return new TestCaseData(v, WithHdd with { Board = WithHdd.Board with { Interfaces = WithHdd.Board.Interfaces with { Wan = "wan\" accept" } } }, "nftables", "interfaces.wan")
+            .SetName("{m}(nft quote)");
+        yield return new TestCaseData(v, WithHdd with { RunDirectory = "/run/ts unagu" }, "dnsmasq", "runDirectory").SetName("{m}(path with space)");
+        yield return new TestCaseData(v, WithHdd with { Board = WithHdd.Board with { Hdd = new BoardHdd("/hdd \\") } }, "squid", "hdd.mountPoint").SetName("{m}(squid continuation)");
+        yield return new TestCaseData(v with { Cache = v.Cache with { SizeMegabytes = -1 } }, WithHdd, "squid", "cache.sizeMegabytes").SetName("{m}(negative cache)");
+    }
+
+    /// <summary>The renderer refuses on its own (validation bypassed) anything that could start a directive.</summary>
+    [TestCaseSource(nameof(Unsafe))]
+    public void Renderer_refuses_a_value_that_could_start_a_directive_even_without_validation(ServiceConfiguration config, ServiceEnvironment env, string daemon, string field)
+    {
+        var e = Assert.Throws<UnsafeConfigValueException>(() => ServiceRenderer.RenderChecked(config, env));
+        Assert.That((e!.Daemon, e.Field), Is.EqualTo((daemon, field)));
+        Assert.That(e.Message, Does.StartWith(field + ":"));
     }
 
     [TestCaseSource(nameof(Invalid))]

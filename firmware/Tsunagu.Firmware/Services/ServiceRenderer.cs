@@ -23,6 +23,16 @@ public static class ServiceRenderer
     public static IReadOnlyDictionary<string, string> Render(ServiceConfiguration config, ServiceEnvironment env)
     {
         ServiceConfigValidator.Validate(config);
+        return RenderChecked(config, env);
+    }
+
+    /// <summary>
+    /// Renders without <see cref="ServiceConfigValidator"/>: only the renderer's own guards stand between a value and a
+    /// daemon's configuration. For tests that prove those guards hold on their own.
+    /// </summary>
+    /// <exception cref="UnsafeConfigValueException">A value could start a directive of its own.</exception>
+    internal static IReadOnlyDictionary<string, string> RenderChecked(ServiceConfiguration config, ServiceEnvironment env)
+    {
         var files = new SortedDictionary<string, string>(StringComparer.Ordinal)
         {
             [Nftables] = RenderNftables(config, env),
@@ -52,7 +62,7 @@ public static class ServiceRenderer
         TableHeader(sb);
         sb.Append("  chain input {\n    type filter hook input priority filter; policy drop;\n");
         sb.Append("    ct state established,related accept\n    iif \"lo\" accept\n");
-        sb.Append("    iifname \"").Append(env.Lan).Append("\" accept\n  }\n");
+        sb.Append("    iifname ").Append(RenderGuard.NftQuoted("interfaces.lan", env.Lan)).Append(" accept\n  }\n");
         sb.Append("  chain forward {\n    type filter hook forward priority filter; policy drop;\n  }\n}\n");
         return sb.ToString();
     }
@@ -66,19 +76,20 @@ public static class ServiceRenderer
 
     private static string RenderNftables(ServiceConfiguration c, ServiceEnvironment env)
     {
-        var (wan, lan, vpn) = (Quote(env.Wan), Quote(env.Lan), Quote(env.Vpn));
+        var (wan, lan, vpn) = (RenderGuard.NftQuoted("interfaces.wan", env.Wan), RenderGuard.NftQuoted("interfaces.lan", env.Lan), RenderGuard.NftQuoted("interfaces.vpn", env.Vpn));
         var blocked = c.ContentFilter.Enabled ? c.ContentFilter.BlockedAddresses ?? [] : [];
-        var blocked4 = blocked.Where(b => !b.Contains(':')).ToList();
-        var blocked6 = blocked.Where(b => b.Contains(':')).ToList();
+        var guarded = blocked.Select((b, i) => RenderGuard.Nft($"contentFilter.blockedAddresses[{i}]", b)).ToList();
+        var blocked4 = guarded.Where(b => !b.Contains(':')).ToList();
+        var blocked6 = guarded.Where(b => b.Contains(':')).ToList();
         var sb = new StringBuilder();
         TableHeader(sb);
         if (blocked4.Count > 0)
         {
-            sb.Append("  set blocked4 {\n    type ipv4_addr; flags interval;\n    elements = { ").Append(string.Join(", ", blocked4)).Append(" }\n  }\n");
+            sb.Append("  set blocked4 {\n    type ipv4_addr; flags interval; auto-merge;\n    elements = { ").Append(string.Join(", ", blocked4)).Append(" }\n  }\n");
         }
         if (blocked6.Count > 0)
         {
-            sb.Append("  set blocked6 {\n    type ipv6_addr; flags interval;\n    elements = { ").Append(string.Join(", ", blocked6)).Append(" }\n  }\n");
+            sb.Append("  set blocked6 {\n    type ipv6_addr; flags interval; auto-merge;\n    elements = { ").Append(string.Join(", ", blocked6)).Append(" }\n  }\n");
         }
 
         sb.Append("  chain input {\n    type filter hook input priority filter; policy drop;\n");
@@ -87,7 +98,7 @@ public static class ServiceRenderer
         sb.Append("    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept\n");
         if (c.Vpn.Enabled)
         {
-            sb.Append("    iifname ").Append(wan).Append(" udp dport ").Append(c.Vpn.ListenPort).Append(" accept\n");
+            sb.Append("    iifname ").Append(wan).Append(" udp dport ").Append(Port("vpn.listenPort", c.Vpn.ListenPort)).Append(" accept\n");
             sb.Append("    iifname ").Append(vpn).Append(" accept\n");
         }
         if (c.Firewall.DefaultInbound == "reject")
@@ -109,11 +120,15 @@ public static class ServiceRenderer
         sb.Append("  }\n");
 
         sb.Append("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n");
-        foreach (var pf in c.Firewall.PortForwards)
+        for (var i = 0; i < c.Firewall.PortForwards.Count; i++)
         {
-            var v6 = pf.InternalAddress.Contains(':');
-            sb.Append("    iifname ").Append(wan).Append(' ').Append(pf.Protocol).Append(" dport ").Append(pf.ExternalPort)
-              .Append(v6 ? " dnat ip6 to [" : " dnat ip to ").Append(pf.InternalAddress).Append(v6 ? "]:" : ":").Append(pf.InternalPort).Append('\n');
+            var pf = c.Firewall.PortForwards[i];
+            var at = $"firewall.portForwards[{i}]";
+            var protocol = pf.Protocol is "tcp" or "udp" ? pf.Protocol : throw new UnsafeConfigValueException(RenderGuard.NftName, $"{at}.protocol", "is neither tcp nor udp");
+            var address = RenderGuard.Nft($"{at}.internalAddress", pf.InternalAddress);
+            var v6 = address.Contains(':');
+            sb.Append("    iifname ").Append(wan).Append(' ').Append(protocol).Append(" dport ").Append(Port($"{at}.externalPort", pf.ExternalPort))
+              .Append(v6 ? " dnat ip6 to [" : " dnat ip to ").Append(address).Append(v6 ? "]:" : ":").Append(Port($"{at}.internalPort", pf.InternalPort)).Append('\n');
         }
         sb.Append("  }\n");
 
@@ -130,30 +145,37 @@ public static class ServiceRenderer
     {
         var sb = new StringBuilder();
         sb.Append("# rendered by tsunagu\n");
-        sb.Append("interface=").Append(env.Lan).Append("\nbind-dynamic\nno-resolv\nno-hosts\ndomain-needed\nbogus-priv\n");
-        sb.Append("pid-file=").Append(Path.Combine(env.RunDirectory, "dnsmasq.pid")).Append('\n');
-        sb.Append("dhcp-leasefile=").Append(Path.Combine(env.StateDirectory, "dnsmasq.leases")).Append('\n');
-        sb.Append("domain=").Append(c.Dns.LocalDomain).Append("\nlocal=/").Append(c.Dns.LocalDomain).Append("/\nexpand-hosts\n");
-        foreach (var upstream in c.Dns.Upstreams)
+        sb.Append("interface=").Append(RenderGuard.Dnsmasq("interfaces.lan", env.Lan)).Append("\nbind-dynamic\nno-resolv\nno-hosts\ndomain-needed\nbogus-priv\n");
+        sb.Append("pid-file=").Append(RenderGuard.DnsmasqPath("runDirectory", Path.Combine(env.RunDirectory, "dnsmasq.pid"))).Append('\n');
+        sb.Append("dhcp-leasefile=").Append(RenderGuard.DnsmasqPath("stateDirectory", Path.Combine(env.StateDirectory, "dnsmasq.leases"))).Append('\n');
+        var domain = RenderGuard.Dnsmasq("dns.localDomain", c.Dns.LocalDomain);
+        sb.Append("domain=").Append(domain).Append("\nlocal=/").Append(domain).Append("/\nexpand-hosts\n");
+        for (var i = 0; i < c.Dns.Upstreams.Count; i++)
         {
-            sb.Append("server=").Append(upstream).Append('\n');
+            sb.Append("server=").Append(RenderGuard.Dnsmasq($"dns.upstreams[{i}]", c.Dns.Upstreams[i])).Append('\n');
         }
         sb.Append("dhcp-authoritative\n");
-        sb.Append("dhcp-range=").Append(c.Dhcp.RangeStart).Append(',').Append(c.Dhcp.RangeEnd).Append(',').Append(c.Dhcp.LeaseTime).Append('\n');
-        sb.Append("dhcp-option=option:router,").Append(c.Dhcp.LanAddress).Append('\n');
-        sb.Append("dhcp-option=option:dns-server,").Append(c.Dhcp.LanAddress).Append('\n');
-        foreach (var lease in c.Dhcp.StaticLeases)
+        sb.Append("dhcp-range=").Append(RenderGuard.Dnsmasq("dhcp.rangeStart", c.Dhcp.RangeStart)).Append(',')
+          .Append(RenderGuard.Dnsmasq("dhcp.rangeEnd", c.Dhcp.RangeEnd)).Append(',').Append(RenderGuard.Dnsmasq("dhcp.leaseTime", c.Dhcp.LeaseTime)).Append('\n');
+        var router = RenderGuard.Dnsmasq("dhcp.lanAddress", c.Dhcp.LanAddress);
+        sb.Append("dhcp-option=option:router,").Append(router).Append('\n');
+        sb.Append("dhcp-option=option:dns-server,").Append(router).Append('\n');
+        for (var i = 0; i < c.Dhcp.StaticLeases.Count; i++)
         {
-            sb.Append("dhcp-host=").Append(MacAddress.Normalize(lease.Mac)).Append(',').Append(lease.Address);
-            if (!string.IsNullOrEmpty(lease.Hostname)) { sb.Append(',').Append(lease.Hostname); }
+            var lease = c.Dhcp.StaticLeases[i];
+            var mac = MacAddress.TryNormalize(lease.Mac, out var m) ? m
+                : throw new UnsafeConfigValueException(RenderGuard.DnsmasqName, $"dhcp.staticLeases[{i}].mac", "is not a MAC address");
+            sb.Append("dhcp-host=").Append(RenderGuard.Dnsmasq($"dhcp.staticLeases[{i}].mac", mac))
+              .Append(',').Append(RenderGuard.Dnsmasq($"dhcp.staticLeases[{i}].address", lease.Address));
+            if (!string.IsNullOrEmpty(lease.Hostname)) { sb.Append(',').Append(RenderGuard.Dnsmasq($"dhcp.staticLeases[{i}].hostname", lease.Hostname)); }
             sb.Append('\n');
         }
         if (c.ContentFilter.Enabled)
         {
             sb.Append("# content filter: these domains and their subdomains get NXDOMAIN\n");
-            foreach (var domain in c.ContentFilter.BlockedDomains)
+            for (var i = 0; i < c.ContentFilter.BlockedDomains.Count; i++)
             {
-                sb.Append("address=/").Append(domain).Append("/\n");
+                sb.Append("address=/").Append(RenderGuard.Dnsmasq($"contentFilter.blockedDomains[{i}]", c.ContentFilter.BlockedDomains[i])).Append("/\n");
             }
         }
         return sb.ToString();
@@ -164,15 +186,17 @@ public static class ServiceRenderer
     {
         var sb = new StringBuilder();
         sb.Append("# rendered by tsunagu; the private key is set separately from the unit's own key file\n");
-        sb.Append("[Interface]\nListenPort = ").Append(vpn.ListenPort).Append('\n');
-        foreach (var peer in vpn.Peers)
+        sb.Append("[Interface]\nListenPort = ").Append(Port("vpn.listenPort", vpn.ListenPort, RenderGuard.WireGuardName)).Append('\n');
+        for (var i = 0; i < vpn.Peers.Count; i++)
         {
-            sb.Append("\n# ").Append(peer.Name).Append(peer.Endpoint is null ? " (road warrior)" : " (site to site)")
-              .Append("\n[Peer]\nPublicKey = ").Append(peer.PublicKey)
-              .Append("\nAllowedIPs = ").Append(peer.AllowedIps).Append('\n');
+            var peer = vpn.Peers[i];
+            var at = $"vpn.peers[{i}]";
+            sb.Append("\n# ").Append(RenderGuard.Comment(RenderGuard.WireGuardName, $"{at}.name", peer.Name)).Append(peer.Endpoint is null ? " (road warrior)" : " (site to site)")
+              .Append("\n[Peer]\nPublicKey = ").Append(RenderGuard.WireGuardKey($"{at}.publicKey", peer.PublicKey))
+              .Append("\nAllowedIPs = ").Append(RenderGuard.WireGuardPrefixes($"{at}.allowedIps", peer.AllowedIps)).Append('\n');
             if (!string.IsNullOrEmpty(peer.Endpoint))
             {
-                sb.Append("Endpoint = ").Append(peer.Endpoint).Append("\nPersistentKeepalive = 25\n");
+                sb.Append("Endpoint = ").Append(RenderGuard.WireGuardEndpoint($"{at}.endpoint", peer.Endpoint)).Append("\nPersistentKeepalive = 25\n");
             }
         }
         return sb.ToString();
@@ -182,15 +206,19 @@ public static class ServiceRenderer
     {
         var sb = new StringBuilder();
         sb.Append("# rendered by tsunagu; the cache lives on the HDD, which may be wiped at any time (squid -z recreates it)\n");
-        sb.Append("http_port ").Append(c.Dhcp.LanAddress).Append(":3128\n");
-        sb.Append("acl lan src ").Append(Network(c.Dhcp.LanAddress, c.Dhcp.PrefixLength)).Append('\n');
+        var lanAddress = RenderGuard.Squid("dhcp.lanAddress", c.Dhcp.LanAddress);
+        var cacheDirectory = RenderGuard.Squid("hdd.mountPoint", env.CacheDirectory);
+        var size = c.Cache.SizeMegabytes is >= ServiceConfigValidator.MinCacheMegabytes and <= ServiceConfigValidator.MaxCacheMegabytes
+            ? c.Cache.SizeMegabytes : throw new UnsafeConfigValueException(RenderGuard.SquidName, "cache.sizeMegabytes", $"{c.Cache.SizeMegabytes} is out of range");
+        sb.Append("http_port ").Append(lanAddress).Append(":3128\n");
+        sb.Append("acl lan src ").Append(RenderGuard.Squid("dhcp.prefixLength", Network(lanAddress, c.Dhcp.PrefixLength))).Append('\n');
         sb.Append("http_access allow lan\nhttp_access deny all\n");
         // a fixed name and the unit's own resolver: no lookup of the host name, and the content filter applies to the cache too
-        sb.Append("visible_hostname tsunagu\ndns_nameservers ").Append(c.Dhcp.LanAddress).Append('\n');
-        sb.Append("cache_dir ufs ").Append(env.CacheDirectory).Append(' ').Append(c.Cache.SizeMegabytes).Append(" 16 256\n");
-        sb.Append("coredump_dir ").Append(env.CacheDirectory).Append('\n');
-        sb.Append("pid_filename ").Append(Path.Combine(env.RunDirectory, "squid.pid")).Append('\n');
-        sb.Append("cache_log ").Append(Path.Combine(env.RunDirectory, "squid-cache.log")).Append('\n');
+        sb.Append("visible_hostname tsunagu\ndns_nameservers ").Append(lanAddress).Append('\n');
+        sb.Append("cache_dir ufs ").Append(cacheDirectory).Append(' ').Append(size).Append(" 16 256\n");
+        sb.Append("coredump_dir ").Append(cacheDirectory).Append('\n');
+        sb.Append("pid_filename ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "squid.pid"))).Append('\n');
+        sb.Append("cache_log ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "squid-cache.log"))).Append('\n');
         sb.Append("access_log none\n");
         return sb.ToString();
     }
@@ -198,7 +226,11 @@ public static class ServiceRenderer
     /// <summary>"192.168.10.1", 24 -> "192.168.10.0/24".</summary>
     public static string Network(string address, int prefixLength)
     {
-        var bytes = IPAddress.Parse(address).GetAddressBytes();
+        if (!IPAddress.TryParse(address, out var parsed) || prefixLength < 0 || prefixLength > parsed.GetAddressBytes().Length * 8)
+        {
+            throw new UnsafeConfigValueException(RenderGuard.SquidName, "dhcp.prefixLength", $"'{address}/{prefixLength}' is not a network");
+        }
+        var bytes = parsed.GetAddressBytes();
         for (var i = 0; i < bytes.Length; i++)
         {
             var keep = Math.Clamp(prefixLength - i * 8, 0, 8);
@@ -207,5 +239,6 @@ public static class ServiceRenderer
         return $"{new IPAddress(bytes)}/{prefixLength}";
     }
 
-    private static string Quote(string name) => $"\"{name}\"";
+    private static int Port(string field, int port, string daemon = RenderGuard.NftName) =>
+        port is >= 1 and <= 65535 ? port : throw new UnsafeConfigValueException(daemon, field, $"{port} is not a port number");
 }

@@ -5,7 +5,8 @@ using Tsunagu.Server.Security;
 namespace Tsunagu.Server.Apis;
 
 public sealed record SubscriberLogin(string Name, string Password);
-public sealed record NewSubscriber(string Name, string Password);
+/// <summary>An account; <see cref="Contract"/> (subscribers only) names the contract, null keeps the current one (new: the default).</summary>
+public sealed record NewSubscriber(string Name, string Password, string? Contract = null);
 public sealed record TokenResponse(string Token, string Scope, DateTimeOffset ExpiresAt);
 public sealed record SubscriberRevision(long Revision, string Status, string? Error, string Origin);
 public sealed record SubscriberConfigView(long? Revision, ServiceConfiguration? Configuration, IReadOnlyList<SubscriberRevision> Revisions);
@@ -35,7 +36,9 @@ public static class AccountsApi
         {
             if (string.IsNullOrWhiteSpace(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length < 8) { return Problems.BadRequest("password: at least 8 characters"); }
+            if (r.Contract is not null && store.GetContract(r.Contract) is null) { return Problems.BadRequest($"contract: '{r.Contract}' does not exist"); }
             store.UpsertSubscriber(r.Name, PasswordHasher.Hash(r.Password));
+            if (r.Contract is not null) { store.SetSubscriberContract(r.Name, r.Contract); }
             store.Audit(http.Caller().Subject, "subscriber.set", r.Name, null);
             return Results.Ok(new { name = r.Name });
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
@@ -77,9 +80,21 @@ public static class AccountsApi
             }
             catch (Web.SubscriberChangeException e)
             {
-                return Problems.BadRequest(e.Message);
+                return FieldProblem(400, ProblemTypes.Validation, "Invalid request", e.Message, e.Field);
             }
-        }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
+            catch (Catalogue.FieldNotAllowedException e)
+            {
+                return FieldProblem(403, ProblemTypes.FieldNotAllowed, "Not allowed", e.Message, e.Field);
+            }
+        }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts")
+            .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxServiceConfigBytes));
     }
-}
 
+    /// <summary>The largest service configuration document a subscriber may send.</summary>
+    public const long MaxServiceConfigBytes = 4 * 1024 * 1024;
+
+    /// <summary>A problem response that also names the offending field (`field`), when there is one.</summary>
+    private static IResult FieldProblem(int status, string type, string title, string detail, string? field) =>
+        Results.Problem(detail: detail, statusCode: status, title: title, type: type,
+            extensions: field is null ? null : new Dictionary<string, object?> { ["field"] = field });
+}

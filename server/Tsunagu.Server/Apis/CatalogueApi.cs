@@ -10,6 +10,9 @@ public sealed record PatchRequest(string Id, string Name, string Version, string
 public sealed record PatternView(string Id, string Name, string HardwareVersion, string OsVersion, IReadOnlyDictionary<string, string> Applications,
     string Status, string? CreatedAt, string? VerifiedAt, string? RetiredAt);
 public sealed record ArtifactView(string Sha256, long Size);
+/// <summary>A contract: the service configuration fields its subscribers may change (<see cref="ServiceConfigFields.All"/>).</summary>
+public sealed record ContractView(string Name, IReadOnlyList<string> SubscriberFields);
+public sealed record ContractRequest(IReadOnlyList<string>? SubscriberFields);
 
 /// <summary>The operator's catalogue (patent figs. 7-8): software, patches, install patterns, update programs, artifacts.</summary>
 public static class CatalogueApi
@@ -110,6 +113,31 @@ public static class CatalogueApi
             store.UpsertServiceConfig(name, config);
             store.Audit(http.Caller().Subject, "service-config.put", name, null);
             return Results.Ok(config);
+        });
+
+        // contracts: which service configuration fields a subscriber may change themselves (docs/operator-api.md)
+        api.MapGet("/contracts", (TsunaguStore store) =>
+            Results.Ok(store.ListContracts().Select(n => new ContractView(n, store.GetContract(n) ?? [])).ToList()));
+        api.MapGet("/contracts/{name}", (string name, TsunaguStore store) =>
+            store.GetContract(name) is { } fields ? Results.Ok(new ContractView(name, fields)) : Problems.NotFound($"contract {name} does not exist"));
+        api.MapPut("/contracts/{name}", (string name, ContractRequest request, TsunaguStore store, HttpContext http) =>
+        {
+            if (string.IsNullOrEmpty(name) || name.Length > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+            {
+                return Problems.BadRequest("name: 1..64 ASCII letters, digits, '-', '_' or '.'");
+            }
+            if (request.SubscriberFields is null) { return Problems.BadRequest("subscriberFields: missing"); }
+            for (var i = 0; i < request.SubscriberFields.Count; i++)
+            {
+                if (!ServiceConfigFields.IsKnown(request.SubscriberFields[i]))
+                {
+                    return Problems.BadRequest($"subscriberFields[{i}]: {ServiceConfigValidator.Show(request.SubscriberFields[i])} is not a field; known: {string.Join(", ", ServiceConfigFields.All)}");
+                }
+            }
+            var fields = request.SubscriberFields.Distinct(StringComparer.Ordinal).OrderBy(f => ServiceConfigFields.All.ToList().IndexOf(f)).ToList();
+            store.UpsertContract(name, fields);
+            store.Audit(http.Caller().Subject, "contract.put", name, string.Join(",", fields));
+            return Results.Ok(new ContractView(name, fields));
         });
 
         api.MapGet("/settings/update-policy", (TsunaguStore store) => Results.Ok(PolicySettings.Get(store)));

@@ -77,6 +77,7 @@ public static class OperatorApi
         }
         if (address is not null && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{address}' is not an IP address"); }
         if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{request.GlobalIp}' is not an IP address"); }
+        if (request.Domain is not null && !ServiceConfigValidator.IsDomainName(request.Domain)) { return (null, $"domain: {ServiceConfigValidator.Show(request.Domain)} is not a domain name"); }
         if (request.TargetPattern is not null && store.GetPattern(request.TargetPattern) is not { Status: PatternStatus.Verified })
         {
             return (null, $"targetPattern: '{request.TargetPattern}' is not a verified pattern");

@@ -1,20 +1,24 @@
 using System.Text.Json;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
+using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
 
 namespace Tsunagu.Server.Web;
 
-/// <summary>A subscriber's change the contract or the configuration rules do not allow; the message says why.</summary>
-public sealed class SubscriberChangeException(string message) : Exception(message);
+/// <summary>A subscriber's change the configuration rules do not allow; the message says why, <see cref="Field"/> names the field when there is one.</summary>
+public sealed class SubscriberChangeException(string message, string? field = null) : Exception(message)
+{
+    public string? Field { get; } = field;
+}
 
 /// <summary>What became of a subscriber's change: its revision, and whether the unit was told to check now.</summary>
 public sealed record SubscriberChangeResult(long Revision, string? PushError);
 
 /// <summary>
-/// Settings changes by the subscriber (patent 0069-0070). The subscriber may change only what the contract leaves
-/// to them (port forwards, blocked sites, the LAN address range, VPN peers); every change becomes a new revision
+/// Settings changes by the subscriber (patent 0069-0070). The subscriber may change only the fields their contract's
+/// allow-list names (<see cref="ServiceConfigFields"/>; by default what the portal edits); every change becomes a new revision
 /// of the unit's service configuration with origin "subscriber", provisional until the unit applies it (applied)
 /// and then confirms it is healthy with it (final). The unit is pushed to check at once.
 /// </summary>
@@ -33,9 +37,18 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, T
         return row is null ? null : (row, JsonSerializer.Deserialize(row.Document, ProtocolJson.Default.ServiceConfiguration)!);
     }
 
+    /// <summary>The fields of a service configuration this subscriber's contract lets them change.</summary>
+    public IReadOnlySet<string> AllowedFields(string subscriber)
+    {
+        var contract = store.GetSubscriberContract(subscriber) ?? ServiceConfigFields.DefaultContract;
+        return (store.GetContract(contract) ?? ServiceConfigFields.PortalDefault).ToHashSet(StringComparer.Ordinal);
+    }
+
     /// <summary>The unit's revisions, newest first.</summary>
     public IReadOnlyList<UnitConfigRow> Revisions(string mac) => store.ListUnitConfigs(mac).Reverse().ToList();
 
+    /// <exception cref="SubscriberChangeException">The change is invalid (nothing stored).</exception>
+    /// <exception cref="FieldNotAllowedException">The change touches a field the contract leaves to the operator (nothing stored).</exception>
     public async Task<SubscriberChangeResult> ChangeAsync(string subscriber, string mac, string what,
         Func<ServiceConfiguration, ServiceConfiguration> change, CancellationToken ct)
     {
@@ -48,8 +61,9 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, T
         }
         catch (InvalidServiceConfigException e)
         {
-            throw new SubscriberChangeException(e.Message);
+            throw new SubscriberChangeException(e.Message, e.Field);
         }
+        ServiceConfigFields.RequireAllowed(current.Document, next, AllowedFields(subscriber));
         var revision = store.AddUnitConfig(unit.Mac, next, Origin);
         store.Audit($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {revision}: {what}");
         if (push.BrokerUri is null)

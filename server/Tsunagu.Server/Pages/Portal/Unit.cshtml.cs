@@ -43,6 +43,9 @@ public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : Se
     public IReadOnlyList<UnitConfigRow> Revisions { get; private set; } = [];
     public bool Pending => Revisions.Count > 0 && Revisions[0].Status is ConfigStatus.Provisional or ConfigStatus.Applied;
     public DateTimeOffset Now { get; private set; }
+    /// <summary>The fields the subscriber's contract lets them change; the page offers only those.</summary>
+    public IReadOnlySet<string> Allowed { get; private set; } = new HashSet<string>();
+    public bool May(params string[] fields) => fields.Any(Allowed.Contains);
 
     [BindProperty] public PortForwardForm Forward { get; set; } = new();
     [BindProperty] public LanForm Lan { get; set; } = new();
@@ -69,8 +72,10 @@ public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : Se
             : c with { Firewall = c.Firewall with { PortForwards = c.Firewall.PortForwards.Where((_, i) => i != index).ToList() } });
 
     public Task<IActionResult> OnPostFilterAsync(string mac) => Change(mac, null, "content filter",
-        c => c with { ContentFilter = new ContentFilterConfig(FilterEnabled,
-            (BlockedSites ?? "").Split(['\n', '\r', ',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct(StringComparer.OrdinalIgnoreCase).ToList()) });
+        c => c with { ContentFilter = c.ContentFilter with { Enabled = May("contentFilter.enabled") ? FilterEnabled : c.ContentFilter.Enabled,
+            BlockedDomains = May("contentFilter.blockedDomains")
+                ? (BlockedSites ?? "").Split(['\n', '\r', ',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct(StringComparer.OrdinalIgnoreCase).ToList()
+                : c.ContentFilter.BlockedDomains } });
 
     public Task<IActionResult> OnPostLanAsync(string mac) => Change(mac, nameof(Lan),
         $"LAN {Lan.LanAddress}/{Lan.PrefixLength}, addresses {Lan.RangeStart}-{Lan.RangeEnd}",
@@ -102,6 +107,10 @@ public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : Se
         {
             Problem = $"Not changed: {e.Message}";
         }
+        catch (Catalogue.FieldNotAllowedException e)
+        {
+            Problem = $"Not changed: {e.Message}";
+        }
         return Redirect($"/portal/units/{Unit!.Mac}");
     }
 
@@ -116,6 +125,7 @@ public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : Se
             Services = current.Document;
         }
         Revisions = changes.Revisions(Unit.Mac);
+        Allowed = changes.AllowedFields(Who);
         return Services is not null;
     }
 
