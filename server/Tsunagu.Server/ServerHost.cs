@@ -48,6 +48,7 @@ public static class ServerHost
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
         builder.Services.AddSingleton<UnitAuthentication>();
+        builder.Services.AddSingleton<RefusalAudit>();
         builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
         builder.Services.AddTsunaguThrottling(options, database.Kind, time);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
@@ -69,8 +70,12 @@ public static class ServerHost
         if (options.OperatorName is { } operatorName && options.OperatorPassword is { } operatorPassword)
         {
             var store = app.Services.GetRequiredService<TsunaguStore>();
-            store.UpsertOperator(operatorName, PasswordHasher.Hash(operatorPassword));
-            store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
+            // set only when it differs: a new hash would end the operator's tokens and sessions at every start
+            if (store.GetOperatorHash(operatorName) is not { } current || !PasswordHasher.Verify(operatorPassword, current))
+            {
+                store.UpsertOperator(operatorName, PasswordHasher.Hash(operatorPassword));
+                store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
+            }
         }
         app.UseExceptionHandler();
         app.UseStatusCodePages();

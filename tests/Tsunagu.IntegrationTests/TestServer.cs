@@ -62,6 +62,9 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>Changes to the server options of the servers this test starts (limits, lifetimes).</summary>
     public static readonly AsyncLocal<Action<ServerOptions>?> Configure = new();
 
+    /// <summary>The clock of the servers this test starts (null: the system's).</summary>
+    public static readonly AsyncLocal<TimeProvider?> Time = new();
+
     public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0, string mqtt = "embedded")
     {
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-it-" + Guid.NewGuid().ToString("N"));
@@ -92,7 +95,7 @@ public sealed class TestServer : IAsyncDisposable
             Mqtt = File.ReadAllText(Path.Combine(root, "mqtt")),
         };
         Configure.Value?.Invoke(options);
-        return ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+        return ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning), time: Time.Value);
     }
 
     /// <summary>An HTTP client for this server that trusts only its pinned certificate, as a unit does.</summary>

@@ -13,8 +13,8 @@ public static class HostApi
         app.MapPost(Routes.HostChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
             auth.Challenge(request, ProofPurpose.Host)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
-        app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
-            auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime)).RequireRateLimiting(Throttling.UnitAuthPolicy);
+        app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options, HttpContext http) =>
+            auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime, http)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         var host = app.MapGroup("").RequireTokenScope(TokenScope.Host);
         host.MapPost(Routes.VersionCheck, VersionCheck);
