@@ -71,6 +71,18 @@ public sealed class ServerOptions
     /// <summary>Passwords hashed at once (PBKDF2, 100,000 iterations each); one more is answered 503 at once. Unset: half the cores, at least 1.</summary>
     public int ConcurrentPasswordChecks { get; set; } = Math.Max(1, Environment.ProcessorCount / 2);
 
+    /// <summary>Largest request body (bytes) unless a route allows more (bulk registration 16 MB, artifact upload 4 GB).</summary>
+    public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Largest body of a unit's or an unauthenticated request (unit challenge, session and reports, subscriber token).</summary>
+    public long MaxUnitRequestBodyBytes { get; set; } = 64 * 1024;
+
+    /// <summary>How long a client may take to send a whole request body (bulk tables and artifacts excepted); it is read before the request takes a concurrency place.</summary>
+    public double RequestBodyTimeoutSeconds { get; set; } = 15;
+
+    /// <summary>Slowest request body accepted (bytes per second, after a 5 s grace); slower connections are closed.</summary>
+    public int MinRequestBodyBytesPerSecond { get; set; } = 1024;
+
     /// <summary>Refused unit authentications of one MAC from one address are written to the audit log once per period, then as one count.</summary>
     public TimeSpan RefusalAuditPeriod { get; set; } = TimeSpan.FromMinutes(10);
 
@@ -122,9 +134,10 @@ public sealed class ServerOptions
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
         if (PowerOnSpreadSeconds is < 0 or > 3600) { throw new ArgumentException($"Tsunagu:PowerOnSpreadSeconds must be 0..3600 (was {PowerOnSpreadSeconds})"); }
         if (PasswordAttemptsPerSourcePerMinute < 1 || PasswordAttemptsPerAccountPerMinute < 1 || ConcurrentPasswordChecks < 1 || WebSessionAbsoluteLifetime <= TimeSpan.Zero
-            || RefusalAuditPeriod <= TimeSpan.Zero)
+            || RefusalAuditPeriod <= TimeSpan.Zero || MaxRequestBodyBytes < 1024 || MaxUnitRequestBodyBytes < 1024 || MinRequestBodyBytesPerSecond < 1
+            || RequestBodyTimeoutSeconds is <= 0 or > 3600 || double.IsNaN(RequestBodyTimeoutSeconds))
         {
-            throw new ArgumentException("Tsunagu: PasswordAttemptsPerSourcePerMinute, PasswordAttemptsPerAccountPerMinute, ConcurrentPasswordChecks, WebSessionAbsoluteLifetime and RefusalAuditPeriod must be positive");
+            throw new ArgumentException("Tsunagu: PasswordAttemptsPerSourcePerMinute, PasswordAttemptsPerAccountPerMinute, ConcurrentPasswordChecks, WebSessionAbsoluteLifetime, RefusalAuditPeriod, MinRequestBodyBytesPerSecond and RequestBodyTimeoutSeconds (at most 3600) must be positive, MaxRequestBodyBytes and MaxUnitRequestBodyBytes at least 1024");
         }
         if (AuthAttemptsPerMacPerMinute < 1 || LoginAttemptsPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests is < 1 || RequestQueueLimit < 0)
         {

@@ -17,7 +17,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         if (request is null) { return Problems.BadRequest("body: a JSON object with mac is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
         {
-            return Problems.BadRequest($"mac: '{Trim(request.Mac)}' is not a MAC address");
+            return Problems.BadRequest($"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address");
         }
         if (attempts.TryAttempt(mac) is { } wait)
         {
@@ -54,7 +54,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         if (request is null) { return Problems.BadRequest("body: a JSON object with mac, challengeId and proof is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
         {
-            return Problems.BadRequest($"mac: '{Trim(request.Mac)}' is not a MAC address");
+            return Problems.BadRequest($"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address");
         }
         if (string.IsNullOrEmpty(request.ChallengeId) || request.ChallengeId.Length > MaxChallengeIdLength)
         {
@@ -83,10 +83,6 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         store.Touch(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true);
         return Results.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null));
     }
-
-    /// <summary>A field as an error message may quote it: at most 64 characters, control characters shown as '?'.</summary>
-    internal static string Trim(string? value) =>
-        value is null ? "" : new string(value.Take(64).Select(c => char.IsControl(c) ? '?' : c).ToArray()) + (value.Length > 64 ? "..." : "");
 }
 
 /// <summary>The operator's unit key, from which every unit secret is derived. Never leaves the operator's machines.</summary>

@@ -93,9 +93,15 @@ public static class WebSessions
             new Claim(SignedInClaim, http.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow().ToUnixTimeSeconds().ToString(System.Globalization.CultureInfo.InvariantCulture)),
         ], scheme)));
 
-    /// <summary>Headers for every page: no framing, no sniffing, scripts and styles from this server only.</summary>
+    /// <summary>HSTS on every response; for every page: no framing, no sniffing, scripts and styles from this server only.</summary>
     public static IApplicationBuilder UseWebSecurityHeaders(this IApplicationBuilder app) => app.Use((http, next) =>
     {
+        // HTTPS only, everywhere: browsers never try this host over plain HTTP again
+        http.Response.OnStarting(() =>
+        {
+            http.Response.Headers.StrictTransportSecurity = TlsPolicy.StrictTransportSecurity;
+            return Task.CompletedTask;
+        });
         if (http.Request.Path.StartsWithSegments("/console") || http.Request.Path.StartsWithSegments("/portal"))
         {
             var h = http.Response.Headers;
