@@ -20,8 +20,8 @@ public static class InputRules
         !string.IsNullOrWhiteSpace(value) && value.Length <= max &&
         !value.Any(c => char.IsControl(c) || c is '\u2028' or '\u2029' || char.IsSurrogate(c) && !char.IsSurrogatePair(value, value.IndexOf(c)));
 
-    /// <summary>Null, or <see cref="IsText"/>.</summary>
-    public static bool IsOptionalText(string? value, int max = MaxText) => value is null || IsText(value, max);
+    /// <summary>Null or empty (absent), or <see cref="IsText"/>.</summary>
+    public static bool IsOptionalText(string? value, int max = MaxText) => string.IsNullOrEmpty(value) || IsText(value, max);
 
     /// <summary>A DNS name: dot-separated labels of letters, digits and hyphens, at most 253 characters.</summary>
     public static bool IsDomainName(string? name) =>
