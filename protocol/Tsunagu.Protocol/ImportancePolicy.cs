@@ -39,8 +39,8 @@ public static class ImportancePolicy
 
     public static void Validate(UpdatePolicy policy)
     {
-        if (policy.CpuThreshold is <= 0 or > 1) { throw new ArgumentException($"cpuThreshold: {policy.CpuThreshold} is outside (0, 1]"); }
-        if (policy.WanThreshold is <= 0 or > 1) { throw new ArgumentException($"wanThreshold: {policy.WanThreshold} is outside (0, 1]"); }
+        if (!double.IsFinite(policy.CpuThreshold) || policy.CpuThreshold is <= 0 or > 1) { throw new ArgumentException($"cpuThreshold: {policy.CpuThreshold} is outside (0, 1]"); }
+        if (!double.IsFinite(policy.WanThreshold) || policy.WanThreshold is <= 0 or > 1) { throw new ArgumentException($"wanThreshold: {policy.WanThreshold} is outside (0, 1]"); }
         foreach (var (name, hour) in new[] { ("lowWindowStartHour", policy.LowWindowStartHour), ("lowWindowEndHour", policy.LowWindowEndHour),
                      ("maintenanceStartHour", policy.MaintenanceStartHour), ("maintenanceEndHour", policy.MaintenanceEndHour) })
         {

@@ -34,10 +34,30 @@ public static class ServerHost
             k.AddServerHeader = false;
             k.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(options.KeepAliveSeconds);
             k.Limits.MaxConcurrentConnections = connectionCap;
-            k.Listen(IPAddress.Parse(options.ListenAddress), options.Port, l => l.UseHttps(certificate));
+            k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
+            k.Limits.MinRequestBodyDataRate = new Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate(options.MinRequestBodyBytesPerSecond, TimeSpan.FromSeconds(5));
+            k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            k.Listen(IPAddress.Parse(options.ListenAddress), options.Port, l => l.UseHttps(TlsPolicy.Configure(certificate)));
+        });
+        // a body that is too large or too slow is the client's fault: its status (413, 408), never a 500
+        builder.Services.Configure<ExceptionHandlerOptions>(o =>
+        {
+            o.StatusCodeSelector = e => e is BadHttpRequestException b ? b.StatusCode : 500;
+            o.SuppressDiagnosticsCallback = context => context.Exception is BadHttpRequestException;
         });
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ProtocolJson.Default));
-        builder.Services.AddProblemDetails();
+        // a body that does not bind (not JSON, wrong type, too deep) is a 400 whose detail names where it went wrong
+        builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = context =>
+        {
+            if (context.Exception is BadHttpRequestException bad && context.ProblemDetails.Detail is null)
+            {
+                context.ProblemDetails.Type = ProblemTypes.Validation;
+                context.ProblemDetails.Detail = bad.InnerException is System.Text.Json.JsonException json
+                    ? $"body: {json.Path ?? "$"}: not what this endpoint takes ({Apis.InputRules.Quote(json.Message.Split(" Path:")[0])})"
+                    : Apis.InputRules.Quote(bad.Message);
+            }
+        });
         time ??= TimeProvider.System;
         builder.Services.AddSingleton(time);
         builder.Services.AddSingleton(options);
@@ -48,6 +68,7 @@ public static class ServerHost
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
         builder.Services.AddSingleton<UnitAuthentication>();
+        builder.Services.AddSingleton<RefusalAudit>();
         builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
         builder.Services.AddTsunaguThrottling(options, database.Kind, time);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
@@ -56,7 +77,7 @@ public static class ServerHost
         {
             document.Info = new() { Title = "Tsunagu server", Version = "v1", Description = "Initial setting server, host server and operator API. See docs/protocol.md and docs/operator-api.md." };
             return Task.CompletedTask;
-        }));
+        }).AddTsunaguSecurity());
         builder.Services.AddSingleton<ServerEndpoints>();
         builder.Services.AddSingleton(MqttSettings.Parse(options.Mqtt));
         builder.Services.AddSingleton<EmbeddedBroker>();
@@ -69,15 +90,21 @@ public static class ServerHost
         if (options.OperatorName is { } operatorName && options.OperatorPassword is { } operatorPassword)
         {
             var store = app.Services.GetRequiredService<TsunaguStore>();
-            store.UpsertOperator(operatorName, PasswordHasher.Hash(operatorPassword));
-            store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
+            // set only when it differs: a new hash would end the operator's tokens and sessions at every start
+            if (store.GetOperatorHash(operatorName) is not { } current || !PasswordHasher.Verify(operatorPassword, current))
+            {
+                store.UpsertOperator(operatorName, PasswordHasher.Hash(operatorPassword));
+                store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
+            }
         }
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseWebSecurityHeaders();
+        app.UseCrossSiteRequestGuard();
         app.UseStaticFiles();
         app.UseAuthentication();
         app.UseAuthorization();
+        app.UseRequestBodiesFirst(options);
         app.UseRateLimiter();
         app.UseBusyDatabaseAnswers();
         app.UseStorageFaultAnswers(dataDirectory);

@@ -59,8 +59,35 @@ public sealed class ServerOptions
     /// <summary>Authentication attempts one source address may make per minute (generous: many units share a NAT).</summary>
     public int AuthAttemptsPerSourcePerMinute { get; set; } = 60_000;
 
-    /// <summary>Web console and portal sign-in attempts per account name, and per source address, per minute.</summary>
+    /// <summary>Password attempts per minute for one account from one source address (API Basic auth, subscriber token, console, portal).</summary>
     public int LoginAttemptsPerMinute { get; set; } = 10;
+
+    /// <summary>Password attempts per minute from one source address, whatever the account.</summary>
+    public int PasswordAttemptsPerSourcePerMinute { get; set; } = 30;
+
+    /// <summary>Password attempts per minute for one account from addresses it has not signed in from (its owner's are exempt).</summary>
+    public int PasswordAttemptsPerAccountPerMinute { get; set; } = 100;
+
+    /// <summary>Passwords hashed at once (PBKDF2, 100,000 iterations each); one more is answered 503 at once. Unset: half the cores, at least 1.</summary>
+    public int ConcurrentPasswordChecks { get; set; } = Math.Max(1, Environment.ProcessorCount / 2);
+
+    /// <summary>Largest request body (bytes) unless a route allows more (bulk registration 16 MB, artifact upload 4 GB).</summary>
+    public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Largest body of a unit's or an unauthenticated request (unit challenge, session and reports, subscriber token).</summary>
+    public long MaxUnitRequestBodyBytes { get; set; } = 64 * 1024;
+
+    /// <summary>How long a client may take to send a whole request body (bulk tables and artifacts excepted); it is read before the request takes a concurrency place.</summary>
+    public double RequestBodyTimeoutSeconds { get; set; } = 15;
+
+    /// <summary>Slowest request body accepted (bytes per second, after a 5 s grace); slower connections are closed.</summary>
+    public int MinRequestBodyBytesPerSecond { get; set; } = 1024;
+
+    /// <summary>Refused unit authentications of one MAC from one address are written to the audit log once per period, then as one count.</summary>
+    public TimeSpan RefusalAuditPeriod { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How long a console or portal session lasts at most, however active (the cookie also expires after the token lifetime idle).</summary>
+    public TimeSpan WebSessionAbsoluteLifetime { get; set; } = TimeSpan.FromHours(12);
 
     /// <summary>Requests served at once; beyond it up to <see cref="RequestQueueLimit"/> wait, the rest get 503 + Retry-After.</summary>
     /// <remarks>Unset: 64 on SQLite (one writer at a time: more only queues inside the database), 512 on PostgreSQL.</remarks>
@@ -106,6 +133,12 @@ public sealed class ServerOptions
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
         if (PowerOnSpreadSeconds is < 0 or > 3600) { throw new ArgumentException($"Tsunagu:PowerOnSpreadSeconds must be 0..3600 (was {PowerOnSpreadSeconds})"); }
+        if (PasswordAttemptsPerSourcePerMinute < 1 || PasswordAttemptsPerAccountPerMinute < 1 || ConcurrentPasswordChecks < 1 || WebSessionAbsoluteLifetime <= TimeSpan.Zero
+            || RefusalAuditPeriod <= TimeSpan.Zero || MaxRequestBodyBytes < 1024 || MaxUnitRequestBodyBytes < 1024 || MinRequestBodyBytesPerSecond < 1
+            || RequestBodyTimeoutSeconds is <= 0 or > 3600 || double.IsNaN(RequestBodyTimeoutSeconds))
+        {
+            throw new ArgumentException("Tsunagu: PasswordAttemptsPerSourcePerMinute, PasswordAttemptsPerAccountPerMinute, ConcurrentPasswordChecks, WebSessionAbsoluteLifetime, RefusalAuditPeriod, MinRequestBodyBytesPerSecond and RequestBodyTimeoutSeconds (at most 3600) must be positive, MaxRequestBodyBytes and MaxUnitRequestBodyBytes at least 1024");
+        }
         if (AuthAttemptsPerMacPerMinute < 1 || LoginAttemptsPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests is < 1 || RequestQueueLimit < 0)
         {
             throw new ArgumentException("Tsunagu: AuthAttemptsPerMacPerMinute, AuthAttemptsPerSourcePerMinute, LoginAttemptsPerMinute and MaxConcurrentRequests must be positive, RequestQueueLimit not negative");

@@ -145,7 +145,8 @@ public class EndToEndTests(string database)
         }
         var row = server.Store.GetUnit(unit.Mac)!;
         Assert.That(row.State, Is.EqualTo("Registered"));
-        Assert.That(row.LastError, Does.Contain("refused"));
+        Assert.That((row.LastError, row.LastSeen), Is.EqualTo(((string?)null, (string?)null)), "a refused proof (anyone can send one) changes nothing about the unit");
+        Assert.That(server.Store.ListAudit(target: unit.Mac).Select(a => a.Action), Has.Some.EqualTo("unit.refused"));
     }
 
     [Test]

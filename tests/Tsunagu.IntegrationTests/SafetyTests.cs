@@ -57,13 +57,21 @@ public class SafetyTests
     }
 
     /// <summary>A request body that sends one byte, then waits for the test before finishing.</summary>
-    private sealed class HeldBody(TaskCompletionSource release) : HttpContent
+    private sealed class HeldBody : HttpContent
     {
+        private readonly TaskCompletionSource _release;
+
+        public HeldBody(TaskCompletionSource release)
+        {
+            _release = release;
+            Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        }
+
         protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
         {
             await stream.WriteAsync("x"u8.ToArray());
             await stream.FlushAsync();
-            await release.Task;
+            await _release.Task;
             await stream.WriteAsync("yz"u8.ToArray());
         }
 
@@ -177,7 +185,7 @@ public class SafetyTests
 
     private static async Task<HttpResponseMessage> Send(HttpClient http, HttpMethod method, string path, string? bearer, bool basic = false)
     {
-        using var request = new HttpRequestMessage(method, path);
+        using var request = new HttpRequestMessage(method, path) { Headers = { { "X-Tsunagu-Client", "test" } } };
         request.Headers.Authorization = basic
             ? new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")))
             : new AuthenticationHeaderValue("Bearer", bearer);

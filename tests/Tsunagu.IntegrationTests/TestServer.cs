@@ -65,6 +65,9 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>Changes to the server options of the servers this test starts (limits, lifetimes).</summary>
     public static readonly AsyncLocal<Action<ServerOptions>?> Configure = new();
 
+    /// <summary>The clock of the servers this test starts (null: the system's).</summary>
+    public static readonly AsyncLocal<TimeProvider?> Time = new();
+
     public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0, string mqtt = "embedded")
     {
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-it-" + Guid.NewGuid().ToString("N"));
@@ -100,7 +103,7 @@ public sealed class TestServer : IAsyncDisposable
         {
             l.SetMinimumLevel(LogLevel.Warning);
             if (sink is not null) { l.AddProvider(sink); }
-        });
+        }, time: Time.Value);
     }
 
     /// <summary>An HTTP client for this server that trusts only its pinned certificate, as a unit does.</summary>

@@ -15,18 +15,43 @@ public sealed record SubscriberChangeView(long Revision, string Status, string? 
 /// <summary>Operator and subscriber sessions: short-lived scoped tokens; subscribers see only their own units.</summary>
 public static class AccountsApi
 {
+    /// <summary>An account name: 1-64 characters, no control characters, no leading or trailing space.</summary>
+    public static bool IsAccountName([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] string? name) =>
+        !string.IsNullOrWhiteSpace(name) && name.Length <= 64 && name.Trim() == name && !name.Any(char.IsControl);
+
     public static void MapAccountsApi(this IEndpointRouteBuilder app)
     {
-        app.MapPost(Routes.Prefix + "/operator/token", (HttpContext http, TokenService tokens, ServerOptions options) =>
+        // a token minted with a token keeps that token's expiry: only a password starts a new lifetime
+        app.MapPost(Routes.Prefix + "/operator/token", (HttpContext http, TokenService tokens, TsunaguStore store, ServerOptions options) =>
         {
-            var (token, expires) = tokens.Issue(http.Caller().Subject, TokenScope.Operator, options.OperatorTokenLifetime);
+            var caller = http.Caller();
+            var (token, expires) = tokens.Issue(caller.Subject, TokenScope.Operator, options.OperatorTokenLifetime,
+                PasswordHasher.Stamp(store.GetOperatorHash(caller.Subject)), caller.TokenExpires);
             return Results.Ok(new TokenResponse(token, TokenScope.Operator, expires));
+        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+
+        // disabling ends every token and session of the account; setting a password again enables it
+        app.MapPost(Routes.Prefix + "/operators/{name}/disable", (string name, TsunaguStore store, HttpContext http) =>
+        {
+            if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot disable their own account"); }
+            if (store.GetOperatorHash(name) is null) { return Problems.NotFound($"operator {name} does not exist"); }
+            store.UpsertOperator(name, PasswordHasher.Disabled());
+            store.Audit(http.Caller().Subject, "operator.disable", name, null);
+            return Results.Ok(new { name });
+        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+
+        app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", (string name, TsunaguStore store, HttpContext http) =>
+        {
+            if (store.GetSubscriberHash(name) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
+            store.UpsertSubscriber(name, PasswordHasher.Disabled());
+            store.Audit(http.Caller().Subject, "subscriber.disable", name, null);
+            return Results.Ok(new { name });
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 
         app.MapPost(Routes.Prefix + "/operators", (NewSubscriber r, TsunaguStore store, HttpContext http) =>
         {
-            if (string.IsNullOrWhiteSpace(r.Name) || r.Name.Length > 64 || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 characters, no ':'"); }
-            if (string.IsNullOrEmpty(r.Password) || r.Password.Length < 12) { return Problems.BadRequest("password: at least 12 characters"); }
+            if (!IsAccountName(r.Name) || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 printable characters, no ':'"); }
+            if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 12 or > 256) { return Problems.BadRequest("password: at least 12 characters, at most 256"); }
             store.UpsertOperator(r.Name, PasswordHasher.Hash(r.Password));
             store.Audit(http.Caller().Subject, "operator.set", r.Name, null);
             return Results.Ok(new { name = r.Name });
@@ -34,24 +59,28 @@ public static class AccountsApi
 
         app.MapPost(Routes.Prefix + "/subscribers", (NewSubscriber r, TsunaguStore store, HttpContext http) =>
         {
-            if (string.IsNullOrWhiteSpace(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }
-            if (string.IsNullOrEmpty(r.Password) || r.Password.Length < 8) { return Problems.BadRequest("password: at least 8 characters"); }
-            if (r.Contract is not null && store.GetContract(r.Contract) is null) { return Problems.BadRequest($"contract: '{r.Contract}' does not exist"); }
+            if (!IsAccountName(r.Name)) { return Problems.BadRequest("name: required, at most 64 printable characters"); }
+            if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 8 or > 256) { return Problems.BadRequest("password: at least 8 characters, at most 256"); }
+            if (r.Contract is not null && store.GetContract(r.Contract) is null) { return Problems.BadRequest($"contract: '{InputRules.Quote(r.Contract)}' does not exist"); }
             store.UpsertSubscriber(r.Name, PasswordHasher.Hash(r.Password));
             if (r.Contract is not null) { store.SetSubscriberContract(r.Name, r.Contract); }
             store.Audit(http.Caller().Subject, "subscriber.set", r.Name, null);
             return Results.Ok(new { name = r.Name });
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 
-        app.MapPost(Routes.Prefix + "/subscriber/token", (SubscriberLogin r, TsunaguStore store, TokenService tokens, ServerOptions options) =>
+        app.MapPost(Routes.Prefix + "/subscriber/token", async (SubscriberLogin r, TsunaguStore store, TokenService tokens, PasswordGuard guard,
+            ServerOptions options, HttpContext http) =>
         {
-            if (store.GetSubscriberHash(r.Name ?? "") is not { } hash || !PasswordHasher.Verify(r.Password ?? "", hash))
+            if (string.IsNullOrEmpty(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }
+            if (r.Password is null || r.Password.Length > 256) { return Problems.BadRequest("password: required, at most 256 characters"); }
+            var check = await guard.CheckAsync(TokenScope.Subscriber, r.Name, r.Password, http.Connection.RemoteIpAddress, store.GetSubscriberHash, http.RequestAborted);
+            if (check.Verdict != PasswordVerdict.Accepted)
             {
-                return Problems.Unauthorized(ProblemTypes.InvalidToken, "subscriber name or password is wrong");
+                return check.Problem("subscriber name or password is wrong");
             }
-            var (token, expires) = tokens.Issue(r.Name!, TokenScope.Subscriber, options.SubscriberTokenLifetime);
+            var (token, expires) = tokens.Issue(r.Name, TokenScope.Subscriber, options.SubscriberTokenLifetime, PasswordHasher.Stamp(store.GetSubscriberHash(r.Name)));
             return Results.Ok(new TokenResponse(token, TokenScope.Subscriber, expires));
-        }).RequireRateLimiting(Throttling.UnitAuthPolicy).WithTags("Accounts");
+        }).WithTags("Accounts");
 
         app.MapGet(Routes.Prefix + "/subscriber/units", (HttpContext http, TsunaguStore store) =>
             Results.Ok(store.QueryUnits(new UnitQuery(Subscriber: http.Caller().Subject)).Select(OperatorApi.ToView).ToList()))

@@ -102,6 +102,7 @@ public static class CatalogueApi
             store.GetServiceConfig(name) is { } c ? Results.Ok(c) : Problems.NotFound($"service configuration {name} does not exist"));
         api.MapPut("/service-configs/{name}", (string name, ServiceConfiguration config, TsunaguStore store, HttpContext http) =>
         {
+            if (!InputRules.IsIdentifier(name)) { return Problems.BadRequest(InputRules.Identifier("name")); }
             try
             {
                 ServiceConfigValidator.Validate(config);
@@ -161,7 +162,7 @@ public static class CatalogueApi
         {
             var digest = r.Digest?.ToLowerInvariant() ?? "";
             if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{r.Digest}' is not a SHA-256 in hex"); }
-            if (string.IsNullOrWhiteSpace(r.Name)) { return Problems.BadRequest("name: required"); }
+            if (!InputRules.IsText(r.Name, 128)) { return Problems.BadRequest("name: required; " + InputRules.Text("name", 128)); }
             return Guard(() =>
             {
                 store.AddMedium(digest, r.Name.Trim());

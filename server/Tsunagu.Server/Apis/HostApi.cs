@@ -13,8 +13,8 @@ public static class HostApi
         app.MapPost(Routes.HostChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
             auth.Challenge(request, ProofPurpose.Host)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
-        app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
-            auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime)).RequireRateLimiting(Throttling.UnitAuthPolicy);
+        app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options, HttpContext http) =>
+            auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime, http)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         var host = app.MapGroup("").RequireTokenScope(TokenScope.Host);
         host.MapPost(Routes.VersionCheck, VersionCheck);
@@ -26,20 +26,74 @@ public static class HostApi
         host.MapPost(Routes.MediaCheck, MediaCheck);
     }
 
-    private static IResult VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
-        TimeProvider time, ILogger<VersionCheckRequest> log)
+    /// <summary>Most bytes a unit's request body may have: units send small status documents.</summary>
+    public const long MaxUnitBodyBytes = 64 * 1024;
+
+    /// <summary>Checks what a unit reports about itself before any of it is stored; null when it is well-formed.</summary>
+    public static string? InventoryError(Inventory? inventory)
+    {
+        if (inventory?.Applications is null) { return "inventory: required, with hardwareVersion, osVersion and applications"; }
+        if (!InputRules.IsText(inventory.HardwareVersion, 64)) { return "inventory.hardwareVersion: required; " + InputRules.Text("inventory.hardwareVersion", 64); }
+        if (!InputRules.IsText(inventory.OsVersion, 64)) { return "inventory.osVersion: required; " + InputRules.Text("inventory.osVersion", 64); }
+        if (inventory.Applications.Count > Catalogue.CatalogueService.MaxApplications)
+        {
+            return $"inventory.applications: at most {Catalogue.CatalogueService.MaxApplications} applications";
+        }
+        foreach (var (app, version) in inventory.Applications)
+        {
+            if (!InputRules.IsIdentifier(app)) { return InputRules.Identifier("inventory.applications (name)"); }
+            if (!InputRules.IsIdentifier(version)) { return InputRules.Identifier($"inventory.applications.{app}"); }
+        }
+        if (inventory.LastBundle is { } counter && (counter.Version < 1 || !InputRules.IsIdentifier(counter.BundleId)))
+        {
+            return "inventory.lastBundle: version at least 1 and a bundle id";
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// The inventory as it may be stored: its bundle counter only when it names a bundle this server offers (an update
+    /// program of that id whose bundle has that version); otherwise without it, so that a unit cannot raise its own
+    /// counter past every real bundle and refuse its own updates after a reset.
+    /// </summary>
+    private static async Task<Inventory> WithVerifiedCounterAsync(Inventory inventory, long? known, TsunaguStore store, ArtifactStore artifacts,
+        ILogger log, string mac, CancellationToken ct)
+    {
+        if (inventory.LastBundle is not { } counter || (known is { } k && counter.Version <= k)) { return inventory; }
+        if (store.GetUpdateProgram(counter.BundleId) is { } program && artifacts.PathOf(program.ArtifactSha256) is { } path)
+        {
+            try
+            {
+                await using var file = File.OpenRead(path);
+                var header = await Tsunagu.Protocol.Bundles.BundleFormat.ReadHeaderAsync(file, ct);
+                if (header.ParseManifest().Version == counter.Version) { return inventory; }
+            }
+            catch (Tsunagu.Protocol.Bundles.BundleCheckException)
+            {
+                // a stored artifact that is not a bundle cannot vouch for a counter
+            }
+        }
+        log.LogWarning("unit {Mac} reports bundle counter {Version} of {Bundle}, which no offered bundle has; not recorded", mac, counter.Version, InputRules.Quote(counter.BundleId));
+        return inventory with { LastBundle = null };
+    }
+
+    private static async Task<IResult> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
+        TimeProvider time, ArtifactStore artifacts, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
+        if (InventoryError(request.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
+        if (request.Load is { } l && !(double.IsFinite(l.Cpu) && double.IsFinite(l.Wan) && l.Cpu is >= 0 and <= 1 && l.Wan is >= 0 and <= 1))
+        {
+            return Problems.BadRequest("load: cpu and wan are fractions from 0 to 1");
+        }
+        if (!InputRules.IsOptionalText(request.PushNonce, 64)) { return Problems.BadRequest(InputRules.Text("pushNonce", 64)); }
         // one connection, two point reads (the unit, the catalogue stamp); patterns, programs and policy come from memory
         var (unit, catalogue) = store.GetUnitWithCatalogue(mac);
         if (unit is null)
         {
             return Problems.NotFound($"unit {mac} is no longer registered");
         }
-        if (request.Inventory?.Applications is null)
-        {
-            return Problems.BadRequest("inventory: required, with hardwareVersion, osVersion and applications");
-        }
+        request = request with { Inventory = await WithVerifiedCounterAsync(request.Inventory, unit.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         // The pattern is what the unit actually runs: after a wiped flash it is the factory pattern again.
         var actual = catalogue.FindPattern(request.Inventory);
         if (actual is null)
@@ -91,17 +145,17 @@ public static class HostApi
             options.PowerOnSpreadSeconds, time.GetUtcNow()));
     }
 
-    private static IResult UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store)
+    private static async Task<IResult> UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store, ArtifactStore artifacts, ILogger<UpdateReport> log)
     {
         var mac = http.Caller().Subject;
-        if (report.Inventory?.Applications is null || string.IsNullOrEmpty(report.UpdateId))
-        {
-            return Problems.BadRequest("updateId and inventory are required");
-        }
+        if (!InputRules.IsIdentifier(report.UpdateId)) { return Problems.BadRequest(InputRules.Identifier("updateId")); }
+        if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
+        if (report.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
         if (store.GetUpdateProgram(report.UpdateId) is null)
         {
             return Problems.NotFound($"update program {report.UpdateId} does not exist");
         }
+        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         // The new pattern is recorded only from the unit's own report of what it now runs.
         var pattern = store.FindPattern(report.Inventory);
         store.RecordUpdateReport(mac, report.UpdateId, report.Success, report.Error, pattern?.Id);
@@ -138,6 +192,7 @@ public static class HostApi
     private static IResult ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store)
     {
         var mac = http.Caller().Subject;
+        if (ack.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
         if (!store.AckUnitConfig(mac, ack.Revision, ack.Success, ack.Error))
         {
             return Problems.NotFound($"unit {mac} has no service configuration revision {ack.Revision}");
@@ -152,7 +207,7 @@ public static class HostApi
     {
         var mac = http.Caller().Subject;
         var digest = request.Digest?.ToLowerInvariant() ?? "";
-        if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{request.Digest}' is not a SHA-256 in hex"); }
+        if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{InputRules.Quote(request.Digest)}' is not a SHA-256 in hex"); }
         var medium = store.GetMedium(digest);
         store.Audit(mac, medium is null ? "media.rejected" : "media.accepted", digest, medium?.Name);
         if (medium is null)
@@ -163,13 +218,12 @@ public static class HostApi
         return Results.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
     }
 
-    private static IResult Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options)
+    private static async Task<IResult> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts, ILogger<ReadyReport> log)
     {
         var mac = http.Caller().Subject;
-        if (report.Inventory?.Applications is null)
-        {
-            return Problems.BadRequest("inventory: required");
-        }
+        if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
+        if (report.WanAddress is not null && !ServiceConfigValidator.IsAddress(report.WanAddress)) { return Problems.BadRequest($"wanAddress: '{InputRules.Quote(report.WanAddress)}' is not an IP address"); }
+        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = store.FindPattern(report.Inventory);
         store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress);
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it

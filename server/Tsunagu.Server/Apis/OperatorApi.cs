@@ -26,7 +26,7 @@ public static class OperatorApi
                 ? Results.Ok(ToView(unit))
                 : Problems.NotFound($"unit {mac} is not registered"));
         api.MapPost("", Register);
-        api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv");
+        api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv").WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxBulkBytes));
         api.MapPut("/{mac}/target-pattern", (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
             !MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null
                 ? Problems.NotFound($"unit {mac} is not registered")
@@ -59,12 +59,18 @@ public static class OperatorApi
     /// <summary>Checks a registration; returns the row to insert or the error naming the field.</summary>
     public static (UnitRow? Row, string? Error) Validate(RegisterUnitRequest request, TsunaguStore store)
     {
-        if (!MacAddress.TryNormalize(request.Mac, out var mac)) { return (null, $"mac: '{request.Mac}' is not a MAC address"); }
-        if (string.IsNullOrWhiteSpace(request.Serial)) { return (null, "serial: required"); }
-        if (string.IsNullOrWhiteSpace(request.HardwareVersion)) { return (null, "hardwareVersion: required"); }
+        if (!MacAddress.TryNormalize(request.Mac, out var mac)) { return (null, $"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address"); }
+        if (!InputRules.IsText(request.Serial, 64)) { return (null, "serial: required; " + InputRules.Text("serial", 64)); }
+        if (!InputRules.IsText(request.HardwareVersion, 64)) { return (null, "hardwareVersion: required; " + InputRules.Text("hardwareVersion", 64)); }
+        if (!InputRules.IsOptionalText(request.Isp?.Username, 128)) { return (null, InputRules.Text("isp.username", 128)); }
+        if (!InputRules.IsOptionalText(request.Isp?.Password, 128)) { return (null, InputRules.Text("isp.password", 128)); }
+        if (request.Domain is not null && !InputRules.IsDomainName(request.Domain)) { return (null, $"domain: '{InputRules.Quote(request.Domain)}' is not a DNS name"); }
+        if (!InputRules.IsOptionalText(request.Vpn, 128)) { return (null, InputRules.Text("vpn", 128)); }
+        if (request.Subscriber is not null && !AccountsApi.IsAccountName(request.Subscriber)) { return (null, "subscriber: at most 64 printable characters"); }
+        if (request.TargetPattern is not null && !InputRules.IsIdentifier(request.TargetPattern)) { return (null, InputRules.Identifier("targetPattern")); }
         if (request.Isp is null || request.Isp.Method is not ("pppoe" or "dhcp" or "static"))
         {
-            return (null, $"isp.method: '{request.Isp?.Method}' must be pppoe, dhcp or static");
+            return (null, $"isp.method: '{InputRules.Quote(request.Isp?.Method)}' must be pppoe, dhcp or static");
         }
         if (request.Isp.Method == "pppoe" && (string.IsNullOrEmpty(request.Isp.Username) || string.IsNullOrEmpty(request.Isp.Password)))
         {
@@ -75,8 +81,8 @@ public static class OperatorApi
         {
             return (null, "ipAddress: a static account needs an IP address");
         }
-        if (address is not null && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{address}' is not an IP address"); }
-        if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{request.GlobalIp}' is not an IP address"); }
+        if (address is not null && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{InputRules.Quote(address)}' is not an IP address"); }
+        if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{InputRules.Quote(request.GlobalIp)}' is not an IP address"); }
         if (request.Domain is not null && !ServiceConfigValidator.IsDomainName(request.Domain)) { return (null, $"domain: {ServiceConfigValidator.Show(request.Domain)} is not a domain name"); }
         if (request.TargetPattern is not null && store.GetPattern(request.TargetPattern) is not { Status: PatternStatus.Verified })
         {
@@ -109,15 +115,14 @@ public static class OperatorApi
         if (unit is null) { return (null, error, false); }
         try
         {
-            store.AddUnit(unit);
+            // the unit, its first configuration and the audit entry: one transaction
+            store.AddUnits([unit], store.GetServiceConfig(DefaultServiceConfig), actor, "unit.register", unit.Mac, unit.Serial);
         }
         catch (StoreConflictException e)
         {
             return (null, e.Message, true);
         }
-        AssignDefaultConfig(store, unit.Mac);
         await EnsureBrokerAccountAsync(push, unit.Mac, log, ct);
-        store.Audit(actor, "unit.register", unit.Mac, request.Serial);
         return (store.GetUnit(unit.Mac)!, null, false);
     }
 
@@ -137,13 +142,8 @@ public static class OperatorApi
         }
     }
 
-    private static void AssignDefaultConfig(TsunaguStore store, string mac)
-    {
-        if (store.GetServiceConfig(DefaultServiceConfig) is { } config)
-        {
-            store.AddUnitConfig(mac, config);
-        }
-    }
+    /// <summary>Largest CSV device management table accepted (bytes); larger ones get 413.</summary>
+    public const long MaxBulkBytes = 16L * 1024 * 1024;
 
     /// <summary>The CSV columns of the device management table (patent fig. 6), in order; a header row names them.</summary>
     public static readonly string[] CsvColumns =
@@ -155,15 +155,38 @@ public static class OperatorApi
     /// </summary>
     private static async Task<IResult> RegisterBulk(HttpRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
     {
-        using var reader = new StreamReader(request.Body);
-        var text = await reader.ReadToEndAsync(http.RequestAborted);
+        string text;
+        try
+        {
+            using var reader = new StreamReader(request.Body, new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true));
+            text = await reader.ReadToEndAsync(http.RequestAborted);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return Problems.Make(413, ProblemTypes.Validation, "Too large", $"body: a device management table is at most {MaxBulkBytes / (1024 * 1024)} MB; split it");
+        }
+        catch (System.Text.DecoderFallbackException)
+        {
+            return Problems.BadRequest("body: the table is not UTF-8 text");
+        }
         var check = CheckBulk(text, store);
         if (check.FileError is not null) { return Problems.BadRequest(check.FileError); }
         if (check.Rows.Any(r => r.Error is not null))
         {
-            return Results.BadRequest(new BulkRegisterResponse(0, check.Rows));
+            // a problem document that also carries the BulkRegisterResponse fields: every row with its error
+            var errors = check.Rows.Count(r => r.Error is not null);
+            return Results.Problem(detail: $"rows: {errors} of {check.Rows.Count} row(s) are wrong (see rows); nothing was registered",
+                statusCode: 400, title: "Invalid request", type: ProblemTypes.Validation,
+                extensions: new Dictionary<string, object?> { ["registered"] = 0, ["rows"] = check.Rows });
         }
-        await CommitBulkAsync(check, http.Caller().Subject, store, push, log, http.RequestAborted);
+        try
+        {
+            await CommitBulkAsync(check, http.Caller().Subject, store, push, log, http.RequestAborted);
+        }
+        catch (StoreConflictException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
         return Results.Ok(new BulkRegisterResponse(check.Valid.Count, check.Rows));
     }
 
@@ -224,13 +247,13 @@ public static class OperatorApi
         {
             throw new InvalidOperationException("a device management table with errors cannot be registered");
         }
+        // every unit, its first configuration and the audit entry in one transaction: a unit registered meanwhile
+        // (another import) makes the whole table fail with nothing written
+        store.AddUnits(check.Valid, store.GetServiceConfig(DefaultServiceConfig), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)");
         foreach (var unit in check.Valid)
         {
-            store.AddUnit(unit);
-            AssignDefaultConfig(store, unit.Mac);
             await EnsureBrokerAccountAsync(push, unit.Mac, log, ct);
         }
-        store.Audit(actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)");
     }
 
     /// <summary>Pushes "check now" to each unit (patent 0053, 0071) and records its delivery; throws <see cref="PushException"/> when push is unavailable.</summary>

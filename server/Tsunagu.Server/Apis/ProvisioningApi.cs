@@ -13,8 +13,8 @@ public static class ProvisioningApi
         app.MapPost(Routes.ProvisioningChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
             auth.Challenge(request, ProofPurpose.Provisional)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
-        app.MapPost(Routes.ProvisioningSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options) =>
-            auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime)).RequireRateLimiting(Throttling.UnitAuthPolicy);
+        app.MapPost(Routes.ProvisioningSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options, HttpContext http) =>
+            auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime, http)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         app.MapGet(Routes.ProvisioningSettings, (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push, ServerOptions options) =>
         {

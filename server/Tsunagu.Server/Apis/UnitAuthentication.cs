@@ -10,13 +10,14 @@ namespace Tsunagu.Server.Apis;
 /// unit answers with HMAC(its derived secret, nonce...), the server recomputes the secret from the unit key.
 /// </summary>
 public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, UnitKey unitKey, ServerOptions options,
-    TimeProvider time, AttemptCounter attempts, ILogger<UnitAuthentication> log)
+    TimeProvider time, AttemptCounter attempts, RefusalAudit refusals, ILogger<UnitAuthentication> log)
 {
     public IResult Challenge(ChallengeRequest request, string purpose)
     {
+        if (request is null) { return Problems.BadRequest("body: a JSON object with mac is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
         {
-            return Problems.BadRequest($"mac: '{request.Mac}' is not a MAC address");
+            return Problems.BadRequest($"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address");
         }
         if (attempts.TryAttempt(mac) is { } wait)
         {
@@ -40,11 +41,28 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
     private static IResult TooMany(TimeSpan wait, string detail) => new RetryAfterResult(wait,
         Problems.Make(StatusCodes.Status429TooManyRequests, ProblemTypes.Prefix + "rate-limited", "Too many attempts", detail));
 
-    public IResult Session(SessionRequest request, string purpose, string scope, TimeSpan lifetime)
+    /// <summary>Longest challenge id and proof accepted (ids are 16 characters, proofs 44: base64 of 32 bytes).</summary>
+    public const int MaxChallengeIdLength = 64, MaxProofLength = 128;
+
+    /// <summary>
+    /// Checks a proof. The request is validated before the challenge is taken, so a malformed request uses up nothing.
+    /// A refused proof changes nothing about the unit (not last seen, not its last error: anyone can send one with the
+    /// unit's MAC) and is recorded in the audit log aggregated per MAC and source (<see cref="RefusalAudit"/>).
+    /// </summary>
+    public IResult Session(SessionRequest request, string purpose, string scope, TimeSpan lifetime, HttpContext http)
     {
+        if (request is null) { return Problems.BadRequest("body: a JSON object with mac, challengeId and proof is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
         {
-            return Problems.BadRequest($"mac: '{request.Mac}' is not a MAC address");
+            return Problems.BadRequest($"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address");
+        }
+        if (string.IsNullOrEmpty(request.ChallengeId) || request.ChallengeId.Length > MaxChallengeIdLength)
+        {
+            return Problems.BadRequest($"challengeId: required, at most {MaxChallengeIdLength} characters");
+        }
+        if (string.IsNullOrEmpty(request.Proof) || request.Proof.Length > MaxProofLength)
+        {
+            return Problems.BadRequest($"proof: required, at most {MaxProofLength} characters of base64");
         }
         var challenge = store.TakeChallenge(request.ChallengeId);
         if (challenge is null || challenge.Mac != mac || challenge.Purpose != purpose ||
@@ -56,12 +74,9 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         var secret = UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac);
         if (unit is null || !UnitCredentials.VerifyProof(secret, purpose, mac, challenge.Id, challenge.Nonce, request.Proof))
         {
-            log.LogWarning("unit {Mac} refused: {Reason} ({Purpose})", mac, unit is null ? "not registered" : "wrong proof", purpose);
-            if (unit is not null)
-            {
-                store.Touch(mac, error: $"{purpose} authentication refused: wrong proof");
-            }
-            store.Audit("system", "unit.refused", mac, unit is null ? "not registered" : "wrong proof");
+            var reason = unit is null ? "not registered" : $"{purpose} authentication refused: wrong proof";
+            log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
+            refusals.Record(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason);
             return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
         }
         var (token, expiresAt) = tokens.Issue(mac, scope, lifetime);

@@ -20,17 +20,22 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
 {
     public void AddSoftware(SoftwareRow software)
     {
-        Require(software.AppId, "appId");
-        Require(software.Version, "version");
-        Require(software.Name, "name");
+        RequireId(software.AppId, "appId");
+        RequireId(software.Version, "version");
+        RequireText(software.Name, "name", true);
+        RequireText(software.RequiredHardware, "requiredHardware", false);
+        RequireText(software.RequiredOs, "requiredOs", false);
         store.AddSoftware(software);
     }
 
     public void AddPatch(PatchRow patch)
     {
-        Require(patch.Id, "id");
-        Require(patch.TargetApp, "targetApp");
-        Require(patch.Version, "version");
+        RequireId(patch.Id, "id");
+        RequireId(patch.TargetApp, "targetApp");
+        RequireId(patch.Version, "version");
+        RequireText(patch.Name, "name", false);
+        RequireText(patch.OsVersion, "osVersion", false);
+        RequireText(patch.HardwareVersion, "hardwareVersion", false);
         if (patch.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {patch.Importance} is outside 1..5"); }
         if (store.ListSoftware(patch.TargetApp).Count == 0)
         {
@@ -42,12 +47,18 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
     /// <summary>Creates a draft pattern after checking every application version against the catalogue.</summary>
     public PatternRow CreatePattern(NewPattern pattern)
     {
-        Require(pattern.Id, "id");
-        Require(pattern.HardwareVersion, "hardwareVersion");
-        Require(pattern.OsVersion, "osVersion");
-        if (pattern.Applications is null || pattern.Applications.Count == 0)
+        RequireId(pattern.Id, "id");
+        RequireText(pattern.Name, "name", false);
+        RequireText(pattern.HardwareVersion, "hardwareVersion", true);
+        RequireText(pattern.OsVersion, "osVersion", true);
+        if (pattern.Applications is null || pattern.Applications.Count is 0 or > MaxApplications)
         {
-            throw new CatalogueRuleException("applications: a pattern needs at least one application version");
+            throw new CatalogueRuleException($"applications: a pattern needs 1 to {MaxApplications} application versions");
+        }
+        foreach (var (app, version) in pattern.Applications)
+        {
+            if (!Apis.InputRules.IsIdentifier(app)) { throw new CatalogueRuleException(Apis.InputRules.Identifier("applications (name)")); }
+            if (!Apis.InputRules.IsIdentifier(version)) { throw new CatalogueRuleException(Apis.InputRules.Identifier($"applications.{app}")); }
         }
         CheckAgainstCatalogue(pattern.Id, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications);
         var row = new PatternRow
@@ -97,7 +108,9 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
 
     public async Task<UpdateProgramRow> AddUpdateProgramAsync(NewUpdateProgram program, CancellationToken ct)
     {
-        Require(program.Id, "id");
+        RequireId(program.Id, "id");
+        RequireId(program.FromPattern, "fromPattern");
+        RequireId(program.ToPattern, "toPattern");
         if (program.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {program.Importance} is outside 1..5"); }
         var from = store.GetPattern(program.FromPattern) ?? throw new CatalogueRuleException($"fromPattern: pattern '{program.FromPattern}' does not exist");
         var to = store.GetPattern(program.ToPattern) ?? throw new CatalogueRuleException($"toPattern: pattern '{program.ToPattern}' does not exist");
@@ -158,6 +171,7 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
 
     public void SetTargetPattern(string mac, string? pattern)
     {
+        if (pattern is not null && !Apis.InputRules.IsIdentifier(pattern)) { throw new CatalogueRuleException(Apis.InputRules.Identifier("pattern")); }
         if (pattern is not null && store.GetPattern(pattern) is not { Status: PatternStatus.Verified })
         {
             throw new CatalogueRuleException($"targetPattern: '{pattern}' is not a verified pattern");
@@ -186,8 +200,19 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
     private static bool Allows(string? requirement, string value) =>
         string.IsNullOrWhiteSpace(requirement) || requirement.Split(',', StringSplitOptions.TrimEntries).Contains(value, StringComparer.Ordinal);
 
-    private static void Require(string? value, string field)
+    /// <summary>Most applications one pattern (or one unit's inventory) lists.</summary>
+    public const int MaxApplications = 64;
+
+    private static void RequireId(string? value, string field)
     {
-        if (string.IsNullOrWhiteSpace(value)) { throw new CatalogueRuleException($"{field}: required"); }
+        if (!Apis.InputRules.IsIdentifier(value)) { throw new CatalogueRuleException(Apis.InputRules.Identifier(field)); }
+    }
+
+    private static void RequireText(string? value, string field, bool required)
+    {
+        if (required ? !Apis.InputRules.IsText(value, 128) : !Apis.InputRules.IsOptionalText(value, 128))
+        {
+            throw new CatalogueRuleException((required ? $"{field}: required; " : "") + Apis.InputRules.Text(field, 128));
+        }
     }
 }

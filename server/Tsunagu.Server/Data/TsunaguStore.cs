@@ -77,15 +77,51 @@ public sealed partial class TsunaguStore
     private const string UnitColumns =
         "SELECT units.*, (SELECT MAX(revision) FROM unit_configs c WHERE c.mac = units.mac) AS config_revision FROM units";
 
+    private const string InsertUnitSql = """
+        INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password, ip_address, domain, vpn,
+                           global_ip, subscriber, state, pattern, target_pattern, created_at)
+        VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPassword, @IpAddress, @Domain, @Vpn,
+                @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
+        """;
+
     public void AddUnit(UnitRow unit)
     {
         unit.CreatedAt = Now();
-        Insert("""
-                INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password, ip_address, domain, vpn,
-                                   global_ip, subscriber, state, pattern, target_pattern, created_at)
-                VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPassword, @IpAddress, @Domain, @Vpn,
-                        @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
-                """, unit, $"unit {unit.Mac} is already registered");
+        Insert(InsertUnitSql, unit, $"unit {unit.Mac} is already registered");
+    }
+
+    /// <summary>
+    /// Registers units, each with revision 1 of <paramref name="config"/> (when given), and writes one audit entry, in
+    /// one transaction: all or nothing. A unit that is already registered fails the whole call (<see cref="StoreConflictException"/>).
+    /// </summary>
+    public void AddUnits(IReadOnlyList<UnitRow> units, ServiceConfiguration? config, string actor, string action, string? target, string? detail)
+    {
+        var now = Now();
+        var document = config is null ? null : JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration);
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        try
+        {
+            foreach (var unit in units)
+            {
+                unit.CreatedAt = now;
+                c.Execute(InsertUnitSql, unit, tx);
+                if (document is not null)
+                {
+                    c.Execute("""
+                        INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, 1, @document, 'provisional', 'operator', @now)
+                        """, new { mac = unit.Mac, document, now }, tx);
+                }
+            }
+            c.Execute(AuditSql, new { now, actor, action, target, detail }, tx);
+            tx.Commit();
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException(units.Count == 1
+                ? $"unit {units[0].Mac} is already registered"
+                : "a unit of this table was registered meanwhile (another import?); nothing was registered, check the table again");
+        }
     }
 
     public UnitRow? GetUnit(string mac)
@@ -682,11 +718,12 @@ public sealed partial class TsunaguStore
         }
     }
 
+    private const string AuditSql = "INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail)";
+
     public void Audit(string actor, string action, string? target, string? detail)
     {
         using var c = Open();
-        c.Execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail)",
-            new { now = Now(), actor, action, target, detail });
+        c.Execute(AuditSql, new { now = Now(), actor, action, target, detail });
     }
 
     public IReadOnlyList<AuditRow> ListAudit(int limit = 200, string? actor = null, string? target = null)

@@ -5,7 +5,8 @@ using Tsunagu.Server.Data;
 namespace Tsunagu.Server.Security;
 
 /// <summary>Who made a request, once a filter has checked it.</summary>
-public sealed record Caller(string Subject, string Scope);
+/// <remarks><see cref="TokenExpires"/>: when the bearer token the caller used expires (null: a password).</remarks>
+public sealed record Caller(string Subject, string Scope, DateTimeOffset? TokenExpires = null);
 
 public static class CallerExtensions
 {
@@ -13,7 +14,10 @@ public static class CallerExtensions
         http.Items[typeof(Caller)] as Caller ?? throw new InvalidOperationException("endpoint reached without an access filter");
 }
 
-/// <summary>Admits only bearer tokens of one scope; a unit token also marks the unit as seen.</summary>
+/// <summary>
+/// Admits only bearer tokens of one scope; a unit token also marks the unit as seen; a subscriber token only while
+/// the subscriber's security stamp is the one it carries (a new password or a disabling ends it).
+/// </summary>
 public sealed class RequireScope(string scope, TokenService tokens, TsunaguStore store) : IEndpointFilter
 {
     public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
@@ -28,7 +32,11 @@ public sealed class RequireScope(string scope, TokenService tokens, TsunaguStore
         {
             return Problems.Forbidden(ProblemTypes.WrongScope, $"a {claims.Scope} token cannot be used here; this endpoint needs a {scope} token");
         }
-        http.Items[typeof(Caller)] = new Caller(claims.Subject, claims.Scope);
+        if (scope == TokenScope.Subscriber && (claims.Stamp is null || claims.Stamp != PasswordHasher.Stamp(store.GetSubscriberHash(claims.Subject))))
+        {
+            return Problems.Unauthorized(ProblemTypes.InvalidToken, "the token was issued before the account's password changed or it was disabled; sign in again");
+        }
+        http.Items[typeof(Caller)] = new Caller(claims.Subject, claims.Scope, DateTimeOffset.FromUnixTimeSeconds(claims.ExpiresAtUnix));
         if (scope is TokenScope.Host or TokenScope.Provisional)
         {
             store.Touch(claims.Subject);
@@ -52,14 +60,19 @@ public static class ScopeFilterExtensions
             context.HttpContext.RequestServices.GetRequiredService<TsunaguStore>()).InvokeAsync(context, next));
 }
 
-/// <summary>Admits operators by HTTP Basic credentials or an operator bearer token.</summary>
-public sealed class RequireOperator(TokenService tokens, TsunaguStore store) : IEndpointFilter
+/// <summary>
+/// Admits operators by HTTP Basic credentials (checked through <see cref="PasswordGuard"/>) or an operator bearer
+/// token whose security stamp is still the account's. No challenge (WWW-Authenticate) is ever sent: a browser would
+/// then keep and replay the credentials on its own; API clients send them unasked.
+/// </summary>
+public sealed class RequireOperator(TokenService tokens, TsunaguStore store, PasswordGuard guard) : IEndpointFilter
 {
     public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
         var header = http.Request.Headers.Authorization.ToString();
-        string? name = null;
+        string name;
+        DateTimeOffset? expires = null;
         if (header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
         {
             string decoded;
@@ -72,13 +85,16 @@ public sealed class RequireOperator(TokenService tokens, TsunaguStore store) : I
                 return Problems.Unauthorized(ProblemTypes.InvalidToken, "the Basic credentials are not base64");
             }
             var colon = decoded.IndexOf(':');
-            if (colon > 0 && store.GetOperatorHash(decoded[..colon]) is { } hash && PasswordHasher.Verify(decoded[(colon + 1)..], hash))
+            if (colon <= 0)
             {
-                name = decoded[..colon];
+                return Problems.Unauthorized(ProblemTypes.InvalidToken, "the Basic credentials are not name:password");
             }
-            else
+            name = decoded[..colon];
+            var check = await guard.CheckAsync(TokenScope.Operator, name, decoded[(colon + 1)..], http.Connection.RemoteIpAddress,
+                store.GetOperatorHash, http.RequestAborted);
+            if (check.Verdict != PasswordVerdict.Accepted)
             {
-                return Problems.Unauthorized(ProblemTypes.InvalidToken, "operator name or password is wrong");
+                return check.Problem("operator name or password is wrong");
             }
         }
         else
@@ -86,16 +102,20 @@ public sealed class RequireOperator(TokenService tokens, TsunaguStore store) : I
             var claims = tokens.Validate(RequireScope.Bearer(http), out var reason);
             if (claims is null)
             {
-                http.Response.Headers.WWWAuthenticate = "Basic realm=\"tsunagu\"";
                 return Problems.Unauthorized(ProblemTypes.InvalidToken, $"operator credentials required ({reason})");
             }
             if (claims.Scope != TokenScope.Operator)
             {
                 return Problems.Forbidden(ProblemTypes.WrongScope, $"a {claims.Scope} token cannot be used on the operator API");
             }
+            if (claims.Stamp is null || claims.Stamp != PasswordHasher.Stamp(store.GetOperatorHash(claims.Subject)))
+            {
+                return Problems.Unauthorized(ProblemTypes.InvalidToken, "the token was issued before the account's password changed or it was disabled; sign in again");
+            }
             name = claims.Subject;
+            expires = DateTimeOffset.FromUnixTimeSeconds(claims.ExpiresAtUnix);
         }
-        http.Items[typeof(Caller)] = new Caller(name, TokenScope.Operator);
+        http.Items[typeof(Caller)] = new Caller(name, TokenScope.Operator, expires);
         return await next(context);
     }
 }

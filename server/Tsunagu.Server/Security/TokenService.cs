@@ -11,7 +11,8 @@ public sealed record TokenClaims(
     [property: JsonPropertyName("sub")] string Subject,
     [property: JsonPropertyName("scp")] string Scope,
     [property: JsonPropertyName("exp")] long ExpiresAtUnix,
-    [property: JsonPropertyName("jti")] string Id);
+    [property: JsonPropertyName("jti")] string Id,
+    [property: JsonPropertyName("stm")] string? Stamp = null);
 
 [JsonSerializable(typeof(TokenClaims))]
 internal sealed partial class TokenJson : JsonSerializerContext;
@@ -34,10 +35,15 @@ public sealed class TokenService(byte[] key, TimeProvider time)
         return File.ReadAllBytes(path);
     }
 
-    public (string Token, DateTimeOffset ExpiresAt) Issue(string subject, string scope, TimeSpan lifetime)
+    /// <summary>
+    /// Issues a token for <paramref name="lifetime"/>, but never past <paramref name="notAfter"/> (a token minted with
+    /// another keeps that one's expiry). <paramref name="stamp"/>: the account's security stamp (operators, subscribers).
+    /// </summary>
+    public (string Token, DateTimeOffset ExpiresAt) Issue(string subject, string scope, TimeSpan lifetime, string? stamp = null, DateTimeOffset? notAfter = null)
     {
         var expires = time.GetUtcNow() + lifetime;
-        var claims = new TokenClaims(subject, scope, expires.ToUnixTimeSeconds(), UnitCredentials.NewNonce(12));
+        if (notAfter is { } limit && limit < expires) { expires = limit; }
+        var claims = new TokenClaims(subject, scope, expires.ToUnixTimeSeconds(), UnitCredentials.NewNonce(12), stamp);
         var body = Base64Url.Encode(JsonSerializer.SerializeToUtf8Bytes(claims, TokenJson.Default.TokenClaims));
         return ($"{body}.{Sign(body)}", DateTimeOffset.FromUnixTimeSeconds(claims.ExpiresAtUnix));
     }

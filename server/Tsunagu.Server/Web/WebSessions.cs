@@ -1,4 +1,3 @@
-using System.Net;
 using System.Security.Claims;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
@@ -19,6 +18,8 @@ public static class WebSessions
     public const string OperatorPolicy = "operator";
     public const string SubscriberPolicy = "subscriber";
     public const string ScopeClaim = "tsunagu:scope";
+    public const string StampClaim = "tsunagu:stamp";
+    public const string SignedInClaim = "tsunagu:signed-in";
 
     public static IServiceCollection AddWebSessions(this IServiceCollection services, ServerOptions options, string keysDirectory, TimeProvider time)
     {
@@ -32,8 +33,10 @@ public static class WebSessions
             pages.Conventions.AllowAnonymousToPage("/Portal/Login");
         }).AddApplicationPart(typeof(WebSessions).Assembly); // the pages live here, whichever program hosts the server (tests, the demo)
         services.AddAuthentication()
-            .AddCookie(OperatorScheme, o => Configure(o, "/console", "tsunagu-operator", options.OperatorTokenLifetime))
-            .AddCookie(SubscriberScheme, o => Configure(o, "/portal", "tsunagu-subscriber", options.SubscriberTokenLifetime));
+            .AddCookie(OperatorScheme, o => Configure(o, "/console", "tsunagu-operator", options.OperatorTokenLifetime, options.WebSessionAbsoluteLifetime,
+                (store, name) => store.GetOperatorHash(name)))
+            .AddCookie(SubscriberScheme, o => Configure(o, "/portal", "tsunagu-subscriber", options.SubscriberTokenLifetime, options.WebSessionAbsoluteLifetime,
+                (store, name) => store.GetSubscriberHash(name)));
         services.AddAuthorization(a =>
         {
             a.AddPolicy(OperatorPolicy, p => p.AddAuthenticationSchemes(OperatorScheme).RequireAuthenticatedUser().RequireClaim(ScopeClaim, TokenScope.Operator));
@@ -46,12 +49,13 @@ public static class WebSessions
             o.Cookie.SameSite = SameSiteMode.Strict;
             o.FormFieldName = "__csrf";
         });
-        services.AddSingleton(new LoginThrottle(options.LoginAttemptsPerMinute, time));
+        services.AddSingleton(new PasswordGuard(options, time));
         services.AddSingleton<SubscriberChanges>();
         return services;
     }
 
-    private static void Configure(CookieAuthenticationOptions o, string path, string cookie, TimeSpan lifetime)
+    private static void Configure(CookieAuthenticationOptions o, string path, string cookie, TimeSpan lifetime, TimeSpan absolute,
+        Func<Data.TsunaguStore, string, string?> passwordHash)
     {
         o.Cookie.Name = cookie;
         o.Cookie.Path = path;
@@ -63,14 +67,41 @@ public static class WebSessions
         o.AccessDeniedPath = path + "/login";
         o.ExpireTimeSpan = lifetime;
         o.SlidingExpiration = true;
+        // sliding, but never past the absolute lifetime from sign-in; and only while the account's stamp is unchanged
+        o.Events.OnValidatePrincipal = async context =>
+        {
+            var http = context.HttpContext;
+            var now = http.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow();
+            var principal = context.Principal;
+            var name = principal?.Identity?.Name;
+            var signedIn = long.TryParse(principal?.FindFirst(SignedInClaim)?.Value, System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out var at) ? DateTimeOffset.FromUnixTimeSeconds(at) : (DateTimeOffset?)null;
+            var stamp = principal?.FindFirst(StampClaim)?.Value;
+            if (name is null || signedIn is null || signedIn + absolute <= now || stamp is null ||
+                stamp != PasswordHasher.Stamp(passwordHash(http.RequestServices.GetRequiredService<Data.TsunaguStore>(), name)))
+            {
+                context.RejectPrincipal();
+                await http.SignOutAsync(context.Scheme.Name);
+            }
+        };
     }
 
-    public static Task SignInAsync(HttpContext http, string scheme, string name, string scope) =>
-        http.SignInAsync(scheme, new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.Name, name), new Claim(ScopeClaim, scope)], scheme)));
+    public static Task SignInAsync(HttpContext http, string scheme, string name, string scope, string? stamp) =>
+        http.SignInAsync(scheme, new ClaimsPrincipal(new ClaimsIdentity(
+        [
+            new Claim(ClaimTypes.Name, name), new Claim(ScopeClaim, scope), new Claim(StampClaim, stamp ?? ""),
+            new Claim(SignedInClaim, http.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow().ToUnixTimeSeconds().ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        ], scheme)));
 
-    /// <summary>Headers for every page: no framing, no sniffing, scripts and styles from this server only.</summary>
+    /// <summary>HSTS on every response; for every page: no framing, no sniffing, scripts and styles from this server only.</summary>
     public static IApplicationBuilder UseWebSecurityHeaders(this IApplicationBuilder app) => app.Use((http, next) =>
     {
+        // HTTPS only, everywhere: browsers never try this host over plain HTTP again
+        http.Response.OnStarting(() =>
+        {
+            http.Response.Headers.StrictTransportSecurity = TlsPolicy.StrictTransportSecurity;
+            return Task.CompletedTask;
+        });
         if (http.Request.Path.StartsWithSegments("/console") || http.Request.Path.StartsWithSegments("/portal"))
         {
             var h = http.Response.Headers;
@@ -82,22 +113,4 @@ public static class WebSessions
         }
         return next(http);
     });
-}
-
-/// <summary>
-/// Sign-in attempts of the console and the portal, limited per account name and per source address (each its own
-/// <see cref="AttemptCounter"/> window), so guessing one password or many accounts from one place is slowed alike.
-/// </summary>
-public sealed class LoginThrottle(int perMinute, TimeProvider time)
-{
-    private readonly AttemptCounter _byName = new(perMinute, time);
-    private readonly AttemptCounter _bySource = new(perMinute, time);
-
-    /// <summary>Null when the attempt may go ahead, else how long to wait.</summary>
-    public TimeSpan? TryAttempt(string realm, string name, IPAddress? source)
-    {
-        var byName = _byName.TryAttempt($"{realm}:{name.Trim().ToLowerInvariant()}");
-        var bySource = _bySource.TryAttempt($"{realm}:{source?.ToString() ?? "unknown"}");
-        return byName is null ? bySource : bySource is null ? byName : (byName > bySource ? byName : bySource);
-    }
 }

@@ -34,6 +34,8 @@ public sealed class OperatorClient : IDisposable
         _http = new HttpClient(handler) { BaseAddress = server, Timeout = TimeSpan.FromSeconds(60) };
         _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
             Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{password}")));
+        // the server refuses state-changing calls a cross-site form could make: this header marks a real client
+        _http.DefaultRequestHeaders.Add("X-Tsunagu-Client", "tsunagu-cli");
     }
 
     /// <summary>Reads the SPKI pin of a PEM certificate file (the server's `tls/server.pem`).</summary>

@@ -5,5 +5,5 @@ using Tsunagu.Server.Web;
 
 namespace Tsunagu.Server.Pages.Console;
 
-public sealed class LoginModel(TsunaguStore store, LoginThrottle throttle)
-    : LoginPageModel("console", WebSessions.OperatorScheme, TokenScope.Operator, store.GetOperatorHash, store, throttle);
+public sealed class LoginModel(TsunaguStore store, Security.PasswordGuard guard)
+    : LoginPageModel("console", WebSessions.OperatorScheme, TokenScope.Operator, store.GetOperatorHash, store, guard);

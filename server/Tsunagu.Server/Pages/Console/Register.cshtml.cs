@@ -71,8 +71,15 @@ public sealed class RegisterModel(TsunaguStore store, IPushPublisher push, ILogg
         Bulk = OperatorApi.CheckBulk(text, store);
         if (Bulk.CanCommit)
         {
-            await OperatorApi.CommitBulkAsync(Bulk, Who, store, push, log, HttpContext.RequestAborted);
-            BulkRegistered = Bulk.Valid.Count;
+            try
+            {
+                await OperatorApi.CommitBulkAsync(Bulk, Who, store, push, log, HttpContext.RequestAborted);
+                BulkRegistered = Bulk.Valid.Count;
+            }
+            catch (Data.StoreConflictException e)
+            {
+                ModelState.AddModelError("table", e.Message);
+            }
         }
         return Page();
     }

@@ -5,5 +5,5 @@ using Tsunagu.Server.Web;
 
 namespace Tsunagu.Server.Pages.Portal;
 
-public sealed class LoginModel(TsunaguStore store, LoginThrottle throttle)
-    : LoginPageModel("portal", WebSessions.SubscriberScheme, TokenScope.Subscriber, store.GetSubscriberHash, store, throttle);
+public sealed class LoginModel(TsunaguStore store, Security.PasswordGuard guard)
+    : LoginPageModel("portal", WebSessions.SubscriberScheme, TokenScope.Subscriber, store.GetSubscriberHash, store, guard);

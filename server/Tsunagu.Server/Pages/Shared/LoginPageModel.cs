@@ -6,10 +6,11 @@ using Tsunagu.Server.Web;
 namespace Tsunagu.Server.Pages.Shared;
 
 /// <summary>
-/// Log in to one area: rate-limited per name and per source (<see cref="LoginThrottle"/>), the password checked
-/// against the area's own accounts, a session cookie of the area's own scheme.
+/// Log in to one area: the password checked against the area's own accounts through <see cref="PasswordGuard"/>
+/// (limited per account and source, per source, per account from unknown sources; bounded hashing), a session
+/// cookie of the area's own scheme carrying the account's security stamp.
 /// </summary>
-public abstract class LoginPageModel(string area, string scheme, string scope, Func<string, string?> passwordHash, TsunaguStore store, LoginThrottle throttle)
+public abstract class LoginPageModel(string area, string scheme, string scope, Func<string, string?> passwordHash, TsunaguStore store, PasswordGuard guard)
     : SessionPageModel(area)
 {
     [BindProperty] public LoginForm Form { get; set; } = new();
@@ -19,20 +20,22 @@ public abstract class LoginPageModel(string area, string scheme, string scope, F
     public async Task<IActionResult> OnPostAsync(string? returnUrl)
     {
         if (!ModelState.IsValid) { return Page(); }
-        if (throttle.TryAttempt(Area, Form.Name, HttpContext.Connection.RemoteIpAddress) is { } wait)
+        var check = await guard.CheckAsync(scope, Form.Name, Form.Password, HttpContext.Connection.RemoteIpAddress, passwordHash, HttpContext.RequestAborted);
+        if (check.Verdict is PasswordVerdict.Limited or PasswordVerdict.Busy)
         {
-            var seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
-            Response.StatusCode = StatusCodes.Status429TooManyRequests;
+            var seconds = Math.Max(1, (int)Math.Ceiling(check.RetryAfter.TotalSeconds));
+            Response.StatusCode = check.Verdict == PasswordVerdict.Limited ? StatusCodes.Status429TooManyRequests : StatusCodes.Status503ServiceUnavailable;
             Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            ModelState.AddModelError("", $"Too many log in attempts; try again in {seconds} seconds.");
+            ModelState.AddModelError("", check.Verdict == PasswordVerdict.Limited
+                ? $"Too many log in attempts; try again in {seconds} seconds." : $"The server is busy; try again in {seconds} seconds.");
             return Page();
         }
-        if (passwordHash(Form.Name) is not { } hash || !PasswordHasher.Verify(Form.Password, hash))
+        if (check.Verdict != PasswordVerdict.Accepted)
         {
             ModelState.AddModelError("", "Name or password is wrong.");
             return Page();
         }
-        await WebSessions.SignInAsync(HttpContext, scheme, Form.Name, scope);
+        await WebSessions.SignInAsync(HttpContext, scheme, Form.Name, scope, PasswordHasher.Stamp(passwordHash(Form.Name)));
         store.Audit(scope == Protocol.TokenScope.Operator ? Form.Name : $"{scope}:{Form.Name}", $"{scope}.login", null, "web session");
         var home = "/" + Area;
         return LocalRedirect(returnUrl is not null && Url.IsLocalUrl(returnUrl) && returnUrl.StartsWith(home, StringComparison.Ordinal) ? returnUrl : home);

@@ -1,0 +1,38 @@
+namespace Tsunagu.Server.Apis;
+
+/// <summary>
+/// The grammar of what the API stores: identifiers (ids, application names, versions) are short ASCII tokens that are
+/// safe in a URL path, a header and a file name; free text is bounded and has no control characters; every check runs
+/// before anything is written.
+/// </summary>
+public static class InputRules
+{
+    public const int MaxIdentifier = 64;
+    public const int MaxText = 256;
+
+    /// <summary>1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.</summary>
+    public static bool IsIdentifier([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] string? value) =>
+        value is { Length: > 0 and <= MaxIdentifier } && char.IsAsciiLetterOrDigit(value[0]) &&
+        value.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-');
+
+    /// <summary>Non-empty text of at most <paramref name="max"/> characters without control characters or line separators.</summary>
+    public static bool IsText([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] string? value, int max = MaxText) =>
+        !string.IsNullOrWhiteSpace(value) && value.Length <= max &&
+        !value.Any(c => char.IsControl(c) || c is '\u2028' or '\u2029' || char.IsSurrogate(c) && !char.IsSurrogatePair(value, value.IndexOf(c)));
+
+    /// <summary>Null or empty (absent), or <see cref="IsText"/>.</summary>
+    public static bool IsOptionalText(string? value, int max = MaxText) => string.IsNullOrEmpty(value) || IsText(value, max);
+
+    /// <summary>A DNS name: dot-separated labels of letters, digits and hyphens, at most 253 characters.</summary>
+    public static bool IsDomainName(string? name) =>
+        name is { Length: > 0 and <= 253 } &&
+        name.Split('.').All(l => l.Length is > 0 and <= 63 && l.All(c => char.IsAsciiLetterOrDigit(c) || c == '-') && l[0] != '-' && l[^1] != '-');
+
+    /// <summary>A value as an error message may quote it: at most 64 characters, control characters shown as '?'.</summary>
+    public static string Quote(string? value) =>
+        value is null ? "" : new string(value.Take(64).Select(c => char.IsControl(c) ? '?' : c).ToArray()) + (value.Length > 64 ? "..." : "");
+
+    public static string Identifier(string field) => $"{field}: required, 1-{MaxIdentifier} of A-Z a-z 0-9 . _ - (starting with a letter or digit)";
+
+    public static string Text(string field, int max = MaxText) => $"{field}: at most {max} characters, no control characters";
+}
