@@ -28,6 +28,21 @@ public sealed class ServerOptions
     /// <summary>Embedded MQTT broker port on <see cref="ListenAddress"/>; 0 picks a free one; -1 disables push.</summary>
     public int MqttPort { get; set; } = 1883;
 
+    /// <summary>Embedded broker: seconds from accepting a connection to the last byte of its CONNECT (TLS handshake included).</summary>
+    public int MqttConnectTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Embedded broker: largest packet (remaining length, bytes) before login and from a unit; a larger one ends the connection after its header.</summary>
+    public int MqttMaxPacketBytes { get; set; } = 4096;
+
+    /// <summary>Embedded broker: connections held at once, logged in or not (unset: the descriptor limit less <see cref="DescriptorReserve"/>, at least 64).</summary>
+    public long? MqttMaxConnections { get; set; }
+
+    /// <summary>Embedded broker: connections held at once from one source address (connections from the server's own address are not counted here).</summary>
+    public int MqttMaxConnectionsPerSource { get; set; } = 256;
+
+    /// <summary>Embedded broker: largest payload of a retained message (and of a last will) from a unit.</summary>
+    public int MqttMaxRetainedBytes { get; set; } = 256;
+
     /// <summary>"embedded" (default) or mqtt://ADMIN:PASSWORD@HOST:PORT for a Mosquitto with dynamic security.</summary>
     public string Mqtt { get; set; } = "embedded";
 
@@ -113,6 +128,16 @@ public sealed class ServerOptions
         if (RequestQueueTimeoutSeconds is <= 0 or > 300 || double.IsNaN(RequestQueueTimeoutSeconds))
         {
             throw new ArgumentException($"Tsunagu:RequestQueueTimeoutSeconds must be more than 0 and at most 300 (was {RequestQueueTimeoutSeconds})");
+        }
+        if (MqttConnectTimeoutSeconds is < 1 or > 300) { throw new ArgumentException($"Tsunagu:MqttConnectTimeoutSeconds must be 1..300 (was {MqttConnectTimeoutSeconds})"); }
+        if (MqttMaxPacketBytes is < 256 or > 268_435_455) { throw new ArgumentException($"Tsunagu:MqttMaxPacketBytes must be 256..268435455 (was {MqttMaxPacketBytes})"); }
+        if (MqttMaxConnections is < 1 || MqttMaxConnectionsPerSource < 1)
+        {
+            throw new ArgumentException($"Tsunagu:MqttMaxConnections and MqttMaxConnectionsPerSource must be positive (were {MqttMaxConnections}, {MqttMaxConnectionsPerSource})");
+        }
+        if (MqttMaxRetainedBytes < 1 || MqttMaxRetainedBytes > MqttMaxPacketBytes)
+        {
+            throw new ArgumentException($"Tsunagu:MqttMaxRetainedBytes must be 1..MqttMaxPacketBytes (was {MqttMaxRetainedBytes})");
         }
         if (MaxConnections is < 1) { throw new ArgumentException($"Tsunagu:MaxConnections must be positive (was {MaxConnections})"); }
         if (KeepAliveSeconds is < 1 or > 3600) { throw new ArgumentException($"Tsunagu:KeepAliveSeconds must be 1..3600 (was {KeepAliveSeconds})"); }

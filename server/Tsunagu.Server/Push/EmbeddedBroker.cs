@@ -14,10 +14,14 @@ namespace Tsunagu.Server.Push;
 /// only to its own command topic and publish only to its own status topic. The server logs in with a
 /// password made at start-up.
 /// </summary>
-public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings, UnitKey unitKey, TsunaguStore store, ILogger<EmbeddedBroker> log)
+public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings, UnitKey unitKey, TsunaguStore store, TimeProvider time, ILogger<EmbeddedBroker> log)
     : IHostedService, IAsyncDisposable
 {
+    /// <summary>Largest packet the server's own client may send once logged in (pushes are small; room to grow).</summary>
+    public const int ServerClientMaxPacketBytes = 1 << 20;
+
     private MqttServer? _server;
+    private BrokerListener? _listener;
     private readonly SemaphoreSlim _sessionsLock = new(1, 1);
     private Dictionary<string, MqttSessionStatus> _sessions = new(StringComparer.Ordinal);
     private long _sessionsVersion;  // bumped by every connect and disconnect
@@ -27,20 +31,35 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     public string ServerPassword { get; } = Base64Url.Encode(RandomNumberGenerator.GetBytes(24));
     public bool Enabled => settings.Embedded && options.MqttPort >= 0 && options.HasRole("host");
 
+    /// <summary>Connections held now (logged in or not) and refused at accept since start (caps reached).</summary>
+    public long Connections => _listener?.Connections ?? 0;
+    public long RefusedConnections => _listener?.Refused ?? 0;
+
+    /// <summary>The retained message on a topic, or null (what a unit's status says to a new subscriber).</summary>
+    public async Task<MQTTnet.MqttApplicationMessage?> GetRetainedAsync(string topic) =>
+        _server is null ? null : await _server.GetRetainedMessageAsync(topic);
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         if (!Enabled)
         {
             return;
         }
-        Port = options.MqttPort == 0 ? FreePort() : options.MqttPort;
+        var limits = new BrokerLimits(TimeSpan.FromSeconds(options.MqttConnectTimeoutSeconds), options.MqttMaxPacketBytes, ServerClientMaxPacketBytes,
+            options.MqttMaxConnections ?? (DescriptorLimit.Read() is { } descriptors ? Math.Max(64, descriptors - ServerOptions.DescriptorReserve) : 10_000),
+            options.MqttMaxConnectionsPerSource);
+        // on ListenAddress, and on the IPv6 loopback with the same port number
+        var address = IPAddress.Parse(options.ListenAddress);
+        List<BrokerEndpoint> endpoints = [new(address, options.MqttPort, null)];
+        if (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+        {
+            endpoints.Add(new(IPAddress.IPv6Loopback, options.MqttPort, null));
+        }
+        _listener = new BrokerListener(endpoints, limits, time, log);
         var serverOptions = new MqttServerOptionsBuilder()
-            .WithDefaultEndpoint()
-            .WithDefaultEndpointBoundIPAddress(IPAddress.Parse(options.ListenAddress))
-            .WithDefaultEndpointBoundIPV6Address(IPAddress.IPv6Loopback)
-            .WithDefaultEndpointPort(Port)
+            .WithDefaultCommunicationTimeout(limits.ConnectTimeout)
             .Build();
-        _server = new MqttServerFactory().CreateMqttServer(serverOptions);
+        _server = new MqttServerFactory().CreateMqttServer(serverOptions, [_listener]);
         _server.ValidatingConnectionAsync += ValidateConnection;
         _server.InterceptingSubscriptionAsync += e =>
         {
@@ -61,12 +80,23 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
                 e.ProcessPublish = false;
                 e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
             }
+            else if (e.ClientId != MqttSettings.ServerClientId && e.ApplicationMessage.Retain && e.ApplicationMessage.Payload.Length > options.MqttMaxRetainedBytes)
+            {
+                // a unit's status is a word; a larger retained message (or last will) would be kept in memory for good
+                log.LogWarning("MQTT: refused a retained message of {Bytes} bytes from {ClientId} (MqttMaxRetainedBytes {Max}); disconnecting it",
+                    e.ApplicationMessage.Payload.Length, e.ClientId, options.MqttMaxRetainedBytes);
+                e.ProcessPublish = false;
+                e.CloseConnection = true;
+                e.Response.ReasonCode = MqttPubAckReasonCode.QuotaExceeded;
+            }
             return Task.CompletedTask;
         };
         _server.ClientConnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         _server.ClientDisconnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         await _server.StartAsync();
-        log.LogInformation("embedded MQTT broker listening on {Host}:{Port}", options.ListenAddress, Port);
+        Port = _listener.Bound[0].Port;
+        log.LogInformation("embedded MQTT broker listening on {Host}:{Port}; CONNECT within {Timeout} s, packets up to {Packet} bytes, at most {Connections} connections ({PerSource} per source address)",
+            options.ListenAddress, Port, options.MqttConnectTimeoutSeconds, limits.MaxPacketBytes, limits.MaxConnections, limits.MaxConnectionsPerSource);
     }
 
     private Task ValidateConnection(ValidatingConnectionEventArgs e)
@@ -78,6 +108,10 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
                     System.Text.Encoding.UTF8.GetBytes(e.Password ?? ""), System.Text.Encoding.UTF8.GetBytes(ServerPassword)))
             {
                 reason = "wrong server credentials";
+            }
+            else
+            {
+                _listener?.RaisePacketLimit(e.ChannelAdapter);
             }
         }
         else if (!MacAddress.TryNormalize(e.UserName, out var mac) || e.ClientId != UnitCredentials.BrokerClientId(mac))
@@ -152,14 +186,8 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     {
         _sessionsLock.Dispose();
         _server?.Dispose();
+        _listener?.Dispose();
         _server = null;
         return ValueTask.CompletedTask;
-    }
-
-    private static int FreePort()
-    {
-        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 }

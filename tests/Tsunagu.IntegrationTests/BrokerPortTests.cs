@@ -1,0 +1,256 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using MQTTnet;
+using MQTTnet.Formatter;
+using Tsunagu.Protocol;
+using Tsunagu.Server;
+using Tsunagu.Server.Push;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// What anybody who reaches the embedded broker's port can do before and after logging in: hold connections,
+/// announce huge packets, store large retained messages. The server stays up and serving HTTPS throughout.
+/// </summary>
+[NonParallelizable]
+public class BrokerPortTests
+{
+    /// <summary>Far longer than any wait below on a loaded machine, far shorter than MQTTnet's own 100 s.</summary>
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(40);
+
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    [TearDown]
+    public void TearDown() => TestServer.Configure.Value = null;
+
+    private static EmbeddedBroker Broker(TestServer server) => server.App.Services.GetRequiredService<EmbeddedBroker>();
+
+    /// <summary>A raw TCP connection to the broker from <paramref name="source"/> (any 127.0.0.0/8 address on Linux).</summary>
+    private static async Task<Socket> RawAsync(TestServer server, string source = "127.0.0.1")
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Parse(source), 0));
+        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, Broker(server).Port));
+        return socket;
+    }
+
+    /// <summary>True when the server closes or resets the connection within <paramref name="within"/>; data it sends first is read past.</summary>
+    private static async Task<bool> ClosedByServerAsync(Socket socket, TimeSpan within)
+    {
+        using var timeout = new CancellationTokenSource(within);
+        var buffer = new byte[4096];
+        try
+        {
+            while (true)
+            {
+                if (await socket.ReceiveAsync(buffer, SocketFlags.None, timeout.Token) == 0) { return true; }
+            }
+        }
+        catch (SocketException) { return true; }
+        catch (OperationCanceledException) { return false; }
+    }
+
+    /// <summary>True when a new connection from <paramref name="source"/> is closed or reset by the server (during the connect or after it).</summary>
+    private static async Task<bool> RefusedAsync(TestServer server, string source)
+    {
+        Socket socket;
+        try
+        {
+            socket = await RawAsync(server, source);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
+        {
+            return true; // accepted and reset before the connect completed here
+        }
+        using (socket)
+        {
+            return await ClosedByServerAsync(socket, Bound);
+        }
+    }
+
+    /// <summary>An MQTT 3.1.1 CONNECT with credentials that are no unit's: a broker that serves the connection answers CONNACK.</summary>
+    private static byte[] ProbeConnect()
+    {
+        byte[] body = [0, 4, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 4, 0xC2, 0, 60, 0, 5, (byte)'p', (byte)'r', (byte)'o', (byte)'b', (byte)'e', 0, 1, (byte)'x', 0, 1, (byte)'y'];
+        return [0x10, (byte)body.Length, .. body];
+    }
+
+    /// <summary>Sends a CONNECT on a raw connection and returns the first byte the broker answers (0x20 = CONNACK), or null when it closed.</summary>
+    private static async Task<byte?> ProbeAsync(Socket socket)
+    {
+        try
+        {
+            await socket.SendAsync(ProbeConnect(), SocketFlags.None);
+            using var timeout = new CancellationTokenSource(Bound);
+            var buffer = new byte[1];
+            return await socket.ReceiveAsync(buffer, SocketFlags.None, timeout.Token) == 1 ? buffer[0] : null;
+        }
+        catch (SocketException) { return null; }
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition, string what)
+    {
+        var started = DateTime.UtcNow;
+        while (!condition())
+        {
+            if (DateTime.UtcNow - started > Bound) { Assert.Fail($"timed out waiting for: {what}"); }
+            await Task.Delay(20);
+        }
+    }
+
+    [Test]
+    public async Task A_connection_that_sends_no_connect_is_closed_at_the_connect_deadline()
+    {
+        TestServer.Configure.Value = o => o.MqttConnectTimeoutSeconds = 2;
+        await using var server = await TestServer.StartAsync();
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        using var silent = await RawAsync(server);
+        using var partial = await RawAsync(server);
+        await partial.SendAsync(ProbeConnect()[..8], SocketFlags.None); // a CONNECT that never ends
+        Assert.That(await ClosedByServerAsync(silent, Bound), Is.True, "a connection that sends nothing is closed");
+        Assert.That(await ClosedByServerAsync(partial, Bound), Is.True, "a CONNECT that never completes is closed");
+        Assert.That(started.Elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(1.9)), "not before the deadline");
+        await WaitForAsync(() => Broker(server).Connections == 1, "only the server's own client is left");
+
+        // a client that logs in within the deadline is served and stays
+        using var unit = await RawAsync(server);
+        Assert.That(await ProbeAsync(unit), Is.EqualTo((byte)0x20), "CONNACK");
+    }
+
+    [Test]
+    public async Task Past_the_caps_connections_are_refused_at_once_while_https_answers_and_room_comes_back()
+    {
+        // 6 in all (the server's own client holds one), 2 per source; nothing expires while the test runs
+        TestServer.Configure.Value = o => (o.MqttMaxConnections, o.MqttMaxConnectionsPerSource, o.MqttConnectTimeoutSeconds) = (6, 2, 300);
+        await using var server = await TestServer.StartAsync();
+        var held = new List<Socket>();
+        try
+        {
+            held.Add(await RawAsync(server, "127.0.0.2"));
+            held.Add(await RawAsync(server, "127.0.0.2"));
+            Assert.That(await RefusedAsync(server, "127.0.0.2"), Is.True, "a third connection from one source is refused");
+            held.Add(await RawAsync(server, "127.0.0.3"));
+            held.Add(await RawAsync(server, "127.0.0.3"));
+            held.Add(await RawAsync(server, "127.0.0.4"));
+            Assert.That(await RefusedAsync(server, "127.0.0.4"), Is.True, "past the total, a source under its own cap is refused too");
+            Assert.That(await RefusedAsync(server, "127.0.0.1"), Is.True, "the total counts every source, the server's own address too");
+            using var http = server.PinnedHttp();
+            Assert.That((await http.GetAsync("/healthz")).StatusCode, Is.EqualTo(HttpStatusCode.OK), "HTTPS answers while the broker is full");
+            Assert.That(await ProbeAsync(held[0]), Is.EqualTo((byte)0x20), "the connections held are served");
+            Assert.That(Broker(server).RefusedConnections, Is.EqualTo(3));
+
+            foreach (var socket in held) { socket.Dispose(); }
+            await WaitForAsync(() => Broker(server).Connections == 1, "the places of closed connections are free again");
+            using var again = await RawAsync(server, "127.0.0.2");
+            Assert.That(await ProbeAsync(again), Is.EqualTo((byte)0x20), "a source is served again once its connections are gone");
+        }
+        finally
+        {
+            foreach (var socket in held) { socket.Dispose(); }
+        }
+    }
+
+    [Test]
+    public async Task A_connect_announcing_256_MB_is_closed_after_its_header_and_nothing_is_allocated()
+    {
+        TestServer.Configure.Value = o => o.MqttConnectTimeoutSeconds = 300;
+        await using var server = await TestServer.StartAsync();
+        var before = GC.GetTotalMemory(forceFullCollection: true);
+        var sockets = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 6; i++)
+            {
+                var socket = await RawAsync(server);
+                sockets.Add(socket);
+                await socket.SendAsync(new byte[] { 0x10, 0xFF, 0xFF, 0xFF, 0x7F, 0, 4, (byte)'M', (byte)'Q', (byte)'T', (byte)'T' }, SocketFlags.None);
+            }
+            foreach (var socket in sockets)
+            {
+                Assert.That(await ClosedByServerAsync(socket, Bound), Is.True, "closed at once, long before the CONNECT deadline");
+            }
+            var grown = GC.GetTotalMemory(forceFullCollection: true) - before;
+            Assert.That(grown, Is.LessThan(32L << 20), $"the managed heap grew by {grown:N0} bytes");
+            await WaitForAsync(() => Broker(server).Connections == 1, "the refused connections are not counted any more");
+        }
+        finally
+        {
+            foreach (var socket in sockets) { socket.Dispose(); }
+        }
+    }
+
+    [Test]
+    public async Task A_unit_cannot_store_a_large_retained_status_and_a_large_packet_ends_its_connection()
+    {
+        await using var server = await TestServer.StartAsync();
+        await server.AddUnitsAsync(1);
+        var identity = server.Identity(1);
+        var compact = MacAddress.Compact(identity.Mac);
+        var options = new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", Broker(server).Port).WithProtocolVersion(MqttProtocolVersion.V500)
+            .WithClientId(UnitCredentials.BrokerClientId(identity.Mac))
+            .WithCredentials(compact, UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret))).Build();
+        var status = PushTopics.Status(identity.Mac);
+        MqttApplicationMessage Status(byte[] payload) => new MqttApplicationMessageBuilder().WithTopic(status).WithPayload(payload).WithRetainFlag(true)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build();
+
+        async Task<string?> Retained() => (await Broker(server).GetRetainedAsync(status))?.ConvertPayloadToString();
+
+        using var unit = new MqttClientFactory().CreateMqttClient();
+        Assert.That((await unit.ConnectAsync(options)).ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
+        Assert.That((await unit.PublishAsync(Status("online"u8.ToArray()))).IsSuccess, Is.True, "a status word is kept");
+        Assert.That(await Retained(), Is.EqualTo("online"));
+
+        // under the packet limit, over the retained limit: refused, and the unit disconnected
+        try
+        {
+            var refused = await unit.PublishAsync(Status(new byte[1024]));
+            Assert.That(refused.IsSuccess, Is.False, "a 1 KB retained status is refused");
+        }
+        catch (MQTTnet.Exceptions.MqttCommunicationException)
+        {
+            // disconnected before the acknowledgement arrived: refused as well
+        }
+        await WaitForAsync(() => !unit.IsConnected, "the unit is disconnected");
+        Assert.That(await Retained(), Is.EqualTo("online"), "nothing larger was retained");
+
+        // over the packet limit: the connection ends after the header
+        using var again = new MqttClientFactory().CreateMqttClient();
+        Assert.That((await again.ConnectAsync(options)).ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
+        try
+        {
+            await again.PublishAsync(Status(new byte[1 << 20]));
+        }
+        catch (MQTTnet.Exceptions.MqttCommunicationException)
+        {
+            // the broker hung up while the packet was sent
+        }
+        await WaitForAsync(() => !again.IsConnected, "the unit is disconnected");
+        Assert.That(await Retained(), Is.EqualTo("online"), "the 1 MB status was not retained");
+        using var http = server.PinnedHttp();
+        Assert.That((await http.GetAsync("/healthz")).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+    }
+
+    private static IEnumerable<TestCaseData> BadLimits()
+    {
+        TestCaseData Case(string name, Action<ServerOptions> set, string named) => new TestCaseData(set, named).SetArgDisplayNames(name);
+        yield return Case("connect timeout 0", o => o.MqttConnectTimeoutSeconds = 0, "MqttConnectTimeoutSeconds");
+        yield return Case("connect timeout 301", o => o.MqttConnectTimeoutSeconds = 301, "MqttConnectTimeoutSeconds");
+        yield return Case("packet 255", o => o.MqttMaxPacketBytes = 255, "MqttMaxPacketBytes");
+        yield return Case("packet 256 MB", o => o.MqttMaxPacketBytes = 268_435_456, "MqttMaxPacketBytes");
+        yield return Case("connections 0", o => o.MqttMaxConnections = 0, "MqttMaxConnections");
+        yield return Case("per source 0", o => o.MqttMaxConnectionsPerSource = 0, "MqttMaxConnectionsPerSource");
+        yield return Case("retained 0", o => o.MqttMaxRetainedBytes = 0, "MqttMaxRetainedBytes");
+        yield return Case("retained over packet", o => o.MqttMaxRetainedBytes = 5000, "MqttMaxRetainedBytes");
+    }
+
+    [TestCaseSource(nameof(BadLimits))]
+    public void Bad_broker_limits_are_refused_with_the_setting_named(Action<ServerOptions> set, string named)
+    {
+        var options = new ServerOptions();
+        Assert.That(() => options.Validate(), Throws.Nothing, "the defaults are valid");
+        set(options);
+        Assert.That(() => options.Validate(), Throws.ArgumentException.With.Message.Contains(named));
+    }
+}
