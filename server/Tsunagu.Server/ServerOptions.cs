@@ -25,8 +25,11 @@ public sealed class ServerOptions
     /// <summary>URL units are told to use for the host server; defaults to this server's own address.</summary>
     public string? HostServerUrl { get; set; }
 
-    /// <summary>Embedded MQTT broker port on <see cref="ListenAddress"/>; 0 picks a free one; -1 disables push.</summary>
-    public int MqttPort { get; set; } = 1883;
+    /// <summary>Embedded MQTT broker's TLS port (the server's certificate) on <see cref="ListenAddress"/>; 0 picks a free one; -1 disables push.</summary>
+    public int MqttPort { get; set; } = 8883;
+
+    /// <summary>Embedded broker's plain MQTT port, off unless set (-1); 0 picks a free one. Units are told the TLS port.</summary>
+    public int MqttPlainPort { get; set; } = -1;
 
     /// <summary>Embedded broker: seconds from accepting a connection to the last byte of its CONNECT (TLS handshake included).</summary>
     public int MqttConnectTimeoutSeconds { get; set; } = 10;
@@ -119,6 +122,10 @@ public sealed class ServerOptions
             throw new ArgumentException("Tsunagu:OperatorName and OperatorPassword go together, and the password needs at least 8 characters");
         }
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
+        if (MqttPort is < -1 or > 65535 || MqttPlainPort is < -1 or > 65535)
+        {
+            throw new ArgumentException($"Tsunagu:MqttPort and MqttPlainPort must be -1 (off), 0 (a free one) or a port number (were {MqttPort}, {MqttPlainPort})");
+        }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
         if (PowerOnSpreadSeconds is < 0 or > 3600) { throw new ArgumentException($"Tsunagu:PowerOnSpreadSeconds must be 0..3600 (was {PowerOnSpreadSeconds})"); }
         if (AuthAttemptsPerMacPerMinute < 1 || LoginAttemptsPerMinute < 1 || AuthAttemptsPerSourcePerMinute < 1 || MaxConcurrentRequests is < 1 || RequestQueueLimit < 0)

@@ -27,14 +27,32 @@ public class BrokerPortTests
 
     private static EmbeddedBroker Broker(TestServer server) => server.App.Services.GetRequiredService<EmbeddedBroker>();
 
-    /// <summary>A raw TCP connection to the broker from <paramref name="source"/> (any 127.0.0.0/8 address on Linux).</summary>
-    private static async Task<Socket> RawAsync(TestServer server, string source = "127.0.0.1")
+    /// <summary>
+    /// A raw TCP connection from <paramref name="source"/> (any 127.0.0.0/8 address on Linux) to the broker's plain
+    /// port (the tests that use it open one), or to its TLS port.
+    /// </summary>
+    private static async Task<Socket> RawAsync(TestServer server, string source = "127.0.0.1", bool tls = false)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(IPAddress.Parse(source), 0));
-        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, Broker(server).Port));
+        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, tls ? Broker(server).Port : Broker(server).PlainPort!.Value));
         return socket;
     }
+
+    /// <summary>A TLS connection to the broker's TLS port that accepts only the server's pinned certificate.</summary>
+    private static async Task<System.Net.Security.SslStream> TlsAsync(TestServer server)
+    {
+        var socket = await RawAsync(server, tls: true);
+        var tls = new System.Net.Security.SslStream(new NetworkStream(socket, ownsSocket: true), false,
+            (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]));
+        await tls.AuthenticateAsClientAsync("127.0.0.1");
+        return tls;
+    }
+
+    /// <summary>MQTT client options of a unit of <paramref name="server"/>: TLS to the broker's TLS port, the server's certificate pinned, as <see cref="Tsunagu.Firmware.Net.PushListener"/> does.</summary>
+    internal static MqttClientOptionsBuilder UnitOptions(string host, int port, string pin) =>
+        new MqttClientOptionsBuilder().WithTcpServer(host, port).WithTlsOptions(t => t.UseTls().WithCertificateValidationHandler(e =>
+            TrustAnchor.Matches(System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(e.Certificate.GetRawCertData()), e.Chain, [pin])));
 
     /// <summary>True when the server closes or resets the connection within <paramref name="within"/>; data it sends first is read past.</summary>
     private static async Task<bool> ClosedByServerAsync(Socket socket, TimeSpan within)
@@ -49,6 +67,22 @@ public class BrokerPortTests
             }
         }
         catch (SocketException) { return true; }
+        catch (OperationCanceledException) { return false; }
+    }
+
+    /// <summary>True when the server ends a TLS connection (close or reset) within <paramref name="within"/>.</summary>
+    private static async Task<bool> ClosedByServerAsync(Stream stream, TimeSpan within)
+    {
+        using var timeout = new CancellationTokenSource(within);
+        var buffer = new byte[4096];
+        try
+        {
+            while (true)
+            {
+                if (await stream.ReadAsync(buffer, timeout.Token) == 0) { return true; }
+            }
+        }
+        catch (IOException) { return true; }
         catch (OperationCanceledException) { return false; }
     }
 
@@ -103,14 +137,18 @@ public class BrokerPortTests
     [Test]
     public async Task A_connection_that_sends_no_connect_is_closed_at_the_connect_deadline()
     {
-        TestServer.Configure.Value = o => o.MqttConnectTimeoutSeconds = 2;
+        TestServer.Configure.Value = o => (o.MqttConnectTimeoutSeconds, o.MqttPlainPort) = (2, 0);
         await using var server = await TestServer.StartAsync();
         var started = System.Diagnostics.Stopwatch.StartNew();
         using var silent = await RawAsync(server);
         using var partial = await RawAsync(server);
         await partial.SendAsync(ProbeConnect()[..8], SocketFlags.None); // a CONNECT that never ends
+        using var noHandshake = await RawAsync(server, tls: true);
+        await using var silentTls = await TlsAsync(server);
         Assert.That(await ClosedByServerAsync(silent, Bound), Is.True, "a connection that sends nothing is closed");
         Assert.That(await ClosedByServerAsync(partial, Bound), Is.True, "a CONNECT that never completes is closed");
+        Assert.That(await ClosedByServerAsync(noHandshake, Bound), Is.True, "a TLS connection that never starts its handshake is closed");
+        Assert.That(await ClosedByServerAsync(silentTls, Bound), Is.True, "a TLS connection that sends no CONNECT is closed");
         Assert.That(started.Elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(1.9)), "not before the deadline");
         await WaitForAsync(() => Broker(server).Connections == 1, "only the server's own client is left");
 
@@ -123,7 +161,7 @@ public class BrokerPortTests
     public async Task Past_the_caps_connections_are_refused_at_once_while_https_answers_and_room_comes_back()
     {
         // 6 in all (the server's own client holds one), 2 per source; nothing expires while the test runs
-        TestServer.Configure.Value = o => (o.MqttMaxConnections, o.MqttMaxConnectionsPerSource, o.MqttConnectTimeoutSeconds) = (6, 2, 300);
+        TestServer.Configure.Value = o => (o.MqttMaxConnections, o.MqttMaxConnectionsPerSource, o.MqttConnectTimeoutSeconds, o.MqttPlainPort) = (6, 2, 300, 0);
         await using var server = await TestServer.StartAsync();
         var held = new List<Socket>();
         try
@@ -155,8 +193,10 @@ public class BrokerPortTests
     [Test]
     public async Task A_connect_announcing_256_MB_is_closed_after_its_header_and_nothing_is_allocated()
     {
-        TestServer.Configure.Value = o => o.MqttConnectTimeoutSeconds = 300;
+        TestServer.Configure.Value = o => (o.MqttConnectTimeoutSeconds, o.MqttPlainPort) = (300, 0);
         await using var server = await TestServer.StartAsync();
+        byte[] header = [0x10, 0xFF, 0xFF, 0xFF, 0x7F, 0, 4, (byte)'M', (byte)'Q', (byte)'T', (byte)'T'];
+        await using var tls = await TlsAsync(server);
         var before = GC.GetTotalMemory(forceFullCollection: true);
         var sockets = new List<Socket>();
         try
@@ -165,13 +205,16 @@ public class BrokerPortTests
             {
                 var socket = await RawAsync(server);
                 sockets.Add(socket);
-                await socket.SendAsync(new byte[] { 0x10, 0xFF, 0xFF, 0xFF, 0x7F, 0, 4, (byte)'M', (byte)'Q', (byte)'T', (byte)'T' }, SocketFlags.None);
+                await socket.SendAsync(header, SocketFlags.None);
             }
+            await tls.WriteAsync(header);
             foreach (var socket in sockets)
             {
                 Assert.That(await ClosedByServerAsync(socket, Bound), Is.True, "closed at once, long before the CONNECT deadline");
             }
+            Assert.That(await ClosedByServerAsync(tls, Bound), Is.True, "on the TLS port as well");
             var grown = GC.GetTotalMemory(forceFullCollection: true) - before;
+            TestContext.Out.WriteLine($"managed heap after 7 CONNECTs announcing 256 MB: {grown:+#,0;-#,0} bytes");
             Assert.That(grown, Is.LessThan(32L << 20), $"the managed heap grew by {grown:N0} bytes");
             await WaitForAsync(() => Broker(server).Connections == 1, "the refused connections are not counted any more");
         }
@@ -188,7 +231,7 @@ public class BrokerPortTests
         await server.AddUnitsAsync(1);
         var identity = server.Identity(1);
         var compact = MacAddress.Compact(identity.Mac);
-        var options = new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", Broker(server).Port).WithProtocolVersion(MqttProtocolVersion.V500)
+        var options = UnitOptions("127.0.0.1", Broker(server).Port, server.Pin).WithProtocolVersion(MqttProtocolVersion.V500)
             .WithClientId(UnitCredentials.BrokerClientId(identity.Mac))
             .WithCredentials(compact, UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret))).Build();
         var status = PushTopics.Status(identity.Mac);
@@ -232,6 +275,56 @@ public class BrokerPortTests
         Assert.That((await http.GetAsync("/healthz")).StatusCode, Is.EqualTo(HttpStatusCode.OK));
     }
 
+    [Test]
+    public async Task Units_are_told_the_tls_port_and_plain_mqtt_is_off_unless_the_operator_opens_it()
+    {
+        await using var server = await TestServer.StartAsync();
+        var uri = new Uri(server.App.Services.GetRequiredService<IPushPublisher>().BrokerUri!);
+        Assert.That((uri.Scheme, uri.Port), Is.EqualTo(("mqtts", Broker(server).Port)));
+        Assert.That(Broker(server).PlainPort, Is.Null, "no plain MQTT port by default");
+        Assert.That(new ServerOptions().MqttPlainPort, Is.EqualTo(-1));
+        using (var plain = await RawAsync(server, tls: true))
+        {
+            Assert.That(await ProbeAsync(plain), Is.Null, "a plain CONNECT on the broker's port gets no CONNACK");
+        }
+
+        // a unit with the server's pin logs in over TLS; with another pin, or none, it does not
+        await server.AddUnitsAsync(1);
+        var identity = server.Identity(1);
+        var mac = MacAddress.Normalize(identity.Mac);
+        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        await using (var pinned = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue, [server.Pin]))
+        {
+            await pinned.EnsureConnectedAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None);
+            Assert.That(pinned.IsConnected, Is.True);
+        }
+        using var otherKey = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var otherPin = Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(otherKey.ExportSubjectPublicKeyInfo()));
+        await using (var wrongPin = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue, [otherPin]))
+        {
+            Assert.That(async () => await wrongPin.EnsureConnectedAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None),
+                Throws.InstanceOf<MQTTnet.Exceptions.MqttCommunicationException>(), "a certificate that matches no pin is refused");
+            Assert.That(wrongPin.IsConnected, Is.False);
+        }
+        await using (var noPins = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue))
+        {
+            Assert.That(async () => await noPins.EnsureConnectedAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None),
+                Throws.InvalidOperationException, "no pins, no TLS broker");
+        }
+    }
+
+    [Test]
+    public async Task The_operator_can_open_a_plain_mqtt_port_with_the_same_limits()
+    {
+        TestServer.Configure.Value = o => o.MqttPlainPort = 0;
+        await using var server = await TestServer.StartAsync();
+        Assert.That(Broker(server).PlainPort, Is.Not.Null.And.Not.EqualTo(Broker(server).Port));
+        using var plain = await RawAsync(server);
+        Assert.That(await ProbeAsync(plain), Is.EqualTo((byte)0x20), "CONNACK on the plain port");
+        Assert.That(new Uri(server.App.Services.GetRequiredService<IPushPublisher>().BrokerUri!).Scheme, Is.EqualTo("mqtts"), "units are still told the TLS port");
+    }
+
     private static IEnumerable<TestCaseData> BadLimits()
     {
         TestCaseData Case(string name, Action<ServerOptions> set, string named) => new TestCaseData(set, named).SetArgDisplayNames(name);
@@ -242,6 +335,8 @@ public class BrokerPortTests
         yield return Case("connections 0", o => o.MqttMaxConnections = 0, "MqttMaxConnections");
         yield return Case("per source 0", o => o.MqttMaxConnectionsPerSource = 0, "MqttMaxConnectionsPerSource");
         yield return Case("retained 0", o => o.MqttMaxRetainedBytes = 0, "MqttMaxRetainedBytes");
+        yield return Case("TLS port -2", o => o.MqttPort = -2, "MqttPort");
+        yield return Case("plain port 65536", o => o.MqttPlainPort = 65536, "MqttPlainPort");
         yield return Case("retained over packet", o => o.MqttMaxRetainedBytes = 5000, "MqttMaxRetainedBytes");
     }
 

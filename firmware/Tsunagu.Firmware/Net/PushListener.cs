@@ -14,12 +14,15 @@ public sealed class PushListener : IAsyncDisposable
     private readonly IMqttClient _client;
     private readonly Action<PushMessage> _onMessage;
     private readonly Action<string> _log;
+    private readonly string[] _serverPins;
     private string? _mac;
 
-    public PushListener(Action<PushMessage> onMessage, Action<string> log)
+    /// <param name="serverPins">The trust anchor's pins: an mqtts:// broker must present a certificate that matches one, as HTTPS does.</param>
+    public PushListener(Action<PushMessage> onMessage, Action<string> log, IReadOnlyList<string>? serverPins = null)
     {
         _onMessage = onMessage;
         _log = log;
+        _serverPins = serverPins?.ToArray() ?? [];
         _client = new MqttClientFactory().CreateMqttClient();
         _client.ApplicationMessageReceivedAsync += e =>
         {
@@ -55,8 +58,19 @@ public sealed class PushListener : IAsyncDisposable
         {
             await _client.DisconnectAsync(cancellationToken: ct);
         }
+        var tls = broker.Scheme switch
+        {
+            "mqtts" => true,
+            "mqtt" => false,
+            _ => throw new InvalidOperationException($"push broker {broker} is neither mqtt:// nor mqtts://"),
+        };
+        if (tls && _serverPins.Length == 0)
+        {
+            throw new InvalidOperationException($"push broker {broker} needs TLS and this unit has no server pins");
+        }
         var options = new MqttClientOptionsBuilder()
-            .WithTcpServer(broker.Host, broker.Port > 0 ? broker.Port : 1883)
+            .WithTcpServer(broker.Host, broker.Port > 0 ? broker.Port : tls ? 8883 : 1883)
+            .WithTlsOptions(t => t.UseTls(tls).WithCertificateValidationHandler(e => IsPinned(e.Certificate, e.Chain)))
             .WithClientId(UnitCredentials.BrokerClientId(mac))
             .WithCredentials(username, password)
             .WithWillTopic(PushTopics.Status(mac))
@@ -84,6 +98,14 @@ public sealed class PushListener : IAsyncDisposable
             .WithPayload(System.Text.Encoding.UTF8.GetBytes(Presence.Online)).WithRetainFlag(true)
             .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build(), ct);
         _mac = mac;
+    }
+
+    /// <summary>True when the broker's certificate (or an issuer in its chain) matches one of the unit's server pins.</summary>
+    private bool IsPinned(System.Security.Cryptography.X509Certificates.X509Certificate? certificate, System.Security.Cryptography.X509Certificates.X509Chain? chain)
+    {
+        if (certificate is null) { return false; }
+        using var full = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
+        return TrustAnchor.Matches(full, chain, _serverPins);
     }
 
     public async ValueTask DisposeAsync()

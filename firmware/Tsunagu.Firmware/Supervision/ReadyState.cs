@@ -74,7 +74,7 @@ public sealed class ReadyState : IState
             {
                 ctx.RequestCheck(forced: true);
             }
-        }, ctx.Log);
+        }, ctx.Log, ctx.RequireIdentity().ServerCertificatePins);
         try
         {
             var identity = ctx.RequireIdentity();

@@ -48,8 +48,8 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
 
     public Func<IMqttChannelAdapter, Task>? ClientHandler { get; set; }
 
-    /// <summary>The ports actually bound (port 0 resolved), in the order of the endpoints.</summary>
-    public List<IPEndPoint> Bound { get; } = [];
+    /// <summary>The address and port each endpoint is bound to (port 0 resolved), in their order; null for an IPv6 loopback this machine lacks.</summary>
+    public IPEndPoint?[] Bound { get; } = new IPEndPoint?[endpoints.Count];
 
     /// <summary>Connections held now, logged in or not.</summary>
     public long Connections => Interlocked.Read(ref _connections);
@@ -62,10 +62,11 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
         if (_stopping is not null) { throw new InvalidOperationException("the broker listener is already started"); }
         _logger = logger;
         _stopping = new CancellationTokenSource();
-        foreach (var endpoint in endpoints)
+        for (var i = 0; i < endpoints.Count; i++)
         {
+            var endpoint = endpoints[i];
             var socket = new Socket(endpoint.Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            var port = endpoint.Port == 0 && endpoint.Address.Equals(IPAddress.IPv6Loopback) && Bound.Count > 0 ? Bound[^1].Port : endpoint.Port;
+            var port = endpoint.Port == 0 && endpoint.Address.Equals(IPAddress.IPv6Loopback) && i > 0 && Bound[i - 1] is { } before ? before.Port : endpoint.Port;
             try
             {
                 socket.Bind(new IPEndPoint(endpoint.Address, port));
@@ -81,7 +82,7 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
                 throw;
             }
             _sockets.Add(socket);
-            Bound.Add((IPEndPoint)socket.LocalEndPoint!);
+            Bound[i] = (IPEndPoint)socket.LocalEndPoint!;
             _ = AcceptLoopAsync(socket, endpoint.Certificate, _stopping.Token);
         }
         return Task.CompletedTask;

@@ -5,11 +5,13 @@ using MQTTnet.Server;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Push;
 
 /// <summary>
-/// The embedded MQTT 5 broker for small installs, bound to the server's loopback address. A unit logs in with
+/// The embedded MQTT 5 broker for small installs, on the server's address: MQTT over TLS with the server's own
+/// certificate, and plain MQTT only on a port the operator opens (<see cref="ServerOptions.MqttPlainPort"/>). A unit logs in with
 /// user name = its compact MAC, client id = unit-MAC, password = its derived broker password; it may subscribe
 /// only to its own command topic and publish only to its own status topic. The server logs in with a
 /// password made at start-up.
@@ -27,7 +29,14 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     private long _sessionsVersion;  // bumped by every connect and disconnect
     private long _sessionsBuiltAt = -1;
 
+    /// <summary>The MQTT-over-TLS port (<see cref="ServerOptions.MqttPort"/>, resolved when 0).</summary>
     public int Port { get; private set; }
+
+    /// <summary>The plain MQTT port, or null when it is off (<see cref="ServerOptions.MqttPlainPort"/>).</summary>
+    public int? PlainPort { get; private set; }
+
+    /// <summary>The certificate of the TLS port: the server's own, so units pin it as they pin HTTPS.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? Certificate { get; private set; }
     public string ServerPassword { get; } = Base64Url.Encode(RandomNumberGenerator.GetBytes(24));
     public bool Enabled => settings.Embedded && options.MqttPort >= 0 && options.HasRole("host");
 
@@ -48,12 +57,17 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         var limits = new BrokerLimits(TimeSpan.FromSeconds(options.MqttConnectTimeoutSeconds), options.MqttMaxPacketBytes, ServerClientMaxPacketBytes,
             options.MqttMaxConnections ?? (DescriptorLimit.Read() is { } descriptors ? Math.Max(64, descriptors - ServerOptions.DescriptorReserve) : 10_000),
             options.MqttMaxConnectionsPerSource);
-        // on ListenAddress, and on the IPv6 loopback with the same port number
+        // TLS (and plain MQTT when the operator turns it on) on ListenAddress, and on the IPv6 loopback with the same port number
+        Certificate = ServerCertificate.LoadOrCreate(Path.Combine(Path.GetFullPath(options.DataDirectory), "tls"));
         var address = IPAddress.Parse(options.ListenAddress);
-        List<BrokerEndpoint> endpoints = [new(address, options.MqttPort, null)];
-        if (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+        var dualStack = address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
+        List<BrokerEndpoint> endpoints = [new(address, options.MqttPort, Certificate)];
+        if (dualStack) { endpoints.Add(new(IPAddress.IPv6Loopback, options.MqttPort, Certificate)); }
+        var plain = endpoints.Count;
+        if (options.MqttPlainPort >= 0)
         {
-            endpoints.Add(new(IPAddress.IPv6Loopback, options.MqttPort, null));
+            endpoints.Add(new(address, options.MqttPlainPort, null));
+            if (dualStack) { endpoints.Add(new(IPAddress.IPv6Loopback, options.MqttPlainPort, null)); }
         }
         _listener = new BrokerListener(endpoints, limits, time, log);
         var serverOptions = new MqttServerOptionsBuilder()
@@ -94,9 +108,10 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         _server.ClientConnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         _server.ClientDisconnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         await _server.StartAsync();
-        Port = _listener.Bound[0].Port;
-        log.LogInformation("embedded MQTT broker listening on {Host}:{Port}; CONNECT within {Timeout} s, packets up to {Packet} bytes, at most {Connections} connections ({PerSource} per source address)",
-            options.ListenAddress, Port, options.MqttConnectTimeoutSeconds, limits.MaxPacketBytes, limits.MaxConnections, limits.MaxConnectionsPerSource);
+        Port = _listener.Bound[0]!.Port;
+        PlainPort = options.MqttPlainPort >= 0 ? _listener.Bound[plain]!.Port : null;
+        log.LogInformation("embedded MQTT broker listening on {Host}:{Port} (TLS){Plain}; CONNECT within {Timeout} s, packets up to {Packet} bytes, at most {Connections} connections ({PerSource} per source address)",
+            options.ListenAddress, Port, PlainPort is { } p ? $" and {p} (plain MQTT)" : "", options.MqttConnectTimeoutSeconds, limits.MaxPacketBytes, limits.MaxConnections, limits.MaxConnectionsPerSource);
     }
 
     private Task ValidateConnection(ValidatingConnectionEventArgs e)
