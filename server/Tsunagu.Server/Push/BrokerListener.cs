@@ -110,10 +110,11 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
             {
                 return;
             }
-            catch (SocketException e)
+            catch (Exception e)
             {
-                // out of descriptors or memory for sockets: wait and go on; the server must keep its port
-                log.LogWarning("MQTT: accepting a connection on {Endpoint} failed ({Error}); retrying in 1 s", listener.LocalEndPoint, e.SocketErrorCode);
+                // out of descriptors or memory for sockets, or anything else: wait and go on; the server keeps its port
+                log.LogWarning("MQTT: accepting a connection on {Endpoint} failed ({Error}); retrying in 1 s", listener.LocalEndPoint,
+                    e is SocketException s ? s.SocketErrorCode.ToString() : e.Message);
                 try { await Task.Delay(TimeSpan.FromSeconds(1), time, ct); } catch (OperationCanceledException) { return; }
                 continue;
             }
@@ -124,7 +125,7 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
                 Refuse(client, remote);
                 continue;
             }
-            _ = HandleAsync(client, certificate, counted, ct);
+            _ = Task.Run(() => HandleAsync(client, certificate, counted, ct), CancellationToken.None);
         }
     }
 
