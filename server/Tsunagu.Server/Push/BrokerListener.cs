@@ -37,6 +37,16 @@ public sealed record BrokerEndpoint(IPAddress Address, int Port, X509Certificate
 /// </summary>
 public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, BrokerLimits limits, TimeProvider time, ILogger log) : IMqttServerAdapter
 {
+    private static CipherSuitesPolicy? _aeadOnly;
+
+    /// <summary>TLS 1.3 suites and TLS 1.2 ECDHE with AEAD ciphers only: no CBC, no static RSA.</summary>
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    private static CipherSuitesPolicy AeadOnly() => _aeadOnly ??= new CipherSuitesPolicy([
+        TlsCipherSuite.TLS_AES_128_GCM_SHA256, TlsCipherSuite.TLS_AES_256_GCM_SHA384, TlsCipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+        TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]);
+
     private readonly List<Socket> _sockets = [];
     private readonly ConcurrentDictionary<IPAddress, int> _perSource = new();
     private readonly ConcurrentDictionary<IMqttChannelAdapter, LimitedChannel> _channels = new();
@@ -216,6 +226,7 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
                     EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
                     EncryptionPolicy = EncryptionPolicy.RequireEncryption,
                     CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+                    CipherSuitesPolicy = OperatingSystem.IsWindows() ? null : AeadOnly(),
                 }, handshake.Token);
             }
             var channel = new LimitedChannel(stream, client, certificate is not null, limits.MaxPacketBytes, () =>

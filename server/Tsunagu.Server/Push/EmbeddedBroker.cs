@@ -202,6 +202,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         _sessionsLock.Dispose();
         _server?.Dispose();
         _listener?.Dispose();
+        Certificate?.Dispose();
         _server = null;
         return ValueTask.CompletedTask;
     }
