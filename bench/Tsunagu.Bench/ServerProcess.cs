@@ -64,7 +64,7 @@ public sealed class ServerProcess : IAsyncDisposable
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[]
                  {
-                     ServerDll(), $"--DataDirectory={dataDirectory}", $"--Port={port}", $"--MqttPort={(mqtt is null ? mqttPort : noBroker ? -1 : 0)}",
+                     ServerDll(), $"--DataDirectory={dataDirectory}", $"--Port={port}", $"--MqttPort={(noBroker ? -1 : 0)}", $"--MqttPlainPort={(mqtt is null ? mqttPort : -1)}",
                      $"--Mqtt={(mqtt is null || noBroker ? "embedded" : mqtt)}", $"--OperatorName={OperatorName}", $"--OperatorPassword={password}",
                      "--Logging:LogLevel:Default=Warning",
                  }.Concat((settings ?? []).Select(s => $"--{s}")))

@@ -25,8 +25,26 @@ public sealed class ServerOptions
     /// <summary>URL units are told to use for the host server; defaults to this server's own address.</summary>
     public string? HostServerUrl { get; set; }
 
-    /// <summary>Embedded MQTT broker port on <see cref="ListenAddress"/>; 0 picks a free one; -1 disables push.</summary>
-    public int MqttPort { get; set; } = 1883;
+    /// <summary>Embedded MQTT broker's TLS port (the server's certificate) on <see cref="ListenAddress"/>; 0 picks a free one; -1 disables push.</summary>
+    public int MqttPort { get; set; } = 8883;
+
+    /// <summary>Embedded broker's plain MQTT port, off unless set (-1); 0 picks a free one. Units are told the TLS port.</summary>
+    public int MqttPlainPort { get; set; } = -1;
+
+    /// <summary>Embedded broker: seconds from accepting a connection to the last byte of its CONNECT (TLS handshake included).</summary>
+    public int MqttConnectTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Embedded broker: largest packet (remaining length, bytes) before login and from a unit; a larger one ends the connection after its header.</summary>
+    public int MqttMaxPacketBytes { get; set; } = 4096;
+
+    /// <summary>Embedded broker: connections held at once, logged in or not (unset: the descriptor limit less <see cref="DescriptorReserve"/>, at least 64).</summary>
+    public long? MqttMaxConnections { get; set; }
+
+    /// <summary>Embedded broker: connections held at once from one source address (connections from the server's own address are not counted here).</summary>
+    public int MqttMaxConnectionsPerSource { get; set; } = 256;
+
+    /// <summary>Embedded broker: largest payload of a retained message (and of a last will) from a unit.</summary>
+    public int MqttMaxRetainedBytes { get; set; } = 256;
 
     /// <summary>"embedded" (default) or mqtt://ADMIN:PASSWORD@HOST:PORT for a Mosquitto with dynamic security.</summary>
     public string Mqtt { get; set; } = "embedded";
@@ -131,6 +149,10 @@ public sealed class ServerOptions
             throw new ArgumentException("Tsunagu:OperatorName and OperatorPassword go together, and the password needs at least 8 characters");
         }
         if (Port is < 0 or > 65535) { throw new ArgumentException($"Tsunagu:Port {Port} is not a port number"); }
+        if (MqttPort is < -1 or > 65535 || MqttPlainPort is < -1 or > 65535)
+        {
+            throw new ArgumentException($"Tsunagu:MqttPort and MqttPlainPort must be -1 (off), 0 (a free one) or a port number (were {MqttPort}, {MqttPlainPort})");
+        }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
         if (PowerOnSpreadSeconds is < 0 or > 3600) { throw new ArgumentException($"Tsunagu:PowerOnSpreadSeconds must be 0..3600 (was {PowerOnSpreadSeconds})"); }
         if (PasswordAttemptsPerSourcePerMinute < 1 || PasswordAttemptsPerAccountPerMinute < 1 || ConcurrentPasswordChecks < 1 || WebSessionAbsoluteLifetime <= TimeSpan.Zero
@@ -146,6 +168,16 @@ public sealed class ServerOptions
         if (RequestQueueTimeoutSeconds is <= 0 or > 300 || double.IsNaN(RequestQueueTimeoutSeconds))
         {
             throw new ArgumentException($"Tsunagu:RequestQueueTimeoutSeconds must be more than 0 and at most 300 (was {RequestQueueTimeoutSeconds})");
+        }
+        if (MqttConnectTimeoutSeconds is < 1 or > 300) { throw new ArgumentException($"Tsunagu:MqttConnectTimeoutSeconds must be 1..300 (was {MqttConnectTimeoutSeconds})"); }
+        if (MqttMaxPacketBytes is < 256 or > 268_435_455) { throw new ArgumentException($"Tsunagu:MqttMaxPacketBytes must be 256..268435455 (was {MqttMaxPacketBytes})"); }
+        if (MqttMaxConnections is < 1 || MqttMaxConnectionsPerSource < 1)
+        {
+            throw new ArgumentException($"Tsunagu:MqttMaxConnections and MqttMaxConnectionsPerSource must be positive (were {MqttMaxConnections}, {MqttMaxConnectionsPerSource})");
+        }
+        if (MqttMaxRetainedBytes < 1 || MqttMaxRetainedBytes > MqttMaxPacketBytes)
+        {
+            throw new ArgumentException($"Tsunagu:MqttMaxRetainedBytes must be 1..MqttMaxPacketBytes (was {MqttMaxRetainedBytes})");
         }
         if (MaxConnections is < 1) { throw new ArgumentException($"Tsunagu:MaxConnections must be positive (was {MaxConnections})"); }
         if (KeepAliveSeconds is < 1 or > 3600) { throw new ArgumentException($"Tsunagu:KeepAliveSeconds must be 1..3600 (was {KeepAliveSeconds})"); }

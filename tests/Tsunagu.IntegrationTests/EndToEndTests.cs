@@ -276,7 +276,7 @@ public class EndToEndTests(string database)
         using var mqtt = new MqttClientFactory().CreateMqttClient();
         var compact = MacAddress.Compact(identity.Mac);
         var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
-        var login = await mqtt.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port).WithClientId($"unit-{compact}").WithCredentials(compact, password).Build());
+        var login = await mqtt.ConnectAsync(BrokerPortTests.UnitOptions(broker.Host, broker.Port, server.Pin).WithClientId($"unit-{compact}").WithCredentials(compact, password).Build());
         Assert.That(login.ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
         var own = await mqtt.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Commands(identity.Mac)).Build());
         var other = await mqtt.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Commands(units[1].Mac)).Build());
@@ -288,7 +288,7 @@ public class EndToEndTests(string database)
 
         using var impostor = new MqttClientFactory().CreateMqttClient();
         var otherCompact = MacAddress.Compact(units[1].Mac);
-        var impostorOptions = new MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port)
+        var impostorOptions = BrokerPortTests.UnitOptions(broker.Host, broker.Port, server.Pin)
             .WithClientId($"unit-{otherCompact}").WithCredentials(otherCompact, password).Build();
         var refused = await impostor.ConnectAsync(impostorOptions);
         Assert.That(refused.ResultCode, Is.EqualTo(MqttClientConnectResultCode.BadUserNameOrPassword), "unit 1's password does not log in as unit 2");

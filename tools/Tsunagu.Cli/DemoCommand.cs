@@ -55,7 +55,7 @@ public static class DemoCommand
         var passwordFile = Path.Combine(root, "operator-password");
         await File.WriteAllTextAsync(passwordFile, password + "\n", ct);
         output.WriteLine($"server      {url}  (initial setting + host roles, SQLite {Path.Combine(serverOptions.DataDirectory, serverOptions.Database)})");
-        output.WriteLine($"mqtt        mqtt://{serverOptions.ListenAddress}:{serverOptions.MqttPort} (embedded broker)");
+        output.WriteLine($"mqtt        mqtts://{serverOptions.ListenAddress}:{serverOptions.MqttPort} (embedded broker, TLS with the server's certificate)");
         output.WriteLine($"operator    {DemoCatalogue.OperatorName} / {password}   (also in {passwordFile})");
         output.WriteLine($"try         curl --cacert {certPath} -u {DemoCatalogue.OperatorName}:{password} {url}api/v1/units");
         output.WriteLine($"catalogue   {DemoCatalogue.Pattern1} (factory) -> {DemoCatalogue.Pattern2} by update {DemoCatalogue.UpdateId} (importance 5), a bundle signed with release key {ReleaseKeys.KeyId(releaseKey)}");

@@ -42,7 +42,7 @@ async Task<int> Guard(Func<Task<int>> action)
 var unitsOption = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 5 };
 var dataOption = new Option<string>("--data") { Description = "demo data directory", DefaultValueFactory = _ => ".tsunagu/demo" };
 var portOption = new Option<int>("--port") { Description = "HTTPS port on 127.0.0.1", DefaultValueFactory = _ => 8443 };
-var mqttPortOption = new Option<int>("--mqtt-port") { Description = "embedded MQTT broker port on 127.0.0.1", DefaultValueFactory = _ => 1883 };
+var mqttPortOption = new Option<int>("--mqtt-port") { Description = "embedded MQTT broker port on 127.0.0.1 (MQTT over TLS)", DefaultValueFactory = _ => 8883 };
 var intervalOption = new Option<int>("--check-interval") { Description = "seconds between periodic checks", DefaultValueFactory = _ => 300 };
 var labImageOption = new Option<string?>("--lab-image") { Description = "also catalogue the QEMU board's firmware image (the `make image` output folder) for `make lab`" };
 var demo = new Command("demo", "run the server with the demo catalogue and a fleet of simulated units") { unitsOption, dataOption, portOption, mqttPortOption, intervalOption, labImageOption };

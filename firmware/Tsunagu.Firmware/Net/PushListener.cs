@@ -70,11 +70,15 @@ public sealed class PushListener : IAsyncDisposable
     private long _connects;
     private long _attempts;
     private int _disposed;
+    private readonly string[] _serverPins;
 
-    public PushListener(Action<PushMessage> onMessage, Action<string> log, TimeProvider? time = null, Random? random = null, PushOptions? options = null)
+    /// <param name="serverPins">The trust anchor's pins: an mqtts:// broker must present a certificate that matches one, as HTTPS does.</param>
+    public PushListener(Action<PushMessage> onMessage, Action<string> log, TimeProvider? time = null, Random? random = null, PushOptions? options = null,
+        IReadOnlyList<string>? serverPins = null)
     {
         _onMessage = onMessage;
         _log = log;
+        _serverPins = serverPins?.ToArray() ?? [];
         _time = time ?? TimeProvider.System;
         _options = options ?? new PushOptions();
         _options.Validate();
@@ -220,8 +224,19 @@ public sealed class PushListener : IAsyncDisposable
     private async Task ConnectOnceAsync((Uri Broker, string Mac, string Username, string Password) target, CancellationToken ct)
     {
         var (broker, mac, username, password) = target;
+        var tls = broker.Scheme switch
+        {
+            "mqtts" => true,
+            "mqtt" => false,
+            _ => throw new InvalidOperationException($"push broker {broker} is neither mqtt:// nor mqtts://"),
+        };
+        if (tls && _serverPins.Length == 0)
+        {
+            throw new InvalidOperationException($"push broker {broker} needs TLS and this unit has no server pins");
+        }
         var options = new MqttClientOptionsBuilder()
-            .WithTcpServer(broker.Host, broker.Port > 0 ? broker.Port : 1883)
+            .WithTcpServer(broker.Host, broker.Port > 0 ? broker.Port : tls ? 8883 : 1883)
+            .WithTlsOptions(t => t.UseTls(tls).WithCertificateValidationHandler(e => IsPinned(e.Certificate, e.Chain)))
             .WithClientId(UnitCredentials.BrokerClientId(mac))
             .WithCredentials(username, password)
             .WithWillTopic(PushTopics.Status(mac))
@@ -306,6 +321,14 @@ public sealed class PushListener : IAsyncDisposable
         {
             _log($"push: disconnect did not complete cleanly: {e.Message}");
         }
+    }
+
+    /// <summary>True when the broker's certificate (or an issuer in its chain) matches one of the unit's server pins.</summary>
+    private bool IsPinned(System.Security.Cryptography.X509Certificates.X509Certificate? certificate, System.Security.Cryptography.X509Certificates.X509Chain? chain)
+    {
+        if (certificate is null) { return false; }
+        using var full = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
+        return TrustAnchor.Matches(full, chain, _serverPins);
     }
 
     public async ValueTask DisposeAsync()

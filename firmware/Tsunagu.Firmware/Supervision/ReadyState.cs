@@ -78,7 +78,8 @@ public sealed class ReadyState : IState
             {
                 ctx.RequestCheck(forced: true);
             }
-        }, ctx.Log, ctx.Time, new Random(ctx.Random.Next()), ctx.Options.Push);
+        }, ctx.Log, ctx.Time, new Random(ctx.Random.Next()), ctx.Options.Push,
+            ctx.RequireIdentity().ServerCertificatePins);
         var identity = ctx.RequireIdentity();
         Uri broker;
         try

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -75,7 +76,9 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             return;
         }
         var (host, port) = settings.Embedded ? (options.ListenAddress, embedded.Port) : (settings.Host, settings.Port);
-        BrokerUri = options.MqttPublicUri ?? $"mqtt://{host}:{port}";
+        // the embedded broker speaks TLS with the server's own certificate: the server's client pins it, as units do
+        var pin = settings.Embedded ? TrustAnchor.PinOf(embedded.Certificate!) : null;
+        BrokerUri = options.MqttPublicUri ?? (pin is null ? $"mqtt://{host}:{port}" : $"mqtts://{host}:{port}");
         string user, password, clientId;
         if (settings.Embedded)
         {
@@ -85,7 +88,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             // the admin connection only manages accounts; Mosquitto kicks a client whose roles change, so the
             // server pushes through an account of its own, with a password every replica derives alike
-            _control = await ConnectAsync(host, port, settings.Username, settings.Password, $"tsunagu-control-{Guid.NewGuid():N}",
+            _control = await ConnectAsync(host, port, null, settings.Username, settings.Password, $"tsunagu-control-{Guid.NewGuid():N}",
                 (c, ct) => c.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), ct), cancellationToken);
             password = Base64Url.Encode(System.Security.Cryptography.HMACSHA256.HashData(unitKey.Bytes, Encoding.ASCII.GetBytes("tsunagu/v1/broker-server")));
             await EnsureServerAccountAsync(password, cancellationToken);
@@ -95,7 +98,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             }
             (user, clientId) = (ServerRole, $"{ServerRole}-{Guid.NewGuid():N}");
         }
-        _client = await ConnectAsync(host, port, user, password, clientId, SubscribeStatusAsync, cancellationToken);
+        _client = await ConnectAsync(host, port, pin, user, password, clientId, SubscribeStatusAsync, cancellationToken);
         _retries = RetryUndeliveredAsync(_stopping.Token);
         log.LogInformation("push: connected to {Broker} ({Kind})", BrokerUri, settings.Embedded ? "embedded" : "Mosquitto dynamic security");
     }
@@ -134,13 +137,23 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     }
 
     /// <summary>Connects and subscribes once; afterwards one loop keeps the connection (see <see cref="KeptConnection"/>).</summary>
-    private async Task<KeptConnection> ConnectAsync(string host, int port, string user, string password, string clientId,
+    private async Task<KeptConnection> ConnectAsync(string host, int port, string? pin, string user, string password, string clientId,
         Func<IMqttClient, CancellationToken, Task> subscribe, CancellationToken ct)
     {
         var client = new MqttClientFactory().CreateMqttClient();
-        var clientOptions = new MqttClientOptionsBuilder()
+        var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(host, port).WithClientId(clientId).WithCredentials(user, password).WithCleanStart(true)
-            .WithTimeout(TimeSpan.FromSeconds(10)).Build();
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        if (pin is not null)
+        {
+            builder = builder.WithTlsOptions(t => t.UseTls().WithCertificateValidationHandler(e =>
+            {
+                if (e.Certificate is null) { return false; }
+                using var certificate = X509CertificateLoader.LoadCertificate(e.Certificate.GetRawCertData());
+                return TrustAnchor.Matches(certificate, null, [pin]);
+            }));
+        }
+        var clientOptions = builder.Build();
         client.ApplicationMessageReceivedAsync += OnMessage;
         var connect = await client.ConnectAsync(clientOptions, ct);
         if (connect.ResultCode != MqttClientConnectResultCode.Success)

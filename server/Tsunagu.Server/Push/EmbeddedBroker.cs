@@ -5,27 +5,48 @@ using MQTTnet.Server;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Push;
 
 /// <summary>
-/// The embedded MQTT 5 broker for small installs, bound to the server's loopback address. A unit logs in with
+/// The embedded MQTT 5 broker for small installs, on the server's address: MQTT over TLS with the server's own
+/// certificate, and plain MQTT only on a port the operator opens (<see cref="ServerOptions.MqttPlainPort"/>). A unit logs in with
 /// user name = its compact MAC, client id = unit-MAC, password = its derived broker password; it may subscribe
 /// only to its own command topic and publish only to its own status topic. The server logs in with a
 /// password made at start-up.
 /// </summary>
-public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings, UnitKey unitKey, TsunaguStore store, ILogger<EmbeddedBroker> log)
+public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings, UnitKey unitKey, TsunaguStore store, TimeProvider time, ILogger<EmbeddedBroker> log)
     : IHostedService, IAsyncDisposable
 {
+    /// <summary>Largest packet the server's own client may send once logged in (pushes are small; room to grow).</summary>
+    public const int ServerClientMaxPacketBytes = 1 << 20;
+
     private MqttServer? _server;
+    private BrokerListener? _listener;
     private readonly SemaphoreSlim _sessionsLock = new(1, 1);
     private Dictionary<string, MqttSessionStatus> _sessions = new(StringComparer.Ordinal);
     private long _sessionsVersion;  // bumped by every connect and disconnect
     private long _sessionsBuiltAt = -1;
 
+    /// <summary>The MQTT-over-TLS port (<see cref="ServerOptions.MqttPort"/>, resolved when 0).</summary>
     public int Port { get; private set; }
+
+    /// <summary>The plain MQTT port, or null when it is off (<see cref="ServerOptions.MqttPlainPort"/>).</summary>
+    public int? PlainPort { get; private set; }
+
+    /// <summary>The certificate of the TLS port: the server's own, so units pin it as they pin HTTPS.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? Certificate { get; private set; }
     public string ServerPassword { get; } = Base64Url.Encode(RandomNumberGenerator.GetBytes(24));
     public bool Enabled => settings.Embedded && options.MqttPort >= 0 && options.HasRole("host");
+
+    /// <summary>Connections held now (logged in or not) and refused at accept since start (caps reached).</summary>
+    public long Connections => _listener?.Connections ?? 0;
+    public long RefusedConnections => _listener?.Refused ?? 0;
+
+    /// <summary>The retained message on a topic, or null (what a unit's status says to a new subscriber).</summary>
+    public async Task<MQTTnet.MqttApplicationMessage?> GetRetainedAsync(string topic) =>
+        _server is null ? null : await _server.GetRetainedMessageAsync(topic);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -33,14 +54,26 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         {
             return;
         }
-        Port = options.MqttPort == 0 ? FreePort() : options.MqttPort;
+        var limits = new BrokerLimits(TimeSpan.FromSeconds(options.MqttConnectTimeoutSeconds), options.MqttMaxPacketBytes, ServerClientMaxPacketBytes,
+            options.MqttMaxConnections ?? (DescriptorLimit.Read() is { } descriptors ? Math.Max(64, descriptors - ServerOptions.DescriptorReserve) : 10_000),
+            options.MqttMaxConnectionsPerSource);
+        // TLS (and plain MQTT when the operator turns it on) on ListenAddress, and on the IPv6 loopback with the same port number
+        Certificate = ServerCertificate.LoadOrCreate(Path.Combine(Path.GetFullPath(options.DataDirectory), "tls"));
+        var address = IPAddress.Parse(options.ListenAddress);
+        var dualStack = address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
+        List<BrokerEndpoint> endpoints = [new(address, options.MqttPort, Certificate)];
+        if (dualStack) { endpoints.Add(new(IPAddress.IPv6Loopback, options.MqttPort, Certificate)); }
+        var plain = endpoints.Count;
+        if (options.MqttPlainPort >= 0)
+        {
+            endpoints.Add(new(address, options.MqttPlainPort, null));
+            if (dualStack) { endpoints.Add(new(IPAddress.IPv6Loopback, options.MqttPlainPort, null)); }
+        }
+        _listener = new BrokerListener(endpoints, limits, time, log);
         var serverOptions = new MqttServerOptionsBuilder()
-            .WithDefaultEndpoint()
-            .WithDefaultEndpointBoundIPAddress(IPAddress.Parse(options.ListenAddress))
-            .WithDefaultEndpointBoundIPV6Address(IPAddress.IPv6Loopback)
-            .WithDefaultEndpointPort(Port)
+            .WithDefaultCommunicationTimeout(limits.ConnectTimeout)
             .Build();
-        _server = new MqttServerFactory().CreateMqttServer(serverOptions);
+        _server = new MqttServerFactory().CreateMqttServer(serverOptions, [_listener]);
         _server.ValidatingConnectionAsync += ValidateConnection;
         _server.InterceptingSubscriptionAsync += e =>
         {
@@ -61,12 +94,24 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
                 e.ProcessPublish = false;
                 e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
             }
+            else if (e.ClientId != MqttSettings.ServerClientId && e.ApplicationMessage.Retain && e.ApplicationMessage.Payload.Length > options.MqttMaxRetainedBytes)
+            {
+                // a unit's status is a word; a larger retained message (or last will) would be kept in memory for good
+                log.LogWarning("MQTT: refused a retained message of {Bytes} bytes from {ClientId} (MqttMaxRetainedBytes {Max}); disconnecting it",
+                    e.ApplicationMessage.Payload.Length, e.ClientId, options.MqttMaxRetainedBytes);
+                e.ProcessPublish = false;
+                e.CloseConnection = true;
+                e.Response.ReasonCode = MqttPubAckReasonCode.QuotaExceeded;
+            }
             return Task.CompletedTask;
         };
         _server.ClientConnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         _server.ClientDisconnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         await _server.StartAsync();
-        log.LogInformation("embedded MQTT broker listening on {Host}:{Port}", options.ListenAddress, Port);
+        Port = _listener.Bound[0]!.Port;
+        PlainPort = options.MqttPlainPort >= 0 ? _listener.Bound[plain]!.Port : null;
+        log.LogInformation("embedded MQTT broker listening on {Host}:{Port} (TLS){Plain}; CONNECT within {Timeout} s, packets up to {Packet} bytes, at most {Connections} connections ({PerSource} per source address)",
+            options.ListenAddress, Port, PlainPort is { } p ? $" and {p} (plain MQTT)" : "", options.MqttConnectTimeoutSeconds, limits.MaxPacketBytes, limits.MaxConnections, limits.MaxConnectionsPerSource);
     }
 
     private Task ValidateConnection(ValidatingConnectionEventArgs e)
@@ -78,6 +123,10 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
                     System.Text.Encoding.UTF8.GetBytes(e.Password ?? ""), System.Text.Encoding.UTF8.GetBytes(ServerPassword)))
             {
                 reason = "wrong server credentials";
+            }
+            else
+            {
+                _listener?.RaisePacketLimit(e.ChannelAdapter);
             }
         }
         else if (!MacAddress.TryNormalize(e.UserName, out var mac) || e.ClientId != UnitCredentials.BrokerClientId(mac))
@@ -152,14 +201,9 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     {
         _sessionsLock.Dispose();
         _server?.Dispose();
+        _listener?.Dispose();
+        Certificate?.Dispose();
         _server = null;
         return ValueTask.CompletedTask;
-    }
-
-    private static int FreePort()
-    {
-        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 }
