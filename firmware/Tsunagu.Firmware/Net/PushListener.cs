@@ -25,7 +25,7 @@ public sealed class PushListener : IAsyncDisposable
         {
             try
             {
-                var message = JsonSerializer.Deserialize(e.ApplicationMessage.Payload.ToArray(), ProtocolJson.Default.PushMessage);
+                var message = Parse(e.ApplicationMessage.Payload.ToArray());
                 if (message is not null)
                 {
                     _onMessage(message);
@@ -38,6 +38,10 @@ public sealed class PushListener : IAsyncDisposable
             return Task.CompletedTask;
         };
     }
+
+    /// <summary>A payload on the unit's command topic as a <see cref="PushMessage"/>; null for the JSON literal null.</summary>
+    /// <exception cref="JsonException">Not a push message.</exception>
+    public static PushMessage? Parse(ReadOnlySpan<byte> payload) => JsonSerializer.Deserialize(payload, ProtocolJson.Default.PushMessage);
 
     public bool IsConnected => _client.IsConnected;
 
