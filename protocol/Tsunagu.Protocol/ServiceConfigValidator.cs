@@ -33,6 +33,7 @@ public static class ServiceConfigValidator
         {
             var pf = config.Firewall.PortForwards[i];
             var at = $"firewall.portForwards[{i}]";
+            Present(at, pf);
             if (pf.Protocol is not ("tcp" or "udp"))
             {
                 throw new InvalidServiceConfigException($"{at}.protocol", $"'{pf.Protocol}' must be 'tcp' or 'udp'");
@@ -50,6 +51,7 @@ public static class ServiceConfigValidator
         }
         for (var i = 0; i < config.Dhcp.StaticLeases.Count; i++)
         {
+            Present($"dhcp.staticLeases[{i}]", config.Dhcp.StaticLeases[i]);
             if (!MacAddress.TryNormalize(config.Dhcp.StaticLeases[i].Mac, out _))
             {
                 throw new InvalidServiceConfigException($"dhcp.staticLeases[{i}].mac", $"'{config.Dhcp.StaticLeases[i].Mac}' is not a MAC address");
@@ -89,6 +91,7 @@ public static class ServiceConfigValidator
             for (var i = 0; i < config.Vpn.Peers.Count; i++)
             {
                 var peer = config.Vpn.Peers[i];
+                Present($"vpn.peers[{i}]", peer);
                 if (string.IsNullOrWhiteSpace(peer.Name) || peer.Name.Any(char.IsControl))
                 {
                     throw new InvalidServiceConfigException($"vpn.peers[{i}].name", "must be a non-empty single line");
@@ -97,7 +100,7 @@ public static class ServiceConfigValidator
                 {
                     throw new InvalidServiceConfigException($"vpn.peers[{i}].publicKey", "must be a 32-byte key in base64");
                 }
-                var allowed = peer.AllowedIps.Split(',', StringSplitOptions.TrimEntries);
+                var allowed = peer.AllowedIps?.Split(',', StringSplitOptions.TrimEntries) ?? [];
                 if (allowed.Length == 0 || !allowed.All(IsPrefix))
                 {
                     throw new InvalidServiceConfigException($"vpn.peers[{i}].allowedIps", $"'{peer.AllowedIps}' must be comma-separated CIDR prefixes");
@@ -170,8 +173,9 @@ public static class ServiceConfigValidator
         !string.IsNullOrEmpty(name) && name.Length <= 253 &&
         name.Split('.').All(l => l.Length is > 0 and <= 63 && l.All(c => char.IsAsciiLetterOrDigit(c) || c == '-') && l[0] != '-' && l[^1] != '-');
 
-    private static bool IsWireGuardKey(string key)
+    private static bool IsWireGuardKey(string? key)
     {
+        if (key is null) { return false; }
         try
         {
             return Convert.FromBase64String(key).Length == 32;

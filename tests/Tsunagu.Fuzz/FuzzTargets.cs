@@ -17,9 +17,11 @@ public enum FuzzOutcome { Accepted, Refused }
 
 /// <summary>
 /// One parser of untrusted bytes. <see cref="Execute"/> feeds it an input: the parser's documented typed
-/// exceptions (<see cref="Refusals"/>) mean "refused"; any other exception escapes and is a crash.
+/// exceptions (<see cref="Refusals"/>) mean "refused", as does a parser's own verdict where it returns one (the
+/// CSV check's file and row errors); any other exception escapes and is a crash. <c>run</c> returns whether the
+/// input was accepted.
 /// </summary>
-public sealed class FuzzTarget(string name, string parser, IReadOnlyList<Type> refusals, Action<byte[]> run)
+public sealed class FuzzTarget(string name, string parser, IReadOnlyList<Type> refusals, Func<byte[], bool> run)
 {
     public string Name { get; } = name;
 
@@ -33,8 +35,7 @@ public sealed class FuzzTarget(string name, string parser, IReadOnlyList<Type> r
     {
         try
         {
-            run(input);
-            return FuzzOutcome.Accepted;
+            return run(input) ? FuzzOutcome.Accepted : FuzzOutcome.Refused;
         }
         catch (Exception e) when (Refusals.Any(t => t.IsInstanceOfType(e)))
         {
@@ -72,7 +73,7 @@ public static class FuzzTargets
     private static readonly BundleTarget UnitTarget = new("simulated", "r1", "tsunagu-os 1.0", "pattern-1",
         new BundleCounter(1, "b1"), new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
 
-    private static void Bundle(byte[] input)
+    private static bool Bundle(byte[] input)
     {
         using var stream = new MemoryStream(input, writable: false);
         var header = BundleFormat.ReadHeaderAsync(stream, CancellationToken.None).GetAwaiter().GetResult();
@@ -84,32 +85,40 @@ public static class FuzzTargets
         try { BundleVerifier.CheckTarget(manifest, UnitTarget); }
         catch (BundleCheckException) { }
         BundleVerifier.VerifyPayloadsAsync(stream, manifest, CancellationToken.None).GetAwaiter().GetResult();
+        return true;
     }
 
-    private static void Manifest(byte[] input)
+    private static bool Manifest(byte[] input)
     {
         var manifest = new BundleHeader(input, [], 0).ParseManifest();
         _ = manifest.PayloadBytes;
         BundleVerifier.CheckTarget(manifest, UnitTarget);
+        return true;
     }
 
-    private static void Media(byte[] input)
+    private static bool Media(byte[] input)
     {
         using var stream = new MemoryStream(input, writable: false);
         MediaImage.InspectAsync(stream, CancellationToken.None).GetAwaiter().GetResult();
+        return true;
     }
 
     private static readonly ServiceEnvironment Environment =
         new(BoardDescription.Simulated with { Hdd = new BoardHdd("/hdd") }, "/run/tsunagu", "/data/services/state");
 
-    private static void ServiceConfig(byte[] input)
+    private static bool ServiceConfig(byte[] input)
     {
         var config = JsonSerializer.Deserialize(input, ProtocolJson.Default.ServiceConfiguration)
                      ?? throw new JsonException("null: no service configuration");
         ServiceRenderer.Render(config, Environment);
+        return true;
     }
 
-    private static void Board(byte[] input) => BoardDescription.Parse(Encoding.UTF8.GetString(input), "fuzz input");
+    private static bool Board(byte[] input)
+    {
+        BoardDescription.Parse(Encoding.UTF8.GetString(input), "fuzz input");
+        return true;
+    }
 
     private static readonly Lazy<TsunaguStore> Store = new(() =>
     {
@@ -122,7 +131,7 @@ public static class FuzzTargets
         return new TsunaguStore(Database.Parse("tsunagu.db", directory), TimeProvider.System);
     });
 
-    private static void CsvImport(byte[] input)
+    private static bool CsvImport(byte[] input)
     {
         var check = OperatorApi.CheckBulk(Encoding.UTF8.GetString(input), Store.Value);
         if (check.FileError is null && check.Rows.Count != CountDataRows(input))
@@ -130,21 +139,20 @@ public static class FuzzTargets
             // every data row gets exactly one result
             throw new InvalidOperationException($"csv: {check.Rows.Count} row results for {CountDataRows(input)} data rows");
         }
+        return check.CanCommit;
     }
 
     private static int CountDataRows(byte[] input) => Math.Max(0, Csv.Parse(Encoding.UTF8.GetString(input)).Count - 1);
 
-    private static void Push(byte[] input)
+    private static bool Push(byte[] input)
     {
-        if (PushListener.Parse(input) is { } message)
-        {
-            // what the supervisor reads of it
-            _ = $"push: {message.Type} (importance {message.Importance})";
-            _ = message.Type == PushMessage.CheckNow;
-        }
+        if (PushListener.Parse(input) is not { } message) { return false; }
+        // what the supervisor reads of it
+        _ = $"push: {message.Type} (importance {message.Importance})";
+        return message.Type == PushMessage.CheckNow;
     }
 
-    private static void BootState(byte[] input)
+    private static bool BootState(byte[] input)
     {
         var state = BootStateFile.Parse(Encoding.UTF8.GetString(input));
         foreach (var (key, _) in BootStateFile.Defaults)
@@ -166,5 +174,6 @@ public static class FuzzTargets
         {
             throw new InvalidOperationException("boot state: a value set does not read back");
         }
+        return true;
     }
 }
