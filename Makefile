@@ -57,6 +57,14 @@ bench: deps
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
 	BENCH_SECONDS=$(BENCH_SECONDS) $(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench bench/results.json
 
+# Every parser of untrusted bytes under afl-fuzz (SharpFuzz), FUZZ_SECONDS per target; prints executions and crashes
+# per target (tests/Tsunagu.Fuzz/fuzz.sh, docs/security.md). Needs afl++ (apt-get install afl++). Not part of `make test`,
+# which replays the corpus and fuzzes each target in-process for a few seconds.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CONFIGURATION=$(CONFIGURATION) DOTNET=$(DOTNET) bash tests/Tsunagu.Fuzz/fuzz.sh
+
 # tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud). LiteDB reports trim/AOT analysis warnings
 # (reflection-based mapping the supervisor does not use: it stores JSON strings), so they are not errors here.
 tsunagud-aot: deps

@@ -31,9 +31,12 @@ public static class Program
                 return 0;
             case ["afl", var name]:
             {
-                var target = FuzzTargets.Get(name);
+                // instrumented code may run only inside Fuzzer.Run, once the coverage map is set up: the targets
+                // (and their static keys, boards...) are made on the first input
+                FuzzTarget? target = null;
                 Fuzzer.Run(stream =>
                 {
+                    target ??= FuzzTargets.Get(name);
                     using var buffer = new MemoryStream();
                     stream.CopyTo(buffer);
                     target.Execute(buffer.ToArray());
