@@ -154,9 +154,11 @@ public static class MediaImage
     }
 
     /// <summary>
-    /// What reading a damaged image throws: the tar reader's format errors, and for entry sizes past the end of
-    /// the stream or beyond 64 bits its position and overflow errors; the index's JSON errors.
+    /// What reading a damaged image throws: the tar reader's format errors, for entry sizes past the end of the
+    /// stream or beyond 64 bits its position and overflow errors, for entry types it does not read (sparse files)
+    /// NotSupportedException; the index's JSON errors.
     /// </summary>
     private static bool IsDamage(Exception e) =>
-        e is InvalidDataException or FormatException or JsonException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException;
+        e is InvalidDataException or FormatException or JsonException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException
+            or NotSupportedException;
 }

@@ -70,9 +70,11 @@ public class FuzzRegressionTests
     [TestCase("crash-entry-size-beyond-stream")]
     [TestCase("crash-entry-skip-beyond-stream")]
     [TestCase("crash-entry-size-overflows")]
-    public async Task Media_image_whose_entry_size_runs_past_the_image_or_64_bits_is_refused(string file)
+    [TestCase("crash-sparse-entry-type")]
+    public async Task Media_image_with_an_entry_the_tar_reader_cannot_read_is_refused(string file)
     {
-        // the tar reader throws ArgumentOutOfRangeException (position past the stream) or OverflowException (a base-256 size)
+        // the tar reader throws ArgumentOutOfRangeException (an entry size past the end of the stream), OverflowException
+        // (a base-256 size beyond 64 bits) or NotSupportedException (entry type 'S', a GNU sparse file; found by afl-fuzz)
         var bytes = CorpusFile("media", file);
         var e = Assert.ThrowsAsync<MediaFormatException>(() => MediaImage.InspectAsync(new MemoryStream(bytes), CancellationToken.None));
         Assert.That(e!.Message, Does.StartWith("not a readable install image"));
