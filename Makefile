@@ -58,7 +58,7 @@ system-test: packages build image
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
 run: build
 	$(DOTNET) $(CLI) demo --units $(UNITS) --port $(PORT) --mqtt-port $(MQTT_PORT) --check-interval $(CHECK_INTERVAL) --data $(DEMO_DATA) \
-		$(if $(wildcard out/image/qemu-x86_64/os-1.1.sqfs),--lab-image out/image/qemu-x86_64)
+		$(if $(wildcard out/image/qemu-x86_64-debug/os-1.1.sqfs),--lab-image out/image/qemu-x86_64-debug)
 
 # Benchmarks (not part of `make test`): each figure paired with a reference run in the same job on loopback
 # (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get).
@@ -78,16 +78,27 @@ CHAOS_UNITS ?= 20
 chaos: build
 	$(DOTNET) $(CLI) chaos --seed $(SEED) --minutes $(MINUTES) --units $(CHAOS_UNITS) --data .tsunagu/chaos
 
+# Every parser of untrusted bytes under afl-fuzz (SharpFuzz), FUZZ_SECONDS per target; prints executions and crashes
+# per target (tests/Tsunagu.Fuzz/fuzz.sh, docs/security.md). Needs afl++ (apt-get install afl++). Not part of `make test`,
+# which replays the corpus and fuzzes each target in-process for a few seconds.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CONFIGURATION=$(CONFIGURATION) DOTNET=$(DOTNET) bash tests/Tsunagu.Fuzz/fuzz.sh
+
 # tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud). LiteDB reports trim/AOT analysis warnings
 # (reflection-based mapping the supervisor does not use: it stores JSON strings), so they are not errors here.
 tsunagud-aot: deps
 	$(DOTNET) publish firmware/tsunagud -c Release -r linux-x64 -p:PublishAot=true -p:TreatWarningsAsErrors=false -o artifacts/tsunagud
 
-# The firmware image of a board (image/README.md): out/image/$(BOARD)/disk.img and the boot files QEMU loads.
+# The firmware image of a board (docs/image.md): out/image/$(BOARD)/disk.img and the boot files QEMU loads (the
+# production image: no shell on any console), and out/image/$(BOARD)-debug, the lab's debug build with a root
+# shell on ttyS1 that the QEMU tests and `make lab` boot.
 BOARD ?= qemu-x86_64
-IMAGE_DIR := out/image/$(BOARD)
+IMAGE_DIR := out/image/$(BOARD)-debug
 image: deps
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
+	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 image
 
 # One QEMU unit of the image against the server of `make run` (start that first; image/lab.sh says what to watch).
 lab: build image

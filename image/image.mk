@@ -2,7 +2,16 @@
 # every output is a file target, so a rebuild with nothing changed does nothing.
 SHELL := /bin/bash
 BOARD ?= qemu-x86_64
-OUT ?= out/image/$(BOARD)
+# DEBUG_SHELL=1 builds the lab's image into out/image/<board>-debug: an unauthenticated root shell on the second
+# serial port (ttyS1) and the boot program's tsunagu.break=1. The QEMU tests and `make lab` boot it. Without it
+# (the production image) no console has a shell and the boot program ignores tsunagu.break.
+DEBUG_SHELL ?=
+ifeq ($(filter $(DEBUG_SHELL),1 0),)
+ifneq ($(DEBUG_SHELL),)
+$(error DEBUG_SHELL='$(DEBUG_SHELL)': use 1 (the lab's debug image) or leave it empty)
+endif
+endif
+OUT ?= out/image/$(BOARD)$(if $(filter 1,$(DEBUG_SHELL)),-debug)
 BOARD_JSON := board/$(BOARD)/board.json
 # The OS the factory ships (slot_a, recovery OS) and the one the lab's update program installs.
 OS_VERSION ?= 1.0
@@ -22,7 +31,7 @@ endif
 FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.csproj' | grep -v '/obj/\|/bin/')
 IMAGE_INPUTS := image/lib.sh image/image.mk $(shell find image/rootfs image/initramfs -type f)
 
-.PHONY: image
+.PHONY: image config
 image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img
 	@bash -c '. image/lib.sh; say "$(OUT): $$(cd $(OUT) && ls -s --block-size=K disk.img prom.sqfs os-*.sqfs vmlinuz initrd.img | tr "\n" " ")"'
 
@@ -38,22 +47,42 @@ $(TSUNAGUD): $(FIRMWARE_SOURCES)
 	@bash -c '. image/lib.sh; say "tsunagud (Native AOT; about a minute)"'
 	$(MAKE) --no-print-directory tsunagud-aot >/dev/null
 
+# The configuration files of the boot program and of the OS root file system, no binaries (what the image's
+# unit tests build and inspect): image/initramfs/init and image/rootfs/, the accounts, and with DEBUG_SHELL=1
+# the service shell on ttyS1 and the boot program's break shell. A production build removes every line of
+# the boot program between '# debug-shell-begin' and '# debug-shell-end'.
+config: $(OUT)/stage/config/.done
+
+$(OUT)/stage/config/.done: $(IMAGE_INPUTS)
+	rm -rf $(OUT)/stage/config && mkdir -p $(OUT)/stage/config/initramfs $(OUT)/stage/config/rootfs/etc
+	cp -a image/rootfs/. $(OUT)/stage/config/rootfs/
+	printf 'root:x:0:0:root:/root:/bin/sh\nproxy:x:13:13:proxy:/bin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\ndnsmasq:x:65533:65534:dnsmasq:/nonexistent:/bin/false\n' > $(OUT)/stage/config/rootfs/etc/passwd
+	printf 'root:x:0:\nproxy:x:13:\ndip:x:30:\nnogroup:x:65534:\n' > $(OUT)/stage/config/rootfs/etc/group
+ifeq ($(DEBUG_SHELL),1)
+	install -m 0755 image/initramfs/init $(OUT)/stage/config/initramfs/init
+	printf '# the lab'"'"'s debug build (DEBUG_SHELL=1): an unauthenticated root shell on the second serial port\nttyS1::respawn:/bin/sh -l\n' >> $(OUT)/stage/config/rootfs/etc/inittab
+else
+	sed '/# debug-shell-begin/,/# debug-shell-end/d' image/initramfs/init > $(OUT)/stage/config/initramfs/init
+	chmod 0755 $(OUT)/stage/config/initramfs/init
+endif
+	touch $@
+
 # The boot program: busybox, mkfs.ext4 and the modules the disk and its file systems need.
-$(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(IMAGE_INPUTS)
+$(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done
 	@bash -c '. image/lib.sh; say "boot program (initramfs)"'
 	rm -rf $(OUT)/stage/initramfs && mkdir -p $(OUT)/stage/initramfs/{etc,proc,sys,dev,run,mnt,tmp}
 	bash -c '. image/lib.sh; s=$(OUT)/stage/initramfs; install_busybox $$s; install_binary $$s /sbin/mkfs.ext4; \
 		install_modules $$s $(KREL) $(BOOT_MODULES)'
-	install -m 0755 image/initramfs/init $(OUT)/stage/initramfs/init
+	install -m 0755 $(OUT)/stage/config/initramfs/init $(OUT)/stage/initramfs/init
 	echo "$(BOOT_MODULES)" | tr ' ' '\n' > $(OUT)/stage/initramfs/etc/boot-modules
 	(cd $(OUT)/stage/initramfs && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > $@.tmp
 	mv $@.tmp $@
 
 # One OS image: busybox, the daemons the services run, tsunagud, kernel modules, the board description.
-$(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(IMAGE_INPUTS) $(BOARD_JSON)
+$(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done $(BOARD_JSON)
 	@bash -c '. image/lib.sh; say "OS $* root file system"'
 	rm -rf $(OUT)/stage/os-$* && mkdir -p $(OUT)/stage/os-$*
-	cp -a image/rootfs/. $(OUT)/stage/os-$*/
+	cp -a $(OUT)/stage/config/rootfs/. $(OUT)/stage/os-$*/
 	bash -c '. image/lib.sh; s=$(OUT)/stage/os-$*; install_busybox $$s; \
 		for b in $(DAEMONS); do install_binary $$s $$b; done; \
 		install_binary_as $$s $(TSUNAGUD) /usr/lib/tsunagu/tsunagud; \
@@ -64,8 +93,6 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(IMAGE_INPUTS) $(BO
 	echo "tsunagu-os $*" > $(OUT)/stage/os-$*/etc/os-version
 	echo "$(OS_MODULES)" | tr ' ' '\n' > $(OUT)/stage/os-$*/etc/os-modules
 	cp $(BOARD_JSON) $(OUT)/stage/os-$*/etc/tsunagu/board.json
-	printf 'root:x:0:0:root:/root:/bin/sh\nproxy:x:13:13:proxy:/bin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\ndnsmasq:x:65533:65534:dnsmasq:/nonexistent:/bin/false\n' > $(OUT)/stage/os-$*/etc/passwd
-	printf 'root:x:0:\nproxy:x:13:\ndip:x:30:\nnogroup:x:65534:\n' > $(OUT)/stage/os-$*/etc/group
 	touch $@
 
 $(OUT)/os-%.sqfs: $(OUT)/stage/os-%/.done

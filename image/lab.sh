@@ -5,7 +5,7 @@
 set -euo pipefail
 DEMO=${DEMO:-.tsunagu/demo}
 LAB=${LAB:-.tsunagu/lab}
-IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64}
+IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
 PORT=${PORT:-8443}
 MQTT_PORT=${MQTT_PORT:-1883}
 MAC=${MAC:-52:54:00:12:34:56}

@@ -4,7 +4,7 @@
 #
 # Environment:
 #   DISK          the unit's disk image (factory burned; `tsunagu factory burn`)      required
-#   IMAGE_DIR     the `make image` output (vmlinuz, initrd.img)                        default out/image/qemu-x86_64
+#   IMAGE_DIR     the `make image` output (vmlinuz, initrd.img)                  default out/image/qemu-x86_64-debug
 #   HDD           the cache disk image (optional)
 #   SERVER_PORT   the server's HTTPS port on 127.0.0.1 (the unit uses 10.0.2.100:SAME) default 8443
 #   MQTT_PORT     the MQTT broker port on 127.0.0.1                                    default 1883
@@ -14,7 +14,7 @@
 #   MEMORY        guest RAM in MiB                                                     default 512
 set -euo pipefail
 : "${DISK:?DISK: the disk image of the unit}"
-IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64}
+IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
 SERVER_PORT=${SERVER_PORT:-8443}
 MQTT_PORT=${MQTT_PORT:-1883}
 MAC=${MAC:-52:54:00:12:34:56}

@@ -99,7 +99,7 @@ public static class MediaImage
                 }
             }
         }
-        catch (Exception e) when (e is InvalidDataException or FormatException or JsonException or EndOfStreamException)
+        catch (Exception e) when (IsDamage(e))
         {
             throw new MediaFormatException($"not a readable install image: {e.Message}");
         }
@@ -132,16 +132,33 @@ public static class MediaImage
     }
 
     /// <summary>Opens the bytes of one file in the image (the image must be seekable).</summary>
+    /// <exception cref="MediaFormatException">The image does not hold the file, or is damaged before it.</exception>
     public static async Task<Stream> OpenEntryAsync(Stream image, string file, CancellationToken ct)
     {
         var reader = new TarReader(image, leaveOpen: true);
-        while (await reader.GetNextEntryAsync(copyData: false, ct) is { } entry)
+        try
         {
-            if (entry.Name == file && entry.DataStream is { } data)
+            while (await reader.GetNextEntryAsync(copyData: false, ct) is { } entry)
             {
-                return data;
+                if (entry.Name == file && entry.DataStream is { } data)
+                {
+                    return data;
+                }
             }
+        }
+        catch (Exception e) when (IsDamage(e))
+        {
+            throw new MediaFormatException($"not a readable install image before {file}: {e.Message}");
         }
         throw new MediaFormatException($"the image holds no {file}");
     }
+
+    /// <summary>
+    /// What reading a damaged image throws: the tar reader's format errors, for entry sizes past the end of the
+    /// stream or beyond 64 bits its position and overflow errors, for entry types it does not read (sparse files)
+    /// NotSupportedException; the index's JSON errors.
+    /// </summary>
+    private static bool IsDamage(Exception e) =>
+        e is InvalidDataException or FormatException or JsonException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException
+            or NotSupportedException;
 }

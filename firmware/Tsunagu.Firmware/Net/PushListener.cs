@@ -89,7 +89,7 @@ public sealed class PushListener : IAsyncDisposable
             PushMessage? message = null;
             try
             {
-                message = JsonSerializer.Deserialize(e.ApplicationMessage.Payload.ToArray(), ProtocolJson.Default.PushMessage);
+                message = Parse(e.ApplicationMessage.Payload.ToArray());
             }
             catch (JsonException ex)
             {
@@ -116,6 +116,10 @@ public sealed class PushListener : IAsyncDisposable
             return Task.CompletedTask;
         };
     }
+
+    /// <summary>A payload on the unit's command topic as a <see cref="PushMessage"/>; null for the JSON literal null.</summary>
+    /// <exception cref="JsonException">Not a push message.</exception>
+    public static PushMessage? Parse(ReadOnlySpan<byte> payload) => JsonSerializer.Deserialize(payload, ProtocolJson.Default.PushMessage);
 
     public bool IsConnected => _client.IsConnected;
 

@@ -37,7 +37,8 @@ public sealed class BootStateFile
 
     public static BootStateFile Parse(string text)
     {
-        var lines = text.Replace("\r\n", "\n").Split('\n').ToList();
+        // a carriage return ends a line (CRLF, or stray ones before the newline); kept, it would come back a line shorter on the next read
+        var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         if (lines[^1].Length == 0) { lines.RemoveAt(lines.Count - 1); }
         return new BootStateFile(lines);
     }

@@ -39,11 +39,19 @@ public sealed record BundleManifest(
             "compatibility: boards, hardwareVersions and osVersions each need at least one entry");
         Require(Importance is >= 1 and <= 5, $"importance: {Importance} is outside 1..5");
         Require(ExpiresAt > CreatedAt, $"expiresAt: {ExpiresAt:O} is not after createdAt {CreatedAt:O}");
+        Require(Payloads is not null, "payloads: required");
+        Require(Steps is not null, "steps: required");
+        // JSON may leave entries and names null despite the contract: they are problems, never crashes
+        var payloads = (Payloads ?? []).Where(p => p is not null).ToList();
+        Require(payloads.Count == (Payloads ?? []).Count, "payloads: an entry is null");
         var names = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var p in Payloads ?? [])
+        long total = 0;
+        foreach (var p in payloads)
         {
             Require(IsSegment(p.Name), $"payloads: name '{p.Name}' is not a single path segment");
-            Require(names.Add(p.Name), $"payloads: name '{p.Name}' appears twice");
+            Require(p.Name is null || names.Add(p.Name), $"payloads: name '{p.Name}' appears twice");
+            Require(p.Size <= long.MaxValue - total, "payloads: the sizes add up to more than 2^63 - 1 bytes");
+            total = p.Size > 0 && p.Size <= long.MaxValue - total ? total + p.Size : total;
             Require(p.Size >= 0, $"payloads.{p.Name}.size: {p.Size} is negative");
             Require(p.Sha256 is { Length: 64 } && p.Sha256.All(char.IsAsciiHexDigitLower), $"payloads.{p.Name}.sha256: not 64 lower-case hex digits");
             switch (p.Kind)
@@ -61,12 +69,17 @@ public sealed record BundleManifest(
                     break;
             }
         }
-        Require((Payloads ?? []).Count(p => p.Kind == PayloadKinds.OsImage) <= 1, "payloads: at most one OS image per bundle");
-        var byName = (Payloads ?? []).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
+        Require(payloads.Count(p => p.Kind == PayloadKinds.OsImage) <= 1, "payloads: at most one OS image per bundle");
+        var byName = payloads.Where(p => p.Name is not null).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
         var used = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < (Steps ?? []).Count; i++)
         {
             var s = Steps![i];
+            if (s is null)
+            {
+                problems.Add($"steps[{i}]: null");
+                continue;
+            }
             if (!byName.TryGetValue(s.Payload ?? "", out var payload))
             {
                 problems.Add($"steps[{i}]: payload '{s.Payload}' is not in payloads");
@@ -91,12 +104,12 @@ public sealed record BundleManifest(
         }
         foreach (var key in IntroducesKeys ?? [])
         {
-            Require(ReleaseKeys.TryParse(key, out _), $"introducesKeys: '{Shorten(key)}' is not a P-256 public key (SPKI, base64)");
+            Require(key is not null && ReleaseKeys.TryParse(key, out _), $"introducesKeys: '{Shorten(key ?? "null")}' is not a P-256 public key (SPKI, base64)");
         }
         return problems;
     }
 
-    /// <summary>Total length in bytes of all payloads.</summary>
+    /// <summary>Total length in bytes of all payloads (of a manifest without <see cref="Problems"/>).</summary>
     public long PayloadBytes => Payloads.Sum(p => p.Size);
 
     private static bool IsSegment(string? value) =>

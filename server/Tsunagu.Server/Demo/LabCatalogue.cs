@@ -27,7 +27,7 @@ public static class LabCatalogue
     public static readonly IReadOnlyDictionary<string, string> Pattern2Applications =
         new SortedDictionary<string, string>(StringComparer.Ordinal) { ["cache-manager"] = "1.0.0", ["firewall"] = "1.1.0", ["vcp"] = "1.0.0" };
 
-    /// <summary>The OS image of the update in an image output folder (`out/image/qemu-x86_64`).</summary>
+    /// <summary>The OS image of the update in an image output folder (`out/image/qemu-x86_64-debug`).</summary>
     public static string UpdateOsImage(string imageDirectory) => Path.Combine(imageDirectory, "os-1.1.sqfs");
 
     /// <summary>

@@ -43,7 +43,7 @@ public sealed class QemuLab : IAsyncDisposable
     public string Pin => OperatorClient.PinFromPemFile(Path.Combine(Root, "server", "tls", ServerCertificate.PemFile));
 
     public static string RepositoryRoot { get; } = FindRoot();
-    public static string ImageDirectory => Path.Combine(RepositoryRoot, "out", "image", LabCatalogue.Board);
+    public static string ImageDirectory => Path.Combine(RepositoryRoot, "out", "image", LabCatalogue.Board + "-debug");
 
     /// <summary>Fails the test (never skips it) when the image or a tool is missing.</summary>
     public static void RequireImage()
