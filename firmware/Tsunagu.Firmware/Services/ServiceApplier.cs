@@ -282,12 +282,14 @@ public sealed class ServiceApplier : IDisposable
             WriteDurably(Path.Combine(staging, file), content);
         }
         WriteDurably(Path.Combine(staging, "configuration.json"), JsonSerializer.Serialize(configuration, ProtocolJson.Default.ServiceConfiguration));
+        PosixFileSystem.Instance.SyncDirectory(staging);
         var final = RevisionDirectory(revision);
         if (Directory.Exists(final))
         {
             Directory.Delete(final, recursive: true);
         }
         Directory.Move(staging, final);
+        PosixFileSystem.Instance.SyncDirectory(Root);
         return final;
     }
 
@@ -308,7 +310,7 @@ public sealed class ServiceApplier : IDisposable
         }
         else if (new FileInfo(CurrentLink).LinkTarget is not null)
         {
-            File.Delete(CurrentLink);
+            AtomicLink.Remove(CurrentLink);
         }
     }
 
@@ -366,11 +368,12 @@ public sealed class ServiceApplier : IDisposable
             options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         }
         using (var stream = new FileStream(tmp, options))
-        using (var writer = new StreamWriter(stream))
         {
-            writer.Write(Convert.ToBase64String(key) + "\n");
+            using (var writer = new StreamWriter(stream, leaveOpen: true)) { writer.Write(Convert.ToBase64String(key) + "\n"); }
+            stream.Flush(flushToDisk: true);
         }
         File.Move(tmp, path);
+        PosixFileSystem.Instance.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         _log($"services: created the unit's WireGuard key {path}");
     }
 

@@ -40,6 +40,7 @@ public sealed class AppStore(string dataRoot)
         var staging = Path.Combine(Root, name, $".staging-{version}-{Guid.NewGuid():N}");
         CopyTree(sourceTree, staging);
         Directory.Move(staging, target);
+        PosixFileSystem.Instance.SyncDirectory(Path.Combine(Root, name));
     }
 
     /// <summary>Points NAME/current at VERSION with a single rename, so a power cut leaves old or new, never neither.</summary>
@@ -62,7 +63,7 @@ public sealed class AppStore(string dataRoot)
         var link = Path.Combine(Root, name, "current");
         if (new FileInfo(link).LinkTarget is not null)
         {
-            File.Delete(link);
+            AtomicLink.Remove(link);
         }
     }
 
@@ -75,16 +76,20 @@ public sealed class AppStore(string dataRoot)
         }
     }
 
+    /// <summary>Copies a tree and syncs every file and directory of the copy, so the rename that publishes it publishes whole files.</summary>
     private static void CopyTree(string source, string destination)
     {
         Directory.CreateDirectory(destination);
         foreach (var file in Directory.GetFiles(source))
         {
-            File.Copy(file, Path.Combine(destination, Path.GetFileName(file)));
+            var copy = Path.Combine(destination, Path.GetFileName(file));
+            File.Copy(file, copy);
+            PosixFileSystem.SyncFile(copy);
         }
         foreach (var dir in Directory.GetDirectories(source))
         {
             CopyTree(dir, Path.Combine(destination, Path.GetFileName(dir)));
         }
+        PosixFileSystem.Instance.SyncDirectory(destination);
     }
 }

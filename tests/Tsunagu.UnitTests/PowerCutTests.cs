@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
+
+namespace Tsunagu.UnitTests;
+
+/// <summary>
+/// Power cuts after every write and every sync (<see cref="CrashDisk"/>): the state store and the atomic links,
+/// reopened from every image a cut can leave, hold the old or the new value of whatever was being written, and
+/// everything written before.
+/// </summary>
+public class PowerCutTests
+{
+    private const string Data = "/data";
+
+    /// <summary>One store operation of the script: the key it changes and the value's JSON afterwards (null: deleted).</summary>
+    private sealed record Step(string Key, string? Json, Action<StateStore> Run);
+
+    private static Step Set<T>(string key, T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
+        new(key, JsonSerializer.Serialize(value, type), s => s.Set(key, value, type));
+
+    private static Step Delete(string key) => new(key, null, s => s.Delete(key));
+
+    /// <summary>Each key the supervisor keeps, read back as JSON (null when absent).</summary>
+    private static readonly Dictionary<string, Func<StateStore, string?>> Readers = new()
+    {
+        [StateKeys.Settings] = s => Json(s.Get(StateKeys.Settings, FirmwareJson.Default.UnitSettings), FirmwareJson.Default.UnitSettings),
+        [StateKeys.PendingUpdate] = s => Json(s.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate), FirmwareJson.Default.PendingUpdate),
+        [StateKeys.AppliedConfig] = s => Json(s.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig), FirmwareJson.Default.AppliedConfig),
+        [StateKeys.BundleCounter] = s => Json(s.Get(StateKeys.BundleCounter, FirmwareJson.Default.BundleCounter), FirmwareJson.Default.BundleCounter),
+        [StateKeys.TrustedKeys] = s => Json(s.Get(StateKeys.TrustedKeys, FirmwareJson.Default.TrustedKeys), FirmwareJson.Default.TrustedKeys),
+        [StateKeys.ServiceTransaction] = s => Json(s.Get(StateKeys.ServiceTransaction, FirmwareJson.Default.ServiceTransaction), FirmwareJson.Default.ServiceTransaction),
+        [StateKeys.PendingConfirm] = s => Json(s.Get(StateKeys.PendingConfirm, FirmwareJson.Default.PendingConfirm), FirmwareJson.Default.PendingConfirm),
+        [StateKeys.ConfirmedConfig] = s => Json(s.Get(StateKeys.ConfirmedConfig, FirmwareJson.Default.ConfirmedConfig), FirmwareJson.Default.ConfirmedConfig),
+        [StateKeys.PowerOnSpread] = s => Json(s.Get(StateKeys.PowerOnSpread, FirmwareJson.Default.PowerOnSpread), FirmwareJson.Default.PowerOnSpread),
+    };
+
+    private static string? Json<T>(T? value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) where T : class =>
+        value is null ? null : JsonSerializer.Serialize(value, type);
+
+    /// <summary>
+    /// What the supervisor writes, in its order: provisioning (settings, power-on spread), a confirmed service apply
+    /// (transaction, pending confirm, commit, confirm, applied config), an update (journal phases, counter and keys
+    /// at commit, journal removed), for <paramref name="rounds"/> rounds with new values each time.
+    /// </summary>
+    private static List<Step> Script(int rounds)
+    {
+        var steps = new List<Step>();
+        var t0 = new DateTimeOffset(2026, 12, 3, 0, 0, 0, TimeSpan.Zero);
+        steps.Add(Set(StateKeys.Settings, new UnitSettings("02:54:53:00:00:01", new WanAccount("pppoe", "user", "pw"), null, null, null, null,
+            "https://host.example/", null), FirmwareJson.Default.UnitSettings));
+        for (var r = 1; r <= rounds; r++)
+        {
+            steps.Add(Set(StateKeys.PowerOnSpread, new PowerOnSpread(60 * r), FirmwareJson.Default.PowerOnSpread));
+            steps.Add(Set(StateKeys.ServiceTransaction, new ServiceTransaction(r, r - 1 == 0 ? null : r - 1, t0.AddHours(r)), FirmwareJson.Default.ServiceTransaction));
+            steps.Add(Set(StateKeys.PendingConfirm, new PendingConfirm(r, r - 1 == 0 ? null : r - 1, t0.AddHours(r).AddMinutes(5)), FirmwareJson.Default.PendingConfirm));
+            steps.Add(Delete(StateKeys.ServiceTransaction));
+            steps.Add(Set(StateKeys.ConfirmedConfig, new ConfirmedConfig(r, t0.AddHours(r).AddMinutes(1)), FirmwareJson.Default.ConfirmedConfig));
+            steps.Add(Delete(StateKeys.PendingConfirm));
+            steps.Add(Set(StateKeys.AppliedConfig, new AppliedConfig(r, false, null), FirmwareJson.Default.AppliedConfig));
+            steps.Add(Set(StateKeys.AppliedConfig, new AppliedConfig(r, true, null), FirmwareJson.Default.AppliedConfig));
+            var id = $"u{r}";
+            var previous = new Dictionary<string, string> { ["vcp"] = $"1.{r - 1}.0", ["firewall"] = "1.0.0" };
+            var bundle = new BundleCounter(r * 10, $"b{r}");
+            foreach (var phase in new[] { PendingUpdate.Downloading, PendingUpdate.Verified, PendingUpdate.Switching, PendingUpdate.Checking })
+            {
+                steps.Add(Set(StateKeys.PendingUpdate, new PendingUpdate(id, phase, null, 1, Bundle: bundle, ToPattern: $"p{r}", PreviousApps: previous, Entries: 1),
+                    FirmwareJson.Default.PendingUpdate));
+            }
+            steps.Add(Set(StateKeys.BundleCounter, bundle, FirmwareJson.Default.BundleCounter));
+            steps.Add(Set(StateKeys.TrustedKeys, new TrustedKeys([.. Enumerable.Range(1, r).Select(k => $"key-{k}")], []), FirmwareJson.Default.TrustedKeys));
+            steps.Add(Set(StateKeys.PendingUpdate, new PendingUpdate(id, PendingUpdate.Installed,
+                new UpdateReport(id, true, null, new Inventory("hw", "os", new Dictionary<string, string> { ["vcp"] = $"1.{r}.0" }, bundle)), 1, Bundle: bundle),
+                FirmwareJson.Default.PendingUpdate));
+            steps.Add(Delete(StateKeys.PendingUpdate));
+        }
+        return steps;
+    }
+
+    [Test]
+    public void After_a_power_cut_at_any_write_or_sync_the_state_store_holds_each_value_old_or_new_and_the_bundle_counter_never_goes_back()
+    {
+        var watch = Stopwatch.StartNew();
+        var disk = new CrashDisk();
+        var script = Script(rounds: 3);
+        // ops [Start, End) of each step; the open before the first step and the close after the last are cut too
+        var spans = new List<(int Start, int End, Step Step)>();
+        using (var store = StateStore.Open(Data, disk))
+        {
+            foreach (var step in script)
+            {
+                var start = disk.Operations;
+                step.Run(store);
+                spans.Add((start, disk.Operations, step));
+            }
+        }
+        var (writes, syncs) = (disk.Writes, disk.Syncs);
+
+        var images = 0;
+        var cutPoints = new HashSet<int>();
+        var corrupt = 0;
+        var corruptBeforeCommit = 0;
+        var failures = new List<string>();
+        foreach (var cut in disk.Cuts())
+        {
+            images++;
+            cutPoints.Add(cut.Cut);
+            var committed = spans.Where(s => s.End <= cut.Cut).ToList();
+            var inFlight = spans.SingleOrDefault(s => s.Start < cut.Cut && cut.Cut < s.End);
+            try
+            {
+                using var store = StateStore.Open(Data, new CrashDisk(cut.Image));
+                foreach (var (key, read) in Readers)
+                {
+                    var old = committed.LastOrDefault(s => s.Step.Key == key).Step?.Json;
+                    var found = read(store);
+                    var allowed = inFlight.Step?.Key == key ? new[] { old, inFlight.Step.Json } : [old];
+                    if (!allowed.Contains(found))
+                    {
+                        failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): {key} is {found ?? "absent"}, expected {string.Join(" or ", allowed.Select(a => a ?? "absent"))}");
+                    }
+                }
+                var floor = committed.Where(s => s.Step.Key == StateKeys.BundleCounter)
+                    .Select(s => JsonSerializer.Deserialize(s.Step.Json!, FirmwareJson.Default.BundleCounter)!.Version).DefaultIfEmpty(0).Max();
+                var counter = store.Get(StateKeys.BundleCounter, FirmwareJson.Default.BundleCounter)?.Version ?? 0;
+                if (counter < floor)
+                {
+                    failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): bundle counter {counter} below the committed {floor}");
+                }
+            }
+            catch (StateStoreCorruptException e)
+            {
+                corrupt++;
+                if (committed.Count == 0)
+                {
+                    corruptBeforeCommit++; // nothing was stored yet: the supervisor rebuilds `data` and provisions, as it must anyway
+                    continue;
+                }
+                failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): reported corrupt ({e.InnerException?.Message}); {committed.Count} operations had been committed");
+            }
+        }
+        watch.Stop();
+        TestContext.Out.WriteLine($"state store: {script.Count} operations, {writes} writes and {syncs} syncs recorded; {cutPoints.Count} cut points, " +
+                                  $"{images} images reopened (lost/kept/torn), {corrupt} reported corrupt ({corruptBeforeCommit} before the first commit), {failures.Count} invariant failures, {watch.Elapsed.TotalSeconds:F1} s");
+        Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
+        Assert.That(cutPoints, Has.Count.GreaterThan(300), "the script must produce a meaningful number of cut points");
+    }
+
+    [Test]
+    public void After_a_power_cut_at_any_write_or_sync_an_atomic_link_names_the_old_or_the_new_target_and_a_returned_switch_stays()
+    {
+        var disk = new CrashDisk();
+        const string link = Data + "/apps/vcp/current";
+        AtomicLink.Point(link, "1.0.0", disk);
+        disk.Settle();
+        var spans = new List<(int Start, int End, string? Target)>();
+        foreach (var target in new string?[] { "1.1.0", "1.2.0", null, "1.3.0" })
+        {
+            var start = disk.Operations;
+            if (target is null) { AtomicLink.Remove(link, disk); } else { AtomicLink.Point(link, target, disk); }
+            spans.Add((start, disk.Operations, target));
+        }
+
+        var images = 0;
+        var failures = new List<string>();
+        foreach (var cut in disk.Cuts())
+        {
+            images++;
+            var old = spans.Where(s => s.End <= cut.Cut).Select(s => s.Target).DefaultIfEmpty("1.0.0").Last();
+            var inFlight = spans.Where(s => s.Start < cut.Cut && cut.Cut < s.End).Select(s => s.Target).ToList();
+            var found = CrashDisk.ReadLink(cut.Image, link);
+            if (found != old && !(inFlight.Count == 1 && found == inFlight[0]))
+            {
+                failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): current -> {found ?? "nothing"}, expected {old ?? "nothing"}" +
+                             (inFlight.Count == 1 ? $" or {inFlight[0] ?? "nothing"}" : ""));
+            }
+        }
+        TestContext.Out.WriteLine($"atomic link: {disk.Operations} cut points, {images} images, {failures.Count} failures");
+        Assert.That(failures, Is.Empty, string.Join("\n", failures));
+        Assert.That(images, Is.GreaterThanOrEqualTo(disk.Operations));
+    }
+}
