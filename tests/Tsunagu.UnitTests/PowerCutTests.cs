@@ -181,4 +181,78 @@ public class PowerCutTests
         Assert.That(failures, Is.Empty, string.Join("\n", failures));
         Assert.That(images, Is.GreaterThanOrEqualTo(disk.Operations));
     }
+
+    /// <summary>
+    /// An update's switch as the installer does it (journal `switching` with the previous applications, each
+    /// application's `current` re-pointed, journal `checking`, counter and keys committed, journal `installed`,
+    /// journal removed), on one disk with the store: after every cut the update is committed (every link new,
+    /// counter new) or not switched (every link old, counter old), or the journal says it is in flight and names the
+    /// previous applications, so the restart rolls it back.
+    /// </summary>
+    [Test]
+    public void After_a_power_cut_at_any_write_or_sync_an_update_is_committed_or_can_be_rolled_back()
+    {
+        var disk = new CrashDisk();
+        var old = new Dictionary<string, string> { ["firewall"] = "1.0.0", ["vcp"] = "1.0.0" };
+        var next = new Dictionary<string, string> { ["firewall"] = "1.1.0", ["vcp"] = "1.1.0" };
+        string Link(string app) => $"{Data}/apps/{app}/current";
+        var (c0, c1) = (new BundleCounter(10, "b1"), new BundleCounter(20, "b2"));
+        using (var store = StateStore.Open(Data, disk))
+        {
+            store.Set(StateKeys.BundleCounter, c0, FirmwareJson.Default.BundleCounter);
+            foreach (var (app, version) in old) { AtomicLink.Point(Link(app), version, disk); }
+            disk.Settle();
+            PendingUpdate Journal(string phase) => new("u2", phase, null, 1, Bundle: c1, ToPattern: "p2",
+                PreviousApps: phase is PendingUpdate.Switching or PendingUpdate.Checking ? old : null, Entries: 1);
+            store.Set(StateKeys.PendingUpdate, Journal(PendingUpdate.Verified), FirmwareJson.Default.PendingUpdate);
+            store.Set(StateKeys.PendingUpdate, Journal(PendingUpdate.Switching), FirmwareJson.Default.PendingUpdate);
+            foreach (var (app, version) in next) { AtomicLink.Point(Link(app), version, disk); }
+            store.Set(StateKeys.PendingUpdate, Journal(PendingUpdate.Checking), FirmwareJson.Default.PendingUpdate);
+            store.Set(StateKeys.BundleCounter, c1, FirmwareJson.Default.BundleCounter);
+            store.Set(StateKeys.TrustedKeys, new TrustedKeys(["key-2"], []), FirmwareJson.Default.TrustedKeys);
+            store.Set(StateKeys.PendingUpdate, Journal(PendingUpdate.Installed), FirmwareJson.Default.PendingUpdate);
+            store.Delete(StateKeys.PendingUpdate);
+        }
+
+        var images = 0;
+        var (committed, notSwitched, rollBack) = (0, 0, 0);
+        var failures = new List<string>();
+        foreach (var cut in disk.Cuts())
+        {
+            images++;
+            var links = old.Keys.ToDictionary(a => a, a => CrashDisk.ReadLink(cut.Image, Link(a)));
+            using var store = StateStore.Open(Data, new CrashDisk(cut.Image));
+            var journal = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
+            var counter = store.Get(StateKeys.BundleCounter, FirmwareJson.Default.BundleCounter);
+            var where = $"cut {cut.Cut} ({cut.Mode}, after {cut.After}): links {string.Join(",", links.Select(l => $"{l.Key}->{l.Value}"))}, " +
+                        $"counter {counter?.Version}, journal {journal?.Phase ?? "none"}";
+            if (journal is { InFlight: true })
+            {
+                rollBack++;
+                if (journal.PreviousApps is not { } previous || !previous.OrderBy(p => p.Key).SequenceEqual(old.OrderBy(p => p.Key)) ||
+                    links.Any(l => l.Value != old[l.Key] && l.Value != next[l.Key]) || (counter != c0 && counter != c1))
+                {
+                    failures.Add(where + ": in flight, but cannot be rolled back to the previous applications");
+                }
+            }
+            else if (links.All(l => l.Value == next[l.Key]) && counter == c1)
+            {
+                committed++;
+            }
+            else if (links.All(l => l.Value == old[l.Key]) && counter == c0 && journal?.Phase != PendingUpdate.Installed)
+            {
+                notSwitched++;
+            }
+            else
+            {
+                failures.Add(where + ": neither committed nor rolled back, and no journal to roll back with");
+            }
+        }
+        TestContext.Out.WriteLine($"update switch: {disk.Operations} cut points, {images} images: {committed} committed, {notSwitched} not switched, " +
+                                  $"{rollBack} in flight with a journal to roll back; {failures.Count} failures");
+        Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
+        Assert.That(committed, Is.GreaterThan(0));
+        Assert.That(notSwitched, Is.GreaterThan(0));
+        Assert.That(rollBack, Is.GreaterThan(0));
+    }
 }
