@@ -140,6 +140,15 @@ public sealed class CrashDisk : IDurableFileSystem
         }
     }
 
+    public void SyncFile(string path)
+    {
+        lock (_lock)
+        {
+            if (!_names.TryGetValue(path, out var node)) { throw new IOException($"cannot sync {path}: no such file"); }
+            Record(new SyncOp(node));
+        }
+    }
+
     public void CreateSymbolicLink(string path, string target)
     {
         lock (_lock)

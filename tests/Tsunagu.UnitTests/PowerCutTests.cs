@@ -15,6 +15,9 @@ public class PowerCutTests
 {
     private const string Data = "/data";
 
+    /// <summary>Rounds of the state store's script (TSUNAGU_STATE_CUT_ROUNDS for a longer run); each adds about 120 cut points.</summary>
+    private static int Rounds => int.TryParse(Environment.GetEnvironmentVariable("TSUNAGU_STATE_CUT_ROUNDS"), out var n) && n > 0 ? n : 8;
+
     /// <summary>One store operation of the script: the key it changes and the value's JSON afterwards (null: deleted).</summary>
     private sealed record Step(string Key, string? Json, Action<StateStore> Run);
 
@@ -84,7 +87,7 @@ public class PowerCutTests
     {
         var watch = Stopwatch.StartNew();
         var disk = new CrashDisk();
-        var script = Script(rounds: 3);
+        var script = Script(Rounds);
         // ops [Start, End) of each step; the open before the first step and the close after the last are cut too
         var spans = new List<(int Start, int End, Step Step)>();
         using (var store = StateStore.Open(Data, disk))
@@ -99,14 +102,15 @@ public class PowerCutTests
         var (writes, syncs) = (disk.Writes, disk.Syncs);
 
         var images = 0;
-        var cutPoints = new HashSet<int>();
+        var cutPoints = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
         var corrupt = 0;
         var corruptBeforeCommit = 0;
-        var failures = new List<string>();
-        foreach (var cut in disk.Cuts())
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        // images are independent: each is reopened on its own disk
+        Parallel.ForEach(disk.Cuts(), cut =>
         {
-            images++;
-            cutPoints.Add(cut.Cut);
+            Interlocked.Increment(ref images);
+            cutPoints[cut.Cut] = true;
             var committed = spans.Where(s => s.End <= cut.Cut).ToList();
             var inFlight = spans.SingleOrDefault(s => s.Start < cut.Cut && cut.Cut < s.End);
             try
@@ -119,7 +123,7 @@ public class PowerCutTests
                     var allowed = inFlight.Step?.Key == key ? new[] { old, inFlight.Step.Json } : [old];
                     if (!allowed.Contains(found))
                     {
-                        failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): {key} is {found ?? "absent"}, expected {string.Join(" or ", allowed.Select(a => a ?? "absent"))}");
+                        failures.Enqueue($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): {key} is {found ?? "absent"}, expected {string.Join(" or ", allowed.Select(a => a ?? "absent"))}");
                     }
                 }
                 var floor = committed.Where(s => s.Step.Key == StateKeys.BundleCounter)
@@ -127,25 +131,25 @@ public class PowerCutTests
                 var counter = store.Get(StateKeys.BundleCounter, FirmwareJson.Default.BundleCounter)?.Version ?? 0;
                 if (counter < floor)
                 {
-                    failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): bundle counter {counter} below the committed {floor}");
+                    failures.Enqueue($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): bundle counter {counter} below the committed {floor}");
                 }
             }
             catch (StateStoreCorruptException e)
             {
-                corrupt++;
+                Interlocked.Increment(ref corrupt);
                 if (committed.Count == 0)
                 {
-                    corruptBeforeCommit++; // nothing was stored yet: the supervisor rebuilds `data` and provisions, as it must anyway
-                    continue;
+                    Interlocked.Increment(ref corruptBeforeCommit); // nothing was stored yet: the supervisor rebuilds `data` and provisions, as it must anyway
+                    return;
                 }
-                failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): reported corrupt ({e.InnerException?.Message}); {committed.Count} operations had been committed");
+                failures.Enqueue($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): reported corrupt ({e.InnerException?.Message}); {committed.Count} operations had been committed");
             }
-        }
+        });
         watch.Stop();
         TestContext.Out.WriteLine($"state store: {script.Count} operations, {writes} writes and {syncs} syncs recorded; {cutPoints.Count} cut points, " +
                                   $"{images} images reopened (lost/kept/torn), {corrupt} reported corrupt ({corruptBeforeCommit} before the first commit), {failures.Count} invariant failures, {watch.Elapsed.TotalSeconds:F1} s");
-        Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
-        Assert.That(cutPoints, Has.Count.GreaterThan(300), "the script must produce a meaningful number of cut points");
+        Assert.That(failures, Is.Empty, string.Join("\n", failures.Order().Take(20)));
+        Assert.That(cutPoints, Has.Count.GreaterThan(100 * Rounds), "the script must produce a meaningful number of cut points");
     }
 
     [Test]
@@ -254,5 +258,62 @@ public class PowerCutTests
         Assert.That(committed, Is.GreaterThan(0));
         Assert.That(notSwitched, Is.GreaterThan(0));
         Assert.That(rollBack, Is.GreaterThan(0));
+    }
+
+    /// <summary>Records the durable-file calls, in order, and passes them on to the real file system.</summary>
+    private sealed class RecordingFileSystem : IDurableFileSystem
+    {
+        public List<string> Calls { get; } = [];
+        private static readonly IDurableFileSystem Real = PosixFileSystem.Instance;
+        public bool FileExists(string path) => Real.FileExists(path);
+        public Stream OpenFile(string path) { Calls.Add($"open {path}"); return Real.OpenFile(path); }
+        public void SyncFile(string path) { Calls.Add($"fsync {path}"); Real.SyncFile(path); }
+        public void CreateSymbolicLink(string path, string target) { Calls.Add($"symlink {path}"); Real.CreateSymbolicLink(path, target); }
+        public void Rename(string source, string destination) { Calls.Add($"rename {source} {destination}"); Real.Rename(source, destination); }
+        public void DeleteFile(string path) { Calls.Add($"delete {path}"); Real.DeleteFile(path); }
+        public void SyncDirectory(string path) { Calls.Add($"fsync-dir {path}"); Real.SyncDirectory(path); }
+    }
+
+    [Test]
+    public void Staging_and_switching_an_application_syncs_every_file_and_directory_before_the_rename_and_the_directory_after()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "tsunagu-appstore-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var source = Path.Combine(dir, "source");
+            Directory.CreateDirectory(Path.Combine(source, "bin"));
+            File.WriteAllText(Path.Combine(source, "app.conf"), "a=1\n");
+            File.WriteAllText(Path.Combine(source, "bin", "run"), "#!/bin/sh\n");
+            var files = new RecordingFileSystem();
+            var apps = new AppStore(Path.Combine(dir, "data"), files);
+            apps.Stage("vcp", "1.1.0", source);
+            apps.Switch("vcp", "1.1.0");
+            var appDir = Path.Combine(apps.Root, "vcp");
+
+            var calls = files.Calls;
+            var publish = calls.FindIndex(c => c.StartsWith("rename ") && c.EndsWith(" " + Path.Combine(appDir, "1.1.0")));
+            Assert.That(publish, Is.GreaterThan(0), string.Join("\n", calls));
+            var staging = calls[publish].Split(' ')[1];
+            foreach (var file in new[] { "app.conf", Path.Combine("bin", "run") })
+            {
+                Assert.That(calls.IndexOf($"fsync {Path.Combine(staging, file)}"), Is.InRange(0, publish - 1), $"{file} synced before the rename\n" + string.Join("\n", calls));
+            }
+            foreach (var sub in new[] { staging, Path.Combine(staging, "bin") })
+            {
+                Assert.That(calls.IndexOf($"fsync-dir {sub}"), Is.InRange(0, publish - 1), $"{sub} synced before the rename\n" + string.Join("\n", calls));
+            }
+            Assert.That(calls[publish + 1], Is.EqualTo($"fsync-dir {appDir}"), "the directory is synced right after the rename");
+
+            var link = calls.FindIndex(c => c.StartsWith("rename ") && c.EndsWith(" " + Path.Combine(appDir, "current")));
+            Assert.That(link, Is.GreaterThan(publish + 1));
+            Assert.That(calls[link - 1], Does.StartWith($"symlink {appDir}/.current-"));
+            Assert.That(calls[link + 1], Is.EqualTo($"fsync-dir {appDir}"), "the link's directory is synced right after the rename");
+            Assert.That(apps.Current(), Is.EqualTo(new Dictionary<string, string> { ["vcp"] = "1.1.0" }));
+            Assert.That(File.ReadAllText(Path.Combine(appDir, "current", "bin", "run")), Is.EqualTo("#!/bin/sh\n"));
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) { Directory.Delete(dir, recursive: true); }
+        }
     }
 }

@@ -16,6 +16,10 @@ public interface IDurableFileSystem
     /// <summary>Opens <paramref name="path"/> for reading and writing, creating it when missing; the stream's Flush() is fsync(2).</summary>
     Stream OpenFile(string path);
 
+    /// <summary>fsync(2) of a file written and closed by other code (a copied file), before it is published by a rename.</summary>
+    /// <exception cref="IOException">The file cannot be opened or synced.</exception>
+    void SyncFile(string path);
+
     void CreateSymbolicLink(string path, string target);
 
     /// <summary>rename(2): atomically replaces <paramref name="destination"/>.</summary>
@@ -81,11 +85,15 @@ public sealed partial class PosixFileSystem : IDurableFileSystem
         }
     }
 
-    /// <summary>Syncs a file that was written and closed by other code (a copied tree, a key file) before it is renamed.</summary>
-    public static void SyncFile(string path)
+    public void SyncFile(string path)
     {
-        using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
-        file.Flush(flushToDisk: true);
+        if (!OperatingSystem.IsLinux()) { return; }
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read); // fsync(2) needs no write access
+        if (FsyncHandle(file) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"{path}: fsync failed: errno {errno} ({Marshal.GetPInvokeErrorMessage(errno)})");
+        }
     }
 
     [LibraryImport("libc", EntryPoint = "rename", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -96,6 +104,9 @@ public sealed partial class PosixFileSystem : IDurableFileSystem
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int FsyncHandle(Microsoft.Win32.SafeHandles.SafeFileHandle fd);
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
