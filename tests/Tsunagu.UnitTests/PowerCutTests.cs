@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
@@ -292,7 +293,7 @@ public class PowerCutTests
 
             var calls = files.Calls;
             var publish = calls.FindIndex(c => c.StartsWith("rename ") && c.EndsWith(" " + Path.Combine(appDir, "1.1.0")));
-            Assert.That(publish, Is.GreaterThan(0), string.Join("\n", calls));
+            Assert.That(publish, Is.Not.Negative, string.Join("\n", calls));
             var staging = calls[publish].Split(' ')[1];
             foreach (var file in new[] { "app.conf", Path.Combine("bin", "run") })
             {
@@ -314,6 +315,51 @@ public class PowerCutTests
         finally
         {
             if (Directory.Exists(dir)) { Directory.Delete(dir, recursive: true); }
+        }
+    }
+
+    [Test]
+    public async Task Applying_a_service_revision_syncs_the_staged_revision_before_its_rename_and_each_directory_after_a_rename()
+    {
+        var root = Path.Combine(Path.GetTempPath(), "tsunagu-apply-sync-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(root);
+        try
+        {
+            using var store = StateStore.Open(root);
+            var files = new RecordingFileSystem();
+            var environment = ServiceConfigTests.WithHdd with { RunDirectory = Path.Combine(root, "run"), StateDirectory = Path.Combine(root, "state") };
+            using (var applier = new ServiceApplier(root, new Tsunagu.Hal.Simulated.SimulatedServiceManager(), environment, store,
+                       new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UnixEpoch), _ => { }, TimeSpan.Zero, files))
+            {
+                await applier.StartAsync(CancellationToken.None);
+                await applier.ApplyAsync(1, ServiceConfigTests.Valid(), CancellationToken.None);
+                Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+            }
+            var calls = files.Calls;
+            var services = Path.Combine(root, "services");
+            string Context() => "\n" + string.Join("\n", calls);
+
+            var publish = calls.FindIndex(c => c.StartsWith("rename ") && c.EndsWith(" " + Path.Combine(services, "rev-1")));
+            Assert.That(publish, Is.Not.Negative, Context());
+            var staging = calls[publish].Split(' ')[1];
+            Assert.That(calls.IndexOf($"fsync-dir {staging}"), Is.InRange(0, publish - 1), "the staged revision's directory is synced before its rename" + Context());
+            Assert.That(calls[publish + 1], Is.EqualTo($"fsync-dir {services}"), Context());
+
+            var link = calls.FindIndex(c => c.StartsWith("rename ") && c.EndsWith(" " + Path.Combine(services, "current")));
+            Assert.That(link, Is.GreaterThan(publish + 1), Context());
+            Assert.That(calls[link + 1], Is.EqualTo($"fsync-dir {services}"), Context());
+
+            var key = environment.VpnKeyFile;
+            var keyRename = calls.FindIndex(c => c.StartsWith("rename ") && c.EndsWith(" " + key));
+            Assert.That(keyRename, Is.Not.Negative, "the VPN key is created by a rename" + Context());
+            var tmp = calls[keyRename].Split(' ')[1];
+            Assert.That(calls[keyRename - 1], Is.EqualTo($"fsync {tmp}"), "the key is synced before its rename" + Context());
+            Assert.That(calls[keyRename + 1], Is.EqualTo($"fsync-dir {Path.GetDirectoryName(key)}"), Context());
+            Assert.That(File.ReadAllText(key).Trim(), Has.Length.EqualTo(44));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
         }
     }
 }
