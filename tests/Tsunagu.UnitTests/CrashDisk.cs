@@ -13,6 +13,9 @@ public enum CutMode
 
     /// <summary>The unsynced changes before the last write reached the disk in order; the last write only its first half, in whole sectors.</summary>
     Torn,
+
+    /// <summary>Only the last write reached the disk, none of the unsynced changes before it (the disk or the page cache wrote out of order).</summary>
+    Reordered,
 }
 
 /// <summary>What survives a power cut: each path's entry (a file's bytes or a link's target).</summary>
@@ -36,8 +39,9 @@ public sealed record CutImage(int Cut, string After, CutMode Mode, DiskImage Ima
 /// length change and fsync of a file, and every directory change (file created, link created, rename, deletion)
 /// and directory sync; <see cref="Cuts"/> then yields, for a cut after each of those operations, the images a real
 /// power cut could leave: synced content survives; unsynced writes and directory changes are lost
-/// (<see cref="CutMode.Lost"/>), kept (<see cref="CutMode.Kept"/>), or kept up to a torn last write
-/// (<see cref="CutMode.Torn"/>, at <see cref="SectorSize"/> granularity). A file's fsync makes its content durable,
+/// (<see cref="CutMode.Lost"/>), kept (<see cref="CutMode.Kept"/>), kept up to a torn last write
+/// (<see cref="CutMode.Torn"/>, at <see cref="SectorSize"/> granularity), or lost but for the last write
+/// (<see cref="CutMode.Reordered"/>). A file's fsync makes its content durable,
 /// not its name: a new name, a rename or a deletion is durable only once its directory is synced.
 /// </summary>
 public sealed class CrashDisk : IDurableFileSystem
@@ -185,7 +189,8 @@ public sealed class CrashDisk : IDurableFileSystem
 
     /// <summary>
     /// For a cut after each recorded operation, the images a power cut could leave there: <see cref="CutMode.Lost"/>
-    /// and <see cref="CutMode.Kept"/> after every operation, and <see cref="CutMode.Torn"/> after every write.
+    /// and <see cref="CutMode.Kept"/> after every operation, <see cref="CutMode.Torn"/> after every write, and
+    /// <see cref="CutMode.Reordered"/> after every write that follows other unsynced changes.
     /// </summary>
     public IEnumerable<CutImage> Cuts()
     {
@@ -225,6 +230,12 @@ public sealed class CrashDisk : IDurableFileSystem
                 var keep = (int)(Math.Max(0, ((write.Offset + write.Data.Length / 2) / SectorSize * SectorSize) - write.Offset));
                 torn.Nodes[write.Node].Write(write.Offset, write.Data, keep);
                 yield return new CutImage(i + 1, after, CutMode.Torn, torn);
+                if (pending.Count > 1)
+                {
+                    var last = Copy(durable);
+                    Apply(last, [write]);
+                    yield return new CutImage(i + 1, after, CutMode.Reordered, last);
+                }
             }
         }
     }

@@ -110,13 +110,24 @@ public sealed class StateStore : IDisposable
     {
         var json = JsonSerializer.Serialize(value, type);
         _db.Upsert(Collection, [new BsonDocument { ["_id"] = key, ["json"] = json }], BsonAutoId.ObjectId);
-        _db.Checkpoint();
+        Commit();
     }
 
     public void Delete(string key)
     {
         _db.Delete(Collection, [new BsonValue(key)]);
+        Commit();
+    }
+
+    /// <summary>
+    /// Copies the journal into the data file (LiteDB's checkpoint: data written and synced, journal truncated),
+    /// then syncs the journal so its truncation is on the disk before the next write overwrites its start: a disk
+    /// that wrote that new page without the truncation would leave a journal LiteDB cannot read.
+    /// </summary>
+    private void Commit()
+    {
         _db.Checkpoint();
+        _log.Flush();
     }
 
     public void Dispose()
