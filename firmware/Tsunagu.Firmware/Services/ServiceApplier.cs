@@ -30,11 +30,13 @@ public sealed class ServiceApplier : IDisposable
     private readonly Action<string> _log;
     private readonly TimeSpan _confirmTimeout;
     private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly IDurableFileSystem _files;
     private CancellationTokenSource? _timer;
 
     public ServiceApplier(string dataRoot, IServiceManager manager, ServiceEnvironment environment, StateStore store, TimeProvider time,
-        Action<string> log, TimeSpan confirmTimeout)
+        Action<string> log, TimeSpan confirmTimeout, IDurableFileSystem? files = null)
     {
+        _files = files ?? PosixFileSystem.Instance;
         Root = Path.Combine(dataRoot, "services");
         Environment = environment;
         _manager = manager;
@@ -287,12 +289,14 @@ public sealed class ServiceApplier : IDisposable
             WriteDurably(Path.Combine(staging, file), content);
         }
         WriteDurably(Path.Combine(staging, "configuration.json"), JsonSerializer.Serialize(configuration, ProtocolJson.Default.ServiceConfiguration));
+        _files.SyncDirectory(staging);
         var final = RevisionDirectory(revision);
         if (Directory.Exists(final))
         {
             Directory.Delete(final, recursive: true);
         }
-        Directory.Move(staging, final);
+        _files.Rename(staging, final);
+        _files.SyncDirectory(Root);
         return final;
     }
 
@@ -309,11 +313,11 @@ public sealed class ServiceApplier : IDisposable
     {
         if (revision is { } r && Directory.Exists(RevisionDirectory(r)))
         {
-            AtomicLink.Point(CurrentLink, $"rev-{r}");
+            AtomicLink.Point(CurrentLink, $"rev-{r}", _files);
         }
         else if (new FileInfo(CurrentLink).LinkTarget is not null)
         {
-            File.Delete(CurrentLink);
+            AtomicLink.Remove(CurrentLink, _files);
         }
     }
 
@@ -371,11 +375,12 @@ public sealed class ServiceApplier : IDisposable
             options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         }
         using (var stream = new FileStream(tmp, options))
-        using (var writer = new StreamWriter(stream))
         {
-            writer.Write(Convert.ToBase64String(key) + "\n");
+            using (var writer = new StreamWriter(stream, leaveOpen: true)) { writer.Write(Convert.ToBase64String(key) + "\n"); }
         }
-        File.Move(tmp, path);
+        _files.SyncFile(tmp);
+        _files.Rename(tmp, path);
+        _files.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         _log($"services: created the unit's WireGuard key {path}");
     }
 

@@ -2,10 +2,14 @@ namespace Tsunagu.Firmware.Storage;
 
 /// <summary>
 /// Installed applications on `data`: `apps/NAME/VERSION/` trees and an atomically switched `apps/NAME/current`
-/// symbolic link naming the version in use.
+/// symbolic link naming the version in use. Publishing goes through <c>files</c> (default: the real
+/// file system): a staged tree is synced, file by file and directory by directory, before the rename that
+/// publishes it, and every rename or removal is followed by a sync of its directory.
 /// </summary>
-public sealed class AppStore(string dataRoot)
+public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
 {
+    private readonly IDurableFileSystem _files = files ?? PosixFileSystem.Instance;
+
     public string Root { get; } = Path.Combine(dataRoot, "apps");
 
     /// <summary>Application name -> version that `current` points to.</summary>
@@ -39,7 +43,8 @@ public sealed class AppStore(string dataRoot)
         }
         var staging = Path.Combine(Root, name, $".staging-{version}-{Guid.NewGuid():N}");
         CopyTree(sourceTree, staging);
-        Directory.Move(staging, target);
+        _files.Rename(staging, target);
+        _files.SyncDirectory(Path.Combine(Root, name));
     }
 
     /// <summary>Points NAME/current at VERSION with a single rename, so a power cut leaves old or new, never neither.</summary>
@@ -52,7 +57,7 @@ public sealed class AppStore(string dataRoot)
         {
             throw new InvalidOperationException($"cannot switch {name} to {version}: {Path.Combine(appDir, version)} is not installed");
         }
-        AtomicLink.Point(Path.Combine(appDir, "current"), version);
+        AtomicLink.Point(Path.Combine(appDir, "current"), version, _files);
     }
 
     /// <summary>Removes NAME/current (an application the rolled-back update had added); the version trees stay.</summary>
@@ -62,7 +67,7 @@ public sealed class AppStore(string dataRoot)
         var link = Path.Combine(Root, name, "current");
         if (new FileInfo(link).LinkTarget is not null)
         {
-            File.Delete(link);
+            AtomicLink.Remove(link, _files);
         }
     }
 
@@ -75,16 +80,20 @@ public sealed class AppStore(string dataRoot)
         }
     }
 
-    private static void CopyTree(string source, string destination)
+    /// <summary>Copies a tree and syncs every file and directory of the copy, so the rename that publishes it publishes whole files.</summary>
+    private void CopyTree(string source, string destination)
     {
         Directory.CreateDirectory(destination);
         foreach (var file in Directory.GetFiles(source))
         {
-            File.Copy(file, Path.Combine(destination, Path.GetFileName(file)));
+            var copy = Path.Combine(destination, Path.GetFileName(file));
+            File.Copy(file, copy);
+            _files.SyncFile(copy);
         }
         foreach (var dir in Directory.GetDirectories(source))
         {
             CopyTree(dir, Path.Combine(destination, Path.GetFileName(dir)));
         }
+        _files.SyncDirectory(destination);
     }
 }

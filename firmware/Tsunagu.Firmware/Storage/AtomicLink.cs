@@ -1,26 +1,37 @@
-using System.Runtime.InteropServices;
-
 namespace Tsunagu.Firmware.Storage;
 
 /// <summary>
-/// Re-points a symbolic link atomically: create a new link beside it, then rename(2) it over the old one, so a
-/// power cut leaves the old target or the new one, never neither.
+/// Re-points a symbolic link atomically: create a new link beside it, rename(2) it over the old one, then sync the
+/// directory, so a power cut leaves the old target or the new one, never neither, and once <see cref="Point"/>
+/// returns the new one survives. (A symbolic link has no content to sync before the rename: its target is
+/// part of the entry the directory sync makes durable.)
 /// </summary>
-public static partial class AtomicLink
+public static class AtomicLink
 {
-    public static void Point(string link, string target)
+    /// <exception cref="IOException">The link cannot be created, renamed or its directory synced.</exception>
+    public static void Point(string link, string target, IDurableFileSystem? files = null)
     {
+        files ??= PosixFileSystem.Instance;
         var directory = Path.GetDirectoryName(Path.GetFullPath(link))!;
         var tmp = Path.Combine(directory, $".{Path.GetFileName(link)}-{Guid.NewGuid():N}");
-        File.CreateSymbolicLink(tmp, target);
-        if (Rename(tmp, link) != 0)
+        files.CreateSymbolicLink(tmp, target);
+        try
         {
-            var errno = Marshal.GetLastPInvokeError();
-            File.Delete(tmp);
-            throw new IOException($"cannot re-point {link} to {target}: rename failed with errno {errno} ({Marshal.GetPInvokeErrorMessage(errno)})");
+            files.Rename(tmp, link);
         }
+        catch (IOException e)
+        {
+            files.DeleteFile(tmp);
+            throw new IOException($"cannot re-point {link} to {target}: {e.Message}", e);
+        }
+        files.SyncDirectory(directory);
     }
 
-    [LibraryImport("libc", EntryPoint = "rename", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Rename(string oldPath, string newPath);
+    /// <summary>Removes <paramref name="link"/> and syncs its directory, so the removal survives a power cut.</summary>
+    public static void Remove(string link, IDurableFileSystem? files = null)
+    {
+        files ??= PosixFileSystem.Instance;
+        files.DeleteFile(link);
+        files.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(link))!);
+    }
 }

@@ -22,25 +22,48 @@ public sealed class StateStoreCorruptException(string path, Exception inner)
 public sealed class StateStore : IDisposable
 {
     public const string FileName = "state.db";
+
+    /// <summary>LiteDB's journal (write-ahead log) beside <see cref="FileName"/>; the name LiteDB itself gives it.</summary>
+    public const string LogFileName = "state-log.db";
+
     private const string Collection = "values";
     private readonly LiteEngine _db;
+    private readonly Stream _data;
+    private readonly Stream _log;
 
-    private StateStore(string path, LiteEngine db)
+    private StateStore(string path, LiteEngine db, Stream data, Stream log)
     {
         Path = path;
         _db = db;
+        _data = data;
+        _log = log;
     }
 
     public string Path { get; }
 
+    /// <summary>
+    /// Opens (or creates) the store in <paramref name="dataRoot"/>. The store opens its two files itself through
+    /// <paramref name="files"/> (default: the real file system) and hands them to LiteDB as streams, whose Flush()
+    /// is fsync(2); a file it created is made durable by syncing <paramref name="dataRoot"/>.
+    /// </summary>
     /// <exception cref="StateStoreCorruptException">The file exists but cannot be opened as a store.</exception>
-    public static StateStore Open(string dataRoot)
+    public static StateStore Open(string dataRoot, IDurableFileSystem? files = null)
     {
+        files ??= PosixFileSystem.Instance;
         var path = System.IO.Path.Combine(dataRoot, FileName);
+        var logPath = System.IO.Path.Combine(dataRoot, LogFileName);
+        Stream? data = null, log = null;
         try
         {
-            var db = new LiteEngine(new EngineSettings { Filename = path });
-            var store = new StateStore(path, db);
+            var created = !files.FileExists(path) | !files.FileExists(logPath);
+            data = files.OpenFile(path);
+            log = files.OpenFile(logPath);
+            if (created)
+            {
+                files.SyncDirectory(dataRoot);
+            }
+            var db = new LiteEngine(new EngineSettings { DataStream = data, LogStream = log });
+            var store = new StateStore(path, db, data, log);
             try
             {
                 // read the whole collection so a corrupt file fails here, not later
@@ -49,13 +72,15 @@ public sealed class StateStore : IDisposable
             }
             catch
             {
-                db.Dispose();
+                store.Dispose();
                 throw;
             }
             return store;
         }
         catch (Exception e) when (IsCorruption(e))
         {
+            data?.Dispose();
+            log?.Dispose();
             throw new StateStoreCorruptException(path, e);
         }
     }
@@ -85,16 +110,38 @@ public sealed class StateStore : IDisposable
     {
         var json = JsonSerializer.Serialize(value, type);
         _db.Upsert(Collection, [new BsonDocument { ["_id"] = key, ["json"] = json }], BsonAutoId.ObjectId);
-        _db.Checkpoint();
+        Commit();
     }
 
     public void Delete(string key)
     {
         _db.Delete(Collection, [new BsonValue(key)]);
-        _db.Checkpoint();
+        Commit();
     }
 
-    public void Dispose() => _db.Dispose();
+    /// <summary>
+    /// Copies the journal into the data file (LiteDB's checkpoint: data written and synced, journal truncated),
+    /// then syncs the journal so its truncation is on the disk before the next write overwrites its start: a disk
+    /// that wrote that new page without the truncation would leave a journal LiteDB cannot read.
+    /// </summary>
+    private void Commit()
+    {
+        _db.Checkpoint();
+        _log.Flush();
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            _db.Dispose();
+        }
+        finally
+        {
+            _data.Dispose();
+            _log.Dispose();
+        }
+    }
 }
 
 /// <summary>Keys of the values the supervisor keeps in the state store.</summary>
