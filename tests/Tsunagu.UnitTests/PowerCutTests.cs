@@ -16,7 +16,7 @@ public class PowerCutTests
 {
     private const string Data = "/data";
 
-    /// <summary>Rounds of the state store's script (TSUNAGU_STATE_CUT_ROUNDS for a longer run); each adds about 120 cut points.</summary>
+    /// <summary>Rounds of the state store's script (TSUNAGU_STATE_CUT_ROUNDS for a longer run); each adds about 120 cut points and 250 images.</summary>
     private static int Rounds => int.TryParse(Environment.GetEnvironmentVariable("TSUNAGU_STATE_CUT_ROUNDS"), out var n) && n > 0 ? n : 6;
 
     /// <summary>One store operation of the script: the key it changes and the value's JSON afterwards (null: deleted).</summary>
