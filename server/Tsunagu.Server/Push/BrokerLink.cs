@@ -317,6 +317,9 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// <summary>Sends of one check to one unit at most (a unit that never acknowledges is not woken forever).</summary>
     public const int MaxSends = 8;
 
+    /// <summary>Forced checks are kept this long for the API and the console, then deleted.</summary>
+    public static readonly TimeSpan CheckRecordLifetime = TimeSpan.FromDays(30);
+
     /// <summary>A unit shown online that has not acknowledged is sent the check again after this (and at every "online").</summary>
     public static readonly TimeSpan ResendInterval = TimeSpan.FromSeconds(30);
 
@@ -355,6 +358,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                     {
                         await ResendAsync(due, ct);
                     }
+                    store.PrunePushChecks(now - CheckRecordLifetime);
                 }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
