@@ -235,9 +235,10 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 {
                     throw;
                 }
-                catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+                catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
                 {
-                    lastError = e.Message;
+                    // whatever a connect or subscribe throws, this loop is the only one keeping the connection: it goes on
+                    lastError = $"{e.GetType().Name}: {e.Message}";
                 }
                 failures++;
                 if (failures == 1)
@@ -365,9 +366,18 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             {
                 return;
             }
-            catch (Exception e) when (e is PushException or System.Data.Common.DbException)
+            catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
             {
-                log.LogWarning("push: resending undelivered checks failed: {Error}", e.Message);
+                // the only loop that resends: it logs and goes on (the next "online" or sweep tries again)
+                log.LogWarning("push: resending undelivered checks failed: {Type}: {Error}", e.GetType().Name, e.Message);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), time, ct); // a fault that repeats costs one line a second at most
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return;
+                }
             }
         }
     }
