@@ -83,6 +83,7 @@ public class ConsoleTests
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("check now");
         await Expect(history.First).ToContainTextAsync("forced on pattern-2: up to date", new() { Timeout = 30_000 });
         await Expect(page.Locator("#history-table")).ToContainTextAsync("ready on pattern-2");
+        await Expect(page.Locator("#forced-check-table")).ToContainTextAsync("delivered", new() { Timeout = 30_000 });
         await browser.ScreenshotAsync("console-unit");
 
         // the overview counts and charts the fleet

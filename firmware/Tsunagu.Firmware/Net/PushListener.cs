@@ -197,16 +197,16 @@ public sealed class PushListener : IAsyncDisposable
                     lostAt = _time.GetTimestamp();
                     _log($"push: lost the connection to {target.Broker}; reconnecting with backoff (at most {_options.ReconnectCap.TotalSeconds:0} s between attempts)");
                 }
-                catch (Exception e) when (e is MqttCommunicationException or InvalidOperationException
-                                          || (e is OperationCanceledException && !ct.IsCancellationRequested))
+                catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
                 {
+                    // whatever a connect, subscribe or announce throws, this loop is the only one keeping the connection: it goes on
                     lostAt ??= _time.GetTimestamp();
                     failures++;
                     _firstAttempt?.TrySetResult(false);
                     if ((failures & (failures - 1)) == 0)
                     {
                         // 1st, 2nd, 4th, 8th... failure: a long outage costs a few lines, not one per attempt
-                        _log($"push: broker {target.Broker} not reachable ({e.Message}); {failures} failed attempt(s), periodic checks continue");
+                        _log($"push: broker {target.Broker} not reachable ({e.GetType().Name}: {e.Message}); {failures} failed attempt(s), periodic checks continue");
                     }
                 }
                 await Task.Delay(_backoff.Next(), _time, ct);

@@ -104,6 +104,13 @@ public sealed partial class TsunaguStore
             """, new { since = Timestamp(since), sentBefore = Timestamp(sentBefore), maxAttempts, limit }).ToList();
     }
 
+    /// <summary>Deletes the records of forced checks made before <paramref name="before"/>; returns how many rows went.</summary>
+    public int PrunePushChecks(DateTimeOffset before)
+    {
+        using var c = OpenUnitReport();
+        return c.Execute("DELETE FROM push_checks WHERE created_at < @before", new { before = Timestamp(before) });
+    }
+
     /// <summary>Counts one more sending of the unit's check.</summary>
     public void MarkPushResent(string checkId, string mac)
     {

@@ -248,9 +248,10 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 {
                     throw;
                 }
-                catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+                catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
                 {
-                    lastError = e.Message;
+                    // whatever a connect or subscribe throws, this loop is the only one keeping the connection: it goes on
+                    lastError = $"{e.GetType().Name}: {e.Message}";
                 }
                 failures++;
                 if (failures == 1)
@@ -330,6 +331,9 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// <summary>Sends of one check to one unit at most (a unit that never acknowledges is not woken forever).</summary>
     public const int MaxSends = 8;
 
+    /// <summary>Forced checks are kept this long for the API and the console, then deleted.</summary>
+    public static readonly TimeSpan CheckRecordLifetime = TimeSpan.FromDays(30);
+
     /// <summary>A unit shown online that has not acknowledged is sent the check again after this (and at every "online").</summary>
     public static readonly TimeSpan ResendInterval = TimeSpan.FromSeconds(30);
 
@@ -368,15 +372,25 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                     {
                         await ResendAsync(due, ct);
                     }
+                    store.PrunePushChecks(now - CheckRecordLifetime);
                 }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
                 return;
             }
-            catch (Exception e) when (e is PushException or System.Data.Common.DbException)
+            catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
             {
-                log.LogWarning("push: resending undelivered checks failed: {Error}", e.Message);
+                // the only loop that resends: it logs and goes on (the next "online" or sweep tries again)
+                log.LogWarning("push: resending undelivered checks failed: {Type}: {Error}", e.GetType().Name, e.Message);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), time, ct); // a fault that repeats costs one line a second at most
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return;
+                }
             }
         }
     }
