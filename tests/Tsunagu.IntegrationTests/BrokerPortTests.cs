@@ -308,23 +308,24 @@ public class BrokerPortTests
         var mac = MacAddress.Normalize(identity.Mac);
         var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
         var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        await using (var pinned = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue, [server.Pin]))
+        await using (var pinned = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue, serverPins: [server.Pin]))
         {
-            await pinned.EnsureConnectedAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None);
+            Assert.That(await pinned.StartAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None), Is.True, string.Join("\n", log));
             Assert.That(pinned.IsConnected, Is.True);
         }
         using var otherKey = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
         var otherPin = Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(otherKey.ExportSubjectPublicKeyInfo()));
-        await using (var wrongPin = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue, [otherPin]))
+        await using (var wrongPin = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue, serverPins: [otherPin]))
         {
-            Assert.That(async () => await wrongPin.EnsureConnectedAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None),
-                Throws.InstanceOf<MQTTnet.Exceptions.MqttCommunicationException>(), "a certificate that matches no pin is refused");
+            Assert.That(await wrongPin.StartAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None), Is.False,
+                "a certificate that matches no pin is refused");
             Assert.That(wrongPin.IsConnected, Is.False);
         }
+        log.Clear();
         await using (var noPins = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue))
         {
-            Assert.That(async () => await noPins.EnsureConnectedAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None),
-                Throws.InvalidOperationException, "no pins, no TLS broker");
+            Assert.That(await noPins.StartAsync(uri, mac, MacAddress.Compact(mac), password, CancellationToken.None), Is.False, "no pins, no TLS broker");
+            Assert.That(log, Has.Some.Contains("needs TLS and this unit has no server pins"));
         }
     }
 
