@@ -321,7 +321,8 @@ public class PushRecoveryTests
         var broker = new Uri(server.App.Services.GetRequiredService<BrokerLink>().BrokerUri!);
         await units[0].Supervisor.DisposeAsync(); // the real unit 1 steps aside (same client id)
         using var forger = new MQTTnet.MqttClientFactory().CreateMqttClient();
-        await forger.ConnectAsync(new MQTTnet.MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port)
+        var login = broker.Scheme == "mqtts" ? BrokerPortTests.UnitOptions(broker.Host, broker.Port, server.Pin) : new MQTTnet.MqttClientOptionsBuilder().WithTcpServer(broker.Host, broker.Port);
+        await forger.ConnectAsync(login
             .WithClientId(UnitCredentials.BrokerClientId(identity.Mac)).WithCredentials(MacAddress.Compact(identity.Mac), password).Build());
         var ack = System.Text.Encoding.UTF8.GetBytes($"{{\"ack\":\"{nonce}\"}}");
         var own = await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(ack)

@@ -62,7 +62,12 @@ public static class AccountsApi
             if (!IsAccountName(r.Name)) { return Problems.BadRequest("name: required, at most 64 printable characters"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 8 or > 256) { return Problems.BadRequest("password: at least 8 characters, at most 256"); }
             if (r.Contract is not null && store.GetContract(r.Contract) is null) { return Problems.BadRequest($"contract: '{InputRules.Quote(r.Contract)}' does not exist"); }
-            store.UpsertSubscriber(r.Name, PasswordHasher.Hash(r.Password));
+            // the same password again (to change only the contract) keeps the hash, and with it the subscriber's
+            // sessions and tokens; a new one ends them
+            if (store.GetSubscriberHash(r.Name) is not { } existing || !PasswordHasher.Verify(r.Password, existing))
+            {
+                store.UpsertSubscriber(r.Name, PasswordHasher.Hash(r.Password));
+            }
             if (r.Contract is not null) { store.SetSubscriberContract(r.Name, r.Contract); }
             store.Audit(http.Caller().Subject, "subscriber.set", r.Name, null);
             return Results.Ok(new { name = r.Name });
