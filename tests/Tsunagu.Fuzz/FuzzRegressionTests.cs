@@ -86,8 +86,12 @@ public class FuzzRegressionTests
     [TestCase("crash-peer-without-allowed-ips", "vpn.peers[0].allowedIps")]
     public void Service_config_peer_field_missing_is_refused_naming_it(string file, string field)
     {
-        // null reached Convert.FromBase64String (ArgumentNullException) and string.Split (NullReferenceException)
-        var config = JsonSerializer.Deserialize(CorpusFile("service-config", file), ProtocolJson.Default.ServiceConfiguration)!;
+        // null reached Convert.FromBase64String (ArgumentNullException) and string.Split (NullReferenceException).
+        // The fuzzer's input also mangled the peer's name, which the validator now refuses first: give the peer a
+        // good name so that the missing field is what is judged.
+        var json = System.Text.Json.Nodes.JsonNode.Parse(CorpusFile("service-config", file))!;
+        json["vpn"]!["peers"]![0]!["name"] = "office";
+        var config = JsonSerializer.Deserialize(json.ToJsonString(), ProtocolJson.Default.ServiceConfiguration)!;
         var e = Assert.Throws<InvalidServiceConfigException>(() => ServiceConfigValidator.Validate(config));
         Assert.That(e!.Field, Is.EqualTo(field));
     }
