@@ -39,10 +39,7 @@ public class StorageFaultTests
             DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, TestServer.Password);
             await app.StartAsync();
             var pin = OperatorClient.PinFromPemFile(Path.Combine(root, "server", "tls", ServerCertificate.PemFile));
-            using var http = new HttpClient(new SocketsHttpHandler
-            {
-                SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [pin]) },
-            }) { BaseAddress = new Uri(ServerHost.BaseUrl(app)) };
+            using var http = TestServer.PinnedHttp(ServerHost.BaseUrl(app), pin);
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
                 Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
             var registration = new RegisterUnitRequest("02:54:53:00:0d:01", "DF-0001", DemoCatalogue.HardwareVersion,

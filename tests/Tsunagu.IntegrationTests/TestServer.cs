@@ -107,10 +107,13 @@ public sealed class TestServer : IAsyncDisposable
     }
 
     /// <summary>An HTTP client for this server that trusts only its pinned certificate, as a unit does.</summary>
-    public HttpClient PinnedHttp() => new(new SocketsHttpHandler
+    public HttpClient PinnedHttp() => PinnedHttp(Url, Pin);
+
+    /// <summary>An HTTP client for the server at <paramref name="url"/> that trusts only the certificate <paramref name="pin"/> names.</summary>
+    public static HttpClient PinnedHttp(string url, string pin) => new(new SocketsHttpHandler
     {
-        SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [Pin]) },
-    }) { BaseAddress = new Uri(Url) };
+        SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [pin]) },
+    }) { BaseAddress = new Uri(url) };
 
     /// <summary>Runs a program to completion; fails with its exit code and error output when it does not succeed.</summary>
     public static void Run(string file, IEnumerable<string> arguments)

@@ -330,13 +330,13 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         return System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.ForceCheckStatus);
     }
 
-    private static async Task<bool> WaitForAsync(Func<Task<bool>> condition, TimeSpan timeout, CancellationToken ct)
+    private static async Task<bool> WaitForAsync(Func<Task<bool>> condition, TimeSpan timeout, CancellationToken ct, TimeSpan? poll = null)
     {
         var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
         while (!await condition())
         {
             if (Stopwatch.GetTimestamp() > deadline) { return false; }
-            await Task.Delay(250, ct);
+            await Task.Delay(poll ?? TimeSpan.FromMilliseconds(250), ct);
         }
         return true;
     }
@@ -417,16 +417,8 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         return worst;
     }
 
-    private static async Task<bool> WaitAsync(Func<bool> condition, TimeSpan timeout, CancellationToken ct)
-    {
-        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
-        while (!condition())
-        {
-            if (Stopwatch.GetTimestamp() > deadline) { return false; }
-            await Task.Delay(50, ct);
-        }
-        return true;
-    }
+    private static Task<bool> WaitAsync(Func<bool> condition, TimeSpan timeout, CancellationToken ct) =>
+        WaitForAsync(() => Task.FromResult(condition()), timeout, ct, TimeSpan.FromMilliseconds(50));
 
     private OperatorClient Operator() => new(_operatorUrl, DemoCatalogue.OperatorName, _password, [_pin]);
 
@@ -444,12 +436,12 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             _password = DemoCatalogue.Seed(seed.Services.GetRequiredService<TsunaguStore>(), seed.Services.GetRequiredService<ArtifactStore>(), releaseKey);
             unitKey = seed.Services.GetRequiredService<Server.Apis.UnitKey>().Bytes;
         }
-        var port = FreePort();
+        var port = FleetSimulation.FreePort();
         _proxy = new FaultProxy(port);
         var unitsSee = $"https://127.0.0.1:{_proxy.Port}/";
         // the units reach both roles through the proxy: the factory identity names it, and so does the host server
         // URL the initial setting server gives them
-        _server = new ServerProcess(serverDir, port, FreePort(), [$"Database={settings.Database}", $"HostServerUrl={unitsSee}",
+        _server = new ServerProcess(serverDir, port, FleetSimulation.FreePort(), [$"Database={settings.Database}", $"HostServerUrl={unitsSee}",
             string.Create(CultureInfo.InvariantCulture, $"HostTokenLifetime={settings.HostTokenLifetime:c}")]);
         await _server.StartAsync(ct);
         _operatorUrl = new Uri($"https://127.0.0.1:{port}/");
@@ -496,13 +488,6 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             throw new InvalidOperationException("the units' requests did not pass through the fault proxy");
         }
         Record($"{settings.Units} units Ready on {DemoCatalogue.Pattern1} and listening for pushes; faults begin (seed {settings.Seed})");
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(System.Net.IPAddress.Loopback, 0);
-        l.Start();
-        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
     }
 
     public async ValueTask DisposeAsync()
