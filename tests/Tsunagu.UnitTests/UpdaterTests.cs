@@ -15,7 +15,7 @@ namespace Tsunagu.UnitTests;
 /// The unit's updater (<see cref="BundleInstaller"/>) on a real data directory, state store, application store and
 /// simulated boot control, fed from an in-memory artifact with range support and fault injection.
 /// </summary>
-public class UpdaterTests
+public partial class UpdaterTests
 {
     private static readonly Dictionary<string, string> Pattern1 = new() { ["firewall"] = "1.0.0", ["vcp"] = "1.0.0" };
     private string _dir = "";

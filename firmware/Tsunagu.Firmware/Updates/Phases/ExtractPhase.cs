@@ -1,0 +1,94 @@
+using System.Formats.Tar;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol.Bundles;
+
+namespace Tsunagu.Firmware.Updates.Phases;
+
+/// <summary>
+/// `verified`: copy each payload out of the bundle, hashing it again (what is installed is what was verified), unpack
+/// the application trees, run the `pre-install` scripts; then journal the previous applications and the target slot,
+/// which the switch needs to be rolled back. A restart runs this phase again.
+/// </summary>
+internal sealed class ExtractPhase : IUpdatePhase
+{
+    public async Task<PendingUpdate> RunAsync(UpdateRun run, PendingUpdate j, CancellationToken ct)
+    {
+        var m = await run.ManifestAsync(j, ct);
+        var work = run.WorkDirectory(j.UpdateId);
+        var payloadDir = Path.Combine(work, "payloads");
+        await ExtractPayloadsAsync(run, j, m, payloadDir, ct);
+        foreach (var step in m.Steps.Where(s => s is { Action: StepActions.InstallApplication }))
+        {
+            var p = m.Payloads.Single(x => x.Name == step.Payload);
+            var tree = Path.Combine(work, "trees", p.Name);
+            if (Directory.Exists(tree)) { Directory.Delete(tree, recursive: true); }
+            await ExtractTreeAsync(Path.Combine(payloadDir, p.Name), tree, p.Name, ct);
+        }
+        await run.RunScriptsAsync(j, m, ScriptPhases.PreInstall, ct);
+
+        var os = m.Payloads.SingleOrDefault(p => p.Kind == PayloadKinds.OsImage);
+        BootSlot? target = os is null ? null : run.Env.Boot.Booted == BootSlot.A ? BootSlot.B : BootSlot.A;
+        return j with { Phase = PendingUpdate.Switching, PreviousApps = new Dictionary<string, string>(run.Env.Apps.Current()), TargetSlot = target?.ToString() };
+    }
+
+    private static async Task ExtractPayloadsAsync(UpdateRun run, PendingUpdate j, BundleManifest m, string payloadDir, CancellationToken ct)
+    {
+        if (Directory.Exists(payloadDir)) { Directory.Delete(payloadDir, recursive: true); }
+        Directory.CreateDirectory(payloadDir);
+        await using var bundle = File.OpenRead(run.BundlePath(j));
+        await BundleFormat.ReadHeaderAsync(bundle, ct);
+        FileStream? current = null;
+        string? currentName = null;
+        try
+        {
+            await BundleVerifier.VerifyPayloadsAsync(bundle, m, ct, async (p, bytes, token) =>
+            {
+                if (currentName != p.Name)
+                {
+                    if (current is not null) { await current.DisposeAsync(); }
+                    current = File.Create(Path.Combine(payloadDir, p.Name));
+                    currentName = p.Name;
+                }
+                await current!.WriteAsync(bytes, token);
+            });
+        }
+        finally
+        {
+            if (current is not null) { await current.DisposeAsync(); }
+        }
+        foreach (var p in m.Payloads.Where(p => p.Size == 0))
+        {
+            await File.WriteAllBytesAsync(Path.Combine(payloadDir, p.Name), [], ct);
+        }
+    }
+
+    /// <summary>Unpacks an application tar: regular files and directories only, no path outside <paramref name="destination"/>.</summary>
+    private static async Task ExtractTreeAsync(string tarPath, string destination, string payload, CancellationToken ct)
+    {
+        Directory.CreateDirectory(destination);
+        var root = Path.GetFullPath(destination) + Path.DirectorySeparatorChar;
+        await using var file = File.OpenRead(tarPath);
+        await using var reader = new TarReader(file);
+        while (await reader.GetNextEntryAsync(copyData: false, ct) is { } entry)
+        {
+            var target = Path.GetFullPath(Path.Combine(destination, entry.Name));
+            if (!target.StartsWith(root, StringComparison.Ordinal))
+            {
+                throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: entry '{entry.Name}' points outside its application tree");
+            }
+            switch (entry.EntryType)
+            {
+                case TarEntryType.Directory:
+                    Directory.CreateDirectory(target);
+                    break;
+                case TarEntryType.RegularFile or TarEntryType.V7RegularFile:
+                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                    await entry.ExtractToFileAsync(target, overwrite: false, ct);
+                    break;
+                default:
+                    throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: entry '{entry.Name}' is a {entry.EntryType}; only files and directories are allowed");
+            }
+        }
+    }
+}

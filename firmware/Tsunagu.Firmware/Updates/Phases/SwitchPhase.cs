@@ -1,0 +1,44 @@
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Protocol.Bundles;
+
+namespace Tsunagu.Firmware.Updates.Phases;
+
+/// <summary>
+/// `switching`: stage every application, switch each `current` link, write an OS image into the inactive slot and
+/// activate it for <see cref="UpdateOptions.BootTries"/> boots. Next: `rebooting` with an OS image, else `checking`.
+/// A restart here rolls back to the journalled previous applications and installs again.
+/// </summary>
+internal sealed class SwitchPhase : IUpdatePhase
+{
+    public async Task<PendingUpdate> RunAsync(UpdateRun run, PendingUpdate j, CancellationToken ct)
+    {
+        var env = run.Env;
+        var m = await run.ManifestAsync(j, ct);
+        run.Checkpoint("switching");
+        var work = run.WorkDirectory(j.UpdateId);
+        var apps = m.Steps.Where(s => s.Action == StepActions.InstallApplication).Select(s => m.Payloads.Single(p => p.Name == s.Payload)).ToList();
+        foreach (var p in apps)
+        {
+            env.Apps.Stage(p.Application!, p.Version!, Path.Combine(work, "trees", p.Name));
+        }
+        foreach (var p in apps)
+        {
+            env.Apps.Switch(p.Application!, p.Version!);
+            run.Checkpoint($"switched {p.Application}");
+        }
+        var os = m.Payloads.SingleOrDefault(p => p.Kind == PayloadKinds.OsImage);
+        if (os is not null && j.TargetSlot is { } target)
+        {
+            var slot = Enum.Parse<BootSlot>(target);
+            await using (var image = File.OpenRead(Path.Combine(work, "payloads", os.Name)))
+            {
+                await env.Boot.WriteAsync(slot, image, os.Version!, ct);
+            }
+            env.Boot.Activate(slot, run.Options.BootTries);
+            env.Log($"update {j.UpdateId}: OS {os.Version} written to slot {slot}, activated for {run.Options.BootTries} boot tries");
+            return j with { Phase = PendingUpdate.Rebooting };
+        }
+        return j with { Phase = PendingUpdate.Checking };
+    }
+}
