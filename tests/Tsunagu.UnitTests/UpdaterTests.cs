@@ -123,7 +123,7 @@ public partial class UpdaterTests
     private static (BundleStep, string) Script(string phase, string body, int? timeout = null) =>
         (new BundleStep(StepActions.RunScript, $"{phase}.sh", phase, timeout), "#!/bin/sh\n" + body + "\n");
 
-    private BundleInstaller Installer(IBundleSource source, Func<CancellationToken, Task<string?>>? health = null, Action<string>? checkpoint = null,
+    private BundleInstaller Installer(IBundleSource source, Func<CancellationToken, Task<HealthReading>>? health = null, Action<string>? checkpoint = null,
         UpdateOptions? options = null, TimeProvider? time = null, Func<Tsunagu.Firmware.Supervision.TimeReading>? trustedNow = null) => new(new UpdateEnvironment
     {
         Time = time ?? TimeProvider.System,
@@ -136,7 +136,7 @@ public partial class UpdaterTests
         Source = source,
         Inventory = () => new Inventory("r1", _boot.BootedOsVersion ?? "os 1", new Dictionary<string, string>(_apps.Current()), BundleInstaller.Counter(_store)),
         OsVersion = _boot.BootedOsVersion ?? "os 1",
-        HealthProbe = health ?? (_ => Task.FromResult<string?>(null)),
+        HealthProbe = health ?? (_ => Task.FromResult(HealthReading.Healthy)),
         CurrentPattern = "pattern-1",
         Options = options ?? new UpdateOptions { HealthWindow = TimeSpan.FromMilliseconds(300), HealthProbeInterval = TimeSpan.FromMilliseconds(100) },
         Log = _log.Add,
@@ -176,9 +176,9 @@ public partial class UpdaterTests
         var result = await Installer(new MemorySource(b.Bytes), health: _ =>
         {
             // the first probe finds the host unreachable, and meanwhile the unit's clock is set a day forward
-            if (++probes > 1) { return Task.FromResult<string?>(null); }
+            if (++probes > 1) { return Task.FromResult(HealthReading.Healthy); }
             unitClock.Skew = TimeSpan.FromDays(1);
-            return Task.FromResult<string?>("host unreachable: not yet");
+            return Task.FromResult(HealthReading.Fault("services: not up yet"));
         }, time: unitClock).RunAsync(b.Offer, CancellationToken.None);
         Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
         Assert.That(probes, Is.EqualTo(2));
@@ -393,10 +393,10 @@ public partial class UpdaterTests
     {
         var b = await BuildAsync(_key);
         var probes = 0;
-        var result = await Installer(new MemorySource(b.Bytes), health: _ => { probes++; return Task.FromResult<string?>("host unreachable: no route"); })
+        var result = await Installer(new MemorySource(b.Bytes), health: _ => { probes++; return Task.FromResult(HealthReading.Fault("services: revision 3 is applied but services/current points to 2")); })
             .RunAsync(b.Offer, CancellationToken.None);
         Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
-        Assert.That(result.Report!.Error, Does.StartWith("health check failed within").And.Contain("host unreachable"));
+        Assert.That(result.Report!.Error, Does.StartWith("health check failed within").And.Contain("services: revision 3"));
         Assert.That(probes, Is.GreaterThan(1), "probed again within the window");
         Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
     }

@@ -88,22 +88,29 @@ public sealed class UpdateState : IState
         Checkpoint = ctx.UpdateCheckpoint,
     };
 
-    /// <summary>Services up (the applied configuration is in place) and the host reachable over the pinned session.</summary>
-    private static async Task<string?> ProbeAsync(SupervisorContext ctx, CancellationToken ct)
+    /// <summary>
+    /// Services up (the applied configuration is in place: the new software's part), then the host over the pinned
+    /// session, told apart: a WAN link that is down or a transient error is the host unreachable, a refusal a fault.
+    /// </summary>
+    private static async Task<HealthReading> ProbeAsync(SupervisorContext ctx, CancellationToken ct)
     {
         var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
         if (applied is not null && ctx.Services?.CurrentRevision() != applied.Revision)
         {
-            return $"services: revision {applied.Revision} is applied but services/current points to {ctx.Services?.CurrentRevision()?.ToString() ?? "nothing"}";
+            return HealthReading.Fault($"services: revision {applied.Revision} is applied but services/current points to {ctx.Services?.CurrentRevision()?.ToString() ?? "nothing"}");
+        }
+        if (!ctx.Hardware.Wan.IsUp)
+        {
+            return HealthReading.Unreachable("host unreachable: the WAN link is down");
         }
         try
         {
             await ctx.RequireClient().PingAsync(ctx.HostUri, ct);
-            return null;
+            return HealthReading.Healthy;
         }
         catch (ServerException e)
         {
-            return $"host unreachable: {e.Message}";
+            return HealthReading.FromHostError(e);
         }
     }
 

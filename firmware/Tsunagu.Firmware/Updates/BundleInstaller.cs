@@ -24,8 +24,8 @@ public sealed class UpdateEnvironment
     /// <summary>The OS version running now (the booted slot's, or the PROM's).</summary>
     public required string OsVersion { get; init; }
 
-    /// <summary>Null when healthy; otherwise why not (host unreachable, service down...).</summary>
-    public required Func<CancellationToken, Task<string?>> HealthProbe { get; init; }
+    /// <summary>The unit's own health after an install (services, the host): healthy, the new software's fault, or the host unreachable.</summary>
+    public required Func<CancellationToken, Task<HealthReading>> HealthProbe { get; init; }
 
     /// <summary>The unit's install pattern as the host matched it in the version check.</summary>
     public string? CurrentPattern { get; init; }

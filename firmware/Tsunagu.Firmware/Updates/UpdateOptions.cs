@@ -22,6 +22,13 @@ public sealed record UpdateOptions
     public TimeSpan HealthWindow { get; init; } = TimeSpan.FromMinutes(2);
     public TimeSpan HealthProbeInterval { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How long, in all, the health check keeps probing while the new software passes its own checks but the host
+    /// is unreachable; this time does not count against <see cref="HealthWindow"/>. When it is used up the update is
+    /// rolled back: a unit that cannot reach its host cannot be repaired remotely, and the previous pattern could.
+    /// </summary>
+    public TimeSpan HostUnreachableGrace { get; init; } = TimeSpan.FromMinutes(30);
+
     /// <summary>The setsid(1) that puts each script in its own process group.</summary>
     public string Setsid { get; init; } = "/usr/bin/setsid";
 
@@ -33,9 +40,9 @@ public sealed record UpdateOptions
         {
             throw new ArgumentException($"Update limits need ScriptRetryLimit >= 0, RestartLimit >= 1, BootTries >= 1 (were {ScriptRetryLimit}, {RestartLimit}, {BootTries})");
         }
-        if (HealthWindow < TimeSpan.Zero || HealthProbeInterval <= TimeSpan.Zero)
+        if (HealthWindow < TimeSpan.Zero || HealthProbeInterval <= TimeSpan.Zero || HostUnreachableGrace < TimeSpan.Zero)
         {
-            throw new ArgumentException($"Update.HealthWindow must not be negative and HealthProbeInterval must be positive (were {HealthWindow}, {HealthProbeInterval})");
+            throw new ArgumentException($"Update.HealthWindow and HostUnreachableGrace must not be negative and HealthProbeInterval must be positive (were {HealthWindow}, {HostUnreachableGrace}, {HealthProbeInterval})");
         }
     }
 }
