@@ -96,6 +96,10 @@ await using var supervisor = new Supervisor(hardware,
         ConfirmTimeout = TimeSpan.FromSeconds(options.ConfirmTimeoutSeconds), ServiceRunDirectory = options.RunDirectory,
     },
     log: message => Console.WriteLine($"{DateTimeOffset.UtcNow:O} {message}"));
+if (options.Hal == "linux")
+{
+    supervisor.Context.SystemClock = new LinuxSystemClock(runner);
+}
 supervisor.StateChanged += c => Console.WriteLine($"{c.At:O} {c.From} --{c.Outcome}--> {c.To}");
 await supervisor.RunAsync(stop.Token);
 linuxResources?.Dispose();

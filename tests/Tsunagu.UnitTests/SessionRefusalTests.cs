@@ -18,7 +18,7 @@ namespace Tsunagu.UnitTests;
 /// authenticates again after a backoff, judges lifetimes by what the host said on its monotonic clock, and its
 /// requests over many virtual minutes stay bounded.
 /// </summary>
-public class SessionRefusalTests
+public partial class SessionRefusalTests
 {
     private static readonly DateTimeOffset Start = new(2026, 11, 1, 12, 0, 0, TimeSpan.Zero);
     private const string Mac = "02:54:53:00:00:01";
@@ -132,7 +132,7 @@ public class SessionRefusalTests
     /// A unit with stored settings (boot goes to Main) runs against <paramref name="host"/> until <paramref name="minutes"/>
     /// of virtual time have passed, or it has sent <paramref name="requestLimit"/> requests (a tight loop: the run stops).
     /// </summary>
-    private async Task<Run> RunAsync(VirtualTime time, Host host, int minutes, int requestLimit = 3000)
+    private async Task<Run> RunAsync(VirtualTime time, Host host, int minutes, int requestLimit = 3000, Action<Supervisor>? setup = null)
     {
         var prom = Path.Combine(_dir, "prom");
         DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
@@ -152,6 +152,7 @@ public class SessionRefusalTests
         var ranOut = false;
         await using var supervisor = new Supervisor(unit.Hardware, Options, time, new Random(7));
         supervisor.Context.Client = new UnitClient(new Network(host), ["pin"]);
+        setup?.Invoke(supervisor);
         supervisor.StateChanged += c =>
         {
             changes.Add(c);

@@ -44,6 +44,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     /// <summary>The install pattern the host matched in the last version check (null: none).</summary>
     public string? CurrentPattern { get; set; }
 
+    /// <summary>The unit's wall clock, set from the host's time when it is off (<see cref="SystemClockSync"/>); null: never set.</summary>
+    public Hal.ISystemClock? SystemClock { get; set; }
+
     /// <summary>Fault injection for the updater (tests): see <see cref="Updates.UpdateEnvironment.Checkpoint"/>.</summary>
     public Action<string>? UpdateCheckpoint { get; set; }
     public bool ForcedCheck { get; set; }

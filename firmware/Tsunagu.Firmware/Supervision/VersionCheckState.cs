@@ -46,6 +46,7 @@ public sealed class VersionCheckState : IState
         if (ctx.Clock.WallClockOffset() is { } offset && offset.Duration() > WallClockTolerance)
         {
             ctx.Log($"version check: this unit's clock is {offset.TotalSeconds:+0;-0} s off the host's; bundle expiry uses the host's time");
+            if (ctx.SystemClock is { } clock) { await SystemClockSync.SetFromHostAsync(clock, ctx.Clock, WallClockTolerance, ctx.Log, ct); }
         }
         ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
         ctx.Offer = response.Update;
