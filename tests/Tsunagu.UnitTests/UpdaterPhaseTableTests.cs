@@ -77,6 +77,18 @@ public partial class UpdaterTests
                 Assert.That(UpdatePhaseTable.Terminal.Contains(next) || phases.IndexOf(next) > phases.IndexOf(row.Phase), $"{row.Phase} -> {next} goes back");
             }
         }
+        // the documented policy (firmware/DESIGN.md section 5): where half-switched software may run, a restart rolls back first
+        Assert.That(UpdatePhaseTable.Rows.ToDictionary(r => r.Phase, r => (r.OnRestart, r.OnFailure)), Is.EqualTo(new Dictionary<string, (OnRestart, OnFailure)>
+        {
+            [PendingUpdate.Downloading] = (OnRestart.Continue, OnFailure.Fail),
+            [PendingUpdate.Verified] = (OnRestart.Continue, OnFailure.RollBackThenFail),
+            [PendingUpdate.Switching] = (OnRestart.RollBackToVerified, OnFailure.RollBackThenFail),
+            [PendingUpdate.Rebooting] = (OnRestart.Continue, OnFailure.RollBackThenFail),
+            [PendingUpdate.Checking] = (OnRestart.RollBackToVerified, OnFailure.RollBackThenFail),
+        }));
+        Assert.That(UpdatePhaseTable.Rows.Where(r => r.OnRestart == OnRestart.Continue).Select(r => r.Phase),
+            Has.None.Matches<string>(p => new PendingUpdate("u", p, null, 1).InFlight && p != PendingUpdate.Rebooting),
+            "no phase with half-switched software simply continues, but the one the boot program judges");
         var reached = UpdatePhaseTable.Rows.SelectMany(r => r.OnSuccess).ToHashSet();
         Assert.That(phases.Skip(1), Is.SubsetOf(reached));
         Assert.That(reached, Does.Contain(PendingUpdate.Installed));
