@@ -4,7 +4,7 @@ using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Supervision;
 
 /// <summary>The real states over the simulated HAL, for the edges that need no server.</summary>
 public class RealStateTests
