@@ -96,7 +96,7 @@ public sealed class Supervisor : IAsyncDisposable
                     }
                     catch (OperationCanceledException) when (watch.Pressed)
                     {
-                        // held while waiting: the next state is not entered; ResetPressed is its outcome (below)
+                        // held while waiting: the next state is not entered but given ResetPressed (next round)
                     }
                 }
             }

@@ -39,7 +39,7 @@ public enum Wait
 }
 
 /// <summary>One row: in <see cref="From"/>, on <see cref="On"/>, wait <see cref="Wait"/>, then enter <see cref="To"/>.</summary>
-public readonly record struct Transition(StateId From, Outcome On, StateId To, Wait Wait, string Note = "");
+public readonly record struct Transition(StateId From, Outcome On, StateId To, Wait Wait);
 
 /// <summary>
 /// Every transition of the supervisor, and the wait before it, in one place: one row per (state, outcome) pair that
@@ -61,25 +61,25 @@ public static class Transitions
     public static readonly IReadOnlyList<Transition> Table =
     [
         //  from            on                          to              wait
-        new(Boot,           Outcome.Success,            Main,           None,           "valid stored settings: a restart goes straight to Main"),
+        new(Boot,           Outcome.Success,            Main,           None),           // valid stored settings: a restart goes straight to Main
         new(Boot,           Outcome.NeedsProvisioning,  Provisional,    None),
-        new(Boot,           Outcome.Retry,              Boot,           Backoff,        "factory partition unreadable"),
+        new(Boot,           Outcome.Retry,              Boot,           Backoff),        // factory partition unreadable
         new(Boot,           Outcome.Fault,              Boot,           Backoff),
         new(Boot,           Outcome.DataLost,           Boot,           Backoff),
         new(Boot,           Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(Provisional,    Outcome.Success,            FetchSettings,  None,           "S100"),
+        new(Provisional,    Outcome.Success,            FetchSettings,  None),           // S100
         new(Provisional,    Outcome.Retry,              Provisional,    Backoff),
-        new(Provisional,    Outcome.LinkLost,           Provisional,    Backoff,        "this state brings the provisional link up itself"),
-        new(Provisional,    Outcome.SessionExpired,     Provisional,    Backoff,        "authentication carries no token: a retry"),
+        new(Provisional,    Outcome.LinkLost,           Provisional,    Backoff),        // this state brings the provisional link up itself
+        new(Provisional,    Outcome.SessionExpired,     Provisional,    Backoff),        // authentication carries no token: a retry
         new(Provisional,    Outcome.Refused,            Refused,        None),
         new(Provisional,    Outcome.Fault,              Provisional,    Backoff),
         new(Provisional,    Outcome.DataLost,           Boot,           Backoff),
         new(Provisional,    Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(FetchSettings,  Outcome.Success,            StoreSettings,  None,           "S200"),
+        new(FetchSettings,  Outcome.Success,            StoreSettings,  None),           // S200
         new(FetchSettings,  Outcome.Retry,              FetchSettings,  Backoff),
-        new(FetchSettings,  Outcome.SessionExpired,     Provisional,    SessionBackoff, "no provisional session, or its token refused"),
+        new(FetchSettings,  Outcome.SessionExpired,     Provisional,    SessionBackoff), // no provisional session, or its token refused
         new(FetchSettings,  Outcome.LinkLost,           Provisional,    Backoff),
         new(FetchSettings,  Outcome.Refused,            Refused,        None),
         new(FetchSettings,  Outcome.Fault,              FetchSettings,  Backoff),
@@ -87,20 +87,20 @@ public static class Transitions
         new(FetchSettings,  Outcome.ResetPressed,       FactoryReset,   None),
 
         new(StoreSettings,  Outcome.Success,            Disconnect,     None),
-        new(StoreSettings,  Outcome.Retry,              StoreSettings,  Backoff,        "I/O or LiteDB error"),
+        new(StoreSettings,  Outcome.Retry,              StoreSettings,  Backoff),        // I/O or LiteDB error
         new(StoreSettings,  Outcome.Fault,              StoreSettings,  Backoff),
         new(StoreSettings,  Outcome.DataLost,           Boot,           Backoff),
         new(StoreSettings,  Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(Disconnect,     Outcome.Success,            Main,           None,           "S300"),
-        new(Disconnect,     Outcome.NothingToDo,        HostSession,    None,           "variant 2: the provisional link is the main link"),
+        new(Disconnect,     Outcome.Success,            Main,           None),           // S300
+        new(Disconnect,     Outcome.NothingToDo,        HostSession,    None),           // variant 2: the provisional link is the main link
         new(Disconnect,     Outcome.Fault,              Disconnect,     Backoff),
         new(Disconnect,     Outcome.DataLost,           Boot,           Backoff),
         new(Disconnect,     Outcome.ResetPressed,       FactoryReset,   None),
 
         new(Main,           Outcome.Success,            HostSession,    None),
         new(Main,           Outcome.Retry,              Main,           Backoff),
-        new(Main,           Outcome.LinkLost,           Provisional,    Backoff,        "main link failed MainLinkFailureLimit times; the backoff keeps growing"),
+        new(Main,           Outcome.LinkLost,           Provisional,    Backoff),        // main link failed MainLinkFailureLimit times; the backoff keeps growing
         new(Main,           Outcome.Fault,              Main,           Backoff),
         new(Main,           Outcome.DataLost,           Boot,           Backoff),
         new(Main,           Outcome.ResetPressed,       FactoryReset,   None),
@@ -108,13 +108,13 @@ public static class Transitions
         new(HostSession,    Outcome.Success,            VersionCheck,   None),
         new(HostSession,    Outcome.Retry,              HostSession,    Backoff),
         new(HostSession,    Outcome.LinkLost,           Main,           Backoff),
-        new(HostSession,    Outcome.SessionExpired,     HostSession,    Backoff,        "authentication carries no token: a retry"),
+        new(HostSession,    Outcome.SessionExpired,     HostSession,    Backoff),        // authentication carries no token: a retry
         new(HostSession,    Outcome.Refused,            Refused,        None),
         new(HostSession,    Outcome.Fault,              HostSession,    Backoff),
         new(HostSession,    Outcome.DataLost,           Boot,           Backoff),
         new(HostSession,    Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(VersionCheck,   Outcome.UpdateAvailable,    Update,         None,           "S400"),
+        new(VersionCheck,   Outcome.UpdateAvailable,    Update,         None),           // S400
         new(VersionCheck,   Outcome.NothingToDo,        ServiceConfig,  None),
         new(VersionCheck,   Outcome.Retry,              VersionCheck,   Backoff),
         new(VersionCheck,   Outcome.LinkLost,           Main,           Backoff),
@@ -124,10 +124,10 @@ public static class Transitions
         new(VersionCheck,   Outcome.DataLost,           Boot,           Backoff),
         new(VersionCheck,   Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(Update,         Outcome.Success,            VersionCheck,   None,           "look again: patterns may chain"),
-        new(Update,         Outcome.Failure,            ServiceConfig,  None,           "stay on the current pattern"),
+        new(Update,         Outcome.Success,            VersionCheck,   None),           // look again: patterns may chain
+        new(Update,         Outcome.Failure,            ServiceConfig,  None),           // stay on the current pattern
         new(Update,         Outcome.Retry,              Update,         Backoff),
-        new(Update,         Outcome.Reboot,             Boot,           None,           "new OS slot, or back to the old one"),
+        new(Update,         Outcome.Reboot,             Boot,           None),           // new OS slot, or back to the old one
         new(Update,         Outcome.LinkLost,           Main,           Backoff),
         new(Update,         Outcome.SessionExpired,     HostSession,    SessionBackoff),
         new(Update,         Outcome.Refused,            Refused,        None),
@@ -135,9 +135,9 @@ public static class Transitions
         new(Update,         Outcome.DataLost,           Boot,           Backoff),
         new(Update,         Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(ServiceConfig,  Outcome.Success,            Ready,          None,           "S500"),
+        new(ServiceConfig,  Outcome.Success,            Ready,          None),           // S500
         new(ServiceConfig,  Outcome.NothingToDo,        Ready,          None),
-        new(ServiceConfig,  Outcome.Failure,            Ready,          None,           "keep the last good configuration"),
+        new(ServiceConfig,  Outcome.Failure,            Ready,          None),           // keep the last good configuration
         new(ServiceConfig,  Outcome.Retry,              ServiceConfig,  Backoff),
         new(ServiceConfig,  Outcome.LinkLost,           Main,           Backoff),
         new(ServiceConfig,  Outcome.SessionExpired,     HostSession,    SessionBackoff),
@@ -146,21 +146,21 @@ public static class Transitions
         new(ServiceConfig,  Outcome.DataLost,           Boot,           Backoff),
         new(ServiceConfig,  Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(Ready,          Outcome.CheckDue,           HostSession,    None,           "S600-S800: periodic or forced"),
+        new(Ready,          Outcome.CheckDue,           HostSession,    None),           // S600-S800: periodic or forced
         new(Ready,          Outcome.Retry,              Ready,          Backoff),
         new(Ready,          Outcome.LinkLost,           Main,           Backoff),
         new(Ready,          Outcome.SessionExpired,     HostSession,    SessionBackoff),
         new(Ready,          Outcome.Refused,            Refused,        None),
         new(Ready,          Outcome.Fault,              Ready,          Backoff),
-        new(Ready,          Outcome.DataLost,           Boot,           Backoff,        "also: state.db gone from data"),
+        new(Ready,          Outcome.DataLost,           Boot,           Backoff),        // also: state.db gone from data
         new(Ready,          Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(Refused,        Outcome.Success,            Provisional,    None,           "after RefusedRetryInterval, waited in the state"),
+        new(Refused,        Outcome.Success,            Provisional,    None),           // after RefusedRetryInterval, waited in the state
         new(Refused,        Outcome.Fault,              Refused,        Backoff),
         new(Refused,        Outcome.DataLost,           Boot,           Backoff),
         new(Refused,        Outcome.ResetPressed,       FactoryReset,   None),
 
-        new(FactoryReset,   Outcome.Success,            Boot,           None,           "data wiped, unit restarted (patent 0040)"),
+        new(FactoryReset,   Outcome.Success,            Boot,           None),           // data wiped, unit restarted (patent 0040)
         new(FactoryReset,   Outcome.Fault,              FactoryReset,   Backoff),
         new(FactoryReset,   Outcome.DataLost,           FactoryReset,   Backoff),
     ];
@@ -177,20 +177,23 @@ public static class Transitions
     /// <exception cref="InvalidOperationException">The table has no row for the pair.</exception>
     public static StateId Next(StateId from, Outcome outcome) => Find(from, outcome).To;
 
-    /// <summary>The table as the Markdown of firmware/DESIGN.md section 3 (a unit test keeps the two equal).</summary>
+    /// <summary>
+    /// The table as the Markdown of firmware/DESIGN.md section 3 (a unit test keeps the two equal): one line per state,
+    /// its outcomes grouped by next state and wait, in the table's order.
+    /// </summary>
     public static string Describe()
     {
-        var text = new StringBuilder();
-        text.Append("| from | on | to | wait | note |\n|---|---|---|---|---|\n");
-        foreach (var row in Table)
+        var text = new StringBuilder("| from | on -> to (wait) |\n|---|---|\n");
+        foreach (var from in Table.Select(t => t.From).Distinct())
         {
-            var wait = row.Wait switch
-            {
-                Wait.Backoff => "retry backoff",
-                Wait.SessionBackoff => "session backoff",
-                _ => "",
-            };
-            text.Append($"| `{row.From}` | `{row.On}` | `{row.To}` | {wait} | {row.Note} |\n");
+            var groups = Table.Where(t => t.From == from).GroupBy(t => (t.To, t.Wait)).Select(g =>
+                $"{string.Join(", ", g.Select(t => $"`{t.On}`"))} -> `{g.Key.To}`" + g.Key.Wait switch
+                {
+                    Wait.Backoff => " (retry backoff)",
+                    Wait.SessionBackoff => " (session backoff)",
+                    _ => "",
+                });
+            text.Append($"| `{from}` | {string.Join("; ", groups)} |\n");
         }
         return text.ToString();
     }
