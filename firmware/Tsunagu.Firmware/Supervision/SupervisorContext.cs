@@ -164,8 +164,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
 
     /// <summary>
     /// What a restart forgets, done by <see cref="BootState"/> on every entry (first start, a restart after an update,
-    /// lost data, a factory reset): sessions, settings and the per-run flags. The update offer and pattern are not
-    /// touched: every way to <see cref="StateId.Update"/> goes through a version check that sets them.
+    /// lost data, a factory reset): sessions, settings and the per-run flags. The update offer and pattern are left:
+    /// every way to <see cref="StateId.Update"/> goes through a version check, which sets the offer (and the pattern
+    /// when it asks the host).
     /// </summary>
     public void StartOver()
     {
