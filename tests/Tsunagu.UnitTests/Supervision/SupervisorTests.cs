@@ -1,6 +1,5 @@
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal.Simulated;
-using Tsunagu.Protocol;
 using static Tsunagu.Firmware.Supervision.Outcome;
 using S = Tsunagu.Firmware.Supervision.StateId;
 
