@@ -48,6 +48,11 @@ test: packages build image
 unit-test: build
 	$(DOTNET) test tests/Tsunagu.UnitTests -c $(CONFIGURATION) --no-build
 
+# Rewrites the generated transition table of firmware/DESIGN.md from Transitions.Table (the unit test compares them).
+.PHONY: firmware-design
+firmware-design:
+	TSUNAGU_WRITE_DESIGN=1 $(DOTNET) test tests/Tsunagu.UnitTests -c $(CONFIGURATION) --filter "FullyQualifiedName~TransitionsTests.Design_document"
+
 integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 

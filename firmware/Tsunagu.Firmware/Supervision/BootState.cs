@@ -25,9 +25,7 @@ public sealed class BootState : IState
         }
         ctx.Identity = identity;
         ctx.Secret = Convert.FromBase64String(identity.UnitSecret);
-        ctx.DropHostSession();
-        ctx.ProvisionalSession = null;
-        ctx.Settings = null;
+        ctx.StartOver();
 
         await ctx.Hardware.Data.EnsureReadyAsync(ct);
         ctx.Store?.Dispose();
@@ -54,7 +52,7 @@ public sealed class BootState : IState
         }
         catch (HalException e)
         {
-            ctx.Fail(Outcome.Success, "boot: starting the services", e);
+            ctx.LogError("boot: starting the services", e);
         }
         var installed = ctx.Apps.Current();
         foreach (var app in ctx.Hardware.Prom.FactoryApplications.Where(a => !installed.ContainsKey(a.Name)))

@@ -30,8 +30,7 @@ public sealed class HostSessionState : IState
         }
         catch (ServerException e)
         {
-            var outcome = DefaultStates.FromServerError(ctx, "host authentication", e);
-            return outcome == Outcome.SessionExpired ? Outcome.Retry : outcome;
+            return DefaultStates.FromServerError(ctx, "host authentication", e);
         }
     }
 }

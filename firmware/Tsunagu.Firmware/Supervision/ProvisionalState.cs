@@ -33,8 +33,7 @@ public sealed class ProvisionalState : IState
         }
         catch (ServerException e)
         {
-            var outcome = DefaultStates.FromServerError(ctx, "provisional authentication", e);
-            return outcome == Outcome.LinkLost || outcome == Outcome.SessionExpired ? Outcome.Retry : outcome;
+            return DefaultStates.FromServerError(ctx, "provisional authentication", e);
         }
     }
 }

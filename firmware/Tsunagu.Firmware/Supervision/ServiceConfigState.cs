@@ -40,14 +40,14 @@ public sealed class ServiceConfigState : IState
             }
             catch (InvalidServiceConfigException e)
             {
-                ctx.Fail(Outcome.Failure, $"service configuration revision {response.Revision} refused", e);
+                ctx.LogError($"service configuration revision {response.Revision} refused", e);
                 await client.AckServiceConfigAsync(ctx.HostUri, ctx.HostToken, new ServiceConfigAck(response.Revision, false, e.Message), ct);
                 return Outcome.Failure;
             }
             catch (ServiceApplyException e)
             {
                 // refused by a daemon's checker, or rolled back: remembered so it is not tried again every check
-                ctx.Fail(Outcome.Failure, "services", e);
+                ctx.LogError("services", e);
                 store.Set(StateKeys.AppliedConfig, new AppliedConfig(response.Revision, false, e.Message), FirmwareJson.Default.AppliedConfig);
                 await client.AckServiceConfigAsync(ctx.HostUri, ctx.HostToken, new ServiceConfigAck(response.Revision, false, e.Message), ct);
                 store.Set(StateKeys.AppliedConfig, new AppliedConfig(response.Revision, true, e.Message), FirmwareJson.Default.AppliedConfig);

@@ -17,12 +17,14 @@ public static class DefaultStates
     {
         new BootState(), new ProvisionalState(), new FetchSettingsState(), new StoreSettingsState(), new DisconnectState(),
         new MainState(), new HostSessionState(), new VersionCheckState(), new UpdateState(), new ServiceConfigState(),
-        new ReadyState(), new RefusedState(),
+        new ReadyState(), new RefusedState(), new FactoryResetState(),
     }.ToDictionary(s => s.Id);
 
     /// <summary>
-    /// Maps a failed server call to the outcome the table expects. A token the server refused is dropped here,
-    /// whatever the unit thought of its validity: the next host session authenticates again (after the session backoff).
+    /// Maps a failed server call to <see cref="Outcome.Refused"/>, <see cref="Outcome.SessionExpired"/>,
+    /// <see cref="Outcome.LinkLost"/> or <see cref="Outcome.Retry"/>: every state that calls it has a row for each. A
+    /// token the server refused is dropped here, whatever the unit thought of its validity: the next host session
+    /// authenticates again (after the wait its row says).
     /// </summary>
     internal static Outcome FromServerError(SupervisorContext ctx, string what, ServerException e)
     {

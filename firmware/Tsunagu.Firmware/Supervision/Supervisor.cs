@@ -1,4 +1,3 @@
-using Tsunagu.Firmware.Net;
 using Tsunagu.Hal;
 
 namespace Tsunagu.Firmware.Supervision;
@@ -6,9 +5,11 @@ namespace Tsunagu.Firmware.Supervision;
 public sealed record StateChange(StateId From, Outcome Outcome, StateId To, DateTimeOffset At, TimeSpan Delay);
 
 /// <summary>
-/// Runs the supervisor: enter a state, take its outcome, look up the next state in <see cref="Transitions"/>.
-/// Every outcome that means "try again" waits a floor delay plus capped, growing jitter (from <see cref="TimeProvider"/>)
-/// before the next state: <see cref="Transitions.WaitAfter"/> says which backoff.
+/// Runs the supervisor: enter a state, take its outcome, look up the row of <see cref="Transitions.Table"/>, wait
+/// what the row says (<see cref="Wait"/>, drawn from a <see cref="Backoff"/> on <see cref="TimeProvider"/>), enter
+/// the row's next state. The supervisor adds only <see cref="Transitions.SupervisorOutcomes"/>: an exception a state
+/// did not map is <see cref="Outcome.Fault"/>, a corrupt state store <see cref="Outcome.DataLost"/>, and a long press
+/// of the reset button stops the state (or the wait) as <see cref="Outcome.ResetPressed"/>.
 /// </summary>
 public sealed class Supervisor : IAsyncDisposable
 {
@@ -41,141 +42,145 @@ public sealed class Supervisor : IAsyncDisposable
     /// <summary>Wakes the unit for a version check now (what an MQTT "check now" does).</summary>
     public void RequestCheck(bool forced = true) => Context.RequestCheck(forced);
 
-    /// <summary>
-    /// Runs the state machine until <paramref name="cancellationToken"/> is cancelled. A long press of the reset
-    /// button (when the board has one) stops it, wipes `data`, restarts the unit and provisions it again from `factory`.
-    /// </summary>
+    /// <summary>Runs the state machine from <see cref="StateId.Boot"/> until <paramref name="cancellationToken"/> is cancelled.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
-        while (!cancellationToken.IsCancellationRequested)
-        {
-            using var run = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var resetPressed = false;
-            var watcher = Context.Hardware.Reset is { } button
-                ? WatchResetAsync(button, () => { resetPressed = true; run.Cancel(); }, run.Token)
-                : Task.CompletedTask;
-            await RunStatesAsync(run.Token);
-            await run.CancelAsync();
-            await watcher;
-            if (!resetPressed || cancellationToken.IsCancellationRequested)
-            {
-                return;
-            }
-            await FactoryResetAsync(cancellationToken);
-        }
-    }
-
-    private async Task WatchResetAsync(IResetButton button, Action pressed, CancellationToken cancellationToken)
-    {
+        State = StateId.Boot;
+        var watch = new ResetWatch(Context, cancellationToken);
         try
         {
-            await button.WaitForLongPressAsync(cancellationToken);
-            pressed();
+            while (!cancellationToken.IsCancellationRequested)
+            {
+                // the reset itself runs unwatched: only the supervisor's own cancellation stops it
+                var token = State == StateId.FactoryReset ? cancellationToken : watch.Token;
+                if (await EnterAsync(State, watch, token, cancellationToken) is not { } outcome)
+                {
+                    return;
+                }
+                var row = Transitions.Find(State, outcome);
+                if (Context.TakeSessionAccepted())
+                {
+                    _sessionBackoff.Reset();
+                }
+                var delay = TimeSpan.Zero;
+                switch (row.Wait)
+                {
+                    case Wait.Backoff:
+                        delay = _backoff.Next(Context.RetryAfter);
+                        break;
+                    case Wait.SessionBackoff:
+                        delay = _sessionBackoff.Next(Context.RetryAfter);
+                        break;
+                    case Wait.None:
+                        _backoff.Reset();
+                        break;
+                }
+                Context.RetryAfter = null;
+                State = row.To;
+                StateChanged?.Invoke(new StateChange(row.From, outcome, row.To, Context.Time.GetUtcNow(), delay));
+                if (row.From == StateId.FactoryReset && row.To != StateId.FactoryReset)
+                {
+                    // the reset is done: the button is watched again for the next one
+                    await watch.DisposeAsync();
+                    watch = new ResetWatch(Context, cancellationToken);
+                }
+                if (delay > TimeSpan.Zero)
+                {
+                    try
+                    {
+                        await Task.Delay(delay, Context.Time, State == StateId.FactoryReset ? cancellationToken : watch.Token);
+                    }
+                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                    {
+                        return;
+                    }
+                    catch (OperationCanceledException) when (watch.Pressed)
+                    {
+                        // held while waiting: the next state is not entered but given ResetPressed (next round)
+                    }
+                }
+            }
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        finally
         {
-        }
-        catch (HalException e)
-        {
-            // a button that cannot be read must not stop the unit; it keeps working without a reset button
-            Context.Log($"reset button unavailable: {e.Message}");
+            await watch.DisposeAsync();
         }
     }
 
-    /// <summary>Patent 0040: everything on `data` goes; the unit restarts and provisions itself again from `factory`.</summary>
-    private async Task FactoryResetAsync(CancellationToken cancellationToken)
+    /// <summary>Enters <paramref name="state"/> and maps what escapes it to an outcome; null when the supervisor is stopped.</summary>
+    private async Task<Outcome?> EnterAsync(StateId state, ResetWatch watch, CancellationToken token, CancellationToken stop)
     {
-        Context.Log("reset button held: wiping data and provisioning again");
-        Context.Hardware.Leds.Show(StatusIndication.Booting);
-        await ReleaseAsync();
-        Context.Settings = Context.FetchedSettings = null;
-        Context.ProvisionalSession = null;
-        Context.DropHostSession();
-        Context.Offer = null;
-        Context.CurrentPattern = null;
-        Context.ReadyReported = false;
-        Context.MainLinkFailures = 0;
-        if (Context.Hardware.Wan.IsUp)
+        if (state != StateId.FactoryReset && watch.Pressed)
         {
-            await Context.Hardware.Wan.DownAsync(cancellationToken);
+            return Outcome.ResetPressed;
         }
-        await Context.Hardware.Data.FormatAsync(cancellationToken);
-        await Context.Hardware.Boot.RebootAsync(cancellationToken);
-        State = StateId.Boot;
+        try
+        {
+            return await _states[state].EnterAsync(Context, token);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            return null;
+        }
+        catch (OperationCanceledException) when (state != StateId.FactoryReset && watch.Pressed)
+        {
+            return Outcome.ResetPressed;
+        }
+        catch (Storage.StateStoreCorruptException e)
+        {
+            return Context.Fail(Outcome.DataLost, $"{state}: state store", e);
+        }
+        catch (Exception e)
+        {
+            // The supervisor must outlive any error: one a state did not map is still an error of that state.
+            // It is recorded (LastError, log with the exception type and where it was thrown); the table says what follows.
+            return Context.Fail(Outcome.Fault, $"{state}: unexpected {e.GetType().Name} at {e.StackTrace?.Split('\n').FirstOrDefault()?.Trim()}", e);
+        }
     }
 
-    private async Task RunStatesAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Watches the reset button (when the board has one) for one long press; <see cref="Token"/> is cancelled by it.
+    /// A button that cannot be read must not stop the unit: it is logged and the unit works on without it.
+    /// </summary>
+    private sealed class ResetWatch : IAsyncDisposable
     {
-        State = StateId.Boot;
-        while (!cancellationToken.IsCancellationRequested)
+        private readonly CancellationTokenSource _cts;
+        private readonly Task _watcher;
+        private volatile bool _pressed;
+
+        public ResetWatch(SupervisorContext context, CancellationToken stop)
         {
-            Outcome outcome;
+            _cts = CancellationTokenSource.CreateLinkedTokenSource(stop);
+            _watcher = context.Hardware.Reset is { } button ? WatchAsync(context, button, _cts.Token) : Task.CompletedTask;
+        }
+
+        public CancellationToken Token => _cts.Token;
+        public bool Pressed => _pressed;
+
+        private async Task WatchAsync(SupervisorContext context, IResetButton button, CancellationToken ct)
+        {
             try
             {
-                outcome = await _states[State].EnterAsync(Context, cancellationToken);
+                await button.WaitForLongPressAsync(ct);
+                _pressed = true;
+                await _cts.CancelAsync();
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
-                break;
             }
-            catch (Storage.StateStoreCorruptException e)
+            catch (HalException e)
             {
-                outcome = Context.Fail(Outcome.DataLost, $"{State}: state store", e);
-            }
-            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-            {
-                // The supervisor must outlive any error: one a state did not map is still an error of that state.
-                // It is recorded (LastError, log with the exception type and stack) and the state retried with backoff.
-                outcome = Context.Fail(Outcome.Retry, $"{State}: unexpected {e.GetType().Name} at {e.StackTrace?.Split('\n').FirstOrDefault()?.Trim()}", e);
-            }
-
-            var next = Transitions.Next(State, outcome);
-            if (Context.TakeSessionAccepted())
-            {
-                _sessionBackoff.Reset();
-            }
-            var delay = TimeSpan.Zero;
-            switch (Transitions.WaitAfter(outcome))
-            {
-                case Wait.Backoff:
-                    delay = _backoff.Next(Context.RetryAfter);
-                    break;
-                case Wait.SessionBackoff:
-                    delay = _sessionBackoff.Next(Context.RetryAfter);
-                    break;
-                default:
-                    _backoff.Reset();
-                    break;
-            }
-            Context.RetryAfter = null;
-            var change = new StateChange(State, outcome, next, Context.Time.GetUtcNow(), delay);
-            State = next;
-            StateChanged?.Invoke(change);
-            if (delay > TimeSpan.Zero)
-            {
-                try
-                {
-                    await Task.Delay(delay, Context.Time, cancellationToken);
-                }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-                {
-                    break;
-                }
+                context.Log($"reset button unavailable: {e.Message}");
             }
         }
-    }
 
-    public ValueTask DisposeAsync() => ReleaseAsync();
-
-    private async ValueTask ReleaseAsync()
-    {
-        if (Context.Push is { } push)
+        public async ValueTask DisposeAsync()
         {
-            await push.DisposeAsync();
+            await _cts.CancelAsync();
+            await _watcher;
+            _cts.Dispose();
         }
-        Context.Services?.Dispose();
-        Context.Client?.Dispose();
-        Context.Store?.Dispose();
-        (Context.Push, Context.Services, Context.Client, Context.Store, Context.Apps) = (null, null, null, null, null);
     }
+
+    public ValueTask DisposeAsync() => Context.ReleaseAsync();
 }

@@ -147,15 +147,49 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
         }
     }
 
-    /// <summary>Records a failure for the host view and the log, and returns <paramref name="outcome"/>.</summary>
-    public Outcome Fail(Outcome outcome, string what, Exception e)
+    /// <summary>Records a failure the state carries on past: <see cref="LastError"/> and the log.</summary>
+    public void LogError(string what, Exception e)
     {
         LastError = $"{what}: {e.Message}";
-        Log($"{what}: {e.Message}");
+        Log(LastError);
+    }
+
+    /// <summary>Records a failure (<see cref="LogError"/>) that ends the state, keeps a server's Retry-After for the wait, and returns <paramref name="outcome"/>.</summary>
+    public Outcome Fail(Outcome outcome, string what, Exception e)
+    {
+        LogError(what, e);
         if (e is ServerException { RetryAfter: { } after })
         {
             RetryAfter = after;
         }
         return outcome;
+    }
+
+    /// <summary>
+    /// What a restart forgets, done by <see cref="BootState"/> on every entry (first start, a restart after an update,
+    /// lost data, a factory reset): sessions, settings and the per-run flags. The update offer and pattern are left:
+    /// every way to <see cref="StateId.Update"/> goes through a version check, which sets the offer (and the pattern
+    /// when it asks the host).
+    /// </summary>
+    public void StartOver()
+    {
+        DropHostSession();
+        ProvisionalSession = null;
+        Settings = FetchedSettings = null;
+        ReadyReported = false;
+        MainLinkFailures = 0;
+    }
+
+    /// <summary>Closes what holds `data` or a connection open: the push listener, the services, the client, the state store.</summary>
+    public async ValueTask ReleaseAsync()
+    {
+        if (Push is { } push)
+        {
+            await push.DisposeAsync();
+        }
+        Services?.Dispose();
+        Client?.Dispose();
+        Store?.Dispose();
+        (Push, Services, Client, Store, Apps) = (null, null, null, null, null);
     }
 }

@@ -25,8 +25,8 @@ public sealed class UnitMeter
     internal long _reauthentications;
 
     /// <summary>
-    /// Supervisor transitions that try again after a backoff (<see cref="Tsunagu.Firmware.Supervision.Transitions.WaitAfter"/>:
-    /// Retry, a refused token, a lost link, lost data); each is one backoff and one more attempt.
+    /// Supervisor transitions that try again after a backoff (the row's <see cref="Tsunagu.Firmware.Supervision.Transition.Wait"/>:
+    /// a retry, a fault, a refused token, a lost link, lost data); each is one backoff and one more attempt.
     /// </summary>
     public long Retries => Interlocked.Read(ref _retries);
 
@@ -36,7 +36,7 @@ public sealed class UnitMeter
     /// <summary>Counts one transition of this unit's supervisor: a retry when it waits a backoff, a re-authentication when a token was refused.</summary>
     public void Count(Tsunagu.Firmware.Supervision.StateChange change)
     {
-        if (Tsunagu.Firmware.Supervision.Transitions.WaitAfter(change.Outcome) != Tsunagu.Firmware.Supervision.Wait.None)
+        if (Tsunagu.Firmware.Supervision.Transitions.Find(change.From, change.Outcome).Wait != Tsunagu.Firmware.Supervision.Wait.None)
         {
             Interlocked.Increment(ref _retries);
         }

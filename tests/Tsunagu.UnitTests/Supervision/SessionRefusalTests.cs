@@ -10,7 +10,7 @@ using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Supervision;
 
 /// <summary>
 /// The real supervisor and states against an in-process host on virtual time: a token the unit believes valid is

@@ -1,16 +1,15 @@
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal.Simulated;
-using Tsunagu.Protocol;
 using static Tsunagu.Firmware.Supervision.Outcome;
 using S = Tsunagu.Firmware.Supervision.StateId;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Supervision;
 
 /// <summary>
-/// Table-driven tests of the supervisor: each case scripts the outcome every state returns, in order (faults
-/// injected), and expects the exact chain of states the machine goes through.
+/// The supervisor's loop over scripted states: each case scripts the outcome every state returns, in order (faults
+/// injected), and expects the exact chain of states the machine goes through and the waits between them.
 /// </summary>
-public class SupervisorTableTests
+public class SupervisorTests
 {
     private sealed class ScriptedState(S id, Queue<Outcome> script, Action exhausted) : IState
     {
@@ -27,8 +26,21 @@ public class SupervisorTableTests
         }
     }
 
-    /// <summary>Runs the machine over scripted states until a state's script runs out; returns the visited chain.</summary>
-    private static async Task<(List<S> Chain, VirtualTime Time)> RunAsync(IReadOnlyList<(S State, Outcome Outcome)> script, SupervisorOptions? options = null)
+    /// <summary>A state that runs <paramref name="enter"/> instead of a script (a fault, a press of the reset button).</summary>
+    private sealed class ActingState(S id, Func<CancellationToken, Task<Outcome>> enter) : IState
+    {
+        public S Id => id;
+        public Task<Outcome> EnterAsync(SupervisorContext context, CancellationToken cancellationToken) => enter(cancellationToken);
+    }
+
+    private sealed record Run(List<S> Chain, List<StateChange> Changes, VirtualTime Time, SupervisorContext Context);
+
+    /// <summary>
+    /// Runs the machine over scripted states until a state's script runs out; returns the visited chain. <paramref name="act"/>
+    /// may replace states (given the unit and a way to end the run).
+    /// </summary>
+    private static async Task<Run> RunAsync(IReadOnlyList<(S State, Outcome Outcome)> script, SupervisorOptions? options = null,
+        Func<SimulatedUnit, Action, IEnumerable<IState>>? act = null, TimeProvider? clock = null, Action<SimulatedUnit, StateChange>? changed = null)
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         var queues = Enum.GetValues<S>().ToDictionary(s => s, _ => new Queue<Outcome>());
@@ -36,12 +48,14 @@ public class SupervisorTableTests
         var states = queues.ToDictionary(q => q.Key, q => (IState)new ScriptedState(q.Key, q.Value, cts.Cancel));
         var time = new VirtualTime(new DateTimeOffset(2026, 11, 1, 12, 0, 0, TimeSpan.Zero));
         var unit = new SimulatedUnit(Path.GetTempPath(), CreateEmptyProm());
-        await using var supervisor = new Supervisor(unit.Hardware, options ?? new SupervisorOptions(), time, new Random(7), states: states);
+        foreach (var state in act?.Invoke(unit, cts.Cancel) ?? []) { states[state.Id] = state; }
+        await using var supervisor = new Supervisor(unit.Hardware, options ?? new SupervisorOptions(), clock ?? time, new Random(7), states: states);
         var chain = new List<S> { S.Boot };
-        supervisor.StateChanged += c => chain.Add(c.To);
+        var changes = new List<StateChange>();
+        supervisor.StateChanged += c => { chain.Add(c.To); changes.Add(c); changed?.Invoke(unit, c); };
         await supervisor.RunAsync(cts.Token);
         Assert.That(cts.IsCancellationRequested, Is.True, "the run ended because a script ran out, not by a timeout");
-        return (chain, time);
+        return new Run(chain, changes, time, supervisor.Context);
     }
 
     private static string CreateEmptyProm()
@@ -98,6 +112,18 @@ public class SupervisorTableTests
         yield return new Case("failed update keeps the current pattern and configures services",
             [(S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, UpdateAvailable), (S.Update, Failure)],
             [S.Boot, S.Main, S.HostSession, S.VersionCheck, S.Update, S.ServiceConfig]);
+        yield return new Case("provisional link lost during authentication: provisional again",
+            [(S.Boot, NeedsProvisioning), (S.Provisional, LinkLost), (S.Provisional, SessionExpired), (S.Provisional, Success)],
+            [S.Boot, S.Provisional, S.Provisional, S.Provisional, S.FetchSettings]);
+        yield return new Case("host authentication answered invalid-token: authenticate again",
+            [(S.Boot, Success), (S.Main, Success), (S.HostSession, SessionExpired), (S.HostSession, Success)],
+            [S.Boot, S.Main, S.HostSession, S.HostSession, S.VersionCheck]);
+        yield return new Case("server errors during the update: link, token, refusal",
+            [(S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, UpdateAvailable), (S.Update, SessionExpired),
+             (S.HostSession, Success), (S.VersionCheck, UpdateAvailable), (S.Update, LinkLost), (S.Main, Success), (S.HostSession, Success),
+             (S.VersionCheck, UpdateAvailable), (S.Update, Refused), (S.Refused, Success)],
+            [S.Boot, S.Main, S.HostSession, S.VersionCheck, S.Update, S.HostSession, S.VersionCheck, S.Update, S.Main, S.HostSession,
+             S.VersionCheck, S.Update, S.Refused, S.Provisional]);
         yield return new Case("variant 2: one link, no disconnect",
             [(S.Boot, NeedsProvisioning), (S.Provisional, Success), (S.FetchSettings, Success), (S.StoreSettings, Success), (S.Disconnect, NothingToDo)],
             [S.Boot, S.Provisional, S.FetchSettings, S.StoreSettings, S.Disconnect, S.HostSession]);
@@ -106,8 +132,10 @@ public class SupervisorTableTests
     [TestCaseSource(nameof(Cases))]
     public async Task Chain_of_states(Case c)
     {
-        var (chain, _) = await RunAsync(c.Script, c.Options);
-        Assert.That(chain, Is.EqualTo(c.Expected));
+        var run = await RunAsync(c.Script, c.Options);
+        Assert.That(run.Chain, Is.EqualTo(c.Expected));
+        Assert.That(run.Changes, Has.All.Matches<StateChange>(ch => (ch.Delay > TimeSpan.Zero) == (Transitions.Find(ch.From, ch.Outcome).Wait != Wait.None)),
+            "each transition waited exactly when its row says so");
     }
 
     [Test]
@@ -117,7 +145,7 @@ public class SupervisorTableTests
         var script = new List<(S, Outcome)> { (S.Boot, NeedsProvisioning) };
         script.AddRange(Enumerable.Repeat((S.Provisional, Retry), 12));
         script.Add((S.Provisional, Success));
-        var (_, time) = await RunAsync(script, options);
+        var time = (await RunAsync(script, options)).Time;
         Assert.That(time.Delays, Has.Count.EqualTo(12));
         for (var i = 0; i < time.Delays.Count; i++)
         {
@@ -132,7 +160,7 @@ public class SupervisorTableTests
     public async Task Every_outcome_that_tries_again_waits_a_floor_plus_jitter()
     {
         // a refused token, a lost link and lost data each lead back to work the unit has done before: none may be immediate
-        var (chain, time) = await RunAsync(
+        var (chain, _, time, _) = await RunAsync(
         [
             (S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, SessionExpired), (S.HostSession, Success),
             (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo), (S.Ready, LinkLost), (S.Main, Success), (S.HostSession, Success),
@@ -146,15 +174,15 @@ public class SupervisorTableTests
         var floor = new SupervisorOptions().BackoffBase;
         Assert.That(time.Delays, Has.Count.EqualTo(3), "SessionExpired, LinkLost and DataLost wait; nothing else does");
         Assert.That(time.Delays, Has.All.InRange(floor, floor * 2), "the floor plus the first jitter");
-        Assert.That(Enum.GetValues<Outcome>().Where(o => Transitions.WaitAfter(o) != Wait.None),
-            Is.EquivalentTo(new[] { Retry, LinkLost, DataLost, SessionExpired }));
+        Assert.That(Transitions.Table.Where(t => t.Wait != Wait.None).Select(t => t.On).Distinct(),
+            Is.EquivalentTo(new[] { Retry, LinkLost, DataLost, SessionExpired, Fault }), "the outcomes that try again, and only they, wait");
     }
 
     [Test]
     public async Task A_lost_link_waits_and_keeps_growing_the_backoff_of_the_failures_before_it()
     {
         var options = new SupervisorOptions { BackoffBase = TimeSpan.FromSeconds(1), BackoffCap = TimeSpan.FromSeconds(60) };
-        var (chain, time) = await RunAsync(
+        var (chain, _, time, _) = await RunAsync(
         [
             (S.Boot, Success), (S.Main, Retry), (S.Main, Retry), (S.Main, LinkLost),
             (S.Provisional, Retry), (S.Provisional, Retry), (S.Provisional, Retry), (S.Provisional, Success),
@@ -169,68 +197,69 @@ public class SupervisorTableTests
     }
 
     [Test]
-    public void Table_has_no_duplicate_rows_and_every_state_can_retry()
+    public async Task An_exception_a_state_did_not_map_is_a_fault_recorded_and_retried_after_the_backoff()
     {
-        var pairs = Transitions.Table.Select(t => (t.From, t.On)).ToList();
-        Assert.That(pairs, Is.Unique);
-        foreach (var state in Enum.GetValues<S>())
-        {
-            // the runner turns an unexpected I/O or HAL error of any state into Retry
-            Assert.That(() => Transitions.Next(state, Retry), Throws.Nothing, $"{state} has no Retry row");
-            Assert.That(Transitions.Next(state, DataLost), Is.EqualTo(S.Boot));
-        }
+        var entries = 0;
+        var run = await RunAsync([(S.Boot, Success)], act: (_, _) =>
+        [
+            new ActingState(S.Main, _ => ++entries == 1 ? throw new InvalidOperationException("a bug") : Task.FromResult(Success)),
+        ]);
+        Assert.That(run.Chain, Is.EqualTo(new[] { S.Boot, S.Main, S.Main, S.HostSession }));
+        var fault = run.Changes.Single(c => c.Outcome == Fault);
+        Assert.That((fault.From, fault.To), Is.EqualTo((S.Main, S.Main)));
+        var floor = new SupervisorOptions().BackoffBase;
+        Assert.That(fault.Delay, Is.InRange(floor, floor * 2), "the retry backoff");
+        Assert.That(run.Context.LastError, Does.Contain("Main: unexpected InvalidOperationException").And.Contain("a bug"));
+    }
+
+    /// <summary>Ready (the state a unit spends its life in) presses the reset button, then waits until it is stopped.</summary>
+    private static ActingState PressingReady(SimulatedUnit unit) => new(S.Ready, async ct =>
+    {
+        unit.Reset.Press();
+        await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+        return CheckDue;
+    });
+
+    private static readonly (S, Outcome)[] ToReady =
+        [(S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo)];
+
+    [Test]
+    public async Task A_long_press_stops_the_state_and_resets_the_unit_each_time_it_is_held()
+    {
+        var run = await RunAsync([.. ToReady, (S.FactoryReset, Success), .. ToReady, (S.FactoryReset, Success), (S.Boot, NeedsProvisioning)],
+            act: (unit, _) => [PressingReady(unit)]);
+        S[] toReady = [S.Main, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready];
+        Assert.That(run.Chain, Is.EqualTo(new[] { S.Boot }.Concat(toReady).Append(S.FactoryReset).Append(S.Boot)
+            .Concat(toReady).Append(S.FactoryReset).Append(S.Boot).Append(S.Provisional)), "the button is watched again after a reset");
+        Assert.That(run.Changes.Where(c => c.Outcome == ResetPressed).Select(c => (c.From, c.To, c.Delay)),
+            Is.EqualTo(Enumerable.Repeat((S.Ready, S.FactoryReset, TimeSpan.Zero), 2)));
     }
 
     [Test]
-    public void A_pair_not_in_the_table_is_a_bug_that_names_itself()
+    public async Task A_long_press_during_a_backoff_wait_resets_without_entering_the_next_state()
     {
-        var e = Assert.Throws<InvalidOperationException>(() => Transitions.Next(S.Boot, UpdateAvailable));
-        Assert.That(e!.Message, Does.Contain("Boot").And.Contain("UpdateAvailable"));
-    }
-
-    [TestCase(5, 0.9, 0.9, 14, false, true)]
-    [TestCase(4, 0.1, 0.1, 14, false, true)]
-    [TestCase(4, 0.9, 0.1, 14, false, false)]
-    [TestCase(4, 0.1, 0.9, 14, false, false)]
-    [TestCase(3, 0.1, 0.1, 14, false, false)]
-    [TestCase(3, 0.9, 0.9, 3, false, true)]
-    [TestCase(2, 0.0, 0.0, 12, false, false)]
-    [TestCase(2, 0.9, 0.9, 3, false, true)]
-    [TestCase(1, 0.0, 0.0, 4, false, false)]
-    [TestCase(1, 0.0, 0.0, 12, true, true)]
-    [TestCase(4, 0.9, 0.9, 14, true, true)]
-    public void Importance_decides_when(int importance, double cpu, double wan, int hour, bool forced, bool expected)
-    {
-        var now = new DateTimeOffset(2026, 11, 1, hour, 0, 0, TimeSpan.Zero);
-        var policy = new UpdatePolicy(0.5, 0.5, 2, 5, MaintenanceStartHour: 3, MaintenanceEndHour: 4);
-        Assert.That(ImportancePolicy.MayRunNow(importance, new(cpu, wan), policy, now, forced), Is.EqualTo(expected));
-        Assert.That(ImportancePolicy.Decide(importance, new(cpu, wan), policy, now, forced) is null, Is.EqualTo(expected), "Decide agrees and explains");
-    }
-
-    [TestCase(23, 22, 4, true)]
-    [TestCase(3, 22, 4, true)]
-    [TestCase(4, 22, 4, false)]
-    [TestCase(12, 22, 4, false)]
-    [TestCase(2, 2, 5, true)]
-    public void Low_utilisation_window_wraps_past_midnight(int hour, int start, int end, bool inside) =>
-        Assert.That(ImportancePolicy.InWindow(hour, start, end), Is.EqualTo(inside));
-
-    [Test]
-    public void Backoff_honours_a_server_retry_after_as_a_floor_but_not_past_the_cap()
-    {
-        var backoff = new Backoff(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(5), new Random(1));
-        var first = backoff.Next(TimeSpan.FromSeconds(3));
-        Assert.That(first, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(3)).And.LessThanOrEqualTo(TimeSpan.FromSeconds(3.1)), "floor plus jitter of up to base");
-        Assert.That(backoff.Next(TimeSpan.FromSeconds(60)), Is.EqualTo(TimeSpan.FromSeconds(5)));
-        backoff.Reset();
-        Assert.That(backoff.Attempt, Is.Zero);
+        // the fake clock never moves: the backoff wait after the retry lasts until the press ends it
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 11, 1, 12, 0, 0, TimeSpan.Zero));
+        var mainEntries = 0;
+        var run = await RunAsync([(S.Boot, Success), (S.FactoryReset, Success)], clock: clock,
+            act: (_, _) => [new ActingState(S.Main, _ => Task.FromResult(++mainEntries == 1 ? Retry : throw new AssertionException("Main entered again")))],
+            changed: (unit, c) => { if (c.Outcome == Retry) { unit.Reset.Press(); } });
+        Assert.That(run.Chain, Is.EqualTo(new[] { S.Boot, S.Main, S.Main, S.FactoryReset, S.Boot }));
+        Assert.That(mainEntries, Is.EqualTo(1), "the state waited for was not entered");
+        Assert.That(run.Changes[2].Outcome, Is.EqualTo(ResetPressed));
     }
 
     [Test]
-    public void Options_are_validated_at_start()
+    public async Task A_factory_reset_that_fails_is_tried_again_after_the_backoff_not_given_up()
     {
-        var unit = new SimulatedUnit(Path.GetTempPath(), CreateEmptyProm());
-        Assert.Throws<ArgumentException>(() => _ = new Supervisor(unit.Hardware, new SupervisorOptions { CheckJitter = 1.5 }));
-        Assert.Throws<ArgumentException>(() => _ = new Supervisor(unit.Hardware, new SupervisorOptions { MainLinkFailureLimit = 0 }));
+        var resets = 0;
+        var run = await RunAsync([.. ToReady, (S.Boot, NeedsProvisioning)], act: (unit, _) =>
+        [
+            PressingReady(unit),
+            new ActingState(S.FactoryReset, _ => ++resets == 1 ? throw new IOException("data busy") : Task.FromResult(Success)),
+        ]);
+        Assert.That(run.Chain.Skip(6), Is.EqualTo(new[] { S.FactoryReset, S.FactoryReset, S.Boot, S.Provisional }));
+        Assert.That(run.Changes.Single(c => c.Outcome == Fault).Delay, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(resets, Is.EqualTo(2));
     }
 }

@@ -4,7 +4,7 @@ using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Supervision;
 
 /// <summary>The real states over the simulated HAL, for the edges that need no server.</summary>
 public class RealStateTests
@@ -80,6 +80,46 @@ public class RealStateTests
         Assert.That(await boot.WaitAsync(TimeSpan.FromSeconds(10)), Is.EqualTo(Outcome.Success));
         ctx.Store!.Dispose();
         ctx.Client!.Dispose();
+    }
+
+    [Test]
+    public async Task Boot_forgets_what_a_restart_forgets_whatever_led_to_it()
+    {
+        // Boot is entered again in the same process after an update's restart, lost data and a factory reset: it must
+        // leave the unit as a fresh start would, or a unit that had reported ready before would not report it again
+        var (_, ctx) = await NewUnitAsync();
+        var settings = new UnitSettings("02:54:53:00:00:01", new WanAccount("dhcp"), null, null, null, null, "https://127.0.0.1:1/", null);
+        var session = new SessionResponse("token", "host", DateTimeOffset.UnixEpoch);
+        ctx.SetHostSession(session, 1);
+        (ctx.ProvisionalSession, ctx.Settings, ctx.FetchedSettings, ctx.ReadyReported, ctx.MainLinkFailures) = (session, settings, settings, true, 3);
+
+        Assert.That(await new BootState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.NeedsProvisioning));
+
+        Assert.That((ctx.HostSession, ctx.ProvisionalSession, ctx.Settings, ctx.FetchedSettings, ctx.ReadyReported, ctx.MainLinkFailures),
+            Is.EqualTo(((SessionResponse?)null, (SessionResponse?)null, (UnitSettings?)null, (UnitSettings?)null, false, 0)));
+        await ctx.ReleaseAsync();
+    }
+
+    [Test]
+    public async Task Factory_reset_releases_data_wipes_it_and_restarts_the_unit_then_boot_provisions_again()
+    {
+        var (unit, ctx) = await NewUnitAsync();
+        await new BootState().EnterAsync(ctx, CancellationToken.None);
+        ctx.Store!.Set(StateKeys.Settings, new UnitSettings("02:54:53:00:00:01", new WanAccount("dhcp"), null, null, null, null, "https://127.0.0.1:1/", null),
+            FirmwareJson.Default.UnitSettings);
+        await unit.Wan.UpAsync(Tsunagu.Hal.LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None);
+        var marker = Path.Combine(unit.Data.Root, "left-by-the-subscriber");
+        await File.WriteAllTextAsync(marker, "x");
+        var boots = unit.Boot.Boots;
+
+        Assert.That(await new FactoryResetState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Success));
+
+        Assert.That(File.Exists(marker), Is.False, "data was wiped");
+        Assert.That(unit.Boot.Boots, Is.EqualTo(boots + 1), "the unit restarted once");
+        Assert.That(unit.Wan.IsUp, Is.False);
+        Assert.That(new object?[] { ctx.Store, ctx.Client, ctx.Services, ctx.Apps, ctx.Push }, Has.All.Null, "nothing holds data or a connection open");
+        Assert.That(await new BootState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.NeedsProvisioning), "the stored settings went with data");
+        await ctx.ReleaseAsync();
     }
 
     [Test]

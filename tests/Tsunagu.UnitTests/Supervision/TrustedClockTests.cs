@@ -1,6 +1,6 @@
 using Tsunagu.Firmware.Supervision;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Supervision;
 
 public class TrustedClockTests
 {
