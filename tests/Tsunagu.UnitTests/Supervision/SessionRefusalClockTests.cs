@@ -1,6 +1,6 @@
 using Tsunagu.Hal.Simulated;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Supervision;
 
 /// <summary>A unit whose wall clock is off sets it from the host's time in its version check.</summary>
 public partial class SessionRefusalTests
