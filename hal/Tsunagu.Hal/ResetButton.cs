@@ -18,8 +18,9 @@ public sealed class LongPressDetector
     private bool _mustRelease;
     private ITimer? _timer;
     private int _unclaimed;
-    private TaskCompletionSource? _waiter;
-    private CancellationTokenSource? _onFire;
+    private readonly List<Waiter> _waiters = [];
+
+    private sealed record Waiter(TaskCompletionSource Done, CancellationTokenSource? OnFire);
 
     /// <param name="polled">The adapter reports the button's level at every poll: no timer, the hold is judged at each report.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="longPress"/> is not positive.</exception>
@@ -81,9 +82,11 @@ public sealed class LongPressDetector
 
     /// <summary>Completes at the next long press, or at once for one that nobody waited for.</summary>
     /// <param name="onLongPress">Cancelled, synchronously, when the long press fires (stops the adapter reading the button).</param>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the wait is forgotten.</exception>
     public Task WaitAsync(CancellationToken cancellationToken, CancellationTokenSource? onLongPress = null)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        Waiter waiter;
         lock (_gate)
         {
             if (_unclaimed > 0)
@@ -92,10 +95,15 @@ public sealed class LongPressDetector
                 onLongPress?.Cancel();
                 return Task.CompletedTask;
             }
-            _waiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _onFire = onLongPress;
-            return _waiter.Task.WaitAsync(cancellationToken);
+            waiter = new Waiter(new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), onLongPress);
+            _waiters.Add(waiter);
         }
+        cancellationToken.Register(() =>
+        {
+            lock (_gate) { _waiters.Remove(waiter); }
+            waiter.Done.TrySetCanceled(cancellationToken);
+        });
+        return waiter.Done.Task;
     }
 
     /// <summary>Called with the gate held: fires now when the hold is long enough, else times the rest.</summary>
@@ -131,16 +139,15 @@ public sealed class LongPressDetector
         _mustRelease = true;
         _heldSince = null;
         Disarm();
-        var waiter = _waiter;
-        var onFire = _onFire;
-        (_waiter, _onFire) = (null, null);
-        if (waiter is null)
+        if (_waiters.Count == 0)
         {
             _unclaimed++;
             return;
         }
-        onFire?.Cancel();
-        waiter.TrySetResult();
+        var waiters = _waiters.ToList();
+        _waiters.Clear();
+        foreach (var waiter in waiters) { waiter.Done.TrySetResult(); }
+        foreach (var waiter in waiters) { waiter.OnFire?.Cancel(); }
     }
 }
 
@@ -165,7 +172,8 @@ public abstract class ResetButtonBase : IResetButton
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var feeding = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var longPress = Detector.WaitAsync(cancellationToken, feeding);
+        // the wait is forgotten when it ends, however it ends (feeding is cancelled in the finally)
+        var longPress = Detector.WaitAsync(feeding.Token, feeding);
         var feed = FeedAsync(Detector, feeding.Token);
         try
         {

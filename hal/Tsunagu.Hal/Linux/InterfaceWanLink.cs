@@ -1,4 +1,3 @@
-using System.Globalization;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Hal.Linux;

@@ -1,10 +1,8 @@
 using System.Text;
 using CsCheck;
-using Microsoft.Extensions.Time.Testing;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
 using Tsunagu.Hal.Simulated;
-using Tsunagu.Protocol;
 
 namespace Tsunagu.UnitTests.Hal;
 

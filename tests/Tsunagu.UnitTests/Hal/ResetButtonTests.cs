@@ -1,9 +1,7 @@
-using System.Text;
 using Microsoft.Extensions.Time.Testing;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
 using Tsunagu.Hal.Simulated;
-using Tsunagu.Protocol;
 
 namespace Tsunagu.UnitTests.Hal;
 
@@ -191,5 +189,23 @@ public class ResetButtonTests : FakeRootTests
         Assert.That(again.IsCompleted, Is.False, "a button kept down fires once");
         button.Release();
         Assert.That(button.Presses, Is.Zero, "only Press counts presses");
+    }
+
+    [Test]
+    public async Task A_cancelled_wait_is_forgotten_and_the_next_long_press_goes_to_the_next_wait()
+    {
+        var button = new SimulatedResetButton();
+        using (var cts = new CancellationTokenSource())
+        {
+            var cancelled = button.WaitForLongPressAsync(cts.Token);
+            await cts.CancelAsync();
+            Assert.That(async () => await cancelled, Throws.InstanceOf<OperationCanceledException>());
+        }
+        button.Press(); // nobody waits now: kept
+        await button.WaitForLongPressAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5));
+        var next = button.WaitForLongPressAsync(CancellationToken.None);
+        Assert.That(next.IsCompleted, Is.False, "one press, one long press");
+        button.Press();
+        await next.WaitAsync(TimeSpan.FromSeconds(5));
     }
 }

@@ -1,8 +1,6 @@
-using System.Text;
 using Microsoft.Extensions.Time.Testing;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
-using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.UnitTests.Hal;
