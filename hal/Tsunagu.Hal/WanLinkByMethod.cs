@@ -7,7 +7,8 @@ namespace Tsunagu.Hal;
 /// `static`, `pppoe`...), so the provisional and the main link may use different adapters on the same interface. A
 /// link that was up is lost when the next one is set up. Traffic goes through the network access of the adapter
 /// used last (the first one given before any). Adapters share the interface: the one set up re-addresses it, the
-/// one it replaces is not torn down first.
+/// one it replaces is not torn down first; an adapter that refuses the account before touching the interface (PPPoE)
+/// leaves the link that is up as it was.
 /// </summary>
 public sealed class WanLinkByMethod : IWanLink, INetworkAccess, IDisposable
 {
@@ -44,17 +45,26 @@ public sealed class WanLinkByMethod : IWanLink, INetworkAccess, IDisposable
         {
             throw new HalException($"{_name}: WAN method '{account.Method}' is not supported ({string.Join(", ", _links.Keys)})", isTransient: false);
         }
-        lock (_gate)
+        IWanLink previous;
+        TaskCompletionSource previousLost;
+        lock (_gate) { (previous, previousLost) = (_current, _lost); }
+        var wasUp = previous.IsUp;
+        var succeeded = false;
+        try
         {
-            // the link up now is replaced: lost for whoever watches it; the new adapter re-addresses the interface
-            if (_current.IsUp) { _lost.TrySetResult(); }
+            await link.UpAsync(role, account, cancellationToken);
+            succeeded = true;
+            lock (_gate)
+            {
+                _current = link;
+                var lost = _lost = NewLost();
+                _ = link.LinkLost.ContinueWith(_ => lost.TrySetResult(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
         }
-        await link.UpAsync(role, account, cancellationToken);
-        lock (_gate)
+        finally
         {
-            _current = link;
-            var lost = _lost = NewLost();
-            _ = link.LinkLost.ContinueWith(_ => lost.TrySetResult(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            // the link that was up is lost once it is replaced, or taken down by the attempt; a refusal that touched nothing leaves it up
+            if (wasUp && (succeeded || !previous.IsUp)) { previousLost.TrySetResult(); }
         }
     }
 

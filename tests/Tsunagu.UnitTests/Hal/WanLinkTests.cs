@@ -139,5 +139,12 @@ public class WanLinkTests : FakeRootTests
         Assert.That(e!.Message, Does.Contain("'carrier-pigeon' is not supported").And.Contain("dhcp, static, pppoe"));
         Assert.That(runner.Commands, Is.Empty);
         Assert.That(link.IsUp, Is.True, "a refused method leaves the link up as it was");
+
+        var main = link.LinkLost;
+        var p = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("pppoe", "user", "pw"), CancellationToken.None));
+        Assert.That(p!.Message, Does.Contain("PPPoE, which is not supported yet"));
+        Assert.That(runner.Commands, Is.Empty);
+        Assert.That((link.IsUp, link.Current, main.IsCompleted), Is.EqualTo((true, link.Current, false)), "PPPoE refused: the static link is still up and not lost");
+        Assert.That(link.Current, Is.InstanceOf<StaticWanLink>());
     }
 }
