@@ -5,7 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Firmware.Net;
-using Tsunagu.Hal.Simulated;
+using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;

@@ -61,15 +61,14 @@ try
     var services = (IServiceManager?)processServices ?? new SimulatedServiceManager();
     if (options.Hal == "linux")
     {
-        var wan = new LinuxWanLink(new LinuxWanOptions { Interface = board.Interfaces.Wan, DhcpScript = options.DhcpScript }, runner);
-        var gpio = board.Leds.Any(l => l.Gpio is not null) || board.Buttons.Any(b => b.Gpio is not null) ? new GpioLines() : null;
-        var leds = new LedClassStatusLeds(board, gpio, new LedClassOptions { Log = Log });
-        linuxResources = new Disposables(wan, leds, gpio);
         var cmdline = options.BootCmdline ?? (File.Exists("/run/tsunagu/boot-cmdline") ? "/run/tsunagu/boot-cmdline" : "/proc/cmdline");
-        hardware = new UnitHardware(new DirectoryFactoryPartition(options.Factory), new DirectoryPromPartition(options.Prom),
-            wan, new LinuxDataPartition(new LinuxDataOptions { Root = options.Data }), new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = board.Interfaces.Wan }),
-            leds, wan, new LinuxBootControl(LinuxBootOptions.ForDataRoot(options.Data) with { CmdlinePath = cmdline }, runner),
-            services, board, Reset: ResetButtons.FromBoard(board, gpio));
+        var unit = new LinuxUnit(new LinuxUnitOptions
+        {
+            Board = board, FactoryRoot = options.Factory, PromRoot = options.Prom, DataRoot = options.Data,
+            CmdlinePath = cmdline, DhcpScript = options.DhcpScript, Log = Log,
+        }, runner, services);
+        linuxResources = unit;
+        hardware = unit.Hardware;
     }
     else
     {
@@ -104,14 +103,6 @@ supervisor.StateChanged += c => Console.WriteLine($"{c.At:O} {c.From} --{c.Outco
 await supervisor.RunAsync(stop.Token);
 linuxResources?.Dispose();
 return 0;
-
-internal sealed class Disposables(params IDisposable?[] items) : IDisposable
-{
-    public void Dispose()
-    {
-        foreach (var item in items) { item?.Dispose(); }
-    }
-}
 
 internal sealed record Args(string Factory, string Prom, string Data, string Wan, int CheckIntervalSeconds, bool SingleLink,
     string Services, string? Board, string? RunDirectory, int ConfirmTimeoutSeconds, string? Boot)

@@ -2,7 +2,6 @@ using System.Text;
 using System.Text.Json;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
-using Tsunagu.Hal.Linux;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 

@@ -4,7 +4,6 @@ using System.Text.Json;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
-using Tsunagu.Hal.Linux;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Apis;

@@ -3,7 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using SharpFuzz;
-using Tsunagu.Hal.Linux;
+using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Demo;

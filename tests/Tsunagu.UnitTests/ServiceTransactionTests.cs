@@ -89,7 +89,7 @@ public class ServiceTransactionTests
         var e = Assert.ThrowsAsync<ServiceApplyException>(() => applier.ApplyAsync(2, Config(8081), CancellationToken.None));
         _manager.Unhealthy.Clear();
         Assert.That(e!.Step, Is.EqualTo("health check"));
-        Assert.That(e.Message, Does.Contain("firewall: simulated failure"));
+        Assert.That(e.Message, Does.Contain("firewall: probe").And.Contain("simulated failure"));
         Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
         Assert.That(_manager.Events.Where(x => !x.StartsWith("validate", StringComparison.Ordinal)), Is.EqualTo(new[] { "reload firewall", "reload firewall" }));
         Assert.That(_store.Get(StateKeys.ServiceTransaction, FirmwareJson.Default.ServiceTransaction), Is.Null);

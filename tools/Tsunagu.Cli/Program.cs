@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Tsunagu.Cli;
 using Tsunagu.Cli.Factory;
-using Tsunagu.Hal.Simulated;
+using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 // tsunagu: the operator's and the factory's command line.

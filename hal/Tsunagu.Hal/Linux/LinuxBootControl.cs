@@ -40,10 +40,10 @@ public sealed record LinuxBootOptions
 }
 
 /// <summary>
-/// A/B boot control shared with the boot program through <see cref="BootStateFile"/> (written atomically: `state.tmp`,
-/// fsync, rename, fsync of the directory). The booted slot is the kernel command line's `tsunagu.slot` (`recovery`
-/// or none: <see cref="Booted"/> is null). Slots are the partitions named `slot_a` and `slot_b`; an image larger than
-/// its partition is refused before anything is written.
+/// A/B boot control shared with the boot program through the <see cref="BootSlots"/> model and its file
+/// (<see cref="BootStateFile"/>, written atomically). The booted slot is the kernel command line's `tsunagu.slot`
+/// (`recovery` or none: <see cref="Booted"/> is null). Slots are the partitions named `slot_a` and `slot_b`; an
+/// image larger than its partition is refused before anything is written.
 /// </summary>
 public sealed class LinuxBootControl : IBootControl
 {
@@ -52,7 +52,7 @@ public sealed class LinuxBootControl : IBootControl
     private readonly TimeProvider _time;
     private readonly BlockDevices _devices;
     private readonly Lock _gate = new();
-    private BootStateFile _state;
+    private readonly BootSlots _slots;
 
     /// <exception cref="HalException">The state file or the kernel command line cannot be read.</exception>
     public LinuxBootControl(LinuxBootOptions options, ICommandRunner runner, TimeProvider? time = null)
@@ -62,28 +62,24 @@ public sealed class LinuxBootControl : IBootControl
         _time = time ?? TimeProvider.System;
         _devices = new BlockDevices(options.SysBlockRoot, options.DevRoot);
         Booted = ReadBootedSlot(options.CmdlinePath);
-        _state = Load();
+        _slots = BootSlots.Load(options.StatePath);
     }
 
     public BootSlot? Booted { get; }
 
-    public string? BootedOsVersion { get { lock (_gate) { return Booted is { } b ? Version(b) : null; } } }
+    public string? BootedOsVersion { get { lock (_gate) { return Booted is { } b ? _slots.Version(b) : null; } } }
 
-    public BootSlot? LastFailed { get { lock (_gate) { return _state.GetSlot(BootStateFile.LastFailed); } } }
+    public BootSlot? LastFailed { get { lock (_gate) { return _slots.LastFailed; } } }
 
     /// <summary>The committed slot (`primary`), or null.</summary>
-    public BootSlot? Primary { get { lock (_gate) { return _state.GetSlot(BootStateFile.Primary); } } }
+    public BootSlot? Primary { get { lock (_gate) { return _slots.Primary; } } }
 
     /// <summary>The slot being tried (`pending`), or null.</summary>
-    public BootSlot? Pending { get { lock (_gate) { return _state.GetSlot(BootStateFile.Pending); } } }
+    public BootSlot? Pending { get { lock (_gate) { return _slots.Pending; } } }
 
     public SlotState Read(BootSlot slot)
     {
-        lock (_gate)
-        {
-            var tries = _state.GetSlot(BootStateFile.Pending) == slot ? _state.GetInt(BootStateFile.Tries) : 0;
-            return new SlotState(slot, Version(slot), _state.Get(BootStateFile.SlotKey(slot, "good")) == "1", tries);
-        }
+        lock (_gate) { return _slots.Read(slot); }
     }
 
     /// <summary>The partition holding <paramref name="slot"/>.</summary>
@@ -92,11 +88,7 @@ public sealed class LinuxBootControl : IBootControl
 
     public async Task WriteAsync(BootSlot slot, Stream image, string osVersion, CancellationToken cancellationToken)
     {
-        // one line of the state file: spaces are fine ("tsunagu-os 1.1"), line breaks and other control characters are not
-        if (string.IsNullOrWhiteSpace(osVersion) || osVersion != osVersion.Trim() || osVersion.Any(char.IsControl))
-        {
-            throw new HalException($"slot {slot}: '{osVersion}' is not an OS version (no control characters, no leading or trailing white space)", isTransient: false);
-        }
+        BootSlots.ValidateOsVersion(slot, osVersion);
         if (Booted == slot)
         {
             throw new HalException($"slot {slot} is the booted slot; an update writes only the inactive slot", isTransient: false);
@@ -111,12 +103,7 @@ public sealed class LinuxBootControl : IBootControl
             throw new HalException($"slot {slot}: the image ({image.Length - image.Position} bytes) does not fit {partition.PartitionName} ({partition.DevicePath}, {partition.SizeBytes} bytes)",
                 isTransient: false);
         }
-        lock (_gate)
-        {
-            MarkBadLocked(slot);
-            _state.Set(BootStateFile.SlotKey(slot, "version"), "");
-            Save();
-        }
+        Change(s => s.BeginWrite(slot, Booted));
         var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(4096, _options.CopyBufferSize));
         try
         {
@@ -144,48 +131,14 @@ public sealed class LinuxBootControl : IBootControl
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-        lock (_gate)
-        {
-            _state.Set(BootStateFile.SlotKey(slot, "version"), osVersion);
-            Save();
-        }
+        Change(s => s.Written(slot, osVersion));
     }
 
-    public void Activate(BootSlot slot, int tries)
-    {
-        lock (_gate)
-        {
-            if (Version(slot) is null)
-            {
-                throw new HalException($"slot {slot} holds no complete image; it cannot be activated", isTransient: false);
-            }
-            _state.SetSlot(BootStateFile.Pending, slot);
-            _state.SetInt(BootStateFile.Tries, Math.Max(1, tries));
-            Save();
-        }
-    }
+    public void Activate(BootSlot slot, int tries) => Change(s => s.Activate(slot, tries));
 
-    public void MarkGood(BootSlot slot)
-    {
-        lock (_gate)
-        {
-            _state.Set(BootStateFile.SlotKey(slot, "good"), "1");
-            _state.SetSlot(BootStateFile.Primary, slot);
-            _state.SetSlot(BootStateFile.Pending, null);
-            _state.SetInt(BootStateFile.Tries, 0);
-            _state.SetSlot(BootStateFile.LastFailed, null);
-            Save();
-        }
-    }
+    public void MarkGood(BootSlot slot) => Change(s => s.MarkGood(slot));
 
-    public void MarkBad(BootSlot slot)
-    {
-        lock (_gate)
-        {
-            MarkBadLocked(slot);
-            Save();
-        }
-    }
+    public void MarkBad(BootSlot slot) => Change(s => s.MarkBad(slot));
 
     /// <summary>Syncs the file systems, runs the reboot command, and waits for the restart to end this process.</summary>
     /// <exception cref="HalException">The reboot command failed, or the unit was still running after <see cref="LinuxBootOptions.RebootGrace"/>.</exception>
@@ -205,41 +158,12 @@ public sealed class LinuxBootControl : IBootControl
         throw new HalException($"`{_options.RebootCommand}` succeeded but the unit was still running {_options.RebootGrace.TotalSeconds:0} s later", isTransient: true);
     }
 
-    private string? Version(BootSlot slot) => _state.Get(BootStateFile.SlotKey(slot, "version")) is { Length: > 0 } v ? v : null;
-
-    private void MarkBadLocked(BootSlot slot)
+    private void Change(Action<BootSlots> change)
     {
-        _state.Set(BootStateFile.SlotKey(slot, "good"), "0");
-        if (_state.GetSlot(BootStateFile.Primary) == slot) { _state.SetSlot(BootStateFile.Primary, null); }
-        if (_state.GetSlot(BootStateFile.Pending) == slot)
+        lock (_gate)
         {
-            _state.SetSlot(BootStateFile.Pending, null);
-            _state.SetInt(BootStateFile.Tries, 0);
-        }
-    }
-
-    private BootStateFile Load()
-    {
-        try
-        {
-            return File.Exists(_options.StatePath) ? BootStateFile.Parse(File.ReadAllText(_options.StatePath)) : BootStateFile.Empty();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new HalException($"{_options.StatePath}: boot state unreadable: {e.Message}", isTransient: false, e);
-        }
-    }
-
-    private void Save()
-    {
-        try
-        {
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(_options.StatePath))!);
-            Posix.WriteFileAtomically(_options.StatePath, _state.ToString());
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new HalException($"{_options.StatePath}: writing the boot state failed: {e.Message}", isTransient: true, e);
+            change(_slots);
+            _slots.Save(_options.StatePath);
         }
     }
 

@@ -18,33 +18,29 @@ public sealed record EvdevButtonOptions
 /// <summary>
 /// A button that is a key of a Linux input device (gpio-keys on a real router; on the QEMU board a key of the
 /// emulated keyboard held through the QEMU monitor). Reads `struct input_event` records from `/dev/input/eventN`,
-/// where N is the device whose `/sys/class/input/eventN/device/name` is <see cref="BoardEvdevKey.DeviceName"/>. On
-/// 64-bit Linux a record is 24 bytes: a 16-byte timeval, u16 type, u16 code, s32 value; EV_KEY (1) with value 1 is
-/// a press, 0 a release, 2 an autorepeat. The hold is timed with the <see cref="TimeProvider"/> from the moment the
-/// press is read (the record's own time stamp is ignored), and the wait completes as soon as the hold reaches
-/// <see cref="LongPress"/>, while the key is still down. Autorepeats seen without their press (the key was already
-/// down when the device was opened) start the hold too, except right after a long press, until the key is released.
+/// where N is the device whose `/sys/class/input/eventN/device/name` is <see cref="BoardEvdevKey.DeviceName"/>, while
+/// a wait is in progress. On 64-bit Linux a record is 24 bytes: a 16-byte timeval, u16 type, u16 code, s32 value;
+/// EV_KEY (1) with value 1 is a press, 0 a release, 2 an autorepeat (reported as <see cref="LongPressDetector.Held"/>:
+/// the key was already down when the device was opened). The long-press logic is <see cref="LongPressDetector"/>'s;
+/// the record's own time stamp is ignored.
 /// </summary>
-public sealed class EvdevResetButton : IResetButton
+public sealed class EvdevResetButton : ResetButtonBase
 {
     /// <summary>EV_KEY of linux/input-event-codes.h.</summary>
     public const ushort EvKey = 1;
 
     private readonly BoardEvdevKey _key;
     private readonly EvdevButtonOptions _options;
-    private readonly TimeProvider _time;
-    private volatile bool _mustRelease;
 
     public EvdevResetButton(BoardButton button, EvdevButtonOptions? options = null, TimeProvider? time = null)
+        : base(CheckedLongPress(button), time)
     {
         _key = button.Evdev ?? throw new ArgumentException($"button '{button.Name}' is not an input device key", nameof(button));
-        if (button.LongPressSeconds <= 0) { throw new ArgumentException($"button '{button.Name}': longPressSeconds must be positive", nameof(button)); }
-        LongPress = button.LongPress;
         _options = options ?? new EvdevButtonOptions();
-        _time = time ?? TimeProvider.System;
     }
 
-    public TimeSpan LongPress { get; }
+    internal static TimeSpan CheckedLongPress(BoardButton button) => button.LongPressSeconds > 0 ? button.LongPress
+        : throw new ArgumentException($"button '{button.Name}': longPressSeconds must be positive", nameof(button));
 
     /// <summary>Size of one `struct input_event`: two longs of timeval, then type, code, value.</summary>
     public static int EventSize => 2 * IntPtr.Size + 8;
@@ -77,7 +73,9 @@ public sealed class EvdevResetButton : IResetButton
             isTransient: false);
     }
 
-    public async Task WaitForLongPressAsync(CancellationToken cancellationToken)
+    protected override string Describe() => $"input device '{_key.DeviceName}'";
+
+    protected override async Task FeedAsync(LongPressDetector detector, CancellationToken cancellationToken)
     {
         var device = FindDevice();
         Stream stream;
@@ -95,25 +93,14 @@ public sealed class EvdevResetButton : IResetButton
         var buffer = new byte[size * 16];
         var filled = 0;
         Task<int>? read = null;
-        DateTimeOffset? heldSince = null;
-        CancellationTokenSource? holdCancel = null;
-        Task? hold = null;
-        // cancels the read left pending when the wait ends, so it does not take the next caller's events
+        // cancels the read left pending when the wait ends, so it does not take the next wait's events
         using var readCancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         try
         {
             while (true)
             {
-                read ??= ReadAsync(deviceStream, buffer.AsMemory(filled), device, readCancel.Token);
-                if (hold is not null)
-                {
-                    var first = await Task.WhenAny(read, hold).WaitAsync(cancellationToken);
-                    if (first == hold && !hold.IsCanceled)
-                    {
-                        _mustRelease = true;
-                        return;
-                    }
-                }
+                read = ReadAsync(deviceStream, buffer.AsMemory(filled), device, readCancel.Token);
+                // a read of a device file may not notice cancellation: the wait ends without it
                 var n = await read.WaitAsync(cancellationToken);
                 read = null;
                 if (n == 0) { throw new HalException($"{device}: the input device '{_key.DeviceName}' went away", isTransient: true); }
@@ -128,47 +115,17 @@ public sealed class EvdevResetButton : IResetButton
                     if (type != EvKey || code != _key.KeyCode) { continue; }
                     switch (value)
                     {
-                        case 1:
-                            _mustRelease = false;
-                            heldSince ??= _time.GetUtcNow();
-                            break;
-                        case 2 when !_mustRelease:
-                            heldSince ??= _time.GetUtcNow();
-                            break;
-                        case 0:
-                            _mustRelease = false;
-                            heldSince = null;
-                            break;
+                        case 1: detector.Pressed(); break;
+                        case 2: detector.Held(); break;
+                        case 0: detector.Released(); break;
                     }
                 }
                 buffer.AsSpan(offset, filled - offset).CopyTo(buffer);
                 filled -= offset;
-                if (heldSince is { } since)
-                {
-                    var remaining = LongPress - (_time.GetUtcNow() - since);
-                    if (remaining <= TimeSpan.Zero)
-                    {
-                        _mustRelease = true;
-                        return;
-                    }
-                    if (hold is null)
-                    {
-                        holdCancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                        hold = Task.Delay(remaining, _time, holdCancel.Token);
-                    }
-                }
-                else if (hold is not null)
-                {
-                    holdCancel!.Cancel();
-                    holdCancel.Dispose();
-                    (hold, holdCancel) = (null, null);
-                }
             }
         }
         finally
         {
-            holdCancel?.Cancel();
-            holdCancel?.Dispose();
             await readCancel.CancelAsync();
             if (read is not null) { _ = read.ContinueWith(static t => _ = t.Exception, TaskScheduler.Default); }
         }
@@ -195,52 +152,35 @@ public sealed record GpioButtonOptions
 }
 
 /// <summary>
-/// A button on a raw GPIO line, polled every <see cref="GpioButtonOptions.PollInterval"/> (honouring active-low).
-/// The wait completes as soon as the line has been active for <see cref="LongPress"/> without interruption, while it
-/// is still active; after that the line must go inactive before another long press counts.
+/// A button on a raw GPIO line, polled every <see cref="GpioButtonOptions.PollInterval"/> (honouring active-low) while
+/// a wait is in progress; an active line is reported as <see cref="LongPressDetector.Held"/>, an inactive one as
+/// <see cref="LongPressDetector.Released"/>, so the line must be active without interruption for a long press; the
+/// hold is judged at each poll.
 /// </summary>
-public sealed class GpioResetButton : IResetButton
+public sealed class GpioResetButton : ResetButtonBase
 {
     private readonly BoardGpioLine _line;
     private readonly IGpioLines _gpio;
     private readonly GpioButtonOptions _options;
     private readonly TimeProvider _time;
-    private volatile bool _mustRelease;
 
     public GpioResetButton(BoardButton button, IGpioLines gpio, GpioButtonOptions? options = null, TimeProvider? time = null)
+        : base(EvdevResetButton.CheckedLongPress(button), time, polled: true)
     {
         _line = button.Gpio ?? throw new ArgumentException($"button '{button.Name}' is not a GPIO line", nameof(button));
-        if (button.LongPressSeconds <= 0) { throw new ArgumentException($"button '{button.Name}': longPressSeconds must be positive", nameof(button)); }
-        LongPress = button.LongPress;
         _gpio = gpio;
         _options = options ?? new GpioButtonOptions();
         _time = time ?? TimeProvider.System;
     }
 
-    public TimeSpan LongPress { get; }
+    protected override string Describe() => $"/dev/gpiochip{_line.Chip} line {_line.Line}";
 
-    public async Task WaitForLongPressAsync(CancellationToken cancellationToken)
+    protected override async Task FeedAsync(LongPressDetector detector, CancellationToken cancellationToken)
     {
-        DateTimeOffset? heldSince = null;
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var active = _gpio.IsActive(_line);
-            var now = _time.GetUtcNow();
-            if (!active)
-            {
-                heldSince = null;
-                _mustRelease = false;
-            }
-            else if (!_mustRelease)
-            {
-                heldSince ??= now;
-                if (now - heldSince >= LongPress)
-                {
-                    _mustRelease = true;
-                    return;
-                }
-            }
+            if (_gpio.IsActive(_line)) { detector.Held(); } else { detector.Released(); }
             await Task.Delay(_options.PollInterval, _time, cancellationToken);
         }
     }

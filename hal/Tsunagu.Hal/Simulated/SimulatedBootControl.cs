@@ -1,69 +1,64 @@
-using System.Text.Json;
-using System.Text.Json.Serialization;
+using System.Globalization;
+using Tsunagu.Hal.Linux;
 
 namespace Tsunagu.Hal.Simulated;
 
 /// <summary>
-/// The A/B slots and the boot program's state as files in a directory (`slot-a.img`, `slot-b.img`,
-/// `bootstate.json`), surviving simulated power cuts. <see cref="RebootAsync"/> makes the boot program's choice
-/// at once: a pending slot with tries left is tried (one try used per boot; a slot in <see cref="CrashingSlots"/>
-/// fails to come up and uses the next try); when its tries are used up it is marked bad and the committed slot
-/// boots, or the PROM when there is none, and the exhausted slot is reported in <see cref="LastFailed"/>.
+/// The A/B slots and the boot program as files in a directory: `slot-a.img`, `slot-b.img`, `state` (the boot state
+/// file of a real unit, <see cref="BootStateFile"/>, kept by the same <see cref="BootSlots"/> model), `cmdline` (the
+/// `tsunagu.slot=` line the boot program hands the OS) and `boots`; all survive simulated power cuts.
+/// <see cref="RebootAsync"/> runs the boot program's choice (<see cref="BootSlots.PickSlot"/>) at once: a slot in
+/// <see cref="CrashingSlots"/> fails to come up and the watchdog restarts the board, which uses the next try; when a
+/// pending slot's tries are used up it is given up (<see cref="LastFailed"/>) and the committed slot boots, or the
+/// PROM when there is none.
 /// </summary>
 public sealed class SimulatedBootControl : IBootControl
 {
     private readonly Lock _gate = new();
-    private BootFile _state;
+    private readonly BootSlots _slots;
+    private BootSlot? _booted;
+    private int _boots;
 
     public SimulatedBootControl(string root)
     {
         Root = root;
         Directory.CreateDirectory(root);
-        _state = Load();
+        _slots = BootSlots.Load(StatePath);
+        _booted = File.Exists(CmdlinePath) ? LinuxBootControl.ReadBootedSlot(CmdlinePath) : null;
+        _boots = File.Exists(BootsPath) && int.TryParse(File.ReadAllText(BootsPath).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : 0;
     }
 
     public string Root { get; }
-    private string StatePath => Path.Combine(Root, "bootstate.json");
+
+    /// <summary>The boot state file, in the format of a real unit's `DATA/boot/state`.</summary>
+    public string StatePath => Path.Combine(Root, "state");
+
+    private string CmdlinePath => Path.Combine(Root, "cmdline");
+    private string BootsPath => Path.Combine(Root, "boots");
 
     /// <summary>Fault injection: an OS written to one of these slots does not boot.</summary>
     public HashSet<BootSlot> CrashingSlots { get; } = [];
 
     /// <summary>How many times the boot program has run (each simulated reboot and each failed try).</summary>
-    public int Boots { get { lock (_gate) { return _state.Boots; } } }
+    public int Boots { get { lock (_gate) { return _boots; } } }
 
-    public BootSlot? Booted { get { lock (_gate) { return _state.Booted; } } }
+    public BootSlot? Booted { get { lock (_gate) { return _booted; } } }
 
-    public string? BootedOsVersion
-    {
-        get { lock (_gate) { return _state.Booted is { } b ? Slot(b).OsVersion : null; } }
-    }
+    public string? BootedOsVersion { get { lock (_gate) { return _booted is { } b ? _slots.Version(b) : null; } } }
 
-    public BootSlot? LastFailed { get { lock (_gate) { return _state.LastFailed; } } }
+    public BootSlot? LastFailed { get { lock (_gate) { return _slots.LastFailed; } } }
 
     public SlotState Read(BootSlot slot)
     {
-        lock (_gate)
-        {
-            var s = Slot(slot);
-            var tries = _state.Pending == slot ? _state.TriesLeft : 0;
-            return new SlotState(slot, s.OsVersion, s.Good, tries);
-        }
+        lock (_gate) { return _slots.Read(slot); }
     }
 
-    public string ImagePath(BootSlot slot) => Path.Combine(Root, $"slot-{slot.ToString().ToLowerInvariant()}.img");
+    public string ImagePath(BootSlot slot) => Path.Combine(Root, $"slot-{BootStateFile.SlotName(slot)}.img");
 
     public async Task WriteAsync(BootSlot slot, Stream image, string osVersion, CancellationToken cancellationToken)
     {
-        lock (_gate)
-        {
-            if (_state.Booted == slot)
-            {
-                throw new HalException($"slot {slot} is the booted slot; an update writes only the inactive slot", isTransient: false);
-            }
-            MarkBadLocked(slot);
-            Slot(slot).OsVersion = null;
-            Save();
-        }
+        BootSlots.ValidateOsVersion(slot, osVersion);
+        Change(s => s.BeginWrite(slot, _booted));
         var path = ImagePath(slot);
         try
         {
@@ -78,130 +73,45 @@ public sealed class SimulatedBootControl : IBootControl
         {
             throw new HalException($"writing slot {slot} ({path}) failed: {e.Message}", isTransient: true, e);
         }
-        lock (_gate)
-        {
-            Slot(slot).OsVersion = osVersion;
-            Save();
-        }
+        Change(s => s.Written(slot, osVersion));
     }
 
-    public void Activate(BootSlot slot, int tries)
-    {
-        lock (_gate)
-        {
-            if (Slot(slot).OsVersion is null)
-            {
-                throw new HalException($"slot {slot} holds no complete image; it cannot be activated", isTransient: false);
-            }
-            _state.Pending = slot;
-            _state.TriesLeft = Math.Max(1, tries);
-            Save();
-        }
-    }
+    public void Activate(BootSlot slot, int tries) => Change(s => s.Activate(slot, tries));
 
-    public void MarkGood(BootSlot slot)
-    {
-        lock (_gate)
-        {
-            Slot(slot).Good = true;
-            _state.Primary = slot;
-            _state.LastFailed = null;
-            if (_state.Pending == slot) { _state.Pending = null; _state.TriesLeft = 0; }
-            Save();
-        }
-    }
+    public void MarkGood(BootSlot slot) => Change(s => s.MarkGood(slot));
 
-    public void MarkBad(BootSlot slot)
-    {
-        lock (_gate)
-        {
-            MarkBadLocked(slot);
-            Save();
-        }
-    }
+    public void MarkBad(BootSlot slot) => Change(s => s.MarkBad(slot));
 
     public Task RebootAsync(CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         lock (_gate)
         {
+            BootSlot? chosen;
             while (true)
             {
-                _state.Boots++;
-                if (_state.Pending is { } pending && _state.TriesLeft > 0)
+                _boots++;
+                chosen = _slots.PickSlot();
+                if (chosen is { } slot && _slots.Pending == slot && CrashingSlots.Contains(slot))
                 {
-                    _state.TriesLeft--;
-                    if (!CrashingSlots.Contains(pending))
-                    {
-                        _state.Booted = pending;
-                        break;
-                    }
                     continue; // the new OS did not come up: the watchdog resets the board, the boot program runs again
                 }
-                if (_state.Pending is { } exhausted)
-                {
-                    MarkBadLocked(exhausted);
-                    _state.LastFailed = exhausted;
-                }
-                _state.Booted = _state.Primary is { } primary && Slot(primary).Good ? primary : null;
                 break;
             }
-            Save();
+            _booted = chosen;
+            _slots.Save(StatePath);
+            File.WriteAllText(BootsPath, _boots.ToString(CultureInfo.InvariantCulture) + "\n");
+            File.WriteAllText(CmdlinePath, $"tsunagu.slot={(chosen is { } c ? BootStateFile.SlotName(c) : "recovery")}\n");
         }
         return Task.CompletedTask;
     }
 
-    private void MarkBadLocked(BootSlot slot)
+    private void Change(Action<BootSlots> change)
     {
-        Slot(slot).Good = false;
-        if (_state.Primary == slot) { _state.Primary = null; }
-        if (_state.Pending == slot) { _state.Pending = null; _state.TriesLeft = 0; }
-    }
-
-    private SlotFile Slot(BootSlot slot) => slot == BootSlot.A ? _state.A : _state.B;
-
-    private BootFile Load()
-    {
-        if (!File.Exists(StatePath))
+        lock (_gate)
         {
-            return new BootFile();
+            change(_slots);
+            _slots.Save(StatePath);
         }
-        try
-        {
-            return JsonSerializer.Deserialize(File.ReadAllText(StatePath), BootJson.Default.BootFile) ?? new BootFile();
-        }
-        catch (JsonException e)
-        {
-            throw new HalException($"{StatePath}: boot state unreadable: {e.Message}", isTransient: false, e);
-        }
-    }
-
-    private void Save()
-    {
-        var tmp = StatePath + ".tmp";
-        File.WriteAllText(tmp, JsonSerializer.Serialize(_state, BootJson.Default.BootFile));
-        File.Move(tmp, StatePath, overwrite: true);
-    }
-
-    internal sealed class SlotFile
-    {
-        public string? OsVersion { get; set; }
-        public bool Good { get; set; }
-    }
-
-    internal sealed class BootFile
-    {
-        public SlotFile A { get; set; } = new();
-        public SlotFile B { get; set; } = new();
-        public BootSlot? Primary { get; set; }
-        public BootSlot? Pending { get; set; }
-        public int TriesLeft { get; set; }
-        public BootSlot? Booted { get; set; }
-        public BootSlot? LastFailed { get; set; }
-        public int Boots { get; set; }
     }
 }
-
-[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true)]
-[JsonSerializable(typeof(SimulatedBootControl.BootFile))]
-internal sealed partial class BootJson : JsonSerializerContext;

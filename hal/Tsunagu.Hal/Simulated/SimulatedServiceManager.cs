@@ -1,91 +1,116 @@
 namespace Tsunagu.Hal.Simulated;
 
 /// <summary>
-/// The service manager's twin: runs nothing, keeps the same bookkeeping (start, reload only on a changed
-/// digest, stop) and records every action in <see cref="Events"/>, with fault injection for checks and health.
+/// The service manager's twin: the same <see cref="ServiceManager"/> policy (diff, reload, restart, crash loop) over
+/// <see cref="SimulatedServiceProcesses"/>, which runs nothing. Every action is recorded in <see cref="Events"/>;
+/// faults are injected through <see cref="RefuseChecks"/>, <see cref="Unhealthy"/> and <see cref="Crash"/>.
 /// </summary>
-public sealed class SimulatedServiceManager : IServiceManager
+public sealed class SimulatedServiceManager : ServiceManager
 {
-    private readonly Lock _gate = new();
-    private readonly List<ServiceSpec> _running = [];
+    private readonly List<string> _events;
 
-    /// <summary>"validate NAME", "start NAME", "reload NAME", "stop NAME", in order.</summary>
-    public List<string> Events { get; } = [];
+    public SimulatedServiceManager(TimeProvider? time = null, ServiceManagerOptions? options = null, Action<string>? log = null)
+        : this(new SimulatedServiceProcesses(), new List<string>(), time, options, log)
+    {
+    }
+
+    private SimulatedServiceManager(SimulatedServiceProcesses processes, List<string> events, TimeProvider? time, ServiceManagerOptions? options, Action<string>? log)
+        : base(processes, options ?? new ServiceManagerOptions { HealthSettle = TimeSpan.Zero }, time, log,
+            (action, name) => { lock (events) { events.Add($"{action.ToString().ToLowerInvariant()} {name}"); } })
+    {
+        Processes = processes;
+        _events = events;
+    }
+
+    public SimulatedServiceProcesses Processes { get; }
+
+    /// <summary>"validate NAME", "start NAME", "reload NAME", "restart NAME", "stop NAME", in order.</summary>
+    public List<string> Events => _events;
 
     /// <summary>Service name -> the message its checker prints when refusing.</summary>
-    public Dictionary<string, string> RefuseChecks { get; } = new(StringComparer.Ordinal);
+    public Dictionary<string, string> RefuseChecks => Processes.RefuseChecks;
 
-    /// <summary>Services that fail the health check while listed here.</summary>
+    /// <summary>Services whose probes fail while listed here.</summary>
+    public HashSet<string> Unhealthy => Processes.Unhealthy;
+
+    /// <summary>The services set up or running, in order.</summary>
+    public IReadOnlyList<string> Running => Status().Where(s => s.State is ServiceState.Done or ServiceState.Running).Select(s => s.Name).ToList();
+
+    /// <summary>Makes the daemon of <paramref name="service"/> exit with <paramref name="exitCode"/>, as a crash.</summary>
+    /// <returns>Whether a daemon of that service was running.</returns>
+    public bool Crash(string service, int exitCode = 1) => Processes.Crash(service, exitCode);
+}
+
+/// <summary>
+/// Fake service processes: commands succeed at once (a check of a service in <see cref="RefuseChecks"/> fails with its
+/// message, a probe of a service in <see cref="Unhealthy"/> fails with "simulated failure"); a daemon runs until it is
+/// stopped or <see cref="Crash"/>ed.
+/// </summary>
+public sealed class SimulatedServiceProcesses : IServiceProcesses
+{
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, FakeDaemon> _daemons = new(StringComparer.Ordinal);
+    private int _nextPid = 1000;
+
+    public Dictionary<string, string> RefuseChecks { get; } = new(StringComparer.Ordinal);
     public HashSet<string> Unhealthy { get; } = new(StringComparer.Ordinal);
 
-    public IReadOnlyList<string> Running { get { lock (_gate) { return _running.Select(s => s.Name).ToList(); } } }
-
-    public Task ValidateAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken)
+    public Task<CommandResult> RunAsync(string service, ServiceStep step, CommandLine command, CommandOptions options, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         lock (_gate)
         {
-            foreach (var spec in services)
+            if (step == ServiceStep.Check && RefuseChecks.TryGetValue(service, out var message))
             {
-                Events.Add($"validate {spec.Name}");
-                if (RefuseChecks.TryGetValue(spec.Name, out var message))
-                {
-                    throw new ServiceException(spec.Name, $"configuration refused by the simulated checker: {message}");
-                }
+                return Task.FromResult(new CommandResult(command, 1, "", $"simulated checker: {message}", false));
+            }
+            if (step == ServiceStep.Probe && Unhealthy.Contains(service))
+            {
+                return Task.FromResult(new CommandResult(command, 1, "", "simulated failure", false));
             }
         }
-        return Task.CompletedTask;
+        return Task.FromResult(new CommandResult(command, 0, "", "", false));
     }
 
-    public Task<ServiceChanges> ApplyAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken)
-    {
-        List<string> started = [], reloaded = [], stopped = [], unchanged = [];
-        lock (_gate)
-        {
-            var wanted = services.Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
-            foreach (var gone in _running.Where(s => !wanted.Contains(s.Name)).Reverse().ToList())
-            {
-                Events.Add($"stop {gone.Name}");
-                stopped.Add(gone.Name);
-            }
-            var next = new List<ServiceSpec>();
-            foreach (var spec in services)
-            {
-                var old = _running.FirstOrDefault(s => s.Name == spec.Name);
-                if (old is null) { Events.Add($"start {spec.Name}"); started.Add(spec.Name); }
-                else if (old.Digest != spec.Digest) { Events.Add($"reload {spec.Name}"); reloaded.Add(spec.Name); }
-                else { unchanged.Add(spec.Name); }
-                next.Add(spec);
-            }
-            _running.Clear();
-            _running.AddRange(next);
-        }
-        return Task.FromResult(new ServiceChanges(started, reloaded, [], stopped, unchanged));
-    }
-
-    public Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken cancellationToken)
+    public IRunningCommand StartDaemon(string service, CommandLine daemon, CommandOptions options)
     {
         lock (_gate)
         {
-            IReadOnlyList<string> problems = _running.Where(s => Unhealthy.Contains(s.Name)).Select(s => $"{s.Name}: simulated failure").ToList();
-            return Task.FromResult(problems);
+            var process = new FakeDaemon(daemon, _nextPid++);
+            _daemons[service] = process;
+            return process;
         }
     }
 
-    public IReadOnlyList<ServiceStatus> Status()
+    /// <summary>Ends the running daemon of <paramref name="service"/> with <paramref name="exitCode"/>.</summary>
+    public bool Crash(string service, int exitCode = 1)
     {
-        lock (_gate)
-        {
-            return _running.Select(s => new ServiceStatus(s.Name, s.Daemon is null ? ServiceState.Done : ServiceState.Running, s.Digest, 0, null)).ToList();
-        }
+        FakeDaemon? process;
+        lock (_gate) { _daemons.TryGetValue(service, out process); }
+        return process is not null && process.Exit(exitCode);
     }
 
-    public Task StopAllAsync(CancellationToken cancellationToken)
+    private sealed class FakeDaemon(CommandLine command, int pid) : IRunningCommand
     {
-        lock (_gate)
+        private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public CommandLine Command { get; } = command;
+        public int ProcessId { get; } = pid;
+        public Task<int> Exited => _exited.Task;
+        public string RecentOutput() => "";
+
+        public bool Exit(int code) => _exited.TrySetResult(code);
+
+        public Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
         {
-            foreach (var spec in Enumerable.Reverse(_running)) { Events.Add($"stop {spec.Name}"); }
-            _running.Clear();
+            _exited.TrySetResult(143);
+            return Task.CompletedTask;
         }
-        return Task.CompletedTask;
+
+        public ValueTask DisposeAsync()
+        {
+            _exited.TrySetResult(137);
+            return ValueTask.CompletedTask;
+        }
     }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 

@@ -1,4 +1,5 @@
 using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using static Tsunagu.Firmware.Supervision.Outcome;
 using S = Tsunagu.Firmware.Supervision.StateId;

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Tsunagu.Hal.Linux;
+namespace Tsunagu.Hal;
 
 /// <summary>
 /// The boot state file shared with the boot program (a busybox sh script), `DATA/boot/state`: one `key=value` per

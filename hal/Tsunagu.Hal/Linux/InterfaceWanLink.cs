@@ -1,10 +1,9 @@
-using System.Globalization;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Hal.Linux;
 
-/// <summary>How <see cref="LinuxWanLink"/> brings its interface up and watches it.</summary>
-public sealed record LinuxWanOptions
+/// <summary>How the WAN links on one Linux interface (<see cref="InterfaceWanLink"/>) bring it up and watch it.</summary>
+public sealed record InterfaceWanOptions
 {
     /// <summary>The WAN interface (the board's `interfaces.wan`).</summary>
     public required string Interface { get; init; }
@@ -35,31 +34,32 @@ public sealed record LinuxWanOptions
 }
 
 /// <summary>
-/// The WAN link on one Linux interface, with busybox tools: method "dhcp" runs `udhcpc -i IF -n -q -t N -T S -s
-/// SCRIPT` (one lease; the script configures the interface), method "static" adds the account's address (a plain
-/// address becomes a /32 with a host route to the gateway) and a default route via the gateway. Method "pppoe" is
-/// not supported by this adapter (a PPPoE adapter driving pppd is separate; both roles may use different adapters).
-/// <see cref="LinkLost"/> completes when the interface loses its carrier (`carrier` 0, `operstate` down, or the
-/// interface gone), polled with the <see cref="TimeProvider"/>. Traffic uses the kernel's routing, so
-/// <see cref="WrapHandler"/> passes requests through.
+/// A WAN link on one Linux interface, with busybox `ip`: what every addressing method shares. <see cref="UpAsync"/>
+/// brings the interface up and lets the method address it; <see cref="LinkLost"/> completes when the interface loses
+/// its carrier (`carrier` 0, `operstate` down, or the interface gone), polled with the <see cref="TimeProvider"/>.
+/// Traffic uses the kernel's routing, so <see cref="WrapHandler"/> passes requests through.
 /// </summary>
-public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
+public abstract class InterfaceWanLink : IWanLink, INetworkAccess, IDisposable
 {
     private readonly ICommandRunner _runner;
-    private readonly LinuxWanOptions _options;
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
     private TaskCompletionSource _lost = NewLost();
     private CancellationTokenSource? _watch;
 
-    public LinuxWanLink(LinuxWanOptions options, ICommandRunner runner, TimeProvider? time = null)
+    protected InterfaceWanLink(InterfaceWanOptions options, ICommandRunner runner, TimeProvider? time)
     {
-        _options = options;
+        Options = options;
         _runner = runner;
         _time = time ?? TimeProvider.System;
     }
 
-    public string Interface => _options.Interface;
+    protected InterfaceWanOptions Options { get; }
+
+    /// <summary>The account method this link serves (`dhcp`, `static`).</summary>
+    public abstract string Method { get; }
+
+    public string Interface => Options.Interface;
     public bool IsUp { get; private set; }
     public LinkRole? Role { get; private set; }
     public string? Address { get; private set; }
@@ -68,17 +68,23 @@ public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
     /// <summary>The carrier watch of the link that is up (for tests), or a completed task.</summary>
     public Task Watching { get; private set; } = Task.CompletedTask;
 
+    /// <summary>Addresses the interface (it is up, its old addresses not yet flushed); returns the address it got.</summary>
+    /// <exception cref="HalException">The account is incomplete or the addressing failed.</exception>
+    protected abstract Task<string?> AddressAsync(LinkRole role, WanAccount account, CancellationToken cancellationToken);
+
+    /// <summary>Refuses an account this link cannot set up before anything is touched.</summary>
+    /// <exception cref="HalException">The account is not for this method, or is incomplete.</exception>
+    protected virtual void Validate(LinkRole role, WanAccount account)
+    {
+        if (!string.Equals(account.Method?.Trim(), Method, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new HalException($"{Interface}: the {role} link uses method '{account.Method}'; this link does {Method}", isTransient: false);
+        }
+    }
+
     public async Task UpAsync(LinkRole role, WanAccount account, CancellationToken cancellationToken)
     {
-        var method = account.Method?.Trim().ToLowerInvariant();
-        if (method == "pppoe")
-        {
-            throw new HalException($"{Interface}: the {role} link uses PPPoE, which this adapter (DHCP and static addressing) does not provide", isTransient: false);
-        }
-        if (method is not ("dhcp" or "static"))
-        {
-            throw new HalException($"{Interface}: WAN method '{account.Method}' is not supported (dhcp, static)", isTransient: false);
-        }
+        Validate(role, account);
         StopWatching(completeLost: true);
         lock (_gate)
         {
@@ -87,17 +93,7 @@ public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
             Address = null;
         }
         await Ip("bring the interface up", cancellationToken, "link", "set", Interface, "up");
-        string? address;
-        if (method == "dhcp")
-        {
-            await Ip("clear old addresses", cancellationToken, "addr", "flush", "dev", Interface);
-            await LeaseAsync(role, cancellationToken);
-            address = await ReadAddressAsync(cancellationToken);
-        }
-        else
-        {
-            address = await StaticAsync(role, account, cancellationToken);
-        }
+        var address = await AddressAsync(role, account, cancellationToken);
         lock (_gate)
         {
             _lost = NewLost();
@@ -107,56 +103,6 @@ public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
             _watch = new CancellationTokenSource();
             Watching = WatchCarrierAsync(_lost, _watch.Token);
         }
-    }
-
-    private async Task LeaseAsync(LinkRole role, CancellationToken cancellationToken)
-    {
-        var o = _options;
-        var command = new CommandLine(o.DhcpProgram, "-i", Interface, "-n", "-q",
-            "-t", o.DhcpTries.ToString(CultureInfo.InvariantCulture), "-T", o.DhcpTimeoutSeconds.ToString(CultureInfo.InvariantCulture),
-            "-s", o.DhcpScript);
-        var timeout = TimeSpan.FromSeconds(o.DhcpTries * o.DhcpTimeoutSeconds + 15);
-        var result = await _runner.RunAsync(command, new CommandOptions { Timeout = timeout }, cancellationToken);
-        if (!result.Succeeded)
-        {
-            throw new HalException($"{Interface}: no DHCP lease for the {role} link: `{command}` exited with {result.ExitCode}: {result.Diagnostic()}", isTransient: true);
-        }
-    }
-
-    private async Task<string> StaticAsync(LinkRole role, WanAccount account, CancellationToken cancellationToken)
-    {
-        if (string.IsNullOrWhiteSpace(account.Address))
-        {
-            throw new HalException($"{Interface}: the static {role} account has no address", isTransient: false);
-        }
-        if (string.IsNullOrWhiteSpace(account.Gateway))
-        {
-            throw new HalException($"{Interface}: the static {role} account has no gateway", isTransient: false);
-        }
-        var cidr = account.Address.Contains('/') ? account.Address.Trim() : account.Address.Trim() + "/32";
-        await Ip("clear old addresses", cancellationToken, "addr", "flush", "dev", Interface);
-        await Ip("set the static address", cancellationToken, "addr", "add", cidr, "dev", Interface);
-        await Ip("route to the gateway", cancellationToken, "route", "replace", account.Gateway.Trim(), "dev", Interface);
-        await Ip("set the default route", cancellationToken, "route", "replace", "default", "via", account.Gateway.Trim(), "dev", Interface);
-        return cidr[..cidr.IndexOf('/')];
-    }
-
-    /// <summary>The first IPv4 address of the interface, from `ip -4 -o addr show dev IF`.</summary>
-    private async Task<string?> ReadAddressAsync(CancellationToken cancellationToken)
-    {
-        var result = await Ip("read the address", cancellationToken, "-4", "-o", "addr", "show", "dev", Interface);
-        return ParseAddress(result.Output);
-    }
-
-    /// <summary>The address of the first `inet A.B.C.D/N` in `ip -o addr` output, without its prefix length.</summary>
-    public static string? ParseAddress(string ipOutput)
-    {
-        var tokens = ipOutput.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
-        var i = Array.IndexOf(tokens, "inet");
-        if (i < 0 || i + 1 >= tokens.Length) { return null; }
-        var cidr = tokens[i + 1];
-        var slash = cidr.IndexOf('/');
-        return slash < 0 ? cidr : cidr[..slash];
     }
 
     public async Task DownAsync(CancellationToken cancellationToken)
@@ -178,7 +124,7 @@ public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
         {
             while (true)
             {
-                await Task.Delay(_options.CarrierPollInterval, _time, cancellationToken);
+                await Task.Delay(Options.CarrierPollInterval, _time, cancellationToken);
                 if (!HasCarrier())
                 {
                     lock (_gate)
@@ -202,7 +148,7 @@ public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
     /// <summary>Whether the interface exists, is not operationally down, and has a carrier.</summary>
     public bool HasCarrier()
     {
-        var dir = Path.Combine(_options.NetClassRoot, Interface);
+        var dir = Path.Combine(Options.NetClassRoot, Interface);
         try
         {
             if (!Directory.Exists(dir)) { return false; }
@@ -228,13 +174,13 @@ public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
         }
     }
 
-    private Task<CommandResult> Ip(string what, CancellationToken cancellationToken, params string[] arguments) =>
+    protected Task<CommandResult> Ip(string what, CancellationToken cancellationToken, params string[] arguments) =>
         Ip(what, cancellationToken, tolerateFailure: false, arguments);
 
     private async Task<CommandResult> Ip(string what, CancellationToken cancellationToken, bool tolerateFailure, params string[] arguments)
     {
-        var command = new CommandLine(_options.IpProgram, arguments);
-        var result = await _runner.RunAsync(command, new CommandOptions { Timeout = _options.CommandTimeout }, cancellationToken);
+        var command = new CommandLine(Options.IpProgram, arguments);
+        var result = await _runner.RunAsync(command, new CommandOptions { Timeout = Options.CommandTimeout }, cancellationToken);
         if (!result.Succeeded && !tolerateFailure)
         {
             throw new HalException($"{Interface}: cannot {what}: `{command}` exited with {result.ExitCode}: {result.Diagnostic()}", isTransient: false);
@@ -252,7 +198,13 @@ public sealed class LinuxWanLink : IWanLink, INetworkAccess, IDisposable
         }
     }
 
-    public void Dispose() => StopWatching(completeLost: false);
+    protected ICommandRunner Runner => _runner;
+
+    public void Dispose()
+    {
+        StopWatching(completeLost: false);
+        GC.SuppressFinalize(this);
+    }
 
     private static TaskCompletionSource NewLost() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 }

@@ -1,0 +1,44 @@
+using Microsoft.Extensions.Time.Testing;
+using Tsunagu.Hal;
+using Tsunagu.Hal.Linux;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.UnitTests.Hal;
+
+/// <summary>The system load adapter against fake procfs counters.</summary>
+public class SystemLoadTests : FakeRootTests
+{
+    private void Counters(long user, long system, long idle, long iowait, long rx, long tx)
+    {
+        Write("proc/stat", $"cpu  {user} 0 {system} {idle} {iowait} 0 0 0 0 0\ncpu0 {user} 0 {system} {idle} {iowait} 0 0 0 0 0\nintr 1 2 3\n");
+        Write("proc/net/dev", "Inter-|   Receive                                                |  Transmit\n" +
+                              " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n" +
+                              "    lo:  999999     10    0    0    0     0          0         0   999999      10    0    0    0     0       0          0\n" +
+                              $"  eth0: {rx} 100 0 0 0 0 0 0 {tx} 100 0 0 0 0 0 0\n");
+    }
+
+    [Test]
+    public void System_load_compares_two_samples_of_the_kernel_counters()
+    {
+        Counters(user: 1000, system: 500, idle: 8000, iowait: 500, rx: 1_000_000, tx: 2_000_000);
+        Write("net/eth0/speed", "100\n");
+        var time = new FakeTimeProvider(Start);
+        var load = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), NetClassRoot = Path.Combine(_dir, "net") }, time);
+        time.Advance(TimeSpan.FromSeconds(2));
+        // 2 s: 300 of 400 jiffies busy; 5 MB received = 20 Mb/s of 100
+        Counters(user: 1200, system: 600, idle: 8050, iowait: 550, rx: 6_000_000, tx: 2_500_000);
+        var reading = load.Read();
+        Assert.That(reading.Cpu, Is.EqualTo(0.75).Within(1e-9));
+        Assert.That(reading.Wan, Is.EqualTo(0.2).Within(1e-9));
+
+        time.Advance(TimeSpan.FromSeconds(10));
+        Counters(user: 1200, system: 600, idle: 9050, iowait: 550, rx: 6_000_000, tx: 2_500_000);
+        Assert.That(load.Read(), Is.EqualTo(new UnitLoad(0, 0)), "idle since the last reading");
+
+        File.Delete(Path.Combine(_dir, "net/eth0/speed")); // virtio has no speed: the fallback (100 Mb/s) or the configured capacity
+        var configured = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), WanMbps = 1000, NetClassRoot = Path.Combine(_dir, "net") }, time);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Counters(user: 1200, system: 600, idle: 9050, iowait: 550, rx: 6_000_000, tx: 2_500_000 + 125_000_000);
+        Assert.That(configured.Read().Wan, Is.EqualTo(1.0), "1 Gb/s sent on a 1 Gb/s link");
+    }
+}
