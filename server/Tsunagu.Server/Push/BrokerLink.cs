@@ -465,7 +465,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     }
 
     /// <summary>What the server writes in a unit account's description on Mosquitto: when its password expires and which broker key made it.</summary>
-    private static string Description(DateTimeOffset expiresAt, string keyId) => $"tsunagu: password expires {expiresAt.ToUnixTimeSeconds()} key {keyId}";
+    public static string Description(DateTimeOffset expiresAt, string keyId) => $"tsunagu: password expires {expiresAt.ToUnixTimeSeconds()} key {keyId}";
 
     /// <summary>
     /// Sets a unit's short-lived password on Mosquitto (nothing to do on the embedded broker, which checks it itself);
