@@ -81,7 +81,7 @@ public class MosquittoPushTests
         var units = await server.AddUnitsAsync(2);
         var identity = server.Identity(1);
         var compact = MacAddress.Compact(identity.Mac);
-        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var password = await server.BrokerPasswordAsync(identity.Mac);
         var factory = new MqttClientFactory();
 
         using var wrong = factory.CreateMqttClient();
