@@ -252,7 +252,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        await _stopping.CancelAsync();
+        if (Volatile.Read(ref _disposed) == 0) { await _stopping.CancelAsync(); }
         if (_sweep is { } sweep) { await sweep; }
         if (_server is not null)
         {
@@ -260,8 +260,15 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         }
     }
 
+    private int _disposed;
+
     public ValueTask DisposeAsync()
     {
+        // registered under several service types, so disposed more than once
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return ValueTask.CompletedTask;
+        }
         _sessionsLock.Dispose();
         _stopping.Cancel();
         _stopping.Dispose();
