@@ -54,7 +54,7 @@ public static class BrokerPassword
             return "no password, or one too long";
         }
         var parts = password.Split('.');
-        if (parts.Length != 3 || parts[0] != Version || parts[1].Length is 0 or > 12 || !parts[1].All(char.IsAsciiDigit)
+        if (parts.Length != 3 || parts[0] != Version || parts[1].Length is 0 or > 11 || !parts[1].All(char.IsAsciiDigit)
             || !long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var expiry))
         {
             return "not a broker password";
@@ -83,7 +83,7 @@ public static class BrokerPassword
     public static DateTimeOffset? ExpiryOf(string password)
     {
         var parts = password.Split('.');
-        return parts.Length == 3 && parts[0] == Version && parts[1].Length is > 0 and <= 12 && parts[1].All(char.IsAsciiDigit)
+        return parts.Length == 3 && parts[0] == Version && parts[1].Length is > 0 and <= 11 && parts[1].All(char.IsAsciiDigit)
             ? DateTimeOffset.FromUnixTimeSeconds(long.Parse(parts[1], CultureInfo.InvariantCulture))
             : null;
     }
