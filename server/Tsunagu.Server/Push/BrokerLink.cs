@@ -609,6 +609,11 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             throw new PushException($"Mosquitto did not answer {command["command"]} within 10 s: is the dynamic-security plugin loaded and {settings.Username} its admin?", e);
         }
+        catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
+        {
+            // the admin connection is down (its loop reconnects): the caller decides what that means
+            throw new PushException($"{command["command"]} could not be sent to Mosquitto: {e.Message}", e);
+        }
         finally
         {
             _pending.TryRemove(id, out _);
