@@ -23,7 +23,7 @@ public interface IPushPublisher
     /// <summary>True while the server's connection to the broker is up (false also when push is disabled).</summary>
     bool Connected { get; }
 
-    /// <summary>Makes sure the unit can log in to the broker with its derived password and reach only its topics.</summary>
+    /// <summary>Makes sure the unit has a broker account that can reach only its topics (its password is set per host session).</summary>
     Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken);
 }
 
@@ -443,7 +443,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     {
         if (settings.Embedded || _control is null)
         {
-            return; // the embedded broker checks unit logins against the derived password directly
+            return; // the embedded broker checks unit passwords against the broker key itself
         }
         var user = UnitCredentials.BrokerUsername(mac);
         var role = "unit-" + user;
