@@ -38,13 +38,14 @@ public static class MqttBench
         // ---- (a) embedded broker ------------------------------------------------------------------------------
         var embeddedDir = Path.Combine(work, "mqtt-embedded");
         var unitKey = Seed(embeddedDir, macs);
+        var passwords = Passwords(embeddedDir);
         double embeddedFanOut, serverPerUnit, embeddedConnect, embeddedRequest;
         await using (var server = await ServerProcess.StartAsync(embeddedDir, null, progress, ct))
         {
             var rssBefore = await SettledRssAsync(server.Pid, ct);
             await using var swarm = new UnitSwarm(units);
             var clock = Stopwatch.StartNew();
-            await swarm.ConnectAsync("127.0.0.1", server.MqttPort, macs, unitKey, ct);
+            await swarm.ConnectAsync("127.0.0.1", server.MqttPort, macs, passwords, ct);
             embeddedConnect = clock.Elapsed.TotalSeconds;
             progress(string.Create(CultureInfo.InvariantCulture, $"mqtt: {units} units connected to the embedded broker in {embeddedConnect:0.0} s"));
             var rssAfter = await SettledRssAsync(server.Pid, ct);
@@ -59,14 +60,15 @@ public static class MqttBench
         // ---- (b) Mosquitto, through the server, and (ref) Mosquitto alone --------------------------------------
         var mosquittoDir = Path.Combine(work, "mqtt-mosquitto");
         unitKey = Seed(mosquittoDir, macs);
-        await using var mosquitto = await Mosquitto.StartAsync(Path.Combine(work, "mosquitto"), macs, unitKey, ct);
+        passwords = Passwords(mosquittoDir);
+        await using var mosquitto = await Mosquitto.StartAsync(Path.Combine(work, "mosquitto"), macs, passwords, ct);
         double viaServer, alone, mosquittoPerUnit, mosquittoConnect, viaServerRequest;
         await using (var server = await ServerProcess.StartAsync(mosquittoDir, mosquitto.Setting, progress, ct))
         {
             var rssBefore = await SettledRssAsync(mosquitto.Pid, ct);
             await using var swarm = new UnitSwarm(units);
             var clock = Stopwatch.StartNew();
-            await swarm.ConnectAsync("127.0.0.1", mosquitto.Port, macs, unitKey, ct);
+            await swarm.ConnectAsync("127.0.0.1", mosquitto.Port, macs, passwords, ct);
             mosquittoConnect = clock.Elapsed.TotalSeconds;
             progress(string.Create(CultureInfo.InvariantCulture, $"mqtt: {units} units connected to Mosquitto in {mosquittoConnect:0.0} s"));
             var rssAfter = await SettledRssAsync(mosquitto.Pid, ct);
@@ -88,7 +90,7 @@ public static class MqttBench
         {
             var rssBefore = await SettledRssAsync(plain.Pid, ct);
             await using var swarm = new UnitSwarm(units);
-            await swarm.ConnectAsync("127.0.0.1", plain.Port, macs, unitKey, ct);
+            await swarm.ConnectAsync("127.0.0.1", plain.Port, macs, passwords, ct);
             var rssAfter = await SettledRssAsync(plain.Pid, ct);
             mosquittoPerUnit = (double)(rssAfter - rssBefore) / units;
             progress(string.Create(CultureInfo.InvariantCulture, $"mqtt: plain Mosquitto RSS {rssBefore / 1048576.0:0.0} -> {rssAfter / 1048576.0:0.0} MiB with {units} idle units"));
@@ -138,6 +140,14 @@ public static class MqttBench
         return seconds;
     }
 
+    /// <summary>Unit broker passwords as the server's host sessions issue them now: from the broker key of the data directory, with the default lifetime.</summary>
+    private static UnitPasswords Passwords(string directory)
+    {
+        var (key, keyId) = Tsunagu.Server.Push.BrokerKey.LoadOrCreate(Path.Combine(directory, "keys")).Current;
+        var expires = BrokerPassword.ExpiryFor(DateTimeOffset.UtcNow, new Tsunagu.Server.ServerOptions().BrokerPasswordLifetime);
+        return new UnitPasswords(mac => BrokerPassword.Issue(key, mac, expires), expires, keyId);
+    }
+
     /// <summary>A data directory with N registered units on <see cref="Pattern"/> (one transaction) and the unit key; returns the key.</summary>
     private static byte[] Seed(string directory, IReadOnlyList<string> macs)
     {
@@ -181,7 +191,7 @@ public sealed class UnitSwarm(int capacity) : IAsyncDisposable
         return _done.Task;
     }
 
-    public async Task ConnectAsync(string host, int port, IReadOnlyList<string> macs, byte[] unitKey, CancellationToken ct)
+    public async Task ConnectAsync(string host, int port, IReadOnlyList<string> macs, UnitPasswords passwords, CancellationToken ct)
     {
         var connected = new IMqttClient[macs.Count];
         await Parallel.ForEachAsync(Enumerable.Range(0, macs.Count), new ParallelOptions { MaxDegreeOfParallelism = 32, CancellationToken = ct }, async (i, token) =>
@@ -196,7 +206,7 @@ public sealed class UnitSwarm(int capacity) : IAsyncDisposable
             var options = new MqttClientOptionsBuilder()
                 .WithTcpServer(host, port)
                 .WithClientId(UnitCredentials.BrokerClientId(mac))
-                .WithCredentials(UnitCredentials.BrokerUsername(mac), UnitCredentials.DeriveBrokerPassword(UnitCredentials.DeriveUnitSecret(unitKey, mac)))
+                .WithCredentials(UnitCredentials.BrokerUsername(mac), passwords.Of(mac))
                 .WithWillTopic(PushTopics.Status(mac)).WithWillPayload(Encoding.UTF8.GetBytes(Presence.Offline)).WithWillRetain(true)
                 .WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
                 .WithCleanStart(true).WithKeepAlivePeriod(TimeSpan.FromSeconds(60)).WithTimeout(TimeSpan.FromSeconds(30)).Build();
@@ -275,7 +285,7 @@ public sealed class Mosquitto : IAsyncDisposable
         return new Mosquitto(process, port, $"mqtt://127.0.0.1:{port}");
     }
 
-    public static async Task<Mosquitto> StartAsync(string directory, IReadOnlyList<string> macs, byte[] unitKey, CancellationToken ct)
+    public static async Task<Mosquitto> StartAsync(string directory, IReadOnlyList<string> macs, UnitPasswords passwords, CancellationToken ct)
     {
         if (!File.Exists("/usr/sbin/mosquitto") || !File.Exists(Plugin))
         {
@@ -295,7 +305,7 @@ public sealed class Mosquitto : IAsyncDisposable
         {
             var user = UnitCredentials.BrokerUsername(mac);
             var salt = RandomNumberGenerator.GetBytes(12);
-            var password = UnitCredentials.DeriveBrokerPassword(UnitCredentials.DeriveUnitSecret(unitKey, mac));
+            var password = passwords.Of(mac);
             var hash = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(password), salt, 101, HashAlgorithmName.SHA512, 64);
             roles.Add(new JsonObject
             {
@@ -306,6 +316,7 @@ public sealed class Mosquitto : IAsyncDisposable
             clients.Add(new JsonObject
             {
                 ["username"] = user, ["clientid"] = UnitCredentials.BrokerClientId(mac),
+                ["textdescription"] = Tsunagu.Server.Push.BrokerLink.Description(passwords.ExpiresAt, passwords.KeyId),
                 ["password"] = Convert.ToBase64String(hash), ["salt"] = Convert.ToBase64String(salt), ["iterations"] = 101,
                 ["roles"] = new JsonArray(new JsonObject { ["rolename"] = "unit-" + user }),
             });
@@ -341,3 +352,6 @@ public sealed class Mosquitto : IAsyncDisposable
         _process.Dispose();
     }
 }
+
+/// <summary>The units' broker passwords (as their host sessions would carry them), their expiry and the id of the key that made them.</summary>
+public sealed record UnitPasswords(Func<string, string> Of, DateTimeOffset ExpiresAt, string KeyId);

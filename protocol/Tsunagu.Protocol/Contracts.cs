@@ -37,9 +37,11 @@ public sealed record SessionRequest(string Mac, string ChallengeId, string Proof
 /// A session token. <see cref="ExpiresInSeconds"/> is its lifetime from the moment the server issued it: a unit
 /// measures it on its own monotonic clock and never compares <see cref="ExpiresAt"/> (the server's clock) with its
 /// own wall clock. Null from a server that does not send it: the unit then uses the token for one check only.
+/// A host session also carries the unit's push broker login: <see cref="PushUsername"/> and the short-lived
+/// <see cref="PushPassword"/> (<see cref="BrokerPassword"/>), valid <see cref="PushPasswordExpiresInSeconds"/> from issue.
 /// </summary>
 public sealed record SessionResponse(string Token, string Scope, DateTimeOffset ExpiresAt, string? PushUsername = null,
-    long? ExpiresInSeconds = null);
+    long? ExpiresInSeconds = null, string? PushPassword = null, long? PushPasswordExpiresInSeconds = null);
 
 // ---- Settings (S200): the device management table row of patent fig. 6 ----------------------------------
 

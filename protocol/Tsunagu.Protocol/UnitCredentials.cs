@@ -49,13 +49,6 @@ public static class UnitCredentials
         return CryptographicOperations.FixedTimeEquals(expected, given);
     }
 
-    /// <summary>
-    /// The unit's password for the push broker: derived from its secret, so the host (which can derive every
-    /// unit secret) provisions it on the broker and the unit computes it; neither sends the secret.
-    /// </summary>
-    public static string DeriveBrokerPassword(ReadOnlySpan<byte> unitSecret) =>
-        Base64Url.Encode(HMACSHA256.HashData(unitSecret, Encoding.ASCII.GetBytes("tsunagu/v1/broker-password")));
-
     /// <summary>The unit's user name and client id on the push broker.</summary>
     public static string BrokerUsername(string mac) => MacAddress.Compact(MacAddress.Normalize(mac));
     public static string BrokerClientId(string mac) => "unit-" + BrokerUsername(mac);

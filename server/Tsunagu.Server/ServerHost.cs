@@ -67,6 +67,8 @@ public static class ServerHost
         builder.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
+        builder.Services.AddSingleton(BrokerKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
+        builder.Services.AddSingleton<UnitBrokerLogins>();
         builder.Services.AddSingleton<UnitAuthentication>();
         builder.Services.AddSingleton<RefusalAudit>();
         builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));

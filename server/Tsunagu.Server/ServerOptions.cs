@@ -46,6 +46,16 @@ public sealed class ServerOptions
     /// <summary>Embedded broker: largest payload of a retained message (and of a last will) from a unit.</summary>
     public int MqttMaxRetainedBytes { get; set; } = 256;
 
+    /// <summary>Embedded broker: new connections a source address may open, per second (token bucket; <see cref="MqttConnectBurstPerSource"/> at once).</summary>
+    public double MqttConnectsPerSourcePerSecond { get; set; } = 5;
+    public int MqttConnectBurstPerSource { get; set; } = 50;
+
+    /// <summary>Embedded broker: largest MQTT keep-alive a unit may ask for (0, "never", is refused), so a silent unit's slot is freed within 1.5 times this.</summary>
+    public int MqttMaxKeepAliveSeconds { get; set; } = 300;
+
+    /// <summary>A unit's broker password (in its host session answer) is valid for between half and one and a half of this (see docs/security.md).</summary>
+    public TimeSpan BrokerPasswordLifetime { get; set; } = TimeSpan.FromHours(6);
+
     /// <summary>"embedded" (default) or mqtt://ADMIN:PASSWORD@HOST:PORT for a Mosquitto with dynamic security.</summary>
     public string Mqtt { get; set; } = "embedded";
 
@@ -178,6 +188,11 @@ public sealed class ServerOptions
         if (MqttMaxRetainedBytes < 1 || MqttMaxRetainedBytes > MqttMaxPacketBytes)
         {
             throw new ArgumentException($"Tsunagu:MqttMaxRetainedBytes must be 1..MqttMaxPacketBytes (was {MqttMaxRetainedBytes})");
+        }
+        if (!(MqttConnectsPerSourcePerSecond > 0) || MqttConnectBurstPerSource < 1 || MqttMaxKeepAliveSeconds is < 1 or > 65535
+            || BrokerPasswordLifetime < TimeSpan.FromSeconds(2) || BrokerPasswordLifetime > TimeSpan.FromDays(30))
+        {
+            throw new ArgumentException($"Tsunagu: MqttConnectsPerSourcePerSecond and MqttConnectBurstPerSource must be positive, MqttMaxKeepAliveSeconds 1..65535, BrokerPasswordLifetime 2 s..30 days (were {MqttConnectsPerSourcePerSecond}, {MqttConnectBurstPerSource}, {MqttMaxKeepAliveSeconds}, {BrokerPasswordLifetime})");
         }
         if (MaxConnections is < 1) { throw new ArgumentException($"Tsunagu:MaxConnections must be positive (was {MaxConnections})"); }
         if (KeepAliveSeconds is < 1 or > 3600) { throw new ArgumentException($"Tsunagu:KeepAliveSeconds must be 1..3600 (was {KeepAliveSeconds})"); }

@@ -233,7 +233,7 @@ public class BrokerPortTests
         var compact = MacAddress.Compact(identity.Mac);
         var options = UnitOptions("127.0.0.1", Broker(server).Port, server.Pin).WithProtocolVersion(MqttProtocolVersion.V500)
             .WithClientId(UnitCredentials.BrokerClientId(identity.Mac))
-            .WithCredentials(compact, UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret))).Build();
+            .WithCredentials(compact, await server.BrokerPasswordAsync(identity.Mac)).Build();
         var status = PushTopics.Status(identity.Mac);
         MqttApplicationMessage Status(byte[] payload) => new MqttApplicationMessageBuilder().WithTopic(status).WithPayload(payload).WithRetainFlag(true)
             .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build();
@@ -306,7 +306,7 @@ public class BrokerPortTests
         await server.AddUnitsAsync(1);
         var identity = server.Identity(1);
         var mac = MacAddress.Normalize(identity.Mac);
-        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var password = await server.BrokerPasswordAsync(identity.Mac);
         var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
         await using (var pinned = new Tsunagu.Firmware.Net.PushListener(_ => { }, log.Enqueue, serverPins: [server.Pin]))
         {

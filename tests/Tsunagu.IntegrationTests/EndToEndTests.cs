@@ -275,7 +275,7 @@ public class EndToEndTests(string database)
         var broker = new Uri(settings!.PushBroker!);
         using var mqtt = new MqttClientFactory().CreateMqttClient();
         var compact = MacAddress.Compact(identity.Mac);
-        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var password = host.PushPassword!;
         var login = await mqtt.ConnectAsync(BrokerPortTests.UnitOptions(broker.Host, broker.Port, server.Pin).WithClientId($"unit-{compact}").WithCredentials(compact, password).Build());
         Assert.That(login.ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
         var own = await mqtt.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(PushTopics.Commands(identity.Mac)).Build());

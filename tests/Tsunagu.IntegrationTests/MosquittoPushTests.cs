@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
@@ -81,7 +82,7 @@ public class MosquittoPushTests
         var units = await server.AddUnitsAsync(2);
         var identity = server.Identity(1);
         var compact = MacAddress.Compact(identity.Mac);
-        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var password = await server.BrokerPasswordAsync(identity.Mac);
         var factory = new MqttClientFactory();
 
         using var wrong = factory.CreateMqttClient();
@@ -111,5 +112,74 @@ public class MosquittoPushTests
         unit.Dispose(); // the connection drops without a DISCONNECT: Mosquitto publishes the will
         await server.WaitForAsync(() => server.Store.GetUnit(identity.Mac)!.Online == 0, "offline from the last will", TimeSpan.FromSeconds(20));
         Assert.That(server.Store.GetUnit(identity.Mac)!.PresenceAt, Is.Not.Null);
+    }
+
+    private async Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null)
+    {
+        var client = keep ?? new MqttClientFactory().CreateMqttClient();
+        try
+        {
+            var result = await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto!.Port)
+                .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password).Build());
+            return result.ResultCode;
+        }
+        catch (MQTTnet.Adapter.MqttConnectingFailedException e)
+        {
+            TestContext.Out.WriteLine($"login of {mac}: {e.Message}");
+            return MqttClientConnectResultCode.NotAuthorized;
+        }
+        finally
+        {
+            if (keep is null)
+            {
+                if (client.IsConnected) { await client.DisconnectAsync(); }
+                client.Dispose();
+            }
+        }
+    }
+
+    [Test]
+    public async Task Mosquitto_takes_the_session_password_and_refuses_it_once_the_key_is_replaced_or_it_has_expired()
+    {
+        // a lifetime of 12 s: a password is valid 6 to 18 s
+        TestServer.Configure.Value = o => o.BrokerPasswordLifetime = TimeSpan.FromSeconds(12);
+        try
+        {
+            await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
+            var units = await server.AddUnitsAsync(1);
+            var mac = units[0].Mac;
+            var link = server.App.Services.GetRequiredService<Tsunagu.Server.Push.BrokerLink>();
+            Assert.That(await LoginAsync(mac, "v1.0.x"), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "a registered unit without a session cannot log in");
+
+            var first = await server.BrokerPasswordAsync(mac);
+            using var held = new MqttClientFactory().CreateMqttClient();
+            Assert.That(await LoginAsync(mac, first, held), Is.EqualTo(MqttClientConnectResultCode.Success), "the session's password is set on Mosquitto");
+            Assert.That(await server.BrokerPasswordAsync(mac), Is.EqualTo(first), "a second session in the same half-lifetime: same password");
+            await Task.Delay(500);
+            Assert.That(held.IsConnected, Is.True, "and it is not set again (Mosquitto would disconnect the unit)");
+
+            // the operator replaces the broker key: the server replaces every password made with the old one
+            var keyFile = Path.Combine(server.Root, "server", "keys", Tsunagu.Server.Push.BrokerKey.FileName);
+            File.WriteAllBytes(keyFile + ".new", System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+            File.Move(keyFile + ".new", keyFile, overwrite: true);
+            await link.ExpireUnitPasswordsOnceAsync(CancellationToken.None);
+            await server.WaitForAsync(() => !held.IsConnected, "the unit disconnected by Mosquitto", TimeSpan.FromSeconds(20));
+            Assert.That(await LoginAsync(mac, first), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "the old key's password is refused");
+
+            var second = await server.BrokerPasswordAsync(mac);
+            Assert.That(second, Is.Not.EqualTo(first));
+            Assert.That(await LoginAsync(mac, second), Is.EqualTo(MqttClientConnectResultCode.Success), "a new session's password");
+
+            // Mosquitto knows nothing of expiry: the server replaces an expired password
+            var expiry = BrokerPassword.ExpiryOf(second)!.Value;
+            while (DateTimeOffset.UtcNow <= expiry.AddSeconds(1)) { await Task.Delay(200); }
+            await link.ExpireUnitPasswordsOnceAsync(CancellationToken.None); // the server's own sweep may have done it already
+            Assert.That(await LoginAsync(mac, second), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "an expired password is refused");
+            Assert.That(await LoginAsync(mac, await server.BrokerPasswordAsync(mac)), Is.EqualTo(MqttClientConnectResultCode.Success), "and a new session's is taken");
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+        }
     }
 }

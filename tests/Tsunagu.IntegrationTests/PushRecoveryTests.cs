@@ -317,7 +317,7 @@ public class PushRecoveryTests
         // unit 1 (its own credentials) publishes an acknowledgement of unit 2's nonce: on its own topic (the only one allowed)
         // the server takes it as unit 1's, which has no such check; on unit 2's topic the broker refuses it
         var identity = server.Identity(1);
-        var password = UnitCredentials.DeriveBrokerPassword(Convert.FromBase64String(identity.UnitSecret));
+        var password = await server.BrokerPasswordAsync(identity.Mac);
         var broker = new Uri(server.App.Services.GetRequiredService<BrokerLink>().BrokerUri!);
         await units[0].Supervisor.DisposeAsync(); // the real unit 1 steps aside (same client id)
         using var forger = new MQTTnet.MqttClientFactory().CreateMqttClient();

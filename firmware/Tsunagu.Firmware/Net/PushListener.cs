@@ -25,6 +25,12 @@ public sealed record PushOptions
 
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// A password is renewed (a new host session asked for) when this much of its validity is left, or a quarter of
+    /// it when that is less; the connection is then made again with the new one before the broker ends the old one.
+    /// </summary>
+    public TimeSpan CredentialRenewMargin { get; init; } = TimeSpan.FromMinutes(10);
+
     /// <summary>How many recent push nonces the unit remembers: a push sent again with a known nonce is acknowledged, not acted on twice.</summary>
     public int NonceMemory { get; init; } = 64;
 
@@ -34,11 +40,28 @@ public sealed record PushOptions
         {
             throw new ArgumentException($"push reconnect needs 0 < ReconnectBase <= ReconnectCap (was {ReconnectBase}, {ReconnectCap})");
         }
-        if (KeepAlive <= TimeSpan.Zero || ConnectTimeout <= TimeSpan.Zero || NonceMemory < 1)
+        if (KeepAlive <= TimeSpan.Zero || ConnectTimeout <= TimeSpan.Zero || NonceMemory < 1 || CredentialRenewMargin <= TimeSpan.Zero)
         {
-            throw new ArgumentException($"push: KeepAlive and ConnectTimeout must be positive and NonceMemory at least 1 (was {KeepAlive}, {ConnectTimeout}, {NonceMemory})");
+            throw new ArgumentException($"push: KeepAlive, ConnectTimeout and CredentialRenewMargin must be positive and NonceMemory at least 1 (was {KeepAlive}, {ConnectTimeout}, {CredentialRenewMargin}, {NonceMemory})");
         }
     }
+}
+
+/// <summary>
+/// A login on the push broker: the user name and the short-lived password of a host session, valid
+/// <paramref name="ValidFor"/> (null: no known end) from <paramref name="ObtainedAt"/> (<see cref="TimeProvider.GetTimestamp"/>
+/// of when the session was asked for: the unit's monotonic clock, never its wall clock).
+/// </summary>
+public sealed record PushCredential(string Username, string Password, TimeSpan? ValidFor, long ObtainedAt)
+{
+    /// <summary>The validity left at <paramref name="time"/>'s now; null when it has no known end.</summary>
+    public TimeSpan? Left(TimeProvider time) => ValidFor is { } valid ? valid - time.GetElapsedTime(ObtainedAt) : null;
+
+    /// <summary>The broker login a host session carries, or null when the server sent none.</summary>
+    public static PushCredential? Of(SessionResponse session, long requestedAt) =>
+        session is { PushUsername: { } user, PushPassword: { } password }
+            ? new PushCredential(user, password, session.PushPasswordExpiresInSeconds is > 0 and var s ? TimeSpan.FromSeconds(s) : null, requestedAt)
+            : null;
 }
 
 /// <summary>
@@ -62,7 +85,11 @@ public sealed class PushListener : IAsyncDisposable
     private readonly Lock _noncesLock = new();
     private readonly Queue<string> _nonceOrder = new();
     private readonly HashSet<string> _nonces = new(StringComparer.Ordinal);
-    private (Uri Broker, string Mac, string Username, string Password)? _target;
+    private (Uri Broker, string Mac, string Username)? _target;
+    private PushCredential? _credential;
+    private volatile bool _credentialRefused;
+    private Func<PushCredential, CancellationToken, Task<PushCredential>>? _renew;
+    private long _renewals;
     private volatile string? _mac;
     private CancellationTokenSource? _run;
     private Task _loop = Task.CompletedTask;
@@ -132,27 +159,71 @@ public sealed class PushListener : IAsyncDisposable
     /// <summary>Connection attempts, successful or not.</summary>
     public long Attempts => Interlocked.Read(ref _attempts);
 
+    /// <summary>Passwords asked for by the listener itself (before expiry, or after the broker refused one).</summary>
+    public long Renewals => Interlocked.Read(ref _renewals);
+
+    /// <summary>The login used for the next connection.</summary>
+    public PushCredential? Credential => _credential;
+
+    /// <summary>Starts with a fixed login that is never renewed (see the overload with a renewal).</summary>
+    public Task<bool> StartAsync(Uri broker, string mac, string username, string password, CancellationToken ct) =>
+        StartAsync(broker, mac, new PushCredential(username, password, null, _time.GetTimestamp()), null, ct);
+
     /// <summary>
-    /// Starts keeping the connection to <paramref name="broker"/> with the unit's credentials and waits for the first
-    /// attempt (true: connected and subscribed). Already running for the same broker and credentials: returns at once
-    /// with the current state. Different ones: the old connection is closed and a new loop starts.
+    /// Starts keeping the connection to <paramref name="broker"/> with the unit's login and waits for the first
+    /// attempt (true: connected and subscribed). <paramref name="renew"/> gets a newer login (a new host session)
+    /// when the one in use is about to expire or the broker refused it; it is called from the listener's loop only,
+    /// so never more often than its backoff allows. Already running for the same broker and user: the login is
+    /// kept for the next connection and this returns at once with the current state. Different ones: the old
+    /// connection is closed and a new loop starts.
     /// </summary>
-    public async Task<bool> StartAsync(Uri broker, string mac, string username, string password, CancellationToken ct)
+    public async Task<bool> StartAsync(Uri broker, string mac, PushCredential credential, Func<PushCredential, CancellationToken, Task<PushCredential>>? renew,
+        CancellationToken ct)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
-        var target = (broker, mac, username, password);
+        var target = (broker, mac, credential.Username);
+        _renew = renew;
         if (_target == target && !_loop.IsCompleted)
         {
+            if (credential.Password != _credential?.Password && Fresher(credential, _credential))
+            {
+                _credential = credential;
+                _credentialRefused = false;
+            }
             return _client.IsConnected;
         }
         await StopLoopAsync();
         _target = target;
+        _credential = credential;
+        _credentialRefused = false;
         _mac = mac;
         _backoff.Reset();
         _firstAttempt = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         _run = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
         _loop = KeepAsync(target, _run.Token);
         return await _firstAttempt.Task.WaitAsync(ct);
+    }
+
+    /// <summary>True when <paramref name="candidate"/> is valid longer than <paramref name="current"/>.</summary>
+    private bool Fresher(PushCredential candidate, PushCredential? current) =>
+        current?.Left(_time) is not { } left || (candidate.Left(_time) is not { } other || other > left);
+
+    /// <summary>The validity left below which the login is renewed: <see cref="PushOptions.CredentialRenewMargin"/>, or a quarter of its lifetime when less.</summary>
+    private TimeSpan RenewMargin(PushCredential credential) =>
+        credential.ValidFor is { } valid && valid / 4 < _options.CredentialRenewMargin ? valid / 4 : _options.CredentialRenewMargin;
+
+    /// <summary>The login to connect with: a renewed one when the current one was refused or is about to expire (and a renewal is possible).</summary>
+    private async Task<PushCredential> CredentialForConnectAsync(CancellationToken ct)
+    {
+        var credential = _credential!;
+        if (_renew is { } renew && (_credentialRefused || credential.Left(_time) is { } left && left <= RenewMargin(credential)))
+        {
+            Interlocked.Increment(ref _renewals);
+            credential = await renew(credential, ct);
+            _credential = credential;
+            _credentialRefused = false;
+        }
+        return credential;
     }
 
     private async Task StopLoopAsync()
@@ -170,7 +241,7 @@ public sealed class PushListener : IAsyncDisposable
         }
     }
 
-    private async Task KeepAsync((Uri Broker, string Mac, string Username, string Password) target, CancellationToken ct)
+    private async Task KeepAsync((Uri Broker, string Mac, string Username) target, CancellationToken ct)
     {
         var failures = 0;
         long? lostAt = null;
@@ -180,8 +251,9 @@ public sealed class PushListener : IAsyncDisposable
             {
                 try
                 {
+                    var credential = await CredentialForConnectAsync(ct);
                     Interlocked.Increment(ref _attempts);
-                    await ConnectOnceAsync(target, ct);
+                    await ConnectOnceAsync(target.Broker, target.Mac, credential, ct);
                     Interlocked.Increment(ref _connects);
                     _firstAttempt?.TrySetResult(true);
                     if (lostAt is { } since)
@@ -190,9 +262,12 @@ public sealed class PushListener : IAsyncDisposable
                     }
                     (failures, lostAt) = (0, null);
                     _backoff.Reset();
-                    while (_client.IsConnected)
+                    if (await WaitLostOrRenewalDueAsync(credential, ct))
                     {
-                        await _lost.WaitAsync(ct); // a wake-up from an earlier failed attempt finds the client connected: wait again
+                        // the password is about to expire: the next connection is made at once with a renewed one
+                        _log($"push: the broker password expires soon; logging in again with a new one");
+                        await SayOfflineAndDisconnectAsync(sayOffline: false);
+                        continue;
                     }
                     lostAt = _time.GetTimestamp();
                     _log($"push: lost the connection to {target.Broker}; reconnecting with backoff (at most {_options.ReconnectCap.TotalSeconds:0} s between attempts)");
@@ -222,12 +297,66 @@ public sealed class PushListener : IAsyncDisposable
     }
 
     /// <summary>
-    /// Connects with the unit's credentials, subscribes to its command topic and announces itself online on its status
-    /// topic (retained); the broker publishes the last will "offline" if it vanishes.
+    /// Waits while connected: false when the connection is lost, true when the login <paramref name="connected"/> (the
+    /// one this connection used) is due for renewal and a newer one is ready for the next connection. A renewal that
+    /// fails is tried again after a backoff step, the connection kept meanwhile.
     /// </summary>
-    private async Task ConnectOnceAsync((Uri Broker, string Mac, string Username, string Password) target, CancellationToken ct)
+    private async Task<bool> WaitLostOrRenewalDueAsync(PushCredential connected, CancellationToken ct)
     {
-        var (broker, mac, username, password) = target;
+        while (_client.IsConnected)
+        {
+            TimeSpan? wait = null;
+            if (_renew is { } renew && connected.Left(_time) is { } left)
+            {
+                wait = left - RenewMargin(connected);
+                if (wait <= TimeSpan.Zero)
+                {
+                    if (_credential is { } newer && newer.Password != connected.Password && (newer.Left(_time) is not { } l || l > RenewMargin(newer)))
+                    {
+                        return true; // the state machine's newer session brought one already
+                    }
+                    try
+                    {
+                        Interlocked.Increment(ref _renewals);
+                        var fresh = await renew(connected, ct);
+                        if (fresh.Password != connected.Password)
+                        {
+                            _credential = fresh;
+                            _credentialRefused = false;
+                            return true;
+                        }
+                        _log("push: the renewed broker password is the one in use; asking again later");
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+                    {
+                        _log($"push: renewing the broker password failed ({e.GetType().Name}: {e.Message}); the connection is kept and renewal retried");
+                    }
+                    wait = _backoff.Next();
+                }
+            }
+            if (wait is not { } delay)
+            {
+                await _lost.WaitAsync(ct); // a wake-up from an earlier failed attempt finds the client connected: wait again
+                continue;
+            }
+            using var either = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            var lost = _lost.WaitAsync(either.Token);
+            var timer = Task.Delay(delay, _time, either.Token);
+            await Task.WhenAny(lost, timer);
+            await either.CancelAsync();
+            ct.ThrowIfCancellationRequested();
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Connects with the unit's login, subscribes to its command topic and announces itself online on its status
+    /// topic (retained); the broker publishes the last will "offline" if it vanishes. A refused login marks the
+    /// login for renewal before the next attempt.
+    /// </summary>
+    private async Task ConnectOnceAsync(Uri broker, string mac, PushCredential credential, CancellationToken ct)
+    {
+        var (username, password) = (credential.Username, credential.Password);
         var tls = broker.Scheme switch
         {
             "mqtts" => true,
@@ -252,6 +381,10 @@ public sealed class PushListener : IAsyncDisposable
             .WithTimeout(_options.ConnectTimeout)
             .Build();
         var result = await _client.ConnectAsync(options, ct);
+        if (result.ResultCode is MqttClientConnectResultCode.BadUserNameOrPassword or MqttClientConnectResultCode.NotAuthorized)
+        {
+            _credentialRefused = true; // expired, revoked or made with a replaced key: the next attempt (after backoff) asks for a new one
+        }
         if (result.ResultCode != MqttClientConnectResultCode.Success || !_client.IsConnected)
         {
             throw new MqttCommunicationException($"broker {broker} refused the login of {username}: {result.ResultCode} {result.ReasonString}");
@@ -308,12 +441,12 @@ public sealed class PushListener : IAsyncDisposable
         }
     }
 
-    private async Task SayOfflineAndDisconnectAsync()
+    private async Task SayOfflineAndDisconnectAsync(bool sayOffline = true)
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
         try
         {
-            if (_target is { Mac: var mac })
+            if (sayOffline && _target is { Mac: var mac })
             {
                 // a clean stop sends no last will: say "offline" ourselves
                 await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(mac))

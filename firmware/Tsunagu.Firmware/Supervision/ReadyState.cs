@@ -91,8 +91,12 @@ public sealed class ReadyState : IState
             ctx.Log($"push: broker address '{settings.PushBroker}' is not a URI ({e.Message}); periodic checks continue");
             return;
         }
-        if (!await ctx.Push.StartAsync(broker, MacAddress.Normalize(identity.Mac),
-                ctx.HostSession.PushUsername ?? UnitCredentials.BrokerUsername(identity.Mac), UnitCredentials.DeriveBrokerPassword(ctx.Secret), ct))
+        if (PushLogin.Current(ctx) is not { } login)
+        {
+            ctx.Log("push: the host session carries no broker password; periodic checks continue");
+            return;
+        }
+        if (!await ctx.Push.StartAsync(broker, MacAddress.Normalize(identity.Mac), login, PushLogin.Renewal(ctx, ctx.Options.Push.CredentialRenewMargin), ct))
         {
             ctx.Log($"push: broker {settings.PushBroker} not reachable yet; periodic checks continue and the connection is retried in the background");
         }

@@ -10,7 +10,7 @@ namespace Tsunagu.Server.Apis;
 /// unit answers with HMAC(its derived secret, nonce...), the server recomputes the secret from the unit key.
 /// </summary>
 public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, UnitKey unitKey, ServerOptions options,
-    TimeProvider time, AttemptCounter attempts, RefusalAudit refusals, ILogger<UnitAuthentication> log)
+    TimeProvider time, AttemptCounter attempts, RefusalAudit refusals, Push.UnitBrokerLogins brokerLogins, ILogger<UnitAuthentication> log)
 {
     public IResult Challenge(ChallengeRequest request, string purpose)
     {
@@ -49,7 +49,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
     /// A refused proof changes nothing about the unit (not last seen, not its last error: anyone can send one with the
     /// unit's MAC) and is recorded in the audit log aggregated per MAC and source (<see cref="RefusalAudit"/>).
     /// </summary>
-    public IResult Session(SessionRequest request, string purpose, string scope, TimeSpan lifetime, HttpContext http)
+    public async Task<IResult> Session(SessionRequest request, string purpose, string scope, TimeSpan lifetime, HttpContext http)
     {
         if (request is null) { return Problems.BadRequest("body: a JSON object with mac, challengeId and proof is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
@@ -81,8 +81,10 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         }
         var (token, expiresAt) = tokens.Issue(mac, scope, lifetime);
         store.Touch(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true);
+        // a host session carries the unit's short-lived broker password (set on Mosquitto before the answer goes out)
+        var push = scope == TokenScope.Host ? await brokerLogins.IssueAsync(mac, http.RequestAborted) : default((string, long)?);
         return Results.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null,
-            (long)lifetime.TotalSeconds));
+            (long)lifetime.TotalSeconds, push?.Item1, push?.Item2));
     }
 }
 

@@ -23,7 +23,7 @@ public interface IPushPublisher
     /// <summary>True while the server's connection to the broker is up (false also when push is disabled).</summary>
     bool Connected { get; }
 
-    /// <summary>Makes sure the unit can log in to the broker with its derived password and reach only its topics.</summary>
+    /// <summary>Makes sure the unit has a broker account that can reach only its topics (its password is set per host session).</summary>
     Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken);
 }
 
@@ -36,7 +36,7 @@ public sealed class PushException(string message, Exception? inner = null) : Exc
 /// Mosquitto manages unit accounts through the dynamic-security control topic. Each of its connections is kept by
 /// exactly one reconnect loop (<see cref="KeptConnection"/>); undelivered checks are sent again by one retry loop.
 /// </summary>
-public sealed class BrokerLink(ServerOptions options, MqttSettings settings, EmbeddedBroker embedded, UnitKey unitKey, TsunaguStore store,
+public sealed class BrokerLink(ServerOptions options, MqttSettings settings, EmbeddedBroker embedded, UnitKey unitKey, BrokerKey brokerKey, TsunaguStore store,
     TimeProvider time, ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
 {
     private const string ControlTopic = "$CONTROL/dynamic-security/v1";
@@ -58,6 +58,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     private KeptConnection? _client;
     private KeptConnection? _control;
     private Task? _retries;
+    private Task? _expiry;
+    private readonly ConcurrentDictionary<string, string> _passwordsSet = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
@@ -100,6 +102,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
         _client = await ConnectAsync(host, port, pin, user, password, clientId, SubscribeStatusAsync, cancellationToken);
         _retries = RetryUndeliveredAsync(_stopping.Token);
+        if (!settings.Embedded) { _expiry = ExpireUnitPasswordsAsync(_stopping.Token); }
         log.LogInformation("push: connected to {Broker} ({Kind})", BrokerUri, settings.Embedded ? "embedded" : "Mosquitto dynamic security");
     }
 
@@ -440,11 +443,10 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     {
         if (settings.Embedded || _control is null)
         {
-            return; // the embedded broker checks unit logins against the derived password directly
+            return; // the embedded broker checks unit passwords against the broker key itself
         }
         var user = UnitCredentials.BrokerUsername(mac);
         var role = "unit-" + user;
-        var password = UnitCredentials.DeriveBrokerPassword(UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac));
         await CommandAsync(new JsonObject
         {
             ["command"] = "createRole", ["rolename"] = role,
@@ -453,13 +455,111 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 Acl("publishClientReceive", PushTopics.Commands(mac)),
                 Acl("publishClientSend", PushTopics.Status(mac))),
         }, "Role already exists", cancellationToken);
-        // An existing account is left alone: its password is derived, so it is already right, and changing it
-        // would make Mosquitto disconnect the unit (a reconnect storm on every server start).
+        // made with a random password nobody knows: the unit logs in with the short-lived one its host session sets
+        // (SetUnitPasswordAsync). An existing account is left alone: changing it would disconnect the unit.
         await CommandAsync(new JsonObject
         {
-            ["command"] = "createClient", ["username"] = user, ["password"] = password, ["clientid"] = UnitCredentials.BrokerClientId(mac),
+            ["command"] = "createClient", ["username"] = user, ["password"] = UnitCredentials.NewNonce(24), ["clientid"] = UnitCredentials.BrokerClientId(mac),
             ["roles"] = new JsonArray(new JsonObject { ["rolename"] = role }),
         }, "Client already exists", cancellationToken);
+    }
+
+    /// <summary>What the server writes in a unit account's description on Mosquitto: when its password expires and which broker key made it.</summary>
+    public static string Description(DateTimeOffset expiresAt, string keyId) => $"tsunagu: password expires {expiresAt.ToUnixTimeSeconds()} key {keyId}";
+
+    /// <summary>
+    /// Sets a unit's short-lived password on Mosquitto (nothing to do on the embedded broker, which checks it itself);
+    /// a password this replica set already is not set again (Mosquitto disconnects a client whose password changes).
+    /// The expiry and key id go in the account's description, so every replica, and a restarted server, can expire it.
+    /// </summary>
+    public async Task SetUnitPasswordAsync(string mac, string password, DateTimeOffset expiresAt, string keyId, CancellationToken ct)
+    {
+        if (settings.Embedded || _control is null)
+        {
+            return;
+        }
+        var user = UnitCredentials.BrokerUsername(mac);
+        if (_passwordsSet.TryGetValue(user, out var set) && set == password)
+        {
+            return;
+        }
+        var modify = new JsonObject
+        {
+            ["command"] = "modifyClient", ["username"] = user, ["password"] = password, ["textdescription"] = Description(expiresAt, keyId),
+        };
+        if (!await CommandAsync(modify, "Client not found", ct))
+        {
+            await EnsureUnitAccountAsync(mac, ct);
+            await CommandAsync(modify.DeepClone().AsObject(), null, ct);
+        }
+        _passwordsSet[user] = password;
+    }
+
+    /// <summary>How often the server looks for unit passwords on Mosquitto that have expired or were made with a replaced key.</summary>
+    public TimeSpan PasswordSweepInterval => TimeSpan.FromSeconds(Math.Clamp(options.BrokerPasswordLifetime.TotalSeconds / 8, 1, 60));
+
+    /// <summary>
+    /// Mosquitto knows nothing of expiry: every <see cref="PasswordSweepInterval"/> the server replaces, with a random
+    /// one, the password of every unit account whose password has expired, was made with a broker key that is no
+    /// longer the current one, or whose unit is no longer registered (Mosquitto then disconnects that unit).
+    /// </summary>
+    private async Task ExpireUnitPasswordsAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(PasswordSweepInterval, time, ct);
+                var expired = await ExpireUnitPasswordsOnceAsync(ct);
+                if (expired > 0)
+                {
+                    log.LogInformation("push: {Count} unit password(s) on Mosquitto expired, made with a replaced broker key or of an unregistered unit; replaced", expired);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is PushException or System.Data.Common.DbException or JsonException or InvalidOperationException
+                                          or MQTTnet.Exceptions.MqttCommunicationException)
+            {
+                log.LogWarning("push: expiring unit passwords on Mosquitto failed ({Error}); trying again in {Seconds} s", e.Message, PasswordSweepInterval.TotalSeconds);
+            }
+        }
+    }
+
+    /// <summary>One pass of <see cref="ExpireUnitPasswordsAsync"/>; the number of passwords replaced.</summary>
+    public async Task<int> ExpireUnitPasswordsOnceAsync(CancellationToken ct)
+    {
+        if (settings.Embedded || _control is null || !_control.Client.IsConnected)
+        {
+            return 0;
+        }
+        var list = await CommandResponseAsync(new JsonObject { ["command"] = "listClients", ["verbose"] = true }, ct);
+        var now = time.GetUtcNow().ToUnixTimeSeconds();
+        var keyId = brokerKey.Current.Id;
+        var replaced = 0;
+        foreach (var client in (list["data"]?["clients"] as JsonArray ?? []).OfType<JsonObject>())
+        {
+            var user = client["username"]?.GetValue<string>();
+            var description = client["textdescription"]?.GetValue<string>();
+            if (user is null || description is null || !description.StartsWith("tsunagu: password expires ", StringComparison.Ordinal)
+                || !MacAddress.TryNormalize(user, out var mac))
+            {
+                continue;
+            }
+            var words = description.Split(' ');
+            var stale = words.Length != 6 || !long.TryParse(words[3], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var expires)
+                        || expires <= now || words[5] != keyId || store.GetUnit(mac) is null;
+            if (!stale) { continue; }
+            await CommandAsync(new JsonObject
+            {
+                ["command"] = "modifyClient", ["username"] = user, ["password"] = UnitCredentials.NewNonce(24), ["textdescription"] = "tsunagu: no valid password",
+            }, "Client not found", ct);
+            _passwordsSet.TryRemove(user, out _);
+            replaced++;
+        }
+        return replaced;
     }
 
     private async Task EnsureServerAccountAsync(string password, CancellationToken ct)
@@ -485,6 +585,16 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// <summary>Sends one dynamic-security command and waits for its answer; true when it succeeded, false on the tolerated error.</summary>
     private async Task<bool> CommandAsync(JsonObject command, string? toleratedError, CancellationToken ct)
     {
+        var response = await CommandResponseAsync(command, ct);
+        var error = response["error"]?.GetValue<string>();
+        if (error is null) { return true; }
+        if (error == toleratedError) { return false; }
+        throw new PushException($"Mosquitto dynamic security refused {command["command"]} ({command["username"] ?? command["rolename"]}): {error}");
+    }
+
+    /// <summary>Sends one dynamic-security command and returns its answer, error or not.</summary>
+    private async Task<JsonObject> CommandResponseAsync(JsonObject command, CancellationToken ct)
+    {
         var id = Guid.NewGuid().ToString("N");
         command["correlationData"] = id;
         var waiter = new TaskCompletionSource<JsonObject>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -493,15 +603,16 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             var body = new JsonObject { ["commands"] = new JsonArray(command) }.ToJsonString();
             await _control!.Client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(ControlTopic).WithPayload(body).Build(), ct);
-            var response = await waiter.Task.WaitAsync(TimeSpan.FromSeconds(10), ct);
-            var error = response["error"]?.GetValue<string>();
-            if (error is null) { return true; }
-            if (error == toleratedError) { return false; }
-            throw new PushException($"Mosquitto dynamic security refused {command["command"]} ({command["username"] ?? command["rolename"]}): {error}");
+            return await waiter.Task.WaitAsync(TimeSpan.FromSeconds(10), ct);
         }
         catch (TimeoutException e)
         {
             throw new PushException($"Mosquitto did not answer {command["command"]} within 10 s: is the dynamic-security plugin loaded and {settings.Username} its admin?", e);
+        }
+        catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
+        {
+            // the admin connection is down (its loop reconnects): the caller decides what that means
+            throw new PushException($"{command["command"]} could not be sent to Mosquitto: {e.Message}", e);
         }
         finally
         {
@@ -522,6 +633,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             }
         }
         if (_retries is { } retries) { await retries; }
+        if (_expiry is { } expiry) { await expiry; }
     }
 
     public ValueTask DisposeAsync()

@@ -19,7 +19,10 @@ namespace Tsunagu.Server.Push;
 /// <param name="ServerMaxPacketBytes">Largest remaining length of a packet of the server's own client, once it has logged in.</param>
 /// <param name="MaxConnections">Connections held at once over every port, logged in or not.</param>
 /// <param name="MaxConnectionsPerSource">Connections held at once from one source address (connections from the server's own address excepted).</param>
-public sealed record BrokerLimits(TimeSpan ConnectTimeout, int MaxPacketBytes, int ServerMaxPacketBytes, long MaxConnections, int MaxConnectionsPerSource);
+/// <param name="ConnectsPerSourcePerSecond">New connections a source may open per second, on average (a token bucket per address; an IPv6 source is its /64).</param>
+/// <param name="ConnectBurstPerSource">New connections a source may open at once (the bucket's size).</param>
+public sealed record BrokerLimits(TimeSpan ConnectTimeout, int MaxPacketBytes, int ServerMaxPacketBytes, long MaxConnections, int MaxConnectionsPerSource,
+    double ConnectsPerSourcePerSecond = double.PositiveInfinity, int ConnectBurstPerSource = int.MaxValue);
 
 /// <summary>
 /// One port of the broker: plain MQTT, or MQTT over TLS with <paramref name="Certificate"/>. Port 0 picks a free one,
@@ -49,6 +52,7 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
 
     private readonly List<Socket> _sockets = [];
     private readonly ConcurrentDictionary<IPAddress, int> _perSource = new();
+    private readonly ConnectRate _rate = new(limits.ConnectsPerSourcePerSecond, limits.ConnectBurstPerSource, time);
     private readonly ConcurrentDictionary<IMqttChannelAdapter, LimitedChannel> _channels = new();
     private CancellationTokenSource? _stopping;
     private long _connections;
@@ -64,8 +68,12 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
     /// <summary>Connections held now, logged in or not.</summary>
     public long Connections => Interlocked.Read(ref _connections);
 
-    /// <summary>Connections closed at accept because a cap was reached, since start.</summary>
+    /// <summary>Connections closed at accept because a cap or the connection rate was reached, since start.</summary>
     public long Refused => Interlocked.Read(ref _refused);
+
+    /// <summary>Of <see cref="Refused"/>, those refused because their source opened connections too fast.</summary>
+    public long RefusedByRate => Interlocked.Read(ref _refusedByRate);
+    private long _refusedByRate;
 
     public Task StartAsync(MqttServerOptions options, IMqttNetLogger logger)
     {
@@ -154,6 +162,12 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
             return true;
         }
         var key = remote.IsIPv4MappedToIPv6 ? remote.MapToIPv4() : remote;
+        if (!_rate.TryTake(key))
+        {
+            Interlocked.Increment(ref _refusedByRate);
+            Interlocked.Decrement(ref _connections);
+            return false;
+        }
         var count = _perSource.AddOrUpdate(key, 1, (_, n) => n + 1);
         if (count > limits.MaxConnectionsPerSource)
         {
@@ -199,8 +213,8 @@ public sealed class BrokerListener(IReadOnlyList<BrokerEndpoint> endpoints, Brok
         var last = Interlocked.Read(ref _lastRefusalLog);
         if ((last == long.MinValue || time.GetElapsedTime(last, now) >= TimeSpan.FromSeconds(10)) && Interlocked.CompareExchange(ref _lastRefusalLog, now, last) == last)
         {
-            log.LogWarning("MQTT: connection from {Source} refused: {Connections} held (MqttMaxConnections {Max}, MqttMaxConnectionsPerSource {PerSource}); {Refused} refused since start",
-                remote, Connections, limits.MaxConnections, limits.MaxConnectionsPerSource, refused);
+            log.LogWarning("MQTT: connection from {Source} refused: {Connections} held (MqttMaxConnections {Max}, MqttMaxConnectionsPerSource {PerSource}), or more than {Burst} at once / {Rate}/s from it; {Refused} refused since start",
+                remote, Connections, limits.MaxConnections, limits.MaxConnectionsPerSource, limits.ConnectBurstPerSource, limits.ConnectsPerSourcePerSecond, refused);
         }
     }
 

@@ -12,11 +12,14 @@ namespace Tsunagu.Server.Push;
 /// <summary>
 /// The embedded MQTT 5 broker for small installs, on the server's address: MQTT over TLS with the server's own
 /// certificate, and plain MQTT only on a port the operator opens (<see cref="ServerOptions.MqttPlainPort"/>). A unit logs in with
-/// user name = its compact MAC, client id = unit-MAC, password = its derived broker password; it may subscribe
+/// user name = its compact MAC, client id = unit-MAC, password = the short-lived broker password of its host session
+/// (<see cref="BrokerPassword"/>, checked against the current <see cref="BrokerKey"/>) and a keep-alive of at most
+/// <see cref="ServerOptions.MqttMaxKeepAliveSeconds"/>; a unit whose password expires, whose key is replaced or that
+/// is no longer registered is disconnected within <see cref="SweepInterval"/>. It may subscribe
 /// only to its own command topic and publish only to its own status topic. The server logs in with a
 /// password made at start-up.
 /// </summary>
-public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings, UnitKey unitKey, TsunaguStore store, TimeProvider time, ILogger<EmbeddedBroker> log)
+public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings, BrokerKey brokerKey, TsunaguStore store, TimeProvider time, ILogger<EmbeddedBroker> log)
     : IHostedService, IAsyncDisposable
 {
     /// <summary>Largest packet the server's own client may send once logged in (pushes are small; room to grow).</summary>
@@ -28,6 +31,12 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     private Dictionary<string, MqttSessionStatus> _sessions = new(StringComparer.Ordinal);
     private long _sessionsVersion;  // bumped by every connect and disconnect
     private long _sessionsBuiltAt = -1;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (long Expires, string KeyId, string Mac)> _unitLogins = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _stopping = new();
+    private Task? _sweep;
+
+    /// <summary>How often logged-in units are checked for an expired password, a replaced key or a removed registration.</summary>
+    public TimeSpan SweepInterval => TimeSpan.FromSeconds(Math.Clamp(options.BrokerPasswordLifetime.TotalSeconds / 8, 1, 30));
 
     /// <summary>The MQTT-over-TLS port (<see cref="ServerOptions.MqttPort"/>, resolved when 0).</summary>
     public int Port { get; private set; }
@@ -56,7 +65,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         }
         var limits = new BrokerLimits(TimeSpan.FromSeconds(options.MqttConnectTimeoutSeconds), options.MqttMaxPacketBytes, ServerClientMaxPacketBytes,
             options.MqttMaxConnections ?? (DescriptorLimit.Read() is { } descriptors ? Math.Max(64, descriptors - ServerOptions.DescriptorReserve) : 10_000),
-            options.MqttMaxConnectionsPerSource);
+            options.MqttMaxConnectionsPerSource, options.MqttConnectsPerSourcePerSecond, options.MqttConnectBurstPerSource);
         // TLS (and plain MQTT when the operator turns it on) on ListenAddress, and on the IPv6 loopback with the same port number
         Certificate = ServerCertificate.LoadOrCreate(Path.Combine(Path.GetFullPath(options.DataDirectory), "tls"));
         var address = IPAddress.Parse(options.ListenAddress);
@@ -108,6 +117,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         _server.ClientConnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         _server.ClientDisconnectedAsync += _ => { Interlocked.Increment(ref _sessionsVersion); return Task.CompletedTask; };
         await _server.StartAsync();
+        _sweep = SweepAsync(_stopping.Token);
         Port = _listener.Bound[0]!.Port;
         PlainPort = options.MqttPlainPort >= 0 ? _listener.Bound[plain]!.Port : null;
         log.LogInformation("embedded MQTT broker listening on {Host}:{Port} (TLS){Plain}; CONNECT within {Timeout} s, packets up to {Packet} bytes, at most {Connections} connections ({PerSource} per source address)",
@@ -133,16 +143,22 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         {
             reason = "user name is not a unit MAC or the client id does not match it";
         }
+        else if (e.KeepAlivePeriod == 0 || e.KeepAlivePeriod > options.MqttMaxKeepAliveSeconds)
+        {
+            // keep-alive 0 would hold the connection (and its slot) for good once the unit goes silent
+            reason = $"keep-alive {e.KeepAlivePeriod} s is not within 1..{options.MqttMaxKeepAliveSeconds} s";
+        }
         else if (store.GetUnit(mac) is null)
         {
             reason = "unit not registered";
         }
         else
         {
-            var expected = UnitCredentials.DeriveBrokerPassword(UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac));
-            if (!CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(e.Password ?? ""), System.Text.Encoding.UTF8.GetBytes(expected)))
+            var (key, keyId) = brokerKey.Current;
+            reason = BrokerPassword.Check(key, mac, e.Password, time.GetUtcNow());
+            if (reason is null)
             {
-                reason = "wrong password";
+                _unitLogins[e.ClientId] = (BrokerPassword.ExpiryOf(e.Password!)!.Value.ToUnixTimeSeconds(), keyId, mac);
             }
         }
         if (reason is not null)
@@ -189,17 +205,73 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     private static bool OwnTopic(string clientId, string topic, Func<string, string> topicOf) =>
         clientId.StartsWith("unit-", StringComparison.Ordinal) && MacAddress.TryNormalize(clientId[5..], out var mac) && topic == topicOf(mac);
 
+    /// <summary>
+    /// Every <see cref="SweepInterval"/>, disconnects each logged-in unit whose password has expired, was made with a
+    /// broker key that has since been replaced, or whose unit is no longer registered: it must log in again with a
+    /// password from a new host session, which a revoked unit does not get.
+    /// </summary>
+    private async Task SweepAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(SweepInterval, time, ct);
+                await SweepOnceAsync();
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is System.Data.Common.DbException or InvalidOperationException or MQTTnet.Exceptions.MqttCommunicationException)
+            {
+                log.LogWarning("MQTT: checking logged-in units' passwords failed: {Error}", e.Message);
+            }
+        }
+    }
+
+    /// <summary>One pass of the sweep; the number of units disconnected.</summary>
+    public async Task<int> SweepOnceAsync()
+    {
+        if (_server is null) { return 0; }
+        var now = time.GetUtcNow().ToUnixTimeSeconds();
+        var keyId = brokerKey.Current.Id;
+        var disconnected = 0;
+        foreach (var client in await _server.GetClientsAsync())
+        {
+            if (!_unitLogins.TryGetValue(client.Id, out var login)) { continue; }
+            var reason = login.Expires <= now ? "its password expired" : login.KeyId != keyId ? "the broker key was replaced" : store.GetUnit(login.Mac) is null ? "it is no longer registered" : null;
+            if (reason is null) { continue; }
+            log.LogInformation("MQTT: disconnecting {ClientId}: {Reason}", client.Id, reason);
+            _unitLogins.TryRemove(new KeyValuePair<string, (long, string, string)>(client.Id, login));
+            await client.DisconnectAsync(new MqttServerClientDisconnectOptions { ReasonCode = MqttDisconnectReasonCode.NotAuthorized, ReasonString = reason });
+            disconnected++;
+        }
+        return disconnected;
+    }
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Volatile.Read(ref _disposed) == 0) { await _stopping.CancelAsync(); }
+        if (_sweep is { } sweep) { await sweep; }
         if (_server is not null)
         {
             await _server.StopAsync();
         }
     }
 
+    private int _disposed;
+
     public ValueTask DisposeAsync()
     {
+        // registered under several service types, so disposed more than once
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return ValueTask.CompletedTask;
+        }
         _sessionsLock.Dispose();
+        _stopping.Cancel();
+        _stopping.Dispose();
         _server?.Dispose();
         _listener?.Dispose();
         Certificate?.Dispose();
