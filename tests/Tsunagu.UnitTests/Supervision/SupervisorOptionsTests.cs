@@ -1,4 +1,5 @@
 using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 
 namespace Tsunagu.UnitTests.Supervision;
