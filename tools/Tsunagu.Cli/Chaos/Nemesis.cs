@@ -204,6 +204,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             var lead = TimeSpan.FromMilliseconds(random.Next(0, 300));
             var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
 
+            var began = Stopwatch.GetTimestamp();
             await InjectAsync(fault, length, lead, ct);
             injected++;
             var healed = _clock.Elapsed;
@@ -217,7 +218,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 Fail($"recovery after {fault}", $"not every unit was Ready again {settings.RecoveryBound.TotalSeconds:0} s after the fault healed: {Stuck(acks)}");
                 break;
             }
-            Record($"every unit Ready again {took.TotalSeconds:0.0} s after {fault} healed");
+            Record($"every unit Ready again {took.TotalSeconds:0.0} s after {fault} healed; {Answers(began)}");
 
             // a check forced after the fault heals reaches every unit (the push path survived the fault)
             if (!await PushReachesEveryUnitAsync(fault, ct)) { break; }
@@ -238,6 +239,14 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     }
 
     private IReadOnlyList<FleetUnit> Units => _fleet?.Units ?? [];
+
+    /// <summary>What the units' requests since <paramref name="since"/> were answered (status: count; none: no answer).</summary>
+    private string Answers(long since)
+    {
+        var answers = _requests.Values.SelectMany(q => q).Where(r => r.At >= since).ToList();
+        return $"units' requests since the fault began: {answers.Count} ({string.Join(", ", answers.GroupBy(r => r.Status).OrderBy(g => g.Key ?? 0)
+            .Select(g => $"{(g.Key is { } status ? status.ToString(CultureInfo.InvariantCulture) : "no answer")}: {g.Count()}"))})";
+    }
 
     /// <summary>
     /// Invariant history (nothing lost or duplicated): the units are powered off first, so that every report they sent
@@ -397,12 +406,15 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 Record("the server's clock steps back to the true time");
                 break;
             case Faults.DiskFull:
-                await ForceCheckAsync($"{lead.TotalMilliseconds:0} ms before the fault", ct);
-                await Task.Delay(lead, ct);
+                // the units' requests for the check are held in the proxy until the disk is full, so that they all meet it
+                proxy.SetMode(LinkMode.Blackhole);
+                await ForceCheckAsync("with the units' link held", ct);
+                await Task.Delay(lead + TimeSpan.FromMilliseconds(200), ct);
                 Record($"fault {fault} for {length.TotalSeconds:0.0} s");
                 var filler = Path.Combine(_diskMount!, "filler");
                 var filled = FillDisk(filler);
-                Record($"the server's disk is full ({filled / 1024} KiB written to fill it)");
+                proxy.SetMode(LinkMode.Pass);
+                Record($"the server's disk is full ({filled / 1024} KiB written to fill it); the units' requests pass");
                 try
                 {
                     await ForceCheckAsync("on the full disk", ct);
