@@ -155,6 +155,68 @@ public class HistoryCheckTests
         });
     }
 
+    private static AuditEntry ConfigAudit(long id, string mac, long revision) => new(id, "operator", "unit.service-config", mac, $"revision {revision}");
+
+    private static (List<AssignedConfig>, Dictionary<string, IReadOnlyList<ListedConfig>>, Dictionary<string, IReadOnlyList<long>>, List<AuditEntry>) Configs() =>
+    (
+        [new AssignedConfig(A, 1), new AssignedConfig(B, 1), new AssignedConfig(A, 2)],
+        new()
+        {
+            [A] = [new ListedConfig(2, "final", "operator"), new ListedConfig(1, "applied", "operator")],
+            [B] = [new ListedConfig(1, "final", "operator")],
+        },
+        new() { [A] = [], [B] = [] },
+        [ConfigAudit(1, A, 1), ConfigAudit(2, B, 1), ConfigAudit(3, A, 2)]
+    );
+
+    [Test]
+    public void Configuration_revisions_each_listed_and_audited_once_with_the_newest_final_hold()
+    {
+        var (assigned, listed, before, audit) = Configs();
+        var result = HistoryCheck.Configs(assigned, listed, before, audit);
+        Assert.That(result.Held, Is.True, result.Detail);
+        Assert.That(result.Detail, Does.Contain("3 configuration changes to 2 units"));
+    }
+
+    [Test]
+    public void A_revision_lost_doubled_invented_not_final_or_audited_otherwise_than_once_breaks_the_invariant()
+    {
+        var (assigned, listed, before, audit) = Configs();
+        Assert.Multiple(() =>
+        {
+            var lost = HistoryCheck.Configs(assigned, new Dictionary<string, IReadOnlyList<ListedConfig>>(listed) { [A] = [new ListedConfig(2, "final", "operator")] }, before, audit);
+            Assert.That(lost.Held, Is.False);
+            Assert.That(lost.Detail, Does.Contain($"{A} revision 1 missing"));
+            var doubled = HistoryCheck.Configs(assigned, new Dictionary<string, IReadOnlyList<ListedConfig>>(listed) { [B] = [new ListedConfig(1, "final", "operator"), new ListedConfig(1, "final", "operator")] }, before, audit);
+            Assert.That(doubled.Held, Is.False);
+            Assert.That(doubled.Detail, Does.Contain($"{B} revision 1 listed 2 times"));
+            var invented = HistoryCheck.Configs(assigned, new Dictionary<string, IReadOnlyList<ListedConfig>>(listed) { [B] = [new ListedConfig(2, "final", "operator"), new ListedConfig(1, "applied", "operator")] }, before, audit);
+            Assert.That(invented.Held, Is.False);
+            Assert.That(invented.Detail, Does.Contain($"{B} revision 2: the operator was never given it"));
+            var stuck = HistoryCheck.Configs(assigned, new Dictionary<string, IReadOnlyList<ListedConfig>>(listed) { [A] = [new ListedConfig(2, "applied", "operator"), new ListedConfig(1, "final", "operator")] }, before, audit);
+            Assert.That(stuck.Held, Is.False);
+            Assert.That(stuck.Detail, Does.Contain($"{A}: newest revision 2 is applied, not final"));
+            var twice = HistoryCheck.Configs(assigned, listed, before, [.. audit, ConfigAudit(4, A, 2)]);
+            Assert.That(twice.Held, Is.False);
+            Assert.That(twice.Detail, Does.Contain($"{A} revision 2: 2 audit entries"));
+            var phantom = HistoryCheck.Configs(assigned, listed, before, [.. audit, ConfigAudit(5, B, 7)]);
+            Assert.That(phantom.Held, Is.False);
+            Assert.That(phantom.Detail, Does.Contain($"never given: {B} 7"));
+        });
+    }
+
+    [Test]
+    public void A_revision_that_existed_before_the_run_is_not_counted_as_invented()
+    {
+        var (assigned, listed, _, audit) = Configs();
+        var withOld = new Dictionary<string, IReadOnlyList<ListedConfig>>(listed) { [B] = [new ListedConfig(1, "final", "operator"), new ListedConfig(0, "final", "operator")] };
+        Assert.Multiple(() =>
+        {
+            Assert.That(HistoryCheck.Configs(assigned, withOld, new Dictionary<string, IReadOnlyList<long>> { [A] = [], [B] = [0] }, audit).Held, Is.True);
+            Assert.That(HistoryCheck.Configs(assigned, withOld, new Dictionary<string, IReadOnlyList<long>> { [A] = [], [B] = [] }, audit).Held, Is.False);
+        });
+    }
+
     [Test]
     public void The_audit_is_read_as_the_operator_api_writes_it()
     {

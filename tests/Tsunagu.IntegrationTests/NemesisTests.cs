@@ -37,12 +37,12 @@ public class NemesisTests
             {
                 Seed = 20261203,
                 Units = 10,
-                FaultCount = 9, // each once
+                FaultCount = 8, // each once (server-clock-skew runs in the Mosquitto case)
                 DataDirectory = directory,
                 Faults =
                 [
                     Faults.ServerKill, Faults.ServerRestart, Faults.Partition, Faults.Reset, Faults.Slow, Faults.TokenKeyRotation,
-                    Faults.UnitClockSkew, Faults.BrokerRestart, Faults.ServerClockSkew,
+                    Faults.UnitClockSkew, Faults.BrokerRestart,
                 ],
                 PushReconnectBase = TimeSpan.FromSeconds(1),
                 PushReconnectCap = TimeSpan.FromSeconds(10),

@@ -9,6 +9,12 @@ public sealed record SentReports(int Acknowledged, int Unanswered, int Acknowled
 /// <summary>A forced check the operator was answered for: its id and the units it was forced on.</summary>
 public sealed record ForcedCheck(string CheckId, IReadOnlyList<string> Macs);
 
+/// <summary>A configuration revision the operator was answered for.</summary>
+public sealed record AssignedConfig(string Mac, long Revision);
+
+/// <summary>One revision of a unit's configuration as the operator API lists it.</summary>
+public sealed record ListedConfig(long Revision, string Status, string Origin);
+
 /// <summary>One audit entry as the operator API shows it.</summary>
 public sealed record AuditEntry(long Id, string Actor, string Action, string? Target, string? Detail);
 
@@ -107,6 +113,54 @@ public static class HistoryCheck
             : string.Create(CultureInfo.InvariantCulture,
                 $"{forced.Count} forced checks, each known to the server and audited once: {delivered} unit deliveries delivered, {pending} pending, {offline} offline"));
     }
+
+    /// <summary>
+    /// Every configuration revision the operator was answered for is in its unit's list exactly once, no operator
+    /// revision is there that the operator was never given (<paramref name="before"/>: revisions that existed when the
+    /// run began), the newest revision of each unit it changed is <c>final</c> (the unit applied it and confirmed it
+    /// healthy), and each revision has exactly one <c>unit.service-config</c> audit entry, none for one never given.
+    /// </summary>
+    public static InvariantResult Configs(IReadOnlyList<AssignedConfig> assigned, IReadOnlyDictionary<string, IReadOnlyList<ListedConfig>> listed,
+        IReadOnlyDictionary<string, IReadOnlyList<long>> before, IReadOnlyList<AuditEntry> audit)
+    {
+        var problems = new List<string>();
+        var given = assigned.Select(a => (a.Mac, a.Revision)).ToHashSet();
+        foreach (var (mac, revisions) in listed)
+        {
+            foreach (var g in revisions.GroupBy(r => r.Revision))
+            {
+                var known = given.Contains((mac, g.Key)) || before.GetValueOrDefault(mac)?.Contains(g.Key) == true;
+                if (g.Count() > 1) { problems.Add($"{mac} revision {g.Key} listed {g.Count()} times"); }
+                else if (!known && g.First().Origin == "operator") { problems.Add($"{mac} revision {g.Key}: the operator was never given it"); }
+            }
+        }
+        foreach (var a in assigned)
+        {
+            if (listed.GetValueOrDefault(a.Mac)?.Any(r => r.Revision == a.Revision) != true) { problems.Add($"{a.Mac} revision {a.Revision} missing from its list"); }
+        }
+        foreach (var mac in assigned.Select(a => a.Mac).Distinct())
+        {
+            var newest = listed.GetValueOrDefault(mac)?.MaxBy(r => r.Revision);
+            if (newest is not null && newest.Status != "final") { problems.Add($"{mac}: newest revision {newest.Revision} is {newest.Status}, not final"); }
+        }
+        var audited = audit.Where(e => e.Action == "unit.service-config")
+            .GroupBy(e => (Mac: e.Target ?? "", Revision: RevisionOf(e.Detail))).ToDictionary(g => g.Key, g => g.Count());
+        foreach (var a in assigned)
+        {
+            var entries = audited.GetValueOrDefault((a.Mac, a.Revision));
+            if (entries != 1) { problems.Add($"{a.Mac} revision {a.Revision}: {entries} audit entries (one expected)"); }
+        }
+        var phantom = audited.Keys.Where(k => !given.Contains((k.Mac, k.Revision ?? -1))).ToList();
+        if (phantom.Count > 0) { problems.Add($"audit entries for revision(s) the operator was never given: {string.Join(", ", phantom.Take(3).Select(k => $"{k.Mac} {k.Revision}"))}"); }
+        return new InvariantResult("history-configs", problems.Count == 0, problems.Count > 0
+            ? $"{problems.Count} problem(s): {string.Join("; ", problems.Take(4))}"
+            : string.Create(CultureInfo.InvariantCulture,
+                $"{assigned.Count} configuration changes to {assigned.Select(a => a.Mac).Distinct().Count()} units, each listed and audited once; each unit's newest final"));
+    }
+
+    private static long? RevisionOf(string? detail) =>
+        detail is not null && detail.StartsWith("revision ", StringComparison.Ordinal) && long.TryParse(detail["revision ".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var r)
+            ? r : null;
 
     /// <summary>The check id in a <c>units.check</c> audit entry's detail ("importance 5; check ID").</summary>
     public static string? CheckIdOf(string? detail)

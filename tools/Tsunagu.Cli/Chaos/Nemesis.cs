@@ -163,6 +163,8 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     private ServerClock? _serverClock;
     private string? _diskMount;
     private readonly List<ForcedCheck> _forced = [];
+    private readonly List<AssignedConfig> _assigned = [];
+    private Dictionary<string, IReadOnlyList<long>> _revisionsBefore = [];
     /// <summary>When the database was crashing (Stopwatch timestamps): commits that did not wait for the disk may be lost then.</summary>
     private readonly List<(long From, long To)> _lossWindows = [];
     private SimulatedFleet? _fleet;
@@ -205,6 +207,8 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
 
             var began = Stopwatch.GetTimestamp();
+            // the operator changes one unit's configuration as the fault begins: the change is in flight through it
+            await ChangeConfigurationAsync(Units[injected % Units.Count].Mac, injected, ct);
             await InjectAsync(fault, length, lead, ct);
             injected++;
             var healed = _clock.Elapsed;
@@ -239,6 +243,28 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     }
 
     private IReadOnlyList<FleetUnit> Units => _fleet?.Units ?? [];
+
+    /// <summary>The operator gives the unit a new configuration revision (the demo services, its DNS server varied by round).</summary>
+    private async Task ChangeConfigurationAsync(string mac, int round, CancellationToken ct)
+    {
+        var config = DemoCatalogue.StandardServices with { Dns = DemoCatalogue.StandardServices.Dns with { Upstreams = [$"192.0.2.{1 + round % 250}"] } };
+        using var client = Operator();
+        var json = await client.SendAsync(HttpMethod.Put, $"{Routes.Units}/{Uri.EscapeDataString(mac)}/service-config",
+            new StringContent(System.Text.Json.JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration), Encoding.UTF8, "application/json"), ct);
+        using var document = System.Text.Json.JsonDocument.Parse(json);
+        var revision = document.RootElement.GetProperty("revision").GetInt64();
+        lock (_assigned) { _assigned.Add(new AssignedConfig(mac, revision)); }
+        Record($"operator gives {mac} configuration revision {revision}");
+    }
+
+    private async Task<IReadOnlyList<ListedConfig>> ListConfigurationsAsync(string mac, CancellationToken ct)
+    {
+        using var client = Operator();
+        var json = await client.SendAsync(HttpMethod.Get, $"{Routes.Units}/{Uri.EscapeDataString(mac)}/service-config", null, ct);
+        using var document = System.Text.Json.JsonDocument.Parse(json);
+        return document.RootElement.EnumerateArray().Select(e => new ListedConfig(e.GetProperty("revision").GetInt64(),
+            e.GetProperty("status").GetString() ?? "", e.GetProperty("origin").GetString() ?? "")).ToList();
+    }
 
     /// <summary>What the units' requests since <paramref name="since"/> were answered (status: count; none: no answer).</summary>
     private string Answers(long since)
@@ -276,28 +302,36 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             audit = ParseAudit(json);
         }
         _results.Add(HistoryCheck.Checks(_forced, statuses, audit));
+        var listed = new Dictionary<string, IReadOnlyList<ListedConfig>>(StringComparer.Ordinal);
+        foreach (var unit in Units) { listed[unit.Mac] = await ListConfigurationsAsync(unit.Mac, ct); }
+        _results.Add(HistoryCheck.Configs(_assigned, listed, _revisionsBefore, audit));
 
         await _server!.StopAsync();
         var recorded = new Dictionary<string, int>(StringComparer.Ordinal);
+        var configRecorded = new Dictionary<string, int>(StringComparer.Ordinal);
         await using (var reader = ServerHost.Build(new ServerOptions { DataDirectory = _serverDirectory, MqttPort = -1, Database = settings.Database },
                          logging: l => l.SetMinimumLevel(LogLevel.Error)))
         {
             var store = reader.Services.GetRequiredService<TsunaguStore>();
             foreach (var unit in Units)
             {
-                recorded[unit.Mac] = store.ListUnitEvents(unit.Mac, int.MaxValue).Count(e => e.Kind == UnitEventKinds.Ready);
+                var events = store.ListUnitEvents(unit.Mac, int.MaxValue);
+                recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready);
+                configRecorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Config);
             }
         }
         (long From, long To)[] windows;
         lock (_lossWindows) { windows = [.. _lossWindows]; }
-        var sent = _requests.ToDictionary(kv => kv.Key, kv =>
+        Dictionary<string, SentReports> Sent(string path, bool lossAllowed) => _requests.ToDictionary(kv => kv.Key, kv =>
         {
-            var ready = kv.Value.Where(r => r.Path == Routes.Ready).ToList();
-            var acknowledged = ready.Where(r => r.Status is >= 200 and < 300).ToList();
-            return new SentReports(acknowledged.Count, ready.Count(r => r.Status is null),
-                acknowledged.Count(r => windows.Any(w => r.At >= w.From && r.At <= w.To)));
+            var reports = kv.Value.Where(r => r.Path == path).ToList();
+            var acknowledged = reports.Where(r => r.Status is >= 200 and < 300).ToList();
+            return new SentReports(acknowledged.Count, reports.Count(r => r.Status is null),
+                lossAllowed ? acknowledged.Count(r => windows.Any(w => r.At >= w.From && r.At <= w.To)) : 0);
         }, StringComparer.Ordinal);
-        _results.Add(HistoryCheck.Reports("ready", sent, recorded));
+        _results.Add(HistoryCheck.Reports("ready", Sent(Routes.Ready, lossAllowed: true), recorded));
+        // a configuration acknowledgement is committed durably: none may be lost
+        _results.Add(HistoryCheck.Reports("config", Sent(Routes.ServiceConfigAck, lossAllowed: false), configRecorded));
         Record("history read: fleet powered off, server stopped");
     }
 
@@ -720,6 +754,10 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         if (_proxy.Accepted == 0 && direct > 0)
         {
             throw new InvalidOperationException("the units' requests did not pass through the fault proxy");
+        }
+        foreach (var unit in Units)
+        {
+            _revisionsBefore[unit.Mac] = (await ListConfigurationsAsync(unit.Mac, ct)).Select(c => c.Revision).ToList();
         }
         Record($"{settings.Units} units Ready on {DemoCatalogue.Pattern1} and listening for pushes; faults begin (seed {settings.Seed})");
     }
