@@ -307,6 +307,8 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         _results.Add(HistoryCheck.Configs(_assigned, listed, _revisionsBefore, audit));
 
         await _server!.StopAsync();
+        // this process's pooled connections from the seeding are dead after a database restart
+        Npgsql.NpgsqlConnection.ClearAllPools();
         var recorded = new Dictionary<string, int>(StringComparer.Ordinal);
         var configRecorded = new Dictionary<string, int>(StringComparer.Ordinal);
         await using (var reader = ServerHost.Build(new ServerOptions { DataDirectory = _serverDirectory, MqttPort = -1, Database = settings.Database },
