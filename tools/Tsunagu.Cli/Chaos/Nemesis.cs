@@ -144,7 +144,10 @@ public sealed record ChaosReport(int Seed, int Units, TimeSpan Elapsed, int Faul
 /// simulated HAL) that reaches it through a <see cref="FaultProxy"/>, and a seeded schedule of faults. Before each
 /// fault the operator forces a check, so the fault finds units in the middle of their work; after each fault heals
 /// it checks that every unit comes back Ready on its target pattern, and forces a check again that every unit
-/// must act on. Across the run it checks that no unit ever sends more than a bounded number of requests a minute.
+/// must act on. Across the run it checks that no unit ever sends more than a bounded number of requests a minute. As
+/// each fault begins the operator gives one unit a new configuration; at the end, with the fleet powered off, it checks
+/// that nothing the units reported or the operator did is lost or duplicated in the server's history and audit
+/// (<see cref="HistoryCheck"/>).
 /// </summary>
 public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : IAsyncDisposable
 {
