@@ -26,7 +26,7 @@ deps:
 # names them and stops.
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
-	gzip kmod jq socat gcc zlib1g-dev file
+	gzip kmod jq socat gcc zlib1g-dev file faketime
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -80,8 +80,9 @@ bench: deps
 SEED ?= 1
 MINUTES ?= 10
 CHAOS_UNITS ?= 20
+CHAOS_BROKER ?= embedded
 chaos: build
-	$(DOTNET) $(CLI) chaos --seed $(SEED) --minutes $(MINUTES) --units $(CHAOS_UNITS) --data .tsunagu/chaos
+	$(DOTNET) $(CLI) chaos --seed $(SEED) --minutes $(MINUTES) --units $(CHAOS_UNITS) --broker $(CHAOS_BROKER) --data .tsunagu/chaos
 
 # Every parser of untrusted bytes under afl-fuzz (SharpFuzz), FUZZ_SECONDS per target; prints executions and crashes
 # per target (tests/Tsunagu.Fuzz/fuzz.sh, docs/security.md). Needs afl++ (apt-get install afl++). Not part of `make test`,

@@ -11,19 +11,29 @@ public static class ChaosCommand
         var seed = new Option<int>("--seed") { Description = "seed of the fault schedule (the same seed gives the same faults, lengths and order)", DefaultValueFactory = _ => 1 };
         var minutes = new Option<double>("--minutes") { Description = "how long to keep injecting faults", DefaultValueFactory = _ => 5 };
         var units = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 20 };
-        var faults = new Option<string[]>("--fault") { Description = $"a fault to draw from (repeatable): {string.Join(", ", Faults.All.Where(f => f != Faults.DatabaseRestart))}; default all of them", AllowMultipleArgumentsPerToken = true };
+        var faults = new Option<string[]>("--fault")
+        {
+            Description = $"a fault to draw from (repeatable): {string.Join(", ", Faults.All.Where(f => f != Faults.DatabaseRestart))}; default all that this machine can run " +
+                          "(server-clock-skew needs libfaketime, disk-full root and SQLite)",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var broker = new Option<string>("--broker") { Description = "the broker: embedded (in the server) or mosquitto (a real one the run starts)", DefaultValueFactory = _ => "embedded" };
         var count = new Option<int?>("--count") { Description = "inject exactly this many faults (each chosen fault once first, in a seeded order) instead of running for --minutes" };
         var data = new Option<string>("--data") { Description = "working directory (wiped first)", DefaultValueFactory = _ => ".tsunagu/chaos" };
         var database = new Option<string>("--database") { Description = "the server's Database setting: a SQLite file name, or a PostgreSQL connection string", DefaultValueFactory = _ => "tsunagu.db" };
         var recovery = new Option<double>("--recovery-bound") { Description = "invariant: seconds after a fault heals by which every unit is Ready again", DefaultValueFactory = _ => 90 };
         var rate = new Option<int>("--max-requests-per-minute") { Description = "invariant: the most requests one unit may send in any 60 s", DefaultValueFactory = _ => 120 };
-        var command = new Command("chaos", "inject faults (server kill and restart, partitions, resets, slow links) into a real server and a simulated fleet; check the invariants")
+        var command = new Command("chaos", "inject faults (server kill and restart, broker restart, partitions, resets, slow links, clock skews, disk full) into a real server and a simulated fleet; check the invariants")
         {
-            seed, minutes, count, units, faults, data, database, recovery, rate,
+            seed, minutes, count, units, faults, data, database, broker, recovery, rate,
         };
         command.SetAction(async (r, ct) =>
         {
-            var chosen = r.GetValue(faults) is { Length: > 0 } f ? f : [.. Faults.All.Where(x => x != Faults.DatabaseRestart)];
+            var chosen = r.GetValue(faults) is { Length: > 0 } f ? f : [.. Faults.Available(r.GetValue(database)!)];
+            foreach (var left in Faults.All.Where(x => x != Faults.DatabaseRestart).Except(chosen))
+            {
+                if (Faults.Unavailable(left, r.GetValue(database)!) is { } why) { Console.WriteLine($"not injecting {left}: {why}"); }
+            }
             var settings = new ChaosSettings
             {
                 Seed = r.GetValue(seed),
@@ -33,6 +43,7 @@ public static class ChaosCommand
                 Faults = chosen,
                 DataDirectory = r.GetValue(data)!,
                 Database = r.GetValue(database)!,
+                Broker = r.GetValue(broker)!,
                 RecoveryBound = TimeSpan.FromSeconds(r.GetValue(recovery)),
                 MaxRequestsPerUnitPerMinute = r.GetValue(rate),
             };

@@ -37,8 +37,32 @@ public static class Faults
     public const string TokenKeyRotation = "token-key-rotation";
     /// <summary>Every unit's wall clock is set off by minutes to hours, ahead or behind (seeded); it stays off for the rest of the run.</summary>
     public const string UnitClockSkew = "unit-clock-skew";
+    /// <summary>
+    /// The broker alone restarts while the server stays up. Mosquitto: SIGKILL, started again when the fault heals.
+    /// The embedded broker lives in the server's process and cannot restart alone: every unit's broker connection is
+    /// reset and new ones are refused for the fault's length (what units see of a broker restart).
+    /// </summary>
+    public const string BrokerRestart = "broker-restart";
+    /// <summary>The server's wall clock jumps minutes to hours ahead or behind (libfaketime) and steps back when the fault heals.</summary>
+    public const string ServerClockSkew = "server-clock-skew";
+    /// <summary>The server's disk (a tmpfs of its own; needs root and SQLite) is filled to the last page, and freed when the fault heals.</summary>
+    public const string DiskFull = "disk-full";
 
-    public static readonly IReadOnlyList<string> All = [ServerKill, ServerRestart, Partition, Reset, Slow, DatabaseRestart, TokenKeyRotation, UnitClockSkew];
+    public static readonly IReadOnlyList<string> All =
+        [ServerKill, ServerRestart, Partition, Reset, Slow, DatabaseRestart, TokenKeyRotation, UnitClockSkew, BrokerRestart, ServerClockSkew, DiskFull];
+
+    /// <summary>The faults this machine can run (database-restart needs a database the run owns; see <see cref="Unavailable"/>).</summary>
+    public static IReadOnlyList<string> Available(string database) =>
+        All.Where(f => f != DatabaseRestart && Unavailable(f, database) is null).ToList();
+
+    /// <summary>Why <paramref name="fault"/> cannot run here, or null.</summary>
+    public static string? Unavailable(string fault, string database) => fault switch
+    {
+        ServerClockSkew when !ServerClock.IsAvailable => $"server-clock-skew needs libfaketime ({ServerClock.Library}): install the Debian package 'faketime'",
+        DiskFull when !Environment.IsPrivilegedProcess => "disk-full mounts a small tmpfs as the server's disk: it needs root",
+        DiskFull when database.Contains('=', StringComparison.Ordinal) => "disk-full fills the server's own disk, where its SQLite database lives: it needs SQLite",
+        _ => null,
+    };
 }
 
 public sealed record ChaosSettings
@@ -50,6 +74,9 @@ public sealed record ChaosSettings
 
     /// <summary>The server's Database setting: a SQLite file name in its data directory, or a PostgreSQL connection string.</summary>
     public string Database { get; init; } = "tsunagu.db";
+
+    /// <summary>The broker: <c>embedded</c> (in the server's process) or <c>mosquitto</c> (a real Mosquitto the run starts and owns).</summary>
+    public string Broker { get; init; } = "embedded";
     public IReadOnlyList<string> Faults { get; init; } =
     [
         Chaos.Faults.ServerKill, Chaos.Faults.ServerRestart, Chaos.Faults.Partition, Chaos.Faults.Reset, Chaos.Faults.Slow,
@@ -117,7 +144,10 @@ public sealed record ChaosReport(int Seed, int Units, TimeSpan Elapsed, int Faul
 /// simulated HAL) that reaches it through a <see cref="FaultProxy"/>, and a seeded schedule of faults. Before each
 /// fault the operator forces a check, so the fault finds units in the middle of their work; after each fault heals
 /// it checks that every unit comes back Ready on its target pattern, and forces a check again that every unit
-/// must act on. Across the run it checks that no unit ever sends more than a bounded number of requests a minute.
+/// must act on. Across the run it checks that no unit ever sends more than a bounded number of requests a minute. As
+/// each fault begins the operator gives one unit a new configuration; at the end, with the fleet powered off, it checks
+/// that nothing the units reported or the operator did is lost or duplicated in the server's history and audit
+/// (<see cref="HistoryCheck"/>).
 /// </summary>
 public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : IAsyncDisposable
 {
@@ -130,6 +160,16 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     private string _serverDirectory = "";
     private ServerProcess? _server;
     private FaultProxy? _proxy;
+    /// <summary>Between the units and the embedded broker (its broker-restart fault); null with Mosquitto.</summary>
+    private FaultProxy? _brokerProxy;
+    private MosquittoProcess? _mosquitto;
+    private ServerClock? _serverClock;
+    private string? _diskMount;
+    private readonly List<ForcedCheck> _forced = [];
+    private readonly List<AssignedConfig> _assigned = [];
+    private Dictionary<string, IReadOnlyList<long>> _revisionsBefore = [];
+    /// <summary>When the database was crashing (Stopwatch timestamps): commits that did not wait for the disk may be lost then.</summary>
+    private readonly List<(long From, long To)> _lossWindows = [];
     private SimulatedFleet? _fleet;
     private Uri _operatorUrl = new("https://127.0.0.1/");
     private string _pin = "", _password = "";
@@ -148,9 +188,15 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         if (unknown.Count > 0) { throw new ArgumentException($"unknown fault(s) {string.Join(", ", unknown)}; known: {string.Join(", ", Faults.All)}"); }
         var faults = settings.Faults.Where(f => f != Faults.DatabaseRestart || settings.RestartDatabase is not null).ToList();
         if (faults.Count == 0) { throw new ArgumentException("no fault to inject (database-restart needs a database the run can restart)"); }
+        if (faults.Select(f => Faults.Unavailable(f, settings.Database)).FirstOrDefault(why => why is not null) is { } unavailable) { throw new ArgumentException(unavailable); }
+        if (settings.Broker is not ("embedded" or "mosquitto")) { throw new ArgumentException($"--broker {settings.Broker}: embedded or mosquitto"); }
+        if (settings.Broker == "mosquitto" && !MosquittoProcess.IsAvailable)
+        {
+            throw new ArgumentException($"--broker mosquitto needs Mosquitto with dynamic security ({MosquittoProcess.Program}, {MosquittoProcess.Plugin}): install the Debian packages 'mosquitto' and 'mosquitto-clients'");
+        }
 
         _clock.Start();
-        await SetUpAsync(ct);
+        await SetUpAsync(faults, ct);
         var random = _random;
         var recoveries = new List<(string Fault, TimeSpan Took)>();
         var injected = 0;
@@ -163,6 +209,9 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             var lead = TimeSpan.FromMilliseconds(random.Next(0, 300));
             var acks = Units.Select(u => u.Meter.ReadyAcks).ToArray();
 
+            var began = Stopwatch.GetTimestamp();
+            // the operator changes one unit's configuration as the fault begins: the change is in flight through it
+            await ChangeConfigurationAsync(Units[injected % Units.Count].Mac, injected, ct);
             await InjectAsync(fault, length, lead, ct);
             injected++;
             var healed = _clock.Elapsed;
@@ -176,12 +225,13 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 Fail($"recovery after {fault}", $"not every unit was Ready again {settings.RecoveryBound.TotalSeconds:0} s after the fault healed: {Stuck(acks)}");
                 break;
             }
-            Record($"every unit Ready again {took.TotalSeconds:0.0} s after {fault} healed");
+            Record($"every unit Ready again {took.TotalSeconds:0.0} s after {fault} healed; {Answers(began)}");
 
             // a check forced after the fault heals reaches every unit (the push path survived the fault)
             if (!await PushReachesEveryUnitAsync(fault, ct)) { break; }
             if (!await ServerAgreesAsync(fault, ct)) { break; }
         }
+        await HistoryAsync(ct);
         _clock.Stop();
 
         var worst = recoveries.Count == 0 ? TimeSpan.Zero : recoveries.Max(r => r.Took);
@@ -196,6 +246,111 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     }
 
     private IReadOnlyList<FleetUnit> Units => _fleet?.Units ?? [];
+
+    /// <summary>The operator gives the unit a new configuration revision (the demo services, its DNS server varied by round).</summary>
+    private async Task ChangeConfigurationAsync(string mac, int round, CancellationToken ct)
+    {
+        var config = DemoCatalogue.StandardServices with { Dns = DemoCatalogue.StandardServices.Dns with { Upstreams = [$"192.0.2.{1 + round % 250}"] } };
+        using var client = Operator();
+        var json = await client.SendAsync(HttpMethod.Put, $"{Routes.Units}/{Uri.EscapeDataString(mac)}/service-config",
+            new StringContent(System.Text.Json.JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration), Encoding.UTF8, "application/json"), ct);
+        using var document = System.Text.Json.JsonDocument.Parse(json);
+        var revision = document.RootElement.GetProperty("revision").GetInt64();
+        lock (_assigned) { _assigned.Add(new AssignedConfig(mac, revision)); }
+        Record($"operator gives {mac} configuration revision {revision}");
+    }
+
+    private async Task<IReadOnlyList<ListedConfig>> ListConfigurationsAsync(string mac, CancellationToken ct)
+    {
+        using var client = Operator();
+        var json = await client.SendAsync(HttpMethod.Get, $"{Routes.Units}/{Uri.EscapeDataString(mac)}/service-config", null, ct);
+        using var document = System.Text.Json.JsonDocument.Parse(json);
+        return document.RootElement.EnumerateArray().Select(e => new ListedConfig(e.GetProperty("revision").GetInt64(),
+            e.GetProperty("status").GetString() ?? "", e.GetProperty("origin").GetString() ?? "")).ToList();
+    }
+
+    /// <summary>What the units' requests since <paramref name="since"/> were answered (status: count; none: no answer).</summary>
+    private string Answers(long since)
+    {
+        var answers = _requests.Values.SelectMany(q => q).Where(r => r.At >= since).ToList();
+        return $"units' requests since the fault began: {answers.Count} ({string.Join(", ", answers.GroupBy(r => r.Status).OrderBy(g => g.Key ?? 0)
+            .Select(g => $"{(g.Key is { } status ? status.ToString(CultureInfo.InvariantCulture) : "no answer")}: {g.Count()}"))})";
+    }
+
+    /// <summary>
+    /// Invariant history (nothing lost or duplicated): the units are powered off first, so that every report they sent
+    /// has its outcome traced; then the server's record of every forced check and its audit log are read through the
+    /// operator API, and, once the server has stopped, each unit's history from its database (what the console shows).
+    /// </summary>
+    private async Task HistoryAsync(CancellationToken ct)
+    {
+        foreach (var unit in Units) { await _fleet!.PowerOffAsync(unit); }
+        if (_mosquitto is { IsRunning: false } broker) { await broker.StartAgainAsync(ct); }
+        var statuses = new Dictionary<string, ForceCheckStatus?>(StringComparer.Ordinal);
+        foreach (var check in _forced)
+        {
+            try
+            {
+                statuses[check.CheckId] = await CheckStatusAsync(check.CheckId, ct);
+            }
+            catch (OperatorApiException e) when (e.Status == 404)
+            {
+                statuses[check.CheckId] = null;
+            }
+        }
+        List<AuditEntry> audit;
+        using (var client = Operator())
+        {
+            var json = await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/audit?limit=10000&actor={Uri.EscapeDataString(DemoCatalogue.OperatorName)}", null, ct);
+            audit = ParseAudit(json);
+        }
+        _results.Add(HistoryCheck.Checks(_forced, statuses, audit));
+        var listed = new Dictionary<string, IReadOnlyList<ListedConfig>>(StringComparer.Ordinal);
+        foreach (var unit in Units) { listed[unit.Mac] = await ListConfigurationsAsync(unit.Mac, ct); }
+        _results.Add(HistoryCheck.Configs(_assigned, listed, _revisionsBefore, audit));
+
+        await _server!.StopAsync();
+        // this process's pooled connections from the seeding are dead after a database restart
+        Npgsql.NpgsqlConnection.ClearAllPools();
+        var recorded = new Dictionary<string, int>(StringComparer.Ordinal);
+        var configRecorded = new Dictionary<string, int>(StringComparer.Ordinal);
+        await using (var reader = ServerHost.Build(new ServerOptions { DataDirectory = _serverDirectory, MqttPort = -1, Database = settings.Database },
+                         logging: l => l.SetMinimumLevel(LogLevel.Error)))
+        {
+            var store = reader.Services.GetRequiredService<TsunaguStore>();
+            foreach (var unit in Units)
+            {
+                var events = store.ListUnitEvents(unit.Mac, int.MaxValue);
+                recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready);
+                configRecorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Config);
+            }
+        }
+        (long From, long To)[] windows;
+        lock (_lossWindows) { windows = [.. _lossWindows]; }
+        Dictionary<string, SentReports> Sent(string path, bool lossAllowed) => _requests.ToDictionary(kv => kv.Key, kv =>
+        {
+            var reports = kv.Value.Where(r => r.Path == path).ToList();
+            var acknowledged = reports.Where(r => r.Status is >= 200 and < 300).ToList();
+            return new SentReports(acknowledged.Count, reports.Count(r => r.Status is null),
+                lossAllowed ? acknowledged.Count(r => windows.Any(w => r.At >= w.From && r.At <= w.To)) : 0);
+        }, StringComparer.Ordinal);
+        _results.Add(HistoryCheck.Reports("ready", Sent(Routes.Ready, lossAllowed: true), recorded));
+        // a configuration acknowledgement is committed durably: none may be lost
+        _results.Add(HistoryCheck.Reports("config", Sent(Routes.ServiceConfigAck, lossAllowed: false), configRecorded));
+        Record("history read: fleet powered off, server stopped");
+    }
+
+    /// <summary>The operator API's audit entries (<c>GET /api/v1/audit</c>).</summary>
+    public static List<AuditEntry> ParseAudit(string json)
+    {
+        using var document = System.Text.Json.JsonDocument.Parse(json);
+        string? Text(System.Text.Json.JsonElement e, string name) =>
+            e.EnumerateObject().FirstOrDefault(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase)).Value is { ValueKind: System.Text.Json.JsonValueKind.String } v
+                ? v.GetString() : null;
+        return document.RootElement.EnumerateArray().Select(e => new AuditEntry(
+            e.EnumerateObject().First(p => string.Equals(p.Name, "id", StringComparison.OrdinalIgnoreCase)).Value.GetInt64(),
+            Text(e, "actor") ?? "", Text(e, "action") ?? "", Text(e, "target"), Text(e, "detail"))).ToList();
+    }
 
     private void Fail(string name, string detail)
     {
@@ -227,7 +382,10 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 Record($"fault {fault} for {length.TotalSeconds:0.0} s");
                 if (fault == Faults.DatabaseRestart)
                 {
+                    // PostgreSQL with synchronous_commit=off (what units report again) may lose the last ~0.6 s of commits
+                    var from = Stopwatch.GetTimestamp() - 2 * Stopwatch.Frequency;
                     await settings.RestartDatabase!(ct);
+                    lock (_lossWindows) { _lossWindows.Add((from, Stopwatch.GetTimestamp())); }
                     break;
                 }
                 if (fault == Faults.TokenKeyRotation)
@@ -261,6 +419,51 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 Record($"fault {fault}: unit clocks now off by {string.Join(", ", _clocks.Values.Select(c => $"{c.Offset.TotalMinutes:+0;-0} min").Take(5))}... and stay so");
                 await ForceCheckAsync("with the clocks off", ct);
                 await Task.Delay(length, ct);
+                break;
+            case Faults.BrokerRestart:
+                Record($"fault {fault} for {length.TotalSeconds:0.0} s" + (_mosquitto is null
+                    ? " (embedded broker: every unit's broker connection reset, new ones refused)"
+                    : " (Mosquitto SIGKILLed; the server stays up)"));
+                if (_mosquitto is { } down) { await down.KillAsync(); } else { _brokerProxy!.SetMode(LinkMode.Reset); }
+                // the operator forces a check with the broker down: with Mosquitto the server's own link is down too and it
+                // answers 503 until the link is back (the operator tries again); with the embedded broker the units are offline
+                var during = ForceCheckAsync("with the broker down", ct);
+                await Task.Delay(length, ct);
+                if (_mosquitto is { } up) { await up.StartAgainAsync(ct); } else { _brokerProxy!.SetMode(LinkMode.Pass); }
+                await during;
+                break;
+            case Faults.ServerClockSkew:
+                var offset = TimeSpan.FromMinutes(_random.Next(2, 120) * (_random.Next(2) == 0 ? -1 : 1));
+                Record($"fault {fault}: the server's clock jumps {offset.TotalMinutes:+0;-0} min for {length.TotalSeconds:0.0} s");
+                _serverClock!.Set(offset);
+                await Task.Delay(ServerClock.Settle, ct);
+                await ForceCheckAsync("with the server's clock off", ct);
+                await Task.Delay(length, ct);
+                // as NTP would: a step back to the true time, a second jump
+                _serverClock.Set(TimeSpan.Zero);
+                await Task.Delay(ServerClock.Settle, ct);
+                Record("the server's clock steps back to the true time");
+                break;
+            case Faults.DiskFull:
+                // the units' requests for the check are held in the proxy until the disk is full, so that they all meet it
+                proxy.SetMode(LinkMode.Blackhole);
+                await ForceCheckAsync("with the units' link held", ct);
+                await Task.Delay(lead + TimeSpan.FromMilliseconds(200), ct);
+                Record($"fault {fault} for {length.TotalSeconds:0.0} s");
+                var filler = Path.Combine(_diskMount!, "filler");
+                var filled = FillDisk(filler);
+                proxy.SetMode(LinkMode.Pass);
+                Record($"the server's disk is full ({filled / 1024} KiB written to fill it); the units' requests pass");
+                try
+                {
+                    await ForceCheckAsync("on the full disk", ct);
+                }
+                catch (OperatorApiException e) when (e.Status == 507)
+                {
+                    Record("the server refuses the operator's check on the full disk: 507");
+                }
+                await Task.Delay(length, ct);
+                File.Delete(filler);
                 break;
         }
         Record($"healed {fault}");
@@ -320,6 +523,42 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         return true;
     }
 
+    /// <summary>
+    /// Fills the server's disk to the last page. The SQLite write-ahead log is checkpointed and truncated first, so
+    /// that the server's next commit needs a new page too (otherwise the log's free pages would take it).
+    /// </summary>
+    private long FillDisk(string path)
+    {
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(_serverDirectory, settings.Database)};Pooling=False"))
+        {
+            connection.Open();
+            using var checkpoint = connection.CreateCommand();
+            checkpoint.CommandText = "PRAGMA wal_checkpoint(TRUNCATE)";
+            checkpoint.ExecuteNonQuery();
+        }
+        var chunk = new byte[1 << 20];
+        long written = 0;
+        using var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1);
+        while (true)
+        {
+            try
+            {
+                file.Write(chunk);
+                file.Flush();
+                written += chunk.Length;
+            }
+            catch (IOException) when (chunk.Length > 1)
+            {
+                // the last pages: halve the writes until not even one byte fits
+                chunk = new byte[chunk.Length / 2];
+            }
+            catch (IOException)
+            {
+                return written;
+            }
+        }
+    }
+
     /// <summary>Invariant presence: how long the operator API may show a unit otherwise than it is connected.</summary>
     private static readonly TimeSpan PresenceBound = TimeSpan.FromSeconds(60);
 
@@ -370,7 +609,12 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             try
             {
                 using var client = Operator();
-                var response = await client.ForceCheckAsync(new ForceCheckRequest(Units.Select(u => u.Mac).ToList(), null, 5), ct);
+                var macs = Units.Select(u => u.Mac).ToList();
+                var response = await client.ForceCheckAsync(new ForceCheckRequest(macs, null, 5), ct);
+                if (response.CheckId is { } id)
+                {
+                    lock (_forced) { _forced.Add(new ForcedCheck(id, macs)); }
+                }
                 Record($"operator forces a check of {Units.Count} units ({why}): {response.Units?.Count(d => d.Status == "delivered") ?? 0} delivered at once, " +
                        $"{response.Units?.Count(d => d.Status == "pending") ?? 0} pending, {response.Units?.Count(d => d.Status == "offline") ?? 0} offline" +
                        (refused > 0 ? $" (after {refused} answer(s) 503)" : ""));
@@ -422,11 +666,20 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
 
     private OperatorClient Operator() => new(_operatorUrl, DemoCatalogue.OperatorName, _password, [_pin]);
 
-    private async Task SetUpAsync(CancellationToken ct)
+    private async Task SetUpAsync(IReadOnlyList<string> faults, CancellationToken ct)
     {
         var root = Path.GetFullPath(settings.DataDirectory);
         if (Directory.Exists(root)) { Directory.Delete(root, recursive: true); }
+        Directory.CreateDirectory(root);
         var serverDir = _serverDirectory = Path.Combine(root, "server");
+        if (faults.Contains(Faults.DiskFull))
+        {
+            // the server's disk: a small tmpfs of its own, which the disk-full fault fills
+            _diskMount = Path.Combine(root, "disk");
+            Directory.CreateDirectory(_diskMount);
+            await RunAsync("mount", ["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", _diskMount], ct);
+            serverDir = _serverDirectory = Path.Combine(_diskMount, "server");
+        }
         Directory.CreateDirectory(serverDir);
         using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         byte[] unitKey;
@@ -441,12 +694,32 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         var unitsSee = $"https://127.0.0.1:{_proxy.Port}/";
         // the units reach both roles through the proxy: the factory identity names it, and so does the host server
         // URL the initial setting server gives them
-        _server = new ServerProcess(serverDir, port, FleetSimulation.FreePort(), [$"Database={settings.Database}", $"HostServerUrl={unitsSee}",
-            string.Create(CultureInfo.InvariantCulture, $"HostTokenLifetime={settings.HostTokenLifetime:c}")]);
+        List<string> serverSettings = [$"Database={settings.Database}", $"HostServerUrl={unitsSee}",
+            string.Create(CultureInfo.InvariantCulture, $"HostTokenLifetime={settings.HostTokenLifetime:c}")];
+        var mqttPort = FleetSimulation.FreePort();
+        if (settings.Broker == "mosquitto")
+        {
+            _mosquitto = await MosquittoProcess.StartAsync(Path.Combine(Path.GetTempPath(), "tsunagu-chaos-mosquitto-" + Guid.NewGuid().ToString("N")[..12]),
+                FleetSimulation.FreePort(), ct);
+            serverSettings.Add($"Mqtt={_mosquitto.Setting}");
+        }
+        else
+        {
+            // units reach the embedded broker through a proxy of their own, which its broker-restart fault resets
+            _brokerProxy = new FaultProxy(mqttPort);
+            serverSettings.Add($"MqttPublicUri=mqtts://127.0.0.1:{_brokerProxy.Port}");
+        }
+        if (faults.Contains(Faults.ServerClockSkew))
+        {
+            _serverClock = new ServerClock(root);
+        }
+        _server = new ServerProcess(serverDir, port, mqttPort, serverSettings, _serverClock?.Environment);
         await _server.StartAsync(ct);
         _operatorUrl = new Uri($"https://127.0.0.1:{port}/");
         _pin = OperatorClient.PinFromPemFile(Path.Combine(serverDir, "tls", Server.Security.ServerCertificate.PemFile));
-        Record($"server pid-managed on {_operatorUrl} ({(settings.Database.Contains('=', StringComparison.Ordinal) ? "PostgreSQL" : "SQLite")}, embedded broker); units reach it through the fault proxy at {unitsSee}");
+        Record($"server pid-managed on {_operatorUrl} ({(settings.Database.Contains('=', StringComparison.Ordinal) ? "PostgreSQL" : "SQLite")}, " +
+               $"{(_mosquitto is { } m ? $"Mosquitto on port {m.Port}" : "embedded broker")}{(_serverClock is null ? "" : ", under libfaketime")}" +
+               $"{(_diskMount is null ? "" : ", on a 64 MiB tmpfs")}); units reach it through the fault proxy at {unitsSee}");
 
         var options = new SupervisorOptions
         {
@@ -487,14 +760,43 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         {
             throw new InvalidOperationException("the units' requests did not pass through the fault proxy");
         }
+        foreach (var unit in Units)
+        {
+            _revisionsBefore[unit.Mac] = (await ListConfigurationsAsync(unit.Mac, ct)).Select(c => c.Revision).ToList();
+        }
         Record($"{settings.Units} units Ready on {DemoCatalogue.Pattern1} and listening for pushes; faults begin (seed {settings.Seed})");
+    }
+
+    private static async Task RunAsync(string program, IReadOnlyList<string> arguments, CancellationToken ct)
+    {
+        var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in arguments) { start.ArgumentList.Add(a); }
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {program}");
+        var error = process.StandardError.ReadToEndAsync(ct);
+        await process.StandardOutput.ReadToEndAsync(ct);
+        await process.WaitForExitAsync(ct);
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{program} {string.Join(' ', arguments)} exited with {process.ExitCode}: {await error}");
+        }
     }
 
     public async ValueTask DisposeAsync()
     {
         if (_fleet is not null) { await _fleet.DisposeAsync(); }
         if (_proxy is not null) { await _proxy.DisposeAsync(); }
+        if (_brokerProxy is not null) { await _brokerProxy.DisposeAsync(); }
         if (_server is not null) { await _server.DisposeAsync(); }
+        if (_mosquitto is not null)
+        {
+            await _mosquitto.DisposeAsync();
+            Directory.Delete(_mosquitto.Directory, recursive: true);
+        }
+        if (_diskMount is not null)
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            await RunAsync("umount", ["-l", _diskMount], CancellationToken.None);
+        }
     }
 
     /// <summary>Records when each request of one unit was sent, on which path, and its status (null: no answer).</summary>

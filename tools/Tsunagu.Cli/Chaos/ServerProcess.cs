@@ -5,9 +5,11 @@ namespace Tsunagu.Cli.Chaos;
 
 /// <summary>
 /// The server as a child process (`tsunagu-server.dll` beside this program) that the nemesis can kill with SIGKILL,
-/// stop with SIGTERM and start again on the same data directory and ports.
+/// stop with SIGTERM and start again on the same data directory and ports. <paramref name="environment"/> is added to
+/// the process's environment (the server clock's skew runs it under libfaketime, <see cref="ServerClock"/>).
 /// </summary>
-public sealed class ServerProcess(string dataDirectory, int port, int mqttPort, IReadOnlyList<string> settings) : IAsyncDisposable
+public sealed class ServerProcess(string dataDirectory, int port, int mqttPort, IReadOnlyList<string> settings,
+    IReadOnlyDictionary<string, string>? environment = null) : IAsyncDisposable
 {
     private Process? _process;
     private readonly StringBuilder _output = new();
@@ -35,6 +37,10 @@ public sealed class ServerProcess(string dataDirectory, int port, int mqttPort, 
                      .Concat(settings.Select(s => "--" + s)))
         {
             start.ArgumentList.Add(a);
+        }
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
         }
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the server");
