@@ -100,9 +100,10 @@ image: deps
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 image
 
-# One QEMU unit of the image against the server of `make run` (start that first; image/lab.sh says what to watch).
+# One QEMU unit of the image against the server of `make run` (start that first; the lab script says what to watch).
+LAB_SCRIPTS := tests/Tsunagu.SystemTests/Qemu
 lab: build image
-	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) bash image/lab.sh
+	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) bash $(LAB_SCRIPTS)/lab.sh
 
 clean:
 	$(DOTNET) clean Tsunagu.slnx -c $(CONFIGURATION) >/dev/null
