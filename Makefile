@@ -93,8 +93,9 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CONFIGURATION=$(CONFIGURATION) DOTNET=$(DOTNET) bash tests/Tsunagu.Fuzz/fuzz.sh
 
-# tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud; PublishAot is set in its project). LiteDB reports trim/AOT analysis warnings
-# (reflection-based mapping the supervisor does not use: it stores JSON strings), so they are not errors here.
+# tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud; PublishAot is set in its project). LiteDB reports
+# trim/AOT analysis warnings (reflection-based mapping the supervisor does not use: it stores JSON strings), so
+# warnings are not errors here; the analyzers' findings in protocol, hal and firmware still are (Directory.Build.targets).
 tsunagud-aot: deps
 	$(DOTNET) publish firmware/tsunagud -c Release -r linux-x64 -p:TreatWarningsAsErrors=false -o artifacts/tsunagud
 
