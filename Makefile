@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps packages restore build test chaos unit-test integration-test system-test run bench tsunagud-aot image lab clean
+.PHONY: all deps packages restore build format-check test chaos unit-test integration-test system-test run bench tsunagud-aot image lab clean
 
 all: build
 
@@ -34,14 +34,21 @@ packages:
 	if [ "$$(id -u)" -ne 0 ]; then echo "error: not root; install them with: sudo apt-get install $$(echo $$missing)" >&2; exit 1; fi; \
 	export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q $$missing
 
+# LOCKED=1 (CI) restores exactly the packages.lock.json of each project and fails if a project's references no
+# longer match it; without it a restore updates the lock files (commit them with the change that caused it).
+LOCKED ?= $(if $(filter true,$(CI)),1,)
 restore: deps
-	$(DOTNET) restore Tsunagu.slnx
+	$(DOTNET) restore Tsunagu.slnx $(if $(filter 1,$(LOCKED)),--locked-mode)
 
 build: restore
 	$(DOTNET) build Tsunagu.slnx -c $(CONFIGURATION) --no-restore
 
+# The code is laid out as .editorconfig says (whitespace, style, analyzers); `dotnet format Tsunagu.slnx` fixes it.
+format-check: restore
+	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
+
 # Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the image.
-test: packages build image
+test: packages format-check build image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
 
@@ -92,10 +99,11 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CONFIGURATION=$(CONFIGURATION) DOTNET=$(DOTNET) bash tests/Tsunagu.Fuzz/fuzz.sh
 
-# tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud). LiteDB reports trim/AOT analysis warnings
-# (reflection-based mapping the supervisor does not use: it stores JSON strings), so they are not errors here.
+# tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud; PublishAot is set in its project). LiteDB reports
+# trim/AOT analysis warnings (reflection-based mapping the supervisor does not use: it stores JSON strings), so
+# warnings are not errors here; the analyzers' findings in protocol, hal and firmware still are (Directory.Build.targets).
 tsunagud-aot: deps
-	$(DOTNET) publish firmware/tsunagud -c Release -r linux-x64 -p:PublishAot=true -p:TreatWarningsAsErrors=false -o artifacts/tsunagud
+	$(DOTNET) publish firmware/tsunagud -c Release -r linux-x64 -p:TreatWarningsAsErrors=false -o artifacts/tsunagud
 
 # The firmware image of a board (docs/image.md): out/image/$(BOARD)/disk.img and the boot files QEMU loads (the
 # production image: no shell on any console), and out/image/$(BOARD)-debug, the lab's debug build with a root
@@ -106,9 +114,10 @@ image: deps
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 image
 
-# One QEMU unit of the image against the server of `make run` (start that first; image/lab.sh says what to watch).
+# One QEMU unit of the image against the server of `make run` (start that first; the lab script says what to watch).
+LAB_SCRIPTS := tests/Tsunagu.SystemTests/Qemu
 lab: build image
-	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) bash image/lab.sh
+	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) bash $(LAB_SCRIPTS)/lab.sh
 
 clean:
 	$(DOTNET) clean Tsunagu.slnx -c $(CONFIGURATION) >/dev/null

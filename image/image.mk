@@ -1,5 +1,6 @@
-# The firmware image of one board, from Debian packages (see image/README.md). Called by `make image BOARD=...`;
-# every output is a file target, so a rebuild with nothing changed does nothing.
+# The firmware image of one board (docs/image.md): the OS recipe in rootfs/ assembled for board/$(BOARD)/, from
+# Debian packages. Called by `make image BOARD=...`; every output is a file target, so a rebuild with nothing
+# changed does nothing.
 SHELL := /bin/bash
 BOARD ?= qemu-x86_64
 # DEBUG_SHELL=1 builds the lab's image into out/image/<board>-debug: an unauthenticated root shell on the second
@@ -18,21 +19,18 @@ OS_VERSION ?= 1.0
 UPDATE_OS_VERSION ?= 1.1
 TSUNAGUD := artifacts/tsunagud/tsunagud
 KREL := $(shell bash -c '. image/lib.sh; kernel_release' 2>/dev/null)
-BOOT_MODULES := virtio_pci virtio_blk virtio_net squashfs ext4 overlay evdev
-OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
-	nf_conntrack nf_nat wireguard bridge tun veth
-DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck
-# boards with a cache disk also carry squid (the cache service) and its error pages
+include rootfs/rootfs.mk
 HAS_HDD := $(shell jq -r 'if .hdd then "yes" else "" end' $(BOARD_JSON) 2>/dev/null)
 ifneq ($(HAS_HDD),)
-DAEMONS += /usr/sbin/squid
-SQUID_FILES := /usr/share/squid /usr/share/squid-langpack/templates /usr/share/squid-langpack/en /etc/squid/errorpage.css
+DAEMONS += $(CACHE_DAEMONS)
+SQUID_FILES := $(CACHE_FILES)
 endif
 FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.csproj' | grep -v '/obj/\|/bin/')
-IMAGE_INPUTS := image/lib.sh image/image.mk $(shell find image/rootfs image/initramfs -type f)
+BOARD_CMDLINE := board/$(BOARD)/cmdline
+IMAGE_INPUTS := image/lib.sh image/image.mk rootfs/rootfs.mk $(shell find rootfs/overlay rootfs/initramfs -type f)
 
 .PHONY: image config
-image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img
+image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img $(OUT)/cmdline
 	@bash -c '. image/lib.sh; say "$(OUT): $$(cd $(OUT) && ls -s --block-size=K disk.img prom.sqfs os-*.sqfs vmlinuz initrd.img | tr "\n" " ")"'
 
 $(OUT)/.kernel-$(KREL):
@@ -43,26 +41,29 @@ $(OUT)/vmlinuz: $(OUT)/.kernel-$(KREL)
 	@bash -c '. image/lib.sh; say "kernel $(KREL)"'
 	cp /boot/vmlinuz-$(KREL) $@
 
+# The kernel command line the board's boot loader passes (on the QEMU board, qemu-run.sh's -append).
+$(OUT)/cmdline: $(BOARD_CMDLINE)
+	@[ -s $< ] || { echo "[image] error: $< is missing or empty (the board's kernel command line)" >&2; exit 1; }
+	@mkdir -p $(OUT) && cp $< $@
+
 $(TSUNAGUD): $(FIRMWARE_SOURCES)
 	@bash -c '. image/lib.sh; say "tsunagud (Native AOT; about a minute)"'
 	$(MAKE) --no-print-directory tsunagud-aot >/dev/null
 
 # The configuration files of the boot program and of the OS root file system, no binaries (what the image's
-# unit tests build and inspect): image/initramfs/init and image/rootfs/, the accounts, and with DEBUG_SHELL=1
+# unit tests build and inspect): rootfs/initramfs/init and rootfs/overlay/, the accounts, and with DEBUG_SHELL=1
 # the service shell on ttyS1 and the boot program's break shell. A production build removes every line of
 # the boot program between '# debug-shell-begin' and '# debug-shell-end'.
 config: $(OUT)/stage/config/.done
 
 $(OUT)/stage/config/.done: $(IMAGE_INPUTS)
 	rm -rf $(OUT)/stage/config && mkdir -p $(OUT)/stage/config/initramfs $(OUT)/stage/config/rootfs/etc
-	cp -a image/rootfs/. $(OUT)/stage/config/rootfs/
-	printf 'root:x:0:0:root:/root:/bin/sh\nproxy:x:13:13:proxy:/bin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\ndnsmasq:x:65533:65534:dnsmasq:/nonexistent:/bin/false\n' > $(OUT)/stage/config/rootfs/etc/passwd
-	printf 'root:x:0:\nproxy:x:13:\ndip:x:30:\nnogroup:x:65534:\n' > $(OUT)/stage/config/rootfs/etc/group
+	cp -a rootfs/overlay/. $(OUT)/stage/config/rootfs/
 ifeq ($(DEBUG_SHELL),1)
-	install -m 0755 image/initramfs/init $(OUT)/stage/config/initramfs/init
+	install -m 0755 rootfs/initramfs/init $(OUT)/stage/config/initramfs/init
 	printf '# the lab'"'"'s debug build (DEBUG_SHELL=1): an unauthenticated root shell on the second serial port\nttyS1::respawn:/bin/sh -l\n' >> $(OUT)/stage/config/rootfs/etc/inittab
 else
-	sed '/# debug-shell-begin/,/# debug-shell-end/d' image/initramfs/init > $(OUT)/stage/config/initramfs/init
+	sed '/# debug-shell-begin/,/# debug-shell-end/d' rootfs/initramfs/init > $(OUT)/stage/config/initramfs/init
 	chmod 0755 $(OUT)/stage/config/initramfs/init
 endif
 	touch $@
@@ -86,7 +87,7 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/
 	bash -c '. image/lib.sh; s=$(OUT)/stage/os-$*; install_busybox $$s; \
 		for b in $(DAEMONS); do install_binary $$s $$b; done; \
 		install_binary_as $$s $(TSUNAGUD) /usr/lib/tsunagu/tsunagud; \
-		for l in /usr/lib/x86_64-linux-gnu/libssl.so.3 /usr/lib/x86_64-linux-gnu/libcrypto.so.3; do install_library $$s $$l; done; \
+		for l in $(OS_LIBRARIES); do install_library $$s $$l; done; \
 		install_modules $$s $(KREL) $(OS_MODULES); \
 		for f in $(SQUID_FILES); do [ -e $$f ] || die "$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $$f $$s$$f; done'
 	mkdir -p $(OUT)/stage/os-$*/{proc,sys,dev,run,tmp,data,prom,factory,hdd,var,root} $(OUT)/stage/os-$*/etc/tsunagu
@@ -107,7 +108,7 @@ $(OUT)/prom.sqfs: $(OUT)/stage/os-$(OS_VERSION)/.done $(OUT)/vmlinuz $(OUT)/init
 	rm -rf $(OUT)/stage/prom-extra && mkdir -p $(OUT)/stage/prom-extra/boot
 	cp $(OUT)/vmlinuz $(OUT)/initrd.img $(OUT)/stage/prom-extra/boot/
 	echo "tsunagu-os $(OS_VERSION)" > $(OUT)/stage/prom-extra/os-version
-	for app in cache-manager firewall vcp; do mkdir -p $(OUT)/stage/prom-extra/apps/$$app/1.0.0; \
+	for app in $(FACTORY_APPS); do mkdir -p $(OUT)/stage/prom-extra/apps/$$app/1.0.0; \
 		echo "$$app 1.0.0" > $(OUT)/stage/prom-extra/apps/$$app/1.0.0/VERSION; done
 	mksquashfs $(OUT)/stage/os-$(OS_VERSION) $@.tmp -noappend -comp zstd -all-root -no-progress -quiet -no-recovery -e .done
 	mksquashfs $(OUT)/stage/prom-extra $@.tmp -comp zstd -all-root -no-progress -quiet -no-recovery

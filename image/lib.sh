@@ -19,7 +19,7 @@ kernel_release() {
 # install_binary STAGE PATH: PATH and its libraries (ldd) into STAGE at the same paths.
 install_binary() {
     local stage=$1 bin=$2 lib
-    [ -x "$bin" ] || die "$bin is missing (see the package list in image/README.md)"
+    [ -x "$bin" ] || die "$bin is missing (see the package list in rootfs/rootfs.mk and APT_PACKAGES in the Makefile)"
     mkdir -p "$stage$(dirname "$bin")"
     cp -L "$bin" "$stage$bin"
     for lib in $(ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do

@@ -44,7 +44,7 @@ public static class AotBench
         progress(string.Create(c, $"aot: hello world published in {clock.Elapsed.TotalSeconds:0} s"));
         clock.Restart();
         // as `make tsunagud-aot`: LiteDB's trim/AOT analysis warnings are not errors there either
-        await Tools.RunAsync("dotnet", $"publish {root}/firmware/tsunagud -c Release -r linux-x64 -p:PublishAot=true -p:TreatWarningsAsErrors=false -o {dir}/tsunagud",
+        await Tools.RunAsync("dotnet", $"publish {root}/firmware/tsunagud -c Release -r linux-x64 -p:TreatWarningsAsErrors=false -o {dir}/tsunagud",
             TimeSpan.FromMinutes(15));
         progress(string.Create(c, $"aot: tsunagud published in {clock.Elapsed.TotalSeconds:0} s"));
         var helloSize = new FileInfo(Path.Combine(dir, "hello", "hello")).Length;

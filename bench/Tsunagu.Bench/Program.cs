@@ -47,48 +47,48 @@ using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStopSig
 using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStopSignal);
 try
 {
-if (only.Contains("http"))
-{
-    await HttpBench.RunAsync(work, seconds, results);
-}
-if (only.Contains("mqtt"))
-{
-    // 10,000 clients in this process: one descriptor each; the server and Mosquitto hold theirs in their own processes
-    var mqttUnits = int.Parse(Environment.GetEnvironmentVariable("BENCH_MQTT_UNITS") ?? "10000", c);
-    var m = await MqttBench.RunAsync(work, mqttUnits, Progress, stop.Token);
-    var scope = mqttUnits == 10_000 ? "" : $" (MEASURED AT {mqttUnits:N0} UNITS, not 10,000)";
-    results.Add(new($"forced-check fan-out, {mqttUnits:N0} units: embedded broker (units/s) vs Mosquitto alone{scope}",
-        m.Units / m.EmbeddedFanOutSeconds, m.Units / m.MosquittoAloneSeconds, ">=", 0.5,
-        string.Create(c, $"operator POST /units/check -> all {m.Units} clients received: {m.EmbeddedFanOutSeconds:0.000} s (request answered at {m.ServerCheckRequestSeconds:0.000} s) vs plain MQTTnet publisher -> Mosquitto {m.MosquittoAloneSeconds:0.000} s (QoS 1, {MqttBench.PublishWindow} in flight, best of 2)")));
-    results.Add(new($"forced-check fan-out, {mqttUnits:N0} units: server via Mosquitto (units/s) vs Mosquitto alone{scope}",
-        m.Units / m.MosquittoViaServerSeconds, m.Units / m.MosquittoAloneSeconds, ">=", 0.5,
-        string.Create(c, $"operator POST /units/check -> server publishes through Mosquitto -> all received: {m.MosquittoViaServerSeconds:0.000} s (best of 2, answered at {m.ServerViaMosquittoRequestSeconds:0.000} s) vs {m.MosquittoAloneSeconds:0.000} s")));
-    results.Add(new($"memory per idle connected unit (bytes): server with embedded broker vs Mosquitto, {mqttUnits:N0} units{scope}",
-        m.ServerRssPerUnitBytes, m.MosquittoRssPerUnitBytes, "<=", 4,
-        string.Create(c, $"VmRSS delta of each broker process, 2 s after all {m.Units} connected / divided by units; connect {m.EmbeddedConnectSeconds:0.0} s (embedded) vs {m.MosquittoConnectSeconds:0.0} s (Mosquitto)")));
-}
-
-if (only.Contains("storm"))
-{
-    // Rows are units:concurrent:queued:power-on spread (s), each run as StormBench describes:
-    // - 20,000 units, the server restarted with its default limits (SQLite: 64 concurrent + 2048 queued), the units
-    //   waiting a random 0..360 s after power-on (the host's power-on spread, sized to the fleet: 20,000 units / the
-    //   units per second this server brings back);
-    // - 1,000 units against a small server (4 + 16, as OverloadTests) with no spread: most units are turned away on
-    //   arrival, and attempts per unit cannot go below 1 + (units - 20) / units.
-    var runs = (Environment.GetEnvironmentVariable("BENCH_STORMS") ?? "20000:64:2048:360,1000:4:16:0").Split(',', StringSplitOptions.RemoveEmptyEntries)
-        .Select(r => r.Split(':').Select(x => int.Parse(x, c)).ToArray())
-        .Select(r => new StormRun(r[0], r[1], r[2], r.Length > 3 ? r[3] : 0)).ToList();
-    foreach (var run in runs)
+    if (only.Contains("http"))
     {
-        results.Add(await StormBench.RunAsync(work, run, Progress, stop.Token));
+        await HttpBench.RunAsync(work, seconds, results);
     }
-}
-if (only.Contains("aot"))
-{
-    stop.Token.ThrowIfCancellationRequested();
-    await AotBench.RunAsync(work, results, Progress);
-}
+    if (only.Contains("mqtt"))
+    {
+        // 10,000 clients in this process: one descriptor each; the server and Mosquitto hold theirs in their own processes
+        var mqttUnits = int.Parse(Environment.GetEnvironmentVariable("BENCH_MQTT_UNITS") ?? "10000", c);
+        var m = await MqttBench.RunAsync(work, mqttUnits, Progress, stop.Token);
+        var scope = mqttUnits == 10_000 ? "" : $" (MEASURED AT {mqttUnits:N0} UNITS, not 10,000)";
+        results.Add(new($"forced-check fan-out, {mqttUnits:N0} units: embedded broker (units/s) vs Mosquitto alone{scope}",
+            m.Units / m.EmbeddedFanOutSeconds, m.Units / m.MosquittoAloneSeconds, ">=", 0.5,
+            string.Create(c, $"operator POST /units/check -> all {m.Units} clients received: {m.EmbeddedFanOutSeconds:0.000} s (request answered at {m.ServerCheckRequestSeconds:0.000} s) vs plain MQTTnet publisher -> Mosquitto {m.MosquittoAloneSeconds:0.000} s (QoS 1, {MqttBench.PublishWindow} in flight, best of 2)")));
+        results.Add(new($"forced-check fan-out, {mqttUnits:N0} units: server via Mosquitto (units/s) vs Mosquitto alone{scope}",
+            m.Units / m.MosquittoViaServerSeconds, m.Units / m.MosquittoAloneSeconds, ">=", 0.5,
+            string.Create(c, $"operator POST /units/check -> server publishes through Mosquitto -> all received: {m.MosquittoViaServerSeconds:0.000} s (best of 2, answered at {m.ServerViaMosquittoRequestSeconds:0.000} s) vs {m.MosquittoAloneSeconds:0.000} s")));
+        results.Add(new($"memory per idle connected unit (bytes): server with embedded broker vs Mosquitto, {mqttUnits:N0} units{scope}",
+            m.ServerRssPerUnitBytes, m.MosquittoRssPerUnitBytes, "<=", 4,
+            string.Create(c, $"VmRSS delta of each broker process, 2 s after all {m.Units} connected / divided by units; connect {m.EmbeddedConnectSeconds:0.0} s (embedded) vs {m.MosquittoConnectSeconds:0.0} s (Mosquitto)")));
+    }
+
+    if (only.Contains("storm"))
+    {
+        // Rows are units:concurrent:queued:power-on spread (s), each run as StormBench describes:
+        // - 20,000 units, the server restarted with its default limits (SQLite: 64 concurrent + 2048 queued), the units
+        //   waiting a random 0..360 s after power-on (the host's power-on spread, sized to the fleet: 20,000 units / the
+        //   units per second this server brings back);
+        // - 1,000 units against a small server (4 + 16, as OverloadTests) with no spread: most units are turned away on
+        //   arrival, and attempts per unit cannot go below 1 + (units - 20) / units.
+        var runs = (Environment.GetEnvironmentVariable("BENCH_STORMS") ?? "20000:64:2048:360,1000:4:16:0").Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(r => r.Split(':').Select(x => int.Parse(x, c)).ToArray())
+            .Select(r => new StormRun(r[0], r[1], r[2], r.Length > 3 ? r[3] : 0)).ToList();
+        foreach (var run in runs)
+        {
+            results.Add(await StormBench.RunAsync(work, run, Progress, stop.Token));
+        }
+    }
+    if (only.Contains("aot"))
+    {
+        stop.Token.ThrowIfCancellationRequested();
+        await AotBench.RunAsync(work, results, Progress);
+    }
 }
 catch (OperationCanceledException) when (stop.IsCancellationRequested)
 {

@@ -43,7 +43,7 @@ public static class Program
                 });
                 return 0;
             }
-            case ["run", var name, var seconds, ..var rest] when rest.Length <= 1:
+            case ["run", var name, var seconds, .. var rest] when rest.Length <= 1:
             {
                 var target = FuzzTargets.Get(name);
                 var seed = rest.Length == 1 ? int.Parse(rest[0], CultureInfo.InvariantCulture) : Environment.TickCount;

@@ -70,7 +70,8 @@ public class AuthenticationTests
                 throw;
             }
         },
-    }) { BaseAddress = new Uri(server.Url) };
+    })
+    { BaseAddress = new Uri(server.Url) };
 
     private static AuthenticationHeaderValue Basic(string user, string password) =>
         new("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{password}")));
@@ -277,7 +278,8 @@ public class AuthenticationTests
         {
             CookieContainer = cookies, AllowAutoRedirect = false,
             SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
-        }) { BaseAddress = new Uri(server.Url) };
+        })
+        { BaseAddress = new Uri(server.Url) };
         var page = await http.GetStringAsync("/console/login");
         string Field(string pattern) => Regex.Match(page, pattern).Groups[1].Value;
         var form = new FormUrlEncodedContent(new Dictionary<string, string>

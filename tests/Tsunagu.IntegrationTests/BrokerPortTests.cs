@@ -49,7 +49,7 @@ public class BrokerPortTests
         return tls;
     }
 
-    /// <summary>MQTT client options of a unit of <paramref name="server"/>: TLS to the broker's TLS port, the server's certificate pinned, as <see cref="Tsunagu.Firmware.Net.PushListener"/> does.</summary>
+    /// <summary>MQTT client options of a unit: TLS to the broker's TLS port (<paramref name="host"/>, <paramref name="port"/>), the server's certificate pinned (<paramref name="pin"/>), as <see cref="Tsunagu.Firmware.Net.PushListener"/> does.</summary>
     internal static MqttClientOptionsBuilder UnitOptions(string host, int port, string pin) =>
         new MqttClientOptionsBuilder().WithTcpServer(host, port).WithTlsOptions(t => t.UseTls().WithCertificateValidationHandler(e =>
             TrustAnchor.Matches(System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(e.Certificate.GetRawCertData()), e.Chain, [pin])));

@@ -5,11 +5,11 @@ using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
+using Tsunagu.Cli.Factory;
 using Tsunagu.Protocol;
 using Tsunagu.Server;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
-using Tsunagu.Cli.Factory;
 using Tsunagu.Server.Security;
 
 namespace Tsunagu.IntegrationTests;

@@ -162,7 +162,9 @@ public class BundleFormatTests
     {
         var bad = Template() with
         {
-            Version = 0, Importance = 9, FromPatterns = [],
+            Version = 0,
+            Importance = 9,
+            FromPatterns = [],
             Steps = [new BundleStep(StepActions.RunScript, "missing", "whenever")],
             Payloads = [new BundlePayload("../x", "zip", -1, "abc")],
         };

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Tsunagu.Cli.Factory;
 using System.Text.Json;
+using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Protocol.Bundles;
 

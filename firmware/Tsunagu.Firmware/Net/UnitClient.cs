@@ -260,7 +260,7 @@ public sealed class UnitClient : IDisposable
         }
         var status = response.StatusCode;
         var transient = status is HttpStatusCode.TooManyRequests or HttpStatusCode.RequestTimeout || (int)status >= 500;
-        TimeSpan? retryAfter = response.Headers.RetryAfter?.Delta;
+        var retryAfter = response.Headers.RetryAfter?.Delta;
         var detail = problem?.Detail ?? problem?.Title ?? response.ReasonPhrase;
         throw new ServerException($"{uri}: {(int)status} {detail}", transient, status, problem?.Type, retryAfter);
     }

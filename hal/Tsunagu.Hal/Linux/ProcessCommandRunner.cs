@@ -25,7 +25,7 @@ public sealed partial class ProcessCommandRunner : ICommandRunner
 
     public IReadOnlyList<string> SearchPath { get; }
 
-    /// <summary>The absolute path of <paramref name="program"/>, or a <see cref="CommandException"/> naming the PATH searched.</summary>
+    /// <summary>The absolute path of the program <paramref name="command"/> runs, or a <see cref="CommandException"/> naming the PATH searched.</summary>
     public string Resolve(CommandLine command)
     {
         var program = command.Program;

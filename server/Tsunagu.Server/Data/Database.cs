@@ -38,7 +38,7 @@ public sealed class Database
 
     private TimeSpan _busyTimeout = TimeSpan.FromSeconds(10);
 
-    /// <summary>The connection string <see cref="Open"/> uses (SQLite: with the busy timeout as command timeout), built once per timeout.</summary>
+    /// <summary>The connection string <see cref="Open(bool)"/> uses (SQLite: with the busy timeout as command timeout), built once per timeout.</summary>
     private string? _openString;
 
     public string ConnectionString { get; }

@@ -54,7 +54,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
 
     private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonObject>> _pending = new();
     private readonly Channel<string> _cameOnline = Channel.CreateBounded<string>(new BoundedChannelOptions(100_000)
-        { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+    { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private KeptConnection? _client;
     private KeptConnection? _control;
     private Task? _retries;

@@ -19,7 +19,7 @@ namespace Tsunagu.SystemTests.Qemu;
 
 /// <summary>
 /// The server on loopback (both roles, SQLite, embedded broker) with the lab catalogue, and units of the
-/// qemu-x86_64 board booted from the `make image` output by image/qemu-run.sh: QEMU under TCG, user networking
+/// qemu-x86_64 board booted from the `make image` output by qemu-run.sh (beside this file): QEMU under TCG, user networking
 /// with restrict=on, guestfwd to the server. Everything lives in a temporary directory removed at the end.
 /// </summary>
 public sealed class QemuLab : IAsyncDisposable
@@ -48,7 +48,7 @@ public sealed class QemuLab : IAsyncDisposable
     /// <summary>Fails the test (never skips it) when the image or a tool is missing.</summary>
     public static void RequireImage()
     {
-        foreach (var file in new[] { "disk.img", "vmlinuz", "initrd.img", "os-1.1.sqfs" })
+        foreach (var file in new[] { "disk.img", "vmlinuz", "initrd.img", "cmdline", "os-1.1.sqfs" })
         {
             if (!File.Exists(Path.Combine(ImageDirectory, file)))
             {
@@ -165,7 +165,7 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     {
         if (Running) { throw new InvalidOperationException($"unit {Mac} is already running"); }
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "image", "qemu-run.sh"));
+        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "qemu-run.sh"));
         start.Environment["DISK"] = Disk;
         start.Environment["IMAGE_DIR"] = QemuLab.ImageDirectory;
         start.Environment["SERVER_PORT"] = lab.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);

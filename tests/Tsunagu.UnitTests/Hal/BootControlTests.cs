@@ -199,7 +199,7 @@ public class BootControlTests : FakeRootTests
     {
         for (var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); dir is not null; dir = dir.Parent)
         {
-            foreach (var candidate in new[] { "image/initramfs/init", "rootfs/initramfs/init" })
+            foreach (var candidate in new[] { "rootfs/initramfs/init" })
             {
                 var path = Path.Combine(dir.FullName, candidate);
                 if (File.Exists(path)) { return path; }

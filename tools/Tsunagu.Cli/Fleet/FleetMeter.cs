@@ -103,7 +103,7 @@ public sealed class MeteredNetwork(INetworkAccess link, FleetMeter meter, UnitMe
 {
     public HttpMessageHandler WrapHandler(HttpMessageHandler inner)
     {
-        HttpMessageHandler transport = inner;
+        var transport = inner;
         if (shared is not null)
         {
             inner.Dispose(); // never used: it has opened no connection yet

@@ -72,10 +72,16 @@ public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : Se
             : c with { Firewall = c.Firewall with { PortForwards = c.Firewall.PortForwards.Where((_, i) => i != index).ToList() } });
 
     public Task<IActionResult> OnPostFilterAsync(string mac) => Change(mac, null, "content filter",
-        c => c with { ContentFilter = c.ContentFilter with { Enabled = May("contentFilter.enabled") ? FilterEnabled : c.ContentFilter.Enabled,
-            BlockedDomains = May("contentFilter.blockedDomains")
+        c => c with
+        {
+            ContentFilter = c.ContentFilter with
+            {
+                Enabled = May("contentFilter.enabled") ? FilterEnabled : c.ContentFilter.Enabled,
+                BlockedDomains = May("contentFilter.blockedDomains")
                 ? (BlockedSites ?? "").Split(['\n', '\r', ',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct(StringComparer.OrdinalIgnoreCase).ToList()
-                : c.ContentFilter.BlockedDomains } });
+                : c.ContentFilter.BlockedDomains
+            }
+        });
 
     public Task<IActionResult> OnPostLanAsync(string mac) => Change(mac, nameof(Lan),
         $"LAN {Lan.LanAddress}/{Lan.PrefixLength}, addresses {Lan.RangeStart}-{Lan.RangeEnd}",

@@ -156,10 +156,3 @@ public sealed class PostgresServer : IDisposable
         Directory.Delete(_directory, recursive: true);
     }
 }
-
-[SetUpFixture]
-public sealed class RunFixture
-{
-    [OneTimeTearDown]
-    public void StopServices() => PostgresServer.StopShared();
-}

@@ -4,7 +4,8 @@
 #
 # Environment:
 #   DISK          the unit's disk image (factory burned; `tsunagu factory burn`)      required
-#   IMAGE_DIR     the `make image` output (vmlinuz, initrd.img)                  default out/image/qemu-x86_64-debug
+#   IMAGE_DIR     the `make image` output (vmlinuz, initrd.img, and cmdline: the kernel command line of
+#                 board/qemu-x86_64/cmdline)                                           default out/image/qemu-x86_64-debug
 #   HDD           the cache disk image (optional)
 #   SERVER_PORT   the server's HTTPS port on 127.0.0.1 (the unit uses 10.0.2.100:SAME) default 8443
 #   MQTT_PORT     the MQTT broker port on 127.0.0.1                                    default 1883
@@ -21,10 +22,11 @@ MAC=${MAC:-52:54:00:12:34:56}
 RUN_DIR=${RUN_DIR:-$(dirname "$DISK")}
 CONSOLE=${CONSOLE:-stdio}
 MEMORY=${MEMORY:-512}
-for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img"; do
+for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline"; do
     [ -f "$f" ] || { echo "qemu-run: $f is missing (make image)" >&2; exit 2; }
 done
 command -v socat >/dev/null || { echo "qemu-run: socat is missing (apt-get install socat); guestfwd uses it per connection" >&2; exit 2; }
+CMDLINE=$(tr -s '\n' ' ' < "$IMAGE_DIR/cmdline")
 mkdir -p "$RUN_DIR"
 rm -f "$RUN_DIR/monitor.sock" "$RUN_DIR/shell.sock"
 
@@ -33,7 +35,7 @@ fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_POR
 args=(
     -M pc -m "$MEMORY" -smp 1 -display none -no-user-config -nodefaults
     -kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img"
-    -append "console=ttyS0 quiet panic=1 tsunagu.disk=vda"
+    -append "${CMDLINE% }"
     -drive "file=$DISK,if=virtio,format=raw,cache=unsafe"
     -netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd" -device "virtio-net-pci,netdev=wan,mac=$MAC"
     -netdev hubport,id=lan,hubid=1 -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01

@@ -113,7 +113,8 @@ public sealed class TestServer : IAsyncDisposable
     public static HttpClient PinnedHttp(string url, string pin) => new(new SocketsHttpHandler
     {
         SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [pin]) },
-    }) { BaseAddress = new Uri(url) };
+    })
+    { BaseAddress = new Uri(url) };
 
     /// <summary>Runs a program to completion; fails with its exit code and error output when it does not succeed.</summary>
     public static void Run(string file, IEnumerable<string> arguments)
