@@ -125,23 +125,23 @@ public partial class UpdaterTests
 
     private BundleInstaller Installer(IBundleSource source, Func<CancellationToken, Task<HealthReading>>? health = null, Action<string>? checkpoint = null,
         UpdateOptions? options = null, TimeProvider? time = null, Func<Tsunagu.Firmware.Supervision.TimeReading>? trustedNow = null) => new(new UpdateEnvironment
-    {
-        Time = time ?? TimeProvider.System,
-        TrustedNow = trustedNow,
-        DataRoot = Path.Combine(_dir, "data"),
-        Store = _store,
-        Apps = _apps,
-        Boot = _boot,
-        Identity = _identity,
-        Source = source,
-        Inventory = () => new Inventory("r1", _boot.BootedOsVersion ?? "os 1", new Dictionary<string, string>(_apps.Current()), BundleInstaller.Counter(_store)),
-        OsVersion = _boot.BootedOsVersion ?? "os 1",
-        HealthProbe = health ?? (_ => Task.FromResult(HealthReading.Healthy)),
-        CurrentPattern = "pattern-1",
-        Options = options ?? new UpdateOptions { HealthWindow = TimeSpan.FromMilliseconds(300), HealthProbeInterval = TimeSpan.FromMilliseconds(100) },
-        Log = _log.Add,
-        Checkpoint = checkpoint,
-    });
+        {
+            Time = time ?? TimeProvider.System,
+            TrustedNow = trustedNow,
+            DataRoot = Path.Combine(_dir, "data"),
+            Store = _store,
+            Apps = _apps,
+            Boot = _boot,
+            Identity = _identity,
+            Source = source,
+            Inventory = () => new Inventory("r1", _boot.BootedOsVersion ?? "os 1", new Dictionary<string, string>(_apps.Current()), BundleInstaller.Counter(_store)),
+            OsVersion = _boot.BootedOsVersion ?? "os 1",
+            HealthProbe = health ?? (_ => Task.FromResult(HealthReading.Healthy)),
+            CurrentPattern = "pattern-1",
+            Options = options ?? new UpdateOptions { HealthWindow = TimeSpan.FromMilliseconds(300), HealthProbeInterval = TimeSpan.FromMilliseconds(100) },
+            Log = _log.Add,
+            Checkpoint = checkpoint,
+        });
 
     private PendingUpdate? Journal => _store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
 
