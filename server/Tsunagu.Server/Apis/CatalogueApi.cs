@@ -114,8 +114,7 @@ public static class CatalogueApi
             {
                 return Problems.BadRequest(e.Message, e.Field);
             }
-            store.UpsertServiceConfig(name, config);
-            store.Audit(http.Caller().Subject, "service-config.put", name, null);
+            store.UpsertServiceConfig(name, config, new AuditEntry(http.Caller().Subject, "service-config.put", name, null));
             return TypedResults.Ok(config);
         }).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes));

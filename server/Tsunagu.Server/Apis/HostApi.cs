@@ -159,12 +159,11 @@ public static class HostApi
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         // The new pattern is recorded only from the unit's own report of what it now runs.
         var pattern = store.FindPattern(report.Inventory);
-        store.RecordUpdateReport(mac, report.UpdateId, report.Success, report.Error, pattern?.Id);
-        store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Configuring);
-        store.Touch(mac, error: report.Success ? null : $"update {report.UpdateId} failed: {report.Error}", clearError: report.Success);
-        store.Audit(mac, report.Success ? "update.succeeded" : "update.failed", report.UpdateId, report.Error);
-        store.AddUnitEvent(mac, UnitEventKinds.Update, report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}"
-            : $"{report.UpdateId} failed: {report.Error}", failed: !report.Success);
+        // the report, the inventory, the unit's last error, the audit and the history entry: one transaction
+        store.RecordUpdateOutcome(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
+            pattern is null ? UnitStates.OffPattern : UnitStates.Configuring,
+            report.Success ? null : $"update {report.UpdateId} failed: {report.Error}",
+            report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}"));
         return TypedResults.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
     }
 
@@ -194,12 +193,13 @@ public static class HostApi
     {
         var mac = http.Caller().Subject;
         if (ack.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
-        if (!store.AckUnitConfig(mac, ack.Revision, ack.Success, ack.Error))
+        // the revision's status, the unit's last error and the history entry: one transaction
+        if (!store.AckUnitConfig(mac, ack.Revision, ack.Success, ack.Error,
+                (ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}",
+                 ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}")))
         {
             return Problems.NotFound($"unit {mac} has no service configuration revision {ack.Revision}");
         }
-        store.Touch(mac, error: ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}");
-        store.AddUnitEvent(mac, UnitEventKinds.Config, ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}", failed: !ack.Success);
         return TypedResults.Ok(ack);
     }
 
@@ -226,11 +226,11 @@ public static class HostApi
         if (report.WanAddress is not null && !ServiceConfigValidator.IsAddress(report.WanAddress)) { return Problems.BadRequest($"wanAddress: '{InputRules.Quote(report.WanAddress)}' is not an IP address"); }
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = store.FindPattern(report.Inventory);
-        store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress);
-        // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it
-        var finalized = report.ConfigRevision is { } revision && store.FinalizeUnitConfig(mac, revision);
-        store.AddUnitEvent(mac, UnitEventKinds.Ready, $"ready on {pattern?.Id ?? "no verified pattern"}" +
-            (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""));
+        // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; the inventory,
+        // the final revision and the history entry are one transaction
+        store.RecordReady(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
+            report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
+                (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""));
         return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
     }
 }

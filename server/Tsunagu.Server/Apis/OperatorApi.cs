@@ -328,8 +328,8 @@ public static class OperatorApi
         {
             return Problems.BadRequest(e.Message, e.Field);
         }
-        var revision = store.AddUnitConfig(m, config);
-        store.Audit(http.Caller().Subject, "unit.service-config", m, $"revision {revision}");
+        var actor = http.Caller().Subject;
+        var revision = store.AddUnitConfig(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"));
         string? pushWarning = null;
         if (push.BrokerUri is null)
         {
