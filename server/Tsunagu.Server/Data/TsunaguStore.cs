@@ -26,7 +26,8 @@ public sealed record UnitQuery(string? Pattern = null, string? State = null, str
 
 /// <summary>
 /// The server's tables (patent figs. 6 and 8) on SQLite or PostgreSQL. Every method opens its own pooled
-/// connection, so the store keeps no state between requests and replicas can share one database.
+/// connection, so the store keeps no state between requests and replicas can share one database. The schema is
+/// brought up to date before a store is made (<see cref="Database.Migrate"/>, a start-up step of <see cref="ServerHost"/>).
 /// </summary>
 public sealed partial class TsunaguStore
 {
@@ -51,7 +52,6 @@ public sealed partial class TsunaguStore
     {
         _db = database;
         _time = time;
-        database.Migrate();
     }
 
     public Database Database => _db;
@@ -559,13 +559,22 @@ public sealed partial class TsunaguStore
     /// <summary>
     /// A unit's ready report in one transaction: its bundle counter, inventory, pattern, state and WAN address; the
     /// revision it runs made final (when applied); and the history entry <paramref name="detail"/> writes (told whether
-    /// the revision became final). True when the revision became final.
+    /// the revision became final). True when the revision became final. It waits for the disk only when a revision is
+    /// to become final or the bundle counter to rise (reported once); the rest the unit reports again next time.
     /// </summary>
     public bool RecordReady(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
-        using var c = Open();
+        bool once;
+        using (var read = OpenUnitReport())
+        {
+            once = (configRevision is { } pending && read.ExecuteScalar<long>(
+                        "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }) > 0)
+                   || (inventory.LastBundle is { } raised && read.ExecuteScalar<long>(
+                        "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }) > 0);
+        }
+        using var c = once ? Open() : OpenUnitReport();
         using var tx = c.BeginTransaction();
         if (inventory.LastBundle is { } counter)
         {
