@@ -120,6 +120,9 @@ public static class ServerHost
         }
         app.MapOperatorApi();
         app.MapCatalogueApi();
+        app.MapSettingsApi();
+        app.MapMediaApi();
+        app.MapAuditApi();
         app.MapAccountsApi();
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapRazorPages();

@@ -15,7 +15,7 @@ public sealed record ArtifactView(string Sha256, long Size);
 public sealed record ContractView(string Name, IReadOnlyList<string> SubscriberFields);
 public sealed record ContractRequest(IReadOnlyList<string>? SubscriberFields);
 
-/// <summary>The operator's catalogue (patent figs. 7-8): software, patches, install patterns, update programs, artifacts.</summary>
+/// <summary>The operator's catalogue (patent figs. 7-8): software, patches, install patterns, update programs, artifacts, service configurations, contracts.</summary>
 public static class CatalogueApi
 {
     public const long MaxArtifactBytes = 4L * 1024 * 1024 * 1024;
@@ -144,39 +144,6 @@ public static class CatalogueApi
             store.Audit(http.Caller().Subject, "contract.put", name, string.Join(",", fields));
             return TypedResults.Ok(new ContractView(name, fields));
         });
-
-        api.MapGet("/settings/update-policy", (TsunaguStore store) => TypedResults.Ok(PolicySettings.Get(store)));
-        api.MapPut("/settings/update-policy", Results<Ok<UpdatePolicy>, ProblemHttpResult> (UpdatePolicy policy, TsunaguStore store, HttpContext http) =>
-        {
-            try
-            {
-                ImportancePolicy.Validate(policy);
-            }
-            catch (ArgumentException e)
-            {
-                return Problems.BadRequest(e.Message);
-            }
-            PolicySettings.Set(store, policy);
-            store.Audit(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy));
-            return TypedResults.Ok(policy);
-        });
-
-        api.MapGet("/media", (TsunaguStore store) => TypedResults.Ok(store.ListMedia()));
-        api.MapPost("/media", Results<Created<MediaRegistration>, ProblemHttpResult> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
-        {
-            var digest = r.Digest?.ToLowerInvariant() ?? "";
-            if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{r.Digest}' is not a SHA-256 in hex"); }
-            if (!InputRules.IsText(r.Name, 128)) { return Problems.BadRequest("name: required; " + InputRules.Text("name", 128)); }
-            return Guard(() =>
-            {
-                store.AddMedium(digest, r.Name.Trim());
-                store.Audit(http.Caller().Subject, "media.register", digest, r.Name);
-                return TypedResults.Created($"{Routes.Media}/{digest}", new MediaRegistration(digest, r.Name.Trim()));
-            });
-        }).ProducesProblem(StatusCodes.Status409Conflict);
-
-        api.MapGet("/audit", (TsunaguStore store, int? limit, string? actor, string? target) =>
-            TypedResults.Ok(store.ListAudit(Math.Clamp(limit ?? 200, 1, 10_000), actor, target)));
     }
 
     public static PatternView ToView(PatternRow p) => new(p.Id, p.Name, p.HardwareVersion, p.OsVersion,
@@ -203,21 +170,4 @@ public static class CatalogueApi
             return Problems.NotFound(e.Message);
         }
     }
-}
-
-/// <summary>The importance policy as data (operator setting, patent 0048).</summary>
-public static class PolicySettings
-{
-    public const string Key = "update-policy";
-
-    public static UpdatePolicy Get(TsunaguStore store) => Parse(store.GetSetting(Key));
-
-    /// <summary>The policy as of a catalogue snapshot (what a version check uses: no read of its own).</summary>
-    public static UpdatePolicy From(CatalogueSnapshot catalogue) => Parse(catalogue.Setting(Key));
-
-    private static UpdatePolicy Parse(string? json) =>
-        json is not null ? System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.UpdatePolicy) ?? UpdatePolicy.Default : UpdatePolicy.Default;
-
-    public static void Set(TsunaguStore store, UpdatePolicy policy) =>
-        store.SetSetting(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy));
 }
