@@ -25,7 +25,7 @@ public static class CatalogueApi
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Catalogue");
 
         api.MapGet("/software", (TsunaguStore store, string? appId) => TypedResults.Ok(store.ListSoftware(appId)));
-        api.MapPost("/software", Results<Created<SoftwareRow>, ProblemHttpResult> (SoftwareRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Guard(() =>
+        api.MapPost("/software", Results<Created<SoftwareRow>, ProblemHttpResult> (SoftwareRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             catalogue.AddSoftware(new SoftwareRow { AppId = r.AppId, Version = r.Version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs });
             store.Audit(http.Caller().Subject, "software.add", $"{r.AppId} {r.Version}", null);
@@ -33,7 +33,7 @@ public static class CatalogueApi
         })).ProducesProblem(StatusCodes.Status409Conflict);
 
         api.MapGet("/patches", (TsunaguStore store) => TypedResults.Ok(store.ListPatches()));
-        api.MapPost("/patches", Results<Created<PatchRequest>, ProblemHttpResult> (PatchRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Guard(() =>
+        api.MapPost("/patches", Results<Created<PatchRequest>, ProblemHttpResult> (PatchRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             catalogue.AddPatch(new PatchRow
             {
@@ -48,19 +48,19 @@ public static class CatalogueApi
         api.MapGet("/patterns/{id}", Results<Ok<PatternView>, ProblemHttpResult> (string id, TsunaguStore store) =>
             store.GetPattern(id) is { } p ? TypedResults.Ok(ToView(p)) : Problems.NotFound($"pattern {id} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound);
-        api.MapPost("/patterns", Results<Created<PatternView>, ProblemHttpResult> (NewPattern r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Guard(() =>
+        api.MapPost("/patterns", Results<Created<PatternView>, ProblemHttpResult> (NewPattern r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             var p = catalogue.CreatePattern(r);
             store.Audit(http.Caller().Subject, "pattern.create", p.Id, p.Applications);
             return TypedResults.Created($"{Routes.Prefix}/patterns/{p.Id}", ToView(p));
         })).ProducesProblem(StatusCodes.Status409Conflict);
-        api.MapPost("/patterns/{id}/verify", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Guard(() =>
+        api.MapPost("/patterns/{id}/verify", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             var p = catalogue.Verify(id);
             store.Audit(http.Caller().Subject, "pattern.verify", id, null);
             return TypedResults.Ok(ToView(p));
         })).ProducesProblem(StatusCodes.Status404NotFound);
-        api.MapPost("/patterns/{id}/retire", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Guard(() =>
+        api.MapPost("/patterns/{id}/retire", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             var p = catalogue.Retire(id);
             store.Audit(http.Caller().Subject, "pattern.retire", id, null);
@@ -149,25 +149,4 @@ public static class CatalogueApi
     public static PatternView ToView(PatternRow p) => new(p.Id, p.Name, p.HardwareVersion, p.OsVersion,
         System.Text.Json.JsonSerializer.Deserialize(p.Applications, ProtocolJson.Default.DictionaryStringString) ?? [],
         p.Status, p.CreatedAt, p.VerifiedAt, p.RetiredAt);
-
-    /// <summary>Turns the catalogue's rule violations into problem responses.</summary>
-    internal static Results<TResult, ProblemHttpResult> Guard<TResult>(Func<TResult> action) where TResult : IResult
-    {
-        try
-        {
-            return action();
-        }
-        catch (CatalogueRuleException e)
-        {
-            return Problems.BadRequest(e.Message);
-        }
-        catch (StoreConflictException e)
-        {
-            return Problems.Conflict(e.Message);
-        }
-        catch (KeyNotFoundException e)
-        {
-            return Problems.NotFound(e.Message);
-        }
-    }
 }

@@ -18,7 +18,7 @@ public static class MediaApi
             var digest = r.Digest?.ToLowerInvariant() ?? "";
             if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{r.Digest}' is not a SHA-256 in hex"); }
             if (!InputRules.IsText(r.Name, 128)) { return Problems.BadRequest("name: required; " + InputRules.Text("name", 128)); }
-            return CatalogueApi.Guard(() =>
+            return Problems.Guard(() =>
             {
                 store.AddMedium(digest, r.Name.Trim());
                 store.Audit(http.Caller().Subject, "media.register", digest, r.Name);

@@ -35,7 +35,7 @@ public static class OperatorApi
         api.MapPut("/{mac}/target-pattern", Results<Ok<UnitView>, ProblemHttpResult> (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
             !MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null
                 ? Problems.NotFound($"unit {mac} is not registered")
-                : CatalogueApi.Guard(() =>
+                : Problems.Guard(() =>
                 {
                     catalogue.SetTargetPattern(m, r.Pattern);
                     store.Audit(http.Caller().Subject, "unit.target-pattern", m, r.Pattern ?? "none");

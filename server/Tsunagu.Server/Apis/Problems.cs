@@ -1,5 +1,7 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Catalogue;
+using Tsunagu.Server.Data;
 
 namespace Tsunagu.Server.Apis;
 
@@ -31,6 +33,27 @@ public static class Problems
             extensions = new Dictionary<string, object?>(extensions ?? new Dictionary<string, object?>()) { ["field"] = field };
         }
         return TypedResults.Problem(detail: detail, statusCode: status, title: title, type: type, extensions: extensions);
+    }
+
+    /// <summary>Runs a write and turns the catalogue's and the store's refusals into problem answers (400, 409, 404).</summary>
+    public static Results<TResult, ProblemHttpResult> Guard<TResult>(Func<TResult> action) where TResult : IResult
+    {
+        try
+        {
+            return action();
+        }
+        catch (CatalogueRuleException e)
+        {
+            return Problems.BadRequest(e.Message);
+        }
+        catch (StoreConflictException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
+        catch (KeyNotFoundException e)
+        {
+            return Problems.NotFound(e.Message);
+        }
     }
 }
 
