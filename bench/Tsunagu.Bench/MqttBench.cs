@@ -154,7 +154,9 @@ public static class MqttBench
         if (Directory.Exists(directory)) { Directory.Delete(directory, recursive: true); }
         Directory.CreateDirectory(directory);
         var key = UnitKey.LoadOrCreate(Path.Combine(directory, "keys")).Bytes;
-        var store = new TsunaguStore(Database.Parse("tsunagu.db", directory), TimeProvider.System);
+        var database = Database.Parse("tsunagu.db", directory);
+        database.Migrate();
+        var store = new TsunaguStore(database, TimeProvider.System);
         using var c = store.Database.Open();
         using var tx = c.BeginTransaction();
         var now = store.Now();

@@ -269,6 +269,12 @@ public static class ProblemTypes
     public const string OffPattern = Prefix + "off-pattern";
     public const string NotFound = Prefix + "not-found";
     public const string Conflict = Prefix + "conflict";
+    /// <summary>A forced check while push is disabled or the server is not connected to the broker (503).</summary>
+    public const string PushUnavailable = Prefix + "push-unavailable";
+    /// <summary>The server is at capacity, its database busy or its password checks all taken (503).</summary>
+    public const string Overloaded = Prefix + "overloaded";
+    /// <summary>Too many attempts for one MAC, account or source address (429).</summary>
+    public const string RateLimited = Prefix + "rate-limited";
     /// <summary>A subscriber changed a service configuration field their contract leaves to the operator.</summary>
     public const string FieldNotAllowed = Prefix + "field-not-allowed";
 }

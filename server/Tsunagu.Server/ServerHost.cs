@@ -63,6 +63,8 @@ public static class ServerHost
         builder.Services.AddSingleton(options);
         var database = Database.Parse(options.Database, dataDirectory);
         database.BusyTimeout = options.DatabaseBusyTimeout;
+        // start-up step: the schema is brought up to date before anything uses the store
+        database.Migrate();
         builder.Services.AddSingleton(new TsunaguStore(database, time));
         builder.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
@@ -120,6 +122,9 @@ public static class ServerHost
         }
         app.MapOperatorApi();
         app.MapCatalogueApi();
+        app.MapSettingsApi();
+        app.MapMediaApi();
+        app.MapAuditApi();
         app.MapAccountsApi();
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapRazorPages();

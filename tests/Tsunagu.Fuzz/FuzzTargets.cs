@@ -128,7 +128,9 @@ public static class FuzzTargets
             try { Directory.Delete(directory, recursive: true); }
             catch (IOException) { }
         };
-        return new TsunaguStore(Database.Parse("tsunagu.db", directory), TimeProvider.System);
+        var database = Database.Parse("tsunagu.db", directory);
+        database.Migrate();
+        return new TsunaguStore(database, TimeProvider.System);
     });
 
     private static bool CsvImport(byte[] input)

@@ -31,7 +31,9 @@ public sealed class SteadyStateTests
     private (TsunaguStore Store, Clock Clock, string Mac) NewStore()
     {
         var clock = new Clock(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
-        var store = new TsunaguStore(Database.Parse("tsunagu.db", _directory), clock);
+        var database = Database.Parse("tsunagu.db", _directory);
+        database.Migrate();
+        var store = new TsunaguStore(database, clock);
         var mac = MacAddress.Normalize("02:54:53:aa:00:01");
         store.AddUnit(new UnitRow { Mac = mac, Serial = "S-1", HardwareVersion = "r1", IspMethod = "dhcp" });
         return (store, clock, mac);

@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
@@ -11,6 +12,8 @@ public sealed record TokenResponse(string Token, string Scope, DateTimeOffset Ex
 public sealed record SubscriberRevision(long Revision, string Status, string? Error, string Origin);
 public sealed record SubscriberConfigView(long? Revision, ServiceConfiguration? Configuration, IReadOnlyList<SubscriberRevision> Revisions);
 public sealed record SubscriberChangeView(long Revision, string Status, string? PushWarning);
+/// <summary>The account an operator call set or disabled.</summary>
+public sealed record AccountView(string Name);
 
 /// <summary>Operator and subscriber sessions: short-lived scoped tokens; subscribers see only their own units.</summary>
 public static class AccountsApi
@@ -22,42 +25,43 @@ public static class AccountsApi
     public static void MapAccountsApi(this IEndpointRouteBuilder app)
     {
         // a token minted with a token keeps that token's expiry: only a password starts a new lifetime
-        app.MapPost(Routes.Prefix + "/operator/token", (HttpContext http, TokenService tokens, TsunaguStore store, ServerOptions options) =>
+        app.MapPost(Routes.Prefix + "/operator/token", Ok<TokenResponse> (HttpContext http, TokenService tokens, TsunaguStore store, ServerOptions options) =>
         {
             var caller = http.Caller();
             var (token, expires) = tokens.Issue(caller.Subject, TokenScope.Operator, options.OperatorTokenLifetime,
                 PasswordHasher.Stamp(store.GetOperatorHash(caller.Subject)), caller.TokenExpires);
-            return Results.Ok(new TokenResponse(token, TokenScope.Operator, expires));
+            return TypedResults.Ok(new TokenResponse(token, TokenScope.Operator, expires));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 
         // disabling ends every token and session of the account; setting a password again enables it
-        app.MapPost(Routes.Prefix + "/operators/{name}/disable", (string name, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/operators/{name}/disable", Results<Ok<AccountView>, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
         {
             if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot disable their own account"); }
             if (store.GetOperatorHash(name) is null) { return Problems.NotFound($"operator {name} does not exist"); }
             store.UpsertOperator(name, PasswordHasher.Disabled());
             store.Audit(http.Caller().Subject, "operator.disable", name, null);
-            return Results.Ok(new { name });
-        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+            return TypedResults.Ok(new AccountView(name));
+        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts")
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
 
-        app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", (string name, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", Results<Ok<AccountView>, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
         {
             if (store.GetSubscriberHash(name) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
             store.UpsertSubscriber(name, PasswordHasher.Disabled());
             store.Audit(http.Caller().Subject, "subscriber.disable", name, null);
-            return Results.Ok(new { name });
-        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+            return TypedResults.Ok(new AccountView(name));
+        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
-        app.MapPost(Routes.Prefix + "/operators", (NewSubscriber r, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/operators", Results<Ok<AccountView>, ProblemHttpResult> (NewSubscriber r, TsunaguStore store, HttpContext http) =>
         {
             if (!IsAccountName(r.Name) || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 printable characters, no ':'"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 12 or > 256) { return Problems.BadRequest("password: at least 12 characters, at most 256"); }
             store.UpsertOperator(r.Name, PasswordHasher.Hash(r.Password));
             store.Audit(http.Caller().Subject, "operator.set", r.Name, null);
-            return Results.Ok(new { name = r.Name });
+            return TypedResults.Ok(new AccountView(r.Name));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 
-        app.MapPost(Routes.Prefix + "/subscribers", (NewSubscriber r, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/subscribers", Results<Ok<AccountView>, ProblemHttpResult> (NewSubscriber r, TsunaguStore store, HttpContext http) =>
         {
             if (!IsAccountName(r.Name)) { return Problems.BadRequest("name: required, at most 64 printable characters"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 8 or > 256) { return Problems.BadRequest("password: at least 8 characters, at most 256"); }
@@ -70,10 +74,10 @@ public static class AccountsApi
             }
             if (r.Contract is not null) { store.SetSubscriberContract(r.Name, r.Contract); }
             store.Audit(http.Caller().Subject, "subscriber.set", r.Name, null);
-            return Results.Ok(new { name = r.Name });
+            return TypedResults.Ok(new AccountView(r.Name));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 
-        app.MapPost(Routes.Prefix + "/subscriber/token", async (SubscriberLogin r, TsunaguStore store, TokenService tokens, PasswordGuard guard,
+        app.MapPost(Routes.Prefix + "/subscriber/token", async Task<Results<Ok<TokenResponse>, ProblemHttpResult, RetryAfterResult>> (SubscriberLogin r, TsunaguStore store, TokenService tokens, PasswordGuard guard,
             ServerOptions options, HttpContext http) =>
         {
             if (string.IsNullOrEmpty(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }
@@ -84,24 +88,24 @@ public static class AccountsApi
                 return check.Problem("subscriber name or password is wrong");
             }
             var (token, expires) = tokens.Issue(r.Name, TokenScope.Subscriber, options.SubscriberTokenLifetime, PasswordHasher.Stamp(store.GetSubscriberHash(r.Name)));
-            return Results.Ok(new TokenResponse(token, TokenScope.Subscriber, expires));
+            return TypedResults.Ok(new TokenResponse(token, TokenScope.Subscriber, expires));
         }).WithTags("Accounts");
 
-        app.MapGet(Routes.Prefix + "/subscriber/units", (HttpContext http, TsunaguStore store) =>
-            Results.Ok(store.QueryUnits(new UnitQuery(Subscriber: http.Caller().Subject)).Select(OperatorApi.ToView).ToList()))
+        app.MapGet(Routes.Prefix + "/subscriber/units", Ok<List<UnitView>> (HttpContext http, TsunaguStore store) =>
+            TypedResults.Ok(store.QueryUnits(new UnitQuery(Subscriber: http.Caller().Subject)).Select(OperatorApi.ToView).ToList()))
             .RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
 
         // patent 0069-0070: the subscriber's own settings; a change is recorded provisional, pushed, applied, final
-        app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", (string mac, HttpContext http, Web.SubscriberChanges changes) =>
+        app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", Results<Ok<SubscriberConfigView>, ProblemHttpResult> (string mac, HttpContext http, Web.SubscriberChanges changes) =>
         {
             var unit = MacAddress.TryNormalize(mac, out var m) ? changes.OwnUnit(http.Caller().Subject, m) : null;
             if (unit is null) { return Problems.NotFound($"unit {mac} is not one of yours"); }
             var current = changes.Current(unit.Mac);
-            return Results.Ok(new SubscriberConfigView(current?.Row.Revision, current?.Document,
+            return TypedResults.Ok(new SubscriberConfigView(current?.Row.Revision, current?.Document,
                 changes.Revisions(unit.Mac).Select(r => new SubscriberRevision(r.Revision, r.Status, r.Error, r.Origin)).ToList()));
-        }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
+        }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
-        app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async (string mac, ServiceConfiguration config, HttpContext http, Web.SubscriberChanges changes) =>
+        app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async Task<Results<Ok<SubscriberChangeView>, ProblemHttpResult>> (string mac, ServiceConfiguration config, HttpContext http, Web.SubscriberChanges changes) =>
         {
             if (!MacAddress.TryNormalize(mac, out var m) || changes.OwnUnit(http.Caller().Subject, m) is null)
             {
@@ -110,25 +114,21 @@ public static class AccountsApi
             try
             {
                 var result = await changes.ChangeAsync(http.Caller().Subject, m, "settings through the API", _ => config, http.RequestAborted);
-                return Results.Ok(new SubscriberChangeView(result.Revision, ConfigStatus.Provisional, result.PushError));
+                return TypedResults.Ok(new SubscriberChangeView(result.Revision, ConfigStatus.Provisional, result.PushError));
             }
             catch (Web.SubscriberChangeException e)
             {
-                return FieldProblem(400, ProblemTypes.Validation, "Invalid request", e.Message, e.Field);
+                return Problems.BadRequest(e.Message, e.Field);
             }
             catch (Catalogue.FieldNotAllowedException e)
             {
-                return FieldProblem(403, ProblemTypes.FieldNotAllowed, "Not allowed", e.Message, e.Field);
+                return Problems.Forbidden(ProblemTypes.FieldNotAllowed, e.Message, e.Field);
             }
         }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts")
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxServiceConfigBytes));
     }
 
     /// <summary>The largest service configuration document a subscriber may send.</summary>
     public const long MaxServiceConfigBytes = 4 * 1024 * 1024;
-
-    /// <summary>A problem response that also names the offending field (`field`), when there is one.</summary>
-    private static IResult FieldProblem(int status, string type, string title, string detail, string? field) =>
-        Results.Problem(detail: detail, statusCode: status, title: title, type: type,
-            extensions: field is null ? null : new Dictionary<string, object?> { ["field"] = field });
 }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
@@ -17,11 +18,11 @@ public static class HostApi
             auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime, http)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         var host = app.MapGroup("").RequireTokenScope(TokenScope.Host);
-        host.MapPost(Routes.VersionCheck, VersionCheck);
-        host.MapPost(Routes.UpdateReport, UpdateReport);
-        host.MapGet(Routes.Artifacts + "/{sha256}", Artifact);
-        host.MapGet(Routes.ServiceConfig, ServiceConfig);
-        host.MapPost(Routes.ServiceConfigAck, ServiceConfigAck);
+        host.MapPost(Routes.VersionCheck, VersionCheck).ProducesProblem(StatusCodes.Status404NotFound);
+        host.MapPost(Routes.UpdateReport, UpdateReport).ProducesProblem(StatusCodes.Status404NotFound);
+        host.MapGet(Routes.Artifacts + "/{sha256}", Artifact).ProducesProblem(StatusCodes.Status404NotFound);
+        host.MapGet(Routes.ServiceConfig, ServiceConfig).ProducesProblem(StatusCodes.Status404NotFound);
+        host.MapPost(Routes.ServiceConfigAck, ServiceConfigAck).ProducesProblem(StatusCodes.Status404NotFound);
         host.MapPost(Routes.Ready, Ready);
         host.MapPost(Routes.MediaCheck, MediaCheck);
     }
@@ -77,7 +78,7 @@ public static class HostApi
         return inventory with { LastBundle = null };
     }
 
-    private static async Task<IResult> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
+    private static async Task<Results<Ok<VersionCheckResponse>, ProblemHttpResult>> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
         TimeProvider time, ArtifactStore artifacts, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
@@ -102,7 +103,7 @@ public static class HostApi
             store.Touch(mac, error: "inventory matches no verified install pattern");
             store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
-            return Results.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
+            return TypedResults.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
                 "the unit's software matches no verified install pattern", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds, ServerTime: time.GetUtcNow()));
         }
         if (actual.Id != unit.Pattern)
@@ -141,11 +142,11 @@ public static class HostApi
         else { store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, detail); }
         var row = wrote ? store.GetUnitForCheck(mac) : unit;
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
-        return Results.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
+        return TypedResults.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
             options.PowerOnSpreadSeconds, time.GetUtcNow()));
     }
 
-    private static async Task<IResult> UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store, ArtifactStore artifacts, ILogger<UpdateReport> log)
+    private static async Task<Results<Ok<UpdateReportAck>, ProblemHttpResult>> UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store, ArtifactStore artifacts, ILogger<UpdateReport> log)
     {
         var mac = http.Caller().Subject;
         if (!InputRules.IsIdentifier(report.UpdateId)) { return Problems.BadRequest(InputRules.Identifier("updateId")); }
@@ -158,25 +159,24 @@ public static class HostApi
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         // The new pattern is recorded only from the unit's own report of what it now runs.
         var pattern = store.FindPattern(report.Inventory);
-        store.RecordUpdateReport(mac, report.UpdateId, report.Success, report.Error, pattern?.Id);
-        store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Configuring);
-        store.Touch(mac, error: report.Success ? null : $"update {report.UpdateId} failed: {report.Error}", clearError: report.Success);
-        store.Audit(mac, report.Success ? "update.succeeded" : "update.failed", report.UpdateId, report.Error);
-        store.AddUnitEvent(mac, UnitEventKinds.Update, report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}"
-            : $"{report.UpdateId} failed: {report.Error}", failed: !report.Success);
-        return Results.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
+        // the report, the inventory, the unit's last error, the audit and the history entry: one transaction
+        store.RecordUpdateOutcome(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
+            pattern is null ? UnitStates.OffPattern : UnitStates.Configuring,
+            report.Success ? null : $"update {report.UpdateId} failed: {report.Error}",
+            report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}"));
+        return TypedResults.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
     }
 
-    private static IResult Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts)
+    private static Results<PhysicalFileHttpResult, ProblemHttpResult> Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts)
     {
         if (!ArtifactStore.IsDigest(sha256) || !store.ArtifactIsOffered(sha256) || artifacts.PathOf(sha256) is not { } path)
         {
             return Problems.NotFound($"artifact {sha256} is not offered by this server");
         }
-        return Results.File(path, "application/octet-stream", enableRangeProcessing: true);
+        return TypedResults.PhysicalFile(path, "application/octet-stream", enableRangeProcessing: true);
     }
 
-    private static IResult ServiceConfig(HttpContext http, TsunaguStore store)
+    private static Results<Ok<ServiceConfigResponse>, ProblemHttpResult> ServiceConfig(HttpContext http, TsunaguStore store)
     {
         var mac = http.Caller().Subject;
         var latest = store.LatestUnitConfig(mac);
@@ -186,24 +186,25 @@ public static class HostApi
         }
         var document = JsonSerializer.Deserialize(latest.Document, ProtocolJson.Default.ServiceConfiguration)!;
         store.Touch(mac, UnitStates.Configuring);
-        return Results.Ok(new ServiceConfigResponse((int)latest.Revision, document));
+        return TypedResults.Ok(new ServiceConfigResponse((int)latest.Revision, document));
     }
 
-    private static IResult ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store)
+    private static Results<Ok<ServiceConfigAck>, ProblemHttpResult> ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store)
     {
         var mac = http.Caller().Subject;
         if (ack.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
-        if (!store.AckUnitConfig(mac, ack.Revision, ack.Success, ack.Error))
+        // the revision's status, the unit's last error and the history entry: one transaction
+        if (!store.AckUnitConfig(mac, ack.Revision, ack.Success, ack.Error,
+                (ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}",
+                 ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}")))
         {
             return Problems.NotFound($"unit {mac} has no service configuration revision {ack.Revision}");
         }
-        store.Touch(mac, error: ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}");
-        store.AddUnitEvent(mac, UnitEventKinds.Config, ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}", failed: !ack.Success);
-        return Results.Ok(ack);
+        return TypedResults.Ok(ack);
     }
 
     /// <summary>Patent 0037: the unit's install manager sends the digest of an inserted medium; only registered media are genuine.</summary>
-    private static IResult MediaCheck(MediaCheckRequest request, HttpContext http, TsunaguStore store, ILogger<MediaCheckRequest> log)
+    private static Results<Ok<MediaCheckResponse>, ProblemHttpResult> MediaCheck(MediaCheckRequest request, HttpContext http, TsunaguStore store, ILogger<MediaCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         var digest = request.Digest?.ToLowerInvariant() ?? "";
@@ -215,21 +216,21 @@ public static class HostApi
             log.LogWarning("unit {Mac} presented an install medium that is not genuine ({Digest})", mac, digest);
             store.Touch(mac, error: $"install medium {digest[..12]}... is not genuine: rejected");
         }
-        return Results.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
+        return TypedResults.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
     }
 
-    private static async Task<IResult> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts, ILogger<ReadyReport> log)
+    private static async Task<Results<Ok<ReadyAck>, ProblemHttpResult>> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts, ILogger<ReadyReport> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
         if (report.WanAddress is not null && !ServiceConfigValidator.IsAddress(report.WanAddress)) { return Problems.BadRequest($"wanAddress: '{InputRules.Quote(report.WanAddress)}' is not an IP address"); }
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = store.FindPattern(report.Inventory);
-        store.RecordInventory(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress);
-        // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it
-        var finalized = report.ConfigRevision is { } revision && store.FinalizeUnitConfig(mac, revision);
-        store.AddUnitEvent(mac, UnitEventKinds.Ready, $"ready on {pattern?.Id ?? "no verified pattern"}" +
-            (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""));
-        return Results.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
+        // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; the inventory,
+        // the final revision and the history entry are one transaction
+        store.RecordReady(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
+            report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
+                (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""));
+        return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
     }
 }

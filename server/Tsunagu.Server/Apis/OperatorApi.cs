@@ -1,4 +1,4 @@
-
+using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
@@ -8,6 +8,10 @@ namespace Tsunagu.Server.Apis;
 
 /// <summary>The operator's API: the device management table, the fleet view, forced checks.</summary>
 public sealed record TargetPatternRequest(string? Pattern);
+/// <summary>One service configuration revision of a unit, as the operator lists them.</summary>
+public sealed record UnitConfigRevisionView(long Revision, string Status, string? Error, string Origin, string? CreatedAt, string? UpdatedAt);
+/// <summary>The answer to an operator's new service configuration for a unit.</summary>
+public sealed record UnitConfigAssigned(string Mac, long Revision, string Status, string? PushWarning);
 
 public static class OperatorApi
 {
@@ -16,36 +20,38 @@ public static class OperatorApi
     public static void MapOperatorApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
-        api.MapGet("", (TsunaguStore store, string? pattern, string? state, string? app, string? version,
+        api.MapGet("", Results<Ok<List<UnitView>>, ProblemHttpResult> (TsunaguStore store, string? pattern, string? state, string? app, string? version,
                 DateTimeOffset? seenBefore, DateTimeOffset? seenAfter, bool? online) =>
             version is not null && app is null
                 ? Problems.BadRequest("version: filtering by version needs app (the application whose version it is)")
-                : Results.Ok(store.QueryUnits(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online)).Select(ToView).ToList()));
-        api.MapGet("/{mac}", (string mac, TsunaguStore store) =>
+                : TypedResults.Ok(store.QueryUnits(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online)).Select(ToView).ToList()));
+        api.MapGet("/{mac}", Results<Ok<UnitView>, ProblemHttpResult> (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit
-                ? Results.Ok(ToView(unit))
-                : Problems.NotFound($"unit {mac} is not registered"));
-        api.MapPost("", Register);
-        api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv").WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxBulkBytes));
-        api.MapPut("/{mac}/target-pattern", (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
+                ? TypedResults.Ok(ToView(unit))
+                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound);
+        api.MapPost("", Register).ProducesProblem(StatusCodes.Status409Conflict);
+        api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv")
+            .ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxBulkBytes));
+        api.MapPut("/{mac}/target-pattern", Results<Ok<UnitView>, ProblemHttpResult> (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
             !MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null
                 ? Problems.NotFound($"unit {mac} is not registered")
-                : CatalogueApi.Guard(() =>
+                : Problems.Guard(() =>
                 {
                     catalogue.SetTargetPattern(m, r.Pattern);
                     store.Audit(http.Caller().Subject, "unit.target-pattern", m, r.Pattern ?? "none");
-                    return Results.Ok(ToView(store.GetUnit(m)!));
-                }));
-        api.MapGet("/{mac}/service-config", (string mac, TsunaguStore store) =>
+                    return TypedResults.Ok(ToView(store.GetUnit(m)!));
+                })).ProducesProblem(StatusCodes.Status404NotFound);
+        api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
-                ? Results.Ok(store.ListUnitConfigs(m).Select(c => new { c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt }))
-                : Problems.NotFound($"unit {mac} is not registered"));
-        api.MapPost("/check", ForceCheck);
-        api.MapGet("/check/{id}", (string id, TsunaguStore store) =>
+                ? TypedResults.Ok(store.ListUnitConfigs(m).Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt)).ToList())
+                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound);
+        api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound);
+        api.MapGet("/check/{id}", Results<Ok<ForceCheckStatus>, ProblemHttpResult> (string id, TsunaguStore store) =>
             id.Length is > 0 and <= 32 && id.All(char.IsAsciiHexDigitLower) && PushChecks.Status(store, id) is { } status
-                ? Results.Ok(status)
-                : Problems.NotFound($"no forced check {id}"));
-        api.MapPut("/{mac}/service-config", AssignServiceConfig);
+                ? TypedResults.Ok(status)
+                : Problems.NotFound($"no forced check {id}")).ProducesProblem(StatusCodes.Status404NotFound);
+        api.MapPut("/{mac}/service-config", AssignServiceConfig).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes));
     }
 
     public static UnitView ToView(UnitRow u) => new(
@@ -97,11 +103,11 @@ public static class OperatorApi
         }, null);
     }
 
-    private static async Task<IResult> Register(RegisterUnitRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
+    private static async Task<Results<Created<UnitView>, ProblemHttpResult>> Register(RegisterUnitRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
     {
         var (unit, error, conflict) = await RegisterAsync(request, http.Caller().Subject, store, push, log, http.RequestAborted);
         if (unit is null) { return conflict ? Problems.Conflict(error!) : Problems.BadRequest(error!); }
-        return Results.Created($"{Routes.Units}/{unit.Mac}", ToView(unit));
+        return TypedResults.Created($"{Routes.Units}/{unit.Mac}", ToView(unit));
     }
 
     /// <summary>
@@ -153,7 +159,7 @@ public static class OperatorApi
     /// Registers every row of a CSV device management table, or none: when any row is wrong, nothing is written
     /// and each wrong row is reported with its line number.
     /// </summary>
-    private static async Task<IResult> RegisterBulk(HttpRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
+    private static async Task<Results<Ok<BulkRegisterResponse>, ProblemHttpResult>> RegisterBulk(HttpRequest request, HttpContext http, TsunaguStore store, IPushPublisher push, ILogger<RegisterUnitRequest> log)
     {
         string text;
         try
@@ -163,7 +169,7 @@ public static class OperatorApi
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return Problems.Make(413, ProblemTypes.Validation, "Too large", $"body: a device management table is at most {MaxBulkBytes / (1024 * 1024)} MB; split it");
+            return Problems.TooLarge($"body: a device management table is at most {MaxBulkBytes / (1024 * 1024)} MB; split it");
         }
         catch (System.Text.DecoderFallbackException)
         {
@@ -175,8 +181,8 @@ public static class OperatorApi
         {
             // a problem document that also carries the BulkRegisterResponse fields: every row with its error
             var errors = check.Rows.Count(r => r.Error is not null);
-            return Results.Problem(detail: $"rows: {errors} of {check.Rows.Count} row(s) are wrong (see rows); nothing was registered",
-                statusCode: 400, title: "Invalid request", type: ProblemTypes.Validation,
+            return Problems.Make(StatusCodes.Status400BadRequest, ProblemTypes.Validation, "Invalid request",
+                $"rows: {errors} of {check.Rows.Count} row(s) are wrong (see rows); nothing was registered",
                 extensions: new Dictionary<string, object?> { ["registered"] = 0, ["rows"] = check.Rows });
         }
         try
@@ -187,7 +193,7 @@ public static class OperatorApi
         {
             return Problems.Conflict(e.Message);
         }
-        return Results.Ok(new BulkRegisterResponse(check.Valid.Count, check.Rows));
+        return TypedResults.Ok(new BulkRegisterResponse(check.Valid.Count, check.Rows));
     }
 
     /// <summary>The outcome of checking a CSV device management table: a file-level error, or one result per row.</summary>
@@ -261,7 +267,7 @@ public static class OperatorApi
         IReadOnlyList<string> macs, int importance, CancellationToken ct) =>
         PushChecks.SendAsync(push, store, time, actor, macs, importance, ct);
 
-    private static async Task<IResult> ForceCheck(ForceCheckRequest request, HttpContext http, TsunaguStore store, IPushPublisher push,
+    private static async Task<Results<Ok<ForceCheckResponse>, ProblemHttpResult>> ForceCheck(ForceCheckRequest request, HttpContext http, TsunaguStore store, IPushPublisher push,
         TimeProvider time, CancellationToken ct)
     {
         if (request.Importance is < 1 or > 5) { return Problems.BadRequest($"importance: {request.Importance} is outside 1..5"); }
@@ -275,7 +281,7 @@ public static class OperatorApi
         }
         if (push.BrokerUri is null)
         {
-            return Problems.Make(503, ProblemTypes.Conflict, "Push unavailable", "push is disabled on this server");
+            return Problems.PushUnavailable("Push unavailable", "push is disabled on this server");
         }
         var matching = store.QueryUnits(new UnitQuery(request.Pattern, Application: request.Application, Version: request.Version))
             .Select(u => u.Mac).ToHashSet();
@@ -300,14 +306,14 @@ public static class OperatorApi
         }
         catch (PushException e)
         {
-            return Problems.Make(503, ProblemTypes.Conflict, "Push failed", e.Message);
+            return Problems.PushUnavailable("Push failed", e.Message);
         }
         store.Audit(http.Caller().Subject, "units.check", string.Join(",", selected), $"importance {request.Importance}; check {response.CheckId}");
-        return Results.Ok(response);
+        return TypedResults.Ok(response);
     }
 
     /// <summary>A new revision for the unit (the operator's, or on a subscriber's behalf); the unit is told to check at once.</summary>
-    private static async Task<IResult> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http, TsunaguStore store,
+    private static async Task<Results<Ok<UnitConfigAssigned>, ProblemHttpResult>> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http, TsunaguStore store,
         IPushPublisher push, TimeProvider time)
     {
         if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null)
@@ -320,10 +326,10 @@ public static class OperatorApi
         }
         catch (InvalidServiceConfigException e)
         {
-            return Problems.BadRequest(e.Message);
+            return Problems.BadRequest(e.Message, e.Field);
         }
-        var revision = store.AddUnitConfig(m, config);
-        store.Audit(http.Caller().Subject, "unit.service-config", m, $"revision {revision}");
+        var actor = http.Caller().Subject;
+        var revision = store.AddUnitConfig(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"));
         string? pushWarning = null;
         if (push.BrokerUri is null)
         {
@@ -340,6 +346,6 @@ public static class OperatorApi
                 pushWarning = $"the unit could not be told at once ({e.Message}); it takes the change at its next check";
             }
         }
-        return Results.Ok(new { mac = m, revision, status = ConfigStatus.Provisional, pushWarning });
+        return TypedResults.Ok(new UnitConfigAssigned(m, revision, ConfigStatus.Provisional, pushWarning));
     }
 }

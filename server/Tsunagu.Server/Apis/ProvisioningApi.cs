@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
@@ -16,7 +17,7 @@ public static class ProvisioningApi
         app.MapPost(Routes.ProvisioningSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options, HttpContext http) =>
             auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime, http)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
-        app.MapGet(Routes.ProvisioningSettings, (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push, ServerOptions options) =>
+        app.MapGet(Routes.ProvisioningSettings, Results<Ok<UnitSettings>, ProblemHttpResult> (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push, ServerOptions options) =>
         {
             var mac = http.Caller().Subject;
             var unit = store.GetUnit(mac);
@@ -24,13 +25,13 @@ public static class ProvisioningApi
             {
                 return Problems.NotFound($"unit {mac} is no longer registered");
             }
-            return Results.Ok(new UnitSettings(
+            return TypedResults.Ok(new UnitSettings(
                 unit.Mac,
                 new WanAccount(unit.IspMethod, unit.IspUsername, unit.IspPassword, unit.IpAddress),
                 unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
                 options.HostServerUrl ?? AsReachedBy(http, endpoints.HostServerUrl),
                 options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null)));
-        }).RequireTokenScope(TokenScope.Provisional);
+        }).RequireTokenScope(TokenScope.Provisional).ProducesProblem(StatusCodes.Status404NotFound);
     }
 
     /// <summary>

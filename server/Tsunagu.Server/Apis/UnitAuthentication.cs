@@ -1,4 +1,5 @@
 using System.Globalization;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
@@ -12,7 +13,7 @@ namespace Tsunagu.Server.Apis;
 public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, UnitKey unitKey, ServerOptions options,
     TimeProvider time, AttemptCounter attempts, RefusalAudit refusals, Push.UnitBrokerLogins brokerLogins, ILogger<UnitAuthentication> log)
 {
-    public IResult Challenge(ChallengeRequest request, string purpose)
+    public Results<Ok<ChallengeResponse>, ProblemHttpResult, RetryAfterResult> Challenge(ChallengeRequest request, string purpose)
     {
         if (request is null) { return Problems.BadRequest("body: a JSON object with mac is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
@@ -35,11 +36,11 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
             ExpiresAt = expires.ToString("O", CultureInfo.InvariantCulture),
         };
         store.AddChallenge(row);
-        return Results.Ok(new ChallengeResponse(row.Id, row.Nonce, expires));
+        return TypedResults.Ok(new ChallengeResponse(row.Id, row.Nonce, expires));
     }
 
-    private static IResult TooMany(TimeSpan wait, string detail) => new RetryAfterResult(wait,
-        Problems.Make(StatusCodes.Status429TooManyRequests, ProblemTypes.Prefix + "rate-limited", "Too many attempts", detail));
+    private static RetryAfterResult TooMany(TimeSpan wait, string detail) => new RetryAfterResult(wait,
+        Problems.Make(StatusCodes.Status429TooManyRequests, ProblemTypes.RateLimited, "Too many attempts", detail));
 
     /// <summary>Longest challenge id and proof accepted (ids are 16 characters, proofs 44: base64 of 32 bytes).</summary>
     public const int MaxChallengeIdLength = 64, MaxProofLength = 128;
@@ -49,7 +50,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
     /// A refused proof changes nothing about the unit (not last seen, not its last error: anyone can send one with the
     /// unit's MAC) and is recorded in the audit log aggregated per MAC and source (<see cref="RefusalAudit"/>).
     /// </summary>
-    public async Task<IResult> Session(SessionRequest request, string purpose, string scope, TimeSpan lifetime, HttpContext http)
+    public async Task<Results<Ok<SessionResponse>, ProblemHttpResult>> Session(SessionRequest request, string purpose, string scope, TimeSpan lifetime, HttpContext http)
     {
         if (request is null) { return Problems.BadRequest("body: a JSON object with mac, challengeId and proof is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
@@ -83,7 +84,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         store.Touch(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true);
         // a host session carries the unit's short-lived broker password (set on Mosquitto before the answer goes out)
         var push = scope == TokenScope.Host ? await brokerLogins.IssueAsync(mac, http.RequestAborted) : default((string, long)?);
-        return Results.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null,
+        return TypedResults.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null,
             (long)lifetime.TotalSeconds, push?.Item1, push?.Item2));
     }
 }
@@ -104,15 +105,5 @@ public sealed class UnitKey(byte[] bytes)
             File.Move(path + ".tmp", path);
         }
         return new UnitKey(File.ReadAllBytes(path));
-    }
-}
-
-/// <summary>Adds a Retry-After header to another result.</summary>
-public sealed class RetryAfterResult(TimeSpan after, IResult inner) : IResult
-{
-    public Task ExecuteAsync(HttpContext httpContext)
-    {
-        httpContext.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(after.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return inner.ExecuteAsync(httpContext);
     }
 }

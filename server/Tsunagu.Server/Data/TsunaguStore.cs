@@ -10,13 +10,24 @@ namespace Tsunagu.Server.Data;
 /// <summary>A write the store refused because it contradicts what is there (duplicate MAC, unknown pattern...).</summary>
 public sealed class StoreConflictException(string message) : Exception(message);
 
+/// <summary>An audit entry written in the same transaction as the change it records.</summary>
+public sealed record AuditEntry(string Actor, string Action, string? Target, string? Detail);
+
+/// <summary>
+/// What one update report changes about a unit: the report itself, the inventory it now runs (with its pattern and
+/// state), its last error (cleared on success), the audit entry and the history entry.
+/// </summary>
+public sealed record UpdateOutcome(string Mac, string UpdateId, bool Success, string? Error, Inventory Inventory, string? Pattern, string State,
+    string? LastError, string EventDetail);
+
 /// <summary>Filters of the fleet query; every one is optional.</summary>
 public sealed record UnitQuery(string? Pattern = null, string? State = null, string? Application = null, string? Version = null,
     DateTimeOffset? SeenBefore = null, DateTimeOffset? SeenAfter = null, bool? Online = null, string? Subscriber = null);
 
 /// <summary>
 /// The server's tables (patent figs. 6 and 8) on SQLite or PostgreSQL. Every method opens its own pooled
-/// connection, so the store keeps no state between requests and replicas can share one database.
+/// connection, so the store keeps no state between requests and replicas can share one database. The schema is
+/// brought up to date before a store is made (<see cref="Database.Migrate"/>, a start-up step of <see cref="ServerHost"/>).
 /// </summary>
 public sealed partial class TsunaguStore
 {
@@ -41,7 +52,6 @@ public sealed partial class TsunaguStore
     {
         _db = database;
         _time = time;
-        database.Migrate();
     }
 
     public Database Database => _db;
@@ -399,6 +409,42 @@ public sealed partial class TsunaguStore
             """, new { mac, updateId, success = success ? 1 : 0, error, pattern, now = Now() }) > 0;
     }
 
+    /// <summary>
+    /// Records an update report and everything it changes (<see cref="UpdateOutcome"/>) in one transaction: all or
+    /// nothing. A repeated report (same unit, update, result) adds no second report row; the rest is written again.
+    /// </summary>
+    public void RecordUpdateOutcome(UpdateOutcome o)
+    {
+        var at = _time.GetUtcNow();
+        var now = Timestamp(at);
+        var kind = UnitEventKinds.Update;
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        c.Execute("""
+            INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
+            VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now)
+            ON CONFLICT DO NOTHING
+            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now }, tx);
+        if (o.Inventory.LastBundle is { } counter)
+        {
+            c.Execute("""
+                UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
+                WHERE mac = @Mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
+                """, new { o.Mac, counter.Version, counter.BundleId }, tx);
+        }
+        c.Execute("""
+            UPDATE units SET inventory = @inventory, pattern = COALESCE(@Pattern, pattern), state = @State, last_seen = @now,
+                   last_error = CASE WHEN @Success THEN NULL ELSE COALESCE(@LastError, last_error) END
+            WHERE mac = @Mac
+            """, new { o.Mac, inventory = JsonSerializer.Serialize(o.Inventory, ProtocolJson.Default.Inventory), o.Pattern, o.State, now, o.Success, o.LastError }, tx);
+        c.Execute(AuditSql, new { now, actor = o.Mac, action = o.Success ? "update.succeeded" : "update.failed", target = o.UpdateId, detail = o.Error }, tx);
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
+            new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx);
+        tx.Commit();
+        _lastSeenWritten[o.Mac] = at;
+        _lastEvent[o.Mac] = (kind, o.EventDetail);
+    }
+
     public long CountUpdateReports(string mac)
     {
         using var c = Open();
@@ -407,11 +453,24 @@ public sealed partial class TsunaguStore
 
     // ---- service configuration -------------------------------------------------------------------------
 
-    public void UpsertServiceConfig(string name, ServiceConfiguration document)
+    /// <summary>Creates or replaces a named service configuration, with its audit entry (when given) in the same transaction.</summary>
+    public void UpsertServiceConfig(string name, ServiceConfiguration document, AuditEntry? audit = null)
     {
         using var c = Open();
+        using var tx = c.BeginTransaction();
         c.Execute("INSERT INTO service_configs (name, document) VALUES (@name, @doc) ON CONFLICT(name) DO UPDATE SET document = excluded.document",
-            new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) });
+            new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) }, tx);
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+    }
+
+    /// <summary>Writes <paramref name="audit"/> (when given) inside the caller's transaction.</summary>
+    private void WriteAudit(DbConnection c, DbTransaction tx, AuditEntry? audit)
+    {
+        if (audit is not null)
+        {
+            c.Execute(AuditSql, new { now = Now(), actor = audit.Actor, action = audit.Action, target = audit.Target, detail = audit.Detail }, tx);
+        }
     }
 
     public ServiceConfiguration? GetServiceConfig(string name)
@@ -421,8 +480,11 @@ public sealed partial class TsunaguStore
         return doc is null ? null : JsonSerializer.Deserialize(doc, ProtocolJson.Default.ServiceConfiguration);
     }
 
-    /// <summary>Adds the next revision of a unit's service configuration, as provisional.</summary>
-    public long AddUnitConfig(string mac, ServiceConfiguration document, string origin = "operator")
+    /// <summary>
+    /// Adds the next revision of a unit's service configuration, as provisional; the audit entry <paramref name="audit"/>
+    /// makes of the revision (when given) commits with it.
+    /// </summary>
+    public long AddUnitConfig(string mac, ServiceConfiguration document, string origin = "operator", Func<long, AuditEntry>? audit = null)
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
@@ -430,6 +492,7 @@ public sealed partial class TsunaguStore
         c.Execute("""
             INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, @next, @doc, 'provisional', @origin, @now)
             """, new { mac, next, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration), origin, now = Now() }, tx);
+        WriteAudit(c, tx, audit?.Invoke(next));
         tx.Commit();
         return next;
     }
@@ -450,8 +513,16 @@ public sealed partial class TsunaguStore
     /// Records the unit's acknowledgement of a revision. Idempotent: the same acknowledgement again changes
     /// nothing. Returns false when the revision does not exist.
     /// </summary>
-    public bool AckUnitConfig(string mac, long revision, bool success, string? error)
+    public bool AckUnitConfig(string mac, long revision, bool success, string? error) => AckUnitConfig(mac, revision, success, error, null);
+
+    /// <summary>
+    /// Records a unit's acknowledgement of a revision; with <paramref name="report"/>, also marks the unit seen (with its
+    /// error, when it failed) and adds the history entry, all in the same transaction. False (nothing written) when
+    /// the unit has no such revision.
+    /// </summary>
+    public bool AckUnitConfig(string mac, long revision, bool success, string? error, (string? LastError, string EventDetail)? report)
     {
+        var at = _time.GetUtcNow();
         using var c = Open();
         using var tx = c.BeginTransaction();
         var status = success ? ConfigStatus.Applied : ConfigStatus.Failed;
@@ -469,8 +540,64 @@ public sealed partial class TsunaguStore
             c.Execute("UPDATE units SET applied_config_revision = @revision WHERE mac = @mac AND (applied_config_revision IS NULL OR applied_config_revision < @revision)",
                 new { mac, revision }, tx);
         }
+        if (report is { } r)
+        {
+            var now = Timestamp(at);
+            c.Execute("UPDATE units SET last_seen = @now, last_error = COALESCE(@LastError, last_error) WHERE mac = @mac", new { mac, now, r.LastError }, tx);
+            c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @EventDetail, @failed)",
+                new { mac, now, kind = UnitEventKinds.Config, r.EventDetail, failed = success ? 0 : 1 }, tx);
+        }
         tx.Commit();
+        if (report is { } written)
+        {
+            _lastSeenWritten[mac] = at;
+            _lastEvent[mac] = (UnitEventKinds.Config, written.EventDetail);
+        }
         return true;
+    }
+
+    /// <summary>
+    /// A unit's ready report in one transaction: its bundle counter, inventory, pattern, state and WAN address; the
+    /// revision it runs made final (when applied); and the history entry <paramref name="detail"/> writes (told whether
+    /// the revision became final). True when the revision became final. It waits for the disk only when a revision is
+    /// to become final or the bundle counter to rise (reported once); the rest the unit reports again next time.
+    /// </summary>
+    public bool RecordReady(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail)
+    {
+        var at = _time.GetUtcNow();
+        var now = Timestamp(at);
+        bool once;
+        using (var read = OpenUnitReport())
+        {
+            once = (configRevision is { } pending && read.ExecuteScalar<long>(
+                        "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }) > 0)
+                   || (inventory.LastBundle is { } raised && read.ExecuteScalar<long>(
+                        "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }) > 0);
+        }
+        using var c = once ? Open() : OpenUnitReport();
+        using var tx = c.BeginTransaction();
+        if (inventory.LastBundle is { } counter)
+        {
+            c.Execute("""
+                UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
+                WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
+                """, new { mac, counter.Version, counter.BundleId }, tx);
+        }
+        c.Execute("""
+            UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = @state,
+                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
+            WHERE mac = @mac
+            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now }, tx);
+        var finalized = configRevision is { } revision && c.Execute(
+            "UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
+            new { mac, revision, now }, tx) > 0;
+        var text = detail(finalized);
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
+            new { mac, now, kind = UnitEventKinds.Ready, text }, tx);
+        tx.Commit();
+        _lastSeenWritten[mac] = at;
+        _lastEvent[mac] = (UnitEventKinds.Ready, text);
+        return finalized;
     }
 
     /// <summary>Marks an applied revision final (the unit has confirmed it with the host after applying).</summary>

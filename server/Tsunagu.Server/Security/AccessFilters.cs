@@ -1,5 +1,6 @@
 using System.Text;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 
 namespace Tsunagu.Server.Security;
@@ -118,17 +119,4 @@ public sealed class RequireOperator(TokenService tokens, TsunaguStore store, Pas
         http.Items[typeof(Caller)] = new Caller(name, TokenScope.Operator, expires);
         return await next(context);
     }
-}
-
-/// <summary>RFC 9457 problem responses with the contract's problem types.</summary>
-public static class Problems
-{
-    public static IResult Unauthorized(string type, string detail) => Make(401, type, "Not authenticated", detail);
-    public static IResult Forbidden(string type, string detail) => Make(403, type, "Not allowed", detail);
-    public static IResult BadRequest(string detail) => Make(400, ProblemTypes.Validation, "Invalid request", detail);
-    public static IResult NotFound(string detail) => Make(404, ProblemTypes.NotFound, "Not found", detail);
-    public static IResult Conflict(string detail) => Make(409, ProblemTypes.Conflict, "Conflict", detail);
-
-    public static IResult Make(int status, string type, string title, string detail) =>
-        Results.Problem(detail: detail, statusCode: status, title: title, type: type);
 }

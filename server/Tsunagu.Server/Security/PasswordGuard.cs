@@ -29,13 +29,13 @@ public sealed record PasswordCheck(PasswordVerdict Verdict, TimeSpan RetryAfter)
     public static readonly PasswordCheck Refused = new(PasswordVerdict.Refused, TimeSpan.Zero);
 
     /// <summary>The problem answer of a check that did not accept: 401, 429 or 503, the last two with Retry-After.</summary>
-    public IResult Problem(string wrong) => Verdict switch
+    public RetryAfterResult Problem(string wrong) => Verdict switch
     {
-        PasswordVerdict.Limited => new RetryAfterResult(RetryAfter, Problems.Make(StatusCodes.Status429TooManyRequests, ProblemTypes.Prefix + "rate-limited",
+        PasswordVerdict.Limited => new RetryAfterResult(RetryAfter, Problems.Make(StatusCodes.Status429TooManyRequests, ProblemTypes.RateLimited,
             "Too many attempts", "too many password attempts for this account or from this address; retry after the time in Retry-After")),
-        PasswordVerdict.Busy => new RetryAfterResult(RetryAfter, Problems.Make(StatusCodes.Status503ServiceUnavailable, ProblemTypes.Prefix + "overloaded",
+        PasswordVerdict.Busy => new RetryAfterResult(RetryAfter, Problems.Make(StatusCodes.Status503ServiceUnavailable, ProblemTypes.Overloaded,
             "Server busy", "the server is checking as many passwords as it can at once; retry after the time in Retry-After")),
-        _ => Problems.Unauthorized(ProblemTypes.InvalidToken, wrong),
+        _ => new RetryAfterResult(null, Problems.Unauthorized(ProblemTypes.InvalidToken, wrong)),
     };
 }
 

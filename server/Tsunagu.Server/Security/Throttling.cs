@@ -180,7 +180,7 @@ public static class Throttling
                 http.Response.StatusCode = overload ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status429TooManyRequests;
                 http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
                 return new ValueTask(http.Response.WriteAsJsonAsync(new ProblemBody(
-                    overload ? ProblemTypes.Prefix + "overloaded" : ProblemTypes.Prefix + "rate-limited",
+                    overload ? ProblemTypes.Overloaded : ProblemTypes.RateLimited,
                     overload ? "Server busy" : "Too many attempts", http.Response.StatusCode,
                     overload ? "the server is at capacity; retry after the time in Retry-After"
                              : "too many authentication attempts from this address; retry after the time in Retry-After"),
@@ -220,7 +220,7 @@ public static class BusyDatabase
             http.Response.Clear();
             http.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
             http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(spreader.Next().TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-            await http.Response.WriteAsJsonAsync(new ProblemBody(ProblemTypes.Prefix + "overloaded", "Server busy", 503,
+            await http.Response.WriteAsJsonAsync(new ProblemBody(ProblemTypes.Overloaded, "Server busy", 503,
                 "the database is busy; retry after the time in Retry-After"), ProtocolJson.Default.ProblemBody);
         }
     });

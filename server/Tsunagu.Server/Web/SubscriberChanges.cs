@@ -64,8 +64,8 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, T
             throw new SubscriberChangeException(e.Message, e.Field);
         }
         ServiceConfigFields.RequireAllowed(current.Document, next, AllowedFields(subscriber));
-        var revision = store.AddUnitConfig(unit.Mac, next, Origin);
-        store.Audit($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {revision}: {what}");
+        var revision = store.AddUnitConfig(unit.Mac, next, Origin,
+            r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"));
         if (push.BrokerUri is null)
         {
             return new(revision, "push is disabled on this server; the unit takes the change at its next periodic check");

@@ -1,0 +1,129 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using Microsoft.Data.Sqlite;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Demo;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// A handler that writes several rows writes them in one transaction: a fault in the last write (injected with a
+/// SQLite trigger that aborts it) leaves the database exactly as it was, never half of the change.
+/// </summary>
+[NonParallelizable]
+public class TransactionTests
+{
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    /// <summary>Makes every insert into <paramref name="table"/> matching <paramref name="when"/> fail, as a full or broken store would.</summary>
+    private static void InjectFault(TestServer server, string table, string when)
+    {
+        using var c = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = Path.Combine(server.Root, "server", "tsunagu.db"), Pooling = false,
+        }.ToString());
+        c.Open();
+        using var command = c.CreateCommand();
+        command.CommandText = $"CREATE TRIGGER injected_fault BEFORE INSERT ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END";
+        command.ExecuteNonQuery();
+    }
+
+    private static HttpClient OperatorHttp(TestServer server)
+    {
+        var http = server.PinnedHttp();
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
+            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
+        return http;
+    }
+
+    /// <summary>A client holding a host token of unit <paramref name="mac"/>.</summary>
+    private static async Task<HttpClient> UnitHttp(TestServer server, string mac)
+    {
+        var http = server.PinnedHttp();
+        var challenge = (await (await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
+        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.Host, mac, challenge.ChallengeId, challenge.Nonce);
+        var session = await http.PostAsJsonAsync(Routes.HostSession, new SessionRequest(mac, challenge.ChallengeId, proof));
+        Assert.That(session.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await session.Content.ReadFromJsonAsync<SessionResponse>())!.Token);
+        return http;
+    }
+
+    private static Inventory Factory() =>
+        new(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications.ToDictionary(a => a.Key, a => a.Value));
+
+    [Test]
+    public async Task A_configuration_acknowledgement_whose_history_entry_fails_changes_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await UnitHttp(server, mac);
+        InjectFault(server, "unit_events", $"NEW.kind = '{Tsunagu.Server.Data.UnitEventKinds.Config}'");
+        var before = HostileInputTests.Snapshot(server);
+        using var response = await http.PostAsJsonAsync(Routes.ServiceConfigAck, new ServiceConfigAck(1, false, "dnsmasq refused it"), ProtocolJson.Default.ServiceConfigAck);
+        Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no status or error without the history entry");
+        Assert.That(server.Store.ListUnitConfigs(mac).Single().Status, Is.EqualTo(Tsunagu.Server.Data.ConfigStatus.Provisional));
+    }
+
+    [Test]
+    public async Task A_ready_report_whose_history_entry_fails_changes_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await UnitHttp(server, mac);
+        InjectFault(server, "unit_events", $"NEW.kind = '{Tsunagu.Server.Data.UnitEventKinds.Ready}'");
+        var before = HostileInputTests.Snapshot(server);
+        using var response = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(Factory(), 1, "203.0.113.7"), ProtocolJson.Default.ReadyReport);
+        Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no inventory or address without the history entry");
+    }
+
+    [Test]
+    public async Task A_named_service_configuration_whose_audit_entry_fails_is_not_stored()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var http = OperatorHttp(server);
+        InjectFault(server, "audit", "NEW.action = 'service-config.put'");
+        var before = HostileInputTests.Snapshot(server);
+        using var response = await http.PutAsJsonAsync($"{Routes.Prefix}/service-configs/lab", DemoCatalogue.StandardServices, ProtocolJson.Default.ServiceConfiguration);
+        Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no configuration without its audit entry");
+        Assert.That(server.Store.GetServiceConfig("lab"), Is.Null);
+    }
+
+    [Test]
+    public async Task A_unit_service_configuration_whose_audit_entry_fails_adds_no_revision()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = OperatorHttp(server);
+        var revisions = server.Store.ListUnitConfigs(mac).Count;
+        InjectFault(server, "audit", "NEW.action = 'unit.service-config'");
+        var before = HostileInputTests.Snapshot(server);
+        using var response = await http.PutAsJsonAsync($"{Routes.Units}/{mac}/service-config", DemoCatalogue.StandardServices, ProtocolJson.Default.ServiceConfiguration);
+        Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no revision without its audit entry");
+        Assert.That(server.Store.ListUnitConfigs(mac), Has.Count.EqualTo(revisions));
+    }
+
+    [Test]
+    public async Task An_update_report_whose_history_entry_fails_records_nothing_of_it()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await UnitHttp(server, mac);
+        var report = new UpdateReport(DemoCatalogue.UpdateId, false, "disk full while installing",
+            Factory());
+
+        InjectFault(server, "unit_events", $"NEW.kind = '{Tsunagu.Server.Data.UnitEventKinds.Update}'");
+        var before = HostileInputTests.Snapshot(server);
+        using var response = await http.PostAsJsonAsync(Routes.UpdateReport, report, ProtocolJson.Default.UpdateReport);
+        Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no report, inventory, error or audit entry without the history entry");
+        Assert.That(server.Store.ListUpdateReports(mac), Is.Empty);
+        Assert.That(server.Store.GetUnit(mac)!.LastError, Is.Null);
+    }
+}
