@@ -55,7 +55,7 @@ public class StorageFaultTests
                 checkpoint.ExecuteNonQuery();
             }
             var filler = Path.Combine(root, "filler");
-            var filled = FillDisk(filler);
+            var filled = Tsunagu.Cli.Chaos.DiskFiller.Fill(filler);
             TestContext.Out.WriteLine($"filled the disk with {filled / 1024} KiB");
 
             var refused = await http.PostAsJsonAsync("/api/v1/units", registration, ProtocolJson.Default.RegisterUnitRequest);
@@ -108,31 +108,5 @@ public class StorageFaultTests
         var problem = System.Text.Json.JsonSerializer.Deserialize(body, ProtocolJson.Default.ProblemBody);
         Assert.That(problem?.Type, Is.EqualTo(StorageFaults.ProblemType), body);
         Assert.That(problem?.Detail, Does.Contain(resource), body);
-    }
-
-    /// <summary>Writes <paramref name="path"/> until the file system has no page left; returns the bytes written.</summary>
-    private static long FillDisk(string path)
-    {
-        var chunk = new byte[64 * 1024];
-        long written = 0;
-        using var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1);
-        while (true)
-        {
-            try
-            {
-                file.Write(chunk);
-                file.Flush();
-                written += chunk.Length;
-            }
-            catch (IOException) when (chunk.Length > 1)
-            {
-                // the last pages: halve the writes until not even one byte fits
-                chunk = new byte[chunk.Length / 2];
-            }
-            catch (IOException)
-            {
-                return written;
-            }
-        }
     }
 }

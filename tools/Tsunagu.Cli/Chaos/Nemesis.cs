@@ -536,27 +536,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             checkpoint.CommandText = "PRAGMA wal_checkpoint(TRUNCATE)";
             checkpoint.ExecuteNonQuery();
         }
-        var chunk = new byte[1 << 20];
-        long written = 0;
-        using var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1);
-        while (true)
-        {
-            try
-            {
-                file.Write(chunk);
-                file.Flush();
-                written += chunk.Length;
-            }
-            catch (IOException) when (chunk.Length > 1)
-            {
-                // the last pages: halve the writes until not even one byte fits
-                chunk = new byte[chunk.Length / 2];
-            }
-            catch (IOException)
-            {
-                return written;
-            }
-        }
+        return DiskFiller.Fill(path);
     }
 
     /// <summary>Invariant presence: how long the operator API may show a unit otherwise than it is connected.</summary>
