@@ -9,12 +9,10 @@ public sealed partial class TsunaguStore
 {
     // ---- people -------------------------------------------------------------------------------------------
 
-    public void UpsertOperator(string name, string passwordHash)
-    {
-        using var c = Open();
-        c.Execute("INSERT INTO operators (name, password_hash) VALUES (@name, @passwordHash) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-            new { name, passwordHash });
-    }
+    /// <summary>Creates an operator or sets their password hash, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void UpsertOperator(string name, string passwordHash, AuditEntry? audit = null) =>
+        Write((c, tx) => c.Execute("INSERT INTO operators (name, password_hash) VALUES (@name, @passwordHash) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+            new { name, passwordHash }, tx), audit);
 
     public string? GetOperatorHash(string name)
     {
@@ -22,12 +20,25 @@ public sealed partial class TsunaguStore
         return c.QuerySingleOrDefault<string>("SELECT password_hash FROM operators WHERE name = @name", new { name });
     }
 
-    public void UpsertSubscriber(string name, string passwordHash)
+    /// <summary>Creates a subscriber or sets their password hash, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void UpsertSubscriber(string name, string passwordHash, AuditEntry? audit = null) => SetSubscriber(name, passwordHash, null, audit);
+
+    /// <summary>
+    /// In one transaction: the subscriber's password hash (when given: creates them or replaces it), their contract
+    /// (when given) and <paramref name="audit"/> (when given).
+    /// </summary>
+    public void SetSubscriber(string name, string? passwordHash, string? contract, AuditEntry? audit) => Write((c, tx) =>
     {
-        using var c = Open();
-        c.Execute("INSERT INTO subscribers (name, password_hash) VALUES (@name, @passwordHash) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-            new { name, passwordHash });
-    }
+        if (passwordHash is not null)
+        {
+            c.Execute("INSERT INTO subscribers (name, password_hash) VALUES (@name, @passwordHash) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+                new { name, passwordHash }, tx);
+        }
+        if (contract is not null)
+        {
+            c.Execute("UPDATE subscribers SET contract = @contract WHERE name = @name", new { name, contract }, tx);
+        }
+    }, audit);
 
     public string? GetSubscriberHash(string name)
     {
@@ -51,12 +62,10 @@ public sealed partial class TsunaguStore
 
     // ---- contracts: what a subscriber may change --------------------------------------------------------
 
-    public void UpsertContract(string name, IReadOnlyList<string> subscriberFields)
-    {
-        using var c = Open();
-        c.Execute("INSERT INTO contracts (name, subscriber_fields) VALUES (@name, @fields) ON CONFLICT(name) DO UPDATE SET subscriber_fields = excluded.subscriber_fields",
-            new { name, fields = JsonSerializer.Serialize(subscriberFields.ToList(), ProtocolJson.Default.ListString) });
-    }
+    /// <summary>Creates or replaces a contract, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void UpsertContract(string name, IReadOnlyList<string> subscriberFields, AuditEntry? audit = null) =>
+        Write((c, tx) => c.Execute("INSERT INTO contracts (name, subscriber_fields) VALUES (@name, @fields) ON CONFLICT(name) DO UPDATE SET subscriber_fields = excluded.subscriber_fields",
+            new { name, fields = JsonSerializer.Serialize(subscriberFields.ToList(), ProtocolJson.Default.ListString) }, tx), audit);
 
     /// <summary>The contract's allow-list of service configuration fields; null when there is no such contract.</summary>
     public IReadOnlyList<string>? GetContract(string name)

@@ -8,9 +8,10 @@ public sealed partial class TsunaguStore
 {
     // ---- install media -----------------------------------------------------------------------------------
 
-    public void AddMedium(string digest, string name)
+    /// <summary>Registers a medium, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void AddMedium(string digest, string name, AuditEntry? audit = null)
     {
-        Insert("INSERT INTO media (digest, name, created_at) VALUES (@digest, @name, @now)", new { digest, name, now = Now() }, $"medium {digest} is already registered");
+        Insert("INSERT INTO media (digest, name, created_at) VALUES (@digest, @name, @now)", new { digest, name, now = Now() }, $"medium {digest} is already registered", audit);
     }
 
     public MediaRegistration? GetMedium(string digest)

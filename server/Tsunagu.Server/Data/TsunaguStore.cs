@@ -64,13 +64,15 @@ public sealed partial class TsunaguStore
 
     public static string Timestamp(DateTimeOffset at) => at.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
 
-    /// <summary>Runs an insert; a row that already exists becomes a <see cref="StoreConflictException"/> with <paramref name="conflict"/>.</summary>
-    private void Insert(string sql, object args, string conflict)
+    /// <summary>
+    /// Runs an insert, with <paramref name="audit"/> (when given) in the same transaction; a row that already exists
+    /// becomes a <see cref="StoreConflictException"/> with <paramref name="conflict"/>.
+    /// </summary>
+    private void Insert(string sql, object args, string conflict, AuditEntry? audit = null)
     {
-        using var c = Open();
         try
         {
-            c.Execute(sql, args);
+            Write((c, tx) => c.Execute(sql, args, tx), audit);
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
@@ -80,6 +82,16 @@ public sealed partial class TsunaguStore
 
     private static bool IsUniqueViolation(DbException e) =>
         e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException s && s.SqliteErrorCode == 19);
+
+    /// <summary>Runs <paramref name="write"/> and writes <paramref name="audit"/> (when given) in one transaction: both or neither.</summary>
+    private void Write(Action<DbConnection, DbTransaction> write, AuditEntry? audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        write(c, tx);
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+    }
 
     /// <summary>Writes <paramref name="audit"/> (when given) inside the caller's transaction.</summary>
     private void WriteAudit(DbConnection c, DbTransaction tx, AuditEntry? audit)
