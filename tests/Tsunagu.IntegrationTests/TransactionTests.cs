@@ -4,6 +4,8 @@ using System.Net.Http.Json;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
@@ -125,5 +127,64 @@ public class TransactionTests
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no report, inventory, error or audit entry without the history entry");
         Assert.That(server.Store.ListUpdateReports(mac), Is.Empty);
         Assert.That(server.Store.GetUnit(mac)!.LastError, Is.Null);
+    }
+
+    /// <summary>An operator's request whose audit entry fails: refused, and the database exactly as before.</summary>
+    private static async Task AssertAuditFaultChangesNothing(TestServer server, string action, Func<HttpClient, Task<HttpResponseMessage>> request)
+    {
+        using var http = OperatorHttp(server);
+        InjectFault(server, "audit", $"NEW.action = '{action}'");
+        var before = HostileInputTests.Snapshot(server);
+        using var response = await request(http);
+        Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"nothing of {action} without its audit entry");
+    }
+
+    [Test]
+    public async Task A_medium_whose_audit_entry_fails_is_not_registered()
+    {
+        await using var server = await TestServer.StartAsync();
+        var digest = new string('a', 64);
+        await AssertAuditFaultChangesNothing(server, "media.register", http => http.PostAsJsonAsync(Routes.Media, new MediaRegistration(digest, "lab stick")));
+        Assert.That(server.Store.GetMedium(digest), Is.Null);
+    }
+
+    [Test]
+    public async Task A_contract_whose_audit_entry_fails_is_not_stored()
+    {
+        await using var server = await TestServer.StartAsync();
+        await AssertAuditFaultChangesNothing(server, "contract.put", http =>
+            http.PutAsJsonAsync($"{Routes.Prefix}/contracts/lab", new ContractRequest([ServiceConfigFields.All[0]])));
+        Assert.That(server.Store.GetContract("lab"), Is.Null);
+    }
+
+    [Test]
+    public async Task An_update_policy_whose_audit_entry_fails_is_not_stored()
+    {
+        await using var server = await TestServer.StartAsync();
+        var policy = PolicySettings.Get(server.Store);
+        await AssertAuditFaultChangesNothing(server, "settings.update-policy", http =>
+            http.PutAsJsonAsync($"{Routes.Prefix}/settings/update-policy", policy with { CpuThreshold = policy.CpuThreshold / 2 }, ProtocolJson.Default.UpdatePolicy));
+        Assert.That(PolicySettings.Get(server.Store), Is.EqualTo(policy));
+    }
+
+    [Test]
+    public async Task An_operator_whose_audit_entry_fails_is_not_created()
+    {
+        await using var server = await TestServer.StartAsync();
+        await AssertAuditFaultChangesNothing(server, "operator.set", http =>
+            http.PostAsJsonAsync($"{Routes.Prefix}/operators", new NewSubscriber("carol", "a long enough password")));
+        Assert.That(server.Store.GetOperatorHash("carol"), Is.Null);
+    }
+
+    [Test]
+    public async Task A_subscriber_whose_audit_entry_fails_gets_neither_a_password_nor_a_contract()
+    {
+        await using var server = await TestServer.StartAsync();
+        server.Store.UpsertContract("lab", [ServiceConfigFields.All[0]]);
+        await AssertAuditFaultChangesNothing(server, "subscriber.set", http =>
+            http.PostAsJsonAsync($"{Routes.Prefix}/subscribers", new NewSubscriber("dave", "a long enough password", "lab")));
+        Assert.That(server.Store.GetSubscriberHash("dave"), Is.Null);
+        Assert.That(server.Store.GetSubscriberContract("dave"), Is.Null);
     }
 }

@@ -38,8 +38,7 @@ public static class AccountsApi
         {
             if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot disable their own account"); }
             if (store.GetOperatorHash(name) is null) { return Problems.NotFound($"operator {name} does not exist"); }
-            store.UpsertOperator(name, PasswordHasher.Disabled());
-            store.Audit(http.Caller().Subject, "operator.disable", name, null);
+            store.UpsertOperator(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "operator.disable", name, null));
             return TypedResults.Ok(new AccountView(name));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
@@ -47,8 +46,7 @@ public static class AccountsApi
         app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", Results<Ok<AccountView>, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
         {
             if (store.GetSubscriberHash(name) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
-            store.UpsertSubscriber(name, PasswordHasher.Disabled());
-            store.Audit(http.Caller().Subject, "subscriber.disable", name, null);
+            store.UpsertSubscriber(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "subscriber.disable", name, null));
             return TypedResults.Ok(new AccountView(name));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
@@ -56,8 +54,7 @@ public static class AccountsApi
         {
             if (!IsAccountName(r.Name) || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 printable characters, no ':'"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 12 or > 256) { return Problems.BadRequest("password: at least 12 characters, at most 256"); }
-            store.UpsertOperator(r.Name, PasswordHasher.Hash(r.Password));
-            store.Audit(http.Caller().Subject, "operator.set", r.Name, null);
+            store.UpsertOperator(r.Name, PasswordHasher.Hash(r.Password), new AuditEntry(http.Caller().Subject, "operator.set", r.Name, null));
             return TypedResults.Ok(new AccountView(r.Name));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 
@@ -68,12 +65,8 @@ public static class AccountsApi
             if (r.Contract is not null && store.GetContract(r.Contract) is null) { return Problems.BadRequest($"contract: '{InputRules.Quote(r.Contract)}' does not exist"); }
             // the same password again (to change only the contract) keeps the hash, and with it the subscriber's
             // sessions and tokens; a new one ends them
-            if (store.GetSubscriberHash(r.Name) is not { } existing || !PasswordHasher.Verify(r.Password, existing))
-            {
-                store.UpsertSubscriber(r.Name, PasswordHasher.Hash(r.Password));
-            }
-            if (r.Contract is not null) { store.SetSubscriberContract(r.Name, r.Contract); }
-            store.Audit(http.Caller().Subject, "subscriber.set", r.Name, null);
+            var hash = store.GetSubscriberHash(r.Name) is not { } existing || !PasswordHasher.Verify(r.Password, existing) ? PasswordHasher.Hash(r.Password) : null;
+            store.SetSubscriber(r.Name, hash, r.Contract, new AuditEntry(http.Caller().Subject, "subscriber.set", r.Name, null));
             return TypedResults.Ok(new AccountView(r.Name));
         }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
 

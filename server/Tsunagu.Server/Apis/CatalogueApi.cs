@@ -140,8 +140,7 @@ public static class CatalogueApi
                 }
             }
             var fields = request.SubscriberFields.Distinct(StringComparer.Ordinal).OrderBy(f => ServiceConfigFields.All.ToList().IndexOf(f)).ToList();
-            store.UpsertContract(name, fields);
-            store.Audit(http.Caller().Subject, "contract.put", name, string.Join(",", fields));
+            store.UpsertContract(name, fields, new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields)));
             return TypedResults.Ok(new ContractView(name, fields));
         });
     }

@@ -20,8 +20,7 @@ public static class MediaApi
             if (!InputRules.IsText(r.Name, 128)) { return Problems.BadRequest("name: required; " + InputRules.Text("name", 128)); }
             return Problems.Guard(() =>
             {
-                store.AddMedium(digest, r.Name.Trim());
-                store.Audit(http.Caller().Subject, "media.register", digest, r.Name);
+                store.AddMedium(digest, r.Name.Trim(), new AuditEntry(http.Caller().Subject, "media.register", digest, r.Name));
                 return TypedResults.Created($"{Routes.Media}/{digest}", new MediaRegistration(digest, r.Name.Trim()));
             });
         }).ProducesProblem(StatusCodes.Status409Conflict);

@@ -23,8 +23,8 @@ public static class SettingsApi
             {
                 return Problems.BadRequest(e.Message);
             }
-            PolicySettings.Set(store, policy);
-            store.Audit(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy));
+            PolicySettings.Set(store, policy,
+                new AuditEntry(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy)));
             return TypedResults.Ok(policy);
         });
     }
@@ -43,6 +43,7 @@ public static class PolicySettings
     private static UpdatePolicy Parse(string? json) =>
         json is not null ? System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.UpdatePolicy) ?? UpdatePolicy.Default : UpdatePolicy.Default;
 
-    public static void Set(TsunaguStore store, UpdatePolicy policy) =>
-        store.SetSetting(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy));
+    /// <summary>Stores the policy, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public static void Set(TsunaguStore store, UpdatePolicy policy, AuditEntry? audit = null) =>
+        store.SetSetting(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy), audit);
 }

@@ -1,0 +1,118 @@
+using System.Text.Json;
+using Dapper;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Server.Data;
+
+// What units did: update reports, their history entries, and the audit entries that name them.
+public sealed partial class TsunaguStore
+{
+    /// <summary>Records an update report once; a repeated report (same unit, update, result) changes nothing.</summary>
+    public bool RecordUpdateReport(string mac, string updateId, bool success, string? error, string? pattern)
+    {
+        using var c = Open();
+        return c.Execute("""
+            INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
+            VALUES (@mac, @updateId, @success, @error, @pattern, @now)
+            ON CONFLICT DO NOTHING
+            """, new { mac, updateId, success = success ? 1 : 0, error, pattern, now = Now() }) > 0;
+    }
+
+    /// <summary>
+    /// Records an update report and everything it changes (<see cref="UpdateOutcome"/>) in one transaction: all or
+    /// nothing. A repeated report (same unit, update, result) adds no second report row; the rest is written again.
+    /// </summary>
+    public void RecordUpdateOutcome(UpdateOutcome o)
+    {
+        var at = _time.GetUtcNow();
+        var now = Timestamp(at);
+        var kind = UnitEventKinds.Update;
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        c.Execute("""
+            INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
+            VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now)
+            ON CONFLICT DO NOTHING
+            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now }, tx);
+        if (o.Inventory.LastBundle is { } counter)
+        {
+            c.Execute("""
+                UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
+                WHERE mac = @Mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
+                """, new { o.Mac, counter.Version, counter.BundleId }, tx);
+        }
+        c.Execute("""
+            UPDATE units SET inventory = @inventory, pattern = COALESCE(@Pattern, pattern), state = @State, last_seen = @now,
+                   last_error = CASE WHEN @Success THEN NULL ELSE COALESCE(@LastError, last_error) END
+            WHERE mac = @Mac
+            """, new { o.Mac, inventory = JsonSerializer.Serialize(o.Inventory, ProtocolJson.Default.Inventory), o.Pattern, o.State, now, o.Success, o.LastError }, tx);
+        c.Execute(AuditSql, new { now, actor = o.Mac, action = o.Success ? "update.succeeded" : "update.failed", target = o.UpdateId, detail = o.Error }, tx);
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
+            new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx);
+        tx.Commit();
+        _lastSeenWritten[o.Mac] = at;
+        _lastEvent[o.Mac] = (kind, o.EventDetail);
+    }
+
+    public long CountUpdateReports(string mac)
+    {
+        using var c = Open();
+        return c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_reports WHERE mac = @mac", new { mac });
+    }
+
+    // ---- unit history ------------------------------------------------------------------------------------
+
+    /// <summary>Adds one entry to the unit's history (a check, an update, a configuration acknowledgement, a ready report).</summary>
+    public void AddUnitEvent(string mac, string kind, string? detail, bool failed = false)
+    {
+        _lastEvent[mac] = (kind, detail);
+        // checks and ready reports come again on the next contact; updates, configurations and failures are reported once
+        using var c = !failed && kind is UnitEventKinds.Check or UnitEventKinds.Ready ? OpenUnitReport() : Open();
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
+            new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 });
+    }
+
+    /// <summary>
+    /// Adds the entry unless it repeats the unit's newest entry (same kind and detail, as written by this replica):
+    /// a unit that checks every day and stays up to date gets one history line, not one per day. True when written.
+    /// </summary>
+    public bool AddUnitEventUnlessRepeated(string mac, string kind, string? detail, bool failed = false)
+    {
+        if (_lastEvent.TryGetValue(mac, out var last) && last.Kind == kind && last.Detail == detail)
+        {
+            return false;
+        }
+        AddUnitEvent(mac, kind, detail, failed);
+        return true;
+    }
+
+    /// <summary>The unit's newest history entries first.</summary>
+    public IReadOnlyList<UnitEventRow> ListUnitEvents(string mac, int limit = 100)
+    {
+        using var c = Open();
+        return c.Query<UnitEventRow>("SELECT * FROM unit_events WHERE mac = @mac ORDER BY id DESC LIMIT @limit", new { mac, limit }).ToList();
+    }
+
+    /// <summary>Failed events (updates, configurations) since <paramref name="since"/>, newest first.</summary>
+    public IReadOnlyList<UnitEventRow> ListFailures(DateTimeOffset since, int limit = 100)
+    {
+        using var c = Open();
+        return c.Query<UnitEventRow>("SELECT * FROM unit_events WHERE failed = 1 AND at >= @since ORDER BY id DESC LIMIT @limit",
+            new { since = Timestamp(since), limit }).ToList();
+    }
+
+    /// <summary>Update reports, oldest first; of one unit when <paramref name="mac"/> is given.</summary>
+    public IReadOnlyList<UpdateReportRow> ListUpdateReports(string? mac = null)
+    {
+        using var c = Open();
+        return c.Query<UpdateReportRow>("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at", new { mac }).ToList();
+    }
+
+    /// <summary>Audit entries whose target names the unit (alone or in a list of units), newest first.</summary>
+    public IReadOnlyList<AuditRow> ListAuditForUnit(string mac, int limit = 100)
+    {
+        using var c = Open();
+        return c.Query<AuditRow>("SELECT * FROM audit WHERE target = @mac OR target LIKE @pattern ORDER BY id DESC LIMIT @limit",
+            new { mac, pattern = "%" + mac + "%", limit }).ToList();
+    }
+}

@@ -1,0 +1,157 @@
+using System.Text.Json;
+using Dapper;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Server.Data;
+
+// Service configurations: the named ones, and each unit's revisions with their acknowledgements.
+public sealed partial class TsunaguStore
+{
+    // ---- service configuration -------------------------------------------------------------------------
+
+    /// <summary>Creates or replaces a named service configuration, with its audit entry (when given) in the same transaction.</summary>
+    public void UpsertServiceConfig(string name, ServiceConfiguration document, AuditEntry? audit = null)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        c.Execute("INSERT INTO service_configs (name, document) VALUES (@name, @doc) ON CONFLICT(name) DO UPDATE SET document = excluded.document",
+            new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) }, tx);
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+    }
+
+    public ServiceConfiguration? GetServiceConfig(string name)
+    {
+        using var c = Open();
+        var doc = c.QuerySingleOrDefault<string>("SELECT document FROM service_configs WHERE name = @name", new { name });
+        return doc is null ? null : JsonSerializer.Deserialize(doc, ProtocolJson.Default.ServiceConfiguration);
+    }
+
+    /// <summary>
+    /// Adds the next revision of a unit's service configuration, as provisional; the audit entry <paramref name="audit"/>
+    /// makes of the revision (when given) commits with it.
+    /// </summary>
+    public long AddUnitConfig(string mac, ServiceConfiguration document, string origin = "operator", Func<long, AuditEntry>? audit = null)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var next = c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) + 1 FROM unit_configs WHERE mac = @mac", new { mac }, tx);
+        c.Execute("""
+            INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, @next, @doc, 'provisional', @origin, @now)
+            """, new { mac, next, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration), origin, now = Now() }, tx);
+        WriteAudit(c, tx, audit?.Invoke(next));
+        tx.Commit();
+        return next;
+    }
+
+    public UnitConfigRow? LatestUnitConfig(string mac)
+    {
+        using var c = Open();
+        return c.QueryFirstOrDefault<UnitConfigRow>("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1", new { mac });
+    }
+
+    public IReadOnlyList<UnitConfigRow> ListUnitConfigs(string mac)
+    {
+        using var c = Open();
+        return c.Query<UnitConfigRow>("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision", new { mac }).ToList();
+    }
+
+    /// <summary>
+    /// Records the unit's acknowledgement of a revision. Idempotent: the same acknowledgement again changes
+    /// nothing. Returns false when the revision does not exist.
+    /// </summary>
+    public bool AckUnitConfig(string mac, long revision, bool success, string? error) => AckUnitConfig(mac, revision, success, error, null);
+
+    /// <summary>
+    /// Records a unit's acknowledgement of a revision; with <paramref name="report"/>, also marks the unit seen (with its
+    /// error, when it failed) and adds the history entry, all in the same transaction. False (nothing written) when
+    /// the unit has no such revision.
+    /// </summary>
+    public bool AckUnitConfig(string mac, long revision, bool success, string? error, (string? LastError, string EventDetail)? report)
+    {
+        var at = _time.GetUtcNow();
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var status = success ? ConfigStatus.Applied : ConfigStatus.Failed;
+        var exists = c.ExecuteScalar<long>("SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @revision", new { mac, revision }, tx) > 0;
+        if (!exists)
+        {
+            return false;
+        }
+        c.Execute("""
+            UPDATE unit_configs SET status = @status, error = @error, updated_at = @now
+            WHERE mac = @mac AND revision = @revision AND status NOT IN ('final', @status)
+            """, new { mac, revision, status, error, now = Now() }, tx);
+        if (success)
+        {
+            c.Execute("UPDATE units SET applied_config_revision = @revision WHERE mac = @mac AND (applied_config_revision IS NULL OR applied_config_revision < @revision)",
+                new { mac, revision }, tx);
+        }
+        if (report is { } r)
+        {
+            var now = Timestamp(at);
+            c.Execute("UPDATE units SET last_seen = @now, last_error = COALESCE(@LastError, last_error) WHERE mac = @mac", new { mac, now, r.LastError }, tx);
+            c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @EventDetail, @failed)",
+                new { mac, now, kind = UnitEventKinds.Config, r.EventDetail, failed = success ? 0 : 1 }, tx);
+        }
+        tx.Commit();
+        if (report is { } written)
+        {
+            _lastSeenWritten[mac] = at;
+            _lastEvent[mac] = (UnitEventKinds.Config, written.EventDetail);
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// A unit's ready report in one transaction: its bundle counter, inventory, pattern, state and WAN address; the
+    /// revision it runs made final (when applied); and the history entry <paramref name="detail"/> writes (told whether
+    /// the revision became final). True when the revision became final. It waits for the disk only when a revision is
+    /// to become final or the bundle counter to rise (reported once); the rest the unit reports again next time.
+    /// </summary>
+    public bool RecordReady(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail)
+    {
+        var at = _time.GetUtcNow();
+        var now = Timestamp(at);
+        bool once;
+        using (var read = OpenUnitReport())
+        {
+            once = (configRevision is { } pending && read.ExecuteScalar<long>(
+                        "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }) > 0)
+                   || (inventory.LastBundle is { } raised && read.ExecuteScalar<long>(
+                        "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }) > 0);
+        }
+        using var c = once ? Open() : OpenUnitReport();
+        using var tx = c.BeginTransaction();
+        if (inventory.LastBundle is { } counter)
+        {
+            c.Execute("""
+                UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
+                WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
+                """, new { mac, counter.Version, counter.BundleId }, tx);
+        }
+        c.Execute("""
+            UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = @state,
+                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
+            WHERE mac = @mac
+            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now }, tx);
+        var finalized = configRevision is { } revision && c.Execute(
+            "UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
+            new { mac, revision, now }, tx) > 0;
+        var text = detail(finalized);
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
+            new { mac, now, kind = UnitEventKinds.Ready, text }, tx);
+        tx.Commit();
+        _lastSeenWritten[mac] = at;
+        _lastEvent[mac] = (UnitEventKinds.Ready, text);
+        return finalized;
+    }
+
+    /// <summary>Marks an applied revision final (the unit has confirmed it with the host after applying).</summary>
+    public bool FinalizeUnitConfig(string mac, long revision)
+    {
+        using var c = Open();
+        return c.Execute("UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
+            new { mac, revision, now = Now() }) > 0;
+    }
+}

@@ -1,0 +1,195 @@
+using System.Data.Common;
+using System.Text.Json;
+using Dapper;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Server.Data;
+
+// Units (registration, what they report, presence, target pattern) and the challenges of their sessions.
+public sealed partial class TsunaguStore
+{
+    // ---- units ------------------------------------------------------------------------------------------
+
+    private const string UnitColumns =
+        "SELECT units.*, (SELECT MAX(revision) FROM unit_configs c WHERE c.mac = units.mac) AS config_revision FROM units";
+
+    private const string InsertUnitSql = """
+        INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password, ip_address, domain, vpn,
+                           global_ip, subscriber, state, pattern, target_pattern, created_at)
+        VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPassword, @IpAddress, @Domain, @Vpn,
+                @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
+        """;
+
+    public void AddUnit(UnitRow unit)
+    {
+        unit.CreatedAt = Now();
+        Insert(InsertUnitSql, unit, $"unit {unit.Mac} is already registered");
+    }
+
+    /// <summary>
+    /// Registers units, each with revision 1 of <paramref name="config"/> (when given), and writes one audit entry, in
+    /// one transaction: all or nothing. A unit that is already registered fails the whole call (<see cref="StoreConflictException"/>).
+    /// </summary>
+    public void AddUnits(IReadOnlyList<UnitRow> units, ServiceConfiguration? config, string actor, string action, string? target, string? detail)
+    {
+        var now = Now();
+        var document = config is null ? null : JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration);
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        try
+        {
+            foreach (var unit in units)
+            {
+                unit.CreatedAt = now;
+                c.Execute(InsertUnitSql, unit, tx);
+                if (document is not null)
+                {
+                    c.Execute("""
+                        INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, 1, @document, 'provisional', 'operator', @now)
+                        """, new { mac = unit.Mac, document, now }, tx);
+                }
+            }
+            c.Execute(AuditSql, new { now, actor, action, target, detail }, tx);
+            tx.Commit();
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException(units.Count == 1
+                ? $"unit {units[0].Mac} is already registered"
+                : "a unit of this table was registered meanwhile (another import?); nothing was registered, check the table again");
+        }
+    }
+
+    public UnitRow? GetUnit(string mac)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac });
+    }
+
+    private const string UnitCheckSql = $"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac";
+
+    /// <summary>The columns of the unit a version check reads (<see cref="UnitCheckRow"/>).</summary>
+    public UnitCheckRow? GetUnitForCheck(string mac)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<UnitCheckRow>(UnitCheckSql, new { mac });
+    }
+
+    public IReadOnlyList<UnitRow> ListUnits(string? pattern = null, string? state = null) => QueryUnits(new UnitQuery(pattern, state));
+
+    public IReadOnlyList<UnitRow> QueryUnits(UnitQuery q)
+    {
+        using var c = Open();
+        var rows = c.Query<UnitRow>($"""
+            {UnitColumns}
+            WHERE (@Pattern IS NULL OR pattern = @Pattern) AND (@State IS NULL OR state = @State)
+              AND (@Subscriber IS NULL OR subscriber = @Subscriber)
+              AND (@SeenBefore IS NULL OR last_seen < @SeenBefore) AND (@SeenAfter IS NULL OR last_seen >= @SeenAfter)
+              AND (@Online IS NULL OR online = @Online)
+            ORDER BY mac
+            """, new
+        {
+            q.Pattern, q.State, q.Subscriber,
+            SeenBefore = q.SeenBefore is { } b ? Timestamp(b) : null,
+            SeenAfter = q.SeenAfter is { } a ? Timestamp(a) : null,
+            Online = q.Online is { } o ? (long?)(o ? 1 : 0) : null,
+        }).ToList();
+        if (q.Application is null)
+        {
+            return rows;
+        }
+        // software version filter: from each unit's reported inventory
+        return rows.Where(r => r.Inventory is { } json &&
+                               JsonSerializer.Deserialize(json, ProtocolJson.Default.Inventory) is { } inv &&
+                               inv.Applications.TryGetValue(q.Application, out var v) && (q.Version is null || v == q.Version)).ToList();
+    }
+
+    /// <summary>Marks the unit as seen now, optionally moving it to <paramref name="state"/>.</summary>
+    /// <remarks>A bare touch (no state, no error) within <see cref="LastSeenResolution"/> of this replica's last write of the unit's last_seen writes nothing.</remarks>
+    public void Touch(string mac, string? state = null, string? error = null, bool clearError = false)
+    {
+        var now = _time.GetUtcNow();
+        if (state is null && error is null && !clearError && _lastSeenWritten.TryGetValue(mac, out var written) &&
+            now - written < LastSeenResolution && now >= written)
+        {
+            return;
+        }
+        // an error is reported once: it waits for the disk; the rest is reported again on the next contact
+        using var c = error is null ? OpenUnitReport() : Open();
+        c.Execute("""
+            UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
+                   last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
+            WHERE mac = @mac
+            """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 });
+        _lastSeenWritten[mac] = now;
+    }
+
+    /// <summary>
+    /// Records the inventory only when it, the pattern, the state or the bundle counter differ from <paramref name="known"/>
+    /// (the row the caller just read); otherwise only marks the unit seen (<see cref="Touch"/>). True when it wrote the inventory.
+    /// </summary>
+    public bool RecordInventoryIfChanged(UnitCheckRow known, Inventory inventory, string? pattern, string? state)
+    {
+        var json = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory);
+        var unchanged = known.Inventory == json && (pattern is null || pattern == known.Pattern) && (state is null || state == known.State) &&
+                        (inventory.LastBundle is not { } counter || (known.LastBundleVersion is { } v && v >= counter.Version));
+        if (unchanged)
+        {
+            Touch(known.Mac);
+            return false;
+        }
+        RecordInventory(known.Mac, inventory, pattern, state);
+        return true;
+    }
+
+    public void RecordInventory(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null)
+    {
+        RaiseBundleCounter(mac, inventory.LastBundle);
+        _lastSeenWritten[mac] = _time.GetUtcNow();
+        using var c = OpenUnitReport();
+        c.Execute("""
+            UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
+                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
+            WHERE mac = @mac
+            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now = Now() });
+    }
+
+    /// <summary>Raises the unit's bundle counter to <paramref name="counter"/>; never lowers it.</summary>
+    public void RaiseBundleCounter(string mac, Protocol.Bundles.BundleCounter? counter)
+    {
+        if (counter is null) { return; }
+        using var c = Open();
+        c.Execute("""
+            UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
+            WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
+            """, new { mac, counter.Version, counter.BundleId });
+    }
+
+    public void SetPresence(string mac, bool online)
+    {
+        using var c = OpenUnitReport();
+        c.Execute("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() });
+    }
+
+    public void SetTargetPattern(string mac, string? pattern)
+    {
+        using var c = Open();
+        c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern });
+    }
+
+    // ---- challenges -------------------------------------------------------------------------------------
+
+    public void AddChallenge(ChallengeRow challenge)
+    {
+        using var c = OpenUnitReport();
+        c.Execute("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() });
+        c.Execute("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)", challenge);
+    }
+
+    /// <summary>Removes and returns the challenge: each nonce answers at most one proof.</summary>
+    public ChallengeRow? TakeChallenge(string id)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<ChallengeRow>("DELETE FROM challenges WHERE id = @id RETURNING *", new { id });
+    }
+}
