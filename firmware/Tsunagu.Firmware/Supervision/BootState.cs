@@ -40,6 +40,17 @@ public sealed class BootState : IState
             ctx.Store = StateStore.Open(ctx.Hardware.Data.Root);
         }
         ctx.Apps = new AppStore(ctx.Hardware.Data.Root);
+        if (ctx.Store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate) is { Phase: PendingUpdate.Rebooting or PendingUpdate.Checking } resumed)
+        {
+            // the health check must run within this, whether or not the host can be reached (a new OS may break the link)
+            var limit = ctx.Options.Update.HostUnreachableGrace + ctx.Options.Update.HealthWindow;
+            ctx.ArmUpdateDeadline(limit);
+            ctx.Log($"boot: update {resumed.UpdateId} is in phase {resumed.Phase}; rolled back unless its health check starts within {limit.TotalSeconds:0.#}s");
+        }
+        else
+        {
+            ctx.DisarmUpdateDeadline();
+        }
         ctx.Services?.Dispose();
         var dataRoot = ctx.Hardware.Data.Root;
         var environment = new ServiceEnvironment(ctx.Hardware.Board,

@@ -8,8 +8,9 @@ public sealed record StateChange(StateId From, Outcome Outcome, StateId To, Date
 /// Runs the supervisor: enter a state, take its outcome, look up the row of <see cref="Transitions.Table"/>, wait
 /// what the row says (<see cref="Wait"/>, drawn from a <see cref="Backoff"/> on <see cref="TimeProvider"/>), enter
 /// the row's next state. The supervisor adds only <see cref="Transitions.SupervisorOutcomes"/>: an exception a state
-/// did not map is <see cref="Outcome.Fault"/>, a corrupt state store <see cref="Outcome.DataLost"/>, and a long press
-/// of the reset button stops the state (or the wait) as <see cref="Outcome.ResetPressed"/>.
+/// did not map is <see cref="Outcome.Fault"/>, a corrupt state store <see cref="Outcome.DataLost"/>, a long press
+/// of the reset button stops the state (or the wait) as <see cref="Outcome.ResetPressed"/>, and an update resumed after
+/// a restart that is past its deadline (<see cref="SupervisorContext.UpdateOverdue"/>) is <see cref="Outcome.UpdateOverdue"/>.
 /// </summary>
 public sealed class Supervisor : IAsyncDisposable
 {
@@ -113,6 +114,10 @@ public sealed class Supervisor : IAsyncDisposable
         if (state != StateId.FactoryReset && watch.Pressed)
         {
             return Outcome.ResetPressed;
+        }
+        if (Transitions.SupervisorGives(state, Outcome.UpdateOverdue) && Context.UpdateOverdue())
+        {
+            return Outcome.UpdateOverdue;
         }
         try
         {

@@ -47,6 +47,22 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     /// <summary>The unit's wall clock, set from the host's time when it is off (<see cref="SystemClockSync"/>); null: never set.</summary>
     public Hal.ISystemClock? SystemClock { get; set; }
 
+    private long _updateArmedAt;
+    private TimeSpan? _updateLimit;
+
+    /// <summary>
+    /// Arms the deadline of an update <see cref="BootState"/> found in phase rebooting or checking: unless the update
+    /// state takes it over first, <see cref="UpdateOverdue"/> turns true <paramref name="limit"/> after now, on the
+    /// monotonic clock. The host plays no part: an OS that cannot reach it is rolled back all the same.
+    /// </summary>
+    public void ArmUpdateDeadline(TimeSpan limit) => (_updateArmedAt, _updateLimit) = (Time.GetTimestamp(), limit);
+
+    /// <summary>No update waits for its health check (none is unfinished, or the update state has run it).</summary>
+    public void DisarmUpdateDeadline() => _updateLimit = null;
+
+    /// <summary>True once an armed update deadline has passed.</summary>
+    public bool UpdateOverdue() => _updateLimit is { } limit && Time.GetElapsedTime(_updateArmedAt) >= limit;
+
     /// <summary>Fault injection for the updater (tests): see <see cref="Updates.UpdateEnvironment.Checkpoint"/>.</summary>
     public Action<string>? UpdateCheckpoint { get; set; }
     public bool ForcedCheck { get; set; }

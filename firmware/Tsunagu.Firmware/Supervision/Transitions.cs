@@ -20,6 +20,12 @@ public enum Outcome
 
     /// <summary>The reset button was held while the state ran or waited (the supervisor stops the state and gives this).</summary>
     ResetPressed,
+
+    /// <summary>
+    /// An update found unfinished at boot (rebooting or checking) has not reached its health check by its deadline
+    /// (<see cref="SupervisorContext.UpdateOverdue"/>; the supervisor gives this before entering a state): it is rolled back without the host.
+    /// </summary>
+    UpdateOverdue,
 }
 
 /// <summary>What the supervisor waits before entering the next state.</summary>
@@ -56,7 +62,19 @@ public static class Transitions
     private const Wait None = Wait.None, Backoff = Wait.Backoff, SessionBackoff = Wait.SessionBackoff;
 
     /// <summary>What the supervisor itself gives a state: an unmapped exception, a corrupt state store, the reset button.</summary>
-    public static readonly IReadOnlyList<Outcome> SupervisorOutcomes = [Outcome.Fault, Outcome.DataLost, Outcome.ResetPressed];
+    public static readonly IReadOnlyList<Outcome> SupervisorOutcomes = [Outcome.Fault, Outcome.DataLost, Outcome.ResetPressed, Outcome.UpdateOverdue];
+
+    /// <summary>
+    /// What the supervisor gives <paramref name="state"/>: not the reset button to <see cref="StateId.FactoryReset"/>, and
+    /// an overdue update not to <see cref="StateId.Boot"/> (which arms the deadline), <see cref="StateId.Update"/> (which
+    /// runs the health check or the rollback itself) or <see cref="StateId.FactoryReset"/> (which wipes the journal).
+    /// </summary>
+    public static bool SupervisorGives(StateId state, Outcome outcome) => outcome switch
+    {
+        Outcome.ResetPressed => state != StateId.FactoryReset,
+        Outcome.UpdateOverdue => state is not (StateId.Boot or StateId.Update or StateId.FactoryReset),
+        _ => SupervisorOutcomes.Contains(outcome),
+    };
 
     public static readonly IReadOnlyList<Transition> Table =
     [
@@ -76,6 +94,7 @@ public static class Transitions
         new(Provisional,    Outcome.Fault,              Provisional,    Backoff),
         new(Provisional,    Outcome.DataLost,           Boot,           Backoff),
         new(Provisional,    Outcome.ResetPressed,       FactoryReset,   None),
+        new(Provisional,    Outcome.UpdateOverdue,      Update,         None),
 
         new(FetchSettings,  Outcome.Success,            StoreSettings,  None),           // S200
         new(FetchSettings,  Outcome.Retry,              FetchSettings,  Backoff),
@@ -85,18 +104,21 @@ public static class Transitions
         new(FetchSettings,  Outcome.Fault,              FetchSettings,  Backoff),
         new(FetchSettings,  Outcome.DataLost,           Boot,           Backoff),
         new(FetchSettings,  Outcome.ResetPressed,       FactoryReset,   None),
+        new(FetchSettings,  Outcome.UpdateOverdue,      Update,         None),
 
         new(StoreSettings,  Outcome.Success,            Disconnect,     None),
         new(StoreSettings,  Outcome.Retry,              StoreSettings,  Backoff),        // I/O or LiteDB error
         new(StoreSettings,  Outcome.Fault,              StoreSettings,  Backoff),
         new(StoreSettings,  Outcome.DataLost,           Boot,           Backoff),
         new(StoreSettings,  Outcome.ResetPressed,       FactoryReset,   None),
+        new(StoreSettings,  Outcome.UpdateOverdue,      Update,         None),
 
         new(Disconnect,     Outcome.Success,            Main,           None),           // S300
         new(Disconnect,     Outcome.NothingToDo,        HostSession,    None),           // variant 2: the provisional link is the main link
         new(Disconnect,     Outcome.Fault,              Disconnect,     Backoff),
         new(Disconnect,     Outcome.DataLost,           Boot,           Backoff),
         new(Disconnect,     Outcome.ResetPressed,       FactoryReset,   None),
+        new(Disconnect,     Outcome.UpdateOverdue,      Update,         None),
 
         new(Main,           Outcome.Success,            HostSession,    None),
         new(Main,           Outcome.Retry,              Main,           Backoff),
@@ -104,6 +126,7 @@ public static class Transitions
         new(Main,           Outcome.Fault,              Main,           Backoff),
         new(Main,           Outcome.DataLost,           Boot,           Backoff),
         new(Main,           Outcome.ResetPressed,       FactoryReset,   None),
+        new(Main,           Outcome.UpdateOverdue,      Update,         None),           // the new OS never reached its health check: roll back without the host
 
         new(HostSession,    Outcome.Success,            VersionCheck,   None),
         new(HostSession,    Outcome.Retry,              HostSession,    Backoff),
@@ -113,6 +136,7 @@ public static class Transitions
         new(HostSession,    Outcome.Fault,              HostSession,    Backoff),
         new(HostSession,    Outcome.DataLost,           Boot,           Backoff),
         new(HostSession,    Outcome.ResetPressed,       FactoryReset,   None),
+        new(HostSession,    Outcome.UpdateOverdue,      Update,         None),
 
         new(VersionCheck,   Outcome.UpdateAvailable,    Update,         None),           // S400
         new(VersionCheck,   Outcome.NothingToDo,        ServiceConfig,  None),
@@ -123,6 +147,7 @@ public static class Transitions
         new(VersionCheck,   Outcome.Fault,              VersionCheck,   Backoff),
         new(VersionCheck,   Outcome.DataLost,           Boot,           Backoff),
         new(VersionCheck,   Outcome.ResetPressed,       FactoryReset,   None),
+        new(VersionCheck,   Outcome.UpdateOverdue,      Update,         None),
 
         new(Update,         Outcome.Success,            VersionCheck,   None),           // look again: patterns may chain
         new(Update,         Outcome.Failure,            ServiceConfig,  None),           // stay on the current pattern
@@ -145,6 +170,7 @@ public static class Transitions
         new(ServiceConfig,  Outcome.Fault,              ServiceConfig,  Backoff),
         new(ServiceConfig,  Outcome.DataLost,           Boot,           Backoff),
         new(ServiceConfig,  Outcome.ResetPressed,       FactoryReset,   None),
+        new(ServiceConfig,  Outcome.UpdateOverdue,      Update,         None),
 
         new(Ready,          Outcome.CheckDue,           HostSession,    None),           // S600-S800: periodic or forced
         new(Ready,          Outcome.Retry,              Ready,          Backoff),
@@ -154,11 +180,13 @@ public static class Transitions
         new(Ready,          Outcome.Fault,              Ready,          Backoff),
         new(Ready,          Outcome.DataLost,           Boot,           Backoff),        // also: state.db gone from data
         new(Ready,          Outcome.ResetPressed,       FactoryReset,   None),
+        new(Ready,          Outcome.UpdateOverdue,      Update,         None),
 
         new(Refused,        Outcome.Success,            Provisional,    None),           // after RefusedRetryInterval, waited in the state
         new(Refused,        Outcome.Fault,              Refused,        Backoff),
         new(Refused,        Outcome.DataLost,           Boot,           Backoff),
         new(Refused,        Outcome.ResetPressed,       FactoryReset,   None),
+        new(Refused,        Outcome.UpdateOverdue,      Update,         None),
 
         new(FactoryReset,   Outcome.Success,            Boot,           None),           // data wiped, unit restarted (patent 0040)
         new(FactoryReset,   Outcome.Fault,              FactoryReset,   Backoff),

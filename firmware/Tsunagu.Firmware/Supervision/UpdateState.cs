@@ -17,12 +17,20 @@ public sealed class UpdateState : IState
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
         ctx.Hardware.Leds.Show(StatusIndication.Updating);
+        if (ctx.UpdateOverdue())
+        {
+            return await AbandonAsync(ctx, ct);
+        }
         var offer = ctx.Offer ?? throw new InvalidOperationException("Update entered without an offer");
         var store = ctx.RequireStore();
         var pending = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
         if (pending?.UpdateId != offer.UpdateId || pending.Phase != PendingUpdate.Installed || pending.Report is null)
         {
             var result = await new BundleInstaller(Environment(ctx, offer)).RunAsync(offer, ct);
+            if (result.Status is InstallStatus.Committed or InstallStatus.Failed)
+            {
+                ctx.DisarmUpdateDeadline();
+            }
             switch (result.Status)
             {
                 case InstallStatus.Transient:
@@ -58,6 +66,33 @@ public sealed class UpdateState : IState
         }
     }
 
+    /// <summary>
+    /// An update resumed after a restart never reached its health check in time (the new OS could not reach the host,
+    /// or not long enough to get here): rolled back to the previous pattern without the host, and the unit restarted
+    /// into the previous OS slot when it runs the new one. The version check sends the failure report once the host is back.
+    /// </summary>
+    private static async Task<Outcome> AbandonAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        ctx.DisarmUpdateDeadline();
+        if (ctx.RequireStore().Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate) is not { InFlight: true, Offer: { } offer } pending)
+        {
+            return Outcome.Failure;
+        }
+        var o = ctx.Options.Update;
+        var error = $"the health check did not start within {(o.HostUnreachableGrace + o.HealthWindow).TotalSeconds:0.#}s of the restart in phase {pending.Phase} " +
+                    $"(the unit did not reach the host: {ctx.LastError ?? "no error recorded"}); rolled back without the host";
+        var result = await new BundleInstaller(Environment(ctx, offer, new NoHost())).AbandonAsync(pending, error, ct);
+        ctx.LastError = $"update {offer.UpdateId}: {error}";
+        return result.Reboot ? await RebootAsync(ctx, $"update {offer.UpdateId}: restarting into the previous OS slot", ct) : Outcome.Failure;
+    }
+
+    /// <summary>The source of a rollback without the host: it downloads nothing.</summary>
+    private sealed class NoHost : IBundleSource
+    {
+        public Task<(Stream Body, long Start)> OpenAsync(long from, long toExclusive, CancellationToken cancellationToken) =>
+            throw new InvalidOperationException("a rollback without the host downloads nothing");
+    }
+
     /// <summary>The bundle from a genuine install medium when it holds it (patent 0037), else from the host.</summary>
     private static IBundleSource Source(SupervisorContext ctx, UpdateOffer offer)
     {
@@ -69,14 +104,14 @@ public sealed class UpdateState : IState
         return new HostBundleSource(ctx.RequireClient(), ctx.HostUri, offer.ArtifactUrl, ctx.HostToken);
     }
 
-    private static UpdateEnvironment Environment(SupervisorContext ctx, UpdateOffer offer) => new()
+    private static UpdateEnvironment Environment(SupervisorContext ctx, UpdateOffer offer, IBundleSource? source = null) => new()
     {
         DataRoot = ctx.Hardware.Data.Root,
         Store = ctx.RequireStore(),
         Apps = ctx.Apps ?? throw new InvalidOperationException("the application store is not open (Boot has not run)"),
         Boot = ctx.Hardware.Boot,
         Identity = ctx.RequireIdentity(),
-        Source = Source(ctx, offer),
+        Source = source ?? Source(ctx, offer),
         Inventory = ctx.CurrentInventory,
         OsVersion = ctx.OsVersion,
         HealthProbe = token => ProbeAsync(ctx, token),

@@ -187,6 +187,18 @@ public sealed class BundleInstaller(UpdateEnvironment env)
         }
     }
 
+    /// <summary>
+    /// Gives up an unfinished update <paramref name="j"/> without the host (its health check never started in time):
+    /// rolls back to the previous pattern and fails it with <paramref name="error"/>; the report waits in the journal
+    /// for the next version check. <see cref="InstallResult.Reboot"/>: the unit runs the bad slot and must restart.
+    /// </summary>
+    public async Task<InstallResult> AbandonAsync(PendingUpdate j, string error, CancellationToken ct)
+    {
+        var run = new UpdateRun(env, j.Offer ?? throw new InvalidDataException($"update {j.UpdateId}: phase {j.Phase} without its offer"));
+        var reboot = await Rollback.RunAsync(run, j, run.TryManifest(j), ct);
+        return Fail(run, j, error, reboot);
+    }
+
     private InstallResult Fail(UpdateRun run, PendingUpdate j, string error, bool reboot)
     {
         env.Log($"update {j.UpdateId} failed: {error}");
