@@ -68,6 +68,11 @@ public static class BrokerPassword
         {
             return "not a broker password";
         }
+        if (Base64Url.Encode(given) != parts[2])
+        {
+            // the last character's unused bits: another spelling of the same bytes is not the password issued
+            return "not a broker password";
+        }
         if (!CryptographicOperations.FixedTimeEquals(given, Mac(brokerKey, mac, parts[1])))
         {
             return "wrong password (another unit's, or made with a broker key that has been replaced)";

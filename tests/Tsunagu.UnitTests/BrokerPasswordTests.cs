@@ -65,6 +65,20 @@ public class BrokerPasswordTests
             Assert.That(BrokerPassword.Check(key, mac, changed, now), Is.Not.Null, changed);
         });
 
+    [Test]
+    public void Another_spelling_of_the_same_hmac_is_refused()
+    {
+        var key = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
+        var now = DateTimeOffset.FromUnixTimeSeconds(1_700_000_000);
+        var password = BrokerPassword.Issue(key, "02:00:00:00:00:01", now.AddDays(1));
+        // 32 bytes are 43 base64url characters: the last one carries 4 bits and 2 unused ones
+        const string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        var last = alphabet.IndexOf(password[^1]);
+        var respelled = password[..^1] + alphabet[last ^ 1];
+        Assert.That(BrokerPassword.Check(key, "02:00:00:00:00:01", password, now), Is.Null);
+        Assert.That(BrokerPassword.Check(key, "02:00:00:00:00:01", respelled, now), Is.Not.Null, respelled);
+    }
+
     [TestCase(null)]
     [TestCase("")]
     [TestCase("v1")]
