@@ -156,9 +156,11 @@ public static class MediaImage
     /// <summary>
     /// What reading a damaged image throws: the tar reader's format errors, for entry sizes past the end of the
     /// stream or beyond 64 bits its position and overflow errors, for entry types it does not read (sparse files)
-    /// NotSupportedException; the index's JSON errors.
+    /// NotSupportedException, for an extended attributes entry whose size field is larger than it may be its
+    /// InvalidOperationException (only that one: thrown by the tar reader itself); the index's JSON errors.
     /// </summary>
     private static bool IsDamage(Exception e) =>
         e is InvalidDataException or FormatException or JsonException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException
-            or NotSupportedException;
+            or NotSupportedException
+        || (e is InvalidOperationException && e.Source == typeof(TarReader).Assembly.GetName().Name);
 }
