@@ -18,18 +18,12 @@ public class UnitClientTests
         }
     }
 
-    private sealed class Network(HttpMessageHandler handler) : INetworkAccess
-    {
-        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => handler;
-        public void EnsureRoute() { }
-    }
-
     [TestCase(HttpStatusCode.TooManyRequests, true)]
     [TestCase(HttpStatusCode.ServiceUnavailable, true)]
     [TestCase(HttpStatusCode.BadRequest, false)]
     public void Server_answers_become_typed_errors_carrying_retry_after(HttpStatusCode status, bool transient)
     {
-        using var client = new UnitClient(new Network(new Answer(status, """{"type":"urn:tsunagu:problem:overloaded","detail":"busy now"}""", TimeSpan.FromSeconds(7))), ["pin"]);
+        using var client = new UnitClient(new ScriptedNetwork(new Answer(status, """{"type":"urn:tsunagu:problem:overloaded","detail":"busy now"}""", TimeSpan.FromSeconds(7))), ["pin"]);
         var e = Assert.ThrowsAsync<ServerException>(() => client.GetSettingsAsync(new Uri("https://127.0.0.1:9/"), "t", CancellationToken.None));
         Assert.That(e!.IsTransient, Is.EqualTo(transient));
         Assert.That(e.RetryAfter, Is.EqualTo(TimeSpan.FromSeconds(7)));
@@ -39,7 +33,7 @@ public class UnitClientTests
     [Test]
     public void A_refusal_is_recognised_by_its_problem_type()
     {
-        using var client = new UnitClient(new Network(new Answer(HttpStatusCode.Unauthorized, $$"""{"type":"{{ProblemTypes.UnitRefused}}"}""", null)), ["pin"]);
+        using var client = new UnitClient(new ScriptedNetwork(new Answer(HttpStatusCode.Unauthorized, $$"""{"type":"{{ProblemTypes.UnitRefused}}"}""", null)), ["pin"]);
         var e = Assert.ThrowsAsync<ServerException>(() => client.GetSettingsAsync(new Uri("https://127.0.0.1:9/"), "t", CancellationToken.None));
         Assert.That((e!.IsRefusal, e.IsTransient, e.IsSessionExpired), Is.EqualTo((true, false, false)));
     }
@@ -57,7 +51,7 @@ public class UnitClientTests
     public async Task An_artifact_of_several_copy_chunks_is_written_whole_with_its_sha256()
     {
         var content = RandomNumberGenerator.GetBytes(OverlappedCopy.DefaultChunkSize * 3 + 1001);
-        using var client = new UnitClient(new Network(new Artifact(new ScriptedStream(content) { MaxPerRead = 16 * 1024 })), ["pin"]);
+        using var client = new UnitClient(new ScriptedNetwork(new Artifact(new ScriptedStream(content) { MaxPerRead = 16 * 1024 })), ["pin"]);
         using var file = new MemoryStream();
         var (sha, length) = await client.DownloadAsync(Host, "/a", "t", file, content.Length, CancellationToken.None);
         Assert.That((sha, length), Is.EqualTo((Convert.ToHexStringLower(SHA256.HashData(content)), content.LongLength)));
@@ -69,7 +63,7 @@ public class UnitClientTests
     {
         var content = RandomNumberGenerator.GetBytes(OverlappedCopy.DefaultChunkSize * 2 + 10);
         var declared = content.Length - 10;
-        using var client = new UnitClient(new Network(new Artifact(new ScriptedStream(content))), ["pin"]);
+        using var client = new UnitClient(new ScriptedNetwork(new Artifact(new ScriptedStream(content))), ["pin"]);
         using var file = new MemoryStream();
         var e = Assert.ThrowsAsync<ServerException>(() => client.DownloadAsync(Host, "/a", "t", file, declared, CancellationToken.None));
         Assert.That(e!.Message, Does.Contain($"longer than the declared {declared} bytes"));
@@ -81,7 +75,7 @@ public class UnitClientTests
     public void A_stalled_download_ends_when_cancelled()
     {
         var content = RandomNumberGenerator.GetBytes(OverlappedCopy.DefaultChunkSize * 2);
-        using var client = new UnitClient(new Network(new Artifact(new ScriptedStream(content) { BlockAt = 5000 })), ["pin"]);
+        using var client = new UnitClient(new ScriptedNetwork(new Artifact(new ScriptedStream(content) { BlockAt = 5000 })), ["pin"]);
         using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
         using var file = new MemoryStream();
         Assert.That(async () => await client.DownloadAsync(Host, "/a", "t", file, content.Length, cancel.Token).WaitAsync(TimeSpan.FromSeconds(10)),

@@ -95,17 +95,6 @@ public partial class SessionRefusalTests
             new(status) { Content = new StringContent($$"""{"type":"{{type}}","detail":"{{detail}}"}""", Encoding.UTF8, "application/problem+json") };
     }
 
-    private sealed class Network(HttpMessageHandler host) : INetworkAccess
-    {
-        public HttpMessageHandler WrapHandler(HttpMessageHandler inner)
-        {
-            inner.Dispose();
-            return host;
-        }
-
-        public void EnsureRoute() { }
-    }
-
     private string _dir = "";
 
     [SetUp]
@@ -151,7 +140,7 @@ public partial class SessionRefusalTests
         var changes = new List<StateChange>();
         var ranOut = false;
         await using var supervisor = new Supervisor(unit.Hardware, Options, time, new Random(7));
-        supervisor.Context.Client = new UnitClient(new Network(host), ["pin"]);
+        supervisor.Context.Client = new UnitClient(new ScriptedNetwork(host), ["pin"]);
         setup?.Invoke(supervisor);
         supervisor.StateChanged += c =>
         {

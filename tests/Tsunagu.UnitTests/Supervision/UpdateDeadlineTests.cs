@@ -60,17 +60,6 @@ public class UpdateDeadlineTests
             new(HttpStatusCode.OK) { Content = new StringContent(JsonSerializer.Serialize(value, type), Encoding.UTF8, "application/json") };
     }
 
-    private sealed class Network(HttpMessageHandler host) : INetworkAccess
-    {
-        public HttpMessageHandler WrapHandler(HttpMessageHandler inner)
-        {
-            inner.Dispose();
-            return host;
-        }
-
-        public void EnsureRoute() { }
-    }
-
     private string _dir = "";
 
     [SetUp]
@@ -125,7 +114,7 @@ public class UpdateDeadlineTests
         var changes = new List<StateChange>();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await using var supervisor = new Supervisor(unit.Hardware, Options, time, new Random(7));
-        supervisor.Context.Client = new UnitClient(new Network(host), ["pin"]);
+        supervisor.Context.Client = new UnitClient(new ScriptedNetwork(host), ["pin"]);
         // the new OS never brings a WAN link up (main or provisional); the old one does
         void WanFollowsTheOs() => unit.Wan.MainUnavailable = unit.Wan.ProvisionalUnavailable = boot.Booted == BootSlot.B;
         WanFollowsTheOs();
