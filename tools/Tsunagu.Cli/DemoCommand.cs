@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Cli.Factory;
@@ -6,6 +8,7 @@ using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
+using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Demo;
 using Tsunagu.Server.Security;
@@ -18,7 +21,11 @@ namespace Tsunagu.Cli;
 /// </summary>
 public static class DemoCommand
 {
-    public sealed record Settings(int Units, string DataDirectory, int Port, int MqttPort, TimeSpan CheckInterval, string? LabImage = null);
+    public sealed record Settings(int Units, string DataDirectory, int Port, int MqttPort, TimeSpan CheckInterval, string? LabImage = null,
+        string? OperatorPassword = null);
+
+    /// <summary>The demo subscriber: unit 1 belongs to them, and the banner prints their portal login.</summary>
+    public const string SubscriberName = "subscriber1";
 
     public static async Task<int> RunAsync(Settings settings, TextWriter output, CancellationToken ct)
     {
@@ -27,7 +34,23 @@ public static class DemoCommand
             output.WriteLine($"error: --units {settings.Units} is outside 0..10000");
             return 2;
         }
+        if (settings.OperatorPassword is { Length: < 8 })
+        {
+            output.WriteLine("error: --operator-password: at least 8 characters");
+            return 2;
+        }
+        // A second demo (or anything else) on the ports: refuse before the database, the keys or the files are touched.
+        foreach (var (port, what) in new[] { (settings.Port, "--port"), (settings.MqttPort, "--mqtt-port") })
+        {
+            if (PortInUse(port) is { } reason)
+            {
+                output.WriteLine($"error: {what} {port} on 127.0.0.1 {reason} (another `make run`? stop it or choose another PORT/MQTT_PORT); nothing was changed");
+                return 2;
+            }
+        }
         var root = Path.GetFullPath(settings.DataDirectory);
+        var passwordFile = Path.Combine(root, "operator-password");
+        var subscriberPasswordFile = Path.Combine(root, "subscriber-password");
         var serverOptions = new ServerOptions
         {
             DataDirectory = Path.Combine(root, "server"),
@@ -37,7 +60,8 @@ public static class DemoCommand
         };
         var app = ServerHost.Build(serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Warning));
         using var releaseKey = FactoryIdentities.LoadOrCreateReleaseSigningKey(Path.Combine(serverOptions.DataDirectory, "keys", "release.key"));
-        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey);
+        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey,
+            settings.OperatorPassword ?? StablePassword(passwordFile));
         if (settings.LabImage is { } labImage)
         {
             var osImage = LabCatalogue.UpdateOsImage(labImage);
@@ -49,14 +73,31 @@ public static class DemoCommand
             LabCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, osImage);
         }
         await File.WriteAllTextAsync(Path.Combine(root, "release.pub"), ReleaseKeys.PublicKeyBase64(releaseKey) + "\n", ct);
-        await app.StartAsync(ct);
+        try
+        {
+            await app.StartAsync(ct);
+        }
+        catch (IOException e) when (e.InnerException is SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse } || e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
+        {
+            // taken between the check above and now
+            output.WriteLine($"error: port {settings.Port} or {settings.MqttPort} on 127.0.0.1 is in use: {e.Message}");
+            return 2;
+        }
         var url = ServerHost.BaseUrl(app);
         var certPath = Path.Combine(serverOptions.DataDirectory, "tls", ServerCertificate.PemFile);
-        var passwordFile = Path.Combine(root, "operator-password");
         await File.WriteAllTextAsync(passwordFile, password + "\n", ct);
+        var pin = OperatorClient.PinFromPemFile(certPath);
+        var subscriberPassword = StablePassword(subscriberPasswordFile);
+        using (var operatorClient = new OperatorClient(new Uri(url), DemoCatalogue.OperatorName, password, [pin]))
+        {
+            await operatorClient.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber(SubscriberName, subscriberPassword), ct);
+        }
+        await File.WriteAllTextAsync(subscriberPasswordFile, subscriberPassword + "\n", ct);
         output.WriteLine($"server      {url}  (initial setting + host roles, SQLite {Path.Combine(serverOptions.DataDirectory, serverOptions.Database)})");
         output.WriteLine($"mqtt        mqtts://{serverOptions.ListenAddress}:{serverOptions.MqttPort} (embedded broker, TLS with the server's certificate)");
         output.WriteLine($"operator    {DemoCatalogue.OperatorName} / {password}   (also in {passwordFile})");
+        output.WriteLine($"console     {url}console   (log in as {DemoCatalogue.OperatorName} / {password})");
+        output.WriteLine($"portal      {url}portal    (log in as {SubscriberName} / {subscriberPassword}, the subscriber of {SimulatedFleet.MacFor(1)}; also in {subscriberPasswordFile})");
         output.WriteLine($"try         curl --cacert {certPath} -u {DemoCatalogue.OperatorName}:{password} {url}api/v1/units");
         output.WriteLine($"catalogue   {DemoCatalogue.Pattern1} (factory) -> {DemoCatalogue.Pattern2} by update {DemoCatalogue.UpdateId} (importance 5), a bundle signed with release key {ReleaseKeys.KeyId(releaseKey)}");
         if (settings.LabImage is not null)
@@ -65,8 +106,7 @@ public static class DemoCommand
         }
         output.WriteLine();
 
-        var unitKey = app.Services.GetRequiredService<Tsunagu.Server.Apis.UnitKey>().Bytes;
-        var pin = OperatorClient.PinFromPemFile(certPath);
+        var unitKey = app.Services.GetRequiredService<UnitKey>().Bytes;
         var releasePublicKey = ReleaseKeys.PublicKeyBase64(releaseKey);
         var lockObject = new Lock();
         var supervisorOptions = new SupervisorOptions
@@ -121,5 +161,36 @@ public static class DemoCommand
         await app.StopAsync(CancellationToken.None);
         await app.DisposeAsync();
         return 0;
+    }
+
+    /// <summary>Why nothing can listen on 127.0.0.1:<paramref name="port"/> (null when a listener can; 0 is any free port).</summary>
+    internal static string? PortInUse(int port)
+    {
+        if (port <= 0) { return null; }
+        try
+        {
+            var probe = new TcpListener(IPAddress.Loopback, port);
+            probe.Start();
+            probe.Stop();
+            return null;
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            return "is in use";
+        }
+        catch (SocketException e)
+        {
+            return $"cannot be listened on ({e.SocketErrorCode})";
+        }
+    }
+
+    /// <summary>
+    /// The password in <paramref name="file"/> when an earlier run wrote one (so the demo's logins stay the same
+    /// from run to run), otherwise a new one.
+    /// </summary>
+    internal static string StablePassword(string file)
+    {
+        var kept = File.Exists(file) ? File.ReadAllText(file).Trim() : "";
+        return kept.Length >= 8 && kept.All(c => c is > ' ' and < (char)127) ? kept : UnitCredentials.NewNonce(12);
     }
 }

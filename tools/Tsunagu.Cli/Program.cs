@@ -8,11 +8,20 @@ using Tsunagu.Protocol;
 var root = new RootCommand("Tsunagu operator and factory tool");
 
 // ---- connection to the operator API -----------------------------------------------------------------------
-var serverOption = new Option<string>("--server") { Description = "server base URL", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_SERVER") ?? "https://127.0.0.1:8443/" };
+// The demo's port as the Makefile reads it: `PORT=9443 make run` in one terminal, `PORT=9443 tsunagu ...` in another.
+string EnvPort(string name, int fallback) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : fallback.ToString(System.Globalization.CultureInfo.InvariantCulture);
+int DemoPort(string name, int fallback) => int.TryParse(EnvPort(name, fallback), out var port) && port is > 0 and < 65536
+    ? port
+    : throw new ArgumentException($"${name} '{EnvPort(name, fallback)}' is not a port number");
+var serverOption = new Option<string>("--server")
+{
+    Description = "server base URL (default: $TSUNAGU_SERVER, else https://127.0.0.1:$PORT/, PORT being 8443 unless set)",
+    DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_SERVER") ?? $"https://127.0.0.1:{EnvPort("PORT", 8443)}/",
+};
 Uri ServerUri(ParseResult r) =>
     Uri.TryCreate(r.GetValue(serverOption), UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttps
         ? uri
-        : throw new ArgumentException($"--server '{r.GetValue(serverOption)}' must be an absolute https:// URL");
+        : throw new ArgumentException($"--server '{r.GetValue(serverOption)}' must be an absolute https:// URL (check $TSUNAGU_SERVER and $PORT)");
 var certOption = new Option<string>("--server-cert") { Description = "the server's certificate (PEM); its key is pinned", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_SERVER_CERT") ?? ".tsunagu/demo/server/tls/server.pem" };
 var userOption = new Option<string>("--operator") { Description = "operator name", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("TSUNAGU_OPERATOR") ?? "operator" };
 var passwordOption = new Option<string?>("--password") { Description = "operator password (default: $TSUNAGU_OPERATOR_PASSWORD)" };
@@ -31,7 +40,27 @@ async Task<int> Guard(Func<Task<int>> action)
     {
         return await action();
     }
-    catch (Exception e) when (e is OperatorApiException or DiskImageException or ArgumentException or ProtocolException or IOException or HttpRequestException)
+    catch (HttpRequestException e)
+    {
+        // "An error occurred while sending the request" and "see inner exception" say nothing: the socket's or TLS's reason does
+        var reasons = new List<string>();
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (!x.Message.Contains("inner exception", StringComparison.OrdinalIgnoreCase) && !x.Message.StartsWith("An error occurred while sending", StringComparison.Ordinal)
+                && !reasons.Any(r => r.Contains(x.Message, StringComparison.Ordinal)))
+            {
+                reasons.Add(x.Message);
+            }
+        }
+        Console.Error.WriteLine($"error: no answer from the server ({string.Join(": ", reasons)}): is it running (`make run`), on this --server / $PORT?");
+        return 1;
+    }
+    catch (TaskCanceledException e) when (e.InnerException is TimeoutException)
+    {
+        Console.Error.WriteLine("error: the server did not answer in time");
+        return 1;
+    }
+    catch (Exception e) when (e is OperatorApiException or DiskImageException or ArgumentException or ProtocolException or IOException)
     {
         Console.Error.WriteLine($"error: {e.Message}");
         return 1;
@@ -41,13 +70,14 @@ async Task<int> Guard(Func<Task<int>> action)
 // ---- demo -------------------------------------------------------------------------------------------------
 var unitsOption = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 5 };
 var dataOption = new Option<string>("--data") { Description = "demo data directory", DefaultValueFactory = _ => ".tsunagu/demo" };
-var portOption = new Option<int>("--port") { Description = "HTTPS port on 127.0.0.1", DefaultValueFactory = _ => 8443 };
-var mqttPortOption = new Option<int>("--mqtt-port") { Description = "embedded MQTT broker port on 127.0.0.1 (MQTT over TLS)", DefaultValueFactory = _ => 8883 };
+var portOption = new Option<int>("--port") { Description = "HTTPS port on 127.0.0.1 (default: $PORT, else 8443)", DefaultValueFactory = _ => DemoPort("PORT", 8443) };
+var mqttPortOption = new Option<int>("--mqtt-port") { Description = "embedded MQTT broker port on 127.0.0.1, MQTT over TLS (default: $MQTT_PORT, else 8883)", DefaultValueFactory = _ => DemoPort("MQTT_PORT", 8883) };
+var demoPasswordOption = new Option<string?>("--operator-password") { Description = "the demo operator's password (default: the one of the last run, kept in DATA/operator-password; a new one the first time)" };
 var intervalOption = new Option<int>("--check-interval") { Description = "seconds between periodic checks", DefaultValueFactory = _ => 300 };
 var labImageOption = new Option<string?>("--lab-image") { Description = "also catalogue the QEMU board's firmware image (the `make image` output folder) for `make lab`" };
-var demo = new Command("demo", "run the server with the demo catalogue and a fleet of simulated units") { unitsOption, dataOption, portOption, mqttPortOption, intervalOption, labImageOption };
+var demo = new Command("demo", "run the server with the demo catalogue and a fleet of simulated units") { unitsOption, dataOption, portOption, mqttPortOption, intervalOption, labImageOption, demoPasswordOption };
 demo.SetAction((r, ct) => DemoCommand.RunAsync(new DemoCommand.Settings(r.GetValue(unitsOption), r.GetValue(dataOption)!, r.GetValue(portOption),
-    r.GetValue(mqttPortOption), TimeSpan.FromSeconds(r.GetValue(intervalOption)), r.GetValue(labImageOption)), Console.Out, ct));
+    r.GetValue(mqttPortOption), TimeSpan.FromSeconds(r.GetValue(intervalOption)), r.GetValue(labImageOption), r.GetValue(demoPasswordOption)), Console.Out, ct));
 root.Subcommands.Add(demo);
 
 // ---- unit add: factory identity + device management table row --------------------------------------------
