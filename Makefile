@@ -119,6 +119,13 @@ LAB_SCRIPTS := tests/Tsunagu.SystemTests/Qemu
 lab: build image
 	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) bash $(LAB_SCRIPTS)/lab.sh
 
+# `tsunagu` on the PATH: a link to tools/tsunagu (which runs this checkout's CLI) in $(BINDIR).
+BINDIR ?= $(HOME)/.local/bin
+.PHONY: install-cli
+install-cli:
+	mkdir -p $(BINDIR) && ln -sf $(CURDIR)/tools/tsunagu $(BINDIR)/tsunagu
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "install-cli: $(BINDIR) is not on your PATH: export PATH=\"$(BINDIR):\$$PATH\"";; esac
+
 clean:
 	$(DOTNET) clean Tsunagu.slnx -c $(CONFIGURATION) >/dev/null
 	rm -rf $(RESULTS) .tsunagu
