@@ -20,6 +20,10 @@ UPDATE_OS_VERSION ?= 1.1
 TSUNAGUD := artifacts/tsunagud/tsunagud
 KREL := $(shell bash -c '. image/lib.sh; kernel_release' 2>/dev/null)
 include rootfs/rootfs.mk
+# board.json is read with jq; without it the build would not know the board's partitions or its cache disk.
+ifeq ($(shell command -v jq),)
+$(error jq is not installed: the image build reads $(BOARD_JSON) with it (apt-get install jq, or `make packages` as root))
+endif
 HAS_HDD := $(shell jq -r 'if .hdd then "yes" else "" end' $(BOARD_JSON) 2>/dev/null)
 ifneq ($(HAS_HDD),)
 DAEMONS += $(CACHE_DAEMONS)

@@ -6,6 +6,7 @@
 
 board=$1 out=$2 os=$3
 [ -f "$board" ] || die "$board: no such board description"
+command -v jq >/dev/null || die "jq is not installed: the board description is read with it (apt-get install jq)"
 jq -e '.partitions | length > 0' "$board" >/dev/null || die "$board: partitions: missing (the image needs the partition layout)"
 
 for need in prom factory slot_a slot_b data; do
