@@ -56,13 +56,13 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
             var reports = store.ListUpdateReports().Where(r => r.UpdateId == Rollout.Id && r.Success != 0).ToList();
             RolloutDone = reports.Count;
             RolloutScope = all.Count(u => u.Pattern == Rollout.FromPattern) + RolloutDone;
+            // one point per distinct time (reports of the same second are one step), so no time repeats on the axis
             var labels = new JsonArray();
             var values = new JsonArray();
-            var n = 0;
-            foreach (var r in reports)
+            foreach (var (at, moved) in RolloutSteps(reports.Select(r => r.At)))
             {
-                labels.Add(Time(r.At));
-                values.Add(++n);
+                labels.Add(Time(at));
+                values.Add(moved);
             }
             RolloutChart = new JsonObject
             {
@@ -81,5 +81,20 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
                 },
             }.ToJsonString();
         }
+    }
+    /// <summary>
+    /// The rollout's steps: for each distinct second a report arrived in (as <see cref="SessionPageModel.Time"/> shows
+    /// it), in time order, the number of units moved up to and including it.
+    /// </summary>
+    public static List<(string At, int Moved)> RolloutSteps(IEnumerable<string> reportTimes)
+    {
+        var steps = new List<(string At, int Moved)>();
+        var moved = 0;
+        foreach (var second in reportTimes.Order(StringComparer.Ordinal).GroupBy(Time))
+        {
+            moved += second.Count();
+            steps.Add((second.First(), moved));
+        }
+        return steps;
     }
 }
