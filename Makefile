@@ -30,7 +30,7 @@ APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguar
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
-	echo "packages: installing $$(echo $$missing | wc -w) missing Debian package(s): $$(echo $$missing)"; \
+	echo "packages: $$(echo $$missing | wc -w) Debian package(s) the tests need are missing: $$(echo $$missing)"; \
 	if [ "$$(id -u)" -ne 0 ]; then echo "error: not root; install them with: sudo apt-get install $$(echo $$missing)" >&2; exit 1; fi; \
 	export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q $$missing
 
