@@ -65,7 +65,12 @@ public static class ServerHost
         database.BusyTimeout = options.DatabaseBusyTimeout;
         // start-up step: the schema is brought up to date before anything uses the store
         database.Migrate();
-        builder.Services.AddSingleton(new TsunaguStore(database, time));
+        var unitStore = new TsunaguStore(database, time, Units.Lifecycle.SecretBox.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
+        // start-up step: secrets stored in plain text before sealing, or left by an interrupted key rotation, are sealed now
+        Units.Lifecycle.SecretRotation.SealAtStart(unitStore);
+        builder.Services.AddSingleton(unitStore);
+        builder.Services.AddSingleton<Units.Lifecycle.SecretRotation>();
+        builder.Services.AddSingleton<Units.Lifecycle.UnitLifecycle>();
         builder.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         builder.Services.AddSingleton(new TokenService(TokenService.LoadOrCreateKey(Path.Combine(dataDirectory, "keys")), time));
         builder.Services.AddSingleton(UnitKey.LoadOrCreate(Path.Combine(dataDirectory, "keys")));

@@ -56,7 +56,7 @@ public class ConsoleTests
         await Expect(page.GetByRole(AriaRole.Heading, new() { Name = $"Unit {identity.Mac}" })).ToBeVisibleAsync();
         await Expect(page.Locator("#main")).Not.ToContainTextAsync("isp-secret-123");
         await Expect(page.Locator("#main")).ToContainTextAsync("set (not shown)");
-        Assert.That(server.Store.GetUnit(identity.Mac)?.IspPassword, Is.EqualTo("isp-secret-123"), "the form wrote the device management table");
+        Assert.That(server.Store.IspPasswordOf(server.Store.GetUnit(identity.Mac)!), Is.EqualTo("isp-secret-123"), "the form wrote the device management table");
 
         // the registered unit powers on and reaches Ready through the same host
         var registered = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);

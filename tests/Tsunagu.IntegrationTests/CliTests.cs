@@ -92,4 +92,36 @@ public class CliTests
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("401"));
     }
+
+    [Test]
+    public async Task An_operator_edits_decommissions_and_rotates_secrets_from_the_command_line_with_the_apis_rules()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var (exit, output, err) = await Tsunagu(server, "units", "record", mac);
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("\"revision\": 1").And.Not.Contain("secret"));
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--revision", "1", "--domain", "cli.example", "--isp-password", "cli-Pa55");
+        Assert.That(exit, Is.Zero, err);
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--revision", "1", "--domain", "stale.example");
+        Assert.That(exit, Is.EqualTo(1), "a stale edit is refused as by the API");
+        Assert.That(err, Does.Contain("409"));
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--domain", "bad domain");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("400").And.Contain("domain"));
+        Assert.That(server.Store.GetUnit(mac)!.Domain, Is.EqualTo("cli.example"), "refused edits changed nothing");
+        (exit, output, err) = await Tsunagu(server, "units", "revisions", mac);
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("isp.password").And.Not.Contain("cli-Pa55"));
+        (exit, output, err) = await Tsunagu(server, "secrets", "rotate");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("1 row(s) resealed"));
+        Assert.That(server.Store.IspPasswordOf(server.Store.GetUnit(mac)!), Is.EqualTo("cli-Pa55"));
+        (exit, _, err) = await Tsunagu(server, "units", "decommission", mac, "--reason", "returned");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(server.Store.GetUnit(mac)!.State, Is.EqualTo("Decommissioned"));
+        (exit, _, err) = await Tsunagu(server, "units", "delete", mac);
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(server.Store.GetUnit(mac), Is.Null, "a row that never reached the server is deleted");
+    }
 }

@@ -3,6 +3,7 @@ using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Units.Lifecycle;
 
 namespace Tsunagu.Server.Apis;
 
@@ -52,6 +53,7 @@ public static class OperatorApi
                 : Problems.NotFound($"no forced check {id}")).ProducesProblem(StatusCodes.Status404NotFound);
         api.MapPut("/{mac}/service-config", AssignServiceConfig).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes));
+        app.MapUnitLifecycleApi();
     }
 
     public static UnitView ToView(UnitRow u) => new(

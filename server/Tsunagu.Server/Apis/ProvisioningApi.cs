@@ -27,7 +27,7 @@ public static class ProvisioningApi
             }
             return TypedResults.Ok(new UnitSettings(
                 unit.Mac,
-                new WanAccount(unit.IspMethod, unit.IspUsername, unit.IspPassword, unit.IpAddress),
+                new WanAccount(unit.IspMethod, unit.IspUsername, store.IspPasswordOf(unit), unit.IpAddress),
                 unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
                 options.HostServerUrl ?? AsReachedBy(http, endpoints.HostServerUrl),
                 options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null)));

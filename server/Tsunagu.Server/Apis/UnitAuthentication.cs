@@ -73,9 +73,9 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         }
         var unit = store.GetUnit(mac);
         var secret = UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac);
-        if (unit is null || !UnitCredentials.VerifyProof(secret, purpose, mac, challenge.Id, challenge.Nonce, request.Proof))
+        if (unit is null || unit.DecommissionedAt is not null || !UnitCredentials.VerifyProof(secret, purpose, mac, challenge.Id, challenge.Nonce, request.Proof))
         {
-            var reason = unit is null ? "not registered" : $"{purpose} authentication refused: wrong proof";
+            var reason = unit is null ? "not registered" : unit.DecommissionedAt is not null ? "decommissioned" : $"{purpose} authentication refused: wrong proof";
             log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
             refusals.Record(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason);
             return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");

@@ -10,6 +10,7 @@ public static class UnitStates
     public const string Configuring = "Configuring";
     public const string Ready = "Ready";
     public const string OffPattern = "OffPattern";
+    public const string Decommissioned = "Decommissioned";
 }
 
 public static class PatternStatus
@@ -56,6 +57,10 @@ public sealed class UnitRow
     public string? LastSeen { get; set; }
     public string? LastError { get; set; }
     public string CreatedAt { get; set; } = "";
+    public long Revision { get; set; } = 1;
+    public string? DecommissionedAt { get; set; }
+    public string? ReplacedBy { get; set; }
+    public string? IspPasswordSealed { get; set; }
 }
 
 /// <summary>The columns of a unit a version check reads (a narrow read: the full row costs twice as much on SQLite).</summary>

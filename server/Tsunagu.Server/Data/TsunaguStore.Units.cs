@@ -14,15 +14,16 @@ public sealed partial class TsunaguStore
         "SELECT units.*, (SELECT MAX(revision) FROM unit_configs c WHERE c.mac = units.mac) AS config_revision FROM units";
 
     private const string InsertUnitSql = """
-        INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password, ip_address, domain, vpn,
+        INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password_sealed, ip_address, domain, vpn,
                            global_ip, subscriber, state, pattern, target_pattern, created_at)
-        VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPassword, @IpAddress, @Domain, @Vpn,
+        VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPasswordSealed, @IpAddress, @Domain, @Vpn,
                 @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
         """;
 
     public void AddUnit(UnitRow unit)
     {
         unit.CreatedAt = Now();
+        SealSecrets(unit);
         Insert(InsertUnitSql, unit, $"unit {unit.Mac} is already registered");
     }
 
@@ -41,6 +42,7 @@ public sealed partial class TsunaguStore
             foreach (var unit in units)
             {
                 unit.CreatedAt = now;
+                SealSecrets(unit);
                 c.Execute(InsertUnitSql, unit, tx);
                 if (document is not null)
                 {
@@ -119,7 +121,7 @@ public sealed partial class TsunaguStore
         c.Execute("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
                    last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
-            WHERE mac = @mac
+            WHERE mac = @mac AND decommissioned_at IS NULL
             """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 });
         _lastSeenWritten[mac] = now;
     }
@@ -150,7 +152,7 @@ public sealed partial class TsunaguStore
         c.Execute("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
                    wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
-            WHERE mac = @mac
+            WHERE mac = @mac AND decommissioned_at IS NULL
             """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now = Now() });
     }
 

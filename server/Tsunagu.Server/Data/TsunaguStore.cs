@@ -47,11 +47,16 @@ public sealed partial class TsunaguStore
         DefaultTypeMap.MatchNamesWithUnderscores = true;
     }
 
-    public TsunaguStore(Database database, TimeProvider time)
+    /// <param name="secrets">Seals the table's secrets at rest; null: a key of this process only (tests, tools).</param>
+    public TsunaguStore(Database database, TimeProvider time, Units.Lifecycle.SecretBox? secrets = null)
     {
         _db = database;
         _time = time;
+        Secrets = secrets ?? Units.Lifecycle.SecretBox.Ephemeral();
     }
+
+    /// <summary>What seals the device management table's secrets (ISP passwords) at rest.</summary>
+    public Units.Lifecycle.SecretBox Secrets { get; }
 
     public Database Database => _db;
 

@@ -25,6 +25,9 @@ public interface IPushPublisher
 
     /// <summary>Makes sure the unit has a broker account that can reach only its topics (its password is set per host session).</summary>
     Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken);
+
+    /// <summary>Revokes a decommissioned unit on the broker: its session is dropped and its password no longer accepted.</summary>
+    Task RevokeUnitAsync(string mac, CancellationToken cancellationToken);
 }
 
 /// <summary>The push broker could not do what was asked; the message says what and why.</summary>
@@ -96,7 +99,15 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             await EnsureServerAccountAsync(password, cancellationToken);
             foreach (var unit in store.ListUnits())
             {
-                await EnsureUnitAccountAsync(unit.Mac, cancellationToken);
+                if (unit.DecommissionedAt is null)
+                {
+                    await EnsureUnitAccountAsync(unit.Mac, cancellationToken);
+                }
+                else
+                {
+                    // decommissioned while the broker was out of reach, or on another replica: disabled again (idempotent)
+                    await RevokeUnitAsync(unit.Mac, cancellationToken);
+                }
             }
             (user, clientId) = (ServerRole, $"{ServerRole}-{Guid.NewGuid():N}");
         }
@@ -464,6 +475,26 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }, "Client already exists", cancellationToken);
     }
 
+    /// <summary>
+    /// Embedded broker: drops the unit's session (its logins are refused by the row). Mosquitto: disables the unit's
+    /// account (dynamic security disconnects it and refuses every login of a disabled client, whatever the password).
+    /// </summary>
+    public async Task RevokeUnitAsync(string mac, CancellationToken cancellationToken)
+    {
+        if (settings.Embedded)
+        {
+            await embedded.DisconnectUnitAsync(mac);
+            return;
+        }
+        if (_control is null)
+        {
+            return;
+        }
+        var user = UnitCredentials.BrokerUsername(mac);
+        _passwordsSet.TryRemove(user, out _);
+        await CommandAsync(new JsonObject { ["command"] = "disableClient", ["username"] = user }, "Client not found", cancellationToken);
+    }
+
     /// <summary>What the server writes in a unit account's description on Mosquitto: when its password expires and which broker key made it.</summary>
     public static string Description(DateTimeOffset expiresAt, string keyId) => $"tsunagu: password expires {expiresAt.ToUnixTimeSeconds()} key {keyId}";
 
@@ -550,7 +581,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             }
             var words = description.Split(' ');
             var stale = words.Length != 6 || !long.TryParse(words[3], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var expires)
-                        || expires <= now || words[5] != keyId || store.GetUnit(mac) is null;
+                        || expires <= now || words[5] != keyId || store.GetUnit(mac) is not { DecommissionedAt: null };
             if (!stale) { continue; }
             await CommandAsync(new JsonObject
             {

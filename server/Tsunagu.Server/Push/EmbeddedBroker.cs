@@ -148,9 +148,9 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             // keep-alive 0 would hold the connection (and its slot) for good once the unit goes silent
             reason = $"keep-alive {e.KeepAlivePeriod} s is not within 1..{options.MqttMaxKeepAliveSeconds} s";
         }
-        else if (store.GetUnit(mac) is null)
+        else if (store.GetUnit(mac) is not { DecommissionedAt: null })
         {
-            reason = "unit not registered";
+            reason = "unit not registered or decommissioned";
         }
         else
         {
@@ -240,7 +240,8 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         foreach (var client in await _server.GetClientsAsync())
         {
             if (!_unitLogins.TryGetValue(client.Id, out var login)) { continue; }
-            var reason = login.Expires <= now ? "its password expired" : login.KeyId != keyId ? "the broker key was replaced" : store.GetUnit(login.Mac) is null ? "it is no longer registered" : null;
+            var reason = login.Expires <= now ? "its password expired" : login.KeyId != keyId ? "the broker key was replaced"
+                : store.GetUnit(login.Mac) is not { DecommissionedAt: null } ? "it is no longer registered or was decommissioned" : null;
             if (reason is null) { continue; }
             log.LogInformation("MQTT: disconnecting {ClientId}: {Reason}", client.Id, reason);
             _unitLogins.TryRemove(new KeyValuePair<string, (long, string, string)>(client.Id, login));
@@ -248,6 +249,22 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             disconnected++;
         }
         return disconnected;
+    }
+
+    /// <summary>
+    /// Drops the session of a unit that was decommissioned (its next login is refused: <see cref="ValidateConnection"/>
+    /// checks the row). True when it was connected.
+    /// </summary>
+    public async Task<bool> DisconnectUnitAsync(string mac)
+    {
+        if (_server is null) { return false; }
+        var clientId = UnitCredentials.BrokerClientId(mac);
+        var client = (await _server.GetClientsAsync()).FirstOrDefault(c => c.Id == clientId);
+        _unitLogins.TryRemove(clientId, out _);
+        if (client is null) { return false; }
+        log.LogInformation("MQTT: disconnecting {ClientId}: decommissioned", clientId);
+        await client.DisconnectAsync(new MqttServerClientDisconnectOptions { ReasonCode = MqttDisconnectReasonCode.NotAuthorized, ReasonString = "decommissioned" });
+        return true;
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)

@@ -40,6 +40,11 @@ public sealed class RequireScope(string scope, TokenService tokens, TsunaguStore
         http.Items[typeof(Caller)] = new Caller(claims.Subject, claims.Scope, DateTimeOffset.FromUnixTimeSeconds(claims.ExpiresAtUnix));
         if (scope is TokenScope.Host or TokenScope.Provisional)
         {
+            // a token outlives a decommissioning by its lifetime: the unit is refused at once all the same
+            if (!store.IsUnitActive(claims.Subject))
+            {
+                return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit is not registered or was decommissioned");
+            }
             store.Touch(claims.Subject);
         }
         return await next(context);

@@ -74,9 +74,10 @@ public sealed class OperatorClient : IDisposable
     }
 
     /// <summary>Any operator API call: returns the response body, or throws with the server's problem detail.</summary>
-    public async Task<string> SendAsync(HttpMethod method, string path, HttpContent? content, CancellationToken ct)
+    public async Task<string> SendAsync(HttpMethod method, string path, HttpContent? content, CancellationToken ct, string? ifMatch = null)
     {
         using var request = new HttpRequestMessage(method, path) { Content = content };
+        if (ifMatch is not null) { request.Headers.TryAddWithoutValidation("If-Match", ifMatch); }
         using var response = await _http.SendAsync(request, ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode)
@@ -89,8 +90,8 @@ public sealed class OperatorClient : IDisposable
         return body;
     }
 
-    public Task<string> SendJsonAsync<T>(HttpMethod method, string path, T body, CancellationToken ct) =>
-        SendAsync(method, path, new StringContent(JsonSerializer.Serialize(body, JsonSerializerOptions.Web), Encoding.UTF8, "application/json"), ct);
+    public Task<string> SendJsonAsync<T>(HttpMethod method, string path, T body, CancellationToken ct, string? ifMatch = null) =>
+        SendAsync(method, path, new StringContent(JsonSerializer.Serialize(body, JsonSerializerOptions.Web), Encoding.UTF8, "application/json"), ct, ifMatch);
 
     private static async Task<T> ReadAsync<T>(HttpResponseMessage response, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, CancellationToken ct)
     {

@@ -1,0 +1,278 @@
+using System.Data.Common;
+using System.Text.Json;
+using Dapper;
+
+namespace Tsunagu.Server.Data;
+
+/// <summary>One field of a unit's row as a revision changed it; a secret's values are never recorded (<see cref="Secret"/>).</summary>
+public sealed record UnitFieldChange(string Field, string? From, string? To, bool Secret = false);
+
+/// <summary>One revision of a unit's row: who made it, when, with which operation, and what it changed.</summary>
+public sealed class UnitRevisionRow
+{
+    public long Id { get; set; }
+    public string Mac { get; set; } = "";
+    public long Revision { get; set; }
+    public string At { get; set; } = "";
+    public string Actor { get; set; } = "";
+    public string Action { get; set; } = "";
+    public string Changes { get; set; } = "[]";
+}
+
+/// <summary>An edit was made against a revision of the row that is no longer the newest; nothing was written.</summary>
+public sealed class StaleRevisionException(string mac, long expected, long actual)
+    : Exception($"unit {mac} is at revision {actual}, not {expected}: someone changed it meanwhile; read it again and redo the change")
+{
+    public long Actual { get; } = actual;
+}
+
+/// <summary>The device management table's lifecycle: edits with revisions, decommissioning, deletion, replacement, transfer.</summary>
+public sealed partial class TsunaguStore
+{
+    /// <summary>The name the ISP password is sealed under (<see cref="Units.Lifecycle.SecretBox"/>) and recorded as in revisions.</summary>
+    public const string IspPasswordField = "isp.password";
+
+    private static readonly JsonSerializerOptions ChangeJson = new(JsonSerializerDefaults.Web);
+
+    private void SealSecrets(UnitRow unit)
+    {
+        if (unit.IspPassword is not null)
+        {
+            unit.IspPasswordSealed = Secrets.Seal(unit.Mac, IspPasswordField, unit.IspPassword);
+            unit.IspPassword = null;
+        }
+    }
+
+    /// <summary>The unit's ISP password in clear (for its settings); plain text of a row not sealed yet is read as it is.</summary>
+    public string? IspPasswordOf(UnitRow unit) =>
+        unit.IspPasswordSealed is { } sealedValue ? Secrets.Open(unit.Mac, IspPasswordField, sealedValue) : unit.IspPassword;
+
+    /// <summary>True when the unit is registered and not decommissioned (a narrow read, made on every unit request).</summary>
+    public bool IsUnitActive(string mac)
+    {
+        using var c = Open();
+        return c.ExecuteScalar<long?>("SELECT 1 FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }) is not null;
+    }
+
+    public IReadOnlyList<UnitRevisionRow> ListUnitRevisions(string mac)
+    {
+        using var c = Open();
+        return c.Query<UnitRevisionRow>("SELECT * FROM unit_revisions WHERE mac = @mac ORDER BY revision, id", new { mac }).ToList();
+    }
+
+    public IReadOnlyList<string> ListDecommissionedUnits()
+    {
+        using var c = Open();
+        return c.Query<string>("SELECT mac FROM units WHERE decommissioned_at IS NOT NULL ORDER BY mac").ToList();
+    }
+
+    private UnitRow? ReadUnit(DbConnection c, DbTransaction tx, string mac) =>
+        c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac }, tx);
+
+    private void AddRevision(DbConnection c, DbTransaction tx, string mac, long revision, string actor, string action, IReadOnlyList<UnitFieldChange> changes) =>
+        c.Execute("""
+            INSERT INTO unit_revisions (mac, revision, at, actor, action, changes) VALUES (@mac, @revision, @now, @actor, @action, @changes)
+            """, new { mac, revision, now = Now(), actor, action, changes = JsonSerializer.Serialize(changes, ChangeJson) }, tx);
+
+    /// <summary>The row as it is, for a change: refuses an unknown, decommissioned or stale row.</summary>
+    private UnitRow ReadForChange(DbConnection c, DbTransaction tx, string mac, long? expected)
+    {
+        var row = ReadUnit(c, tx, mac) ?? throw new UnitNotFoundException(mac);
+        if (row.DecommissionedAt is not null)
+        {
+            throw new StoreConflictException($"unit {mac} was decommissioned at {row.DecommissionedAt}; its row is kept for audit and cannot change");
+        }
+        if (expected is { } e && e != row.Revision)
+        {
+            throw new StaleRevisionException(mac, e, row.Revision);
+        }
+        return row;
+    }
+
+    /// <summary>Bumps the revision of a row read by <see cref="ReadForChange"/>, failing when it changed since (another replica).</summary>
+    private static void BumpRevision(DbConnection c, DbTransaction tx, UnitRow row, string setSql, object args)
+    {
+        var p = new DynamicParameters(args);
+        p.Add("mac", row.Mac);
+        p.Add("expected", row.Revision);
+        var n = c.Execute($"UPDATE units SET {setSql}, revision = revision + 1 WHERE mac = @mac AND revision = @expected AND decommissioned_at IS NULL", p, tx);
+        if (n != 1)
+        {
+            throw new StaleRevisionException(row.Mac, row.Revision, row.Revision + 1);
+        }
+    }
+
+    /// <summary>
+    /// Writes the editable fields of <paramref name="after"/> (with its already sealed password) when the row is still at
+    /// <paramref name="expected"/>; one transaction with the revision entry and the audit entry. Returns the new revision.
+    /// </summary>
+    /// <exception cref="StaleRevisionException">The row is at another revision; nothing was written.</exception>
+    public long EditUnit(UnitRow after, long expected, IReadOnlyList<UnitFieldChange> changes, string actor)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var row = ReadForChange(c, tx, after.Mac, expected);
+        BumpRevision(c, tx, row, """
+            serial = @Serial, hardware_version = @HardwareVersion, isp_method = @IspMethod, isp_username = @IspUsername,
+            isp_password = NULL, isp_password_sealed = @IspPasswordSealed, ip_address = @IpAddress, domain = @Domain, vpn = @Vpn,
+            global_ip = @GlobalIp, subscriber = @Subscriber
+            """, new
+        {
+            after.Serial, after.HardwareVersion, after.IspMethod, after.IspUsername, after.IspPasswordSealed, after.IpAddress, after.Domain,
+            after.Vpn, after.GlobalIp, after.Subscriber
+        });
+        AddRevision(c, tx, row.Mac, row.Revision + 1, actor, "edit", changes);
+        WriteAudit(c, tx, new AuditEntry(actor, "unit.edit", row.Mac, string.Join(", ", changes.Select(x => x.Field))));
+        tx.Commit();
+        return row.Revision + 1;
+    }
+
+    /// <summary>
+    /// Decommissions a unit: it is refused from now on (authentication, every unit endpoint, the broker); its row stays
+    /// for audit. <paramref name="expected"/>: the revision the operator saw (null: whatever it is).
+    /// </summary>
+    public UnitRow Decommission(string mac, long? expected, string actor, string? reason)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var row = ReadForChange(c, tx, mac, expected);
+        var now = Now();
+        BumpRevision(c, tx, row, "decommissioned_at = @now, state = @state, online = 0", new { now, state = UnitStates.Decommissioned });
+        AddRevision(c, tx, mac, row.Revision + 1, actor, "decommission",
+            [new("state", row.State, UnitStates.Decommissioned), new("decommissionedAt", null, now)]);
+        WriteAudit(c, tx, new AuditEntry(actor, "unit.decommission", mac, reason));
+        tx.Commit();
+        return GetUnit(mac)!;
+    }
+
+    /// <summary>
+    /// Deletes a row that never reached the server (never seen, no inventory) and that no replacement came from; every
+    /// other row is decommissioned instead and stays for audit.
+    /// </summary>
+    public void DeleteUnit(string mac, string actor)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var row = ReadUnit(c, tx, mac) ?? throw new UnitNotFoundException(mac);
+        if (row.LastSeen is not null || row.Inventory is not null || row.ReplacedBy is not null ||
+            c.ExecuteScalar<long?>("SELECT 1 FROM units WHERE replaced_by = @mac", new { mac }, tx) is not null)
+        {
+            throw new StoreConflictException($"unit {mac} has been provisioned or is part of a replacement: its row stays for audit; decommission it instead");
+        }
+        foreach (var table in new[] { "challenges", "push_checks", "unit_events", "update_reports", "unit_configs", "unit_revisions", "units" })
+        {
+            c.Execute($"DELETE FROM {table} WHERE mac = @mac", new { mac }, tx);
+        }
+        WriteAudit(c, tx, new AuditEntry(actor, "unit.delete", mac, row.Serial));
+        tx.Commit();
+    }
+
+    /// <summary>
+    /// Replaces a unit (RMA) in one transaction: <paramref name="replacement"/> (its secrets already sealed for its MAC)
+    /// is registered with the old unit's newest service configuration as its revision 1; the old unit loses its subscriber,
+    /// names its replacement and is decommissioned. Returns the new unit.
+    /// </summary>
+    public UnitRow ReplaceUnit(string oldMac, long? expected, UnitRow replacement, string? fallbackConfig, string actor)
+    {
+        var now = Now();
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        try
+        {
+            var old = ReadForChange(c, tx, oldMac, expected);
+            replacement.CreatedAt = now;
+            c.Execute(InsertUnitSql, replacement, tx);
+            var document = c.ExecuteScalar<string?>(
+                "SELECT document FROM unit_configs WHERE mac = @oldMac ORDER BY revision DESC LIMIT 1", new { oldMac }, tx) ?? fallbackConfig;
+            if (document is not null)
+            {
+                c.Execute("""
+                    INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, 1, @document, 'provisional', 'operator', @now)
+                    """, new { mac = replacement.Mac, document, now }, tx);
+            }
+            BumpRevision(c, tx, old, "decommissioned_at = @now, state = @state, online = 0, subscriber = NULL, replaced_by = @replacedBy",
+                new { now, state = UnitStates.Decommissioned, replacedBy = replacement.Mac });
+            AddRevision(c, tx, oldMac, old.Revision + 1, actor, "replace",
+            [
+                new("state", old.State, UnitStates.Decommissioned), new("decommissionedAt", null, now),
+                new("subscriber", old.Subscriber, null), new("replacedBy", null, replacement.Mac),
+            ]);
+            AddRevision(c, tx, replacement.Mac, 1, actor, "register-replacement",
+            [
+                new("replaces", null, oldMac), new("subscriber", null, replacement.Subscriber), new("targetPattern", null, replacement.TargetPattern),
+                new(IspPasswordField, null, null, Secret: true),
+            ]);
+            WriteAudit(c, tx, new AuditEntry(actor, "unit.replace", oldMac, $"replaced by {replacement.Mac} ({replacement.Serial})"));
+            tx.Commit();
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"unit {replacement.Mac} is already registered");
+        }
+        return GetUnit(replacement.Mac)!;
+    }
+
+    /// <summary>
+    /// Moves the subscriber of <paramref name="fromMac"/> to <paramref name="toMac"/> (which must have none), with the
+    /// source unit's newest service configuration as the target's next revision when <paramref name="withConfig"/>; one
+    /// transaction with both revision entries and the audit entry. Returns the subscriber's name.
+    /// </summary>
+    public string TransferSubscriber(string fromMac, long? expectedFrom, string toMac, long? expectedTo, bool withConfig, string actor)
+    {
+        if (fromMac == toMac) { throw new StoreConflictException("from and to are the same unit"); }
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var from = ReadForChange(c, tx, fromMac, expectedFrom);
+        var to = ReadForChange(c, tx, toMac, expectedTo);
+        var subscriber = from.Subscriber ?? throw new StoreConflictException($"unit {fromMac} has no subscriber to move");
+        if (to.Subscriber is not null)
+        {
+            throw new StoreConflictException($"unit {toMac} already has subscriber '{to.Subscriber}'; move or clear that one first");
+        }
+        BumpRevision(c, tx, from, "subscriber = NULL", new { });
+        BumpRevision(c, tx, to, "subscriber = @subscriber", new { subscriber });
+        var changes = new List<UnitFieldChange> { new("subscriber", null, subscriber), new("transferredFrom", null, fromMac) };
+        if (withConfig && c.ExecuteScalar<string?>("SELECT document FROM unit_configs WHERE mac = @fromMac ORDER BY revision DESC LIMIT 1", new { fromMac }, tx) is { } document)
+        {
+            var next = c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) + 1 FROM unit_configs WHERE mac = @toMac", new { toMac }, tx);
+            c.Execute("""
+                INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@toMac, @next, @document, 'provisional', 'operator', @now)
+                """, new { toMac, next, document, now = Now() }, tx);
+            changes.Add(new("serviceConfigRevision", null, next.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        AddRevision(c, tx, fromMac, from.Revision + 1, actor, "transfer-out", [new("subscriber", subscriber, null), new("transferredTo", null, toMac)]);
+        AddRevision(c, tx, toMac, to.Revision + 1, actor, "transfer-in", changes);
+        WriteAudit(c, tx, new AuditEntry(actor, "unit.transfer-subscriber", fromMac, $"subscriber {subscriber} to {toMac}{(withConfig ? " with configuration" : "")}"));
+        tx.Commit();
+        return subscriber;
+    }
+
+    /// <summary>
+    /// Reseals every secret of the table in one transaction: <paramref name="reseal"/> gets each row's MAC, plain-text
+    /// password (rows from before sealing) and sealed password, and returns the new sealed value, or null to leave the row.
+    /// Returns the number of rows changed; nothing is left in the plain column of a changed row.
+    /// </summary>
+    public int ResealSecrets(Func<string, string?, string?, string?> reseal, AuditEntry? audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var rows = c.Query<(string Mac, string? Plain, string? Sealed)>(
+            "SELECT mac, isp_password, isp_password_sealed FROM units WHERE isp_password IS NOT NULL OR isp_password_sealed IS NOT NULL", transaction: tx).ToList();
+        var changed = 0;
+        foreach (var (mac, plain, sealedValue) in rows)
+        {
+            if (reseal(mac, plain, sealedValue) is not { } next) { continue; }
+            c.Execute("UPDATE units SET isp_password = NULL, isp_password_sealed = @next WHERE mac = @mac", new { mac, next }, tx);
+            changed++;
+        }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return changed;
+    }
+}
+
+/// <summary>No unit of that MAC is registered.</summary>
+public sealed class UnitNotFoundException(string mac) : Exception($"unit {mac} is not registered")
+{
+    public string Mac { get; } = mac;
+}

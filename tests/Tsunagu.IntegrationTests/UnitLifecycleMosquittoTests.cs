@@ -1,0 +1,67 @@
+using Microsoft.Extensions.DependencyInjection;
+using MQTTnet;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Units.Lifecycle;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>Decommissioning on a real Mosquitto: the unit's session is dropped and its password refused (dynamic security).</summary>
+[NonParallelizable]
+public class UnitLifecycleMosquittoTests
+{
+    private MosquittoServer? _mosquitto;
+
+    [SetUp]
+    public void StartBroker()
+    {
+        TestServer.DatabaseKind.Value = "sqlite";
+        _mosquitto = MosquittoServer.Start();
+    }
+
+    [TearDown]
+    public void StopBroker() => _mosquitto?.Dispose();
+
+    private async Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null)
+    {
+        var client = keep ?? new MqttClientFactory().CreateMqttClient();
+        try
+        {
+            var result = await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto!.Port)
+                .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password).Build());
+            return result.ResultCode;
+        }
+        catch (MQTTnet.Adapter.MqttConnectingFailedException e)
+        {
+            TestContext.Out.WriteLine($"login of {mac}: {e.Message}");
+            return MqttClientConnectResultCode.NotAuthorized;
+        }
+        finally
+        {
+            if (keep is null)
+            {
+                if (client.IsConnected) { await client.DisconnectAsync(); }
+                client.Dispose();
+            }
+        }
+    }
+
+    [Test]
+    public async Task A_decommissioned_unit_is_disconnected_by_mosquitto_and_its_password_refused()
+    {
+        await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
+        var units = await server.AddUnitsAsync(2);
+        var (mac, other) = (units[0].Mac, units[1].Mac);
+        var password = await server.BrokerPasswordAsync(mac);
+        var otherPassword = await server.BrokerPasswordAsync(other);
+        using var held = new MqttClientFactory().CreateMqttClient();
+        using var otherHeld = new MqttClientFactory().CreateMqttClient();
+        Assert.That(await LoginAsync(mac, password, held), Is.EqualTo(MqttClientConnectResultCode.Success));
+        Assert.That(await LoginAsync(other, otherPassword, otherHeld), Is.EqualTo(MqttClientConnectResultCode.Success));
+
+        await server.App.Services.GetRequiredService<UnitLifecycle>().DecommissionAsync(mac, null, "test", "stolen", CancellationToken.None);
+
+        await server.WaitForAsync(() => !held.IsConnected, "Mosquitto to drop the decommissioned unit's session", TimeSpan.FromSeconds(20));
+        Assert.That(await LoginAsync(mac, password), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "its unexpired password is refused");
+        Assert.That(otherHeld.IsConnected, Is.True, "another unit keeps its session");
+    }
+}
