@@ -213,7 +213,7 @@ public sealed class PowerCutCampaign(QemuLab lab, QemuUnit unit, int seed, TextW
         s.AppendLine(inv, $"`make power-cuts N={_cuts.Count}` (seed {seed}), {DateTime.UtcNow:yyyy-MM-dd}, {machine}: {_cuts.Count} cuts in {elapsed.TotalMinutes:0.0} min, "
                           + $"{failed} with a broken invariant.");
         s.AppendLine();
-        s.AppendLine("| phase | cuts | after a fresh start | provisioned again (settings stored / not yet) | e2fsck -fn as cut: clean / errors | journal replayed | e2fsck -fn after replay: clean | time to Ready: median / longest | failures |");
+        s.AppendLine("| phase | cuts | after a fresh start | provisioned again: with settings stored / in all | e2fsck -fn as cut: clean / errors | journal replay: e2fsck exit ≠ 0 | e2fsck -fn after replay: clean | time to Ready: median / longest | failures |");
         s.AppendLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var phase in Enum.GetValues<CutPhase>())
         {
