@@ -91,6 +91,14 @@ CHAOS_BROKER ?= embedded
 chaos: build
 	$(DOTNET) $(CLI) chaos --seed $(SEED) --minutes $(MINUTES) --units $(CHAOS_UNITS) --broker $(CHAOS_BROKER) --data .tsunagu/chaos
 
+# The QEMU power-cut campaign (docs/reliability.md): N hard power cuts of one unit in provisioning, the update and steady
+# state, its state checked after each; writes the results into docs/reliability.md. One QEMU under TCG: minutes per cut.
+N ?= 20
+.PHONY: power-cuts
+power-cuts: packages build image
+	TSUNAGU_POWER_CUTS=$(N) TSUNAGU_POWER_CUT_REPORT=$(CURDIR)/docs/reliability.md $(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build \
+		--filter "FullyQualifiedName~Qemu.PowerCutTests" --logger "console;verbosity=normal"
+
 # Every parser of untrusted bytes under afl-fuzz (SharpFuzz), FUZZ_SECONDS per target; prints executions and crashes
 # per target (tests/Tsunagu.Fuzz/fuzz.sh, docs/security.md). Needs afl++ (apt-get install afl++). Not part of `make test`,
 # which replays the corpus and fuzzes each target in-process for a few seconds.

@@ -1,4 +1,5 @@
-using Tsunagu.Hal.Linux;
+using System.Text;
+using Tsunagu.Hal.Storage;
 
 namespace Tsunagu.Hal;
 
@@ -21,12 +22,18 @@ public sealed class BootSlots
     public static BootSlots Parse(string text) => new(BootStateFile.Parse(text));
 
     /// <summary>The state at <paramref name="path"/>, or an empty one when the file does not exist yet.</summary>
+    /// <param name="files">The file system (tests pass a power-cut model); the real one when null.</param>
     /// <exception cref="HalException">The file exists but cannot be read.</exception>
-    public static BootSlots Load(string path)
+    public static BootSlots Load(string path, IDurableFileSystem? files = null)
     {
+        files ??= PosixFileSystem.Instance;
         try
         {
-            return System.IO.File.Exists(path) ? Parse(System.IO.File.ReadAllText(path)) : Empty();
+            if (!files.FileExists(path)) { return Empty(); }
+            if (files is PosixFileSystem) { return Parse(System.IO.File.ReadAllText(path)); } // read-only access is enough
+            using var stream = files.OpenFile(path);
+            using var reader = new StreamReader(stream, Encoding.UTF8);
+            return Parse(reader.ReadToEnd());
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -34,14 +41,29 @@ public sealed class BootSlots
         }
     }
 
-    /// <summary>Replaces the file at <paramref name="path"/> atomically (`.tmp`, fsync, rename, fsync of the directory).</summary>
+    /// <summary>
+    /// Replaces the file at <paramref name="path"/> atomically: the new content goes to `path.tmp`, which is synced,
+    /// renamed over the file, and the directory synced. A power cut at any point leaves the old file or the new one.
+    /// </summary>
+    /// <param name="files">The file system (tests pass a power-cut model); the real one when null.</param>
     /// <exception cref="HalException">The file cannot be written.</exception>
-    public void Save(string path)
+    public void Save(string path, IDurableFileSystem? files = null)
     {
+        files ??= PosixFileSystem.Instance;
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var tmp = path + ".tmp";
         try
         {
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-            Posix.WriteFileAtomically(path, File.ToString());
+            if (files is PosixFileSystem) { Directory.CreateDirectory(directory); }
+            var bytes = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(File.ToString());
+            using (var stream = files.OpenFile(tmp))
+            {
+                stream.SetLength(0); // a `.tmp` left by an earlier cut holds stale bytes
+                stream.Write(bytes);
+                stream.Flush(); // fsync(2)
+            }
+            files.Rename(tmp, path);
+            files.SyncDirectory(directory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -1,4 +1,4 @@
-using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal.Storage;
 
 namespace Tsunagu.UnitTests;
 

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Text.Json;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
+using Tsunagu.Hal;
+using Tsunagu.Hal.Storage;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 
@@ -185,6 +187,72 @@ public class PowerCutTests
         TestContext.Out.WriteLine($"atomic link: {disk.Operations} cut points, {images} images, {failures.Count} failures");
         Assert.That(failures, Is.Empty, string.Join("\n", failures));
         Assert.That(images, Is.GreaterThanOrEqualTo(disk.Operations));
+    }
+
+    [Test]
+    public void After_a_power_cut_at_any_write_or_sync_the_boot_state_file_is_the_old_or_the_new_state_never_torn()
+    {
+        var disk = new CrashDisk();
+        const string path = Data + "/boot/state";
+        var slots = BootSlots.Empty();
+        slots.Written(BootSlot.A, "tsunagu-os 1.0");
+        slots.MarkGood(BootSlot.A);
+        slots.Written(BootSlot.B, "tsunagu-os 0.9");
+        slots.Save(path, disk);
+        disk.Settle();
+        // an update's life in the boot state: the other slot written, activated, tried by the boot program, marked good;
+        // then one that fails its tries and is given up; each step saved as the supervisor and the boot program do
+        var steps = new (string What, Action<BootSlots> Change)[]
+        {
+            ("begin write b", s => s.BeginWrite(BootSlot.B, BootSlot.A)),
+            ("written b", s => s.Written(BootSlot.B, "tsunagu-os 1.1")),
+            ("activate b", s => s.Activate(BootSlot.B, 3)),
+            ("boot picks b", s => s.PickSlot()),
+            ("mark b good", s => s.MarkGood(BootSlot.B)),
+            ("begin write a", s => s.BeginWrite(BootSlot.A, BootSlot.B)),
+            ("written a", s => s.Written(BootSlot.A, "tsunagu-os 1.2")),
+            ("activate a", s => s.Activate(BootSlot.A, 1)),
+            ("boot picks a", s => s.PickSlot()),
+            ("boot gives up on a", s => s.PickSlot()),
+        };
+        var spans = new List<(int Start, int End, string What, string Text)>();
+        var initial = slots.File.ToString();
+        foreach (var (what, change) in steps)
+        {
+            change(slots);
+            var start = disk.Operations;
+            slots.Save(path, disk);
+            spans.Add((start, disk.Operations, what, slots.File.ToString()));
+        }
+        Assert.That(spans.Select(s => s.Text).Prepend(initial).Distinct().Count(), Is.EqualTo(steps.Length + 1), "every step changes the file");
+
+        var images = 0;
+        var failures = new List<string>();
+        foreach (var cut in disk.Cuts())
+        {
+            images++;
+            var old = spans.Where(s => s.End <= cut.Cut).Select(s => s.Text).DefaultIfEmpty(initial).Last();
+            var inFlight = spans.Where(s => s.Start < cut.Cut && cut.Cut < s.End).ToList();
+            string found;
+            try
+            {
+                found = BootSlots.Load(path, new CrashDisk(cut.Image)).File.ToString();
+            }
+            catch (HalException e)
+            {
+                failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}): unreadable: {e.Message}");
+                continue;
+            }
+            if (found != old && !(inFlight.Count == 1 && found == inFlight[0].Text))
+            {
+                failures.Add($"cut {cut.Cut} ({cut.Mode}, after {cut.After}{(inFlight.Count == 1 ? ", saving '" + inFlight[0].What + "'" : "")}): " +
+                             $"read [{found.ReplaceLineEndings(" ")}], expected [{old.ReplaceLineEndings(" ")}]" +
+                             (inFlight.Count == 1 ? $" or [{inFlight[0].Text.ReplaceLineEndings(" ")}]" : ""));
+            }
+        }
+        TestContext.Out.WriteLine($"boot state: {steps.Length} saves, {disk.Operations} cut points, {images} images, {failures.Count} failures");
+        Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
+        Assert.That(disk.Operations, Is.GreaterThanOrEqualTo(steps.Length * 4), "each save is a write, a sync, a rename and a directory sync at least");
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Hal;
+using Tsunagu.Hal.Storage;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Services;

@@ -1,3 +1,5 @@
+using Tsunagu.Hal.Storage;
+
 namespace Tsunagu.Firmware.Storage;
 
 /// <summary>

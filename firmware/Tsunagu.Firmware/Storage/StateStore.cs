@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using LiteDB;
 using LiteDB.Engine;
+using Tsunagu.Hal.Storage;
 using JsonSerializer = System.Text.Json.JsonSerializer;
 
 namespace Tsunagu.Firmware.Storage;

@@ -77,6 +77,12 @@ public sealed class Supervisor : IAsyncDisposable
                         break;
                 }
                 Context.RetryAfter = null;
+                if (Context.UpdateDeadlineLeft() is { } left && left < delay && Transitions.SupervisorGives(row.To, Outcome.UpdateOverdue))
+                {
+                    // an armed update deadline is not left to wait for the end of a retry wait: the wait ends when it passes,
+                    // and the next state is given UpdateOverdue
+                    delay = left;
+                }
                 State = row.To;
                 StateChanged?.Invoke(new StateChange(row.From, outcome, row.To, Context.Time.GetUtcNow(), delay));
                 if (row.From == StateId.FactoryReset && row.To != StateId.FactoryReset)

@@ -63,6 +63,10 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     /// <summary>True once an armed update deadline has passed.</summary>
     public bool UpdateOverdue() => _updateLimit is { } limit && Time.GetElapsedTime(_updateArmedAt) >= limit;
 
+    /// <summary>Time left until an armed update deadline passes (zero once it has); null when none is armed.</summary>
+    public TimeSpan? UpdateDeadlineLeft() =>
+        _updateLimit is { } limit ? (limit - Time.GetElapsedTime(_updateArmedAt)) is var left && left > TimeSpan.Zero ? left : TimeSpan.Zero : null;
+
     /// <summary>Fault injection for the updater (tests): see <see cref="Updates.UpdateEnvironment.Checkpoint"/>.</summary>
     public Action<string>? UpdateCheckpoint { get; set; }
     public bool ForcedCheck { get; set; }

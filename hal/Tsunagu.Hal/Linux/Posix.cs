@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Tsunagu.Hal.Linux;
 
-/// <summary>Durability helpers the adapters share: fsync of files and directories, atomic replacement of a small file.</summary>
+/// <summary>Durability helpers the adapters share: fsync of directories.</summary>
 internal static partial class Posix
 {
     private const int ORdOnly = 0;
@@ -30,21 +30,6 @@ internal static partial class Posix
         {
             _ = Close(fd);
         }
-    }
-
-    /// <summary>Writes <paramref name="content"/> to `path.tmp`, syncs it, renames it over <paramref name="path"/> and syncs the directory.</summary>
-    public static void WriteFileAtomically(string path, string content)
-    {
-        var tmp = path + ".tmp";
-        using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
-        using (var writer = new StreamWriter(stream, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false)))
-        {
-            writer.Write(content);
-            writer.Flush();
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(tmp, path, overwrite: true);
-        FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

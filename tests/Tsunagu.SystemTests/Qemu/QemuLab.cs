@@ -33,7 +33,12 @@ public sealed class QemuLab : IAsyncDisposable
         ReleaseKey = releaseKey;
     }
 
+    private readonly System.Collections.Concurrent.ConcurrentQueue<(DateTimeOffset At, string Path)> _provisioningRequests = new();
+
     public string Root { get; }
+
+    /// <summary>Every request the server received on its provisioning routes (the provisional link), in order.</summary>
+    public IReadOnlyCollection<(DateTimeOffset At, string Path)> ProvisioningRequests => _provisioningRequests;
     public WebApplication App { get; }
     public ECDsa ReleaseKey { get; }
     public TsunaguStore Store => App.Services.GetRequiredService<TsunaguStore>();
@@ -78,8 +83,17 @@ public sealed class QemuLab : IAsyncDisposable
         var store = app.Services.GetRequiredService<TsunaguStore>();
         DemoCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
         LabCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, LabCatalogue.UpdateOsImage(ImageDirectory));
+        var lab = new QemuLab(root, app, releaseKey) { MqttPort = mqttPort };
+        app.Use(async (context, next) =>
+        {
+            if (context.Request.Path.StartsWithSegments(Routes.Prefix + "/provisioning", StringComparison.Ordinal))
+            {
+                lab._provisioningRequests.Enqueue((DateTimeOffset.UtcNow, context.Request.Path.Value!));
+            }
+            await next(context);
+        });
         await app.StartAsync();
-        return new QemuLab(root, app, releaseKey) { MqttPort = mqttPort };
+        return lab;
     }
 
     /// <summary>A unit: its own copy of the image, factory burned, registered with target <paramref name="target"/>.</summary>

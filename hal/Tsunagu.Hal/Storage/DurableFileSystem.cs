@@ -1,9 +1,9 @@
 using System.Runtime.InteropServices;
 
-namespace Tsunagu.Firmware.Storage;
+namespace Tsunagu.Hal.Storage;
 
 /// <summary>
-/// The file operations the unit's durable paths (state store, atomic links) go through, with their durability
+/// The file operations the unit's durable paths (state store, atomic links, the boot state file) go through, with their durability
 /// spelt out: a file's content is on the disk once its stream was flushed (<see cref="Stream.Flush()"/> is
 /// fsync(2)); a directory's entries (a created file, a rename, a link, a deletion) are on the disk once the
 /// directory was synced. Production uses <see cref="PosixFileSystem.Instance"/>; tests put a model under it that
