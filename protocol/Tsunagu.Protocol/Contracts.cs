@@ -277,4 +277,6 @@ public static class ProblemTypes
     public const string RateLimited = Prefix + "rate-limited";
     /// <summary>A subscriber changed a service configuration field their contract leaves to the operator.</summary>
     public const string FieldNotAllowed = Prefix + "field-not-allowed";
+    /// <summary>An operator whose role may not use the endpoint (403).</summary>
+    public const string RoleNotAllowed = Prefix + "role-not-allowed";
 }

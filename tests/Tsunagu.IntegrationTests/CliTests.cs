@@ -26,6 +26,33 @@ public class CliTests
     }
 
     [Test]
+    public async Task An_administrator_makes_accounts_with_roles_and_a_refused_role_gets_a_clear_error()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (exit, output, err) = await Tsunagu(server, "operator", "add", "night-shift", "--account-password", "a long night-shift password", "--role", "support");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(server.Store.GetOperatorRole("night-shift"), Is.EqualTo("support"));
+        (exit, output, err) = await Tsunagu(server, "operator", "list");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("\"night-shift\"").And.Contain("\"support\""));
+
+        var before = server.Store.ListAudit(1000).Count;
+        (exit, _, err) = await Tsunagu(server, "pattern", "retire", DemoCatalogue.Pattern1, "--operator", "night-shift", "--password", "a long night-shift password");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("403 refused: your operator role does not allow this").And.Contain("the role support may not use this endpoint"));
+        Assert.That(server.Store.GetPattern(DemoCatalogue.Pattern1)!.Status, Is.EqualTo(global::Tsunagu.Server.Data.PatternStatus.Verified));
+        Assert.That(server.Store.ListAudit(1000), Has.Count.EqualTo(before), "the refusal wrote nothing");
+
+        (exit, _, err) = await Tsunagu(server, "operator", "role", "night-shift", "release-manager");
+        Assert.That(exit, Is.Zero, err);
+        (exit, _, err) = await Tsunagu(server, "pattern", "retire", DemoCatalogue.Pattern1, "--operator", "night-shift", "--password", "a long night-shift password");
+        Assert.That(exit, Is.Zero, err);
+        (exit, _, err) = await Tsunagu(server, "operator", "role", DemoCatalogue.OperatorName, "auditor");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("409").And.Contain("cannot change their own role"));
+    }
+
+    [Test]
     public async Task An_operator_runs_the_catalogue_and_the_fleet_from_the_command_line()
     {
         await using var server = await TestServer.StartAsync();

@@ -118,6 +118,23 @@ public static class CatalogueCommands
         var subscriberAdd = With(new Command("add", "create or reset a subscriber account") { subName, subPassword });
         Run(subscriberAdd, (r, c, ct) => c.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber(r.GetValue(subName)!, r.GetValue(subPassword)!), ct));
         yield return new Command("subscriber", "subscriber accounts") { subscriberAdd };
+
+        // operator accounts and roles (administrators; auditors may list)
+        var operatorName = new Argument<string>("NAME") { Description = "operator account" };
+        var roleArgument = new Argument<string>("ROLE") { Description = "administrator, release-manager, support or auditor" };
+        var operatorPassword = new Option<string>("--account-password") { Description = "the account's password (12+ characters)", Required = true };
+        var roleOption = new Option<string?>("--role") { Description = "administrator, release-manager, support or auditor (new accounts default to auditor; absent keeps an existing account's role)" };
+        var operatorAdd = With(new Command("add", "create an operator account with a role, or set an existing account's password") { operatorName, operatorPassword, roleOption });
+        Run(operatorAdd, (r, c, ct) => c.SendJsonAsync(HttpMethod.Post, "/api/v1/operators",
+            new NewOperator(r.GetValue(operatorName)!, r.GetValue(operatorPassword)!, r.GetValue(roleOption)), ct));
+        var operatorRole = With(new Command("role", "change an operator account's role") { operatorName, roleArgument });
+        Run(operatorRole, (r, c, ct) => c.SendJsonAsync(HttpMethod.Put, $"/api/v1/operators/{Uri.EscapeDataString(r.GetValue(operatorName)!)}/role",
+            new RoleRequest(r.GetValue(roleArgument)), ct));
+        var operatorDisable = With(new Command("disable", "disable an operator account (its tokens and sessions end)") { operatorName });
+        Run(operatorDisable, (r, c, ct) => c.SendJsonAsync(HttpMethod.Post, $"/api/v1/operators/{Uri.EscapeDataString(r.GetValue(operatorName)!)}/disable", new { }, ct));
+        var operatorList = With(new Command("list", "list operator accounts with their roles"));
+        Run(operatorList, (_, c, ct) => c.SendAsync(HttpMethod.Get, "/api/v1/operators", null, ct));
+        yield return new Command("operator", "operator accounts and their roles") { operatorAdd, operatorRole, operatorDisable, operatorList };
     }
 
     /// <summary>`units register-csv`, `units show`, `units target`, `units config`: added to the existing `units` command.</summary>

@@ -14,6 +14,11 @@ public sealed record SubscriberConfigView(long? Revision, ServiceConfiguration? 
 public sealed record SubscriberChangeView(long Revision, string Status, string? PushWarning);
 /// <summary>The account an operator call set or disabled.</summary>
 public sealed record AccountView(string Name);
+/// <summary>An operator account to create or whose password to set; <see cref="Role"/> null keeps the current one (new: auditor).</summary>
+public sealed record NewOperator(string Name, string Password, string? Role = null);
+/// <summary>An operator account as administrators and auditors see it.</summary>
+public sealed record OperatorView(string Name, string Role, bool Enabled);
+public sealed record RoleRequest(string? Role);
 
 /// <summary>Operator and subscriber sessions: short-lived scoped tokens; subscribers see only their own units.</summary>
 public static class AccountsApi
@@ -31,16 +36,19 @@ public static class AccountsApi
             var (token, expires) = tokens.Issue(caller.Subject, TokenScope.Operator, options.OperatorTokenLifetime,
                 PasswordHasher.Stamp(store.GetOperatorHash(caller.Subject)), caller.TokenExpires);
             return TypedResults.Ok(new TokenResponse(token, TokenScope.Operator, expires));
-        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+        }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Read).WithTags("Accounts");
 
         // disabling ends every token and session of the account; setting a password again enables it
         app.MapPost(Routes.Prefix + "/operators/{name}/disable", Results<Ok<AccountView>, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
         {
             if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot disable their own account"); }
             if (store.GetOperatorHash(name) is null) { return Problems.NotFound($"operator {name} does not exist"); }
-            store.UpsertOperator(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "operator.disable", name, null));
-            return TypedResults.Ok(new AccountView(name));
-        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts")
+            return Problems.Guard(() =>
+            {
+                store.ChangeOperator(name, PasswordHasher.Disabled(), null, new AuditEntry(http.Caller().Subject, "operator.disable", name, null));
+                return TypedResults.Ok(new AccountView(name));
+            });
+        }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
 
         app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", Results<Ok<AccountView>, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
@@ -48,15 +56,43 @@ public static class AccountsApi
             if (store.GetSubscriberHash(name) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
             store.UpsertSubscriber(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "subscriber.disable", name, null));
             return TypedResults.Ok(new AccountView(name));
-        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
+        }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Help).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
-        app.MapPost(Routes.Prefix + "/operators", Results<Ok<AccountView>, ProblemHttpResult> (NewSubscriber r, TsunaguStore store, HttpContext http) =>
+        // administrators manage operator accounts and roles; the last enabled administrator keeps the role
+        app.MapPost(Routes.Prefix + "/operators", Results<Ok<AccountView>, ProblemHttpResult> (NewOperator r, TsunaguStore store, HttpContext http) =>
         {
             if (!IsAccountName(r.Name) || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 printable characters, no ':'"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 12 or > 256) { return Problems.BadRequest("password: at least 12 characters, at most 256"); }
-            store.UpsertOperator(r.Name, PasswordHasher.Hash(r.Password), new AuditEntry(http.Caller().Subject, "operator.set", r.Name, null));
-            return TypedResults.Ok(new AccountView(r.Name));
-        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+            if (r.Role is not null && !OperatorRoles.IsRole(r.Role)) { return Problems.BadRequest(RoleError(r.Role), "role"); }
+            if (r.Role is not null && r.Role != store.GetOperatorRole(r.Name) && string.Equals(r.Name, http.Caller().Subject, StringComparison.Ordinal))
+            {
+                return Problems.Conflict("role: an operator cannot change their own role");
+            }
+            var role = r.Role ?? (store.GetOperatorRole(r.Name) is null ? OperatorRoles.Auditor : null);
+            return Problems.Guard(() =>
+            {
+                store.ChangeOperator(r.Name, PasswordHasher.Hash(r.Password), role,
+                    new AuditEntry(http.Caller().Subject, "operator.set", r.Name, role is null ? null : $"role {role}"));
+                return TypedResults.Ok(new AccountView(r.Name));
+            });
+        }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts").ProducesProblem(StatusCodes.Status409Conflict);
+
+        app.MapGet(Routes.Prefix + "/operators", (TsunaguStore store) =>
+            TypedResults.Ok(store.ListOperators().Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).ToList()))
+            .AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Oversight).WithTags("Accounts");
+
+        app.MapPut(Routes.Prefix + "/operators/{name}/role", Results<Ok<OperatorView>, ProblemHttpResult> (string name, RoleRequest r, TsunaguStore store, HttpContext http) =>
+        {
+            if (!OperatorRoles.IsRole(r.Role)) { return Problems.BadRequest(RoleError(r.Role), "role"); }
+            if (store.GetOperatorRole(name) is not { } current) { return Problems.NotFound($"operator {name} does not exist"); }
+            if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot change their own role"); }
+            return Problems.Guard(() =>
+            {
+                store.ChangeOperator(name, null, r.Role, new AuditEntry(http.Caller().Subject, "operator.role", name, $"{current} -> {r.Role}"));
+                return TypedResults.Ok(store.ListOperators().Where(o => o.Name == name).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).Single());
+            });
+        }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts")
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
 
         app.MapPost(Routes.Prefix + "/subscribers", Results<Ok<AccountView>, ProblemHttpResult> (NewSubscriber r, TsunaguStore store, HttpContext http) =>
         {
@@ -68,7 +104,7 @@ public static class AccountsApi
             var hash = store.GetSubscriberHash(r.Name) is not { } existing || !PasswordHasher.Verify(r.Password, existing) ? PasswordHasher.Hash(r.Password) : null;
             store.SetSubscriber(r.Name, hash, r.Contract, new AuditEntry(http.Caller().Subject, "subscriber.set", r.Name, null));
             return TypedResults.Ok(new AccountView(r.Name));
-        }).AddEndpointFilter<RequireOperator>().WithTags("Accounts");
+        }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Help).WithTags("Accounts");
 
         app.MapPost(Routes.Prefix + "/subscriber/token", async Task<Results<Ok<TokenResponse>, ProblemHttpResult, RetryAfterResult>> (SubscriberLogin r, TsunaguStore store, TokenService tokens, PasswordGuard guard,
             ServerOptions options, HttpContext http) =>
@@ -121,6 +157,9 @@ public static class AccountsApi
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxServiceConfigBytes));
     }
+
+    private static string RoleError(string? role) =>
+        $"role: '{InputRules.Quote(role)}' is not a role; roles: {string.Join(", ", OperatorRoles.All)}";
 
     /// <summary>The largest service configuration document a subscriber may send.</summary>
     public const long MaxServiceConfigBytes = 4 * 1024 * 1024;

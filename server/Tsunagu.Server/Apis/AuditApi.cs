@@ -13,6 +13,6 @@ public static class AuditApi
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Audit");
 
         api.MapGet("/audit", (TsunaguStore store, int? limit, string? actor, string? target) =>
-            TypedResults.Ok(store.ListAudit(Math.Clamp(limit ?? 200, 1, 10_000), actor, target)));
+            TypedResults.Ok(store.ListAudit(Math.Clamp(limit ?? 200, 1, 10_000), actor, target))).AllowRoles(OperatorRoles.Oversight);
     }
 }

@@ -24,15 +24,15 @@ public static class CatalogueApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Catalogue");
 
-        api.MapGet("/software", (TsunaguStore store, string? appId) => TypedResults.Ok(store.ListSoftware(appId)));
+        api.MapGet("/software", (TsunaguStore store, string? appId) => TypedResults.Ok(store.ListSoftware(appId))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/software", Results<Created<SoftwareRow>, ProblemHttpResult> (SoftwareRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             catalogue.AddSoftware(new SoftwareRow { AppId = r.AppId, Version = r.Version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs });
             store.Audit(http.Caller().Subject, "software.add", $"{r.AppId} {r.Version}", null);
             return TypedResults.Created($"{Routes.Prefix}/software?appId={r.AppId}", store.GetSoftware(r.AppId, r.Version)!);
-        })).ProducesProblem(StatusCodes.Status409Conflict);
+        })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/patches", (TsunaguStore store) => TypedResults.Ok(store.ListPatches()));
+        api.MapGet("/patches", (TsunaguStore store) => TypedResults.Ok(store.ListPatches())).AllowRoles(OperatorRoles.Read);
         api.MapPost("/patches", Results<Created<PatchRequest>, ProblemHttpResult> (PatchRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             catalogue.AddPatch(new PatchRow
@@ -42,32 +42,32 @@ public static class CatalogueApi
             });
             store.Audit(http.Caller().Subject, "patch.add", r.Id, $"{r.TargetApp} {r.Version} importance {r.Importance}");
             return TypedResults.Created($"{Routes.Prefix}/patches", r);
-        })).ProducesProblem(StatusCodes.Status409Conflict);
+        })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/patterns", (TsunaguStore store, string? status) => TypedResults.Ok(store.ListPatterns(status).Select(ToView).ToList()));
+        api.MapGet("/patterns", (TsunaguStore store, string? status) => TypedResults.Ok(store.ListPatterns(status).Select(ToView).ToList())).AllowRoles(OperatorRoles.Read);
         api.MapGet("/patterns/{id}", Results<Ok<PatternView>, ProblemHttpResult> (string id, TsunaguStore store) =>
             store.GetPattern(id) is { } p ? TypedResults.Ok(ToView(p)) : Problems.NotFound($"pattern {id} does not exist"))
-            .ProducesProblem(StatusCodes.Status404NotFound);
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/patterns", Results<Created<PatternView>, ProblemHttpResult> (NewPattern r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             var p = catalogue.CreatePattern(r);
             store.Audit(http.Caller().Subject, "pattern.create", p.Id, p.Applications);
             return TypedResults.Created($"{Routes.Prefix}/patterns/{p.Id}", ToView(p));
-        })).ProducesProblem(StatusCodes.Status409Conflict);
+        })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         api.MapPost("/patterns/{id}/verify", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             var p = catalogue.Verify(id);
             store.Audit(http.Caller().Subject, "pattern.verify", id, null);
             return TypedResults.Ok(ToView(p));
-        })).ProducesProblem(StatusCodes.Status404NotFound);
+        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
         api.MapPost("/patterns/{id}/retire", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
             var p = catalogue.Retire(id);
             store.Audit(http.Caller().Subject, "pattern.retire", id, null);
             return TypedResults.Ok(ToView(p));
-        })).ProducesProblem(StatusCodes.Status404NotFound);
+        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/update-programs", (TsunaguStore store) => TypedResults.Ok(store.ListUpdatePrograms()));
+        api.MapGet("/update-programs", (TsunaguStore store) => TypedResults.Ok(store.ListUpdatePrograms())).AllowRoles(OperatorRoles.Read);
         api.MapPost("/update-programs", async Task<Results<Created<UpdateProgramRow>, ProblemHttpResult>> (NewUpdateProgram r, CatalogueService catalogue, TsunaguStore store, HttpContext http) =>
         {
             try
@@ -84,7 +84,7 @@ public static class CatalogueApi
             {
                 return Problems.Conflict(e.Message);
             }
-        }).ProducesProblem(StatusCodes.Status409Conflict);
+        }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
         api.MapPost("/artifacts", async Task<Results<Created<ArtifactView>, ProblemHttpResult>> (HttpRequest request, ArtifactStore artifacts, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
@@ -98,11 +98,12 @@ public static class CatalogueApi
             {
                 return Problems.BadRequest(e.Message);
             }
-        }).DisableAntiforgery().ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxArtifactBytes));
+        }).DisableAntiforgery().ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxArtifactBytes))
+            .AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/service-configs/{name}", Results<Ok<ServiceConfiguration>, ProblemHttpResult> (string name, TsunaguStore store) =>
             store.GetServiceConfig(name) is { } c ? TypedResults.Ok(c) : Problems.NotFound($"service configuration {name} does not exist"))
-            .ProducesProblem(StatusCodes.Status404NotFound);
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/service-configs/{name}", Results<Ok<ServiceConfiguration>, ProblemHttpResult> (string name, ServiceConfiguration config, TsunaguStore store, HttpContext http) =>
         {
             if (!InputRules.IsIdentifier(name)) { return Problems.BadRequest(InputRules.Identifier("name"), "name"); }
@@ -117,14 +118,14 @@ public static class CatalogueApi
             store.UpsertServiceConfig(name, config, new AuditEntry(http.Caller().Subject, "service-config.put", name, null));
             return TypedResults.Ok(config);
         }).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes));
+            .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Release);
 
         // contracts: which service configuration fields a subscriber may change themselves (docs/operator-api.md)
         api.MapGet("/contracts", (TsunaguStore store) =>
-            TypedResults.Ok(store.ListContracts().Select(n => new ContractView(n, store.GetContract(n) ?? [])).ToList()));
+            TypedResults.Ok(store.ListContracts().Select(n => new ContractView(n, store.GetContract(n) ?? [])).ToList())).AllowRoles(OperatorRoles.Read);
         api.MapGet("/contracts/{name}", Results<Ok<ContractView>, ProblemHttpResult> (string name, TsunaguStore store) =>
             store.GetContract(name) is { } fields ? TypedResults.Ok(new ContractView(name, fields)) : Problems.NotFound($"contract {name} does not exist"))
-            .ProducesProblem(StatusCodes.Status404NotFound);
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/contracts/{name}", Results<Ok<ContractView>, ProblemHttpResult> (string name, ContractRequest request, TsunaguStore store, HttpContext http) =>
         {
             if (string.IsNullOrEmpty(name) || name.Length > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
@@ -142,7 +143,7 @@ public static class CatalogueApi
             var fields = request.SubscriberFields.Distinct(StringComparer.Ordinal).OrderBy(f => ServiceConfigFields.All.ToList().IndexOf(f)).ToList();
             store.UpsertContract(name, fields, new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields)));
             return TypedResults.Ok(new ContractView(name, fields));
-        });
+        }).AllowRoles(OperatorRoles.Administration);
     }
 
     public static PatternView ToView(PatternRow p) => new(p.Id, p.Name, p.HardwareVersion, p.OsVersion,

@@ -12,7 +12,7 @@ public static class MediaApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Media");
 
-        api.MapGet("/media", (TsunaguStore store) => TypedResults.Ok(store.ListMedia()));
+        api.MapGet("/media", (TsunaguStore store) => TypedResults.Ok(store.ListMedia())).AllowRoles(OperatorRoles.Read);
         api.MapPost("/media", Results<Created<MediaRegistration>, ProblemHttpResult> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
         {
             var digest = r.Digest?.ToLowerInvariant() ?? "";
@@ -23,6 +23,6 @@ public static class MediaApi
                 store.AddMedium(digest, r.Name.Trim(), new AuditEntry(http.Caller().Subject, "media.register", digest, r.Name));
                 return TypedResults.Created($"{Routes.Media}/{digest}", new MediaRegistration(digest, r.Name.Trim()));
             });
-        }).ProducesProblem(StatusCodes.Status409Conflict);
+        }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
     }
 }

@@ -6,10 +6,13 @@ namespace Tsunagu.Server.Apis;
 
 /// <summary>
 /// The OpenAPI document's security: the schemes (operator Basic, bearer tokens of each scope), which one each
-/// operation needs, and the refusals every operation can answer (400, 401, 403, 415, 429, 503 as problem details).
+/// operation needs, the operator roles it allows, and the refusals every operation can answer (400, 401, 403, 415, 429, 503 as problem details).
 /// </summary>
 public static class OpenApiSecurity
 {
+    /// <summary>The operation's extension that lists the operator roles allowed to call it.</summary>
+    public const string RolesExtension = "x-tsunagu-roles";
+
     public static OpenApiOptions AddTsunaguSecurity(this OpenApiOptions options)
     {
         options.AddDocumentTransformer((document, _, _) =>
@@ -42,7 +45,7 @@ public static class OpenApiSecurity
             if (!anonymous)
             {
                 Add("401", "no credentials, wrong credentials, or a token that expired or whose account changed its password or was disabled");
-                Add("403", "a token of another scope");
+                Add("403", unitOrSubscriber ? "a token of another scope" : "a token of another scope, or an operator whose role the operation does not allow");
                 operation.Security =
                 [
                     unitOrSubscriber
@@ -51,6 +54,13 @@ public static class OpenApiSecurity
                     .. unitOrSubscriber ? Array.Empty<OpenApiSecurityRequirement>()
                         : [new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference("bearer", context.Document)] = [] }],
                 ];
+            }
+            // the operator roles that may call it (Security.OperatorAccess): listed for clients and for the role tests
+            if (context.Description.ActionDescriptor.EndpointMetadata.OfType<Security.OperatorAccess>().LastOrDefault() is { } access)
+            {
+                operation.Extensions ??= new Dictionary<string, IOpenApiExtension>();
+                operation.Extensions[RolesExtension] = new JsonNodeExtension(new System.Text.Json.Nodes.JsonArray(access.Roles.Select(r => (System.Text.Json.Nodes.JsonNode)r).ToArray()));
+                operation.Description = (operation.Description is { Length: > 0 } d ? d + "\n\n" : "") + "Operator roles: " + string.Join(", ", access.Roles) + ".";
             }
             if (!HttpMethods.IsGet(method) && path.StartsWith(Routes.Prefix, StringComparison.Ordinal))
             {

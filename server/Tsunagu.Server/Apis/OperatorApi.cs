@@ -25,14 +25,16 @@ public static class OperatorApi
                 DateTimeOffset? seenBefore, DateTimeOffset? seenAfter, bool? online) =>
             version is not null && app is null
                 ? Problems.BadRequest("version: filtering by version needs app (the application whose version it is)")
-                : TypedResults.Ok(store.QueryUnits(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online)).Select(ToView).ToList()));
+                : TypedResults.Ok(store.QueryUnits(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online)).Select(ToView).ToList()))
+            .AllowRoles(OperatorRoles.Read);
         api.MapGet("/{mac}", Results<Ok<UnitView>, ProblemHttpResult> (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit
                 ? TypedResults.Ok(ToView(unit))
-                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound);
-        api.MapPost("", Register).ProducesProblem(StatusCodes.Status409Conflict);
+                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapPost("", Register).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv")
-            .ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxBulkBytes));
+            .ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxBulkBytes))
+            .AllowRoles(OperatorRoles.Administration);
         api.MapPut("/{mac}/target-pattern", Results<Ok<UnitView>, ProblemHttpResult> (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
             !MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null
                 ? Problems.NotFound($"unit {mac} is not registered")
@@ -41,18 +43,18 @@ public static class OperatorApi
                     catalogue.SetTargetPattern(m, r.Pattern);
                     store.Audit(http.Caller().Subject, "unit.target-pattern", m, r.Pattern ?? "none");
                     return TypedResults.Ok(ToView(store.GetUnit(m)!));
-                })).ProducesProblem(StatusCodes.Status404NotFound);
+                })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
         api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
                 ? TypedResults.Ok(store.ListUnitConfigs(m).Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt)).ToList())
-                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound);
-        api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound);
+                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Check);
         api.MapGet("/check/{id}", Results<Ok<ForceCheckStatus>, ProblemHttpResult> (string id, TsunaguStore store) =>
             id.Length is > 0 and <= 32 && id.All(char.IsAsciiHexDigitLower) && PushChecks.Status(store, id) is { } status
                 ? TypedResults.Ok(status)
-                : Problems.NotFound($"no forced check {id}")).ProducesProblem(StatusCodes.Status404NotFound);
+                : Problems.NotFound($"no forced check {id}")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/{mac}/service-config", AssignServiceConfig).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes));
+            .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Help);
         app.MapUnitLifecycleApi();
     }
 

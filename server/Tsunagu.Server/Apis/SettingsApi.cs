@@ -12,7 +12,7 @@ public static class SettingsApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Settings");
 
-        api.MapGet("/settings/update-policy", (TsunaguStore store) => TypedResults.Ok(PolicySettings.Get(store)));
+        api.MapGet("/settings/update-policy", (TsunaguStore store) => TypedResults.Ok(PolicySettings.Get(store))).AllowRoles(OperatorRoles.Read);
         api.MapPut("/settings/update-policy", Results<Ok<UpdatePolicy>, ProblemHttpResult> (UpdatePolicy policy, TsunaguStore store, HttpContext http) =>
         {
             try
@@ -26,7 +26,7 @@ public static class SettingsApi
             PolicySettings.Set(store, policy,
                 new AuditEntry(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy)));
             return TypedResults.Ok(policy);
-        });
+        }).AllowRoles(OperatorRoles.Release);
     }
 }
 

@@ -112,6 +112,9 @@ public sealed class PatchRow
     public string? HardwareVersion { get; set; }
 }
 
+/// <summary>An operator account as listed: its role, and whether it can sign in (disabled accounts cannot).</summary>
+public sealed record OperatorRow(string Name, string Role, bool Enabled);
+
 public sealed class AuditRow
 {
     public long Id { get; set; }

@@ -6,8 +6,9 @@ using Tsunagu.Server.Data;
 namespace Tsunagu.Server.Security;
 
 /// <summary>Who made a request, once a filter has checked it.</summary>
-/// <remarks><see cref="TokenExpires"/>: when the bearer token the caller used expires (null: a password).</remarks>
-public sealed record Caller(string Subject, string Scope, DateTimeOffset? TokenExpires = null);
+/// <remarks><see cref="TokenExpires"/>: when the bearer token the caller used expires (null: a password).
+/// <see cref="Role"/>: an operator's role (<see cref="OperatorRoles"/>), null for other callers.</remarks>
+public sealed record Caller(string Subject, string Scope, DateTimeOffset? TokenExpires = null, string? Role = null);
 
 public static class CallerExtensions
 {
@@ -68,7 +69,8 @@ public static class ScopeFilterExtensions
 
 /// <summary>
 /// Admits operators by HTTP Basic credentials (checked through <see cref="PasswordGuard"/>) or an operator bearer
-/// token whose security stamp is still the account's. No challenge (WWW-Authenticate) is ever sent: a browser would
+/// token whose security stamp is still the account's, and only when the account's role is one the endpoint's
+/// <see cref="OperatorAccess"/> allows (403 otherwise; an endpoint without one refuses every operator). No challenge (WWW-Authenticate) is ever sent: a browser would
 /// then keep and replay the credentials on its own; API clients send them unasked.
 /// </summary>
 public sealed class RequireOperator(TokenService tokens, TsunaguStore store, PasswordGuard guard) : IEndpointFilter
@@ -121,7 +123,16 @@ public sealed class RequireOperator(TokenService tokens, TsunaguStore store, Pas
             name = claims.Subject;
             expires = DateTimeOffset.FromUnixTimeSeconds(claims.ExpiresAtUnix);
         }
-        http.Items[typeof(Caller)] = new Caller(name, TokenScope.Operator, expires);
+        // the role is read at every request: a changed role takes effect at once, on tokens and sessions alike
+        var role = store.GetOperatorRole(name);
+        var access = http.GetEndpoint()?.Metadata.GetMetadata<OperatorAccess>();
+        if (access is null || !access.Allows(role))
+        {
+            return Problems.Forbidden(ProblemTypes.RoleNotAllowed, access is null
+                ? "no operator role may use this endpoint"
+                : $"the role {role} may not use this endpoint; it needs one of: {string.Join(", ", access.Roles)}");
+        }
+        http.Items[typeof(Caller)] = new Caller(name, TokenScope.Operator, expires, role);
         return await next(context);
     }
 }

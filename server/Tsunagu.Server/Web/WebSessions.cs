@@ -31,7 +31,8 @@ public static class WebSessions
             pages.Conventions.AllowAnonymousToPage("/Console/Login");
             pages.Conventions.AuthorizeFolder("/Portal", SubscriberPolicy);
             pages.Conventions.AllowAnonymousToPage("/Portal/Login");
-        }).AddApplicationPart(typeof(WebSessions).Assembly); // the pages live here, whichever program hosts the server (tests, the demo)
+        }).AddApplicationPart(typeof(WebSessions).Assembly) // the pages live here, whichever program hosts the server (tests, the demo)
+            .AddMvcOptions(o => o.Filters.Add(new ConsoleAccessFilter()));
         services.AddAuthentication()
             .AddCookie(OperatorScheme, o => Configure(o, "/console", "tsunagu-operator", options.OperatorTokenLifetime, options.WebSessionAbsoluteLifetime,
                 (store, name) => store.GetOperatorHash(name)))

@@ -82,10 +82,10 @@ public sealed class OperatorClient : IDisposable
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode)
         {
-            string? detail = null;
-            try { detail = JsonSerializer.Deserialize(body, ProtocolJson.Default.ProblemBody)?.Detail; }
+            ProblemBody? problem = null;
+            try { problem = JsonSerializer.Deserialize(body, ProtocolJson.Default.ProblemBody); }
             catch (JsonException) { /* not a problem document: the body itself is the detail */ }
-            throw new OperatorApiException($"{method} {path}: {(int)response.StatusCode} {detail ?? body}", (int)response.StatusCode) { Body = body };
+            throw new OperatorApiException($"{method} {path}: {(int)response.StatusCode} {Explain(problem)}{problem?.Detail ?? body}", (int)response.StatusCode) { Body = body };
         }
         return body;
     }
@@ -100,10 +100,14 @@ public sealed class OperatorClient : IDisposable
             ProblemBody? problem = null;
             try { problem = await response.Content.ReadFromJsonAsync(ProtocolJson.Default.ProblemBody, ct); }
             catch (JsonException) { /* the status line alone describes it */ }
-            throw new OperatorApiException($"{response.RequestMessage?.Method} {response.RequestMessage?.RequestUri}: {(int)response.StatusCode} {problem?.Detail ?? problem?.Title ?? response.ReasonPhrase}", (int)response.StatusCode);
+            throw new OperatorApiException($"{response.RequestMessage?.Method} {response.RequestMessage?.RequestUri}: {(int)response.StatusCode} {Explain(problem)}{problem?.Detail ?? problem?.Title ?? response.ReasonPhrase}", (int)response.StatusCode);
         }
         return await response.Content.ReadFromJsonAsync(type, ct) ?? throw new OperatorApiException("empty response", (int)response.StatusCode);
     }
+
+    /// <summary>Words before the server's detail for refusals an operator meets often: a role that may not do it.</summary>
+    private static string Explain(ProblemBody? problem) =>
+        problem?.Type == ProblemTypes.RoleNotAllowed ? "refused: your operator role does not allow this (an administrator can change roles); " : "";
 
     public void Dispose() => _http.Dispose();
 }

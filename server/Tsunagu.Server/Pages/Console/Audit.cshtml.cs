@@ -1,8 +1,10 @@
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Pages.Console;
 
+[ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.Auditor)]
 public sealed class AuditModel(TsunaguStore store) : SessionPageModel("console")
 {
     public IReadOnlyList<AuditRow> Entries { get; private set; } = [];

@@ -2,10 +2,12 @@ using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>The catalogue (patent figs. 7-8): software, patches by importance, install patterns and their lifecycle, update programs, artifact and install-media digests.</summary>
+[ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
 public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogue, ArtifactStore artifacts) : SessionPageModel("console")
 {
     public IReadOnlyList<SoftwareRow> Software { get; private set; } = [];
@@ -25,8 +27,10 @@ public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogu
         GenuineMedia = store.ListMedia();
     }
 
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public IActionResult OnPostVerify(string id) => Apply(id, "pattern.verify", () => catalogue.Verify(id), "verified");
 
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public IActionResult OnPostRetire(string id) => Apply(id, "pattern.retire", () => catalogue.Retire(id), "retired");
 
     private IActionResult Apply(string id, string action, Func<PatternRow> change, string done)

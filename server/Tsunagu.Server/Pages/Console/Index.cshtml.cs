@@ -1,10 +1,12 @@
 using System.Text.Json.Nodes;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>The fleet overview: units by pattern and by state, online now, failures in the last day, rollout progress.</summary>
+[ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
 public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionPageModel("console")
 {
     public IReadOnlyList<UnitRow> Units { get; private set; } = [];

@@ -5,6 +5,7 @@ using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
 using Tsunagu.Server.Push;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Pages.Console;
 
@@ -25,6 +26,7 @@ public sealed class UnitForm
 }
 
 /// <summary>Registration of units into the device management table: one by form, or a CSV file with errors per row.</summary>
+[ConsoleAccess(OperatorRoles.Administrator)]
 public sealed class RegisterModel(TsunaguStore store, IPushPublisher push, ILogger<RegisterModel> log) : SessionPageModel("console")
 {
     [BindProperty] public UnitForm Form { get; set; } = new();
@@ -35,6 +37,7 @@ public sealed class RegisterModel(TsunaguStore store, IPushPublisher push, ILogg
 
     public void OnGet() => Patterns = store.ListPatterns(PatternStatus.Verified);
 
+    [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostOneAsync()
     {
         Patterns = store.ListPatterns(PatternStatus.Verified);
@@ -52,6 +55,7 @@ public sealed class RegisterModel(TsunaguStore store, IPushPublisher push, ILogg
         return Redirect($"/console/units/{unit.Mac}");
     }
 
+    [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostCsvAsync(IFormFile? table)
     {
         Patterns = store.ListPatterns(PatternStatus.Verified);

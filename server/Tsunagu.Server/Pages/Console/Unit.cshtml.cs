@@ -5,10 +5,12 @@ using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
 using Tsunagu.Server.Push;
+using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>One unit: identity, device management table, inventory, pattern, configuration revisions, history; check now.</summary>
+[ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
 public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvider time) : SessionPageModel("console")
 {
     public UnitRow Unit { get; private set; } = new();
@@ -27,6 +29,7 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
         return Page();
     }
 
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support)]
     public async Task<IActionResult> OnPostCheckAsync(string mac, int importance = 5)
     {
         if (!Load(mac)) { return NotFound(); }
@@ -58,7 +61,8 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
         Configs = store.ListUnitConfigs(m).Reverse().ToList();
         Events = store.ListUnitEvents(m, 50);
         Reports = store.ListUpdateReports(m);
-        AuditEntries = store.ListAuditForUnit(m, 50);
+        // the audit log is read by those who oversee (OperatorRoles.Oversight), here as on the API
+        AuditEntries = May(OperatorRoles.Oversight) ? store.ListAuditForUnit(m, 50) : [];
         Checks = store.ListPushChecksForUnit(m, 10);
         return true;
     }

@@ -13,6 +13,12 @@ public abstract class SessionPageModel(string area) : PageModel
     /// <summary>The signed-in operator's or subscriber's name.</summary>
     public string Who => User.Identity?.Name ?? throw new InvalidOperationException("page reached without a session");
 
+    /// <summary>The signed-in operator's role (console pages; <see cref="Web.ConsoleAccessFilter"/>), null elsewhere.</summary>
+    public string? Role => HttpContext.Items[Web.ConsoleAccessFilter.RoleItem] as string;
+
+    /// <summary>Whether the signed-in operator's role allows <paramref name="access"/>: pages show only what it does.</summary>
+    public bool May(Security.OperatorAccess access) => access.Allows(Role);
+
     /// <summary>A message for the person after an action (shown once, after the redirect).</summary>
     [TempData] public string? Notice { get; set; }
     [TempData] public string? Problem { get; set; }

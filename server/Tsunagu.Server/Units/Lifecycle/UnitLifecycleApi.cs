@@ -25,18 +25,18 @@ public static class UnitLifecycleApi
             if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is not { } unit) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
             http.Response.Headers.ETag = ETag(unit.Revision);
             return TypedResults.Ok(UnitLifecycle.View(unit));
-        }).ProducesProblem(StatusCodes.Status404NotFound);
+        }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPatch("/{mac}/record", Edit).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
-            .ProducesProblem(StatusCodes.Status428PreconditionRequired);
+            .ProducesProblem(StatusCodes.Status428PreconditionRequired).AllowRoles(OperatorRoles.Administration);
         units.MapGet("/{mac}/revisions", Results<Ok<List<UnitRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
                 ? TypedResults.Ok(store.ListUnitRevisions(m).Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
                     System.Text.Json.JsonSerializer.Deserialize<List<UnitFieldChange>>(r.Changes, System.Text.Json.JsonSerializerOptions.Web) ?? [])).ToList())
-                : Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered")).ProducesProblem(StatusCodes.Status404NotFound);
-        units.MapPost("/{mac}/decommission", Decommission).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
-        units.MapDelete("/{mac}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
-        units.MapPost("/{mac}/replace", Replace).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
-        units.MapPost("/{mac}/transfer-subscriber", Transfer).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
+                : Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        units.MapPost("/{mac}/decommission", Decommission).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
+        units.MapDelete("/{mac}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
+        units.MapPost("/{mac}/replace", Replace).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
+        units.MapPost("/{mac}/transfer-subscriber", Transfer).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Help);
         app.MapPost(SecretsRotate, Results<Ok<SecretRotationResult>, ProblemHttpResult> (SecretRotation rotation, HttpContext http) =>
         {
             try
@@ -48,7 +48,7 @@ public static class UnitLifecycleApi
             {
                 return Problems.Conflict(e.Message);
             }
-        }).AddEndpointFilter<RequireOperator>().WithTags("Unit lifecycle").ProducesProblem(StatusCodes.Status409Conflict);
+        }).AddEndpointFilter<RequireOperator>().WithTags("Unit lifecycle").ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
     }
 
     public static string ETag(long revision) => $"\"{revision.ToString(CultureInfo.InvariantCulture)}\"";

@@ -8,8 +8,8 @@ namespace Tsunagu.Server.Data.Migrations;
 /// ISP password. Existing plain-text passwords are sealed by the server at start-up with the operator's secrets key
 /// (<see cref="Units.Lifecycle.SecretBox"/>), which a migration cannot read; until then the plain column holds them.
 /// </summary>
-[Migration(7, "unit lifecycle: revisions, decommissioning, sealed secrets")]
-public sealed class M0007_UnitLifecycle : Migration
+[Migration(8, "unit lifecycle: revisions, decommissioning, sealed secrets")]
+public sealed class M0008_UnitLifecycle : Migration
 {
     public override void Up()
     {
