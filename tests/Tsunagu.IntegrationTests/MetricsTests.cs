@@ -176,7 +176,7 @@ public class MetricsTests
         await using var server = await TestServer.StartAsync();
         var first = (await Scrape(server)).Samples;
         Assert.That(first["tsunagu_units"], Is.Zero);
-        await server.AddUnitsAsync(2);
+        var units = await server.AddUnitsAsync(2);
         for (var i = 0; i < 5; i++)
         {
             Assert.That((await Scrape(server)).Samples["tsunagu_units"], Is.Zero, "within the snapshot's lifetime the units table is not read again");
@@ -187,6 +187,17 @@ public class MetricsTests
         Assert.That(later["tsunagu_units_by_state{state=\"Registered\"}"], Is.EqualTo(2));
         Assert.That(later["tsunagu_units_by_pattern{pattern=\"none\"}"], Is.EqualTo(2), "units that have not reported yet run no known pattern");
         Assert.That(Sum(later, "tsunagu_units_by_state"), Is.EqualTo(2), "each unit in exactly one state");
+        Assert.That(later.Keys.Where(k => k.StartsWith("tsunagu_rollout_units{", StringComparison.Ordinal)), Is.Empty, "no unit has a target yet");
+        Assert.That(later["tsunagu_units_online"], Is.Zero);
+
+        server.Store.SetTargetPattern(units[0].Mac, DemoCatalogue.Pattern2);
+        server.Store.SetPresence(units[1].Mac, online: true);
+        _clock.Advance(FleetGauges.SnapshotLifetime + TimeSpan.FromSeconds(1));
+        var moved = (await Scrape(server)).Samples;
+        Assert.That(moved[$"tsunagu_rollout_units{{target=\"{DemoCatalogue.Pattern2}\",status=\"pending\"}}"], Is.EqualTo(1));
+        Assert.That(moved[$"tsunagu_rollout_units{{target=\"{DemoCatalogue.Pattern2}\",status=\"at_target\"}}"], Is.Zero);
+        Assert.That(moved["tsunagu_units_online"], Is.EqualTo(1));
+        Assert.That(moved["tsunagu_units"], Is.EqualTo(2), "nothing counted twice");
     }
 
     [Test]

@@ -9,7 +9,7 @@ namespace Tsunagu.Server.Metrics;
 
 /// <summary>
 /// Gauges read from the store and the broker just before a scrape. The fleet counts (units by state, pattern, presence
-/// and rollout) come from one grouped query whose result is kept for <see cref="SnapshotLifetime"/>, so however many
+/// and rollout) come from four grouped or counting queries whose result is kept for <see cref="SnapshotLifetime"/>, so however many
 /// scrapers ask, the units table is read at most once per lifetime; the database check (<c>SELECT 1</c>) and the broker
 /// state are read at every scrape (they cost nothing).
 /// </summary>
@@ -57,20 +57,27 @@ public sealed class FleetGauges
         metrics.Registry.AddBeforeCollectCallback(Refresh);
     }
 
-    private sealed class UnitGroup
+    private sealed class Group
     {
-        public string State { get; set; } = "";
-        public string Pattern { get; set; } = "";
-        public long Online { get; set; }
+        public string Key { get; set; } = "";
+        public long Count { get; set; }
+    }
+
+    private sealed class RolloutGroup
+    {
         public string Target { get; set; } = "";
         public long AtTarget { get; set; }
         public long Count { get; set; }
     }
 
-    private const string GroupSql = """
-        SELECT state AS State, COALESCE(pattern, '') AS Pattern, online AS Online, COALESCE(target_pattern, '') AS Target,
-               CASE WHEN target_pattern IS NOT NULL AND pattern = target_pattern THEN 1 ELSE 0 END AS AtTarget, COUNT(*) AS Count
-        FROM units GROUP BY 1, 2, 3, 4, 5
+    // states and patterns: scans of their (covering) indexes; presence and rollout: scans of the table, rollout grouping only
+    // the units given a target. One query grouping by all of them was several times slower at 100,000 units (SQLite: a
+    // temporary B-tree over every row, reached through the state index).
+    private const string StatesSql = "SELECT state AS Key, COUNT(*) AS Count FROM units GROUP BY state";
+    private const string PatternsSql = "SELECT COALESCE(pattern, '') AS Key, COUNT(*) AS Count FROM units GROUP BY pattern";
+    private const string RolloutSql = """
+        SELECT target_pattern AS Target, CASE WHEN pattern = target_pattern THEN 1 ELSE 0 END AS AtTarget, COUNT(*) AS Count
+        FROM units WHERE target_pattern IS NOT NULL GROUP BY 1, 2
         """;
 
     /// <summary>Reads what a scrape shows; the units table only when the last reading is older than <see cref="SnapshotLifetime"/>.</summary>
@@ -118,25 +125,35 @@ public sealed class FleetGauges
     private void ReadFleet()
     {
         var started = Stopwatch.GetTimestamp();
-        List<UnitGroup> groups;
-        long pending;
+        List<Group> states, patterns;
+        List<RolloutGroup> groups;
+        long pending, online;
         using (var c = _store.Database.Open(durable: false))
         {
-            groups = c.Query<UnitGroup>(GroupSql).ToList();
+            states = c.Query<Group>(StatesSql).ToList();
+            patterns = c.Query<Group>(PatternsSql).ToList();
+            groups = c.Query<RolloutGroup>(RolloutSql).ToList();
+            online = c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE online = 1");
             pending = c.ExecuteScalar<long>("SELECT COUNT(*) FROM push_checks WHERE delivered_at IS NULL AND created_at > @since",
                 new { since = TsunaguStore.Timestamp(_time.GetUtcNow() - BrokerLink.UndeliveredLifetime) });
         }
-        _units.Set(groups.Sum(g => g.Count));
-        _online.Set(groups.Where(g => g.Online != 0).Sum(g => g.Count));
+        _units.Set(states.Sum(g => g.Count));
+        _online.Set(online);
         _pendingPushes.Set(pending);
         var byState = KnownStates.ToDictionary(s => s, _ => 0L, StringComparer.Ordinal);
         var byPattern = new Dictionary<string, long>(StringComparer.Ordinal);
         var rollout = new Dictionary<(string, string), long>();
+        foreach (var g in states)
+        {
+            byState[g.Key] = byState.GetValueOrDefault(g.Key) + g.Count;
+        }
+        foreach (var g in patterns)
+        {
+            var pattern = g.Key.Length == 0 ? None : g.Key;
+            byPattern[pattern] = byPattern.GetValueOrDefault(pattern) + g.Count;
+        }
         foreach (var g in groups)
         {
-            byState[g.State] = byState.GetValueOrDefault(g.State) + g.Count;
-            var pattern = g.Pattern.Length == 0 ? None : g.Pattern;
-            byPattern[pattern] = byPattern.GetValueOrDefault(pattern) + g.Count;
             if (g.Target.Length > 0)
             {
                 var key = (g.Target, g.AtTarget != 0 ? "at_target" : "pending");
