@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Metrics;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Security;
 using Tsunagu.Server.Web;
@@ -94,6 +95,7 @@ public static class ServerHost
         builder.Services.AddSingleton<BrokerLink>();
         builder.Services.AddSingleton<IPushPublisher>(sp => sp.GetRequiredService<BrokerLink>());
         builder.Services.AddHostedService(sp => sp.GetRequiredService<BrokerLink>());
+        builder.Services.AddTsunaguMetrics();
 
         var app = builder.Build();
         if (options.OperatorName is { } operatorName && options.OperatorPassword is { } operatorPassword)
@@ -106,6 +108,7 @@ public static class ServerHost
                 store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
             }
         }
+        app.UseRequestMetrics();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseWebSecurityHeaders();
@@ -135,6 +138,7 @@ public static class ServerHost
         app.MapRazorPages();
         app.MapGet("/", () => Results.Redirect("/console"));
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
+        app.MapMetrics(options);
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var endpoints = app.Services.GetRequiredService<ServerEndpoints>();

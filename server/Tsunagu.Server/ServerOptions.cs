@@ -146,6 +146,9 @@ public sealed class ServerOptions
     /// <summary>How long an idle keep-alive connection stays open (Kestrel's default is 130 s; units hang up after 15 s idle).</summary>
     public int KeepAliveSeconds { get; set; } = 30;
 
+    /// <summary>Bearer token a Prometheus scraper presents for GET /metrics (at least 32 characters); unset: no /metrics (docs/metrics.md).</summary>
+    public string? MetricsToken { get; set; }
+
     public bool HasRole(string role) => RoleList.Contains(role, StringComparer.OrdinalIgnoreCase);
 
     public void Validate()
@@ -196,6 +199,10 @@ public sealed class ServerOptions
         }
         if (MaxConnections is < 1) { throw new ArgumentException($"Tsunagu:MaxConnections must be positive (was {MaxConnections})"); }
         if (KeepAliveSeconds is < 1 or > 3600) { throw new ArgumentException($"Tsunagu:KeepAliveSeconds must be 1..3600 (was {KeepAliveSeconds})"); }
+        if (MetricsToken is { } metricsToken && (metricsToken.Trim().Length < 32 || metricsToken.Length > 512 || metricsToken.Trim() != metricsToken || metricsToken.Any(char.IsControl)))
+        {
+            throw new ArgumentException("Tsunagu:MetricsToken must be 32 to 512 characters, without control characters or surrounding spaces");
+        }
         if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }
     }
 }

@@ -79,7 +79,7 @@ public static class HostApi
     }
 
     private static async Task<Results<Ok<VersionCheckResponse>, ProblemHttpResult>> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
-        TimeProvider time, ArtifactStore artifacts, ILogger<VersionCheckRequest> log)
+        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(request.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -103,6 +103,7 @@ public static class HostApi
             store.Touch(mac, error: "inventory matches no verified install pattern");
             store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
+            metrics.CheckIn(Metrics.ServerMetrics.CheckResults.OffPattern);
             return TypedResults.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
                 "the unit's software matches no verified install pattern", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds, ServerTime: time.GetUtcNow()));
         }
@@ -141,12 +142,13 @@ public static class HostApi
         if (request.Forced) { store.AddUnitEvent(mac, UnitEventKinds.Check, detail); }
         else { store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, detail); }
         var row = wrote ? store.GetUnitForCheck(mac) : unit;
+        metrics.CheckIn(offer is not null ? Metrics.ServerMetrics.CheckResults.Offered : deferred is not null ? Metrics.ServerMetrics.CheckResults.Deferred : Metrics.ServerMetrics.CheckResults.UpToDate);
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return TypedResults.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
             options.PowerOnSpreadSeconds, time.GetUtcNow()));
     }
 
-    private static async Task<Results<Ok<UpdateReportAck>, ProblemHttpResult>> UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store, ArtifactStore artifacts, ILogger<UpdateReport> log)
+    private static async Task<Results<Ok<UpdateReportAck>, ProblemHttpResult>> UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store, ArtifactStore artifacts, Metrics.ServerMetrics metrics, ILogger<UpdateReport> log)
     {
         var mac = http.Caller().Subject;
         if (!InputRules.IsIdentifier(report.UpdateId)) { return Problems.BadRequest(InputRules.Identifier("updateId")); }
@@ -164,6 +166,7 @@ public static class HostApi
             pattern is null ? UnitStates.OffPattern : UnitStates.Configuring,
             report.Success ? null : $"update {report.UpdateId} failed: {report.Error}",
             report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}"));
+        metrics.UpdateReported(report.Success);
         return TypedResults.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
     }
 
@@ -189,7 +192,7 @@ public static class HostApi
         return TypedResults.Ok(new ServiceConfigResponse((int)latest.Revision, document));
     }
 
-    private static Results<Ok<ServiceConfigAck>, ProblemHttpResult> ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store)
+    private static Results<Ok<ServiceConfigAck>, ProblemHttpResult> ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store, Metrics.ServerMetrics metrics)
     {
         var mac = http.Caller().Subject;
         if (ack.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
@@ -200,6 +203,7 @@ public static class HostApi
         {
             return Problems.NotFound($"unit {mac} has no service configuration revision {ack.Revision}");
         }
+        metrics.ConfigReported(ack.Success);
         return TypedResults.Ok(ack);
     }
 

@@ -11,7 +11,7 @@ namespace Tsunagu.Server.Apis;
 /// unit answers with HMAC(its derived secret, nonce...), the server recomputes the secret from the unit key.
 /// </summary>
 public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, UnitKey unitKey, ServerOptions options,
-    TimeProvider time, AttemptCounter attempts, RefusalAudit refusals, Push.UnitBrokerLogins brokerLogins, ILogger<UnitAuthentication> log)
+    TimeProvider time, AttemptCounter attempts, RefusalAudit refusals, Push.UnitBrokerLogins brokerLogins, Metrics.ServerMetrics metrics, ILogger<UnitAuthentication> log)
 {
     public Results<Ok<ChallengeResponse>, ProblemHttpResult, RetryAfterResult> Challenge(ChallengeRequest request, string purpose)
     {
@@ -23,6 +23,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         if (attempts.TryAttempt(mac) is { } wait)
         {
             log.LogWarning("unit {Mac}: more than {Limit} authentication attempts this minute", mac, options.AuthAttemptsPerMacPerMinute);
+            metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.RateLimited);
             return TooMany(wait, $"too many authentication attempts for {mac}; retry after the time in Retry-After");
         }
         // Unknown units get a challenge too, so the answer does not reveal which MACs are registered.
@@ -69,6 +70,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         if (challenge is null || challenge.Mac != mac || challenge.Purpose != purpose ||
             DateTimeOffset.Parse(challenge.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
         {
+            metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the challenge is unknown, used, expired or for another unit; ask for a new one");
         }
         var unit = store.GetUnit(mac);
@@ -78,9 +80,11 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
             var reason = unit is null ? "not registered" : unit.DecommissionedAt is not null ? "decommissioned" : $"{purpose} authentication refused: wrong proof";
             log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
             refusals.Record(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason);
+            metrics.UnitRefused(purpose, unit is null ? Metrics.ServerMetrics.RefusalReasons.NotRegistered : Metrics.ServerMetrics.RefusalReasons.WrongProof);
             return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
         }
         var (token, expiresAt) = tokens.Issue(mac, scope, lifetime);
+        metrics.UnitAuthenticated(purpose);
         store.Touch(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true);
         // a host session carries the unit's short-lived broker password (set on Mosquitto before the answer goes out)
         var push = scope == TokenScope.Host ? await brokerLogins.IssueAsync(mac, http.RequestAborted) : default((string, long)?);

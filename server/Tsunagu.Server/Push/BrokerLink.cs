@@ -40,7 +40,7 @@ public sealed class PushException(string message, Exception? inner = null) : Exc
 /// exactly one reconnect loop (<see cref="KeptConnection"/>); undelivered checks are sent again by one retry loop.
 /// </summary>
 public sealed class BrokerLink(ServerOptions options, MqttSettings settings, EmbeddedBroker embedded, UnitKey unitKey, BrokerKey brokerKey, TsunaguStore store,
-    TimeProvider time, ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
+    TimeProvider time, Metrics.ServerMetrics metrics, ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
 {
     private const string ControlTopic = "$CONTROL/dynamic-security/v1";
     private const string ServerRole = "tsunagu-server";
@@ -316,7 +316,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
         else if (ParseAck(payload) is { } nonce)
         {
-            store.MarkPushDelivered(mac, nonce);
+            metrics.PushesDelivered(store.MarkPushDelivered(mac, nonce));
         }
         return Task.CompletedTask;
     }
@@ -417,6 +417,20 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     }
 
     public async Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await PublishCoreAsync(mac, message, cancellationToken);
+        }
+        catch (PushException)
+        {
+            metrics.PushUndelivered();
+            throw;
+        }
+        metrics.PushSent();
+    }
+
+    private async Task PublishCoreAsync(string mac, PushMessage message, CancellationToken cancellationToken)
     {
         var client = _client?.Client ?? throw new PushException("push is disabled on this server (no host role, or MqttPort < 0)");
         var push = new MqttApplicationMessageBuilder()
