@@ -58,7 +58,7 @@ public static class DemoCatalogue
             Id = UpdateId, FromPattern = Pattern1, ToPattern = Pattern2, Importance = 5, Priority = 10,
             ArtifactSha256 = sha, ArtifactSize = size,
         });
-        store.UpsertServiceConfig(OperatorApi.DefaultServiceConfig, StandardServices);
+        store.UpsertServiceConfig(Units.Registration.UnitRegistration.DefaultServiceConfig, StandardServices);
         operatorPassword ??= UnitCredentials.NewNonce(12);
         store.UpsertOperator(OperatorName, PasswordHasher.Hash(operatorPassword));
         return operatorPassword;
