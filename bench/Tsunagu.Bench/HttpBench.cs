@@ -8,12 +8,12 @@ using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 using Tsunagu.Server;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.Bench;
 

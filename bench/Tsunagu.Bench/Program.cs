@@ -10,12 +10,12 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Bench;
 using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 using Tsunagu.Server;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 // make bench: each pair measured side by side in this job, on loopback, bounded in time. Writes bench/results.json.
 var work = Path.GetFullPath(args.Length > 0 ? args[0] : ".tsunagu/bench");

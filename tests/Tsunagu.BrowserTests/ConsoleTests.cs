@@ -1,10 +1,10 @@
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
+using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 using static Microsoft.Playwright.Assertions;
 
 namespace Tsunagu.BrowserTests;

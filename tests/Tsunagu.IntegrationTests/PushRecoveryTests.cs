@@ -59,7 +59,7 @@ public class PushRecoveryTests
         using (var http = server.PinnedHttp())
         {
             http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic",
-                Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{Tsunagu.Server.Demo.DemoCatalogue.OperatorName}:{TestServer.Password}")));
+                Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{Tsunagu.Demo.DemoCatalogue.OperatorName}:{TestServer.Password}")));
             using var response = await http.PostAsJsonAsync(Routes.ForceCheck, new ForceCheckRequest([units[0].Mac], null), ProtocolJson.Default.ForceCheckRequest);
             var body = await response.Content.ReadAsStringAsync();
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable), body);

@@ -4,10 +4,10 @@ using System.Net.Http.Json;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 
