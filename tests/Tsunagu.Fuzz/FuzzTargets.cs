@@ -6,7 +6,6 @@ using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Units.Registration;
 

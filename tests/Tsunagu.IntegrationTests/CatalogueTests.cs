@@ -3,7 +3,6 @@ using System.Text;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Demo;
-using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;

@@ -5,7 +5,6 @@ using System.Net.Http.Json;
 using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using Tsunagu.Cli.Fleet;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;

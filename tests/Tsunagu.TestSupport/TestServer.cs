@@ -12,7 +12,7 @@ using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Push;
+
 using Tsunagu.Server.Security;
 
 namespace Tsunagu.IntegrationTests;

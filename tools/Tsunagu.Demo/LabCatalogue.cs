@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using System.Text;
-using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Data;
 

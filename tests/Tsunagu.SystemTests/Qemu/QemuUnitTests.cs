@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Tsunagu.Cli.Factory;
 using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Server.Data;

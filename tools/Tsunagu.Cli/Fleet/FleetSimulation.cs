@@ -14,7 +14,6 @@ using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Security;
 
 namespace Tsunagu.Cli.Fleet;
 

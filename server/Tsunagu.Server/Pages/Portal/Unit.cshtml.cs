@@ -4,7 +4,6 @@ using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
 using Tsunagu.Server.Subscribers;
-using Tsunagu.Server.Web;
 
 namespace Tsunagu.Server.Pages.Portal;
 
