@@ -1,16 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Security.Cryptography;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
-using Tsunagu.Cli.Factory;
-using Tsunagu.Firmware.Net;
+using Tsunagu.Demo;
 using Tsunagu.Hal;
-using Tsunagu.Protocol;
-using Tsunagu.Protocol.Bundles;
-using Tsunagu.Server;
-using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.Bench;
 

@@ -1,19 +1,14 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
-using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
-using Tsunagu.Server;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.Bench;
 

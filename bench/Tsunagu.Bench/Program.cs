@@ -1,21 +1,7 @@
-using System.Diagnostics;
 using System.Globalization;
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using Tsunagu.Bench;
-using Tsunagu.Cli.Factory;
-using Tsunagu.Firmware.Net;
-using Tsunagu.Hal.Simulated;
-using Tsunagu.Protocol;
-using Tsunagu.Server;
-using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 // make bench: each pair measured side by side in this job, on loopback, bounded in time. Writes bench/results.json.
 var work = Path.GetFullPath(args.Length > 0 ? args[0] : ".tsunagu/bench");

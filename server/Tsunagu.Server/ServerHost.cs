@@ -82,6 +82,9 @@ public static class ServerHost
         builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
         builder.Services.AddTsunaguThrottling(options, database.Kind, time);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
+        builder.Services.AddSingleton<Units.Registration.UnitRegistration>();
+        builder.Services.AddSingleton<Units.ForcedChecks.ForcedCheckService>();
+        builder.Services.AddSingleton<Subscribers.SubscriberChanges>();
         builder.Services.AddWebSessions(options, Path.Combine(dataDirectory, "keys"), time);
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {

@@ -1,10 +1,10 @@
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
+using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 using static Microsoft.Playwright.Assertions;
 
 namespace Tsunagu.BrowserTests;
@@ -37,7 +37,7 @@ public class ConsoleTests
         }
         server.App.Services.GetRequiredService<CatalogueService>().CreatePattern(new NewPattern("pattern-3", "candidate: vcp 1.2.0 on the factory firewall",
             DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion,
-            new Dictionary<string, string> { ["cache-manager"] = "1.0.0", ["firewall"] = "1.0.0", ["vcp"] = "1.2.0" }));
+            new Dictionary<string, string> { ["cache-manager"] = "1.0.0", ["firewall"] = "1.0.0", ["vcp"] = "1.2.0" }), DemoCatalogue.OperatorName);
 
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;

@@ -6,8 +6,8 @@ using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Units.Registration;
 
 namespace Tsunagu.Fuzz;
 
@@ -57,7 +57,7 @@ public static class FuzzTargets
         new("service-config", "ServiceConfiguration JSON, ServiceConfigValidator.Validate, ServiceRenderer.Render",
             [typeof(JsonException), typeof(InvalidServiceConfigException)], ServiceConfig),
         new("board", "BoardDescription.Parse (board.json)", [typeof(BoardDescriptionException)], Board),
-        new("csv", "OperatorApi.CheckBulk (CSV device management table: Csv.Parse and every row's registration rules)", [], CsvImport),
+        new("csv", "DeviceTable.Check (CSV device management table: Csv.Parse and every row's registration rules)", [], CsvImport),
         new("push", "PushListener.Parse (MQTT payload on the unit's command topic)", [typeof(JsonException)], Push),
         new("boot-state", "BootStateFile.Parse, Get/Set and its text round trip", [], BootState),
     ];
@@ -135,7 +135,7 @@ public static class FuzzTargets
 
     private static bool CsvImport(byte[] input)
     {
-        var check = OperatorApi.CheckBulk(Encoding.UTF8.GetString(input), Store.Value);
+        var check = DeviceTable.Check(Encoding.UTF8.GetString(input), Store.Value);
         if (check.FileError is null && check.Rows.Count != CountDataRows(input))
         {
             // every data row gets exactly one result

@@ -3,10 +3,10 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using SharpFuzz;
+using Tsunagu.Demo;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.Fuzz;
 

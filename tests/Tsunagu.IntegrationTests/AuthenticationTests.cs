@@ -6,9 +6,9 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
-using Tsunagu.Server.Demo;
 using Tsunagu.Server.Security;
 
 namespace Tsunagu.IntegrationTests;

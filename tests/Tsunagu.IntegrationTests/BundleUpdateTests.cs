@@ -2,13 +2,13 @@ using System.CommandLine;
 using System.Security.Cryptography;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Cli;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Firmware.Updates;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

@@ -2,12 +2,11 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
-using Tsunagu.Firmware.Supervision;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

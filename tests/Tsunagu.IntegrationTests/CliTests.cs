@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Tsunagu.Server.Demo;
+using Tsunagu.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

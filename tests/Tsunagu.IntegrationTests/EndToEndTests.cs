@@ -3,12 +3,12 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using MQTTnet;
 using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

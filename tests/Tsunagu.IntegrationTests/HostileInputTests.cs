@@ -9,10 +9,10 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;
-using Tsunagu.Server.Demo;
 using Tsunagu.Server.Security;
 
 namespace Tsunagu.IntegrationTests;

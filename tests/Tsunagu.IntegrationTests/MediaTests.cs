@@ -1,7 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

@@ -1,8 +1,8 @@
 using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

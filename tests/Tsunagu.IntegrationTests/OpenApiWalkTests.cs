@@ -1,11 +1,10 @@
-using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
-using Tsunagu.Server.Demo;
 using Tsunagu.Server.Security;
 
 namespace Tsunagu.IntegrationTests;

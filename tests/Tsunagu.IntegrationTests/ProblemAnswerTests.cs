@@ -4,8 +4,8 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

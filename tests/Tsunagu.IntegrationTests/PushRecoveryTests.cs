@@ -5,7 +5,6 @@ using System.Net.Http.Json;
 using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using Tsunagu.Cli.Fleet;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
@@ -59,7 +58,7 @@ public class PushRecoveryTests
         using (var http = server.PinnedHttp())
         {
             http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic",
-                Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{Tsunagu.Server.Demo.DemoCatalogue.OperatorName}:{TestServer.Password}")));
+                Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{Tsunagu.Demo.DemoCatalogue.OperatorName}:{TestServer.Password}")));
             using var response = await http.PostAsJsonAsync(Routes.ForceCheck, new ForceCheckRequest([units[0].Mac], null), ProtocolJson.Default.ForceCheckRequest);
             var body = await response.Content.ReadAsStringAsync();
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable), body);

@@ -5,9 +5,9 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

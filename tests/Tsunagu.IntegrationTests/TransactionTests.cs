@@ -3,10 +3,11 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -21,7 +22,12 @@ public class TransactionTests
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
     /// <summary>Makes every insert into <paramref name="table"/> matching <paramref name="when"/> fail, as a full or broken store would.</summary>
-    private static void InjectFault(TestServer server, string table, string when)
+    private static void InjectFault(TestServer server, string table, string when) =>
+        Execute(server, $"CREATE TRIGGER injected_fault BEFORE INSERT ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END");
+
+    private static void RemoveFault(TestServer server) => Execute(server, "DROP TRIGGER injected_fault");
+
+    private static void Execute(TestServer server, string sql)
     {
         using var c = new SqliteConnection(new SqliteConnectionStringBuilder
         {
@@ -29,7 +35,7 @@ public class TransactionTests
         }.ToString());
         c.Open();
         using var command = c.CreateCommand();
-        command.CommandText = $"CREATE TRIGGER injected_fault BEFORE INSERT ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END";
+        command.CommandText = sql;
         command.ExecuteNonQuery();
     }
 
@@ -129,8 +135,11 @@ public class TransactionTests
         Assert.That(server.Store.GetUnit(mac)!.LastError, Is.Null);
     }
 
-    /// <summary>An operator's request whose audit entry fails: refused, and the database exactly as before.</summary>
-    private static async Task AssertAuditFaultChangesNothing(TestServer server, string action, Func<HttpClient, Task<HttpResponseMessage>> request)
+    /// <summary>
+    /// An operator's request whose audit entry fails: refused, and the database exactly as before; the same request
+    /// without the fault succeeds (so the fault, not the request, was refused).
+    /// </summary>
+    private static async Task AssertAuditFaultChangesNothing(TestServer server, string action, Func<HttpClient, Task<HttpResponseMessage>> request, Action unchanged)
     {
         using var http = OperatorHttp(server);
         InjectFault(server, "audit", $"NEW.action = '{action}'");
@@ -138,6 +147,11 @@ public class TransactionTests
         using var response = await request(http);
         Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"nothing of {action} without its audit entry");
+        unchanged();
+        RemoveFault(server);
+        using var again = await request(http);
+        Assert.That(again.IsSuccessStatusCode, Is.True, $"without the fault the same request succeeds ({again.StatusCode})");
+        InjectFault(server, "audit", $"NEW.action = '{action}'");
     }
 
     [Test]
@@ -145,8 +159,11 @@ public class TransactionTests
     {
         await using var server = await TestServer.StartAsync();
         var digest = new string('a', 64);
-        await AssertAuditFaultChangesNothing(server, "media.register", http => http.PostAsJsonAsync(Routes.Media, new MediaRegistration(digest, "lab stick")));
-        Assert.That(server.Store.GetMedium(digest), Is.Null);
+        await AssertAuditFaultChangesNothing(server, "media.register", http => http.PostAsJsonAsync(Routes.Media, new MediaRegistration(digest, "lab stick")),
+            () =>
+            {
+                Assert.That(server.Store.GetMedium(digest), Is.Null);
+            });
     }
 
     [Test]
@@ -154,8 +171,11 @@ public class TransactionTests
     {
         await using var server = await TestServer.StartAsync();
         await AssertAuditFaultChangesNothing(server, "contract.put", http =>
-            http.PutAsJsonAsync($"{Routes.Prefix}/contracts/lab", new ContractRequest([ServiceConfigFields.All[0]])));
-        Assert.That(server.Store.GetContract("lab"), Is.Null);
+            http.PutAsJsonAsync($"{Routes.Prefix}/contracts/lab", new ContractRequest([ServiceConfigFields.All[0]])),
+            () =>
+            {
+                Assert.That(server.Store.GetContract("lab"), Is.Null);
+            });
     }
 
     [Test]
@@ -164,8 +184,11 @@ public class TransactionTests
         await using var server = await TestServer.StartAsync();
         var policy = PolicySettings.Get(server.Store);
         await AssertAuditFaultChangesNothing(server, "settings.update-policy", http =>
-            http.PutAsJsonAsync($"{Routes.Prefix}/settings/update-policy", policy with { CpuThreshold = policy.CpuThreshold / 2 }, ProtocolJson.Default.UpdatePolicy));
-        Assert.That(PolicySettings.Get(server.Store), Is.EqualTo(policy));
+            http.PutAsJsonAsync($"{Routes.Prefix}/settings/update-policy", policy with { CpuThreshold = policy.CpuThreshold / 2 }, ProtocolJson.Default.UpdatePolicy),
+            () =>
+            {
+                Assert.That(PolicySettings.Get(server.Store), Is.EqualTo(policy));
+            });
     }
 
     [Test]
@@ -173,8 +196,11 @@ public class TransactionTests
     {
         await using var server = await TestServer.StartAsync();
         await AssertAuditFaultChangesNothing(server, "operator.set", http =>
-            http.PostAsJsonAsync($"{Routes.Prefix}/operators", new NewSubscriber("carol", "a long enough password")));
-        Assert.That(server.Store.GetOperatorHash("carol"), Is.Null);
+            http.PostAsJsonAsync($"{Routes.Prefix}/operators", new NewSubscriber("carol", "a long enough password")),
+            () =>
+            {
+                Assert.That(server.Store.GetOperatorHash("carol"), Is.Null);
+            });
     }
 
     [Test]
@@ -183,8 +209,138 @@ public class TransactionTests
         await using var server = await TestServer.StartAsync();
         server.Store.UpsertContract("lab", [ServiceConfigFields.All[0]]);
         await AssertAuditFaultChangesNothing(server, "subscriber.set", http =>
-            http.PostAsJsonAsync($"{Routes.Prefix}/subscribers", new NewSubscriber("dave", "a long enough password", "lab")));
-        Assert.That(server.Store.GetSubscriberHash("dave"), Is.Null);
-        Assert.That(server.Store.GetSubscriberContract("dave"), Is.Null);
+            http.PostAsJsonAsync($"{Routes.Prefix}/subscribers", new NewSubscriber("dave", "a long enough password", "lab")),
+            () =>
+            {
+                Assert.That(server.Store.GetSubscriberHash("dave"), Is.Null);
+                Assert.That(server.Store.GetSubscriberContract("dave"), Is.Null);
+            });
+    }
+
+    [Test]
+    public async Task Software_whose_audit_entry_fails_is_not_catalogued()
+    {
+        await using var server = await TestServer.StartAsync();
+        await AssertAuditFaultChangesNothing(server, "software.add", http =>
+            http.PostAsJsonAsync($"{Routes.Prefix}/software", new SoftwareRequest("vcp", "9.9.9", "vcp", DemoCatalogue.HardwareVersion, null)),
+            () =>
+            {
+                Assert.That(server.Store.GetSoftware("vcp", "9.9.9"), Is.Null);
+            });
+    }
+
+    [Test]
+    public async Task A_patch_whose_audit_entry_fails_is_not_catalogued()
+    {
+        await using var server = await TestServer.StartAsync();
+        await AssertAuditFaultChangesNothing(server, "patch.add", http =>
+            http.PostAsJsonAsync($"{Routes.Prefix}/patches", new PatchRequest("vcp-fix-1", "vcp fix", "1.0.1", "vcp", 3, null, null)),
+            () =>
+            {
+                Assert.That(server.Store.ListPatches(), Is.Empty);
+            });
+    }
+
+    /// <summary>An artifact upload's body.</summary>
+    private static ByteArrayContent Octets(byte[] bytes)
+    {
+        var content = new ByteArrayContent(bytes);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        return content;
+    }
+
+    private static NewPattern DraftPattern() => new("pattern-3", "candidate", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion,
+        new Dictionary<string, string> { ["cache-manager"] = "1.0.0", ["firewall"] = "1.0.0", ["vcp"] = "1.2.0" });
+
+    [Test]
+    public async Task A_pattern_whose_audit_entry_fails_is_not_created()
+    {
+        await using var server = await TestServer.StartAsync();
+        var stamp = server.Store.Catalogue().Stamp;
+        await AssertAuditFaultChangesNothing(server, "pattern.create", http => http.PostAsJsonAsync($"{Routes.Prefix}/patterns", DraftPattern()),
+            () =>
+            {
+                Assert.That(server.Store.GetPattern("pattern-3"), Is.Null);
+                Assert.That(server.Store.Catalogue().Stamp, Is.EqualTo(stamp), "the catalogue did not move");
+            });
+    }
+
+    [Test]
+    public async Task A_pattern_verification_whose_audit_entry_fails_leaves_a_draft()
+    {
+        await using var server = await TestServer.StartAsync();
+        using (var http = OperatorHttp(server))
+        {
+            using var created = await http.PostAsJsonAsync($"{Routes.Prefix}/patterns", DraftPattern());
+            Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Created));
+        }
+        await AssertAuditFaultChangesNothing(server, "pattern.verify", http => http.PostAsync($"{Routes.Prefix}/patterns/pattern-3/verify", new StringContent("{}", Encoding.UTF8, "application/json")),
+            () =>
+            {
+                Assert.That(server.Store.GetPattern("pattern-3")!.Status, Is.EqualTo(Tsunagu.Server.Data.PatternStatus.Draft));
+            });
+    }
+
+    [Test]
+    public async Task A_target_pattern_whose_audit_entry_fails_is_not_set()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var target = server.Store.GetUnit(mac)!.TargetPattern;
+        var next = target == DemoCatalogue.Pattern2 ? DemoCatalogue.Pattern1 : DemoCatalogue.Pattern2;
+        await AssertAuditFaultChangesNothing(server, "unit.target-pattern", http =>
+            http.PutAsJsonAsync($"{Routes.Units}/{mac}/target-pattern", new TargetPatternRequest(next)),
+            () =>
+            {
+                Assert.That(server.Store.GetUnit(mac)!.TargetPattern, Is.EqualTo(target));
+            });
+    }
+
+    [Test]
+    public async Task An_update_program_whose_audit_entry_fails_is_not_added()
+    {
+        await using var server = await TestServer.StartAsync();
+        var bundle = DemoCatalogue.BuildBundle("p2-to-p1", 1, DemoCatalogue.Pattern2, DemoCatalogue.Pattern1,
+            DemoCatalogue.FactoryApplications.Where(a => DemoCatalogue.Pattern2Applications[a.Key] != a.Value).ToDictionary(), server.ReleaseKey, DateTimeOffset.UtcNow);
+        string sha;
+        using (var http = OperatorHttp(server))
+        {
+            using var uploaded = await http.PostAsync($"{Routes.Prefix}/artifacts", Octets(bundle));
+            Assert.That(uploaded.StatusCode, Is.EqualTo(HttpStatusCode.Created));
+            sha = (await uploaded.Content.ReadFromJsonAsync<ArtifactView>())!.Sha256;
+        }
+        await AssertAuditFaultChangesNothing(server, "update-program.add", http =>
+            http.PostAsJsonAsync($"{Routes.Prefix}/update-programs", new NewUpdateProgram("p2-to-p1", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 3, 1, sha)),
+            () =>
+            {
+                Assert.That(server.Store.GetUpdateProgram("p2-to-p1"), Is.Null);
+            });
+    }
+
+    [Test]
+    public async Task An_artifact_whose_audit_entry_fails_is_not_kept()
+    {
+        await using var server = await TestServer.StartAsync();
+        var artifacts = server.App.Services.GetRequiredService<Tsunagu.Server.Data.ArtifactStore>();
+        var files = Directory.GetFiles(artifacts.Directory).Order(StringComparer.Ordinal).ToList();
+        var content = Encoding.UTF8.GetBytes("an artifact whose upload is never recorded");
+        await AssertAuditFaultChangesNothing(server, "artifact.upload", http => http.PostAsync($"{Routes.Prefix}/artifacts", Octets(content)),
+            () =>
+            {
+                Assert.That(artifacts.PathOf(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(content))), Is.Null, "no artifact without its audit entry");
+                Assert.That(Directory.GetFiles(artifacts.Directory).Order(StringComparer.Ordinal), Is.EqualTo(files), "nothing left of the upload");
+            });
+    }
+
+    [Test]
+    public async Task Software_whose_insert_fails_writes_no_audit_entry()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var http = OperatorHttp(server);
+        InjectFault(server, "software", "NEW.version = '9.9.9'");
+        var before = HostileInputTests.Snapshot(server);
+        using var response = await http.PostAsJsonAsync($"{Routes.Prefix}/software", new SoftwareRequest("vcp", "9.9.9", "vcp", null, null));
+        Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no audit entry for software that was not catalogued");
     }
 }

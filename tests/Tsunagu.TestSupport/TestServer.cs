@@ -5,14 +5,14 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
-using Tsunagu.Server.Push;
+
 using Tsunagu.Server.Security;
 
 namespace Tsunagu.IntegrationTests;

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Security.Cryptography;
 using Tsunagu.Firmware.Net;
-using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.UnitTests;

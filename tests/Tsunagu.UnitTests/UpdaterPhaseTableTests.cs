@@ -1,7 +1,6 @@
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Updates;
 using Tsunagu.Firmware.Updates.Phases;
-using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.UnitTests;

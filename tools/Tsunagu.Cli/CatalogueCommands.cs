@@ -141,7 +141,7 @@ public static class CatalogueCommands
     public static IEnumerable<Command> UnitCommands(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {
         Command With(Command c) { foreach (var o in connection) { c.Options.Add(o); } return c; }
-        var fileArg = new Argument<FileInfo>("file") { Description = "CSV with a header row: " + string.Join(',', OperatorApi.CsvColumns) };
+        var fileArg = new Argument<FileInfo>("file") { Description = "CSV with a header row: " + string.Join(',', Tsunagu.Server.Units.Registration.DeviceTable.Columns) };
         var csv = With(new Command("register-csv", "register units in bulk from the device management table (all rows or none)") { fileArg });
         csv.SetAction((r, ct) => guard(async () =>
         {

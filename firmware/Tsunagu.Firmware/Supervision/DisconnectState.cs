@@ -1,5 +1,3 @@
-using Tsunagu.Protocol;
-
 namespace Tsunagu.Firmware.Supervision;
 
 /// <summary>S300: drop the provisional link (variant 2 keeps it: it is the main link).</summary>

@@ -1,5 +1,4 @@
 using Tsunagu.Hal;
-using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;
 

@@ -1,12 +1,4 @@
-using System.Formats.Tar;
-using System.IO.Compression;
-using System.Text.Json;
-using MQTTnet.Exceptions;
 using Tsunagu.Firmware.Net;
-using Tsunagu.Firmware.Services;
-using Tsunagu.Firmware.Storage;
-using Tsunagu.Hal;
-using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;
 

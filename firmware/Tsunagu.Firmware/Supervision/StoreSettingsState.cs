@@ -1,5 +1,4 @@
 using Tsunagu.Firmware.Storage;
-using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;
 

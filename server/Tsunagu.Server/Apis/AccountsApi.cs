@@ -125,7 +125,7 @@ public static class AccountsApi
             .RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
 
         // patent 0069-0070: the subscriber's own settings; a change is recorded provisional, pushed, applied, final
-        app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", Results<Ok<SubscriberConfigView>, ProblemHttpResult> (string mac, HttpContext http, Web.SubscriberChanges changes) =>
+        app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", Results<Ok<SubscriberConfigView>, ProblemHttpResult> (string mac, HttpContext http, Subscribers.SubscriberChanges changes) =>
         {
             var unit = MacAddress.TryNormalize(mac, out var m) ? changes.OwnUnit(http.Caller().Subject, m) : null;
             if (unit is null) { return Problems.NotFound($"unit {mac} is not one of yours"); }
@@ -134,7 +134,7 @@ public static class AccountsApi
                 changes.Revisions(unit.Mac).Select(r => new SubscriberRevision(r.Revision, r.Status, r.Error, r.Origin)).ToList()));
         }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
-        app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async Task<Results<Ok<SubscriberChangeView>, ProblemHttpResult>> (string mac, ServiceConfiguration config, HttpContext http, Web.SubscriberChanges changes) =>
+        app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async Task<Results<Ok<SubscriberChangeView>, ProblemHttpResult>> (string mac, ServiceConfiguration config, HttpContext http, Subscribers.SubscriberChanges changes) =>
         {
             if (!MacAddress.TryNormalize(mac, out var m) || changes.OwnUnit(http.Caller().Subject, m) is null)
             {
@@ -145,7 +145,7 @@ public static class AccountsApi
                 var result = await changes.ChangeAsync(http.Caller().Subject, m, "settings through the API", _ => config, http.RequestAborted);
                 return TypedResults.Ok(new SubscriberChangeView(result.Revision, ConfigStatus.Provisional, result.PushError));
             }
-            catch (Web.SubscriberChangeException e)
+            catch (Subscribers.SubscriberChangeException e)
             {
                 return Problems.BadRequest(e.Message, e.Field);
             }

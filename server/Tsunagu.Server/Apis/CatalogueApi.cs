@@ -18,8 +18,6 @@ public sealed record ContractRequest(IReadOnlyList<string>? SubscriberFields);
 /// <summary>The operator's catalogue (patent figs. 7-8): software, patches, install patterns, update programs, artifacts, service configurations, contracts.</summary>
 public static class CatalogueApi
 {
-    public const long MaxArtifactBytes = 4L * 1024 * 1024 * 1024;
-
     public static void MapCatalogueApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Catalogue");
@@ -27,20 +25,19 @@ public static class CatalogueApi
         api.MapGet("/software", (TsunaguStore store, string? appId) => TypedResults.Ok(store.ListSoftware(appId))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/software", Results<Created<SoftwareRow>, ProblemHttpResult> (SoftwareRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
         {
-            catalogue.AddSoftware(new SoftwareRow { AppId = r.AppId, Version = r.Version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs });
-            store.Audit(http.Caller().Subject, "software.add", $"{r.AppId} {r.Version}", null);
+            catalogue.AddSoftware(new SoftwareRow { AppId = r.AppId, Version = r.Version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs },
+                http.Caller().Subject);
             return TypedResults.Created($"{Routes.Prefix}/software?appId={r.AppId}", store.GetSoftware(r.AppId, r.Version)!);
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/patches", (TsunaguStore store) => TypedResults.Ok(store.ListPatches())).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/patches", Results<Created<PatchRequest>, ProblemHttpResult> (PatchRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
+        api.MapPost("/patches", Results<Created<PatchRequest>, ProblemHttpResult> (PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
         {
             catalogue.AddPatch(new PatchRow
             {
                 Id = r.Id, Name = r.Name, Version = r.Version, TargetApp = r.TargetApp, Importance = r.Importance,
                 OsVersion = r.OsVersion, HardwareVersion = r.HardwareVersion,
-            });
-            store.Audit(http.Caller().Subject, "patch.add", r.Id, $"{r.TargetApp} {r.Version} importance {r.Importance}");
+            }, http.Caller().Subject);
             return TypedResults.Created($"{Routes.Prefix}/patches", r);
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
@@ -48,32 +45,28 @@ public static class CatalogueApi
         api.MapGet("/patterns/{id}", Results<Ok<PatternView>, ProblemHttpResult> (string id, TsunaguStore store) =>
             store.GetPattern(id) is { } p ? TypedResults.Ok(ToView(p)) : Problems.NotFound($"pattern {id} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/patterns", Results<Created<PatternView>, ProblemHttpResult> (NewPattern r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
+        api.MapPost("/patterns", Results<Created<PatternView>, ProblemHttpResult> (NewPattern r, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
         {
-            var p = catalogue.CreatePattern(r);
-            store.Audit(http.Caller().Subject, "pattern.create", p.Id, p.Applications);
+            var p = catalogue.CreatePattern(r, http.Caller().Subject);
             return TypedResults.Created($"{Routes.Prefix}/patterns/{p.Id}", ToView(p));
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
-        api.MapPost("/patterns/{id}/verify", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
+        api.MapPost("/patterns/{id}/verify", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
         {
-            var p = catalogue.Verify(id);
-            store.Audit(http.Caller().Subject, "pattern.verify", id, null);
+            var p = catalogue.Verify(id, http.Caller().Subject);
             return TypedResults.Ok(ToView(p));
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapPost("/patterns/{id}/retire", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
+        api.MapPost("/patterns/{id}/retire", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
         {
-            var p = catalogue.Retire(id);
-            store.Audit(http.Caller().Subject, "pattern.retire", id, null);
+            var p = catalogue.Retire(id, http.Caller().Subject);
             return TypedResults.Ok(ToView(p));
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/update-programs", (TsunaguStore store) => TypedResults.Ok(store.ListUpdatePrograms())).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/update-programs", async Task<Results<Created<UpdateProgramRow>, ProblemHttpResult>> (NewUpdateProgram r, CatalogueService catalogue, TsunaguStore store, HttpContext http) =>
+        api.MapPost("/update-programs", async Task<Results<Created<UpdateProgramRow>, ProblemHttpResult>> (NewUpdateProgram r, CatalogueService catalogue, HttpContext http) =>
         {
             try
             {
-                var p = await catalogue.AddUpdateProgramAsync(r, http.RequestAborted);
-                store.Audit(http.Caller().Subject, "update-program.add", p.Id, $"{p.FromPattern} -> {p.ToPattern} importance {p.Importance}");
+                var p = await catalogue.AddUpdateProgramAsync(r, http.Caller().Subject, http.RequestAborted);
                 return TypedResults.Created($"{Routes.Prefix}/update-programs", p);
             }
             catch (CatalogueRuleException e)
@@ -86,19 +79,18 @@ public static class CatalogueApi
             }
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
-        api.MapPost("/artifacts", async Task<Results<Created<ArtifactView>, ProblemHttpResult>> (HttpRequest request, ArtifactStore artifacts, TsunaguStore store, HttpContext http, CancellationToken ct) =>
+        api.MapPost("/artifacts", async Task<Results<Created<ArtifactView>, ProblemHttpResult>> (HttpRequest request, CatalogueService catalogue, HttpContext http, CancellationToken ct) =>
         {
             try
             {
-                var (sha, size) = await artifacts.AddAsync(request.Body, MaxArtifactBytes, ct);
-                store.Audit(http.Caller().Subject, "artifact.upload", sha, $"{size} bytes");
+                var (sha, size) = await catalogue.UploadArtifactAsync(request.Body, http.Caller().Subject, ct);
                 return TypedResults.Created($"{Routes.Artifacts}/{sha}", new ArtifactView(sha, size));
             }
             catch (InvalidDataException e)
             {
                 return Problems.BadRequest(e.Message);
             }
-        }).DisableAntiforgery().ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxArtifactBytes))
+        }).DisableAntiforgery().ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(CatalogueService.MaxArtifactBytes))
             .AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/service-configs/{name}", Results<Ok<ServiceConfiguration>, ProblemHttpResult> (string name, TsunaguStore store) =>

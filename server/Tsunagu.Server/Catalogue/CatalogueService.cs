@@ -18,17 +18,19 @@ public sealed record NewUpdateProgram(string Id, string FromPattern, string ToPa
 /// </summary>
 public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
 {
-    public void AddSoftware(SoftwareRow software)
+    /// <summary>Adds catalogued software; the audit entry (<c>software.add</c> by <paramref name="actor"/>) commits with it.</summary>
+    public void AddSoftware(SoftwareRow software, string actor)
     {
         RequireId(software.AppId, "appId");
         RequireId(software.Version, "version");
         RequireText(software.Name, "name", true);
         RequireText(software.RequiredHardware, "requiredHardware", false);
         RequireText(software.RequiredOs, "requiredOs", false);
-        store.AddSoftware(software);
+        store.AddSoftware(software, new AuditEntry(actor, "software.add", $"{software.AppId} {software.Version}", null));
     }
 
-    public void AddPatch(PatchRow patch)
+    /// <summary>Adds a patch; the audit entry (<c>patch.add</c> by <paramref name="actor"/>) commits with it.</summary>
+    public void AddPatch(PatchRow patch, string actor)
     {
         RequireId(patch.Id, "id");
         RequireId(patch.TargetApp, "targetApp");
@@ -41,11 +43,14 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         {
             throw new CatalogueRuleException($"targetApp: application '{patch.TargetApp}' is not in the software catalogue");
         }
-        store.AddPatch(patch);
+        store.AddPatch(patch, new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
     }
 
-    /// <summary>Creates a draft pattern after checking every application version against the catalogue.</summary>
-    public PatternRow CreatePattern(NewPattern pattern)
+    /// <summary>
+    /// Creates a draft pattern after checking every application version against the catalogue; the audit entry
+    /// (<c>pattern.create</c> by <paramref name="actor"/>) commits with it.
+    /// </summary>
+    public PatternRow CreatePattern(NewPattern pattern, string actor)
     {
         RequireId(pattern.Id, "id");
         RequireText(pattern.Name, "name", false);
@@ -68,12 +73,15 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
             Applications = JsonSerializer.Serialize(new SortedDictionary<string, string>(pattern.Applications.ToDictionary(), StringComparer.Ordinal).ToDictionary(),
                 ProtocolJson.Default.DictionaryStringString),
         };
-        store.AddPattern(row);
+        store.AddPattern(row, new AuditEntry(actor, "pattern.create", row.Id, row.Applications));
         return store.GetPattern(row.Id)!;
     }
 
-    /// <summary>draft -> verified, after checking the catalogue again (it may have changed since the draft).</summary>
-    public PatternRow Verify(string id)
+    /// <summary>
+    /// draft -> verified, after checking the catalogue again (it may have changed since the draft); the audit entry
+    /// (<c>pattern.verify</c> by <paramref name="actor"/>, <paramref name="detail"/>) commits with it.
+    /// </summary>
+    public PatternRow Verify(string id, string actor, string? detail = null)
     {
         var pattern = store.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
         if (pattern.Status != PatternStatus.Draft)
@@ -82,15 +90,18 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         }
         var apps = JsonSerializer.Deserialize(pattern.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
         CheckAgainstCatalogue(id, pattern.HardwareVersion, pattern.OsVersion, apps);
-        if (!store.SetPatternStatus(id, PatternStatus.Draft, PatternStatus.Verified))
+        if (!store.SetPatternStatus(id, PatternStatus.Draft, PatternStatus.Verified, new AuditEntry(actor, "pattern.verify", id, detail)))
         {
             throw new CatalogueRuleException($"pattern {id} changed while being verified; try again");
         }
         return store.GetPattern(id)!;
     }
 
-    /// <summary>verified -> retired: no longer a target; units on it keep running and are moved by update programs.</summary>
-    public PatternRow Retire(string id)
+    /// <summary>
+    /// verified -> retired: no longer a target; units on it keep running and are moved by update programs. The audit
+    /// entry (<c>pattern.retire</c> by <paramref name="actor"/>, <paramref name="detail"/>) commits with it.
+    /// </summary>
+    public PatternRow Retire(string id, string actor, string? detail = null)
     {
         var pattern = store.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
         if (pattern.Status != PatternStatus.Verified)
@@ -102,11 +113,15 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         {
             throw new CatalogueRuleException($"pattern {id} is the target of {targeting.Count} unit(s) (first: {targeting[0]}); give them another target first");
         }
-        store.SetPatternStatus(id, PatternStatus.Verified, PatternStatus.Retired);
+        store.SetPatternStatus(id, PatternStatus.Verified, PatternStatus.Retired, new AuditEntry(actor, "pattern.retire", id, detail));
         return store.GetPattern(id)!;
     }
 
-    public async Task<UpdateProgramRow> AddUpdateProgramAsync(NewUpdateProgram program, CancellationToken ct)
+    /// <summary>
+    /// Adds an update program whose artifact is a bundle for exactly this program; the audit entry
+    /// (<c>update-program.add</c> by <paramref name="actor"/>) commits with it.
+    /// </summary>
+    public async Task<UpdateProgramRow> AddUpdateProgramAsync(NewUpdateProgram program, string actor, CancellationToken ct)
     {
         RequireId(program.Id, "id");
         RequireId(program.FromPattern, "fromPattern");
@@ -134,7 +149,7 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
             Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
             ArtifactSha256 = sha, ArtifactSize = new FileInfo(path).Length,
         };
-        store.AddUpdateProgram(row);
+        store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"));
         return row;
     }
 
@@ -169,15 +184,27 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         }
     }
 
-    public void SetTargetPattern(string mac, string? pattern)
+    /// <summary>Sets (or clears) a unit's target pattern, a verified one; the audit entry (<c>unit.target-pattern</c> by <paramref name="actor"/>) commits with it.</summary>
+    public void SetTargetPattern(string mac, string? pattern, string actor)
     {
         if (pattern is not null && !Apis.InputRules.IsIdentifier(pattern)) { throw new CatalogueRuleException(Apis.InputRules.Identifier("pattern")); }
         if (pattern is not null && store.GetPattern(pattern) is not { Status: PatternStatus.Verified })
         {
             throw new CatalogueRuleException($"targetPattern: '{pattern}' is not a verified pattern");
         }
-        store.SetTargetPattern(mac, pattern);
+        store.SetTargetPattern(mac, pattern, new AuditEntry(actor, "unit.target-pattern", mac, pattern ?? "none"));
     }
+
+    /// <summary>Largest artifact accepted (bytes); larger uploads get 413.</summary>
+    public const long MaxArtifactBytes = 4L * 1024 * 1024 * 1024;
+
+    /// <summary>
+    /// Stores an uploaded artifact (content-addressed); the audit entry (<c>artifact.upload</c> by <paramref name="actor"/>)
+    /// is written before the artifact is kept, and nothing is kept when it fails.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The upload is empty or larger than <see cref="MaxArtifactBytes"/>.</exception>
+    public Task<(string Sha256, long Size)> UploadArtifactAsync(Stream content, string actor, CancellationToken ct) =>
+        artifacts.AddAsync(content, MaxArtifactBytes, (sha, size) => store.Audit(actor, "artifact.upload", sha, $"{size} bytes"), ct);
 
     private void CheckAgainstCatalogue(string id, string hardware, string os, IReadOnlyDictionary<string, string> applications)
     {

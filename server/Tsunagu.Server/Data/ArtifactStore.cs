@@ -24,9 +24,11 @@ public sealed class ArtifactStore(string directory)
 
     /// <summary>
     /// Streams an upload into the store, hashing as it goes; refuses more than <paramref name="maxBytes"/>.
-    /// Nothing is kept of an upload that fails.
+    /// <paramref name="commit"/> (when given) runs with the digest and size once the upload is complete and before it
+    /// is kept (the caller's record of it, such as an audit entry); nothing is kept of an upload that fails or whose
+    /// <paramref name="commit"/> throws.
     /// </summary>
-    public async Task<(string Sha256, long Size)> AddAsync(Stream content, long maxBytes, CancellationToken ct)
+    public async Task<(string Sha256, long Size)> AddAsync(Stream content, long maxBytes, Action<string, long>? commit, CancellationToken ct)
     {
         System.IO.Directory.CreateDirectory(Directory);
         var tmp = Path.Combine(Directory, $".upload-{Guid.NewGuid():N}");
@@ -51,6 +53,7 @@ public sealed class ArtifactStore(string directory)
             }
             if (size == 0) { throw new InvalidDataException("the artifact is empty"); }
             var sha = Convert.ToHexStringLower(hash.GetHashAndReset());
+            commit?.Invoke(sha, size);
             File.Move(tmp, Path.Combine(Directory, sha), overwrite: true);
             return (sha, size);
         }

@@ -9,12 +9,13 @@ public sealed partial class TsunaguStore
 {
     // ---- software catalogue and patches -------------------------------------------------------------
 
-    public void AddSoftware(SoftwareRow software)
+    /// <summary>Adds catalogued software, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void AddSoftware(SoftwareRow software, AuditEntry? audit = null)
     {
         Insert("""
                 INSERT INTO software (app_id, version, name, required_hardware, required_os, created_at)
                 VALUES (@AppId, @Version, @Name, @RequiredHardware, @RequiredOs, @now)
-                """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() }, $"software {software.AppId} {software.Version} is already in the catalogue");
+                """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() }, $"software {software.AppId} {software.Version} is already in the catalogue", audit);
     }
 
     /// <summary>Adds the software if it is not catalogued yet (seeding).</summary>
@@ -39,12 +40,13 @@ public sealed partial class TsunaguStore
         return c.QuerySingleOrDefault<SoftwareRow>("SELECT * FROM software WHERE app_id = @appId AND version = @version", new { appId, version });
     }
 
-    public void AddPatch(PatchRow patch)
+    /// <summary>Adds a patch, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void AddPatch(PatchRow patch, AuditEntry? audit = null)
     {
         Insert("""
                 INSERT INTO patches (id, name, version, target_app, importance, os_version, hardware_version, created_at)
                 VALUES (@Id, @Name, @Version, @TargetApp, @Importance, @OsVersion, @HardwareVersion, @now)
-                """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() }, $"patch {patch.Id} already exists");
+                """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() }, $"patch {patch.Id} already exists", audit);
     }
 
     public IReadOnlyList<PatchRow> ListPatches()
@@ -67,12 +69,13 @@ public sealed partial class TsunaguStore
             """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now }, tx));
     }
 
-    public void AddPattern(PatternRow pattern)
+    /// <summary>Adds a pattern, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void AddPattern(PatternRow pattern, AuditEntry? audit = null)
     {
         CatalogueInsert("""
                 INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at)
                 VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now)
-                """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() }, $"pattern {pattern.Id} already exists");
+                """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() }, $"pattern {pattern.Id} already exists", audit);
     }
 
     public PatternRow? GetPattern(string id)
@@ -81,12 +84,19 @@ public sealed partial class TsunaguStore
         return c.QuerySingleOrDefault<PatternRow>("SELECT * FROM patterns WHERE id = @id", new { id });
     }
 
-    /// <summary>Moves a pattern from <paramref name="from"/> to <paramref name="to"/>; false when it was not in <paramref name="from"/>.</summary>
-    public bool SetPatternStatus(string id, string from, string to)
+    /// <summary>
+    /// Moves a pattern from <paramref name="from"/> to <paramref name="to"/>, with <paramref name="audit"/> (when given)
+    /// in the same transaction; false (and no audit entry) when it was not in <paramref name="from"/>.
+    /// </summary>
+    public bool SetPatternStatus(string id, string from, string to, AuditEntry? audit = null)
     {
         var column = to == PatternStatus.Verified ? "verified_at" : "retired_at";
         return CatalogueWrite((c, tx) =>
-            c.Execute($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now = Now() }, tx)) > 0;
+        {
+            var moved = c.Execute($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now = Now() }, tx) > 0;
+            if (moved) { WriteAudit(c, tx, audit); }
+            return moved;
+        });
     }
 
     public IReadOnlyList<PatternRow> ListPatterns(string? status = null)
@@ -109,12 +119,13 @@ public sealed partial class TsunaguStore
             """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx));
     }
 
-    public void AddUpdateProgram(UpdateProgramRow program)
+    /// <summary>Adds an update program, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry? audit = null)
     {
         CatalogueInsert("""
                 INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
                 VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
-                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists");
+                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists", audit);
     }
 
     public IReadOnlyList<UpdateProgramRow> ListUpdatePrograms()
@@ -201,12 +212,17 @@ public sealed partial class TsunaguStore
         return result;
     }
 
-    /// <summary><see cref="Insert"/> for catalogue rows: the insert and the new stamp commit together.</summary>
-    private void CatalogueInsert(string sql, object args, string conflict)
+    /// <summary><see cref="Insert"/> for catalogue rows: the insert, the new stamp and <paramref name="audit"/> (when given) commit together.</summary>
+    private void CatalogueInsert(string sql, object args, string conflict, AuditEntry? audit)
     {
         try
         {
-            CatalogueWrite((c, tx) => c.Execute(sql, args, tx));
+            CatalogueWrite((c, tx) =>
+            {
+                c.Execute(sql, args, tx);
+                WriteAudit(c, tx, audit);
+                return 0;
+            });
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {

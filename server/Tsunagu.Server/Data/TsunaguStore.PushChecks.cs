@@ -31,8 +31,11 @@ public static class PushCheckStatus
 
 public sealed partial class TsunaguStore
 {
-    /// <summary>Records a forced check: one row per unit with the nonce its push carries, counted as sent once.</summary>
-    public void AddPushCheck(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units)
+    /// <summary>
+    /// Records a forced check: one row per unit with the nonce its push carries, counted as sent once; with
+    /// <paramref name="audit"/> (when given) in the same transaction.
+    /// </summary>
+    public void AddPushCheck(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units, AuditEntry? audit = null)
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
@@ -41,6 +44,7 @@ public sealed partial class TsunaguStore
             INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts)
             VALUES (@checkId, @Mac, @Nonce, @importance, @actor, @now, @now, 1)
             """, units.Select(u => new { checkId, u.Mac, u.Nonce, importance, actor, now }), tx);
+        WriteAudit(c, tx, audit);
         tx.Commit();
     }
 

@@ -173,11 +173,9 @@ public sealed partial class TsunaguStore
         c.Execute("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() });
     }
 
-    public void SetTargetPattern(string mac, string? pattern)
-    {
-        using var c = Open();
-        c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern });
-    }
+    /// <summary>Sets (or clears) the unit's target pattern, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    public void SetTargetPattern(string mac, string? pattern, AuditEntry? audit = null) =>
+        Write((c, tx) => c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx), audit);
 
     // ---- challenges -------------------------------------------------------------------------------------
 

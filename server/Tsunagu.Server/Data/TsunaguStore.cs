@@ -117,6 +117,8 @@ public sealed partial class TsunaguStore
         c.Execute(AuditSql, new { now = Now(), actor, action, target, detail });
     }
 
+    public void Audit(AuditEntry entry) => Audit(entry.Actor, entry.Action, entry.Target, entry.Detail);
+
     public IReadOnlyList<AuditRow> ListAudit(int limit = 200, string? actor = null, string? target = null)
     {
         using var c = Open();

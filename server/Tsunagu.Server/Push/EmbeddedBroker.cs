@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using MQTTnet.Protocol;
 using MQTTnet.Server;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
 

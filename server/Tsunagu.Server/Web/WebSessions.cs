@@ -51,7 +51,6 @@ public static class WebSessions
             o.FormFieldName = "__csrf";
         });
         services.AddSingleton(new PasswordGuard(options, time));
-        services.AddSingleton<SubscriberChanges>();
         return services;
     }
 

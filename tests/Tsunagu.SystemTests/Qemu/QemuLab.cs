@@ -6,13 +6,13 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 using Tsunagu.Server.Security;
 
 namespace Tsunagu.SystemTests.Qemu;

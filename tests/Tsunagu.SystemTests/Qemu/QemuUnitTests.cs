@@ -1,8 +1,7 @@
 using System.Diagnostics;
-using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.SystemTests.Qemu;
 

@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Time.Testing;
-using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
 using Tsunagu.Protocol;
 

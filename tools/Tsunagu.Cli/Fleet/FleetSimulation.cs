@@ -8,13 +8,12 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
-using Tsunagu.Server.Security;
 
 namespace Tsunagu.Cli.Fleet;
 

@@ -1,4 +1,3 @@
-using Tsunagu.Cli.Factory;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;

@@ -28,17 +28,16 @@ public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogu
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostVerify(string id) => Apply(id, "pattern.verify", () => catalogue.Verify(id), "verified");
+    public IActionResult OnPostVerify(string id) => Apply(id, () => catalogue.Verify(id, Who, "web console"), "verified");
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostRetire(string id) => Apply(id, "pattern.retire", () => catalogue.Retire(id), "retired");
+    public IActionResult OnPostRetire(string id) => Apply(id, () => catalogue.Retire(id, Who, "web console"), "retired");
 
-    private IActionResult Apply(string id, string action, Func<PatternRow> change, string done)
+    private IActionResult Apply(string id, Func<PatternRow> change, string done)
     {
         try
         {
             change();
-            store.Audit(Who, action, id, "web console");
             Notice = $"Pattern {id} {done}.";
         }
         catch (Exception e) when (e is CatalogueRuleException or KeyNotFoundException)

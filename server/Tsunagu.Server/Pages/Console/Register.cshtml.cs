@@ -1,11 +1,10 @@
 using System.ComponentModel.DataAnnotations;
 using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
-using Tsunagu.Server.Push;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Units.Registration;
 
 namespace Tsunagu.Server.Pages.Console;
 
@@ -27,13 +26,13 @@ public sealed class UnitForm
 
 /// <summary>Registration of units into the device management table: one by form, or a CSV file with errors per row.</summary>
 [ConsoleAccess(OperatorRoles.Administrator)]
-public sealed class RegisterModel(TsunaguStore store, IPushPublisher push, ILogger<RegisterModel> log) : SessionPageModel("console")
+public sealed class RegisterModel(TsunaguStore store, UnitRegistration registration) : SessionPageModel("console")
 {
     [BindProperty] public UnitForm Form { get; set; } = new();
     public IReadOnlyList<PatternRow> Patterns { get; private set; } = [];
-    public OperatorApi.BulkCheck? Bulk { get; private set; }
+    public BulkCheck? Bulk { get; private set; }
     public int BulkRegistered { get; private set; }
-    public string CsvColumns => string.Join(',', OperatorApi.CsvColumns);
+    public string CsvColumns => string.Join(',', DeviceTable.Columns);
 
     public void OnGet() => Patterns = store.ListPatterns(PatternStatus.Verified);
 
@@ -45,7 +44,7 @@ public sealed class RegisterModel(TsunaguStore store, IPushPublisher push, ILogg
         var request = new RegisterUnitRequest(Form.Mac, Form.Serial, Form.HardwareVersion,
             new WanAccount(Form.IspMethod, Blank(Form.IspUsername), Blank(Form.IspPassword)), Blank(Form.IpAddress), Blank(Form.Domain),
             Blank(Form.Vpn), Blank(Form.GlobalIp), Blank(Form.TargetPattern), Blank(Form.Subscriber));
-        var (unit, error, _) = await OperatorApi.RegisterAsync(request, Who, store, push, log, HttpContext.RequestAborted);
+        var (unit, error, _) = await registration.RegisterAsync(request, Who, HttpContext.RequestAborted);
         if (unit is null)
         {
             ModelState.AddModelError("", error!);
@@ -72,12 +71,12 @@ public sealed class RegisterModel(TsunaguStore store, IPushPublisher push, ILogg
         }
         using var reader = new StreamReader(table.OpenReadStream());
         var text = await reader.ReadToEndAsync(HttpContext.RequestAborted);
-        Bulk = OperatorApi.CheckBulk(text, store);
+        Bulk = registration.CheckBulk(text);
         if (Bulk.CanCommit)
         {
             try
             {
-                await OperatorApi.CommitBulkAsync(Bulk, Who, store, push, log, HttpContext.RequestAborted);
+                await registration.CommitBulkAsync(Bulk, Who, HttpContext.RequestAborted);
                 BulkRegistered = Bulk.Valid.Count;
             }
             catch (Data.StoreConflictException e)

@@ -1,17 +1,17 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Units.ForcedChecks;
 
 namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>One unit: identity, device management table, inventory, pattern, configuration revisions, history; check now.</summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
-public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvider time) : SessionPageModel("console")
+public sealed class UnitModel(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, TimeProvider time) : SessionPageModel("console")
 {
     public UnitRow Unit { get; private set; } = new();
     public IReadOnlyDictionary<string, string> Applications { get; private set; } = new Dictionary<string, string>();
@@ -37,8 +37,7 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, TimeProvi
         if (push.BrokerUri is null) { Problem = "push is disabled on this server"; return RedirectToPage(new { mac = Unit.Mac }); }
         try
         {
-            var sent = await OperatorApi.PushCheckAsync(push, store, time, Who, [Unit.Mac], importance, HttpContext.RequestAborted);
-            store.Audit(Who, "units.check", Unit.Mac, $"importance {importance}; check {sent.CheckId}");
+            await checks.CheckNowAsync(Who, [Unit.Mac], importance, HttpContext.RequestAborted);
             Notice = $"Told {Unit.Mac} to check now (importance {importance}); the delivery and the unit's history below show when it arrives.";
         }
         catch (PushException e)

@@ -3,7 +3,7 @@ using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
-using Tsunagu.Server.Web;
+using Tsunagu.Server.Subscribers;
 
 namespace Tsunagu.Server.Pages.Portal;
 

@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Tsunagu.Server.Apis;
+namespace Tsunagu.Server.Units.Registration;
 
 /// <summary>A minimal RFC 4180 reader: quoted fields, doubled quotes, CRLF or LF line ends.</summary>
 public static class Csv

@@ -3,11 +3,11 @@ using System.Text;
 using System.Text.Json;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Units.Registration;
 
-namespace Tsunagu.Server.Demo;
+namespace Tsunagu.Demo;
 
 /// <summary>
 /// The demo catalogue: pattern 1 (the factory software), pattern 2 (newer versions of two applications), an
@@ -58,7 +58,7 @@ public static class DemoCatalogue
             Id = UpdateId, FromPattern = Pattern1, ToPattern = Pattern2, Importance = 5, Priority = 10,
             ArtifactSha256 = sha, ArtifactSize = size,
         });
-        store.UpsertServiceConfig(OperatorApi.DefaultServiceConfig, StandardServices);
+        store.UpsertServiceConfig(UnitRegistration.DefaultServiceConfig, StandardServices);
         operatorPassword ??= UnitCredentials.NewNonce(12);
         store.UpsertOperator(OperatorName, PasswordHasher.Hash(operatorPassword));
         return operatorPassword;

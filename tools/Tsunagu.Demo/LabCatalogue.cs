@@ -1,10 +1,9 @@
 using System.Security.Cryptography;
 using System.Text;
-using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Data;
 
-namespace Tsunagu.Server.Demo;
+namespace Tsunagu.Demo;
 
 /// <summary>
 /// The catalogue of the QEMU board's firmware image (`make image`): pattern `qemu-1` is what the image ships

@@ -1,11 +1,11 @@
 using System.Text.Json;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
+using Tsunagu.Server.Units.ForcedChecks;
 
-namespace Tsunagu.Server.Web;
+namespace Tsunagu.Server.Subscribers;
 
 /// <summary>A subscriber's change the configuration rules do not allow; the message says why, <see cref="Field"/> names the field when there is one.</summary>
 public sealed class SubscriberChangeException(string message, string? field = null) : Exception(message)
@@ -22,7 +22,7 @@ public sealed record SubscriberChangeResult(long Revision, string? PushError);
 /// of the unit's service configuration with origin "subscriber", provisional until the unit applies it (applied)
 /// and then confirms it is healthy with it (final). The unit is pushed to check at once.
 /// </summary>
-public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, TimeProvider time, ILogger<SubscriberChanges> log)
+public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, ILogger<SubscriberChanges> log)
 {
     public const string Origin = "subscriber";
 
@@ -72,7 +72,7 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, T
         }
         try
         {
-            await OperatorApi.PushCheckAsync(push, store, time, $"subscriber:{subscriber}", [unit.Mac], 5, ct);
+            await checks.SendAsync($"subscriber:{subscriber}", [unit.Mac], 5, ct);
             return new(revision, null);
         }
         catch (PushException e)

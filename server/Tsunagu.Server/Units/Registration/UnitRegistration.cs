@@ -1,0 +1,114 @@
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Push;
+
+namespace Tsunagu.Server.Units.Registration;
+
+/// <summary>
+/// Registration of units into the device management table (patent fig. 6), for the operator API and the console alike:
+/// the rules a registration must meet, the row with its first service configuration and its audit entry (one
+/// transaction), and the unit's broker account.
+/// </summary>
+public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, ILogger<UnitRegistration> log)
+{
+    /// <summary>The named service configuration a newly registered unit gets as its first revision.</summary>
+    public const string DefaultServiceConfig = "default";
+
+    /// <summary>Checks a registration; returns the row to insert or the error naming the field.</summary>
+    public static (UnitRow? Row, string? Error) Validate(RegisterUnitRequest request, TsunaguStore store)
+    {
+        if (!MacAddress.TryNormalize(request.Mac, out var mac)) { return (null, $"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address"); }
+        if (!InputRules.IsText(request.Serial, 64)) { return (null, "serial: required; " + InputRules.Text("serial", 64)); }
+        if (!InputRules.IsText(request.HardwareVersion, 64)) { return (null, "hardwareVersion: required; " + InputRules.Text("hardwareVersion", 64)); }
+        if (!InputRules.IsOptionalText(request.Isp?.Username, 128)) { return (null, InputRules.Text("isp.username", 128)); }
+        if (!InputRules.IsOptionalText(request.Isp?.Password, 128)) { return (null, InputRules.Text("isp.password", 128)); }
+        if (request.Domain is not null && !InputRules.IsDomainName(request.Domain)) { return (null, $"domain: '{InputRules.Quote(request.Domain)}' is not a DNS name"); }
+        if (!InputRules.IsOptionalText(request.Vpn, 128)) { return (null, InputRules.Text("vpn", 128)); }
+        if (request.Subscriber is not null && !AccountsApi.IsAccountName(request.Subscriber)) { return (null, "subscriber: at most 64 printable characters"); }
+        if (request.TargetPattern is not null && !InputRules.IsIdentifier(request.TargetPattern)) { return (null, InputRules.Identifier("targetPattern")); }
+        if (request.Isp is null || request.Isp.Method is not ("pppoe" or "dhcp" or "static"))
+        {
+            return (null, $"isp.method: '{InputRules.Quote(request.Isp?.Method)}' must be pppoe, dhcp or static");
+        }
+        if (request.Isp.Method == "pppoe" && (string.IsNullOrEmpty(request.Isp.Username) || string.IsNullOrEmpty(request.Isp.Password)))
+        {
+            return (null, "isp: a pppoe account needs username and password");
+        }
+        var address = request.IpAddress ?? request.Isp.Address;
+        if (request.Isp.Method == "static" && !ServiceConfigValidator.IsAddress(address))
+        {
+            return (null, "ipAddress: a static account needs an IP address");
+        }
+        if (address is not null && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{InputRules.Quote(address)}' is not an IP address"); }
+        if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{InputRules.Quote(request.GlobalIp)}' is not an IP address"); }
+        if (request.Domain is not null && !ServiceConfigValidator.IsDomainName(request.Domain)) { return (null, $"domain: {ServiceConfigValidator.Show(request.Domain)} is not a domain name"); }
+        if (request.TargetPattern is not null && store.GetPattern(request.TargetPattern) is not { Status: PatternStatus.Verified })
+        {
+            return (null, $"targetPattern: '{request.TargetPattern}' is not a verified pattern");
+        }
+        return (new UnitRow
+        {
+            Mac = mac, Serial = request.Serial.Trim(), HardwareVersion = request.HardwareVersion.Trim(),
+            IspMethod = request.Isp.Method, IspUsername = request.Isp.Username, IspPassword = request.Isp.Password,
+            IpAddress = address, Domain = request.Domain, Vpn = request.Vpn, GlobalIp = request.GlobalIp,
+            Subscriber = request.Subscriber, TargetPattern = request.TargetPattern, State = UnitStates.Registered,
+        }, null);
+    }
+
+    /// <summary>
+    /// Registers one unit: validation, the row, the default service configuration, the broker account, the audit
+    /// entry. Returns the stored unit, or the error (conflict: already registered).
+    /// </summary>
+    public async Task<(UnitRow? Unit, string? Error, bool Conflict)> RegisterAsync(RegisterUnitRequest request, string actor, CancellationToken ct)
+    {
+        var (unit, error) = Validate(request, store);
+        if (unit is null) { return (null, error, false); }
+        try
+        {
+            // the unit, its first configuration and the audit entry: one transaction
+            store.AddUnits([unit], store.GetServiceConfig(DefaultServiceConfig), actor, "unit.register", unit.Mac, unit.Serial);
+        }
+        catch (StoreConflictException e)
+        {
+            return (null, e.Message, true);
+        }
+        await EnsureBrokerAccountAsync(unit.Mac, ct);
+        return (store.GetUnit(unit.Mac)!, null, false);
+    }
+
+    /// <summary>Checks every row of a CSV device management table against the registration rules; writes nothing.</summary>
+    public BulkCheck CheckBulk(string text) => DeviceTable.Check(text, store);
+
+    /// <summary>Registers every unit of a checked table (all rows valid), with default configuration and broker accounts.</summary>
+    public async Task CommitBulkAsync(BulkCheck check, string actor, CancellationToken ct)
+    {
+        if (check.FileError is not null || check.Rows.Any(r => r.Error is not null))
+        {
+            throw new InvalidOperationException("a device management table with errors cannot be registered");
+        }
+        // every unit, its first configuration and the audit entry in one transaction: a unit registered meanwhile
+        // (another import) makes the whole table fail with nothing written
+        store.AddUnits(check.Valid, store.GetServiceConfig(DefaultServiceConfig), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)");
+        foreach (var unit in check.Valid)
+        {
+            await EnsureBrokerAccountAsync(unit.Mac, ct);
+        }
+    }
+
+    /// <summary>
+    /// The broker account is made at registration; when the broker is down the registration still stands and the
+    /// account is made when the server next connects to the broker (it provisions every registered unit then).
+    /// </summary>
+    private async Task EnsureBrokerAccountAsync(string mac, CancellationToken ct)
+    {
+        try
+        {
+            await push.EnsureUnitAccountAsync(mac, ct);
+        }
+        catch (PushException e)
+        {
+            log.LogWarning("unit {Mac}: broker account not made now ({Error}); it is made when the server reconnects to the broker", mac, e.Message);
+        }
+    }
+}
