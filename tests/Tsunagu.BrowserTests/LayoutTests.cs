@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Playwright;
 using Tsunagu.IntegrationTests;
-using Tsunagu.Server.Demo;
+using Tsunagu.Demo;
 
 namespace Tsunagu.BrowserTests;
 

@@ -5,7 +5,6 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
 using Tsunagu.Server.Apis;
-using Tsunagu.Server.Demo;
 
 namespace Tsunagu.IntegrationTests;
 

@@ -6,7 +6,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Demo;
+using Tsunagu.Demo;
 using Tsunagu.Server.Metrics;
 using Tsunagu.Server.Push;
 

@@ -8,7 +8,7 @@ using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
+using Tsunagu.Demo;
 using Tsunagu.Server.Security;
 using Tsunagu.Server.Web;
 

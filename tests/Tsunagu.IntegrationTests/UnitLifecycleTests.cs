@@ -9,7 +9,7 @@ using MQTTnet;
 using MQTTnet.Formatter;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
+using Tsunagu.Demo;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Units.Lifecycle;
 
@@ -206,7 +206,7 @@ public class UnitLifecycleTests
         var (oldMac, otherMac) = (units[0].Mac, units[1].Mac);
         using var http = OperatorHttp(server);
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{oldMac}/record", new UnitEditRequest(Subscriber: "alice", IspPassword: "alice-isp-pw"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        server.App.Services.GetRequiredService<Tsunagu.Server.Catalogue.CatalogueService>().SetTargetPattern(oldMac, DemoCatalogue.Pattern2);
+        server.App.Services.GetRequiredService<Tsunagu.Server.Catalogue.CatalogueService>().SetTargetPattern(oldMac, DemoCatalogue.Pattern2, "test");
         var config = server.Store.ListUnitConfigs(oldMac).OrderBy(x => x.Revision).Last().Document;
         var newMac = SimulatedFleetMac(40);
 

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
-using Prometheus;
 
 namespace Tsunagu.Server.Metrics;
 

@@ -5,7 +5,7 @@ using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
-using Tsunagu.Server.Demo;
+using Tsunagu.Demo;
 
 namespace Tsunagu.SystemTests.Qemu;
 

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
-using Tsunagu.Server.Data;
 
 namespace Tsunagu.SystemTests.Qemu;
 

@@ -2,6 +2,7 @@ using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
+using Tsunagu.Server.Units.Registration;
 
 namespace Tsunagu.Server.Units.Lifecycle;
 
@@ -33,7 +34,7 @@ public sealed record SecretRotationResult(string KeyId, int Resealed);
 /// The operations on the device management table's rows after registration: edit (with revisions), decommission,
 /// delete, replace (RMA), subscriber transfer. The API, the CLI (through the API) and the console use these.
 /// </summary>
-public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, ILogger<UnitLifecycle> log)
+public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitRegistration registration, ILogger<UnitLifecycle> log)
 {
     public static UnitRecordView View(UnitRow u) => new(u.Mac, u.Serial, u.HardwareVersion, u.IspMethod, u.IspUsername,
         u.IspPasswordSealed is not null || u.IspPassword is not null, u.IpAddress, u.Domain, u.Vpn, u.GlobalIp, u.Subscriber, u.TargetPattern,
@@ -62,7 +63,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, ILogg
         var request = new RegisterUnitRequest(mac, edit.Serial ?? before.Serial, edit.HardwareVersion ?? before.HardwareVersion,
             new WanAccount(method, Merge(edit.IspUsername, before.IspUsername), password, ip), ip,
             Merge(edit.Domain, before.Domain), Merge(edit.Vpn, before.Vpn), Merge(edit.GlobalIp, before.GlobalIp), null, Merge(edit.Subscriber, before.Subscriber));
-        var (after, error) = OperatorApi.Validate(request, store);
+        var (after, error) = UnitRegistration.Validate(request, store);
         if (after is null) { return (null, error); }
         var passwordChanged = edit.IspPassword is not null && password != store.IspPasswordOf(before);
         after.IspPasswordSealed = passwordChanged || before.IspPasswordSealed is null ? store.Secrets.Seal(mac, TsunaguStore.IspPasswordField, password) : before.IspPasswordSealed;
@@ -107,11 +108,11 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, ILogg
             // sealed for the new unit's MAC: a sealed value opens only for the unit it was sealed for
             IspPasswordSealed = store.Secrets.Seal(mac, TsunaguStore.IspPasswordField, store.IspPasswordOf(old)),
         };
-        var fallback = store.GetServiceConfig(OperatorApi.DefaultServiceConfig) is { } config
+        var fallback = store.GetServiceConfig(UnitRegistration.DefaultServiceConfig) is { } config
             ? System.Text.Json.JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)
             : null;
         var row = store.ReplaceUnit(oldMac, expected, replacement, fallback, actor);
-        await OperatorApi.EnsureBrokerAccountAsync(push, mac, log, ct);
+        await registration.EnsureBrokerAccountAsync(mac, ct);
         await RevokeOnBrokerAsync(oldMac, ct);
         return (row, null);
     }

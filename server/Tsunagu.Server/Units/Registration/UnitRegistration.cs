@@ -100,7 +100,7 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
     /// The broker account is made at registration; when the broker is down the registration still stands and the
     /// account is made when the server next connects to the broker (it provisions every registered unit then).
     /// </summary>
-    private async Task EnsureBrokerAccountAsync(string mac, CancellationToken ct)
+    public async Task EnsureBrokerAccountAsync(string mac, CancellationToken ct)
     {
         try
         {
