@@ -27,7 +27,7 @@ public sealed record LinuxUnitOptions
 
 /// <summary>
 /// A real unit: the Linux adapters composed for one board, beside the simulated twin
-/// (<see cref="Simulated.SimulatedUnit"/>). WAN: DHCP and static links on the board's WAN interface (PPPoE refused);
+/// (<see cref="Simulated.SimulatedUnit"/>). WAN: DHCP, static and PPPoE (pppd) links on the board's WAN interface;
 /// LEDs: LED class devices and GPIO lines under <see cref="StatusLeds"/>; reset button: evdev key or GPIO line;
 /// A/B slots: <see cref="LinuxBootControl"/>; data: <see cref="LinuxDataPartition"/>. Disposing it releases the
 /// WAN watch, the LED blink and the GPIO lines.
@@ -43,7 +43,7 @@ public sealed class LinuxUnit : IDisposable
         Wan = new WanLinkByMethod(board.Interfaces.Wan,
             ("dhcp", new DhcpWanLink(wanOptions, runner, time)),
             ("static", new StaticWanLink(wanOptions, runner, time)),
-            ("pppoe", new PppoeWanLink(board.Interfaces.Wan)));
+            ("pppoe", new PppoeWanLink(new PppoeWanOptions { Interface = board.Interfaces.Wan }, runner, time)));
         Gpio = board.Leds.Any(l => l.Gpio is not null) || board.Buttons.Any(b => b.Gpio is not null) ? new GpioLines() : null;
         try
         {
