@@ -129,7 +129,7 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
         Line($"lcp-echo-failure {o.LcpEchoFailure.ToString(inv)}");
         Line("maxfail 1");
         Line($"unit {o.Unit.ToString(inv)}");
-        Line("linkname tsunagu-wan");
+        Line($"linkname tsunagu-{o.PppInterface}");
         Line($"ipparam {StatePath}");
         Line($"ip-up-script {o.HookScript}");
         Line($"ip-down-script {o.HookScript}");

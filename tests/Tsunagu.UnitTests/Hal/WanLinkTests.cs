@@ -215,4 +215,30 @@ public class WanLinkTests : FakeRootTests
         await main.WaitAsync(TimeSpan.FromSeconds(5));
         Assert.That((link.IsUp, link.Address), Is.EqualTo((true, "100.64.0.2")));
     }
+
+    [Test]
+    public async Task Two_ports_provisional_on_one_main_on_the_other_and_only_one_up()
+    {
+        var main = new Tsunagu.Hal.Simulated.SimulatedWanLink();
+        var provisioning = new Tsunagu.Hal.Simulated.SimulatedWanLink();
+        using var link = new WanLinkByRole(main, provisioning);
+        await link.UpAsync(LinkRole.Provisional, new WanAccount("pppoe", "setup", "pw"), CancellationToken.None);
+        Assert.That((provisioning.IsUp, main.IsUp, link.Role), Is.EqualTo((true, false, (LinkRole?)LinkRole.Provisional)));
+        Assert.That(main.Attempts, Is.Empty, "the main port stays down while provisioning");
+        var provisionalLost = link.LinkLost;
+
+        main.MainUnavailable = true;
+        Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None));
+        Assert.That((provisioning.IsUp, provisionalLost.IsCompleted, link.Role), Is.EqualTo((true, false, (LinkRole?)LinkRole.Provisional)),
+            "a main port that fails leaves provisioning as it was");
+
+        main.MainUnavailable = false;
+        await link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None);
+        Assert.That((main.IsUp, provisioning.IsUp, link.Role), Is.EqualTo((true, false, (LinkRole?)LinkRole.Main)), "one default route");
+        await provisionalLost.WaitAsync(TimeSpan.FromSeconds(5));
+        var mainLost = link.LinkLost;
+        Assert.That(mainLost.IsCompleted, Is.False);
+        main.Drop();
+        await mainLost.WaitAsync(TimeSpan.FromSeconds(5));
+    }
 }
