@@ -6,7 +6,16 @@ namespace Tsunagu.Hal;
 /// <summary>A board's `board.json` could not be read or lacks a field; the message names the file and the field.</summary>
 public sealed class BoardDescriptionException(string message, Exception? inner = null) : HalException(message, isTransient: false, inner);
 
-public sealed record BoardInterfaces(string Wan, string Lan, string Vpn);
+/// <summary>
+/// The board's network ports: <see cref="Wan"/> carries the main link (and the provisional one, unless
+/// <see cref="ProvisioningWan"/> names a second WAN port kept for provisioning: the patent's variant 3).
+/// </summary>
+public sealed record BoardInterfaces(string Wan, string Lan, string Vpn, string? ProvisioningWan = null)
+{
+    /// <summary>The port the provisional link uses.</summary>
+    [JsonIgnore]
+    public string ProvisioningPort => ProvisioningWan ?? Wan;
+}
 
 /// <summary>The board's cache disk: mounted at <see cref="MountPoint"/>; holds only the cache and may be wiped at any time.</summary>
 public sealed record BoardHdd(string MountPoint);
@@ -100,6 +109,14 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
         Interface(source, "interfaces.wan", board.Interfaces.Wan);
         Interface(source, "interfaces.lan", board.Interfaces.Lan);
         Interface(source, "interfaces.vpn", board.Interfaces.Vpn);
+        if (board.Interfaces.ProvisioningWan is { } provisioning)
+        {
+            Interface(source, "interfaces.provisioningWan", provisioning);
+            if (provisioning == board.Interfaces.Lan || provisioning == board.Interfaces.Vpn)
+            {
+                throw new BoardDescriptionException($"{source}: interfaces.provisioningWan: '{provisioning}' is already the LAN or VPN interface");
+            }
+        }
         if (board.Hdd is not null && (string.IsNullOrEmpty(board.Hdd.MountPoint) || !Path.IsPathRooted(board.Hdd.MountPoint)))
         {
             throw new BoardDescriptionException($"{source}: hdd.mountPoint: '{board.Hdd.MountPoint}' must be an absolute path");

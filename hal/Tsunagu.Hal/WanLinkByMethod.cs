@@ -84,3 +84,6 @@ public sealed class WanLinkByMethod : IWanLink, INetworkAccess, IDisposable
 
     private static TaskCompletionSource NewLost() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
+
+/// <summary>The ISP refused the link's account (PAP/CHAP authentication failed): retrying with the same account will not help.</summary>
+public sealed class WanRefusedException(string message) : HalException(message, isTransient: false);

@@ -6,9 +6,13 @@ namespace Tsunagu.Protocol;
 
 // ---- Factory identity (the `factory` partition) -------------------------------------------------------
 
-/// <summary>How a WAN link is brought up: "pppoe", "dhcp" or "static", with the account for PPPoE.</summary>
+/// <summary>
+/// How a WAN link is brought up: "pppoe" (<see cref="Username"/>, <see cref="Password"/>), "dhcp", or "static"
+/// (<see cref="Address"/> with an optional prefix length, <see cref="Gateway"/>, <see cref="Dns"/>). Its grammar is
+/// <see cref="WanAccountGrammar"/>.
+/// </summary>
 public sealed record WanAccount(string Method, string? Username = null, string? Password = null,
-    string? Address = null, string? Gateway = null);
+    string? Address = null, string? Gateway = null, IReadOnlyList<string>? Dns = null);
 
 /// <summary>Everything a unit needs for its first connection (patent 0030-0032).</summary>
 public sealed record BootstrapInfo(string InitialServerUrl, WanAccount ProvisionalWan);
@@ -45,6 +49,10 @@ public sealed record SessionResponse(string Token, string Scope, DateTimeOffset 
 
 // ---- Settings (S200): the device management table row of patent fig. 6 ----------------------------------
 
+/// <summary>
+/// A unit's settings. <see cref="SettingsRevision"/> grows each time the operator changes the row (its WAN account
+/// above all): a unit whose host check reports a newer revision than the one it stored fetches them again and redials.
+/// </summary>
 public sealed record UnitSettings(
     string Mac,
     WanAccount Isp,
@@ -53,7 +61,8 @@ public sealed record UnitSettings(
     string? Vpn,
     string? GlobalIp,
     string HostServerUrl,
-    string? PushBroker);
+    string? PushBroker,
+    int SettingsRevision = 0);
 
 // ---- Version check and update (S400) ---------------------------------------------------------------------
 
@@ -101,7 +110,8 @@ public sealed record VersionCheckResponse(
     string? Deferred = null,
     BundleCounter? LastInstalledBundle = null,
     int? PowerOnSpreadSeconds = null,
-    DateTimeOffset? ServerTime = null);
+    DateTimeOffset? ServerTime = null,
+    int? SettingsRevision = null);
 
 public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
 public sealed record UpdateReportAck(string UpdateId, string? Pattern);

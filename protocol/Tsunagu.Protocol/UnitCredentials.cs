@@ -14,6 +14,10 @@ public static class UnitCredentials
     public const int UnitKeyBytes = 32;
     private const string SecretLabel = "tsunagu/v1/unit-secret|";
     private const string ProofLabel = "tsunagu/v1/proof|";
+    private const string AccessPasswordLabel = "tsunagu/v1/provisioning-ppp-password|";
+
+    /// <summary>Characters of a provisioning PPP password (base64url of the HMAC, 144 bits).</summary>
+    public const int AccessPasswordLength = 24;
 
     /// <summary>Derives the secret of the unit with <paramref name="mac"/> from the operator's unit key.</summary>
     public static byte[] DeriveUnitSecret(ReadOnlySpan<byte> unitKey, string mac)
@@ -25,6 +29,24 @@ public static class UnitCredentials
         var data = Encoding.ASCII.GetBytes(SecretLabel + MacAddress.Normalize(mac));
         return HMACSHA256.HashData(unitKey, data);
     }
+
+    /// <summary>
+    /// The unit's PPP password at the operator's provisioning access point (patent 0055): derived like the unit secret
+    /// from the operator's unit key and the MAC, under its own label, so the access point's authenticator can check it
+    /// with the key while the unit holds only the password. Base64url (letters, digits, '-', '_'): valid in a PPP options file.
+    /// </summary>
+    public static string DeriveAccessPassword(ReadOnlySpan<byte> unitKey, string mac)
+    {
+        if (unitKey.Length < 16)
+        {
+            throw new ProtocolException($"the unit key is {unitKey.Length} bytes; at least 16 are required");
+        }
+        var data = Encoding.ASCII.GetBytes(AccessPasswordLabel + MacAddress.Normalize(mac));
+        return Base64Url.Encode(HMACSHA256.HashData(unitKey, data))[..AccessPasswordLength];
+    }
+
+    /// <summary>The unit's PPP user name at the provisioning access point: its MAC without separators.</summary>
+    public static string AccessUsername(string mac) => MacAddress.Compact(MacAddress.Normalize(mac));
 
     /// <summary>The proof a unit sends for a challenge: HMAC(secret, label | purpose | mac | challengeId | nonce).</summary>
     public static string ComputeProof(ReadOnlySpan<byte> unitSecret, string purpose, string mac, string challengeId, string nonce)

@@ -79,4 +79,19 @@ public sealed class FactoryImageTests
         Assert.That(() => GptImage.ReadFactoryAsync(empty, CancellationToken.None),
             Throws.TypeOf<DiskImageException>().With.Message.Contains("factory partition is empty"));
     }
+
+    [Test]
+    public void A_pppoe_provisional_link_gets_the_password_derived_from_the_mac_and_never_the_key()
+    {
+        var key = Enumerable.Range(7, 32).Select(i => (byte)i).ToArray();
+        var spec = new IdentitySpec("02:00:5e:10:00:07", "S7", "hw1", "qemu-x86_64", "https://10.0.2.100:8443/", new WanAccount("pppoe"), ["pin"], ["key"]);
+        var identity = FactoryIdentities.Create(spec, key);
+        var wan = identity.Bootstrap.ProvisionalWan;
+        Assert.That((wan.Username, wan.Password), Is.EqualTo(("02005e100007", UnitCredentials.DeriveAccessPassword(key, "02:00:5e:10:00:07"))));
+        Assert.That(System.Text.Json.JsonSerializer.Serialize(identity), Does.Not.Contain(Convert.ToBase64String(key)), "the operator's key is not on the unit");
+        var given = FactoryIdentities.Create(spec with { ProvisionalWan = new WanAccount("pppoe", "setup", "given") }, key);
+        Assert.That(given.Bootstrap.ProvisionalWan.Password, Is.EqualTo("given"), "an explicit password is kept");
+        Assert.Throws<ArgumentException>(() => FactoryIdentities.Create(spec with { ProvisionalWan = new WanAccount("pppoe", "a b", "pw") }, key));
+    }
 }
+

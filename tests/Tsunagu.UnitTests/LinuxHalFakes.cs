@@ -17,7 +17,48 @@ internal sealed class RecordingRunner : ICommandRunner
         return Task.FromResult(Respond?.Invoke(command) ?? new CommandResult(command, 0, "", "", false));
     }
 
-    public IRunningCommand Start(CommandLine command, CommandOptions? options) => throw new NotSupportedException("no daemons in these tests");
+    /// <summary>Daemons started, in order; each is a <see cref="FakeDaemon"/> the test ends.</summary>
+    public List<FakeDaemon> Daemons { get; } = [];
+
+    /// <summary>Called for each daemon started (e.g. to play the event script's part).</summary>
+    public Action<FakeDaemon>? OnStart { get; set; }
+
+    public IRunningCommand Start(CommandLine command, CommandOptions? options)
+    {
+        var daemon = new FakeDaemon(command, options);
+        lock (Commands)
+        {
+            Commands.Add(command.ToString());
+            Daemons.Add(daemon);
+        }
+        OnStart?.Invoke(daemon);
+        return daemon;
+    }
+}
+
+/// <summary>A started program that runs until the test ends it (<see cref="Exit"/>) or it is stopped.</summary>
+internal sealed class FakeDaemon(CommandLine command, CommandOptions? options) : IRunningCommand
+{
+    private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public CommandLine Command { get; } = command;
+    public CommandOptions? Options { get; } = options;
+    public int ProcessId => 4242;
+    public Task<int> Exited => _exited.Task;
+    public string Output { get; set; } = "";
+    public bool Stopped { get; private set; }
+
+    public void Exit(int code) => _exited.TrySetResult(code);
+    public string RecentOutput() => Output;
+
+    public Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
+    {
+        Stopped = true;
+        _exited.TrySetResult(143);
+        return Task.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }
 
 /// <summary>GPIO lines in memory: outputs written, inputs set by the test (or computed).</summary>

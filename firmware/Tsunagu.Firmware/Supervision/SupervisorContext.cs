@@ -72,6 +72,7 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public bool ForcedCheck { get; set; }
     public bool ReadyReported { get; set; }
     public int MainLinkFailures { get; set; }
+    public int MainLinkRefusals { get; set; }
     public TimeSpan CheckInterval { get; set; } = options.CheckInterval;
     public string? LastError { get; set; }
 
@@ -198,6 +199,7 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
         Settings = FetchedSettings = null;
         ReadyReported = false;
         MainLinkFailures = 0;
+        MainLinkRefusals = 0;
     }
 
     /// <summary>Closes what holds `data` or a connection open: the push listener, the services, the client, the state store.</summary>

@@ -18,6 +18,9 @@ public sealed record SupervisorOptions
     /// <summary>After this many consecutive failures to bring up the main link, fall back to provisioning.</summary>
     public int MainLinkFailureLimit { get; init; } = 5;
 
+    /// <summary>After this many consecutive refusals of the main link's account by the ISP, fall back to provisioning for fresh settings.</summary>
+    public int MainLinkRefusalLimit { get; init; } = 3;
+
     /// <summary>How long a refused unit waits before asking again.</summary>
     public TimeSpan RefusedRetryInterval { get; init; } = TimeSpan.FromMinutes(30);
 
@@ -53,6 +56,7 @@ public sealed record SupervisorOptions
         if (CheckInterval <= TimeSpan.Zero) { throw new ArgumentException($"CheckInterval must be positive (was {CheckInterval})"); }
         if (CheckJitter is < 0 or >= 1) { throw new ArgumentException($"CheckJitter must be in [0, 1) (was {CheckJitter})"); }
         if (BackoffBase <= TimeSpan.Zero || BackoffCap < BackoffBase) { throw new ArgumentException($"backoff needs 0 < BackoffBase <= BackoffCap (was {BackoffBase}, {BackoffCap})"); }
+        if (MainLinkRefusalLimit < 1) { throw new ArgumentException($"MainLinkRefusalLimit must be at least 1 (was {MainLinkRefusalLimit})"); }
         if (MainLinkFailureLimit < 1) { throw new ArgumentException($"MainLinkFailureLimit must be at least 1 (was {MainLinkFailureLimit})"); }
     }
 }

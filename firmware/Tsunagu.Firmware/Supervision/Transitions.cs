@@ -15,6 +15,12 @@ public enum Outcome
     Success, NothingToDo, Retry, Failure, LinkLost, NeedsProvisioning, Refused,
     UpdateAvailable, CheckDue, SessionExpired, DataLost, Reboot,
 
+    /// <summary>The ISP refused the main link's account <see cref="SupervisorOptions.MainLinkRefusalLimit"/> times in a row: fetch fresh settings.</summary>
+    IspRefused,
+
+    /// <summary>The host holds a newer revision of this unit's settings than the one stored: fetch them again and redial.</summary>
+    SettingsChanged,
+
     /// <summary>The state threw an exception it did not map to an outcome (the supervisor records it and gives this).</summary>
     Fault,
 
@@ -123,6 +129,7 @@ public static class Transitions
         new(Main,           Outcome.Success,            HostSession,    None),
         new(Main,           Outcome.Retry,              Main,           Backoff),
         new(Main,           Outcome.LinkLost,           Provisional,    Backoff),        // main link failed MainLinkFailureLimit times; the backoff keeps growing
+        new(Main,           Outcome.IspRefused,         Provisional,    Backoff),        // the ISP refused the account MainLinkRefusalLimit times: fetch fresh settings
         new(Main,           Outcome.Fault,              Main,           Backoff),
         new(Main,           Outcome.DataLost,           Boot,           Backoff),
         new(Main,           Outcome.ResetPressed,       FactoryReset,   None),
@@ -140,6 +147,7 @@ public static class Transitions
 
         new(VersionCheck,   Outcome.UpdateAvailable,    Update,         None),           // S400
         new(VersionCheck,   Outcome.NothingToDo,        ServiceConfig,  None),
+        new(VersionCheck,   Outcome.SettingsChanged,    Provisional,    None),           // the operator changed the unit's row: fetch, store, redial
         new(VersionCheck,   Outcome.Retry,              VersionCheck,   Backoff),
         new(VersionCheck,   Outcome.LinkLost,           Main,           Backoff),
         new(VersionCheck,   Outcome.SessionExpired,     HostSession,    SessionBackoff),

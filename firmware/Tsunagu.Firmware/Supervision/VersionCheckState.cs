@@ -78,6 +78,13 @@ public sealed class VersionCheckState : IState
                 return DefaultStates.FromServerError(ctx, $"update {unsent.UpdateId}: failure report", e);
             }
         }
+        if (response.SettingsRevision is { } revision && revision > ctx.RequireSettings().SettingsRevision)
+        {
+            // the operator changed this unit's row (its ISP account...): fetch the settings again and redial (patent 0057-0058)
+            ctx.Log($"version check: the host holds settings revision {revision}, this unit {ctx.RequireSettings().SettingsRevision}; fetching them again");
+            ctx.DropHostSession();
+            return Outcome.SettingsChanged;
+        }
         if (response.Update is not { } offer)
         {
             return Outcome.NothingToDo;

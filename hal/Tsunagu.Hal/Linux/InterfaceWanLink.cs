@@ -29,6 +29,15 @@ public sealed record InterfaceWanOptions
     /// <summary>Time between two looks at the carrier while the link is up.</summary>
     public TimeSpan CarrierPollInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Where the DHCP link's udhcpc script records the lease events (`TSUNAGU_DHCP_STATE`); tmpfs on a unit.</summary>
+    public string DhcpStateFile { get; init; } = "/run/tsunagu/dhcp.state";
+
+    /// <summary>How long the DHCP link waits for its first lease (DISCOVER tries times their interval, plus a margin).</summary>
+    public TimeSpan? DhcpLeaseTimeout { get; init; }
+
+    /// <summary>Written with a static account's name servers (null: leave resolv.conf alone).</summary>
+    public string? ResolvConf { get; init; } = "/etc/resolv.conf";
+
     /// <summary>Longest run of one `ip` command.</summary>
     public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }
@@ -36,7 +45,8 @@ public sealed record InterfaceWanOptions
 /// <summary>
 /// A WAN link on one Linux interface, with busybox `ip`: what every addressing method shares. <see cref="UpAsync"/>
 /// brings the interface up and lets the method address it; <see cref="LinkLost"/> completes when the interface loses
-/// its carrier (`carrier` 0, `operstate` down, or the interface gone), polled with the <see cref="TimeProvider"/>.
+/// its carrier (`carrier` 0, `operstate` down, or the interface gone) or what the method holds (the DHCP lease),
+/// polled with the <see cref="TimeProvider"/>.
 /// Traffic uses the kernel's routing, so <see cref="WrapHandler"/> passes requests through.
 /// </summary>
 public abstract class InterfaceWanLink : IWanLink, INetworkAccess, IDisposable
@@ -82,10 +92,20 @@ public abstract class InterfaceWanLink : IWanLink, INetworkAccess, IDisposable
         }
     }
 
+    /// <summary>Why the link that is up is lost besides its carrier (the DHCP lease gone), polled with the carrier; null while it holds.</summary>
+    protected virtual string? LostBeyondCarrier() => null;
+
+    /// <summary>Stops what the method keeps running for the link (the DHCP client); called before a new Up and on Down.</summary>
+    protected virtual Task ReleaseAsync() => Task.CompletedTask;
+
+    /// <summary>Why the last link was lost (for messages), or null.</summary>
+    public string? LostReason { get; private set; }
+
     public async Task UpAsync(LinkRole role, WanAccount account, CancellationToken cancellationToken)
     {
         Validate(role, account);
         StopWatching(completeLost: true);
+        await ReleaseAsync();
         lock (_gate)
         {
             IsUp = false;
@@ -93,10 +113,20 @@ public abstract class InterfaceWanLink : IWanLink, INetworkAccess, IDisposable
             Address = null;
         }
         await Ip("bring the interface up", cancellationToken, "link", "set", Interface, "up");
-        var address = await AddressAsync(role, account, cancellationToken);
+        string? address;
+        try
+        {
+            address = await AddressAsync(role, account, cancellationToken);
+        }
+        catch
+        {
+            await ReleaseAsync();
+            throw;
+        }
         lock (_gate)
         {
             _lost = NewLost();
+            LostReason = null;
             IsUp = true;
             Role = role;
             Address = address;
@@ -108,6 +138,7 @@ public abstract class InterfaceWanLink : IWanLink, INetworkAccess, IDisposable
     public async Task DownAsync(CancellationToken cancellationToken)
     {
         StopWatching(completeLost: false);
+        await ReleaseAsync();
         lock (_gate)
         {
             IsUp = false;
@@ -125,11 +156,13 @@ public abstract class InterfaceWanLink : IWanLink, INetworkAccess, IDisposable
             while (true)
             {
                 await Task.Delay(Options.CarrierPollInterval, _time, cancellationToken);
-                if (!HasCarrier())
+                var reason = HasCarrier() ? LostBeyondCarrier() : "the carrier is gone";
+                if (reason is not null)
                 {
                     lock (_gate)
                     {
                         if (cancellationToken.IsCancellationRequested) { return; }
+                        LostReason = $"{Interface}: {reason}";
                         IsUp = false;
                         Role = null;
                         Address = null;
@@ -199,6 +232,7 @@ public abstract class InterfaceWanLink : IWanLink, INetworkAccess, IDisposable
     }
 
     protected ICommandRunner Runner => _runner;
+    protected TimeProvider Time => _time;
 
     public void Dispose()
     {

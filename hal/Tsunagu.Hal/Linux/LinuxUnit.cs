@@ -27,7 +27,7 @@ public sealed record LinuxUnitOptions
 
 /// <summary>
 /// A real unit: the Linux adapters composed for one board, beside the simulated twin
-/// (<see cref="Simulated.SimulatedUnit"/>). WAN: DHCP and static links on the board's WAN interface (PPPoE refused);
+/// (<see cref="Simulated.SimulatedUnit"/>). WAN: DHCP, static and PPPoE (pppd) links on the board's WAN interface;
 /// LEDs: LED class devices and GPIO lines under <see cref="StatusLeds"/>; reset button: evdev key or GPIO line;
 /// A/B slots: <see cref="LinuxBootControl"/>; data: <see cref="LinuxDataPartition"/>. Disposing it releases the
 /// WAN watch, the LED blink and the GPIO lines.
@@ -38,20 +38,27 @@ public sealed class LinuxUnit : IDisposable
     /// <exception cref="HalException">A device of the board is unusable (the PROM, the boot state, the reset button's GPIO...).</exception>
     public LinuxUnit(LinuxUnitOptions options, ICommandRunner runner, IServiceManager services, TimeProvider? time = null)
     {
+        (_options, _runner, _time) = (options, runner, time);
         var board = options.Board;
-        var wanOptions = new InterfaceWanOptions { Interface = board.Interfaces.Wan, DhcpScript = options.DhcpScript };
-        Wan = new WanLinkByMethod(board.Interfaces.Wan,
-            ("dhcp", new DhcpWanLink(wanOptions, runner, time)),
-            ("static", new StaticWanLink(wanOptions, runner, time)),
-            ("pppoe", new PppoeWanLink(board.Interfaces.Wan)));
+        Wan = Port(board.Interfaces.Wan, "", 0);
+        if (board.Interfaces.ProvisioningWan is { } provisioningPort && provisioningPort != board.Interfaces.Wan)
+        {
+            // variant 3: the provisional link on its own port, with its own DHCP state and PPP unit
+            Provisioning = Port(provisioningPort, "-provisioning", 1);
+            Link = new WanLinkByRole(Wan, Provisioning);
+        }
+        else
+        {
+            Link = Wan;
+        }
         Gpio = board.Leds.Any(l => l.Gpio is not null) || board.Buttons.Any(b => b.Gpio is not null) ? new GpioLines() : null;
         try
         {
             Leds = new StatusLeds(board, new LinuxLedOutputs(gpio: Gpio), new StatusLedOptions { Log = options.Log }, time);
             Boot = new LinuxBootControl(LinuxBootOptions.ForDataRoot(options.DataRoot) with { CmdlinePath = options.CmdlinePath }, runner, time);
             Hardware = new UnitHardware(new DirectoryFactoryPartition(options.FactoryRoot), new DirectoryPromPartition(options.PromRoot),
-                Wan, new LinuxDataPartition(new LinuxDataOptions { Root = options.DataRoot }), new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = board.Interfaces.Wan }),
-                Leds, Wan, Boot, services, board, Reset: ResetButtons.FromBoard(board, Gpio, time: time));
+                Link, new LinuxDataPartition(new LinuxDataOptions { Root = options.DataRoot }), new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = board.Interfaces.Wan }),
+                Leds, (INetworkAccess)Link, Boot, services, board, Reset: ResetButtons.FromBoard(board, Gpio, time: time));
         }
         catch
         {
@@ -60,7 +67,31 @@ public sealed class LinuxUnit : IDisposable
         }
     }
 
+    /// <summary>The main WAN port's link (and the provisional one on a board with one WAN port).</summary>
     public WanLinkByMethod Wan { get; }
+
+    /// <summary>The second WAN port's link, kept for provisioning (board `interfaces.provisioningWan`), or null.</summary>
+    public WanLinkByMethod? Provisioning { get; }
+
+    /// <summary>What the supervisor uses: <see cref="Wan"/>, or both ports by role.</summary>
+    public IWanLink Link { get; }
+
+    private WanLinkByMethod Port(string port, string suffix, int pppUnit)
+    {
+        var o = new InterfaceWanOptions
+        {
+            Interface = port, DhcpScript = _options.DhcpScript, DhcpStateFile = $"/run/tsunagu/dhcp{suffix}.state",
+            ResolvConf = "/etc/resolv.conf",
+        };
+        return new WanLinkByMethod(port,
+            ("dhcp", new DhcpWanLink(o, _runner, _time)),
+            ("static", new StaticWanLink(o, _runner, _time)),
+            ("pppoe", new PppoeWanLink(new PppoeWanOptions { Interface = port, Unit = pppUnit, RunDirectory = $"/run/tsunagu/ppp{suffix}" }, _runner, _time)));
+    }
+
+    private readonly LinuxUnitOptions _options;
+    private readonly ICommandRunner _runner;
+    private readonly TimeProvider? _time;
     public StatusLeds? Leds { get; }
     public LinuxBootControl? Boot { get; }
     public IGpioLines? Gpio { get; }
@@ -69,6 +100,7 @@ public sealed class LinuxUnit : IDisposable
     public void Dispose()
     {
         Wan.Dispose();
+        Provisioning?.Dispose();
         Leds?.Dispose();
         Gpio?.Dispose();
     }

@@ -21,6 +21,9 @@ public sealed class SimulatedWanLink : IWanLink, INetworkAccess
     public bool ProvisionalUnavailable { get; set; }
     public bool MainUnavailable { get; set; }
 
+    /// <summary>The ISP refuses the accounts for which this is true (<see cref="WanRefusedException"/>), e.g. a wrong password.</summary>
+    public Func<WanAccount, bool>? IspRefuses { get; set; }
+
     public void FailNextUps(int count) { lock (_gate) { _failNextUps = count; } }
 
     public Task UpAsync(LinkRole role, WanAccount account, CancellationToken cancellationToken)
@@ -32,6 +35,11 @@ public sealed class SimulatedWanLink : IWanLink, INetworkAccess
             if (_failNextUps > 0) { _failNextUps--; }
             if (string.IsNullOrEmpty(account.Method)) { refuse = true; }
             Attempts.Add((role, account.Method, !refuse));
+            if (!refuse && IspRefuses?.Invoke(account) == true)
+            {
+                Attempts[^1] = (role, account.Method, false);
+                throw new WanRefusedException($"simulated {role} link ({account.Method}): the ISP refused the account");
+            }
             if (refuse)
             {
                 throw new HalException($"simulated {role} link ({account.Method}) did not come up", isTransient: true);

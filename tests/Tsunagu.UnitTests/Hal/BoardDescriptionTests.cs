@@ -54,6 +54,17 @@ public class BoardDescriptionTests : FakeRootTests
         Assert.That(board.Buttons, Is.Empty);
         Assert.That(board.Pattern(StatusIndication.Ready), Is.Null);
         Assert.That(BoardDescription.Simulated.Leds, Is.Empty);
+        Assert.That((board.Interfaces.ProvisioningWan, board.Interfaces.ProvisioningPort), Is.EqualTo(((string?)null, "eth0")), "one WAN port serves both links");
+    }
+
+    [Test]
+    public void A_second_wan_port_can_serve_provisioning()
+    {
+        var board = BoardDescription.Parse("""{"name":"two","interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0","provisioningWan":"eth2"}}""", "two.json");
+        Assert.That((board.Interfaces.Wan, board.Interfaces.ProvisioningPort), Is.EqualTo(("eth0", "eth2")));
+        var e = Assert.Throws<BoardDescriptionException>(() => BoardDescription.Parse(
+            """{"name":"two","interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0","provisioningWan":"eth1"}}""", "two.json"));
+        Assert.That(e!.Message, Does.Contain("interfaces.provisioningWan: 'eth1' is already the LAN"));
     }
 
     private const string Base = """ "name":"x","interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0"} """;

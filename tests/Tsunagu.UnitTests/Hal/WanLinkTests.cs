@@ -12,21 +12,32 @@ public class WanLinkTests : FakeRootTests
     {
         Write("net/eth0/carrier", "1\n");
         Write("net/eth0/operstate", "up\n");
-        var runner = new RecordingRunner
+        var runner = new RecordingRunner();
+        // udhcpc's script and pppd's ip-up hook record their events; here the test plays them
+        runner.OnStart = d =>
         {
-            Respond = c => c.ToString() == "ip -4 -o addr show dev eth0"
-                ? new CommandResult(c, 0, "2: eth0    inet 10.0.2.15/24 brd 10.0.2.255 scope global eth0\\       valid_lft forever preferred_lft forever\n", "", false)
-                : null,
+            if (d.Command.Program == "udhcpc") { Write("run/dhcp.state", "bound 10.0.2.15\n"); }
+            if (d.Command.Program == "pppd") { Write("run/ppp/wan.state", "up ppp0 100.64.0.2 100.64.0.1 192.0.2.53 192.0.2.54\n"); }
         };
         var time = new FakeTimeProvider(Start);
-        var options = new InterfaceWanOptions { Interface = "eth0", DhcpScript = "/etc/udhcpc.script", NetClassRoot = Path.Combine(_dir, "net") };
+        var options = new InterfaceWanOptions
+        {
+            Interface = "eth0", DhcpScript = "/etc/udhcpc.script", NetClassRoot = Path.Combine(_dir, "net"),
+            DhcpStateFile = Path.Combine(_dir, "run/dhcp.state"), ResolvConf = Path.Combine(_dir, "resolv.conf"),
+        };
         var link = new WanLinkByMethod("eth0", ("dhcp", new DhcpWanLink(options, runner, time)), ("static", new StaticWanLink(options, runner, time)),
-            ("pppoe", new PppoeWanLink("eth0")));
+            ("pppoe", new PppoeWanLink(Pppoe(), runner, time)));
         return (link, runner, time);
     }
 
+    private PppoeWanOptions Pppoe() => new()
+    {
+        Interface = "eth0", RunDirectory = Path.Combine(_dir, "run/ppp"), ResolvConf = Path.Combine(_dir, "resolv.conf"),
+        HookScript = "/usr/lib/tsunagu/ppp-event",
+    };
+
     [Test]
-    public async Task Dhcp_link_runs_udhcpc_once_and_reads_the_address()
+    public async Task Dhcp_link_keeps_udhcpc_running_and_takes_the_address_it_bound()
     {
         var (link, runner, _) = Wan();
         await link.UpAsync(LinkRole.Provisional, new WanAccount("dhcp"), CancellationToken.None);
@@ -34,9 +45,10 @@ public class WanLinkTests : FakeRootTests
         {
             "ip link set eth0 up",
             "ip addr flush dev eth0",
-            "udhcpc -i eth0 -n -q -t 5 -T 3 -s /etc/udhcpc.script",
-            "ip -4 -o addr show dev eth0",
-        }));
+            "udhcpc -f -i eth0 -n -t 5 -T 3 -s /etc/udhcpc.script",
+        }), "no -q: udhcpc stays to renew the lease");
+        Assert.That(runner.Daemons[0].Options!.Environment!["TSUNAGU_DHCP_STATE"], Is.EqualTo(Path.Combine(_dir, "run/dhcp.state")));
+        Assert.That(runner.Daemons[0].Stopped, Is.False);
         Assert.That((link.IsUp, link.Role, link.Address), Is.EqualTo((true, (LinkRole?)LinkRole.Provisional, "10.0.2.15")));
         Assert.That(() => link.EnsureRoute(), Throws.Nothing);
         using var inner = new HttpClientHandler();
@@ -45,33 +57,71 @@ public class WanLinkTests : FakeRootTests
         runner.Commands.Clear();
         await link.DownAsync(CancellationToken.None);
         Assert.That(runner.Commands, Is.EqualTo(new[] { "ip route flush dev eth0", "ip addr flush dev eth0" }));
+        Assert.That(runner.Daemons[0].Stopped, Is.True, "Down stops the DHCP client");
         Assert.That((link.IsUp, link.Role, link.Address), Is.EqualTo((false, (LinkRole?)null, (string?)null)));
         var e = Assert.Throws<HalException>(() => link.EnsureRoute());
         Assert.That(e!.Message, Does.Contain("eth0 is down"));
     }
 
     [Test]
-    public void Dhcp_without_a_lease_is_transient_and_pppoe_is_not_supported()
+    public void Dhcp_without_a_lease_is_transient()
     {
         var (link, runner, _) = Wan();
-        runner.Respond = c => c.Program == "udhcpc" ? new CommandResult(c, 1, "", "udhcpc: no lease, failing\n", false) : null;
+        runner.OnStart = d =>
+        {
+            d.Output = "udhcpc: no lease, failing\n";
+            d.Exit(1);
+        };
         var e = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None));
         Assert.That(e!.IsTransient, Is.True);
         Assert.That(e.Message, Does.Contain("eth0: no DHCP lease for the Main link").And.Contain("no lease, failing"));
         Assert.That(link.IsUp, Is.False);
+    }
 
-        runner.Commands.Clear();
-        var p = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("pppoe", "user", "pw"), CancellationToken.None));
-        Assert.That(p!.IsTransient, Is.False);
-        Assert.That(p.Message, Does.Contain("PPPoE"));
-        Assert.That(runner.Commands, Is.Empty, "nothing is touched for an unsupported method");
+    [Test]
+    public async Task Dhcp_link_is_lost_when_the_lease_is_and_renewals_keep_it()
+    {
+        var (link, runner, time) = Wan();
+        await link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None);
+        var lost = link.LinkLost;
+        Write("run/dhcp.state", "renew 10.0.2.15\n");
+        time.Advance(TimeSpan.FromSeconds(3));
+        await Task.Delay(50);
+        Assert.That(lost.IsCompleted, Is.False, "a renewed lease keeps the link");
+        Write("run/dhcp.state", "deconfig \n");
+        time.Advance(TimeSpan.FromSeconds(1));
+        await lost.WaitAsync(TimeSpan.FromSeconds(5));
+        var dhcp = (DhcpWanLink)link.Current;
+        Assert.That((link.IsUp, dhcp.LostReason), Is.EqualTo((false, (string?)"eth0: the DHCP lease was lost (deconfig)")));
+
+        // a client that dies is a lost link too
+        await link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None);
+        Assert.That(runner.Daemons[0].Stopped, Is.True, "the old client is stopped before a new one starts");
+        var second = link.LinkLost;
+        runner.Daemons[1].Exit(1);
+        time.Advance(TimeSpan.FromSeconds(1));
+        await second.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.That(dhcp.LostReason, Is.EqualTo("eth0: the DHCP client stopped"));
+    }
+
+    [Test]
+    public async Task Dhcp_up_is_cancellable_and_stops_the_client()
+    {
+        var (link, runner, _) = Wan();
+        runner.OnStart = _ => { }; // no lease yet
+        using var cts = new CancellationTokenSource();
+        var up = link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), cts.Token);
+        await cts.CancelAsync();
+        Assert.That(async () => await up.WaitAsync(TimeSpan.FromSeconds(5)), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That((link.IsUp, runner.Daemons.Single().Stopped), Is.EqualTo((false, true)));
     }
 
     [Test]
     public async Task Static_link_sets_address_gateway_and_default_route()
     {
         var (link, runner, _) = Wan();
-        await link.UpAsync(LinkRole.Main, new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1"), CancellationToken.None);
+        await link.UpAsync(LinkRole.Main, new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1", Dns: ["192.0.2.53", "192.0.2.54"]), CancellationToken.None);
+        Assert.That(Read("resolv.conf"), Is.EqualTo("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"));
         Assert.That(runner.Commands, Is.EqualTo(new[]
         {
             "ip link set eth0 up",
@@ -90,8 +140,21 @@ public class WanLinkTests : FakeRootTests
         runner.Respond = c => c.Arguments.Contains("default") ? new CommandResult(c, 2, "", "RTNETLINK answers: Network is unreachable", false) : null;
         var e = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("static", Address: "192.0.2.9/24", Gateway: "198.51.100.1"), CancellationToken.None));
         Assert.That(e!.Message, Does.Contain("eth0: cannot set the default route").And.Contain("Network is unreachable"));
+        runner.Commands.Clear();
         var missing = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("static"), CancellationToken.None));
-        Assert.That(missing!.Message, Does.Contain("has no address"));
+        Assert.That(missing!.Message, Does.Contain("address: required for static"));
+        foreach (var bad in new[]
+        {
+            new WanAccount("static", Address: "192.0.2.9/33", Gateway: "192.0.2.1"),
+            new WanAccount("static", Address: "192.0.2.9", Gateway: "192.0.2.1 dev lo"),
+            new WanAccount("static", Address: "192.0.2.9", Gateway: "192.0.2.1", Dns: ["192.0.2.53\nnameserver 6.6.6.6"]),
+            new WanAccount("static", Address: "1", Gateway: "192.0.2.1"),
+        })
+        {
+            var refused = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, bad, CancellationToken.None));
+            Assert.That(refused!.IsTransient, Is.False);
+        }
+        Assert.That(runner.Commands, Is.Empty, "a refused static account touches nothing");
     }
 
     [Test]
@@ -141,10 +204,41 @@ public class WanLinkTests : FakeRootTests
         Assert.That(link.IsUp, Is.True, "a refused method leaves the link up as it was");
 
         var main = link.LinkLost;
-        var p = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("pppoe", "user", "pw"), CancellationToken.None));
-        Assert.That(p!.Message, Does.Contain("PPPoE, which is not supported yet"));
+        var p = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("pppoe", "user", "pw\nplugin /tmp/x.so"), CancellationToken.None));
+        Assert.That(p!.Message, Does.Contain("PPPoE account is refused"));
         Assert.That(runner.Commands, Is.Empty);
-        Assert.That((link.IsUp, link.Current, main.IsCompleted), Is.EqualTo((true, link.Current, false)), "PPPoE refused: the static link is still up and not lost");
+        Assert.That((link.IsUp, main.IsCompleted), Is.EqualTo((true, false)), "PPPoE refused: the static link is still up and not lost");
         Assert.That(link.Current, Is.InstanceOf<StaticWanLink>());
+
+        await link.UpAsync(LinkRole.Main, new WanAccount("pppoe", "user@isp.example", "pw"), CancellationToken.None);
+        Assert.That(link.Current, Is.InstanceOf<PppoeWanLink>());
+        await main.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.That((link.IsUp, link.Address), Is.EqualTo((true, "100.64.0.2")));
+    }
+
+    [Test]
+    public async Task Two_ports_provisional_on_one_main_on_the_other_and_only_one_up()
+    {
+        var main = new Tsunagu.Hal.Simulated.SimulatedWanLink();
+        var provisioning = new Tsunagu.Hal.Simulated.SimulatedWanLink();
+        using var link = new WanLinkByRole(main, provisioning);
+        await link.UpAsync(LinkRole.Provisional, new WanAccount("pppoe", "setup", "pw"), CancellationToken.None);
+        Assert.That((provisioning.IsUp, main.IsUp, link.Role), Is.EqualTo((true, false, (LinkRole?)LinkRole.Provisional)));
+        Assert.That(main.Attempts, Is.Empty, "the main port stays down while provisioning");
+        var provisionalLost = link.LinkLost;
+
+        main.MainUnavailable = true;
+        Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None));
+        Assert.That((provisioning.IsUp, provisionalLost.IsCompleted, link.Role), Is.EqualTo((true, false, (LinkRole?)LinkRole.Provisional)),
+            "a main port that fails leaves provisioning as it was");
+
+        main.MainUnavailable = false;
+        await link.UpAsync(LinkRole.Main, new WanAccount("dhcp"), CancellationToken.None);
+        Assert.That((main.IsUp, provisioning.IsUp, link.Role), Is.EqualTo((true, false, (LinkRole?)LinkRole.Main)), "one default route");
+        await provisionalLost.WaitAsync(TimeSpan.FromSeconds(5));
+        var mainLost = link.LinkLost;
+        Assert.That(mainLost.IsCompleted, Is.False);
+        main.Drop();
+        await mainLost.WaitAsync(TimeSpan.FromSeconds(5));
     }
 }

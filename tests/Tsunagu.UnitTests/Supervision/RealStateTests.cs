@@ -158,6 +158,29 @@ public class RealStateTests
     }
 
     [Test]
+    public async Task Main_account_refused_by_the_isp_N_times_goes_back_for_fresh_settings()
+    {
+        var (unit, ctx) = await NewUnitAsync(new SupervisorOptions { MainLinkFailureLimit = 5, MainLinkRefusalLimit = 3 });
+        ctx.Settings = new UnitSettings("02:54:53:00:00:01", new WanAccount("pppoe", "u", "wrong"), null, null, null, null, "https://127.0.0.1:1/", null);
+        unit.Wan.IspRefuses = a => a.Password == "wrong";
+        var main = new MainState();
+        var outcomes = new List<Outcome>();
+        for (var i = 0; i < 4; i++) { outcomes.Add(await main.EnterAsync(ctx, CancellationToken.None)); }
+        Assert.That(outcomes, Is.EqualTo(new[] { Outcome.Retry, Outcome.Retry, Outcome.IspRefused, Outcome.Retry }), "the refusal limit, not the failure limit");
+        Assert.That(ctx.LastError, Does.Contain("refused"));
+        Assert.That(Transitions.Next(StateId.Main, Outcome.IspRefused), Is.EqualTo(StateId.Provisional));
+
+        // a failure of another kind between refusals does not reset the count of refusals, a success does
+        unit.Wan.FailNextUps(1);
+        Assert.That(await main.EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Retry));
+        Assert.That(await main.EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Retry), "refusal 2");
+        Assert.That(await main.EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.IspRefused), "refusal 3: the failure between did not reset the count");
+        ctx.Settings = ctx.Settings with { Isp = new WanAccount("pppoe", "u", "fixed") };
+        Assert.That(await main.EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.Success));
+        Assert.That(ctx.MainLinkRefusals, Is.Zero);
+    }
+
+    [Test]
     public async Task Unreadable_factory_identity_is_retried_not_fatal()
     {
         var (unit, ctx) = await NewUnitAsync();

@@ -176,7 +176,7 @@ public class SupervisorTests
         Assert.That(time.Delays, Has.Count.EqualTo(3), "SessionExpired, LinkLost and DataLost wait; nothing else does");
         Assert.That(time.Delays, Has.All.InRange(floor, floor * 2), "the floor plus the first jitter");
         Assert.That(Transitions.Table.Where(t => t.Wait != Wait.None).Select(t => t.On).Distinct(),
-            Is.EquivalentTo(new[] { Retry, LinkLost, DataLost, SessionExpired, Fault }), "the outcomes that try again, and only they, wait");
+            Is.EquivalentTo(new[] { Retry, LinkLost, DataLost, SessionExpired, Fault, IspRefused }), "the outcomes that try again, and only they, wait");
     }
 
     [Test]

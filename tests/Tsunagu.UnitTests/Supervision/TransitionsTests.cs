@@ -81,7 +81,7 @@ public partial class TransitionsTests
     {
         foreach (var row in Transitions.Table)
         {
-            var again = row.On is Outcome.Retry or Outcome.Fault or Outcome.LinkLost or Outcome.DataLost or Outcome.SessionExpired;
+            var again = row.On is Outcome.Retry or Outcome.Fault or Outcome.LinkLost or Outcome.DataLost or Outcome.SessionExpired or Outcome.IspRefused;
             Assert.That(row.Wait != Wait.None, Is.EqualTo(again), $"{row.From} --{row.On}--> {row.To}: no failure may turn into a tight loop");
         }
     }

@@ -10,7 +10,9 @@ public sealed record IdentitySpec(string Mac, string Serial, string HardwareVers
 
 /// <summary>
 /// Creates factory identities. The unit's secret is derived here from the operator's unit key; only the derived
-/// secret goes into the identity, never the key.
+/// secret goes into the identity, never the key. A PPPoE provisional link given without a password gets the unit's
+/// provisioning PPP password, derived the same way under another label (<see cref="UnitCredentials.DeriveAccessPassword"/>),
+/// and, without a user name, the MAC as its user name.
 /// </summary>
 public static class FactoryIdentities
 {
@@ -24,8 +26,18 @@ public static class FactoryIdentities
         }
         if (spec.ServerPins.Count == 0) { throw new ArgumentException("at least one server certificate pin is required"); }
         var secret = UnitCredentials.DeriveUnitSecret(unitKey, mac);
+        var wan = spec.ProvisionalWan;
+        if (string.Equals(wan.Method?.Trim(), "pppoe", StringComparison.OrdinalIgnoreCase))
+        {
+            wan = wan with
+            {
+                Username = wan.Username ?? UnitCredentials.AccessUsername(mac),
+                Password = wan.Password ?? UnitCredentials.DeriveAccessPassword(unitKey, mac),
+            };
+        }
+        if (WanAccountGrammar.Problem(wan) is { } problem) { throw new ArgumentException($"provisional WAN account: {problem}"); }
         return new FactoryIdentity(FactoryIdentity.CurrentFormat, mac, spec.Serial, spec.HardwareVersion, spec.Board,
-            new BootstrapInfo(spec.InitialServerUrl, spec.ProvisionalWan), spec.ServerPins, spec.ReleasePublicKeys,
+            new BootstrapInfo(spec.InitialServerUrl, wan), spec.ServerPins, spec.ReleasePublicKeys,
             Convert.ToBase64String(secret));
     }
 

@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Time.Testing;
+using Tsunagu.Hal;
+using Tsunagu.Hal.Linux;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.UnitTests.Hal;
+
+/// <summary>The PPPoE link: pppd's options file, the account's grammar, up from the ip-up hook, lost, refused, cancelled.</summary>
+public class PppoeWanLinkTests : FakeRootTests
+{
+    private static readonly WanAccount Account = new("pppoe", "user@isp.example", "s3cret pass");
+
+    private (PppoeWanLink Link, RecordingRunner Runner, FakeTimeProvider Time) Link(Action<FakeDaemon>? onStart = null)
+    {
+        var runner = new RecordingRunner
+        {
+            OnStart = onStart ?? (_ => Write("run/ppp/wan.state", "up ppp0 100.64.0.2 100.64.0.1 192.0.2.53\n")),
+        };
+        var time = new FakeTimeProvider(Start);
+        var link = new PppoeWanLink(new PppoeWanOptions
+        {
+            Interface = "eth0", RunDirectory = Path.Combine(_dir, "run/ppp"), ResolvConf = Path.Combine(_dir, "resolv.conf"),
+            HookScript = "/usr/lib/tsunagu/ppp-event",
+        }, runner, time);
+        return (link, runner, time);
+    }
+
+    [Test]
+    public async Task Dials_with_a_private_options_file_and_is_up_when_the_hook_reports_an_address()
+    {
+        var (link, runner, _) = Link();
+        string? options = null;
+        UnixFileMode mode = 0;
+        runner.OnStart = d =>
+        {
+            options = File.ReadAllText(link.OptionsPath);
+            mode = OperatingSystem.IsWindows() ? 0 : File.GetUnixFileMode(link.OptionsPath);
+            Write("run/ppp/wan.state", "up ppp0 100.64.0.2 100.64.0.1 192.0.2.53\n");
+        };
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        Assert.That(runner.Commands, Is.EqualTo(new[] { "ip link set eth0 up", $"pppd file {link.OptionsPath} nodetach" }));
+        Assert.That(mode, Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite), "the options file holds the password");
+        Assert.That(options!.Split('\n'), Is.SupersetOf(new[]
+        {
+            "plugin pppoe.so", "nic-eth0", "user \"user@isp.example\"", "password \"s3cret pass\"", "hide-password", "noauth",
+            "mtu 1492", "mru 1492", "lcp-echo-interval 10", "lcp-echo-failure 3", "maxfail 1", "unit 0", "defaultroute",
+            $"ipparam {link.StatePath}", "ip-up-script /usr/lib/tsunagu/ppp-event", "ip-down-script /usr/lib/tsunagu/ppp-event",
+        }));
+        Assert.That(options.Split('\n'), Has.None.StartsWith("require-").And.None.EqualTo("persist"), "CHAP and PAP both allowed; redial is the supervisor's");
+        Assert.That((link.IsUp, link.Role, link.Address), Is.EqualTo((true, (LinkRole?)LinkRole.Main, "100.64.0.2")));
+        Assert.That(Read("resolv.conf"), Is.EqualTo("nameserver 192.0.2.53\n"));
+        Assert.That(() => link.EnsureRoute(), Throws.Nothing);
+
+        await link.DownAsync(CancellationToken.None);
+        Assert.That((link.IsUp, runner.Daemons[0].Stopped, File.Exists(link.OptionsPath)), Is.EqualTo((false, true, false)),
+            "hanging up stops pppd and removes the password");
+        Assert.That(link.LinkLost.IsCompleted, Is.False, "a hang-up asked for is not a lost link");
+    }
+
+    [TestCase("user\nplugin /tmp/evil.so", "pw")]
+    [TestCase("-user", "pw")]
+    [TestCase("user name", "pw")]
+    [TestCase("user", "pw\"\nplugin /tmp/evil.so")]
+    [TestCase("user", "pw\\")]
+    [TestCase("user", "pw\u0007")]
+    [TestCase("user", "")]
+    [TestCase(null, "pw")]
+    [TestCase("user", null)]
+    public void An_account_that_could_inject_an_option_is_refused_before_anything_is_touched(string? user, string? password)
+    {
+        var (link, runner, _) = Link();
+        var e = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, new WanAccount("pppoe", user, password), CancellationToken.None));
+        Assert.That(e!.IsTransient, Is.False);
+        Assert.That(e.Message, Does.Contain("PPPoE account is refused"));
+        Assert.That(runner.Commands, Is.Empty);
+        Assert.That(File.Exists(link.OptionsPath), Is.False);
+    }
+
+    [Test]
+    public void A_refusal_by_the_access_concentrator_is_a_typed_error_and_leaves_nothing_running()
+    {
+        var (link, runner, _) = Link(d =>
+        {
+            d.Output = "PAP authentication failed\n";
+            d.Exit(PppoeWanLink.ExitAuthenticationFailed);
+        });
+        var e = Assert.ThrowsAsync<WanRefusedException>(() => link.UpAsync(LinkRole.Main, Account, CancellationToken.None));
+        Assert.That(e!.Message, Does.Contain("refused the Main PPPoE account").And.Contain("PAP authentication failed"));
+        Assert.That((link.IsUp, File.Exists(link.OptionsPath)), Is.EqualTo((false, false)));
+
+        runner.OnStart = d => d.Exit(10);
+        var other = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, Account, CancellationToken.None));
+        Assert.That(other, Is.Not.InstanceOf<WanRefusedException>());
+        Assert.That(other!.IsTransient, Is.True, "a failed negotiation may succeed on the next dial");
+    }
+
+    [Test]
+    public async Task A_dead_line_is_reported_lost_and_the_next_up_dials_again()
+    {
+        var (link, runner, time) = Link();
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        var lost = link.LinkLost;
+        Assert.That(lost.IsCompleted, Is.False);
+        runner.Daemons[0].Exit(15); // LCP echo unanswered
+        await lost.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.That((link.IsUp, link.LostReason), Is.EqualTo((false, (string?)"eth0: the peer stopped answering LCP echo requests (pppd exit 15)")));
+
+        File.Delete(link.StatePath);
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        Assert.That((link.IsUp, runner.Daemons.Count), Is.EqualTo((true, 2)), "redialled with a fresh pppd");
+        var second = link.LinkLost;
+        Assert.That(second, Is.Not.SameAs(lost));
+        Write("run/ppp/wan.state", "down ppp0\n"); // ip-down while pppd still runs
+        time.Advance(TimeSpan.FromSeconds(1)); // the watch's next look at the state file
+        await second.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.That((link.IsUp, runner.Daemons[1].Stopped), Is.EqualTo((false, true)));
+    }
+
+    [Test]
+    public async Task Dialling_is_cancellable_and_times_out()
+    {
+        var (link, runner, time) = Link(_ => { });
+        using var cts = new CancellationTokenSource();
+        var up = link.UpAsync(LinkRole.Provisional, Account, cts.Token);
+        await cts.CancelAsync();
+        Assert.That(async () => await up.WaitAsync(TimeSpan.FromSeconds(5)), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That((link.IsUp, runner.Daemons[0].Stopped, File.Exists(link.OptionsPath)), Is.EqualTo((false, true, false)));
+
+        var slow = link.UpAsync(LinkRole.Provisional, Account, CancellationToken.None);
+        var watch = Stopwatch.StartNew();
+        while (!slow.IsCompleted && watch.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(5);
+        }
+        var e = Assert.ThrowsAsync<HalException>(() => slow);
+        Assert.That((e!.IsTransient, e.Message), Is.EqualTo((true, "eth0: the Provisional PPPoE session did not come up within 60 s: ")));
+        Assert.That(runner.Daemons[1].Stopped, Is.True);
+    }
+
+    [Test]
+    public void The_hook_script_records_up_and_down_for_the_link()
+    {
+        var hook = Path.Combine(BoardAndRunnerTests.RepositoryRoot(), "rootfs/overlay/usr/lib/tsunagu/ppp-event");
+        var state = Path.Combine(_dir, "wan.state");
+        Run(hook, new() { ["DNS1"] = "192.0.2.53", ["DNS2"] = "" }, "ppp0", "/dev/null", "0", "100.64.0.2", "100.64.0.1", state);
+        Assert.That(File.ReadAllText(state).Trim(), Is.EqualTo("up ppp0 100.64.0.2 100.64.0.1 192.0.2.53"));
+        Run(hook, new() { ["CONNECT_TIME"] = "42" }, "ppp0", "/dev/null", "0", "100.64.0.2", "100.64.0.1", state);
+        Assert.That(File.ReadAllText(state).Trim(), Is.EqualTo("down ppp0"));
+    }
+
+    private static void Run(string script, Dictionary<string, string> env, params string[] args)
+    {
+        var info = new ProcessStartInfo("sh") { UseShellExecute = false };
+        info.ArgumentList.Add(script);
+        foreach (var a in args) { info.ArgumentList.Add(a); }
+        foreach (var (k, v) in env) { info.Environment[k] = v; }
+        using var p = Process.Start(info)!;
+        Assert.That(p.WaitForExit(10_000), Is.True);
+        Assert.That(p.ExitCode, Is.Zero);
+    }
+}
