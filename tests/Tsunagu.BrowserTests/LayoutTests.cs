@@ -1,8 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Playwright;
-using Tsunagu.IntegrationTests;
 using Tsunagu.Demo;
+using Tsunagu.IntegrationTests;
 
 namespace Tsunagu.BrowserTests;
 

@@ -5,8 +5,8 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
-using Tsunagu.Protocol;
 using Tsunagu.Demo;
+using Tsunagu.Protocol;
 using Tsunagu.Server.Metrics;
 using Tsunagu.Server.Push;
 

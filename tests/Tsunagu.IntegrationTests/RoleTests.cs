@@ -4,11 +4,11 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
-using Tsunagu.Demo;
 using Tsunagu.Server.Security;
 using Tsunagu.Server.Web;
 

@@ -7,9 +7,9 @@ using Dapper;
 using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
 using MQTTnet.Formatter;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
-using Tsunagu.Demo;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Units.Lifecycle;
 

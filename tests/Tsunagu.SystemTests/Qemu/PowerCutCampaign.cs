@@ -3,9 +3,9 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
-using Tsunagu.Demo;
 
 namespace Tsunagu.SystemTests.Qemu;
 
