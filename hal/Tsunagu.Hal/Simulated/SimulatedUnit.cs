@@ -8,20 +8,31 @@ namespace Tsunagu.Hal.Simulated;
 /// </summary>
 public sealed class SimulatedUnit
 {
-    /// <param name="time">The unit's clock (service restarts, button holds); null: the system's.</param>
+    /// <param name="time">
+    /// The time the unit's own clock runs on (service restarts, button holds, the supervisor); null: the system's. The
+    /// unit's wall clock (<see cref="Time"/>) starts at its wall time and can be skewed and set independently of other units.
+    /// </param>
     public SimulatedUnit(string unitDirectory, string promDirectory, TimeProvider? time = null)
     {
+        Time = new SimulatedUnitClock(time ?? TimeProvider.System);
+        SystemClock = new SimulatedSystemClock(Time, Time.Step);
         Directory = unitDirectory;
         Factory = new DirectoryFactoryPartition(Path.Combine(unitDirectory, "factory"));
         Prom = new DirectoryPromPartition(promDirectory);
         Data = new DirectoryDataPartition(Path.Combine(unitDirectory, "data"));
         Boot = new SimulatedBootControl(Path.Combine(unitDirectory, "boot"));
-        Services = new SimulatedServiceManager(time);
-        Reset = new SimulatedResetButton(time);
+        Services = new SimulatedServiceManager(Time);
+        Reset = new SimulatedResetButton(Time);
         Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Services, BoardDescription.Simulated, Media, Reset);
     }
 
     public string Directory { get; }
+
+    /// <summary>The unit's own clock: its wall time can be off (<see cref="SimulatedUnitClock.Offset"/>, a fault).</summary>
+    public SimulatedUnitClock Time { get; }
+
+    /// <summary>The unit's system clock: a set moves <see cref="Time"/>'s wall time (the firmware's clock setting).</summary>
+    public SimulatedSystemClock SystemClock { get; }
     public DirectoryFactoryPartition Factory { get; }
     public DirectoryPromPartition Prom { get; }
     public DirectoryDataPartition Data { get; }

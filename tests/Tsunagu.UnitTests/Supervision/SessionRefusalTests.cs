@@ -121,11 +121,12 @@ public partial class SessionRefusalTests
     /// A unit with stored settings (boot goes to Main) runs against <paramref name="host"/> until <paramref name="minutes"/>
     /// of virtual time have passed, or it has sent <paramref name="requestLimit"/> requests (a tight loop: the run stops).
     /// </summary>
-    private async Task<Run> RunAsync(VirtualTime time, Host host, int minutes, int requestLimit = 3000, Action<Supervisor>? setup = null)
+    /// <param name="unit">A unit made by <see cref="NewUnit"/> whose own clocks the supervisor runs on; null: a new unit on <paramref name="time"/>.</param>
+    private async Task<Run> RunAsync(VirtualTime time, Host host, int minutes, int requestLimit = 3000, Action<Supervisor>? setup = null,
+        SimulatedUnit? unit = null)
     {
-        var prom = Path.Combine(_dir, "prom");
-        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
-        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
+        var ownClock = unit is not null;
+        unit ??= NewUnit("unit", null);
         var secret = UnitCredentials.DeriveUnitSecret(new byte[32], Mac);
         await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, Mac, "S1", "r1", "simulated",
             new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [], Convert.ToBase64String(secret)), CancellationToken.None);
@@ -139,7 +140,8 @@ public partial class SessionRefusalTests
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var changes = new List<StateChange>();
         var ranOut = false;
-        await using var supervisor = new Supervisor(unit.Hardware, Options, time, new Random(7));
+        await using var supervisor = new Supervisor(unit.Hardware, Options, ownClock ? unit.Time : time, new Random(7));
+        if (ownClock) { supervisor.Context.SystemClock = unit.SystemClock; }
         supervisor.Context.Client = new UnitClient(new ScriptedNetwork(host), ["pin"]);
         setup?.Invoke(supervisor);
         supervisor.StateChanged += c =>
@@ -151,6 +153,13 @@ public partial class SessionRefusalTests
         await supervisor.RunAsync(cts.Token);
         return new Run(changes, host, ranOut || time.TrueNow - Start < TimeSpan.FromMinutes(minutes), supervisor.Context.Clock.Now(),
             supervisor.Context.Clock.WallClockOffset());
+    }
+
+    private SimulatedUnit NewUnit(string name, TimeProvider? time)
+    {
+        var prom = Path.Combine(_dir, "prom");
+        if (!Directory.Exists(prom)) { DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" }); }
+        return new SimulatedUnit(Path.Combine(_dir, name), prom, time);
     }
 
     public sealed record Case(string Name, int SkewHours, bool Rotate)

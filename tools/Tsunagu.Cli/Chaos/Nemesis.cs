@@ -155,7 +155,6 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     private readonly ConcurrentDictionary<string, ConcurrentQueue<(long At, string Path, int? Status)>> _requests = new();
     private readonly List<InvariantResult> _results = [];
     private readonly Random _random = new(settings.Seed);
-    private readonly ConcurrentDictionary<string, SkewedClock> _clocks = new();
     private string _serverDirectory = "";
     private ServerProcess? _server;
     private FaultProxy? _proxy;
@@ -409,13 +408,14 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 proxy.SetMode(LinkMode.Pass);
                 break;
             case Faults.UnitClockSkew:
-                foreach (var (mac, clock) in _clocks)
+                var skewed = _fleet!.Units.Select(u => u.Hardware.Time).ToList();
+                foreach (var clock in skewed)
                 {
                     var minutes = _random.Next(2, 120) * (_random.Next(2) == 0 ? -1 : 1);
                     clock.Offset = TimeSpan.FromMinutes(minutes);
                 }
-                // a wrong clock does not heal by itself: the new offsets stay for the rest of the run (or the next skew)
-                Record($"fault {fault}: unit clocks now off by {string.Join(", ", _clocks.Values.Select(c => $"{c.Offset.TotalMinutes:+0;-0} min").Take(5))}... and stay so");
+                // a wrong clock does not heal by itself: each unit sets it from the host's time at its next version check
+                Record($"fault {fault}: unit clocks now off by {string.Join(", ", skewed.Select(c => $"{c.Offset.TotalMinutes:+0;-0} min").Take(5))}... until each unit sets its clock from the host's time");
                 await ForceCheckAsync("with the clocks off", ct);
                 await Task.Delay(length, ct);
                 break;
@@ -713,7 +713,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             },
         };
         var meter = new FleetMeter();
-        _fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options) { Time = unit => _clocks.GetOrAdd(unit.Mac, _ => new SkewedClock()) };
+        _fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options);
         _fleet.BuildProm(DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications);
         var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber,target_pattern\n");
         for (var i = 1; i <= settings.Units; i++)

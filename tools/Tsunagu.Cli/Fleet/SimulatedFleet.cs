@@ -33,10 +33,12 @@ public sealed class FleetUnit(string mac, SimulatedUnit hardware)
 
 /// <summary>
 /// Runs N simulated units in one process, each the real supervisor over the simulated HAL, against a server.
-/// Used by the demo and the integration tests.
+/// Used by the demo and the integration tests. Each unit owns its clock (<see cref="SimulatedUnit.Time"/>, which a fault can
+/// skew) and its system clock (<see cref="SimulatedUnit.SystemClock"/>, which the firmware sets from the host's time).
 /// </summary>
+/// <param name="time">The time every unit's own clock runs on; null: the system's.</param>
 public sealed class SimulatedFleet(string root, SupervisorOptions options, Action<FleetUnit, StateChange>? onChange = null,
-    Action<FleetUnit, string>? onLog = null) : IAsyncDisposable
+    Action<FleetUnit, string>? onLog = null, TimeProvider? time = null) : IAsyncDisposable
 {
     private readonly List<FleetUnit> _units = [];
 
@@ -61,7 +63,7 @@ public sealed class SimulatedFleet(string root, SupervisorOptions options, Actio
     {
         var dir = Path.Combine(root, "units", MacAddress.Compact(identity.Mac));
         await DirectoryFactoryPartition.BurnAsync(Path.Combine(dir, "factory"), identity, ct);
-        var hardware = new SimulatedUnit(dir, PromDirectory);
+        var hardware = new SimulatedUnit(dir, PromDirectory, time);
         var unit = new FleetUnit(identity.Mac, hardware);
         if (network is not null)
         {
@@ -71,12 +73,10 @@ public sealed class SimulatedFleet(string root, SupervisorOptions options, Actio
         return unit;
     }
 
-    /// <summary>Each unit's clock (null: the system's), e.g. a skewed one.</summary>
-    public Func<FleetUnit, TimeProvider>? Time { get; init; }
-
     private Supervisor NewSupervisor(FleetUnit unit)
     {
-        var supervisor = new Supervisor(unit.Board, options, Time?.Invoke(unit), log: message => onLog?.Invoke(unit, message));
+        var supervisor = new Supervisor(unit.Board, options, unit.Hardware.Time, log: message => onLog?.Invoke(unit, message));
+        supervisor.Context.SystemClock = unit.Hardware.SystemClock;
         supervisor.StateChanged += change => onChange?.Invoke(unit, change);
         return supervisor;
     }
