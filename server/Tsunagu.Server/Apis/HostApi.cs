@@ -163,11 +163,11 @@ public static class HostApi
         // The new pattern is recorded only from the unit's own report of what it now runs.
         var pattern = store.FindPattern(report.Inventory);
         // the report, the inventory, the unit's last error, the audit and the history entry: one transaction
-        var isNew = store.RecordUpdateOutcome(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
+        store.RecordUpdateOutcome(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
             pattern is null ? UnitStates.OffPattern : UnitStates.Configuring,
             report.Success ? null : $"update {report.UpdateId} failed: {report.Error}",
             report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}"));
-        if (isNew) { metrics.UpdateReported(report.Success); }
+        metrics.UpdateReported(report.Success);
         return TypedResults.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
     }
 

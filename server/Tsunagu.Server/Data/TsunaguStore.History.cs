@@ -20,22 +20,20 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Records an update report and everything it changes (<see cref="UpdateOutcome"/>) in one transaction: all or
-    /// nothing. A repeated report (same unit, update, result: the unit sends it again when it never saw the answer,
-    /// e.g. after a power cut) adds no second report row, audit entry or history entry; the inventory and state are
-    /// written again. True when the report was new.
+    /// nothing. A repeated report (same unit, update, result) adds no second report row; the rest is written again.
     /// </summary>
-    public bool RecordUpdateOutcome(UpdateOutcome o)
+    public void RecordUpdateOutcome(UpdateOutcome o)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
         var kind = UnitEventKinds.Update;
         using var c = Open();
         using var tx = c.BeginTransaction();
-        var isNew = c.Execute("""
+        c.Execute("""
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
             VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now)
             ON CONFLICT DO NOTHING
-            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now }, tx) > 0;
+            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now }, tx);
         if (o.Inventory.LastBundle is { } counter)
         {
             c.Execute("""
@@ -48,16 +46,12 @@ public sealed partial class TsunaguStore
                    last_error = CASE WHEN @Success THEN NULL ELSE COALESCE(@LastError, last_error) END
             WHERE mac = @Mac
             """, new { o.Mac, inventory = JsonSerializer.Serialize(o.Inventory, ProtocolJson.Default.Inventory), o.Pattern, o.State, now, o.Success, o.LastError }, tx);
-        if (isNew)
-        {
-            c.Execute(AuditSql, new { now, actor = o.Mac, action = o.Success ? "update.succeeded" : "update.failed", target = o.UpdateId, detail = o.Error }, tx);
-            c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
-                new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx);
-        }
+        c.Execute(AuditSql, new { now, actor = o.Mac, action = o.Success ? "update.succeeded" : "update.failed", target = o.UpdateId, detail = o.Error }, tx);
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
+            new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx);
         tx.Commit();
         _lastSeenWritten[o.Mac] = at;
-        if (isNew) { _lastEvent[o.Mac] = (kind, o.EventDetail); }
-        return isNew;
+        _lastEvent[o.Mac] = (kind, o.EventDetail);
     }
 
     public long CountUpdateReports(string mac)
