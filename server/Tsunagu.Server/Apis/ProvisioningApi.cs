@@ -27,11 +27,10 @@ public static class ProvisioningApi
             }
             return TypedResults.Ok(new UnitSettings(
                 unit.Mac,
-                new WanAccount(unit.IspMethod, unit.IspUsername, store.IspPasswordOf(unit), unit.IpAddress, unit.IspGateway, unit.DnsList),
+                new WanAccount(unit.IspMethod, unit.IspUsername, store.IspPasswordOf(unit), unit.IpAddress),
                 unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
                 options.HostServerUrl ?? AsReachedBy(http, endpoints.HostServerUrl),
-                options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null),
-                checked((int)unit.SettingsRevision)));
+                options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null)));
         }).RequireTokenScope(TokenScope.Provisional).ProducesProblem(StatusCodes.Status404NotFound);
     }
 
