@@ -114,29 +114,8 @@ public class MosquittoPushTests
         Assert.That(server.Store.GetUnit(identity.Mac)!.PresenceAt, Is.Not.Null);
     }
 
-    private async Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null)
-    {
-        var client = keep ?? new MqttClientFactory().CreateMqttClient();
-        try
-        {
-            var result = await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto!.Port)
-                .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password).Build());
-            return result.ResultCode;
-        }
-        catch (MQTTnet.Adapter.MqttConnectingFailedException e)
-        {
-            TestContext.Out.WriteLine($"login of {mac}: {e.Message}");
-            return MqttClientConnectResultCode.NotAuthorized;
-        }
-        finally
-        {
-            if (keep is null)
-            {
-                if (client.IsConnected) { await client.DisconnectAsync(); }
-                client.Dispose();
-            }
-        }
-    }
+    private Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null) =>
+        _mosquitto!.LoginAsync(mac, password, keep, TestContext.Out.WriteLine);
 
     [Test]
     public async Task Mosquitto_takes_the_session_password_and_refuses_it_once_the_key_is_replaced_or_it_has_expired()

@@ -1,6 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
-using Tsunagu.Protocol;
 using Tsunagu.Server.Units.Lifecycle;
 
 namespace Tsunagu.IntegrationTests;
@@ -21,29 +20,8 @@ public class UnitLifecycleMosquittoTests
     [TearDown]
     public void StopBroker() => _mosquitto?.Dispose();
 
-    private async Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null)
-    {
-        var client = keep ?? new MqttClientFactory().CreateMqttClient();
-        try
-        {
-            var result = await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto!.Port)
-                .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password).Build());
-            return result.ResultCode;
-        }
-        catch (MQTTnet.Adapter.MqttConnectingFailedException e)
-        {
-            TestContext.Out.WriteLine($"login of {mac}: {e.Message}");
-            return MqttClientConnectResultCode.NotAuthorized;
-        }
-        finally
-        {
-            if (keep is null)
-            {
-                if (client.IsConnected) { await client.DisconnectAsync(); }
-                client.Dispose();
-            }
-        }
-    }
+    private Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null) =>
+        _mosquitto!.LoginAsync(mac, password, keep, TestContext.Out.WriteLine);
 
     [Test]
     public async Task A_decommissioned_unit_is_disconnected_by_mosquitto_and_its_password_refused()

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using MQTTnet;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -91,6 +92,35 @@ public sealed class MosquittoServer : IDisposable
     }
 
     /// <summary>Kills the broker (as a crash would: no clean disconnects, no last wills sent); its accounts stay on disk.</summary>
+    /// <summary>
+    /// Logs in to this broker as the unit <paramref name="mac"/> and gives the broker's answer (a refusal the client
+    /// throws for is NotAuthorized, its reason passed to
+    /// <paramref name="log"/>). Without <paramref name="keep"/> the session is closed again; with it, that client stays connected.
+    /// </summary>
+    public async Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null, Action<string>? log = null)
+    {
+        var client = keep ?? new MqttClientFactory().CreateMqttClient();
+        try
+        {
+            var result = await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", Port)
+                .WithClientId(Tsunagu.Protocol.UnitCredentials.BrokerClientId(mac)).WithCredentials(Tsunagu.Protocol.UnitCredentials.BrokerUsername(mac), password).Build());
+            return result.ResultCode;
+        }
+        catch (MQTTnet.Adapter.MqttConnectingFailedException e)
+        {
+            log?.Invoke($"login of {mac}: {e.Message}");
+            return MqttClientConnectResultCode.NotAuthorized;
+        }
+        finally
+        {
+            if (keep is null)
+            {
+                if (client.IsConnected) { await client.DisconnectAsync(); }
+                client.Dispose();
+            }
+        }
+    }
+
     public void Kill()
     {
         if (!_process.HasExited)
