@@ -105,7 +105,8 @@ public static class HostApi
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
             metrics.CheckIn(Metrics.ServerMetrics.CheckResults.OffPattern);
             return TypedResults.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
-                "the unit's software matches no verified install pattern", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds, ServerTime: time.GetUtcNow()));
+                "the unit's software matches no verified install pattern", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds, ServerTime: time.GetUtcNow(),
+                SettingsRevision: checked((int)unit.SettingsRevision)));
         }
         if (actual.Id != unit.Pattern)
         {
@@ -145,7 +146,7 @@ public static class HostApi
         metrics.CheckIn(offer is not null ? Metrics.ServerMetrics.CheckResults.Offered : deferred is not null ? Metrics.ServerMetrics.CheckResults.Deferred : Metrics.ServerMetrics.CheckResults.UpToDate);
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return TypedResults.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
-            options.PowerOnSpreadSeconds, time.GetUtcNow()));
+            options.PowerOnSpreadSeconds, time.GetUtcNow(), checked((int)unit.SettingsRevision)));
     }
 
     private static async Task<Results<Ok<UpdateReportAck>, ProblemHttpResult>> UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store, ArtifactStore artifacts, Metrics.ServerMetrics metrics, ILogger<UpdateReport> log)

@@ -27,10 +27,11 @@ public static class ProvisioningApi
             }
             return TypedResults.Ok(new UnitSettings(
                 unit.Mac,
-                new WanAccount(unit.IspMethod, unit.IspUsername, store.IspPasswordOf(unit), unit.IpAddress),
+                new WanAccount(unit.IspMethod, unit.IspUsername, store.IspPasswordOf(unit), unit.IpAddress, unit.IspGateway, unit.DnsList),
                 unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
                 options.HostServerUrl ?? AsReachedBy(http, endpoints.HostServerUrl),
-                options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null)));
+                options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null),
+                checked((int)unit.SettingsRevision)));
         }).RequireTokenScope(TokenScope.Provisional).ProducesProblem(StatusCodes.Status404NotFound);
     }
 

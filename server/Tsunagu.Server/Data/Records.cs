@@ -61,6 +61,12 @@ public sealed class UnitRow
     public string? DecommissionedAt { get; set; }
     public string? ReplacedBy { get; set; }
     public string? IspPasswordSealed { get; set; }
+    public string? IspGateway { get; set; }
+    /// <summary>The static account's name servers, comma-separated.</summary>
+    public string? IspDns { get; set; }
+    public long SettingsRevision { get; set; } = 1;
+
+    public IReadOnlyList<string>? DnsList => IspDns is null ? null : IspDns.Split(',');
 }
 
 /// <summary>The columns of a unit a version check reads (a narrow read: the full row costs twice as much on SQLite).</summary>
@@ -75,8 +81,9 @@ public sealed class UnitCheckRow
     public long? LowWindowEnd { get; set; }
     public long? LastBundleVersion { get; set; }
     public string? LastBundleId { get; set; }
+    public long SettingsRevision { get; set; } = 1;
 
-    public const string Columns = "mac, state, pattern, target_pattern, inventory, low_window_start, low_window_end, last_bundle_version, last_bundle_id";
+    public const string Columns = "mac, state, pattern, target_pattern, inventory, low_window_start, low_window_end, last_bundle_version, last_bundle_id, settings_revision";
 }
 
 public sealed class PatternRow

@@ -106,8 +106,9 @@ public sealed partial class TsunaguStore
     /// Writes the editable fields of <paramref name="after"/> (with its already sealed password) when the row is still at
     /// <paramref name="expected"/>; one transaction with the revision entry and the audit entry. Returns the new revision.
     /// </summary>
+    /// When <paramref name="wanChanged"/> the settings revision rises too (the unit refetches its settings).
     /// <exception cref="StaleRevisionException">The row is at another revision; nothing was written.</exception>
-    public long EditUnit(UnitRow after, long expected, IReadOnlyList<UnitFieldChange> changes, string actor)
+    public long EditUnit(UnitRow after, long expected, IReadOnlyList<UnitFieldChange> changes, string actor, bool wanChanged)
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
@@ -115,11 +116,12 @@ public sealed partial class TsunaguStore
         BumpRevision(c, tx, row, """
             serial = @Serial, hardware_version = @HardwareVersion, isp_method = @IspMethod, isp_username = @IspUsername,
             isp_password = NULL, isp_password_sealed = @IspPasswordSealed, ip_address = @IpAddress, domain = @Domain, vpn = @Vpn,
-            global_ip = @GlobalIp, subscriber = @Subscriber
+            global_ip = @GlobalIp, subscriber = @Subscriber, isp_gateway = @IspGateway, isp_dns = @IspDns,
+            settings_revision = settings_revision + @SettingsBump
             """, new
         {
             after.Serial, after.HardwareVersion, after.IspMethod, after.IspUsername, after.IspPasswordSealed, after.IpAddress, after.Domain,
-            after.Vpn, after.GlobalIp, after.Subscriber
+            after.Vpn, after.GlobalIp, after.Subscriber, after.IspGateway, after.IspDns, SettingsBump = wanChanged ? 1 : 0
         });
         AddRevision(c, tx, row.Mac, row.Revision + 1, actor, "edit", changes);
         WriteAudit(c, tx, new AuditEntry(actor, "unit.edit", row.Mac, string.Join(", ", changes.Select(x => x.Field))));

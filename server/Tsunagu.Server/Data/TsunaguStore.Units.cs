@@ -15,9 +15,9 @@ public sealed partial class TsunaguStore
 
     private const string InsertUnitSql = """
         INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password_sealed, ip_address, domain, vpn,
-                           global_ip, subscriber, state, pattern, target_pattern, created_at)
+                           isp_gateway, isp_dns, global_ip, subscriber, state, pattern, target_pattern, created_at)
         VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPasswordSealed, @IpAddress, @Domain, @Vpn,
-                @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
+                @IspGateway, @IspDns, @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
         """;
 
     public void AddUnit(UnitRow unit)

@@ -9,14 +9,15 @@ namespace Tsunagu.Server.Units.Lifecycle;
 /// <summary>A unit's row of the device management table as the operator reads it; the ISP password only as set or not.</summary>
 public sealed record UnitRecordView(string Mac, string Serial, string HardwareVersion, string IspMethod, string? IspUsername, bool IspPasswordSet,
     string? IpAddress, string? Domain, string? Vpn, string? GlobalIp, string? Subscriber, string? TargetPattern, string State, long Revision,
-    string? DecommissionedAt, string? ReplacedBy);
+    string? DecommissionedAt, string? ReplacedBy, string? IspGateway = null, IReadOnlyList<string>? IspDns = null, long SettingsRevision = 1);
 
 /// <summary>
 /// An edit of a unit's row: a field left out (null) stays as it is; an empty string clears an optional field. The target
-/// pattern has its own operation (PUT target-pattern).
+/// pattern has its own operation (PUT target-pattern). <see cref="IspDns"/>: an empty list clears the name servers.
 /// </summary>
 public sealed record UnitEditRequest(string? Serial = null, string? HardwareVersion = null, string? IspMethod = null, string? IspUsername = null,
-    string? IspPassword = null, string? IpAddress = null, string? Domain = null, string? Vpn = null, string? GlobalIp = null, string? Subscriber = null);
+    string? IspPassword = null, string? IpAddress = null, string? Domain = null, string? Vpn = null, string? GlobalIp = null, string? Subscriber = null,
+    string? IspGateway = null, IReadOnlyList<string>? IspDns = null);
 
 public sealed record DecommissionRequest(string? Reason = null);
 
@@ -38,7 +39,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
 {
     public static UnitRecordView View(UnitRow u) => new(u.Mac, u.Serial, u.HardwareVersion, u.IspMethod, u.IspUsername,
         u.IspPasswordSealed is not null || u.IspPassword is not null, u.IpAddress, u.Domain, u.Vpn, u.GlobalIp, u.Subscriber, u.TargetPattern,
-        u.State, u.Revision, u.DecommissionedAt, u.ReplacedBy);
+        u.State, u.Revision, u.DecommissionedAt, u.ReplacedBy, u.IspGateway, u.DnsList, u.SettingsRevision);
 
     private static string? Merge(string? edit, string? current) => edit is null ? current : edit.Length == 0 ? null : edit;
 
@@ -61,7 +62,8 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         var method = edit.IspMethod ?? before.IspMethod;
         var ip = Merge(edit.IpAddress, before.IpAddress);
         var request = new RegisterUnitRequest(mac, edit.Serial ?? before.Serial, edit.HardwareVersion ?? before.HardwareVersion,
-            new WanAccount(method, Merge(edit.IspUsername, before.IspUsername), password, ip), ip,
+            new WanAccount(method, Merge(edit.IspUsername, before.IspUsername), password, ip, Merge(edit.IspGateway, before.IspGateway),
+                edit.IspDns is null ? before.DnsList : edit.IspDns.Count == 0 ? null : edit.IspDns), ip,
             Merge(edit.Domain, before.Domain), Merge(edit.Vpn, before.Vpn), Merge(edit.GlobalIp, before.GlobalIp), null, Merge(edit.Subscriber, before.Subscriber));
         var (after, error) = UnitRegistration.Validate(request, store);
         if (after is null) { return (null, error); }
@@ -75,12 +77,16 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         Compare("isp.username", before.IspUsername, after.IspUsername);
         if (passwordChanged) { changes.Add(new(TsunaguStore.IspPasswordField, null, null, Secret: true)); }
         Compare("ipAddress", before.IpAddress, after.IpAddress);
+        Compare("isp.gateway", before.IspGateway, after.IspGateway);
+        Compare("isp.dns", before.IspDns, after.IspDns);
+        // what the unit's settings carry of its WAN account: a change makes the unit refetch them
+        var wanChanged = changes.Any(x => x.Field is "isp.method" or "isp.username" or TsunaguStore.IspPasswordField or "ipAddress" or "isp.gateway" or "isp.dns");
         Compare("domain", before.Domain, after.Domain);
         Compare("vpn", before.Vpn, after.Vpn);
         Compare("globalIp", before.GlobalIp, after.GlobalIp);
         Compare("subscriber", before.Subscriber, after.Subscriber);
         if (changes.Count == 0) { return (before, null); }
-        store.EditUnit(after, expected, changes, actor);
+        store.EditUnit(after, expected, changes, actor, wanChanged);
         return (store.GetUnit(mac), null);
     }
 
@@ -104,6 +110,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         {
             Mac = mac, Serial = request.Serial.Trim(), HardwareVersion = request.HardwareVersion?.Trim() ?? old.HardwareVersion,
             IspMethod = old.IspMethod, IspUsername = old.IspUsername, IpAddress = old.IpAddress, Domain = old.Domain, Vpn = old.Vpn,
+            IspGateway = old.IspGateway, IspDns = old.IspDns,
             GlobalIp = old.GlobalIp, Subscriber = old.Subscriber, TargetPattern = old.TargetPattern, State = UnitStates.Registered,
             // sealed for the new unit's MAC: a sealed value opens only for the unit it was sealed for
             IspPasswordSealed = store.Secrets.Seal(mac, TsunaguStore.IspPasswordField, store.IspPasswordOf(old)),

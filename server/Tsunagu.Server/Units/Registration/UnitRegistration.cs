@@ -36,11 +36,17 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
             return (null, "isp: a pppoe account needs username and password");
         }
         var address = request.IpAddress ?? request.Isp.Address;
-        if (request.Isp.Method == "static" && !ServiceConfigValidator.IsAddress(address))
+        if (request.Isp.Method == "static" && address is null) { return (null, "ipAddress: a static account needs an IP address"); }
+        // the grammar the unit applies before the account reaches pppd, ip or resolv.conf; a static account's address is
+        // the unit's address (IPv4, optional prefix length), another method's address is checked as the unit's address below
+        var account = request.Isp with { Address = request.Isp.Method == "static" ? address : null };
+        if (WanAccountGrammar.Problem(account) is { } problem) { return (null, "isp." + problem); }
+        if (request.Isp.Method != "static" && (request.Isp.Gateway is not null || request.Isp.Dns is { Count: > 0 }))
         {
-            return (null, "ipAddress: a static account needs an IP address");
+            return (null, "isp: gateway and dns belong to a static account");
         }
-        if (address is not null && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{InputRules.Quote(address)}' is not an IP address"); }
+        // a static account's address is IPv4 with an optional prefix length (checked by the grammar above)
+        if (address is not null && request.Isp.Method != "static" && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{InputRules.Quote(address)}' is not an IP address"); }
         if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{InputRules.Quote(request.GlobalIp)}' is not an IP address"); }
         if (request.Domain is not null && !ServiceConfigValidator.IsDomainName(request.Domain)) { return (null, $"domain: {ServiceConfigValidator.Show(request.Domain)} is not a domain name"); }
         if (request.TargetPattern is not null && store.GetPattern(request.TargetPattern) is not { Status: PatternStatus.Verified })
@@ -51,6 +57,7 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
         {
             Mac = mac, Serial = request.Serial.Trim(), HardwareVersion = request.HardwareVersion.Trim(),
             IspMethod = request.Isp.Method, IspUsername = request.Isp.Username, IspPassword = request.Isp.Password,
+            IspGateway = request.Isp.Gateway, IspDns = request.Isp.Dns is { Count: > 0 } dns ? string.Join(',', dns) : null,
             IpAddress = address, Domain = request.Domain, Vpn = request.Vpn, GlobalIp = request.GlobalIp,
             Subscriber = request.Subscriber, TargetPattern = request.TargetPattern, State = UnitStates.Registered,
         }, null);

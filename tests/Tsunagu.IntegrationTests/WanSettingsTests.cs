@@ -1,0 +1,151 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Dapper;
+using Tsunagu.Demo;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Units.Lifecycle;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// A unit's WAN account in the device management table, on the real server and database: the grammar the unit applies
+/// is applied at registration and edit (a refused account changes nothing), a static account's gateway and name servers
+/// reach the unit's settings, and an edit of the account raises the settings revision the version check reports.
+/// </summary>
+public class WanSettingsTests
+{
+    private const string StaticMac = "02:54:53:00:0e:01";
+
+    private static HttpClient OperatorHttp(TestServer server)
+    {
+        var http = server.PinnedHttp();
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
+            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
+        http.DefaultRequestHeaders.Add("X-Tsunagu-Client", "tsunagu-cli");
+        return http;
+    }
+
+    private static RegisterUnitRequest Static(WanAccount isp, string mac = StaticMac) =>
+        new(mac, "WAN-0001", DemoCatalogue.HardwareVersion, isp, null, null, null, null, null, null);
+
+    private static async Task<UnitSettings> SettingsAsync(TestServer server, string mac)
+    {
+        using var http = server.PinnedHttp();
+        var challenge = (await (await http.PostAsJsonAsync(Routes.ProvisioningChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
+        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.Provisional, mac, challenge.ChallengeId, challenge.Nonce);
+        var session = (await (await http.PostAsJsonAsync(Routes.ProvisioningSession, new SessionRequest(mac, challenge.ChallengeId, proof))).Content.ReadFromJsonAsync<SessionResponse>())!;
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", session.Token);
+        return (await http.GetFromJsonAsync<UnitSettings>(Routes.ProvisioningSettings))!;
+    }
+
+    private static async Task<VersionCheckResponse> VersionCheckAsync(TestServer server, string mac)
+    {
+        var session = await server.HostSessionAsync(mac);
+        using var http = server.PinnedHttp();
+        using var request = new HttpRequestMessage(HttpMethod.Post, Routes.VersionCheck)
+        {
+            Content = JsonContent.Create(new VersionCheckRequest(new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion,
+                DemoCatalogue.FactoryApplications), new UnitLoad(0, 0), false, null)),
+            Headers = { Authorization = new AuthenticationHeaderValue("Bearer", session.Token) },
+        };
+        using var answer = await http.SendAsync(request);
+        Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.OK), await answer.Content.ReadAsStringAsync());
+        return (await answer.Content.ReadFromJsonAsync<VersionCheckResponse>())!;
+    }
+
+    private static string Units(TestServer server)
+    {
+        using var c = server.Store.Database.Open();
+        return JsonSerializer.Serialize(c.Query("SELECT * FROM units ORDER BY mac").ToList());
+    }
+
+    [Test]
+    public async Task A_static_units_settings_carry_its_gateway_and_name_servers()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var http = OperatorHttp(server);
+        using (var ok = await http.PostAsJsonAsync(Routes.Units, Static(new WanAccount("static", Address: "203.0.113.7/24", Gateway: "203.0.113.1",
+                   Dns: ["192.0.2.53", "192.0.2.54"]))))
+        {
+            Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.Created).Or.EqualTo(HttpStatusCode.OK), await ok.Content.ReadAsStringAsync());
+        }
+        var settings = await SettingsAsync(server, StaticMac);
+        Assert.That(settings.Isp.Method, Is.EqualTo("static"));
+        Assert.That(settings.Isp.Address, Is.EqualTo("203.0.113.7/24"));
+        Assert.That(settings.Isp.Gateway, Is.EqualTo("203.0.113.1"));
+        Assert.That(settings.Isp.Dns, Is.EqualTo(new[] { "192.0.2.53", "192.0.2.54" }));
+        Assert.That(settings.SettingsRevision, Is.EqualTo(1));
+        Assert.That(WanAccountGrammar.Problem(settings.Isp), Is.Null, "what the server sends passes the unit's own check");
+    }
+
+    private static IEnumerable<TestCaseData> Hostile()
+    {
+        yield return new TestCaseData(new WanAccount("pppoe", "-x", "secret"), "username").SetName("an option-like user name");
+        yield return new TestCaseData(new WanAccount("pppoe", "user@isp.example", "pa\nss"), "password").SetName("a control character in the password");
+        yield return new TestCaseData(new WanAccount("pppoe", "user\u0001@isp.example", "secret"), "username").SetName("a control character in the user name");
+        yield return new TestCaseData(new WanAccount("pppoe", "user@isp.example", "pa\"ss"), "password").SetName("a quote in the password");
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.300", Gateway: "203.0.113.1"), "address").SetName("a bad static address");
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1 dev lo"), "gateway").SetName("a gateway with more words");
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1", Dns: ["192.0.2.53\nnameserver 6.6.6.6"]), "dns").SetName("a name server with a second line");
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1", Dns: ["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"]), "dns").SetName("four name servers");
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7"), "gateway").SetName("a static account without gateway");
+        yield return new TestCaseData(new WanAccount("dhcp", Gateway: "203.0.113.1"), "gateway").SetName("a gateway on a dhcp account");
+    }
+
+    [TestCaseSource(nameof(Hostile))]
+    public async Task A_hostile_account_is_refused_at_registration_and_edit_and_changes_nothing(WanAccount isp, string field)
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = OperatorHttp(server);
+        var before = Units(server);
+
+        using (var refused = await http.PostAsJsonAsync(Routes.Units, Static(isp)))
+        {
+            var text = await refused.Content.ReadAsStringAsync();
+            Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), text);
+            Assert.That(text, Does.Contain(field), "the message names the field");
+        }
+        using (var request = new HttpRequestMessage(HttpMethod.Patch, $"{Routes.Units}/{mac}/record"))
+        {
+            request.Content = JsonContent.Create(new UnitEditRequest(IspMethod: isp.Method, IspUsername: isp.Username, IspPassword: isp.Password,
+                IpAddress: isp.Address, IspGateway: isp.Gateway, IspDns: isp.Dns), options: JsonSerializerOptions.Web);
+            request.Headers.TryAddWithoutValidation("If-Match", "\"1\"");
+            using var edit = await http.SendAsync(request);
+            Assert.That(edit.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), await edit.Content.ReadAsStringAsync());
+        }
+        Assert.That(Units(server), Is.EqualTo(before), "a refused account changes no row and adds none");
+    }
+
+    [Test]
+    public async Task An_edit_of_the_isp_password_raises_the_settings_revision_the_version_check_reports()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = OperatorHttp(server);
+        Assert.That((await VersionCheckAsync(server, mac)).SettingsRevision, Is.EqualTo(1));
+
+        async Task EditAsync(UnitEditRequest edit, long revision)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Patch, $"{Routes.Units}/{mac}/record");
+            request.Content = JsonContent.Create(edit, options: JsonSerializerOptions.Web);
+            request.Headers.TryAddWithoutValidation("If-Match", $"\"{revision}\"");
+            using var answer = await http.SendAsync(request);
+            Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.OK), await answer.Content.ReadAsStringAsync());
+        }
+        await EditAsync(new UnitEditRequest(Domain: "other.example"), 1);
+        Assert.That((await VersionCheckAsync(server, mac)).SettingsRevision, Is.EqualTo(1), "a field outside the WAN account leaves it");
+        await EditAsync(new UnitEditRequest(IspPassword: "n3w-isp-Pa55word"), 2);
+        Assert.That((await VersionCheckAsync(server, mac)).SettingsRevision, Is.EqualTo(2), "a new ISP password raises it");
+        var settings = await SettingsAsync(server, mac);
+        Assert.That((settings.SettingsRevision, settings.Isp.Password), Is.EqualTo((2, "n3w-isp-Pa55word")), "the settings carry the new revision with the new password");
+        await EditAsync(new UnitEditRequest(IspMethod: "static", IpAddress: "203.0.113.7", IspGateway: "203.0.113.1", IspDns: ["192.0.2.53"],
+            IspUsername: "", IspPassword: ""), 3);
+        Assert.That((await VersionCheckAsync(server, mac)).SettingsRevision, Is.EqualTo(3), "a change of method, address, gateway and name servers raises it");
+        Assert.That((await SettingsAsync(server, mac)).Isp, Is.EqualTo(new WanAccount("static", null, null, "203.0.113.7", "203.0.113.1", ["192.0.2.53"])).Using<WanAccount>(
+            (a, b) => a.Method == b.Method && a.Address == b.Address && a.Gateway == b.Gateway && a.Dns!.SequenceEqual(b.Dns!) && a.Username == b.Username && a.Password == b.Password));
+    }
+}
