@@ -76,9 +76,9 @@ public static partial class WanAccountGrammar
             && int.Parse(prefix, System.Globalization.CultureInfo.InvariantCulture) <= 32;
     }
 
-    [GeneratedRegex(@"^[A-Za-z0-9._@+/=:%][A-Za-z0-9._@+/=:%-]{0,127}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"^[A-Za-z0-9._@+/=:%][A-Za-z0-9._@+/=:%-]{0,127}\z", RegexOptions.CultureInvariant)]
     private static partial Regex UsernamePattern();
 
-    [GeneratedRegex(@"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\z", RegexOptions.CultureInvariant)]
     private static partial Regex IPv4Pattern();
 }

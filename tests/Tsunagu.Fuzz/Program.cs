@@ -84,7 +84,7 @@ public static class Program
         }
     }
 
-    /// <summary>Valid inputs of every target, written by the code that writes them for real.</summary>
+    /// <summary>Valid inputs of every target, written by the code that writes them for real (and a few refused ones).</summary>
     private static void Seed(string root)
     {
         void Write(string target, string name, byte[] bytes)
@@ -147,10 +147,19 @@ public static class Program
         }
 
         Write("csv", "units.csv", utf8.GetBytes(
-            "mac,serial,isp_method,isp_username,isp_password,domain,subscriber\n02:54:53:00:10:01,S1,pppoe,\"u1,x@isp\",pw1,one.example,alice\n025453001002,S2,dhcp,,,two.example,\n"));
+            "mac,serial,isp_method,isp_username,isp_password,domain,vpn,subscriber\n02:54:53:00:10:01,S1,pppoe,\"u1@isp\",pw1,one.example,\"office, \"\"east\"\"\",alice\n" +
+            "025453001002,S2,dhcp,,,two.example,,\n"));
         Write("csv", "every-column.csv", utf8.GetBytes(
-            "mac,serial,hardware_version,isp_method,isp_username,isp_password,ip_address,domain,vpn,global_ip,subscriber,target_pattern\r\n" +
-            "02:54:53:00:10:03,S3,r1,static,,,198.51.100.3,three.example,office,203.0.113.3,carol,\r\n"));
+            "mac,serial,hardware_version,isp_method,isp_username,isp_password,ip_address,isp_gateway,isp_dns,domain,vpn,global_ip,subscriber,target_pattern\r\n" +
+            "02:54:53:00:10:03,S3,r1,static,,,198.51.100.3/24,198.51.100.1,192.0.2.53 192.0.2.54,three.example,office,203.0.113.3,carol,\r\n"));
+        // refused rows, so that mutations also start from the WAN account's refusals: a comma in a PPP user name, a
+        // static account without gateway, a name server with a second line, a gateway on a dhcp account
+        Write("csv", "refused-wan-accounts.csv", utf8.GetBytes(
+            "mac,serial,isp_method,isp_username,isp_password,ip_address,isp_gateway,isp_dns\n" +
+            "02:54:53:00:10:04,S4,pppoe,\"u4,x@isp\",pw4,,,\n" +
+            "02:54:53:00:10:05,S5,static,,,198.51.100.5,,\n" +
+            "02:54:53:00:10:06,S6,static,,,198.51.100.6,198.51.100.1,\"192.0.2.53\nnameserver 6.6.6.6\"\n" +
+            "02:54:53:00:10:07,S7,dhcp,,,,198.51.100.1,\n"));
 
         Write("push", "check.json", JsonSerializer.SerializeToUtf8Bytes(new PushMessage(PushMessage.CheckNow, 3, "n0nce-n0nce-", created), ProtocolJson.Default.PushMessage));
 

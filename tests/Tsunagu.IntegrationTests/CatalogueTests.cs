@@ -171,10 +171,12 @@ public class CatalogueTests(string database)
         Assert.That(result.Rows[4].Error, Does.Contain("pattern-9"));
         Assert.That(server.Store.ListUnits(), Is.Empty, "nothing registered from a file with errors");
 
-        const string good = "mac,serial,isp_method,isp_username,isp_password,domain\r\n02:54:53:00:10:01,S1,pppoe,\"u1,x@isp\",pw1,one.example\r\n025453001002,S2,dhcp,,,two.example\r\n";
+        // a quoted cell keeps its comma and its doubled quote (a PPP user name takes no comma: WanAccountGrammar; the free-text vpn does)
+        const string good = "mac,serial,isp_method,isp_username,isp_password,domain,vpn\r\n02:54:53:00:10:01,S1,pppoe,\"u1@isp\",pw1,one.example,\"office, \"\"east\"\"\"\r\n025453001002,S2,dhcp,,,two.example,\r\n";
         var ok = JsonSerializer.Deserialize<BulkRegisterResponse>(await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", new StringContent(good, Encoding.UTF8, "text/csv"), CancellationToken.None), Json)!;
         Assert.That(ok.Registered, Is.EqualTo(2));
-        Assert.That(server.Store.GetUnit("02:54:53:00:10:01")!.IspUsername, Is.EqualTo("u1,x@isp"));
+        Assert.That(server.Store.GetUnit("02:54:53:00:10:01")!.IspUsername, Is.EqualTo("u1@isp"));
+        Assert.That(server.Store.GetUnit("02:54:53:00:10:01")!.Vpn, Is.EqualTo("office, \"east\""));
         Assert.That(server.Store.GetUnit("02:54:53:00:10:02")!.IspMethod, Is.EqualTo("dhcp"));
         Assert.That(server.Store.LatestUnitConfig("02:54:53:00:10:02")!.Revision, Is.EqualTo(1), "the default service configuration is assigned");
         var header = Refused(client, HttpMethod.Post, "/api/v1/units/bulk", null, 400);

@@ -151,4 +151,64 @@ public class CliTests
         Assert.That(exit, Is.Zero, err);
         Assert.That(server.Store.GetUnit(mac), Is.Null, "a row that never reached the server is deleted");
     }
+
+    [Test]
+    public async Task An_operator_sets_a_static_wan_with_gateway_and_name_servers_on_unit_add_and_units_edit()
+    {
+        await using var server = await TestServer.StartAsync();
+        var dir = Path.Combine(server.Root, "cli");
+        Directory.CreateDirectory(dir);
+        var key = Path.Combine(dir, "unit.key");
+        await File.WriteAllBytesAsync(key, server.UnitKey);
+        const string mac = "02:54:53:00:31:01";
+        var factory = Path.Combine(dir, "factory");
+        string[] Add(params string[] wan) =>
+            ["unit", "add", "--mac", mac, "--serial", "ST-1", "--unit-key", key, "--out", factory, "--isp-method", "static", "--ip", "203.0.113.7/24", .. wan];
+
+        foreach (var (wan, field) in new (string[], string)[]
+                 {
+                     (["--dns", "192.0.2.53"], "isp.gateway"),
+                     (["--gateway", "203.0.113.1\n"], "isp.gateway"),
+                     (["--gateway", "203.0.113.1", "--dns", "192.0.2.53\tnameserver"], "isp.dns"),
+                     (["--gateway", "203.0.113.1", "--dns", "192.0.2.1,192.0.2.2", "--dns", "192.0.2.3,192.0.2.4"], "isp.dns"),
+                 })
+        {
+            var before = HostileInputTests.Snapshot(server);
+            var (refusedExit, _, refusedErr) = await Tsunagu(server, Add(wan));
+            Assert.That(refusedExit, Is.EqualTo(1), string.Join(' ', wan));
+            Assert.That(refusedErr, Does.Contain("400").And.Contain(field));
+            Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{string.Join(' ', wan)}: refused, but the database changed");
+            Assert.That(Directory.Exists(factory), Is.False, "no factory identity for a refused registration");
+        }
+
+        var (exit, output, err) = await Tsunagu(server, Add("--gateway", "203.0.113.1", "--dns", "192.0.2.53", "--dns", "192.0.2.54"));
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain($"registered {mac} (ST-1)"));
+        var row = server.Store.GetUnit(mac)!;
+        Assert.That((row.IspMethod, row.IpAddress, row.IspGateway, row.SettingsRevision), Is.EqualTo(("static", "203.0.113.7/24", "203.0.113.1", 1L)));
+        Assert.That(row.DnsList, Is.EqualTo(new[] { "192.0.2.53", "192.0.2.54" }));
+
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--gateway", "203.0.113.254", "--dns", "198.51.100.53,198.51.100.54");
+        Assert.That(exit, Is.Zero, err);
+        row = server.Store.GetUnit(mac)!;
+        Assert.That((row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("203.0.113.254", "198.51.100.53,198.51.100.54", 2L)), "the edit raises the settings revision");
+
+        var beforeEdit = HostileInputTests.Snapshot(server);
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--gateway", "203.0.113.9\n");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("400").And.Contain("isp.gateway"));
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--isp-method", "dhcp");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("400").And.Contain("isp: gateway and dns belong to a static account"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeEdit), "refused edits changed nothing");
+
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--dns", "");
+        Assert.That(exit, Is.Zero, err);
+        row = server.Store.GetUnit(mac)!;
+        Assert.That((row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("203.0.113.254", (string?)null, 3L)), "--dns \"\" clears the name servers only");
+        (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--isp-method", "dhcp", "--ip", "", "--gateway", "");
+        Assert.That(exit, Is.Zero, err);
+        row = server.Store.GetUnit(mac)!;
+        Assert.That((row.IspMethod, row.IpAddress, row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("dhcp", (string?)null, (string?)null, (string?)null, 4L)));
+    }
 }

@@ -397,11 +397,11 @@ public class RoleTests
     }
 
     /// <summary>The antiforgery token of the session's pages (every console page carries one in its log out form).</summary>
-    private static async Task<string> Csrf(HttpClient session) =>
+    internal static async Task<string> Csrf(HttpClient session) =>
         WebUtility.HtmlDecode(Regex.Match(await session.GetStringAsync("/console/catalogue"), "name=\"__csrf\"[^>]*value=\"([^\"]+)\"").Groups[1].Value);
 
     /// <summary>Signs in to the console with the log in form; returns a client holding the session cookie.</summary>
-    private static async Task<HttpClient> ConsoleSession(TestServer server, string name, string password)
+    internal static async Task<HttpClient> ConsoleSession(TestServer server, string name, string password)
     {
         var http = new HttpClient(new SocketsHttpHandler
         {

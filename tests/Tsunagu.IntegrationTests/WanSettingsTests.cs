@@ -93,6 +93,11 @@ public class WanSettingsTests
         yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1", Dns: ["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"]), "dns").SetName("four name servers");
         yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7"), "gateway").SetName("a static account without gateway");
         yield return new TestCaseData(new WanAccount("dhcp", Gateway: "203.0.113.1"), "gateway").SetName("a gateway on a dhcp account");
+        yield return new TestCaseData(new WanAccount("pppoe", "u1,x@isp", "secret"), "isp.username").SetName("a comma in the user name");
+        // '$' of a regular expression matches before a final line feed: these passed the grammar once
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7\n", Gateway: "203.0.113.1"), "isp.address").SetName("an address ending in a line feed");
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1\n"), "isp.gateway").SetName("a gateway ending in a line feed");
+        yield return new TestCaseData(new WanAccount("static", Address: "203.0.113.7", Gateway: "203.0.113.1", Dns: ["192.0.2.53\n"]), "isp.dns").SetName("a name server ending in a line feed");
     }
 
     [TestCaseSource(nameof(Hostile))]
@@ -115,7 +120,9 @@ public class WanSettingsTests
                 IpAddress: isp.Address, IspGateway: isp.Gateway, IspDns: isp.Dns), options: JsonSerializerOptions.Web);
             request.Headers.TryAddWithoutValidation("If-Match", "\"1\"");
             using var edit = await http.SendAsync(request);
-            Assert.That(edit.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), await edit.Content.ReadAsStringAsync());
+            var text = await edit.Content.ReadAsStringAsync();
+            Assert.That(edit.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), text);
+            Assert.That(text, Does.Contain(field), "the edit's message names the field");
         }
         Assert.That(Units(server), Is.EqualTo(before), "a refused account changes no row and adds none");
     }
@@ -147,5 +154,82 @@ public class WanSettingsTests
         Assert.That((await VersionCheckAsync(server, mac)).SettingsRevision, Is.EqualTo(3), "a change of method, address, gateway and name servers raises it");
         Assert.That((await SettingsAsync(server, mac)).Isp, Is.EqualTo(new WanAccount("static", null, null, "203.0.113.7", "203.0.113.1", ["192.0.2.53"])).Using<WanAccount>(
             (a, b) => a.Method == b.Method && a.Address == b.Address && a.Gateway == b.Gateway && a.Dns!.SequenceEqual(b.Dns!) && a.Username == b.Username && a.Password == b.Password));
+    }
+
+    [Test]
+    public async Task A_csv_table_sets_a_static_units_gateway_and_name_servers_and_one_wrong_wan_cell_refuses_the_whole_table()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var http = OperatorHttp(server);
+        const string header = "mac,serial,isp_method,isp_username,isp_password,ip_address,isp_gateway,isp_dns\n";
+        const string good = "02:54:53:00:0e:02,WAN-2,static,,,203.0.113.8/24,203.0.113.1,\"192.0.2.53, 192.0.2.54\"\n";
+        (string Row, string Field)[] wrong =
+        [
+            ("02:54:53:00:0e:03,WAN-3,pppoe,\"u3,x@isp\",pw3,,,\n", "isp.username"),
+            ("02:54:53:00:0e:04,WAN-4,static,,,203.0.113.9,,\n", "isp.gateway"),
+            ("02:54:53:00:0e:05,WAN-5,static,,,203.0.113.10,203.0.113.1,\"192.0.2.53\nnameserver 6.6.6.6\"\n", "isp.dns"),
+            ("02:54:53:00:0e:06,WAN-6,static,,,203.0.113.11,203.0.113.1,192.0.2.1 192.0.2.2 192.0.2.3 192.0.2.4\n", "isp.dns"),
+            ("02:54:53:00:0e:07,WAN-7,static,,,203.0.113.12,203.0.113.1,192.0.2.53\t192.0.2.54\n", "isp.dns"),
+            ("02:54:53:00:0e:08,WAN-8,dhcp,,,,203.0.113.1,\n", "isp: gateway and dns belong to a static account"),
+        ];
+        var before = HostileInputTests.Snapshot(server);
+        using (var refused = await http.PostAsync(Routes.Units + "/bulk", new StringContent(header + good + string.Concat(wrong.Select(w => w.Row)), Encoding.UTF8, "text/csv")))
+        {
+            var text = await refused.Content.ReadAsStringAsync();
+            Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), text);
+            var result = JsonSerializer.Deserialize<BulkRegisterResponse>(text, JsonSerializerOptions.Web)!;
+            Assert.That(result.Registered, Is.Zero);
+            Assert.That(result.Rows.Select(r => r.Error is null), Is.EqualTo(new[] { true }.Concat(wrong.Select(_ => false))), text);
+            for (var i = 0; i < wrong.Length; i++)
+            {
+                Assert.That(result.Rows[i + 1].Error, Does.StartWith(wrong[i].Field), $"row {i + 1} names its field");
+            }
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a table with a wrong row changes nothing");
+
+        using (var ok = await http.PostAsync(Routes.Units + "/bulk", new StringContent(header + good, Encoding.UTF8, "text/csv")))
+        {
+            Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.OK), await ok.Content.ReadAsStringAsync());
+        }
+        var settings = await SettingsAsync(server, "02:54:53:00:0e:02");
+        Assert.That((settings.Isp.Method, settings.Isp.Address, settings.Isp.Gateway), Is.EqualTo(("static", "203.0.113.8/24", "203.0.113.1")));
+        Assert.That(settings.Isp.Dns, Is.EqualTo(new[] { "192.0.2.53", "192.0.2.54" }));
+    }
+
+    [Test]
+    public async Task The_console_form_sets_a_static_units_gateway_and_name_servers_and_refuses_a_wrong_one_with_400_changing_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var console = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        var form = await console.GetStringAsync("/console/register");
+        Assert.That(form, Does.Contain("name=\"Form.IspGateway\"").And.Contain("name=\"Form.IspDns\""));
+        async Task<HttpResponseMessage> RegisterAsync(string gateway, string dns) =>
+            await console.PostAsync("/console/register?handler=One", new FormUrlEncodedContent(new Dictionary<string, string>
+            {
+                ["Form.Mac"] = StaticMac, ["Form.Serial"] = "WAN-C1", ["Form.HardwareVersion"] = DemoCatalogue.HardwareVersion, ["Form.IspMethod"] = "static",
+                ["Form.IpAddress"] = "203.0.113.20/24", ["Form.IspGateway"] = gateway, ["Form.IspDns"] = dns, ["__csrf"] = await RoleTests.Csrf(console),
+            }));
+        foreach (var (gateway, dns, field) in new[]
+                 {
+                     ("", "192.0.2.53", "isp.gateway"), ("203.0.113.1 dev lo", "192.0.2.53", "isp.gateway"),
+                     ("203.0.113.1", "192.0.2.53\nnameserver 6.6.6.6", "isp.dns"), ("203.0.113.1", "192.0.2.53\u0007", "isp.dns"),
+                 })
+        {
+            var before = HostileInputTests.Snapshot(server);
+            using var refused = await RegisterAsync(gateway, dns);
+            var text = await refused.Content.ReadAsStringAsync();
+            Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), $"{gateway} / {dns}");
+            Assert.That(text, Does.Contain(field), "the form comes back with the error naming the field");
+            Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{gateway} / {dns}: refused, but the database changed");
+        }
+        using (var ok = await RegisterAsync("203.0.113.1", "192.0.2.53 192.0.2.54"))
+        {
+            Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await ok.Content.ReadAsStringAsync());
+        }
+        var row = server.Store.GetUnit(StaticMac)!;
+        Assert.That((row.IspMethod, row.IpAddress, row.IspGateway), Is.EqualTo(("static", "203.0.113.20/24", "203.0.113.1")));
+        Assert.That(row.DnsList, Is.EqualTo(new[] { "192.0.2.53", "192.0.2.54" }));
+        var unit = await console.GetStringAsync($"/console/units/{StaticMac}");
+        Assert.That(unit, Does.Contain("<dd id=\"unit-gateway\">203.0.113.1</dd>").And.Contain("<dd id=\"unit-dns\">192.0.2.53 192.0.2.54</dd>"));
     }
 }

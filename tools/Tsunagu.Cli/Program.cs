@@ -3,6 +3,7 @@ using Tsunagu.Cli;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Units.Registration;
 
 // tsunagu: the operator's and the factory's command line.
 var root = new RootCommand("Tsunagu operator and factory tool");
@@ -94,6 +95,8 @@ var ispMethodOption = new Option<string>("--isp-method") { Description = "main W
 var ispUserOption = new Option<string?>("--isp-user") { Description = "ISP account" };
 var ispPasswordOption = new Option<string?>("--isp-password") { Description = "ISP password" };
 var ipOption = new Option<string?>("--ip") { Description = "IP address (static WAN), e.g. 10.0.2.15/24" };
+var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway of a static WAN (IPv4)" };
+var dnsOption = new Option<string[]>("--dns") { Description = "name server of a static WAN (IPv4); up to 3: repeat the option or separate with commas" };
 var bootstrapUrlOption = new Option<string?>("--bootstrap-url") { Description = "initial setting server URL as the unit reaches it (default: --server)" };
 var domainOption = new Option<string?>("--domain") { Description = "domain" };
 var vpnOption = new Option<string?>("--vpn") { Description = "VPN settings" };
@@ -104,7 +107,7 @@ var outOption = new Option<string>("--out") { Description = "directory to write 
 var unitAdd = new Command("add", "create a unit's factory identity and register its settings with the server")
 {
     macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,
-    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption, outOption,
+    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, gatewayOption, dnsOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption, outOption,
 };
 foreach (var o in connection) { unitAdd.Options.Add(o); }
 // The identity of one unit from the options, registered on the server unless the unit is already (a reimage).
@@ -120,7 +123,8 @@ async Task<FactoryIdentity> MakeIdentity(ParseResult r, bool register, Cancellat
     {
         using var client = Connect(r);
         await client.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion,
-            new WanAccount(r.GetValue(ispMethodOption)!, r.GetValue(ispUserOption), r.GetValue(ispPasswordOption), r.GetValue(ipOption)),
+            new WanAccount(r.GetValue(ispMethodOption)!, r.GetValue(ispUserOption), r.GetValue(ispPasswordOption), r.GetValue(ipOption),
+                r.GetValue(gatewayOption), UnitRegistration.NameServers(string.Join(',', r.GetValue(dnsOption) ?? []))),
             r.GetValue(ipOption), r.GetValue(domainOption), r.GetValue(vpnOption), r.GetValue(globalIpOption), r.GetValue(targetOption), r.GetValue(subscriberOption)), ct);
     }
     return identity;
@@ -140,7 +144,7 @@ var reimageOption = new Option<bool>("--reimage") { Description = "the unit is a
 var burn = new Command("burn", "write one unit's identity into the factory partition of a disk image and register the unit")
 {
     macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,
-    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption,
+    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, gatewayOption, dnsOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption,
     imageOption, reimageOption,
 };
 foreach (var o in connection) { burn.Options.Add(o); }

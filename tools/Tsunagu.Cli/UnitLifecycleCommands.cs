@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Server.Units.Lifecycle;
+using Tsunagu.Server.Units.Registration;
 
 namespace Tsunagu.Cli;
 
@@ -44,20 +45,23 @@ public static class UnitLifecycleCommands
         var ispUser = new Option<string?>("--isp-user") { Description = "ISP account (\"\" clears)" };
         var ispPassword = new Option<string?>("--isp-password") { Description = "ISP password (\"\" clears; never shown back)" };
         var ip = new Option<string?>("--ip") { Description = "IP address (\"\" clears)" };
+        var gateway = new Option<string?>("--gateway") { Description = "default gateway of a static WAN (\"\" clears)" };
+        var dns = new Option<string[]>("--dns") { Description = "name servers of a static WAN, up to 3: repeat the option or separate with commas; they replace the row's (\"\" clears)" };
         var domain = new Option<string?>("--domain") { Description = "domain (\"\" clears)" };
         var vpn = new Option<string?>("--vpn") { Description = "VPN settings (\"\" clears)" };
         var globalIp = new Option<string?>("--global-ip") { Description = "global IP (\"\" clears)" };
         var subscriber = new Option<string?>("--subscriber") { Description = "subscriber account (\"\" clears)" };
         var edit = With(new Command("edit", "edit a unit's row; fields not given stay as they are. Without --revision the row is read first and edited at that revision")
         {
-            macArg, revision, serial, hardware, ispMethod, ispUser, ispPassword, ip, domain, vpn, globalIp, subscriber,
+            macArg, revision, serial, hardware, ispMethod, ispUser, ispPassword, ip, gateway, dns, domain, vpn, globalIp, subscriber,
         });
         Run(edit, async (r, c, ct) =>
         {
             var mac = r.GetValue(macArg)!;
             var at = r.GetValue(revision) ?? JsonSerializer.Deserialize<UnitRecordView>(await c.SendAsync(HttpMethod.Get, Path(mac, "/record"), null, ct), JsonSerializerOptions.Web)!.Revision;
             return await c.SendJsonAsync(HttpMethod.Patch, Path(mac, "/record"), new UnitEditRequest(r.GetValue(serial), r.GetValue(hardware), r.GetValue(ispMethod),
-                r.GetValue(ispUser), r.GetValue(ispPassword), r.GetValue(ip), r.GetValue(domain), r.GetValue(vpn), r.GetValue(globalIp), r.GetValue(subscriber)), ct, IfMatch(at));
+                r.GetValue(ispUser), r.GetValue(ispPassword), r.GetValue(ip), r.GetValue(domain), r.GetValue(vpn), r.GetValue(globalIp), r.GetValue(subscriber),
+                r.GetValue(gateway), NameServers(r, dns)), ct, IfMatch(at));
         });
         yield return edit;
 
@@ -98,6 +102,10 @@ public static class UnitLifecycleCommands
             new TransferSubscriberRequest(r.GetValue(to)!, !r.GetValue(noConfig)), ct, IfMatch(r.GetValue(revision))));
         yield return transfer;
     }
+
+    /// <summary>The name servers an edit sets: null when --dns is not given (they stay), empty when it is only "" (cleared).</summary>
+    private static IReadOnlyList<string>? NameServers(ParseResult r, Option<string[]> dns) =>
+        r.GetResult(dns) is null ? null : UnitRegistration.NameServers(string.Join(',', r.GetValue(dns) ?? [])) ?? [];
 
     public static Command Secrets(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {

@@ -32,6 +32,16 @@ public class WanAccountGrammarTests
         Assert.That(WanAccountGrammar.Problem(new WanAccount("dhcp", Dns: ["192.0.2.1 ; rm"])), Does.StartWith("dns:"));
     }
 
+    // a regular expression's '$' also matches before a final line feed: the grammar must end at the end of the text
+    [TestCase("pppoe", "user@isp.example\n", "pw", null, null, "username:")]
+    [TestCase("static", null, null, "192.0.2.9\n", "192.0.2.1", "address:")]
+    [TestCase("static", null, null, "192.0.2.9/24", "192.0.2.1\n", "gateway:")]
+    public void A_final_line_feed_is_refused(string method, string? user, string? password, string? address, string? gateway, string problem)
+    {
+        Assert.That(WanAccountGrammar.Problem(new WanAccount(method, user, password, address, gateway)), Does.StartWith(problem));
+        Assert.That(WanAccountGrammar.Problem(new WanAccount("static", null, null, "192.0.2.9", "192.0.2.1", ["192.0.2.53\n"])), Does.StartWith("dns:"));
+    }
+
     [Test]
     public void No_accepted_field_holds_a_control_character_a_quote_or_a_backslash() =>
         Gen.String.Sample(s =>

@@ -17,6 +17,8 @@ public sealed class UnitForm
     [Display(Name = "ISP account")] public string? IspUsername { get; set; }
     [DataType(DataType.Password), Display(Name = "ISP password")] public string? IspPassword { get; set; }
     [Display(Name = "IP address")] public string? IpAddress { get; set; }
+    [Display(Name = "Gateway")] public string? IspGateway { get; set; }
+    [Display(Name = "Name servers")] public string? IspDns { get; set; }
     [Display(Name = "Domain")] public string? Domain { get; set; }
     [Display(Name = "VPN")] public string? Vpn { get; set; }
     [Display(Name = "Global IP")] public string? GlobalIp { get; set; }
@@ -40,13 +42,20 @@ public sealed class RegisterModel(TsunaguStore store, UnitRegistration registrat
     public async Task<IActionResult> OnPostOneAsync()
     {
         Patterns = store.ListPatterns(PatternStatus.Verified);
-        if (!ModelState.IsValid) { return Page(); }
+        if (!ModelState.IsValid)
+        {
+            Response.StatusCode = StatusCodes.Status400BadRequest;
+            return Page();
+        }
         var request = new RegisterUnitRequest(Form.Mac, Form.Serial, Form.HardwareVersion,
-            new WanAccount(Form.IspMethod, Blank(Form.IspUsername), Blank(Form.IspPassword)), Blank(Form.IpAddress), Blank(Form.Domain),
-            Blank(Form.Vpn), Blank(Form.GlobalIp), Blank(Form.TargetPattern), Blank(Form.Subscriber));
-        var (unit, error, _) = await registration.RegisterAsync(request, Who, HttpContext.RequestAborted);
+            new WanAccount(Form.IspMethod, Blank(Form.IspUsername), Blank(Form.IspPassword), null, Blank(Form.IspGateway),
+                UnitRegistration.NameServers(Form.IspDns)),
+            Blank(Form.IpAddress), Blank(Form.Domain), Blank(Form.Vpn), Blank(Form.GlobalIp), Blank(Form.TargetPattern), Blank(Form.Subscriber));
+        var (unit, error, conflict) = await registration.RegisterAsync(request, Who, HttpContext.RequestAborted);
         if (unit is null)
         {
+            // the form comes back with what was typed and the error naming the field; nothing was stored
+            Response.StatusCode = conflict ? StatusCodes.Status409Conflict : StatusCodes.Status400BadRequest;
             ModelState.AddModelError("", error!);
             return Page();
         }

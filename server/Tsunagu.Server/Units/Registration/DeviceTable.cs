@@ -20,7 +20,8 @@ public static class DeviceTable
 
     /// <summary>The CSV columns of the device management table (patent fig. 6), in order; a header row names them.</summary>
     public static readonly string[] Columns =
-        ["mac", "serial", "hardware_version", "isp_method", "isp_username", "isp_password", "ip_address", "domain", "vpn", "global_ip", "subscriber", "target_pattern"];
+        ["mac", "serial", "hardware_version", "isp_method", "isp_username", "isp_password", "ip_address", "isp_gateway", "isp_dns", "domain", "vpn",
+         "global_ip", "subscriber", "target_pattern"];
 
     /// <summary>Checks every row of a CSV device management table against the registration rules; writes nothing.</summary>
     public static BulkCheck Check(string text, TsunaguStore store)
@@ -55,7 +56,8 @@ public static class DeviceTable
             var line = i + 1;
             if (row.Count > header.Count) { results.Add(new(line, null, $"{row.Count} fields, the header has {header.Count}")); continue; }
             var req = new RegisterUnitRequest(Cell(row, "mac") ?? "", Cell(row, "serial") ?? "", Cell(row, "hardware_version") ?? "r1",
-                new WanAccount(Cell(row, "isp_method") ?? "dhcp", Cell(row, "isp_username"), Cell(row, "isp_password")),
+                new WanAccount(Cell(row, "isp_method") ?? "dhcp", Cell(row, "isp_username"), Cell(row, "isp_password"), null,
+                    Cell(row, "isp_gateway"), UnitRegistration.NameServers(Cell(row, "isp_dns"))),
                 Cell(row, "ip_address"), Cell(row, "domain"), Cell(row, "vpn"), Cell(row, "global_ip"), Cell(row, "target_pattern"), Cell(row, "subscriber"));
             var (unit, error) = UnitRegistration.Validate(req, store);
             if (unit is not null && !seen.Add(unit.Mac)) { error = $"mac: {unit.Mac} appears twice in this file"; }

@@ -15,6 +15,14 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
     /// <summary>The named service configuration a newly registered unit gets as its first revision.</summary>
     public const string DefaultServiceConfig = "default";
 
+    /// <summary>
+    /// Name servers as an operator types them into one CSV cell or form field: addresses separated by spaces, commas or
+    /// semicolons (a tab or a line feed separates nothing: it stays in the address and the grammar refuses it). Null
+    /// when there is none. Each address is checked by <see cref="WanAccountGrammar"/> in <see cref="Validate"/>.
+    /// </summary>
+    public static IReadOnlyList<string>? NameServers(string? text) =>
+        text?.Split([' ', ',', ';'], StringSplitOptions.RemoveEmptyEntries) is { Length: > 0 } list ? list : null;
+
     /// <summary>Checks a registration; returns the row to insert or the error naming the field.</summary>
     public static (UnitRow? Row, string? Error) Validate(RegisterUnitRequest request, TsunaguStore store)
     {
