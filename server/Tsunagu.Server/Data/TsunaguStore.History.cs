@@ -7,7 +7,7 @@ namespace Tsunagu.Server.Data;
 // What units did: update reports, their history entries, and the audit entries that name them.
 public sealed partial class TsunaguStore
 {
-    /// <summary>Records an update report once; a repeated report (same unit, update, result) changes nothing.</summary>
+    /// <summary>Records an update report without an install id once; a repeated report (same unit, update, result) changes nothing.</summary>
     public bool RecordUpdateReport(string mac, string updateId, bool success, string? error, string? pattern)
     {
         using var c = Open();
