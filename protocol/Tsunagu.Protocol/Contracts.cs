@@ -113,7 +113,13 @@ public sealed record VersionCheckResponse(
     DateTimeOffset? ServerTime = null,
     int? SettingsRevision = null);
 
-public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory);
+/// <summary>
+/// The outcome of one install attempt. <see cref="InstallId"/> names the attempt (<see cref="InstallIds"/>): the unit
+/// draws it when the attempt starts and keeps it in its update journal, so a report it sends again (it never saw the
+/// answer) carries the same id and the host records it once, while a new attempt of the same update (after a failure,
+/// or after the unit's `data` was wiped) carries a new one. Null from units older than the field.
+/// </summary>
+public sealed record UpdateReport(string UpdateId, bool Success, string? Error, Inventory Inventory, string? InstallId = null);
 public sealed record UpdateReportAck(string UpdateId, string? Pattern);
 
 // The update artifact itself is a signed bundle: Bundles/BundleManifest.cs and docs/bundles.md.

@@ -192,10 +192,17 @@ public class CatalogueTests(string database)
         server.Fleet.Start(unit);
         await server.WaitReadyAsync(unit);
         Assert.That(server.Store.CountUpdateReports(unit.Mac), Is.EqualTo(1));
+        var first = server.Store.ListUpdateReports(unit.Mac).Single();
+        Assert.That(InstallIds.IsValid(first.InstallId), Is.True, "the unit names its install");
+        var inventory = JsonSerializer.Deserialize(server.Store.GetUnit(unit.Mac)!.Inventory!, ProtocolJson.Default.Inventory)!;
+        var again = new UpdateOutcome(unit.Mac, DemoCatalogue.UpdateId, true, null, inventory, DemoCatalogue.Pattern2, UnitStates.Configuring, null, "installed again", first.InstallId);
+        Assert.That(server.Store.RecordUpdateOutcome(again).IsNew, Is.False, "the same install's report again changes nothing");
+        // a report without an install id (a unit older than the field) is keyed on unit, update and result, as before
+        Assert.That(server.Store.RecordUpdateReport(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2), Is.True);
         Assert.That(server.Store.RecordUpdateReport(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2), Is.False, "the same report again changes nothing");
         Assert.That(server.Store.AckUnitConfig(unit.Mac, 1, true, null), Is.True);
         Assert.That(server.Store.GetUnit(unit.Mac)!.AppliedConfigRevision, Is.EqualTo(1));
-        Assert.That(server.Store.CountUpdateReports(unit.Mac), Is.EqualTo(1));
+        Assert.That(server.Store.CountUpdateReports(unit.Mac), Is.EqualTo(2));
 
         var bad = Refused(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(1.5, 0.5, 2, 5), 400);
         Assert.That(bad.Message, Does.Contain("cpuThreshold"));

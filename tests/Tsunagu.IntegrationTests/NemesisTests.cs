@@ -4,10 +4,13 @@ namespace Tsunagu.IntegrationTests;
 
 /// <summary>
 /// A short seeded schedule of the nemesis (`make chaos` runs long ones): the real server as a child process,
-/// killed and restarted, a fault proxy partitioning, resetting and slowing the units' connections; the invariants
-/// (recovery within a bound, forced checks that reach every unit, the server's view, requests per unit per minute)
-/// must hold after every fault, and at the end nothing the units reported or the operator forced may be lost or
-/// duplicated in the server's history and audit. The history is printed either way.
+/// killed and restarted, a fault proxy partitioning, resetting and slowing the units' connections; an update
+/// published as the second fault begins (every unit's first update report loses its answer, so each is sent again)
+/// and a subscriber change in the middle of every fault. The invariants (recovery within a bound on the target
+/// pattern, forced checks that reach every unit, the server's view, one successful install per unit, subscriber
+/// changes listed and audited once, requests per unit per minute) must hold after every fault, and at the end nothing
+/// the units reported, the operator forced or the subscribers changed may be lost or duplicated in the server's
+/// history and audit. The history is printed either way.
 /// </summary>
 [NonParallelizable]
 public class NemesisTests

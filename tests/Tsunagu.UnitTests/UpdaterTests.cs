@@ -431,6 +431,40 @@ public partial class UpdaterTests
     }
 
     [Test]
+    public async Task The_install_id_is_in_the_journal_before_the_install_starts_survives_a_restart_and_is_new_for_a_new_attempt()
+    {
+        var b = await BuildAsync(_key);
+        var source = new MemorySource(b.Bytes);
+        var healthy = false;
+        Task<HealthReading> Health(CancellationToken _) => Task.FromResult(healthy ? HealthReading.Healthy : HealthReading.Fault("vcp does not answer"));
+        string? atStart = null;
+        Assert.ThrowsAsync<PowerCut>(() => Installer(source, Health, checkpoint: p =>
+        {
+            atStart ??= Journal?.InstallId ?? "none in the journal";
+            if (p == "switched firewall") { throw new PowerCut(p); }
+        }).RunAsync(b.Offer, CancellationToken.None));
+        Assert.That(InstallIds.IsValid(atStart), Is.True, $"stored in the journal before the first phase ran: {atStart}");
+        Assert.That(Journal!.InstallId, Is.EqualTo(atStart));
+
+        // the same attempt after the power cut: rolled back, installed again, the health check fails
+        Restart();
+        var failed = await Installer(source, Health).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(failed.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(failed.Report!.InstallId, Is.EqualTo(atStart), "the attempt reports the id it started with");
+        Restart();
+        Assert.That(Journal!.Report!.InstallId, Is.EqualTo(atStart), "the report waiting in the journal keeps it: sent again, it names the same install");
+
+        // a new attempt of the same update
+        healthy = true;
+        var second = await Installer(source, Health).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(second.Status, Is.EqualTo(InstallStatus.Committed));
+        Assert.That(Journal!.Attempts, Is.EqualTo(2));
+        Assert.That(InstallIds.IsValid(second.Report!.InstallId), Is.True);
+        Assert.That(second.Report.InstallId, Is.Not.EqualTo(atStart), "a new attempt draws a new install id");
+        Assert.That(Journal!.Report!.InstallId, Is.EqualTo(second.Report.InstallId));
+    }
+
+    [Test]
     public async Task A_restart_loop_is_detected_rolled_back_and_stopped()
     {
         var b = await BuildAsync(_key);

@@ -10,11 +10,13 @@ namespace Tsunagu.Firmware.Storage;
 /// (firmware/DESIGN.md section 5). <see cref="Entries"/> counts entries that did not end in a controlled way:
 /// too many means a restart loop, which is stopped. <see cref="PreviousApps"/> is the verified pattern's
 /// application set to roll back to; <see cref="TargetSlot"/> the OS slot being installed, if any.
+/// <see cref="InstallId"/> names this install attempt (<see cref="InstallIds"/>): drawn and stored before the attempt's
+/// first phase runs, kept across restarts of the same attempt, sent with its report; a new attempt draws a new one.
 /// </summary>
 public sealed record PendingUpdate(string UpdateId, string Phase, UpdateReport? Report, int Attempts,
     UpdateOffer? Offer = null, BundleCounter? Bundle = null, string? ToPattern = null,
     IReadOnlyDictionary<string, string>? PreviousApps = null, string? TargetSlot = null,
-    int Entries = 0, int ScriptRetries = 0)
+    int Entries = 0, int ScriptRetries = 0, string? InstallId = null)
 {
     public const string Downloading = "downloading";
     public const string Verified = "verified";

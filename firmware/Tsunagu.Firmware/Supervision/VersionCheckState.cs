@@ -65,17 +65,27 @@ public sealed class VersionCheckState : IState
             ctx.Log($"version check: anti-rollback counter raised to bundle {hostCounter.BundleId} version {hostCounter.Version} from the host");
         }
         var pending = store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
-        if (pending is { Phase: PendingUpdate.Failed, Report: { } unsent })
+        if (pending is { Phase: PendingUpdate.Failed or PendingUpdate.Installed, Report: { } unsent })
         {
+            // a report not yet acknowledged (the answer was lost, or the token refused on the way): sent again with
+            // its install id, which the host records once however often it arrives
             try
             {
                 await ctx.RequireClient().ReportUpdateAsync(ctx.HostUri, ctx.HostToken, unsent, ct);
-                pending = pending with { Report = null };
-                store.Set(StateKeys.PendingUpdate, pending, FirmwareJson.Default.PendingUpdate);
+                if (pending.Phase == PendingUpdate.Installed)
+                {
+                    store.Delete(StateKeys.PendingUpdate);
+                    pending = null;
+                }
+                else
+                {
+                    pending = pending with { Report = null };
+                    store.Set(StateKeys.PendingUpdate, pending, FirmwareJson.Default.PendingUpdate);
+                }
             }
             catch (ServerException e)
             {
-                return DefaultStates.FromServerError(ctx, $"update {unsent.UpdateId}: failure report", e);
+                return DefaultStates.FromServerError(ctx, $"update {unsent.UpdateId}: {(unsent.Success ? "" : "failure ")}report", e);
             }
         }
         if (response.SettingsRevision is { } revision && revision > ctx.RequireSettings().SettingsRevision)

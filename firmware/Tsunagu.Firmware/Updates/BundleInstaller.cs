@@ -110,9 +110,10 @@ public sealed class BundleInstaller(UpdateEnvironment env)
             }
             var attempts = j?.UpdateId == offer.UpdateId ? j.Attempts + 1 : 1;
             run.DeleteWork(offer.UpdateId);
-            j = new PendingUpdate(offer.UpdateId, UpdatePhaseTable.Rows[0].Phase, null, attempts, offer);
+            j = new PendingUpdate(offer.UpdateId, UpdatePhaseTable.Rows[0].Phase, null, attempts, offer, InstallId: InstallIds.New());
         }
-        j = run.Save(j with { Entries = j.Entries + 1, Offer = j.Offer ?? offer });
+        // a journal written before install ids gets one now, before anything more happens in this attempt
+        j = run.Save(j with { Entries = j.Entries + 1, Offer = j.Offer ?? offer, InstallId = j.InstallId ?? InstallIds.New() });
         try
         {
             if (j.Entries > _o.RestartLimit)
@@ -202,8 +203,9 @@ public sealed class BundleInstaller(UpdateEnvironment env)
     private InstallResult Fail(UpdateRun run, PendingUpdate j, string error, bool reboot)
     {
         env.Log($"update {j.UpdateId} failed: {error}");
-        var report = new UpdateReport(j.UpdateId, false, error, env.Inventory());
-        run.Save(j with { Phase = PendingUpdate.Failed, Report = report, PreviousApps = null, TargetSlot = null, Entries = 0 });
+        var installId = j.InstallId ?? InstallIds.New();
+        var report = new UpdateReport(j.UpdateId, false, error, env.Inventory(), installId);
+        run.Save(j with { Phase = PendingUpdate.Failed, Report = report, PreviousApps = null, TargetSlot = null, Entries = 0, InstallId = installId });
         run.DeleteWork(j.UpdateId);
         return new InstallResult(InstallStatus.Failed, report, Reboot: reboot);
     }

@@ -19,7 +19,7 @@ public static class HostApi
 
         var host = app.MapGroup("").RequireTokenScope(TokenScope.Host);
         host.MapPost(Routes.VersionCheck, VersionCheck).ProducesProblem(StatusCodes.Status404NotFound);
-        host.MapPost(Routes.UpdateReport, UpdateReport).ProducesProblem(StatusCodes.Status404NotFound);
+        host.MapPost(Routes.UpdateReport, UpdateReport).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
         host.MapGet(Routes.Artifacts + "/{sha256}", Artifact).ProducesProblem(StatusCodes.Status404NotFound);
         host.MapGet(Routes.ServiceConfig, ServiceConfig).ProducesProblem(StatusCodes.Status404NotFound);
         host.MapPost(Routes.ServiceConfigAck, ServiceConfigAck).ProducesProblem(StatusCodes.Status404NotFound);
@@ -155,6 +155,7 @@ public static class HostApi
         if (!InputRules.IsIdentifier(report.UpdateId)) { return Problems.BadRequest(InputRules.Identifier("updateId")); }
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
         if (report.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
+        if (report.InstallId is not null && !InstallIds.IsValid(report.InstallId)) { return Problems.BadRequest("installId: 32 lowercase hexadecimal digits"); }
         if (store.GetUpdateProgram(report.UpdateId) is null)
         {
             return Problems.NotFound($"update program {report.UpdateId} does not exist");
@@ -163,10 +164,21 @@ public static class HostApi
         // The new pattern is recorded only from the unit's own report of what it now runs.
         var pattern = store.FindPattern(report.Inventory);
         // the report, the inventory, the unit's last error, the audit and the history entry: one transaction
-        store.RecordUpdateOutcome(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
+        var recorded = store.RecordUpdateOutcome(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
             pattern is null ? UnitStates.OffPattern : UnitStates.Configuring,
             report.Success ? null : $"update {report.UpdateId} failed: {report.Error}",
-            report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}"));
+            report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}",
+            report.InstallId));
+        if (!recorded.IsNew)
+        {
+            // the unit sends its report again (it never saw the answer): the same answer, nothing written or counted
+            if (recorded.UpdateId != report.UpdateId || recorded.Success != report.Success)
+            {
+                return Problems.Conflict($"install {report.InstallId} was reported as {(recorded.Success ? "a success" : "a failure")} of update {recorded.UpdateId}; " +
+                                         "a report of the same install cannot say otherwise");
+            }
+            return TypedResults.Ok(new UpdateReportAck(recorded.UpdateId, recorded.Pattern));
+        }
         metrics.UpdateReported(report.Success);
         return TypedResults.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
     }

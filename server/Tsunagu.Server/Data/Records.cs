@@ -191,10 +191,12 @@ public sealed class UnitEventRow
 
 public sealed class UpdateReportRow
 {
+    public long Id { get; set; }
     public string Mac { get; set; } = "";
     public string UpdateId { get; set; } = "";
     public long Success { get; set; }
     public string? Error { get; set; }
     public string? Pattern { get; set; }
     public string At { get; set; } = "";
+    public string? InstallId { get; set; }
 }

@@ -7,7 +7,7 @@ namespace Tsunagu.Server.Data;
 // What units did: update reports, their history entries, and the audit entries that name them.
 public sealed partial class TsunaguStore
 {
-    /// <summary>Records an update report once; a repeated report (same unit, update, result) changes nothing.</summary>
+    /// <summary>Records an update report without an install id once; a repeated report (same unit, update, result) changes nothing.</summary>
     public bool RecordUpdateReport(string mac, string updateId, bool success, string? error, string? pattern)
     {
         using var c = Open();
@@ -20,20 +20,31 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Records an update report and everything it changes (<see cref="UpdateOutcome"/>) in one transaction: all or
-    /// nothing. A repeated report (same unit, update, result) adds no second report row; the rest is written again.
+    /// nothing. With an install id, the report is keyed on (unit, install id) by a unique index: a report of an install
+    /// already recorded (the unit sends it again when it never saw the answer) writes nothing at all and returns what
+    /// was recorded for it; concurrent repeats are decided by the index, not by a read before the write. Without one
+    /// (a unit older than install ids) a repeated report (same unit, update, result) adds no second report row and the
+    /// rest is written again, as before install ids.
     /// </summary>
-    public void RecordUpdateOutcome(UpdateOutcome o)
+    public UpdateRecord RecordUpdateOutcome(UpdateOutcome o)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
         var kind = UnitEventKinds.Update;
         using var c = Open();
         using var tx = c.BeginTransaction();
-        c.Execute("""
-            INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
-            VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now)
+        var inserted = c.Execute("""
+            INSERT INTO update_reports (mac, update_id, success, error, pattern, at, install_id)
+            VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now, @InstallId)
             ON CONFLICT DO NOTHING
-            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now }, tx);
+            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now, o.InstallId }, tx) > 0;
+        if (!inserted && o.InstallId is not null)
+        {
+            var first = c.QuerySingle<UpdateReportRow>("SELECT * FROM update_reports WHERE mac = @Mac AND install_id = @InstallId",
+                new { o.Mac, o.InstallId }, tx);
+            tx.Rollback();
+            return new UpdateRecord(false, first.UpdateId, first.Success != 0, first.Pattern);
+        }
         if (o.Inventory.LastBundle is { } counter)
         {
             c.Execute("""
@@ -52,6 +63,7 @@ public sealed partial class TsunaguStore
         tx.Commit();
         _lastSeenWritten[o.Mac] = at;
         _lastEvent[o.Mac] = (kind, o.EventDetail);
+        return new UpdateRecord(true, o.UpdateId, o.Success, o.Pattern);
     }
 
     public long CountUpdateReports(string mac)
@@ -105,7 +117,7 @@ public sealed partial class TsunaguStore
     public IReadOnlyList<UpdateReportRow> ListUpdateReports(string? mac = null)
     {
         using var c = Open();
-        return c.Query<UpdateReportRow>("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at", new { mac }).ToList();
+        return c.Query<UpdateReportRow>("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at, id", new { mac }).ToList();
     }
 
     /// <summary>Audit entries whose target names the unit (alone or in a list of units), newest first.</summary>

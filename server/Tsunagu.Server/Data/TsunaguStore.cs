@@ -14,10 +14,18 @@ public sealed record AuditEntry(string Actor, string Action, string? Target, str
 
 /// <summary>
 /// What one update report changes about a unit: the report itself, the inventory it now runs (with its pattern and
-/// state), its last error (cleared on success), the audit entry and the history entry.
+/// state), its last error (cleared on success), the audit entry and the history entry. <see cref="InstallId"/>: the
+/// unit's install attempt (null from units older than it).
 /// </summary>
 public sealed record UpdateOutcome(string Mac, string UpdateId, bool Success, string? Error, Inventory Inventory, string? Pattern, string State,
-    string? LastError, string EventDetail);
+    string? LastError, string EventDetail, string? InstallId = null);
+
+/// <summary>
+/// What an update report came to: <see cref="IsNew"/> when it was recorded now (with its history and audit entries),
+/// false when the same install's report was recorded before; then <see cref="UpdateId"/>, <see cref="Success"/> and
+/// <see cref="Pattern"/> are what was recorded then, and nothing was written.
+/// </summary>
+public sealed record UpdateRecord(bool IsNew, string UpdateId, bool Success, string? Pattern);
 
 /// <summary>Filters of the fleet query; every one is optional.</summary>
 public sealed record UnitQuery(string? Pattern = null, string? State = null, string? Application = null, string? Version = null,

@@ -170,3 +170,112 @@ public static class HistoryCheck
         return at < 0 ? null : detail![(at + marker.Length)..].Trim();
     }
 }
+
+/// <summary>An update report one unit sent: its install id and result, and the status it was answered with (null: no answer came back).</summary>
+public sealed record SentUpdateReport(string? InstallId, bool Success, int? Status);
+
+/// <summary>What the server keeps of one unit's updates: its update report rows (install id, result), its successful update history entries and its <c>update.succeeded</c> audit entries.</summary>
+public sealed record RecordedUpdates(IReadOnlyList<(string? InstallId, bool Success)> Reports, int SuccessEntries, int SuccessAudits);
+
+/// <summary>A subscriber's change the subscriber was answered for: the revision it became.</summary>
+public sealed record SubscriberChange(string Subscriber, string Mac, long Revision);
+
+/// <summary>The invariants of updates and subscriber changes through faults (the nemesis's update program and subscriber path).</summary>
+public static class UpdateHistoryCheck
+{
+    /// <summary>
+    /// One successful install recorded per unit and per install id: with the update published, each unit has exactly
+    /// one successful update report row, one successful update history entry and one <c>update.succeeded</c> audit
+    /// entry (none before it is published); every row's install id is one the unit sent, no install id is in two rows,
+    /// and every install id the server acknowledged is recorded (not lost). Reports the unit sent again (its answer was
+    /// lost) must not add a row.
+    /// </summary>
+    public static InvariantResult Installs(bool published, IReadOnlyDictionary<string, IReadOnlyList<SentUpdateReport>> sent,
+        IReadOnlyDictionary<string, RecordedUpdates> recorded)
+    {
+        var problems = new List<string>();
+        var expected = published ? 1 : 0;
+        foreach (var mac in sent.Keys.Union(recorded.Keys).Order(StringComparer.Ordinal))
+        {
+            var s = sent.GetValueOrDefault(mac) ?? [];
+            var r = recorded.GetValueOrDefault(mac) ?? new RecordedUpdates([], 0, 0);
+            var successes = r.Reports.Count(x => x.Success);
+            if ((successes, r.SuccessEntries, r.SuccessAudits) != (expected, expected, expected))
+            {
+                problems.Add($"{mac}: {successes} successful report row(s), {r.SuccessEntries} history entr(ies), {r.SuccessAudits} audit entr(ies) ({expected} of each expected)");
+            }
+            var sentIds = s.Where(x => x.InstallId is not null).Select(x => (x.InstallId!, x.Success)).ToHashSet();
+            foreach (var row in r.Reports)
+            {
+                if (row.InstallId is null) { problems.Add($"{mac}: a report row without an install id"); }
+                else if (!sentIds.Contains((row.InstallId, row.Success))) { problems.Add($"{mac}: install {row.InstallId} recorded, which the unit never reported so"); }
+            }
+            foreach (var doubled in r.Reports.Where(x => x.InstallId is not null).GroupBy(x => x.InstallId).Where(g => g.Count() > 1))
+            {
+                problems.Add($"{mac}: install {doubled.Key} recorded {doubled.Count()} times");
+            }
+            foreach (var acknowledged in s.Where(x => x.Status is >= 200 and < 300 && x.InstallId is not null).Select(x => x.InstallId).Distinct())
+            {
+                if (r.Reports.All(x => x.InstallId != acknowledged)) { problems.Add($"{mac}: install {acknowledged} acknowledged but not recorded"); }
+            }
+        }
+        var repeats = sent.Values.Sum(s => s.Count - s.Select(x => x.InstallId).Distinct().Count());
+        var unanswered = sent.Values.Sum(s => s.Count(x => x.Status is null));
+        return new InvariantResult("history-updates", problems.Count == 0, problems.Count > 0
+            ? $"{problems.Count} problem(s): {string.Join("; ", problems.Take(4))}"
+            : published
+                ? string.Create(CultureInfo.InvariantCulture,
+                    $"{recorded.Count} units each with one successful install recorded once (report, history, audit); {sent.Values.Sum(s => s.Count)} reports sent, {repeats} of them again for an install already sent ({unanswered} answers lost), none recorded twice")
+                : "no update published yet: no install recorded");
+    }
+
+    /// <summary>
+    /// Subscriber changes made during faults are never lost or duplicated: each revision the subscriber was answered
+    /// for is listed once in its unit's configurations with origin <c>subscriber</c>, with exactly one
+    /// <c>unit.service-config</c> audit entry by that subscriber; subscriber revisions (and their audit entries) the
+    /// subscriber was never answered for are at most as many as their changes that got no answer (the server may have
+    /// stored one before the answer was lost). With <paramref name="settled"/> (the end of the run) each answered
+    /// revision is applied and confirmed (<c>final</c>) or reported failed (<c>failed</c>), never left pending.
+    /// </summary>
+    public static InvariantResult SubscriberChanges(IReadOnlyList<SubscriberChange> answered, IReadOnlyDictionary<string, int> unanswered,
+        IReadOnlyDictionary<string, IReadOnlyList<ListedConfig>> listed, IReadOnlyList<AuditEntry> audit, bool settled)
+    {
+        var problems = new List<string>();
+        var audited = audit.Where(e => e.Action == "unit.service-config" && e.Actor.StartsWith("subscriber:", StringComparison.Ordinal))
+            .GroupBy(e => (Actor: e.Actor, Mac: e.Target ?? "", Revision: LeadingRevision(e.Detail))).ToDictionary(g => g.Key, g => g.Count());
+        var statuses = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var change in answered)
+        {
+            var rows = (listed.GetValueOrDefault(change.Mac) ?? []).Where(r => r.Revision == change.Revision).ToList();
+            if (rows.Count != 1) { problems.Add($"{change.Mac} revision {change.Revision} (subscriber {change.Subscriber}) listed {rows.Count} times"); continue; }
+            if (rows[0].Origin != "subscriber") { problems.Add($"{change.Mac} revision {change.Revision}: origin {rows[0].Origin}, not subscriber"); }
+            if (settled && rows[0].Status is not ("final" or "failed")) { problems.Add($"{change.Mac} revision {change.Revision}: still {rows[0].Status} at the end"); }
+            statuses[rows[0].Status] = statuses.GetValueOrDefault(rows[0].Status) + 1;
+            var entries = audited.GetValueOrDefault(($"subscriber:{change.Subscriber}", change.Mac, change.Revision));
+            if (entries != 1) { problems.Add($"{change.Mac} revision {change.Revision}: {entries} audit entries by subscriber:{change.Subscriber} (one expected)"); }
+        }
+        var given = answered.Select(a => (a.Mac, a.Revision)).ToHashSet();
+        foreach (var (mac, revisions) in listed)
+        {
+            var extra = revisions.Count(r => r.Origin == "subscriber" && !given.Contains((mac, r.Revision)));
+            if (extra > unanswered.GetValueOrDefault(mac)) { problems.Add($"{mac}: {extra} subscriber revision(s) never answered, for {unanswered.GetValueOrDefault(mac)} change(s) without an answer"); }
+        }
+        foreach (var group in audited.Keys.Where(k => !given.Contains((k.Mac, k.Revision ?? -1))).GroupBy(k => k.Mac))
+        {
+            if (group.Count() > unanswered.GetValueOrDefault(group.Key)) { problems.Add($"{group.Key}: {group.Count()} subscriber audit entr(ies) for revisions never answered"); }
+        }
+        return new InvariantResult("history-subscriber", problems.Count == 0, problems.Count > 0
+            ? $"{problems.Count} problem(s): {string.Join("; ", problems.Take(4))}"
+            : string.Create(CultureInfo.InvariantCulture,
+                $"{answered.Count} subscriber changes through the subscriber API, each listed and audited once ({string.Join(", ", statuses.OrderBy(s => s.Key).Select(s => $"{s.Value} {s.Key}"))}); {unanswered.Values.Sum()} without an answer"));
+    }
+
+    /// <summary>The revision at the start of a <c>unit.service-config</c> audit detail ("revision 7" or "revision 7: what").</summary>
+    public static long? LeadingRevision(string? detail)
+    {
+        const string marker = "revision ";
+        if (detail is null || !detail.StartsWith(marker, StringComparison.Ordinal)) { return null; }
+        var digits = detail[marker.Length..].TakeWhile(char.IsAsciiDigit).ToArray();
+        return digits.Length > 0 && long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var r) ? r : null;
+    }
+}

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -108,6 +109,24 @@ public sealed record ChaosSettings
     public TimeSpan? PushReconnectBase { get; init; }
     public TimeSpan? PushReconnectCap { get; init; }
 
+    /// <summary>
+    /// The fault (counted from 0) as which the operator publishes the update: every unit's target pattern becomes
+    /// pattern 2 (update program p1-to-p2), and the fault's forced check pushes it; null: no update in the run.
+    /// </summary>
+    public int? UpdateAtFault { get; init; } = 1;
+
+    /// <summary>
+    /// From this fault on (counted from 0), a subscriber changes their unit's settings through the subscriber API in
+    /// the middle of each fault (each unit's subscriber in turn); null: no subscriber changes.
+    /// </summary>
+    public int? SubscriberFromFault { get; init; } = 0;
+
+    /// <summary>
+    /// The answer to each unit's first update report is lost after the server took the report (the connection breaks on
+    /// the way back), so every unit sends its report again.
+    /// </summary>
+    public bool LoseFirstUpdateAnswer { get; init; } = true;
+
     public TimeSpan BackoffBase { get; init; } = TimeSpan.FromMilliseconds(500);
     public TimeSpan BackoffCap { get; init; } = TimeSpan.FromSeconds(5);
 }
@@ -169,6 +188,14 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     /// <summary>When the database was crashing (Stopwatch timestamps): commits that did not wait for the disk may be lost then.</summary>
     private readonly List<(long From, long To)> _lossWindows = [];
     private SimulatedFleet? _fleet;
+    /// <summary>The pattern every unit must be Ready on: pattern 1, and pattern 2 once the update is published.</summary>
+    private string _target = DemoCatalogue.Pattern1;
+    private bool _published;
+    /// <summary>Each unit's update reports as it sent them (install id, result, answer).</summary>
+    private readonly ConcurrentDictionary<string, ConcurrentQueue<SentUpdateReport>> _updates = new();
+    private readonly List<SubscriberChange> _subscriberChanges = [];
+    private readonly ConcurrentDictionary<string, int> _subscriberUnanswered = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _subscriberPasswords = new(StringComparer.Ordinal);
     private Uri _operatorUrl = new("https://127.0.0.1/");
     private string _pin = "", _password = "";
 
@@ -210,12 +237,19 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             var began = Stopwatch.GetTimestamp();
             // the operator changes one unit's configuration as the fault begins: the change is in flight through it
             await ChangeConfigurationAsync(Units[injected % Units.Count].Mac, injected, ct);
+            if (injected == settings.UpdateAtFault) { await PublishUpdateAsync(fault, ct); }
+            // a subscriber changes their unit's settings in the middle of the fault
+            var subscriber = settings.SubscriberFromFault is { } from && injected >= from
+                ? SubscriberChangeAsync(Units[(injected + Units.Count / 2) % Units.Count].Mac, injected, lead + length / 2, ct)
+                : Task.CompletedTask;
             await InjectAsync(fault, length, lead, ct);
+            await subscriber;
             injected++;
             var healed = _clock.Elapsed;
 
-            // every unit finishes the check the fault interrupted (or that it had finished before): Ready again
-            var recovered = await WaitAsync(() => Units.Select((u, i) => u.Meter.ReadyAcks > acks[i]).All(x => x), settings.RecoveryBound, ct);
+            // every unit finishes the check the fault interrupted (or that it had finished before): Ready again, on its target
+            var recovered = await WaitAsync(() => Units.Select((u, i) => u.Meter.ReadyAcks > acks[i] && u.Supervisor.Context.CurrentPattern == _target).All(x => x),
+                settings.RecoveryBound, ct);
             var took = _clock.Elapsed - healed;
             recoveries.Add((fault, took));
             if (!recovered)
@@ -228,6 +262,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             // a check forced after the fault heals reaches every unit (the push path survived the fault)
             if (!await PushReachesEveryUnitAsync(fault, ct)) { break; }
             if (!await ServerAgreesAsync(fault, ct)) { break; }
+            if (!await HistoryHoldsAsync(fault, ct)) { break; }
         }
         await HistoryAsync(ct);
         _clock.Stop();
@@ -256,6 +291,133 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         var revision = document.RootElement.GetProperty("revision").GetInt64();
         lock (_assigned) { _assigned.Add(new AssignedConfig(mac, revision)); }
         Record($"operator gives {mac} configuration revision {revision}");
+    }
+
+    /// <summary>
+    /// The operator publishes the update: every unit's target pattern becomes pattern 2 (update program p1-to-p2); the
+    /// check the fault forces pushes it, so units download, install and report it through the fault.
+    /// </summary>
+    private async Task PublishUpdateAsync(string fault, CancellationToken ct)
+    {
+        using var client = Operator();
+        foreach (var unit in Units)
+        {
+            await client.SendAsync(HttpMethod.Put, $"{Routes.Units}/{Uri.EscapeDataString(unit.Mac)}/target-pattern",
+                new StringContent($"{{\"pattern\":\"{DemoCatalogue.Pattern2}\"}}", Encoding.UTF8, "application/json"), ct);
+        }
+        _target = DemoCatalogue.Pattern2;
+        _published = true;
+        Record($"operator publishes update {DemoCatalogue.UpdateId}: every unit's target is now {DemoCatalogue.Pattern2}; the check forced for {fault} pushes it");
+    }
+
+    private static string SubscriberOf(string mac) => "chaos-" + MacAddress.Compact(mac);
+
+    private HttpClient SubscriberHttp() => new(new SocketsHttpHandler
+    {
+        SslOptions = { RemoteCertificateValidationCallback = (_, cert, chain, _) => cert is X509Certificate2 c && TrustAnchor.Matches(c, chain, [_pin]) },
+    })
+    { BaseAddress = _operatorUrl, Timeout = TimeSpan.FromSeconds(30) };
+
+    /// <summary>
+    /// The unit's subscriber changes their settings through the subscriber API (their blocked domains, which the
+    /// standard contract lets them change) <paramref name="after"/> into the fault. A refused or unanswered attempt
+    /// is made again every second, as a person would, for up to two minutes; an attempt whose change was sent but
+    /// never answered is counted (the server may have stored it).
+    /// </summary>
+    private async Task SubscriberChangeAsync(string mac, int round, TimeSpan after, CancellationToken ct)
+    {
+        await Task.Delay(after, ct);
+        var name = SubscriberOf(mac);
+        var deadline = Stopwatch.GetTimestamp() + 120 * Stopwatch.Frequency;
+        var failures = new List<string>();
+        while (true)
+        {
+            var sent = false;
+            try
+            {
+                using var http = SubscriberHttp();
+                using var login = await http.PostAsync($"{Routes.Prefix}/subscriber/token", new StringContent(
+                    System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["name"] = name, ["password"] = _subscriberPasswords[name] }),
+                    Encoding.UTF8, "application/json"), ct);
+                if (!login.IsSuccessStatusCode) { throw new SubscriberRefusedException($"log in {(int)login.StatusCode}"); }
+                using (var token = System.Text.Json.JsonDocument.Parse(await login.Content.ReadAsStringAsync(ct)))
+                {
+                    http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token.RootElement.GetProperty("token").GetString());
+                }
+                var path = $"{Routes.Prefix}/subscriber/units/{Uri.EscapeDataString(mac)}/service-config";
+                using var current = await http.GetAsync(path, ct);
+                if (!current.IsSuccessStatusCode) { throw new SubscriberRefusedException($"read {(int)current.StatusCode}"); }
+                ServiceConfiguration config;
+                using (var view = System.Text.Json.JsonDocument.Parse(await current.Content.ReadAsStringAsync(ct)))
+                {
+                    config = System.Text.Json.JsonSerializer.Deserialize(view.RootElement.GetProperty("configuration"), ProtocolJson.Default.ServiceConfiguration)!;
+                }
+                var domains = config.ContentFilter.BlockedDomains.Where(d => !d.EndsWith(".chaos.example", StringComparison.Ordinal))
+                    .Append($"round-{round}.chaos.example").ToList();
+                var changed = config with { ContentFilter = config.ContentFilter with { BlockedDomains = domains } };
+                sent = true;
+                using var put = await http.PutAsync(path, new StringContent(System.Text.Json.JsonSerializer.Serialize(changed, ProtocolJson.Default.ServiceConfiguration),
+                    Encoding.UTF8, "application/json"), ct);
+                if (!put.IsSuccessStatusCode) { throw new SubscriberRefusedException($"change {(int)put.StatusCode}"); }
+                using var answer = System.Text.Json.JsonDocument.Parse(await put.Content.ReadAsStringAsync(ct));
+                var revision = answer.RootElement.GetProperty("revision").GetInt64();
+                lock (_subscriberChanges) { _subscriberChanges.Add(new SubscriberChange(name, mac, revision)); }
+                Record($"subscriber {name} blocks round-{round}.chaos.example on {mac}: revision {revision}" +
+                       (failures.Count > 0 ? $" (after {failures.Count} attempt(s): {string.Join(", ", failures.GroupBy(f => f).Select(g => $"{g.Key} x{g.Count()}"))})" : ""));
+                return;
+            }
+            catch (SubscriberRefusedException e)
+            {
+                // a refused request changes nothing: the subscriber tries again
+                failures.Add(e.Message);
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or IOException && !ct.IsCancellationRequested)
+            {
+                if (sent) { _subscriberUnanswered.AddOrUpdate(mac, 1, (_, n) => n + 1); }
+                failures.Add(sent ? "change without an answer" : "no answer");
+            }
+            if (Stopwatch.GetTimestamp() > deadline)
+            {
+                Fail($"subscriber-change in fault {round + 1}", $"subscriber {name} could not change {mac}'s settings within 120 s: {string.Join(", ", failures.Distinct())}");
+                return;
+            }
+            await Task.Delay(1000, ct);
+        }
+    }
+
+    private sealed class SubscriberRefusedException(string message) : Exception(message);
+
+    /// <summary>
+    /// Invariants history-updates and history-subscriber after a fault, through the operator API: each unit's successful
+    /// installs in the audit log (exactly one once the update is published, none before), and every subscriber change
+    /// so far listed and audited once.
+    /// </summary>
+    private async Task<bool> HistoryHoldsAsync(string fault, CancellationToken ct)
+    {
+        List<AuditEntry> audit;
+        using (var client = Operator())
+        {
+            audit = ParseAudit(await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/audit?limit=10000", null, ct));
+        }
+        var expected = _published ? 1 : 0;
+        var wrong = Units.Select(u => (u.Mac, Count: audit.Count(a => a.Actor == u.Mac && a.Action == "update.succeeded")))
+            .Where(x => x.Count != expected).Select(x => $"{x.Mac}: {x.Count}").ToList();
+        if (wrong.Count > 0)
+        {
+            Fail($"history-updates after {fault}", $"{wrong.Count} unit(s) without exactly {expected} update.succeeded audit entr(ies): {string.Join(", ", wrong.Take(3))}");
+            return false;
+        }
+        SubscriberChange[] changes;
+        lock (_subscriberChanges) { changes = [.. _subscriberChanges]; }
+        var listed = new Dictionary<string, IReadOnlyList<ListedConfig>>(StringComparer.Ordinal);
+        foreach (var mac in changes.Select(c => c.Mac).Distinct()) { listed[mac] = await ListConfigurationsAsync(mac, ct); }
+        var subscriber = UpdateHistoryCheck.SubscriberChanges(changes, _subscriberUnanswered, listed, audit, settled: false);
+        if (!subscriber.Held)
+        {
+            Fail($"history-subscriber after {fault}", subscriber.Detail);
+            return false;
+        }
+        return true;
     }
 
     private async Task<IReadOnlyList<ListedConfig>> ListConfigurationsAsync(string mac, CancellationToken ct)
@@ -306,12 +468,19 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         var listed = new Dictionary<string, IReadOnlyList<ListedConfig>>(StringComparer.Ordinal);
         foreach (var unit in Units) { listed[unit.Mac] = await ListConfigurationsAsync(unit.Mac, ct); }
         _results.Add(HistoryCheck.Configs(_assigned, listed, _revisionsBefore, audit));
+        List<AuditEntry> everyone;
+        using (var client = Operator())
+        {
+            everyone = ParseAudit(await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/audit?limit=10000", null, ct));
+        }
+        _results.Add(UpdateHistoryCheck.SubscriberChanges(_subscriberChanges, _subscriberUnanswered, listed, everyone, settled: true));
 
         await _server!.StopAsync();
         // this process's pooled connections from the seeding are dead after a database restart
         Npgsql.NpgsqlConnection.ClearAllPools();
         var recorded = new Dictionary<string, int>(StringComparer.Ordinal);
         var configRecorded = new Dictionary<string, int>(StringComparer.Ordinal);
+        var updates = new Dictionary<string, RecordedUpdates>(StringComparer.Ordinal);
         await using (var reader = ServerHost.Build(new ServerOptions { DataDirectory = _serverDirectory, MqttPort = -1, Database = settings.Database },
                          logging: l => l.SetMinimumLevel(LogLevel.Error)))
         {
@@ -321,6 +490,8 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
                 var events = store.ListUnitEvents(unit.Mac, int.MaxValue);
                 recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready);
                 configRecorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Config);
+                updates[unit.Mac] = new RecordedUpdates(store.ListUpdateReports(unit.Mac).Select(r => (r.InstallId, r.Success != 0)).ToList(),
+                    events.Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0), everyone.Count(a => a.Actor == unit.Mac && a.Action == "update.succeeded"));
             }
         }
         (long From, long To)[] windows;
@@ -335,6 +506,9 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         _results.Add(HistoryCheck.Reports("ready", Sent(Routes.Ready, lossAllowed: true), recorded));
         // a configuration acknowledgement is committed durably: none may be lost
         _results.Add(HistoryCheck.Reports("config", Sent(Routes.ServiceConfigAck, lossAllowed: false), configRecorded));
+        // update reports are committed durably: none may be missing, and a report sent again is recorded once
+        _results.Add(UpdateHistoryCheck.Installs(_published, Units.ToDictionary(u => u.Mac,
+            u => (IReadOnlyList<SentUpdateReport>)(_updates.TryGetValue(u.Mac, out var q) ? q.ToList() : []), StringComparer.Ordinal), updates));
         Record("history read: fleet powered off, server stopped");
     }
 
@@ -564,12 +738,12 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         using var client = Operator();
         var views = await client.ListUnitsAsync(null, null, ct);
         var wrong = Units.Select(u => (u, view: views.FirstOrDefault(v => v.Mac == u.Mac)))
-            .Where(x => x.view is null || x.view.State != "Ready" || x.view.Pattern != DemoCatalogue.Pattern1)
+            .Where(x => x.view is null || x.view.State != "Ready" || x.view.Pattern != _target)
             .Select(x => $"{x.u.Mac}: {(x.view is null ? "missing" : $"{x.view.State} on {x.view.Pattern ?? "no pattern"}")}")
             .ToList();
         if (wrong.Count > 0)
         {
-            Fail($"server-state after {fault}", $"{wrong.Count} unit(s) not Ready on {DemoCatalogue.Pattern1} in the operator API: {string.Join(", ", wrong.Take(3))}");
+            Fail($"server-state after {fault}", $"{wrong.Count} unit(s) not Ready on {_target} in the operator API: {string.Join(", ", wrong.Take(3))}");
             return false;
         }
         return true;
@@ -722,12 +896,23 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"CHAOS-{i:D4}", DemoCatalogue.HardwareVersion, "simulated", unitsSee,
                 new WanAccount("pppoe", $"setup-{MacAddress.Compact(mac)}", "provisional"), [_pin], [ReleaseKeys.PublicKeyBase64(releaseKey)]), unitKey);
             var trace = _requests.GetOrAdd(mac, _ => new());
-            await _fleet.AddUnitAsync(identity, ct, unit => new TracingNetwork(new MeteredNetwork(unit.Hardware.Wan, meter, unit.Meter, null), trace));
-            csv.Append(CultureInfo.InvariantCulture, $"{mac},CHAOS-{i:D4},{DemoCatalogue.HardwareVersion},pppoe,user{i}@isp.example,isp-{i},unit{i}.example,,{DemoCatalogue.Pattern1}\n");
+            var updates = _updates.GetOrAdd(mac, _ => new());
+            await _fleet.AddUnitAsync(identity, ct, unit => new TracingNetwork(new MeteredNetwork(unit.Hardware.Wan, meter, unit.Meter, null), trace, updates,
+                settings.LoseFirstUpdateAnswer));
+            csv.Append(CultureInfo.InvariantCulture, $"{mac},CHAOS-{i:D4},{DemoCatalogue.HardwareVersion},pppoe,user{i}@isp.example,isp-{i},unit{i}.example,{SubscriberOf(mac)},{DemoCatalogue.Pattern1}\n");
         }
         using (var client = Operator())
         {
             await client.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
+            // each unit's subscriber, who changes their settings through the subscriber API during faults
+            foreach (var unit in _fleet.Units)
+            {
+                var name = SubscriberOf(unit.Mac);
+                _subscriberPasswords[name] = UnitCredentials.NewNonce(12);
+                await client.SendAsync(HttpMethod.Post, Routes.Prefix + "/subscribers", new StringContent(
+                    System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["name"] = name, ["password"] = _subscriberPasswords[name] }),
+                    Encoding.UTF8, "application/json"), ct);
+            }
         }
         _fleet.StartAll();
         if (!await WaitAsync(() => Units.All(u => u.Meter.ReadyAcks >= 1 && u.Supervisor.Context.Push is { IsConnected: true }), TimeSpan.FromMinutes(3), ct))
@@ -778,30 +963,55 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         }
     }
 
-    /// <summary>Records when each request of one unit was sent, on which path, and its status (null: no answer).</summary>
-    private sealed class TracingNetwork(INetworkAccess link, ConcurrentQueue<(long At, string Path, int? Status)> trace) : INetworkAccess
+    /// <summary>
+    /// Records when each request of one unit was sent, on which path, and its status (null: no answer), and each update
+    /// report it sent. With <paramref name="loseFirstUpdateAnswer"/> the answer to the unit's first update report is
+    /// dropped after the server took the report, as when the connection breaks on the way back.
+    /// </summary>
+    private sealed class TracingNetwork(INetworkAccess link, ConcurrentQueue<(long At, string Path, int? Status)> trace,
+        ConcurrentQueue<SentUpdateReport> updates, bool loseFirstUpdateAnswer) : INetworkAccess
     {
-        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => link.WrapHandler(new Tracer(trace) { InnerHandler = inner });
+        private int _answerLost;
+
+        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => link.WrapHandler(new Tracer(this) { InnerHandler = inner });
         public void EnsureRoute() => link.EnsureRoute();
 
-        private sealed class Tracer(ConcurrentQueue<(long, string, int?)> trace) : DelegatingHandler
+        private bool LoseThisAnswer() => loseFirstUpdateAnswer && Interlocked.Exchange(ref _answerLost, 1) == 0;
+
+        private sealed class Tracer(TracingNetwork unit) : DelegatingHandler
         {
             protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
             {
                 var at = Stopwatch.GetTimestamp();
                 var path = request.RequestUri?.AbsolutePath ?? "";
+                var report = path == Routes.UpdateReport && request.Content is { } content
+                    ? System.Text.Json.JsonSerializer.Deserialize(await content.ReadAsStringAsync(cancellationToken), ProtocolJson.Default.UpdateReport)
+                    : null;
+                HttpResponseMessage response;
                 try
                 {
-                    var response = await base.SendAsync(request, cancellationToken);
-                    trace.Enqueue((at, path, (int)response.StatusCode));
-                    return response;
+                    response = await base.SendAsync(request, cancellationToken);
                 }
                 catch (Exception e) when (e is HttpRequestException or TaskCanceledException or IOException)
                 {
-                    trace.Enqueue((at, path, null));
+                    unit.Traced(at, path, report, null);
                     throw;
                 }
+                if (report is not null && response.IsSuccessStatusCode && unit.LoseThisAnswer())
+                {
+                    response.Dispose();
+                    unit.Traced(at, path, report, null);
+                    throw new HttpRequestException("the connection broke after the update report was sent: its answer is lost (nemesis)");
+                }
+                unit.Traced(at, path, report, (int)response.StatusCode);
+                return response;
             }
+        }
+
+        private void Traced(long at, string path, UpdateReport? report, int? status)
+        {
+            trace.Enqueue((at, path, status));
+            if (report is not null) { updates.Enqueue(new SentUpdateReport(report.InstallId, report.Success, status)); }
         }
     }
 }

@@ -32,7 +32,7 @@ internal sealed class CheckPhase : IUpdatePhase
             env.Store.Set(StateKeys.TrustedKeys, keys, FirmwareJson.Default.TrustedKeys);
             env.Log($"update {j.UpdateId}: release keys introduced {(m.IntroducesKeys ?? []).Count}, retired {string.Join(", ", m.RetiresKeys ?? [])}");
         }
-        var report = new UpdateReport(j.UpdateId, true, null, env.Inventory());
+        var report = new UpdateReport(j.UpdateId, true, null, env.Inventory(), j.InstallId);
         env.Log($"update {j.UpdateId}: committed bundle version {m.Version}, pattern {m.ToPattern}");
         return j with { Phase = PendingUpdate.Installed, Report = report, Entries = 0 };
     }
