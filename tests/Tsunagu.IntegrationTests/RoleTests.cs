@@ -401,7 +401,7 @@ public class RoleTests
         WebUtility.HtmlDecode(Regex.Match(await session.GetStringAsync("/console/catalogue"), "name=\"__csrf\"[^>]*value=\"([^\"]+)\"").Groups[1].Value);
 
     /// <summary>Signs in to the console with the log in form; returns a client holding the session cookie.</summary>
-    private static async Task<HttpClient> ConsoleSession(TestServer server, string name, string password)
+    internal static async Task<HttpClient> ConsoleSession(TestServer server, string name, string password)
     {
         var http = new HttpClient(new SocketsHttpHandler
         {
