@@ -397,7 +397,7 @@ public class RoleTests
     }
 
     /// <summary>The antiforgery token of the session's pages (every console page carries one in its log out form).</summary>
-    private static async Task<string> Csrf(HttpClient session) =>
+    internal static async Task<string> Csrf(HttpClient session) =>
         WebUtility.HtmlDecode(Regex.Match(await session.GetStringAsync("/console/catalogue"), "name=\"__csrf\"[^>]*value=\"([^\"]+)\"").Groups[1].Value);
 
     /// <summary>Signs in to the console with the log in form; returns a client holding the session cookie.</summary>
