@@ -89,12 +89,19 @@ public class ConsoleTests
         // the overview counts and charts the fleet
         await page.GotoAsync("/console");
         await Expect(page.Locator("#total-units")).ToHaveTextAsync("4");
-        await Expect(page.Locator("#unit-table")).ToContainTextAsync(identity.Mac);
         await Expect(page.Locator("#rollout ~ p strong").First).ToHaveTextAsync("4");
         Assert.That(await page.EvaluateAsync<int>("() => document.querySelectorAll('canvas[data-chart]').length"), Is.EqualTo(2));
         Assert.That(await page.EvaluateAsync<bool>("() => typeof Chart !== 'undefined' && [...document.querySelectorAll('canvas[data-chart]')].every(c => Chart.getChart(c) !== undefined)"),
             Is.True, "chart.js drew both charts");
         await browser.ScreenshotAsync("console-overview");
+
+        // the unit list finds the registered unit by a part of its MAC
+        await page.GetByRole(AriaRole.Link, new() { Name = "Units", Exact = true }).ClickAsync();
+        await page.GetByLabel("MAC").FillAsync(identity.Mac[^5..]);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Search" }).ClickAsync();
+        await Expect(page.Locator("#unit-table tbody tr")).ToHaveCountAsync(1);
+        await Expect(page.Locator("#unit-table")).ToContainTextAsync(identity.Mac);
+        await browser.ScreenshotAsync("console-units");
 
         await page.GotoAsync("/console/audit");
         await Expect(page.Locator("#audit-table")).ToContainTextAsync("pattern.verify");

@@ -33,6 +33,54 @@ public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogu
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public IActionResult OnPostRetire(string id) => Apply(id, () => catalogue.Retire(id, Who, "web console"), "retired");
 
+    /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftware"/>).</summary>
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
+    public IActionResult OnPostAddSoftware(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
+    {
+        var row = new SoftwareRow
+        {
+            AppId = appId?.Trim() ?? "", Version = version?.Trim() ?? "", Name = name?.Trim() ?? "",
+            RequiredHardware = string.IsNullOrWhiteSpace(requiredHardware) ? null : requiredHardware.Trim(),
+            RequiredOs = string.IsNullOrWhiteSpace(requiredOs) ? null : requiredOs.Trim(),
+        };
+        return Change(() => catalogue.AddSoftware(row, Who), $"Software {row.AppId} {row.Version} added.");
+    }
+
+    /// <summary>
+    /// Creates a draft pattern from one "application=version" per line, by the API's rules
+    /// (<see cref="CatalogueService.CreatePattern"/>: every version must be in the catalogue).
+    /// </summary>
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
+    public IActionResult OnPostCreatePattern(string? id, string? name, string? hardwareVersion, string? osVersion, string? applications)
+    {
+        var apps = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var line in (applications ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = line.IndexOf('=');
+            if (eq <= 0 || !apps.TryAdd(line[..eq].Trim(), line[(eq + 1)..].Trim()))
+            {
+                Problem = $"Nothing was created: applications: '{Apis.InputRules.Quote(line)}' is not one application=version (each application once)";
+                return RedirectToPage();
+            }
+        }
+        var pattern = new NewPattern(id?.Trim() ?? "", name?.Trim() ?? "", hardwareVersion?.Trim() ?? "", osVersion?.Trim() ?? "", apps);
+        return Change(() => catalogue.CreatePattern(pattern, Who), $"Draft pattern {pattern.Id} created; verify it to use it.");
+    }
+
+    private IActionResult Change(Action change, string done)
+    {
+        try
+        {
+            change();
+            Notice = done;
+        }
+        catch (Exception e) when (e is CatalogueRuleException or StoreConflictException)
+        {
+            Problem = "Nothing was created: " + e.Message;
+        }
+        return RedirectToPage();
+    }
+
     private IActionResult Apply(string id, Func<PatternRow> change, string done)
     {
         try

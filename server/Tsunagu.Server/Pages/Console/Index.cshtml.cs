@@ -9,36 +9,28 @@ namespace Tsunagu.Server.Pages.Console;
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
 public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionPageModel("console")
 {
-    public IReadOnlyList<UnitRow> Units { get; private set; } = [];
-    public int Total { get; private set; }
-    public int Online { get; private set; }
-    public IReadOnlyList<(string Pattern, int Count)> ByPattern { get; private set; } = [];
-    public IReadOnlyList<(string State, int Count)> ByState { get; private set; } = [];
+    public long Total { get; private set; }
+    public long Online { get; private set; }
+    public IReadOnlyList<(string Pattern, long Count)> ByPattern { get; private set; } = [];
+    public IReadOnlyList<(string State, long Count)> ByState { get; private set; } = [];
     public IReadOnlyList<UnitEventRow> Failures { get; private set; } = [];
     public IReadOnlyList<UpdateProgramRow> Programs { get; private set; } = [];
     public UpdateProgramRow? Rollout { get; private set; }
-    public int RolloutDone { get; private set; }
-    public int RolloutScope { get; private set; }
+    public long RolloutDone { get; private set; }
+    public long RolloutScope { get; private set; }
     public string PatternChart { get; private set; } = "";
     public string RolloutChart { get; private set; } = "";
     public DateTimeOffset Now { get; private set; }
-    public string? Pattern { get; private set; }
-    public string? State { get; private set; }
 
-    public void OnGet(string? pattern, string? state, string? program)
+    /// <summary>The overview counts in the database (a few grouped counts), never by reading the units: it stays fast at fleet scale.</summary>
+    public void OnGet(string? program)
     {
         Now = time.GetUtcNow();
-        var all = store.QueryUnits(new UnitQuery());
-        Total = all.Count;
-        Online = all.Count(u => u.Online != 0);
-        ByPattern = all.GroupBy(u => u.Pattern ?? "none").OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal)
-            .Select(g => (g.Key, g.Count())).ToList();
-        ByState = all.GroupBy(u => u.State).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal)
-            .Select(g => (g.Key, g.Count())).ToList();
+        (Total, Online) = store.CountUnits();
+        // units on no pattern are listed under "-" (the unit list's filter value for them)
+        ByPattern = store.CountUnitsByPattern().Select(p => (p.Pattern ?? UnitsModel.NoPattern, p.Count)).ToList();
+        ByState = store.CountUnitsByState();
         Failures = store.ListFailures(Now.AddDays(-1));
-        Pattern = string.IsNullOrWhiteSpace(pattern) ? null : pattern;
-        State = string.IsNullOrWhiteSpace(state) ? null : state;
-        Units = all.Where(u => (Pattern is null || (u.Pattern ?? "none") == Pattern) && (State is null || u.State == State)).ToList();
 
         PatternChart = new JsonObject
         {
@@ -55,13 +47,13 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
         if (Rollout is not null)
         {
             // units the program concerns: those on its from-pattern now, and those it already moved
-            var reports = store.ListUpdateReports().Where(r => r.UpdateId == Rollout.Id && r.Success != 0).ToList();
+            var reports = store.ListSuccessfulUpdateTimes(Rollout.Id);
             RolloutDone = reports.Count;
-            RolloutScope = all.Count(u => u.Pattern == Rollout.FromPattern) + RolloutDone;
+            RolloutScope = store.CountUnitsOnPattern(Rollout.FromPattern) + RolloutDone;
             // one point per distinct time (reports of the same second are one step), so no time repeats on the axis
             var labels = new JsonArray();
             var values = new JsonArray();
-            foreach (var (at, moved) in RolloutSteps(reports.Select(r => r.At)))
+            foreach (var (at, moved) in RolloutSteps(reports))
             {
                 labels.Add(Time(at));
                 values.Add(moved);

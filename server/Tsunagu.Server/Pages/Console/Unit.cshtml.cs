@@ -1,17 +1,19 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Pages.Shared;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Security;
 using Tsunagu.Server.Units.ForcedChecks;
+using Tsunagu.Server.Units.Lifecycle;
 
 namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>One unit: identity, device management table, inventory, pattern, configuration revisions, history; check now.</summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
-public sealed class UnitModel(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, TimeProvider time) : SessionPageModel("console")
+public sealed class UnitModel(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, UnitLifecycle lifecycle, TimeProvider time) : SessionPageModel("console")
 {
     public UnitRow Unit { get; private set; } = new();
     public IReadOnlyDictionary<string, string> Applications { get; private set; } = new Dictionary<string, string>();
@@ -43,6 +45,87 @@ public sealed class UnitModel(TsunaguStore store, IPushPublisher push, ForcedChe
         catch (PushException e)
         {
             Problem = $"The push failed: {e.Message}";
+        }
+        return RedirectToPage(new { mac = Unit.Mac });
+    }
+
+    // Lifecycle actions (the operator API's, docs/operator-api.md "Unit lifecycle"): each form carries the revision of the row
+    // the page showed (a row changed meanwhile is refused, as If-Match is on the API) and a confirmation box that must be ticked.
+
+    /// <summary>The reason an action may not go ahead (unconfirmed, or a stale page), or null.</summary>
+    private string? Precondition(string action, string? confirm, long revision)
+    {
+        if (confirm != "yes") { return $"Nothing was done: tick the box to confirm that you want to {action} {Unit.Mac}."; }
+        if (revision != Unit.Revision) { return $"Nothing was done: {Unit.Mac} changed since this page was shown (revision {Unit.Revision}, the page had {revision}); look at it again."; }
+        return Unit.DecommissionedAt is not null ? $"Nothing was done: {Unit.Mac} is decommissioned." : null;
+    }
+
+    [ConsoleAccess(OperatorRoles.Administrator)]
+    public async Task<IActionResult> OnPostDecommissionAsync(string mac, string? confirm, long revision, string? reason)
+    {
+        if (!Load(mac)) { return NotFound(); }
+        reason = string.IsNullOrWhiteSpace(reason) ? null : reason.Trim();
+        if (Precondition("decommission", confirm, revision) is { } refused) { Problem = refused; }
+        else if (!InputRules.IsOptionalText(reason, 256)) { Problem = "Nothing was done: " + InputRules.Text("Reason", 256); }
+        else
+        {
+            try
+            {
+                await lifecycle.DecommissionAsync(Unit.Mac, revision, Who, reason, HttpContext.RequestAborted);
+                Notice = $"{Unit.Mac} is decommissioned: every endpoint and the broker refuse it from now on.";
+            }
+            catch (Exception e) when (e is StaleRevisionException or StoreConflictException or UnitNotFoundException)
+            {
+                Problem = "Nothing was done: " + e.Message;
+            }
+        }
+        return RedirectToPage(new { mac = Unit.Mac });
+    }
+
+    [ConsoleAccess(OperatorRoles.Administrator)]
+    public async Task<IActionResult> OnPostReplaceAsync(string mac, string? confirm, long revision, string? newMac, string? newSerial)
+    {
+        if (!Load(mac)) { return NotFound(); }
+        if (Precondition("replace", confirm, revision) is { } refused)
+        {
+            Problem = refused;
+            return RedirectToPage(new { mac = Unit.Mac });
+        }
+        try
+        {
+            var (row, error) = await lifecycle.ReplaceAsync(Unit.Mac, revision, new ReplaceUnitRequest(newMac ?? "", newSerial ?? ""), Who, HttpContext.RequestAborted);
+            if (row is null)
+            {
+                Problem = "Nothing was done: " + error;
+                return RedirectToPage(new { mac = Unit.Mac });
+            }
+            Notice = $"{row.Mac} replaces {Unit.Mac}: it keeps the subscriber, the account and the service configuration; {Unit.Mac} is decommissioned.";
+            return RedirectToPage(new { mac = row.Mac });
+        }
+        catch (Exception e) when (e is StaleRevisionException or StoreConflictException or UnitNotFoundException)
+        {
+            Problem = "Nothing was done: " + e.Message;
+            return RedirectToPage(new { mac = Unit.Mac });
+        }
+    }
+
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.Support)]
+    public IActionResult OnPostTransfer(string mac, string? confirm, long revision, string? to, string? withConfig)
+    {
+        if (!Load(mac)) { return NotFound(); }
+        if (Precondition("move the subscriber of", confirm, revision) is { } refused) { Problem = refused; }
+        else if (!Protocol.MacAddress.TryNormalize(to, out var target)) { Problem = $"Nothing was done: '{InputRules.Quote(to)}' is not a MAC address."; }
+        else
+        {
+            try
+            {
+                store.TransferSubscriber(Unit.Mac, revision, target, null, withConfig == "yes", Who);
+                Notice = $"The subscriber of {Unit.Mac} moved to {target}{(withConfig == "yes" ? " with the service configuration" : "")}.";
+            }
+            catch (Exception e) when (e is StaleRevisionException or StoreConflictException or UnitNotFoundException)
+            {
+                Problem = "Nothing was done: " + e.Message;
+            }
         }
         return RedirectToPage(new { mac = Unit.Mac });
     }

@@ -1,0 +1,204 @@
+using System.Text;
+using Dapper;
+
+namespace Tsunagu.Server.Data;
+
+/// <summary>The columns a unit list can be sorted by (each with the MAC as tie-breaker, so the order is total).</summary>
+public enum UnitSort { Mac, Serial, State, Pattern, Subscriber, LastSeen }
+
+/// <summary>
+/// Where a page of units starts: after the row with this sort key and MAC (keyset paging: the next page is found
+/// through the order itself, never by counting rows to skip, so page 2,000 costs what page 1 costs).
+/// </summary>
+public sealed record UnitCursor(string Key, string Mac)
+{
+    /// <summary>The longest sort key a cursor may carry (the longest stored value is far shorter).</summary>
+    public const int MaxKey = 512;
+
+    /// <summary>The cursor as a URL-safe token.</summary>
+    public string Encode() => Convert.ToBase64String(Encoding.UTF8.GetBytes(Mac + "|" + Key)).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+
+    /// <summary>Reads a token of <see cref="Encode"/>; null when it is not one (altered, truncated, foreign).</summary>
+    public static UnitCursor? Decode(string? token)
+    {
+        if (token is null || token.Length is 0 or > 2 * MaxKey || !token.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_')) { return null; }
+        var b64 = token.Replace('-', '+').Replace('_', '/');
+        b64 += new string('=', (4 - b64.Length % 4) % 4);
+        string text;
+        try
+        {
+            text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(Convert.FromBase64String(b64));
+        }
+        catch (FormatException)
+        {
+            return null; // not base64 (e.g. a length of 4n+1)
+        }
+        catch (DecoderFallbackException)
+        {
+            return null; // not UTF-8
+        }
+        if (text.Length < 18 || text[17] != '|' || !Protocol.MacAddress.TryNormalize(text[..17], out var mac) || mac != text[..17]) { return null; }
+        var key = text[18..];
+        return key.Length <= MaxKey && !key.Any(char.IsControl) ? new UnitCursor(key, mac) : null;
+    }
+}
+
+/// <summary>
+/// One page of the unit list: filters (each optional) and the order. <paramref name="MacFragment"/> is hex digits
+/// (separators removed, lower case) that the MAC contains; <paramref name="NoPattern"/> asks for units on no pattern.
+/// </summary>
+public sealed record UnitPageQuery(
+    string? MacFragment = null, string? Serial = null, string? Subscriber = null, string? Pattern = null, bool NoPattern = false,
+    string? State = null, UnitSort Sort = UnitSort.Mac, bool Descending = false, UnitCursor? After = null, int Limit = 50);
+
+/// <summary>A unit as the list shows it: a narrow read (the inventory document is not read).</summary>
+public sealed class UnitListRow
+{
+    public string Mac { get; set; } = "";
+    public string Serial { get; set; } = "";
+    public string State { get; set; } = "";
+    public string? Pattern { get; set; }
+    public string? Subscriber { get; set; }
+    public long Online { get; set; }
+    public string? LastSeen { get; set; }
+    public string? LastError { get; set; }
+    public string? DecommissionedAt { get; set; }
+    public string SortKey { get; set; } = "";
+}
+
+/// <summary>A page of units, the cursor of the next page (null on the last), and how many units match in all.</summary>
+public sealed record UnitPage(IReadOnlyList<UnitListRow> Rows, UnitCursor? Next, long Matching);
+
+/// <summary>A page of the audit log, newest first, and the id the next (older) page starts below (null on the last).</summary>
+public sealed record AuditPage(IReadOnlyList<AuditRow> Rows, long? Before);
+
+// Paged reads for the console: the unit list and the audit log at fleet scale.
+public sealed partial class TsunaguStore
+{
+    /// <summary>The most rows one page may have.</summary>
+    public const int MaxPageSize = 500;
+
+    private static string SortColumn(UnitSort sort) => sort switch
+    {
+        UnitSort.Mac => "mac",
+        UnitSort.Serial => "serial",
+        UnitSort.State => "state",
+        UnitSort.Pattern => "COALESCE(pattern, '')",
+        UnitSort.Subscriber => "COALESCE(subscriber, '')",
+        UnitSort.LastSeen => "COALESCE(last_seen, '')",
+        _ => throw new ArgumentOutOfRangeException(nameof(sort), sort, "not a unit list order"),
+    };
+
+    private const string UnitPageFilter = """
+        (@MacLike IS NULL OR REPLACE(mac, ':', '') LIKE @MacLike) AND (@Serial IS NULL OR serial = @Serial)
+          AND (@Subscriber IS NULL OR subscriber = @Subscriber) AND (@Pattern IS NULL OR pattern = @Pattern)
+          AND (@NoPattern = 0 OR pattern IS NULL) AND (@State IS NULL OR state = @State)
+        """;
+
+    /// <summary>
+    /// The query of one page of units: the filters, then (with a cursor) the rows after @CursorKey and @CursorMac in the
+    /// order, @Take of them. The order's expression is the sort key the cursor carries. In MAC order the cursor is a
+    /// plain range on the primary key, so a page deep in the list is a seek, not a walk from the start.
+    /// </summary>
+    public static string UnitPageSql(UnitSort sort, bool descending, bool afterCursor)
+    {
+        var key = SortColumn(sort);
+        var (cmp, dir) = descending ? ("<", "DESC") : (">", "ASC");
+        var after = !afterCursor ? ""
+            : sort == UnitSort.Mac ? $"AND mac {cmp} @CursorMac"
+            : $"AND ({key} {cmp} @CursorKey OR ({key} = @CursorKey AND mac {cmp} @CursorMac))";
+        return $"""
+            SELECT mac, serial, state, pattern, subscriber, online, last_seen, last_error, decommissioned_at, {key} AS sort_key
+            FROM units
+            WHERE {UnitPageFilter}
+              {after}
+            ORDER BY {key} {dir}, mac {dir}
+            LIMIT @Take
+            """;
+    }
+
+    /// <summary>
+    /// One page of units in <see cref="UnitPageQuery.Sort"/> order (MAC as tie-breaker), starting after
+    /// <see cref="UnitPageQuery.After"/>, with the count of all matching units.
+    /// </summary>
+    public UnitPage QueryUnitPage(UnitPageQuery q)
+    {
+        if (q.Limit is < 1 or > MaxPageSize) { throw new ArgumentOutOfRangeException(nameof(q), q.Limit, $"page size must be 1..{MaxPageSize}"); }
+        if (q.MacFragment is { } f && (f.Length is 0 or > 12 || !f.All(char.IsAsciiHexDigit))) { throw new ArgumentException($"MAC fragment '{f}' is not 1-12 hex digits", nameof(q)); }
+        var args = new
+        {
+            MacLike = q.MacFragment is { } m ? "%" + m.ToLowerInvariant() + "%" : null,
+            q.Serial, q.Subscriber, q.Pattern, NoPattern = q.NoPattern ? 1 : 0, q.State,
+            CursorKey = q.After?.Key ?? "", CursorMac = q.After?.Mac ?? "",
+            Take = q.Limit + 1,
+        };
+        using var c = Open();
+        var rows = c.Query<UnitListRow>(UnitPageSql(q.Sort, q.Descending, q.After is not null), args).ToList();
+        var matching = c.ExecuteScalar<long>($"SELECT COUNT(*) FROM units WHERE {UnitPageFilter}", args);
+        UnitCursor? next = null;
+        if (rows.Count > q.Limit)
+        {
+            rows.RemoveAt(rows.Count - 1);
+            next = new UnitCursor(rows[^1].SortKey, rows[^1].Mac);
+        }
+        return new UnitPage(rows, next, matching);
+    }
+
+    /// <summary>Units by install pattern (null: on none), most first.</summary>
+    public IReadOnlyList<(string? Pattern, long Count)> CountUnitsByPattern()
+    {
+        using var c = Open();
+        return c.Query<(string?, long)>("SELECT pattern, COUNT(*) FROM units GROUP BY pattern ORDER BY COUNT(*) DESC, pattern").ToList();
+    }
+
+    /// <summary>Units by state, most first.</summary>
+    public IReadOnlyList<(string State, long Count)> CountUnitsByState()
+    {
+        using var c = Open();
+        return c.Query<(string, long)>("SELECT state, COUNT(*) FROM units GROUP BY state ORDER BY COUNT(*) DESC, state").ToList();
+    }
+
+    /// <summary>All units, and those online now.</summary>
+    public (long Total, long Online) CountUnits()
+    {
+        using var c = Open();
+        return c.QuerySingle<(long, long)>("SELECT COUNT(*), COUNT(CASE WHEN online <> 0 THEN 1 END) FROM units");
+    }
+
+    /// <summary>Units on <paramref name="pattern"/> now.</summary>
+    public long CountUnitsOnPattern(string pattern)
+    {
+        using var c = Open();
+        return c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE pattern = @pattern", new { pattern });
+    }
+
+    /// <summary>The successful reports of one update, oldest first.</summary>
+    public IReadOnlyList<string> ListSuccessfulUpdateTimes(string updateId)
+    {
+        using var c = Open();
+        return c.Query<string>("SELECT at FROM update_reports WHERE update_id = @updateId AND success = 1 ORDER BY at", new { updateId }).ToList();
+    }
+
+    /// <summary>
+    /// One page of the audit log, newest first, below id <paramref name="before"/> (null: from the newest), filtered by
+    /// actor, action and target (each exact, each optional).
+    /// </summary>
+    public AuditPage QueryAuditPage(int limit, long? before, string? actor, string? action, string? target)
+    {
+        if (limit is < 1 or > MaxPageSize) { throw new ArgumentOutOfRangeException(nameof(limit), limit, $"page size must be 1..{MaxPageSize}"); }
+        using var c = Open();
+        var rows = c.Query<AuditRow>("""
+            SELECT * FROM audit
+            WHERE (@before IS NULL OR id < @before) AND (@actor IS NULL OR actor = @actor)
+              AND (@action IS NULL OR action = @action) AND (@target IS NULL OR target = @target)
+            ORDER BY id DESC LIMIT @take
+            """, new { before, actor, action, target, take = limit + 1 }).ToList();
+        long? next = null;
+        if (rows.Count > limit)
+        {
+            rows.RemoveAt(rows.Count - 1);
+            next = rows[^1].Id;
+        }
+        return new AuditPage(rows, next);
+    }
+}

@@ -1,0 +1,128 @@
+using System.Text.RegularExpressions;
+using Deque.AxeCore.Playwright;
+using Microsoft.Playwright;
+using Tsunagu.Demo;
+using Tsunagu.IntegrationTests;
+using Tsunagu.Server.Security;
+using static Microsoft.Playwright.Assertions;
+
+namespace Tsunagu.BrowserTests;
+
+/// <summary>
+/// Every console and portal page checked by axe-core (Deque.AxeCore.Playwright) in the real browser: no serious or
+/// critical violation. And the main flows done with the keyboard alone: log in, register a unit, make it check now.
+/// </summary>
+[NonParallelizable]
+public class AccessibilityTests
+{
+    [SetUp]
+    public void UseSqlite() => TestServer.DatabaseKind.Value = "sqlite";
+
+    /// <summary>The serious and critical violations axe finds on the page as it is, each with its elements.</summary>
+    private static async Task<List<string>> ViolationsAsync(IPage page, string what)
+    {
+        var result = await page.RunAxe();
+        Assert.That(result.Passes, Is.Not.Empty, $"{what}: axe ran its rules on the page");
+        return result.Violations.Where(v => v.Impact is "serious" or "critical")
+            .Select(v => $"{what}: {v.Impact} {v.Id}: {v.Help} at {string.Join("; ", v.Nodes.Take(5).Select(n => n.Html))}").ToList();
+    }
+
+    /// <summary>Presses Tab until <paramref name="target"/> has the focus (at most <paramref name="max"/> times); fails when it never does.</summary>
+    private static async Task TabToAsync(IPage page, ILocator target, int max = 40)
+    {
+        for (var i = 0; i < max; i++)
+        {
+            await page.Keyboard.PressAsync("Tab");
+            if (await target.EvaluateAsync<bool>("e => e === document.activeElement")) { return; }
+        }
+        Assert.Fail($"{target} is not reached with the Tab key ({max} presses)");
+    }
+
+    [Test]
+    public async Task Every_console_and_portal_page_has_no_serious_violation()
+    {
+        await using var server = await TestServer.StartAsync();
+        var units = await server.AddUnitsAsync(2);
+        server.Store.UpsertSubscriber("alice", PasswordHasher.Hash("alice-password-1"));
+        var identity = server.Identity(5);
+        using (var client = server.Operator())
+        {
+            await client.RegisterAsync(TestServer.Registration(identity) with { Subscriber = "alice" }, CancellationToken.None);
+        }
+        server.Store.Audit(DemoCatalogue.OperatorName, "unit.check", units[0].Mac, null);
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        var bad = new List<string>();
+        await page.GotoAsync("/console/login");
+        bad.AddRange(await ViolationsAsync(page, "console log in"));
+        await ConsoleTests.LogInOperatorAsync(page);
+        foreach (var path in new[]
+                 {
+                     "/console", "/console/units", "/console/units?sort=serial&dir=desc&size=1", "/console/units?size=0",
+                     $"/console/units/{units[0].Mac}", "/console/register", "/console/catalogue", "/console/audit",
+                 })
+        {
+            await page.GotoAsync(path);
+            bad.AddRange(await ViolationsAsync(page, path));
+        }
+        // the lifecycle forms, unfolded
+        await page.GotoAsync($"/console/units/{units[0].Mac}");
+        await page.Locator("#lifecycle summary").ClickAsync();
+        bad.AddRange(await ViolationsAsync(page, "unit lifecycle forms"));
+
+        await page.GotoAsync("/portal/login");
+        bad.AddRange(await ViolationsAsync(page, "portal log in"));
+        await page.GetByLabel("Name").FillAsync("alice");
+        await page.GetByLabel("Password").FillAsync("alice-password-1");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).ClickAsync();
+        await Expect(page).ToHaveURLAsync(new Regex($"/portal/units/{Regex.Escape(identity.Mac)}$"));
+        bad.AddRange(await ViolationsAsync(page, "portal unit"));
+        await page.GotoAsync("/portal");
+        bad.AddRange(await ViolationsAsync(page, "portal home"));
+        Assert.That(bad, Is.Empty, string.Join("\n", bad));
+    }
+
+    [Test]
+    public async Task An_operator_logs_in_registers_a_unit_and_makes_it_check_with_the_keyboard_alone()
+    {
+        await using var server = await TestServer.StartAsync();
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+
+        await page.GotoAsync("/console/login");
+        await TabToAsync(page, page.GetByLabel("Name"));
+        await page.Keyboard.TypeAsync(DemoCatalogue.OperatorName);
+        await TabToAsync(page, page.GetByLabel("Password"));
+        await page.Keyboard.TypeAsync(TestServer.Password);
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page.GetByRole(AriaRole.Heading, new() { Name = "Fleet overview" })).ToBeVisibleAsync();
+
+        await TabToAsync(page, page.GetByRole(AriaRole.Link, new() { Name = "Register", Exact = true }));
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page).ToHaveURLAsync(new Regex("/console/register$"));
+        var identity = server.Identity(7);
+        foreach (var (label, value) in new[]
+                 {
+                     ("MAC address", identity.Mac), ("Serial number", identity.Serial), ("ISP account", "keys@isp.example"),
+                     ("ISP password", "isp-secret-456"), ("Domain", "keys.example"),
+                 })
+        {
+            await TabToAsync(page, page.GetByLabel(label, new() { Exact = true }));
+            await page.Keyboard.TypeAsync(value);
+        }
+        await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Register", Exact = true }));
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page.GetByRole(AriaRole.Heading, new() { Name = $"Unit {identity.Mac}" })).ToBeVisibleAsync();
+        Assert.That(server.Store.GetUnit(identity.Mac)?.Domain, Is.EqualTo("keys.example"));
+
+        var unit = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);
+        server.Fleet.Start(unit);
+        await server.WaitReadyAsync(unit);
+        await page.ReloadAsync();
+        await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Check now" }));
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("check now");
+        await Expect(page.Locator("#history-table tbody tr", new() { HasText = "forced" }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
+    }
+}
