@@ -78,9 +78,13 @@ public sealed record UnitLoad(double Cpu, double Wan);
 
 public sealed record VersionCheckRequest(Inventory Inventory, UnitLoad Load, bool Forced, string? PushNonce);
 
-/// <summary>When a unit may apply an update of importance below 5 (patent 0048, 0064); an operator setting.</summary>
+/// <summary>
+/// When a unit may apply an update of importance below 5 (patent 0048, 0064); an operator setting. The window hours
+/// are local hours in <see cref="TimeZone"/> (an IANA zone id, e.g. "Asia/Tokyo"): the host sends each unit the zone of
+/// its table row, so host and unit judge the window by the same clock; null: the unit's own local zone.
+/// </summary>
 public sealed record UpdatePolicy(double CpuThreshold, double WanThreshold, int LowWindowStartHour, int LowWindowEndHour,
-    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4)
+    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4, string? TimeZone = null)
 {
     public static UpdatePolicy Default { get; } = new(0.5, 0.5, 2, 5, 3, 4);
 }
@@ -100,6 +104,8 @@ public sealed record UpdateOffer(
 /// counter survives a wiped data partition. Null when the host has none (or does not track it).
 /// <see cref="PowerOnSpreadSeconds"/>: the unit keeps it and, at each power-on with stored settings, waits a random
 /// 0..that many seconds before it connects, so a fleet that loses power together does not come back in one instant.
+/// <see cref="DeferredImportance"/>: with <see cref="Deferred"/>, the importance of the update the host held back, so the
+/// unit knows when to ask again (importance 4: shortly; 3 and below: when the window opens).
 /// </summary>
 public sealed record VersionCheckResponse(
     string? CurrentPattern,
@@ -111,7 +117,8 @@ public sealed record VersionCheckResponse(
     BundleCounter? LastInstalledBundle = null,
     int? PowerOnSpreadSeconds = null,
     DateTimeOffset? ServerTime = null,
-    int? SettingsRevision = null);
+    int? SettingsRevision = null,
+    int? DeferredImportance = null);
 
 /// <summary>
 /// The outcome of one install attempt. <see cref="InstallId"/> names the attempt (<see cref="InstallIds"/>): the unit
@@ -157,9 +164,30 @@ public sealed record ReadyAck(string? Pattern, int NextCheckSeconds);
 
 // ---- Push (S700 forced check, patent 0053/0071) ----------------------------------------------------------
 
-public sealed record PushMessage(string Type, int Importance, string Nonce, DateTimeOffset IssuedAt)
+/// <summary>
+/// A push on a unit's command topic: "check now", with the importance the sender gave it and why it was sent
+/// (<see cref="PushReasons"/>). Only an operator's check (reason <see cref="PushReasons.Operator"/>, or none from an older
+/// server) forces the unit's pending update; a configuration push wakes the unit to fetch its configuration and leaves
+/// each update to its own importance.
+/// </summary>
+public sealed record PushMessage(string Type, int Importance, string Nonce, DateTimeOffset IssuedAt, string? Reason = null)
 {
     public const string CheckNow = "check";
+
+    /// <summary>True when this push forces pending updates (an operator's check); false for a configuration push.</summary>
+    public bool ForcesUpdates => Reason != PushReasons.Config;
+}
+
+/// <summary>Why a push was sent.</summary>
+public static class PushReasons
+{
+    /// <summary>The operator's forced check (patent 0053, 0071): pending updates run at once, whatever their importance.</summary>
+    public const string Operator = "operator";
+
+    /// <summary>A new service configuration revision (a subscriber's change, the operator's, a retry): fetch it now; updates keep their own importance.</summary>
+    public const string Config = "config";
+
+    public static bool IsReason(string? reason) => reason is Operator or Config;
 }
 
 /// <summary>Retained presence payloads on a unit's status topic; "offline" is the unit's last will.</summary>

@@ -5,7 +5,8 @@ namespace Tsunagu.Protocol;
 /// and again by the unit before it installs:
 /// 5 at once; 4 when CPU and WAN use are under the thresholds; 3 inside the unit's low-utilisation window;
 /// 1-2 only inside the maintenance window. A forced check (the operator's emergency, patent 0053/0071) runs
-/// any importance at once.
+/// any importance at once; a configuration push does not force (<see cref="PushMessage.ForcesUpdates"/>). The window hours
+/// are in the policy's time zone (<see cref="UpdatePolicy.TimeZone"/>, the unit's), on host and unit alike.
 /// </summary>
 public static class ImportancePolicy
 {
@@ -33,6 +34,50 @@ public static class ImportancePolicy
         };
     }
 
+    /// <summary>The zone the policy's hours are in: its <see cref="UpdatePolicy.TimeZone"/> when known, else <paramref name="fallback"/>.</summary>
+    public static TimeZoneInfo Zone(UpdatePolicy policy, TimeZoneInfo fallback) =>
+        policy.TimeZone is { } id && TryZone(id, out var zone) ? zone : fallback;
+
+    /// <summary>The local time in the policy's zone at <paramref name="utcNow"/>.</summary>
+    public static DateTimeOffset LocalNow(UpdatePolicy policy, DateTimeOffset utcNow, TimeZoneInfo fallback) =>
+        TimeZoneInfo.ConvertTime(utcNow, Zone(policy, fallback));
+
+    /// <summary>True when <paramref name="id"/> names a time zone this system knows (IANA ids; at most 64 characters of [A-Za-z0-9/_+-]).</summary>
+    public static bool TryZone(string id, out TimeZoneInfo zone)
+    {
+        zone = TimeZoneInfo.Utc;
+        if (id.Length is 0 or > 64 || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '/' or '_' or '+' or '-')) { return false; }
+        try
+        {
+            zone = TimeZoneInfo.FindSystemTimeZoneById(id);
+            return true;
+        }
+        catch (Exception e) when (e is TimeZoneNotFoundException or InvalidTimeZoneException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// When an update deferred now should be looked at again: importance 4 (waiting for load) after <paramref name="loadRecheck"/>;
+    /// 3 and below at the next opening of their window in the policy's zone (found to the minute, so DST changes and
+    /// half-hour zones are right); null when it may run now or its window never opens (start == end).
+    /// </summary>
+    public static DateTimeOffset? NextLook(int importance, UpdatePolicy policy, DateTimeOffset utcNow, TimeZoneInfo fallback, TimeSpan loadRecheck)
+    {
+        if (importance >= 5) { return null; }
+        if (importance == 4) { return utcNow + loadRecheck; }
+        var (start, end) = importance == 3 ? (policy.LowWindowStartHour, policy.LowWindowEndHour) : (policy.MaintenanceStartHour, policy.MaintenanceEndHour);
+        if (start == end) { return null; }
+        var zone = Zone(policy, fallback);
+        var minute = new DateTimeOffset(utcNow.UtcTicks - utcNow.UtcTicks % TimeSpan.TicksPerMinute, TimeSpan.Zero).AddMinutes(1);
+        for (var i = 0; i < 26 * 60; i++, minute = minute.AddMinutes(1))
+        {
+            if (InWindow(TimeZoneInfo.ConvertTime(minute, zone).Hour, start, end)) { return minute; }
+        }
+        return null;
+    }
+
     /// <summary>True when <paramref name="hour"/> is in [start, end), wrapping past midnight when start > end; start == end is never.</summary>
     public static bool InWindow(int hour, int start, int end) =>
         start <= end ? hour >= start && hour < end : hour >= start || hour < end;
@@ -46,5 +91,6 @@ public static class ImportancePolicy
         {
             if (hour is < 0 or > 23) { throw new ArgumentException($"{name}: {hour} is not an hour (0..23)"); }
         }
+        if (policy.TimeZone is { } zone && !TryZone(zone, out _)) { throw new ArgumentException($"timeZone: '{zone}' is not a known time zone id (e.g. Asia/Tokyo)"); }
     }
 }

@@ -85,6 +85,7 @@ public static class ServerHost
         builder.Services.AddSingleton<Units.Registration.UnitRegistration>();
         builder.Services.AddSingleton<Units.ForcedChecks.ForcedCheckService>();
         builder.Services.AddSingleton<Subscribers.SubscriberChanges>();
+        builder.Services.AddSingleton<Subscribers.ConfigRetries>();
         builder.Services.AddWebSessions(options, Path.Combine(dataDirectory, "keys"), time);
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {

@@ -81,6 +81,12 @@ public sealed class ServerOptions
     /// </summary>
     public int PowerOnSpreadSeconds { get; set; }
 
+    /// <summary>Tries a failed service configuration change gets in all (patent 0070): the first and the host's retries.</summary>
+    public int ConfigRetryAttempts { get; set; } = 3;
+
+    /// <summary>The host retries a failed change once the unit is healthy again and this long (doubled per attempt) has passed since it failed.</summary>
+    public int ConfigRetryBackoffSeconds { get; set; } = 60;
+
     /// <summary>Authentication attempts one unit (MAC) may make per minute, per replica.</summary>
     public int AuthAttemptsPerMacPerMinute { get; set; } = 30;
 
@@ -167,6 +173,10 @@ public sealed class ServerOptions
             throw new ArgumentException($"Tsunagu:MqttPort and MqttPlainPort must be -1 (off), 0 (a free one) or a port number (were {MqttPort}, {MqttPlainPort})");
         }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
+        if (ConfigRetryAttempts is < 1 or > 10 || ConfigRetryBackoffSeconds is < 0 or > 86400)
+        {
+            throw new ArgumentException($"Tsunagu:ConfigRetryAttempts must be 1..10 and ConfigRetryBackoffSeconds 0..86400 (were {ConfigRetryAttempts}, {ConfigRetryBackoffSeconds})");
+        }
         if (PowerOnSpreadSeconds is < 0 or > 3600) { throw new ArgumentException($"Tsunagu:PowerOnSpreadSeconds must be 0..3600 (was {PowerOnSpreadSeconds})"); }
         if (PasswordAttemptsPerSourcePerMinute < 1 || PasswordAttemptsPerAccountPerMinute < 1 || ConcurrentPasswordChecks < 1 || WebSessionAbsoluteLifetime <= TimeSpan.Zero
             || RefusalAuditPeriod <= TimeSpan.Zero || MaxRequestBodyBytes < 1024 || MaxUnitRequestBodyBytes < 1024 || MinRequestBodyBytesPerSecond < 1

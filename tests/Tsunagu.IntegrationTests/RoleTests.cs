@@ -32,6 +32,8 @@ public class RoleTests
         ["POST /api/v1/units"] = [A],
         ["POST /api/v1/units/bulk"] = [A],
         ["PUT /api/v1/units/{mac}/target-pattern"] = [A, R],
+        ["GET /api/v1/units/{mac}/update-window"] = [A, R, S, U],
+        ["PUT /api/v1/units/{mac}/update-window"] = [A, R],
         ["GET /api/v1/units/{mac}/service-config"] = [A, R, S, U],
         ["PUT /api/v1/units/{mac}/service-config"] = [A, S],
         ["POST /api/v1/units/check"] = [A, R, S],

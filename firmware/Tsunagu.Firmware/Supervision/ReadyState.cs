@@ -43,6 +43,12 @@ public sealed class ReadyState : IState
 
         var spread = ctx.CheckInterval.TotalMilliseconds * ctx.Options.CheckJitter * (2 * ctx.Random.NextDouble() - 1);
         var wait = ctx.CheckInterval + TimeSpan.FromMilliseconds(spread);
+        if (ctx.DeferredLookAt is { } lookAt)
+        {
+            // a deferred update is looked at again when its wait can end (load: shortly; a window: when it opens)
+            var untilLook = lookAt - ctx.Clock.Now().Now;
+            wait = untilLook < TimeSpan.Zero ? TimeSpan.Zero : untilLook < wait ? untilLook : wait;
+        }
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var period = Task.Delay(wait, ctx.Time, cts.Token);
         var push = ctx.WaitForCheckRequestAsync(cts.Token);
@@ -73,10 +79,11 @@ public sealed class ReadyState : IState
         }
         ctx.Push ??= new PushListener(message =>
         {
-            ctx.Log($"push: {message.Type} (importance {message.Importance})");
+            ctx.Log($"push: {message.Type} (importance {message.Importance}, reason {message.Reason ?? PushReasons.Operator})");
             if (message.Type == PushMessage.CheckNow)
             {
-                ctx.RequestCheck(forced: true);
+                // a configuration push checks now without forcing a deferred update: each update keeps its own importance
+                ctx.RequestCheck(forced: message.ForcesUpdates);
             }
         }, ctx.Log, ctx.Time, new Random(ctx.Random.Next()), ctx.Options.Push,
             ctx.RequireIdentity().ServerCertificatePins);

@@ -74,6 +74,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public int MainLinkFailures { get; set; }
     public int MainLinkRefusals { get; set; }
     public TimeSpan CheckInterval { get; set; } = options.CheckInterval;
+
+    /// <summary>When a deferred update is to be looked at again (host time, UTC); null: nothing deferred, the next check is periodic.</summary>
+    public DateTimeOffset? DeferredLookAt { get; set; }
     public string? LastError { get; set; }
 
     /// <summary>A retry delay the server asked for (Retry-After); the backoff uses it as a floor once.</summary>

@@ -11,6 +11,12 @@ public sealed record SupervisorOptions
     /// <summary>Fraction of the interval by which each period is randomly spread (0.1 = +/-10%).</summary>
     public double CheckJitter { get; init; } = 0.1;
 
+    /// <summary>
+    /// An update of importance 4 deferred because the unit or its WAN was busy is looked at again after this (a
+    /// deferred update of importance 3 or below at the opening of its window), not a whole check period later.
+    /// </summary>
+    public TimeSpan DeferredRecheck { get; init; } = TimeSpan.FromMinutes(1);
+
     /// <summary>The floor of every retry delay and the unit of its jitter (which doubles per consecutive failure up to the cap).</summary>
     public TimeSpan BackoffBase { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan BackoffCap { get; init; } = TimeSpan.FromMinutes(5);
@@ -54,6 +60,7 @@ public sealed record SupervisorOptions
         Push.Validate();
         if (ConfirmTimeout < TimeSpan.Zero) { throw new ArgumentException($"ConfirmTimeout must not be negative (was {ConfirmTimeout})"); }
         if (CheckInterval <= TimeSpan.Zero) { throw new ArgumentException($"CheckInterval must be positive (was {CheckInterval})"); }
+        if (DeferredRecheck <= TimeSpan.Zero) { throw new ArgumentException($"DeferredRecheck must be positive (was {DeferredRecheck})"); }
         if (CheckJitter is < 0 or >= 1) { throw new ArgumentException($"CheckJitter must be in [0, 1) (was {CheckJitter})"); }
         if (BackoffBase <= TimeSpan.Zero || BackoffCap < BackoffBase) { throw new ArgumentException($"backoff needs 0 < BackoffBase <= BackoffCap (was {BackoffBase}, {BackoffCap})"); }
         if (MainLinkRefusalLimit < 1) { throw new ArgumentException($"MainLinkRefusalLimit must be at least 1 (was {MainLinkRefusalLimit})"); }

@@ -24,6 +24,7 @@ public sealed class VersionCheckState : IState
             return Outcome.UpdateAvailable;
         }
         var forced = ctx.TakeForced();
+        ctx.DeferredLookAt = null;
         var load = ctx.Hardware.Load.Read();
         VersionCheckResponse response;
         try
@@ -97,6 +98,11 @@ public sealed class VersionCheckState : IState
         }
         if (response.Update is not { } offer)
         {
+            if (response.Deferred is not null && response.DeferredImportance is { } held)
+            {
+                // the host held an update back: look again when its wait can end, not a whole check period later
+                ctx.DeferredLookAt = ImportancePolicy.NextLook(held, response.Policy, ctx.Clock.Now().Now, ctx.Time.LocalTimeZone, ctx.Options.DeferredRecheck);
+            }
             return Outcome.NothingToDo;
         }
         if (pending is { Phase: PendingUpdate.Failed } && pending.UpdateId == offer.UpdateId && pending.Attempts >= PendingUpdate.AttemptLimit)
@@ -104,10 +110,14 @@ public sealed class VersionCheckState : IState
             ctx.Log($"update {offer.UpdateId} failed {pending.Attempts} times; not trying it again until the host offers another");
             return Outcome.NothingToDo;
         }
-        var localNow = TimeZoneInfo.ConvertTime(ctx.Time.GetUtcNow(), ctx.Time.LocalTimeZone);
-        if (!ImportancePolicy.MayRunNow(offer.Importance, load, response.Policy, localNow, forced))
+        // the window is judged in the zone of the unit's table row (the host sends it), by the host's time
+        var utcNow = ctx.Clock.Now().Now;
+        var localNow = ImportancePolicy.LocalNow(response.Policy, utcNow, ctx.Time.LocalTimeZone);
+        if (ImportancePolicy.Decide(offer.Importance, load, response.Policy, localNow, forced) is { } reason)
         {
-            ctx.Log($"update {offer.UpdateId} (importance {offer.Importance}) deferred: cpu {load.Cpu:P0}, wan {load.Wan:P0}");
+            ctx.DeferredLookAt = ImportancePolicy.NextLook(offer.Importance, response.Policy, utcNow, ctx.Time.LocalTimeZone, ctx.Options.DeferredRecheck);
+            ctx.Log($"update {offer.UpdateId} (importance {offer.Importance}) deferred: {reason}; cpu {load.Cpu:P0}, wan {load.Wan:P0}" +
+                    (ctx.DeferredLookAt is { } at ? $"; looked at again at {at:u}" : ""));
             return Outcome.NothingToDo;
         }
         return Outcome.UpdateAvailable;

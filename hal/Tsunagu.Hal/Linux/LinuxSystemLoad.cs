@@ -22,34 +22,97 @@ public sealed record LinuxLoadOptions
 
     /// <summary>The shortest window a reading averages over: a reading sooner than this after the last keeps the older starting sample.</summary>
     public TimeSpan MinimumWindow { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How far back a reading looks: the load "now" is the average over about this much recent time.</summary>
+    public TimeSpan Window { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>How often the counters are sampled in the background, so that a reading always has a start inside <see cref="Window"/>.</summary>
+    public TimeSpan SampleInterval { get; init; } = TimeSpan.FromSeconds(10);
+
+    public void Validate()
+    {
+        if (MinimumWindow <= TimeSpan.Zero || SampleInterval <= TimeSpan.Zero || Window < SampleInterval || Window < MinimumWindow)
+        {
+            throw new ArgumentException($"load sampling needs 0 < MinimumWindow <= Window and 0 < SampleInterval <= Window (was {MinimumWindow}, {SampleInterval}, {Window})");
+        }
+    }
 }
 
 /// <summary>
 /// CPU and WAN utilisation (0..1) from two samples of the kernel's counters: /proc/stat's `cpu` line (busy = all
 /// but idle and iowait) and the WAN interface's byte counters in /proc/net/dev (the busier direction against the
-/// link's capacity). Each <see cref="Read"/> averages since the previous one (or since construction), and takes a
-/// new starting sample unless the window was shorter than <see cref="LinuxLoadOptions.MinimumWindow"/>.
+/// link's capacity). A background timer samples the counters every <see cref="LinuxLoadOptions.SampleInterval"/>; a
+/// <see cref="Read"/> averages from the oldest sample inside the last <see cref="LinuxLoadOptions.Window"/> to now, so it
+/// is the load of the last minute whenever it is read (a daily check included), never an average since the previous
+/// reading.
 /// </summary>
-public sealed class LinuxSystemLoad : ISystemLoad
+public sealed class LinuxSystemLoad : ISystemLoad, IDisposable
 {
     private readonly LinuxLoadOptions _options;
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
-    private Sample _start;
+    private readonly LinkedList<Sample> _samples = new();
+    private readonly ITimer _sampler;
 
     public LinuxSystemLoad(LinuxLoadOptions options, TimeProvider? time = null)
     {
+        options.Validate();
         _options = options;
         _time = time ?? TimeProvider.System;
-        _start = Take();
+        _samples.AddLast(Take());
+        _sampler = _time.CreateTimer(_ => SampleInBackground(), null, options.SampleInterval, options.SampleInterval);
     }
+
+    /// <summary>Samples kept now (the window's worth plus one older), for tests.</summary>
+    public int SampleCount { get { lock (_gate) { return _samples.Count; } } }
+
+    private void SampleInBackground()
+    {
+        try
+        {
+            var sample = Take();
+            lock (_gate) { Keep(sample); }
+        }
+        catch (HalException)
+        {
+            // unreadable counters now: the next tick or the reading itself tries again (and the reading reports it)
+        }
+    }
+
+    /// <summary>Adds a sample (unless the newest is younger than the minimum window) and drops those no reading needs any more.</summary>
+    private void Keep(Sample sample)
+    {
+        if (_samples.Last is { } last && sample.At - last.Value.At < _options.MinimumWindow) { return; }
+        _samples.AddLast(sample);
+        // keep the newest sample at least a window old as the fallback start; drop everything older
+        while (_samples.First?.Next is { } second && sample.At - second.Value.At >= _options.Window)
+        {
+            _samples.RemoveFirst();
+        }
+    }
+
+    /// <summary>The oldest sample no older than the window (at least the minimum window old when there is one), else the newest older one.</summary>
+    private Sample StartFor(Sample now)
+    {
+        Sample? start = null;
+        foreach (var s in _samples)
+        {
+            var age = now.At - s.At;
+            if (age > _options.Window) { start = s; continue; }
+            if (age >= _options.MinimumWindow || start is null) { start = s; }
+            break;
+        }
+        return start ?? _samples.First!.Value;
+    }
+
+    public void Dispose() => _sampler.Dispose();
 
     public UnitLoad Read()
     {
         lock (_gate)
         {
             var now = Take();
-            var start = _start;
+            var start = StartFor(now);
             var cpu = now.CpuTotal > start.CpuTotal ? (double)(now.CpuBusy - start.CpuBusy) / (now.CpuTotal - start.CpuTotal) : 0;
             var seconds = (now.At - start.At).TotalSeconds;
             double wan = 0;
@@ -58,7 +121,7 @@ public sealed class LinuxSystemLoad : ISystemLoad
                 var bytes = Math.Max(now.RxBytes - start.RxBytes, now.TxBytes - start.TxBytes);
                 wan = bytes * 8 / seconds / (WanMbps() * 1_000_000);
             }
-            if (now.At - start.At >= _options.MinimumWindow) { _start = now; }
+            Keep(now);
             return new UnitLoad(Clamp(cpu), Clamp(wan));
         }
     }

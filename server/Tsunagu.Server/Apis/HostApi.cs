@@ -118,12 +118,16 @@ public static class HostApi
         {
             policy = policy with { LowWindowStartHour = (int)ws, LowWindowEndHour = (int)we };
         }
+        if (unit.TimeZone is { } zone)
+        {
+            policy = policy with { TimeZone = zone }; // the unit's own zone (its table row) over the fleet's default
+        }
         UpdateOffer? offer = null;
         string? deferred = null;
         if (program is not null)
         {
             var load = request.Load ?? new UnitLoad(0, 0);
-            var localNow = TimeZoneInfo.ConvertTime(time.GetUtcNow(), time.LocalTimeZone);
+            var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             deferred = ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
             if (deferred is null)
             {
@@ -146,7 +150,7 @@ public static class HostApi
         metrics.CheckIn(offer is not null ? Metrics.ServerMetrics.CheckResults.Offered : deferred is not null ? Metrics.ServerMetrics.CheckResults.Deferred : Metrics.ServerMetrics.CheckResults.UpToDate);
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return TypedResults.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
-            options.PowerOnSpreadSeconds, time.GetUtcNow(), checked((int)unit.SettingsRevision)));
+            options.PowerOnSpreadSeconds, time.GetUtcNow(), checked((int)unit.SettingsRevision), DeferredImportance: deferred is not null ? (int)program!.Importance : null));
     }
 
     private static async Task<Results<Ok<UpdateReportAck>, ProblemHttpResult>> UpdateReport(UpdateReport report, HttpContext http, TsunaguStore store, ArtifactStore artifacts, Metrics.ServerMetrics metrics, ILogger<UpdateReport> log)
@@ -236,7 +240,8 @@ public static class HostApi
         return TypedResults.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
     }
 
-    private static async Task<Results<Ok<ReadyAck>, ProblemHttpResult>> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts, ILogger<ReadyReport> log)
+    private static async Task<Results<Ok<ReadyAck>, ProblemHttpResult>> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts,
+        Subscribers.ConfigRetries retries, ILogger<ReadyReport> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -248,6 +253,8 @@ public static class HostApi
         store.RecordReady(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
             report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
                 (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""));
+        // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)
+        await retries.AfterReadyAsync(mac, http.RequestAborted);
         return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
     }
 }

@@ -11,7 +11,9 @@ namespace Tsunagu.Server.Apis;
 
 public sealed record TargetPatternRequest(string? Pattern);
 /// <summary>One service configuration revision of a unit, as the operator lists them.</summary>
-public sealed record UnitConfigRevisionView(long Revision, string Status, string? Error, string Origin, string? CreatedAt, string? UpdatedAt);
+/// <remarks><see cref="Attempt"/> n &gt; 1: the host's retry of the failed revision <see cref="RetryOf"/> (patent 0070).</remarks>
+public sealed record UnitConfigRevisionView(long Revision, string Status, string? Error, string Origin, string? CreatedAt, string? UpdatedAt,
+    long Attempt = 1, long? RetryOf = null);
 /// <summary>The answer to an operator's new service configuration for a unit.</summary>
 public sealed record UnitConfigAssigned(string Mac, long Revision, string Status, string? PushWarning);
 
@@ -49,7 +51,7 @@ public static class OperatorApi
                 })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
         api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
-                ? TypedResults.Ok(store.ListUnitConfigs(m).Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt)).ToList())
+                ? TypedResults.Ok(store.ListUnitConfigs(m).Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf)).ToList())
                 : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Check);
         api.MapGet("/check/{id}", Results<Ok<ForceCheckStatus>, ProblemHttpResult> (string id, ForcedCheckService checks) =>
@@ -59,6 +61,7 @@ public static class OperatorApi
         api.MapPut("/{mac}/service-config", AssignServiceConfig).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Help);
         app.MapUnitLifecycleApi();
+        Units.Windows.UpdateWindowApi.MapUpdateWindowApi(app);
     }
 
     public static UnitView ToView(UnitRow u) => new(
@@ -171,7 +174,7 @@ public static class OperatorApi
         {
             try
             {
-                await checks.SendAsync(actor, [m], 5, http.RequestAborted);
+                await checks.SendAsync(actor, [m], 5, PushReasons.Config, http.RequestAborted);
             }
             catch (PushException e)
             {

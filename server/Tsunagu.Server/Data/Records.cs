@@ -50,6 +50,7 @@ public sealed class UnitRow
     public string? WanAddress { get; set; }
     public long? LowWindowStart { get; set; }
     public long? LowWindowEnd { get; set; }
+    public string? TimeZone { get; set; }
     public long Online { get; set; }
     public long? LastBundleVersion { get; set; }
     public string? LastBundleId { get; set; }
@@ -79,11 +80,12 @@ public sealed class UnitCheckRow
     public string? Inventory { get; set; }
     public long? LowWindowStart { get; set; }
     public long? LowWindowEnd { get; set; }
+    public string? TimeZone { get; set; }
     public long? LastBundleVersion { get; set; }
     public string? LastBundleId { get; set; }
     public long SettingsRevision { get; set; } = 1;
 
-    public const string Columns = "mac, state, pattern, target_pattern, inventory, low_window_start, low_window_end, last_bundle_version, last_bundle_id, settings_revision";
+    public const string Columns = "mac, state, pattern, target_pattern, inventory, low_window_start, low_window_end, time_zone, last_bundle_version, last_bundle_id, settings_revision";
 }
 
 public sealed class PatternRow
@@ -151,6 +153,10 @@ public sealed class UnitConfigRow
     public string Status { get; set; } = ConfigStatus.Provisional;
     public string? Error { get; set; }
     public string Origin { get; set; } = "operator";
+
+    /// <summary>1 for a new revision; n when it is the host's (n-1)th retry of the failed revision <see cref="RetryOf"/> (patent 0070).</summary>
+    public long Attempt { get; set; } = 1;
+    public long? RetryOf { get; set; }
     public string? CreatedAt { get; set; }
     public string? UpdatedAt { get; set; }
 }

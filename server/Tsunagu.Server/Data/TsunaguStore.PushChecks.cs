@@ -15,6 +15,9 @@ public sealed class PushCheckRow
     public long Attempts { get; set; }
     public string? DeliveredAt { get; set; }
 
+    /// <summary>Why the push was sent (<see cref="Tsunagu.Protocol.PushReasons"/>); null on rows from before reasons were kept (an operator's check).</summary>
+    public string? Reason { get; set; }
+
     /// <summary>The unit's presence flag when the row was read (joined from units).</summary>
     public long Online { get; set; }
 
@@ -35,15 +38,16 @@ public sealed partial class TsunaguStore
     /// Records a forced check: one row per unit with the nonce its push carries, counted as sent once; with
     /// <paramref name="audit"/> (when given) in the same transaction.
     /// </summary>
-    public void AddPushCheck(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units, AuditEntry? audit = null)
+    public void AddPushCheck(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units, AuditEntry? audit = null,
+        string reason = Tsunagu.Protocol.PushReasons.Operator)
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
         var now = Now();
         c.Execute("""
-            INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts)
-            VALUES (@checkId, @Mac, @Nonce, @importance, @actor, @now, @now, 1)
-            """, units.Select(u => new { checkId, u.Mac, u.Nonce, importance, actor, now }), tx);
+            INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts, reason)
+            VALUES (@checkId, @Mac, @Nonce, @importance, @actor, @now, @now, 1, @reason)
+            """, units.Select(u => new { checkId, u.Mac, u.Nonce, importance, actor, now, reason }), tx);
         WriteAudit(c, tx, audit);
         tx.Commit();
     }

@@ -412,7 +412,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     private async Task ResendAsync(PushCheckRow row, CancellationToken ct)
     {
         await PublishAsync(row.Mac, new PushMessage(PushMessage.CheckNow, (int)row.Importance, row.Nonce,
-            DateTimeOffset.Parse(row.CreatedAt, System.Globalization.CultureInfo.InvariantCulture)), ct);
+            DateTimeOffset.Parse(row.CreatedAt, System.Globalization.CultureInfo.InvariantCulture), row.Reason ?? PushReasons.Operator), ct);
         store.MarkPushResent(row.CheckId, row.Mac);
     }
 

@@ -72,7 +72,7 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         }
         try
         {
-            await checks.SendAsync($"subscriber:{subscriber}", [unit.Mac], 5, ct);
+            await checks.SendAsync($"subscriber:{subscriber}", [unit.Mac], 5, PushReasons.Config, ct);
             return new(revision, null);
         }
         catch (PushException e)

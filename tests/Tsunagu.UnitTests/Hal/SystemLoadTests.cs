@@ -30,14 +30,34 @@ public class SystemLoadTests : FakeRootTests
         Assert.That(reading.Cpu, Is.EqualTo(0.75).Within(1e-9));
         Assert.That(reading.Wan, Is.EqualTo(0.2).Within(1e-9));
 
-        time.Advance(TimeSpan.FromSeconds(10));
+        time.Advance(TimeSpan.FromSeconds(2));
         Counters(user: 1200, system: 600, idle: 9050, iowait: 550, rx: 6_000_000, tx: 2_500_000);
-        Assert.That(load.Read(), Is.EqualTo(new UnitLoad(0, 0)), "idle since the last reading");
+        time.Advance(TimeSpan.FromMinutes(2));
+        Assert.That(load.Read(), Is.EqualTo(new UnitLoad(0, 0)), "idle over the last minute");
 
         File.Delete(Path.Combine(_dir, "net/eth0/speed")); // virtio has no speed: the fallback (100 Mb/s) or the configured capacity
         var configured = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), WanMbps = 1000, NetClassRoot = Path.Combine(_dir, "net") }, time);
         time.Advance(TimeSpan.FromSeconds(1));
         Counters(user: 1200, system: 600, idle: 9050, iowait: 550, rx: 6_000_000, tx: 2_500_000 + 125_000_000);
         Assert.That(configured.Read().Wan, Is.EqualTo(1.0), "1 Gb/s sent on a 1 Gb/s link");
+    }
+
+    [Test]
+    public void A_reading_is_the_load_of_the_last_minute_not_an_average_since_the_previous_reading()
+    {
+        Counters(user: 1000, system: 500, idle: 8000, iowait: 500, rx: 0, tx: 0);
+        Write("net/eth0/speed", "100\n");
+        var time = new FakeTimeProvider(Start);
+        using var load = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), NetClassRoot = Path.Combine(_dir, "net") }, time);
+        Assert.That(load.Read(), Is.EqualTo(new UnitLoad(0, 0)));
+        // a day idle (100 jiffies a second), then 30 s fully busy and the WAN at 50 Mb/s of 100: a daily check reads now
+        Counters(user: 1000, system: 500, idle: 8000 + 8_640_000, iowait: 500, rx: 0, tx: 0);
+        time.Advance(TimeSpan.FromDays(1));
+        Counters(user: 1000 + 3000, system: 500, idle: 8000 + 8_640_000, iowait: 500, rx: 30 * 50_000_000L / 8, tx: 0);
+        time.Advance(TimeSpan.FromSeconds(30));
+        var reading = load.Read();
+        Assert.That(reading.Cpu, Is.EqualTo(1.0).Within(1e-9), "the last minute was busy");
+        Assert.That(reading.Wan, Is.EqualTo(0.5).Within(0.1), "about 30 s at 50 Mb/s over a window of 30-40 s");
+        Assert.That(load.SampleCount, Is.LessThanOrEqualTo(8), "a minute of samples is kept, not a day of them");
     }
 }

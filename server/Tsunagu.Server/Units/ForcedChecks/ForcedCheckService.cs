@@ -67,16 +67,18 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
     /// same transaction as the check's record.
     /// </summary>
     public Task<ForceCheckResponse> CheckNowAsync(string actor, IReadOnlyList<string> macs, int importance, CancellationToken ct) =>
-        RecordAndSendAsync(actor, macs, importance, checkId => new AuditEntry(actor, "units.check", string.Join(",", macs), $"importance {importance}; check {checkId}"), ct);
+        RecordAndSendAsync(actor, macs, importance, PushReasons.Operator, checkId => new AuditEntry(actor, "units.check", string.Join(",", macs), $"importance {importance}; check {checkId}"), ct);
 
     /// <summary>
     /// Records and sends a forced check. Throws <see cref="PushException"/> (nothing recorded) when push is disabled or
     /// the server's broker link is down; once recorded, a unit whose push fails is left pending and sent again.
+    /// <paramref name="reason"/> (<see cref="PushReasons"/>) travels with the push and its resends: only
+    /// <see cref="PushReasons.Operator"/> forces the unit's pending updates.
     /// </summary>
-    public Task<ForceCheckResponse> SendAsync(string actor, IReadOnlyList<string> macs, int importance, CancellationToken ct) =>
-        RecordAndSendAsync(actor, macs, importance, audit: null, ct);
+    public Task<ForceCheckResponse> SendAsync(string actor, IReadOnlyList<string> macs, int importance, string reason, CancellationToken ct) =>
+        RecordAndSendAsync(actor, macs, importance, reason, audit: null, ct);
 
-    private async Task<ForceCheckResponse> RecordAndSendAsync(string actor, IReadOnlyList<string> macs, int importance, Func<string?, AuditEntry>? audit,
+    private async Task<ForceCheckResponse> RecordAndSendAsync(string actor, IReadOnlyList<string> macs, int importance, string reason, Func<string?, AuditEntry>? audit,
         CancellationToken ct)
     {
         if (push.BrokerUri is null)
@@ -94,7 +96,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
         }
         var checkId = Guid.NewGuid().ToString("N");
         var units = macs.Select(mac => (Mac: mac, Nonce: UnitCredentials.NewNonce(12))).ToList();
-        store.AddPushCheck(checkId, actor, importance, units, audit?.Invoke(checkId));
+        store.AddPushCheck(checkId, actor, importance, units, audit?.Invoke(checkId), reason);
         var issuedAt = time.GetUtcNow();
         var failed = new ConcurrentQueue<string>();
         // QoS 1 publishes pipelined on the server's one connection (PUBACKs awaited concurrently), up to PushWindow at once
@@ -102,7 +104,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
         {
             try
             {
-                await push.PublishAsync(unit.Mac, new PushMessage(PushMessage.CheckNow, importance, unit.Nonce, issuedAt), token);
+                await push.PublishAsync(unit.Mac, new PushMessage(PushMessage.CheckNow, importance, unit.Nonce, issuedAt, reason), token);
             }
             catch (PushException)
             {

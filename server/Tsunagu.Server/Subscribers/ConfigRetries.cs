@@ -1,0 +1,62 @@
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Push;
+using Tsunagu.Server.Units.ForcedChecks;
+
+namespace Tsunagu.Server.Subscribers;
+
+/// <summary>
+/// Patent 0070: when a unit could not apply a configuration change (a subscriber's or the operator's), it stays on its
+/// last good configuration and the host keeps the failed revision; once the unit reports itself healthy again (ready),
+/// the host retries the change as a new revision (same document, attempt n of <see cref="ServerOptions.ConfigRetryAttempts"/>),
+/// after a backoff that doubles per attempt, and tells the unit at once. The last attempt's outcome is final.
+/// </summary>
+public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks, IPushPublisher push, ServerOptions options, TimeProvider time,
+    ILogger<ConfigRetries> log)
+{
+    public const string RetryActor = "host:retry";
+
+    /// <summary>The wait before attempt <paramref name="next"/> (2, 3, ...): the backoff, doubled for each attempt after the second.</summary>
+    public TimeSpan Backoff(long next) => TimeSpan.FromSeconds(options.ConfigRetryBackoffSeconds * Math.Pow(2, Math.Max(0, next - 2)));
+
+    /// <summary>
+    /// Called after a unit's ready report: retries its newest revision when that one failed, has attempts left and its
+    /// backoff has passed. Returns the new revision, or null when nothing was due.
+    /// </summary>
+    public async Task<long?> AfterReadyAsync(string mac, CancellationToken ct)
+    {
+        var newest = store.LatestUnitConfig(mac);
+        if (newest is not { Status: ConfigStatus.Failed } || newest.Attempt >= options.ConfigRetryAttempts)
+        {
+            return null;
+        }
+        var failedAt = newest.UpdatedAt is { } at
+            ? DateTimeOffset.Parse(at, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal)
+            : time.GetUtcNow();
+        if (time.GetUtcNow() - failedAt < Backoff(newest.Attempt + 1))
+        {
+            return null;
+        }
+        var attempt = newest.Attempt + 1;
+        var revision = store.AddUnitConfigRetry(newest, r => new AuditEntry(RetryActor, "unit.service-config.retry", mac,
+            $"revision {r} retries revision {newest.RetryOf ?? newest.Revision} (attempt {attempt} of {options.ConfigRetryAttempts}) after: {newest.Error}"));
+        if (revision is null)
+        {
+            return null; // another replica retried it first
+        }
+        log.LogInformation("unit {Mac}: configuration revision {Failed} failed; retrying as revision {Revision} (attempt {Attempt} of {Max})",
+            mac, newest.Revision, revision, attempt, options.ConfigRetryAttempts);
+        if (push.BrokerUri is not null)
+        {
+            try
+            {
+                await checks.SendAsync(RetryActor, [mac], 5, PushReasons.Config, ct);
+            }
+            catch (PushException e)
+            {
+                log.LogWarning("unit {Mac}: push after the configuration retry failed ({Error}); it takes it at its next check", mac, e.Message);
+            }
+        }
+        return revision;
+    }
+}

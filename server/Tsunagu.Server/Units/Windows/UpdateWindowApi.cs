@@ -1,0 +1,66 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Server.Units.Windows;
+
+/// <summary>A unit's own importance-3 window (local hours, both or neither) and its time zone (an IANA id; null: the fleet's policy).</summary>
+public sealed record UpdateWindowRequest(int? LowWindowStartHour, int? LowWindowEndHour, string? TimeZone);
+
+/// <summary>What a unit's version check uses: its window hours and the zone they are in, and whether each is the unit's own.</summary>
+public sealed record UpdateWindowView(string Mac, int LowWindowStartHour, int LowWindowEndHour, string? TimeZone, bool OwnWindow, bool OwnTimeZone);
+
+/// <summary>
+/// Per-unit update windows (patent 0048, 0064): importance 3 runs in the low-utilisation window, judged in the
+/// unit's time zone by host and unit alike (the version check sends the zone with the policy).
+/// </summary>
+public static class UpdateWindowApi
+{
+    public static void MapUpdateWindowApi(this IEndpointRouteBuilder app)
+    {
+        var api = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
+        api.MapGet("/{mac}/update-window", Results<Ok<UpdateWindowView>, ProblemHttpResult> (string mac, TsunaguStore store) =>
+                MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit
+                    ? TypedResults.Ok(View(unit, PolicySettings.Get(store)))
+                    : Problems.NotFound($"unit {mac} is not registered"))
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapPut("/{mac}/update-window", Results<Ok<UpdateWindowView>, ProblemHttpResult> (string mac, UpdateWindowRequest request, TsunaguStore store, HttpContext http) =>
+            {
+                if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+                if (Invalid(request) is { } error) { return Problems.BadRequest(error); }
+                var detail = $"window {(request.LowWindowStartHour is { } s ? $"{s:00}:00-{request.LowWindowEndHour:00}:00" : "fleet's")}, zone {request.TimeZone ?? "fleet's"}";
+                if (!store.SetUpdateWindow(m, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone,
+                        new AuditEntry(http.Caller().Subject, "unit.update-window", m, detail)))
+                {
+                    return Problems.NotFound($"unit {mac} is not registered");
+                }
+                return TypedResults.Ok(View(store.GetUnit(m)!, PolicySettings.Get(store)));
+            })
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+    }
+
+    /// <summary>Why the request cannot be stored; null when it can.</summary>
+    public static string? Invalid(UpdateWindowRequest? request)
+    {
+        if (request is null) { return "body: a JSON object with lowWindowStartHour, lowWindowEndHour, timeZone"; }
+        if (request.LowWindowStartHour.HasValue != request.LowWindowEndHour.HasValue)
+        {
+            return "lowWindowStartHour, lowWindowEndHour: give both (the unit's own window) or neither (the fleet's)";
+        }
+        foreach (var (name, hour) in new[] { ("lowWindowStartHour", request.LowWindowStartHour), ("lowWindowEndHour", request.LowWindowEndHour) })
+        {
+            if (hour is < 0 or > 23) { return $"{name}: {hour} is not an hour (0..23)"; }
+        }
+        if (request.TimeZone is { } zone && !ImportancePolicy.TryZone(zone, out _))
+        {
+            return $"timeZone: '{InputRules.Quote(zone)}' is not a known time zone id (e.g. Asia/Tokyo)";
+        }
+        return null;
+    }
+
+    public static UpdateWindowView View(UnitRow unit, UpdatePolicy fleet) =>
+        new(unit.Mac, (int)(unit.LowWindowStart ?? fleet.LowWindowStartHour), (int)(unit.LowWindowEnd ?? fleet.LowWindowEndHour),
+            unit.TimeZone ?? fleet.TimeZone, unit.LowWindowStart is not null && unit.LowWindowEnd is not null, unit.TimeZone is not null);
+}

@@ -1,0 +1,203 @@
+using System.Net.Http.Headers;
+using System.Text.Json;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Demo;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Catalogue;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Units.Windows;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// Importance end to end (patent 0048, 0064, 0070) with the real server, broker and supervisor: a configuration push
+/// does not force a deferred update, a deferred update is looked at again when its wait can end, the importance-3
+/// window is the unit's own in its time zone, and a failed change is retried by the host once the unit is healthy.
+/// </summary>
+[NonParallelizable]
+public class ImportanceTests
+{
+    private static readonly JsonSerializerOptions Json = JsonSerializerOptions.Web;
+
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    [TearDown]
+    public void TearDown() => TestServer.Configure.Value = null;
+
+    private static async Task<T> Call<T>(OperatorClient client, HttpMethod method, string path, object? body = null) =>
+        JsonSerializer.Deserialize<T>(body is null ? await client.SendAsync(method, path, null, CancellationToken.None)
+            : await client.SendJsonAsync(method, path, body, CancellationToken.None), Json)!;
+
+    /// <summary>A started server with one unit Ready on pattern 2 and listening for pushes.</summary>
+    private static async Task<(TestServer Server, OperatorClient Client, FleetUnit Unit)> ReadyUnitAsync(SupervisorOptions? options = null)
+    {
+        var server = await TestServer.StartAsync(options);
+        var client = server.Operator();
+        var unit = (await server.AddUnitsAsync(1))[0];
+        server.Fleet.StartAll();
+        await server.WaitReadyAsync(unit);
+        await server.WaitForAsync(() => unit.Supervisor.Context.Push?.IsConnected == true, "the unit listening for pushes");
+        return (server, client, unit);
+    }
+
+    /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of <paramref name="importance"/>.</summary>
+    private static async Task AddPattern3Async(TestServer server, OperatorClient client, int importance)
+    {
+        await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
+        var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
+        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps));
+        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
+        var body = new ByteArrayContent(DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" },
+            server.ReleaseKey, DateTimeOffset.UtcNow));
+        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", body, CancellationToken.None), Json)!;
+        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", importance, 1, artifact.Sha256));
+    }
+
+    private static int UtcHour => DateTimeOffset.UtcNow.Hour;
+
+    [Test]
+    public async Task A_configuration_push_does_not_install_a_deferred_update_but_an_operator_check_does()
+    {
+        var (server, client, unit) = await ReadyUnitAsync();
+        await using var _ = server;
+        using var __ = client;
+        // importance 1 with a maintenance window that never opens: only a forced check may install it
+        await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, 2, 5, MaintenanceStartHour: 0, MaintenanceEndHour: 0));
+        await AddPattern3Async(server, client, importance: 1);
+
+        var before = server.Store.ListUnitConfigs(unit.Mac).Count;
+        var changed = DemoCatalogue.StandardServices with
+        {
+            ContentFilter = DemoCatalogue.StandardServices.ContentFilter with { BlockedDomains = [.. DemoCatalogue.StandardServices.ContentFilter.BlockedDomains, "push.example"] },
+        };
+        var assigned = await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", changed);
+        Assert.That(assigned.PushWarning, Is.Null, "the configuration push was sent");
+        await server.WaitForAsync(() => server.Store.ListUnitConfigs(unit.Mac).Single(r => r.Revision == assigned.Revision).Status == ConfigStatus.Final,
+            "the pushed revision final");
+        Assert.That(server.Store.ListUnitConfigs(unit.Mac), Has.Count.EqualTo(before + 1));
+        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "a configuration push installed the deferred importance-1 update");
+        Assert.That(server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true), Is.True,
+            "the check the push caused saw the update and deferred it");
+
+        // the operator's forced check does install it (patent 0053, 0071)
+        await Call<ForceCheckResponse>(client, HttpMethod.Post, "/api/v1/units/check", new ForceCheckRequest([unit.Mac], null));
+        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3", State: "Ready" }, "the unit on pattern-3");
+    }
+
+    [Test]
+    public async Task A_deferred_update_is_looked_at_again_shortly_not_a_check_period_later()
+    {
+        // the host's check period stays a day; a busy unit is looked at again after DeferredRecheck
+        var (server, client, unit) = await ReadyUnitAsync(TestServer.FastOptions with { DeferredRecheck = TimeSpan.FromMilliseconds(500) });
+        await using var _ = server;
+        using var __ = client;
+        await AddPattern3Async(server, client, importance: 4);
+        unit.Hardware.Load.Cpu = 0.95;
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
+            "the busy unit deferring the importance-4 update");
+        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        unit.Hardware.Load.Cpu = 0.05; // the load drops: nothing else wakes the unit
+        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the load dropped",
+            TimeSpan.FromSeconds(30));
+    }
+
+    [Test]
+    public async Task The_importance_3_window_is_the_units_own_in_its_time_zone()
+    {
+        var (server, client, unit) = await ReadyUnitAsync();
+        await using var _ = server;
+        using var __ = client;
+        // the fleet's window is 12 hours away from now (UTC, the zone of this machine and of the unit)
+        var away = (UtcHour + 12) % 24;
+        await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, away, (away + 1) % 24));
+        await AddPattern3Async(server, client, importance: 3);
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
+            "the update deferred outside the fleet's window");
+
+        var path = $"/api/v1/units/{unit.Mac}/update-window";
+        var fleet = await Call<UpdateWindowView>(client, HttpMethod.Get, path);
+        Assert.That((fleet.LowWindowStartHour, fleet.OwnWindow, fleet.OwnTimeZone), Is.EqualTo((away, false, false)));
+        // refused requests change nothing
+        foreach (var bad in new object[]
+                 {
+                     new UpdateWindowRequest(3, null, null), new UpdateWindowRequest(3, 24, null), new UpdateWindowRequest(-1, 2, null),
+                     new UpdateWindowRequest(null, null, "Mars/Olympus"), new UpdateWindowRequest(null, null, "../../etc/passwd"),
+                     new UpdateWindowRequest(null, null, "Asia/Tokyo\n"),
+                 })
+        {
+            var e = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, path, bad, CancellationToken.None));
+            Assert.That(e!.Status, Is.EqualTo(400), e.Message);
+        }
+        Assert.That(await Call<UpdateWindowView>(client, HttpMethod.Get, path), Is.EqualTo(fleet), "a refused request changed nothing");
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/units/02:00:00:00:00:99/update-window",
+            new UpdateWindowRequest(1, 2, null), CancellationToken.None))!.Status, Is.EqualTo(404));
+
+        // the unit's own window: the two hours from now in Tokyo (UTC+9, no DST), which are not now in UTC
+        var tokyo = TimeZoneInfo.ConvertTime(DateTimeOffset.UtcNow, TimeZoneInfo.FindSystemTimeZoneById("Asia/Tokyo")).Hour;
+        var own = await Call<UpdateWindowView>(client, HttpMethod.Put, path, new UpdateWindowRequest(tokyo, (tokyo + 2) % 24, "Asia/Tokyo"));
+        Assert.That((own.LowWindowStartHour, own.TimeZone, own.OwnWindow, own.OwnTimeZone), Is.EqualTo((tokyo, "Asia/Tokyo", true, true)));
+        Assert.That(server.Store.ListAudit(10).Any(a => a.Action == "unit.update-window" && a.Target == unit.Mac), Is.True);
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window, in its zone");
+    }
+
+    [Test]
+    public async Task A_failed_change_is_retried_by_the_host_once_the_unit_is_healthy_and_attempts_are_bounded()
+    {
+        TestServer.Configure.Value = o => { o.ConfigRetryAttempts = 2; o.ConfigRetryBackoffSeconds = 5; };
+        var (server, client, unit) = await ReadyUnitAsync();
+        await using var _ = server;
+        using var __ = client;
+        var checker = unit.Hardware.Services.RefuseChecks;
+        var nft = Path.Combine(unit.Hardware.Data.Root, "services", "current", "dnsmasq.conf");
+        ServiceConfiguration Blocking(string domain) => DemoCatalogue.StandardServices with
+        {
+            ContentFilter = DemoCatalogue.StandardServices.ContentFilter with { BlockedDomains = [.. DemoCatalogue.StandardServices.ContentFilter.BlockedDomains, domain] },
+        };
+        UnitConfigRow Revision(long r) => server.Store.ListUnitConfigs(unit.Mac).Single(c => c.Revision == r);
+
+        // a change the unit cannot apply now: it stays on its last good configuration, the host keeps the failed revision
+        checker["dnsmasq"] = "transient refusal";
+        var first = (await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", Blocking("one.example"))).Revision;
+        await server.WaitForAsync(() => Revision(first).Status == ConfigStatus.Failed, "the change failed on the unit");
+        await server.WaitReadyAsync(unit, 2);
+        Assert.That(File.ReadAllText(nft), Does.Not.Contain("one.example"), "the unit stays on its last good configuration");
+        Assert.That(server.Store.LatestUnitConfig(unit.Mac)!.Revision, Is.EqualTo(first), "no retry before the backoff");
+        checker.Remove("dnsmasq");
+
+        // healthy again after the backoff: the host retries it as attempt 2, and it becomes final
+        await Task.Delay(TimeSpan.FromSeconds(5.5));
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(() => server.Store.LatestUnitConfig(unit.Mac) is { Revision: var r, Status: ConfigStatus.Final } && r == first + 1, "the retry final");
+        var retry = Revision(first + 1);
+        Assert.That((retry.Attempt, retry.RetryOf, retry.Origin, retry.Document), Is.EqualTo((2L, (long?)first, Revision(first).Origin, Revision(first).Document)));
+        Assert.That(File.ReadAllText(nft), Does.Contain("one.example"));
+        Assert.That(server.Store.ListAudit(20).Count(a => a.Action == "unit.service-config.retry" && a.Target == unit.Mac), Is.EqualTo(1));
+
+        // a change that keeps failing is tried ConfigRetryAttempts times in all, then left failed
+        checker["dnsmasq"] = "lasting refusal";
+        var second = (await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", Blocking("two.example"))).Revision;
+        await server.WaitForAsync(() => Revision(second).Status == ConfigStatus.Failed, "the second change failed");
+        await Task.Delay(TimeSpan.FromSeconds(5.5));
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(() => server.Store.LatestUnitConfig(unit.Mac) is { Status: ConfigStatus.Failed, Attempt: 2 }, "the retry failed too");
+        for (var i = 0; i < 2; i++)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(5.5));
+            var readies = server.Store.ListUnitEvents(unit.Mac, 500).Count(e => e.Kind == UnitEventKinds.Ready);
+            unit.Supervisor.RequestCheck(forced: false);
+            await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 500).Count(e => e.Kind == UnitEventKinds.Ready) > readies, "another ready report");
+        }
+        var all = server.Store.ListUnitConfigs(unit.Mac);
+        Assert.That(all.Count(c => c.Revision >= second), Is.EqualTo(2), "one retry, no more: attempts are bounded");
+        Assert.That(all.Last().Status, Is.EqualTo(ConfigStatus.Failed));
+        Assert.That(File.ReadAllText(nft), Does.Contain("one.example").And.Not.Contain("two.example"), "still on the last good configuration");
+    }
+}

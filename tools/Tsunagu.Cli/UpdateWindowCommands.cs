@@ -1,0 +1,36 @@
+using System.CommandLine;
+using System.Text.Json;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Server.Units.Windows;
+
+namespace Tsunagu.Cli;
+
+/// <summary>`tsunagu units window MAC [--start H --end H] [--time-zone ZONE]`: a unit's own importance-3 window and time zone.</summary>
+public static class UpdateWindowCommands
+{
+    private static readonly JsonSerializerOptions Pretty = new(JsonSerializerOptions.Web) { WriteIndented = true };
+
+    public static Command Window(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
+    {
+        var mac = new Argument<string>("mac") { Description = "unit MAC" };
+        var start = new Option<int?>("--start") { Description = "first local hour of the unit's low-utilisation window (0..23; with --end)" };
+        var end = new Option<int?>("--end") { Description = "local hour the window ends (exclusive, 0..23; wraps past midnight)" };
+        var zone = new Option<string?>("--time-zone") { Description = "the unit's time zone, an IANA id such as Asia/Tokyo" };
+        var fleet = new Option<bool>("--fleet") { Description = "forget the unit's own window and zone: the fleet's policy applies" };
+        var command = new Command("window", "show a unit's update window and time zone, or set them with --start/--end/--time-zone (or --fleet)") { mac, start, end, zone, fleet };
+        foreach (var o in connection) { command.Options.Add(o); }
+        command.SetAction((r, ct) => guard(async () =>
+        {
+            using var client = connect(r);
+            var path = $"/api/v1/units/{Uri.EscapeDataString(r.GetValue(mac)!)}/update-window";
+            var set = r.GetValue(start) is not null || r.GetValue(end) is not null || r.GetValue(zone) is not null || r.GetValue(fleet);
+            var json = set
+                ? await client.SendJsonAsync(HttpMethod.Put, path, r.GetValue(fleet) ? new UpdateWindowRequest(null, null, null)
+                    : new UpdateWindowRequest(r.GetValue(start), r.GetValue(end), r.GetValue(zone)), ct)
+                : await client.SendAsync(HttpMethod.Get, path, null, ct);
+            Console.WriteLine(JsonSerializer.Serialize(JsonDocument.Parse(json).RootElement, Pretty));
+            return 0;
+        }));
+        return command;
+    }
+}
