@@ -35,20 +35,24 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        if (!_shared)
+        {
+            return; // one SQLite process: challenges are cleaned up as they are added, attempts are counted in memory
+        }
         while (!stoppingToken.IsCancellationRequested)
         {
-            if (_shared) { Renew(); }
+            Renew();
             if (IsHolder) { RunOnceOnlyWork(); }
             try
             {
-                await Task.Delay(_shared ? Lifetime / 3 : TimeSpan.FromSeconds(options.OnceOnlyLeaseSeconds), time, stoppingToken);
+                await Task.Delay(Lifetime / 3, time, stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
                 break;
             }
         }
-        if (_shared && IsHolder)
+        if (IsHolder)
         {
             Interlocked.Exchange(ref _heldSince, -1);
             try
