@@ -10,7 +10,7 @@ RESULTS ?= TestResults
 DOTNET ?= dotnet
 CLI := tools/Tsunagu.Cli/bin/$(CONFIGURATION)/net10.0/tsunagu.dll
 
-.PHONY: all deps packages restore build format-check test chaos unit-test integration-test system-test run bench tsunagud-aot image lab clean
+.PHONY: all deps packages restore build format-check test chaos unit-test integration-test system-test run cluster cluster-stop bench tsunagud-aot image lab clean
 
 all: build
 
@@ -26,7 +26,7 @@ deps:
 # names them and stops.
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
-	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus
+	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus haproxy nginx-light
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -71,6 +71,16 @@ system-test: packages build image
 run: build
 	$(DOTNET) $(CLI) demo --units $(UNITS) --port $(PORT) --mqtt-port $(MQTT_PORT) --check-interval $(CHECK_INTERVAL) --data $(DEMO_DATA) \
 		$(if $(wildcard out/image/qemu-x86_64-debug/os-1.1.sqfs),--lab-image out/image/qemu-x86_64-debug)
+
+# The production topology on this machine (docs/deployment.md): HAProxy -> $(REPLICAS) server replicas + nginx for
+# artifacts, PostgreSQL, Mosquitto, all on 127.0.0.1 under $(CLUSTER_DATA). `make cluster-stop` stops it.
+REPLICAS ?= 2
+CLUSTER_DATA ?= .tsunagu/cluster
+cluster: build packages
+	PORT=$(PORT) REPLICAS=$(REPLICAS) SERVER_DLL=server/Tsunagu.Server/bin/$(CONFIGURATION)/net10.0/tsunagu-server.dll deploy/cluster.sh start $(CLUSTER_DATA)
+
+cluster-stop:
+	deploy/cluster.sh stop $(CLUSTER_DATA)
 
 # Benchmarks (not part of `make test`): each figure paired with a reference run in the same job on loopback
 # (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get).

@@ -79,7 +79,12 @@ public static class ServerHost
         builder.Services.AddSingleton<UnitBrokerLogins>();
         builder.Services.AddSingleton<UnitAuthentication>();
         builder.Services.AddSingleton<RefusalAudit>();
-        builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time));
+        // on PostgreSQL the authentication limits are counted in the database: they hold over every replica
+        var sharedCounts = database.Kind == DatabaseKind.Postgres ? unitStore : null;
+        builder.Services.AddSingleton(new AttemptCounter(options.AuthAttemptsPerMacPerMinute, time, sharedCounts));
+        builder.Services.AddKeyedSingleton(Throttling.SourceAttempts, new AttemptCounter(options.AuthAttemptsPerSourcePerMinute, time, sharedCounts, "source:"));
+        builder.Services.AddSingleton<Cluster.ReplicaLease>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Cluster.ReplicaLease>());
         builder.Services.AddTsunaguThrottling(options, database.Kind, time);
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
         builder.Services.AddSingleton<Units.Registration.UnitRegistration>();
@@ -111,6 +116,14 @@ public static class ServerHost
                 store.UpsertOperator(operatorName, PasswordHasher.Hash(operatorPassword));
                 store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
             }
+        }
+        if (options.TrustedProxies.Length > 0)
+        {
+            var forwarded = new Microsoft.AspNetCore.Builder.ForwardedHeadersOptions { ForwardedHeaders = Microsoft.AspNetCore.HttpOverrides.ForwardedHeaders.XForwardedFor, ForwardLimit = 2 };
+            forwarded.KnownProxies.Clear();
+            forwarded.KnownIPNetworks.Clear();
+            foreach (var proxy in options.TrustedProxies) { forwarded.KnownProxies.Add(IPAddress.Parse(proxy)); }
+            app.UseForwardedHeaders(forwarded);
         }
         app.UseRequestMetrics();
         app.UseExceptionHandler();

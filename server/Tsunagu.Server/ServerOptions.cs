@@ -87,10 +87,10 @@ public sealed class ServerOptions
     /// <summary>The host retries a failed change once the unit is healthy again and this long (doubled per attempt) has passed since it failed.</summary>
     public int ConfigRetryBackoffSeconds { get; set; } = 60;
 
-    /// <summary>Authentication attempts one unit (MAC) may make per minute, per replica.</summary>
+    /// <summary>Authentication attempts one unit (MAC) may make per minute: per process on SQLite, over every replica on PostgreSQL.</summary>
     public int AuthAttemptsPerMacPerMinute { get; set; } = 30;
 
-    /// <summary>Authentication attempts one source address may make per minute (generous: many units share a NAT).</summary>
+    /// <summary>Authentication attempts one source address may make per minute (generous: many units share a NAT); over every replica on PostgreSQL.</summary>
     public int AuthAttemptsPerSourcePerMinute { get; set; } = 60_000;
 
     /// <summary>Password attempts per minute for one account from one source address (API Basic auth, subscriber token, console, portal).</summary>
@@ -155,6 +155,18 @@ public sealed class ServerOptions
     /// <summary>Bearer token a Prometheus scraper presents for GET /metrics (at least 32 characters); unset: no /metrics (docs/metrics.md).</summary>
     public string? MetricsToken { get; set; }
 
+    /// <summary>Addresses of proxies (the load balancer) whose X-Forwarded-For names the client; empty: the connection's peer is the client.</summary>
+    public string[] TrustedProxies { get; set; } = [];
+
+    /// <summary>
+    /// When set (e.g. "/internal/artifacts/"), an authorized artifact download is answered with X-Accel-Redirect to this
+    /// prefix plus the digest, and nginx in front sends the file; unset, the server sends it itself.
+    /// </summary>
+    public string? ArtifactRedirectPrefix { get; set; }
+
+    /// <summary>PostgreSQL: lifetime of the lease that picks the replica doing once-only work; another replica takes over within it when the holder dies.</summary>
+    public int OnceOnlyLeaseSeconds { get; set; } = 30;
+
     public bool HasRole(string role) => RoleList.Contains(role, StringComparer.OrdinalIgnoreCase);
 
     public void Validate()
@@ -213,6 +225,16 @@ public sealed class ServerOptions
         {
             throw new ArgumentException("Tsunagu:MetricsToken must be 32 to 512 characters, without control characters or surrounding spaces");
         }
+        if (TrustedProxies.Any(p => !System.Net.IPAddress.TryParse(p, out _)))
+        {
+            throw new ArgumentException("Tsunagu:TrustedProxies must be IP addresses");
+        }
+        if (ArtifactRedirectPrefix is { } prefix && (prefix.Length is < 2 or > 128 || prefix[0] != '/' || prefix[^1] != '/'
+            || prefix.Any(ch => !(char.IsAsciiLetterOrDigit(ch) || ch is '/' or '-' or '_' or '.')) || prefix.Contains("..", StringComparison.Ordinal)))
+        {
+            throw new ArgumentException("Tsunagu:ArtifactRedirectPrefix must be a path that starts and ends with '/', of letters, digits, '/', '-', '_' and '.' (no '..')");
+        }
+        if (OnceOnlyLeaseSeconds is < 3 or > 3600) { throw new ArgumentException($"Tsunagu:OnceOnlyLeaseSeconds must be 3..3600 (was {OnceOnlyLeaseSeconds})"); }
         if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }
     }
 }

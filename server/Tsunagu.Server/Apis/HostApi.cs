@@ -187,11 +187,22 @@ public static class HostApi
         return TypedResults.Ok(new UpdateReportAck(report.UpdateId, pattern?.Id));
     }
 
-    private static Results<PhysicalFileHttpResult, ProblemHttpResult> Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts)
+    /// <summary>
+    /// An artifact the unit may download: sent by this server (ranges served), or, with
+    /// <see cref="ServerOptions.ArtifactRedirectPrefix"/>, authorized here and sent by nginx in front
+    /// (X-Accel-Redirect to the prefix plus the digest; nginx serves the ranges from the shared artifacts directory).
+    /// </summary>
+    private static Results<PhysicalFileHttpResult, Ok, ProblemHttpResult> Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts, ServerOptions options, HttpContext http)
     {
         if (!ArtifactStore.IsDigest(sha256) || !store.ArtifactIsOffered(sha256) || artifacts.PathOf(sha256) is not { } path)
         {
             return Problems.NotFound($"artifact {sha256} is not offered by this server");
+        }
+        if (options.ArtifactRedirectPrefix is { } prefix)
+        {
+            http.Response.Headers["X-Accel-Redirect"] = prefix + sha256;
+            http.Response.ContentType = "application/octet-stream";
+            return TypedResults.Ok();
         }
         return TypedResults.PhysicalFile(path, "application/octet-stream", enableRangeProcessing: true);
     }

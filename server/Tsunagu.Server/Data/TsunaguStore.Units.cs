@@ -182,7 +182,8 @@ public sealed partial class TsunaguStore
     public void AddChallenge(ChallengeRow challenge)
     {
         using var c = OpenUnitReport();
-        c.Execute("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() });
+        // one SQLite process cleans up as it goes; on PostgreSQL one replica does it (Cluster.ReplicaLease)
+        if (_db.Kind == DatabaseKind.Sqlite) { c.Execute("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() }); }
         c.Execute("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)", challenge);
     }
 

@@ -40,7 +40,7 @@ public sealed class PushException(string message, Exception? inner = null) : Exc
 /// exactly one reconnect loop (<see cref="KeptConnection"/>); undelivered checks are sent again by one retry loop.
 /// </summary>
 public sealed class BrokerLink(ServerOptions options, MqttSettings settings, EmbeddedBroker embedded, UnitKey unitKey, BrokerKey brokerKey, TsunaguStore store,
-    TimeProvider time, Metrics.ServerMetrics metrics, ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
+    TimeProvider time, Metrics.ServerMetrics metrics, Cluster.ReplicaLease lease, ILogger<BrokerLink> log) : IHostedService, IPushPublisher, IAsyncDisposable
 {
     private const string ControlTopic = "$CONTROL/dynamic-security/v1";
     private const string ServerRole = "tsunagu-server";
@@ -354,8 +354,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// <summary>
     /// Sends undelivered checks again: at once to a unit that announces itself online (it has just subscribed), and
     /// every <see cref="ResendInterval"/> to units shown online that have not acknowledged. The push carries the same
-    /// nonce, and a unit acts on a nonce once, so a resend never makes a second check. Every replica does this from
-    /// the shared database; the unit's nonce memory makes their resends harmless.
+    /// nonce, and a unit acts on a nonce once, so a resend never makes a second check. Of several replicas only the
+    /// holder of the once-only lease (<see cref="Cluster.ReplicaLease"/>) resends and prunes, from the shared database.
     /// </summary>
     private async Task RetryUndeliveredAsync(CancellationToken ct)
     {
@@ -374,11 +374,11 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {
                 }
-                if (mac is not null && store.NewestUndeliveredPush(mac, time.GetUtcNow() - UndeliveredLifetime) is { Attempts: < MaxSends } row)
+                if (mac is not null && lease.IsHolder && store.NewestUndeliveredPush(mac, time.GetUtcNow() - UndeliveredLifetime) is { Attempts: < MaxSends } row)
                 {
                     await ResendAsync(row, ct);
                 }
-                if (time.GetElapsedTime(sweep) >= ResendInterval && Connected)
+                if (time.GetElapsedTime(sweep) >= ResendInterval && Connected && lease.IsHolder)
                 {
                     sweep = time.GetTimestamp();
                     var now = time.GetUtcNow();
@@ -555,6 +555,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             try
             {
                 await Task.Delay(PasswordSweepInterval, time, ct);
+                if (!lease.IsHolder) { continue; } // one replica replaces them (Cluster.ReplicaLease)
                 var expired = await ExpireUnitPasswordsOnceAsync(ct);
                 if (expired > 0)
                 {

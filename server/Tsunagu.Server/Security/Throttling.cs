@@ -6,10 +6,11 @@ using Tsunagu.Protocol;
 namespace Tsunagu.Server.Security;
 
 /// <summary>
-/// Counts authentication attempts per key (a unit's MAC) in fixed one-minute windows, on this replica. Beyond
-/// the limit the caller is told when to come back.
+/// Counts authentication attempts per key (a unit's MAC, a source address) in fixed clock-minute windows: in this
+/// process, or, given <paramref name="shared"/> (PostgreSQL), in the database, so that the limit holds for the total
+/// over every replica. Beyond the limit the caller is told when to come back.
 /// </summary>
-public sealed class AttemptCounter(int perMinute, TimeProvider time)
+public sealed class AttemptCounter(int perMinute, TimeProvider time, Data.TsunaguStore? shared = null, string subjectPrefix = "mac:")
 {
     private readonly ConcurrentDictionary<string, (long Window, int Count)> _counts = new();
 
@@ -18,6 +19,10 @@ public sealed class AttemptCounter(int perMinute, TimeProvider time)
     {
         var now = time.GetUtcNow();
         var window = now.ToUnixTimeSeconds() / 60;
+        if (shared is not null)
+        {
+            return shared.CountAttempt(subjectPrefix + key, window) <= perMinute ? null : TimeSpan.FromSeconds(60 - now.ToUnixTimeSeconds() % 60);
+        }
         var entry = _counts.AddOrUpdate(key, _ => (window, 1), (_, e) => e.Window == window ? (window, e.Count + 1) : (window, 1));
         if (_counts.Count > 100_000)
         {
@@ -80,6 +85,53 @@ public sealed class RetryAfterSpreader(TimeProvider time)
         _rate = elapsed == 1 ? 0.7 * _rate + 0.3 * _completedThisSecond : elapsed < 10 ? 0.3 * _completedThisSecond * Math.Pow(0.7, elapsed - 1) : 0;
         _second = second;
         _completedThisSecond = 0;
+    }
+}
+
+/// <summary>
+/// One source address's unit authentication limit counted in the database (<see cref="AttemptCounter"/> with a store),
+/// so that it holds for the total over every replica. Its state is all in the database: the limiter object may be
+/// dropped and made again at any time. A database that cannot count is overload (503, spread Retry-After).
+/// </summary>
+public sealed class SharedWindowLimiter(AttemptCounter counter, string source, TimeProvider time) : RateLimiter
+{
+    private long _lastUsed = time.GetTimestamp();
+
+    public override TimeSpan? IdleDuration => time.GetElapsedTime(Interlocked.Read(ref _lastUsed));
+
+    public override RateLimiterStatistics? GetStatistics() => null;
+
+    protected override RateLimitLease AttemptAcquireCore(int permitCount)
+    {
+        Interlocked.Exchange(ref _lastUsed, time.GetTimestamp());
+        if (permitCount == 0) { return Lease.Granted; }
+        try
+        {
+            return counter.TryAttempt(source) is { } wait ? new Lease(false, wait) : Lease.Granted;
+        }
+        catch (Exception e) when (BusyDatabase.IsBusy(e) || e is System.Data.Common.DbException or TimeoutException)
+        {
+            return Lease.Overloaded;
+        }
+    }
+
+    protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(AttemptAcquireCore(permitCount));
+
+    private sealed class Lease(bool acquired, TimeSpan? retryAfter) : RateLimitLease
+    {
+        public static readonly Lease Granted = new(true, null);
+        public static readonly Lease Overloaded = new(false, null);
+
+        public override bool IsAcquired => acquired;
+
+        public override IEnumerable<string> MetadataNames => retryAfter is null ? [] : [MetadataName.RetryAfter.Name];
+
+        public override bool TryGetMetadata(string metadataName, out object? metadata)
+        {
+            metadata = retryAfter is { } after && metadataName == MetadataName.RetryAfter.Name ? after : null;
+            return metadata is not null;
+        }
     }
 }
 
@@ -150,6 +202,9 @@ public static class Throttling
 {
     public const string UnitAuthPolicy = "unit-auth";
 
+    /// <summary>The per-source attempt counter in the database (PostgreSQL), shared by the replicas.</summary>
+    public const string SourceAttempts = "source-attempts";
+
     public static IServiceCollection AddTsunaguThrottling(this IServiceCollection services, ServerOptions options, Data.DatabaseKind database, TimeProvider time)
     {
         services.AddSingleton<RetryAfterSpreader>();
@@ -161,7 +216,10 @@ public static class Throttling
                 QueueLimit = options.RequestQueueLimit,
                 QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
             }), TimeSpan.FromSeconds(options.RequestQueueTimeoutSeconds), time);
-            limiter.AddPolicy(UnitAuthPolicy, http => RateLimitPartition.GetTokenBucketLimiter(
+            limiter.AddPolicy(UnitAuthPolicy, http => database == Data.DatabaseKind.Postgres
+                ? RateLimitPartition.Get(http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
+                    source => new SharedWindowLimiter(http.RequestServices.GetRequiredKeyedService<AttemptCounter>(SourceAttempts), source, time))
+                : RateLimitPartition.GetTokenBucketLimiter(
                 http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
                 _ => new TokenBucketRateLimiterOptions
                 {

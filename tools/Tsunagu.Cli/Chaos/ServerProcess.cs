@@ -17,6 +17,9 @@ public sealed class ServerProcess(string dataDirectory, int port, int mqttPort, 
     public int Port => port;
     public bool IsRunning => _process is { HasExited: false };
 
+    /// <summary>The running process's id (null before the start).</summary>
+    public int? Pid => _process?.Id;
+
     /// <summary>The last lines the server wrote (bounded), for failure messages.</summary>
     public string RecentOutput
     {
