@@ -137,6 +137,14 @@ public sealed class QemuLab : IAsyncDisposable
         LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, BrokenUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
             new PatternRow { Id = BrokenPattern, Name = "OS image without init", OsVersion = "tsunagu-os 1.2" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
 
+    public const string HangingPattern = "qemu-4";
+    public const string HangingUpdate = "qemu-2-to-4";
+
+    /// <summary>Pattern qemu-4 and update qemu-2-to-4, whose OS image is <paramref name="osImage"/> (one that boots and hangs).</summary>
+    public void AddHangingUpdate(string osImage) =>
+        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, HangingUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
+            new PatternRow { Id = HangingPattern, Name = "OS image that hangs", OsVersion = "tsunagu-os 1.3" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
+
     /// <summary>The operator's forced check (MQTT push) for one unit.</summary>
     public async Task ForceCheckAsync(string mac)
     {
