@@ -117,11 +117,14 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CONFIGURATION=$(CONFIGURATION) DOTNET=$(DOTNET) bash tests/Tsunagu.Fuzz/fuzz.sh
 
-# tsunagud as one Native AOT binary (artifacts/tsunagud/tsunagud; PublishAot is set in its project). LiteDB reports
-# trim/AOT analysis warnings (reflection-based mapping the supervisor does not use: it stores JSON strings), so
-# warnings are not errors here; the analyzers' findings in protocol, hal and firmware still are (Directory.Build.targets).
+# tsunagud as one Native AOT binary for TSUNAGUD_RUNTIME (artifacts/tsunagud/linux-x64/tsunagud; PublishAot is set in its
+# project; `make image` passes the board's image.runtime). LiteDB reports trim/AOT analysis warnings (reflection-based
+# mapping the supervisor does not use: it stores JSON strings), so warnings are not errors here; the analyzers'
+# findings in protocol, hal and firmware still are (Directory.Build.targets).
+TSUNAGUD_RUNTIME ?= linux-x64
+TSUNAGUD_OUT ?= artifacts/tsunagud/$(TSUNAGUD_RUNTIME)
 tsunagud-aot: deps
-	$(DOTNET) publish firmware/tsunagud -c Release -r linux-x64 -p:TreatWarningsAsErrors=false -o artifacts/tsunagud
+	$(DOTNET) publish firmware/tsunagud -c Release -r $(TSUNAGUD_RUNTIME) -p:TreatWarningsAsErrors=false -o $(TSUNAGUD_OUT)
 
 # The firmware image of a board (docs/image.md): out/image/$(BOARD)/disk.img and the boot files QEMU loads (the
 # production image: no shell on any console), and out/image/$(BOARD)-debug, the lab's debug build with a root

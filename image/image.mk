@@ -17,13 +17,32 @@ BOARD_JSON := board/$(BOARD)/board.json
 # The OS the factory ships (slot_a, recovery OS) and the one the lab's update program installs.
 OS_VERSION ?= 1.0
 UPDATE_OS_VERSION ?= 1.1
-TSUNAGUD := artifacts/tsunagud/tsunagud
-KREL := $(shell bash -c '. image/lib.sh; kernel_release' 2>/dev/null)
 include rootfs/rootfs.mk
 # board.json is read with jq; without it the build would not know the board's partitions or its cache disk.
 ifeq ($(shell command -v jq),)
 $(error jq is not installed: the image build reads $(BOARD_JSON) with it (apt-get install jq, or `make packages` as root))
 endif
+# What the board's image is built from (board.json `image`): the Debian kernel package, the .NET runtime identifier
+# tsunagud is compiled for, the directory of run-time loaded libraries, the boot program's drivers for the disk.
+board_field = $(shell jq -r '$(1) // empty' $(BOARD_JSON) 2>/dev/null)
+KERNEL_PACKAGE := $(call board_field,.image.kernelPackage)
+RUNTIME := $(call board_field,.image.runtime)
+LIBRARY_DIR := $(call board_field,.image.libraryDirectory)
+BOARD_BOOT_MODULES := $(call board_field,(.image.bootModules // []) | join(" "))
+WATCHDOG_MODULE := $(call board_field,.watchdog.module)
+ifeq ($(KERNEL_PACKAGE),)
+$(error $(BOARD_JSON): image.kernelPackage: missing (the Debian kernel package the board boots, e.g. linux-image-amd64))
+endif
+ifeq ($(RUNTIME),)
+$(error $(BOARD_JSON): image.runtime: missing (the .NET runtime identifier tsunagud is compiled for, e.g. linux-x64))
+endif
+ifeq ($(LIBRARY_DIR),)
+$(error $(BOARD_JSON): image.libraryDirectory: missing (where the board's libssl and libcrypto are, e.g. /usr/lib/x86_64-linux-gnu))
+endif
+BOOT_MODULES += $(BOARD_BOOT_MODULES) $(WATCHDOG_MODULE)
+OS_LIBRARIES := $(addprefix $(LIBRARY_DIR)/,$(OS_LIBRARY_NAMES))
+TSUNAGUD := artifacts/tsunagud/$(RUNTIME)/tsunagud
+KREL := $(shell bash -c '. image/lib.sh; kernel_release $(KERNEL_PACKAGE)' 2>/dev/null)
 HAS_HDD := $(shell jq -r 'if .hdd then "yes" else "" end' $(BOARD_JSON) 2>/dev/null)
 ifneq ($(HAS_HDD),)
 DAEMONS += $(CACHE_DAEMONS)
@@ -31,14 +50,14 @@ SQUID_FILES := $(CACHE_FILES)
 endif
 FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.csproj' | grep -v '/obj/\|/bin/')
 BOARD_CMDLINE := board/$(BOARD)/cmdline
-IMAGE_INPUTS := image/lib.sh image/image.mk rootfs/rootfs.mk $(shell find rootfs/overlay rootfs/initramfs -type f)
+IMAGE_INPUTS := image/lib.sh image/image.mk image/board-env.sh rootfs/rootfs.mk $(BOARD_JSON) $(shell find rootfs/overlay rootfs/initramfs -type f)
 
 .PHONY: image config
-image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img $(OUT)/cmdline
+image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img $(OUT)/cmdline $(OUT)/board.json
 	@bash -c '. image/lib.sh; say "$(OUT): $$(cd $(OUT) && ls -s --block-size=K disk.img prom.sqfs os-*.sqfs vmlinuz initrd.img | tr "\n" " ")"'
 
 $(OUT)/.kernel-$(KREL):
-	@[ -n "$(KREL)" ] || { echo "[image] error: linux-image-amd64 is not installed" >&2; exit 1; }
+	@[ -n "$(KREL)" ] || { echo "[image] error: $(KERNEL_PACKAGE) (image.kernelPackage of $(BOARD_JSON)) is not installed" >&2; exit 1; }
 	@mkdir -p $(OUT) && rm -f $(OUT)/.kernel-* && touch $@
 
 $(OUT)/vmlinuz: $(OUT)/.kernel-$(KREL)
@@ -50,9 +69,13 @@ $(OUT)/cmdline: $(BOARD_CMDLINE)
 	@[ -s $< ] || { echo "[image] error: $< is missing or empty (the board's kernel command line)" >&2; exit 1; }
 	@mkdir -p $(OUT) && cp $< $@
 
+# The board's description beside the boot files: what qemu-run.sh reads the QEMU machine from.
+$(OUT)/board.json: $(BOARD_JSON)
+	@mkdir -p $(OUT) && cp $< $@
+
 $(TSUNAGUD): $(FIRMWARE_SOURCES)
-	@bash -c '. image/lib.sh; say "tsunagud (Native AOT; about a minute)"'
-	$(MAKE) --no-print-directory tsunagud-aot >/dev/null
+	@bash -c '. image/lib.sh; say "tsunagud for $(RUNTIME) (Native AOT; about a minute)"'
+	$(MAKE) --no-print-directory tsunagud-aot TSUNAGUD_RUNTIME=$(RUNTIME) TSUNAGUD_OUT=$(dir $@) >/dev/null
 
 # The configuration files of the boot program and of the OS root file system, no binaries (what the image's
 # unit tests build and inspect): rootfs/initramfs/init and rootfs/overlay/, the accounts, and with DEBUG_SHELL=1
@@ -63,6 +86,9 @@ config: $(OUT)/stage/config/.done
 $(OUT)/stage/config/.done: $(IMAGE_INPUTS)
 	rm -rf $(OUT)/stage/config && mkdir -p $(OUT)/stage/config/initramfs $(OUT)/stage/config/rootfs/etc
 	cp -a rootfs/overlay/. $(OUT)/stage/config/rootfs/
+	mkdir -p $(OUT)/stage/config/rootfs/etc/tsunagu $(OUT)/stage/config/initramfs/etc
+	bash image/board-env.sh $(BOARD_JSON) > $(OUT)/stage/config/board.env
+	cp $(OUT)/stage/config/board.env $(OUT)/stage/config/rootfs/etc/tsunagu/board.env
 ifeq ($(DEBUG_SHELL),1)
 	install -m 0755 rootfs/initramfs/init $(OUT)/stage/config/initramfs/init
 	printf '# the lab'"'"'s debug build (DEBUG_SHELL=1): an unauthenticated root shell on the second serial port\nttyS1::respawn:/bin/sh -l\n' >> $(OUT)/stage/config/rootfs/etc/inittab
@@ -79,6 +105,7 @@ $(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done
 	bash -c '. image/lib.sh; s=$(OUT)/stage/initramfs; install_busybox $$s; install_binary $$s /sbin/mkfs.ext4; \
 		install_modules $$s $(KREL) $(BOOT_MODULES)'
 	install -m 0755 $(OUT)/stage/config/initramfs/init $(OUT)/stage/initramfs/init
+	cp $(OUT)/stage/config/board.env $(OUT)/stage/initramfs/etc/board.env
 	echo "$(BOOT_MODULES)" | tr ' ' '\n' > $(OUT)/stage/initramfs/etc/boot-modules
 	(cd $(OUT)/stage/initramfs && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > $@.tmp
 	mv $@.tmp $@
@@ -94,7 +121,7 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/
 		for l in $(OS_LIBRARIES); do install_library $$s $$l; done; \
 		install_modules $$s $(KREL) $(OS_MODULES); \
 		for f in $(SQUID_FILES); do [ -e $$f ] || die "$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $$f $$s$$f; done'
-	mkdir -p $(OUT)/stage/os-$*/{proc,sys,dev,run,tmp,data,prom,factory,hdd,var,root} $(OUT)/stage/os-$*/etc/tsunagu
+	mkdir -p $(OUT)/stage/os-$*/{proc,sys,dev,run,tmp,data,prom,factory,var,root} $(OUT)/stage/os-$*/etc/tsunagu
 	echo "tsunagu-os $*" > $(OUT)/stage/os-$*/etc/os-version
 	echo "$(OS_MODULES)" | tr ' ' '\n' > $(OUT)/stage/os-$*/etc/os-modules
 	cp $(BOARD_JSON) $(OUT)/stage/os-$*/etc/tsunagu/board.json

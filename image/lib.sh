@@ -1,5 +1,5 @@
 # Functions shared by the image build steps (sourced, not run). Everything comes from installed Debian packages:
-# busybox-static, the linux-image-amd64 kernel and its modules, nftables, dnsmasq, wireguard-tools, e2fsprogs,
+# busybox-static, the board's Debian kernel (board.json image.kernelPackage) and its modules, nftables, dnsmasq, wireguard-tools, e2fsprogs,
 # libssl3. `install_binary` copies an executable with the shared libraries `ldd` resolves for it.
 
 set -euo pipefail
@@ -7,12 +7,13 @@ set -euo pipefail
 say() { printf '[image] %s\n' "$*" >&2; }
 die() { printf '[image] error: %s\n' "$*" >&2; exit 1; }
 
-# The kernel release of Debian's linux-image-amd64 (the newest installed one when several are).
+# kernel_release PACKAGE: the kernel release a Debian kernel meta-package (the board's image.kernelPackage, e.g.
+# linux-image-amd64) depends on.
 kernel_release() {
-    local pkg
-    pkg=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null | grep -o 'linux-image-[0-9][^ ,]*' | head -n1) \
-        || die "linux-image-amd64 is not installed (apt-get install linux-image-amd64)"
-    [ -n "$pkg" ] || die "linux-image-amd64 names no kernel package"
+    local meta=$1 pkg
+    pkg=$(dpkg-query -W -f='${Depends}' "$meta" 2>/dev/null | grep -o 'linux-image-[0-9][^ ,]*' | head -n1) \
+        || die "$meta is not installed (apt-get install $meta)"
+    [ -n "$pkg" ] || die "$meta names no kernel package"
     echo "${pkg#linux-image-}"
 }
 

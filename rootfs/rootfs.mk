@@ -2,15 +2,16 @@
 # assembles them for a board). The files copied verbatim are in rootfs/overlay/, the boot program is
 # rootfs/initramfs/init. Every binary comes from an installed Debian package (see `make packages`).
 
-# kernel modules of the boot program: the disk, its file systems, the reset button's input device
-BOOT_MODULES := virtio_pci virtio_blk virtio_net squashfs ext4 overlay evdev
+# kernel modules of the boot program: the file systems, the reset button's input device (image.mk adds the board's
+# disk and network drivers, board.json image.bootModules, and its watchdog driver, watchdog.module)
+BOOT_MODULES := squashfs ext4 overlay evdev
 # kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge
 OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
 	nf_conntrack nf_nat wireguard bridge tun veth
 # the daemons the services run and the tools the supervisor calls (each with the libraries ldd names)
 DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck
-# libraries loaded at run time rather than linked (tsunagud's TLS)
-OS_LIBRARIES := /usr/lib/x86_64-linux-gnu/libssl.so.3 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+# libraries loaded at run time rather than linked (tsunagud's TLS), in the board's image.libraryDirectory
+OS_LIBRARY_NAMES := libssl.so.3 libcrypto.so.3
 # boards with a cache disk (board.json `hdd`) also carry squid (the cache service) and its error pages
 CACHE_DAEMONS := /usr/sbin/squid
 CACHE_FILES := /usr/share/squid /usr/share/squid-langpack/templates /usr/share/squid-langpack/en /etc/squid/errorpage.css

@@ -49,6 +49,9 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
     /// <summary>The buttons the board has (e.g. `reset`).</summary>
     public IReadOnlyList<BoardButton> Buttons { get; init; } = [];
 
+    /// <summary>The board's hardware watchdog; null when it has none (nothing restarts a hung unit).</summary>
+    public BoardWatchdog? Watchdog { get; init; }
+
     /// <summary>The LED pattern of <paramref name="indication"/>, or null when the board defines none.</summary>
     public IReadOnlyDictionary<string, LedState>? Pattern(StatusIndication indication) =>
         Indications.TryGetValue(IndicationKey(indication), out var pattern) ? pattern : null;
@@ -132,6 +135,7 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
         ValidatePartitions(source, board);
         ValidateLeds(source, board);
         ValidateButtons(source, board);
+        ValidateWatchdog(source, board.Watchdog);
         return board;
     }
 
@@ -222,6 +226,24 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
         }
     }
 
+    private static void ValidateWatchdog(string source, BoardWatchdog? watchdog)
+    {
+        if (watchdog is null) { return; }
+        if (string.IsNullOrEmpty(watchdog.Device) || !Path.IsPathRooted(watchdog.Device) || watchdog.Device.Any(char.IsControl))
+        {
+            throw new BoardDescriptionException($"{source}: watchdog.device: '{watchdog.Device}' must be an absolute device path (e.g. /dev/watchdog)");
+        }
+        if (watchdog.TimeoutSeconds is < 2 or > BoardWatchdog.MaxTimeoutSeconds)
+        {
+            throw new BoardDescriptionException($"{source}: watchdog.timeoutSeconds: {watchdog.TimeoutSeconds} must be 2..{BoardWatchdog.MaxTimeoutSeconds}");
+        }
+        if (watchdog.FeedSeconds < 1 || watchdog.FeedSeconds * 2 > watchdog.TimeoutSeconds)
+        {
+            throw new BoardDescriptionException(
+                $"{source}: watchdog.feedSeconds: {watchdog.FeedSeconds} must be at least 1 and at most half of timeoutSeconds ({watchdog.TimeoutSeconds})");
+        }
+    }
+
     private static void ValidateGpio(string source, string field, BoardGpioLine gpio)
     {
         if (gpio.Chip < 0) { throw new BoardDescriptionException($"{source}: {field}.chip: {gpio.Chip} must be 0 or more"); }
@@ -232,6 +254,7 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
         other is not null
         && Name == other.Name && Equals(Interfaces, other.Interfaces) && Equals(Hdd, other.Hdd) && Equals(HddDisk, other.HddDisk)
         && Partitions.SequenceEqual(other.Partitions) && Leds.SequenceEqual(other.Leds) && Buttons.SequenceEqual(other.Buttons)
+        && Equals(Watchdog, other.Watchdog)
         && Indications.Count == other.Indications.Count
         && Indications.All(kv => other.Indications.TryGetValue(kv.Key, out var o) && o.Count == kv.Value.Count
                                  && kv.Value.All(led => o.TryGetValue(led.Key, out var state) && state == led.Value));
@@ -263,6 +286,21 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
             throw new BoardDescriptionException($"{source}: {field}: '{value}' is not a Linux interface name");
         }
     }
+}
+
+/// <summary>
+/// The board's hardware watchdog: its device (Linux watchdog API), the timeout the supervisor sets, and how often it
+/// feeds it. <see cref="Module"/> and <see cref="ModuleOptions"/> are what the boot program loads and arms it with (the
+/// driver's own timeout option); the supervisor does not use them.
+/// </summary>
+public sealed record BoardWatchdog(string Device, int TimeoutSeconds, int FeedSeconds, string? Module = null, string? ModuleOptions = null)
+{
+    /// <summary>An upper bound no board needs (an hour): a longer timeout would not restart a hung unit in useful time.</summary>
+    public const int MaxTimeoutSeconds = 3600;
+
+    public TimeSpan Timeout => TimeSpan.FromSeconds(TimeoutSeconds);
+
+    public TimeSpan FeedInterval => TimeSpan.FromSeconds(FeedSeconds);
 }
 
 /// <summary>One GPT partition of the unit's disk: its partition name (what the HAL looks devices up by) and size.</summary>

@@ -139,7 +139,8 @@ public sealed record UnitHardware(
     IServiceManager Services,
     BoardDescription Board,
     IRemovableMedia? Media = null,
-    IResetButton? Reset = null);
+    IResetButton? Reset = null,
+    IWatchdog? Watchdog = null);
 
 /// <summary>
 /// The board's reset button. The supervisor awaits <see cref="WaitForLongPressAsync"/> in a loop; a long press means

@@ -11,6 +11,7 @@ public sealed record StateChange(StateId From, Outcome Outcome, StateId To, Date
 /// did not map is <see cref="Outcome.Fault"/>, a corrupt state store <see cref="Outcome.DataLost"/>, a long press
 /// of the reset button stops the state (or the wait) as <see cref="Outcome.ResetPressed"/>, and an update resumed after
 /// a restart that is past its deadline (<see cref="SupervisorContext.UpdateOverdue"/>) is <see cref="Outcome.UpdateOverdue"/>.
+/// While it runs it feeds the board's watchdog (when it has one) as long as <see cref="Health"/> says it is healthy.
 /// </summary>
 public sealed class Supervisor : IAsyncDisposable
 {
@@ -43,10 +44,31 @@ public sealed class Supervisor : IAsyncDisposable
     /// <summary>Wakes the unit for a version check now (what an MQTT "check now" does).</summary>
     public void RequestCheck(bool forced = true) => Context.RequestCheck(forced);
 
+    private volatile int _faultsInRow;
+    private volatile bool _looping;
+
+    /// <summary>
+    /// Null while the supervisor is healthy, else why not: its loop is not running (it ended, or failed), or its states
+    /// ended with an unexpected error <see cref="SupervisorOptions.WatchdogFaultLimit"/> times in a row. The watchdog
+    /// is fed only while healthy.
+    /// </summary>
+    public string? Health()
+    {
+        if (!_looping) { return "the supervisor's loop is not running"; }
+        var faults = _faultsInRow;
+        return faults >= Context.Options.WatchdogFaultLimit
+            ? $"{faults} unexpected errors in a row (last in {State}: {Context.LastError})"
+            : null;
+    }
+
     /// <summary>Runs the state machine from <see cref="StateId.Boot"/> until <paramref name="cancellationToken"/> is cancelled.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         State = StateId.Boot;
+        _faultsInRow = 0;
+        _looping = true;
+        using var feeding = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var feeder = FeedWatchdogAsync(feeding.Token);
         var watch = new ResetWatch(Context, cancellationToken);
         try
         {
@@ -58,6 +80,7 @@ public sealed class Supervisor : IAsyncDisposable
                 {
                     return;
                 }
+                _faultsInRow = outcome == Outcome.Fault ? _faultsInRow + 1 : 0;
                 var row = Transitions.Find(State, outcome);
                 if (Context.TakeSessionAccepted())
                 {
@@ -110,7 +133,25 @@ public sealed class Supervisor : IAsyncDisposable
         }
         finally
         {
+            _looping = false;
             await watch.DisposeAsync();
+            await feeding.CancelAsync();
+            await feeder;
+        }
+    }
+
+    /// <summary>Arms the board's watchdog and feeds it while <see cref="Health"/> allows; a watchdog that cannot be armed is logged and left.</summary>
+    private async Task FeedWatchdogAsync(CancellationToken cancellationToken)
+    {
+        if (Context.Hardware.Watchdog is not { } watchdog) { return; }
+        await Task.Yield();
+        try
+        {
+            await WatchdogFeeder.RunAsync(watchdog, Health, Context.Time, Context.Log, cancellationToken);
+        }
+        catch (HalException e)
+        {
+            Context.Log($"watchdog unavailable, the unit runs without it: {e.Message}");
         }
     }
 

@@ -51,6 +51,12 @@ public sealed record SupervisorOptions
     /// <summary>The push connection: reconnect backoff, keep-alive (<see cref="Net.PushOptions"/>).</summary>
     public Net.PushOptions Push { get; init; } = new();
 
+    /// <summary>
+    /// After this many unexpected errors of states in a row (<see cref="Outcome.Fault"/>) the supervisor counts as
+    /// unhealthy and stops feeding the board's watchdog, which then restarts the unit.
+    /// </summary>
+    public int WatchdogFaultLimit { get; init; } = 10;
+
     /// <summary>Pid files and logs of the service daemons (tmpfs on a unit); default `data/services/run`.</summary>
     public string? ServiceRunDirectory { get; init; }
 
@@ -64,6 +70,7 @@ public sealed record SupervisorOptions
         if (CheckJitter is < 0 or >= 1) { throw new ArgumentException($"CheckJitter must be in [0, 1) (was {CheckJitter})"); }
         if (BackoffBase <= TimeSpan.Zero || BackoffCap < BackoffBase) { throw new ArgumentException($"backoff needs 0 < BackoffBase <= BackoffCap (was {BackoffBase}, {BackoffCap})"); }
         if (MainLinkRefusalLimit < 1) { throw new ArgumentException($"MainLinkRefusalLimit must be at least 1 (was {MainLinkRefusalLimit})"); }
+        if (WatchdogFaultLimit < 1) { throw new ArgumentException($"WatchdogFaultLimit must be at least 1 (was {WatchdogFaultLimit})"); }
         if (MainLinkFailureLimit < 1) { throw new ArgumentException($"MainLinkFailureLimit must be at least 1 (was {MainLinkFailureLimit})"); }
     }
 }

@@ -29,8 +29,8 @@ public sealed record LinuxUnitOptions
 /// A real unit: the Linux adapters composed for one board, beside the simulated twin
 /// (<see cref="Simulated.SimulatedUnit"/>). WAN: DHCP, static and PPPoE (pppd) links on the board's WAN interface;
 /// LEDs: LED class devices and GPIO lines under <see cref="StatusLeds"/>; reset button: evdev key or GPIO line;
-/// A/B slots: <see cref="LinuxBootControl"/>; data: <see cref="LinuxDataPartition"/>. Disposing it releases the
-/// WAN watch, the LED blink and the GPIO lines.
+/// A/B slots: <see cref="LinuxBootControl"/>; data: <see cref="LinuxDataPartition"/>; watchdog: <see cref="LinuxWatchdog"/>.
+/// Disposing it releases the WAN watch, the LED blink, the GPIO lines and the watchdog (left running).
 /// </summary>
 public sealed class LinuxUnit : IDisposable
 {
@@ -58,7 +58,8 @@ public sealed class LinuxUnit : IDisposable
             Boot = new LinuxBootControl(LinuxBootOptions.ForDataRoot(options.DataRoot) with { CmdlinePath = options.CmdlinePath }, runner, time);
             Hardware = new UnitHardware(new DirectoryFactoryPartition(options.FactoryRoot), new DirectoryPromPartition(options.PromRoot),
                 Link, new LinuxDataPartition(new LinuxDataOptions { Root = options.DataRoot }), new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = board.Interfaces.Wan }),
-                Leds, (INetworkAccess)Link, Boot, services, board, Reset: ResetButtons.FromBoard(board, Gpio, time: time));
+                Leds, (INetworkAccess)Link, Boot, services, board, Reset: ResetButtons.FromBoard(board, Gpio, time: time),
+                Watchdog: board.Watchdog is { } watchdog ? Watchdog = new LinuxWatchdog(LinuxWatchdogOptions.FromBoard(watchdog)) : null);
         }
         catch
         {
@@ -95,6 +96,9 @@ public sealed class LinuxUnit : IDisposable
     public StatusLeds? Leds { get; }
     public LinuxBootControl? Boot { get; }
     public IGpioLines? Gpio { get; }
+
+    /// <summary>The board's watchdog (board.json `watchdog`), or null; the supervisor arms and feeds it.</summary>
+    public LinuxWatchdog? Watchdog { get; }
     public UnitHardware Hardware { get; }
 
     public void Dispose()
@@ -103,5 +107,6 @@ public sealed class LinuxUnit : IDisposable
         Provisioning?.Dispose();
         Leds?.Dispose();
         Gpio?.Dispose();
+        Watchdog?.Dispose();
     }
 }

@@ -53,14 +53,18 @@ public sealed class QemuLab : IAsyncDisposable
     /// <summary>Fails the test (never skips it) when the image or a tool is missing.</summary>
     public static void RequireImage()
     {
-        foreach (var file in new[] { "disk.img", "vmlinuz", "initrd.img", "cmdline", "os-1.1.sqfs" })
+        foreach (var file in new[] { "disk.img", "vmlinuz", "initrd.img", "cmdline", "board.json", "os-1.1.sqfs" })
         {
             if (!File.Exists(Path.Combine(ImageDirectory, file)))
             {
                 Assert.Fail($"{Path.Combine(ImageDirectory, file)} is missing: run `make image` (make system-test does)");
             }
         }
-        foreach (var tool in new[] { "qemu-system-x86_64", "socat" })
+        // the QEMU program is the board's (board.json qemu.command)
+        var board = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ImageDirectory, "board.json")));
+        var qemu = board?["qemu"]?["command"]?.GetValue<string>() ?? "";
+        if (qemu.Length == 0) { Assert.Fail($"{Path.Combine(ImageDirectory, "board.json")}: qemu.command is missing"); }
+        foreach (var tool in new[] { qemu, "socat", "jq" })
         {
             if (!Environment.GetEnvironmentVariable("PATH")!.Split(':').Any(d => File.Exists(Path.Combine(d, tool))))
             {
@@ -132,6 +136,14 @@ public sealed class QemuLab : IAsyncDisposable
     public void AddBrokenUpdate(string osImage) =>
         LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, BrokenUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
             new PatternRow { Id = BrokenPattern, Name = "OS image without init", OsVersion = "tsunagu-os 1.2" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
+
+    public const string HangingPattern = "qemu-4";
+    public const string HangingUpdate = "qemu-2-to-4";
+
+    /// <summary>Pattern qemu-4 and update qemu-2-to-4, whose OS image is <paramref name="osImage"/> (one that boots and hangs).</summary>
+    public void AddHangingUpdate(string osImage) =>
+        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, HangingUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
+            new PatternRow { Id = HangingPattern, Name = "OS image that hangs", OsVersion = "tsunagu-os 1.3" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
 
     /// <summary>The operator's forced check (MQTT push) for one unit.</summary>
     public async Task ForceCheckAsync(string mac)

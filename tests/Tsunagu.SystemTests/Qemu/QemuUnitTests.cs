@@ -6,7 +6,8 @@ namespace Tsunagu.SystemTests.Qemu;
 
 /// <summary>
 /// The firmware image booted in QEMU (TCG) against the real server: first boot to an update and Ready, recovery
-/// from a wiped `data`, a new slot that does not come up, LEDs and the reset button (hard power cuts: <see cref="PowerCutTests"/>).
+/// from a wiped `data`, a new slot that does not come up (a panic) or hangs (the watchdog), LEDs and the reset button (hard
+/// power cuts: <see cref="PowerCutTests"/>).
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed class QemuUnitTests
@@ -42,6 +43,18 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("grep ' /hdd ' /proc/mounts | cut -d' ' -f3"), Is.EqualTo("ext4"), "the cache disk is formatted and mounted");
         var server = _lab.Unit(unit.Mac)!;
         Assert.That(server.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
+        // prom and factory are read-only at the block layer (the boot program's blockdev --setro); data is writable
+        foreach (var (name, readOnly) in new[] { ("prom", true), ("factory", true), ("data", false) })
+        {
+            var device = await unit.ShellAsync($"basename $(dirname $(grep -l '^PARTNAME={name}$' /sys/class/block/vda*/uevent))");
+            Assert.That(device, Does.Match("^vda[0-9]+$"), $"the partition named {name}");
+            Assert.That(await unit.ShellAsync($"blockdev --getro /dev/{device}"), Is.EqualTo(readOnly ? "1" : "0"), $"{name} ({device}) read-only: {readOnly}");
+            if (readOnly)
+            {
+                Assert.That(await unit.ShellAsync($"dd if=/dev/zero of=/dev/{device} bs=512 count=1 conv=notrunc 2>/dev/null && echo written || echo refused"),
+                    Is.EqualTo("refused"), $"a write to {name} is refused by the kernel");
+            }
+        }
 
         // measurements for docs/image.md: the supervisor's memory at Ready, and a normal boot (stored settings) to Ready
         var rss = await unit.ShellAsync("grep VmRSS /proc/$(pidof tsunagud)/status");
@@ -101,6 +114,51 @@ public sealed class QemuUnitTests
         var state = await unit.ShellAsync("cat /data/boot/state");
         Assert.That(state, Does.Contain("primary=b").And.Contain("a_good=0").And.Contain("last_failed=a"));
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "the unit runs the old slot again");
+    }
+
+    [Test]
+    public async Task A_new_slot_that_hangs_without_a_panic_is_restarted_by_the_watchdog_uses_up_its_tries_falls_back_and_the_failure_is_reported()
+    {
+        // qemu-4: OS 1.1's image whose supervisor never starts: the OS boots and hangs, nothing feeds the watchdog the
+        // boot program armed, nothing panics
+        var hung = Path.Combine(_lab.Root, "hung-os");
+        TestServer.Run("unsquashfs", ["-q", "-d", hung, LabCatalogue.UpdateOsImage(QemuLab.ImageDirectory)]);
+        var run = Path.Combine(hung, "usr", "lib", "tsunagu", "tsunagud-run");
+        File.Delete(run);
+        await File.WriteAllTextAsync(run, "#!/bin/sh\necho 'tsunagud-run: this OS hangs' > /dev/console\nexec sleep 2147483647\n");
+        File.SetUnixFileMode(run, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute
+                                  | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        await File.WriteAllTextAsync(Path.Combine(hung, "etc", "os-version"), "tsunagu-os 1.3\n");
+        TestServer.Run("mksquashfs", [hung, Path.Combine(_lab.Root, "hung.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd", "-all-root"]);
+        _lab.AddHangingUpdate(Path.Combine(_lab.Root, "hung.sqfs"));
+        await using var unit = await _lab.AddUnitAsync(5);
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        Assert.That(unit.Console(), Does.Contain("tsunagu-boot: watchdog /dev/watchdog armed"), "the boot program arms the board's watchdog");
+        Assert.That(unit.Console(), Does.Contain("watchdog armed: timeout 60 s"), "the supervisor takes it over and feeds it");
+        var boots = Boots(unit.Console());
+        await Task.Delay(TimeSpan.FromSeconds(90));
+        Assert.That(Boots(unit.Console()), Is.EqualTo(boots), "a healthy unit is fed: no restart after the watchdog's 60 s");
+
+        _lab.Store.SetTargetPattern(unit.Mac, QemuLab.HangingPattern);
+        await _lab.ForceCheckAsync(unit.Mac);
+        // three tries of about a minute each until the watchdog restarts the unit, then the fall back to slot b
+        await unit.WaitAsync(() => _lab.Unit(unit.Mac)?.LastError?.Contains($"update {QemuLab.HangingUpdate} failed", StringComparison.Ordinal) == true,
+            TimeSpan.FromMinutes(20), "the failure report of the update whose OS hangs");
+        var console = unit.Console();
+        Assert.That(unit.Running, Is.True, "one QEMU process throughout: the restarts were the guest's own");
+        Assert.That(console.Split("tsunagud-run: this OS hangs").Length - 1, Is.EqualTo(3), "the hung OS ran once per try");
+        Assert.That(console, Does.Contain("trying slot a (2 tries left after this one)"));
+        Assert.That(console, Does.Contain("trying slot a (0 tries left after this one)"));
+        Assert.That(console, Does.Contain("slot a did not come up within its tries; marking it bad"));
+        Assert.That(console, Does.Not.Contain("Kernel panic"), "no try ended in a panic: the watchdog restarted each");
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        var state = await unit.ShellAsync("cat /data/boot/state");
+        Assert.That(state, Does.Contain("primary=b").And.Contain("a_good=0").And.Contain("last_failed=a"));
+        Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "the unit runs the old slot again");
+        Assert.That(_lab.Unit(unit.Mac)!.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
+
+        static int Boots(string console) => console.Split("tsunagu-boot: starting").Length - 1;
     }
 
     [Test]

@@ -1,11 +1,12 @@
 #!/bin/bash
-# qemu-run.sh: boots one unit of the qemu-x86_64 board under TCG. Networking is only QEMU user networking with
-# restrict=on (no way out) and guestfwd to the server on 127.0.0.1: the unit reaches the server at 10.0.2.100.
+# qemu-run.sh: boots one unit of a QEMU board under TCG: the QEMU program and machine come from the image's board.json
+# (`qemu.command`, `qemu.args`). Networking is only QEMU user networking with restrict=on (no way out) and guestfwd to
+# the server on 127.0.0.1: the unit reaches the server at 10.0.2.100.
 #
 # Environment:
 #   DISK          the unit's disk image (factory burned; `tsunagu factory burn`)      required
-#   IMAGE_DIR     the `make image` output (vmlinuz, initrd.img, and cmdline: the kernel command line of
-#                 board/qemu-x86_64/cmdline)                                           default out/image/qemu-x86_64-debug
+#   IMAGE_DIR     the `make image` output (vmlinuz, initrd.img, board.json, and cmdline: the kernel command
+#                 line of board/<name>/cmdline)                                        default out/image/qemu-x86_64-debug
 #   HDD           the cache disk image (optional)
 #   SERVER_PORT   the server's HTTPS port on 127.0.0.1 (the unit uses 10.0.2.100:SAME) default 8443
 #   MQTT_PORT     the MQTT broker port on 127.0.0.1                                    default 1883
@@ -22,10 +23,14 @@ MAC=${MAC:-52:54:00:12:34:56}
 RUN_DIR=${RUN_DIR:-$(dirname "$DISK")}
 CONSOLE=${CONSOLE:-stdio}
 MEMORY=${MEMORY:-512}
-for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline"; do
+for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline" "$IMAGE_DIR/board.json"; do
     [ -f "$f" ] || { echo "qemu-run: $f is missing (make image)" >&2; exit 2; }
 done
 command -v socat >/dev/null || { echo "qemu-run: socat is missing (apt-get install socat); guestfwd uses it per connection" >&2; exit 2; }
+command -v jq >/dev/null || { echo "qemu-run: jq is missing (apt-get install jq); the QEMU machine is read from board.json with it" >&2; exit 2; }
+QEMU=$(jq -r '.qemu.command // empty' "$IMAGE_DIR/board.json")
+[ -n "$QEMU" ] || { echo "qemu-run: $IMAGE_DIR/board.json: qemu.command: missing (this board is not a QEMU machine)" >&2; exit 2; }
+mapfile -t machine < <(jq -r '.qemu.args // [] | .[]' "$IMAGE_DIR/board.json")
 CMDLINE=$(tr -s '\n' ' ' < "$IMAGE_DIR/cmdline")
 mkdir -p "$RUN_DIR"
 rm -f "$RUN_DIR/monitor.sock" "$RUN_DIR/shell.sock"
@@ -33,7 +38,7 @@ rm -f "$RUN_DIR/monitor.sock" "$RUN_DIR/shell.sock"
 fwd="guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:socat - TCP:127.0.0.1:$SERVER_PORT"
 fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_PORT"
 args=(
-    -M pc -m "$MEMORY" -smp 1 -display none -no-user-config -nodefaults
+    "${machine[@]}" -m "$MEMORY" -smp 1 -display none -no-user-config -nodefaults
     -kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img"
     -append "${CMDLINE% }"
     -drive "file=$DISK,if=virtio,format=raw,cache=unsafe"
@@ -48,4 +53,4 @@ else
     args+=(-serial "file:$RUN_DIR/console.log")
 fi
 args+=(-serial "unix:$RUN_DIR/shell.sock,server=on,wait=off")
-exec qemu-system-x86_64 "${args[@]}"
+exec "$QEMU" "${args[@]}"
