@@ -91,6 +91,7 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/
 	bash -c '. image/lib.sh; s=$(OUT)/stage/os-$*; install_busybox $$s; \
 		for b in $(DAEMONS); do install_binary $$s $$b; done; \
 		install_binary_as $$s $(TSUNAGUD) /usr/lib/tsunagu/tsunagud; \
+		[ -n "$(PPP_PLUGINS)" ] || die "pppd'"'"'s PPPoE plugin is missing (apt-get install ppp)"; \
 		for l in $(OS_LIBRARIES); do install_library $$s $$l; done; \
 		install_modules $$s $(KREL) $(OS_MODULES); \
 		for f in $(SQUID_FILES); do [ -e $$f ] || die "$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $$f $$s$$f; done'

@@ -4,13 +4,15 @@
 
 # kernel modules of the boot program: the disk, its file systems, the reset button's input device
 BOOT_MODULES := virtio_pci virtio_blk virtio_net squashfs ext4 overlay evdev
-# kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge
+# kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge, PPP over Ethernet (the WAN's pppoe method)
 OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
-	nf_conntrack nf_nat wireguard bridge tun veth
+	nf_conntrack nf_nat wireguard bridge tun veth ppp_generic pppox pppoe
 # the daemons the services run and the tools the supervisor calls (each with the libraries ldd names)
-DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck
-# libraries loaded at run time rather than linked (tsunagud's TLS)
-OS_LIBRARIES := /usr/lib/x86_64-linux-gnu/libssl.so.3 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd
+# pppd's PPPoE plugin (Debian's ppp; loaded by name from pppd's plugin directory), with the libraries it links
+PPP_PLUGINS := $(wildcard /usr/lib/pppd/*/pppoe.so)
+# libraries loaded at run time rather than linked (tsunagud's TLS, pppd's PPPoE plugin)
+OS_LIBRARIES := /usr/lib/x86_64-linux-gnu/libssl.so.3 /usr/lib/x86_64-linux-gnu/libcrypto.so.3 $(PPP_PLUGINS)
 # boards with a cache disk (board.json `hdd`) also carry squid (the cache service) and its error pages
 CACHE_DAEMONS := /usr/sbin/squid
 CACHE_FILES := /usr/share/squid /usr/share/squid-langpack/templates /usr/share/squid-langpack/en /etc/squid/errorpage.css
