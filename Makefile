@@ -48,7 +48,7 @@ format-check: restore
 	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
 
 # Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the image.
-test: packages format-check build image
+test: packages format-check build image isp-lab-image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
 
@@ -64,7 +64,7 @@ integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 
 # Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run).
-system-test: packages build image
+system-test: packages build image isp-lab-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
@@ -128,6 +128,10 @@ ISP_LAB_DIR := out/isp-lab
 isp-lab-image: $(ISP_LAB_DIR)/initrd.img
 $(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/lib.sh
 	bash image/isp/build.sh $(ISP_LAB_DIR)
+
+# Only the ISP lab's system tests (also part of `make test` and `make system-test`).
+isp-lab-test: packages build image isp-lab-image
+	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.IspLabTests" --logger "console;verbosity=normal"
 
 # One QEMU unit of the image against the server of `make run` (start that first; the lab script says what to watch).
 LAB_SCRIPTS := tests/Tsunagu.SystemTests/Qemu

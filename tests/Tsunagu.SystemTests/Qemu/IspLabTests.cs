@@ -94,7 +94,8 @@ public sealed partial class IspLabTests
         unit.PowerOn();
         await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "refused"), BootToReady, "the first refusal of the factory account");
         // Window: the supervisor's backoff on the provisional link (floor 1 s, jitter up to 2^n s, cap 5 min) makes more
-        // than 20 attempts in 120 s vanishingly unlikely (below 1e-5); an immediate redial loop makes one every few seconds.
+        // than 20 attempts in 120 s vanishingly unlikely (below 1e-5); a refused dial takes about 3 s here, so an
+        // immediate redial loop would make about 40.
         var window = TimeSpan.FromSeconds(120);
         await Task.Delay(window);
         var events = isp.Events();
