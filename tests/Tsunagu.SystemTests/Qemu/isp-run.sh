@@ -42,7 +42,7 @@ fwd="guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:socat - TCP:127.0.0.1:$SERVER_PORT
 fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_PORT"
 args=(
     -M pc -m 128 -smp 1 -display none -no-user-config -nodefaults
-    -kernel "$ISP_DIR/vmlinuz" -initrd "$ISP_DIR/initrd.img" -append "console=ttyS0 panic=1"
+    -kernel "$ISP_DIR/vmlinuz" -initrd "$ISP_DIR/initrd.img" -append "console=ttyS0 panic=1 no_timer_check"
     -netdev "socket,id=access,listen=127.0.0.1:$ACCESS_PORT" -device "virtio-net-pci,netdev=access,mac=$ACCESS_MAC"
     -netdev "user,id=uplink,restrict=on,net=10.0.2.0/24,$fwd" -device "virtio-net-pci,netdev=uplink,mac=$UPLINK_MAC"
     -fw_cfg "name=opt/tsunagu/pppoe.conf,file=$RUN_DIR/pppoe.conf"
