@@ -26,7 +26,7 @@ deps:
 # names them and stops.
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
-	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus haproxy nginx-light
+	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -48,7 +48,7 @@ format-check: restore
 	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
 
 # Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the image.
-test: packages format-check build image
+test: packages format-check build image isp-lab-image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
 
@@ -64,7 +64,7 @@ integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 
 # Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run).
-system-test: packages build image
+system-test: packages build image isp-lab-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
@@ -134,6 +134,17 @@ IMAGE_DIR := out/image/$(BOARD)-debug
 image: deps
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 image
+
+# The ISP lab's access network guest (docs/lab.md): out/isp-lab/vmlinuz and initrd.img (pppoe-server, pppd, nft).
+ISP_LAB_DIR := out/isp-lab
+.PHONY: isp-lab-image isp-lab-test
+isp-lab-image: $(ISP_LAB_DIR)/initrd.img
+$(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/lib.sh
+	bash image/isp/build.sh $(ISP_LAB_DIR)
+
+# Only the ISP lab's system tests (also part of `make test` and `make system-test`).
+isp-lab-test: packages build image isp-lab-image
+	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.IspLabTests" --logger "console;verbosity=normal"
 
 # One QEMU unit of the image against the server of `make run` (start that first; the lab script says what to watch).
 LAB_SCRIPTS := tests/Tsunagu.SystemTests/Qemu

@@ -40,7 +40,7 @@ ifeq ($(LIBRARY_DIR),)
 $(error $(BOARD_JSON): image.libraryDirectory: missing (where the board's libssl and libcrypto are, e.g. /usr/lib/x86_64-linux-gnu))
 endif
 BOOT_MODULES += $(BOARD_BOOT_MODULES) $(WATCHDOG_MODULE)
-OS_LIBRARIES := $(addprefix $(LIBRARY_DIR)/,$(OS_LIBRARY_NAMES))
+OS_LIBRARIES := $(addprefix $(LIBRARY_DIR)/,$(OS_LIBRARY_NAMES)) $(PPP_PLUGINS)
 TSUNAGUD := artifacts/tsunagud/$(RUNTIME)/tsunagud
 KREL := $(shell bash -c '. image/lib.sh; kernel_release $(KERNEL_PACKAGE)' 2>/dev/null)
 HAS_HDD := $(shell jq -r 'if .hdd then "yes" else "" end' $(BOARD_JSON) 2>/dev/null)
@@ -118,6 +118,7 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/
 	bash -c '. image/lib.sh; s=$(OUT)/stage/os-$*; install_busybox $$s; \
 		for b in $(DAEMONS); do install_binary $$s $$b; done; \
 		install_binary_as $$s $(TSUNAGUD) /usr/lib/tsunagu/tsunagud; \
+		[ -n "$(PPP_PLUGINS)" ] || die "pppd'"'"'s PPPoE plugin is missing (apt-get install ppp)"; \
 		for l in $(OS_LIBRARIES); do install_library $$s $$l; done; \
 		install_modules $$s $(KREL) $(OS_MODULES); \
 		for f in $(SQUID_FILES); do [ -e $$f ] || die "$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $$f $$s$$f; done'

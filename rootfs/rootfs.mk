@@ -5,12 +5,15 @@
 # kernel modules of the boot program: the file systems, the reset button's input device (image.mk adds the board's
 # disk and network drivers, board.json image.bootModules, and its watchdog driver, watchdog.module)
 BOOT_MODULES := squashfs ext4 overlay evdev
-# kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge
+# kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge, PPP over Ethernet (the WAN's pppoe method)
 OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
-	nf_conntrack nf_nat wireguard bridge tun veth
+	nf_conntrack nf_nat wireguard bridge tun veth ppp_generic pppox pppoe
 # the daemons the services run and the tools the supervisor calls (each with the libraries ldd names)
-DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck
-# libraries loaded at run time rather than linked (tsunagud's TLS), in the board's image.libraryDirectory
+DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd
+# pppd's PPPoE plugin (Debian's ppp; loaded by name from pppd's plugin directory), with the libraries it links
+PPP_PLUGINS := $(wildcard /usr/lib/pppd/*/pppoe.so)
+# libraries loaded at run time rather than linked (tsunagud's TLS), in the board's image.libraryDirectory;
+# image.mk adds PPP_PLUGINS
 OS_LIBRARY_NAMES := libssl.so.3 libcrypto.so.3
 # boards with a cache disk (board.json `hdd`) also carry squid (the cache service) and its error pages
 CACHE_DAEMONS := /usr/sbin/squid

@@ -101,15 +101,16 @@ public sealed class QemuLab : IAsyncDisposable
     }
 
     /// <summary>A unit: its own copy of the image, factory burned, registered with target <paramref name="target"/>.</summary>
-    public async Task<QemuUnit> AddUnitAsync(int index, string target = LabCatalogue.Pattern2, WanAccount? isp = null)
+    /// <param name="provisional">The factory's provisional link (default DHCP); a PPPoE one without a password gets the derived one.</param>
+    public async Task<QemuUnit> AddUnitAsync(int index, string target = LabCatalogue.Pattern2, WanAccount? isp = null, WanAccount? provisional = null)
     {
         var dir = Path.Combine(Root, $"unit{index}");
         Directory.CreateDirectory(dir);
         var disk = Path.Combine(dir, "disk.img");
         TestServer.Run("cp", ["--sparse=always", Path.Combine(ImageDirectory, "disk.img"), disk]);
-        var mac = $"52:54:00:7e:00:{index:x2}";
+        var mac = MacOf(index);
         var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"QEMU-{index:D4}", LabCatalogue.HardwareVersion, LabCatalogue.Board,
-            $"https://10.0.2.100:{Port}/", new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
+            $"https://10.0.2.100:{Port}/", provisional ?? new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
             App.Services.GetRequiredService<UnitKey>().Bytes);
         isp ??= new WanAccount("dhcp");
         using (var client = new OperatorClient(new Uri(ServerHost.BaseUrl(App)), DemoCatalogue.OperatorName, Password, [Pin]))
@@ -128,6 +129,12 @@ public sealed class QemuLab : IAsyncDisposable
     }
 
     public UnitRow? Unit(string mac) => Store.GetUnit(mac);
+
+    /// <summary>The MAC of the unit <see cref="AddUnitAsync"/> creates with <paramref name="index"/>.</summary>
+    public static string MacOf(int index) => $"52:54:00:7e:00:{index:x2}";
+
+    /// <summary>The operator's unit key (what the factory derives the unit's secrets from).</summary>
+    public byte[] UnitKeyBytes => App.Services.GetRequiredService<UnitKey>().Bytes;
 
     public const string BrokenPattern = "qemu-3";
     public const string BrokenUpdate = "qemu-2-to-3";
@@ -186,6 +193,9 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     public string ConsolePath => Path.Combine(Directory, "console.log");
     public bool Running => _qemu is { HasExited: false };
 
+    /// <summary>When set, the WAN port is a socket link to this loopback endpoint (the ISP lab) instead of user networking.</summary>
+    public string? WanSocket { get; set; }
+
     /// <summary>Powers the unit on (the console log is appended to across power cycles).</summary>
     public void PowerOn()
     {
@@ -200,6 +210,7 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         start.Environment["RUN_DIR"] = Directory;
         start.Environment["CONSOLE"] = "file";
         if (hdd is not null) { start.Environment["HDD"] = hdd; }
+        if (WanSocket is not null) { start.Environment["WAN_SOCKET"] = WanSocket; }
         if (File.Exists(ConsolePath))
         {
             // this power cycle's console starts empty: nothing from the previous one can satisfy a wait

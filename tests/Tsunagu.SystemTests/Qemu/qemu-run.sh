@@ -14,6 +14,9 @@
 #   RUN_DIR       where console.log, monitor.sock (QEMU monitor) and shell.sock (service shell on ttyS1) go
 #   CONSOLE       'stdio' (interactive; Ctrl-A X quits) or 'file' (RUN_DIR/console.log) default stdio
 #   MEMORY        guest RAM in MiB                                                     default 512
+#   WAN_SOCKET    instead of user networking, the WAN port is a QEMU socket link to this loopback HOST:PORT (the
+#                 ISP lab's access network guest listens there: isp-run.sh); the unit then reaches the server only
+#                 through that guest (PPPoE)
 set -euo pipefail
 : "${DISK:?DISK: the disk image of the unit}"
 IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
@@ -42,10 +45,15 @@ args=(
     -kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img"
     -append "${CMDLINE% }"
     -drive "file=$DISK,if=virtio,format=raw,cache=unsafe"
-    -netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd" -device "virtio-net-pci,netdev=wan,mac=$MAC"
+    -device "virtio-net-pci,netdev=wan,mac=$MAC"
     -netdev hubport,id=lan,hubid=1 -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01
     -monitor "unix:$RUN_DIR/monitor.sock,server=on,wait=off"
 )
+if [ -n "${WAN_SOCKET:-}" ]; then
+    args+=(-netdev "socket,id=wan,connect=$WAN_SOCKET")
+else
+    args+=(-netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd")
+fi
 [ -n "${HDD:-}" ] && args+=(-drive "file=$HDD,if=virtio,format=raw,cache=unsafe")
 if [ "$CONSOLE" = stdio ]; then
     args+=(-serial mon:stdio)

@@ -1,0 +1,226 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Tsunagu.Demo;
+using Tsunagu.IntegrationTests;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+
+namespace Tsunagu.SystemTests.Qemu;
+
+/// <summary>
+/// The ISP lab (docs/lab.md): a unit whose only network is a QEMU socket link to the access network guest
+/// (pppoe-server and pppd from Debian, accounts in pppd's chap-secrets), which routes its PPPoE sessions to the
+/// server on the host. The unit dials the provisioning access point with its factory PPP account (the MAC and the
+/// password derived from it with the operator's unit key), fetches its settings, hangs up, dials the subscriber's
+/// account and reports Ready; a unit with a wrong factory password is refused by the access concentrator itself.
+/// </summary>
+[TestFixture, NonParallelizable]
+public sealed partial class IspLabTests
+{
+    // TCG guests on a shared machine: generous; the measured times are printed and recorded in docs/lab.md
+    private static readonly TimeSpan IspBoot = TimeSpan.FromMinutes(4);
+    private static readonly TimeSpan BootToReady = TimeSpan.FromMinutes(10);
+
+    private QemuLab _lab = null!;
+
+    [OneTimeSetUp]
+    public async Task StartLab()
+    {
+        IspGuest.RequireImage();
+        _lab = await QemuLab.StartAsync();
+    }
+
+    [OneTimeTearDown]
+    public async Task StopLab() => await _lab.DisposeAsync();
+
+    [Test]
+    public async Task A_pppoe_unit_provisions_over_the_access_point_with_its_derived_password_then_dials_the_subscriber_account_and_is_ready()
+    {
+        const int index = 21;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var factoryPassword = UnitCredentials.DeriveAccessPassword(_lab.UnitKeyBytes, mac);
+        var subscriber = new WanAccount("pppoe", "taro.yamada@isp.example", "subscriber-secret-0042");
+        var clock = Stopwatch.StartNew();
+        await using var isp = await IspGuest.StartAsync(_lab, "isp21", [(factoryUser, factoryPassword), (subscriber.Username!, subscriber.Password!)]);
+        await isp.WaitReadyAsync(IspBoot);
+        var ispBoot = clock.Elapsed;
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        unit.WanSocket = isp.AccessEndpoint;
+        clock.Restart();
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        var toReady = clock.Elapsed;
+        TestContext.Out.WriteLine($"ISP guest boot: {ispBoot.TotalSeconds:0.0} s; unit power-on to Ready over PPPoE: {toReady.TotalSeconds:0.0} s");
+
+        // the access concentrator's side: the provisioning session with the factory account, ended, then the subscriber's
+        var events = isp.Events();
+        var up = events.Where(e => e.Kind == "up").ToList();
+        var down = events.Where(e => e.Kind == "down").ToList();
+        Assert.That(up.Select(e => e.Peer), Is.EqualTo(new[] { factoryUser, subscriber.Username }),
+            $"two sessions, provisioning first, then the subscriber's\n--- ISP ---\n{isp.Console()}");
+        Assert.That(events.Where(e => e.Kind == "refused"), Is.Empty, "no account was refused");
+        var provisioningDown = down.SingleOrDefault(e => e.Peer == factoryUser);
+        Assert.That(provisioningDown, Is.Not.Null, "the unit hung up the provisioning session");
+        Assert.That(events.IndexOf(provisioningDown!), Is.LessThan(events.IndexOf(up[1])), "hung up before dialling the subscriber's account");
+        Assert.That(down.Where(e => e.Peer == subscriber.Username), Is.Empty, "the subscriber's session stays up");
+
+        // the server's side: the unit reached it only through the ISP, and reported the subscriber session's address
+        var row = _lab.Unit(mac)!;
+        Assert.That(row.WanAddress, Is.EqualTo(up[1].Remote), "the unit reports the address of its subscriber PPPoE session");
+        Assert.That(_lab.ProvisioningRequests, Is.Not.Empty, "the unit fetched its settings from the initial setting server");
+        Assert.That(await unit.ShellAsync("ip addr show dev ppp0"),
+            Does.Contain(up[1].Remote), "the unit's session is on ppp0 with that address");
+        Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain("dev ppp0"), "its default route is the session");
+        var console = unit.FullConsole();
+        Assert.That(console, Does.Not.Contain(factoryPassword), "the derived password never reaches the console");
+    }
+
+    [Test]
+    public async Task A_unit_with_a_wrong_factory_password_is_refused_by_the_access_concentrator_gets_nothing_and_backs_off()
+    {
+        const int index = 22;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var derived = UnitCredentials.DeriveAccessPassword(_lab.UnitKeyBytes, mac);
+        await using var isp = await IspGuest.StartAsync(_lab, "isp22", [(factoryUser, derived)]);
+        await isp.WaitReadyAsync(IspBoot);
+        // burned with a password the operator's key does not give (a unit of another operator, or a bad burn)
+        var wrong = new WanAccount("pppoe", factoryUser, "not-the-derived-password-0000");
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: new WanAccount("pppoe", "someone", "secret-0001"), provisional: wrong);
+        unit.WanSocket = isp.AccessEndpoint;
+        var requestsBefore = _lab.ProvisioningRequests.Count;
+        unit.PowerOn();
+        await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "refused"), BootToReady, "the first refusal of the factory account");
+        // Window: the supervisor's backoff on the provisional link (floor 1 s, jitter up to 2^n s, cap 5 min) makes more
+        // than 20 attempts in 120 s vanishingly unlikely (below 1e-5); a refused dial takes about 3 s here, so an
+        // immediate redial loop would make about 40.
+        var window = TimeSpan.FromSeconds(120);
+        await Task.Delay(window);
+        var events = isp.Events();
+        var refused = events.Count(e => e.Kind == "refused" && e.Peer == factoryUser);
+        TestContext.Out.WriteLine($"refusals of {factoryUser} in the first {window.TotalSeconds:0} s after the first: {refused}");
+        Assert.That(refused, Is.InRange(2, 20), $"the unit retries, with backoff\n--- ISP ---\n{isp.Console()}");
+        Assert.That(events.Where(e => e.Kind == "up"), Is.Empty, "no session ever came up");
+        Assert.That(_lab.ProvisioningRequests.Count, Is.EqualTo(requestsBefore), "the unit reached nothing: the server got no provisioning request");
+        Assert.That(_lab.Unit(mac)!.State, Is.Not.EqualTo(UnitStates.Ready));
+        Assert.That(unit.FullConsole(), Does.Contain("refused the Provisional PPPoE account"), "the unit knows it was refused (pppd exit 19)");
+        Assert.That(unit.FullConsole(), Does.Not.Contain("not-the-derived-password"), "the password never reaches the console");
+    }
+}
+
+/// <summary>One access network guest of the ISP lab (isp-run.sh beside this file), with its console (the access concentrator's log).</summary>
+public sealed partial class IspGuest : IAsyncDisposable
+{
+    private readonly Process _qemu;
+
+    private IspGuest(Process qemu, string directory, int accessPort)
+    {
+        _qemu = qemu;
+        Directory = directory;
+        AccessEndpoint = $"127.0.0.1:{accessPort.ToString(CultureInfo.InvariantCulture)}";
+    }
+
+    public static string ImageDirectory => Path.Combine(QemuLab.RepositoryRoot, "out", "isp-lab");
+
+    public string Directory { get; }
+    public string AccessEndpoint { get; }
+    public string ConsolePath => Path.Combine(Directory, "console.log");
+
+    /// <summary>Fails the test (never skips it) when the guest's image is missing.</summary>
+    public static void RequireImage()
+    {
+        foreach (var file in new[] { "vmlinuz", "initrd.img" })
+        {
+            if (!File.Exists(Path.Combine(ImageDirectory, file)))
+            {
+                Assert.Fail($"{Path.Combine(ImageDirectory, file)} is missing: run `make isp-lab-image` (make isp-lab-test does)");
+            }
+        }
+    }
+
+    /// <summary>Boots a guest whose access concentrator accepts <paramref name="accounts"/> (CHAP), linked to the lab's server.</summary>
+    public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts)
+    {
+        var dir = Path.Combine(lab.Root, name);
+        System.IO.Directory.CreateDirectory(dir);
+        var secrets = Path.Combine(dir, "chap-secrets");
+        foreach (var (user, password) in accounts)
+        {
+            // the grammar of WAN accounts keeps quotes, spaces and control characters out of both fields
+            Assert.That(WanAccountGrammar.Problem(new WanAccount("pppoe", user, password)), Is.Null);
+        }
+        await File.WriteAllTextAsync(secrets, string.Concat(accounts.Select(a => $"\"{a.User}\" * \"{a.Password}\" *\n")));
+        var port = TestServer.FreePort();
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "isp-run.sh"));
+        start.Environment["ACCESS_PORT"] = port.ToString(CultureInfo.InvariantCulture);
+        start.Environment["CHAP_SECRETS"] = secrets;
+        start.Environment["ISP_DIR"] = ImageDirectory;
+        start.Environment["SERVER_PORT"] = lab.Port.ToString(CultureInfo.InvariantCulture);
+        start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture);
+        start.Environment["RUN_DIR"] = dir;
+        start.Environment["CONSOLE"] = "file";
+        var qemu = Process.Start(start) ?? throw new InvalidOperationException("isp-run.sh did not start");
+        qemu.OutputDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"isp qemu: {e.Data}"); } };
+        qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"isp qemu: {e.Data}"); } };
+        qemu.BeginOutputReadLine();
+        qemu.BeginErrorReadLine();
+        return new IspGuest(qemu, dir, port);
+    }
+
+    /// <summary>Waits for the access concentrator (the guest's init prints a line when pppoe-server runs).</summary>
+    public Task WaitReadyAsync(TimeSpan timeout) =>
+        WaitAsync(() => Console().Contains("isp: access concentrator", StringComparison.Ordinal), timeout, "the access concentrator");
+
+    public async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (_qemu.HasExited) { Assert.Fail($"ISP guest: QEMU ended while waiting for {what}\n--- console ---\n{Console()}"); }
+            if (DateTime.UtcNow > deadline) { Assert.Fail($"ISP guest: no {what} within {timeout.TotalSeconds:0} s\n--- console ---\n{Console()}"); }
+            await Task.Delay(250);
+        }
+    }
+
+    public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
+
+    /// <summary>One thing the access concentrator logged about a session: up, down (the ip-up/ip-down hooks), refused (pppd).</summary>
+    public sealed record SessionEvent(string Kind, string Peer, string? Remote);
+
+    /// <summary>The sessions' events in the order logged.</summary>
+    public List<SessionEvent> Events()
+    {
+        var events = new List<SessionEvent>();
+        foreach (var line in Console().Split('\n'))
+        {
+            if (Hook().Match(line) is { Success: true } hook)
+            {
+                events.Add(new SessionEvent(hook.Groups[1].Value, hook.Groups[2].Value, hook.Groups[3].Value));
+            }
+            else if (Refusal().Match(line) is { Success: true } refusal)
+            {
+                events.Add(new SessionEvent("refused", refusal.Groups[1].Value, null));
+            }
+        }
+        return events;
+    }
+
+    [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)")]
+    private static partial Regex Hook();
+
+    [GeneratedRegex("pppd\\[\\d+\\]: Peer \"?([^\" ]+)\"? failed CHAP authentication")]
+    private static partial Regex Refusal();
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_qemu.HasExited)
+        {
+            _qemu.Kill(entireProcessTree: true);
+            await _qemu.WaitForExitAsync();
+        }
+        _qemu.Dispose();
+    }
+}

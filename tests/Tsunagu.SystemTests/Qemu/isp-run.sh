@@ -1,0 +1,56 @@
+#!/bin/bash
+# isp-run.sh: boots the ISP lab's access network guest (`make isp-lab-image`, image/isp/init) under TCG. Its access
+# port listens on a QEMU socket link on loopback (a unit's WAN port connects to it: qemu-run.sh WAN_SOCKET); its
+# uplink is QEMU user networking with restrict=on whose guestfwd takes 10.0.2.100:SERVER_PORT and :MQTT_PORT to the
+# server on 127.0.0.1, so a unit reaches the server only through a PPPoE session and the ISP's NAT.
+#
+# Environment:
+#   ACCESS_PORT   the loopback TCP port of the access link (the ISP listens)               required
+#   CHAP_SECRETS  pppd's chap-secrets for the access concentrator                          required
+#   ISP_DIR       the `make isp-lab-image` output (vmlinuz, initrd.img)                    default out/isp-lab
+#   SERVER_PORT   the server's HTTPS port on 127.0.0.1                                     default 8443
+#   MQTT_PORT     the MQTT broker port on 127.0.0.1                                        default 1883
+#   RUN_DIR       where console.log (the access concentrator's log) and pppoe.conf go    default .
+#   CONSOLE       'stdio' or 'file' (RUN_DIR/console.log)                                  default stdio
+set -euo pipefail
+: "${ACCESS_PORT:?ACCESS_PORT: the loopback port of the access link}"
+: "${CHAP_SECRETS:?CHAP_SECRETS: the accounts the access concentrator accepts}"
+ISP_DIR=${ISP_DIR:-out/isp-lab}
+SERVER_PORT=${SERVER_PORT:-8443}
+MQTT_PORT=${MQTT_PORT:-1883}
+RUN_DIR=${RUN_DIR:-.}
+CONSOLE=${CONSOLE:-stdio}
+for f in "$ISP_DIR/vmlinuz" "$ISP_DIR/initrd.img" "$CHAP_SECRETS"; do
+    [ -f "$f" ] || { echo "isp-run: $f is missing (make isp-lab-image)" >&2; exit 2; }
+done
+command -v socat >/dev/null || { echo "isp-run: socat is missing (apt-get install socat)" >&2; exit 2; }
+mkdir -p "$RUN_DIR"
+ACCESS_MAC=52:54:00:15:00:01
+UPLINK_MAC=52:54:00:15:00:02
+cat > "$RUN_DIR/pppoe.conf" <<CONF
+ACCESS_MAC=$ACCESS_MAC
+UPLINK_MAC=$UPLINK_MAC
+AC_NAME=tsunagu-lab-isp
+LOCAL_IP=10.64.0.1
+POOL_START=10.64.0.10
+POOL_SIZE=16
+UPLINK_IP=10.0.2.15/24
+UPLINK_GW=10.0.2.2
+DNS=10.0.2.3
+CONF
+fwd="guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:socat - TCP:127.0.0.1:$SERVER_PORT"
+fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_PORT"
+args=(
+    -M pc -m 128 -smp 1 -display none -no-user-config -nodefaults
+    -kernel "$ISP_DIR/vmlinuz" -initrd "$ISP_DIR/initrd.img" -append "console=ttyS0 panic=1 no_timer_check"
+    -netdev "socket,id=access,listen=127.0.0.1:$ACCESS_PORT" -device "virtio-net-pci,netdev=access,mac=$ACCESS_MAC"
+    -netdev "user,id=uplink,restrict=on,net=10.0.2.0/24,$fwd" -device "virtio-net-pci,netdev=uplink,mac=$UPLINK_MAC"
+    -fw_cfg "name=opt/tsunagu/pppoe.conf,file=$RUN_DIR/pppoe.conf"
+    -fw_cfg "name=opt/tsunagu/chap-secrets,file=$CHAP_SECRETS"
+)
+if [ "$CONSOLE" = stdio ]; then
+    args+=(-serial mon:stdio)
+else
+    args+=(-serial "file:$RUN_DIR/console.log")
+fi
+exec qemu-system-x86_64 "${args[@]}"
