@@ -43,8 +43,8 @@ public class ConsoleLifecycleTests
         {
             Mac = row.Mac, Serial = row.Serial, HardwareVersion = row.HardwareVersion, IspMethod = row.IspMethod, IspUsername = row.IspUsername,
             IspPasswordSealed = row.IspPasswordSealed, IpAddress = row.IpAddress, Domain = row.Domain, Vpn = row.Vpn, GlobalIp = row.GlobalIp,
-            Subscriber = "alice", State = row.State, Revision = row.Revision,
-        }, row.Revision, [new UnitFieldChange("subscriber", row.Subscriber, "alice")], "test");
+            IspGateway = row.IspGateway, IspDns = row.IspDns, Subscriber = "alice", State = row.State, Revision = row.Revision,
+        }, row.Revision, [new UnitFieldChange("subscriber", row.Subscriber, "alice")], "test", wanChanged: false);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         var revision = server.Store.GetUnit(old)!.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
