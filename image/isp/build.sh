@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . image/lib.sh
 OUT=${1:-out/isp-lab}
-KREL=$(kernel_release)
+# the ISP guest always runs on the host's architecture (qemu-system-x86_64), whatever board the unit is
+KREL=$(kernel_release linux-image-amd64)
 MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack"
 PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft"
 stage=$OUT/stage
