@@ -25,8 +25,7 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
     /// </summary>
     public async Task<long?> AfterReadyAsync(string mac, CancellationToken ct)
     {
-        var newest = store.LatestUnitConfig(mac);
-        if (newest is not { Status: ConfigStatus.Failed } || newest.Attempt >= options.ConfigRetryAttempts)
+        if (store.RetryableUnitConfig(mac, options.ConfigRetryAttempts) is not { } newest)
         {
             return null;
         }

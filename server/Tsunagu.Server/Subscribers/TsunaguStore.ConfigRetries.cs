@@ -5,6 +5,20 @@ namespace Tsunagu.Server.Data;
 public sealed partial class TsunaguStore
 {
     /// <summary>
+    /// The unit's newest revision when it failed with fewer than <paramref name="maxAttempts"/> attempts, else null. Asked on
+    /// every ready report: the usual answer (nothing to retry) is decided by the primary key and reads no document.
+    /// </summary>
+    public UnitConfigRow? RetryableUnitConfig(string mac, long maxAttempts)
+    {
+        using var c = Open();
+        return c.QueryFirstOrDefault<UnitConfigRow>("""
+            SELECT * FROM unit_configs
+            WHERE mac = @mac AND status = 'failed' AND attempt < @maxAttempts
+              AND revision = (SELECT MAX(revision) FROM unit_configs WHERE mac = @mac)
+            """, new { mac, maxAttempts });
+    }
+
+    /// <summary>
     /// Adds the retry of the failed revision <paramref name="failed"/> as the next revision (same document, origin and
     /// the next attempt), with its audit entry, only while <paramref name="failed"/> is still the unit's newest revision
     /// and still failed: two replicas handling the same ready report add one retry, not two. Null when nothing was added.
