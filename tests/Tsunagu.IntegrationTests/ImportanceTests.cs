@@ -26,7 +26,11 @@ public class ImportanceTests
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
     [TearDown]
-    public void TearDown() => TestServer.Configure.Value = null;
+    public void TearDown()
+    {
+        TestServer.Configure.Value = null;
+        TestServer.Time.Value = null;
+    }
 
     private static async Task<T> Call<T>(OperatorClient client, HttpMethod method, string path, object? body = null) =>
         JsonSerializer.Deserialize<T>(body is null ? await client.SendAsync(method, path, null, CancellationToken.None)
@@ -151,7 +155,13 @@ public class ImportanceTests
     [Test]
     public async Task A_failed_change_is_retried_by_the_host_once_the_unit_is_healthy_and_attempts_are_bounded()
     {
-        TestServer.Configure.Value = o => { o.ConfigRetryAttempts = 2; o.ConfigRetryBackoffSeconds = 5; };
+        // the server's clock moves past the backoff when the test says so, not with the machine's pace: a backoff far
+        // longer than any step here, and a shift just past it
+        const int backoffSeconds = 300;
+        var clock = new ShiftedClock();
+        TestServer.Time.Value = clock;
+        TestServer.Configure.Value = o => { o.ConfigRetryAttempts = 2; o.ConfigRetryBackoffSeconds = backoffSeconds; };
+        var pastBackoff = TimeSpan.FromSeconds(backoffSeconds + 1);
         var (server, client, unit) = await ReadyUnitAsync();
         await using var _ = server;
         using var __ = client;
@@ -173,7 +183,7 @@ public class ImportanceTests
         checker.Remove("dnsmasq");
 
         // healthy again after the backoff: the host retries it as attempt 2, and it becomes final
-        await Task.Delay(TimeSpan.FromSeconds(5.5));
+        clock.Advance(pastBackoff);
         unit.Supervisor.RequestCheck(forced: false);
         await server.WaitForAsync(() => server.Store.LatestUnitConfig(unit.Mac) is { Revision: var r, Status: ConfigStatus.Final } && r == first + 1, "the retry final");
         var retry = Revision(first + 1);
@@ -185,12 +195,12 @@ public class ImportanceTests
         checker["dnsmasq"] = "lasting refusal";
         var second = (await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", Blocking("two.example"))).Revision;
         await server.WaitForAsync(() => Revision(second).Status == ConfigStatus.Failed, "the second change failed");
-        await Task.Delay(TimeSpan.FromSeconds(5.5));
+        clock.Advance(pastBackoff);
         unit.Supervisor.RequestCheck(forced: false);
         await server.WaitForAsync(() => server.Store.LatestUnitConfig(unit.Mac) is { Status: ConfigStatus.Failed, Attempt: 2 }, "the retry failed too");
         for (var i = 0; i < 2; i++)
         {
-            await Task.Delay(TimeSpan.FromSeconds(5.5));
+            clock.Advance(pastBackoff);
             var readies = server.Store.ListUnitEvents(unit.Mac, 500).Count(e => e.Kind == UnitEventKinds.Ready);
             unit.Supervisor.RequestCheck(forced: false);
             await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 500).Count(e => e.Kind == UnitEventKinds.Ready) > readies, "another ready report");
