@@ -34,11 +34,7 @@ public class UpdateReportTests(string database)
     private static async Task<HttpClient> UnitHttp(TestServer server, string mac)
     {
         var http = server.PinnedHttp();
-        var challenge = (await (await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
-        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.Host, mac, challenge.ChallengeId, challenge.Nonce);
-        var session = await http.PostAsJsonAsync(Routes.HostSession, new SessionRequest(mac, challenge.ChallengeId, proof));
-        Assert.That(session.StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await session.Content.ReadFromJsonAsync<SessionResponse>())!.Token);
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await server.HostSessionAsync(mac)).Token);
         return http;
     }
 
