@@ -211,4 +211,34 @@ public class CliTests
         row = server.Store.GetUnit(mac)!;
         Assert.That((row.IspMethod, row.IpAddress, row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("dhcp", (string?)null, (string?)null, (string?)null, 4L)));
     }
+
+    [Test]
+    public async Task Units_window_keeps_what_the_operator_did_not_give()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--start", "1", "--end", "5", "--time-zone", "Asia/Tokyo");
+        Assert.That(exit, Is.Zero, err);
+
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--time-zone", "Europe/Paris");
+        Assert.That(exit, Is.Zero, err);
+        var unit = server.Store.GetUnit(mac)!;
+        Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)1, (long?)5, "Europe/Paris")), "a new zone alone keeps the window");
+
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--start", "2", "--end", "3");
+        Assert.That(exit, Is.Zero, err);
+        unit = server.Store.GetUnit(mac)!;
+        Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)2, (long?)3, "Europe/Paris")), "a new window alone keeps the zone");
+
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--start", "2");
+        Assert.That(exit, Is.EqualTo(1), "a start without an end is refused");
+        Assert.That(err, Does.Contain("give both"));
+        unit = server.Store.GetUnit(mac)!;
+        Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)2, (long?)3, "Europe/Paris")), "the refusal changed nothing");
+
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--fleet");
+        Assert.That(exit, Is.Zero, err);
+        unit = server.Store.GetUnit(mac)!;
+        Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)null, (long?)null, (string?)null)));
+    }
 }

@@ -26,11 +26,23 @@ public static class UpdateWindowCommands
             var set = r.GetValue(start) is not null || r.GetValue(end) is not null || r.GetValue(zone) is not null || r.GetValue(fleet);
             var json = set
                 ? await client.SendJsonAsync(HttpMethod.Put, path, r.GetValue(fleet) ? new UpdateWindowRequest(null, null, null)
-                    : new UpdateWindowRequest(r.GetValue(start), r.GetValue(end), r.GetValue(zone)), ct)
+                    : Merge(await client.SendAsync(HttpMethod.Get, path, null, ct), r.GetValue(start), r.GetValue(end), r.GetValue(zone)), ct)
                 : await client.SendAsync(HttpMethod.Get, path, null, ct);
             Console.WriteLine(JsonSerializer.Serialize(JsonDocument.Parse(json).RootElement, Pretty));
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// The PUT replaces window and zone together: what the operator did not give keeps the unit's own value
+    /// (from the current view), so `--time-zone` alone does not drop the unit's window, nor `--start/--end` its zone.
+    /// </summary>
+    private static UpdateWindowRequest Merge(string currentJson, int? start, int? end, string? zone)
+    {
+        var current = JsonSerializer.Deserialize<UpdateWindowView>(currentJson, JsonSerializerOptions.Web)
+            ?? throw new InvalidOperationException("the server answered the update window with an empty body");
+        var (s, e) = start is null && end is null && current.OwnWindow ? (current.LowWindowStartHour, current.LowWindowEndHour) : (start, end);
+        return new UpdateWindowRequest(s, e, zone ?? (current.OwnTimeZone ? current.TimeZone : null));
     }
 }
