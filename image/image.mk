@@ -36,6 +36,13 @@ endif
 ifeq ($(RUNTIME),)
 $(error $(BOARD_JSON): image.runtime: missing (the .NET runtime identifier tsunagud is compiled for, e.g. linux-x64))
 endif
+# every binary, library and module is copied from this host's installed Debian packages: they are the board's only
+# when the host's architecture is the board's
+ARCHITECTURE := $(call board_field,.image.architecture)
+HOST_ARCHITECTURE := $(shell dpkg --print-architecture 2>/dev/null)
+ifneq ($(ARCHITECTURE),$(HOST_ARCHITECTURE))
+$(error $(BOARD_JSON): image.architecture: '$(ARCHITECTURE)' is not this host's Debian architecture ('$(HOST_ARCHITECTURE)'); the image's binaries and libraries are copied from the host's packages)
+endif
 ifeq ($(LIBRARY_DIR),)
 $(error $(BOARD_JSON): image.libraryDirectory: missing (where the board's libssl and libcrypto are, e.g. /usr/lib/x86_64-linux-gnu))
 endif
@@ -107,8 +114,7 @@ $(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done
 	install -m 0755 $(OUT)/stage/config/initramfs/init $(OUT)/stage/initramfs/init
 	cp $(OUT)/stage/config/board.env $(OUT)/stage/initramfs/etc/board.env
 	echo "$(BOOT_MODULES)" | tr ' ' '\n' > $(OUT)/stage/initramfs/etc/boot-modules
-	(cd $(OUT)/stage/initramfs && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > $@.tmp
-	mv $@.tmp $@
+	bash -c '. image/lib.sh; pack_initramfs $(OUT)/stage/initramfs $@'
 
 # One OS image: busybox, the daemons the services run, tsunagud, kernel modules, the board description.
 $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done $(BOARD_JSON)

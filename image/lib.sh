@@ -7,6 +7,14 @@ set -euo pipefail
 say() { printf '[image] %s\n' "$*" >&2; }
 die() { printf '[image] error: %s\n' "$*" >&2; exit 1; }
 
+# pack_initramfs DIR OUT: DIR as the kernel's initramfs format (newc cpio, gzip), byte for byte the same for the same
+# files (sorted names, no timestamps in the archive or the gzip header); written to OUT.tmp, then renamed.
+pack_initramfs() {
+    local dir=$1 out=$2
+    (cd "$dir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > "$out.tmp"
+    mv "$out.tmp" "$out"
+}
+
 # kernel_release PACKAGE: the kernel release a Debian kernel meta-package (the board's image.kernelPackage, e.g.
 # linux-image-amd64) depends on.
 kernel_release() {

@@ -10,8 +10,9 @@ OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nf
 	nf_conntrack nf_nat wireguard bridge tun veth ppp_generic pppox pppoe
 # the daemons the services run and the tools the supervisor calls (each with the libraries ldd names)
 DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd
-# pppd's PPPoE plugin (Debian's ppp; loaded by name from pppd's plugin directory), with the libraries it links
-PPP_PLUGINS := $(wildcard /usr/lib/pppd/*/pppoe.so)
+# pppd's PPPoE plugin, with the libraries it links: the file the installed ppp package holds (its plugin directory
+# is named after pppd's version; pppd loads the plugin by name from there)
+PPP_PLUGINS := $(shell dpkg -L ppp 2>/dev/null | grep '^/usr/lib/pppd/[^/]*/pppoe\.so$$')
 # libraries loaded at run time rather than linked (tsunagud's TLS), in the board's image.libraryDirectory;
 # image.mk adds PPP_PLUGINS
 OS_LIBRARY_NAMES := libssl.so.3 libcrypto.so.3

@@ -30,7 +30,7 @@ public sealed record LinuxUnitOptions
 /// (<see cref="Simulated.SimulatedUnit"/>). WAN: DHCP, static and PPPoE (pppd) links on the board's WAN interface;
 /// LEDs: LED class devices and GPIO lines under <see cref="StatusLeds"/>; reset button: evdev key or GPIO line;
 /// A/B slots: <see cref="LinuxBootControl"/>; data: <see cref="LinuxDataPartition"/>; watchdog: <see cref="LinuxWatchdog"/>.
-/// Disposing it releases the WAN watch, the LED blink, the GPIO lines and the watchdog (left running).
+/// Disposing it releases the WAN watch, the LED blink, the load sampler, the GPIO lines and the watchdog (left running).
 /// </summary>
 public sealed class LinuxUnit : IDisposable
 {
@@ -56,8 +56,9 @@ public sealed class LinuxUnit : IDisposable
         {
             Leds = new StatusLeds(board, new LinuxLedOutputs(gpio: Gpio), new StatusLedOptions { Log = options.Log }, time);
             Boot = new LinuxBootControl(LinuxBootOptions.ForDataRoot(options.DataRoot) with { CmdlinePath = options.CmdlinePath }, runner, time);
+            Load = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = board.Interfaces.Wan }, time);
             Hardware = new UnitHardware(new DirectoryFactoryPartition(options.FactoryRoot), new DirectoryPromPartition(options.PromRoot),
-                Link, new LinuxDataPartition(new LinuxDataOptions { Root = options.DataRoot }), new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = board.Interfaces.Wan }),
+                Link, new LinuxDataPartition(new LinuxDataOptions { Root = options.DataRoot }), Load,
                 Leds, (INetworkAccess)Link, Boot, services, board, Reset: ResetButtons.FromBoard(board, Gpio, time: time),
                 Watchdog: board.Watchdog is { } watchdog ? Watchdog = new LinuxWatchdog(LinuxWatchdogOptions.FromBoard(watchdog)) : null);
         }
@@ -97,6 +98,9 @@ public sealed class LinuxUnit : IDisposable
     public LinuxBootControl? Boot { get; }
     public IGpioLines? Gpio { get; }
 
+    /// <summary>The CPU and WAN load (its counters are sampled on a timer until the unit is disposed).</summary>
+    public LinuxSystemLoad? Load { get; }
+
     /// <summary>The board's watchdog (board.json `watchdog`), or null; the supervisor arms and feeds it.</summary>
     public LinuxWatchdog? Watchdog { get; }
     public UnitHardware Hardware { get; }
@@ -106,6 +110,7 @@ public sealed class LinuxUnit : IDisposable
         Wan.Dispose();
         Provisioning?.Dispose();
         Leds?.Dispose();
+        Load?.Dispose();
         Gpio?.Dispose();
         Watchdog?.Dispose();
     }

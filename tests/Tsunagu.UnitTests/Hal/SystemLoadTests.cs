@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Time.Testing;
+using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
+using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.UnitTests.Hal;
@@ -22,7 +24,7 @@ public class SystemLoadTests : FakeRootTests
         Counters(user: 1000, system: 500, idle: 8000, iowait: 500, rx: 1_000_000, tx: 2_000_000);
         Write("net/eth0/speed", "100\n");
         var time = new FakeTimeProvider(Start);
-        var load = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), NetClassRoot = Path.Combine(_dir, "net") }, time);
+        using var load = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), NetClassRoot = Path.Combine(_dir, "net") }, time);
         time.Advance(TimeSpan.FromSeconds(2));
         // 2 s: 300 of 400 jiffies busy; 5 MB received = 20 Mb/s of 100
         Counters(user: 1200, system: 600, idle: 8050, iowait: 550, rx: 6_000_000, tx: 2_500_000);
@@ -36,7 +38,7 @@ public class SystemLoadTests : FakeRootTests
         Assert.That(load.Read(), Is.EqualTo(new UnitLoad(0, 0)), "idle over the last minute");
 
         File.Delete(Path.Combine(_dir, "net/eth0/speed")); // virtio has no speed: the fallback (100 Mb/s) or the configured capacity
-        var configured = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), WanMbps = 1000, NetClassRoot = Path.Combine(_dir, "net") }, time);
+        using var configured = new LinuxSystemLoad(new LinuxLoadOptions { WanInterface = "eth0", ProcRoot = Path.Combine(_dir, "proc"), WanMbps = 1000, NetClassRoot = Path.Combine(_dir, "net") }, time);
         time.Advance(TimeSpan.FromSeconds(1));
         Counters(user: 1200, system: 600, idle: 9050, iowait: 550, rx: 6_000_000, tx: 2_500_000 + 125_000_000);
         Assert.That(configured.Read().Wan, Is.EqualTo(1.0), "1 Gb/s sent on a 1 Gb/s link");
@@ -59,5 +61,29 @@ public class SystemLoadTests : FakeRootTests
         Assert.That(reading.Cpu, Is.EqualTo(1.0).Within(1e-9), "the last minute was busy");
         Assert.That(reading.Wan, Is.EqualTo(0.5).Within(0.1), "about 30 s at 50 Mb/s over a window of 30-40 s");
         Assert.That(load.SampleCount, Is.LessThanOrEqualTo(8), "a minute of samples is kept, not a day of them");
+    }
+
+    [Test]
+    public void A_linux_unit_samples_the_load_on_its_own_clock_and_stops_sampling_when_disposed()
+    {
+        var time = new FakeTimeProvider(Start);
+        Write("prom/os-version", "tsunagu-os 1.0\n");
+        var unit = new LinuxUnit(new LinuxUnitOptions
+        {
+            Board = BoardDescription.Simulated, FactoryRoot = Path.Combine(_dir, "factory"), PromRoot = Path.Combine(_dir, "prom"),
+            DataRoot = Path.Combine(_dir, "data"), CmdlinePath = Write("cmdline", "console=ttyS0\n"),
+        }, new RecordingRunner(), new SimulatedServiceManager(), time);
+        var load = unit.Load!;
+        Assert.That(load.SampleCount, Is.EqualTo(1), "the sample taken at construction");
+        time.Advance(TimeSpan.FromSeconds(10));
+        Assert.That(load.SampleCount, Is.EqualTo(2), "the sampler runs on the unit's TimeProvider");
+
+        time.Advance(TimeSpan.FromSeconds(10));
+        Assert.That(load.SampleCount, Is.EqualTo(3), "one sample per interval");
+
+        unit.Dispose();
+        // in interval steps, so that a sampler still running would add one per step (it keeps a minute's worth)
+        for (var i = 0; i < 12; i++) { time.Advance(TimeSpan.FromSeconds(10)); }
+        Assert.That(load.SampleCount, Is.EqualTo(3), "no sample after the unit is disposed: its sampler is stopped");
     }
 }
