@@ -167,6 +167,26 @@ public class UnitListTests
         Assert.That(store.QueryAuditPage(500, null, null, "unit.check", null).Rows, Has.Count.EqualTo(44));
     }
 
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public void The_overview_counts_are_those_of_the_units_counted_one_by_one(string kind)
+    {
+        var store = Store(kind);
+        var fleet = Fleet(230);
+        store.AddUnits(fleet, null, "test", "unit.import", null, null);
+        var online = fleet.Where((_, i) => i % 3 == 0).Select(u => u.Mac).ToHashSet();
+        foreach (var mac in online) { store.SetPresence(mac, true); }
+
+        var counts = store.CountUnits();
+        Assert.That((counts.Total, counts.Online), Is.EqualTo((230L, (long)online.Count)));
+        Assert.That(counts.ByPattern, Is.EqualTo(fleet.GroupBy(u => u.Pattern).Select(g => (g.Key, (long)g.Count()))
+            .OrderByDescending(g => g.Item2).ThenBy(g => g.Key, StringComparer.Ordinal).ToList()), "by pattern, most first, units on none included");
+        Assert.That(counts.ByState, Is.EqualTo(fleet.GroupBy(u => u.State).Select(g => (g.Key, (long)g.Count()))
+            .OrderByDescending(g => g.Item2).ThenBy(g => g.Key, StringComparer.Ordinal).ToList()), "by state, most first");
+        Assert.That(counts.OnPattern("pattern-1"), Is.EqualTo(fleet.Count(u => u.Pattern == "pattern-1")));
+        Assert.That(counts.OnPattern("pattern-none"), Is.Zero);
+    }
+
     [Test]
     public void A_cursor_reads_back_as_written_and_anything_else_is_refused()
     {
@@ -192,6 +212,7 @@ public class UnitListTests
         Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         var okPage = await ok.Content.ReadAsStringAsync();
         Assert.That(okPage, Does.Contain("3 unit(s) match").And.Contain("id=\"next-page\""));
+        Assert.That(await session.GetStringAsync("/console"), Does.Contain("id=\"total-units\">3<").And.Contain("id=\"online-units\">0<"), "the overview counts them");
 
         var wrong = new Dictionary<string, string>
         {
@@ -212,6 +233,21 @@ public class UnitListTests
         var audit = await session.GetAsync("/console/audit?before=abc");
         Assert.That(audit.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
         Assert.That(await audit.Content.ReadAsStringAsync(), Does.Contain("damaged"));
+        Assert.That((await session.GetAsync("/console/audit?before=12&actor=x")).StatusCode, Is.EqualTo(HttpStatusCode.OK), "a good page link is read");
+        var wrongAudit = new Dictionary<string, string>
+        {
+            ["before=0"] = "damaged", ["before=-1"] = "damaged", ["before=%2B5"] = "damaged", ["before=1e3"] = "damaged", ["before=0x10"] = "damaged",
+            ["before=99999999999999999999"] = "damaged", ["before=1;DROP TABLE audit"] = "damaged",
+            ["actor=a%00b"] = "Who", ["action=a%0Ab"] = "Action", ["target=" + new string('t', 257)] = "Target",
+        };
+        foreach (var (query, reason) in wrongAudit)
+        {
+            var response = await session.GetAsync("/console/audit?" + query);
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), query);
+            Assert.That(body, Does.Contain("The log was not read").And.Contain(reason), query);
+            Assert.That(body, Does.Not.Contain("id=\"audit-table\""), $"{query}: nothing is listed");
+        }
     }
 
     /// <summary>

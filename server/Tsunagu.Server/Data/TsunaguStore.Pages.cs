@@ -69,6 +69,12 @@ public sealed class UnitListRow
 /// <summary>A page of units, the cursor of the next page (null on the last), and how many units match in all.</summary>
 public sealed record UnitPage(IReadOnlyList<UnitListRow> Rows, UnitCursor? Next, long Matching);
 
+/// <summary>The fleet overview's counts (<see cref="TsunaguStore.CountUnits"/>); <see cref="OnPattern"/> is the units on a pattern now.</summary>
+public sealed record UnitCounts(long Total, long Online, IReadOnlyList<(string? Pattern, long Count)> ByPattern, IReadOnlyList<(string State, long Count)> ByState)
+{
+    public long OnPattern(string pattern) => ByPattern.Where(p => p.Pattern == pattern).Sum(p => p.Count);
+}
+
 /// <summary>A page of the audit log, newest first, and the id the next (older) page starts below (null on the last).</summary>
 public sealed record AuditPage(IReadOnlyList<AuditRow> Rows, long? Before);
 
@@ -144,32 +150,18 @@ public sealed partial class TsunaguStore
         return new UnitPage(rows, next, matching);
     }
 
-    /// <summary>Units by install pattern (null: on none), most first.</summary>
-    public IReadOnlyList<(string? Pattern, long Count)> CountUnitsByPattern()
+    /// <summary>
+    /// The fleet overview's counts in one grouped read of the units (one row per pattern and state, never a row per
+    /// unit): all units, those online now, and units by install pattern (null: on none) and by state, most first.
+    /// </summary>
+    public UnitCounts CountUnits()
     {
         using var c = Open();
-        return c.Query<(string?, long)>("SELECT pattern, COUNT(*) FROM units GROUP BY pattern ORDER BY COUNT(*) DESC, pattern").ToList();
-    }
-
-    /// <summary>Units by state, most first.</summary>
-    public IReadOnlyList<(string State, long Count)> CountUnitsByState()
-    {
-        using var c = Open();
-        return c.Query<(string, long)>("SELECT state, COUNT(*) FROM units GROUP BY state ORDER BY COUNT(*) DESC, state").ToList();
-    }
-
-    /// <summary>All units, and those online now.</summary>
-    public (long Total, long Online) CountUnits()
-    {
-        using var c = Open();
-        return c.QuerySingle<(long, long)>("SELECT COUNT(*), COUNT(CASE WHEN online <> 0 THEN 1 END) FROM units");
-    }
-
-    /// <summary>Units on <paramref name="pattern"/> now.</summary>
-    public long CountUnitsOnPattern(string pattern)
-    {
-        using var c = Open();
-        return c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE pattern = @pattern", new { pattern });
+        var groups = c.Query<(string? Pattern, string State, long Count, long Online)>(
+            "SELECT pattern, state, COUNT(*), COUNT(CASE WHEN online <> 0 THEN 1 END) FROM units GROUP BY pattern, state").ToList();
+        return new UnitCounts(groups.Sum(g => g.Count), groups.Sum(g => g.Online),
+            [.. groups.GroupBy(g => g.Pattern).Select(p => (p.Key, p.Sum(g => g.Count))).OrderByDescending(p => p.Item2).ThenBy(p => p.Key, StringComparer.Ordinal)],
+            [.. groups.GroupBy(g => g.State).Select(s => (s.Key, s.Sum(g => g.Count))).OrderByDescending(s => s.Item2).ThenBy(s => s.Key, StringComparer.Ordinal)]);
     }
 
     /// <summary>The successful reports of one update, oldest first.</summary>

@@ -48,8 +48,6 @@ public sealed class AuditModel(TsunaguStore store) : SessionPageModel("console")
         return Page();
     }
 
-    private static string? Blank(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
-
     /// <summary>This page's filters with the entries below <paramref name="before"/> (null: from the newest).</summary>
     public string Link(long? before) => "/console/audit" + new Microsoft.AspNetCore.Http.Extensions.QueryBuilder(
         new[] { ("actor", Actor), ("action", Action), ("target", Target), ("before", before?.ToString(CultureInfo.InvariantCulture)) }

@@ -22,14 +22,14 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
     public string RolloutChart { get; private set; } = "";
     public DateTimeOffset Now { get; private set; }
 
-    /// <summary>The overview counts in the database (a few grouped counts), never by reading the units: it stays fast at fleet scale.</summary>
+    /// <summary>The overview counts in the database (one grouped count of the units), never by reading the units: it stays fast at fleet scale.</summary>
     public void OnGet(string? program)
     {
         Now = time.GetUtcNow();
-        (Total, Online) = store.CountUnits();
+        var counts = store.CountUnits();
+        (Total, Online, ByState) = (counts.Total, counts.Online, counts.ByState);
         // units on no pattern are listed under "-" (the unit list's filter value for them)
-        ByPattern = store.CountUnitsByPattern().Select(p => (p.Pattern ?? UnitsModel.NoPattern, p.Count)).ToList();
-        ByState = store.CountUnitsByState();
+        ByPattern = counts.ByPattern.Select(p => (p.Pattern ?? UnitsModel.NoPattern, p.Count)).ToList();
         Failures = store.ListFailures(Now.AddDays(-1));
 
         PatternChart = new JsonObject
@@ -49,7 +49,7 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
             // units the program concerns: those on its from-pattern now, and those it already moved
             var reports = store.ListSuccessfulUpdateTimes(Rollout.Id);
             RolloutDone = reports.Count;
-            RolloutScope = store.CountUnitsOnPattern(Rollout.FromPattern) + RolloutDone;
+            RolloutScope = counts.OnPattern(Rollout.FromPattern) + RolloutDone;
             // one point per distinct time (reports of the same second are one step), so no time repeats on the axis
             var labels = new JsonArray();
             var values = new JsonArray();

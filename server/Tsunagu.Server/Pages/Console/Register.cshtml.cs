@@ -95,6 +95,4 @@ public sealed class RegisterModel(TsunaguStore store, UnitRegistration registrat
         }
         return Page();
     }
-
-    private static string? Blank(string? s) => string.IsNullOrWhiteSpace(s) ? null : s.Trim();
 }

@@ -58,8 +58,6 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
         return Page();
     }
 
-    private static string? Blank(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
-
     /// <summary>The store query the parameters ask for, or every reason they are wrong.</summary>
     public static (UnitPageQuery? Query, IReadOnlyList<string> Errors) Parse(ListParameters p, string? after)
     {

@@ -39,6 +39,9 @@ public abstract class SessionPageModel(string area) : PageModel
             : d.TotalHours < 48 ? $"{(int)d.TotalHours} h ago" : $"{(int)d.TotalDays} days ago";
     }
 
+    /// <summary>A form or query value trimmed; null when it is missing or only white space (the field was left empty).</summary>
+    protected static string? Blank(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
+
     /// <summary>A timestamp as the page shows it (UTC, to the second).</summary>
     public static string Time(string? timestamp) => timestamp is null ? "—" : timestamp.Length >= 19 ? timestamp[..19].Replace('T', ' ') + " UTC" : timestamp;
 }
