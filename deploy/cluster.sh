@@ -38,12 +38,20 @@ as_user() { # runs "$@" as system user $user when root, else as this user
     if [ "$(id -u)" -eq 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
 }
 
+# true when PID $1 is a process this cluster started: its command line names a file under DIR (a PID file left by
+# a crash may name a process that has since been given the same number)
+ours() {
+    [[ $1 =~ ^[0-9]+$ ]] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$dir/"
+}
+
 stop() {
     for name in haproxy nginx $(cd "$run" 2>/dev/null && ls replica-*.pid 2>/dev/null | sed 's/\.pid$//') mosquitto; do
         local file=$run/$name.pid
         [ -f "$file" ] || continue
         local pid; pid=$(head -n1 "$file")
-        if kill -0 "$pid" 2>/dev/null; then
+        if kill -0 "$pid" 2>/dev/null && ! ours "$pid"; then
+            echo "cluster: $name's PID $pid is not a process of $dir any more; left alone" >&2
+        elif kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid"
             for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
@@ -52,9 +60,10 @@ stop() {
     done
     if [ -f "$dir/pg/data/postmaster.pid" ]; then
         local pid; pid=$(head -n1 "$dir/pg/data/postmaster.pid")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" # smart shutdown: the replicas are gone already
-            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
+            kill -INT "$pid" # fast shutdown: a session still open elsewhere (psql, a pool) does not keep it running
+            for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            if kill -0 "$pid" 2>/dev/null; then echo "cluster: PostgreSQL ($pid) has not stopped within 30 s" >&2; fi
         fi
     fi
 }
@@ -187,7 +196,7 @@ defaults
     timeout http-keep-alive 15s
     timeout check 5s
     retries 2
-    option redispatch
+    option redispatch 1
 frontend units
     bind 127.0.0.1:$port ssl crt $dir/tls/haproxy.pem alpn http/1.1
     http-request del-header X-Forwarded-For

@@ -225,14 +225,14 @@ public sealed class ServerOptions
         {
             throw new ArgumentException("Tsunagu:MetricsToken must be 32 to 512 characters, without control characters or surrounding spaces");
         }
-        if (TrustedProxies.Any(p => !System.Net.IPAddress.TryParse(p, out _)))
+        if (TrustedProxies.FirstOrDefault(p => !System.Net.IPAddress.TryParse(p, out _)) is { } proxy)
         {
-            throw new ArgumentException("Tsunagu:TrustedProxies must be IP addresses");
+            throw new ArgumentException($"Tsunagu:TrustedProxies must be IP addresses ('{Apis.InputRules.Quote(proxy)}' is not)");
         }
         if (ArtifactRedirectPrefix is { } prefix && (prefix.Length is < 2 or > 128 || prefix[0] != '/' || prefix[^1] != '/'
             || prefix.Any(ch => !(char.IsAsciiLetterOrDigit(ch) || ch is '/' or '-' or '_' or '.')) || prefix.Contains("..", StringComparison.Ordinal)))
         {
-            throw new ArgumentException("Tsunagu:ArtifactRedirectPrefix must be a path that starts and ends with '/', of letters, digits, '/', '-', '_' and '.' (no '..')");
+            throw new ArgumentException($"Tsunagu:ArtifactRedirectPrefix must be a path that starts and ends with '/', of letters, digits, '/', '-', '_' and '.' (no '..'); was '{Apis.InputRules.Quote(prefix)}'");
         }
         if (OnceOnlyLeaseSeconds is < 3 or > 3600) { throw new ArgumentException($"Tsunagu:OnceOnlyLeaseSeconds must be 3..3600 (was {OnceOnlyLeaseSeconds})"); }
         if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }

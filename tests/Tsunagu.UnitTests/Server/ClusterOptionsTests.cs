@@ -22,13 +22,18 @@ public class ClusterOptionsTests
     {
         var e = Assert.Throws<ArgumentException>(() => new ServerOptions { ArtifactRedirectPrefix = prefix }.Validate());
         Assert.That(e!.Message, Does.Contain("ArtifactRedirectPrefix"));
+        Assert.That(e.Message, Does.Contain($"was '{prefix.Replace('\r', '?').Replace('\n', '?')}'"), "the value that was refused, control characters shown as '?'");
+        Assert.That(e.Message, Does.Not.Contain('\n'));
     }
 
     [Test]
     public void Trusted_proxies_must_be_addresses_and_the_lease_a_sensible_length()
     {
         Assert.DoesNotThrow(() => new ServerOptions { TrustedProxies = ["127.0.0.1", "::1"], OnceOnlyLeaseSeconds = 3 }.Validate());
-        Assert.That(Assert.Throws<ArgumentException>(() => new ServerOptions { TrustedProxies = ["haproxy.local"] }.Validate())!.Message, Does.Contain("TrustedProxies"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new ServerOptions { TrustedProxies = ["127.0.0.1", "haproxy.local"] }.Validate())!.Message,
+            Does.Contain("TrustedProxies").And.Contain("'haproxy.local'"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new ServerOptions { TrustedProxies = ["10.0.0.0/8"] }.Validate())!.Message,
+            Does.Contain("'10.0.0.0/8'"), "a network is not an address");
         Assert.That(Assert.Throws<ArgumentException>(() => new ServerOptions { OnceOnlyLeaseSeconds = 2 }.Validate())!.Message, Does.Contain("OnceOnlyLeaseSeconds"));
         Assert.That(Assert.Throws<ArgumentException>(() => new ServerOptions { OnceOnlyLeaseSeconds = 3601 }.Validate())!.Message, Does.Contain("OnceOnlyLeaseSeconds"));
     }
