@@ -153,6 +153,12 @@ public sealed class Supervisor : IAsyncDisposable
         {
             Context.Log($"watchdog unavailable, the unit runs without it: {e.Message}");
         }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Said now, not when the loop ends: without feeds the watchdog restarts the unit within its timeout.
+            Context.Log($"watchdog feeding stopped by an unexpected error ({e.GetType().Name}: {e.Message}); the watchdog restarts the unit within {watchdog.Timeout.TotalSeconds:0} s");
+            throw;
+        }
     }
 
     /// <summary>Enters <paramref name="state"/> and maps what escapes it to an outcome; null when the supervisor is stopped.</summary>

@@ -84,4 +84,37 @@ public class SupervisorWatchdogTests
     {
         Assert.That(() => new SupervisorOptions { WatchdogFaultLimit = 0 }.Validate(), Throws.ArgumentException.With.Message.Contains("WatchdogFaultLimit"));
     }
+
+    private sealed class BrokenWatchdog(IWatchdog inner) : IWatchdog
+    {
+        public TimeSpan Timeout => inner.Timeout;
+        public TimeSpan FeedInterval => inner.FeedInterval;
+        public void Arm() => inner.Arm();
+        public void Feed() => throw new ObjectDisposedException("/dev/watchdog");
+        public void Dispose() => inner.Dispose();
+    }
+
+    [Test]
+    public async Task A_feed_that_fails_with_an_unexpected_error_is_logged_when_it_happens_not_when_the_loop_ends()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var watchdog = new BrokenWatchdog(new SimulatedWatchdog(time, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(10)));
+        var prom = Path.Combine(Path.GetTempPath(), "tsunagu-prom-empty");
+        DirectoryPromPartition.Build(prom, "test-os", new Dictionary<string, string>());
+        var unit = new SimulatedUnit(Path.GetTempPath(), prom);
+        var states = Enum.GetValues<S>().ToDictionary(s => s, s => (IState)new ActingState(s, ct => Task.Delay(Timeout.Infinite, ct).ContinueWith(_ => Outcome.Success, TaskScheduler.Default)));
+        var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        await using var supervisor = new Supervisor(unit.Hardware with { Watchdog = watchdog }, new SupervisorOptions(), time, new Random(3), log.Enqueue, states);
+        using var stop = new CancellationTokenSource();
+        var run = supervisor.RunAsync(stop.Token);
+
+        await WatchdogTests.AdvanceUntilAsync(time, () => log.Any(l => l.Contains("watchdog feeding stopped")), TimeSpan.FromSeconds(1), 120,
+            "log line for the failed feed while the loop still runs");
+        Assert.That(log.Single(l => l.Contains("watchdog feeding stopped")), Does.Contain("ObjectDisposedException").And.Contain("within 60 s"));
+        Assert.That(run.IsCompleted, Is.False, "the loop still runs: the line came when the feeds stopped");
+
+        await stop.CancelAsync();
+        Assert.That(async () => await run.WaitAsync(TimeSpan.FromSeconds(10)), Throws.InstanceOf<ObjectDisposedException>(),
+            "the error still ends the run when the loop stops, as before");
+    }
 }
