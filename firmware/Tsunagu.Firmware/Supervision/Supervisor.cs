@@ -74,8 +74,8 @@ public sealed class Supervisor : IAsyncDisposable
         {
             while (!cancellationToken.IsCancellationRequested)
             {
-                // the reset itself runs unwatched: only the supervisor's own cancellation stops it
-                var token = State == StateId.FactoryReset ? cancellationToken : watch.Token;
+                // a state the table gives no ResetPressed (the reset itself) runs unwatched: only the supervisor's own cancellation stops it
+                var token = Watched(State) ? watch.Token : cancellationToken;
                 if (await EnterAsync(State, watch, token, cancellationToken) is not { } outcome)
                 {
                     return;
@@ -108,7 +108,7 @@ public sealed class Supervisor : IAsyncDisposable
                 }
                 State = row.To;
                 StateChanged?.Invoke(new StateChange(row.From, outcome, row.To, Context.Time.GetUtcNow(), delay));
-                if (row.From == StateId.FactoryReset && row.To != StateId.FactoryReset)
+                if (!Watched(row.From) && Watched(row.To))
                 {
                     // the reset is done: the button is watched again for the next one
                     await watch.DisposeAsync();
@@ -118,7 +118,7 @@ public sealed class Supervisor : IAsyncDisposable
                 {
                     try
                     {
-                        await Task.Delay(delay, Context.Time, State == StateId.FactoryReset ? cancellationToken : watch.Token);
+                        await Task.Delay(delay, Context.Time, Watched(State) ? watch.Token : cancellationToken);
                     }
                     catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
                     {
@@ -139,6 +139,9 @@ public sealed class Supervisor : IAsyncDisposable
             await feeder;
         }
     }
+
+    /// <summary>Whether the reset button stops <paramref name="state"/> (and the wait before it): the table gives it <see cref="Outcome.ResetPressed"/>.</summary>
+    private static bool Watched(StateId state) => Transitions.SupervisorGives(state, Outcome.ResetPressed);
 
     /// <summary>Arms the board's watchdog and feeds it while <see cref="Health"/> allows; a watchdog that cannot be armed is logged and left.</summary>
     private async Task FeedWatchdogAsync(CancellationToken cancellationToken)
@@ -164,7 +167,7 @@ public sealed class Supervisor : IAsyncDisposable
     /// <summary>Enters <paramref name="state"/> and maps what escapes it to an outcome; null when the supervisor is stopped.</summary>
     private async Task<Outcome?> EnterAsync(StateId state, ResetWatch watch, CancellationToken token, CancellationToken stop)
     {
-        if (state != StateId.FactoryReset && watch.Pressed)
+        if (Watched(state) && watch.Pressed)
         {
             return Outcome.ResetPressed;
         }
@@ -180,7 +183,7 @@ public sealed class Supervisor : IAsyncDisposable
         {
             return null;
         }
-        catch (OperationCanceledException) when (state != StateId.FactoryReset && watch.Pressed)
+        catch (OperationCanceledException) when (Watched(state) && watch.Pressed)
         {
             return Outcome.ResetPressed;
         }

@@ -139,6 +139,42 @@ public class SupervisorTests
             "each transition waited exactly when its row says so");
     }
 
+    /// <summary>
+    /// The shortest chain of outcomes from <see cref="S.Boot"/> to <paramref name="target"/> through rows that wait nothing,
+    /// entering no state twice (so each state's script is consumed in order).
+    /// </summary>
+    private static List<(S, Outcome)> PathTo(S target)
+    {
+        var paths = new Dictionary<S, List<(S, Outcome)>> { [S.Boot] = [] };
+        var frontier = new Queue<S>([S.Boot]);
+        while (frontier.Count > 0 && !paths.ContainsKey(target))
+        {
+            var from = frontier.Dequeue();
+            foreach (var row in Transitions.Table.Where(t => t.From == from && t.Wait == Wait.None && !paths.ContainsKey(t.To)))
+            {
+                paths[row.To] = [.. paths[from], (row.From, row.On)];
+                frontier.Enqueue(row.To);
+            }
+        }
+        return paths.TryGetValue(target, out var path) ? path : throw new InvalidOperationException($"{target} cannot be reached from Boot");
+    }
+
+    public static IEnumerable<TestCaseData> Rows() =>
+        Transitions.Table.Select(row => new TestCaseData(row).SetArgDisplayNames($"{row.From} --{row.On}--> {row.To}"));
+
+    [TestCaseSource(nameof(Rows))]
+    public async Task Every_row_is_what_the_supervisor_does(Transition row)
+    {
+        // reach the row's state, give its outcome there, and stop in the next state: the supervisor adds no rule of its own
+        var run = await RunAsync([.. PathTo(row.From), (row.From, row.On)]);
+        var last = run.Changes[^1];
+        Assert.That((last.From, last.Outcome, last.To), Is.EqualTo((row.From, row.On, row.To)));
+        var floor = new SupervisorOptions().BackoffBase;
+        Assert.That(last.Delay, row.Wait == Wait.None ? Is.EqualTo(TimeSpan.Zero) : Is.InRange(floor, floor * 2),
+            $"the row waits {row.Wait}: nothing, or the first wait of a backoff (every row before it waited nothing)");
+        Assert.That(run.Changes.SkipLast(1).Select(c => c.Delay), Has.All.EqualTo(TimeSpan.Zero), "the way there waited nothing");
+    }
+
     [Test]
     public async Task Retries_back_off_from_a_floor_with_jitter_under_the_cap()
     {
