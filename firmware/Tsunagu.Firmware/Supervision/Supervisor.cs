@@ -6,7 +6,7 @@ public sealed record StateChange(StateId From, Outcome Outcome, StateId To, Date
 
 /// <summary>
 /// Runs the supervisor: enter a state, take its outcome, look up the row of <see cref="Transitions.Table"/>, wait
-/// what the row says (<see cref="Wait"/>, drawn from a <see cref="Backoff"/> on <see cref="TimeProvider"/>), enter
+/// what the row says (<see cref="Wait"/>, drawn by <see cref="TransitionWaits"/>, on <see cref="TimeProvider"/>), enter
 /// the row's next state. The supervisor adds only <see cref="Transitions.SupervisorOutcomes"/>: an exception a state
 /// did not map is <see cref="Outcome.Fault"/>, a corrupt state store <see cref="Outcome.DataLost"/>, a long press
 /// of the reset button stops the state (or the wait) as <see cref="Outcome.ResetPressed"/>, and an update resumed after
@@ -16,8 +16,7 @@ public sealed record StateChange(StateId From, Outcome Outcome, StateId To, Date
 public sealed class Supervisor : IAsyncDisposable
 {
     private readonly IReadOnlyDictionary<StateId, IState> _states;
-    private readonly Backoff _backoff;
-    private readonly Backoff _sessionBackoff;
+    private readonly TransitionWaits _waits;
 
     public Supervisor(UnitHardware hardware, SupervisorOptions options, TimeProvider? time = null, Random? random = null,
         Action<string>? log = null, IReadOnlyDictionary<StateId, IState>? states = null)
@@ -31,8 +30,7 @@ public sealed class Supervisor : IAsyncDisposable
         {
             throw new ArgumentException($"the supervisor has no implementation for state(s) {string.Join(", ", missing)}");
         }
-        _backoff = new Backoff(options.BackoffBase, options.BackoffCap, random, minimum: options.BackoffBase);
-        _sessionBackoff = new Backoff(options.BackoffBase, options.BackoffCap, random, minimum: options.BackoffBase);
+        _waits = new TransitionWaits(options, random);
     }
 
     public SupervisorContext Context { get; }
@@ -84,21 +82,9 @@ public sealed class Supervisor : IAsyncDisposable
                 var row = Transitions.Find(State, outcome);
                 if (Context.TakeSessionAccepted())
                 {
-                    _sessionBackoff.Reset();
+                    _waits.SessionAccepted();
                 }
-                var delay = TimeSpan.Zero;
-                switch (row.Wait)
-                {
-                    case Wait.Backoff:
-                        delay = _backoff.Next(Context.RetryAfter);
-                        break;
-                    case Wait.SessionBackoff:
-                        delay = _sessionBackoff.Next(Context.RetryAfter);
-                        break;
-                    case Wait.None:
-                        _backoff.Reset();
-                        break;
-                }
+                var delay = _waits.Before(row.Wait, Context.RetryAfter);
                 Context.RetryAfter = null;
                 if (Context.UpdateDeadlineLeft() is { } left && left < delay && Transitions.SupervisorGives(row.To, Outcome.UpdateOverdue))
                 {
