@@ -173,6 +173,16 @@ public class VpnReportInputTests
             Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{vpn}: refused, but the database changed");
         }
 
+        // wrong JSON types in the field: a 400 from the binder, never a 5xx, and nothing stored
+        var inventory = System.Text.Json.JsonSerializer.Serialize(VpnKeyTests.Factory(), ProtocolJson.Default.Inventory);
+        foreach (var vpn in new[] { "{\"publicKey\":123,\"listenPort\":51820}", $"{{\"publicKey\":\"{good}\",\"listenPort\":\"51820x\"}}", "\"key\"", "[]" })
+        {
+            using var content = new StringContent($"{{\"inventory\":{inventory},\"configRevision\":null,\"wanAddress\":null,\"vpn\":{vpn}}}", System.Text.Encoding.UTF8, "application/json");
+            using var refused = await http.PostAsync(Routes.Ready, content);
+            Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), $"{vpn}: {await refused.Content.ReadAsStringAsync()}");
+            Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{vpn}: refused, but the database changed");
+        }
+
         using (var accepted = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(VpnKeyTests.Factory(), null, "203.0.113.7", new UnitVpnReport(good, null)), ProtocolJson.Default.ReadyReport))
         {
             Assert.That(accepted.StatusCode, Is.EqualTo(HttpStatusCode.OK), await accepted.Content.ReadAsStringAsync());
