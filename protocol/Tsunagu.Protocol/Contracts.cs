@@ -159,7 +159,18 @@ public sealed record ServiceConfigAck(int Revision, bool Success, string? Error)
 
 // ---- Ready (S400 "tell the host it is ready", S600) ------------------------------------------------------
 
-public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, string? WanAddress);
+/// <summary>
+/// A unit's ready report. <see cref="Vpn"/>: its WireGuard public key and listen port (<see cref="UnitVpnReport"/>); null
+/// from units older than the field.
+/// </summary>
+public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, string? WanAddress, UnitVpnReport? Vpn = null);
+
+/// <summary>
+/// The unit's WireGuard public key (<see cref="WireGuardKeys"/>: derived from its factory secret, so the same after a
+/// wipe of `data`) and the UDP port it listens on (null while its VPN is off). Peers reach it at the WAN address the
+/// host sees and this port.
+/// </summary>
+public sealed record UnitVpnReport(string PublicKey, int? ListenPort);
 public sealed record ReadyAck(string? Pattern, int NextCheckSeconds);
 
 // ---- Push (S700 forced check, patent 0053/0071) ----------------------------------------------------------
@@ -240,7 +251,14 @@ public sealed record UnitView(
     string? LastError,
     bool Online = false,
     IReadOnlyDictionary<string, string>? Applications = null,
-    string? Subscriber = null);
+    string? Subscriber = null,
+    UnitVpnView? Vpn = null);
+
+/// <summary>
+/// What a unit last reported of its VPN: its WireGuard public key, its listen port (null while its VPN is off), and the
+/// address the host saw the report come from (the endpoint peers use with the port), with when it was reported.
+/// </summary>
+public sealed record UnitVpnView(string PublicKey, int? ListenPort, string? EndpointAddress, DateTimeOffset? ReportedAt);
 
 /// <summary>Selects units for a forced check: an explicit list, a pattern, an application (and version); filters combine.</summary>
 public sealed record ForceCheckRequest(IReadOnlyList<string>? Macs, string? Pattern, int Importance = 5, string? Application = null, string? Version = null);
@@ -279,6 +297,7 @@ public sealed record ForceCheckStatus(string CheckId, DateTimeOffset CreatedAt, 
 [JsonSerializable(typeof(ServiceConfigResponse))]
 [JsonSerializable(typeof(ServiceConfigAck))]
 [JsonSerializable(typeof(ReadyReport))]
+[JsonSerializable(typeof(UnitVpnReport))]
 [JsonSerializable(typeof(ReadyAck))]
 [JsonSerializable(typeof(PushMessage))]
 [JsonSerializable(typeof(RegisterUnitRequest))]

@@ -358,17 +358,52 @@ public sealed class ServiceApplier : IDisposable
     }
 
     /// <summary>
-    /// The unit's own WireGuard private key (X25519, clamped), made once on `data` with mode 0600 and never sent
-    /// anywhere; the host only ever knows the public key.
+    /// The unit's WireGuard private key (<see cref="WireGuardKeys"/>), derived from the factory secret and given by the
+    /// boot; null where no factory identity is at hand (then a random key is made once on `data`, as a unit without a
+    /// factory secret would need).
+    /// </summary>
+    public byte[]? VpnPrivateKey { get; init; }
+
+    /// <summary>
+    /// What the unit tells the host of its VPN: the public key of <see cref="VpnPrivateKey"/> and the listen port of the
+    /// configuration in force (null while the VPN is off or no configuration is in force). Null without a derived key.
+    /// </summary>
+    public UnitVpnReport? VpnReport()
+    {
+        if (VpnPrivateKey is not { } key) { return null; }
+        int? port = null;
+        if (CurrentRevision() is not null)
+        {
+            try
+            {
+                var configuration = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(CurrentLink, "configuration.json")), ProtocolJson.Default.ServiceConfiguration);
+                port = configuration?.Vpn is { Enabled: true } vpn ? vpn.ListenPort : null;
+            }
+            catch (Exception e) when (e is JsonException or IOException)
+            {
+                _log($"services: the configuration in force is unreadable ({e.Message}); the VPN is reported without a port");
+            }
+        }
+        return new UnitVpnReport(WireGuardKeys.ToText(WireGuardKeys.PublicKey(key)), port);
+    }
+
+    /// <summary>
+    /// Writes the unit's WireGuard private key to `data` (mode 0600) for `wg set private-key`: the derived key, rewritten
+    /// when the file holds anything else (a wipe, or a random key of an older release); without a derived key, a random
+    /// one made once. The key is never sent anywhere; the host only ever learns the public key.
     /// </summary>
     private void EnsureVpnKey()
     {
         var path = Environment.VpnKeyFile;
-        if (File.Exists(path)) { return; }
+        var text = VpnPrivateKey is { } derived ? WireGuardKeys.ToText(derived) + "\n" : null;
+        if (File.Exists(path) && (text is null || File.ReadAllText(path) == text)) { return; }
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        var key = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
-        key[0] &= 248;
-        key[31] = (byte)((key[31] & 127) | 64);
+        if (text is null)
+        {
+            var key = System.Security.Cryptography.RandomNumberGenerator.GetBytes(WireGuardKeys.KeyBytes);
+            WireGuardKeys.Clamp(key);
+            text = WireGuardKeys.ToText(key) + "\n";
+        }
         var tmp = $"{path}.{Guid.NewGuid():N}";
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows())
@@ -377,12 +412,12 @@ public sealed class ServiceApplier : IDisposable
         }
         using (var stream = new FileStream(tmp, options))
         {
-            using (var writer = new StreamWriter(stream, leaveOpen: true)) { writer.Write(Convert.ToBase64String(key) + "\n"); }
+            using (var writer = new StreamWriter(stream, leaveOpen: true)) { writer.Write(text); }
         }
         _files.SyncFile(tmp);
         _files.Rename(tmp, path);
         _files.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        _log($"services: created the unit's WireGuard key {path}");
+        _log($"services: wrote the unit's WireGuard key {path} ({(VpnPrivateKey is null ? "random" : "derived from the factory secret")})");
     }
 
     /// <summary>Keeps the revision in force, the confirmed one and the pending one; removes other revisions and leftovers of staging.</summary>

@@ -55,7 +55,10 @@ public sealed class BootState : IState
         var dataRoot = ctx.Hardware.Data.Root;
         var environment = new ServiceEnvironment(ctx.Hardware.Board,
             ctx.Options.ServiceRunDirectory ?? Path.Combine(dataRoot, "services", "run"), Path.Combine(dataRoot, "services", "state"));
-        ctx.Services = new ServiceApplier(dataRoot, ctx.Hardware.Services, environment, ctx.Store, ctx.Time, ctx.Log, ctx.Options.ConfirmTimeout);
+        ctx.Services = new ServiceApplier(dataRoot, ctx.Hardware.Services, environment, ctx.Store, ctx.Time, ctx.Log, ctx.Options.ConfirmTimeout)
+        {
+            VpnPrivateKey = ctx.Secret.Length >= WireGuardKeys.MinSecretBytes ? WireGuardKeys.DerivePrivateKey(ctx.Secret) : null,
+        };
         try
         {
             // the LAN keeps being served with the last good configuration (or the fail-closed firewall) from boot on

@@ -30,7 +30,7 @@ public sealed class ReadyState : IState
             {
                 var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
                 await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
-                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address), ct);
+                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport()), ct);
                 ctx.ReadyReported = true;
                 await ctx.ConfirmHostReachedAsync(ct);
                 ctx.LastError = null;

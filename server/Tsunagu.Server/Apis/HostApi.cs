@@ -251,19 +251,36 @@ public static class HostApi
         return TypedResults.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
     }
 
+    /// <summary>What is wrong with a unit's VPN report, or null: the key must be WireGuard's base64 of 32 bytes, the port 1-65535.</summary>
+    internal static string? VpnReportError(UnitVpnReport? vpn) => vpn switch
+    {
+        null => null,
+        { PublicKey: var key } when !ServiceConfigValidator.IsWireGuardKey(key) =>
+            $"vpn.publicKey: '{InputRules.Quote(key)}' is not a WireGuard public key (32 bytes in base64, 44 characters)",
+        { ListenPort: < 1 or > 65535 } => $"vpn.listenPort: {vpn.ListenPort} is not a port (1-65535)",
+        _ => null,
+    };
+
+    /// <summary>The address the host sees a request come from (after trusted forwarding headers), IPv4 unmapped; null when unknown.</summary>
+    private static string? SeenAddress(HttpContext http) => http.Connection.RemoteIpAddress is { } seen
+        ? (seen.IsIPv4MappedToIPv6 ? seen.MapToIPv4() : seen).ToString()
+        : null;
+
     private static async Task<Results<Ok<ReadyAck>, ProblemHttpResult>> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts,
         Subscribers.ConfigRetries retries, ILogger<ReadyReport> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
         if (report.WanAddress is not null && !ServiceConfigValidator.IsAddress(report.WanAddress)) { return Problems.BadRequest($"wanAddress: '{InputRules.Quote(report.WanAddress)}' is not an IP address"); }
+        if (VpnReportError(report.Vpn) is { } badVpn) { return Problems.BadRequest(badVpn); }
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = store.FindPattern(report.Inventory);
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; the inventory,
         // the final revision and the history entry are one transaction
         store.RecordReady(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
             report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
-                (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""));
+                (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""),
+            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress);
         // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)
         await retries.AfterReadyAsync(mac, http.RequestAborted);
         return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));

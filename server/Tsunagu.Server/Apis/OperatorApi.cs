@@ -70,7 +70,9 @@ public static class OperatorApi
         u.LastSeen is null ? null : DateTimeOffset.Parse(u.LastSeen, System.Globalization.CultureInfo.InvariantCulture),
         u.LastError, u.Online != 0,
         u.Inventory is null ? null : System.Text.Json.JsonSerializer.Deserialize(u.Inventory, ProtocolJson.Default.Inventory)?.Applications,
-        u.Subscriber);
+        u.Subscriber,
+        u.VpnPublicKey is null ? null : new UnitVpnView(u.VpnPublicKey, u.VpnListenPort is { } port ? (int)port : null, u.VpnEndpointAddress,
+            u.VpnReportedAt is null ? null : DateTimeOffset.Parse(u.VpnReportedAt, System.Globalization.CultureInfo.InvariantCulture)));
 
     private static async Task<Results<Created<UnitView>, ProblemHttpResult>> Register(RegisterUnitRequest request, HttpContext http, UnitRegistration registration)
     {

@@ -66,6 +66,16 @@ public sealed class UnitRow
     /// <summary>The static account's name servers, comma-separated.</summary>
     public string? IspDns { get; set; }
     public long SettingsRevision { get; set; } = 1;
+    /// <summary>The unit's WireGuard public key, listen port and the address its ready report came from (M0014).</summary>
+    public string? VpnPublicKey { get; set; }
+    public long? VpnListenPort { get; set; }
+    public string? VpnEndpointAddress { get; set; }
+    public string? VpnReportedAt { get; set; }
+
+    /// <summary>Where peers reach the unit's WireGuard ("address:port", "[v6]:port"); null until both are known.</summary>
+    public string? VpnEndpoint => VpnEndpointAddress is { } a && VpnListenPort is { } p
+        ? (a.Contains(':', StringComparison.Ordinal) ? $"[{a}]:{p}" : $"{a}:{p}")
+        : null;
 
     public IReadOnlyList<string>? DnsList => IspDns is null ? null : IspDns.Split(',');
 }

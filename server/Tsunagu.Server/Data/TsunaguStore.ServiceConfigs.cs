@@ -108,8 +108,11 @@ public sealed partial class TsunaguStore
     /// revision it runs made final (when applied); and the history entry <paramref name="detail"/> writes (told whether
     /// the revision became final). True when the revision became final. It waits for the disk only when a revision is
     /// to become final or the bundle counter to rise (reported once); the rest the unit reports again next time.
+    /// <paramref name="vpn"/> (checked by the caller) and <paramref name="vpnAddress"/> (where the report came from) replace
+    /// the unit's VPN columns when given; a changed public key is written durably and named in the history entry.
     /// </summary>
-    public bool RecordReady(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail)
+    public bool RecordReady(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail,
+        UnitVpnReport? vpn = null, string? vpnAddress = null)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
@@ -119,7 +122,8 @@ public sealed partial class TsunaguStore
             once = (configRevision is { } pending && read.ExecuteScalar<long>(
                         "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }) > 0)
                    || (inventory.LastBundle is { } raised && read.ExecuteScalar<long>(
-                        "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }) > 0);
+                        "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }) > 0)
+                   || (vpn is not null && read.ExecuteScalar<string?>("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }) != vpn.PublicKey);
         }
         using var c = once ? Open() : OpenUnitReport();
         using var tx = c.BeginTransaction();
@@ -139,6 +143,18 @@ public sealed partial class TsunaguStore
             "UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
             new { mac, revision, now }, tx) > 0;
         var text = detail(finalized);
+        if (vpn is not null)
+        {
+            var previous = c.ExecuteScalar<string?>("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }, tx);
+            c.Execute("""
+                UPDATE units SET vpn_public_key = @PublicKey, vpn_listen_port = @ListenPort, vpn_endpoint_address = @vpnAddress, vpn_reported_at = @now
+                WHERE mac = @mac
+                """, new { mac, vpn.PublicKey, vpn.ListenPort, vpnAddress, now }, tx);
+            if (previous is not null && previous != vpn.PublicKey)
+            {
+                text += $"; WireGuard public key changed from {previous} to {vpn.PublicKey}: peers must be given the new key";
+            }
+        }
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
             new { mac, now, kind = UnitEventKinds.Ready, text }, tx);
         tx.Commit();
