@@ -75,13 +75,15 @@ public sealed partial class IspLabTests
         Assert.That(radius.Where(r => r.Kind == "Access-Accept").Select(r => r.User), Is.EqualTo(new[] { factoryUser, subscriber.Username }),
             $"RADIUS accepted the factory account, then the subscriber's\n--- ISP ---\n{isp.Console()}");
         Assert.That(radius.Where(r => r.Kind == "Access-Reject"), Is.Empty, "RADIUS refused nothing");
-        var accounting = radius.Where(r => r.Kind is "Start" or "Stop").Select(r => (r.Kind, r.User, r.Address)).ToList();
-        Assert.That(accounting, Is.EqualTo(new[]
+        var accounting = radius.Where(r => r.Kind is "Start" or "Stop").ToList();
+        Assert.That(accounting.Select(r => (r.Kind, r.User)), Is.EqualTo(new[]
         {
-            ("Start", factoryUser, up[0].Remote),
-            ("Stop", factoryUser, up[0].Remote),
-            ("Start", subscriber.Username!, up[1].Remote),
-        }), "the accounting records of the two sessions, in order");
+            ("Start", factoryUser),
+            ("Stop", factoryUser),
+            ("Start", subscriber.Username!),
+        }), $"the accounting records of the two sessions, in order\n--- ISP ---\n{isp.Console()}");
+        Assert.That(accounting.Where(r => r.Kind == "Start").Select(r => r.Address), Is.EqualTo(new[] { up[0].Remote, up[1].Remote }),
+            "each Start carries the address of its session");
 
         // the server's side: the unit reached it only through the ISP, and reported the subscriber session's address
         var row = _lab.Unit(mac)!;
@@ -149,16 +151,19 @@ public sealed partial class IspLabTests
         var radiusBefore = isp.Radius().Count;
         var consoleBefore = unit.Console().Length;
 
-        // the access concentrator's session dies without a word (no LCP Terminate, no PADT): only LCP echo can tell the unit
+        // the access concentrator's side of the session freezes (no LCP Terminate, no PADT, no answer): only LCP echo can
+        // tell the unit
         var clock = Stopwatch.StartNew();
+        var droppedAt = DateTimeOffset.UtcNow;
         await isp.ShellAsync($"isp-drop-session {subscriber.Username}");
         await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "dropped" && e.Peer == subscriber.Username), TimeSpan.FromSeconds(30), "the dropped session");
         string UnitSince() => unit.Console()[consoleBefore..];
         await unit.WaitAsync(() => UnitSince().Contains("Ready --LinkLost--> Main", StringComparison.Ordinal), TimeSpan.FromMinutes(3),
             "the unit finding the dead line (Ready --LinkLost--> Main)");
         var detected = clock.Elapsed;
-        await unit.WaitAsync(() => UnitSince().Contains("--> Ready", StringComparison.Ordinal) && _lab.Unit(mac) is { State: UnitStates.Ready, WanAddress: not null },
-            BootToReady, "Ready again after the redial");
+        // Ready again on the unit after a new host session; the host heard from it over the new session. (The server's
+        // state stays Configuring: the unit does not report Ready again after a redial, docs/lab.md.)
+        await unit.WaitAsync(() => UnitSince().Contains("--> Ready", StringComparison.Ordinal), BootToReady, "Ready again after the redial");
         var ready = clock.Elapsed;
         TestContext.Out.WriteLine($"line dropped: found by the unit after {detected.TotalSeconds:0.0} s, Ready again after {ready.TotalSeconds:0.0} s");
 
@@ -175,8 +180,11 @@ public sealed partial class IspLabTests
         Assert.That(after.Where(e => e.Kind == "refused"), Is.Empty);
         Assert.That(radius.Where(r => r.Kind == "Start").Select(r => (r.User, r.Address)), Is.EqualTo(new[] { (subscriber.Username!, redials[^1].Remote) }),
             "one accounting Start, for the new session");
-        Assert.That(radius.Where(r => r.Kind == "Stop"), Is.Empty, "the dead session was never stopped by its concentrator (it was killed)");
-        Assert.That(_lab.Unit(mac)!.WanAddress, Is.EqualTo(redials[^1].Remote), "the server has the new session's address");
+        Assert.That(radius.Where(r => r.Kind == "Stop"), Is.Empty, "the dead session was never stopped by its concentrator (it is frozen)");
+        Assert.That(UnitSince(), Does.Contain("Main --Success--> HostSession"), "a new host session over the new line");
+        var lastSeen = _lab.Unit(mac)!.LastSeen;
+        Assert.That(lastSeen, Is.Not.Null);
+        Assert.That(DateTimeOffset.Parse(lastSeen!, CultureInfo.InvariantCulture), Is.GreaterThan(droppedAt), "the host heard from the unit after the drop");
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(redials[^1].Remote), "the unit's ppp0 carries the new session");
     }
 }
