@@ -26,7 +26,7 @@ deps:
 # names them and stops.
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
-	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe
+	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -135,11 +135,12 @@ image: deps
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 image
 
-# The ISP lab's access network guest (docs/lab.md): out/isp-lab/vmlinuz and initrd.img (pppoe-server, pppd, nft).
+# The ISP lab's access network guest (docs/lab.md): out/isp-lab/vmlinuz and initrd.img (pppoe-server, pppd with its
+# RADIUS plugin, FreeRADIUS, nft).
 ISP_LAB_DIR := out/isp-lab
 .PHONY: isp-lab-image isp-lab-test
 isp-lab-image: $(ISP_LAB_DIR)/initrd.img
-$(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/lib.sh
+$(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/isp/drop-session $(wildcard image/isp/radius/*) image/lib.sh
 	bash image/isp/build.sh $(ISP_LAB_DIR)
 
 # Only the ISP lab's system tests (also part of `make test` and `make system-test`).

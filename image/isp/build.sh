@@ -1,7 +1,9 @@
 #!/bin/bash
 # Builds the ISP lab's access network guest (docs/lab.md) into OUT (default out/isp-lab): the kernel of Debian's
-# linux-image-amd64 and a boot program holding busybox, pppoe-server and pppoe (Debian's pppoe), pppd (ppp) and
-# nft (nftables) with their libraries and the kernel modules they need. The guest's program is image/isp/init.
+# linux-image-amd64 and a boot program holding busybox, pppoe-server and pppoe (Debian's pppoe), pppd (ppp) with its
+# RADIUS plugin, FreeRADIUS (only the modules and dictionaries image/isp/radius/radiusd.conf uses; the configuration is
+# checked with `freeradius -XC` against exactly those files) and nft (nftables), with their libraries and the kernel
+# modules they need. The guest's program is image/isp/init.
 # Usage: image/isp/build.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,11 +12,52 @@ OUT=${1:-out/isp-lab}
 # the ISP guest always runs on the host's architecture (qemu-system-x86_64), whatever board the unit is
 KREL=$(kernel_release linux-image-amd64)
 MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack"
-PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft"
+PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft /usr/sbin/freeradius"
+RADIUS_MODULES="rlm_files rlm_chap rlm_pap rlm_detail rlm_linelog"
+RADIUS_DICTIONARIES="dictionary.rfc2865 dictionary.rfc2866 dictionary.rfc2869 dictionary.freeradius.internal"
+RADIUS_LIBDIR=/usr/lib/freeradius
+RADIUS_DICTDIR=/usr/share/freeradius
+PPPD_RADIUS=$(ls /usr/lib/pppd/*/radius.so 2>/dev/null | head -n1) || true
+[ -n "$PPPD_RADIUS" ] || die "pppd's radius.so is missing (apt-get install ppp)"
 stage=$OUT/stage
-rm -rf "$stage" && mkdir -p "$stage"/{etc/ppp,proc,sys,dev,run,tmp,var}
+rm -rf "$stage" && mkdir -p "$stage"/{etc/ppp/radius,etc/raddb,proc,sys,dev,run,tmp,var}
 install_busybox "$stage"
 for p in $PROGRAMS; do install_binary "$stage" "$p"; done
+
+# install_shared STAGE PATH: a shared object (a plugin, a module) and the libraries it needs.
+install_shared() {
+    local stage=$1 so=$2 lib
+    [ -f "$so" ] || die "$so is missing (see APT_PACKAGES in the Makefile)"
+    install_library "$stage" "$so"
+    for lib in $(ldd "$so" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+        install_library "$stage" "$lib"
+    done
+}
+# pppd's RADIUS client: the plugin, its configuration and dictionary (the servers file with the secret is made at boot)
+install_shared "$stage" "$PPPD_RADIUS"
+install -m 0644 image/isp/radius/radiusclient.conf "$stage/etc/ppp/radius/radiusclient.conf"
+install -m 0644 image/isp/radius/radiusclient.dictionary "$stage/etc/ppp/radius/dictionary"
+: > "$stage/etc/ppp/radius/port-id-map"
+# FreeRADIUS: its modules and dictionaries, only those the configuration names
+for m in $RADIUS_MODULES; do install_shared "$stage" "$RADIUS_LIBDIR/$m.so"; done
+# FreeRADIUS stops at start when OpenSSL cannot load its legacy provider (MD4, for MS-CHAP)
+OSSL_MODULES=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"$/\1/p')
+install_shared "$stage" "$OSSL_MODULES/legacy.so"
+mkdir -p "$stage$RADIUS_DICTDIR"
+install -m 0644 image/isp/radius/dictionary "$stage$RADIUS_DICTDIR/dictionary"
+for d in $RADIUS_DICTIONARIES; do install -m 0644 "$RADIUS_DICTDIR/$d" "$stage$RADIUS_DICTDIR/$d"; done
+install -m 0644 image/isp/radius/radiusd.conf "$stage/etc/raddb/radiusd.conf"
+install -m 0755 image/isp/drop-session "$stage/usr/sbin/isp-drop-session"
+# The configuration must load with exactly the staged modules and dictionaries (users and clients.conf are made at boot:
+# stand-ins here).
+check=$(mktemp -d)
+trap 'rm -rf "$check"' EXIT
+sed "s#^libdir = .*#libdir = $(cd "$stage" && pwd)$RADIUS_LIBDIR#" image/isp/radius/radiusd.conf > "$check/radiusd.conf"
+printf 'client check {\n    ipaddr = 127.0.0.1\n    secret = check\n}\n' > "$check/clients.conf"
+printf '"check" Cleartext-Password := "check"\n\tService-Type = Framed-User,\n\tFramed-Protocol = PPP\n' > "$check/users"
+freeradius -XC -d "$check" -D "$stage$RADIUS_DICTDIR" > "$check/out" 2>&1 \
+    || { cat "$check/out" >&2; die "freeradius -XC refused image/isp/radius/radiusd.conf with the staged modules"; }
+say "freeradius -XC: $(tail -n1 "$check/out")"
 install_modules "$stage" "$KREL" $MODULES
 echo "$MODULES" | tr ' ' '\n' > "$stage/etc/modules"
 printf 'root:x:0:0:root:/:/bin/sh\n' > "$stage/etc/passwd"

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
 using System.Text.RegularExpressions;
 using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
@@ -10,10 +12,11 @@ namespace Tsunagu.SystemTests.Qemu;
 
 /// <summary>
 /// The ISP lab (docs/lab.md): a unit whose only network is a QEMU socket link to the access network guest
-/// (pppoe-server and pppd from Debian, accounts in pppd's chap-secrets), which routes its PPPoE sessions to the
-/// server on the host. The unit dials the provisioning access point with its factory PPP account (the MAC and the
-/// password derived from it with the operator's unit key), fetches its settings, hangs up, dials the subscriber's
-/// account and reports Ready; a unit with a wrong factory password is refused by the access concentrator itself.
+/// (pppoe-server and pppd from Debian, sessions authenticated and accounted by FreeRADIUS through pppd's radius.so),
+/// which routes its PPPoE sessions to the server on the host. The unit dials the provisioning access point with its
+/// factory PPP account (the MAC and the password derived from it with the operator's unit key), fetches its settings,
+/// hangs up, dials the subscriber's account and reports Ready; a unit with a wrong factory password is refused by the
+/// RADIUS server and the access concentrator; a line that goes dead under a Ready unit is found by LCP echo and redialled.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed partial class IspLabTests
@@ -66,6 +69,22 @@ public sealed partial class IspLabTests
         Assert.That(events.IndexOf(provisioningDown!), Is.LessThan(events.IndexOf(up[1])), "hung up before dialling the subscriber's account");
         Assert.That(down.Where(e => e.Peer == subscriber.Username), Is.Empty, "the subscriber's session stays up");
 
+        // FreeRADIUS: both accounts accepted, nothing refused; accounting Start and Stop of the provisioning session,
+        // then Start of the subscriber's, each with the address the session got
+        var radius = isp.Radius();
+        Assert.That(radius.Where(r => r.Kind == "Access-Accept").Select(r => r.User), Is.EqualTo(new[] { factoryUser, subscriber.Username }),
+            $"RADIUS accepted the factory account, then the subscriber's\n--- ISP ---\n{isp.Console()}");
+        Assert.That(radius.Where(r => r.Kind == "Access-Reject"), Is.Empty, "RADIUS refused nothing");
+        var accounting = radius.Where(r => r.Kind is "Start" or "Stop").ToList();
+        Assert.That(accounting.Select(r => (r.Kind, r.User)), Is.EqualTo(new[]
+        {
+            ("Start", factoryUser),
+            ("Stop", factoryUser),
+            ("Start", subscriber.Username!),
+        }), $"the accounting records of the two sessions, in order\n--- ISP ---\n{isp.Console()}");
+        Assert.That(accounting.Where(r => r.Kind == "Start").Select(r => r.Address), Is.EqualTo(new[] { up[0].Remote, up[1].Remote }),
+            "each Start carries the address of its session");
+
         // the server's side: the unit reached it only through the ISP, and reported the subscriber session's address
         var row = _lab.Unit(mac)!;
         Assert.That(row.WanAddress, Is.EqualTo(up[1].Remote), "the unit reports the address of its subscriber PPPoE session");
@@ -99,14 +118,74 @@ public sealed partial class IspLabTests
         var window = TimeSpan.FromSeconds(120);
         await Task.Delay(window);
         var events = isp.Events();
+        var radius = isp.Radius();
         var refused = events.Count(e => e.Kind == "refused" && e.Peer == factoryUser);
         TestContext.Out.WriteLine($"refusals of {factoryUser} in the first {window.TotalSeconds:0} s after the first: {refused}");
         Assert.That(refused, Is.InRange(2, 20), $"the unit retries, with backoff\n--- ISP ---\n{isp.Console()}");
+        // every refusal is FreeRADIUS's answer (its Access-Reject is logged before pppd's refusal line; one more may be in flight)
+        var rejects = radius.Count(r => r.Kind == "Access-Reject" && r.User == factoryUser);
+        Assert.That(rejects, Is.InRange(refused, refused + 1), "each refusal is a RADIUS Access-Reject");
+        Assert.That(radius.Where(r => r.Kind != "Access-Reject"), Is.Empty, "RADIUS accepted nothing and accounted no session");
         Assert.That(events.Where(e => e.Kind == "up"), Is.Empty, "no session ever came up");
         Assert.That(_lab.ProvisioningRequests.Count, Is.EqualTo(requestsBefore), "the unit reached nothing: the server got no provisioning request");
         Assert.That(_lab.Unit(mac)!.State, Is.Not.EqualTo(UnitStates.Ready));
         Assert.That(unit.FullConsole(), Does.Contain("refused the Provisional PPPoE account"), "the unit knows it was refused (pppd exit 19)");
         Assert.That(unit.FullConsole(), Does.Not.Contain("not-the-derived-password"), "the password never reaches the console");
+    }
+
+    [Test]
+    public async Task A_line_that_goes_dead_under_a_ready_unit_is_found_by_lcp_echo_and_the_unit_redials_and_is_ready_again()
+    {
+        const int index = 23;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var factoryPassword = UnitCredentials.DeriveAccessPassword(_lab.UnitKeyBytes, mac);
+        var subscriber = new WanAccount("pppoe", "hanako.sato@isp.example", "subscriber-secret-0077");
+        await using var isp = await IspGuest.StartAsync(_lab, "isp23", [(factoryUser, factoryPassword), (subscriber.Username!, subscriber.Password!)]);
+        await isp.WaitReadyAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        unit.WanSocket = isp.AccessEndpoint;
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        var eventsBefore = isp.Events().Count;
+        var radiusBefore = isp.Radius().Count;
+        var consoleBefore = unit.Console().Length;
+
+        // the access concentrator's side of the session freezes (no LCP Terminate, no PADT, no answer): only LCP echo can
+        // tell the unit
+        var clock = Stopwatch.StartNew();
+        var droppedAt = DateTimeOffset.UtcNow;
+        await isp.ShellAsync($"isp-drop-session {subscriber.Username}");
+        await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "dropped" && e.Peer == subscriber.Username), TimeSpan.FromSeconds(30), "the dropped session");
+        string UnitSince() => unit.Console()[consoleBefore..];
+        await unit.WaitAsync(() => UnitSince().Contains("Ready --LinkLost--> Main", StringComparison.Ordinal), TimeSpan.FromMinutes(3),
+            "the unit finding the dead line (Ready --LinkLost--> Main)");
+        var detected = clock.Elapsed;
+        // Ready again on the unit after a new host session; the host heard from it over the new session. (The server's
+        // state stays Configuring: the unit does not report Ready again after a redial, docs/lab.md.)
+        await unit.WaitAsync(() => UnitSince().Contains("--> Ready", StringComparison.Ordinal), BootToReady, "Ready again after the redial");
+        var ready = clock.Elapsed;
+        TestContext.Out.WriteLine($"line dropped: found by the unit after {detected.TotalSeconds:0.0} s, Ready again after {ready.TotalSeconds:0.0} s");
+
+        // LCP echo every 10 s, 3 unanswered: the unit cannot know before 20 s (nothing else tells it), and knows well before 3 min
+        Assert.That(detected, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(20)), "found by unanswered LCP echo requests, not by a goodbye");
+        var after = isp.Events().Skip(eventsBefore).ToList();
+        var radius = isp.Radius().Skip(radiusBefore).ToList();
+        var redials = after.Where(e => e.Kind == "up" && e.Peer == subscriber.Username).ToList();
+        var requests = radius.Count(r => r.Kind is "Access-Accept" or "Access-Reject");
+        TestContext.Out.WriteLine($"after the drop: {redials.Count} session(s), {requests} RADIUS request(s)");
+        Assert.That(redials, Is.Not.Empty, $"the unit dialled its subscriber account again\n--- ISP ---\n{isp.Console()}");
+        Assert.That(requests, Is.InRange(1, 3), $"the redials are bounded: no dial loop\n--- ISP ---\n{isp.Console()}");
+        Assert.That(after.Where(e => e.Kind == "up" && e.Peer == factoryUser), Is.Empty, "the unit kept its settings: no provisioning session");
+        Assert.That(after.Where(e => e.Kind == "refused"), Is.Empty);
+        Assert.That(radius.Where(r => r.Kind == "Start").Select(r => (r.User, r.Address)), Is.EqualTo(new[] { (subscriber.Username!, redials[^1].Remote) }),
+            "one accounting Start, for the new session");
+        Assert.That(radius.Where(r => r.Kind == "Stop"), Is.Empty, "the dead session was never stopped by its concentrator (it is frozen)");
+        Assert.That(UnitSince(), Does.Contain("Main --Success--> HostSession"), "a new host session over the new line");
+        var lastSeen = _lab.Unit(mac)!.LastSeen;
+        Assert.That(lastSeen, Is.Not.Null);
+        Assert.That(DateTimeOffset.Parse(lastSeen!, CultureInfo.InvariantCulture), Is.GreaterThan(droppedAt), "the host heard from the unit after the drop");
+        Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(redials[^1].Remote), "the unit's ppp0 carries the new session");
     }
 }
 
@@ -140,23 +219,23 @@ public sealed partial class IspGuest : IAsyncDisposable
         }
     }
 
-    /// <summary>Boots a guest whose access concentrator accepts <paramref name="accounts"/> (CHAP), linked to the lab's server.</summary>
+    /// <summary>Boots a guest whose RADIUS server accepts <paramref name="accounts"/> (CHAP), linked to the lab's server.</summary>
     public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts)
     {
         var dir = Path.Combine(lab.Root, name);
         System.IO.Directory.CreateDirectory(dir);
-        var secrets = Path.Combine(dir, "chap-secrets");
+        var file = Path.Combine(dir, "accounts");
         foreach (var (user, password) in accounts)
         {
             // the grammar of WAN accounts keeps quotes, spaces and control characters out of both fields
             Assert.That(WanAccountGrammar.Problem(new WanAccount("pppoe", user, password)), Is.Null);
         }
-        await File.WriteAllTextAsync(secrets, string.Concat(accounts.Select(a => $"\"{a.User}\" * \"{a.Password}\" *\n")));
+        await File.WriteAllTextAsync(file, string.Concat(accounts.Select(a => $"{a.User} {a.Password}\n")));
         var port = TestServer.FreePort();
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "isp-run.sh"));
         start.Environment["ACCESS_PORT"] = port.ToString(CultureInfo.InvariantCulture);
-        start.Environment["CHAP_SECRETS"] = secrets;
+        start.Environment["ACCOUNTS"] = file;
         start.Environment["ISP_DIR"] = ImageDirectory;
         start.Environment["SERVER_PORT"] = lab.Port.ToString(CultureInfo.InvariantCulture);
         start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture);
@@ -187,7 +266,10 @@ public sealed partial class IspGuest : IAsyncDisposable
 
     public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
 
-    /// <summary>One thing the access concentrator logged about a session: up, down (the ip-up/ip-down hooks), refused (pppd).</summary>
+    /// <summary>
+    /// One thing the access concentrator logged about a session: up, down (the ip-up/ip-down hooks), refused (pppd),
+    /// dropped (isp-drop-session).
+    /// </summary>
     public sealed record SessionEvent(string Kind, string Peer, string? Remote);
 
     /// <summary>The sessions' events in the order logged.</summary>
@@ -204,8 +286,49 @@ public sealed partial class IspGuest : IAsyncDisposable
             {
                 events.Add(new SessionEvent("refused", refusal.Groups[1].Value, null));
             }
+            else if (Dropped().Match(line) is { Success: true } dropped)
+            {
+                events.Add(new SessionEvent("dropped", dropped.Groups[1].Value, null));
+            }
         }
         return events;
+    }
+
+    /// <summary>One line FreeRADIUS wrote: its answer (Access-Accept, Access-Reject) or an accounting record (Start, Stop).</summary>
+    public sealed record RadiusEvent(string Kind, string User, string? Address);
+
+    /// <summary>FreeRADIUS's answers and accounting records, in the order logged.</summary>
+    public List<RadiusEvent> Radius()
+    {
+        var events = new List<RadiusEvent>();
+        foreach (var line in Console().Split('\n'))
+        {
+            if (RadiusAnswer().Match(line) is { Success: true } answer)
+            {
+                events.Add(new RadiusEvent(answer.Groups[1].Value, answer.Groups[2].Value, null));
+            }
+            else if (RadiusAccounting().Match(line) is { Success: true } record)
+            {
+                events.Add(new RadiusEvent(record.Groups[1].Value, record.Groups[2].Value, record.Groups[3].Value));
+            }
+        }
+        return events;
+    }
+
+    /// <summary>Runs a shell command on the guest's second serial port and returns its output.</summary>
+    public async Task<string> ShellAsync(string command, TimeSpan? timeout = null)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Directory, "shell.sock")));
+        await using var stream = new NetworkStream(socket, ownsSocket: false);
+        var id = Guid.NewGuid().ToString("N")[..8];
+        // quoted markers: the terminal's echo of the command never matches them
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"\necho BEG''{id}; {command}; echo END''{id}\n"));
+        var output = await QemuUnit.ReadUntilAsync(stream, "END" + id, timeout ?? TimeSpan.FromSeconds(30));
+        var begin = output.IndexOf("BEG" + id, StringComparison.Ordinal);
+        var end = output.LastIndexOf("END" + id, StringComparison.Ordinal);
+        if (begin < 0 || end < begin) { throw new IOException($"ISP guest: shell output without its markers: {output}"); }
+        return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
     }
 
     [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)")]
@@ -213,6 +336,15 @@ public sealed partial class IspGuest : IAsyncDisposable
 
     [GeneratedRegex("pppd\\[\\d+\\]: Peer \"?([^\" ]+)\"? failed CHAP authentication")]
     private static partial Regex Refusal();
+
+    [GeneratedRegex(@"isp: session dropped peer=(\S+)")]
+    private static partial Regex Dropped();
+
+    [GeneratedRegex(@"radius: (Access-Accept|Access-Reject) user=(\S*)")]
+    private static partial Regex RadiusAnswer();
+
+    [GeneratedRegex(@"radius: accounting (Start|Stop) user=(\S*) session=\S* address=(\S+)")]
+    private static partial Regex RadiusAccounting();
 
     public async ValueTask DisposeAsync()
     {

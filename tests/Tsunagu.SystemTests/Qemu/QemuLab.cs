@@ -308,7 +308,7 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
     }
 
-    private static async Task<string> ReadUntilAsync(Stream stream, string marker, TimeSpan timeout, int occurrences = 1)
+    internal static async Task<string> ReadUntilAsync(Stream stream, string marker, TimeSpan timeout, int occurrences = 1)
     {
         using var cts = new CancellationTokenSource(timeout);
         var text = new StringBuilder();

@@ -2,25 +2,26 @@
 # isp-run.sh: boots the ISP lab's access network guest (`make isp-lab-image`, image/isp/init) under TCG. Its access
 # port listens on a QEMU socket link on loopback (a unit's WAN port connects to it: qemu-run.sh WAN_SOCKET); its
 # uplink is QEMU user networking with restrict=on whose guestfwd takes 10.0.2.100:SERVER_PORT and :MQTT_PORT to the
-# server on 127.0.0.1, so a unit reaches the server only through a PPPoE session and the ISP's NAT.
+# server on 127.0.0.1, so a unit reaches the server only through a PPPoE session and the ISP's NAT. The guest's shell
+# is on its second serial port, the unix socket RUN_DIR/shell.sock (`socat - UNIX-CONNECT:RUN_DIR/shell.sock`).
 #
 # Environment:
 #   ACCESS_PORT   the loopback TCP port of the access link (the ISP listens)               required
-#   CHAP_SECRETS  pppd's chap-secrets for the access concentrator                          required
+#   ACCOUNTS      the accounts FreeRADIUS accepts, one "USER PASSWORD" a line              required
 #   ISP_DIR       the `make isp-lab-image` output (vmlinuz, initrd.img)                    default out/isp-lab
 #   SERVER_PORT   the server's HTTPS port on 127.0.0.1                                     default 8443
 #   MQTT_PORT     the MQTT broker port on 127.0.0.1                                        default 1883
-#   RUN_DIR       where console.log (the access concentrator's log) and pppoe.conf go    default .
+#   RUN_DIR       where console.log (the guest's log), shell.sock and pppoe.conf go      default .
 #   CONSOLE       'stdio' or 'file' (RUN_DIR/console.log)                                  default stdio
 set -euo pipefail
 : "${ACCESS_PORT:?ACCESS_PORT: the loopback port of the access link}"
-: "${CHAP_SECRETS:?CHAP_SECRETS: the accounts the access concentrator accepts}"
+: "${ACCOUNTS:?ACCOUNTS: the accounts the RADIUS server of the ISP accepts}"
 ISP_DIR=${ISP_DIR:-out/isp-lab}
 SERVER_PORT=${SERVER_PORT:-8443}
 MQTT_PORT=${MQTT_PORT:-1883}
 RUN_DIR=${RUN_DIR:-.}
 CONSOLE=${CONSOLE:-stdio}
-for f in "$ISP_DIR/vmlinuz" "$ISP_DIR/initrd.img" "$CHAP_SECRETS"; do
+for f in "$ISP_DIR/vmlinuz" "$ISP_DIR/initrd.img" "$ACCOUNTS"; do
     [ -f "$f" ] || { echo "isp-run: $f is missing (make isp-lab-image)" >&2; exit 2; }
 done
 command -v socat >/dev/null || { echo "isp-run: socat is missing (apt-get install socat)" >&2; exit 2; }
@@ -41,16 +42,17 @@ CONF
 fwd="guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:socat - TCP:127.0.0.1:$SERVER_PORT"
 fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_PORT"
 args=(
-    -M pc -m 128 -smp 1 -display none -no-user-config -nodefaults
+    -M pc -m 256 -smp 1 -display none -no-user-config -nodefaults
     -kernel "$ISP_DIR/vmlinuz" -initrd "$ISP_DIR/initrd.img" -append "console=ttyS0 panic=1 no_timer_check"
     -netdev "socket,id=access,listen=127.0.0.1:$ACCESS_PORT" -device "virtio-net-pci,netdev=access,mac=$ACCESS_MAC"
     -netdev "user,id=uplink,restrict=on,net=10.0.2.0/24,$fwd" -device "virtio-net-pci,netdev=uplink,mac=$UPLINK_MAC"
     -fw_cfg "name=opt/tsunagu/pppoe.conf,file=$RUN_DIR/pppoe.conf"
-    -fw_cfg "name=opt/tsunagu/chap-secrets,file=$CHAP_SECRETS"
+    -fw_cfg "name=opt/tsunagu/accounts,file=$ACCOUNTS"
 )
 if [ "$CONSOLE" = stdio ]; then
     args+=(-serial mon:stdio)
 else
     args+=(-serial "file:$RUN_DIR/console.log")
 fi
+args+=(-serial "unix:$RUN_DIR/shell.sock,server=on,wait=off")
 exec qemu-system-x86_64 "${args[@]}"
