@@ -6,7 +6,7 @@ using static Microsoft.Playwright.Assertions;
 
 namespace Tsunagu.BrowserTests;
 
-/// <summary>The console's update program upload (Pages/Console/Programs.cshtml) in a real browser.</summary>
+/// <summary>The console's update program upload (Pages/Console/Programs.cshtml) and a unit's target pattern (Unit.Target.cs) in a real browser.</summary>
 [NonParallelizable]
 public class ProgramUploadTests
 {
@@ -52,5 +52,22 @@ public class ProgramUploadTests
         await Expect(page.Locator("#program-p2-back")).ToContainTextAsync(Convert.ToHexStringLower(SHA256.HashData(good)));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "update programs after an upload"), Is.Empty);
         await browser.ScreenshotAsync("console-programs");
+    }
+
+    [Test]
+    public async Task A_units_target_pattern_is_set_from_its_page()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await ConsoleTests.LogInOperatorAsync(page);
+        await page.GotoAsync($"/console/units/{mac}");
+        await page.GetByLabel("Set the target").SelectOptionAsync(DemoCatalogue.Pattern2);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Set target" }).ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"now targets {DemoCatalogue.Pattern2}");
+        await Expect(page.Locator("#unit-target")).ToContainTextAsync(DemoCatalogue.Pattern2);
+        Assert.That(server.Store.GetUnit(mac)!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(await AccessibilityTests.ViolationsAsync(page, "unit page with the target form"), Is.Empty);
     }
 }

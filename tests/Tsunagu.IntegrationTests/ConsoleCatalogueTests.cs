@@ -143,4 +143,48 @@ public class ConsoleCatalogueTests
         var page = await admin.GetStringAsync("/console/programs");
         Assert.That(page, Does.Contain("Update program p2-back added").And.Contain("id=\"program-p2-back\"").And.Contain(sha));
     }
+
+    [Test]
+    public async Task A_units_target_pattern_is_set_from_its_page_by_the_apis_rules_and_roles()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        server.Store.UpsertOperator("sam", Server.Security.PasswordHasher.Hash("a support password"), newRole: OperatorRoles.Support);
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        using var support = await RoleTests.ConsoleSession(server, "sam", "a support password");
+        using (var client = server.Operator())
+        {
+            await client.SendJsonAsync(HttpMethod.Post, "/api/v1/patterns",
+                new Server.Catalogue.NewPattern("pattern-3", "p3", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications), CancellationToken.None);
+        }
+        async Task<HttpResponseMessage> Set(HttpClient session, string target) =>
+            await session.PostAsync($"/console/units/{mac}?handler=TargetPattern",
+                new FormUrlEncodedContent(new Dictionary<string, string> { ["__csrf"] = await RoleTests.Csrf(session), ["target"] = target }));
+
+        var page = await admin.GetStringAsync($"/console/units/{mac}");
+        Assert.That(page, Does.Contain("id=\"target-form\"").And.Contain($"<option value=\"{DemoCatalogue.Pattern2}\">").And.Not.Contain("<option value=\"pattern-3\">"),
+            "only verified patterns are offered");
+        Assert.That(await support.GetStringAsync($"/console/units/{mac}"), Does.Not.Contain("id=\"target-form\""), "support may not set targets");
+
+        foreach (var (session, target, status, why) in new[]
+                 {
+                     (admin, "pattern-3", HttpStatusCode.Redirect, "a draft pattern"), (admin, "no-such-pattern", HttpStatusCode.Redirect, "an unknown pattern"),
+                     (admin, "bad id\n", HttpStatusCode.Redirect, "not an identifier"), (support, DemoCatalogue.Pattern2, HttpStatusCode.Forbidden, "the support role"),
+                 })
+        {
+            var before = HostileInputTests.Snapshot(server);
+            var response = await Set(session, target);
+            Assert.That(response.StatusCode, Is.EqualTo(status), why);
+            Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{why}: refused, but the database changed");
+        }
+        Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("Nothing was changed"));
+
+        Assert.That((await Set(admin, DemoCatalogue.Pattern2)).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetUnit(mac)!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain($"now targets {DemoCatalogue.Pattern2}"));
+        Assert.That((await Set(admin, "")).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetUnit(mac)!.TargetPattern, Is.Null);
+        Assert.That(server.Store.ListAudit(10).Where(a => a.Action == "unit.target-pattern" && a.Target == mac).Select(a => (a.Actor, a.Detail)),
+            Is.EqualTo(new[] { (DemoCatalogue.OperatorName, "none"), (DemoCatalogue.OperatorName, DemoCatalogue.Pattern2) }));
+    }
 }
