@@ -19,7 +19,7 @@ public class AccessibilityTests
     public void UseSqlite() => TestServer.DatabaseKind.Value = "sqlite";
 
     /// <summary>The serious and critical violations axe finds on the page as it is, each with its elements.</summary>
-    private static async Task<List<string>> ViolationsAsync(IPage page, string what)
+    internal static async Task<List<string>> ViolationsAsync(IPage page, string what)
     {
         var result = await page.RunAxe();
         Assert.That(result.Passes, Is.Not.Empty, $"{what}: axe ran its rules on the page");
@@ -60,7 +60,7 @@ public class AccessibilityTests
         foreach (var path in new[]
                  {
                      "/console", "/console/units", "/console/units?sort=serial&dir=desc&size=1", "/console/units?size=0",
-                     $"/console/units/{units[0].Mac}", "/console/register", "/console/catalogue", "/console/audit",
+                     $"/console/units/{units[0].Mac}", "/console/register", "/console/catalogue", "/console/programs", "/console/audit",
                  })
         {
             await page.GotoAsync(path);

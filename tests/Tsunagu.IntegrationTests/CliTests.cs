@@ -107,6 +107,12 @@ public class CliTests
         (exit, output, err) = await Tsunagu(server, "audit", "--limit", "20");
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("units.register-bulk").And.Contain("update-program.add").And.Contain("settings.update-policy"));
+        (exit, output, err) = await Tsunagu(server, "audit", "--action", "settings.update-policy", "--from", "2000-01-01T00:00Z");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain("settings.update-policy").And.Not.Contain("units.register-bulk"));
+        (exit, _, err) = await Tsunagu(server, "audit", "--unit", "not-a-mac");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("400").And.Contain("unit: a MAC address"));
 
         (exit, output, err) = await Tsunagu(server, "units", "list", "--server", server.Url);
         Assert.That(exit, Is.Zero, err);

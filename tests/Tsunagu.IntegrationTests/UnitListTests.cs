@@ -154,17 +154,17 @@ public class UnitListTests
         var store = Store(kind);
         for (var i = 0; i < 130; i++) { store.Audit(i % 2 == 0 ? "alice" : "bob", i % 3 == 0 ? "unit.check" : "pattern.verify", $"t{i}", null); }
         var ids = new List<long>();
-        var page = store.QueryAuditPage(25, null, "alice", null, null);
+        var page = store.QueryAuditPage(new AuditQuery(Actor: "alice", Limit: 25));
         while (true)
         {
             ids.AddRange(page.Rows.Select(r => r.Id));
             Assert.That(page.Rows.Select(r => r.Actor), Is.All.EqualTo("alice"));
             if (page.Before is null) { break; }
-            page = store.QueryAuditPage(25, page.Before, "alice", null, null);
+            page = store.QueryAuditPage(new AuditQuery(Actor: "alice", Before: page.Before, Limit: 25));
         }
         Assert.That(ids, Has.Count.EqualTo(65).And.Unique);
         Assert.That(ids, Is.Ordered.Descending);
-        Assert.That(store.QueryAuditPage(500, null, null, "unit.check", null).Rows, Has.Count.EqualTo(44));
+        Assert.That(store.QueryAuditPage(new AuditQuery(Action: "unit.check", Limit: 500)).Rows, Has.Count.EqualTo(44));
     }
 
     [TestCase("sqlite")]

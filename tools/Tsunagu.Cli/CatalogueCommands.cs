@@ -110,8 +110,12 @@ public static class CatalogueCommands
 
         // audit, subscribers
         var limitOpt = new Option<int>("--limit") { Description = "entries", DefaultValueFactory = _ => 50 };
+        var auditFilters = new[] { "actor", "action", "target", "unit", "from", "to", "before" }
+            .Select(name => (Name: name, Option: new Option<string?>("--" + name) { Description = $"the API's '{name}' filter (docs/operator-api.md, section 7)" })).ToList();
         var audit = With(new Command("audit", "the audit log of operator actions, newest first") { limitOpt });
-        Run(audit, (r, c, ct) => c.SendAsync(HttpMethod.Get, $"/api/v1/audit?limit={r.GetValue(limitOpt)}", null, ct));
+        foreach (var (_, option) in auditFilters) { audit.Options.Add(option); }
+        Run(audit, (r, c, ct) => c.SendAsync(HttpMethod.Get, $"/api/v1/audit?limit={r.GetValue(limitOpt)}" + string.Concat(auditFilters
+            .Where(f => r.GetValue(f.Option) is not null).Select(f => $"&{f.Name}={Uri.EscapeDataString(r.GetValue(f.Option)!)}")), null, ct));
         yield return audit;
         var subName = new Option<string>("--name") { Description = "subscriber account", Required = true };
         var subPassword = new Option<string>("--subscriber-password") { Description = "their password (8+ characters)", Required = true };

@@ -123,6 +123,51 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
     /// </summary>
     public async Task<UpdateProgramRow> AddUpdateProgramAsync(NewUpdateProgram program, string actor, CancellationToken ct)
     {
+        var (from, to) = CheckProgram(program);
+        var sha = program.ArtifactSha256?.ToLowerInvariant() ?? "";
+        if (artifacts.PathOf(sha) is not { } path)
+        {
+            throw new CatalogueRuleException($"artifactSha256: no uploaded artifact has digest '{program.ArtifactSha256}' (upload it first)");
+        }
+        await CheckBundleAsync(path, program, ct);
+        var row = new UpdateProgramRow
+        {
+            Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
+            ArtifactSha256 = sha, ArtifactSize = new FileInfo(path).Length,
+        };
+        store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"));
+        return row;
+    }
+
+    /// <summary>
+    /// Adds an update program with its bundle in one step (the console's upload): the program's fields are checked
+    /// first, then the uploaded bundle as <see cref="AddUpdateProgramAsync"/> checks it (format, signature by a release
+    /// key, the program's id and patterns); only then are the bundle kept and the program written (audited as
+    /// <c>update-program.add</c> and <c>artifact.upload</c>). A refused upload keeps nothing and writes nothing.
+    /// <see cref="NewUpdateProgram.ArtifactSha256"/> is ignored: the digest is the upload's.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The upload is empty or larger than <see cref="MaxArtifactBytes"/>.</exception>
+    public async Task<UpdateProgramRow> AddUpdateProgramWithBundleAsync(NewUpdateProgram program, Stream bundle, string actor, CancellationToken ct)
+    {
+        var (from, to) = CheckProgram(program);
+        if (store.ListUpdatePrograms().Any(p => p.Id == program.Id)) { throw new StoreConflictException($"update program {program.Id} already exists"); }
+        UpdateProgramRow? row = null;
+        await artifacts.AddAsync(bundle, MaxArtifactBytes, (path, c) => CheckBundleAsync(path, program, c), (sha, size) =>
+        {
+            row = new UpdateProgramRow
+            {
+                Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
+                ArtifactSha256 = sha, ArtifactSize = size,
+            };
+            store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"));
+            store.Audit(actor, "artifact.upload", sha, $"{size} bytes");
+        }, ct);
+        return row!;
+    }
+
+    /// <summary>An update program's fields against the catalogue: its from-pattern and its (verified) to-pattern.</summary>
+    private (PatternRow From, PatternRow To) CheckProgram(NewUpdateProgram program)
+    {
         RequireId(program.Id, "id");
         RequireId(program.FromPattern, "fromPattern");
         RequireId(program.ToPattern, "toPattern");
@@ -138,19 +183,7 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         {
             throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' is for hardware {to.HardwareVersion}, '{from.Id}' for {from.HardwareVersion}");
         }
-        var sha = program.ArtifactSha256?.ToLowerInvariant() ?? "";
-        if (artifacts.PathOf(sha) is not { } path)
-        {
-            throw new CatalogueRuleException($"artifactSha256: no uploaded artifact has digest '{program.ArtifactSha256}' (upload it first)");
-        }
-        await CheckBundleAsync(path, program, ct);
-        var row = new UpdateProgramRow
-        {
-            Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
-            ArtifactSha256 = sha, ArtifactSize = new FileInfo(path).Length,
-        };
-        store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"));
-        return row;
+        return (from, to);
     }
 
     /// <summary>

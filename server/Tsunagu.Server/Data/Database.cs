@@ -132,8 +132,11 @@ public sealed class Database
     private string? _relaxedPragmas;
     private bool _walMode;
 
-    /// <summary>Brings the schema up to the newest migration (FluentMigrator; the version table records what ran).</summary>
-    public void Migrate()
+    /// <summary>
+    /// Brings the schema up to the newest migration, or up to <paramref name="upTo"/> (FluentMigrator; the version table
+    /// records what ran).
+    /// </summary>
+    public void Migrate(long? upTo = null)
     {
         if (Kind == DatabaseKind.Sqlite)
         {
@@ -153,6 +156,7 @@ public sealed class Database
             })
             .BuildServiceProvider(false);
         using var scope = services.CreateScope();
-        scope.ServiceProvider.GetRequiredService<IMigrationRunner>().MigrateUp();
+        var migrations = scope.ServiceProvider.GetRequiredService<IMigrationRunner>();
+        if (upTo is { } version) { migrations.MigrateUp(version); } else { migrations.MigrateUp(); }
     }
 }

@@ -57,7 +57,7 @@ public sealed partial class TsunaguStore
                    last_error = CASE WHEN @Success THEN NULL ELSE COALESCE(@LastError, last_error) END
             WHERE mac = @Mac
             """, new { o.Mac, inventory = JsonSerializer.Serialize(o.Inventory, ProtocolJson.Default.Inventory), o.Pattern, o.State, now, o.Success, o.LastError }, tx);
-        c.Execute(AuditSql, new { now, actor = o.Mac, action = o.Success ? "update.succeeded" : "update.failed", target = o.UpdateId, detail = o.Error }, tx);
+        InsertAudit(c, tx, now, o.Mac, o.Success ? "update.succeeded" : "update.failed", o.UpdateId, o.Error);
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
             new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx);
         tx.Commit();

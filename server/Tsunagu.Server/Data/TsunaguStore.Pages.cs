@@ -172,25 +172,82 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// One page of the audit log, newest first, below id <paramref name="before"/> (null: from the newest), filtered by
-    /// actor, action and target (each exact, each optional).
+    /// The query of one page of the audit log, newest first: only the filters <paramref name="q"/> has, so that each
+    /// can be served by its index (an "@x IS NULL OR" filter can use none). With a unit, the page is read through
+    /// <c>audit_units</c> by key, the other filters applied to the entries it names.
     /// </summary>
-    public AuditPage QueryAuditPage(int limit, long? before, string? actor, string? action, string? target)
+    public static string AuditPageSql(AuditQuery q)
     {
-        if (limit is < 1 or > MaxPageSize) { throw new ArgumentOutOfRangeException(nameof(limit), limit, $"page size must be 1..{MaxPageSize}"); }
+        var where = new List<string>();
+        if (q.Unit is not null) { where.Add("u.mac = @Unit"); }
+        var id = q.Unit is not null ? "u.audit_id" : "a.id";
+        if (q.Before is not null) { where.Add($"{id} < @Before"); }
+        if (q.Actor is not null) { where.Add("a.actor = @Actor"); }
+        if (q.Action is not null) { where.Add("a.action = @Action"); }
+        if (q.Target is not null) { where.Add("a.target = @Target"); }
+        if (q.From is not null) { where.Add("a.at >= @FromAt"); }
+        if (q.To is not null) { where.Add("a.at < @ToAt"); }
+        var from = q.Unit is not null ? "audit_units u JOIN audit a ON a.id = u.audit_id" : "audit a";
+        return $"""
+            SELECT a.id, a.at, a.actor, a.action, a.target, a.detail FROM {from}
+            {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")}
+            ORDER BY {id} DESC LIMIT @Take
+            """;
+    }
+
+    /// <summary>The parameters of <see cref="AuditPageSql"/> for <paramref name="q"/>.</summary>
+    public static object AuditPageArgs(AuditQuery q) => new
+    {
+        q.Unit, q.Before, q.Actor, q.Action, q.Target,
+        FromAt = q.From is { } f ? Timestamp(f) : null, ToAt = q.To is { } t ? Timestamp(t) : null, Take = q.Limit + 1,
+    };
+
+    /// <summary>
+    /// One page of the audit log, newest first, below id <see cref="AuditQuery.Before"/> (null: from the newest),
+    /// filtered by actor, action, target (each exact), the unit an entry names, and time (each optional).
+    /// </summary>
+    public AuditPage QueryAuditPage(AuditQuery q)
+    {
+        if (q.Limit is < 1 or > AuditQuery.MaxLimit) { throw new ArgumentOutOfRangeException(nameof(q), q.Limit, $"page size must be 1..{AuditQuery.MaxLimit}"); }
         using var c = Open();
-        var rows = c.Query<AuditRow>("""
-            SELECT * FROM audit
-            WHERE (@before IS NULL OR id < @before) AND (@actor IS NULL OR actor = @actor)
-              AND (@action IS NULL OR action = @action) AND (@target IS NULL OR target = @target)
-            ORDER BY id DESC LIMIT @take
-            """, new { before, actor, action, target, take = limit + 1 }).ToList();
+        var rows = c.Query<AuditRow>(AuditPageSql(q), AuditPageArgs(q)).ToList();
         long? next = null;
-        if (rows.Count > limit)
+        if (rows.Count > q.Limit)
         {
             rows.RemoveAt(rows.Count - 1);
             next = rows[^1].Id;
         }
         return new AuditPage(rows, next);
     }
+}
+
+/// <summary>
+/// Filters and position of one page of the audit log (<see cref="TsunaguStore.QueryAuditPage"/>); every filter is
+/// optional. <see cref="Unit"/>: a MAC (normalized) the entry names; <see cref="From"/> inclusive, <see cref="To"/>
+/// exclusive; <see cref="Before"/>: the page starts below this entry id (keyset paging).
+/// </summary>
+public sealed record AuditQuery(string? Actor = null, string? Action = null, string? Target = null, string? Unit = null,
+    DateTimeOffset? From = null, DateTimeOffset? To = null, long? Before = null, int Limit = 100)
+{
+    /// <summary>The most entries one page may have.</summary>
+    public const int MaxLimit = 10_000;
+}
+
+/// <summary>The units an audit entry names: its actor when that is a unit, and its target or each unit of a target listing units (comma-separated).</summary>
+public static class AuditUnits
+{
+    public static IReadOnlyList<string> Named(string actor, string? target)
+    {
+        var named = new List<string>();
+        if (IsMac(actor)) { named.Add(actor); }
+        if (target is not null)
+        {
+            named.AddRange(target.Split(',').Where(IsMac));
+        }
+        return named.Distinct(StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>A MAC as the store writes it (lower-case hex pairs and colons); anything else (a serial of 12 hex digits) is not read as one.</summary>
+    private static bool IsMac(string value) =>
+        value.Length == 17 && Protocol.MacAddress.TryNormalize(value, out var mac) && mac == value;
 }

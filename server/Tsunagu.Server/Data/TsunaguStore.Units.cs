@@ -51,7 +51,7 @@ public sealed partial class TsunaguStore
                         """, new { mac = unit.Mac, document, now }, tx);
                 }
             }
-            c.Execute(AuditSql, new { now, actor, action, target, detail }, tx);
+            InsertAudit(c, tx, now, actor, action, target, detail);
             tx.Commit();
         }
         catch (DbException e) when (IsUniqueViolation(e))

@@ -111,18 +111,33 @@ public sealed partial class TsunaguStore
     {
         if (audit is not null)
         {
-            c.Execute(AuditSql, new { now = Now(), actor = audit.Actor, action = audit.Action, target = audit.Target, detail = audit.Detail }, tx);
+            InsertAudit(c, tx, Now(), audit.Actor, audit.Action, audit.Target, audit.Detail);
         }
     }
 
     // ---- audit ---------------------------------------------------------------------------------------------
 
-    private const string AuditSql = "INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail)";
+    /// <summary>
+    /// Writes one audit entry and the units it names (<see cref="AuditUnits.Named"/>, what the unit filter of
+    /// <see cref="QueryAuditPage"/> reads), inside the caller's transaction. Every audit entry is written through here.
+    /// </summary>
+    private static void InsertAudit(DbConnection c, DbTransaction tx, string now, string actor, string action, string? target, string? detail)
+    {
+        var id = c.ExecuteScalar<long>("INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail) RETURNING id",
+            new { now, actor, action, target, detail }, tx);
+        var units = AuditUnits.Named(actor, target);
+        if (units.Count > 0)
+        {
+            c.Execute("INSERT INTO audit_units (mac, audit_id) VALUES (@mac, @id)", units.Select(mac => new { mac, id }), tx);
+        }
+    }
 
     public void Audit(string actor, string action, string? target, string? detail)
     {
         using var c = Open();
-        c.Execute(AuditSql, new { now = Now(), actor, action, target, detail });
+        using var tx = c.BeginTransaction();
+        InsertAudit(c, tx, Now(), actor, action, target, detail);
+        tx.Commit();
     }
 
     public void Audit(AuditEntry entry) => Audit(entry.Actor, entry.Action, entry.Target, entry.Detail);

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
@@ -8,8 +7,9 @@ using Tsunagu.Server.Security;
 namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>
-/// The audit log, newest first, filtered by who, action and target; keyset paging (each page starts below the id of
-/// the last entry of the one before). A wrong parameter is answered 400 with the reason, and lists nothing.
+/// The audit log, newest first, filtered by who, action, target, the unit an entry names and a time range (the
+/// grammar of the operator API's <c>GET /audit</c>, <see cref="AuditFilter"/>); keyset paging (each page starts below
+/// the id of the last entry of the one before). A wrong parameter is answered 400 with the reason, and lists nothing.
 /// </summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.Auditor)]
 public sealed class AuditModel(TsunaguStore store) : SessionPageModel("console")
@@ -21,35 +21,27 @@ public sealed class AuditModel(TsunaguStore store) : SessionPageModel("console")
     public string? Actor { get; private set; }
     public string? Action { get; private set; }
     public string? Target { get; private set; }
+    public string? Unit { get; private set; }
+    public string? From { get; private set; }
+    public string? To { get; private set; }
+    private AuditQuery _query = new();
 
-    public IActionResult OnGet(string? actor, string? action, string? target, string? before)
+    public IActionResult OnGet(string? actor, string? action, string? target, string? unit, string? from, string? to, string? before)
     {
-        Actor = Blank(actor);
-        Action = Blank(action);
-        Target = Blank(target);
-        var errors = new List<string>();
-        foreach (var (field, value) in new[] { ("Who", Actor), ("Action", Action), ("Target", Target) })
-        {
-            if (value is not null && !InputRules.IsText(value)) { errors.Add(InputRules.Text(field)); }
-        }
-        long? below = null;
-        if (Blank(before) is { } b)
-        {
-            if (long.TryParse(b, NumberStyles.None, CultureInfo.InvariantCulture, out var id) && id > 0) { below = id; }
-            else { errors.Add("Page: the link to this page is damaged; start again from the newest entries"); }
-        }
+        (Actor, Action, Target, Unit, From, To) = (Blank(actor), Blank(action), Blank(target), Blank(unit), Blank(from), Blank(to));
+        var errors = AuditFilter.Parse(Actor, Action, Target, Unit, From, To, Blank(before), null, PageSize, out _query);
         if (errors.Count > 0)
         {
-            Errors = errors;
+            Errors = [.. errors.Select(e => e.Field == "before" ? "Page: the link to this page is damaged; start again from the newest entries" : Capitalized(e.Message))];
             Response.StatusCode = StatusCodes.Status400BadRequest;
             return Page();
         }
-        Result = store.QueryAuditPage(PageSize, below, Actor, Action, Target);
+        Result = store.QueryAuditPage(_query);
         return Page();
     }
 
+    private static string Capitalized(string message) => char.ToUpperInvariant(message[0]) + message[1..];
+
     /// <summary>This page's filters with the entries below <paramref name="before"/> (null: from the newest).</summary>
-    public string Link(long? before) => "/console/audit" + new Microsoft.AspNetCore.Http.Extensions.QueryBuilder(
-        new[] { ("actor", Actor), ("action", Action), ("target", Target), ("before", before?.ToString(CultureInfo.InvariantCulture)) }
-            .Where(v => v.Item2 is not null).Select(v => new KeyValuePair<string, string>(v.Item1, v.Item2!)));
+    public string Link(long? before) => "/console/audit" + AuditFilter.QueryString(_query with { Before = before }, withLimit: false);
 }

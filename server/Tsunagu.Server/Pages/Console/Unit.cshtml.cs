@@ -13,7 +13,7 @@ namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>One unit: identity, device management table, inventory, pattern, configuration revisions, history; check now.</summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
-public sealed class UnitModel(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, UnitLifecycle lifecycle, TimeProvider time) : SessionPageModel("console")
+public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, UnitLifecycle lifecycle, TimeProvider time) : SessionPageModel("console")
 {
     public UnitRow Unit { get; private set; } = new();
     public IReadOnlyDictionary<string, string> Applications { get; private set; } = new Dictionary<string, string>();
