@@ -89,13 +89,19 @@ public class RolloutFleetTests
         await AddPattern3Async(server, client);
         var created = await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 50, ErrorPercent: 20));
-        Assert.That(created.Waves.Select(w => w.Members), Is.EqualTo(new[] { 4, 2, 6 }));
+        Assert.That(created.Waves.Select(w => w.Members), Is.EqualTo(new[] { 4, 3, 5 }));
         Assert.That(created.State, Is.EqualTo(RolloutStates.Running));
         var stored = server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).ToDictionary(m => m.Mac, m => m.Wave);
         Assert.That(stored, Is.EqualTo(plan), "the waves are the plan's");
 
         // the first wave installs; two of its units fail health and roll back; the error threshold pauses the rollout
-        await server.WaitForAsync(() => server.Store.GetRollout("lab-p3")!.State == RolloutStates.Paused, "the rollout paused by the error threshold", TimeSpan.FromSeconds(90));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        while (server.Store.GetRollout("lab-p3")!.State != RolloutStates.Paused && DateTime.UtcNow < deadline) { await Task.Delay(100); }
+        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Paused),
+            "the rollout paused by the error threshold; it is: " + JsonSerializer.Serialize(await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3"), Json) +
+            "; reports: " + string.Join("; ", server.Store.ListUpdateReports().Select(r => $"{r.Mac} {r.UpdateId} {r.Success} {r.At}")) +
+            "; members: " + string.Join("; ", server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).Select(m => $"{m.Mac} w{m.Wave} {m.Status} {m.FailedAt}")) +
+            "; audit: " + string.Join("; ", server.Store.ListAudit(100).Where(a => a.Target == "lab-p3").Select(a => $"{a.At} {a.Action} {a.Detail}")));
         var paused = server.Store.GetRollout("lab-p3")!;
         Assert.That(paused.Reason, Does.Contain("error threshold"));
         var openAtPause = (int)paused.OpenWaves;

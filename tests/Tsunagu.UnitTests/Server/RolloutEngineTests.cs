@@ -62,6 +62,7 @@ public class RolloutEngineTests
         new("a wave whose units are all offline waits", Situation(), ["OOOOO", "PPPPP", "PPPPP"], 0, 10, RolloutActions.None, RolloutStates.Running, 1),
         new("offline units never count as failures", Situation(error: 1), ["IOOOO", "PPPPP", "PPPPP"], 0, 10, RolloutActions.OpenWave, RolloutStates.Running, 2),
         new("downloading units are not installed yet", Situation(), ["IIIDD", "PPPPP", "PPPPP"], 0, 10, RolloutActions.None, RolloutStates.Running, 1),
+        new("a wave waits for its installing units even past the success threshold", Situation(), ["IIIID", "PPPPP", "PPPPP"], 0, 10, RolloutActions.None, RolloutStates.Running, 1),
         new("failures at the error threshold pause", Situation(), ["IIIIF", "PPPPP", "PPPPP"], 0, 10, RolloutActions.Pause, RolloutStates.Paused, 1),
         new("failures at the error threshold abort when so set", Situation(onError: ErrorActions.Abort), ["IIIIF", "PPPPP", "PPPPP"], 0, 10, RolloutActions.Abort, RolloutStates.Aborted, 1),
         new("failures below the error threshold do not stop it", Situation(error: 30), ["IIIIF", "PPPPP", "PPPPP"], 0, 10, RolloutActions.OpenWave, RolloutStates.Running, 2),

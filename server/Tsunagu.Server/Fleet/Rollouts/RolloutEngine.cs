@@ -78,7 +78,8 @@ public sealed record WaveProgress(int Wave, bool Open, int Members, int Pending,
 /// Offline units are never failures.</item>
 /// <item>Success threshold: when installed members of the newest open wave reach <see cref="RolloutSituation.SuccessPercent"/>
 /// of its reachable members (offline ones set aside), and the wave has been open <see cref="RolloutSituation.MinWaveTime"/>,
-/// the next wave opens; after the last wave, the rollout completes. A wave whose members are all offline waits.</item>
+/// and no unit of it is still installing (offered the update, not yet reported: it may yet fail its health check), the
+/// next wave opens; after the last wave, the rollout completes. A wave whose members are all offline waits.</item>
 /// </list>
 /// </summary>
 public static class RolloutEngine
@@ -178,6 +179,12 @@ public static class RolloutEngine
         {
             return new(RolloutActions.None, s.State, s.OpenWaves,
                 $"wave {s.OpenWaves}: {installed} of {reachable} reachable unit(s) installed, {s.SuccessPercent}% needed", joins);
+        }
+        var settling = current.Count(m => m.Status == MemberStatus.Downloading);
+        if (settling > 0)
+        {
+            // a unit still installing may yet fail its health check: its outcome decides before the next wave opens
+            return new(RolloutActions.None, s.State, s.OpenWaves, $"wave {s.OpenWaves}: threshold met, {settling} unit(s) still installing", joins);
         }
         if (now - s.WaveOpenedAt < s.MinWaveTime)
         {
