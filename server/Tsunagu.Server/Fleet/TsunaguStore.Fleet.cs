@@ -130,15 +130,41 @@ public sealed partial class TsunaguStore
     /// <summary>The MACs of the active units <paramref name="filter"/> selects now, sorted.</summary>
     public IReadOnlyList<string> FilterMembers(GroupFilter filter)
     {
+        if (filter.App is null)
+        {
+            // the columns only (no inventory to read): a rollout's pass evaluates its group each time
+            using var c = Open();
+            var macs = c.Query<string>("""
+                SELECT mac FROM units WHERE decommissioned_at IS NULL AND (@Pattern IS NULL OR pattern = @Pattern)
+                  AND (@Board IS NULL OR hardware_version = @Board) AND (@Online IS NULL OR online = @Online)
+                ORDER BY mac
+                """, new { filter.Pattern, filter.Board, Online = filter.Online is { } o ? (long?)(o ? 1 : 0) : null }).ToList();
+            if (filter.Tags is not { Count: > 0 } wanted) { return macs; }
+            var set = TaggedWithAll(c, wanted);
+            return macs.Where(set.Contains).ToList();
+        }
         var rows = QueryUnits(new UnitQuery(filter.Pattern, null, filter.App, filter.Version, Online: filter.Online))
             .Where(u => u.DecommissionedAt is null && (filter.Board is null || u.HardwareVersion == filter.Board));
         if (filter.Tags is { Count: > 0 } tags)
         {
             using var c = Open();
-            var tagged = c.Query<string>("SELECT mac FROM unit_tags WHERE tag IN @tags GROUP BY mac HAVING COUNT(DISTINCT tag) = @n",
-                new { tags = tags.Distinct(StringComparer.Ordinal).ToList(), n = tags.Distinct(StringComparer.Ordinal).Count() }).ToHashSet(StringComparer.Ordinal);
+            var tagged = TaggedWithAll(c, tags);
             rows = rows.Where(u => tagged.Contains(u.Mac));
         }
         return rows.Select(u => u.Mac).ToList();
+    }
+
+    private static HashSet<string> TaggedWithAll(System.Data.Common.DbConnection c, IReadOnlyList<string> tags)
+    {
+        var distinct = tags.Distinct(StringComparer.Ordinal).ToList();
+        return c.Query<string>("SELECT mac FROM unit_tags WHERE tag IN @distinct GROUP BY mac HAVING COUNT(DISTINCT tag) = @n",
+            new { distinct, n = (long)distinct.Count }).ToHashSet(StringComparer.Ordinal);
+    }
+
+    /// <summary>The MACs of the active units on <paramref name="pattern"/>.</summary>
+    public IReadOnlyList<string> MacsOnPattern(string pattern)
+    {
+        using var c = Open();
+        return c.Query<string>("SELECT mac FROM units WHERE pattern = @pattern AND decommissioned_at IS NULL ORDER BY mac", new { pattern }).ToList();
     }
 }

@@ -88,7 +88,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     private IReadOnlyList<string> Candidates(GroupRow group, string fromPattern)
     {
         var members = store.GroupMembers(group).ToHashSet(StringComparer.Ordinal);
-        return store.QueryUnits(new UnitQuery(Pattern: fromPattern)).Where(u => u.DecommissionedAt is null && members.Contains(u.Mac)).Select(u => u.Mac).ToList();
+        return store.MacsOnPattern(fromPattern).Where(members.Contains).ToList();
     }
 
     public RolloutView View(RolloutRow row)
