@@ -91,6 +91,8 @@ public static class ServerHost
         builder.Services.AddSingleton<Units.ForcedChecks.ForcedCheckService>();
         builder.Services.AddSingleton<Subscribers.SubscriberChanges>();
         builder.Services.AddSingleton<Subscribers.ConfigRetries>();
+        builder.Services.AddSingleton<Fleet.Rollouts.RolloutService>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Fleet.Rollouts.RolloutService>());
         builder.Services.AddWebSessions(options, Path.Combine(dataDirectory, "keys"), time);
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {
@@ -150,6 +152,8 @@ public static class ServerHost
         app.MapSettingsApi();
         app.MapMediaApi();
         app.MapAuditApi();
+        Fleet.FleetApi.MapFleetApi(app);
+        Fleet.Rollouts.RolloutsApi.MapRolloutsApi(app);
         app.MapAccountsApi();
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapRazorPages();

@@ -87,6 +87,9 @@ public sealed class ServerOptions
     /// <summary>The host retries a failed change once the unit is healthy again and this long (doubled per attempt) has passed since it failed.</summary>
     public int ConfigRetryBackoffSeconds { get; set; } = 60;
 
+    /// <summary>How often the rollout engine looks at every active rollout (seconds): the longest a crossed threshold waits to act.</summary>
+    public double RolloutTickSeconds { get; set; } = 5;
+
     /// <summary>Authentication attempts one unit (MAC) may make per minute: per process on SQLite, over every replica on PostgreSQL.</summary>
     public int AuthAttemptsPerMacPerMinute { get; set; } = 30;
 
@@ -185,6 +188,7 @@ public sealed class ServerOptions
             throw new ArgumentException($"Tsunagu:MqttPort and MqttPlainPort must be -1 (off), 0 (a free one) or a port number (were {MqttPort}, {MqttPlainPort})");
         }
         if (CheckIntervalSeconds < 1) { throw new ArgumentException($"Tsunagu:CheckIntervalSeconds must be positive (was {CheckIntervalSeconds})"); }
+        if (!(RolloutTickSeconds is >= 0.05 and <= 3600)) { throw new ArgumentException($"Tsunagu:RolloutTickSeconds must be 0.05..3600 (was {RolloutTickSeconds})"); }
         if (ConfigRetryAttempts is < 1 or > 10 || ConfigRetryBackoffSeconds is < 0 or > 86400)
         {
             throw new ArgumentException($"Tsunagu:ConfigRetryAttempts must be 1..10 and ConfigRetryBackoffSeconds 0..86400 (were {ConfigRetryAttempts}, {ConfigRetryBackoffSeconds})");

@@ -247,4 +247,52 @@ public class CliTests
         unit = server.Store.GetUnit(mac)!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)null, (long?)null, (string?)null)));
     }
+
+    [Test]
+    public async Task Units_tag_group_and_rollout_commands_drive_the_api()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var (exit, _, err) = await Tsunagu(server, "units", "tag", mac, "--add", "lab", "region:kanto");
+        Assert.That(exit, Is.Zero, err);
+        (exit, _, err) = await Tsunagu(server, "units", "tag", mac, "--add", "beta", "--remove", "region:kanto");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(server.Store.GetTags(mac), Is.EqualTo(new[] { "beta", "lab" }), "the tags the unit had stay, the removed one goes");
+        (exit, _, err) = await Tsunagu(server, "units", "tag", mac, "--add", "Bad Tag");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("tags"));
+        Assert.That(server.Store.GetTags(mac), Is.EqualTo(new[] { "beta", "lab" }), "the refusal changed nothing");
+        var (_, tagged, _) = await Tsunagu(server, "units", "tagged", "lab");
+        Assert.That(tagged, Does.Contain(mac));
+        // the unit runs pattern 1 (as its checks would record it): the rollout's one member, in wave 1, never installing here
+        server.Store.RecordInventory(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
+            DemoCatalogue.Pattern1, "Ready");
+
+        (exit, _, err) = await Tsunagu(server, "group", "create", "lab", "--tag", "lab");
+        Assert.That(exit, Is.Zero, err);
+        var (_, groups, _) = await Tsunagu(server, "group", "list");
+        Assert.That(groups, Does.Match("lab\\s+dynamic\\s+1 unit"));
+
+        (exit, var created, err) = await Tsunagu(server, "rollout", "create", "r1", "--group", "lab", "--from", DemoCatalogue.Pattern1, "--to", DemoCatalogue.Pattern2,
+            "--waves", "10%,90%", "--error", "5");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(created, Does.Contain("rollout r1: running").And.Contain("downloading"));
+        (exit, _, err) = await Tsunagu(server, "rollout", "create", "r2", "--group", "lab", "--from", DemoCatalogue.Pattern1, "--to", DemoCatalogue.Pattern2, "--waves", "ten");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("--waves"));
+        (exit, _, err) = await Tsunagu(server, "rollout", "pause", "r1");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(server.Store.GetRollout("r1")!.State, Is.EqualTo("paused"));
+        (exit, _, err) = await Tsunagu(server, "rollout", "resume", "r1");
+        Assert.That(exit, Is.Zero, err);
+        var (_, stopped, _) = await Tsunagu(server, "rollout", "stop");
+        Assert.That(stopped, Does.Contain("paused: r1"));
+        (exit, _, err) = await Tsunagu(server, "rollout", "abort", "r1");
+        Assert.That(exit, Is.Zero, err);
+        (exit, _, err) = await Tsunagu(server, "rollout", "resume", "r1");
+        Assert.That(exit, Is.EqualTo(1), "an aborted rollout cannot resume");
+        Assert.That(err, Does.Contain("409"));
+        Assert.That(server.Store.ListAudit(100).Where(a => a.Target == "r1").Select(a => a.Action).Reverse(),
+            Is.EqualTo(new[] { "rollout.create", "rollout.pause", "rollout.resume", "rollout.emergency-stop", "rollout.abort" }));
+    }
 }

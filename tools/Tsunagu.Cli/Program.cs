@@ -217,6 +217,9 @@ var units = new Command("units", "query and command the fleet") { list, check };
 foreach (var c in CatalogueCommands.UnitCommands(connection, Connect, Guard)) { units.Subcommands.Add(c); }
 foreach (var c in UnitLifecycleCommands.UnitCommands(connection, Connect, Guard)) { units.Subcommands.Add(c); }
 units.Subcommands.Add(UpdateWindowCommands.Window(connection, Connect, Guard));
+foreach (var c in FleetCommands.UnitCommands(connection, Connect, Guard)) { units.Subcommands.Add(c); }
+root.Subcommands.Add(FleetCommands.Group(connection, Connect, Guard));
+root.Subcommands.Add(FleetCommands.Rollout(connection, Connect, Guard));
 root.Subcommands.Add(UnitLifecycleCommands.Secrets(connection, Connect, Guard));
 root.Subcommands.Add(units);
 foreach (var c in CatalogueCommands.Create(connection, Connect, Guard)) { root.Subcommands.Add(c); }

@@ -79,7 +79,7 @@ public static class HostApi
     }
 
     private static async Task<Results<Ok<VersionCheckResponse>, ProblemHttpResult>> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
-        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, ILogger<VersionCheckRequest> log)
+        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(request.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -128,7 +128,8 @@ public static class HostApi
         {
             var load = request.Load ?? new UnitLoad(0, 0);
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
-            deferred = ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
+            // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
+            deferred = rollouts.Gate(mac, program) ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,

@@ -161,7 +161,7 @@ public sealed partial class TsunaguStore
         {
             throw new StoreConflictException($"unit {mac} has been provisioned or is part of a replacement: its row stays for audit; decommission it instead");
         }
-        foreach (var table in new[] { "challenges", "push_checks", "unit_events", "update_reports", "unit_configs", "unit_revisions", "units" })
+        foreach (var table in new[] { "challenges", "push_checks", "unit_events", "update_reports", "unit_configs", "unit_revisions", "unit_tags", "rollout_units", "units" })
         {
             c.Execute($"DELETE FROM {table} WHERE mac = @mac", new { mac }, tx);
         }

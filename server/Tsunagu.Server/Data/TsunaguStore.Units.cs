@@ -31,7 +31,9 @@ public sealed partial class TsunaguStore
     /// Registers units, each with revision 1 of <paramref name="config"/> (when given), and writes one audit entry, in
     /// one transaction: all or nothing. A unit that is already registered fails the whole call (<see cref="StoreConflictException"/>).
     /// </summary>
-    public void AddUnits(IReadOnlyList<UnitRow> units, ServiceConfiguration? config, string actor, string action, string? target, string? detail)
+    /// <remarks><paramref name="tags"/>: the tags of units that have some, written in the same transaction.</remarks>
+    public void AddUnits(IReadOnlyList<UnitRow> units, ServiceConfiguration? config, string actor, string action, string? target, string? detail,
+        IReadOnlyDictionary<string, IReadOnlyList<string>>? tags = null)
     {
         var now = Now();
         var document = config is null ? null : JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration);
@@ -50,6 +52,7 @@ public sealed partial class TsunaguStore
                         INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, 1, @document, 'provisional', 'operator', @now)
                         """, new { mac = unit.Mac, document, now }, tx);
                 }
+                if (tags?.GetValueOrDefault(unit.Mac) is { Count: > 0 } unitTags) { WriteTags(c, tx, unit.Mac, unitTags); }
             }
             InsertAudit(c, tx, now, actor, action, target, detail);
             tx.Commit();

@@ -4,7 +4,9 @@ using Tsunagu.Server.Data;
 namespace Tsunagu.Server.Units.Registration;
 
 /// <summary>The outcome of checking a CSV device management table: a file-level error, or one result per row.</summary>
-public sealed record BulkCheck(string? FileError, IReadOnlyList<BulkRowResult> Rows, IReadOnlyList<UnitRow> Valid)
+/// <remarks><see cref="Tags"/>: the tags column of each valid row that has tags (<see cref="Fleet.Tags"/>).</remarks>
+public sealed record BulkCheck(string? FileError, IReadOnlyList<BulkRowResult> Rows, IReadOnlyList<UnitRow> Valid,
+    IReadOnlyDictionary<string, IReadOnlyList<string>>? Tags = null)
 {
     public bool CanCommit => FileError is null && Valid.Count > 0 && Rows.All(r => r.Error is null);
 }
@@ -21,7 +23,7 @@ public static class DeviceTable
     /// <summary>The CSV columns of the device management table (patent fig. 6), in order; a header row names them.</summary>
     public static readonly string[] Columns =
         ["mac", "serial", "hardware_version", "isp_method", "isp_username", "isp_password", "ip_address", "isp_gateway", "isp_dns", "domain", "vpn",
-         "global_ip", "subscriber", "target_pattern"];
+         "global_ip", "subscriber", "target_pattern", "tags"];
 
     /// <summary>Checks every row of a CSV device management table against the registration rules; writes nothing.</summary>
     public static BulkCheck Check(string text, TsunaguStore store)
@@ -50,6 +52,7 @@ public static class DeviceTable
         var results = new List<BulkRowResult>();
         var valid = new List<UnitRow>();
         var seen = new HashSet<string>();
+        var tags = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
         for (var i = 1; i < rows.Count; i++)
         {
             var row = rows[i];
@@ -60,11 +63,17 @@ public static class DeviceTable
                     Cell(row, "isp_gateway"), UnitRegistration.NameServers(Cell(row, "isp_dns"))),
                 Cell(row, "ip_address"), Cell(row, "domain"), Cell(row, "vpn"), Cell(row, "global_ip"), Cell(row, "target_pattern"), Cell(row, "subscriber"));
             var (unit, error) = UnitRegistration.Validate(req, store);
+            var rowTags = Fleet.Tags.SplitCell(Cell(row, "tags"));
+            error ??= Fleet.Tags.Invalid(rowTags);
             if (unit is not null && !seen.Add(unit.Mac)) { error = $"mac: {unit.Mac} appears twice in this file"; }
             else if (unit is not null && store.GetUnit(unit.Mac) is not null) { error = $"mac: {unit.Mac} is already registered"; }
             results.Add(new(line, unit?.Mac ?? Cell(row, "mac"), error));
-            if (error is null && unit is not null) { valid.Add(unit); }
+            if (error is null && unit is not null)
+            {
+                valid.Add(unit);
+                if (rowTags.Count > 0) { tags[unit.Mac] = Fleet.Tags.Normal(rowTags); }
+            }
         }
-        return new(null, results, valid);
+        return new(null, results, valid, tags);
     }
 }

@@ -104,7 +104,7 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
         }
         // every unit, its first configuration and the audit entry in one transaction: a unit registered meanwhile
         // (another import) makes the whole table fail with nothing written
-        store.AddUnits(check.Valid, store.GetServiceConfig(DefaultServiceConfig), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)");
+        store.AddUnits(check.Valid, store.GetServiceConfig(DefaultServiceConfig), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)", check.Tags);
         foreach (var unit in check.Valid)
         {
             await EnsureBrokerAccountAsync(unit.Mac, ct);

@@ -1,0 +1,91 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Server.Fleet;
+
+/// <summary>A unit's tags, replaced as a whole (an empty list clears them).</summary>
+public sealed record UnitTagsRequest(IReadOnlyList<string>? Tags);
+public sealed record UnitTagsView(string Mac, IReadOnlyList<string> Tags);
+public sealed record TagCount(string Tag, long Units);
+
+/// <summary>Tags on units and groups of units: what rollouts (<see cref="Rollouts.RolloutsApi"/>) move.</summary>
+public static class FleetApi
+{
+    public const string TagsRoute = Routes.Prefix + "/tags";
+    public const string GroupsRoute = Routes.Prefix + "/groups";
+
+    public static void MapFleetApi(this IEndpointRouteBuilder app)
+    {
+        var units = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
+        units.MapGet("/{mac}/tags", Results<Ok<UnitTagsView>, ProblemHttpResult> (string mac, TsunaguStore store) =>
+                MacAddress.TryNormalize(mac, out var m) && store.GetUnitForCheck(m) is not null
+                    ? TypedResults.Ok(new UnitTagsView(m, store.GetTags(m)))
+                    : Problems.NotFound($"unit {mac} is not registered"))
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        units.MapPut("/{mac}/tags", Results<Ok<UnitTagsView>, ProblemHttpResult> (string mac, UnitTagsRequest? request, TsunaguStore store, HttpContext http) =>
+            {
+                if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnitForCheck(m) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+                if (Tags.Invalid(request?.Tags) is { } error) { return Problems.BadRequest(error, "tags"); }
+                var tags = Tags.Normal(request!.Tags!);
+                if (!store.SetTags(m, tags, new AuditEntry(http.Caller().Subject, "unit.tags", m, tags.Count == 0 ? "none" : string.Join(' ', tags))))
+                {
+                    return Problems.NotFound($"unit {mac} is not registered");
+                }
+                return TypedResults.Ok(new UnitTagsView(m, store.GetTags(m)));
+            })
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+
+        var tagsApi = app.MapGroup(TagsRoute).AddEndpointFilter<RequireOperator>();
+        tagsApi.MapGet("", (TsunaguStore store) => TypedResults.Ok(store.ListTagCounts().Select(t => new TagCount(t.Tag, t.Units)).ToList()))
+            .AllowRoles(OperatorRoles.Read);
+        tagsApi.MapGet("/{tag}/units", Results<Ok<List<UnitView>>, ProblemHttpResult> (string tag, TsunaguStore store) =>
+                !Tags.IsTag(tag)
+                    ? Problems.BadRequest(Tags.Rule("tag"), "tag")
+                    : TypedResults.Ok(store.UnitsWithTag(tag).Select(store.GetUnit).OfType<UnitRow>().Select(OperatorApi.ToView).ToList()))
+            .AllowRoles(OperatorRoles.Read);
+
+        var groups = app.MapGroup(GroupsRoute).AddEndpointFilter<RequireOperator>();
+        groups.MapGet("", (TsunaguStore store) =>
+                TypedResults.Ok(store.ListGroups().Select(g => Groups.View(g, store.GroupMembers(g), withMembers: false)).ToList()))
+            .AllowRoles(OperatorRoles.Read);
+        groups.MapGet("/{name}", Results<Ok<GroupView>, ProblemHttpResult> (string name, TsunaguStore store) =>
+                InputRules.IsIdentifier(name) && store.GetGroup(name) is { } g
+                    ? TypedResults.Ok(Groups.View(g, store.GroupMembers(g), withMembers: true))
+                    : Problems.NotFound($"no group '{InputRules.Quote(name)}'"))
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        groups.MapPost("", Results<Created<GroupView>, ProblemHttpResult> (NewGroup? request, TsunaguStore store, HttpContext http) =>
+            {
+                var actor = http.Caller().Subject;
+                var (row, error) = Groups.Check(request, store, actor);
+                if (row is null) { return Problems.BadRequest(error!); }
+                try
+                {
+                    store.AddGroup(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}"));
+                }
+                catch (StoreConflictException e)
+                {
+                    return Problems.Conflict(e.Message);
+                }
+                return TypedResults.Created($"{GroupsRoute}/{row.Name}", Groups.View(row, store.GroupMembers(row), withMembers: true));
+            })
+            .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+        groups.MapDelete("/{name}", Results<NoContent, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
+            {
+                if (!InputRules.IsIdentifier(name)) { return Problems.NotFound($"no group '{InputRules.Quote(name)}'"); }
+                try
+                {
+                    return store.DeleteGroup(name, new AuditEntry(http.Caller().Subject, "group.delete", name, null))
+                        ? TypedResults.NoContent()
+                        : Problems.NotFound($"no group '{InputRules.Quote(name)}'");
+                }
+                catch (StoreConflictException e)
+                {
+                    return Problems.Conflict(e.Message);
+                }
+            })
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+    }
+}

@@ -1,0 +1,70 @@
+using System.Text.Json;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+
+namespace Tsunagu.Server.Fleet;
+
+public static class GroupKinds
+{
+    public const string Static = "static";
+    public const string Dynamic = "dynamic";
+}
+
+/// <summary>
+/// A dynamic group's filter: every given field must hold (pattern; board, the hardware version; an application at a
+/// version; all of the tags; online state). An empty filter selects every active unit.
+/// </summary>
+public sealed record GroupFilter(string? Pattern = null, string? Board = null, string? App = null, string? Version = null,
+    IReadOnlyList<string>? Tags = null, bool? Online = null);
+
+/// <summary>A new group: <see cref="Macs"/> (static) or <see cref="Filter"/> (dynamic), not both.</summary>
+public sealed record NewGroup(string? Name, IReadOnlyList<string>? Macs, GroupFilter? Filter);
+
+/// <summary>A group as the operator sees it, with the units it holds now.</summary>
+public sealed record GroupView(string Name, string Kind, IReadOnlyList<string>? Macs, GroupFilter? Filter, string CreatedBy, string CreatedAt,
+    int MemberCount, IReadOnlyList<string>? Members = null);
+
+/// <summary>Static groups (a list of MACs, each a registered unit) and dynamic ones (a filter evaluated whenever the group is used).</summary>
+public static class Groups
+{
+    public const int MaxStaticMacs = 100_000;
+
+    /// <summary>The row to store for <paramref name="request"/>, or why it cannot be stored. Reads the store; writes nothing.</summary>
+    public static (GroupRow? Row, string? Error) Check(NewGroup? request, TsunaguStore store, string actor)
+    {
+        if (request is null) { return (null, "body: a JSON object with name and macs (a static group) or filter (a dynamic one)"); }
+        if (!InputRules.IsIdentifier(request.Name)) { return (null, InputRules.Identifier("name")); }
+        if ((request.Macs is null) == (request.Filter is null)) { return (null, "macs, filter: give exactly one (macs: a static group; filter: a dynamic one)"); }
+        if (request.Macs is { } macs)
+        {
+            if (macs.Count > MaxStaticMacs) { return (null, $"macs: at most {MaxStaticMacs}"); }
+            var normal = new SortedSet<string>(StringComparer.Ordinal);
+            foreach (var mac in macs)
+            {
+                if (!MacAddress.TryNormalize(mac, out var m)) { return (null, $"macs: '{InputRules.Quote(mac)}' is not a MAC address"); }
+                normal.Add(m);
+            }
+            var missing = normal.Where(m => store.GetUnitForCheck(m) is null).Take(5).ToList();
+            if (missing.Count > 0) { return (null, $"macs: not registered: {string.Join(", ", missing)}"); }
+            return (new GroupRow { Name = request.Name, Kind = GroupKinds.Static, Definition = JsonSerializer.Serialize(normal.ToList(), JsonSerializerOptions.Web), CreatedBy = actor }, null);
+        }
+        var f = request.Filter!;
+        if (f.Pattern is not null && !InputRules.IsIdentifier(f.Pattern)) { return (null, InputRules.Identifier("filter.pattern")); }
+        if (f.Board is not null && !InputRules.IsText(f.Board, 64)) { return (null, InputRules.Text("filter.board", 64)); }
+        if (f.App is not null && !InputRules.IsIdentifier(f.App)) { return (null, InputRules.Identifier("filter.app")); }
+        if (f.Version is not null && (f.App is null || !InputRules.IsIdentifier(f.Version)))
+        {
+            return (null, "filter.version: needs filter.app (the application whose version it is); " + InputRules.Identifier("filter.version"));
+        }
+        if (f.Tags is not null && Tags.Invalid(f.Tags, "filter.tags") is { } tagError) { return (null, tagError); }
+        var filter = f with { Tags = f.Tags is null ? null : Tags.Normal(f.Tags) };
+        return (new GroupRow { Name = request.Name, Kind = GroupKinds.Dynamic, Definition = JsonSerializer.Serialize(filter, JsonSerializerOptions.Web), CreatedBy = actor }, null);
+    }
+
+    public static GroupView View(GroupRow row, IReadOnlyList<string> members, bool withMembers) =>
+        new(row.Name, row.Kind,
+            row.Kind == GroupKinds.Static ? JsonSerializer.Deserialize<List<string>>(row.Definition, JsonSerializerOptions.Web) : null,
+            row.Kind == GroupKinds.Dynamic ? JsonSerializer.Deserialize<GroupFilter>(row.Definition, JsonSerializerOptions.Web) : null,
+            row.CreatedBy, row.CreatedAt, members.Count, withMembers ? members : null);
+}

@@ -1,0 +1,238 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Push;
+using Tsunagu.Server.Units.ForcedChecks;
+
+namespace Tsunagu.Server.Fleet.Rollouts;
+
+/// <summary>The operator's new rollout.</summary>
+/// <param name="SuccessPercent">Installed share of a wave's reachable units that opens the next wave (default 90).</param>
+/// <param name="ErrorPercent">Failed share of the open waves' units that pauses or aborts the rollout (default 10).</param>
+/// <param name="OnError"><c>pause</c> (default) or <c>abort</c>.</param>
+/// <param name="MinWaveSeconds">How long a wave stays open at least before the next opens (default 0).</param>
+public sealed record NewRollout(string? Name, string? Group, string? FromPattern, string? ToPattern, IReadOnlyList<WaveSpec>? Waves,
+    int? SuccessPercent = null, int? ErrorPercent = null, string? OnError = null, int? MinWaveSeconds = null);
+
+/// <summary>A rollout with its progress, per wave and in all.</summary>
+public sealed record RolloutView(string Name, string Group, string FromPattern, string ToPattern, string UpdateId, string State, string? Reason,
+    int OpenWaves, IReadOnlyList<WaveSpec> WaveSpecs, int SuccessPercent, int ErrorPercent, string OnError, int MinWaveSeconds,
+    string CreatedBy, string CreatedAt, string UpdatedAt, IReadOnlyList<WaveProgress> Waves, WaveProgress Total);
+
+/// <summary>A rollout the operator cannot create or act on as asked (400 or 409, nothing written).</summary>
+public sealed class RolloutRuleException(string message, bool conflict = false) : Exception(message)
+{
+    public bool Conflict { get; } = conflict;
+}
+
+/// <summary>
+/// Rollouts at work: creates them, holds back the update of a transition a rollout owns (<see cref="Gate"/>, called by
+/// the version check), and runs <see cref="RolloutEngine"/> on every active rollout each
+/// <see cref="ServerOptions.RolloutTickSeconds"/> (on the replica holding the once-only lease), applying and auditing
+/// each decision and telling the units of a wave that opens to check.
+/// </summary>
+public sealed class RolloutService(TsunaguStore store, ServerOptions options, TimeProvider time, ForcedCheckService checks,
+    IPushPublisher push, Cluster.ReplicaLease lease, ILogger<RolloutService> log) : BackgroundService
+{
+    private readonly SemaphoreSlim _tick = new(1, 1);
+
+    /// <summary>How long the engine's most recent decision took (the pure part, without the database reads).</summary>
+    public TimeSpan LastDecisionCost { get; private set; }
+
+    public static string Actor(string rollout) => $"rollout:{rollout}";
+
+    public RolloutView Create(NewRollout? request, string actor)
+    {
+        if (request is null) { throw new RolloutRuleException("body: a JSON object with name, group, fromPattern, toPattern, waves"); }
+        if (!Apis.InputRules.IsIdentifier(request.Name)) { throw new RolloutRuleException(Apis.InputRules.Identifier("name")); }
+        if (!Apis.InputRules.IsIdentifier(request.Group)) { throw new RolloutRuleException(Apis.InputRules.Identifier("group")); }
+        if (!Apis.InputRules.IsIdentifier(request.FromPattern)) { throw new RolloutRuleException(Apis.InputRules.Identifier("fromPattern")); }
+        if (!Apis.InputRules.IsIdentifier(request.ToPattern)) { throw new RolloutRuleException(Apis.InputRules.Identifier("toPattern")); }
+        if (RolloutEngine.InvalidWaves(request.Waves) is { } waveError) { throw new RolloutRuleException(waveError); }
+        if (request.SuccessPercent is < 1 or > 100) { throw new RolloutRuleException("successPercent: 1 to 100"); }
+        if (request.ErrorPercent is < 0 or > 100) { throw new RolloutRuleException("errorPercent: 0 (any failure) to 100"); }
+        if (request.OnError is not (null or ErrorActions.Pause or ErrorActions.Abort)) { throw new RolloutRuleException("onError: pause or abort"); }
+        if (request.MinWaveSeconds is < 0 or > 30 * 86400) { throw new RolloutRuleException("minWaveSeconds: 0 to 2592000 (30 days)"); }
+        var group = store.GetGroup(request.Group) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
+        if (store.GetPattern(request.ToPattern) is not { Status: PatternStatus.Verified })
+        {
+            throw new RolloutRuleException($"toPattern: '{request.ToPattern}' is not a verified pattern");
+        }
+        var program = store.FindUpdateProgram(request.FromPattern, request.ToPattern)
+            ?? throw new RolloutRuleException($"fromPattern, toPattern: no update program leads from {request.FromPattern} to {request.ToPattern}");
+        var candidates = Candidates(group, request.FromPattern);
+        var members = RolloutEngine.Plan(request.Name, request.Waves!, candidates);
+        var row = new RolloutRow
+        {
+            Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
+            Waves = JsonSerializer.Serialize(request.Waves, JsonSerializerOptions.Web), SuccessPercent = request.SuccessPercent ?? 90,
+            ErrorPercent = request.ErrorPercent ?? 10, OnError = request.OnError ?? ErrorActions.Pause, MinWaveSeconds = request.MinWaveSeconds ?? 0,
+            State = RolloutStates.Running, OpenWaves = 1, CreatedBy = actor,
+        };
+        var sizes = RolloutEngine.WaveSizes(request.Waves!, members.Count);
+        try
+        {
+            store.AddRollout(row, members, new AuditEntry(actor, "rollout.create", row.Name,
+                $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open"));
+        }
+        catch (StoreConflictException e)
+        {
+            throw new RolloutRuleException(e.Message, conflict: true);
+        }
+        log.LogInformation("rollout {Rollout} created by {Actor}: {Count} unit(s), waves {Waves}", row.Name, actor, members.Count, string.Join("/", sizes));
+        return View(store.GetRollout(row.Name)!);
+    }
+
+    /// <summary>The units of <paramref name="group"/> on <paramref name="fromPattern"/> now: who a rollout moves, and who joins it.</summary>
+    private IReadOnlyList<string> Candidates(GroupRow group, string fromPattern)
+    {
+        var members = store.GroupMembers(group).ToHashSet(StringComparer.Ordinal);
+        return store.MacsOnPattern(fromPattern).Where(members.Contains).ToList();
+    }
+
+    public RolloutView View(RolloutRow row)
+    {
+        var members = store.RolloutMembers(row);
+        var situation = Situation(row);
+        var waves = RolloutEngine.Progress(situation, members);
+        var total = new WaveProgress(0, waves.Any(w => w.Open), waves.Sum(w => w.Members), waves.Sum(w => w.Pending), waves.Sum(w => w.Downloading),
+            waves.Sum(w => w.Installed), waves.Sum(w => w.Failed), waves.Sum(w => w.Offline));
+        return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
+            (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total);
+    }
+
+    private static IReadOnlyList<WaveSpec> Specs(RolloutRow row) => JsonSerializer.Deserialize<List<WaveSpec>>(row.Waves, JsonSerializerOptions.Web) ?? [];
+
+    private static DateTimeOffset At(string timestamp) => DateTimeOffset.Parse(timestamp, System.Globalization.CultureInfo.InvariantCulture);
+
+    public static RolloutSituation Situation(RolloutRow row) =>
+        new(row.State, (int)row.OpenWaves, Specs(row).Count, (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError,
+            TimeSpan.FromSeconds(row.MinWaveSeconds), At(row.WaveOpenedAt), At(row.ErrorsSince));
+
+    /// <summary>
+    /// Why the unit may not take <paramref name="program"/> now; null when it may. A transition held by a rollout (the
+    /// newest one of it that is not completed) is open only to members of its open waves while it runs, and never to a
+    /// member that reported the update as failed in it: its own rollback keeps it on the old pattern.
+    /// </summary>
+    public string? Gate(string mac, UpdateProgramRow program)
+    {
+        if (store.RolloutGate(mac, program.FromPattern, program.ToPattern) is not { } gate) { return null; }
+        if (gate.Wave is not { } wave) { return $"rollout {gate.Name} holds {program.FromPattern} -> {program.ToPattern}; the unit is not (yet) part of it"; }
+        if (gate.State != RolloutStates.Running) { return $"rollout {gate.Name} is {gate.State}"; }
+        if (wave >= gate.OpenWaves) { return $"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open"; }
+        if (store.FailedUpdateSince(mac, program.Id, gate.JoinedAt!)) { return $"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}"; }
+        return null;
+    }
+
+    /// <summary>The operator pauses, resumes or aborts a rollout; false when it is not in a state that allows it.</summary>
+    public bool Act(string name, string action, string actor)
+    {
+        var (from, to) = action switch
+        {
+            "pause" => ((IReadOnlyList<string>)[RolloutStates.Running], RolloutStates.Paused),
+            "resume" => ([RolloutStates.Paused], RolloutStates.Running),
+            "abort" => ([RolloutStates.Running, RolloutStates.Paused], RolloutStates.Aborted),
+            _ => throw new ArgumentOutOfRangeException(nameof(action), action, "pause, resume or abort"),
+        };
+        return store.SetRolloutState(name, from, to, action == "resume" ? null : $"{to} by {actor}",
+            new AuditEntry(actor, $"rollout.{action}", name, action == "resume" ? "running; failures reported before now no longer count" : to));
+    }
+
+    /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
+    public IReadOnlyList<string> EmergencyStop(string actor) =>
+        store.ListRollouts(activeOnly: true).Where(r => r.State == RolloutStates.Running)
+            .Where(r => store.SetRolloutState(r.Name, [RolloutStates.Running], RolloutStates.Paused, $"emergency stop by {actor}",
+                new AuditEntry(actor, "rollout.emergency-stop", r.Name, RolloutStates.Paused)))
+            .Select(r => r.Name).ToList();
+
+    /// <summary>One pass of the engine over every active rollout; what it decided, for each rollout that changed.</summary>
+    public async Task<IReadOnlyList<(string Rollout, RolloutDecision Decision)>> TickAsync(CancellationToken ct)
+    {
+        await _tick.WaitAsync(ct);
+        try
+        {
+            var done = new List<(string, RolloutDecision)>();
+            foreach (var row in store.ListRollouts(activeOnly: true))
+            {
+                ct.ThrowIfCancellationRequested();
+                var members = store.RolloutMembers(row);
+                var group = store.GetGroup(row.GroupName);
+                var candidates = group is null ? [] : Candidates(group, row.FromPattern);
+                var started = Stopwatch.GetTimestamp();
+                var decision = RolloutEngine.Decide(Situation(row), members, candidates, time.GetUtcNow());
+                LastDecisionCost = Stopwatch.GetElapsedTime(started);
+                if (decision.Action == RolloutActions.None && decision.Joins.Count == 0) { continue; }
+                var detail = decision.Joins.Count == 0 ? decision.Detail
+                    : $"{decision.Joins.Count} unit(s) joined wave {decision.Joins[0].Wave + 1} ({string.Join(", ", decision.Joins.Take(10).Select(j => j.Mac))}" +
+                      $"{(decision.Joins.Count > 10 ? ", ..." : "")}); {decision.Detail}";
+                var action = decision.Action == RolloutActions.None ? "rollout.join" : $"rollout.{decision.Action}";
+                var reason = decision.Action is RolloutActions.Pause or RolloutActions.Abort ? decision.Detail : decision.Action == RolloutActions.None ? row.Reason : null;
+                if (!store.ApplyRolloutDecision(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail)))
+                {
+                    continue; // moved meanwhile (the operator, another replica): the next pass decides again
+                }
+                log.LogInformation("rollout {Rollout}: {Action}: {Detail}", row.Name, action, detail);
+                done.Add((row.Name, decision));
+                var opened = decision.Action == RolloutActions.OpenWave ? decision.OpenWaves - 1 : -1;
+                var woken = members.Concat(decision.Joins)
+                    .Where(m => (m.Wave == opened || (decision.Joins.Contains(m) && m.Wave < decision.OpenWaves && decision.State == RolloutStates.Running))
+                                && m.Status is MemberStatus.Pending)
+                    .Select(m => m.Mac).ToList();
+                await WakeAsync(row, woken, ct);
+            }
+            return done;
+        }
+        finally
+        {
+            _tick.Release();
+        }
+    }
+
+    /// <summary>Tells the units of wave 1 of a new rollout to check now.</summary>
+    public Task StartAsync(string rollout, CancellationToken ct) =>
+        store.GetRollout(rollout) is { } row
+            ? WakeAsync(row, store.RolloutMembers(row).Where(m => m.Wave == 0 && m.Status == MemberStatus.Pending).Select(m => m.Mac).ToList(), ct)
+            : Task.CompletedTask;
+
+    /// <summary>
+    /// Asks units of a wave that just opened to check now (reason <see cref="PushReasons.Config"/>: the update keeps its
+    /// own importance); a unit not told (push off or failing) takes it at its next periodic check.
+    /// </summary>
+    private async Task WakeAsync(RolloutRow row, IReadOnlyList<string> macs, CancellationToken ct)
+    {
+        if (macs.Count == 0 || push.BrokerUri is null) { return; }
+        try
+        {
+            foreach (var chunk in macs.Chunk(1000))
+            {
+                await checks.SendAsync(Actor(row.Name), chunk, (int)(store.GetUpdateProgram(row.UpdateId)?.Importance ?? 3), PushReasons.Config, ct);
+            }
+        }
+        catch (PushException e)
+        {
+            log.LogWarning("rollout {Rollout}: could not tell {Count} unit(s) to check ({Error}); they take the update at their next check", row.Name, macs.Count, e.Message);
+        }
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var period = TimeSpan.FromSeconds(options.RolloutTickSeconds);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(period, time, stoppingToken);
+                if (lease.IsHolder) { await TickAsync(stoppingToken); }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is System.Data.Common.DbException or TimeoutException or InvalidOperationException)
+            {
+                log.LogWarning(e, "rollout pass failed; the next pass decides again");
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.Server.Fleet.Rollouts;
+
+public sealed record EmergencyStopResponse(IReadOnlyList<string> Paused);
+
+/// <summary>Staged rollouts: create, list, show with per-wave progress, pause, resume, abort, and the emergency stop.</summary>
+public static class RolloutsApi
+{
+    public const string Route = Routes.Prefix + "/rollouts";
+
+    public static void MapRolloutsApi(this IEndpointRouteBuilder app)
+    {
+        var api = app.MapGroup(Route).AddEndpointFilter<RequireOperator>();
+        api.MapGet("", (RolloutService rollouts, TsunaguStore store) => TypedResults.Ok(store.ListRollouts().Select(rollouts.View).ToList()))
+            .AllowRoles(OperatorRoles.Read);
+        api.MapGet("/{name}", Results<Ok<RolloutView>, ProblemHttpResult> (string name, RolloutService rollouts, TsunaguStore store) =>
+                InputRules.IsIdentifier(name) && store.GetRollout(name) is { } row
+                    ? TypedResults.Ok(rollouts.View(row))
+                    : Problems.NotFound($"no rollout '{InputRules.Quote(name)}'"))
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapPost("", async Task<Results<Created<RolloutView>, ProblemHttpResult>> (NewRollout? request, RolloutService rollouts, HttpContext http) =>
+            {
+                RolloutView view;
+                try
+                {
+                    view = rollouts.Create(request, http.Caller().Subject);
+                }
+                catch (RolloutRuleException e)
+                {
+                    return e.Conflict ? Problems.Conflict(e.Message) : Problems.BadRequest(e.Message);
+                }
+                await rollouts.StartAsync(view.Name, http.RequestAborted);
+                return TypedResults.Created($"{Route}/{view.Name}", view);
+            })
+            .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+        foreach (var action in new[] { "pause", "resume", "abort" })
+        {
+            api.MapPost($"/{{name}}/{action}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, TsunaguStore store, HttpContext http) =>
+                {
+                    if (!InputRules.IsIdentifier(name) || store.GetRollout(name) is not { } row) { return Problems.NotFound($"no rollout '{InputRules.Quote(name)}'"); }
+                    if (!rollouts.Act(name, action, http.Caller().Subject))
+                    {
+                        return Problems.Conflict($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot {action}");
+                    }
+                    if (action == "resume") { await rollouts.TickAsync(http.RequestAborted); }
+                    return TypedResults.Ok(rollouts.View(store.GetRollout(name)!));
+                })
+                .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+        }
+        api.MapPost("/emergency-stop", (RolloutService rollouts, HttpContext http) => TypedResults.Ok(new EmergencyStopResponse(rollouts.EmergencyStop(http.Caller().Subject))))
+            .AllowRoles(OperatorRoles.Check);
+    }
+}

@@ -1,0 +1,194 @@
+using System.Globalization;
+using Dapper;
+using Tsunagu.Server.Fleet.Rollouts;
+
+namespace Tsunagu.Server.Data;
+
+/// <summary>A row of rollouts (<see cref="RolloutEngine"/> decides on it).</summary>
+public sealed class RolloutRow
+{
+    public string Name { get; set; } = "";
+    public string GroupName { get; set; } = "";
+    public string FromPattern { get; set; } = "";
+    public string ToPattern { get; set; } = "";
+    public string UpdateId { get; set; } = "";
+    public string Waves { get; set; } = "[]";
+    public long SuccessPercent { get; set; }
+    public long ErrorPercent { get; set; }
+    public string OnError { get; set; } = ErrorActions.Pause;
+    public long MinWaveSeconds { get; set; }
+    public string State { get; set; } = RolloutStates.Running;
+    public long OpenWaves { get; set; }
+    public string WaveOpenedAt { get; set; } = "";
+    public string ErrorsSince { get; set; } = "";
+    public string? Reason { get; set; }
+    public string CreatedBy { get; set; } = "";
+    public string CreatedAt { get; set; } = "";
+    public string UpdatedAt { get; set; } = "";
+}
+
+/// <summary>What the version check's gate reads about a unit and the rollout holding its update's transition.</summary>
+public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt);
+
+// Rollouts: the rollout rows, their members, and what the engine reads about the members.
+public sealed partial class TsunaguStore
+{
+    /// <summary>
+    /// Creates a rollout with its members (wave 1 open) and the audit entry in one transaction. A rollout of the same
+    /// name, or one still running or paused for the same transition, makes it a <see cref="StoreConflictException"/>.
+    /// </summary>
+    public void AddRollout(RolloutRow rollout, IReadOnlyList<RolloutMember> members, AuditEntry audit)
+    {
+        var now = Now();
+        rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
+        try
+        {
+            Write((c, tx) =>
+            {
+                var busy = c.Query<string>("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
+                    rollout, tx).ToList();
+                if (busy.Count > 0)
+                {
+                    throw new StoreConflictException($"rollout {busy[0]} already moves units from {rollout.FromPattern} to {rollout.ToPattern}; abort it first");
+                }
+                c.Execute("""
+                    INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error,
+                                          min_wave_seconds, state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
+                    VALUES (@Name, @GroupName, @FromPattern, @ToPattern, @UpdateId, @Waves, @SuccessPercent, @ErrorPercent, @OnError,
+                            @MinWaveSeconds, @State, @OpenWaves, @WaveOpenedAt, @ErrorsSince, @Reason, @CreatedBy, @CreatedAt, @UpdatedAt)
+                    """, rollout, tx);
+                InsertMembers(c, tx, rollout.Name, members, now);
+            }, audit);
+        }
+        catch (System.Data.Common.DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"rollout {rollout.Name} exists");
+        }
+    }
+
+    private static void InsertMembers(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, string rollout, IReadOnlyList<RolloutMember> members, string now)
+    {
+        foreach (var m in members)
+        {
+            c.Execute("INSERT INTO rollout_units (rollout, mac, wave, joined_at) VALUES (@rollout, @mac, @wave, @now)",
+                new { rollout, mac = m.Mac, wave = (long)m.Wave, now }, tx);
+        }
+    }
+
+    public RolloutRow? GetRollout(string name)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<RolloutRow>("SELECT * FROM rollouts WHERE name = @name", new { name });
+    }
+
+    public IReadOnlyList<RolloutRow> ListRollouts(bool activeOnly = false)
+    {
+        using var c = Open();
+        return c.Query<RolloutRow>($"SELECT * FROM rollouts {(activeOnly ? "WHERE state IN ('running', 'paused')" : "")} ORDER BY created_at, name").ToList();
+    }
+
+    private sealed class MemberRead
+    {
+        public string Mac { get; set; } = "";
+        public long Wave { get; set; }
+        public string? Pattern { get; set; }
+        public string State { get; set; } = "";
+        public long Online { get; set; }
+        public string? PresenceAt { get; set; }
+        public string? LastSeen { get; set; }
+        public string? FailedAt { get; set; }
+    }
+
+    /// <summary>
+    /// Every member of a rollout with its status now: installed (runs the new pattern), failed (a failed report of the
+    /// rollout's update since it joined), offline (the broker saw it go, or it was never seen), downloading (offered
+    /// the update), else pending. One query.
+    /// </summary>
+    public IReadOnlyList<RolloutMember> RolloutMembers(RolloutRow rollout)
+    {
+        using var c = Open();
+        return c.Query<MemberRead>("""
+            SELECT m.mac, m.wave, u.pattern, u.state, u.online, u.presence_at, u.last_seen,
+                   (SELECT MAX(r.at) FROM update_reports r WHERE r.mac = m.mac AND r.update_id = @UpdateId AND r.success = 0 AND r.at >= m.joined_at) AS failed_at
+            FROM rollout_units m JOIN units u ON u.mac = m.mac
+            WHERE m.rollout = @Name
+            ORDER BY m.wave, m.mac
+            """, rollout).Select(r =>
+        {
+            DateTimeOffset? failedAt = r.FailedAt is null ? null : DateTimeOffset.Parse(r.FailedAt, CultureInfo.InvariantCulture);
+            var status = r.Pattern == rollout.ToPattern ? MemberStatus.Installed
+                : failedAt is not null ? MemberStatus.Failed
+                : (r.Online == 0 && r.PresenceAt is not null) || r.LastSeen is null ? MemberStatus.Offline
+                : r.State == UnitStates.Updating ? MemberStatus.Downloading
+                : MemberStatus.Pending;
+            return new RolloutMember(r.Mac, (int)r.Wave, status, failedAt);
+        }).ToList();
+    }
+
+    /// <summary>
+    /// Applies a decision of the engine: the joins, the new state and open waves, the audit entry, in one transaction,
+    /// and only while the rollout is still in <paramref name="expectedState"/> with <paramref name="expectedOpenWaves"/>
+    /// open (another replica or the operator may have moved it). False when it was not applied.
+    /// </summary>
+    public bool ApplyRolloutDecision(string name, string expectedState, long expectedOpenWaves, RolloutDecision decision, string? reason, AuditEntry? audit)
+    {
+        var now = Now();
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var changed = c.Execute("""
+            UPDATE rollouts SET state = @state, open_waves = @open, reason = @reason, updated_at = @now,
+                   wave_opened_at = CASE WHEN @open <> open_waves THEN @now ELSE wave_opened_at END
+            WHERE name = @name AND state = @expectedState AND open_waves = @expectedOpenWaves
+            """, new { name, state = decision.State, open = (long)decision.OpenWaves, reason, now, expectedState, expectedOpenWaves }, tx);
+        if (changed == 0) { return false; }
+        // a unit that joined meanwhile (another replica) is not added twice
+        var present = c.Query<string>("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx).ToHashSet(StringComparer.Ordinal);
+        InsertMembers(c, tx, name, decision.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now);
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
+    }
+
+    /// <summary>
+    /// The operator's action on a rollout: moves it from one of <paramref name="from"/> to <paramref name="to"/> with the
+    /// audit entry (a resume also stops counting the failures reported so far). False when it is not in one of them.
+    /// </summary>
+    public bool SetRolloutState(string name, IReadOnlyList<string> from, string to, string? reason, AuditEntry audit)
+    {
+        var now = Now();
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var changed = c.Execute("""
+            UPDATE rollouts SET state = @to, reason = @reason, updated_at = @now,
+                   errors_since = CASE WHEN @to = 'running' THEN @now ELSE errors_since END
+            WHERE name = @name AND state IN @from
+            """, new { name, to, reason, now, from = from.ToList() }, tx);
+        if (changed == 0) { return false; }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
+    }
+
+    /// <summary>
+    /// The gate of the version check: the newest rollout not completed of the transition <paramref name="fromPattern"/> to
+    /// <paramref name="toPattern"/>, and the unit's membership in it; null when no rollout holds the transition.
+    /// </summary>
+    public RolloutGateRow? RolloutGate(string mac, string fromPattern, string toPattern)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<RolloutGateRow>("""
+            SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt
+            FROM rollouts r LEFT JOIN rollout_units m ON m.rollout = r.name AND m.mac = @mac
+            WHERE r.from_pattern = @fromPattern AND r.to_pattern = @toPattern AND r.state <> 'completed'
+            ORDER BY r.created_at DESC, r.name DESC LIMIT 1
+            """, new { mac, fromPattern, toPattern });
+    }
+
+    /// <summary>Whether the unit reported <paramref name="updateId"/> as failed at or after <paramref name="since"/>.</summary>
+    public bool FailedUpdateSince(string mac, string updateId, string since)
+    {
+        using var c = Open();
+        return c.ExecuteScalar<long?>("SELECT 1 FROM update_reports WHERE mac = @mac AND update_id = @updateId AND success = 0 AND at >= @since LIMIT 1",
+            new { mac, updateId, since }) is not null;
+    }
+}

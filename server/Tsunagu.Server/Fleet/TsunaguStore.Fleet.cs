@@ -1,0 +1,170 @@
+using System.Text.Json;
+using Dapper;
+using Tsunagu.Server.Fleet;
+
+namespace Tsunagu.Server.Data;
+
+/// <summary>A row of unit_groups: a static list of MACs or a filter (<see cref="GroupFilter"/>), as JSON.</summary>
+public sealed class GroupRow
+{
+    public string Name { get; set; } = "";
+    public string Kind { get; set; } = "";
+    public string Definition { get; set; } = "";
+    public string CreatedBy { get; set; } = "";
+    public string CreatedAt { get; set; } = "";
+}
+
+// Tags on units and groups of units.
+public sealed partial class TsunaguStore
+{
+    /// <summary>A unit's tags, sorted.</summary>
+    public IReadOnlyList<string> GetTags(string mac)
+    {
+        using var c = Open();
+        return c.Query<string>("SELECT tag FROM unit_tags WHERE mac = @mac ORDER BY tag", new { mac }).ToList();
+    }
+
+    /// <summary>Each tagged unit's tags (units without tags are absent).</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> AllTags()
+    {
+        using var c = Open();
+        return c.Query<(string Mac, string Tag)>("SELECT mac, tag FROM unit_tags ORDER BY mac, tag")
+            .GroupBy(r => r.Mac, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<string>)g.Select(r => r.Tag).ToList(), StringComparer.Ordinal);
+    }
+
+    /// <summary>Every tag in use and how many units carry it.</summary>
+    public IReadOnlyList<(string Tag, long Units)> ListTagCounts()
+    {
+        using var c = Open();
+        return c.Query<(string Tag, long Units)>("SELECT tag, COUNT(*) FROM unit_tags GROUP BY tag ORDER BY tag").ToList();
+    }
+
+    /// <summary>The MACs of the units carrying <paramref name="tag"/>.</summary>
+    public IReadOnlyList<string> UnitsWithTag(string tag)
+    {
+        using var c = Open();
+        return c.Query<string>("SELECT mac FROM unit_tags WHERE tag = @tag ORDER BY mac", new { tag }).ToList();
+    }
+
+    /// <summary>
+    /// Replaces a unit's tags (already checked against <see cref="Tags.Invalid"/>) with the audit entry, in one
+    /// transaction. False when the unit is not registered (nothing written).
+    /// </summary>
+    public bool SetTags(string mac, IReadOnlyList<string> tags, AuditEntry audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        if (c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }, tx) == 0) { return false; }
+        WriteTags(c, tx, mac, tags);
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
+    }
+
+    private static void WriteTags(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, string mac, IReadOnlyList<string> tags)
+    {
+        c.Execute("DELETE FROM unit_tags WHERE mac = @mac", new { mac }, tx);
+        foreach (var tag in Tags.Normal(tags))
+        {
+            c.Execute("INSERT INTO unit_tags (mac, tag) VALUES (@mac, @tag)", new { mac, tag }, tx);
+        }
+    }
+
+    // ---- groups ---------------------------------------------------------------------------------------------
+
+    public void AddGroup(GroupRow group, AuditEntry audit)
+    {
+        group.CreatedAt = Now();
+        Insert("INSERT INTO unit_groups (name, kind, definition, created_by, created_at) VALUES (@Name, @Kind, @Definition, @CreatedBy, @CreatedAt)",
+            group, $"group {group.Name} exists", audit);
+    }
+
+    public GroupRow? GetGroup(string name)
+    {
+        using var c = Open();
+        return c.QuerySingleOrDefault<GroupRow>("SELECT * FROM unit_groups WHERE name = @name", new { name });
+    }
+
+    public IReadOnlyList<GroupRow> ListGroups()
+    {
+        using var c = Open();
+        return c.Query<GroupRow>("SELECT * FROM unit_groups ORDER BY name").ToList();
+    }
+
+    /// <summary>
+    /// Deletes a group with the audit entry; refused (<see cref="StoreConflictException"/>, nothing written) while a
+    /// rollout that is not completed or aborted moves it. False when there is no such group.
+    /// </summary>
+    public bool DeleteGroup(string name, AuditEntry audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var using_ = c.Query<string>("SELECT name FROM rollouts WHERE group_name = @name AND state IN ('running', 'paused')", new { name }, tx).ToList();
+        if (using_.Count > 0) { throw new StoreConflictException($"group {name} is moved by rollout(s) {string.Join(", ", using_)}; abort them first"); }
+        if (c.Execute("DELETE FROM unit_groups WHERE name = @name", new { name }, tx) == 0) { return false; }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
+    }
+
+    /// <summary>The MACs of the active (not decommissioned) units a group holds now, sorted.</summary>
+    public IReadOnlyList<string> GroupMembers(GroupRow group)
+    {
+        if (group.Kind == GroupKinds.Static)
+        {
+            var macs = JsonSerializer.Deserialize<List<string>>(group.Definition, JsonSerializerOptions.Web) ?? [];
+            using var c = Open();
+            // in chunks: a statement has a bounded number of parameters
+            var found = new List<string>();
+            foreach (var chunk in macs.Chunk(500))
+            {
+                found.AddRange(c.Query<string>("SELECT mac FROM units WHERE mac IN @chunk AND decommissioned_at IS NULL", new { chunk }));
+            }
+            return found.Order(StringComparer.Ordinal).ToList();
+        }
+        var filter = JsonSerializer.Deserialize<GroupFilter>(group.Definition, JsonSerializerOptions.Web) ?? new GroupFilter();
+        return FilterMembers(filter);
+    }
+
+    /// <summary>The MACs of the active units <paramref name="filter"/> selects now, sorted.</summary>
+    public IReadOnlyList<string> FilterMembers(GroupFilter filter)
+    {
+        if (filter.App is null)
+        {
+            // the columns only (no inventory to read): a rollout's pass evaluates its group each time
+            using var c = Open();
+            var macs = c.Query<string>("""
+                SELECT mac FROM units WHERE decommissioned_at IS NULL AND (@Pattern IS NULL OR pattern = @Pattern)
+                  AND (@Board IS NULL OR hardware_version = @Board) AND (@Online IS NULL OR online = @Online)
+                ORDER BY mac
+                """, new { filter.Pattern, filter.Board, Online = filter.Online is { } o ? (long?)(o ? 1 : 0) : null }).ToList();
+            if (filter.Tags is not { Count: > 0 } wanted) { return macs; }
+            var set = TaggedWithAll(c, wanted);
+            return macs.Where(set.Contains).ToList();
+        }
+        var rows = QueryUnits(new UnitQuery(filter.Pattern, null, filter.App, filter.Version, Online: filter.Online))
+            .Where(u => u.DecommissionedAt is null && (filter.Board is null || u.HardwareVersion == filter.Board));
+        if (filter.Tags is { Count: > 0 } tags)
+        {
+            using var c = Open();
+            var tagged = TaggedWithAll(c, tags);
+            rows = rows.Where(u => tagged.Contains(u.Mac));
+        }
+        return rows.Select(u => u.Mac).ToList();
+    }
+
+    private static HashSet<string> TaggedWithAll(System.Data.Common.DbConnection c, IReadOnlyList<string> tags)
+    {
+        var distinct = tags.Distinct(StringComparer.Ordinal).ToList();
+        return c.Query<string>("SELECT mac FROM unit_tags WHERE tag IN @distinct GROUP BY mac HAVING COUNT(DISTINCT tag) = @n",
+            new { distinct, n = (long)distinct.Count }).ToHashSet(StringComparer.Ordinal);
+    }
+
+    /// <summary>The MACs of the active units on <paramref name="pattern"/>.</summary>
+    public IReadOnlyList<string> MacsOnPattern(string pattern)
+    {
+        using var c = Open();
+        return c.Query<string>("SELECT mac FROM units WHERE pattern = @pattern AND decommissioned_at IS NULL ORDER BY mac", new { pattern }).ToList();
+    }
+}

@@ -1,0 +1,211 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Demo;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Catalogue;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// A staged rollout with the real server, broker and supervisors of a simulated fleet: units of the first wave fail
+/// their health check after installing (the host refuses their health probe), the error threshold pauses the rollout,
+/// and no unit of a wave that was not open ever installs or even reports an install, although every unit is then
+/// made to check (the operator's forced check) while the rollout is paused.
+/// </summary>
+[NonParallelizable]
+public class RolloutFleetTests
+{
+    private static readonly JsonSerializerOptions Json = JsonSerializerOptions.Web;
+
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    [TearDown]
+    public void TearDown() => TestServer.Configure.Value = null;
+
+    /// <summary>A network in front of a unit that, while <see cref="Failing"/>, answers its health probe (GET /healthz) with 403: a software fault.</summary>
+    private sealed class FailingHealth(INetworkAccess inner) : INetworkAccess
+    {
+        public volatile bool Failing;
+
+        public HttpMessageHandler WrapHandler(HttpMessageHandler handler) => new Refuse(this, inner.WrapHandler(handler));
+
+        public void EnsureRoute() => inner.EnsureRoute();
+
+        private sealed class Refuse(FailingHealth owner, HttpMessageHandler next) : DelegatingHandler(next)
+        {
+            protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken ct) =>
+                owner.Failing && request.Method == HttpMethod.Get && request.RequestUri?.AbsolutePath == Routes.Health
+                    ? Task.FromResult(new HttpResponseMessage(HttpStatusCode.Forbidden) { RequestMessage = request })
+                    : base.SendAsync(request, ct);
+        }
+    }
+
+    private static async Task<T> Call<T>(OperatorClient client, HttpMethod method, string path, object? body = null) =>
+        JsonSerializer.Deserialize<T>(body is null ? await client.SendAsync(method, path, null, CancellationToken.None)
+            : await client.SendJsonAsync(method, path, body, CancellationToken.None), Json)!;
+
+    [Test]
+    public async Task Failures_in_the_first_wave_pause_the_rollout_and_no_unit_beyond_the_open_waves_installs()
+    {
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
+        var options = TestServer.FastOptions with
+        {
+            Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
+        };
+        await using var server = await TestServer.StartAsync(options);
+        using var client = server.Operator();
+        const int count = 12;
+        var networks = new Dictionary<string, FailingHealth>();
+        var units = new List<FleetUnit>();
+        for (var i = 1; i <= count; i++)
+        {
+            var identity = server.Identity(i);
+            await client.RegisterAsync(TestServer.Registration(identity), CancellationToken.None);
+            units.Add(await server.Fleet.AddUnitAsync(identity, CancellationToken.None, u => networks[u.Mac] = new FailingHealth(u.Hardware.Hardware.Network)));
+        }
+        server.Fleet.StartAll();
+        foreach (var u in units) { await server.WaitReadyAsync(u); }
+        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+
+        // the group: every unit tagged "lab"; a third of them (two of the first wave among them) will fail health
+        foreach (var u in units) { await Call<UnitTagsView>(client, HttpMethod.Put, $"/api/v1/units/{u.Mac}/tags", new UnitTagsRequest(["lab", "kanto"])); }
+        var group = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Tags: ["lab"])));
+        Assert.That(group.MemberCount, Is.EqualTo(count));
+        var waves = new List<WaveSpec> { new(Count: 4), new(Percent: 25), new(Percent: 100) };
+        var plan = RolloutEngine.Plan("lab-p3", waves, units.Select(u => u.Mac).ToList()).ToDictionary(m => m.Mac, m => m.Wave);
+        var failing = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().Take(2)
+            .Concat(plan.Where(p => p.Value > 0).Select(p => p.Key).Order().Where((_, i) => i % 4 == 0)).ToHashSet();
+        foreach (var mac in failing) { networks[mac].Failing = true; }
+
+        await AddPattern3Async(server, client);
+        var created = await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 50, ErrorPercent: 20));
+        Assert.That(created.Waves.Select(w => w.Members), Is.EqualTo(new[] { 4, 3, 5 }));
+        Assert.That(created.State, Is.EqualTo(RolloutStates.Running));
+        var stored = server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).ToDictionary(m => m.Mac, m => m.Wave);
+        Assert.That(stored, Is.EqualTo(plan), "the waves are the plan's");
+
+        // the first wave installs; two of its units fail health and roll back; the error threshold pauses the rollout
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        while (server.Store.GetRollout("lab-p3")!.State != RolloutStates.Paused && DateTime.UtcNow < deadline) { await Task.Delay(100); }
+        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Paused),
+            "the rollout paused by the error threshold; it is: " + JsonSerializer.Serialize(await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3"), Json) +
+            "; reports: " + string.Join("; ", server.Store.ListUpdateReports().Select(r => $"{r.Mac} {r.UpdateId} {r.Success} {r.At}")) +
+            "; members: " + string.Join("; ", server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).Select(m => $"{m.Mac} w{m.Wave} {m.Status} {m.FailedAt}")) +
+            "; audit: " + string.Join("; ", server.Store.ListAudit(100).Where(a => a.Target == "lab-p3").Select(a => $"{a.At} {a.Action} {a.Detail}")));
+        var paused = server.Store.GetRollout("lab-p3")!;
+        Assert.That(paused.Reason, Does.Contain("error threshold"));
+        var openAtPause = (int)paused.OpenWaves;
+
+        // the time from the threshold crossed (the report that crossed it) to the pause (its audit entry)
+        var reports = server.Store.ListUpdateReports().Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var pauseAudit = server.Store.ListAudit(500).Single(a => a.Target == "lab-p3" && a.Action == "rollout.pause");
+        var failedReports = reports.Where(r => r.Success == 0).OrderBy(r => r.At, StringComparer.Ordinal).ToList();
+        Assert.That(failedReports, Is.Not.Empty);
+        var crossing = DateTimeOffset.Parse(failedReports.Last(r => string.CompareOrdinal(r.At, pauseAudit.At) <= 0).At, System.Globalization.CultureInfo.InvariantCulture);
+        var pausedAt = DateTimeOffset.Parse(pauseAudit.At, System.Globalization.CultureInfo.InvariantCulture);
+        TestContext.Out.WriteLine($"measured: error threshold crossed -> rollout paused in {(pausedAt - crossing).TotalMilliseconds:0} ms (engine pass every 200 ms)");
+
+        // every unit is made to check now, while the rollout is paused: the operator's forced check forces importance, not the rollout
+        var forced = await Call<ForceCheckResponse>(client, HttpMethod.Post, "/api/v1/units/check", new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null));
+        await server.WaitForAsync(() => units.All(u => server.Store.ListUnitEvents(u.Mac, 20).Any(e =>
+            e.Detail?.Contains("forced", StringComparison.Ordinal) == true && e.Detail.Contains("rollout lab-p3", StringComparison.Ordinal))
+            || server.Store.GetUnit(u.Mac)!.Pattern == "pattern-3"), "every unit's forced check answered", TimeSpan.FromSeconds(60));
+        _ = forced;
+
+        // the invariant, over the whole history: no unit of a wave that was not open ever reported an install, and none runs pattern-3
+        reports = server.Store.ListUpdateReports().Where(r => r.UpdateId == "p2-to-p3").ToList();
+        Assert.That(reports.Select(r => plan[r.Mac]), Is.All.LessThan(openAtPause), "an install was reported by a unit of a wave that was not open");
+        Assert.That(units.Where(u => plan[u.Mac] >= openAtPause && server.Store.GetUnit(u.Mac)!.Pattern != DemoCatalogue.Pattern2).Select(u => u.Mac), Is.Empty);
+        Assert.That(server.Store.GetRollout("lab-p3")!.OpenWaves, Is.EqualTo(openAtPause), "no wave opened after the pause");
+        // units that failed health rolled back on their own and stay on pattern 2; they are not offered the update again
+        foreach (var mac in failedReports.Select(r => r.Mac).Distinct())
+        {
+            Assert.That(failing, Does.Contain(mac), "only units made to fail health failed");
+            Assert.That(server.Store.GetUnit(mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        }
+        var view = await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3");
+        Assert.That(view.Total.Failed, Is.EqualTo(failedReports.Select(r => r.Mac).Distinct().Count()));
+        Assert.That(view.Total.Installed, Is.EqualTo(reports.Where(r => r.Success != 0).Select(r => r.Mac).Distinct().Count()));
+        Assert.That(server.Store.ListAudit(500).Count(a => a.Target == "lab-p3" && a.Action == "rollout.pause"), Is.EqualTo(1), "the pause decided once");
+
+        // abort: the transition stays held; nothing more installs
+        await Call<RolloutView>(client, HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort");
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/resume", null, CancellationToken.None))!.Status,
+            Is.EqualTo(409));
+    }
+
+    [Test]
+    public async Task Hostile_tags_groups_and_rollouts_are_refused_with_400_and_change_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var before = HostileInputTests.Snapshot(server);
+        var hostile = new (string Path, HttpMethod Method, object Body)[]
+        {
+            ($"/api/v1/units/{mac}/tags", HttpMethod.Put, new { tags = new[] { "ok", "bad\ntag" } }),
+            ($"/api/v1/units/{mac}/tags", HttpMethod.Put, new { tags = new[] { "Upper" } }),
+            ($"/api/v1/units/{mac}/tags", HttpMethod.Put, new { tags = Enumerable.Range(0, 40).Select(i => $"t{i}").ToArray() }),
+            ($"/api/v1/units/{mac}/tags", HttpMethod.Put, new { tags = (string[]?)null }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", macs = new[] { "not-a-mac" } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", macs = new[] { "02:00:00:00:99:99" } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g\u0000", filter = new { } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", macs = new[] { mac }, filter = new { } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { version = "1.0" } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { tags = new[] { "a b" } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "nope", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1, percent = 5 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { percent = 500 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, errorPercent = -1 }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, onError = "explode" }),
+        };
+        foreach (var (path, method, body) in hostile)
+        {
+            var e = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(method, path, body, CancellationToken.None), $"{method} {path} {JsonSerializer.Serialize(body)}")!;
+            Assert.That(e.Status, Is.EqualTo(400), $"{method} {path} {JsonSerializer.Serialize(body)}: {e.Message}");
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused request changed the database");
+
+        // and the accepted forms work: tags, a CSV import with a tags column, a group by tag
+        await Call<UnitTagsView>(client, HttpMethod.Put, $"/api/v1/units/{mac}/tags", new UnitTagsRequest(["region:kanto", "beta", "beta"]));
+        Assert.That(server.Store.GetTags(mac), Is.EqualTo(new[] { "beta", "region:kanto" }));
+        using var csv = new StringContent("mac,serial,tags\n02:00:00:00:0a:01,SN-A1,beta lab\n02:00:00:00:0a:02,SN-A2,\n", System.Text.Encoding.UTF8, "text/csv");
+        await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", csv, CancellationToken.None);
+        Assert.That(server.Store.GetTags("02:00:00:00:0a:01"), Is.EqualTo(new[] { "beta", "lab" }));
+        var beforeCsv = HostileInputTests.Snapshot(server);
+        using var badCsv = new StringContent("mac,serial,tags\n02:00:00:00:0a:03,SN-A3,ok\n02:00:00:00:0a:04,SN-A4,BAD\n", System.Text.Encoding.UTF8, "text/csv");
+        var csvError = Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", badCsv, CancellationToken.None))!;
+        Assert.That(csvError.Status, Is.EqualTo(400));
+        Assert.That(csvError.Body, Does.Contain("tags"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeCsv), "a table with a bad tag registered something");
+        var beta = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("beta", null, new GroupFilter(Tags: ["beta"])));
+        Assert.That(beta.Members, Is.EqualTo(new[] { "02:00:00:00:0a:01", mac }.Order()));
+        var tagged = await Call<List<UnitView>>(client, HttpMethod.Get, $"{FleetApi.TagsRoute}/beta/units");
+        Assert.That(tagged.Select(u => u.Mac), Is.EquivalentTo(beta.Members!));
+        Assert.That(server.Store.ListAudit(50).Any(a => a.Action == "unit.tags" && a.Target == mac), Is.True);
+    }
+
+    /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of importance 5.</summary>
+    private static async Task AddPattern3Async(TestServer server, OperatorClient client)
+    {
+        await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
+        var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
+        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps));
+        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
+        var body = new ByteArrayContent(DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" },
+            server.ReleaseKey, DateTimeOffset.UtcNow));
+        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", body, CancellationToken.None), Json)!;
+        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", 5, 1, artifact.Sha256));
+    }
+}
