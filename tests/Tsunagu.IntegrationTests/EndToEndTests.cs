@@ -225,6 +225,27 @@ public class EndToEndTests(string database)
     }
 
     [Test]
+    public async Task A_unit_that_redials_after_its_line_went_dead_tells_the_host_it_is_ready_again()
+    {
+        await using var server = await TestServer.StartAsync();
+        var unit = (await server.AddUnitsAsync(1))[0];
+        server.Fleet.Start(unit);
+        await server.WaitReadyAsync(unit);
+        var before = server.ChangesOf(unit.Mac).Count;
+
+        unit.Hardware.Wan.Drop();
+        await server.WaitForAsync(() => server.ChangesOf(unit.Mac).Skip(before).Any(c => c.From == StateId.Ready && c.Outcome == Outcome.LinkLost),
+            "the unit to see its line go dead");
+        // the redial passes a version check and a configuration fetch, where the host marks the unit Configuring; the
+        // check interval is an hour, so only a new ready report (not the next periodic check) can show it Ready again
+        await server.WaitReadyAsync(unit, readyCount: 2);
+        var after = server.ChangesOf(unit.Mac).Skip(before).ToList();
+        Assert.That(after.Count(c => c.From == StateId.Ready && c.Outcome == Outcome.CheckDue), Is.Zero, "no periodic check came in between");
+        Assert.That(after.Count(c => c.From == StateId.Ready && c.Outcome == Outcome.LinkLost), Is.EqualTo(1), "one dead line, one redial");
+        Assert.That(server.Store.GetUnit(unit.Mac)!.State, Is.EqualTo("Ready"));
+    }
+
+    [Test]
     public async Task Tokens_are_scoped_and_broker_logins_are_per_unit()
     {
         await using var server = await TestServer.StartAsync();

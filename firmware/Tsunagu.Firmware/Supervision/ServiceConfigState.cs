@@ -18,6 +18,9 @@ public sealed class ServiceConfigState : IState
         var client = ctx.RequireClient();
         var store = ctx.RequireStore();
         var services = ctx.Services ?? throw new InvalidOperationException("the service applier is not created (Boot has not run)");
+        // the host marks the unit Configuring at the version check before this state and at this fetch: whatever path led
+        // here (a periodic check, a redial after a dead line, a new session), Ready must be reported again
+        ctx.ReadyReported = false;
         try
         {
             var response = await client.GetServiceConfigAsync(ctx.HostUri, ctx.HostToken, ct);
