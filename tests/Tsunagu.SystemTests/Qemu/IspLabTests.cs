@@ -161,9 +161,10 @@ public sealed partial class IspLabTests
         await unit.WaitAsync(() => UnitSince().Contains("Ready --LinkLost--> Main", StringComparison.Ordinal), TimeSpan.FromMinutes(3),
             "the unit finding the dead line (Ready --LinkLost--> Main)");
         var detected = clock.Elapsed;
-        // Ready again on the unit after a new host session; the host heard from it over the new session. (The server's
-        // state stays Configuring: the unit does not report Ready again after a redial, docs/lab.md.)
+        // Ready again on the unit after a new host session, and the unit tells the host so (its state was Configuring
+        // since the version check of the new session)
         await unit.WaitAsync(() => UnitSince().Contains("--> Ready", StringComparison.Ordinal), BootToReady, "Ready again after the redial");
+        await unit.WaitAsync(() => _lab.Unit(mac)?.State == UnitStates.Ready, TimeSpan.FromMinutes(2), "the host seeing the unit Ready again");
         var ready = clock.Elapsed;
         TestContext.Out.WriteLine($"line dropped: found by the unit after {detected.TotalSeconds:0.0} s, Ready again after {ready.TotalSeconds:0.0} s");
 
