@@ -50,7 +50,7 @@ public class LayoutTests
         await using var browser = await Browser.OpenAsync(server.Url, width, height);
         var page = browser.Page;
         await ConsoleTests.LogInOperatorAsync(page);
-        foreach (var path in new[] { "/console", "/console/units", "/console/register", "/console/catalogue", "/console/audit", $"/console/units/{units[0].Mac}" })
+        foreach (var path in new[] { "/console", "/console/units", "/console/register", "/console/catalogue", "/console/audit", "/console/programs", $"/console/units/{units[0].Mac}" })
         {
             await page.GotoAsync(path);
             await AssertNoHorizontalOverflowAsync(page, path, width);
