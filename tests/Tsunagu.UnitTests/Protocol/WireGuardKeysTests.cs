@@ -52,6 +52,29 @@ public class WireGuardKeysTests
     }
 
     [Test]
+    public void X25519_reduces_a_non_canonical_u_and_refuses_wrong_lengths()
+    {
+        // RFC 7748 section 5: u is taken modulo p and its top bit ignored, so p + 9 (and p + 9 with bit 255 set) is the base point
+        var scalar = Convert.FromHexString("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+        var nine = new byte[32];
+        nine[0] = 9;
+        var pPlusNine = Convert.FromHexString("f6ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f");
+        var withTopBit = (byte[])pPlusNine.Clone();
+        withTopBit[31] |= 0x80;
+        var expected = WireGuardKeys.X25519(scalar, nine);
+        Assert.Multiple(() =>
+        {
+            Assert.That(WireGuardKeys.X25519(scalar, pPlusNine), Is.EqualTo(expected), "p + 9 is 9");
+            Assert.That(WireGuardKeys.X25519(scalar, withTopBit), Is.EqualTo(expected), "the top bit of u is ignored");
+            Assert.That(WireGuardKeys.X25519(scalar, new byte[32]), Is.EqualTo(new byte[32]), "u = 0 (a point of low order) gives 0");
+            Assert.Throws<ProtocolException>(() => WireGuardKeys.X25519(new byte[31], nine));
+            Assert.Throws<ProtocolException>(() => WireGuardKeys.X25519(scalar, new byte[33]));
+            Assert.Throws<ProtocolException>(() => WireGuardKeys.PublicKey(new byte[16]));
+            Assert.Throws<ProtocolException>(() => WireGuardKeys.Clamp(new byte[31]));
+        });
+    }
+
+    [Test]
     public void The_derived_key_is_clamped_the_same_for_the_same_secret_and_different_for_another()
     {
         var secret = UnitCredentials.DeriveUnitSecret(new byte[32], "02:54:53:00:00:01");
@@ -97,6 +120,7 @@ public class WireGuardKeysTests
     {
         var secret = UnitCredentials.DeriveUnitSecret(new byte[32], "02:54:53:00:00:01");
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-wg-" + Guid.NewGuid().ToString("N"));
+        var log = new List<string>();
         try
         {
             async Task<(string File, UnitVpnReport? Report)> BootAsync(byte[] unitSecret)
@@ -105,7 +129,7 @@ public class WireGuardKeysTests
                 Directory.CreateDirectory(data);
                 using var store = StateStore.Open(data);
                 var environment = ServiceConfigTests.WithHdd with { RunDirectory = Path.Combine(data, "run"), StateDirectory = Path.Combine(data, "state") };
-                using var applier = new ServiceApplier(data, new SimulatedServiceManager(), environment, store, TimeProvider.System, _ => { }, TimeSpan.Zero)
+                using var applier = new ServiceApplier(data, new SimulatedServiceManager(), environment, store, TimeProvider.System, log.Add, TimeSpan.Zero)
                 {
                     VpnPrivateKey = WireGuardKeys.DerivePrivateKey(unitSecret),
                 };
@@ -131,10 +155,18 @@ public class WireGuardKeysTests
             WireGuardKeys.Clamp(random);
             File.WriteAllText(Path.Combine(root, "data", "state", "wireguard.key"), WireGuardKeys.ToText(random) + "\n");
             Assert.That(await BootAsync(secret), Is.EqualTo(first));
+            if (!OperatingSystem.IsWindows())
+            {
+                Assert.That(File.GetUnixFileMode(Path.Combine(root, "data", "state", "wireguard.key")), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite),
+                    "the rewritten key file is the unit's alone, whatever mode the replaced file had");
+            }
 
             Directory.Delete(Path.Combine(root, "data"), recursive: true);
             var other = await BootAsync(UnitCredentials.DeriveUnitSecret(new byte[32], "02:54:53:00:00:02"));
             Assert.That(other.Report!.PublicKey, Is.Not.EqualTo(first.Report.PublicKey), "another unit, another key");
+            var privateKeys = new[] { first.File.Trim(), other.File.Trim(), WireGuardKeys.ToText(random) };
+            Assert.That(log, Is.Not.Empty);
+            Assert.That(log.Where(line => privateKeys.Any(line.Contains)), Is.Empty, "no private key is ever logged");
         }
         finally
         {
