@@ -228,8 +228,10 @@ public sealed partial class IspGuest : IAsyncDisposable
         var file = Path.Combine(dir, "accounts");
         foreach (var (user, password) in accounts)
         {
-            // the grammar of WAN accounts keeps quotes, spaces and control characters out of both fields
             Assert.That(WanAccountGrammar.Problem(new WanAccount("pppoe", user, password)), Is.Null);
+            // the lab's accounts file is USER PASSWORD a line, written into FreeRADIUS's users as quoted values (which
+            // expand %{...}): the guest refuses a space or a % the WAN grammar would allow
+            Assert.That(user + password, Does.Not.Contain(' ').And.Not.Contain('%'), "an account the ISP lab can hold");
         }
         await File.WriteAllTextAsync(file, string.Concat(accounts.Select(a => $"{a.User} {a.Password}\n")));
         var port = TestServer.FreePort();
