@@ -168,6 +168,16 @@ public class RolloutFleetTests
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { percent = 500 } } }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, errorPercent = -1 }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, onError = "explode" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { board = "rev\u0007a" } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { pattern = "p 2" } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { app = "vcp", version = "1.0\n" } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { tags = new string?[] { null } } }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", macs = new string?[] { null } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r\r\n", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = (object[]?)null }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = Array.Empty<object>() }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, successPercent = 0 }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, minWaveSeconds = -1 }),
         };
         foreach (var (path, method, body) in hostile)
         {

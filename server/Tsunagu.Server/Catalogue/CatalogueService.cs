@@ -150,7 +150,7 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
     public async Task<UpdateProgramRow> AddUpdateProgramWithBundleAsync(NewUpdateProgram program, Stream bundle, string actor, CancellationToken ct)
     {
         var (from, to) = CheckProgram(program);
-        if (store.ListUpdatePrograms().Any(p => p.Id == program.Id)) { throw new StoreConflictException($"update program {program.Id} already exists"); }
+        if (store.GetUpdateProgram(program.Id) is not null) { throw new StoreConflictException($"update program {program.Id} already exists"); }
         UpdateProgramRow? row = null;
         await artifacts.AddAsync(bundle, MaxArtifactBytes, (path, c) => CheckBundleAsync(path, program, c), (sha, size) =>
         {
