@@ -10,19 +10,38 @@ public class CliTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static async Task<(int Exit, string Out, string Err)> Tsunagu(TestServer server, params string[] args)
+    private static async Task<(int Exit, string Out, string Err)> Tsunagu(TestServer? server, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "tsunagu.dll"));
         foreach (var a in args) { start.ArgumentList.Add(a); }
-        start.Environment["TSUNAGU_SERVER"] = server.Url;
-        start.Environment["TSUNAGU_SERVER_CERT"] = server.CertificatePath;
+        if (server is not null)
+        {
+            start.Environment["TSUNAGU_SERVER"] = server.Url;
+            start.Environment["TSUNAGU_SERVER_CERT"] = server.CertificatePath;
+        }
         start.Environment["TSUNAGU_OPERATOR_PASSWORD"] = TestServer.Password;
         using var p = Process.Start(start)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
         return (p.ExitCode, await stdout, await stderr);
+    }
+
+    [TestCase("--update-at-fault", "soon")]
+    [TestCase("--update-at-fault", "-1")]
+    [TestCase("--subscriber-from-fault", "1.5")]
+    [TestCase("--subscriber-from-fault", "None")]
+    public async Task Chaos_refuses_a_fault_number_that_is_not_one_before_it_starts_anything(string option, string value)
+    {
+        var data = Path.Combine(TempDirectories.Create("chaos-flags"), "run");
+        var (exit, _, err) = await Tsunagu(null, "chaos", "--data", data, "--count", "1", option, value);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exit, Is.EqualTo(2), err);
+            Assert.That(err, Does.Contain("take a fault number (0 or more) or 'none'").And.Contain(value));
+            Assert.That(Directory.Exists(data), Is.False, "nothing was started or written");
+        });
     }
 
     [Test]

@@ -206,6 +206,24 @@ public class HistoryCheckTests
     }
 
     [Test]
+    public void After_a_fault_a_newest_revision_still_on_its_way_holds_but_a_lost_or_doubled_one_does_not()
+    {
+        var (assigned, listed, before, audit) = Configs();
+        var onItsWay = new Dictionary<string, IReadOnlyList<ListedConfig>>(listed) { [A] = [new ListedConfig(2, "provisional", "operator"), new ListedConfig(1, "final", "operator")] };
+        Assert.Multiple(() =>
+        {
+            var unsettled = HistoryCheck.Configs(assigned, onItsWay, before, audit, settled: false);
+            Assert.That(unsettled.Held, Is.True, unsettled.Detail);
+            Assert.That(unsettled.Detail, Does.Not.Contain("newest final"));
+            Assert.That(HistoryCheck.Configs(assigned, onItsWay, before, audit, settled: true).Held, Is.False, "at the end the newest must be final");
+            var lost = HistoryCheck.Configs(assigned, new Dictionary<string, IReadOnlyList<ListedConfig>>(listed) { [A] = [new ListedConfig(2, "provisional", "operator")] }, before, audit, settled: false);
+            Assert.That(lost.Detail, Does.Contain($"{A} revision 1 missing"));
+            Assert.That(lost.Held, Is.False);
+            Assert.That(HistoryCheck.Configs(assigned, onItsWay, before, [.. audit, ConfigAudit(4, A, 2)], settled: false).Held, Is.False, "audited twice");
+        });
+    }
+
+    [Test]
     public void A_revision_that_existed_before_the_run_is_not_counted_as_invented()
     {
         var (assigned, listed, _, audit) = Configs();

@@ -23,9 +23,20 @@ public static class ChaosCommand
         var database = new Option<string>("--database") { Description = "the server's Database setting: a SQLite file name, or a PostgreSQL connection string", DefaultValueFactory = _ => "tsunagu.db" };
         var recovery = new Option<double>("--recovery-bound") { Description = "invariant: seconds after a fault heals by which every unit is Ready again", DefaultValueFactory = _ => 90 };
         var rate = new Option<int>("--max-requests-per-minute") { Description = "invariant: the most requests one unit may send in any 60 s", DefaultValueFactory = _ => 120 };
+        var updateAt = new Option<string>("--update-at-fault")
+        {
+            Description = "the fault (counted from 0) as which the operator publishes an update to every unit, or 'none'",
+            DefaultValueFactory = _ => "1",
+        };
+        var subscriberFrom = new Option<string>("--subscriber-from-fault")
+        {
+            Description = "from this fault on (counted from 0) a subscriber changes their unit's settings during each fault, or 'none'",
+            DefaultValueFactory = _ => "0",
+        };
+        var keepAnswers = new Option<bool>("--keep-update-answers") { Description = "do not drop the answer to each unit's first update report (by default it is lost on purpose, so every unit sends its report again)" };
         var command = new Command("chaos", "inject faults (server kill and restart, broker restart, partitions, resets, slow links, clock skews, disk full) into a real server and a simulated fleet; check the invariants")
         {
-            seed, minutes, count, units, faults, data, database, broker, recovery, rate,
+            seed, minutes, count, units, faults, data, database, broker, recovery, rate, updateAt, subscriberFrom, keepAnswers,
         };
         command.SetAction(async (r, ct) =>
         {
@@ -33,6 +44,11 @@ public static class ChaosCommand
             foreach (var left in Faults.All.Where(x => x != Faults.DatabaseRestart).Except(chosen))
             {
                 if (Faults.Unavailable(left, r.GetValue(database)!) is { } why) { Console.WriteLine($"not injecting {left}: {why}"); }
+            }
+            if (!TryFaultNumber(r.GetValue(updateAt)!, out var updateAtFault) || !TryFaultNumber(r.GetValue(subscriberFrom)!, out var subscriberFromFault))
+            {
+                Console.Error.WriteLine($"error: --update-at-fault and --subscriber-from-fault take a fault number (0 or more) or 'none', not '{r.GetValue(updateAt)}' / '{r.GetValue(subscriberFrom)}'");
+                return 2;
             }
             var settings = new ChaosSettings
             {
@@ -46,6 +62,9 @@ public static class ChaosCommand
                 Broker = r.GetValue(broker)!,
                 RecoveryBound = TimeSpan.FromSeconds(r.GetValue(recovery)),
                 MaxRequestsPerUnitPerMinute = r.GetValue(rate),
+                UpdateAtFault = updateAtFault,
+                SubscriberFromFault = subscriberFromFault,
+                LoseFirstUpdateAnswer = !r.GetValue(keepAnswers),
             };
             try
             {
@@ -62,5 +81,18 @@ public static class ChaosCommand
             }
         });
         return command;
+    }
+
+    /// <summary>A fault number (0 or more) or <c>none</c> (null).</summary>
+    internal static bool TryFaultNumber(string text, out int? fault)
+    {
+        fault = null;
+        if (string.Equals(text, "none", StringComparison.Ordinal)) { return true; }
+        if (int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n))
+        {
+            fault = n;
+            return true;
+        }
+        return false;
     }
 }

@@ -388,9 +388,11 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     private sealed class SubscriberRefusedException(string message) : Exception(message);
 
     /// <summary>
-    /// Invariants history-updates and history-subscriber after a fault, through the operator API: each unit's successful
-    /// installs in the audit log (exactly one once the update is published, none before), and every subscriber change
-    /// so far listed and audited once.
+    /// Invariants history-updates, history-subscriber, history-checks and history-configs after a fault, through the
+    /// operator API: each unit's successful installs in the audit log (exactly one once the update is published, none
+    /// before); every subscriber change so far listed and audited once; every check forced so far still known to the
+    /// server with each of its units once and audited once; every configuration revision the operator was given so
+    /// far listed and audited once (its newest need not be final yet).
     /// </summary>
     private async Task<bool> HistoryHoldsAsync(string fault, CancellationToken ct)
     {
@@ -417,7 +419,42 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             Fail($"history-subscriber after {fault}", subscriber.Detail);
             return false;
         }
+
+        var byOperator = audit.Where(a => a.Actor == DemoCatalogue.OperatorName).ToList();
+        ForcedCheck[] forced;
+        lock (_forced) { forced = [.. _forced]; }
+        var statuses = new Dictionary<string, ForceCheckStatus?>(StringComparer.Ordinal);
+        foreach (var check in forced) { statuses[check.CheckId] = await CheckStatusOrNullAsync(check.CheckId, ct); }
+        var checks = HistoryCheck.Checks(forced, statuses, byOperator);
+        if (!checks.Held)
+        {
+            Fail($"history-checks after {fault}", checks.Detail);
+            return false;
+        }
+        AssignedConfig[] assigned;
+        lock (_assigned) { assigned = [.. _assigned]; }
+        var configsListed = new Dictionary<string, IReadOnlyList<ListedConfig>>(StringComparer.Ordinal);
+        foreach (var mac in assigned.Select(a => a.Mac).Distinct()) { configsListed[mac] = await ListConfigurationsAsync(mac, ct); }
+        var configs = HistoryCheck.Configs(assigned, configsListed, _revisionsBefore, byOperator, settled: false);
+        if (!configs.Held)
+        {
+            Fail($"history-configs after {fault}", configs.Detail);
+            return false;
+        }
         return true;
+    }
+
+    /// <summary>The server's record of a forced check; null when it does not know the check (404).</summary>
+    private async Task<ForceCheckStatus?> CheckStatusOrNullAsync(string checkId, CancellationToken ct)
+    {
+        try
+        {
+            return await CheckStatusAsync(checkId, ct);
+        }
+        catch (OperatorApiException e) when (e.Status == 404)
+        {
+            return null;
+        }
     }
 
     private async Task<IReadOnlyList<ListedConfig>> ListConfigurationsAsync(string mac, CancellationToken ct)
@@ -447,17 +484,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         foreach (var unit in Units) { await _fleet!.PowerOffAsync(unit); }
         if (_mosquitto is { IsRunning: false } broker) { await broker.StartAgainAsync(ct); }
         var statuses = new Dictionary<string, ForceCheckStatus?>(StringComparer.Ordinal);
-        foreach (var check in _forced)
-        {
-            try
-            {
-                statuses[check.CheckId] = await CheckStatusAsync(check.CheckId, ct);
-            }
-            catch (OperatorApiException e) when (e.Status == 404)
-            {
-                statuses[check.CheckId] = null;
-            }
-        }
+        foreach (var check in _forced) { statuses[check.CheckId] = await CheckStatusOrNullAsync(check.CheckId, ct); }
         List<AuditEntry> audit;
         using (var client = Operator())
         {
@@ -467,7 +494,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         _results.Add(HistoryCheck.Checks(_forced, statuses, audit));
         var listed = new Dictionary<string, IReadOnlyList<ListedConfig>>(StringComparer.Ordinal);
         foreach (var unit in Units) { listed[unit.Mac] = await ListConfigurationsAsync(unit.Mac, ct); }
-        _results.Add(HistoryCheck.Configs(_assigned, listed, _revisionsBefore, audit));
+        _results.Add(HistoryCheck.Configs(_assigned, listed, _revisionsBefore, audit, settled: true));
         List<AuditEntry> everyone;
         using (var client = Operator())
         {
