@@ -142,6 +142,7 @@ public static class ServerHost
         if (options.HasRole("initial"))
         {
             app.MapProvisioningApi();
+            app.MapAccessPointApi(options);
         }
         if (options.HasRole("host"))
         {

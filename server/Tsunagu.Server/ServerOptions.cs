@@ -158,6 +158,12 @@ public sealed class ServerOptions
     /// <summary>Bearer token a Prometheus scraper presents for GET /metrics (at least 32 characters); unset: no /metrics (docs/metrics.md).</summary>
     public string? MetricsToken { get; set; }
 
+    /// <summary>
+    /// Bearer token the provisioning access point's RADIUS server presents to look up a unit's access password
+    /// (<c>GET /api/v1/access-point/accounts/{user}</c>, docs/lab.md; at least 32 characters); unset: no such route.
+    /// </summary>
+    public string? AccessPointToken { get; set; }
+
     /// <summary>Addresses of proxies (the load balancer) whose X-Forwarded-For names the client; empty: the connection's peer is the client.</summary>
     public string[] TrustedProxies { get; set; } = [];
 
@@ -225,9 +231,12 @@ public sealed class ServerOptions
         }
         if (MaxConnections is < 1) { throw new ArgumentException($"Tsunagu:MaxConnections must be positive (was {MaxConnections})"); }
         if (KeepAliveSeconds is < 1 or > 3600) { throw new ArgumentException($"Tsunagu:KeepAliveSeconds must be 1..3600 (was {KeepAliveSeconds})"); }
-        if (MetricsToken is { } metricsToken && (metricsToken.Trim().Length < 32 || metricsToken.Length > 512 || metricsToken.Trim() != metricsToken || metricsToken.Any(char.IsControl)))
+        foreach (var (name, value) in new[] { (nameof(MetricsToken), MetricsToken), (nameof(AccessPointToken), AccessPointToken) })
         {
-            throw new ArgumentException("Tsunagu:MetricsToken must be 32 to 512 characters, without control characters or surrounding spaces");
+            if (value is not null && (value.Trim().Length < 32 || value.Length > 512 || value.Trim() != value || value.Any(char.IsControl)))
+            {
+                throw new ArgumentException($"Tsunagu:{name} must be 32 to 512 characters, without control characters or surrounding spaces");
+            }
         }
         if (TrustedProxies.FirstOrDefault(p => !System.Net.IPAddress.TryParse(p, out _)) is { } proxy)
         {
