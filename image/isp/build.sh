@@ -13,7 +13,7 @@ OUT=${1:-out/isp-lab}
 KREL=$(kernel_release linux-image-amd64)
 MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack"
 PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft /usr/sbin/freeradius"
-RADIUS_MODULES="rlm_files rlm_chap rlm_pap rlm_detail rlm_linelog"
+RADIUS_MODULES="rlm_files rlm_chap rlm_pap rlm_detail rlm_linelog rlm_rest"
 RADIUS_DICTIONARIES="dictionary.rfc2865 dictionary.rfc2866 dictionary.rfc2869 dictionary.freeradius.internal"
 RADIUS_LIBDIR=/usr/lib/freeradius
 RADIUS_DICTDIR=/usr/share/freeradius
@@ -47,6 +47,9 @@ mkdir -p "$stage$RADIUS_DICTDIR"
 install -m 0644 image/isp/radius/dictionary "$stage$RADIUS_DICTDIR/dictionary"
 for d in $RADIUS_DICTIONARIES; do install -m 0644 "$RADIUS_DICTDIR/$d" "$stage$RADIUS_DICTDIR/$d"; done
 install -m 0644 image/isp/radius/radiusd.conf "$stage/etc/raddb/radiusd.conf"
+# the access point's lookup on the initial setting server: templates, filled in at boot when the lab gives its URL and token
+mkdir -p "$stage/etc/raddb/templates"
+install -m 0644 image/isp/radius/access-point-module.conf image/isp/radius/access-point-authorize.conf "$stage/etc/raddb/templates/"
 install -m 0755 image/isp/drop-session "$stage/usr/sbin/isp-drop-session"
 # The configuration must load with exactly the staged modules and dictionaries (users and clients.conf are made at boot:
 # stand-ins here).
@@ -55,6 +58,10 @@ trap 'rm -rf "$check"' EXIT
 sed "s#^libdir = .*#libdir = $(cd "$stage" && pwd)$RADIUS_LIBDIR#" image/isp/radius/radiusd.conf > "$check/radiusd.conf"
 printf 'client check {\n    ipaddr = 127.0.0.1\n    secret = check\n}\n' > "$check/clients.conf"
 printf '"check" Cleartext-Password := "check"\n\tService-Type = Framed-User,\n\tFramed-Protocol = PPP\n' > "$check/users"
+sed 's#@ACCESS_POINT_URL@#https://10.0.2.100:8443#' image/isp/radius/access-point-module.conf > "$check/access-point-module.conf"
+sed 's#@ACCESS_POINT_TOKEN@#check-token#' image/isp/radius/access-point-authorize.conf > "$check/access-point-authorize.conf"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$check/key.pem" -out "$check/server.pem" -days 1 -subj /CN=check 2>/dev/null \
+    || die "openssl could not make the stand-in certificate"
 freeradius -XC -d "$check" -D "$stage$RADIUS_DICTDIR" > "$check/out" 2>&1 \
     || { cat "$check/out" >&2; die "freeradius -XC refused image/isp/radius/radiusd.conf with the staged modules"; }
 say "freeradius -XC: $(tail -n1 "$check/out")"

@@ -14,7 +14,8 @@ namespace Tsunagu.SystemTests.Qemu;
 /// The ISP lab (docs/lab.md): a unit whose only network is a QEMU socket link to the access network guest
 /// (pppoe-server and pppd from Debian, sessions authenticated and accounted by FreeRADIUS through pppd's radius.so),
 /// which routes its PPPoE sessions to the server on the host. The unit dials the provisioning access point with its
-/// factory PPP account (the MAC and the password derived from it with the operator's unit key), fetches its settings,
+/// factory PPP account (the MAC and the password derived from it with the operator's unit key; the access point's
+/// RADIUS server asks the initial setting server for that password, so the key stays there), fetches its settings,
 /// hangs up, dials the subscriber's account and reports Ready; a unit with a wrong factory password is refused by the
 /// RADIUS server and the access concentrator; a line that goes dead under a Ready unit is found by LCP echo and redialled.
 /// </summary>
@@ -46,7 +47,8 @@ public sealed partial class IspLabTests
         var factoryPassword = UnitCredentials.DeriveAccessPassword(_lab.UnitKeyBytes, mac);
         var subscriber = new WanAccount("pppoe", "taro.yamada@isp.example", "subscriber-secret-0042");
         var clock = Stopwatch.StartNew();
-        await using var isp = await IspGuest.StartAsync(_lab, "isp21", [(factoryUser, factoryPassword), (subscriber.Username!, subscriber.Password!)]);
+        // the ISP's own accounts hold only the subscriber's: the factory account is looked up on the initial setting server
+        await using var isp = await IspGuest.StartAsync(_lab, "isp21", [(subscriber.Username!, subscriber.Password!)]);
         await isp.WaitReadyAsync(IspBoot);
         var ispBoot = clock.Elapsed;
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
@@ -75,6 +77,13 @@ public sealed partial class IspLabTests
         Assert.That(radius.Where(r => r.Kind == "Access-Accept").Select(r => r.User), Is.EqualTo(new[] { factoryUser, subscriber.Username }),
             $"RADIUS accepted the factory account, then the subscriber's\n--- ISP ---\n{isp.Console()}");
         Assert.That(radius.Where(r => r.Kind == "Access-Reject"), Is.Empty, "RADIUS refused nothing");
+        // the factory account's password came from the initial setting server (the unit key stayed there); the
+        // subscriber's name was never sent to it
+        var lookups = isp.AccessPointLookups();
+        Assert.That(lookups, Is.EqualTo(new[] { (factoryUser, "200") }), $"one lookup, for the factory account\n--- ISP ---\n{isp.Console()}");
+        Assert.That(_lab.AccessPointRequests.Where(r => r.Path.EndsWith("/" + factoryUser, StringComparison.Ordinal)).Select(r => r.Status), Is.EqualTo(new[] { 200 }),
+            "the server answered the access point once, with the password");
+        Assert.That(_lab.AccessPointRequests.Where(r => r.Path.Contains("isp.example", StringComparison.Ordinal)), Is.Empty, "the subscriber's account stays at the ISP");
         var accounting = radius.Where(r => r.Kind is "Start" or "Stop").ToList();
         Assert.That(accounting.Select(r => (r.Kind, r.User)), Is.EqualTo(new[]
         {
@@ -94,6 +103,7 @@ public sealed partial class IspLabTests
         Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain("dev ppp0"), "its default route is the session");
         var console = unit.FullConsole();
         Assert.That(console, Does.Not.Contain(factoryPassword), "the derived password never reaches the console");
+        Assert.That(isp.Console(), Does.Not.Contain(factoryPassword), "nor the access point's log");
     }
 
     [Test]
@@ -102,8 +112,9 @@ public sealed partial class IspLabTests
         const int index = 22;
         var mac = QemuLab.MacOf(index);
         var factoryUser = UnitCredentials.AccessUsername(mac);
-        var derived = UnitCredentials.DeriveAccessPassword(_lab.UnitKeyBytes, mac);
-        await using var isp = await IspGuest.StartAsync(_lab, "isp22", [(factoryUser, derived)]);
+        // the ISP's accounts do not hold the factory account: its RADIUS server gets the right password from the
+        // initial setting server, and the unit's answer does not match it
+        await using var isp = await IspGuest.StartAsync(_lab, "isp22", [("someone", "secret-0001")]);
         await isp.WaitReadyAsync(IspBoot);
         // burned with a password the operator's key does not give (a unit of another operator, or a bad burn)
         var wrong = new WanAccount("pppoe", factoryUser, "not-the-derived-password-0000");
@@ -126,6 +137,9 @@ public sealed partial class IspLabTests
         var rejects = radius.Count(r => r.Kind == "Access-Reject" && r.User == factoryUser);
         Assert.That(rejects, Is.InRange(refused, refused + 1), "each refusal is a RADIUS Access-Reject");
         Assert.That(radius.Where(r => r.Kind != "Access-Reject"), Is.Empty, "RADIUS accepted nothing and accounted no session");
+        var lookups = isp.AccessPointLookups().Where(l => l.User == factoryUser).ToList();
+        Assert.That(lookups.Select(l => l.Status).Distinct(), Is.EqualTo(new[] { "200" }), "the server knew the unit and gave its password each time");
+        Assert.That(lookups.Count, Is.InRange(rejects - 1, rejects + 1), "one lookup per attempt (one may be in flight)");
         Assert.That(events.Where(e => e.Kind == "up"), Is.Empty, "no session ever came up");
         Assert.That(_lab.ProvisioningRequests.Count, Is.EqualTo(requestsBefore), "the unit reached nothing: the server got no provisioning request");
         Assert.That(_lab.Unit(mac)!.State, Is.Not.EqualTo(UnitStates.Ready));
@@ -139,9 +153,8 @@ public sealed partial class IspLabTests
         const int index = 23;
         var mac = QemuLab.MacOf(index);
         var factoryUser = UnitCredentials.AccessUsername(mac);
-        var factoryPassword = UnitCredentials.DeriveAccessPassword(_lab.UnitKeyBytes, mac);
         var subscriber = new WanAccount("pppoe", "hanako.sato@isp.example", "subscriber-secret-0077");
-        await using var isp = await IspGuest.StartAsync(_lab, "isp23", [(factoryUser, factoryPassword), (subscriber.Username!, subscriber.Password!)]);
+        await using var isp = await IspGuest.StartAsync(_lab, "isp23", [(subscriber.Username!, subscriber.Password!)]);
         await isp.WaitReadyAsync(IspBoot);
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
         unit.WanSocket = isp.AccessEndpoint;
@@ -242,6 +255,8 @@ public sealed partial class IspGuest : IAsyncDisposable
         start.Environment["ISP_DIR"] = ImageDirectory;
         start.Environment["SERVER_PORT"] = lab.Port.ToString(CultureInfo.InvariantCulture);
         start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture);
+        start.Environment["ACCESS_POINT_TOKEN"] = QemuLab.AccessPointToken;
+        start.Environment["SERVER_CERT"] = lab.CertificatePath;
         start.Environment["RUN_DIR"] = dir;
         start.Environment["CONSOLE"] = "file";
         var qemu = Process.Start(start) ?? throw new InvalidOperationException("isp-run.sh did not start");
@@ -318,6 +333,10 @@ public sealed partial class IspGuest : IAsyncDisposable
         return events;
     }
 
+    /// <summary>FreeRADIUS's lookups of a unit's password on the initial setting server: the user name and the HTTP status (none: no answer).</summary>
+    public List<(string User, string Status)> AccessPointLookups() =>
+        Console().Split('\n').Select(l => AccessPointLine().Match(l)).Where(m => m.Success).Select(m => (m.Groups[1].Value, m.Groups[2].Value)).ToList();
+
     /// <summary>Runs a shell command on the guest's second serial port and returns its output.</summary>
     public async Task<string> ShellAsync(string command, TimeSpan? timeout = null)
     {
@@ -348,6 +367,9 @@ public sealed partial class IspGuest : IAsyncDisposable
 
     [GeneratedRegex(@"radius: accounting (Start|Stop) user=(\S*) session=\S* address=(\S+)")]
     private static partial Regex RadiusAccounting();
+
+    [GeneratedRegex(@"radius: access point user=(\S*) status=(\S+)")]
+    private static partial Regex AccessPointLine();
 
     public async ValueTask DisposeAsync()
     {

@@ -26,6 +26,9 @@ public sealed class QemuLab : IAsyncDisposable
 {
     public const string Password = "qemu-lab-operator";
 
+    /// <summary>The lab server's AccessPointToken: the ISP lab's RADIUS server looks units' access passwords up with it.</summary>
+    public const string AccessPointToken = "qemu-lab-access-point-token-0123456789";
+
     private QemuLab(string root, WebApplication app, ECDsa releaseKey)
     {
         Root = root;
@@ -34,6 +37,13 @@ public sealed class QemuLab : IAsyncDisposable
     }
 
     private readonly System.Collections.Concurrent.ConcurrentQueue<(DateTimeOffset At, string Path)> _provisioningRequests = new();
+    private readonly System.Collections.Concurrent.ConcurrentQueue<(string Path, int Status)> _accessPointRequests = new();
+
+    /// <summary>Every request the server answered on the access point's route (the ISP lab's RADIUS server), with its status.</summary>
+    public IReadOnlyCollection<(string Path, int Status)> AccessPointRequests => _accessPointRequests;
+
+    /// <summary>The server's certificate (PEM): what units pin, and what the ISP lab's RADIUS server trusts.</summary>
+    public string CertificatePath => Path.Combine(Root, "server", "tls", ServerCertificate.PemFile);
 
     public string Root { get; }
 
@@ -45,7 +55,7 @@ public sealed class QemuLab : IAsyncDisposable
     public ArtifactStore Artifacts => App.Services.GetRequiredService<ArtifactStore>();
     public int Port => new Uri(ServerHost.BaseUrl(App)).Port;
     public int MqttPort { get; private set; }
-    public string Pin => OperatorClient.PinFromPemFile(Path.Combine(Root, "server", "tls", ServerCertificate.PemFile));
+    public string Pin => OperatorClient.PinFromPemFile(CertificatePath);
 
     public static string RepositoryRoot { get; } = FindRoot();
     public static string ImageDirectory => Path.Combine(RepositoryRoot, "out", "image", LabCatalogue.Board + "-debug");
@@ -82,6 +92,7 @@ public sealed class QemuLab : IAsyncDisposable
         var app = ServerHost.Build(new ServerOptions
         {
             DataDirectory = Path.Combine(root, "server"), Port = 0, MqttPort = mqttPort, CheckIntervalSeconds = 3600,
+            AccessPointToken = AccessPointToken,
         }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
         var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var store = app.Services.GetRequiredService<TsunaguStore>();
@@ -95,6 +106,10 @@ public sealed class QemuLab : IAsyncDisposable
                 lab._provisioningRequests.Enqueue((DateTimeOffset.UtcNow, context.Request.Path.Value!));
             }
             await next(context);
+            if (context.Request.Path.StartsWithSegments(Routes.Prefix + "/access-point", StringComparison.Ordinal))
+            {
+                lab._accessPointRequests.Enqueue((context.Request.Path.Value!, context.Response.StatusCode));
+            }
         });
         await app.StartAsync();
         return lab;

@@ -11,6 +11,9 @@
 #   ISP_DIR       the `make isp-lab-image` output (vmlinuz, initrd.img)                    default out/isp-lab
 #   SERVER_PORT   the server's HTTPS port on 127.0.0.1                                     default 8443
 #   MQTT_PORT     the MQTT broker port on 127.0.0.1                                        default 1883
+#   ACCESS_POINT_TOKEN  the server's AccessPointToken: FreeRADIUS asks the server for a unit's password when the
+#                 accounts do not hold it (SERVER_CERT is then required)                   default: no lookups
+#   SERVER_CERT   the server's certificate (PEM), the only one the lookups trust
 #   RUN_DIR       where console.log (the guest's log), shell.sock and pppoe.conf go      default .
 #   CONSOLE       'stdio' or 'file' (RUN_DIR/console.log)                                  default stdio
 set -euo pipefail
@@ -49,6 +52,11 @@ args=(
     -fw_cfg "name=opt/tsunagu/pppoe.conf,file=$RUN_DIR/pppoe.conf"
     -fw_cfg "name=opt/tsunagu/accounts,file=$ACCOUNTS"
 )
+if [ -n "${ACCESS_POINT_TOKEN:-}" ]; then
+    [ -f "${SERVER_CERT:-}" ] || { echo "isp-run: SERVER_CERT (the server's certificate) is required with ACCESS_POINT_TOKEN" >&2; exit 2; }
+    printf 'ACCESS_POINT_URL=https://10.0.2.100:%s\nACCESS_POINT_TOKEN=%s\n' "$SERVER_PORT" "$ACCESS_POINT_TOKEN" > "$RUN_DIR/access-point.conf"
+    args+=(-fw_cfg "name=opt/tsunagu/access-point.conf,file=$RUN_DIR/access-point.conf" -fw_cfg "name=opt/tsunagu/server.pem,file=$SERVER_CERT")
+fi
 if [ "$CONSOLE" = stdio ]; then
     args+=(-serial mon:stdio)
 else
