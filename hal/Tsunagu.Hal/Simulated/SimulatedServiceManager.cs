@@ -59,20 +59,34 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     /// <summary>Services whose daemon refuses its configure commands while listed here (not ready, or a bad reload).</summary>
     public HashSet<string> RefuseConfigure { get; } = new(StringComparer.Ordinal);
 
-    private readonly List<string> _calls = [];
+    /// <summary>How many of the last calls <see cref="Calls"/> keeps (a simulated unit runs for long).</summary>
+    public const int CallsKept = 1024;
 
-    /// <summary>"check NAME", "setup NAME", "configure NAME", "probe NAME", "start NAME" (a daemon), "stop NAME" (a daemon stopped by the policy), in order.</summary>
+    private readonly Queue<string> _calls = new();
+    private readonly Dictionary<string, int> _started = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The last <see cref="CallsKept"/> calls, in order: "check NAME", "setup NAME", "configure NAME", "probe NAME",
+    /// "start NAME" (a daemon), "stop NAME" (a daemon stopped by the policy).
+    /// </summary>
     public IReadOnlyList<string> Calls() { lock (_gate) { return [.. _calls]; } }
 
     /// <summary>How many daemons of <paramref name="service"/> have been started.</summary>
-    public int Started(string service) { lock (_gate) { return _calls.Count(c => c == $"start {service}"); } }
+    public int Started(string service) { lock (_gate) { return _started.GetValueOrDefault(service); } }
+
+    /// <summary>Called with the gate held.</summary>
+    private void Record(string call)
+    {
+        if (_calls.Count == CallsKept) { _calls.Dequeue(); }
+        _calls.Enqueue(call);
+    }
 
     public Task<CommandResult> RunAsync(string service, ServiceStep step, CommandLine command, CommandOptions options, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         lock (_gate)
         {
-            _calls.Add($"{step.ToString().ToLowerInvariant()} {service}");
+            Record($"{step.ToString().ToLowerInvariant()} {service}");
             if (step == ServiceStep.Configure && RefuseConfigure.Contains(service))
             {
                 return Task.FromResult(new CommandResult(command, 1, "", "simulated failure", false));
@@ -93,8 +107,9 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     {
         lock (_gate)
         {
-            _calls.Add($"start {service}");
-            var process = new FakeDaemon(daemon, _nextPid++, () => { lock (_gate) { _calls.Add($"stop {service}"); } });
+            Record($"start {service}");
+            _started[service] = _started.GetValueOrDefault(service) + 1;
+            var process = new FakeDaemon(daemon, _nextPid++, () => { lock (_gate) { Record($"stop {service}"); } });
             _daemons[service] = process;
             return process;
         }
