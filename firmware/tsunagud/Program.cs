@@ -74,7 +74,7 @@ try
     {
         var wan = new SimulatedWanLink();
         hardware = new UnitHardware(new DirectoryFactoryPartition(options.Factory), new DirectoryPromPartition(options.Prom),
-            wan, new DirectoryDataPartition(options.Data), new SimulatedSystemLoad(), new SimulatedStatusLeds(), wan,
+            wan, new DirectoryDataPartition(options.Data), new SimulatedSystemLoad(), new StatusLeds(board, new SimulatedLedOutputs()), wan,
             new SimulatedBootControl(options.Boot ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.Data))!, "boot")),
             services, board);
     }

@@ -53,7 +53,8 @@ public sealed class CommandRunnerProcesses(ICommandRunner runner) : IServiceProc
 /// <summary>
 /// The service manager's policy (the procd model), independent of how processes run: validates configurations with
 /// their checkers, starts new services, reloads a running daemon in place when only its configure commands changed,
-/// restarts it otherwise, stops services no longer listed, leaves unchanged ones alone; restarts a crashed daemon
+/// restarts it otherwise, stops services no longer listed, leaves unchanged ones alone (a running daemon whose configure
+/// commands failed is not unchanged: the next apply runs them again, and the health check reports it); restarts a crashed daemon
 /// after a growing delay and leaves it stopped (<see cref="ServiceState.CrashLoop"/>) after
 /// <see cref="ServiceManagerOptions.CrashLimit"/> crashes within <see cref="ServiceManagerOptions.CrashWindow"/>.
 /// <paramref name="onAction"/> hears each action as it is taken.
@@ -78,6 +79,9 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         public List<DateTimeOffset> Crashes { get; } = [];
         public int Restarts { get; set; }
         public string? LastError { get; set; }
+
+        /// <summary>The daemon accepted the configure commands of <see cref="Spec"/> (false while they have not run or failed).</summary>
+        public bool Configured { get; set; }
 
         /// <summary>Bumped whenever the manager itself starts or stops the daemon.</summary>
         public int Generation { get; set; }
@@ -125,7 +129,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                     await StartEntryAsync(entry, cancellationToken);
                     started.Add(spec.Name);
                 }
-                else if (entry.Spec.Digest == spec.Digest && entry.State is ServiceState.Running or ServiceState.Done)
+                else if (entry.Spec.Digest == spec.Digest && (entry.State == ServiceState.Done || entry is { State: ServiceState.Running, Configured: true }))
                 {
                     unchanged.Add(spec.Name);
                 }
@@ -178,6 +182,11 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             if (entry.Spec.Daemon is not null && (entry.State != ServiceState.Running || entry.Process is null || entry.Process.Exited.IsCompleted))
             {
                 problems.Add($"{name}: daemon not running ({entry.State}{(entry.LastError is null ? "" : ": " + entry.LastError)})");
+                continue;
+            }
+            if (entry.Spec.Daemon is not null && !entry.Configured)
+            {
+                problems.Add($"{name}: daemon not configured ({entry.LastError ?? "configure commands not run"})");
                 continue;
             }
             if (entry.Spec.Daemon is null && entry.State != ServiceState.Done)
@@ -269,6 +278,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
     /// <summary>Runs the configure commands, retrying while the fresh daemon is not ready for them yet.</summary>
     private async Task ConfigureAsync(Entry entry, IRunningCommand process, CancellationToken ct)
     {
+        entry.Configured = false;
         var deadline = _time.GetUtcNow() + _options.ConfigureTimeout;
         foreach (var step in entry.Spec.Configure)
         {
@@ -285,6 +295,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                 await Task.Delay(TimeSpan.FromMilliseconds(100), _time, ct);
             }
         }
+        entry.Configured = true;
     }
 
     private async Task StopEntryAsync(Entry entry, CancellationToken ct)

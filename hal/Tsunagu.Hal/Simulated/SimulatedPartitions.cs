@@ -30,9 +30,3 @@ public sealed class SimulatedSystemLoad : ISystemLoad
     public double Wan { get; set; } = 0.02;
     public UnitLoad Read() => new(Cpu, Wan);
 }
-
-public sealed class SimulatedStatusLeds : IStatusLeds
-{
-    public StatusIndication? Current { get; private set; }
-    public void Show(StatusIndication indication) => Current = indication;
-}

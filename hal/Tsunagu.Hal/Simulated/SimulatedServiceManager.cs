@@ -43,8 +43,9 @@ public sealed class SimulatedServiceManager : ServiceManager
 
 /// <summary>
 /// Fake service processes: commands succeed at once (a check of a service in <see cref="RefuseChecks"/> fails with its
-/// message, a probe of a service in <see cref="Unhealthy"/> fails with "simulated failure"); a daemon runs until it is
-/// stopped or <see cref="Crash"/>ed.
+/// message, a configure command of a service in <see cref="RefuseConfigure"/> and a probe of a service in
+/// <see cref="Unhealthy"/> fail with "simulated failure"); a daemon runs until it is stopped or <see cref="Crash"/>ed.
+/// What the policy asked of them is kept in <see cref="Calls"/>.
 /// </summary>
 public sealed class SimulatedServiceProcesses : IServiceProcesses
 {
@@ -55,11 +56,41 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     public Dictionary<string, string> RefuseChecks { get; } = new(StringComparer.Ordinal);
     public HashSet<string> Unhealthy { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Services whose daemon refuses its configure commands while listed here (not ready, or a bad reload).</summary>
+    public HashSet<string> RefuseConfigure { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>How many of the last calls <see cref="Calls"/> keeps (a simulated unit runs for long).</summary>
+    public const int CallsKept = 1024;
+
+    private readonly Queue<string> _calls = new();
+    private readonly Dictionary<string, int> _started = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The last <see cref="CallsKept"/> calls, in order: "check NAME", "setup NAME", "configure NAME", "probe NAME",
+    /// "start NAME" (a daemon), "stop NAME" (a daemon stopped by the policy).
+    /// </summary>
+    public IReadOnlyList<string> Calls() { lock (_gate) { return [.. _calls]; } }
+
+    /// <summary>How many daemons of <paramref name="service"/> have been started.</summary>
+    public int Started(string service) { lock (_gate) { return _started.GetValueOrDefault(service); } }
+
+    /// <summary>Called with the gate held.</summary>
+    private void Record(string call)
+    {
+        if (_calls.Count == CallsKept) { _calls.Dequeue(); }
+        _calls.Enqueue(call);
+    }
+
     public Task<CommandResult> RunAsync(string service, ServiceStep step, CommandLine command, CommandOptions options, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         lock (_gate)
         {
+            Record($"{step.ToString().ToLowerInvariant()} {service}");
+            if (step == ServiceStep.Configure && RefuseConfigure.Contains(service))
+            {
+                return Task.FromResult(new CommandResult(command, 1, "", "simulated failure", false));
+            }
             if (step == ServiceStep.Check && RefuseChecks.TryGetValue(service, out var message))
             {
                 return Task.FromResult(new CommandResult(command, 1, "", $"simulated checker: {message}", false));
@@ -76,7 +107,9 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     {
         lock (_gate)
         {
-            var process = new FakeDaemon(daemon, _nextPid++);
+            Record($"start {service}");
+            _started[service] = _started.GetValueOrDefault(service) + 1;
+            var process = new FakeDaemon(daemon, _nextPid++, () => { lock (_gate) { Record($"stop {service}"); } });
             _daemons[service] = process;
             return process;
         }
@@ -90,7 +123,7 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
         return process is not null && process.Exit(exitCode);
     }
 
-    private sealed class FakeDaemon(CommandLine command, int pid) : IRunningCommand
+    private sealed class FakeDaemon(CommandLine command, int pid, Action onStop) : IRunningCommand
     {
         private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -103,7 +136,7 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
 
         public Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
         {
-            _exited.TrySetResult(143);
+            if (_exited.TrySetResult(143)) { onStop(); }
             return Task.CompletedTask;
         }
 

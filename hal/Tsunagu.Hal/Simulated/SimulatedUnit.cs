@@ -3,8 +3,8 @@ namespace Tsunagu.Hal.Simulated;
 /// <summary>
 /// One simulated unit laid out under a directory: `prom/`, `factory/`, `data/`, `boot/` (the A/B slots and the boot
 /// state file). The WAN link, load, LEDs, service processes, media slot and reset button are in memory and exposed for
-/// fault injection; the service manager and the reset button run the same logic as on a real unit (<see cref="Linux.LinuxUnit"/>
-/// composes the real adapters).
+/// fault injection; the service manager, the status LEDs, the reset button and the A/B slots run the same logic as on
+/// a real unit (<see cref="Linux.LinuxUnit"/> composes the real adapters).
 /// </summary>
 public sealed class SimulatedUnit
 {
@@ -12,8 +12,10 @@ public sealed class SimulatedUnit
     /// The time the unit's own clock runs on (service restarts, button holds, the supervisor); null: the system's. The
     /// unit's wall clock (<see cref="Time"/>) starts at its wall time and can be skewed and set independently of other units.
     /// </param>
-    public SimulatedUnit(string unitDirectory, string promDirectory, TimeProvider? time = null)
+    /// <param name="board">The board it simulates (its LEDs, indications and reset button); null: <see cref="BoardDescription.Simulated"/>.</param>
+    public SimulatedUnit(string unitDirectory, string promDirectory, TimeProvider? time = null, BoardDescription? board = null)
     {
+        Board = board ?? BoardDescription.Simulated;
         Time = new SimulatedUnitClock(time ?? TimeProvider.System);
         SystemClock = new SimulatedSystemClock(Time, Time.Step);
         Directory = unitDirectory;
@@ -22,11 +24,14 @@ public sealed class SimulatedUnit
         Data = new DirectoryDataPartition(Path.Combine(unitDirectory, "data"));
         Boot = new SimulatedBootControl(Path.Combine(unitDirectory, "boot"));
         Services = new SimulatedServiceManager(Time);
-        Reset = new SimulatedResetButton(Time);
-        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Services, BoardDescription.Simulated, Media, Reset);
+        Reset = new SimulatedResetButton(Time, Board.Button(BoardButton.Reset)?.LongPress);
+        Leds = new StatusLeds(Board, LedOutputs, time: Time);
+        Hardware = new UnitHardware(Factory, Prom, Wan, Data, Load, Leds, Wan, Boot, Services, Board, Media, Reset);
     }
 
     public string Directory { get; }
+
+    public BoardDescription Board { get; }
 
     /// <summary>The unit's own clock: its wall time can be off (<see cref="SimulatedUnitClock.Offset"/>, a fault).</summary>
     public SimulatedUnitClock Time { get; }
@@ -38,7 +43,12 @@ public sealed class SimulatedUnit
     public DirectoryDataPartition Data { get; }
     public SimulatedWanLink Wan { get; } = new();
     public SimulatedSystemLoad Load { get; } = new();
-    public SimulatedStatusLeds Leds { get; } = new();
+
+    /// <summary>The status LEDs' logic, the same as on a real unit, over <see cref="LedOutputs"/>.</summary>
+    public StatusLeds Leds { get; }
+
+    /// <summary>The board's LEDs as the status LEDs left them.</summary>
+    public SimulatedLedOutputs LedOutputs { get; } = new();
     public SimulatedRemovableMedia Media { get; } = new();
     public SimulatedResetButton Reset { get; }
     public SimulatedBootControl Boot { get; }

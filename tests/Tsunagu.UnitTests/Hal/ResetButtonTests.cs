@@ -192,6 +192,99 @@ public class ResetButtonTests : FakeRootTests
     }
 
     [Test]
+    public async Task Long_press_logic_times_from_the_last_bounce_and_a_bounce_during_the_hold_starts_it_again()
+    {
+        var time = new FakeTimeProvider(Start);
+        var detector = new LongPressDetector(TimeSpan.FromSeconds(5), time);
+        var bounce = TimeSpan.FromMilliseconds(5);
+        var wait = detector.WaitAsync(CancellationToken.None);
+
+        // contact chatter as the button goes down: the hold starts at the last press edge (20 ms)
+        detector.Pressed();
+        time.Advance(bounce);
+        detector.Released();
+        time.Advance(bounce);
+        detector.Pressed();
+        time.Advance(bounce);
+        detector.Released();
+        time.Advance(bounce);
+        detector.Pressed();
+        time.Advance(TimeSpan.FromSeconds(5) - TimeSpan.FromMilliseconds(1));
+        Assert.That(wait.IsCompleted, Is.False, "5 s after the first edge, but 4.999 s after the last one");
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        await wait.WaitAsync(TimeSpan.FromSeconds(5));
+
+        // chatter as the button comes up after a long press: short presses, no second long press
+        var next = detector.WaitAsync(CancellationToken.None);
+        for (var i = 0; i < 3; i++)
+        {
+            detector.Released();
+            time.Advance(bounce);
+            detector.Pressed();
+            time.Advance(bounce);
+        }
+        detector.Released();
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.That(next.IsCompleted, Is.False, "the chatter after a long press is not a long press");
+
+        // a release in the middle of a hold (the line must be active without interruption): timed again from the new press
+        detector.Pressed();
+        time.Advance(TimeSpan.FromSeconds(3));
+        detector.Released();
+        time.Advance(bounce);
+        detector.Pressed();
+        time.Advance(TimeSpan.FromSeconds(5) - bounce);
+        Assert.That(next.IsCompleted, Is.False, "3 s, a bounce, then 4.995 s: no hold of 5 s");
+        time.Advance(bounce);
+        await next.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.That(detector.WaitAsync(CancellationToken.None).IsCompleted, Is.False, "one long press per hold, none kept over");
+    }
+
+    [Test]
+    public async Task Simulated_button_held_across_waits_is_timed_from_the_press_then_again_from_a_wait_after_a_cancelled_one()
+    {
+        var time = new FakeTimeProvider(Start);
+        var button = new SimulatedResetButton(time, TimeSpan.FromSeconds(5));
+
+        // pressed before the wait starts: the hold counts from the press
+        button.PressDown();
+        time.Advance(TimeSpan.FromSeconds(2));
+        var wait = button.WaitForLongPressAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(2.9));
+        Assert.That(wait.IsCompleted, Is.False);
+        time.Advance(TimeSpan.FromSeconds(0.1));
+        await wait.WaitAsync(TimeSpan.FromSeconds(5));
+        button.Release();
+
+        // the wait is cancelled while the button is down (the supervisor changed state); the next wait sees it still
+        // down and times it from its start, as the evdev and GPIO adapters do (autorepeat, polled level)
+        button.PressDown();
+        using (var cts = new CancellationTokenSource())
+        {
+            var cancelled = button.WaitForLongPressAsync(cts.Token);
+            time.Advance(TimeSpan.FromSeconds(2));
+            await cts.CancelAsync();
+            Assert.That(async () => await cancelled, Throws.InstanceOf<OperationCanceledException>());
+        }
+        time.Advance(TimeSpan.FromSeconds(1));
+        var next = button.WaitForLongPressAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(4.9));
+        Assert.That(next.IsCompleted, Is.False, "timed from the new wait, not from the press");
+        time.Advance(TimeSpan.FromSeconds(0.1));
+        await next.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.That(button.IsDown, Is.True);
+
+        // still down after that long press: the next wait does not fire again until it is released and pressed anew
+        var again = button.WaitForLongPressAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.That(again.IsCompleted, Is.False, "a button kept down fires once");
+        button.Release();
+        button.PressDown();
+        time.Advance(TimeSpan.FromSeconds(5));
+        await again.WaitAsync(TimeSpan.FromSeconds(5));
+    }
+
+    [Test]
     public async Task A_cancelled_wait_is_forgotten_and_the_next_long_press_goes_to_the_next_wait()
     {
         var button = new SimulatedResetButton();

@@ -74,6 +74,7 @@ public class ServiceManagerTests
         await Task.Delay(20);
         Assert.That(State(manager), Is.EqualTo(new ServiceStatus("dnsmasq", ServiceState.CrashLoop, "1", 2, "exited with 139: (no output)")),
             "left stopped: no more restarts");
+        Assert.That(manager.Processes.Started("dnsmasq"), Is.EqualTo(3), "the first daemon and two restarts, none after the third crash");
         var problems = await manager.CheckHealthAsync(CancellationToken.None);
         Assert.That(problems, Has.Count.EqualTo(1).And.Some.Contains("dnsmasq: daemon not running (CrashLoop"));
         lock (log) { Assert.That(log, Has.Some.Contains("crashed 3 times within 60 s; left stopped")); }
@@ -82,6 +83,51 @@ public class ServiceManagerTests
         var changes = await manager.ApplyAsync([Dns("2")], CancellationToken.None);
         Assert.That(changes.Reloaded.Concat(changes.Restarted), Is.EqualTo(new[] { "dnsmasq" }));
         Assert.That(State(manager).State, Is.EqualTo(ServiceState.Running));
+        Assert.That(manager.Processes.Started("dnsmasq"), Is.EqualTo(4));
+    }
+
+    [Test]
+    public async Task The_processes_see_only_what_the_diff_asks_for()
+    {
+        var manager = new SimulatedServiceManager();
+        await manager.ApplyAsync([Firewall("1"), Dns("1")], CancellationToken.None);
+        Assert.That(manager.Processes.Calls(), Is.EqualTo(new[] { "setup firewall", "start dnsmasq", "configure dnsmasq" }));
+        Assert.That(await Apply(manager, Firewall("1"), Dns("1")), Is.Empty, "nothing changed: nothing runs");
+        Assert.That(await Apply(manager, Firewall("1"), Dns("2", configure: "reload-2")), Is.EqualTo(new[] { "configure dnsmasq" }),
+            "reloaded in place: the same daemon, only its configure commands");
+        Assert.That(await Apply(manager, Firewall("2"), Dns("2", configure: "reload-2")), Is.EqualTo(new[] { "setup firewall" }));
+        Assert.That(await Apply(manager, Firewall("2"), Dns("3", new CommandLine("dnsmasq", "--no-daemon"))),
+            Is.EqualTo(new[] { "stop dnsmasq", "start dnsmasq", "configure dnsmasq" }), "a new daemon command: restarted");
+        Assert.That(await Apply(manager, Dns("3", new CommandLine("dnsmasq", "--no-daemon"))), Is.Empty, "a set-up service has nothing to stop");
+        Assert.That(manager.Processes.Started("dnsmasq"), Is.EqualTo(2));
+    }
+
+    [Test]
+    public async Task A_daemon_that_refused_its_configure_commands_is_reported_and_configured_again_at_the_next_apply()
+    {
+        var manager = new SimulatedServiceManager(new FakeTimeProvider(Start), new ServiceManagerOptions { ConfigureTimeout = TimeSpan.Zero, HealthSettle = TimeSpan.Zero });
+        manager.Processes.RefuseConfigure.Add("dnsmasq");
+        var e = Assert.ThrowsAsync<ServiceException>(() => manager.ApplyAsync([Dns("1")], CancellationToken.None));
+        Assert.That(e!.Message, Does.Contain("configure `dnsmasq-ctl reload` failed (exit 1): simulated failure"));
+        Assert.That(await manager.CheckHealthAsync(CancellationToken.None), Has.Count.EqualTo(1).And.Some.Contains("dnsmasq: daemon not configured"),
+            "a daemon running without its configuration is not healthy");
+
+        manager.Processes.RefuseConfigure.Clear();
+        var before = manager.Processes.Calls().Count;
+        var changes = await manager.ApplyAsync([Dns("1")], CancellationToken.None);
+        Assert.That((changes.Unchanged, changes.Reloaded), Is.EqualTo((Array.Empty<string>(), new[] { "dnsmasq" })),
+            "the same digest, but its configure commands never succeeded: run again");
+        Assert.That(manager.Processes.Calls().Skip(before), Is.EqualTo(new[] { "configure dnsmasq" }), "in place, on the same daemon");
+        Assert.That(manager.Processes.Started("dnsmasq"), Is.EqualTo(1));
+        Assert.That(await manager.CheckHealthAsync(CancellationToken.None), Is.Empty);
+        Assert.That(await Apply(manager, Dns("1")), Is.Empty, "configured now: unchanged");
+    }
+
+    private static async Task<IReadOnlyList<string>> Apply(SimulatedServiceManager manager, params ServiceSpec[] specs)
+    {
+        var before = manager.Processes.Calls().Count;
+        await manager.ApplyAsync(specs, CancellationToken.None);
+        return manager.Processes.Calls().Skip(before).ToList();
     }
 
     [Test]

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Time.Testing;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
+using Tsunagu.Hal.Simulated;
 
 namespace Tsunagu.UnitTests.Hal;
 
@@ -130,5 +131,62 @@ public class StatusLedTests : FakeRootTests
         calls.Clear();
         time.Advance(TimeSpan.FromSeconds(2));
         Assert.That(calls, Is.Empty, "the blink stops with the indication");
+    }
+
+    [Test]
+    public void A_simulated_unit_shows_the_board_indications_through_the_same_logic()
+    {
+        var board = BoardDescription.Parse(BoardDescriptionTests.QemuBoard, "board.json");
+        Write("prom/os-version", "tsunagu-os 1.0\n");
+        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), Path.Combine(_dir, "prom"), new FakeTimeProvider(Start), board);
+        Assert.That(unit.Hardware.Leds, Is.SameAs(unit.Leds));
+        Assert.That(unit.Reset.LongPress, Is.EqualTo(board.Button(BoardButton.Reset)!.LongPress));
+
+        unit.Hardware.Leds.Show(StatusIndication.Provisioning);
+        Assert.That(unit.LedOutputs.States(), Is.EquivalentTo(new Dictionary<string, LedState>
+        {
+            ["power"] = LedState.On, ["status"] = LedState.Blink, ["wan"] = LedState.Off, ["example-gpio"] = LedState.Blink,
+        }));
+        unit.Hardware.Leds.Show(StatusIndication.Connecting);
+        Assert.That(unit.LedOutputs.States(), Is.EquivalentTo(new Dictionary<string, LedState>
+        {
+            ["power"] = LedState.On, ["status"] = LedState.On, ["wan"] = LedState.Blink, ["example-gpio"] = LedState.Off,
+        }), "an LED the pattern does not mention goes off");
+        Assert.That(unit.Leds.Current, Is.EqualTo(StatusIndication.Connecting));
+
+        // the simulated board declares no LEDs: the indication is kept, nothing is driven
+        var plain = new SimulatedUnit(Path.Combine(_dir, "plain"), Path.Combine(_dir, "prom"), new FakeTimeProvider(Start));
+        plain.Hardware.Leds.Show(StatusIndication.Ready);
+        Assert.That((plain.Leds.Current, plain.LedOutputs.States().Count), Is.EqualTo((StatusIndication.Ready, 0)));
+    }
+
+    [Test]
+    public async Task Simulated_leds_that_cannot_blink_by_themselves_are_blinked_on_the_units_clock()
+    {
+        var time = new FakeTimeProvider(Start);
+        var outputs = new SimulatedLedOutputs { CanBlink = false };
+        using var leds = new StatusLeds(BoardDescription.Parse(BoardDescriptionTests.QemuBoard, "board.json"), outputs,
+            new StatusLedOptions { BlinkHalfPeriod = TimeSpan.FromMilliseconds(500) }, time);
+        leds.Show(StatusIndication.Error); // power on, status blink, wan blink
+        Assert.That((outputs["status"]!.State, outputs["wan"]!.State, outputs["power"]!.State), Is.EqualTo((LedState.Off, LedState.Off, LedState.On)));
+        time.Advance(TimeSpan.FromMilliseconds(499));
+        await Task.Delay(20);
+        Assert.That(outputs["status"]!.State, Is.EqualTo(LedState.Off), "not before the half period");
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        await WaitUntil(() => outputs["status"]!.State == LedState.On && outputs["wan"]!.State == LedState.On, "lit after one half period");
+        // the loop asks for its next half period after the toggle: time moves on until it has
+        for (var i = 0; i < 500 && outputs["status"]!.State == LedState.On; i++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(500));
+            await Task.Delay(10);
+        }
+        Assert.That((outputs["status"]!.State, outputs["wan"]!.State), Is.EqualTo((LedState.Off, LedState.Off)), "dark after the next one, together");
+
+        leds.Show(StatusIndication.Ready);
+        await leds.Blinking;
+        var writes = outputs.States().Keys.Sum(name => outputs[name]!.Writes);
+        time.Advance(TimeSpan.FromSeconds(5));
+        Assert.That(outputs.States().Keys.Sum(name => outputs[name]!.Writes), Is.EqualTo(writes), "the blink stops with the indication");
+        Assert.That(outputs.States().Values, Is.All.EqualTo(LedState.On));
     }
 }
