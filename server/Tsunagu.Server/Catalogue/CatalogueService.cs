@@ -16,7 +16,7 @@ public sealed record NewUpdateProgram(string Id, string FromPattern, string ToPa
 /// draft -> verified -> retired; only verified patterns are targets; update programs lead from one pattern to a
 /// verified one.
 /// </summary>
-public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
+public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
 {
     /// <summary>Adds catalogued software; the audit entry (<c>software.add</c> by <paramref name="actor"/>) commits with it.</summary>
     public void AddSoftware(SoftwareRow software, string actor)
@@ -32,6 +32,13 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
     /// <summary>Adds a patch; the audit entry (<c>patch.add</c> by <paramref name="actor"/>) commits with it.</summary>
     public void AddPatch(PatchRow patch, string actor)
     {
+        CheckPatch(patch);
+        store.AddPatch(patch, new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
+    }
+
+    /// <summary>A patch's fields by type and grammar, and its application in the software catalogue.</summary>
+    private void CheckPatch(PatchRow patch)
+    {
         RequireId(patch.Id, "id");
         RequireId(patch.TargetApp, "targetApp");
         RequireId(patch.Version, "version");
@@ -43,7 +50,6 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         {
             throw new CatalogueRuleException($"targetApp: application '{patch.TargetApp}' is not in the software catalogue");
         }
-        store.AddPatch(patch, new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
     }
 
     /// <summary>
