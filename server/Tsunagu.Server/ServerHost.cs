@@ -89,6 +89,7 @@ public static class ServerHost
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
         builder.Services.AddSingleton<Units.Registration.UnitRegistration>();
         builder.Services.AddSingleton<Units.ForcedChecks.ForcedCheckService>();
+        builder.Services.AddSingleton<Units.ServiceConfigs.ServiceConfigService>();
         builder.Services.AddSingleton<Subscribers.SubscriberChanges>();
         builder.Services.AddSingleton<Subscribers.ConfigRetries>();
         builder.Services.AddSingleton<Fleet.Rollouts.RolloutService>();

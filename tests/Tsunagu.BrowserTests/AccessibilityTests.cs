@@ -70,6 +70,8 @@ public class AccessibilityTests
         await page.GotoAsync($"/console/units/{units[0].Mac}");
         await page.Locator("#lifecycle summary").ClickAsync();
         bad.AddRange(await ViolationsAsync(page, "unit lifecycle forms"));
+        await page.Locator("#service-config-edit summary").ClickAsync();
+        bad.AddRange(await ViolationsAsync(page, "unit service configuration forms"));
 
         await page.GotoAsync("/portal/login");
         bad.AddRange(await ViolationsAsync(page, "portal log in"));

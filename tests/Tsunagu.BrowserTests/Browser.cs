@@ -24,7 +24,7 @@ public sealed class Browser : IAsyncDisposable
     public IBrowserContext Context { get; }
     public IPage Page { get; }
 
-    public static async Task<Browser> OpenAsync(string baseUrl, int width = 1280, int height = 900)
+    public static async Task<Browser> OpenAsync(string baseUrl, int width = 1280, int height = 900, bool javaScript = true)
     {
         if (!File.Exists(ChromiumPath))
         {
@@ -43,6 +43,7 @@ public sealed class Browser : IAsyncDisposable
             IgnoreHTTPSErrors = true, // the server's own self-signed certificate
             ViewportSize = new ViewportSize { Width = width, Height = height },
             Locale = "en-GB",
+            JavaScriptEnabled = javaScript,
         });
         context.SetDefaultTimeout(20_000);
         var page = context.Pages.Count > 0 ? context.Pages[0] : await context.NewPageAsync();

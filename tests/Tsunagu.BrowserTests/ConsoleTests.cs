@@ -135,4 +135,36 @@ public class ConsoleTests
         await Expect(page.Locator("#csv-result")).ToContainTextAsync("Registered 2 unit(s).");
         Assert.That(server.Store.GetUnit("02:54:53:00:02:03")?.Serial, Is.EqualTo("CSV-3"));
     }
+
+    [Test]
+    public async Task Operator_blocks_a_domain_for_a_unit_and_the_revision_appears()
+    {
+        await using var server = await TestServer.StartAsync();
+        var unit = (await server.AddUnitsAsync(1))[0];
+        var first = server.Store.LatestUnitConfig(unit.Mac)!.Revision;
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await LogInOperatorAsync(page);
+        await page.GotoAsync($"/console/units/{unit.Mac}");
+        await page.Locator("#service-config-edit summary").ClickAsync();
+        var blocked = page.GetByLabel("Blocked domains, one a line");
+        var domains = await blocked.InputValueAsync();
+        await blocked.FillAsync(domains + "\nads.browser.example");
+        await page.GetByLabel("Filter on").CheckAsync();
+        await browser.ScreenshotAsync("console-unit-service-config");
+        await page.Locator("#service-config-save").ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"Service configuration revision {first + 1} for {unit.Mac} stored");
+        await Expect(page.Locator($"#config-{first + 1}")).ToContainTextAsync("provisional");
+        var stored = server.Store.LatestUnitConfig(unit.Mac)!;
+        Assert.That(stored.Revision, Is.EqualTo(first + 1));
+        Assert.That(System.Text.Json.JsonSerializer.Deserialize(stored.Document, Tsunagu.Protocol.ProtocolJson.Default.ServiceConfiguration)!.ContentFilter.BlockedDomains,
+            Does.Contain("ads.browser.example"));
+
+        // a wrong domain is refused with the field named, and nothing is stored
+        await page.Locator("#service-config-edit summary").ClickAsync();
+        await page.GetByLabel("Blocked domains, one a line").FillAsync("not a domain");
+        await page.Locator("#service-config-save").ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Alert)).ToContainTextAsync("Nothing was stored: contentFilter.blockedDomains[0]");
+        Assert.That(server.Store.LatestUnitConfig(unit.Mac)!.Revision, Is.EqualTo(first + 1));
+    }
 }

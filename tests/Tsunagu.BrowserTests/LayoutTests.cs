@@ -55,6 +55,9 @@ public class LayoutTests
             await page.GotoAsync(path);
             await AssertNoHorizontalOverflowAsync(page, path, width);
         }
+        await page.GotoAsync($"/console/units/{units[0].Mac}");
+        await page.Locator("#service-config-edit summary").ClickAsync();
+        await AssertNoHorizontalOverflowAsync(page, "the unit's service configuration forms", width);
 
         await page.GotoAsync("/console/register");
         var form = await page.Locator("#register-one").BoundingBoxAsync();

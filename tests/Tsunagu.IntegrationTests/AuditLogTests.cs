@@ -160,6 +160,38 @@ public class AuditLogTests
         }
     }
 
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public void Entries_listing_units_with_spaces_indexed_before_M0018_are_found_by_each_unit(string kind)
+    {
+        var clock = new Clock(Start);
+        var (_, database) = Store(kind, clock, upTo: 15);
+        using (var c = database.Open())
+        {
+            void Run(string sql)
+            {
+                using var command = c.CreateCommand();
+                command.CommandText = sql;
+                command.ExecuteNonQuery();
+            }
+            // as the server wrote them before: the entries, and audit_units with the first unit of "a, b" only
+            Run($"INSERT INTO audit (at, actor, action, target, detail) VALUES ('{TsunaguStore.Timestamp(Start)}', 'bob', 'units.check', '{Mac(1)}, {Mac(3)}', NULL)");
+            Run($"INSERT INTO audit (at, actor, action, target, detail) VALUES ('{TsunaguStore.Timestamp(Start.AddMinutes(1))}', 'bob', 'units.check', '{Mac(3)},{Mac(4)}', NULL)");
+            Run($"INSERT INTO audit_units (mac, audit_id) SELECT '{Mac(1)}', id FROM audit WHERE target LIKE '%, %'");
+            Run($"INSERT INTO audit_units (mac, audit_id) SELECT '{Mac(3)}', id FROM audit WHERE target NOT LIKE '%, %'");
+            Run($"INSERT INTO audit_units (mac, audit_id) SELECT '{Mac(4)}', id FROM audit WHERE target NOT LIKE '%, %'");
+        }
+        database.Migrate();
+        var store = new TsunaguStore(database, clock);
+        var all = store.ListAudit(10).Select(a => a.Id).ToList();
+        var (first, second) = (all[1], all[0]);
+        foreach (var (mac, ids) in new[] { (Mac(1), new[] { first }), (Mac(3), [second, first]), (Mac(4), [second]) })
+        {
+            Assert.That(Walk(store, new AuditQuery(Unit: mac, Limit: 1)).Select(a => a.Id), Is.EqualTo(ids), mac);
+            Assert.That(store.ListAuditForUnit(mac).Select(a => a.Id), Is.EqualTo(ids), mac);
+        }
+    }
+
     private static readonly (string What, AuditQuery Query, string Index)[] Plans =
     [
         ("actor", new AuditQuery(Actor: "erin", Before: 9_000), "ix_audit_actor"),

@@ -318,6 +318,48 @@ public class TransactionTests
     }
 
     [Test]
+    public async Task A_console_upload_whose_upload_audit_entry_fails_adds_no_program_and_keeps_no_bundle()
+    {
+        await using var server = await TestServer.StartAsync();
+        var artifacts = server.App.Services.GetRequiredService<Tsunagu.Server.Data.ArtifactStore>();
+        var files = Directory.GetFiles(artifacts.Directory).Order(StringComparer.Ordinal).ToList();
+        var bundle = DemoCatalogue.BuildBundle("p2-back", 1, DemoCatalogue.Pattern2, DemoCatalogue.Pattern1,
+            DemoCatalogue.FactoryApplications.Where(a => DemoCatalogue.Pattern2Applications[a.Key] != a.Value).ToDictionary(), server.ReleaseKey, DateTimeOffset.UtcNow);
+        using var session = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        async Task<HttpResponseMessage> Upload()
+        {
+            var file = new ByteArrayContent(bundle);
+            file.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+            using var form = new MultipartFormDataContent
+            {
+                { new StringContent(await RoleTests.Csrf(session)), "__csrf" }, { new StringContent("p2-back"), "id" },
+                { new StringContent(DemoCatalogue.Pattern2), "fromPattern" }, { new StringContent(DemoCatalogue.Pattern1), "toPattern" },
+                { new StringContent("3"), "importance" }, { new StringContent("1"), "priority" }, { file, "bundle", "update.tsb" },
+            };
+            return await session.PostAsync("/console/programs", form);
+        }
+
+        // the second of the two audit entries fails: the program's own entry and row were already written in the same transaction
+        InjectFault(server, "audit", "NEW.action = 'artifact.upload'");
+        var before = HostileInputTests.Snapshot(server);
+        using (var failed = await Upload())
+        {
+            var page = failed.StatusCode == HttpStatusCode.Redirect ? await session.GetStringAsync("/console/programs") : "";
+            Assert.That(failed.IsSuccessStatusCode || failed.StatusCode == HttpStatusCode.Redirect, Is.False, $"the write failed ({failed.StatusCode} {failed.Headers.Location}): {page}");
+        }
+        Assert.That(server.Store.GetUpdateProgram("p2-back"), Is.Null, "no program without the upload's audit entry");
+        Assert.That(server.Store.ListAudit(20).Where(a => a.Action is "update-program.add" or "artifact.upload"), Is.Empty, "no audit entry of the failed upload");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing of the upload in the database");
+        Assert.That(Directory.GetFiles(artifacts.Directory).Order(StringComparer.Ordinal), Is.EqualTo(files), "no bundle file left");
+
+        RemoveFault(server);
+        using var again = await Upload();
+        Assert.That(again.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), "without the fault the same upload succeeds");
+        Assert.That(server.Store.GetUpdateProgram("p2-back"), Is.Not.Null);
+        Assert.That(server.Store.ListAudit(20).Count(a => a.Action is "update-program.add" or "artifact.upload"), Is.EqualTo(2));
+    }
+
+    [Test]
     public async Task An_artifact_whose_audit_entry_fails_is_not_kept()
     {
         await using var server = await TestServer.StartAsync();

@@ -7,6 +7,7 @@ using Tsunagu.Server.Security;
 namespace Tsunagu.Server.Apis;
 
 public sealed record SoftwareRequest(string AppId, string Version, string Name, string? RequiredHardware, string? RequiredOs);
+public sealed record SoftwareEdit(string Name, string? RequiredHardware, string? RequiredOs);
 public sealed record PatchRequest(string Id, string Name, string Version, string TargetApp, int Importance, string? OsVersion, string? HardwareVersion);
 public sealed record PatternView(string Id, string Name, string HardwareVersion, string OsVersion, IReadOnlyDictionary<string, string> Applications,
     string Status, string? CreatedAt, string? VerifiedAt, string? RetiredAt);
@@ -41,6 +42,31 @@ public static class CatalogueApi
             return TypedResults.Created($"{Routes.Prefix}/patches", r);
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
+        api.MapPut("/software/{appId}/{version}", Results<Ok<SoftwareRow>, ProblemHttpResult> (string appId, string version, SoftwareEdit r, CatalogueService catalogue, HttpContext http) =>
+            Problems.Guard(() => TypedResults.Ok(catalogue.EditSoftware(
+                new SoftwareRow { AppId = appId, Version = version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs }, http.Caller().Subject))))
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+        api.MapDelete("/software/{appId}/{version}", Results<NoContent, ProblemHttpResult> (string appId, string version, CatalogueService catalogue, HttpContext http) =>
+            Problems.Guard(() =>
+            {
+                catalogue.DeleteSoftware(appId, version, http.Caller().Subject);
+                return TypedResults.NoContent();
+            })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+        api.MapPut("/patches/{id}", Results<Ok<PatchRequest>, ProblemHttpResult> (string id, PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        {
+            if (r.Id != id) { throw new CatalogueRuleException($"id: the body's id must be the patch's ('{InputRules.Quote(id)}')"); }
+            catalogue.EditPatch(new PatchRow
+            {
+                Id = id, Name = r.Name, Version = r.Version, TargetApp = r.TargetApp, Importance = r.Importance, OsVersion = r.OsVersion, HardwareVersion = r.HardwareVersion,
+            }, http.Caller().Subject);
+            return TypedResults.Ok(r);
+        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+        api.MapDelete("/patches/{id}", Results<NoContent, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        {
+            catalogue.DeletePatch(id, http.Caller().Subject);
+            return TypedResults.NoContent();
+        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+
         api.MapGet("/patterns", (TsunaguStore store, string? status) => TypedResults.Ok(store.ListPatterns(status).Select(ToView).ToList())).AllowRoles(OperatorRoles.Read);
         api.MapGet("/patterns/{id}", Results<Ok<PatternView>, ProblemHttpResult> (string id, TsunaguStore store) =>
             store.GetPattern(id) is { } p ? TypedResults.Ok(ToView(p)) : Problems.NotFound($"pattern {id} does not exist"))
@@ -59,6 +85,12 @@ public static class CatalogueApi
         {
             var p = catalogue.Retire(id, http.Caller().Subject);
             return TypedResults.Ok(ToView(p));
+        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+
+        api.MapDelete("/patterns/{id}", Results<NoContent, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        {
+            catalogue.DeletePattern(id, http.Caller().Subject);
+            return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/update-programs", (TsunaguStore store) => TypedResults.Ok(store.ListUpdatePrograms())).AllowRoles(OperatorRoles.Read);

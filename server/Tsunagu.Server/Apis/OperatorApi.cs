@@ -149,40 +149,22 @@ public static class OperatorApi
         }
     }
 
-    /// <summary>A new revision for the unit (the operator's, or on a subscriber's behalf); the unit is told to check at once.</summary>
-    private static async Task<Results<Ok<UnitConfigAssigned>, ProblemHttpResult>> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http, TsunaguStore store,
-        IPushPublisher push, ForcedCheckService checks)
+    /// <summary>A new revision for the unit (the operator's, or on a subscriber's behalf); the unit is told to check at once (<see cref="Units.ServiceConfigs.ServiceConfigService"/>).</summary>
+    private static async Task<Results<Ok<UnitConfigAssigned>, ProblemHttpResult>> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http,
+        Units.ServiceConfigs.ServiceConfigService configs)
     {
-        if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null)
-        {
-            return Problems.NotFound($"unit {mac} is not registered");
-        }
         try
         {
-            ServiceConfigValidator.Validate(config);
+            var assigned = await configs.AssignAsync(mac, config, http.Caller().Subject, http.RequestAborted);
+            return TypedResults.Ok(new UnitConfigAssigned(assigned.Mac, assigned.Revision, ConfigStatus.Provisional, assigned.PushWarning));
+        }
+        catch (UnitNotFoundException)
+        {
+            return Problems.NotFound($"unit {mac} is not registered");
         }
         catch (InvalidServiceConfigException e)
         {
             return Problems.BadRequest(e.Message, e.Field);
         }
-        var actor = http.Caller().Subject;
-        var revision = store.AddUnitConfig(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"));
-        string? pushWarning = null;
-        if (push.BrokerUri is null)
-        {
-            pushWarning = "push is disabled on this server; the unit takes the change at its next periodic check";
-        }
-        else
-        {
-            try
-            {
-                await checks.SendAsync(actor, [m], 5, PushReasons.Config, http.RequestAborted);
-            }
-            catch (PushException e)
-            {
-                pushWarning = $"the unit could not be told at once ({e.Message}); it takes the change at its next check";
-            }
-        }
-        return TypedResults.Ok(new UnitConfigAssigned(m, revision, ConfigStatus.Provisional, pushWarning));
     }
 }

@@ -16,7 +16,7 @@ public sealed record NewUpdateProgram(string Id, string FromPattern, string ToPa
 /// draft -> verified -> retired; only verified patterns are targets; update programs lead from one pattern to a
 /// verified one.
 /// </summary>
-public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
+public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
 {
     /// <summary>Adds catalogued software; the audit entry (<c>software.add</c> by <paramref name="actor"/>) commits with it.</summary>
     public void AddSoftware(SoftwareRow software, string actor)
@@ -32,6 +32,13 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
     /// <summary>Adds a patch; the audit entry (<c>patch.add</c> by <paramref name="actor"/>) commits with it.</summary>
     public void AddPatch(PatchRow patch, string actor)
     {
+        CheckPatch(patch);
+        store.AddPatch(patch, new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
+    }
+
+    /// <summary>A patch's fields by type and grammar, and its application in the software catalogue.</summary>
+    private void CheckPatch(PatchRow patch)
+    {
         RequireId(patch.Id, "id");
         RequireId(patch.TargetApp, "targetApp");
         RequireId(patch.Version, "version");
@@ -43,7 +50,6 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
         {
             throw new CatalogueRuleException($"targetApp: application '{patch.TargetApp}' is not in the software catalogue");
         }
-        store.AddPatch(patch, new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
     }
 
     /// <summary>
@@ -142,8 +148,8 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
     /// <summary>
     /// Adds an update program with its bundle in one step (the console's upload): the program's fields are checked
     /// first, then the uploaded bundle as <see cref="AddUpdateProgramAsync"/> checks it (format, signature by a release
-    /// key, the program's id and patterns); only then are the bundle kept and the program written (audited as
-    /// <c>update-program.add</c> and <c>artifact.upload</c>). A refused upload keeps nothing and writes nothing.
+    /// key, the program's id and patterns); only then are the bundle kept and the program written with its audit entries
+    /// (<c>update-program.add</c> and <c>artifact.upload</c>) in one transaction. A refused upload keeps nothing and writes nothing.
     /// <see cref="NewUpdateProgram.ArtifactSha256"/> is ignored: the digest is the upload's.
     /// </summary>
     /// <exception cref="InvalidDataException">The upload is empty or larger than <see cref="MaxArtifactBytes"/>.</exception>
@@ -159,8 +165,9 @@ public sealed class CatalogueService(TsunaguStore store, ArtifactStore artifacts
                 Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
                 ArtifactSha256 = sha, ArtifactSize = size,
             };
-            store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"));
-            store.Audit(actor, "artifact.upload", sha, $"{size} bytes");
+            // one transaction: a failed write leaves neither the program nor an audit entry, and the bundle is not kept
+            store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"),
+                new AuditEntry(actor, "artifact.upload", sha, $"{size} bytes"));
         }, ct);
         return row!;
     }

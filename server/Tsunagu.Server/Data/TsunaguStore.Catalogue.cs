@@ -128,6 +128,15 @@ public sealed partial class TsunaguStore
                 """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists", audit);
     }
 
+    /// <summary>Adds an update program, with both audit entries (the program's and its bundle upload's) in the same transaction.</summary>
+    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry audit, AuditEntry upload)
+    {
+        CatalogueInsert("""
+                INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
+                VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
+                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists", audit, upload);
+    }
+
     public IReadOnlyList<UpdateProgramRow> ListUpdatePrograms()
     {
         using var c = Open();
@@ -212,15 +221,16 @@ public sealed partial class TsunaguStore
         return result;
     }
 
-    /// <summary><see cref="Insert"/> for catalogue rows: the insert, the new stamp and <paramref name="audit"/> (when given) commit together.</summary>
-    private void CatalogueInsert(string sql, object args, string conflict, AuditEntry? audit)
+    /// <summary><see cref="Insert"/> for catalogue rows: the insert, the new stamp and each of <paramref name="audit"/> (when given) commit together.</summary>
+    private void CatalogueInsert(string sql, object args, string conflict, params ReadOnlySpan<AuditEntry?> audit)
     {
+        AuditEntry?[] entries = [.. audit];
         try
         {
             CatalogueWrite((c, tx) =>
             {
                 c.Execute(sql, args, tx);
-                WriteAudit(c, tx, audit);
+                foreach (var entry in entries) { WriteAudit(c, tx, entry); }
                 return 0;
             });
         }

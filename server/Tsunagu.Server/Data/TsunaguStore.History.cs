@@ -120,11 +120,16 @@ public sealed partial class TsunaguStore
         return c.Query<UpdateReportRow>("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at, id", new { mac }).ToList();
     }
 
-    /// <summary>Audit entries whose target names the unit (alone or in a list of units), newest first.</summary>
+    /// <summary>
+    /// Audit entries that name the unit (<see cref="AuditUnits.Named"/>: as the actor, the target, or one of a target's
+    /// units), newest first; read by key from <c>audit_units</c>.
+    /// </summary>
     public IReadOnlyList<AuditRow> ListAuditForUnit(string mac, int limit = 100)
     {
         using var c = Open();
-        return c.Query<AuditRow>("SELECT * FROM audit WHERE target = @mac OR target LIKE @pattern ORDER BY id DESC LIMIT @limit",
-            new { mac, pattern = "%" + mac + "%", limit }).ToList();
+        return c.Query<AuditRow>("""
+            SELECT a.id, a.at, a.actor, a.action, a.target, a.detail FROM audit_units u JOIN audit a ON a.id = u.audit_id
+            WHERE u.mac = @mac ORDER BY u.audit_id DESC LIMIT @limit
+            """, new { mac, limit }).ToList();
     }
 }

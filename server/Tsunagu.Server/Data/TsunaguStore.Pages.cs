@@ -233,7 +233,10 @@ public sealed record AuditQuery(string? Actor = null, string? Action = null, str
     public const int MaxLimit = 10_000;
 }
 
-/// <summary>The units an audit entry names: its actor when that is a unit, and its target or each unit of a target listing units (comma-separated).</summary>
+/// <summary>
+/// The units an audit entry names: its actor when that is a unit, and its target or each unit of a target listing units
+/// (comma-separated, with or without spaces after the commas).
+/// </summary>
 public static class AuditUnits
 {
     public static IReadOnlyList<string> Named(string actor, string? target)
@@ -242,7 +245,7 @@ public static class AuditUnits
         if (IsMac(actor)) { named.Add(actor); }
         if (target is not null)
         {
-            named.AddRange(target.Split(',').Where(IsMac));
+            named.AddRange(target.Split(',', StringSplitOptions.TrimEntries).Where(IsMac));
         }
         return named.Distinct(StringComparer.Ordinal).ToList();
     }

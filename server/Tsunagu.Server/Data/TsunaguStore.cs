@@ -94,7 +94,8 @@ public sealed partial class TsunaguStore
     }
 
     private static bool IsUniqueViolation(DbException e) =>
-        e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException s && s.SqliteErrorCode == 19);
+        // SQLite: SQLITE_CONSTRAINT_PRIMARYKEY or _UNIQUE only (a trigger's abort is a constraint error too, but no conflict)
+        e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException { SqliteExtendedErrorCode: 1555 or 2067 });
 
     /// <summary>Runs <paramref name="write"/> and writes <paramref name="audit"/> (when given) in one transaction: both or neither.</summary>
     private void Write(Action<DbConnection, DbTransaction> write, AuditEntry? audit)

@@ -8,7 +8,7 @@ namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>The catalogue (patent figs. 7-8): software, patches by importance, install patterns and their lifecycle, update programs, artifact and install-media digests.</summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
-public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogue, ArtifactStore artifacts) : SessionPageModel("console")
+public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService catalogue, ArtifactStore artifacts) : SessionPageModel("console")
 {
     public IReadOnlyList<SoftwareRow> Software { get; private set; } = [];
     public IReadOnlyList<PatchRow> Patches { get; private set; } = [];
@@ -67,16 +67,16 @@ public sealed class CatalogueModel(TsunaguStore store, CatalogueService catalogu
         return Change(() => catalogue.CreatePattern(pattern, Who), $"Draft pattern {pattern.Id} created; verify it to use it.");
     }
 
-    private IActionResult Change(Action change, string done)
+    private IActionResult Change(Action change, string done, string nothing = "Nothing was created")
     {
         try
         {
             change();
             Notice = done;
         }
-        catch (Exception e) when (e is CatalogueRuleException or StoreConflictException)
+        catch (Exception e) when (e is CatalogueRuleException or StoreConflictException or KeyNotFoundException)
         {
-            Problem = "Nothing was created: " + e.Message;
+            Problem = $"{nothing}: {e.Message}";
         }
         return RedirectToPage();
     }

@@ -146,6 +146,7 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
         // the audit log is read by those who oversee (OperatorRoles.Oversight), here as on the API
         AuditEntries = May(OperatorRoles.Oversight) ? store.ListAuditForUnit(m, 50) : [];
         Checks = store.ListPushChecksForUnit(m, 10);
+        LoadConfig();
         return true;
     }
 }
