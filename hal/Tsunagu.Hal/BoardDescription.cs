@@ -21,6 +21,16 @@ public sealed record BoardInterfaces(string Wan, string Lan, string Vpn, string?
 public sealed record BoardHdd(string MountPoint);
 
 /// <summary>
+/// The board can run virus checking (clamd and c-icap) with <see cref="MemoryMegabytes"/> of memory set aside for it: the
+/// scan limits, threads and reload mode are derived from it. Absent: the board runs no virus checking.
+/// </summary>
+public sealed record BoardVirusScan(int MemoryMegabytes)
+{
+    public const int MinMemoryMegabytes = 64;
+    public const int MaxMemoryMegabytes = 65536;
+}
+
+/// <summary>
 /// What differs between boards, as data (`board/&lt;name&gt;/board.json`): interface names, the optional cache disk,
 /// and the optional partition layout, LEDs, status indications and buttons. Unknown fields are ignored so the file
 /// can grow without breaking older readers; every field added after the first version is optional (an absent list
@@ -51,6 +61,9 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
 
     /// <summary>The board's hardware watchdog; null when it has none (nothing restarts a hung unit).</summary>
     public BoardWatchdog? Watchdog { get; init; }
+
+    /// <summary>Whether (and with how much memory) the board runs virus checking; null: it does not.</summary>
+    public BoardVirusScan? VirusScan { get; init; }
 
     /// <summary>The LED pattern of <paramref name="indication"/>, or null when the board defines none.</summary>
     public IReadOnlyDictionary<string, LedState>? Pattern(StatusIndication indication) =>
@@ -136,6 +149,10 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
         ValidateLeds(source, board);
         ValidateButtons(source, board);
         ValidateWatchdog(source, board.Watchdog);
+        if (board.VirusScan is { MemoryMegabytes: < BoardVirusScan.MinMemoryMegabytes or > BoardVirusScan.MaxMemoryMegabytes } scan)
+        {
+            throw new BoardDescriptionException($"{source}: virusScan.memoryMegabytes: {scan.MemoryMegabytes} is outside {BoardVirusScan.MinMemoryMegabytes}..{BoardVirusScan.MaxMemoryMegabytes}");
+        }
         return board;
     }
 

@@ -144,7 +144,17 @@ public sealed record DnsConfig(string LocalDomain, IReadOnlyList<string> Upstrea
 public sealed record ContentFilterConfig(bool Enabled, IReadOnlyList<string> BlockedDomains, IReadOnlyList<string>? BlockedAddresses = null);
 public sealed record VpnPeer(string Name, string PublicKey, string AllowedIps, string? Endpoint);
 public sealed record VpnConfig(bool Enabled, int ListenPort, string? Address, IReadOnlyList<VpnPeer> Peers);
-public sealed record CacheConfig(bool Enabled, int SizeMegabytes);
+/// <summary>
+/// The transparent HTTP cache (boards with a cache disk only). <see cref="MaxObjectMegabytes"/>: the largest object kept
+/// (a video, an update); null: <see cref="ServiceConfigValidator.DefaultMaxObjectMegabytes"/>, never more than the cache.
+/// </summary>
+public sealed record CacheConfig(bool Enabled, int SizeMegabytes, int? MaxObjectMegabytes = null);
+
+/// <summary>
+/// Virus checking of the LAN's HTTP downloads (ClamAV through squid's ICAP): runs where the contract enables it, the
+/// cache runs and the board can run it (its `board.json` has `virusScan`). Null: off.
+/// </summary>
+public sealed record VirusScanConfig(bool Enabled);
 
 public sealed record ServiceConfiguration(
     FirewallConfig Firewall,
@@ -152,7 +162,8 @@ public sealed record ServiceConfiguration(
     DnsConfig Dns,
     ContentFilterConfig ContentFilter,
     VpnConfig Vpn,
-    CacheConfig Cache);
+    CacheConfig Cache,
+    VirusScanConfig? VirusScan = null);
 
 public sealed record ServiceConfigResponse(int Revision, ServiceConfiguration Configuration);
 public sealed record ServiceConfigAck(int Revision, bool Success, string? Error);
@@ -163,7 +174,31 @@ public sealed record ServiceConfigAck(int Revision, bool Success, string? Error)
 /// A unit's ready report. <see cref="Vpn"/>: its WireGuard public key and listen port (<see cref="UnitVpnReport"/>); null
 /// from units older than the field.
 /// </summary>
-public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, string? WanAddress, UnitVpnReport? Vpn = null);
+public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, string? WanAddress, UnitVpnReport? Vpn = null, UnitCacheReport? Cache = null);
+
+/// <summary>
+/// The unit's cache statistics since its cache daemon started (squid's counters): requests served to the LAN, those
+/// served from the cache, bytes sent to the LAN and bytes of them sent from the cache (the WAN traffic it saved). Null
+/// in a ready report from a unit that runs no cache (no cache disk, or the cache off) or from an older unit.
+/// </summary>
+public sealed record UnitCacheReport(long Requests, long Hits, long BytesServed, long BytesSaved)
+{
+    /// <summary>Bounds a report must keep: no unit serves more in one run of its cache.</summary>
+    public const long MaxRequests = 1_000_000_000_000;
+    public const long MaxBytes = 1L << 60;
+
+    /// <summary>What is wrong with the numbers, or null: each within its bound, hits not above requests, bytes saved not above bytes served.</summary>
+    public string? Problem() => this switch
+    {
+        { Requests: < 0 or > MaxRequests } => $"cache.requests: {Requests} is outside 0..{MaxRequests}",
+        { Hits: < 0 } or { Hits: > MaxRequests } => $"cache.hits: {Hits} is outside 0..{MaxRequests}",
+        _ when Hits > Requests => $"cache.hits: {Hits} is more than cache.requests {Requests}",
+        { BytesServed: < 0 or > MaxBytes } => $"cache.bytesServed: {BytesServed} is outside 0..{MaxBytes}",
+        { BytesSaved: < 0 or > MaxBytes } => $"cache.bytesSaved: {BytesSaved} is outside 0..{MaxBytes}",
+        _ when BytesSaved > BytesServed => $"cache.bytesSaved: {BytesSaved} is more than cache.bytesServed {BytesServed}",
+        _ => null,
+    };
+}
 
 /// <summary>
 /// The unit's WireGuard public key (<see cref="WireGuardKeys"/>: derived from its factory secret, so the same after a
@@ -298,6 +333,7 @@ public sealed record ForceCheckStatus(string CheckId, DateTimeOffset CreatedAt, 
 [JsonSerializable(typeof(ServiceConfigAck))]
 [JsonSerializable(typeof(ReadyReport))]
 [JsonSerializable(typeof(UnitVpnReport))]
+[JsonSerializable(typeof(UnitCacheReport))]
 [JsonSerializable(typeof(ReadyAck))]
 [JsonSerializable(typeof(PushMessage))]
 [JsonSerializable(typeof(RegisterUnitRequest))]

@@ -27,9 +27,15 @@ public static class ServiceConfigValidator
     public const int MaxPeerNameLength = 64;
     public const int MinCacheMegabytes = 16;
     public const int MaxCacheMegabytes = 1_048_576;
+    /// <summary>The largest object the cache keeps when the configuration does not say, and the bound of what it may say.</summary>
+    public const int DefaultMaxObjectMegabytes = 256;
+    public const int MaxObjectMegabytesLimit = 8192;
     /// <summary>dnsmasq's own lower bound for a lease (shorter ones are raised to it); the upper bound is one year.</summary>
     public const long MinLeaseSeconds = 120;
     public const long MaxLeaseSeconds = 366L * 24 * 3600;
+
+    /// <summary>The largest object a cache of this configuration keeps, in MB: the configured one or the default, never more than the cache.</summary>
+    public static int MaxObjectMegabytes(CacheConfig cache) => Math.Min(cache.MaxObjectMegabytes ?? DefaultMaxObjectMegabytes, cache.SizeMegabytes);
 
     public static void Validate(ServiceConfiguration config)
     {
@@ -187,6 +193,11 @@ public static class ServiceConfigValidator
         if (config.Cache.SizeMegabytes < minCache || config.Cache.SizeMegabytes > MaxCacheMegabytes)
         {
             throw new InvalidServiceConfigException("cache.sizeMegabytes", $"{config.Cache.SizeMegabytes} is outside {minCache}..{MaxCacheMegabytes}");
+        }
+        if (config.Cache.MaxObjectMegabytes is { } maxObject && (maxObject < 1 || maxObject > MaxObjectMegabytesLimit || (config.Cache.Enabled && maxObject > config.Cache.SizeMegabytes)))
+        {
+            throw new InvalidServiceConfigException("cache.maxObjectMegabytes",
+                $"{maxObject} is outside 1..{MaxObjectMegabytesLimit} or larger than the cache ({config.Cache.SizeMegabytes} MB)");
         }
     }
 

@@ -93,7 +93,8 @@ public class ServiceConfigPropertyTests
             Gen.Select(Gen.Bool, UpTo3(F(Domain)), UpTo3(Optional(F(Gen.Frequency((3, (IGen<string>)Network4), (1, Network6))))),
                 (e, d, a) => new ContentFilterConfig(e, d, a.Any(x => x is null) ? null : a.Select(x => x!).ToList())),
             Gen.Select(Gen.Bool, N(Gen.Int[1, 65535]), Optional(F(Prefix)), UpTo3(peer), (e, p, a, peers) => new VpnConfig(e, p, a, peers)),
-            Gen.Select(Gen.Bool, N(Gen.Int[16, 4096]), (e, s) => new CacheConfig(e, s)),
+            Gen.Select(Gen.Bool, N(Gen.Int[16, 4096]), Gen.Frequency((1, (IGen<int?>)Gen.Const((int?)null)), (2, N(Gen.Int[1, 512]).Select(m => (int?)m))),
+                (e, s, m) => new CacheConfig(e, s, m)),
             (f, d, n, c, v, k) => new ServiceConfiguration(f, d, n, c, v, k));
     }
 
@@ -252,7 +253,8 @@ public class ServiceConfigPropertyTests
         [ServiceRenderer.WireGuard] = ["#", "[Interface]", "[Peer]", "ListenPort", "PublicKey", "AllowedIPs", "Endpoint", "PersistentKeepalive", ""],
         [ServiceRenderer.Squid] =
         [
-            "#", "http_port", "acl", "http_access", "visible_hostname", "dns_nameservers", "cache_dir", "coredump_dir", "pid_filename", "cache_log", "access_log",
+            "#", "http_port", "acl", "http_access", "visible_hostname", "dns_nameservers", "pinger_enable", "cache_mem", "maximum_object_size_in_memory", "cache_dir",
+            "maximum_object_size", "range_offset_limit", "quick_abort_min", "refresh_pattern", "coredump_dir", "pid_filename", "cache_log", "access_log",
         ],
     };
 

@@ -387,6 +387,39 @@ public sealed class ServiceApplier : IDisposable
         return new UnitVpnReport(WireGuardKeys.ToText(WireGuardKeys.PublicKey(key)), port);
     }
 
+    /// <summary>How long the ready report waits for squid's counters before it goes without them.</summary>
+    public static readonly TimeSpan CacheStatisticsTimeout = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// The cache's statistics for the ready report (<see cref="CacheStatistics"/>): null when the configuration in force runs
+    /// no cache (no cache disk, or the cache off), or when squid does not answer (logged; the report goes without them).
+    /// </summary>
+    public async Task<UnitCacheReport?> CacheReportAsync(CancellationToken ct)
+    {
+        if (CurrentRevision() is null) { return null; }
+        ServiceConfiguration? configuration;
+        try
+        {
+            configuration = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(CurrentLink, "configuration.json")), ProtocolJson.Default.ServiceConfiguration);
+        }
+        catch (Exception e) when (e is JsonException or IOException)
+        {
+            _log($"services: the configuration in force is unreadable ({e.Message}); the ready report goes without cache statistics");
+            return null;
+        }
+        if (configuration is null || !ServiceRenderer.CacheRuns(configuration, Environment)) { return null; }
+        using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = CacheStatisticsTimeout };
+        try
+        {
+            return await CacheStatistics.ReadAsync(http, configuration.Dhcp.LanAddress, Environment.CachePort, ct);
+        }
+        catch (CacheStatisticsException e)
+        {
+            _log($"services: no cache statistics for the ready report: {e.Message}");
+            return null;
+        }
+    }
+
     /// <summary>
     /// Writes the unit's WireGuard private key to `data` (mode 0600) for `wg set private-key`: the derived key, rewritten
     /// when the file holds anything else (a wipe, or a random key of an older release); without a derived key, a random

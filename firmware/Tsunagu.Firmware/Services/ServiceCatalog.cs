@@ -17,6 +17,8 @@ public static class ServiceCatalog
     public const string DhcpDns = "dnsmasq";
     public const string Vpn = "wireguard";
     public const string Cache = "squid";
+    public const string VirusEngine = "clamd";
+    public const string VirusIcap = "c-icap";
 
     /// <param name="directory">Where the rendered files are: a staged revision (validation) or `services/current`.</param>
     public static IReadOnlyList<ServiceSpec> Build(ServiceConfiguration config, ServiceEnvironment env, string directory)
@@ -60,6 +62,20 @@ public static class ServiceCatalog
                 DaemonEnvironment = new Dictionary<string, string> { ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"] = "1" },
                 Configure = configure,
                 Probes = [new CommandLine("wg", "show", env.Vpn, "listen-port")],
+            });
+        }
+        if (files.TryGetValue(ServiceRenderer.Clamd, out var clamd) && files.TryGetValue(ServiceRenderer.CIcap, out var icap))
+        {
+            // before squid, which sends every download to c-icap, which asks clamd
+            services.Add(new ServiceSpec(VirusEngine, Digest(clamd))
+            {
+                // clamd refuses to start without a database: the signatures shipped with the firmware are the first
+                Setup = [new CommandLine("mkdir", "-p", env.SignatureDirectory)],
+                Daemon = new CommandLine("clamd", "-c", File(ServiceRenderer.Clamd)),
+            });
+            services.Add(new ServiceSpec(VirusIcap, Digest(icap))
+            {
+                Daemon = new CommandLine("c-icap", "-N", "-D", "-f", File(ServiceRenderer.CIcap)),
             });
         }
         if (files.TryGetValue(ServiceRenderer.Squid, out var squid))

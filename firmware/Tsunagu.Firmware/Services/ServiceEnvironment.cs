@@ -15,6 +15,27 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
     /// <summary>The WireGuard private key: made on the unit, kept on `data`, never sent anywhere.</summary>
     public string VpnKeyFile => Path.Combine(StateDirectory, "wireguard.key");
 
+    /// <summary>squid's port for clients that name it as their proxy, and for the unit's own cache manager queries.</summary>
+    public int CachePort { get; init; } = 3128;
+
+    /// <summary>squid's intercept port: the firewall redirects the LAN's HTTP (tcp/80) here.</summary>
+    public int InterceptPort { get; init; } = 3129;
+
+    /// <summary>Where squid logs each request (squid's native format), or null for no access log (a unit: the cache manager's counters are the statistics).</summary>
+    public string? CacheAccessLog { get; init; }
+
+    /// <summary>c-icap's port on the loopback, where squid sends downloads to be checked.</summary>
+    public int IcapPort { get; init; } = 1344;
+
+    /// <summary>Where c-icap finds its modules and its virus_scan service (Debian's path).</summary>
+    public string IcapModulesDirectory { get; init; } = "/usr/lib/x86_64-linux-gnu/c_icap";
+
+    /// <summary>ClamAV's signature database on `data`: the signature bundles installed as update programs go here.</summary>
+    public string SignatureDirectory => Path.Combine(StateDirectory, "clamav");
+
+    /// <summary>clamd's control socket (scans from c-icap, RELOAD after new signatures).</summary>
+    public string ClamdSocket => Path.Combine(RunDirectory, "clamd.sock");
+
     /// <summary>The cache directory on the HDD, or null when the board has none.</summary>
     public string? CacheDirectory => Board.Hdd is { } hdd ? Path.Combine(hdd.MountPoint, "squid") : null;
 }

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Services;
@@ -15,6 +16,11 @@ public static class ServiceRenderer
     public const string Dnsmasq = "dnsmasq.conf";
     public const string WireGuard = "wg0.conf";
     public const string Squid = "squid.conf";
+    public const string Clamd = "clamd.conf";
+    public const string CIcap = "c-icap.conf";
+
+    /// <summary>The ICAP service squid sends responses to (c-icap's virus_scan, answering 204 for clean content).</summary>
+    public const string IcapService = "avscan";
 
     /// <summary>The table every rule of Tsunagu lives in; replaced as a whole, in one nft transaction.</summary>
     public const string Table = "tsunagu";
@@ -46,7 +52,72 @@ public static class ServiceRenderer
         {
             files[Squid] = RenderSquid(config, env);
         }
+        if (VirusScanRuns(config, env))
+        {
+            files[Clamd] = RenderClamd(env);
+            files[CIcap] = RenderCIcap(env);
+        }
         return files;
+    }
+
+    /// <summary>
+    /// Virus checking runs where the configuration enables it, the cache runs (squid is the path downloads take) and the
+    /// board can run it (<see cref="BoardVirusScan"/>).
+    /// </summary>
+    public static bool VirusScanRuns(ServiceConfiguration config, ServiceEnvironment env) =>
+        config.VirusScan is { Enabled: true } && env.Board.VirusScan is not null && CacheRuns(config, env);
+
+    /// <summary>The scan limits a board's memory allows: threads, the largest download scanned (MB) and whether a reload may hold two databases.</summary>
+    public static (int Threads, int MaxScanMegabytes, bool ConcurrentReload) VirusScanLimits(BoardVirusScan board) =>
+        (board.MemoryMegabytes >= 512 ? 2 : 1, Math.Clamp(board.MemoryMegabytes / 16, 4, 64), board.MemoryMegabytes >= 512);
+
+    private static string RenderClamd(ServiceEnvironment env)
+    {
+        var (threads, maxScan, concurrent) = VirusScanLimits(env.Board.VirusScan!);
+        var sb = new StringBuilder();
+        sb.Append("# rendered by tsunagu; signatures are update programs installed in the database directory, loaded by RELOAD\n");
+        sb.Append("Foreground yes\n");
+        sb.Append("LocalSocket ").Append(RenderGuard.Squid("runDirectory", env.ClamdSocket)).Append('\n');
+        sb.Append("DatabaseDirectory ").Append(RenderGuard.Squid("stateDirectory", env.SignatureDirectory)).Append('\n');
+        sb.Append("PidFile ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "clamd.pid"))).Append('\n');
+        sb.Append("LogFile ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "clamd.log"))).Append('\n');
+        sb.Append("TemporaryDirectory ").Append(RenderGuard.Squid("runDirectory", env.RunDirectory)).Append('\n');
+        // the database is reloaded only when told (a new signature bundle), never by polling it
+        sb.Append("SelfCheck 0\n");
+        sb.Append("MaxThreads ").Append(threads).Append("\nMaxQueue ").Append(threads * 4).Append('\n');
+        sb.Append("StreamMaxLength ").Append(maxScan).Append("M\nMaxScanSize ").Append(maxScan).Append("M\nMaxFileSize ").Append(maxScan).Append("M\n");
+        // a board with little memory does not hold the old and the new database at once; scans wait during a reload
+        sb.Append("ConcurrentDatabaseReload ").Append(concurrent ? "yes" : "no").Append('\n');
+        return sb.ToString();
+    }
+
+    private static string RenderCIcap(ServiceEnvironment env)
+    {
+        var (threads, maxScan, _) = VirusScanLimits(env.Board.VirusScan!);
+        var sb = new StringBuilder();
+        sb.Append("# rendered by tsunagu; c-icap's virus_scan service asks clamd over its socket\n");
+        sb.Append("PidFile ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "c-icap.pid"))).Append('\n');
+        sb.Append("CommandsSocket ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "c-icap.ctl"))).Append('\n');
+        sb.Append("Port 127.0.0.1:").Append(Port("icapPort", env.IcapPort, RenderGuard.SquidName)).Append('\n');
+        sb.Append("StartServers 1\nMaxServers 1\nThreadsPerChild ").Append(threads * 4).Append("\nMinSpareThreads 1\nMaxSpareThreads ").Append(threads * 4).Append('\n');
+        sb.Append("MaxRequestsPerChild 0\nTimeout 300\n");
+        sb.Append("TmpDir ").Append(RenderGuard.Squid("runDirectory", env.RunDirectory)).Append('\n');
+        // downloads larger than this are buffered in TmpDir, not memory
+        sb.Append("MaxMemObject 131072\n");
+        var modules = RenderGuard.Squid("icapModulesDirectory", env.IcapModulesDirectory);
+        sb.Append("ModulesDir ").Append(modules).Append("\nServicesDir ").Append(modules).Append('\n');
+        sb.Append("TemplateDir /usr/share/c_icap/templates/\nTemplateDefaultLanguage en\nLoadMagicFile /etc/c-icap/c-icap.magic\n");
+        sb.Append("ServerLog ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "c-icap-server.log"))).Append('\n');
+        sb.Append("AccessLog ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "c-icap-access.log"))).Append('\n');
+        sb.Append("Module common clamd_mod.so\n");
+        sb.Append("clamd_mod.ClamdSocket ").Append(RenderGuard.Squid("runDirectory", env.ClamdSocket)).Append('\n');
+        sb.Append("Service antivirus_module virus_scan.so\n");
+        // not mode=simple: with squid 5.7 a download over 64 kB stalled (c-icap echoed data squid would not read yet)
+        sb.Append("ServiceAlias ").Append(IcapService).Append(" virus_scan?allow204=on&sizelimit=off\n");
+        sb.Append("virus_scan.ScanFileTypes TEXT DATA EXECUTABLE ARCHIVE GIF JPEG MSOFFICE\n");
+        sb.Append("virus_scan.MaxObjectSize ").Append(maxScan).Append("M\n");
+        sb.Append("virus_scan.DefaultEngine clamd\n");
+        return sb.ToString();
     }
 
     /// <summary>The cache runs only where it is enabled and the board has a cache disk.</summary>
@@ -120,6 +191,12 @@ public static class ServiceRenderer
         sb.Append("  }\n");
 
         sb.Append("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n");
+        if (CacheRuns(c, env))
+        {
+            // the LAN's plain HTTP to anywhere but the unit goes to squid's intercept port; tcp/443 is left alone
+            sb.Append("    iifname ").Append(lan).Append(" ip daddr != ").Append(RenderGuard.Nft("dhcp.lanAddress", c.Dhcp.LanAddress))
+              .Append(" tcp dport 80 redirect to :").Append(Port("interceptPort", env.InterceptPort)).Append('\n');
+        }
         for (var i = 0; i < c.Firewall.PortForwards.Count; i++)
         {
             var pf = c.Firewall.PortForwards[i];
@@ -210,16 +287,47 @@ public static class ServiceRenderer
         var cacheDirectory = RenderGuard.Squid("hdd.mountPoint", env.CacheDirectory);
         var size = c.Cache.SizeMegabytes is >= ServiceConfigValidator.MinCacheMegabytes and <= ServiceConfigValidator.MaxCacheMegabytes
             ? c.Cache.SizeMegabytes : throw new UnsafeConfigValueException(RenderGuard.SquidName, "cache.sizeMegabytes", $"{c.Cache.SizeMegabytes} is out of range");
-        sb.Append("http_port ").Append(lanAddress).Append(":3128\n");
+        var maxObject = ServiceConfigValidator.MaxObjectMegabytes(c.Cache) is var m && m >= 1 && m <= ServiceConfigValidator.MaxObjectMegabytesLimit
+            ? m : throw new UnsafeConfigValueException(RenderGuard.SquidName, "cache.maxObjectMegabytes", $"{m} is out of range");
+        var port = Port("cachePort", env.CachePort, RenderGuard.SquidName);
+        var intercept = Port("interceptPort", env.InterceptPort, RenderGuard.SquidName);
+        if (port == intercept) { throw new UnsafeConfigValueException(RenderGuard.SquidName, "interceptPort", $"{intercept} is also the proxy port"); }
+        // the proxy port serves clients configured to use it and the unit's own cache manager queries; the firewall
+        // redirects the LAN's tcp/80 to the intercept port (HTTPS is never redirected: TLS is not intercepted)
+        sb.Append("http_port ").Append(lanAddress).Append(':').Append(port).Append('\n');
+        sb.Append("http_port ").Append(lanAddress).Append(':').Append(intercept).Append(" intercept\n");
         sb.Append("acl lan src ").Append(RenderGuard.Squid("dhcp.prefixLength", Network(lanAddress, c.Dhcp.PrefixLength))).Append('\n');
+        sb.Append("acl unit src ").Append(lanAddress).Append("/32\n");
+        // the cache manager (statistics) answers the unit itself only
+        sb.Append("http_access allow localhost manager\nhttp_access allow unit manager\nhttp_access deny manager\n");
         sb.Append("http_access allow lan\nhttp_access deny all\n");
         // a fixed name and the unit's own resolver: no lookup of the host name, and the content filter applies to the cache too
         sb.Append("visible_hostname tsunagu\ndns_nameservers ").Append(lanAddress).Append('\n');
+        // no ICMP probing of origins (a helper process and raw sockets the unit has no use for)
+        sb.Append("pinger_enable off\n");
+        sb.Append("cache_mem 16 MB\nmaximum_object_size_in_memory 1 MB\n");
         sb.Append("cache_dir ufs ").Append(cacheDirectory).Append(' ').Append(size).Append(" 16 256\n");
+        sb.Append("maximum_object_size ").Append(maxObject).Append(" MB\n");
+        // a range request (a video segment, a resumed download) fetches the whole object so that it is cached; a client
+        // that goes away does not abort a fetch the cache can still keep
+        sb.Append("range_offset_limit ").Append(maxObject).Append(" MB\nquick_abort_min -1 KB\n");
+        // freshness: the origin's Cache-Control and Expires rule; without them a heuristic of 20% of the age, at most
+        // 3 days; dynamic answers are never kept without the origin saying so. A stale object is revalidated with the
+        // origin (If-Modified-Since / If-None-Match): the cache stays in step with the origin
+        sb.Append("refresh_pattern -i (/cgi-bin/|\\?) 0 0% 0\nrefresh_pattern . 0 20% 4320\n");
         sb.Append("coredump_dir ").Append(cacheDirectory).Append('\n');
         sb.Append("pid_filename ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "squid.pid"))).Append('\n');
         sb.Append("cache_log ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "squid-cache.log"))).Append('\n');
-        sb.Append("access_log none\n");
+        sb.Append(env.CacheAccessLog is { } log ? $"access_log stdio:{RenderGuard.Squid("cacheAccessLog", log)} squid\n" : "access_log none\n");
+        if (VirusScanRuns(c, env))
+        {
+            // every response goes through c-icap before it is cached or sent; a refused download gets c-icap's page.
+            // bypass=off: when the checker is down, downloads fail rather than pass unchecked
+            sb.Append("icap_enable on\n");
+            sb.Append("icap_service avscan respmod_precache bypass=off icap://127.0.0.1:").Append(Port("icapPort", env.IcapPort, RenderGuard.SquidName))
+              .Append('/').Append(IcapService).Append('\n');
+            sb.Append("adaptation_access avscan allow all\n");
+        }
         return sb.ToString();
     }
 

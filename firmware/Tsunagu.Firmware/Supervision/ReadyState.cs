@@ -29,8 +29,9 @@ public sealed class ReadyState : IState
             try
             {
                 var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
+                var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
                 await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
-                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport()), ct);
+                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache), ct);
                 ctx.ReadyReported = true;
                 await ctx.ConfirmHostReachedAsync(ct);
                 ctx.LastError = null;

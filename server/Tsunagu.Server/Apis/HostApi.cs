@@ -274,6 +274,7 @@ public static class HostApi
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
         if (report.WanAddress is not null && !ServiceConfigValidator.IsAddress(report.WanAddress)) { return Problems.BadRequest($"wanAddress: '{InputRules.Quote(report.WanAddress)}' is not an IP address"); }
         if (VpnReportError(report.Vpn) is { } badVpn) { return Problems.BadRequest(badVpn); }
+        if (report.Cache?.Problem() is { } badCache) { return Problems.BadRequest(badCache); }
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = store.FindPattern(report.Inventory);
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; the inventory,
@@ -281,7 +282,7 @@ public static class HostApi
         store.RecordReady(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
             report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
                 (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""),
-            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress);
+            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache);
         // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)
         await retries.AfterReadyAsync(mac, http.RequestAborted);
         return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));

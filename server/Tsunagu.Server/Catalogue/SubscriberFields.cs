@@ -40,6 +40,8 @@ public static class ServiceConfigFields
         ("vpn.peers", c => c.Vpn.Peers),
         ("cache.enabled", c => c.Cache.Enabled),
         ("cache.sizeMegabytes", c => c.Cache.SizeMegabytes),
+        ("cache.maxObjectMegabytes", c => c.Cache.MaxObjectMegabytes),
+        ("virusScan.enabled", c => c.VirusScan?.Enabled ?? false),
     ];
 
     /// <summary>Every field name an allow-list may hold, in document order.</summary>

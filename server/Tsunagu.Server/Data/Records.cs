@@ -71,6 +71,12 @@ public sealed class UnitRow
     public long? VpnListenPort { get; set; }
     public string? VpnEndpointAddress { get; set; }
     public string? VpnReportedAt { get; set; }
+    /// <summary>The unit's cache statistics from its last ready report that had them (M0016); null when it never reported any.</summary>
+    public long? CacheRequests { get; set; }
+    public long? CacheHits { get; set; }
+    public long? CacheBytesServed { get; set; }
+    public long? CacheBytesSaved { get; set; }
+    public string? CacheReportedAt { get; set; }
 
     /// <summary>Where peers reach the unit's WireGuard ("address:port", "[v6]:port"); null until both are known.</summary>
     public string? VpnEndpoint => VpnEndpointAddress is { } a && VpnListenPort is { } p

@@ -110,9 +110,10 @@ public sealed partial class TsunaguStore
     /// to become final or the bundle counter to rise (reported once); the rest the unit reports again next time.
     /// <paramref name="vpn"/> (checked by the caller) and <paramref name="vpnAddress"/> (where the report came from) replace
     /// the unit's VPN columns when given; a changed public key is written durably and named in the history entry.
+    /// <paramref name="cache"/> (checked by the caller) replaces the unit's cache statistics when given.
     /// </summary>
     public bool RecordReady(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail,
-        UnitVpnReport? vpn = null, string? vpnAddress = null)
+        UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
@@ -154,6 +155,14 @@ public sealed partial class TsunaguStore
             {
                 text += $"; WireGuard public key changed from {previous} to {vpn.PublicKey}: peers must be given the new key";
             }
+        }
+        if (cache is not null)
+        {
+            c.Execute("""
+                UPDATE units SET cache_requests = @Requests, cache_hits = @Hits, cache_bytes_served = @BytesServed, cache_bytes_saved = @BytesSaved,
+                       cache_reported_at = @now
+                WHERE mac = @mac
+                """, new { mac, cache.Requests, cache.Hits, cache.BytesServed, cache.BytesSaved, now }, tx);
         }
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
             new { mac, now, kind = UnitEventKinds.Ready, text }, tx);

@@ -16,6 +16,14 @@ namespace Tsunagu.Server.Pages.Console;
 public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, UnitLifecycle lifecycle, TimeProvider time) : SessionPageModel("console")
 {
     public UnitRow Unit { get; private set; } = new();
+
+    /// <summary>The unit's last reported cache statistics in words: hit ratio and bytes served from the cache.</summary>
+    public static string CacheSummary(UnitRow u) => u.CacheRequests is { } requests && u.CacheHits is { } hits
+        ? string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{hits} hits of {requests} requests ({(requests == 0 ? 0 : 100.0 * hits / requests):0.#}%); {Mebibytes(u.CacheBytesSaved ?? 0)} of {Mebibytes(u.CacheBytesServed ?? 0)} served from the cache; reported {Time(u.CacheReportedAt)}")
+        : "no statistics reported (no cache disk, or the cache is off)";
+
+    private static string Mebibytes(long bytes) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytes / 1048576.0:0.0} MiB");
     public IReadOnlyDictionary<string, string> Applications { get; private set; } = new Dictionary<string, string>();
     public string? OsVersion { get; private set; }
     public IReadOnlyList<UnitConfigRow> Configs { get; private set; } = [];

@@ -1,0 +1,87 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using Tsunagu.Firmware.Services;
+using Tsunagu.Hal;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// Virus checking with the real daemons as the unit renders them: clamd with a small signature database built here (no
+/// network: the EICAR test file by its MD5 and a marker of our own), c-icap's virus_scan service asking clamd, and squid
+/// sending every download to c-icap. The EICAR file is refused with c-icap's page, a clean file passes; new signatures
+/// (a database file added, then clamd's RELOAD, nothing restarted) refuse a file that passed before.
+/// </summary>
+[NonParallelizable]
+public class VirusScanTests
+{
+    /// <summary>The EICAR anti-virus test file: harmless, and every engine's agreed test of detection.</summary>
+    private static readonly byte[] Eicar = Encoding.ASCII.GetBytes(@"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+    private static readonly byte[] Marker = Encoding.ASCII.GetBytes("a file that only the new signatures know: TSUNAGU-NEW-SIGNATURE-TEST-MARKER, nothing else");
+
+    [Test]
+    public async Task Eicar_is_refused_a_clean_file_passes_and_new_signatures_refuse_what_passed_before()
+    {
+        var root = TempDirectories.Create("virus");
+        using var origin = new Origin();
+        var clean = RandomNumberGenerator.GetBytes(300_000);
+        // every answer is no-store: each download is checked again, none served from the cache
+        const string noStore = "Cache-Control: no-store\r\n";
+        origin.Static["/clean.bin"] = (noStore, clean);
+        origin.Static["/eicar.com"] = (noStore, Eicar);
+        origin.Static["/marker.txt"] = (noStore, Marker);
+        using var squid = await SquidUnderTest.StartAsync(root, SquidUnderTest.Configuration(virusScan: true), new BoardVirusScan(256),
+            db => File.WriteAllText(Path.Combine(db, "tsunagu.hdb"), $"{Convert.ToHexStringLower(MD5.HashData(Eicar))}:{Eicar.Length}:Tsunagu.Test.Eicar\n"));
+        using var http = new HttpClient(new SocketsHttpHandler { Proxy = new WebProxy($"http://127.0.0.1:{squid.Port}"), UseProxy = true }) { Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            var rss = IdleRssKilobytes(squid.Clamd!.Id);
+            TestContext.Out.WriteLine($"clamd RSS at idle with the test database: {rss} kB");
+
+            Assert.That(await http.GetByteArrayAsync(origin.Url("/clean.bin")), Is.EqualTo(clean), "a clean download passes unchanged");
+            await AssertRefusedAsync(http, origin.Url("/eicar.com"), "Tsunagu.Test.Eicar");
+            Assert.That(await http.GetByteArrayAsync(origin.Url("/marker.txt")), Is.EqualTo(Marker), "the old signatures do not know the marker");
+
+            // new signatures, as a signature update installs them: a file in the database directory, then RELOAD
+            var log = Path.Combine(squid.Environment.RunDirectory, "clamd.log");
+            var reloads = Reloads(log);
+            await File.WriteAllTextAsync(Path.Combine(squid.Environment.SignatureDirectory, "tsunagu-2.ndb"),
+                $"Tsunagu.Test.Marker:0:*:{Convert.ToHexStringLower(Encoding.ASCII.GetBytes("TSUNAGU-NEW-SIGNATURE-TEST-MARKER"))}\n");
+            await ClamdControl.ReloadAsync(squid.Environment.ClamdSocket, CancellationToken.None);
+            await WaitForAsync(() => Reloads(log) > reloads, "clamd to finish loading the new database", log);
+            await AssertRefusedAsync(http, origin.Url("/marker.txt"), "Tsunagu.Test.Marker");
+            Assert.That(await http.GetByteArrayAsync(origin.Url("/clean.bin")), Is.EqualTo(clean), "clean downloads still pass");
+
+        }
+        finally
+        {
+            await squid.StopAsync();
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    private static async Task AssertRefusedAsync(HttpClient http, string url, string signature)
+    {
+        using var response = await http.GetAsync(url);
+        var page = await response.Content.ReadAsStringAsync();
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Forbidden), $"{url}:\n{page}");
+        Assert.That(page, Does.Contain("VIRUS FOUND").And.Contain(signature).And.Contain(url), "a clear page: what was found, and where");
+        Assert.That(page, Does.Not.Contain("EICAR-STANDARD-ANTIVIRUS-TEST-FILE"), "the content itself is not passed on");
+    }
+
+    private static int Reloads(string log) => File.Exists(log) ? File.ReadAllLines(log).Count(l => l.Contains("Database correctly reloaded", StringComparison.Ordinal)) : 0;
+
+    private static async Task WaitForAsync(Func<bool> done, string what, string log)
+    {
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (!done())
+        {
+            if (deadline.Elapsed > TimeSpan.FromSeconds(120)) { Assert.Fail($"timed out waiting for {what}:\n{(File.Exists(log) ? File.ReadAllText(log) : "")}"); }
+            await Task.Delay(100);
+        }
+    }
+
+    private static long IdleRssKilobytes(int pid) =>
+        long.Parse(File.ReadAllLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))["VmRSS:".Length..].Replace("kB", "").Trim(),
+            System.Globalization.CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,147 @@
+using Tsunagu.Firmware.Services;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.UnitTests;
+
+/// <summary>
+/// The transparent cache as rendered: squid's ports, limits, range and revalidation settings, and the firewall's
+/// redirect of the LAN's HTTP, which exists exactly when squid runs (a unit without a cache disk runs no cache and
+/// redirects nothing). The real checkers (`squid -k parse`, `nft --check`) read every rendered file.
+/// </summary>
+public class CacheRendererTests
+{
+    private static ServiceEnvironment WithHdd => ServiceConfigTests.WithHdd;
+    private static ServiceEnvironment NoHdd => WithHdd with { Board = BoardDescription.Simulated };
+
+    private static string RedirectLine(ServiceEnvironment env) => $"tcp dport 80 redirect to :{env.InterceptPort}";
+
+    [Test]
+    public void Squid_has_a_proxy_port_an_intercept_port_and_the_configured_limits()
+    {
+        var config = ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, 2048, 700) };
+        var squid = ServiceRenderer.Render(config, WithHdd)[ServiceRenderer.Squid];
+        var lines = squid.Split('\n');
+        Assert.Multiple(() =>
+        {
+            Assert.That(lines, Does.Contain("http_port 192.168.10.1:3128"));
+            Assert.That(lines, Does.Contain("http_port 192.168.10.1:3129 intercept"));
+            Assert.That(lines, Does.Contain("cache_dir ufs /hdd/squid 2048 16 256"));
+            Assert.That(lines, Does.Contain("maximum_object_size 700 MB"));
+            Assert.That(lines, Does.Contain("range_offset_limit 700 MB"));
+            Assert.That(lines, Does.Contain("refresh_pattern . 0 20% 4320"));
+            Assert.That(lines, Does.Contain("http_access deny manager"));
+            // the cache manager is refused to the LAN: its deny comes before the LAN's allow
+            Assert.That(Array.IndexOf(lines, "http_access deny manager"), Is.LessThan(Array.IndexOf(lines, "http_access allow lan")));
+            Assert.That(lines, Does.Contain("access_log none"));
+        });
+    }
+
+    [TestCase(null, 512, 256)]
+    [TestCase(null, 64, 64)]
+    [TestCase(16, 64, 16)]
+    public void The_largest_cached_object_defaults_to_256_MB_and_never_exceeds_the_cache(int? configured, int size, int expected)
+    {
+        var config = ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, size, configured) };
+        var squid = ServiceRenderer.Render(config, WithHdd)[ServiceRenderer.Squid];
+        Assert.That(squid.Split('\n'), Does.Contain($"maximum_object_size {expected} MB").And.Contain($"range_offset_limit {expected} MB"));
+    }
+
+    [TestCase(0, 512)]
+    [TestCase(-1, 512)]
+    [TestCase(513, 512)]
+    [TestCase(ServiceConfigValidator.MaxObjectMegabytesLimit + 1, 1_048_576)]
+    [TestCase(int.MaxValue, 1_048_576)]
+    public void A_largest_object_out_of_bounds_is_refused_naming_the_field(int maxObject, int size)
+    {
+        var config = ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, size, maxObject) };
+        var e = Assert.Throws<InvalidServiceConfigException>(() => ServiceRenderer.Render(config, WithHdd));
+        Assert.That(e!.Field, Is.EqualTo("cache.maxObjectMegabytes"));
+    }
+
+    [Test]
+    public void The_firewall_redirects_the_lans_http_to_squid_only_where_squid_runs()
+    {
+        var on = ServiceConfigTests.Valid();
+        var off = on with { Cache = on.Cache with { Enabled = false } };
+        var withCache = ServiceRenderer.Render(on, WithHdd)[ServiceRenderer.Nftables];
+        Assert.Multiple(() =>
+        {
+            Assert.That(withCache, Does.Contain($"iifname \"{WithHdd.Lan}\" ip daddr != 192.168.10.1 {RedirectLine(WithHdd)}"));
+            Assert.That(withCache, Does.Not.Contain("443"), "HTTPS is never redirected");
+            Assert.That(ServiceRenderer.Render(on, NoHdd)[ServiceRenderer.Nftables], Does.Not.Contain("redirect"), "no cache disk: no cache, no redirect");
+            Assert.That(ServiceRenderer.Render(off, WithHdd)[ServiceRenderer.Nftables], Does.Not.Contain("redirect"), "cache off: no redirect");
+        });
+    }
+
+    [Test]
+    public void The_daemons_checkers_accept_the_cache_and_its_redirect()
+    {
+        var tools = DaemonTools.Require();
+        var dir = Path.Combine(Path.GetTempPath(), "tsunagu-cache-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var files = ServiceRenderer.Render(ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, 4096, 1024) }, WithHdd with { InterceptPort = 3130 });
+            Assert.That(files[ServiceRenderer.Nftables], Does.Contain("tcp dport 80 redirect to :3130"));
+            foreach (var (name, text) in files.Where(f => f.Key is ServiceRenderer.Squid or ServiceRenderer.Nftables))
+            {
+                File.WriteAllText(Path.Combine(dir, name), text);
+            }
+            tools.Check(dir, [ServiceRenderer.Squid, ServiceRenderer.Nftables]);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [TestCase(3128, 3128, "interceptPort")]
+    [TestCase(0, 3129, "cachePort")]
+    [TestCase(3128, 70000, "interceptPort")]
+    public void Ports_the_environment_gives_are_checked(int port, int intercept, string field)
+    {
+        var e = Assert.Throws<UnsafeConfigValueException>(() => ServiceRenderer.Render(ServiceConfigTests.Valid(), WithHdd with { CachePort = port, InterceptPort = intercept }));
+        Assert.That(e!.Field, Is.EqualTo(field));
+    }
+
+    private static ServiceEnvironment WithVirusScan(int memory) => WithHdd with { Board = WithHdd.Board with { VirusScan = new BoardVirusScan(memory) } };
+
+    [Test]
+    public void Virus_checking_runs_only_where_the_configuration_the_cache_and_the_board_allow_it()
+    {
+        var on = ServiceConfigTests.Valid() with { VirusScan = new VirusScanConfig(true) };
+        string[] scanFiles = [ServiceRenderer.Clamd, ServiceRenderer.CIcap];
+        Assert.Multiple(() =>
+        {
+            Assert.That(ServiceRenderer.Render(on, WithVirusScan(256)).Keys, Is.SupersetOf(scanFiles));
+            Assert.That(ServiceRenderer.Render(on, WithVirusScan(256))[ServiceRenderer.Squid], Does.Contain("icap_service avscan respmod_precache bypass=off icap://127.0.0.1:1344/avscan"));
+            Assert.That(ServiceRenderer.Render(on, WithHdd).Keys, Has.None.AnyOf(scanFiles), "the board cannot run it");
+            Assert.That(ServiceRenderer.Render(on, WithHdd)[ServiceRenderer.Squid], Does.Not.Contain("icap"));
+            Assert.That(ServiceRenderer.Render(ServiceConfigTests.Valid(), WithVirusScan(256)).Keys, Has.None.AnyOf(scanFiles), "the contract does not give it");
+            Assert.That(ServiceRenderer.Render(on with { Cache = on.Cache with { Enabled = false } }, WithVirusScan(256)).Keys, Has.None.AnyOf(scanFiles), "no cache, no path for downloads");
+            Assert.That(ServiceCatalog.Build(on, WithVirusScan(256), "/x").Select(s => s.Name),
+                Is.EqualTo(new[] { "firewall", "lan", "dnsmasq", "wireguard", "clamd", "c-icap", "squid" }), "the checker is up before squid sends it downloads");
+        });
+    }
+
+    [TestCase(64, "MaxThreads 1", "StreamMaxLength 4M", "ConcurrentDatabaseReload no")]
+    [TestCase(256, "MaxThreads 1", "StreamMaxLength 16M", "ConcurrentDatabaseReload no")]
+    [TestCase(2048, "MaxThreads 2", "StreamMaxLength 64M", "ConcurrentDatabaseReload yes")]
+    public void The_boards_memory_sets_clamds_limits(int memory, string threads, string stream, string reload)
+    {
+        var clamd = ServiceRenderer.Render(ServiceConfigTests.Valid() with { VirusScan = new VirusScanConfig(true) }, WithVirusScan(memory))[ServiceRenderer.Clamd].Split('\n');
+        Assert.That(clamd, Does.Contain(threads).And.Contain(stream).And.Contain(reload).And.Contain("SelfCheck 0"));
+    }
+
+    [TestCase(63)]
+    [TestCase(0)]
+    [TestCase(65537)]
+    public void A_board_with_virus_scan_memory_out_of_bounds_is_refused(int memory)
+    {
+        var json = """{"name":"b","interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0"},"hdd":null,"virusScan":{"memoryMegabytes":MEMORY}}""".Replace("MEMORY", memory.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var e = Assert.Throws<BoardDescriptionException>(() => BoardDescription.Parse(json, "board.json"));
+        Assert.That(e!.Message, Does.Contain("virusScan.memoryMegabytes"));
+        Assert.That(BoardDescription.Parse(json.Replace($":{memory}}}", ":256}"), "board.json").VirusScan, Is.EqualTo(new BoardVirusScan(256)));
+    }
+}
