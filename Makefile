@@ -55,10 +55,18 @@ build: restore
 format-check: restore
 	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
 
-# Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the image.
-test: packages format-check build image isp-lab-image
+# Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the images of both
+# boards; the second board's longer tests (category arm64-extended: its slot fall back) run in `make test-arm64` only.
+test: packages format-check build image image-arm64 isp-lab-image
 	rm -rf $(RESULTS)
-	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
+	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --filter "TestCategory!=arm64-extended" \
+		--logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
+
+# Every QEMU test of the second board, qemu-arm64 (QemuArm64Tests: first boot and slot fall back under TCG).
+.PHONY: test-arm64 image-arm64
+test-arm64: packages build image-arm64
+	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.QemuArm64Tests" \
+		--logger "console;verbosity=normal"
 
 unit-test: build
 	$(DOTNET) test tests/Tsunagu.UnitTests -c $(CONFIGURATION) --no-build
@@ -72,7 +80,7 @@ integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 
 # Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run).
-system-test: packages build image isp-lab-image
+system-test: packages build image image-arm64 isp-lab-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
@@ -147,6 +155,10 @@ image: deps
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) sysroot
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 image
+
+# The second board's images, whatever BOARD is (the tests boot both boards).
+image-arm64: deps
+	@$(MAKE) --no-print-directory image BOARD=qemu-arm64
 
 # The ISP lab's access network guest (docs/lab.md): out/isp-lab/vmlinuz and initrd.img (pppoe-server, pppd with its
 # RADIUS plugin, FreeRADIUS, nft).
