@@ -8,8 +8,11 @@ namespace Tsunagu.SystemTests.Qemu;
 [TestFixture, NonParallelizable, Category("arm64")]
 public sealed class QemuArm64Tests
 {
-    /// <summary>TCG emulates a foreign instruction set: measured about 2x the x86_64 board's times (docs/image.md).</summary>
-    private static readonly TimeSpan BootToReady = TimeSpan.FromMinutes(8);
+    /// <summary>
+    /// TCG translates arm64 about as fast as x86_64 here (boot to Ready 33 s on both, docs/image.md); the margin over
+    /// the x86_64 board's 4 min is for a CI machine whose cores other jobs share.
+    /// </summary>
+    private static readonly TimeSpan BootToReady = TimeSpan.FromMinutes(6);
 
     private QemuLab _lab = null!;
 
