@@ -86,7 +86,7 @@ system-test: packages build image image-arm64 isp-lab-image
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
 run: build
 	$(DOTNET) $(CLI) demo --units $(UNITS) --port $(PORT) --mqtt-port $(MQTT_PORT) --check-interval $(CHECK_INTERVAL) --data $(DEMO_DATA) \
-		$(if $(wildcard out/image/qemu-x86_64-debug/os-1.1.sqfs),--lab-image out/image/qemu-x86_64-debug)
+		$(if $(wildcard out/image/$(BOARD)-debug/os-1.1.sqfs),--lab-image out/image/$(BOARD)-debug)
 
 # The production topology on this machine (docs/deployment.md): HAProxy -> $(REPLICAS) server replicas + nginx for
 # artifacts, PostgreSQL, Mosquitto, all on 127.0.0.1 under $(CLUSTER_DATA). `make cluster-stop` stops it.
