@@ -9,7 +9,7 @@ namespace Tsunagu.SystemTests.Qemu;
 public sealed class QemuArm64Tests
 {
     /// <summary>
-    /// TCG translates arm64 about as fast as x86_64 here (boot to Ready 33 s on both, docs/image.md); the margin over
+    /// TCG translates arm64 no slower than x86_64 here (first boot to Ready 33-70 s, docs/image.md); the margin over
     /// the x86_64 board's 4 min is for a CI machine whose cores other jobs share.
     /// </summary>
     private static readonly TimeSpan BootToReady = TimeSpan.FromMinutes(6);
