@@ -27,13 +27,20 @@ deps:
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
 	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
-	clamav-daemon c-icap libc-icap-mod-virus-scan
+	clamav-daemon c-icap libc-icap-mod-virus-scan $(ARM64_PACKAGES)
+# the qemu-arm64 board from this x86_64 host: its QEMU, and Native AOT's cross toolchain (clang, lld, llvm-objcopy) with
+# the arm64 C runtime and zlib to link tsunagud against; the board's own packages are unpacked by image/sysroot.sh
+# (`make image BOARD=qemu-arm64`), which needs the arm64 architecture enabled (added here when a package names it)
+ARM64_PACKAGES := qemu-system-arm clang lld llvm libc6-dev:arm64 libgcc-12-dev:arm64 zlib1g-dev:arm64
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "packages: $$(echo $$missing | wc -w) Debian package(s) the tests need are missing: $$(echo $$missing)"; \
 	if [ "$$(id -u)" -ne 0 ]; then echo "error: not root; install them with: sudo apt-get install $$(echo $$missing)" >&2; exit 1; fi; \
-	export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q $$missing
+	export DEBIAN_FRONTEND=noninteractive; \
+	for a in $$(echo $$missing | grep -o ':[a-z0-9]*' | tr -d : | sort -u); do \
+		dpkg --print-foreign-architectures | grep -qx $$a || [ "$$a" = "$$(dpkg --print-architecture)" ] || dpkg --add-architecture $$a; done; \
+	apt-get update -q && apt-get install -y -q $$missing
 
 # LOCKED=1 (CI) restores exactly the packages.lock.json of each project and fails if a project's references no
 # longer match it; without it a restore updates the lock files (commit them with the change that caused it).
@@ -48,10 +55,18 @@ build: restore
 format-check: restore
 	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
 
-# Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the image.
-test: packages format-check build image isp-lab-image
+# Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the images of both
+# boards (qemu-arm64: first boot and slot fall back, about 2.5 min under TCG).
+test: packages format-check build image image-arm64 isp-lab-image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
+
+# Only the QEMU tests of the second board, qemu-arm64 (QemuArm64Tests: first boot and slot fall back under TCG; also
+# part of `make test` and `make system-test`).
+.PHONY: test-arm64 image-arm64
+test-arm64: packages build image-arm64
+	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.QemuArm64Tests" \
+		--logger "console;verbosity=normal"
 
 unit-test: build
 	$(DOTNET) test tests/Tsunagu.UnitTests -c $(CONFIGURATION) --no-build
@@ -65,13 +80,13 @@ integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 
 # Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run).
-system-test: packages build image isp-lab-image
+system-test: packages build image image-arm64 isp-lab-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
 run: build
 	$(DOTNET) $(CLI) demo --units $(UNITS) --port $(PORT) --mqtt-port $(MQTT_PORT) --check-interval $(CHECK_INTERVAL) --data $(DEMO_DATA) \
-		$(if $(wildcard out/image/qemu-x86_64-debug/os-1.1.sqfs),--lab-image out/image/qemu-x86_64-debug)
+		$(if $(wildcard out/image/$(BOARD)-debug/os-1.1.sqfs),--lab-image out/image/$(BOARD)-debug)
 
 # The production topology on this machine (docs/deployment.md): HAProxy -> $(REPLICAS) server replicas + nginx for
 # artifacts, PostgreSQL, Mosquitto, all on 127.0.0.1 under $(CLUSTER_DATA). `make cluster-stop` stops it.
@@ -124,8 +139,12 @@ fuzz: deps
 # findings in protocol, hal and firmware still are (Directory.Build.targets).
 TSUNAGUD_RUNTIME ?= linux-x64
 TSUNAGUD_OUT ?= artifacts/tsunagud/$(TSUNAGUD_RUNTIME)
+# A runtime of another architecture than the host's (linux-arm64 from x86_64) is cross-compiled: clang targets it, lld
+# links against the arm64 C runtime of ARM64_PACKAGES, llvm-objcopy strips the symbols.
+HOST_RUNTIME := linux-$(subst x86_64,x64,$(subst aarch64,arm64,$(shell uname -m)))
 tsunagud-aot: deps
-	$(DOTNET) publish firmware/tsunagud -c Release -r $(TSUNAGUD_RUNTIME) -p:TreatWarningsAsErrors=false -o $(TSUNAGUD_OUT)
+	$(DOTNET) publish firmware/tsunagud -c Release -r $(TSUNAGUD_RUNTIME) -p:TreatWarningsAsErrors=false -o $(TSUNAGUD_OUT) \
+		$(if $(filter-out $(HOST_RUNTIME),$(TSUNAGUD_RUNTIME)),-p:LinkerFlavor=lld -p:ObjCopyName=llvm-objcopy)
 
 # The firmware image of a board (docs/image.md): out/image/$(BOARD)/disk.img and the boot files QEMU loads (the
 # production image: no shell on any console), and out/image/$(BOARD)-debug, the lab's debug build with a root
@@ -133,8 +152,13 @@ tsunagud-aot: deps
 BOARD ?= qemu-x86_64
 IMAGE_DIR := out/image/$(BOARD)-debug
 image: deps
+	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) sysroot
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) image
 	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 image
+
+# The second board's images, whatever BOARD is (the tests boot both boards).
+image-arm64: deps
+	@$(MAKE) --no-print-directory image BOARD=qemu-arm64
 
 # The ISP lab's access network guest (docs/lab.md): out/isp-lab/vmlinuz and initrd.img (pppoe-server, pppd with its
 # RADIUS plugin, FreeRADIUS, nft).

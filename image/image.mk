@@ -36,20 +36,31 @@ endif
 ifeq ($(RUNTIME),)
 $(error $(BOARD_JSON): image.runtime: missing (the .NET runtime identifier tsunagud is compiled for, e.g. linux-x64))
 endif
-# every binary, library and module is copied from this host's installed Debian packages: they are the board's only
-# when the host's architecture is the board's
+# every binary, library and module is copied from installed Debian packages: the host's own when the board's
+# architecture is the host's, otherwise the board's packages unpacked into SYSROOT by image/sysroot.sh (`sysroot`,
+# which `make image` runs first; the Debian architecture must be enabled: `make packages` does it)
 ARCHITECTURE := $(call board_field,.image.architecture)
 HOST_ARCHITECTURE := $(shell dpkg --print-architecture 2>/dev/null)
-ifneq ($(ARCHITECTURE),$(HOST_ARCHITECTURE))
-$(error $(BOARD_JSON): image.architecture: '$(ARCHITECTURE)' is not this host's Debian architecture ('$(HOST_ARCHITECTURE)'); the image's binaries and libraries are copied from the host's packages)
+ifeq ($(ARCHITECTURE),)
+$(error $(BOARD_JSON): image.architecture: missing (the board's Debian architecture, e.g. amd64 or arm64))
 endif
+ifneq ($(ARCHITECTURE),$(HOST_ARCHITECTURE))
+SYSROOT := $(CURDIR)/out/sysroot/$(ARCHITECTURE)
+export IMAGE_ROOT := $(SYSROOT)
+endif
+export IMAGE_LIBRARY_DIR := $(LIBRARY_DIR)
 ifeq ($(LIBRARY_DIR),)
 $(error $(BOARD_JSON): image.libraryDirectory: missing (where the board's libssl and libcrypto are, e.g. /usr/lib/x86_64-linux-gnu))
 endif
 BOOT_MODULES += $(BOARD_BOOT_MODULES) $(WATCHDOG_MODULE)
+ifneq ($(SYSROOT),)
+PPP_PLUGINS := $(patsubst $(SYSROOT)%,%,$(wildcard $(SYSROOT)/usr/lib/pppd/*/pppoe.so))
+endif
+# the tty the debug image's service shell runs on (board.json image.serviceConsole; default the second serial port)
+SERVICE_CONSOLE := $(or $(call board_field,.image.serviceConsole),ttyS1)
 OS_LIBRARIES := $(addprefix $(LIBRARY_DIR)/,$(OS_LIBRARY_NAMES)) $(PPP_PLUGINS)
 TSUNAGUD := artifacts/tsunagud/$(RUNTIME)/tsunagud
-KREL := $(shell bash -c '. image/lib.sh; kernel_release $(KERNEL_PACKAGE)' 2>/dev/null)
+KREL := $(shell IMAGE_ROOT='$(SYSROOT)' bash -c '. image/lib.sh; kernel_release $(KERNEL_PACKAGE)' 2>/dev/null)
 HAS_HDD := $(shell jq -r 'if .hdd then "yes" else "" end' $(BOARD_JSON) 2>/dev/null)
 ifneq ($(HAS_HDD),)
 DAEMONS += $(CACHE_DAEMONS)
@@ -59,17 +70,24 @@ FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.
 BOARD_CMDLINE := board/$(BOARD)/cmdline
 IMAGE_INPUTS := image/lib.sh image/image.mk image/board-env.sh rootfs/rootfs.mk $(BOARD_JSON) $(shell find rootfs/overlay rootfs/initramfs -type f)
 
-.PHONY: image config
+.PHONY: image config sysroot
 image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img $(OUT)/cmdline $(OUT)/board.json
 	@bash -c '. image/lib.sh; say "$(OUT): $$(cd $(OUT) && ls -s --block-size=K disk.img prom.sqfs os-*.sqfs vmlinuz initrd.img | tr "\n" " ")"'
 
+# The board's packages when its architecture is not the host's (nothing to do otherwise).
+sysroot: $(if $(SYSROOT),$(SYSROOT)/kernel-release)
+	@:
+
+$(SYSROOT)/kernel-release: image/sysroot.sh rootfs/rootfs.mk
+	bash image/sysroot.sh $(ARCHITECTURE) $(SYSROOT) $(KERNEL_PACKAGE) $(OS_PACKAGES) $(if $(HAS_HDD),$(CACHE_PACKAGES))
+
 $(OUT)/.kernel-$(KREL):
-	@[ -n "$(KREL)" ] || { echo "[image] error: $(KERNEL_PACKAGE) (image.kernelPackage of $(BOARD_JSON)) is not installed" >&2; exit 1; }
+	@[ -n "$(KREL)" ] || { echo "[image] error: $(KERNEL_PACKAGE) (image.kernelPackage of $(BOARD_JSON)) is not installed$(if $(SYSROOT), in $(SYSROOT): make -f image/image.mk BOARD=$(BOARD) sysroot)" >&2; exit 1; }
 	@mkdir -p $(OUT) && rm -f $(OUT)/.kernel-* && touch $@
 
 $(OUT)/vmlinuz: $(OUT)/.kernel-$(KREL)
 	@bash -c '. image/lib.sh; say "kernel $(KREL)"'
-	cp /boot/vmlinuz-$(KREL) $@
+	cp $(SYSROOT)/boot/vmlinuz-$(KREL) $@
 
 # The kernel command line the board's boot loader passes (on the QEMU board, qemu-run.sh's -append).
 $(OUT)/cmdline: $(BOARD_CMDLINE)
@@ -98,7 +116,7 @@ $(OUT)/stage/config/.done: $(IMAGE_INPUTS)
 	cp $(OUT)/stage/config/board.env $(OUT)/stage/config/rootfs/etc/tsunagu/board.env
 ifeq ($(DEBUG_SHELL),1)
 	install -m 0755 rootfs/initramfs/init $(OUT)/stage/config/initramfs/init
-	printf '# the lab'"'"'s debug build (DEBUG_SHELL=1): an unauthenticated root shell on the second serial port\nttyS1::respawn:/bin/sh -l\n' >> $(OUT)/stage/config/rootfs/etc/inittab
+	printf '# the lab'"'"'s debug build (DEBUG_SHELL=1): an unauthenticated root shell on the service console\n$(SERVICE_CONSOLE)::respawn:/bin/sh -l\n' >> $(OUT)/stage/config/rootfs/etc/inittab
 else
 	sed '/# debug-shell-begin/,/# debug-shell-end/d' rootfs/initramfs/init > $(OUT)/stage/config/initramfs/init
 	chmod 0755 $(OUT)/stage/config/initramfs/init
@@ -127,7 +145,7 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/
 		[ -n "$(PPP_PLUGINS)" ] || die "pppd'"'"'s PPPoE plugin is missing (apt-get install ppp)"; \
 		for l in $(OS_LIBRARIES); do install_library $$s $$l; done; \
 		install_modules $$s $(KREL) $(OS_MODULES); \
-		for f in $(SQUID_FILES); do [ -e $$f ] || die "$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $$f $$s$$f; done'
+		for f in $(SQUID_FILES); do [ -e $(SYSROOT)$$f ] || die "$(SYSROOT)$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $(SYSROOT)$$f $$s$$f; done'
 	mkdir -p $(OUT)/stage/os-$*/{proc,sys,dev,run,tmp,data,prom,factory,var,root} $(OUT)/stage/os-$*/etc/tsunagu
 	echo "tsunagu-os $*" > $(OUT)/stage/os-$*/etc/os-version
 	echo "$(OS_MODULES)" | tr ' ' '\n' > $(OUT)/stage/os-$*/etc/os-modules

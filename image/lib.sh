@@ -1,6 +1,13 @@
 # Functions shared by the image build steps (sourced, not run). Everything comes from installed Debian packages:
 # busybox-static, the board's Debian kernel (board.json image.kernelPackage) and its modules, nftables, dnsmasq, wireguard-tools, e2fsprogs,
 # libssl3. `install_binary` copies an executable with the shared libraries `ldd` resolves for it.
+#
+# IMAGE_ROOT (empty: the host's own packages) is a foreign architecture's unpacked packages (image/sysroot.sh):
+# binaries, libraries and modules are then read below it, the libraries a binary needs are found from its ELF
+# headers (readelf: interpreter and NEEDED, searched in IMAGE_LIBRARY_DIR, its /lib twin, /lib and /usr/lib) since
+# ldd cannot run a foreign binary, and busybox's applet list is the host's busybox-static's (same Debian release).
+IMAGE_ROOT=${IMAGE_ROOT:-}
+IMAGE_LIBRARY_DIR=${IMAGE_LIBRARY_DIR:-}
 
 set -euo pipefail
 
@@ -19,53 +26,103 @@ pack_initramfs() {
 # linux-image-amd64) depends on.
 kernel_release() {
     local meta=$1 pkg
+    if [ -n "$IMAGE_ROOT" ]; then
+        [ -s "$IMAGE_ROOT/kernel-release" ] || die "$IMAGE_ROOT/kernel-release is missing (image/sysroot.sh unpacks $meta there)"
+        cat "$IMAGE_ROOT/kernel-release"; return
+    fi
     pkg=$(dpkg-query -W -f='${Depends}' "$meta" 2>/dev/null | grep -o 'linux-image-[0-9][^ ,]*' | head -n1) \
         || die "$meta is not installed (apt-get install $meta)"
     [ -n "$pkg" ] || die "$meta names no kernel package"
     echo "${pkg#linux-image-}"
 }
 
+# in_root PATH: where PATH of the board's file system is on this host: PATH itself, or under IMAGE_ROOT with its
+# symbolic links followed inside IMAGE_ROOT (a link may be absolute: /lib/ld-linux-aarch64.so.1)
+in_root() {
+    local path=$1 target n=0
+    [ -n "$IMAGE_ROOT" ] || { echo "$path"; return; }
+    while [ -L "$IMAGE_ROOT$path" ]; do
+        target=$(readlink "$IMAGE_ROOT$path")
+        case "$target" in /*) path=$target ;; *) path=$(realpath -m -s "$(dirname "$path")/$target") ;; esac
+        n=$((n + 1)); [ "$n" -lt 20 ] || die "$IMAGE_ROOT$1: too many symbolic links"
+    done
+    echo "$IMAGE_ROOT$path"
+}
+
+# libraries_of FILE: the shared libraries FILE (a path on this host) needs, as paths of the board's file system
+libraries_of() {
+    local file=$1
+    if [ -z "$IMAGE_ROOT" ]; then
+        ldd "$file" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u
+        return
+    fi
+    local -A seen=()
+    local queue=("$file") f name dir found interp
+    interp=$(readelf -l "$file" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+    [ -z "$interp" ] || echo "$interp"
+    while [ "${#queue[@]}" -gt 0 ]; do
+        f=${queue[0]}; queue=("${queue[@]:1}")
+        for name in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+            [ -z "${seen[$name]:-}" ] || continue
+            seen[$name]=1
+            found=
+            for dir in "$IMAGE_LIBRARY_DIR" "${IMAGE_LIBRARY_DIR#/usr}" /lib /usr/lib; do
+                if [ -n "$dir" ] && [ -e "$(in_root "$dir/$name")" ]; then found=$dir/$name; break; fi
+            done
+            [ -n "$found" ] || die "$f needs $name, which is in none of the board's library directories under $IMAGE_ROOT"
+            echo "$found"
+            queue+=("$(in_root "$found")")
+        done
+    done | sort -u
+}
+
 # install_binary STAGE PATH: PATH and its libraries (ldd) into STAGE at the same paths.
 install_binary() {
-    local stage=$1 bin=$2 lib
-    [ -x "$bin" ] || die "$bin is missing (see the package list in rootfs/rootfs.mk and APT_PACKAGES in the Makefile)"
+    local stage=$1 bin=$2 lib src libs
+    src=$(in_root "$bin")
+    [ -x "$src" ] || die "$src is missing (see the package list in rootfs/rootfs.mk and APT_PACKAGES in the Makefile)"
     mkdir -p "$stage$(dirname "$bin")"
-    cp -L "$bin" "$stage$bin"
-    for lib in $(ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+    cp -L "$src" "$stage$bin"
+    libs=$(libraries_of "$src")
+    for lib in $libs; do
         install_library "$stage" "$lib"
     done
 }
 
 # install_binary_as STAGE SRC DEST: SRC (a build output) at DEST in STAGE, with its libraries.
 install_binary_as() {
-    local stage=$1 src=$2 dest=$3 lib
+    local stage=$1 src=$2 dest=$3 lib libs
     [ -x "$src" ] || die "$src is missing"
     install -D -m 0755 "$src" "$stage$dest"
-    for lib in $(ldd "$src" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+    libs=$(libraries_of "$src")
+    for lib in $libs; do
         install_library "$stage" "$lib"
     done
 }
 
 install_library() {
-    local stage=$1 lib=$2
+    local stage=$1 lib=$2 src
     [ -e "$stage$lib" ] && return 0
-    [ -e "$lib" ] || die "library $lib is missing"
+    src=$(in_root "$lib")
+    [ -e "$src" ] || die "library $src is missing"
     mkdir -p "$stage$(dirname "$lib")"
-    cp -L "$lib" "$stage$lib"
+    cp -L "$src" "$stage$lib"
 }
 
 # install_modules STAGE KREL MODULE...: the modules and every dependency, plus modules.dep for modprobe.
 install_modules() {
     local stage=$1 krel=$2; shift 2
-    local m ko
+    local m ko base=${IMAGE_ROOT:-/}
     for m in "$@"; do
-        for ko in $(modprobe -S "$krel" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'); do
+        for ko in $(modprobe -d "$base" -S "$krel" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'); do
+            ko=${ko#"$IMAGE_ROOT"}
             mkdir -p "$stage$(dirname "$ko")"
-            cp "$ko" "$stage$ko"
+            cp "$IMAGE_ROOT$ko" "$stage$ko"
         done
-        modprobe -S "$krel" --show-depends "$m" >/dev/null 2>&1 || die "kernel $krel has no module $m"
+        modprobe -d "$base" -S "$krel" --show-depends "$m" >/dev/null 2>&1 || die "kernel $krel has no module $m"
     done
-    cp "/lib/modules/$krel/modules.order" "/lib/modules/$krel/modules.builtin" "/lib/modules/$krel/modules.builtin.modinfo" "$stage/lib/modules/$krel/" 2>/dev/null || true
+    local mods=$IMAGE_ROOT/lib/modules/$krel
+    cp "$mods/modules.order" "$mods/modules.builtin" "$mods/modules.builtin.modinfo" "$stage/lib/modules/$krel/" 2>/dev/null || true
     depmod -b "$stage" "$krel"
 }
 
@@ -73,8 +130,8 @@ install_modules() {
 install_busybox() {
     local stage=$1 applet
     mkdir -p "$stage/bin" "$stage/sbin" "$stage/usr/bin" "$stage/usr/sbin"
-    cp /bin/busybox "$stage/bin/busybox"
-    file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not the static build (apt-get install busybox-static)"
+    cp "$(in_root /bin/busybox)" "$stage/bin/busybox"
+    file -L "$(in_root /bin/busybox)" | grep -q 'statically linked' || die "$(in_root /bin/busybox) is not the static build (apt-get install busybox-static)"
     for applet in $(/bin/busybox --list-full); do
         [ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
     done

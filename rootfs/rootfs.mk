@@ -10,6 +10,9 @@ OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nf
 	nf_conntrack nf_nat wireguard bridge tun veth ppp_generic pppox pppoe
 # the daemons the services run and the tools the supervisor calls (each with the libraries ldd names)
 DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd
+# the Debian packages the OS's binaries and run-time loaded libraries come from (for a board whose architecture is not
+# the host's, image/sysroot.sh unpacks them with their libraries; on the host's own they are APT_PACKAGES of the Makefile)
+OS_PACKAGES := busybox-static nftables dnsmasq-base wireguard-tools e2fsprogs ppp libssl3
 # pppd's PPPoE plugin, with the libraries it links: the file the installed ppp package holds (its plugin directory
 # is named after pppd's version; pppd loads the plugin by name from there)
 PPP_PLUGINS := $(shell dpkg -L ppp 2>/dev/null | grep '^/usr/lib/pppd/[^/]*/pppoe\.so$$')
@@ -18,6 +21,7 @@ PPP_PLUGINS := $(shell dpkg -L ppp 2>/dev/null | grep '^/usr/lib/pppd/[^/]*/pppo
 OS_LIBRARY_NAMES := libssl.so.3 libcrypto.so.3
 # boards with a cache disk (board.json `hdd`) also carry squid (the cache service) and its error pages
 CACHE_DAEMONS := /usr/sbin/squid
+CACHE_PACKAGES := squid squid-common squid-langpack
 CACHE_FILES := /usr/share/squid /usr/share/squid-langpack/templates /usr/share/squid-langpack/en /etc/squid/errorpage.css
 # applications the PROM ships (apps/<name>/1.0.0)
 FACTORY_APPS := cache-manager firewall vcp

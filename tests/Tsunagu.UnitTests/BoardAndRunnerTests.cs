@@ -44,6 +44,12 @@ public class BoardAndRunnerTests
         var qemu = BoardDescription.Resolve("qemu-x86_64", Path.Combine(RepositoryRoot(), "board"));
         Assert.That(qemu.Interfaces, Is.EqualTo(new BoardInterfaces("eth0", "eth1", "wg0")));
         Assert.That(qemu.Hdd, Is.EqualTo(new BoardHdd("/hdd")));
+        // the second board: the same interfaces and cache disk, its own reset button's input device, the same watchdog
+        var arm64 = BoardDescription.Resolve("qemu-arm64", Path.Combine(RepositoryRoot(), "board"));
+        Assert.That(arm64.Name, Is.EqualTo("qemu-arm64"));
+        Assert.That(arm64.Interfaces, Is.EqualTo(qemu.Interfaces));
+        Assert.That(arm64.Hdd, Is.EqualTo(qemu.Hdd));
+        Assert.That(arm64.Watchdog, Is.EqualTo(qemu.Watchdog));
         var simulated = BoardDescription.Load(Path.Combine(RepositoryRoot(), "board", "simulated"));
         Assert.That(simulated, Is.EqualTo(BoardDescription.Simulated), "the HAL embeds board/simulated/board.json");
         Assert.That(simulated.Hdd, Is.Null);

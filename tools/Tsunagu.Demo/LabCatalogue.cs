@@ -8,11 +8,11 @@ namespace Tsunagu.Demo;
 /// <summary>
 /// The catalogue of the QEMU board's firmware image (`make image`): pattern `qemu-1` is what the image ships
 /// (OS 1.0 in slot A and the PROM, factory applications), pattern `qemu-2` brings OS 1.1 (a real slot image built by
-/// `make image`) and firewall 1.1.0, by update program `qemu-1-to-2` of importance 5.
+/// `make image`) and firewall 1.1.0, by update program `qemu-1-to-2` of importance 5. The board the bundles are for
+/// is the image's (`name` of the `board.json` the image build copies beside the OS images).
 /// </summary>
 public static class LabCatalogue
 {
-    public const string Board = "qemu-x86_64";
     public const string HardwareVersion = "qemu-r1";
     public const string FactoryOs = "tsunagu-os 1.0";
     public const string UpdateOs = "tsunagu-os 1.1";
@@ -26,8 +26,29 @@ public static class LabCatalogue
     public static readonly IReadOnlyDictionary<string, string> Pattern2Applications =
         new SortedDictionary<string, string>(StringComparer.Ordinal) { ["cache-manager"] = "1.0.0", ["firewall"] = "1.1.0", ["vcp"] = "1.0.0" };
 
-    /// <summary>The OS image of the update in an image output folder (`out/image/qemu-x86_64-debug`).</summary>
+    /// <summary>The OS image of the update in an image output folder (`out/image/BOARD-debug`).</summary>
     public static string UpdateOsImage(string imageDirectory) => Path.Combine(imageDirectory, "os-1.1.sqfs");
+
+    /// <summary>The name of the board an image output folder was built for (its `board.json`).</summary>
+    /// <exception cref="FileNotFoundException">The folder has no board.json: build it with `make image`.</exception>
+    /// <exception cref="InvalidDataException">The board.json has no name.</exception>
+    public static string BoardOf(string imageDirectory)
+    {
+        var path = Path.Combine(imageDirectory, "board.json");
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{path}: the image's board description is missing; build it with `make image`", path);
+        }
+        try
+        {
+            var name = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?["name"]?.GetValue<string>();
+            return string.IsNullOrWhiteSpace(name) ? throw new InvalidDataException($"{path}: name: missing") : name;
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{path}: name: unreadable ({e.Message})", e);
+        }
+    }
 
     /// <summary>
     /// Seeds the lab patterns and the update program (idempotent). The bundle carries <paramref name="osImage"/>
@@ -38,23 +59,24 @@ public static class LabCatalogue
     {
         if (!File.Exists(osImage))
         {
-            throw new FileNotFoundException($"{osImage}: the update's OS image is missing; build it with `make image BOARD={Board}`", osImage);
+            throw new FileNotFoundException($"{osImage}: the update's OS image is missing; build it with `make image`", osImage);
         }
+        var board = BoardOf(Path.GetDirectoryName(Path.GetFullPath(osImage))!);
         foreach (var (app, version) in FactoryApplications.Concat(Pattern2Applications).Distinct())
         {
             store.EnsureSoftware(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
         store.UpsertPattern(Pattern(Pattern1, "QEMU board factory image", FactoryOs, FactoryApplications));
-        AddOsUpdate(store, artifacts, releaseKey, UpdateId, Pattern1, FactoryOs, FactoryApplications,
+        AddOsUpdate(store, artifacts, releaseKey, board, UpdateId, Pattern1, FactoryOs, FactoryApplications,
             new PatternRow { Id = Pattern2, Name = "QEMU board: OS 1.1, firewall 1.1.0", OsVersion = UpdateOs }, Pattern2Applications, osImage, time);
     }
 
     /// <summary>
-    /// Adds verified pattern <paramref name="to"/> (its applications <paramref name="toApps"/>, its OS the one in
+    /// Adds verified pattern <paramref name="to"/> for board <paramref name="board"/> (its applications <paramref name="toApps"/>, its OS the one in
     /// <paramref name="osImage"/>) and an update program of importance 5 from <paramref name="fromPattern"/>: a signed
     /// bundle (release counter <paramref name="bundleVersion"/>) with the OS image for the inactive slot and one application payload per changed application.
     /// </summary>
-    public static void AddOsUpdate(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string updateId, string fromPattern, string fromOs,
+    public static void AddOsUpdate(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string board, string updateId, string fromPattern, string fromOs,
         IReadOnlyDictionary<string, string> fromApps, PatternRow to, IReadOnlyDictionary<string, string> toApps, string osImage, TimeProvider? time = null, long bundleVersion = 1)
     {
         foreach (var (app, version) in toApps)
@@ -70,7 +92,7 @@ public static class LabCatalogue
                 BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes($"{app} {version}\n") })));
         }
         var manifest = new BundleManifest(BundleManifest.CurrentFormat, updateId, bundleVersion, [fromPattern], to.Id,
-            new BundleCompatibility([Board], [HardwareVersion], [fromOs]), 5, now, now.AddDays(365), [],
+            new BundleCompatibility([board], [HardwareVersion], [fromOs]), 5, now, now.AddDays(365), [],
             payloads.Select(p => new BundleStep(p.Item1.Kind == PayloadKinds.OsImage ? StepActions.InstallOs : StepActions.InstallApplication, p.Item1.Name)).ToList());
         var bundle = BundleFormat.BuildAsync(manifest, payloads, [releaseKey], CancellationToken.None).GetAwaiter().GetResult();
         var (sha, size) = artifacts.Add(bundle);

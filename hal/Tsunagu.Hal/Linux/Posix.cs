@@ -6,7 +6,7 @@ namespace Tsunagu.Hal.Linux;
 internal static partial class Posix
 {
     private const int ORdOnly = 0;
-    private const int ODirectory = 0x10000; // x86_64 and arm64 alike
+    private static readonly int ODirectory = Storage.PosixFileSystem.DirectoryFlag(RuntimeInformation.ProcessArchitecture);
     private const int OCloexec = 0x80000;
 
     /// <summary>Flushes a directory's entries (creations, renames, deletions in it) to the disk.</summary>

@@ -37,8 +37,14 @@ public interface IDurableFileSystem
 public sealed partial class PosixFileSystem : IDurableFileSystem
 {
     private const int ORdOnly = 0;
-    private const int ODirectory = 0x10000; // x86_64 and arm64 alike
+    private static readonly int ODirectory = DirectoryFlag(RuntimeInformation.ProcessArchitecture);
     private const int OCloexec = 0x80000;
+
+    /// <summary>
+    /// O_DIRECTORY on <paramref name="architecture"/>: 0x4000 on arm64 and arm (their own fcntl.h), 0x10000 elsewhere
+    /// (asm-generic, x86_64). On arm64 0x10000 is O_DIRECT, which opening a directory refuses with EINVAL.
+    /// </summary>
+    public static int DirectoryFlag(Architecture architecture) => architecture is Architecture.Arm64 or Architecture.Arm ? 0x4000 : 0x10000;
 
     public static PosixFileSystem Instance { get; } = new();
 

@@ -18,9 +18,9 @@ using Tsunagu.Server.Security;
 namespace Tsunagu.SystemTests.Qemu;
 
 /// <summary>
-/// The server on loopback (both roles, SQLite, embedded broker) with the lab catalogue, and units of the
-/// qemu-x86_64 board booted from the `make image` output by qemu-run.sh (beside this file): QEMU under TCG, user networking
-/// with restrict=on, guestfwd to the server. Everything lives in a temporary directory removed at the end.
+/// The server on loopback (both roles, SQLite, embedded broker) with the lab catalogue, and units of a QEMU board
+/// (qemu-x86_64 unless the test names another) booted from its `make image` debug output by qemu-run.sh (beside this
+/// file): QEMU under TCG, user networking with restrict=on, guestfwd to the server. Everything lives in a temporary directory removed at the end.
 /// </summary>
 public sealed class QemuLab : IAsyncDisposable
 {
@@ -58,22 +58,29 @@ public sealed class QemuLab : IAsyncDisposable
     public string Pin => OperatorClient.PinFromPemFile(CertificatePath);
 
     public static string RepositoryRoot { get; } = FindRoot();
-    public static string ImageDirectory => Path.Combine(RepositoryRoot, "out", "image", LabCatalogue.Board + "-debug");
+    /// <summary>The board the lab's units are (qemu-run.sh boots its debug image; set by <see cref="StartAsync"/>).</summary>
+    public string Board { get; private init; } = "";
+
+    /// <summary>The board's debug image (`make image BOARD=...` builds it).</summary>
+    public string ImageDirectory => ImageDirectoryOf(Board);
+
+    public static string ImageDirectoryOf(string board) => Path.Combine(RepositoryRoot, "out", "image", board + "-debug");
 
     /// <summary>Fails the test (never skips it) when the image or a tool is missing.</summary>
-    public static void RequireImage()
+    public static void RequireImage(string board)
     {
+        var imageDirectory = ImageDirectoryOf(board);
         foreach (var file in new[] { "disk.img", "vmlinuz", "initrd.img", "cmdline", "board.json", "os-1.1.sqfs" })
         {
-            if (!File.Exists(Path.Combine(ImageDirectory, file)))
+            if (!File.Exists(Path.Combine(imageDirectory, file)))
             {
-                Assert.Fail($"{Path.Combine(ImageDirectory, file)} is missing: run `make image` (make system-test does)");
+                Assert.Fail($"{Path.Combine(imageDirectory, file)} is missing: run `make image BOARD={board}` (make system-test does)");
             }
         }
         // the QEMU program is the board's (board.json qemu.command)
-        var board = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ImageDirectory, "board.json")));
-        var qemu = board?["qemu"]?["command"]?.GetValue<string>() ?? "";
-        if (qemu.Length == 0) { Assert.Fail($"{Path.Combine(ImageDirectory, "board.json")}: qemu.command is missing"); }
+        var description = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(imageDirectory, "board.json")));
+        var qemu = description?["qemu"]?["command"]?.GetValue<string>() ?? "";
+        if (qemu.Length == 0) { Assert.Fail($"{Path.Combine(imageDirectory, "board.json")}: qemu.command is missing"); }
         foreach (var tool in new[] { qemu, "socat", "jq" })
         {
             if (!Environment.GetEnvironmentVariable("PATH")!.Split(':').Any(d => File.Exists(Path.Combine(d, tool))))
@@ -83,9 +90,11 @@ public sealed class QemuLab : IAsyncDisposable
         }
     }
 
-    public static async Task<QemuLab> StartAsync()
+    /// <summary>Starts the server with the lab catalogue of <paramref name="board"/>'s image (default qemu-x86_64).</summary>
+    public static async Task<QemuLab> StartAsync(string board = "qemu-x86_64")
     {
-        RequireImage();
+        RequireImage(board);
+        var imageDirectory = ImageDirectoryOf(board);
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-qemu-" + Guid.NewGuid().ToString("N")[..10]);
         Directory.CreateDirectory(root);
         var mqttPort = TestServer.FreePort();
@@ -97,8 +106,8 @@ public sealed class QemuLab : IAsyncDisposable
         var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var store = app.Services.GetRequiredService<TsunaguStore>();
         DemoCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
-        LabCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, LabCatalogue.UpdateOsImage(ImageDirectory));
-        var lab = new QemuLab(root, app, releaseKey) { MqttPort = mqttPort };
+        LabCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, LabCatalogue.UpdateOsImage(imageDirectory));
+        var lab = new QemuLab(root, app, releaseKey) { MqttPort = mqttPort, Board = LabCatalogue.BoardOf(imageDirectory) };
         app.Use(async (context, next) =>
         {
             if (context.Request.Path.StartsWithSegments(Routes.Prefix + "/provisioning", StringComparison.Ordinal))
@@ -124,7 +133,7 @@ public sealed class QemuLab : IAsyncDisposable
         var disk = Path.Combine(dir, "disk.img");
         TestServer.Run("cp", ["--sparse=always", Path.Combine(ImageDirectory, "disk.img"), disk]);
         var mac = MacOf(index);
-        var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"QEMU-{index:D4}", LabCatalogue.HardwareVersion, LabCatalogue.Board,
+        var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"QEMU-{index:D4}", LabCatalogue.HardwareVersion, Board,
             $"https://10.0.2.100:{Port}/", provisional ?? new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
             App.Services.GetRequiredService<UnitKey>().Bytes);
         isp ??= new WanAccount("dhcp");
@@ -156,7 +165,7 @@ public sealed class QemuLab : IAsyncDisposable
 
     /// <summary>Pattern qemu-3 and update qemu-2-to-3, whose OS image is <paramref name="osImage"/> (one that does not boot).</summary>
     public void AddBrokenUpdate(string osImage) =>
-        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, BrokenUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
+        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, Board, BrokenUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
             new PatternRow { Id = BrokenPattern, Name = "OS image without init", OsVersion = "tsunagu-os 1.2" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
 
     public const string HangingPattern = "qemu-4";
@@ -164,7 +173,7 @@ public sealed class QemuLab : IAsyncDisposable
 
     /// <summary>Pattern qemu-4 and update qemu-2-to-4, whose OS image is <paramref name="osImage"/> (one that boots and hangs).</summary>
     public void AddHangingUpdate(string osImage) =>
-        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, HangingUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
+        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, Board, HangingUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
             new PatternRow { Id = HangingPattern, Name = "OS image that hangs", OsVersion = "tsunagu-os 1.3" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
 
     /// <summary>The operator's forced check (MQTT push) for one unit.</summary>
@@ -218,7 +227,7 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "qemu-run.sh"));
         start.Environment["DISK"] = Disk;
-        start.Environment["IMAGE_DIR"] = QemuLab.ImageDirectory;
+        start.Environment["IMAGE_DIR"] = lab.ImageDirectory;
         start.Environment["SERVER_PORT"] = lab.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
         start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
         start.Environment["MAC"] = Mac;
@@ -307,7 +316,7 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         return answer;
     }
 
-    /// <summary>Runs a shell command on the unit's service console (ttyS1) and returns its output.</summary>
+    /// <summary>Runs a shell command on the unit's service console (ttyS1, or the board's image.serviceConsole) and returns its output.</summary>
     public async Task<string> ShellAsync(string command, TimeSpan? timeout = null)
     {
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);

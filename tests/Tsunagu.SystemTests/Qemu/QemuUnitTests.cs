@@ -23,13 +23,19 @@ public sealed class QemuUnitTests
     public async Task StopLab() => await _lab.DisposeAsync();
 
     [Test]
-    public async Task First_boot_provisions_updates_to_pattern_2_reboots_into_the_new_slot_and_is_ready()
+    public Task First_boot_provisions_updates_to_pattern_2_reboots_into_the_new_slot_and_is_ready() => FirstBootAsync(_lab, 1, BootToReady);
+
+    /// <summary>
+    /// First boot of a new unit of <paramref name="lab"/>'s board: provisioning, the update to qemu-2, its reboot into
+    /// slot B and Ready with the services; prom and factory read-only; then a normal power-on to Ready (every board).
+    /// </summary>
+    internal static async Task FirstBootAsync(QemuLab lab, int index, TimeSpan bootToReady)
     {
-        await using var unit = await _lab.AddUnitAsync(1);
+        await using var unit = await lab.AddUnitAsync(index);
         var clock = Stopwatch.StartNew();
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
-        TestContext.Out.WriteLine($"boot to Ready on {LabCatalogue.Pattern2} (including the update and its reboot): {clock.Elapsed.TotalSeconds:0.0} s");
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
+        TestContext.Out.WriteLine($"{lab.Board}: boot to Ready on {LabCatalogue.Pattern2} (including the update and its reboot): {clock.Elapsed.TotalSeconds:0.0} s");
         var console = unit.FullConsole();
         Assert.That(console, Does.Contain("tsunagu-boot: starting slot a"), "the first boot runs the factory OS in slot A");
         Assert.That(console, Does.Contain("Tsunagu OS tsunagu-os 1.1 (b)"), "after the update the unit runs OS 1.1 from slot B");
@@ -41,7 +47,7 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("pidof dnsmasq >/dev/null && echo running"), Is.EqualTo("running"));
         Assert.That(await unit.ShellAsync("squid -v | head -n 1"), Does.StartWith("Squid Cache: Version"), "a board with a cache disk carries squid");
         Assert.That(await unit.ShellAsync("grep ' /hdd ' /proc/mounts | cut -d' ' -f3"), Is.EqualTo("ext4"), "the cache disk is formatted and mounted");
-        var server = _lab.Unit(unit.Mac)!;
+        var server = lab.Unit(unit.Mac)!;
         Assert.That(server.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
         // prom and factory are read-only at the block layer (the boot program's blockdev --setro); data is writable
         foreach (var (name, readOnly) in new[] { ("prom", true), ("factory", true), ("data", false) })
@@ -59,13 +65,13 @@ public sealed class QemuUnitTests
         // measurements for docs/image.md: the supervisor's memory at Ready, and a normal boot (stored settings) to Ready
         var rss = await unit.ShellAsync("grep VmRSS /proc/$(pidof tsunagud)/status");
         var size = await unit.ShellAsync("wc -c < /usr/lib/tsunagu/tsunagud");
-        TestContext.Out.WriteLine($"tsunagud at Ready: {rss}; binary {size} bytes");
+        TestContext.Out.WriteLine($"{lab.Board}: tsunagud at Ready: {rss}; binary {size} bytes");
         Assert.That(rss, Does.Match(@"VmRSS:\s+\d+ kB"));
         await unit.PowerOffAsync();
         clock.Restart();
         unit.PowerOn();
-        await unit.WaitAsync(() => unit.Console().Contains("--> Ready"), BootToReady, "Ready after a normal power-on");
-        TestContext.Out.WriteLine($"power-on to Ready with stored settings: {clock.Elapsed.TotalSeconds:0.0} s");
+        await unit.WaitAsync(() => unit.Console().Contains("--> Ready"), bootToReady, "Ready after a normal power-on");
+        TestContext.Out.WriteLine($"{lab.Board}: power-on to Ready with stored settings: {clock.Elapsed.TotalSeconds:0.0} s");
         Assert.That(unit.Console(), Does.Contain("Boot --Success--> Main"), "a normal boot with valid stored settings goes straight to Main");
     }
 
@@ -90,27 +96,33 @@ public sealed class QemuUnitTests
     }
 
     [Test]
-    public async Task A_new_slot_that_does_not_come_up_falls_back_to_the_old_slot_and_the_failure_is_reported()
+    public Task A_new_slot_that_does_not_come_up_falls_back_to_the_old_slot_and_the_failure_is_reported() => SlotFallbackAsync(_lab, 3, BootToReady);
+
+    /// <summary>
+    /// A new slot that does not come up on <paramref name="lab"/>'s board: three tries, the old slot again, the failure
+    /// reported, Ready on qemu-2 (every board).
+    /// </summary>
+    internal static async Task SlotFallbackAsync(QemuLab lab, int index, TimeSpan bootToReady)
     {
         // qemu-3: an OS image that mounts but has no init, so the kernel panics on every try (panic=1 restarts it)
-        var broken = Path.Combine(_lab.Root, "broken-os");
+        var broken = Path.Combine(lab.Root, "broken-os");
         Directory.CreateDirectory(Path.Combine(broken, "etc"));
         await File.WriteAllTextAsync(Path.Combine(broken, "etc", "os-version"), "tsunagu-os 1.2\n");
-        TestServer.Run("mksquashfs", [broken, Path.Combine(_lab.Root, "broken.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd"]);
-        _lab.AddBrokenUpdate(Path.Combine(_lab.Root, "broken.sqfs"));
-        await using var unit = await _lab.AddUnitAsync(3);
+        TestServer.Run("mksquashfs", [broken, Path.Combine(lab.Root, "broken.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd"]);
+        lab.AddBrokenUpdate(Path.Combine(lab.Root, "broken.sqfs"));
+        await using var unit = await lab.AddUnitAsync(index);
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
-        _lab.Store.SetTargetPattern(unit.Mac, QemuLab.BrokenPattern);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
+        lab.Store.SetTargetPattern(unit.Mac, QemuLab.BrokenPattern);
         Assert.That(await unit.MonitorAsync("info status"), Does.Contain("running"));
-        await _lab.ForceCheckAsync(unit.Mac);
-        await unit.WaitAsync(() => _lab.Unit(unit.Mac)?.LastError?.Contains($"update {QemuLab.BrokenUpdate} failed", StringComparison.Ordinal) == true,
-            BootToReady, "the failure report of the broken update");
+        await lab.ForceCheckAsync(unit.Mac);
+        await unit.WaitAsync(() => lab.Unit(unit.Mac)?.LastError?.Contains($"update {QemuLab.BrokenUpdate} failed", StringComparison.Ordinal) == true,
+            bootToReady, "the failure report of the broken update");
         var console = unit.FullConsole();
         Assert.That(console, Does.Contain("trying slot a (2 tries left after this one)"));
         Assert.That(console, Does.Contain("trying slot a (0 tries left after this one)"));
         Assert.That(console, Does.Contain("slot a did not come up within its tries; marking it bad"));
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
         var state = await unit.ShellAsync("cat /data/boot/state");
         Assert.That(state, Does.Contain("primary=b").And.Contain("a_good=0").And.Contain("last_failed=a"));
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "the unit runs the old slot again");
@@ -122,7 +134,7 @@ public sealed class QemuUnitTests
         // qemu-4: OS 1.1's image whose supervisor never starts: the OS boots and hangs, nothing feeds the watchdog the
         // boot program armed, nothing panics
         var hung = Path.Combine(_lab.Root, "hung-os");
-        TestServer.Run("unsquashfs", ["-q", "-d", hung, LabCatalogue.UpdateOsImage(QemuLab.ImageDirectory)]);
+        TestServer.Run("unsquashfs", ["-q", "-d", hung, LabCatalogue.UpdateOsImage(_lab.ImageDirectory)]);
         var run = Path.Combine(hung, "usr", "lib", "tsunagu", "tsunagud-run");
         File.Delete(run);
         await File.WriteAllTextAsync(run, "#!/bin/sh\necho 'tsunagud-run: this OS hangs' > /dev/console\nexec sleep 2147483647\n");

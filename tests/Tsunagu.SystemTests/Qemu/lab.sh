@@ -1,8 +1,9 @@
 #!/bin/bash
-# lab.sh: one unit of the qemu-x86_64 board against the server of `make run` (run that first, in another
-# terminal, after `make image`). It checks the server and its catalogue first, then gives the unit its own copy
-# of the image under .tsunagu/lab (copied and burned under a temporary name, renamed when complete), its factory
-# partition burned and registered (target pattern qemu-2); re-running reuses a burned copy.
+# lab.sh: one unit of a QEMU board (its image's board.json; qemu-x86_64 unless IMAGE_DIR names another image)
+# against the server of `make run` (run that first, in another terminal, after `make image`). It checks the server
+# and its catalogue first, then gives the unit its own copy of the image under .tsunagu/lab (copied and burned under
+# a temporary name, renamed when complete), its factory partition burned and registered (target pattern qemu-2);
+# re-running reuses a burned copy.
 set -euo pipefail
 DEMO=${DEMO:-.tsunagu/demo}
 LAB=${LAB:-.tsunagu/lab}
@@ -37,7 +38,7 @@ else
     cp --sparse=always "$IMAGE_DIR/disk.img" "$LAB/disk.img.part"
     reimage=()
     tsunagu units show "$MAC" >/dev/null 2>&1 && reimage=(--reimage)
-    tsunagu factory burn --image "$LAB/disk.img.part" --mac "$MAC" --serial LAB-0001 --hardware qemu-r1 --board qemu-x86_64 \
+    tsunagu factory burn --image "$LAB/disk.img.part" --mac "$MAC" --serial LAB-0001 --hardware qemu-r1 --board "$(jq -r .name "$IMAGE_DIR/board.json")" \
         --provisional-method dhcp --isp-method dhcp --target "$TARGET" --bootstrap-url "https://10.0.2.100:$PORT/" \
         --unit-key "$DEMO/server/keys/unit.key" --release-public-key "$(cat "$DEMO/release.pub")" "${reimage[@]}"
     mv "$LAB/disk.img.part" "$LAB/disk.img"

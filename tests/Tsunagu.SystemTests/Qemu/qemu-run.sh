@@ -1,6 +1,7 @@
 #!/bin/bash
 # qemu-run.sh: boots one unit of a QEMU board under TCG: the QEMU program and machine come from the image's board.json
-# (`qemu.command`, `qemu.args`). Networking is only QEMU user networking with restrict=on (no way out) and guestfwd to
+# (`qemu.command`, `qemu.args`, and `qemu.serviceConsole`: where the debug image's service shell is, `serial` for the
+# second serial port (default) or `virtio` for a virtio console, hvc0, on a machine with one serial port). Networking is only QEMU user networking with restrict=on (no way out) and guestfwd to
 # the server on 127.0.0.1: the unit reaches the server at 10.0.2.100.
 #
 # Environment:
@@ -11,7 +12,7 @@
 #   SERVER_PORT   the server's HTTPS port on 127.0.0.1 (the unit uses 10.0.2.100:SAME) default 8443
 #   MQTT_PORT     the MQTT broker port on 127.0.0.1                                    default 1883
 #   MAC           the WAN interface's MAC (the unit's identity)                        default 52:54:00:12:34:56
-#   RUN_DIR       where console.log, monitor.sock (QEMU monitor) and shell.sock (service shell on ttyS1) go
+#   RUN_DIR       where console.log, monitor.sock (QEMU monitor) and shell.sock (the service shell) go
 #   CONSOLE       'stdio' (interactive; Ctrl-A X quits) or 'file' (RUN_DIR/console.log) default stdio
 #   MEMORY        guest RAM in MiB                                                     default 512
 #   WAN_SOCKET    instead of user networking, the WAN port is a QEMU socket link to this loopback HOST:PORT (the
@@ -34,6 +35,7 @@ command -v jq >/dev/null || { echo "qemu-run: jq is missing (apt-get install jq)
 QEMU=$(jq -r '.qemu.command // empty' "$IMAGE_DIR/board.json")
 [ -n "$QEMU" ] || { echo "qemu-run: $IMAGE_DIR/board.json: qemu.command: missing (this board is not a QEMU machine)" >&2; exit 2; }
 mapfile -t machine < <(jq -r '.qemu.args // [] | .[]' "$IMAGE_DIR/board.json")
+SHELL_PORT=$(jq -r '.qemu.serviceConsole // "serial"' "$IMAGE_DIR/board.json")
 CMDLINE=$(tr -s '\n' ' ' < "$IMAGE_DIR/cmdline")
 mkdir -p "$RUN_DIR"
 rm -f "$RUN_DIR/monitor.sock" "$RUN_DIR/shell.sock"
@@ -60,5 +62,10 @@ if [ "$CONSOLE" = stdio ]; then
 else
     args+=(-serial "file:$RUN_DIR/console.log")
 fi
-args+=(-serial "unix:$RUN_DIR/shell.sock,server=on,wait=off")
+case "$SHELL_PORT" in
+    serial) args+=(-serial "unix:$RUN_DIR/shell.sock,server=on,wait=off") ;;
+    virtio) args+=(-device virtio-serial-pci -chardev "socket,id=shell,path=$RUN_DIR/shell.sock,server=on,wait=off"
+                   -device virtconsole,chardev=shell) ;;
+    *) echo "qemu-run: $IMAGE_DIR/board.json: qemu.serviceConsole: '$SHELL_PORT' is neither serial nor virtio" >&2; exit 2 ;;
+esac
 exec "$QEMU" "${args[@]}"
