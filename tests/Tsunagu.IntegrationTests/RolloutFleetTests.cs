@@ -206,7 +206,7 @@ public class RolloutFleetTests
     }
 
     /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of importance 5.</summary>
-    private static async Task AddPattern3Async(TestServer server, OperatorClient client)
+    public static async Task AddPattern3Async(TestServer server, OperatorClient client)
     {
         await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
         var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };

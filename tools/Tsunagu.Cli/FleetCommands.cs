@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Server.Fleet;
@@ -123,11 +122,11 @@ public static class FleetCommands
     }
 
     /// <summary>"5%,15%,80%" or "10,50,100%": each wave a count or a percent of the group.</summary>
-    public static List<WaveSpec> ParseWaves(string text) =>
-        text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(w =>
-            w.EndsWith('%') && int.TryParse(w[..^1], NumberStyles.None, CultureInfo.InvariantCulture, out var p) ? new WaveSpec(Percent: p)
-            : int.TryParse(w, NumberStyles.None, CultureInfo.InvariantCulture, out var c) ? new WaveSpec(Count: c)
-            : throw new ArgumentException($"--waves: '{w}' is neither a count (10) nor a percent (10%)")).ToList();
+    public static List<WaveSpec> ParseWaves(string text)
+    {
+        var (waves, error) = RolloutEngine.ParseWaves(text);
+        return waves ?? throw new ArgumentException("--" + error);
+    }
 
     /// <summary>The per-wave progress table of a rollout.</summary>
     public static void PrintRollout(RolloutView v)

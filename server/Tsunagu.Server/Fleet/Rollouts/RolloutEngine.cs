@@ -101,6 +101,26 @@ public static class RolloutEngine
     }
 
     /// <summary>
+    /// Waves written as the operator types them (CLI <c>--waves</c>, the console's form): counts or percents separated by
+    /// commas, e.g. <c>5%,15%,80%</c> or <c>10,100%</c>. Null and why, when the text is not such a list.
+    /// </summary>
+    public static (List<WaveSpec>? Waves, string? Error) ParseWaves(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) { return (null, "waves: counts or percents separated by commas, e.g. 5%,15%,80%"); }
+        var waves = new List<WaveSpec>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
+        {
+            var style = System.Globalization.NumberStyles.None;
+            var culture = System.Globalization.CultureInfo.InvariantCulture;
+            if (part.EndsWith('%') && part.Length is > 1 and <= 8 && int.TryParse(part[..^1], style, culture, out var p)) { waves.Add(new WaveSpec(Percent: p)); }
+            else if (part.Length is > 0 and <= 8 && int.TryParse(part, style, culture, out var c)) { waves.Add(new WaveSpec(Count: c)); }
+            else { return (null, $"waves: '{Apis.InputRules.Quote(part)}' is neither a count (10) nor a percent (10%)"); }
+            if (waves.Count > MaxWaves) { break; }
+        }
+        return (waves, null);
+    }
+
+    /// <summary>
     /// Each wave's size for <paramref name="total"/> units: a count as given, a percent of the total (rounded up), never
     /// more than what is left; the last wave takes everything left, so the sizes add up to the total.
     /// </summary>

@@ -139,6 +139,26 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             new AuditEntry(actor, $"rollout.{action}", name, action == "resume" ? "running; failures reported before now no longer count" : to));
     }
 
+    /// <summary>
+    /// The operator's action as the API and the console take it: <see cref="Act"/>, then a pass of the engine after a
+    /// resume (a wave whose threshold was met meanwhile opens at once). A <see cref="RolloutRuleException"/> when the
+    /// rollout does not exist (not <see cref="RolloutRuleException.Conflict"/>) or its state does not allow the action
+    /// (conflict); nothing was written then.
+    /// </summary>
+    public async Task<RolloutView> ActAsync(string? name, string action, string actor, CancellationToken ct)
+    {
+        if (!Apis.InputRules.IsIdentifier(name) || store.GetRollout(name) is not { } row)
+        {
+            throw new RolloutRuleException($"no rollout '{Apis.InputRules.Quote(name)}'");
+        }
+        if (!Act(name, action, actor))
+        {
+            throw new RolloutRuleException($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot {action}", conflict: true);
+        }
+        if (action == "resume") { await TickAsync(ct); }
+        return View(store.GetRollout(name)!);
+    }
+
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
     public IReadOnlyList<string> EmergencyStop(string actor) =>
         store.ListRollouts(activeOnly: true).Where(r => r.State == RolloutStates.Running)

@@ -40,15 +40,16 @@ public static class RolloutsApi
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         foreach (var action in new[] { "pause", "resume", "abort" })
         {
-            api.MapPost($"/{{name}}/{action}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, TsunaguStore store, HttpContext http) =>
+            api.MapPost($"/{{name}}/{action}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, HttpContext http) =>
                 {
-                    if (!InputRules.IsIdentifier(name) || store.GetRollout(name) is not { } row) { return Problems.NotFound($"no rollout '{InputRules.Quote(name)}'"); }
-                    if (!rollouts.Act(name, action, http.Caller().Subject))
+                    try
                     {
-                        return Problems.Conflict($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot {action}");
+                        return TypedResults.Ok(await rollouts.ActAsync(name, action, http.Caller().Subject, http.RequestAborted));
                     }
-                    if (action == "resume") { await rollouts.TickAsync(http.RequestAborted); }
-                    return TypedResults.Ok(rollouts.View(store.GetRollout(name)!));
+                    catch (RolloutRuleException e)
+                    {
+                        return e.Conflict ? Problems.Conflict(e.Message) : Problems.NotFound(e.Message);
+                    }
                 })
                 .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         }
