@@ -57,7 +57,7 @@ public class ConsoleRolloutTests
         // the units run pattern 2 (their inventory says so), not started: nothing installs
         var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
         foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
-        await RolloutFleetTests.AddPattern3Async(server, client);
+        await RolloutCatalogue.AddPattern3Async(server, client);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That(await admin.GetStringAsync("/console"), Does.Contain("href=\"/console/rollouts\"").And.Contain("href=\"/console/groups\""));
 

@@ -1,14 +1,10 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Demo;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Apis;
-using Tsunagu.Server.Catalogue;
-using Tsunagu.Server.Data;
 using Tsunagu.Server.Fleet;
 using Tsunagu.Server.Fleet.Rollouts;
 
@@ -86,7 +82,7 @@ public class RolloutFleetTests
             .Concat(plan.Where(p => p.Value > 0).Select(p => p.Key).Order().Where((_, i) => i % 4 == 0)).ToHashSet();
         foreach (var mac in failing) { networks[mac].Failing = true; }
 
-        await AddPattern3Async(server, client);
+        await RolloutCatalogue.AddPattern3Async(server, client);
         var created = await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 50, ErrorPercent: 20));
         Assert.That(created.Waves.Select(w => w.Members), Is.EqualTo(new[] { 4, 3, 5 }));
@@ -203,19 +199,5 @@ public class RolloutFleetTests
         var tagged = await Call<List<UnitView>>(client, HttpMethod.Get, $"{FleetApi.TagsRoute}/beta/units");
         Assert.That(tagged.Select(u => u.Mac), Is.EquivalentTo(beta.Members!));
         Assert.That(server.Store.ListAudit(50).Any(a => a.Action == "unit.tags" && a.Target == mac), Is.True);
-    }
-
-    /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of importance 5.</summary>
-    public static async Task AddPattern3Async(TestServer server, OperatorClient client)
-    {
-        await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
-        var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
-        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps));
-        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
-        var body = new ByteArrayContent(DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" },
-            server.ReleaseKey, DateTimeOffset.UtcNow));
-        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", body, CancellationToken.None), Json)!;
-        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", 5, 1, artifact.Sha256));
     }
 }
