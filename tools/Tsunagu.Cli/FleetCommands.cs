@@ -139,6 +139,7 @@ public static class FleetCommands
             var label = w.Wave == 0 ? "all" : $"{w.Wave} ({v.WaveSpecs[w.Wave - 1]})";
             Console.WriteLine($"  {label,-6}{(w.Wave == 0 ? "" : w.Open ? "yes" : "no"),-6}{w.Members,7}{w.Pending,9}{w.Downloading,13}{w.Installed,11}{w.Failed,8}{w.Offline,9}");
         }
+        foreach (var m in v.Returns ?? []) { Console.WriteLine($"  {m.Mac}: {m.Outcome}"); }
     }
 
     /// <summary>`rollout create|list|show|pause|resume|abort|stop`.</summary>
@@ -183,14 +184,19 @@ public static class FleetCommands
             return 0;
         }));
         var command = new Command("rollout", "staged rollouts: move a group from one install pattern to another, wave by wave") { create, list, show };
+        var revert = new Option<bool>("--revert") { Description = "abort: units the rollout moved (or is moving) return to the pattern they ran before" };
         foreach (var action in new[] { "pause", "resume", "abort" })
         {
             var act = WithConnection(new Command(action, $"{action} a rollout") { name }, connection);
+            if (action == "abort") { act.Options.Add(revert); }
             act.SetAction((r, ct) => guard(async () =>
             {
                 using var client = connect(r);
-                PrintRollout(JsonSerializer.Deserialize<RolloutView>(
-                    await client.SendAsync(HttpMethod.Post, $"{RolloutsApi.Route}/{Uri.EscapeDataString(r.GetValue(name)!)}/{action}", null, ct), JsonSerializerOptions.Web)!);
+                var path = $"{RolloutsApi.Route}/{Uri.EscapeDataString(r.GetValue(name)!)}/{action}";
+                var body = action == "abort" && r.GetValue(revert)
+                    ? await client.SendJsonAsync(HttpMethod.Post, path, new AbortRequest(AbortChoices.Revert), ct)
+                    : await client.SendAsync(HttpMethod.Post, path, null, ct);
+                PrintRollout(JsonSerializer.Deserialize<RolloutView>(body, JsonSerializerOptions.Web)!);
                 return 0;
             }));
             command.Subcommands.Add(act);

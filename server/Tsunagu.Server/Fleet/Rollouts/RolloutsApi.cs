@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
@@ -38,7 +39,7 @@ public static class RolloutsApi
                 return TypedResults.Created($"{Route}/{view.Name}", view);
             })
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
-        foreach (var action in new[] { "pause", "resume", "abort" })
+        foreach (var action in new[] { "pause", "resume" })
         {
             api.MapPost($"/{{name}}/{action}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, HttpContext http) =>
                 {
@@ -53,6 +54,20 @@ public static class RolloutsApi
                 })
                 .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         }
+        // the body is optional: {"units": "keep"} (the default: moved units stay) or {"units": "revert"} (they return)
+        api.MapPost("/{name}/abort", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, [FromBody] AbortRequest? request, RolloutService rollouts, HttpContext http) =>
+            {
+                try
+                {
+                    return TypedResults.Ok(await rollouts.ActAsync(name, "abort", http.Caller().Subject, http.RequestAborted, request?.Units));
+                }
+                catch (RolloutRuleException e)
+                {
+                    return e.Conflict ? Problems.Conflict(e.Message) : e.Bad ? Problems.BadRequest(e.Message, "units") : Problems.NotFound(e.Message);
+                }
+            })
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .AllowRoles(OperatorRoles.Release);
         api.MapPost("/emergency-stop", (RolloutService rollouts, HttpContext http) => TypedResults.Ok(new EmergencyStopResponse(rollouts.EmergencyStop(http.Caller().Subject))))
             .AllowRoles(OperatorRoles.Check);
     }

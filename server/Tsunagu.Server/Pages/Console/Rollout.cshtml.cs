@@ -71,16 +71,20 @@ public sealed class RolloutModel(TsunaguStore store, RolloutService rollouts) : 
     public Task<IActionResult> OnPostResumeAsync(string name, string? confirm) => ActAsync(name, "resume", confirm);
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public Task<IActionResult> OnPostAbortAsync(string name, string? confirm) => ActAsync(name, "abort", confirm);
+    public Task<IActionResult> OnPostAbortAsync(string name, string? confirm, string? units) => ActAsync(name, "abort", confirm, units ?? AbortChoices.Keep);
 
-    private async Task<IActionResult> ActAsync(string name, string action, string? confirm)
+    private async Task<IActionResult> ActAsync(string name, string action, string? confirm, string? units = null)
     {
         if (!Load(name)) { return NotFound(); }
         if (confirm != "yes") { return Refuse($"tick the box to confirm: {action} {Rollout.Name}", conflict: false); }
         try
         {
-            var view = await rollouts.ActAsync(name, action, Who, HttpContext.RequestAborted);
-            Notice = $"Rollout {view.Name} is {view.State}.";
+            var view = await rollouts.ActAsync(name, action, Who, HttpContext.RequestAborted, units);
+            var returning = view.Returns?.Count(r => r.Outcome.StartsWith("returning", StringComparison.Ordinal)) ?? 0;
+            var cannot = (view.Returns?.Count ?? 0) - returning;
+            Notice = units == AbortChoices.Revert
+                ? $"Rollout {view.Name} is {view.State}: {returning} unit(s) return to {view.FromPattern}, {cannot} cannot."
+                : $"Rollout {view.Name} is {view.State}.";
         }
         catch (RolloutRuleException e)
         {
