@@ -50,6 +50,7 @@ public class AccessibilityTests
             await client.RegisterAsync(TestServer.Registration(identity) with { Subscriber = "alice" }, CancellationToken.None);
         }
         server.Store.Audit(DemoCatalogue.OperatorName, "unit.check", units[0].Mac, null);
+        await RolloutConsoleTests.AddRolloutAsync(server, units);
 
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
@@ -61,6 +62,7 @@ public class AccessibilityTests
                  {
                      "/console", "/console/units", "/console/units?sort=serial&dir=desc&size=1", "/console/units?size=0",
                      $"/console/units/{units[0].Mac}", "/console/register", "/console/catalogue", "/console/programs", "/console/audit",
+                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups",
                  })
         {
             await page.GotoAsync(path);

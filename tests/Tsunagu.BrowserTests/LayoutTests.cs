@@ -8,7 +8,8 @@ namespace Tsunagu.BrowserTests;
 
 /// <summary>
 /// The console's layout at a phone's, a laptop's and a desktop's width: no page is wider than the window, the
-/// register form keeps a usable width beside the CSV help, and the rollout chart never repeats a time on its axis.
+/// register form keeps a usable width beside the CSV help, the overview's rollout chart never repeats a time on its
+/// axis, and a rollout's chart names each wave and each share once.
 /// </summary>
 [NonParallelizable]
 public class LayoutTests
@@ -46,11 +47,13 @@ public class LayoutTests
         foreach (var unit in units.Take(3)) { server.Store.RecordUpdateReport(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2); }
         clock.Now = clock.Now.AddMinutes(1);
         server.Store.RecordUpdateReport(units[3].Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2);
+        await RolloutConsoleTests.AddRolloutAsync(server, units);
 
         await using var browser = await Browser.OpenAsync(server.Url, width, height);
         var page = browser.Page;
         await ConsoleTests.LogInOperatorAsync(page);
-        foreach (var path in new[] { "/console", "/console/units", "/console/register", "/console/catalogue", "/console/audit", "/console/programs", $"/console/units/{units[0].Mac}" })
+        foreach (var path in new[] { "/console", "/console/units", "/console/register", "/console/catalogue", "/console/audit", "/console/programs", $"/console/units/{units[0].Mac}",
+                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups" })
         {
             await page.GotoAsync(path);
             await AssertNoHorizontalOverflowAsync(page, path, width);
@@ -64,6 +67,16 @@ public class LayoutTests
         Assert.That(form, Is.Not.Null);
         Assert.That(form!.Width, Is.GreaterThanOrEqualTo(Math.Min(300, width - 80)), $"the one-unit form at {width} px is {form.Width} px wide");
         await browser.ScreenshotAsync($"console-register-{width}");
+
+        // the rollout's chart: each axis names each wave and each share once
+        await page.GotoAsync("/console/rollouts/lab-p3");
+        var waveLabels = await page.Locator("#rollout-chart .axis-y text").AllTextContentsAsync();
+        var shareLabels = await page.Locator("#rollout-chart .axis-x text").AllTextContentsAsync();
+        Assert.That(waveLabels, Is.EqualTo(new[] { "wave 1", "wave 2", "wave 3" }));
+        Assert.That(shareLabels, Is.Unique.And.Count.EqualTo(5));
+        var chart = await page.Locator("#rollout-chart").BoundingBoxAsync();
+        Assert.That(chart!.Width, Is.LessThanOrEqualTo(width), $"the rollout chart at {width} px");
+        await browser.ScreenshotAsync($"console-rollout-{width}");
 
         await page.GotoAsync("/console");
         var charts = await page.Locator("canvas[data-chart]").EvaluateAllAsync<string[]>("cs => cs.map(c => c.getAttribute('data-chart'))");

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
@@ -86,7 +85,7 @@ public class RolloutFleetTests
             .Concat(plan.Where(p => p.Value > 0).Select(p => p.Key).Order().Where((_, i) => i % 4 == 0)).ToHashSet();
         foreach (var mac in failing) { networks[mac].Failing = true; }
 
-        await AddPattern3Async(server, client);
+        await RolloutCatalogue.AddPattern3Async(server, client);
         var created = await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 50, ErrorPercent: 20));
         Assert.That(created.Waves.Select(w => w.Members), Is.EqualTo(new[] { 4, 3, 5 }));
@@ -142,6 +141,56 @@ public class RolloutFleetTests
         await Call<RolloutView>(client, HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort");
         Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/resume", null, CancellationToken.None))!.Status,
             Is.EqualTo(409));
+    }
+
+    [Test]
+    public async Task An_abort_that_reverts_takes_the_moved_units_back_by_the_update_program_and_leaves_the_rest()
+    {
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
+        var options = TestServer.FastOptions with
+        {
+            Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
+        };
+        await using var server = await TestServer.StartAsync(options);
+        using var client = server.Operator();
+        var units = await server.AddUnitsAsync(4);
+        server.Fleet.StartAll();
+        foreach (var u in units) { await server.WaitReadyAsync(u); }
+        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+        await RolloutCatalogue.AddPattern3Async(server, client);
+        // the program back: pattern 3 -> pattern 2 (a newer bundle carrying the old vcp)
+        using (var back = new ByteArrayContent(DemoCatalogue.BuildBundle("p3-to-p2", 3, "pattern-3", DemoCatalogue.Pattern2,
+                   new Dictionary<string, string> { ["vcp"] = DemoCatalogue.Pattern2Applications["vcp"] }, server.ReleaseKey, DateTimeOffset.UtcNow)))
+        {
+            back.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/octet-stream");
+            var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", back, CancellationToken.None), Json)!;
+            await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p3-to-p2", "pattern-3", DemoCatalogue.Pattern2, 5, 1, artifact.Sha256));
+        }
+        await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)));
+        // wave 1 (two units) installs; wave 2 waits an hour, so the other two are never moved
+        await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 3600));
+        var plan = server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).ToDictionary(m => m.Mac, m => m.Wave);
+        var moved = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().ToList();
+        await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == "pattern-3"), "wave 1 on pattern 3", TimeSpan.FromSeconds(90));
+
+        // a wrong choice is refused and changes nothing (the fleet keeps writing its own rows meanwhile: the rollout's are compared)
+        var wrong = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new { units = "explode" }, CancellationToken.None))!;
+        Assert.That(wrong.Status, Is.EqualTo(400));
+        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Running));
+        Assert.That(server.Store.RolloutReturns("lab-p3"), Is.Empty);
+        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.TargetPattern), Is.All.Null);
+        Assert.That(server.Store.ListAudit(100).Count(a => a.Target == "lab-p3" && a.Action == "rollout.abort"), Is.Zero);
+
+        var aborted = await Call<RolloutView>(client, HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new AbortRequest(AbortChoices.Revert));
+        Assert.That(aborted.State, Is.EqualTo(RolloutStates.Aborted));
+        Assert.That(aborted.Returns!.Select(r => (r.Mac, r.Outcome)), Is.EqualTo(moved.Select(m => (m, "returning to pattern-2"))));
+        await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == DemoCatalogue.Pattern2), "the moved units back on pattern 2", TimeSpan.FromSeconds(90));
+        var reports = server.Store.ListUpdateReports();
+        Assert.That(reports.Where(r => r.UpdateId == "p3-to-p2" && r.Success != 0).Select(r => r.Mac).Order(), Is.EqualTo(moved), "each moved unit went back by the program back, once");
+        Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved), "no unit beyond wave 1 ever installed");
+        Assert.That(units.Where(u => !moved.Contains(u.Mac)).Select(u => server.Store.GetUnit(u.Mac)!.TargetPattern), Is.All.Null, "units never moved are left alone");
+        Assert.That(server.Store.ListAudit(100).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
     }
 
     [Test]
@@ -203,19 +252,5 @@ public class RolloutFleetTests
         var tagged = await Call<List<UnitView>>(client, HttpMethod.Get, $"{FleetApi.TagsRoute}/beta/units");
         Assert.That(tagged.Select(u => u.Mac), Is.EquivalentTo(beta.Members!));
         Assert.That(server.Store.ListAudit(50).Any(a => a.Action == "unit.tags" && a.Target == mac), Is.True);
-    }
-
-    /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of importance 5.</summary>
-    private static async Task AddPattern3Async(TestServer server, OperatorClient client)
-    {
-        await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
-        var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
-        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps));
-        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
-        var body = new ByteArrayContent(DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" },
-            server.ReleaseKey, DateTimeOffset.UtcNow));
-        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", body, CancellationToken.None), Json)!;
-        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", 5, 1, artifact.Sha256));
     }
 }

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Server.Fleet;
@@ -123,11 +122,11 @@ public static class FleetCommands
     }
 
     /// <summary>"5%,15%,80%" or "10,50,100%": each wave a count or a percent of the group.</summary>
-    public static List<WaveSpec> ParseWaves(string text) =>
-        text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(w =>
-            w.EndsWith('%') && int.TryParse(w[..^1], NumberStyles.None, CultureInfo.InvariantCulture, out var p) ? new WaveSpec(Percent: p)
-            : int.TryParse(w, NumberStyles.None, CultureInfo.InvariantCulture, out var c) ? new WaveSpec(Count: c)
-            : throw new ArgumentException($"--waves: '{w}' is neither a count (10) nor a percent (10%)")).ToList();
+    public static List<WaveSpec> ParseWaves(string text)
+    {
+        var (waves, error) = RolloutEngine.ParseWaves(text);
+        return waves ?? throw new ArgumentException("--" + error);
+    }
 
     /// <summary>The per-wave progress table of a rollout.</summary>
     public static void PrintRollout(RolloutView v)
@@ -140,6 +139,7 @@ public static class FleetCommands
             var label = w.Wave == 0 ? "all" : $"{w.Wave} ({v.WaveSpecs[w.Wave - 1]})";
             Console.WriteLine($"  {label,-6}{(w.Wave == 0 ? "" : w.Open ? "yes" : "no"),-6}{w.Members,7}{w.Pending,9}{w.Downloading,13}{w.Installed,11}{w.Failed,8}{w.Offline,9}");
         }
+        foreach (var m in v.Returns ?? []) { Console.WriteLine($"  {m.Mac}: {m.Outcome}"); }
     }
 
     /// <summary>`rollout create|list|show|pause|resume|abort|stop`.</summary>
@@ -184,14 +184,19 @@ public static class FleetCommands
             return 0;
         }));
         var command = new Command("rollout", "staged rollouts: move a group from one install pattern to another, wave by wave") { create, list, show };
+        var revert = new Option<bool>("--revert") { Description = "abort: units the rollout moved (or is moving) return to the pattern they ran before" };
         foreach (var action in new[] { "pause", "resume", "abort" })
         {
             var act = WithConnection(new Command(action, $"{action} a rollout") { name }, connection);
+            if (action == "abort") { act.Options.Add(revert); }
             act.SetAction((r, ct) => guard(async () =>
             {
                 using var client = connect(r);
-                PrintRollout(JsonSerializer.Deserialize<RolloutView>(
-                    await client.SendAsync(HttpMethod.Post, $"{RolloutsApi.Route}/{Uri.EscapeDataString(r.GetValue(name)!)}/{action}", null, ct), JsonSerializerOptions.Web)!);
+                var path = $"{RolloutsApi.Route}/{Uri.EscapeDataString(r.GetValue(name)!)}/{action}";
+                var body = action == "abort" && r.GetValue(revert)
+                    ? await client.SendJsonAsync(HttpMethod.Post, path, new AbortRequest(AbortChoices.Revert), ct)
+                    : await client.SendAsync(HttpMethod.Post, path, null, ct);
+                PrintRollout(JsonSerializer.Deserialize<RolloutView>(body, JsonSerializerOptions.Web)!);
                 return 0;
             }));
             command.Subcommands.Add(act);

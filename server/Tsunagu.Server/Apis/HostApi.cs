@@ -134,6 +134,7 @@ public static class HostApi
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
+                rollouts.Offered(mac, program);
             }
             else
             {

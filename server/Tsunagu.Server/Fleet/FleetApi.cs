@@ -58,18 +58,15 @@ public static class FleetApi
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         groups.MapPost("", Results<Created<GroupView>, ProblemHttpResult> (NewGroup? request, TsunaguStore store, HttpContext http) =>
             {
-                var actor = http.Caller().Subject;
-                var (row, error) = Groups.Check(request, store, actor);
-                if (row is null) { return Problems.BadRequest(error!); }
                 try
                 {
-                    store.AddGroup(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}"));
+                    var view = Groups.Create(request, store, http.Caller().Subject);
+                    return TypedResults.Created($"{GroupsRoute}/{view.Name}", view);
                 }
-                catch (StoreConflictException e)
+                catch (GroupRuleException e)
                 {
-                    return Problems.Conflict(e.Message);
+                    return e.Conflict ? Problems.Conflict(e.Message) : Problems.BadRequest(e.Message);
                 }
-                return TypedResults.Created($"{GroupsRoute}/{row.Name}", Groups.View(row, store.GroupMembers(row), withMembers: true));
             })
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         groups.MapDelete("/{name}", Results<NoContent, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>

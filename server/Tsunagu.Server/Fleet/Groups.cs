@@ -25,10 +25,35 @@ public sealed record NewGroup(string? Name, IReadOnlyList<string>? Macs, GroupFi
 public sealed record GroupView(string Name, string Kind, IReadOnlyList<string>? Macs, GroupFilter? Filter, string CreatedBy, string CreatedAt,
     int MemberCount, IReadOnlyList<string>? Members = null);
 
+/// <summary>A group the operator cannot create as asked (400, or 409 when <see cref="Conflict"/>; nothing written).</summary>
+public sealed class GroupRuleException(string message, bool conflict = false) : Exception(message)
+{
+    public bool Conflict { get; } = conflict;
+}
+
 /// <summary>Static groups (a list of MACs, each a registered unit) and dynamic ones (a filter evaluated whenever the group is used).</summary>
 public static class Groups
 {
     public const int MaxStaticMacs = 100_000;
+
+    /// <summary>
+    /// Creates the group <paramref name="request"/> asks for, with its audit entry (the API and the console both come
+    /// here); a <see cref="GroupRuleException"/> says why not, and then nothing was written.
+    /// </summary>
+    public static GroupView Create(NewGroup? request, TsunaguStore store, string actor)
+    {
+        var (row, error) = Check(request, store, actor);
+        if (row is null) { throw new GroupRuleException(error!); }
+        try
+        {
+            store.AddGroup(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}"));
+        }
+        catch (StoreConflictException e)
+        {
+            throw new GroupRuleException(e.Message, conflict: true);
+        }
+        return View(row, store.GroupMembers(row), withMembers: true);
+    }
 
     /// <summary>The row to store for <paramref name="request"/>, or why it cannot be stored. Reads the store; writes nothing.</summary>
     public static (GroupRow? Row, string? Error) Check(NewGroup? request, TsunaguStore store, string actor)

@@ -345,6 +345,107 @@ public class RolloutEngineTests
                                   $"(of which the decision {service.LastDecisionCost.TotalMilliseconds:0.0} ms)");
     }
 
+    // ---- an abort that returns the units the rollout moved --------------------------------------------------------
+
+    public sealed record ReturnCase(string Name, MemberStatus Status, bool Offered, bool CanReturn, string Expect)
+    {
+        public override string ToString() => Name;
+    }
+
+    private static IEnumerable<ReturnCase> ReturnCases() =>
+    [
+        new("an installed unit returns", MemberStatus.Installed, true, true, "return"),
+        new("a unit still installing returns (after its install, by the program back)", MemberStatus.Downloading, true, true, "return"),
+        new("an offline unit that was offered returns when it comes back", MemberStatus.Offline, true, true, "return"),
+        new("a unit offered but not yet installing is held on its pattern", MemberStatus.Pending, true, true, "return"),
+        new("a unit that failed went back by its own rollback", MemberStatus.Failed, true, true, "none"),
+        new("a unit never offered was never moved", MemberStatus.Pending, false, true, "none"),
+        new("an offline unit never offered was never moved", MemberStatus.Offline, false, true, "none"),
+        new("an installed unit with no way back is reported", MemberStatus.Installed, true, false, "cannot"),
+        new("a unit still installing with no way back is reported", MemberStatus.Downloading, true, false, "cannot"),
+        new("a failed unit needs no way back", MemberStatus.Failed, true, false, "none"),
+    ];
+
+    [TestCaseSource(nameof(ReturnCases))]
+    public void PlanReturn(ReturnCase c)
+    {
+        var member = new ReturnCandidate("02:00:00:00:00:01", c.Status, c.Offered ? "x" : null);
+        var asked = new List<string>();
+        var plan = RolloutEngine.PlanReturn([member], p => { asked.Add(p); return c.CanReturn ? null : "no update program leads from y back to x"; });
+        var got = plan.Return.Count == 1 ? "return" : plan.Cannot.Count == 1 ? "cannot" : "none";
+        Assert.That(got, Is.EqualTo(c.Expect));
+        Assert.That(plan.Return.Count + plan.Cannot.Count, Is.LessThanOrEqualTo(1), "a member is returned or reported, never both");
+        if (got == "return") { Assert.That(plan.Return[0], Is.EqualTo((member.Mac, "x")), "it returns to the pattern recorded when it was moved"); }
+        if (got == "cannot") { Assert.That(plan.Cannot[0].Why, Does.Contain("no update program")); }
+        Assert.That(asked, Is.All.EqualTo("x"), "only the recorded pattern is asked about");
+    }
+
+    /// <summary>A version check as the host makes it, for the rollout's sake: the program toward the target, the gate, the offer recorded.</summary>
+    private static string? Check(TsunaguStore store, RolloutService service, string mac)
+    {
+        var unit = store.GetUnitForCheck(mac)!;
+        if (unit.TargetPattern == unit.Pattern) { return null; }
+        var program = store.FindUpdateProgram(unit.Pattern!, unit.TargetPattern);
+        if (program is null || service.Gate(mac, program) is not null) { return null; }
+        service.Offered(mac, program);
+        return program.Id;
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public async Task An_abort_that_reverts_returns_the_moved_units_by_the_program_back_or_says_which_cannot(bool programBack)
+    {
+        var (store, service) = Start();
+        foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
+        {
+            store.AddPattern(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+        }
+        store.AddUpdateProgram(XtoY);
+        var YtoX = new UpdateProgramRow { Id = "y-to-x", FromPattern = "y", ToPattern = "x", Importance = 5 };
+        if (programBack) { store.AddUpdateProgram(YtoX); }
+        for (var i = 0; i < 10; i++) { AddUnitOnX(store, i); store.SetTags(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+        AddRollout(store, 10);
+        var waveOf = store.RolloutMembers(store.GetRollout("r1")!).ToDictionary(m => m.Mac, m => m.Wave);
+        var first = waveOf.Where(w => w.Value == 0).Select(w => w.Key).Order().ToList();
+        // wave 1: one unit installs; the other is offered and is still installing when the operator aborts
+        Assert.That(Check(store, service, first[0]), Is.EqualTo(XtoY.Id));
+        store.RecordUpdateOutcome(new UpdateOutcome(first[0], XtoY.Id, true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
+        Assert.That(Check(store, service, first[1]), Is.EqualTo(XtoY.Id));
+        store.RecordInventory(first[1], OnX, "x", UnitStates.Updating);
+        _time.Advance(TimeSpan.FromMinutes(5));
+
+        var before = store.GetUnit(Mac(9))!.TargetPattern;
+        Assert.ThrowsAsync<RolloutRuleException>(() => service.ActAsync("r1", "abort", "alice", CancellationToken.None, "explode"));
+        Assert.That(store.GetRollout("r1")!.State, Is.EqualTo(RolloutStates.Running), "a wrong choice changes nothing");
+        var view = await service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
+        Assert.That(view.State, Is.EqualTo(RolloutStates.Aborted));
+        var returns = view.Returns!.ToDictionary(r => r.Mac, r => r.Outcome);
+        Assert.That(returns.Keys, Is.EquivalentTo(first), "exactly the units the rollout moved or is moving");
+        var audit = store.ListAudit(20).First(a => a.Target == "r1");
+        Assert.That(audit.Action, Is.EqualTo("rollout.abort"));
+        Assert.That(store.ListUnits().Where(u => !first.Contains(u.Mac)).Select(u => u.TargetPattern), Is.All.EqualTo(before), "units never moved are left alone");
+        if (!programBack)
+        {
+            Assert.That(returns.Values, Is.All.EqualTo("cannot return: no update program leads from y back to x"));
+            Assert.That(audit.Detail, Does.Contain("2 cannot"));
+            Assert.That(first.Select(m => store.GetUnit(m)!.TargetPattern), Is.All.Null, "a unit that cannot return is left as it was");
+            Assert.That(Check(store, service, first[0]), Is.Null);
+            return;
+        }
+        Assert.That(returns.Values, Is.All.EqualTo("returning to x"));
+        Assert.That(audit.Detail, Does.Contain("2 return"));
+        Assert.That(first.Select(m => store.GetUnit(m)!.TargetPattern), Is.All.EqualTo("x"));
+        // the installed unit is offered the program back at its next check; the one installing, once its install is done
+        Assert.That(Check(store, service, first[0]), Is.EqualTo(YtoX.Id));
+        Assert.That(Check(store, service, first[1]), Is.Null, "still on x: nothing to take while installing");
+        store.RecordUpdateOutcome(new UpdateOutcome(first[1], XtoY.Id, true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
+        Assert.That(Check(store, service, first[1]), Is.EqualTo(YtoX.Id));
+        // and no unit of the group is offered x -> y any more
+        Assert.That(Enumerable.Range(0, 10).Select(Mac).Where(m => store.GetUnitForCheck(m)!.Pattern == "x").Select(m => Check(store, service, m)), Is.All.Null);
+        // the rollout is over: a second abort is refused
+        Assert.ThrowsAsync<RolloutRuleException>(() => service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert));
+    }
+
     private static void AddRolloutOf(TsunaguStore store, IReadOnlyList<string> macs)
     {
         store.AddGroup(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },

@@ -64,6 +64,21 @@ public static class RolloutActions
 /// </summary>
 public sealed record RolloutDecision(string Action, string State, int OpenWaves, string Detail, IReadOnlyList<RolloutMember> Joins);
 
+/// <summary>What the operator chooses for the units a rollout already moved when aborting it.</summary>
+public static class AbortChoices
+{
+    /// <summary>Moved units stay on the new pattern; units not moved stay on the old one (the transition stays held).</summary>
+    public const string Keep = "keep";
+    /// <summary>Units the rollout moved (or is moving) return to the pattern they ran before, by the update program back.</summary>
+    public const string Revert = "revert";
+}
+
+/// <summary>A member as an abort with <see cref="AbortChoices.Revert"/> sees it: its status and the pattern it ran when the rollout first offered it the update (null: never offered).</summary>
+public sealed record ReturnCandidate(string Mac, MemberStatus Status, string? PreviousPattern);
+
+/// <summary>What an abort that returns units does: who gets the previous pattern as target (by pattern), and who cannot, with why.</summary>
+public sealed record ReturnPlan(IReadOnlyList<(string Mac, string Pattern)> Return, IReadOnlyList<(string Mac, string Why)> Cannot);
+
 /// <summary>Per wave: its size and where its members are.</summary>
 public sealed record WaveProgress(int Wave, bool Open, int Members, int Pending, int Downloading, int Installed, int Failed, int Offline);
 
@@ -98,6 +113,26 @@ public static class RolloutEngine
             if (w.Percent is < 1 or > 100) { return $"waves[{i}].percent: 1 to 100"; }
         }
         return null;
+    }
+
+    /// <summary>
+    /// Waves written as the operator types them (CLI <c>--waves</c>, the console's form): counts or percents separated by
+    /// commas, e.g. <c>5%,15%,80%</c> or <c>10,100%</c>. Null and why, when the text is not such a list.
+    /// </summary>
+    public static (List<WaveSpec>? Waves, string? Error) ParseWaves(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) { return (null, "waves: counts or percents separated by commas, e.g. 5%,15%,80%"); }
+        var waves = new List<WaveSpec>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
+        {
+            var style = System.Globalization.NumberStyles.None;
+            var culture = System.Globalization.CultureInfo.InvariantCulture;
+            if (part.EndsWith('%') && part.Length is > 1 and <= 8 && int.TryParse(part[..^1], style, culture, out var p)) { waves.Add(new WaveSpec(Percent: p)); }
+            else if (part.Length is > 0 and <= 8 && int.TryParse(part, style, culture, out var c)) { waves.Add(new WaveSpec(Count: c)); }
+            else { return (null, $"waves: '{Apis.InputRules.Quote(part)}' is neither a count (10) nor a percent (10%)"); }
+            if (waves.Count > MaxWaves) { break; }
+        }
+        return (waves, null);
     }
 
     /// <summary>
@@ -140,6 +175,25 @@ public static class RolloutEngine
             inWave++;
         }
         return members;
+    }
+
+    /// <summary>
+    /// The return of an abort with <see cref="AbortChoices.Revert"/>. A member the rollout offered the update to and that
+    /// did not fail (installed, still installing, offline or pending after the offer) returns to the pattern it ran then,
+    /// unless <paramref name="whyNot"/> (of that pattern) says why it cannot: then it is listed and left as it is. A
+    /// member never offered is on the old pattern already; one that failed went back by its own rollback.
+    /// </summary>
+    public static ReturnPlan PlanReturn(IReadOnlyList<ReturnCandidate> members, Func<string, string?> whyNot)
+    {
+        var back = new List<(string, string)>();
+        var cannot = new List<(string, string)>();
+        foreach (var m in members.OrderBy(m => m.Mac, StringComparer.Ordinal))
+        {
+            if (m.PreviousPattern is not { } previous || m.Status == MemberStatus.Failed) { continue; }
+            if (whyNot(previous) is { } why) { cannot.Add((m.Mac, why)); }
+            else { back.Add((m.Mac, previous)); }
+        }
+        return new ReturnPlan(back, cannot);
     }
 
     public static IReadOnlyList<WaveProgress> Progress(RolloutSituation s, IReadOnlyList<RolloutMember> members) =>

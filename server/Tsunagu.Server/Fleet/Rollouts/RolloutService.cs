@@ -18,12 +18,22 @@ public sealed record NewRollout(string? Name, string? Group, string? FromPattern
 /// <summary>A rollout with its progress, per wave and in all.</summary>
 public sealed record RolloutView(string Name, string Group, string FromPattern, string ToPattern, string UpdateId, string State, string? Reason,
     int OpenWaves, IReadOnlyList<WaveSpec> WaveSpecs, int SuccessPercent, int ErrorPercent, string OnError, int MinWaveSeconds,
-    string CreatedBy, string CreatedAt, string UpdatedAt, IReadOnlyList<WaveProgress> Waves, WaveProgress Total);
+    string CreatedBy, string CreatedAt, string UpdatedAt, IReadOnlyList<WaveProgress> Waves, WaveProgress Total,
+    IReadOnlyList<MemberReturn>? Returns = null);
+
+/// <summary>A member after an abort that returned units: "returning to PATTERN", or "cannot return: why".</summary>
+public sealed record MemberReturn(string Mac, string Outcome);
+
+/// <summary>The operator's abort: what happens to the units the rollout already moved (<see cref="AbortChoices"/>; default keep).</summary>
+public sealed record AbortRequest(string? Units = null);
 
 /// <summary>A rollout the operator cannot create or act on as asked (400 or 409, nothing written).</summary>
-public sealed class RolloutRuleException(string message, bool conflict = false) : Exception(message)
+public sealed class RolloutRuleException(string message, bool conflict = false, bool bad = false) : Exception(message)
 {
     public bool Conflict { get; } = conflict;
+
+    /// <summary>The request itself is wrong (400), where the operation answers a missing rollout with 404.</summary>
+    public bool Bad { get; } = bad;
 }
 
 /// <summary>
@@ -99,7 +109,8 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         var total = new WaveProgress(0, waves.Any(w => w.Open), waves.Sum(w => w.Members), waves.Sum(w => w.Pending), waves.Sum(w => w.Downloading),
             waves.Sum(w => w.Installed), waves.Sum(w => w.Failed), waves.Sum(w => w.Offline));
         return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
-            (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total);
+            (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total,
+            row.State == RolloutStates.Aborted ? store.RolloutReturns(row.Name).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null);
     }
 
     private static IReadOnlyList<WaveSpec> Specs(RolloutRow row) => JsonSerializer.Deserialize<List<WaveSpec>>(row.Waves, JsonSerializerOptions.Web) ?? [];
@@ -138,6 +149,63 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         return store.SetRolloutState(name, from, to, action == "resume" ? null : $"{to} by {actor}",
             new AuditEntry(actor, $"rollout.{action}", name, action == "resume" ? "running; failures reported before now no longer count" : to));
     }
+
+    /// <summary>
+    /// The operator's action as the API and the console take it: <see cref="Act"/>, then a pass of the engine after a
+    /// resume (a wave whose threshold was met meanwhile opens at once). A <see cref="RolloutRuleException"/> when the
+    /// rollout does not exist (not <see cref="RolloutRuleException.Conflict"/>) or its state does not allow the action
+    /// (conflict); nothing was written then.
+    /// </summary>
+    public async Task<RolloutView> ActAsync(string? name, string action, string actor, CancellationToken ct, string? units = null)
+    {
+        if (!Apis.InputRules.IsIdentifier(name) || store.GetRollout(name) is not { } row)
+        {
+            throw new RolloutRuleException($"no rollout '{Apis.InputRules.Quote(name)}'");
+        }
+        if (units is not (null or AbortChoices.Keep or AbortChoices.Revert) || (units is not null && action != "abort"))
+        {
+            throw new RolloutRuleException("units: keep or revert, and only when aborting", bad: true);
+        }
+        if (units == AbortChoices.Revert)
+        {
+            if (!AbortReturning(row, actor)) { throw new RolloutRuleException($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot abort", conflict: true); }
+            var back = store.RolloutReturns(name).Where(r => r.Returned.StartsWith("returning", StringComparison.Ordinal)).Select(r => r.Mac).ToList();
+            await WakeAsync(row, back, ct);
+            return View(store.GetRollout(name)!);
+        }
+        if (!Act(name, action, actor))
+        {
+            throw new RolloutRuleException($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot {action}", conflict: true);
+        }
+        if (action == "resume") { await TickAsync(ct); }
+        return View(store.GetRollout(name)!);
+    }
+
+    /// <summary>
+    /// Aborts <paramref name="row"/> and returns the units it moved or is moving to the pattern each ran before
+    /// (<see cref="RolloutEngine.PlanReturn"/>): their target pattern becomes it, so the normal version check takes them
+    /// back by the update program from the new pattern to it. Without such a program, or when that pattern is no longer
+    /// verified, the units are listed as unable to return and left as they are. False when the rollout cannot abort.
+    /// </summary>
+    private bool AbortReturning(RolloutRow row, string actor)
+    {
+        var previous = store.RolloutPreviousPatterns(row.Name);
+        var candidates = store.RolloutMembers(row).Select(m => new ReturnCandidate(m.Mac, m.Status, previous.GetValueOrDefault(m.Mac))).ToList();
+        var plan = RolloutEngine.PlanReturn(candidates, pattern =>
+            store.GetPattern(pattern) is not { Status: PatternStatus.Verified } ? $"{pattern} is not a verified pattern"
+            : store.FindUpdateProgram(row.ToPattern, pattern) is null ? $"no update program leads from {row.ToPattern} back to {pattern}"
+            : null);
+        var summary = $"aborted by {actor}; units moved: revert: {plan.Return.Count} return" +
+                      (plan.Cannot.Count == 0 ? "" : $", {plan.Cannot.Count} cannot ({plan.Cannot[0].Why})");
+        var detail = summary + (plan.Return.Count == 0 ? "" : $"; returning: {string.Join(", ", plan.Return.Take(20).Select(r => r.Mac))}{(plan.Return.Count > 20 ? ", ..." : "")}") +
+                     (plan.Cannot.Count == 0 ? "" : $"; cannot: {string.Join(", ", plan.Cannot.Take(20).Select(r => r.Mac))}{(plan.Cannot.Count > 20 ? ", ..." : "")}");
+        if (!store.AbortRolloutReturning(row.Name, summary, plan, new AuditEntry(actor, "rollout.abort", row.Name, detail))) { return false; }
+        log.LogInformation("rollout {Rollout}: {Detail}", row.Name, detail);
+        return true;
+    }
+
+    /// <summary>The version check offered the unit <paramref name="program"/>: a rollout holding its transition records that it moves the unit.</summary>
+    public void Offered(string mac, UpdateProgramRow program) => store.RecordRolloutOffer(mac, program.FromPattern, program.ToPattern);
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
     public IReadOnlyList<string> EmergencyStop(string actor) =>

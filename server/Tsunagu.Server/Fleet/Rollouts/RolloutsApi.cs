@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
@@ -38,20 +39,35 @@ public static class RolloutsApi
                 return TypedResults.Created($"{Route}/{view.Name}", view);
             })
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
-        foreach (var action in new[] { "pause", "resume", "abort" })
+        foreach (var action in new[] { "pause", "resume" })
         {
-            api.MapPost($"/{{name}}/{action}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, TsunaguStore store, HttpContext http) =>
+            api.MapPost($"/{{name}}/{action}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, HttpContext http) =>
                 {
-                    if (!InputRules.IsIdentifier(name) || store.GetRollout(name) is not { } row) { return Problems.NotFound($"no rollout '{InputRules.Quote(name)}'"); }
-                    if (!rollouts.Act(name, action, http.Caller().Subject))
+                    try
                     {
-                        return Problems.Conflict($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot {action}");
+                        return TypedResults.Ok(await rollouts.ActAsync(name, action, http.Caller().Subject, http.RequestAborted));
                     }
-                    if (action == "resume") { await rollouts.TickAsync(http.RequestAborted); }
-                    return TypedResults.Ok(rollouts.View(store.GetRollout(name)!));
+                    catch (RolloutRuleException e)
+                    {
+                        return e.Conflict ? Problems.Conflict(e.Message) : Problems.NotFound(e.Message);
+                    }
                 })
                 .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         }
+        // the body is optional: {"units": "keep"} (the default: moved units stay) or {"units": "revert"} (they return)
+        api.MapPost("/{name}/abort", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, [FromBody] AbortRequest? request, RolloutService rollouts, HttpContext http) =>
+            {
+                try
+                {
+                    return TypedResults.Ok(await rollouts.ActAsync(name, "abort", http.Caller().Subject, http.RequestAborted, request?.Units));
+                }
+                catch (RolloutRuleException e)
+                {
+                    return e.Conflict ? Problems.Conflict(e.Message) : e.Bad ? Problems.BadRequest(e.Message, "units") : Problems.NotFound(e.Message);
+                }
+            })
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .AllowRoles(OperatorRoles.Release);
         api.MapPost("/emergency-stop", (RolloutService rollouts, HttpContext http) => TypedResults.Ok(new EmergencyStopResponse(rollouts.EmergencyStop(http.Caller().Subject))))
             .AllowRoles(OperatorRoles.Check);
     }

@@ -170,6 +170,64 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
+    /// Records that the rollout holding <paramref name="fromPattern"/> to <paramref name="toPattern"/> moves the unit now
+    /// (its update was just offered): the pattern it runs, the first time only.
+    /// </summary>
+    public void RecordRolloutOffer(string mac, string fromPattern, string toPattern)
+    {
+        using var c = Open();
+        c.Execute("""
+            UPDATE rollout_units SET previous_pattern = @fromPattern, offered_at = @now
+            WHERE mac = @mac AND previous_pattern IS NULL AND rollout = (
+                SELECT r.name FROM rollouts r WHERE r.from_pattern = @fromPattern AND r.to_pattern = @toPattern AND r.state = 'running'
+                ORDER BY r.created_at DESC, r.name DESC LIMIT 1)
+            """, new { mac, fromPattern, toPattern, now = Now() });
+    }
+
+    /// <summary>Each member's pattern when the rollout first offered it the update (members never offered are left out).</summary>
+    public IReadOnlyDictionary<string, string> RolloutPreviousPatterns(string rollout)
+    {
+        using var c = Open();
+        return c.Query<(string Mac, string Previous)>("SELECT mac, previous_pattern FROM rollout_units WHERE rollout = @rollout AND previous_pattern IS NOT NULL",
+            new { rollout }).ToDictionary(r => r.Mac, r => r.Previous, StringComparer.Ordinal);
+    }
+
+    /// <summary>What became of the members after an abort that returned units (members it did not touch are left out).</summary>
+    public IReadOnlyList<(string Mac, string Returned)> RolloutReturns(string rollout)
+    {
+        using var c = Open();
+        return c.Query<(string Mac, string Returned)>("SELECT mac, returned FROM rollout_units WHERE rollout = @rollout AND returned IS NOT NULL ORDER BY mac",
+            new { rollout }).ToList();
+    }
+
+    /// <summary>
+    /// Aborts a rollout (from running or paused) and returns the units of <paramref name="plan"/>: each one's target pattern
+    /// becomes the pattern it ran before, and each member's outcome is kept; in one transaction with the audit entry.
+    /// False (nothing written) when the rollout is no longer running or paused.
+    /// </summary>
+    public bool AbortRolloutReturning(string name, string reason, ReturnPlan plan, AuditEntry audit)
+    {
+        var now = Now();
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var changed = c.Execute("UPDATE rollouts SET state = 'aborted', reason = @reason, updated_at = @now WHERE name = @name AND state IN ('running', 'paused')",
+            new { name, reason, now }, tx);
+        if (changed == 0) { return false; }
+        foreach (var (mac, pattern) in plan.Return)
+        {
+            c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx);
+            c.Execute("UPDATE rollout_units SET returned = @returned WHERE rollout = @name AND mac = @mac", new { name, mac, returned = $"returning to {pattern}" }, tx);
+        }
+        foreach (var (mac, why) in plan.Cannot)
+        {
+            c.Execute("UPDATE rollout_units SET returned = @returned WHERE rollout = @name AND mac = @mac", new { name, mac, returned = $"cannot return: {why}" }, tx);
+        }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
+    }
+
+    /// <summary>
     /// The gate of the version check: the newest rollout not completed of the transition <paramref name="fromPattern"/> to
     /// <paramref name="toPattern"/>, and the unit's membership in it; null when no rollout holds the transition.
     /// </summary>

@@ -1,0 +1,100 @@
+using System.Text.RegularExpressions;
+using Microsoft.Playwright;
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Demo;
+using Tsunagu.IntegrationTests;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
+using static Microsoft.Playwright.Assertions;
+
+namespace Tsunagu.BrowserTests;
+
+/// <summary>
+/// Rollouts from the console (Pages/Console/Groups, Rollouts, Rollout) in a real browser: a group and a rollout are
+/// created by their forms, and the rollout's page follows a simulated fleet installing wave by wave, without a reload.
+/// </summary>
+[NonParallelizable]
+public class RolloutConsoleTests
+{
+    [SetUp]
+    public void UseSqlite() => TestServer.DatabaseKind.Value = "sqlite";
+
+    [TearDown]
+    public void TearDown() => TestServer.Configure.Value = null;
+
+    /// <summary>
+    /// A rollout to look at: <paramref name="units"/> (registered, not started) run pattern 2, pattern 3 and its update
+    /// program exist, the group "lab" holds them and the rollout "lab-p3" moves them in three waves.
+    /// </summary>
+    internal static async Task AddRolloutAsync(TestServer server, IReadOnlyList<FleetUnit> units)
+    {
+        using var client = server.Operator();
+        var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        await RolloutCatalogue.AddPattern3Async(server, client);
+        await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
+        await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 1), new(Percent: 50), new(Percent: 100)]), CancellationToken.None);
+    }
+
+    [Test]
+    public async Task A_rollout_created_from_the_console_is_watched_to_completion()
+    {
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
+        var options = TestServer.FastOptions with
+        {
+            Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
+        };
+        await using var server = await TestServer.StartAsync(options);
+        var units = await server.AddUnitsAsync(4);
+        server.Fleet.StartAll();
+        foreach (var u in units) { await server.WaitReadyAsync(u); }
+        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+        using (var client = server.Operator()) { await RolloutCatalogue.AddPattern3Async(server, client); }
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await ConsoleTests.LogInOperatorAsync(page);
+
+        // the group: every unit on pattern 2
+        await page.GetByRole(AriaRole.Link, new() { Name = "Groups", Exact = true }).ClickAsync();
+        await page.GetByLabel("Name", new() { Exact = true }).FillAsync("lab");
+        await page.GetByLabel("dynamic (a filter)").CheckAsync();
+        await page.GetByLabel("Install pattern").FillAsync(DemoCatalogue.Pattern2);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Create group" }).ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Group lab created (dynamic): 4 unit(s) now.");
+        await Expect(page.Locator("#group-lab .members")).ToHaveTextAsync("4");
+
+        // a refused rollout form says why and keeps what was typed
+        await page.GetByRole(AriaRole.Link, new() { Name = "Rollouts", Exact = true }).ClickAsync();
+        await page.GetByLabel("Name", new() { Exact = true }).FillAsync("lab-p3");
+        await page.GetByLabel("Group", new() { Exact = true }).SelectOptionAsync("lab");
+        await page.GetByLabel("Update program (from → to)").SelectOptionAsync("p2-to-p3");
+        await page.GetByLabel("Waves (counts or percents of the group, in order)").FillAsync("1,50%,250%");
+        await page.GetByLabel("Success threshold (%)").FillAsync("100");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Start rollout" }).ClickAsync();
+        await Expect(page.Locator("#rollout-error")).ToContainTextAsync("waves[2].percent: 1 to 100");
+        Assert.That(server.Store.GetRollout("lab-p3"), Is.Null);
+        await Expect(page.GetByLabel("Name", new() { Exact = true })).ToHaveValueAsync("lab-p3");
+        Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollouts with a refused form"), Is.Empty);
+
+        await page.GetByLabel("Waves (counts or percents of the group, in order)").FillAsync("1,50%,100%");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Start rollout" }).ClickAsync();
+        await Expect(page).ToHaveURLAsync(new Regex("/console/rollouts/lab-p3$"));
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Rollout lab-p3 created: 4 unit(s) in waves 1/2/1");
+
+        // the page follows the fleet by itself: the first wave installs, then the rest, and the rollout completes
+        await Expect(page.Locator("#wave-1 td").Nth(5)).ToHaveTextAsync("1", new() { Timeout = 60_000 });
+        await Expect(page.Locator("#rollout-state")).ToContainTextAsync("completed", new() { Timeout = 90_000 });
+        await Expect(page.Locator("#rollout-total")).ToContainTextAsync("4 of 4 installed, 0 failed");
+        await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
+        await Expect(page.Locator("#rollout-chart rect.segment-installed")).ToHaveCountAsync(3);
+        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That(server.Store.ListAudit(100).Where(a => a.Target == "lab-p3").Select(a => a.Action).Reverse(),
+            Is.EqualTo(new[] { "rollout.create", "rollout.open-wave", "rollout.open-wave", "rollout.complete" }));
+        Assert.That(await AccessibilityTests.ViolationsAsync(page, "a completed rollout"), Is.Empty);
+        await browser.ScreenshotAsync("console-rollout");
+    }
+}

@@ -1,0 +1,144 @@
+using System.Net;
+using Tsunagu.Demo;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet.Rollouts;
+using Tsunagu.Server.Security;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// The console's groups and rollouts pages (Pages/Console/Groups, Rollouts, Rollout): created by the API's rules;
+/// every refused form is answered 400 (409 for a name or transition taken) with the reason and changes nothing; a
+/// role that may only read sees no form and is refused.
+/// </summary>
+[NonParallelizable]
+public class ConsoleRolloutTests
+{
+    [SetUp]
+    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+
+    private static async Task<HttpResponseMessage> Post(HttpClient session, string path, Dictionary<string, string> form)
+    {
+        var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
+        return await session.PostAsync(path, new FormUrlEncodedContent(fields));
+    }
+
+    private static async Task Refused(TestServer server, HttpClient session, string path, Dictionary<string, string> form, string why,
+        HttpStatusCode status = HttpStatusCode.BadRequest)
+    {
+        var before = HostileInputTests.Snapshot(server);
+        var response = await Post(session, path, form);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.That(response.StatusCode, Is.EqualTo(status), $"{path} {why}: {body}");
+        Assert.That(body, Does.Contain("Nothing was"), $"{path} {why}: the reason is shown");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{path} {why}: refused, but the database changed");
+    }
+
+    private static Dictionary<string, string> Group(string name, string kind, string macs = "", string tags = "", string online = "", string pattern = "",
+        string app = "", string version = "") => new()
+        {
+            ["name"] = name, ["kind"] = kind, ["macs"] = macs, ["tags"] = tags, ["online"] = online, ["pattern"] = pattern, ["board"] = "", ["app"] = app, ["version"] = version,
+        };
+
+    private static Dictionary<string, string> Rollout(string name, string group = "lab", string program = "p2-to-p3", string waves = "1,50%,100%",
+        string success = "90", string error = "10", string onError = "pause", string minWave = "0") => new()
+        {
+            ["name"] = name, ["group"] = group, ["program"] = program, ["waves"] = waves, ["successPercent"] = success, ["errorPercent"] = error,
+            ["onError"] = onError, ["minWaveSeconds"] = minWave,
+        };
+
+    [Test]
+    public async Task Groups_and_rollouts_are_created_from_the_console_by_the_api_rules_and_a_refused_form_changes_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        var units = await server.AddUnitsAsync(4);
+        // the units run pattern 2 (their inventory says so), not started: nothing installs
+        var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        await RolloutCatalogue.AddPattern3Async(server, client);
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        Assert.That(await admin.GetStringAsync("/console"), Does.Contain("href=\"/console/rollouts\"").And.Contain("href=\"/console/groups\""));
+
+        await Refused(server, admin, "/console/groups", Group("bad name", "dynamic"), "a name with a space");
+        await Refused(server, admin, "/console/groups", Group("g\u0001", "dynamic"), "a control character in the name");
+        await Refused(server, admin, "/console/groups", Group("g", "static", macs: "not-a-mac"), "not a MAC");
+        await Refused(server, admin, "/console/groups", Group("g", "static", macs: "02:00:00:00:99:99"), "a MAC not registered");
+        await Refused(server, admin, "/console/groups", Group("g", "dynamic", tags: "Upper"), "a bad tag");
+        await Refused(server, admin, "/console/groups", Group("g", "dynamic", online: "maybe"), "online neither true nor false");
+        await Refused(server, admin, "/console/groups", Group("g", "dynamic", version: "1.0"), "a version without an application");
+        await Refused(server, admin, "/console/groups", Group("g", "dynamic", pattern: "p\n2"), "a newline in the pattern");
+        await Refused(server, admin, "/console/groups", Group("g", "both"), "an unknown kind");
+
+        var created = await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2));
+        Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetGroup("lab")?.Kind, Is.EqualTo("dynamic"));
+        var two = string.Join("\n", units.Take(2).Select(u => u.Mac));
+        Assert.That((await Post(admin, "/console/groups", Group("pair", "static", macs: two))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        await Refused(server, admin, "/console/groups", Group("lab", "dynamic"), "a name in use", HttpStatusCode.Conflict);
+        var groups = await admin.GetStringAsync("/console/groups");
+        Assert.That(groups, Does.Contain("id=\"group-lab\"").And.Contain("id=\"group-pair\""));
+        Assert.That(groups, Does.Match("id=\"group-lab\"[\\s\\S]*?<td class=\"members\">4</td>"), "the dynamic group's members now");
+        Assert.That(groups, Does.Match("id=\"group-pair\"[\\s\\S]*?<td class=\"members\">2</td>"));
+        Assert.That(server.Store.ListAudit(50).Count(a => a.Action == "group.create"), Is.EqualTo(2));
+
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r 1"), "a name with a space");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", group: "nope"), "no such group");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", program: "nope"), "no such program");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", program: "a\rb"), "a control character in the program");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", waves: "5%,,80%"), "an empty wave");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", waves: "500%"), "a wave over 100%");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", waves: "ten"), "a wave that is no number");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", waves: string.Join(",", Enumerable.Repeat("1", 21))), "21 waves");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", success: "0"), "success 0");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", success: "9x"), "success not a number");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", error: "-1"), "error below 0");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", error: "99999999999"), "error too long a number");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", onError: "explode"), "an unknown error action");
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", minWave: "-5"), "a negative wave time");
+
+        var started = await Post(admin, "/console/rollouts?handler=Create", Rollout("lab-p3"));
+        Assert.That(started.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(started.Headers.Location?.ToString(), Is.EqualTo("/console/rollouts/lab-p3"));
+        var row = server.Store.GetRollout("lab-p3")!;
+        Assert.That((row.FromPattern, row.ToPattern, row.UpdateId, row.State), Is.EqualTo((DemoCatalogue.Pattern2, "pattern-3", "p2-to-p3", RolloutStates.Running)));
+        Assert.That(server.Store.RolloutMembers(row).GroupBy(m => m.Wave).Select(g => g.Count()), Is.EqualTo(new[] { 1, 2, 1 }));
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("lab-p3b"), "the transition is taken", HttpStatusCode.Conflict);
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("lab-p3"), "the name is taken", HttpStatusCode.Conflict);
+
+        var page = await admin.GetStringAsync("/console/rollouts/lab-p3");
+        Assert.That(page, Does.Contain("id=\"wave-table\"").And.Contain("id=\"rollout-chart\"").And.Contain("id=\"pause-form\""));
+        Assert.That((await admin.GetAsync("/console/rollouts/nope")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+        await Refused(server, admin, "/console/rollouts/lab-p3?handler=Pause", [], "no confirmation");
+        await Refused(server, admin, "/console/rollouts/lab-p3?handler=Resume", new() { ["confirm"] = "yes" }, "resume a running rollout", HttpStatusCode.Conflict);
+        Assert.That((await Post(admin, "/console/rollouts/lab-p3?handler=Pause", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That(server.Store.ListAudit(50).Single(a => a.Action == "rollout.pause").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
+        Assert.That((await Post(admin, "/console/rollouts/lab-p3?handler=Resume", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Running));
+        await Refused(server, admin, "/console/rollouts?handler=Stop", [], "an emergency stop not confirmed");
+        Assert.That((await Post(admin, "/console/rollouts?handler=Stop", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That(await admin.GetStringAsync("/console/rollouts"), Does.Contain("id=\"rollout-lab-p3\"").And.Contain("paused"));
+
+        // an auditor reads, sees no form, and is refused every action
+        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewOperator("reader", "a console test password", OperatorRoles.Auditor), CancellationToken.None);
+        using var auditor = await RoleTests.ConsoleSession(server, "reader", "a console test password");
+        var seen = await auditor.GetStringAsync("/console/rollouts/lab-p3");
+        Assert.That(seen, Does.Contain("id=\"wave-table\"").And.Not.Contain("id=\"resume-form\"").And.Not.Contain("id=\"abort-form\""));
+        Assert.That(await auditor.GetStringAsync("/console/rollouts"), Does.Not.Contain("id=\"add-rollout\"").And.Not.Contain("id=\"emergency-stop\""));
+        Assert.That(await auditor.GetStringAsync("/console/groups"), Does.Not.Contain("id=\"add-group\""));
+        var before = HostileInputTests.Snapshot(server);
+        foreach (var (path, form) in new (string, Dictionary<string, string>)[]
+                 {
+                     ("/console/rollouts/lab-p3?handler=Resume", new() { ["confirm"] = "yes" }), ("/console/rollouts/lab-p3?handler=Abort", new() { ["confirm"] = "yes" }),
+                     ("/console/rollouts?handler=Create", Rollout("other")), ("/console/rollouts?handler=Stop", new() { ["confirm"] = "yes" }),
+                     ("/console/groups", Group("other", "dynamic")),
+                 })
+        {
+            Assert.That((await Post(auditor, path, form)).StatusCode, Is.EqualTo(HttpStatusCode.Forbidden), path);
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before));
+    }
+}
