@@ -21,17 +21,18 @@ deps:
 	@command -v $(DOTNET) >/dev/null || { echo "error: the .NET 10 SDK ('dotnet') is not installed; see README.md" >&2; exit 1; }
 	@$(DOTNET) --list-sdks | grep -q '^10\.' || { echo "error: a .NET 10 SDK is required; found: $$($(DOTNET) --list-sdks)" >&2; exit 1; }
 
+# the qemu-arm64 board from this x86_64 host: its QEMU, and Native AOT's cross toolchain (clang, lld, llvm-objcopy) with
+# the arm64 C runtime and zlib to link tsunagud against; the board's own packages are unpacked by image/sysroot.sh
+# (`make image BOARD=qemu-arm64`), which needs the arm64 architecture enabled (added here when a package names it)
+ARM64_PACKAGES := qemu-system-arm clang lld llvm libc6-dev:arm64 libgcc-12-dev:arm64 zlib1g-dev:arm64
+
 # Debian packages the tests use (databases, broker, the router's daemons, a DHCP client, the image build, the
 # browser). As root, `make packages` (and so `make test`) installs the missing ones with apt-get; otherwise it
 # names them and stops.
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
-	gzip kmod jq socat gcc zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
+	gzip kmod jq socat gcc binutils zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
 	clamav-daemon c-icap libc-icap-mod-virus-scan $(ARM64_PACKAGES)
-# the qemu-arm64 board from this x86_64 host: its QEMU, and Native AOT's cross toolchain (clang, lld, llvm-objcopy) with
-# the arm64 C runtime and zlib to link tsunagud against; the board's own packages are unpacked by image/sysroot.sh
-# (`make image BOARD=qemu-arm64`), which needs the arm64 architecture enabled (added here when a package names it)
-ARM64_PACKAGES := qemu-system-arm clang lld llvm libc6-dev:arm64 libgcc-12-dev:arm64 zlib1g-dev:arm64
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -50,6 +50,12 @@ public class AccessPointApiTests
                 "the password the factory burned into the unit");
         }
         Assert.That(body, Does.Not.Contain(Convert.ToBase64String(server.UnitKey)), "the unit key stays on the server");
+        using (var request = new HttpRequestMessage(HttpMethod.Get, AccessPointApi.AccountRoute.Replace("{user}", UnitCredentials.AccessUsername(mac), StringComparison.Ordinal)))
+        {
+            request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + Token);
+            using var answer = await http.SendAsync(request);
+            Assert.That(answer.Headers.CacheControl?.NoStore, Is.True, "a password is never kept by a cache on the way");
+        }
 
         var before = server.Store.ListAudit(1000).Count;
         await Assert.MultipleAsync(async () =>

@@ -55,7 +55,8 @@ public class CacheHitTests
             var changing = origin.Requests.Where(r => r.Path == "/changing.txt").ToList();
             Assert.That(changing.Select(r => r.IfNoneMatch), Is.EqualTo(new string?[] { null, "\"v1\"", "\"v1\"" }), "squid revalidated with the validator it had");
 
-            var log = await squid.AccessLogAsync(7);
+            // the last transaction's line: every earlier one was written before it (one client, one request at a time)
+            var log = await squid.AccessLogAsync("/changing.txt", 3);
             var codes = log.Select(l => (Url: l[6], Code: l[3].Split('/')[0])).ToList();
             TestContext.Out.WriteLine(string.Join("\n", log.Select(l => string.Join(' ', l))));
             Assert.Multiple(() =>
@@ -351,17 +352,20 @@ internal sealed class SquidUnderTest : IDisposable
         }
     }
 
-    /// <summary>The access log's lines split in fields, once it holds <paramref name="lines"/> (squid writes a line when a transaction ends).</summary>
-    public async Task<List<string[]>> AccessLogAsync(int lines)
+    /// <summary>
+    /// The access log's lines split in fields, once it holds <paramref name="count"/> lines for the URL ending in
+    /// <paramref name="urlSuffix"/> (squid writes a line when a transaction ends, after the client has its answer);
+    /// fails after 60 s.
+    /// </summary>
+    public async Task<List<string[]>> AccessLogAsync(string urlSuffix, int count)
     {
         var deadline = Stopwatch.StartNew();
         while (true)
         {
             var text = File.Exists(AccessLog) ? await File.ReadAllLinesAsync(AccessLog) : [];
-            if (text.Length >= lines || deadline.Elapsed > TimeSpan.FromSeconds(60))
-            {
-                return text.Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToList();
-            }
+            var fields = text.Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToList();
+            if (fields.Count(f => f.Length > 6 && f[6].EndsWith(urlSuffix, StringComparison.Ordinal)) >= count) { return fields; }
+            if (deadline.Elapsed > TimeSpan.FromSeconds(60)) { Assert.Fail($"squid's access log has fewer than {count} lines for {urlSuffix} after 60 s:\n{string.Join('\n', text)}"); }
             await Task.Delay(100);
         }
     }

@@ -126,6 +126,19 @@ public class ConsoleCatalogueEditTests
         {
             Assert.That(edited.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         }
+        // the name is optional: a body with a null name or none at all is a patch without a name, never a 5xx
+        using (var nullName = await api.PutAsync("/api/v1/patches/vcp-fix-1", JsonContent.Create(new { id = "vcp-fix-1", name = (string?)null, version = "1.0.3", targetApp = "vcp", importance = 2 })))
+        {
+            Assert.That(nullName.StatusCode, Is.EqualTo(HttpStatusCode.OK), await nullName.Content.ReadAsStringAsync());
+        }
+        using (var noName = await api.PostAsync("/api/v1/patches", JsonContent.Create(new { id = "vcp-fix-noname", version = "1.0.4", targetApp = "vcp", importance = 2 })))
+        {
+            Assert.That(noName.StatusCode, Is.EqualTo(HttpStatusCode.Created), await noName.Content.ReadAsStringAsync());
+        }
+        using (var noName = await api.PostAsync("/api/v1/patterns", JsonContent.Create(new { id = "pattern-noname", applications = Array.Empty<object>() })))
+        {
+            Assert.That((int)noName.StatusCode, Is.LessThan(500), await noName.Content.ReadAsStringAsync());
+        }
         using (var deleted = await api.DeleteAsync("/api/v1/patches/vcp-fix-1"))
         {
             Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent));

@@ -101,5 +101,22 @@ public class ConsoleServiceConfigTests
         Assert.That(third.Document, Is.EqualTo(json));
         Assert.That(server.Store.AckUnitConfig(mac, third.Revision, false, "dnsmasq refused it"), Is.True);
         Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("failed; retrying (attempt 2 of 3)"));
+
+        // settings the common form does not show (the cache's largest object, virus checking) survive a save through it
+        var full = DemoCatalogue.StandardServices with
+        {
+            Cache = new CacheConfig(true, 1024, 64),
+            VirusScan = new VirusScanConfig(true),
+        };
+        Assert.That((await Post(admin, mac, "ServiceConfigJson", new()
+        {
+            ["baseRevision"] = $"{third.Revision}",
+            ["document"] = JsonSerializer.Serialize(full, ProtocolJson.Default.ServiceConfiguration)
+        })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        var fourth = server.Store.LatestUnitConfig(mac)!;
+        Assert.That((await Post(admin, mac, "ServiceConfig", Fields(fourth.Revision, "ads.example", cache: "512"))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        var fifth = JsonSerializer.Deserialize(server.Store.LatestUnitConfig(mac)!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        Assert.That((fifth.Cache.SizeMegabytes, fifth.Cache.MaxObjectMegabytes, fifth.VirusScan), Is.EqualTo((512, (int?)64, new VirusScanConfig(true))),
+            "the form changed the cache size and kept the rest");
     }
 }

@@ -68,10 +68,36 @@ public class CacheRendererTests
         Assert.Multiple(() =>
         {
             Assert.That(withCache, Does.Contain($"iifname \"{WithHdd.Lan}\" ip daddr != 192.168.10.1 {RedirectLine(WithHdd)}"));
-            Assert.That(withCache, Does.Not.Contain("443"), "HTTPS is never redirected");
+            Assert.That(withCache, Does.Not.Contain("dport 443"), "HTTPS is never redirected");
             Assert.That(ServiceRenderer.Render(on, NoHdd)[ServiceRenderer.Nftables], Does.Not.Contain("redirect"), "no cache disk: no cache, no redirect");
             Assert.That(ServiceRenderer.Render(off, WithHdd)[ServiceRenderer.Nftables], Does.Not.Contain("redirect"), "cache off: no redirect");
         });
+    }
+
+    [Test]
+    public void A_blocked_address_is_not_redirected_to_the_cache_so_the_forward_chain_still_refuses_it()
+    {
+        var on = ServiceConfigTests.Valid();
+        var blocking = on with { ContentFilter = on.ContentFilter with { Enabled = true, BlockedAddresses = ["203.0.113.0/24"] } };
+        var rules = ServiceRenderer.Render(blocking, WithHdd)[ServiceRenderer.Nftables];
+        var redirect = rules.Split('\n').Single(l => l.Contains("redirect", StringComparison.Ordinal));
+        Assert.Multiple(() =>
+        {
+            Assert.That(redirect, Does.Contain("ip daddr != @blocked4"), "squid would fetch a blocked address for the LAN: its own traffic does not pass the forward chain");
+            Assert.That(rules, Does.Contain("ip daddr @blocked4 reject"));
+        });
+        var tools = DaemonTools.Require();
+        var dir = Path.Combine(Path.GetTempPath(), "tsunagu-cache-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, ServiceRenderer.Nftables), rules);
+            tools.Check(dir, [ServiceRenderer.Nftables]);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Test]

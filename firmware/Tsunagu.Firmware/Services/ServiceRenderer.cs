@@ -193,8 +193,10 @@ public static class ServiceRenderer
         sb.Append("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n");
         if (CacheRuns(c, env))
         {
-            // the LAN's plain HTTP to anywhere but the unit goes to squid's intercept port; tcp/443 is left alone
+            // the LAN's plain HTTP to anywhere but the unit goes to squid's intercept port; tcp/443 is left alone. A blocked
+            // address is not redirected: squid's own fetch would not pass the forward chain's reject, so it goes there.
             sb.Append("    iifname ").Append(lan).Append(" ip daddr != ").Append(RenderGuard.Nft("dhcp.lanAddress", c.Dhcp.LanAddress))
+              .Append(blocked4.Count > 0 ? " ip daddr != @blocked4" : "")
               .Append(" tcp dport 80 redirect to :").Append(Port("interceptPort", env.InterceptPort)).Append('\n');
         }
         for (var i = 0; i < c.Firewall.PortForwards.Count; i++)

@@ -44,6 +44,7 @@ public static class AccessPointApi
             {
                 return Problems.NotFound($"no registered unit {mac} (or it was decommissioned)");
             }
+            http.Response.Headers.CacheControl = "no-store";
             return TypedResults.Ok(new AccessPointAccount(UnitCredentials.DeriveAccessPassword(unitKey.Bytes, mac)));
         }).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status401Unauthorized).ProducesProblem(StatusCodes.Status404NotFound);
     }

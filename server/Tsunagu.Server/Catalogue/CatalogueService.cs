@@ -43,6 +43,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
         RequireId(patch.TargetApp, "targetApp");
         RequireId(patch.Version, "version");
         RequireText(patch.Name, "name", false);
+        patch.Name ??= ""; // optional: a body without it (or with null) names nothing, and the column holds text
         RequireText(patch.OsVersion, "osVersion", false);
         RequireText(patch.HardwareVersion, "hardwareVersion", false);
         if (patch.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {patch.Importance} is outside 1..5"); }

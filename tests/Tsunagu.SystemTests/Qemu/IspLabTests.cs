@@ -80,9 +80,10 @@ public sealed partial class IspLabTests
         // the factory account's password came from the initial setting server (the unit key stayed there); the
         // subscriber's name was never sent to it
         var lookups = isp.AccessPointLookups();
-        Assert.That(lookups, Is.EqualTo(new[] { (factoryUser, "200") }), $"one lookup, for the factory account\n--- ISP ---\n{isp.Console()}");
-        Assert.That(_lab.AccessPointRequests.Where(r => r.Path.EndsWith("/" + factoryUser, StringComparison.Ordinal)).Select(r => r.Status), Is.EqualTo(new[] { 200 }),
-            "the server answered the access point once, with the password");
+        // one dial, one lookup; a RADIUS retransmission of a slow request under load may add one or two, never a loop
+        Assert.That(lookups, Has.Count.InRange(1, 3).And.All.EqualTo((factoryUser, "200")), $"lookups for the factory account only, each answered\n--- ISP ---\n{isp.Console()}");
+        Assert.That(_lab.AccessPointRequests.Where(r => r.Path.EndsWith("/" + factoryUser, StringComparison.Ordinal)).Select(r => r.Status),
+            Is.EqualTo(Enumerable.Repeat(200, lookups.Count)), "the server answered each of the access point's lookups with the password");
         Assert.That(_lab.AccessPointRequests.Where(r => r.Path.Contains("isp.example", StringComparison.Ordinal)), Is.Empty, "the subscriber's account stays at the ISP");
         var accounting = radius.Where(r => r.Kind is "Start" or "Stop").ToList();
         Assert.That(accounting.Select(r => (r.Kind, r.User)), Is.EqualTo(new[]

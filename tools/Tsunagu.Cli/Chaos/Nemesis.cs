@@ -399,7 +399,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         List<AuditEntry> audit;
         using (var client = Operator())
         {
-            audit = ParseAudit(await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/audit?limit=10000", null, ct));
+            audit = await ReadAuditAsync(client, "", ct);
         }
         var expected = _published ? 1 : 0;
         var wrong = Units.Select(u => (u.Mac, Count: audit.Count(a => a.Actor == u.Mac && a.Action == "update.succeeded")))
@@ -488,8 +488,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         List<AuditEntry> audit;
         using (var client = Operator())
         {
-            var json = await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/audit?limit=10000&actor={Uri.EscapeDataString(DemoCatalogue.OperatorName)}", null, ct);
-            audit = ParseAudit(json);
+            audit = await ReadAuditAsync(client, $"&actor={Uri.EscapeDataString(DemoCatalogue.OperatorName)}", ct);
         }
         _results.Add(HistoryCheck.Checks(_forced, statuses, audit));
         var listed = new Dictionary<string, IReadOnlyList<ListedConfig>>(StringComparer.Ordinal);
@@ -498,7 +497,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         List<AuditEntry> everyone;
         using (var client = Operator())
         {
-            everyone = ParseAudit(await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/audit?limit=10000", null, ct));
+            everyone = await ReadAuditAsync(client, "", ct);
         }
         _results.Add(UpdateHistoryCheck.SubscriberChanges(_subscriberChanges, _subscriberUnanswered, listed, everyone, settled: true));
 
@@ -540,6 +539,22 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
     }
 
     /// <summary>The operator API's audit entries (<c>GET /api/v1/audit</c>).</summary>
+    /// <summary>The whole audit log (with <paramref name="filter"/>, e.g. <c>&amp;actor=NAME</c>), page by page, newest first: a long run outgrows one page.</summary>
+    private static async Task<List<AuditEntry>> ReadAuditAsync(OperatorClient client, string filter, CancellationToken ct)
+    {
+        const int page = 10000;
+        var all = new List<AuditEntry>();
+        long? before = null;
+        while (true)
+        {
+            var next = ParseAudit(await client.SendAsync(HttpMethod.Get,
+                $"{Routes.Prefix}/audit?limit={page}{filter}{(before is { } b ? $"&before={b.ToString(CultureInfo.InvariantCulture)}" : "")}", null, ct));
+            all.AddRange(next);
+            if (next.Count < page) { return all; }
+            before = next.Min(e => e.Id);
+        }
+    }
+
     public static List<AuditEntry> ParseAudit(string json)
     {
         using var document = System.Text.Json.JsonDocument.Parse(json);

@@ -59,7 +59,7 @@ public sealed partial class UnitModel
             ContentFilter = new ContentFilterConfig(filterEnabled == "yes", Lines(blockedDomains),
                 addresses.Count == 0 && current.ContentFilter.BlockedAddresses is null ? null : addresses),
             Vpn = current.Vpn with { Enabled = vpnEnabled == "yes", ListenPort = port, Address = string.IsNullOrWhiteSpace(vpnAddress) ? null : vpnAddress.Trim() },
-            Cache = new CacheConfig(cacheEnabled == "yes", cache),
+            Cache = current.Cache with { Enabled = cacheEnabled == "yes", SizeMegabytes = cache },
         };
         return await AssignConfigAsync(baseRevision, config);
     }
