@@ -177,7 +177,10 @@ public class RolloutFleetTests
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 3600));
         var plan = server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).ToDictionary(m => m.Mac, m => m.Wave);
         var moved = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().ToList();
-        await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == "pattern-3"), "wave 1 on pattern 3", TimeSpan.FromSeconds(90));
+        // on pattern 3 and past its health window: the unit's successful install report is recorded (a unit seen on
+        // pattern 3 before its health check ended may still roll back, and a failed unit is not returned)
+        await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == "pattern-3"
+            && server.Store.ListUpdateReports(m).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
 
         // a wrong choice is refused and changes nothing (the fleet keeps writing its own rows meanwhile: the rollout's are compared)
         var wrong = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new { units = "explode" }, CancellationToken.None))!;
