@@ -179,9 +179,14 @@ public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, strin
 /// <summary>
 /// The unit's cache statistics since its cache daemon started (squid's counters): requests served to the LAN, those
 /// served from the cache, bytes sent to the LAN and bytes of them sent from the cache (the WAN traffic it saved). Null
-/// in a ready report from a unit that runs no cache (no cache disk, or the cache off) or from an older unit.
+/// in a ready report from a unit that runs no cache (no cache disk, or the cache off) or from an older unit. Every
+/// number is required: a report that leaves one out is refused, not read as zero.
 /// </summary>
-public sealed record UnitCacheReport(long Requests, long Hits, long BytesServed, long BytesSaved)
+public sealed record UnitCacheReport(
+    [property: JsonRequired] long Requests,
+    [property: JsonRequired] long Hits,
+    [property: JsonRequired] long BytesServed,
+    [property: JsonRequired] long BytesSaved)
 {
     /// <summary>Bounds a report must keep: no unit serves more in one run of its cache.</summary>
     public const long MaxRequests = 1_000_000_000_000;

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Demo;
+using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
@@ -181,6 +182,16 @@ public class RolloutFleetTests
         // pattern 3 before its health check ended may still roll back, and a failed unit is not returned)
         await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == "pattern-3"
             && server.Store.ListUpdateReports(m).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
+        // the program back is a way back (to a pattern defined before): a unit without a target is never offered it, or the
+        // units would go round between the two patterns; a check of the moved units leaves them on pattern 3
+        var readies = moved.ToDictionary(m => m, m => server.ChainOf(m).Count(s => s == StateId.Ready));
+        Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(moved, null), CancellationToken.None)).Notified, Is.EquivalentTo(moved));
+        foreach (var m in moved)
+        {
+            await server.WaitForAsync(() => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && server.Store.GetUnit(m)!.State == "Ready", $"{m} checked again");
+        }
+        Assert.That(moved.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"), "a check without a target does not take the way back");
+        Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
 
         // a wrong choice is refused and changes nothing (the fleet keeps writing its own rows meanwhile: the rollout's are compared)
         var wrong = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new { units = "explode" }, CancellationToken.None))!;

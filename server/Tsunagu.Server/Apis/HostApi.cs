@@ -112,7 +112,10 @@ public static class HostApi
         {
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
         }
-        var program = unit.TargetPattern == actual.Id ? null : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern);
+        // the way forward from the pattern, or the one to the unit's target; without a target a way back is taken only
+        // when a rollout holds it (its gate below says whether this unit may)
+        var program = unit.TargetPattern == actual.Id ? null
+            : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern) ?? (unit.TargetPattern is null ? rollouts.WayBackHeld(mac, catalogue, actual.Id) : null);
         var policy = PolicySettings.From(catalogue);
         if (unit.LowWindowStart is { } ws && unit.LowWindowEnd is { } we)
         {

@@ -13,6 +13,7 @@ public sealed class CatalogueSnapshot
     private readonly IReadOnlyList<(PatternRow Row, IReadOnlyDictionary<string, string> Apps)> _matchable;
     private readonly IReadOnlyList<UpdateProgramRow> _programs;
     private readonly IReadOnlyDictionary<string, string> _settings;
+    private readonly IReadOnlyDictionary<string, string> _createdAt;
 
     public CatalogueSnapshot(string? stamp, IEnumerable<PatternRow> patterns, IEnumerable<UpdateProgramRow> programs,
         IEnumerable<KeyValuePair<string, string>> settings)
@@ -29,6 +30,7 @@ public sealed class CatalogueSnapshot
         _programs = programs.Where(u => verified.Contains(u.ToPattern))
             .OrderByDescending(u => u.Priority).ThenBy(u => u.Id, StringComparer.Ordinal).ToList();
         _settings = settings.ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
+        _createdAt = all.Where(p => p.CreatedAt is not null).ToDictionary(p => p.Id, p => p.CreatedAt!, StringComparer.Ordinal);
     }
 
     /// <summary>The catalogue stamp this snapshot was read at (null before the first catalogue write).</summary>
@@ -54,10 +56,25 @@ public sealed class CatalogueSnapshot
 
     /// <summary>
     /// The update program for units on <paramref name="fromPattern"/> (patent fig. 8 (e)): highest priority first,
-    /// to a verified pattern only; with a target pattern, only a program that leads there.
+    /// to a verified pattern only; with a target pattern, only a program that leads there. Without one, only a program
+    /// forward: a program to a pattern defined before <paramref name="fromPattern"/> (a way back, such as the one a
+    /// rollout's return uses) is never the default path, or a unit that took the way forward would be offered the way
+    /// back at its next check and go round between the two; <see cref="FindWayBack"/> finds those.
     /// </summary>
     public UpdateProgramRow? FindUpdateProgram(string fromPattern, string? toPattern = null) =>
-        _programs.FirstOrDefault(u => u.FromPattern == fromPattern && (toPattern is null || u.ToPattern == toPattern));
+        _programs.FirstOrDefault(u => u.FromPattern == fromPattern && (toPattern is null ? !IsWayBack(u) : u.ToPattern == toPattern));
+
+    /// <summary>The first program (by priority) from <paramref name="fromPattern"/> back to a pattern defined before it; null when none.</summary>
+    public UpdateProgramRow? FindWayBack(string fromPattern) =>
+        _programs.FirstOrDefault(u => u.FromPattern == fromPattern && IsWayBack(u));
+
+    /// <summary>
+    /// Whether <paramref name="program"/> leads to a pattern created before the one it leads from (the order in which the
+    /// operator defined them). When either creation time is unknown it is not.
+    /// </summary>
+    public bool IsWayBack(UpdateProgramRow program) =>
+        _createdAt.TryGetValue(program.FromPattern, out var from) && _createdAt.TryGetValue(program.ToPattern, out var to)
+        && string.CompareOrdinal(to, from) < 0;
 
     public string? Setting(string key) => _settings.GetValueOrDefault(key);
 }

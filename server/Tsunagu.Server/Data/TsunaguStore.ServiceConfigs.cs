@@ -135,11 +135,20 @@ public sealed partial class TsunaguStore
                 WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
                 """, new { mac, counter.Version, counter.BundleId }, tx);
         }
+        // the cache statistics (when reported) in the same statement: a null leaves each column as it was
         c.Execute("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = @state,
-                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
+                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now,
+                   cache_requests = COALESCE(@cacheRequests, cache_requests), cache_hits = COALESCE(@cacheHits, cache_hits),
+                   cache_bytes_served = COALESCE(@cacheServed, cache_bytes_served), cache_bytes_saved = COALESCE(@cacheSaved, cache_bytes_saved),
+                   cache_reported_at = COALESCE(@cacheAt, cache_reported_at)
             WHERE mac = @mac
-            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now }, tx);
+            """, new
+        {
+            mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now,
+            cacheRequests = cache?.Requests, cacheHits = cache?.Hits, cacheServed = cache?.BytesServed, cacheSaved = cache?.BytesSaved,
+            cacheAt = cache is null ? null : now,
+        }, tx);
         var finalized = configRevision is { } revision && c.Execute(
             "UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
             new { mac, revision, now }, tx) > 0;
@@ -155,14 +164,6 @@ public sealed partial class TsunaguStore
             {
                 text += $"; WireGuard public key changed from {previous} to {vpn.PublicKey}: peers must be given the new key";
             }
-        }
-        if (cache is not null)
-        {
-            c.Execute("""
-                UPDATE units SET cache_requests = @Requests, cache_hits = @Hits, cache_bytes_served = @BytesServed, cache_bytes_saved = @BytesSaved,
-                       cache_reported_at = @now
-                WHERE mac = @mac
-                """, new { mac, cache.Requests, cache.Hits, cache.BytesServed, cache.BytesSaved, now }, tx);
         }
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
             new { mac, now, kind = UnitEventKinds.Ready, text }, tx);

@@ -136,6 +136,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         return null;
     }
 
+    /// <summary>
+    /// For a unit without a target pattern: the way back from <paramref name="fromPattern"/> (<see cref="CatalogueSnapshot.FindWayBack"/>)
+    /// when a rollout that is not completed holds that transition, so a rollout can take units back; null otherwise (a
+    /// way back is never the default path). Read only for a unit on a pattern with no way forward.
+    /// </summary>
+    public UpdateProgramRow? WayBackHeld(string mac, CatalogueSnapshot catalogue, string fromPattern) =>
+        catalogue.FindWayBack(fromPattern) is { } back && store.RolloutGate(mac, back.FromPattern, back.ToPattern) is not null ? back : null;
+
     /// <summary>The operator pauses, resumes or aborts a rollout; false when it is not in a state that allows it.</summary>
     public bool Act(string name, string action, string actor)
     {
