@@ -28,4 +28,14 @@ public static class RolloutCatalogue
         var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", body, CancellationToken.None), JsonSerializerOptions.Web)!;
         await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", importance, 1, artifact.Sha256));
     }
+
+    /// <summary>The way back, pattern 3 -> pattern 2 (a newer bundle carrying the old vcp), of importance 5.</summary>
+    public static async Task AddWayBackAsync(TestServer server, OperatorClient client)
+    {
+        using var back = new ByteArrayContent(DemoCatalogue.BuildBundle("p3-to-p2", 3, "pattern-3", DemoCatalogue.Pattern2,
+            new Dictionary<string, string> { ["vcp"] = DemoCatalogue.Pattern2Applications["vcp"] }, server.ReleaseKey, DateTimeOffset.UtcNow));
+        back.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", back, CancellationToken.None), JsonSerializerOptions.Web)!;
+        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p3-to-p2", "pattern-3", DemoCatalogue.Pattern2, 5, 1, artifact.Sha256));
+    }
 }

@@ -56,6 +56,15 @@ public sealed class TestServer : IAsyncDisposable
         MainLinkFailureLimit = 3,
     };
 
+    /// <summary>
+    /// <see cref="FastOptions"/> with an update's health check of one second, probed every 200 ms: rollout tests
+    /// install many updates and wait for each to be reported.
+    /// </summary>
+    public static SupervisorOptions FastUpdateOptions { get; } = FastOptions with
+    {
+        Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
+    };
+
     /// <summary>The database every server of this test uses: "sqlite" or "postgres" (set by the fixture).</summary>
     public static readonly AsyncLocal<string?> DatabaseKind = new();
 
