@@ -21,7 +21,7 @@ public sealed record ScaleSettings(int Units, double Rate, double Seconds, int M
     {
         var c = CultureInfo.InvariantCulture;
         string Get(string name, string fallback) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : fallback;
-        return new ScaleSettings(int.Parse(Get("BENCH_SCALE_UNITS", "6000"), c), double.Parse(Get("BENCH_SCALE_RATE", "556"), c), seconds,
+        return new ScaleSettings(int.Parse(Get("BENCH_SCALE_UNITS", "3000"), c), double.Parse(Get("BENCH_SCALE_RATE", "556"), c), seconds,
             int.Parse(Get("BENCH_SCALE_IN_FLIGHT", "128"), c), int.Parse(Get("BENCH_CLUSTER_STORM_UNITS", "2000"), c),
             int.Parse(Get("BENCH_CLUSTER_STORM_SPREAD", "0"), c));
     }
@@ -42,6 +42,9 @@ public static class ScaleBench
 {
     /// <summary>Seconds between two checks of a unit in the figure "units per core".</summary>
     public const double CheckIntervalSeconds = 1800;
+
+    /// <summary>Units per registration table (one operator request each, answered within the operator client's 60 s on a busy machine).</summary>
+    private const int RegisterChunk = 500;
 
     /// <summary>The goal of issue 21: one million units on this 2-core machine.</summary>
     public const double GoalUnitsPerCore = 500_000;
@@ -89,15 +92,15 @@ public static class ScaleBench
     {
         var c = CultureInfo.InvariantCulture;
         var unitKey = FactoryIdentities.ReadUnitKey(Path.Combine(cluster.Data, "keys", Tsunagu.Server.Apis.UnitKey.FileName));
-        // the units, registered on the factory pattern (no update to offer) in tables of 2,500 rows
+        // the units, registered on the factory pattern (no update to offer), RegisterChunk rows per table
         var units = new List<LoadUnit>();
         var registerClock = Stopwatch.StartNew();
         using (var op = new OperatorClient(cluster.Url, DemoCatalogue.OperatorName, cluster.Password, [cluster.Pin]))
         {
-            for (var first = 1; first <= settings.Units; first += 2500)
+            for (var first = 1; first <= settings.Units; first += RegisterChunk)
             {
                 var csv = new StringBuilder("mac,serial,hardware_version,isp_method,isp_username,isp_password,domain,subscriber,target_pattern\n");
-                for (var i = first; i < Math.Min(settings.Units + 1, first + 2500); i++)
+                for (var i = first; i < Math.Min(settings.Units + 1, first + RegisterChunk); i++)
                 {
                     var mac = SimulatedFleet.MacFor(i);
                     var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"LOAD-{i:D7}", DemoCatalogue.HardwareVersion, DemoCatalogue.Board,
