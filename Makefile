@@ -100,7 +100,8 @@ cluster-stop:
 	deploy/cluster.sh stop $(CLUSTER_DATA)
 
 # Benchmarks (not part of `make test`): each figure paired with a reference run in the same job on loopback
-# (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get).
+# (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get), and for
+# the rows on the production topology (BENCH_ONLY parts scale, cluster-storm; docs/scaling.md) what `make cluster` needs.
 BENCH_SECONDS ?= 5
 bench: deps
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "error: make bench needs nginx (apt-get install nginx-light)" >&2; exit 1; }

@@ -116,7 +116,9 @@ public static class CheckIn
 }
 
 /// <summary>What an open-loop run of check-ins measured.</summary>
-public sealed record LoadRun(int Scheduled, int Ok, int ServerErrors, int ClientErrors, int TransportErrors, long Requests, double Seconds,
+/// <param name="Due">Check-ins due in the run's duration at its rate.</param>
+/// <param name="Scheduled">Those started (the rest were held back by the in-flight cap until the duration ended).</param>
+public sealed record LoadRun(int Due, int Scheduled, int Ok, int ServerErrors, int ClientErrors, int TransportErrors, long Requests, double Seconds,
     double P50Ms, double P99Ms, double MaxMs, int MaxInFlight, IReadOnlyList<string> FirstErrors)
 {
     public double PerSecond => Ok / Seconds;
@@ -124,7 +126,8 @@ public sealed record LoadRun(int Scheduled, int Ok, int ServerErrors, int Client
 
 /// <summary>
 /// Open loop: check-ins are due at a fixed rate whatever the answers; latency counts from when one was due (a check-in
-/// held back by the cap on those in flight is late, and that lateness is in its latency). At most
+/// held back by the cap on those in flight is late, and that lateness is in its latency). None starts after the
+/// duration; those in flight then are waited for (each bounded by the client's 30 s timeout). At most
 /// maxInFlight at once (each its own TLS connection).
 /// </summary>
 public static class OpenLoop
@@ -143,6 +146,10 @@ public static class OpenLoop
         var total = (int)Math.Round(rate * duration.TotalSeconds);
         for (var i = 0; i < total; i++)
         {
+            if (clock.Elapsed >= duration)
+            {
+                break; // bounded: what was due but could not start by the end (in-flight cap reached) is counted as not sent
+            }
             var due = TimeSpan.FromSeconds(i / rate);
             var wait = due - clock.Elapsed;
             if (wait > TimeSpan.FromMilliseconds(1)) { await Task.Delay(wait, ct); }
@@ -182,7 +189,7 @@ public static class OpenLoop
         var seconds = clock.Elapsed.TotalSeconds;
         var sorted = latencies.Order().ToArray();
         double Percentile(double p) => sorted.Length == 0 ? 0 : sorted[Math.Min(sorted.Length - 1, (int)(sorted.Length * p))];
-        return new LoadRun(scheduled, ok, server, client, transport, requests, seconds, Percentile(0.5), Percentile(0.99),
+        return new LoadRun(total, scheduled, ok, server, client, transport, requests, seconds, Percentile(0.5), Percentile(0.99),
             sorted.Length == 0 ? 0 : sorted[^1], maxSeen, errors);
     }
 

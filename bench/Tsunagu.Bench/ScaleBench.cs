@@ -125,11 +125,14 @@ public static class ScaleBench
 
         // the measured run: units in turn, so a unit checks again only after all the others (units / rate seconds later)
         var replicas = cluster.ReplicaPids();
-        var before = Sample(cluster, replicas);
+        await Task.Delay(StatisticsLag, ct);
+        var counters = DatabaseCounters(cluster);
+        var before = new CpuSample(replicas.Sum(ProcessTreeCpu.Read), ProcessTreeCpu.Read(cluster.HaproxyPid), ProcessTreeCpu.Read(cluster.PostgresPid),
+            Environment.CpuUsage.TotalTime.TotalSeconds, counters.Commits, counters.Rows);
         var duration = TimeSpan.FromSeconds(settings.Seconds);
         progress(string.Create(c, $"scale: steady-state check-ins at {settings.Rate:0}/s for {settings.Seconds:0} s through HAProxy ({settings.MaxInFlight} in flight at most)"));
         var ours = await OpenLoop.RunAsync((i, t) => CheckIn.RunAsync(cluster.Url, cluster.Pin, units[i % units.Count], t), settings.Rate, duration, settings.MaxInFlight, ct);
-        var after = Sample(cluster, replicas);
+        var after = await SampleAsync(cluster, replicas, ct);
         var used = after.Minus(before);
         progress(string.Create(c, $"scale: {ours.Ok} ok in {ours.Seconds:0.0} s ({ours.PerSecond:0.0}/s), 5xx {ours.ServerErrors}, 4xx {ours.ClientErrors}, transport {ours.TransportErrors}; p99 {ours.P99Ms:0} ms; CPU s replicas {used.Replicas:0.00}, HAProxy {used.Haproxy:0.00}, PostgreSQL {used.Postgres:0.00}, generator {used.Generator:0.00}"));
 
@@ -161,6 +164,7 @@ public static class ScaleBench
         var requestsPerCheck = ours.Ok == 0 ? 0 : (double)ours.Requests / (ours.Ok + ours.ServerErrors + ours.ClientErrors + ours.TransportErrors);
         var breakdown = string.Create(c,
             $"CPU s per 1,000 check-ins: replicas (2, summed) {used.Replicas / ours.Ok * 1000:0.00}, HAProxy {used.Haproxy / ours.Ok * 1000:0.00}, PostgreSQL {used.Postgres / ours.Ok * 1000:0.00} = {perThousand:0.00}; nginx {nginxPerThousand:0.00}; " +
+            $"PostgreSQL per check-in: {(double)used.Commits / ours.Ok:0.0} commits, {(double)used.RowsWritten / ours.Ok:0.0} rows written; " +
             $"load generator {used.Generator / ours.Ok * 1000:0.00} (vs {nginxGenerator / Math.Max(1, theirs.Ok) * 1000:0.00} against nginx); " +
             $"units per core: replicas alone {UnitsPerCore(used.Replicas / ours.Ok * 1000):0}, PostgreSQL alone {UnitsPerCore(used.Postgres / ours.Ok * 1000):0}, HAProxy alone {UnitsPerCore(used.Haproxy / ours.Ok * 1000):0}");
         rows.Add(new Result("units per core at a 30-minute check interval, server side (2 replicas + HAProxy + PostgreSQL) vs nginx (same TLS connections, same requests); goal 500,000 (1M units on 2 cores)",
@@ -170,7 +174,7 @@ public static class ScaleBench
         rows.Add(new Result(string.Create(c, $"steady-state check-in p99 latency (ms) at {settings.Rate:0}/s offered, through HAProxy to 2 replicas on PostgreSQL, vs nginx; goal p99 < 1 s, no 5xx"),
             ours.P99Ms, theirs.P99Ms, "<=", 1000,
             string.Create(c, $"achieved {ours.PerSecond:0.0}/s (nginx {theirs.PerSecond:0.0}/s) of {settings.Rate:0}/s offered, open loop, latency from when each check-in was due, at most {settings.MaxInFlight} in flight (reached {ours.MaxInFlight}); p50 {ours.P50Ms:0} ms, max {ours.MaxMs:0} ms; " +
-                $"5xx {ours.ServerErrors}, 4xx {ours.ClientErrors}, transport errors {ours.TransportErrors} of {ours.Scheduled} (nginx: {theirs.ServerErrors}/{theirs.ClientErrors}/{theirs.TransportErrors}){(ours.FirstErrors.Count > 0 ? "; first errors: " + string.Join(" | ", ours.FirstErrors) : "")}; the load generator runs on the same 2 cores"),
+                $"5xx {ours.ServerErrors}, 4xx {ours.ClientErrors}, transport errors {ours.TransportErrors} of {ours.Scheduled} started ({ours.Due - ours.Scheduled} due but not started by the end; nginx {theirs.Due - theirs.Scheduled}) (nginx: {theirs.ServerErrors}/{theirs.ClientErrors}/{theirs.TransportErrors}){(ours.FirstErrors.Count > 0 ? "; first errors: " + string.Join(" | ", ours.FirstErrors) : "")}; the load generator runs on the same 2 cores"),
             Absolute: true));
         if (ours.ServerErrors > 0)
         {
@@ -179,15 +183,40 @@ public static class ScaleBench
         return rows;
     }
 
-    private sealed record CpuSample(double Replicas, double Haproxy, double Postgres, double Generator)
+    private sealed record CpuSample(double Replicas, double Haproxy, double Postgres, double Generator, long Commits, long RowsWritten)
     {
         public double Server => Replicas + Haproxy + Postgres;
 
-        public CpuSample Minus(CpuSample o) => new(Replicas - o.Replicas, Haproxy - o.Haproxy, Postgres - o.Postgres, Generator - o.Generator);
+        public CpuSample Minus(CpuSample o) => new(Replicas - o.Replicas, Haproxy - o.Haproxy, Postgres - o.Postgres, Generator - o.Generator,
+            Commits - o.Commits, RowsWritten - o.RowsWritten);
     }
 
-    private static CpuSample Sample(ClusterProcess cluster, IReadOnlyList<int> replicas) => new(replicas.Sum(ProcessTreeCpu.Read),
-        ProcessTreeCpu.Read(cluster.HaproxyPid), ProcessTreeCpu.Read(cluster.PostgresPid), Environment.CpuUsage.TotalTime.TotalSeconds);
+    /// <summary>How long an idle PostgreSQL backend may keep its statistics before reporting them (PGSTAT_IDLE_INTERVAL, 10 s), and a second more.</summary>
+    private static readonly TimeSpan StatisticsLag = TimeSpan.FromSeconds(11);
+
+    /// <summary>CPU now; the database's counters after <see cref="StatisticsLag"/> (the load is stopped or not yet started then).</summary>
+    private static async Task<CpuSample> SampleAsync(ClusterProcess cluster, IReadOnlyList<int> replicas, CancellationToken ct)
+    {
+        var cpu = new CpuSample(replicas.Sum(ProcessTreeCpu.Read), ProcessTreeCpu.Read(cluster.HaproxyPid), ProcessTreeCpu.Read(cluster.PostgresPid),
+            Environment.CpuUsage.TotalTime.TotalSeconds, 0, 0);
+        await Task.Delay(StatisticsLag, ct);
+        var (commits, rows) = DatabaseCounters(cluster);
+        return cpu with { Commits = commits, RowsWritten = rows };
+    }
+
+    private static (long Commits, long Rows) DatabaseCounters(ClusterProcess cluster)
+    {
+        // the database's own counters: transactions committed and rows inserted, updated or deleted (pg_stat_database;
+        // they include this query's own transaction)
+        using var connection = new Npgsql.NpgsqlConnection(cluster.Database + ";Pooling=false");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT pg_stat_force_next_flush(); SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()";
+        using var reader = command.ExecuteReader();
+        reader.NextResult();
+        reader.Read();
+        return (reader.GetInt64(0), reader.GetInt64(1));
+    }
 
     /// <summary>The server's answers to one steady-state check-in, as the JSON it sent (nginx then sends the same bytes' worth).</summary>
     private static async Task<Dictionary<string, string>> CannedAnswersAsync(Uri server, string pin, LoadUnit unit, CancellationToken ct)

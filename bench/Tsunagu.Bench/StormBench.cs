@@ -226,6 +226,10 @@ public static class StormBench
 
         public string Tail()
         {
+            if (_process.HasExited)
+            {
+                _process.WaitForExit(); // an exited worker: its last lines (the reason it stopped) are read to the end first
+            }
             lock (_output)
             {
                 var text = _output.ToString();
