@@ -108,7 +108,21 @@ public static class ScaleBench
                     units.Add(new LoadUnit(i - 1, identity, Convert.FromBase64String(identity.UnitSecret)));
                     csv.Append(c, $"{mac},LOAD-{i:D7},{DemoCatalogue.HardwareVersion},dhcp,,,unit{i}.example,,{DemoCatalogue.Pattern1}\n");
                 }
-                await op.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
+                for (var attempt = 1; ; attempt++)
+                {
+                    try
+                    {
+                        await op.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
+                        break;
+                    }
+                    catch (OperatorApiException e) when (attempt < 10 && e.Status is 502 or 503)
+                    {
+                        // HAProxy found no healthy replica (a busy machine delays /healthz), or a replica turned it away:
+                        // either way nothing was registered, so the same table is sent again
+                        progress($"scale: registration answered {e.Status}; again in 3 s");
+                        await Task.Delay(3000, ct);
+                    }
+                }
             }
         }
         progress(string.Create(c, $"scale: {units.Count} units registered in {registerClock.Elapsed.TotalSeconds:0.0} s; first check-in of each (not measured)"));
