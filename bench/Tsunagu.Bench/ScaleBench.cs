@@ -44,7 +44,7 @@ public static class ScaleBench
     public const double CheckIntervalSeconds = 1800;
 
     /// <summary>Units per registration table (one operator request each, answered within the operator client's 60 s on a busy machine).</summary>
-    private const int RegisterChunk = 500;
+    private const int RegisterChunk = 100;
 
     /// <summary>The goal of issue 21: one million units on this 2-core machine.</summary>
     public const double GoalUnitsPerCore = 500_000;
