@@ -127,13 +127,14 @@ public sealed record LoadRun(int Due, int Scheduled, int Ok, int ServerErrors, i
 /// <summary>
 /// Open loop: check-ins are due at a fixed rate whatever the answers; latency counts from when one was due (a check-in
 /// held back by the cap on those in flight is late, and that lateness is in its latency). None starts after the
-/// duration; those in flight then are waited for (each bounded by the client's 30 s timeout). At most
+/// duration (unless <c>startAll</c>: every one due is started, however late); those in flight then are waited for (each
+/// bounded by the client's 30 s timeout). At most
 /// maxInFlight at once (each its own TLS connection).
 /// </summary>
 public static class OpenLoop
 {
     public static async Task<LoadRun> RunAsync(Func<int, CancellationToken, Task<(CheckInOutcome Outcome, int Requests, string? Error)>> checkIn,
-        double rate, TimeSpan duration, int maxInFlight, CancellationToken ct)
+        double rate, TimeSpan duration, int maxInFlight, CancellationToken ct, bool startAll = false)
     {
         using var slots = new SemaphoreSlim(maxInFlight);
         var latencies = new List<double>();
@@ -146,7 +147,7 @@ public static class OpenLoop
         var total = (int)Math.Round(rate * duration.TotalSeconds);
         for (var i = 0; i < total; i++)
         {
-            if (clock.Elapsed >= duration)
+            if (!startAll && clock.Elapsed >= duration)
             {
                 break; // bounded: what was due but could not start by the end (in-flight cap reached) is counted as not sent
             }

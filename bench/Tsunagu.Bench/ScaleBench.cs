@@ -82,10 +82,39 @@ public static class ScaleBench
                          (units == 20_000 ? "" : $" (MEASURED AT {units:N0} UNITS, not 20,000)");
             var stormDir = Path.Combine(dir, "storm");
             Directory.CreateDirectory(stormDir);
+            // after the load phase a busy machine may have delayed /healthz past HAProxy's check timeout: the storm's
+            // first boot starts once HAProxy routes to a replica again (three healthy answers in a row through it)
+            await WaitForHealthyAsync(cluster, progress, ct);
             // the storm's units are numbered after the load generator's, so their MACs never collide
             results.Add(await StormBench.BootAndStormAsync(metric, stormDir, units, 0x100000, cluster.Url, cluster.Data, cluster.Password, releaseKeyFile,
                 1.0, settings.StormSpreadSeconds, () => Task.CompletedTask, progress, ct));
         }
+    }
+
+    private static async Task WaitForHealthyAsync(ClusterProcess cluster, Action<string> progress, CancellationToken ct)
+    {
+        using var handler = new SocketsHttpHandler
+        {
+            SslOptions = { RemoteCertificateValidationCallback = (_, certificate, chain, _) => certificate is not null && TrustAnchor.Matches(
+                System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), chain, [cluster.Pin]) },
+        };
+        using var http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(10) };
+        var healthy = 0;
+        var clock = Stopwatch.StartNew();
+        while (healthy < 3 && clock.Elapsed < TimeSpan.FromMinutes(2))
+        {
+            try
+            {
+                using var answer = await http.GetAsync(new Uri(cluster.Url, Routes.Health), ct);
+                healthy = answer.IsSuccessStatusCode ? healthy + 1 : 0;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
+            {
+                healthy = 0;
+            }
+            await Task.Delay(500, ct);
+        }
+        progress(string.Create(CultureInfo.InvariantCulture, $"scale: HAProxy {(healthy >= 3 ? "routes to the replicas" : "still finds no healthy replica")} after {clock.Elapsed.TotalSeconds:0} s"));
     }
 
     private static async Task<List<Result>> UnitsPerCoreAsync(string dir, ClusterProcess cluster, ScaleSettings settings, Action<string> progress, CancellationToken ct)
@@ -129,7 +158,7 @@ public static class ScaleBench
 
         // each unit's first check writes its inventory, state and configuration acknowledgement: not the steady state
         var warmClock = Stopwatch.StartNew();
-        var warm = await OpenLoop.RunAsync((i, t) => CheckIn.RunAsync(cluster.Url, cluster.Pin, units[i], t), 1000, TimeSpan.FromSeconds(units.Count / 1000.0), 32, ct);
+        var warm = await OpenLoop.RunAsync((i, t) => CheckIn.RunAsync(cluster.Url, cluster.Pin, units[i], t), 1000, TimeSpan.FromSeconds(units.Count / 1000.0), 32, ct, startAll: true);
         progress(string.Create(c, $"scale: first check-ins {warm.Ok}/{units.Count} ok in {warmClock.Elapsed.TotalSeconds:0.0} s ({warm.PerSecond:0} /s at 32 in flight); errors {string.Join(" | ", warm.FirstErrors)}"));
         if (warm.Ok < units.Count * 0.99)
         {

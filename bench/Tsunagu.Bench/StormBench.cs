@@ -99,7 +99,7 @@ public static class StormBench
                 {
                     if (!await worker.PoweredOff.WaitAsync(TimeSpan.FromMinutes(20), ct).ContinueWith(t => t.IsCompletedSuccessfully && t.Result, ct))
                     {
-                        return Result.NotMeasured(metric, "<=", 1.3, $"worker {worker.Index} did not finish its units' first boot: {worker.Tail()}");
+                        return Result.NotMeasured(metric, "<=", 1.3, $"worker {worker.Index} did not finish its units' first boot (exit code {worker.ExitCode}): {worker.Tail()}");
                     }
                 }
             }
