@@ -129,12 +129,13 @@ public static class HostApi
             var load = request.Load ?? new UnitLoad(0, 0);
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
-            deferred = rollouts.Gate(mac, program) ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
+            var admission = rollouts.Admit(mac, program);
+            deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
-                rollouts.Offered(mac, program);
+                rollouts.Offered(mac, program, admission); // writes only the first offer of a rollout's member
             }
             else
             {

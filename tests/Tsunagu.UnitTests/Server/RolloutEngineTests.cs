@@ -386,8 +386,8 @@ public class RolloutEngineTests
         var unit = store.GetUnitForCheck(mac)!;
         if (unit.TargetPattern == unit.Pattern) { return null; }
         var program = store.FindUpdateProgram(unit.Pattern!, unit.TargetPattern);
-        if (program is null || service.Gate(mac, program) is not null) { return null; }
-        service.Offered(mac, program);
+        if (program is null || service.Admit(mac, program) is not { Deferred: null } admission) { return null; }
+        service.Offered(mac, program, admission);
         return program.Id;
     }
 
