@@ -187,6 +187,34 @@ public class RolloutStoreTests(string kind)
         Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("y"));
     }
 
+    [Test]
+    public async Task A_group_wave_opens_its_units_first_and_a_missing_group_is_refused_without_a_write()
+    {
+        var canary = new[] { Mac(4), Mac(1) };
+        _store.AddGroup(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = System.Text.Json.JsonSerializer.Serialize(canary), CreatedBy = "alice" },
+            new AuditEntry("alice", "group.create", "canary", null));
+        var audit = _store.ListAudit(1000).Count;
+        var refused = Assert.Throws<RolloutRuleException>(() => Create("r1", [new(Group: "nope"), new(Percent: 100)]))!;
+        Assert.That(refused.Message, Does.Contain("no group 'nope'"));
+        Assert.That(refused.Conflict, Is.False);
+        Assert.That(_store.ListRollouts(), Is.Empty);
+        Assert.That(_store.ListAudit(1000), Has.Count.EqualTo(audit), "a refused rollout writes nothing");
+
+        var view = Create("r1", [new(Group: "canary"), new(Count: 1), new(Percent: 100)]);
+        Assert.That(view.Waves.Select(w => w.Members), Is.EqualTo(new[] { 2, 1, 3 }));
+        Assert.That(view.WaveSpecs.Select(w => w.ToString()), Is.EqualTo(new[] { "group:canary", "1", "100%" }));
+        Assert.That(FirstWave("r1"), Is.EqualTo(canary.Order()), "wave 1 is the canary group");
+        Assert.That(_store.ListAudit(5).First(a => a.Action == "rollout.create").Detail, Does.Contain("waves 2/1/3"));
+        var offered = Enumerable.Range(0, 6).Select(Mac).Where(m => Check(m) is not null).Order().ToList();
+        Assert.That(offered, Is.EqualTo(canary.Order()), "only the canary units are offered the update");
+        foreach (var mac in canary) { Installed(mac, XtoY); }
+        _clock.Now += TimeSpan.FromHours(1);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetRollout("r1")!.OpenWaves, Is.EqualTo(2), "the canary wave done, wave 2 opens");
+        var wave2 = _store.RolloutMembers(_store.GetRollout("r1")!).Where(m => m.Wave == 1).Select(m => m.Mac).ToList();
+        Assert.That(Enumerable.Range(0, 6).Select(Mac).Where(m => Check(m) == XtoY.Id), Is.EqualTo(wave2), "then only wave 2");
+    }
+
     /// <summary>Holds a lock that lets reads through but blocks any write to rollout_units (SQLite: every write) until disposed.</summary>
     private async Task<IAsyncDisposable> HoldWriteLockAsync()
     {

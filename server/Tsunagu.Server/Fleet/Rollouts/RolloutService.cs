@@ -77,8 +77,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         }
         var program = store.FindUpdateProgram(request.FromPattern, request.ToPattern)
             ?? throw new RolloutRuleException($"fromPattern, toPattern: no update program leads from {request.FromPattern} to {request.ToPattern}");
+        var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
+        foreach (var name in RolloutEngine.WaveGroups(request.Waves!))
+        {
+            var waveGroup = store.GetGroup(name) ?? throw new RolloutRuleException($"waves: no group '{name}'");
+            waveGroups[name] = store.GroupMembers(waveGroup).ToHashSet(StringComparer.Ordinal);
+        }
         var candidates = Candidates(group, request.FromPattern);
-        var members = RolloutEngine.Plan(request.Name, request.Waves!, candidates);
+        var members = RolloutEngine.Plan(request.Name, request.Waves!, candidates, waveGroups);
         var row = new RolloutRow
         {
             Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
@@ -86,7 +92,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             ErrorPercent = request.ErrorPercent ?? 10, OnError = request.OnError ?? ErrorActions.Pause, MinWaveSeconds = request.MinWaveSeconds ?? 0,
             State = RolloutStates.Running, OpenWaves = 1, CreatedBy = actor,
         };
-        var sizes = RolloutEngine.WaveSizes(request.Waves!, members.Count);
+        var sizes = Enumerable.Range(0, request.Waves!.Count).Select(w => members.Count(m => m.Wave == w)).ToList();
         try
         {
             store.AddRollout(row, members, new AuditEntry(actor, "rollout.create", row.Name,
