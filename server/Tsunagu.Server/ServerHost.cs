@@ -92,6 +92,9 @@ public static class ServerHost
         builder.Services.AddSingleton<Units.ServiceConfigs.ServiceConfigService>();
         builder.Services.AddSingleton<Subscribers.SubscriberChanges>();
         builder.Services.AddSingleton<Subscribers.ConfigRetries>();
+        builder.Services.AddSingleton(sp => new Fleet.ProcessCpuLoad(sp.GetRequiredService<TimeProvider>()));
+        builder.Services.AddSingleton<Fleet.IHostLoad>(sp => sp.GetRequiredService<Fleet.ProcessCpuLoad>());
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Fleet.ProcessCpuLoad>());
         builder.Services.AddSingleton<Fleet.Rollouts.RolloutService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Fleet.Rollouts.RolloutService>());
         builder.Services.AddWebSessions(options, Path.Combine(dataDirectory, "keys"), time);

@@ -79,7 +79,7 @@ public static class HostApi
     }
 
     private static async Task<Results<Ok<VersionCheckResponse>, ProblemHttpResult>> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
-        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, ILogger<VersionCheckRequest> log)
+        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, Fleet.IHostLoad hostLoad, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(request.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -130,7 +130,9 @@ public static class HostApi
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
             var admission = rollouts.Admit(mac, program);
-            deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
+            // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
+            var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
+            deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
