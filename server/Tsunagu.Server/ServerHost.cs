@@ -14,8 +14,9 @@ namespace Tsunagu.Server;
 /// <summary>Builds and starts the server; used by Program, the demo and the integration tests alike.</summary>
 public static class ServerHost
 {
+    /// <param name="services">Replaces services after the server's own are added (tests: a host load they set).</param>
     public static WebApplication Build(ServerOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null,
-        TimeProvider? time = null)
+        TimeProvider? time = null, Action<IServiceCollection>? services = null)
     {
         options.Validate();
         // content root = where the server's files are (wwwroot), whatever the working directory
@@ -112,6 +113,7 @@ public static class ServerHost
         builder.Services.AddHostedService(sp => sp.GetRequiredService<BrokerLink>());
         builder.Services.AddTsunaguMetrics();
 
+        services?.Invoke(builder.Services);
         var app = builder.Build();
         if (options.OperatorName is { } operatorName && options.OperatorPassword is { } operatorPassword)
         {
