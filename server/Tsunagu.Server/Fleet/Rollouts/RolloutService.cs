@@ -202,7 +202,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// Aborts <paramref name="row"/> and returns the units it moved or is moving to the pattern each ran before
     /// (<see cref="RolloutEngine.PlanReturn"/>): their target pattern becomes it, so the normal version check takes them
     /// back by the update program from the new pattern to it. Without such a program, or when that pattern is no longer
-    /// verified, the units are listed as unable to return and left as they are. False when the rollout cannot abort.
+    /// verified, the units are listed as unable to return and left as they are. Null when the rollout cannot abort.
     /// </summary>
     private ReturnPlan? AbortReturning(RolloutRow row, string actor)
     {
