@@ -82,9 +82,11 @@ public sealed record VersionCheckRequest(Inventory Inventory, UnitLoad Load, boo
 /// When a unit may apply an update of importance below 5 (patent 0048, 0064); an operator setting. The window hours
 /// are local hours in <see cref="TimeZone"/> (an IANA zone id, e.g. "Asia/Tokyo"): the host sends each unit the zone of
 /// its table row, so host and unit judge the window by the same clock; null: the unit's own local zone.
+/// <see cref="HostLoadThreshold"/>: the host's own load (a fraction, patent 0064) at or above which the host defers
+/// importance 4 and 3 too; only the host knows its load, so the unit's own decision leaves it out.
 /// </summary>
 public sealed record UpdatePolicy(double CpuThreshold, double WanThreshold, int LowWindowStartHour, int LowWindowEndHour,
-    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4, string? TimeZone = null)
+    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4, string? TimeZone = null, double HostLoadThreshold = 0.8)
 {
     public static UpdatePolicy Default { get; } = new(0.5, 0.5, 2, 5, 3, 4);
 }

@@ -96,6 +96,25 @@ public class ImportanceTests
     }
 
     [Test]
+    public async Task A_busy_host_defers_an_importance_4_update_and_it_installs_once_the_hosts_load_drops()
+    {
+        var (server, client, unit) = await ReadyUnitAsync(TestServer.FastOptions with { DeferredRecheck = TimeSpan.FromMilliseconds(500) });
+        await using var _ = server;
+        using var __ = client;
+        await AddPattern3Async(server, client, importance: 4);
+        unit.Hardware.Load.Cpu = 0.05; // the unit itself is idle: only the host's load holds the update back
+        server.HostLoad.Value = 0.95;
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("host's load", StringComparison.Ordinal) == true),
+            "the busy host deferring the importance-4 update");
+        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(server.Store.ListUpdateReports(unit.Mac).Where(r => r.UpdateId == "p2-to-p3"), Is.Empty, "nothing installed while the host was busy");
+        server.HostLoad.Value = 0.2; // the unit looks again after DeferredRecheck on its own
+        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the host's load dropped",
+            TimeSpan.FromSeconds(30));
+    }
+
+    [Test]
     public async Task The_importance_3_window_is_the_units_own_in_its_time_zone()
     {
         var (server, client, unit) = await ReadyUnitAsync();

@@ -277,6 +277,11 @@ public class RolloutFleetTests
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = Array.Empty<object>() }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, successPercent = 0 }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, minWaveSeconds = -1 }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "a b" }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "c", count = 1 }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "c\n" }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { percent = 10 }, new { group = "c" } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = 5 }, new { percent = 100 } } }),
         };
         foreach (var (path, method, body) in hostile)
         {

@@ -79,7 +79,7 @@ public static class HostApi
     }
 
     private static async Task<Results<Ok<VersionCheckResponse>, ProblemHttpResult>> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
-        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, ILogger<VersionCheckRequest> log)
+        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, Fleet.IHostLoad hostLoad, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(request.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -132,12 +132,15 @@ public static class HostApi
             var load = request.Load ?? new UnitLoad(0, 0);
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
-            deferred = rollouts.Gate(mac, program) ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
+            var admission = rollouts.Admit(mac, program);
+            // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
+            var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
+            deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
-                rollouts.Offered(mac, program);
+                rollouts.Offered(mac, program, admission); // writes only the first offer of a rollout's member
             }
             else
             {
