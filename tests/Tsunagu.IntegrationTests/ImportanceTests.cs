@@ -101,7 +101,7 @@ public class ImportanceTests
         var (server, client, unit) = await ReadyUnitAsync(TestServer.FastOptions with { DeferredRecheck = TimeSpan.FromMilliseconds(500) });
         await using var _ = server;
         using var __ = client;
-        await AddPattern3Async(server, client, importance: 4);
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 4);
         unit.Hardware.Load.Cpu = 0.05; // the unit itself is idle: only the host's load holds the update back
         server.HostLoad.Value = 0.95;
         unit.Supervisor.RequestCheck(forced: false);
