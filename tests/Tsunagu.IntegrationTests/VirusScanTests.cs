@@ -30,7 +30,7 @@ public class VirusScanTests
         origin.Static["/clean.bin"] = (noStore, clean);
         origin.Static["/eicar.com"] = (noStore, Eicar);
         origin.Static["/marker.txt"] = (noStore, Marker);
-        using var squid = await SquidUnderTest.StartAsync(root, SquidUnderTest.Configuration(virusScan: true), new BoardVirusScan(256),
+        using var squid = await SquidUnderTest.StartAsync(root, SquidUnderTest.Configuration(virusScan: true), HostVirusScan.Board(),
             db => File.WriteAllText(Path.Combine(db, "tsunagu.hdb"), $"{Convert.ToHexStringLower(MD5.HashData(Eicar))}:{Eicar.Length}:Tsunagu.Test.Eicar\n"));
         using var http = new HttpClient(new SocketsHttpHandler { Proxy = new WebProxy($"http://127.0.0.1:{squid.Port}"), UseProxy = true }) { Timeout = TimeSpan.FromSeconds(60) };
         try

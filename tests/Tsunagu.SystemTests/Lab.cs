@@ -103,6 +103,10 @@ public sealed class Lab : IAsyncDisposable
         PrefixCommandRunner.InNetworkNamespace(Host, ns).RunAsync(new CommandLine(command[0], command[1..]),
             new CommandOptions { Timeout = TimeSpan.FromSeconds(20) }, CancellationToken.None);
 
+    /// <summary>Starts a long-running program inside <paramref name="ns"/> (an origin server); the caller stops it.</summary>
+    public IRunningCommand StartIn(string ns, params string[] command) =>
+        PrefixCommandRunner.InNetworkNamespace(Host, ns).Start(new CommandLine(command[0], command[1..]), null);
+
     /// <summary>Gets a lease on the client with busybox udhcpc; returns "address router dns".</summary>
     public async Task<string> LeaseAsync()
     {

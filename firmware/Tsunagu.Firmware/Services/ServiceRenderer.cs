@@ -104,7 +104,7 @@ public static class ServiceRenderer
         sb.Append("TmpDir ").Append(RenderGuard.Squid("runDirectory", env.RunDirectory)).Append('\n');
         // downloads larger than this are buffered in TmpDir, not memory
         sb.Append("MaxMemObject 131072\n");
-        var modules = RenderGuard.Squid("icapModulesDirectory", env.IcapModulesDirectory);
+        var modules = RenderGuard.Squid("virusScan.icapModulesDirectory", env.Board.VirusScan!.IcapModulesDirectory);
         sb.Append("ModulesDir ").Append(modules).Append("\nServicesDir ").Append(modules).Append('\n');
         sb.Append("TemplateDir /usr/share/c_icap/templates/\nTemplateDefaultLanguage en\nLoadMagicFile /etc/c-icap/c-icap.magic\n");
         sb.Append("ServerLog ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "c-icap-server.log"))).Append('\n');

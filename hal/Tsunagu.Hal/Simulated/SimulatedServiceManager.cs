@@ -59,6 +59,9 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     /// <summary>Services whose daemon refuses its configure commands while listed here (not ready, or a bad reload).</summary>
     public HashSet<string> RefuseConfigure { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Services whose daemon never passes its ready commands while listed here (a database it refuses, a port it cannot bind).</summary>
+    public HashSet<string> NotReady { get; } = new(StringComparer.Ordinal);
+
     /// <summary>How many of the last calls <see cref="Calls"/> keeps (a simulated unit runs for long).</summary>
     public const int CallsKept = 1024;
 
@@ -66,7 +69,7 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     private readonly Dictionary<string, int> _started = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// The last <see cref="CallsKept"/> calls, in order: "check NAME", "setup NAME", "configure NAME", "probe NAME",
+    /// The last <see cref="CallsKept"/> calls, in order: "check NAME", "setup NAME", "configure NAME", "ready NAME", "probe NAME",
     /// "start NAME" (a daemon), "stop NAME" (a daemon stopped by the policy).
     /// </summary>
     public IReadOnlyList<string> Calls() { lock (_gate) { return [.. _calls]; } }
@@ -90,6 +93,10 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
             if (step == ServiceStep.Configure && RefuseConfigure.Contains(service))
             {
                 return Task.FromResult(new CommandResult(command, 1, "", "simulated failure", false));
+            }
+            if (step == ServiceStep.Ready && NotReady.Contains(service))
+            {
+                return Task.FromResult(new CommandResult(command, 1, "", "simulated: not ready", false));
             }
             if (step == ServiceStep.Check && RefuseChecks.TryGetValue(service, out var message))
             {
