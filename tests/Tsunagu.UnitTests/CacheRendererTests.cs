@@ -1,3 +1,4 @@
+using CsCheck;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
@@ -28,7 +29,7 @@ public class CacheRendererTests
             Assert.That(lines, Does.Contain("http_port 192.168.10.1:3129 intercept"));
             Assert.That(lines, Does.Contain("cache_dir ufs /hdd/squid 2048 16 256"));
             Assert.That(lines, Does.Contain("maximum_object_size 700 MB"));
-            Assert.That(lines, Does.Contain("range_offset_limit 700 MB"));
+            Assert.That(lines, Does.Contain("range_offset_limit 32 MB"), "a range far into a 700 MB object is not preceded by a fetch of everything before it");
             Assert.That(lines, Does.Contain("refresh_pattern . 0 20% 4320"));
             Assert.That(lines, Does.Contain("http_access deny manager"));
             // the cache manager is refused to the LAN: its deny comes before the LAN's allow
@@ -37,14 +38,27 @@ public class CacheRendererTests
         });
     }
 
-    [TestCase(null, 512, 256)]
-    [TestCase(null, 64, 64)]
-    [TestCase(16, 64, 16)]
-    public void The_largest_cached_object_defaults_to_256_MB_and_never_exceeds_the_cache(int? configured, int size, int expected)
+    [TestCase(null, 512, 256, 32)]
+    [TestCase(null, 64, 64, 32)]
+    [TestCase(16, 64, 16, 16)]
+    [TestCase(8192, 1_048_576, 8192, 32)]
+    public void The_largest_cached_object_defaults_to_256_MB_and_never_exceeds_the_cache(int? configured, int size, int expected, int rangeLimit)
     {
         var config = ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, size, configured) };
         var squid = ServiceRenderer.Render(config, WithHdd)[ServiceRenderer.Squid];
-        Assert.That(squid.Split('\n'), Does.Contain($"maximum_object_size {expected} MB").And.Contain($"range_offset_limit {expected} MB"));
+        Assert.That(squid.Split('\n'), Does.Contain($"maximum_object_size {expected} MB").And.Contain($"range_offset_limit {rangeLimit} MB"));
+    }
+
+    [Test]
+    public void A_range_fetch_of_the_whole_object_is_bounded_whatever_the_configuration()
+    {
+        Gen.Select(Gen.Int[ServiceConfigValidator.MinCacheMegabytes, ServiceConfigValidator.MaxCacheMegabytes], Gen.Int[1, ServiceConfigValidator.MaxObjectMegabytesLimit]).Sample((size, maxObject) =>
+        {
+            var config = ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, size, Math.Min(maxObject, size)) };
+            var line = ServiceRenderer.Render(config, WithHdd)[ServiceRenderer.Squid].Split('\n').Single(l => l.StartsWith("range_offset_limit ", StringComparison.Ordinal));
+            var limit = int.Parse(line.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+            return limit >= 1 && limit <= ServiceRenderer.RangeOffsetLimitMegabytes && limit <= ServiceConfigValidator.MaxObjectMegabytes(config.Cache);
+        });
     }
 
     [TestCase(0, 512)]
