@@ -50,7 +50,7 @@ public sealed class Lab : IAsyncDisposable
         {
             Assert.Fail($"the system tests create network namespaces and need root (running as uid {uid.Output.Trim()})");
         }
-        string[] tools = ["ip", "nft", "dnsmasq", "wg", "wireguard-go", "squid", "udhcpc", "busybox", "sysctl", "setsid"];
+        string[] tools = ["ip", "nft", "dnsmasq", "wg", "wireguard-go", "squid", "udhcpc", "busybox", "sysctl", "setsid", "curl", "clamd", "clamdscan", "clamscan", "c-icap", "c-icap-client"];
         var missing = tools.Where(t => !Host.SearchPath.Any(d => File.Exists(Path.Combine(d, t)))).ToList();
         if (missing.Count > 0)
         {
