@@ -275,7 +275,17 @@ public sealed class ServiceApplier : IDisposable
     private async Task RestoreLockedAsync(int? revision, CancellationToken ct)
     {
         PointCurrent(revision);
-        var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+        ServiceChanges changes;
+        try
+        {
+            changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+        }
+        catch (ServiceException e)
+        {
+            // the revision stays in force; the service manager keeps restarting what it could not start
+            _log($"services: revision {Show(CurrentRevision())} restored, but a service did not start again: {e.Message}");
+            return;
+        }
         var problems = await _manager.CheckHealthAsync(ct);
         _log($"services: revision {Show(CurrentRevision())} restored: {changes}" + (problems.Count == 0 ? "" : $"; still unhealthy: {string.Join("; ", problems)}"));
     }
