@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
+using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Demo;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
