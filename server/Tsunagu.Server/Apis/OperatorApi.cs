@@ -49,16 +49,21 @@ public static class OperatorApi
                     catalogue.SetTargetPattern(m, r.Pattern, http.Caller().Subject);
                     return TypedResults.Ok(ToView(store.GetUnit(m)!));
                 })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store) =>
-            MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
-                ? TypedResults.Ok(store.ListUnitConfigs(m).Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf)).ToList())
-                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store, HttpContext http) =>
+        {
+            if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+            var revisions = store.ListUnitConfigs(m);
+            // the newest revision as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
+            http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[^1].Revision);
+            return TypedResults.Ok(revisions.Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf)).ToList());
+        }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Check);
         api.MapGet("/check/{id}", Results<Ok<ForceCheckStatus>, ProblemHttpResult> (string id, ForcedCheckService checks) =>
             id.Length is > 0 and <= 32 && id.All(char.IsAsciiHexDigitLower) && checks.Status(id) is { } status
                 ? TypedResults.Ok(status)
                 : Problems.NotFound($"no forced check {id}")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/{mac}/service-config", AssignServiceConfig).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status409Conflict)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Help);
         app.MapUnitLifecycleApi();
         Units.Windows.UpdateWindowApi.MapUpdateWindowApi(app);
@@ -153,9 +158,11 @@ public static class OperatorApi
     private static async Task<Results<Ok<UnitConfigAssigned>, ProblemHttpResult>> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http,
         Units.ServiceConfigs.ServiceConfigService configs)
     {
+        var (baseRevision, ifMatchError) = ConfigIfMatch(http);
+        if (ifMatchError is not null) { return Problems.BadRequest(ifMatchError); }
         try
         {
-            var assigned = await configs.AssignAsync(mac, config, http.Caller().Subject, http.RequestAborted);
+            var assigned = await configs.AssignAsync(mac, config, http.Caller().Subject, http.RequestAborted, baseRevision);
             return TypedResults.Ok(new UnitConfigAssigned(assigned.Mac, assigned.Revision, ConfigStatus.Provisional, assigned.PushWarning));
         }
         catch (UnitNotFoundException)
@@ -166,5 +173,28 @@ public static class OperatorApi
         {
             return Problems.BadRequest(e.Message, e.Field);
         }
+        catch (StaleConfigRevisionException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
+        catch (StoreConflictException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
+    }
+
+    /// <summary>
+    /// The revision an If-Match header names (the ETag of GET service-config: the newest revision, "0" for none): null when
+    /// absent; an error when it is not one quoted whole number.
+    /// </summary>
+    private static (long? Revision, string? Error) ConfigIfMatch(HttpContext http)
+    {
+        var header = http.Request.Headers.IfMatch.ToString().Trim();
+        if (header.Length == 0) { return (null, null); }
+        var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
+        return tag.Length is > 2 and <= 22 && tag[0] == '"' && tag[^1] == '"' &&
+               long.TryParse(tag.AsSpan(1, tag.Length - 2), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var r)
+            ? (r, null)
+            : (null, $"If-Match: '{InputRules.Quote(header)}' is not a configuration revision (the ETag of GET service-config, e.g. \"3\")");
     }
 }
