@@ -282,7 +282,8 @@ public sealed class ServiceApplier : IDisposable
         }
         catch (ServiceException e)
         {
-            // the revision stays in force; the service manager keeps restarting what it could not start
+            // the revision stays in force; only logged: the manager restarts a service whose process exits, not one that
+            // runs but never gets ready, and the services after the failing one are not started (firmware/DESIGN.md)
             _log($"services: revision {Show(CurrentRevision())} restored, but a service did not start again: {e.Message}");
             return;
         }
