@@ -238,9 +238,13 @@ public class RolloutFleetTests
         await server.WaitForAsync(() => server.Store.GetUnit(first) is { State: "Ready" } row && row.Pattern == DemoCatalogue.Pattern2
             && server.Store.ListUpdateReports(first).Any(r => r.UpdateId == "p3-to-p2" && r.Success != 0), "the first wave back on pattern 2", TimeSpan.FromSeconds(90));
         var rest = macs.Where(m => m != first).ToList();
+        Assert.That(server.Store.GetUnit(first)!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2), "taken back: its target is the pattern it went back to");
+        await CheckAndWaitAsync([first]);
+        Assert.That(server.Store.GetUnit(first)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "back, it is not offered the way forward again");
         await CheckAndWaitAsync(rest);
         Assert.That(rest.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"), "units of the wave not open stay");
         Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2").Select(r => r.Mac), Is.EqualTo(new[] { first }), "one way back, once");
+        Assert.That(server.Store.ListUpdateReports(first).Count(r => r.UpdateId == "p2-to-p3"), Is.EqualTo(1), "the way forward once, by its target, never again");
     }
 
     [Test]

@@ -158,6 +158,29 @@ public class RolloutStoreTests(string kind)
     }
 
     [Test]
+    public async Task A_unit_still_installing_at_the_abort_keeps_its_return_until_it_went_and_came_back()
+    {
+        Create("r1", [new(Count: 2), new(Percent: 100)]);
+        var moved = FirstWave("r1");
+        foreach (var mac in moved) { Assert.That(Check(mac), Is.EqualTo(XtoY.Id)); }
+        Installed(moved[0], XtoY); // the second unit's install is still under way: it runs x at the abort
+        await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"), "on x, but it has not gone and come back: the return stays");
+        Assert.That(_store.RolloutReturns("r1").Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
+
+        // its install finishes (y), the return takes it back (x), and only then does the return end
+        Installed(moved[1], XtoY);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"));
+        Assert.That(Check(moved[1]), Is.EqualTo(YtoX.Id));
+        Installed(moved[1], YtoX);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.Null, "back on x after the way back: the return ended");
+        Assert.That(_store.RolloutReturns("r1").Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
+    }
+
+    [Test]
     public async Task The_operator_setting_the_target_ends_a_return_and_the_target_stands()
     {
         Create("r1", [new(Count: 2), new(Percent: 100)]);

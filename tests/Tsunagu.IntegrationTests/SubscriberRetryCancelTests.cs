@@ -11,8 +11,8 @@ namespace Tsunagu.IntegrationTests;
 
 /// <summary>
 /// The subscriber's cancel of the host's retries of a failed change (patent 0070; Subscribers/ConfigRetries.cs) through
-/// the API: it stops further attempts and is audited; with nothing to cancel, or for another's unit, it is refused and
-/// writes nothing.
+/// the API: it stops further attempts and is audited; with nothing to cancel, for the provider's change, or for another's
+/// unit, it is refused and writes nothing.
 /// </summary>
 [NonParallelizable]
 public class SubscriberRetryCancelTests
@@ -31,7 +31,7 @@ public class SubscriberRetryCancelTests
         using var client = server.Operator();
         await client.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber("alice", "alice-password"), CancellationToken.None);
         await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", new StringContent(
-            "mac,serial,isp_method,isp_username,isp_password,subscriber\n02:54:53:00:00:01,A1,pppoe,a@isp,pw,alice\n02:54:53:00:00:02,A2,pppoe,b@isp,pw,alice\n02:54:53:00:00:03,B1,pppoe,c@isp,pw,bob\n",
+            "mac,serial,isp_method,isp_username,isp_password,subscriber\n02:54:53:00:00:01,A1,pppoe,a@isp,pw,alice\n02:54:53:00:00:02,A2,pppoe,b@isp,pw,alice\n02:54:53:00:00:03,B1,pppoe,c@isp,pw,bob\n02:54:53:00:00:04,A4,pppoe,d@isp,pw,alice\n",
             Encoding.UTF8, "text/csv"), CancellationToken.None);
         string[] macs = ["02:54:53:00:00:01", "02:54:53:00:00:02"];
         // each unit's newest revision failed (the unit refused it), attempt 1 of 3
@@ -40,6 +40,11 @@ public class SubscriberRetryCancelTests
             var revision = server.Store.AddUnitConfig(mac, DemoCatalogue.StandardServices, "subscriber");
             Assert.That(server.Store.AckUnitConfig(mac, revision, false, "dnsmasq refused it"), Is.True);
         }
+
+        // the provider's change to alice's fourth unit failed too: it is not the subscriber's to cancel
+        const string providers = "02:54:53:00:00:04";
+        var operatorRevision = server.Store.AddUnitConfig(providers, DemoCatalogue.StandardServices, "operator");
+        Assert.That(server.Store.AckUnitConfig(providers, operatorRevision, false, "dnsmasq refused it"), Is.True);
 
         using var http = server.PinnedHttp();
         var token = (await (await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin("alice", "alice-password"))).Content.ReadFromJsonAsync<TokenResponse>())!;
@@ -69,6 +74,7 @@ public class SubscriberRetryCancelTests
                      ($"/api/v1/subscriber/units/{macs[0]}/service-config/cancel-retry", HttpStatusCode.Conflict),
                      ("/api/v1/subscriber/units/02:54:53:00:00:03/service-config/cancel-retry", HttpStatusCode.NotFound),
                      ("/api/v1/subscriber/units/not-a-mac/service-config/cancel-retry", HttpStatusCode.NotFound),
+                     ($"/api/v1/subscriber/units/{providers}/service-config/cancel-retry", HttpStatusCode.Conflict),
                  })
         {
             var before = HostileInputTests.Snapshot(server);

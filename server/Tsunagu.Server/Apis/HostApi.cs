@@ -112,10 +112,11 @@ public static class HostApi
         {
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
         }
-        // the way forward from the pattern, or the one to the unit's target; without a target a way back is taken only
-        // when a rollout holds it (its gate below says whether this unit may)
+        // the program to the unit's target; without a target, a way back held by a rollout (its gate below says whether
+        // this unit may; read only where a way back leaves the pattern), else the way forward
         var program = unit.TargetPattern == actual.Id ? null
-            : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern) ?? (unit.TargetPattern is null ? rollouts.WayBackHeld(mac, catalogue, actual.Id) : null);
+            : unit.TargetPattern is null ? rollouts.WayBackHeld(mac, catalogue, actual.Id) ?? catalogue.FindUpdateProgram(actual.Id)
+            : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern);
         var policy = PolicySettings.From(catalogue);
         if (unit.LowWindowStart is { } ws && unit.LowWindowEnd is { } we)
         {
@@ -140,7 +141,8 @@ public static class HostApi
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
-                rollouts.Offered(mac, program, admission); // writes only the first offer of a rollout's member
+                // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to)
+                rollouts.Offered(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
             }
             else
             {

@@ -56,25 +56,27 @@ public sealed class CatalogueSnapshot
 
     /// <summary>
     /// The update program for units on <paramref name="fromPattern"/> (patent fig. 8 (e)): highest priority first,
-    /// to a verified pattern only; with a target pattern, only a program that leads there. Without one, only a program
-    /// forward: a program to a pattern defined before <paramref name="fromPattern"/> (a way back, such as the one a
-    /// rollout's return uses) is never the default path, or a unit that took the way forward would be offered the way
-    /// back at its next check and go round between the two; <see cref="FindWayBack"/> finds those.
+    /// to a verified pattern only; with a target pattern, only a program that leads there. Without one, never a way back
+    /// (<see cref="IsWayBack"/>): a unit that took the way forward would be offered the way back at its next check and
+    /// go round between the two; <see cref="FindWayBack"/> finds those.
     /// </summary>
     public UpdateProgramRow? FindUpdateProgram(string fromPattern, string? toPattern = null) =>
         _programs.FirstOrDefault(u => u.FromPattern == fromPattern && (toPattern is null ? !IsWayBack(u) : u.ToPattern == toPattern));
 
-    /// <summary>The first program (by priority) from <paramref name="fromPattern"/> back to a pattern defined before it; null when none.</summary>
+    /// <summary>The first program (by priority) from <paramref name="fromPattern"/> that is a way back; null when none.</summary>
     public UpdateProgramRow? FindWayBack(string fromPattern) =>
         _programs.FirstOrDefault(u => u.FromPattern == fromPattern && IsWayBack(u));
 
     /// <summary>
-    /// Whether <paramref name="program"/> leads to a pattern created before the one it leads from (the order in which the
-    /// operator defined them). When either creation time is unknown it is not.
+    /// Whether <paramref name="program"/> is the way back of a pair: a program leads the other way between the same two
+    /// patterns, and <paramref name="program"/> leads to the one created first (the operator defined it earlier). A
+    /// program with no reverse is never a way back, whatever the order its patterns were created in; nor is one whose
+    /// patterns' creation times are unknown or equal.
     /// </summary>
     public bool IsWayBack(UpdateProgramRow program) =>
         _createdAt.TryGetValue(program.FromPattern, out var from) && _createdAt.TryGetValue(program.ToPattern, out var to)
-        && string.CompareOrdinal(to, from) < 0;
+        && string.CompareOrdinal(to, from) < 0
+        && _programs.Any(u => u.FromPattern == program.ToPattern && u.ToPattern == program.FromPattern);
 
     public string? Setting(string key) => _settings.GetValueOrDefault(key);
 }

@@ -183,11 +183,12 @@ public sealed partial class TsunaguStore
     public void SetTargetPattern(string mac, string? pattern, AuditEntry? audit = null) =>
         Write((c, tx) =>
         {
-            c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx);
+            // rollout_units before units, the order the abort and the end of returns lock them in (no deadlock on PostgreSQL)
             c.Execute("""
                 UPDATE rollout_units SET returned = 'return to ' || return_to || ' ended: the target was set to ' || @target, return_to = NULL
                 WHERE mac = @mac AND return_to IS NOT NULL
                 """, new { mac, target = pattern ?? "none" }, tx);
+            c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx);
         }, audit);
 
     // ---- challenges -------------------------------------------------------------------------------------

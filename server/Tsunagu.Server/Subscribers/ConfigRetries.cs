@@ -61,12 +61,12 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
 
     /// <summary>
     /// Cancels the further attempts of the unit's newest revision (it failed with attempts left, or is a retry not yet
-    /// applied), audited as <c>unit.service-config.retry-cancel</c> by <paramref name="actor"/>. Null when nothing was to be cancelled.
+    /// applied) when it is the subscriber's own change (never the provider's), audited as <c>unit.service-config.retry-cancel</c> by <paramref name="actor"/>. Null when nothing was to be cancelled.
     /// </summary>
     public long? Cancel(string mac, string actor)
     {
         var revision = store.CancelUnitConfigRetry(mac, options.ConfigRetryAttempts, actor, r => new AuditEntry(actor, "unit.service-config.retry-cancel", mac,
-            $"revision {r.Revision} ({r.Status}, attempt {r.Attempt} of {options.ConfigRetryAttempts}): no further attempt"));
+            $"revision {r.Revision} ({r.Status}, attempt {r.Attempt} of {options.ConfigRetryAttempts}): no further attempt"), SubscriberChanges.Origin);
         if (revision is not null)
         {
             log.LogInformation("unit {Mac}: further attempts of configuration revision {Revision} cancelled by {Actor}", mac, revision, actor);
@@ -75,7 +75,8 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
     }
 
     /// <summary>Whether <paramref name="newest"/> (the unit's newest revision) has attempts that <see cref="Cancel"/> would stop.</summary>
-    public bool Cancellable(UnitConfigRow? newest) => newest is not null && newest.RetryCancelledAt is null && newest.Attempt < options.ConfigRetryAttempts
+    public bool Cancellable(UnitConfigRow? newest) => newest is not null && newest.Origin == SubscriberChanges.Origin
+        && newest.RetryCancelledAt is null && newest.Attempt < options.ConfigRetryAttempts
         && (newest.Status == ConfigStatus.Failed || (newest.Status == ConfigStatus.Provisional && newest.Attempt > 1));
 
     /// <summary>

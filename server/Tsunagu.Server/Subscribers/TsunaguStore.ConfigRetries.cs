@@ -63,12 +63,19 @@ public sealed partial class TsunaguStore
     /// it), or when it is a retry not yet applied (no attempt after it). The cancel and its audit entry
     /// (<paramref name="audit"/>, given the revision) commit together; null (nothing written) when there is nothing to cancel.
     /// </summary>
-    public long? CancelUnitConfigRetry(string mac, long maxAttempts, string actor, Func<UnitConfigRow, AuditEntry> audit)
+    public long? CancelUnitConfigRetry(string mac, long maxAttempts, string actor, Func<UnitConfigRow, AuditEntry> audit, string origin)
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
-        var newest = c.QueryFirstOrDefault<UnitConfigRow>($"SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1{ForUpdate}", new { mac }, tx);
-        if (newest is null || newest.RetryCancelledAt is not null || newest.Attempt >= maxAttempts
+        var sql = $"SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1{ForUpdate}";
+        var newest = c.QueryFirstOrDefault<UnitConfigRow>(sql, new { mac }, tx);
+        if (newest is not null && _db.Kind == DatabaseKind.Postgres)
+        {
+            // the lock may have been waited for while a retry inserted the next revision, which this statement's snapshot
+            // did not see: read (and lock) the newest again, in a new statement
+            newest = c.QueryFirstOrDefault<UnitConfigRow>(sql, new { mac }, tx);
+        }
+        if (newest is null || newest.Origin != origin || newest.RetryCancelledAt is not null || newest.Attempt >= maxAttempts
             || !(newest.Status == ConfigStatus.Failed || (newest.Status == ConfigStatus.Provisional && newest.Attempt > 1)))
         {
             return null;

@@ -38,4 +38,13 @@ public class CatalogueSnapshotTests
         var unknown = Catalogue([Pattern("p1", null), Pattern("p2", "2026-01-01T00:00:00.0000000Z")], Program("p2-to-p1", "p2", "p1"));
         Assert.That((same.FindUpdateProgram("p2")?.Id, unknown.FindUpdateProgram("p2")?.Id), Is.EqualTo(("p2-to-p1", "p2-to-p1")));
     }
+
+    [Test]
+    public void A_program_to_an_earlier_pattern_without_a_way_the_other_way_is_a_way_forward()
+    {
+        // an intermediate step catalogued after its destination: no cycle, so units without a target take it
+        var catalogue = Catalogue([Pattern("p3", "2026-01-01T00:00:00.0000000Z"), Pattern("p2b", "2026-02-01T00:00:00.0000000Z")],
+            Program("p2b-to-p3", "p2b", "p3"));
+        Assert.That((catalogue.FindUpdateProgram("p2b")?.Id, catalogue.FindWayBack("p2b")), Is.EqualTo(("p2b-to-p3", (UpdateProgramRow?)null)));
+    }
 }

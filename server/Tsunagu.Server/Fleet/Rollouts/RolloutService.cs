@@ -157,7 +157,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// <summary>
     /// For a unit without a target pattern: the way back from <paramref name="fromPattern"/> (<see cref="CatalogueSnapshot.FindWayBack"/>)
     /// when a rollout that is not completed holds that transition, so a rollout can take units back; null otherwise (a
-    /// way back is never the default path). Read only for a unit on a pattern with no way forward.
+    /// way back is never the default path). A query only where a way back leaves the pattern; otherwise from memory.
     /// </summary>
     public UpdateProgramRow? WayBackHeld(string mac, CatalogueSnapshot catalogue, string fromPattern) =>
         catalogue.FindWayBack(fromPattern) is { } back && store.RolloutGate(mac, back.FromPattern, back.ToPattern) is not null ? back : null;
@@ -234,9 +234,17 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// The version check offered the unit <paramref name="program"/> after <see cref="Admit"/>: the rollout that moves
     /// the unit records the pattern it runs, the first time only; a repeated offer writes nothing.
     /// </summary>
-    public void Offered(string mac, UpdateProgramRow program, RolloutAdmission admission)
+    public void Offered(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false)
     {
-        if (admission.RecordsOfferIn is { } rollout) { store.RecordRolloutOffer(rollout, mac, program.FromPattern); }
+        if (admission.RecordsOfferIn is not { } rollout) { return; }
+        store.RecordRolloutOffer(rollout, mac, program.FromPattern);
+        if (wayBack)
+        {
+            // a rollout back: the unit's target becomes the pattern it goes back to (when it has none), or once there it
+            // would be offered the way forward again at its next check; the operator clears the target to move it on
+            store.PinWayBack(mac, program.ToPattern, new AuditEntry(Actor(rollout), "unit.target-pattern", mac,
+                $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})"));
+        }
     }
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>

@@ -255,11 +255,29 @@ public sealed partial class TsunaguStore
         public string? TargetBefore { get; set; }
         public string? Pattern { get; set; }
         public string? TargetPattern { get; set; }
+
+        /// <summary>
+        /// 1 when the unit reported an install onto the return pattern after the rollout offered it the update: it went and
+        /// came back. A unit still on the old pattern at the abort (its install under way) has not, and its return stays.
+        /// </summary>
+        public long CameBack { get; set; }
+    }
+
+    /// <summary>Sets the unit's target to <paramref name="pattern"/> when it has none, with the audit entry; false when it had one.</summary>
+    public bool PinWayBack(string mac, string pattern, AuditEntry audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        if (c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL", new { mac, pattern }, tx) == 0) { return false; }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
     }
 
     /// <summary>
     /// Ends the returns that are done (one indexed query; a transaction only when one ended): a unit that runs the
-    /// pattern it was returning to gets its target pattern from before the abort back (only while its target is still
+    /// pattern it was returning to, and has reported an install onto it since the rollout offered it the update (a unit
+    /// whose install was under way at the abort has not yet gone and come back), gets its target pattern from before the abort back (only while its target is still
     /// the one the return set), and a unit whose target was changed meanwhile keeps that target. Either way the return
     /// ends, so the unit is no longer pinned: a later rollout or the operator can move it. One audit entry per rollout
     /// (<c>rollout.returned</c>).
@@ -268,10 +286,12 @@ public sealed partial class TsunaguStore
     {
         using var c = Open();
         var ended = c.Query<ReturnRead>("""
-                SELECT m.rollout, m.mac, m.return_to, m.target_before, u.pattern, u.target_pattern
+                SELECT m.rollout, m.mac, m.return_to, m.target_before, u.pattern, u.target_pattern,
+                       CASE WHEN EXISTS (SELECT 1 FROM update_reports r WHERE r.mac = m.mac AND r.success <> 0 AND r.pattern = m.return_to
+                                         AND r.at >= COALESCE(m.offered_at, '')) THEN 1 ELSE 0 END AS came_back
                 FROM rollout_units m JOIN units u ON u.mac = m.mac
                 WHERE m.return_to IS NOT NULL
-                """).Where(r => r.Pattern == r.ReturnTo || r.TargetPattern != r.ReturnTo).ToList();
+                """).Where(r => (r.Pattern == r.ReturnTo && r.CameBack != 0) || r.TargetPattern != r.ReturnTo).ToList();
         if (ended.Count == 0) { return []; }
         var done = new List<ReturnEnd>();
         using var tx = c.BeginTransaction();
