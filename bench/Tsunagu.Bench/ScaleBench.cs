@@ -195,7 +195,7 @@ public static class ScaleBench
         }
         finally
         {
-            await StopNginxAsync(nginx);
+            await Tools.StopNginxAsync(nginx);
         }
         progress(string.Create(c, $"scale: nginx {theirs.Ok} ok ({theirs.PerSecond:0.0}/s), errors {theirs.ServerErrors + theirs.ClientErrors + theirs.TransportErrors}, p99 {theirs.P99Ms:0} ms, CPU {nginxCpu:0.00} s"));
 
@@ -329,19 +329,4 @@ public static class ScaleBench
         return (nginx, new Uri($"https://127.0.0.1:{port}/"));
     }
 
-    /// <summary>SIGTERM to the master, which stops its workers.</summary>
-    private static async Task StopNginxAsync(Process nginx)
-    {
-        await Tools.RunAsync("kill", $"-TERM {nginx.Id}");
-        try
-        {
-            await nginx.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
-        }
-        catch (TimeoutException)
-        {
-            nginx.Kill(entireProcessTree: true);
-            await nginx.WaitForExitAsync();
-        }
-        nginx.Dispose();
-    }
 }

@@ -77,6 +77,24 @@ public static class Load
 
 public static class Tools
 {
+    /// <summary>
+    /// SIGTERM to nginx's master, which stops its workers (SIGKILL to the master alone would leave them running); the
+    /// whole tree is killed if it has not exited within 10 s.
+    /// </summary>
+    public static async Task StopNginxAsync(System.Diagnostics.Process nginx)
+    {
+        await RunAsync("kill", $"-TERM {nginx.Id}");
+        try
+        {
+            await nginx.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (TimeoutException)
+        {
+            nginx.Kill(entireProcessTree: true);
+            await nginx.WaitForExitAsync();
+        }
+        nginx.Dispose();
+    }
 
     public static string Num(double? v) => v is not { } x ? "-" : x >= 100 ? x.ToString("0", CultureInfo.InvariantCulture) : x.ToString("0.000", CultureInfo.InvariantCulture);
 

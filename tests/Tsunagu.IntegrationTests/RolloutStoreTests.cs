@@ -119,8 +119,8 @@ public class RolloutStoreTests(string kind)
     private List<string> FirstWave(string rollout) =>
         _store.RolloutMembers(_store.GetRollout(rollout)!).Where(m => m.Wave == 0).Select(m => m.Mac).Order().ToList();
 
-    [Test]
-    public async Task A_return_ends_when_the_unit_is_back_so_a_later_rollout_moves_it_again()
+    /// <summary>Rollout r1 (two units, then the rest) whose first wave installed x -> y, aborted with revert; the first wave.</summary>
+    private async Task<List<string>> FirstWaveOnYAbortedWithRevertAsync()
     {
         Create("r1", [new(Count: 2), new(Percent: 100)]);
         var moved = FirstWave("r1");
@@ -130,6 +130,13 @@ public class RolloutStoreTests(string kind)
             Installed(mac, XtoY);
         }
         await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
+        return moved;
+    }
+
+    [Test]
+    public async Task A_return_ends_when_the_unit_is_back_so_a_later_rollout_moves_it_again()
+    {
+        var moved = await FirstWaveOnYAbortedWithRevertAsync();
         Assert.That(moved.Select(m => _store.GetUnit(m)!.TargetPattern), Is.All.EqualTo("x"), "returning: the target is the previous pattern");
         // the first unit goes back; the second is still on y
         Assert.That(Check(moved[0]), Is.EqualTo(YtoX.Id));
@@ -183,14 +190,7 @@ public class RolloutStoreTests(string kind)
     [Test]
     public async Task The_operator_setting_the_target_ends_a_return_and_the_target_stands()
     {
-        Create("r1", [new(Count: 2), new(Percent: 100)]);
-        var moved = FirstWave("r1");
-        foreach (var mac in moved)
-        {
-            Assert.That(Check(mac), Is.EqualTo(XtoY.Id));
-            Installed(mac, XtoY);
-        }
-        await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
+        var moved = await FirstWaveOnYAbortedWithRevertAsync();
         // the operator keeps one unit on y after all, and clears the other's target
         _store.SetTargetPattern(moved[0], "y", new AuditEntry("alice", "unit.target-pattern", moved[0], "y"));
         _store.SetTargetPattern(moved[1], null, new AuditEntry("alice", "unit.target-pattern", moved[1], "none"));

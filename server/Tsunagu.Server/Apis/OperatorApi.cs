@@ -158,7 +158,8 @@ public static class OperatorApi
     private static async Task<Results<Ok<UnitConfigAssigned>, ProblemHttpResult>> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http,
         Units.ServiceConfigs.ServiceConfigService configs)
     {
-        var (baseRevision, ifMatchError) = ConfigIfMatch(http);
+        // the ETag of GET service-config: the newest revision, "0" for none
+        var (baseRevision, ifMatchError) = InputRules.IfMatchRevision(http, 0, "a configuration revision (the ETag of GET service-config, e.g. \"3\")");
         if (ifMatchError is not null) { return Problems.BadRequest(ifMatchError); }
         try
         {
@@ -183,18 +184,4 @@ public static class OperatorApi
         }
     }
 
-    /// <summary>
-    /// The revision an If-Match header names (the ETag of GET service-config: the newest revision, "0" for none): null when
-    /// absent; an error when it is not one quoted whole number.
-    /// </summary>
-    private static (long? Revision, string? Error) ConfigIfMatch(HttpContext http)
-    {
-        var header = http.Request.Headers.IfMatch.ToString().Trim();
-        if (header.Length == 0) { return (null, null); }
-        var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
-        return tag.Length is > 2 and <= 22 && tag[0] == '"' && tag[^1] == '"' &&
-               long.TryParse(tag.AsSpan(1, tag.Length - 2), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var r)
-            ? (r, null)
-            : (null, $"If-Match: '{InputRules.Quote(header)}' is not a configuration revision (the ETag of GET service-config, e.g. \"3\")");
-    }
 }

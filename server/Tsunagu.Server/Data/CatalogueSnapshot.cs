@@ -13,7 +13,7 @@ public sealed class CatalogueSnapshot
     private readonly IReadOnlyList<(PatternRow Row, IReadOnlyDictionary<string, string> Apps)> _matchable;
     private readonly IReadOnlyList<UpdateProgramRow> _programs;
     private readonly IReadOnlyDictionary<string, string> _settings;
-    private readonly IReadOnlyDictionary<string, string> _createdAt;
+    private readonly HashSet<string> _wayBack;
 
     public CatalogueSnapshot(string? stamp, IEnumerable<PatternRow> patterns, IEnumerable<UpdateProgramRow> programs,
         IEnumerable<KeyValuePair<string, string>> settings)
@@ -30,7 +30,13 @@ public sealed class CatalogueSnapshot
         _programs = programs.Where(u => verified.Contains(u.ToPattern))
             .OrderByDescending(u => u.Priority).ThenBy(u => u.Id, StringComparer.Ordinal).ToList();
         _settings = settings.ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
-        _createdAt = all.Where(p => p.CreatedAt is not null).ToDictionary(p => p.Id, p => p.CreatedAt!, StringComparer.Ordinal);
+        // the ways back, once per catalogue stamp (see IsWayBack): each program with a reverse, to the pattern created first
+        var createdAt = all.Where(p => p.CreatedAt is not null).ToDictionary(p => p.Id, p => p.CreatedAt!, StringComparer.Ordinal);
+        var transitions = _programs.Select(u => (u.FromPattern, u.ToPattern)).ToHashSet();
+        _wayBack = _programs.Where(u => transitions.Contains((u.ToPattern, u.FromPattern))
+                && createdAt.TryGetValue(u.FromPattern, out var from) && createdAt.TryGetValue(u.ToPattern, out var to)
+                && string.CompareOrdinal(to, from) < 0)
+            .Select(u => u.Id).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>The catalogue stamp this snapshot was read at (null before the first catalogue write).</summary>
@@ -73,10 +79,7 @@ public sealed class CatalogueSnapshot
     /// program with no reverse is never a way back, whatever the order its patterns were created in; nor is one whose
     /// patterns' creation times are unknown or equal.
     /// </summary>
-    public bool IsWayBack(UpdateProgramRow program) =>
-        _createdAt.TryGetValue(program.FromPattern, out var from) && _createdAt.TryGetValue(program.ToPattern, out var to)
-        && string.CompareOrdinal(to, from) < 0
-        && _programs.Any(u => u.FromPattern == program.ToPattern && u.ToPattern == program.FromPattern);
+    public bool IsWayBack(UpdateProgramRow program) => _wayBack.Contains(program.Id);
 
     public string? Setting(string key) => _settings.GetValueOrDefault(key);
 }
