@@ -34,7 +34,11 @@ APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguar
 	gzip kmod jq socat gcc binutils zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
 	clamav clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan curl $(ARM64_PACKAGES)
 packages:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@$(call apt_install,$(APT_PACKAGES))
+
+# $(call apt_install,LIST): installs the packages of LIST that are missing (as root), or names them and fails
+define apt_install
+missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "packages: $$(echo $$missing | wc -w) Debian package(s) the tests need are missing: $$(echo $$missing)"; \
 	if [ "$$(id -u)" -ne 0 ]; then echo "error: not root; install them with: sudo apt-get install $$(echo $$missing)" >&2; exit 1; fi; \
@@ -42,6 +46,7 @@ packages:
 	for a in $$(echo $$missing | grep -o ':[a-z0-9]*' | tr -d : | sort -u); do \
 		dpkg --print-foreign-architectures | grep -qx $$a || [ "$$a" = "$$(dpkg --print-architecture)" ] || dpkg --add-architecture $$a; done; \
 	apt-get update -q && apt-get install -y -q $$missing
+endef
 
 # LOCKED=1 (CI) restores exactly the packages.lock.json of each project and fails if a project's references no
 # longer match it; without it a restore updates the lock files (commit them with the change that caused it).
@@ -107,7 +112,8 @@ bench: deps
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "error: make bench needs nginx (apt-get install nginx-light)" >&2; exit 1; }
 	@command -v openssl >/dev/null || { echo "error: make bench needs openssl" >&2; exit 1; }
 	@test -x /usr/sbin/mosquitto || { echo "error: make bench needs mosquitto with dynamic security (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
-	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { echo "error: make bench needs haproxy and postgresql for its cluster rows (make packages)" >&2; exit 1; }
+	@if [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -Eq ',[[:space:]]*(scale|cluster-storm)[[:space:]]*,'; then \
+		command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { echo "error: the rows scale and cluster-storm of make bench need haproxy and postgresql (make packages), or leave them out with BENCH_ONLY" >&2; exit 1; }; fi
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
 	BENCH_SECONDS=$(BENCH_SECONDS) $(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench bench/results.json
 
@@ -115,7 +121,9 @@ bench: deps
 # units per core from steady-state check-ins at BENCH_SCALE_RATE/s for BENCH_SECONDS, then the reconnect storm of
 # BENCH_CLUSTER_STORM_UNITS units through it. Writes bench/results-scale.json (make bench's table is left alone).
 .PHONY: bench-scale
-bench-scale: deps packages
+BENCH_SCALE_PACKAGES := postgresql mosquitto mosquitto-clients haproxy nginx-light openssl
+bench-scale: deps
+	@$(call apt_install,$(BENCH_SCALE_PACKAGES))
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
 	BENCH_ONLY=scale,cluster-storm BENCH_SECONDS=$(if $(filter command line environment,$(origin BENCH_SECONDS)),$(BENCH_SECONDS),60) \
 		$(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench-scale bench/results-scale.json

@@ -117,6 +117,27 @@ public static class ScaleBench
         progress(string.Create(CultureInfo.InvariantCulture, $"scale: HAProxy {(healthy >= 3 ? "routes to the replicas" : "still finds no healthy replica")} after {clock.Elapsed.TotalSeconds:0} s"));
     }
 
+    /// <summary>Whether the unit is registered, asked again (every 3 s, 10 times) while no replica answers.</summary>
+    private static async Task<bool> IsRegisteredAsync(OperatorClient op, string mac, CancellationToken ct)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await op.SendAsync(HttpMethod.Get, Routes.Units + "/" + mac, null, ct);
+                return true;
+            }
+            catch (OperatorApiException e) when (e.Status == 404)
+            {
+                return false;
+            }
+            catch (OperatorApiException e) when (attempt < 10 && e.Status is 502 or 503)
+            {
+                await Task.Delay(3000, ct);
+            }
+        }
+    }
+
     private static async Task<List<Result>> UnitsPerCoreAsync(string dir, ClusterProcess cluster, ScaleSettings settings, Action<string> progress, CancellationToken ct)
     {
         var c = CultureInfo.InvariantCulture;
@@ -146,10 +167,16 @@ public static class ScaleBench
                     }
                     catch (OperatorApiException e) when (attempt < 10 && e.Status is 502 or 503)
                     {
-                        // HAProxy found no healthy replica (a busy machine delays /healthz), or a replica turned it away:
-                        // either way nothing was registered, so the same table is sent again
+                        // HAProxy found no healthy replica (a busy machine delays /healthz), a replica turned it away, or
+                        // the replica's answer was lost after it committed. A table is registered in one transaction, so
+                        // the chunk's first unit tells which: registered means the whole table was, else it is sent again.
                         progress($"scale: registration answered {e.Status}; again in 3 s");
                         await Task.Delay(3000, ct);
+                        if (await IsRegisteredAsync(op, SimulatedFleet.MacFor(first), ct))
+                        {
+                            progress($"scale: the table from unit {first} had been registered before its answer was lost");
+                            break;
+                        }
                     }
                 }
             }
