@@ -152,7 +152,7 @@ public static class FleetCommands
         var waves = new Option<string>("--waves") { Description = "the waves, in order: counts or percents of the group, or group:NAME (its units), e.g. 5%,15%,80% or group:canary,50%,100%", Required = true };
         var success = new Option<int?>("--success") { Description = "percent of a wave's reachable units installed that opens the next (default 90)" };
         var error = new Option<int?>("--error") { Description = "percent of the open waves' units failed that stops the rollout (default 10)" };
-        var onError = new Option<string?>("--on-error") { Description = "pause (default) or abort at the error threshold" };
+        var onError = new Option<string?>("--on-error") { Description = "pause (default), abort, or revert (abort and return the units moved) at the error threshold" };
         var minWave = new Option<int?>("--min-wave-seconds") { Description = "how long a wave stays open at least (default 0)" };
         var create = WithConnection(new Command("create", "start a staged rollout: wave 1 opens at once") { name, group, from, to, waves, success, error, onError, minWave }, connection);
         create.SetAction((r, ct) => guard(async () =>

@@ -137,12 +137,13 @@ public static class HostApi
             // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
             var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
             deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);
+            // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to), and
+            // only while the rollout still runs: an abort or pause since the gate read it withholds the offer
+            deferred ??= rollouts.Offered(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
-                // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to)
-                rollouts.Offered(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
             }
             else
             {

@@ -100,6 +100,11 @@ public sealed partial class TsunaguStore
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
+        if (_db.Kind == DatabaseKind.Postgres)
+        {
+            // the group's row first: a rollout being created from it (which locks it shared) commits before the check below reads it
+            c.Execute("SELECT name FROM unit_groups WHERE name = @name FOR UPDATE", new { name }, tx);
+        }
         var using_ = c.Query<string>("SELECT name FROM rollouts WHERE group_name = @name AND state IN ('running', 'paused')", new { name }, tx).ToList();
         if (using_.Count > 0) { throw new StoreConflictException($"group {name} is moved by rollout(s) {string.Join(", ", using_)}; abort them first"); }
         if (c.Execute("DELETE FROM unit_groups WHERE name = @name", new { name }, tx) == 0) { return false; }
