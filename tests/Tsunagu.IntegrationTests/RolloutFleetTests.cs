@@ -359,6 +359,13 @@ public class RolloutFleetTests
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "c\n" }, new { percent = 100 } } }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { percent = 10 }, new { group = "c" } } }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = 5 }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, onError = "Revert" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "mon-fri 25:00-05:00" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "mon 01:00-05:00\n" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "01:00-01:00" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "someday 01:00-02:00" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = new string('1', 5000) }),
         };
         foreach (var (path, method, body) in hostile)
         {
@@ -384,5 +391,22 @@ public class RolloutFleetTests
         var tagged = await Call<List<UnitView>>(client, HttpMethod.Get, $"{FleetApi.TagsRoute}/beta/units");
         Assert.That(tagged.Select(u => u.Mac), Is.EquivalentTo(beta.Members!));
         Assert.That(server.Store.ListAudit(50).Any(a => a.Action == "unit.tags" && a.Target == mac), Is.True);
+
+        // a group's maintenance window: a bad one is refused (400) and changes nothing; a good one is stored as written back
+        var beforeWindow = HostileInputTests.Snapshot(server);
+        foreach (var bad in new object[] { new { window = "mon 1:00-5:00" }, new { window = "mon\u000001:00-05:00" }, new { window = 5 }, new { window = "mon-fri 01:00-05:00 01:00-02:00" } })
+        {
+            var e = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/beta/window", bad, CancellationToken.None))!;
+            Assert.That(e.Status, Is.EqualTo(400), JsonSerializer.Serialize(bad));
+        }
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/nope/window", new { window = "01:00-02:00" }, CancellationToken.None))!.Status,
+            Is.EqualTo(404));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeWindow), "a refused window changed the database");
+        var windowed = await Call<GroupView>(client, HttpMethod.Put, $"{FleetApi.GroupsRoute}/beta/window", new GroupWindowRequest("Sat,Sun 22:00-06:00"));
+        Assert.That(windowed.Window, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That(server.Store.GetGroup("beta")!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That(server.Store.ListAudit(50).Single(a => a.Action == "group.window").Detail, Is.EqualTo("sun,sat 22:00-06:00"));
+        var created = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("nightly", null, new GroupFilter(), "01:00-05:00"));
+        Assert.That(created.Window, Is.EqualTo("01:00-05:00"));
     }
 }

@@ -423,4 +423,38 @@ public class RolloutStoreTests(string kind)
         Assert.That(_store.RolloutMembers(_store.GetRollout("r1")!), Has.Count.EqualTo(6));
         Assert.That(_store.ListAudit(100).Count(a => a.Action == "group.delete"), Is.Zero);
     }
+
+    [Test]
+    public void A_group_window_holds_an_update_below_importance_5_until_it_opens_on_each_units_clock()
+    {
+        // the group opens weekdays 01:00-05:00; one unit keeps Tokyo time, the others take the fleet's zone (UTC here)
+        Assert.That(_store.SetGroupWindow("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), new AuditEntry("alice", "group.window", "lab", null)), Is.True);
+        Assert.That(_store.SetUpdateWindow(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
+        Create("r1", [new(Percent: 100)]);
+        var soon = new UpdateProgramRow { Id = XtoY.Id, FromPattern = "x", ToPattern = "y", Importance = 4, ArtifactSha256 = XtoY.ArtifactSha256, ArtifactSize = 1 };
+        string? Gate(int unit) => _service.Gate(Mac(unit), soon, TimeZoneInfo.Utc);
+
+        // Wednesday 09:00 UTC, 18:00 in Tokyo: closed for both
+        _clock.Now = new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(1), Does.Contain("waits for group lab's maintenance window mon,tue,wed,thu,fri 01:00-05:00 (UTC)"));
+        Assert.That(Gate(0), Does.Contain("(Asia/Tokyo)"));
+        Assert.That(_service.Gate(Mac(1), XtoY, TimeZoneInfo.Utc), Is.Null, "importance 5 ignores windows");
+        // 17:00 UTC is Thursday 02:00 in Tokyo: open there only
+        _clock.Now = new DateTimeOffset(2026, 4, 1, 17, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(0), Is.Null);
+        Assert.That(Gate(1), Does.Contain("maintenance window"));
+        // Thursday 02:00 UTC (11:00 in Tokyo): the other way round
+        _clock.Now = new DateTimeOffset(2026, 4, 2, 2, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(1), Is.Null);
+        Assert.That(Gate(0), Does.Contain("maintenance window"));
+        // Saturday 02:00 UTC: a weekday window is closed
+        _clock.Now = new DateTimeOffset(2026, 4, 4, 2, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(1), Does.Contain("maintenance window"));
+        Assert.That(OfferRecords("r1").Values, Is.All.EqualTo(((string?)null, (string?)null)), "a unit held by the window was offered nothing");
+        // the window cleared: open at once
+        Assert.That(_store.SetGroupWindow("lab", null, new AuditEntry("alice", "group.window", "lab", "none")), Is.True);
+        Assert.That(Gate(1), Is.Null);
+        Assert.That(_store.SetGroupWindow("nope", null, new AuditEntry("alice", "group.window", "nope", "none")), Is.False, "no such group: nothing written");
+        Assert.That(_store.ListAudit(50).Count(a => a.Action == "group.window"), Is.EqualTo(2));
+    }
 }

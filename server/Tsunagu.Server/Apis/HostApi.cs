@@ -133,7 +133,7 @@ public static class HostApi
             var load = request.Load ?? new UnitLoad(0, 0);
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
-            var admission = rollouts.Admit(mac, program);
+            var admission = rollouts.Admit(mac, program, ImportancePolicy.Zone(policy, time.LocalTimeZone));
             // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
             var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
             deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);

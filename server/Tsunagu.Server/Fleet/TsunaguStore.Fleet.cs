@@ -12,6 +12,9 @@ public sealed class GroupRow
     public string Definition { get; set; } = "";
     public string CreatedBy { get; set; } = "";
     public string CreatedAt { get; set; } = "";
+
+    /// <summary>The group's maintenance window as <see cref="MaintenanceWindow"/> writes it; null: none.</summary>
+    public string? MaintenanceWindow { get; set; }
 }
 
 // Tags on units and groups of units.
@@ -76,8 +79,21 @@ public sealed partial class TsunaguStore
     public void AddGroup(GroupRow group, AuditEntry audit)
     {
         group.CreatedAt = Now();
-        Insert("INSERT INTO unit_groups (name, kind, definition, created_by, created_at) VALUES (@Name, @Kind, @Definition, @CreatedBy, @CreatedAt)",
-            group, $"group {group.Name} exists", audit);
+        Insert("""
+            INSERT INTO unit_groups (name, kind, definition, created_by, created_at, maintenance_window)
+            VALUES (@Name, @Kind, @Definition, @CreatedBy, @CreatedAt, @MaintenanceWindow)
+            """, group, $"group {group.Name} exists", audit);
+    }
+
+    /// <summary>Sets or clears a group's maintenance window with the audit entry; false (nothing written) when there is no such group.</summary>
+    public bool SetGroupWindow(string name, string? window, AuditEntry audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        if (c.Execute("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx) == 0) { return false; }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
     }
 
     public GroupRow? GetGroup(string name)

@@ -143,21 +143,32 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// <summary>
     /// Why the unit may not take <paramref name="program"/> now; null when it may. A transition held by a rollout (the
     /// newest one of it that is not completed) is open only to members of its open waves while it runs, and never to a
-    /// member that reported the update as failed in it: its own rollback keeps it on the old pattern.
+    /// member that reported the update as failed in it: its own rollback keeps it on the old pattern. When the rollout's
+    /// group has a maintenance window, an update of importance 4 or below waits for it on the unit's local clock (its own
+    /// time zone, else <paramref name="zone"/>, the fleet's, else the host's); importance 5 ignores windows.
     /// </summary>
-    public string? Gate(string mac, UpdateProgramRow program) => Admit(mac, program).Deferred;
+    public string? Gate(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null) => Admit(mac, program, zone).Deferred;
 
     /// <summary>
     /// <see cref="Gate"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="Offered"/>):
     /// only a member of the rollout not offered the update before. One indexed query.
     /// </summary>
-    public RolloutAdmission Admit(string mac, UpdateProgramRow program)
+    public RolloutAdmission Admit(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null)
     {
         if (store.RolloutGate(mac, program.FromPattern, program.ToPattern) is not { } gate) { return new(null, null); }
         if (gate.Wave is not { } wave) { return new($"rollout {gate.Name} holds {program.FromPattern} -> {program.ToPattern}; the unit is not (yet) part of it", null); }
         if (gate.State != RolloutStates.Running) { return new($"rollout {gate.Name} is {gate.State}", null); }
         if (wave >= gate.OpenWaves) { return new($"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open", null); }
         if (store.FailedUpdateSince(mac, program.Id, gate.JoinedAt!)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
+        if (program.Importance < 5 && gate.Window is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window)
+        {
+            // the group's maintenance window, on the unit's wall clock (its own zone, else the one given, else the host's)
+            var local = gate.TimeZone is { } id && ImportancePolicy.TryZone(id, out var own) ? own : zone ?? time.LocalTimeZone;
+            if (!window.IsOpen(TimeZoneInfo.ConvertTime(time.GetUtcNow(), local)))
+            {
+                return new($"rollout {gate.Name}: importance {program.Importance} waits for group {gate.GroupName}'s maintenance window {window} ({local.Id})", null);
+            }
+        }
         return new(null, gate.PreviousPattern is null ? gate.Name : null);
     }
 

@@ -29,7 +29,10 @@ public sealed class RolloutRow
 
 /// <summary>What the version check's gate reads about a unit and the rollout holding its update's transition.</summary>
 /// <param name="PreviousPattern">The member's pattern when the rollout first offered it the update; null: not offered yet (or not a member).</param>
-public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt, string? PreviousPattern);
+/// <param name="GroupName">The rollout's group; <paramref name="Window"/> its maintenance window (null: none).</param>
+/// <param name="TimeZone">The unit's own time zone (its table row; null: the fleet's).</param>
+public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt, string? PreviousPattern,
+    string GroupName, string? Window, string? TimeZone);
 
 /// <summary>What the engine read when it decided to abort a rollout, and the units it adds to it (<see cref="TsunaguStore.AbortRolloutReturning"/>).</summary>
 public sealed record ExpectedRollout(string State, long OpenWaves, IReadOnlyList<RolloutMember> Joins);
@@ -372,14 +375,17 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// The gate of the version check: the newest rollout not completed of the transition <paramref name="fromPattern"/> to
-    /// <paramref name="toPattern"/>, and the unit's membership in it; null when no rollout holds the transition.
+    /// <paramref name="toPattern"/>, the unit's membership in it, its group's maintenance window and the unit's time zone;
+    /// null when no rollout holds the transition.
     /// </summary>
     public RolloutGateRow? RolloutGate(string mac, string fromPattern, string toPattern)
     {
         using var c = Open();
         return c.QuerySingleOrDefault<RolloutGateRow>("""
-            SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt, m.previous_pattern AS PreviousPattern
+            SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt, m.previous_pattern AS PreviousPattern,
+                   r.group_name AS GroupName, g.maintenance_window AS Window, u.time_zone AS TimeZone
             FROM rollouts r LEFT JOIN rollout_units m ON m.rollout = r.name AND m.mac = @mac
+                 LEFT JOIN unit_groups g ON g.name = r.group_name LEFT JOIN units u ON u.mac = @mac
             WHERE r.from_pattern = @fromPattern AND r.to_pattern = @toPattern AND r.state <> 'completed'
             ORDER BY r.created_at DESC, r.name DESC LIMIT 1
             """, new { mac, fromPattern, toPattern });
