@@ -68,7 +68,7 @@ public class RolloutConsoleTests
         await page.GetByLabel("Name", new() { Exact = true }).FillAsync("lab-p3");
         await page.GetByLabel("Group", new() { Exact = true }).SelectOptionAsync("lab");
         await page.GetByLabel("Update program (from → to)").SelectOptionAsync("p2-to-p3");
-        await page.GetByLabel("Waves (counts or percents of the group, in order)").FillAsync("1,50%,250%");
+        await page.GetByLabel("Waves (counts, percents or group:NAME, in order)").FillAsync("1,50%,250%");
         await page.GetByLabel("Success threshold (%)").FillAsync("100");
         await page.GetByRole(AriaRole.Button, new() { Name = "Start rollout" }).ClickAsync();
         await Expect(page.Locator("#rollout-error")).ToContainTextAsync("waves[2].percent: 1 to 100");
@@ -76,7 +76,7 @@ public class RolloutConsoleTests
         await Expect(page.GetByLabel("Name", new() { Exact = true })).ToHaveValueAsync("lab-p3");
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollouts with a refused form"), Is.Empty);
 
-        await page.GetByLabel("Waves (counts or percents of the group, in order)").FillAsync("1,50%,100%");
+        await page.GetByLabel("Waves (counts, percents or group:NAME, in order)").FillAsync("1,50%,100%");
         await page.GetByRole(AriaRole.Button, new() { Name = "Start rollout" }).ClickAsync();
         await Expect(page).ToHaveURLAsync(new Regex("/console/rollouts/lab-p3$"));
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Rollout lab-p3 created: 4 unit(s) in waves 1/2/1");

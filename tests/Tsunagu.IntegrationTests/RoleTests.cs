@@ -42,6 +42,7 @@ public class RoleTests
         ["GET /api/v1/groups/{name}"] = [A, R, S, U],
         ["POST /api/v1/groups"] = [A, R],
         ["DELETE /api/v1/groups/{name}"] = [A, R],
+        ["PUT /api/v1/groups/{name}/window"] = [A, R],
         ["GET /api/v1/rollouts"] = [A, R, S, U],
         ["GET /api/v1/rollouts/{name}"] = [A, R, S, U],
         ["POST /api/v1/rollouts"] = [A, R],

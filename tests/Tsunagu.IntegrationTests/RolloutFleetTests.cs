@@ -196,6 +196,79 @@ public class RolloutFleetTests
         Assert.That(server.Store.ListAudit(100).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
     }
 
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task An_error_threshold_with_revert_aborts_and_takes_each_moved_unit_back_once_while_failed_units_stay_back(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        using var client = server.Operator();
+        const int count = 8;
+        var networks = new Dictionary<string, FailingHealth>();
+        var units = new List<FleetUnit>();
+        for (var i = 1; i <= count; i++)
+        {
+            var identity = server.Identity(i);
+            await client.RegisterAsync(TestServer.Registration(identity), CancellationToken.None);
+            units.Add(await server.Fleet.AddUnitAsync(identity, CancellationToken.None, u => networks[u.Mac] = new FailingHealth(u.Hardware.Hardware.Network)));
+        }
+        server.Fleet.StartAll();
+        foreach (var u in units) { await server.WaitReadyAsync(u); }
+        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+        await RolloutCatalogue.AddPattern3Async(server, client);
+        await RolloutCatalogue.AddWayBackAsync(server, client);
+        await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)));
+
+        // wave 1 (four units), one of which fails its health check: 1 of 4 reaches the error threshold of 25%; wave 2 would
+        // need every unit of wave 1 installed, so it never opens
+        var waves = new List<WaveSpec> { new(Count: 4), new(Percent: 100) };
+        var plan = RolloutEngine.Plan("lab-p3", waves, units.Select(u => u.Mac).ToList()).ToDictionary(m => m.Mac, m => m.Wave);
+        var failing = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().First();
+        networks[failing].Failing = true;
+        await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 100, ErrorPercent: 25, OnError: ErrorActions.Revert, MinWaveSeconds: 3600));
+
+        await server.WaitForAsync(() => server.Store.GetRollout("lab-p3")!.State == RolloutStates.Aborted, "the error threshold aborted the rollout", TimeSpan.FromSeconds(90));
+        var aborted = server.Store.GetRollout("lab-p3")!;
+        Assert.That(aborted.Reason, Does.Contain("error threshold: 1 of 4").And.Contain("revert:"));
+        // every unit the rollout moved comes back by the program back, and its return ends
+        await server.WaitForAsync(() => server.Store.RolloutReturns("lab-p3") is { Count: > 0 } r && r.All(x => x.Returned.StartsWith("returned to", StringComparison.Ordinal))
+            && units.All(u => server.Store.GetUnit(u.Mac) is { Pattern: var p, State: "Ready" } && p == DemoCatalogue.Pattern2),
+            "the moved units back on pattern 2, their returns ended", TimeSpan.FromSeconds(120));
+
+        var reports = server.Store.ListUpdateReports();
+        var moved = reports.Where(r => r.UpdateId == "p2-to-p3" && r.Success != 0).Select(r => r.Mac).Distinct().Order().ToList();
+        Assert.That(moved, Is.Not.Empty);
+        Assert.That(moved.Select(m => plan[m]), Is.All.EqualTo(0), "only wave 1 ever installed");
+        Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => plan[r.Mac]), Is.All.EqualTo(0), "no unit beyond wave 1 even tried");
+        Assert.That(server.Store.RolloutReturns("lab-p3").Select(r => (r.Mac, r.Returned)), Is.EqualTo(moved.Select(m => (m, "returned to pattern-2"))),
+            "exactly the moved units were returned, and their returns ended");
+        Assert.That(reports.Where(r => r.UpdateId == "p3-to-p2").Select(r => (r.Mac, r.Success != 0)).Order(), Is.EqualTo(moved.Select(m => (m, true))),
+            "each moved unit went back once, and nothing else took the way back");
+        Assert.That(reports.Where(r => r.Mac == failing && r.UpdateId is "p2-to-p3" or "p3-to-p2").Select(r => (r.UpdateId, r.Success != 0)), Is.EqualTo(new[] { ("p2-to-p3", false) }),
+            "the failed unit rolled back on its own, once, and was never offered the way back");
+        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.TargetPattern), Is.All.Null, "the returns ended: no unit stays pinned");
+        var audit = server.Store.ListAudit(500).Where(a => a.Target == "lab-p3").ToList();
+        var abort = audit.Single(a => a.Action == "rollout.abort");
+        Assert.That(abort.Actor, Is.EqualTo("rollout:lab-p3"), "the engine's decision");
+        Assert.That(abort.Detail, Does.Contain($"revert: {moved.Count} return"));
+        Assert.That(moved, Is.All.Matches<string>(m => abort.Detail!.Contains(m, StringComparison.Ordinal)), "each returning unit is named in the audit entry");
+        Assert.That(audit.Where(a => a.Action == "rollout.returned").SelectMany(a => moved.Where(m => a.Detail!.Contains(m, StringComparison.Ordinal))).Order(),
+            Is.EqualTo(moved), "each return's end is audited once");
+
+        // every unit checks again: nothing moves and nothing is reported again
+        var before = server.Store.ListUpdateReports().Count;
+        var readies = units.ToDictionary(u => u.Mac, u => server.ChainOf(u.Mac).Count(s => s == StateId.Ready));
+        Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null), CancellationToken.None)).Notified, Has.Count.EqualTo(count));
+        foreach (var u in units)
+        {
+            await server.WaitForAsync(() => server.ChainOf(u.Mac).Count(s => s == StateId.Ready) > readies[u.Mac] && server.Store.GetUnit(u.Mac)!.State == "Ready", $"{u.Mac} checked again");
+        }
+        Assert.That(server.Store.ListUpdateReports(), Has.Count.EqualTo(before), "no update offered again");
+        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.Pattern), Is.All.EqualTo(DemoCatalogue.Pattern2));
+    }
+
     [Test]
     public async Task A_way_back_is_taken_only_by_a_target_or_the_open_wave_of_a_rollout_that_holds_it()
     {
@@ -286,6 +359,13 @@ public class RolloutFleetTests
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "c\n" }, new { percent = 100 } } }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { percent = 10 }, new { group = "c" } } }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = 5 }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, onError = "Revert" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "mon-fri 25:00-05:00" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "mon 01:00-05:00\n" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "01:00-01:00" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "someday 01:00-02:00" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = "" }),
+            (FleetApi.GroupsRoute, HttpMethod.Post, new { name = "g", filter = new { }, window = new string('1', 5000) }),
         };
         foreach (var (path, method, body) in hostile)
         {
@@ -311,5 +391,22 @@ public class RolloutFleetTests
         var tagged = await Call<List<UnitView>>(client, HttpMethod.Get, $"{FleetApi.TagsRoute}/beta/units");
         Assert.That(tagged.Select(u => u.Mac), Is.EquivalentTo(beta.Members!));
         Assert.That(server.Store.ListAudit(50).Any(a => a.Action == "unit.tags" && a.Target == mac), Is.True);
+
+        // a group's maintenance window: a bad one is refused (400) and changes nothing; a good one is stored as written back
+        var beforeWindow = HostileInputTests.Snapshot(server);
+        foreach (var bad in new object[] { new { window = "mon 1:00-5:00" }, new { window = "mon\u000001:00-05:00" }, new { window = 5 }, new { window = "mon-fri 01:00-05:00 01:00-02:00" } })
+        {
+            var e = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/beta/window", bad, CancellationToken.None))!;
+            Assert.That(e.Status, Is.EqualTo(400), JsonSerializer.Serialize(bad));
+        }
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/nope/window", new { window = "01:00-02:00" }, CancellationToken.None))!.Status,
+            Is.EqualTo(404));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeWindow), "a refused window changed the database");
+        var windowed = await Call<GroupView>(client, HttpMethod.Put, $"{FleetApi.GroupsRoute}/beta/window", new GroupWindowRequest("Sat,Sun 22:00-06:00"));
+        Assert.That(windowed.Window, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That(server.Store.GetGroup("beta")!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That(server.Store.ListAudit(50).Single(a => a.Action == "group.window").Detail, Is.EqualTo("sun,sat 22:00-06:00"));
+        var created = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("nightly", null, new GroupFilter(), "01:00-05:00"));
+        Assert.That(created.Window, Is.EqualTo("01:00-05:00"));
     }
 }

@@ -93,8 +93,7 @@ public class RolloutStoreTests(string kind)
         if (unit.TargetPattern == unit.Pattern) { return null; }
         var program = _store.FindUpdateProgram(unit.Pattern!, unit.TargetPattern);
         if (program is null || _service.Admit(mac, program) is not { Deferred: null } admission) { return null; }
-        _service.Offered(mac, program, admission);
-        return program.Id;
+        return _service.Offered(mac, program, admission) is null ? program.Id : null;
     }
 
     /// <summary>The unit reports the install of <paramref name="program"/>: it runs the program's new pattern.</summary>
@@ -305,7 +304,7 @@ public class RolloutStoreTests(string kind)
         _clock.Now += TimeSpan.FromMinutes(1);
 
         string? seenByOthers = null;
-        Task? lateOffer = null;
+        Task<bool>? lateOffer = null;
         var plan = _store.AbortRolloutReturning("r1", members =>
         {
             // inside the abort's transaction: another connection still sees the rollout running
@@ -317,7 +316,8 @@ public class RolloutStoreTests(string kind)
         Assert.That(seenByOthers, Is.EqualTo(RolloutStates.Running), "the plan was made before the abort was visible: in its transaction");
         Assert.That(plan, Is.Not.Null);
         Assert.That(plan!.Return.Select(r => r.Mac).Order(), Is.EqualTo(wave.Take(2)), "exactly the members offered the update when the abort committed");
-        await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.That(await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60)), Is.False, "an offer that waited for the abort is refused: the rollout no longer runs");
+        Assert.That(OfferRecords("r1")[wave[2]], Is.EqualTo(((string?)null, (string?)null)), "the refused offer recorded nothing");
         var stored = _store.RolloutReturns("r1").ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(stored.Keys.Order(), Is.EqualTo(wave.Take(2)), "what was applied is what was planned");
         Assert.That(wave.Take(2).Select(m => _store.GetUnit(m)!.TargetPattern), Is.All.EqualTo("x"));
@@ -327,5 +327,134 @@ public class RolloutStoreTests(string kind)
         // a second abort finds nothing to abort and writes nothing
         Assert.That(_store.AbortRolloutReturning("r1", m => RolloutEngine.PlanReturn(m, _ => null), _ => ("again", new AuditEntry("alice", "rollout.abort", "r1", "again"))), Is.Null);
         Assert.That(_store.ListAudit(20).Count(a => a.Action == "rollout.abort"), Is.EqualTo(1));
+    }
+
+    [TestCase("pause")]
+    [TestCase("abort")]
+    [TestCase("revert")]
+    public async Task An_offer_whose_gate_passed_before_the_rollout_stopped_is_withheld_and_the_unit_stays(string action)
+    {
+        Create("r1", [new(Count: 2), new(Percent: 100)]);
+        var wave = FirstWave("r1");
+        Assert.That(Check(wave[0]), Is.EqualTo(XtoY.Id));
+        Installed(wave[0], XtoY);
+        // the second unit's version check passed the gate (running, its wave open, not offered yet) ...
+        var admission = _service.Admit(wave[1], XtoY);
+        Assert.That(admission, Is.EqualTo(new RolloutAdmission(null, "r1")));
+        // ... and the operator's action commits before the check offers the update
+        var view = await _service.ActAsync("r1", action == "revert" ? "abort" : action, "alice", CancellationToken.None, action == "revert" ? AbortChoices.Revert : null);
+        var stopped = action == "pause" ? RolloutStates.Paused : RolloutStates.Aborted;
+        Assert.That(view.State, Is.EqualTo(stopped));
+        Assert.That(view.Returns?.Select(r => r.Mac), action == "revert" ? Is.EqualTo(new[] { wave[0] }) : Is.Null.Or.Empty, "the abort planned the offers made before it");
+
+        Assert.That(_service.Offered(wave[1], XtoY, admission), Is.EqualTo($"rollout r1 is {stopped}"), "the offer is withheld");
+        Assert.That(OfferRecords("r1")[wave[1]], Is.EqualTo(((string?)null, (string?)null)), "a withheld offer records nothing");
+        Assert.That(_store.GetUnit(wave[1])!.TargetPattern, Is.Null, "not moved, so not returned: it stays on x");
+        Assert.That(Check(wave[1]), Is.Null, "and later checks are held");
+        Assert.That(OfferRecords("r1").Where(r => r.Value.Item1 is not null).Select(r => r.Key), Is.EqualTo(new[] { wave[0] }), "one unit was ever offered the update");
+    }
+
+    /// <summary>Waits until another connection waits for a lock (PostgreSQL), or checks <paramref name="work"/> did not finish while the lock was held (SQLite).</summary>
+    private async Task WaitUntilBlocked(Task work)
+    {
+        if (kind == "postgres")
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            while (true)
+            {
+                using (var c = _database.Open())
+                using (var q = c.CreateCommand())
+                {
+                    q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+                    if (Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture) > 0) { return; }
+                }
+                Assert.That(work.IsCompleted, Is.False, $"it finished while the other transaction was open: {work.Exception?.InnerException?.Message ?? "done"}");
+                Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "it never waited for the other transaction");
+                await Task.Delay(20);
+            }
+        }
+        Assert.That(await Task.WhenAny(work, Task.Delay(TimeSpan.FromSeconds(2))), Is.Not.SameAs(work),
+            $"it finished while the other transaction held the write lock: {work.Exception?.InnerException?.Message ?? "done"}");
+    }
+
+    [Test]
+    public async Task A_rollout_created_while_its_group_is_being_deleted_is_refused_and_writes_nothing()
+    {
+        var audit = _store.ListAudit(1000).Count;
+        // the group is deleted in a transaction that stays open while the rollout is created
+        using var c = _database.Open();
+        using var tx = c.BeginTransaction();
+        using (var delete = c.CreateCommand())
+        {
+            delete.Transaction = tx;
+            delete.CommandText = "DELETE FROM unit_groups WHERE name = 'lab'";
+            Assert.That(await delete.ExecuteNonQueryAsync(), Is.EqualTo(1));
+        }
+        var create = Task.Run(() => Create("r1", [new(Count: 2), new(Percent: 100)]));
+        await WaitUntilBlocked(create);
+        tx.Commit();
+
+        var refused = Assert.ThrowsAsync<RolloutRuleException>(async () => await create.WaitAsync(TimeSpan.FromSeconds(60)))!;
+        Assert.That(refused.Message, Does.Contain("no group 'lab'"));
+        Assert.That(_store.ListRollouts(), Is.Empty, "no rollout of a group that no longer exists");
+        Assert.That(_store.ListAudit(1000), Has.Count.EqualTo(audit), "nothing audited");
+    }
+
+    [Test]
+    public async Task A_group_deleted_while_a_rollout_is_created_from_it_is_refused_and_stays()
+    {
+        Task<bool>? delete = null;
+        _store.AddRollout(["lab"], groups =>
+        {
+            Assert.That(groups.Keys, Is.EqualTo(new[] { "lab" }), "the group is read inside the rollout's transaction");
+            // inside the transaction that stores the rollout: a delete of its group now must wait for it, then see it
+            delete = Task.Run(() => _store.DeleteGroup("lab", new AuditEntry("bob", "group.delete", "lab", null)));
+            WaitUntilBlocked(delete).GetAwaiter().GetResult();
+            var members = RolloutEngine.Plan("r1", [new(Percent: 100)], _store.GroupMembers(groups["lab"]).ToList());
+            return (new RolloutRow
+            {
+                Name = "r1", GroupName = "lab", FromPattern = "x", ToPattern = "y", UpdateId = XtoY.Id, Waves = "[{\"percent\":100}]",
+                SuccessPercent = 90, ErrorPercent = 10, OnError = ErrorActions.Pause, State = RolloutStates.Running, OpenWaves = 1, CreatedBy = "alice",
+            }, members, new AuditEntry("alice", "rollout.create", "r1", null));
+        });
+        var refused = Assert.ThrowsAsync<StoreConflictException>(async () => await delete!.WaitAsync(TimeSpan.FromSeconds(60)))!;
+        Assert.That(refused.Message, Does.Contain("moved by rollout(s) r1"));
+        Assert.That(_store.GetGroup("lab"), Is.Not.Null, "the group of a running rollout stays");
+        Assert.That(_store.RolloutMembers(_store.GetRollout("r1")!), Has.Count.EqualTo(6));
+        Assert.That(_store.ListAudit(100).Count(a => a.Action == "group.delete"), Is.Zero);
+    }
+
+    [Test]
+    public void A_group_window_holds_an_update_below_importance_5_until_it_opens_on_each_units_clock()
+    {
+        // the group opens weekdays 01:00-05:00; one unit keeps Tokyo time, the others take the fleet's zone (UTC here)
+        Assert.That(_store.SetGroupWindow("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), new AuditEntry("alice", "group.window", "lab", null)), Is.True);
+        Assert.That(_store.SetUpdateWindow(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
+        Create("r1", [new(Percent: 100)]);
+        var soon = new UpdateProgramRow { Id = XtoY.Id, FromPattern = "x", ToPattern = "y", Importance = 4, ArtifactSha256 = XtoY.ArtifactSha256, ArtifactSize = 1 };
+        string? Gate(int unit) => _service.Gate(Mac(unit), soon, TimeZoneInfo.Utc);
+
+        // Wednesday 09:00 UTC, 18:00 in Tokyo: closed for both
+        _clock.Now = new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(1), Does.Contain("waits for group lab's maintenance window mon,tue,wed,thu,fri 01:00-05:00 (UTC)"));
+        Assert.That(Gate(0), Does.Contain("(Asia/Tokyo)"));
+        Assert.That(_service.Gate(Mac(1), XtoY, TimeZoneInfo.Utc), Is.Null, "importance 5 ignores windows");
+        // 17:00 UTC is Thursday 02:00 in Tokyo: open there only
+        _clock.Now = new DateTimeOffset(2026, 4, 1, 17, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(0), Is.Null);
+        Assert.That(Gate(1), Does.Contain("maintenance window"));
+        // Thursday 02:00 UTC (11:00 in Tokyo): the other way round
+        _clock.Now = new DateTimeOffset(2026, 4, 2, 2, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(1), Is.Null);
+        Assert.That(Gate(0), Does.Contain("maintenance window"));
+        // Saturday 02:00 UTC: a weekday window is closed
+        _clock.Now = new DateTimeOffset(2026, 4, 4, 2, 0, 0, TimeSpan.Zero);
+        Assert.That(Gate(1), Does.Contain("maintenance window"));
+        Assert.That(OfferRecords("r1").Values, Is.All.EqualTo(((string?)null, (string?)null)), "a unit held by the window was offered nothing");
+        // the window cleared: open at once
+        Assert.That(_store.SetGroupWindow("lab", null, new AuditEntry("alice", "group.window", "lab", "none")), Is.True);
+        Assert.That(Gate(1), Is.Null);
+        Assert.That(_store.SetGroupWindow("nope", null, new AuditEntry("alice", "group.window", "nope", "none")), Is.False, "no such group: nothing written");
+        Assert.That(_store.ListAudit(50).Count(a => a.Action == "group.window"), Is.EqualTo(2));
     }
 }

@@ -72,7 +72,7 @@ public static class FleetCommands
         yield return tagged;
     }
 
-    /// <summary>`group create NAME (--mac M... | filter options)`, `group list`, `group show NAME`, `group delete NAME`.</summary>
+    /// <summary>`group create NAME (--mac M... | filter options) [--window W]`, `group list`, `group show NAME`, `group delete NAME`, `group window NAME [W]`.</summary>
     public static Command Group(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {
         var name = new Argument<string>("name") { Description = "group name" };
@@ -83,14 +83,15 @@ public static class FleetCommands
         var version = new Option<string?>("--version") { Description = "the version of --app" };
         var tags = new Option<string[]>("--tag") { Description = "... carrying all of these tags", AllowMultipleArgumentsPerToken = true };
         var online = new Option<bool?>("--online") { Description = "... online (true) or offline (false) now" };
-        var create = WithConnection(new Command("create", "create a static (--mac) or dynamic (filter options) group") { name, macs, pattern, board, app, version, tags, online }, connection);
+        var window = new Option<string?>("--window") { Description = "its maintenance window in each unit's local time, e.g. \"mon-fri 01:00-05:00\" (updates below importance 5 of its rollouts wait for it)" };
+        var create = WithConnection(new Command("create", "create a static (--mac) or dynamic (filter options) group") { name, macs, pattern, board, app, version, tags, online, window }, connection);
         create.SetAction((r, ct) => guard(async () =>
         {
             using var client = connect(r);
             var list = r.GetValue(macs) ?? [];
             var filter = new GroupFilter(r.GetValue(pattern), r.GetValue(board), r.GetValue(app), r.GetValue(version),
                 r.GetValue(tags) is { Length: > 0 } t ? t : null, r.GetValue(online));
-            Print(await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup(r.GetValue(name), list.Length > 0 ? list : null, list.Length > 0 ? null : filter), ct));
+            Print(await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup(r.GetValue(name), list.Length > 0 ? list : null, list.Length > 0 ? null : filter, r.GetValue(window)), ct));
             return 0;
         }));
         var list = WithConnection(new Command("list", "every group and how many units it holds now"), connection);
@@ -99,7 +100,7 @@ public static class FleetCommands
             using var client = connect(r);
             foreach (var g in JsonSerializer.Deserialize<List<GroupView>>(await client.SendAsync(HttpMethod.Get, FleetApi.GroupsRoute, null, ct), JsonSerializerOptions.Web)!)
             {
-                Console.WriteLine($"{g.Name,-24} {g.Kind,-8} {g.MemberCount,6} unit(s)");
+                Console.WriteLine($"{g.Name,-24} {g.Kind,-8} {g.MemberCount,6} unit(s){(g.Window is { } w ? $"  window {w}" : "")}");
             }
             return 0;
         }));
@@ -118,7 +119,15 @@ public static class FleetCommands
             Console.WriteLine($"deleted group {r.GetValue(name)}");
             return 0;
         }));
-        return new Command("group", "groups of units: static lists or filters") { create, list, show, delete };
+        var windowText = new Argument<string?>("window") { Description = "e.g. \"mon-fri 01:00-05:00\"; none: clear it", Arity = ArgumentArity.ZeroOrOne };
+        var setWindow = WithConnection(new Command("window", "set or clear a group's maintenance window") { name, windowText }, connection);
+        setWindow.SetAction((r, ct) => guard(async () =>
+        {
+            using var client = connect(r);
+            Print(await client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/{Uri.EscapeDataString(r.GetValue(name)!)}/window", new GroupWindowRequest(r.GetValue(windowText)), ct));
+            return 0;
+        }));
+        return new Command("group", "groups of units: static lists or filters") { create, list, show, delete, setWindow };
     }
 
     /// <summary>"5%,15%,80%" or "10,50,100%": each wave a count or a percent of the group.</summary>
@@ -152,7 +161,7 @@ public static class FleetCommands
         var waves = new Option<string>("--waves") { Description = "the waves, in order: counts or percents of the group, or group:NAME (its units), e.g. 5%,15%,80% or group:canary,50%,100%", Required = true };
         var success = new Option<int?>("--success") { Description = "percent of a wave's reachable units installed that opens the next (default 90)" };
         var error = new Option<int?>("--error") { Description = "percent of the open waves' units failed that stops the rollout (default 10)" };
-        var onError = new Option<string?>("--on-error") { Description = "pause (default) or abort at the error threshold" };
+        var onError = new Option<string?>("--on-error") { Description = "pause (default), abort, or revert (abort and return the units moved) at the error threshold" };
         var minWave = new Option<int?>("--min-wave-seconds") { Description = "how long a wave stays open at least (default 0)" };
         var create = WithConnection(new Command("create", "start a staged rollout: wave 1 opens at once") { name, group, from, to, waves, success, error, onError, minWave }, connection);
         create.SetAction((r, ct) => guard(async () =>

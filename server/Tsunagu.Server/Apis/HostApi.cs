@@ -133,16 +133,17 @@ public static class HostApi
             var load = request.Load ?? new UnitLoad(0, 0);
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
-            var admission = rollouts.Admit(mac, program);
+            var admission = rollouts.Admit(mac, program, ImportancePolicy.Zone(policy, time.LocalTimeZone));
             // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
             var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
             deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);
+            // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to), and
+            // only while the rollout still runs: an abort or pause since the gate read it withholds the offer
+            deferred ??= rollouts.Offered(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
-                // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to)
-                rollouts.Offered(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
             }
             else
             {

@@ -69,6 +69,25 @@ public static class FleetApi
                 }
             })
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+        groups.MapPut("/{name}/window", Results<Ok<GroupView>, ProblemHttpResult> (string name, GroupWindowRequest? request, TsunaguStore store, HttpContext http) =>
+            {
+                if (!InputRules.IsIdentifier(name) || store.GetGroup(name) is null) { return Problems.NotFound($"no group '{InputRules.Quote(name)}'"); }
+                if (request is null) { return Problems.BadRequest("body: {\"window\": \"mon-fri 01:00-05:00\"} or {\"window\": null} (none)"); }
+                string? window = null;
+                if (request.Window is not null)
+                {
+                    var (w, error) = MaintenanceWindow.Parse(request.Window);
+                    if (w is null) { return Problems.BadRequest(error!, "window"); }
+                    window = w.ToString();
+                }
+                if (!store.SetGroupWindow(name, window, new AuditEntry(http.Caller().Subject, "group.window", name, window ?? "none")))
+                {
+                    return Problems.NotFound($"no group '{InputRules.Quote(name)}'");
+                }
+                var g = store.GetGroup(name)!;
+                return TypedResults.Ok(Groups.View(g, store.GroupMembers(g), withMembers: false));
+            })
+            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
         groups.MapDelete("/{name}", Results<NoContent, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
             {
                 if (!InputRules.IsIdentifier(name)) { return Problems.NotFound($"no group '{InputRules.Quote(name)}'"); }

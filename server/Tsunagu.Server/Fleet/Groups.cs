@@ -18,12 +18,18 @@ public static class GroupKinds
 public sealed record GroupFilter(string? Pattern = null, string? Board = null, string? App = null, string? Version = null,
     IReadOnlyList<string>? Tags = null, bool? Online = null);
 
-/// <summary>A new group: <see cref="Macs"/> (static) or <see cref="Filter"/> (dynamic), not both.</summary>
-public sealed record NewGroup(string? Name, IReadOnlyList<string>? Macs, GroupFilter? Filter);
+/// <summary>
+/// A new group: <see cref="Macs"/> (static) or <see cref="Filter"/> (dynamic), not both; optionally its maintenance
+/// <see cref="Window"/> (<see cref="MaintenanceWindow"/>).
+/// </summary>
+public sealed record NewGroup(string? Name, IReadOnlyList<string>? Macs, GroupFilter? Filter, string? Window = null);
+
+/// <summary>A group's maintenance window to set (<see cref="MaintenanceWindow"/>), or null to clear it.</summary>
+public sealed record GroupWindowRequest(string? Window);
 
 /// <summary>A group as the operator sees it, with the units it holds now.</summary>
 public sealed record GroupView(string Name, string Kind, IReadOnlyList<string>? Macs, GroupFilter? Filter, string CreatedBy, string CreatedAt,
-    int MemberCount, IReadOnlyList<string>? Members = null);
+    int MemberCount, IReadOnlyList<string>? Members = null, string? Window = null);
 
 /// <summary>A group the operator cannot create as asked (400, or 409 when <see cref="Conflict"/>; nothing written).</summary>
 public sealed class GroupRuleException(string message, bool conflict = false) : Exception(message)
@@ -46,7 +52,7 @@ public static class Groups
         if (row is null) { throw new GroupRuleException(error!); }
         try
         {
-            store.AddGroup(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}"));
+            store.AddGroup(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}" + (row.MaintenanceWindow is { } w ? $"; window {w}" : "")));
         }
         catch (StoreConflictException e)
         {
@@ -60,6 +66,12 @@ public static class Groups
     {
         if (request is null) { return (null, "body: a JSON object with name and macs (a static group) or filter (a dynamic one)"); }
         if (!InputRules.IsIdentifier(request.Name)) { return (null, InputRules.Identifier("name")); }
+        string? window = null;
+        if (request.Window is not null)
+        {
+            if (MaintenanceWindow.Parse(request.Window) is not ({ } w, null)) { return (null, MaintenanceWindow.Parse(request.Window).Error); }
+            window = w.ToString();
+        }
         if ((request.Macs is null) == (request.Filter is null)) { return (null, "macs, filter: give exactly one (macs: a static group; filter: a dynamic one)"); }
         if (request.Macs is { } macs)
         {
@@ -72,7 +84,7 @@ public static class Groups
             }
             var missing = normal.Where(m => store.GetUnitForCheck(m) is null).Take(5).ToList();
             if (missing.Count > 0) { return (null, $"macs: not registered: {string.Join(", ", missing)}"); }
-            return (new GroupRow { Name = request.Name, Kind = GroupKinds.Static, Definition = JsonSerializer.Serialize(normal.ToList(), JsonSerializerOptions.Web), CreatedBy = actor }, null);
+            return (new GroupRow { Name = request.Name, Kind = GroupKinds.Static, Definition = JsonSerializer.Serialize(normal.ToList(), JsonSerializerOptions.Web), CreatedBy = actor, MaintenanceWindow = window }, null);
         }
         var f = request.Filter!;
         if (f.Pattern is not null && !InputRules.IsIdentifier(f.Pattern)) { return (null, InputRules.Identifier("filter.pattern")); }
@@ -84,12 +96,12 @@ public static class Groups
         }
         if (f.Tags is not null && Tags.Invalid(f.Tags, "filter.tags") is { } tagError) { return (null, tagError); }
         var filter = f with { Tags = f.Tags is null ? null : Tags.Normal(f.Tags) };
-        return (new GroupRow { Name = request.Name, Kind = GroupKinds.Dynamic, Definition = JsonSerializer.Serialize(filter, JsonSerializerOptions.Web), CreatedBy = actor }, null);
+        return (new GroupRow { Name = request.Name, Kind = GroupKinds.Dynamic, Definition = JsonSerializer.Serialize(filter, JsonSerializerOptions.Web), CreatedBy = actor, MaintenanceWindow = window }, null);
     }
 
     public static GroupView View(GroupRow row, IReadOnlyList<string> members, bool withMembers) =>
         new(row.Name, row.Kind,
             row.Kind == GroupKinds.Static ? JsonSerializer.Deserialize<List<string>>(row.Definition, JsonSerializerOptions.Web) : null,
             row.Kind == GroupKinds.Dynamic ? JsonSerializer.Deserialize<GroupFilter>(row.Definition, JsonSerializerOptions.Web) : null,
-            row.CreatedBy, row.CreatedAt, members.Count, withMembers ? members : null);
+            row.CreatedBy, row.CreatedAt, members.Count, withMembers ? members : null, row.MaintenanceWindow);
 }

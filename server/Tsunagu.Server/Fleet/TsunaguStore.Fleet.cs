@@ -12,6 +12,9 @@ public sealed class GroupRow
     public string Definition { get; set; } = "";
     public string CreatedBy { get; set; } = "";
     public string CreatedAt { get; set; } = "";
+
+    /// <summary>The group's maintenance window as <see cref="MaintenanceWindow"/> writes it; null: none.</summary>
+    public string? MaintenanceWindow { get; set; }
 }
 
 // Tags on units and groups of units.
@@ -76,8 +79,21 @@ public sealed partial class TsunaguStore
     public void AddGroup(GroupRow group, AuditEntry audit)
     {
         group.CreatedAt = Now();
-        Insert("INSERT INTO unit_groups (name, kind, definition, created_by, created_at) VALUES (@Name, @Kind, @Definition, @CreatedBy, @CreatedAt)",
-            group, $"group {group.Name} exists", audit);
+        Insert("""
+            INSERT INTO unit_groups (name, kind, definition, created_by, created_at, maintenance_window)
+            VALUES (@Name, @Kind, @Definition, @CreatedBy, @CreatedAt, @MaintenanceWindow)
+            """, group, $"group {group.Name} exists", audit);
+    }
+
+    /// <summary>Sets or clears a group's maintenance window with the audit entry; false (nothing written) when there is no such group.</summary>
+    public bool SetGroupWindow(string name, string? window, AuditEntry audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        if (c.Execute("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx) == 0) { return false; }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
+        return true;
     }
 
     public GroupRow? GetGroup(string name)
@@ -100,6 +116,11 @@ public sealed partial class TsunaguStore
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
+        if (_db.Kind == DatabaseKind.Postgres)
+        {
+            // the group's row first: a rollout being created from it (which locks it shared) commits before the check below reads it
+            c.Execute("SELECT name FROM unit_groups WHERE name = @name FOR UPDATE", new { name }, tx);
+        }
         var using_ = c.Query<string>("SELECT name FROM rollouts WHERE group_name = @name AND state IN ('running', 'paused')", new { name }, tx).ToList();
         if (using_.Count > 0) { throw new StoreConflictException($"group {name} is moved by rollout(s) {string.Join(", ", using_)}; abort them first"); }
         if (c.Execute("DELETE FROM unit_groups WHERE name = @name", new { name }, tx) == 0) { return false; }

@@ -342,6 +342,7 @@ public class RolloutEngineTests
 
     [TestCase(ErrorActions.Pause, RolloutStates.Paused)]
     [TestCase(ErrorActions.Abort, RolloutStates.Aborted)]
+    [TestCase(ErrorActions.Revert, RolloutStates.Aborted)]
     public async Task Failures_at_the_error_threshold_stop_the_rollout_and_no_unit_beyond_the_open_wave_installs(string onError, string stopped)
     {
         var (store, service) = Start();
@@ -371,6 +372,11 @@ public class RolloutEngineTests
         {
             Assert.That(service.Act("r1", "resume", "alice"), Is.False, "an aborted rollout cannot resume");
             Assert.That(service.Gate(first[1], XtoY), Does.Contain("aborted"), "an aborted rollout keeps the transition held");
+            var abort = store.ListAudit(50).Single(a => a.Target == "r1" && a.Action == "rollout.abort");
+            Assert.That(abort.Actor, Is.EqualTo("rollout:r1"));
+            // nothing was moved (the failed unit rolled back on its own): a revert returns no unit
+            Assert.That(abort.Detail, onError == ErrorActions.Revert ? Does.Contain("revert: 0 return") : Does.Not.Contain("revert"));
+            Assert.That(store.ListUnits().Select(u => u.TargetPattern), Is.All.Null);
         }
     }
 
@@ -462,8 +468,7 @@ public class RolloutEngineTests
         if (unit.TargetPattern == unit.Pattern) { return null; }
         var program = store.FindUpdateProgram(unit.Pattern!, unit.TargetPattern);
         if (program is null || service.Admit(mac, program) is not { Deferred: null } admission) { return null; }
-        service.Offered(mac, program, admission);
-        return program.Id;
+        return service.Offered(mac, program, admission) is null ? program.Id : null;
     }
 
     [TestCase(true)]

@@ -18,6 +18,12 @@ public static class ErrorActions
 {
     public const string Pause = "pause";
     public const string Abort = "abort";
+
+    /// <summary>
+    /// Abort, and return the units the rollout moved (or is moving) to the pattern each came from, as the operator's
+    /// abort with <see cref="AbortChoices.Revert"/> does: the units that breached the threshold are taken back on their own.
+    /// </summary>
+    public const string Revert = "revert";
 }
 
 /// <summary>Where a member of a rollout is, as the host sees it.</summary>
@@ -95,7 +101,8 @@ public sealed record WaveProgress(int Wave, bool Open, int Members, int Pending,
 /// <list type="bullet">
 /// <item>Units of the group on the old pattern that are not members join the last wave (they are served when the rollout gets there).</item>
 /// <item>Error threshold: when failures (reported since <see cref="RolloutSituation.ErrorsSince"/>) among the members of
-/// the open waves reach <see cref="RolloutSituation.ErrorPercent"/> of them, the rollout pauses or aborts (its setting).
+/// the open waves reach <see cref="RolloutSituation.ErrorPercent"/> of them, the rollout pauses, aborts, or aborts and
+/// returns the units it moved (its setting, <see cref="ErrorActions"/>).
 /// Offline units are never failures.</item>
 /// <item>Success threshold: when installed members of the newest open wave reach <see cref="RolloutSituation.SuccessPercent"/>
 /// of its reachable members (offline ones set aside), and the wave has been open <see cref="RolloutSituation.MinWaveTime"/>,
@@ -256,8 +263,8 @@ public static class RolloutEngine
         if (failed > 0 && failed * 100L >= s.ErrorPercent * (long)open.Count)
         {
             var detail = $"error threshold: {failed} of {open.Count} unit(s) of the open wave(s) failed ({100.0 * failed / open.Count:0.#}%, threshold {s.ErrorPercent}%)";
-            return s.OnError == ErrorActions.Abort
-                ? new(RolloutActions.Abort, RolloutStates.Aborted, s.OpenWaves, detail + "; aborted", joins)
+            return s.OnError is ErrorActions.Abort or ErrorActions.Revert
+                ? new(RolloutActions.Abort, RolloutStates.Aborted, s.OpenWaves, detail + (s.OnError == ErrorActions.Revert ? "; aborted, the moved units return" : "; aborted"), joins)
                 : new(RolloutActions.Pause, RolloutStates.Paused, s.OpenWaves, detail + "; paused", joins);
         }
 

@@ -10,7 +10,7 @@ namespace Tsunagu.Server.Fleet.Rollouts;
 /// <summary>The operator's new rollout.</summary>
 /// <param name="SuccessPercent">Installed share of a wave's reachable units that opens the next wave (default 90).</param>
 /// <param name="ErrorPercent">Failed share of the open waves' units that pauses or aborts the rollout (default 10).</param>
-/// <param name="OnError"><c>pause</c> (default) or <c>abort</c>.</param>
+/// <param name="OnError"><c>pause</c> (default), <c>abort</c>, or <c>revert</c> (abort and return the units it moved).</param>
 /// <param name="MinWaveSeconds">How long a wave stays open at least before the next opens (default 0).</param>
 public sealed record NewRollout(string? Name, string? Group, string? FromPattern, string? ToPattern, IReadOnlyList<WaveSpec>? Waves,
     int? SuccessPercent = null, int? ErrorPercent = null, string? OnError = null, int? MinWaveSeconds = null);
@@ -68,41 +68,48 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         if (RolloutEngine.InvalidWaves(request.Waves) is { } waveError) { throw new RolloutRuleException(waveError); }
         if (request.SuccessPercent is < 1 or > 100) { throw new RolloutRuleException("successPercent: 1 to 100"); }
         if (request.ErrorPercent is < 0 or > 100) { throw new RolloutRuleException("errorPercent: 0 (any failure) to 100"); }
-        if (request.OnError is not (null or ErrorActions.Pause or ErrorActions.Abort)) { throw new RolloutRuleException("onError: pause or abort"); }
+        if (request.OnError is not (null or ErrorActions.Pause or ErrorActions.Abort or ErrorActions.Revert)) { throw new RolloutRuleException("onError: pause, abort or revert"); }
         if (request.MinWaveSeconds is < 0 or > 30 * 86400) { throw new RolloutRuleException("minWaveSeconds: 0 to 2592000 (30 days)"); }
-        var group = store.GetGroup(request.Group) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
         if (store.GetPattern(request.ToPattern) is not { Status: PatternStatus.Verified })
         {
             throw new RolloutRuleException($"toPattern: '{request.ToPattern}' is not a verified pattern");
         }
         var program = store.FindUpdateProgram(request.FromPattern, request.ToPattern)
             ?? throw new RolloutRuleException($"fromPattern, toPattern: no update program leads from {request.FromPattern} to {request.ToPattern}");
-        var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
-        foreach (var name in RolloutEngine.WaveGroups(request.Waves!))
-        {
-            var waveGroup = store.GetGroup(name) ?? throw new RolloutRuleException($"waves: no group '{name}'");
-            waveGroups[name] = store.GroupMembers(waveGroup).ToHashSet(StringComparer.Ordinal);
-        }
-        var candidates = Candidates(group, request.FromPattern);
-        var members = RolloutEngine.Plan(request.Name, request.Waves!, candidates, waveGroups);
-        var row = new RolloutRow
-        {
-            Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
-            Waves = JsonSerializer.Serialize(request.Waves, JsonSerializerOptions.Web), SuccessPercent = request.SuccessPercent ?? 90,
-            ErrorPercent = request.ErrorPercent ?? 10, OnError = request.OnError ?? ErrorActions.Pause, MinWaveSeconds = request.MinWaveSeconds ?? 0,
-            State = RolloutStates.Running, OpenWaves = 1, CreatedBy = actor,
-        };
-        var sizes = Enumerable.Range(0, request.Waves!.Count).Select(w => members.Count(m => m.Wave == w)).ToList();
+        var waveGroupNames = RolloutEngine.WaveGroups(request.Waves!);
+        RolloutRow? row = null;
+        IReadOnlyList<RolloutMember> members = [];
+        List<int> sizes = [];
         try
         {
-            store.AddRollout(row, members, new AuditEntry(actor, "rollout.create", row.Name,
-                $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open"));
+            // the groups are read in the transaction that stores the rollout: one deleted meanwhile is missing, never half used
+            store.AddRollout([request.Group, .. waveGroupNames], groups =>
+            {
+                var group = groups.GetValueOrDefault(request.Group) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
+                var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
+                foreach (var name in waveGroupNames)
+                {
+                    var waveGroup = groups.GetValueOrDefault(name) ?? throw new RolloutRuleException($"waves: no group '{name}'");
+                    waveGroups[name] = store.GroupMembers(waveGroup).ToHashSet(StringComparer.Ordinal);
+                }
+                members = RolloutEngine.Plan(request.Name, request.Waves!, Candidates(group, request.FromPattern), waveGroups);
+                row = new RolloutRow
+                {
+                    Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
+                    Waves = JsonSerializer.Serialize(request.Waves, JsonSerializerOptions.Web), SuccessPercent = request.SuccessPercent ?? 90,
+                    ErrorPercent = request.ErrorPercent ?? 10, OnError = request.OnError ?? ErrorActions.Pause, MinWaveSeconds = request.MinWaveSeconds ?? 0,
+                    State = RolloutStates.Running, OpenWaves = 1, CreatedBy = actor,
+                };
+                sizes = Enumerable.Range(0, request.Waves!.Count).Select(w => members.Count(m => m.Wave == w)).ToList();
+                return (row, members, new AuditEntry(actor, "rollout.create", row.Name,
+                    $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open"));
+            });
         }
         catch (StoreConflictException e)
         {
             throw new RolloutRuleException(e.Message, conflict: true);
         }
-        log.LogInformation("rollout {Rollout} created by {Actor}: {Count} unit(s), waves {Waves}", row.Name, actor, members.Count, string.Join("/", sizes));
+        log.LogInformation("rollout {Rollout} created by {Actor}: {Count} unit(s), waves {Waves}", row!.Name, actor, members.Count, string.Join("/", sizes));
         return View(store.GetRollout(row.Name)!);
     }
 
@@ -136,21 +143,32 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// <summary>
     /// Why the unit may not take <paramref name="program"/> now; null when it may. A transition held by a rollout (the
     /// newest one of it that is not completed) is open only to members of its open waves while it runs, and never to a
-    /// member that reported the update as failed in it: its own rollback keeps it on the old pattern.
+    /// member that reported the update as failed in it: its own rollback keeps it on the old pattern. When the rollout's
+    /// group has a maintenance window, an update of importance 4 or below waits for it on the unit's local clock (its own
+    /// time zone, else <paramref name="zone"/>, the fleet's, else the host's); importance 5 ignores windows.
     /// </summary>
-    public string? Gate(string mac, UpdateProgramRow program) => Admit(mac, program).Deferred;
+    public string? Gate(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null) => Admit(mac, program, zone).Deferred;
 
     /// <summary>
     /// <see cref="Gate"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="Offered"/>):
     /// only a member of the rollout not offered the update before. One indexed query.
     /// </summary>
-    public RolloutAdmission Admit(string mac, UpdateProgramRow program)
+    public RolloutAdmission Admit(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null)
     {
         if (store.RolloutGate(mac, program.FromPattern, program.ToPattern) is not { } gate) { return new(null, null); }
         if (gate.Wave is not { } wave) { return new($"rollout {gate.Name} holds {program.FromPattern} -> {program.ToPattern}; the unit is not (yet) part of it", null); }
         if (gate.State != RolloutStates.Running) { return new($"rollout {gate.Name} is {gate.State}", null); }
         if (wave >= gate.OpenWaves) { return new($"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open", null); }
         if (store.FailedUpdateSince(mac, program.Id, gate.JoinedAt!)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
+        if (program.Importance < 5 && gate.Window is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window)
+        {
+            // the group's maintenance window, on the unit's wall clock (its own zone, else the one given, else the host's)
+            var local = gate.TimeZone is { } id && ImportancePolicy.TryZone(id, out var own) ? own : zone ?? time.LocalTimeZone;
+            if (!window.IsOpen(TimeZoneInfo.ConvertTime(time.GetUtcNow(), local)))
+            {
+                return new($"rollout {gate.Name}: importance {program.Importance} waits for group {gate.GroupName}'s maintenance window {window} ({local.Id})", null);
+            }
+        }
         return new(null, gate.PreviousPattern is null ? gate.Name : null);
     }
 
@@ -212,7 +230,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// back by the update program from the new pattern to it. Without such a program, or when that pattern is no longer
     /// verified, the units are listed as unable to return and left as they are. Null when the rollout cannot abort.
     /// </summary>
-    private ReturnPlan? AbortReturning(RolloutRow row, string actor)
+    private ReturnPlan? AbortReturning(RolloutRow row, string actor, RolloutDecision? decision = null)
     {
         string? detail = null;
         var plan = store.AbortRolloutReturning(row.Name, members => RolloutEngine.PlanReturn(members, pattern =>
@@ -220,24 +238,30 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             : store.FindUpdateProgram(row.ToPattern, pattern) is null ? $"no update program leads from {row.ToPattern} back to {pattern}"
             : null), plan =>
         {
-            var summary = $"aborted by {actor}; units moved: revert: {plan.Return.Count} return" +
+            var summary = (decision is null ? $"aborted by {actor}" : decision.Detail) + $"; units moved: revert: {plan.Return.Count} return" +
                           (plan.Cannot.Count == 0 ? "" : $", {plan.Cannot.Count} cannot ({plan.Cannot[0].Why})");
-            detail = summary + (plan.Return.Count == 0 ? "" : $"; returning: {string.Join(", ", plan.Return.Take(20).Select(r => r.Mac))}{(plan.Return.Count > 20 ? ", ..." : "")}") +
+            detail = (decision is { Joins.Count: > 0 } ? $"{decision.Joins.Count} unit(s) joined wave {decision.Joins[0].Wave + 1}; " : "") + summary +
+                     (plan.Return.Count == 0 ? "" : $"; returning: {string.Join(", ", plan.Return.Take(20).Select(r => r.Mac))}{(plan.Return.Count > 20 ? ", ..." : "")}") +
                      (plan.Cannot.Count == 0 ? "" : $"; cannot: {string.Join(", ", plan.Cannot.Take(20).Select(r => r.Mac))}{(plan.Cannot.Count > 20 ? ", ..." : "")}");
             return (summary, new AuditEntry(actor, "rollout.abort", row.Name, detail));
-        });
+        }, decision is null ? null : new ExpectedRollout(row.State, row.OpenWaves, decision.Joins));
         if (plan is not null) { log.LogInformation("rollout {Rollout}: {Detail}", row.Name, detail); }
         return plan;
     }
 
     /// <summary>
-    /// The version check offered the unit <paramref name="program"/> after <see cref="Admit"/>: the rollout that moves
-    /// the unit records the pattern it runs, the first time only; a repeated offer writes nothing.
+    /// The version check is about to offer the unit <paramref name="program"/> after <see cref="Admit"/>: the rollout that
+    /// moves the unit records the pattern it runs, the first time only; a repeated offer writes nothing. Why the update
+    /// must not be offered after all (the rollout stopped running, or the wave closed, since the gate read it: the offer
+    /// is then not recorded, and an abort's returns stay those it planned), or null: offer it.
     /// </summary>
-    public void Offered(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false)
+    public string? Offered(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false)
     {
-        if (admission.RecordsOfferIn is not { } rollout) { return; }
-        store.RecordRolloutOffer(rollout, mac, program.FromPattern);
+        if (admission.RecordsOfferIn is not { } rollout) { return null; }
+        if (!store.RecordRolloutOffer(rollout, mac, program.FromPattern))
+        {
+            return $"rollout {rollout} {store.GetRollout(rollout)?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}";
+        }
         if (wayBack)
         {
             // a rollout back: the unit's target becomes the pattern it goes back to (when it has none), or once there it
@@ -245,6 +269,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             store.PinWayBack(mac, program.ToPattern, new AuditEntry(Actor(rollout), "unit.target-pattern", mac,
                 $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})"));
         }
+        return null;
     }
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
@@ -279,6 +304,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 var detail = decision.Joins.Count == 0 ? decision.Detail
                     : $"{decision.Joins.Count} unit(s) joined wave {decision.Joins[0].Wave + 1} ({string.Join(", ", decision.Joins.Take(10).Select(j => j.Mac))}" +
                       $"{(decision.Joins.Count > 10 ? ", ..." : "")}); {decision.Detail}";
+                if (decision.Action == RolloutActions.Abort && row.OnError == ErrorActions.Revert)
+                {
+                    // the error threshold returns the units moved so far, as an operator's abort with revert would
+                    if (AbortReturning(row, Actor(row.Name), decision) is not { } returning) { continue; }
+                    done.Add((row.Name, decision));
+                    await WakeAsync(row, returning.Return.Select(r => r.Mac).ToList(), ct);
+                    continue;
+                }
                 var action = decision.Action == RolloutActions.None ? "rollout.join" : $"rollout.{decision.Action}";
                 var reason = decision.Action is RolloutActions.Pause or RolloutActions.Abort ? decision.Detail : decision.Action == RolloutActions.None ? row.Reason : null;
                 if (!store.ApplyRolloutDecision(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail)))

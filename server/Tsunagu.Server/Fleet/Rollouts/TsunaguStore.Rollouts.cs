@@ -29,7 +29,13 @@ public sealed class RolloutRow
 
 /// <summary>What the version check's gate reads about a unit and the rollout holding its update's transition.</summary>
 /// <param name="PreviousPattern">The member's pattern when the rollout first offered it the update; null: not offered yet (or not a member).</param>
-public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt, string? PreviousPattern);
+/// <param name="GroupName">The rollout's group; <paramref name="Window"/> its maintenance window (null: none).</param>
+/// <param name="TimeZone">The unit's own time zone (its table row; null: the fleet's).</param>
+public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt, string? PreviousPattern,
+    string GroupName, string? Window, string? TimeZone);
+
+/// <summary>What the engine read when it decided to abort a rollout, and the units it adds to it (<see cref="TsunaguStore.AbortRolloutReturning"/>).</summary>
+public sealed record ExpectedRollout(string State, long OpenWaves, IReadOnlyList<RolloutMember> Joins);
 
 /// <summary>A return after an abort that ended in a pass of the engine: the unit runs the pattern again, or its target was changed meanwhile.</summary>
 public sealed record ReturnEnd(string Rollout, string Mac, string Outcome);
@@ -41,32 +47,52 @@ public sealed partial class TsunaguStore
     /// Creates a rollout with its members (wave 1 open) and the audit entry in one transaction. A rollout of the same
     /// name, or one still running or paused for the same transition, makes it a <see cref="StoreConflictException"/>.
     /// </summary>
-    public void AddRollout(RolloutRow rollout, IReadOnlyList<RolloutMember> members, AuditEntry audit)
+    public void AddRollout(RolloutRow rollout, IReadOnlyList<RolloutMember> members, AuditEntry audit) =>
+        AddRollout([], _ => (rollout, members, audit));
+
+    /// <summary>
+    /// Creates a rollout planned from the groups it names, inside the transaction that inserts it: the groups
+    /// <paramref name="groupNames"/> that exist are read in it (SQLite: under the write lock; PostgreSQL: their rows locked
+    /// shared, so a delete of one waits for the rollout or, having deleted first, is seen as missing), and
+    /// <paramref name="plan"/> makes the rollout, its members and its audit entry of them (or throws, and nothing is
+    /// written). A rollout of the same name, or one still running or paused for the same transition, makes it a
+    /// <see cref="StoreConflictException"/>.
+    /// </summary>
+    public void AddRollout(IReadOnlyList<string> groupNames,
+        Func<IReadOnlyDictionary<string, GroupRow>, (RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)> plan)
     {
         var now = Now();
-        rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
+        string? name = null;
         try
         {
-            Write((c, tx) =>
+            using var c = Open();
+            using var tx = c.BeginTransaction();
+            var names = groupNames.Distinct(StringComparer.Ordinal).ToArray();
+            var groups = names.Length == 0 ? []
+                : c.Query<GroupRow>($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
+                    new { names }, tx).ToDictionary(g => g.Name, StringComparer.Ordinal);
+            var (rollout, members, audit) = plan(groups);
+            name = rollout.Name;
+            rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
+            var busy = c.Query<string>("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
+                rollout, tx).ToList();
+            if (busy.Count > 0)
             {
-                var busy = c.Query<string>("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
-                    rollout, tx).ToList();
-                if (busy.Count > 0)
-                {
-                    throw new StoreConflictException($"rollout {busy[0]} already moves units from {rollout.FromPattern} to {rollout.ToPattern}; abort it first");
-                }
-                c.Execute("""
-                    INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error,
-                                          min_wave_seconds, state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
-                    VALUES (@Name, @GroupName, @FromPattern, @ToPattern, @UpdateId, @Waves, @SuccessPercent, @ErrorPercent, @OnError,
-                            @MinWaveSeconds, @State, @OpenWaves, @WaveOpenedAt, @ErrorsSince, @Reason, @CreatedBy, @CreatedAt, @UpdatedAt)
-                    """, rollout, tx);
-                InsertMembers(c, tx, rollout.Name, members, now);
-            }, audit);
+                throw new StoreConflictException($"rollout {busy[0]} already moves units from {rollout.FromPattern} to {rollout.ToPattern}; abort it first");
+            }
+            c.Execute("""
+                INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error,
+                                      min_wave_seconds, state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
+                VALUES (@Name, @GroupName, @FromPattern, @ToPattern, @UpdateId, @Waves, @SuccessPercent, @ErrorPercent, @OnError,
+                        @MinWaveSeconds, @State, @OpenWaves, @WaveOpenedAt, @ErrorsSince, @Reason, @CreatedBy, @CreatedAt, @UpdatedAt)
+                """, rollout, tx);
+            InsertMembers(c, tx, rollout.Name, members, now);
+            WriteAudit(c, tx, audit);
+            tx.Commit();
         }
         catch (System.Data.Common.DbException e) when (IsUniqueViolation(e))
         {
-            throw new StoreConflictException($"rollout {rollout.Name} exists");
+            throw new StoreConflictException($"rollout {name} exists");
         }
     }
 
@@ -183,17 +209,34 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// Records that <paramref name="rollout"/> moves the unit now (its update was just offered): the pattern it runs,
-    /// the first time only. The version check calls it only when its gate read found the member not yet offered, so a
-    /// repeated offer writes nothing.
+    /// Records that <paramref name="rollout"/> moves the unit now (its update is about to be offered): the pattern it
+    /// runs, the first time only, and only while the rollout is running with the member's wave open. The version check
+    /// calls it only when its gate read found the member not yet offered, so a repeated offer writes nothing. False (nothing
+    /// written) when the rollout stopped running (paused, aborted) or the wave closed after the gate read it: the update
+    /// must not be offered then, or a unit would move forward after an abort that did not plan its return. The check and
+    /// the write are one step: on SQLite one statement under the write lock; on PostgreSQL the rollout's row is locked
+    /// (shared) first, so an abort or a pause in progress is waited for and its outcome read.
     /// </summary>
-    public void RecordRolloutOffer(string rollout, string mac, string fromPattern)
+    public bool RecordRolloutOffer(string rollout, string mac, string fromPattern)
     {
         using var c = Open();
-        c.Execute("""
+        using var tx = c.BeginTransaction();
+        if (_db.Kind == DatabaseKind.Postgres)
+        {
+            c.Execute("SELECT name FROM rollouts WHERE name = @rollout FOR SHARE", new { rollout }, tx);
+        }
+        var recorded = c.Execute("""
             UPDATE rollout_units SET previous_pattern = @fromPattern, offered_at = @now
             WHERE rollout = @rollout AND mac = @mac AND previous_pattern IS NULL
-            """, new { rollout, mac, fromPattern, now = Now() });
+              AND wave < (SELECT r.open_waves FROM rollouts r WHERE r.name = @rollout AND r.state = 'running')
+            """, new { rollout, mac, fromPattern, now = Now() }, tx) == 1;
+        // recorded meanwhile by another check (another replica): offered while running all the same
+        recorded = recorded || c.ExecuteScalar<long?>("""
+            SELECT 1 FROM rollout_units m JOIN rollouts r ON r.name = m.rollout
+            WHERE m.rollout = @rollout AND m.mac = @mac AND m.previous_pattern IS NOT NULL AND r.state = 'running' AND m.wave < r.open_waves
+            """, new { rollout, mac }, tx) is not null;
+        tx.Commit();
+        return recorded;
     }
 
     /// <summary>What became of the members after an abort that returned units (members it did not touch are left out).</summary>
@@ -210,17 +253,27 @@ public sealed partial class TsunaguStore
     /// (<see cref="RolloutEngine.PlanReturn"/>), each returning unit's target pattern becomes the pattern it ran before
     /// (the target it had is kept, <c>target_before</c>, and comes back when the return ends: <see cref="EndReturns"/>),
     /// each member's outcome is kept, and the reason and audit entry <paramref name="describe"/> makes of the plan are written. Null (nothing
-    /// written) when the rollout is no longer running or paused.
+    /// written) when the rollout is no longer running or paused, or, for the engine's decision (<paramref name="expected"/>),
+    /// no longer in the state and open waves it decided on (its joins are then added in the same transaction).
     /// </summary>
-    public ReturnPlan? AbortRolloutReturning(string name, Func<IReadOnlyList<ReturnCandidate>, ReturnPlan> plan, Func<ReturnPlan, (string Reason, AuditEntry Audit)> describe)
+    public ReturnPlan? AbortRolloutReturning(string name, Func<IReadOnlyList<ReturnCandidate>, ReturnPlan> plan, Func<ReturnPlan, (string Reason, AuditEntry Audit)> describe,
+        ExpectedRollout? expected = null)
     {
         var now = Now();
         using var c = Open();
         using var tx = c.BeginTransaction();
         // the state first: on PostgreSQL it locks the rollout's row, so two aborts (or an abort and an engine pass) do not interleave
-        var changed = c.Execute("UPDATE rollouts SET state = 'aborted', updated_at = @now WHERE name = @name AND state IN ('running', 'paused')",
-            new { name, now }, tx);
+        var changed = c.Execute($"""
+            UPDATE rollouts SET state = 'aborted', updated_at = @now WHERE name = @name AND state IN ('running', 'paused')
+            {(expected is null ? "" : "AND state = @State AND open_waves = @OpenWaves")}
+            """, new { name, now, expected?.State, expected?.OpenWaves }, tx);
         if (changed == 0) { return null; }
+        if (expected is { Joins.Count: > 0 })
+        {
+            // a unit that joined meanwhile (another replica) is not added twice
+            var present = c.Query<string>("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx).ToHashSet(StringComparer.Ordinal);
+            InsertMembers(c, tx, name, expected.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now);
+        }
         if (_db.Kind == DatabaseKind.Postgres)
         {
             // a version check recording an offer meanwhile waits for this transaction: the plan sees every offer made before it
@@ -322,14 +375,17 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// The gate of the version check: the newest rollout not completed of the transition <paramref name="fromPattern"/> to
-    /// <paramref name="toPattern"/>, and the unit's membership in it; null when no rollout holds the transition.
+    /// <paramref name="toPattern"/>, the unit's membership in it, its group's maintenance window and the unit's time zone;
+    /// null when no rollout holds the transition.
     /// </summary>
     public RolloutGateRow? RolloutGate(string mac, string fromPattern, string toPattern)
     {
         using var c = Open();
         return c.QuerySingleOrDefault<RolloutGateRow>("""
-            SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt, m.previous_pattern AS PreviousPattern
+            SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt, m.previous_pattern AS PreviousPattern,
+                   r.group_name AS GroupName, g.maintenance_window AS Window, u.time_zone AS TimeZone
             FROM rollouts r LEFT JOIN rollout_units m ON m.rollout = r.name AND m.mac = @mac
+                 LEFT JOIN unit_groups g ON g.name = r.group_name LEFT JOIN units u ON u.mac = @mac
             WHERE r.from_pattern = @fromPattern AND r.to_pattern = @toPattern AND r.state <> 'completed'
             ORDER BY r.created_at DESC, r.name DESC LIMIT 1
             """, new { mac, fromPattern, toPattern });
