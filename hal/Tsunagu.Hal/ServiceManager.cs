@@ -85,6 +85,15 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
 
         /// <summary>Bumped whenever the manager itself starts or stops the daemon.</summary>
         public int Generation { get; set; }
+
+        /// <summary>
+        /// Crash restarts in a row whose daemon did not get ready (or did not start): counted toward the crash loop with
+        /// the crashes of the window, but not aged out by it (a ready attempt may last longer than the window).
+        /// </summary>
+        public int FailedRestarts { get; set; }
+
+        /// <summary>Cancels a crash restart's wait for readiness (which runs without the gate) when the manager stops the daemon.</summary>
+        public CancellationTokenSource? Attempt { get; set; }
     }
 
     public async Task ValidateAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken)
@@ -94,7 +103,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             _onAction?.Invoke(ServiceAction.Validate, spec.Name);
             foreach (var check in spec.Checks)
             {
-                var result = await Run(spec.Name, ServiceStep.Check, check, cancellationToken);
+                var result = await Run(spec.Name, ServiceStep.Check, check, _options.CommandTimeout, cancellationToken);
                 if (!result.Succeeded)
                 {
                     throw new ServiceException(spec.Name, $"configuration refused by `{check}` (exit {result.ExitCode}): {result.Diagnostic()}");
@@ -103,9 +112,16 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         }
     }
 
-    public async Task<ServiceChanges> ApplyAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken)
+    public Task<ServiceChanges> ApplyAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken) =>
+        ApplyCoreAsync(services, keepGoing: false, cancellationToken);
+
+    public Task<ServiceChanges> RestoreAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken) =>
+        ApplyCoreAsync(services, keepGoing: true, cancellationToken);
+
+    private async Task<ServiceChanges> ApplyCoreAsync(IReadOnlyList<ServiceSpec> services, bool keepGoing, CancellationToken cancellationToken)
     {
         List<string> started = [], reloaded = [], restarted = [], stopped = [], unchanged = [];
+        List<ServiceException> failures = [];
         await _gate.WaitAsync(cancellationToken);
         try
         {
@@ -121,34 +137,47 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             foreach (var spec in services)
             {
                 var entry = _entries.FirstOrDefault(e => e.Spec.Name == spec.Name);
+                var isNew = entry is null;
                 if (entry is null)
                 {
                     entry = new Entry(spec);
                     _entries.Add(entry);
-                    _onAction?.Invoke(ServiceAction.Start, spec.Name);
-                    await StartEntryAsync(entry, cancellationToken);
-                    started.Add(spec.Name);
                 }
-                else if (entry.Spec.Digest == spec.Digest && (entry.State == ServiceState.Done || entry is { State: ServiceState.Running, Configured: true }))
+                try
                 {
-                    unchanged.Add(spec.Name);
+                    if (isNew)
+                    {
+                        _onAction?.Invoke(ServiceAction.Start, spec.Name);
+                        await StartEntryAsync(entry, cancellationToken);
+                        started.Add(spec.Name);
+                    }
+                    else if (entry.Spec.Digest == spec.Digest && (entry.State == ServiceState.Done || entry is { State: ServiceState.Running, Configured: true }))
+                    {
+                        unchanged.Add(spec.Name);
+                    }
+                    else if (CanReloadInPlace(entry, spec))
+                    {
+                        entry.Spec = spec;
+                        _onAction?.Invoke(ServiceAction.Reload, spec.Name);
+                        await ConfigureEntryAsync(entry, entry.Process!, cancellationToken);
+                        reloaded.Add(spec.Name);
+                    }
+                    else
+                    {
+                        var hadDaemon = entry.Process is not null;
+                        _onAction?.Invoke(hadDaemon ? ServiceAction.Restart : ServiceAction.Reload, spec.Name);
+                        await StopEntryAsync(entry, cancellationToken);
+                        entry.Spec = spec;
+                        entry.Crashes.Clear();
+                        entry.FailedRestarts = 0;
+                        await StartEntryAsync(entry, cancellationToken);
+                        (hadDaemon ? restarted : reloaded).Add(spec.Name);
+                    }
                 }
-                else if (CanReloadInPlace(entry, spec))
+                catch (ServiceException e) when (keepGoing)
                 {
-                    entry.Spec = spec;
-                    _onAction?.Invoke(ServiceAction.Reload, spec.Name);
-                    await ConfigureAsync(entry, entry.Process!, cancellationToken);
-                    reloaded.Add(spec.Name);
-                }
-                else
-                {
-                    var hadDaemon = entry.Process is not null;
-                    _onAction?.Invoke(hadDaemon ? ServiceAction.Restart : ServiceAction.Reload, spec.Name);
-                    await StopEntryAsync(entry, cancellationToken);
-                    entry.Spec = spec;
-                    entry.Crashes.Clear();
-                    await StartEntryAsync(entry, cancellationToken);
-                    (hadDaemon ? restarted : reloaded).Add(spec.Name);
+                    // a restore runs every service it can: one that does not start again does not keep the others down
+                    failures.Add(e);
                 }
                 ordered.Add(entry);
             }
@@ -160,7 +189,13 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             _gate.Release();
         }
         var changes = new ServiceChanges(started, reloaded, restarted, stopped, unchanged);
-        _log($"services: {changes}");
+        _log($"services: {changes}" + (failures.Count == 0 ? "" : $"; failed: {string.Join("; ", failures.Select(f => f.Message))}"));
+        if (failures.Count > 0)
+        {
+            throw new ServiceException(failures[0].Service,
+                string.Join("; ", failures.Select(f => f.Message)).Substring(failures[0].Service.Length + 2) +
+                $" (the other services were applied: {changes})", failures[0]);
+        }
         return changes;
     }
 
@@ -196,7 +231,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             }
             foreach (var probe in entry.Spec.Ready.Concat(entry.Spec.Probes))
             {
-                var result = await Run(name, ServiceStep.Probe, probe, cancellationToken);
+                var result = await Run(name, ServiceStep.Probe, probe, _options.CommandTimeout, cancellationToken);
                 if (!result.Succeeded)
                 {
                     problems.Add($"{name}: probe `{probe}` failed (exit {result.ExitCode}): {result.Diagnostic()}");
@@ -240,10 +275,23 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
     /// <summary>Set-up, daemon, configure. Called with the gate held.</summary>
     private async Task StartEntryAsync(Entry entry, CancellationToken ct)
     {
+        var process = await LaunchAsync(entry, ct);
+        if (process is null) { return; }
+        entry.State = ServiceState.Running;
+        _ = WatchAsync(entry, process, ++entry.Generation);
+        await ConfigureEntryAsync(entry, process, ct);
+    }
+
+    /// <summary>
+    /// Set-up, then the daemon (none: the service is <see cref="ServiceState.Done"/> and null is returned). The started
+    /// daemon is the entry's process; its state is left to the caller. Called with the gate held.
+    /// </summary>
+    private async Task<IRunningCommand?> LaunchAsync(Entry entry, CancellationToken ct)
+    {
         var spec = entry.Spec;
         foreach (var step in spec.Setup)
         {
-            var result = await Run(spec.Name, ServiceStep.Setup, step, ct);
+            var result = await Run(spec.Name, ServiceStep.Setup, step, _options.CommandTimeout, ct);
             if (!result.Succeeded)
             {
                 entry.State = ServiceState.Stopped;
@@ -255,7 +303,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         {
             entry.State = ServiceState.Done;
             entry.LastError = null;
-            return;
+            return null;
         }
         IRunningCommand process;
         try
@@ -269,59 +317,82 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             throw new ServiceException(spec.Name, $"daemon did not start: {e.Message}", e);
         }
         entry.Process = process;
-        entry.State = ServiceState.Running;
         entry.LastError = null;
-        _ = WatchAsync(entry, process, ++entry.Generation);
-        await ConfigureAsync(entry, process, ct);
+        return process;
     }
 
-    /// <summary>Runs the configure commands, retrying while the fresh daemon is not ready for them yet.</summary>
-    private async Task ConfigureAsync(Entry entry, IRunningCommand process, CancellationToken ct)
+    /// <summary>Configure and ready commands on the entry's daemon, recording the outcome in the entry. Called with the gate held.</summary>
+    private async Task ConfigureEntryAsync(Entry entry, IRunningCommand process, CancellationToken ct)
     {
         entry.Configured = false;
+        try
+        {
+            await ConfigureAsync(entry.Spec, process, ct);
+        }
+        catch (ServiceException e)
+        {
+            entry.LastError = e.Detail;
+            throw;
+        }
+        entry.Configured = true;
+    }
+
+    /// <summary>
+    /// Runs the configure commands, retrying while the fresh daemon is not ready for them yet, then waits for its ready
+    /// commands. Touches no entry: a crash restart runs it without the gate.
+    /// </summary>
+    private async Task ConfigureAsync(ServiceSpec spec, IRunningCommand process, CancellationToken ct)
+    {
         var deadline = _time.GetUtcNow() + _options.ConfigureTimeout;
-        foreach (var step in entry.Spec.Configure)
+        foreach (var step in spec.Configure)
         {
             while (true)
             {
-                var result = await Run(entry.Spec.Name, ServiceStep.Configure, step, ct);
+                var result = await Run(spec.Name, ServiceStep.Configure, step, AttemptTimeout(deadline), ct);
                 if (result.Succeeded) { break; }
                 if (process.Exited.IsCompleted || _time.GetUtcNow() >= deadline)
                 {
-                    entry.LastError = $"configure `{step}` failed (exit {result.ExitCode}): {result.Diagnostic()}" +
-                                      (process.Exited.IsCompleted ? $"; the daemon exited: {process.RecentOutput().Trim()}" : "");
-                    throw new ServiceException(entry.Spec.Name, entry.LastError);
+                    throw new ServiceException(spec.Name, $"configure `{step}` failed (exit {result.ExitCode}): {result.Diagnostic()}" +
+                                                          (process.Exited.IsCompleted ? $"; the daemon exited: {process.RecentOutput().Trim()}" : ""));
                 }
                 await Task.Delay(TimeSpan.FromMilliseconds(100), _time, ct);
             }
         }
-        await WaitReadyAsync(entry, process, ct);
-        entry.Configured = true;
+        await WaitReadyAsync(spec, process, ct);
     }
 
     /// <summary>Runs the ready commands until each succeeds; a daemon that exits or is not ready in time failed to start.</summary>
-    private async Task WaitReadyAsync(Entry entry, IRunningCommand process, CancellationToken ct)
+    private async Task WaitReadyAsync(ServiceSpec spec, IRunningCommand process, CancellationToken ct)
     {
-        if (entry.Spec.Ready.Count == 0) { return; }
-        var timeout = entry.Spec.ReadyTimeout ?? _options.ConfigureTimeout;
+        if (spec.Ready.Count == 0) { return; }
+        var timeout = spec.ReadyTimeout ?? _options.ConfigureTimeout;
         var deadline = _time.GetUtcNow() + timeout;
-        foreach (var step in entry.Spec.Ready)
+        foreach (var step in spec.Ready)
         {
             while (true)
             {
-                var result = await Run(entry.Spec.Name, ServiceStep.Ready, step, ct);
+                var result = await Run(spec.Name, ServiceStep.Ready, step, AttemptTimeout(deadline), ct);
                 if (result.Succeeded) { break; }
                 if (process.Exited.IsCompleted || _time.GetUtcNow() >= deadline)
                 {
-                    entry.LastError = (process.Exited.IsCompleted
-                                          ? $"the daemon exited before it was ready: {Tail(process.RecentOutput())}"
-                                          : $"not ready within {timeout.TotalSeconds:0} s") +
-                                      $"; `{step}` (exit {result.ExitCode}): {result.Diagnostic()}";
-                    throw new ServiceException(entry.Spec.Name, entry.LastError);
+                    throw new ServiceException(spec.Name, (process.Exited.IsCompleted
+                                                              ? $"the daemon exited before it was ready: {Tail(process.RecentOutput())}"
+                                                              : $"not ready within {timeout.TotalSeconds:0} s") +
+                                                          $"; `{step}` (exit {result.ExitCode}): {result.Diagnostic()}");
                 }
                 await Task.Delay(TimeSpan.FromMilliseconds(200), _time, ct);
             }
         }
+    }
+
+    /// <summary>The shortest time one configure or ready command is given, even when its deadline has (almost) passed.</summary>
+    public static readonly TimeSpan MinimumAttempt = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>One attempt of a configure or ready command ends by the deadline of the whole wait (at most <see cref="ServiceManagerOptions.CommandTimeout"/>).</summary>
+    private TimeSpan AttemptTimeout(DateTimeOffset deadline)
+    {
+        var left = deadline - _time.GetUtcNow();
+        return left < MinimumAttempt ? MinimumAttempt : left < _options.CommandTimeout ? left : _options.CommandTimeout;
     }
 
     private async Task StopEntryAsync(Entry entry, CancellationToken ct)
@@ -330,6 +401,11 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         entry.Process = null;
         entry.Generation++; // the watcher sees the exit is ours
         entry.State = ServiceState.Stopped;
+        if (entry.Attempt is { } attempt)
+        {
+            entry.Attempt = null;
+            await attempt.CancelAsync(); // a crash restart waiting for this daemon to get ready gives up
+        }
         if (process is not null)
         {
             await process.StopAsync(_options.StopGrace, ct);
@@ -338,8 +414,12 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
     }
 
     /// <summary>
-    /// Restarts a daemon that exited on its own, until it has crashed <see cref="ServiceManagerOptions.CrashLimit"/>
-    /// times within the window. <paramref name="generation"/> tells an exit we caused (stop, restart) from a crash.
+    /// Restarts a daemon that exited on its own. <paramref name="generation"/> tells an exit we caused (stop, restart)
+    /// from a crash. The restarted daemon's set-up and start run with the gate held, but its wait for readiness (up to
+    /// its ready timeout: minutes for clamd) does not: applies, status and health checks go on meanwhile, and an apply
+    /// that stops or replaces the daemon ends the wait. The daemon is left stopped (<see cref="ServiceState.CrashLoop"/>)
+    /// once its crashes within the window plus its restarts in a row that never got ready reach
+    /// <see cref="ServiceManagerOptions.CrashLimit"/>.
     /// </summary>
     private async Task WatchAsync(Entry entry, IRunningCommand process, int generation)
     {
@@ -347,6 +427,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         try { code = await process.Exited.WaitAsync(_disposed.Token); }
         catch (OperationCanceledException) { return; }
         var failure = $"exited with {code}: {Tail(process.RecentOutput())}";
+        var crashed = true;
         while (true)
         {
             TimeSpan delay;
@@ -360,17 +441,20 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                     await dead.DisposeAsync();
                 }
                 var now = _time.GetUtcNow();
-                entry.Crashes.Add(now);
+                if (crashed) { entry.Crashes.Add(now); }
+                else { entry.FailedRestarts++; }
                 entry.Crashes.RemoveAll(t => now - t > _options.CrashWindow);
                 entry.LastError = failure;
-                if (entry.Crashes.Count >= _options.CrashLimit)
+                var count = entry.Crashes.Count + entry.FailedRestarts;
+                if (count >= _options.CrashLimit)
                 {
                     entry.State = ServiceState.CrashLoop;
-                    _log($"services: {entry.Spec.Name} crashed {entry.Crashes.Count} times within {_options.CrashWindow.TotalSeconds:0} s; left stopped ({failure})");
+                    _log($"services: {entry.Spec.Name} crashed {entry.Crashes.Count} times within {_options.CrashWindow.TotalSeconds:0} s" +
+                         (entry.FailedRestarts == 0 ? "" : $" and {entry.FailedRestarts} restarts in a row did not get ready") + $"; left stopped ({failure})");
                     return;
                 }
                 entry.State = ServiceState.Restarting;
-                delay = _options.RestartDelay * entry.Crashes.Count;
+                delay = _options.RestartDelay * count;
                 _log($"services: {entry.Spec.Name} {failure}; restarting in {delay.TotalSeconds:0.#} s");
             }
             finally
@@ -379,42 +463,88 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             }
             try { await Task.Delay(delay, _time, _disposed.Token); }
             catch (OperationCanceledException) { return; }
+
+            IRunningCommand? fresh;
+            ServiceSpec spec;
+            CancellationTokenSource attempt;
             await _gate.WaitAsync(CancellationToken.None);
             try
             {
                 if (entry.Generation != generation || _disposed.IsCancellationRequested) { return; }
                 entry.Restarts++;
+                crashed = false;
                 try
                 {
-                    await StartEntryAsync(entry, _disposed.Token);
-                    return; // the new daemon has its own watcher
+                    fresh = await LaunchAsync(entry, _disposed.Token);
                 }
                 catch (ServiceException e)
                 {
-                    failure = e.Message;
-                    generation = ++entry.Generation; // the half-started daemon's watcher must not count this twice
-                    if (entry.Process is { } half)
-                    {
-                        entry.Process = null;
-                        await half.DisposeAsync();
-                    }
+                    failure = e.Detail;
+                    continue;
                 }
                 catch (OperationCanceledException)
                 {
                     return;
                 }
+                if (fresh is null) { return; } // no daemon any more: set up, nothing to watch
+                entry.State = ServiceState.Restarting; // not Running until ready: an apply meanwhile replaces it
+                entry.Configured = false;
+                generation = ++entry.Generation;
+                spec = entry.Spec;
+                attempt = CancellationTokenSource.CreateLinkedTokenSource(_disposed.Token);
+                entry.Attempt = attempt;
             }
             finally
             {
                 _gate.Release();
             }
+
+            string? notReady = null;
+            try
+            {
+                await ConfigureAsync(spec, fresh, attempt.Token);
+            }
+            catch (ServiceException e)
+            {
+                notReady = e.Detail;
+            }
+            catch (OperationCanceledException)
+            {
+                notReady = "stopped while waiting to get ready";
+            }
+
+            await _gate.WaitAsync(CancellationToken.None);
+            try
+            {
+                if (entry.Attempt == attempt) { entry.Attempt = null; }
+                attempt.Dispose();
+                if (entry.Generation != generation || _disposed.IsCancellationRequested) { return; } // stopped or replaced meanwhile
+                if (notReady is null)
+                {
+                    entry.State = ServiceState.Running;
+                    entry.Configured = true;
+                    entry.LastError = null;
+                    entry.FailedRestarts = 0;
+                    _ = WatchAsync(entry, fresh, generation);
+                    return;
+                }
+                failure = notReady;
+                entry.Process = null;
+                generation = ++entry.Generation; // this daemon is ours to end; nobody else counts it
+            }
+            finally
+            {
+                _gate.Release();
+            }
+            await fresh.StopAsync(_options.StopGrace, CancellationToken.None);
+            await fresh.DisposeAsync();
         }
     }
 
-    private async Task<CommandResult> Run(string service, ServiceStep step, CommandLine command, CancellationToken ct)
+    private async Task<CommandResult> Run(string service, ServiceStep step, CommandLine command, TimeSpan timeout, CancellationToken ct)
     {
         var started = _time.GetTimestamp();
-        var result = await _processes.RunAsync(service, step, command, new CommandOptions { Timeout = _options.CommandTimeout }, ct);
+        var result = await _processes.RunAsync(service, step, command, new CommandOptions { Timeout = timeout }, ct);
         var elapsed = _time.GetElapsedTime(started);
         if (elapsed > SlowCommand)
         {

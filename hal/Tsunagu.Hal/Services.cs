@@ -52,6 +52,9 @@ public sealed class ServiceException(string service, string message, Exception? 
     : HalException($"{service}: {message}", isTransient: false, inner)
 {
     public string Service { get; } = service;
+
+    /// <summary>What went wrong, without the service's name.</summary>
+    public string Detail { get; } = message;
 }
 
 /// <summary>
@@ -70,6 +73,13 @@ public interface IServiceManager
     /// </summary>
     /// <exception cref="ServiceException">A set-up step or daemon start failed; services already handled stay as they are.</exception>
     Task<ServiceChanges> ApplyAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Like <see cref="ApplyAsync"/>, for going back to a revision that served before: a service that fails does not stop
+    /// the ones after it from being applied (each is tried); the failures are reported together at the end.
+    /// </summary>
+    /// <exception cref="ServiceException">Some services failed (the first is named; the message lists all); every other service was applied.</exception>
+    Task<ServiceChanges> RestoreAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken);
 
     /// <summary>Lets the services settle, then lists what is wrong (empty: healthy).</summary>
     Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken cancellationToken);

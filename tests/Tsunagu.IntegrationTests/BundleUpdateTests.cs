@@ -132,6 +132,44 @@ public class BundleUpdateTests
     }
 
     [Test]
+    public async Task Cli_create_carries_signature_databases_named_as_their_files_and_refuses_other_names()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "tsunagu-cli-sigs-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var database = Path.Combine(dir, "daily-7.hdb");
+            await File.WriteAllTextAsync(database, "44d88612fea8a8f36de82e1278abb02f:68:Test.Eicar\n");
+            string[] common = ["--id", "sigs-7", "--version", "7", "--from", "pattern-2", "--to", "pattern-3", "--board", "simulated", "--hardware", "r1", "--os", "os 1", "--importance", "5"];
+            var bundle = Path.Combine(dir, "sigs.tsb");
+            var created = await CliAsync(["bundle", "create", "--out", bundle, .. common, "--signatures", database]);
+            Assert.That(created.Code, Is.Zero, created.Error);
+            await using (var file = File.OpenRead(bundle))
+            {
+                var header = await BundleFormat.ReadHeaderAsync(file, CancellationToken.None);
+                var manifest = System.Text.Json.JsonSerializer.Deserialize(header.ManifestBytes, BundleJson.Default.BundleManifest)!;
+                Assert.That(manifest.Problems(), Is.Empty);
+                Assert.That(manifest.Payloads.Select(p => (p.Name, p.Kind, p.Size)), Is.EqualTo(new[] { ("daily-7.hdb", PayloadKinds.Signatures, new FileInfo(database).Length) }));
+                Assert.That(manifest.Steps, Is.EqualTo(new[] { new BundleStep(StepActions.InstallSignatures, "daily-7.hdb") }));
+            }
+
+            foreach (var bad in new[] { "Daily.HDB", "daily.conf", "-x.ndb" })
+            {
+                var path = Path.Combine(dir, bad);
+                await File.WriteAllTextAsync(path, "x\n");
+                var refused = await CliAsync(["bundle", "create", "--out", Path.Combine(dir, "bad.tsb"), .. common, "--signatures", path]);
+                Assert.That(refused.Code, Is.EqualTo(BundleCommands.UsageError), bad);
+                Assert.That(refused.Error, Does.Contain("is not a database file name"), bad);
+                Assert.That(File.Exists(Path.Combine(dir, "bad.tsb")), Is.False, "nothing written");
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Test]
     public async Task Cli_create_sign_inspect_verify_round_trip_is_installable_by_a_unit()
     {
         await using var server = await TestServer.StartAsync();

@@ -326,6 +326,7 @@ public class RouterServicesTests
             return changes;
         }
 
+        public Task<ServiceChanges> RestoreAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct) => inner.RestoreAsync(services, ct);
         public Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken ct) => inner.CheckHealthAsync(ct);
         public IReadOnlyList<ServiceStatus> Status() => inner.Status();
         public Task StopAllAsync(CancellationToken ct) => inner.StopAllAsync(ct);

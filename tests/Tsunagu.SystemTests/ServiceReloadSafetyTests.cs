@@ -155,6 +155,7 @@ public class ServiceReloadSafetyTests
             return inner.ApplyAsync([.. services.Select(s => s.Name == service ? s with { Digest = s.Digest + "-refused" } : s)], ct);
         }
 
+        public Task<ServiceChanges> RestoreAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct) => inner.RestoreAsync(services, ct);
         public Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken ct) => inner.CheckHealthAsync(ct);
         public IReadOnlyList<ServiceStatus> Status() => inner.Status();
         public Task StopAllAsync(CancellationToken ct) => inner.StopAllAsync(ct);

@@ -173,6 +173,50 @@ public class BundleFormatTests
             .And.Contain("payloads: name '../x'").And.Contain("kind: 'zip'").And.Contain("steps[0]: payload 'missing'"));
     }
 
+    private static BundleManifest WithSignatures(BundlePayload payload, params BundleStep[] steps) => Template() with
+    {
+        Payloads = [payload],
+        Steps = steps.Length > 0 ? steps : [new BundleStep(StepActions.InstallSignatures, payload.Name)],
+    };
+
+    private static readonly string Sha = new('a', 64);
+
+    [Test]
+    public void A_signatures_payload_is_a_clamav_database_installed_once()
+    {
+        Assert.That(WithSignatures(new BundlePayload("daily-7.hdb", PayloadKinds.Signatures, 1000, Sha)).Problems(), Is.Empty);
+        Assert.That(WithSignatures(new BundlePayload("main.cvd", PayloadKinds.Signatures, SignatureDatabases.MaxBytes, Sha)).Problems(), Is.Empty);
+    }
+
+    [TestCase("daily.conf", 10, null, "a signatures payload is named as its ClamAV database file")]
+    [TestCase("Daily.HDB", 10, null, "a signatures payload is named as its ClamAV database file")]
+    [TestCase("a..b.ndb", 10, null, "a signatures payload is named as its ClamAV database file")]
+    [TestCase("-x.ndb", 10, null, "a signatures payload is named as its ClamAV database file")]
+    [TestCase("x.ndb\n", 10, null, "a signatures payload is named as its ClamAV database file")]
+    [TestCase("daily.hdb", 0, null, "size: a signature database is 1..")]
+    [TestCase("daily.hdb", 536870913, null, "size: a signature database is 1..")]
+    [TestCase("daily.hdb", 10, "clamav", "has no application or version")]
+    public void A_signatures_payload_breaking_a_rule_is_refused_naming_it(string name, long size, string? application, string problem)
+    {
+        var problems = WithSignatures(new BundlePayload(name, PayloadKinds.Signatures, size, Sha, application)).Problems();
+        Assert.That(problems, Has.Some.Contains(problem), string.Join("\n", problems));
+    }
+
+    [Test]
+    public void A_signatures_step_is_used_once_without_phase_and_only_on_a_signatures_payload()
+    {
+        var db = new BundlePayload("daily.hdb", PayloadKinds.Signatures, 10, Sha);
+        Assert.That(WithSignatures(db, new BundleStep(StepActions.InstallSignatures, "daily.hdb"), new BundleStep(StepActions.InstallSignatures, "daily.hdb")).Problems(),
+            Has.Some.Contains("signatures 'daily.hdb' are installed twice"));
+        Assert.That(WithSignatures(db, new BundleStep(StepActions.InstallSignatures, "daily.hdb", ScriptPhases.PreInstall)).Problems(),
+            Has.Some.Contains("a signatures step has no phase or timeout"));
+        Assert.That(WithSignatures(db, new BundleStep(StepActions.InstallApplication, "daily.hdb")).Problems(),
+            Has.Some.Contains("action install-app cannot use payload 'daily.hdb' of kind signatures"));
+        var app = App("firewall", "1.1.0").Item1 with { Size = 10, Sha256 = Sha };
+        Assert.That((Template() with { Payloads = [app], Steps = [new BundleStep(StepActions.InstallSignatures, app.Name)] }).Problems(),
+            Has.Some.Contains("action install-signatures cannot use payload 'firewall-1.1.0' of kind app"));
+    }
+
     [Test]
     public async Task Key_rotation_a_bundle_signed_with_the_old_key_introduces_the_new_one()
     {

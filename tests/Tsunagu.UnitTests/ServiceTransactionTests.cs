@@ -118,6 +118,65 @@ public class ServiceTransactionTests
     }
 
     [Test]
+    public async Task A_restore_that_cannot_start_a_service_again_still_starts_the_later_ones_and_checks_health()
+    {
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { HealthSettle = TimeSpan.Zero, ConfigureTimeout = TimeSpan.Zero });
+        var manager = new RefuseOnRestore(_manager, "wireguard");
+        using var applier = new ServiceApplier(_root, manager, NewApplier().Environment, _store, _time, _log.Add, ConfirmTimeout);
+        await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        var revision1 = _manager.Status().ToDictionary(s => s.Name, s => s.Digest);
+        // revision 2 reloads wireguard (another port) and restarts squid (a bigger cache), and its squid never gets ready
+        var next = Config(8080) with { Vpn = Config(8080).Vpn with { ListenPort = 51821 }, Cache = Config(8080).Cache with { SizeMegabytes = 1024 } };
+        _manager.Processes.NotReady.Add("squid");
+        manager.Armed = true;
+        var before = _manager.Processes.Calls().Count;
+        var e = Assert.ThrowsAsync<ServiceApplyException>(() => applier.ApplyAsync(2, next, CancellationToken.None));
+        Assert.That(e!.Message, Does.Contain("squid: not ready within"));
+        Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+
+        // the restore: wireguard refuses revision 1's configuration again, yet squid (after it) is back on revision 1
+        var status = _manager.Status().ToDictionary(s => s.Name, s => s.Digest);
+        Assert.That(status["squid"], Is.EqualTo(revision1["squid"]), "the service after the failing one was restored");
+        Assert.That(_manager.Status().Single(s => s.Name == "squid").State, Is.EqualTo(ServiceState.Running));
+        var calls = _manager.Processes.Calls().Skip(before).ToList();
+        Assert.That(calls.LastIndexOf("start squid"), Is.GreaterThan(calls.LastIndexOf("configure wireguard")), "squid started after wireguard failed");
+        Assert.That(calls.Skip(calls.LastIndexOf("start squid")), Has.Some.EqualTo("probe squid"), "the health check ran after the restore");
+        Assert.That(_log, Has.Some.Contains("revision 1 restored: but a service did not start again: wireguard:")
+            .And.Some.Contains("still unhealthy: wireguard: daemon not configured"));
+    }
+
+    /// <summary>The simulated manager, except that once <see cref="Armed"/> the daemon of <paramref name="service"/> refuses its configure commands from the restore on.</summary>
+    private sealed class RefuseOnRestore(SimulatedServiceManager inner, string service) : IServiceManager
+    {
+        public bool Armed { get; set; }
+        private int _applies;
+
+        public Task ValidateAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct) => inner.ValidateAsync(services, ct);
+
+        public Task<ServiceChanges> ApplyAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct)
+        {
+            Arm();
+            return inner.ApplyAsync(services, ct);
+        }
+
+        public Task<ServiceChanges> RestoreAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct)
+        {
+            Arm();
+            return inner.RestoreAsync(services, ct);
+        }
+
+        /// <summary>The apply after the one that was armed (the restore, whichever way it is asked for) meets the refusing daemon.</summary>
+        private void Arm()
+        {
+            if (Armed && _applies++ == 1) { inner.Processes.RefuseConfigure.Add(service); }
+        }
+
+        public Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken ct) => inner.CheckHealthAsync(ct);
+        public IReadOnlyList<ServiceStatus> Status() => inner.Status();
+        public Task StopAllAsync(CancellationToken ct) => inner.StopAllAsync(ct);
+    }
+
+    [Test]
     public async Task A_restart_in_the_middle_of_an_apply_recovers_the_previous_revision()
     {
         using (var applier = NewApplier())
@@ -248,6 +307,7 @@ public class ServiceTransactionTests
             return await inner.ApplyAsync(services, ct);
         }
 
+        public Task<ServiceChanges> RestoreAsync(IReadOnlyList<ServiceSpec> services, CancellationToken ct) => inner.RestoreAsync(services, ct);
         public Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken ct) => inner.CheckHealthAsync(ct);
         public IReadOnlyList<ServiceStatus> Status() => inner.Status();
         public Task StopAllAsync(CancellationToken ct) => inner.StopAllAsync(ct);

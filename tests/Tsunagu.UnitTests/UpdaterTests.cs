@@ -124,8 +124,10 @@ public partial class UpdaterTests
         (new BundleStep(StepActions.RunScript, $"{phase}.sh", phase, timeout), "#!/bin/sh\n" + body + "\n");
 
     private BundleInstaller Installer(IBundleSource source, Func<CancellationToken, Task<HealthReading>>? health = null, Action<string>? checkpoint = null,
-        UpdateOptions? options = null, TimeProvider? time = null, Func<Tsunagu.Firmware.Supervision.TimeReading>? trustedNow = null) => new(new UpdateEnvironment
+        UpdateOptions? options = null, TimeProvider? time = null, Func<Tsunagu.Firmware.Supervision.TimeReading>? trustedNow = null,
+        ISignatureDatabases? signatures = null) => new(new UpdateEnvironment
         {
+            Signatures = signatures,
             Time = time ?? TimeProvider.System,
             TrustedNow = trustedNow,
             DataRoot = Path.Combine(_dir, "data"),
@@ -146,6 +148,119 @@ public partial class UpdaterTests
     private PendingUpdate? Journal => _store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
 
     private static readonly Dictionary<string, string> Pattern2 = new() { ["dns"] = "2.0.0", ["firewall"] = "1.1.0", ["vcp"] = "1.0.0" };
+
+    /// <summary>clamd's databases as files in a directory; records what the updater asked; can refuse an install.</summary>
+    private sealed class FakeSignatures(string directory) : ISignatureDatabases
+    {
+        public List<string> Calls { get; } = [];
+        public string? Refuse { get; set; }
+
+        public string? Installed(string name) => File.Exists(Path.Combine(directory, name)) ? Path.Combine(directory, name) : null;
+
+        public async Task InstallAsync(string name, Stream content, long length, CancellationToken ct)
+        {
+            using var copy = new MemoryStream();
+            await content.CopyToAsync(copy, ct);
+            Assert.That(copy.Length, Is.EqualTo(length), "the announced length is the payload's");
+            Calls.Add($"install {name} {Encoding.ASCII.GetString(copy.ToArray()).Trim()}");
+            if (Refuse == name) { throw new Tsunagu.Firmware.Services.SignatureInstallException(name, "clamd failed to reload its database"); }
+            Directory.CreateDirectory(directory);
+            await File.WriteAllBytesAsync(Path.Combine(directory, name), copy.ToArray(), ct);
+        }
+
+        public Task RemoveAsync(string name, CancellationToken ct)
+        {
+            Calls.Add($"remove {name}");
+            File.Delete(Path.Combine(directory, name));
+            return Task.CompletedTask;
+        }
+    }
+
+    /// <summary>A bundle that updates the firewall and carries two signature databases: one replacing `main.ndb`, one new.</summary>
+    private async Task<Built> SignatureBundleAsync()
+    {
+        var payloads = new List<(BundlePayload, byte[])>
+        {
+            BundleFormatTests.App("firewall", "1.1.0"),
+            (new BundlePayload("main.ndb", PayloadKinds.Signatures, 0, ""), "New.Main:0:*:4e4557\n"u8.ToArray()),
+            (new BundlePayload("daily-7.hdb", PayloadKinds.Signatures, 0, ""), "0123456789abcdef0123456789abcdef:3:New.Daily\n"u8.ToArray()),
+        };
+        var steps = new List<BundleStep>
+        {
+            new(StepActions.InstallApplication, "firewall-1.1.0"),
+            new(StepActions.InstallSignatures, "main.ndb"),
+            new(StepActions.InstallSignatures, "daily-7.hdb"),
+        };
+        var now = DateTimeOffset.UtcNow;
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "sigs-7", 7, ["pattern-1"], "pattern-2",
+            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, now.AddHours(-1), now.AddDays(30), [], steps);
+        var bytes = await BundleFormat.BuildAsync(manifest, payloads, [_key], CancellationToken.None);
+        return new Built(bytes, new UpdateOffer("sigs-7", "pattern-1", "pattern-2", 5, "/api/v1/host/artifacts/x",
+            Convert.ToHexStringLower(SHA256.HashData(bytes)), bytes.LongLength));
+    }
+
+    [Test]
+    public async Task Signatures_in_a_bundle_are_installed_through_the_signature_installer_and_committed()
+    {
+        var clamav = Path.Combine(_dir, "clamav");
+        Directory.CreateDirectory(clamav);
+        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var signatures = new FakeSignatures(clamav);
+        var b = await SignatureBundleAsync();
+        var result = await Installer(new MemorySource(b.Bytes), signatures: signatures).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(signatures.Calls, Is.EqualTo(new[] { "install main.ndb New.Main:0:*:4e4557", "install daily-7.hdb 0123456789abcdef0123456789abcdef:3:New.Daily" }),
+            "each database once, in the bundle's order");
+        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Does.Contain("New.Main"));
+        Assert.That(_apps.Current()["firewall"], Is.EqualTo("1.1.0"));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "data", "tmp", "sigs-7")), Is.False, "work directory (and the kept copies) removed");
+    }
+
+    [Test]
+    public async Task A_bundle_rolled_back_puts_the_replaced_signatures_back_and_removes_the_added_ones()
+    {
+        var clamav = Path.Combine(_dir, "clamav");
+        Directory.CreateDirectory(clamav);
+        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var signatures = new FakeSignatures(clamav);
+        var b = await SignatureBundleAsync();
+        var result = await Installer(new MemorySource(b.Bytes), health: _ => Task.FromResult(HealthReading.Fault("services: clamd not ready")), signatures: signatures)
+            .RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(signatures.Calls, Is.EqualTo(new[]
+        {
+            "install main.ndb New.Main:0:*:4e4557", "install daily-7.hdb 0123456789abcdef0123456789abcdef:3:New.Daily",
+            "remove daily-7.hdb", "install main.ndb Old.Main:0:*:4f4c44",
+        }), "in reverse order: the added one removed, the replaced one installed again");
+        Assert.That(Directory.GetFiles(clamav).Select(Path.GetFileName), Is.EqualTo(new[] { "main.ndb" }));
+        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo("Old.Main:0:*:4f4c44\n"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    [Test]
+    public async Task Signatures_clamd_does_not_take_fail_the_update_and_roll_it_back()
+    {
+        var clamav = Path.Combine(_dir, "clamav");
+        Directory.CreateDirectory(clamav);
+        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var signatures = new FakeSignatures(clamav) { Refuse = "daily-7.hdb" };
+        var b = await SignatureBundleAsync();
+        var result = await Installer(new MemorySource(b.Bytes), signatures: signatures).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.Contain("daily-7.hdb").And.Contain("clamd failed to reload"));
+        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo("Old.Main:0:*:4f4c44\n"), "the replaced database is back");
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    [Test]
+    public async Task A_unit_without_virus_checking_refuses_signatures_before_anything_changes()
+    {
+        var b = await SignatureBundleAsync();
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.Contain("runs no virus checking").And.Contain("main.ndb"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1), "nothing installed");
+    }
 
     [Test]
     public async Task A_verified_bundle_is_installed_committed_and_reported_with_the_final_inventory()

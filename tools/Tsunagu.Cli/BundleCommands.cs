@@ -65,13 +65,14 @@ public static class BundleCommands
         var validOption = new Option<int>("--valid-days") { Description = "days until the bundle expires", DefaultValueFactory = _ => 90 };
         var appOption = new Option<string[]>("--app") { Description = "NAME=VERSION=DIR: an application tree", AllowMultipleArgumentsPerToken = true };
         var osImageOption = new Option<string?>("--os-image") { Description = "VERSION=FILE: an OS image for the inactive slot" };
+        var signaturesOption = new Option<string[]>("--signatures") { Description = "FILE: a ClamAV signature database, named as the file (e.g. daily-7.hdb), installed for clamd", AllowMultipleArgumentsPerToken = true };
         var scriptOption = new Option<string[]>("--script") { Description = "PHASE=FILE[=TIMEOUT_SECONDS]; phases: pre-install, post-install, health, rollback", AllowMultipleArgumentsPerToken = true };
         var introduceOption = new Option<string[]>("--introduce-key") { Description = "public key file(s) (PEM or SPKI base64) that units trust after installing this bundle", AllowMultipleArgumentsPerToken = true };
         var retireOption = new Option<string[]>("--retire-key") { Description = "key id(s) units stop trusting after installing this bundle", AllowMultipleArgumentsPerToken = true };
-        var command = new Command("create", "create an unsigned bundle from application trees, an OS image and scripts")
+        var command = new Command("create", "create an unsigned bundle from application trees, signature databases, an OS image and scripts")
         {
             outOption, idOption, versionOption, fromOption, toOption, boardOption, hardwareOption, osOption, importanceOption, validOption,
-            appOption, osImageOption, scriptOption, introduceOption, retireOption,
+            appOption, osImageOption, signaturesOption, scriptOption, introduceOption, retireOption,
         };
         command.SetAction((r, ct) => Guard(r, async () =>
         {
@@ -94,6 +95,14 @@ public static class BundleCommands
                     var name = $"{parts[0]}-{parts[1]}";
                     payloads.Add((new BundlePayload(name, PayloadKinds.Application, 0, "", parts[0], parts[1]), tar));
                     steps.Add(new BundleStep(StepActions.InstallApplication, name));
+                }
+                foreach (var database in r.GetValue(signaturesOption) ?? [])
+                {
+                    if (!File.Exists(database)) { throw new ArgumentException($"--signatures {database}: no such file"); }
+                    var name = Path.GetFileName(database);
+                    if (!SignatureDatabases.IsName(name)) { throw new ArgumentException($"--signatures {database}: '{name}' is not a database file name ({SignatureDatabases.NameRule})"); }
+                    payloads.Add((new BundlePayload(name, PayloadKinds.Signatures, 0, ""), database));
+                    steps.Add(new BundleStep(StepActions.InstallSignatures, name));
                 }
                 if (r.GetValue(osImageOption) is { } image)
                 {

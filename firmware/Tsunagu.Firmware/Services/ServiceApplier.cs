@@ -271,24 +271,25 @@ public sealed class ServiceApplier : IDisposable
         Reverted?.Invoke(pending.Revision, error);
     }
 
-    /// <summary>Points `current` back at <paramref name="revision"/> (none: removes it) and runs what it describes.</summary>
+    /// <summary>
+    /// Points `current` back at <paramref name="revision"/> (none: removes it) and runs what it describes: every service is
+    /// tried even when one of them does not start again (<see cref="IServiceManager.RestoreAsync"/>), and the health check
+    /// runs either way, so the log says what is still wrong. The revision stays in force.
+    /// </summary>
     private async Task RestoreLockedAsync(int? revision, CancellationToken ct)
     {
         PointCurrent(revision);
-        ServiceChanges changes;
+        string outcome;
         try
         {
-            changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+            outcome = (await _manager.RestoreAsync(SpecsForCurrent(), ct)).ToString();
         }
         catch (ServiceException e)
         {
-            // the revision stays in force; only logged: the manager restarts a service whose process exits, not one that
-            // runs but never gets ready, and the services after the failing one are not started (firmware/DESIGN.md)
-            _log($"services: revision {Show(CurrentRevision())} restored, but a service did not start again: {e.Message}");
-            return;
+            outcome = $"but a service did not start again: {e.Message}";
         }
         var problems = await _manager.CheckHealthAsync(ct);
-        _log($"services: revision {Show(CurrentRevision())} restored: {changes}" + (problems.Count == 0 ? "" : $"; still unhealthy: {string.Join("; ", problems)}"));
+        _log($"services: revision {Show(CurrentRevision())} restored: {outcome}" + (problems.Count == 0 ? "" : $"; still unhealthy: {string.Join("; ", problems)}"));
     }
 
     private string Stage(int revision, ServiceConfiguration configuration, IReadOnlyDictionary<string, string> files)

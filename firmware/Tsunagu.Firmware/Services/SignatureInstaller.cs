@@ -1,86 +1,219 @@
+using System.Globalization;
+using System.Text;
 using System.Text.RegularExpressions;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Storage;
+using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Firmware.Services;
 
 /// <summary>A signature database was refused (name, size, or it does not load on its own) or clamd did not take it; the old signatures stay.</summary>
-public sealed class SignatureInstallException(string database, string message, Exception? inner = null)
+public class SignatureInstallException(string database, string message, Exception? inner = null)
     : Exception($"signature database '{database}': {message}", inner)
 {
     public string Database { get; } = database;
 }
 
+/// <summary>`data` has too little free space for the database; nothing was written.</summary>
+public sealed class SignatureSpaceException(string database, long needed, long free)
+    : SignatureInstallException(database, $"needs {needed} bytes free on data (the database and a reserve of {SignatureInstaller.ReserveBytes}), {free} are free")
+{
+    public long Needed { get; } = needed;
+    public long Free { get; } = free;
+}
+
 /// <summary>
 /// Installs one ClamAV signature database into the signature directory on `data` (<see cref="ServiceEnvironment.SignatureDirectory"/>,
-/// never the read-only OS) and has clamd load it: the database is written to a staging directory beside it, loaded there
-/// on its own by `clamscan` (a database clamd cannot load is refused before clamd ever sees it: a failed RELOAD leaves
-/// clamd unable to scan), renamed into place (replacing a database of the same name, which is kept until the reload is
-/// done), then clamd is told to RELOAD and its log is watched for the result. Any failure restores the previous state of
-/// the directory: the old signatures stay in force.
+/// never the read-only OS) and has clamd load it: free space on `data` is checked first, the database is written to a
+/// staging directory beside the signature directory, renamed into place (a database of the same name is kept in the
+/// staging directory until clamd confirmed the new set), then clamd is told to RELOAD and its log says the outcome.
+/// <para>
+/// Any failure after the rename (clamd refused the set, the log did not say in time, the log could not be read, the caller
+/// cancelled) puts the previous database back and has clamd load it again; the kept previous database is deleted only once
+/// clamd confirmed the new set, or once it is back in place.
+/// </para>
+/// <para>
+/// Validation before clamd sees the database depends on the board's reload mode (<see cref="ServiceRenderer.VirusScanLimits"/>):
+/// a board with memory for two databases reloads concurrently, and clamd itself is the check (a set it cannot load leaves
+/// the previous one in force, and the database is taken out again); a board without it frees the old database before
+/// loading the new one, so a set clamd cannot load would leave it unable to scan: there the new database is first loaded
+/// alone by `clamscan`, and only a database up to <see cref="SmallBoardCheckBytes"/> is accepted, which bounds the memory
+/// of that second load.
+/// </para>
 /// </summary>
-public sealed partial class SignatureInstaller(ServiceEnvironment env, ICommandRunner runner, TimeProvider time, Action<string> log,
-    IDurableFileSystem? files = null)
+public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner runner, TimeProvider time, Action<string> log,
+    IDurableFileSystem? files = null) : Updates.ISignatureDatabases
 {
     private readonly IDurableFileSystem _files = files ?? PosixFileSystem.Instance;
 
     /// <summary>The largest database accepted (ClamAV's full main database is about 160 MB).</summary>
-    public const long MaxDatabaseBytes = 512L * 1024 * 1024;
+    public const long MaxDatabaseBytes = SignatureDatabases.MaxBytes;
+
+    /// <summary>What stays free on `data` after the database is written (the state store, the services' revisions, leases).</summary>
+    public const long ReserveBytes = 16L * 1024 * 1024;
 
     /// <summary>How long clamd may take to load the new database set (a full database takes tens of seconds on a small board).</summary>
     public TimeSpan ReloadTimeout { get; init; } = ServiceCatalog.SignatureLoadTimeout;
 
-    /// <summary>A database file name: lower-case letters, digits, '.', '_', '-' and one of ClamAV's database extensions; no path.</summary>
-    public static bool IsDatabaseName(string? name) => name is { Length: <= 64 } && DatabaseName().IsMatch(name) && !name.Contains("..", StringComparison.Ordinal);
+    /// <summary>Free bytes on the file system holding a path (tests replace it).</summary>
+    public Func<string, long> FreeBytes { get; init; } = path => new DriveInfo(path).AvailableFreeSpace;
 
-    [GeneratedRegex(@"^[a-z0-9][a-z0-9._-]*\.(hdb|hsb|mdb|msb|ndb|ldb|cdb|fp|sfp|ign2|cvd|cld|cud)\z")]
-    private static partial Regex DatabaseName();
+    /// <summary>
+    /// On a board that reloads without a second database in memory, the largest database loaded alone by `clamscan` before
+    /// clamd sees it: a sixteenth of the board's virus-scan memory (the load of a database takes several times its size).
+    /// </summary>
+    public long SmallBoardCheckBytes => (env.Board.VirusScan?.MemoryMegabytes ?? BoardVirusScan.MinMemoryMegabytes) * 1024L * 1024 / 16;
 
-    /// <summary>Installs <paramref name="content"/> as <paramref name="name"/> and reloads clamd.</summary>
+    /// <summary>Whether clamd reloads concurrently here (and so is the check itself).</summary>
+    private bool ConcurrentReload => env.Board.VirusScan is { } scan && ServiceRenderer.VirusScanLimits(scan).ConcurrentReload;
+
+    /// <summary>A database file name (<see cref="SignatureDatabases.IsName"/>, the grammar a bundle's signatures payload is checked against).</summary>
+    public static bool IsDatabaseName(string? name) => SignatureDatabases.IsName(name);
+
+    /// <summary>Installs a database from a seekable stream (its remaining length is the database's size).</summary>
+    public Task InstallAsync(string name, Stream content, CancellationToken ct) =>
+        InstallAsync(name, content, content.CanSeek ? content.Length - content.Position : throw new ArgumentException("the stream's length is not known: give it", nameof(content)), ct);
+
+    /// <summary>Installs <paramref name="content"/> (exactly <paramref name="length"/> bytes) as <paramref name="name"/> and reloads clamd.</summary>
+    /// <exception cref="SignatureSpaceException">Too little free space on `data`; nothing was written.</exception>
     /// <exception cref="SignatureInstallException">Refused or not taken by clamd; the signature directory is as it was.</exception>
-    public async Task InstallAsync(string name, Stream content, CancellationToken ct)
+    /// <exception cref="OperationCanceledException">Cancelled; the signature directory is as it was (clamd was told to load it again).</exception>
+    public async Task InstallAsync(string name, Stream content, long length, CancellationToken ct)
     {
         if (!IsDatabaseName(name))
         {
             throw new SignatureInstallException(name.Length > 64 ? name[..64] : name, "not a database file name (lower-case letters, digits, '._-' and a ClamAV database extension)");
         }
+        if (length <= 0) { throw new SignatureInstallException(name, "is empty"); }
+        if (length > MaxDatabaseBytes) { throw new SignatureInstallException(name, $"{length} bytes is larger than {MaxDatabaseBytes} bytes"); }
+        var check = !ConcurrentReload;
+        if (check && length > SmallBoardCheckBytes)
+        {
+            throw new SignatureInstallException(name, $"{length} bytes is larger than {SmallBoardCheckBytes} bytes, the most this board checks before a reload " +
+                                                      "(it has no memory for a second database)");
+        }
         var directory = env.SignatureDirectory;
         Directory.CreateDirectory(directory);
+        var free = FreeBytes(directory);
+        if (free < length + ReserveBytes)
+        {
+            throw new SignatureSpaceException(name, length + ReserveBytes, free);
+        }
+
         var staging = Path.Combine(Path.GetDirectoryName(directory)!, $".clamav-staging-{Guid.NewGuid():N}");
         Directory.CreateDirectory(staging);
+        var target = Path.Combine(directory, name);
+        var previous = Path.Combine(staging, name + ".previous");
+        var placed = false; // the new database is in the signature directory
+        var replaced = false; // ... and the previous one waits in staging
+        var settled = false; // the new set is confirmed, or the previous state is back: staging may go
         try
         {
             var staged = Path.Combine(staging, name);
-            await CopyBoundedAsync(name, content, staged, ct);
-            await CheckLoadsAsync(name, staging, ct);
+            await CopyExactAsync(name, content, length, staged, ct);
+            if (check) { await CheckLoadsAsync(name, staging, ct); }
 
-            var target = Path.Combine(directory, name);
-            var previous = Path.Combine(staging, name + ".previous");
-            var replaced = File.Exists(target);
+            var cursor = new ClamdLogCursor(ClamdLog);
+            replaced = File.Exists(target);
             if (replaced) { _files.Rename(target, previous); }
             _files.Rename(staged, target);
+            placed = true;
             _files.SyncDirectory(directory);
-            try
-            {
-                await ReloadAsync(name, ct);
-            }
-            catch (SignatureInstallException)
-            {
-                File.Delete(target);
-                if (replaced) { _files.Rename(previous, target); }
-                _files.SyncDirectory(directory);
-                await ReloadAfterRestoreAsync(name);
-                throw;
-            }
-            log($"signatures: {name} installed ({new FileInfo(target).Length} bytes{(replaced ? ", replacing the previous one" : "")}) and loaded by clamd");
+            var signatures = await ReloadAsync(name, cursor, ct);
+            settled = true;
+            log($"signatures: {name} installed ({length} bytes{(replaced ? ", replacing the previous one" : "")}); clamd reloaded {signatures} signatures");
+        }
+        catch (Exception e) when (placed && !settled)
+        {
+            // whatever ended the wait, cancellation included: the previous state goes back before the exception goes on
+            settled = await RestoreAsync(name, target, previous, replaced, e);
+            throw;
         }
         finally
         {
-            Directory.Delete(staging, recursive: true);
+            if (!placed || settled)
+            {
+                Directory.Delete(staging, recursive: true);
+            }
+            else
+            {
+                log($"signatures: {name}: the previous database could not be put back; it is kept in {staging}");
+            }
         }
     }
 
-    private static async Task CopyBoundedAsync(string name, Stream content, string path, CancellationToken ct)
+    public string? Installed(string name)
+    {
+        if (!IsDatabaseName(name)) { return null; }
+        var path = Path.Combine(env.SignatureDirectory, name);
+        return File.Exists(path) ? path : null;
+    }
+
+    /// <summary>
+    /// Removes <paramref name="name"/> (a bundle rolled back that had added it) and has clamd load the rest; the database is
+    /// kept aside until clamd confirmed, and put back on any failure, cancellation included.
+    /// </summary>
+    /// <exception cref="SignatureInstallException">clamd did not take the set without it; the database is back.</exception>
+    public async Task RemoveAsync(string name, CancellationToken ct)
+    {
+        if (!IsDatabaseName(name)) { throw new SignatureInstallException(name.Length > 64 ? name[..64] : name, "not a database file name"); }
+        var target = Path.Combine(env.SignatureDirectory, name);
+        if (!File.Exists(target)) { return; }
+        var staging = Path.Combine(Path.GetDirectoryName(env.SignatureDirectory)!, $".clamav-staging-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(staging);
+        var previous = Path.Combine(staging, name + ".previous");
+        var moved = false;
+        var settled = false;
+        try
+        {
+            var cursor = new ClamdLogCursor(ClamdLog);
+            _files.Rename(target, previous);
+            moved = true;
+            _files.SyncDirectory(env.SignatureDirectory);
+            var signatures = await ReloadAsync(name, cursor, ct);
+            settled = true;
+            log($"signatures: {name} removed; clamd reloaded {signatures} signatures");
+        }
+        catch (Exception e) when (moved && !settled)
+        {
+            settled = await RestoreAsync(name, target, previous, replaced: true, e);
+            throw;
+        }
+        finally
+        {
+            if (!moved || settled) { Directory.Delete(staging, recursive: true); }
+            else { log($"signatures: {name}: the database could not be put back; it is kept in {staging}"); }
+        }
+    }
+
+    /// <summary>Puts the previous database back and has clamd load the set again; true when the directory is as it was.</summary>
+    private async Task<bool> RestoreAsync(string name, string target, string previous, bool replaced, Exception cause)
+    {
+        try
+        {
+            File.Delete(target);
+            if (replaced) { _files.Rename(previous, target); }
+            _files.SyncDirectory(env.SignatureDirectory);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            log($"signatures: {name} refused ({cause.Message}), and putting the previous database back failed: {e.Message}");
+            return false;
+        }
+        try
+        {
+            // not the caller's token: a cancelled install still leaves clamd on the set on disk (bounded by the reload timeout)
+            var signatures = await ReloadAsync(name, new ClamdLogCursor(ClamdLog), CancellationToken.None);
+            log($"signatures: {name} refused ({cause.Message}); clamd reloaded the previous {signatures} signatures");
+        }
+        catch (SignatureInstallException e)
+        {
+            log($"signatures: {name} refused ({cause.Message}), and reloading the previous signatures failed too: {e.Message}");
+        }
+        return true;
+    }
+
+    private static async Task CopyExactAsync(string name, Stream content, long length, string path, CancellationToken ct)
     {
         await using (var output = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
         {
@@ -90,13 +223,13 @@ public sealed partial class SignatureInstaller(ServiceEnvironment env, ICommandR
             while ((n = await content.ReadAsync(buffer, ct)) > 0)
             {
                 total += n;
-                if (total > MaxDatabaseBytes)
+                if (total > length)
                 {
-                    throw new SignatureInstallException(name, $"larger than {MaxDatabaseBytes} bytes");
+                    throw new SignatureInstallException(name, $"longer than the {length} bytes announced");
                 }
                 await output.WriteAsync(buffer.AsMemory(0, n), ct);
             }
-            if (total == 0) { throw new SignatureInstallException(name, "is empty"); }
+            if (total != length) { throw new SignatureInstallException(name, $"{total} bytes, not the {length} announced"); }
             output.Flush(flushToDisk: true);
         }
     }
@@ -108,22 +241,21 @@ public sealed partial class SignatureInstaller(ServiceEnvironment env, ICommandR
         await File.WriteAllBytesAsync(empty, [], ct);
         var result = await runner.RunAsync(new CommandLine("clamscan", $"--database={Path.Combine(staging, name)}", empty),
             new CommandOptions { Timeout = ReloadTimeout }, ct);
-        var known = KnownViruses().Match(result.Output);
-        if (!result.Succeeded || !known.Success || long.Parse(known.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) < 1)
+        var known = KnownViruses.Match(result.Output);
+        if (!result.Succeeded || !known.Success || long.Parse(known.Groups[1].Value, CultureInfo.InvariantCulture) < 1)
         {
             throw new SignatureInstallException(name, $"does not load on its own (clamscan exit {result.ExitCode}): {result.Diagnostic()}");
         }
     }
 
-    [GeneratedRegex(@"^Known viruses: (\d{1,12})$", RegexOptions.Multiline)]
-    private static partial Regex KnownViruses();
+    private static readonly Regex KnownViruses = new(@"^Known viruses: (\d{1,12})$", RegexOptions.Multiline | RegexOptions.CultureInvariant);
 
     private string ClamdLog => Path.Combine(env.RunDirectory, "clamd.log");
 
-    /// <summary>RELOAD, then waits for clamd's log to say the reload is done (or failed).</summary>
-    private async Task ReloadAsync(string name, CancellationToken ct)
+    /// <summary>RELOAD, then waits for clamd's log to say, after the RELOAD, that the reload is done (or failed).</summary>
+    /// <returns>How many signatures clamd loaded.</returns>
+    private async Task<long> ReloadAsync(string name, ClamdLogCursor cursor, CancellationToken ct)
     {
-        var (ok, failed) = ReloadOutcomes();
         try
         {
             await ClamdControl.ReloadAsync(env.ClamdSocket, ct);
@@ -135,9 +267,26 @@ public sealed partial class SignatureInstaller(ServiceEnvironment env, ICommandR
         var deadline = time.GetUtcNow() + ReloadTimeout;
         while (true)
         {
-            var (okNow, failedNow) = ReloadOutcomes();
-            if (failedNow > failed) { throw new SignatureInstallException(name, "clamd failed to reload its database"); }
-            if (okNow > ok) { return; }
+            IReadOnlyList<string> lines;
+            try
+            {
+                lines = cursor.ReadNewLines();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new SignatureInstallException(name, $"clamd's log {ClamdLog} could not be read: {e.Message}", e);
+            }
+            foreach (var line in lines)
+            {
+                if (line.Contains("Database reload failed", StringComparison.Ordinal) || line.Contains("Database load failed", StringComparison.Ordinal))
+                {
+                    throw new SignatureInstallException(name, $"clamd failed to reload its database: {line.Trim()}");
+                }
+                if (Reloaded.Match(line) is { Success: true } ok)
+                {
+                    return long.Parse(ok.Groups[1].Value, CultureInfo.InvariantCulture);
+                }
+            }
             if (time.GetUtcNow() >= deadline)
             {
                 throw new SignatureInstallException(name, $"clamd did not finish reloading within {ReloadTimeout.TotalSeconds:0} s");
@@ -146,30 +295,34 @@ public sealed partial class SignatureInstaller(ServiceEnvironment env, ICommandR
         }
     }
 
-    private async Task ReloadAfterRestoreAsync(string name)
-    {
-        try
-        {
-            await ReloadAsync(name, CancellationToken.None);
-            log($"signatures: {name} refused; clamd reloaded the previous signatures");
-        }
-        catch (SignatureInstallException e)
-        {
-            log($"signatures: {name} refused, and reloading the previous signatures failed too: {e.Message}");
-        }
-    }
+    private static readonly Regex Reloaded = new(@"Database correctly reloaded \((\d{1,12}) signatures\)", RegexOptions.CultureInvariant);
+}
 
-    /// <summary>How many reloads clamd's log reports as done and as failed.</summary>
-    private (int Ok, int Failed) ReloadOutcomes()
+/// <summary>
+/// Reads what clamd appends to its log from a point on (where the cursor was made): whole lines only, each once. clamd
+/// rotates its log at `LogFileMaxSize` (rendered with `LogRotate yes`, so it never stops writing, and the log stays
+/// bounded): a log shorter than the point read to is a new log, read from its start. Polled every 100 ms, a rotation
+/// cannot go unseen: the new log would have to grow past the old point (a megabyte) in between.
+/// </summary>
+public sealed class ClamdLogCursor(string path)
+{
+    private long _offset = File.Exists(path) ? new FileInfo(path).Length : 0;
+
+    /// <exception cref="IOException">The log could not be read.</exception>
+    public IReadOnlyList<string> ReadNewLines()
     {
-        if (!File.Exists(ClamdLog)) { return (0, 0); }
-        string[] lines;
-        using (var stream = new FileStream(ClamdLog, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
-        using (var reader = new StreamReader(stream))
+        if (!File.Exists(path)) { return []; }
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        if (stream.Length < _offset)
         {
-            lines = reader.ReadToEnd().Split('\n');
+            _offset = 0; // rotated: all of the new log came after the cursor
         }
-        return (lines.Count(l => l.Contains("Database correctly reloaded", StringComparison.Ordinal)),
-            lines.Count(l => l.Contains("Database reload failed", StringComparison.Ordinal)));
+        stream.Seek(_offset, SeekOrigin.Begin);
+        var buffer = new byte[Math.Min(stream.Length - _offset, 4L * 1024 * 1024)];
+        var read = stream.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+        var end = read == 0 ? -1 : Array.LastIndexOf(buffer, (byte)'\n', read - 1);
+        if (end < 0) { return []; }
+        _offset += end + 1;
+        return Encoding.UTF8.GetString(buffer, 0, end + 1).Split('\n', StringSplitOptions.RemoveEmptyEntries);
     }
 }

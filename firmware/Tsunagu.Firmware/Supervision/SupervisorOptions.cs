@@ -60,6 +60,9 @@ public sealed record SupervisorOptions
     /// <summary>Pid files and logs of the service daemons (tmpfs on a unit); default `data/services/run`.</summary>
     public string? ServiceRunDirectory { get; init; }
 
+    /// <summary>Runs `clamscan` for the signature installer (a board without concurrent reload checks a database with it); null: real processes.</summary>
+    public Hal.ICommandRunner? SignatureCommands { get; init; }
+
     public void Validate()
     {
         Update.Validate();

@@ -121,6 +121,10 @@ public sealed class UpdateState : IState
         TrustedNow = ctx.Clock.Now,
         Log = ctx.Log,
         Checkpoint = ctx.UpdateCheckpoint,
+        // signatures go where clamd reads them: only a board that can run virus checking takes them
+        Signatures = ctx.Services?.Environment is { Board.VirusScan: not null } services
+            ? new Services.SignatureInstaller(services, ctx.Options.SignatureCommands ?? new Hal.Linux.ProcessCommandRunner(), ctx.Time, ctx.Log)
+            : null,
     };
 
     /// <summary>

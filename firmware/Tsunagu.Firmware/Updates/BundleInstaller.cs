@@ -40,6 +40,24 @@ public sealed class UpdateEnvironment
 
     /// <summary>Fault injection: called at each named point of an install; an exception thrown here acts as a power cut.</summary>
     public Action<string>? Checkpoint { get; init; }
+
+    /// <summary>clamd's signature databases (<see cref="Services.SignatureInstaller"/>); null: this unit runs no virus checking.</summary>
+    public ISignatureDatabases? Signatures { get; init; }
+}
+
+/// <summary>The signature databases a bundle's `install-signatures` steps install, and its rollback puts back.</summary>
+public interface ISignatureDatabases
+{
+    /// <summary>The installed database of that name, or null.</summary>
+    string? Installed(string name);
+
+    /// <summary>Installs the database and has clamd load it; on any failure the databases are as they were.</summary>
+    /// <exception cref="Services.SignatureInstallException">Refused, or clamd did not take it.</exception>
+    Task InstallAsync(string name, Stream content, long length, CancellationToken ct);
+
+    /// <summary>Removes the database (nothing to do when there is none) and has clamd load the rest.</summary>
+    /// <exception cref="Services.SignatureInstallException">clamd did not take the smaller set; the database is back.</exception>
+    Task RemoveAsync(string name, CancellationToken ct);
 }
 
 public enum InstallStatus { Committed, Failed, RetryLater, Reboot, Transient }

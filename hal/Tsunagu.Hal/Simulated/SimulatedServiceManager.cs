@@ -39,12 +39,16 @@ public sealed class SimulatedServiceManager : ServiceManager
     /// <summary>Makes the daemon of <paramref name="service"/> exit with <paramref name="exitCode"/>, as a crash.</summary>
     /// <returns>Whether a daemon of that service was running.</returns>
     public bool Crash(string service, int exitCode = 1) => Processes.Crash(service, exitCode);
+
+    /// <summary>Makes the running daemon of <paramref name="service"/> hang (<see cref="SimulatedServiceProcesses.Break"/>).</summary>
+    public bool Break(string service) => Processes.Break(service);
 }
 
 /// <summary>
 /// Fake service processes: commands succeed at once (a check of a service in <see cref="RefuseChecks"/> fails with its
 /// message, a configure command of a service in <see cref="RefuseConfigure"/> and a probe of a service in
-/// <see cref="Unhealthy"/> fail with "simulated failure"); a daemon runs until it is stopped or <see cref="Crash"/>ed.
+/// <see cref="Unhealthy"/> fail with "simulated failure"; a broken daemon (<see cref="NotReady"/>, <see cref="NeverReady"/>,
+/// <see cref="Break"/>) fails its ready commands and probes); a daemon runs until it is stopped or <see cref="Crash"/>ed.
 /// What the policy asked of them is kept in <see cref="Calls"/>.
 /// </summary>
 public sealed class SimulatedServiceProcesses : IServiceProcesses
@@ -65,7 +69,25 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     /// </summary>
     public HashSet<string> NotReady { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Services every daemon of which is broken (never ready) while listed here: a configuration or database it cannot load.</summary>
+    public HashSet<string> NeverReady { get; } = new(StringComparer.Ordinal);
+
     private readonly HashSet<FakeDaemon> _broken = [];
+
+    /// <summary>
+    /// Makes the running daemon of <paramref name="service"/> stop answering (still running, hung): its ready commands and
+    /// probes fail from now on, as the real ones would.
+    /// </summary>
+    /// <returns>Whether a daemon of that service was running.</returns>
+    public bool Break(string service)
+    {
+        lock (_gate)
+        {
+            if (!_daemons.TryGetValue(service, out var daemon) || daemon.Exited.IsCompleted) { return false; }
+            _broken.Add(daemon);
+            return true;
+        }
+    }
 
     /// <summary>How many of the last calls <see cref="Calls"/> keeps (a simulated unit runs for long).</summary>
     public const int CallsKept = 1024;
@@ -99,7 +121,9 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
             {
                 return Task.FromResult(new CommandResult(command, 1, "", "simulated failure", false));
             }
-            if (step == ServiceStep.Ready && _daemons.TryGetValue(service, out var daemon) && _broken.Contains(daemon))
+            // a broken daemon fails whatever asks it, the ready commands at its start as the health check's probes (which
+            // run the ready commands again): the real daemon does not answer either
+            if (step is ServiceStep.Ready or ServiceStep.Probe && _daemons.TryGetValue(service, out var daemon) && _broken.Contains(daemon))
             {
                 return Task.FromResult(new CommandResult(command, 1, "", "simulated: not ready", false));
             }
@@ -123,7 +147,7 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
             _started[service] = _started.GetValueOrDefault(service) + 1;
             var process = new FakeDaemon(daemon, _nextPid++, () => { lock (_gate) { Record($"stop {service}"); } });
             _daemons[service] = process;
-            if (NotReady.Remove(service)) { _broken.Add(process); }
+            if (NotReady.Remove(service) || NeverReady.Contains(service)) { _broken.Add(process); }
             return process;
         }
     }

@@ -64,14 +64,20 @@ public sealed record BundleManifest(
                     break;
                 case PayloadKinds.Script:
                     break;
+                case PayloadKinds.Signatures:
+                    Require(SignatureDatabases.IsName(p.Name), $"payloads.{p.Name}: a signatures payload is named as its ClamAV database file ({SignatureDatabases.NameRule})");
+                    Require(p.Size is >= 1 and <= SignatureDatabases.MaxBytes, $"payloads.{p.Name}.size: a signature database is 1..{SignatureDatabases.MaxBytes} bytes");
+                    Require(p.Application is null && p.Version is null, $"payloads.{p.Name}: a signatures payload has no application or version");
+                    break;
                 default:
-                    problems.Add($"payloads.{p.Name}.kind: '{p.Kind}' is not one of {PayloadKinds.Application}, {PayloadKinds.OsImage}, {PayloadKinds.Script}");
+                    problems.Add($"payloads.{p.Name}.kind: '{p.Kind}' is not one of {string.Join(", ", PayloadKinds.All)}");
                     break;
             }
         }
         Require(payloads.Count(p => p.Kind == PayloadKinds.OsImage) <= 1, "payloads: at most one OS image per bundle");
         var byName = payloads.Where(p => p.Name is not null).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
         var used = new HashSet<string>(StringComparer.Ordinal);
+        var signatureSteps = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < (Steps ?? []).Count; i++)
         {
             var s = Steps![i];
@@ -91,9 +97,12 @@ public sealed record BundleManifest(
                 StepActions.InstallApplication => PayloadKinds.Application,
                 StepActions.InstallOs => PayloadKinds.OsImage,
                 StepActions.RunScript => PayloadKinds.Script,
+                StepActions.InstallSignatures => PayloadKinds.Signatures,
                 _ => null,
             };
-            Require(expectedKind is not null, $"steps[{i}].action: '{s.Action}' is not one of {StepActions.InstallApplication}, {StepActions.InstallOs}, {StepActions.RunScript}");
+            Require(expectedKind is not null, $"steps[{i}].action: '{s.Action}' is not one of {string.Join(", ", StepActions.All)}");
+            Require(s.Action != StepActions.InstallSignatures || signatureSteps.Add(payload.Name), $"steps[{i}]: signatures '{payload.Name}' are installed twice");
+            Require(s.Action != StepActions.InstallSignatures || s is { Phase: null, TimeoutSeconds: null }, $"steps[{i}]: a signatures step has no phase or timeout");
             Require(expectedKind is null || expectedKind == payload.Kind, $"steps[{i}]: action {s.Action} cannot use payload '{payload.Name}' of kind {payload.Kind}");
             Require(s.Action != StepActions.RunScript || ScriptPhases.All.Contains(s.Phase), $"steps[{i}].phase: '{s.Phase}' is not one of {string.Join(", ", ScriptPhases.All)}");
             Require(s.TimeoutSeconds is null or (>= 1 and <= 3600), $"steps[{i}].timeoutSeconds: {s.TimeoutSeconds} is outside 1..3600");
@@ -138,6 +147,26 @@ public static class PayloadKinds
 
     /// <summary>An executable run under the script contract.</summary>
     public const string Script = "script";
+
+    /// <summary>A ClamAV signature database, named as its file (<see cref="SignatureDatabases.IsName"/>), installed for clamd.</summary>
+    public const string Signatures = "signatures";
+
+    public static readonly IReadOnlyList<string> All = [Application, OsImage, Script, Signatures];
+}
+
+/// <summary>The grammar of a ClamAV signature database carried by a bundle (docs/bundles.md).</summary>
+public static partial class SignatureDatabases
+{
+    /// <summary>The largest database accepted (ClamAV's full main database is about 160 MB).</summary>
+    public const long MaxBytes = 512L * 1024 * 1024;
+
+    public const string NameRule = "lower-case letters, digits, '._-', at most 64 characters, ending in a ClamAV database extension";
+
+    /// <summary>A database file name: lower-case letters, digits, '.', '_', '-' and one of ClamAV's database extensions; no path, no "..".</summary>
+    public static bool IsName(string? name) => name is { Length: <= 64 } && Name().IsMatch(name) && !name.Contains("..", StringComparison.Ordinal);
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[a-z0-9][a-z0-9._-]*\.(hdb|hsb|mdb|msb|ndb|ldb|cdb|fp|sfp|ign2|cvd|cld|cud)\z")]
+    private static partial System.Text.RegularExpressions.Regex Name();
 }
 
 public static class StepActions
@@ -145,6 +174,11 @@ public static class StepActions
     public const string InstallApplication = "install-app";
     public const string InstallOs = "install-os";
     public const string RunScript = "run-script";
+
+    /// <summary>Installs a signatures payload into clamd's database (in the switch phase; rolled back with the bundle).</summary>
+    public const string InstallSignatures = "install-signatures";
+
+    public static readonly IReadOnlyList<string> All = [InstallApplication, InstallOs, RunScript, InstallSignatures];
 }
 
 /// <summary>When a script runs (docs/bundles.md, the script contract).</summary>

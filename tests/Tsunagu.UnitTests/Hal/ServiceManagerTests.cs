@@ -141,6 +141,166 @@ public class ServiceManagerTests
         Assert.That(manager.Events, Is.EqualTo(new[] { "validate firewall", "validate dnsmasq" }));
     }
 
+    // a daemon that loads a database before it answers (clamd): minutes to get ready
+    private static readonly CommandLine Clamd = new("clamd", "-c", "clamd.conf");
+
+    private static ServiceSpec Engine(string digest) => new("clamd", digest)
+    {
+        Daemon = Clamd,
+        Ready = [new CommandLine("clamdscan", "--ping", "1")],
+        ReadyTimeout = TimeSpan.FromMinutes(3),
+    };
+
+    private static ServiceStatus StateOf(SimulatedServiceManager manager, string name) => manager.Status().Single(s => s.Name == name);
+
+    [Test]
+    public async Task A_crash_restart_waits_for_readiness_without_holding_the_manager()
+    {
+        var time = new FakeTimeProvider(Start);
+        var manager = new SimulatedServiceManager(time, new ServiceManagerOptions { RestartDelay = TimeSpan.FromSeconds(1), HealthSettle = TimeSpan.Zero });
+        await manager.ApplyAsync([Engine("1")], CancellationToken.None);
+        manager.Processes.NeverReady.Add("clamd");
+        Assert.That(manager.Crash("clamd"), Is.True);
+        await Until(() => StateOf(manager, "clamd").State == ServiceState.Restarting);
+        time.Advance(TimeSpan.FromSeconds(1));
+        // the restarted daemon is up and being asked whether it is ready; the fake clock does not move, so it is still waiting
+        await Until(() => manager.Processes.Started("clamd") == 2 && manager.Processes.Calls()[^1] == "ready clamd");
+
+        var status = Task.Run(manager.Status);
+        Assert.That(await Task.WhenAny(status, Task.Delay(TimeSpan.FromSeconds(30))), Is.SameAs(status), "status answers during the wait");
+        Assert.That((await status).Single().State, Is.EqualTo(ServiceState.Restarting), "not running until ready");
+
+        // an apply meanwhile takes over: it replaces the daemon that is not ready, and the abandoned wait starts nothing more
+        manager.Processes.NeverReady.Clear();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var changes = await manager.ApplyAsync([Engine("2")], cts.Token);
+        Assert.That(changes.Restarted, Is.EqualTo(new[] { "clamd" }));
+        Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(3));
+        time.Advance(TimeSpan.FromMinutes(10));
+        await Task.Delay(50);
+        Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(3), "the cancelled restart did not start another daemon");
+        Assert.That(StateOf(manager, "clamd"), Is.EqualTo(new ServiceStatus("clamd", ServiceState.Running, "2", 1, null)));
+        Assert.That(await manager.CheckHealthAsync(CancellationToken.None), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_restarted_daemon_that_never_gets_ready_ends_in_a_crash_loop()
+    {
+        var time = new FakeTimeProvider(Start);
+        var log = new List<string>();
+        var options = new ServiceManagerOptions
+        {
+            CrashLimit = 3, CrashWindow = TimeSpan.FromMinutes(1), RestartDelay = TimeSpan.FromSeconds(1), HealthSettle = TimeSpan.Zero,
+        };
+        var manager = new SimulatedServiceManager(time, options, message => { lock (log) { log.Add(message); } });
+        await manager.ApplyAsync([Engine("1")], CancellationToken.None);
+        manager.Processes.NeverReady.Add("clamd");
+        Assert.That(manager.Crash("clamd"), Is.True);
+
+        // each attempt waits its 3 minutes, longer than the crash window: the crashes alone would never add up
+        for (var step = 0; step < 400 && StateOf(manager, "clamd").State != ServiceState.CrashLoop; step++)
+        {
+            var calls = manager.Processes.Calls().Count;
+            time.Advance(TimeSpan.FromSeconds(30));
+            for (var i = 0; i < 100 && manager.Processes.Calls().Count == calls && StateOf(manager, "clamd").State != ServiceState.CrashLoop; i++)
+            {
+                await Task.Delay(10);
+            }
+        }
+        var state = StateOf(manager, "clamd");
+        Assert.That(state.State, Is.EqualTo(ServiceState.CrashLoop), "a daemon that runs but never gets ready is given up on");
+        Assert.That(state.LastError, Does.Contain("not ready within 180 s"));
+        Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(1 + options.CrashLimit), "the first daemon and CrashLimit restarts, no more");
+        Assert.That(state.Restarts, Is.EqualTo(options.CrashLimit));
+        time.Advance(TimeSpan.FromHours(1));
+        await Task.Delay(50);
+        Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(1 + options.CrashLimit), "left stopped");
+        Assert.That(manager.Status().Single().State, Is.EqualTo(ServiceState.CrashLoop));
+        lock (log) { Assert.That(log, Has.Some.Contains("restarts in a row did not get ready; left stopped")); }
+    }
+
+    [Test]
+    public async Task A_configure_or_ready_command_is_given_only_the_time_left_of_its_wait()
+    {
+        var time = new FakeTimeProvider(Start);
+        var processes = new TimedProcesses(time);
+        var manager = new ServiceManager(processes, new ServiceManagerOptions
+        {
+            CommandTimeout = TimeSpan.FromSeconds(30), ConfigureTimeout = TimeSpan.FromSeconds(10), HealthSettle = TimeSpan.Zero,
+        }, time);
+        var spec = Engine("1") with { Configure = [new CommandLine("clamd-ctl", "load")], ReadyTimeout = TimeSpan.FromSeconds(10) };
+        var apply = manager.ApplyAsync([spec], CancellationToken.None);
+        await Until(() => processes.Timeouts.Count(t => t.Step == ServiceStep.Ready) == 1);
+        while (!apply.IsCompleted)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(200));
+            await Task.Delay(5);
+        }
+        await apply;
+        var timeouts = processes.Timeouts.ToList();
+        Assert.That(timeouts.Where(t => t.Step == ServiceStep.Configure).Select(t => t.Timeout), Is.EqualTo(new[] { TimeSpan.FromSeconds(10) }));
+        var ready = timeouts.Where(t => t.Step == ServiceStep.Ready).Select(t => t.Timeout).ToList();
+        Assert.That(ready, Has.Count.EqualTo(2));
+        Assert.That(ready[0], Is.EqualTo(TimeSpan.FromSeconds(10)), "the first attempt: the whole ready timeout, not the 30 s of a command");
+        Assert.That(ready[1], Is.LessThanOrEqualTo(TimeSpan.FromSeconds(2)).And.GreaterThan(TimeSpan.Zero),
+            "the first attempt took 8 s: the second has what is left of the 10 s");
+        Assert.That(await manager.CheckHealthAsync(CancellationToken.None), Is.Empty);
+        Assert.That(processes.Timeouts.Where(t => t.Step == ServiceStep.Probe).Select(t => t.Timeout), Is.All.EqualTo(TimeSpan.FromSeconds(30)),
+            "probes have no wait to fit in: a command's timeout");
+    }
+
+    /// <summary>Succeeds at everything and records each command's timeout; the first ready command takes 8 s and fails.</summary>
+    private sealed class TimedProcesses(FakeTimeProvider time) : IServiceProcesses
+    {
+        private readonly SimulatedServiceProcesses _inner = new();
+        public System.Collections.Concurrent.ConcurrentQueue<(ServiceStep Step, TimeSpan Timeout)> Timeouts { get; } = new();
+
+        public Task<CommandResult> RunAsync(string service, ServiceStep step, CommandLine command, CommandOptions options, CancellationToken cancellationToken)
+        {
+            Timeouts.Enqueue((step, options.Timeout));
+            if (step == ServiceStep.Ready && Timeouts.Count(t => t.Step == ServiceStep.Ready) == 1)
+            {
+                time.Advance(TimeSpan.FromSeconds(8));
+                return Task.FromResult(new CommandResult(command, 1, "", "not yet", false));
+            }
+            return _inner.RunAsync(service, step, command, options, cancellationToken);
+        }
+
+        public IRunningCommand StartDaemon(string service, CommandLine daemon, CommandOptions options) => _inner.StartDaemon(service, daemon, options);
+    }
+
+    [Test]
+    public async Task The_twin_fails_a_hung_daemon_at_the_health_check_as_the_real_one_does()
+    {
+        var manager = new SimulatedServiceManager();
+        await manager.ApplyAsync([Engine("1"), Dns("1")], CancellationToken.None);
+        Assert.That(await manager.CheckHealthAsync(CancellationToken.None), Is.Empty);
+        Assert.That(manager.Break("clamd"), Is.True);
+        var problems = await manager.CheckHealthAsync(CancellationToken.None);
+        Assert.That(problems, Is.EqualTo(new[] { "clamd: probe `clamdscan --ping 1` failed (exit 1): simulated: not ready" }),
+            "the health check runs the ready commands again, and a daemon that does not answer fails them");
+    }
+
+    [Test]
+    public async Task A_restore_applies_every_service_even_when_one_does_not_start_again()
+    {
+        var manager = new SimulatedServiceManager(new FakeTimeProvider(Start), new ServiceManagerOptions { ConfigureTimeout = TimeSpan.Zero, HealthSettle = TimeSpan.Zero });
+        await manager.ApplyAsync([Firewall("1"), Dns("1"), Engine("1")], CancellationToken.None);
+        manager.Processes.RefuseConfigure.Add("dnsmasq");
+        var before = manager.Processes.Calls().Count;
+        var e = Assert.ThrowsAsync<ServiceException>(() => manager.RestoreAsync([Firewall("2"), Dns("2", configure: "reload-2"), Engine("2")], CancellationToken.None));
+        Assert.That(e!.Service, Is.EqualTo("dnsmasq"));
+        Assert.That(e.Message, Does.Contain("configure `dnsmasq-ctl reload-2` failed").And.Contain("the other services were applied"));
+        Assert.That(manager.Processes.Calls().Skip(before), Is.EqualTo(new[] { "setup firewall", "configure dnsmasq", "stop clamd", "start clamd", "ready clamd" }),
+            "the service after the failing one was applied too");
+        Assert.That(manager.Status().Select(s => (s.Name, s.Digest)), Is.EqualTo(new[] { ("firewall", "2"), ("dnsmasq", "2"), ("clamd", "2") }));
+
+        // an apply (forward) still stops at the first failure (dnsmasq still refuses): the transaction restores what it had
+        before = manager.Processes.Calls().Count;
+        Assert.ThrowsAsync<ServiceException>(() => manager.ApplyAsync([Firewall("2"), Dns("3", configure: "reload-3"), Engine("3")], CancellationToken.None));
+        Assert.That(manager.Processes.Calls().Skip(before), Is.EqualTo(new[] { "configure dnsmasq" }));
+    }
+
     private static ServiceStatus State(SimulatedServiceManager manager) => manager.Status().Single(s => s.Name == "dnsmasq");
 
     private static async Task Until(Func<bool> condition)

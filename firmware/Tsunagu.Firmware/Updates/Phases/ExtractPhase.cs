@@ -7,7 +7,7 @@ namespace Tsunagu.Firmware.Updates.Phases;
 
 /// <summary>
 /// `verified`: copy each payload out of the bundle, hashing it again (what is installed is what was verified), unpack
-/// the application trees, run the `pre-install` scripts; then journal the previous applications and the target slot,
+/// the application trees, keep a copy of each signature database the bundle replaces, run the `pre-install` scripts; then journal the previous applications and the target slot,
 /// which the switch needs to be rolled back. A restart runs this phase again.
 /// </summary>
 internal sealed class ExtractPhase : IUpdatePhase
@@ -25,11 +25,35 @@ internal sealed class ExtractPhase : IUpdatePhase
             if (Directory.Exists(tree)) { Directory.Delete(tree, recursive: true); }
             await ExtractTreeAsync(Path.Combine(payloadDir, p.Name), tree, p.Name, ct);
         }
+        KeepPreviousSignatures(run, j, m);
         await run.RunScriptsAsync(j, m, ScriptPhases.PreInstall, ct);
 
         var os = m.Payloads.SingleOrDefault(p => p.Kind == PayloadKinds.OsImage);
         BootSlot? target = os is null ? null : run.Env.Boot.Booted == BootSlot.A ? BootSlot.B : BootSlot.A;
         return j with { Phase = PendingUpdate.Switching, PreviousApps = new Dictionary<string, string>(run.Env.Apps.Current()), TargetSlot = target?.ToString() };
+    }
+
+    /// <summary>
+    /// For each signatures step: refuses the bundle on a unit without virus checking (before anything changed), and keeps a
+    /// copy of the database it replaces in `signatures-previous/` of the work directory, which the rollback installs again
+    /// (a database the bundle adds has no copy: the rollback removes it).
+    /// </summary>
+    private static void KeepPreviousSignatures(UpdateRun run, PendingUpdate j, BundleManifest m)
+    {
+        var steps = m.Steps.Where(s => s.Action == StepActions.InstallSignatures).ToList();
+        if (steps.Count == 0) { return; }
+        var databases = run.Env.Signatures ?? throw new UpdateAbortedException(
+            $"update {j.UpdateId}: the bundle carries signatures ({string.Join(", ", steps.Select(s => s.Payload))}) but this unit runs no virus checking");
+        var kept = run.PreviousSignaturesDirectory(j.UpdateId);
+        if (Directory.Exists(kept)) { Directory.Delete(kept, recursive: true); }
+        Directory.CreateDirectory(kept);
+        foreach (var step in steps)
+        {
+            if (databases.Installed(step.Payload) is { } installed)
+            {
+                File.Copy(installed, Path.Combine(kept, step.Payload));
+            }
+        }
     }
 
     private static async Task ExtractPayloadsAsync(UpdateRun run, PendingUpdate j, BundleManifest m, string payloadDir, CancellationToken ct)

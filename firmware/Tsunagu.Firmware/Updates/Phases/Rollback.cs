@@ -6,7 +6,7 @@ namespace Tsunagu.Firmware.Updates.Phases;
 
 /// <summary>
 /// Back to the previous verified pattern: rollback scripts (their failures are logged, never stop the rollback),
-/// the previous `current` link of every application, applications the bundle added unlinked, the new OS slot
+/// the signature databases the bundle replaced or added put back or removed, the previous `current` link of every application, applications the bundle added unlinked, the new OS slot
 /// marked bad.
 /// </summary>
 internal static class Rollback
@@ -27,6 +27,10 @@ internal static class Rollback
                 }
             }
         }
+        if (m is not null)
+        {
+            await RestoreSignaturesAsync(run, j, m, ct);
+        }
         if (j.PreviousApps is { } previous)
         {
             var now = env.Apps.Current();
@@ -46,5 +50,47 @@ internal static class Rollback
             return env.Boot.Booted == slot;
         }
         return false;
+    }
+
+    /// <summary>
+    /// Puts back the signature databases the bundle replaced (from the copies the extract phase kept) and removes those it
+    /// added; only when the extract phase got that far. Failures are logged: the rollback goes on.
+    /// </summary>
+    private static async Task RestoreSignaturesAsync(UpdateRun run, PendingUpdate j, BundleManifest m, CancellationToken ct)
+    {
+        var kept = run.PreviousSignaturesDirectory(j.UpdateId);
+        if (run.Env.Signatures is not { } databases || !Directory.Exists(kept)) { return; }
+        foreach (var step in m.Steps.Where(s => s.Action == StepActions.InstallSignatures).Reverse())
+        {
+            var copy = Path.Combine(kept, step.Payload);
+            try
+            {
+                if (File.Exists(copy) && databases.Installed(step.Payload) is { } installed && SameContent(copy, installed))
+                {
+                    continue; // the switch never got to it
+                }
+                if (File.Exists(copy))
+                {
+                    await using var database = File.OpenRead(copy);
+                    await databases.InstallAsync(step.Payload, database, database.Length, ct);
+                }
+                else
+                {
+                    await databases.RemoveAsync(step.Payload, ct);
+                }
+            }
+            catch (Exception e) when (e is Services.SignatureInstallException or IOException)
+            {
+                run.Env.Log($"update {j.UpdateId}: rollback continues although the signatures {step.Payload} could not be put back: {e.Message}");
+            }
+        }
+    }
+
+    private static bool SameContent(string a, string b)
+    {
+        if (new FileInfo(a).Length != new FileInfo(b).Length) { return false; }
+        using var x = File.OpenRead(a);
+        using var y = File.OpenRead(b);
+        return System.Security.Cryptography.SHA256.HashData(x).AsSpan().SequenceEqual(System.Security.Cryptography.SHA256.HashData(y));
     }
 }

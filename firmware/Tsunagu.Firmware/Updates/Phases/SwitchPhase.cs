@@ -1,3 +1,4 @@
+using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Hal;
 using Tsunagu.Protocol.Bundles;
@@ -5,7 +6,8 @@ using Tsunagu.Protocol.Bundles;
 namespace Tsunagu.Firmware.Updates.Phases;
 
 /// <summary>
-/// `switching`: stage every application, switch each `current` link, write an OS image into the inactive slot and
+/// `switching`: stage every application, switch each `current` link, install each signature database (clamd loads it
+/// without dropping scans; a database clamd does not take aborts the update, which rolls back), write an OS image into the inactive slot and
 /// activate it for <see cref="UpdateOptions.BootTries"/> boots. Next: `rebooting` with an OS image, else `checking`.
 /// A restart here rolls back to the journalled previous applications and installs again.
 /// </summary>
@@ -26,6 +28,21 @@ internal sealed class SwitchPhase : IUpdatePhase
         {
             env.Apps.Switch(p.Application!, p.Version!);
             run.Checkpoint($"switched {p.Application}");
+        }
+        foreach (var step in m.Steps.Where(s => s.Action == StepActions.InstallSignatures))
+        {
+            var p = m.Payloads.Single(x => x.Name == step.Payload);
+            var databases = env.Signatures ?? throw new UpdateAbortedException($"update {j.UpdateId}: signatures {p.Name} but this unit runs no virus checking");
+            try
+            {
+                await using var database = File.OpenRead(Path.Combine(work, "payloads", p.Name));
+                await databases.InstallAsync(p.Name, database, p.Size, ct);
+            }
+            catch (SignatureInstallException e)
+            {
+                throw new UpdateAbortedException($"update {j.UpdateId}: {e.Message}");
+            }
+            run.Checkpoint($"signatures {p.Name}");
         }
         var os = m.Payloads.SingleOrDefault(p => p.Kind == PayloadKinds.OsImage);
         if (os is not null && j.TargetSlot is { } target)

@@ -16,6 +16,9 @@ internal sealed class UpdateRun(UpdateEnvironment env, UpdateOffer offer)
 
     public string WorkDirectory(string updateId) => BundleInstaller.WorkDirectory(Env.DataRoot, updateId);
 
+    /// <summary>Copies of the signature databases the bundle replaces, for its rollback.</summary>
+    public string PreviousSignaturesDirectory(string updateId) => Path.Combine(WorkDirectory(updateId), "signatures-previous");
+
     public string BundlePath(PendingUpdate j) => Path.Combine(WorkDirectory(j.UpdateId), BundleInstaller.BundleFile);
 
     public void Checkpoint(string point) => Env.Checkpoint?.Invoke(point);
