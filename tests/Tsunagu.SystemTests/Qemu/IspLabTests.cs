@@ -202,6 +202,87 @@ public sealed partial class IspLabTests
         Assert.That(DateTimeOffset.Parse(lastSeen!, CultureInfo.InvariantCulture), Is.GreaterThan(droppedAt), "the host heard from the unit after the drop");
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(redials[^1].Remote), "the unit's ppp0 carries the new session");
     }
+
+    /// <summary>The lab's "internet" web server (in the access network guest, isp-run.sh) and what it serves.</summary>
+    private const string InternetPage = "http://198.51.100.80/index.html";
+    private const string InternetContent = "tsunagu lab internet";
+
+    [Test]
+    public async Task The_provisional_session_reaches_only_the_initial_setting_server_the_subscriber_session_the_internet_and_each_hang_up_frees_its_session_at_once()
+    {
+        const int index = 24;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var subscriber = new WanAccount("pppoe", "jiro.suzuki@isp.example", "subscriber-secret-0024");
+        await using var isp = await IspGuest.StartAsync(_lab, "isp24", [(subscriber.Username!, subscriber.Password!)]);
+        await isp.WaitReadyAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        unit.WanSocket = isp.AccessEndpoint;
+        var clock = Stopwatch.StartNew();
+
+        // the initial setting server holds the unit's provisioning requests: the unit stays on its provisional session
+        var hold = _lab.HoldProvisioning();
+        try
+        {
+            var requestsBefore = _lab.ProvisioningRequests.Count;
+            unit.PowerOn();
+            await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "up" && e.Peer == factoryUser), BootToReady, "the provisional session");
+            // the initial setting server is reachable over the provisional session: the unit's request arrived (and is held)
+            await unit.WaitAsync(() => _lab.ProvisioningRequests.Count > requestsBefore, TimeSpan.FromMinutes(3),
+                "a provisioning request over the provisional session");
+            var provisional = isp.Events().Single(e => e.Kind == "up" && e.Peer == factoryUser);
+            Assert.That(provisional.Access, Is.EqualTo("garden"), "the access point's session is in the walled garden");
+            Assert.That(await unit.ShellAsync("ip route get 198.51.100.80"), Does.Contain("dev ppp0"),
+                "the unit routes the internet over its provisional session");
+            var dropsBefore = await isp.GardenDropsAsync();
+            var fetch = await unit.ShellAsync($"wget -T 10 -q -O - {InternetPage} 2>&1; echo exit=$?", TimeSpan.FromSeconds(90));
+            var mqtt = await unit.ShellAsync($"nc -w 10 10.0.2.100 {_lab.MqttPort} </dev/null 2>&1; echo exit=$?", TimeSpan.FromSeconds(90));
+            var dropsAfter = await isp.GardenDropsAsync();
+            TestContext.Out.WriteLine($"provisional session: wget: {fetch}; nc to the broker: {mqtt}; walled garden drops {dropsBefore} -> {dropsAfter}");
+            Assert.That(fetch, Does.Not.Contain(InternetContent).And.Not.Contain("exit=0"), "the internet is out of the provisional session's reach");
+            Assert.That(mqtt, Does.Not.Contain("exit=0"), "so is the host's broker");
+            Assert.That(dropsAfter, Is.GreaterThan(dropsBefore), "the walled garden dropped them (not a missing route)");
+            Assert.That(unit.FullConsole(), Does.Not.Contain("--> Ready"), "the unit was still provisioning");
+        }
+        finally
+        {
+            hold.Dispose();
+        }
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        TestContext.Out.WriteLine($"power-on to Ready (provisioning held for the checks): {clock.Elapsed.TotalSeconds:0.0} s");
+
+        // the subscriber's session reaches the internet (and the host: the unit is Ready over it)
+        var events = isp.Events();
+        var main = events.Single(e => e.Kind == "up" && e.Peer == subscriber.Username);
+        Assert.That(main.Access, Is.EqualTo("internet"), "the subscriber ISP's session is not in the walled garden");
+        var page = await unit.ShellAsync($"wget -T 30 -q -O - {InternetPage} 2>&1; echo exit=$?", TimeSpan.FromSeconds(90));
+        Assert.That(page, Does.Contain(InternetContent).And.Contain("exit=0"), "the subscriber session reaches the lab's internet");
+
+        // the provisional session: the unit said goodbye (LCP Terminate-Request, PADT), so its concentrator ended it
+        // before the unit dialled again, and not by LCP echo (nothing else would have told it)
+        var provisionalDown = events.FindIndex(e => e.Kind == "down" && e.Peer == factoryUser);
+        Assert.That(provisionalDown, Is.GreaterThanOrEqualTo(0).And.LessThan(events.IndexOf(main)),
+            $"the provisional session ended before the subscriber's began\n--- ISP ---\n{isp.Console()}");
+        var goodbyes = isp.Console().Split('\n').Where(l => l.Contains("terminated", StringComparison.Ordinal) || l.Contains("PADT", StringComparison.Ordinal)).ToList();
+        TestContext.Out.WriteLine("the concentrator's log of the hang-up:\n" + string.Join('\n', goodbyes));
+        Assert.That(isp.Console(), Does.Not.Contain("No response to"), "no session was ended by LCP echo");
+        // the concentrator holds one session, the subscriber's: one pppd, one session file
+        Assert.That((await isp.ShellAsync("pidof pppd")).Split(' ', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(1),
+            "the concentrator freed the provisional session: one pppd left");
+        Assert.That(await isp.ShellAsync("ls /run/isp/sessions"), Is.EqualTo(subscriber.Username + ".pid"));
+
+        // the unit shuts down: it hangs up its subscriber session on the way, and the concentrator frees it
+        var radiusBefore = isp.Radius().Count;
+        await unit.ShellAsync("(sleep 1; poweroff) </dev/null >/dev/null 2>&1 &");
+        await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "down" && e.Peer == subscriber.Username), TimeSpan.FromMinutes(3),
+            "the subscriber's session ending when the unit shuts down");
+        await isp.WaitAsync(() => isp.Radius().Skip(radiusBefore).Any(r => r.Kind == "Stop"), TimeSpan.FromSeconds(60), "the accounting Stop");
+        Assert.That(isp.Console(), Does.Not.Contain("No response to"), "ended by the unit's goodbye, not by LCP echo");
+        Assert.That(await isp.ShellAsync("pidof pppd; echo pids=$?"), Does.EndWith("pids=1"), "no session left on the concentrator");
+        Assert.That(isp.Radius().Skip(radiusBefore).Select(r => (r.Kind, r.User)), Is.EqualTo(new[] { ("Stop", subscriber.Username!) }),
+            "one accounting Stop, the subscriber's");
+        TestContext.Out.WriteLine($"whole test: {clock.Elapsed.TotalSeconds:0.0} s after power-on\n--- ISP ---\n{isp.Console()}");
+    }
 }
 
 /// <summary>One access network guest of the ISP lab (isp-run.sh beside this file), with its console (the access concentrator's log).</summary>
@@ -289,7 +370,17 @@ public sealed partial class IspGuest : IAsyncDisposable
     /// One thing the access concentrator logged about a session: up, down (the ip-up/ip-down hooks), refused (pppd),
     /// dropped (isp-drop-session).
     /// </summary>
-    public sealed record SessionEvent(string Kind, string Peer, string? Remote);
+    /// <param name="Access">For "up": what the session may reach, "internet" (a subscriber ISP's account) or "garden" (the provisioning access point's: only the initial setting server).</param>
+    public sealed record SessionEvent(string Kind, string Peer, string? Remote, string? Access = null);
+
+    /// <summary>The packets the walled garden dropped so far (the counters of its rules in `nft list table ip isp`).</summary>
+    public async Task<long> GardenDropsAsync()
+    {
+        var table = await ShellAsync("nft list table ip isp");
+        var counters = GardenCounter().Matches(table);
+        if (counters.Count != 2) { throw new IOException($"ISP guest: not the walled garden's two rules in\n{table}"); }
+        return counters.Sum(m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
+    }
 
     /// <summary>The sessions' events in the order logged.</summary>
     public List<SessionEvent> Events()
@@ -299,7 +390,8 @@ public sealed partial class IspGuest : IAsyncDisposable
         {
             if (Hook().Match(line) is { Success: true } hook)
             {
-                events.Add(new SessionEvent(hook.Groups[1].Value, hook.Groups[2].Value, hook.Groups[3].Value));
+                events.Add(new SessionEvent(hook.Groups[1].Value, hook.Groups[2].Value, hook.Groups[3].Value,
+                    hook.Groups[4].Success ? hook.Groups[4].Value : null));
             }
             else if (Refusal().Match(line) is { Success: true } refusal)
             {
@@ -354,11 +446,14 @@ public sealed partial class IspGuest : IAsyncDisposable
         return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
     }
 
-    [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)")]
+    [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)(?:.* access=(\S+))?")]
     private static partial Regex Hook();
 
     [GeneratedRegex("pppd\\[\\d+\\]: Peer \"?([^\" ]+)\"? failed CHAP authentication")]
     private static partial Regex Refusal();
+
+    [GeneratedRegex(@"counter packets (\d+) bytes \d+ drop comment ""walled garden""")]
+    private static partial Regex GardenCounter();
 
     [GeneratedRegex(@"isp: session dropped peer=(\S+)")]
     private static partial Regex Dropped();
