@@ -204,8 +204,12 @@ public sealed partial class IspLabTests
     }
 
     /// <summary>The lab's "internet" web server (in the access network guest, isp-run.sh) and what it serves.</summary>
-    private const string InternetPage = "http://198.51.100.80/index.html";
+    private const string InternetAddress = "198.51.100.80";
     private const string InternetContent = "tsunagu lab internet";
+
+    // an HTTP/1.0 GET through busybox nc (the image's static busybox wget crashes: exit 139); the server closes the connection
+    private static string FetchInternetPage(int timeoutSeconds) =>
+        $"printf 'GET /index.html HTTP/1.0\\r\\nHost: {InternetAddress}\\r\\n\\r\\n' | nc -w {timeoutSeconds} {InternetAddress} 80 2>&1; echo exit=$?";
 
     [Test]
     public async Task The_provisional_session_reaches_only_the_initial_setting_server_the_subscriber_session_the_internet_and_each_hang_up_frees_its_session_at_once()
@@ -222,6 +226,7 @@ public sealed partial class IspLabTests
 
         // the initial setting server holds the unit's provisioning requests: the unit stays on its provisional session
         var hold = _lab.HoldProvisioning();
+        (long Padr, long Padt) discoveryBefore;
         try
         {
             var requestsBefore = _lab.ProvisioningRequests.Count;
@@ -232,10 +237,10 @@ public sealed partial class IspLabTests
                 "a provisioning request over the provisional session");
             var provisional = isp.Events().Single(e => e.Kind == "up" && e.Peer == factoryUser);
             Assert.That(provisional.Access, Is.EqualTo("garden"), "the access point's session is in the walled garden");
-            Assert.That(await unit.ShellAsync("ip route get 198.51.100.80"), Does.Contain("dev ppp0"),
+            Assert.That(await unit.ShellAsync($"ip route get {InternetAddress}"), Does.Contain("dev ppp0"),
                 "the unit routes the internet over its provisional session");
             var dropsBefore = await isp.GardenDropsAsync();
-            var fetch = await unit.ShellAsync($"wget -T 10 -q -O - {InternetPage} 2>&1; echo exit=$?", TimeSpan.FromSeconds(90));
+            var fetch = await unit.ShellAsync(FetchInternetPage(10), TimeSpan.FromSeconds(90));
             var mqtt = await unit.ShellAsync($"nc -w 10 10.0.2.100 {_lab.MqttPort} </dev/null 2>&1; echo exit=$?", TimeSpan.FromSeconds(90));
             var dropsAfter = await isp.GardenDropsAsync();
             TestContext.Out.WriteLine($"provisional session: wget: {fetch}; nc to the broker: {mqtt}; walled garden drops {dropsBefore} -> {dropsAfter}");
@@ -243,6 +248,7 @@ public sealed partial class IspLabTests
             Assert.That(mqtt, Does.Not.Contain("exit=0"), "so is the host's broker");
             Assert.That(dropsAfter, Is.GreaterThan(dropsBefore), "the walled garden dropped them (not a missing route)");
             Assert.That(unit.FullConsole(), Does.Not.Contain("--> Ready"), "the unit was still provisioning");
+            discoveryBefore = await isp.DiscoveryReceivedAsync();
         }
         finally
         {
@@ -255,7 +261,7 @@ public sealed partial class IspLabTests
         var events = isp.Events();
         var main = events.Single(e => e.Kind == "up" && e.Peer == subscriber.Username);
         Assert.That(main.Access, Is.EqualTo("internet"), "the subscriber ISP's session is not in the walled garden");
-        var page = await unit.ShellAsync($"wget -T 30 -q -O - {InternetPage} 2>&1; echo exit=$?", TimeSpan.FromSeconds(90));
+        var page = await unit.ShellAsync(FetchInternetPage(30), TimeSpan.FromSeconds(90));
         Assert.That(page, Does.Contain(InternetContent).And.Contain("exit=0"), "the subscriber session reaches the lab's internet");
 
         // the provisional session: the unit said goodbye (LCP Terminate-Request, PADT), so its concentrator ended it
@@ -266,6 +272,10 @@ public sealed partial class IspLabTests
         var goodbyes = isp.Console().Split('\n').Where(l => l.Contains("terminated", StringComparison.Ordinal) || l.Contains("PADT", StringComparison.Ordinal)).ToList();
         TestContext.Out.WriteLine("the concentrator's log of the hang-up:\n" + string.Join('\n', goodbyes));
         Assert.That(isp.Console(), Does.Not.Contain("No response to"), "no session was ended by LCP echo");
+        var discoveryReady = await isp.DiscoveryReceivedAsync();
+        TestContext.Out.WriteLine($"PADR, PADT from the unit: {discoveryBefore} on the provisional session, {discoveryReady} once Ready");
+        Assert.That(discoveryReady.Padr, Is.GreaterThan(discoveryBefore.Padr), "the counters see the unit's discovery: a PADR for the subscriber's session");
+        Assert.That(discoveryReady.Padt, Is.GreaterThan(discoveryBefore.Padt), "the unit sent a PADT when it hung up the provisional session");
         // the concentrator holds one session, the subscriber's: one pppd, one session file
         Assert.That((await isp.ShellAsync("pidof pppd")).Split(' ', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(1),
             "the concentrator freed the provisional session: one pppd left");
@@ -279,6 +289,7 @@ public sealed partial class IspLabTests
         await isp.WaitAsync(() => isp.Radius().Skip(radiusBefore).Any(r => r.Kind == "Stop"), TimeSpan.FromSeconds(60), "the accounting Stop");
         Assert.That(isp.Console(), Does.Not.Contain("No response to"), "ended by the unit's goodbye, not by LCP echo");
         Assert.That(await isp.ShellAsync("pidof pppd; echo pids=$?"), Does.EndWith("pids=1"), "no session left on the concentrator");
+        Assert.That((await isp.DiscoveryReceivedAsync()).Padt, Is.GreaterThan(discoveryReady.Padt), "the unit sent a PADT as it shut down");
         Assert.That(isp.Radius().Skip(radiusBefore).Select(r => (r.Kind, r.User)), Is.EqualTo(new[] { ("Stop", subscriber.Username!) }),
             "one accounting Stop, the subscriber's");
         TestContext.Out.WriteLine($"whole test: {clock.Elapsed.TotalSeconds:0.0} s after power-on\n--- ISP ---\n{isp.Console()}");
@@ -382,6 +393,18 @@ public sealed partial class IspGuest : IAsyncDisposable
         return counters.Sum(m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
+    /// <summary>The PADRs (session requests) and PADTs (hang-ups) the access port received so far (counters in the guest's `netdev` table).</summary>
+    public async Task<(long Padr, long Padt)> DiscoveryReceivedAsync()
+    {
+        var table = await ShellAsync("nft list table netdev isp-access");
+        var counters = DiscoveryCounter().Matches(table).ToDictionary(m => m.Groups[2].Value, m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
+        if (!counters.TryGetValue("PADR", out var padr) || !counters.TryGetValue("PADT", out var padt))
+        {
+            throw new IOException($"ISP guest: no PADR and PADT counters in\n{table}");
+        }
+        return (padr, padt);
+    }
+
     /// <summary>The sessions' events in the order logged.</summary>
     public List<SessionEvent> Events()
     {
@@ -454,6 +477,9 @@ public sealed partial class IspGuest : IAsyncDisposable
 
     [GeneratedRegex(@"counter packets (\d+) bytes \d+ drop comment ""walled garden""")]
     private static partial Regex GardenCounter();
+
+    [GeneratedRegex(@"counter packets (\d+) bytes \d+ comment ""(PADR|PADT) from a unit""")]
+    private static partial Regex DiscoveryCounter();
 
     [GeneratedRegex(@"isp: session dropped peer=(\S+)")]
     private static partial Regex Dropped();
