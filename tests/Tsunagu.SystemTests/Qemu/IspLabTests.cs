@@ -283,7 +283,7 @@ public sealed partial class IspLabTests
 
         // the unit shuts down: it hangs up its subscriber session on the way, and the concentrator frees it
         var radiusBefore = isp.Radius().Count;
-        await unit.ShellAsync("(sleep 1; poweroff) </dev/null >/dev/null 2>&1 &");
+        await unit.ShellAsync("sh -c '(sleep 1; poweroff) </dev/null >/dev/null 2>&1 &'");
         await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "down" && e.Peer == subscriber.Username), TimeSpan.FromMinutes(3),
             "the subscriber's session ending when the unit shuts down");
         await isp.WaitAsync(() => isp.Radius().Skip(radiusBefore).Any(r => r.Kind == "Stop"), TimeSpan.FromSeconds(60), "the accounting Stop");
