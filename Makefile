@@ -193,9 +193,17 @@ isp-lab-test: packages build image isp-lab-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.IspLabTests" --logger "console;verbosity=normal"
 
 # One QEMU unit of the image against the server of `make run` (start that first; the lab script says what to watch).
+# LAB=isp: the ISP lab instead (docs/lab.md): the access network guest and a unit dialling PPPoE through it.
 LAB_SCRIPTS := tests/Tsunagu.SystemTests/Qemu
-lab: build image
-	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) bash $(LAB_SCRIPTS)/lab.sh
+LAB ?=
+lab: build image $(if $(filter isp,$(LAB)),isp-lab-image)
+ifeq ($(LAB),isp)
+	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) ISP_DIR=$(ISP_LAB_DIR) bash $(LAB_SCRIPTS)/isp-lab.sh
+else ifeq ($(LAB),)
+	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) LAB_DIR=.tsunagu/lab bash $(LAB_SCRIPTS)/lab.sh
+else
+	@echo "error: LAB=$(LAB): the labs are the default (no LAB) and LAB=isp" >&2; exit 2
+endif
 
 # `tsunagu` on the PATH: a link to tools/tsunagu (which runs this checkout's CLI) in $(BINDIR).
 BINDIR ?= $(HOME)/.local/bin

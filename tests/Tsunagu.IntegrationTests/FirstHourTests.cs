@@ -141,6 +141,10 @@ public partial class FirstHourTests
     {
         var dir = TempDirectories.Create("demo-banner");
         var data = Path.Combine(dir, "demo");
+        // a token file that is not one the demo writes (too short, a control character) is replaced, never used
+        Directory.CreateDirectory(data);
+        await File.WriteAllTextAsync(Path.Combine(data, "access-point-token"), "short\u0007\n");
+        string? token = null;
         var first = await DemoBannerAsync(dir, data, async banner =>
         {
             var portal = PortalLine().Match(banner);
@@ -154,8 +158,20 @@ public partial class FirstHourTests
             Assert.That(login.StatusCode, Is.EqualTo(HttpStatusCode.OK), "the printed subscriber login works");
             using var wrong = await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin(portal.Groups[2].Value, "not-the-password"));
             Assert.That(wrong.StatusCode, Is.Not.EqualTo(HttpStatusCode.OK));
+
+            // the ISP lab's access point (make lab LAB=isp) asks with the token in the data directory
+            token = (await File.ReadAllTextAsync(Path.Combine(data, "access-point-token"))).Trim();
+            Assert.That(token, Does.Match("^[0-9A-F]{48}$"), "the bad token file was replaced");
+            foreach (var (bearer, expected) in new[] { (token, HttpStatusCode.NotFound), ("not-the-token-" + new string('x', 32), HttpStatusCode.Unauthorized) })
+            {
+                using var lookup = new HttpRequestMessage(HttpMethod.Get, "/api/v1/access-point/accounts/0123456789ab");
+                lookup.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", bearer);
+                using var answer = await http.SendAsync(lookup);
+                Assert.That(answer.StatusCode, Is.EqualTo(expected), "an unknown MAC with the token is 404, a wrong token 401");
+            }
         });
         var second = await DemoBannerAsync(dir, data);
+        Assert.That((await File.ReadAllTextAsync(Path.Combine(data, "access-point-token"))).Trim(), Is.EqualTo(token), "the token is kept from run to run");
 
         Assert.That(OperatorLine().Match(second).Groups[1].Value, Is.EqualTo(OperatorLine().Match(first).Groups[1].Value).And.Not.Empty,
             "the operator password is the same on the next run");

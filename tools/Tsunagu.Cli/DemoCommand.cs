@@ -51,8 +51,12 @@ public static class DemoCommand
         var root = Path.GetFullPath(settings.DataDirectory);
         var passwordFile = Path.Combine(root, "operator-password");
         var subscriberPasswordFile = Path.Combine(root, "subscriber-password");
+        // the ISP lab's access point (make lab LAB=isp) looks units' PPP passwords up with it
+        var accessPointTokenFile = Path.Combine(root, "access-point-token");
+        var accessPointToken = StableAccessPointToken(accessPointTokenFile);
         var serverOptions = new ServerOptions
         {
+            AccessPointToken = accessPointToken,
             DataDirectory = Path.Combine(root, "server"),
             Port = settings.Port,
             MqttPort = settings.MqttPort,
@@ -86,6 +90,7 @@ public static class DemoCommand
         var url = ServerHost.BaseUrl(app);
         var certPath = Path.Combine(serverOptions.DataDirectory, "tls", ServerCertificate.PemFile);
         await File.WriteAllTextAsync(passwordFile, password + "\n", ct);
+        await File.WriteAllTextAsync(accessPointTokenFile, accessPointToken + "\n", ct);
         var pin = OperatorClient.PinFromPemFile(certPath);
         var subscriberPassword = StablePassword(subscriberPasswordFile);
         using (var operatorClient = new OperatorClient(new Uri(url), DemoCatalogue.OperatorName, password, [pin]))
@@ -188,6 +193,12 @@ public static class DemoCommand
     /// The password in <paramref name="file"/> when an earlier run wrote one (so the demo's logins stay the same
     /// from run to run), otherwise a new one.
     /// </summary>
+    internal static string StableAccessPointToken(string file)
+    {
+        var kept = File.Exists(file) ? File.ReadAllText(file).Trim() : "";
+        return kept.Length == 48 && kept.All(char.IsAsciiHexDigitUpper) ? kept : Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24));
+    }
+
     internal static string StablePassword(string file)
     {
         var kept = File.Exists(file) ? File.ReadAllText(file).Trim() : "";

@@ -43,6 +43,9 @@ public sealed record PppoeWanOptions
     /// <summary>How long pppd may take to hang up before it is killed.</summary>
     public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>The kernel's list of PPPoE sessions, read when a session comes up (its id and the concentrator's MAC, for the PADT at hang-up).</summary>
+    public string SessionsFile { get; init; } = "/proc/net/pppoe";
+
     /// <summary>Written with the session's name servers (null: leave resolv.conf alone).</summary>
     public string? ResolvConf { get; init; } = "/etc/resolv.conf";
 
@@ -57,6 +60,9 @@ public sealed record PppoeWanOptions
 /// when pppd's ip-up hook writes the local address into the state file; it is lost when pppd exits (LCP echo
 /// unanswered: a dead line; the peer hung up) or its ip-down hook runs. Redialling is the caller's: the supervisor
 /// sets the link up again when it is lost, and counts refusals (<see cref="WanRefusedException"/>, pppd exit 19).
+/// A hang-up asked for (down, a new dial, disposal) ends with a PADT for the session, sent by the link itself after pppd
+/// ended (<see cref="IPppoeTerminator"/>): the access concentrator frees the session at once. A session that ended by
+/// itself (the peer hung up, or stopped answering) gets none.
 /// </summary>
 public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
 {
@@ -65,17 +71,20 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
 
     private readonly PppoeWanOptions _options;
     private readonly ICommandRunner _runner;
+    private readonly IPppoeTerminator _terminator;
     private readonly TimeProvider _time;
+    private PppoeSession? _session;
     private readonly Lock _gate = new();
     private readonly SemaphoreSlim _serial = new(1, 1);
     private TaskCompletionSource _lost = NewLost();
     private IRunningCommand? _pppd;
     private CancellationTokenSource? _watch;
 
-    public PppoeWanLink(PppoeWanOptions options, ICommandRunner runner, TimeProvider? time = null)
+    public PppoeWanLink(PppoeWanOptions options, ICommandRunner runner, TimeProvider? time = null, IPppoeTerminator? terminator = null)
     {
         _options = options;
         _runner = runner;
+        _terminator = terminator ?? new LinuxPppoeTerminator();
         _time = time ?? TimeProvider.System;
     }
 
@@ -86,6 +95,9 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
 
     /// <summary>Why the last session ended (for messages), or null.</summary>
     public string? LostReason { get; private set; }
+
+    /// <summary>Why the last hang-up sent no PADT although its session was known (for messages), or null.</summary>
+    public string? PadtProblem { get; private set; }
 
     /// <summary>The watch of the session that is up (for tests), or a completed task.</summary>
     public Task Watching { get; private set; } = Task.CompletedTask;
@@ -169,8 +181,10 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
                 throw;
             }
             WriteResolvConf(fields.Skip(4));
+            var session = ReadSession();
             lock (_gate)
             {
+                _session = session;
                 _lost = NewLost();
                 IsUp = true;
                 Role = role;
@@ -245,6 +259,7 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
                     IsUp = false;
                     Role = null;
                     Address = null;
+                    _session = null; // it ended without us: nothing to say goodbye to
                     LostReason = $"{_options.Interface}: {reason}";
                 }
                 await pppd.StopAsync(_options.StopGrace, CancellationToken.None);
@@ -275,6 +290,7 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
     private async Task StopAsync(bool completeLost)
     {
         IRunningCommand? pppd;
+        PppoeSession? session;
         lock (_gate)
         {
             _watch?.Cancel();
@@ -286,13 +302,42 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
             Address = null;
             pppd = _pppd;
             _pppd = null;
+            session = _session;
+            _session = null;
         }
         if (pppd is not null)
         {
             await pppd.StopAsync(_options.StopGrace, CancellationToken.None);
             await pppd.DisposeAsync();
         }
+        if (session is { } ended)
+        {
+            try
+            {
+                _terminator.SendPadt(_options.Interface, ended);
+                PadtProblem = null;
+            }
+            catch (HalException e)
+            {
+                // the concentrator then frees the session when its own pppd gives up (LCP Terminate, or echo)
+                PadtProblem = e.Message;
+            }
+        }
         try { File.Delete(OptionsPath); } catch (IOException) { /* the next Up overwrites it */ }
+    }
+
+    private PppoeSession? ReadSession()
+    {
+        try
+        {
+            return File.Exists(_options.SessionsFile)
+                ? LinuxPppoeTerminator.Parse(File.ReadAllText(_options.SessionsFile), _options.Interface, BitConverter.IsLittleEndian)
+                : null;
+        }
+        catch (IOException)
+        {
+            return null; // no PADT at hang-up; the concentrator's pppd still ends the session
+        }
     }
 
     private string[]? ReadState()

@@ -202,6 +202,98 @@ public sealed partial class IspLabTests
         Assert.That(DateTimeOffset.Parse(lastSeen!, CultureInfo.InvariantCulture), Is.GreaterThan(droppedAt), "the host heard from the unit after the drop");
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(redials[^1].Remote), "the unit's ppp0 carries the new session");
     }
+
+    /// <summary>The lab's "internet" web server (in the access network guest, isp-run.sh) and what it serves.</summary>
+    private const string InternetAddress = "198.51.100.80";
+    private const string InternetContent = "tsunagu lab internet";
+
+    // an HTTP/1.0 GET through busybox nc (the image's static busybox wget crashes: exit 139); the server closes the connection
+    private static string FetchInternetPage(int timeoutSeconds) =>
+        $"printf 'GET /index.html HTTP/1.0\\r\\nHost: {InternetAddress}\\r\\n\\r\\n' | nc -w {timeoutSeconds} {InternetAddress} 80 2>&1; echo exit=$?";
+
+    [Test]
+    public async Task The_provisional_session_reaches_only_the_initial_setting_server_the_subscriber_session_the_internet_and_each_hang_up_frees_its_session_at_once()
+    {
+        const int index = 24;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var subscriber = new WanAccount("pppoe", "jiro.suzuki@isp.example", "subscriber-secret-0024");
+        await using var isp = await IspGuest.StartAsync(_lab, "isp24", [(subscriber.Username!, subscriber.Password!)]);
+        await isp.WaitReadyAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        unit.WanSocket = isp.AccessEndpoint;
+        var clock = Stopwatch.StartNew();
+
+        // the initial setting server holds the unit's provisioning requests: the unit stays on its provisional session
+        var hold = _lab.HoldProvisioning();
+        (long Padr, long Padt) discoveryBefore;
+        try
+        {
+            var requestsBefore = _lab.ProvisioningRequests.Count;
+            unit.PowerOn();
+            await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "up" && e.Peer == factoryUser), BootToReady, "the provisional session");
+            // the initial setting server is reachable over the provisional session: the unit's request arrived (and is held)
+            await unit.WaitAsync(() => _lab.ProvisioningRequests.Count > requestsBefore, TimeSpan.FromMinutes(3),
+                "a provisioning request over the provisional session");
+            var provisional = isp.Events().Single(e => e.Kind == "up" && e.Peer == factoryUser);
+            Assert.That(provisional.Access, Is.EqualTo("garden"), "the access point's session is in the walled garden");
+            Assert.That(await unit.ShellAsync($"ip route get {InternetAddress}"), Does.Contain("dev ppp0"),
+                "the unit routes the internet over its provisional session");
+            var dropsBefore = await isp.GardenDropsAsync();
+            var fetch = await unit.ShellAsync(FetchInternetPage(10), TimeSpan.FromSeconds(90));
+            var mqtt = await unit.ShellAsync($"nc -w 10 10.0.2.100 {_lab.MqttPort} </dev/null 2>&1; echo exit=$?", TimeSpan.FromSeconds(90));
+            var dropsAfter = await isp.GardenDropsAsync();
+            TestContext.Out.WriteLine($"provisional session: wget: {fetch}; nc to the broker: {mqtt}; walled garden drops {dropsBefore} -> {dropsAfter}");
+            Assert.That(fetch, Does.Not.Contain(InternetContent).And.Not.Contain("exit=0"), "the internet is out of the provisional session's reach");
+            Assert.That(mqtt, Does.Not.Contain("exit=0"), "so is the host's broker");
+            Assert.That(dropsAfter, Is.GreaterThan(dropsBefore), "the walled garden dropped them (not a missing route)");
+            Assert.That(unit.FullConsole(), Does.Not.Contain("--> Ready"), "the unit was still provisioning");
+            discoveryBefore = await isp.DiscoveryReceivedAsync();
+        }
+        finally
+        {
+            hold.Dispose();
+        }
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        TestContext.Out.WriteLine($"power-on to Ready (provisioning held for the checks): {clock.Elapsed.TotalSeconds:0.0} s");
+
+        // the subscriber's session reaches the internet (and the host: the unit is Ready over it)
+        var events = isp.Events();
+        var main = events.Single(e => e.Kind == "up" && e.Peer == subscriber.Username);
+        Assert.That(main.Access, Is.EqualTo("internet"), "the subscriber ISP's session is not in the walled garden");
+        var page = await unit.ShellAsync(FetchInternetPage(30), TimeSpan.FromSeconds(90));
+        Assert.That(page, Does.Contain(InternetContent).And.Contain("exit=0"), "the subscriber session reaches the lab's internet");
+
+        // the provisional session: the unit said goodbye (LCP Terminate-Request, PADT), so its concentrator ended it
+        // before the unit dialled again, and not by LCP echo (nothing else would have told it)
+        var provisionalDown = events.FindIndex(e => e.Kind == "down" && e.Peer == factoryUser);
+        Assert.That(provisionalDown, Is.GreaterThanOrEqualTo(0).And.LessThan(events.IndexOf(main)),
+            $"the provisional session ended before the subscriber's began\n--- ISP ---\n{isp.Console()}");
+        var goodbyes = isp.Console().Split('\n').Where(l => l.Contains("terminated", StringComparison.Ordinal) || l.Contains("PADT", StringComparison.Ordinal)).ToList();
+        TestContext.Out.WriteLine("the concentrator's log of the hang-up:\n" + string.Join('\n', goodbyes));
+        Assert.That(isp.Console(), Does.Not.Contain("No response to"), "no session was ended by LCP echo");
+        var discoveryReady = await isp.DiscoveryReceivedAsync();
+        TestContext.Out.WriteLine($"PADR, PADT from the unit: {discoveryBefore} on the provisional session, {discoveryReady} once Ready");
+        Assert.That(discoveryReady.Padr, Is.GreaterThan(discoveryBefore.Padr), "the counters see the unit's discovery: a PADR for the subscriber's session");
+        Assert.That(discoveryReady.Padt, Is.GreaterThan(discoveryBefore.Padt), "the unit sent a PADT when it hung up the provisional session");
+        // the concentrator holds one session, the subscriber's: one pppd, one session file
+        Assert.That((await isp.ShellAsync("pidof pppd")).Split(' ', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(1),
+            "the concentrator freed the provisional session: one pppd left");
+        Assert.That(await isp.ShellAsync("ls /run/isp/sessions"), Is.EqualTo(subscriber.Username + ".pid"));
+
+        // the unit shuts down: it hangs up its subscriber session on the way, and the concentrator frees it
+        var radiusBefore = isp.Radius().Count;
+        await unit.ShellAsync("sh -c '(sleep 1; poweroff) </dev/null >/dev/null 2>&1 &'");
+        await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "down" && e.Peer == subscriber.Username), TimeSpan.FromMinutes(3),
+            "the subscriber's session ending when the unit shuts down");
+        await isp.WaitAsync(() => isp.Radius().Skip(radiusBefore).Any(r => r.Kind == "Stop"), TimeSpan.FromSeconds(60), "the accounting Stop");
+        Assert.That(isp.Console(), Does.Not.Contain("No response to"), "ended by the unit's goodbye, not by LCP echo");
+        Assert.That(await isp.ShellAsync("pidof pppd; echo pids=$?"), Does.EndWith("pids=1"), "no session left on the concentrator");
+        Assert.That((await isp.DiscoveryReceivedAsync()).Padt, Is.GreaterThan(discoveryReady.Padt), "the unit sent a PADT as it shut down");
+        Assert.That(isp.Radius().Skip(radiusBefore).Select(r => (r.Kind, r.User)), Is.EqualTo(new[] { ("Stop", subscriber.Username!) }),
+            "one accounting Stop, the subscriber's");
+        TestContext.Out.WriteLine($"whole test: {clock.Elapsed.TotalSeconds:0.0} s after power-on\n--- ISP ---\n{isp.Console()}");
+    }
 }
 
 /// <summary>One access network guest of the ISP lab (isp-run.sh beside this file), with its console (the access concentrator's log).</summary>
@@ -289,7 +381,29 @@ public sealed partial class IspGuest : IAsyncDisposable
     /// One thing the access concentrator logged about a session: up, down (the ip-up/ip-down hooks), refused (pppd),
     /// dropped (isp-drop-session).
     /// </summary>
-    public sealed record SessionEvent(string Kind, string Peer, string? Remote);
+    /// <param name="Access">For "up": what the session may reach, "internet" (a subscriber ISP's account) or "garden" (the provisioning access point's: only the initial setting server).</param>
+    public sealed record SessionEvent(string Kind, string Peer, string? Remote, string? Access = null);
+
+    /// <summary>The packets the walled garden dropped so far (the counters of its rules in `nft list table ip isp`).</summary>
+    public async Task<long> GardenDropsAsync()
+    {
+        var table = await ShellAsync("nft list table ip isp");
+        var counters = GardenCounter().Matches(table);
+        if (counters.Count != 2) { throw new IOException($"ISP guest: not the walled garden's two rules in\n{table}"); }
+        return counters.Sum(m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>The PADRs (session requests) and PADTs (hang-ups) the access port received so far (counters in the guest's `netdev` table).</summary>
+    public async Task<(long Padr, long Padt)> DiscoveryReceivedAsync()
+    {
+        var table = await ShellAsync("nft list table netdev isp-access");
+        var counters = DiscoveryCounter().Matches(table).ToDictionary(m => m.Groups[2].Value, m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
+        if (!counters.TryGetValue("PADR", out var padr) || !counters.TryGetValue("PADT", out var padt))
+        {
+            throw new IOException($"ISP guest: no PADR and PADT counters in\n{table}");
+        }
+        return (padr, padt);
+    }
 
     /// <summary>The sessions' events in the order logged.</summary>
     public List<SessionEvent> Events()
@@ -299,7 +413,8 @@ public sealed partial class IspGuest : IAsyncDisposable
         {
             if (Hook().Match(line) is { Success: true } hook)
             {
-                events.Add(new SessionEvent(hook.Groups[1].Value, hook.Groups[2].Value, hook.Groups[3].Value));
+                events.Add(new SessionEvent(hook.Groups[1].Value, hook.Groups[2].Value, hook.Groups[3].Value,
+                    hook.Groups[4].Success ? hook.Groups[4].Value : null));
             }
             else if (Refusal().Match(line) is { Success: true } refusal)
             {
@@ -354,11 +469,17 @@ public sealed partial class IspGuest : IAsyncDisposable
         return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
     }
 
-    [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)")]
+    [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)(?:.* access=(\S+))?")]
     private static partial Regex Hook();
 
     [GeneratedRegex("pppd\\[\\d+\\]: Peer \"?([^\" ]+)\"? failed CHAP authentication")]
     private static partial Regex Refusal();
+
+    [GeneratedRegex(@"counter packets (\d+) bytes \d+ drop comment ""walled garden""")]
+    private static partial Regex GardenCounter();
+
+    [GeneratedRegex(@"counter packets (\d+) bytes \d+ comment ""(PADR|PADT) from a unit""")]
+    private static partial Regex DiscoveryCounter();
 
     [GeneratedRegex(@"isp: session dropped peer=(\S+)")]
     private static partial Regex Dropped();

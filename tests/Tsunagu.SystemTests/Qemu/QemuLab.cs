@@ -39,6 +39,36 @@ public sealed class QemuLab : IAsyncDisposable
     private readonly System.Collections.Concurrent.ConcurrentQueue<(DateTimeOffset At, string Path)> _provisioningRequests = new();
     private readonly System.Collections.Concurrent.ConcurrentQueue<(string Path, int Status)> _accessPointRequests = new();
 
+    private TaskCompletionSource? _provisioningHold;
+
+    /// <summary>
+    /// Holds every provisioning request (after recording it) until the result is disposed: a unit stays on its
+    /// provisional link, waiting for the initial setting server, for as long as a test needs.
+    /// </summary>
+    public IDisposable HoldProvisioning()
+    {
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (Interlocked.CompareExchange(ref _provisioningHold, hold, null) is not null)
+        {
+            throw new InvalidOperationException("the provisioning requests are held already");
+        }
+        return new Release(() =>
+        {
+            Volatile.Write(ref _provisioningHold, null);
+            hold.TrySetResult();
+        });
+    }
+
+    private sealed class Release(Action release) : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) { release(); }
+        }
+    }
+
     /// <summary>Every request the server answered on the access point's route (the ISP lab's RADIUS server), with its status.</summary>
     public IReadOnlyCollection<(string Path, int Status)> AccessPointRequests => _accessPointRequests;
 
@@ -113,6 +143,10 @@ public sealed class QemuLab : IAsyncDisposable
             if (context.Request.Path.StartsWithSegments(Routes.Prefix + "/provisioning", StringComparison.Ordinal))
             {
                 lab._provisioningRequests.Enqueue((DateTimeOffset.UtcNow, context.Request.Path.Value!));
+                if (Volatile.Read(ref lab._provisioningHold) is { } hold)
+                {
+                    await hold.Task.WaitAsync(context.RequestAborted);
+                }
             }
             await next(context);
             if (context.Request.Path.StartsWithSegments(Routes.Prefix + "/access-point", StringComparison.Ordinal))

@@ -4,6 +4,8 @@
 # uplink is QEMU user networking with restrict=on whose guestfwd takes 10.0.2.100:SERVER_PORT and :MQTT_PORT to the
 # server on 127.0.0.1, so a unit reaches the server only through a PPPoE session and the ISP's NAT. The guest's shell
 # is on its second serial port, the unix socket RUN_DIR/shell.sock (`socat - UNIX-CONNECT:RUN_DIR/shell.sock`).
+# Sessions of ACCOUNTS (the subscriber ISP's) reach the server and the lab's "internet" (http://198.51.100.80/, in the
+# guest); any other session (the provisioning access point's) reaches only the initial setting server (walled garden).
 #
 # Environment:
 #   ACCESS_PORT   the loopback TCP port of the access link (the ISP listens)               required
@@ -29,6 +31,9 @@ for f in "$ISP_DIR/vmlinuz" "$ISP_DIR/initrd.img" "$ACCOUNTS"; do
 done
 command -v socat >/dev/null || { echo "isp-run: socat is missing (apt-get install socat)" >&2; exit 2; }
 mkdir -p "$RUN_DIR"
+# the lab's "internet" web server (in the guest); sessions not of ACCOUNTS (the provisioning access point's) reach only
+# the initial setting server, 10.0.2.100:SERVER_PORT (the walled garden)
+INTERNET_IP=198.51.100.80
 ACCESS_MAC=52:54:00:15:00:01
 UPLINK_MAC=52:54:00:15:00:02
 cat > "$RUN_DIR/pppoe.conf" <<CONF
@@ -41,6 +46,9 @@ POOL_SIZE=16
 UPLINK_IP=10.0.2.15/24
 UPLINK_GW=10.0.2.2
 DNS=10.0.2.3
+GARDEN_IP=10.0.2.100
+GARDEN_PORT=$SERVER_PORT
+INTERNET_IP=$INTERNET_IP
 CONF
 fwd="guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:socat - TCP:127.0.0.1:$SERVER_PORT"
 fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_PORT"

@@ -6,7 +6,7 @@
 # re-running reuses a burned copy.
 set -euo pipefail
 DEMO=${DEMO:-.tsunagu/demo}
-LAB=${LAB:-.tsunagu/lab}
+LAB=${LAB_DIR:-.tsunagu/lab}
 IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
 PORT=${PORT:-8443}
 MQTT_PORT=${MQTT_PORT:-1883}

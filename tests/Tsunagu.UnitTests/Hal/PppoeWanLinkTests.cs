@@ -11,7 +11,24 @@ public class PppoeWanLinkTests : FakeRootTests
 {
     private static readonly WanAccount Account = new("pppoe", "user@isp.example", "s3cret pass");
 
-    private (PppoeWanLink Link, RecordingRunner Runner, FakeTimeProvider Time) Link(Action<FakeDaemon>? onStart = null)
+    /// <summary>Records the PADTs asked for, and whether pppd had stopped by then.</summary>
+    private sealed class RecordingTerminator(Func<bool> pppdStopped) : IPppoeTerminator
+    {
+        public List<(string Interface, PppoeSession Session, bool PppdStopped)> Sent { get; } = [];
+        public HalException? Fail { get; set; }
+
+        public void SendPadt(string ethernetInterface, PppoeSession session)
+        {
+            if (Fail is { } e) { throw e; }
+            Sent.Add((ethernetInterface, session, pppdStopped()));
+        }
+    }
+
+    // the kernel's table while a session runs: session 0x1234 (printed byte-swapped on a little-endian machine), and one
+    // on another port
+    private const string Sessions = "Id       Address              Device\n00003412 52:54:00:15:00:01     eth0\n00000100 02:00:00:00:00:09     eth1\n";
+
+    private (PppoeWanLink Link, RecordingRunner Runner, FakeTimeProvider Time) Link(Action<FakeDaemon>? onStart = null, IPppoeTerminator? terminator = null)
     {
         var runner = new RecordingRunner
         {
@@ -21,8 +38,8 @@ public class PppoeWanLinkTests : FakeRootTests
         var link = new PppoeWanLink(new PppoeWanOptions
         {
             Interface = "eth0", RunDirectory = Path.Combine(_dir, "run/ppp"), ResolvConf = Path.Combine(_dir, "resolv.conf"),
-            HookScript = "/usr/lib/tsunagu/ppp-event",
-        }, runner, time);
+            HookScript = "/usr/lib/tsunagu/ppp-event", SessionsFile = Path.Combine(_dir, "proc-net-pppoe"),
+        }, runner, time, terminator ?? new RecordingTerminator(() => true));
         return (link, runner, time);
     }
 
@@ -93,6 +110,85 @@ public class PppoeWanLinkTests : FakeRootTests
         var other = Assert.ThrowsAsync<HalException>(() => link.UpAsync(LinkRole.Main, Account, CancellationToken.None));
         Assert.That(other, Is.Not.InstanceOf<WanRefusedException>());
         Assert.That(other!.IsTransient, Is.True, "a failed negotiation may succeed on the next dial");
+    }
+
+    [Test]
+    public void The_kernels_session_table_gives_the_session_of_the_port_in_network_order()
+    {
+        var session = LinuxPppoeTerminator.Parse(Sessions, "eth0", littleEndian: true);
+        Assert.That((session?.Id, Convert.ToHexString(session?.PeerMac ?? [])), Is.EqualTo(((ushort?)0x1234, "525400150001")));
+        Assert.That(LinuxPppoeTerminator.Parse(Sessions, "eth0", littleEndian: false)!.Value.Id, Is.EqualTo(0x3412), "a big-endian kernel prints it as it is");
+        Assert.That(LinuxPppoeTerminator.Parse(Sessions, "eth1", littleEndian: true)!.Value.Id, Is.EqualTo(1));
+        foreach (var (table, why) in new[]
+        {
+            ("Id       Address              Device\n", "no session"),
+            ("00003412 52:54:00:15:00:01     eth0\n", "no header: the first line is always the header"),
+            (Sessions + "00005612 52:54:00:15:00:02     eth0\n", "two sessions on the port: not ours to guess"),
+            ("Id\n00000000 52:54:00:15:00:01 eth0\n", "session 0 is no session"),
+            ("Id\n00010000 52:54:00:15:00:01 eth0\n", "not 16 bits"),
+            ("Id\nzz003412 52:54:00:15:00:01 eth0\n", "not hex"),
+            ("Id\n00003412 52:54:00:15:00 eth0\n", "a MAC of 5 bytes"),
+            ("Id\n00003412 52:54:00:15:00:0g eth0\n", "a MAC not hex"),
+            ("Id\n00003412 52:54:00:15:00:01 eth0 extra\n", "a fourth field"),
+            ("Id\n00003412 52:54:00:15:00:01 eth0x\n", "another port whose name begins alike"),
+        })
+        {
+            Assert.That(LinuxPppoeTerminator.Parse(table, "eth0", littleEndian: true), Is.Null, why);
+        }
+    }
+
+    [Test]
+    public void A_padt_frame_goes_to_the_concentrator_with_the_session_and_no_tags()
+    {
+        var frame = LinuxPppoeTerminator.Frame([2, 0, 0, 0, 0, 1], new PppoeSession(0x1234, [0x52, 0x54, 0x00, 0x15, 0x00, 0x01]));
+        Assert.That(Convert.ToHexString(frame), Is.EqualTo("525400150001" + "020000000001" + "8863" + "11" + "A7" + "1234" + "0000"));
+    }
+
+    [Test]
+    public async Task A_hang_up_sends_a_padt_for_its_session_after_pppd_ended_and_a_session_that_ended_by_itself_none()
+    {
+        Write("proc-net-pppoe", Sessions);
+        RecordingRunner? runnerRef = null;
+        var terminator = new RecordingTerminator(() => runnerRef!.Daemons.All(d => d.Stopped));
+        var (link, runner, time) = Link(terminator: terminator);
+        runnerRef = runner;
+        await link.UpAsync(LinkRole.Provisional, Account, CancellationToken.None);
+        Assert.That(terminator.Sent, Is.Empty, "nothing sent while the session runs");
+        await link.DownAsync(CancellationToken.None);
+        Assert.That(terminator.Sent.Select(p => (p.Interface, p.Session.Id, Convert.ToHexString(p.Session.PeerMac), p.PppdStopped)),
+            Is.EqualTo(new[] { ("eth0", (ushort)0x1234, "525400150001", true) }), "one PADT, for the session of eth0, once pppd ended");
+        await link.DownAsync(CancellationToken.None);
+        Assert.That(terminator.Sent, Has.Count.EqualTo(1), "a second hang-up has no session to end");
+
+        // a session that ends by itself (a dead line; the peer hung up) gets no PADT, nor does its pppd's leftover
+        File.Delete(link.StatePath);
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        var lost = link.LinkLost;
+        runner.Daemons[1].Exit(15);
+        await lost.WaitAsync(TimeSpan.FromSeconds(5));
+        await link.DownAsync(CancellationToken.None);
+        Assert.That(terminator.Sent, Has.Count.EqualTo(1), "no PADT for a session that ended by itself");
+
+        // a new dial hangs the previous session up with its PADT; a PADT that cannot be sent is told, and the hang-up completes
+        File.Delete(link.StatePath);
+        await link.UpAsync(LinkRole.Provisional, Account, CancellationToken.None);
+        File.Delete(link.StatePath);
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        Assert.That(terminator.Sent, Has.Count.EqualTo(2), "dialling the main link hung up the provisional session with a PADT");
+        terminator.Fail = new HalException("eth0: no packet socket", isTransient: true);
+        await link.DownAsync(CancellationToken.None);
+        Assert.That((link.IsUp, link.PadtProblem, runner.Daemons.All(d => d.Stopped)), Is.EqualTo((false, (string?)"eth0: no packet socket", true)));
+        _ = time;
+    }
+
+    [Test]
+    public async Task Without_the_kernels_session_table_a_hang_up_sends_nothing()
+    {
+        var terminator = new RecordingTerminator(() => true);
+        var (link, _, _) = Link(terminator: terminator);
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        await link.DownAsync(CancellationToken.None);
+        Assert.That((terminator.Sent.Count, link.PadtProblem), Is.EqualTo((0, (string?)null)));
     }
 
     [Test]

@@ -1,0 +1,85 @@
+#!/bin/bash
+# isp-lab.sh (`make lab LAB=isp`): the ISP lab (docs/lab.md) interactively, against the server of `make run` (run that
+# first, in another terminal, after `make image` and `make isp-lab-image`): the access network guest (isp-run.sh,
+# console in RUN/isp/console.log) and one unit whose only network is a socket link to it (qemu-run.sh WAN_SOCKET,
+# console here). The unit is burned with a PPPoE provisional link (its derived password: the guest's RADIUS asks the
+# server, with the demo's access point token) and registered with the subscriber account the guest's ISP holds; it dials
+# the provisioning access point (walled garden), fetches its settings, hangs up and dials the subscriber's ISP.
+# Re-running reuses a burned copy (FRESH=1: a new one). Quit the unit with Ctrl-A X; the guest is stopped with it.
+set -euo pipefail
+DEMO=${DEMO:-.tsunagu/demo}
+RUN=${ISP_LAB_RUN:-.tsunagu/isp-lab}
+IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
+ISP_DIR=${ISP_DIR:-out/isp-lab}
+PORT=${PORT:-8443}
+MQTT_PORT=${MQTT_PORT:-1883}
+ACCESS_PORT=${ACCESS_PORT:-18650}
+MAC=${MAC:-52:54:00:12:34:57}
+CLI=${CLI:?CLI: the tsunagu CLI (dll)}
+SUBSCRIBER_USER=subscriber@isp.example
+SUBSCRIBER_PASSWORD=lab-subscriber-0001
+here=$(dirname "$0")
+for f in "$DEMO/operator-password" "$DEMO/release.pub" "$DEMO/access-point-token" "$DEMO/server/keys/unit.key" "$DEMO/server/tls/server.pem"; do
+    [ -f "$f" ] || { echo "isp-lab: $f is missing: start the server with \`make run\` first" >&2; exit 2; }
+done
+[ -f "$IMAGE_DIR/disk.img" ] || { echo "isp-lab: $IMAGE_DIR/disk.img is missing: run \`make image\`" >&2; exit 2; }
+[ -f "$ISP_DIR/initrd.img" ] || { echo "isp-lab: $ISP_DIR/initrd.img is missing: run \`make isp-lab-image\`" >&2; exit 2; }
+TARGET=qemu-2
+tsunagu() {
+    timeout 60 dotnet "$CLI" "$@" --server "https://127.0.0.1:$PORT/" --server-cert "$DEMO/server/tls/server.pem" --password "$(cat "$DEMO/operator-password")"
+}
+if ! patterns=$(tsunagu pattern list --status verified 2>&1); then
+    echo "isp-lab: the server on https://127.0.0.1:$PORT/ did not answer (${patterns##*error: }); start it with \`make run\` in another terminal, with the same PORT" >&2
+    exit 2
+fi
+if ! grep -q "\"id\": \"$TARGET\"" <<<"$patterns"; then
+    echo "isp-lab: the server has no verified pattern $TARGET: it was started before \`make image\` built the image; stop it (Ctrl-C) and start \`make run\` again" >&2
+    exit 2
+fi
+mkdir -p "$RUN/isp"
+if [ -f "$RUN/disk.img" ] && [ "${FRESH:-0}" != 1 ] && dotnet "$CLI" factory show --image "$RUN/disk.img" 2>/dev/null | grep -qx "mac $MAC"; then
+    echo "isp-lab: reusing $RUN/disk.img (FRESH=1 starts from a new image)"
+else
+    rm -f "$RUN/disk.img" "$RUN/disk.img.part"
+    cp --sparse=always "$IMAGE_DIR/disk.img" "$RUN/disk.img.part"
+    reimage=()
+    tsunagu units show "$MAC" >/dev/null 2>&1 && reimage=(--reimage)
+    # no provisional password: the factory derives it from the MAC with the operator's unit key
+    tsunagu factory burn --image "$RUN/disk.img.part" --mac "$MAC" --serial ISP-LAB-0001 --hardware qemu-r1 --board "$(jq -r .name "$IMAGE_DIR/board.json")" \
+        --provisional-method pppoe --isp-method pppoe --isp-user "$SUBSCRIBER_USER" --isp-password "$SUBSCRIBER_PASSWORD" \
+        --target "$TARGET" --bootstrap-url "https://10.0.2.100:$PORT/" \
+        --unit-key "$DEMO/server/keys/unit.key" --release-public-key "$(cat "$DEMO/release.pub")" "${reimage[@]}"
+    mv "$RUN/disk.img.part" "$RUN/disk.img"
+fi
+if [ -f "$IMAGE_DIR/hdd.img" ] && [ ! -f "$RUN/hdd.img" ]; then
+    cp --sparse=always "$IMAGE_DIR/hdd.img" "$RUN/hdd.img.part" && mv "$RUN/hdd.img.part" "$RUN/hdd.img"
+fi
+# the subscriber's ISP holds only the subscriber's account; the unit's factory account is looked up on the server
+printf '%s %s\n' "$SUBSCRIBER_USER" "$SUBSCRIBER_PASSWORD" > "$RUN/isp/accounts"
+rm -f "$RUN/isp/console.log"
+ACCESS_PORT="$ACCESS_PORT" ACCOUNTS="$RUN/isp/accounts" ISP_DIR="$ISP_DIR" SERVER_PORT="$PORT" MQTT_PORT="$MQTT_PORT" \
+    ACCESS_POINT_TOKEN="$(cat "$DEMO/access-point-token")" SERVER_CERT="$DEMO/server/tls/server.pem" RUN_DIR="$RUN/isp" CONSOLE=file \
+    bash "$here/isp-run.sh" &
+isp=$!
+trap 'kill "$isp" 2>/dev/null || true; wait "$isp" 2>/dev/null || true' EXIT
+echo "isp-lab: booting the access network guest (console: $RUN/isp/console.log) ..."
+start=$SECONDS
+until grep -q "isp: access concentrator" "$RUN/isp/console.log" 2>/dev/null; do
+    kill -0 "$isp" 2>/dev/null || { echo "isp-lab: the access network guest stopped; see $RUN/isp/console.log" >&2; exit 1; }
+    [ $((SECONDS - start)) -lt 300 ] || { echo "isp-lab: no access concentrator after 300 s; see $RUN/isp/console.log" >&2; exit 1; }
+    sleep 1
+done
+cat <<MSG
+isp-lab: access concentrator up after $((SECONDS - start)) s; booting $MAC under TCG, its WAN port on the access link 127.0.0.1:$ACCESS_PORT.
+     Watch: the unit's console below: Boot --> Provisional (the PPPoE session to the provisioning access point),
+            FetchSettings, Disconnect (hang-up, with a PADT), Main (the subscriber's account), HostSession, the update
+            to $TARGET and its reboot, then --> Ready;
+            the access network guest: tail -f $RUN/isp/console.log (radius: access point user=... status=200, Access-Accept,
+            isp: session up ... access=garden, session down, then the subscriber's session up ... access=internet);
+            \`dotnet $CLI units list\` (the unit Ready on $TARGET, its WAN address from the ISP's pool 10.64.0.10+).
+     Shells: the unit's socat - UNIX-CONNECT:$RUN/shell.sock (try: ip addr show ppp0; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 198.51.100.80 80)
+             the guest's socat - UNIX-CONNECT:$RUN/isp/shell.sock (try: nft list ruleset)
+     Quit: Ctrl-A X (the access network guest is stopped with the unit).
+MSG
+DISK="$RUN/disk.img" HDD="$( [ -f "$RUN/hdd.img" ] && echo "$RUN/hdd.img")" IMAGE_DIR="$IMAGE_DIR" SERVER_PORT="$PORT" MQTT_PORT="$MQTT_PORT" \
+    MAC="$MAC" RUN_DIR="$RUN" CONSOLE="${CONSOLE:-stdio}" WAN_SOCKET="127.0.0.1:$ACCESS_PORT" bash "$here/qemu-run.sh"
