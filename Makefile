@@ -32,7 +32,7 @@ ARM64_PACKAGES := qemu-system-arm clang lld llvm libc6-dev:arm64 libgcc-12-dev:a
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
 	gzip kmod jq socat gcc binutils zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
-	clamav-daemon c-icap libc-icap-mod-virus-scan $(ARM64_PACKAGES)
+	clamav-daemon c-icap libc-icap-mod-virus-scan cryptsetup-bin dmsetup $(ARM64_PACKAGES)
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \

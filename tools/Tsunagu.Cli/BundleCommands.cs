@@ -111,7 +111,13 @@ public static class BundleCommands
                 {
                     await using var stream = File.OpenRead(file);
                     var (size, sha) = await BundleFormat.DescribeAsync(stream, ct);
-                    described.Add(payload with { Size = size, Sha256 = sha });
+                    var files = payload.Files;
+                    if (payload.Kind == PayloadKinds.Application)
+                    {
+                        stream.Position = 0;
+                        files = await BundleFormat.ListApplicationFilesAsync(stream, payload.Name, ct);
+                    }
+                    described.Add(payload with { Size = size, Sha256 = sha, Files = files });
                 }
                 var now = DateTimeOffset.UtcNow;
                 var manifest = new BundleManifest(BundleManifest.CurrentFormat, r.GetValue(idOption)!, r.GetValue(versionOption),
