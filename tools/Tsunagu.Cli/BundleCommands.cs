@@ -99,7 +99,15 @@ public static class BundleCommands
                 {
                     var parts = image.Split('=', 2);
                     if (parts.Length != 2 || !File.Exists(parts[1])) { throw new ArgumentException($"--os-image {image}: expected VERSION=FILE with an existing file"); }
-                    payloads.Add((new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, parts[0]), parts[1]));
+                    // the image followed by its dm-verity hash tree; the manifest carries where it is and its root hash
+                    var withTree = Path.Combine(temp.FullName, "os-with-hash-tree.img");
+                    OsVerity verity;
+                    await using (var source = File.OpenRead(parts[1]))
+                    await using (var output = File.Create(withTree))
+                    {
+                        verity = await VerityTree.WriteAsync(source, output, VerityTree.NewSalt(), ct);
+                    }
+                    payloads.Add((new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, parts[0], Verity: verity), withTree));
                     steps.Add(new BundleStep(StepActions.InstallOs, "os"));
                 }
                 foreach (var phase in new[] { ScriptPhases.PostInstall, ScriptPhases.Health, ScriptPhases.Rollback })
