@@ -7,7 +7,7 @@ namespace Tsunagu.SystemTests.Qemu;
 /// <summary>
 /// The verified boot chain on the QEMU board (TCG): the OS slot the update wrote is mapped through dm-verity with the
 /// root hash of the signed manifest; one byte of it changed while the unit is off makes the boot program refuse it, fall
-/// back to the other slot and the unit report it.
+/// back to the other slot and the unit report it. An installed application damaged on `data` is fetched again from the host.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed partial class VerifiedBootTests
@@ -58,5 +58,26 @@ public sealed partial class VerifiedBootTests
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.0"), "the unit runs the other slot");
         state = await unit.ShellAsync("cat /data/boot/state");
         Assert.That(state, Does.Contain("primary=a").And.Contain("b_good=0").And.Contain("last_failed=b"));
+    }
+
+    [Test]
+    public async Task An_installed_application_damaged_on_data_is_fetched_again_from_the_host_at_the_next_boot()
+    {
+        await using var unit = await _lab.AddUnitAsync(12);
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        var version = await unit.ShellAsync("cat /data/apps/firewall/current/VERSION");
+        Assert.That(version, Is.EqualTo("firewall 1.1.0"), "the update installed firewall 1.1.0");
+        Assert.That(await unit.ShellAsync("test -s /data/apps/firewall/.seal-1.1.0 && echo sealed"), Is.EqualTo("sealed"));
+        // the flash changes the file under the unit; then it is switched off
+        await unit.ShellAsync("echo damaged > /data/apps/firewall/1.1.0/VERSION; sync");
+        await unit.PowerOffAsync();
+        unit.PowerOn();
+        await unit.WaitAsync(() => unit.Console().Contains("firewall 1.1.0 fetched again from the host and restored"), BootToReady,
+            "the damaged application fetched again");
+        Assert.That(unit.Console(), Does.Contain("apps: firewall 1.1.0 is damaged: VERSION differs from its signed digest"));
+        await unit.WaitAsync(() => unit.Console().Contains("--> Ready"), BootToReady, "Ready after the repair");
+        Assert.That(await unit.ShellAsync("cat /data/apps/firewall/1.1.0/VERSION"), Is.EqualTo("firewall 1.1.0"));
+        Assert.That(_lab.Unit(unit.Mac)!.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
     }
 }
