@@ -66,7 +66,8 @@ public sealed record BundleManifest(
                     {
                         problems.Add($"payloads.{p.Name}.verity.{problem}");
                     }
-                    Require(p.Verity is null || p.Size >= (p.Verity.HashStartBlock + 1) * OsVerity.BlockSize,
+                    // an image of one block has no tree (its root hash is that block's digest): the tree may be empty
+                    Require(p.Verity is null || p.Size >= (p.Verity.HashStartBlock + (p.Verity.DataBlocks > 1 ? 1 : 0)) * OsVerity.BlockSize,
                         $"payloads.{p.Name}.verity: the hash tree starts past the image's {p.Size} bytes");
                     break;
                 case PayloadKinds.Script:

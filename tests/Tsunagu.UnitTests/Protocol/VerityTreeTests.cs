@@ -91,6 +91,9 @@ public sealed class VerityTreeTests
         Assert.That(manifest.Problems(), Is.Empty);
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Verity = good with { Salt = "x" } }] }).Problems(), Has.Some.StartsWith("payloads.os.verity.salt"));
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Size = 10 * 4096 }] }).Problems(), Has.Some.Contains("starts past the image"));
+        // an image of one block has an empty tree: the payload is that block alone (a regression: such a bundle was refused)
+        var one = new OsVerity(1, 1, "ab", new string('c', 64));
+        Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Size = 4096, Verity = one }] }).Problems(), Is.Empty);
         var script = new BundlePayload("s", PayloadKinds.Script, 1, new string('b', 64), Verity: good);
         Assert.That((manifest with { Payloads = [manifest.Payloads[0], script], Steps = [.. manifest.Steps, new BundleStep(StepActions.RunScript, "s", ScriptPhases.Health)] }).Problems(),
             Has.Some.EqualTo("payloads.s.verity: only an OS image has a hash tree"));
