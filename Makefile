@@ -32,7 +32,7 @@ ARM64_PACKAGES := qemu-system-arm clang lld llvm libc6-dev:arm64 libgcc-12-dev:a
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
 	gzip kmod jq socat gcc binutils zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
-	clamav-daemon c-icap libc-icap-mod-virus-scan cryptsetup-bin dmsetup $(ARM64_PACKAGES)
+	clamav clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan curl cryptsetup-bin dmsetup $(ARM64_PACKAGES)
 packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -100,14 +100,25 @@ cluster-stop:
 	deploy/cluster.sh stop $(CLUSTER_DATA)
 
 # Benchmarks (not part of `make test`): each figure paired with a reference run in the same job on loopback
-# (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get).
+# (nginx, openssl, dd); prints a table and writes bench/results.json. Needs nginx-light and openssl (apt-get), and for
+# the rows on the production topology (BENCH_ONLY parts scale, cluster-storm; docs/scaling.md) what `make cluster` needs.
 BENCH_SECONDS ?= 5
 bench: deps
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "error: make bench needs nginx (apt-get install nginx-light)" >&2; exit 1; }
 	@command -v openssl >/dev/null || { echo "error: make bench needs openssl" >&2; exit 1; }
 	@test -x /usr/sbin/mosquitto || { echo "error: make bench needs mosquitto with dynamic security (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { echo "error: make bench needs haproxy and postgresql for its cluster rows (make packages)" >&2; exit 1; }
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
 	BENCH_SECONDS=$(BENCH_SECONDS) $(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench bench/results.json
+
+# Only the rows of the production topology (docs/scaling.md): deploy/cluster.sh's HAProxy, 2 replicas, PostgreSQL, Mosquitto;
+# units per core from steady-state check-ins at BENCH_SCALE_RATE/s for BENCH_SECONDS, then the reconnect storm of
+# BENCH_CLUSTER_STORM_UNITS units through it. Writes bench/results-scale.json (make bench's table is left alone).
+.PHONY: bench-scale
+bench-scale: deps packages
+	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)
+	BENCH_ONLY=scale,cluster-storm BENCH_SECONDS=$(if $(filter command line environment,$(origin BENCH_SECONDS)),$(BENCH_SECONDS),60) \
+		$(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench-scale bench/results-scale.json
 
 # The nemesis (docs/reliability.md): a real server and $(CHAOS_UNITS) simulated units under a seeded schedule of faults
 # for $(MINUTES) minutes; prints the history and whether each invariant held (exit code 3 when one broke).

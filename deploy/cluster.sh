@@ -9,7 +9,9 @@
 #
 # Settings (environment): PORT (HAProxy's port, default 8443), REPLICAS (default 2), SERVER_DLL (the server's build,
 # default server/Tsunagu.Server/bin/Release/net10.0/tsunagu-server.dll), OPERATOR_PASSWORD (default: random, written
-# to DIR/cluster.env). Every TSUNAGU_* variable reaches the replicas (docs/server.md, section 2).
+# to DIR/cluster.env), HAPROXY_HTTP_REUSE (HAProxy's http-reuse towards the replicas, default always; safe makes each
+# unit connection open its own connection to a replica, as before). Every TSUNAGU_* variable reaches the replicas
+# (docs/server.md, section 2).
 set -euo pipefail
 
 command=${1:-}
@@ -205,6 +207,9 @@ frontend units
     default_backend replicas
 backend replicas
     balance roundrobin
+    # every unit request carries its own bearer token and no connection state: any idle connection to a replica may
+    # carry it, so a unit's new TLS connection does not cost a new TLS connection (and handshake) to a replica too
+    http-reuse ${HAPROXY_HTTP_REUSE:-always}
     option httpchk GET /healthz
     http-check expect status 200
     default-server ssl verify required ca-file $dir/data/tls/server.pem verifyhost localhost check inter 2s fall 3 rise 1

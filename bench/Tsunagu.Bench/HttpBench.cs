@@ -149,17 +149,7 @@ public static class HttpBench
         results.Add(new("server CPU s per GB served vs nginx sendfile (TLS)", ourCpuPerGb, nginxCpuPerGb, "<=", 1.2,
             string.Create(c, $"4 x 256 MiB each; ours = this process's CPU ({serverTotal:0.00} s) minus the same client fetching from nginx ({clientOnlyCpu:0.00} s); nginx = its worker's CPU; nginx cannot sendfile through TLS without kTLS")));
 
-        // SIGTERM: the master stops its worker (SIGKILL to the master alone would leave the worker running)
-        await Tools.RunAsync("kill", $"-TERM {nginx.Id}");
-        try
-        {
-            await nginx.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
-        }
-        catch (TimeoutException)
-        {
-            nginx.Kill(entireProcessTree: true);
-            await nginx.WaitForExitAsync();
-        }
+        await Tools.StopNginxAsync(nginx);
 
     }
 }

@@ -12,7 +12,7 @@ Directory.CreateDirectory(work);
 var results = new List<Result>();
 var c = CultureInfo.InvariantCulture;
 
-var only = (Environment.GetEnvironmentVariable("BENCH_ONLY") ?? "http,mqtt,storm,aot").Split(',', StringSplitOptions.TrimEntries);
+var only = (Environment.GetEnvironmentVariable("BENCH_ONLY") ?? "http,mqtt,storm,aot,scale,cluster-storm").Split(',', StringSplitOptions.TrimEntries);
 void Progress(string line) => Console.WriteLine($"[{DateTime.Now:HH:mm:ss}] {line}");
 // Ctrl+C or SIGTERM: the mqtt and storm parts stop with their child processes (server, fleetsim workers, brokers); the
 // http and aot parts finish first. A second signal ends the process at once.
@@ -75,6 +75,13 @@ try
         stop.Token.ThrowIfCancellationRequested();
         await AotBench.RunAsync(work, results, Progress);
     }
+    if (only.Contains("scale") || only.Contains("cluster-storm"))
+    {
+        // deploy/cluster.sh's topology (HAProxy, 2 replicas, PostgreSQL, Mosquitto, nginx) under the work directory:
+        // units per core from steady-state check-ins (scale), then the storm through it (cluster-storm)
+        var scale = ScaleSettings.FromEnvironment(seconds);
+        await ScaleBench.RunAsync(work, scale, results, only.Contains("scale"), only.Contains("cluster-storm"), Progress, stop.Token);
+    }
 }
 catch (OperationCanceledException) when (stop.IsCancellationRequested)
 {
@@ -86,14 +93,14 @@ Console.WriteLine();
 Console.WriteLine($"{"metric",-78} {"value",12} {"reference",12} {"ratio",8} {"target",9}  met");
 foreach (var r in results)
 {
-    Console.WriteLine(string.Create(c, $"{r.Metric,-78} {Tools.Num(r.Value),12} {Tools.Num(r.Reference),12} {Tools.Num(r.Ratio),8} {r.Comparison + " " + r.Target,9}  {(r.Met is null ? "n/a" : r.Met.Value ? "yes" : "NO")}"));
+    Console.WriteLine(string.Create(c, $"{r.Metric,-78} {Tools.Num(r.Value),12} {Tools.Num(r.Reference),12} {Tools.Num(r.Ratio),8} {r.TargetText,9}  {(r.Met is null ? "n/a" : r.Met.Value ? "yes" : "NO")}"));
     Console.WriteLine($"    {r.Note}");
 }
 Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
 await File.WriteAllTextAsync(output, JsonSerializer.Serialize(results.Select(r => new Dictionary<string, object?>
 {
     ["metric"] = r.Metric, ["value"] = r.Value, ["reference"] = r.Reference, ["ratio"] = r.Ratio,
-    ["target"] = $"{r.Comparison} {r.Target.ToString(c)}", ["met"] = r.Met, ["note"] = r.Note,
+    ["target"] = r.TargetText, ["met"] = r.Met, ["note"] = r.Note,
 }), new JsonSerializerOptions { WriteIndented = true }));
 Console.WriteLine($"wrote {output}");
 return 0;

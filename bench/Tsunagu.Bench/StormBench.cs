@@ -34,7 +34,6 @@ public static class StormBench
 
     public static async Task<Result> RunAsync(string work, StormRun run, Action<string> progress, CancellationToken ct)
     {
-        var c = CultureInfo.InvariantCulture;
         var scope = run.Units == 20_000 ? "" : $" (MEASURED AT {run.Units:N0} UNITS, not 20,000)";
         var metric = $"reconnect storm, {run.Units:N0} units, server restarted with {run.MaxConcurrent} concurrent + {run.Queue} queued, power-on spread {run.PowerOnSpreadSeconds} s: attempts per unit (ideal 1){scope}";
         var dir = Path.Combine(work, $"storm-{run.Units}-{run.MaxConcurrent}-{run.Queue}-{run.PowerOnSpreadSeconds}");
@@ -54,38 +53,62 @@ public static class StormBench
 
         var limits = new[] { $"PowerOnSpreadSeconds={run.PowerOnSpreadSeconds}" };
         var server = await ServerProcess.StartAsync(serverDir, "none", progress, ct, settings: limits);
+        try
+        {
+            var floor = run.PowerOnSpreadSeconds > 0 ? 1.0 : 1 + Math.Max(0, run.Units - run.MaxConcurrent - run.Queue) / (double)run.Units;
+            return await BootAndStormAsync(metric, dir, run.Units, 0, server.Url, serverDir, password, releaseKeyFile, floor, run.PowerOnSpreadSeconds,
+                async () =>
+                {
+                    progress($"storm: restarting the server with {run.MaxConcurrent} + {run.Queue}");
+                    await server.DisposeAsync();
+                    SqliteConnection.ClearAllPools();
+                    server = await ServerProcess.StartAsync(serverDir, "none", progress, ct, port: server.Port,
+                        settings: [.. limits, $"MaxConcurrentRequests={run.MaxConcurrent}", $"RequestQueueLimit={run.Queue}"]);
+                }, progress, ct);
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="units"/> units (numbered from <paramref name="unitOffset"/> + 1) in fleetsim workers against
+    /// <paramref name="server"/> (whose data directory, or one with the same tls/ and keys/, is <paramref name="serverDir"/>):
+    /// first boot, power off, <paramref name="beforePowerOn"/>, every worker powers its units on at once; the storm's row.
+    /// </summary>
+    public static async Task<Result> BootAndStormAsync(string metric, string dir, int units, int unitOffset, Uri server, string serverDir, string password,
+        string releaseKeyFile, double floor, int powerOnSpreadSeconds, Func<Task> beforePowerOn, Action<string> progress, CancellationToken ct)
+    {
+        var c = CultureInfo.InvariantCulture;
         var workers = new List<Worker>();
         try
         {
-            var workerCount = (run.Units + UnitsPerWorker - 1) / UnitsPerWorker;
+            var workerCount = (units + UnitsPerWorker - 1) / UnitsPerWorker;
             var bootClock = Stopwatch.StartNew();
             for (var w = 0; w < workerCount; w += BootsAtOnce)
             {
                 var batch = new List<Worker>();
                 for (var b = w; b < Math.Min(workerCount, w + BootsAtOnce); b++)
                 {
-                    var workerUnits = Math.Min(UnitsPerWorker, run.Units - b * UnitsPerWorker);
-                    batch.Add(Worker.Start(b, workerUnits, b * UnitsPerWorker, server.Url, serverDir, password, releaseKeyFile, dir, progress));
+                    var workerUnits = Math.Min(UnitsPerWorker, units - b * UnitsPerWorker);
+                    batch.Add(Worker.Start(b, workerUnits, unitOffset + b * UnitsPerWorker, server, serverDir, password, releaseKeyFile, dir, progress));
                 }
                 workers.AddRange(batch);
                 foreach (var worker in batch)
                 {
                     if (!await worker.PoweredOff.WaitAsync(TimeSpan.FromMinutes(20), ct).ContinueWith(t => t.IsCompletedSuccessfully && t.Result, ct))
                     {
-                        return Result.NotMeasured(metric, "<=", 1.3, $"worker {worker.Index} did not finish its units' first boot: {worker.Tail()}");
+                        return Result.NotMeasured(metric, "<=", 1.3, $"worker {worker.Index} did not finish its units' first boot (exit code {worker.ExitCode}): {worker.Tail()}");
                     }
                 }
             }
             var bootSeconds = bootClock.Elapsed.TotalSeconds;
-            progress(string.Create(c, $"storm: {run.Units} units through their first boot in {bootSeconds:0} s ({workerCount} workers); restarting the server with {run.MaxConcurrent} + {run.Queue}"));
-
-            await server.DisposeAsync();
-            SqliteConnection.ClearAllPools();
-            server = await ServerProcess.StartAsync(serverDir, "none", progress, ct, port: server.Port,
-                settings: [.. limits, $"MaxConcurrentRequests={run.MaxConcurrent}", $"RequestQueueLimit={run.Queue}"]);
+            progress(string.Create(c, $"storm: {units} units through their first boot in {bootSeconds:0} s ({workerCount} workers)"));
+            await beforePowerOn();
 
             foreach (var worker in workers) { worker.PowerOn(); }
-            var deadline = TimeSpan.FromSeconds(run.PowerOnSpreadSeconds + 900);
+            var deadline = TimeSpan.FromSeconds(powerOnSpreadSeconds + 900);
             foreach (var worker in workers)
             {
                 if (!await worker.Exited.WaitAsync(deadline, ct).ContinueWith(t => t.IsCompletedSuccessfully, ct))
@@ -113,26 +136,24 @@ public static class StormBench
             }
             double Sum(List<JsonElement> rs, string name) => rs.Sum(r => r.GetProperty(name).GetDouble());
             double Max(List<JsonElement> rs, string name) => rs.Max(r => r.GetProperty(name).GetDouble());
-            var units = Sum(storms, "units");
+            var all = Sum(storms, "units");
             var completed = Sum(storms, "completed");
             var seconds = Max(storms, "seconds");
-            var attempts = 1 + Sum(storms, "retries") / units;
+            var attempts = 1 + Sum(storms, "retries") / all;
             var errors = storms.SelectMany(r => r.GetProperty("errors").EnumerateObject())
                 .GroupBy(e => e.Name).Select(g => $"{g.Key} x{g.Sum(e => e.Value.GetInt64())}").ToList();
-            var floor = run.PowerOnSpreadSeconds > 0 ? 1.0 : 1 + Math.Max(0, run.Units - run.MaxConcurrent - run.Queue) / (double)run.Units;
             var note = string.Create(c,
-                $"{workers.Count} fleetsim processes, server in its own; {completed:0}/{units:0} Ready {seconds:0.0} s after power-on = goodput {completed / seconds:0.0} units/s; " +
-                $"requests/unit {Sum(storms, "requests") / units:0.00} (clean: 5); max retries of one unit {Max(storms, "maxRetriesPerUnit"):0}; errors {(errors.Count == 0 ? "none" : string.Join(", ", errors))}; " +
+                $"{workers.Count} fleetsim processes, server in its own; {completed:0}/{all:0} Ready {seconds:0.0} s after power-on = goodput {completed / seconds:0.0} units/s; " +
+                $"requests/unit {Sum(storms, "requests") / all:0.00} (clean: 5); max retries of one unit {Max(storms, "maxRetriesPerUnit"):0}; errors {(errors.Count == 0 ? "none" : string.Join(", ", errors))}; " +
                 $"p50/p99 latency (worst worker) {Max(storms, "p50Ms"):0}/{Max(storms, "p99Ms"):0} ms; lowest possible with these limits {floor:0.00}; " +
                 $"first boot before it: {Sum(boots, "completed"):0}/{Sum(boots, "units"):0} in {bootSeconds:0} s, attempts/unit {1 + Sum(boots, "retries") / Sum(boots, "units"):0.00}");
-            return completed == units
+            return completed == all
                 ? new Result(metric, attempts, 1.0, "<=", 1.3, note)
                 : Result.NotMeasured(metric, "<=", 1.3, "not every unit came back: " + note);
         }
         finally
         {
             foreach (var worker in workers) { await worker.DisposeAsync(); }
-            await server.DisposeAsync();
         }
     }
 
@@ -205,6 +226,10 @@ public static class StormBench
 
         public string Tail()
         {
+            if (_process.HasExited)
+            {
+                _process.WaitForExit(); // an exited worker: its last lines (the reason it stopped) are read to the end first
+            }
             lock (_output)
             {
                 var text = _output.ToString();

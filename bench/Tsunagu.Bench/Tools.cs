@@ -7,10 +7,14 @@ using System.Net.Sockets;
 namespace Tsunagu.Bench;
 
 /// <summary>One row of the table: value and reference measured in this run; null when the pair was not measured.</summary>
-public sealed record Result(string Metric, double? Value, double? Reference, string Comparison, double Target, string Note)
+/// <remarks><paramref name="Absolute"/>: the target is a value the row's own value must reach (a goal in its unit), not a ratio to the reference.</remarks>
+public sealed record Result(string Metric, double? Value, double? Reference, string Comparison, double Target, string Note, bool Absolute = false)
 {
     public double? Ratio => Value is { } v && Reference is { } r && r > 0 ? v / r : null;
-    public bool? Met => Ratio is not { } ratio ? null : Comparison == ">=" ? ratio >= Target : ratio <= Target;
+
+    public bool? Met => (Absolute ? Value : Ratio) is not { } x ? null : Comparison == ">=" ? x >= Target : x <= Target;
+
+    public string TargetText => $"{Comparison} {Target.ToString(CultureInfo.InvariantCulture)}{(Absolute ? " (value)" : "")}";
 
     public static Result NotMeasured(string metric, string comparison, double target, string why) => new(metric, null, null, comparison, target, "NOT MEASURED: " + why);
 }
@@ -73,6 +77,24 @@ public static class Load
 
 public static class Tools
 {
+    /// <summary>
+    /// SIGTERM to nginx's master, which stops its workers (SIGKILL to the master alone would leave them running); the
+    /// whole tree is killed if it has not exited within 10 s.
+    /// </summary>
+    public static async Task StopNginxAsync(System.Diagnostics.Process nginx)
+    {
+        await RunAsync("kill", $"-TERM {nginx.Id}");
+        try
+        {
+            await nginx.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (TimeoutException)
+        {
+            nginx.Kill(entireProcessTree: true);
+            await nginx.WaitForExitAsync();
+        }
+        nginx.Dispose();
+    }
 
     public static string Num(double? v) => v is not { } x ? "-" : x >= 100 ? x.ToString("0", CultureInfo.InvariantCulture) : x.ToString("0.000", CultureInfo.InvariantCulture);
 

@@ -22,12 +22,19 @@ public sealed record BoardHdd(string MountPoint);
 
 /// <summary>
 /// The board can run virus checking (clamd and c-icap) with <see cref="MemoryMegabytes"/> of memory set aside for it: the
-/// scan limits, threads and reload mode are derived from it. Absent: the board runs no virus checking.
+/// scan limits, threads and reload mode are derived from it. <see cref="IcapModulesDirectory"/> is where the board's c-icap
+/// keeps its modules (Debian's `/usr/lib/&lt;triplet&gt;/c_icap`, so it differs per architecture). Absent: the board runs no
+/// virus checking.
 /// </summary>
-public sealed record BoardVirusScan(int MemoryMegabytes)
+public sealed record BoardVirusScan(int MemoryMegabytes, string IcapModulesDirectory)
 {
     public const int MinMemoryMegabytes = 64;
     public const int MaxMemoryMegabytes = 65536;
+
+    /// <summary>An absolute path of letters, digits and `/._-+`: it is written into c-icap's configuration as one token.</summary>
+    public static bool IsModulesDirectory(string? path) =>
+        !string.IsNullOrEmpty(path) && path.Length <= 255 && path[0] == '/' && !path.Split('/').Contains("..") &&
+        path.All(c => char.IsAsciiLetterOrDigit(c) || c is '/' or '.' or '_' or '-' or '+');
 }
 
 /// <summary>
@@ -152,6 +159,10 @@ public sealed record BoardDescription(string Name, BoardInterfaces Interfaces, B
         if (board.VirusScan is { MemoryMegabytes: < BoardVirusScan.MinMemoryMegabytes or > BoardVirusScan.MaxMemoryMegabytes } scan)
         {
             throw new BoardDescriptionException($"{source}: virusScan.memoryMegabytes: {scan.MemoryMegabytes} is outside {BoardVirusScan.MinMemoryMegabytes}..{BoardVirusScan.MaxMemoryMegabytes}");
+        }
+        if (board.VirusScan is { } virus && !BoardVirusScan.IsModulesDirectory(virus.IcapModulesDirectory))
+        {
+            throw new BoardDescriptionException($"{source}: virusScan.icapModulesDirectory: '{virus.IcapModulesDirectory}' must be an absolute path of letters, digits and /._-+");
         }
         return board;
     }

@@ -22,7 +22,7 @@ public sealed record ServiceManagerOptions
 }
 
 /// <summary>Which of a service's commands the service manager runs.</summary>
-public enum ServiceStep { Check, Setup, Configure, Probe }
+public enum ServiceStep { Check, Setup, Configure, Ready, Probe }
 
 /// <summary>What the service manager does to a service, as it does it.</summary>
 public enum ServiceAction { Validate, Start, Reload, Restart, Stop }
@@ -194,7 +194,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                 problems.Add($"{name}: not set up ({entry.State})");
                 continue;
             }
-            foreach (var probe in entry.Spec.Probes)
+            foreach (var probe in entry.Spec.Ready.Concat(entry.Spec.Probes))
             {
                 var result = await Run(name, ServiceStep.Probe, probe, cancellationToken);
                 if (!result.Succeeded)
@@ -295,7 +295,33 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                 await Task.Delay(TimeSpan.FromMilliseconds(100), _time, ct);
             }
         }
+        await WaitReadyAsync(entry, process, ct);
         entry.Configured = true;
+    }
+
+    /// <summary>Runs the ready commands until each succeeds; a daemon that exits or is not ready in time failed to start.</summary>
+    private async Task WaitReadyAsync(Entry entry, IRunningCommand process, CancellationToken ct)
+    {
+        if (entry.Spec.Ready.Count == 0) { return; }
+        var timeout = entry.Spec.ReadyTimeout ?? _options.ConfigureTimeout;
+        var deadline = _time.GetUtcNow() + timeout;
+        foreach (var step in entry.Spec.Ready)
+        {
+            while (true)
+            {
+                var result = await Run(entry.Spec.Name, ServiceStep.Ready, step, ct);
+                if (result.Succeeded) { break; }
+                if (process.Exited.IsCompleted || _time.GetUtcNow() >= deadline)
+                {
+                    entry.LastError = (process.Exited.IsCompleted
+                                          ? $"the daemon exited before it was ready: {Tail(process.RecentOutput())}"
+                                          : $"not ready within {timeout.TotalSeconds:0} s") +
+                                      $"; `{step}` (exit {result.ExitCode}): {result.Diagnostic()}";
+                    throw new ServiceException(entry.Spec.Name, entry.LastError);
+                }
+                await Task.Delay(TimeSpan.FromMilliseconds(200), _time, ct);
+            }
+        }
     }
 
     private async Task StopEntryAsync(Entry entry, CancellationToken ct)

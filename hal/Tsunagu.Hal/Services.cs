@@ -22,6 +22,16 @@ public sealed record ServiceSpec(string Name, string Digest)
 
     /// <summary>Must succeed for the service to count as healthy.</summary>
     public IReadOnlyList<CommandLine> Probes { get; init; } = [];
+
+    /// <summary>
+    /// Succeed once the daemon serves (its database loaded, its port answering): after each start or in-place reload they are
+    /// retried until they succeed, the daemon exits or <see cref="ReadyTimeout"/> passes, and a daemon that never gets
+    /// there is a failed start; the health check runs them once more.
+    /// </summary>
+    public IReadOnlyList<CommandLine> Ready { get; init; } = [];
+
+    /// <summary>How long a fresh daemon may take to pass <see cref="Ready"/>; null: the manager's configure timeout.</summary>
+    public TimeSpan? ReadyTimeout { get; init; }
 }
 
 public enum ServiceState { Stopped, Done, Running, Restarting, CrashLoop }

@@ -82,9 +82,11 @@ public sealed record VersionCheckRequest(Inventory Inventory, UnitLoad Load, boo
 /// When a unit may apply an update of importance below 5 (patent 0048, 0064); an operator setting. The window hours
 /// are local hours in <see cref="TimeZone"/> (an IANA zone id, e.g. "Asia/Tokyo"): the host sends each unit the zone of
 /// its table row, so host and unit judge the window by the same clock; null: the unit's own local zone.
+/// <see cref="HostLoadThreshold"/>: the host's own load (a fraction, patent 0064) at or above which the host defers
+/// importance 4 and 3 too; only the host knows its load, so the unit's own decision leaves it out.
 /// </summary>
 public sealed record UpdatePolicy(double CpuThreshold, double WanThreshold, int LowWindowStartHour, int LowWindowEndHour,
-    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4, string? TimeZone = null)
+    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4, string? TimeZone = null, double HostLoadThreshold = 0.8)
 {
     public static UpdatePolicy Default { get; } = new(0.5, 0.5, 2, 5, 3, 4);
 }
@@ -187,9 +189,14 @@ public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, strin
 /// <summary>
 /// The unit's cache statistics since its cache daemon started (squid's counters): requests served to the LAN, those
 /// served from the cache, bytes sent to the LAN and bytes of them sent from the cache (the WAN traffic it saved). Null
-/// in a ready report from a unit that runs no cache (no cache disk, or the cache off) or from an older unit.
+/// in a ready report from a unit that runs no cache (no cache disk, or the cache off) or from an older unit. Every
+/// number is required: a report that leaves one out is refused, not read as zero.
 /// </summary>
-public sealed record UnitCacheReport(long Requests, long Hits, long BytesServed, long BytesSaved)
+public sealed record UnitCacheReport(
+    [property: JsonRequired] long Requests,
+    [property: JsonRequired] long Hits,
+    [property: JsonRequired] long BytesServed,
+    [property: JsonRequired] long BytesSaved)
 {
     /// <summary>Bounds a report must keep: no unit serves more in one run of its cache.</summary>
     public const long MaxRequests = 1_000_000_000_000;

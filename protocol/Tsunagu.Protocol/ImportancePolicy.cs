@@ -3,7 +3,8 @@ namespace Tsunagu.Protocol;
 /// <summary>
 /// When an update of a given importance may run (patent 0048, 0064). Evaluated by the host at version check
 /// and again by the unit before it installs:
-/// 5 at once; 4 when CPU and WAN use are under the thresholds; 3 inside the unit's low-utilisation window;
+/// 5 at once; 4 when CPU and WAN use are under the thresholds; 3 inside the unit's low-utilisation window; 4 and 3
+/// also only while the host's own load is under its threshold (the host's decision only);
 /// 1-2 only inside the maintenance window. A forced check (the operator's emergency, patent 0053/0071) runs
 /// any importance at once; a configuration push does not force (<see cref="PushMessage.ForcesUpdates"/>). The window hours
 /// are in the policy's time zone (<see cref="UpdatePolicy.TimeZone"/>, the unit's), on host and unit alike.
@@ -13,12 +14,20 @@ public static class ImportancePolicy
     public static bool MayRunNow(int importance, UnitLoad load, UpdatePolicy policy, DateTimeOffset localNow, bool forced) =>
         Decide(importance, load, policy, localNow, forced) is null;
 
-    /// <summary>Null when the update may run now, else why it waits.</summary>
-    public static string? Decide(int importance, UnitLoad load, UpdatePolicy policy, DateTimeOffset localNow, bool forced)
+    /// <summary>
+    /// Null when the update may run now, else why it waits. <paramref name="hostLoad"/>: the host's own load now (a
+    /// fraction; the host passes it, the unit cannot): importance 4 and 3 also wait while it is at or above
+    /// <see cref="UpdatePolicy.HostLoadThreshold"/>; 5, 1-2 and a forced check do not look at it.
+    /// </summary>
+    public static string? Decide(int importance, UnitLoad load, UpdatePolicy policy, DateTimeOffset localNow, bool forced, double? hostLoad = null)
     {
         if (forced || importance >= 5)
         {
             return null;
+        }
+        if (importance is 3 or 4 && hostLoad is { } host && host >= policy.HostLoadThreshold && Decide(importance, load, policy, localNow, forced) is null)
+        {
+            return $"importance {importance} waits for the host's load < {policy.HostLoadThreshold:P0} (now {host:P0})";
         }
         return importance switch
         {
@@ -91,6 +100,7 @@ public static class ImportancePolicy
         {
             if (hour is < 0 or > 23) { throw new ArgumentException($"{name}: {hour} is not an hour (0..23)"); }
         }
+        if (!double.IsFinite(policy.HostLoadThreshold) || policy.HostLoadThreshold is <= 0 or > 1) { throw new ArgumentException($"hostLoadThreshold: {policy.HostLoadThreshold} is outside (0, 1]"); }
         if (policy.TimeZone is { } zone && !TryZone(zone, out _)) { throw new ArgumentException($"timeZone: '{zone}' is not a known time zone id (e.g. Asia/Tokyo)"); }
     }
 }

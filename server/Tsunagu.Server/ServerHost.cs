@@ -14,8 +14,9 @@ namespace Tsunagu.Server;
 /// <summary>Builds and starts the server; used by Program, the demo and the integration tests alike.</summary>
 public static class ServerHost
 {
+    /// <param name="services">Replaces services after the server's own are added (tests: a host load they set).</param>
     public static WebApplication Build(ServerOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null,
-        TimeProvider? time = null)
+        TimeProvider? time = null, Action<IServiceCollection>? services = null)
     {
         options.Validate();
         // content root = where the server's files are (wwwroot), whatever the working directory
@@ -92,6 +93,9 @@ public static class ServerHost
         builder.Services.AddSingleton<Units.ServiceConfigs.ServiceConfigService>();
         builder.Services.AddSingleton<Subscribers.SubscriberChanges>();
         builder.Services.AddSingleton<Subscribers.ConfigRetries>();
+        builder.Services.AddSingleton(sp => new Fleet.ProcessCpuLoad(sp.GetRequiredService<TimeProvider>()));
+        builder.Services.AddSingleton<Fleet.IHostLoad>(sp => sp.GetRequiredService<Fleet.ProcessCpuLoad>());
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Fleet.ProcessCpuLoad>());
         builder.Services.AddSingleton<Fleet.Rollouts.RolloutService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Fleet.Rollouts.RolloutService>());
         builder.Services.AddWebSessions(options, Path.Combine(dataDirectory, "keys"), time);
@@ -109,6 +113,7 @@ public static class ServerHost
         builder.Services.AddHostedService(sp => sp.GetRequiredService<BrokerLink>());
         builder.Services.AddTsunaguMetrics();
 
+        services?.Invoke(builder.Services);
         var app = builder.Build();
         if (options.OperatorName is { } operatorName && options.OperatorPassword is { } operatorPassword)
         {

@@ -43,11 +43,7 @@ public class RolloutConsoleTests
     public async Task A_rollout_created_from_the_console_is_watched_to_completion()
     {
         TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        var options = TestServer.FastOptions with
-        {
-            Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
-        };
-        await using var server = await TestServer.StartAsync(options);
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
         var units = await server.AddUnitsAsync(4);
         server.Fleet.StartAll();
         foreach (var u in units) { await server.WaitReadyAsync(u); }

@@ -44,12 +44,14 @@ public class CacheStatisticsReportTests
             Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{cache}: refused, but the database changed");
         }
 
-        // wrong JSON types and numbers beyond a long: a 400 from the binder, never a 5xx, and nothing stored
+        // wrong JSON types, numbers beyond a long and missing numbers: a 400 from the binder, never a 5xx, and nothing stored
         var inventory = System.Text.Json.JsonSerializer.Serialize(VpnKeyTests.Factory(), ProtocolJson.Default.Inventory);
         foreach (var cache in new[]
                  {
                      "{\"requests\":\"10x\",\"hits\":1,\"bytesServed\":1,\"bytesSaved\":1}", "{\"requests\":1.5,\"hits\":1,\"bytesServed\":1,\"bytesSaved\":1}",
                      "{\"requests\":99999999999999999999,\"hits\":1,\"bytesServed\":1,\"bytesSaved\":1}", "[]", "\"x\"",
+                     // a missing number is not a zero: an empty object would otherwise reset the statistics
+                     "{}", "{\"requests\":10,\"hits\":1,\"bytesServed\":1}",
                  })
         {
             using var content = new StringContent($"{{\"inventory\":{inventory},\"configRevision\":null,\"wanAddress\":null,\"cache\":{cache}}}", System.Text.Encoding.UTF8, "application/json");

@@ -49,6 +49,45 @@ public class ConsoleRolloutTests
         };
 
     [Test]
+    public async Task The_rollout_form_moves_units_by_the_program_chosen_or_refuses_a_program_the_transition_does_not_offer()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        var units = await server.AddUnitsAsync(2);
+        var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        await RolloutCatalogue.AddPattern3Async(server, client);
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        Assert.That((await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        // a second program of the same transition, below the first in priority
+        var first = server.Store.GetUpdateProgram("p2-to-p3")!;
+        var second = new UpdateProgramRow
+        {
+            Id = "p2-to-p3-alt", FromPattern = first.FromPattern, ToPattern = first.ToPattern, Importance = first.Importance, Priority = first.Priority - 1,
+            ArtifactSha256 = first.ArtifactSha256, ArtifactSize = first.ArtifactSize,
+        };
+        server.Store.UpsertUpdateProgram(second);
+        Assert.That(await admin.GetStringAsync("/console/rollouts"), Does.Contain("value=\"p2-to-p3-alt\""), "the form offers every program");
+
+        // the form's choice is the program the rollout's units install, or the form is refused
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"), "a program the transition does not offer", HttpStatusCode.Conflict);
+        var refused = await Post(admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"));
+        Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain("offered by update program p2-to-p3"));
+        Assert.That(server.Store.GetRollout("alt"), Is.Null);
+
+        server.Store.UpsertUpdateProgram(new UpdateProgramRow
+        {
+            Id = second.Id, FromPattern = second.FromPattern, ToPattern = second.ToPattern, Importance = second.Importance, Priority = first.Priority + 1,
+            ArtifactSha256 = second.ArtifactSha256, ArtifactSize = second.ArtifactSize,
+        });
+        await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("first", program: "p2-to-p3"), "the program now below the other", HttpStatusCode.Conflict);
+        var created = await Post(admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"));
+        Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await created.Content.ReadAsStringAsync());
+        Assert.That(server.Store.GetRollout("alt")!.UpdateId, Is.EqualTo("p2-to-p3-alt"), "the rollout moves its units by the program chosen");
+        Assert.That(server.Store.ListAudit(20).Single(a => a.Action == "rollout.create").Detail, Does.Contain("by p2-to-p3-alt"));
+    }
+
+    [Test]
     public async Task Groups_and_rollouts_are_created_from_the_console_by_the_api_rules_and_a_refused_form_changes_nothing()
     {
         await using var server = await TestServer.StartAsync();

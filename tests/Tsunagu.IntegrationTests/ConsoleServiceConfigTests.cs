@@ -17,18 +17,48 @@ public class ConsoleServiceConfigTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form)
+    internal static async Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form)
     {
         var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
         return await session.PostAsync($"/console/units/{mac}?handler={handler}", new FormUrlEncodedContent(fields));
     }
 
-    private static Dictionary<string, string> Fields(long baseRevision, string blocked, string port = "51820", string cache = "256") => new()
+    internal static Dictionary<string, string> Fields(long baseRevision, string blocked, string port = "51820", string cache = "256") => new()
     {
         ["baseRevision"] = baseRevision.ToString(System.Globalization.CultureInfo.InvariantCulture), ["defaultInbound"] = "drop", ["masquerade"] = "yes",
         ["localDomain"] = "lan", ["upstreams"] = "192.0.2.53\n198.51.100.53", ["filterEnabled"] = "yes", ["blockedDomains"] = blocked, ["blockedAddresses"] = "",
         ["vpnListenPort"] = port, ["vpnAddress"] = "", ["cacheEnabled"] = "yes", ["cacheMegabytes"] = cache,
     };
+
+    [Test]
+    public async Task The_common_form_sets_and_clears_the_virus_check_and_an_older_form_without_the_field_keeps_it()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("id=\"sc-virus\"").And.Contain("name=\"virusScanShown\""));
+
+        VirusScanConfig? Saved() => JsonSerializer.Deserialize(server.Store.LatestUnitConfig(mac)!.Document, ProtocolJson.Default.ServiceConfiguration)!.VirusScan;
+        async Task Save(Dictionary<string, string> extra)
+        {
+            var form = Fields(server.Store.LatestUnitConfig(mac)!.Revision, "ads.example");
+            foreach (var (k, v) in extra) { form[k] = v; }
+            Assert.That((await Post(admin, mac, "ServiceConfig", form)).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        }
+
+        Assert.That(Saved(), Is.Null);
+        await Save(new() { ["virusScanShown"] = "yes" });
+        Assert.That(Saved(), Is.Null, "unticked and never set: stays unset");
+        await Save(new() { ["virusScanShown"] = "yes", ["virusScanEnabled"] = "yes" });
+        Assert.That(Saved(), Is.EqualTo(new VirusScanConfig(true)));
+        Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Match("id=\"sc-virus\"[^>]*checked"));
+        await Save(new());
+        Assert.That(Saved(), Is.EqualTo(new VirusScanConfig(true)), "a form without the field keeps the setting");
+        await Save(new() { ["virusScanShown"] = "yes" });
+        Assert.That(Saved(), Is.EqualTo(new VirusScanConfig(false)), "unticked: off");
+        var audit = server.Store.ListAudit(50).Count(a => a.Action == "unit.service-config" && a.Target == mac);
+        Assert.That(audit, Is.EqualTo(4), "each save audited once");
+    }
 
     [Test]
     public async Task A_units_configuration_is_changed_from_its_page_by_the_apis_rules_and_a_wrong_form_stores_nothing()

@@ -1,4 +1,3 @@
-using System.Net.Http.Headers;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
@@ -6,7 +5,6 @@ using Tsunagu.Demo;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
-using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Units.Windows;
 
@@ -48,20 +46,6 @@ public class ImportanceTests
         return (server, client, unit);
     }
 
-    /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of <paramref name="importance"/>.</summary>
-    private static async Task AddPattern3Async(TestServer server, OperatorClient client, int importance)
-    {
-        await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
-        var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
-        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps));
-        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
-        var body = new ByteArrayContent(DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" },
-            server.ReleaseKey, DateTimeOffset.UtcNow));
-        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", body, CancellationToken.None), Json)!;
-        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", importance, 1, artifact.Sha256));
-    }
-
     private static int UtcHour => DateTimeOffset.UtcNow.Hour;
 
     [Test]
@@ -72,7 +56,7 @@ public class ImportanceTests
         using var __ = client;
         // importance 1 with a maintenance window that never opens: only a forced check may install it
         await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, 2, 5, MaintenanceStartHour: 0, MaintenanceEndHour: 0));
-        await AddPattern3Async(server, client, importance: 1);
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 1);
 
         var before = server.Store.ListUnitConfigs(unit.Mac).Count;
         var changed = DemoCatalogue.StandardServices with
@@ -100,7 +84,7 @@ public class ImportanceTests
         var (server, client, unit) = await ReadyUnitAsync(TestServer.FastOptions with { DeferredRecheck = TimeSpan.FromMilliseconds(500) });
         await using var _ = server;
         using var __ = client;
-        await AddPattern3Async(server, client, importance: 4);
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 4);
         unit.Hardware.Load.Cpu = 0.95;
         unit.Supervisor.RequestCheck(forced: false);
         await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
@@ -108,6 +92,25 @@ public class ImportanceTests
         Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
         unit.Hardware.Load.Cpu = 0.05; // the load drops: nothing else wakes the unit
         await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the load dropped",
+            TimeSpan.FromSeconds(30));
+    }
+
+    [Test]
+    public async Task A_busy_host_defers_an_importance_4_update_and_it_installs_once_the_hosts_load_drops()
+    {
+        var (server, client, unit) = await ReadyUnitAsync(TestServer.FastOptions with { DeferredRecheck = TimeSpan.FromMilliseconds(500) });
+        await using var _ = server;
+        using var __ = client;
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 4);
+        unit.Hardware.Load.Cpu = 0.05; // the unit itself is idle: only the host's load holds the update back
+        server.HostLoad.Value = 0.95;
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("host's load", StringComparison.Ordinal) == true),
+            "the busy host deferring the importance-4 update");
+        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(server.Store.ListUpdateReports(unit.Mac).Where(r => r.UpdateId == "p2-to-p3"), Is.Empty, "nothing installed while the host was busy");
+        server.HostLoad.Value = 0.2; // the unit looks again after DeferredRecheck on its own
+        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the host's load dropped",
             TimeSpan.FromSeconds(30));
     }
 
@@ -120,7 +123,7 @@ public class ImportanceTests
         // the fleet's window is 12 hours away from now (UTC, the zone of this machine and of the unit)
         var away = (UtcHour + 12) % 24;
         await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, away, (away + 1) % 24));
-        await AddPattern3Async(server, client, importance: 3);
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
         unit.Supervisor.RequestCheck(forced: false);
         await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
             "the update deferred outside the fleet's window");

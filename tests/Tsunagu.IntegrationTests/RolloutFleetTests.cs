@@ -3,10 +3,10 @@ using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Demo;
+using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
-using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Fleet;
 using Tsunagu.Server.Fleet.Rollouts;
@@ -56,11 +56,7 @@ public class RolloutFleetTests
     public async Task Failures_in_the_first_wave_pause_the_rollout_and_no_unit_beyond_the_open_waves_installs()
     {
         TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        var options = TestServer.FastOptions with
-        {
-            Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
-        };
-        await using var server = await TestServer.StartAsync(options);
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
         using var client = server.Operator();
         const int count = 12;
         var networks = new Dictionary<string, FailingHealth>();
@@ -152,25 +148,14 @@ public class RolloutFleetTests
     public async Task An_abort_that_reverts_takes_the_moved_units_back_by_the_update_program_and_leaves_the_rest()
     {
         TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        var options = TestServer.FastOptions with
-        {
-            Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
-        };
-        await using var server = await TestServer.StartAsync(options);
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(4);
         server.Fleet.StartAll();
         foreach (var u in units) { await server.WaitReadyAsync(u); }
         await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
         await RolloutCatalogue.AddPattern3Async(server, client);
-        // the program back: pattern 3 -> pattern 2 (a newer bundle carrying the old vcp)
-        using (var back = new ByteArrayContent(DemoCatalogue.BuildBundle("p3-to-p2", 3, "pattern-3", DemoCatalogue.Pattern2,
-                   new Dictionary<string, string> { ["vcp"] = DemoCatalogue.Pattern2Applications["vcp"] }, server.ReleaseKey, DateTimeOffset.UtcNow)))
-        {
-            back.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/octet-stream");
-            var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", back, CancellationToken.None), Json)!;
-            await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p3-to-p2", "pattern-3", DemoCatalogue.Pattern2, 5, 1, artifact.Sha256));
-        }
+        await RolloutCatalogue.AddWayBackAsync(server, client);
         await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)));
         // wave 1 (two units) installs; wave 2 waits an hour, so the other two are never moved
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
@@ -181,6 +166,16 @@ public class RolloutFleetTests
         // pattern 3 before its health check ended may still roll back, and a failed unit is not returned)
         await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == "pattern-3"
             && server.Store.ListUpdateReports(m).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
+        // the program back is a way back (to a pattern defined before): a unit without a target is never offered it, or the
+        // units would go round between the two patterns; a check of the moved units leaves them on pattern 3
+        var readies = moved.ToDictionary(m => m, m => server.ChainOf(m).Count(s => s == StateId.Ready));
+        Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(moved, null), CancellationToken.None)).Notified, Is.EquivalentTo(moved));
+        foreach (var m in moved)
+        {
+            await server.WaitForAsync(() => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && server.Store.GetUnit(m)!.State == "Ready", $"{m} checked again");
+        }
+        Assert.That(moved.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"), "a check without a target does not take the way back");
+        Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
 
         // a wrong choice is refused and changes nothing (the fleet keeps writing its own rows meanwhile: the rollout's are compared)
         var wrong = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new { units = "explode" }, CancellationToken.None))!;
@@ -199,6 +194,57 @@ public class RolloutFleetTests
         Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved), "no unit beyond wave 1 ever installed");
         Assert.That(units.Where(u => !moved.Contains(u.Mac)).Select(u => server.Store.GetUnit(u.Mac)!.TargetPattern), Is.All.Null, "units never moved are left alone");
         Assert.That(server.Store.ListAudit(100).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
+    }
+
+    [Test]
+    public async Task A_way_back_is_taken_only_by_a_target_or_the_open_wave_of_a_rollout_that_holds_it()
+    {
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        using var client = server.Operator();
+        var units = await server.AddUnitsAsync(3);
+        var macs = units.Select(u => u.Mac).Order().ToList();
+        server.Fleet.StartAll();
+        foreach (var u in units) { await server.WaitReadyAsync(u); }
+        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+        await RolloutCatalogue.AddPattern3Async(server, client);
+        // every unit forward to pattern 3 by its target, then the way back is added and the targets cleared
+        foreach (var m in macs) { await Call<UnitView>(client, HttpMethod.Put, $"/api/v1/units/{m}/target-pattern", new TargetPatternRequest("pattern-3")); }
+        await client.ForceCheckAsync(new ForceCheckRequest(macs, null), CancellationToken.None);
+        await server.WaitForAsync(() => macs.All(m => server.Store.GetUnit(m) is { Pattern: "pattern-3", State: "Ready" }), "every unit on pattern 3", TimeSpan.FromSeconds(90));
+        await RolloutCatalogue.AddWayBackAsync(server, client);
+        foreach (var m in macs) { await Call<UnitView>(client, HttpMethod.Put, $"/api/v1/units/{m}/target-pattern", new TargetPatternRequest(null)); }
+
+        async Task CheckAndWaitAsync(IReadOnlyList<string> which)
+        {
+            var readies = which.ToDictionary(m => m, m => server.ChainOf(m).Count(s => s == StateId.Ready));
+            Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(which.ToList(), null), CancellationToken.None)).Notified, Is.EquivalentTo(which));
+            foreach (var m in which)
+            {
+                await server.WaitForAsync(() => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && server.Store.GetUnit(m)!.State == "Ready", $"{m} checked again");
+            }
+        }
+
+        // without a target, a check does not take the way back
+        await CheckAndWaitAsync(macs);
+        Assert.That(macs.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
+
+        // a rollout back: its first wave (one unit) returns; the second waits an hour and its units stay, checked or not
+        await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")));
+        await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Count: 1), new(Percent: 100)], MinWaveSeconds: 3600));
+        var first = server.Store.RolloutMembers(server.Store.GetRollout("back")!).Single(m => m.Wave == 0).Mac;
+        await server.WaitForAsync(() => server.Store.GetUnit(first) is { State: "Ready" } row && row.Pattern == DemoCatalogue.Pattern2
+            && server.Store.ListUpdateReports(first).Any(r => r.UpdateId == "p3-to-p2" && r.Success != 0), "the first wave back on pattern 2", TimeSpan.FromSeconds(90));
+        var rest = macs.Where(m => m != first).ToList();
+        Assert.That(server.Store.GetUnit(first)!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2), "taken back: its target is the pattern it went back to");
+        await CheckAndWaitAsync([first]);
+        Assert.That(server.Store.GetUnit(first)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "back, it is not offered the way forward again");
+        await CheckAndWaitAsync(rest);
+        Assert.That(rest.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"), "units of the wave not open stay");
+        Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2").Select(r => r.Mac), Is.EqualTo(new[] { first }), "one way back, once");
+        Assert.That(server.Store.ListUpdateReports(first).Count(r => r.UpdateId == "p2-to-p3"), Is.EqualTo(1), "the way forward once, by its target, never again");
     }
 
     [Test]
@@ -235,6 +281,11 @@ public class RolloutFleetTests
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = Array.Empty<object>() }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, successPercent = 0 }),
             (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new[] { new { count = 1 } }, minWaveSeconds = -1 }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "a b" }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "c", count = 1 }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = "c\n" }, new { percent = 100 } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { percent = 10 }, new { group = "c" } } }),
+            (RolloutsApi.Route, HttpMethod.Post, new { name = "r", group = "g", fromPattern = "a", toPattern = "b", waves = new object[] { new { group = 5 }, new { percent = 100 } } }),
         };
         foreach (var (path, method, body) in hostile)
         {

@@ -2,7 +2,6 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using Tsunagu.Firmware.Services;
-using Tsunagu.Hal;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -30,7 +29,7 @@ public class VirusScanTests
         origin.Static["/clean.bin"] = (noStore, clean);
         origin.Static["/eicar.com"] = (noStore, Eicar);
         origin.Static["/marker.txt"] = (noStore, Marker);
-        using var squid = await SquidUnderTest.StartAsync(root, SquidUnderTest.Configuration(virusScan: true), new BoardVirusScan(256),
+        using var squid = await SquidUnderTest.StartAsync(root, SquidUnderTest.Configuration(virusScan: true), HostVirusScan.Board(),
             db => File.WriteAllText(Path.Combine(db, "tsunagu.hdb"), $"{Convert.ToHexStringLower(MD5.HashData(Eicar))}:{Eicar.Length}:Tsunagu.Test.Eicar\n"));
         using var http = new HttpClient(new SocketsHttpHandler { Proxy = new WebProxy($"http://127.0.0.1:{squid.Port}"), UseProxy = true }) { Timeout = TimeSpan.FromSeconds(60) };
         try
@@ -52,6 +51,65 @@ public class VirusScanTests
             await AssertRefusedAsync(http, origin.Url("/marker.txt"), "Tsunagu.Test.Marker");
             Assert.That(await http.GetByteArrayAsync(origin.Url("/clean.bin")), Is.EqualTo(clean), "clean downloads still pass");
 
+        }
+        finally
+        {
+            await squid.StopAsync();
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Test]
+    public async Task A_signature_database_is_installed_and_loaded_and_a_broken_one_is_refused_with_the_old_signatures_kept()
+    {
+        var root = TempDirectories.Create("signatures");
+        using var origin = new Origin();
+        var clean = RandomNumberGenerator.GetBytes(100_000);
+        const string noStore = "Cache-Control: no-store\r\n";
+        origin.Static["/clean.bin"] = (noStore, clean);
+        origin.Static["/eicar.com"] = (noStore, Eicar);
+        origin.Static["/marker.txt"] = (noStore, Marker);
+        using var squid = await SquidUnderTest.StartAsync(root, SquidUnderTest.Configuration(virusScan: true), HostVirusScan.Board(),
+            db => File.WriteAllText(Path.Combine(db, "tsunagu.hdb"), HostVirusScan.EicarHashSignature("Tsunagu.Test.Eicar")));
+        using var http = new HttpClient(new SocketsHttpHandler { Proxy = new WebProxy($"http://127.0.0.1:{squid.Port}"), UseProxy = true }) { Timeout = TimeSpan.FromSeconds(60) };
+        var log = new List<string>();
+        var installer = new SignatureInstaller(squid.Environment, new Tsunagu.Hal.Linux.ProcessCommandRunner(), TimeProvider.System, log.Add);
+        var directory = squid.Environment.SignatureDirectory;
+        string[] Listing() => [.. Directory.GetFiles(directory).Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
+        try
+        {
+            Assert.That(await http.GetByteArrayAsync(origin.Url("/marker.txt")), Is.EqualTo(Marker), "the first signatures do not know the marker");
+
+            // new signatures: installed into the directory on data and loaded by clamd, which was never restarted
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            await installer.InstallAsync("tsunagu-2.ndb", new MemoryStream(Encoding.ASCII.GetBytes(HostVirusScan.MarkerSignature("Tsunagu.Test.Marker", "TSUNAGU-NEW-SIGNATURE-TEST-MARKER"))), CancellationToken.None);
+            TestContext.Out.WriteLine($"new signatures checked, installed and loaded in {clock.ElapsedMilliseconds} ms");
+            Assert.That(Listing(), Is.EqualTo(new[] { "tsunagu-2.ndb", "tsunagu.hdb" }));
+            await AssertRefusedAsync(http, origin.Url("/marker.txt"), "Tsunagu.Test.Marker");
+            Assert.That(squid.Clamd!.HasExited, Is.False, "clamd reloaded in place");
+            var installed = File.ReadAllBytes(Path.Combine(directory, "tsunagu-2.ndb"));
+
+            // a broken database (also one replacing the installed one) is refused before clamd sees it: nothing changes
+            foreach (var broken in new[] { "tsunagu-3.ndb", "tsunagu-2.ndb" })
+            {
+                var e = Assert.ThrowsAsync<SignatureInstallException>(() => installer.InstallAsync(broken, new MemoryStream("not a signature\n"u8.ToArray()), CancellationToken.None));
+                Assert.That(e!.Message, Does.Contain("does not load on its own"));
+                Assert.That(Listing(), Is.EqualTo(new[] { "tsunagu-2.ndb", "tsunagu.hdb" }), "the directory is as it was");
+                Assert.That(File.ReadAllBytes(Path.Combine(directory, "tsunagu-2.ndb")), Is.EqualTo(installed));
+            }
+            // hostile names and empty databases never reach the directory
+            foreach (var name in new[] { "../evil.ndb", "x.ndb/..", "Tsunagu.NDB", "a.conf", "tsunagu\n.ndb", "" })
+            {
+                Assert.ThrowsAsync<SignatureInstallException>(() => installer.InstallAsync(name, new MemoryStream(Encoding.ASCII.GetBytes(HostVirusScan.EicarHashSignature("X"))), CancellationToken.None), name);
+            }
+            Assert.ThrowsAsync<SignatureInstallException>(() => installer.InstallAsync("empty.hdb", new MemoryStream(), CancellationToken.None));
+            Assert.That(Listing(), Is.EqualTo(new[] { "tsunagu-2.ndb", "tsunagu.hdb" }));
+            Assert.That(Directory.GetDirectories(Path.GetDirectoryName(directory)!, ".clamav-staging-*"), Is.Empty, "no staging left behind");
+
+            // the old signatures are all still in force and clean files pass
+            await AssertRefusedAsync(http, origin.Url("/eicar.com"), "Tsunagu.Test.Eicar");
+            await AssertRefusedAsync(http, origin.Url("/marker.txt"), "Tsunagu.Test.Marker");
+            Assert.That(await http.GetByteArrayAsync(origin.Url("/clean.bin")), Is.EqualTo(clean));
         }
         finally
         {

@@ -50,7 +50,7 @@ public sealed class Lab : IAsyncDisposable
         {
             Assert.Fail($"the system tests create network namespaces and need root (running as uid {uid.Output.Trim()})");
         }
-        string[] tools = ["ip", "nft", "dnsmasq", "wg", "wireguard-go", "squid", "udhcpc", "busybox", "sysctl", "setsid"];
+        string[] tools = ["ip", "nft", "dnsmasq", "wg", "wireguard-go", "squid", "udhcpc", "busybox", "sysctl", "setsid", "curl", "clamd", "clamdscan", "clamscan", "c-icap", "c-icap-client"];
         var missing = tools.Where(t => !Host.SearchPath.Any(d => File.Exists(Path.Combine(d, t)))).ToList();
         if (missing.Count > 0)
         {
@@ -102,6 +102,10 @@ public sealed class Lab : IAsyncDisposable
     public Task<CommandResult> InAsync(string ns, params string[] command) =>
         PrefixCommandRunner.InNetworkNamespace(Host, ns).RunAsync(new CommandLine(command[0], command[1..]),
             new CommandOptions { Timeout = TimeSpan.FromSeconds(20) }, CancellationToken.None);
+
+    /// <summary>Starts a long-running program inside <paramref name="ns"/> (an origin server); the caller stops it.</summary>
+    public IRunningCommand StartIn(string ns, params string[] command) =>
+        PrefixCommandRunner.InNetworkNamespace(Host, ns).Start(new CommandLine(command[0], command[1..]), null);
 
     /// <summary>Gets a lease on the client with busybox udhcpc; returns "address router dns".</summary>
     public async Task<string> LeaseAsync()

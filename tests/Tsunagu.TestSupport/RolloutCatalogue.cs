@@ -15,8 +15,8 @@ public static class RolloutCatalogue
         JsonSerializer.Deserialize<T>(body is null ? await client.SendAsync(method, path, null, CancellationToken.None)
             : await client.SendJsonAsync(method, path, body, CancellationToken.None), JsonSerializerOptions.Web)!;
 
-    /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of importance 5.</summary>
-    public static async Task AddPattern3Async(TestServer server, OperatorClient client)
+    /// <summary>Pattern 3 (vcp 2.0.0) verified, with an update program 2 -> 3 of the importance given (5: now).</summary>
+    public static async Task AddPattern3Async(TestServer server, OperatorClient client, int importance = 5)
     {
         await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
         var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
@@ -26,6 +26,16 @@ public static class RolloutCatalogue
             server.ReleaseKey, DateTimeOffset.UtcNow));
         body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
         var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", body, CancellationToken.None), JsonSerializerOptions.Web)!;
-        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", 5, 1, artifact.Sha256));
+        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-p3", DemoCatalogue.Pattern2, "pattern-3", importance, 1, artifact.Sha256));
+    }
+
+    /// <summary>The way back, pattern 3 -> pattern 2 (a newer bundle carrying the old vcp), of importance 5.</summary>
+    public static async Task AddWayBackAsync(TestServer server, OperatorClient client)
+    {
+        using var back = new ByteArrayContent(DemoCatalogue.BuildBundle("p3-to-p2", 3, "pattern-3", DemoCatalogue.Pattern2,
+            new Dictionary<string, string> { ["vcp"] = DemoCatalogue.Pattern2Applications["vcp"] }, server.ReleaseKey, DateTimeOffset.UtcNow));
+        back.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", back, CancellationToken.None), JsonSerializerOptions.Web)!;
+        await Call<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p3-to-p2", "pattern-3", DemoCatalogue.Pattern2, 5, 1, artifact.Sha256));
     }
 }

@@ -56,6 +56,15 @@ public sealed class TestServer : IAsyncDisposable
         MainLinkFailureLimit = 3,
     };
 
+    /// <summary>
+    /// <see cref="FastOptions"/> with an update's health check of one second, probed every 200 ms: rollout tests
+    /// install many updates and wait for each to be reported.
+    /// </summary>
+    public static SupervisorOptions FastUpdateOptions { get; } = FastOptions with
+    {
+        Update = new Tsunagu.Firmware.Updates.UpdateOptions { HealthWindow = TimeSpan.FromSeconds(1), HealthProbeInterval = TimeSpan.FromMilliseconds(200) },
+    };
+
     /// <summary>The database every server of this test uses: "sqlite" or "postgres" (set by the fixture).</summary>
     public static readonly AsyncLocal<string?> DatabaseKind = new();
 
@@ -103,8 +112,14 @@ public sealed class TestServer : IAsyncDisposable
         {
             l.SetMinimumLevel(LogLevel.Warning);
             if (sink is not null) { l.AddProvider(sink); }
-        }, time: Time.Value);
+        }, time: Time.Value, services: s => s.AddSingleton<Tsunagu.Server.Fleet.IHostLoad>(new SettableHostLoad()));
     }
+
+    /// <summary>
+    /// The host's own load as the version check sees it: set by the test (0 unless set), so the importance decision does
+    /// not depend on how busy the test machine is.
+    /// </summary>
+    public SettableHostLoad HostLoad => (SettableHostLoad)App.Services.GetRequiredService<Tsunagu.Server.Fleet.IHostLoad>();
 
     /// <summary>An HTTP client for this server that trusts only its pinned certificate, as a unit does.</summary>
     public HttpClient PinnedHttp() => PinnedHttp(Url, Pin);

@@ -1,3 +1,4 @@
+using CsCheck;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
@@ -28,7 +29,7 @@ public class CacheRendererTests
             Assert.That(lines, Does.Contain("http_port 192.168.10.1:3129 intercept"));
             Assert.That(lines, Does.Contain("cache_dir ufs /hdd/squid 2048 16 256"));
             Assert.That(lines, Does.Contain("maximum_object_size 700 MB"));
-            Assert.That(lines, Does.Contain("range_offset_limit 700 MB"));
+            Assert.That(lines, Does.Contain("range_offset_limit 32 MB"), "a range far into a 700 MB object is not preceded by a fetch of everything before it");
             Assert.That(lines, Does.Contain("refresh_pattern . 0 20% 4320"));
             Assert.That(lines, Does.Contain("http_access deny manager"));
             // the cache manager is refused to the LAN: its deny comes before the LAN's allow
@@ -37,14 +38,27 @@ public class CacheRendererTests
         });
     }
 
-    [TestCase(null, 512, 256)]
-    [TestCase(null, 64, 64)]
-    [TestCase(16, 64, 16)]
-    public void The_largest_cached_object_defaults_to_256_MB_and_never_exceeds_the_cache(int? configured, int size, int expected)
+    [TestCase(null, 512, 256, 32)]
+    [TestCase(null, 64, 64, 32)]
+    [TestCase(16, 64, 16, 16)]
+    [TestCase(8192, 1_048_576, 8192, 32)]
+    public void The_largest_cached_object_defaults_to_256_MB_and_never_exceeds_the_cache(int? configured, int size, int expected, int rangeLimit)
     {
         var config = ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, size, configured) };
         var squid = ServiceRenderer.Render(config, WithHdd)[ServiceRenderer.Squid];
-        Assert.That(squid.Split('\n'), Does.Contain($"maximum_object_size {expected} MB").And.Contain($"range_offset_limit {expected} MB"));
+        Assert.That(squid.Split('\n'), Does.Contain($"maximum_object_size {expected} MB").And.Contain($"range_offset_limit {rangeLimit} MB"));
+    }
+
+    [Test]
+    public void A_range_fetch_of_the_whole_object_is_bounded_whatever_the_configuration()
+    {
+        Gen.Select(Gen.Int[ServiceConfigValidator.MinCacheMegabytes, ServiceConfigValidator.MaxCacheMegabytes], Gen.Int[1, ServiceConfigValidator.MaxObjectMegabytesLimit]).Sample((size, maxObject) =>
+        {
+            var config = ServiceConfigTests.Valid() with { Cache = new CacheConfig(true, size, Math.Min(maxObject, size)) };
+            var line = ServiceRenderer.Render(config, WithHdd)[ServiceRenderer.Squid].Split('\n').Single(l => l.StartsWith("range_offset_limit ", StringComparison.Ordinal));
+            var limit = int.Parse(line.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+            return limit >= 1 && limit <= ServiceRenderer.RangeOffsetLimitMegabytes && limit <= ServiceConfigValidator.MaxObjectMegabytes(config.Cache);
+        });
     }
 
     [TestCase(0, 512)]
@@ -131,7 +145,10 @@ public class CacheRendererTests
         Assert.That(e!.Field, Is.EqualTo(field));
     }
 
-    private static ServiceEnvironment WithVirusScan(int memory) => WithHdd with { Board = WithHdd.Board with { VirusScan = new BoardVirusScan(memory) } };
+    private const string Modules = "/usr/lib/some-board-triplet/c_icap";
+
+    private static ServiceEnvironment WithVirusScan(int memory, string modules = Modules) =>
+        WithHdd with { Board = WithHdd.Board with { VirusScan = new BoardVirusScan(memory, modules) } };
 
     [Test]
     public void Virus_checking_runs_only_where_the_configuration_the_cache_and_the_board_allow_it()
@@ -165,9 +182,42 @@ public class CacheRendererTests
     [TestCase(65537)]
     public void A_board_with_virus_scan_memory_out_of_bounds_is_refused(int memory)
     {
-        var json = """{"name":"b","interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0"},"hdd":null,"virusScan":{"memoryMegabytes":MEMORY}}""".Replace("MEMORY", memory.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var json = """{"name":"b","interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0"},"hdd":null,"virusScan":{"memoryMegabytes":MEMORY,"icapModulesDirectory":"/usr/lib/x/c_icap"}}""".Replace("MEMORY", memory.ToString(System.Globalization.CultureInfo.InvariantCulture));
         var e = Assert.Throws<BoardDescriptionException>(() => BoardDescription.Parse(json, "board.json"));
         Assert.That(e!.Message, Does.Contain("virusScan.memoryMegabytes"));
-        Assert.That(BoardDescription.Parse(json.Replace($":{memory}}}", ":256}"), "board.json").VirusScan, Is.EqualTo(new BoardVirusScan(256)));
+        Assert.That(BoardDescription.Parse(json.Replace($":{memory},", ":256,"), "board.json").VirusScan, Is.EqualTo(new BoardVirusScan(256, "/usr/lib/x/c_icap")));
+    }
+
+    [Test]
+    public void The_c_icap_modules_directory_is_the_boards()
+    {
+        var icap = ServiceRenderer.Render(ServiceConfigTests.Valid() with { VirusScan = new VirusScanConfig(true) }, WithVirusScan(256, "/usr/lib/aarch64-linux-gnu/c_icap"))[ServiceRenderer.CIcap].Split('\n');
+        Assert.That(icap, Does.Contain("ModulesDir /usr/lib/aarch64-linux-gnu/c_icap").And.Contain("ServicesDir /usr/lib/aarch64-linux-gnu/c_icap"));
+        var firmware = Path.Combine(TestContext.CurrentContext.TestDirectory, "..", "..", "..", "..", "..", "firmware");
+        foreach (var source in Directory.EnumerateFiles(Path.GetFullPath(firmware), "*.cs", SearchOption.AllDirectories))
+        {
+            Assert.That(File.ReadAllText(source), Does.Not.Contain("-linux-gnu"), $"{source} names an architecture's library directory: that is board data");
+        }
+    }
+
+    [TestCase(null)]
+    [TestCase("")]
+    [TestCase("usr/lib/c_icap")]
+    [TestCase("/usr/lib/../etc")]
+    [TestCase("/usr/lib/c icap")]
+    [TestCase("/usr/lib/c_icap\nModule common evil.so")]
+    [TestCase("/usr/lib/c_icap#")]
+    public void A_board_with_a_bad_c_icap_modules_directory_is_refused(string? modules)
+    {
+        var json = """{"name":"b","interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0"},"hdd":null,"virusScan":{"memoryMegabytes":256,"icapModulesDirectory":MODULES}}"""
+            .Replace("MODULES", modules is null ? "null" : System.Text.Json.JsonSerializer.Serialize(modules));
+        var e = Assert.Throws<BoardDescriptionException>(() => BoardDescription.Parse(json, "board.json"));
+        Assert.That(e!.Message, Does.Contain("virusScan.icapModulesDirectory"));
+        if (modules is not null && modules.Any(c => c is ' ' or '\n' or '#'))
+        {
+            // the renderer's own guard refuses it too, should a board description reach it unvalidated
+            var guard = Assert.Throws<UnsafeConfigValueException>(() => ServiceRenderer.Render(ServiceConfigTests.Valid() with { VirusScan = new VirusScanConfig(true) }, WithVirusScan(256, modules)));
+            Assert.That(guard!.Field, Is.EqualTo("virusScan.icapModulesDirectory"));
+        }
     }
 }

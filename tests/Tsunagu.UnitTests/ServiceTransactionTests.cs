@@ -97,6 +97,27 @@ public class ServiceTransactionTests
     }
 
     [Test]
+    public async Task A_daemon_that_never_gets_ready_is_a_failed_reload_and_the_previous_revision_serves_again()
+    {
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { HealthSettle = TimeSpan.Zero, ConfigureTimeout = TimeSpan.FromMilliseconds(300) });
+        using var applier = NewApplier();
+        await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        Assert.That(_manager.Processes.Calls(), Has.Some.EqualTo("ready squid"), "squid's ready command ran after its start");
+        var bigger = Config(8080) with { Cache = Config(8080).Cache with { SizeMegabytes = 1024 } };
+        _manager.Processes.NotReady.Add("squid");
+        _manager.Events.Clear();
+        var e = Assert.ThrowsAsync<ServiceApplyException>(() => applier.ApplyAsync(2, bigger, CancellationToken.None));
+        Assert.That(e!.Step, Is.EqualTo("reload"));
+        Assert.That(e.Message, Does.Contain("squid: not ready within"));
+        Assert.That(applier.CurrentRevision(), Is.EqualTo(1));
+        Assert.That(_manager.Events.Where(x => !x.StartsWith("validate", StringComparison.Ordinal)), Is.EqualTo(new[] { "restart squid", "restart squid" }),
+            "revision 2's squid, then revision 1's again; nothing else touched");
+        Assert.That(File.ReadAllText(Path.Combine(applier.Root, "current", "squid.conf")), Does.Contain("cache_dir ufs /hdd/squid 512 "));
+        Assert.That(_manager.Status().Single(s => s.Name == "squid").State, Is.EqualTo(ServiceState.Running));
+        Assert.That(await _manager.CheckHealthAsync(CancellationToken.None), Is.Empty, "revision 1's squid is ready");
+    }
+
+    [Test]
     public async Task A_restart_in_the_middle_of_an_apply_recovers_the_previous_revision()
     {
         using (var applier = NewApplier())

@@ -149,7 +149,7 @@ public static class FleetCommands
         var group = new Option<string>("--group") { Description = "the group whose units move", Required = true };
         var from = new Option<string>("--from") { Description = "the install pattern they leave", Required = true };
         var to = new Option<string>("--to") { Description = "the install pattern they move to (an update program must lead there)", Required = true };
-        var waves = new Option<string>("--waves") { Description = "the waves, in order: counts or percents of the group, e.g. 5%,15%,80%", Required = true };
+        var waves = new Option<string>("--waves") { Description = "the waves, in order: counts or percents of the group, or group:NAME (its units), e.g. 5%,15%,80% or group:canary,50%,100%", Required = true };
         var success = new Option<int?>("--success") { Description = "percent of a wave's reachable units installed that opens the next (default 90)" };
         var error = new Option<int?>("--error") { Description = "percent of the open waves' units failed that stops the rollout (default 10)" };
         var onError = new Option<string?>("--on-error") { Description = "pause (default) or abort at the error threshold" };

@@ -275,7 +275,18 @@ public sealed class ServiceApplier : IDisposable
     private async Task RestoreLockedAsync(int? revision, CancellationToken ct)
     {
         PointCurrent(revision);
-        var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+        ServiceChanges changes;
+        try
+        {
+            changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+        }
+        catch (ServiceException e)
+        {
+            // the revision stays in force; only logged: the manager restarts a service whose process exits, not one that
+            // runs but never gets ready, and the services after the failing one are not started (firmware/DESIGN.md)
+            _log($"services: revision {Show(CurrentRevision())} restored, but a service did not start again: {e.Message}");
+            return;
+        }
         var problems = await _manager.CheckHealthAsync(ct);
         _log($"services: revision {Show(CurrentRevision())} restored: {changes}" + (problems.Count == 0 ? "" : $"; still unhealthy: {string.Join("; ", problems)}"));
     }

@@ -72,10 +72,15 @@ public static class ServiceCatalog
                 // clamd refuses to start without a database: the signatures shipped with the firmware are the first
                 Setup = [new CommandLine("mkdir", "-p", env.SignatureDirectory)],
                 Daemon = new CommandLine("clamd", "-c", File(ServiceRenderer.Clamd)),
+                // clamd opens its socket once the database is loaded: a configuration or a database it refuses never answers
+                Ready = [new CommandLine("clamdscan", $"--config-file={File(ServiceRenderer.Clamd)}", "--ping", "1")],
+                ReadyTimeout = SignatureLoadTimeout,
             });
             services.Add(new ServiceSpec(VirusIcap, Digest(icap))
             {
                 Daemon = new CommandLine("c-icap", "-N", "-D", "-f", File(ServiceRenderer.CIcap)),
+                // c-icap answers OPTIONS for the scanning service only when its modules loaded (c-icap-client exits 0 either way)
+                Ready = [IcapReady(env.IcapPort)],
             });
         }
         if (files.TryGetValue(ServiceRenderer.Squid, out var squid))
@@ -91,10 +96,23 @@ public static class ServiceCatalog
                     new CommandLine("squid", "-N", "-z", "-f", File(ServiceRenderer.Squid)),
                 ],
                 Daemon = new CommandLine("squid", "-N", "-f", File(ServiceRenderer.Squid)),
+                // squid serves once its cache manager answers on the proxy port (as the unit's statistics read it)
+                Ready = [new CommandLine("busybox", "wget", "-q", "-Y", "off", "-O", "/dev/null",
+                    $"http://{config.Dhcp.LanAddress}:{env.CachePort}{CacheStatistics.CountersPath}")],
             });
         }
         return services;
     }
+
+    /// <summary>How long clamd may take to load its signatures at start (a full database takes tens of seconds on a small board).</summary>
+    public static readonly TimeSpan SignatureLoadTimeout = TimeSpan.FromMinutes(3);
+
+    /// <summary>An ICAP OPTIONS request for the scanning service that succeeds only on c-icap's "200 OK".</summary>
+    private static CommandLine IcapReady(int port) =>
+        new("sh", "-c", "c-icap-client -i 127.0.0.1 -p \"$1\" -s \"$2\" -v 2>&1 | grep -q '^[[:space:]]*ICAP/1.0 200'", "icap-ready",
+            port is >= 1 and <= 65535 ? port.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                : throw new UnsafeConfigValueException(RenderGuard.SquidName, "icapPort", $"{port} is not a port number"),
+            ServiceRenderer.IcapService);
 
     /// <summary>Only the fail-closed firewall: what runs when there is no configuration to run.</summary>
     public static IReadOnlyList<ServiceSpec> FailClosed(string rulesetFile, string ruleset) => [FirewallSpec(rulesetFile, ruleset)];

@@ -27,9 +27,6 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
     /// <summary>c-icap's port on the loopback, where squid sends downloads to be checked.</summary>
     public int IcapPort { get; init; } = 1344;
 
-    /// <summary>Where c-icap finds its modules and its virus_scan service (Debian's path).</summary>
-    public string IcapModulesDirectory { get; init; } = "/usr/lib/x86_64-linux-gnu/c_icap";
-
     /// <summary>ClamAV's signature database on `data`: the signature bundles installed as update programs go here.</summary>
     public string SignatureDirectory => Path.Combine(StateDirectory, "clamav");
 

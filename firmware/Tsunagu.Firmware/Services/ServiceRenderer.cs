@@ -22,6 +22,12 @@ public static class ServiceRenderer
     /// <summary>The ICAP service squid sends responses to (c-icap's virus_scan, answering 204 for clean content).</summary>
     public const string IcapService = "avscan";
 
+    /// <summary>
+    /// How far into an object (MB) a range request still makes squid fetch the object from its start to cache it: 32 MB take
+    /// about 26 s at 10 Mbit/s before the client gets its first byte, the longest wait judged acceptable for a seek.
+    /// </summary>
+    public const int RangeOffsetLimitMegabytes = 32;
+
     /// <summary>The table every rule of Tsunagu lives in; replaced as a whole, in one nft transaction.</summary>
     public const string Table = "tsunagu";
 
@@ -104,7 +110,7 @@ public static class ServiceRenderer
         sb.Append("TmpDir ").Append(RenderGuard.Squid("runDirectory", env.RunDirectory)).Append('\n');
         // downloads larger than this are buffered in TmpDir, not memory
         sb.Append("MaxMemObject 131072\n");
-        var modules = RenderGuard.Squid("icapModulesDirectory", env.IcapModulesDirectory);
+        var modules = RenderGuard.Squid("virusScan.icapModulesDirectory", env.Board.VirusScan!.IcapModulesDirectory);
         sb.Append("ModulesDir ").Append(modules).Append("\nServicesDir ").Append(modules).Append('\n');
         sb.Append("TemplateDir /usr/share/c_icap/templates/\nTemplateDefaultLanguage en\nLoadMagicFile /etc/c-icap/c-icap.magic\n");
         sb.Append("ServerLog ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "c-icap-server.log"))).Append('\n');
@@ -310,9 +316,11 @@ public static class ServiceRenderer
         sb.Append("cache_mem 16 MB\nmaximum_object_size_in_memory 1 MB\n");
         sb.Append("cache_dir ufs ").Append(cacheDirectory).Append(' ').Append(size).Append(" 16 256\n");
         sb.Append("maximum_object_size ").Append(maxObject).Append(" MB\n");
-        // a range request (a video segment, a resumed download) fetches the whole object so that it is cached; a client
-        // that goes away does not abort a fetch the cache can still keep
-        sb.Append("range_offset_limit ").Append(maxObject).Append(" MB\nquick_abort_min -1 KB\n");
+        // a range request (a video segment, a resumed download) starting within the first RangeOffsetLimitMegabytes fetches
+        // the whole object so that it is cached; one further in goes to the origin as a range (not cached): squid would
+        // otherwise download everything before it first, which on a slow line keeps the client waiting for minutes. A
+        // client that goes away does not abort a fetch the cache can still keep
+        sb.Append("range_offset_limit ").Append(Math.Min(maxObject, RangeOffsetLimitMegabytes)).Append(" MB\nquick_abort_min -1 KB\n");
         // freshness: the origin's Cache-Control and Expires rule; without them a heuristic of 20% of the age, at most
         // 3 days; dynamic answers are never kept without the origin saying so. A stale object is revalidated with the
         // origin (If-Modified-Since / If-None-Match): the cache stays in step with the origin

@@ -59,6 +59,14 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     /// <summary>Services whose daemon refuses its configure commands while listed here (not ready, or a bad reload).</summary>
     public HashSet<string> RefuseConfigure { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Services whose next daemon never passes its ready commands (a configuration it refuses, a port it cannot bind): the
+    /// daemon started while the service is listed is broken, and the service leaves the list; later daemons serve.
+    /// </summary>
+    public HashSet<string> NotReady { get; } = new(StringComparer.Ordinal);
+
+    private readonly HashSet<FakeDaemon> _broken = [];
+
     /// <summary>How many of the last calls <see cref="Calls"/> keeps (a simulated unit runs for long).</summary>
     public const int CallsKept = 1024;
 
@@ -66,7 +74,7 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
     private readonly Dictionary<string, int> _started = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// The last <see cref="CallsKept"/> calls, in order: "check NAME", "setup NAME", "configure NAME", "probe NAME",
+    /// The last <see cref="CallsKept"/> calls, in order: "check NAME", "setup NAME", "configure NAME", "ready NAME", "probe NAME",
     /// "start NAME" (a daemon), "stop NAME" (a daemon stopped by the policy).
     /// </summary>
     public IReadOnlyList<string> Calls() { lock (_gate) { return [.. _calls]; } }
@@ -91,6 +99,10 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
             {
                 return Task.FromResult(new CommandResult(command, 1, "", "simulated failure", false));
             }
+            if (step == ServiceStep.Ready && _daemons.TryGetValue(service, out var daemon) && _broken.Contains(daemon))
+            {
+                return Task.FromResult(new CommandResult(command, 1, "", "simulated: not ready", false));
+            }
             if (step == ServiceStep.Check && RefuseChecks.TryGetValue(service, out var message))
             {
                 return Task.FromResult(new CommandResult(command, 1, "", $"simulated checker: {message}", false));
@@ -111,6 +123,7 @@ public sealed class SimulatedServiceProcesses : IServiceProcesses
             _started[service] = _started.GetValueOrDefault(service) + 1;
             var process = new FakeDaemon(daemon, _nextPid++, () => { lock (_gate) { Record($"stop {service}"); } });
             _daemons[service] = process;
+            if (NotReady.Remove(service)) { _broken.Add(process); }
             return process;
         }
     }

@@ -21,6 +21,9 @@ public sealed record OperatorView(string Name, string Role, bool Enabled);
 public sealed record RoleRequest(string? Role);
 
 /// <summary>Operator and subscriber sessions: short-lived scoped tokens; subscribers see only their own units.</summary>
+/// <summary>The subscriber's cancel of a retried change: the revision whose further attempts were cancelled.</summary>
+public sealed record RetryCancelled(string Mac, long Revision);
+
 public static class AccountsApi
 {
     /// <summary>An account name: 1-64 characters, no control characters, no leading or trailing space.</summary>
@@ -147,15 +150,28 @@ public static class AccountsApi
             }
             catch (Subscribers.SubscriberChangeException e)
             {
-                return Problems.BadRequest(e.Message, e.Field);
+                return e.Conflict ? Problems.Conflict(e.Message) : Problems.BadRequest(e.Message, e.Field);
             }
             catch (Catalogue.FieldNotAllowedException e)
             {
                 return Problems.Forbidden(ProblemTypes.FieldNotAllowed, e.Message, e.Field);
             }
         }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts")
-            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge).ProducesProblem(StatusCodes.Status409Conflict)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxServiceConfigBytes));
+
+        // patent 0070: the host retries a failed change; the subscriber can stop the further attempts
+        app.MapPost(Routes.Prefix + "/subscriber/units/{mac}/service-config/cancel-retry", Results<Ok<RetryCancelled>, ProblemHttpResult> (string mac, HttpContext http,
+            Subscribers.SubscriberChanges changes, Subscribers.ConfigRetries retries) =>
+        {
+            if (!MacAddress.TryNormalize(mac, out var m) || changes.OwnUnit(http.Caller().Subject, m) is null)
+            {
+                return Problems.NotFound($"unit {mac} is not one of yours");
+            }
+            return retries.Cancel(m, $"subscriber:{http.Caller().Subject}") is { } revision
+                ? TypedResults.Ok(new RetryCancelled(m, revision))
+                : Problems.Conflict($"unit {m}: its newest change is not being retried (applied, given up, or cancelled already); nothing was changed");
+        }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
     }
 
     private static string RoleError(string? role) =>

@@ -79,7 +79,7 @@ public static class HostApi
     }
 
     private static async Task<Results<Ok<VersionCheckResponse>, ProblemHttpResult>> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
-        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, ILogger<VersionCheckRequest> log)
+        TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, Fleet.IHostLoad hostLoad, ILogger<VersionCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(request.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -112,7 +112,11 @@ public static class HostApi
         {
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
         }
-        var program = unit.TargetPattern == actual.Id ? null : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern);
+        // the program to the unit's target; without a target, a way back held by a rollout (its gate below says whether
+        // this unit may; read only where a way back leaves the pattern), else the way forward
+        var program = unit.TargetPattern == actual.Id ? null
+            : unit.TargetPattern is null ? rollouts.WayBackHeld(mac, catalogue, actual.Id) ?? catalogue.FindUpdateProgram(actual.Id)
+            : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern);
         var policy = PolicySettings.From(catalogue);
         if (unit.LowWindowStart is { } ws && unit.LowWindowEnd is { } we)
         {
@@ -129,12 +133,16 @@ public static class HostApi
             var load = request.Load ?? new UnitLoad(0, 0);
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
-            deferred = rollouts.Gate(mac, program) ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced);
+            var admission = rollouts.Admit(mac, program);
+            // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
+            var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
+            deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
-                rollouts.Offered(mac, program);
+                // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to)
+                rollouts.Offered(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
             }
             else
             {

@@ -35,4 +35,19 @@ public static class InputRules
     public static string Identifier(string field) => $"{field}: required, 1-{MaxIdentifier} of A-Z a-z 0-9 . _ - (starting with a letter or digit)";
 
     public static string Text(string field, int max = MaxText) => $"{field}: at most {max} characters, no control characters";
+
+    /// <summary>
+    /// An If-Match header holding one revision as its ETag (<c>"3"</c> or <c>W/"3"</c>, at least <paramref name="min"/>):
+    /// the revision; nothing when there is no header; or the problem, saying it is not <paramref name="what"/>.
+    /// </summary>
+    public static (long? Revision, string? Error) IfMatchRevision(Microsoft.AspNetCore.Http.HttpContext http, long min, string what)
+    {
+        var header = http.Request.Headers.IfMatch.ToString().Trim();
+        if (header.Length == 0) { return (null, null); }
+        var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
+        return tag.Length is > 2 and <= 22 && tag[0] == '"' && tag[^1] == '"' &&
+               long.TryParse(tag.AsSpan(1, tag.Length - 2), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var r) && r >= min
+            ? (r, null)
+            : (null, $"If-Match: '{Quote(header)}' is not {what}");
+    }
 }

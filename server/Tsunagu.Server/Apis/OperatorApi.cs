@@ -49,16 +49,21 @@ public static class OperatorApi
                     catalogue.SetTargetPattern(m, r.Pattern, http.Caller().Subject);
                     return TypedResults.Ok(ToView(store.GetUnit(m)!));
                 })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store) =>
-            MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
-                ? TypedResults.Ok(store.ListUnitConfigs(m).Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf)).ToList())
-                : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store, HttpContext http) =>
+        {
+            if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+            var revisions = store.ListUnitConfigs(m);
+            // the newest revision as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
+            http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[^1].Revision);
+            return TypedResults.Ok(revisions.Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf)).ToList());
+        }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Check);
         api.MapGet("/check/{id}", Results<Ok<ForceCheckStatus>, ProblemHttpResult> (string id, ForcedCheckService checks) =>
             id.Length is > 0 and <= 32 && id.All(char.IsAsciiHexDigitLower) && checks.Status(id) is { } status
                 ? TypedResults.Ok(status)
                 : Problems.NotFound($"no forced check {id}")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/{mac}/service-config", AssignServiceConfig).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status409Conflict)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Help);
         app.MapUnitLifecycleApi();
         Units.Windows.UpdateWindowApi.MapUpdateWindowApi(app);
@@ -153,9 +158,12 @@ public static class OperatorApi
     private static async Task<Results<Ok<UnitConfigAssigned>, ProblemHttpResult>> AssignServiceConfig(string mac, ServiceConfiguration config, HttpContext http,
         Units.ServiceConfigs.ServiceConfigService configs)
     {
+        // the ETag of GET service-config: the newest revision, "0" for none
+        var (baseRevision, ifMatchError) = InputRules.IfMatchRevision(http, 0, "a configuration revision (the ETag of GET service-config, e.g. \"3\")");
+        if (ifMatchError is not null) { return Problems.BadRequest(ifMatchError); }
         try
         {
-            var assigned = await configs.AssignAsync(mac, config, http.Caller().Subject, http.RequestAborted);
+            var assigned = await configs.AssignAsync(mac, config, http.Caller().Subject, http.RequestAborted, baseRevision);
             return TypedResults.Ok(new UnitConfigAssigned(assigned.Mac, assigned.Revision, ConfigStatus.Provisional, assigned.PushWarning));
         }
         catch (UnitNotFoundException)
@@ -166,5 +174,14 @@ public static class OperatorApi
         {
             return Problems.BadRequest(e.Message, e.Field);
         }
+        catch (StaleConfigRevisionException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
+        catch (StoreConflictException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
     }
+
 }

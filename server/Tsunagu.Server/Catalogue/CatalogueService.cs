@@ -32,12 +32,17 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// <summary>Adds a patch; the audit entry (<c>patch.add</c> by <paramref name="actor"/>) commits with it.</summary>
     public void AddPatch(PatchRow patch, string actor)
     {
-        CheckPatch(patch);
-        store.AddPatch(patch, new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
+        CheckPatchFields(patch);
+        store.InCatalogueTransaction(t =>
+        {
+            CheckPatchApplication(t, patch);
+            t.AddPatch(patch, store.Now(), new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
+            return true;
+        });
     }
 
-    /// <summary>A patch's fields by type and grammar, and its application in the software catalogue.</summary>
-    private void CheckPatch(PatchRow patch)
+    /// <summary>A patch's fields by type and grammar.</summary>
+    private static void CheckPatchFields(PatchRow patch)
     {
         RequireId(patch.Id, "id");
         RequireId(patch.TargetApp, "targetApp");
@@ -47,7 +52,12 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
         RequireText(patch.OsVersion, "osVersion", false);
         RequireText(patch.HardwareVersion, "hardwareVersion", false);
         if (patch.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {patch.Importance} is outside 1..5"); }
-        if (store.ListSoftware(patch.TargetApp).Count == 0)
+    }
+
+    /// <summary>The patch's application is in the software catalogue (read in the transaction that writes the patch).</summary>
+    private static void CheckPatchApplication(CatalogueTransaction t, PatchRow patch)
+    {
+        if (t.SoftwareVersions(patch.TargetApp) == 0)
         {
             throw new CatalogueRuleException($"targetApp: application '{patch.TargetApp}' is not in the software catalogue");
         }
@@ -72,7 +82,6 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
             if (!Apis.InputRules.IsIdentifier(app)) { throw new CatalogueRuleException(Apis.InputRules.Identifier("applications (name)")); }
             if (!Apis.InputRules.IsIdentifier(version)) { throw new CatalogueRuleException(Apis.InputRules.Identifier($"applications.{app}")); }
         }
-        CheckAgainstCatalogue(pattern.Id, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications);
         var row = new PatternRow
         {
             Id = pattern.Id, Name = string.IsNullOrWhiteSpace(pattern.Name) ? pattern.Id : pattern.Name,
@@ -80,8 +89,13 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
             Applications = JsonSerializer.Serialize(new SortedDictionary<string, string>(pattern.Applications.ToDictionary(), StringComparer.Ordinal).ToDictionary(),
                 ProtocolJson.Default.DictionaryStringString),
         };
-        store.AddPattern(row, new AuditEntry(actor, "pattern.create", row.Id, row.Applications));
-        return store.GetPattern(row.Id)!;
+        // the software is checked in the transaction that adds the pattern: software deleted or changed meanwhile is seen
+        return store.InCatalogueTransaction(t =>
+        {
+            CheckAgainstCatalogue(t, pattern.Id, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications);
+            t.AddPattern(row, store.Now(), new AuditEntry(actor, "pattern.create", row.Id, row.Applications));
+            return t.GetPattern(row.Id)!;
+        });
     }
 
     /// <summary>
@@ -90,18 +104,21 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// </summary>
     public PatternRow Verify(string id, string actor, string? detail = null)
     {
-        var pattern = store.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
-        if (pattern.Status != PatternStatus.Draft)
+        return store.InCatalogueTransaction(t =>
         {
-            throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a draft can be verified");
-        }
-        var apps = JsonSerializer.Deserialize(pattern.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
-        CheckAgainstCatalogue(id, pattern.HardwareVersion, pattern.OsVersion, apps);
-        if (!store.SetPatternStatus(id, PatternStatus.Draft, PatternStatus.Verified, new AuditEntry(actor, "pattern.verify", id, detail)))
-        {
-            throw new CatalogueRuleException($"pattern {id} changed while being verified; try again");
-        }
-        return store.GetPattern(id)!;
+            var pattern = t.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
+            if (pattern.Status != PatternStatus.Draft)
+            {
+                throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a draft can be verified");
+            }
+            var apps = JsonSerializer.Deserialize(pattern.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
+            CheckAgainstCatalogue(t, id, pattern.HardwareVersion, pattern.OsVersion, apps);
+            if (!t.SetPatternStatus(id, PatternStatus.Draft, PatternStatus.Verified, store.Now(), new AuditEntry(actor, "pattern.verify", id, detail)))
+            {
+                throw new CatalogueRuleException($"pattern {id} changed while being verified; try again");
+            }
+            return t.GetPattern(id)!;
+        });
     }
 
     /// <summary>
@@ -247,11 +264,11 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     public Task<(string Sha256, long Size)> UploadArtifactAsync(Stream content, string actor, CancellationToken ct) =>
         artifacts.AddAsync(content, MaxArtifactBytes, (sha, size) => store.Audit(actor, "artifact.upload", sha, $"{size} bytes"), ct);
 
-    private void CheckAgainstCatalogue(string id, string hardware, string os, IReadOnlyDictionary<string, string> applications)
+    private static void CheckAgainstCatalogue(CatalogueTransaction t, string id, string hardware, string os, IReadOnlyDictionary<string, string> applications)
     {
         foreach (var (app, version) in applications)
         {
-            var software = store.GetSoftware(app, version)
+            var software = t.GetSoftware(app, version)
                 ?? throw new CatalogueRuleException($"pattern {id}: {app} {version} is not in the software catalogue");
             if (!Allows(software.RequiredHardware, hardware))
             {

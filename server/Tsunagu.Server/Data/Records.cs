@@ -173,6 +173,10 @@ public sealed class UnitConfigRow
     /// <summary>1 for a new revision; n when it is the host's (n-1)th retry of the failed revision <see cref="RetryOf"/> (patent 0070).</summary>
     public long Attempt { get; set; } = 1;
     public long? RetryOf { get; set; }
+
+    /// <summary>When further attempts of this revision were cancelled (the host retries it no more), and by whom.</summary>
+    public string? RetryCancelledAt { get; set; }
+    public string? RetryCancelledBy { get; set; }
     public string? CreatedAt { get; set; }
     public string? UpdatedAt { get; set; }
 }

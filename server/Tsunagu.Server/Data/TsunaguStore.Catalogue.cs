@@ -12,7 +12,7 @@ public sealed partial class TsunaguStore
     /// <summary>Adds catalogued software, with <paramref name="audit"/> (when given) in the same transaction.</summary>
     public void AddSoftware(SoftwareRow software, AuditEntry? audit = null)
     {
-        Insert("""
+        CatalogueLockedInsert("""
                 INSERT INTO software (app_id, version, name, required_hardware, required_os, created_at)
                 VALUES (@AppId, @Version, @Name, @RequiredHardware, @RequiredOs, @now)
                 """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() }, $"software {software.AppId} {software.Version} is already in the catalogue", audit);
@@ -43,7 +43,7 @@ public sealed partial class TsunaguStore
     /// <summary>Adds a patch, with <paramref name="audit"/> (when given) in the same transaction.</summary>
     public void AddPatch(PatchRow patch, AuditEntry? audit = null)
     {
-        Insert("""
+        CatalogueLockedInsert("""
                 INSERT INTO patches (id, name, version, target_app, importance, os_version, hardware_version, created_at)
                 VALUES (@Id, @Name, @Version, @TargetApp, @Importance, @OsVersion, @HardwareVersion, @now)
                 """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() }, $"patch {patch.Id} already exists", audit);
@@ -215,10 +215,29 @@ public sealed partial class TsunaguStore
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
+        LockCatalogue(c, tx);
         var result = write(c, tx);
         c.Execute(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx);
         tx.Commit();
         return result;
+    }
+
+    /// <summary><see cref="Insert"/> of a catalogue row the snapshot does not hold (software, patches), under the catalogue's lock.</summary>
+    private void CatalogueLockedInsert(string sql, object args, string conflict, AuditEntry? audit)
+    {
+        try
+        {
+            using var c = Open();
+            using var tx = c.BeginTransaction();
+            LockCatalogue(c, tx);
+            c.Execute(sql, args, tx);
+            WriteAudit(c, tx, audit);
+            tx.Commit();
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException(conflict);
+        }
     }
 
     /// <summary><see cref="Insert"/> for catalogue rows: the insert, the new stamp and each of <paramref name="audit"/> (when given) commit together.</summary>

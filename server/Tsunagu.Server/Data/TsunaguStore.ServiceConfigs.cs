@@ -1,8 +1,21 @@
+using System.Data.Common;
 using System.Text.Json;
 using Dapper;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Server.Data;
+
+/// <summary>
+/// A change to a unit's service configuration was made from revision <see cref="Expected"/>, but the unit's newest revision
+/// is <see cref="Actual"/> (someone saved meanwhile); nothing was written.
+/// </summary>
+public sealed class StaleConfigRevisionException(string mac, long expected, long actual)
+    : Exception($"the service configuration of {mac} changed since revision {expected} (it is at revision {actual} now); nothing was stored: look at it again and redo the change")
+{
+    public string Mac { get; } = mac;
+    public long Expected { get; } = expected;
+    public long Actual { get; } = actual;
+}
 
 // Service configurations: the named ones, and each unit's revisions with their acknowledgements.
 public sealed partial class TsunaguStore
@@ -29,19 +42,65 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Adds the next revision of a unit's service configuration, as provisional; the audit entry <paramref name="audit"/>
-    /// makes of the revision (when given) commits with it.
+    /// makes of the revision (when given) commits with it. With <paramref name="expectedRevision"/> (the newest revision the
+    /// change was made from; 0: none) the revision is added only while that is still the unit's newest: the comparison and
+    /// the insert are one statement, and the (mac, revision) key refuses a second insert of the same revision, so of two
+    /// saves made from the same revision exactly one is stored, the other gets <see cref="StaleConfigRevisionException"/>.
+    /// Without it, a revision taken by a concurrent save is taken again as the next one.
     /// </summary>
-    public long AddUnitConfig(string mac, ServiceConfiguration document, string origin = "operator", Func<long, AuditEntry>? audit = null)
+    /// <exception cref="StaleConfigRevisionException">The unit's newest revision is not <paramref name="expectedRevision"/>; nothing was written.</exception>
+    /// <exception cref="StoreConflictException">Concurrent saves kept taking the next revision (no expected revision given); nothing was written.</exception>
+    public long AddUnitConfig(string mac, ServiceConfiguration document, string origin = "operator", Func<long, AuditEntry>? audit = null, long? expectedRevision = null)
+    {
+        var doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration);
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return InsertNextUnitConfig(mac, doc, origin, audit, expectedRevision);
+            }
+            catch (DbException e) when (IsUniqueViolation(e))
+            {
+                if (expectedRevision is { } expected)
+                {
+                    throw new StaleConfigRevisionException(mac, expected, LatestUnitConfigRevision(mac));
+                }
+                if (attempt == 3)
+                {
+                    throw new StoreConflictException($"the service configuration of {mac} was changed by other saves at the same moment three times; send it again");
+                }
+            }
+        }
+    }
+
+    private long InsertNextUnitConfig(string mac, string doc, string origin, Func<long, AuditEntry>? audit, long? expectedRevision)
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
-        var next = c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) + 1 FROM unit_configs WHERE mac = @mac", new { mac }, tx);
-        c.Execute("""
-            INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, @next, @doc, 'provisional', @origin, @now)
-            """, new { mac, next, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration), origin, now = Now() }, tx);
-        WriteAudit(c, tx, audit?.Invoke(next));
+        // the comparison with the revision the change was made from and the insert are one statement (HAVING: only when the
+        // newest revision is still the expected one); a concurrent insert of the same revision is refused by the primary key
+        var guard = expectedRevision is null ? "" : "HAVING COALESCE(MAX(revision), 0) = @expectedRevision";
+        var next = c.QuerySingleOrDefault<long?>($"""
+            INSERT INTO unit_configs (mac, revision, document, status, origin, created_at)
+            SELECT @mac, COALESCE(MAX(revision), 0) + 1, @doc, 'provisional', @origin, @now FROM unit_configs WHERE mac = @mac
+            {guard}
+            RETURNING revision
+            """, new { mac, doc, origin, now = Now(), expectedRevision = expectedRevision ?? 0 }, tx);
+        if (next is not { } revision)
+        {
+            var actual = c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac }, tx);
+            throw new StaleConfigRevisionException(mac, expectedRevision!.Value, actual);
+        }
+        WriteAudit(c, tx, audit?.Invoke(revision));
         tx.Commit();
-        return next;
+        return revision;
+    }
+
+    /// <summary>The unit's newest revision number (0: it has none).</summary>
+    public long LatestUnitConfigRevision(string mac)
+    {
+        using var c = Open();
+        return c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac });
     }
 
     public UnitConfigRow? LatestUnitConfig(string mac)
@@ -135,11 +194,20 @@ public sealed partial class TsunaguStore
                 WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
                 """, new { mac, counter.Version, counter.BundleId }, tx);
         }
+        // the cache statistics (when reported) in the same statement: a null leaves each column as it was
         c.Execute("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = @state,
-                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
+                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now,
+                   cache_requests = COALESCE(@cacheRequests, cache_requests), cache_hits = COALESCE(@cacheHits, cache_hits),
+                   cache_bytes_served = COALESCE(@cacheServed, cache_bytes_served), cache_bytes_saved = COALESCE(@cacheSaved, cache_bytes_saved),
+                   cache_reported_at = COALESCE(@cacheAt, cache_reported_at)
             WHERE mac = @mac
-            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now }, tx);
+            """, new
+        {
+            mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now,
+            cacheRequests = cache?.Requests, cacheHits = cache?.Hits, cacheServed = cache?.BytesServed, cacheSaved = cache?.BytesSaved,
+            cacheAt = cache is null ? null : now,
+        }, tx);
         var finalized = configRevision is { } revision && c.Execute(
             "UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
             new { mac, revision, now }, tx) > 0;
@@ -155,14 +223,6 @@ public sealed partial class TsunaguStore
             {
                 text += $"; WireGuard public key changed from {previous} to {vpn.PublicKey}: peers must be given the new key";
             }
-        }
-        if (cache is not null)
-        {
-            c.Execute("""
-                UPDATE units SET cache_requests = @Requests, cache_hits = @Hits, cache_bytes_served = @BytesServed, cache_bytes_saved = @BytesSaved,
-                       cache_reported_at = @now
-                WHERE mac = @mac
-                """, new { mac, cache.Requests, cache.Hits, cache.BytesServed, cache.BytesSaved, now }, tx);
         }
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
             new { mac, now, kind = UnitEventKinds.Ready, text }, tx);

@@ -176,9 +176,20 @@ public sealed partial class TsunaguStore
         c.Execute("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() });
     }
 
-    /// <summary>Sets (or clears) the unit's target pattern, with <paramref name="audit"/> (when given) in the same transaction.</summary>
+    /// <summary>
+    /// Sets (or clears) the unit's target pattern, with <paramref name="audit"/> (when given) in the same transaction. A
+    /// return after a rollout's abort that the unit was in ends with it: the operator's target stands.
+    /// </summary>
     public void SetTargetPattern(string mac, string? pattern, AuditEntry? audit = null) =>
-        Write((c, tx) => c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx), audit);
+        Write((c, tx) =>
+        {
+            // rollout_units before units, the order the abort and the end of returns lock them in (no deadlock on PostgreSQL)
+            c.Execute("""
+                UPDATE rollout_units SET returned = 'return to ' || return_to || ' ended: the target was set to ' || @target, return_to = NULL
+                WHERE mac = @mac AND return_to IS NOT NULL
+                """, new { mac, target = pattern ?? "none" }, tx);
+            c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx);
+        }, audit);
 
     // ---- challenges -------------------------------------------------------------------------------------
 

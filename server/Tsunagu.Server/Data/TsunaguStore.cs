@@ -93,7 +93,7 @@ public sealed partial class TsunaguStore
         }
     }
 
-    private static bool IsUniqueViolation(DbException e) =>
+    internal static bool IsUniqueViolation(DbException e) =>
         // SQLite: SQLITE_CONSTRAINT_PRIMARYKEY or _UNIQUE only (a trigger's abort is a constraint error too, but no conflict)
         e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException { SqliteExtendedErrorCode: 1555 or 2067 });
 

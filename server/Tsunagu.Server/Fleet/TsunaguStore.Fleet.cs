@@ -119,7 +119,7 @@ public sealed partial class TsunaguStore
             var found = new List<string>();
             foreach (var chunk in macs.Chunk(500))
             {
-                found.AddRange(c.Query<string>("SELECT mac FROM units WHERE mac IN @chunk AND decommissioned_at IS NULL", new { chunk }));
+                found.AddRange(c.Query<string>($"SELECT mac FROM units WHERE {InList("mac", "chunk")} AND decommissioned_at IS NULL", new { chunk }));
             }
             return found.Order(StringComparer.Ordinal).ToList();
         }
@@ -154,11 +154,18 @@ public sealed partial class TsunaguStore
         return rows.Select(u => u.Mac).ToList();
     }
 
-    private static HashSet<string> TaggedWithAll(System.Data.Common.DbConnection c, IReadOnlyList<string> tags)
+    /// <summary>
+    /// <paramref name="column"/> is one of the list parameter <paramref name="parameter"/>: Dapper expands a list for
+    /// SQLite (<c>IN @p</c>) but hands PostgreSQL an array (<c>= ANY(@p)</c>).
+    /// </summary>
+    private string InList(string column, string parameter) =>
+        _db.Kind == DatabaseKind.Postgres ? $"{column} = ANY(@{parameter})" : $"{column} IN @{parameter}";
+
+    private HashSet<string> TaggedWithAll(System.Data.Common.DbConnection c, IReadOnlyList<string> tags)
     {
-        var distinct = tags.Distinct(StringComparer.Ordinal).ToList();
-        return c.Query<string>("SELECT mac FROM unit_tags WHERE tag IN @distinct GROUP BY mac HAVING COUNT(DISTINCT tag) = @n",
-            new { distinct, n = (long)distinct.Count }).ToHashSet(StringComparer.Ordinal);
+        var distinct = tags.Distinct(StringComparer.Ordinal).ToArray();
+        return c.Query<string>($"SELECT mac FROM unit_tags WHERE {InList("tag", "distinct")} GROUP BY mac HAVING COUNT(DISTINCT tag) = @n",
+            new { distinct, n = (long)distinct.Length }).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>The MACs of the active units on <paramref name="pattern"/>.</summary>

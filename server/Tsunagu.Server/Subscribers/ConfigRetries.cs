@@ -58,4 +58,44 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
         }
         return revision;
     }
+
+    /// <summary>
+    /// Cancels the further attempts of the unit's newest revision (it failed with attempts left, or is a retry not yet
+    /// applied) when it is the subscriber's own change (never the provider's), audited as <c>unit.service-config.retry-cancel</c> by <paramref name="actor"/>. Null when nothing was to be cancelled.
+    /// </summary>
+    public long? Cancel(string mac, string actor)
+    {
+        var revision = store.CancelUnitConfigRetry(mac, options.ConfigRetryAttempts, actor, r => new AuditEntry(actor, "unit.service-config.retry-cancel", mac,
+            $"revision {r.Revision} ({r.Status}, attempt {r.Attempt} of {options.ConfigRetryAttempts}): no further attempt"), SubscriberChanges.Origin);
+        if (revision is not null)
+        {
+            log.LogInformation("unit {Mac}: further attempts of configuration revision {Revision} cancelled by {Actor}", mac, revision, actor);
+        }
+        return revision;
+    }
+
+    /// <summary>Whether <paramref name="newest"/> (the unit's newest revision) has attempts that <see cref="Cancel"/> would stop.</summary>
+    public bool Cancellable(UnitConfigRow? newest) => newest is not null && newest.Origin == SubscriberChanges.Origin
+        && newest.RetryCancelledAt is null && newest.Attempt < options.ConfigRetryAttempts
+        && (newest.Status == ConfigStatus.Failed || (newest.Status == ConfigStatus.Provisional && newest.Attempt > 1));
+
+    /// <summary>
+    /// What a revision's state means now, for people: its status; for a failure the retry to come, "retrying (attempt n of m)",
+    /// or the final outcome (given up after the last attempt, or cancelled); for a retry its attempt and how it ended.
+    /// <paramref name="newest"/>: whether it is the unit's newest revision (only that one is retried).
+    /// </summary>
+    public static string Describe(UnitConfigRow revision, bool newest, int maxAttempts) => revision switch
+    {
+        { Status: ConfigStatus.Failed, RetryCancelledAt: not null } =>
+            $"failed; further attempts cancelled by {revision.RetryCancelledBy} after attempt {revision.Attempt} of {maxAttempts} (final)",
+        { RetryCancelledAt: not null } =>
+            $"{revision.Status} (attempt {revision.Attempt} of {maxAttempts}); no attempt after this one: cancelled by {revision.RetryCancelledBy}",
+        { Status: ConfigStatus.Failed } when newest && revision.Attempt < maxAttempts =>
+            $"failed; retrying (attempt {revision.Attempt + 1} of {maxAttempts}) once the unit is ready again",
+        { Status: ConfigStatus.Failed } when revision.Attempt >= maxAttempts => $"failed on the last attempt ({revision.Attempt} of {maxAttempts}); not retried again (final)",
+        { Status: ConfigStatus.Provisional, Attempt: > 1 } => $"retrying (attempt {revision.Attempt} of {maxAttempts}) revision {revision.RetryOf}",
+        { Status: ConfigStatus.Failed, Attempt: > 1 } => $"failed; retry of revision {revision.RetryOf} (attempt {revision.Attempt} of {maxAttempts})",
+        { Attempt: > 1 } => $"{revision.Status} on attempt {revision.Attempt} of {maxAttempts} (retry of revision {revision.RetryOf})",
+        _ => revision.Status,
+    };
 }

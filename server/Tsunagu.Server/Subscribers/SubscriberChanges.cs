@@ -8,9 +8,12 @@ using Tsunagu.Server.Units.ForcedChecks;
 namespace Tsunagu.Server.Subscribers;
 
 /// <summary>A subscriber's change the configuration rules do not allow; the message says why, <see cref="Field"/> names the field when there is one.</summary>
-public sealed class SubscriberChangeException(string message, string? field = null) : Exception(message)
+public sealed class SubscriberChangeException(string message, string? field = null, bool conflict = false) : Exception(message)
 {
     public string? Field { get; } = field;
+
+    /// <summary>The change itself may be right but the unit's state refused it (changed meanwhile, nothing to cancel): 409, not 400.</summary>
+    public bool Conflict { get; } = conflict;
 }
 
 /// <summary>What became of a subscriber's change: its revision, and whether the unit was told to check now.</summary>
@@ -53,7 +56,10 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         Func<ServiceConfiguration, ServiceConfiguration> change, CancellationToken ct)
     {
         var unit = OwnUnit(subscriber, mac) ?? throw new SubscriberChangeException($"unit {mac} is not yours");
-        var current = Current(unit.Mac) ?? throw new SubscriberChangeException("your unit has no service configuration yet; the operator assigns the first one");
+        var revisions = store.ListUnitConfigs(unit.Mac);
+        var row = revisions.LastOrDefault(c => c.Status != ConfigStatus.Failed)
+            ?? throw new SubscriberChangeException("your unit has no service configuration yet; the operator assigns the first one");
+        var current = (Row: row, Document: JsonSerializer.Deserialize(row.Document, ProtocolJson.Default.ServiceConfiguration)!);
         var next = change(current.Document);
         try
         {
@@ -64,8 +70,18 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
             throw new SubscriberChangeException(e.Message, e.Field);
         }
         ServiceConfigFields.RequireAllowed(current.Document, next, AllowedFields(subscriber));
-        var revision = store.AddUnitConfig(unit.Mac, next, Origin,
-            r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"));
+        long revision;
+        try
+        {
+            // stored only while the revision read above is still the newest: a change made at the same moment is not lost
+            revision = store.AddUnitConfig(unit.Mac, next, Origin,
+                r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"), expectedRevision: revisions[^1].Revision);
+        }
+        catch (StaleConfigRevisionException)
+        {
+            throw new SubscriberChangeException("your unit's settings were changed at the same moment (by you elsewhere or your provider); nothing was saved: look at them again and redo the change",
+                conflict: true);
+        }
         if (push.BrokerUri is null)
         {
             return new(revision, "push is disabled on this server; the unit takes the change at its next periodic check");

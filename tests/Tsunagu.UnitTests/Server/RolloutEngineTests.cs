@@ -131,6 +131,81 @@ public class RolloutEngineTests
         Assert.That(RolloutEngine.InvalidWaves([new WaveSpec(1, 10)]), Does.Contain("exactly one"));
     }
 
+    [TestCase("group:canary,50%,100%", "group:canary|50%|100%")]
+    [TestCase(" 5% , group:a.b_c-1 ,10, 100% ", "5%|group:a.b_c-1|10|100%")]
+    public void Waves_with_groups_parse_and_print_as_typed(string text, string expected)
+    {
+        var (waves, error) = RolloutEngine.ParseWaves(text);
+        Assert.That(error, Is.Null);
+        Assert.That(string.Join('|', waves!), Is.EqualTo(expected), "the console shows each wave as the operator typed it");
+        Assert.That(RolloutEngine.InvalidWaves(waves), Is.Null);
+        var json = System.Text.Json.JsonSerializer.Serialize(waves, System.Text.Json.JsonSerializerOptions.Web);
+        Assert.That(System.Text.Json.JsonSerializer.Deserialize<List<WaveSpec>>(json, System.Text.Json.JsonSerializerOptions.Web), Is.EqualTo(waves), "stored and read back alike");
+    }
+
+    [TestCase("group:,100%", "neither")]
+    [TestCase("group:a b,100%", "neither")]
+    [TestCase("group:-a,100%", "neither")]
+    [TestCase("group:a\nb,100%", "neither")]
+    [TestCase("groups:a,100%", "neither")]
+    [TestCase("group:canary", "the last wave takes every unit left")]
+    [TestCase("group:a,group:a,100%", "is wave 1 already")]
+    public void Group_waves_outside_the_grammar_are_refused(string text, string why)
+    {
+        var (waves, error) = RolloutEngine.ParseWaves(text);
+        Assert.That(error ?? RolloutEngine.InvalidWaves(waves), Does.Contain(why));
+    }
+
+    [Test]
+    public void Group_waves_given_as_json_are_checked_like_typed_ones()
+    {
+        Assert.That(RolloutEngine.InvalidWaves([new WaveSpec(Group: "a"), new WaveSpec(Percent: 100)]), Is.Null);
+        Assert.That(RolloutEngine.InvalidWaves([new WaveSpec(Count: 1, Group: "a"), new WaveSpec(Percent: 100)]), Does.Contain("exactly one"));
+        Assert.That(RolloutEngine.InvalidWaves([new WaveSpec(Group: "a\u0000"), new WaveSpec(Percent: 100)]), Does.Contain("waves[0].group"));
+        Assert.That(RolloutEngine.InvalidWaves([new WaveSpec(Group: new string('a', 200)), new WaveSpec(Percent: 100)]), Does.Contain("waves[0].group"));
+        Assert.That(RolloutEngine.InvalidWaves([new WaveSpec(Group: ""), new WaveSpec(Percent: 100)]), Does.Contain("waves[0].group"));
+    }
+
+    public sealed record GroupPlanCase(string Name, string Waves, int Units, int[] Canary, int[] Beta, string Sizes)
+    {
+        public override string ToString() => Name;
+    }
+
+    private static IEnumerable<GroupPlanCase> GroupPlanCases() =>
+    [
+        new("a group wave takes its units first", "group:canary,50%,100%", 10, [1, 2, 3], [], "3,5,2"),
+        new("a group's units outside the rollout are not taken", "group:canary,100%", 4, [1, 2, 30, 31], [], "2,2"),
+        new("a unit in two group waves is in the first", "group:canary,group:beta,100%", 6, [0, 1], [1, 2], "2,1,3"),
+        new("a group wave after a count takes only what is left", "3,group:canary,100%", 6, [0, 1, 2, 3, 4, 5], [], "3,3,0"),
+        new("an empty group is an empty wave", "group:beta,100%", 5, [], [], "0,5"),
+        new("percents count every unit of the rollout", "group:canary,20%,100%", 10, [0, 1, 2, 3, 4, 5, 6, 7], [], "8,2,0"),
+    ];
+
+    [TestCaseSource(nameof(GroupPlanCases))]
+    public void Plan_with_group_waves(GroupPlanCase c)
+    {
+        string M(int i) => $"02:00:00:00:00:{i:x2}";
+        var macs = Enumerable.Range(0, c.Units).Select(M).ToList();
+        var groups = new Dictionary<string, IReadOnlySet<string>>
+        {
+            ["canary"] = c.Canary.Select(M).ToHashSet(),
+            ["beta"] = c.Beta.Select(M).ToHashSet(),
+        };
+        var (waves, error) = RolloutEngine.ParseWaves(c.Waves);
+        Assert.That(error, Is.Null);
+        var plan = RolloutEngine.Plan("r", waves!, macs, groups);
+        Assert.That(plan.Select(m => m.Mac).Order(), Is.EqualTo(macs.Order()), "every unit of the rollout once, and no other");
+        Assert.That(string.Join(',', Enumerable.Range(0, waves!.Count).Select(w => plan.Count(m => m.Wave == w))), Is.EqualTo(c.Sizes));
+        for (var w = 0; w < waves.Count - 1; w++)
+        {
+            if (waves[w].Group is { } g)
+            {
+                Assert.That(plan.Where(m => m.Wave == w).Select(m => m.Mac), Is.All.Matches<string>(groups[g].Contains), $"wave {w + 1} holds only units of {g}");
+                Assert.That(plan.Where(m => m.Wave > w && groups[g].Contains(m.Mac)), Is.Empty, $"no unit of {g} waits for a later wave");
+            }
+        }
+    }
+
     [TestCase("lab")]
     [TestCase("region:kanto")]
     [TestCase("a.b_c-d:0")]
@@ -386,8 +461,8 @@ public class RolloutEngineTests
         var unit = store.GetUnitForCheck(mac)!;
         if (unit.TargetPattern == unit.Pattern) { return null; }
         var program = store.FindUpdateProgram(unit.Pattern!, unit.TargetPattern);
-        if (program is null || service.Gate(mac, program) is not null) { return null; }
-        service.Offered(mac, program);
+        if (program is null || service.Admit(mac, program) is not { Deferred: null } admission) { return null; }
+        service.Offered(mac, program, admission);
         return program.Id;
     }
 

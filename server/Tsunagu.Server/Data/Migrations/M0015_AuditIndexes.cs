@@ -34,7 +34,7 @@ public sealed class M0015_AuditIndexes : Migration
             {
                 var id = reader.GetInt64(0);
                 var target = reader.IsDBNull(2) ? null : reader.GetString(2);
-                named.AddRange(AuditUnits.Named(reader.GetString(1), target).Select(mac => (mac, id)));
+                named.AddRange(AuditUnitsAsMigrated.Named(reader.GetString(1), target).Select(mac => (mac, id)));
             }
         }
         using var insert = connection.CreateCommand();

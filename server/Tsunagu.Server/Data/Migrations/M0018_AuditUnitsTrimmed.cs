@@ -28,7 +28,7 @@ public sealed class M0018_AuditUnitsTrimmed : Migration
                 if (!reader.IsDBNull(3)) { present.Add((reader.GetString(3), id)); }
                 if (seen.Add(id))
                 {
-                    named.AddRange(AuditUnits.Named(reader.GetString(1), reader.GetString(2)).Select(mac => (mac, id)));
+                    named.AddRange(AuditUnitsAsMigrated.Named(reader.GetString(1), reader.GetString(2)).Select(mac => (mac, id)));
                 }
             }
         }

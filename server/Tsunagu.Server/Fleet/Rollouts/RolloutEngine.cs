@@ -35,10 +35,16 @@ public enum MemberStatus
     Offline,
 }
 
-/// <summary>One wave as the operator gives it: a number of units or a percentage of the group (exactly one).</summary>
-public sealed record WaveSpec(int? Count = null, int? Percent = null)
+/// <summary>
+/// One wave as the operator gives it (exactly one of the three): a number of units, a percentage of the rollout's units,
+/// or the units of a group (those of the rollout's units that are members of <see cref="Group"/> and in no earlier wave).
+/// </summary>
+public sealed record WaveSpec(int? Count = null, int? Percent = null, string? Group = null)
 {
-    public override string ToString() => Count is { } c ? c.ToString(System.Globalization.CultureInfo.InvariantCulture) : $"{Percent}%";
+    public const string GroupPrefix = "group:";
+
+    public override string ToString() =>
+        Group is { } g ? GroupPrefix + g : Count is { } c ? c.ToString(System.Globalization.CultureInfo.InvariantCulture) : $"{Percent}%";
 }
 
 /// <summary>What the engine decides on: the rollout's settings and state, and where it is.</summary>
@@ -104,24 +110,39 @@ public static class RolloutEngine
     /// <summary>Why <paramref name="waves"/> cannot be a rollout's waves; null when they can.</summary>
     public static string? InvalidWaves(IReadOnlyList<WaveSpec>? waves)
     {
-        if (waves is null || waves.Count is 0 or > MaxWaves) { return $"waves: 1 to {MaxWaves} waves, each a count or a percent"; }
+        if (waves is null || waves.Count is 0 or > MaxWaves) { return $"waves: 1 to {MaxWaves} waves, each a count, a percent or a group"; }
+        var groups = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var i = 0; i < waves.Count; i++)
         {
             var w = waves[i];
-            if (w is null || (w.Count is null) == (w.Percent is null)) { return $"waves[{i}]: give exactly one of count and percent"; }
+            if (w is null || (w.Count is null ? 0 : 1) + (w.Percent is null ? 0 : 1) + (w.Group is null ? 0 : 1) != 1)
+            {
+                return $"waves[{i}]: give exactly one of count, percent and group";
+            }
             if (w.Count is < 1 or > 1_000_000) { return $"waves[{i}].count: 1 to 1000000"; }
             if (w.Percent is < 1 or > 100) { return $"waves[{i}].percent: 1 to 100"; }
+            if (w.Group is { } g)
+            {
+                if (!Apis.InputRules.IsIdentifier(g)) { return Apis.InputRules.Identifier($"waves[{i}].group"); }
+                if (i == waves.Count - 1) { return $"waves[{i}].group: the last wave takes every unit left; give a count or a percent (100%)"; }
+                if (!groups.TryAdd(g, i)) { return $"waves[{i}].group: '{g}' is wave {groups[g] + 1} already"; }
+            }
         }
         return null;
     }
 
+    /// <summary>The groups <paramref name="waves"/> name, each once, in order.</summary>
+    public static IReadOnlyList<string> WaveGroups(IReadOnlyList<WaveSpec> waves) =>
+        waves.Select(w => w.Group).OfType<string>().Distinct(StringComparer.Ordinal).ToList();
+
     /// <summary>
-    /// Waves written as the operator types them (CLI <c>--waves</c>, the console's form): counts or percents separated by
-    /// commas, e.g. <c>5%,15%,80%</c> or <c>10,100%</c>. Null and why, when the text is not such a list.
+    /// Waves written as the operator types them (CLI <c>--waves</c>, the console's form): counts, percents or groups
+    /// separated by commas, e.g. <c>5%,15%,80%</c>, <c>10,100%</c> or <c>group:canary,50%,100%</c>. Null and why, when
+    /// the text is not such a list.
     /// </summary>
     public static (List<WaveSpec>? Waves, string? Error) ParseWaves(string? text)
     {
-        if (string.IsNullOrWhiteSpace(text)) { return (null, "waves: counts or percents separated by commas, e.g. 5%,15%,80%"); }
+        if (string.IsNullOrWhiteSpace(text)) { return (null, "waves: counts, percents or groups separated by commas, e.g. 5%,15%,80% or group:canary,50%,100%"); }
         var waves = new List<WaveSpec>();
         foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
         {
@@ -129,7 +150,11 @@ public static class RolloutEngine
             var culture = System.Globalization.CultureInfo.InvariantCulture;
             if (part.EndsWith('%') && part.Length is > 1 and <= 8 && int.TryParse(part[..^1], style, culture, out var p)) { waves.Add(new WaveSpec(Percent: p)); }
             else if (part.Length is > 0 and <= 8 && int.TryParse(part, style, culture, out var c)) { waves.Add(new WaveSpec(Count: c)); }
-            else { return (null, $"waves: '{Apis.InputRules.Quote(part)}' is neither a count (10) nor a percent (10%)"); }
+            else if (part.StartsWith(WaveSpec.GroupPrefix, StringComparison.Ordinal) && Apis.InputRules.IsIdentifier(part[WaveSpec.GroupPrefix.Length..]))
+            {
+                waves.Add(new WaveSpec(Group: part[WaveSpec.GroupPrefix.Length..]));
+            }
+            else { return (null, $"waves: '{Apis.InputRules.Quote(part)}' is neither a count (10), a percent (10%) nor a group (group:NAME)"); }
             if (waves.Count > MaxWaves) { break; }
         }
         return (waves, null);
@@ -160,19 +185,30 @@ public static class RolloutEngine
     public static IReadOnlyList<string> WaveOrder(string rollout, IEnumerable<string> macs) =>
         macs.OrderBy(m => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(rollout + "/" + m))), StringComparer.Ordinal).ToList();
 
-    /// <summary>The members of a new rollout: <paramref name="macs"/> in <see cref="WaveOrder"/>, cut by <see cref="WaveSizes"/>.</summary>
-    public static IReadOnlyList<RolloutMember> Plan(string rollout, IReadOnlyList<WaveSpec> waves, IReadOnlyCollection<string> macs)
+    /// <summary>
+    /// The members of a new rollout: <paramref name="macs"/> in <see cref="WaveOrder"/>, wave by wave: a group wave takes
+    /// the units of its group (<paramref name="groups"/>: each named group's members) not in an earlier wave; a count or
+    /// percent wave takes that many of the units left (a percent of all of them, rounded up); the last wave takes
+    /// every unit left. Without group waves the sizes are <see cref="WaveSizes"/>.
+    /// </summary>
+    public static IReadOnlyList<RolloutMember> Plan(string rollout, IReadOnlyList<WaveSpec> waves, IReadOnlyCollection<string> macs,
+        IReadOnlyDictionary<string, IReadOnlySet<string>>? groups = null)
     {
-        var sizes = WaveSizes(waves, macs.Count);
         var ordered = WaveOrder(rollout, macs);
+        var placed = new HashSet<string>(StringComparer.Ordinal);
         var members = new List<RolloutMember>(ordered.Count);
-        var wave = 0;
-        var inWave = 0;
-        foreach (var mac in ordered)
+        for (var wave = 0; wave < waves.Count; wave++)
         {
-            while (inWave >= sizes[wave]) { wave++; inWave = 0; }
-            members.Add(new RolloutMember(mac, wave, MemberStatus.Pending));
-            inWave++;
+            var left = ordered.Where(m => !placed.Contains(m));
+            var spec = waves[wave];
+            var taken = wave == waves.Count - 1 ? left.ToList()
+                : spec.Group is { } g ? left.Where(m => groups?.GetValueOrDefault(g)?.Contains(m) == true).ToList()
+                : left.Take(spec.Count ?? (int)Math.Ceiling(spec.Percent!.Value * (long)ordered.Count / 100.0)).ToList();
+            foreach (var mac in taken)
+            {
+                placed.Add(mac);
+                members.Add(new RolloutMember(mac, wave, MemberStatus.Pending));
+            }
         }
         return members;
     }

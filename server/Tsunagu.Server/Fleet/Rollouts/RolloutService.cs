@@ -24,6 +24,12 @@ public sealed record RolloutView(string Name, string Group, string FromPattern, 
 /// <summary>A member after an abort that returned units: "returning to PATTERN", or "cannot return: why".</summary>
 public sealed record MemberReturn(string Mac, string Outcome);
 
+/// <summary>
+/// What the gate of the version check found: why the unit may not take the update now (null: it may), and the rollout
+/// that records the offer when the update is offered (null: none, or it recorded it before, so the offer writes nothing).
+/// </summary>
+public sealed record RolloutAdmission(string? Deferred, string? RecordsOfferIn);
+
 /// <summary>The operator's abort: what happens to the units the rollout already moved (<see cref="AbortChoices"/>; default keep).</summary>
 public sealed record AbortRequest(string? Units = null);
 
@@ -71,8 +77,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         }
         var program = store.FindUpdateProgram(request.FromPattern, request.ToPattern)
             ?? throw new RolloutRuleException($"fromPattern, toPattern: no update program leads from {request.FromPattern} to {request.ToPattern}");
+        var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
+        foreach (var name in RolloutEngine.WaveGroups(request.Waves!))
+        {
+            var waveGroup = store.GetGroup(name) ?? throw new RolloutRuleException($"waves: no group '{name}'");
+            waveGroups[name] = store.GroupMembers(waveGroup).ToHashSet(StringComparer.Ordinal);
+        }
         var candidates = Candidates(group, request.FromPattern);
-        var members = RolloutEngine.Plan(request.Name, request.Waves!, candidates);
+        var members = RolloutEngine.Plan(request.Name, request.Waves!, candidates, waveGroups);
         var row = new RolloutRow
         {
             Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
@@ -80,7 +92,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             ErrorPercent = request.ErrorPercent ?? 10, OnError = request.OnError ?? ErrorActions.Pause, MinWaveSeconds = request.MinWaveSeconds ?? 0,
             State = RolloutStates.Running, OpenWaves = 1, CreatedBy = actor,
         };
-        var sizes = RolloutEngine.WaveSizes(request.Waves!, members.Count);
+        var sizes = Enumerable.Range(0, request.Waves!.Count).Select(w => members.Count(m => m.Wave == w)).ToList();
         try
         {
             store.AddRollout(row, members, new AuditEntry(actor, "rollout.create", row.Name,
@@ -126,15 +138,29 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// newest one of it that is not completed) is open only to members of its open waves while it runs, and never to a
     /// member that reported the update as failed in it: its own rollback keeps it on the old pattern.
     /// </summary>
-    public string? Gate(string mac, UpdateProgramRow program)
+    public string? Gate(string mac, UpdateProgramRow program) => Admit(mac, program).Deferred;
+
+    /// <summary>
+    /// <see cref="Gate"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="Offered"/>):
+    /// only a member of the rollout not offered the update before. One indexed query.
+    /// </summary>
+    public RolloutAdmission Admit(string mac, UpdateProgramRow program)
     {
-        if (store.RolloutGate(mac, program.FromPattern, program.ToPattern) is not { } gate) { return null; }
-        if (gate.Wave is not { } wave) { return $"rollout {gate.Name} holds {program.FromPattern} -> {program.ToPattern}; the unit is not (yet) part of it"; }
-        if (gate.State != RolloutStates.Running) { return $"rollout {gate.Name} is {gate.State}"; }
-        if (wave >= gate.OpenWaves) { return $"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open"; }
-        if (store.FailedUpdateSince(mac, program.Id, gate.JoinedAt!)) { return $"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}"; }
-        return null;
+        if (store.RolloutGate(mac, program.FromPattern, program.ToPattern) is not { } gate) { return new(null, null); }
+        if (gate.Wave is not { } wave) { return new($"rollout {gate.Name} holds {program.FromPattern} -> {program.ToPattern}; the unit is not (yet) part of it", null); }
+        if (gate.State != RolloutStates.Running) { return new($"rollout {gate.Name} is {gate.State}", null); }
+        if (wave >= gate.OpenWaves) { return new($"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open", null); }
+        if (store.FailedUpdateSince(mac, program.Id, gate.JoinedAt!)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
+        return new(null, gate.PreviousPattern is null ? gate.Name : null);
     }
+
+    /// <summary>
+    /// For a unit without a target pattern: the way back from <paramref name="fromPattern"/> (<see cref="CatalogueSnapshot.FindWayBack"/>)
+    /// when a rollout that is not completed holds that transition, so a rollout can take units back; null otherwise (a
+    /// way back is never the default path). A query only where a way back leaves the pattern; otherwise from memory.
+    /// </summary>
+    public UpdateProgramRow? WayBackHeld(string mac, CatalogueSnapshot catalogue, string fromPattern) =>
+        catalogue.FindWayBack(fromPattern) is { } back && store.RolloutGate(mac, back.FromPattern, back.ToPattern) is not null ? back : null;
 
     /// <summary>The operator pauses, resumes or aborts a rollout; false when it is not in a state that allows it.</summary>
     public bool Act(string name, string action, string actor)
@@ -168,9 +194,8 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         }
         if (units == AbortChoices.Revert)
         {
-            if (!AbortReturning(row, actor)) { throw new RolloutRuleException($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot abort", conflict: true); }
-            var back = store.RolloutReturns(name).Where(r => r.Returned.StartsWith("returning", StringComparison.Ordinal)).Select(r => r.Mac).ToList();
-            await WakeAsync(row, back, ct);
+            if (AbortReturning(row, actor) is not { } plan) { throw new RolloutRuleException($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot abort", conflict: true); }
+            await WakeAsync(row, plan.Return.Select(r => r.Mac).ToList(), ct);
             return View(store.GetRollout(name)!);
         }
         if (!Act(name, action, actor))
@@ -185,27 +210,42 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// Aborts <paramref name="row"/> and returns the units it moved or is moving to the pattern each ran before
     /// (<see cref="RolloutEngine.PlanReturn"/>): their target pattern becomes it, so the normal version check takes them
     /// back by the update program from the new pattern to it. Without such a program, or when that pattern is no longer
-    /// verified, the units are listed as unable to return and left as they are. False when the rollout cannot abort.
+    /// verified, the units are listed as unable to return and left as they are. Null when the rollout cannot abort.
     /// </summary>
-    private bool AbortReturning(RolloutRow row, string actor)
+    private ReturnPlan? AbortReturning(RolloutRow row, string actor)
     {
-        var previous = store.RolloutPreviousPatterns(row.Name);
-        var candidates = store.RolloutMembers(row).Select(m => new ReturnCandidate(m.Mac, m.Status, previous.GetValueOrDefault(m.Mac))).ToList();
-        var plan = RolloutEngine.PlanReturn(candidates, pattern =>
+        string? detail = null;
+        var plan = store.AbortRolloutReturning(row.Name, members => RolloutEngine.PlanReturn(members, pattern =>
             store.GetPattern(pattern) is not { Status: PatternStatus.Verified } ? $"{pattern} is not a verified pattern"
             : store.FindUpdateProgram(row.ToPattern, pattern) is null ? $"no update program leads from {row.ToPattern} back to {pattern}"
-            : null);
-        var summary = $"aborted by {actor}; units moved: revert: {plan.Return.Count} return" +
-                      (plan.Cannot.Count == 0 ? "" : $", {plan.Cannot.Count} cannot ({plan.Cannot[0].Why})");
-        var detail = summary + (plan.Return.Count == 0 ? "" : $"; returning: {string.Join(", ", plan.Return.Take(20).Select(r => r.Mac))}{(plan.Return.Count > 20 ? ", ..." : "")}") +
+            : null), plan =>
+        {
+            var summary = $"aborted by {actor}; units moved: revert: {plan.Return.Count} return" +
+                          (plan.Cannot.Count == 0 ? "" : $", {plan.Cannot.Count} cannot ({plan.Cannot[0].Why})");
+            detail = summary + (plan.Return.Count == 0 ? "" : $"; returning: {string.Join(", ", plan.Return.Take(20).Select(r => r.Mac))}{(plan.Return.Count > 20 ? ", ..." : "")}") +
                      (plan.Cannot.Count == 0 ? "" : $"; cannot: {string.Join(", ", plan.Cannot.Take(20).Select(r => r.Mac))}{(plan.Cannot.Count > 20 ? ", ..." : "")}");
-        if (!store.AbortRolloutReturning(row.Name, summary, plan, new AuditEntry(actor, "rollout.abort", row.Name, detail))) { return false; }
-        log.LogInformation("rollout {Rollout}: {Detail}", row.Name, detail);
-        return true;
+            return (summary, new AuditEntry(actor, "rollout.abort", row.Name, detail));
+        });
+        if (plan is not null) { log.LogInformation("rollout {Rollout}: {Detail}", row.Name, detail); }
+        return plan;
     }
 
-    /// <summary>The version check offered the unit <paramref name="program"/>: a rollout holding its transition records that it moves the unit.</summary>
-    public void Offered(string mac, UpdateProgramRow program) => store.RecordRolloutOffer(mac, program.FromPattern, program.ToPattern);
+    /// <summary>
+    /// The version check offered the unit <paramref name="program"/> after <see cref="Admit"/>: the rollout that moves
+    /// the unit records the pattern it runs, the first time only; a repeated offer writes nothing.
+    /// </summary>
+    public void Offered(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false)
+    {
+        if (admission.RecordsOfferIn is not { } rollout) { return; }
+        store.RecordRolloutOffer(rollout, mac, program.FromPattern);
+        if (wayBack)
+        {
+            // a rollout back: the unit's target becomes the pattern it goes back to (when it has none), or once there it
+            // would be offered the way forward again at its next check; the operator clears the target to move it on
+            store.PinWayBack(mac, program.ToPattern, new AuditEntry(Actor(rollout), "unit.target-pattern", mac,
+                $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})"));
+        }
+    }
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
     public IReadOnlyList<string> EmergencyStop(string actor) =>
@@ -221,6 +261,11 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         try
         {
             var done = new List<(string, RolloutDecision)>();
+            // returns after an abort that are done end first: the units are no longer pinned to the pattern they returned to
+            foreach (var end in store.EndReturns())
+            {
+                log.LogInformation("rollout {Rollout}: unit {Mac}: {Outcome}", end.Rollout, end.Mac, end.Outcome);
+            }
             foreach (var row in store.ListRollouts(activeOnly: true))
             {
                 ct.ThrowIfCancellationRequested();

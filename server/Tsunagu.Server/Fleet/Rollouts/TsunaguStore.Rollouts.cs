@@ -28,7 +28,11 @@ public sealed class RolloutRow
 }
 
 /// <summary>What the version check's gate reads about a unit and the rollout holding its update's transition.</summary>
-public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt);
+/// <param name="PreviousPattern">The member's pattern when the rollout first offered it the update; null: not offered yet (or not a member).</param>
+public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt, string? PreviousPattern);
+
+/// <summary>A return after an abort that ended in a pass of the engine: the unit runs the pattern again, or its target was changed meanwhile.</summary>
+public sealed record ReturnEnd(string Rollout, string Mac, string Outcome);
 
 // Rollouts: the rollout rows, their members, and what the engine reads about the members.
 public sealed partial class TsunaguStore
@@ -87,6 +91,25 @@ public sealed partial class TsunaguStore
         return c.Query<RolloutRow>($"SELECT * FROM rollouts {(activeOnly ? "WHERE state IN ('running', 'paused')" : "")} ORDER BY created_at, name").ToList();
     }
 
+    /// <summary>
+    /// Every member of a rollout with its status now: installed (runs the new pattern), failed (a failed report of the
+    /// rollout's update since it joined), offline (the broker saw it go, or it was never seen), downloading (offered
+    /// the update), else pending. One query.
+    /// </summary>
+    public IReadOnlyList<RolloutMember> RolloutMembers(RolloutRow rollout)
+    {
+        using var c = Open();
+        return ReadMembers(c, null, rollout).Select(m => m.Member).ToList();
+    }
+
+    private const string MembersQuery = """
+        SELECT m.mac, m.wave, u.pattern, u.state, u.online, u.presence_at, u.last_seen, m.previous_pattern, u.target_pattern,
+               (SELECT MAX(r.at) FROM update_reports r WHERE r.mac = m.mac AND r.update_id = @UpdateId AND r.success = 0 AND r.at >= m.joined_at) AS failed_at
+        FROM rollout_units m JOIN units u ON u.mac = m.mac
+        WHERE m.rollout = @Name
+        ORDER BY m.wave, m.mac
+        """;
+
     private sealed class MemberRead
     {
         public string Mac { get; set; } = "";
@@ -97,23 +120,14 @@ public sealed partial class TsunaguStore
         public string? PresenceAt { get; set; }
         public string? LastSeen { get; set; }
         public string? FailedAt { get; set; }
+        public string? PreviousPattern { get; set; }
+        public string? TargetPattern { get; set; }
     }
 
-    /// <summary>
-    /// Every member of a rollout with its status now: installed (runs the new pattern), failed (a failed report of the
-    /// rollout's update since it joined), offline (the broker saw it go, or it was never seen), downloading (offered
-    /// the update), else pending. One query.
-    /// </summary>
-    public IReadOnlyList<RolloutMember> RolloutMembers(RolloutRow rollout)
-    {
-        using var c = Open();
-        return c.Query<MemberRead>("""
-            SELECT m.mac, m.wave, u.pattern, u.state, u.online, u.presence_at, u.last_seen,
-                   (SELECT MAX(r.at) FROM update_reports r WHERE r.mac = m.mac AND r.update_id = @UpdateId AND r.success = 0 AND r.at >= m.joined_at) AS failed_at
-            FROM rollout_units m JOIN units u ON u.mac = m.mac
-            WHERE m.rollout = @Name
-            ORDER BY m.wave, m.mac
-            """, rollout).Select(r =>
+    /// <summary>The members with their status (<see cref="RolloutMembers"/>), the pattern each ran when first offered the update, and its target pattern now.</summary>
+    private static IEnumerable<(RolloutMember Member, string? PreviousPattern, string? TargetPattern)> ReadMembers(System.Data.Common.DbConnection c,
+        System.Data.Common.DbTransaction? tx, RolloutRow rollout) =>
+        c.Query<MemberRead>(MembersQuery, rollout, tx).Select(r =>
         {
             DateTimeOffset? failedAt = r.FailedAt is null ? null : DateTimeOffset.Parse(r.FailedAt, CultureInfo.InvariantCulture);
             var status = r.Pattern == rollout.ToPattern ? MemberStatus.Installed
@@ -121,9 +135,8 @@ public sealed partial class TsunaguStore
                 : (r.Online == 0 && r.PresenceAt is not null) || r.LastSeen is null ? MemberStatus.Offline
                 : r.State == UnitStates.Updating ? MemberStatus.Downloading
                 : MemberStatus.Pending;
-            return new RolloutMember(r.Mac, (int)r.Wave, status, failedAt);
-        }).ToList();
-    }
+            return (new RolloutMember(r.Mac, (int)r.Wave, status, failedAt), r.PreviousPattern, r.TargetPattern);
+        });
 
     /// <summary>
     /// Applies a decision of the engine: the joins, the new state and open waves, the audit entry, in one transaction,
@@ -158,11 +171,11 @@ public sealed partial class TsunaguStore
         var now = Now();
         using var c = Open();
         using var tx = c.BeginTransaction();
-        var changed = c.Execute("""
+        var changed = c.Execute($"""
             UPDATE rollouts SET state = @to, reason = @reason, updated_at = @now,
                    errors_since = CASE WHEN @to = 'running' THEN @now ELSE errors_since END
-            WHERE name = @name AND state IN @from
-            """, new { name, to, reason, now, from = from.ToList() }, tx);
+            WHERE name = @name AND {InList("state", "from")}
+            """, new { name, to, reason, now, from = from.ToArray() }, tx);
         if (changed == 0) { return false; }
         WriteAudit(c, tx, audit);
         tx.Commit();
@@ -170,26 +183,17 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// Records that the rollout holding <paramref name="fromPattern"/> to <paramref name="toPattern"/> moves the unit now
-    /// (its update was just offered): the pattern it runs, the first time only.
+    /// Records that <paramref name="rollout"/> moves the unit now (its update was just offered): the pattern it runs,
+    /// the first time only. The version check calls it only when its gate read found the member not yet offered, so a
+    /// repeated offer writes nothing.
     /// </summary>
-    public void RecordRolloutOffer(string mac, string fromPattern, string toPattern)
+    public void RecordRolloutOffer(string rollout, string mac, string fromPattern)
     {
         using var c = Open();
         c.Execute("""
             UPDATE rollout_units SET previous_pattern = @fromPattern, offered_at = @now
-            WHERE mac = @mac AND previous_pattern IS NULL AND rollout = (
-                SELECT r.name FROM rollouts r WHERE r.from_pattern = @fromPattern AND r.to_pattern = @toPattern AND r.state = 'running'
-                ORDER BY r.created_at DESC, r.name DESC LIMIT 1)
-            """, new { mac, fromPattern, toPattern, now = Now() });
-    }
-
-    /// <summary>Each member's pattern when the rollout first offered it the update (members never offered are left out).</summary>
-    public IReadOnlyDictionary<string, string> RolloutPreviousPatterns(string rollout)
-    {
-        using var c = Open();
-        return c.Query<(string Mac, string Previous)>("SELECT mac, previous_pattern FROM rollout_units WHERE rollout = @rollout AND previous_pattern IS NOT NULL",
-            new { rollout }).ToDictionary(r => r.Mac, r => r.Previous, StringComparer.Ordinal);
+            WHERE rollout = @rollout AND mac = @mac AND previous_pattern IS NULL
+            """, new { rollout, mac, fromPattern, now = Now() });
     }
 
     /// <summary>What became of the members after an abort that returned units (members it did not touch are left out).</summary>
@@ -201,30 +205,119 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// Aborts a rollout (from running or paused) and returns the units of <paramref name="plan"/>: each one's target pattern
-    /// becomes the pattern it ran before, and each member's outcome is kept; in one transaction with the audit entry.
-    /// False (nothing written) when the rollout is no longer running or paused.
+    /// Aborts a rollout (from running or paused) and returns the units it moved, in one transaction: the members and the
+    /// pattern each ran when first offered the update are read inside it, <paramref name="plan"/> decides who returns
+    /// (<see cref="RolloutEngine.PlanReturn"/>), each returning unit's target pattern becomes the pattern it ran before
+    /// (the target it had is kept, <c>target_before</c>, and comes back when the return ends: <see cref="EndReturns"/>),
+    /// each member's outcome is kept, and the reason and audit entry <paramref name="describe"/> makes of the plan are written. Null (nothing
+    /// written) when the rollout is no longer running or paused.
     /// </summary>
-    public bool AbortRolloutReturning(string name, string reason, ReturnPlan plan, AuditEntry audit)
+    public ReturnPlan? AbortRolloutReturning(string name, Func<IReadOnlyList<ReturnCandidate>, ReturnPlan> plan, Func<ReturnPlan, (string Reason, AuditEntry Audit)> describe)
     {
         var now = Now();
         using var c = Open();
         using var tx = c.BeginTransaction();
-        var changed = c.Execute("UPDATE rollouts SET state = 'aborted', reason = @reason, updated_at = @now WHERE name = @name AND state IN ('running', 'paused')",
-            new { name, reason, now }, tx);
-        if (changed == 0) { return false; }
-        foreach (var (mac, pattern) in plan.Return)
+        // the state first: on PostgreSQL it locks the rollout's row, so two aborts (or an abort and an engine pass) do not interleave
+        var changed = c.Execute("UPDATE rollouts SET state = 'aborted', updated_at = @now WHERE name = @name AND state IN ('running', 'paused')",
+            new { name, now }, tx);
+        if (changed == 0) { return null; }
+        if (_db.Kind == DatabaseKind.Postgres)
+        {
+            // a version check recording an offer meanwhile waits for this transaction: the plan sees every offer made before it
+            c.Execute("SELECT mac FROM rollout_units WHERE rollout = @name FOR UPDATE", new { name }, tx);
+        }
+        var row = c.QuerySingle<RolloutRow>("SELECT * FROM rollouts WHERE name = @name", new { name }, tx);
+        var members = ReadMembers(c, tx, row).ToList();
+        var decided = plan(members.Select(m => new ReturnCandidate(m.Member.Mac, m.Member.Status, m.PreviousPattern)).ToList());
+        var targets = members.ToDictionary(m => m.Member.Mac, m => m.TargetPattern, StringComparer.Ordinal);
+        var (reason, audit) = describe(decided);
+        c.Execute("UPDATE rollouts SET reason = @reason WHERE name = @name", new { name, reason }, tx);
+        foreach (var (mac, pattern) in decided.Return)
         {
             c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx);
-            c.Execute("UPDATE rollout_units SET returned = @returned WHERE rollout = @name AND mac = @mac", new { name, mac, returned = $"returning to {pattern}" }, tx);
+            c.Execute("UPDATE rollout_units SET returned = @returned, return_to = @pattern, target_before = @before WHERE rollout = @name AND mac = @mac",
+                new { name, mac, pattern, returned = $"returning to {pattern}", before = targets.GetValueOrDefault(mac) }, tx);
         }
-        foreach (var (mac, why) in plan.Cannot)
+        foreach (var (mac, why) in decided.Cannot)
         {
             c.Execute("UPDATE rollout_units SET returned = @returned WHERE rollout = @name AND mac = @mac", new { name, mac, returned = $"cannot return: {why}" }, tx);
         }
         WriteAudit(c, tx, audit);
         tx.Commit();
+        return decided;
+    }
+
+    private sealed class ReturnRead
+    {
+        public string Rollout { get; set; } = "";
+        public string Mac { get; set; } = "";
+        public string ReturnTo { get; set; } = "";
+        public string? TargetBefore { get; set; }
+        public string? Pattern { get; set; }
+        public string? TargetPattern { get; set; }
+
+        /// <summary>
+        /// 1 when the unit reported an install onto the return pattern after the rollout offered it the update: it went and
+        /// came back. A unit still on the old pattern at the abort (its install under way) has not, and its return stays.
+        /// </summary>
+        public long CameBack { get; set; }
+    }
+
+    /// <summary>Sets the unit's target to <paramref name="pattern"/> when it has none, with the audit entry; false when it had one.</summary>
+    public bool PinWayBack(string mac, string pattern, AuditEntry audit)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        if (c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL", new { mac, pattern }, tx) == 0) { return false; }
+        WriteAudit(c, tx, audit);
+        tx.Commit();
         return true;
+    }
+
+    /// <summary>
+    /// Ends the returns that are done (one indexed query; a transaction only when one ended): a unit that runs the
+    /// pattern it was returning to, and has reported an install onto it since the rollout offered it the update (a unit
+    /// whose install was under way at the abort has not yet gone and come back), gets its target pattern from before the abort back (only while its target is still
+    /// the one the return set), and a unit whose target was changed meanwhile keeps that target. Either way the return
+    /// ends, so the unit is no longer pinned: a later rollout or the operator can move it. One audit entry per rollout
+    /// (<c>rollout.returned</c>).
+    /// </summary>
+    public IReadOnlyList<ReturnEnd> EndReturns()
+    {
+        using var c = Open();
+        var ended = c.Query<ReturnRead>("""
+                SELECT m.rollout, m.mac, m.return_to, m.target_before, u.pattern, u.target_pattern,
+                       CASE WHEN EXISTS (SELECT 1 FROM update_reports r WHERE r.mac = m.mac AND r.success <> 0 AND r.pattern = m.return_to
+                                         AND r.at >= COALESCE(m.offered_at, '')) THEN 1 ELSE 0 END AS came_back
+                FROM rollout_units m JOIN units u ON u.mac = m.mac
+                WHERE m.return_to IS NOT NULL
+                """).Where(r => (r.Pattern == r.ReturnTo && r.CameBack != 0) || r.TargetPattern != r.ReturnTo).ToList();
+        if (ended.Count == 0) { return []; }
+        var done = new List<ReturnEnd>();
+        using var tx = c.BeginTransaction();
+        foreach (var r in ended)
+        {
+            var arrived = r.TargetPattern == r.ReturnTo;
+            var outcome = arrived ? $"returned to {r.ReturnTo}" : $"return to {r.ReturnTo} ended: the target was set to {r.TargetPattern ?? "none"}";
+            // only while the return is still the one read (the operator may have ended it meanwhile)
+            if (c.Execute("UPDATE rollout_units SET return_to = NULL, returned = @outcome WHERE rollout = @Rollout AND mac = @Mac AND return_to = @ReturnTo",
+                    new { r.Rollout, r.Mac, r.ReturnTo, outcome }, tx) == 0)
+            {
+                continue;
+            }
+            if (arrived)
+            {
+                c.Execute("UPDATE units SET target_pattern = @TargetBefore WHERE mac = @Mac AND target_pattern = @ReturnTo", r, tx);
+            }
+            done.Add(new ReturnEnd(r.Rollout, r.Mac, outcome));
+        }
+        foreach (var g in done.GroupBy(d => d.Rollout))
+        {
+            WriteAudit(c, tx, new AuditEntry(RolloutService.Actor(g.Key), "rollout.returned", g.Key,
+                string.Join("; ", g.Take(20).Select(d => $"{d.Mac} {d.Outcome}")) + (g.Count() > 20 ? $"; and {g.Count() - 20} more" : "")));
+        }
+        tx.Commit();
+        return done;
     }
 
     /// <summary>
@@ -235,7 +328,7 @@ public sealed partial class TsunaguStore
     {
         using var c = Open();
         return c.QuerySingleOrDefault<RolloutGateRow>("""
-            SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt
+            SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt, m.previous_pattern AS PreviousPattern
             FROM rollouts r LEFT JOIN rollout_units m ON m.rollout = r.name AND m.mac = @mac
             WHERE r.from_pattern = @fromPattern AND r.to_pattern = @toPattern AND r.state <> 'completed'
             ORDER BY r.created_at DESC, r.name DESC LIMIT 1

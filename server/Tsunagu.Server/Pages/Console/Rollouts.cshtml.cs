@@ -35,7 +35,7 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
     public async Task<IActionResult> OnPostCreateAsync(string? name, string? group, string? program, string? waves, string? successPercent,
         string? errorPercent, string? onError, string? minWaveSeconds)
     {
-        if (!InputRulesOk(program, out var row, out var why)) { return Refuse(why!); }
+        if (!InputRulesOk(program, out var row, out var why)) { return Refuse(why!, conflict: row is not null); }
         var (specs, waveError) = RolloutEngine.ParseWaves(waves);
         if (specs is null) { return Refuse(waveError!); }
         if (!Number(successPercent, "successPercent", out var success, out why)
@@ -54,8 +54,13 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
         {
             return Refuse(e.Message, e.Conflict);
         }
+        if (view.UpdateId != row.Id)
+        {
+            // another program of the transition was given a higher priority between the check and the creation
+            Notice = $"Rollout {view.Name} moves its units by update program {view.UpdateId}, not {row.Id}: the catalogue changed while it was created. ";
+        }
         await rollouts.StartAsync(view.Name, HttpContext.RequestAborted);
-        Notice = $"Rollout {view.Name} created: {view.Total.Members} unit(s) in waves {string.Join("/", view.Waves.Select(w => w.Members))}; wave 1 is open.";
+        Notice += $"Rollout {view.Name} created: {view.Total.Members} unit(s) in waves {string.Join("/", view.Waves.Select(w => w.Members))}; wave 1 is open.";
         return Redirect($"/console/rollouts/{view.Name}");
     }
 
@@ -76,6 +81,14 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
         if (!Apis.InputRules.IsIdentifier(program)) { why = "program: choose the update program that leads from the old pattern to the new one"; return false; }
         row = store.GetUpdateProgram(program);
         if (row is null) { why = $"program: no update program '{program}'"; return false; }
+        // a rollout moves its units by the program its transition offers (the highest priority one from -> to): the chosen
+        // program must be that one, or the units would install another program than the one chosen
+        if (store.FindUpdateProgram(row.FromPattern, row.ToPattern) is { } offered && offered.Id != row.Id)
+        {
+            why = $"program: {row.FromPattern} -> {row.ToPattern} is offered by update program {offered.Id} (priority {offered.Priority}), not {row.Id} " +
+                  $"(priority {row.Priority}); a rollout of this transition moves its units by {offered.Id}: choose it, or give {row.Id} the higher priority";
+            return false;
+        }
         return true;
     }
 

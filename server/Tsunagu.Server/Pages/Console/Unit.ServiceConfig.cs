@@ -10,7 +10,8 @@ namespace Tsunagu.Server.Pages.Console;
 
 // The unit's service configuration (PUT /api/v1/units/{mac}/service-config in the console): the same service, rules,
 // audit entry and push. Two forms: the common fields (the rest of the document is kept from the newest revision), and
-// the whole document as JSON. Each carries the revision the page showed; a configuration changed meanwhile is refused.
+// the whole document as JSON. The common fields include the virus check (sent with a marker: a form without it keeps
+// the setting). Each carries the revision the page showed; a configuration changed meanwhile is refused.
 public sealed partial class UnitModel
 {
     private ServiceConfigService ConfigService => HttpContext.RequestServices.GetRequiredService<ServiceConfigService>();
@@ -42,7 +43,7 @@ public sealed partial class UnitModel
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.Support)]
     public async Task<IActionResult> OnPostServiceConfigAsync(string mac, long baseRevision, string? defaultInbound, string? masquerade, string? localDomain,
         string? upstreams, string? filterEnabled, string? blockedDomains, string? blockedAddresses, string? vpnEnabled, string? vpnListenPort, string? vpnAddress,
-        string? cacheEnabled, string? cacheMegabytes)
+        string? cacheEnabled, string? cacheMegabytes, string? virusScanShown = null, string? virusScanEnabled = null)
     {
         if (!Load(mac)) { return NotFound(); }
         if (CurrentConfig is not { } current)
@@ -60,6 +61,10 @@ public sealed partial class UnitModel
                 addresses.Count == 0 && current.ContentFilter.BlockedAddresses is null ? null : addresses),
             Vpn = current.Vpn with { Enabled = vpnEnabled == "yes", ListenPort = port, Address = string.IsNullOrWhiteSpace(vpnAddress) ? null : vpnAddress.Trim() },
             Cache = current.Cache with { Enabled = cacheEnabled == "yes", SizeMegabytes = cache },
+            // a form without the virus check field (an older page) keeps it as the newest revision has it
+            VirusScan = virusScanShown != "yes" ? current.VirusScan
+                : virusScanEnabled == "yes" ? new VirusScanConfig(true)
+                : current.VirusScan is null ? null : new VirusScanConfig(false),
         };
         return await AssignConfigAsync(baseRevision, config);
     }
@@ -91,11 +96,20 @@ public sealed partial class UnitModel
         }
         try
         {
-            var assigned = await ConfigService.AssignAsync(Unit.Mac, config, Who, HttpContext.RequestAborted);
+            var assigned = await ConfigService.AssignAsync(Unit.Mac, config, Who, HttpContext.RequestAborted, baseRevision);
             Notice = $"Service configuration revision {assigned.Revision} for {assigned.Mac} stored (provisional)" +
                 (assigned.PushWarning is null ? "; the unit was told to fetch it now." : $"; {assigned.PushWarning}.");
         }
         catch (InvalidServiceConfigException e)
+        {
+            return ConfigRefused(e.Message);
+        }
+        catch (StaleConfigRevisionException e)
+        {
+            // another save from the same revision landed between the check above and this one
+            return ConfigRefused($"the configuration of {Unit.Mac} changed since this page was shown (revision {e.Actual}, the page had {e.Expected}); look at it again");
+        }
+        catch (StoreConflictException e)
         {
             return ConfigRefused(e.Message);
         }

@@ -35,13 +35,20 @@ public sealed class VpnPeerForm
 /// The subscriber's unit: status and services, and the settings the contract leaves to them (patent 0069-0070).
 /// Every change is a new revision that goes provisional -> applied -> final, or shows why it failed.
 /// </summary>
-public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : SessionPageModel("portal")
+public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, ServerOptions options, TimeProvider time) : SessionPageModel("portal")
 {
     public UnitRow? Unit { get; private set; }
     public UnitConfigRow? Current { get; private set; }
     public ServiceConfiguration? Services { get; private set; }
     public IReadOnlyList<UnitConfigRow> Revisions { get; private set; } = [];
-    public bool Pending => Revisions.Count > 0 && Revisions[0].Status is ConfigStatus.Provisional or ConfigStatus.Applied;
+    public bool Pending => Revisions.Count > 0 && (Revisions[0].Status is ConfigStatus.Provisional or ConfigStatus.Applied || retries.Cancellable(Revisions[0]));
+
+    /// <summary>A revision's state in words: "retrying (attempt n of m)" while the host retries a failed change, then its final outcome.</summary>
+    public string State(UnitConfigRow revision) => ConfigRetries.Describe(revision, Revisions.Count > 0 && revision.Revision == Revisions[0].Revision, options.ConfigRetryAttempts)
+        .Replace($"cancelled by subscriber:{Who}", "cancelled by you", StringComparison.Ordinal);
+
+    /// <summary>Whether the newest change is being retried, so that the subscriber can stop further attempts.</summary>
+    public bool CanCancelRetry => Revisions.Count > 0 && retries.Cancellable(Revisions[0]);
     public DateTimeOffset Now { get; private set; }
     /// <summary>The fields the subscriber's contract lets them change; the page offers only those.</summary>
     public IReadOnlySet<string> Allowed { get; private set; } = new HashSet<string>();
@@ -94,6 +101,25 @@ public sealed class UnitModel(SubscriberChanges changes, TimeProvider time) : Se
 
     public Task<IActionResult> OnPostRemovePeerAsync(string mac, string name) => Change(mac, null, $"remove VPN peer {name}",
         c => c with { Vpn = c.Vpn with { Peers = c.Vpn.Peers.Where(p => p.Name != name).ToList() } });
+
+    /// <summary>Stops the host's further attempts of the newest (failed) change; the unit stays on its last good settings.</summary>
+    public IActionResult OnPostCancelRetry(string mac, long revision)
+    {
+        if (!Load(mac)) { return Missing(); }
+        if (Revisions.Count == 0 || Revisions[0].Revision != revision)
+        {
+            Problem = $"Not changed: revision {revision} is not your unit's newest change any more; look again.";
+        }
+        else if (retries.Cancel(Unit!.Mac, $"subscriber:{Who}") is { } cancelled)
+        {
+            Notice = $"No further attempt of revision {cancelled} will be made; your unit keeps its last good settings.";
+        }
+        else
+        {
+            Problem = $"Not changed: revision {revision} is not being retried (it was applied, gave up, or was cancelled already).";
+        }
+        return Redirect($"/portal/units/{Unit!.Mac}");
+    }
 
     /// <summary>Checks the one form that was sent, then hands the change to <see cref="SubscriberChanges"/>.</summary>
     private async Task<IActionResult> Change(string mac, string? form, string what, Func<ServiceConfiguration, ServiceConfiguration> change)

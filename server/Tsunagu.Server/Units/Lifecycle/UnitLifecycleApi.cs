@@ -54,16 +54,9 @@ public static class UnitLifecycleApi
     public static string ETag(long revision) => $"\"{revision.ToString(CultureInfo.InvariantCulture)}\"";
 
     /// <summary>The revision an If-Match header names: null when absent; an error when it is not one quoted revision.</summary>
-    private static (long? Revision, string? Error) IfMatch(HttpContext http)
-    {
-        var header = http.Request.Headers.IfMatch.ToString().Trim();
-        if (header.Length == 0) { return (null, null); }
-        var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
-        return tag.Length is > 2 and <= 22 && tag[0] == '"' && tag[^1] == '"' &&
-               long.TryParse(tag.AsSpan(1, tag.Length - 2), NumberStyles.None, CultureInfo.InvariantCulture, out var r) && r > 0
-            ? (r, null)
-            : (null, $"If-Match: '{InputRules.Quote(header)}' is not a unit revision (the ETag of GET record, e.g. \"3\")");
-    }
+    /// <summary>The unit revision an If-Match header names (the ETag of GET record); see <see cref="InputRules.IfMatchRevision"/>.</summary>
+    private static (long? Revision, string? Error) IfMatch(HttpContext http) =>
+        InputRules.IfMatchRevision(http, 1, "a unit revision (the ETag of GET record, e.g. \"3\")");
 
     private static ProblemHttpResult Stale(StaleRevisionException e) => Problems.Conflict(e.Message);
 

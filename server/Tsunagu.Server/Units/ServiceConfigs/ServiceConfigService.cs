@@ -23,14 +23,17 @@ public sealed class ServiceConfigService(TsunaguStore store, IPushPublisher push
     /// <summary>Validates <paramref name="config"/>, stores it as the unit's next revision with its audit entry, and pushes "fetch it now".</summary>
     /// <exception cref="UnitNotFoundException">No unit has MAC <paramref name="mac"/> (normalized or not).</exception>
     /// <exception cref="InvalidServiceConfigException">The document cannot be applied; <see cref="InvalidServiceConfigException.Field"/> names the field. Nothing was stored.</exception>
-    public async Task<ServiceConfigAssignment> AssignAsync(string mac, ServiceConfiguration config, string actor, CancellationToken ct)
+    /// <exception cref="StaleConfigRevisionException">
+    /// <paramref name="baseRevision"/> (the newest revision the change was made from; 0: none) is no longer the unit's newest. Nothing was stored.
+    /// </exception>
+    public async Task<ServiceConfigAssignment> AssignAsync(string mac, ServiceConfiguration config, string actor, CancellationToken ct, long? baseRevision = null)
     {
         if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null)
         {
             throw new UnitNotFoundException(mac);
         }
         ServiceConfigValidator.Validate(config);
-        var revision = store.AddUnitConfig(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"));
+        var revision = store.AddUnitConfig(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"), expectedRevision: baseRevision);
         string? pushWarning = null;
         if (push.BrokerUri is null)
         {
@@ -58,15 +61,6 @@ public sealed class ServiceConfigService(TsunaguStore store, IPushPublisher push
         return document is null ? null : (row, document);
     }
 
-    /// <summary>
-    /// What a revision's state means now, for people: its status, and for a retry or a failure with attempts left, "retrying
-    /// (attempt n of m)". <paramref name="newest"/>: whether it is the unit's newest revision (only that one is retried).
-    /// </summary>
-    public string Describe(UnitConfigRow revision, bool newest) => revision switch
-    {
-        { Status: ConfigStatus.Failed } when newest && revision.Attempt < RetryAttempts =>
-            $"failed; retrying (attempt {revision.Attempt + 1} of {RetryAttempts}) once the unit is ready again",
-        { Attempt: > 1 } => $"{revision.Status}; retry of revision {revision.RetryOf} (attempt {revision.Attempt} of {RetryAttempts})",
-        _ => revision.Status,
-    };
+    /// <summary>What a revision's state means now, for people (<see cref="Subscribers.ConfigRetries.Describe"/>: retries, attempts, the final outcome).</summary>
+    public string Describe(UnitConfigRow revision, bool newest) => Subscribers.ConfigRetries.Describe(revision, newest, RetryAttempts);
 }

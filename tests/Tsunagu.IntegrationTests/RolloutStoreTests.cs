@@ -1,0 +1,331 @@
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+using Tsunagu.Protocol;
+using Tsunagu.Server;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
+using Tsunagu.Server.Push;
+using Tsunagu.Server.Units.ForcedChecks;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// What the rollout store does on each database (SQLite and PostgreSQL): a return after an abort ends when the unit is
+/// back on its previous pattern or the operator sets its target, so the unit can be moved again; a repeated offer of a
+/// rollout's update writes nothing; the abort plans its returns inside the transaction that applies them.
+/// </summary>
+[TestFixture("sqlite")]
+[TestFixture("postgres")]
+[NonParallelizable]
+public class RolloutStoreTests(string kind)
+{
+    private sealed class Clock(DateTimeOffset start) : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = start;
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+
+    private sealed class NoPush : IPushPublisher
+    {
+        public string? BrokerUri => null;
+        public bool Connected => false;
+        public Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken) => throw new PushException("push is disabled");
+        public Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task RevokeUnitAsync(string mac, CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    private static readonly Inventory OnX = new("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
+    private static readonly Inventory OnY = new("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "2.0.0" });
+    private static readonly UpdateProgramRow XtoY = new() { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = 5, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 };
+    private static readonly UpdateProgramRow YtoX = new() { Id = "y-to-x", FromPattern = "y", ToPattern = "x", Importance = 5, ArtifactSha256 = new string('b', 64), ArtifactSize = 1 };
+
+    private string _directory = "";
+    private Clock _clock = null!;
+    private Database _database = null!;
+    private TsunaguStore _store = null!;
+    private RolloutService _service = null!;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _directory = Directory.CreateTempSubdirectory("tsunagu-rollout-store-").FullName;
+        _clock = new Clock(new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero));
+        _database = Database.Parse(kind == "postgres" ? PostgresServer.Shared.CreateDatabase() : "tsunagu.db", _directory);
+        _database.Migrate();
+        _store = new TsunaguStore(_database, _clock);
+        var options = new ServerOptions();
+        var push = new NoPush();
+        _service = new RolloutService(_store, options, _clock, new ForcedCheckService(_store, push, _clock), push,
+            new Tsunagu.Server.Cluster.ReplicaLease(_store, options, _clock, NullLogger<Tsunagu.Server.Cluster.ReplicaLease>.Instance), NullLogger<RolloutService>.Instance);
+        foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
+        {
+            _store.AddPattern(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+        }
+        _store.AddUpdateProgram(XtoY);
+        _store.AddUpdateProgram(YtoX);
+        for (var i = 0; i < 6; i++)
+        {
+            _store.AddUnit(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            _store.RecordInventory(Mac(i), OnX, "x", UnitStates.Ready);
+            _store.SetTags(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
+        }
+        _store.AddGroup(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+            new AuditEntry("alice", "group.create", "lab", null));
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        _service.Dispose();
+        SqliteConnection.ClearAllPools();
+        NpgsqlConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private static string Mac(int i) => $"02:00:00:00:02:{i:x2}";
+
+    /// <summary>The version check as the host makes it, for the rollout's sake: the program toward the target, the gate, the offer recorded.</summary>
+    private string? Check(string mac)
+    {
+        var unit = _store.GetUnitForCheck(mac)!;
+        if (unit.TargetPattern == unit.Pattern) { return null; }
+        var program = _store.FindUpdateProgram(unit.Pattern!, unit.TargetPattern);
+        if (program is null || _service.Admit(mac, program) is not { Deferred: null } admission) { return null; }
+        _service.Offered(mac, program, admission);
+        return program.Id;
+    }
+
+    /// <summary>The unit reports the install of <paramref name="program"/>: it runs the program's new pattern.</summary>
+    private void Installed(string mac, UpdateProgramRow program) =>
+        _store.RecordUpdateOutcome(new UpdateOutcome(mac, program.Id, true, null, program.ToPattern == "y" ? OnY : OnX, program.ToPattern, UnitStates.Configuring, null, "installed"));
+
+    private RolloutView Create(string name, IReadOnlyList<WaveSpec> waves) =>
+        _service.Create(new NewRollout(name, "lab", "x", "y", waves, SuccessPercent: 100, MinWaveSeconds: 3600), "alice");
+
+    /// <summary>Each member's record of the rollout's first offer: the pattern it ran and when.</summary>
+    private Dictionary<string, (string?, string?)> OfferRecords(string rollout)
+    {
+        using var c = _database.Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = $"SELECT mac, previous_pattern, offered_at FROM rollout_units WHERE rollout = '{rollout}'";
+        using var r = cmd.ExecuteReader();
+        var records = new Dictionary<string, (string?, string?)>();
+        while (r.Read()) { records[r.GetString(0)] = (r.IsDBNull(1) ? null : r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2)); }
+        return records;
+    }
+
+    private List<string> FirstWave(string rollout) =>
+        _store.RolloutMembers(_store.GetRollout(rollout)!).Where(m => m.Wave == 0).Select(m => m.Mac).Order().ToList();
+
+    /// <summary>Rollout r1 (two units, then the rest) whose first wave installed x -> y, aborted with revert; the first wave.</summary>
+    private async Task<List<string>> FirstWaveOnYAbortedWithRevertAsync()
+    {
+        Create("r1", [new(Count: 2), new(Percent: 100)]);
+        var moved = FirstWave("r1");
+        foreach (var mac in moved)
+        {
+            Assert.That(Check(mac), Is.EqualTo(XtoY.Id));
+            Installed(mac, XtoY);
+        }
+        await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
+        return moved;
+    }
+
+    [Test]
+    public async Task A_return_ends_when_the_unit_is_back_so_a_later_rollout_moves_it_again()
+    {
+        var moved = await FirstWaveOnYAbortedWithRevertAsync();
+        Assert.That(moved.Select(m => _store.GetUnit(m)!.TargetPattern), Is.All.EqualTo("x"), "returning: the target is the previous pattern");
+        // the first unit goes back; the second is still on y
+        Assert.That(Check(moved[0]), Is.EqualTo(YtoX.Id));
+        Installed(moved[0], YtoX);
+        await _service.TickAsync(CancellationToken.None);
+
+        Assert.That(_store.GetUnit(moved[0])!.TargetPattern, Is.Null, "back on x: the return ended and the target it had before (none) came back");
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"), "still on y: still returning");
+        var returns = _store.RolloutReturns("r1").ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That(returns[moved[0]], Is.EqualTo("returned to x"));
+        Assert.That(returns[moved[1]], Is.EqualTo("returning to x"));
+        var audit = _store.ListAudit(20).Where(a => a.Action == "rollout.returned").ToList();
+        Assert.That(audit.Select(a => (a.Actor, a.Target)), Is.EqualTo(new[] { ("rollout:r1", "r1") }), "the end is audited once");
+        Assert.That(audit[0].Detail, Does.Contain(moved[0]).And.Not.Contain(moved[1]));
+        Assert.That(Check(moved[0]), Is.Null, "the aborted rollout still holds x -> y");
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.ListAudit(20).Count(a => a.Action == "rollout.returned"), Is.EqualTo(1), "an ended return is not ended again");
+
+        // the second unit returns too; then a new rollout of x -> y moves both again
+        Assert.That(Check(moved[1]), Is.EqualTo(YtoX.Id));
+        Installed(moved[1], YtoX);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.ListUnits().Select(u => u.TargetPattern), Is.All.Null);
+        Create("r2", [new(Percent: 100)]);
+        Assert.That(moved.Select(Check), Is.All.EqualTo(XtoY.Id), "a later rollout moves the units an abort returned");
+    }
+
+    [Test]
+    public async Task A_unit_still_installing_at_the_abort_keeps_its_return_until_it_went_and_came_back()
+    {
+        Create("r1", [new(Count: 2), new(Percent: 100)]);
+        var moved = FirstWave("r1");
+        foreach (var mac in moved) { Assert.That(Check(mac), Is.EqualTo(XtoY.Id)); }
+        Installed(moved[0], XtoY); // the second unit's install is still under way: it runs x at the abort
+        await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"), "on x, but it has not gone and come back: the return stays");
+        Assert.That(_store.RolloutReturns("r1").Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
+
+        // its install finishes (y), the return takes it back (x), and only then does the return end
+        Installed(moved[1], XtoY);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"));
+        Assert.That(Check(moved[1]), Is.EqualTo(YtoX.Id));
+        Installed(moved[1], YtoX);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.Null, "back on x after the way back: the return ended");
+        Assert.That(_store.RolloutReturns("r1").Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
+    }
+
+    [Test]
+    public async Task The_operator_setting_the_target_ends_a_return_and_the_target_stands()
+    {
+        var moved = await FirstWaveOnYAbortedWithRevertAsync();
+        // the operator keeps one unit on y after all, and clears the other's target
+        _store.SetTargetPattern(moved[0], "y", new AuditEntry("alice", "unit.target-pattern", moved[0], "y"));
+        _store.SetTargetPattern(moved[1], null, new AuditEntry("alice", "unit.target-pattern", moved[1], "none"));
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[0])!.TargetPattern, Is.EqualTo("y"));
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.Null);
+        var returns = _store.RolloutReturns("r1").ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That(returns[moved[0]], Is.EqualTo("return to x ended: the target was set to y"));
+        Assert.That(returns[moved[1]], Is.EqualTo("return to x ended: the target was set to none"));
+        Assert.That(Check(moved[0]), Is.Null, "on its target: nothing to take");
+        Assert.That(_store.ListAudit(20).Count(a => a.Action == "rollout.returned"), Is.Zero, "the operator's own entry records it");
+
+        // the unit whose target was cleared reaches x some other way (a reset): its target is not touched again
+        _store.RecordInventory(moved[1], OnX, "x", UnitStates.Ready);
+        _store.SetTargetPattern(moved[1], "y", new AuditEntry("alice", "unit.target-pattern", moved[1], "y"));
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("y"));
+    }
+
+    [Test]
+    public async Task A_group_wave_opens_its_units_first_and_a_missing_group_is_refused_without_a_write()
+    {
+        var canary = new[] { Mac(4), Mac(1) };
+        _store.AddGroup(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = System.Text.Json.JsonSerializer.Serialize(canary), CreatedBy = "alice" },
+            new AuditEntry("alice", "group.create", "canary", null));
+        var audit = _store.ListAudit(1000).Count;
+        var refused = Assert.Throws<RolloutRuleException>(() => Create("r1", [new(Group: "nope"), new(Percent: 100)]))!;
+        Assert.That(refused.Message, Does.Contain("no group 'nope'"));
+        Assert.That(refused.Conflict, Is.False);
+        Assert.That(_store.ListRollouts(), Is.Empty);
+        Assert.That(_store.ListAudit(1000), Has.Count.EqualTo(audit), "a refused rollout writes nothing");
+
+        var view = Create("r1", [new(Group: "canary"), new(Count: 1), new(Percent: 100)]);
+        Assert.That(view.Waves.Select(w => w.Members), Is.EqualTo(new[] { 2, 1, 3 }));
+        Assert.That(view.WaveSpecs.Select(w => w.ToString()), Is.EqualTo(new[] { "group:canary", "1", "100%" }));
+        Assert.That(FirstWave("r1"), Is.EqualTo(canary.Order()), "wave 1 is the canary group");
+        Assert.That(_store.ListAudit(5).First(a => a.Action == "rollout.create").Detail, Does.Contain("waves 2/1/3"));
+        var offered = Enumerable.Range(0, 6).Select(Mac).Where(m => Check(m) is not null).Order().ToList();
+        Assert.That(offered, Is.EqualTo(canary.Order()), "only the canary units are offered the update");
+        foreach (var mac in canary) { Installed(mac, XtoY); }
+        _clock.Now += TimeSpan.FromHours(1);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(_store.GetRollout("r1")!.OpenWaves, Is.EqualTo(2), "the canary wave done, wave 2 opens");
+        var wave2 = _store.RolloutMembers(_store.GetRollout("r1")!).Where(m => m.Wave == 1).Select(m => m.Mac).ToList();
+        Assert.That(Enumerable.Range(0, 6).Select(Mac).Where(m => Check(m) == XtoY.Id), Is.EqualTo(wave2), "then only wave 2");
+    }
+
+    /// <summary>Holds a lock that lets reads through but blocks any write to rollout_units (SQLite: every write) until disposed.</summary>
+    private async Task<IAsyncDisposable> HoldWriteLockAsync()
+    {
+        if (kind == "postgres")
+        {
+            var pg = new NpgsqlConnection(_database.ConnectionString);
+            await pg.OpenAsync();
+            var tx = await pg.BeginTransactionAsync();
+            await using (var cmd = new NpgsqlCommand("LOCK TABLE rollout_units IN EXCLUSIVE MODE", pg, tx)) { await cmd.ExecuteNonQueryAsync(); }
+            return new Held(async () => { await tx.RollbackAsync(); await pg.DisposeAsync(); });
+        }
+        var sqlite = new SqliteConnection(_database.ConnectionString);
+        await sqlite.OpenAsync();
+        await using (var begin = sqlite.CreateCommand())
+        {
+            begin.CommandText = "BEGIN IMMEDIATE";
+            await begin.ExecuteNonQueryAsync();
+        }
+        return new Held(async () =>
+        {
+            await using (var end = sqlite.CreateCommand()) { end.CommandText = "ROLLBACK"; await end.ExecuteNonQueryAsync(); }
+            await sqlite.DisposeAsync();
+        });
+    }
+
+    private sealed class Held(Func<Task> release) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await release();
+    }
+
+    [Test]
+    public async Task A_repeated_offer_writes_nothing()
+    {
+        Create("r1", [new(Count: 2), new(Percent: 100)]);
+        var first = FirstWave("r1")[0];
+        Assert.That(Check(first), Is.EqualTo(XtoY.Id), "the first offer is recorded");
+        var recorded = OfferRecords("r1")[first];
+        Assert.That(recorded, Is.EqualTo(((string?)"x", (string?)_store.Now())));
+        _clock.Now += TimeSpan.FromMinutes(5);
+
+        // every later check that offers the update again (the unit has not installed yet) runs while no write can be made
+        _database.BusyTimeout = TimeSpan.FromSeconds(2);
+        var checks = Task.CompletedTask;
+        await using (await HoldWriteLockAsync())
+        {
+            checks = Task.Run(() =>
+            {
+                for (var i = 0; i < 5; i++) { Assert.That(Check(first), Is.EqualTo(XtoY.Id)); }
+            });
+            Assert.That(await Task.WhenAny(checks, Task.Delay(TimeSpan.FromSeconds(60))), Is.SameAs(checks),
+                "a repeated offer waited for a write lock: it writes");
+        }
+        await checks; // its assertions, or a busy database it met
+        Assert.That(OfferRecords("r1")[first], Is.EqualTo(recorded), "the first offer's record stands");
+    }
+
+    [Test]
+    public async Task The_abort_plans_its_returns_inside_the_transaction_that_applies_them()
+    {
+        Create("r1", [new(Count: 3), new(Percent: 100)]);
+        var wave = FirstWave("r1");
+        Assert.That(Check(wave[0]), Is.EqualTo(XtoY.Id));
+        Installed(wave[0], XtoY);
+        Assert.That(Check(wave[1]), Is.EqualTo(XtoY.Id));
+        _clock.Now += TimeSpan.FromMinutes(1);
+
+        string? seenByOthers = null;
+        Task? lateOffer = null;
+        var plan = _store.AbortRolloutReturning("r1", members =>
+        {
+            // inside the abort's transaction: another connection still sees the rollout running
+            seenByOthers = new TsunaguStore(_database, _clock).GetRollout("r1")!.State;
+            // an offer to the third unit made now cannot land before the abort commits (it would be missing from the plan)
+            lateOffer = Task.Run(() => _store.RecordRolloutOffer("r1", wave[2], "x"));
+            return RolloutEngine.PlanReturn(members, _ => null);
+        }, p => ("aborted by alice", new AuditEntry("alice", "rollout.abort", "r1", $"{p.Return.Count} return")));
+        Assert.That(seenByOthers, Is.EqualTo(RolloutStates.Running), "the plan was made before the abort was visible: in its transaction");
+        Assert.That(plan, Is.Not.Null);
+        Assert.That(plan!.Return.Select(r => r.Mac).Order(), Is.EqualTo(wave.Take(2)), "exactly the members offered the update when the abort committed");
+        await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60));
+        var stored = _store.RolloutReturns("r1").ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That(stored.Keys.Order(), Is.EqualTo(wave.Take(2)), "what was applied is what was planned");
+        Assert.That(wave.Take(2).Select(m => _store.GetUnit(m)!.TargetPattern), Is.All.EqualTo("x"));
+        Assert.That(_store.GetUnit(wave[2])!.TargetPattern, Is.Null);
+        Assert.That(_store.ListAudit(5).Single(a => a.Action == "rollout.abort").Detail, Is.EqualTo("2 return"));
+        Assert.That(_store.GetRollout("r1")!.Reason, Is.EqualTo("aborted by alice"));
+        // a second abort finds nothing to abort and writes nothing
+        Assert.That(_store.AbortRolloutReturning("r1", m => RolloutEngine.PlanReturn(m, _ => null), _ => ("again", new AuditEntry("alice", "rollout.abort", "r1", "again"))), Is.Null);
+        Assert.That(_store.ListAudit(20).Count(a => a.Action == "rollout.abort"), Is.EqualTo(1));
+    }
+}
