@@ -32,7 +32,7 @@ ARM64_PACKAGES := qemu-system-arm clang lld llvm libc6-dev:arm64 libgcc-12-dev:a
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
 	gzip kmod jq socat gcc binutils zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
-	clamav clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan curl $(ARM64_PACKAGES)
+	clamav clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan curl cryptsetup-bin dmsetup $(ARM64_PACKAGES)
 packages:
 	@$(call apt_install,$(APT_PACKAGES))
 
@@ -62,12 +62,12 @@ format-check: restore
 	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
 
 # Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the images of both
-# boards (qemu-arm64: first boot and slot fall back, about 2.5 min under TCG).
+# boards (qemu-arm64: first boot, slot fall back and a changed byte refused by dm-verity, about 5.5 min under TCG).
 test: packages format-check build image image-arm64 isp-lab-image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
 
-# Only the QEMU tests of the second board, qemu-arm64 (QemuArm64Tests: first boot and slot fall back under TCG; also
+# Only the QEMU tests of the second board, qemu-arm64 (QemuArm64Tests: first boot, slot fall back and dm-verity fall back under TCG; also
 # part of `make test` and `make system-test`).
 .PHONY: test-arm64 image-arm64
 test-arm64: packages build image-arm64

@@ -123,11 +123,12 @@ else
 endif
 	touch $@
 
-# The boot program: busybox, mkfs.ext4 and the modules the disk and its file systems need.
+# The boot program: busybox, mkfs.ext4, dmsetup (the OS slots' dm-verity mappings) and the modules the disk, its file
+# systems and dm-verity need.
 $(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done
 	@bash -c '. image/lib.sh; say "boot program (initramfs)"'
 	rm -rf $(OUT)/stage/initramfs && mkdir -p $(OUT)/stage/initramfs/{etc,proc,sys,dev,run,mnt,tmp}
-	bash -c '. image/lib.sh; s=$(OUT)/stage/initramfs; install_busybox $$s; install_binary $$s /sbin/mkfs.ext4; \
+	bash -c '. image/lib.sh; s=$(OUT)/stage/initramfs; install_busybox $$s; install_binary $$s /sbin/mkfs.ext4; install_binary $$s /sbin/dmsetup; \
 		install_modules $$s $(KREL) $(BOOT_MODULES)'
 	install -m 0755 $(OUT)/stage/config/initramfs/init $(OUT)/stage/initramfs/init
 	cp $(OUT)/stage/config/board.env $(OUT)/stage/initramfs/etc/board.env

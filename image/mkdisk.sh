@@ -1,6 +1,7 @@
 #!/bin/bash
 # mkdisk.sh BOARD_JSON OUT OS_VERSION: OUT/disk.img (GPT, the board's partitions) and OUT/hdd.img when the board
-# has a cache disk. Writes prom and slot_a, formats data with a boot state that boots slot_a; factory stays
+# has a cache disk. Writes prom and slot_a (with its dm-verity hash tree), formats data with a boot state that boots
+# slot_a and records its root hash; factory stays
 # zero until `tsunagu factory burn`. No loop devices or mounts: file systems are built as files and copied in.
 . "$(dirname "$0")/lib.sh"
 
@@ -44,12 +45,29 @@ write_part() {
     dd if="$1" of="$tmp" bs=512 seek="$(start_of "$2")" conv=notrunc,sparse status=none
 }
 
+# slot_a: the factory OS followed by its dm-verity hash tree (format 1, SHA-256, 4096-byte blocks, no superblock: the
+# boot program maps the slot with the parameters the boot state records, a_verity)
+command -v veritysetup >/dev/null || die "veritysetup is not installed: the OS slot's hash tree is built with it (apt-get install cryptsetup-bin)"
+slot_image="$out/slot_a.img"
+cp "$out/os-$os.sqfs" "$slot_image"
+blocks=$(( ($(stat -c %s "$slot_image") + 4095) / 4096 ))
+truncate -s $((blocks * 4096)) "$slot_image"
+salt=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+root=$(veritysetup format --no-superblock --hash=sha256 --data-block-size=4096 --hash-block-size=4096 --data-blocks="$blocks" \
+    --hash-offset=$((blocks * 4096)) --salt="$salt" "$slot_image" "$slot_image" | sed -n 's/^Root hash:[[:space:]]*//p')
+[[ "$root" =~ ^[0-9a-f]{64}$ ]] || die "veritysetup format gave no root hash for $slot_image"
+verity="$blocks:$blocks:$salt:$root"
+echo "$verity" > "$out/os-$os.verity"
+check_fits "$slot_image" slot_a
+say "  slot_a: OS $os, $blocks blocks, hash tree $(( $(stat -c %s "$slot_image") / 1024 - blocks * 4 )) KiB, root hash $root"
+
 write_part "$out/prom.sqfs" prom
-write_part "$out/os-$os.sqfs" slot_a
+write_part "$slot_image" slot_a
+rm -f "$slot_image"
 
 # data: ext4 holding the boot state of a factory-fresh unit
 rm -rf "$out/stage/data" && mkdir -p "$out/stage/data/boot"
-printf 'primary=a\npending=\ntries=0\na_version=tsunagu-os %s\na_good=1\nb_version=\nb_good=0\nlast_failed=\n' "$os" \
+printf 'primary=a\npending=\ntries=0\na_version=tsunagu-os %s\na_good=1\nb_version=\nb_good=0\nlast_failed=\na_verity=%s\nb_verity=\n' "$os" "$verity" \
     > "$out/stage/data/boot/state"
 rm -f "$out/data.ext4"
 mkfs.ext4 -q -F -L data -E root_owner=0:0 -d "$out/stage/data" "$out/data.ext4" "$(size_of data)M" >/dev/null

@@ -2,9 +2,10 @@
 # assembles them for a board). The files copied verbatim are in rootfs/overlay/, the boot program is
 # rootfs/initramfs/init. Every binary comes from an installed Debian package (see `make packages`).
 
-# kernel modules of the boot program: the file systems, the reset button's input device (image.mk adds the board's
-# disk and network drivers, board.json image.bootModules, and its watchdog driver, watchdog.module)
-BOOT_MODULES := squashfs ext4 overlay evdev
+# kernel modules of the boot program: the file systems, dm-verity (the OS slots are mapped through it), the reset
+# button's input device (image.mk adds the board's disk and network drivers, board.json image.bootModules, and its
+# watchdog driver, watchdog.module)
+BOOT_MODULES := squashfs ext4 overlay dm_verity evdev
 # kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge, PPP over Ethernet (the WAN's pppoe method)
 OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
 	nf_conntrack nf_nat wireguard bridge tun veth ppp_generic pppox pppoe
@@ -12,7 +13,7 @@ OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nf
 DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd
 # the Debian packages the OS's binaries and run-time loaded libraries come from (for a board whose architecture is not
 # the host's, image/sysroot.sh unpacks them with their libraries; on the host's own they are APT_PACKAGES of the Makefile)
-OS_PACKAGES := busybox-static nftables dnsmasq-base wireguard-tools e2fsprogs ppp libssl3
+OS_PACKAGES := busybox-static nftables dnsmasq-base wireguard-tools e2fsprogs ppp libssl3 dmsetup
 # pppd's PPPoE plugin, with the libraries it links: the file the installed ppp package holds (its plugin directory
 # is named after pppd's version; pppd loads the plugin by name from there)
 PPP_PLUGINS := $(shell dpkg -L ppp 2>/dev/null | grep '^/usr/lib/pppd/[^/]*/pppoe\.so$$')

@@ -10,7 +10,7 @@ namespace Tsunagu.Hal;
 /// keep their state in this model and this file format; they differ only in where images go and how a reboot
 /// happens. Not thread-safe: the boot controls hold their own lock around it.
 /// </summary>
-public sealed class BootSlots
+public sealed partial class BootSlots
 {
     private BootSlots(BootStateFile file) => File = file;
 
@@ -110,7 +110,25 @@ public sealed class BootSlots
         }
         MarkBad(slot);
         File.Set(BootStateFile.SlotKey(slot, "version"), "");
+        File.Set(BootStateFile.SlotKey(slot, "verity"), "");
     }
+
+    /// <summary>The slot's dm-verity parameters (`DATA_BLOCKS:HASH_START_BLOCK:SALT:ROOT_HASH`), or null when its image has none.</summary>
+    public string? Verity(BootSlot slot) => File.Get(BootStateFile.SlotKey(slot, "verity")) is { Length: > 0 } v ? v : null;
+
+    /// <summary>Records the dm-verity parameters of the image written into <paramref name="slot"/>; null clears them.</summary>
+    /// <exception cref="HalException">Not of the form the boot program reads.</exception>
+    public void SetVerity(BootSlot slot, string? verity)
+    {
+        if (verity is not null && !VerityForm().IsMatch(verity))
+        {
+            throw new HalException($"slot {slot}: '{verity}' is not DATA_BLOCKS:HASH_START_BLOCK:SALT:ROOT_HASH (decimal, decimal, hex, 64 hex digits)", isTransient: false);
+        }
+        File.Set(BootStateFile.SlotKey(slot, "verity"), verity ?? "");
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[1-9][0-9]{0,15}:[1-9][0-9]{0,15}:([0-9a-f]{2}){1,256}:[0-9a-f]{64}$")]
+    private static partial System.Text.RegularExpressions.Regex VerityForm();
 
     /// <summary>The image is complete: the slot holds <paramref name="osVersion"/> (still bad until it is activated and marked good).</summary>
     public void Written(BootSlot slot, string osVersion)

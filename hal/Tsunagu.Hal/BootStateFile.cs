@@ -6,7 +6,8 @@ namespace Tsunagu.Hal;
 /// The boot state file shared with the boot program (a busybox sh script), `DATA/boot/state`: one `key=value` per
 /// line. Keys: `primary`, `pending` (a, b or empty), `tries` (boot tries left for the pending slot), `a_version`,
 /// `a_good` (0 or 1), `b_version`, `b_good`, `last_failed` (a, b or empty: set by the boot program when it gave up
-/// on a pending slot). Lines it does not know (other keys, comments) are kept as they are, in place; known keys
+/// on a pending slot), `a_verity`, `b_verity` (the slot image's dm-verity parameters, empty for an image without a hash
+/// tree). Lines it does not know (other keys, comments) are kept as they are, in place; known keys
 /// missing from the file are appended, in that order, with their default values.
 /// </summary>
 public sealed class BootStateFile
@@ -20,6 +21,7 @@ public sealed class BootStateFile
     public static IReadOnlyList<(string Key, string Value)> Defaults { get; } =
     [
         (Primary, ""), (Pending, ""), (Tries, "0"), ("a_version", ""), ("a_good", "0"), ("b_version", ""), ("b_good", "0"), (LastFailed, ""),
+        ("a_verity", ""), ("b_verity", ""),
     ];
 
     private readonly List<string> _lines;

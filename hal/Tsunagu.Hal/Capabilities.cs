@@ -109,9 +109,23 @@ public interface IBootControl
 
     SlotState Read(BootSlot slot);
 
+    /// <summary>
+    /// The slots the boot program refused at this boot because their bytes did not match their recorded root hash
+    /// (dm-verity); the firmware reports them. Empty when none (or on a board without verified slots).
+    /// </summary>
+    IReadOnlyList<BootSlot> VerityFailures => [];
+
     /// <summary>Marks <paramref name="slot"/> bad, then writes <paramref name="image"/> into it. Refuses the booted slot.</summary>
     /// <exception cref="HalException">Writing failed, or the slot is the booted one.</exception>
     Task WriteAsync(BootSlot slot, Stream image, string osVersion, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Records the dm-verity parameters of the image just written into <paramref name="slot"/> (the boot state's
+    /// `a_verity`/`b_verity`, `DATA_BLOCKS:HASH_START_BLOCK:SALT:ROOT_HASH`): the boot program maps the slot through
+    /// dm-verity with them and a slot whose bytes differ fails. Null: the image has no hash tree; it boots unverified.
+    /// </summary>
+    /// <exception cref="HalException">The value is not of that form.</exception>
+    void SetVerity(BootSlot slot, string? verity);
 
     /// <summary>The next boots try <paramref name="slot"/> at most <paramref name="tries"/> times before falling back.</summary>
     void Activate(BootSlot slot, int tries);

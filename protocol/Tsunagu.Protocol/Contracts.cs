@@ -176,7 +176,15 @@ public sealed record ServiceConfigAck(int Revision, bool Success, string? Error)
 /// A unit's ready report. <see cref="Vpn"/>: its WireGuard public key and listen port (<see cref="UnitVpnReport"/>); null
 /// from units older than the field.
 /// </summary>
-public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, string? WanAddress, UnitVpnReport? Vpn = null, UnitCacheReport? Cache = null);
+/// <summary>
+/// The unit is Ready. <see cref="BootProblem"/>: what went wrong at this boot before the supervisor started (an OS slot
+/// refused by dm-verity), sent once per boot; at most <see cref="MaxBootProblemLength"/> characters, no control characters.
+/// </summary>
+public sealed record ReadyReport(Inventory Inventory, int? ConfigRevision, string? WanAddress, UnitVpnReport? Vpn = null, UnitCacheReport? Cache = null,
+    string? BootProblem = null)
+{
+    public const int MaxBootProblemLength = 500;
+}
 
 /// <summary>
 /// The unit's cache statistics since its cache daemon started (squid's counters): requests served to the LAN, those

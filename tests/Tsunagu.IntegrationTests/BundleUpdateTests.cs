@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.Net;
+using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Cli;
@@ -189,5 +191,83 @@ public class BundleUpdateTests
         var inspect = await CliAsync("bundle", "inspect", bundle);
         Assert.That(inspect.Out, Does.Contain("pattern-2 -> pattern-3").And.Contain("firewall 9.0.0").And.Contain("signatures"));
         Assert.That((await CliAsync("bundle", "verify", bundle, "--key", keyFile + ".pub", "--from-pattern", DemoCatalogue.Pattern2)).Code, Is.Zero);
+    }
+}
+
+/// <summary>Installed applications damaged while the unit is off (patent 0040), with the real server.</summary>
+[NonParallelizable]
+public class AppIntegrityTests
+{
+    [Test]
+    public async Task An_application_damaged_while_the_unit_is_off_is_fetched_again_from_the_host_and_a_factory_one_copied_from_the_prom()
+    {
+        await using var server = await TestServer.StartAsync();
+        var unit = (await server.AddUnitsAsync(1))[0];
+        server.Fleet.Start(unit);
+        await server.WaitReadyAsync(unit);
+        await server.Fleet.PowerOffAsync(unit);
+
+        var apps = new AppStore(unit.Hardware.Data.Root);
+        var (updated, updatedVersion) = DemoCatalogue.Pattern2Applications.First(a => DemoCatalogue.FactoryApplications.GetValueOrDefault(a.Key) != a.Value);
+        var (factory, factoryVersion) = DemoCatalogue.Pattern2Applications.First(a => DemoCatalogue.FactoryApplications.GetValueOrDefault(a.Key) == a.Value);
+        Assert.That(apps.ReadSeal(updated, updatedVersion), Is.Not.Null, "an application from a bundle keeps its signed manifest");
+        var updatedTree = AppIntegrity.DescribeTree(apps.TreePath(updated, updatedVersion));
+        var factoryTree = AppIntegrity.DescribeTree(apps.TreePath(factory, factoryVersion));
+        await File.WriteAllTextAsync(Path.Combine(apps.TreePath(updated, updatedVersion), updatedTree[0].Path), "damaged on the flash");
+        await File.AppendAllTextAsync(Path.Combine(apps.TreePath(factory, factoryVersion), factoryTree[0].Path), "damaged");
+
+        server.Changes.Clear();
+        var logBefore = server.Log.Count;
+        server.Fleet.Start(unit);
+        await server.WaitReadyAsync(unit);
+
+        Assert.That(AppIntegrity.DescribeTree(apps.TreePath(updated, updatedVersion)), Is.EqualTo(updatedTree), "fetched again from the host");
+        Assert.That(AppIntegrity.DescribeTree(apps.TreePath(factory, factoryVersion)), Is.EqualTo(factoryTree), "copied from the PROM again");
+        var log = server.Log.Skip(logBefore).ToList();
+        Assert.That(log, Has.One.Contains($"{updated} {updatedVersion} fetched again from the host and restored"));
+        Assert.That(log, Has.One.Contains($"factory {factory} {factoryVersion} was damaged"));
+        Assert.That(server.ChainOf(unit.Mac), Does.Not.Contain(StateId.Update), "no update ran: only the damaged payload's bytes were fetched");
+        Assert.That(apps.Current(), Is.EqualTo(DemoCatalogue.Pattern2Applications));
+        var row = server.Store.GetUnit(unit.Mac)!;
+        Assert.That((row.State, row.Pattern), Is.EqualTo(("Ready", DemoCatalogue.Pattern2)));
+
+        // intact now: the next boot finds nothing to fetch
+        await server.Fleet.PowerOffAsync(unit);
+        var logAgain = server.Log.Count;
+        server.Fleet.Start(unit);
+        await server.WaitReadyAsync(unit, readyCount: 2);
+        Assert.That(server.Log.Skip(logAgain), Has.None.Contains("damaged"));
+    }
+}
+
+/// <summary>An OS slot refused by dm-verity at boot, as the unit's ready report tells the host.</summary>
+[NonParallelizable]
+public class BootProblemReportTests
+{
+    [SetUp]
+    public void UseDatabase() => TestServer.DatabaseKind.Value = "sqlite";
+
+    [Test]
+    public async Task A_boot_problem_becomes_the_units_last_error_and_a_failed_history_entry_and_a_malformed_one_is_refused_changing_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await VpnKeyTests.UnitHttp(server, mac);
+        var before = HostileInputTests.Snapshot(server);
+        foreach (var hostile in new[] { "", "slot b\nprimary=a", "bell\a", new string('x', ReadyReport.MaxBootProblemLength + 1) })
+        {
+            using var refused = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(VpnKeyTests.Factory(), null, "203.0.113.7", BootProblem: hostile), ProtocolJson.Default.ReadyReport);
+            var body = await refused.Content.ReadAsStringAsync();
+            Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), body);
+            Assert.That(body, Does.Contain("bootProblem"));
+            Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "refused, but the database changed");
+        }
+        var problem = ReadyState.BootProblem([Tsunagu.Hal.BootSlot.B])!;
+        using (var accepted = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(VpnKeyTests.Factory(), null, "203.0.113.7", BootProblem: problem), ProtocolJson.Default.ReadyReport))
+        {
+            Assert.That(accepted.StatusCode, Is.EqualTo(HttpStatusCode.OK), await accepted.Content.ReadAsStringAsync());
+        }
+        Assert.That(server.Store.GetUnit(mac)!.LastError, Is.EqualTo(problem));
+        Assert.That(server.Store.ListUnitEvents(mac).Where(e => e.Failed == 1).Select(e => e.Detail), Has.One.EqualTo($"boot: {problem}"));
     }
 }

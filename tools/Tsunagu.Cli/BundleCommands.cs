@@ -108,7 +108,15 @@ public static class BundleCommands
                 {
                     var parts = image.Split('=', 2);
                     if (parts.Length != 2 || !File.Exists(parts[1])) { throw new ArgumentException($"--os-image {image}: expected VERSION=FILE with an existing file"); }
-                    payloads.Add((new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, parts[0]), parts[1]));
+                    // the image followed by its dm-verity hash tree; the manifest carries where it is and its root hash
+                    var withTree = Path.Combine(temp.FullName, "os-with-hash-tree.img");
+                    OsVerity verity;
+                    await using (var source = File.OpenRead(parts[1]))
+                    await using (var output = File.Create(withTree))
+                    {
+                        verity = await VerityTree.WriteAsync(source, output, VerityTree.NewSalt(), ct);
+                    }
+                    payloads.Add((new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, parts[0], Verity: verity), withTree));
                     steps.Add(new BundleStep(StepActions.InstallOs, "os"));
                 }
                 foreach (var phase in new[] { ScriptPhases.PostInstall, ScriptPhases.Health, ScriptPhases.Rollback })
@@ -120,7 +128,13 @@ public static class BundleCommands
                 {
                     await using var stream = File.OpenRead(file);
                     var (size, sha) = await BundleFormat.DescribeAsync(stream, ct);
-                    described.Add(payload with { Size = size, Sha256 = sha });
+                    var files = payload.Files;
+                    if (payload.Kind == PayloadKinds.Application)
+                    {
+                        stream.Position = 0;
+                        files = await BundleFormat.ListApplicationFilesAsync(stream, payload.Name, ct);
+                    }
+                    described.Add(payload with { Size = size, Sha256 = sha, Files = files });
                 }
                 var now = DateTimeOffset.UtcNow;
                 var manifest = new BundleManifest(BundleManifest.CurrentFormat, r.GetValue(idOption)!, r.GetValue(versionOption),

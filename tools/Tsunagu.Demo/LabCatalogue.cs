@@ -85,7 +85,14 @@ public static class LabCatalogue
         }
         store.UpsertPattern(Pattern(to.Id, to.Name, to.OsVersion, toApps));
         var now = (time ?? TimeProvider.System).GetUtcNow();
-        List<(BundlePayload, byte[])> payloads = [(new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, to.OsVersion), File.ReadAllBytes(osImage))];
+        // the OS image followed by its dm-verity hash tree; the signed manifest carries the root hash
+        using var withTree = new MemoryStream();
+        OsVerity verity;
+        using (var image = File.OpenRead(osImage))
+        {
+            verity = VerityTree.WriteAsync(image, withTree, VerityTree.NewSalt(), CancellationToken.None).GetAwaiter().GetResult();
+        }
+        List<(BundlePayload, byte[])> payloads = [(new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, to.OsVersion, Verity: verity), withTree.ToArray())];
         foreach (var (app, version) in toApps.Where(a => !fromApps.TryGetValue(a.Key, out var v) || v != a.Value))
         {
             payloads.Add((new BundlePayload($"{app}-{version}", PayloadKinds.Application, 0, "", app, version),

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Tsunagu.Hal.Storage;
 
 namespace Tsunagu.Firmware.Storage;
@@ -31,6 +32,104 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
             }
         }
         return result;
+    }
+
+    /// <summary>Application name -> version its `current` link names, whether or not that version's tree is still there.</summary>
+    public IReadOnlyDictionary<string, string> Links()
+    {
+        var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        if (!Directory.Exists(Root))
+        {
+            return result;
+        }
+        foreach (var appDir in Directory.GetDirectories(Root))
+        {
+            if (new FileInfo(Path.Combine(appDir, "current")).LinkTarget is { } target)
+            {
+                result[Path.GetFileName(appDir)] = target;
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The tree of NAME/VERSION.</summary>
+    public string TreePath(string name, string version)
+    {
+        ValidateSegment(name, "application name");
+        ValidateSegment(version, "application version");
+        return Path.Combine(Root, name, version);
+    }
+
+    /// <summary>Where NAME/VERSION's seal (what it was installed from) is kept: `apps/NAME/.seal-VERSION`.</summary>
+    public string SealPath(string name, string version)
+    {
+        ValidateSegment(name, "application name");
+        ValidateSegment(version, "application version");
+        return Path.Combine(Root, name, $".seal-{version}");
+    }
+
+    /// <summary>Writes NAME/VERSION's seal atomically (a power cut leaves the old seal or the new one).</summary>
+    public void WriteSeal(AppSeal seal)
+    {
+        var path = SealPath(seal.Application, seal.Version);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var temp = $"{path}.tmp-{Guid.NewGuid():N}";
+        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(seal, FirmwareJson.Default.AppSeal));
+        _files.SyncFile(temp);
+        _files.Rename(temp, path);
+        _files.SyncDirectory(Path.GetDirectoryName(path)!);
+    }
+
+    /// <summary>NAME/VERSION's seal; null when it has none (a factory application, or one installed before seals were kept).</summary>
+    /// <exception cref="InvalidDataException">The seal exists but is not a seal of NAME/VERSION.</exception>
+    public AppSeal? ReadSeal(string name, string version)
+    {
+        var path = SealPath(name, version);
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+        AppSeal? seal;
+        try
+        {
+            seal = JsonSerializer.Deserialize(File.ReadAllBytes(path), FirmwareJson.Default.AppSeal);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not a readable seal: {e.Message}", e);
+        }
+        if (seal is null || seal.Application != name || seal.Version != version || seal.Manifest is null || seal.Signatures is null ||
+            seal.Payload is null || seal.ArtifactUrl is null || seal.PayloadOffset < 0)
+        {
+            throw new InvalidDataException($"{path}: not a seal of {name} {version}");
+        }
+        return seal;
+    }
+
+    /// <summary>
+    /// Replaces the tree of an installed NAME/VERSION with a copy of <paramref name="sourceTree"/> (a damaged tree
+    /// restored): the copy is staged and synced, the damaged tree renamed away, the copy renamed in, the damaged one
+    /// removed. A power cut between the renames leaves `current` naming a missing tree, which the next check finds.
+    /// </summary>
+    public void Replace(string name, string version, string sourceTree)
+    {
+        var target = TreePath(name, version);
+        var appDir = Path.Combine(Root, name);
+        var staging = Path.Combine(appDir, $".staging-{version}-{Guid.NewGuid():N}");
+        CopyTree(sourceTree, staging);
+        string? damaged = null;
+        if (Directory.Exists(target))
+        {
+            damaged = Path.Combine(appDir, $".damaged-{version}-{Guid.NewGuid():N}");
+            _files.Rename(target, damaged);
+        }
+        _files.Rename(staging, target);
+        _files.SyncDirectory(appDir);
+        if (damaged is not null)
+        {
+            Directory.Delete(damaged, recursive: true);
+            _files.SyncDirectory(appDir);
+        }
     }
 
     /// <summary>Copies <paramref name="sourceTree"/> in as NAME/VERSION (if not already there) without switching.</summary>

@@ -54,6 +54,15 @@ public sealed record PendingConfirm(int Revision, int? Confirmed, DateTimeOffset
 /// <summary>The last revision confirmed by reaching the host after it was applied.</summary>
 public sealed record ConfirmedConfig(int Revision, DateTimeOffset At);
 
+/// <summary>
+/// What an installed application version was installed from (docs/bundles.md section 9): the bundle's manifest bytes
+/// exactly as signed (base64) with its signatures, the payload that carried the tree and where its bytes start in the
+/// host's artifact. The tree is checked against the payload's signed file digests; a damaged one is fetched again
+/// from <see cref="ArtifactUrl"/> (bytes <see cref="PayloadOffset"/> .. + size).
+/// </summary>
+public sealed record AppSeal(string Application, string Version, string Payload, string Manifest,
+    IReadOnlyList<BundleSignature> Signatures, long PayloadOffset, string ArtifactUrl, string ArtifactSha256);
+
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [JsonSerializable(typeof(PowerOnSpread))]
 [JsonSerializable(typeof(ServiceTransaction))]
@@ -64,4 +73,5 @@ public sealed record ConfirmedConfig(int Revision, DateTimeOffset At);
 [JsonSerializable(typeof(UnitSettings))]
 [JsonSerializable(typeof(BundleCounter))]
 [JsonSerializable(typeof(TrustedKeys))]
+[JsonSerializable(typeof(AppSeal))]
 public sealed partial class FirmwareJson : JsonSerializerContext;

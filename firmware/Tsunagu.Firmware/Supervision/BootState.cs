@@ -1,6 +1,7 @@
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
@@ -75,6 +76,8 @@ public sealed class BootState : IState
             ctx.Apps.Switch(app.Name, app.Version);
             ctx.Log($"boot: restored factory {app.Name} {app.Version} from PROM");
         }
+        // every installed application against the signed digests it was installed with (patent 0040)
+        ctx.DamagedApps = AppIntegrity.Check(ctx.Apps, BundleInstaller.TrustedKeys(identity, ctx.Store), ctx.Hardware.Prom.FactoryApplications, ctx.Log);
         ctx.Client ??= new UnitClient(ctx.Hardware.Network, identity.ServerCertificatePins);
 
         var settings = ctx.Store.Get(StateKeys.Settings, FirmwareJson.Default.UnitSettings);

@@ -10,6 +10,10 @@ public sealed class ReadyState : IState
 {
     public StateId Id => StateId.Ready;
 
+    /// <summary>What the ready report says about OS slots the boot program refused at this boot (dm-verity); null when none.</summary>
+    public static string? BootProblem(IReadOnlyList<BootSlot> verityFailures) => verityFailures.Count == 0 ? null :
+        $"OS slot {string.Join(" and ", verityFailures.Select(BootStateFile.SlotName))} failed dm-verity verification at boot (its image differs from its root hash) and was not booted";
+
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
         ctx.Hardware.Leds.Show(StatusIndication.Ready);
@@ -30,9 +34,11 @@ public sealed class ReadyState : IState
             {
                 var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
                 var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
+                var bootProblem = ctx.BootProblemReported ? null : BootProblem(ctx.Hardware.Boot.VerityFailures);
                 await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
-                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache), ct);
+                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache, bootProblem), ct);
                 ctx.ReadyReported = true;
+                ctx.BootProblemReported = true;
                 await ctx.ConfirmHostReachedAsync(ct);
                 ctx.LastError = null;
             }

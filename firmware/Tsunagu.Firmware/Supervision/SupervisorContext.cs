@@ -1,6 +1,7 @@
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 
@@ -25,6 +26,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public byte[] Secret { get; set; } = [];
     public StateStore? Store { get; set; }
     public AppStore? Apps { get; set; }
+
+    /// <summary>Installed applications found damaged at boot (<see cref="AppIntegrity.Check"/>), fetched again when the host is reached.</summary>
+    public IReadOnlyList<AppDamage> DamagedApps { get; set; } = [];
     public ServiceApplier? Services { get; set; }
     public UnitClient? Client { get; set; }
     public PushListener? Push { get; set; }
@@ -71,6 +75,9 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public Action<string>? UpdateCheckpoint { get; set; }
     public bool ForcedCheck { get; set; }
     public bool ReadyReported { get; set; }
+
+    /// <summary>Whether this boot's problems (OS slots refused by dm-verity) have reached the host; never reset while the process runs.</summary>
+    public bool BootProblemReported { get; set; }
     public int MainLinkFailures { get; set; }
     public int MainLinkRefusals { get; set; }
     public TimeSpan CheckInterval { get; set; } = options.CheckInterval;

@@ -13,6 +13,48 @@ public sealed class VersionCheckState : IState
     /// <summary>A wall clock further off the host's than this is logged at each check.</summary>
     public static readonly TimeSpan WallClockTolerance = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// Fetches the damaged applications found at boot again from the host (their payload's bytes of the bundle that
+    /// installed them), so the inventory the check sends is the installed one. One that cannot be fetched stays damaged
+    /// and is tried again at the next check; a transient host error ends the check as any other would.
+    /// </summary>
+    internal static async Task RepairAppsAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        if (ctx.DamagedApps.Count == 0 || ctx.Apps is not { } apps || ctx.Identity is not { } identity)
+        {
+            return;
+        }
+        var keys = BundleInstaller.TrustedKeys(identity, ctx.RequireStore());
+        var left = new List<AppDamage>();
+        var all = ctx.DamagedApps;
+        for (var i = 0; i < all.Count; i++)
+        {
+            var damage = all[i];
+            if (damage.Seal is not { } seal)
+            {
+                left.Add(damage);
+                continue;
+            }
+            try
+            {
+                var source = new HostBundleSource(ctx.RequireClient(), ctx.HostUri, seal.ArtifactUrl, ctx.HostToken);
+                await AppIntegrity.RepairAsync(apps, damage, keys, source, Path.Combine(ctx.Hardware.Data.Root, "tmp", $"repair-{damage.Application}"), ct);
+                ctx.Log($"apps: {damage.Application} {damage.Version} fetched again from the host and restored (it was damaged: {damage.Problem})");
+            }
+            catch (ServerException e) when (e.IsTransient || e.IsSessionExpired)
+            {
+                ctx.DamagedApps = [.. left, .. all.Skip(i)];
+                throw;
+            }
+            catch (Exception e) when (e is ServerException or ProtocolException or IOException or InvalidDataException or UnauthorizedAccessException)
+            {
+                left.Add(damage);
+                ctx.Log($"apps: {damage.Application} {damage.Version} is damaged and could not be fetched again: {e.Message}");
+            }
+        }
+        ctx.DamagedApps = left;
+    }
+
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
         var inFlight = ctx.RequireStore().Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate);
@@ -30,6 +72,7 @@ public sealed class VersionCheckState : IState
         try
         {
             await InstallMediaCheck.CheckAsync(ctx, ct);
+            await RepairAppsAsync(ctx, ct);
             var sentAt = ctx.Time.GetTimestamp();
             response = await ctx.RequireClient().VersionCheckAsync(ctx.HostUri, ctx.HostToken,
                 new VersionCheckRequest(ctx.CurrentInventory(), load, forced, null), ct);

@@ -62,10 +62,13 @@ public sealed class LinuxBootControl : IBootControl
         _time = time ?? TimeProvider.System;
         _devices = new BlockDevices(options.SysBlockRoot, options.DevRoot);
         Booted = ReadBootedSlot(options.CmdlinePath);
+        VerityFailures = ReadVerityFailures(options.CmdlinePath);
         _slots = BootSlots.Load(options.StatePath);
     }
 
     public BootSlot? Booted { get; }
+
+    public IReadOnlyList<BootSlot> VerityFailures { get; }
 
     public string? BootedOsVersion { get { lock (_gate) { return Booted is { } b ? _slots.Version(b) : null; } } }
 
@@ -134,6 +137,8 @@ public sealed class LinuxBootControl : IBootControl
         Change(s => s.Written(slot, osVersion));
     }
 
+    public void SetVerity(BootSlot slot, string? verity) => Change(s => s.SetVerity(slot, verity));
+
     public void Activate(BootSlot slot, int tries) => Change(s => s.Activate(slot, tries));
 
     public void MarkGood(BootSlot slot) => Change(s => s.MarkGood(slot));
@@ -165,6 +170,26 @@ public sealed class LinuxBootControl : IBootControl
             change(_slots);
             _slots.Save(_options.StatePath);
         }
+    }
+
+    /// <summary>The slots named by `tsunagu.verity_failed=` tokens of the boot program's command line (slots it refused at this boot).</summary>
+    /// <exception cref="HalException">The command line cannot be read.</exception>
+    public static IReadOnlyList<BootSlot> ReadVerityFailures(string cmdlinePath)
+    {
+        string cmdline;
+        try
+        {
+            cmdline = File.ReadAllText(cmdlinePath);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HalException($"{cmdlinePath}: kernel command line unreadable: {e.Message}", isTransient: false, e);
+        }
+        const string prefix = "tsunagu.verity_failed=";
+        return cmdline.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)
+            .Where(t => t.StartsWith(prefix, StringComparison.Ordinal))
+            .Select(t => BootStateFile.ParseSlot(t[prefix.Length..]))
+            .OfType<BootSlot>().Distinct().ToList();
     }
 
     /// <summary>The slot named by the `tsunagu.slot=` token of the kernel command line; null for `recovery` or none.</summary>

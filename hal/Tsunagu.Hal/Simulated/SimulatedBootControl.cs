@@ -76,6 +76,8 @@ public sealed class SimulatedBootControl : IBootControl
         Change(s => s.Written(slot, osVersion));
     }
 
+    public void SetVerity(BootSlot slot, string? verity) => Change(s => s.SetVerity(slot, verity));
+
     public void Activate(BootSlot slot, int tries) => Change(s => s.Activate(slot, tries));
 
     public void MarkGood(BootSlot slot) => Change(s => s.MarkGood(slot));

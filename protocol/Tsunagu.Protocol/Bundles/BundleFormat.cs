@@ -187,7 +187,14 @@ public static class BundleFormat
     public static async Task<byte[]> BuildAsync(BundleManifest template, IReadOnlyList<(BundlePayload Payload, byte[] Content)> payloads,
         IReadOnlyList<ECDsa> signingKeys, CancellationToken ct)
     {
-        var described = payloads.Select(p => p.Payload with { Size = p.Content.LongLength, Sha256 = Convert.ToHexStringLower(SHA256.HashData(p.Content)) }).ToList();
+        var described = new List<BundlePayload>();
+        foreach (var (payload, content) in payloads)
+        {
+            var files = payload.Kind == PayloadKinds.Application
+                ? await ListApplicationFilesAsync(new MemoryStream(content, writable: false), payload.Name, ct)
+                : payload.Files;
+            described.Add(payload with { Size = content.LongLength, Sha256 = Convert.ToHexStringLower(SHA256.HashData(content)), Files = files });
+        }
         var manifest = template with { Payloads = described };
         var problems = manifest.Problems();
         if (problems.Count > 0)
@@ -199,6 +206,59 @@ public static class BundleFormat
         using var output = new MemoryStream();
         await WriteAsync(output, bytes, signatures, payloads.Select(p => (Stream)new MemoryStream(p.Content, writable: false)).ToList(), ct);
         return output.ToArray();
+    }
+
+    /// <summary>
+    /// The regular files of an application tar with their sizes and SHA-256 (<see cref="BundlePayload.Files"/>), sorted by
+    /// path. Entries other than files and directories, and paths that leave the tree, are refused.
+    /// </summary>
+    /// <exception cref="BundleCheckException">Check <see cref="BundleCheck.Manifest"/>: an entry the unit would refuse.</exception>
+    public static async Task<IReadOnlyList<BundleFile>> ListApplicationFilesAsync(Stream tar, string payload, CancellationToken ct)
+    {
+        var files = new SortedDictionary<string, BundleFile>(StringComparer.Ordinal);
+        await using var reader = new TarReader(tar, leaveOpen: true);
+        while (await reader.GetNextEntryAsync(copyData: false, ct) is { } entry)
+        {
+            var path = TreePath(entry.Name);
+            switch (entry.EntryType)
+            {
+                case TarEntryType.Directory when path is null || BundleManifest.IsRelativePath(path):
+                    break;
+                case TarEntryType.RegularFile or TarEntryType.V7RegularFile when BundleManifest.IsRelativePath(path):
+                    using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
+                    {
+                        long size = 0;
+                        if (entry.DataStream is { } data)
+                        {
+                            var buffer = new byte[81920];
+                            int read;
+                            while ((read = await data.ReadAsync(buffer, ct)) > 0)
+                            {
+                                sha.AppendData(buffer, 0, read);
+                                size += read;
+                            }
+                        }
+                        if (!files.TryAdd(path!, new BundleFile(path!, size, Convert.ToHexStringLower(sha.GetHashAndReset()))))
+                        {
+                            throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: '{path}' appears twice in the tar");
+                        }
+                    }
+                    break;
+                default:
+                    throw new BundleCheckException(BundleCheck.Manifest,
+                        $"payload {payload}: entry '{entry.Name}' ({entry.EntryType}) is not a file or directory inside the application tree");
+            }
+        }
+        return files.Values.ToList();
+    }
+
+    /// <summary>A tar entry's name as a path inside the tree: without a leading "./" or a trailing '/'; null for the tree itself.</summary>
+    public static string? TreePath(string entryName)
+    {
+        var path = entryName;
+        while (path.StartsWith("./", StringComparison.Ordinal)) { path = path[2..]; }
+        path = path.TrimEnd('/');
+        return path is "" or "." ? null : path;
     }
 
     /// <summary>An application tree as the uncompressed tar an application payload carries: relative path -> content.</summary>

@@ -58,9 +58,17 @@ public sealed record BundleManifest(
             {
                 case PayloadKinds.Application:
                     Require(IsSegment(p.Application) && IsSegment(p.Version), $"payloads.{p.Name}: an application payload needs application and version (single path segments)");
+                    FileProblems(p, problems);
                     break;
                 case PayloadKinds.OsImage:
                     Require(!string.IsNullOrWhiteSpace(p.Version), $"payloads.{p.Name}: an OS image needs the OS version it installs");
+                    foreach (var problem in p.Verity?.Problems() ?? [])
+                    {
+                        problems.Add($"payloads.{p.Name}.verity.{problem}");
+                    }
+                    // an image of one block has no tree (its root hash is that block's digest): the tree may be empty
+                    Require(p.Verity is null || p.Size >= (p.Verity.HashStartBlock + (p.Verity.DataBlocks > 1 ? 1 : 0)) * OsVerity.BlockSize,
+                        $"payloads.{p.Name}.verity: the hash tree starts past the image's {p.Size} bytes");
                     break;
                 case PayloadKinds.Script:
                     break;
@@ -73,6 +81,14 @@ public sealed record BundleManifest(
                     problems.Add($"payloads.{p.Name}.kind: '{p.Kind}' is not one of {string.Join(", ", PayloadKinds.All)}");
                     break;
             }
+        }
+        foreach (var p in payloads.Where(p => p.Kind != PayloadKinds.OsImage && p.Verity is not null))
+        {
+            problems.Add($"payloads.{p.Name}.verity: only an OS image has a hash tree");
+        }
+        foreach (var p in payloads.Where(p => p.Kind != PayloadKinds.Application && p.Files is not null))
+        {
+            problems.Add($"payloads.{p.Name}.files: only an application lists files");
         }
         Require(payloads.Count(p => p.Kind == PayloadKinds.OsImage) <= 1, "payloads: at most one OS image per bundle");
         var byName = payloads.Where(p => p.Name is not null).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
@@ -118,6 +134,54 @@ public sealed record BundleManifest(
         return problems;
     }
 
+    /// <summary>At most this many files in one application's <see cref="BundlePayload.Files"/>.</summary>
+    public const int MaxApplicationFiles = 10_000;
+
+    /// <summary>An application payload lists every regular file of its tree once: a relative path of valid segments, a size, a digest.</summary>
+    private static void FileProblems(BundlePayload p, List<string> problems)
+    {
+        if (p.Files is null)
+        {
+            problems.Add($"payloads.{p.Name}.files: required for an application (the digest of each file of its tree)");
+            return;
+        }
+        if (p.Files.Count > MaxApplicationFiles)
+        {
+            problems.Add($"payloads.{p.Name}.files: {p.Files.Count} files, more than {MaxApplicationFiles}");
+            return;
+        }
+        var paths = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var f in p.Files)
+        {
+            if (f is null)
+            {
+                problems.Add($"payloads.{p.Name}.files: an entry is null");
+                continue;
+            }
+            if (!IsRelativePath(f.Path))
+            {
+                problems.Add($"payloads.{p.Name}.files: '{Shorten(f.Path ?? "null")}' is not a relative path of single segments");
+            }
+            else if (!paths.Add(f.Path!))
+            {
+                problems.Add($"payloads.{p.Name}.files: '{f.Path}' appears twice");
+            }
+            if (f.Size < 0)
+            {
+                problems.Add($"payloads.{p.Name}.files.{Shorten(f.Path ?? "null")}.size: {f.Size} is negative");
+            }
+            if (f.Sha256 is not { Length: 64 } || !f.Sha256.All(char.IsAsciiHexDigitLower))
+            {
+                problems.Add($"payloads.{p.Name}.files.{Shorten(f.Path ?? "null")}.sha256: not 64 lower-case hex digits");
+            }
+        }
+    }
+
+    /// <summary>A path inside an application tree: segments joined by '/', each a single path segment, no control characters.</summary>
+    public static bool IsRelativePath(string? value) =>
+        !string.IsNullOrEmpty(value) && value.Length <= 1024 && !value.Any(char.IsControl) &&
+        value.Split('/').All(segment => !string.IsNullOrWhiteSpace(segment) && segment is not ("." or "..") && segment.IndexOf('\\') < 0);
+
     /// <summary>Total length in bytes of all payloads (of a manifest without <see cref="Problems"/>).</summary>
     public long PayloadBytes => Payloads.Sum(p => p.Size);
 
@@ -132,7 +196,17 @@ public sealed record BundleManifest(
 public sealed record BundleCompatibility(IReadOnlyList<string> Boards, IReadOnlyList<string> HardwareVersions, IReadOnlyList<string> OsVersions);
 
 /// <summary>One payload: its bytes follow the manifest in the bundle, in manifest order.</summary>
-public sealed record BundlePayload(string Name, string Kind, long Size, string Sha256, string? Application = null, string? Version = null);
+/// <remarks>
+/// An application payload lists in <see cref="Files"/> every regular file of its tree with its size and SHA-256, so
+/// the unit can check the installed tree against the signed manifest long after the tar is gone (docs/bundles.md).
+/// An OS image may carry its dm-verity hash tree after the image (<see cref="Verity"/>: where it is and its root
+/// hash); the unit records it for the slot it writes and the boot program maps the slot through dm-verity.
+/// </remarks>
+public sealed record BundlePayload(string Name, string Kind, long Size, string Sha256, string? Application = null, string? Version = null,
+    IReadOnlyList<BundleFile>? Files = null, OsVerity? Verity = null);
+
+/// <summary>One regular file of an application tree: its path relative to the tree ('/' separated), size and SHA-256.</summary>
+public sealed record BundleFile(string Path, long Size, string Sha256);
 
 /// <summary>One step of the install, in order: install an application tree or an OS image, or run a script in a phase.</summary>
 public sealed record BundleStep(string Action, string Payload, string? Phase = null, int? TimeoutSeconds = null);

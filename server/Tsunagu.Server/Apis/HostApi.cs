@@ -285,8 +285,18 @@ public static class HostApi
         if (report.WanAddress is not null && !ServiceConfigValidator.IsAddress(report.WanAddress)) { return Problems.BadRequest($"wanAddress: '{InputRules.Quote(report.WanAddress)}' is not an IP address"); }
         if (VpnReportError(report.Vpn) is { } badVpn) { return Problems.BadRequest(badVpn); }
         if (report.Cache?.Problem() is { } badCache) { return Problems.BadRequest(badCache); }
+        if (report.BootProblem is { } problem && (problem.Length is 0 or > ReadyReport.MaxBootProblemLength || problem.Any(char.IsControl)))
+        {
+            return Problems.BadRequest($"bootProblem: 1..{ReadyReport.MaxBootProblemLength} characters without control characters");
+        }
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = store.FindPattern(report.Inventory);
+        if (report.BootProblem is { } bootProblem)
+        {
+            // an OS slot refused at boot (dm-verity): the unit's last error and a failed history entry, before it is Ready
+            store.RecordBootProblem(mac, bootProblem);
+            log.LogWarning("unit {Mac}: {Problem}", mac, bootProblem);
+        }
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; the inventory,
         // the final revision and the history entry are one transaction
         store.RecordReady(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,

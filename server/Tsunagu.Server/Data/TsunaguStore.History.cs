@@ -74,6 +74,19 @@ public sealed partial class TsunaguStore
 
     // ---- unit history ------------------------------------------------------------------------------------
 
+    /// <summary>A problem of the unit's boot (an OS slot refused by dm-verity): its last error and a failed history entry, durably.</summary>
+    public void RecordBootProblem(string mac, string problem)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        var now = Now();
+        c.Execute("UPDATE units SET last_error = @problem WHERE mac = @mac", new { mac, problem }, tx);
+        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, 1)",
+            new { mac, now, kind = UnitEventKinds.Ready, detail = $"boot: {problem}" }, tx);
+        tx.Commit();
+        _lastEvent[mac] = (UnitEventKinds.Ready, $"boot: {problem}");
+    }
+
     /// <summary>Adds one entry to the unit's history (a check, an update, a configuration acknowledgement, a ready report).</summary>
     public void AddUnitEvent(string mac, string kind, string? detail, bool failed = false)
     {

@@ -306,6 +306,21 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         file.Flush(flushToDisk: true);
     }
 
+    /// <summary>Flips one bit of the byte at <paramref name="offset"/> of partition <paramref name="name"/> (the unit must be off); returns the byte's old value.</summary>
+    public byte FlipByte(string name, long offset)
+    {
+        if (Running) { throw new InvalidOperationException($"unit {Mac}: power it off before changing {name}"); }
+        var partition = GptImage.Find(Disk, name);
+        if (offset < 0 || offset >= partition.Length) { throw new ArgumentOutOfRangeException(nameof(offset), $"{name} is {partition.Length} bytes"); }
+        using var file = new FileStream(Disk, FileMode.Open, FileAccess.ReadWrite);
+        file.Position = partition.Offset + offset;
+        var old = (byte)file.ReadByte();
+        file.Position = partition.Offset + offset;
+        file.WriteByte((byte)(old ^ 0x01));
+        file.Flush(flushToDisk: true);
+        return old;
+    }
+
     /// <summary>Everything the unit printed on its console in this power cycle.</summary>
     public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
 

@@ -73,15 +73,15 @@ public class BootControlTests : FakeRootTests
         };
         boot = new LinuxBootControl(opts, runner);
         await boot.WriteAsync(BootSlot.B, new ForwardOnlyStream(new MemoryStream(image)), "2.0.0", CancellationToken.None);
-        Assert.That(stateWhileWriting, Is.EqualTo("# written by the boot program\nprimary=a\npending=\ntries=0\na_version=1.0.0\na_good=1\nb_version=\nb_good=0\nboot_count=17\nlast_failed=\n"),
+        Assert.That(stateWhileWriting, Is.EqualTo("# written by the boot program\nprimary=a\npending=\ntries=0\na_version=1.0.0\na_good=1\nb_version=\nb_good=0\nboot_count=17\nlast_failed=\na_verity=\nb_verity=\n"),
             "the slot is marked bad and its version cleared before the image is written");
         Assert.That(File.ReadAllBytes(Path.Combine(_dir, "dev", "vda4")), Is.EqualTo(image));
         Assert.That(File.ReadAllBytes(Path.Combine(_dir, "dev", "vda3")), Is.Empty, "the booted slot is untouched");
-        Assert.That(Read("data/boot/state"), Is.EqualTo("# written by the boot program\nprimary=a\npending=\ntries=0\na_version=1.0.0\na_good=1\nb_version=2.0.0\nb_good=0\nboot_count=17\nlast_failed=\n"));
+        Assert.That(Read("data/boot/state"), Is.EqualTo("# written by the boot program\nprimary=a\npending=\ntries=0\na_version=1.0.0\na_good=1\nb_version=2.0.0\nb_good=0\nboot_count=17\nlast_failed=\na_verity=\nb_verity=\n"));
         Assert.That(File.Exists(Path.Combine(_dir, "data", "boot", "state.tmp")), Is.False);
 
         boot.Activate(BootSlot.B, 3);
-        Assert.That(Read("data/boot/state"), Is.EqualTo("# written by the boot program\nprimary=a\npending=b\ntries=3\na_version=1.0.0\na_good=1\nb_version=2.0.0\nb_good=0\nboot_count=17\nlast_failed=\n"));
+        Assert.That(Read("data/boot/state"), Is.EqualTo("# written by the boot program\nprimary=a\npending=b\ntries=3\na_version=1.0.0\na_good=1\nb_version=2.0.0\nb_good=0\nboot_count=17\nlast_failed=\na_verity=\nb_verity=\n"));
         Assert.That(boot.Read(BootSlot.B), Is.EqualTo(new SlotState(BootSlot.B, "2.0.0", false, 3)));
 
         // the boot program tried b, which came up: the firmware on b commits it
@@ -89,7 +89,7 @@ public class BootControlTests : FakeRootTests
         var onB = Boot(runner, "console=ttyS0 tsunagu.slot=b");
         Assert.That((onB.Booted, onB.BootedOsVersion, onB.Read(BootSlot.B).TriesLeft), Is.EqualTo(((BootSlot?)BootSlot.B, "2.0.0", 2)));
         onB.MarkGood(BootSlot.B);
-        Assert.That(Read("data/boot/state"), Is.EqualTo("# written by the boot program\nprimary=b\npending=\ntries=0\na_version=1.0.0\na_good=1\nb_version=2.0.0\nb_good=1\nboot_count=18\nlast_failed=\n"));
+        Assert.That(Read("data/boot/state"), Is.EqualTo("# written by the boot program\nprimary=b\npending=\ntries=0\na_version=1.0.0\na_good=1\nb_version=2.0.0\nb_good=1\nboot_count=18\nlast_failed=\na_verity=\nb_verity=\n"));
         onB.MarkBad(BootSlot.A);
         Assert.That(Read("data/boot/state"), Does.Contain("\na_good=0\n").And.Contain("primary=b\n"));
         onB.MarkBad(BootSlot.B);
@@ -103,8 +103,28 @@ public class BootControlTests : FakeRootTests
         var boot = Boot(new RecordingRunner(), "tsunagu.slot=recovery");
         Assert.That((boot.Booted, boot.BootedOsVersion), Is.EqualTo(((BootSlot?)null, (string?)null)));
         await boot.WriteAsync(BootSlot.A, new MemoryStream([1, 2, 3]), "1.2.3", CancellationToken.None);
-        Assert.That(Read("data/boot/state"), Is.EqualTo("primary=\npending=\ntries=0\na_version=1.2.3\na_good=0\nb_version=\nb_good=0\nlast_failed=\n"));
+        Assert.That(Read("data/boot/state"), Is.EqualTo("primary=\npending=\ntries=0\na_version=1.2.3\na_good=0\nb_version=\nb_good=0\nlast_failed=\na_verity=\nb_verity=\n"));
         Assert.Throws<HalException>(() => boot.Activate(BootSlot.B, 3), "slot b holds no image");
+    }
+
+    [Test]
+    public async Task A_written_slots_root_hash_is_recorded_cleared_by_the_next_write_and_a_malformed_one_refused()
+    {
+        var boot = Boot(new RecordingRunner(), "tsunagu.slot=a tsunagu.verity_failed=b");
+        Assert.That(boot.VerityFailures, Is.EqualTo(new[] { BootSlot.B }), "the slots the boot program refused at this boot");
+        var verity = $"4812:4812:{new string('a', 64)}:{new string('0', 64)}";
+        await boot.WriteAsync(BootSlot.B, new MemoryStream([1, 2, 3]), "2.0.0", CancellationToken.None);
+        boot.SetVerity(BootSlot.B, verity);
+        Assert.That(Read("data/boot/state"), Does.Contain($"\nb_verity={verity}\n"));
+        foreach (var bad in new[] { "", "1:1:ab", "0:1:ab:" + new string('0', 64), "1:1:ABCD:" + new string('0', 64), "1:1:abc:" + new string('0', 64),
+                     "1:1:ab:" + new string('0', 63), "1:1:ab:" + new string('0', 64) + "\nprimary=b", "-1:1:ab:" + new string('0', 64) })
+        {
+            Assert.Throws<HalException>(() => boot.SetVerity(BootSlot.B, bad), bad);
+        }
+        Assert.That(Read("data/boot/state"), Does.Contain($"\nb_verity={verity}\n"), "a refused value changes nothing");
+        await boot.WriteAsync(BootSlot.B, new MemoryStream([4]), "2.0.1", CancellationToken.None);
+        Assert.That(Read("data/boot/state"), Does.Contain("\nb_verity=\n"), "a new image's root hash is not the old one's");
+        Assert.That(Boot(new RecordingRunner(), "tsunagu.slot=a").VerityFailures, Is.Empty);
     }
 
     [Test]
@@ -115,7 +135,7 @@ public class BootControlTests : FakeRootTests
         Assert.That(boot.LastFailed, Is.EqualTo(BootSlot.B));
         boot.MarkGood(BootSlot.A);
         Assert.That(boot.LastFailed, Is.Null);
-        Assert.That(Read("data/boot/state"), Does.EndWith("last_failed=\n"));
+        Assert.That(Read("data/boot/state"), Does.Contain("\nlast_failed=\n"));
     }
 
     [Test]
@@ -180,7 +200,7 @@ public class BootControlTests : FakeRootTests
         await sim.WriteAsync(BootSlot.B, new MemoryStream([2]), "2.0 beta", CancellationToken.None);
         sim.Activate(BootSlot.B, 3);
         await sim.RebootAsync(CancellationToken.None);
-        Assert.That(Read("sim/state"), Is.EqualTo("primary=\npending=b\ntries=2\na_version=\na_good=0\nb_version=2.0 beta\nb_good=0\nlast_failed=\n"),
+        Assert.That(Read("sim/state"), Is.EqualTo("primary=\npending=b\ntries=2\na_version=\na_good=0\nb_version=2.0 beta\nb_good=0\nlast_failed=\na_verity=\nb_verity=\n"),
             "the boot state file of a real unit, one try used by the boot program");
 
         var linux = new LinuxBootControl(new LinuxBootOptions { StatePath = Path.Combine(_dir, "sim", "state"), CmdlinePath = Path.Combine(_dir, "sim", "cmdline") },
@@ -253,8 +273,9 @@ public class BootControlTests : FakeRootTests
             for (var i = random.Next(9); i > 0; i--)
             {
                 var (slot, n) = (random.Next(2) == 0 ? BootSlot.A : BootSlot.B, random.Next(5));
-                switch (random.Next(6))
+                switch (random.Next(7))
                 {
+                    case 6: model.SetVerity(slot, n == 0 ? null : $"{n * 100}:{n * 100}:0a1b:{new string((char)('0' + n), 64)}"); break;
                     case 0: model.BeginWrite(slot, booted: null); break;
                     case 1: model.Written(slot, Versions[n % Versions.Length]); break;
                     case 2 when model.Version(slot) is not null: model.Activate(slot, n); break;

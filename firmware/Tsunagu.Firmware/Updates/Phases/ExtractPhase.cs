@@ -24,6 +24,11 @@ internal sealed class ExtractPhase : IUpdatePhase
             var tree = Path.Combine(work, "trees", p.Name);
             if (Directory.Exists(tree)) { Directory.Delete(tree, recursive: true); }
             await ExtractTreeAsync(Path.Combine(payloadDir, p.Name), tree, p.Name, ct);
+            // the tar's digest is signed, and so is each file's: the tree must be exactly the files the manifest lists
+            if (AppIntegrity.Compare(tree, p.Files ?? []) is { } problem)
+            {
+                throw new BundleCheckException(BundleCheck.Manifest, $"payload {p.Name}: its tree does not match its signed files: {problem}");
+            }
         }
         KeepPreviousSignatures(run, j, m);
         await run.RunScriptsAsync(j, m, ScriptPhases.PreInstall, ct);
@@ -88,7 +93,7 @@ internal sealed class ExtractPhase : IUpdatePhase
     }
 
     /// <summary>Unpacks an application tar: regular files and directories only, no path outside <paramref name="destination"/>.</summary>
-    private static async Task ExtractTreeAsync(string tarPath, string destination, string payload, CancellationToken ct)
+    internal static async Task ExtractTreeAsync(string tarPath, string destination, string payload, CancellationToken ct)
     {
         Directory.CreateDirectory(destination);
         var root = Path.GetFullPath(destination) + Path.DirectorySeparatorChar;

@@ -20,9 +20,17 @@ internal sealed class SwitchPhase : IUpdatePhase
         run.Checkpoint("switching");
         var work = run.WorkDirectory(j.UpdateId);
         var apps = m.Steps.Where(s => s.Action == StepActions.InstallApplication).Select(s => m.Payloads.Single(p => p.Name == s.Payload)).ToList();
+        BundleHeader header;
+        await using (var bundle = File.OpenRead(run.BundlePath(j)))
+        {
+            header = await BundleFormat.ReadHeaderAsync(bundle, ct);
+        }
+        var seals = AppIntegrity.Seals(header, m, run.Offer);
         foreach (var p in apps)
         {
             env.Apps.Stage(p.Application!, p.Version!, Path.Combine(work, "trees", p.Name));
+            // what the tree is checked against from now on, and where it is fetched again from when it is damaged
+            env.Apps.WriteSeal(seals.Single(s => s.Payload == p.Name));
         }
         foreach (var p in apps)
         {
@@ -52,6 +60,8 @@ internal sealed class SwitchPhase : IUpdatePhase
             {
                 await env.Boot.WriteAsync(slot, image, os.Version!, ct);
             }
+            // the root hash the signed manifest carries: the boot program maps the slot through dm-verity with it
+            env.Boot.SetVerity(slot, os.Verity?.ToString());
             env.Boot.Activate(slot, run.Options.BootTries);
             env.Log($"update {j.UpdateId}: OS {os.Version} written to slot {slot}, activated for {run.Options.BootTries} boot tries");
             return j with { Phase = PendingUpdate.Rebooting };

@@ -1,0 +1,217 @@
+using System.Text;
+using Tsunagu.Firmware.Updates;
+using Tsunagu.Hal;
+using Tsunagu.Protocol;
+using Tsunagu.Protocol.Bundles;
+
+namespace Tsunagu.UnitTests;
+
+/// <summary>
+/// Installed applications checked against the file digests of their signed manifest, and a damaged one fetched again
+/// from the host (<see cref="AppIntegrity"/>, patent 0040), on the updater's real data directory and stores.
+/// </summary>
+public partial class UpdaterTests
+{
+    private static readonly byte[] Blob = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("firewall rules ", 2000)));
+
+    private async Task<Built> InstallPattern2Async()
+    {
+        var b = await BuildAsync(_key, firewallBlob: Blob);
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        return b;
+    }
+
+    private IReadOnlyList<AppDamage> CheckApps(IReadOnlyList<PromApplication>? factory = null) =>
+        AppIntegrity.Check(_apps, BundleInstaller.TrustedKeys(_identity, _store), factory ?? [], _log.Add);
+
+    private string Tree(string name, string version) => _apps.TreePath(name, version);
+
+    [Test]
+    public async Task An_installed_application_keeps_its_signed_seal_and_an_intact_tree_passes_the_check()
+    {
+        var b = await InstallPattern2Async();
+        var seal = _apps.ReadSeal("firewall", "1.1.0")!;
+        Assert.That(seal.ArtifactSha256, Is.EqualTo(b.Offer.Sha256));
+        var payload = AppIntegrity.VerifySeal(seal, BundleInstaller.TrustedKeys(_identity, _store));
+        Assert.That(payload.Files!.Select(f => f.Path), Is.EqualTo(new[] { "VERSION", "blob" }));
+        // the seal's offset is where the payload's bytes are in the artifact
+        Assert.That(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(b.Bytes.AsSpan((int)seal.PayloadOffset, (int)payload.Size))),
+            Is.EqualTo(payload.Sha256));
+        Assert.That(CheckApps(), Is.Empty, string.Join("\n", _log));
+    }
+
+    [TestCase("changed")]
+    [TestCase("truncated")]
+    [TestCase("removed")]
+    [TestCase("added")]
+    [TestCase("tree-missing")]
+    public async Task A_damaged_application_is_found_at_boot_and_fetched_again_from_the_host_by_its_payloads_bytes_only(string damage)
+    {
+        var b = await InstallPattern2Async();
+        var tree = Tree("firewall", "1.1.0");
+        var before = AppIntegrity.DescribeTree(tree);
+        switch (damage)
+        {
+            case "changed":
+                var bytes = File.ReadAllBytes(Path.Combine(tree, "blob"));
+                bytes[1234] ^= 0x01;
+                File.WriteAllBytes(Path.Combine(tree, "blob"), bytes);
+                break;
+            case "truncated":
+                File.WriteAllBytes(Path.Combine(tree, "blob"), Blob[..100]);
+                break;
+            case "removed":
+                File.Delete(Path.Combine(tree, "VERSION"));
+                break;
+            case "added":
+                File.WriteAllText(Path.Combine(tree, "planted"), "not signed");
+                break;
+            case "tree-missing":
+                Directory.Delete(tree, recursive: true);
+                break;
+        }
+        Restart();
+        var damaged = CheckApps();
+        Assert.That(damaged.Select(d => (d.Application, d.Version)), Is.EqualTo(new[] { ("firewall", "1.1.0") }), "only the damaged application");
+        Assert.That(damaged[0].Seal, Is.Not.Null);
+        Assert.That(_apps.Links()["firewall"], Is.EqualTo("1.1.0"));
+
+        var host = new MemorySource(b.Bytes);
+        await AppIntegrity.RepairAsync(_apps, damaged[0], BundleInstaller.TrustedKeys(_identity, _store), host, Path.Combine(_dir, "data", "tmp", "repair"), CancellationToken.None);
+        Assert.That(AppIntegrity.DescribeTree(tree), Is.EqualTo(before), "the tree is exactly the signed one again");
+        Assert.That(CheckApps(), Is.Empty);
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern2), "nothing else changed");
+        // one bounded request: the payload's bytes, nothing else of the bundle
+        var seal = _apps.ReadSeal("firewall", "1.1.0")!;
+        var size = AppIntegrity.VerifySeal(seal, BundleInstaller.TrustedKeys(_identity, _store)).Size;
+        Assert.That(host.Ranges, Is.EqualTo(new[] { (seal.PayloadOffset, seal.PayloadOffset + size) }));
+        Assert.That(Directory.GetFileSystemEntries(Path.Combine(_dir, "data", "apps", "firewall")).Select(Path.GetFileName),
+            Is.EquivalentTo(new[] { "1.0.0", "1.1.0", "current", ".seal-1.1.0" }), "no staging or damaged tree left behind");
+        Assert.That(Directory.Exists(Path.Combine(_dir, "data", "tmp", "repair")), Is.False);
+    }
+
+    [Test]
+    public async Task Bytes_from_the_host_that_are_not_the_signed_payload_are_refused_and_the_damaged_tree_is_left_as_it_was()
+    {
+        var b = await InstallPattern2Async();
+        var tree = Tree("firewall", "1.1.0");
+        File.WriteAllText(Path.Combine(tree, "blob"), "damaged");
+        var damaged = CheckApps().Single();
+        var forged = (byte[])b.Bytes.Clone();
+        forged[(int)damaged.Seal!.PayloadOffset + 600] ^= 0xff;
+        var e = Assert.ThrowsAsync<BundleCheckException>(() => AppIntegrity.RepairAsync(_apps, damaged, BundleInstaller.TrustedKeys(_identity, _store),
+            new MemorySource(forged), Path.Combine(_dir, "data", "tmp", "repair"), CancellationToken.None));
+        Assert.That(e!.Check, Is.EqualTo(BundleCheck.PayloadDigest));
+        Assert.That(File.ReadAllText(Path.Combine(tree, "blob")), Is.EqualTo("damaged"));
+        Assert.That(CheckApps(), Has.Count.EqualTo(1), "still damaged, fetched again at the next check");
+
+        // a host that sends the payload short
+        var cut = new MemorySource(b.Bytes) { CutAfter = 10 };
+        Assert.ThrowsAsync<IOException>(() => AppIntegrity.RepairAsync(_apps, damaged, BundleInstaller.TrustedKeys(_identity, _store),
+            cut, Path.Combine(_dir, "data", "tmp", "repair"), CancellationToken.None));
+        Assert.That(File.ReadAllText(Path.Combine(tree, "blob")), Is.EqualTo("damaged"));
+    }
+
+    [Test]
+    public async Task A_seal_altered_on_the_unit_is_not_trusted_and_nothing_is_fetched_for_it()
+    {
+        await InstallPattern2Async();
+        var sealPath = _apps.SealPath("firewall", "1.1.0");
+        var seal = _apps.ReadSeal("firewall", "1.1.0")!;
+        // the manifest rewritten to list the damaged content's digest: its signature no longer verifies
+        File.WriteAllText(Path.Combine(Tree("firewall", "1.1.0"), "blob"), "planted");
+        var manifest = Encoding.UTF8.GetString(Convert.FromBase64String(seal.Manifest)).Replace("\"blob\"", "\"blob2\"", StringComparison.Ordinal);
+        _apps.WriteSeal(seal with { Manifest = Convert.ToBase64String(Encoding.UTF8.GetBytes(manifest)) });
+        var damaged = CheckApps();
+        Assert.That(damaged.Single().Seal, Is.Null, "an unverifiable seal is not used to fetch anything");
+        Assert.That(damaged.Single().Problem, Does.StartWith("signature:"));
+
+        File.WriteAllText(sealPath, "{not json");
+        Assert.That(CheckApps().Single().Seal, Is.Null);
+        File.WriteAllText(sealPath, "{\"application\":\"dns\",\"version\":\"2.0.0\"}");
+        Assert.That(CheckApps().Single().Problem, Does.Contain("not a seal of firewall 1.1.0"));
+    }
+
+    [Test]
+    public void A_damaged_factory_application_is_copied_from_the_prom_again_and_an_intact_one_is_left_alone()
+    {
+        // Pattern1's applications were staged from _dir/prom in SetUp, without seals
+        var factory = Pattern1.Select(a => new PromApplication(a.Key, a.Value, Path.Combine(_dir, "prom", a.Key, a.Value))).ToList();
+        Assert.That(CheckApps(factory), Is.Empty);
+        File.AppendAllText(Path.Combine(Tree("vcp", "1.0.0"), "VERSION"), "damaged");
+        var untouched = File.GetLastWriteTimeUtc(Path.Combine(Tree("firewall", "1.0.0"), "VERSION"));
+        Assert.That(CheckApps(factory), Is.Empty, "restored on the spot, nothing to fetch");
+        Assert.That(File.ReadAllText(Path.Combine(Tree("vcp", "1.0.0"), "VERSION")), Is.EqualTo("vcp 1.0.0\n"));
+        Assert.That(File.GetLastWriteTimeUtc(Path.Combine(Tree("firewall", "1.0.0"), "VERSION")), Is.EqualTo(untouched));
+        Assert.That(_log, Has.Some.Contains("factory vcp 1.0.0 was damaged"));
+    }
+
+    [TestCase(null, "files: required")]
+    [TestCase("../etc/passwd", "is not a relative path")]
+    [TestCase("/etc/passwd", "is not a relative path")]
+    [TestCase("a//b", "is not a relative path")]
+    [TestCase("bin/./x", "is not a relative path")]
+    [TestCase("bad\nname", "is not a relative path")]
+    [TestCase("twice", "appears twice")]
+    [TestCase("short-digest", "sha256: not 64 lower-case hex digits")]
+    [TestCase("negative", "size: -1 is negative")]
+    public void An_application_payloads_file_list_is_validated(string? path, string problem)
+    {
+        var good = new BundleFile("VERSION", 1, new string('a', 64));
+        List<BundleFile>? files = path switch
+        {
+            null => null,
+            "twice" => [good, good],
+            "short-digest" => [good with { Sha256 = "abc" }],
+            "negative" => [good with { Size = -1 }],
+            _ => [good with { Path = path }],
+        };
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
+            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1),
+            [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 1, new string('b', 64), "firewall", "1.1.0", files)],
+            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+        Assert.That(manifest.Problems(), Has.Some.Contains(problem));
+        Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Files = [good] }] }).Problems(), Is.Empty);
+    }
+
+    [Test]
+    public void A_tar_with_a_link_or_a_path_outside_the_tree_gets_no_file_list()
+    {
+        foreach (var entry in new System.Formats.Tar.PaxTarEntry[]
+                 {
+                     new(System.Formats.Tar.TarEntryType.SymbolicLink, "link") { LinkName = "/etc/passwd" },
+                     new(System.Formats.Tar.TarEntryType.RegularFile, "../outside") { DataStream = new MemoryStream([1]) },
+                 })
+        {
+            using var buffer = new MemoryStream();
+            using (var tar = new System.Formats.Tar.TarWriter(buffer, leaveOpen: true)) { tar.WriteEntry(entry); }
+            buffer.Position = 0;
+            var e = Assert.ThrowsAsync<BundleCheckException>(() => BundleFormat.ListApplicationFilesAsync(buffer, "p", CancellationToken.None));
+            Assert.That(e!.Check, Is.EqualTo(BundleCheck.Manifest));
+        }
+    }
+
+    [Test]
+    public async Task A_bundle_whose_application_tree_differs_from_its_signed_file_list_is_refused_before_anything_is_switched()
+    {
+        // a signer's mistake: the tar's digest is signed, but the file list says otherwise
+        var tar = BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = "firewall 1.1.0\n"u8.ToArray() });
+        var files = await BundleFormat.ListApplicationFilesAsync(new MemoryStream(tar), "firewall-1.1.0", CancellationToken.None);
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
+            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow.AddHours(-1), DateTimeOffset.UtcNow.AddDays(1),
+            [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, tar.Length, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(tar)),
+                "firewall", "1.1.0", [files[0] with { Sha256 = new string('0', 64) }])],
+            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+        var bytes = BundleFormat.SerializeManifest(manifest);
+        using var output = new MemoryStream();
+        await BundleFormat.WriteAsync(output, bytes, [ReleaseKeys.Sign(bytes, _key)], [new MemoryStream(tar)], CancellationToken.None);
+        var bundle = output.ToArray();
+        var offer = new UpdateOffer("p1-to-p2", "pattern-1", "pattern-2", 5, "/api/v1/host/artifacts/x",
+            Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bundle)), bundle.LongLength);
+        var result = await Installer(new MemorySource(bundle)).RunAsync(offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.StartWith("manifest:").And.Contain("VERSION differs from its signed digest"));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+}
