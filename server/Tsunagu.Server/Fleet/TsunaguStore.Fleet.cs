@@ -54,7 +54,7 @@ public sealed partial class TsunaguStore
     public bool SetTags(string mac, IReadOnlyList<string> tags, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }, tx) == 0) { return false; }
         WriteTags(c, tx, mac, tags);
         WriteAudit(c, tx, audit);
@@ -99,7 +99,7 @@ public sealed partial class TsunaguStore
     public bool DeleteGroup(string name, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var using_ = c.Query<string>("SELECT name FROM rollouts WHERE group_name = @name AND state IN ('running', 'paused')", new { name }, tx).ToList();
         if (using_.Count > 0) { throw new StoreConflictException($"group {name} is moved by rollout(s) {string.Join(", ", using_)}; abort them first"); }
         if (c.Execute("DELETE FROM unit_groups WHERE name = @name", new { name }, tx) == 0) { return false; }

@@ -40,6 +40,10 @@ public sealed partial class TsunaguStore
     /// <summary>
     /// Creates a rollout with its members (wave 1 open) and the audit entry in one transaction. A rollout of the same
     /// name, or one still running or paused for the same transition, makes it a <see cref="StoreConflictException"/>.
+    /// The transaction takes the catalogue's lock first (a catalogue change is never between the check and the insert) and
+    /// reads the transition again under it: its update program, its from-pattern, its verified to-pattern; one of them
+    /// gone (a draft pattern deleted since the caller read them) is a <see cref="StoreConflictException"/> too. A pattern
+    /// delete that waited for this transaction sees the rollout and is refused.
     /// </summary>
     public void AddRollout(RolloutRow rollout, IReadOnlyList<RolloutMember> members, AuditEntry audit)
     {
@@ -47,22 +51,30 @@ public sealed partial class TsunaguStore
         rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
         try
         {
-            Write((c, tx) =>
+            using var c = Open();
+            using var tx = Begin(c);
+            LockCatalogue(c, tx);
+            RequireTransition(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}");
+            if (c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_programs WHERE id = @UpdateId AND from_pattern = @FromPattern AND to_pattern = @ToPattern",
+                    rollout, tx) == 0)
             {
-                var busy = c.Query<string>("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
-                    rollout, tx).ToList();
-                if (busy.Count > 0)
-                {
-                    throw new StoreConflictException($"rollout {busy[0]} already moves units from {rollout.FromPattern} to {rollout.ToPattern}; abort it first");
-                }
-                c.Execute("""
-                    INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error,
-                                          min_wave_seconds, state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
-                    VALUES (@Name, @GroupName, @FromPattern, @ToPattern, @UpdateId, @Waves, @SuccessPercent, @ErrorPercent, @OnError,
-                            @MinWaveSeconds, @State, @OpenWaves, @WaveOpenedAt, @ErrorsSince, @Reason, @CreatedBy, @CreatedAt, @UpdatedAt)
-                    """, rollout, tx);
-                InsertMembers(c, tx, rollout.Name, members, now);
-            }, audit);
+                throw new StoreConflictException($"update program {rollout.UpdateId} no longer leads from {rollout.FromPattern} to {rollout.ToPattern}; nothing was stored");
+            }
+            var busy = c.Query<string>("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
+                rollout, tx).ToList();
+            if (busy.Count > 0)
+            {
+                throw new StoreConflictException($"rollout {busy[0]} already moves units from {rollout.FromPattern} to {rollout.ToPattern}; abort it first");
+            }
+            c.Execute("""
+                INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error,
+                                      min_wave_seconds, state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
+                VALUES (@Name, @GroupName, @FromPattern, @ToPattern, @UpdateId, @Waves, @SuccessPercent, @ErrorPercent, @OnError,
+                        @MinWaveSeconds, @State, @OpenWaves, @WaveOpenedAt, @ErrorsSince, @Reason, @CreatedBy, @CreatedAt, @UpdatedAt)
+                """, rollout, tx);
+            InsertMembers(c, tx, rollout.Name, members, now);
+            WriteAudit(c, tx, audit);
+            tx.Commit();
         }
         catch (System.Data.Common.DbException e) when (IsUniqueViolation(e))
         {
@@ -147,7 +159,7 @@ public sealed partial class TsunaguStore
     {
         var now = Now();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var changed = c.Execute("""
             UPDATE rollouts SET state = @state, open_waves = @open, reason = @reason, updated_at = @now,
                    wave_opened_at = CASE WHEN @open <> open_waves THEN @now ELSE wave_opened_at END
@@ -170,7 +182,7 @@ public sealed partial class TsunaguStore
     {
         var now = Now();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var changed = c.Execute($"""
             UPDATE rollouts SET state = @to, reason = @reason, updated_at = @now,
                    errors_since = CASE WHEN @to = 'running' THEN @now ELSE errors_since END
@@ -216,7 +228,7 @@ public sealed partial class TsunaguStore
     {
         var now = Now();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         // the state first: on PostgreSQL it locks the rollout's row, so two aborts (or an abort and an engine pass) do not interleave
         var changed = c.Execute("UPDATE rollouts SET state = 'aborted', updated_at = @now WHERE name = @name AND state IN ('running', 'paused')",
             new { name, now }, tx);
@@ -267,7 +279,7 @@ public sealed partial class TsunaguStore
     public bool PinWayBack(string mac, string pattern, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL", new { mac, pattern }, tx) == 0) { return false; }
         WriteAudit(c, tx, audit);
         tx.Commit();
@@ -294,7 +306,7 @@ public sealed partial class TsunaguStore
                 """).Where(r => (r.Pattern == r.ReturnTo && r.CameBack != 0) || r.TargetPattern != r.ReturnTo).ToList();
         if (ended.Count == 0) { return []; }
         var done = new List<ReturnEnd>();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         foreach (var r in ended)
         {
             var arrived = r.TargetPattern == r.ReturnTo;
