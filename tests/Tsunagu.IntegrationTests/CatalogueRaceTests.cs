@@ -6,7 +6,10 @@ using Dapper;
 using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
+using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -77,8 +80,7 @@ public class CatalogueRaceTests
         {
             if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = TsunaguStore.CatalogueLockKey }, tx); }
             c.Execute(other, transaction: tx);
-            answer = request();
-            await ConfigRaceTests.WaitUntilBlocked(server, kind, answer);
+            answer = await ConfigRaceTests.SendBlocked(server, kind, "InCatalogueTransaction", request);
             tx.Commit();
         }
         using var response = await answer;
@@ -105,5 +107,99 @@ public class CatalogueRaceTests
                 Assert.That(server.Store.GetPattern("race-draft"), Is.Not.Null, "the pattern the program names stays");
                 break;
         }
+    }
+
+    private static long Count(TestServer server, string sql)
+    {
+        using var c = server.Store.Database.Open();
+        return c.ExecuteScalar<long>(sql);
+    }
+
+    /// <summary>Runs <paramref name="change"/> in a transaction holding the catalogue lock (as the server's catalogue changes take it) until the request (<paramref name="request"/>) waits in <paramref name="storeMethod"/>, then commits.</summary>
+    private static async Task<HttpResponseMessage> RaceAsync(TestServer server, string kind, string change, string storeMethod, Func<Task<HttpResponseMessage>> request)
+    {
+        Task<HttpResponseMessage> answer;
+        using (var c = server.Store.Database.Open())
+        using (var tx = c.BeginTransaction())
+        {
+            if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = TsunaguStore.CatalogueLockKey }, tx); }
+            c.Execute(change, transaction: tx);
+            answer = await ConfigRaceTests.SendBlocked(server, kind, storeMethod, request);
+            tx.Commit();
+        }
+        return await answer;
+    }
+
+    /// <summary>A draft pattern with one application, as the operator creates it.</summary>
+    private static async Task AddDraftAsync(HttpClient http, string id)
+    {
+        Assert.That((await http.PostAsJsonAsync($"{Routes.Prefix}/software", new SoftwareRequest("race-app", "1.0", "race app", null, null))).StatusCode, Is.EqualTo(HttpStatusCode.Created));
+        using var draft = await http.PostAsJsonAsync($"{Routes.Prefix}/patterns",
+            new { id, hardwareVersion = DemoCatalogue.HardwareVersion, osVersion = DemoCatalogue.OsVersion, applications = new Dictionary<string, string> { ["race-app"] = "1.0" } });
+        Assert.That(draft.StatusCode, Is.EqualTo(HttpStatusCode.Created), await draft.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>
+    /// A rollout is created while the catalogue removes its transition (the draft from-pattern and the program from it,
+    /// committed while the rollout's request has read them and waits): the rollout reads the transition again under the
+    /// catalogue lock and is refused with 409; no rollout, no member, no audit entry. Before, the rollout took no
+    /// catalogue lock and was stored onto a pattern that no longer existed.
+    /// </summary>
+    [Test]
+    public async Task A_rollout_created_while_its_draft_pattern_is_deleted_is_409_and_writes_nothing([Values("sqlite", "postgres")] string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        using var http = OperatorHttp(server);
+        await AddDraftAsync(http, "race-draft");
+        server.Store.UpsertUpdateProgram(new UpdateProgramRow
+        {
+            Id = "race-u", FromPattern = "race-draft", ToPattern = DemoCatalogue.Pattern2, Importance = 3, ArtifactSha256 = new string('a', 64), ArtifactSize = 1,
+        });
+        using (var group = await http.PostAsJsonAsync(FleetApi.GroupsRoute, new NewGroup("race-g", null, new GroupFilter(Pattern: "race-draft"))))
+        {
+            Assert.That(group.StatusCode, Is.EqualTo(HttpStatusCode.Created), await group.Content.ReadAsStringAsync());
+        }
+        var before = Marks(server);
+
+        using var response = await RaceAsync(server, kind, "DELETE FROM update_programs WHERE id = 'race-u'; DELETE FROM patterns WHERE id = 'race-draft'", "AddRollout",
+            () => http.PostAsJsonAsync(RolloutsApi.Route, new NewRollout("race-r", "race-g", "race-draft", DemoCatalogue.Pattern2, [new WaveSpec(Percent: 100)])));
+
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), body);
+        Assert.That(body, Does.Contain("pattern 'race-draft' was deleted"));
+        Assert.That(Count(server, "SELECT COUNT(*) FROM rollouts"), Is.Zero, "no rollout onto the deleted pattern");
+        Assert.That(Count(server, "SELECT COUNT(*) FROM rollout_units"), Is.Zero);
+        Assert.That(Marks(server), Is.EqualTo(before), "refused: no audit entry and no new catalogue stamp");
+    }
+
+    /// <summary>
+    /// An update program is added while its draft from-pattern is deleted (committed while the request has checked the
+    /// pattern and its bundle and waits for the catalogue lock): 409 naming the pattern, nothing stored. Before, the insert
+    /// broke the foreign key and the answer was a 500.
+    /// </summary>
+    [Test]
+    public async Task An_update_program_added_while_its_draft_from_pattern_is_deleted_is_409_and_writes_nothing([Values("sqlite", "postgres")] string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        using var http = OperatorHttp(server);
+        await AddDraftAsync(http, "race-draft");
+        using var bundle = new ByteArrayContent(DemoCatalogue.BuildBundle("race-u", 2, "race-draft", DemoCatalogue.Pattern2, DemoCatalogue.Pattern2Applications,
+            server.ReleaseKey, DateTimeOffset.UtcNow));
+        bundle.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        using var uploaded = await http.PostAsync($"{Routes.Prefix}/artifacts", bundle);
+        Assert.That(uploaded.IsSuccessStatusCode, await uploaded.Content.ReadAsStringAsync());
+        var artifact = (await uploaded.Content.ReadFromJsonAsync<ArtifactView>())!;
+        var before = Marks(server);
+
+        using var response = await RaceAsync(server, kind, "DELETE FROM patterns WHERE id = 'race-draft'", "CatalogueWrite",
+            () => http.PostAsJsonAsync($"{Routes.Prefix}/update-programs", new NewUpdateProgram("race-u", "race-draft", DemoCatalogue.Pattern2, 3, 0, artifact.Sha256)));
+
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), body);
+        Assert.That(body, Does.Contain("fromPattern: pattern 'race-draft' was deleted"));
+        Assert.That(server.Store.GetUpdateProgram("race-u"), Is.Null, "no program from the deleted pattern");
+        Assert.That(Marks(server), Is.EqualTo(before), "refused: no audit entry and no new catalogue stamp");
     }
 }

@@ -20,7 +20,7 @@ namespace Tsunagu.IntegrationTests;
 public class ConfigRaceTests
 {
     /// <summary>Inserts revision <paramref name="revision"/> of <paramref name="mac"/> as another save would, in a transaction the caller commits.</summary>
-    private static (DbConnection Connection, DbTransaction Transaction) HoldOtherSave(TestServer server, string mac, long revision, string document)
+    internal static (DbConnection Connection, DbTransaction Transaction) HoldOtherSave(TestServer server, string mac, long revision, string document)
     {
         var c = server.Store.Database.Open();
         var tx = c.BeginTransaction();
@@ -42,31 +42,45 @@ public class ConfigRaceTests
     }
 
     /// <summary>
-    /// Waits until <paramref name="request"/> waits for the held transaction: on PostgreSQL until a backend of the test's
-    /// database waits for a lock; on SQLite (no view of waiters) it must still be waiting after two seconds, and the held
-    /// write lock is what keeps it.
+    /// Sends a request (<paramref name="send"/>) and returns it once it waits for the transaction the test holds. The
+    /// request's store method <paramref name="storeMethod"/> must first reach the beginning of its transaction
+    /// (<c>TsunaguStore.TransactionBeginning</c>), after every read it makes before it. On SQLite that is the wait: the
+    /// transaction cannot begin while the test holds the write lock. On PostgreSQL the transaction begins and then waits for
+    /// a lock, so it also waits until a backend of the test's database waits for a lock.
     /// </summary>
-    internal static async Task WaitUntilBlocked(TestServer server, string kind, Task request)
+    internal static async Task<Task<HttpResponseMessage>> SendBlocked(TestServer server, string kind, string storeMethod, Func<Task<HttpResponseMessage>> send)
     {
-        if (kind == "postgres")
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnBeginning(string method)
         {
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-            while (true)
-            {
-                using (var c = server.Store.Database.Open())
-                using (var q = c.CreateCommand())
-                {
-                    q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-                    if (Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture) > 0) { return; }
-                }
-                if (request.IsCompleted) { Assert.Fail($"the request finished while the other change's transaction was open: {await Answer(request)}"); }
-                Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "the save never waited for the other save's revision");
-                await Task.Delay(20);
-            }
+            if (method == storeMethod) { reached.TrySetResult(); }
         }
-        if (await Task.WhenAny(request, Task.Delay(TimeSpan.FromSeconds(2))) == request)
+        server.Store.TransactionBeginning += OnBeginning;
+        Task<HttpResponseMessage> request;
+        try
         {
-            Assert.Fail($"the request finished while the other change held the write lock: {await Answer(request)}");
+            request = send();
+            var first = await Task.WhenAny(request, reached.Task, Task.Delay(TimeSpan.FromSeconds(60)));
+            if (first == request) { Assert.Fail($"the request finished before it reached the transaction of {storeMethod}: {await Answer(request)}"); }
+            Assert.That(reached.Task.IsCompleted, $"the request never reached the transaction of {storeMethod}");
+        }
+        finally
+        {
+            server.Store.TransactionBeginning -= OnBeginning;
+        }
+        if (kind != "postgres") { return request; }
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            using (var c = server.Store.Database.Open())
+            using (var q = c.CreateCommand())
+            {
+                q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+                if (Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture) > 0) { return request; }
+            }
+            if (request.IsCompleted) { Assert.Fail($"the request finished while the other change's transaction was open: {await Answer(request)}"); }
+            Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "the request never waited for the other change's lock");
+            await Task.Delay(20);
         }
     }
 
@@ -101,8 +115,7 @@ public class ConfigRaceTests
         using (connection)
         using (transaction)
         {
-            save = ConsoleServiceConfigTests.Post(admin, mac, "ServiceConfig", ConsoleServiceConfigTests.Fields(basis, "ads.example"));
-            await WaitUntilBlocked(server, kind, save);
+            save = await SendBlocked(server, kind, "InsertNextUnitConfig", () => ConsoleServiceConfigTests.Post(admin, mac, "ServiceConfig", ConsoleServiceConfigTests.Fields(basis, "ads.example")));
             transaction.Commit();
         }
         using var response = await save;
@@ -136,8 +149,7 @@ public class ConfigRaceTests
         {
             var request = new HttpRequestMessage(HttpMethod.Put, $"{Routes.Units}/{mac}/service-config") { Content = new StringContent(document, Encoding.UTF8, "application/json") };
             request.Headers.IfMatch.Add(new EntityTagHeaderValue($"\"{basis}\""));
-            put = http.SendAsync(request);
-            await WaitUntilBlocked(server, kind, put);
+            put = await SendBlocked(server, kind, "InsertNextUnitConfig", () => http.SendAsync(request));
             transaction.Commit();
         }
         using (var refused = await put)
@@ -153,8 +165,7 @@ public class ConfigRaceTests
         using (connection)
         using (transaction)
         {
-            put = http.PutAsync($"{Routes.Units}/{mac}/service-config", new StringContent(document, Encoding.UTF8, "application/json"));
-            await WaitUntilBlocked(server, kind, put);
+            put = await SendBlocked(server, kind, "InsertNextUnitConfig", () => http.PutAsync($"{Routes.Units}/{mac}/service-config", new StringContent(document, Encoding.UTF8, "application/json")));
             transaction.Commit();
         }
         using (var stored = await put)

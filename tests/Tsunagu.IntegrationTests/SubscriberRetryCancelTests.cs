@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
+using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Demo;
 using Tsunagu.Server.Apis;
@@ -68,6 +69,19 @@ public class SubscriberRetryCancelTests
         Assert.That(server.Store.LatestUnitConfig(macs[0])!.Revision, Is.EqualTo(failed.Revision));
         Assert.That(server.Store.LatestUnitConfig(macs[0])!.RetryCancelledBy, Is.EqualTo("subscriber:alice"));
 
+        // who stopped the retries, and when, is in both revision lists: the operator's and the subscriber's
+        var listed = JsonSerializer.Deserialize<List<UnitConfigRevisionView>>(
+            await client.SendAsync(HttpMethod.Get, $"/api/v1/units/{macs[0]}/service-config", null, CancellationToken.None), JsonSerializerOptions.Web)!;
+        var cancelled = listed.Single(r => r.Revision == failed.Revision);
+        Assert.That((cancelled.RetryCancelledBy, cancelled.RetryCancelledAt), Is.EqualTo(("subscriber:alice", server.Store.LatestUnitConfig(macs[0])!.RetryCancelledAt)));
+        Assert.That(cancelled.RetryCancelledAt, Is.Not.Null);
+        Assert.That(listed.Where(r => r.Revision != failed.Revision).Select(r => r.RetryCancelledBy), Is.All.Null, "only the cancelled revision names a canceller");
+        var own = (await http.GetFromJsonAsync<SubscriberConfigView>($"/api/v1/subscriber/units/{macs[0]}/service-config"))!;
+        Assert.That(own.Revisions.Single(r => r.Revision == failed.Revision).RetryCancelledBy, Is.EqualTo("subscriber:alice"));
+        var other = JsonSerializer.Deserialize<List<UnitConfigRevisionView>>(
+            await client.SendAsync(HttpMethod.Get, $"/api/v1/units/{macs[1]}/service-config", null, CancellationToken.None), JsonSerializerOptions.Web)!;
+        Assert.That(other.Select(r => r.RetryCancelledBy), Is.All.Null, "nothing cancelled on the other unit");
+
         // refused, writing nothing: again (cancelled already), another's unit, no MAC
         foreach (var (path, status) in new[]
                  {
@@ -91,5 +105,16 @@ public class SubscriberRetryCancelTests
         Assert.That((retry.Attempt, retry.Status), Is.EqualTo((2L, ConfigStatus.Provisional)));
         Assert.That(server.Store.AckUnitConfig(macs[1], retry.Revision, false, "refused again"), Is.True);
         Assert.That(await retries.AfterReadyAsync(macs[1], CancellationToken.None), Is.Null, "the failed retry is not retried again");
+
+        // the canceller is text wherever it is shown: markup in a stored canceller (a record from elsewhere) is escaped
+        using (var c = server.Store.Database.Open())
+        {
+            Dapper.SqlMapper.Execute(c, "UPDATE unit_configs SET retry_cancelled_by = @by WHERE mac = @mac AND revision = @revision",
+                new { by = "subscriber:<img src=x onerror=alert(1)>", mac = macs[0], revision = failed.Revision });
+        }
+        using var console = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        var html = await console.GetStringAsync($"/console/units/{macs[0]}");
+        Assert.That(html, Does.Contain("cancelled by subscriber:&lt;img src"));
+        Assert.That(html, Does.Not.Contain("<img src=x"));
     }
 }

@@ -9,7 +9,8 @@ public sealed record SubscriberLogin(string Name, string Password);
 /// <summary>An account; <see cref="Contract"/> (subscribers only) names the contract, null keeps the current one (new: the default).</summary>
 public sealed record NewSubscriber(string Name, string Password, string? Contract = null);
 public sealed record TokenResponse(string Token, string Scope, DateTimeOffset ExpiresAt);
-public sealed record SubscriberRevision(long Revision, string Status, string? Error, string Origin);
+/// <summary>One revision of the subscriber's unit; <see cref="RetryCancelledBy"/>: who stopped its retries (<c>subscriber:NAME</c>) and when, null when no one did.</summary>
+public sealed record SubscriberRevision(long Revision, string Status, string? Error, string Origin, string? RetryCancelledBy = null, string? RetryCancelledAt = null);
 public sealed record SubscriberConfigView(long? Revision, ServiceConfiguration? Configuration, IReadOnlyList<SubscriberRevision> Revisions);
 public sealed record SubscriberChangeView(long Revision, string Status, string? PushWarning);
 /// <summary>The account an operator call set or disabled.</summary>
@@ -133,8 +134,11 @@ public static class AccountsApi
             var unit = MacAddress.TryNormalize(mac, out var m) ? changes.OwnUnit(http.Caller().Subject, m) : null;
             if (unit is null) { return Problems.NotFound($"unit {mac} is not one of yours"); }
             var current = changes.Current(unit.Mac);
+            var revisions = changes.Revisions(unit.Mac);
+            // the newest revision (of any status) as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
+            http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[0].Revision);
             return TypedResults.Ok(new SubscriberConfigView(current?.Row.Revision, current?.Document,
-                changes.Revisions(unit.Mac).Select(r => new SubscriberRevision(r.Revision, r.Status, r.Error, r.Origin)).ToList()));
+                revisions.Select(r => new SubscriberRevision(r.Revision, r.Status, r.Error, r.Origin, r.RetryCancelledBy, r.RetryCancelledAt)).ToList()));
         }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
         app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async Task<Results<Ok<SubscriberChangeView>, ProblemHttpResult>> (string mac, ServiceConfiguration config, HttpContext http, Subscribers.SubscriberChanges changes) =>
@@ -143,9 +147,12 @@ public static class AccountsApi
             {
                 return Problems.NotFound($"unit {mac} is not one of yours");
             }
+            // as the operator's PUT service-config: the ETag of GET; malformed 400, stale 409, none: compared with the newest read here
+            var (basis, ifMatchError) = InputRules.IfMatchRevision(http, 0, "a configuration revision (the ETag of GET service-config, e.g. \"3\")");
+            if (ifMatchError is not null) { return Problems.BadRequest(ifMatchError); }
             try
             {
-                var result = await changes.ChangeAsync(http.Caller().Subject, m, "settings through the API", _ => config, http.RequestAborted);
+                var result = await changes.ChangeAsync(http.Caller().Subject, m, "settings through the API", _ => config, http.RequestAborted, basis);
                 return TypedResults.Ok(new SubscriberChangeView(result.Revision, ConfigStatus.Provisional, result.PushError));
             }
             catch (Subscribers.SubscriberChangeException e)

@@ -11,9 +11,13 @@ namespace Tsunagu.Server.Apis;
 
 public sealed record TargetPatternRequest(string? Pattern);
 /// <summary>One service configuration revision of a unit, as the operator lists them.</summary>
-/// <remarks><see cref="Attempt"/> n &gt; 1: the host's retry of the failed revision <see cref="RetryOf"/> (patent 0070).</remarks>
+/// <remarks>
+/// <see cref="Attempt"/> n &gt; 1: the host's retry of the failed revision <see cref="RetryOf"/> (patent 0070).
+/// <see cref="RetryCancelledBy"/>: who stopped further attempts of this revision (<c>subscriber:NAME</c>) and
+/// <see cref="RetryCancelledAt"/> when; null when no one did.
+/// </remarks>
 public sealed record UnitConfigRevisionView(long Revision, string Status, string? Error, string Origin, string? CreatedAt, string? UpdatedAt,
-    long Attempt = 1, long? RetryOf = null);
+    long Attempt = 1, long? RetryOf = null, string? RetryCancelledBy = null, string? RetryCancelledAt = null);
 /// <summary>The answer to an operator's new service configuration for a unit.</summary>
 public sealed record UnitConfigAssigned(string Mac, long Revision, string Status, string? PushWarning);
 
@@ -55,7 +59,8 @@ public static class OperatorApi
             var revisions = store.ListUnitConfigs(m);
             // the newest revision as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
             http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[^1].Revision);
-            return TypedResults.Ok(revisions.Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf)).ToList());
+            return TypedResults.Ok(revisions.Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf,
+                c.RetryCancelledBy, c.RetryCancelledAt)).ToList());
         }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Check);
         api.MapGet("/check/{id}", Results<Ok<ForceCheckStatus>, ProblemHttpResult> (string id, ForcedCheckService checks) =>

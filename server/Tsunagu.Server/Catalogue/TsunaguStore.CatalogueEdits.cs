@@ -126,7 +126,7 @@ public sealed partial class TsunaguStore
     public T InCatalogueTransaction<T>(Func<CatalogueTransaction, T> work)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         LockCatalogue(c, tx);
         var catalogue = new CatalogueTransaction(c, tx, entry => WriteAudit(c, tx, entry));
         // a refusal (a rule's exception) leaves the transaction uncommitted: disposing it rolls everything back

@@ -119,22 +119,55 @@ public sealed partial class TsunaguStore
             """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx));
     }
 
-    /// <summary>Adds an update program, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry? audit = null)
+    /// <summary>
+    /// Adds an update program, with <paramref name="audit"/> (when given) in the same transaction. Its patterns are read
+    /// again under the catalogue's lock: a from-pattern deleted, or a to-pattern no longer verified, since the caller
+    /// checked them makes it a <see cref="StoreConflictException"/> and nothing is written.
+    /// </summary>
+    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry? audit = null) => InsertUpdateProgram(program, audit);
+
+    /// <summary>Adds an update program, with both audit entries (the program's and its bundle upload's) in the same transaction; see <see cref="AddUpdateProgram(UpdateProgramRow, AuditEntry?)"/>.</summary>
+    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry audit, AuditEntry upload) => InsertUpdateProgram(program, audit, upload);
+
+    private void InsertUpdateProgram(UpdateProgramRow program, params ReadOnlySpan<AuditEntry?> audit)
     {
-        CatalogueInsert("""
-                INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
-                VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
-                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists", audit);
+        AuditEntry?[] entries = [.. audit];
+        try
+        {
+            CatalogueWrite((c, tx) =>
+            {
+                RequireTransition(c, tx, program.FromPattern, program.ToPattern, $"update program {program.Id}");
+                c.Execute("""
+                    INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
+                    VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
+                    """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx);
+                foreach (var entry in entries) { WriteAudit(c, tx, entry); }
+                return 0;
+            });
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"update program {program.Id} already exists");
+        }
     }
 
-    /// <summary>Adds an update program, with both audit entries (the program's and its bundle upload's) in the same transaction.</summary>
-    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry audit, AuditEntry upload)
+    /// <summary>
+    /// Inside a transaction holding the catalogue's lock: <paramref name="from"/> still exists and <paramref name="to"/> is
+    /// still verified (a draft pattern deleted, or a pattern retired, after the caller's checks), else a
+    /// <see cref="StoreConflictException"/> naming <paramref name="what"/>, which is then not written.
+    /// </summary>
+    private static void RequireTransition(DbConnection c, DbTransaction tx, string from, string to, string what)
     {
-        CatalogueInsert("""
-                INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
-                VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
-                """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, $"update program {program.Id} already exists", audit, upload);
+        var status = c.Query<(string Id, string Status)>("SELECT id, status FROM patterns WHERE id = @from OR id = @to", new { from, to }, tx)
+            .ToDictionary(p => p.Id, p => p.Status, StringComparer.Ordinal);
+        if (!status.ContainsKey(from))
+        {
+            throw new StoreConflictException($"fromPattern: pattern '{from}' was deleted while {what} was being added; nothing was stored");
+        }
+        if (status.GetValueOrDefault(to) is not PatternStatus.Verified)
+        {
+            throw new StoreConflictException($"toPattern: pattern '{to}' stopped being a verified pattern while {what} was being added; nothing was stored");
+        }
     }
 
     public IReadOnlyList<UpdateProgramRow> ListUpdatePrograms()
@@ -214,7 +247,7 @@ public sealed partial class TsunaguStore
     private T CatalogueWrite<T>(Func<DbConnection, DbTransaction, T> write)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         LockCatalogue(c, tx);
         var result = write(c, tx);
         c.Execute(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx);
@@ -228,7 +261,7 @@ public sealed partial class TsunaguStore
         try
         {
             using var c = Open();
-            using var tx = c.BeginTransaction();
+            using var tx = Begin(c);
             LockCatalogue(c, tx);
             c.Execute(sql, args, tx);
             WriteAudit(c, tx, audit);

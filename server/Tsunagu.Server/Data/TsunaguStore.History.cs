@@ -32,7 +32,7 @@ public sealed partial class TsunaguStore
         var now = Timestamp(at);
         var kind = UnitEventKinds.Update;
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var inserted = c.Execute("""
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at, install_id)
             VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now, @InstallId)

@@ -111,7 +111,7 @@ public sealed partial class TsunaguStore
     public long EditUnit(UnitRow after, long expected, IReadOnlyList<UnitFieldChange> changes, string actor, bool wanChanged)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var row = ReadForChange(c, tx, after.Mac, expected);
         BumpRevision(c, tx, row, """
             serial = @Serial, hardware_version = @HardwareVersion, isp_method = @IspMethod, isp_username = @IspUsername,
@@ -136,7 +136,7 @@ public sealed partial class TsunaguStore
     public UnitRow Decommission(string mac, long? expected, string actor, string? reason)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var row = ReadForChange(c, tx, mac, expected);
         var now = Now();
         BumpRevision(c, tx, row, "decommissioned_at = @now, state = @state, online = 0", new { now, state = UnitStates.Decommissioned });
@@ -154,7 +154,7 @@ public sealed partial class TsunaguStore
     public void DeleteUnit(string mac, string actor)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var row = ReadUnit(c, tx, mac) ?? throw new UnitNotFoundException(mac);
         if (row.LastSeen is not null || row.Inventory is not null || row.ReplacedBy is not null ||
             c.ExecuteScalar<long?>("SELECT 1 FROM units WHERE replaced_by = @mac", new { mac }, tx) is not null)
@@ -178,7 +178,7 @@ public sealed partial class TsunaguStore
     {
         var now = Now();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         try
         {
             var old = ReadForChange(c, tx, oldMac, expected);
@@ -223,7 +223,7 @@ public sealed partial class TsunaguStore
     {
         if (fromMac == toMac) { throw new StoreConflictException("from and to are the same unit"); }
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var from = ReadForChange(c, tx, fromMac, expectedFrom);
         var to = ReadForChange(c, tx, toMac, expectedTo);
         var subscriber = from.Subscriber ?? throw new StoreConflictException($"unit {fromMac} has no subscriber to move");
@@ -257,7 +257,7 @@ public sealed partial class TsunaguStore
     public int ResealSecrets(Func<string, string?, string?, string?> reseal, AuditEntry? audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var rows = c.Query<(string Mac, string? Plain, string? Sealed)>(
             "SELECT mac, isp_password, isp_password_sealed FROM units WHERE isp_password IS NOT NULL OR isp_password_sealed IS NOT NULL", transaction: tx).ToList();
         var changed = 0;

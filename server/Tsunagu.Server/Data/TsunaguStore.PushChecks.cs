@@ -42,7 +42,7 @@ public sealed partial class TsunaguStore
         string reason = Tsunagu.Protocol.PushReasons.Operator)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var now = Now();
         c.Execute("""
             INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts, reason)

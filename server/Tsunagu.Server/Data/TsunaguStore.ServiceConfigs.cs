@@ -26,7 +26,7 @@ public sealed partial class TsunaguStore
     public void UpsertServiceConfig(string name, ServiceConfiguration document, AuditEntry? audit = null)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         c.Execute("INSERT INTO service_configs (name, document) VALUES (@name, @doc) ON CONFLICT(name) DO UPDATE SET document = excluded.document",
             new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) }, tx);
         WriteAudit(c, tx, audit);
@@ -76,7 +76,7 @@ public sealed partial class TsunaguStore
     private long InsertNextUnitConfig(string mac, string doc, string origin, Func<long, AuditEntry>? audit, long? expectedRevision)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         // the comparison with the revision the change was made from and the insert are one statement (HAVING: only when the
         // newest revision is still the expected one); a concurrent insert of the same revision is refused by the primary key
         var guard = expectedRevision is null ? "" : "HAVING COALESCE(MAX(revision), 0) = @expectedRevision";
@@ -130,7 +130,7 @@ public sealed partial class TsunaguStore
     {
         var at = _time.GetUtcNow();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var status = success ? ConfigStatus.Applied : ConfigStatus.Failed;
         var exists = c.ExecuteScalar<long>("SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @revision", new { mac, revision }, tx) > 0;
         if (!exists)
@@ -186,7 +186,7 @@ public sealed partial class TsunaguStore
                    || (vpn is not null && read.ExecuteScalar<string?>("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }) != vpn.PublicKey);
         }
         using var c = once ? Open() : OpenUnitReport();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (inventory.LastBundle is { } counter)
         {
             c.Execute("""

@@ -38,7 +38,7 @@ public sealed partial class TsunaguStore
         var now = Now();
         var document = config is null ? null : JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration);
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         try
         {
             foreach (var unit in units)

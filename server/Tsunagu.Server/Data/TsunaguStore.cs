@@ -70,6 +70,20 @@ public sealed partial class TsunaguStore
 
     private DbConnection Open() => _db.Open();
 
+    /// <summary>
+    /// Raised with the name of the store method about to begin a transaction, just before it begins it: on SQLite that is
+    /// where a writer waits while another holds the write lock. A test seam: a test holding the lock knows from it that the
+    /// competing request has reached the lock (and done every read it makes before it), rather than hoping a timer says so.
+    /// </summary>
+    internal event Action<string>? TransactionBeginning;
+
+    /// <summary>Begins the transaction of the store method <paramref name="caller"/>, after telling <see cref="TransactionBeginning"/>.</summary>
+    private DbTransaction Begin(DbConnection c, [System.Runtime.CompilerServices.CallerMemberName] string caller = "")
+    {
+        TransactionBeginning?.Invoke(caller);
+        return c.BeginTransaction();
+    }
+
     /// <summary>For what a unit reports again on its next contact: commits that do not wait for the disk (<see cref="Database.Open(bool)"/>).</summary>
     private DbConnection OpenUnitReport() => _db.Open(durable: false);
 
@@ -101,7 +115,7 @@ public sealed partial class TsunaguStore
     private void Write(Action<DbConnection, DbTransaction> write, AuditEntry? audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         write(c, tx);
         WriteAudit(c, tx, audit);
         tx.Commit();
@@ -136,7 +150,7 @@ public sealed partial class TsunaguStore
     public void Audit(string actor, string action, string? target, string? detail)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         InsertAudit(c, tx, Now(), actor, action, target, detail);
         tx.Commit();
     }

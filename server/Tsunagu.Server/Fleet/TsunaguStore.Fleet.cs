@@ -57,7 +57,7 @@ public sealed partial class TsunaguStore
     public bool SetTags(string mac, IReadOnlyList<string> tags, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }, tx) == 0) { return false; }
         WriteTags(c, tx, mac, tags);
         WriteAudit(c, tx, audit);
@@ -115,7 +115,7 @@ public sealed partial class TsunaguStore
     public bool DeleteGroup(string name, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (_db.Kind == DatabaseKind.Postgres)
         {
             // the group's row first: a rollout being created from it (which locks it shared) commits before the check below reads it

@@ -50,10 +50,16 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
     /// <summary>The unit's revisions, newest first.</summary>
     public IReadOnlyList<UnitConfigRow> Revisions(string mac) => store.ListUnitConfigs(mac).Reverse().ToList();
 
-    /// <exception cref="SubscriberChangeException">The change is invalid (nothing stored).</exception>
+    /// <summary>
+    /// Stores <paramref name="change"/> of the unit's current configuration as a new revision and tells the unit.
+    /// <paramref name="basis"/>: the newest revision the subscriber saw (the ETag of the API's GET, the revision the portal
+    /// page showed); the change is stored only while it is still the newest, else refused as a conflict. Without it, the
+    /// newest revision read here is the one compared, so a change saved meanwhile is still never overwritten unseen.
+    /// </summary>
+    /// <exception cref="SubscriberChangeException">The change is invalid, or the unit's settings changed since <paramref name="basis"/> (nothing stored).</exception>
     /// <exception cref="FieldNotAllowedException">The change touches a field the contract leaves to the operator (nothing stored).</exception>
     public async Task<SubscriberChangeResult> ChangeAsync(string subscriber, string mac, string what,
-        Func<ServiceConfiguration, ServiceConfiguration> change, CancellationToken ct)
+        Func<ServiceConfiguration, ServiceConfiguration> change, CancellationToken ct, long? basis = null)
     {
         var unit = OwnUnit(subscriber, mac) ?? throw new SubscriberChangeException($"unit {mac} is not yours");
         var revisions = store.ListUnitConfigs(unit.Mac);
@@ -75,11 +81,13 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         {
             // stored only while the revision read above is still the newest: a change made at the same moment is not lost
             revision = store.AddUnitConfig(unit.Mac, next, Origin,
-                r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"), expectedRevision: revisions[^1].Revision);
+                r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"), expectedRevision: basis ?? revisions[^1].Revision);
         }
-        catch (StaleConfigRevisionException)
+        catch (StaleConfigRevisionException e)
         {
-            throw new SubscriberChangeException("your unit's settings were changed at the same moment (by you elsewhere or your provider); nothing was saved: look at them again and redo the change",
+            throw new SubscriberChangeException(basis is null
+                ? "your unit's settings were changed at the same moment (by you elsewhere or your provider); nothing was saved: look at them again and redo the change"
+                : $"your unit's settings changed since revision {basis} (they are at revision {e.Actual} now; by you elsewhere, your provider or a retry); nothing was saved: look at them again and redo the change",
                 conflict: true);
         }
         if (push.BrokerUri is null)

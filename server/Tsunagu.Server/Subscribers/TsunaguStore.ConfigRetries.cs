@@ -38,7 +38,7 @@ public sealed partial class TsunaguStore
     private long? InsertUnitConfigRetry(UnitConfigRow failed, Func<long, AuditEntry> audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         // PostgreSQL: the newest row is locked, so a cancel (CancelUnitConfigRetry) either lands first and is seen, or waits
         var newest = c.QueryFirstOrDefault<UnitConfigRow>($"SELECT * FROM unit_configs WHERE mac = @Mac ORDER BY revision DESC LIMIT 1{ForUpdate}", new { failed.Mac }, tx);
         if (newest is null || newest.Revision != failed.Revision || newest.Status != ConfigStatus.Failed || newest.RetryCancelledAt is not null)
@@ -66,7 +66,7 @@ public sealed partial class TsunaguStore
     public long? CancelUnitConfigRetry(string mac, long maxAttempts, string actor, Func<UnitConfigRow, AuditEntry> audit, string origin)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var sql = $"SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1{ForUpdate}";
         var newest = c.QueryFirstOrDefault<UnitConfigRow>(sql, new { mac }, tx);
         if (newest is not null && _db.Kind == DatabaseKind.Postgres)

@@ -283,8 +283,22 @@ public class RolloutEngineTests
         return true;
     }
 
+    /// <summary>Patterns x and y and the program x -> y, as a rollout's transition needs them in the catalogue (unless a test added them).</summary>
+    private static void EnsureTransition(TsunaguStore store)
+    {
+        foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
+        {
+            if (store.GetPattern(id) is null)
+            {
+                store.AddPattern(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+            }
+        }
+        if (store.GetUpdateProgram(XtoY.Id) is null) { store.AddUpdateProgram(XtoY); }
+    }
+
     private void AddRollout(TsunaguStore store, int units, string onError = ErrorActions.Pause, int minWaveSeconds = 0)
     {
+        EnsureTransition(store);
         store.AddGroup(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
         var macs = Enumerable.Range(0, units).Select(Mac).ToList();
@@ -528,6 +542,7 @@ public class RolloutEngineTests
 
     private static void AddRolloutOf(TsunaguStore store, IReadOnlyList<string> macs)
     {
+        EnsureTransition(store);
         store.AddGroup(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
         var waves = new List<WaveSpec> { new(Percent: 5), new(Percent: 15), new(Percent: 80) };

@@ -46,6 +46,10 @@ public sealed partial class TsunaguStore
     /// <summary>
     /// Creates a rollout with its members (wave 1 open) and the audit entry in one transaction. A rollout of the same
     /// name, or one still running or paused for the same transition, makes it a <see cref="StoreConflictException"/>.
+    /// The transaction takes the catalogue's lock first (a catalogue change is never between the check and the insert) and
+    /// reads the transition again under it: its update program, its from-pattern, its verified to-pattern; one of them
+    /// gone (a draft pattern deleted since the caller read them) is a <see cref="StoreConflictException"/> too. A pattern
+    /// delete that waited for this transaction sees the rollout and is refused.
     /// </summary>
     public void AddRollout(RolloutRow rollout, IReadOnlyList<RolloutMember> members, AuditEntry audit) =>
         AddRollout([], _ => (rollout, members, audit));
@@ -66,7 +70,8 @@ public sealed partial class TsunaguStore
         try
         {
             using var c = Open();
-            using var tx = c.BeginTransaction();
+            using var tx = Begin(c);
+            LockCatalogue(c, tx);
             var names = groupNames.Distinct(StringComparer.Ordinal).ToArray();
             var groups = names.Length == 0 ? []
                 : c.Query<GroupRow>($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
@@ -74,6 +79,12 @@ public sealed partial class TsunaguStore
             var (rollout, members, audit) = plan(groups);
             name = rollout.Name;
             rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
+            RequireTransition(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}");
+            if (c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_programs WHERE id = @UpdateId AND from_pattern = @FromPattern AND to_pattern = @ToPattern",
+                    rollout, tx) == 0)
+            {
+                throw new StoreConflictException($"update program {rollout.UpdateId} no longer leads from {rollout.FromPattern} to {rollout.ToPattern}; nothing was stored");
+            }
             var busy = c.Query<string>("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
                 rollout, tx).ToList();
             if (busy.Count > 0)
@@ -173,7 +184,7 @@ public sealed partial class TsunaguStore
     {
         var now = Now();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var changed = c.Execute("""
             UPDATE rollouts SET state = @state, open_waves = @open, reason = @reason, updated_at = @now,
                    wave_opened_at = CASE WHEN @open <> open_waves THEN @now ELSE wave_opened_at END
@@ -196,7 +207,7 @@ public sealed partial class TsunaguStore
     {
         var now = Now();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var changed = c.Execute($"""
             UPDATE rollouts SET state = @to, reason = @reason, updated_at = @now,
                    errors_since = CASE WHEN @to = 'running' THEN @now ELSE errors_since END
@@ -261,7 +272,7 @@ public sealed partial class TsunaguStore
     {
         var now = Now();
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         // the state first: on PostgreSQL it locks the rollout's row, so two aborts (or an abort and an engine pass) do not interleave
         var changed = c.Execute($"""
             UPDATE rollouts SET state = 'aborted', updated_at = @now WHERE name = @name AND state IN ('running', 'paused')
@@ -320,7 +331,7 @@ public sealed partial class TsunaguStore
     public bool PinWayBack(string mac, string pattern, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL", new { mac, pattern }, tx) == 0) { return false; }
         WriteAudit(c, tx, audit);
         tx.Commit();
@@ -347,7 +358,7 @@ public sealed partial class TsunaguStore
                 """).Where(r => (r.Pattern == r.ReturnTo && r.CameBack != 0) || r.TargetPattern != r.ReturnTo).ToList();
         if (ended.Count == 0) { return []; }
         var done = new List<ReturnEnd>();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         foreach (var r in ended)
         {
             var arrived = r.TargetPattern == r.ReturnTo;

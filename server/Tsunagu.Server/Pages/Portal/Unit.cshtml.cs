@@ -54,6 +54,15 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
     public IReadOnlySet<string> Allowed { get; private set; } = new HashSet<string>();
     public bool May(params string[] fields) => fields.Any(Allowed.Contains);
 
+    /// <summary>
+    /// The unit's newest revision when the page was shown; every change form sends it back (a hidden field), and the change
+    /// is stored only while it is still the newest (as the API's If-Match). A form without it is refused as stale.
+    /// </summary>
+    [BindProperty] public long Basis { get; set; }
+
+    /// <summary>The newest revision now (0: none), which the forms carry as <see cref="Basis"/>.</summary>
+    public long Newest => Revisions.Count == 0 ? 0 : Revisions[0].Revision;
+
     [BindProperty] public PortForwardForm Forward { get; set; } = new();
     [BindProperty] public LanForm Lan { get; set; } = new();
     [BindProperty] public VpnPeerForm Peer { get; set; } = new();
@@ -125,14 +134,14 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
     private async Task<IActionResult> Change(string mac, string? form, string what, Func<ServiceConfiguration, ServiceConfiguration> change)
     {
         if (!Load(mac)) { return Missing(); }
-        foreach (var key in ModelState.Keys.Where(k => form is null || !k.StartsWith(form + ".", StringComparison.Ordinal)).ToList())
+        foreach (var key in ModelState.Keys.Where(k => k != nameof(Basis) && (form is null || !k.StartsWith(form + ".", StringComparison.Ordinal))).ToList())
         {
             ModelState.Remove(key);
         }
         if (!ModelState.IsValid) { return Page(); }
         try
         {
-            var result = await changes.ChangeAsync(Who, Unit!.Mac, what, change, HttpContext.RequestAborted);
+            var result = await changes.ChangeAsync(Who, Unit!.Mac, what, change, HttpContext.RequestAborted, Basis);
             Notice = $"Change saved as revision {result.Revision} ({what}). " + (result.PushError ?? "Your unit has been told to apply it now.");
         }
         catch (SubscriberChangeException e)

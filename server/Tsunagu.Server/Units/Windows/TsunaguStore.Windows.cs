@@ -11,7 +11,7 @@ public sealed partial class TsunaguStore
     public bool SetUpdateWindow(string mac, int? startHour, int? endHour, string? timeZone, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var changed = c.Execute("UPDATE units SET low_window_start = @startHour, low_window_end = @endHour, time_zone = @timeZone WHERE mac = @mac",
             new { mac, startHour, endHour, timeZone }, tx);
         if (changed == 0) { return false; }
