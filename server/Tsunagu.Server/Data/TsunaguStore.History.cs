@@ -78,7 +78,7 @@ public sealed partial class TsunaguStore
     public void RecordBootProblem(string mac, string problem)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         var now = Now();
         c.Execute("UPDATE units SET last_error = @problem WHERE mac = @mac", new { mac, problem }, tx);
         c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, 1)",

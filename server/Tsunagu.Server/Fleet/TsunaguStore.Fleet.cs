@@ -89,7 +89,7 @@ public sealed partial class TsunaguStore
     public bool SetGroupWindow(string name, string? window, AuditEntry audit)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (c.Execute("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx) == 0) { return false; }
         WriteAudit(c, tx, audit);
         tx.Commit();

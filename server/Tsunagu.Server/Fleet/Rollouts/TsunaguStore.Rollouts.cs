@@ -231,7 +231,7 @@ public sealed partial class TsunaguStore
     public bool RecordRolloutOffer(string rollout, string mac, string fromPattern)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = Begin(c);
         if (_db.Kind == DatabaseKind.Postgres)
         {
             c.Execute("SELECT name FROM rollouts WHERE name = @rollout FOR SHARE", new { rollout }, tx);
