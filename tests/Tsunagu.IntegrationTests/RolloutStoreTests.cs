@@ -354,9 +354,31 @@ public class RolloutStoreTests(string kind)
         Assert.That(OfferRecords("r1").Where(r => r.Value.Item1 is not null).Select(r => r.Key), Is.EqualTo(new[] { wave[0] }), "one unit was ever offered the update");
     }
 
-    /// <summary>Waits until another connection waits for a lock (PostgreSQL), or checks <paramref name="work"/> did not finish while the lock was held (SQLite).</summary>
-    private async Task WaitUntilBlocked(Task work)
+    /// <summary>
+    /// Starts <paramref name="work"/> while the test holds a transaction open, and returns once it is blocked by it: it has
+    /// reached the transaction of the store method <paramref name="storeMethod"/> (the store's seam, so on SQLite it waits for
+    /// the write lock the test holds, every read before it done), and on PostgreSQL a connection waits for a lock.
+    /// </summary>
+    private async Task<Task<T>> StartBlocked<T>(string storeMethod, Func<T> work)
     {
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnBeginning(string method)
+        {
+            if (method == storeMethod) { reached.TrySetResult(); }
+        }
+        _store.TransactionBeginning += OnBeginning;
+        Task<T> task;
+        try
+        {
+            task = Task.Run(work);
+            var first = await Task.WhenAny(task, reached.Task, Task.Delay(TimeSpan.FromSeconds(60)));
+            Assert.That(first, Is.Not.SameAs(task), $"it finished before it reached the transaction of {storeMethod}: {task.Exception?.InnerException?.Message ?? "done"}");
+            Assert.That(reached.Task.IsCompleted, $"it never reached the transaction of {storeMethod}");
+        }
+        finally
+        {
+            _store.TransactionBeginning -= OnBeginning;
+        }
         if (kind == "postgres")
         {
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
@@ -366,15 +388,14 @@ public class RolloutStoreTests(string kind)
                 using (var q = c.CreateCommand())
                 {
                     q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-                    if (Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture) > 0) { return; }
+                    if (Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture) > 0) { break; }
                 }
-                Assert.That(work.IsCompleted, Is.False, $"it finished while the other transaction was open: {work.Exception?.InnerException?.Message ?? "done"}");
+                Assert.That(task.IsCompleted, Is.False, $"it finished while the other transaction was open: {task.Exception?.InnerException?.Message ?? "done"}");
                 Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "it never waited for the other transaction");
                 await Task.Delay(20);
             }
         }
-        Assert.That(await Task.WhenAny(work, Task.Delay(TimeSpan.FromSeconds(2))), Is.Not.SameAs(work),
-            $"it finished while the other transaction held the write lock: {work.Exception?.InnerException?.Message ?? "done"}");
+        return task;
     }
 
     [Test]
@@ -390,8 +411,7 @@ public class RolloutStoreTests(string kind)
             delete.CommandText = "DELETE FROM unit_groups WHERE name = 'lab'";
             Assert.That(await delete.ExecuteNonQueryAsync(), Is.EqualTo(1));
         }
-        var create = Task.Run(() => Create("r1", [new(Count: 2), new(Percent: 100)]));
-        await WaitUntilBlocked(create);
+        var create = await StartBlocked("AddRollout", () => Create("r1", [new(Count: 2), new(Percent: 100)]));
         tx.Commit();
 
         var refused = Assert.ThrowsAsync<RolloutRuleException>(async () => await create.WaitAsync(TimeSpan.FromSeconds(60)))!;
@@ -408,8 +428,7 @@ public class RolloutStoreTests(string kind)
         {
             Assert.That(groups.Keys, Is.EqualTo(new[] { "lab" }), "the group is read inside the rollout's transaction");
             // inside the transaction that stores the rollout: a delete of its group now must wait for it, then see it
-            delete = Task.Run(() => _store.DeleteGroup("lab", new AuditEntry("bob", "group.delete", "lab", null)));
-            WaitUntilBlocked(delete).GetAwaiter().GetResult();
+            delete = StartBlocked("DeleteGroup", () => _store.DeleteGroup("lab", new AuditEntry("bob", "group.delete", "lab", null))).GetAwaiter().GetResult();
             var members = RolloutEngine.Plan("r1", [new(Percent: 100)], _store.GroupMembers(groups["lab"]).ToList());
             return (new RolloutRow
             {
