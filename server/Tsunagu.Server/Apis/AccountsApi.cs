@@ -133,8 +133,8 @@ public static class AccountsApi
         {
             var unit = MacAddress.TryNormalize(mac, out var m) ? changes.OwnUnit(http.Caller().Subject, m) : null;
             if (unit is null) { return Problems.NotFound($"unit {mac} is not one of yours"); }
-            var current = changes.Current(unit.Mac);
-            var revisions = changes.Revisions(unit.Mac);
+            // one read: the ETag is the newest revision the document was taken with, never one saved between two reads
+            var (current, revisions) = changes.Read(unit.Mac);
             // the newest revision (of any status) as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
             http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[0].Revision);
             return TypedResults.Ok(new SubscriberConfigView(current?.Row.Revision, current?.Document,

@@ -34,10 +34,20 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit && unit.Subscriber == subscriber ? unit : null;
 
     /// <summary>The configuration a change starts from: the newest revision that did not fail (a failed one is not kept).</summary>
-    public (UnitConfigRow Row, ServiceConfiguration Document)? Current(string mac)
+    private static (UnitConfigRow Row, ServiceConfiguration Document)? Current(IReadOnlyList<UnitConfigRow> oldestFirst)
     {
-        var row = store.ListUnitConfigs(mac).LastOrDefault(c => c.Status != ConfigStatus.Failed);
+        var row = oldestFirst.LastOrDefault(c => c.Status != ConfigStatus.Failed);
         return row is null ? null : (row, JsonSerializer.Deserialize(row.Document, ProtocolJson.Default.ServiceConfiguration)!);
+    }
+
+    /// <summary>
+    /// The unit's current configuration and every revision, newest first, from one read: the newest revision (what a
+    /// change names as its basis) is always the one the current document was taken with.
+    /// </summary>
+    public ((UnitConfigRow Row, ServiceConfiguration Document)? Current, IReadOnlyList<UnitConfigRow> Revisions) Read(string mac)
+    {
+        var revisions = store.ListUnitConfigs(mac);
+        return (Current(revisions), revisions.Reverse().ToList());
     }
 
     /// <summary>The fields of a service configuration this subscriber's contract lets them change.</summary>
@@ -46,9 +56,6 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         var contract = store.GetSubscriberContract(subscriber) ?? ServiceConfigFields.DefaultContract;
         return (store.GetContract(contract) ?? ServiceConfigFields.PortalDefault).ToHashSet(StringComparer.Ordinal);
     }
-
-    /// <summary>The unit's revisions, newest first.</summary>
-    public IReadOnlyList<UnitConfigRow> Revisions(string mac) => store.ListUnitConfigs(mac).Reverse().ToList();
 
     /// <summary>
     /// Stores <paramref name="change"/> of the unit's current configuration as a new revision and tells the unit.
@@ -63,9 +70,15 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
     {
         var unit = OwnUnit(subscriber, mac) ?? throw new SubscriberChangeException($"unit {mac} is not yours");
         var revisions = store.ListUnitConfigs(unit.Mac);
-        var row = revisions.LastOrDefault(c => c.Status != ConfigStatus.Failed)
+        var current = Current(revisions)
             ?? throw new SubscriberChangeException("your unit has no service configuration yet; the operator assigns the first one");
-        var current = (Row: row, Document: JsonSerializer.Deserialize(row.Document, ProtocolJson.Default.ServiceConfiguration)!);
+        if (basis is { } seen && seen != revisions[^1].Revision)
+        {
+            // older than the newest: stale; newer: saved since the read above, so the document changed here is not the one seen
+            throw new SubscriberChangeException(
+                $"your unit's settings changed since revision {seen} (they are at revision {revisions[^1].Revision} now; by you elsewhere, your provider or a retry); nothing was saved: look at them again and redo the change",
+                conflict: true);
+        }
         var next = change(current.Document);
         try
         {

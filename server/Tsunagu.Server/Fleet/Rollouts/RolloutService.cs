@@ -76,40 +76,49 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         }
         var program = store.FindUpdateProgram(request.FromPattern, request.ToPattern)
             ?? throw new RolloutRuleException($"fromPattern, toPattern: no update program leads from {request.FromPattern} to {request.ToPattern}");
-        var waveGroupNames = RolloutEngine.WaveGroups(request.Waves!);
-        RolloutRow? row = null;
-        IReadOnlyList<RolloutMember> members = [];
-        List<int> sizes = [];
+        // planned outside the store's transaction (reading a large fleet's membership must not hold the write lock); the
+        // transaction reads the groups again and stores the plan only if each is still there as it was planned from
+        var group = store.GetGroup(request.Group) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
+        var planned = new Dictionary<string, GroupRow>(StringComparer.Ordinal) { [group.Name] = group };
+        var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
+        foreach (var name in RolloutEngine.WaveGroups(request.Waves!))
+        {
+            var waveGroup = store.GetGroup(name) ?? throw new RolloutRuleException($"waves: no group '{name}'");
+            planned[name] = waveGroup;
+            waveGroups[name] = store.GroupMembers(waveGroup).ToHashSet(StringComparer.Ordinal);
+        }
+        var members = RolloutEngine.Plan(request.Name, request.Waves!, Candidates(group, request.FromPattern), waveGroups);
+        var row = new RolloutRow
+        {
+            Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
+            Waves = JsonSerializer.Serialize(request.Waves, JsonSerializerOptions.Web), SuccessPercent = request.SuccessPercent ?? 90,
+            ErrorPercent = request.ErrorPercent ?? 10, OnError = request.OnError ?? ErrorActions.Pause, MinWaveSeconds = request.MinWaveSeconds ?? 0,
+            State = RolloutStates.Running, OpenWaves = 1, CreatedBy = actor,
+        };
+        var sizes = Enumerable.Range(0, request.Waves!.Count).Select(w => members.Count(m => m.Wave == w)).ToList();
+        var audit = new AuditEntry(actor, "rollout.create", row.Name,
+            $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open");
         try
         {
-            // the groups are read in the transaction that stores the rollout: one deleted meanwhile is missing, never half used
-            store.AddRollout([request.Group, .. waveGroupNames], groups =>
+            store.AddRollout([.. planned.Keys], groups =>
             {
-                var group = groups.GetValueOrDefault(request.Group) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
-                var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
-                foreach (var name in waveGroupNames)
+                foreach (var (name, was) in planned)
                 {
-                    var waveGroup = groups.GetValueOrDefault(name) ?? throw new RolloutRuleException($"waves: no group '{name}'");
-                    waveGroups[name] = store.GroupMembers(waveGroup).ToHashSet(StringComparer.Ordinal);
+                    var now = groups.GetValueOrDefault(name)
+                        ?? throw new RolloutRuleException(name == group.Name ? $"group: no group '{name}'" : $"waves: no group '{name}'");
+                    if (now.Kind != was.Kind || now.Definition != was.Definition)
+                    {
+                        throw new StoreConflictException($"group {name} was changed while rollout {row.Name} was planned from it; nothing was stored, create it again");
+                    }
                 }
-                members = RolloutEngine.Plan(request.Name, request.Waves!, Candidates(group, request.FromPattern), waveGroups);
-                row = new RolloutRow
-                {
-                    Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
-                    Waves = JsonSerializer.Serialize(request.Waves, JsonSerializerOptions.Web), SuccessPercent = request.SuccessPercent ?? 90,
-                    ErrorPercent = request.ErrorPercent ?? 10, OnError = request.OnError ?? ErrorActions.Pause, MinWaveSeconds = request.MinWaveSeconds ?? 0,
-                    State = RolloutStates.Running, OpenWaves = 1, CreatedBy = actor,
-                };
-                sizes = Enumerable.Range(0, request.Waves!.Count).Select(w => members.Count(m => m.Wave == w)).ToList();
-                return (row, members, new AuditEntry(actor, "rollout.create", row.Name,
-                    $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open"));
+                return (row, members, audit);
             });
         }
         catch (StoreConflictException e)
         {
             throw new RolloutRuleException(e.Message, conflict: true);
         }
-        log.LogInformation("rollout {Rollout} created by {Actor}: {Count} unit(s), waves {Waves}", row!.Name, actor, members.Count, string.Join("/", sizes));
+        log.LogInformation("rollout {Rollout} created by {Actor}: {Count} unit(s), waves {Waves}", row.Name, actor, members.Count, string.Join("/", sizes));
         return View(store.GetRollout(row.Name)!);
     }
 

@@ -160,12 +160,14 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
         Now = time.GetUtcNow();
         Unit = changes.OwnUnit(Who, mac);
         if (Unit is null) { return false; }
-        if (changes.Current(Unit.Mac) is { } current)
+        // one read: the revision the page's forms send back (Newest) is the one its document was taken with
+        var (current, revisions) = changes.Read(Unit.Mac);
+        if (current is { } c)
         {
-            Current = current.Row;
-            Services = current.Document;
+            Current = c.Row;
+            Services = c.Document;
         }
-        Revisions = changes.Revisions(Unit.Mac);
+        Revisions = revisions;
         Allowed = changes.AllowedFields(Who);
         return Services is not null;
     }
