@@ -32,7 +32,7 @@ ARM64_PACKAGES := qemu-system-arm clang lld llvm libc6-dev:arm64 libgcc-12-dev:a
 APT_PACKAGES := postgresql mosquitto mosquitto-clients nftables dnsmasq wireguard-tools wireguard-go squid iproute2 udhcpc \
 	busybox-static procps util-linux openssl chromium qemu-system-x86 linux-image-amd64 squashfs-tools e2fsprogs fdisk cpio \
 	gzip kmod jq socat gcc binutils zlib1g-dev file faketime prometheus haproxy nginx-light ppp pppoe freeradius freeradius-rest \
-	clamav clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan curl cryptsetup-bin dmsetup $(ARM64_PACKAGES)
+	clamav clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan curl cryptsetup-bin dmsetup python3 $(ARM64_PACKAGES)
 packages:
 	@$(call apt_install,$(APT_PACKAGES))
 
@@ -121,7 +121,7 @@ bench: deps
 # units per core from steady-state check-ins at BENCH_SCALE_RATE/s for BENCH_SECONDS, then the reconnect storm of
 # BENCH_CLUSTER_STORM_UNITS units through it. Writes bench/results-scale.json (make bench's table is left alone).
 .PHONY: bench-scale
-BENCH_SCALE_PACKAGES := postgresql mosquitto mosquitto-clients haproxy nginx-light openssl
+BENCH_SCALE_PACKAGES := postgresql mosquitto mosquitto-clients haproxy nginx-light openssl python3
 bench-scale: deps
 	@$(call apt_install,$(BENCH_SCALE_PACKAGES))
 	$(DOTNET) build bench/Tsunagu.Bench -c $(CONFIGURATION)

@@ -131,7 +131,7 @@ public static class ScaleBench
             {
                 return false;
             }
-            catch (OperatorApiException e) when (attempt < 10 && e.Status is 502 or 503)
+            catch (OperatorApiException e) when (attempt < 10 && e.Status is 502 or 503 or 504)
             {
                 await Task.Delay(3000, ct);
             }
@@ -165,14 +165,16 @@ public static class ScaleBench
                         await op.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), ct);
                         break;
                     }
-                    catch (OperatorApiException e) when (attempt < 10 && e.Status is 502 or 503)
+                    catch (OperatorApiException e) when (attempt < 10 && e.Status is 502 or 503 or 504)
                     {
                         // HAProxy found no healthy replica (a busy machine delays /healthz), a replica turned it away, or
-                        // the replica's answer was lost after it committed. A table is registered in one transaction, so
-                        // the chunk's first unit tells which: registered means the whole table was, else it is sent again.
+                        // the replica's answer was lost after it committed (504: HAProxy's server timeout). A table is
+                        // registered in one transaction, so its first and last units tell which: both registered means the
+                        // whole table was, neither that it was not and it is sent again.
                         progress($"scale: registration answered {e.Status}; again in 3 s");
                         await Task.Delay(3000, ct);
-                        if (await IsRegisteredAsync(op, SimulatedFleet.MacFor(first), ct))
+                        var last = Math.Min(settings.Units, first + RegisterChunk - 1);
+                        if (await IsRegisteredAsync(op, SimulatedFleet.MacFor(first), ct) && await IsRegisteredAsync(op, SimulatedFleet.MacFor(last), ct))
                         {
                             progress($"scale: the table from unit {first} had been registered before its answer was lost");
                             break;

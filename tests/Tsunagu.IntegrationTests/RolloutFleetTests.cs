@@ -371,6 +371,11 @@ public class RolloutFleetTests
         {
             var e = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(method, path, body, CancellationToken.None), $"{method} {path} {JsonSerializer.Serialize(body)}")!;
             Assert.That(e.Status, Is.EqualTo(400), $"{method} {path} {JsonSerializer.Serialize(body)}: {e.Message}");
+            if (JsonSerializer.Serialize(body).Contains("\"onError\"", StringComparison.Ordinal))
+            {
+                // refused for its onError, not for the patterns a and b that do not exist either
+                Assert.That(e.Message, Does.Contain("onError"), JsonSerializer.Serialize(body));
+            }
         }
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused request changed the database");
 

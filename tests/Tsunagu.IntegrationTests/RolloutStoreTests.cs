@@ -309,8 +309,9 @@ public class RolloutStoreTests(string kind)
         {
             // inside the abort's transaction: another connection still sees the rollout running
             seenByOthers = new TsunaguStore(_database, _clock).GetRollout("r1")!.State;
-            // an offer to the third unit made now cannot land before the abort commits (it would be missing from the plan)
-            lateOffer = Task.Run(() => _store.RecordRolloutOffer("r1", wave[2], "x"));
+            // an offer to the third unit made now cannot land before the abort commits (it would be missing from the plan):
+            // it is started and seen waiting for the abort's transaction before the plan is made
+            lateOffer = StartBlocked("RecordRolloutOffer", () => _store.RecordRolloutOffer("r1", wave[2], "x")).GetAwaiter().GetResult();
             return RolloutEngine.PlanReturn(members, _ => null);
         }, p => ("aborted by alice", new AuditEntry("alice", "rollout.abort", "r1", $"{p.Return.Count} return")));
         Assert.That(seenByOthers, Is.EqualTo(RolloutStates.Running), "the plan was made before the abort was visible: in its transaction");
@@ -475,5 +476,21 @@ public class RolloutStoreTests(string kind)
         Assert.That(Gate(1), Is.Null);
         Assert.That(_store.SetGroupWindow("nope", null, new AuditEntry("alice", "group.window", "nope", "none")), Is.False, "no such group: nothing written");
         Assert.That(_store.ListAudit(50).Count(a => a.Action == "group.window"), Is.EqualTo(2));
+    }
+
+    [Test]
+    public void A_stored_group_window_that_does_not_read_holds_updates_below_importance_5_instead_of_opening_them()
+    {
+        Create("r1", [new(Percent: 100)]);
+        // a window only a hand-edited database or an older writer could hold
+        using (var c = _database.Open())
+        using (var q = c.CreateCommand())
+        {
+            q.CommandText = "UPDATE unit_groups SET maintenance_window = 'whenever' WHERE name = 'lab'";
+            Assert.That(q.ExecuteNonQuery(), Is.EqualTo(1));
+        }
+        var soon = new UpdateProgramRow { Id = XtoY.Id, FromPattern = "x", ToPattern = "y", Importance = 4, ArtifactSha256 = XtoY.ArtifactSha256, ArtifactSize = 1 };
+        Assert.That(_service.Gate(Mac(1), soon, TimeZoneInfo.Utc), Does.Contain("maintenance window does not read"), "held, not offered at any hour");
+        Assert.That(_service.Gate(Mac(1), XtoY, TimeZoneInfo.Utc), Is.Null, "importance 5 ignores windows, readable or not");
     }
 }

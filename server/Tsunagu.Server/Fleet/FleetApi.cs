@@ -84,8 +84,10 @@ public static class FleetApi
                 {
                     return Problems.NotFound($"no group '{InputRules.Quote(name)}'");
                 }
-                var g = store.GetGroup(name)!;
-                return TypedResults.Ok(Groups.View(g, store.GroupMembers(g), withMembers: false));
+                // deleted right after the window was set: gone, as a delete before it would have been
+                return store.GetGroup(name) is { } g
+                    ? TypedResults.Ok(Groups.View(g, store.GroupMembers(g), withMembers: false))
+                    : Problems.NotFound($"no group '{InputRules.Quote(name)}'");
             })
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
         groups.MapDelete("/{name}", Results<NoContent, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>

@@ -169,8 +169,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         if (gate.State != RolloutStates.Running) { return new($"rollout {gate.Name} is {gate.State}", null); }
         if (wave >= gate.OpenWaves) { return new($"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open", null); }
         if (store.FailedUpdateSince(mac, program.Id, gate.JoinedAt!)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
-        if (program.Importance < 5 && gate.Window is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window)
+        if (program.Importance < 5 && gate.Window is { } text)
         {
+            if (Fleet.MaintenanceWindow.Parse(text).Window is not { } window)
+            {
+                // only the window's own writer stores it: one that no longer reads is held closed, never taken as "always open"
+                log.LogError("rollout {Rollout}: group {Group}'s stored maintenance window {Window} does not read; its updates below importance 5 wait", gate.Name, gate.GroupName, text);
+                return new($"rollout {gate.Name}: group {gate.GroupName}'s maintenance window does not read; importance {program.Importance} waits until the operator sets it again", null);
+            }
             // the group's maintenance window, on the unit's wall clock (its own zone, else the one given, else the host's)
             var local = gate.TimeZone is { } id && ImportancePolicy.TryZone(id, out var own) ? own : zone ?? time.LocalTimeZone;
             if (!window.IsOpen(TimeZoneInfo.ConvertTime(time.GetUtcNow(), local)))
