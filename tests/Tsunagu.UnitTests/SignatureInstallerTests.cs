@@ -157,6 +157,33 @@ public class SignatureInstallerTests
     }
 
     [Test]
+    public async Task With_virus_checking_off_a_database_is_checked_alone_and_placed_without_a_reload()
+    {
+        // no clamd socket at all: a reload would fail with "clamd did not take the reload"
+        var runner = new RecordingRunner { Respond = c => new CommandResult(c, 0, "Known viruses: 1\n", "", false) };
+        var installer = new SignatureInstaller(_env, runner, _time, _log.Add)
+        {
+            ReloadTimeout = TimeSpan.FromSeconds(30), FreeBytes = _ => 1L << 40, ClamdRuns = () => false,
+        };
+        await installer.InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
+        Assert.That(File.ReadAllBytes(Target), Is.EqualTo(New), "placed for clamd's next start");
+        Assert.That(runner.Commands, Has.Count.EqualTo(1).And.All.StartsWith("clamscan --database="), "checked alone, clamd holding no memory");
+        Assert.That(_log, Has.Some.Contains("clamd is not running"));
+        Assert.That(Staging(), Is.Empty);
+
+        // one that does not load alone is refused and the previous one stays
+        runner.Respond = c => new CommandResult(c, 2, "", "Malformed database", false);
+        var e = Assert.ThrowsAsync<SignatureInstallException>(() => installer.InstallAsync("tsunagu.ndb", new MemoryStream(Old), CancellationToken.None));
+        Assert.That(e!.Message, Does.Contain("does not load on its own"));
+        Assert.That(File.ReadAllBytes(Target), Is.EqualTo(New));
+
+        // and a removal (a bundle rolled back) takes it out without a reload
+        await installer.RemoveAsync("tsunagu.ndb", CancellationToken.None);
+        Assert.That(File.Exists(Target), Is.False);
+        Assert.That(Staging(), Is.Empty);
+    }
+
+    [Test]
     public async Task A_board_without_memory_for_two_databases_checks_the_new_one_alone_and_only_up_to_its_bound()
     {
         var small = Environment(256);

@@ -380,6 +380,22 @@ public sealed class ServiceApplier : IDisposable
     /// What the unit tells the host of its VPN: the public key of <see cref="VpnPrivateKey"/> and the listen port of the
     /// configuration in force (null while the VPN is off or no configuration is in force). Null without a derived key.
     /// </summary>
+    /// <summary>Whether the configuration in force runs virus checking (clamd); false without one or when it is unreadable.</summary>
+    public bool VirusScanRuns()
+    {
+        if (CurrentRevision() is null) { return false; }
+        try
+        {
+            var configuration = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(CurrentLink, "configuration.json")), ProtocolJson.Default.ServiceConfiguration);
+            return configuration is not null && ServiceRenderer.VirusScanRuns(configuration, Environment);
+        }
+        catch (Exception e) when (e is JsonException or IOException)
+        {
+            _log($"services: the configuration in force is unreadable ({e.Message}); virus checking is taken as off");
+            return false;
+        }
+    }
+
     public UnitVpnReport? VpnReport()
     {
         if (VpnPrivateKey is not { } key) { return null; }

@@ -55,6 +55,13 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
     /// <summary>How long clamd may take to load the new database set (a full database takes tens of seconds on a small board).</summary>
     public TimeSpan ReloadTimeout { get; init; } = ServiceCatalog.SignatureLoadTimeout;
 
+    /// <summary>
+    /// Whether clamd runs now (the configuration in force enables virus checking: <see cref="ServiceRenderer.VirusScanRuns"/>).
+    /// When it does not, a database is checked alone by `clamscan` (clamd holds no memory then), placed, and loaded by
+    /// clamd when virus checking is turned on; nothing is reloaded.
+    /// </summary>
+    public Func<bool> ClamdRuns { get; init; } = () => true;
+
     /// <summary>Free bytes on the file system holding a path (tests replace it).</summary>
     public Func<string, long> FreeBytes { get; init; } = path => new DriveInfo(path).AvailableFreeSpace;
 
@@ -86,8 +93,9 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
         }
         if (length <= 0) { throw new SignatureInstallException(name, "is empty"); }
         if (length > MaxDatabaseBytes) { throw new SignatureInstallException(name, $"{length} bytes is larger than {MaxDatabaseBytes} bytes"); }
-        var check = !ConcurrentReload;
-        if (check && length > SmallBoardCheckBytes)
+        var running = ClamdRuns();
+        var check = !ConcurrentReload || !running;
+        if (check && running && length > SmallBoardCheckBytes)
         {
             throw new SignatureInstallException(name, $"{length} bytes is larger than {SmallBoardCheckBytes} bytes, the most this board checks before a reload " +
                                                       "(it has no memory for a second database)");
@@ -119,14 +127,15 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
             _files.Rename(staged, target);
             placed = true;
             _files.SyncDirectory(directory);
-            var signatures = await ReloadAsync(name, cursor, ct);
+            var signatures = running ? await ReloadAsync(name, cursor, ct) : (long?)null;
             settled = true;
-            log($"signatures: {name} installed ({length} bytes{(replaced ? ", replacing the previous one" : "")}); clamd reloaded {signatures} signatures");
+            log($"signatures: {name} installed ({length} bytes{(replaced ? ", replacing the previous one" : "")}); " +
+                (signatures is { } n ? $"clamd reloaded {n} signatures" : "clamd is not running (virus checking is off) and loads them when it starts"));
         }
         catch (Exception e) when (placed && !settled)
         {
             // whatever ended the wait, cancellation included: the previous state goes back before the exception goes on
-            settled = await RestoreAsync(name, target, previous, replaced, e);
+            settled = await RestoreAsync(name, target, previous, replaced, e, running);
             throw;
         }
         finally
@@ -164,19 +173,20 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
         var previous = Path.Combine(staging, name + ".previous");
         var moved = false;
         var settled = false;
+        var running = ClamdRuns();
         try
         {
             var cursor = new ClamdLogCursor(ClamdLog);
             _files.Rename(target, previous);
             moved = true;
             _files.SyncDirectory(env.SignatureDirectory);
-            var signatures = await ReloadAsync(name, cursor, ct);
+            var signatures = running ? await ReloadAsync(name, cursor, ct) : (long?)null;
             settled = true;
-            log($"signatures: {name} removed; clamd reloaded {signatures} signatures");
+            log($"signatures: {name} removed; " + (signatures is { } n ? $"clamd reloaded {n} signatures" : "clamd is not running (virus checking is off)"));
         }
         catch (Exception e) when (moved && !settled)
         {
-            settled = await RestoreAsync(name, target, previous, replaced: true, e);
+            settled = await RestoreAsync(name, target, previous, replaced: true, e, running);
             throw;
         }
         finally
@@ -187,7 +197,7 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
     }
 
     /// <summary>Puts the previous database back and has clamd load the set again; true when the directory is as it was.</summary>
-    private async Task<bool> RestoreAsync(string name, string target, string previous, bool replaced, Exception cause)
+    private async Task<bool> RestoreAsync(string name, string target, string previous, bool replaced, Exception cause, bool running)
     {
         try
         {
@@ -199,6 +209,11 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
         {
             log($"signatures: {name} refused ({cause.Message}), and putting the previous database back failed: {e.Message}");
             return false;
+        }
+        if (!running)
+        {
+            log($"signatures: {name} refused ({cause.Message}); the previous database is back (clamd is not running)");
+            return true;
         }
         try
         {

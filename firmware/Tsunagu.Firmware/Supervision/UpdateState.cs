@@ -122,8 +122,12 @@ public sealed class UpdateState : IState
         Log = ctx.Log,
         Checkpoint = ctx.UpdateCheckpoint,
         // signatures go where clamd reads them: only a board that can run virus checking takes them
-        Signatures = ctx.Services?.Environment is { Board.VirusScan: not null } services
-            ? new Services.SignatureInstaller(services, ctx.Options.SignatureCommands ?? new Hal.Linux.ProcessCommandRunner(), ctx.Time, ctx.Log)
+        Signatures = ctx.Services is { Environment.Board.VirusScan: not null } services
+            ? new Services.SignatureInstaller(services.Environment, ctx.Options.SignatureCommands ?? new Hal.Linux.ProcessCommandRunner(), ctx.Time, ctx.Log)
+            {
+                // a unit whose configuration has virus checking off has no clamd to reload: the database is only placed
+                ClamdRuns = services.VirusScanRuns,
+            }
             : null,
     };
 
