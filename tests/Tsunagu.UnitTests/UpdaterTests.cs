@@ -168,9 +168,13 @@ public partial class UpdaterTests
             await File.WriteAllBytesAsync(Path.Combine(directory, name), copy.ToArray(), ct);
         }
 
+        /// <summary>A removal that fails as a command that timed out would (not a refusal of clamd's).</summary>
+        public bool RemoveTimesOut { get; set; }
+
         public Task RemoveAsync(string name, CancellationToken ct)
         {
             Calls.Add($"remove {name}");
+            if (RemoveTimesOut) { throw new HalException($"clamscan {name}: timed out", isTransient: true); }
             File.Delete(Path.Combine(directory, name));
             return Task.CompletedTask;
         }
@@ -235,6 +239,22 @@ public partial class UpdaterTests
         Assert.That(Directory.GetFiles(clamav).Select(Path.GetFileName), Is.EqualTo(new[] { "main.ndb" }));
         Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo("Old.Main:0:*:4f4c44\n"));
         Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+    }
+
+    [Test]
+    public async Task A_signature_restore_that_fails_any_way_is_logged_and_the_applications_and_slot_still_go_back()
+    {
+        var clamav = Path.Combine(_dir, "clamav");
+        Directory.CreateDirectory(clamav);
+        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var signatures = new FakeSignatures(clamav) { RemoveTimesOut = true };
+        var b = await SignatureBundleAsync();
+        var result = await Installer(new MemorySource(b.Bytes), health: _ => Task.FromResult(HealthReading.Fault("services: clamd not ready")), signatures: signatures)
+            .RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed), "a failed update, not an exception out of the rollback");
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1), "the applications are back although a database could not be removed");
+        Assert.That(signatures.Calls, Does.Contain("install main.ndb Old.Main:0:*:4f4c44"), "the other database is still put back");
+        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo("Old.Main:0:*:4f4c44\n"));
     }
 
     [Test]

@@ -6,8 +6,8 @@ namespace Tsunagu.Firmware.Updates.Phases;
 
 /// <summary>
 /// Back to the previous verified pattern: rollback scripts (their failures are logged, never stop the rollback),
-/// the signature databases the bundle replaced or added put back or removed, the previous `current` link of every application, applications the bundle added unlinked, the new OS slot
-/// marked bad.
+/// the previous `current` link of every application, applications the bundle added unlinked, the new OS slot marked
+/// bad, and last the signature databases the bundle replaced or added put back or removed (failures logged).
 /// </summary>
 internal static class Rollback
 {
@@ -27,10 +27,6 @@ internal static class Rollback
                 }
             }
         }
-        if (m is not null)
-        {
-            await RestoreSignaturesAsync(run, j, m, ct);
-        }
         if (j.PreviousApps is { } previous)
         {
             var now = env.Apps.Current();
@@ -43,13 +39,19 @@ internal static class Rollback
                 env.Apps.Unlink(added);
             }
         }
+        var rebootNeeded = false;
         if (j.TargetSlot is { } slotName)
         {
             var slot = Enum.Parse<BootSlot>(slotName);
             env.Boot.MarkBad(slot);
-            return env.Boot.Booted == slot;
+            rebootNeeded = env.Boot.Booted == slot;
         }
-        return false;
+        // the signatures last: applications and slot are back whatever clamd makes of the old databases
+        if (m is not null)
+        {
+            await RestoreSignaturesAsync(run, j, m, ct);
+        }
+        return rebootNeeded;
     }
 
     /// <summary>
@@ -79,8 +81,9 @@ internal static class Rollback
                     await databases.RemoveAsync(step.Payload, ct);
                 }
             }
-            catch (Exception e) when (e is Services.SignatureInstallException or IOException)
+            catch (Exception e) when (e is not OperationCanceledException)
             {
+                // any failure (a refusal, an I/O error, a clamscan that timed out): logged, and the rollback goes on
                 run.Env.Log($"update {j.UpdateId}: rollback continues although the signatures {step.Payload} could not be put back: {e.Message}");
             }
         }
