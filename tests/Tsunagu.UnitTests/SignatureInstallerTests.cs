@@ -165,8 +165,15 @@ public class SignatureInstallerTests
         {
             ReloadTimeout = TimeSpan.FromSeconds(30), FreeBytes = _ => 1L << 40, ClamdRuns = () => false,
         };
+        // what a power cut during an earlier install left, and a log clamd set aside when it rotated its own
+        var leftover = Path.Combine(Path.GetDirectoryName(_env.SignatureDirectory)!, ".clamav-staging-0123456789abcdef");
+        Directory.CreateDirectory(leftover);
+        File.WriteAllBytes(Path.Combine(leftover, "tsunagu.ndb.previous"), Old);
+        var rotated = Path.Combine(_env.RunDirectory, "clamd-20300101_000000.log");
+        File.WriteAllText(rotated, "old lines\n");
         await installer.InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
         Assert.That(File.ReadAllBytes(Target), Is.EqualTo(New), "placed for clamd's next start");
+        Assert.That((Directory.Exists(leftover), File.Exists(rotated)), Is.EqualTo((false, false)), "leftovers removed before the install");
         Assert.That(runner.Commands, Has.Count.EqualTo(1).And.All.StartsWith("clamscan --database="), "checked alone, clamd holding no memory");
         Assert.That(_log, Has.Some.Contains("clamd is not running"));
         Assert.That(Staging(), Is.Empty);

@@ -88,7 +88,7 @@ public static class ServiceRenderer
         sb.Append("PidFile ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "clamd.pid"))).Append('\n');
         sb.Append("LogFile ").Append(RenderGuard.Squid("runDirectory", Path.Combine(env.RunDirectory, "clamd.log"))).Append('\n');
         // the signature installer reads a reload's outcome from the log: clamd rotates it at the limit instead of
-        // stopping logging there (its default), and the log on tmpfs stays bounded
+        // stopping logging there (its default); rotated logs are removed by SignatureInstaller before each install
         sb.Append("LogFileMaxSize 1M\nLogRotate yes\n");
         sb.Append("TemporaryDirectory ").Append(RenderGuard.Squid("runDirectory", env.RunDirectory)).Append('\n');
         // the database is reloaded only when told (a new signature bundle), never by polling it

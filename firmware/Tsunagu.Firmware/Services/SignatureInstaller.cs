@@ -102,6 +102,7 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
         }
         var directory = env.SignatureDirectory;
         Directory.CreateDirectory(directory);
+        RemoveLeftovers();
         var free = FreeBytes(directory);
         if (free < length + ReserveBytes)
         {
@@ -168,6 +169,7 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
         if (!IsDatabaseName(name)) { throw new SignatureInstallException(name.Length > 64 ? name[..64] : name, "not a database file name"); }
         var target = Path.Combine(env.SignatureDirectory, name);
         if (!File.Exists(target)) { return; }
+        RemoveLeftovers();
         var staging = Path.Combine(Path.GetDirectoryName(env.SignatureDirectory)!, $".clamav-staging-{Guid.NewGuid():N}");
         Directory.CreateDirectory(staging);
         var previous = Path.Combine(staging, name + ".previous");
@@ -193,6 +195,27 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
         {
             if (!moved || settled) { Directory.Delete(staging, recursive: true); }
             else { log($"signatures: {name}: the database could not be put back; it is kept in {staging}"); }
+        }
+    }
+
+    /// <summary>
+    /// What earlier installs left when the power was cut (staging directories beside the signature directory: a staged
+    /// database and a kept previous one, up to twice the largest database) and the logs clamd set aside when it rotated
+    /// its own (`clamd-*.log`): removed before each install or removal (they run one at a time, under the updater).
+    /// </summary>
+    private void RemoveLeftovers()
+    {
+        foreach (var stale in Directory.EnumerateDirectories(Path.GetDirectoryName(env.SignatureDirectory)!, ".clamav-staging-*"))
+        {
+            Directory.Delete(stale, recursive: true);
+            log($"signatures: removed {Path.GetFileName(stale)}, left by an install that did not finish");
+        }
+        if (Directory.Exists(env.RunDirectory))
+        {
+            foreach (var rotated in Directory.EnumerateFiles(env.RunDirectory, "clamd-*.log"))
+            {
+                File.Delete(rotated);
+            }
         }
     }
 
