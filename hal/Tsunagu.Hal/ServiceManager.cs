@@ -174,10 +174,11 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                         (hadDaemon ? restarted : reloaded).Add(spec.Name);
                     }
                 }
-                catch (ServiceException e) when (keepGoing)
+                catch (HalException e) when (keepGoing)
                 {
-                    // a restore runs every service it can: one that does not start again does not keep the others down
-                    failures.Add(e);
+                    // a restore runs every service it can: one that does not start again (or whose command cannot be
+                    // run or hangs) does not keep the others down
+                    failures.Add(e as ServiceException ?? new ServiceException(spec.Name, e.Message, e));
                 }
                 ordered.Add(entry);
             }
@@ -348,11 +349,11 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         {
             while (true)
             {
-                var result = await Run(spec.Name, ServiceStep.Configure, step, AttemptTimeout(deadline), ct);
-                if (result.Succeeded) { break; }
+                var (succeeded, failed) = await AttemptAsync(spec.Name, ServiceStep.Configure, step, AttemptTimeout(deadline), ct);
+                if (succeeded) { break; }
                 if (process.Exited.IsCompleted || _time.GetUtcNow() >= deadline)
                 {
-                    throw new ServiceException(spec.Name, $"configure `{step}` failed (exit {result.ExitCode}): {result.Diagnostic()}" +
+                    throw new ServiceException(spec.Name, $"configure `{step}` failed {failed}" +
                                                           (process.Exited.IsCompleted ? $"; the daemon exited: {process.RecentOutput().Trim()}" : ""));
                 }
                 await Task.Delay(TimeSpan.FromMilliseconds(100), _time, ct);
@@ -371,17 +372,36 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         {
             while (true)
             {
-                var result = await Run(spec.Name, ServiceStep.Ready, step, AttemptTimeout(deadline), ct);
-                if (result.Succeeded) { break; }
+                var (succeeded, failed) = await AttemptAsync(spec.Name, ServiceStep.Ready, step, AttemptTimeout(deadline), ct);
+                if (succeeded) { break; }
                 if (process.Exited.IsCompleted || _time.GetUtcNow() >= deadline)
                 {
                     throw new ServiceException(spec.Name, (process.Exited.IsCompleted
                                                               ? $"the daemon exited before it was ready: {Tail(process.RecentOutput())}"
                                                               : $"not ready within {timeout.TotalSeconds:0} s") +
-                                                          $"; `{step}` (exit {result.ExitCode}): {result.Diagnostic()}");
+                                                          $"; `{step}` {failed}");
                 }
                 await Task.Delay(TimeSpan.FromMilliseconds(200), _time, ct);
             }
+        }
+    }
+
+    /// <summary>
+    /// One attempt of a configure or ready command: whether it succeeded, and how it failed. A command that cannot be run
+    /// or does not finish within its timeout (<see cref="CommandException"/>) is a failed attempt like one that exits
+    /// non-zero: the wait goes on to its deadline and then fails with a <see cref="ServiceException"/>.
+    /// </summary>
+    private async Task<(bool Succeeded, string Failure)> AttemptAsync(string service, ServiceStep step, CommandLine command, TimeSpan timeout, CancellationToken ct)
+    {
+        try
+        {
+            var result = await Run(service, step, command, timeout, ct);
+            return (result.Succeeded, $"(exit {result.ExitCode}): {result.Diagnostic()}");
+        }
+        catch (CommandException e)
+        {
+            ct.ThrowIfCancellationRequested();
+            return (false, $"({e.Message})");
         }
     }
 
@@ -477,9 +497,9 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                 {
                     fresh = await LaunchAsync(entry, _disposed.Token);
                 }
-                catch (ServiceException e)
+                catch (HalException e)
                 {
-                    failure = e.Detail;
+                    failure = e is ServiceException se ? se.Detail : e.Message; // a set-up command that hangs is a failed restart too
                     continue;
                 }
                 catch (OperationCanceledException)
@@ -504,9 +524,9 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             {
                 await ConfigureAsync(spec, fresh, attempt.Token);
             }
-            catch (ServiceException e)
+            catch (HalException e)
             {
-                notReady = e.Detail;
+                notReady = e is ServiceException se ? se.Detail : e.Message;
             }
             catch (OperationCanceledException)
             {
@@ -531,13 +551,15 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
                 failure = notReady;
                 entry.Process = null;
                 generation = ++entry.Generation; // this daemon is ours to end; nobody else counts it
+                // stopped before the gate is released (as StopEntryAsync does): an apply meanwhile must not start a
+                // second daemon while this one still runs
+                await fresh.StopAsync(_options.StopGrace, CancellationToken.None);
+                await fresh.DisposeAsync();
             }
             finally
             {
                 _gate.Release();
             }
-            await fresh.StopAsync(_options.StopGrace, CancellationToken.None);
-            await fresh.DisposeAsync();
         }
     }
 

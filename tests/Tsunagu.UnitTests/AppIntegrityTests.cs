@@ -147,6 +147,50 @@ public partial class UpdaterTests
         Assert.That(_log, Has.Some.Contains("factory vcp 1.0.0 was damaged"));
     }
 
+    /// <summary>A file that cannot be opened in the tree (a socket: open fails with an IOException even for root, as a damaged flash read does).</summary>
+    private static System.Net.Sockets.Socket Unreadable(string path)
+    {
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        socket.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        return socket;
+    }
+
+    [Test]
+    public async Task An_application_whose_files_cannot_be_read_is_damaged_and_fetched_again_not_an_error_that_stops_the_boot()
+    {
+        await InstallPattern2Async();
+        var tree = Tree("firewall", "1.1.0");
+        var blob = Path.Combine(tree, "blob");
+        File.Delete(blob);
+        using (Unreadable(blob))
+        {
+            Assert.Throws(Is.InstanceOf<IOException>(), () => File.ReadAllBytes(blob), "precondition: the file cannot be read");
+            Restart();
+            IReadOnlyList<AppDamage>? damaged = null;
+            Assert.DoesNotThrow(() => damaged = CheckApps());
+            Assert.That(damaged!.Select(d => (d.Application, d.Version)), Is.EqualTo(new[] { ("firewall", "1.1.0") }));
+            Assert.That(damaged![0].Seal, Is.Not.Null, "it can be fetched again from the host");
+            Assert.That(damaged![0].Problem, Does.Contain("cannot be read"));
+        }
+    }
+
+    [Test]
+    public void A_factory_application_whose_prom_copy_cannot_be_read_is_reported_damaged_and_the_other_ones_are_still_checked()
+    {
+        var factory = Pattern1.Select(a => new PromApplication(a.Key, a.Value, Path.Combine(_dir, "prom", a.Key, a.Value))).ToList();
+        Assert.That(CheckApps(factory), Is.Empty);
+        var promVersion = Path.Combine(_dir, "prom", "vcp", "1.0.0", "VERSION");
+        File.Delete(promVersion);
+        File.AppendAllText(Path.Combine(Tree("firewall", "1.0.0"), "VERSION"), "damaged");
+        using (Unreadable(promVersion))
+        {
+            IReadOnlyList<AppDamage>? damaged = null;
+            Assert.DoesNotThrow(() => damaged = CheckApps(factory));
+            Assert.That(damaged!.Select(d => (d.Application, d.Version, d.Seal)), Is.EqualTo(new (string, string, Tsunagu.Firmware.Storage.AppSeal?)[] { ("vcp", "1.0.0", null) }));
+            Assert.That(File.ReadAllText(Path.Combine(Tree("firewall", "1.0.0"), "VERSION")), Is.EqualTo("firewall 1.0.0\n"), "the other factory application is still restored");
+        }
+    }
+
     [TestCase(null, "files: required")]
     [TestCase("../etc/passwd", "is not a relative path")]
     [TestCase("/etc/passwd", "is not a relative path")]

@@ -78,7 +78,10 @@ public static class AppIntegrity
         return files;
     }
 
-    /// <summary>How <paramref name="tree"/> differs from <paramref name="expected"/> (a missing, extra or changed file), or null when it does not.</summary>
+    /// <summary>
+    /// How <paramref name="tree"/> differs from <paramref name="expected"/> (a missing, extra or changed file, or one that
+    /// cannot be read: damaged flash), or null when it does not.
+    /// </summary>
     public static string? Compare(string tree, IReadOnlyList<BundleFile> expected)
     {
         if (!Directory.Exists(tree))
@@ -90,9 +93,9 @@ public static class AppIntegrity
         {
             actual = DescribeTree(tree);
         }
-        catch (InvalidDataException e)
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
         {
-            return e.Message;
+            return e is InvalidDataException ? e.Message : $"its tree cannot be read ({e.GetType().Name}: {e.Message})";
         }
         var byPath = actual.ToDictionary(f => f.Path, StringComparer.Ordinal);
         foreach (var f in expected)
@@ -133,11 +136,20 @@ public static class AppIntegrity
             {
                 if (factory.FirstOrDefault(a => a.Name == name && a.Version == version) is { } prom)
                 {
-                    var differs = Compare(apps.TreePath(name, version), DescribeTree(prom.TreePath));
-                    if (differs is not null)
+                    try
                     {
-                        apps.Replace(name, version, prom.TreePath);
-                        log($"apps: factory {name} {version} was damaged ({differs}); copied from PROM again");
+                        var differs = Compare(apps.TreePath(name, version), DescribeTree(prom.TreePath));
+                        if (differs is not null)
+                        {
+                            apps.Replace(name, version, prom.TreePath);
+                            log($"apps: factory {name} {version} was damaged ({differs}); copied from PROM again");
+                        }
+                    }
+                    catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+                    {
+                        // the PROM copy cannot be read or the tree cannot be replaced: damaged, and no seal to fetch it from the host
+                        damaged.Add(new AppDamage(name, version, $"factory copy cannot be restored from the PROM ({e.GetType().Name}: {e.Message})", null));
+                        log($"apps: factory {name} {version} cannot be copied from PROM again: {e.Message}");
                     }
                 }
                 else

@@ -66,8 +66,10 @@ public sealed record BundleManifest(
                     {
                         problems.Add($"payloads.{p.Name}.verity.{problem}");
                     }
-                    // an image of one block has no tree (its root hash is that block's digest): the tree may be empty
-                    Require(p.Verity is null || p.Size >= (p.Verity.HashStartBlock + (p.Verity.DataBlocks > 1 ? 1 : 0)) * OsVerity.BlockSize,
+                    // an image of one block has no tree (its root hash is that block's digest): the tree may be empty. Counted
+                    // in whole blocks, both counts bounded by the payload's blocks first: any value is a problem, not an overflow
+                    Require(p.Verity is null || (p.Verity.DataBlocks <= p.Size / OsVerity.BlockSize && p.Verity.HashStartBlock <= p.Size / OsVerity.BlockSize &&
+                                                 p.Verity.HashStartBlock + (p.Verity.DataBlocks > 1 ? 1 : 0) <= p.Size / OsVerity.BlockSize),
                         $"payloads.{p.Name}.verity: the hash tree starts past the image's {p.Size} bytes");
                     break;
                 case PayloadKinds.Script:

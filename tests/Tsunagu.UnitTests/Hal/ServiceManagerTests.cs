@@ -301,6 +301,124 @@ public class ServiceManagerTests
         Assert.That(manager.Processes.Calls().Skip(before), Is.EqualTo(new[] { "configure dnsmasq" }));
     }
 
+    /// <summary>
+    /// The simulated processes, except that a configure command of a service in <see cref="Hang"/> does not finish within
+    /// its timeout (a <see cref="CommandException"/>, as the real runner throws), and the stop of a daemon can be held.
+    /// </summary>
+    private sealed class HangingProcesses : IServiceProcesses
+    {
+        public SimulatedServiceProcesses Inner { get; } = new();
+        public System.Collections.Concurrent.ConcurrentDictionary<string, bool> Hang { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>When set, a daemon's stop signals <see cref="StopEntered"/> and waits for this.</summary>
+        public TaskCompletionSource? HoldStop { get; set; }
+        public TaskCompletionSource StopEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<CommandResult> RunAsync(string service, ServiceStep step, CommandLine command, CommandOptions options, CancellationToken cancellationToken) =>
+            step == ServiceStep.Configure && Hang.ContainsKey(service)
+                ? throw new CommandException($"`{command}` did not finish within {options.Timeout.TotalSeconds:0.#} s; its process group was killed", command, isTransient: true)
+                : Inner.RunAsync(service, step, command, options, cancellationToken);
+
+        public IRunningCommand StartDaemon(string service, CommandLine daemon, CommandOptions options) => new Held(Inner.StartDaemon(service, daemon, options), this);
+
+        private sealed class Held(IRunningCommand inner, HangingProcesses owner) : IRunningCommand
+        {
+            public CommandLine Command => inner.Command;
+            public int ProcessId => inner.ProcessId;
+            public Task<int> Exited => inner.Exited;
+            public string RecentOutput() => inner.RecentOutput();
+
+            public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
+            {
+                if (owner.HoldStop is { } hold)
+                {
+                    owner.StopEntered.TrySetResult();
+                    await hold.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
+                }
+                await inner.StopAsync(grace, cancellationToken);
+            }
+
+            public ValueTask DisposeAsync() => inner.DisposeAsync();
+        }
+    }
+
+    [Test]
+    public async Task A_restore_tries_every_service_even_when_a_configure_command_hangs()
+    {
+        var processes = new HangingProcesses();
+        await using var manager = new ServiceManager(processes, new ServiceManagerOptions { ConfigureTimeout = TimeSpan.Zero, HealthSettle = TimeSpan.Zero },
+            new FakeTimeProvider(Start));
+        await manager.ApplyAsync([Firewall("1"), Dns("1"), Engine("1")], CancellationToken.None);
+        processes.Hang["dnsmasq"] = true;
+        var before = processes.Inner.Calls().Count;
+        var e = Assert.ThrowsAsync<ServiceException>(() => manager.RestoreAsync([Firewall("2"), Dns("2", configure: "reload-2"), Engine("2")], CancellationToken.None));
+        Assert.That(e!.Service, Is.EqualTo("dnsmasq"));
+        Assert.That(e.Message, Does.Contain("did not finish within").And.Contain("the other services were applied"));
+        Assert.That(processes.Inner.Calls().Skip(before), Is.EqualTo(new[] { "setup firewall", "stop clamd", "start clamd", "ready clamd" }),
+            "the service after the hung one was applied too");
+        Assert.That(manager.Status().Select(s => (s.Name, s.Digest)), Is.EqualTo(new[] { ("firewall", "2"), ("dnsmasq", "2"), ("clamd", "2") }));
+    }
+
+    [Test]
+    public async Task A_crash_restart_whose_configure_hangs_is_a_failed_restart_and_its_daemon_is_stopped_before_an_apply_may_start_another()
+    {
+        var time = new FakeTimeProvider(Start);
+        var processes = new HangingProcesses();
+        await using var manager = new ServiceManager(processes, new ServiceManagerOptions
+        {
+            CrashLimit = 2, CrashWindow = TimeSpan.FromHours(1), RestartDelay = TimeSpan.FromSeconds(2), ConfigureTimeout = TimeSpan.Zero, HealthSettle = TimeSpan.Zero,
+        }, time);
+        await manager.ApplyAsync([Dns("1")], CancellationToken.None);
+        processes.Hang["dnsmasq"] = true;
+        processes.HoldStop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Assert.That(processes.Inner.Crash("dnsmasq"), Is.True);
+        // time goes on until the restarted daemon's configure hung and the watcher is stopping that daemon (held here)
+        await Until(() =>
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            return processes.StopEntered.Task.IsCompleted;
+        });
+        Assert.That(processes.Inner.Started("dnsmasq"), Is.EqualTo(2));
+
+        processes.Hang.TryRemove("dnsmasq", out _);
+        var apply = manager.ApplyAsync([Dns("2", new CommandLine("dnsmasq", "--no-daemon"))], CancellationToken.None);
+        await Task.Delay(200);
+        Assert.That(apply.IsCompleted, Is.False, "the apply waits until the daemon that never got ready is stopped");
+        Assert.That(processes.Inner.Started("dnsmasq"), Is.EqualTo(2), "no second daemon while the first still runs");
+
+        var hold = processes.HoldStop!;
+        processes.HoldStop = null;
+        hold.TrySetResult();
+        await apply.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.That(processes.Inner.Started("dnsmasq"), Is.EqualTo(3));
+        Assert.That(manager.Status().Single().State, Is.EqualTo(ServiceState.Running));
+    }
+
+    [Test]
+    public async Task A_crash_restart_whose_configure_hangs_goes_on_with_the_restart_policy_to_a_crash_loop()
+    {
+        var time = new FakeTimeProvider(Start);
+        var processes = new HangingProcesses();
+        await using var manager = new ServiceManager(processes, new ServiceManagerOptions
+        {
+            CrashLimit = 3, CrashWindow = TimeSpan.FromHours(1), RestartDelay = TimeSpan.FromSeconds(2), ConfigureTimeout = TimeSpan.Zero, HealthSettle = TimeSpan.Zero,
+        }, time);
+        await manager.ApplyAsync([Dns("1")], CancellationToken.None);
+        processes.Hang["dnsmasq"] = true;
+        Assert.That(processes.Inner.Crash("dnsmasq"), Is.True);
+        // before, the hung configure escaped the watcher and left the entry Restarting for ever
+        await Until(() =>
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            return manager.Status().Single().State == ServiceState.CrashLoop;
+        });
+        var status = manager.Status().Single();
+        Assert.That(status.Restarts, Is.EqualTo(2));
+        Assert.That(status.LastError, Does.Contain("did not finish within"));
+        Assert.That(processes.Inner.Started("dnsmasq"), Is.EqualTo(3), "the first daemon and two restarts");
+        Assert.That(processes.Inner.Calls().Count(c => c == "stop dnsmasq"), Is.EqualTo(2), "each restarted daemon that never got ready was stopped");
+    }
+
     private static ServiceStatus State(SimulatedServiceManager manager) => manager.Status().Single(s => s.Name == "dnsmasq");
 
     private static async Task Until(Func<bool> condition)

@@ -91,6 +91,17 @@ public sealed class VerityTreeTests
         Assert.That(manifest.Problems(), Is.Empty);
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Verity = good with { Salt = "x" } }] }).Problems(), Has.Some.StartsWith("payloads.os.verity.salt"));
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Size = 10 * 4096 }] }).Problems(), Has.Some.Contains("starts past the image"));
+        // block counts too large for bytes are a manifest problem, not an overflow that passes the check (a regression)
+        foreach (var huge in new[] { long.MaxValue, long.MaxValue / 4096 + 1, (long.MaxValue / 4096) - 1 })
+        {
+            var hugeVerity = good with { DataBlocks = huge, HashStartBlock = huge };
+            Assert.That(hugeVerity.Problems(), Is.Empty, "precondition: the parameters alone are well formed");
+            IReadOnlyList<string>? problems = null;
+            Assert.DoesNotThrow(() => problems = (manifest with { Payloads = [manifest.Payloads[0] with { Verity = hugeVerity }] }).Problems());
+            Assert.That(problems, Has.Some.Contains("starts past the image"), $"{huge} blocks");
+        }
+        Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Size = long.MaxValue, Verity = good with { HashStartBlock = long.MaxValue / 4096 } }] }).Problems(),
+            Has.Some.Contains("starts past the image"), "the tree's first block must fit too");
         // an image of one block has an empty tree: the payload is that block alone (a regression: such a bundle was refused)
         var one = new OsVerity(1, 1, "ab", new string('c', 64));
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Size = 4096, Verity = one }] }).Problems(), Is.Empty);
