@@ -7,6 +7,7 @@ using System.Text.Json;
 using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -41,50 +42,14 @@ public class ConfigRaceTests
         return (c, tx);
     }
 
-    /// <summary>
-    /// Sends a request (<paramref name="send"/>) and returns it once it waits for the transaction the test holds. The
-    /// request's store method <paramref name="storeMethod"/> must first reach the beginning of its transaction
-    /// (<c>TsunaguStore.TransactionBeginning</c>), after every read it makes before it. On SQLite that is the wait: the
-    /// transaction cannot begin while the test holds the write lock. On PostgreSQL the transaction begins and then waits for
-    /// a lock, so it also waits until a backend of the test's database waits for a lock.
-    /// </summary>
-    internal static async Task<Task<HttpResponseMessage>> SendBlocked(TestServer server, string kind, string storeMethod, Func<Task<HttpResponseMessage>> send)
+    /// <summary>Sends a request and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>
+    internal static Task<Task<HttpResponseMessage>> SendBlocked(TestServer server, string kind, string storeMethod, Func<Task<HttpResponseMessage>> send)
     {
-        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void OnBeginning(string method)
-        {
-            if (method == storeMethod) { reached.TrySetResult(); }
-        }
-        server.Store.TransactionBeginning += OnBeginning;
-        Task<HttpResponseMessage> request;
-        try
-        {
-            request = send();
-            var first = await Task.WhenAny(request, reached.Task, Task.Delay(TimeSpan.FromSeconds(60)));
-            if (first == request) { Assert.Fail($"the request finished before it reached the transaction of {storeMethod}: {await Answer(request)}"); }
-            Assert.That(reached.Task.IsCompleted, $"the request never reached the transaction of {storeMethod}");
-        }
-        finally
-        {
-            server.Store.TransactionBeginning -= OnBeginning;
-        }
-        if (kind != "postgres") { return request; }
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            using (var c = server.Store.Database.Open())
-            using (var q = c.CreateCommand())
-            {
-                q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-                if (Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture) > 0) { return request; }
-            }
-            if (request.IsCompleted) { Assert.Fail($"the request finished while the other change's transaction was open: {await Answer(request)}"); }
-            Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "the request never waited for the other change's lock");
-            await Task.Delay(20);
-        }
+        Assert.That(server.Store.Database.Kind == DatabaseKind.Postgres, Is.EqualTo(kind == "postgres"), "the server runs on the database the case names");
+        return StoreSeam.StartBlocked(server.Store, server.Store.Database, storeMethod, send, Answer);
     }
 
-    private static async Task<string> Answer(Task request) =>
+    private static async Task<string> Answer(Task<HttpResponseMessage> request) =>
         request is Task<HttpResponseMessage> { IsCompletedSuccessfully: true } done ? $"{(int)done.Result.StatusCode} {await done.Result.Content.ReadAsStringAsync()}" : $"{request.Exception}";
 
     private static HttpClient OperatorHttp(TestServer server)

@@ -355,49 +355,10 @@ public class RolloutStoreTests(string kind)
         Assert.That(OfferRecords("r1").Where(r => r.Value.Item1 is not null).Select(r => r.Key), Is.EqualTo(new[] { wave[0] }), "one unit was ever offered the update");
     }
 
-    /// <summary>
-    /// Starts <paramref name="work"/> while the test holds a transaction open, and returns once it is blocked by it: it has
-    /// reached the transaction of the store method <paramref name="storeMethod"/> (the store's seam, so on SQLite it waits for
-    /// the write lock the test holds, every read before it done), and on PostgreSQL a connection waits for a lock.
-    /// </summary>
-    private async Task<Task<T>> StartBlocked<T>(string storeMethod, Func<T> work)
-    {
-        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void OnBeginning(string method)
-        {
-            if (method == storeMethod) { reached.TrySetResult(); }
-        }
-        _store.TransactionBeginning += OnBeginning;
-        Task<T> task;
-        try
-        {
-            task = Task.Run(work);
-            var first = await Task.WhenAny(task, reached.Task, Task.Delay(TimeSpan.FromSeconds(60)));
-            Assert.That(first, Is.Not.SameAs(task), $"it finished before it reached the transaction of {storeMethod}: {task.Exception?.InnerException?.Message ?? "done"}");
-            Assert.That(reached.Task.IsCompleted, $"it never reached the transaction of {storeMethod}");
-        }
-        finally
-        {
-            _store.TransactionBeginning -= OnBeginning;
-        }
-        if (kind == "postgres")
-        {
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-            while (true)
-            {
-                using (var c = _database.Open())
-                using (var q = c.CreateCommand())
-                {
-                    q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-                    if (Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture) > 0) { break; }
-                }
-                Assert.That(task.IsCompleted, Is.False, $"it finished while the other transaction was open: {task.Exception?.InnerException?.Message ?? "done"}");
-                Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "it never waited for the other transaction");
-                await Task.Delay(20);
-            }
-        }
-        return task;
-    }
+    /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>
+    private Task<Task<T>> StartBlocked<T>(string storeMethod, Func<T> work) =>
+        StoreSeam.StartBlocked(_store, _database, storeMethod, () => Task.Run(work),
+            task => Task.FromResult(task.Exception?.InnerException?.Message ?? "done"));
 
     [Test]
     public async Task A_rollout_created_while_its_group_is_being_deleted_is_refused_and_writes_nothing()

@@ -67,7 +67,7 @@ public class SubscriberChangeTests
     }
 
     /// <summary>A server with subscriber alice, her unit (not running: nothing here needs it) and the operator's first revision.</summary>
-    private static async Task<(TestServer Server, OperatorClient Operator, HttpClient Alice, string Mac)> AliceAsync()
+    internal static async Task<(TestServer Server, OperatorClient Operator, HttpClient Alice, string Mac)> AliceAsync()
     {
         var server = await TestServer.StartAsync();
         var client = server.Operator();
@@ -82,7 +82,7 @@ public class SubscriberChangeTests
     }
 
     /// <summary>Everything a refused request must leave as it was: the unit's revisions and the audit log.</summary>
-    private static string Snapshot(TestServer server, string mac) =>
+    internal static string Snapshot(TestServer server, string mac) =>
         JsonSerializer.Serialize(new
         {
             configs = server.Store.ListUnitConfigs(mac).Select(c => new { c.Revision, c.Status, c.Document, c.Origin }),

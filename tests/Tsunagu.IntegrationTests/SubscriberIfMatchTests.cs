@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
@@ -19,28 +18,9 @@ namespace Tsunagu.IntegrationTests;
 [NonParallelizable]
 public class SubscriberIfMatchTests
 {
-    /// <summary>A server with subscriber alice, her unit and the operator's first revision; alice's API client holds her token.</summary>
-    private static async Task<(TestServer Server, OperatorClient Operator, HttpClient Alice, string Mac)> AliceAsync()
-    {
-        var server = await TestServer.StartAsync();
-        var client = server.Operator();
-        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber("alice", "alice-password"), CancellationToken.None);
-        var mac = server.Identity(1).Mac;
-        await client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Subscriber = "alice" }, CancellationToken.None);
-        await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config", DemoCatalogue.StandardServices, CancellationToken.None);
-        var http = server.PinnedHttp();
-        var token = (await (await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin("alice", "alice-password"))).Content.ReadFromJsonAsync<TokenResponse>())!;
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token.Token);
-        return (server, client, http, mac);
-    }
+    private static Task<(TestServer Server, OperatorClient Operator, HttpClient Alice, string Mac)> AliceAsync() => SubscriberChangeTests.AliceAsync();
 
-    /// <summary>Everything a refused change must leave as it was: the unit's revisions and the audit log.</summary>
-    private static string Snapshot(TestServer server, string mac) =>
-        JsonSerializer.Serialize(new
-        {
-            configs = server.Store.ListUnitConfigs(mac).Select(c => new { c.Revision, c.Status, c.Document, c.Origin }),
-            audit = server.Store.ListAudit(1000).Select(a => new { a.Id, a.Action, a.Target, a.Detail }),
-        });
+    private static string Snapshot(TestServer server, string mac) => SubscriberChangeTests.Snapshot(server, mac);
 
     private static HttpRequestMessage Put(string mac, string document, string? ifMatch)
     {
