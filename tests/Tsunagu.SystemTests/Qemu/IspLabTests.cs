@@ -288,8 +288,11 @@ public sealed partial class IspLabTests
             "the subscriber's session ending when the unit shuts down");
         await isp.WaitAsync(() => isp.Radius().Skip(radiusBefore).Any(r => r.Kind == "Stop"), TimeSpan.FromSeconds(60), "the accounting Stop");
         Assert.That(isp.Console(), Does.Not.Contain("No response to"), "ended by the unit's goodbye, not by LCP echo");
-        Assert.That(await isp.ShellAsync("pidof pppd; echo pids=$?"), Does.EndWith("pids=1"), "no session left on the concentrator");
-        Assert.That((await isp.DiscoveryReceivedAsync()).Padt, Is.GreaterThan(discoveryReady.Padt), "the unit sent a PADT as it shut down");
+        // the accounting Stop is written before pppd has exited, and the counter read may come before the frame's: both settle
+        Assert.That(await IspGuest.SettledAsync(() => isp.ShellAsync("pidof pppd; echo pids=$?"), p => p.EndsWith("pids=1", StringComparison.Ordinal), TimeSpan.FromSeconds(30)),
+            Does.EndWith("pids=1"), "no session left on the concentrator");
+        Assert.That((await IspGuest.SettledAsync(isp.DiscoveryReceivedAsync, d => d.Padt > discoveryReady.Padt, TimeSpan.FromSeconds(30))).Padt,
+            Is.GreaterThan(discoveryReady.Padt), "the unit sent a PADT as it shut down");
         Assert.That(isp.Radius().Skip(radiusBefore).Select(r => (r.Kind, r.User)), Is.EqualTo(new[] { ("Stop", subscriber.Username!) }),
             "one accounting Stop, the subscriber's");
         TestContext.Out.WriteLine($"whole test: {clock.Elapsed.TotalSeconds:0.0} s after power-on\n--- ISP ---\n{isp.Console()}");
@@ -373,6 +376,22 @@ public sealed partial class IspGuest : IAsyncDisposable
             if (DateTime.UtcNow > deadline) { Assert.Fail($"ISP guest: no {what} within {timeout.TotalSeconds:0} s\n--- console ---\n{Console()}"); }
             await Task.Delay(250);
         }
+    }
+
+    /// <summary>
+    /// Reads <paramref name="read"/> until <paramref name="settled"/> holds or <paramref name="timeout"/> passes, and returns
+    /// the last reading: for what the guest settles a moment after the event waited for (a pppd still exiting).
+    /// </summary>
+    public static async Task<T> SettledAsync<T>(Func<Task<T>> read, Func<T, bool> settled, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        var value = await read();
+        while (!settled(value) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(500);
+            value = await read();
+        }
+        return value;
     }
 
     public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
