@@ -254,7 +254,7 @@ public class BootProblemReportTests
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = await VpnKeyTests.UnitHttp(server, mac);
         var before = HostileInputTests.Snapshot(server);
-        foreach (var hostile in new[] { "", "slot b\nprimary=a", "bell\a", new string('x', ReadyReport.MaxBootProblemLength + 1) })
+        foreach (var hostile in new[] { "", "   ", "slot b\nprimary=a", "slot b\u2028primary=a", "bell\a", new string('x', ReadyReport.MaxBootProblemLength + 1) })
         {
             using var refused = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(VpnKeyTests.Factory(), null, "203.0.113.7", BootProblem: hostile), ProtocolJson.Default.ReadyReport);
             var body = await refused.Content.ReadAsStringAsync();

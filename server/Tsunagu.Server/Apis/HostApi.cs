@@ -285,9 +285,9 @@ public static class HostApi
         if (report.WanAddress is not null && !ServiceConfigValidator.IsAddress(report.WanAddress)) { return Problems.BadRequest($"wanAddress: '{InputRules.Quote(report.WanAddress)}' is not an IP address"); }
         if (VpnReportError(report.Vpn) is { } badVpn) { return Problems.BadRequest(badVpn); }
         if (report.Cache?.Problem() is { } badCache) { return Problems.BadRequest(badCache); }
-        if (report.BootProblem is { } problem && (problem.Length is 0 or > ReadyReport.MaxBootProblemLength || problem.Any(char.IsControl)))
+        if (report.BootProblem is { } problem && !InputRules.IsText(problem, ReadyReport.MaxBootProblemLength))
         {
-            return Problems.BadRequest($"bootProblem: 1..{ReadyReport.MaxBootProblemLength} characters without control characters");
+            return Problems.BadRequest(InputRules.Text("bootProblem", ReadyReport.MaxBootProblemLength));
         }
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = store.FindPattern(report.Inventory);
