@@ -103,7 +103,7 @@ $(TSUNAGUD): $(FIRMWARE_SOURCES)
 	$(MAKE) --no-print-directory tsunagud-aot TSUNAGUD_RUNTIME=$(RUNTIME) TSUNAGUD_OUT=$(dir $@) >/dev/null
 
 # The configuration files of the boot program and of the OS root file system, no binaries (what the image's
-# unit tests build and inspect): rootfs/initramfs/init and rootfs/overlay/, the accounts, and with DEBUG_SHELL=1
+# unit tests build and inspect): rootfs/initramfs/init with its boot-slots.sh and rootfs/overlay/, the accounts, and with DEBUG_SHELL=1
 # the service shell on ttyS1 and the boot program's break shell. A production build removes every line of
 # the boot program between '# debug-shell-begin' and '# debug-shell-end'.
 config: $(OUT)/stage/config/.done
@@ -111,7 +111,8 @@ config: $(OUT)/stage/config/.done
 $(OUT)/stage/config/.done: $(IMAGE_INPUTS)
 	rm -rf $(OUT)/stage/config && mkdir -p $(OUT)/stage/config/initramfs $(OUT)/stage/config/rootfs/etc
 	cp -a rootfs/overlay/. $(OUT)/stage/config/rootfs/
-	mkdir -p $(OUT)/stage/config/rootfs/etc/tsunagu $(OUT)/stage/config/initramfs/etc
+	mkdir -p $(OUT)/stage/config/rootfs/etc/tsunagu $(OUT)/stage/config/initramfs/etc $(OUT)/stage/config/initramfs/lib/tsunagu
+	install -m 0644 rootfs/initramfs/boot-slots.sh $(OUT)/stage/config/initramfs/lib/tsunagu/boot-slots.sh
 	bash image/board-env.sh $(BOARD_JSON) > $(OUT)/stage/config/board.env
 	cp $(OUT)/stage/config/board.env $(OUT)/stage/config/rootfs/etc/tsunagu/board.env
 ifeq ($(DEBUG_SHELL),1)
@@ -123,7 +124,7 @@ else
 endif
 	touch $@
 
-# The boot program: busybox, mkfs.ext4, dmsetup (the OS slots' dm-verity mappings) and the modules the disk, its file
+# The boot program (init and the slot choice it sources): busybox, mkfs.ext4, dmsetup (the OS slots' dm-verity mappings) and the modules the disk, its file
 # systems and dm-verity need.
 $(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done
 	@bash -c '. image/lib.sh; say "boot program (initramfs)"'
@@ -131,6 +132,7 @@ $(OUT)/initrd.img: $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/.done
 	bash -c '. image/lib.sh; s=$(OUT)/stage/initramfs; install_busybox $$s; install_binary $$s /sbin/mkfs.ext4; install_binary $$s /sbin/dmsetup; \
 		install_modules $$s $(KREL) $(BOOT_MODULES)'
 	install -m 0755 $(OUT)/stage/config/initramfs/init $(OUT)/stage/initramfs/init
+	install -D -m 0644 $(OUT)/stage/config/initramfs/lib/tsunagu/boot-slots.sh $(OUT)/stage/initramfs/lib/tsunagu/boot-slots.sh
 	cp $(OUT)/stage/config/board.env $(OUT)/stage/initramfs/etc/board.env
 	echo "$(BOOT_MODULES)" | tr ' ' '\n' > $(OUT)/stage/initramfs/etc/boot-modules
 	bash -c '. image/lib.sh; pack_initramfs $(OUT)/stage/initramfs $@'

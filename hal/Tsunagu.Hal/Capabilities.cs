@@ -115,6 +115,13 @@ public interface IBootControl
     /// </summary>
     IReadOnlyList<BootSlot> VerityFailures => [];
 
+    /// <summary>
+    /// The slots the boot program booted without verifying them because it could not set up their dm-verity mapping
+    /// (the module missing, dmsetup failing): nothing is known about their bytes, so they were not marked bad; the
+    /// firmware reports them. Empty when none.
+    /// </summary>
+    IReadOnlyList<BootSlot> VerityUnchecked => [];
+
     /// <summary>Marks <paramref name="slot"/> bad, then writes <paramref name="image"/> into it. Refuses the booted slot.</summary>
     /// <exception cref="HalException">Writing failed, or the slot is the booted one.</exception>
     Task WriteAsync(BootSlot slot, Stream image, string osVersion, CancellationToken cancellationToken);

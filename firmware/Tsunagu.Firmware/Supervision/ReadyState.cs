@@ -10,9 +10,24 @@ public sealed class ReadyState : IState
 {
     public StateId Id => StateId.Ready;
 
-    /// <summary>What the ready report says about OS slots the boot program refused at this boot (dm-verity); null when none.</summary>
-    public static string? BootProblem(IReadOnlyList<BootSlot> verityFailures) => verityFailures.Count == 0 ? null :
-        $"OS slot {string.Join(" and ", verityFailures.Select(BootStateFile.SlotName))} failed dm-verity verification at boot (its image differs from its root hash) and was not booted";
+    /// <summary>
+    /// What the ready report says about OS slots the boot program refused at this boot (dm-verity) and slots it booted
+    /// unverified because it could not set up their dm-verity mapping; null when none.
+    /// </summary>
+    public static string? BootProblem(IReadOnlyList<BootSlot> verityFailures, IReadOnlyList<BootSlot>? verityUnchecked = null)
+    {
+        var problems = new List<string>();
+        if (verityFailures.Count > 0)
+        {
+            problems.Add($"OS slot {Slots(verityFailures)} failed dm-verity verification at boot (its image differs from its root hash) and was not booted");
+        }
+        if (verityUnchecked is { Count: > 0 })
+        {
+            problems.Add($"OS slot {Slots(verityUnchecked)} was booted unverified: the boot program could not set up its dm-verity mapping (see boot.log)");
+        }
+        return problems.Count == 0 ? null : string.Join("; ", problems);
+        static string Slots(IReadOnlyList<BootSlot> slots) => string.Join(" and ", slots.Select(BootStateFile.SlotName));
+    }
 
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
@@ -34,7 +49,7 @@ public sealed class ReadyState : IState
             {
                 var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
                 var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
-                var bootProblem = ctx.BootProblemReported ? null : BootProblem(ctx.Hardware.Boot.VerityFailures);
+                var bootProblem = ctx.BootProblemReported ? null : BootProblem(ctx.Hardware.Boot.VerityFailures, ctx.Hardware.Boot.VerityUnchecked);
                 await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
                     new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache, bootProblem), ct);
                 ctx.ReadyReported = true;

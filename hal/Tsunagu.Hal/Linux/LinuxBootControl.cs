@@ -63,12 +63,15 @@ public sealed class LinuxBootControl : IBootControl
         _devices = new BlockDevices(options.SysBlockRoot, options.DevRoot);
         Booted = ReadBootedSlot(options.CmdlinePath);
         VerityFailures = ReadVerityFailures(options.CmdlinePath);
+        VerityUnchecked = ReadSlotTokens(options.CmdlinePath, "tsunagu.verity_unchecked=");
         _slots = BootSlots.Load(options.StatePath);
     }
 
     public BootSlot? Booted { get; }
 
     public IReadOnlyList<BootSlot> VerityFailures { get; }
+
+    public IReadOnlyList<BootSlot> VerityUnchecked { get; }
 
     public string? BootedOsVersion { get { lock (_gate) { return Booted is { } b ? _slots.Version(b) : null; } } }
 
@@ -174,7 +177,11 @@ public sealed class LinuxBootControl : IBootControl
 
     /// <summary>The slots named by `tsunagu.verity_failed=` tokens of the boot program's command line (slots it refused at this boot).</summary>
     /// <exception cref="HalException">The command line cannot be read.</exception>
-    public static IReadOnlyList<BootSlot> ReadVerityFailures(string cmdlinePath)
+    public static IReadOnlyList<BootSlot> ReadVerityFailures(string cmdlinePath) => ReadSlotTokens(cmdlinePath, "tsunagu.verity_failed=");
+
+    /// <summary>The slots named by the command line's tokens starting with <paramref name="prefix"/>; tokens naming no slot are ignored.</summary>
+    /// <exception cref="HalException">The command line cannot be read.</exception>
+    public static IReadOnlyList<BootSlot> ReadSlotTokens(string cmdlinePath, string prefix)
     {
         string cmdline;
         try
@@ -185,7 +192,6 @@ public sealed class LinuxBootControl : IBootControl
         {
             throw new HalException($"{cmdlinePath}: kernel command line unreadable: {e.Message}", isTransient: false, e);
         }
-        const string prefix = "tsunagu.verity_failed=";
         return cmdline.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)
             .Where(t => t.StartsWith(prefix, StringComparison.Ordinal))
             .Select(t => BootStateFile.ParseSlot(t[prefix.Length..]))

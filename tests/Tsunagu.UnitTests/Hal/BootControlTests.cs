@@ -128,6 +128,20 @@ public class BootControlTests : FakeRootTests
     }
 
     [Test]
+    public void Slots_booted_unverified_are_read_from_the_command_line_apart_from_refused_ones_and_reported()
+    {
+        var boot = Boot(new RecordingRunner(), "tsunagu.slot=a tsunagu.verity_unchecked=a tsunagu.verity_unchecked=x tsunagu.verity_unchecked=a");
+        Assert.That((boot.VerityFailures, boot.VerityUnchecked), Is.EqualTo((Array.Empty<BootSlot>(), new[] { BootSlot.A })), "a token naming no slot is ignored");
+        var problem = Tsunagu.Firmware.Supervision.ReadyState.BootProblem(boot.VerityFailures, boot.VerityUnchecked);
+        Assert.That(problem, Is.EqualTo("OS slot a was booted unverified: the boot program could not set up its dm-verity mapping (see boot.log)"));
+        Assert.That(Tsunagu.Firmware.Supervision.ReadyState.BootProblem([BootSlot.B], [BootSlot.A]),
+            Does.StartWith("OS slot b failed dm-verity verification").And.Contain("; OS slot a was booted unverified"));
+        Assert.That(Tsunagu.Firmware.Supervision.ReadyState.BootProblem([], []), Is.Null);
+        Assert.That(problem!.Length, Is.LessThanOrEqualTo(Tsunagu.Protocol.ReadyReport.MaxBootProblemLength));
+        Assert.That(Boot(new RecordingRunner(), "tsunagu.slot=b tsunagu.verity_failed=a").VerityUnchecked, Is.Empty);
+    }
+
+    [Test]
     public void Last_failed_slot_is_reported_until_a_slot_is_committed()
     {
         Write("data/boot/state", "primary=a\npending=\ntries=0\na_version=1.0.0\na_good=1\nb_version=2.0.0\nb_good=0\nlast_failed=b\n");
@@ -214,28 +228,28 @@ public class BootControlTests : FakeRootTests
 
     // ---- the boot program (initramfs script) against the model ----
 
-    /// <summary>The boot program: the repository's initramfs `init` script.</summary>
-    private static string InitScript()
+    /// <summary>The boot program's slot choice: the repository's `boot-slots.sh`, which the initramfs `init` sources.</summary>
+    internal static string InitScript()
     {
         for (var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); dir is not null; dir = dir.Parent)
         {
-            foreach (var candidate in new[] { "rootfs/initramfs/init" })
+            foreach (var candidate in new[] { "rootfs/initramfs/boot-slots.sh" })
             {
                 var path = Path.Combine(dir.FullName, candidate);
                 if (File.Exists(path)) { return path; }
             }
         }
-        Assert.Fail("the initramfs init script was not found above " + TestContext.CurrentContext.TestDirectory);
+        Assert.Fail("the boot program's boot-slots.sh was not found above " + TestContext.CurrentContext.TestDirectory);
         return "";
     }
 
-    /// <summary>The script's boot state functions, between its `boot-state-begin` and `boot-state-end` markers.</summary>
+    /// <summary>The boot state functions of the boot program, between the `boot-state-begin` and `boot-state-end` markers.</summary>
     private static string BootStateFunctions()
     {
         var text = File.ReadAllText(InitScript());
         var begin = text.IndexOf("# boot-state-begin", StringComparison.Ordinal);
         var end = text.IndexOf("# boot-state-end", StringComparison.Ordinal);
-        Assert.That(begin, Is.GreaterThanOrEqualTo(0).And.LessThan(end), "the boot state markers of the init script");
+        Assert.That(begin, Is.GreaterThanOrEqualTo(0).And.LessThan(end), "the boot state markers of boot-slots.sh");
         return text[begin..end];
     }
 
