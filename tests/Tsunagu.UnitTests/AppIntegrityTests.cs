@@ -191,7 +191,6 @@ public partial class UpdaterTests
         }
     }
 
-    [TestCase(null, "files: required")]
     [TestCase("../etc/passwd", "is not a relative path")]
     [TestCase("/etc/passwd", "is not a relative path")]
     [TestCase("a//b", "is not a relative path")]
@@ -200,12 +199,11 @@ public partial class UpdaterTests
     [TestCase("twice", "appears twice")]
     [TestCase("short-digest", "sha256: not 64 lower-case hex digits")]
     [TestCase("negative", "size: -1 is negative")]
-    public void An_application_payloads_file_list_is_validated(string? path, string problem)
+    public void An_application_payloads_file_list_is_validated(string path, string problem)
     {
         var good = new BundleFile("VERSION", 1, new string('a', 64));
-        List<BundleFile>? files = path switch
+        List<BundleFile> files = path switch
         {
-            null => null,
             "twice" => [good, good],
             "short-digest" => [good with { Sha256 = "abc" }],
             "negative" => [good with { Size = -1 }],
@@ -217,6 +215,86 @@ public partial class UpdaterTests
             [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
         Assert.That(manifest.Problems(), Has.Some.Contains(problem));
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Files = [good] }] }).Problems(), Is.Empty);
+        Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Files = null }] }).Problems(), Is.Empty,
+            "a bundle built before file lists is a valid bundle");
+    }
+
+    /// <summary>
+    /// pattern 2 as a bundle built before application payloads carried `files`: the same tars (firewall with <see cref="Blob"/>,
+    /// dns), their digests signed, no file lists.
+    /// </summary>
+    private async Task<Built> BuildWithoutFileListsAsync()
+    {
+        var firewall = BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes("firewall 1.1.0\n"), ["blob"] = Blob });
+        var dns = BundleFormatTests.App("dns", "2.0.0").Item2;
+        BundlePayload Payload(string name, string app, string version, byte[] tar) =>
+            new(name, PayloadKinds.Application, tar.Length, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(tar)), app, version);
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
+            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow.AddHours(-1), DateTimeOffset.UtcNow.AddDays(1),
+            [Payload("firewall-1.1.0", "firewall", "1.1.0", firewall), Payload("dns-2.0.0", "dns", "2.0.0", dns)],
+            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0"), new BundleStep(StepActions.InstallApplication, "dns-2.0.0")]);
+        var bytes = BundleFormat.SerializeManifest(manifest);
+        Assert.That(System.Text.Encoding.UTF8.GetString(bytes), Does.Not.Contain("\"files\""), "precondition: the manifest of an older bundle");
+        using var output = new MemoryStream();
+        await BundleFormat.WriteAsync(output, bytes, [ReleaseKeys.Sign(bytes, _key)], [new MemoryStream(firewall), new MemoryStream(dns)], CancellationToken.None);
+        var bundle = output.ToArray();
+        return new Built(bundle, new UpdateOffer("p1-to-p2", "pattern-1", "pattern-2", 5, "/api/v1/host/artifacts/x",
+            Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bundle)), bundle.LongLength));
+    }
+
+    [Test]
+    public async Task A_bundle_built_before_file_lists_installs_and_its_trees_are_checked_against_the_list_kept_at_install_and_fetched_again()
+    {
+        var b = await BuildWithoutFileListsAsync();
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern2));
+        Assert.That(_log, Has.Some.Contains("payload firewall-1.1.0 lists no file digests"));
+        var tree = Tree("firewall", "1.1.0");
+        var installed = AppIntegrity.DescribeTree(tree);
+        var seal = _apps.ReadSeal("firewall", "1.1.0")!;
+        Assert.That(seal.InstalledFiles, Is.EqualTo(installed), "the seal keeps the list of the tree unpacked from the verified tar");
+        Assert.That(AppIntegrity.VerifySeal(seal, BundleInstaller.TrustedKeys(_identity, _store)).Files, Is.Null, "the signed manifest has none");
+        Restart();
+        Assert.That(CheckApps(), Is.Empty, string.Join("\n", _log));
+
+        // damaged: found at boot and fetched again by the payload's bytes, whose signed digest vouches for the tree
+        var bytes = File.ReadAllBytes(Path.Combine(tree, "blob"));
+        bytes[4321] ^= 0x20;
+        File.WriteAllBytes(Path.Combine(tree, "blob"), bytes);
+        File.WriteAllText(Path.Combine(tree, "planted"), "not in the tar");
+        var damaged = CheckApps();
+        Assert.That(damaged.Select(d => (d.Application, d.Version)), Is.EqualTo(new[] { ("firewall", "1.1.0") }));
+        Assert.That(damaged[0].Problem, Does.Contain("blob differs"));
+        var host = new MemorySource(b.Bytes);
+        await AppIntegrity.RepairAsync(_apps, damaged[0], BundleInstaller.TrustedKeys(_identity, _store), host, Path.Combine(_dir, "data", "tmp", "repair"), CancellationToken.None);
+        Assert.That(AppIntegrity.DescribeTree(tree), Is.EqualTo(installed), "the tree is the one the verified tar unpacked again");
+        Assert.That(CheckApps(), Is.Empty);
+        Assert.That(host.Ranges, Has.Count.EqualTo(1), "one bounded request");
+
+        // bytes that are not the signed payload are refused as for any bundle
+        File.WriteAllText(Path.Combine(tree, "blob"), "damaged");
+        var forged = (byte[])b.Bytes.Clone();
+        forged[(int)seal.PayloadOffset + 700] ^= 0xff;
+        var e = Assert.ThrowsAsync<BundleCheckException>(() => AppIntegrity.RepairAsync(_apps, CheckApps().Single(), BundleInstaller.TrustedKeys(_identity, _store),
+            new MemorySource(forged), Path.Combine(_dir, "data", "tmp", "repair"), CancellationToken.None));
+        Assert.That(e!.Check, Is.EqualTo(BundleCheck.PayloadDigest));
+        Assert.That(File.ReadAllText(Path.Combine(tree, "blob")), Is.EqualTo("damaged"));
+    }
+
+    [TestCase("../../etc/passwd")]
+    [TestCase("bad\nname")]
+    [TestCase("short-digest")]
+    public async Task A_kept_file_list_altered_on_the_unit_is_refused_and_nothing_is_fetched_for_it(string bad)
+    {
+        var b = await BuildWithoutFileListsAsync();
+        Assert.That((await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None)).Status, Is.EqualTo(InstallStatus.Committed));
+        var seal = _apps.ReadSeal("firewall", "1.1.0")!;
+        var first = seal.InstalledFiles![0];
+        _apps.WriteSeal(seal with { InstalledFiles = [bad == "short-digest" ? first with { Sha256 = "abc" } : first with { Path = bad }] });
+        var damaged = CheckApps();
+        Assert.That(damaged.Single().Seal, Is.Null, "an unreadable seal is not used to fetch anything");
+        Assert.That(damaged.Single().Problem, Does.Contain("is not a list of relative paths"));
     }
 
     [Test]

@@ -58,10 +58,13 @@ public sealed record ConfirmedConfig(int Revision, DateTimeOffset At);
 /// What an installed application version was installed from (docs/bundles.md section 9): the bundle's manifest bytes
 /// exactly as signed (base64) with its signatures, the payload that carried the tree and where its bytes start in the
 /// host's artifact. The tree is checked against the payload's signed file digests; a damaged one is fetched again
-/// from <see cref="ArtifactUrl"/> (bytes <see cref="PayloadOffset"/> .. + size).
+/// from <see cref="ArtifactUrl"/> (bytes <see cref="PayloadOffset"/> .. + size). For a payload without file digests (a
+/// bundle built before file lists), <see cref="InstalledFiles"/> is the tree as unpacked from the verified tar at install:
+/// what the tree is checked against instead (kept on `data`, not signed).
 /// </summary>
 public sealed record AppSeal(string Application, string Version, string Payload, string Manifest,
-    IReadOnlyList<BundleSignature> Signatures, long PayloadOffset, string ArtifactUrl, string ArtifactSha256);
+    IReadOnlyList<BundleSignature> Signatures, long PayloadOffset, string ArtifactUrl, string ArtifactSha256,
+    IReadOnlyList<BundleFile>? InstalledFiles = null);
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [JsonSerializable(typeof(PowerOnSpread))]

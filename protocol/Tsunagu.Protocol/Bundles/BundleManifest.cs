@@ -139,12 +139,15 @@ public sealed record BundleManifest(
     /// <summary>At most this many files in one application's <see cref="BundlePayload.Files"/>.</summary>
     public const int MaxApplicationFiles = 10_000;
 
-    /// <summary>An application payload lists every regular file of its tree once: a relative path of valid segments, a size, a digest.</summary>
+    /// <summary>
+    /// An application payload's file list, when it has one, lists every regular file of its tree once: a relative path of
+    /// valid segments, a size, a digest. A payload without one (a bundle built before file lists) is valid: its tar's
+    /// digest is signed, and the unit keeps the list of the tree it unpacked from the verified tar (docs/bundles.md section 9).
+    /// </summary>
     private static void FileProblems(BundlePayload p, List<string> problems)
     {
         if (p.Files is null)
         {
-            problems.Add($"payloads.{p.Name}.files: required for an application (the digest of each file of its tree)");
             return;
         }
         if (p.Files.Count > MaxApplicationFiles)
@@ -200,7 +203,8 @@ public sealed record BundleCompatibility(IReadOnlyList<string> Boards, IReadOnly
 /// <summary>One payload: its bytes follow the manifest in the bundle, in manifest order.</summary>
 /// <remarks>
 /// An application payload lists in <see cref="Files"/> every regular file of its tree with its size and SHA-256, so
-/// the unit can check the installed tree against the signed manifest long after the tar is gone (docs/bundles.md).
+/// the unit can check the installed tree against the signed manifest long after the tar is gone (docs/bundles.md); a
+/// bundle built before file lists has none, and the unit checks the tree against the list it made at install.
 /// An OS image may carry its dm-verity hash tree after the image (<see cref="Verity"/>: where it is and its root
 /// hash); the unit records it for the slot it writes and the boot program maps the slot through dm-verity.
 /// </remarks>

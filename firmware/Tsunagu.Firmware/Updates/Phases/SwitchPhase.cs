@@ -28,9 +28,12 @@ internal sealed class SwitchPhase : IUpdatePhase
         var seals = AppIntegrity.Seals(header, m, run.Offer);
         foreach (var p in apps)
         {
-            env.Apps.Stage(p.Application!, p.Version!, Path.Combine(work, "trees", p.Name));
-            // what the tree is checked against from now on, and where it is fetched again from when it is damaged
-            env.Apps.WriteSeal(seals.Single(s => s.Payload == p.Name));
+            var tree = Path.Combine(work, "trees", p.Name);
+            env.Apps.Stage(p.Application!, p.Version!, tree);
+            // what the tree is checked against from now on, and where it is fetched again from when it is damaged; a payload
+            // without file digests: the list of the tree unpacked from its verified tar
+            var seal = seals.Single(s => s.Payload == p.Name);
+            env.Apps.WriteSeal(p.Files is null ? seal with { InstalledFiles = AppIntegrity.DescribeTree(tree) } : seal);
         }
         foreach (var p in apps)
         {
