@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Tsunagu.Hal.Storage;
+using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Firmware.Storage;
 
@@ -7,11 +8,22 @@ namespace Tsunagu.Firmware.Storage;
 /// Installed applications on `data`: `apps/NAME/VERSION/` trees and an atomically switched `apps/NAME/current`
 /// symbolic link naming the version in use. Publishing goes through <c>files</c> (default: the real
 /// file system): a staged tree is synced, file by file and directory by directory, before the rename that
-/// publishes it, and every rename or removal is followed by a sync of its directory.
+/// publishes it, and every rename or removal is followed by a sync of its directory. A replace of a tree
+/// (<see cref="Replace"/>) cut by a power failure is finished by the next reader (<see cref="Current"/>,
+/// <see cref="Links"/>), so the version `current` names is always found with its old tree or its new one.
 /// </summary>
 public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
 {
     private readonly IDurableFileSystem _files = files ?? PosixFileSystem.Instance;
+    private readonly Lock _gate = new();
+
+    /// <summary>The complete replacement of NAME/VERSION while it is being swapped in (<see cref="Replace"/>): `apps/NAME/.replacing-VERSION`.</summary>
+    private const string ReplacingPrefix = ".replacing-";
+
+    /// <summary>The tree a replacement set aside (<see cref="Replace"/>): `apps/NAME/.replaced-VERSION`.</summary>
+    private const string ReplacedPrefix = ".replaced-";
+
+    private const string StagingPrefix = ".staging-";
 
     public string Root { get; } = Path.Combine(dataRoot, "apps");
 
@@ -23,6 +35,7 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
         {
             return result;
         }
+        Recover();
         foreach (var appDir in Directory.GetDirectories(Root))
         {
             var link = new FileInfo(Path.Combine(appDir, "current"));
@@ -42,6 +55,7 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
         {
             return result;
         }
+        Recover();
         foreach (var appDir in Directory.GetDirectories(Root))
         {
             if (new FileInfo(Path.Combine(appDir, "current")).LinkTarget is { } target)
@@ -103,31 +117,112 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
         {
             throw new InvalidDataException($"{path}: not a seal of {name} {version}");
         }
+        if (seal.InstalledFiles is { } files && (files.Count > BundleManifest.MaxApplicationFiles || files.Any(f =>
+                f is null || !BundleManifest.IsRelativePath(f.Path) || f.Size < 0 || f.Sha256 is not { Length: 64 } || !f.Sha256.All(char.IsAsciiHexDigitLower))))
+        {
+            throw new InvalidDataException($"{path}: the file list of {name} {version} is not a list of relative paths with sizes and SHA-256 digests");
+        }
         return seal;
     }
 
     /// <summary>
     /// Replaces the tree of an installed NAME/VERSION with a copy of <paramref name="sourceTree"/> (a damaged tree
-    /// restored): the copy is staged and synced, the damaged tree renamed away, the copy renamed in, the damaged one
-    /// removed. A power cut between the renames leaves `current` naming a missing tree, which the next check finds.
+    /// restored), in steps each made durable before the next: the copy is staged and synced, renamed to
+    /// `.replacing-VERSION` (from here on the new tree is complete and the replace goes forward), the old tree renamed to
+    /// `.replaced-VERSION`, the new one renamed in, the old one removed. A power cut at any step leaves the old tree in
+    /// place, or a complete new tree that <see cref="Recover"/> (run by every reader) puts in place.
     /// </summary>
+    /// <exception cref="IOException">A step failed; what was done is finished or undone by the next <see cref="Recover"/>.</exception>
     public void Replace(string name, string version, string sourceTree)
     {
-        var target = TreePath(name, version);
-        var appDir = Path.Combine(Root, name);
-        var staging = Path.Combine(appDir, $".staging-{version}-{Guid.NewGuid():N}");
-        CopyTree(sourceTree, staging);
-        string? damaged = null;
+        var appDir = Path.GetDirectoryName(TreePath(name, version))!;
+        lock (_gate)
+        {
+            Directory.CreateDirectory(appDir);
+            RecoverApplication(appDir);
+            var staging = Path.Combine(appDir, $"{StagingPrefix}{version}-{Guid.NewGuid():N}");
+            CopyTree(sourceTree, staging);
+            var replacing = Path.Combine(appDir, ReplacingPrefix + version);
+            _files.Rename(staging, replacing);
+            _files.SyncDirectory(appDir);
+            SwapIn(appDir, version);
+        }
+    }
+
+    /// <summary>
+    /// Finishes what a replace cut by a power failure left in every application directory: a complete replacement
+    /// (`.replacing-VERSION`) is swapped in, a tree set aside (`.replaced-VERSION`) is removed once its version's tree is
+    /// in place (put back when it is not), and an unfinished staged copy (`.staging-*`) is removed.
+    /// </summary>
+    public void Recover()
+    {
+        lock (_gate)
+        {
+            if (!Directory.Exists(Root)) { return; }
+            foreach (var appDir in Directory.GetDirectories(Root))
+            {
+                RecoverApplication(appDir);
+            }
+        }
+    }
+
+    private void RecoverApplication(string appDir)
+    {
+        var changed = false;
+        foreach (var entry in Directory.GetDirectories(appDir))
+        {
+            var name = Path.GetFileName(entry);
+            if (name.StartsWith(ReplacingPrefix, StringComparison.Ordinal))
+            {
+                SwapIn(appDir, name[ReplacingPrefix.Length..]);
+            }
+        }
+        foreach (var entry in Directory.GetDirectories(appDir))
+        {
+            var name = Path.GetFileName(entry);
+            if (name.StartsWith(ReplacedPrefix, StringComparison.Ordinal))
+            {
+                var version = name[ReplacedPrefix.Length..];
+                if (Directory.Exists(Path.Combine(appDir, version)))
+                {
+                    Directory.Delete(entry, recursive: true);
+                }
+                else
+                {
+                    _files.Rename(entry, Path.Combine(appDir, version));
+                }
+                changed = true;
+            }
+            else if (name.StartsWith(StagingPrefix, StringComparison.Ordinal))
+            {
+                Directory.Delete(entry, recursive: true);
+                changed = true;
+            }
+        }
+        if (changed) { _files.SyncDirectory(appDir); }
+    }
+
+    /// <summary>`.replacing-VERSION` (complete and synced) becomes VERSION: the old tree set aside, the new one renamed in, the old one removed.</summary>
+    private void SwapIn(string appDir, string version)
+    {
+        var target = Path.Combine(appDir, version);
+        var replacing = Path.Combine(appDir, ReplacingPrefix + version);
+        var replaced = Path.Combine(appDir, ReplacedPrefix + version);
         if (Directory.Exists(target))
         {
-            damaged = Path.Combine(appDir, $".damaged-{version}-{Guid.NewGuid():N}");
-            _files.Rename(target, damaged);
+            if (Directory.Exists(replaced))
+            {
+                // an older set-aside tree of the same version (its removal was cut): the one in place is the one to set aside
+                Directory.Delete(replaced, recursive: true);
+            }
+            _files.Rename(target, replaced);
+            _files.SyncDirectory(appDir);
         }
-        _files.Rename(staging, target);
+        _files.Rename(replacing, target);
         _files.SyncDirectory(appDir);
-        if (damaged is not null)
+        if (Directory.Exists(replaced))
         {
-            Directory.Delete(damaged, recursive: true);
+            Directory.Delete(replaced, recursive: true);
             _files.SyncDirectory(appDir);
         }
     }
@@ -138,14 +233,17 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
         ValidateSegment(name, "application name");
         ValidateSegment(version, "application version");
         var target = Path.Combine(Root, name, version);
-        if (Directory.Exists(target))
+        lock (_gate)
         {
-            return;
+            if (Directory.Exists(target))
+            {
+                return;
+            }
+            var staging = Path.Combine(Root, name, $"{StagingPrefix}{version}-{Guid.NewGuid():N}");
+            CopyTree(sourceTree, staging);
+            _files.Rename(staging, target);
+            _files.SyncDirectory(Path.Combine(Root, name));
         }
-        var staging = Path.Combine(Root, name, $".staging-{version}-{Guid.NewGuid():N}");
-        CopyTree(sourceTree, staging);
-        _files.Rename(staging, target);
-        _files.SyncDirectory(Path.Combine(Root, name));
     }
 
     /// <summary>Points NAME/current at VERSION with a single rename, so a power cut leaves old or new, never neither.</summary>
