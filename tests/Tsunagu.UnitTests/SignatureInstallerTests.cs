@@ -45,8 +45,9 @@ public class SignatureInstallerTests
     private string Target => Path.Combine(_env.SignatureDirectory, "tsunagu.ndb");
     private string[] Staging() => Directory.GetDirectories(Path.GetDirectoryName(_env.SignatureDirectory)!, ".clamav-staging-*");
 
-    private SignatureInstaller Installer(RecordingRunner? runner = null, ServiceEnvironment? env = null, Func<string, long>? free = null) =>
-        new(env ?? _env, runner ?? new RecordingRunner(), _time, _log.Add)
+    private SignatureInstaller Installer(RecordingRunner? runner = null, ServiceEnvironment? env = null, Func<string, long>? free = null,
+        Tsunagu.Hal.Storage.IDurableFileSystem? files = null) =>
+        new(env ?? _env, runner ?? new RecordingRunner(), _time, _log.Add, files)
         {
             ReloadTimeout = TimeSpan.FromSeconds(30),
             FreeBytes = free ?? (_ => 1L << 40),
@@ -122,6 +123,55 @@ public class SignatureInstallerTests
         Assert.That(clamd.Reloads, Is.EqualTo(2), "clamd loads the previous set again");
         Assert.That(_log, Has.Some.Contains("clamd reloaded the previous 1 signatures"));
         Assert.That(Staging(), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_restore_whose_reload_clamd_never_answers_ends_by_its_own_timeout_with_the_previous_database_back()
+    {
+        // the new set fails to load; the restore's RELOAD then meets a clamd that accepts and never answers
+        using var clamd = new FakeClamd(_env.ClamdSocket,
+            reload => File.AppendAllText(LogFile, "ERROR: reload_th: Database load failed: Malformed database\nWARNING: Database reload failed, keeping the previous instance\n"),
+            answers: reload => reload == 1);
+        var installer = Installer();
+        var install = installer.InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
+        await Drive(install);
+        var e = Assert.ThrowsAsync<SignatureInstallException>(() => install);
+        Assert.That(e!.Message, Does.Contain("clamd failed to reload its database"), "the refusal of the new set is what the caller hears");
+        Assert.That(clamd.Reloads, Is.EqualTo(2), "the restore sent its RELOAD");
+        Assert.That(_log, Has.Some.Contains($"reloading the previous signatures failed too: signature database 'tsunagu.ndb': clamd did not answer RELOAD within {installer.ReloadAnswerTimeout.TotalSeconds:0} s"));
+        Assert.That(File.ReadAllBytes(Target), Is.EqualTo(Old), "the previous database is back");
+        Assert.That(Staging(), Is.Empty);
+    }
+
+    /// <summary>The real file system, recording renames and directory syncs in order.</summary>
+    private sealed class Recording : Tsunagu.Hal.Storage.IDurableFileSystem
+    {
+        private static readonly Tsunagu.Hal.Storage.IDurableFileSystem Real = Tsunagu.Hal.Storage.PosixFileSystem.Instance;
+        public List<string> Calls { get; } = [];
+        public bool FileExists(string path) => Real.FileExists(path);
+        public Stream OpenFile(string path) => Real.OpenFile(path);
+        public void SyncFile(string path) { Calls.Add($"fsync {path}"); Real.SyncFile(path); }
+        public void CreateSymbolicLink(string path, string target) => Real.CreateSymbolicLink(path, target);
+        public void Rename(string source, string destination) { Calls.Add($"rename {source} {destination}"); Real.Rename(source, destination); }
+        public void DeleteFile(string path) => Real.DeleteFile(path);
+        public void SyncDirectory(string path) { Calls.Add($"fsync-dir {path}"); Real.SyncDirectory(path); }
+    }
+
+    [Test]
+    public async Task The_previous_database_kept_aside_is_synced_in_its_directory_before_the_new_one_takes_its_name()
+    {
+        using var clamd = new FakeClamd(_env.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\n"));
+        var files = new Recording();
+        var install = Installer(files: files).InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
+        await Drive(install);
+        await install;
+        var calls = files.Calls;
+        var setAside = calls.FindIndex(c => c.StartsWith($"rename {Target} ", StringComparison.Ordinal));
+        var renamedIn = calls.FindIndex(c => c.StartsWith("rename ", StringComparison.Ordinal) && c.EndsWith(" " + Target, StringComparison.Ordinal));
+        Assert.That(setAside, Is.Not.Negative, string.Join("\n", calls));
+        var staging = Path.GetDirectoryName(calls[setAside].Split(' ')[2])!;
+        Assert.That(calls.IndexOf($"fsync-dir {staging}", setAside), Is.InRange(setAside + 1, renamedIn - 1), string.Join("\n", calls));
+        Assert.That(File.ReadAllBytes(Target), Is.EqualTo(New));
     }
 
     [Test]
@@ -259,7 +309,8 @@ public class SignatureInstallerTests
         private readonly Task _loop;
         private int _reloads;
 
-        public FakeClamd(string path, Action<int> onReload)
+        /// <param name="answers">Whether clamd answers the RELOAD of that number (from 1); one it does not answer holds the connection open without a word.</param>
+        public FakeClamd(string path, Action<int> onReload, Func<int, bool>? answers = null)
         {
             _listener.Bind(new UnixDomainSocketEndPoint(path));
             _listener.Listen(8);
@@ -282,6 +333,11 @@ public class SignatureInstallerTests
                         }
                         Assert.That(Encoding.ASCII.GetString([.. request]), Is.EqualTo("zRELOAD\0"));
                         var number = Interlocked.Increment(ref _reloads);
+                        if (answers is not null && !answers(number))
+                        {
+                            try { await Task.Delay(Timeout.Infinite, _stop.Token); }
+                            catch (OperationCanceledException) { return; }
+                        }
                         await client.SendAsync("RELOADING\0"u8.ToArray(), SocketFlags.None);
                         onReload(number);
                     }

@@ -125,8 +125,9 @@ public partial class UpdaterTests
 
     private BundleInstaller Installer(IBundleSource source, Func<CancellationToken, Task<HealthReading>>? health = null, Action<string>? checkpoint = null,
         UpdateOptions? options = null, TimeProvider? time = null, Func<Tsunagu.Firmware.Supervision.TimeReading>? trustedNow = null,
-        ISignatureDatabases? signatures = null) => new(new UpdateEnvironment
+        ISignatureDatabases? signatures = null, Tsunagu.Hal.Storage.IDurableFileSystem? files = null) => new(new UpdateEnvironment
         {
+            Files = files ?? Tsunagu.Hal.Storage.PosixFileSystem.Instance,
             Signatures = signatures,
             Time = time ?? TimeProvider.System,
             TrustedNow = trustedNow,
@@ -218,6 +219,43 @@ public partial class UpdaterTests
         Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Does.Contain("New.Main"));
         Assert.That(_apps.Current()["firewall"], Is.EqualTo("1.1.0"));
         Assert.That(Directory.Exists(Path.Combine(_dir, "data", "tmp", "sigs-7")), Is.False, "work directory (and the kept copies) removed");
+    }
+
+    /// <summary>The real file system, noting each sync with the number of signature installs done when it happened.</summary>
+    private sealed class SyncOrder(FakeSignatures signatures) : Tsunagu.Hal.Storage.IDurableFileSystem
+    {
+        private static readonly Tsunagu.Hal.Storage.IDurableFileSystem Real = Tsunagu.Hal.Storage.PosixFileSystem.Instance;
+        public List<(string Call, int InstallsBefore)> Calls { get; } = [];
+        public bool FileExists(string path) => Real.FileExists(path);
+        public Stream OpenFile(string path) => Real.OpenFile(path);
+        public void SyncFile(string path) { Calls.Add(($"fsync {path}", signatures.Calls.Count)); Real.SyncFile(path); }
+        public void CreateSymbolicLink(string path, string target) => Real.CreateSymbolicLink(path, target);
+        public void Rename(string source, string destination) => Real.Rename(source, destination);
+        public void DeleteFile(string path) => Real.DeleteFile(path);
+        public void SyncDirectory(string path) { Calls.Add(($"fsync-dir {path}", signatures.Calls.Count)); Real.SyncDirectory(path); }
+    }
+
+    [Test]
+    public async Task The_kept_copy_of_a_replaced_signature_database_is_synced_with_its_directory_before_the_new_one_is_installed()
+    {
+        var clamav = Path.Combine(_dir, "clamav");
+        Directory.CreateDirectory(clamav);
+        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var signatures = new FakeSignatures(clamav);
+        var files = new SyncOrder(signatures);
+        var b = await SignatureBundleAsync();
+        var kept = new List<string>();
+        var result = await Installer(new MemorySource(b.Bytes), signatures: signatures, files: files, checkpoint: point =>
+        {
+            // what the rollback would install again, as it is when the switch begins
+            if (point == "switching") { kept.AddRange(Directory.GetFiles(Path.Combine(_dir, "data", "tmp", "sigs-7"), "*", SearchOption.AllDirectories)); }
+        }).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        kept.RemoveAll(f => !f.Contains("signatures-previous", StringComparison.Ordinal));
+        var copy = kept.Single(f => f.EndsWith("main.ndb", StringComparison.Ordinal));
+        Assert.That(files.Calls, Does.Contain(($"fsync {copy}", 0)), "the copy's bytes are durable before any database is installed\n" + string.Join("\n", files.Calls));
+        Assert.That(files.Calls, Does.Contain(($"fsync-dir {Path.GetDirectoryName(copy)}", 0)), "and its name too\n" + string.Join("\n", files.Calls));
+        Assert.That(kept, Has.Count.EqualTo(1), "only the replaced database is kept (daily-7.hdb is new)");
     }
 
     [Test]

@@ -56,6 +56,12 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
     public TimeSpan ReloadTimeout { get; init; } = ServiceCatalog.SignatureLoadTimeout;
 
     /// <summary>
+    /// How long clamd may take to answer RELOAD on its socket (it answers before it loads anything): every RELOAD, the
+    /// restore's included, which runs without the caller's token, ends by then.
+    /// </summary>
+    public TimeSpan ReloadAnswerTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
     /// Whether clamd runs now (the configuration in force enables virus checking: <see cref="ServiceRenderer.VirusScanRuns"/>).
     /// When it does not, a database is checked alone by `clamscan` (clamd holds no memory then), placed, and loaded by
     /// clamd when virus checking is turned on; nothing is reloaded.
@@ -124,7 +130,12 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
 
             var cursor = new ClamdLogCursor(ClamdLog);
             replaced = File.Exists(target);
-            if (replaced) { _files.Rename(target, previous); }
+            if (replaced)
+            {
+                // the kept previous database is durable in staging before the new one takes its name
+                _files.Rename(target, previous);
+                _files.SyncDirectory(staging);
+            }
             _files.Rename(staged, target);
             placed = true;
             _files.SyncDirectory(directory);
@@ -294,13 +305,21 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
     /// <returns>How many signatures clamd loaded.</returns>
     private async Task<long> ReloadAsync(string name, ClamdLogCursor cursor, CancellationToken ct)
     {
-        try
+        using (var answer = new CancellationTokenSource(ReloadAnswerTimeout, time))
+        using (var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, answer.Token))
         {
-            await ClamdControl.ReloadAsync(env.ClamdSocket, ct);
-        }
-        catch (ClamdException e)
-        {
-            throw new SignatureInstallException(name, $"clamd did not take the reload: {e.Message}", e);
+            try
+            {
+                await ClamdControl.ReloadAsync(env.ClamdSocket, linked.Token);
+            }
+            catch (ClamdException e)
+            {
+                throw new SignatureInstallException(name, $"clamd did not take the reload: {e.Message}", e);
+            }
+            catch (OperationCanceledException e) when (answer.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                throw new SignatureInstallException(name, $"clamd did not answer RELOAD within {ReloadAnswerTimeout.TotalSeconds:0} s", e);
+            }
         }
         var deadline = time.GetUtcNow() + ReloadTimeout;
         while (true)

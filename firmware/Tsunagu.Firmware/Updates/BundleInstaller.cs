@@ -41,6 +41,9 @@ public sealed class UpdateEnvironment
     /// <summary>Fault injection: called at each named point of an install; an exception thrown here acts as a power cut.</summary>
     public Action<string>? Checkpoint { get; init; }
 
+    /// <summary>How the install makes what it keeps durable (the copies of replaced signature databases); the real file system unless a test records it.</summary>
+    public Tsunagu.Hal.Storage.IDurableFileSystem Files { get; init; } = Tsunagu.Hal.Storage.PosixFileSystem.Instance;
+
     /// <summary>clamd's signature databases (<see cref="Services.SignatureInstaller"/>); null: this unit runs no virus checking.</summary>
     public ISignatureDatabases? Signatures { get; init; }
 }

@@ -25,7 +25,12 @@ internal sealed class ExtractPhase : IUpdatePhase
             if (Directory.Exists(tree)) { Directory.Delete(tree, recursive: true); }
             await ExtractTreeAsync(Path.Combine(payloadDir, p.Name), tree, p.Name, ct);
             // the tar's digest is signed, and so is each file's: the tree must be exactly the files the manifest lists
-            if (AppIntegrity.Compare(tree, p.Files ?? []) is { } problem)
+            if (p.Files is null)
+            {
+                run.Env.Log($"update {j.UpdateId}: payload {p.Name} lists no file digests (a bundle built before file lists); " +
+                            "its tree is checked from now on against the list of what its verified tar unpacked");
+            }
+            else if (AppIntegrity.Compare(tree, p.Files) is { } problem)
             {
                 throw new BundleCheckException(BundleCheck.Manifest, $"payload {p.Name}: its tree does not match its signed files: {problem}");
             }
@@ -41,7 +46,9 @@ internal sealed class ExtractPhase : IUpdatePhase
     /// <summary>
     /// For each signatures step: refuses the bundle on a unit without virus checking (before anything changed), and keeps a
     /// copy of the database it replaces in `signatures-previous/` of the work directory, which the rollback installs again
-    /// (a database the bundle adds has no copy: the rollback removes it).
+    /// (a database the bundle adds has no copy: the rollback removes it). Each copy and the directory holding it are
+    /// synced here, before the switch renames the new database in: a power cut after that rename still finds a whole copy
+    /// for the rollback.
     /// </summary>
     private static void KeepPreviousSignatures(UpdateRun run, PendingUpdate j, BundleManifest m)
     {
@@ -52,13 +59,18 @@ internal sealed class ExtractPhase : IUpdatePhase
         var kept = run.PreviousSignaturesDirectory(j.UpdateId);
         if (Directory.Exists(kept)) { Directory.Delete(kept, recursive: true); }
         Directory.CreateDirectory(kept);
+        var files = run.Env.Files;
         foreach (var step in steps)
         {
             if (databases.Installed(step.Payload) is { } installed)
             {
-                File.Copy(installed, Path.Combine(kept, step.Payload));
+                var copy = Path.Combine(kept, step.Payload);
+                File.Copy(installed, copy);
+                files.SyncFile(copy);
             }
         }
+        files.SyncDirectory(kept);
+        files.SyncDirectory(Path.GetDirectoryName(kept)!);
     }
 
     private static async Task ExtractPayloadsAsync(UpdateRun run, PendingUpdate j, BundleManifest m, string payloadDir, CancellationToken ct)
