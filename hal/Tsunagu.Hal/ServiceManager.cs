@@ -232,10 +232,11 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
             }
             foreach (var probe in entry.Spec.Ready.Concat(entry.Spec.Probes))
             {
-                var result = await Run(name, ServiceStep.Probe, probe, _options.CommandTimeout, cancellationToken);
-                if (!result.Succeeded)
+                // a probe that cannot be run or does not finish in time is a failed probe, as a configure or ready attempt is
+                var (succeeded, failure) = await AttemptAsync(name, ServiceStep.Probe, probe, _options.CommandTimeout, cancellationToken);
+                if (!succeeded)
                 {
-                    problems.Add($"{name}: probe `{probe}` failed (exit {result.ExitCode}): {result.Diagnostic()}");
+                    problems.Add($"{name}: probe `{probe}` failed {failure}");
                 }
             }
         }
@@ -387,7 +388,7 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
     }
 
     /// <summary>
-    /// One attempt of a configure or ready command: whether it succeeded, and how it failed. A command that cannot be run
+    /// One attempt of a configure, ready or probe command: whether it succeeded, and how it failed. A command that cannot be run
     /// or does not finish within its timeout (<see cref="CommandException"/>) is a failed attempt like one that exits
     /// non-zero: the wait goes on to its deadline and then fails with a <see cref="ServiceException"/>.
     /// </summary>
@@ -434,6 +435,14 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
     }
 
     /// <summary>
+    /// Crash restarts in progress: daemons whose exit was seen and whose watcher has not settled yet (waiting to restart,
+    /// restarting, waiting for the new daemon to get ready). Zero: nothing starts a daemon until one exits or an apply runs.
+    /// </summary>
+    public int RestartsInProgress => Volatile.Read(ref _restartsInProgress);
+
+    private int _restartsInProgress;
+
+    /// <summary>
     /// Restarts a daemon that exited on its own. <paramref name="generation"/> tells an exit we caused (stop, restart)
     /// from a crash. The restarted daemon's set-up and start run with the gate held, but its wait for readiness (up to
     /// its ready timeout: minutes for clamd) does not: applies, status and health checks go on meanwhile, and an apply
@@ -446,6 +455,20 @@ public class ServiceManager(IServiceProcesses processes, ServiceManagerOptions? 
         int code;
         try { code = await process.Exited.WaitAsync(_disposed.Token); }
         catch (OperationCanceledException) { return; }
+        Interlocked.Increment(ref _restartsInProgress);
+        try
+        {
+            await RestartAsync(entry, process, generation, code);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _restartsInProgress);
+        }
+    }
+
+    /// <summary>What <see cref="WatchAsync"/> does once the daemon exited: the restart policy (delay, restart, crash loop).</summary>
+    private async Task RestartAsync(Entry entry, IRunningCommand process, int generation, int code)
+    {
         var failure = $"exited with {code}: {Tail(process.RecentOutput())}";
         var crashed = true;
         while (true)

@@ -81,7 +81,10 @@ public interface IServiceManager
     /// <exception cref="ServiceException">Some services failed (the first is named; the message lists all); every other service was applied.</exception>
     Task<ServiceChanges> RestoreAsync(IReadOnlyList<ServiceSpec> services, CancellationToken cancellationToken);
 
-    /// <summary>Lets the services settle, then lists what is wrong (empty: healthy).</summary>
+    /// <summary>
+    /// Lets the services settle, then lists what is wrong (empty: healthy). A probe that fails, cannot be run or does not
+    /// finish within its timeout is one problem in the list, never an exception.
+    /// </summary>
     Task<IReadOnlyList<string>> CheckHealthAsync(CancellationToken cancellationToken);
 
     IReadOnlyList<ServiceStatus> Status();

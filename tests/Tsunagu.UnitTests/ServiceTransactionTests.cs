@@ -52,6 +52,30 @@ public class ServiceTransactionTests
     }
 
     [Test]
+    public async Task At_boot_every_service_is_started_even_when_one_before_others_does_not_start_and_the_failure_is_reported()
+    {
+        using (var applier = NewApplier())
+        {
+            await applier.StartAsync(CancellationToken.None);
+            await applier.ApplyAsync(1, Config(8080), CancellationToken.None);
+        }
+        // the restart: a fresh manager; the VPN (between DNS and the cache) does not take its configuration
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.Zero, HealthSettle = TimeSpan.Zero });
+        _manager.Processes.RefuseConfigure.Add("wireguard");
+        _log.Clear();
+        using var booted = NewApplier();
+        var e = Assert.ThrowsAsync<ServiceException>(() => booted.StartAsync(CancellationToken.None));
+        Assert.That(e!.Service, Is.EqualTo("wireguard"));
+        Assert.That(e.Message, Does.Contain("configure `wg setconf"));
+        Assert.That(_manager.Events, Is.EqualTo(new[] { "start firewall", "start lan", "start dnsmasq", "start wireguard", "start squid" }), "every service was tried, in order");
+        Assert.That(_manager.Running, Does.Contain("squid"), "the service after the failing one runs");
+        Assert.That(_manager.Status().Single(s => s.Name == "wireguard").LastError, Does.Contain("configure `wg setconf"));
+        Assert.That(_manager.Status().Where(s => s.Name != "wireguard").Select(s => s.LastError), Is.All.Null, "every other service started");
+        Assert.That(_log, Has.Some.Contains("services: revision 1 started, but not every service: wireguard"));
+        Assert.That(booted.CurrentRevision(), Is.EqualTo(1), "the revision stays in force");
+    }
+
+    [Test]
     public async Task Only_the_service_whose_configuration_changed_is_reloaded()
     {
         using var applier = NewApplier();

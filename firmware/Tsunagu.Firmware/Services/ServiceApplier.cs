@@ -91,6 +91,7 @@ public sealed class ServiceApplier : IDisposable
                 _store.Delete(StateKeys.ServiceTransaction);
             }
             var pending = Pending;
+            ServiceException? failed = null;
             if (pending is not null && pending.Deadline <= _time.GetUtcNow())
             {
                 await RevertLockedAsync(pending, $"the host was not reached by {pending.Deadline:u} (deadline passed while the unit was down)", ct);
@@ -98,14 +99,28 @@ public sealed class ServiceApplier : IDisposable
             }
             else
             {
-                var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
-                _log($"services: revision {Show(CurrentRevision())} started: {changes}");
+                try
+                {
+                    // every service is tried: one that does not start does not keep the ones after it (the firewall, DNS) down
+                    var changes = await _manager.RestoreAsync(SpecsForCurrent(), ct);
+                    _log($"services: revision {Show(CurrentRevision())} started: {changes}");
+                }
+                catch (ServiceException e)
+                {
+                    _log($"services: revision {Show(CurrentRevision())} started, but not every service: {e.Message}");
+                    failed = e;
+                }
             }
             if (pending is not null)
             {
                 ArmTimer(pending);
             }
             CleanUp();
+            if (failed is not null)
+            {
+                // the confirm timer is armed and the rest runs: the caller hears of every service that did not start
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failed);
+            }
         }
         finally
         {

@@ -177,7 +177,8 @@ public class ServiceManagerTests
         Assert.That(changes.Restarted, Is.EqualTo(new[] { "clamd" }));
         Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(3));
         time.Advance(TimeSpan.FromMinutes(10));
-        await Task.Delay(50);
+        // settled: the abandoned restart has ended (no crash restart in progress); only a crash or an apply starts a daemon now
+        await Until(() => manager.RestartsInProgress == 0);
         Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(3), "the cancelled restart did not start another daemon");
         Assert.That(StateOf(manager, "clamd"), Is.EqualTo(new ServiceStatus("clamd", ServiceState.Running, "2", 1, null)));
         Assert.That(await manager.CheckHealthAsync(CancellationToken.None), Is.Empty);
@@ -212,8 +213,10 @@ public class ServiceManagerTests
         Assert.That(state.LastError, Does.Contain("not ready within 180 s"));
         Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(1 + options.CrashLimit), "the first daemon and CrashLimit restarts, no more");
         Assert.That(state.Restarts, Is.EqualTo(options.CrashLimit));
+        // the watcher that decided the crash loop has ended: nothing is waiting to restart it, however long the clock runs
+        await Until(() => manager.RestartsInProgress == 0);
         time.Advance(TimeSpan.FromHours(1));
-        await Task.Delay(50);
+        Assert.That(manager.RestartsInProgress, Is.Zero, "no restart began");
         Assert.That(manager.Processes.Started("clamd"), Is.EqualTo(1 + options.CrashLimit), "left stopped");
         Assert.That(manager.Status().Single().State, Is.EqualTo(ServiceState.CrashLoop));
         lock (log) { Assert.That(log, Has.Some.Contains("restarts in a row did not get ready; left stopped")); }
@@ -314,8 +317,11 @@ public class ServiceManagerTests
         public TaskCompletionSource? HoldStop { get; set; }
         public TaskCompletionSource StopEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+        /// <summary>Services whose probes (health check) do not finish within their timeout.</summary>
+        public System.Collections.Concurrent.ConcurrentDictionary<string, bool> HangProbes { get; } = new(StringComparer.Ordinal);
+
         public Task<CommandResult> RunAsync(string service, ServiceStep step, CommandLine command, CommandOptions options, CancellationToken cancellationToken) =>
-            step == ServiceStep.Configure && Hang.ContainsKey(service)
+            (step == ServiceStep.Configure && Hang.ContainsKey(service)) || (step == ServiceStep.Probe && HangProbes.ContainsKey(service))
                 ? throw new CommandException($"`{command}` did not finish within {options.Timeout.TotalSeconds:0.#} s; its process group was killed", command, isTransient: true)
                 : Inner.RunAsync(service, step, command, options, cancellationToken);
 
@@ -340,6 +346,26 @@ public class ServiceManagerTests
 
             public ValueTask DisposeAsync() => inner.DisposeAsync();
         }
+    }
+
+    [Test]
+    public async Task A_probe_that_does_not_finish_in_time_is_a_failed_probe_and_the_other_services_are_still_probed()
+    {
+        var processes = new HangingProcesses();
+        await using var manager = new ServiceManager(processes, new ServiceManagerOptions { HealthSettle = TimeSpan.Zero }, new FakeTimeProvider(Start));
+        await manager.ApplyAsync([Firewall("1"), Dns("1"), Engine("1")], CancellationToken.None);
+        processes.HangProbes["dnsmasq"] = true;
+        var before = processes.Inner.Calls().Count;
+        IReadOnlyList<string>? problems = null;
+        Assert.DoesNotThrowAsync(async () => problems = await manager.CheckHealthAsync(CancellationToken.None), "a probe timeout is not an exception of the check");
+        Assert.That(problems, Has.Count.EqualTo(1));
+        Assert.That(problems![0], Does.StartWith("dnsmasq: probe `dnsmasq-ctl ping` failed (").And.Contain("did not finish within"));
+        Assert.That(processes.Inner.Calls().Skip(before), Is.EqualTo(new[] { "probe clamd" }), "the service after the hung probe was still probed");
+
+        // cancelled by the caller: the check ends with the cancellation, not with a list
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        Assert.CatchAsync<OperationCanceledException>(() => manager.CheckHealthAsync(cancelled.Token));
     }
 
     [Test]
