@@ -454,5 +454,15 @@ public class RolloutFleetTests(string kind)
         Assert.That(refused.Message, Does.Contain("group lab's maintenance window 22:00-03:00 never overlaps").And.Contain("rollout lab-p3").And.Contain("nothing was changed"));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused window changed the database");
         Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("sun,sat 03:30-06:00"));
+
+        // and so is a change of the update policy that moves its maintenance window away from the group's
+        refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy",
+            UpdatePolicy.Default with { MaintenanceStartHour = 1, MaintenanceEndHour = 2 }, CancellationToken.None))!;
+        Assert.That(refused.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain("group lab's maintenance window sun,sat 03:30-06:00 never overlaps the update policy's maintenance window 01:00-02:00")
+            .And.Contain("nothing was changed"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused policy changed the database");
+        await client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy", UpdatePolicy.Default with { MaintenanceStartHour = 5, MaintenanceEndHour = 6 }, CancellationToken.None);
+        Assert.That(PolicySettings.Get(server.Store).MaintenanceStartHour, Is.EqualTo(5), "hours that meet the group's window are stored");
     }
 }
