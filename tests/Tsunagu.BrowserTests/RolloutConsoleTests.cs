@@ -93,4 +93,72 @@ public class RolloutConsoleTests
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "a completed rollout"), Is.Empty);
         await browser.ScreenshotAsync("console-rollout");
     }
+
+    [Test]
+    public async Task A_group_window_is_set_and_cleared_on_the_groups_page_with_the_apis_rules()
+    {
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        var units = await server.AddUnitsAsync(2);
+        using (var client = server.Operator())
+        {
+            // a running rollout of the group whose update (importance 3) waits for the policy's low-utilisation window 02:00-05:00
+            var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+            foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+            await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
+            await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
+            await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
+                new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]), CancellationToken.None);
+        }
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await ConsoleTests.LogInOperatorAsync(page);
+        await page.GetByRole(AriaRole.Link, new() { Name = "Groups", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
+        int Windows() => server.Store.ListAudit(1000, target: "lab").Count(a => a.Action == "group.window");
+        var audits = Windows();
+
+        // a window the rollout's update could never be offered in: refused (409) with why, nothing changed, what was typed kept
+        await page.GetByLabel("Group", new() { Exact = true }).SelectOptionAsync("lab");
+        await page.GetByLabel("Window", new() { Exact = true }).FillAsync("mon-fri 06:00-08:00");
+        var refused = await page.RunAndWaitForResponseAsync(() => page.GetByRole(AriaRole.Button, new() { Name = "Set window" }).ClickAsync(),
+            r => r.Request.Method == "POST");
+        Assert.That(refused.Status, Is.EqualTo(409));
+        await Expect(page.Locator("#group-error")).ToContainTextAsync(
+            "Nothing was changed: group lab's maintenance window mon,tue,wed,thu,fri 06:00-08:00 never overlaps the update policy's low-utilisation window 02:00-05:00");
+        await Expect(page.Locator("#group-error")).ToContainTextAsync("rollout lab-p3");
+        await Expect(page.GetByLabel("Window", new() { Exact = true })).ToHaveValueAsync("mon-fri 06:00-08:00");
+        await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
+        Assert.That((server.Store.GetGroup("lab")!.MaintenanceWindow, Windows()), Is.EqualTo(((string?)null, audits)));
+        Assert.That(await AccessibilityTests.ViolationsAsync(page, "groups with a refused window"), Is.Empty);
+
+        // not the grammar (a control character, an hour past 23): 400, nothing changed
+        foreach (var bad in new[] { "mon 01:00-05:00\u0007", "25:00-01:00", "<script>alert(1)</script>" })
+        {
+            await page.GetByLabel("Window", new() { Exact = true }).FillAsync(bad);
+            var response = await page.RunAndWaitForResponseAsync(() => page.GetByRole(AriaRole.Button, new() { Name = "Set window" }).ClickAsync(),
+                r => r.Request.Method == "POST");
+            Assert.That(response.Status, Is.EqualTo(400), bad);
+            await Expect(page.Locator("#group-error")).ToContainTextAsync("Nothing was changed: window: HH:MM-HH:MM");
+            Assert.That(await page.Locator("script:has-text('alert(1)')").CountAsync(), Is.Zero, "the input is shown as text, never as markup");
+        }
+        Assert.That((server.Store.GetGroup("lab")!.MaintenanceWindow, Windows()), Is.EqualTo(((string?)null, audits)));
+
+        // one that meets the policy's window: set, shown, audited
+        await page.GetByLabel("Window", new() { Exact = true }).FillAsync("Mon-Fri 01:00-05:00");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Set window" }).ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Group lab: maintenance window mon,tue,wed,thu,fri 01:00-05:00.");
+        await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("mon,tue,wed,thu,fri 01:00-05:00");
+        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+        Assert.That(Windows(), Is.EqualTo(audits + 1));
+        Assert.That(await AccessibilityTests.ViolationsAsync(page, "groups with a window"), Is.Empty);
+
+        // and cleared
+        await page.GetByLabel("Group", new() { Exact = true }).SelectOptionAsync("lab");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Clear window" }).ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Group lab: no maintenance window.");
+        await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
+        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.Null);
+        Assert.That(server.Store.ListAudit(1000, target: "lab").Where(a => a.Action == "group.window").Select(a => (a.Action, a.Detail)), Is.EqualTo(new[] { ("group.window", "none"), ("group.window", "mon,tue,wed,thu,fri 01:00-05:00") }));
+    }
 }

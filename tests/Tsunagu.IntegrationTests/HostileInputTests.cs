@@ -88,9 +88,13 @@ public class HostileInputTests
 
     private static StringContent Json(string json) => new(json, Encoding.UTF8, "application/json");
 
-    /// <summary>Every table of the server's SQLite database, rows in order, as one digest; columns that only say "seen" are left out.</summary>
+    /// <summary>
+    /// Every table of the server's database, rows in order (PostgreSQL: rows sorted, it has no row order), as one digest;
+    /// columns that only say "seen" are left out.
+    /// </summary>
     internal static string Snapshot(TestServer server)
     {
+        if (server.Store.Database.Kind == Tsunagu.Server.Data.DatabaseKind.Postgres) { return PostgresSnapshot(server); }
         var path = Path.Combine(server.Root, "server", "tsunagu.db");
         using var c = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadOnly, Pooling = false }.ToString());
         c.Open();
@@ -116,6 +120,38 @@ public class HostileInputTests
                     sha.AppendData(Encoding.UTF8.GetBytes($"{r.GetName(i)}={(r.IsDBNull(i) ? "∅" : Convert.ToString(r.GetValue(i), System.Globalization.CultureInfo.InvariantCulture))};"));
                 }
             }
+        }
+        return Convert.ToHexString(sha.GetHashAndReset());
+    }
+
+    private static string PostgresSnapshot(TestServer server)
+    {
+        using var c = server.Store.Database.Open();
+        var tables = new List<string>();
+        using (var list = c.CreateCommand())
+        {
+            list.CommandText = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name";
+            using var r = list.ExecuteReader();
+            while (r.Read()) { tables.Add(r.GetString(0)); }
+        }
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var table in tables)
+        {
+            using var select = c.CreateCommand();
+            select.CommandText = $"SELECT * FROM \"{table}\"";
+            using var r = select.ExecuteReader();
+            var rows = new List<string>();
+            while (r.Read())
+            {
+                var row = new StringBuilder();
+                for (var i = 0; i < r.FieldCount; i++)
+                {
+                    if (r.GetName(i) is "last_seen" or "online" or "presence_at") { continue; }
+                    row.Append($"{r.GetName(i)}={(r.IsDBNull(i) ? "∅" : Convert.ToString(r.GetValue(i), System.Globalization.CultureInfo.InvariantCulture))};");
+                }
+                rows.Add(row.ToString());
+            }
+            sha.AppendData(Encoding.UTF8.GetBytes($"\n{table}:" + string.Join("\n", rows.Order(StringComparer.Ordinal))));
         }
         return Convert.ToHexString(sha.GetHashAndReset());
     }

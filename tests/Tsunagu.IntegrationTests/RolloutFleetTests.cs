@@ -17,18 +17,29 @@ namespace Tsunagu.IntegrationTests;
 /// A staged rollout with the real server, broker and supervisors of a simulated fleet: units of the first wave fail
 /// their health check after installing (the host refuses their health probe), the error threshold pauses the rollout,
 /// and no unit of a wave that was not open ever installs or even reports an install, although every unit is then
-/// made to check (the operator's forced check) while the rollout is paused.
+/// made to check (the operator's forced check) while the rollout is paused. Every case runs on SQLite and on PostgreSQL.
 /// </summary>
+[TestFixture("sqlite")]
+[TestFixture("postgres")]
 [NonParallelizable]
-public class RolloutFleetTests
+public class RolloutFleetTests(string kind)
 {
     private static readonly JsonSerializerOptions Json = JsonSerializerOptions.Web;
 
     [SetUp]
-    public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
+    public void SetUp() => TestServer.DatabaseKind.Value = kind;
 
     [TearDown]
     public void TearDown() => TestServer.Configure.Value = null;
+
+    /// <summary>The test server on this fixture's database (checked: the kind is set for the test in <see cref="SetUp"/>).</summary>
+    private async Task<TestServer> StartAsync(SupervisorOptions? options = null)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        var server = await TestServer.StartAsync(options);
+        Assert.That(server.Store.Database.Kind, Is.EqualTo(kind == "postgres" ? DatabaseKind.Postgres : DatabaseKind.Sqlite), "the server runs on the fixture's database");
+        return server;
+    }
 
     /// <summary>A network in front of a unit that, while <see cref="Failing"/>, answers its health probe (GET /healthz) with 403: a software fault.</summary>
     private sealed class FailingHealth(INetworkAccess inner) : INetworkAccess
@@ -56,7 +67,7 @@ public class RolloutFleetTests
     public async Task Failures_in_the_first_wave_pause_the_rollout_and_no_unit_beyond_the_open_waves_installs()
     {
         TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        await using var server = await StartAsync(TestServer.FastUpdateOptions);
         using var client = server.Operator();
         const int count = 12;
         var networks = new Dictionary<string, FailingHealth>();
@@ -148,7 +159,7 @@ public class RolloutFleetTests
     public async Task An_abort_that_reverts_takes_the_moved_units_back_by_the_update_program_and_leaves_the_rest()
     {
         TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        await using var server = await StartAsync(TestServer.FastUpdateOptions);
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(4);
         server.Fleet.StartAll();
@@ -196,13 +207,11 @@ public class RolloutFleetTests
         Assert.That(server.Store.ListAudit(100).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
     }
 
-    [TestCase("sqlite")]
-    [TestCase("postgres")]
-    public async Task An_error_threshold_with_revert_aborts_and_takes_each_moved_unit_back_once_while_failed_units_stay_back(string kind)
+    [Test]
+    public async Task An_error_threshold_with_revert_aborts_and_takes_each_moved_unit_back_once_while_failed_units_stay_back()
     {
-        TestServer.DatabaseKind.Value = kind;
         TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        await using var server = await StartAsync(TestServer.FastUpdateOptions);
         using var client = server.Operator();
         const int count = 8;
         var networks = new Dictionary<string, FailingHealth>();
@@ -273,7 +282,7 @@ public class RolloutFleetTests
     public async Task A_way_back_is_taken_only_by_a_target_or_the_open_wave_of_a_rollout_that_holds_it()
     {
         TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        await using var server = await StartAsync(TestServer.FastUpdateOptions);
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(3);
         var macs = units.Select(u => u.Mac).Order().ToList();
@@ -323,7 +332,7 @@ public class RolloutFleetTests
     [Test]
     public async Task Hostile_tags_groups_and_rollouts_are_refused_with_400_and_change_nothing()
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await StartAsync();
         using var client = server.Operator();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         var before = HostileInputTests.Snapshot(server);
@@ -413,5 +422,47 @@ public class RolloutFleetTests
         Assert.That(server.Store.ListAudit(50).Single(a => a.Action == "group.window").Detail, Is.EqualTo("sun,sat 22:00-06:00"));
         var created = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("nightly", null, new GroupFilter(), "01:00-05:00"));
         Assert.That(created.Window, Is.EqualTo("01:00-05:00"));
+    }
+
+    [Test]
+    public async Task A_group_window_a_rollout_could_never_use_is_a_409_problem_naming_the_group_the_window_and_the_policy()
+    {
+        await using var server = await StartAsync();
+        using var client = server.Operator();
+        var units = await server.AddUnitsAsync(2);
+        var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 2); // waits for the policy's maintenance window 03:00-04:00
+        await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2), "sat,sun 04:00-06:00"),
+            CancellationToken.None);
+        var rollout = new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]);
+        var before = HostileInputTests.Snapshot(server);
+
+        var refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route, rollout, CancellationToken.None))!;
+        Assert.That(refused.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain("group lab's maintenance window sun,sat 04:00-06:00 never overlaps the update policy's maintenance window 03:00-04:00")
+            .And.Contain("importance 2").And.Contain("rollout lab-p3").And.Contain("nothing was stored"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused rollout changed the database");
+
+        // a window that meets the policy's: the rollout is created; then a change to a window it could never use is a 409 too
+        await client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/lab/window", new GroupWindowRequest("sat,sun 03:30-06:00"), CancellationToken.None);
+        await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route, rollout, CancellationToken.None);
+        before = HostileInputTests.Snapshot(server);
+        refused = Assert.ThrowsAsync<OperatorApiException>(() =>
+            client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/lab/window", new GroupWindowRequest("22:00-03:00"), CancellationToken.None))!;
+        Assert.That(refused.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain("group lab's maintenance window 22:00-03:00 never overlaps").And.Contain("rollout lab-p3").And.Contain("nothing was changed"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused window changed the database");
+        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("sun,sat 03:30-06:00"));
+
+        // and so is a change of the update policy that moves its maintenance window away from the group's
+        refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy",
+            UpdatePolicy.Default with { MaintenanceStartHour = 1, MaintenanceEndHour = 2 }, CancellationToken.None))!;
+        Assert.That(refused.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain("group lab's maintenance window sun,sat 03:30-06:00 never overlaps the update policy's maintenance window 01:00-02:00")
+            .And.Contain("nothing was changed"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused policy changed the database");
+        await client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy", UpdatePolicy.Default with { MaintenanceStartHour = 5, MaintenanceEndHour = 6 }, CancellationToken.None);
+        Assert.That(PolicySettings.Get(server.Store).MaintenanceStartHour, Is.EqualTo(5), "hours that meet the group's window are stored");
     }
 }

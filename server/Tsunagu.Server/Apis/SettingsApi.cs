@@ -23,6 +23,10 @@ public static class SettingsApi
             {
                 return Problems.BadRequest(e.Message);
             }
+            if (Fleet.GroupWindows.StallUnder(store, policy) is { } stall)
+            {
+                return Problems.Conflict($"{stall}; nothing was changed (change the group's window first, or choose hours that meet it)");
+            }
             PolicySettings.Set(store, policy,
                 new AuditEntry(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy)));
             return TypedResults.Ok(policy);

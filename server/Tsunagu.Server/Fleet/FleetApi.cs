@@ -69,27 +69,19 @@ public static class FleetApi
                 }
             })
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
-        groups.MapPut("/{name}/window", Results<Ok<GroupView>, ProblemHttpResult> (string name, GroupWindowRequest? request, TsunaguStore store, HttpContext http) =>
+        groups.MapPut("/{name}/window", async Task<Results<Ok<GroupView>, ProblemHttpResult>> (string name, GroupWindowRequest? request, TsunaguStore store, HttpContext http) =>
             {
-                if (!InputRules.IsIdentifier(name) || store.GetGroup(name) is null) { return Problems.NotFound($"no group '{InputRules.Quote(name)}'"); }
-                if (request is null) { return Problems.BadRequest("body: {\"window\": \"mon-fri 01:00-05:00\"} or {\"window\": null} (none)"); }
-                string? window = null;
-                if (request.Window is not null)
+                try
                 {
-                    var (w, error) = MaintenanceWindow.Parse(request.Window);
-                    if (w is null) { return Problems.BadRequest(error!, "window"); }
-                    window = w.ToString();
+                    return TypedResults.Ok(await Groups.SetWindowAsync(name, request, store, http.Caller().Subject, http.RequestAborted));
                 }
-                if (!store.SetGroupWindow(name, window, new AuditEntry(http.Caller().Subject, "group.window", name, window ?? "none")))
+                catch (GroupRuleException e)
                 {
-                    return Problems.NotFound($"no group '{InputRules.Quote(name)}'");
+                    return e.NotFound ? Problems.NotFound(e.Message) : e.Conflict ? Problems.Conflict(e.Message) : Problems.BadRequest(e.Message, "window");
                 }
-                // deleted right after the window was set: gone, as a delete before it would have been
-                return store.GetGroup(name) is { } g
-                    ? TypedResults.Ok(Groups.View(g, store.GroupMembers(g), withMembers: false))
-                    : Problems.NotFound($"no group '{InputRules.Quote(name)}'");
             })
-            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .AllowRoles(OperatorRoles.Release);
         groups.MapDelete("/{name}", Results<NoContent, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
             {
                 if (!InputRules.IsIdentifier(name)) { return Problems.NotFound($"no group '{InputRules.Quote(name)}'"); }

@@ -31,10 +31,15 @@ public sealed record GroupWindowRequest(string? Window);
 public sealed record GroupView(string Name, string Kind, IReadOnlyList<string>? Macs, GroupFilter? Filter, string CreatedBy, string CreatedAt,
     int MemberCount, IReadOnlyList<string>? Members = null, string? Window = null);
 
-/// <summary>A group the operator cannot create as asked (400, or 409 when <see cref="Conflict"/>; nothing written).</summary>
-public sealed class GroupRuleException(string message, bool conflict = false) : Exception(message)
+/// <summary>
+/// A group the operator cannot create or change as asked (400, 409 when <see cref="Conflict"/>, 404 when
+/// <see cref="NotFound"/>; nothing written).
+/// </summary>
+public sealed class GroupRuleException(string message, bool conflict = false, bool notFound = false) : Exception(message)
 {
     public bool Conflict { get; } = conflict;
+
+    public bool NotFound { get; } = notFound;
 }
 
 /// <summary>Static groups (a list of MACs, each a registered unit) and dynamic ones (a filter evaluated whenever the group is used).</summary>
@@ -97,6 +102,41 @@ public static class Groups
         if (f.Tags is not null && Tags.Invalid(f.Tags, "filter.tags") is { } tagError) { return (null, tagError); }
         var filter = f with { Tags = f.Tags is null ? null : Tags.Normal(f.Tags) };
         return (new GroupRow { Name = request.Name, Kind = GroupKinds.Dynamic, Definition = JsonSerializer.Serialize(filter, JsonSerializerOptions.Web), CreatedBy = actor, MaintenanceWindow = window }, null);
+    }
+
+    /// <summary>
+    /// Sets or clears group <paramref name="name"/>'s maintenance window as <paramref name="request"/> asks, with its audit
+    /// entry (the API and the console both come here). Refused (<see cref="GroupRuleException"/>, nothing written): a
+    /// window that does not read (400), no such group (404), or a window that never overlaps the update policy's clock
+    /// window for the update of a running or paused rollout of the group (409: its units would wait forever).
+    /// </summary>
+    public static async Task<GroupView> SetWindowAsync(string? name, GroupWindowRequest? request, TsunaguStore store, string actor, CancellationToken ct)
+    {
+        if (!InputRules.IsIdentifier(name) || store.GetGroup(name) is null) { throw new GroupRuleException($"no group '{InputRules.Quote(name)}'", notFound: true); }
+        if (request is null) { throw new GroupRuleException("body: {\"window\": \"mon-fri 01:00-05:00\"} or {\"window\": null} (none)"); }
+        MaintenanceWindow? window = null;
+        if (request.Window is not null)
+        {
+            var (w, error) = MaintenanceWindow.Parse(request.Window);
+            window = w ?? throw new GroupRuleException(error!);
+        }
+        var policy = PolicySettings.Get(store);
+        bool set;
+        try
+        {
+            set = await store.SetGroupWindowCheckedAsync(name, window?.ToString(), rollouts => window is null ? null
+                    : rollouts.Select(r => GroupWindows.Stall(name, window, r.Name, r.UpdateId, (int)r.Importance, policy)).FirstOrDefault(s => s is not null) is { } stall
+                        ? $"{stall}; nothing was changed (choose a window that overlaps it, or change the update policy)"
+                        : null,
+                new AuditEntry(actor, "group.window", name, window?.ToString() ?? "none"), ct);
+        }
+        catch (StoreConflictException e)
+        {
+            throw new GroupRuleException(e.Message, conflict: true);
+        }
+        // deleted meanwhile, or right after the window was set: gone, as a delete before it would have been
+        if (!set || store.GetGroup(name) is not { } row) { throw new GroupRuleException($"no group '{name}'", notFound: true); }
+        return View(row, store.GroupMembers(row), withMembers: false);
     }
 
     public static GroupView View(GroupRow row, IReadOnlyList<string> members, bool withMembers) =>

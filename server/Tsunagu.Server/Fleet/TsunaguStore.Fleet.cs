@@ -17,6 +17,14 @@ public sealed class GroupRow
     public string? MaintenanceWindow { get; set; }
 }
 
+/// <summary>A rollout that moves a group now: its name and its update program's id and importance.</summary>
+public sealed class GroupRolloutUse
+{
+    public string Name { get; set; } = "";
+    public string UpdateId { get; set; } = "";
+    public long Importance { get; set; }
+}
+
 // Tags on units and groups of units.
 public sealed partial class TsunaguStore
 {
@@ -93,6 +101,38 @@ public sealed partial class TsunaguStore
         if (c.Execute("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx) == 0) { return false; }
         WriteAudit(c, tx, audit);
         tx.Commit();
+        return true;
+    }
+
+    /// <summary>
+    /// Sets or clears a group's maintenance window with the audit entry in one transaction, after
+    /// <paramref name="refuse"/> has seen the rollouts that move the group now (running or paused, with their update's
+    /// importance) and found no reason to refuse; its reason becomes a <see cref="StoreConflictException"/> and nothing is
+    /// written. On PostgreSQL the group's row is locked first, so a rollout being created from the group (which locks it
+    /// shared) is either seen here or sees the new window. False (nothing written) when there is no such group.
+    /// </summary>
+    public async Task<bool> SetGroupWindowCheckedAsync(string name, string? window, Func<IReadOnlyList<GroupRolloutUse>, string?> refuse, AuditEntry audit,
+        CancellationToken ct)
+    {
+        await using var c = Open();
+        await using var tx = Begin(c);
+        if (_db.Kind == DatabaseKind.Postgres)
+        {
+            await c.ExecuteAsync(new CommandDefinition("SELECT name FROM unit_groups WHERE name = @name FOR UPDATE", new { name }, tx, cancellationToken: ct));
+        }
+        var uses = (await c.QueryAsync<GroupRolloutUse>(new CommandDefinition("""
+            SELECT r.name AS Name, r.update_id AS UpdateId, p.importance AS Importance
+            FROM rollouts r JOIN update_programs p ON p.id = r.update_id
+            WHERE r.group_name = @name AND r.state IN ('running', 'paused') ORDER BY r.name
+            """, new { name }, tx, cancellationToken: ct))).ToList();
+        if (refuse(uses) is { } why) { throw new StoreConflictException(why); }
+        if (await c.ExecuteAsync(new CommandDefinition("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx,
+                cancellationToken: ct)) == 0)
+        {
+            return false;
+        }
+        WriteAudit(c, tx, audit);
+        await tx.CommitAsync(ct);
         return true;
     }
 

@@ -79,6 +79,12 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         // planned outside the store's transaction (reading a large fleet's membership must not hold the write lock); the
         // transaction reads the groups again and stores the plan only if each is still there as it was planned from
         var group = store.GetGroup(request.Group) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
+        if (program.Importance < 5 && group.MaintenanceWindow is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window
+            && GroupWindows.Stall(group.Name, window, request.Name, program.Id, (int)program.Importance, Apis.PolicySettings.Get(store)) is { } stall)
+        {
+            // the update would wait for a window that never comes: refused rather than a rollout that never moves
+            throw new RolloutRuleException($"{stall}; nothing was stored (change the group's window, or the update policy)", conflict: true);
+        }
         var planned = new Dictionary<string, GroupRow>(StringComparer.Ordinal) { [group.Name] = group };
         var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
         foreach (var name in RolloutEngine.WaveGroups(request.Waves!))
@@ -106,7 +112,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 {
                     var now = groups.GetValueOrDefault(name)
                         ?? throw new RolloutRuleException(name == group.Name ? $"group: no group '{name}'" : $"waves: no group '{name}'");
-                    if (now.Kind != was.Kind || now.Definition != was.Definition)
+                    if (now.Kind != was.Kind || now.Definition != was.Definition || (name == group.Name && now.MaintenanceWindow != was.MaintenanceWindow))
                     {
                         throw new StoreConflictException($"group {name} was changed while rollout {row.Name} was planned from it; nothing was stored, create it again");
                     }
@@ -301,6 +307,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         try
         {
             var done = new List<(string, RolloutDecision)>();
+            var woken = new HashSet<string>(StringComparer.Ordinal);
             // returns after an abort that are done end first: the units are no longer pinned to the pattern they returned to
             foreach (var end in store.EndReturns())
             {
@@ -336,17 +343,73 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 log.LogInformation("rollout {Rollout}: {Action}: {Detail}", row.Name, action, detail);
                 done.Add((row.Name, decision));
                 var opened = decision.Action == RolloutActions.OpenWave ? decision.OpenWaves - 1 : -1;
-                var woken = members.Concat(decision.Joins)
+                var wake = members.Concat(decision.Joins)
                     .Where(m => (m.Wave == opened || (decision.Joins.Contains(m) && m.Wave < decision.OpenWaves && decision.State == RolloutStates.Running))
                                 && m.Status is MemberStatus.Pending)
                     .Select(m => m.Mac).ToList();
-                await WakeAsync(row, woken, ct);
+                woken.UnionWith(wake);
+                await WakeAsync(row, wake, ct);
             }
+            await WindowOpeningsAsync(woken, ct);
             return done;
         }
         finally
         {
             _tick.Release();
+        }
+    }
+
+    /// <summary>How far back a pass looks for a window opening (after a server was down): past a week every window opened again.</summary>
+    private static readonly TimeSpan WindowLookBack = TimeSpan.FromDays(8);
+
+    /// <summary>
+    /// Tells the waiting members of each running rollout whose group has a maintenance window to check when the window
+    /// opens on their clock: a member of an open wave still pending (not installing, installed, failed or offline) whose
+    /// window (with the update policy's clock window for the update's importance, when it waits for one) opened at a
+    /// minute since the previous pass and is open now. The pass that moves the rollout's look forward
+    /// (<see cref="TsunaguStore.ClaimWindowLookAsync"/>) is the one that tells them, so each waiting member is told once
+    /// per opening, by one replica, across restarts; members this pass told already (a wave opened, a unit joined) are
+    /// not told twice. Importance 5 ignores windows: its units are told when their wave opens.
+    /// </summary>
+    private async Task WindowOpeningsAsync(IReadOnlySet<string> woken, CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        UpdatePolicy? policy = null;
+        IReadOnlyDictionary<string, UnitClockRow>? clocks = null;
+        foreach (var row in store.ListRollouts(activeOnly: true).Where(r => r.State == RolloutStates.Running))
+        {
+            ct.ThrowIfCancellationRequested();
+            if (store.GetGroup(row.GroupName)?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
+            if (store.GetUpdateProgram(row.UpdateId) is not { Importance: < 5 } program) { continue; }
+            var since = At(row.WindowLookedAt ?? row.CreatedAt);
+            if (since < now - WindowLookBack) { since = now - WindowLookBack; }
+            // one look per whole minute that passed (windows open on minutes): a pass within the same minute writes nothing
+            if (now.UtcTicks / TimeSpan.TicksPerMinute <= since.UtcTicks / TimeSpan.TicksPerMinute) { continue; }
+            policy ??= Apis.PolicySettings.Get(store);
+            clocks ??= await store.UnitClocksAsync(ct);
+            var fleetZone = ImportancePolicy.Zone(policy, time.LocalTimeZone);
+            var opened = new Dictionary<(string Zone, PolicyWindow? Hours), bool>();
+            var tell = new List<string>();
+            foreach (var member in store.RolloutMembers(row))
+            {
+                if (member.Wave >= row.OpenWaves || member.Status != MemberStatus.Pending || woken.Contains(member.Mac)) { continue; }
+                var own = clocks.GetValueOrDefault(member.Mac);
+                var zone = own?.TimeZone is { } id && ImportancePolicy.TryZone(id, out var z) ? z : fleetZone;
+                var unitPolicy = own is { LowWindowStart: { } s, LowWindowEnd: { } e } ? policy with { LowWindowStartHour = (int)s, LowWindowEndHour = (int)e } : policy;
+                var hours = GroupWindows.For((int)program.Importance, unitPolicy);
+                if (!opened.TryGetValue((zone.Id, hours), out var open))
+                {
+                    opened[(zone.Id, hours)] = open = GroupWindows.OpenedBetween(window, hours, zone, since, now);
+                }
+                if (open) { tell.Add(member.Mac); }
+            }
+            var audit = tell.Count == 0 ? null : new AuditEntry(Actor(row.Name), "rollout.window-open", row.Name,
+                $"group {row.GroupName}'s maintenance window {window} opened: {tell.Count} waiting unit(s) told to check " +
+                $"({string.Join(", ", tell.Take(10))}{(tell.Count > 10 ? ", ..." : "")})");
+            if (!await store.ClaimWindowLookAsync(row.Name, row.WindowLookedAt, TsunaguStore.Timestamp(now), audit, ct)) { continue; }
+            if (tell.Count == 0) { continue; }
+            log.LogInformation("rollout {Rollout}: group {Group}'s window opened: {Count} waiting unit(s) told to check", row.Name, row.GroupName, tell.Count);
+            await WakeAsync(row, tell, ct);
         }
     }
 

@@ -25,6 +25,18 @@ public sealed class RolloutRow
     public string CreatedBy { get; set; } = "";
     public string CreatedAt { get; set; } = "";
     public string UpdatedAt { get; set; } = "";
+
+    /// <summary>Until when the engine has looked for its group's window opening (migration 23); null: since it was created.</summary>
+    public string? WindowLookedAt { get; set; }
+}
+
+/// <summary>A unit's own clock settings (its table row): its time zone and its low-utilisation hours; null: the fleet's.</summary>
+public sealed class UnitClockRow
+{
+    public string Mac { get; set; } = "";
+    public string? TimeZone { get; set; }
+    public long? LowWindowStart { get; set; }
+    public long? LowWindowEnd { get; set; }
 }
 
 /// <summary>What the version check's gate reads about a unit and the rollout holding its update's transition.</summary>
@@ -408,5 +420,35 @@ public sealed partial class TsunaguStore
         using var c = Open();
         return c.ExecuteScalar<long?>("SELECT 1 FROM update_reports WHERE mac = @mac AND update_id = @updateId AND success = 0 AND at >= @since LIMIT 1",
             new { mac, updateId, since }) is not null;
+    }
+
+    /// <summary>The active units that carry a time zone or low-utilisation hours of their own (the others take the fleet's).</summary>
+    public async Task<IReadOnlyDictionary<string, UnitClockRow>> UnitClocksAsync(CancellationToken ct)
+    {
+        await using var c = Open();
+        var rows = await c.QueryAsync<UnitClockRow>(new CommandDefinition("""
+            SELECT mac, time_zone, low_window_start, low_window_end FROM units
+            WHERE decommissioned_at IS NULL AND (time_zone IS NOT NULL OR low_window_start IS NOT NULL)
+            """, cancellationToken: ct));
+        return rows.ToDictionary(r => r.Mac, StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// Moves a running rollout's look for window openings from <paramref name="lookedAt"/> (what the caller read; null: never)
+    /// to <paramref name="until"/>, with <paramref name="audit"/> when given, in one transaction; false (nothing written)
+    /// when another pass (another replica) moved it first or the rollout no longer runs: then that pass told the units.
+    /// </summary>
+    public async Task<bool> ClaimWindowLookAsync(string rollout, string? lookedAt, string until, AuditEntry? audit, CancellationToken ct)
+    {
+        await using var c = Open();
+        await using var tx = Begin(c);
+        var changed = await c.ExecuteAsync(new CommandDefinition($"""
+            UPDATE rollouts SET window_looked_at = @until
+            WHERE name = @rollout AND state = 'running' AND {(lookedAt is null ? "window_looked_at IS NULL" : "window_looked_at = @lookedAt")}
+            """, new { rollout, lookedAt, until }, tx, cancellationToken: ct));
+        if (changed == 0) { return false; }
+        if (audit is not null) { WriteAudit(c, tx, audit); }
+        await tx.CommitAsync(ct);
+        return true;
     }
 }

@@ -10,7 +10,8 @@ namespace Tsunagu.Server.Pages.Console;
 /// <summary>
 /// Groups of units (what rollouts move): the list with each group's members now, and the form that creates a static
 /// group (MACs) or a dynamic one (a filter) by <see cref="Groups.Create"/>, the API's rules and audit entry. A refused
-/// form is answered 400 (409 for a name in use) with the reason, and nothing is stored.
+/// form is answered 400 (409 for a name in use) with the reason, and nothing is stored. The window form sets or clears a
+/// group's maintenance window by <see cref="Groups.SetWindowAsync"/> (the API's rules, answers and audit entry).
 /// </summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
 public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console")
@@ -60,10 +61,27 @@ public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console"
         return RedirectToPage();
     }
 
-    private PageResult Refuse(string why, bool conflict = false)
+    /// <summary>Sets the window of <paramref name="group"/> to <paramref name="window"/>, or clears it (<paramref name="clear"/>, or an empty window).</summary>
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
+    public async Task<IActionResult> OnPostWindowAsync(string? group, string? window, string? clear, CancellationToken ct)
     {
-        Response.StatusCode = conflict ? StatusCodes.Status409Conflict : StatusCodes.Status400BadRequest;
-        Refusal = "Nothing was created: " + why;
+        var request = new GroupWindowRequest(clear == "yes" || string.IsNullOrWhiteSpace(window) ? null : window);
+        try
+        {
+            var view = await Groups.SetWindowAsync(group, request, store, Who, ct);
+            Notice = view.Window is { } w ? $"Group {view.Name}: maintenance window {w}." : $"Group {view.Name}: no maintenance window.";
+        }
+        catch (GroupRuleException e)
+        {
+            return Refuse(e.Message, e.Conflict, e.NotFound, "Nothing was changed: ");
+        }
+        return RedirectToPage();
+    }
+
+    private PageResult Refuse(string why, bool conflict = false, bool notFound = false, string what = "Nothing was created: ")
+    {
+        Response.StatusCode = notFound ? StatusCodes.Status404NotFound : conflict ? StatusCodes.Status409Conflict : StatusCodes.Status400BadRequest;
+        Refusal = what + why;
         OnGet();
         return Page();
     }

@@ -1,0 +1,92 @@
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Server.Fleet;
+
+/// <summary>
+/// How a group's maintenance window combines with the importance policy's clock windows. Both are read on the same wall
+/// clock, the unit's (its own zone, else the fleet policy's, else the host's), so whether they ever overlap does not
+/// depend on the zone: a rollout whose group window never overlaps the window its update's importance waits for would
+/// hold its units forever, and is refused.
+/// </summary>
+public static class GroupWindows
+{
+    /// <summary>A Sunday at midnight: the week the overlap is looked for in, on a wall clock without DST.</summary>
+    private static readonly DateTimeOffset Week = new(2026, 1, 4, 0, 0, 0, TimeSpan.Zero);
+
+    /// <summary>
+    /// The clock window of <paramref name="policy"/> an update of <paramref name="importance"/> waits for: 3 the
+    /// low-utilisation window, 1-2 the maintenance window; null for 4 (it waits for load, not a clock) and 5 (never waits).
+    /// </summary>
+    public static PolicyWindow? For(int importance, UpdatePolicy policy) => importance switch
+    {
+        3 => new("low-utilisation window", policy.LowWindowStartHour, policy.LowWindowEndHour),
+        < 3 => new("maintenance window", policy.MaintenanceStartHour, policy.MaintenanceEndHour),
+        _ => null,
+    };
+
+    /// <summary>Whether <paramref name="window"/> and the policy's hours are both open at some minute of a week.</summary>
+    public static bool Overlaps(MaintenanceWindow window, PolicyWindow hours)
+    {
+        for (var minute = 0; minute < 7 * 24 * 60; minute++)
+        {
+            var local = Week.AddMinutes(minute);
+            if (window.IsOpen(local) && hours.IsOpen(local)) { return true; }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Why the units of rollout <paramref name="rollout"/> (update <paramref name="updateId"/> of
+    /// <paramref name="importance"/>) would never be offered it in group <paramref name="group"/>'s window; null when
+    /// they can be (the windows overlap, or the importance waits for no clock window).
+    /// </summary>
+    public static string? Stall(string group, MaintenanceWindow window, string rollout, string updateId, int importance, UpdatePolicy policy) =>
+        For(importance, policy) is { } hours && !Overlaps(window, hours)
+            ? $"group {group}'s maintenance window {window} never overlaps the update policy's {hours.Name} {hours} that importance {importance} " +
+              $"waits for (rollout {rollout}, update program {updateId}): its units would never be offered the update"
+            : null;
+
+    /// <summary>
+    /// Why <paramref name="policy"/> would hold the units of a running or paused rollout forever (its group's window never
+    /// overlaps the policy's window its update waits for); null when it would hold none. Reads the store; writes nothing.
+    /// </summary>
+    public static string? StallUnder(Data.TsunaguStore store, UpdatePolicy policy)
+    {
+        foreach (var rollout in store.ListRollouts(activeOnly: true))
+        {
+            if (store.GetGroup(rollout.GroupName)?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
+            if (store.GetUpdateProgram(rollout.UpdateId) is not { Importance: < 5 } program) { continue; }
+            if (Stall(rollout.GroupName, window, rollout.Name, program.Id, (int)program.Importance, policy) is { } stall) { return stall; }
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Whether the window (and the policy's hours, when given) opened at a whole minute after <paramref name="since"/> and
+    /// at or before <paramref name="now"/> on the clock of <paramref name="zone"/>, and is open at <paramref name="now"/>.
+    /// Minute by minute, so a DST change or a half-hour zone is right.
+    /// </summary>
+    public static bool OpenedBetween(MaintenanceWindow window, PolicyWindow? hours, TimeZoneInfo zone, DateTimeOffset since, DateTimeOffset now)
+    {
+        bool Open(DateTimeOffset utc)
+        {
+            var local = TimeZoneInfo.ConvertTime(utc, zone);
+            return window.IsOpen(local) && (hours is null || hours.IsOpen(local));
+        }
+        if (now <= since || !Open(now)) { return false; }
+        var minute = new DateTimeOffset(since.UtcTicks - since.UtcTicks % TimeSpan.TicksPerMinute, TimeSpan.Zero).AddMinutes(1);
+        for (; minute <= now; minute = minute.AddMinutes(1))
+        {
+            if (Open(minute) && !Open(minute.AddMinutes(-1))) { return true; }
+        }
+        return false;
+    }
+}
+
+/// <summary>A clock window of the importance policy: whole hours [start, end), past midnight when start &gt; end, never when equal.</summary>
+public sealed record PolicyWindow(string Name, int StartHour, int EndHour)
+{
+    public bool IsOpen(DateTimeOffset local) => ImportancePolicy.InWindow(local.Hour, StartHour, EndHour);
+
+    public override string ToString() => $"{StartHour:00}:00-{EndHour:00}:00";
+}

@@ -1,0 +1,368 @@
+using System.Collections.Concurrent;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Npgsql;
+using Tsunagu.Protocol;
+using Tsunagu.Server;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
+using Tsunagu.Server.Push;
+using Tsunagu.Server.Units.ForcedChecks;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// A group's maintenance window with a rollout, on each database: a window that never overlaps the clock window the
+/// update's importance waits for is refused (at creation and when the window changes under a rollout), and a window
+/// opening tells the waiting units of the rollout to check, once per opening, on every unit's own clock.
+/// </summary>
+[TestFixture("sqlite")]
+[TestFixture("postgres")]
+[NonParallelizable]
+public class RolloutWindowTests(string kind)
+{
+    /// <summary>A connected broker that records each push it is given.</summary>
+    private sealed class RecordingPush(TimeProvider time) : IPushPublisher
+    {
+        public ConcurrentQueue<(string Mac, PushMessage Message, DateTimeOffset At)> Sent { get; } = new();
+        public string? BrokerUri => "mqtts://127.0.0.1:1";
+        public bool Connected => true;
+
+        public Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken)
+        {
+            Sent.Enqueue((mac, message, time.GetUtcNow()));
+            return Task.CompletedTask;
+        }
+
+        public Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task RevokeUnitAsync(string mac, CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    private static readonly Inventory OnX = new("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
+    private static readonly Inventory OnY = new("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "2.0.0" });
+
+    /// <summary>Wednesday 1 April 2026, 09:00 UTC.</summary>
+    private static readonly DateTimeOffset Wednesday = new(2026, 4, 1, 9, 0, 0, TimeSpan.Zero);
+
+    private string _directory = "";
+    private FakeTimeProvider _clock = null!;
+    private Database _database = null!;
+    private TsunaguStore _store = null!;
+    private RecordingPush _push = null!;
+    private readonly List<RolloutService> _services = [];
+
+    [SetUp]
+    public void SetUp()
+    {
+        _directory = Directory.CreateTempSubdirectory("tsunagu-rollout-window-").FullName;
+        _clock = new FakeTimeProvider(Wednesday);
+        _database = Database.Parse(kind == "postgres" ? PostgresServer.Shared.CreateDatabase() : "tsunagu.db", _directory);
+        _database.Migrate();
+        _store = new TsunaguStore(_database, _clock);
+        _push = new RecordingPush(_clock);
+        foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
+        {
+            _store.AddPattern(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+        }
+        // units 0-5 carry the tag of group lab; unit 6 is not in it
+        for (var i = 0; i < 7; i++)
+        {
+            _store.AddUnit(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            _store.RecordInventory(Mac(i), OnX, "x", UnitStates.Ready);
+            _store.Touch(Mac(i), UnitStates.Ready);
+            _store.SetPresence(Mac(i), online: true);
+            if (i < 6) { _store.SetTags(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+        }
+        _store.AddGroup(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+            new AuditEntry("alice", "group.create", "lab", null));
+        _store.AddGroup(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = $"[\"{Mac(0)}\",\"{Mac(1)}\",\"{Mac(2)}\",\"{Mac(3)}\"]", CreatedBy = "alice" },
+            new AuditEntry("alice", "group.create", "canary", null));
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        foreach (var service in _services) { service.Dispose(); }
+        _services.Clear();
+        SqliteConnection.ClearAllPools();
+        NpgsqlConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private static string Mac(int i) => $"02:00:00:00:03:{i:x2}";
+
+    /// <summary>A replica's rollout service over the shared database and clock.</summary>
+    private RolloutService Replica()
+    {
+        var options = new ServerOptions();
+        var service = new RolloutService(_store, options, _clock, new ForcedCheckService(_store, _push, _clock), _push,
+            new Tsunagu.Server.Cluster.ReplicaLease(_store, options, _clock, NullLogger<Tsunagu.Server.Cluster.ReplicaLease>.Instance), NullLogger<RolloutService>.Instance);
+        _services.Add(service);
+        return service;
+    }
+
+    private void Program(int importance) =>
+        _store.AddUpdateProgram(new UpdateProgramRow { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = importance, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
+
+    private void Window(string? window) =>
+        Assert.That(_store.SetGroupWindow("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), new AuditEntry("alice", "group.window", "lab", window)), Is.True);
+
+    private RolloutView Create(RolloutService service, string name, IReadOnlyList<WaveSpec>? waves = null) =>
+        service.Create(new NewRollout(name, "lab", "x", "y", waves ?? [new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 30 * 86400), "alice");
+
+    /// <summary>What a refused request must leave as it was: rollouts, members, the group's window, the audit log.</summary>
+    private (int Rollouts, int Members, string? Window, int Audit) State() =>
+        (_store.ListRollouts().Count, _store.ListRollouts().Sum(r => _store.RolloutMembers(r).Count), _store.GetGroup("lab")?.MaintenanceWindow, _store.ListAudit(1000).Count);
+
+    [TestCase(3, "mon-fri 06:00-08:00", "low-utilisation window 02:00-05:00")]
+    [TestCase(3, "01:00-02:00", "low-utilisation window 02:00-05:00")]
+    [TestCase(1, "sat 23:00-03:00", "maintenance window 03:00-04:00")]
+    [TestCase(2, "05:00-03:00", "maintenance window 03:00-04:00")]
+    public void A_rollout_whose_group_window_never_overlaps_its_importance_window_is_refused_and_nothing_is_stored(int importance, string window, string policy)
+    {
+        Program(importance);
+        Window(window);
+        var service = Replica();
+        var before = State();
+        var refused = Assert.Throws<RolloutRuleException>(() => Create(service, "r1"))!;
+        Assert.That(refused.Conflict, Is.True, "409: the request is right, the windows are what stops it");
+        Assert.That(refused.Message, Does.Contain($"group lab's maintenance window {MaintenanceWindow.Parse(window).Window}")
+            .And.Contain($"update policy's {policy}").And.Contain($"importance {importance}").And.Contain("rollout r1").And.Contain("nothing was stored"));
+        Assert.That(State(), Is.EqualTo(before), "a refused rollout stored nothing");
+        Assert.That(_push.Sent, Is.Empty);
+    }
+
+    [TestCase(3, "mon-fri 04:30-06:00")] // overlaps 04:30-05:00
+    [TestCase(3, "sun 23:00-02:01")]     // overlaps Monday 02:00
+    [TestCase(2, "sat 23:00-03:01")]     // overlaps Sunday 03:00
+    [TestCase(4, "mon-fri 06:00-08:00")] // importance 4 waits for load, not a clock
+    [TestCase(5, "01:00-02:00")]         // importance 5 ignores windows
+    public void A_rollout_whose_windows_meet_or_whose_importance_waits_for_no_clock_is_created(int importance, string window)
+    {
+        Program(importance);
+        Window(window);
+        Assert.That(Create(Replica(), "r1").State, Is.EqualTo(RolloutStates.Running));
+    }
+
+    [Test]
+    public void A_policy_window_that_never_opens_refuses_any_group_window()
+    {
+        Program(3);
+        PolicySettings.Set(_store, UpdatePolicy.Default with { LowWindowStartHour = 4, LowWindowEndHour = 4 });
+        Window("00:00-23:59");
+        Assert.That(Assert.Throws<RolloutRuleException>(() => Create(Replica(), "r1"))!.Message, Does.Contain("low-utilisation window 04:00-04:00"));
+        Window(null);
+        Assert.That(Create(Replica(), "r1").State, Is.EqualTo(RolloutStates.Running), "without a group window the group holds nothing back");
+    }
+
+    [Test]
+    public void A_window_changed_while_the_rollout_is_being_created_is_a_conflict_and_nothing_is_stored()
+    {
+        Program(3);
+        Window("01:00-03:00");
+        var service = Replica();
+        var before = State();
+        var changed = false;
+        void OnBeginning(string method)
+        {
+            // the rollout was planned against 01:00-03:00; the operator narrows it just before its transaction
+            if (method != nameof(TsunaguStore.AddRollout) || changed) { return; }
+            changed = true;
+            Window("06:00-07:00");
+        }
+        _store.TransactionBeginning += OnBeginning;
+        try
+        {
+            var refused = Assert.Throws<RolloutRuleException>(() => Create(service, "r1"))!;
+            Assert.That(refused.Conflict, Is.True);
+            Assert.That(refused.Message, Does.Contain("group lab was changed while rollout r1 was planned"));
+        }
+        finally
+        {
+            _store.TransactionBeginning -= OnBeginning;
+        }
+        Assert.That(changed, Is.True);
+        Assert.That(State(), Is.EqualTo(before with { Window = "06:00-07:00", Audit = before.Audit + 1 }), "only the window change was stored");
+    }
+
+    [Test]
+    public async Task A_window_change_that_would_stall_a_running_or_paused_rollout_is_refused_and_changes_nothing()
+    {
+        Program(3);
+        var service = Replica();
+        Create(service, "r1");
+        var before = State();
+        var refused = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("Mon-Fri 06:00-08:00"), _store, "alice", CancellationToken.None))!;
+        Assert.That((refused.Conflict, refused.NotFound), Is.EqualTo((true, false)));
+        Assert.That(refused.Message, Does.Contain("group lab's maintenance window mon,tue,wed,thu,fri 06:00-08:00").And.Contain("low-utilisation window 02:00-05:00")
+            .And.Contain("rollout r1").And.Contain("nothing was changed"));
+        Assert.That(State(), Is.EqualTo(before));
+
+        // one that meets the policy's window is set, and audited
+        var set = await Groups.SetWindowAsync("lab", new GroupWindowRequest("mon-fri 01:00-03:00"), _store, "alice", CancellationToken.None);
+        Assert.That(set.Window, Is.EqualTo("mon,tue,wed,thu,fri 01:00-03:00"));
+        Assert.That(_store.ListAudit(10).First().Action, Is.EqualTo("group.window"));
+
+        // paused: still refused (a resume would stall); clearing is always allowed
+        Assert.That(service.Act("r1", "pause", "alice"), Is.True);
+        before = State();
+        Assert.That(Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("22:00-01:00"), _store, "alice", CancellationToken.None))!.Conflict);
+        Assert.That(State(), Is.EqualTo(before));
+        Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest(null), _store, "alice", CancellationToken.None)).Window, Is.Null);
+
+        // aborted: the group's window no longer concerns it
+        Assert.That(service.Act("r1", "abort", "alice"), Is.True);
+        Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("22:00-01:00"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("22:00-01:00"));
+    }
+
+    [Test]
+    public void Hostile_window_requests_are_refused_and_change_nothing()
+    {
+        Program(3);
+        Create(Replica(), "r1");
+        var before = State();
+        foreach (var (name, request, status) in new (string?, GroupWindowRequest?, string)[]
+        {
+            ("lab", null, "bad"),
+            ("lab", new("mon\u000001:00-02:00"), "bad"),
+            ("lab", new("mon 01:00-02:00\n"), "bad"),
+            ("lab", new("mon 1:00-2:00"), "bad"),
+            ("lab", new("25:00-01:00"), "bad"),
+            ("lab", new("01:00-01:00"), "bad"),
+            ("lab", new(new string('1', 100_000)), "bad"),
+            ("lab", new("mon-fri 01:00-05:00 01:00-02:00"), "bad"),
+            ("lab", new("\u202emon 01:00-02:00"), "bad"),
+            ("nope", new("01:00-02:00"), "missing"),
+            ("lab\n", new("01:00-02:00"), "missing"),
+            ("../lab", new("01:00-02:00"), "missing"),
+            (null, new("01:00-02:00"), "missing"),
+            ("lab", new("sun 06:00-07:00"), "conflict"),
+        })
+        {
+            var e = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync(name, request, _store, "alice", CancellationToken.None))!;
+            Assert.That(e.NotFound ? "missing" : e.Conflict ? "conflict" : "bad", Is.EqualTo(status), $"{name} {request}: {e.Message}");
+            Assert.That(e.Message, Does.Not.Contain("\n").And.Not.Contain("\u0000"), "no control character is echoed");
+            Assert.That(State(), Is.EqualTo(before), $"{name} {request} changed something");
+        }
+    }
+
+    /// <summary>Runs both replicas' passes at every step of <paramref name="step"/> until <paramref name="until"/>, with <paramref name="during"/> after each.</summary>
+    private async Task RunAsync(IReadOnlyList<RolloutService> replicas, TimeSpan step, DateTimeOffset until, Action? during = null)
+    {
+        for (var i = 0; _clock.GetUtcNow() < until; i++)
+        {
+            _clock.Advance(step);
+            // the replicas race in either order; the database says which one tells the units
+            foreach (var replica in i % 2 == 0 ? replicas : replicas.Reverse()) { await replica.TickAsync(CancellationToken.None); }
+            during?.Invoke();
+        }
+    }
+
+    /// <summary>The first step time at or after <paramref name="at"/> (steps of <paramref name="step"/> from <see cref="Wednesday"/>).</summary>
+    private static DateTimeOffset FirstStepFrom(DateTimeOffset at, TimeSpan step) =>
+        Wednesday + step * Math.Ceiling((at - Wednesday) / step);
+
+    [Test]
+    public async Task A_window_opening_tells_each_waiting_unit_once_per_opening_on_its_own_clock_and_no_other()
+    {
+        // importance 4 waits for no clock: the group's weekday window alone; unit 0 keeps Tokyo time, the rest the fleet's (UTC)
+        Program(4);
+        Window("mon-fri 01:00-05:00");
+        Assert.That(_store.SetUpdateWindow(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
+        var (a, b) = (Replica(), Replica());
+        Create(a, "r1", [new(Group: "canary"), new(Percent: 100)]); // wave 1: units 0-3; wave 2 (4, 5) stays closed
+        _store.SetPresence(Mac(2), online: false);                  // offline: never told
+        await a.StartAsync("r1", CancellationToken.None);
+        Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(new[] { Mac(0), Mac(1), Mac(3) }), "the wave opening told its units");
+        _push.Sent.Clear();
+
+        // Wednesday 09:00 to Friday 09:00 UTC in steps of 7 minutes (not a divisor of an hour: openings fall between passes)
+        var step = TimeSpan.FromMinutes(7);
+        var installed = false;
+        await RunAsync([a, b], step, Wednesday.AddDays(2), () =>
+        {
+            // unit 1 installs once it was told at the first opening: it is not waiting at the second
+            if (installed || !_push.Sent.Any(p => p.Mac == Mac(1))) { return; }
+            installed = true;
+            _store.RecordUpdateOutcome(new UpdateOutcome(Mac(1), "x-to-y", true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
+        });
+
+        var sent = _push.Sent.ToList();
+        var expected = new[]
+        {
+            // Tokyo: Thursday and Friday 01:00 there are Wednesday and Thursday 16:00 UTC
+            (Mac(0), FirstStepFrom(new DateTimeOffset(2026, 4, 1, 16, 0, 0, TimeSpan.Zero), step)),
+            (Mac(0), FirstStepFrom(new DateTimeOffset(2026, 4, 2, 16, 0, 0, TimeSpan.Zero), step)),
+            (Mac(1), FirstStepFrom(new DateTimeOffset(2026, 4, 2, 1, 0, 0, TimeSpan.Zero), step)),
+            (Mac(3), FirstStepFrom(new DateTimeOffset(2026, 4, 2, 1, 0, 0, TimeSpan.Zero), step)),
+            (Mac(3), FirstStepFrom(new DateTimeOffset(2026, 4, 3, 1, 0, 0, TimeSpan.Zero), step)),
+        };
+        Assert.That(sent.Select(p => (p.Mac, p.At)).OrderBy(p => p.At).ThenBy(p => p.Mac), Is.EqualTo(expected.OrderBy(p => p.Item2).ThenBy(p => p.Item1)),
+            "each waiting unit once per opening, at the first pass after it; none offline, installed, in a closed wave or outside the group");
+        var window = MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!;
+        foreach (var p in sent)
+        {
+            var zone = TimeZoneInfo.FindSystemTimeZoneById(p.Mac == Mac(0) ? "Asia/Tokyo" : "UTC");
+            Assert.That(window.IsOpen(TimeZoneInfo.ConvertTime(p.At, zone)), $"{p.Mac} was told at {p.At:u}, outside its window");
+            Assert.That((p.Message.Reason, p.Message.Importance, p.Message.Type), Is.EqualTo((PushReasons.Config, 4, PushMessage.CheckNow)),
+                "a window push does not force: the update keeps its importance");
+        }
+        Assert.That(installed, Is.True);
+        // the forced-check path's accounting: one recorded check per unit told, each with its own nonce
+        Assert.That(sent.Select(p => p.Message.Nonce).Distinct().Count(), Is.EqualTo(sent.Count));
+        foreach (var mac in new[] { Mac(0), Mac(1), Mac(3) })
+        {
+            Assert.That(_store.ListPushChecksForUnit(mac, 100).Count(c => c.Actor == "rollout:r1"), Is.EqualTo(1 + expected.Count(e => e.Item1 == mac)), mac);
+        }
+        var audits = _store.ListAudit(1000).Where(e => e.Action == "rollout.window-open").ToList();
+        Assert.That(audits, Has.Count.EqualTo(4), "one audit entry per opening that told units (the two UTC openings, the two Tokyo ones)");
+        Assert.That(audits.Select(e => e.Actor).Distinct(), Is.EqualTo(new[] { "rollout:r1" }));
+    }
+
+    [Test]
+    public async Task With_importance_3_the_units_are_told_when_the_group_window_and_their_low_utilisation_window_are_both_open()
+    {
+        // the group's window 01:00-05:00 every day; the fleet's low-utilisation window 02:00-05:00; unit 3 has its own, 04:00-06:00
+        Program(3);
+        Window("01:00-05:00");
+        Assert.That(_store.SetUpdateWindow(Mac(3), 4, 6, null, new AuditEntry("alice", "unit.window", Mac(3), null)), Is.True);
+        var service = Replica();
+        Create(service, "r1", [new(Group: "canary"), new(Percent: 100)]);
+        await service.StartAsync("r1", CancellationToken.None);
+        _push.Sent.Clear();
+
+        var step = TimeSpan.FromMinutes(5);
+        await RunAsync([service], step, Wednesday.AddDays(1));
+        var thursday = new DateTimeOffset(2026, 4, 2, 0, 0, 0, TimeSpan.Zero);
+        Assert.That(_push.Sent.Select(p => (p.Mac, p.At)).OrderBy(p => p.Mac),
+            Is.EqualTo(new[] { (Mac(0), thursday.AddHours(2)), (Mac(1), thursday.AddHours(2)), (Mac(2), thursday.AddHours(2)), (Mac(3), thursday.AddHours(4)) }));
+    }
+
+    [Test]
+    public async Task A_restarted_server_tells_units_of_an_opening_it_missed_once_while_the_window_is_open_and_not_when_it_closed()
+    {
+        Program(4);
+        Window("01:00-05:00");
+        var before = Replica();
+        Create(before, "r1", [new(Group: "canary"), new(Percent: 100)]);
+        await before.StartAsync("r1", CancellationToken.None);
+        _push.Sent.Clear();
+        await RunAsync([before], TimeSpan.FromMinutes(10), Wednesday.AddHours(2));
+        Assert.That(_push.Sent, Is.Empty, "closed until Thursday 01:00");
+
+        // down from Wednesday 11:00 until Thursday 03:00 (inside the window that opened at 01:00): told once at the first pass
+        _clock.Advance(TimeSpan.FromHours(16));
+        var after = Replica();
+        await after.TickAsync(CancellationToken.None);
+        await after.TickAsync(CancellationToken.None);
+        Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(new[] { Mac(0), Mac(1), Mac(2), Mac(3) }));
+        _push.Sent.Clear();
+        // down again past the whole window (Thursday 03:00 to Friday 07:00): an opening missed while closed tells nobody
+        _clock.Advance(TimeSpan.FromHours(28));
+        await Replica().TickAsync(CancellationToken.None);
+        Assert.That(_push.Sent, Is.Empty);
+    }
+}
