@@ -74,6 +74,8 @@ public class AccessibilityTests
         bad.AddRange(await ViolationsAsync(page, "unit lifecycle forms"));
         await page.Locator("#service-config-edit summary").ClickAsync();
         bad.AddRange(await ViolationsAsync(page, "unit service configuration forms"));
+        await page.Locator("#record-edit summary").ClickAsync();
+        bad.AddRange(await ViolationsAsync(page, "unit row editor and delete form"));
 
         await page.GotoAsync("/portal/login");
         bad.AddRange(await ViolationsAsync(page, "portal log in"));
@@ -128,5 +130,41 @@ public class AccessibilityTests
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("check now");
         await Expect(page.Locator("#history-table tbody tr", new() { HasText = "forced" }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
+    }
+
+    [Test]
+    public async Task An_operator_edits_a_units_row_and_decommissions_it_with_the_keyboard_alone()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var before = server.Store.GetUnit(mac)!;
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await ConsoleTests.LogInOperatorAsync(page);
+        await page.GotoAsync($"/console/units/{mac}");
+
+        // unfold the row editor, replace the domain, save
+        await TabToAsync(page, page.Locator("#record-edit summary"), 80);
+        await page.Keyboard.PressAsync("Enter");
+        await TabToAsync(page, page.GetByLabel("Domain", new() { Exact = true }), 80);
+        await page.Keyboard.PressAsync("Control+A");
+        await page.Keyboard.TypeAsync("keyboard.example");
+        await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Save the row" }), 80);
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"now at revision {before.Revision + 1}");
+        await Expect(page.Locator($"#revision-{before.Revision + 1}")).ToContainTextAsync("keyboard.example");
+        Assert.That(server.Store.GetUnit(mac)!.Domain, Is.EqualTo("keyboard.example"));
+
+        // decommission: unfold the lifecycle actions, tick the confirmation with the space bar, submit
+        await TabToAsync(page, page.Locator("#lifecycle summary"), 80);
+        await page.Keyboard.PressAsync("Enter");
+        await TabToAsync(page, page.GetByLabel($"Yes, decommission {mac}"), 80);
+        await page.Keyboard.PressAsync("Space");
+        await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Decommission", Exact = true }), 80);
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("is decommissioned");
+        Assert.That(server.Store.GetUnit(mac)!.DecommissionedAt, Is.Not.Null);
+        await Expect(page.Locator("#record-edit")).ToHaveCountAsync(0);
+        Assert.That(await ViolationsAsync(page, "a decommissioned unit"), Is.Empty);
     }
 }

@@ -61,6 +61,11 @@ public class LayoutTests
         await page.GotoAsync($"/console/units/{units[0].Mac}");
         await page.Locator("#service-config-edit summary").ClickAsync();
         await AssertNoHorizontalOverflowAsync(page, "the unit's service configuration forms", width);
+        await page.Locator("#record-edit summary").ClickAsync();
+        await page.Locator("#lifecycle summary").ClickAsync();
+        await AssertNoHorizontalOverflowAsync(page, "the unit's row editor and lifecycle forms", width);
+        var editor = await page.Locator("#record-form").BoundingBoxAsync();
+        Assert.That(editor!.Width, Is.GreaterThanOrEqualTo(Math.Min(300, width - 80)), $"the row editor at {width} px is {editor.Width} px wide");
 
         await page.GotoAsync("/console/register");
         var form = await page.Locator("#register-one").BoundingBoxAsync();

@@ -79,6 +79,47 @@ public class ConsoleCatalogueTests
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before));
     }
 
+    [Test]
+    public async Task A_genuine_medium_is_registered_by_the_apis_rules_and_a_wrong_form_changes_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        Assert.That(await admin.GetStringAsync("/console/catalogue"), Does.Contain("id=\"register-medium\""));
+        var digest = Convert.ToHexString(SHA256.HashData("a genuine install stick"u8));
+        Dictionary<string, string> Medium(string d, string name) => new() { ["digest"] = d, ["name"] = name };
+
+        async Task RefusedMedium(HttpClient session, Dictionary<string, string> form, string why, HttpStatusCode status = HttpStatusCode.Redirect)
+        {
+            var before = HostileInputTests.Snapshot(server);
+            var response = await Post(session, "RegisterMedium", form);
+            Assert.That(response.StatusCode, Is.EqualTo(status), why);
+            Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{why}: refused, but the database changed");
+            if (status == HttpStatusCode.Redirect) { Assert.That(await session.GetStringAsync("/console/catalogue"), Does.Contain("Nothing was registered"), why); }
+        }
+
+        await RefusedMedium(admin, Medium(digest[..63], "stick"), "a digest one digit short");
+        await RefusedMedium(admin, Medium(digest[..63] + "g", "stick"), "a digest with a letter beyond f");
+        await RefusedMedium(admin, Medium(digest, ""), "no name");
+        await RefusedMedium(admin, Medium(digest, "stick\u001b[2J"), "an escape sequence in the name");
+        await RefusedMedium(admin, Medium(digest, new string('n', 129)), "a name too long");
+        var registered = await Post(admin, "RegisterMedium", Medium(digest, "  Factory stick 2026  "));
+        Assert.That(registered.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetMedium(digest.ToLowerInvariant()), Is.EqualTo(new Tsunagu.Protocol.MediaRegistration(digest.ToLowerInvariant(), "Factory stick 2026")),
+            "stored as the API stores it: digest in lower case, name trimmed");
+        Assert.That(await admin.GetStringAsync("/console/catalogue"), Does.Contain($"id=\"medium-{digest.ToLowerInvariant()}\""));
+        await RefusedMedium(admin, Medium(digest.ToLowerInvariant(), "again"), "the same digest twice");
+        Assert.That(server.Store.ListAudit(20).Count(a => a.Action == "media.register"), Is.EqualTo(1));
+
+        // support and auditors see no form and are refused
+        using (var client = server.Operator())
+        {
+            await client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewOperator("helpdesk", "a console test password", OperatorRoles.Support), CancellationToken.None);
+        }
+        using var support = await RoleTests.ConsoleSession(server, "helpdesk", "a console test password");
+        Assert.That(await support.GetStringAsync("/console/catalogue"), Does.Not.Contain("id=\"register-medium\""));
+        await RefusedMedium(support, Medium(Convert.ToHexString(SHA256.HashData("other"u8)), "other"), "support's role", HttpStatusCode.Forbidden);
+    }
+
     private static async Task<HttpResponseMessage> Upload(HttpClient session, byte[]? bundle, string id, string from, string to, string importance = "2")
     {
         var form = new MultipartFormDataContent

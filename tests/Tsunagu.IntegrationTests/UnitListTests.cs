@@ -50,6 +50,8 @@ public class UnitListTests
     {
         Mac = Mac(i), Serial = $"sn{i % 97:d5}", HardwareVersion = "hw-1", IspMethod = "dhcp", State = States[i % States.Length],
         Pattern = i % 5 == 0 ? null : $"pattern-{i % 3}", Subscriber = i % 4 == 0 ? null : $"sub{i % 50:d3}",
+        // domains in either case (a DNS name is matched without regard to case), some units without one
+        Domain = i % 6 == 0 ? null : i % 7 == 0 ? $"D{i % 40:d2}.Example" : $"d{i % 40:d2}.example",
     }).ToList();
 
     private static List<UnitListRow> Walk(TsunaguStore store, UnitPageQuery query, Action<int>? betweenPages = null)
@@ -144,6 +146,10 @@ public class UnitListTests
         Check(new UnitPageQuery(NoPattern: true), u => u.Pattern is null, "no pattern");
         Check(new UnitPageQuery(State: UnitStates.OffPattern, Pattern: "pattern-1"), u => u.State == UnitStates.OffPattern && u.Pattern == "pattern-1", "state and pattern");
         Check(new UnitPageQuery(Serial: "sn00042"), u => u.Serial == "sn00042", "serial");
+        Check(new UnitPageQuery(Domain: "d07.EXAMPLE"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase), "domain, in any case");
+        Check(new UnitPageQuery(Domain: "d07.example", Subscriber: "sub007"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase) && u.Subscriber == "sub007",
+            "domain and subscriber");
+        Assert.That(store.QueryUnitPage(new UnitPageQuery(Domain: "d07")).Rows, Is.Empty, "a domain is matched whole, not by a part");
         Assert.That(store.QueryUnitPage(new UnitPageQuery(Subscriber: "nobody")).Rows, Is.Empty);
     }
 
@@ -220,7 +226,7 @@ public class UnitListTests
             ["sort=mac;DROP TABLE units"] = "Sort", ["sort=inventory"] = "Sort", ["dir=sideways"] = "Direction",
             ["state=Ready%27--"] = "State", ["state=ready"] = "State", ["pattern=a%20b"] = "Pattern", ["pattern=" + new string('p', 65)] = "Pattern",
             ["mac=zz:zz"] = "MAC", ["mac=%25"] = "MAC", ["mac=0000000000001"] = "MAC", ["subscriber=a%0Ab"] = "Subscriber",
-            ["serial=%00"] = "Serial", ["after=not-a-cursor"] = "damaged", ["after=" + new string('A', 3000)] = "damaged",
+            ["serial=%00"] = "Serial", ["domain=a..b"] = "Domain", ["domain=-x.example"] = "Domain", ["domain=x%0A.example"] = "Domain", ["domain=" + new string('d', 254)] = "Domain", ["after=not-a-cursor"] = "damaged", ["after=" + new string('A', 3000)] = "damaged",
         };
         foreach (var (query, reason) in wrong)
         {
@@ -292,6 +298,7 @@ public class UnitListTests
             ("unit list, by last seen, newest first", "/console/units?sort=last-seen&dir=desc"),
             ("search: MAC fragment", "/console/units?mac=01:86:a0"),
             ("search: subscriber", "/console/units?subscriber=sub007"),
+            ("search: domain", "/console/units?domain=d07.example"),
             ("search: pattern and state", "/console/units?pattern=pattern-1&state=Ready"),
             ("fleet overview", "/console"),
             ("audit log, first page", "/console/audit"),
@@ -320,7 +327,7 @@ public class UnitListTests
         foreach (var (name, value) in new (string, object)[]
                  {
                      ("@MacLike", DBNull.Value), ("@Serial", DBNull.Value), ("@Subscriber", DBNull.Value), ("@Pattern", DBNull.Value), ("@NoPattern", 0),
-                     ("@State", DBNull.Value), ("@CursorKey", Mac(90_000)), ("@CursorMac", Mac(90_000)), ("@Take", 51),
+                     ("@State", DBNull.Value), ("@Domain", DBNull.Value), ("@CursorKey", Mac(90_000)), ("@CursorMac", Mac(90_000)), ("@Take", 51),
                  })
         {
             explain.Parameters.AddWithValue(name, value);

@@ -15,14 +15,30 @@ public static class MediaApi
         api.MapGet("/media", (TsunaguStore store) => TypedResults.Ok(store.ListMedia())).AllowRoles(OperatorRoles.Read);
         api.MapPost("/media", Results<Created<MediaRegistration>, ProblemHttpResult> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
         {
-            var digest = r.Digest?.ToLowerInvariant() ?? "";
-            if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{r.Digest}' is not a SHA-256 in hex"); }
-            if (!InputRules.IsText(r.Name, 128)) { return Problems.BadRequest("name: required; " + InputRules.Text("name", 128)); }
+            var (medium, problem) = Check(r);
+            if (medium is null) { return Problems.BadRequest(problem!); }
             return Problems.Guard(() =>
             {
-                store.AddMedium(digest, r.Name.Trim(), new AuditEntry(http.Caller().Subject, "media.register", digest, r.Name));
-                return TypedResults.Created($"{Routes.Media}/{digest}", new MediaRegistration(digest, r.Name.Trim()));
+                Register(store, medium, http.Caller().Subject);
+                return TypedResults.Created($"{Routes.Media}/{medium.Digest}", medium);
             });
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
     }
+
+    /// <summary>
+    /// The registration as stored (digest in lower case, name trimmed), or why it is refused: the digest must be a
+    /// SHA-256 in hex, the name 1-128 printable characters. The API and the console use the same rules.
+    /// </summary>
+    public static (MediaRegistration? Medium, string? Problem) Check(MediaRegistration? r)
+    {
+        var digest = r?.Digest?.ToLowerInvariant() ?? "";
+        if (!ArtifactStore.IsDigest(digest)) { return (null, $"digest: '{InputRules.Quote(r?.Digest)}' is not a SHA-256 in hex"); }
+        if (!InputRules.IsText(r!.Name, 128)) { return (null, "name: required; " + InputRules.Text("name", 128)); }
+        return (new MediaRegistration(digest, r.Name.Trim()), null);
+    }
+
+    /// <summary>Registers a checked medium with its audit entry.</summary>
+    /// <exception cref="StoreConflictException">The digest is registered already.</exception>
+    public static void Register(TsunaguStore store, MediaRegistration medium, string actor) =>
+        store.AddMedium(medium.Digest, medium.Name, new AuditEntry(actor, "media.register", medium.Digest, medium.Name));
 }

@@ -49,7 +49,7 @@ public sealed record UnitCursor(string Key, string Mac)
 /// </summary>
 public sealed record UnitPageQuery(
     string? MacFragment = null, string? Serial = null, string? Subscriber = null, string? Pattern = null, bool NoPattern = false,
-    string? State = null, UnitSort Sort = UnitSort.Mac, bool Descending = false, UnitCursor? After = null, int Limit = 50);
+    string? State = null, UnitSort Sort = UnitSort.Mac, bool Descending = false, UnitCursor? After = null, int Limit = 50, string? Domain = null);
 
 /// <summary>A unit as the list shows it: a narrow read (the inventory document is not read).</summary>
 public sealed class UnitListRow
@@ -99,6 +99,7 @@ public sealed partial class TsunaguStore
         (@MacLike IS NULL OR REPLACE(mac, ':', '') LIKE @MacLike) AND (@Serial IS NULL OR serial = @Serial)
           AND (@Subscriber IS NULL OR subscriber = @Subscriber) AND (@Pattern IS NULL OR pattern = @Pattern)
           AND (@NoPattern = 0 OR pattern IS NULL) AND (@State IS NULL OR state = @State)
+          AND (@Domain IS NULL OR LOWER(domain) = @Domain)
         """;
 
     /// <summary>
@@ -134,7 +135,7 @@ public sealed partial class TsunaguStore
         var args = new
         {
             MacLike = q.MacFragment is { } m ? "%" + m.ToLowerInvariant() + "%" : null,
-            q.Serial, q.Subscriber, q.Pattern, NoPattern = q.NoPattern ? 1 : 0, q.State,
+            q.Serial, q.Subscriber, q.Pattern, NoPattern = q.NoPattern ? 1 : 0, q.State, Domain = q.Domain?.ToLowerInvariant(),
             CursorKey = q.After?.Key ?? "", CursorMac = q.After?.Mac ?? "",
             Take = q.Limit + 1,
         };

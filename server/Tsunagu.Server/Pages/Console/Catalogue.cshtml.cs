@@ -33,6 +33,19 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public IActionResult OnPostRetire(string id) => Apply(id, () => catalogue.Retire(id, Who, "web console"), "retired");
 
+    /// <summary>Registers a genuine install medium by its digest, by the API's rules (<see cref="Apis.MediaApi.Check"/>).</summary>
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
+    public IActionResult OnPostRegisterMedium(string? digest, string? name)
+    {
+        var (medium, problem) = Apis.MediaApi.Check(new Tsunagu.Protocol.MediaRegistration(digest ?? "", name ?? ""));
+        if (medium is null)
+        {
+            Problem = $"Nothing was registered: {problem}";
+            return RedirectToPage();
+        }
+        return Change(() => Apis.MediaApi.Register(store, medium, Who), $"Medium {medium.Name} ({medium.Digest}) registered as genuine.", "Nothing was registered");
+    }
+
     /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftware"/>).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public IActionResult OnPostAddSoftware(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)

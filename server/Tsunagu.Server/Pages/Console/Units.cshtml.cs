@@ -7,7 +7,7 @@ using Tsunagu.Server.Security;
 namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>
-/// The unit list at fleet scale: search by MAC (any part of it), serial, subscriber, pattern and state; sorted by one
+/// The unit list at fleet scale: search by MAC (any part of it), serial, subscriber, domain, pattern and state; sorted by one
 /// column; keyset paging (a page starts after the last row of the one before, never at an offset). Query parameters
 /// are checked before anything is read: a wrong one is answered 400 with what is wrong, and lists nothing.
 /// </summary>
@@ -40,13 +40,13 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
 
     /// <summary>The query parameters as the person gave them (the form shows them again, the links carry them on).</summary>
     public sealed record ListParameters(string? Mac = null, string? Serial = null, string? Subscriber = null, string? Pattern = null,
-        string? State = null, string? Sort = null, string? Dir = null, string? Size = null);
+        string? State = null, string? Sort = null, string? Dir = null, string? Size = null, string? Domain = null);
 
     public IActionResult OnGet(string? mac, string? serial, string? subscriber, string? pattern, string? state, string? sort, string? dir,
-        string? after, string? size)
+        string? after, string? size, string? domain)
     {
         Now = time.GetUtcNow();
-        Parameters = new ListParameters(Blank(mac), Blank(serial), Blank(subscriber), Blank(pattern), Blank(state), Blank(sort), Blank(dir), Blank(size));
+        Parameters = new ListParameters(Blank(mac), Blank(serial), Blank(subscriber), Blank(pattern), Blank(state), Blank(sort), Blank(dir), Blank(size), Blank(domain));
         var (query, errors) = Parse(Parameters, Blank(after));
         if (query is null)
         {
@@ -83,6 +83,10 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
         {
             errors.Add(InputRules.Text("Subscriber", InputRules.MaxIdentifier));
         }
+        if (p.Domain is { } domain && !InputRules.IsDomainName(domain))
+        {
+            errors.Add($"Domain: '{InputRules.Quote(domain)}' is not a DNS name");
+        }
         var noPattern = p.Pattern == NoPattern;
         if (p.Pattern is { } pattern && !noPattern && !InputRules.IsIdentifier(pattern))
         {
@@ -116,7 +120,7 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
         }
         return errors.Count > 0
             ? (null, errors)
-            : (new UnitPageQuery(fragment, p.Serial, p.Subscriber, noPattern ? null : p.Pattern, noPattern, p.State, sort, descending, cursor, limit), errors);
+            : (new UnitPageQuery(fragment, p.Serial, p.Subscriber, noPattern ? null : p.Pattern, noPattern, p.State, sort, descending, cursor, limit, p.Domain), errors);
     }
 
     /// <summary>The list's URL with these parameters, changed as given (null values are left out).</summary>
@@ -125,7 +129,7 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
         var p = Parameters;
         var values = new List<KeyValuePair<string, string?>>
         {
-            new("mac", p.Mac), new("serial", p.Serial), new("subscriber", p.Subscriber), new("pattern", p.Pattern), new("state", p.State),
+            new("mac", p.Mac), new("serial", p.Serial), new("subscriber", p.Subscriber), new("pattern", p.Pattern), new("state", p.State), new("domain", p.Domain),
             new("sort", sort ?? (keepOrder ? p.Sort : null)), new("dir", dir ?? (keepOrder ? p.Dir : null)), new("size", p.Size), new("after", after),
         };
         return "/console/units" + new Microsoft.AspNetCore.Http.Extensions.QueryBuilder(
