@@ -329,6 +329,59 @@ public partial class FirstHourTests
         Assert.That(server.Store.ListUnits(), Has.Count.EqualTo(units), "nothing registered");
     }
 
+    /// <summary>Runs <paramref name="script"/> in bash after sourcing lab-unit.sh (what lab.sh and isp-lab.sh share) for unit <paramref name="mac"/>.</summary>
+    private static Task<(int Exit, string Out, string Err)> LabUnitAsync(string dir, string demo, int port, string mac, string script) =>
+        RunAsync(Start("bash", dir, ["-c", $"set -euo pipefail; . '{Path.Combine(RepositoryRoot(), "tests", "Tsunagu.SystemTests", "Qemu", "lab-unit.sh")}'; {script}"],
+            new Dictionary<string, string?>
+            {
+                ["CLI"] = Path.Combine(AppContext.BaseDirectory, "tsunagu.dll"), ["PORT"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["DEMO"] = demo, ["IMAGE_DIR"] = Path.Combine(dir, "image"), ["MAC"] = mac, ["NAME"] = "lab", ["TARGET"] = "qemu-2",
+            }));
+
+    [Test]
+    public async Task The_labs_reuse_a_burned_disk_only_for_a_unit_the_server_knows_and_never_burn_for_a_decommissioned_one()
+    {
+        await using var server = await TestServer.StartAsync();
+        var dir = TempDirectories.Create("lab-unit");
+        var demo = await DemoFilesAsync(server, dir);
+        var port = new Uri(server.Url).Port;
+        var units = await server.AddUnitsAsync(2);
+        const string unknown = "02:00:5e:00:53:99";
+        server.Store.Decommission(units[1].Mac, null, "operator", "returned");
+
+        async Task<string> OnServer(string mac)
+        {
+            var (exit, output, error) = await LabUnitAsync(dir, demo, port, mac, "lab_unit_on_server");
+            Assert.That(exit, Is.Zero, error);
+            return output.Trim();
+        }
+        Assert.That(await OnServer(units[0].Mac), Is.EqualTo("known"));
+        Assert.That(await OnServer(unknown), Is.EqualTo("unknown"), "a unit the server never registered (or whose data was removed)");
+        Assert.That(await OnServer(units[1].Mac), Is.EqualTo("decommissioned"));
+
+        // a disk burned for a unit the server no longer knows is not reused: it is removed and a new one burned (here the
+        // burn fails on the test's empty image, so nothing is left)
+        var image = Path.Combine(dir, "image");
+        Directory.CreateDirectory(image);
+        await File.WriteAllBytesAsync(Path.Combine(image, "disk.img"), new byte[4096]);
+        await File.WriteAllTextAsync(Path.Combine(image, "board.json"), """{"name":"qemu-x86_64"}""");
+        var run = Path.Combine(dir, "run");
+        Directory.CreateDirectory(run);
+        await File.WriteAllTextAsync(Path.Combine(run, "disk.img"), "a disk burned for a unit of a server that was reset");
+        var (burnExit, burnOut, burnError) = await LabUnitAsync(dir, demo, port, unknown, $"lab_unit_disk '{run}' --serial LAB-0001 --hardware qemu-r1");
+        Assert.That(burnOut, Does.Contain($"the server does not know {unknown}").And.Not.Contain("reusing"), burnOut + burnError);
+        Assert.That(burnExit, Is.Not.Zero, "the empty test image cannot be burned");
+        Assert.That(File.Exists(Path.Combine(run, "disk.img")), Is.False, "the old disk is gone, never reused");
+        Assert.That(server.Store.GetUnit(unknown), Is.Null, "nothing registered by a failed burn");
+
+        // a decommissioned unit: refused before anything is copied or burned
+        var (exit2, out2, error2) = await LabUnitAsync(dir, demo, port, units[1].Mac, $"lab_unit_disk '{Path.Combine(dir, "run2")}' --serial LAB-0002 --hardware qemu-r1");
+        Assert.That(exit2, Is.EqualTo(2), out2 + error2);
+        Assert.That(Lines(error2), Has.Length.EqualTo(1), error2);
+        Assert.That(error2, Does.Contain($"unit {units[1].Mac} decommissioned").And.Contain("MAC="));
+        Assert.That(Directory.Exists(Path.Combine(dir, "run2")), Is.False, "nothing copied");
+    }
+
     [Test]
     public async Task The_image_build_without_jq_stops_and_names_jq()
     {

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography;
+using System.Text.Json;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Protocol;
 
@@ -80,5 +81,131 @@ public class UnitClientTests
         Assert.That(async () => await client.DownloadAsync(Host, "/a", "t", file, content.Length, cancel.Token).WaitAsync(TimeSpan.FromSeconds(10)),
             Throws.InstanceOf<OperationCanceledException>());
         Assert.That(file.Length, Is.Zero, "the bytes before the stall are not written once cancelled");
+    }
+
+    /// <summary>The unit's real network: requests go through the sockets handler as they are.</summary>
+    private sealed class Direct : Tsunagu.Hal.INetworkAccess
+    {
+        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => inner;
+
+        public void EnsureRoute() { }
+    }
+
+    /// <summary>
+    /// An HTTP/1.1 server on loopback whose first connection answers one request and then nothing more, as a connection
+    /// opened over a WAN session that has since ended (its local address is gone: what is sent on it is never answered);
+    /// every later connection answers every request. It counts connections and sees the first one closed by the client.
+    /// </summary>
+    private sealed class StaleFirstConnection : IAsyncDisposable
+    {
+        private readonly System.Net.Sockets.TcpListener _listener = new(IPAddress.Loopback, 0);
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task _accepting;
+        private int _connections;
+        private int _answered;
+
+        public StaleFirstConnection()
+        {
+            _listener.Start();
+            _accepting = AcceptAsync();
+        }
+
+        public Uri Url => new($"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/");
+        public int Connections => Volatile.Read(ref _connections);
+        public int Answered => Volatile.Read(ref _answered);
+        public TaskCompletionSource FirstClosed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        private async Task AcceptAsync()
+        {
+            var served = new List<Task>();
+            try
+            {
+                while (true)
+                {
+                    var socket = await _listener.AcceptSocketAsync(_stop.Token);
+                    served.Add(ServeAsync(socket, Interlocked.Increment(ref _connections) == 1));
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                await Task.WhenAll(served);
+            }
+        }
+
+        private async Task ServeAsync(System.Net.Sockets.Socket socket, bool first)
+        {
+            using var _ = socket;
+            var body = JsonSerializer.Serialize(new UnitSettings("02:00:00:00:00:01", new WanAccount("dhcp"), null, null, null, null, "https://127.0.0.1:9/", null),
+                ProtocolJson.Default.UnitSettings);
+            var answer = System.Text.Encoding.ASCII.GetBytes(
+                $"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {System.Text.Encoding.UTF8.GetByteCount(body)}\r\n\r\n{body}");
+            var buffer = new byte[8192];
+            var pending = "";
+            var requests = 0;
+            try
+            {
+                while (true)
+                {
+                    var n = await socket.ReceiveAsync(buffer, _stop.Token);
+                    if (n == 0)
+                    {
+                        if (first) { FirstClosed.TrySetResult(); }
+                        return;
+                    }
+                    pending += System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+                    for (var end = pending.IndexOf("\r\n\r\n", StringComparison.Ordinal); end >= 0; end = pending.IndexOf("\r\n\r\n", StringComparison.Ordinal))
+                    {
+                        pending = pending[(end + 4)..]; // a GET: no body
+                        if (first && ++requests > 1) { continue; } // the stale connection: read, never answered
+                        await socket.SendAsync(answer, _stop.Token);
+                        Interlocked.Increment(ref _answered);
+                    }
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or System.Net.Sockets.SocketException)
+            {
+                if (first && e is System.Net.Sockets.SocketException) { FirstClosed.TrySetResult(); }
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            _listener.Stop();
+            await _accepting;
+            _stop.Dispose();
+        }
+    }
+
+    [Test]
+    public async Task After_DropConnections_the_next_request_opens_a_new_connection_instead_of_waiting_on_one_of_the_ended_wan_session()
+    {
+        await using var server = new StaleFirstConnection();
+        using var client = new UnitClient(new Direct(), ["pin"], timeout: TimeSpan.FromSeconds(60));
+        await client.GetSettingsAsync(server.Url, "t", CancellationToken.None);
+        Assert.That((server.Connections, server.Answered), Is.EqualTo((1, 1)), "precondition: one answered request, its connection pooled");
+
+        // the WAN session changed (the supervisor's ctx.WanSessionEnded): the pooled connection is of the old one
+        client.DropConnections();
+        Assert.That(client.ConnectionsDropped, Is.EqualTo(1));
+        // generous: a request sent on the stale connection would wait out the whole 60 s timeout and fail
+        var settings = await client.GetSettingsAsync(server.Url, "t", CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(50));
+        Assert.That(settings.Mac, Is.EqualTo("02:00:00:00:00:01"));
+        Assert.That((server.Connections, server.Answered), Is.EqualTo((2, 2)), "the second request went out on a new connection, and was answered");
+        Assert.That(async () => await server.FirstClosed.Task.WaitAsync(TimeSpan.FromSeconds(30)), Throws.Nothing, "the old connection was closed by the unit");
+    }
+
+    [Test]
+    public async Task Without_DropConnections_a_request_after_the_session_changed_goes_out_on_the_stale_connection_and_times_out()
+    {
+        // the fault the supervisor's drop prevents (seen in the ISP lab: "host authentication: ... timed out" 30 s after
+        // the switch from the provisional PPPoE session to the subscriber's)
+        await using var server = new StaleFirstConnection();
+        using var client = new UnitClient(new Direct(), ["pin"], timeout: TimeSpan.FromSeconds(2));
+        await client.GetSettingsAsync(server.Url, "t", CancellationToken.None);
+        var e = Assert.ThrowsAsync<ServerException>(() => client.GetSettingsAsync(server.Url, "t", CancellationToken.None));
+        Assert.That(e!.Message, Does.Contain("timed out"));
+        Assert.That(e.IsTransient, Is.True);
+        Assert.That((server.Connections, server.Answered), Is.EqualTo((1, 1)), "the request went out on the pooled connection and was never answered");
     }
 }

@@ -34,11 +34,12 @@ public class ServerException(string message, bool isTransient, HttpStatusCode? s
 public sealed class UnitClient : IDisposable
 {
     private readonly HttpClient _http;
+    private readonly Connections _connections;
 
     public UnitClient(INetworkAccess network, IReadOnlyList<string> serverPins, TimeSpan? timeout = null)
     {
         var pins = serverPins.ToArray();
-        var sockets = new SocketsHttpHandler
+        _connections = new Connections(() => new SocketsHttpHandler
         {
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             // a unit talks to its host in short bursts: an idle connection is closed before the server's keep-alive
@@ -52,8 +53,60 @@ public sealed class UnitClient : IDisposable
                         ?? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()),
                         chain, pins),
             },
-        };
-        _http = new HttpClient(network.WrapHandler(sockets)) { Timeout = timeout ?? TimeSpan.FromSeconds(30) };
+        });
+        _http = new HttpClient(network.WrapHandler(_connections)) { Timeout = timeout ?? TimeSpan.FromSeconds(30) };
+    }
+
+    /// <summary>How many times <see cref="DropConnections"/> has closed the pool (for tests and messages).</summary>
+    public int ConnectionsDropped => _connections.Dropped;
+
+    /// <summary>
+    /// Closes every pooled connection; the next request opens a new one. For a new WAN session: a connection opened
+    /// over the previous one (the provisional PPPoE session, a line that was redialled) is bound to an address the unit
+    /// no longer has, so nothing it sends is ever answered, and a request on it would wait for the whole timeout.
+    /// Call it only between requests (the supervisor's states are sequential): one in flight fails.
+    /// </summary>
+    public void DropConnections() => _connections.Drop();
+
+    /// <summary>The socket handler, replaced by a new one (an empty pool) on <see cref="Drop"/>.</summary>
+    private sealed class Connections(Func<SocketsHttpHandler> create) : HttpMessageHandler
+    {
+        private readonly Lock _gate = new();
+        private HttpMessageInvoker _current = new(create(), disposeHandler: true);
+        private int _dropped;
+        private bool _disposed;
+
+        public int Dropped { get { lock (_gate) { return _dropped; } } }
+
+        public void Drop()
+        {
+            HttpMessageInvoker old;
+            lock (_gate)
+            {
+                if (_disposed) { return; }
+                old = _current;
+                _current = new HttpMessageInvoker(create(), disposeHandler: true);
+                _dropped++;
+            }
+            old.Dispose();
+        }
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            HttpMessageInvoker current;
+            lock (_gate) { current = _current; }
+            return current.SendAsync(request, cancellationToken);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                lock (_gate) { _disposed = true; }
+                _current.Dispose();
+            }
+            base.Dispose(disposing);
+        }
     }
 
     public async Task<SessionResponse> AuthenticateAsync(Uri server, string purpose, FactoryIdentity identity, byte[] secret, CancellationToken ct)

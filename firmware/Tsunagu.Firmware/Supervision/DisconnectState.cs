@@ -13,6 +13,7 @@ public sealed class DisconnectState : IState
             return Outcome.NothingToDo;
         }
         await ctx.Hardware.Wan.DownAsync(ct);
+        ctx.WanSessionEnded();
         return Outcome.Success;
     }
 }

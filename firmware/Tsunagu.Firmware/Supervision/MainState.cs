@@ -24,6 +24,7 @@ public sealed class MainState : IState
         try
         {
             await wan.DownAsync(ct);
+            ctx.WanSessionEnded();
             await wan.UpAsync(LinkRole.Main, settings.Isp, ct);
             ctx.MainLinkFailures = ctx.MainLinkRefusals = 0;
             return Outcome.Success;

@@ -18,6 +18,7 @@ public sealed class ProvisionalState : IState
             if (ctx.Hardware.Wan.Role != LinkRole.Provisional)
             {
                 await ctx.Hardware.Wan.DownAsync(ct);
+                ctx.WanSessionEnded();
                 await ctx.Hardware.Wan.UpAsync(LinkRole.Provisional, identity.Bootstrap.ProvisionalWan, ct);
             }
         }

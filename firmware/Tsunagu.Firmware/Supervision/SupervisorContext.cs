@@ -212,6 +212,33 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
         MainLinkRefusals = 0;
     }
 
+    /// <summary>
+    /// The WAN link was hung up (to dial another account, or to redial a lost line): the unit client's pooled connections
+    /// were made over the session that ended, from an address the unit no longer has, so they are closed. Without it the
+    /// first request after the switch went out on such a connection, was never answered, and waited for the client's
+    /// whole timeout (30 s) before the retry opened a new one.
+    /// </summary>
+    public void WanSessionEnded() => Client?.DropConnections();
+
+    /// <summary>
+    /// Hangs up the WAN link before the unit restarts (the restart command stops nothing on its way): a PPPoE session ends
+    /// with pppd's LCP Terminate and the unit's PADT, so the access concentrator frees it at once instead of holding it
+    /// until its LCP echo gives up while the restarted unit dials a new one. A hang-up that fails is logged; the restart goes on.
+    /// </summary>
+    public async Task HangUpBeforeRestartAsync(CancellationToken ct)
+    {
+        if (!Hardware.Wan.IsUp) { return; }
+        try
+        {
+            await Hardware.Wan.DownAsync(ct);
+            WanSessionEnded();
+        }
+        catch (HalException e)
+        {
+            Log($"hang-up before the restart failed: {e.Message}");
+        }
+    }
+
     /// <summary>Closes what holds `data` or a connection open: the push listener, the services, the client, the state store.</summary>
     public async ValueTask ReleaseAsync()
     {

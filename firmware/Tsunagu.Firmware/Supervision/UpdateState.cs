@@ -160,6 +160,7 @@ public sealed class UpdateState : IState
     private static async Task<Outcome> RebootAsync(SupervisorContext ctx, string why, CancellationToken ct)
     {
         ctx.Log(why);
+        await ctx.HangUpBeforeRestartAsync(ct);
         await ctx.Hardware.Boot.RebootAsync(ct);
         return Outcome.Reboot;
     }

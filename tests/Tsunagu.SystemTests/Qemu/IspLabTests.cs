@@ -103,6 +103,10 @@ public sealed partial class IspLabTests
             Does.Contain(up[1].Remote), "the unit's session is on ppp0 with that address");
         Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain("dev ppp0"), "its default route is the session");
         var console = unit.FullConsole();
+        // the host session over the subscriber's session succeeds at its first attempt: no request went out on a
+        // connection left from the provisional session (which is never answered and waited out the 30 s timeout)
+        Assert.That(FailedHostContacts(console), Is.Empty, $"no failed host contact after the switch\n--- unit ---\n{console}");
+        Assert.That(Occurrences(console, "--> HostSession"), Is.EqualTo(1), "one host session attempt: Main --Success--> HostSession, no retry");
         Assert.That(console, Does.Not.Contain(factoryPassword), "the derived password never reaches the console");
         Assert.That(isp.Console(), Does.Not.Contain(factoryPassword), "nor the access point's log");
     }
@@ -203,6 +207,18 @@ public sealed partial class IspLabTests
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(redials[^1].Remote), "the unit's ppp0 carries the new session");
     }
 
+    /// <summary>The unit's log lines of a failed contact with the host (HostSession's errors and its retries).</summary>
+    private static List<string> FailedHostContacts(string console) =>
+        console.Split('\n').Where(l => l.Contains("host authentication:", StringComparison.Ordinal)
+                                        || l.Contains("HostSession --Retry--> HostSession", StringComparison.Ordinal)).ToList();
+
+    private static int Occurrences(string text, string what)
+    {
+        var count = 0;
+        for (var i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + what.Length, StringComparison.Ordinal)) { count++; }
+        return count;
+    }
+
     /// <summary>The lab's "internet" web server (in the access network guest, isp-run.sh) and what it serves.</summary>
     private const string InternetAddress = "198.51.100.80";
     private const string InternetContent = "tsunagu lab internet";
@@ -296,6 +312,57 @@ public sealed partial class IspLabTests
         Assert.That(isp.Radius().Skip(radiusBefore).Select(r => (r.Kind, r.User)), Is.EqualTo(new[] { ("Stop", subscriber.Username!) }),
             "one accounting Stop, the subscriber's");
         TestContext.Out.WriteLine($"whole test: {clock.Elapsed.TotalSeconds:0.0} s after power-on\n--- ISP ---\n{isp.Console()}");
+    }
+
+    [Test]
+    public async Task An_update_reboot_hangs_up_the_pppoe_session_first_so_the_concentrator_never_holds_a_stale_session_for_the_unit()
+    {
+        const int index = 25;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var subscriber = new WanAccount("pppoe", "saburo.ito@isp.example", "subscriber-secret-0025");
+        await using var isp = await IspGuest.StartAsync(_lab, "isp25", [(subscriber.Username!, subscriber.Password!)]);
+        await isp.WaitReadyAsync(IspBoot);
+        // pattern qemu-2: the unit updates its OS from the host and restarts into it
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern2, isp: subscriber, provisional: new WanAccount("pppoe"));
+        unit.WanSocket = isp.AccessEndpoint;
+        var clock = Stopwatch.StartNew();
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        TestContext.Out.WriteLine($"power-on to Ready on {LabCatalogue.Pattern2} over PPPoE (update and its reboot included): {clock.Elapsed.TotalSeconds:0.0} s");
+        var console = unit.Console();
+        Assert.That(console, Does.Contain("restarting the unit").And.Contain("Tsunagu OS tsunagu-os 1.1 (b)"), "the unit restarted into the update");
+
+        // the concentrator's sessions of the unit, in order: provisioning, subscriber before the restart, subscriber after
+        // it; at no point two at once: each one ended (ip-down) before the next one began
+        var events = isp.Events().Where(e => e.Kind is "up" or "down").ToList();
+        Assert.That(events.Where(e => e.Kind == "up").Select(e => e.Peer), Is.EqualTo(new[] { factoryUser, subscriber.Username, subscriber.Username }),
+            $"three sessions: provisioning, then the subscriber's before and after the restart\n--- ISP ---\n{isp.Console()}");
+        var open = 0;
+        var most = 0;
+        foreach (var e in events)
+        {
+            open += e.Kind == "up" ? 1 : -1;
+            most = Math.Max(most, open);
+        }
+        Assert.That(most, Is.EqualTo(1), $"never two sessions of the unit at once on the concentrator\n--- ISP ---\n{isp.Console()}");
+        Assert.That(open, Is.EqualTo(1), "one session up now, the one after the restart");
+        Assert.That(isp.Console(), Does.Not.Contain("No response to"), "no session was ended by the concentrator's LCP echo");
+        // the accounting: the session before the restart was stopped by the unit's hang-up, not lost by the carrier
+        var stops = isp.Console().Split('\n').Where(l => l.Contains("radius: accounting Stop user=" + subscriber.Username + " ", StringComparison.Ordinal)).ToList();
+        Assert.That(stops, Has.Count.EqualTo(1), "one accounting Stop of the subscriber's sessions, the one before the restart");
+        Assert.That(stops[0], Does.Not.Contain("cause=Lost-Carrier"), "the unit hung it up: it was not found dead");
+        // the unit's PADTs: one for the provisional session, one for the subscriber's session before the restart
+        var discovery = await IspGuest.SettledAsync(isp.DiscoveryReceivedAsync, d => d.Padt >= 2, TimeSpan.FromSeconds(30));
+        TestContext.Out.WriteLine($"PADR, PADT from the unit: {discovery}; the stop before the restart: {stops[0]}");
+        Assert.That(discovery.Padt, Is.EqualTo(2), "a PADT at the provisional hang-up and one before the restart");
+        // what the concentrator holds now: one pppd, one session file, the subscriber's
+        Assert.That((await isp.ShellAsync("pidof pppd")).Split(' ', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(1),
+            "the concentrator holds exactly one session for the unit");
+        Assert.That(await isp.ShellAsync("ls /run/isp/sessions"), Is.EqualTo(subscriber.Username + ".pid"));
+        // and the host session after each switch of session succeeded at its first attempt
+        Assert.That(FailedHostContacts(console), Is.Empty, $"no failed host contact\n--- unit ---\n{console}");
+        Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(events[^1].Remote), "the unit's ppp0 carries the new session");
     }
 }
 

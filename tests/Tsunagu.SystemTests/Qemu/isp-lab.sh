@@ -5,7 +5,7 @@
 # console here). The unit is burned with a PPPoE provisional link (its derived password: the guest's RADIUS asks the
 # server, with the demo's access point token) and registered with the subscriber account the guest's ISP holds; it dials
 # the provisioning access point (walled garden), fetches its settings, hangs up and dials the subscriber's ISP.
-# Re-running reuses a burned copy (FRESH=1: a new one). Quit the unit with Ctrl-A X; the guest is stopped with it.
+# Re-running reuses a burned copy while the server still knows the unit (lab-unit.sh; FRESH=1: a new one). Quit the unit with Ctrl-A X; the guest is stopped with it.
 set -euo pipefail
 DEMO=${DEMO:-.tsunagu/demo}
 RUN=${ISP_LAB_RUN:-.tsunagu/isp-lab}
@@ -25,35 +25,13 @@ done
 [ -f "$IMAGE_DIR/disk.img" ] || { echo "isp-lab: $IMAGE_DIR/disk.img is missing: run \`make image\`" >&2; exit 2; }
 [ -f "$ISP_DIR/initrd.img" ] || { echo "isp-lab: $ISP_DIR/initrd.img is missing: run \`make isp-lab-image\`" >&2; exit 2; }
 TARGET=qemu-2
-tsunagu() {
-    timeout 60 dotnet "$CLI" "$@" --server "https://127.0.0.1:$PORT/" --server-cert "$DEMO/server/tls/server.pem" --password "$(cat "$DEMO/operator-password")"
-}
-if ! patterns=$(tsunagu pattern list --status verified 2>&1); then
-    echo "isp-lab: the server on https://127.0.0.1:$PORT/ did not answer (${patterns##*error: }); start it with \`make run\` in another terminal, with the same PORT" >&2
-    exit 2
-fi
-if ! grep -q "\"id\": \"$TARGET\"" <<<"$patterns"; then
-    echo "isp-lab: the server has no verified pattern $TARGET: it was started before \`make image\` built the image; stop it (Ctrl-C) and start \`make run\` again" >&2
-    exit 2
-fi
+NAME=isp-lab
+. "$here/lab-unit.sh"
+lab_check_server
 mkdir -p "$RUN/isp"
-if [ -f "$RUN/disk.img" ] && [ "${FRESH:-0}" != 1 ] && dotnet "$CLI" factory show --image "$RUN/disk.img" 2>/dev/null | grep -qx "mac $MAC"; then
-    echo "isp-lab: reusing $RUN/disk.img (FRESH=1 starts from a new image)"
-else
-    rm -f "$RUN/disk.img" "$RUN/disk.img.part"
-    cp --sparse=always "$IMAGE_DIR/disk.img" "$RUN/disk.img.part"
-    reimage=()
-    tsunagu units show "$MAC" >/dev/null 2>&1 && reimage=(--reimage)
-    # no provisional password: the factory derives it from the MAC with the operator's unit key
-    tsunagu factory burn --image "$RUN/disk.img.part" --mac "$MAC" --serial ISP-LAB-0001 --hardware qemu-r1 --board "$(jq -r .name "$IMAGE_DIR/board.json")" \
-        --provisional-method pppoe --isp-method pppoe --isp-user "$SUBSCRIBER_USER" --isp-password "$SUBSCRIBER_PASSWORD" \
-        --target "$TARGET" --bootstrap-url "https://10.0.2.100:$PORT/" \
-        --unit-key "$DEMO/server/keys/unit.key" --release-public-key "$(cat "$DEMO/release.pub")" "${reimage[@]}"
-    mv "$RUN/disk.img.part" "$RUN/disk.img"
-fi
-if [ -f "$IMAGE_DIR/hdd.img" ] && [ ! -f "$RUN/hdd.img" ]; then
-    cp --sparse=always "$IMAGE_DIR/hdd.img" "$RUN/hdd.img.part" && mv "$RUN/hdd.img.part" "$RUN/hdd.img"
-fi
+# no provisional password: the factory derives it from the MAC with the operator's unit key
+lab_unit_disk "$RUN" --serial ISP-LAB-0001 --hardware qemu-r1 --provisional-method pppoe \
+    --isp-method pppoe --isp-user "$SUBSCRIBER_USER" --isp-password "$SUBSCRIBER_PASSWORD"
 # the subscriber's ISP holds only the subscriber's account; the unit's factory account is looked up on the server
 printf '%s %s\n' "$SUBSCRIBER_USER" "$SUBSCRIBER_PASSWORD" > "$RUN/isp/accounts"
 rm -f "$RUN/isp/console.log"
