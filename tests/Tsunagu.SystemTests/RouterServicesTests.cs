@@ -156,7 +156,7 @@ public class RouterServicesTests
         }));
 
         var ruleset = await RulesetAsync();
-        Assert.That(ruleset, Does.Contain("policy drop").And.Contain($"oifname \"{_lab.Board.Interfaces.Wan}\" masquerade")
+        Assert.That(ruleset, Does.Contain("policy drop").And.Contain($"oifname {{ \"ppp0\", \"{_lab.Board.Interfaces.Wan}\" }} masquerade") // nft lists a set sorted
             .And.Contain("tcp dport 8080 dnat ip to 192.168.77.20:80").And.Contain(Lab.BlockedAddress));
 
         var lease = await _lab.LeaseAsync();
@@ -178,6 +178,55 @@ public class RouterServicesTests
         Assert.That(again.Changes.Reloaded, Is.EqualTo(new[] { "firewall" }));
         Assert.That(again.Changes.Unchanged, Is.EqualTo(new[] { "lan", "dnsmasq", "wireguard", "squid" }));
         Assert.That(await RulesetAsync(), Does.Contain("tcp dport 8081 dnat").And.Not.Contain("tcp dport 8080"));
+    }
+
+    /// <summary>
+    /// On a PPPoE line the LAN's traffic leaves by pppd's interface, not by the board's WAN port. Here the board's port is
+    /// an interface that does not exist and the lab's WAN veth, at PPPoE's MTU 1492, plays the PPP interface: the LAN
+    /// reaches the internet only if the rules name it (the internet has no route back to the LAN: only masqueraded
+    /// traffic is answered).
+    /// </summary>
+    [Test]
+    public async Task Traffic_leaving_by_the_ppp_interface_is_forwarded_masqueraded_and_its_mss_clamped()
+    {
+        var ppp = _lab.Board.Interfaces.Wan;
+        await Lab.HostAsync("ip", "-n", _lab.Router, "link", "set", ppp, "mtu", "1492");
+        var board = _lab.Board with { Interfaces = _lab.Board.Interfaces with { Wan = $"e{_lab.Id}" } };
+        var env = new ServiceEnvironment(board, Path.Combine(_lab.Root, "run"), Path.Combine(_lab.Root, "data", "services", "state")) { WanPpp = ppp };
+        var file = Path.Combine(_lab.Root, "pppoe.nft");
+        await File.WriteAllTextAsync(file, ServiceRenderer.Render(Config(vpn: true, cache: false), env)[ServiceRenderer.Nftables]);
+        (await _lab.InAsync(_lab.Router, "nft", "--check", "--file", file)).EnsureSuccess("nft -c of the PPPoE ruleset");
+        (await _lab.InAsync(_lab.Router, "nft", "--file", file)).EnsureSuccess("nft -f of the PPPoE ruleset");
+
+        var ruleset = await RulesetAsync(); // nft lists a set sorted: "e..." before "w..."
+        Assert.That(ruleset, Does.Contain($"oifname {{ \"{board.Interfaces.Wan}\", \"{ppp}\" }} masquerade")
+            .And.Contain($"iifname {{ \"{board.Interfaces.Wan}\", \"{ppp}\" }} tcp dport 8080 dnat ip to 192.168.77.20:80")
+            .And.Contain("tcp option maxseg size set rt mtu"), "the kernel holds the rules as rendered");
+
+        // the LAN side by hand (no dnsmasq needed): the client in the LAN prefix, its default route the router
+        var lan = _lab.Board.Interfaces.Lan;
+        await Lab.HostAsync("ip", "-n", _lab.Router, "address", "add", $"{Lab.LanAddress}/24", "dev", lan);
+        await Lab.HostAsync("ip", "-n", _lab.Router, "link", "set", lan, "up");
+        await Lab.HostAsync("ip", "netns", "exec", _lab.Router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
+        await Lab.HostAsync("ip", "-n", _lab.Client, "address", "add", "192.168.77.50/24", "dev", _lab.ClientInterface);
+        await Lab.HostAsync("ip", "-n", _lab.Client, "route", "add", "default", "via", Lab.LanAddress);
+        Assert.That(await PingAsync(Lab.InternetAddress), Is.True, "the LAN reaches the internet out by the PPP interface, masqueraded");
+
+        // a TCP connection from the LAN (MTU 1500: its SYN offers MSS 1460) arrives with the MSS of the PPP interface's route
+        // (no TCP timestamps from the client: ss's mss is then the MSS itself, not less the 12 bytes of the option)
+        await Lab.HostAsync("ip", "netns", "exec", _lab.Client, "sysctl", "-q", "-w", "net.ipv4.tcp_timestamps=0");
+        await using var server = _lab.StartIn(_lab.Internet, "busybox", "nc", "-l", "-p", "8000", "-e", "cat");
+        var sockets = "";
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            await using var client = _lab.StartIn(_lab.Client, "busybox", "sh", "-c", $"sleep 5 | busybox nc {Lab.InternetAddress} 8000");
+            await Task.Delay(500);
+            sockets = (await _lab.InAsync(_lab.Internet, "ss", "-tni", "state", "established", "( sport = :8000 )")).EnsureSuccess("ss").Output;
+            if (sockets.Contains("mss:", StringComparison.Ordinal)) { break; }
+        }
+        Assert.That(sockets, Does.Contain("mss:1452"), "MSS 1452 = 1492 - 40: the SYN was clamped to the route's MTU");
+        Assert.That(sockets, Does.Contain(Lab.RouterWanAddress), "and it came from the router's WAN address (masqueraded)");
     }
 
     [Test]

@@ -248,7 +248,7 @@ public class ServiceConfigPropertyTests
         ],
         [ServiceRenderer.Nftables] =
         [
-            "#", "table", "delete", "set", "type", "elements", "chain", "ct", "iif", "iifname", "icmpv6", "reject", "ip", "ip6", "oifname", "}",
+            "#", "table", "delete", "set", "type", "elements", "chain", "ct", "iif", "iifname", "icmpv6", "reject", "ip", "ip6", "oifname", "tcp", "}",
         ],
         [ServiceRenderer.WireGuard] = ["#", "[Interface]", "[Peer]", "ListenPort", "PublicKey", "AllowedIPs", "Endpoint", "PersistentKeepalive", ""],
         [ServiceRenderer.Squid] =

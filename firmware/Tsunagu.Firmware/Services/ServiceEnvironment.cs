@@ -1,4 +1,5 @@
 using Tsunagu.Hal;
+using Tsunagu.Hal.Linux;
 
 namespace Tsunagu.Firmware.Services;
 
@@ -11,6 +12,18 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
     public string Wan => Board.Interfaces.Wan;
     public string Lan => Board.Interfaces.Lan;
     public string Vpn => Board.Interfaces.Vpn;
+
+    /// <summary>
+    /// The interface pppd brings up for a PPPoE session on the WAN port (`ppp0`, fixed by pppd's `ifname`): on a PPPoE line
+    /// the LAN's traffic leaves by it, not by <see cref="Wan"/>.
+    /// </summary>
+    public string WanPpp { get; init; } = PppoeWanOptions.InterfaceName(LinuxUnit.MainPppUnit);
+
+    /// <summary>
+    /// Every interface the WAN traffic may leave or enter by: the port (DHCP, static) and the PPP interface (PPPoE). The
+    /// firewall names both, so the rules hold whichever method the link dials, without a new ruleset when it changes.
+    /// </summary>
+    public IReadOnlyList<string> WanInterfaces => Wan == WanPpp ? [Wan] : [Wan, WanPpp];
 
     /// <summary>The WireGuard private key: made on the unit, kept on `data`, never sent anywhere.</summary>
     public string VpnKeyFile => Path.Combine(StateDirectory, "wireguard.key");

@@ -156,7 +156,7 @@ public static class ServiceRenderer
 
     private static string RenderNftables(ServiceConfiguration c, ServiceEnvironment env)
     {
-        var (wan, lan, vpn) = (RenderGuard.NftQuoted("interfaces.wan", env.Wan), RenderGuard.NftQuoted("interfaces.lan", env.Lan), RenderGuard.NftQuoted("interfaces.vpn", env.Vpn));
+        var (wan, lan, vpn) = (WanInterfaces(env), RenderGuard.NftQuoted("interfaces.lan", env.Lan), RenderGuard.NftQuoted("interfaces.vpn", env.Vpn));
         var blocked = c.ContentFilter.Enabled ? c.ContentFilter.BlockedAddresses ?? [] : [];
         var guarded = blocked.Select((b, i) => RenderGuard.Nft($"contentFilter.blockedAddresses[{i}]", b)).ToList();
         var blocked4 = guarded.Where(b => !b.Contains(':')).ToList();
@@ -188,6 +188,9 @@ public static class ServiceRenderer
         sb.Append("  }\n");
 
         sb.Append("  chain forward {\n    type filter hook forward priority filter; policy drop;\n");
+        // a SYN's MSS lowered to what the route out allows (PPPoE: MTU 1492, MSS 1452; the kernel never raises it), before
+        // any accept: a SYN-ACK is already "established"; without it, full-size segments are lost where ICMP is filtered
+        sb.Append("    tcp flags syn tcp option maxseg size set rt mtu\n");
         if (blocked4.Count > 0) { sb.Append("    ip daddr @blocked4 reject with icmpx type admin-prohibited\n"); }
         if (blocked6.Count > 0) { sb.Append("    ip6 daddr @blocked6 reject with icmpx type admin-prohibited\n"); }
         sb.Append("    ct state established,related accept\n    ct state invalid drop\n    ct status dnat accept\n");
@@ -227,6 +230,17 @@ public static class ServiceRenderer
         }
         sb.Append("  }\n}\n");
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// The WAN interfaces as one nft expression: the port and the PPP interface as an anonymous set (<c>{ "eth0", "ppp0" }</c>),
+    /// each name through <see cref="RenderGuard"/>.
+    /// </summary>
+    private static string WanInterfaces(ServiceEnvironment env)
+    {
+        var names = env.WanInterfaces;
+        var quoted = names.Select((name, i) => RenderGuard.NftQuoted(i == 0 ? "interfaces.wan" : "interfaces.wanPpp", name)).ToList();
+        return quoted.Count == 1 ? quoted[0] : "{ " + string.Join(", ", quoted) + " }";
     }
 
     private static string RenderDnsmasq(ServiceConfiguration c, ServiceEnvironment env)

@@ -40,11 +40,11 @@ public sealed class LinuxUnit : IDisposable
     {
         (_options, _runner, _time) = (options, runner, time);
         var board = options.Board;
-        Wan = Port(board.Interfaces.Wan, "", 0);
+        Wan = Port(board.Interfaces.Wan, "", MainPppUnit);
         if (board.Interfaces.ProvisioningWan is { } provisioningPort && provisioningPort != board.Interfaces.Wan)
         {
             // variant 3: the provisional link on its own port, with its own DHCP state and PPP unit
-            Provisioning = Port(provisioningPort, "-provisioning", 1);
+            Provisioning = Port(provisioningPort, "-provisioning", ProvisioningPppUnit);
             Link = new WanLinkByRole(Wan, Provisioning);
         }
         else
@@ -68,6 +68,12 @@ public sealed class LinuxUnit : IDisposable
             throw;
         }
     }
+
+    /// <summary>The PPP unit of a PPPoE session on the main WAN port: its interface is `ppp0`, the one the firewall names.</summary>
+    public const int MainPppUnit = 0;
+
+    /// <summary>The PPP unit of a PPPoE session on the second WAN port kept for provisioning (variant 3).</summary>
+    public const int ProvisioningPppUnit = 1;
 
     /// <summary>The main WAN port's link (and the provisional one on a board with one WAN port).</summary>
     public WanLinkByMethod Wan { get; }

@@ -24,7 +24,10 @@ public sealed record PppoeWanOptions
     /// <summary>pppd's `ip-up-script` and `ip-down-script`: writes `up IF LOCAL REMOTE DNS1 DNS2` or `down IF` to the file named by ipparam.</summary>
     public string HookScript { get; init; } = "/usr/lib/tsunagu/ppp-event";
 
-    /// <summary>The PPP unit number: the session's interface is `ppp{Unit}`.</summary>
+    /// <summary>
+    /// The PPP unit number: the session's interface is `ppp{Unit}`, whichever role the session has (the provisional
+    /// access-point session and the subscriber's session are one after the other on the same interface name).
+    /// </summary>
     public int Unit { get; init; }
 
     public int Mtu { get; init; } = 1492;
@@ -49,8 +52,14 @@ public sealed record PppoeWanOptions
     /// <summary>Written with the session's name servers (null: leave resolv.conf alone).</summary>
     public string? ResolvConf { get; init; } = "/etc/resolv.conf";
 
-    /// <summary>The interface of the session.</summary>
-    public string PppInterface => "ppp" + Unit.ToString(CultureInfo.InvariantCulture);
+    /// <summary>
+    /// The interface of the session, fixed by pppd's `ifname` option: when `ppp{Unit}` is taken pppd does not fall back to
+    /// another number (the firewall names this one), it fails and the session is dialled again.
+    /// </summary>
+    public string PppInterface => InterfaceName(Unit);
+
+    /// <summary>The interface name of PPP unit <paramref name="unit"/>.</summary>
+    public static string InterfaceName(int unit) => "ppp" + unit.ToString(CultureInfo.InvariantCulture);
 }
 
 /// <summary>
@@ -141,6 +150,7 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
         Line($"lcp-echo-failure {o.LcpEchoFailure.ToString(inv)}");
         Line("maxfail 1");
         Line($"unit {o.Unit.ToString(inv)}");
+        Line($"ifname {o.PppInterface}");
         Line($"linkname tsunagu-{o.PppInterface}");
         Line($"ipparam {StatePath}");
         Line($"ip-up-script {o.HookScript}");

@@ -61,7 +61,7 @@ public class PppoeWanLinkTests : FakeRootTests
         Assert.That(options!.Split('\n'), Is.SupersetOf(new[]
         {
             "plugin pppoe.so", "nic-eth0", "user \"user@isp.example\"", "password \"s3cret pass\"", "hide-password", "noauth",
-            "mtu 1492", "mru 1492", "lcp-echo-interval 10", "lcp-echo-failure 3", "maxfail 1", "unit 0", "defaultroute",
+            "mtu 1492", "mru 1492", "lcp-echo-interval 10", "lcp-echo-failure 3", "maxfail 1", "unit 0", "ifname ppp0", "defaultroute",
             $"ipparam {link.StatePath}", "ip-up-script /usr/lib/tsunagu/ppp-event", "ip-down-script /usr/lib/tsunagu/ppp-event",
         }));
         Assert.That(options.Split('\n'), Has.None.StartsWith("require-").And.None.EqualTo("persist"), "CHAP and PAP both allowed; redial is the supervisor's");
