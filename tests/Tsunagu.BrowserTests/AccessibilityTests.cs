@@ -43,13 +43,13 @@ public class AccessibilityTests
     {
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
-        server.Store.UpsertSubscriber("alice", PasswordHasher.Hash("alice-password-1"));
+        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password-1"));
         var identity = server.Identity(5);
         using (var client = server.Operator())
         {
             await client.RegisterAsync(TestServer.Registration(identity) with { Subscriber = "alice" }, CancellationToken.None);
         }
-        server.Store.Audit(DemoCatalogue.OperatorName, "unit.check", units[0].Mac, null);
+        await server.Store.AuditAsync(DemoCatalogue.OperatorName, "unit.check", units[0].Mac, null);
         await RolloutConsoleTests.AddRolloutAsync(server, units);
 
         await using var browser = await Browser.OpenAsync(server.Url);
@@ -118,7 +118,7 @@ public class AccessibilityTests
         await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Register", Exact = true }));
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Heading, new() { Name = $"Unit {identity.Mac}" })).ToBeVisibleAsync();
-        Assert.That(server.Store.GetUnit(identity.Mac)?.Domain, Is.EqualTo("keys.example"));
+        Assert.That((await server.Store.GetUnitAsync(identity.Mac))?.Domain, Is.EqualTo("keys.example"));
 
         var unit = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);
         server.Fleet.Start(unit);

@@ -32,7 +32,7 @@ public class RolloutConsoleTests
     {
         using var client = server.Operator();
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client);
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
         await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
@@ -72,7 +72,7 @@ public class RolloutConsoleTests
         await page.GetByLabel("Success threshold (%)").FillAsync("100");
         await page.GetByRole(AriaRole.Button, new() { Name = "Start rollout" }).ClickAsync();
         await Expect(page.Locator("#rollout-error")).ToContainTextAsync("waves[2].percent: 1 to 100");
-        Assert.That(server.Store.GetRollout("lab-p3"), Is.Null);
+        Assert.That(await server.Store.GetRolloutAsync("lab-p3"), Is.Null);
         await Expect(page.GetByLabel("Name", new() { Exact = true })).ToHaveValueAsync("lab-p3");
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollouts with a refused form"), Is.Empty);
 
@@ -87,8 +87,8 @@ public class RolloutConsoleTests
         await Expect(page.Locator("#rollout-total")).ToContainTextAsync("4 of 4 installed, 0 failed");
         await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
         await Expect(page.Locator("#rollout-chart rect.segment-installed")).ToHaveCountAsync(3);
-        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.Pattern), Is.All.EqualTo("pattern-3"));
-        Assert.That(server.Store.ListAudit(100).Where(a => a.Target == "lab-p3").Select(a => a.Action).Reverse(),
+        Assert.That(units.Select(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That((await server.Store.ListAuditAsync(100)).Where(a => a.Target == "lab-p3").Select(a => a.Action).Reverse(),
             Is.EqualTo(new[] { "rollout.create", "rollout.open-wave", "rollout.open-wave", "rollout.complete" }));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "a completed rollout"), Is.Empty);
         await browser.ScreenshotAsync("console-rollout");

@@ -320,13 +320,13 @@ public partial class FirstHourTests
         await using var server = await TestServer.StartAsync();
         var dir = TempDirectories.Create("lab-no-catalogue");
         var demo = await DemoFilesAsync(server, dir);
-        var units = server.Store.ListUnits().Count;
+        var units = (await server.Store.ListUnitsAsync()).Count;
         var (exit, output, error) = await LabAsync(dir, demo, new Uri(server.Url).Port);
         Assert.That(exit, Is.EqualTo(2), output + error);
         Assert.That(Lines(error), Has.Length.EqualTo(1), error);
         Assert.That(error, Does.Contain("no verified pattern qemu-2").And.Contain("make image").And.Contain("make run"));
         Assert.That(Directory.Exists(Path.Combine(dir, "lab")), Is.False, "nothing copied");
-        Assert.That(server.Store.ListUnits(), Has.Count.EqualTo(units), "nothing registered");
+        Assert.That(await server.Store.ListUnitsAsync(), Has.Count.EqualTo(units), "nothing registered");
     }
 
     [Test]

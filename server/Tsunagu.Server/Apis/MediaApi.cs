@@ -12,15 +12,15 @@ public static class MediaApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Media");
 
-        api.MapGet("/media", (TsunaguStore store) => TypedResults.Ok(store.ListMedia())).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/media", Results<Created<MediaRegistration>, ProblemHttpResult> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
+        api.MapGet("/media", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListMediaAsync(ct))).AllowRoles(OperatorRoles.Read);
+        api.MapPost("/media", async Task<Results<Created<MediaRegistration>, ProblemHttpResult>> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
         {
             var digest = r.Digest?.ToLowerInvariant() ?? "";
             if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{r.Digest}' is not a SHA-256 in hex"); }
             if (!InputRules.IsText(r.Name, 128)) { return Problems.BadRequest("name: required; " + InputRules.Text("name", 128)); }
-            return Problems.Guard(() =>
+            return await Problems.GuardAsync(async () =>
             {
-                store.AddMedium(digest, r.Name.Trim(), new AuditEntry(http.Caller().Subject, "media.register", digest, r.Name));
+                await store.AddMediumAsync(digest, r.Name.Trim(), new AuditEntry(http.Caller().Subject, "media.register", digest, r.Name), ct: http.RequestAborted);
                 return TypedResults.Created($"{Routes.Media}/{digest}", new MediaRegistration(digest, r.Name.Trim()));
             });
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);

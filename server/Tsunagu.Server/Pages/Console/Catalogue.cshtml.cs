@@ -17,23 +17,23 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
     public IReadOnlyList<(string Sha256, long Size)> Media { get; private set; } = [];
     public IReadOnlyList<Tsunagu.Protocol.MediaRegistration> GenuineMedia { get; private set; } = [];
 
-    public void OnGet()
+    public async Task OnGetAsync()
     {
-        Software = store.ListSoftware();
-        Patches = store.ListPatches();
-        Patterns = store.ListPatterns().Select(Apis.CatalogueApi.ToView).ToList();
-        Programs = store.ListUpdatePrograms();
+        Software = await store.ListSoftwareAsync(ct: HttpContext.RequestAborted);
+        Patches = await store.ListPatchesAsync(HttpContext.RequestAborted);
+        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(Apis.CatalogueApi.ToView).ToList();
+        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
         Media = artifacts.List();
-        GenuineMedia = store.ListMedia();
+        GenuineMedia = await store.ListMediaAsync(HttpContext.RequestAborted);
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostVerify(string id) => Apply(id, () => catalogue.Verify(id, Who, "web console"), "verified");
+    public Task<IActionResult> OnPostVerifyAsync(string id) => ApplyAsync(id, () => catalogue.VerifyAsync(id, Who, "web console", ct: HttpContext.RequestAborted), "verified");
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostRetire(string id) => Apply(id, () => catalogue.Retire(id, Who, "web console"), "retired");
+    public Task<IActionResult> OnPostRetireAsync(string id) => ApplyAsync(id, () => catalogue.RetireAsync(id, Who, "web console", ct: HttpContext.RequestAborted), "retired");
 
-    /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftware"/>).</summary>
+    /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftwareAsync"/>).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public IActionResult OnPostAddSoftware(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
     {
@@ -43,12 +43,12 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
             RequiredHardware = string.IsNullOrWhiteSpace(requiredHardware) ? null : requiredHardware.Trim(),
             RequiredOs = string.IsNullOrWhiteSpace(requiredOs) ? null : requiredOs.Trim(),
         };
-        return Change(() => catalogue.AddSoftware(row, Who), $"Software {row.AppId} {row.Version} added.");
+        return Change(async () => await catalogue.AddSoftwareAsync(row, Who, ct: HttpContext.RequestAborted), $"Software {row.AppId} {row.Version} added.");
     }
 
     /// <summary>
     /// Creates a draft pattern from one "application=version" per line, by the API's rules
-    /// (<see cref="CatalogueService.CreatePattern"/>: every version must be in the catalogue).
+    /// (<see cref="CatalogueService.CreatePatternAsync"/>: every version must be in the catalogue).
     /// </summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public IActionResult OnPostCreatePattern(string? id, string? name, string? hardwareVersion, string? osVersion, string? applications)
@@ -64,7 +64,7 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
             }
         }
         var pattern = new NewPattern(id?.Trim() ?? "", name?.Trim() ?? "", hardwareVersion?.Trim() ?? "", osVersion?.Trim() ?? "", apps);
-        return Change(() => catalogue.CreatePattern(pattern, Who), $"Draft pattern {pattern.Id} created; verify it to use it.");
+        return Change(async () => await catalogue.CreatePatternAsync(pattern, Who, HttpContext.RequestAborted), $"Draft pattern {pattern.Id} created; verify it to use it.");
     }
 
     private IActionResult Change(Action change, string done, string nothing = "Nothing was created")
@@ -81,11 +81,11 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
         return RedirectToPage();
     }
 
-    private IActionResult Apply(string id, Func<PatternRow> change, string done)
+    private async Task<IActionResult> ApplyAsync(string id, Func<Task<PatternRow>> change, string done)
     {
         try
         {
-            change();
+            await change();
             Notice = $"Pattern {id} {done}.";
         }
         catch (Exception e) when (e is CatalogueRuleException or KeyNotFoundException)
