@@ -283,8 +283,8 @@ public class RoleTests
         Assert.That((await Send(http, HttpMethod.Post, $"/api/v1/operators/{DemoCatalogue.OperatorName}/disable", admin)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         // the last one: the store refuses whoever asks (here directly, as another administrator's request would)
         before = HostileInputTests.Snapshot(server);
-        Assert.Throws<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.ChangeOperatorAsync(Accounts[A], null, U, new("test", "operator.role", Accounts[A], null)));
-        Assert.Throws<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.ChangeOperatorAsync(Accounts[A], PasswordHasher.Disabled(), null, new("test", "operator.disable", Accounts[A], null)));
+        Assert.ThrowsAsync<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.ChangeOperatorAsync(Accounts[A], null, U, new("test", "operator.role", Accounts[A], null)));
+        Assert.ThrowsAsync<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.ChangeOperatorAsync(Accounts[A], PasswordHasher.Disabled(), null, new("test", "operator.disable", Accounts[A], null)));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused change leaves the account and the audit log as they were");
         Assert.That(await server.Store.GetOperatorRoleAsync(Accounts[A]), Is.EqualTo(A));
 

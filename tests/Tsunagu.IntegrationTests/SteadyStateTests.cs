@@ -69,7 +69,7 @@ public sealed class SteadyStateTests
         Assert.That((await replicaB.FindPatternAsync(inventory))!.Id, Is.EqualTo("p1"));
         await replicaA.UpsertPatternAsync(new PatternRow { Id = "p0", Name = "same software", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"1.0"}""", Status = PatternStatus.Verified });
         Assert.That((await replicaB.FindPatternAsync(inventory))!.Id, Is.EqualTo("p0"));
-        Assert.Throws<ArgumentException>(async () => await replicaA.SetSettingAsync(TsunaguStore.CatalogueStampKey, "forged"));
+        Assert.ThrowsAsync<ArgumentException>(async () => await replicaA.SetSettingAsync(TsunaguStore.CatalogueStampKey, "forged"));
     }
 
     [Test]

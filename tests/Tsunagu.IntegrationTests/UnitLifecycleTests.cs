@@ -328,7 +328,7 @@ public class UnitLifecycleTests
         Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), Is.EqualTo(password));
         Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(legacy))!), Is.EqualTo(legacyPassword));
         var withOldKeyOnly = new Tsunagu.Server.Data.TsunaguStore(server.Store.Database, TimeProvider.System, LoadBox(oldKey));
-        Assert.Throws<SecretSealException>(async () => withOldKeyOnly.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), "the old key opens nothing any more");
+        Assert.ThrowsAsync<SecretSealException>(async () => withOldKeyOnly.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), "the old key opens nothing any more");
         Assert.That((await server.Store.ListAuditAsync()).Select(a => a.Action), Does.Contain("secrets.rotate"));
     }
 

@@ -41,7 +41,7 @@ public class StoreTests
         await _store.AddUnitsAsync([Unit("02:00:00:00:00:01")], DemoCatalogue.StandardServices, "alice", "unit.register", "02:00:00:00:00:01", null);
         var auditBefore = (await _store.ListAuditAsync()).Count;
 
-        Assert.Throws<StoreConflictException>(async () => await _store.AddUnitsAsync(
+        Assert.ThrowsAsync<StoreConflictException>(async () => await _store.AddUnitsAsync(
             [Unit("02:00:00:00:00:02"), Unit("02:00:00:00:00:01"), Unit("02:00:00:00:00:03")],
             DemoCatalogue.StandardServices, "alice", "unit.import", null, "3 units"));
 
@@ -110,7 +110,7 @@ public class StoreTests
     public async Task A_pattern_moves_only_from_the_status_it_is_in_and_the_catalogue_snapshot_follows()
     {
         await _store.AddPatternAsync(new PatternRow { Id = "p1", Name = "one", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{}" });
-        Assert.Throws<StoreConflictException>(async () =>
+        Assert.ThrowsAsync<StoreConflictException>(async () =>
             await _store.AddPatternAsync(new PatternRow { Id = "p1", Name = "again", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{}" }));
         Assert.That((await _store.GetPatternAsync("p1"))!.Name, Is.EqualTo("one"), "a refused duplicate leaves the first one as it was");
         var inventory = new Inventory("hw-1", "os-1", new Dictionary<string, string>());
