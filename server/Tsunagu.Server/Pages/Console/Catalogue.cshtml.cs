@@ -35,7 +35,7 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
 
     /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftwareAsync"/>).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostAddSoftware(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
+    public async Task<IActionResult> OnPostAddSoftwareAsync(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
     {
         var row = new SoftwareRow
         {
@@ -43,7 +43,7 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
             RequiredHardware = string.IsNullOrWhiteSpace(requiredHardware) ? null : requiredHardware.Trim(),
             RequiredOs = string.IsNullOrWhiteSpace(requiredOs) ? null : requiredOs.Trim(),
         };
-        return Change(async () => await catalogue.AddSoftwareAsync(row, Who, ct: HttpContext.RequestAborted), $"Software {row.AppId} {row.Version} added.");
+        return await ChangeAsync(async () => await catalogue.AddSoftwareAsync(row, Who, ct: HttpContext.RequestAborted), $"Software {row.AppId} {row.Version} added.");
     }
 
     /// <summary>
@@ -51,7 +51,7 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
     /// (<see cref="CatalogueService.CreatePatternAsync"/>: every version must be in the catalogue).
     /// </summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostCreatePattern(string? id, string? name, string? hardwareVersion, string? osVersion, string? applications)
+    public async Task<IActionResult> OnPostCreatePatternAsync(string? id, string? name, string? hardwareVersion, string? osVersion, string? applications)
     {
         var apps = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var line in (applications ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -64,14 +64,14 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
             }
         }
         var pattern = new NewPattern(id?.Trim() ?? "", name?.Trim() ?? "", hardwareVersion?.Trim() ?? "", osVersion?.Trim() ?? "", apps);
-        return Change(async () => await catalogue.CreatePatternAsync(pattern, Who, HttpContext.RequestAborted), $"Draft pattern {pattern.Id} created; verify it to use it.");
+        return await ChangeAsync(async () => await catalogue.CreatePatternAsync(pattern, Who, HttpContext.RequestAborted), $"Draft pattern {pattern.Id} created; verify it to use it.");
     }
 
-    private IActionResult Change(Action change, string done, string nothing = "Nothing was created")
+    private async Task<IActionResult> ChangeAsync(Func<Task> change, string done, string nothing = "Nothing was created")
     {
         try
         {
-            change();
+            await change();
             Notice = done;
         }
         catch (Exception e) when (e is CatalogueRuleException or StoreConflictException or KeyNotFoundException)
