@@ -35,9 +35,9 @@ public sealed class DemoServer : IAsyncDisposable
     public static async Task<DemoServer> StartAsync(string dataDirectory, int mqttPort, string mac, string serial, bool unitTrustsReleaseKey)
     {
         var options = new ServerOptions { DataDirectory = dataDirectory, Port = Tools.FreePort(), MqttPort = mqttPort };
-        var app = ServerHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Error));
+        var app = await ServerHost.BuildAsync(options, logging: l => l.SetMinimumLevel(LogLevel.Error));
         var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey);
+        var password = await DemoCatalogue.SeedAsync(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey);
         await app.StartAsync();
         var url = new Uri(ServerHost.BaseUrl(app));
         var pin = OperatorClient.PinFromPemFile(Path.Combine(options.DataDirectory, "tls", Tsunagu.Server.Security.ServerCertificate.PemFile));

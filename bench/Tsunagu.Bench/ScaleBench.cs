@@ -66,7 +66,7 @@ public static class ScaleBench
         {
             var store = new TsunaguStore(Database.Parse(cluster.Database, cluster.Dir), TimeProvider.System,
                 Tsunagu.Server.Units.Lifecycle.SecretBox.LoadOrCreate(Path.Combine(cluster.Data, "keys")));
-            DemoCatalogue.Seed(store, new ArtifactStore(Path.Combine(cluster.Data, "artifacts")), releaseKey, cluster.Password);
+            await DemoCatalogue.SeedAsync(store, new ArtifactStore(Path.Combine(cluster.Data, "artifacts")), releaseKey, cluster.Password);
             await File.WriteAllTextAsync(releaseKeyFile, ReleaseKeys.PublicKeyBase64(releaseKey), ct);
         }
         Npgsql.NpgsqlConnection.ClearAllPools();

@@ -45,8 +45,8 @@ public static class StormBench
         var releaseKeyFile = Path.Combine(dir, "release.pub");
         using (var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256))
         {
-            await using var seedApp = ServerHost.Build(new ServerOptions { DataDirectory = serverDir, MqttPort = -1 }, logging: l => l.SetMinimumLevel(LogLevel.Error));
-            password = DemoCatalogue.Seed(seedApp.Services.GetRequiredService<TsunaguStore>(), seedApp.Services.GetRequiredService<ArtifactStore>(), releaseKey);
+            await using var seedApp = await ServerHost.BuildAsync(new ServerOptions { DataDirectory = serverDir, MqttPort = -1 }, logging: l => l.SetMinimumLevel(LogLevel.Error));
+            password = await DemoCatalogue.SeedAsync(seedApp.Services.GetRequiredService<TsunaguStore>(), seedApp.Services.GetRequiredService<ArtifactStore>(), releaseKey);
             await File.WriteAllTextAsync(releaseKeyFile, ReleaseKeys.PublicKeyBase64(releaseKey), ct);
         }
         SqliteConnection.ClearAllPools();

@@ -9,7 +9,7 @@ var configuration = new ConfigurationBuilder()
 configuration.GetSection("Tsunagu").Bind(options);
 configuration.Bind(options);
 
-var app = ServerHost.Build(options, args);
+var app = await ServerHost.BuildAsync(options, args);
 await app.StartAsync();
 Console.WriteLine($"tsunagu server listening on {ServerHost.BaseUrl(app)} (data: {Path.GetFullPath(options.DataDirectory)})");
 await app.WaitForShutdownAsync();

@@ -15,8 +15,8 @@ namespace Tsunagu.Server;
 public static class ServerHost
 {
     /// <param name="services">Replaces services after the server's own are added (tests: a host load they set).</param>
-    public static WebApplication Build(ServerOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null,
-        TimeProvider? time = null, Action<IServiceCollection>? services = null)
+    public static async Task<WebApplication> BuildAsync(ServerOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null,
+        TimeProvider? time = null, Action<IServiceCollection>? services = null, CancellationToken ct = default)
     {
         options.Validate();
         // content root = where the server's files are (wwwroot), whatever the working directory
@@ -69,7 +69,7 @@ public static class ServerHost
         database.Migrate();
         var unitStore = new TsunaguStore(database, time, Units.Lifecycle.SecretBox.LoadOrCreate(Path.Combine(dataDirectory, "keys")));
         // start-up step: secrets stored in plain text before sealing, or left by an interrupted key rotation, are sealed now
-        Units.Lifecycle.SecretRotation.SealAtStart(unitStore);
+        await Units.Lifecycle.SecretRotation.SealAtStartAsync(unitStore, ct);
         builder.Services.AddSingleton(unitStore);
         builder.Services.AddSingleton<Units.Lifecycle.SecretRotation>();
         builder.Services.AddSingleton<Units.Lifecycle.UnitLifecycle>();
@@ -119,10 +119,10 @@ public static class ServerHost
         {
             var store = app.Services.GetRequiredService<TsunaguStore>();
             // set only when it differs: a new hash would end the operator's tokens and sessions at every start
-            if (store.GetOperatorHash(operatorName) is not { } current || !PasswordHasher.Verify(operatorPassword, current))
+            if (await store.GetOperatorHashAsync(operatorName, ct) is not { } current || !PasswordHasher.Verify(operatorPassword, current))
             {
-                store.UpsertOperator(operatorName, PasswordHasher.Hash(operatorPassword));
-                store.Audit("system", "operator.set", operatorName, "from the server's start-up settings");
+                await store.UpsertOperatorAsync(operatorName, PasswordHasher.Hash(operatorPassword), ct: ct);
+                await store.AuditAsync("system", "operator.set", operatorName, "from the server's start-up settings", ct);
             }
         }
         if (options.TrustedProxies.Length > 0)

@@ -43,13 +43,13 @@ public class AccessibilityTests
     {
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
-        server.Store.UpsertSubscriber("alice", PasswordHasher.Hash("alice-password-1"));
+        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password-1"));
         var identity = server.Identity(5);
         using (var client = server.Operator())
         {
             await client.RegisterAsync(TestServer.Registration(identity) with { Subscriber = "alice" }, CancellationToken.None);
         }
-        server.Store.Audit(DemoCatalogue.OperatorName, "unit.check", units[0].Mac, null);
+        await server.Store.AuditAsync(DemoCatalogue.OperatorName, "unit.check", units[0].Mac, null);
         await RolloutConsoleTests.AddRolloutAsync(server, units);
 
         await using var browser = await Browser.OpenAsync(server.Url);
@@ -120,7 +120,7 @@ public class AccessibilityTests
         await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Register", Exact = true }));
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Heading, new() { Name = $"Unit {identity.Mac}" })).ToBeVisibleAsync();
-        Assert.That(server.Store.GetUnit(identity.Mac)?.Domain, Is.EqualTo("keys.example"));
+        Assert.That((await server.Store.GetUnitAsync(identity.Mac))?.Domain, Is.EqualTo("keys.example"));
 
         var unit = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);
         server.Fleet.Start(unit);
@@ -137,7 +137,7 @@ public class AccessibilityTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        var before = server.Store.GetUnit(mac)!;
+        var before = (await server.Store.GetUnitAsync(mac))!;
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
         await ConsoleTests.LogInOperatorAsync(page);
@@ -153,7 +153,7 @@ public class AccessibilityTests
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"now at revision {before.Revision + 1}");
         await Expect(page.Locator($"#revision-{before.Revision + 1}")).ToContainTextAsync("keyboard.example");
-        Assert.That(server.Store.GetUnit(mac)!.Domain, Is.EqualTo("keyboard.example"));
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Domain, Is.EqualTo("keyboard.example"));
 
         // decommission: unfold the lifecycle actions, tick the confirmation with the space bar, submit
         await TabToAsync(page, page.Locator("#lifecycle summary"), 80);
@@ -163,7 +163,7 @@ public class AccessibilityTests
         await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Decommission", Exact = true }), 80);
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("is decommissioned");
-        Assert.That(server.Store.GetUnit(mac)!.DecommissionedAt, Is.Not.Null);
+        Assert.That((await server.Store.GetUnitAsync(mac))!.DecommissionedAt, Is.Not.Null);
         await Expect(page.Locator("#record-edit")).ToHaveCountAsync(0);
         Assert.That(await ViolationsAsync(page, "a decommissioned unit"), Is.Empty);
     }

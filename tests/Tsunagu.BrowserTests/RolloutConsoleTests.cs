@@ -32,7 +32,7 @@ public class RolloutConsoleTests
     {
         using var client = server.Operator();
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client);
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
         await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
@@ -72,7 +72,7 @@ public class RolloutConsoleTests
         await page.GetByLabel("Success threshold (%)").FillAsync("100");
         await page.GetByRole(AriaRole.Button, new() { Name = "Start rollout" }).ClickAsync();
         await Expect(page.Locator("#rollout-error")).ToContainTextAsync("waves[2].percent: 1 to 100");
-        Assert.That(server.Store.GetRollout("lab-p3"), Is.Null);
+        Assert.That(await server.Store.GetRolloutAsync("lab-p3"), Is.Null);
         await Expect(page.GetByLabel("Name", new() { Exact = true })).ToHaveValueAsync("lab-p3");
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollouts with a refused form"), Is.Empty);
 
@@ -87,8 +87,8 @@ public class RolloutConsoleTests
         await Expect(page.Locator("#rollout-total")).ToContainTextAsync("4 of 4 installed, 0 failed");
         await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
         await Expect(page.Locator("#rollout-chart rect.segment-installed")).ToHaveCountAsync(3);
-        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.Pattern), Is.All.EqualTo("pattern-3"));
-        Assert.That(server.Store.ListAudit(100).Where(a => a.Target == "lab-p3").Select(a => a.Action).Reverse(),
+        Assert.That(units.Select(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That((await server.Store.ListAuditAsync(100)).Where(a => a.Target == "lab-p3").Select(a => a.Action).Reverse(),
             Is.EqualTo(new[] { "rollout.create", "rollout.open-wave", "rollout.open-wave", "rollout.complete" }));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "a completed rollout"), Is.Empty);
         await browser.ScreenshotAsync("console-rollout");
@@ -103,7 +103,7 @@ public class RolloutConsoleTests
         {
             // a running rollout of the group whose update (importance 3) waits for the policy's low-utilisation window 02:00-05:00
             var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-            foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+            foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
             await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
             await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
             await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
@@ -115,8 +115,8 @@ public class RolloutConsoleTests
         await ConsoleTests.LogInOperatorAsync(page);
         await page.GetByRole(AriaRole.Link, new() { Name = "Groups", Exact = true }).ClickAsync();
         await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
-        int Windows() => server.Store.ListAudit(1000, target: "lab").Count(a => a.Action == "group.window");
-        var audits = Windows();
+        async Task<int> Windows() => (await server.Store.ListAuditAsync(1000, target: "lab")).Count(a => a.Action == "group.window");
+        var audits = await Windows();
 
         // a window the rollout's update could never be offered in: refused (409) with why, nothing changed, what was typed kept
         await page.GetByLabel("Group", new() { Exact = true }).SelectOptionAsync("lab");
@@ -129,7 +129,7 @@ public class RolloutConsoleTests
         await Expect(page.Locator("#group-error")).ToContainTextAsync("rollout lab-p3");
         await Expect(page.GetByLabel("Window", new() { Exact = true })).ToHaveValueAsync("mon-fri 06:00-08:00");
         await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
-        Assert.That((server.Store.GetGroup("lab")!.MaintenanceWindow, Windows()), Is.EqualTo(((string?)null, audits)));
+        Assert.That(((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, await Windows()), Is.EqualTo(((string?)null, audits)));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "groups with a refused window"), Is.Empty);
 
         // not the grammar (a control character, an hour past 23): 400, nothing changed
@@ -142,15 +142,15 @@ public class RolloutConsoleTests
             await Expect(page.Locator("#group-error")).ToContainTextAsync("Nothing was changed: window: HH:MM-HH:MM");
             Assert.That(await page.Locator("script:has-text('alert(1)')").CountAsync(), Is.Zero, "the input is shown as text, never as markup");
         }
-        Assert.That((server.Store.GetGroup("lab")!.MaintenanceWindow, Windows()), Is.EqualTo(((string?)null, audits)));
+        Assert.That(((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, await Windows()), Is.EqualTo(((string?)null, audits)));
 
         // one that meets the policy's window: set, shown, audited
         await page.GetByLabel("Window", new() { Exact = true }).FillAsync("Mon-Fri 01:00-05:00");
         await page.GetByRole(AriaRole.Button, new() { Name = "Set window" }).ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Group lab: maintenance window mon,tue,wed,thu,fri 01:00-05:00.");
         await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("mon,tue,wed,thu,fri 01:00-05:00");
-        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
-        Assert.That(Windows(), Is.EqualTo(audits + 1));
+        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+        Assert.That(await Windows(), Is.EqualTo(audits + 1));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "groups with a window"), Is.Empty);
 
         // and cleared
@@ -158,7 +158,7 @@ public class RolloutConsoleTests
         await page.GetByRole(AriaRole.Button, new() { Name = "Clear window" }).ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Group lab: no maintenance window.");
         await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
-        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.Null);
-        Assert.That(server.Store.ListAudit(1000, target: "lab").Where(a => a.Action == "group.window").Select(a => (a.Action, a.Detail)), Is.EqualTo(new[] { ("group.window", "none"), ("group.window", "mon,tue,wed,thu,fri 01:00-05:00") }));
+        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
+        Assert.That((await server.Store.ListAuditAsync(1000, target: "lab")).Where(a => a.Action == "group.window").Select(a => (a.Action, a.Detail)), Is.EqualTo(new[] { ("group.window", "none"), ("group.window", "mon,tue,wed,thu,fri 01:00-05:00") }));
     }
 }

@@ -133,9 +133,12 @@ public static class FuzzTargets
         return new TsunaguStore(database, TimeProvider.System);
     });
 
-    private static bool CsvImport(byte[] input)
+    // the fuzzer runs its targets synchronously; the store on SQLite completes its work before it returns the task
+    private static bool CsvImport(byte[] input) => CsvImportAsync(input).GetAwaiter().GetResult();
+
+    private static async Task<bool> CsvImportAsync(byte[] input)
     {
-        var check = DeviceTable.Check(Encoding.UTF8.GetString(input), Store.Value);
+        var check = await DeviceTable.CheckAsync(Encoding.UTF8.GetString(input), Store.Value);
         if (check.FileError is null && check.Rows.Count != CountDataRows(input))
         {
             // every data row gets exactly one result

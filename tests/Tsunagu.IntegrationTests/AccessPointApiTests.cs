@@ -57,7 +57,7 @@ public class AccessPointApiTests
             Assert.That(answer.Headers.CacheControl?.NoStore, Is.True, "a password is never kept by a cache on the way");
         }
 
-        var before = server.Store.ListAudit(1000).Count;
+        var before = (await server.Store.ListAuditAsync(1000)).Count;
         await Assert.MultipleAsync(async () =>
         {
             Assert.That((await Ask(http, UnitCredentials.AccessUsername(mac), null)).Status, Is.EqualTo(HttpStatusCode.Unauthorized), "no token");
@@ -72,9 +72,9 @@ public class AccessPointApiTests
                 Assert.That(badBody, Does.Contain("12 lower-case hex digits"), bad);
             }
         });
-        Assert.That(server.Store.ListAudit(1000), Has.Count.EqualTo(before), "looking up writes nothing");
+        Assert.That(await server.Store.ListAuditAsync(1000), Has.Count.EqualTo(before), "looking up writes nothing");
 
-        server.Store.Decommission(mac, null, "operator", "returned");
+        await server.Store.DecommissionAsync(mac, null, "operator", "returned");
         (status, body) = await Ask(http, UnitCredentials.AccessUsername(mac));
         Assert.That(status, Is.EqualTo(HttpStatusCode.NotFound), "a decommissioned unit cannot dial the access point");
         Assert.That(body, Does.Contain("decommissioned").And.Not.Contain("Cleartext"));

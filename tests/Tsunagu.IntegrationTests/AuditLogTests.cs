@@ -60,7 +60,7 @@ public class AuditLogTests
     /// Entries a minute apart: operators' entries about one unit or a list of units, units' own entries (actor: the MAC),
     /// and entries about no unit; a target that only looks like a MAC in upper case, and a serial of 12 hex digits.
     /// </summary>
-    private static void Seed(TsunaguStore store, Clock clock, int count)
+    private static async Task Seed(TsunaguStore store, Clock clock, int count)
     {
         for (var i = 0; i < count; i++)
         {
@@ -73,16 +73,16 @@ public class AuditLogTests
                 "unit.check" when i % 5 == 0 => (Actors[i % 3], "02005e000001"),
                 _ => (Actors[i % 3], i % 2 == 0 ? Mac(i % 7) : $"pattern-{i % 4}"),
             };
-            store.Audit(actor, action, target, $"entry {i}");
+            await store.AuditAsync(actor, action, target, $"entry {i}");
         }
     }
 
     private static bool Names(AuditRow a, string mac) => a.Actor == mac || (a.Target ?? "").Split(',').Contains(mac);
 
-    private static List<AuditRow> Walk(TsunaguStore store, AuditQuery query)
+    private static async Task<List<AuditRow>> WalkAsync(TsunaguStore store, AuditQuery query)
     {
         var all = new List<AuditRow>();
-        for (var page = store.QueryAuditPage(query); ; page = store.QueryAuditPage(query with { Before = page.Before }))
+        for (var page = await store.QueryAuditPageAsync(query); ; page = await store.QueryAuditPageAsync(query with { Before = page.Before }))
         {
             Assert.That(page.Rows, Has.Count.LessThanOrEqualTo(query.Limit));
             all.AddRange(page.Rows);
@@ -94,40 +94,40 @@ public class AuditLogTests
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void Each_filter_walks_every_matching_entry_once_newest_first(string kind)
+    public async Task Each_filter_walks_every_matching_entry_once_newest_first(string kind)
     {
         var clock = new Clock(Start);
         var (store, _) = Store(kind, clock);
-        Seed(store, clock, 400);
-        var everything = store.ListAudit(10_000);
+        await Seed(store, clock, 400);
+        var everything = await store.ListAuditAsync(10_000);
         Assert.That(everything, Has.Count.EqualTo(400));
         var from = Start.AddMinutes(100);
         var to = Start.AddMinutes(250);
 
-        void Check(AuditQuery query, Func<AuditRow, bool> expected, string what)
+        async Task CheckAsync(AuditQuery query, Func<AuditRow, bool> expected, string what)
         {
-            var walked = Walk(store, query with { Limit = 17 });
+            var walked = await WalkAsync(store, query with { Limit = 17 });
             var want = everything.Where(expected).Select(a => a.Id).ToList(); // ListAudit is newest first
             Assert.That(want, Is.Not.Empty, $"{what}: the seed has entries that match");
             Assert.That(walked.Select(a => a.Id), Is.EqualTo(want), what);
         }
 
-        Check(new AuditQuery(), _ => true, "no filter");
-        Check(new AuditQuery(Actor: "alice"), a => a.Actor == "alice", "actor");
-        Check(new AuditQuery(Action: "pattern.verify"), a => a.Action == "pattern.verify", "action");
-        Check(new AuditQuery(Target: "pattern-1"), a => a.Target == "pattern-1", "target");
-        Check(new AuditQuery(Unit: Mac(1)), a => Names(a, Mac(1)), "unit: as actor, target and in a list");
-        Check(new AuditQuery(From: from, To: to), a => string.CompareOrdinal(a.At, TsunaguStore.Timestamp(from)) >= 0 && string.CompareOrdinal(a.At, TsunaguStore.Timestamp(to)) < 0, "time range");
-        Check(new AuditQuery(Unit: Mac(3), Action: "units.check", From: from), a => Names(a, Mac(3)) && a.Action == "units.check" && DateTimeOffset.Parse(a.At) >= from, "unit, action and from");
-        Check(new AuditQuery(Actor: "bob", To: to), a => a.Actor == "bob" && DateTimeOffset.Parse(a.At) < to, "actor and to");
-        Assert.That(store.QueryAuditPage(new AuditQuery(Unit: "02:00:5e:00:00:63")).Rows, Is.Empty, "a unit no entry names");
-        Assert.That(Walk(store, new AuditQuery(Unit: Mac(1), Limit: 5)).Where(a => a.Target == "02005e000001"), Is.Empty,
+        await CheckAsync(new AuditQuery(), _ => true, "no filter");
+        await CheckAsync(new AuditQuery(Actor: "alice"), a => a.Actor == "alice", "actor");
+        await CheckAsync(new AuditQuery(Action: "pattern.verify"), a => a.Action == "pattern.verify", "action");
+        await CheckAsync(new AuditQuery(Target: "pattern-1"), a => a.Target == "pattern-1", "target");
+        await CheckAsync(new AuditQuery(Unit: Mac(1)), a => Names(a, Mac(1)), "unit: as actor, target and in a list");
+        await CheckAsync(new AuditQuery(From: from, To: to), a => string.CompareOrdinal(a.At, TsunaguStore.Timestamp(from)) >= 0 && string.CompareOrdinal(a.At, TsunaguStore.Timestamp(to)) < 0, "time range");
+        await CheckAsync(new AuditQuery(Unit: Mac(3), Action: "units.check", From: from), a => Names(a, Mac(3)) && a.Action == "units.check" && DateTimeOffset.Parse(a.At) >= from, "unit, action and from");
+        await CheckAsync(new AuditQuery(Actor: "bob", To: to), a => a.Actor == "bob" && DateTimeOffset.Parse(a.At) < to, "actor and to");
+        Assert.That((await store.QueryAuditPageAsync(new AuditQuery(Unit: "02:00:5e:00:00:63"))).Rows, Is.Empty, "a unit no entry names");
+        Assert.That((await WalkAsync(store, new AuditQuery(Unit: Mac(1), Limit: 5))).Where(a => a.Target == "02005e000001"), Is.Empty,
             "a 12-hex-digit serial is not read as a unit");
     }
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void Entries_written_before_the_indexes_are_found_by_unit(string kind)
+    public async Task Entries_written_before_the_indexes_are_found_by_unit(string kind)
     {
         var clock = new Clock(Start);
         var (_, database) = Store(kind, clock, upTo: 12);
@@ -150,11 +150,11 @@ public class AuditLogTests
         }
         database.Migrate();
         var store = new TsunaguStore(database, clock);
-        var everything = store.ListAudit(1_000);
+        var everything = await store.ListAuditAsync(1_000);
         Assert.That(everything, Has.Count.EqualTo(5));
         foreach (var (mac, count) in new[] { (Mac(1), 2), (Mac(2), 1), (Mac(3), 1), (Mac(4), 0) })
         {
-            var found = Walk(store, new AuditQuery(Unit: mac, Limit: 1));
+            var found = await WalkAsync(store, new AuditQuery(Unit: mac, Limit: 1));
             Assert.That(found, Has.Count.EqualTo(count), mac);
             Assert.That(found.Select(a => a.Id), Is.EqualTo(everything.Where(a => Names(a, mac)).Select(a => a.Id)), mac);
         }
@@ -162,7 +162,7 @@ public class AuditLogTests
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void Entries_listing_units_with_spaces_indexed_before_M0018_are_found_by_each_unit(string kind)
+    public async Task Entries_listing_units_with_spaces_indexed_before_M0018_are_found_by_each_unit(string kind)
     {
         var clock = new Clock(Start);
         var (_, database) = Store(kind, clock, upTo: 15);
@@ -183,12 +183,12 @@ public class AuditLogTests
         }
         database.Migrate();
         var store = new TsunaguStore(database, clock);
-        var all = store.ListAudit(10).Select(a => a.Id).ToList();
+        var all = (await store.ListAuditAsync(10)).Select(a => a.Id).ToList();
         var (first, second) = (all[1], all[0]);
         foreach (var (mac, ids) in new[] { (Mac(1), new[] { first }), (Mac(3), [second, first]), (Mac(4), [second]) })
         {
-            Assert.That(Walk(store, new AuditQuery(Unit: mac, Limit: 1)).Select(a => a.Id), Is.EqualTo(ids), mac);
-            Assert.That(store.ListAuditForUnit(mac).Select(a => a.Id), Is.EqualTo(ids), mac);
+            Assert.That((await WalkAsync(store, new AuditQuery(Unit: mac, Limit: 1))).Select(a => a.Id), Is.EqualTo(ids), mac);
+            Assert.That((await store.ListAuditForUnitAsync(mac)).Select(a => a.Id), Is.EqualTo(ids), mac);
         }
     }
 
@@ -206,12 +206,12 @@ public class AuditLogTests
     /// The filters are selective (a few entries among thousands), where reading the whole log would cost most.
     /// </summary>
     [Test]
-    public void Each_filter_is_read_through_its_index_on_sqlite()
+    public async Task Each_filter_is_read_through_its_index_on_sqlite()
     {
         var clock = new Clock(Start);
         var (store, database) = Store("sqlite", clock);
-        Seed(store, clock, 2_000);
-        Rare(store);
+        await Seed(store, clock, 2_000);
+        await Rare(store);
         using var c = database.Open();
         foreach (var (what, query, index) in Plans)
         {
@@ -225,12 +225,12 @@ public class AuditLogTests
     }
 
     [Test]
-    public void Each_filter_is_read_through_its_index_on_postgresql()
+    public async Task Each_filter_is_read_through_its_index_on_postgresql()
     {
         var clock = new Clock(Start);
         var (store, database) = Store("postgres", clock);
-        Seed(store, clock, 20_000);
-        Rare(store);
+        await Seed(store, clock, 20_000);
+        await Rare(store);
         using var c = database.Open();
         using (var analyze = c.CreateCommand())
         {
@@ -248,9 +248,9 @@ public class AuditLogTests
         }
     }
 
-    private static void Rare(TsunaguStore store)
+    private static async Task Rare(TsunaguStore store)
     {
-        for (var i = 0; i < 3; i++) { store.Audit("erin", "media.register", Mac(200), null); }
+        for (var i = 0; i < 3; i++) { await store.AuditAsync("erin", "media.register", Mac(200), null); }
     }
 
     private static void AddParameters(System.Data.Common.DbCommand command, AuditQuery query)
@@ -277,7 +277,7 @@ public class AuditLogTests
     public async Task The_api_pages_by_link_and_answers_wrong_filters_400()
     {
         await using var server = await TestServer.StartAsync();
-        for (var i = 0; i < 23; i++) { server.Store.Audit("carol", i % 2 == 0 ? "unit.check" : "pattern.verify", i % 3 == 0 ? Mac(5) : $"t{i}", null); }
+        for (var i = 0; i < 23; i++) { await server.Store.AuditAsync("carol", i % 2 == 0 ? "unit.check" : "pattern.verify", i % 3 == 0 ? Mac(5) : $"t{i}", null); }
         using var http = OperatorHttp(server);
 
         var ids = new List<long>();
@@ -297,7 +297,7 @@ public class AuditLogTests
             pages++;
         }
         Assert.That(pages, Is.EqualTo(6));
-        Assert.That(ids, Is.EqualTo(server.Store.ListAudit(1_000, actor: "carol").Select(a => a.Id)));
+        Assert.That(ids, Is.EqualTo((await server.Store.ListAuditAsync(1_000, actor: "carol")).Select(a => a.Id)));
 
         var byUnit = JsonSerializer.Deserialize<List<JsonElement>>(await http.GetStringAsync($"/api/v1/audit?unit={Mac(5).ToUpperInvariant()}&action=unit.check"))!;
         Assert.That(byUnit.Select(r => (r.GetProperty("target").GetString(), r.GetProperty("action").GetString())),
@@ -327,8 +327,8 @@ public class AuditLogTests
     public async Task The_console_filters_by_unit_and_time_and_refuses_wrong_ones()
     {
         await using var server = await TestServer.StartAsync();
-        server.Store.Audit("dave", "units.check", string.Join(",", Mac(8), Mac(9)), "list");
-        server.Store.Audit("dave", "unit.check", Mac(10), "other");
+        await server.Store.AuditAsync("dave", "units.check", string.Join(",", Mac(8), Mac(9)), "list");
+        await server.Store.AuditAsync("dave", "unit.check", Mac(10), "other");
         using var session = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         var page = await session.GetStringAsync($"/console/audit?unit={Mac(9)}&from=2000-01-01T00:00Z");
         Assert.That(page, Does.Contain(">list<").And.Not.Contain(">other<"));

@@ -123,7 +123,7 @@ public class AuthenticationTests
     {
         TestServer.Configure.Value = o => { o.LoginAttemptsPerMinute = 3; o.ConcurrentPasswordChecks = 1; };
         await using var server = await TestServer.StartAsync();
-        server.Store.UpsertSubscriber("alice", PasswordHasher.Hash("alice-password"));
+        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password"));
         using var http = server.PinnedHttp();
         for (var i = 0; i < 3; i++)
         {
@@ -316,7 +316,7 @@ public class AuthenticationTests
         using var client = server.Operator();
         await client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewSubscriber("day-shift", "day-shift-password"), CancellationToken.None);
         Assert.That(await ConsoleHome(http), Is.EqualTo(HttpStatusCode.OK), "another account's change leaves the session alone");
-        server.Store.UpsertOperator(DemoCatalogue.OperatorName, PasswordHasher.Hash("a-new-operator-password"));
+        await server.Store.UpsertOperatorAsync(DemoCatalogue.OperatorName, PasswordHasher.Hash("a-new-operator-password"));
         Assert.That(await ConsoleHome(http), Is.EqualTo(HttpStatusCode.Redirect));
     }
 
@@ -351,7 +351,7 @@ public class AuthenticationTests
         var units = await server.AddUnitsAsync(1);
         var mac = units[0].Mac;
         using var http = server.PinnedHttp();
-        var before = server.Store.GetUnit(mac)!;
+        var before = (await server.Store.GetUnitAsync(mac))!;
         for (var i = 0; i < 20; i++)
         {
             var challenge = (await (await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
@@ -365,14 +365,14 @@ public class AuthenticationTests
             Assert.That((await http.PostAsJsonAsync(Routes.HostSession, new SessionRequest(other, challenge.ChallengeId, Convert.ToBase64String(new byte[32])))).StatusCode,
                 Is.EqualTo(HttpStatusCode.Unauthorized));
         }
-        var after = server.Store.GetUnit(mac)!;
+        var after = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((after.LastSeen, after.LastError, after.State), Is.EqualTo((before.LastSeen, before.LastError, before.State)), "anyone can send a wrong proof");
-        var refusals = server.Store.ListAudit(1000).Where(a => a.Action == RefusalAudit.Action).ToList();
+        var refusals = (await server.Store.ListAuditAsync(1000)).Where(a => a.Action == RefusalAudit.Action).ToList();
         Assert.That(refusals.Count(a => a.Target == mac), Is.EqualTo(1), "the first refusal of a period is written at once, the rest counted");
         Assert.That(refusals.Count(a => a.Target == RefusalAudit.UnregisteredKey), Is.EqualTo(1), "invented MACs are counted together per source");
 
-        server.App.Services.GetRequiredService<RefusalAudit>().Flush(all: true);
-        var summaries = server.Store.ListAudit(1000).Where(a => a.Action == RefusalAudit.Action).ToList();
+        await server.App.Services.GetRequiredService<RefusalAudit>().FlushAsync(all: true);
+        var summaries = (await server.Store.ListAuditAsync(1000)).Where(a => a.Action == RefusalAudit.Action).ToList();
         Assert.That(summaries.Count(a => a.Target == mac), Is.EqualTo(2));
         Assert.That(summaries.Single(a => a.Target == mac && a.Detail!.Contains("refusals")).Detail, Does.Contain("20 refusals").And.Contain("127.0.0.1"));
         Assert.That(summaries.Single(a => a.Target == RefusalAudit.UnregisteredKey && a.Detail!.Contains("refusals")).Detail, Does.Contain("20 refusals"));

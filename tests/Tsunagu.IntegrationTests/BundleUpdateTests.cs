@@ -18,9 +18,9 @@ namespace Tsunagu.IntegrationTests;
 [NonParallelizable]
 public class BundleUpdateTests
 {
-    private static string ArtifactPath(TestServer server)
+    private static async Task<string> ArtifactPathAsync(TestServer server)
     {
-        var program = server.Store.GetUpdateProgram(DemoCatalogue.UpdateId)!;
+        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         return server.App.Services.GetRequiredService<ArtifactStore>().PathOf(program.ArtifactSha256)!;
     }
 
@@ -37,7 +37,7 @@ public class BundleUpdateTests
 
         Assert.That(server.ChangesOf(unit.Mac).Any(c => c.From == StateId.Update && c.Outcome == Outcome.Failure), Is.True);
         Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.FactoryApplications));
-        var row = server.Store.GetUnit(unit.Mac)!;
+        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
         Assert.That(row.Pattern, Is.EqualTo(DemoCatalogue.Pattern1));
         Assert.That(row.LastError, Does.Contain("signature:").And.Contain("not a trusted release key"), "the failure report names the check");
     }
@@ -46,7 +46,7 @@ public class BundleUpdateTests
     public async Task A_bundle_tampered_with_on_the_server_is_refused_while_it_streams()
     {
         await using var server = await TestServer.StartAsync();
-        var path = ArtifactPath(server);
+        var path = await ArtifactPathAsync(server);
         var bytes = await File.ReadAllBytesAsync(path);
         bytes[^700] ^= 0x01; // inside the last payload
         await File.WriteAllBytesAsync(path, bytes);
@@ -55,15 +55,15 @@ public class BundleUpdateTests
         await server.WaitReadyAsync(unit);
 
         Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.FactoryApplications));
-        Assert.That(server.Store.GetUnit(unit.Mac)!.LastError, Does.Contain("payload-digest:"));
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.LastError, Does.Contain("payload-digest:"));
     }
 
     [Test]
     public async Task An_interrupted_download_resumes_from_the_real_server_with_a_range_request()
     {
         await using var server = await TestServer.StartAsync();
-        var artifact = await File.ReadAllBytesAsync(ArtifactPath(server));
-        var program = server.Store.GetUpdateProgram(DemoCatalogue.UpdateId)!;
+        var artifact = await File.ReadAllBytesAsync(await ArtifactPathAsync(server));
+        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         var unit = (await server.AddUnitsAsync(1))[0];
         // the unit lost power earlier in the middle of this download: the journal and the first 1500 bytes are on data
         var work = Path.Combine(unit.Hardware.Data.Root, "tmp", DemoCatalogue.UpdateId);
@@ -80,7 +80,7 @@ public class BundleUpdateTests
 
         Assert.That(server.Log, Has.Some.Contains($"resuming at byte 1500 of {artifact.Length}"));
         Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.Pattern2Applications));
-        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
     }
 
     private static async Task<(int Code, string Out, string Error)> CliAsync(params string[] args)
@@ -99,7 +99,7 @@ public class BundleUpdateTests
         var dir = Path.Combine(server.Root, "cli");
         Directory.CreateDirectory(dir);
         var bundle = Path.Combine(dir, "demo.tsb");
-        File.Copy(ArtifactPath(server), bundle);
+        File.Copy(await ArtifactPathAsync(server), bundle);
         var pub = Path.Combine(dir, "release.pub");
         await File.WriteAllTextAsync(pub, ReleaseKeys.PublicKeyBase64(server.ReleaseKey));
         using var stranger = ECDsa.Create(ECCurve.NamedCurves.nistP256);
@@ -228,7 +228,7 @@ public class AppIntegrityTests
         Assert.That(log, Has.One.Contains($"factory {factory} {factoryVersion} was damaged"));
         Assert.That(server.ChainOf(unit.Mac), Does.Not.Contain(StateId.Update), "no update ran: only the damaged payload's bytes were fetched");
         Assert.That(apps.Current(), Is.EqualTo(DemoCatalogue.Pattern2Applications));
-        var row = server.Store.GetUnit(unit.Mac)!;
+        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
         Assert.That((row.State, row.Pattern), Is.EqualTo(("Ready", DemoCatalogue.Pattern2)));
 
         // intact now: the next boot finds nothing to fetch
@@ -267,7 +267,7 @@ public class BootProblemReportTests
         {
             Assert.That(accepted.StatusCode, Is.EqualTo(HttpStatusCode.OK), await accepted.Content.ReadAsStringAsync());
         }
-        Assert.That(server.Store.GetUnit(mac)!.LastError, Is.EqualTo(problem));
-        Assert.That(server.Store.ListUnitEvents(mac).Where(e => e.Failed == 1).Select(e => e.Detail), Has.One.EqualTo($"boot: {problem}"));
+        Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo(problem));
+        Assert.That((await server.Store.ListUnitEventsAsync(mac)).Where(e => e.Failed == 1).Select(e => e.Detail), Has.One.EqualTo($"boot: {problem}"));
     }
 }

@@ -80,7 +80,7 @@ public class CatalogueRaceTests
         {
             if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = TsunaguStore.CatalogueLockKey }, tx); }
             c.Execute(other, transaction: tx);
-            answer = await ConfigRaceTests.SendBlocked(server, kind, "InCatalogueTransaction", request);
+            answer = await ConfigRaceTests.SendBlocked(server, kind, "InCatalogueTransactionAsync", request);
             tx.Commit();
         }
         using var response = await answer;
@@ -92,19 +92,19 @@ public class CatalogueRaceTests
         {
             case Race.DeleteSoftwareWhilePatternListsIt:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("listed by pattern race-p"));
-                Assert.That(server.Store.GetSoftware("race-app", "1.0"), Is.Not.Null, "the software the pattern lists stays");
+                Assert.That(await server.Store.GetSoftwareAsync("race-app", "1.0"), Is.Not.Null, "the software the pattern lists stays");
                 break;
             case Race.EditSoftwareWhilePatternListsIt:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("requiredHardware: pattern race-p"));
-                Assert.That(server.Store.GetSoftware("race-app", "1.0")!.RequiredHardware, Is.Null, "the requirement the pattern would not meet was not set");
+                Assert.That((await server.Store.GetSoftwareAsync("race-app", "1.0"))!.RequiredHardware, Is.Null, "the requirement the pattern would not meet was not set");
                 break;
             case Race.EditPatchWhileSoftwareDeleted:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("targetApp"));
-                Assert.That(server.Store.GetPatch("race-fix")!.TargetApp, Is.EqualTo("vcp"), "the patch is not pointed at software that is gone");
+                Assert.That((await server.Store.GetPatchAsync("race-fix"))!.TargetApp, Is.EqualTo("vcp"), "the patch is not pointed at software that is gone");
                 break;
             default:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("1 update program(s)"));
-                Assert.That(server.Store.GetPattern("race-draft"), Is.Not.Null, "the pattern the program names stays");
+                Assert.That(await server.Store.GetPatternAsync("race-draft"), Is.Not.Null, "the pattern the program names stays");
                 break;
         }
     }
@@ -152,7 +152,7 @@ public class CatalogueRaceTests
         await using var server = await TestServer.StartAsync();
         using var http = OperatorHttp(server);
         await AddDraftAsync(http, "race-draft");
-        server.Store.UpsertUpdateProgram(new UpdateProgramRow
+        await server.Store.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = "race-u", FromPattern = "race-draft", ToPattern = DemoCatalogue.Pattern2, Importance = 3, ArtifactSha256 = new string('a', 64), ArtifactSize = 1,
         });
@@ -162,7 +162,7 @@ public class CatalogueRaceTests
         }
         var before = Marks(server);
 
-        using var response = await RaceAsync(server, kind, "DELETE FROM update_programs WHERE id = 'race-u'; DELETE FROM patterns WHERE id = 'race-draft'", "AddRollout",
+        using var response = await RaceAsync(server, kind, "DELETE FROM update_programs WHERE id = 'race-u'; DELETE FROM patterns WHERE id = 'race-draft'", "AddRolloutAsync",
             () => http.PostAsJsonAsync(RolloutsApi.Route, new NewRollout("race-r", "race-g", "race-draft", DemoCatalogue.Pattern2, [new WaveSpec(Percent: 100)])));
 
         var body = await response.Content.ReadAsStringAsync();
@@ -193,13 +193,13 @@ public class CatalogueRaceTests
         var artifact = (await uploaded.Content.ReadFromJsonAsync<ArtifactView>())!;
         var before = Marks(server);
 
-        using var response = await RaceAsync(server, kind, "DELETE FROM patterns WHERE id = 'race-draft'", "CatalogueWrite",
+        using var response = await RaceAsync(server, kind, "DELETE FROM patterns WHERE id = 'race-draft'", "CatalogueWriteAsync",
             () => http.PostAsJsonAsync($"{Routes.Prefix}/update-programs", new NewUpdateProgram("race-u", "race-draft", DemoCatalogue.Pattern2, 3, 0, artifact.Sha256)));
 
         var body = await response.Content.ReadAsStringAsync();
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), body);
         Assert.That(body, Does.Contain("fromPattern: pattern 'race-draft' was deleted"));
-        Assert.That(server.Store.GetUpdateProgram("race-u"), Is.Null, "no program from the deleted pattern");
+        Assert.That(await server.Store.GetUpdateProgramAsync("race-u"), Is.Null, "no program from the deleted pattern");
         Assert.That(Marks(server), Is.EqualTo(before), "refused: no audit entry and no new catalogue stamp");
     }
 }

@@ -50,17 +50,17 @@ public class CliTests
         await using var server = await TestServer.StartAsync();
         var (exit, output, err) = await Tsunagu(server, "operator", "add", "night-shift", "--account-password", "a long night-shift password", "--role", "support");
         Assert.That(exit, Is.Zero, err);
-        Assert.That(server.Store.GetOperatorRole("night-shift"), Is.EqualTo("support"));
+        Assert.That(await server.Store.GetOperatorRoleAsync("night-shift"), Is.EqualTo("support"));
         (exit, output, err) = await Tsunagu(server, "operator", "list");
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("\"night-shift\"").And.Contain("\"support\""));
 
-        var before = server.Store.ListAudit(1000).Count;
+        var before = (await server.Store.ListAuditAsync(1000)).Count;
         (exit, _, err) = await Tsunagu(server, "pattern", "retire", DemoCatalogue.Pattern1, "--operator", "night-shift", "--password", "a long night-shift password");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("403 refused: your operator role does not allow this").And.Contain("the role support may not use this endpoint"));
-        Assert.That(server.Store.GetPattern(DemoCatalogue.Pattern1)!.Status, Is.EqualTo(global::Tsunagu.Server.Data.PatternStatus.Verified));
-        Assert.That(server.Store.ListAudit(1000), Has.Count.EqualTo(before), "the refusal wrote nothing");
+        Assert.That((await server.Store.GetPatternAsync(DemoCatalogue.Pattern1))!.Status, Is.EqualTo(global::Tsunagu.Server.Data.PatternStatus.Verified));
+        Assert.That(await server.Store.ListAuditAsync(1000), Has.Count.EqualTo(before), "the refusal wrote nothing");
 
         (exit, _, err) = await Tsunagu(server, "operator", "role", "night-shift", "release-manager");
         Assert.That(exit, Is.Zero, err);
@@ -98,7 +98,7 @@ public class CliTests
             "--importance", "4", "--bundle", bundle);
         Assert.That(exit, Is.Zero, err);
         Assert.That(err, Does.Contain("uploaded p2-to-p3.tsb"));
-        Assert.That(server.Store.FindUpdateProgram(DemoCatalogue.Pattern2)!.Importance, Is.EqualTo(4));
+        Assert.That((await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern2))!.Importance, Is.EqualTo(4));
 
         var csv = Path.Combine(dir, "units.csv");
         await File.WriteAllTextAsync(csv, "mac,serial,isp_method,isp_username,isp_password\n02:54:53:00:30:01,C1,pppoe,a@isp,pw\nbad,C2,dhcp,,\n");
@@ -161,20 +161,20 @@ public class CliTests
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--domain", "bad domain");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("400").And.Contain("domain"));
-        Assert.That(server.Store.GetUnit(mac)!.Domain, Is.EqualTo("cli.example"), "refused edits changed nothing");
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Domain, Is.EqualTo("cli.example"), "refused edits changed nothing");
         (exit, output, err) = await Tsunagu(server, "units", "revisions", mac);
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("isp.password").And.Not.Contain("cli-Pa55"));
         (exit, output, err) = await Tsunagu(server, "secrets", "rotate");
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("1 row(s) resealed"));
-        Assert.That(server.Store.IspPasswordOf(server.Store.GetUnit(mac)!), Is.EqualTo("cli-Pa55"));
+        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), Is.EqualTo("cli-Pa55"));
         (exit, _, err) = await Tsunagu(server, "units", "decommission", mac, "--reason", "returned");
         Assert.That(exit, Is.Zero, err);
-        Assert.That(server.Store.GetUnit(mac)!.State, Is.EqualTo("Decommissioned"));
+        Assert.That((await server.Store.GetUnitAsync(mac))!.State, Is.EqualTo("Decommissioned"));
         (exit, _, err) = await Tsunagu(server, "units", "delete", mac);
         Assert.That(exit, Is.Zero, err);
-        Assert.That(server.Store.GetUnit(mac), Is.Null, "a row that never reached the server is deleted");
+        Assert.That(await server.Store.GetUnitAsync(mac), Is.Null, "a row that never reached the server is deleted");
     }
 
     [Test]
@@ -209,13 +209,13 @@ public class CliTests
         var (exit, output, err) = await Tsunagu(server, Add("--gateway", "203.0.113.1", "--dns", "192.0.2.53", "--dns", "192.0.2.54"));
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain($"registered {mac} (ST-1)"));
-        var row = server.Store.GetUnit(mac)!;
+        var row = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((row.IspMethod, row.IpAddress, row.IspGateway, row.SettingsRevision), Is.EqualTo(("static", "203.0.113.7/24", "203.0.113.1", 1L)));
         Assert.That(row.DnsList, Is.EqualTo(new[] { "192.0.2.53", "192.0.2.54" }));
 
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--gateway", "203.0.113.254", "--dns", "198.51.100.53,198.51.100.54");
         Assert.That(exit, Is.Zero, err);
-        row = server.Store.GetUnit(mac)!;
+        row = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("203.0.113.254", "198.51.100.53,198.51.100.54", 2L)), "the edit raises the settings revision");
 
         var beforeEdit = HostileInputTests.Snapshot(server);
@@ -229,11 +229,11 @@ public class CliTests
 
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--dns", "");
         Assert.That(exit, Is.Zero, err);
-        row = server.Store.GetUnit(mac)!;
+        row = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("203.0.113.254", (string?)null, 3L)), "--dns \"\" clears the name servers only");
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--isp-method", "dhcp", "--ip", "", "--gateway", "");
         Assert.That(exit, Is.Zero, err);
-        row = server.Store.GetUnit(mac)!;
+        row = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((row.IspMethod, row.IpAddress, row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("dhcp", (string?)null, (string?)null, (string?)null, 4L)));
     }
 
@@ -247,23 +247,23 @@ public class CliTests
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--time-zone", "Europe/Paris");
         Assert.That(exit, Is.Zero, err);
-        var unit = server.Store.GetUnit(mac)!;
+        var unit = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)1, (long?)5, "Europe/Paris")), "a new zone alone keeps the window");
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--start", "2", "--end", "3");
         Assert.That(exit, Is.Zero, err);
-        unit = server.Store.GetUnit(mac)!;
+        unit = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)2, (long?)3, "Europe/Paris")), "a new window alone keeps the zone");
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--start", "2");
         Assert.That(exit, Is.EqualTo(1), "a start without an end is refused");
         Assert.That(err, Does.Contain("give both"));
-        unit = server.Store.GetUnit(mac)!;
+        unit = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)2, (long?)3, "Europe/Paris")), "the refusal changed nothing");
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--fleet");
         Assert.That(exit, Is.Zero, err);
-        unit = server.Store.GetUnit(mac)!;
+        unit = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)null, (long?)null, (string?)null)));
     }
 
@@ -276,15 +276,15 @@ public class CliTests
         Assert.That(exit, Is.Zero, err);
         (exit, _, err) = await Tsunagu(server, "units", "tag", mac, "--add", "beta", "--remove", "region:kanto");
         Assert.That(exit, Is.Zero, err);
-        Assert.That(server.Store.GetTags(mac), Is.EqualTo(new[] { "beta", "lab" }), "the tags the unit had stay, the removed one goes");
+        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab" }), "the tags the unit had stay, the removed one goes");
         (exit, _, err) = await Tsunagu(server, "units", "tag", mac, "--add", "Bad Tag");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("tags"));
-        Assert.That(server.Store.GetTags(mac), Is.EqualTo(new[] { "beta", "lab" }), "the refusal changed nothing");
+        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab" }), "the refusal changed nothing");
         var (_, tagged, _) = await Tsunagu(server, "units", "tagged", "lab");
         Assert.That(tagged, Does.Contain(mac));
         // the unit runs pattern 1 (as its checks would record it): the rollout's one member, in wave 1, never installing here
-        server.Store.RecordInventory(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
+        await server.Store.RecordInventoryAsync(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
             DemoCatalogue.Pattern1, "Ready");
 
         (exit, _, err) = await Tsunagu(server, "group", "create", "lab", "--tag", "lab");
@@ -301,7 +301,7 @@ public class CliTests
         Assert.That(err, Does.Contain("--waves"));
         (exit, _, err) = await Tsunagu(server, "rollout", "pause", "r1");
         Assert.That(exit, Is.Zero, err);
-        Assert.That(server.Store.GetRollout("r1")!.State, Is.EqualTo("paused"));
+        Assert.That((await server.Store.GetRolloutAsync("r1"))!.State, Is.EqualTo("paused"));
         (exit, _, err) = await Tsunagu(server, "rollout", "resume", "r1");
         Assert.That(exit, Is.Zero, err);
         var (_, stopped, _) = await Tsunagu(server, "rollout", "stop");
@@ -311,7 +311,7 @@ public class CliTests
         (exit, _, err) = await Tsunagu(server, "rollout", "resume", "r1");
         Assert.That(exit, Is.EqualTo(1), "an aborted rollout cannot resume");
         Assert.That(err, Does.Contain("409"));
-        Assert.That(server.Store.ListAudit(100).Where(a => a.Target == "r1").Select(a => a.Action).Reverse(),
+        Assert.That((await server.Store.ListAuditAsync(100)).Where(a => a.Target == "r1").Select(a => a.Action).Reverse(),
             Is.EqualTo(new[] { "rollout.create", "rollout.pause", "rollout.resume", "rollout.emergency-stop", "rollout.abort" }));
     }
 }

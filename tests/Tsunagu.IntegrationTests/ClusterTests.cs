@@ -97,23 +97,23 @@ public class ClusterTests
         try
         {
             var store = new TsunaguStore(Database.Parse(database, root), TimeProvider.System);
-            ServerProcess? Holder()
+            async Task<ServerProcess?> HolderAsync()
             {
-                if (store.LeaseHolder(ReplicaLease.Name) is not ({ } holder, true)) { return null; }
+                if (await store.LeaseHolderAsync(ReplicaLease.Name) is not ({ } holder, true)) { return null; }
                 var pid = int.Parse(holder.Split('/')[1], CultureInfo.InvariantCulture);
                 return replicas.SingleOrDefault(r => r.Pid == pid);
             }
-            void AddExpiredChallenge(string id) => store.AddChallenge(new ChallengeRow
+            Task AddExpiredChallengeAsync(string id) => store.AddChallengeAsync(new ChallengeRow
             {
                 Id = id, Mac = "02:54:53:00:20:01", Purpose = ProofPurpose.Host, Nonce = "n",
                 ExpiresAt = DateTimeOffset.UtcNow.AddMinutes(-5).ToString("O", CultureInfo.InvariantCulture),
             });
-            bool Gone(string id) => store.TakeChallenge(id) is null;
+            async Task<bool> GoneAsync(string id) => await store.TakeChallengeAsync(id) is null;
 
-            await WaitAsync(() => Holder() is not null, "one replica to hold the once-only lease", TimeSpan.FromSeconds(30));
-            var holder = Holder()!;
+            await WaitAsync(async () => await HolderAsync() is not null, "one replica to hold the once-only lease", TimeSpan.FromSeconds(30));
+            var holder = (await HolderAsync())!;
             var other = replicas.Single(r => r != holder);
-            AddExpiredChallenge("cleanup-before-kill");
+            await AddExpiredChallengeAsync("cleanup-before-kill");
             // the holder's round removes it (a take that finds it would remove it too, so look without taking)
             await WaitAsync(() => !ChallengeExists(store, "cleanup-before-kill"), "the holder to clean up an expired challenge", TimeSpan.FromSeconds(3 * lease));
 
@@ -123,11 +123,11 @@ public class ClusterTests
             // test's clock: a loaded machine delays the test's polling, not the database's timestamps)
             var dead = LeaseRow(store);
             Assert.That(dead.Holder, Does.Contain($"/{holderPid}/"), "nobody else held it while its holder lived");
-            AddExpiredChallenge("cleanup-after-kill");
+            await AddExpiredChallengeAsync("cleanup-after-kill");
             var taken = (Holder: "", ExpiresMs: 0L, NowMs: 0L);
             await WaitAsync(() => (taken = LeaseRow(store)).Holder.Contains($"/{otherPid}/", StringComparison.Ordinal),
                 "the other replica to take the lease", TimeSpan.FromSeconds(3 * lease + 10));
-            Assert.That(Holder(), Is.SameAs(other));
+            Assert.That(await HolderAsync(), Is.SameAs(other));
             await WaitAsync(() => !ChallengeExists(store, "cleanup-after-kill"), "the new holder to clean up", TimeSpan.FromSeconds(3 * lease));
             // the renewal seen first is the taking one unless the test's polling stalled for a renewal period; either way it
             // was made no earlier than the take
@@ -136,7 +136,7 @@ public class ClusterTests
             Assert.That(takenAtMs, Is.GreaterThanOrEqualTo(dead.ExpiresMs), "never taken while the dead holder's lease was still valid");
             // the other replica tries every third of the lifetime; the rest is room for a loaded machine's scheduling
             Assert.That(takenAtMs - dead.ExpiresMs, Is.LessThanOrEqualTo(lease * 1000 / 3 + 3000), "taken within one renewal period of its expiry");
-            Assert.That(Gone("cleanup-after-kill"), Is.True);
+            Assert.That(await GoneAsync("cleanup-after-kill"), Is.True);
         }
         finally
         {
@@ -180,7 +180,7 @@ public class ClusterTests
             await using var server = await TestServer.StartAsync();
             await server.AddUnitsAsync(1);
             var mac = SimulatedFleet.MacFor(1);
-            var sha = server.Store.ListUpdatePrograms().First().ArtifactSha256;
+            var sha = (await server.Store.ListUpdateProgramsAsync()).First().ArtifactSha256;
             using var http = server.PinnedHttp();
             var anonymous = await http.GetAsync($"{Routes.Artifacts}/{sha}");
             Assert.That(anonymous.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
@@ -286,7 +286,7 @@ public class ClusterTests
         var store = new TsunaguStore(Database.Parse(topology.Database, topology.Root), TimeProvider.System,
             Server.Units.Lifecycle.SecretBox.LoadOrCreate(Path.Combine(topology.Data, "keys")));
         using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        DemoCatalogue.Seed(store, new ArtifactStore(Path.Combine(topology.Data, "artifacts")), releaseKey, TestServer.Password);
+        await DemoCatalogue.SeedAsync(store, new ArtifactStore(Path.Combine(topology.Data, "artifacts")), releaseKey, TestServer.Password);
         var unitKey = File.ReadAllBytes(Path.Combine(topology.Data, "keys", Server.Apis.UnitKey.FileName));
 
         var changes = new ConcurrentDictionary<string, ConcurrentQueue<StateId>>();
@@ -309,11 +309,11 @@ public class ClusterTests
         string Recent() => string.Join("\n", log.TakeLast(20));
 
         fleet.StartAll();
-        await WaitAsync(() => units.All(u => u.Meter.ReadyAcks >= 1 && store.GetUnit(u.Mac)?.State == "Ready"), "every unit Ready through HAProxy",
+        await WaitAsync(() => units.AllAsync(async u => u.Meter.ReadyAcks >= 1 && (await store.GetUnitAsync(u.Mac))?.State == "Ready"), "every unit Ready through HAProxy",
             TimeSpan.FromSeconds(90), Recent);
         await WaitAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit on Mosquitto", TimeSpan.FromSeconds(30), Recent);
         // the artifact of the demo's update, through HAProxy and nginx: a range, as a resumed download asks for it
-        var sha = store.ListUpdatePrograms().First().ArtifactSha256;
+        var sha = (await store.ListUpdateProgramsAsync()).First().ArtifactSha256;
         var whole = await File.ReadAllBytesAsync(Path.Combine(topology.Data, "artifacts", sha));
         using (var http = TestServer.PinnedHttp(topology.Url, topology.Pin))
         {
@@ -336,12 +336,12 @@ public class ClusterTests
         await Task.Delay(2000); // a second check (a resend acted on twice) would show now
         var requests = units.Select(u => u.Meter.Requests - before[u.Mac].Requests).ToArray();
         TestContext.Out.WriteLine($"after the kill: requests per unit {requests.Average():0.0} (max {requests.Max()}), errors {string.Join(", ", meter.Errors)}");
-        Assert.Multiple(() =>
+        Assert.Multiple(async () =>
         {
             foreach (var u in units)
             {
                 Assert.That(Count(u, StateId.VersionCheck), Is.EqualTo(before[u.Mac].Checks + 1), $"{u.Mac}: one check for one forced check");
-                Assert.That(store.GetUnit(u.Mac)!.State, Is.EqualTo("Ready"), u.Mac);
+                Assert.That((await store.GetUnitAsync(u.Mac))!.State, Is.EqualTo("Ready"), u.Mac);
             }
             // a check is a version check, a configuration fetch and acknowledgement and a ready report, with a new session
             // (challenge, session) when the token went to the dead replica's... tokens are shared, so a few retries at most
@@ -374,10 +374,13 @@ public class ClusterTests
         }
     }
 
-    private static async Task WaitAsync(Func<bool> condition, string what, TimeSpan timeout, Func<string>? context = null)
+    private static Task WaitAsync(Func<bool> condition, string what, TimeSpan timeout, Func<string>? context = null) =>
+        WaitAsync(() => Task.FromResult(condition()), what, timeout, context);
+
+    private static async Task WaitAsync(Func<Task<bool>> condition, string what, TimeSpan timeout, Func<string>? context = null)
     {
         var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
+        while (!await condition())
         {
             if (DateTime.UtcNow > deadline) { Assert.Fail($"timed out waiting for {what}\n{context?.Invoke()}"); }
             await Task.Delay(100);

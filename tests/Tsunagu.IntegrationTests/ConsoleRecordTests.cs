@@ -60,7 +60,7 @@ public class ConsoleRecordTests
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         var page = await admin.GetStringAsync($"/console/units/{mac}");
         Assert.That(page, Does.Contain("id=\"record-form\"").And.Contain("id=\"revision-table\""));
-        var row = server.Store.GetUnit(mac)!;
+        var row = (await server.Store.GetUnitAsync(mac))!;
         var password = server.Store.IspPasswordOf(row);
 
         // refused: a stale page, a control character, a wrong method, pppoe without an account, a foreign address,
@@ -79,32 +79,32 @@ public class ConsoleRecordTests
         // the same form, unchanged: no new revision
         var unchanged = await Post(admin, mac, "Record", Form(row));
         Assert.That(unchanged.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(server.Store.GetUnit(mac)!.Revision, Is.EqualTo(row.Revision), "a form that changes nothing writes no revision");
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Revision, Is.EqualTo(row.Revision), "a form that changes nothing writes no revision");
 
         // a new domain, subscriber and password: one revision naming each field, the password only as changed
         var edited = await Post(admin, mac, "Record", Form(row, ("domain", "moved.example"), ("subscriber", "carol"), ("ispPassword", "a-new-isp-secret")));
         Assert.That(edited.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var after = server.Store.GetUnit(mac)!;
+        var after = (await server.Store.GetUnitAsync(mac))!;
         Assert.That(after.Revision, Is.EqualTo(row.Revision + 1));
         Assert.That((after.Domain, after.Subscriber, server.Store.IspPasswordOf(after)), Is.EqualTo(("moved.example", "carol", "a-new-isp-secret")));
         Assert.That((after.Serial, after.IspUsername, after.IspMethod), Is.EqualTo((row.Serial, row.IspUsername, row.IspMethod)), "the fields not changed stay");
         Assert.That(after.SettingsRevision, Is.GreaterThan(row.SettingsRevision), "a new password makes the unit fetch its settings again");
-        var revisions = server.Store.ListUnitRevisions(mac);
+        var revisions = await server.Store.ListUnitRevisionsAsync(mac);
         Assert.That(revisions.Select(r => r.Revision), Is.Unique);
         var shown = WebUtility.HtmlDecode(await admin.GetStringAsync($"/console/units/{mac}"));
         Assert.That(shown, Does.Contain("domain: unit.example → moved.example").And.Contain("subscriber: — → carol").And.Contain($"{TsunaguStore.IspPasswordField}: changed (not shown)"));
         Assert.That(shown, Does.Not.Contain("a-new-isp-secret"), "no password reaches the page");
         Assert.That(password, Is.Not.Null, "the row had a password before");
-        Assert.That(server.Store.ListAuditForUnit(mac).Select(a => a.Actor), Does.Contain(DemoCatalogue.OperatorName));
+        Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Select(a => a.Actor), Does.Contain(DemoCatalogue.OperatorName));
 
         // the page of the old revision is now stale: its form changes nothing
         await Refused(server, admin, mac, "Record", Form(row, ("domain", "again.example")), "the page before the edit");
 
         // clearing the password of a dhcp account: the method and the password go in one form
-        var current = server.Store.GetUnit(mac)!;
+        var current = (await server.Store.GetUnitAsync(mac))!;
         var cleared = await Post(admin, mac, "Record", Form(current, ("ispMethod", "dhcp"), ("ispUsername", ""), ("clearPassword", "yes")));
         Assert.That(cleared.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var dhcp = server.Store.GetUnit(mac)!;
+        var dhcp = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((dhcp.IspMethod, dhcp.IspUsername, server.Store.IspPasswordOf(dhcp)), Is.EqualTo(("dhcp", (string?)null, (string?)null)));
 
         // support and auditors see no editor and are refused (403): nothing changes
@@ -128,32 +128,32 @@ public class ConsoleRecordTests
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
         var (never, seen) = (units[0].Mac, units[1].Mac);
-        server.Store.RecordInventory(seen, new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications),
+        await server.Store.RecordInventoryAsync(seen, new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications),
             DemoCatalogue.Pattern2, UnitStates.Ready);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That(await admin.GetStringAsync($"/console/units/{never}"), Does.Contain("id=\"delete-form\""));
         Assert.That(await admin.GetStringAsync($"/console/units/{seen}"), Does.Not.Contain("id=\"delete-form\""), "a unit that reported is decommissioned, not deleted");
 
-        string Revision(string mac) => server.Store.GetUnit(mac)!.Revision.ToString(CultureInfo.InvariantCulture);
-        await Refused(server, admin, never, "Delete", new() { ["revision"] = Revision(never) }, "unconfirmed");
+        async Task<string> Revision(string mac) => (await server.Store.GetUnitAsync(mac))!.Revision.ToString(CultureInfo.InvariantCulture);
+        await Refused(server, admin, never, "Delete", new() { ["revision"] = await Revision(never) }, "unconfirmed");
         await Refused(server, admin, never, "Delete", new() { ["revision"] = "0", ["confirm"] = "yes" }, "stale revision");
-        await Refused(server, admin, seen, "Delete", new() { ["revision"] = Revision(seen), ["confirm"] = "yes" }, "a unit that reported (forged form)");
+        await Refused(server, admin, seen, "Delete", new() { ["revision"] = await Revision(seen), ["confirm"] = "yes" }, "a unit that reported (forged form)");
         using (var client = server.Operator())
         {
             await client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewOperator("helpdesk", "a console test password", OperatorRoles.Support), CancellationToken.None);
         }
         using (var support = await RoleTests.ConsoleSession(server, "helpdesk", "a console test password"))
         {
-            await Refused(server, support, never, "Delete", new() { ["revision"] = Revision(never), ["confirm"] = "yes" }, "support's role", HttpStatusCode.Forbidden);
+            await Refused(server, support, never, "Delete", new() { ["revision"] = await Revision(never), ["confirm"] = "yes" }, "support's role", HttpStatusCode.Forbidden);
         }
 
-        var deleted = await Post(admin, never, "Delete", new() { ["revision"] = Revision(never), ["confirm"] = "yes" });
+        var deleted = await Post(admin, never, "Delete", new() { ["revision"] = await Revision(never), ["confirm"] = "yes" });
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That(deleted.Headers.Location?.ToString(), Does.EndWith("/console/units"));
-        Assert.That(server.Store.GetUnit(never), Is.Null);
-        Assert.That(server.Store.GetUnit(seen), Is.Not.Null, "the other row stays");
+        Assert.That(await server.Store.GetUnitAsync(never), Is.Null);
+        Assert.That(await server.Store.GetUnitAsync(seen), Is.Not.Null, "the other row stays");
         Assert.That(await admin.GetStringAsync("/console/units"), Does.Contain($"The row of {never} is deleted."));
-        Assert.That(server.Store.ListAudit(20).Where(a => a.Action == "unit.delete").Select(a => a.Target), Is.EqualTo(new[] { never }));
+        Assert.That((await server.Store.ListAuditAsync(20)).Where(a => a.Action == "unit.delete").Select(a => a.Target), Is.EqualTo(new[] { never }));
         Assert.That((await admin.GetAsync($"/console/units/{never}")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
     }
 }

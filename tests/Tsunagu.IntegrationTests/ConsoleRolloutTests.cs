@@ -55,27 +55,27 @@ public class ConsoleRolloutTests
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(2);
         var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That((await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         // a second program of the same transition, below the first in priority
-        var first = server.Store.GetUpdateProgram("p2-to-p3")!;
+        var first = (await server.Store.GetUpdateProgramAsync("p2-to-p3"))!;
         var second = new UpdateProgramRow
         {
             Id = "p2-to-p3-alt", FromPattern = first.FromPattern, ToPattern = first.ToPattern, Importance = first.Importance, Priority = first.Priority - 1,
             ArtifactSha256 = first.ArtifactSha256, ArtifactSize = first.ArtifactSize,
         };
-        server.Store.UpsertUpdateProgram(second);
+        await server.Store.UpsertUpdateProgramAsync(second);
         Assert.That(await admin.GetStringAsync("/console/rollouts"), Does.Contain("value=\"p2-to-p3-alt\""), "the form offers every program");
 
         // the form's choice is the program the rollout's units install, or the form is refused
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"), "a program the transition does not offer", HttpStatusCode.Conflict);
         var refused = await Post(admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"));
         Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain("offered by update program p2-to-p3"));
-        Assert.That(server.Store.GetRollout("alt"), Is.Null);
+        Assert.That(await server.Store.GetRolloutAsync("alt"), Is.Null);
 
-        server.Store.UpsertUpdateProgram(new UpdateProgramRow
+        await server.Store.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = second.Id, FromPattern = second.FromPattern, ToPattern = second.ToPattern, Importance = second.Importance, Priority = first.Priority + 1,
             ArtifactSha256 = second.ArtifactSha256, ArtifactSize = second.ArtifactSize,
@@ -83,8 +83,8 @@ public class ConsoleRolloutTests
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("first", program: "p2-to-p3"), "the program now below the other", HttpStatusCode.Conflict);
         var created = await Post(admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"));
         Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await created.Content.ReadAsStringAsync());
-        Assert.That(server.Store.GetRollout("alt")!.UpdateId, Is.EqualTo("p2-to-p3-alt"), "the rollout moves its units by the program chosen");
-        Assert.That(server.Store.ListAudit(20).Single(a => a.Action == "rollout.create").Detail, Does.Contain("by p2-to-p3-alt"));
+        Assert.That((await server.Store.GetRolloutAsync("alt"))!.UpdateId, Is.EqualTo("p2-to-p3-alt"), "the rollout moves its units by the program chosen");
+        Assert.That((await server.Store.ListAuditAsync(20)).Single(a => a.Action == "rollout.create").Detail, Does.Contain("by p2-to-p3-alt"));
     }
 
     [Test]
@@ -95,7 +95,7 @@ public class ConsoleRolloutTests
         var units = await server.AddUnitsAsync(4);
         // the units run pattern 2 (their inventory says so), not started: nothing installs
         var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That(await admin.GetStringAsync("/console"), Does.Contain("href=\"/console/rollouts\"").And.Contain("href=\"/console/groups\""));
@@ -112,7 +112,7 @@ public class ConsoleRolloutTests
 
         var created = await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2));
         Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(server.Store.GetGroup("lab")?.Kind, Is.EqualTo("dynamic"));
+        Assert.That((await server.Store.GetGroupAsync("lab"))?.Kind, Is.EqualTo("dynamic"));
         var two = string.Join("\n", units.Take(2).Select(u => u.Mac));
         Assert.That((await Post(admin, "/console/groups", Group("pair", "static", macs: two))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         await Refused(server, admin, "/console/groups", Group("lab", "dynamic"), "a name in use", HttpStatusCode.Conflict);
@@ -120,7 +120,7 @@ public class ConsoleRolloutTests
         Assert.That(groups, Does.Contain("id=\"group-lab\"").And.Contain("id=\"group-pair\""));
         Assert.That(groups, Does.Match("id=\"group-lab\"[\\s\\S]*?<td class=\"members\">4</td>"), "the dynamic group's members now");
         Assert.That(groups, Does.Match("id=\"group-pair\"[\\s\\S]*?<td class=\"members\">2</td>"));
-        Assert.That(server.Store.ListAudit(50).Count(a => a.Action == "group.create"), Is.EqualTo(2));
+        Assert.That((await server.Store.ListAuditAsync(50)).Count(a => a.Action == "group.create"), Is.EqualTo(2));
 
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r 1"), "a name with a space");
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("r1", group: "nope"), "no such group");
@@ -140,9 +140,9 @@ public class ConsoleRolloutTests
         var started = await Post(admin, "/console/rollouts?handler=Create", Rollout("lab-p3"));
         Assert.That(started.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That(started.Headers.Location?.ToString(), Is.EqualTo("/console/rollouts/lab-p3"));
-        var row = server.Store.GetRollout("lab-p3")!;
+        var row = (await server.Store.GetRolloutAsync("lab-p3"))!;
         Assert.That((row.FromPattern, row.ToPattern, row.UpdateId, row.State), Is.EqualTo((DemoCatalogue.Pattern2, "pattern-3", "p2-to-p3", RolloutStates.Running)));
-        Assert.That(server.Store.RolloutMembers(row).GroupBy(m => m.Wave).Select(g => g.Count()), Is.EqualTo(new[] { 1, 2, 1 }));
+        Assert.That((await server.Store.RolloutMembersAsync(row)).GroupBy(m => m.Wave).Select(g => g.Count()), Is.EqualTo(new[] { 1, 2, 1 }));
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("lab-p3b"), "the transition is taken", HttpStatusCode.Conflict);
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("lab-p3"), "the name is taken", HttpStatusCode.Conflict);
 
@@ -152,13 +152,13 @@ public class ConsoleRolloutTests
         await Refused(server, admin, "/console/rollouts/lab-p3?handler=Pause", [], "no confirmation");
         await Refused(server, admin, "/console/rollouts/lab-p3?handler=Resume", new() { ["confirm"] = "yes" }, "resume a running rollout", HttpStatusCode.Conflict);
         Assert.That((await Post(admin, "/console/rollouts/lab-p3?handler=Pause", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Paused));
-        Assert.That(server.Store.ListAudit(50).Single(a => a.Action == "rollout.pause").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
+        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That((await server.Store.ListAuditAsync(50)).Single(a => a.Action == "rollout.pause").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
         Assert.That((await Post(admin, "/console/rollouts/lab-p3?handler=Resume", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Running));
+        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
         await Refused(server, admin, "/console/rollouts?handler=Stop", [], "an emergency stop not confirmed");
         Assert.That((await Post(admin, "/console/rollouts?handler=Stop", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused));
         Assert.That(await admin.GetStringAsync("/console/rollouts"), Does.Contain("id=\"rollout-lab-p3\"").And.Contain("paused"));
 
         // an auditor reads, sees no form, and is refused every action

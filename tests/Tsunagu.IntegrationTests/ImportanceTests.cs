@@ -58,23 +58,23 @@ public class ImportanceTests
         await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, 2, 5, MaintenanceStartHour: 0, MaintenanceEndHour: 0));
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 1);
 
-        var before = server.Store.ListUnitConfigs(unit.Mac).Count;
+        var before = (await server.Store.ListUnitConfigsAsync(unit.Mac)).Count;
         var changed = DemoCatalogue.StandardServices with
         {
             ContentFilter = DemoCatalogue.StandardServices.ContentFilter with { BlockedDomains = [.. DemoCatalogue.StandardServices.ContentFilter.BlockedDomains, "push.example"] },
         };
         var assigned = await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", changed);
         Assert.That(assigned.PushWarning, Is.Null, "the configuration push was sent");
-        await server.WaitForAsync(() => server.Store.ListUnitConfigs(unit.Mac).Single(r => r.Revision == assigned.Revision).Status == ConfigStatus.Final,
+        await server.WaitForAsync(async () => (await server.Store.ListUnitConfigsAsync(unit.Mac)).Single(r => r.Revision == assigned.Revision).Status == ConfigStatus.Final,
             "the pushed revision final");
-        Assert.That(server.Store.ListUnitConfigs(unit.Mac), Has.Count.EqualTo(before + 1));
-        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "a configuration push installed the deferred importance-1 update");
-        Assert.That(server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true), Is.True,
+        Assert.That(await server.Store.ListUnitConfigsAsync(unit.Mac), Has.Count.EqualTo(before + 1));
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "a configuration push installed the deferred importance-1 update");
+        Assert.That((await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true), Is.True,
             "the check the push caused saw the update and deferred it");
 
         // the operator's forced check does install it (patent 0053, 0071)
         await Call<ForceCheckResponse>(client, HttpMethod.Post, "/api/v1/units/check", new ForceCheckRequest([unit.Mac], null));
-        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3", State: "Ready" }, "the unit on pattern-3");
+        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3", State: "Ready" }, "the unit on pattern-3");
     }
 
     [Test]
@@ -87,11 +87,11 @@ public class ImportanceTests
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 4);
         unit.Hardware.Load.Cpu = 0.95;
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
+        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
             "the busy unit deferring the importance-4 update");
-        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
         unit.Hardware.Load.Cpu = 0.05; // the load drops: nothing else wakes the unit
-        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the load dropped",
+        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the load dropped",
             TimeSpan.FromSeconds(30));
     }
 
@@ -105,12 +105,12 @@ public class ImportanceTests
         unit.Hardware.Load.Cpu = 0.05; // the unit itself is idle: only the host's load holds the update back
         server.HostLoad.Value = 0.95;
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("host's load", StringComparison.Ordinal) == true),
+        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("host's load", StringComparison.Ordinal) == true),
             "the busy host deferring the importance-4 update");
-        Assert.That(server.Store.GetUnit(unit.Mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
-        Assert.That(server.Store.ListUpdateReports(unit.Mac).Where(r => r.UpdateId == "p2-to-p3"), Is.Empty, "nothing installed while the host was busy");
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.ListUpdateReportsAsync(unit.Mac)).Where(r => r.UpdateId == "p2-to-p3"), Is.Empty, "nothing installed while the host was busy");
         server.HostLoad.Value = 0.2; // the unit looks again after DeferredRecheck on its own
-        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the host's load dropped",
+        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the host's load dropped",
             TimeSpan.FromSeconds(30));
     }
 
@@ -125,7 +125,7 @@ public class ImportanceTests
         await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, away, (away + 1) % 24));
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 50).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
+        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
             "the update deferred outside the fleet's window");
 
         var path = $"/api/v1/units/{unit.Mac}/update-window";
@@ -150,9 +150,9 @@ public class ImportanceTests
         var tokyo = TimeZoneInfo.ConvertTime(DateTimeOffset.UtcNow, TimeZoneInfo.FindSystemTimeZoneById("Asia/Tokyo")).Hour;
         var own = await Call<UpdateWindowView>(client, HttpMethod.Put, path, new UpdateWindowRequest(tokyo, (tokyo + 2) % 24, "Asia/Tokyo"));
         Assert.That((own.LowWindowStartHour, own.TimeZone, own.OwnWindow, own.OwnTimeZone), Is.EqualTo((tokyo, "Asia/Tokyo", true, true)));
-        Assert.That(server.Store.ListAudit(10).Any(a => a.Action == "unit.update-window" && a.Target == unit.Mac), Is.True);
+        Assert.That((await server.Store.ListAuditAsync(10)).Any(a => a.Action == "unit.update-window" && a.Target == unit.Mac), Is.True);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(() => server.Store.GetUnit(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window, in its zone");
+        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window, in its zone");
     }
 
     [Test]
@@ -174,41 +174,41 @@ public class ImportanceTests
         {
             ContentFilter = DemoCatalogue.StandardServices.ContentFilter with { BlockedDomains = [.. DemoCatalogue.StandardServices.ContentFilter.BlockedDomains, domain] },
         };
-        UnitConfigRow Revision(long r) => server.Store.ListUnitConfigs(unit.Mac).Single(c => c.Revision == r);
+        async Task<UnitConfigRow> RevisionAsync(long r) => (await server.Store.ListUnitConfigsAsync(unit.Mac)).Single(c => c.Revision == r);
 
         // a change the unit cannot apply now: it stays on its last good configuration, the host keeps the failed revision
         checker["dnsmasq"] = "transient refusal";
         var first = (await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", Blocking("one.example"))).Revision;
-        await server.WaitForAsync(() => Revision(first).Status == ConfigStatus.Failed, "the change failed on the unit");
+        await server.WaitForAsync(async () => (await RevisionAsync(first)).Status == ConfigStatus.Failed, "the change failed on the unit");
         await server.WaitReadyAsync(unit, 2);
         Assert.That(File.ReadAllText(nft), Does.Not.Contain("one.example"), "the unit stays on its last good configuration");
-        Assert.That(server.Store.LatestUnitConfig(unit.Mac)!.Revision, Is.EqualTo(first), "no retry before the backoff");
+        Assert.That((await server.Store.LatestUnitConfigAsync(unit.Mac))!.Revision, Is.EqualTo(first), "no retry before the backoff");
         checker.Remove("dnsmasq");
 
         // healthy again after the backoff: the host retries it as attempt 2, and it becomes final
         clock.Advance(pastBackoff);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(() => server.Store.LatestUnitConfig(unit.Mac) is { Revision: var r, Status: ConfigStatus.Final } && r == first + 1, "the retry final");
-        var retry = Revision(first + 1);
-        Assert.That((retry.Attempt, retry.RetryOf, retry.Origin, retry.Document), Is.EqualTo((2L, (long?)first, Revision(first).Origin, Revision(first).Document)));
+        await server.WaitForAsync(async () => await server.Store.LatestUnitConfigAsync(unit.Mac) is { Revision: var r, Status: ConfigStatus.Final } && r == first + 1, "the retry final");
+        var retry = await RevisionAsync(first + 1);
+        Assert.That((retry.Attempt, retry.RetryOf, retry.Origin, retry.Document), Is.EqualTo((2L, (long?)first, (await RevisionAsync(first)).Origin, (await RevisionAsync(first)).Document)));
         Assert.That(File.ReadAllText(nft), Does.Contain("one.example"));
-        Assert.That(server.Store.ListAudit(20).Count(a => a.Action == "unit.service-config.retry" && a.Target == unit.Mac), Is.EqualTo(1));
+        Assert.That((await server.Store.ListAuditAsync(20)).Count(a => a.Action == "unit.service-config.retry" && a.Target == unit.Mac), Is.EqualTo(1));
 
         // a change that keeps failing is tried ConfigRetryAttempts times in all, then left failed
         checker["dnsmasq"] = "lasting refusal";
         var second = (await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", Blocking("two.example"))).Revision;
-        await server.WaitForAsync(() => Revision(second).Status == ConfigStatus.Failed, "the second change failed");
+        await server.WaitForAsync(async () => (await RevisionAsync(second)).Status == ConfigStatus.Failed, "the second change failed");
         clock.Advance(pastBackoff);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(() => server.Store.LatestUnitConfig(unit.Mac) is { Status: ConfigStatus.Failed, Attempt: 2 }, "the retry failed too");
+        await server.WaitForAsync(async () => await server.Store.LatestUnitConfigAsync(unit.Mac) is { Status: ConfigStatus.Failed, Attempt: 2 }, "the retry failed too");
         for (var i = 0; i < 2; i++)
         {
             clock.Advance(pastBackoff);
-            var readies = server.Store.ListUnitEvents(unit.Mac, 500).Count(e => e.Kind == UnitEventKinds.Ready);
+            var readies = (await server.Store.ListUnitEventsAsync(unit.Mac, 500)).Count(e => e.Kind == UnitEventKinds.Ready);
             unit.Supervisor.RequestCheck(forced: false);
-            await server.WaitForAsync(() => server.Store.ListUnitEvents(unit.Mac, 500).Count(e => e.Kind == UnitEventKinds.Ready) > readies, "another ready report");
+            await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 500)).Count(e => e.Kind == UnitEventKinds.Ready) > readies, "another ready report");
         }
-        var all = server.Store.ListUnitConfigs(unit.Mac);
+        var all = await server.Store.ListUnitConfigsAsync(unit.Mac);
         Assert.That(all.Count(c => c.Revision >= second), Is.EqualTo(2), "one retry, no more: attempts are bounded");
         Assert.That(all.Last().Status, Is.EqualTo(ConfigStatus.Failed));
         Assert.That(File.ReadAllText(nft), Does.Contain("one.example").And.Not.Contain("two.example"), "still on the last good configuration");

@@ -91,7 +91,7 @@ public class OverloadTests
             await client.SendAsync(HttpMethod.Post, Routes.Units + "/bulk", new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"), CancellationToken.None);
         }
         server.Fleet.StartAll();
-        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)?.State == "Ready" && traces[u.Mac].Any(t => t.Status == 200)),
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))?.State == "Ready" && traces[u.Mac].Any(t => t.Status == 200)),
             "every unit Ready despite the overload", TimeSpan.FromSeconds(120));
 
         var all = traces.Values.SelectMany(t => t).ToList();
@@ -133,7 +133,7 @@ public class OverloadTests
         var port = new Uri(server.Url).Port;
         await server.App.StopAsync();
         TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 4; o.RequestQueueLimit = 16; };
-        var again = TestServer.BuildServer(server.Root, port);
+        var again = await TestServer.BuildServerAsync(server.Root, port);
         // Saturation is made, not hoped for: until the gate opens, every request that got one of the 4 permits waits
         // here holding it (this middleware runs after the server's limiter), so of the 200 units' first requests at
         // most 4 + 16 are taken and the rest are turned away with 503, however fast or loaded the machine is.

@@ -64,7 +64,7 @@ public class PushRecoveryTests
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable), body);
             Assert.That(body, Does.Contain("not connected to the broker"));
         }
-        Assert.That(server.Store.NewestUndeliveredPush(units[0].Mac, DateTimeOffset.MinValue), Is.Null, "a refused check records nothing");
+        Assert.That(await server.Store.NewestUndeliveredPushAsync(units[0].Mac, DateTimeOffset.MinValue), Is.Null, "a refused check records nothing");
 
         await server.WaitForAsync(() => refuser.Accepts >= 2, "reconnect attempts to reach the broker's port");
         await Task.Delay(TimeSpan.FromSeconds(6)); // the observation window: attempts and log lines are counted over it
@@ -123,7 +123,7 @@ public class PushRecoveryTests
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
         await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit on the broker");
-        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
         var connects = units.ToDictionary(u => u.Mac, u => u.Supervisor.Context.Push!.Connects);
 
         // the restart
@@ -145,7 +145,7 @@ public class PushRecoveryTests
         {
             await server.App.StopAsync();
             await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push!.IsConnected == false), "every unit to lose the broker");
-            again = TestServer.BuildServer(server.Root, new Uri(server.Url).Port);
+            again = await TestServer.BuildServerAsync(server.Root, new Uri(server.Url).Port);
             await again.StartAsync();
             back = Stopwatch.StartNew();
             store = again.Services.GetRequiredService<TsunaguStore>();
@@ -158,29 +158,29 @@ public class PushRecoveryTests
                 "every unit back on the broker", cap + TimeSpan.FromSeconds(30));
             await server.WaitForAsync(() => link.Connected, "the server's link to the broker", BrokerLink.ReconnectCap + TimeSpan.FromSeconds(30));
             // presence written after the restart: the units said "online" to the new broker and the server heard it
-            await server.WaitForAsync(() => units.All(u => store.GetUnit(u.Mac) is { Online: 1, PresenceAt: { } at } && string.CompareOrdinal(at, restartedAt) > 0),
+            await server.WaitForAsync(() => units.AllAsync(async u => await store.GetUnitAsync(u.Mac) is { Online: 1, PresenceAt: { } at } && string.CompareOrdinal(at, restartedAt) > 0),
                 "presence of every unit after the restart", cap + TimeSpan.FromSeconds(30));
             var reachable = back.Elapsed;
             TestContext.Out.WriteLine($"{broker}: every unit reconnected and shown online {reachable.TotalSeconds:0.0} s after the broker was back " +
                                       $"(unit reconnect base {options.Push.ReconnectBase.TotalSeconds} s, cap {cap.TotalSeconds} s)");
             Assert.That(reachable, Is.LessThan(Max(cap, BrokerLink.ReconnectCap) + TimeSpan.FromSeconds(10)), "reachable within the caps (plus slack)");
 
-            var before = units.ToDictionary(u => u.Mac, u => ForcedChecks(store, u.Mac));
+            var before = (await units.SelectAsync(async u => (u.Mac, Count: await ForcedChecksAsync(store, u.Mac)))).ToDictionary(b => b.Mac, b => b.Count);
             using var client = server.Operator();
             var forced = await client.ForceCheckAsync(new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null), CancellationToken.None);
             Assert.That(forced.Notified, Is.EquivalentTo(units.Select(u => u.Mac)));
             Assert.That(forced.Units!.Select(u => u.Status), Has.None.EqualTo(PushCheckStatus.Offline), "every unit is shown online");
-            await server.WaitForAsync(() => units.All(u => ForcedChecks(store, u.Mac) >= before[u.Mac] + 1), "every unit to check");
+            await server.WaitForAsync(() => units.AllAsync(async u => await ForcedChecksAsync(store, u.Mac) >= before[u.Mac] + 1), "every unit to check");
             await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == count, "every delivery acknowledged");
             var status = CheckStatus(client, forced.CheckId!);
             Assert.That(status.Units.Select(u => u.Status), Is.All.EqualTo(PushCheckStatus.Delivered));
-            foreach (var unit in units) { await server.WaitForAsync(() => store.GetUnit(unit.Mac)!.State == "Ready", $"{unit.Mac} Ready again"); }
+            foreach (var unit in units) { await server.WaitForAsync(async () => (await store.GetUnitAsync(unit.Mac))!.State == "Ready", $"{unit.Mac} Ready again"); }
             await Task.Delay(1000); // a duplicate would come from a resend or a second wake-up; give it a moment to show
-            Assert.Multiple(() =>
+            Assert.Multiple(async () =>
             {
                 foreach (var unit in units)
                 {
-                    Assert.That(ForcedChecks(store, unit.Mac), Is.EqualTo(before[unit.Mac] + 1), $"{unit.Mac}: exactly one forced check");
+                    Assert.That(await ForcedChecksAsync(store, unit.Mac), Is.EqualTo(before[unit.Mac] + 1), $"{unit.Mac}: exactly one forced check");
                 }
             });
         }
@@ -204,38 +204,38 @@ public class PushRecoveryTests
         var units = await server.AddUnitsAsync(3);
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
-        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
         var off = units[2];
         await server.Fleet.PowerOffAsync(off);
-        await server.WaitForAsync(() => server.Store.GetUnit(off.Mac)!.Online == 0, "the unit that is off shown offline");
+        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(off.Mac))!.Online == 0, "the unit that is off shown offline");
 
-        var before = units.ToDictionary(u => u.Mac, u => ForcedChecks(server.Store, u.Mac));
+        var before = (await units.SelectAsync(async u => (u.Mac, Count: await ForcedChecksAsync(server.Store, u.Mac)))).ToDictionary(b => b.Mac, b => b.Count);
         using var client = server.Operator();
         var forced = await client.ForceCheckAsync(new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null), CancellationToken.None);
         Assert.That(forced.Units!.Single(u => u.Mac == off.Mac).Status, Is.EqualTo(PushCheckStatus.Offline));
         await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == 2, "the two running units to acknowledge");
         var status = CheckStatus(client, forced.CheckId!);
-        Assert.Multiple(() =>
+        Assert.Multiple(async () =>
         {
             Assert.That(status.Units.Single(u => u.Mac == off.Mac).Status, Is.EqualTo(PushCheckStatus.Offline), "never delivered while off");
             Assert.That(status.Units.Single(u => u.Mac == off.Mac).DeliveredAt, Is.Null);
             Assert.That((status.Delivered, status.Pending, status.Offline), Is.EqualTo((2, 0, 1)));
-            Assert.That(ForcedChecks(server.Store, off.Mac), Is.EqualTo(before[off.Mac]));
+            Assert.That(await ForcedChecksAsync(server.Store, off.Mac), Is.EqualTo(before[off.Mac]));
         });
 
         // it comes back: says "online", the server sends the check again, the unit acknowledges and checks once
         server.Fleet.Start(off);
         await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == 3, "the returning unit to acknowledge");
-        await server.WaitForAsync(() => ForcedChecks(server.Store, off.Mac) == before[off.Mac] + 1, "the returning unit's forced check");
+        await server.WaitForAsync(async () => await ForcedChecksAsync(server.Store, off.Mac) == before[off.Mac] + 1, "the returning unit's forced check");
         status = CheckStatus(client, forced.CheckId!);
         Assert.That(status.Units.Single(u => u.Mac == off.Mac).Attempts, Is.GreaterThanOrEqualTo(2), "sent again when it came back");
-        await server.WaitForAsync(() => server.Store.GetUnit(off.Mac)!.State == "Ready", "the returning unit Ready");
+        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(off.Mac))!.State == "Ready", "the returning unit Ready");
         await Task.Delay(1000);
-        Assert.Multiple(() =>
+        Assert.Multiple(async () =>
         {
             foreach (var unit in units)
             {
-                Assert.That(ForcedChecks(server.Store, unit.Mac), Is.EqualTo(before[unit.Mac] + 1), $"{unit.Mac}: exactly one forced check");
+                Assert.That(await ForcedChecksAsync(server.Store, unit.Mac), Is.EqualTo(before[unit.Mac] + 1), $"{unit.Mac}: exactly one forced check");
             }
         });
     }
@@ -251,22 +251,22 @@ public class PushRecoveryTests
         var units = await server.AddUnitsAsync(3);
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
-        await server.WaitForAsync(() => units.All(u => server.Store.GetUnit(u.Mac)!.Online == 1), "presence of every unit");
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
 
         // the server (and its broker) goes down; meanwhile one unit loses power: nobody hears its "offline"
         await server.App.StopAsync();
         await server.Fleet.PowerOffAsync(units[2]);
-        var again = TestServer.BuildServer(server.Root, new Uri(server.Url).Port);
+        var again = await TestServer.BuildServerAsync(server.Root, new Uri(server.Url).Port);
         await again.StartAsync();
         var back = Stopwatch.StartNew();
         try
         {
             var store = again.Services.GetRequiredService<TsunaguStore>();
-            Assert.That(store.GetUnit(units[2].Mac)!.Online, Is.EqualTo(1), "precondition: the database still shows the lost unit online");
-            await server.WaitForAsync(() => store.GetUnit(units[2].Mac)!.Online == 0, "the unit that did not come back shown offline",
+            Assert.That((await store.GetUnitAsync(units[2].Mac))!.Online, Is.EqualTo(1), "precondition: the database still shows the lost unit online");
+            await server.WaitForAsync(async () => (await store.GetUnitAsync(units[2].Mac))!.Online == 0, "the unit that did not come back shown offline",
                 BrokerLink.PresenceGrace + TimeSpan.FromSeconds(20));
             TestContext.Out.WriteLine($"presence corrected {back.Elapsed.TotalSeconds:0.0} s after the restart (grace {BrokerLink.PresenceGrace.TotalSeconds} s)");
-            await server.WaitForAsync(() => store.GetUnit(units[0].Mac)!.Online == 1 && store.GetUnit(units[1].Mac)!.Online == 1, "the units that came back shown online");
+            await server.WaitForAsync(async () => (await store.GetUnitAsync(units[0].Mac))!.Online == 1 && (await store.GetUnitAsync(units[1].Mac))!.Online == 1, "the units that came back shown online");
             Assert.That(back.Elapsed, Is.LessThan(BrokerLink.PresenceGrace + TimeSpan.FromSeconds(10)), "within the stated bound (plus slack)");
         }
         finally
@@ -307,11 +307,11 @@ public class PushRecoveryTests
         var units = await server.AddUnitsAsync(2);
         server.Fleet.Start(units[0]);
         await server.WaitReadyAsync(units[0]);
-        await server.WaitForAsync(() => server.Store.GetUnit(units[0].Mac)!.Online == 1, "unit 1 online");
+        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(units[0].Mac))!.Online == 1, "unit 1 online");
         using var client = server.Operator();
         // unit 2 is not running: its check stays undelivered; unit 1 learns nothing of its nonce, so take it from the database
         var forced = await client.ForceCheckAsync(new ForceCheckRequest([units[1].Mac], null), CancellationToken.None);
-        var nonce = server.Store.NewestUndeliveredPush(units[1].Mac, DateTimeOffset.MinValue)!.Nonce;
+        var nonce = (await server.Store.NewestUndeliveredPushAsync(units[1].Mac, DateTimeOffset.MinValue))!.Nonce;
 
         // unit 1 (its own credentials) publishes an acknowledgement of unit 2's nonce: on its own topic (the only one allowed)
         // the server takes it as unit 1's, which has no such check; on unit 2's topic the broker refuses it
@@ -333,15 +333,15 @@ public class PushRecoveryTests
         // a marker on the own topic, published after the forged acknowledgement, shows the server has processed it
         await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(Presence.Offline)
             .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
-        await server.WaitForAsync(() => server.Store.GetUnit(identity.Mac)!.Online == 0, "the marker to arrive");
+        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(identity.Mac))!.Online == 0, "the marker to arrive");
         var status = CheckStatus(client, forced.CheckId!);
         Assert.That(status.Units.Single().Status, Is.EqualTo(PushCheckStatus.Offline));
         Assert.That(status.Delivered, Is.EqualTo(0), "unit 2's check is not delivered by unit 1's acknowledgement");
     }
 
     /// <summary>Forced version checks the server recorded for the unit (every forced check writes a history entry).</summary>
-    private static int ForcedChecks(TsunaguStore store, string mac) =>
-        store.ListUnitEvents(mac, 10_000).Count(e => e.Kind == UnitEventKinds.Check && e.Detail?.StartsWith("forced", StringComparison.Ordinal) == true);
+    private static async Task<int> ForcedChecksAsync(TsunaguStore store, string mac) =>
+        (await store.ListUnitEventsAsync(mac, 10_000)).Count(e => e.Kind == UnitEventKinds.Check && e.Detail?.StartsWith("forced", StringComparison.Ordinal) == true);
 
     private static ForceCheckStatus CheckStatus(Tsunagu.Cli.Factory.OperatorClient client, string id) =>
         System.Text.Json.JsonSerializer.Deserialize(client.SendAsync(HttpMethod.Get, $"{Routes.ForceCheck}/{id}", null, CancellationToken.None).GetAwaiter().GetResult(),

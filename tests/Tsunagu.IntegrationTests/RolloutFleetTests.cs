@@ -97,24 +97,24 @@ public class RolloutFleetTests(string kind)
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 50, ErrorPercent: 20));
         Assert.That(created.Waves.Select(w => w.Members), Is.EqualTo(new[] { 4, 3, 5 }));
         Assert.That(created.State, Is.EqualTo(RolloutStates.Running));
-        var stored = server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).ToDictionary(m => m.Mac, m => m.Wave);
+        var stored = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         Assert.That(stored, Is.EqualTo(plan), "the waves are the plan's");
 
         // the first wave installs; two of its units fail health and roll back; the error threshold pauses the rollout
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
-        while (server.Store.GetRollout("lab-p3")!.State != RolloutStates.Paused && DateTime.UtcNow < deadline) { await Task.Delay(100); }
-        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Paused),
+        while ((await server.Store.GetRolloutAsync("lab-p3"))!.State != RolloutStates.Paused && DateTime.UtcNow < deadline) { await Task.Delay(100); }
+        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused),
             "the rollout paused by the error threshold; it is: " + JsonSerializer.Serialize(await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3"), Json) +
-            "; reports: " + string.Join("; ", server.Store.ListUpdateReports().Select(r => $"{r.Mac} {r.UpdateId} {r.Success} {r.At}")) +
-            "; members: " + string.Join("; ", server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).Select(m => $"{m.Mac} w{m.Wave} {m.Status} {m.FailedAt}")) +
-            "; audit: " + string.Join("; ", server.Store.ListAudit(100).Where(a => a.Target == "lab-p3").Select(a => $"{a.At} {a.Action} {a.Detail}")));
-        var paused = server.Store.GetRollout("lab-p3")!;
+            "; reports: " + string.Join("; ", (await server.Store.ListUpdateReportsAsync()).Select(r => $"{r.Mac} {r.UpdateId} {r.Success} {r.At}")) +
+            "; members: " + string.Join("; ", (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).Select(m => $"{m.Mac} w{m.Wave} {m.Status} {m.FailedAt}")) +
+            "; audit: " + string.Join("; ", (await server.Store.ListAuditAsync(100)).Where(a => a.Target == "lab-p3").Select(a => $"{a.At} {a.Action} {a.Detail}")));
+        var paused = (await server.Store.GetRolloutAsync("lab-p3"))!;
         Assert.That(paused.Reason, Does.Contain("error threshold"));
         var openAtPause = (int)paused.OpenWaves;
 
         // the time from the threshold crossed (the report that crossed it) to the pause (its audit entry)
-        var reports = server.Store.ListUpdateReports().Where(r => r.UpdateId == "p2-to-p3").ToList();
-        var pauseAudit = server.Store.ListAudit(500).Single(a => a.Target == "lab-p3" && a.Action == "rollout.pause");
+        var reports = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var pauseAudit = (await server.Store.ListAuditAsync(500)).Single(a => a.Target == "lab-p3" && a.Action == "rollout.pause");
         var failedReports = reports.Where(r => r.Success == 0).OrderBy(r => r.At, StringComparer.Ordinal).ToList();
         Assert.That(failedReports, Is.Not.Empty);
         var crossing = DateTimeOffset.Parse(failedReports.Last(r => string.CompareOrdinal(r.At, pauseAudit.At) <= 0).At, System.Globalization.CultureInfo.InvariantCulture);
@@ -123,31 +123,31 @@ public class RolloutFleetTests(string kind)
 
         // every unit is made to check now, while the rollout is paused: the operator's forced check forces importance, not the rollout
         var forced = await Call<ForceCheckResponse>(client, HttpMethod.Post, "/api/v1/units/check", new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null));
-        await server.WaitForAsync(() => units.All(u => server.Store.ListUnitEvents(u.Mac, 20).Any(e =>
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.ListUnitEventsAsync(u.Mac, 20)).Any(e =>
             e.Detail?.Contains("forced", StringComparison.Ordinal) == true && e.Detail.Contains("rollout lab-p3", StringComparison.Ordinal))
-            || server.Store.GetUnit(u.Mac)!.Pattern == "pattern-3"), "every unit's forced check answered", TimeSpan.FromSeconds(60));
+            || (await server.Store.GetUnitAsync(u.Mac))!.Pattern == "pattern-3"), "every unit's forced check answered", TimeSpan.FromSeconds(60));
         _ = forced;
 
         // the invariant, over the whole history: no unit of a wave that was not open ever reported an install, and none runs pattern-3
-        reports = server.Store.ListUpdateReports().Where(r => r.UpdateId == "p2-to-p3").ToList();
+        reports = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
         Assert.That(reports.Select(r => plan[r.Mac]), Is.All.LessThan(openAtPause), "an install was reported by a unit of a wave that was not open");
-        Assert.That(units.Where(u => plan[u.Mac] >= openAtPause && server.Store.GetUnit(u.Mac)!.Pattern != DemoCatalogue.Pattern2).Select(u => u.Mac), Is.Empty);
-        Assert.That(server.Store.GetRollout("lab-p3")!.OpenWaves, Is.EqualTo(openAtPause), "no wave opened after the pause");
+        Assert.That((await units.WhereAsync(async u => plan[u.Mac] >= openAtPause && (await server.Store.GetUnitAsync(u.Mac))!.Pattern != DemoCatalogue.Pattern2)).Select(u => u.Mac), Is.Empty);
+        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.OpenWaves, Is.EqualTo(openAtPause), "no wave opened after the pause");
         // units that failed health rolled back on their own and stay on pattern 2; they are not offered the update again
         // (units of the open waves may still be reporting: the view is bounded by the reports read before and after it)
-        var reportsBefore = server.Store.ListUpdateReports().Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var reportsBefore = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
         var view = await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3");
-        var reportsAfter = server.Store.ListUpdateReports().Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var reportsAfter = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
         int Failed(List<UpdateReportRow> rows) => rows.Where(r => r.Success == 0).Select(r => r.Mac).Distinct().Count();
         int Installed(List<UpdateReportRow> rows) => rows.Where(r => r.Success != 0).Select(r => r.Mac).Distinct().Count();
         foreach (var mac in reportsAfter.Where(r => r.Success == 0).Select(r => r.Mac).Distinct())
         {
             Assert.That(failing, Does.Contain(mac), "only units made to fail health failed");
-            Assert.That(server.Store.GetUnit(mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+            Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
         }
         Assert.That(view.Total.Failed, Is.InRange(Failed(reportsBefore), Failed(reportsAfter)));
         Assert.That(view.Total.Installed, Is.InRange(Installed(reportsBefore), Installed(reportsAfter)));
-        Assert.That(server.Store.ListAudit(500).Count(a => a.Target == "lab-p3" && a.Action == "rollout.pause"), Is.EqualTo(1), "the pause decided once");
+        Assert.That((await server.Store.ListAuditAsync(500)).Count(a => a.Target == "lab-p3" && a.Action == "rollout.pause"), Is.EqualTo(1), "the pause decided once");
 
         // abort: the transition stays held; nothing more installs
         await Call<RolloutView>(client, HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort");
@@ -171,40 +171,40 @@ public class RolloutFleetTests(string kind)
         // wave 1 (two units) installs; wave 2 waits an hour, so the other two are never moved
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 3600));
-        var plan = server.Store.RolloutMembers(server.Store.GetRollout("lab-p3")!).ToDictionary(m => m.Mac, m => m.Wave);
+        var plan = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         var moved = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().ToList();
         // on pattern 3 and past its health window: the unit's successful install report is recorded (a unit seen on
         // pattern 3 before its health check ended may still roll back, and a failed unit is not returned)
-        await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == "pattern-3"
-            && server.Store.ListUpdateReports(m).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
+        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern == "pattern-3"
+            && (await server.Store.ListUpdateReportsAsync(m)).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
         // the program back is a way back (to a pattern defined before): a unit without a target is never offered it, or the
         // units would go round between the two patterns; a check of the moved units leaves them on pattern 3
         var readies = moved.ToDictionary(m => m, m => server.ChainOf(m).Count(s => s == StateId.Ready));
         Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(moved, null), CancellationToken.None)).Notified, Is.EquivalentTo(moved));
         foreach (var m in moved)
         {
-            await server.WaitForAsync(() => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && server.Store.GetUnit(m)!.State == "Ready", $"{m} checked again");
+            await server.WaitForAsync(async () => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && (await server.Store.GetUnitAsync(m))!.State == "Ready", $"{m} checked again");
         }
-        Assert.That(moved.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"), "a check without a target does not take the way back");
-        Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
+        Assert.That(await moved.SelectAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"), "a check without a target does not take the way back");
+        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
 
         // a wrong choice is refused and changes nothing (the fleet keeps writing its own rows meanwhile: the rollout's are compared)
         var wrong = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new { units = "explode" }, CancellationToken.None))!;
         Assert.That(wrong.Status, Is.EqualTo(400));
-        Assert.That(server.Store.GetRollout("lab-p3")!.State, Is.EqualTo(RolloutStates.Running));
-        Assert.That(server.Store.RolloutReturns("lab-p3"), Is.Empty);
-        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.TargetPattern), Is.All.Null);
-        Assert.That(server.Store.ListAudit(100).Count(a => a.Target == "lab-p3" && a.Action == "rollout.abort"), Is.Zero);
+        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
+        Assert.That(await server.Store.RolloutReturnsAsync("lab-p3"), Is.Empty);
+        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null);
+        Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Target == "lab-p3" && a.Action == "rollout.abort"), Is.Zero);
 
         var aborted = await Call<RolloutView>(client, HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new AbortRequest(AbortChoices.Revert));
         Assert.That(aborted.State, Is.EqualTo(RolloutStates.Aborted));
         Assert.That(aborted.Returns!.Select(r => (r.Mac, r.Outcome)), Is.EqualTo(moved.Select(m => (m, "returning to pattern-2"))));
-        await server.WaitForAsync(() => moved.All(m => server.Store.GetUnit(m)!.Pattern == DemoCatalogue.Pattern2), "the moved units back on pattern 2", TimeSpan.FromSeconds(90));
-        var reports = server.Store.ListUpdateReports();
+        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern == DemoCatalogue.Pattern2), "the moved units back on pattern 2", TimeSpan.FromSeconds(90));
+        var reports = await server.Store.ListUpdateReportsAsync();
         Assert.That(reports.Where(r => r.UpdateId == "p3-to-p2" && r.Success != 0).Select(r => r.Mac).Order(), Is.EqualTo(moved), "each moved unit went back by the program back, once");
         Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved), "no unit beyond wave 1 ever installed");
-        Assert.That(units.Where(u => !moved.Contains(u.Mac)).Select(u => server.Store.GetUnit(u.Mac)!.TargetPattern), Is.All.Null, "units never moved are left alone");
-        Assert.That(server.Store.ListAudit(100).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
+        Assert.That(await units.Where(u => !moved.Contains(u.Mac)).SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null, "units never moved are left alone");
+        Assert.That((await server.Store.ListAuditAsync(100)).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
     }
 
     [Test]
@@ -238,27 +238,27 @@ public class RolloutFleetTests(string kind)
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 100, ErrorPercent: 25, OnError: ErrorActions.Revert, MinWaveSeconds: 3600));
 
-        await server.WaitForAsync(() => server.Store.GetRollout("lab-p3")!.State == RolloutStates.Aborted, "the error threshold aborted the rollout", TimeSpan.FromSeconds(90));
-        var aborted = server.Store.GetRollout("lab-p3")!;
+        await server.WaitForAsync(async () => (await server.Store.GetRolloutAsync("lab-p3"))!.State == RolloutStates.Aborted, "the error threshold aborted the rollout", TimeSpan.FromSeconds(90));
+        var aborted = (await server.Store.GetRolloutAsync("lab-p3"))!;
         Assert.That(aborted.Reason, Does.Contain("error threshold: 1 of 4").And.Contain("revert:"));
         // every unit the rollout moved comes back by the program back, and its return ends
-        await server.WaitForAsync(() => server.Store.RolloutReturns("lab-p3") is { Count: > 0 } r && r.All(x => x.Returned.StartsWith("returned to", StringComparison.Ordinal))
-            && units.All(u => server.Store.GetUnit(u.Mac) is { Pattern: var p, State: "Ready" } && p == DemoCatalogue.Pattern2),
+        await server.WaitForAsync(async () => await server.Store.RolloutReturnsAsync("lab-p3") is { Count: > 0 } r && r.All(x => x.Returned.StartsWith("returned to", StringComparison.Ordinal))
+            && await units.AllAsync(async u => await server.Store.GetUnitAsync(u.Mac) is { Pattern: var p, State: "Ready" } && p == DemoCatalogue.Pattern2),
             "the moved units back on pattern 2, their returns ended", TimeSpan.FromSeconds(120));
 
-        var reports = server.Store.ListUpdateReports();
+        var reports = await server.Store.ListUpdateReportsAsync();
         var moved = reports.Where(r => r.UpdateId == "p2-to-p3" && r.Success != 0).Select(r => r.Mac).Distinct().Order().ToList();
         Assert.That(moved, Is.Not.Empty);
         Assert.That(moved.Select(m => plan[m]), Is.All.EqualTo(0), "only wave 1 ever installed");
         Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => plan[r.Mac]), Is.All.EqualTo(0), "no unit beyond wave 1 even tried");
-        Assert.That(server.Store.RolloutReturns("lab-p3").Select(r => (r.Mac, r.Returned)), Is.EqualTo(moved.Select(m => (m, "returned to pattern-2"))),
+        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3")).Select(r => (r.Mac, r.Returned)), Is.EqualTo(moved.Select(m => (m, "returned to pattern-2"))),
             "exactly the moved units were returned, and their returns ended");
         Assert.That(reports.Where(r => r.UpdateId == "p3-to-p2").Select(r => (r.Mac, r.Success != 0)).Order(), Is.EqualTo(moved.Select(m => (m, true))),
             "each moved unit went back once, and nothing else took the way back");
         Assert.That(reports.Where(r => r.Mac == failing && r.UpdateId is "p2-to-p3" or "p3-to-p2").Select(r => (r.UpdateId, r.Success != 0)), Is.EqualTo(new[] { ("p2-to-p3", false) }),
             "the failed unit rolled back on its own, once, and was never offered the way back");
-        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.TargetPattern), Is.All.Null, "the returns ended: no unit stays pinned");
-        var audit = server.Store.ListAudit(500).Where(a => a.Target == "lab-p3").ToList();
+        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null, "the returns ended: no unit stays pinned");
+        var audit = (await server.Store.ListAuditAsync(500)).Where(a => a.Target == "lab-p3").ToList();
         var abort = audit.Single(a => a.Action == "rollout.abort");
         Assert.That(abort.Actor, Is.EqualTo("rollout:lab-p3"), "the engine's decision");
         Assert.That(abort.Detail, Does.Contain($"revert: {moved.Count} return"));
@@ -267,15 +267,15 @@ public class RolloutFleetTests(string kind)
             Is.EqualTo(moved), "each return's end is audited once");
 
         // every unit checks again: nothing moves and nothing is reported again
-        var before = server.Store.ListUpdateReports().Count;
+        var before = (await server.Store.ListUpdateReportsAsync()).Count;
         var readies = units.ToDictionary(u => u.Mac, u => server.ChainOf(u.Mac).Count(s => s == StateId.Ready));
         Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null), CancellationToken.None)).Notified, Has.Count.EqualTo(count));
         foreach (var u in units)
         {
-            await server.WaitForAsync(() => server.ChainOf(u.Mac).Count(s => s == StateId.Ready) > readies[u.Mac] && server.Store.GetUnit(u.Mac)!.State == "Ready", $"{u.Mac} checked again");
+            await server.WaitForAsync(async () => server.ChainOf(u.Mac).Count(s => s == StateId.Ready) > readies[u.Mac] && (await server.Store.GetUnitAsync(u.Mac))!.State == "Ready", $"{u.Mac} checked again");
         }
-        Assert.That(server.Store.ListUpdateReports(), Has.Count.EqualTo(before), "no update offered again");
-        Assert.That(units.Select(u => server.Store.GetUnit(u.Mac)!.Pattern), Is.All.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(await server.Store.ListUpdateReportsAsync(), Has.Count.EqualTo(before), "no update offered again");
+        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo(DemoCatalogue.Pattern2));
     }
 
     [Test]
@@ -293,7 +293,7 @@ public class RolloutFleetTests(string kind)
         // every unit forward to pattern 3 by its target, then the way back is added and the targets cleared
         foreach (var m in macs) { await Call<UnitView>(client, HttpMethod.Put, $"/api/v1/units/{m}/target-pattern", new TargetPatternRequest("pattern-3")); }
         await client.ForceCheckAsync(new ForceCheckRequest(macs, null), CancellationToken.None);
-        await server.WaitForAsync(() => macs.All(m => server.Store.GetUnit(m) is { Pattern: "pattern-3", State: "Ready" }), "every unit on pattern 3", TimeSpan.FromSeconds(90));
+        await server.WaitForAsync(() => macs.AllAsync(async m => await server.Store.GetUnitAsync(m) is { Pattern: "pattern-3", State: "Ready" }), "every unit on pattern 3", TimeSpan.FromSeconds(90));
         await RolloutCatalogue.AddWayBackAsync(server, client);
         foreach (var m in macs) { await Call<UnitView>(client, HttpMethod.Put, $"/api/v1/units/{m}/target-pattern", new TargetPatternRequest(null)); }
 
@@ -303,30 +303,30 @@ public class RolloutFleetTests(string kind)
             Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(which.ToList(), null), CancellationToken.None)).Notified, Is.EquivalentTo(which));
             foreach (var m in which)
             {
-                await server.WaitForAsync(() => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && server.Store.GetUnit(m)!.State == "Ready", $"{m} checked again");
+                await server.WaitForAsync(async () => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && (await server.Store.GetUnitAsync(m))!.State == "Ready", $"{m} checked again");
             }
         }
 
         // without a target, a check does not take the way back
         await CheckAndWaitAsync(macs);
-        Assert.That(macs.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"));
-        Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
+        Assert.That(await macs.SelectAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
 
         // a rollout back: its first wave (one unit) returns; the second waits an hour and its units stay, checked or not
         await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")));
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Count: 1), new(Percent: 100)], MinWaveSeconds: 3600));
-        var first = server.Store.RolloutMembers(server.Store.GetRollout("back")!).Single(m => m.Wave == 0).Mac;
-        await server.WaitForAsync(() => server.Store.GetUnit(first) is { State: "Ready" } row && row.Pattern == DemoCatalogue.Pattern2
-            && server.Store.ListUpdateReports(first).Any(r => r.UpdateId == "p3-to-p2" && r.Success != 0), "the first wave back on pattern 2", TimeSpan.FromSeconds(90));
+        var first = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("back"))!)).Single(m => m.Wave == 0).Mac;
+        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(first) is { State: "Ready" } row && row.Pattern == DemoCatalogue.Pattern2
+            && (await server.Store.ListUpdateReportsAsync(first)).Any(r => r.UpdateId == "p3-to-p2" && r.Success != 0), "the first wave back on pattern 2", TimeSpan.FromSeconds(90));
         var rest = macs.Where(m => m != first).ToList();
-        Assert.That(server.Store.GetUnit(first)!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2), "taken back: its target is the pattern it went back to");
+        Assert.That((await server.Store.GetUnitAsync(first))!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2), "taken back: its target is the pattern it went back to");
         await CheckAndWaitAsync([first]);
-        Assert.That(server.Store.GetUnit(first)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "back, it is not offered the way forward again");
+        Assert.That((await server.Store.GetUnitAsync(first))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "back, it is not offered the way forward again");
         await CheckAndWaitAsync(rest);
-        Assert.That(rest.Select(m => server.Store.GetUnit(m)!.Pattern), Is.All.EqualTo("pattern-3"), "units of the wave not open stay");
-        Assert.That(server.Store.ListUpdateReports().Where(r => r.UpdateId == "p3-to-p2").Select(r => r.Mac), Is.EqualTo(new[] { first }), "one way back, once");
-        Assert.That(server.Store.ListUpdateReports(first).Count(r => r.UpdateId == "p2-to-p3"), Is.EqualTo(1), "the way forward once, by its target, never again");
+        Assert.That(await rest.SelectAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"), "units of the wave not open stay");
+        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2").Select(r => r.Mac), Is.EqualTo(new[] { first }), "one way back, once");
+        Assert.That((await server.Store.ListUpdateReportsAsync(first)).Count(r => r.UpdateId == "p2-to-p3"), Is.EqualTo(1), "the way forward once, by its target, never again");
     }
 
     [Test]
@@ -390,10 +390,10 @@ public class RolloutFleetTests(string kind)
 
         // and the accepted forms work: tags, a CSV import with a tags column, a group by tag
         await Call<UnitTagsView>(client, HttpMethod.Put, $"/api/v1/units/{mac}/tags", new UnitTagsRequest(["region:kanto", "beta", "beta"]));
-        Assert.That(server.Store.GetTags(mac), Is.EqualTo(new[] { "beta", "region:kanto" }));
+        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "region:kanto" }));
         using var csv = new StringContent("mac,serial,tags\n02:00:00:00:0a:01,SN-A1,beta lab\n02:00:00:00:0a:02,SN-A2,\n", System.Text.Encoding.UTF8, "text/csv");
         await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", csv, CancellationToken.None);
-        Assert.That(server.Store.GetTags("02:00:00:00:0a:01"), Is.EqualTo(new[] { "beta", "lab" }));
+        Assert.That(await server.Store.GetTagsAsync("02:00:00:00:0a:01"), Is.EqualTo(new[] { "beta", "lab" }));
         var beforeCsv = HostileInputTests.Snapshot(server);
         using var badCsv = new StringContent("mac,serial,tags\n02:00:00:00:0a:03,SN-A3,ok\n02:00:00:00:0a:04,SN-A4,BAD\n", System.Text.Encoding.UTF8, "text/csv");
         var csvError = Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", badCsv, CancellationToken.None))!;
@@ -404,7 +404,7 @@ public class RolloutFleetTests(string kind)
         Assert.That(beta.Members, Is.EqualTo(new[] { "02:00:00:00:0a:01", mac }.Order()));
         var tagged = await Call<List<UnitView>>(client, HttpMethod.Get, $"{FleetApi.TagsRoute}/beta/units");
         Assert.That(tagged.Select(u => u.Mac), Is.EquivalentTo(beta.Members!));
-        Assert.That(server.Store.ListAudit(50).Any(a => a.Action == "unit.tags" && a.Target == mac), Is.True);
+        Assert.That((await server.Store.ListAuditAsync(50)).Any(a => a.Action == "unit.tags" && a.Target == mac), Is.True);
 
         // a group's maintenance window: a bad one is refused (400) and changes nothing; a good one is stored as written back
         var beforeWindow = HostileInputTests.Snapshot(server);
@@ -418,8 +418,8 @@ public class RolloutFleetTests(string kind)
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeWindow), "a refused window changed the database");
         var windowed = await Call<GroupView>(client, HttpMethod.Put, $"{FleetApi.GroupsRoute}/beta/window", new GroupWindowRequest("Sat,Sun 22:00-06:00"));
         Assert.That(windowed.Window, Is.EqualTo("sun,sat 22:00-06:00"));
-        Assert.That(server.Store.GetGroup("beta")!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
-        Assert.That(server.Store.ListAudit(50).Single(a => a.Action == "group.window").Detail, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That((await server.Store.GetGroupAsync("beta"))!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That((await server.Store.ListAuditAsync(50)).Single(a => a.Action == "group.window").Detail, Is.EqualTo("sun,sat 22:00-06:00"));
         var created = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("nightly", null, new GroupFilter(), "01:00-05:00"));
         Assert.That(created.Window, Is.EqualTo("01:00-05:00"));
     }
@@ -431,7 +431,7 @@ public class RolloutFleetTests(string kind)
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(2);
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { server.Store.RecordInventory(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 2); // waits for the policy's maintenance window 03:00-04:00
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2), "sat,sun 04:00-06:00"),
             CancellationToken.None);
@@ -453,7 +453,7 @@ public class RolloutFleetTests(string kind)
         Assert.That(refused.Status, Is.EqualTo(409));
         Assert.That(refused.Message, Does.Contain("group lab's maintenance window 22:00-03:00 never overlaps").And.Contain("rollout lab-p3").And.Contain("nothing was changed"));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused window changed the database");
-        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("sun,sat 03:30-06:00"));
+        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("sun,sat 03:30-06:00"));
 
         // and so is a change of the update policy that moves its maintenance window away from the group's
         refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy",
@@ -463,6 +463,6 @@ public class RolloutFleetTests(string kind)
             .And.Contain("nothing was changed"));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused policy changed the database");
         await client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy", UpdatePolicy.Default with { MaintenanceStartHour = 5, MaintenanceEndHour = 6 }, CancellationToken.None);
-        Assert.That(PolicySettings.Get(server.Store).MaintenanceStartHour, Is.EqualTo(5), "hours that meet the group's window are stored");
+        Assert.That((await PolicySettings.GetAsync(server.Store)).MaintenanceStartHour, Is.EqualTo(5), "hours that meet the group's window are stored");
     }
 }

@@ -48,7 +48,7 @@ public class RolloutStoreTests(string kind)
     private RolloutService _service = null!;
 
     [SetUp]
-    public void SetUp()
+    public async Task SetUp()
     {
         _directory = Directory.CreateTempSubdirectory("tsunagu-rollout-store-").FullName;
         _clock = new Clock(new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero));
@@ -61,17 +61,17 @@ public class RolloutStoreTests(string kind)
             new Tsunagu.Server.Cluster.ReplicaLease(_store, options, _clock, NullLogger<Tsunagu.Server.Cluster.ReplicaLease>.Instance), NullLogger<RolloutService>.Instance);
         foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
         {
-            _store.AddPattern(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+            await _store.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
         }
-        _store.AddUpdateProgram(XtoY);
-        _store.AddUpdateProgram(YtoX);
+        await _store.AddUpdateProgramAsync(XtoY);
+        await _store.AddUpdateProgramAsync(YtoX);
         for (var i = 0; i < 6; i++)
         {
-            _store.AddUnit(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
-            _store.RecordInventory(Mac(i), OnX, "x", UnitStates.Ready);
-            _store.SetTags(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
+            await _store.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            await _store.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
+            await _store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
         }
-        _store.AddGroup(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+        await _store.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
     }
 
@@ -87,21 +87,21 @@ public class RolloutStoreTests(string kind)
     private static string Mac(int i) => $"02:00:00:00:02:{i:x2}";
 
     /// <summary>The version check as the host makes it, for the rollout's sake: the program toward the target, the gate, the offer recorded.</summary>
-    private string? Check(string mac)
+    private async Task<string?> CheckAsync(string mac)
     {
-        var unit = _store.GetUnitForCheck(mac)!;
+        var unit = (await _store.GetUnitForCheckAsync(mac))!;
         if (unit.TargetPattern == unit.Pattern) { return null; }
-        var program = _store.FindUpdateProgram(unit.Pattern!, unit.TargetPattern);
-        if (program is null || _service.Admit(mac, program) is not { Deferred: null } admission) { return null; }
-        return _service.Offered(mac, program, admission) is null ? program.Id : null;
+        var program = await _store.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern);
+        if (program is null || await _service.AdmitAsync(mac, program) is not { Deferred: null } admission) { return null; }
+        return await _service.OfferedAsync(mac, program, admission) is null ? program.Id : null;
     }
 
     /// <summary>The unit reports the install of <paramref name="program"/>: it runs the program's new pattern.</summary>
-    private void Installed(string mac, UpdateProgramRow program) =>
-        _store.RecordUpdateOutcome(new UpdateOutcome(mac, program.Id, true, null, program.ToPattern == "y" ? OnY : OnX, program.ToPattern, UnitStates.Configuring, null, "installed"));
+    private async Task Installed(string mac, UpdateProgramRow program) =>
+        await _store.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, program.Id, true, null, program.ToPattern == "y" ? OnY : OnX, program.ToPattern, UnitStates.Configuring, null, "installed"));
 
-    private RolloutView Create(string name, IReadOnlyList<WaveSpec> waves) =>
-        _service.Create(new NewRollout(name, "lab", "x", "y", waves, SuccessPercent: 100, MinWaveSeconds: 3600), "alice");
+    private Task<RolloutView> CreateAsync(string name, IReadOnlyList<WaveSpec> waves) =>
+        _service.CreateAsync(new NewRollout(name, "lab", "x", "y", waves, SuccessPercent: 100, MinWaveSeconds: 3600), "alice");
 
     /// <summary>Each member's record of the rollout's first offer: the pattern it ran and when.</summary>
     private Dictionary<string, (string?, string?)> OfferRecords(string rollout)
@@ -115,18 +115,18 @@ public class RolloutStoreTests(string kind)
         return records;
     }
 
-    private List<string> FirstWave(string rollout) =>
-        _store.RolloutMembers(_store.GetRollout(rollout)!).Where(m => m.Wave == 0).Select(m => m.Mac).Order().ToList();
+    private async Task<List<string>> FirstWaveAsync(string rollout) =>
+        (await _store.RolloutMembersAsync((await _store.GetRolloutAsync(rollout))!)).Where(m => m.Wave == 0).Select(m => m.Mac).Order().ToList();
 
     /// <summary>Rollout r1 (two units, then the rest) whose first wave installed x -> y, aborted with revert; the first wave.</summary>
     private async Task<List<string>> FirstWaveOnYAbortedWithRevertAsync()
     {
-        Create("r1", [new(Count: 2), new(Percent: 100)]);
-        var moved = FirstWave("r1");
+        await CreateAsync("r1", [new(Count: 2), new(Percent: 100)]);
+        var moved = await FirstWaveAsync("r1");
         foreach (var mac in moved)
         {
-            Assert.That(Check(mac), Is.EqualTo(XtoY.Id));
-            Installed(mac, XtoY);
+            Assert.That(await CheckAsync(mac), Is.EqualTo(XtoY.Id));
+            await Installed(mac, XtoY);
         }
         await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
         return moved;
@@ -136,54 +136,54 @@ public class RolloutStoreTests(string kind)
     public async Task A_return_ends_when_the_unit_is_back_so_a_later_rollout_moves_it_again()
     {
         var moved = await FirstWaveOnYAbortedWithRevertAsync();
-        Assert.That(moved.Select(m => _store.GetUnit(m)!.TargetPattern), Is.All.EqualTo("x"), "returning: the target is the previous pattern");
+        Assert.That((await moved.SelectAsync(async m => (await _store.GetUnitAsync(m))!.TargetPattern)), Is.All.EqualTo("x"), "returning: the target is the previous pattern");
         // the first unit goes back; the second is still on y
-        Assert.That(Check(moved[0]), Is.EqualTo(YtoX.Id));
-        Installed(moved[0], YtoX);
+        Assert.That(await CheckAsync(moved[0]), Is.EqualTo(YtoX.Id));
+        await Installed(moved[0], YtoX);
         await _service.TickAsync(CancellationToken.None);
 
-        Assert.That(_store.GetUnit(moved[0])!.TargetPattern, Is.Null, "back on x: the return ended and the target it had before (none) came back");
-        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"), "still on y: still returning");
-        var returns = _store.RolloutReturns("r1").ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That((await _store.GetUnitAsync(moved[0]))!.TargetPattern, Is.Null, "back on x: the return ended and the target it had before (none) came back");
+        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "still on y: still returning");
+        var returns = (await _store.RolloutReturnsAsync("r1")).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(returns[moved[0]], Is.EqualTo("returned to x"));
         Assert.That(returns[moved[1]], Is.EqualTo("returning to x"));
-        var audit = _store.ListAudit(20).Where(a => a.Action == "rollout.returned").ToList();
+        var audit = (await _store.ListAuditAsync(20)).Where(a => a.Action == "rollout.returned").ToList();
         Assert.That(audit.Select(a => (a.Actor, a.Target)), Is.EqualTo(new[] { ("rollout:r1", "r1") }), "the end is audited once");
         Assert.That(audit[0].Detail, Does.Contain(moved[0]).And.Not.Contain(moved[1]));
-        Assert.That(Check(moved[0]), Is.Null, "the aborted rollout still holds x -> y");
+        Assert.That(await CheckAsync(moved[0]), Is.Null, "the aborted rollout still holds x -> y");
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.ListAudit(20).Count(a => a.Action == "rollout.returned"), Is.EqualTo(1), "an ended return is not ended again");
+        Assert.That((await _store.ListAuditAsync(20)).Count(a => a.Action == "rollout.returned"), Is.EqualTo(1), "an ended return is not ended again");
 
         // the second unit returns too; then a new rollout of x -> y moves both again
-        Assert.That(Check(moved[1]), Is.EqualTo(YtoX.Id));
-        Installed(moved[1], YtoX);
+        Assert.That(await CheckAsync(moved[1]), Is.EqualTo(YtoX.Id));
+        await Installed(moved[1], YtoX);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.ListUnits().Select(u => u.TargetPattern), Is.All.Null);
-        Create("r2", [new(Percent: 100)]);
-        Assert.That(moved.Select(Check), Is.All.EqualTo(XtoY.Id), "a later rollout moves the units an abort returned");
+        Assert.That((await _store.ListUnitsAsync()).Select(u => u.TargetPattern), Is.All.Null);
+        await CreateAsync("r2", [new(Percent: 100)]);
+        Assert.That(moved.Select(CheckAsync), Is.All.EqualTo(XtoY.Id), "a later rollout moves the units an abort returned");
     }
 
     [Test]
     public async Task A_unit_still_installing_at_the_abort_keeps_its_return_until_it_went_and_came_back()
     {
-        Create("r1", [new(Count: 2), new(Percent: 100)]);
-        var moved = FirstWave("r1");
-        foreach (var mac in moved) { Assert.That(Check(mac), Is.EqualTo(XtoY.Id)); }
-        Installed(moved[0], XtoY); // the second unit's install is still under way: it runs x at the abort
+        await CreateAsync("r1", [new(Count: 2), new(Percent: 100)]);
+        var moved = await FirstWaveAsync("r1");
+        foreach (var mac in moved) { Assert.That(await CheckAsync(mac), Is.EqualTo(XtoY.Id)); }
+        await Installed(moved[0], XtoY); // the second unit's install is still under way: it runs x at the abort
         await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"), "on x, but it has not gone and come back: the return stays");
-        Assert.That(_store.RolloutReturns("r1").Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
+        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "on x, but it has not gone and come back: the return stays");
+        Assert.That((await _store.RolloutReturnsAsync("r1")).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
 
         // its install finishes (y), the return takes it back (x), and only then does the return end
-        Installed(moved[1], XtoY);
+        await Installed(moved[1], XtoY);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("x"));
-        Assert.That(Check(moved[1]), Is.EqualTo(YtoX.Id));
-        Installed(moved[1], YtoX);
+        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"));
+        Assert.That(await CheckAsync(moved[1]), Is.EqualTo(YtoX.Id));
+        await Installed(moved[1], YtoX);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.Null, "back on x after the way back: the return ended");
-        Assert.That(_store.RolloutReturns("r1").Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
+        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null, "back on x after the way back: the return ended");
+        Assert.That((await _store.RolloutReturnsAsync("r1")).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
     }
 
     [Test]
@@ -191,50 +191,50 @@ public class RolloutStoreTests(string kind)
     {
         var moved = await FirstWaveOnYAbortedWithRevertAsync();
         // the operator keeps one unit on y after all, and clears the other's target
-        _store.SetTargetPattern(moved[0], "y", new AuditEntry("alice", "unit.target-pattern", moved[0], "y"));
-        _store.SetTargetPattern(moved[1], null, new AuditEntry("alice", "unit.target-pattern", moved[1], "none"));
+        await _store.SetTargetPatternAsync(moved[0], "y", new AuditEntry("alice", "unit.target-pattern", moved[0], "y"));
+        await _store.SetTargetPatternAsync(moved[1], null, new AuditEntry("alice", "unit.target-pattern", moved[1], "none"));
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.GetUnit(moved[0])!.TargetPattern, Is.EqualTo("y"));
-        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.Null);
-        var returns = _store.RolloutReturns("r1").ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That((await _store.GetUnitAsync(moved[0]))!.TargetPattern, Is.EqualTo("y"));
+        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null);
+        var returns = (await _store.RolloutReturnsAsync("r1")).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(returns[moved[0]], Is.EqualTo("return to x ended: the target was set to y"));
         Assert.That(returns[moved[1]], Is.EqualTo("return to x ended: the target was set to none"));
-        Assert.That(Check(moved[0]), Is.Null, "on its target: nothing to take");
-        Assert.That(_store.ListAudit(20).Count(a => a.Action == "rollout.returned"), Is.Zero, "the operator's own entry records it");
+        Assert.That(await CheckAsync(moved[0]), Is.Null, "on its target: nothing to take");
+        Assert.That((await _store.ListAuditAsync(20)).Count(a => a.Action == "rollout.returned"), Is.Zero, "the operator's own entry records it");
 
         // the unit whose target was cleared reaches x some other way (a reset): its target is not touched again
-        _store.RecordInventory(moved[1], OnX, "x", UnitStates.Ready);
-        _store.SetTargetPattern(moved[1], "y", new AuditEntry("alice", "unit.target-pattern", moved[1], "y"));
+        await _store.RecordInventoryAsync(moved[1], OnX, "x", UnitStates.Ready);
+        await _store.SetTargetPatternAsync(moved[1], "y", new AuditEntry("alice", "unit.target-pattern", moved[1], "y"));
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.GetUnit(moved[1])!.TargetPattern, Is.EqualTo("y"));
+        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("y"));
     }
 
     [Test]
     public async Task A_group_wave_opens_its_units_first_and_a_missing_group_is_refused_without_a_write()
     {
         var canary = new[] { Mac(4), Mac(1) };
-        _store.AddGroup(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = System.Text.Json.JsonSerializer.Serialize(canary), CreatedBy = "alice" },
+        await _store.AddGroupAsync(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = System.Text.Json.JsonSerializer.Serialize(canary), CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "canary", null));
-        var audit = _store.ListAudit(1000).Count;
-        var refused = Assert.Throws<RolloutRuleException>(() => Create("r1", [new(Group: "nope"), new(Percent: 100)]))!;
+        var audit = (await _store.ListAuditAsync(1000)).Count;
+        var refused = Assert.ThrowsAsync<RolloutRuleException>(() => CreateAsync("r1", [new(Group: "nope"), new(Percent: 100)]))!;
         Assert.That(refused.Message, Does.Contain("no group 'nope'"));
         Assert.That(refused.Conflict, Is.False);
-        Assert.That(_store.ListRollouts(), Is.Empty);
-        Assert.That(_store.ListAudit(1000), Has.Count.EqualTo(audit), "a refused rollout writes nothing");
+        Assert.That(await _store.ListRolloutsAsync(), Is.Empty);
+        Assert.That(await _store.ListAuditAsync(1000), Has.Count.EqualTo(audit), "a refused rollout writes nothing");
 
-        var view = Create("r1", [new(Group: "canary"), new(Count: 1), new(Percent: 100)]);
+        var view = await CreateAsync("r1", [new(Group: "canary"), new(Count: 1), new(Percent: 100)]);
         Assert.That(view.Waves.Select(w => w.Members), Is.EqualTo(new[] { 2, 1, 3 }));
         Assert.That(view.WaveSpecs.Select(w => w.ToString()), Is.EqualTo(new[] { "group:canary", "1", "100%" }));
-        Assert.That(FirstWave("r1"), Is.EqualTo(canary.Order()), "wave 1 is the canary group");
-        Assert.That(_store.ListAudit(5).First(a => a.Action == "rollout.create").Detail, Does.Contain("waves 2/1/3"));
-        var offered = Enumerable.Range(0, 6).Select(Mac).Where(m => Check(m) is not null).Order().ToList();
+        Assert.That(await FirstWaveAsync("r1"), Is.EqualTo(canary.Order()), "wave 1 is the canary group");
+        Assert.That((await _store.ListAuditAsync(5)).First(a => a.Action == "rollout.create").Detail, Does.Contain("waves 2/1/3"));
+        var offered = (await Enumerable.Range(0, 6).Select(Mac).WhereAsync(async m => await CheckAsync(m) is not null)).Order().ToList();
         Assert.That(offered, Is.EqualTo(canary.Order()), "only the canary units are offered the update");
-        foreach (var mac in canary) { Installed(mac, XtoY); }
+        foreach (var mac in canary) { await Installed(mac, XtoY); }
         _clock.Now += TimeSpan.FromHours(1);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(_store.GetRollout("r1")!.OpenWaves, Is.EqualTo(2), "the canary wave done, wave 2 opens");
-        var wave2 = _store.RolloutMembers(_store.GetRollout("r1")!).Where(m => m.Wave == 1).Select(m => m.Mac).ToList();
-        Assert.That(Enumerable.Range(0, 6).Select(Mac).Where(m => Check(m) == XtoY.Id), Is.EqualTo(wave2), "then only wave 2");
+        Assert.That((await _store.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(2), "the canary wave done, wave 2 opens");
+        var wave2 = (await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!)).Where(m => m.Wave == 1).Select(m => m.Mac).ToList();
+        Assert.That((await Enumerable.Range(0, 6).Select(Mac).WhereAsync(async m => await CheckAsync(m) == XtoY.Id)), Is.EqualTo(wave2), "then only wave 2");
     }
 
     /// <summary>Holds a lock that lets reads through but blocks any write to rollout_units (SQLite: every write) until disposed.</summary>
@@ -270,9 +270,9 @@ public class RolloutStoreTests(string kind)
     [Test]
     public async Task A_repeated_offer_writes_nothing()
     {
-        Create("r1", [new(Count: 2), new(Percent: 100)]);
-        var first = FirstWave("r1")[0];
-        Assert.That(Check(first), Is.EqualTo(XtoY.Id), "the first offer is recorded");
+        await CreateAsync("r1", [new(Count: 2), new(Percent: 100)]);
+        var first = (await FirstWaveAsync("r1"))[0];
+        Assert.That(await CheckAsync(first), Is.EqualTo(XtoY.Id), "the first offer is recorded");
         var recorded = OfferRecords("r1")[first];
         Assert.That(recorded, Is.EqualTo(((string?)"x", (string?)_store.Now())));
         _clock.Now += TimeSpan.FromMinutes(5);
@@ -282,9 +282,9 @@ public class RolloutStoreTests(string kind)
         var checks = Task.CompletedTask;
         await using (await HoldWriteLockAsync())
         {
-            checks = Task.Run(() =>
+            checks = Task.Run(async () =>
             {
-                for (var i = 0; i < 5; i++) { Assert.That(Check(first), Is.EqualTo(XtoY.Id)); }
+                for (var i = 0; i < 5; i++) { Assert.That(await CheckAsync(first), Is.EqualTo(XtoY.Id)); }
             });
             Assert.That(await Task.WhenAny(checks, Task.Delay(TimeSpan.FromSeconds(60))), Is.SameAs(checks),
                 "a repeated offer waited for a write lock: it writes");
@@ -296,22 +296,22 @@ public class RolloutStoreTests(string kind)
     [Test]
     public async Task The_abort_plans_its_returns_inside_the_transaction_that_applies_them()
     {
-        Create("r1", [new(Count: 3), new(Percent: 100)]);
-        var wave = FirstWave("r1");
-        Assert.That(Check(wave[0]), Is.EqualTo(XtoY.Id));
-        Installed(wave[0], XtoY);
-        Assert.That(Check(wave[1]), Is.EqualTo(XtoY.Id));
+        await CreateAsync("r1", [new(Count: 3), new(Percent: 100)]);
+        var wave = await FirstWaveAsync("r1");
+        Assert.That(await CheckAsync(wave[0]), Is.EqualTo(XtoY.Id));
+        await Installed(wave[0], XtoY);
+        Assert.That(await CheckAsync(wave[1]), Is.EqualTo(XtoY.Id));
         _clock.Now += TimeSpan.FromMinutes(1);
 
         string? seenByOthers = null;
         Task<bool>? lateOffer = null;
-        var plan = _store.AbortRolloutReturning("r1", members =>
+        var plan = await _store.AbortRolloutReturningAsync("r1", async members =>
         {
             // inside the abort's transaction: another connection still sees the rollout running
-            seenByOthers = new TsunaguStore(_database, _clock).GetRollout("r1")!.State;
+            seenByOthers = (await new TsunaguStore(_database, _clock).GetRolloutAsync("r1"))!.State;
             // an offer to the third unit made now cannot land before the abort commits (it would be missing from the plan):
             // it is started and seen waiting for the abort's transaction before the plan is made
-            lateOffer = StartBlocked("RecordRolloutOffer", () => _store.RecordRolloutOffer("r1", wave[2], "x")).GetAwaiter().GetResult();
+            lateOffer = await StartBlocked("RecordRolloutOfferAsync", () => _store.RecordRolloutOfferAsync("r1", wave[2], "x"));
             return RolloutEngine.PlanReturn(members, _ => null);
         }, p => ("aborted by alice", new AuditEntry("alice", "rollout.abort", "r1", $"{p.Return.Count} return")));
         Assert.That(seenByOthers, Is.EqualTo(RolloutStates.Running), "the plan was made before the abort was visible: in its transaction");
@@ -319,15 +319,15 @@ public class RolloutStoreTests(string kind)
         Assert.That(plan!.Return.Select(r => r.Mac).Order(), Is.EqualTo(wave.Take(2)), "exactly the members offered the update when the abort committed");
         Assert.That(await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60)), Is.False, "an offer that waited for the abort is refused: the rollout no longer runs");
         Assert.That(OfferRecords("r1")[wave[2]], Is.EqualTo(((string?)null, (string?)null)), "the refused offer recorded nothing");
-        var stored = _store.RolloutReturns("r1").ToDictionary(r => r.Mac, r => r.Returned);
+        var stored = (await _store.RolloutReturnsAsync("r1")).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(stored.Keys.Order(), Is.EqualTo(wave.Take(2)), "what was applied is what was planned");
-        Assert.That(wave.Take(2).Select(m => _store.GetUnit(m)!.TargetPattern), Is.All.EqualTo("x"));
-        Assert.That(_store.GetUnit(wave[2])!.TargetPattern, Is.Null);
-        Assert.That(_store.ListAudit(5).Single(a => a.Action == "rollout.abort").Detail, Is.EqualTo("2 return"));
-        Assert.That(_store.GetRollout("r1")!.Reason, Is.EqualTo("aborted by alice"));
+        Assert.That((await wave.Take(2).SelectAsync(async m => (await _store.GetUnitAsync(m))!.TargetPattern)), Is.All.EqualTo("x"));
+        Assert.That((await _store.GetUnitAsync(wave[2]))!.TargetPattern, Is.Null);
+        Assert.That((await _store.ListAuditAsync(5)).Single(a => a.Action == "rollout.abort").Detail, Is.EqualTo("2 return"));
+        Assert.That((await _store.GetRolloutAsync("r1"))!.Reason, Is.EqualTo("aborted by alice"));
         // a second abort finds nothing to abort and writes nothing
-        Assert.That(_store.AbortRolloutReturning("r1", m => RolloutEngine.PlanReturn(m, _ => null), _ => ("again", new AuditEntry("alice", "rollout.abort", "r1", "again"))), Is.Null);
-        Assert.That(_store.ListAudit(20).Count(a => a.Action == "rollout.abort"), Is.EqualTo(1));
+        Assert.That(await _store.AbortRolloutReturningAsync("r1", m => Task.FromResult(RolloutEngine.PlanReturn(m, _ => null)), _ => ("again", new AuditEntry("alice", "rollout.abort", "r1", "again"))), Is.Null);
+        Assert.That((await _store.ListAuditAsync(20)).Count(a => a.Action == "rollout.abort"), Is.EqualTo(1));
     }
 
     [TestCase("pause")]
@@ -335,12 +335,12 @@ public class RolloutStoreTests(string kind)
     [TestCase("revert")]
     public async Task An_offer_whose_gate_passed_before_the_rollout_stopped_is_withheld_and_the_unit_stays(string action)
     {
-        Create("r1", [new(Count: 2), new(Percent: 100)]);
-        var wave = FirstWave("r1");
-        Assert.That(Check(wave[0]), Is.EqualTo(XtoY.Id));
-        Installed(wave[0], XtoY);
+        await CreateAsync("r1", [new(Count: 2), new(Percent: 100)]);
+        var wave = await FirstWaveAsync("r1");
+        Assert.That(await CheckAsync(wave[0]), Is.EqualTo(XtoY.Id));
+        await Installed(wave[0], XtoY);
         // the second unit's version check passed the gate (running, its wave open, not offered yet) ...
-        var admission = _service.Admit(wave[1], XtoY);
+        var admission = await _service.AdmitAsync(wave[1], XtoY);
         Assert.That(admission, Is.EqualTo(new RolloutAdmission(null, "r1")));
         // ... and the operator's action commits before the check offers the update
         var view = await _service.ActAsync("r1", action == "revert" ? "abort" : action, "alice", CancellationToken.None, action == "revert" ? AbortChoices.Revert : null);
@@ -348,22 +348,22 @@ public class RolloutStoreTests(string kind)
         Assert.That(view.State, Is.EqualTo(stopped));
         Assert.That(view.Returns?.Select(r => r.Mac), action == "revert" ? Is.EqualTo(new[] { wave[0] }) : Is.Null.Or.Empty, "the abort planned the offers made before it");
 
-        Assert.That(_service.Offered(wave[1], XtoY, admission), Is.EqualTo($"rollout r1 is {stopped}"), "the offer is withheld");
+        Assert.That(await _service.OfferedAsync(wave[1], XtoY, admission), Is.EqualTo($"rollout r1 is {stopped}"), "the offer is withheld");
         Assert.That(OfferRecords("r1")[wave[1]], Is.EqualTo(((string?)null, (string?)null)), "a withheld offer records nothing");
-        Assert.That(_store.GetUnit(wave[1])!.TargetPattern, Is.Null, "not moved, so not returned: it stays on x");
-        Assert.That(Check(wave[1]), Is.Null, "and later checks are held");
+        Assert.That((await _store.GetUnitAsync(wave[1]))!.TargetPattern, Is.Null, "not moved, so not returned: it stays on x");
+        Assert.That(await CheckAsync(wave[1]), Is.Null, "and later checks are held");
         Assert.That(OfferRecords("r1").Where(r => r.Value.Item1 is not null).Select(r => r.Key), Is.EqualTo(new[] { wave[0] }), "one unit was ever offered the update");
     }
 
     /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>
-    private Task<Task<T>> StartBlocked<T>(string storeMethod, Func<T> work) =>
+    private Task<Task<T>> StartBlocked<T>(string storeMethod, Func<Task<T>> work) =>
         StoreSeam.StartBlocked(_store, _database, storeMethod, () => Task.Run(work),
             task => Task.FromResult(task.Exception?.InnerException?.Message ?? "done"));
 
     [Test]
     public async Task A_rollout_created_while_its_group_is_being_deleted_is_refused_and_writes_nothing()
     {
-        var audit = _store.ListAudit(1000).Count;
+        var audit = (await _store.ListAuditAsync(1000)).Count;
         // the group is deleted in a transaction that stays open while the rollout is created
         using var c = _database.Open();
         using var tx = c.BeginTransaction();
@@ -373,25 +373,25 @@ public class RolloutStoreTests(string kind)
             delete.CommandText = "DELETE FROM unit_groups WHERE name = 'lab'";
             Assert.That(await delete.ExecuteNonQueryAsync(), Is.EqualTo(1));
         }
-        var create = await StartBlocked("AddRollout", () => Create("r1", [new(Count: 2), new(Percent: 100)]));
+        var create = await StartBlocked("AddRolloutAsync", () => CreateAsync("r1", [new(Count: 2), new(Percent: 100)]));
         tx.Commit();
 
         var refused = Assert.ThrowsAsync<RolloutRuleException>(async () => await create.WaitAsync(TimeSpan.FromSeconds(60)))!;
         Assert.That(refused.Message, Does.Contain("no group 'lab'"));
-        Assert.That(_store.ListRollouts(), Is.Empty, "no rollout of a group that no longer exists");
-        Assert.That(_store.ListAudit(1000), Has.Count.EqualTo(audit), "nothing audited");
+        Assert.That(await _store.ListRolloutsAsync(), Is.Empty, "no rollout of a group that no longer exists");
+        Assert.That(await _store.ListAuditAsync(1000), Has.Count.EqualTo(audit), "nothing audited");
     }
 
     [Test]
     public async Task A_group_deleted_while_a_rollout_is_created_from_it_is_refused_and_stays()
     {
         Task<bool>? delete = null;
-        _store.AddRollout(["lab"], groups =>
+        await _store.AddRolloutAsync(["lab"], async groups =>
         {
             Assert.That(groups.Keys, Is.EqualTo(new[] { "lab" }), "the group is read inside the rollout's transaction");
             // inside the transaction that stores the rollout: a delete of its group now must wait for it, then see it
-            delete = StartBlocked("DeleteGroup", () => _store.DeleteGroup("lab", new AuditEntry("bob", "group.delete", "lab", null))).GetAwaiter().GetResult();
-            var members = RolloutEngine.Plan("r1", [new(Percent: 100)], _store.GroupMembers(groups["lab"]).ToList());
+            delete = await StartBlocked("DeleteGroupAsync", () => _store.DeleteGroupAsync("lab", new AuditEntry("bob", "group.delete", "lab", null)));
+            var members = RolloutEngine.Plan("r1", [new(Percent: 100)], (await _store.GroupMembersAsync(groups["lab"])).ToList());
             return (new RolloutRow
             {
                 Name = "r1", GroupName = "lab", FromPattern = "x", ToPattern = "y", UpdateId = XtoY.Id, Waves = "[{\"percent\":100}]",
@@ -400,49 +400,49 @@ public class RolloutStoreTests(string kind)
         });
         var refused = Assert.ThrowsAsync<StoreConflictException>(async () => await delete!.WaitAsync(TimeSpan.FromSeconds(60)))!;
         Assert.That(refused.Message, Does.Contain("moved by rollout(s) r1"));
-        Assert.That(_store.GetGroup("lab"), Is.Not.Null, "the group of a running rollout stays");
-        Assert.That(_store.RolloutMembers(_store.GetRollout("r1")!), Has.Count.EqualTo(6));
-        Assert.That(_store.ListAudit(100).Count(a => a.Action == "group.delete"), Is.Zero);
+        Assert.That(await _store.GetGroupAsync("lab"), Is.Not.Null, "the group of a running rollout stays");
+        Assert.That(await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!), Has.Count.EqualTo(6));
+        Assert.That((await _store.ListAuditAsync(100)).Count(a => a.Action == "group.delete"), Is.Zero);
     }
 
     [Test]
-    public void A_group_window_holds_an_update_below_importance_5_until_it_opens_on_each_units_clock()
+    public async Task A_group_window_holds_an_update_below_importance_5_until_it_opens_on_each_units_clock()
     {
         // the group opens weekdays 01:00-05:00; one unit keeps Tokyo time, the others take the fleet's zone (UTC here)
-        Assert.That(_store.SetGroupWindow("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), new AuditEntry("alice", "group.window", "lab", null)), Is.True);
-        Assert.That(_store.SetUpdateWindow(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
-        Create("r1", [new(Percent: 100)]);
+        Assert.That(await _store.SetGroupWindowAsync("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), new AuditEntry("alice", "group.window", "lab", null)), Is.True);
+        Assert.That(await _store.SetUpdateWindowAsync(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
+        await CreateAsync("r1", [new(Percent: 100)]);
         var soon = new UpdateProgramRow { Id = XtoY.Id, FromPattern = "x", ToPattern = "y", Importance = 4, ArtifactSha256 = XtoY.ArtifactSha256, ArtifactSize = 1 };
-        string? Gate(int unit) => _service.Gate(Mac(unit), soon, TimeZoneInfo.Utc);
+        async Task<string?> GateAsync(int unit) => await _service.GateAsync(Mac(unit), soon, TimeZoneInfo.Utc);
 
         // Wednesday 09:00 UTC, 18:00 in Tokyo: closed for both
         _clock.Now = new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero);
-        Assert.That(Gate(1), Does.Contain("waits for group lab's maintenance window mon,tue,wed,thu,fri 01:00-05:00 (UTC)"));
-        Assert.That(Gate(0), Does.Contain("(Asia/Tokyo)"));
-        Assert.That(_service.Gate(Mac(1), XtoY, TimeZoneInfo.Utc), Is.Null, "importance 5 ignores windows");
+        Assert.That(await GateAsync(1), Does.Contain("waits for group lab's maintenance window mon,tue,wed,thu,fri 01:00-05:00 (UTC)"));
+        Assert.That(await GateAsync(0), Does.Contain("(Asia/Tokyo)"));
+        Assert.That(await _service.GateAsync(Mac(1), XtoY, TimeZoneInfo.Utc), Is.Null, "importance 5 ignores windows");
         // 17:00 UTC is Thursday 02:00 in Tokyo: open there only
         _clock.Now = new DateTimeOffset(2026, 4, 1, 17, 0, 0, TimeSpan.Zero);
-        Assert.That(Gate(0), Is.Null);
-        Assert.That(Gate(1), Does.Contain("maintenance window"));
+        Assert.That(await GateAsync(0), Is.Null);
+        Assert.That(await GateAsync(1), Does.Contain("maintenance window"));
         // Thursday 02:00 UTC (11:00 in Tokyo): the other way round
         _clock.Now = new DateTimeOffset(2026, 4, 2, 2, 0, 0, TimeSpan.Zero);
-        Assert.That(Gate(1), Is.Null);
-        Assert.That(Gate(0), Does.Contain("maintenance window"));
+        Assert.That(await GateAsync(1), Is.Null);
+        Assert.That(await GateAsync(0), Does.Contain("maintenance window"));
         // Saturday 02:00 UTC: a weekday window is closed
         _clock.Now = new DateTimeOffset(2026, 4, 4, 2, 0, 0, TimeSpan.Zero);
-        Assert.That(Gate(1), Does.Contain("maintenance window"));
+        Assert.That(await GateAsync(1), Does.Contain("maintenance window"));
         Assert.That(OfferRecords("r1").Values, Is.All.EqualTo(((string?)null, (string?)null)), "a unit held by the window was offered nothing");
         // the window cleared: open at once
-        Assert.That(_store.SetGroupWindow("lab", null, new AuditEntry("alice", "group.window", "lab", "none")), Is.True);
-        Assert.That(Gate(1), Is.Null);
-        Assert.That(_store.SetGroupWindow("nope", null, new AuditEntry("alice", "group.window", "nope", "none")), Is.False, "no such group: nothing written");
-        Assert.That(_store.ListAudit(50).Count(a => a.Action == "group.window"), Is.EqualTo(2));
+        Assert.That(await _store.SetGroupWindowAsync("lab", null, new AuditEntry("alice", "group.window", "lab", "none")), Is.True);
+        Assert.That(await GateAsync(1), Is.Null);
+        Assert.That(await _store.SetGroupWindowAsync("nope", null, new AuditEntry("alice", "group.window", "nope", "none")), Is.False, "no such group: nothing written");
+        Assert.That((await _store.ListAuditAsync(50)).Count(a => a.Action == "group.window"), Is.EqualTo(2));
     }
 
     [Test]
-    public void A_stored_group_window_that_does_not_read_holds_updates_below_importance_5_instead_of_opening_them()
+    public async Task A_stored_group_window_that_does_not_read_holds_updates_below_importance_5_instead_of_opening_them()
     {
-        Create("r1", [new(Percent: 100)]);
+        await CreateAsync("r1", [new(Percent: 100)]);
         // a window only a hand-edited database or an older writer could hold
         using (var c = _database.Open())
         using (var q = c.CreateCommand())
@@ -451,7 +451,7 @@ public class RolloutStoreTests(string kind)
             Assert.That(q.ExecuteNonQuery(), Is.EqualTo(1));
         }
         var soon = new UpdateProgramRow { Id = XtoY.Id, FromPattern = "x", ToPattern = "y", Importance = 4, ArtifactSha256 = XtoY.ArtifactSha256, ArtifactSize = 1 };
-        Assert.That(_service.Gate(Mac(1), soon, TimeZoneInfo.Utc), Does.Contain("maintenance window does not read"), "held, not offered at any hour");
-        Assert.That(_service.Gate(Mac(1), XtoY, TimeZoneInfo.Utc), Is.Null, "importance 5 ignores windows, readable or not");
+        Assert.That(await _service.GateAsync(Mac(1), soon, TimeZoneInfo.Utc), Does.Contain("maintenance window does not read"), "held, not offered at any hour");
+        Assert.That(await _service.GateAsync(Mac(1), XtoY, TimeZoneInfo.Utc), Is.Null, "importance 5 ignores windows, readable or not");
     }
 }

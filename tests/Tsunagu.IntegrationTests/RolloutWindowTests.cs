@@ -55,7 +55,7 @@ public class RolloutWindowTests(string kind)
     private readonly List<RolloutService> _services = [];
 
     [SetUp]
-    public void SetUp()
+    public async Task SetUp()
     {
         _directory = Directory.CreateTempSubdirectory("tsunagu-rollout-window-").FullName;
         _clock = new FakeTimeProvider(Wednesday);
@@ -65,20 +65,20 @@ public class RolloutWindowTests(string kind)
         _push = new RecordingPush(_clock);
         foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
         {
-            _store.AddPattern(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+            await _store.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
         }
         // units 0-5 carry the tag of group lab; unit 6 is not in it
         for (var i = 0; i < 7; i++)
         {
-            _store.AddUnit(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
-            _store.RecordInventory(Mac(i), OnX, "x", UnitStates.Ready);
-            _store.Touch(Mac(i), UnitStates.Ready);
-            _store.SetPresence(Mac(i), online: true);
-            if (i < 6) { _store.SetTags(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+            await _store.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            await _store.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
+            await _store.TouchAsync(Mac(i), UnitStates.Ready);
+            await _store.SetPresenceAsync(Mac(i), online: true);
+            if (i < 6) { await _store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
         }
-        _store.AddGroup(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+        await _store.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
-        _store.AddGroup(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = $"[\"{Mac(0)}\",\"{Mac(1)}\",\"{Mac(2)}\",\"{Mac(3)}\"]", CreatedBy = "alice" },
+        await _store.AddGroupAsync(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = $"[\"{Mac(0)}\",\"{Mac(1)}\",\"{Mac(2)}\",\"{Mac(3)}\"]", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "canary", null));
     }
 
@@ -104,34 +104,39 @@ public class RolloutWindowTests(string kind)
         return service;
     }
 
-    private void Program(int importance) =>
-        _store.AddUpdateProgram(new UpdateProgramRow { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = importance, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
+    private Task ProgramAsync(int importance) =>
+        _store.AddUpdateProgramAsync(new UpdateProgramRow { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = importance, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
 
-    private void Window(string? window) =>
-        Assert.That(_store.SetGroupWindow("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), new AuditEntry("alice", "group.window", "lab", window)), Is.True);
+    private async Task WindowAsync(string? window) =>
+        Assert.That(await _store.SetGroupWindowAsync("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), new AuditEntry("alice", "group.window", "lab", window)), Is.True);
 
-    private RolloutView Create(RolloutService service, string name, IReadOnlyList<WaveSpec>? waves = null) =>
-        service.Create(new NewRollout(name, "lab", "x", "y", waves ?? [new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 30 * 86400), "alice");
+    private Task<RolloutView> CreateAsync(RolloutService service, string name, IReadOnlyList<WaveSpec>? waves = null) =>
+        service.CreateAsync(new NewRollout(name, "lab", "x", "y", waves ?? [new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 30 * 86400), "alice");
 
     /// <summary>What a refused request must leave as it was: rollouts, members, the group's window, the audit log.</summary>
-    private (int Rollouts, int Members, string? Window, int Audit) State() =>
-        (_store.ListRollouts().Count, _store.ListRollouts().Sum(r => _store.RolloutMembers(r).Count), _store.GetGroup("lab")?.MaintenanceWindow, _store.ListAudit(1000).Count);
+    private async Task<(int Rollouts, int Members, string? Window, int Audit)> StateAsync()
+    {
+        var rollouts = await _store.ListRolloutsAsync();
+        var members = 0;
+        foreach (var r in rollouts) { members += (await _store.RolloutMembersAsync(r)).Count; }
+        return (rollouts.Count, members, (await _store.GetGroupAsync("lab"))?.MaintenanceWindow, (await _store.ListAuditAsync(1000)).Count);
+    }
 
     [TestCase(3, "mon-fri 06:00-08:00", "low-utilisation window 02:00-05:00")]
     [TestCase(3, "01:00-02:00", "low-utilisation window 02:00-05:00")]
     [TestCase(1, "sat 23:00-03:00", "maintenance window 03:00-04:00")]
     [TestCase(2, "05:00-03:00", "maintenance window 03:00-04:00")]
-    public void A_rollout_whose_group_window_never_overlaps_its_importance_window_is_refused_and_nothing_is_stored(int importance, string window, string policy)
+    public async Task A_rollout_whose_group_window_never_overlaps_its_importance_window_is_refused_and_nothing_is_stored(int importance, string window, string policy)
     {
-        Program(importance);
-        Window(window);
+        await ProgramAsync(importance);
+        await WindowAsync(window);
         var service = Replica();
-        var before = State();
-        var refused = Assert.Throws<RolloutRuleException>(() => Create(service, "r1"))!;
+        var before = await StateAsync();
+        var refused = Assert.ThrowsAsync<RolloutRuleException>(() => CreateAsync(service, "r1"))!;
         Assert.That(refused.Conflict, Is.True, "409: the request is right, the windows are what stops it");
         Assert.That(refused.Message, Does.Contain($"group lab's maintenance window {MaintenanceWindow.Parse(window).Window}")
             .And.Contain($"update policy's {policy}").And.Contain($"importance {importance}").And.Contain("rollout r1").And.Contain("nothing was stored"));
-        Assert.That(State(), Is.EqualTo(before), "a refused rollout stored nothing");
+        Assert.That(await StateAsync(), Is.EqualTo(before), "a refused rollout stored nothing");
         Assert.That(_push.Sent, Is.Empty);
     }
 
@@ -140,43 +145,44 @@ public class RolloutWindowTests(string kind)
     [TestCase(2, "sat 23:00-03:01")]     // overlaps Sunday 03:00
     [TestCase(4, "mon-fri 06:00-08:00")] // importance 4 waits for load, not a clock
     [TestCase(5, "01:00-02:00")]         // importance 5 ignores windows
-    public void A_rollout_whose_windows_meet_or_whose_importance_waits_for_no_clock_is_created(int importance, string window)
+    public async Task A_rollout_whose_windows_meet_or_whose_importance_waits_for_no_clock_is_created(int importance, string window)
     {
-        Program(importance);
-        Window(window);
-        Assert.That(Create(Replica(), "r1").State, Is.EqualTo(RolloutStates.Running));
+        await ProgramAsync(importance);
+        await WindowAsync(window);
+        Assert.That((await CreateAsync(Replica(), "r1")).State, Is.EqualTo(RolloutStates.Running));
     }
 
     [Test]
-    public void A_policy_window_that_never_opens_refuses_any_group_window()
+    public async Task A_policy_window_that_never_opens_refuses_any_group_window()
     {
-        Program(3);
-        PolicySettings.Set(_store, UpdatePolicy.Default with { LowWindowStartHour = 4, LowWindowEndHour = 4 });
-        Window("00:00-23:59");
-        Assert.That(Assert.Throws<RolloutRuleException>(() => Create(Replica(), "r1"))!.Message, Does.Contain("low-utilisation window 04:00-04:00"));
-        Window(null);
-        Assert.That(Create(Replica(), "r1").State, Is.EqualTo(RolloutStates.Running), "without a group window the group holds nothing back");
+        await ProgramAsync(3);
+        await PolicySettings.SetAsync(_store, UpdatePolicy.Default with { LowWindowStartHour = 4, LowWindowEndHour = 4 });
+        await WindowAsync("00:00-23:59");
+        Assert.That(Assert.ThrowsAsync<RolloutRuleException>(() => CreateAsync(Replica(), "r1"))!.Message, Does.Contain("low-utilisation window 04:00-04:00"));
+        await WindowAsync(null);
+        Assert.That((await CreateAsync(Replica(), "r1")).State, Is.EqualTo(RolloutStates.Running), "without a group window the group holds nothing back");
     }
 
     [Test]
-    public void A_window_changed_while_the_rollout_is_being_created_is_a_conflict_and_nothing_is_stored()
+    public async Task A_window_changed_while_the_rollout_is_being_created_is_a_conflict_and_nothing_is_stored()
     {
-        Program(3);
-        Window("01:00-03:00");
+        await ProgramAsync(3);
+        await WindowAsync("01:00-03:00");
         var service = Replica();
-        var before = State();
+        var before = await StateAsync();
         var changed = false;
         void OnBeginning(string method)
         {
             // the rollout was planned against 01:00-03:00; the operator narrows it just before its transaction
-            if (method != nameof(TsunaguStore.AddRollout) || changed) { return; }
+            if (method != nameof(TsunaguStore.AddRolloutAsync) || changed) { return; }
             changed = true;
-            Window("06:00-07:00");
+            // the seam is synchronous and runs just before the transaction begins: the change is written before it goes on
+            WindowAsync("06:00-07:00").GetAwaiter().GetResult();
         }
         _store.TransactionBeginning += OnBeginning;
         try
         {
-            var refused = Assert.Throws<RolloutRuleException>(() => Create(service, "r1"))!;
+            var refused = Assert.ThrowsAsync<RolloutRuleException>(() => CreateAsync(service, "r1"))!;
             Assert.That(refused.Conflict, Is.True);
             Assert.That(refused.Message, Does.Contain("group lab was changed while rollout r1 was planned"));
         }
@@ -185,45 +191,45 @@ public class RolloutWindowTests(string kind)
             _store.TransactionBeginning -= OnBeginning;
         }
         Assert.That(changed, Is.True);
-        Assert.That(State(), Is.EqualTo(before with { Window = "06:00-07:00", Audit = before.Audit + 1 }), "only the window change was stored");
+        Assert.That(await StateAsync(), Is.EqualTo(before with { Window = "06:00-07:00", Audit = before.Audit + 1 }), "only the window change was stored");
     }
 
     [Test]
     public async Task A_window_change_that_would_stall_a_running_or_paused_rollout_is_refused_and_changes_nothing()
     {
-        Program(3);
+        await ProgramAsync(3);
         var service = Replica();
-        Create(service, "r1");
-        var before = State();
+        await CreateAsync(service, "r1");
+        var before = await StateAsync();
         var refused = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("Mon-Fri 06:00-08:00"), _store, "alice", CancellationToken.None))!;
         Assert.That((refused.Conflict, refused.NotFound), Is.EqualTo((true, false)));
         Assert.That(refused.Message, Does.Contain("group lab's maintenance window mon,tue,wed,thu,fri 06:00-08:00").And.Contain("low-utilisation window 02:00-05:00")
             .And.Contain("rollout r1").And.Contain("nothing was changed"));
-        Assert.That(State(), Is.EqualTo(before));
+        Assert.That(await StateAsync(), Is.EqualTo(before));
 
         // one that meets the policy's window is set, and audited
         var set = await Groups.SetWindowAsync("lab", new GroupWindowRequest("mon-fri 01:00-03:00"), _store, "alice", CancellationToken.None);
         Assert.That(set.Window, Is.EqualTo("mon,tue,wed,thu,fri 01:00-03:00"));
-        Assert.That(_store.ListAudit(10).First().Action, Is.EqualTo("group.window"));
+        Assert.That((await _store.ListAuditAsync(10)).First().Action, Is.EqualTo("group.window"));
 
         // paused: still refused (a resume would stall); clearing is always allowed
-        Assert.That(service.Act("r1", "pause", "alice"), Is.True);
-        before = State();
+        Assert.That(await service.TryActAsync("r1", "pause", "alice"), Is.True);
+        before = await StateAsync();
         Assert.That(Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("22:00-01:00"), _store, "alice", CancellationToken.None))!.Conflict);
-        Assert.That(State(), Is.EqualTo(before));
+        Assert.That(await StateAsync(), Is.EqualTo(before));
         Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest(null), _store, "alice", CancellationToken.None)).Window, Is.Null);
 
         // aborted: the group's window no longer concerns it
-        Assert.That(service.Act("r1", "abort", "alice"), Is.True);
+        Assert.That(await service.TryActAsync("r1", "abort", "alice"), Is.True);
         Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("22:00-01:00"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("22:00-01:00"));
     }
 
     [Test]
-    public void Hostile_window_requests_are_refused_and_change_nothing()
+    public async Task Hostile_window_requests_are_refused_and_change_nothing()
     {
-        Program(3);
-        Create(Replica(), "r1");
-        var before = State();
+        await ProgramAsync(3);
+        await CreateAsync(Replica(), "r1");
+        var before = await StateAsync();
         foreach (var (name, request, status) in new (string?, GroupWindowRequest?, string)[]
         {
             ("lab", null, "bad"),
@@ -245,19 +251,19 @@ public class RolloutWindowTests(string kind)
             var e = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync(name, request, _store, "alice", CancellationToken.None))!;
             Assert.That(e.NotFound ? "missing" : e.Conflict ? "conflict" : "bad", Is.EqualTo(status), $"{name} {request}: {e.Message}");
             Assert.That(e.Message, Does.Not.Contain("\n").And.Not.Contain("\u0000"), "no control character is echoed");
-            Assert.That(State(), Is.EqualTo(before), $"{name} {request} changed something");
+            Assert.That(await StateAsync(), Is.EqualTo(before), $"{name} {request} changed something");
         }
     }
 
     /// <summary>Runs both replicas' passes at every step of <paramref name="step"/> until <paramref name="until"/>, with <paramref name="during"/> after each.</summary>
-    private async Task RunAsync(IReadOnlyList<RolloutService> replicas, TimeSpan step, DateTimeOffset until, Action? during = null)
+    private async Task RunAsync(IReadOnlyList<RolloutService> replicas, TimeSpan step, DateTimeOffset until, Func<Task>? during = null)
     {
         for (var i = 0; _clock.GetUtcNow() < until; i++)
         {
             _clock.Advance(step);
             // the replicas race in either order; the database says which one tells the units
             foreach (var replica in i % 2 == 0 ? replicas : replicas.Reverse()) { await replica.TickAsync(CancellationToken.None); }
-            during?.Invoke();
+            if (during is not null) { await during(); }
         }
     }
 
@@ -269,12 +275,12 @@ public class RolloutWindowTests(string kind)
     public async Task A_window_opening_tells_each_waiting_unit_once_per_opening_on_its_own_clock_and_no_other()
     {
         // importance 4 waits for no clock: the group's weekday window alone; unit 0 keeps Tokyo time, the rest the fleet's (UTC)
-        Program(4);
-        Window("mon-fri 01:00-05:00");
-        Assert.That(_store.SetUpdateWindow(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
+        await ProgramAsync(4);
+        await WindowAsync("mon-fri 01:00-05:00");
+        Assert.That(await _store.SetUpdateWindowAsync(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
         var (a, b) = (Replica(), Replica());
-        Create(a, "r1", [new(Group: "canary"), new(Percent: 100)]); // wave 1: units 0-3; wave 2 (4, 5) stays closed
-        _store.SetPresence(Mac(2), online: false);                  // offline: never told
+        await CreateAsync(a, "r1", [new(Group: "canary"), new(Percent: 100)]); // wave 1: units 0-3; wave 2 (4, 5) stays closed
+        await _store.SetPresenceAsync(Mac(2), online: false);                  // offline: never told
         await a.StartAsync("r1", CancellationToken.None);
         Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(new[] { Mac(0), Mac(1), Mac(3) }), "the wave opening told its units");
         _push.Sent.Clear();
@@ -282,12 +288,12 @@ public class RolloutWindowTests(string kind)
         // Wednesday 09:00 to Friday 09:00 UTC in steps of 7 minutes (not a divisor of an hour: openings fall between passes)
         var step = TimeSpan.FromMinutes(7);
         var installed = false;
-        await RunAsync([a, b], step, Wednesday.AddDays(2), () =>
+        await RunAsync([a, b], step, Wednesday.AddDays(2), async () =>
         {
             // unit 1 installs once it was told at the first opening: it is not waiting at the second
             if (installed || !_push.Sent.Any(p => p.Mac == Mac(1))) { return; }
             installed = true;
-            _store.RecordUpdateOutcome(new UpdateOutcome(Mac(1), "x-to-y", true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
+            await _store.RecordUpdateOutcomeAsync(new UpdateOutcome(Mac(1), "x-to-y", true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
         });
 
         var sent = _push.Sent.ToList();
@@ -315,9 +321,9 @@ public class RolloutWindowTests(string kind)
         Assert.That(sent.Select(p => p.Message.Nonce).Distinct().Count(), Is.EqualTo(sent.Count));
         foreach (var mac in new[] { Mac(0), Mac(1), Mac(3) })
         {
-            Assert.That(_store.ListPushChecksForUnit(mac, 100).Count(c => c.Actor == "rollout:r1"), Is.EqualTo(1 + expected.Count(e => e.Item1 == mac)), mac);
+            Assert.That((await _store.ListPushChecksForUnitAsync(mac, 100)).Count(c => c.Actor == "rollout:r1"), Is.EqualTo(1 + expected.Count(e => e.Item1 == mac)), mac);
         }
-        var audits = _store.ListAudit(1000).Where(e => e.Action == "rollout.window-open").ToList();
+        var audits = (await _store.ListAuditAsync(1000)).Where(e => e.Action == "rollout.window-open").ToList();
         Assert.That(audits, Has.Count.EqualTo(4), "one audit entry per opening that told units (the two UTC openings, the two Tokyo ones)");
         Assert.That(audits.Select(e => e.Actor).Distinct(), Is.EqualTo(new[] { "rollout:r1" }));
     }
@@ -326,11 +332,11 @@ public class RolloutWindowTests(string kind)
     public async Task With_importance_3_the_units_are_told_when_the_group_window_and_their_low_utilisation_window_are_both_open()
     {
         // the group's window 01:00-05:00 every day; the fleet's low-utilisation window 02:00-05:00; unit 3 has its own, 04:00-06:00
-        Program(3);
-        Window("01:00-05:00");
-        Assert.That(_store.SetUpdateWindow(Mac(3), 4, 6, null, new AuditEntry("alice", "unit.window", Mac(3), null)), Is.True);
+        await ProgramAsync(3);
+        await WindowAsync("01:00-05:00");
+        Assert.That(await _store.SetUpdateWindowAsync(Mac(3), 4, 6, null, new AuditEntry("alice", "unit.window", Mac(3), null)), Is.True);
         var service = Replica();
-        Create(service, "r1", [new(Group: "canary"), new(Percent: 100)]);
+        await CreateAsync(service, "r1", [new(Group: "canary"), new(Percent: 100)]);
         await service.StartAsync("r1", CancellationToken.None);
         _push.Sent.Clear();
 
@@ -344,10 +350,10 @@ public class RolloutWindowTests(string kind)
     [Test]
     public async Task A_restarted_server_tells_units_of_an_opening_it_missed_once_while_the_window_is_open_and_not_when_it_closed()
     {
-        Program(4);
-        Window("01:00-05:00");
+        await ProgramAsync(4);
+        await WindowAsync("01:00-05:00");
         var before = Replica();
-        Create(before, "r1", [new(Group: "canary"), new(Percent: 100)]);
+        await CreateAsync(before, "r1", [new(Group: "canary"), new(Percent: 100)]);
         await before.StartAsync("r1", CancellationToken.None);
         _push.Sent.Clear();
         await RunAsync([before], TimeSpan.FromMinutes(10), Wednesday.AddHours(2));

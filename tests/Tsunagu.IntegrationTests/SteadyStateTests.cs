@@ -28,93 +28,93 @@ public sealed class SteadyStateTests
         Directory.Delete(_directory, recursive: true);
     }
 
-    private (TsunaguStore Store, Clock Clock, string Mac) NewStore()
+    private async Task<(TsunaguStore Store, Clock Clock, string Mac)> NewStoreAsync()
     {
         var clock = new Clock(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
         var database = Database.Parse("tsunagu.db", _directory);
         database.Migrate();
         var store = new TsunaguStore(database, clock);
         var mac = MacAddress.Normalize("02:54:53:aa:00:01");
-        store.AddUnit(new UnitRow { Mac = mac, Serial = "S-1", HardwareVersion = "r1", IspMethod = "dhcp" });
+        await store.AddUnitAsync(new UnitRow { Mac = mac, Serial = "S-1", HardwareVersion = "r1", IspMethod = "dhcp" });
         return (store, clock, mac);
     }
 
     [Test]
-    public void A_catalogue_change_through_one_replica_is_seen_by_the_next_check_on_another_and_reads_stay_in_memory_until_then()
+    public async Task A_catalogue_change_through_one_replica_is_seen_by_the_next_check_on_another_and_reads_stay_in_memory_until_then()
     {
-        var (replicaA, clock, mac) = NewStore();
+        var (replicaA, clock, mac) = await NewStoreAsync();
         var replicaB = new TsunaguStore(Database.Parse("tsunagu.db", _directory), clock);
         var inventory = new Inventory("r1", "os 1", new Dictionary<string, string> { ["fw"] = "1.0" });
-        replicaA.UpsertPattern(new PatternRow { Id = "p1", Name = "one", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"1.0"}""", Status = PatternStatus.Verified });
-        replicaA.UpsertPattern(new PatternRow { Id = "p2", Name = "two", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"2.0"}""", Status = PatternStatus.Draft });
-        replicaA.UpsertUpdateProgram(new UpdateProgramRow { Id = "p1-to-p2", FromPattern = "p1", ToPattern = "p2", Importance = 3, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
+        await replicaA.UpsertPatternAsync(new PatternRow { Id = "p1", Name = "one", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"1.0"}""", Status = PatternStatus.Verified });
+        await replicaA.UpsertPatternAsync(new PatternRow { Id = "p2", Name = "two", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"2.0"}""", Status = PatternStatus.Draft });
+        await replicaA.UpsertUpdateProgramAsync(new UpdateProgramRow { Id = "p1-to-p2", FromPattern = "p1", ToPattern = "p2", Importance = 3, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
 
-        var (unit, before) = replicaB.GetUnitWithCatalogue(mac);
+        var (unit, before) = await replicaB.GetUnitWithCatalogueAsync(mac);
         Assert.That(unit!.Mac, Is.EqualTo(mac));
         Assert.That(before.FindPattern(inventory)!.Id, Is.EqualTo("p1"));
         Assert.That(before.FindUpdateProgram("p1"), Is.Null, "a program to a draft pattern is not offered");
-        Assert.That(replicaB.GetUnitWithCatalogue(mac).Catalogue, Is.SameAs(before), "nothing changed: the same snapshot, no catalogue read");
+        Assert.That((await replicaB.GetUnitWithCatalogueAsync(mac)).Catalogue, Is.SameAs(before), "nothing changed: the same snapshot, no catalogue read");
 
         // the operator verifies p2 and sets a policy through replica A: replica B's next check sees both
-        Assert.That(replicaA.SetPatternStatus("p2", PatternStatus.Draft, PatternStatus.Verified), Is.True);
-        replicaA.SetSetting("update-policy", """{"cpuThreshold":0.5,"wanThreshold":0.5,"lowWindowStartHour":1,"lowWindowEndHour":4}""");
-        var after = replicaB.GetUnitWithCatalogue(mac).Catalogue;
+        Assert.That(await replicaA.SetPatternStatusAsync("p2", PatternStatus.Draft, PatternStatus.Verified), Is.True);
+        await replicaA.SetSettingAsync("update-policy", """{"cpuThreshold":0.5,"wanThreshold":0.5,"lowWindowStartHour":1,"lowWindowEndHour":4}""");
+        var after = (await replicaB.GetUnitWithCatalogueAsync(mac)).Catalogue;
         Assert.That(after, Is.Not.SameAs(before));
         Assert.That(after.FindUpdateProgram("p1")!.Id, Is.EqualTo("p1-to-p2"));
         Assert.That(after.Setting("update-policy"), Does.Contain("lowWindowStartHour"));
-        Assert.That(replicaB.FindUpdateProgram("p1", "p2")!.Id, Is.EqualTo("p1-to-p2"));
+        Assert.That((await replicaB.FindUpdateProgramAsync("p1", "p2"))!.Id, Is.EqualTo("p1-to-p2"));
 
         // retiring p1 keeps it matchable (units still run it) but a verified pattern with the same software wins
-        Assert.That(replicaA.SetPatternStatus("p1", PatternStatus.Verified, PatternStatus.Retired), Is.True);
-        Assert.That(replicaB.FindPattern(inventory)!.Id, Is.EqualTo("p1"));
-        replicaA.UpsertPattern(new PatternRow { Id = "p0", Name = "same software", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"1.0"}""", Status = PatternStatus.Verified });
-        Assert.That(replicaB.FindPattern(inventory)!.Id, Is.EqualTo("p0"));
-        Assert.Throws<ArgumentException>(() => replicaA.SetSetting(TsunaguStore.CatalogueStampKey, "forged"));
+        Assert.That(await replicaA.SetPatternStatusAsync("p1", PatternStatus.Verified, PatternStatus.Retired), Is.True);
+        Assert.That((await replicaB.FindPatternAsync(inventory))!.Id, Is.EqualTo("p1"));
+        await replicaA.UpsertPatternAsync(new PatternRow { Id = "p0", Name = "same software", HardwareVersion = "r1", OsVersion = "os 1", Applications = """{"fw":"1.0"}""", Status = PatternStatus.Verified });
+        Assert.That((await replicaB.FindPatternAsync(inventory))!.Id, Is.EqualTo("p0"));
+        Assert.ThrowsAsync<ArgumentException>(async () => await replicaA.SetSettingAsync(TsunaguStore.CatalogueStampKey, "forged"));
     }
 
     [Test]
-    public void A_bare_touch_within_a_minute_writes_nothing_but_a_state_or_error_change_always_does()
+    public async Task A_bare_touch_within_a_minute_writes_nothing_but_a_state_or_error_change_always_does()
     {
-        var (store, clock, mac) = NewStore();
-        store.Touch(mac);
-        var first = store.GetUnit(mac)!.LastSeen;
+        var (store, clock, mac) = await NewStoreAsync();
+        await store.TouchAsync(mac);
+        var first = (await store.GetUnitAsync(mac))!.LastSeen;
         Assert.That(first, Is.Not.Null);
 
         clock.Now += TimeSpan.FromSeconds(30);
-        store.Touch(mac);
-        Assert.That(store.GetUnit(mac)!.LastSeen, Is.EqualTo(first), "seen again within a minute: not written");
+        await store.TouchAsync(mac);
+        Assert.That((await store.GetUnitAsync(mac))!.LastSeen, Is.EqualTo(first), "seen again within a minute: not written");
 
-        store.Touch(mac, error: "something failed");
-        Assert.That(store.GetUnit(mac)!.LastSeen, Is.Not.EqualTo(first), "an error is always written, with last_seen");
+        await store.TouchAsync(mac, error: "something failed");
+        Assert.That((await store.GetUnitAsync(mac))!.LastSeen, Is.Not.EqualTo(first), "an error is always written, with last_seen");
 
         clock.Now += TimeSpan.FromSeconds(61);
-        var before = store.GetUnit(mac)!.LastSeen;
-        store.Touch(mac);
-        Assert.That(store.GetUnit(mac)!.LastSeen, Is.Not.EqualTo(before), "after a minute the touch is written again");
+        var before = (await store.GetUnitAsync(mac))!.LastSeen;
+        await store.TouchAsync(mac);
+        Assert.That((await store.GetUnitAsync(mac))!.LastSeen, Is.Not.EqualTo(before), "after a minute the touch is written again");
     }
 
     [Test]
-    public void An_unchanged_inventory_is_not_written_again_and_a_changed_one_is()
+    public async Task An_unchanged_inventory_is_not_written_again_and_a_changed_one_is()
     {
-        var (store, _, mac) = NewStore();
+        var (store, _, mac) = await NewStoreAsync();
         var inventory = new Inventory("r1", "os 1", new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.0.0" });
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, inventory, "p1", UnitStates.Configuring), Is.True, "first report");
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, inventory, "p1", UnitStates.Configuring), Is.False, "same report");
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, inventory, "p1", UnitStates.Updating), Is.True, "new state");
+        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, inventory, "p1", UnitStates.Configuring), Is.True, "first report");
+        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, inventory, "p1", UnitStates.Configuring), Is.False, "same report");
+        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, inventory, "p1", UnitStates.Updating), Is.True, "new state");
         var newer = inventory with { Applications = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.1.0" } };
-        Assert.That(store.RecordInventoryIfChanged(store.GetUnitForCheck(mac)!, newer, "p1", UnitStates.Updating), Is.True, "new software");
-        Assert.That(store.GetUnit(mac)!.Inventory, Does.Contain("1.1.0"));
+        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, newer, "p1", UnitStates.Updating), Is.True, "new software");
+        Assert.That((await store.GetUnitAsync(mac))!.Inventory, Does.Contain("1.1.0"));
     }
 
     [Test]
-    public void A_repeated_periodic_check_is_logged_once_until_something_else_happens()
+    public async Task A_repeated_periodic_check_is_logged_once_until_something_else_happens()
     {
-        var (store, _, mac) = NewStore();
-        Assert.That(store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True);
-        Assert.That(store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.False);
-        store.AddUnitEvent(mac, UnitEventKinds.Ready, "ready on p1");
-        Assert.That(store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True, "after another event it is news again");
-        Assert.That(store.ListUnitEvents(mac).Select(e => e.Kind), Is.EqualTo(new[] { UnitEventKinds.Check, UnitEventKinds.Ready, UnitEventKinds.Check }));
+        var (store, _, mac) = await NewStoreAsync();
+        Assert.That(await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True);
+        Assert.That(await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.False);
+        await store.AddUnitEventAsync(mac, UnitEventKinds.Ready, "ready on p1");
+        Assert.That(await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True, "after another event it is news again");
+        Assert.That((await store.ListUnitEventsAsync(mac)).Select(e => e.Kind), Is.EqualTo(new[] { UnitEventKinds.Check, UnitEventKinds.Ready, UnitEventKinds.Check }));
     }
 
     [Test]

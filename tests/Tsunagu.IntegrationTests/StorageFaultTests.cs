@@ -34,9 +34,9 @@ public class StorageFaultTests
             TestServer.DatabaseKind.Value = "sqlite";
             await File.WriteAllTextAsync(Path.Combine(root, "database"), "tsunagu.db");
             await File.WriteAllTextAsync(Path.Combine(root, "mqtt"), "embedded");
-            app = TestServer.BuildServer(root, 0);
+            app = await TestServer.BuildServerAsync(root, 0);
             using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, TestServer.Password);
+            await DemoCatalogue.SeedAsync(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, TestServer.Password);
             await app.StartAsync();
             var pin = OperatorClient.PinFromPemFile(Path.Combine(root, "server", "tls", ServerCertificate.PemFile));
             using var http = TestServer.PinnedHttp(ServerHost.BaseUrl(app), pin);

@@ -46,24 +46,24 @@ public class SubscriberChangeTests
         Assert.That(put.StatusCode, Is.EqualTo(HttpStatusCode.OK), await put.Content.ReadAsStringAsync());
         var result = (await put.Content.ReadFromJsonAsync<SubscriberChangeView>())!;
         Assert.That((result.Revision, result.Status, result.PushWarning), Is.EqualTo((2L, "provisional", (string?)null)));
-        await server.WaitForAsync(() => server.Store.ListUnitConfigs(mine.Mac).Single(r => r.Revision == 2).Status == "final", "revision 2 final");
+        await server.WaitForAsync(async () => (await server.Store.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 2).Status == "final", "revision 2 final");
         Assert.That(File.ReadAllText(Path.Combine(mine.Hardware.Data.Root, "services", "current", "nftables.nft")), Does.Contain("27015"));
-        Assert.That(server.Store.ListUnitConfigs(mine.Mac).Single(r => r.Revision == 2).Origin, Is.EqualTo("subscriber"));
+        Assert.That((await server.Store.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 2).Origin, Is.EqualTo("subscriber"));
 
         var invalid = await http.PutAsJsonAsync($"/api/v1/subscriber/units/{mine.Mac}/service-config",
             changed with { Dhcp = changed.Dhcp with { RangeStart = "nonsense" } });
         Assert.That(invalid.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
         Assert.That(await invalid.Content.ReadAsStringAsync(), Does.Contain("dhcp.rangeStart"));
-        Assert.That(server.Store.ListUnitConfigs(mine.Mac), Has.Count.EqualTo(2), "a refused change is not recorded");
+        Assert.That(await server.Store.ListUnitConfigsAsync(mine.Mac), Has.Count.EqualTo(2), "a refused change is not recorded");
         Assert.That((await http.GetAsync("/api/v1/subscriber/units/02:54:53:00:00:02/service-config")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound), "bob's unit");
         Assert.That((await http.PutAsJsonAsync("/api/v1/subscriber/units/02:54:53:00:00:02/service-config", changed)).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
 
         // the operator, on alice's behalf (phone call): a new revision, pushed at once, final once applied
         var onBehalf = changed with { ContentFilter = changed.ContentFilter with { BlockedDomains = [.. changed.ContentFilter.BlockedDomains, "games.example"] } };
         await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mine.Mac}/service-config", onBehalf, CancellationToken.None);
-        await server.WaitForAsync(() => server.Store.ListUnitConfigs(mine.Mac).Single(r => r.Revision == 3).Status == "final", "revision 3 final");
+        await server.WaitForAsync(async () => (await server.Store.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 3).Status == "final", "revision 3 final");
         Assert.That(File.ReadAllText(Path.Combine(mine.Hardware.Data.Root, "services", "current", "dnsmasq.conf")), Does.Contain("games.example"));
-        Assert.That(server.Store.ListAudit(10).First(a => a.Action == "unit.service-config").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
+        Assert.That((await server.Store.ListAuditAsync(10)).First(a => a.Action == "unit.service-config").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
     }
 
     /// <summary>A server with subscriber alice, her unit (not running: nothing here needs it) and the operator's first revision.</summary>
@@ -82,11 +82,11 @@ public class SubscriberChangeTests
     }
 
     /// <summary>Everything a refused request must leave as it was: the unit's revisions and the audit log.</summary>
-    internal static string Snapshot(TestServer server, string mac) =>
+    internal static async Task<string> SnapshotAsync(TestServer server, string mac) =>
         JsonSerializer.Serialize(new
         {
-            configs = server.Store.ListUnitConfigs(mac).Select(c => new { c.Revision, c.Status, c.Document, c.Origin }),
-            audit = server.Store.ListAudit(1000).Select(a => new { a.Id, a.Action, a.Target, a.Detail }),
+            configs = (await server.Store.ListUnitConfigsAsync(mac)).Select(c => new { c.Revision, c.Status, c.Document, c.Origin }),
+            audit = (await server.Store.ListAuditAsync(1000)).Select(a => new { a.Id, a.Action, a.Target, a.Detail }),
         });
 
     private static async Task AssertRefusedAsync(HttpResponseMessage response, HttpStatusCode status, string field)
@@ -127,11 +127,11 @@ public class SubscriberChangeTests
         await using var _ = server;
         using var __ = client;
         using var ___ = alice;
-        var before = Snapshot(server, mac);
+        var before = await SnapshotAsync(server, mac);
         var response = await alice.PutAsync($"/api/v1/subscriber/units/{mac}/service-config",
             new StringContent(document.ToJsonString(), Encoding.UTF8, "application/json"));
         await AssertRefusedAsync(response, HttpStatusCode.BadRequest, field);
-        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "a refused change stores nothing and audits nothing");
+        Assert.That(await SnapshotAsync(server, mac), Is.EqualTo(before), "a refused change stores nothing and audits nothing");
     }
 
     [Test]
@@ -148,8 +148,8 @@ public class SubscriberChangeTests
             "firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "vpn.peers",
         }), "the default contract is what the portal edits");
 
-        var start = server.Store.ListUnitConfigs(mac).Count;
-        var before = Snapshot(server, mac);
+        var start = (await server.Store.ListUnitConfigsAsync(mac)).Count;
+        var before = await SnapshotAsync(server, mac);
         var refused = new (ServiceConfiguration Config, string Field)[]
         {
             (s with { Dns = s.Dns with { Upstreams = ["203.0.113.66"] } }, "dns.upstreams"),
@@ -165,7 +165,7 @@ public class SubscriberChangeTests
         {
             await AssertRefusedAsync(await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", config), HttpStatusCode.Forbidden, field);
         }
-        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "refused changes store nothing");
+        Assert.That(await SnapshotAsync(server, mac), Is.EqualTo(before), "refused changes store nothing");
 
         var allowed = s with { Firewall = s.Firewall with { PortForwards = [.. s.Firewall.PortForwards, new PortForward("udp", 27015, "192.168.10.30", 27015)] } };
         var ok = await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", allowed);
@@ -174,8 +174,8 @@ public class SubscriberChangeTests
         // the operator changes what the subscriber may not
         var operatorChange = allowed with { Dns = allowed.Dns with { Upstreams = ["203.0.113.53"] }, Vpn = allowed.Vpn with { Enabled = true, Address = "10.9.0.1/24" }, Cache = new CacheConfig(true, 2048) };
         await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config", operatorChange, CancellationToken.None);
-        Assert.That(server.Store.ListUnitConfigs(mac).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator" }));
-        Assert.That(server.Store.ListUnitConfigs(mac)[^1].Document, Does.Contain("203.0.113.53").And.Contain("\"sizeMegabytes\":2048"));
+        Assert.That((await server.Store.ListUnitConfigsAsync(mac)).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator" }));
+        Assert.That((await server.Store.ListUnitConfigsAsync(mac))[^1].Document, Does.Contain("203.0.113.53").And.Contain("\"sizeMegabytes\":2048"));
 
         // a contract that leaves the DNS upstreams to the subscriber
         var bad = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/contracts/premium",
@@ -189,7 +189,7 @@ public class SubscriberChangeTests
         Assert.That(mine.StatusCode, Is.EqualTo(HttpStatusCode.OK), await mine.Content.ReadAsStringAsync());
         await AssertRefusedAsync(await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", current with { Cache = new CacheConfig(false, 0) }),
             HttpStatusCode.Forbidden, "cache.enabled");
-        Assert.That(server.Store.ListUnitConfigs(mac).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator", "subscriber" }));
+        Assert.That((await server.Store.ListUnitConfigsAsync(mac)).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator", "subscriber" }));
     }
 
     private static readonly string[] ServiceConfigFieldsDefault =
@@ -212,6 +212,6 @@ public class SubscriberChangeTests
         Assert.That(e.Message, Does.Contain("domain"));
         var newline = Assert.ThrowsAsync<OperatorApiException>(() => client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Domain = "unit.example\nx" }, CancellationToken.None));
         Assert.That(newline!.Status, Is.EqualTo(400));
-        Assert.That(server.Store.GetUnit(server.Identity(1).Mac), Is.Null);
+        Assert.That(await server.Store.GetUnitAsync(server.Identity(1).Mac), Is.Null);
     }
 }

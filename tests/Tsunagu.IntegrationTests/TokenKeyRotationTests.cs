@@ -84,7 +84,7 @@ public class TokenKeyRotationTests
         var keyFile = Path.Combine(server.Root, "server", "keys", "token.key");
         var oldKey = await File.ReadAllBytesAsync(keyFile);
         await File.WriteAllBytesAsync(keyFile, RandomNumberGenerator.GetBytes(oldKey.Length));
-        var again = TestServer.BuildServer(server.Root, port);
+        var again = await TestServer.BuildServerAsync(server.Root, port);
         using var seen = ServerRequests.Attach(again);
         await again.StartAsync();
         try

@@ -28,21 +28,21 @@ public class UnitAuditTests
         TestServer.DatabaseKind.Value = "sqlite";
         await using var server = await TestServer.StartAsync();
         var store = server.Store;
-        store.Audit("alice", "unit.edit", Mac, "named as the target");
-        store.Audit("alice", "units.check", $"{Other}, {Mac}", "one of a list, with a space after the comma");
-        store.Audit(Mac, "unit.report", null, "the unit as the actor");
-        store.Audit("alice", "note", $"before-{Mac}-after", "contains the MAC but names no unit");
-        store.Audit("alice", "unit.edit", Other, "another unit");
-        var listed = store.ListAuditForUnit(Mac);
+        await store.AuditAsync("alice", "unit.edit", Mac, "named as the target");
+        await store.AuditAsync("alice", "units.check", $"{Other}, {Mac}", "one of a list, with a space after the comma");
+        await store.AuditAsync(Mac, "unit.report", null, "the unit as the actor");
+        await store.AuditAsync("alice", "note", $"before-{Mac}-after", "contains the MAC but names no unit");
+        await store.AuditAsync("alice", "unit.edit", Other, "another unit");
+        var listed = await store.ListAuditForUnitAsync(Mac);
         Assert.That(listed.Select(a => a.Detail), Is.EqualTo(new[] { "the unit as the actor", "one of a list, with a space after the comma", "named as the target" }),
             "newest first, exactly the entries naming the unit");
-        Assert.That(store.ListAuditForUnit(Mac, 2), Has.Count.EqualTo(2));
-        Assert.That(store.ListAuditForUnit(Other).Select(a => a.Detail), Is.EqualTo(new[] { "another unit", "one of a list, with a space after the comma" }));
+        Assert.That(await store.ListAuditForUnitAsync(Mac, 2), Has.Count.EqualTo(2));
+        Assert.That((await store.ListAuditForUnitAsync(Other)).Select(a => a.Detail), Is.EqualTo(new[] { "another unit", "one of a list, with a space after the comma" }));
 
         var units = await server.AddUnitsAsync(1);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
-        store.Audit("alice", "note", $"before-{units[0].Mac}-after", "not this unit's entry");
-        store.Audit("alice", "units.check", $"{Other}, {units[0].Mac}", "this unit's entry");
+        await store.AuditAsync("alice", "note", $"before-{units[0].Mac}-after", "not this unit's entry");
+        await store.AuditAsync("alice", "units.check", $"{Other}, {units[0].Mac}", "this unit's entry");
         var page = await admin.GetStringAsync($"/console/units/{units[0].Mac}");
         Assert.That(page, Does.Contain("this unit&#x27;s entry").And.Not.Contain("not this unit&#x27;s entry"));
     }

@@ -110,7 +110,7 @@ public class UnitLifecycleTests
             Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.OK), await ok.Content.ReadAsStringAsync());
             Assert.That(ok.Headers.ETag?.Tag, Is.EqualTo("\"2\""));
         }
-        Assert.That(server.Store.IspPasswordOf(server.Store.GetUnit(mac)!), Is.EqualTo("n3w-isp-Pa55word"));
+        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), Is.EqualTo("n3w-isp-Pa55word"));
         var before = Snapshot(server, mac);
 
         using (var stale = await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{mac}/record", new UnitEditRequest(Domain: "stale.example", IspPassword: "other"), ifMatch: 1))
@@ -135,7 +135,7 @@ public class UnitLifecycleTests
         Assert.That((secret.Secret, secret.From, secret.To), Is.EqualTo((true, (string?)null, (string?)null)), "a secret's values never enter the history");
         using var c = server.Store.Database.Open();
         Assert.That(c.ExecuteScalar<string>("SELECT changes FROM unit_revisions WHERE mac = @mac", new { mac }), Does.Not.Contain("n3w-isp"));
-        Assert.That(server.Store.ListAudit(target: mac).Select(a => a.Action), Does.Contain("unit.edit"));
+        Assert.That((await server.Store.ListAuditAsync(target: mac)).Select(a => a.Action), Does.Contain("unit.edit"));
     }
 
     [Test]
@@ -145,7 +145,7 @@ public class UnitLifecycleTests
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         var provisional = await ProvisionalTokenAsync(server, mac);
         var session = await server.HostSessionAsync(mac);
-        var artifact = server.Store.FindUpdateProgram(DemoCatalogue.Pattern1)!.ArtifactSha256;
+        var artifact = (await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern1))!.ArtifactSha256;
         Assert.That(await WithTokenAsync(server, session.Token, HttpMethod.Get, $"{Routes.Artifacts}/{artifact}"), Is.EqualTo(HttpStatusCode.OK), "before: the artifact is served");
         Assert.That(await WithTokenAsync(server, provisional, HttpMethod.Get, Routes.ProvisioningSettings), Is.EqualTo(HttpStatusCode.OK), "before: settings are served");
 
@@ -161,7 +161,7 @@ public class UnitLifecycleTests
         {
             Assert.That(stale.StatusCode, Is.EqualTo(HttpStatusCode.Conflict));
         }
-        Assert.That(server.Store.GetUnit(mac)!.DecommissionedAt, Is.Null, "a stale decommission changes nothing");
+        Assert.That((await server.Store.GetUnitAsync(mac))!.DecommissionedAt, Is.Null, "a stale decommission changes nothing");
         using (var done = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{mac}/decommission", new DecommissionRequest("returned by the subscriber")))
         {
             Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.OK), await done.Content.ReadAsStringAsync());
@@ -182,7 +182,7 @@ public class UnitLifecycleTests
         Assert.That(await WithTokenAsync(server, session.Token, HttpMethod.Get, Routes.ServiceConfig), Is.EqualTo(HttpStatusCode.Unauthorized), "service configuration");
         Assert.That(await WithTokenAsync(server, provisional, HttpMethod.Get, Routes.ProvisioningSettings), Is.EqualTo(HttpStatusCode.Unauthorized), "provisioning");
 
-        var row = server.Store.GetUnit(mac)!;
+        var row = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((row.State, row.LastSeen is not null), Is.EqualTo((UnitStates.Decommissioned, true)), "the row stays, decommissioned");
         using (var edit = await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{mac}/record", new UnitEditRequest(Domain: "x.example"), ifMatch: row.Revision))
         {
@@ -192,7 +192,7 @@ public class UnitLifecycleTests
         {
             Assert.That(delete.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a provisioned row is kept for audit");
         }
-        Assert.That(server.Store.GetUnit(mac), Is.Not.Null);
+        Assert.That(await server.Store.GetUnitAsync(mac), Is.Not.Null);
         Assert.That((await RevisionsAsync(http, mac)).Single().Action, Is.EqualTo("decommission"));
     }
 
@@ -206,33 +206,33 @@ public class UnitLifecycleTests
         var (oldMac, otherMac) = (units[0].Mac, units[1].Mac);
         using var http = OperatorHttp(server);
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{oldMac}/record", new UnitEditRequest(Subscriber: "alice", IspPassword: "alice-isp-pw"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        server.App.Services.GetRequiredService<Tsunagu.Server.Catalogue.CatalogueService>().SetTargetPattern(oldMac, DemoCatalogue.Pattern2, "test");
-        var config = server.Store.ListUnitConfigs(oldMac).OrderBy(x => x.Revision).Last().Document;
+        await server.App.Services.GetRequiredService<Tsunagu.Server.Catalogue.CatalogueService>().SetTargetPatternAsync(oldMac, DemoCatalogue.Pattern2, "test");
+        var config = (await server.Store.ListUnitConfigsAsync(oldMac)).OrderBy(x => x.Revision).Last().Document;
         var newMac = SimulatedFleetMac(40);
 
         using (var taken = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{oldMac}/replace", new ReplaceUnitRequest(otherMac, "RMA-1")))
         {
             Assert.That(taken.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a MAC already registered cannot be the replacement");
         }
-        Assert.That(server.Store.GetUnit(oldMac)!.DecommissionedAt, Is.Null, "the refused replacement changed nothing");
+        Assert.That((await server.Store.GetUnitAsync(oldMac))!.DecommissionedAt, Is.Null, "the refused replacement changed nothing");
         using (var replaced = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{oldMac}/replace", new ReplaceUnitRequest(newMac, "RMA-1"), ifMatch: 2))
         {
             Assert.That(replaced.StatusCode, Is.EqualTo(HttpStatusCode.Created), await replaced.Content.ReadAsStringAsync());
         }
-        var old = server.Store.GetUnit(oldMac)!;
-        var fresh = server.Store.GetUnit(newMac)!;
+        var old = (await server.Store.GetUnitAsync(oldMac))!;
+        var fresh = (await server.Store.GetUnitAsync(newMac))!;
         Assert.That((old.State, old.Subscriber, old.ReplacedBy), Is.EqualTo((UnitStates.Decommissioned, (string?)null, newMac)));
         Assert.That((fresh.Subscriber, fresh.TargetPattern, fresh.Serial, fresh.State), Is.EqualTo(("alice", DemoCatalogue.Pattern2, "RMA-1", UnitStates.Registered)));
         Assert.That(server.Store.IspPasswordOf(fresh), Is.EqualTo("alice-isp-pw"), "the ISP account moves, resealed for the new unit");
-        Assert.That(server.Store.ListUnitConfigs(newMac).Select(x => (x.Revision, x.Document)), Is.EqualTo(new[] { (1L, config) }), "the configuration, once");
-        Assert.That(server.Store.QueryUnits(new UnitQuery(Subscriber: "alice")).Select(u => u.Mac), Is.EqualTo(new[] { newMac }), "the subscriber is on exactly one unit");
-        Assert.That(server.Store.ListAudit(target: oldMac).Count(a => a.Action == "unit.replace"), Is.EqualTo(1));
+        Assert.That((await server.Store.ListUnitConfigsAsync(newMac)).Select(x => (x.Revision, x.Document)), Is.EqualTo(new[] { (1L, config) }), "the configuration, once");
+        Assert.That((await server.Store.QueryUnitsAsync(new UnitQuery(Subscriber: "alice"))).Select(u => u.Mac), Is.EqualTo(new[] { newMac }), "the subscriber is on exactly one unit");
+        Assert.That((await server.Store.ListAuditAsync(target: oldMac)).Count(a => a.Action == "unit.replace"), Is.EqualTo(1));
 
         using (var twice = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{oldMac}/replace", new ReplaceUnitRequest(SimulatedFleetMac(41), "RMA-2")))
         {
             Assert.That(twice.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a decommissioned unit cannot be replaced again");
         }
-        Assert.That(server.Store.GetUnit(SimulatedFleetMac(41)), Is.Null);
+        Assert.That(await server.Store.GetUnitAsync(SimulatedFleetMac(41)), Is.Null);
         Assert.That(await HostSessionStatusAsync(server, oldMac), Is.EqualTo(HttpStatusCode.Unauthorized), "the old unit is refused");
         Assert.That((await server.HostSessionAsync(newMac)).Token, Is.Not.Empty, "the new unit authenticates");
     }
@@ -248,21 +248,21 @@ public class UnitLifecycleTests
         using var http = OperatorHttp(server);
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{from}/record", new UnitEditRequest(Subscriber: "bob"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{other}/record", new UnitEditRequest(Subscriber: "carol"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        var document = server.Store.ListUnitConfigs(from).OrderBy(x => x.Revision).Last().Document;
+        var document = (await server.Store.ListUnitConfigsAsync(from)).OrderBy(x => x.Revision).Last().Document;
         var before = Snapshot(server, other);
         using (var busy = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{from}/transfer-subscriber", new TransferSubscriberRequest(other)))
         {
             Assert.That(busy.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a unit with a subscriber does not take another");
         }
         Assert.That(Snapshot(server, other), Is.EqualTo(before));
-        Assert.That(server.Store.GetUnit(from)!.Subscriber, Is.EqualTo("bob"));
+        Assert.That((await server.Store.GetUnitAsync(from))!.Subscriber, Is.EqualTo("bob"));
         using (var moved = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{from}/transfer-subscriber", new TransferSubscriberRequest(to)))
         {
             Assert.That(moved.StatusCode, Is.EqualTo(HttpStatusCode.OK), await moved.Content.ReadAsStringAsync());
         }
-        Assert.That(server.Store.QueryUnits(new UnitQuery(Subscriber: "bob")).Select(u => u.Mac), Is.EqualTo(new[] { to }));
-        Assert.That(server.Store.GetUnit(from)!.Subscriber, Is.Null);
-        Assert.That(server.Store.ListUnitConfigs(to).OrderBy(x => x.Revision).Last().Document, Is.EqualTo(document));
+        Assert.That((await server.Store.QueryUnitsAsync(new UnitQuery(Subscriber: "bob"))).Select(u => u.Mac), Is.EqualTo(new[] { to }));
+        Assert.That((await server.Store.GetUnitAsync(from))!.Subscriber, Is.Null);
+        Assert.That((await server.Store.ListUnitConfigsAsync(to)).OrderBy(x => x.Revision).Last().Document, Is.EqualTo(document));
         Assert.That((await RevisionsAsync(http, to)).Last().Action, Is.EqualTo("transfer-in"));
         Assert.That((await RevisionsAsync(http, from)).Last().Action, Is.EqualTo("transfer-out"));
 
@@ -271,13 +271,13 @@ public class UnitLifecycleTests
         {
             Assert.That(delete.StatusCode, Is.EqualTo(HttpStatusCode.NoContent));
         }
-        Assert.That((server.Store.GetUnit(to), server.Store.ListUnitConfigs(to).Count, server.Store.ListUnitRevisions(to).Count), Is.EqualTo(((UnitRow?)null, 0, 0)));
+        Assert.That((await server.Store.GetUnitAsync(to), (await server.Store.ListUnitConfigsAsync(to)).Count, (await server.Store.ListUnitRevisionsAsync(to)).Count), Is.EqualTo(((UnitRow?)null, 0, 0)));
         await server.HostSessionAsync(from);
         using (var kept = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{from}", null))
         {
             Assert.That(kept.StatusCode, Is.EqualTo(HttpStatusCode.Conflict));
         }
-        Assert.That(server.Store.GetUnit(from), Is.Not.Null);
+        Assert.That(await server.Store.GetUnitAsync(from), Is.Not.Null);
     }
 
     [Test]
@@ -295,7 +295,7 @@ public class UnitLifecycleTests
         {
             c.Execute("UPDATE units SET isp_password = @legacyPassword, isp_password_sealed = NULL WHERE mac = @legacy", new { legacyPassword, legacy });
         }
-        Assert.That(SecretRotation.SealAtStart(server.Store), Is.EqualTo(1), "the start-up step seals the plain row, only it");
+        Assert.That(await SecretRotation.SealAtStartAsync(server.Store), Is.EqualTo(1), "the start-up step seals the plain row, only it");
 
         var dbFile = Path.Combine(server.Root, "server", "tsunagu.db");
         string FileText()
@@ -325,11 +325,11 @@ public class UnitLifecycleTests
             var ids = c.Query<string>("SELECT isp_password_sealed FROM units").Select(SecretBox.KeyIdOf).Distinct().ToList();
             Assert.That(ids, Is.EqualTo(new[] { rotated.KeyId }), "every row is under the new key");
         }
-        Assert.That(server.Store.IspPasswordOf(server.Store.GetUnit(mac)!), Is.EqualTo(password));
-        Assert.That(server.Store.IspPasswordOf(server.Store.GetUnit(legacy)!), Is.EqualTo(legacyPassword));
+        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), Is.EqualTo(password));
+        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(legacy))!), Is.EqualTo(legacyPassword));
         var withOldKeyOnly = new Tsunagu.Server.Data.TsunaguStore(server.Store.Database, TimeProvider.System, LoadBox(oldKey));
-        Assert.Throws<SecretSealException>(() => withOldKeyOnly.IspPasswordOf(server.Store.GetUnit(mac)!), "the old key opens nothing any more");
-        Assert.That(server.Store.ListAudit().Select(a => a.Action), Does.Contain("secrets.rotate"));
+        Assert.ThrowsAsync<SecretSealException>(async () => withOldKeyOnly.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), "the old key opens nothing any more");
+        Assert.That((await server.Store.ListAuditAsync()).Select(a => a.Action), Does.Contain("secrets.rotate"));
     }
 
     private static SecretBox LoadBox(byte[] key)

@@ -54,11 +54,11 @@ public class UnitListTests
         Domain = i % 6 == 0 ? null : i % 7 == 0 ? $"D{i % 40:d2}.Example" : $"d{i % 40:d2}.example",
     }).ToList();
 
-    private static List<UnitListRow> Walk(TsunaguStore store, UnitPageQuery query, Action<int>? betweenPages = null)
+    private static async Task<List<UnitListRow>> WalkAsync(TsunaguStore store, UnitPageQuery query, Action<int>? betweenPages = null)
     {
         var all = new List<UnitListRow>();
         var pages = 0;
-        for (var page = store.QueryUnitPage(query); ; page = store.QueryUnitPage(query with { After = page.Next }))
+        for (var page = await store.QueryUnitPageAsync(query); ; page = await store.QueryUnitPageAsync(query with { After = page.Next }))
         {
             Assert.That(page.Rows, Has.Count.LessThanOrEqualTo(query.Limit));
             all.AddRange(page.Rows);
@@ -71,19 +71,19 @@ public class UnitListTests
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void Paging_in_every_order_walks_each_matching_unit_once_in_the_order_of_one_page(string kind)
+    public async Task Paging_in_every_order_walks_each_matching_unit_once_in_the_order_of_one_page(string kind)
     {
         var store = Store(kind);
-        store.AddUnits(Fleet(450), null, "test", "unit.import", null, "450 units");
+        await store.AddUnitsAsync(Fleet(450), null, "test", "unit.import", null, "450 units");
         foreach (var sort in Enum.GetValues<UnitSort>())
         {
             foreach (var descending in new[] { false, true })
             {
-                var whole = store.QueryUnitPage(new UnitPageQuery(Sort: sort, Descending: descending, Limit: TsunaguStore.MaxPageSize));
+                var whole = await store.QueryUnitPageAsync(new UnitPageQuery(Sort: sort, Descending: descending, Limit: TsunaguStore.MaxPageSize));
                 Assert.That(whole.Next, Is.Null);
                 Assert.That(whole.Rows, Has.Count.EqualTo(450));
                 Assert.That(whole.Matching, Is.EqualTo(450));
-                var paged = Walk(store, new UnitPageQuery(Sort: sort, Descending: descending, Limit: 37));
+                var paged = await WalkAsync(store, new UnitPageQuery(Sort: sort, Descending: descending, Limit: 37));
                 Assert.That(paged.Select(r => r.Mac), Is.EqualTo(whole.Rows.Select(r => r.Mac)), $"{sort} {(descending ? "desc" : "asc")}");
                 if (kind == "sqlite")
                 {
@@ -111,14 +111,14 @@ public class UnitListTests
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void Units_registered_during_a_walk_neither_repeat_nor_hide_the_units_that_were_there(string kind)
+    public async Task Units_registered_during_a_walk_neither_repeat_nor_hide_the_units_that_were_there(string kind)
     {
         var store = Store(kind);
         var fleet = Fleet(200);
-        store.AddUnits(fleet, null, "test", "unit.import", null, "200 units");
+        await store.AddUnitsAsync(fleet, null, "test", "unit.import", null, "200 units");
         // after each page, a new unit that sorts before everything already seen (and one after): an offset would shift
-        var seen = Walk(store, new UnitPageQuery(Sort: UnitSort.Serial, Limit: 25), page =>
-            store.AddUnits(Fleet(1, 10_000 + page).Select(u => { u.Serial = "sn00000"; return u; })
+        var seen = await WalkAsync(store, new UnitPageQuery(Sort: UnitSort.Serial, Limit: 25), async page =>
+            await store.AddUnitsAsync(Fleet(1, 10_000 + page).Select(u => { u.Serial = "sn00000"; return u; })
                 .Concat(Fleet(1, 20_000 + page).Select(u => { u.Serial = "sn99999"; return u; })).ToList(), null, "test", "unit.import", null, null));
         Assert.That(seen.Select(r => r.Mac), Is.Unique);
         Assert.That(seen.Select(r => r.Mac), Is.SupersetOf(fleet.Select(u => u.Mac)), "every unit there at the start is listed");
@@ -126,64 +126,64 @@ public class UnitListTests
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void Filters_find_the_units_they_name_and_count_all_of_them(string kind)
+    public async Task Filters_find_the_units_they_name_and_count_all_of_them(string kind)
     {
         var store = Store(kind);
         var fleet = Fleet(300);
-        store.AddUnits(fleet, null, "test", "unit.import", null, "300 units");
-        void Check(UnitPageQuery query, Func<UnitRow, bool> expected, string what)
+        await store.AddUnitsAsync(fleet, null, "test", "unit.import", null, "300 units");
+        async Task CheckAsync(UnitPageQuery query, Func<UnitRow, bool> expected, string what)
         {
             var want = fleet.Where(expected).Select(u => u.Mac).Order(StringComparer.Ordinal).ToList();
             Assert.That(want, Is.Not.Empty, $"{what}: the fleet has such units");
-            var got = Walk(store, query with { Limit = 40 });
+            var got = await WalkAsync(store, query with { Limit = 40 });
             Assert.That(got.Select(r => r.Mac), Is.EqualTo(want), what);
-            Assert.That(store.QueryUnitPage(query with { Limit = 1 }).Matching, Is.EqualTo(want.Count), what);
+            Assert.That((await store.QueryUnitPageAsync(query with { Limit = 1 })).Matching, Is.EqualTo(want.Count), what);
         }
-        Check(new UnitPageQuery(MacFragment: "0012"), u => u.Mac.Replace(":", "").Contains("0012"), "MAC fragment across a separator");
-        Check(new UnitPageQuery(MacFragment: "Fa"), u => u.Mac.Replace(":", "").Contains("fa"), "MAC fragment in upper case");
-        Check(new UnitPageQuery(Subscriber: "sub007"), u => u.Subscriber == "sub007", "subscriber");
-        Check(new UnitPageQuery(Pattern: "pattern-2"), u => u.Pattern == "pattern-2", "pattern");
-        Check(new UnitPageQuery(NoPattern: true), u => u.Pattern is null, "no pattern");
-        Check(new UnitPageQuery(State: UnitStates.OffPattern, Pattern: "pattern-1"), u => u.State == UnitStates.OffPattern && u.Pattern == "pattern-1", "state and pattern");
-        Check(new UnitPageQuery(Serial: "sn00042"), u => u.Serial == "sn00042", "serial");
-        Check(new UnitPageQuery(Domain: "d07.EXAMPLE"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase), "domain, in any case");
-        Check(new UnitPageQuery(Domain: "d07.example", Subscriber: "sub007"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase) && u.Subscriber == "sub007",
+        await CheckAsync(new UnitPageQuery(MacFragment: "0012"), u => u.Mac.Replace(":", "").Contains("0012"), "MAC fragment across a separator");
+        await CheckAsync(new UnitPageQuery(MacFragment: "Fa"), u => u.Mac.Replace(":", "").Contains("fa"), "MAC fragment in upper case");
+        await CheckAsync(new UnitPageQuery(Subscriber: "sub007"), u => u.Subscriber == "sub007", "subscriber");
+        await CheckAsync(new UnitPageQuery(Pattern: "pattern-2"), u => u.Pattern == "pattern-2", "pattern");
+        await CheckAsync(new UnitPageQuery(NoPattern: true), u => u.Pattern is null, "no pattern");
+        await CheckAsync(new UnitPageQuery(State: UnitStates.OffPattern, Pattern: "pattern-1"), u => u.State == UnitStates.OffPattern && u.Pattern == "pattern-1", "state and pattern");
+        await CheckAsync(new UnitPageQuery(Serial: "sn00042"), u => u.Serial == "sn00042", "serial");
+        await CheckAsync(new UnitPageQuery(Domain: "d07.EXAMPLE"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase), "domain, in any case");
+        await CheckAsync(new UnitPageQuery(Domain: "d07.example", Subscriber: "sub007"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase) && u.Subscriber == "sub007",
             "domain and subscriber");
-        Assert.That(store.QueryUnitPage(new UnitPageQuery(Domain: "d07")).Rows, Is.Empty, "a domain is matched whole, not by a part");
-        Assert.That(store.QueryUnitPage(new UnitPageQuery(Subscriber: "nobody")).Rows, Is.Empty);
+        Assert.That((await store.QueryUnitPageAsync(new UnitPageQuery(Domain: "d07"))).Rows, Is.Empty, "a domain is matched whole, not by a part");
+        Assert.That((await store.QueryUnitPageAsync(new UnitPageQuery(Subscriber: "nobody"))).Rows, Is.Empty);
     }
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void The_audit_log_pages_newest_first_without_loss_or_repeat(string kind)
+    public async Task The_audit_log_pages_newest_first_without_loss_or_repeat(string kind)
     {
         var store = Store(kind);
-        for (var i = 0; i < 130; i++) { store.Audit(i % 2 == 0 ? "alice" : "bob", i % 3 == 0 ? "unit.check" : "pattern.verify", $"t{i}", null); }
+        for (var i = 0; i < 130; i++) { await store.AuditAsync(i % 2 == 0 ? "alice" : "bob", i % 3 == 0 ? "unit.check" : "pattern.verify", $"t{i}", null); }
         var ids = new List<long>();
-        var page = store.QueryAuditPage(new AuditQuery(Actor: "alice", Limit: 25));
+        var page = await store.QueryAuditPageAsync(new AuditQuery(Actor: "alice", Limit: 25));
         while (true)
         {
             ids.AddRange(page.Rows.Select(r => r.Id));
             Assert.That(page.Rows.Select(r => r.Actor), Is.All.EqualTo("alice"));
             if (page.Before is null) { break; }
-            page = store.QueryAuditPage(new AuditQuery(Actor: "alice", Before: page.Before, Limit: 25));
+            page = await store.QueryAuditPageAsync(new AuditQuery(Actor: "alice", Before: page.Before, Limit: 25));
         }
         Assert.That(ids, Has.Count.EqualTo(65).And.Unique);
         Assert.That(ids, Is.Ordered.Descending);
-        Assert.That(store.QueryAuditPage(new AuditQuery(Action: "unit.check", Limit: 500)).Rows, Has.Count.EqualTo(44));
+        Assert.That((await store.QueryAuditPageAsync(new AuditQuery(Action: "unit.check", Limit: 500))).Rows, Has.Count.EqualTo(44));
     }
 
     [TestCase("sqlite")]
     [TestCase("postgres")]
-    public void The_overview_counts_are_those_of_the_units_counted_one_by_one(string kind)
+    public async Task The_overview_counts_are_those_of_the_units_counted_one_by_one(string kind)
     {
         var store = Store(kind);
         var fleet = Fleet(230);
-        store.AddUnits(fleet, null, "test", "unit.import", null, null);
+        await store.AddUnitsAsync(fleet, null, "test", "unit.import", null, null);
         var online = fleet.Where((_, i) => i % 3 == 0).Select(u => u.Mac).ToHashSet();
-        foreach (var mac in online) { store.SetPresence(mac, true); }
+        foreach (var mac in online) { await store.SetPresenceAsync(mac, true); }
 
-        var counts = store.CountUnits();
+        var counts = await store.CountUnitsAsync();
         Assert.That((counts.Total, counts.Online), Is.EqualTo((230L, (long)online.Count)));
         Assert.That(counts.ByPattern, Is.EqualTo(fleet.GroupBy(u => u.Pattern).Select(g => (g.Key, (long)g.Count()))
             .OrderByDescending(g => g.Item2).ThenBy(g => g.Key, StringComparer.Ordinal).ToList()), "by pattern, most first, units on none included");
@@ -268,7 +268,7 @@ public class UnitListTests
         await using var server = await TestServer.StartAsync();
         const int count = 100_000;
         var seeded = Stopwatch.StartNew();
-        foreach (var chunk in Fleet(count).Chunk(10_000)) { server.Store.AddUnits(chunk, null, "bench", "unit.import", null, null); }
+        foreach (var chunk in Fleet(count).Chunk(10_000)) { await server.Store.AddUnitsAsync(chunk, null, "bench", "unit.import", null, null); }
         seeded.Stop();
         TestContext.Out.WriteLine($"seeded {count} units in {seeded.Elapsed.TotalSeconds:F1} s");
         using var session = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);

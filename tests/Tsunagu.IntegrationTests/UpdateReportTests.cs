@@ -64,18 +64,18 @@ public class UpdateReportTests(string database)
     }
 
     /// <summary>The unit's update history entries, its update audit entries and its update report rows.</summary>
-    private static (int History, int Audit, long Reports) Recorded(TestServer server, string mac) => (
-        server.Store.ListUnitEvents(mac, 1_000).Count(e => e.Kind == UnitEventKinds.Update),
-        server.Store.ListAudit(1_000, actor: mac).Count(a => a.Action is "update.succeeded" or "update.failed"),
-        server.Store.CountUpdateReports(mac));
+    private static async Task<(int History, int Audit, long Reports)> RecordedAsync(TestServer server, string mac) => (
+        (await server.Store.ListUnitEventsAsync(mac, 1_000)).Count(e => e.Kind == UnitEventKinds.Update),
+        (await server.Store.ListAuditAsync(1_000, actor: mac)).Count(a => a.Action is "update.succeeded" or "update.failed"),
+        await server.Store.CountUpdateReportsAsync(mac));
 
     /// <summary>Everything an update report may write about the unit.</summary>
-    private static string Snapshot(TestServer server, string mac) => JsonSerializer.Serialize(new
+    private static async Task<string> SnapshotAsync(TestServer server, string mac) => JsonSerializer.Serialize(new
     {
-        unit = server.Store.GetUnit(mac),
-        reports = server.Store.ListUpdateReports(mac),
-        events = server.Store.ListUnitEvents(mac, 1_000).Select(e => new { e.Id, e.At, e.Kind, e.Detail, e.Failed }),
-        audit = server.Store.ListAudit(1_000).Select(a => new { a.Id, a.At, a.Actor, a.Action, a.Target, a.Detail }),
+        unit = await server.Store.GetUnitAsync(mac),
+        reports = await server.Store.ListUpdateReportsAsync(mac),
+        events = (await server.Store.ListUnitEventsAsync(mac, 1_000)).Select(e => new { e.Id, e.At, e.Kind, e.Detail, e.Failed }),
+        audit = (await server.Store.ListAuditAsync(1_000)).Select(a => new { a.Id, a.At, a.Actor, a.Action, a.Target, a.Detail }),
     });
 
     [Test]
@@ -89,8 +89,8 @@ public class UpdateReportTests(string database)
 
         var first = await ReportAsync(http, report);
         Assert.That(first.Status, Is.EqualTo(HttpStatusCode.OK), first.Body);
-        Assert.That(Recorded(server, mac), Is.EqualTo((1, 1, 1L)), "the first report is recorded");
-        var after = Snapshot(server, mac);
+        Assert.That(await RecordedAsync(server, mac), Is.EqualTo((1, 1, 1L)), "the first report is recorded");
+        var after = await SnapshotAsync(server, mac);
 
         // the connection dropped after the server stored it: the unit sends the same report again, twice
         foreach (var attempt in new[] { 1, 2 })
@@ -99,10 +99,10 @@ public class UpdateReportTests(string database)
             Assert.That(again.Status, Is.EqualTo(HttpStatusCode.OK), again.Body);
             Assert.That(again.Body, Is.EqualTo(first.Body), $"repeat {attempt}: the same answer");
         }
-        Assert.That(Recorded(server, mac), Is.EqualTo((1, 1, 1L)), "one install: one history entry, one audit entry, one report");
+        Assert.That(await RecordedAsync(server, mac), Is.EqualTo((1, 1, 1L)), "one install: one history entry, one audit entry, one report");
         Assert.That(await CountedAsync(server) - counted, Is.EqualTo(1), "counted once");
-        Assert.That(Snapshot(server, mac), Is.EqualTo(after), "a repeated report writes nothing");
-        Assert.That(server.Store.GetUnit(mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(await SnapshotAsync(server, mac), Is.EqualTo(after), "a repeated report writes nothing");
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
     }
 
     [Test]
@@ -116,7 +116,7 @@ public class UpdateReportTests(string database)
         var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => ReportAsync(http, report)));
         Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(HttpStatusCode.OK), string.Join("\n", answers.Select(a => a.Body)));
         Assert.That(answers.Select(a => a.Body).Distinct().Count(), Is.EqualTo(1), "every copy got the same answer");
-        Assert.That(Recorded(server, mac), Is.EqualTo((1, 1, 1L)));
+        Assert.That(await RecordedAsync(server, mac), Is.EqualTo((1, 1, 1L)));
         Assert.That(await CountedAsync(server) - counted, Is.EqualTo(1));
     }
 
@@ -135,9 +135,9 @@ public class UpdateReportTests(string database)
             var answer = await ReportAsync(http, report);
             Assert.That(answer.Status, Is.EqualTo(HttpStatusCode.OK), answer.Body);
         }
-        Assert.That(Recorded(server, mac), Is.EqualTo((2, 2, 2L)), "two installs: two history entries, two audit entries, two reports");
+        Assert.That(await RecordedAsync(server, mac), Is.EqualTo((2, 2, 2L)), "two installs: two history entries, two audit entries, two reports");
         Assert.That(await CountedAsync(server) - counted, Is.EqualTo(2));
-        Assert.That(server.Store.ListUpdateReports(mac).Select(r => r.InstallId), Is.EquivalentTo(new[] { first.InstallId, second.InstallId }));
+        Assert.That((await server.Store.ListUpdateReportsAsync(mac)).Select(r => r.InstallId), Is.EquivalentTo(new[] { first.InstallId, second.InstallId }));
     }
 
     [Test]
@@ -155,9 +155,9 @@ public class UpdateReportTests(string database)
                 System.Text.Encoding.UTF8, "application/json"));
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), $"attempt {attempt}: {await response.Content.ReadAsStringAsync()}");
         }
-        var row = server.Store.ListUpdateReports(mac).Single();
+        var row = (await server.Store.ListUpdateReportsAsync(mac)).Single();
         Assert.That((row.UpdateId, row.Success, row.InstallId), Is.EqualTo((DemoCatalogue.UpdateId, 1L, (string?)null)), "one report row per unit, update and result, as before install ids");
-        Assert.That(server.Store.GetUnit(mac)!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
     }
 
     [TestCase("")]
@@ -171,11 +171,11 @@ public class UpdateReportTests(string database)
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = await UnitHttp(server, mac);
-        var before = Snapshot(server, mac);
+        var before = await SnapshotAsync(server, mac);
         var answer = await ReportAsync(http, Installed(installId));
         Assert.That(answer.Status, Is.EqualTo(HttpStatusCode.BadRequest), answer.Body);
         Assert.That(answer.Body, Does.Contain("installId"));
-        Assert.That(Snapshot(server, mac), Is.EqualTo(before));
+        Assert.That(await SnapshotAsync(server, mac), Is.EqualTo(before));
     }
 
     [Test]
@@ -186,11 +186,11 @@ public class UpdateReportTests(string database)
         using var http = await UnitHttp(server, mac);
         var report = Installed(InstallIds.New());
         Assert.That((await ReportAsync(http, report)).Status, Is.EqualTo(HttpStatusCode.OK));
-        var before = Snapshot(server, mac);
+        var before = await SnapshotAsync(server, mac);
         var failed = report with { Success = false, Error = "health check failed" };
         var answer = await ReportAsync(http, failed);
         Assert.That(answer.Status, Is.EqualTo(HttpStatusCode.Conflict), answer.Body);
         Assert.That(answer.Body, Does.Contain(report.InstallId!));
-        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "a refused report changes nothing");
+        Assert.That(await SnapshotAsync(server, mac), Is.EqualTo(before), "a refused report changes nothing");
     }
 }

@@ -84,9 +84,9 @@ public sealed class TestServer : IAsyncDisposable
         Directory.CreateDirectory(root);
         await File.WriteAllTextAsync(Path.Combine(root, "database"), database);
         await File.WriteAllTextAsync(Path.Combine(root, "mqtt"), mqtt);
-        var app = BuildServer(root, port);
+        var app = await BuildServerAsync(root, port);
         var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
+        await DemoCatalogue.SeedAsync(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
         await app.StartAsync();
         TestServer? server = null;
         var fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options ?? FastOptions,
@@ -98,7 +98,7 @@ public sealed class TestServer : IAsyncDisposable
     }
 
     /// <summary>Builds a server on <paramref name="root"/>; the same root gives the same keys, certificate and database.</summary>
-    public static WebApplication BuildServer(string root, int port)
+    public static async Task<WebApplication> BuildServerAsync(string root, int port)
     {
         var options = new ServerOptions
         {
@@ -108,7 +108,7 @@ public sealed class TestServer : IAsyncDisposable
         };
         Configure.Value?.Invoke(options);
         var sink = LogSink.Value;
-        return ServerHost.Build(options, logging: l =>
+        return await ServerHost.BuildAsync(options, logging: l =>
         {
             l.SetMinimumLevel(LogLevel.Warning);
             if (sink is not null) { l.AddProvider(sink); }
@@ -183,10 +183,14 @@ public sealed class TestServer : IAsyncDisposable
     public IReadOnlyList<StateId> ChainOf(string mac) => ChangesOf(mac).Select(c => c.To).ToList();
 
     /// <summary>Polls until the condition holds; fails with <paramref name="what"/> and the recent log otherwise.</summary>
-    public async Task WaitForAsync(Func<bool> condition, string what, TimeSpan? timeout = null)
+    public Task WaitForAsync(Func<bool> condition, string what, TimeSpan? timeout = null) =>
+        WaitForAsync(() => Task.FromResult(condition()), what, timeout);
+
+    /// <summary>Polls until the condition (which reads the store) holds; fails with <paramref name="what"/> and the recent log otherwise.</summary>
+    public async Task WaitForAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
     {
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
-        while (!condition())
+        while (!await condition())
         {
             if (DateTime.UtcNow > deadline)
             {
@@ -198,7 +202,7 @@ public sealed class TestServer : IAsyncDisposable
 
     /// <summary>Waits until the unit has entered Ready <paramref name="readyCount"/> times and the host has its ready report.</summary>
     public Task WaitReadyAsync(FleetUnit unit, int readyCount = 1) =>
-        WaitForAsync(() => ChainOf(unit.Mac).Count(s => s == StateId.Ready) >= readyCount && Store.GetUnit(unit.Mac)?.State == "Ready",
+        WaitForAsync(async () => ChainOf(unit.Mac).Count(s => s == StateId.Ready) >= readyCount && (await Store.GetUnitAsync(unit.Mac))?.State == "Ready",
             $"{unit.Mac} to reach Ready ({readyCount}) with the host seeing it");
 
     public async ValueTask DisposeAsync()

@@ -62,9 +62,9 @@ public static class DemoCommand
             MqttPort = settings.MqttPort,
             CheckIntervalSeconds = (int)Math.Max(1, settings.CheckInterval.TotalSeconds),
         };
-        var app = ServerHost.Build(serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+        var app = await ServerHost.BuildAsync(serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Warning));
         using var releaseKey = FactoryIdentities.LoadOrCreateReleaseSigningKey(Path.Combine(serverOptions.DataDirectory, "keys", "release.key"));
-        var password = DemoCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey,
+        var password = await DemoCatalogue.SeedAsync(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey,
             settings.OperatorPassword ?? StablePassword(passwordFile));
         if (settings.LabImage is { } labImage)
         {
@@ -74,7 +74,7 @@ public static class DemoCommand
                 output.WriteLine($"error: --lab-image {labImage}: {osImage} is missing; build it with `make image`");
                 return 2;
             }
-            LabCatalogue.Seed(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, osImage);
+            await LabCatalogue.SeedAsync(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, osImage);
         }
         await File.WriteAllTextAsync(Path.Combine(root, "release.pub"), ReleaseKeys.PublicKeyBase64(releaseKey) + "\n", ct);
         try

@@ -43,24 +43,24 @@ public static class DemoCatalogue
     /// Seeds the catalogue (idempotent) and sets the operator password; returns the password. The update program's
     /// bundle is signed with <paramref name="releaseKey"/>, whose public half the demo units carry in their factory identity.
     /// </summary>
-    public static string Seed(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string? operatorPassword = null, TimeProvider? time = null)
+    public static async Task<string> SeedAsync(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string? operatorPassword = null, TimeProvider? time = null, CancellationToken ct = default)
     {
         foreach (var (app, version) in FactoryApplications.Concat(Pattern2Applications).Distinct())
         {
-            store.EnsureSoftware(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+            await store.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
-        store.UpsertPattern(Pattern(Pattern1, "factory software", FactoryApplications));
-        store.UpsertPattern(Pattern(Pattern2, "firewall 1.1.0, vcp 1.2.0", Pattern2Applications));
+        await store.UpsertPatternAsync(Pattern(Pattern1, "factory software", FactoryApplications));
+        await store.UpsertPatternAsync(Pattern(Pattern2, "firewall 1.1.0, vcp 1.2.0", Pattern2Applications));
         var (sha, size) = artifacts.Add(BuildBundle(UpdateId, BundleVersion, Pattern1, Pattern2,
             Pattern2Applications.Where(a => FactoryApplications[a.Key] != a.Value).ToDictionary(), releaseKey, (time ?? TimeProvider.System).GetUtcNow()));
-        store.UpsertUpdateProgram(new UpdateProgramRow
+        await store.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = UpdateId, FromPattern = Pattern1, ToPattern = Pattern2, Importance = 5, Priority = 10,
             ArtifactSha256 = sha, ArtifactSize = size,
         });
-        store.UpsertServiceConfig(UnitRegistration.DefaultServiceConfig, StandardServices);
+        await store.UpsertServiceConfigAsync(UnitRegistration.DefaultServiceConfig, StandardServices);
         operatorPassword ??= UnitCredentials.NewNonce(12);
-        store.UpsertOperator(OperatorName, PasswordHasher.Hash(operatorPassword));
+        await store.UpsertOperatorAsync(OperatorName, PasswordHasher.Hash(operatorPassword));
         return operatorPassword;
     }
 

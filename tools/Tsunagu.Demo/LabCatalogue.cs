@@ -55,7 +55,7 @@ public static class LabCatalogue
     /// (OS <see cref="UpdateOs"/>) and firewall 1.1.0, signed with <paramref name="releaseKey"/>.
     /// </summary>
     /// <exception cref="FileNotFoundException">The OS image is missing: build it with `make image`.</exception>
-    public static void Seed(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string osImage, TimeProvider? time = null)
+    public static async Task SeedAsync(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string osImage, TimeProvider? time = null, CancellationToken ct = default)
     {
         if (!File.Exists(osImage))
         {
@@ -64,10 +64,10 @@ public static class LabCatalogue
         var board = BoardOf(Path.GetDirectoryName(Path.GetFullPath(osImage))!);
         foreach (var (app, version) in FactoryApplications.Concat(Pattern2Applications).Distinct())
         {
-            store.EnsureSoftware(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+            await store.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
-        store.UpsertPattern(Pattern(Pattern1, "QEMU board factory image", FactoryOs, FactoryApplications));
-        AddOsUpdate(store, artifacts, releaseKey, board, UpdateId, Pattern1, FactoryOs, FactoryApplications,
+        await store.UpsertPatternAsync(Pattern(Pattern1, "QEMU board factory image", FactoryOs, FactoryApplications));
+        await AddOsUpdateAsync(store, artifacts, releaseKey, board, UpdateId, Pattern1, FactoryOs, FactoryApplications,
             new PatternRow { Id = Pattern2, Name = "QEMU board: OS 1.1, firewall 1.1.0", OsVersion = UpdateOs }, Pattern2Applications, osImage, time);
     }
 
@@ -76,14 +76,14 @@ public static class LabCatalogue
     /// <paramref name="osImage"/>) and an update program of importance 5 from <paramref name="fromPattern"/>: a signed
     /// bundle (release counter <paramref name="bundleVersion"/>) with the OS image for the inactive slot and one application payload per changed application.
     /// </summary>
-    public static void AddOsUpdate(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string board, string updateId, string fromPattern, string fromOs,
+    public static async Task AddOsUpdateAsync(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string board, string updateId, string fromPattern, string fromOs,
         IReadOnlyDictionary<string, string> fromApps, PatternRow to, IReadOnlyDictionary<string, string> toApps, string osImage, TimeProvider? time = null, long bundleVersion = 1)
     {
         foreach (var (app, version) in toApps)
         {
-            store.EnsureSoftware(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+            await store.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
-        store.UpsertPattern(Pattern(to.Id, to.Name, to.OsVersion, toApps));
+        await store.UpsertPatternAsync(Pattern(to.Id, to.Name, to.OsVersion, toApps));
         var now = (time ?? TimeProvider.System).GetUtcNow();
         // the OS image followed by its dm-verity hash tree; the signed manifest carries the root hash
         using var withTree = new MemoryStream();
@@ -103,7 +103,7 @@ public static class LabCatalogue
             payloads.Select(p => new BundleStep(p.Item1.Kind == PayloadKinds.OsImage ? StepActions.InstallOs : StepActions.InstallApplication, p.Item1.Name)).ToList());
         var bundle = BundleFormat.BuildAsync(manifest, payloads, [releaseKey], CancellationToken.None).GetAwaiter().GetResult();
         var (sha, size) = artifacts.Add(bundle);
-        store.UpsertUpdateProgram(new UpdateProgramRow
+        await store.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = updateId, FromPattern = fromPattern, ToPattern = to.Id, Importance = 5, Priority = 10, ArtifactSha256 = sha, ArtifactSize = size,
         });

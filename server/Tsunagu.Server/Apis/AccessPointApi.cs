@@ -27,7 +27,7 @@ public static class AccessPointApi
             return;
         }
         var expected = SHA256.HashData(Encoding.UTF8.GetBytes(token));
-        app.MapGet(AccountRoute, Results<Ok<AccessPointAccount>, ProblemHttpResult> (string user, HttpContext http, TsunaguStore store, UnitKey unitKey) =>
+        app.MapGet(AccountRoute, async Task<Results<Ok<AccessPointAccount>, ProblemHttpResult>> (string user, HttpContext http, TsunaguStore store, UnitKey unitKey) =>
         {
             if (!Metrics.MetricsEndpoint.Authorized(http.Request.Headers.Authorization.ToString(), expected))
             {
@@ -40,7 +40,7 @@ public static class AccessPointApi
                 return Problems.BadRequest("a unit's access user name is its MAC as 12 lower-case hex digits", "user");
             }
             var mac = MacAddress.Normalize(user);
-            if (!store.IsUnitActive(mac))
+            if (!await store.IsUnitActiveAsync(mac, http.RequestAborted))
             {
                 return Problems.NotFound($"no registered unit {mac} (or it was decommissioned)");
             }

@@ -34,79 +34,79 @@ public static class AccountsApi
     public static void MapAccountsApi(this IEndpointRouteBuilder app)
     {
         // a token minted with a token keeps that token's expiry: only a password starts a new lifetime
-        app.MapPost(Routes.Prefix + "/operator/token", Ok<TokenResponse> (HttpContext http, TokenService tokens, TsunaguStore store, ServerOptions options) =>
+        app.MapPost(Routes.Prefix + "/operator/token", async Task<Ok<TokenResponse>> (HttpContext http, TokenService tokens, TsunaguStore store, ServerOptions options) =>
         {
             var caller = http.Caller();
             var (token, expires) = tokens.Issue(caller.Subject, TokenScope.Operator, options.OperatorTokenLifetime,
-                PasswordHasher.Stamp(store.GetOperatorHash(caller.Subject)), caller.TokenExpires);
+                PasswordHasher.Stamp(await store.GetOperatorHashAsync(caller.Subject, http.RequestAborted)), caller.TokenExpires);
             return TypedResults.Ok(new TokenResponse(token, TokenScope.Operator, expires));
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Read).WithTags("Accounts");
 
         // disabling ends every token and session of the account; setting a password again enables it
-        app.MapPost(Routes.Prefix + "/operators/{name}/disable", Results<Ok<AccountView>, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/operators/{name}/disable", async Task<Results<Ok<AccountView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) =>
         {
             if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot disable their own account"); }
-            if (store.GetOperatorHash(name) is null) { return Problems.NotFound($"operator {name} does not exist"); }
-            return Problems.Guard(() =>
+            if (await store.GetOperatorHashAsync(name, http.RequestAborted) is null) { return Problems.NotFound($"operator {name} does not exist"); }
+            return await Problems.GuardAsync(async () =>
             {
-                store.ChangeOperator(name, PasswordHasher.Disabled(), null, new AuditEntry(http.Caller().Subject, "operator.disable", name, null));
+                await store.ChangeOperatorAsync(name, PasswordHasher.Disabled(), null, new AuditEntry(http.Caller().Subject, "operator.disable", name, null), http.RequestAborted);
                 return TypedResults.Ok(new AccountView(name));
             });
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
 
-        app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", Results<Ok<AccountView>, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", async Task<Results<Ok<AccountView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) =>
         {
-            if (store.GetSubscriberHash(name) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
-            store.UpsertSubscriber(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "subscriber.disable", name, null));
+            if (await store.GetSubscriberHashAsync(name, http.RequestAborted) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
+            await store.UpsertSubscriberAsync(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "subscriber.disable", name, null), ct: http.RequestAborted);
             return TypedResults.Ok(new AccountView(name));
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Help).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
         // administrators manage operator accounts and roles; the last enabled administrator keeps the role
-        app.MapPost(Routes.Prefix + "/operators", Results<Ok<AccountView>, ProblemHttpResult> (NewOperator r, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/operators", async Task<Results<Ok<AccountView>, ProblemHttpResult>> (NewOperator r, TsunaguStore store, HttpContext http) =>
         {
             if (!IsAccountName(r.Name) || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 printable characters, no ':'"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 12 or > 256) { return Problems.BadRequest("password: at least 12 characters, at most 256"); }
             if (r.Role is not null && !OperatorRoles.IsRole(r.Role)) { return Problems.BadRequest(RoleError(r.Role), "role"); }
-            if (r.Role is not null && r.Role != store.GetOperatorRole(r.Name) && string.Equals(r.Name, http.Caller().Subject, StringComparison.Ordinal))
+            if (r.Role is not null && r.Role != await store.GetOperatorRoleAsync(r.Name, http.RequestAborted) && string.Equals(r.Name, http.Caller().Subject, StringComparison.Ordinal))
             {
                 return Problems.Conflict("role: an operator cannot change their own role");
             }
-            var role = r.Role ?? (store.GetOperatorRole(r.Name) is null ? OperatorRoles.Auditor : null);
-            return Problems.Guard(() =>
+            var role = r.Role ?? (await store.GetOperatorRoleAsync(r.Name, http.RequestAborted) is null ? OperatorRoles.Auditor : null);
+            return await Problems.GuardAsync(async () =>
             {
-                store.ChangeOperator(r.Name, PasswordHasher.Hash(r.Password), role,
-                    new AuditEntry(http.Caller().Subject, "operator.set", r.Name, role is null ? null : $"role {role}"));
+                await store.ChangeOperatorAsync(r.Name, PasswordHasher.Hash(r.Password), role,
+                    new AuditEntry(http.Caller().Subject, "operator.set", r.Name, role is null ? null : $"role {role}"), http.RequestAborted);
                 return TypedResults.Ok(new AccountView(r.Name));
             });
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts").ProducesProblem(StatusCodes.Status409Conflict);
 
-        app.MapGet(Routes.Prefix + "/operators", (TsunaguStore store) =>
-            TypedResults.Ok(store.ListOperators().Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).ToList()))
+        app.MapGet(Routes.Prefix + "/operators", async (TsunaguStore store, CancellationToken ct) =>
+            TypedResults.Ok((await store.ListOperatorsAsync(ct)).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).ToList()))
             .AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Oversight).WithTags("Accounts");
 
-        app.MapPut(Routes.Prefix + "/operators/{name}/role", Results<Ok<OperatorView>, ProblemHttpResult> (string name, RoleRequest r, TsunaguStore store, HttpContext http) =>
+        app.MapPut(Routes.Prefix + "/operators/{name}/role", async Task<Results<Ok<OperatorView>, ProblemHttpResult>> (string name, RoleRequest r, TsunaguStore store, HttpContext http) =>
         {
             if (!OperatorRoles.IsRole(r.Role)) { return Problems.BadRequest(RoleError(r.Role), "role"); }
-            if (store.GetOperatorRole(name) is not { } current) { return Problems.NotFound($"operator {name} does not exist"); }
+            if (await store.GetOperatorRoleAsync(name, http.RequestAborted) is not { } current) { return Problems.NotFound($"operator {name} does not exist"); }
             if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot change their own role"); }
-            return Problems.Guard(() =>
+            return await Problems.GuardAsync(async () =>
             {
-                store.ChangeOperator(name, null, r.Role, new AuditEntry(http.Caller().Subject, "operator.role", name, $"{current} -> {r.Role}"));
-                return TypedResults.Ok(store.ListOperators().Where(o => o.Name == name).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).Single());
+                await store.ChangeOperatorAsync(name, null, r.Role, new AuditEntry(http.Caller().Subject, "operator.role", name, $"{current} -> {r.Role}"), http.RequestAborted);
+                return TypedResults.Ok((await store.ListOperatorsAsync(http.RequestAborted)).Where(o => o.Name == name).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).Single());
             });
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
 
-        app.MapPost(Routes.Prefix + "/subscribers", Results<Ok<AccountView>, ProblemHttpResult> (NewSubscriber r, TsunaguStore store, HttpContext http) =>
+        app.MapPost(Routes.Prefix + "/subscribers", async Task<Results<Ok<AccountView>, ProblemHttpResult>> (NewSubscriber r, TsunaguStore store, HttpContext http) =>
         {
             if (!IsAccountName(r.Name)) { return Problems.BadRequest("name: required, at most 64 printable characters"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 8 or > 256) { return Problems.BadRequest("password: at least 8 characters, at most 256"); }
-            if (r.Contract is not null && store.GetContract(r.Contract) is null) { return Problems.BadRequest($"contract: '{InputRules.Quote(r.Contract)}' does not exist"); }
+            if (r.Contract is not null && await store.GetContractAsync(r.Contract, http.RequestAborted) is null) { return Problems.BadRequest($"contract: '{InputRules.Quote(r.Contract)}' does not exist"); }
             // the same password again (to change only the contract) keeps the hash, and with it the subscriber's
             // sessions and tokens; a new one ends them
-            var hash = store.GetSubscriberHash(r.Name) is not { } existing || !PasswordHasher.Verify(r.Password, existing) ? PasswordHasher.Hash(r.Password) : null;
-            store.SetSubscriber(r.Name, hash, r.Contract, new AuditEntry(http.Caller().Subject, "subscriber.set", r.Name, null));
+            var hash = await store.GetSubscriberHashAsync(r.Name, http.RequestAborted) is not { } existing || !PasswordHasher.Verify(r.Password, existing) ? PasswordHasher.Hash(r.Password) : null;
+            await store.SetSubscriberAsync(r.Name, hash, r.Contract, new AuditEntry(http.Caller().Subject, "subscriber.set", r.Name, null), http.RequestAborted);
             return TypedResults.Ok(new AccountView(r.Name));
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Help).WithTags("Accounts");
 
@@ -115,26 +115,26 @@ public static class AccountsApi
         {
             if (string.IsNullOrEmpty(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }
             if (r.Password is null || r.Password.Length > 256) { return Problems.BadRequest("password: required, at most 256 characters"); }
-            var check = await guard.CheckAsync(TokenScope.Subscriber, r.Name, r.Password, http.Connection.RemoteIpAddress, store.GetSubscriberHash, http.RequestAborted);
+            var check = await guard.CheckAsync(TokenScope.Subscriber, r.Name, r.Password, http.Connection.RemoteIpAddress, store.GetSubscriberHashAsync, http.RequestAborted);
             if (check.Verdict != PasswordVerdict.Accepted)
             {
                 return check.Problem("subscriber name or password is wrong");
             }
-            var (token, expires) = tokens.Issue(r.Name, TokenScope.Subscriber, options.SubscriberTokenLifetime, PasswordHasher.Stamp(store.GetSubscriberHash(r.Name)));
+            var (token, expires) = tokens.Issue(r.Name, TokenScope.Subscriber, options.SubscriberTokenLifetime, PasswordHasher.Stamp(await store.GetSubscriberHashAsync(r.Name, http.RequestAborted)));
             return TypedResults.Ok(new TokenResponse(token, TokenScope.Subscriber, expires));
         }).WithTags("Accounts");
 
-        app.MapGet(Routes.Prefix + "/subscriber/units", Ok<List<UnitView>> (HttpContext http, TsunaguStore store) =>
-            TypedResults.Ok(store.QueryUnits(new UnitQuery(Subscriber: http.Caller().Subject)).Select(OperatorApi.ToView).ToList()))
+        app.MapGet(Routes.Prefix + "/subscriber/units", async Task<Ok<List<UnitView>>> (HttpContext http, TsunaguStore store) =>
+            TypedResults.Ok((await store.QueryUnitsAsync(new UnitQuery(Subscriber: http.Caller().Subject), http.RequestAborted)).Select(OperatorApi.ToView).ToList()))
             .RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
 
         // patent 0069-0070: the subscriber's own settings; a change is recorded provisional, pushed, applied, final
-        app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", Results<Ok<SubscriberConfigView>, ProblemHttpResult> (string mac, HttpContext http, Subscribers.SubscriberChanges changes) =>
+        app.MapGet(Routes.Prefix + "/subscriber/units/{mac}/service-config", async Task<Results<Ok<SubscriberConfigView>, ProblemHttpResult>> (string mac, HttpContext http, Subscribers.SubscriberChanges changes) =>
         {
-            var unit = MacAddress.TryNormalize(mac, out var m) ? changes.OwnUnit(http.Caller().Subject, m) : null;
+            var unit = MacAddress.TryNormalize(mac, out var m) ? await changes.OwnUnitAsync(http.Caller().Subject, m, http.RequestAborted) : null;
             if (unit is null) { return Problems.NotFound($"unit {mac} is not one of yours"); }
             // one read: the ETag is the newest revision the document was taken with, never one saved between two reads
-            var (current, revisions) = changes.Read(unit.Mac);
+            var (current, revisions) = await changes.ReadAsync(unit.Mac, http.RequestAborted);
             // the newest revision (of any status) as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
             http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[0].Revision);
             return TypedResults.Ok(new SubscriberConfigView(current?.Row.Revision, current?.Document,
@@ -143,7 +143,7 @@ public static class AccountsApi
 
         app.MapPut(Routes.Prefix + "/subscriber/units/{mac}/service-config", async Task<Results<Ok<SubscriberChangeView>, ProblemHttpResult>> (string mac, ServiceConfiguration config, HttpContext http, Subscribers.SubscriberChanges changes) =>
         {
-            if (!MacAddress.TryNormalize(mac, out var m) || changes.OwnUnit(http.Caller().Subject, m) is null)
+            if (!MacAddress.TryNormalize(mac, out var m) || await changes.OwnUnitAsync(http.Caller().Subject, m, http.RequestAborted) is null)
             {
                 return Problems.NotFound($"unit {mac} is not one of yours");
             }
@@ -168,14 +168,14 @@ public static class AccountsApi
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxServiceConfigBytes));
 
         // patent 0070: the host retries a failed change; the subscriber can stop the further attempts
-        app.MapPost(Routes.Prefix + "/subscriber/units/{mac}/service-config/cancel-retry", Results<Ok<RetryCancelled>, ProblemHttpResult> (string mac, HttpContext http,
+        app.MapPost(Routes.Prefix + "/subscriber/units/{mac}/service-config/cancel-retry", async Task<Results<Ok<RetryCancelled>, ProblemHttpResult>> (string mac, HttpContext http,
             Subscribers.SubscriberChanges changes, Subscribers.ConfigRetries retries) =>
         {
-            if (!MacAddress.TryNormalize(mac, out var m) || changes.OwnUnit(http.Caller().Subject, m) is null)
+            if (!MacAddress.TryNormalize(mac, out var m) || await changes.OwnUnitAsync(http.Caller().Subject, m, http.RequestAborted) is null)
             {
                 return Problems.NotFound($"unit {mac} is not one of yours");
             }
-            return retries.Cancel(m, $"subscriber:{http.Caller().Subject}") is { } revision
+            return await retries.CancelAsync(m, $"subscriber:{http.Caller().Subject}", http.RequestAborted) is { } revision
                 ? TypedResults.Ok(new RetryCancelled(m, revision))
                 : Problems.Conflict($"unit {m}: its newest change is not being retried (applied, given up, or cancelled already); nothing was changed");
         }).RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);

@@ -19,12 +19,12 @@ public static class AuditApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Audit");
 
-        api.MapGet("/audit", Results<Ok<IReadOnlyList<AuditRow>>, ProblemHttpResult> (TsunaguStore store, HttpContext http, string? limit, string? actor,
+        api.MapGet("/audit", async Task<Results<Ok<IReadOnlyList<AuditRow>>, ProblemHttpResult>> (TsunaguStore store, HttpContext http, string? limit, string? actor,
                 string? action, string? target, string? unit, string? from, string? to, string? before) =>
             {
                 var errors = AuditFilter.Parse(actor, action, target, unit, from, to, before, limit, DefaultLimit, out var query);
                 if (errors.Count > 0) { return Problems.BadRequest(string.Join("; ", errors.Select(e => e.Message)), errors[0].Field); }
-                var page = store.QueryAuditPage(query);
+                var page = await store.QueryAuditPageAsync(query, http.RequestAborted);
                 if (page.Before is { } next)
                 {
                     http.Response.Headers.Link = $"<{Routes.Prefix}/audit{AuditFilter.QueryString(query with { Before = next })}>; rel=\"next\"";

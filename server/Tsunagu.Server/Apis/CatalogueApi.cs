@@ -23,77 +23,77 @@ public static class CatalogueApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Catalogue");
 
-        api.MapGet("/software", (TsunaguStore store, string? appId) => TypedResults.Ok(store.ListSoftware(appId))).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/software", Results<Created<SoftwareRow>, ProblemHttpResult> (SoftwareRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.Guard(() =>
+        api.MapGet("/software", async (TsunaguStore store, string? appId) => TypedResults.Ok(await store.ListSoftwareAsync(appId))).AllowRoles(OperatorRoles.Read);
+        api.MapPost("/software", Task<Results<Created<SoftwareRow>, ProblemHttpResult>> (SoftwareRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            catalogue.AddSoftware(new SoftwareRow { AppId = r.AppId, Version = r.Version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs },
-                http.Caller().Subject);
-            return TypedResults.Created($"{Routes.Prefix}/software?appId={r.AppId}", store.GetSoftware(r.AppId, r.Version)!);
+            await catalogue.AddSoftwareAsync(new SoftwareRow { AppId = r.AppId, Version = r.Version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs },
+                http.Caller().Subject, ct: http.RequestAborted);
+            return TypedResults.Created($"{Routes.Prefix}/software?appId={r.AppId}", (await store.GetSoftwareAsync(r.AppId, r.Version, http.RequestAborted))!);
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/patches", (TsunaguStore store) => TypedResults.Ok(store.ListPatches())).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/patches", Results<Created<PatchRequest>, ProblemHttpResult> (PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        api.MapGet("/patches", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListPatchesAsync(ct))).AllowRoles(OperatorRoles.Read);
+        api.MapPost("/patches", Task<Results<Created<PatchRequest>, ProblemHttpResult>> (PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            catalogue.AddPatch(new PatchRow
+            await catalogue.AddPatchAsync(new PatchRow
             {
                 Id = r.Id, Name = r.Name, Version = r.Version, TargetApp = r.TargetApp, Importance = r.Importance,
                 OsVersion = r.OsVersion, HardwareVersion = r.HardwareVersion,
-            }, http.Caller().Subject);
+            }, http.Caller().Subject, ct: http.RequestAborted);
             return TypedResults.Created($"{Routes.Prefix}/patches", r);
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
-        api.MapPut("/software/{appId}/{version}", Results<Ok<SoftwareRow>, ProblemHttpResult> (string appId, string version, SoftwareEdit r, CatalogueService catalogue, HttpContext http) =>
-            Problems.Guard(() => TypedResults.Ok(catalogue.EditSoftware(
-                new SoftwareRow { AppId = appId, Version = version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs }, http.Caller().Subject))))
+        api.MapPut("/software/{appId}/{version}", Task<Results<Ok<SoftwareRow>, ProblemHttpResult>> (string appId, string version, SoftwareEdit r, CatalogueService catalogue, HttpContext http) =>
+            Problems.GuardAsync(async () => TypedResults.Ok(await catalogue.EditSoftwareAsync(
+                new SoftwareRow { AppId = appId, Version = version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs }, http.Caller().Subject, http.RequestAborted))))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapDelete("/software/{appId}/{version}", Results<NoContent, ProblemHttpResult> (string appId, string version, CatalogueService catalogue, HttpContext http) =>
-            Problems.Guard(() =>
+        api.MapDelete("/software/{appId}/{version}", Task<Results<NoContent, ProblemHttpResult>> (string appId, string version, CatalogueService catalogue, HttpContext http) =>
+            Problems.GuardAsync(async () =>
             {
-                catalogue.DeleteSoftware(appId, version, http.Caller().Subject);
+                await catalogue.DeleteSoftwareAsync(appId, version, http.Caller().Subject, http.RequestAborted);
                 return TypedResults.NoContent();
             })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapPut("/patches/{id}", Results<Ok<PatchRequest>, ProblemHttpResult> (string id, PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        api.MapPut("/patches/{id}", Task<Results<Ok<PatchRequest>, ProblemHttpResult>> (string id, PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
             if (r.Id != id) { throw new CatalogueRuleException($"id: the body's id must be the patch's ('{InputRules.Quote(id)}')"); }
-            catalogue.EditPatch(new PatchRow
+            await catalogue.EditPatchAsync(new PatchRow
             {
                 Id = id, Name = r.Name, Version = r.Version, TargetApp = r.TargetApp, Importance = r.Importance, OsVersion = r.OsVersion, HardwareVersion = r.HardwareVersion,
-            }, http.Caller().Subject);
+            }, http.Caller().Subject, http.RequestAborted);
             return TypedResults.Ok(r);
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapDelete("/patches/{id}", Results<NoContent, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        api.MapDelete("/patches/{id}", Task<Results<NoContent, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            catalogue.DeletePatch(id, http.Caller().Subject);
+            await catalogue.DeletePatchAsync(id, http.Caller().Subject, http.RequestAborted);
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/patterns", (TsunaguStore store, string? status) => TypedResults.Ok(store.ListPatterns(status).Select(ToView).ToList())).AllowRoles(OperatorRoles.Read);
-        api.MapGet("/patterns/{id}", Results<Ok<PatternView>, ProblemHttpResult> (string id, TsunaguStore store) =>
-            store.GetPattern(id) is { } p ? TypedResults.Ok(ToView(p)) : Problems.NotFound($"pattern {id} does not exist"))
+        api.MapGet("/patterns", async (TsunaguStore store, string? status, CancellationToken ct) => TypedResults.Ok((await store.ListPatternsAsync(status, ct)).Select(ToView).ToList())).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/patterns/{id}", async Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, TsunaguStore store, CancellationToken ct) =>
+            await store.GetPatternAsync(id, ct) is { } p ? TypedResults.Ok(ToView(p)) : Problems.NotFound($"pattern {id} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/patterns", Results<Created<PatternView>, ProblemHttpResult> (NewPattern r, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        api.MapPost("/patterns", Task<Results<Created<PatternView>, ProblemHttpResult>> (NewPattern r, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            var p = catalogue.CreatePattern(r, http.Caller().Subject);
+            var p = await catalogue.CreatePatternAsync(r, http.Caller().Subject, http.RequestAborted);
             return TypedResults.Created($"{Routes.Prefix}/patterns/{p.Id}", ToView(p));
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
-        api.MapPost("/patterns/{id}/verify", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        api.MapPost("/patterns/{id}/verify", Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            var p = catalogue.Verify(id, http.Caller().Subject);
+            var p = await catalogue.VerifyAsync(id, http.Caller().Subject, ct: http.RequestAborted);
             return TypedResults.Ok(ToView(p));
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapPost("/patterns/{id}/retire", Results<Ok<PatternView>, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        api.MapPost("/patterns/{id}/retire", Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            var p = catalogue.Retire(id, http.Caller().Subject);
+            var p = await catalogue.RetireAsync(id, http.Caller().Subject, ct: http.RequestAborted);
             return TypedResults.Ok(ToView(p));
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
-        api.MapDelete("/patterns/{id}", Results<NoContent, ProblemHttpResult> (string id, CatalogueService catalogue, HttpContext http) => Problems.Guard(() =>
+        api.MapDelete("/patterns/{id}", Task<Results<NoContent, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            catalogue.DeletePattern(id, http.Caller().Subject);
+            await catalogue.DeletePatternAsync(id, http.Caller().Subject, http.RequestAborted);
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/update-programs", (TsunaguStore store) => TypedResults.Ok(store.ListUpdatePrograms())).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/update-programs", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListUpdateProgramsAsync(ct))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/update-programs", async Task<Results<Created<UpdateProgramRow>, ProblemHttpResult>> (NewUpdateProgram r, CatalogueService catalogue, HttpContext http) =>
         {
             try
@@ -125,10 +125,10 @@ public static class CatalogueApi
         }).DisableAntiforgery().ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(CatalogueService.MaxArtifactBytes))
             .AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/service-configs/{name}", Results<Ok<ServiceConfiguration>, ProblemHttpResult> (string name, TsunaguStore store) =>
-            store.GetServiceConfig(name) is { } c ? TypedResults.Ok(c) : Problems.NotFound($"service configuration {name} does not exist"))
+        api.MapGet("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, TsunaguStore store, CancellationToken ct) =>
+            await store.GetServiceConfigAsync(name, ct) is { } c ? TypedResults.Ok(c) : Problems.NotFound($"service configuration {name} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        api.MapPut("/service-configs/{name}", Results<Ok<ServiceConfiguration>, ProblemHttpResult> (string name, ServiceConfiguration config, TsunaguStore store, HttpContext http) =>
+        api.MapPut("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, ServiceConfiguration config, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
             if (!InputRules.IsIdentifier(name)) { return Problems.BadRequest(InputRules.Identifier("name"), "name"); }
             try
@@ -139,18 +139,22 @@ public static class CatalogueApi
             {
                 return Problems.BadRequest(e.Message, e.Field);
             }
-            store.UpsertServiceConfig(name, config, new AuditEntry(http.Caller().Subject, "service-config.put", name, null));
+            await store.UpsertServiceConfigAsync(name, config, new AuditEntry(http.Caller().Subject, "service-config.put", name, null), ct: ct);
             return TypedResults.Ok(config);
         }).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Release);
 
         // contracts: which service configuration fields a subscriber may change themselves (docs/operator-api.md)
-        api.MapGet("/contracts", (TsunaguStore store) =>
-            TypedResults.Ok(store.ListContracts().Select(n => new ContractView(n, store.GetContract(n) ?? [])).ToList())).AllowRoles(OperatorRoles.Read);
-        api.MapGet("/contracts/{name}", Results<Ok<ContractView>, ProblemHttpResult> (string name, TsunaguStore store) =>
-            store.GetContract(name) is { } fields ? TypedResults.Ok(new ContractView(name, fields)) : Problems.NotFound($"contract {name} does not exist"))
+        api.MapGet("/contracts", async (TsunaguStore store, CancellationToken ct) =>
+        {
+            var views = new List<ContractView>();
+            foreach (var n in await store.ListContractsAsync(ct)) { views.Add(new ContractView(n, await store.GetContractAsync(n, ct) ?? [])); }
+            return TypedResults.Ok(views);
+        }).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, TsunaguStore store, CancellationToken ct) =>
+            await store.GetContractAsync(name, ct) is { } fields ? TypedResults.Ok(new ContractView(name, fields)) : Problems.NotFound($"contract {name} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        api.MapPut("/contracts/{name}", Results<Ok<ContractView>, ProblemHttpResult> (string name, ContractRequest request, TsunaguStore store, HttpContext http) =>
+        api.MapPut("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, ContractRequest request, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
             if (string.IsNullOrEmpty(name) || name.Length > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
             {
@@ -165,7 +169,7 @@ public static class CatalogueApi
                 }
             }
             var fields = request.SubscriberFields.Distinct(StringComparer.Ordinal).OrderBy(f => ServiceConfigFields.All.ToList().IndexOf(f)).ToList();
-            store.UpsertContract(name, fields, new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields)));
+            await store.UpsertContractAsync(name, fields, new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields)), ct: ct);
             return TypedResults.Ok(new ContractView(name, fields));
         }).AllowRoles(OperatorRoles.Administration);
     }

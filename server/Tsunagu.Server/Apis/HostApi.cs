@@ -11,8 +11,8 @@ public static class HostApi
 {
     public static void MapHostApi(this IEndpointRouteBuilder app)
     {
-        app.MapPost(Routes.HostChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
-            auth.Challenge(request, ProofPurpose.Host)).RequireRateLimiting(Throttling.UnitAuthPolicy);
+        app.MapPost(Routes.HostChallenge, async (ChallengeRequest request, UnitAuthentication auth) =>
+            await auth.ChallengeAsync(request, ProofPurpose.Host)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         app.MapPost(Routes.HostSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options, HttpContext http) =>
             auth.Session(request, ProofPurpose.Host, TokenScope.Host, options.HostTokenLifetime, http)).RequireRateLimiting(Throttling.UnitAuthPolicy);
@@ -61,7 +61,7 @@ public static class HostApi
         ILogger log, string mac, CancellationToken ct)
     {
         if (inventory.LastBundle is not { } counter || (known is { } k && counter.Version <= k)) { return inventory; }
-        if (store.GetUpdateProgram(counter.BundleId) is { } program && artifacts.PathOf(program.ArtifactSha256) is { } path)
+        if (await store.GetUpdateProgramAsync(counter.BundleId, ct) is { } program && artifacts.PathOf(program.ArtifactSha256) is { } path)
         {
             try
             {
@@ -89,7 +89,7 @@ public static class HostApi
         }
         if (!InputRules.IsOptionalText(request.PushNonce, 64)) { return Problems.BadRequest(InputRules.Text("pushNonce", 64)); }
         // one connection, two point reads (the unit, the catalogue stamp); patterns, programs and policy come from memory
-        var (unit, catalogue) = store.GetUnitWithCatalogue(mac);
+        var (unit, catalogue) = await store.GetUnitWithCatalogueAsync(mac, http.RequestAborted);
         if (unit is null)
         {
             return Problems.NotFound($"unit {mac} is no longer registered");
@@ -99,9 +99,9 @@ public static class HostApi
         var actual = catalogue.FindPattern(request.Inventory);
         if (actual is null)
         {
-            store.RecordInventory(mac, request.Inventory, null, UnitStates.OffPattern);
-            store.Touch(mac, error: "inventory matches no verified install pattern");
-            store.AddUnitEvent(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true);
+            await store.RecordInventoryAsync(mac, request.Inventory, null, UnitStates.OffPattern, ct: http.RequestAborted);
+            await store.TouchAsync(mac, error: "inventory matches no verified install pattern", ct: http.RequestAborted);
+            await store.AddUnitEventAsync(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true, ct: http.RequestAborted);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
             metrics.CheckIn(Metrics.ServerMetrics.CheckResults.OffPattern);
             return TypedResults.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
@@ -115,7 +115,7 @@ public static class HostApi
         // the program to the unit's target; without a target, a way back held by a rollout (its gate below says whether
         // this unit may; read only where a way back leaves the pattern), else the way forward
         var program = unit.TargetPattern == actual.Id ? null
-            : unit.TargetPattern is null ? rollouts.WayBackHeld(mac, catalogue, actual.Id) ?? catalogue.FindUpdateProgram(actual.Id)
+            : unit.TargetPattern is null ? await rollouts.WayBackHeldAsync(mac, catalogue, actual.Id, http.RequestAborted) ?? catalogue.FindUpdateProgram(actual.Id)
             : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern);
         var policy = PolicySettings.From(catalogue);
         if (unit.LowWindowStart is { } ws && unit.LowWindowEnd is { } we)
@@ -133,13 +133,13 @@ public static class HostApi
             var load = request.Load ?? new UnitLoad(0, 0);
             var localNow = ImportancePolicy.LocalNow(policy, time.GetUtcNow(), time.LocalTimeZone);
             // a rollout holding the transition lets only the units of its open waves through (Fleet/Rollouts)
-            var admission = rollouts.Admit(mac, program, ImportancePolicy.Zone(policy, time.LocalTimeZone));
+            var admission = await rollouts.AdmitAsync(mac, program, ImportancePolicy.Zone(policy, time.LocalTimeZone), ct: http.RequestAborted);
             // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
             var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
             deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);
             // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to), and
             // only while the rollout still runs: an abort or pause since the gate read it withholds the offer
-            deferred ??= rollouts.Offered(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
+            deferred ??= await rollouts.OfferedAsync(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program), ct: http.RequestAborted);
             if (deferred is null)
             {
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
@@ -152,12 +152,12 @@ public static class HostApi
         }
         // A check that changes nothing writes nothing: no inventory update, last_seen at most once a minute
         // (TsunaguStore.LastSeenResolution), and a periodic check identical to the last history entry is not repeated.
-        var wrote = store.RecordInventoryIfChanged(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating);
+        var wrote = await store.RecordInventoryIfChangedAsync(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating, http.RequestAborted);
         var detail = $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
                      (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date");
-        if (request.Forced) { store.AddUnitEvent(mac, UnitEventKinds.Check, detail); }
-        else { store.AddUnitEventUnlessRepeated(mac, UnitEventKinds.Check, detail); }
-        var row = wrote ? store.GetUnitForCheck(mac) : unit;
+        if (request.Forced) { await store.AddUnitEventAsync(mac, UnitEventKinds.Check, detail, ct: http.RequestAborted); }
+        else { await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, detail, ct: http.RequestAborted); }
+        var row = wrote ? await store.GetUnitForCheckAsync(mac, http.RequestAborted) : unit;
         metrics.CheckIn(offer is not null ? Metrics.ServerMetrics.CheckResults.Offered : deferred is not null ? Metrics.ServerMetrics.CheckResults.Deferred : Metrics.ServerMetrics.CheckResults.UpToDate);
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return TypedResults.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
@@ -171,19 +171,19 @@ public static class HostApi
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
         if (report.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
         if (report.InstallId is not null && !InstallIds.IsValid(report.InstallId)) { return Problems.BadRequest("installId: 32 lowercase hexadecimal digits"); }
-        if (store.GetUpdateProgram(report.UpdateId) is null)
+        if (await store.GetUpdateProgramAsync(report.UpdateId, http.RequestAborted) is null)
         {
             return Problems.NotFound($"update program {report.UpdateId} does not exist");
         }
-        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
+        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, (await store.GetUnitForCheckAsync(mac, http.RequestAborted))?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         // The new pattern is recorded only from the unit's own report of what it now runs.
-        var pattern = store.FindPattern(report.Inventory);
+        var pattern = await store.FindPatternAsync(report.Inventory, http.RequestAborted);
         // the report, the inventory, the unit's last error, the audit and the history entry: one transaction
-        var recorded = store.RecordUpdateOutcome(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
+        var recorded = await store.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
             pattern is null ? UnitStates.OffPattern : UnitStates.Configuring,
             report.Success ? null : $"update {report.UpdateId} failed: {report.Error}",
             report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}",
-            report.InstallId));
+            report.InstallId), http.RequestAborted);
         if (!recorded.IsNew)
         {
             // the unit sends its report again (it never saw the answer): the same answer, nothing written or counted
@@ -203,9 +203,9 @@ public static class HostApi
     /// <see cref="ServerOptions.ArtifactRedirectPrefix"/>, authorized here and sent by nginx in front
     /// (X-Accel-Redirect to the prefix plus the digest; nginx serves the ranges from the shared artifacts directory).
     /// </summary>
-    private static Results<PhysicalFileHttpResult, Ok, ProblemHttpResult> Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts, ServerOptions options, HttpContext http)
+    private static async Task<Results<PhysicalFileHttpResult, Ok, ProblemHttpResult>> Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts, ServerOptions options, HttpContext http)
     {
-        if (!ArtifactStore.IsDigest(sha256) || !store.ArtifactIsOffered(sha256) || artifacts.PathOf(sha256) is not { } path)
+        if (!ArtifactStore.IsDigest(sha256) || !await store.ArtifactIsOfferedAsync(sha256, http.RequestAborted) || artifacts.PathOf(sha256) is not { } path)
         {
             return Problems.NotFound($"artifact {sha256} is not offered by this server");
         }
@@ -218,27 +218,27 @@ public static class HostApi
         return TypedResults.PhysicalFile(path, "application/octet-stream", enableRangeProcessing: true);
     }
 
-    private static Results<Ok<ServiceConfigResponse>, ProblemHttpResult> ServiceConfig(HttpContext http, TsunaguStore store)
+    private static async Task<Results<Ok<ServiceConfigResponse>, ProblemHttpResult>> ServiceConfig(HttpContext http, TsunaguStore store)
     {
         var mac = http.Caller().Subject;
-        var latest = store.LatestUnitConfig(mac);
+        var latest = await store.LatestUnitConfigAsync(mac, http.RequestAborted);
         if (latest is null)
         {
             return Problems.NotFound($"unit {mac} has no service configuration assigned");
         }
         var document = JsonSerializer.Deserialize(latest.Document, ProtocolJson.Default.ServiceConfiguration)!;
-        store.Touch(mac, UnitStates.Configuring);
+        await store.TouchAsync(mac, UnitStates.Configuring, ct: http.RequestAborted);
         return TypedResults.Ok(new ServiceConfigResponse((int)latest.Revision, document));
     }
 
-    private static Results<Ok<ServiceConfigAck>, ProblemHttpResult> ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store, Metrics.ServerMetrics metrics)
+    private static async Task<Results<Ok<ServiceConfigAck>, ProblemHttpResult>> ServiceConfigAck(ServiceConfigAck ack, HttpContext http, TsunaguStore store, Metrics.ServerMetrics metrics)
     {
         var mac = http.Caller().Subject;
         if (ack.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
         // the revision's status, the unit's last error and the history entry: one transaction
-        if (!store.AckUnitConfig(mac, ack.Revision, ack.Success, ack.Error,
+        if (!await store.AckUnitConfigAsync(mac, ack.Revision, ack.Success, ack.Error,
                 (ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}",
-                 ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}")))
+                 ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}"), ct: http.RequestAborted))
         {
             return Problems.NotFound($"unit {mac} has no service configuration revision {ack.Revision}");
         }
@@ -247,17 +247,17 @@ public static class HostApi
     }
 
     /// <summary>Patent 0037: the unit's install manager sends the digest of an inserted medium; only registered media are genuine.</summary>
-    private static Results<Ok<MediaCheckResponse>, ProblemHttpResult> MediaCheck(MediaCheckRequest request, HttpContext http, TsunaguStore store, ILogger<MediaCheckRequest> log)
+    private static async Task<Results<Ok<MediaCheckResponse>, ProblemHttpResult>> MediaCheck(MediaCheckRequest request, HttpContext http, TsunaguStore store, ILogger<MediaCheckRequest> log)
     {
         var mac = http.Caller().Subject;
         var digest = request.Digest?.ToLowerInvariant() ?? "";
         if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{InputRules.Quote(request.Digest)}' is not a SHA-256 in hex"); }
-        var medium = store.GetMedium(digest);
-        store.Audit(mac, medium is null ? "media.rejected" : "media.accepted", digest, medium?.Name);
+        var medium = await store.GetMediumAsync(digest, http.RequestAborted);
+        await store.AuditAsync(mac, medium is null ? "media.rejected" : "media.accepted", digest, medium?.Name, http.RequestAborted);
         if (medium is null)
         {
             log.LogWarning("unit {Mac} presented an install medium that is not genuine ({Digest})", mac, digest);
-            store.Touch(mac, error: $"install medium {digest[..12]}... is not genuine: rejected");
+            await store.TouchAsync(mac, error: $"install medium {digest[..12]}... is not genuine: rejected", ct: http.RequestAborted);
         }
         return TypedResults.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
     }
@@ -289,20 +289,20 @@ public static class HostApi
         {
             return Problems.BadRequest(InputRules.Text("bootProblem", ReadyReport.MaxBootProblemLength));
         }
-        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, store.GetUnitForCheck(mac)?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
-        var pattern = store.FindPattern(report.Inventory);
+        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, (await store.GetUnitForCheckAsync(mac, http.RequestAborted))?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
+        var pattern = await store.FindPatternAsync(report.Inventory, http.RequestAborted);
         if (report.BootProblem is { } bootProblem)
         {
             // an OS slot refused at boot (dm-verity): the unit's last error and a failed history entry, before it is Ready
-            store.RecordBootProblem(mac, bootProblem);
+            await store.RecordBootProblemAsync(mac, bootProblem, http.RequestAborted);
             log.LogWarning("unit {Mac}: {Problem}", mac, bootProblem);
         }
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; the inventory,
         // the final revision and the history entry are one transaction
-        store.RecordReady(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
+        await store.RecordReadyAsync(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
             report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
                 (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""),
-            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache);
+            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache, ct: http.RequestAborted);
         // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)
         await retries.AfterReadyAsync(mac, http.RequestAborted);
         return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));

@@ -12,14 +12,14 @@ public static class MediaApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Media");
 
-        api.MapGet("/media", (TsunaguStore store) => TypedResults.Ok(store.ListMedia())).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/media", Results<Created<MediaRegistration>, ProblemHttpResult> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
+        api.MapGet("/media", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListMediaAsync(ct))).AllowRoles(OperatorRoles.Read);
+        api.MapPost("/media", async Task<Results<Created<MediaRegistration>, ProblemHttpResult>> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
         {
             var (medium, problem) = Check(r);
             if (medium is null) { return Problems.BadRequest(problem!); }
-            return Problems.Guard(() =>
+            return await Problems.GuardAsync(async () =>
             {
-                Register(store, medium, http.Caller().Subject);
+                await RegisterAsync(store, medium, http.Caller().Subject, http.RequestAborted);
                 return TypedResults.Created($"{Routes.Media}/{medium.Digest}", medium);
             });
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
@@ -39,6 +39,6 @@ public static class MediaApi
 
     /// <summary>Registers a checked medium with its audit entry.</summary>
     /// <exception cref="StoreConflictException">The digest is registered already.</exception>
-    public static void Register(TsunaguStore store, MediaRegistration medium, string actor) =>
-        store.AddMedium(medium.Digest, medium.Name, new AuditEntry(actor, "media.register", medium.Digest, medium.Name));
+    public static Task RegisterAsync(TsunaguStore store, MediaRegistration medium, string actor, CancellationToken ct) =>
+        store.AddMediumAsync(medium.Digest, medium.Name, new AuditEntry(actor, "media.register", medium.Digest, medium.Name), ct);
 }

@@ -31,40 +31,40 @@ public static class OperatorApi
     public static void MapOperatorApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
-        api.MapGet("", Results<Ok<List<UnitView>>, ProblemHttpResult> (TsunaguStore store, string? pattern, string? state, string? app, string? version,
+        api.MapGet("", async Task<Results<Ok<List<UnitView>>, ProblemHttpResult>> (TsunaguStore store, string? pattern, string? state, string? app, string? version,
                 DateTimeOffset? seenBefore, DateTimeOffset? seenAfter, bool? online) =>
             version is not null && app is null
                 ? Problems.BadRequest("version: filtering by version needs app (the application whose version it is)")
-                : TypedResults.Ok(store.QueryUnits(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online)).Select(ToView).ToList()))
+                : TypedResults.Ok((await store.QueryUnitsAsync(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online))).Select(ToView).ToList()))
             .AllowRoles(OperatorRoles.Read);
-        api.MapGet("/{mac}", Results<Ok<UnitView>, ProblemHttpResult> (string mac, TsunaguStore store) =>
-            MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit
+        api.MapGet("/{mac}", async Task<Results<Ok<UnitView>, ProblemHttpResult>> (string mac, TsunaguStore store) =>
+            MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m) is { } unit
                 ? TypedResults.Ok(ToView(unit))
                 : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("", Register).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv")
             .ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(DeviceTable.MaxBytes))
             .AllowRoles(OperatorRoles.Administration);
-        api.MapPut("/{mac}/target-pattern", Results<Ok<UnitView>, ProblemHttpResult> (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
-            !MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null
+        api.MapPut("/{mac}/target-pattern", async Task<Results<Ok<UnitView>, ProblemHttpResult>> (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
+            !MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is null
                 ? Problems.NotFound($"unit {mac} is not registered")
-                : Problems.Guard(() =>
+                : await Problems.GuardAsync(async () =>
                 {
-                    catalogue.SetTargetPattern(m, r.Pattern, http.Caller().Subject);
-                    return TypedResults.Ok(ToView(store.GetUnit(m)!));
+                    await catalogue.SetTargetPatternAsync(m, r.Pattern, http.Caller().Subject, ct: http.RequestAborted);
+                    return TypedResults.Ok(ToView((await store.GetUnitAsync(m, http.RequestAborted))!));
                 })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
-        api.MapGet("/{mac}/service-config", Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store, HttpContext http) =>
+        api.MapGet("/{mac}/service-config", async Task<Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult>> (string mac, TsunaguStore store, HttpContext http) =>
         {
-            if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
-            var revisions = store.ListUnitConfigs(m);
+            if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+            var revisions = await store.ListUnitConfigsAsync(m, http.RequestAborted);
             // the newest revision as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
             http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[^1].Revision);
             return TypedResults.Ok(revisions.Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf,
                 c.RetryCancelledBy, c.RetryCancelledAt)).ToList());
         }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/check", ForceCheck).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Check);
-        api.MapGet("/check/{id}", Results<Ok<ForceCheckStatus>, ProblemHttpResult> (string id, ForcedCheckService checks) =>
-            id.Length is > 0 and <= 32 && id.All(char.IsAsciiHexDigitLower) && checks.Status(id) is { } status
+        api.MapGet("/check/{id}", async Task<Results<Ok<ForceCheckStatus>, ProblemHttpResult>> (string id, ForcedCheckService checks, CancellationToken ct) =>
+            id.Length is > 0 and <= 32 && id.All(char.IsAsciiHexDigitLower) && await checks.StatusAsync(id, ct) is { } status
                 ? TypedResults.Ok(status)
                 : Problems.NotFound($"no forced check {id}")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/{mac}/service-config", AssignServiceConfig).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
@@ -111,7 +111,7 @@ public static class OperatorApi
         {
             return Problems.BadRequest("body: the table is not UTF-8 text");
         }
-        var check = registration.CheckBulk(text);
+        var check = await registration.CheckBulkAsync(text, http.RequestAborted);
         if (check.FileError is not null) { return Problems.BadRequest(check.FileError); }
         if (check.Rows.Any(r => r.Error is not null))
         {
@@ -139,7 +139,7 @@ public static class OperatorApi
         IReadOnlyList<string> selected;
         try
         {
-            selected = checks.Select(request);
+            selected = await checks.SelectAsync(request, ct);
         }
         catch (ForcedCheckSelectionException e)
         {

@@ -36,11 +36,11 @@ public static class Problems
     }
 
     /// <summary>Runs a write and turns the catalogue's and the store's refusals into problem answers (400, 409, 404).</summary>
-    public static Results<TResult, ProblemHttpResult> Guard<TResult>(Func<TResult> action) where TResult : IResult
+    public static async Task<Results<TResult, ProblemHttpResult>> GuardAsync<TResult>(Func<Task<TResult>> action) where TResult : IResult
     {
         try
         {
-            return action();
+            return await action();
         }
         catch (CatalogueRuleException e)
         {

@@ -11,16 +11,16 @@ public static class ProvisioningApi
 {
     public static void MapProvisioningApi(this IEndpointRouteBuilder app)
     {
-        app.MapPost(Routes.ProvisioningChallenge, (ChallengeRequest request, UnitAuthentication auth) =>
-            auth.Challenge(request, ProofPurpose.Provisional)).RequireRateLimiting(Throttling.UnitAuthPolicy);
+        app.MapPost(Routes.ProvisioningChallenge, async (ChallengeRequest request, UnitAuthentication auth) =>
+            await auth.ChallengeAsync(request, ProofPurpose.Provisional)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
         app.MapPost(Routes.ProvisioningSession, (SessionRequest request, UnitAuthentication auth, ServerOptions options, HttpContext http) =>
             auth.Session(request, ProofPurpose.Provisional, TokenScope.Provisional, options.ProvisionalTokenLifetime, http)).RequireRateLimiting(Throttling.UnitAuthPolicy);
 
-        app.MapGet(Routes.ProvisioningSettings, Results<Ok<UnitSettings>, ProblemHttpResult> (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push, ServerOptions options) =>
+        app.MapGet(Routes.ProvisioningSettings, async Task<Results<Ok<UnitSettings>, ProblemHttpResult>> (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push, ServerOptions options) =>
         {
             var mac = http.Caller().Subject;
-            var unit = store.GetUnit(mac);
+            var unit = await store.GetUnitAsync(mac, http.RequestAborted);
             if (unit is null)
             {
                 return Problems.NotFound($"unit {mac} is no longer registered");

@@ -12,8 +12,8 @@ public static class SettingsApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Settings");
 
-        api.MapGet("/settings/update-policy", (TsunaguStore store) => TypedResults.Ok(PolicySettings.Get(store))).AllowRoles(OperatorRoles.Read);
-        api.MapPut("/settings/update-policy", Results<Ok<UpdatePolicy>, ProblemHttpResult> (UpdatePolicy policy, TsunaguStore store, HttpContext http) =>
+        api.MapGet("/settings/update-policy", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await PolicySettings.GetAsync(store, ct))).AllowRoles(OperatorRoles.Read);
+        api.MapPut("/settings/update-policy", async Task<Results<Ok<UpdatePolicy>, ProblemHttpResult>> (UpdatePolicy policy, TsunaguStore store, HttpContext http) =>
         {
             try
             {
@@ -23,12 +23,12 @@ public static class SettingsApi
             {
                 return Problems.BadRequest(e.Message);
             }
-            if (Fleet.GroupWindows.StallUnder(store, policy) is { } stall)
+            if (await Fleet.GroupWindows.StallUnderAsync(store, policy, http.RequestAborted) is { } stall)
             {
                 return Problems.Conflict($"{stall}; nothing was changed (change the group's window first, or choose hours that meet it)");
             }
-            PolicySettings.Set(store, policy,
-                new AuditEntry(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy)));
+            await PolicySettings.SetAsync(store, policy,
+                new AuditEntry(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy)), ct: http.RequestAborted);
             return TypedResults.Ok(policy);
         }).AllowRoles(OperatorRoles.Release);
     }
@@ -39,7 +39,7 @@ public static class PolicySettings
 {
     public const string Key = "update-policy";
 
-    public static UpdatePolicy Get(TsunaguStore store) => Parse(store.GetSetting(Key));
+    public static async Task<UpdatePolicy> GetAsync(TsunaguStore store, CancellationToken ct = default) => Parse(await store.GetSettingAsync(Key, ct));
 
     /// <summary>The policy as of a catalogue snapshot (what a version check uses: no read of its own).</summary>
     public static UpdatePolicy From(CatalogueSnapshot catalogue) => Parse(catalogue.Setting(Key));
@@ -48,6 +48,6 @@ public static class PolicySettings
         json is not null ? System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.UpdatePolicy) ?? UpdatePolicy.Default : UpdatePolicy.Default;
 
     /// <summary>Stores the policy, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public static void Set(TsunaguStore store, UpdatePolicy policy, AuditEntry? audit = null) =>
-        store.SetSetting(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy), audit);
+    public static async Task SetAsync(TsunaguStore store, UpdatePolicy policy, AuditEntry? audit = null, CancellationToken ct = default) =>
+        await store.SetSettingAsync(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy), audit, ct: ct);
 }

@@ -13,14 +13,14 @@ namespace Tsunagu.Server.Apis;
 public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, UnitKey unitKey, ServerOptions options,
     TimeProvider time, AttemptCounter attempts, RefusalAudit refusals, Push.UnitBrokerLogins brokerLogins, Metrics.ServerMetrics metrics, ILogger<UnitAuthentication> log)
 {
-    public Results<Ok<ChallengeResponse>, ProblemHttpResult, RetryAfterResult> Challenge(ChallengeRequest request, string purpose)
+    public async Task<Results<Ok<ChallengeResponse>, ProblemHttpResult, RetryAfterResult>> ChallengeAsync(ChallengeRequest request, string purpose, CancellationToken ct = default)
     {
         if (request is null) { return Problems.BadRequest("body: a JSON object with mac is required"); }
         if (!MacAddress.TryNormalize(request.Mac, out var mac))
         {
             return Problems.BadRequest($"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address");
         }
-        if (attempts.TryAttempt(mac) is { } wait)
+        if (await attempts.TryAttemptAsync(mac, ct) is { } wait)
         {
             log.LogWarning("unit {Mac}: more than {Limit} authentication attempts this minute", mac, options.AuthAttemptsPerMacPerMinute);
             metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.RateLimited);
@@ -36,7 +36,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
             Nonce = UnitCredentials.NewNonce(),
             ExpiresAt = expires.ToString("O", CultureInfo.InvariantCulture),
         };
-        store.AddChallenge(row);
+        await store.AddChallengeAsync(row, ct);
         return TypedResults.Ok(new ChallengeResponse(row.Id, row.Nonce, expires));
     }
 
@@ -66,26 +66,26 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         {
             return Problems.BadRequest($"proof: required, at most {MaxProofLength} characters of base64");
         }
-        var challenge = store.TakeChallenge(request.ChallengeId);
+        var challenge = await store.TakeChallengeAsync(request.ChallengeId, http.RequestAborted);
         if (challenge is null || challenge.Mac != mac || challenge.Purpose != purpose ||
             DateTimeOffset.Parse(challenge.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
         {
             metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the challenge is unknown, used, expired or for another unit; ask for a new one");
         }
-        var unit = store.GetUnit(mac);
+        var unit = await store.GetUnitAsync(mac, http.RequestAborted);
         var secret = UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac);
         if (unit is null || unit.DecommissionedAt is not null || !UnitCredentials.VerifyProof(secret, purpose, mac, challenge.Id, challenge.Nonce, request.Proof))
         {
             var reason = unit is null ? "not registered" : unit.DecommissionedAt is not null ? "decommissioned" : $"{purpose} authentication refused: wrong proof";
             log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
-            refusals.Record(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason);
+            await refusals.RecordAsync(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason, http.RequestAborted);
             metrics.UnitRefused(purpose, unit is null ? Metrics.ServerMetrics.RefusalReasons.NotRegistered : Metrics.ServerMetrics.RefusalReasons.WrongProof);
             return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
         }
         var (token, expiresAt) = tokens.Issue(mac, scope, lifetime);
         metrics.UnitAuthenticated(purpose);
-        store.Touch(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true);
+        await store.TouchAsync(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true, ct: http.RequestAborted);
         // a host session carries the unit's short-lived broker password (set on Mosquitto before the answer goes out)
         var push = scope == TokenScope.Host ? await brokerLogins.IssueAsync(mac, http.RequestAborted) : default((string, long)?);
         return TypedResults.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null,

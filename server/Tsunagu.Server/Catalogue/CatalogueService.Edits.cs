@@ -13,7 +13,7 @@ public sealed partial class CatalogueService
     /// version (draft, verified or retired) would no longer meet is refused. Audited as <c>software.edit</c>.
     /// </summary>
     /// <exception cref="KeyNotFoundException">The software is not catalogued.</exception>
-    public SoftwareRow EditSoftware(SoftwareRow software, string actor)
+    public async Task<SoftwareRow> EditSoftwareAsync(SoftwareRow software, string actor, CancellationToken ct = default)
     {
         RequireId(software.AppId, "appId");
         RequireId(software.Version, "version");
@@ -21,10 +21,10 @@ public sealed partial class CatalogueService
         RequireText(software.RequiredHardware, "requiredHardware", false);
         RequireText(software.RequiredOs, "requiredOs", false);
         // the rules read the catalogue in the transaction that writes: a pattern added meanwhile is either seen or waits
-        return store.InCatalogueTransaction(t =>
+        return await store.InCatalogueTransactionAsync(async t =>
         {
-            if (t.GetSoftware(software.AppId, software.Version) is null) { throw new KeyNotFoundException($"software {software.AppId} {software.Version} is not in the catalogue"); }
-            foreach (var pattern in PatternsListing(t, software.AppId, software.Version))
+            if (await t.GetSoftwareAsync(software.AppId, software.Version, ct) is null) { throw new KeyNotFoundException($"software {software.AppId} {software.Version} is not in the catalogue"); }
+            foreach (var pattern in await PatternsListingAsync(t, software.AppId, software.Version, ct))
             {
                 if (!Allows(software.RequiredHardware, pattern.HardwareVersion))
                 {
@@ -35,9 +35,9 @@ public sealed partial class CatalogueService
                     throw new CatalogueRuleException($"requiredOs: pattern {pattern.Id} lists {software.AppId} {software.Version} and has OS {pattern.OsVersion}");
                 }
             }
-            t.UpdateSoftware(software, new AuditEntry(actor, "software.edit", $"{software.AppId} {software.Version}", software.Name));
-            return t.GetSoftware(software.AppId, software.Version)!;
-        });
+            await t.UpdateSoftwareAsync(software, new AuditEntry(actor, "software.edit", $"{software.AppId} {software.Version}", software.Name), ct);
+            return (await t.GetSoftwareAsync(software.AppId, software.Version, ct))!;
+        }, ct);
     }
 
     /// <summary>
@@ -45,46 +45,46 @@ public sealed partial class CatalogueService
     /// Audited as <c>software.delete</c>. The rules and the removal are one transaction.
     /// </summary>
     /// <exception cref="KeyNotFoundException">The software is not catalogued.</exception>
-    public void DeleteSoftware(string appId, string version, string actor)
+    public async Task DeleteSoftwareAsync(string appId, string version, string actor, CancellationToken ct = default)
     {
         RequireId(appId, "appId");
         RequireId(version, "version");
-        store.InCatalogueTransaction(t =>
+        await store.InCatalogueTransactionAsync(async t =>
         {
-            if (t.GetSoftware(appId, version) is null) { throw new KeyNotFoundException($"software {appId} {version} is not in the catalogue"); }
-            if (PatternsListing(t, appId, version).FirstOrDefault() is { } pattern)
+            if (await t.GetSoftwareAsync(appId, version, ct) is null) { throw new KeyNotFoundException($"software {appId} {version} is not in the catalogue"); }
+            if ((await PatternsListingAsync(t, appId, version, ct)).FirstOrDefault() is { } pattern)
             {
                 throw new CatalogueRuleException($"software {appId} {version} is listed by pattern {pattern.Id}; it cannot be deleted");
             }
-            if (t.SoftwareVersions(appId) == 1 && t.FirstPatchFor(appId) is { } patch)
+            if (await t.SoftwareVersionsAsync(appId, ct) == 1 && await t.FirstPatchForAsync(appId, ct) is { } patch)
             {
                 throw new CatalogueRuleException($"software {appId} {version} is the last version of {appId}, which patch {patch.Id} is for; delete the patch first");
             }
-            return t.DeleteSoftware(appId, version, new AuditEntry(actor, "software.delete", $"{appId} {version}", null));
-        });
+            return await t.DeleteSoftwareAsync(appId, version, new AuditEntry(actor, "software.delete", $"{appId} {version}", null), ct);
+        }, ct);
     }
 
-    /// <summary>Replaces a patch's fields by the rules of <see cref="AddPatch"/> (its id stays). Audited as <c>patch.edit</c>.</summary>
+    /// <summary>Replaces a patch's fields by the rules of <see cref="AddPatchAsync"/> (its id stays). Audited as <c>patch.edit</c>.</summary>
     /// <exception cref="KeyNotFoundException">There is no such patch.</exception>
-    public void EditPatch(PatchRow patch, string actor)
+    public async Task EditPatchAsync(PatchRow patch, string actor, CancellationToken ct = default)
     {
         CheckPatchFields(patch);
-        store.InCatalogueTransaction(t =>
+        await store.InCatalogueTransactionAsync(async t =>
         {
-            if (t.GetPatch(patch.Id) is null) { throw new KeyNotFoundException($"patch {patch.Id} does not exist"); }
-            CheckPatchApplication(t, patch);
-            return t.UpdatePatch(patch, new AuditEntry(actor, "patch.edit", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
-        });
+            if (await t.GetPatchAsync(patch.Id, ct) is null) { throw new KeyNotFoundException($"patch {patch.Id} does not exist"); }
+            await CheckPatchApplicationAsync(t, patch, ct);
+            return await t.UpdatePatchAsync(patch, new AuditEntry(actor, "patch.edit", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"), ct);
+        }, ct);
     }
 
     /// <summary>Removes a patch (nothing refers to patches). Audited as <c>patch.delete</c>.</summary>
     /// <exception cref="KeyNotFoundException">There is no such patch.</exception>
-    public void DeletePatch(string id, string actor)
+    public async Task DeletePatchAsync(string id, string actor, CancellationToken ct = default)
     {
         RequireId(id, "id");
-        store.InCatalogueTransaction(t => t.DeletePatch(id, new AuditEntry(actor, "patch.delete", id, null))
+        await store.InCatalogueTransactionAsync(async t => await t.DeletePatchAsync(id, new AuditEntry(actor, "patch.delete", id, null), ct)
             ? true
-            : throw new KeyNotFoundException($"patch {id} does not exist"));
+            : throw new KeyNotFoundException($"patch {id} does not exist"), ct);
     }
 
     /// <summary>
@@ -92,29 +92,29 @@ public sealed partial class CatalogueService
     /// may run them and the history names them). Audited as <c>pattern.delete</c>. A refused deletion writes nothing.
     /// </summary>
     /// <exception cref="KeyNotFoundException">There is no such pattern.</exception>
-    public void DeletePattern(string id, string actor)
+    public async Task DeletePatternAsync(string id, string actor, CancellationToken ct = default)
     {
         RequireId(id, "id");
-        store.InCatalogueTransaction(t =>
+        await store.InCatalogueTransactionAsync(async t =>
         {
-            var pattern = t.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
+            var pattern = await t.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
             if (pattern.Status != PatternStatus.Draft)
             {
                 throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a draft can be deleted (retire a verified one)");
             }
-            var (programs, units, rollouts) = t.PatternReferences(id);
+            var (programs, units, rollouts) = await t.PatternReferencesAsync(id, ct);
             if (programs + units + rollouts > 0)
             {
                 throw new CatalogueRuleException($"pattern {id} is referred to by {programs} update program(s), {units} unit(s) and {rollouts} rollout(s); it cannot be deleted");
             }
-            return t.DeleteDraftPattern(id, new AuditEntry(actor, "pattern.delete", id, null))
+            return await t.DeleteDraftPatternAsync(id, new AuditEntry(actor, "pattern.delete", id, null), ct)
                 ? true
                 : throw new CatalogueRuleException($"pattern {id} changed while being deleted; try again");
-        });
+        }, ct);
     }
 
     /// <summary>Every pattern (any status) whose applications include <paramref name="appId"/> at <paramref name="version"/>.</summary>
-    private static IEnumerable<PatternRow> PatternsListing(CatalogueTransaction t, string appId, string version) =>
-        t.ListPatterns().Where(p => (JsonSerializer.Deserialize(p.Applications, ProtocolJson.Default.DictionaryStringString) ?? [])
+    private static async Task<IEnumerable<PatternRow>> PatternsListingAsync(CatalogueTransaction t, string appId, string version, CancellationToken ct) =>
+        (await t.ListPatternsAsync(ct: ct)).Where(p => (JsonSerializer.Deserialize(p.Applications, ProtocolJson.Default.DictionaryStringString) ?? [])
             .TryGetValue(appId, out var listed) && listed == version);
 }

@@ -19,26 +19,26 @@ public sealed record NewUpdateProgram(string Id, string FromPattern, string ToPa
 public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
 {
     /// <summary>Adds catalogued software; the audit entry (<c>software.add</c> by <paramref name="actor"/>) commits with it.</summary>
-    public void AddSoftware(SoftwareRow software, string actor)
+    public async Task AddSoftwareAsync(SoftwareRow software, string actor, CancellationToken ct = default)
     {
         RequireId(software.AppId, "appId");
         RequireId(software.Version, "version");
         RequireText(software.Name, "name", true);
         RequireText(software.RequiredHardware, "requiredHardware", false);
         RequireText(software.RequiredOs, "requiredOs", false);
-        store.AddSoftware(software, new AuditEntry(actor, "software.add", $"{software.AppId} {software.Version}", null));
+        await store.AddSoftwareAsync(software, new AuditEntry(actor, "software.add", $"{software.AppId} {software.Version}", null), ct: ct);
     }
 
     /// <summary>Adds a patch; the audit entry (<c>patch.add</c> by <paramref name="actor"/>) commits with it.</summary>
-    public void AddPatch(PatchRow patch, string actor)
+    public async Task AddPatchAsync(PatchRow patch, string actor, CancellationToken ct = default)
     {
         CheckPatchFields(patch);
-        store.InCatalogueTransaction(t =>
+        await store.InCatalogueTransactionAsync(async t =>
         {
-            CheckPatchApplication(t, patch);
-            t.AddPatch(patch, store.Now(), new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"));
+            await CheckPatchApplicationAsync(t, patch, ct);
+            await t.AddPatchAsync(patch, store.Now(), new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"), ct: ct);
             return true;
-        });
+        }, ct);
     }
 
     /// <summary>A patch's fields by type and grammar.</summary>
@@ -55,9 +55,9 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     }
 
     /// <summary>The patch's application is in the software catalogue (read in the transaction that writes the patch).</summary>
-    private static void CheckPatchApplication(CatalogueTransaction t, PatchRow patch)
+    private static async Task CheckPatchApplicationAsync(CatalogueTransaction t, PatchRow patch, CancellationToken ct)
     {
-        if (t.SoftwareVersions(patch.TargetApp) == 0)
+        if (await t.SoftwareVersionsAsync(patch.TargetApp, ct) == 0)
         {
             throw new CatalogueRuleException($"targetApp: application '{patch.TargetApp}' is not in the software catalogue");
         }
@@ -67,7 +67,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// Creates a draft pattern after checking every application version against the catalogue; the audit entry
     /// (<c>pattern.create</c> by <paramref name="actor"/>) commits with it.
     /// </summary>
-    public PatternRow CreatePattern(NewPattern pattern, string actor)
+    public async Task<PatternRow> CreatePatternAsync(NewPattern pattern, string actor, CancellationToken ct = default)
     {
         RequireId(pattern.Id, "id");
         RequireText(pattern.Name, "name", false);
@@ -90,55 +90,55 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
                 ProtocolJson.Default.DictionaryStringString),
         };
         // the software is checked in the transaction that adds the pattern: software deleted or changed meanwhile is seen
-        return store.InCatalogueTransaction(t =>
+        return await store.InCatalogueTransactionAsync(async t =>
         {
-            CheckAgainstCatalogue(t, pattern.Id, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications);
-            t.AddPattern(row, store.Now(), new AuditEntry(actor, "pattern.create", row.Id, row.Applications));
-            return t.GetPattern(row.Id)!;
-        });
+            await CheckAgainstCatalogueAsync(t, pattern.Id, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, ct);
+            await t.AddPatternAsync(row, store.Now(), new AuditEntry(actor, "pattern.create", row.Id, row.Applications), ct: ct);
+            return (await t.GetPatternAsync(row.Id, ct))!;
+        }, ct);
     }
 
     /// <summary>
     /// draft -> verified, after checking the catalogue again (it may have changed since the draft); the audit entry
     /// (<c>pattern.verify</c> by <paramref name="actor"/>, <paramref name="detail"/>) commits with it.
     /// </summary>
-    public PatternRow Verify(string id, string actor, string? detail = null)
+    public async Task<PatternRow> VerifyAsync(string id, string actor, string? detail = null, CancellationToken ct = default)
     {
-        return store.InCatalogueTransaction(t =>
+        return await store.InCatalogueTransactionAsync(async t =>
         {
-            var pattern = t.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
+            var pattern = await t.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
             if (pattern.Status != PatternStatus.Draft)
             {
                 throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a draft can be verified");
             }
             var apps = JsonSerializer.Deserialize(pattern.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
-            CheckAgainstCatalogue(t, id, pattern.HardwareVersion, pattern.OsVersion, apps);
-            if (!t.SetPatternStatus(id, PatternStatus.Draft, PatternStatus.Verified, store.Now(), new AuditEntry(actor, "pattern.verify", id, detail)))
+            await CheckAgainstCatalogueAsync(t, id, pattern.HardwareVersion, pattern.OsVersion, apps, ct);
+            if (!await t.SetPatternStatusAsync(id, PatternStatus.Draft, PatternStatus.Verified, store.Now(), new AuditEntry(actor, "pattern.verify", id, detail), ct: ct))
             {
                 throw new CatalogueRuleException($"pattern {id} changed while being verified; try again");
             }
-            return t.GetPattern(id)!;
-        });
+            return (await t.GetPatternAsync(id, ct))!;
+        }, ct);
     }
 
     /// <summary>
     /// verified -> retired: no longer a target; units on it keep running and are moved by update programs. The audit
     /// entry (<c>pattern.retire</c> by <paramref name="actor"/>, <paramref name="detail"/>) commits with it.
     /// </summary>
-    public PatternRow Retire(string id, string actor, string? detail = null)
+    public async Task<PatternRow> RetireAsync(string id, string actor, string? detail = null, CancellationToken ct = default)
     {
-        var pattern = store.GetPattern(id) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
+        var pattern = await store.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
         if (pattern.Status != PatternStatus.Verified)
         {
             throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a verified pattern can be retired");
         }
-        var targeting = store.QueryUnits(new UnitQuery()).Where(u => u.TargetPattern == id).Select(u => u.Mac).ToList();
+        var targeting = (await store.QueryUnitsAsync(new UnitQuery(), ct)).Where(u => u.TargetPattern == id).Select(u => u.Mac).ToList();
         if (targeting.Count > 0)
         {
             throw new CatalogueRuleException($"pattern {id} is the target of {targeting.Count} unit(s) (first: {targeting[0]}); give them another target first");
         }
-        store.SetPatternStatus(id, PatternStatus.Verified, PatternStatus.Retired, new AuditEntry(actor, "pattern.retire", id, detail));
-        return store.GetPattern(id)!;
+        await store.SetPatternStatusAsync(id, PatternStatus.Verified, PatternStatus.Retired, new AuditEntry(actor, "pattern.retire", id, detail), ct: ct);
+        return (await store.GetPatternAsync(id, ct))!;
     }
 
     /// <summary>
@@ -147,7 +147,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// </summary>
     public async Task<UpdateProgramRow> AddUpdateProgramAsync(NewUpdateProgram program, string actor, CancellationToken ct)
     {
-        var (from, to) = CheckProgram(program);
+        var (from, to) = await CheckProgramAsync(program, ct);
         var sha = program.ArtifactSha256?.ToLowerInvariant() ?? "";
         if (artifacts.PathOf(sha) is not { } path)
         {
@@ -159,7 +159,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
             Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
             ArtifactSha256 = sha, ArtifactSize = new FileInfo(path).Length,
         };
-        store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"));
+        await store.AddUpdateProgramAsync(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"), ct: ct);
         return row;
     }
 
@@ -173,10 +173,10 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// <exception cref="InvalidDataException">The upload is empty or larger than <see cref="MaxArtifactBytes"/>.</exception>
     public async Task<UpdateProgramRow> AddUpdateProgramWithBundleAsync(NewUpdateProgram program, Stream bundle, string actor, CancellationToken ct)
     {
-        var (from, to) = CheckProgram(program);
-        if (store.GetUpdateProgram(program.Id) is not null) { throw new StoreConflictException($"update program {program.Id} already exists"); }
+        var (from, to) = await CheckProgramAsync(program, ct);
+        if (await store.GetUpdateProgramAsync(program.Id, ct) is not null) { throw new StoreConflictException($"update program {program.Id} already exists"); }
         UpdateProgramRow? row = null;
-        await artifacts.AddAsync(bundle, MaxArtifactBytes, (path, c) => CheckBundleAsync(path, program, c), (sha, size) =>
+        await artifacts.AddAsync(bundle, MaxArtifactBytes, (path, c) => CheckBundleAsync(path, program, c), async (sha, size) =>
         {
             row = new UpdateProgramRow
             {
@@ -184,21 +184,21 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
                 ArtifactSha256 = sha, ArtifactSize = size,
             };
             // one transaction: a failed write leaves neither the program nor an audit entry, and the bundle is not kept
-            store.AddUpdateProgram(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"),
-                new AuditEntry(actor, "artifact.upload", sha, $"{size} bytes"));
+            await store.AddUpdateProgramAsync(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"),
+                new AuditEntry(actor, "artifact.upload", sha, $"{size} bytes"), ct: ct);
         }, ct);
         return row!;
     }
 
     /// <summary>An update program's fields against the catalogue: its from-pattern and its (verified) to-pattern.</summary>
-    private (PatternRow From, PatternRow To) CheckProgram(NewUpdateProgram program)
+    private async Task<(PatternRow From, PatternRow To)> CheckProgramAsync(NewUpdateProgram program, CancellationToken ct)
     {
         RequireId(program.Id, "id");
         RequireId(program.FromPattern, "fromPattern");
         RequireId(program.ToPattern, "toPattern");
         if (program.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {program.Importance} is outside 1..5"); }
-        var from = store.GetPattern(program.FromPattern) ?? throw new CatalogueRuleException($"fromPattern: pattern '{program.FromPattern}' does not exist");
-        var to = store.GetPattern(program.ToPattern) ?? throw new CatalogueRuleException($"toPattern: pattern '{program.ToPattern}' does not exist");
+        var from = await store.GetPatternAsync(program.FromPattern, ct) ?? throw new CatalogueRuleException($"fromPattern: pattern '{program.FromPattern}' does not exist");
+        var to = await store.GetPatternAsync(program.ToPattern, ct) ?? throw new CatalogueRuleException($"toPattern: pattern '{program.ToPattern}' does not exist");
         if (to.Status != PatternStatus.Verified)
         {
             throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' is {to.Status}; only a verified pattern can be a target");
@@ -243,14 +243,14 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     }
 
     /// <summary>Sets (or clears) a unit's target pattern, a verified one; the audit entry (<c>unit.target-pattern</c> by <paramref name="actor"/>) commits with it.</summary>
-    public void SetTargetPattern(string mac, string? pattern, string actor)
+    public async Task SetTargetPatternAsync(string mac, string? pattern, string actor, CancellationToken ct = default)
     {
         if (pattern is not null && !Apis.InputRules.IsIdentifier(pattern)) { throw new CatalogueRuleException(Apis.InputRules.Identifier("pattern")); }
-        if (pattern is not null && store.GetPattern(pattern) is not { Status: PatternStatus.Verified })
+        if (pattern is not null && await store.GetPatternAsync(pattern, ct) is not { Status: PatternStatus.Verified })
         {
             throw new CatalogueRuleException($"targetPattern: '{pattern}' is not a verified pattern");
         }
-        store.SetTargetPattern(mac, pattern, new AuditEntry(actor, "unit.target-pattern", mac, pattern ?? "none"));
+        await store.SetTargetPatternAsync(mac, pattern, new AuditEntry(actor, "unit.target-pattern", mac, pattern ?? "none"), ct: ct);
     }
 
     /// <summary>Largest artifact accepted (bytes); larger uploads get 413.</summary>
@@ -262,13 +262,13 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// </summary>
     /// <exception cref="InvalidDataException">The upload is empty or larger than <see cref="MaxArtifactBytes"/>.</exception>
     public Task<(string Sha256, long Size)> UploadArtifactAsync(Stream content, string actor, CancellationToken ct) =>
-        artifacts.AddAsync(content, MaxArtifactBytes, (sha, size) => store.Audit(actor, "artifact.upload", sha, $"{size} bytes"), ct);
+        artifacts.AddAsync(content, MaxArtifactBytes, async (sha, size) => await store.AuditAsync(actor, "artifact.upload", sha, $"{size} bytes", ct), ct);
 
-    private static void CheckAgainstCatalogue(CatalogueTransaction t, string id, string hardware, string os, IReadOnlyDictionary<string, string> applications)
+    private static async Task CheckAgainstCatalogueAsync(CatalogueTransaction t, string id, string hardware, string os, IReadOnlyDictionary<string, string> applications, CancellationToken ct)
     {
         foreach (var (app, version) in applications)
         {
-            var software = t.GetSoftware(app, version)
+            var software = await t.GetSoftwareAsync(app, version, ct)
                 ?? throw new CatalogueRuleException($"pattern {id}: {app} {version} is not in the software catalogue");
             if (!Allows(software.RequiredHardware, hardware))
             {

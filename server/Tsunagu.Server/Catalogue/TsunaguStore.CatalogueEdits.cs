@@ -4,99 +4,99 @@ using Dapper;
 namespace Tsunagu.Server.Data;
 
 /// <summary>
-/// One catalogue transaction (<see cref="TsunaguStore.InCatalogueTransaction{T}"/>): the rules' reads and the writes they allow
+/// One catalogue transaction (<see cref="TsunaguStore.InCatalogueTransactionAsync{T}"/>): the rules' reads and the writes they allow
 /// see the same catalogue, because catalogue changes are serialised (SQLite: one writer; PostgreSQL: a transaction-scoped
 /// advisory lock every catalogue change takes first). A rule that refuses throws, and the transaction writes nothing.
 /// </summary>
-public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Action<AuditEntry> audit)
+public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Func<AuditEntry, Task> audit)
 {
     /// <summary>Whether a change was written that the catalogue snapshot holds (patterns): the stamp moves on commit.</summary>
     internal bool SnapshotChanged { get; private set; }
 
-    public SoftwareRow? GetSoftware(string appId, string version) =>
-        c.QuerySingleOrDefault<SoftwareRow>("SELECT * FROM software WHERE app_id = @appId AND version = @version", new { appId, version }, tx);
+    public async Task<SoftwareRow?> GetSoftwareAsync(string appId, string version, CancellationToken ct = default) =>
+        await c.QuerySingleOrDefaultAsync<SoftwareRow>(new CommandDefinition("SELECT * FROM software WHERE app_id = @appId AND version = @version", new { appId, version }, tx, cancellationToken: ct));
 
-    public long SoftwareVersions(string appId) => c.ExecuteScalar<long>("SELECT COUNT(*) FROM software WHERE app_id = @appId", new { appId }, tx);
+    public async Task<long> SoftwareVersionsAsync(string appId, CancellationToken ct = default) => await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM software WHERE app_id = @appId", new { appId }, tx, cancellationToken: ct));
 
-    public PatchRow? FirstPatchFor(string appId) =>
-        c.QueryFirstOrDefault<PatchRow>("SELECT * FROM patches WHERE target_app = @appId ORDER BY id", new { appId }, tx);
+    public async Task<PatchRow?> FirstPatchForAsync(string appId, CancellationToken ct = default) =>
+        await c.QueryFirstOrDefaultAsync<PatchRow>(new CommandDefinition("SELECT * FROM patches WHERE target_app = @appId ORDER BY id", new { appId }, tx, cancellationToken: ct));
 
-    public PatchRow? GetPatch(string id) => c.QuerySingleOrDefault<PatchRow>("SELECT * FROM patches WHERE id = @id", new { id }, tx);
+    public async Task<PatchRow?> GetPatchAsync(string id, CancellationToken ct = default) => await c.QuerySingleOrDefaultAsync<PatchRow>(new CommandDefinition("SELECT * FROM patches WHERE id = @id", new { id }, tx, cancellationToken: ct));
 
-    public PatternRow? GetPattern(string id) => c.QuerySingleOrDefault<PatternRow>("SELECT * FROM patterns WHERE id = @id", new { id }, tx);
+    public async Task<PatternRow?> GetPatternAsync(string id, CancellationToken ct = default) => await c.QuerySingleOrDefaultAsync<PatternRow>(new CommandDefinition("SELECT * FROM patterns WHERE id = @id", new { id }, tx, cancellationToken: ct));
 
-    public IReadOnlyList<PatternRow> ListPatterns() => c.Query<PatternRow>("SELECT * FROM patterns ORDER BY id", transaction: tx).ToList();
+    public async Task<IReadOnlyList<PatternRow>> ListPatternsAsync(CancellationToken ct = default) => (await c.QueryAsync<PatternRow>(new CommandDefinition("SELECT * FROM patterns ORDER BY id", transaction: tx, cancellationToken: ct))).ToList();
 
     /// <summary>What refers to pattern <paramref name="id"/>: update programs, units (as pattern or target) and rollouts, counted.</summary>
-    public (long Programs, long Units, long Rollouts) PatternReferences(string id) =>
-        (c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_programs WHERE from_pattern = @id OR to_pattern = @id", new { id }, tx),
-            c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE pattern = @id OR target_pattern = @id", new { id }, tx),
-            c.ExecuteScalar<long>("SELECT COUNT(*) FROM rollouts WHERE from_pattern = @id OR to_pattern = @id", new { id }, tx));
+    public async Task<(long Programs, long Units, long Rollouts)> PatternReferencesAsync(string id, CancellationToken ct = default) =>
+        (await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM update_programs WHERE from_pattern = @id OR to_pattern = @id", new { id }, tx, cancellationToken: ct)),
+            await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM units WHERE pattern = @id OR target_pattern = @id", new { id }, tx, cancellationToken: ct)),
+            await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM rollouts WHERE from_pattern = @id OR to_pattern = @id", new { id }, tx, cancellationToken: ct)));
 
     /// <summary>Replaces the name and requirements of catalogued software; false when it is not catalogued.</summary>
-    public bool UpdateSoftware(SoftwareRow software, AuditEntry entry) => Changed(
+    public async Task<bool> UpdateSoftwareAsync(SoftwareRow software, AuditEntry entry, CancellationToken ct = default) => await ChangedAsync(
         "UPDATE software SET name = @Name, required_hardware = @RequiredHardware, required_os = @RequiredOs WHERE app_id = @AppId AND version = @Version",
-        software, entry);
+        software, entry, ct);
 
-    public bool DeleteSoftware(string appId, string version, AuditEntry entry) =>
-        Changed("DELETE FROM software WHERE app_id = @appId AND version = @version", new { appId, version }, entry);
+    public async Task<bool> DeleteSoftwareAsync(string appId, string version, AuditEntry entry, CancellationToken ct = default) =>
+        await ChangedAsync("DELETE FROM software WHERE app_id = @appId AND version = @version", new { appId, version }, entry, ct);
 
-    public bool UpdatePatch(PatchRow patch, AuditEntry entry) => Changed("""
+    public async Task<bool> UpdatePatchAsync(PatchRow patch, AuditEntry entry, CancellationToken ct = default) => await ChangedAsync("""
         UPDATE patches SET name = @Name, version = @Version, target_app = @TargetApp, importance = @Importance,
                os_version = @OsVersion, hardware_version = @HardwareVersion
         WHERE id = @Id
-        """, patch, entry);
+        """, patch, entry, ct);
 
-    public bool DeletePatch(string id, AuditEntry entry) => Changed("DELETE FROM patches WHERE id = @id", new { id }, entry);
+    public async Task<bool> DeletePatchAsync(string id, AuditEntry entry, CancellationToken ct = default) => await ChangedAsync("DELETE FROM patches WHERE id = @id", new { id }, entry, ct);
 
     /// <summary>Removes a draft pattern that nothing refers to (checked again in the statement); false when it is not such a pattern.</summary>
-    public bool DeleteDraftPattern(string id, AuditEntry entry)
+    public async Task<bool> DeleteDraftPatternAsync(string id, AuditEntry entry, CancellationToken ct = default)
     {
-        var deleted = Changed("""
+        var deleted = await ChangedAsync("""
             DELETE FROM patterns WHERE id = @id AND status = 'draft'
               AND NOT EXISTS (SELECT 1 FROM update_programs WHERE from_pattern = @id OR to_pattern = @id)
               AND NOT EXISTS (SELECT 1 FROM units WHERE pattern = @id OR target_pattern = @id)
               AND NOT EXISTS (SELECT 1 FROM rollouts WHERE from_pattern = @id OR to_pattern = @id)
-            """, new { id }, entry);
+            """, new { id }, entry, ct);
         SnapshotChanged |= deleted;
         return deleted;
     }
 
     /// <summary>Adds a pattern (as draft or as given) with its audit entry; a pattern with its id already there is a <see cref="StoreConflictException"/>.</summary>
-    public void AddPattern(PatternRow pattern, string now, AuditEntry entry)
+    public async Task AddPatternAsync(PatternRow pattern, string now, AuditEntry entry, CancellationToken ct = default)
     {
-        Insert("""
+        await InsertAsync("""
             INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at)
             VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now)
-            """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now }, $"pattern {pattern.Id} already exists");
+            """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now }, $"pattern {pattern.Id} already exists", ct);
         SnapshotChanged = true;
-        audit(entry);
+        await audit(entry);
     }
 
     /// <summary>Adds a patch with its audit entry; a patch with its id already there is a <see cref="StoreConflictException"/>.</summary>
-    public void AddPatch(PatchRow patch, string now, AuditEntry entry)
+    public async Task AddPatchAsync(PatchRow patch, string now, AuditEntry entry, CancellationToken ct = default)
     {
-        Insert("""
+        await InsertAsync("""
             INSERT INTO patches (id, name, version, target_app, importance, os_version, hardware_version, created_at)
             VALUES (@Id, @Name, @Version, @TargetApp, @Importance, @OsVersion, @HardwareVersion, @now)
-            """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now }, $"patch {patch.Id} already exists");
-        audit(entry);
+            """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now }, $"patch {patch.Id} already exists", ct);
+        await audit(entry);
     }
 
     /// <summary>Moves a pattern from <paramref name="from"/> to <paramref name="to"/> with its audit entry; false when it was not in <paramref name="from"/>.</summary>
-    public bool SetPatternStatus(string id, string from, string to, string now, AuditEntry entry)
+    public async Task<bool> SetPatternStatusAsync(string id, string from, string to, string now, AuditEntry entry, CancellationToken ct = default)
     {
         var column = to == PatternStatus.Verified ? "verified_at" : "retired_at";
-        var moved = Changed($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now }, entry);
+        var moved = await ChangedAsync($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now }, entry, ct);
         SnapshotChanged |= moved;
         return moved;
     }
 
-    private void Insert(string sql, object args, string conflict)
+    private async Task InsertAsync(string sql, object args, string conflict, CancellationToken ct)
     {
         try
         {
-            c.Execute(sql, args, tx);
+            await c.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
         }
         catch (DbException e) when (TsunaguStore.IsUniqueViolation(e))
         {
@@ -104,10 +104,10 @@ public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Actio
         }
     }
 
-    private bool Changed(string sql, object args, AuditEntry entry)
+    private async Task<bool> ChangedAsync(string sql, object args, AuditEntry entry, CancellationToken ct)
     {
-        if (c.Execute(sql, args, tx) == 0) { return false; }
-        audit(entry);
+        if (await c.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct)) == 0) { return false; }
+        await audit(entry);
         return true;
     }
 }
@@ -123,19 +123,19 @@ public sealed partial class TsunaguStore
     /// change interleaves with; commits when it returns (moving the catalogue stamp when a pattern changed), writes
     /// nothing when it throws.
     /// </summary>
-    public T InCatalogueTransaction<T>(Func<CatalogueTransaction, T> work)
+    public async Task<T> InCatalogueTransactionAsync<T>(Func<CatalogueTransaction, Task<T>> work, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        LockCatalogue(c, tx);
-        var catalogue = new CatalogueTransaction(c, tx, entry => WriteAudit(c, tx, entry));
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await LockCatalogueAsync(c, tx, ct);
+        var catalogue = new CatalogueTransaction(c, tx, entry => WriteAuditAsync(c, tx, entry, ct));
         // a refusal (a rule's exception) leaves the transaction uncommitted: disposing it rolls everything back
-        var result = work(catalogue);
+        var result = await work(catalogue);
         if (catalogue.SnapshotChanged)
         {
-            c.Execute(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx);
+            await c.ExecuteAsync(new CommandDefinition(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx, cancellationToken: ct));
         }
-        tx.Commit();
+        await tx.CommitAsync(ct);
         return result;
     }
 
@@ -143,17 +143,17 @@ public sealed partial class TsunaguStore
     /// Serialises catalogue changes: on PostgreSQL a lock held until the transaction ends (its reads after it see every
     /// change committed before); SQLite transactions take the single writer's lock when they begin (BEGIN IMMEDIATE).
     /// </summary>
-    private void LockCatalogue(DbConnection c, DbTransaction tx)
+    private async Task LockCatalogueAsync(DbConnection c, DbTransaction tx, CancellationToken ct)
     {
         if (_db.Kind == DatabaseKind.Postgres)
         {
-            c.Execute("SELECT pg_advisory_xact_lock(@CatalogueLockKey)", new { CatalogueLockKey }, tx);
+            await c.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(@CatalogueLockKey)", new { CatalogueLockKey }, tx, cancellationToken: ct));
         }
     }
 
-    public PatchRow? GetPatch(string id)
+    public async Task<PatchRow?> GetPatchAsync(string id, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<PatchRow>("SELECT * FROM patches WHERE id = @id", new { id });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<PatchRow>(new CommandDefinition("SELECT * FROM patches WHERE id = @id", new { id }, cancellationToken: ct));
     }
 }

@@ -41,8 +41,8 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
         }
         while (!stoppingToken.IsCancellationRequested)
         {
-            Renew();
-            if (IsHolder) { RunOnceOnlyWork(); }
+            await RenewAsync(stoppingToken);
+            if (IsHolder) { await RunOnceOnlyWorkAsync(stoppingToken); }
             try
             {
                 await Task.Delay(Lifetime / 3, time, stoppingToken);
@@ -57,7 +57,7 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
             Interlocked.Exchange(ref _heldSince, -1);
             try
             {
-                store.ReleaseLease(Name, Holder);
+                await store.ReleaseLeaseAsync(Name, Holder, stoppingToken);
             }
             catch (DbException e)
             {
@@ -66,14 +66,14 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
         }
     }
 
-    private void Renew()
+    private async Task RenewAsync(CancellationToken ct)
     {
         var sent = time.GetTimestamp();
         var was = IsHolder;
         bool held;
         try
         {
-            held = store.TryHoldLease(Name, Holder, Lifetime);
+            held = await store.TryHoldLeaseAsync(Name, Holder, Lifetime, ct);
         }
         catch (Exception e) when (e is DbException or TimeoutException or InvalidOperationException)
         {
@@ -92,12 +92,12 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
         }
     }
 
-    private void RunOnceOnlyWork()
+    private async Task RunOnceOnlyWorkAsync(CancellationToken ct)
     {
         try
         {
-            var challenges = store.PruneExpiredChallenges();
-            var attempts = store.PruneAttempts(time.GetUtcNow().ToUnixTimeSeconds() / 60 - 1);
+            var challenges = await store.PruneExpiredChallengesAsync(ct);
+            var attempts = await store.PruneAttemptsAsync(time.GetUtcNow().ToUnixTimeSeconds() / 60 - 1, ct);
             if (challenges + attempts > 0)
             {
                 log.LogDebug("cluster: removed {Challenges} expired challenges and {Attempts} old attempt counts", challenges, attempts);

@@ -28,16 +28,16 @@ public sealed class ArtifactStore(string directory)
     /// is kept (the caller's record of it, such as an audit entry); nothing is kept of an upload that fails or whose
     /// <paramref name="commit"/> throws.
     /// </summary>
-    public Task<(string Sha256, long Size)> AddAsync(Stream content, long maxBytes, Action<string, long>? commit, CancellationToken ct) =>
+    public Task<(string Sha256, long Size)> AddAsync(Stream content, long maxBytes, Func<string, long, Task>? commit, CancellationToken ct) =>
         AddAsync(content, maxBytes, null, commit, ct);
 
     /// <summary>
-    /// <see cref="AddAsync(Stream, long, Action{string, long}?, CancellationToken)"/> that first has
+    /// <see cref="AddAsync(Stream, long, Func{string, long, Task}?, CancellationToken)"/> that first has
     /// <paramref name="inspect"/> read the complete upload (its temporary path); when that throws, nothing is kept and
     /// <paramref name="commit"/> does not run.
     /// </summary>
     public async Task<(string Sha256, long Size)> AddAsync(Stream content, long maxBytes, Func<string, CancellationToken, Task>? inspect,
-        Action<string, long>? commit, CancellationToken ct)
+        Func<string, long, Task>? commit, CancellationToken ct)
     {
         System.IO.Directory.CreateDirectory(Directory);
         var tmp = Path.Combine(Directory, $".upload-{Guid.NewGuid():N}");
@@ -63,7 +63,7 @@ public sealed class ArtifactStore(string directory)
             if (size == 0) { throw new InvalidDataException("the artifact is empty"); }
             var sha = Convert.ToHexStringLower(hash.GetHashAndReset());
             if (inspect is not null) { await inspect(tmp, ct); }
-            commit?.Invoke(sha, size);
+            if (commit is not null) { await commit(sha, size); }
             File.Move(tmp, Path.Combine(Directory, sha), overwrite: true);
             return (sha, size);
         }

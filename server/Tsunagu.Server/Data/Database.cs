@@ -98,31 +98,58 @@ public sealed class Database
     /// </summary>
     public DbConnection Open(bool durable)
     {
+        var connection = Connection();
+        connection.Open();
+        using var setup = SessionSetup(connection, durable);
+        setup?.ExecuteNonQuery();
+        return connection;
+    }
+
+    /// <summary><see cref="Open(bool)"/> without blocking the caller's thread where the provider can (Npgsql).</summary>
+    public Task<DbConnection> OpenAsync(CancellationToken ct) => OpenAsync(durable: true, ct);
+
+    /// <inheritdoc cref="Open(bool)"/>
+    public async Task<DbConnection> OpenAsync(bool durable, CancellationToken ct)
+    {
+        var connection = Connection();
+        try
+        {
+            await connection.OpenAsync(ct);
+            await using var setup = SessionSetup(connection, durable);
+            if (setup is not null) { await setup.ExecuteNonQueryAsync(ct); }
+            return connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+
+    private DbConnection Connection()
+    {
         // Microsoft.Data.Sqlite retries a busy database itself until the command timeout: that is the busy wait
         var openString = _openString ??= Kind == DatabaseKind.Sqlite
             ? new SqliteConnectionStringBuilder(ConnectionString) { DefaultTimeout = Math.Max(1, (int)Math.Ceiling(BusyTimeout.TotalSeconds)) }.ToString()
             : ConnectionString;
-        DbConnection connection;
+        // PostgreSQL: one pool; a session setting lasts until the connection goes back to it (Npgsql resets the session then)
+        return Kind == DatabaseKind.Sqlite ? new SqliteConnection(openString) : new NpgsqlConnection(openString);
+    }
+
+    /// <summary>The command an opened connection runs first, or null: SQLite's pragmas, PostgreSQL's relaxed commit.</summary>
+    private DbCommand? SessionSetup(DbConnection connection, bool durable)
+    {
         if (Kind == DatabaseKind.Sqlite)
         {
-            connection = new SqliteConnection(openString);
-            connection.Open();
-            using var pragma = connection.CreateCommand();
+            var pragma = connection.CreateCommand();
             // the pragmas are set on every open: a pooled connection keeps what its last user set
             pragma.CommandText = durable || !_walMode ? _durablePragmas ??= Pragmas("FULL") : _relaxedPragmas ??= Pragmas("NORMAL");
-            pragma.ExecuteNonQuery();
-            return connection;
+            return pragma;
         }
-        // PostgreSQL: one pool; the setting lasts until the connection goes back to it (Npgsql resets the session then)
-        connection = new NpgsqlConnection(openString);
-        connection.Open();
-        if (!durable)
-        {
-            using var set = connection.CreateCommand();
-            set.CommandText = "SET synchronous_commit = off";
-            set.ExecuteNonQuery();
-        }
-        return connection;
+        if (durable) { return null; }
+        var set = connection.CreateCommand();
+        set.CommandText = "SET synchronous_commit = off";
+        return set;
     }
 
     private string Pragmas(string synchronous) =>

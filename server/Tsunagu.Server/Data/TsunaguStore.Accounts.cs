@@ -11,30 +11,30 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Creates an operator (with <paramref name="newRole"/>) or sets their password hash (keeping their role), with
-    /// <paramref name="audit"/> (when given) in the same transaction. A disabling goes through <see cref="ChangeOperator"/>.
+    /// <paramref name="audit"/> (when given) in the same transaction. A disabling goes through <see cref="ChangeOperatorAsync"/>.
     /// </summary>
-    public void UpsertOperator(string name, string passwordHash, AuditEntry? audit = null, string newRole = Security.OperatorRoles.Administrator) =>
-        Write((c, tx) => c.Execute("INSERT INTO operators (name, password_hash, role) VALUES (@name, @passwordHash, @newRole) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-            new { name, passwordHash, newRole }, tx), audit);
+    public async Task UpsertOperatorAsync(string name, string passwordHash, AuditEntry? audit = null, string newRole = Security.OperatorRoles.Administrator, CancellationToken ct = default) =>
+        await WriteAsync(async (c, tx) => await c.ExecuteAsync(new CommandDefinition("INSERT INTO operators (name, password_hash, role) VALUES (@name, @passwordHash, @newRole) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+            new { name, passwordHash, newRole }, tx, cancellationToken: ct)), audit, ct);
 
-    public string? GetOperatorHash(string name)
+    public async Task<string?> GetOperatorHashAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<string>("SELECT password_hash FROM operators WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT password_hash FROM operators WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
     /// <summary>The operator's role; null when there is no such account.</summary>
-    public string? GetOperatorRole(string name)
+    public async Task<string?> GetOperatorRoleAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<string>("SELECT role FROM operators WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT role FROM operators WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
     /// <summary>Every operator account: name, role, and whether it is enabled (can sign in), by name.</summary>
-    public IReadOnlyList<OperatorRow> ListOperators()
+    public async Task<IReadOnlyList<OperatorRow>> ListOperatorsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<(string Name, string Role, string Hash)>("SELECT name, role, password_hash FROM operators ORDER BY name")
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<(string Name, string Role, string Hash)>(new CommandDefinition("SELECT name, role, password_hash FROM operators ORDER BY name", cancellationToken: ct)))
             .Select(o => new OperatorRow(o.Name, o.Role, Security.PasswordHasher.IsWellFormed(o.Hash))).ToList();
     }
 
@@ -45,94 +45,94 @@ public sealed partial class TsunaguStore
     /// when it would leave no enabled administrator where there was one. The administrators' rows are locked first (PostgreSQL),
     /// so two administrators demoting each other at once cannot both succeed.
     /// </summary>
-    public void ChangeOperator(string name, string? passwordHash, string? role, AuditEntry? audit) => Write((c, tx) =>
+    public async Task ChangeOperatorAsync(string name, string? passwordHash, string? role, AuditEntry? audit, CancellationToken ct = default) => await WriteAsync(async (c, tx) =>
     {
         if (_db.Kind == DatabaseKind.Postgres)
         {
-            c.Execute("SELECT name FROM operators WHERE role = @admin FOR UPDATE", new { admin = Security.OperatorRoles.Administrator }, tx);
+            await c.ExecuteAsync(new CommandDefinition("SELECT name FROM operators WHERE role = @admin FOR UPDATE", new { admin = Security.OperatorRoles.Administrator }, tx, cancellationToken: ct));
         }
-        var before = EnabledAdministrators(c, tx);
-        var exists = c.ExecuteScalar<long>("SELECT COUNT(*) FROM operators WHERE name = @name", new { name }, tx) > 0;
+        var before = await EnabledAdministratorsAsync(c, tx, ct);
+        var exists = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM operators WHERE name = @name", new { name }, tx, cancellationToken: ct)) > 0;
         if (!exists)
         {
             var hash = passwordHash ?? throw new ArgumentException("a new operator needs a password", nameof(passwordHash));
             var newRole = role ?? throw new ArgumentException("a new operator needs a role", nameof(role));
-            c.Execute("INSERT INTO operators (name, password_hash, role) VALUES (@name, @hash, @newRole)", new { name, hash, newRole }, tx);
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO operators (name, password_hash, role) VALUES (@name, @hash, @newRole)", new { name, hash, newRole }, tx, cancellationToken: ct));
         }
         else
         {
-            if (passwordHash is not null) { c.Execute("UPDATE operators SET password_hash = @passwordHash WHERE name = @name", new { name, passwordHash }, tx); }
-            if (role is not null) { c.Execute("UPDATE operators SET role = @role WHERE name = @name", new { name, role }, tx); }
+            if (passwordHash is not null) { await c.ExecuteAsync(new CommandDefinition("UPDATE operators SET password_hash = @passwordHash WHERE name = @name", new { name, passwordHash }, tx, cancellationToken: ct)); }
+            if (role is not null) { await c.ExecuteAsync(new CommandDefinition("UPDATE operators SET role = @role WHERE name = @name", new { name, role }, tx, cancellationToken: ct)); }
         }
-        if (before > 0 && EnabledAdministrators(c, tx) == 0)
+        if (before > 0 && await EnabledAdministratorsAsync(c, tx, ct) == 0)
         {
             // the transaction is not committed: nothing changed
             throw new StoreConflictException($"{name} is the last enabled administrator; make another administrator first");
         }
-    }, audit);
+    }, audit, ct);
 
-    private static int EnabledAdministrators(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx) =>
-        c.Query<string>("SELECT password_hash FROM operators WHERE role = @admin", new { admin = Security.OperatorRoles.Administrator }, tx)
+    private static async Task<int> EnabledAdministratorsAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, CancellationToken ct) =>
+        (await c.QueryAsync<string>(new CommandDefinition("SELECT password_hash FROM operators WHERE role = @admin", new { admin = Security.OperatorRoles.Administrator }, tx, cancellationToken: ct)))
             .Count(Security.PasswordHasher.IsWellFormed);
 
     /// <summary>Creates a subscriber or sets their password hash, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public void UpsertSubscriber(string name, string passwordHash, AuditEntry? audit = null) => SetSubscriber(name, passwordHash, null, audit);
+    public async Task UpsertSubscriberAsync(string name, string passwordHash, AuditEntry? audit = null, CancellationToken ct = default) => await SetSubscriberAsync(name, passwordHash, null, audit, ct);
 
     /// <summary>
     /// In one transaction: the subscriber's password hash (when given: creates them or replaces it), their contract
     /// (when given) and <paramref name="audit"/> (when given).
     /// </summary>
-    public void SetSubscriber(string name, string? passwordHash, string? contract, AuditEntry? audit) => Write((c, tx) =>
+    public async Task SetSubscriberAsync(string name, string? passwordHash, string? contract, AuditEntry? audit, CancellationToken ct = default) => await WriteAsync(async (c, tx) =>
     {
         if (passwordHash is not null)
         {
-            c.Execute("INSERT INTO subscribers (name, password_hash) VALUES (@name, @passwordHash) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-                new { name, passwordHash }, tx);
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO subscribers (name, password_hash) VALUES (@name, @passwordHash) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+                new { name, passwordHash }, tx, cancellationToken: ct));
         }
         if (contract is not null)
         {
-            c.Execute("UPDATE subscribers SET contract = @contract WHERE name = @name", new { name, contract }, tx);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE subscribers SET contract = @contract WHERE name = @name", new { name, contract }, tx, cancellationToken: ct));
         }
-    }, audit);
+    }, audit, ct);
 
-    public string? GetSubscriberHash(string name)
+    public async Task<string?> GetSubscriberHashAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<string>("SELECT password_hash FROM subscribers WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT password_hash FROM subscribers WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
     /// <summary>Puts a subscriber on a contract (null: the default contract).</summary>
-    public void SetSubscriberContract(string name, string? contract)
+    public async Task SetSubscriberContractAsync(string name, string? contract, CancellationToken ct = default)
     {
-        using var c = Open();
-        c.Execute("UPDATE subscribers SET contract = @contract WHERE name = @name", new { name, contract });
+        await using var c = await OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE subscribers SET contract = @contract WHERE name = @name", new { name, contract }, cancellationToken: ct));
     }
 
     /// <summary>The subscriber's contract; null when they are on the default contract or do not exist.</summary>
-    public string? GetSubscriberContract(string name)
+    public async Task<string?> GetSubscriberContractAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<string>("SELECT contract FROM subscribers WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT contract FROM subscribers WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
     // ---- contracts: what a subscriber may change --------------------------------------------------------
 
     /// <summary>Creates or replaces a contract, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public void UpsertContract(string name, IReadOnlyList<string> subscriberFields, AuditEntry? audit = null) =>
-        Write((c, tx) => c.Execute("INSERT INTO contracts (name, subscriber_fields) VALUES (@name, @fields) ON CONFLICT(name) DO UPDATE SET subscriber_fields = excluded.subscriber_fields",
-            new { name, fields = JsonSerializer.Serialize(subscriberFields.ToList(), ProtocolJson.Default.ListString) }, tx), audit);
+    public async Task UpsertContractAsync(string name, IReadOnlyList<string> subscriberFields, AuditEntry? audit = null, CancellationToken ct = default) =>
+        await WriteAsync(async (c, tx) => await c.ExecuteAsync(new CommandDefinition("INSERT INTO contracts (name, subscriber_fields) VALUES (@name, @fields) ON CONFLICT(name) DO UPDATE SET subscriber_fields = excluded.subscriber_fields",
+            new { name, fields = JsonSerializer.Serialize(subscriberFields.ToList(), ProtocolJson.Default.ListString) }, tx, cancellationToken: ct)), audit, ct);
 
     /// <summary>The contract's allow-list of service configuration fields; null when there is no such contract.</summary>
-    public IReadOnlyList<string>? GetContract(string name)
+    public async Task<IReadOnlyList<string>?> GetContractAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        var fields = c.QuerySingleOrDefault<string>("SELECT subscriber_fields FROM contracts WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        var fields = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT subscriber_fields FROM contracts WHERE name = @name", new { name }, cancellationToken: ct));
         return fields is null ? null : JsonSerializer.Deserialize(fields, ProtocolJson.Default.ListString) ?? [];
     }
 
-    public IReadOnlyList<string> ListContracts()
+    public async Task<IReadOnlyList<string>> ListContractsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<string>("SELECT name FROM contracts ORDER BY name").ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<string>(new CommandDefinition("SELECT name FROM contracts ORDER BY name", cancellationToken: ct))).ToList();
     }
 }

@@ -10,113 +10,113 @@ public sealed partial class TsunaguStore
     // ---- software catalogue and patches -------------------------------------------------------------
 
     /// <summary>Adds catalogued software, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public void AddSoftware(SoftwareRow software, AuditEntry? audit = null)
+    public async Task AddSoftwareAsync(SoftwareRow software, AuditEntry? audit = null, CancellationToken ct = default)
     {
-        CatalogueLockedInsert("""
+        await CatalogueLockedInsertAsync("""
                 INSERT INTO software (app_id, version, name, required_hardware, required_os, created_at)
                 VALUES (@AppId, @Version, @Name, @RequiredHardware, @RequiredOs, @now)
-                """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() }, $"software {software.AppId} {software.Version} is already in the catalogue", audit);
+                """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() }, $"software {software.AppId} {software.Version} is already in the catalogue", audit, ct);
     }
 
     /// <summary>Adds the software if it is not catalogued yet (seeding).</summary>
-    public void EnsureSoftware(SoftwareRow software)
+    public async Task EnsureSoftwareAsync(SoftwareRow software, CancellationToken ct = default)
     {
-        using var c = Open();
-        c.Execute("""
+        await using var c = await OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO software (app_id, version, name, required_hardware, required_os, created_at)
             VALUES (@AppId, @Version, @Name, @RequiredHardware, @RequiredOs, @now) ON CONFLICT DO NOTHING
-            """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() });
+            """, new { software.AppId, software.Version, software.Name, software.RequiredHardware, software.RequiredOs, now = Now() }, cancellationToken: ct));
     }
 
-    public IReadOnlyList<SoftwareRow> ListSoftware(string? appId = null)
+    public async Task<IReadOnlyList<SoftwareRow>> ListSoftwareAsync(string? appId = null, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<SoftwareRow>("SELECT * FROM software WHERE @appId IS NULL OR app_id = @appId ORDER BY app_id, version", new { appId }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<SoftwareRow>(new CommandDefinition("SELECT * FROM software WHERE @appId IS NULL OR app_id = @appId ORDER BY app_id, version", new { appId }, cancellationToken: ct))).ToList();
     }
 
-    public SoftwareRow? GetSoftware(string appId, string version)
+    public async Task<SoftwareRow?> GetSoftwareAsync(string appId, string version, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<SoftwareRow>("SELECT * FROM software WHERE app_id = @appId AND version = @version", new { appId, version });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<SoftwareRow>(new CommandDefinition("SELECT * FROM software WHERE app_id = @appId AND version = @version", new { appId, version }, cancellationToken: ct));
     }
 
     /// <summary>Adds a patch, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public void AddPatch(PatchRow patch, AuditEntry? audit = null)
+    public async Task AddPatchAsync(PatchRow patch, AuditEntry? audit = null, CancellationToken ct = default)
     {
-        CatalogueLockedInsert("""
+        await CatalogueLockedInsertAsync("""
                 INSERT INTO patches (id, name, version, target_app, importance, os_version, hardware_version, created_at)
                 VALUES (@Id, @Name, @Version, @TargetApp, @Importance, @OsVersion, @HardwareVersion, @now)
-                """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() }, $"patch {patch.Id} already exists", audit);
+                """, new { patch.Id, patch.Name, patch.Version, patch.TargetApp, patch.Importance, patch.OsVersion, patch.HardwareVersion, now = Now() }, $"patch {patch.Id} already exists", audit, ct);
     }
 
-    public IReadOnlyList<PatchRow> ListPatches()
+    public async Task<IReadOnlyList<PatchRow>> ListPatchesAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<PatchRow>("SELECT * FROM patches ORDER BY id").ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<PatchRow>(new CommandDefinition("SELECT * FROM patches ORDER BY id", cancellationToken: ct))).ToList();
     }
 
     // ---- patterns and update programs ------------------------------------------------------------------
 
     /// <summary>Inserts or replaces a pattern as it is given (used by seeding; the operator API goes through the catalogue rules).</summary>
-    public void UpsertPattern(PatternRow pattern)
+    public async Task UpsertPatternAsync(PatternRow pattern, CancellationToken ct = default)
     {
         var now = Now();
-        CatalogueWrite((c, tx) => c.Execute("""
+        await CatalogueWriteAsync(async (c, tx) => await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at, verified_at)
             VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now, CASE WHEN @Status = 'verified' THEN @now END)
             ON CONFLICT(id) DO UPDATE SET name = excluded.name, hardware_version = excluded.hardware_version,
                 os_version = excluded.os_version, applications = excluded.applications, status = excluded.status
-            """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now }, tx));
+            """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now }, tx, cancellationToken: ct)), ct);
     }
 
     /// <summary>Adds a pattern, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public void AddPattern(PatternRow pattern, AuditEntry? audit = null)
+    public async Task AddPatternAsync(PatternRow pattern, AuditEntry? audit = null, CancellationToken ct = default)
     {
-        CatalogueInsert("""
+        await CatalogueInsertAsync("""
                 INSERT INTO patterns (id, name, hardware_version, os_version, applications, status, created_at)
                 VALUES (@Id, @Name, @HardwareVersion, @OsVersion, @Applications, @Status, @now)
-                """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() }, $"pattern {pattern.Id} already exists", audit);
+                """, new { pattern.Id, pattern.Name, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, pattern.Status, now = Now() }, $"pattern {pattern.Id} already exists", [audit], ct);
     }
 
-    public PatternRow? GetPattern(string id)
+    public async Task<PatternRow?> GetPatternAsync(string id, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<PatternRow>("SELECT * FROM patterns WHERE id = @id", new { id });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<PatternRow>(new CommandDefinition("SELECT * FROM patterns WHERE id = @id", new { id }, cancellationToken: ct));
     }
 
     /// <summary>
     /// Moves a pattern from <paramref name="from"/> to <paramref name="to"/>, with <paramref name="audit"/> (when given)
     /// in the same transaction; false (and no audit entry) when it was not in <paramref name="from"/>.
     /// </summary>
-    public bool SetPatternStatus(string id, string from, string to, AuditEntry? audit = null)
+    public async Task<bool> SetPatternStatusAsync(string id, string from, string to, AuditEntry? audit = null, CancellationToken ct = default)
     {
         var column = to == PatternStatus.Verified ? "verified_at" : "retired_at";
-        return CatalogueWrite((c, tx) =>
+        return await CatalogueWriteAsync(async (c, tx) =>
         {
-            var moved = c.Execute($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now = Now() }, tx) > 0;
-            if (moved) { WriteAudit(c, tx, audit); }
+            var moved = await c.ExecuteAsync(new CommandDefinition($"UPDATE patterns SET status = @to, {column} = @now WHERE id = @id AND status = @from", new { id, from, to, now = Now() }, tx, cancellationToken: ct)) > 0;
+            if (moved) { await WriteAuditAsync(c, tx, audit, ct); }
             return moved;
-        });
+        }, ct);
     }
 
-    public IReadOnlyList<PatternRow> ListPatterns(string? status = null)
+    public async Task<IReadOnlyList<PatternRow>> ListPatternsAsync(string? status = null, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<PatternRow>("SELECT * FROM patterns WHERE @status IS NULL OR status = @status ORDER BY id", new { status }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<PatternRow>(new CommandDefinition("SELECT * FROM patterns WHERE @status IS NULL OR status = @status ORDER BY id", new { status }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>The verified (or retired) pattern matching <paramref name="inventory"/>; see <see cref="CatalogueSnapshot.FindPattern"/>.</summary>
-    public PatternRow? FindPattern(Inventory inventory) => Catalogue().FindPattern(inventory);
+    public async Task<PatternRow?> FindPatternAsync(Inventory inventory, CancellationToken ct = default) => (await CatalogueAsync(ct)).FindPattern(inventory);
 
-    public void UpsertUpdateProgram(UpdateProgramRow program)
+    public async Task UpsertUpdateProgramAsync(UpdateProgramRow program, CancellationToken ct = default)
     {
-        CatalogueWrite((c, tx) => c.Execute("""
+        await CatalogueWriteAsync(async (c, tx) => await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
             VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
             ON CONFLICT(id) DO UPDATE SET from_pattern = excluded.from_pattern, to_pattern = excluded.to_pattern,
                 importance = excluded.importance, priority = excluded.priority,
                 artifact_sha256 = excluded.artifact_sha256, artifact_size = excluded.artifact_size
-            """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx));
+            """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx, cancellationToken: ct)), ct);
     }
 
     /// <summary>
@@ -124,26 +124,26 @@ public sealed partial class TsunaguStore
     /// again under the catalogue's lock: a from-pattern deleted, or a to-pattern no longer verified, since the caller
     /// checked them makes it a <see cref="StoreConflictException"/> and nothing is written.
     /// </summary>
-    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry? audit = null) => InsertUpdateProgram(program, audit);
+    public async Task AddUpdateProgramAsync(UpdateProgramRow program, AuditEntry? audit = null, CancellationToken ct = default) => await InsertUpdateProgramAsync(program, [audit], ct);
 
-    /// <summary>Adds an update program, with both audit entries (the program's and its bundle upload's) in the same transaction; see <see cref="AddUpdateProgram(UpdateProgramRow, AuditEntry?)"/>.</summary>
-    public void AddUpdateProgram(UpdateProgramRow program, AuditEntry audit, AuditEntry upload) => InsertUpdateProgram(program, audit, upload);
+    /// <summary>Adds an update program, with both audit entries (the program's and its bundle upload's) in the same transaction; see <see cref="AddUpdateProgramAsync(UpdateProgramRow, AuditEntry?, CancellationToken)"/>.</summary>
+    public async Task AddUpdateProgramAsync(UpdateProgramRow program, AuditEntry audit, AuditEntry upload, CancellationToken ct = default) => await InsertUpdateProgramAsync(program, [audit, upload], ct);
 
-    private void InsertUpdateProgram(UpdateProgramRow program, params ReadOnlySpan<AuditEntry?> audit)
+    private async Task InsertUpdateProgramAsync(UpdateProgramRow program, AuditEntry?[] audit, CancellationToken ct)
     {
         AuditEntry?[] entries = [.. audit];
         try
         {
-            CatalogueWrite((c, tx) =>
+            await CatalogueWriteAsync(async (c, tx) =>
             {
-                RequireTransition(c, tx, program.FromPattern, program.ToPattern, $"update program {program.Id}");
-                c.Execute("""
+                await RequireTransitionAsync(c, tx, program.FromPattern, program.ToPattern, $"update program {program.Id}", ct);
+                await c.ExecuteAsync(new CommandDefinition("""
                     INSERT INTO update_programs (id, from_pattern, to_pattern, importance, priority, artifact_sha256, artifact_size, created_at)
                     VALUES (@Id, @FromPattern, @ToPattern, @Importance, @Priority, @ArtifactSha256, @ArtifactSize, @now)
-                    """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx);
-                foreach (var entry in entries) { WriteAudit(c, tx, entry); }
+                    """, new { program.Id, program.FromPattern, program.ToPattern, program.Importance, program.Priority, program.ArtifactSha256, program.ArtifactSize, now = Now() }, tx, cancellationToken: ct));
+                foreach (var entry in entries) { await WriteAuditAsync(c, tx, entry, ct); }
                 return 0;
-            });
+            }, ct);
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
@@ -156,9 +156,9 @@ public sealed partial class TsunaguStore
     /// still verified (a draft pattern deleted, or a pattern retired, after the caller's checks), else a
     /// <see cref="StoreConflictException"/> naming <paramref name="what"/>, which is then not written.
     /// </summary>
-    private static void RequireTransition(DbConnection c, DbTransaction tx, string from, string to, string what)
+    private static async Task RequireTransitionAsync(DbConnection c, DbTransaction tx, string from, string to, string what, CancellationToken ct)
     {
-        var status = c.Query<(string Id, string Status)>("SELECT id, status FROM patterns WHERE id = @from OR id = @to", new { from, to }, tx)
+        var status = (await c.QueryAsync<(string Id, string Status)>(new CommandDefinition("SELECT id, status FROM patterns WHERE id = @from OR id = @to", new { from, to }, tx, cancellationToken: ct)))
             .ToDictionary(p => p.Id, p => p.Status, StringComparer.Ordinal);
         if (!status.ContainsKey(from))
         {
@@ -170,25 +170,25 @@ public sealed partial class TsunaguStore
         }
     }
 
-    public IReadOnlyList<UpdateProgramRow> ListUpdatePrograms()
+    public async Task<IReadOnlyList<UpdateProgramRow>> ListUpdateProgramsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<UpdateProgramRow>("SELECT * FROM update_programs ORDER BY from_pattern, priority DESC, id").ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<UpdateProgramRow>(new CommandDefinition("SELECT * FROM update_programs ORDER BY from_pattern, priority DESC, id", cancellationToken: ct))).ToList();
     }
 
     /// <summary>The update program offered to units on <paramref name="fromPattern"/>; see <see cref="CatalogueSnapshot.FindUpdateProgram"/>.</summary>
-    public UpdateProgramRow? FindUpdateProgram(string fromPattern, string? toPattern = null) => Catalogue().FindUpdateProgram(fromPattern, toPattern);
+    public async Task<UpdateProgramRow?> FindUpdateProgramAsync(string fromPattern, string? toPattern = null, CancellationToken ct = default) => (await CatalogueAsync(ct)).FindUpdateProgram(fromPattern, toPattern);
 
-    public UpdateProgramRow? GetUpdateProgram(string id)
+    public async Task<UpdateProgramRow?> GetUpdateProgramAsync(string id, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<UpdateProgramRow>("SELECT * FROM update_programs WHERE id = @id", new { id });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<UpdateProgramRow>(new CommandDefinition("SELECT * FROM update_programs WHERE id = @id", new { id }, cancellationToken: ct));
     }
 
-    public bool ArtifactIsOffered(string sha256)
+    public async Task<bool> ArtifactIsOfferedAsync(string sha256, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_programs WHERE artifact_sha256 = @sha256", new { sha256 }) > 0;
+        await using var c = await OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM update_programs WHERE artifact_sha256 = @sha256", new { sha256 }, cancellationToken: ct)) > 0;
     }
 
     // ---- the catalogue snapshot ----------------------------------------------------------------------------
@@ -201,33 +201,34 @@ public sealed partial class TsunaguStore
     public const string CatalogueStampKey = "catalogue-stamp";
 
     private CatalogueSnapshot? _catalogue;
-    private readonly Lock _catalogueLoad = new();
+    private readonly SemaphoreSlim _catalogueLoad = new(1, 1);
 
     /// <summary>The catalogue as it is now (one read of the stamp; the rest from memory unless the stamp moved).</summary>
-    public CatalogueSnapshot Catalogue()
+    public async Task<CatalogueSnapshot> CatalogueAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return CatalogueAt(c);
+        await using var c = await OpenAsync(ct);
+        return await CatalogueAtAsync(c, ct);
     }
 
     /// <summary>The unit row and the current catalogue, on one connection: all a steady-state version check reads.</summary>
-    public (UnitCheckRow? Unit, CatalogueSnapshot Catalogue) GetUnitWithCatalogue(string mac)
+    public async Task<(UnitCheckRow? Unit, CatalogueSnapshot Catalogue)> GetUnitWithCatalogueAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        var unit = c.QuerySingleOrDefault<UnitCheckRow>(UnitCheckSql, new { mac });
-        return (unit, CatalogueAt(c));
+        await using var c = await OpenAsync(ct);
+        var unit = await c.QuerySingleOrDefaultAsync<UnitCheckRow>(new CommandDefinition(UnitCheckSql, new { mac }, cancellationToken: ct));
+        return (unit, await CatalogueAtAsync(c, ct));
     }
 
-    private CatalogueSnapshot CatalogueAt(DbConnection c)
+    private async Task<CatalogueSnapshot> CatalogueAtAsync(DbConnection c, CancellationToken ct)
     {
         // the stamp is read before the rows, so a write that lands in between only makes the next reader load again
-        var stamp = c.QuerySingleOrDefault<string>("SELECT value FROM settings WHERE key = @key", new { key = CatalogueStampKey });
+        var stamp = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT value FROM settings WHERE key = @key", new { key = CatalogueStampKey }, cancellationToken: ct));
         var current = Volatile.Read(ref _catalogue);
         if (current is not null && current.Stamp == stamp)
         {
             return current;
         }
-        lock (_catalogueLoad)
+        await _catalogueLoad.WaitAsync(ct);
+        try
         {
             current = Volatile.Read(ref _catalogue);
             if (current is not null && current.Stamp == stamp)
@@ -235,37 +236,41 @@ public sealed partial class TsunaguStore
                 return current;
             }
             current = new CatalogueSnapshot(stamp,
-                c.Query<PatternRow>("SELECT * FROM patterns"),
-                c.Query<UpdateProgramRow>("SELECT * FROM update_programs"),
-                c.Query<(string Key, string Value)>("SELECT key, value FROM settings").Select(s => KeyValuePair.Create(s.Key, s.Value)));
+                await c.QueryAsync<PatternRow>(new CommandDefinition("SELECT * FROM patterns", cancellationToken: ct)),
+                await c.QueryAsync<UpdateProgramRow>(new CommandDefinition("SELECT * FROM update_programs", cancellationToken: ct)),
+                (await c.QueryAsync<(string Key, string Value)>(new CommandDefinition("SELECT key, value FROM settings", cancellationToken: ct))).Select(s => KeyValuePair.Create(s.Key, s.Value)));
             Volatile.Write(ref _catalogue, current);
             return current;
+        }
+        finally
+        {
+            _catalogueLoad.Release();
         }
     }
 
     /// <summary>Runs a catalogue write and moves the catalogue stamp in the same transaction.</summary>
-    private T CatalogueWrite<T>(Func<DbConnection, DbTransaction, T> write)
+    private async Task<T> CatalogueWriteAsync<T>(Func<DbConnection, DbTransaction, Task<T>> write, CancellationToken ct)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        LockCatalogue(c, tx);
-        var result = write(c, tx);
-        c.Execute(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx);
-        tx.Commit();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await LockCatalogueAsync(c, tx, ct);
+        var result = await write(c, tx);
+        await c.ExecuteAsync(new CommandDefinition(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
         return result;
     }
 
-    /// <summary><see cref="Insert"/> of a catalogue row the snapshot does not hold (software, patches), under the catalogue's lock.</summary>
-    private void CatalogueLockedInsert(string sql, object args, string conflict, AuditEntry? audit)
+    /// <summary><see cref="InsertAsync"/> of a catalogue row the snapshot does not hold (software, patches), under the catalogue's lock.</summary>
+    private async Task CatalogueLockedInsertAsync(string sql, object args, string conflict, AuditEntry? audit, CancellationToken ct)
     {
         try
         {
-            using var c = Open();
-            using var tx = Begin(c);
-            LockCatalogue(c, tx);
-            c.Execute(sql, args, tx);
-            WriteAudit(c, tx, audit);
-            tx.Commit();
+            await using var c = await OpenAsync(ct);
+            await using var tx = await BeginAsync(c, ct);
+            await LockCatalogueAsync(c, tx, ct);
+            await c.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
+            await WriteAuditAsync(c, tx, audit, ct);
+            await tx.CommitAsync(ct);
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
@@ -273,18 +278,18 @@ public sealed partial class TsunaguStore
         }
     }
 
-    /// <summary><see cref="Insert"/> for catalogue rows: the insert, the new stamp and each of <paramref name="audit"/> (when given) commit together.</summary>
-    private void CatalogueInsert(string sql, object args, string conflict, params ReadOnlySpan<AuditEntry?> audit)
+    /// <summary><see cref="InsertAsync"/> for catalogue rows: the insert, the new stamp and each of <paramref name="audit"/> (when given) commit together.</summary>
+    private async Task CatalogueInsertAsync(string sql, object args, string conflict, AuditEntry?[] audit, CancellationToken ct)
     {
         AuditEntry?[] entries = [.. audit];
         try
         {
-            CatalogueWrite((c, tx) =>
+            await CatalogueWriteAsync(async (c, tx) =>
             {
-                c.Execute(sql, args, tx);
-                foreach (var entry in entries) { WriteAudit(c, tx, entry); }
+                await c.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
+                foreach (var entry in entries) { await WriteAuditAsync(c, tx, entry, ct); }
                 return 0;
-            });
+            }, ct);
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {

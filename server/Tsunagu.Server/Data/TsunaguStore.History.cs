@@ -8,14 +8,14 @@ namespace Tsunagu.Server.Data;
 public sealed partial class TsunaguStore
 {
     /// <summary>Records an update report without an install id once; a repeated report (same unit, update, result) changes nothing.</summary>
-    public bool RecordUpdateReport(string mac, string updateId, bool success, string? error, string? pattern)
+    public async Task<bool> RecordUpdateReportAsync(string mac, string updateId, bool success, string? error, string? pattern, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Execute("""
+        await using var c = await OpenAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
             VALUES (@mac, @updateId, @success, @error, @pattern, @now)
             ON CONFLICT DO NOTHING
-            """, new { mac, updateId, success = success ? 1 : 0, error, pattern, now = Now() }) > 0;
+            """, new { mac, updateId, success = success ? 1 : 0, error, pattern, now = Now() }, cancellationToken: ct)) > 0;
     }
 
     /// <summary>
@@ -26,123 +26,123 @@ public sealed partial class TsunaguStore
     /// (a unit older than install ids) a repeated report (same unit, update, result) adds no second report row and the
     /// rest is written again, as before install ids.
     /// </summary>
-    public UpdateRecord RecordUpdateOutcome(UpdateOutcome o)
+    public async Task<UpdateRecord> RecordUpdateOutcomeAsync(UpdateOutcome o, CancellationToken ct = default)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
         var kind = UnitEventKinds.Update;
-        using var c = Open();
-        using var tx = Begin(c);
-        var inserted = c.Execute("""
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var inserted = await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at, install_id)
             VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now, @InstallId)
             ON CONFLICT DO NOTHING
-            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now, o.InstallId }, tx) > 0;
+            """, new { o.Mac, o.UpdateId, success = o.Success ? 1 : 0, o.Error, o.Pattern, now, o.InstallId }, tx, cancellationToken: ct)) > 0;
         if (!inserted && o.InstallId is not null)
         {
-            var first = c.QuerySingle<UpdateReportRow>("SELECT * FROM update_reports WHERE mac = @Mac AND install_id = @InstallId",
-                new { o.Mac, o.InstallId }, tx);
-            tx.Rollback();
+            var first = await c.QuerySingleAsync<UpdateReportRow>(new CommandDefinition("SELECT * FROM update_reports WHERE mac = @Mac AND install_id = @InstallId",
+                new { o.Mac, o.InstallId }, tx, cancellationToken: ct));
+            await tx.RollbackAsync(ct);
             return new UpdateRecord(false, first.UpdateId, first.Success != 0, first.Pattern);
         }
         if (o.Inventory.LastBundle is { } counter)
         {
-            c.Execute("""
+            await c.ExecuteAsync(new CommandDefinition("""
                 UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
                 WHERE mac = @Mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
-                """, new { o.Mac, counter.Version, counter.BundleId }, tx);
+                """, new { o.Mac, counter.Version, counter.BundleId }, tx, cancellationToken: ct));
         }
-        c.Execute("""
+        await c.ExecuteAsync(new CommandDefinition("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@Pattern, pattern), state = @State, last_seen = @now,
                    last_error = CASE WHEN @Success THEN NULL ELSE COALESCE(@LastError, last_error) END
             WHERE mac = @Mac
-            """, new { o.Mac, inventory = JsonSerializer.Serialize(o.Inventory, ProtocolJson.Default.Inventory), o.Pattern, o.State, now, o.Success, o.LastError }, tx);
-        InsertAudit(c, tx, now, o.Mac, o.Success ? "update.succeeded" : "update.failed", o.UpdateId, o.Error);
-        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
-            new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx);
-        tx.Commit();
+            """, new { o.Mac, inventory = JsonSerializer.Serialize(o.Inventory, ProtocolJson.Default.Inventory), o.Pattern, o.State, now, o.Success, o.LastError }, tx, cancellationToken: ct));
+        await InsertAuditAsync(c, tx, now, o.Mac, o.Success ? "update.succeeded" : "update.failed", o.UpdateId, o.Error, ct);
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
+            new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
         _lastSeenWritten[o.Mac] = at;
         _lastEvent[o.Mac] = (kind, o.EventDetail);
         return new UpdateRecord(true, o.UpdateId, o.Success, o.Pattern);
     }
 
-    public long CountUpdateReports(string mac)
+    public async Task<long> CountUpdateReportsAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_reports WHERE mac = @mac", new { mac });
+        await using var c = await OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM update_reports WHERE mac = @mac", new { mac }, cancellationToken: ct));
     }
 
     // ---- unit history ------------------------------------------------------------------------------------
 
     /// <summary>A problem of the unit's boot (an OS slot refused by dm-verity): its last error and a failed history entry, durably.</summary>
-    public void RecordBootProblem(string mac, string problem)
+    public async Task RecordBootProblemAsync(string mac, string problem, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         var now = Now();
-        c.Execute("UPDATE units SET last_error = @problem WHERE mac = @mac", new { mac, problem }, tx);
-        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, 1)",
-            new { mac, now, kind = UnitEventKinds.Ready, detail = $"boot: {problem}" }, tx);
-        tx.Commit();
+        await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_error = @problem WHERE mac = @mac", new { mac, problem }, tx, cancellationToken: ct));
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, 1)",
+            new { mac, now, kind = UnitEventKinds.Ready, detail = $"boot: {problem}" }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
         _lastEvent[mac] = (UnitEventKinds.Ready, $"boot: {problem}");
     }
 
     /// <summary>Adds one entry to the unit's history (a check, an update, a configuration acknowledgement, a ready report).</summary>
-    public void AddUnitEvent(string mac, string kind, string? detail, bool failed = false)
+    public async Task AddUnitEventAsync(string mac, string kind, string? detail, bool failed = false, CancellationToken ct = default)
     {
         _lastEvent[mac] = (kind, detail);
         // checks and ready reports come again on the next contact; updates, configurations and failures are reported once
-        using var c = !failed && kind is UnitEventKinds.Check or UnitEventKinds.Ready ? OpenUnitReport() : Open();
-        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
-            new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 });
+        await using var c = !failed && kind is UnitEventKinds.Check or UnitEventKinds.Ready ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
+            new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 }, cancellationToken: ct));
     }
 
     /// <summary>
     /// Adds the entry unless it repeats the unit's newest entry (same kind and detail, as written by this replica):
     /// a unit that checks every day and stays up to date gets one history line, not one per day. True when written.
     /// </summary>
-    public bool AddUnitEventUnlessRepeated(string mac, string kind, string? detail, bool failed = false)
+    public async Task<bool> AddUnitEventUnlessRepeatedAsync(string mac, string kind, string? detail, bool failed = false, CancellationToken ct = default)
     {
         if (_lastEvent.TryGetValue(mac, out var last) && last.Kind == kind && last.Detail == detail)
         {
             return false;
         }
-        AddUnitEvent(mac, kind, detail, failed);
+        await AddUnitEventAsync(mac, kind, detail, failed, ct);
         return true;
     }
 
     /// <summary>The unit's newest history entries first.</summary>
-    public IReadOnlyList<UnitEventRow> ListUnitEvents(string mac, int limit = 100)
+    public async Task<IReadOnlyList<UnitEventRow>> ListUnitEventsAsync(string mac, int limit = 100, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<UnitEventRow>("SELECT * FROM unit_events WHERE mac = @mac ORDER BY id DESC LIMIT @limit", new { mac, limit }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<UnitEventRow>(new CommandDefinition("SELECT * FROM unit_events WHERE mac = @mac ORDER BY id DESC LIMIT @limit", new { mac, limit }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Failed events (updates, configurations) since <paramref name="since"/>, newest first.</summary>
-    public IReadOnlyList<UnitEventRow> ListFailures(DateTimeOffset since, int limit = 100)
+    public async Task<IReadOnlyList<UnitEventRow>> ListFailuresAsync(DateTimeOffset since, int limit = 100, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<UnitEventRow>("SELECT * FROM unit_events WHERE failed = 1 AND at >= @since ORDER BY id DESC LIMIT @limit",
-            new { since = Timestamp(since), limit }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<UnitEventRow>(new CommandDefinition("SELECT * FROM unit_events WHERE failed = 1 AND at >= @since ORDER BY id DESC LIMIT @limit",
+            new { since = Timestamp(since), limit }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Update reports, oldest first; of one unit when <paramref name="mac"/> is given.</summary>
-    public IReadOnlyList<UpdateReportRow> ListUpdateReports(string? mac = null)
+    public async Task<IReadOnlyList<UpdateReportRow>> ListUpdateReportsAsync(string? mac = null, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<UpdateReportRow>("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at, id", new { mac }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<UpdateReportRow>(new CommandDefinition("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at, id", new { mac }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>
     /// Audit entries that name the unit (<see cref="AuditUnits.Named"/>: as the actor, the target, or one of a target's
     /// units), newest first; read by key from <c>audit_units</c>.
     /// </summary>
-    public IReadOnlyList<AuditRow> ListAuditForUnit(string mac, int limit = 100)
+    public async Task<IReadOnlyList<AuditRow>> ListAuditForUnitAsync(string mac, int limit = 100, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<AuditRow>("""
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<AuditRow>(new CommandDefinition("""
             SELECT a.id, a.at, a.actor, a.action, a.target, a.detail FROM audit_units u JOIN audit a ON a.id = u.audit_id
             WHERE u.mac = @mac ORDER BY u.audit_id DESC LIMIT @limit
-            """, new { mac, limit }).ToList();
+            """, new { mac, limit }, cancellationToken: ct))).ToList();
     }
 }

@@ -48,36 +48,36 @@ public sealed partial class TsunaguStore
         unit.IspPasswordSealed is { } sealedValue ? Secrets.Open(unit.Mac, IspPasswordField, sealedValue) : unit.IspPassword;
 
     /// <summary>True when the unit is registered and not decommissioned (a narrow read, made on every unit request).</summary>
-    public bool IsUnitActive(string mac)
+    public async Task<bool> IsUnitActiveAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.ExecuteScalar<long?>("SELECT 1 FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }) is not null;
+        await using var c = await OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long?>(new CommandDefinition("SELECT 1 FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }, cancellationToken: ct)) is not null;
     }
 
-    public IReadOnlyList<UnitRevisionRow> ListUnitRevisions(string mac)
+    public async Task<IReadOnlyList<UnitRevisionRow>> ListUnitRevisionsAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<UnitRevisionRow>("SELECT * FROM unit_revisions WHERE mac = @mac ORDER BY revision, id", new { mac }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<UnitRevisionRow>(new CommandDefinition("SELECT * FROM unit_revisions WHERE mac = @mac ORDER BY revision, id", new { mac }, cancellationToken: ct))).ToList();
     }
 
-    public IReadOnlyList<string> ListDecommissionedUnits()
+    public async Task<IReadOnlyList<string>> ListDecommissionedUnitsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<string>("SELECT mac FROM units WHERE decommissioned_at IS NOT NULL ORDER BY mac").ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM units WHERE decommissioned_at IS NOT NULL ORDER BY mac", cancellationToken: ct))).ToList();
     }
 
-    private UnitRow? ReadUnit(DbConnection c, DbTransaction tx, string mac) =>
-        c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac }, tx);
+    private async Task<UnitRow?> ReadUnitAsync(DbConnection c, DbTransaction tx, string mac, CancellationToken ct) =>
+        await c.QuerySingleOrDefaultAsync<UnitRow>(new CommandDefinition($"{UnitColumns} WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
 
-    private void AddRevision(DbConnection c, DbTransaction tx, string mac, long revision, string actor, string action, IReadOnlyList<UnitFieldChange> changes) =>
-        c.Execute("""
+    private async Task AddRevisionAsync(DbConnection c, DbTransaction tx, string mac, long revision, string actor, string action, IReadOnlyList<UnitFieldChange> changes, CancellationToken ct) =>
+        await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO unit_revisions (mac, revision, at, actor, action, changes) VALUES (@mac, @revision, @now, @actor, @action, @changes)
-            """, new { mac, revision, now = Now(), actor, action, changes = JsonSerializer.Serialize(changes, ChangeJson) }, tx);
+            """, new { mac, revision, now = Now(), actor, action, changes = JsonSerializer.Serialize(changes, ChangeJson) }, tx, cancellationToken: ct));
 
     /// <summary>The row as it is, for a change: refuses an unknown, decommissioned or stale row.</summary>
-    private UnitRow ReadForChange(DbConnection c, DbTransaction tx, string mac, long? expected)
+    private async Task<UnitRow> ReadForChangeAsync(DbConnection c, DbTransaction tx, string mac, long? expected, CancellationToken ct)
     {
-        var row = ReadUnit(c, tx, mac) ?? throw new UnitNotFoundException(mac);
+        var row = await ReadUnitAsync(c, tx, mac, ct) ?? throw new UnitNotFoundException(mac);
         if (row.DecommissionedAt is not null)
         {
             throw new StoreConflictException($"unit {mac} was decommissioned at {row.DecommissionedAt}; its row is kept for audit and cannot change");
@@ -89,13 +89,13 @@ public sealed partial class TsunaguStore
         return row;
     }
 
-    /// <summary>Bumps the revision of a row read by <see cref="ReadForChange"/>, failing when it changed since (another replica).</summary>
-    private static void BumpRevision(DbConnection c, DbTransaction tx, UnitRow row, string setSql, object args)
+    /// <summary>Bumps the revision of a row read by <see cref="ReadForChangeAsync"/>, failing when it changed since (another replica).</summary>
+    private static async Task BumpRevisionAsync(DbConnection c, DbTransaction tx, UnitRow row, string setSql, object args, CancellationToken ct)
     {
         var p = new DynamicParameters(args);
         p.Add("mac", row.Mac);
         p.Add("expected", row.Revision);
-        var n = c.Execute($"UPDATE units SET {setSql}, revision = revision + 1 WHERE mac = @mac AND revision = @expected AND decommissioned_at IS NULL", p, tx);
+        var n = await c.ExecuteAsync(new CommandDefinition($"UPDATE units SET {setSql}, revision = revision + 1 WHERE mac = @mac AND revision = @expected AND decommissioned_at IS NULL", p, tx, cancellationToken: ct));
         if (n != 1)
         {
             throw new StaleRevisionException(row.Mac, row.Revision, row.Revision + 1);
@@ -108,12 +108,12 @@ public sealed partial class TsunaguStore
     /// </summary>
     /// When <paramref name="wanChanged"/> the settings revision rises too (the unit refetches its settings).
     /// <exception cref="StaleRevisionException">The row is at another revision; nothing was written.</exception>
-    public long EditUnit(UnitRow after, long expected, IReadOnlyList<UnitFieldChange> changes, string actor, bool wanChanged)
+    public async Task<long> EditUnitAsync(UnitRow after, long expected, IReadOnlyList<UnitFieldChange> changes, string actor, bool wanChanged, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        var row = ReadForChange(c, tx, after.Mac, expected);
-        BumpRevision(c, tx, row, """
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var row = await ReadForChangeAsync(c, tx, after.Mac, expected, ct);
+        await BumpRevisionAsync(c, tx, row, """
             serial = @Serial, hardware_version = @HardwareVersion, isp_method = @IspMethod, isp_username = @IspUsername,
             isp_password = NULL, isp_password_sealed = @IspPasswordSealed, ip_address = @IpAddress, domain = @Domain, vpn = @Vpn,
             global_ip = @GlobalIp, subscriber = @Subscriber, isp_gateway = @IspGateway, isp_dns = @IspDns,
@@ -122,10 +122,10 @@ public sealed partial class TsunaguStore
         {
             after.Serial, after.HardwareVersion, after.IspMethod, after.IspUsername, after.IspPasswordSealed, after.IpAddress, after.Domain,
             after.Vpn, after.GlobalIp, after.Subscriber, after.IspGateway, after.IspDns, SettingsBump = wanChanged ? 1 : 0
-        });
-        AddRevision(c, tx, row.Mac, row.Revision + 1, actor, "edit", changes);
-        WriteAudit(c, tx, new AuditEntry(actor, "unit.edit", row.Mac, string.Join(", ", changes.Select(x => x.Field))));
-        tx.Commit();
+        }, ct);
+        await AddRevisionAsync(c, tx, row.Mac, row.Revision + 1, actor, "edit", changes, ct);
+        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.edit", row.Mac, string.Join(", ", changes.Select(x => x.Field))), ct);
+        await tx.CommitAsync(ct);
         return row.Revision + 1;
     }
 
@@ -133,40 +133,40 @@ public sealed partial class TsunaguStore
     /// Decommissions a unit: it is refused from now on (authentication, every unit endpoint, the broker); its row stays
     /// for audit. <paramref name="expected"/>: the revision the operator saw (null: whatever it is).
     /// </summary>
-    public UnitRow Decommission(string mac, long? expected, string actor, string? reason)
+    public async Task<UnitRow> DecommissionAsync(string mac, long? expected, string actor, string? reason, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        var row = ReadForChange(c, tx, mac, expected);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var row = await ReadForChangeAsync(c, tx, mac, expected, ct);
         var now = Now();
-        BumpRevision(c, tx, row, "decommissioned_at = @now, state = @state, online = 0", new { now, state = UnitStates.Decommissioned });
-        AddRevision(c, tx, mac, row.Revision + 1, actor, "decommission",
-            [new("state", row.State, UnitStates.Decommissioned), new("decommissionedAt", null, now)]);
-        WriteAudit(c, tx, new AuditEntry(actor, "unit.decommission", mac, reason));
-        tx.Commit();
-        return GetUnit(mac)!;
+        await BumpRevisionAsync(c, tx, row, "decommissioned_at = @now, state = @state, online = 0", new { now, state = UnitStates.Decommissioned }, ct);
+        await AddRevisionAsync(c, tx, mac, row.Revision + 1, actor, "decommission",
+            [new("state", row.State, UnitStates.Decommissioned), new("decommissionedAt", null, now)], ct);
+        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.decommission", mac, reason), ct);
+        await tx.CommitAsync(ct);
+        return (await GetUnitAsync(mac, ct))!;
     }
 
     /// <summary>
     /// Deletes a row that never reached the server (never seen, no inventory) and that no replacement came from; every
     /// other row is decommissioned instead and stays for audit.
     /// </summary>
-    public void DeleteUnit(string mac, string actor)
+    public async Task DeleteUnitAsync(string mac, string actor, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        var row = ReadUnit(c, tx, mac) ?? throw new UnitNotFoundException(mac);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var row = await ReadUnitAsync(c, tx, mac, ct) ?? throw new UnitNotFoundException(mac);
         if (row.LastSeen is not null || row.Inventory is not null || row.ReplacedBy is not null ||
-            c.ExecuteScalar<long?>("SELECT 1 FROM units WHERE replaced_by = @mac", new { mac }, tx) is not null)
+            await c.ExecuteScalarAsync<long?>(new CommandDefinition("SELECT 1 FROM units WHERE replaced_by = @mac", new { mac }, tx, cancellationToken: ct)) is not null)
         {
             throw new StoreConflictException($"unit {mac} has been provisioned or is part of a replacement: its row stays for audit; decommission it instead");
         }
         foreach (var table in new[] { "challenges", "push_checks", "unit_events", "update_reports", "unit_configs", "unit_revisions", "unit_tags", "rollout_units", "units" })
         {
-            c.Execute($"DELETE FROM {table} WHERE mac = @mac", new { mac }, tx);
+            await c.ExecuteAsync(new CommandDefinition($"DELETE FROM {table} WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
         }
-        WriteAudit(c, tx, new AuditEntry(actor, "unit.delete", mac, row.Serial));
-        tx.Commit();
+        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.delete", mac, row.Serial), ct);
+        await tx.CommitAsync(ct);
     }
 
     /// <summary>
@@ -174,44 +174,44 @@ public sealed partial class TsunaguStore
     /// is registered with the old unit's newest service configuration as its revision 1; the old unit loses its subscriber,
     /// names its replacement and is decommissioned. Returns the new unit.
     /// </summary>
-    public UnitRow ReplaceUnit(string oldMac, long? expected, UnitRow replacement, string? fallbackConfig, string actor)
+    public async Task<UnitRow> ReplaceUnitAsync(string oldMac, long? expected, UnitRow replacement, string? fallbackConfig, string actor, CancellationToken ct = default)
     {
         var now = Now();
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         try
         {
-            var old = ReadForChange(c, tx, oldMac, expected);
+            var old = await ReadForChangeAsync(c, tx, oldMac, expected, ct);
             replacement.CreatedAt = now;
-            c.Execute(InsertUnitSql, replacement, tx);
-            var document = c.ExecuteScalar<string?>(
-                "SELECT document FROM unit_configs WHERE mac = @oldMac ORDER BY revision DESC LIMIT 1", new { oldMac }, tx) ?? fallbackConfig;
+            await c.ExecuteAsync(new CommandDefinition(InsertUnitSql, replacement, tx, cancellationToken: ct));
+            var document = await c.ExecuteScalarAsync<string?>(new CommandDefinition(
+                "SELECT document FROM unit_configs WHERE mac = @oldMac ORDER BY revision DESC LIMIT 1", new { oldMac }, tx, cancellationToken: ct)) ?? fallbackConfig;
             if (document is not null)
             {
-                c.Execute("""
+                await c.ExecuteAsync(new CommandDefinition("""
                     INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, 1, @document, 'provisional', 'operator', @now)
-                    """, new { mac = replacement.Mac, document, now }, tx);
+                    """, new { mac = replacement.Mac, document, now }, tx, cancellationToken: ct));
             }
-            BumpRevision(c, tx, old, "decommissioned_at = @now, state = @state, online = 0, subscriber = NULL, replaced_by = @replacedBy",
-                new { now, state = UnitStates.Decommissioned, replacedBy = replacement.Mac });
-            AddRevision(c, tx, oldMac, old.Revision + 1, actor, "replace",
+            await BumpRevisionAsync(c, tx, old, "decommissioned_at = @now, state = @state, online = 0, subscriber = NULL, replaced_by = @replacedBy",
+                new { now, state = UnitStates.Decommissioned, replacedBy = replacement.Mac }, ct);
+            await AddRevisionAsync(c, tx, oldMac, old.Revision + 1, actor, "replace",
             [
                 new("state", old.State, UnitStates.Decommissioned), new("decommissionedAt", null, now),
                 new("subscriber", old.Subscriber, null), new("replacedBy", null, replacement.Mac),
-            ]);
-            AddRevision(c, tx, replacement.Mac, 1, actor, "register-replacement",
+            ], ct);
+            await AddRevisionAsync(c, tx, replacement.Mac, 1, actor, "register-replacement",
             [
                 new("replaces", null, oldMac), new("subscriber", null, replacement.Subscriber), new("targetPattern", null, replacement.TargetPattern),
                 new(IspPasswordField, null, null, Secret: true),
-            ]);
-            WriteAudit(c, tx, new AuditEntry(actor, "unit.replace", oldMac, $"replaced by {replacement.Mac} ({replacement.Serial})"));
-            tx.Commit();
+            ], ct);
+            await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.replace", oldMac, $"replaced by {replacement.Mac} ({replacement.Serial})"), ct);
+            await tx.CommitAsync(ct);
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
             throw new StoreConflictException($"unit {replacement.Mac} is already registered");
         }
-        return GetUnit(replacement.Mac)!;
+        return (await GetUnitAsync(replacement.Mac, ct))!;
     }
 
     /// <summary>
@@ -219,33 +219,33 @@ public sealed partial class TsunaguStore
     /// source unit's newest service configuration as the target's next revision when <paramref name="withConfig"/>; one
     /// transaction with both revision entries and the audit entry. Returns the subscriber's name.
     /// </summary>
-    public string TransferSubscriber(string fromMac, long? expectedFrom, string toMac, long? expectedTo, bool withConfig, string actor)
+    public async Task<string> TransferSubscriberAsync(string fromMac, long? expectedFrom, string toMac, long? expectedTo, bool withConfig, string actor, CancellationToken ct = default)
     {
         if (fromMac == toMac) { throw new StoreConflictException("from and to are the same unit"); }
-        using var c = Open();
-        using var tx = Begin(c);
-        var from = ReadForChange(c, tx, fromMac, expectedFrom);
-        var to = ReadForChange(c, tx, toMac, expectedTo);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var from = await ReadForChangeAsync(c, tx, fromMac, expectedFrom, ct);
+        var to = await ReadForChangeAsync(c, tx, toMac, expectedTo, ct);
         var subscriber = from.Subscriber ?? throw new StoreConflictException($"unit {fromMac} has no subscriber to move");
         if (to.Subscriber is not null)
         {
             throw new StoreConflictException($"unit {toMac} already has subscriber '{to.Subscriber}'; move or clear that one first");
         }
-        BumpRevision(c, tx, from, "subscriber = NULL", new { });
-        BumpRevision(c, tx, to, "subscriber = @subscriber", new { subscriber });
+        await BumpRevisionAsync(c, tx, from, "subscriber = NULL", new { }, ct);
+        await BumpRevisionAsync(c, tx, to, "subscriber = @subscriber", new { subscriber }, ct);
         var changes = new List<UnitFieldChange> { new("subscriber", null, subscriber), new("transferredFrom", null, fromMac) };
-        if (withConfig && c.ExecuteScalar<string?>("SELECT document FROM unit_configs WHERE mac = @fromMac ORDER BY revision DESC LIMIT 1", new { fromMac }, tx) is { } document)
+        if (withConfig && await c.ExecuteScalarAsync<string?>(new CommandDefinition("SELECT document FROM unit_configs WHERE mac = @fromMac ORDER BY revision DESC LIMIT 1", new { fromMac }, tx, cancellationToken: ct)) is { } document)
         {
-            var next = c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) + 1 FROM unit_configs WHERE mac = @toMac", new { toMac }, tx);
-            c.Execute("""
+            var next = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COALESCE(MAX(revision), 0) + 1 FROM unit_configs WHERE mac = @toMac", new { toMac }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@toMac, @next, @document, 'provisional', 'operator', @now)
-                """, new { toMac, next, document, now = Now() }, tx);
+                """, new { toMac, next, document, now = Now() }, tx, cancellationToken: ct));
             changes.Add(new("serviceConfigRevision", null, next.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         }
-        AddRevision(c, tx, fromMac, from.Revision + 1, actor, "transfer-out", [new("subscriber", subscriber, null), new("transferredTo", null, toMac)]);
-        AddRevision(c, tx, toMac, to.Revision + 1, actor, "transfer-in", changes);
-        WriteAudit(c, tx, new AuditEntry(actor, "unit.transfer-subscriber", fromMac, $"subscriber {subscriber} to {toMac}{(withConfig ? " with configuration" : "")}"));
-        tx.Commit();
+        await AddRevisionAsync(c, tx, fromMac, from.Revision + 1, actor, "transfer-out", [new("subscriber", subscriber, null), new("transferredTo", null, toMac)], ct);
+        await AddRevisionAsync(c, tx, toMac, to.Revision + 1, actor, "transfer-in", changes, ct);
+        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.transfer-subscriber", fromMac, $"subscriber {subscriber} to {toMac}{(withConfig ? " with configuration" : "")}"), ct);
+        await tx.CommitAsync(ct);
         return subscriber;
     }
 
@@ -254,21 +254,21 @@ public sealed partial class TsunaguStore
     /// password (rows from before sealing) and sealed password, and returns the new sealed value, or null to leave the row.
     /// Returns the number of rows changed; nothing is left in the plain column of a changed row.
     /// </summary>
-    public int ResealSecrets(Func<string, string?, string?, string?> reseal, AuditEntry? audit)
+    public async Task<int> ResealSecretsAsync(Func<string, string?, string?, string?> reseal, AuditEntry? audit, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        var rows = c.Query<(string Mac, string? Plain, string? Sealed)>(
-            "SELECT mac, isp_password, isp_password_sealed FROM units WHERE isp_password IS NOT NULL OR isp_password_sealed IS NOT NULL", transaction: tx).ToList();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var rows = (await c.QueryAsync<(string Mac, string? Plain, string? Sealed)>(new CommandDefinition(
+            "SELECT mac, isp_password, isp_password_sealed FROM units WHERE isp_password IS NOT NULL OR isp_password_sealed IS NOT NULL", transaction: tx, cancellationToken: ct))).ToList();
         var changed = 0;
         foreach (var (mac, plain, sealedValue) in rows)
         {
             if (reseal(mac, plain, sealedValue) is not { } next) { continue; }
-            c.Execute("UPDATE units SET isp_password = NULL, isp_password_sealed = @next WHERE mac = @mac", new { mac, next }, tx);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET isp_password = NULL, isp_password_sealed = @next WHERE mac = @mac", new { mac, next }, tx, cancellationToken: ct));
             changed++;
         }
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return changed;
     }
 }

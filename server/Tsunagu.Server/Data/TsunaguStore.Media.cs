@@ -9,21 +9,21 @@ public sealed partial class TsunaguStore
     // ---- install media -----------------------------------------------------------------------------------
 
     /// <summary>Registers a medium, with <paramref name="audit"/> (when given) in the same transaction.</summary>
-    public void AddMedium(string digest, string name, AuditEntry? audit = null)
+    public async Task AddMediumAsync(string digest, string name, AuditEntry? audit = null, CancellationToken ct = default)
     {
-        Insert("INSERT INTO media (digest, name, created_at) VALUES (@digest, @name, @now)", new { digest, name, now = Now() }, $"medium {digest} is already registered", audit);
+        await InsertAsync("INSERT INTO media (digest, name, created_at) VALUES (@digest, @name, @now)", new { digest, name, now = Now() }, $"medium {digest} is already registered", audit, ct);
     }
 
-    public MediaRegistration? GetMedium(string digest)
+    public async Task<MediaRegistration?> GetMediumAsync(string digest, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<MediumRow>("SELECT digest, name FROM media WHERE digest = @digest", new { digest }) is { } m
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<MediumRow>(new CommandDefinition("SELECT digest, name FROM media WHERE digest = @digest", new { digest }, cancellationToken: ct)) is { } m
             ? new MediaRegistration(m.Digest, m.Name) : null;
     }
 
-    public IReadOnlyList<MediaRegistration> ListMedia()
+    public async Task<IReadOnlyList<MediaRegistration>> ListMediaAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<MediumRow>("SELECT digest, name FROM media ORDER BY created_at, digest").Select(m => new MediaRegistration(m.Digest, m.Name)).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<MediumRow>(new CommandDefinition("SELECT digest, name FROM media ORDER BY created_at, digest", cancellationToken: ct))).Select(m => new MediaRegistration(m.Digest, m.Name)).ToList();
     }
 }

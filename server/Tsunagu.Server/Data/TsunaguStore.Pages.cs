@@ -69,7 +69,7 @@ public sealed class UnitListRow
 /// <summary>A page of units, the cursor of the next page (null on the last), and how many units match in all.</summary>
 public sealed record UnitPage(IReadOnlyList<UnitListRow> Rows, UnitCursor? Next, long Matching);
 
-/// <summary>The fleet overview's counts (<see cref="TsunaguStore.CountUnits"/>); <see cref="OnPattern"/> is the units on a pattern now.</summary>
+/// <summary>The fleet overview's counts (<see cref="TsunaguStore.CountUnitsAsync"/>); <see cref="OnPattern"/> is the units on a pattern now.</summary>
 public sealed record UnitCounts(long Total, long Online, IReadOnlyList<(string? Pattern, long Count)> ByPattern, IReadOnlyList<(string State, long Count)> ByState)
 {
     public long OnPattern(string pattern) => ByPattern.Where(p => p.Pattern == pattern).Sum(p => p.Count);
@@ -128,7 +128,7 @@ public sealed partial class TsunaguStore
     /// One page of units in <see cref="UnitPageQuery.Sort"/> order (MAC as tie-breaker), starting after
     /// <see cref="UnitPageQuery.After"/>, with the count of all matching units.
     /// </summary>
-    public UnitPage QueryUnitPage(UnitPageQuery q)
+    public async Task<UnitPage> QueryUnitPageAsync(UnitPageQuery q, CancellationToken ct = default)
     {
         if (q.Limit is < 1 or > MaxPageSize) { throw new ArgumentOutOfRangeException(nameof(q), q.Limit, $"page size must be 1..{MaxPageSize}"); }
         if (q.MacFragment is { } f && (f.Length is 0 or > 12 || !f.All(char.IsAsciiHexDigit))) { throw new ArgumentException($"MAC fragment '{f}' is not 1-12 hex digits", nameof(q)); }
@@ -139,9 +139,9 @@ public sealed partial class TsunaguStore
             CursorKey = q.After?.Key ?? "", CursorMac = q.After?.Mac ?? "",
             Take = q.Limit + 1,
         };
-        using var c = Open();
-        var rows = c.Query<UnitListRow>(UnitPageSql(q.Sort, q.Descending, q.After is not null), args).ToList();
-        var matching = c.ExecuteScalar<long>($"SELECT COUNT(*) FROM units WHERE {UnitPageFilter}", args);
+        await using var c = await OpenAsync(ct);
+        var rows = (await c.QueryAsync<UnitListRow>(new CommandDefinition(UnitPageSql(q.Sort, q.Descending, q.After is not null), args, cancellationToken: ct))).ToList();
+        var matching = await c.ExecuteScalarAsync<long>(new CommandDefinition($"SELECT COUNT(*) FROM units WHERE {UnitPageFilter}", args, cancellationToken: ct));
         UnitCursor? next = null;
         if (rows.Count > q.Limit)
         {
@@ -155,21 +155,21 @@ public sealed partial class TsunaguStore
     /// The fleet overview's counts in one grouped read of the units (one row per pattern and state, never a row per
     /// unit): all units, those online now, and units by install pattern (null: on none) and by state, most first.
     /// </summary>
-    public UnitCounts CountUnits()
+    public async Task<UnitCounts> CountUnitsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        var groups = c.Query<(string? Pattern, string State, long Count, long Online)>(
-            "SELECT pattern, state, COUNT(*), COUNT(CASE WHEN online <> 0 THEN 1 END) FROM units GROUP BY pattern, state").ToList();
+        await using var c = await OpenAsync(ct);
+        var groups = (await c.QueryAsync<(string? Pattern, string State, long Count, long Online)>(new CommandDefinition(
+            "SELECT pattern, state, COUNT(*), COUNT(CASE WHEN online <> 0 THEN 1 END) FROM units GROUP BY pattern, state", cancellationToken: ct))).ToList();
         return new UnitCounts(groups.Sum(g => g.Count), groups.Sum(g => g.Online),
             [.. groups.GroupBy(g => g.Pattern).Select(p => (p.Key, p.Sum(g => g.Count))).OrderByDescending(p => p.Item2).ThenBy(p => p.Key, StringComparer.Ordinal)],
             [.. groups.GroupBy(g => g.State).Select(s => (s.Key, s.Sum(g => g.Count))).OrderByDescending(s => s.Item2).ThenBy(s => s.Key, StringComparer.Ordinal)]);
     }
 
     /// <summary>The successful reports of one update, oldest first.</summary>
-    public IReadOnlyList<string> ListSuccessfulUpdateTimes(string updateId)
+    public async Task<IReadOnlyList<string>> ListSuccessfulUpdateTimesAsync(string updateId, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<string>("SELECT at FROM update_reports WHERE update_id = @updateId AND success = 1 ORDER BY at", new { updateId }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<string>(new CommandDefinition("SELECT at FROM update_reports WHERE update_id = @updateId AND success = 1 ORDER BY at", new { updateId }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>
@@ -207,11 +207,11 @@ public sealed partial class TsunaguStore
     /// One page of the audit log, newest first, below id <see cref="AuditQuery.Before"/> (null: from the newest),
     /// filtered by actor, action, target (each exact), the unit an entry names, and time (each optional).
     /// </summary>
-    public AuditPage QueryAuditPage(AuditQuery q)
+    public async Task<AuditPage> QueryAuditPageAsync(AuditQuery q, CancellationToken ct = default)
     {
         if (q.Limit is < 1 or > AuditQuery.MaxLimit) { throw new ArgumentOutOfRangeException(nameof(q), q.Limit, $"page size must be 1..{AuditQuery.MaxLimit}"); }
-        using var c = Open();
-        var rows = c.Query<AuditRow>(AuditPageSql(q), AuditPageArgs(q)).ToList();
+        await using var c = await OpenAsync(ct);
+        var rows = (await c.QueryAsync<AuditRow>(new CommandDefinition(AuditPageSql(q), AuditPageArgs(q), cancellationToken: ct))).ToList();
         long? next = null;
         if (rows.Count > q.Limit)
         {
@@ -223,7 +223,7 @@ public sealed partial class TsunaguStore
 }
 
 /// <summary>
-/// Filters and position of one page of the audit log (<see cref="TsunaguStore.QueryAuditPage"/>); every filter is
+/// Filters and position of one page of the audit log (<see cref="TsunaguStore.QueryAuditPageAsync"/>); every filter is
 /// optional. <see cref="Unit"/>: a MAC (normalized) the entry names; <see cref="From"/> inclusive, <see cref="To"/>
 /// exclusive; <see cref="Before"/>: the page starts below this entry id (keyset paging).
 /// </summary>

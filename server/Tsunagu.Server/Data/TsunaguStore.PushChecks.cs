@@ -38,102 +38,102 @@ public sealed partial class TsunaguStore
     /// Records a forced check: one row per unit with the nonce its push carries, counted as sent once; with
     /// <paramref name="audit"/> (when given) in the same transaction.
     /// </summary>
-    public void AddPushCheck(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units, AuditEntry? audit = null,
-        string reason = Tsunagu.Protocol.PushReasons.Operator)
+    public async Task AddPushCheckAsync(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units, AuditEntry? audit = null,
+        string reason = Tsunagu.Protocol.PushReasons.Operator, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         var now = Now();
-        c.Execute("""
+        await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts, reason)
             VALUES (@checkId, @Mac, @Nonce, @importance, @actor, @now, @now, 1, @reason)
-            """, units.Select(u => new { checkId, u.Mac, u.Nonce, importance, actor, now, reason }), tx);
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+            """, units.Select(u => new { checkId, u.Mac, u.Nonce, importance, actor, now, reason }), tx, cancellationToken: ct));
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
     }
 
-    public IReadOnlyList<PushCheckRow> GetPushCheck(string checkId)
+    public async Task<IReadOnlyList<PushCheckRow>> GetPushCheckAsync(string checkId, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<PushCheckRow>("""
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
             WHERE p.check_id = @checkId ORDER BY p.mac
-            """, new { checkId }).ToList();
+            """, new { checkId }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>The unit's newest forced checks first.</summary>
-    public IReadOnlyList<PushCheckRow> ListPushChecksForUnit(string mac, int limit)
+    public async Task<IReadOnlyList<PushCheckRow>> ListPushChecksForUnitAsync(string mac, int limit, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<PushCheckRow>("""
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
             WHERE p.mac = @mac ORDER BY p.created_at DESC LIMIT @limit
-            """, new { mac, limit }).ToList();
+            """, new { mac, limit }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>
     /// The unit acknowledged <paramref name="nonce"/>: that check and every older undelivered one of this unit are delivered
     /// (the one check the unit now runs answers them all). Returns how many rows changed; 0 for an unknown or repeated nonce.
     /// </summary>
-    public int MarkPushDelivered(string mac, string nonce)
+    public async Task<int> MarkPushDeliveredAsync(string mac, string nonce, CancellationToken ct = default)
     {
-        using var c = OpenUnitReport();
-        return c.Execute("""
+        await using var c = await OpenUnitReportAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("""
             UPDATE push_checks SET delivered_at = @now
             WHERE mac = @mac AND delivered_at IS NULL
               AND created_at <= (SELECT MAX(created_at) FROM push_checks WHERE mac = @mac AND nonce = @nonce)
-            """, new { mac, nonce, now = Now() });
+            """, new { mac, nonce, now = Now() }, cancellationToken: ct));
     }
 
     /// <summary>The unit's newest undelivered check created after <paramref name="since"/>, or null.</summary>
-    public PushCheckRow? NewestUndeliveredPush(string mac, DateTimeOffset since)
+    public async Task<PushCheckRow?> NewestUndeliveredPushAsync(string mac, DateTimeOffset since, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QueryFirstOrDefault<PushCheckRow>("""
+        await using var c = await OpenAsync(ct);
+        return await c.QueryFirstOrDefaultAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
             WHERE p.mac = @mac AND p.delivered_at IS NULL AND p.created_at > @since
             ORDER BY p.created_at DESC, p.check_id DESC LIMIT 1
-            """, new { mac, since = Timestamp(since) });
+            """, new { mac, since = Timestamp(since) }, cancellationToken: ct));
     }
 
     /// <summary>
     /// Undelivered checks of units shown online, created after <paramref name="since"/>, last sent before
     /// <paramref name="sentBefore"/> and sent fewer than <paramref name="maxAttempts"/> times: the newest per unit.
     /// </summary>
-    public IReadOnlyList<PushCheckRow> UndeliveredPushesToRetry(DateTimeOffset since, DateTimeOffset sentBefore, int maxAttempts, int limit)
+    public async Task<IReadOnlyList<PushCheckRow>> UndeliveredPushesToRetryAsync(DateTimeOffset since, DateTimeOffset sentBefore, int maxAttempts, int limit, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<PushCheckRow>("""
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, u.online AS online FROM push_checks p JOIN units u ON u.mac = p.mac
             WHERE p.delivered_at IS NULL AND p.created_at > @since AND u.online = 1
               AND (p.sent_at IS NULL OR p.sent_at < @sentBefore) AND p.attempts < @maxAttempts
               AND NOT EXISTS (SELECT 1 FROM push_checks n WHERE n.mac = p.mac AND n.delivered_at IS NULL AND n.created_at > p.created_at)
             ORDER BY p.created_at LIMIT @limit
-            """, new { since = Timestamp(since), sentBefore = Timestamp(sentBefore), maxAttempts, limit }).ToList();
+            """, new { since = Timestamp(since), sentBefore = Timestamp(sentBefore), maxAttempts, limit }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Deletes the records of forced checks made before <paramref name="before"/>; returns how many rows went.</summary>
-    public int PrunePushChecks(DateTimeOffset before)
+    public async Task<int> PrunePushChecksAsync(DateTimeOffset before, CancellationToken ct = default)
     {
-        using var c = OpenUnitReport();
-        return c.Execute("DELETE FROM push_checks WHERE created_at < @before", new { before = Timestamp(before) });
+        await using var c = await OpenUnitReportAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("DELETE FROM push_checks WHERE created_at < @before", new { before = Timestamp(before) }, cancellationToken: ct));
     }
 
     /// <summary>Counts one more sending of the unit's check.</summary>
-    public void MarkPushResent(string checkId, string mac)
+    public async Task MarkPushResentAsync(string checkId, string mac, CancellationToken ct = default)
     {
-        using var c = OpenUnitReport();
-        c.Execute("UPDATE push_checks SET attempts = attempts + 1, sent_at = @now WHERE check_id = @checkId AND mac = @mac", new { checkId, mac, now = Now() });
+        await using var c = await OpenUnitReportAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE push_checks SET attempts = attempts + 1, sent_at = @now WHERE check_id = @checkId AND mac = @mac", new { checkId, mac, now = Now() }, cancellationToken: ct));
     }
 
     /// <summary>
     /// Sets every unit shown online whose presence was last written before <paramref name="before"/> offline: after the
     /// server's broker link (re)subscribed, a unit that did not say "online" again (retained or fresh) is not connected.
     /// </summary>
-    public int SetStalePresenceOffline(DateTimeOffset before)
+    public async Task<int> SetStalePresenceOfflineAsync(DateTimeOffset before, CancellationToken ct = default)
     {
-        using var c = OpenUnitReport();
-        return c.Execute("UPDATE units SET online = 0, presence_at = @now WHERE online = 1 AND (presence_at IS NULL OR presence_at < @before)",
-            new { before = Timestamp(before), now = Now() });
+        await using var c = await OpenUnitReportAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("UPDATE units SET online = 0, presence_at = @now WHERE online = 1 AND (presence_at IS NULL OR presence_at < @before)",
+            new { before = Timestamp(before), now = Now() }, cancellationToken: ct));
     }
 }

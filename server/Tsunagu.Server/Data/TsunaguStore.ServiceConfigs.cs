@@ -23,20 +23,20 @@ public sealed partial class TsunaguStore
     // ---- service configuration -------------------------------------------------------------------------
 
     /// <summary>Creates or replaces a named service configuration, with its audit entry (when given) in the same transaction.</summary>
-    public void UpsertServiceConfig(string name, ServiceConfiguration document, AuditEntry? audit = null)
+    public async Task UpsertServiceConfigAsync(string name, ServiceConfiguration document, AuditEntry? audit = null, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        c.Execute("INSERT INTO service_configs (name, document) VALUES (@name, @doc) ON CONFLICT(name) DO UPDATE SET document = excluded.document",
-            new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) }, tx);
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO service_configs (name, document) VALUES (@name, @doc) ON CONFLICT(name) DO UPDATE SET document = excluded.document",
+            new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) }, tx, cancellationToken: ct));
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
     }
 
-    public ServiceConfiguration? GetServiceConfig(string name)
+    public async Task<ServiceConfiguration?> GetServiceConfigAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        var doc = c.QuerySingleOrDefault<string>("SELECT document FROM service_configs WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        var doc = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT document FROM service_configs WHERE name = @name", new { name }, cancellationToken: ct));
         return doc is null ? null : JsonSerializer.Deserialize(doc, ProtocolJson.Default.ServiceConfiguration);
     }
 
@@ -50,20 +50,20 @@ public sealed partial class TsunaguStore
     /// </summary>
     /// <exception cref="StaleConfigRevisionException">The unit's newest revision is not <paramref name="expectedRevision"/>; nothing was written.</exception>
     /// <exception cref="StoreConflictException">Concurrent saves kept taking the next revision (no expected revision given); nothing was written.</exception>
-    public long AddUnitConfig(string mac, ServiceConfiguration document, string origin = "operator", Func<long, AuditEntry>? audit = null, long? expectedRevision = null)
+    public async Task<long> AddUnitConfigAsync(string mac, ServiceConfiguration document, string origin = "operator", Func<long, AuditEntry>? audit = null, long? expectedRevision = null, CancellationToken ct = default)
     {
         var doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration);
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return InsertNextUnitConfig(mac, doc, origin, audit, expectedRevision);
+                return await InsertNextUnitConfigAsync(mac, doc, origin, audit, expectedRevision, ct);
             }
             catch (DbException e) when (IsUniqueViolation(e))
             {
                 if (expectedRevision is { } expected)
                 {
-                    throw new StaleConfigRevisionException(mac, expected, LatestUnitConfigRevision(mac));
+                    throw new StaleConfigRevisionException(mac, expected, await LatestUnitConfigRevisionAsync(mac, ct));
                 }
                 if (attempt == 3)
                 {
@@ -73,87 +73,81 @@ public sealed partial class TsunaguStore
         }
     }
 
-    private long InsertNextUnitConfig(string mac, string doc, string origin, Func<long, AuditEntry>? audit, long? expectedRevision)
+    private async Task<long> InsertNextUnitConfigAsync(string mac, string doc, string origin, Func<long, AuditEntry>? audit, long? expectedRevision, CancellationToken ct)
     {
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         // the comparison with the revision the change was made from and the insert are one statement (HAVING: only when the
         // newest revision is still the expected one); a concurrent insert of the same revision is refused by the primary key
         var guard = expectedRevision is null ? "" : "HAVING COALESCE(MAX(revision), 0) = @expectedRevision";
-        var next = c.QuerySingleOrDefault<long?>($"""
+        var next = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition($"""
             INSERT INTO unit_configs (mac, revision, document, status, origin, created_at)
             SELECT @mac, COALESCE(MAX(revision), 0) + 1, @doc, 'provisional', @origin, @now FROM unit_configs WHERE mac = @mac
             {guard}
             RETURNING revision
-            """, new { mac, doc, origin, now = Now(), expectedRevision = expectedRevision ?? 0 }, tx);
+            """, new { mac, doc, origin, now = Now(), expectedRevision = expectedRevision ?? 0 }, tx, cancellationToken: ct));
         if (next is not { } revision)
         {
-            var actual = c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac }, tx);
+            var actual = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
             throw new StaleConfigRevisionException(mac, expectedRevision!.Value, actual);
         }
-        WriteAudit(c, tx, audit?.Invoke(revision));
-        tx.Commit();
+        await WriteAuditAsync(c, tx, audit?.Invoke(revision), ct);
+        await tx.CommitAsync(ct);
         return revision;
     }
 
     /// <summary>The unit's newest revision number (0: it has none).</summary>
-    public long LatestUnitConfigRevision(string mac)
+    public async Task<long> LatestUnitConfigRevisionAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.ExecuteScalar<long>("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac });
+        await using var c = await OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac }, cancellationToken: ct));
     }
 
-    public UnitConfigRow? LatestUnitConfig(string mac)
+    public async Task<UnitConfigRow?> LatestUnitConfigAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QueryFirstOrDefault<UnitConfigRow>("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1", new { mac });
+        await using var c = await OpenAsync(ct);
+        return await c.QueryFirstOrDefaultAsync<UnitConfigRow>(new CommandDefinition("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1", new { mac }, cancellationToken: ct));
     }
 
-    public IReadOnlyList<UnitConfigRow> ListUnitConfigs(string mac)
+    public async Task<IReadOnlyList<UnitConfigRow>> ListUnitConfigsAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<UnitConfigRow>("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision", new { mac }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<UnitConfigRow>(new CommandDefinition("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision", new { mac }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>
-    /// Records the unit's acknowledgement of a revision. Idempotent: the same acknowledgement again changes
-    /// nothing. Returns false when the revision does not exist.
-    /// </summary>
-    public bool AckUnitConfig(string mac, long revision, bool success, string? error) => AckUnitConfig(mac, revision, success, error, null);
-
-    /// <summary>
-    /// Records a unit's acknowledgement of a revision; with <paramref name="report"/>, also marks the unit seen (with its
+    /// Records a unit's acknowledgement of a revision (idempotent: the same acknowledgement again changes nothing); with <paramref name="report"/>, also marks the unit seen (with its
     /// error, when it failed) and adds the history entry, all in the same transaction. False (nothing written) when
     /// the unit has no such revision.
     /// </summary>
-    public bool AckUnitConfig(string mac, long revision, bool success, string? error, (string? LastError, string EventDetail)? report)
+    public async Task<bool> AckUnitConfigAsync(string mac, long revision, bool success, string? error, (string? LastError, string EventDetail)? report = null, CancellationToken ct = default)
     {
         var at = _time.GetUtcNow();
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         var status = success ? ConfigStatus.Applied : ConfigStatus.Failed;
-        var exists = c.ExecuteScalar<long>("SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @revision", new { mac, revision }, tx) > 0;
+        var exists = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @revision", new { mac, revision }, tx, cancellationToken: ct)) > 0;
         if (!exists)
         {
             return false;
         }
-        c.Execute("""
+        await c.ExecuteAsync(new CommandDefinition("""
             UPDATE unit_configs SET status = @status, error = @error, updated_at = @now
             WHERE mac = @mac AND revision = @revision AND status NOT IN ('final', @status)
-            """, new { mac, revision, status, error, now = Now() }, tx);
+            """, new { mac, revision, status, error, now = Now() }, tx, cancellationToken: ct));
         if (success)
         {
-            c.Execute("UPDATE units SET applied_config_revision = @revision WHERE mac = @mac AND (applied_config_revision IS NULL OR applied_config_revision < @revision)",
-                new { mac, revision }, tx);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET applied_config_revision = @revision WHERE mac = @mac AND (applied_config_revision IS NULL OR applied_config_revision < @revision)",
+                new { mac, revision }, tx, cancellationToken: ct));
         }
         if (report is { } r)
         {
             var now = Timestamp(at);
-            c.Execute("UPDATE units SET last_seen = @now, last_error = COALESCE(@LastError, last_error) WHERE mac = @mac", new { mac, now, r.LastError }, tx);
-            c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @EventDetail, @failed)",
-                new { mac, now, kind = UnitEventKinds.Config, r.EventDetail, failed = success ? 0 : 1 }, tx);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_seen = @now, last_error = COALESCE(@LastError, last_error) WHERE mac = @mac", new { mac, now, r.LastError }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @EventDetail, @failed)",
+                new { mac, now, kind = UnitEventKinds.Config, r.EventDetail, failed = success ? 0 : 1 }, tx, cancellationToken: ct));
         }
-        tx.Commit();
+        await tx.CommitAsync(ct);
         if (report is { } written)
         {
             _lastSeenWritten[mac] = at;
@@ -171,31 +165,31 @@ public sealed partial class TsunaguStore
     /// the unit's VPN columns when given; a changed public key is written durably and named in the history entry.
     /// <paramref name="cache"/> (checked by the caller) replaces the unit's cache statistics when given.
     /// </summary>
-    public bool RecordReady(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail,
-        UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null)
+    public async Task<bool> RecordReadyAsync(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail,
+        UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null, CancellationToken ct = default)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
         bool once;
-        using (var read = OpenUnitReport())
+        await using (var read = await OpenUnitReportAsync(ct))
         {
-            once = (configRevision is { } pending && read.ExecuteScalar<long>(
-                        "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }) > 0)
-                   || (inventory.LastBundle is { } raised && read.ExecuteScalar<long>(
-                        "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }) > 0)
-                   || (vpn is not null && read.ExecuteScalar<string?>("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }) != vpn.PublicKey);
+            once = (configRevision is { } pending && await read.ExecuteScalarAsync<long>(new CommandDefinition(
+                        "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }, cancellationToken: ct)) > 0)
+                   || (inventory.LastBundle is { } raised && await read.ExecuteScalarAsync<long>(new CommandDefinition(
+                        "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }, cancellationToken: ct)) > 0)
+                   || (vpn is not null && await read.ExecuteScalarAsync<string?>(new CommandDefinition("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }, cancellationToken: ct)) != vpn.PublicKey);
         }
-        using var c = once ? Open() : OpenUnitReport();
-        using var tx = Begin(c);
+        await using var c = once ? await OpenAsync(ct) : await OpenUnitReportAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         if (inventory.LastBundle is { } counter)
         {
-            c.Execute("""
+            await c.ExecuteAsync(new CommandDefinition("""
                 UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
                 WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
-                """, new { mac, counter.Version, counter.BundleId }, tx);
+                """, new { mac, counter.Version, counter.BundleId }, tx, cancellationToken: ct));
         }
         // the cache statistics (when reported) in the same statement: a null leaves each column as it was
-        c.Execute("""
+        await c.ExecuteAsync(new CommandDefinition("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = @state,
                    wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now,
                    cache_requests = COALESCE(@cacheRequests, cache_requests), cache_hits = COALESCE(@cacheHits, cache_hits),
@@ -207,36 +201,36 @@ public sealed partial class TsunaguStore
             mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now,
             cacheRequests = cache?.Requests, cacheHits = cache?.Hits, cacheServed = cache?.BytesServed, cacheSaved = cache?.BytesSaved,
             cacheAt = cache is null ? null : now,
-        }, tx);
-        var finalized = configRevision is { } revision && c.Execute(
+        }, tx, cancellationToken: ct));
+        var finalized = configRevision is { } revision && await c.ExecuteAsync(new CommandDefinition(
             "UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
-            new { mac, revision, now }, tx) > 0;
+            new { mac, revision, now }, tx, cancellationToken: ct)) > 0;
         var text = detail(finalized);
         if (vpn is not null)
         {
-            var previous = c.ExecuteScalar<string?>("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }, tx);
-            c.Execute("""
+            var previous = await c.ExecuteScalarAsync<string?>(new CommandDefinition("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition("""
                 UPDATE units SET vpn_public_key = @PublicKey, vpn_listen_port = @ListenPort, vpn_endpoint_address = @vpnAddress, vpn_reported_at = @now
                 WHERE mac = @mac
-                """, new { mac, vpn.PublicKey, vpn.ListenPort, vpnAddress, now }, tx);
+                """, new { mac, vpn.PublicKey, vpn.ListenPort, vpnAddress, now }, tx, cancellationToken: ct));
             if (previous is not null && previous != vpn.PublicKey)
             {
                 text += $"; WireGuard public key changed from {previous} to {vpn.PublicKey}: peers must be given the new key";
             }
         }
-        c.Execute("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
-            new { mac, now, kind = UnitEventKinds.Ready, text }, tx);
-        tx.Commit();
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
+            new { mac, now, kind = UnitEventKinds.Ready, text }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
         _lastSeenWritten[mac] = at;
         _lastEvent[mac] = (UnitEventKinds.Ready, text);
         return finalized;
     }
 
     /// <summary>Marks an applied revision final (the unit has confirmed it with the host after applying).</summary>
-    public bool FinalizeUnitConfig(string mac, long revision)
+    public async Task<bool> FinalizeUnitConfigAsync(string mac, long revision, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Execute("UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
-            new { mac, revision, now = Now() }) > 0;
+        await using var c = await OpenAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
+            new { mac, revision, now = Now() }, cancellationToken: ct)) > 0;
     }
 }

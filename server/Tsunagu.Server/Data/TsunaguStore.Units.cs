@@ -20,11 +20,11 @@ public sealed partial class TsunaguStore
                 @IspGateway, @IspDns, @GlobalIp, @Subscriber, @State, @Pattern, @TargetPattern, @CreatedAt)
         """;
 
-    public void AddUnit(UnitRow unit)
+    public async Task AddUnitAsync(UnitRow unit, CancellationToken ct = default)
     {
         unit.CreatedAt = Now();
         SealSecrets(unit);
-        Insert(InsertUnitSql, unit, $"unit {unit.Mac} is already registered");
+        await InsertAsync(InsertUnitSql, unit, $"unit {unit.Mac} is already registered", ct: ct);
     }
 
     /// <summary>
@@ -32,30 +32,30 @@ public sealed partial class TsunaguStore
     /// one transaction: all or nothing. A unit that is already registered fails the whole call (<see cref="StoreConflictException"/>).
     /// </summary>
     /// <remarks><paramref name="tags"/>: the tags of units that have some, written in the same transaction.</remarks>
-    public void AddUnits(IReadOnlyList<UnitRow> units, ServiceConfiguration? config, string actor, string action, string? target, string? detail,
-        IReadOnlyDictionary<string, IReadOnlyList<string>>? tags = null)
+    public async Task AddUnitsAsync(IReadOnlyList<UnitRow> units, ServiceConfiguration? config, string actor, string action, string? target, string? detail,
+        IReadOnlyDictionary<string, IReadOnlyList<string>>? tags = null, CancellationToken ct = default)
     {
         var now = Now();
         var document = config is null ? null : JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration);
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         try
         {
             foreach (var unit in units)
             {
                 unit.CreatedAt = now;
                 SealSecrets(unit);
-                c.Execute(InsertUnitSql, unit, tx);
+                await c.ExecuteAsync(new CommandDefinition(InsertUnitSql, unit, tx, cancellationToken: ct));
                 if (document is not null)
                 {
-                    c.Execute("""
+                    await c.ExecuteAsync(new CommandDefinition("""
                         INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, 1, @document, 'provisional', 'operator', @now)
-                        """, new { mac = unit.Mac, document, now }, tx);
+                        """, new { mac = unit.Mac, document, now }, tx, cancellationToken: ct));
                 }
-                if (tags?.GetValueOrDefault(unit.Mac) is { Count: > 0 } unitTags) { WriteTags(c, tx, unit.Mac, unitTags); }
+                if (tags?.GetValueOrDefault(unit.Mac) is { Count: > 0 } unitTags) { await WriteTagsAsync(c, tx, unit.Mac, unitTags, ct); }
             }
-            InsertAudit(c, tx, now, actor, action, target, detail);
-            tx.Commit();
+            await InsertAuditAsync(c, tx, now, actor, action, target, detail, ct);
+            await tx.CommitAsync(ct);
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
@@ -65,27 +65,27 @@ public sealed partial class TsunaguStore
         }
     }
 
-    public UnitRow? GetUnit(string mac)
+    public async Task<UnitRow?> GetUnitAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<UnitRow>($"{UnitColumns} WHERE mac = @mac", new { mac });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<UnitRow>(new CommandDefinition($"{UnitColumns} WHERE mac = @mac", new { mac }, cancellationToken: ct));
     }
 
     private const string UnitCheckSql = $"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac";
 
     /// <summary>The columns of the unit a version check reads (<see cref="UnitCheckRow"/>).</summary>
-    public UnitCheckRow? GetUnitForCheck(string mac)
+    public async Task<UnitCheckRow?> GetUnitForCheckAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<UnitCheckRow>(UnitCheckSql, new { mac });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<UnitCheckRow>(new CommandDefinition(UnitCheckSql, new { mac }, cancellationToken: ct));
     }
 
-    public IReadOnlyList<UnitRow> ListUnits(string? pattern = null, string? state = null) => QueryUnits(new UnitQuery(pattern, state));
+    public async Task<IReadOnlyList<UnitRow>> ListUnitsAsync(string? pattern = null, string? state = null, CancellationToken ct = default) => await QueryUnitsAsync(new UnitQuery(pattern, state), ct);
 
-    public IReadOnlyList<UnitRow> QueryUnits(UnitQuery q)
+    public async Task<IReadOnlyList<UnitRow>> QueryUnitsAsync(UnitQuery q, CancellationToken ct = default)
     {
-        using var c = Open();
-        var rows = c.Query<UnitRow>($"""
+        await using var c = await OpenAsync(ct);
+        var rows = (await c.QueryAsync<UnitRow>(new CommandDefinition($"""
             {UnitColumns}
             WHERE (@Pattern IS NULL OR pattern = @Pattern) AND (@State IS NULL OR state = @State)
               AND (@Subscriber IS NULL OR subscriber = @Subscriber)
@@ -98,7 +98,7 @@ public sealed partial class TsunaguStore
             SeenBefore = q.SeenBefore is { } b ? Timestamp(b) : null,
             SeenAfter = q.SeenAfter is { } a ? Timestamp(a) : null,
             Online = q.Online is { } o ? (long?)(o ? 1 : 0) : null,
-        }).ToList();
+        }, cancellationToken: ct))).ToList();
         if (q.Application is null)
         {
             return rows;
@@ -111,7 +111,7 @@ public sealed partial class TsunaguStore
 
     /// <summary>Marks the unit as seen now, optionally moving it to <paramref name="state"/>.</summary>
     /// <remarks>A bare touch (no state, no error) within <see cref="LastSeenResolution"/> of this replica's last write of the unit's last_seen writes nothing.</remarks>
-    public void Touch(string mac, string? state = null, string? error = null, bool clearError = false)
+    public async Task TouchAsync(string mac, string? state = null, string? error = null, bool clearError = false, CancellationToken ct = default)
     {
         var now = _time.GetUtcNow();
         if (state is null && error is null && !clearError && _lastSeenWritten.TryGetValue(mac, out var written) &&
@@ -120,91 +120,91 @@ public sealed partial class TsunaguStore
             return;
         }
         // an error is reported once: it waits for the disk; the rest is reported again on the next contact
-        using var c = error is null ? OpenUnitReport() : Open();
-        c.Execute("""
+        await using var c = error is null ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
                    last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
             WHERE mac = @mac AND decommissioned_at IS NULL
-            """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 });
+            """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 }, cancellationToken: ct));
         _lastSeenWritten[mac] = now;
     }
 
     /// <summary>
     /// Records the inventory only when it, the pattern, the state or the bundle counter differ from <paramref name="known"/>
-    /// (the row the caller just read); otherwise only marks the unit seen (<see cref="Touch"/>). True when it wrote the inventory.
+    /// (the row the caller just read); otherwise only marks the unit seen (<see cref="TouchAsync"/>). True when it wrote the inventory.
     /// </summary>
-    public bool RecordInventoryIfChanged(UnitCheckRow known, Inventory inventory, string? pattern, string? state)
+    public async Task<bool> RecordInventoryIfChangedAsync(UnitCheckRow known, Inventory inventory, string? pattern, string? state, CancellationToken ct = default)
     {
         var json = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory);
         var unchanged = known.Inventory == json && (pattern is null || pattern == known.Pattern) && (state is null || state == known.State) &&
                         (inventory.LastBundle is not { } counter || (known.LastBundleVersion is { } v && v >= counter.Version));
         if (unchanged)
         {
-            Touch(known.Mac);
+            await TouchAsync(known.Mac, ct: ct);
             return false;
         }
-        RecordInventory(known.Mac, inventory, pattern, state);
+        await RecordInventoryAsync(known.Mac, inventory, pattern, state, ct: ct);
         return true;
     }
 
-    public void RecordInventory(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null)
+    public async Task RecordInventoryAsync(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null, CancellationToken ct = default)
     {
-        RaiseBundleCounter(mac, inventory.LastBundle);
+        await RaiseBundleCounterAsync(mac, inventory.LastBundle, ct);
         _lastSeenWritten[mac] = _time.GetUtcNow();
-        using var c = OpenUnitReport();
-        c.Execute("""
+        await using var c = await OpenUnitReportAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
             UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
                    wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
             WHERE mac = @mac AND decommissioned_at IS NULL
-            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now = Now() });
+            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now = Now() }, cancellationToken: ct));
     }
 
     /// <summary>Raises the unit's bundle counter to <paramref name="counter"/>; never lowers it.</summary>
-    public void RaiseBundleCounter(string mac, Protocol.Bundles.BundleCounter? counter)
+    public async Task RaiseBundleCounterAsync(string mac, Protocol.Bundles.BundleCounter? counter, CancellationToken ct = default)
     {
         if (counter is null) { return; }
-        using var c = Open();
-        c.Execute("""
+        await using var c = await OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
             UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
             WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
-            """, new { mac, counter.Version, counter.BundleId });
+            """, new { mac, counter.Version, counter.BundleId }, cancellationToken: ct));
     }
 
-    public void SetPresence(string mac, bool online)
+    public async Task SetPresenceAsync(string mac, bool online, CancellationToken ct = default)
     {
-        using var c = OpenUnitReport();
-        c.Execute("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() });
+        await using var c = await OpenUnitReportAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() }, cancellationToken: ct));
     }
 
     /// <summary>
     /// Sets (or clears) the unit's target pattern, with <paramref name="audit"/> (when given) in the same transaction. A
     /// return after a rollout's abort that the unit was in ends with it: the operator's target stands.
     /// </summary>
-    public void SetTargetPattern(string mac, string? pattern, AuditEntry? audit = null) =>
-        Write((c, tx) =>
+    public async Task SetTargetPatternAsync(string mac, string? pattern, AuditEntry? audit = null, CancellationToken ct = default) =>
+        await WriteAsync(async (c, tx) =>
         {
             // rollout_units before units, the order the abort and the end of returns lock them in (no deadlock on PostgreSQL)
-            c.Execute("""
+            await c.ExecuteAsync(new CommandDefinition("""
                 UPDATE rollout_units SET returned = 'return to ' || return_to || ' ended: the target was set to ' || @target, return_to = NULL
                 WHERE mac = @mac AND return_to IS NOT NULL
-                """, new { mac, target = pattern ?? "none" }, tx);
-            c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx);
-        }, audit);
+                """, new { mac, target = pattern ?? "none" }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx, cancellationToken: ct));
+        }, audit, ct);
 
     // ---- challenges -------------------------------------------------------------------------------------
 
-    public void AddChallenge(ChallengeRow challenge)
+    public async Task AddChallengeAsync(ChallengeRow challenge, CancellationToken ct = default)
     {
-        using var c = OpenUnitReport();
+        await using var c = await OpenUnitReportAsync(ct);
         // one SQLite process cleans up as it goes; on PostgreSQL one replica does it (Cluster.ReplicaLease)
-        if (_db.Kind == DatabaseKind.Sqlite) { c.Execute("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() }); }
-        c.Execute("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)", challenge);
+        if (_db.Kind == DatabaseKind.Sqlite) { await c.ExecuteAsync(new CommandDefinition("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() }, cancellationToken: ct)); }
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)", challenge, cancellationToken: ct));
     }
 
     /// <summary>Removes and returns the challenge: each nonce answers at most one proof.</summary>
-    public ChallengeRow? TakeChallenge(string id)
+    public async Task<ChallengeRow?> TakeChallengeAsync(string id, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<ChallengeRow>("DELETE FROM challenges WHERE id = @id RETURNING *", new { id });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<ChallengeRow>(new CommandDefinition("DELETE FROM challenges WHERE id = @id RETURNING *", new { id }, cancellationToken: ct));
     }
 }

@@ -41,7 +41,7 @@ public sealed partial class TsunaguStore
     private readonly Database _db;
     private readonly TimeProvider _time;
 
-    /// <summary>When this replica last wrote each unit's last_seen (a bare <see cref="Touch"/> within <see cref="LastSeenResolution"/> writes nothing).</summary>
+    /// <summary>When this replica last wrote each unit's last_seen (a bare <see cref="TouchAsync"/> within <see cref="LastSeenResolution"/> writes nothing).</summary>
     private readonly ConcurrentDictionary<string, DateTimeOffset> _lastSeenWritten = new(StringComparer.Ordinal);
 
     /// <summary>Each unit's newest history entry written by this replica (kind and detail), to skip identical periodic checks.</summary>
@@ -68,7 +68,7 @@ public sealed partial class TsunaguStore
 
     public Database Database => _db;
 
-    private DbConnection Open() => _db.Open();
+    private Task<DbConnection> OpenAsync(CancellationToken ct) => _db.OpenAsync(ct);
 
     /// <summary>
     /// Raised with the name of the store method about to begin a transaction, just before it begins it: on SQLite that is
@@ -78,14 +78,14 @@ public sealed partial class TsunaguStore
     internal event Action<string>? TransactionBeginning;
 
     /// <summary>Begins the transaction of the store method <paramref name="caller"/>, after telling <see cref="TransactionBeginning"/>.</summary>
-    private DbTransaction Begin(DbConnection c, [System.Runtime.CompilerServices.CallerMemberName] string caller = "")
+    private ValueTask<DbTransaction> BeginAsync(DbConnection c, CancellationToken ct, [System.Runtime.CompilerServices.CallerMemberName] string caller = "")
     {
         TransactionBeginning?.Invoke(caller);
-        return c.BeginTransaction();
+        return c.BeginTransactionAsync(ct);
     }
 
     /// <summary>For what a unit reports again on its next contact: commits that do not wait for the disk (<see cref="Database.Open(bool)"/>).</summary>
-    private DbConnection OpenUnitReport() => _db.Open(durable: false);
+    private Task<DbConnection> OpenUnitReportAsync(CancellationToken ct) => _db.OpenAsync(durable: false, ct);
 
     public string Now() => Timestamp(_time.GetUtcNow());
 
@@ -95,11 +95,11 @@ public sealed partial class TsunaguStore
     /// Runs an insert, with <paramref name="audit"/> (when given) in the same transaction; a row that already exists
     /// becomes a <see cref="StoreConflictException"/> with <paramref name="conflict"/>.
     /// </summary>
-    private void Insert(string sql, object args, string conflict, AuditEntry? audit = null)
+    private async Task InsertAsync(string sql, object args, string conflict, AuditEntry? audit = null, CancellationToken ct = default)
     {
         try
         {
-            Write((c, tx) => c.Execute(sql, args, tx), audit);
+            await WriteAsync(async (c, tx) => await c.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct)), audit, ct);
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
@@ -112,21 +112,21 @@ public sealed partial class TsunaguStore
         e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException { SqliteExtendedErrorCode: 1555 or 2067 });
 
     /// <summary>Runs <paramref name="write"/> and writes <paramref name="audit"/> (when given) in one transaction: both or neither.</summary>
-    private void Write(Action<DbConnection, DbTransaction> write, AuditEntry? audit)
+    private async Task WriteAsync(Func<DbConnection, DbTransaction, Task> write, AuditEntry? audit, CancellationToken ct)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        write(c, tx);
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await write(c, tx);
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
     }
 
     /// <summary>Writes <paramref name="audit"/> (when given) inside the caller's transaction.</summary>
-    private void WriteAudit(DbConnection c, DbTransaction tx, AuditEntry? audit)
+    private async Task WriteAuditAsync(DbConnection c, DbTransaction tx, AuditEntry? audit, CancellationToken ct)
     {
         if (audit is not null)
         {
-            InsertAudit(c, tx, Now(), audit.Actor, audit.Action, audit.Target, audit.Detail);
+            await InsertAuditAsync(c, tx, Now(), audit.Actor, audit.Action, audit.Target, audit.Detail, ct);
         }
     }
 
@@ -134,35 +134,35 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Writes one audit entry and the units it names (<see cref="AuditUnits.Named"/>, what the unit filter of
-    /// <see cref="QueryAuditPage"/> reads), inside the caller's transaction. Every audit entry is written through here.
+    /// <see cref="QueryAuditPageAsync"/> reads), inside the caller's transaction. Every audit entry is written through here.
     /// </summary>
-    private static void InsertAudit(DbConnection c, DbTransaction tx, string now, string actor, string action, string? target, string? detail)
+    private static async Task InsertAuditAsync(DbConnection c, DbTransaction tx, string now, string actor, string action, string? target, string? detail, CancellationToken ct)
     {
-        var id = c.ExecuteScalar<long>("INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail) RETURNING id",
-            new { now, actor, action, target, detail }, tx);
+        var id = await c.ExecuteScalarAsync<long>(new CommandDefinition("INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail) RETURNING id",
+            new { now, actor, action, target, detail }, tx, cancellationToken: ct));
         var units = AuditUnits.Named(actor, target);
         if (units.Count > 0)
         {
-            c.Execute("INSERT INTO audit_units (mac, audit_id) VALUES (@mac, @id)", units.Select(mac => new { mac, id }), tx);
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO audit_units (mac, audit_id) VALUES (@mac, @id)", units.Select(mac => new { mac, id }), tx, cancellationToken: ct));
         }
     }
 
-    public void Audit(string actor, string action, string? target, string? detail)
+    public async Task AuditAsync(string actor, string action, string? target, string? detail, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        InsertAudit(c, tx, Now(), actor, action, target, detail);
-        tx.Commit();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await InsertAuditAsync(c, tx, Now(), actor, action, target, detail, ct);
+        await tx.CommitAsync(ct);
     }
 
-    public void Audit(AuditEntry entry) => Audit(entry.Actor, entry.Action, entry.Target, entry.Detail);
+    public async Task AuditAsync(AuditEntry entry, CancellationToken ct = default) => await AuditAsync(entry.Actor, entry.Action, entry.Target, entry.Detail, ct);
 
-    public IReadOnlyList<AuditRow> ListAudit(int limit = 200, string? actor = null, string? target = null)
+    public async Task<IReadOnlyList<AuditRow>> ListAuditAsync(int limit = 200, string? actor = null, string? target = null, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<AuditRow>("""
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<AuditRow>(new CommandDefinition("""
             SELECT * FROM audit WHERE (@actor IS NULL OR actor = @actor) AND (@target IS NULL OR target = @target)
             ORDER BY id DESC LIMIT @limit
-            """, new { actor, target, limit }).ToList();
+            """, new { actor, target, limit }, cancellationToken: ct))).ToList();
     }
 }

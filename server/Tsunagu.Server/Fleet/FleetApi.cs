@@ -20,47 +20,57 @@ public static class FleetApi
     public static void MapFleetApi(this IEndpointRouteBuilder app)
     {
         var units = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
-        units.MapGet("/{mac}/tags", Results<Ok<UnitTagsView>, ProblemHttpResult> (string mac, TsunaguStore store) =>
-                MacAddress.TryNormalize(mac, out var m) && store.GetUnitForCheck(m) is not null
-                    ? TypedResults.Ok(new UnitTagsView(m, store.GetTags(m)))
+        units.MapGet("/{mac}/tags", async Task<Results<Ok<UnitTagsView>, ProblemHttpResult>> (string mac, TsunaguStore store) =>
+                MacAddress.TryNormalize(mac, out var m) && await store.GetUnitForCheckAsync(m) is not null
+                    ? TypedResults.Ok(new UnitTagsView(m, await store.GetTagsAsync(m)))
                     : Problems.NotFound($"unit {mac} is not registered"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        units.MapPut("/{mac}/tags", Results<Ok<UnitTagsView>, ProblemHttpResult> (string mac, UnitTagsRequest? request, TsunaguStore store, HttpContext http) =>
+        units.MapPut("/{mac}/tags", async Task<Results<Ok<UnitTagsView>, ProblemHttpResult>> (string mac, UnitTagsRequest? request, TsunaguStore store, HttpContext http) =>
             {
-                if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnitForCheck(m) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+                if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitForCheckAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
                 if (Tags.Invalid(request?.Tags) is { } error) { return Problems.BadRequest(error, "tags"); }
                 var tags = Tags.Normal(request!.Tags!);
-                if (!store.SetTags(m, tags, new AuditEntry(http.Caller().Subject, "unit.tags", m, tags.Count == 0 ? "none" : string.Join(' ', tags))))
+                if (!await store.SetTagsAsync(m, tags, new AuditEntry(http.Caller().Subject, "unit.tags", m, tags.Count == 0 ? "none" : string.Join(' ', tags)), http.RequestAborted))
                 {
                     return Problems.NotFound($"unit {mac} is not registered");
                 }
-                return TypedResults.Ok(new UnitTagsView(m, store.GetTags(m)));
+                return TypedResults.Ok(new UnitTagsView(m, await store.GetTagsAsync(m, http.RequestAborted)));
             })
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
         var tagsApi = app.MapGroup(TagsRoute).AddEndpointFilter<RequireOperator>();
-        tagsApi.MapGet("", (TsunaguStore store) => TypedResults.Ok(store.ListTagCounts().Select(t => new TagCount(t.Tag, t.Units)).ToList()))
+        tagsApi.MapGet("", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok((await store.ListTagCountsAsync(ct)).Select(t => new TagCount(t.Tag, t.Units)).ToList()))
             .AllowRoles(OperatorRoles.Read);
-        tagsApi.MapGet("/{tag}/units", Results<Ok<List<UnitView>>, ProblemHttpResult> (string tag, TsunaguStore store) =>
-                !Tags.IsTag(tag)
-                    ? Problems.BadRequest(Tags.Rule("tag"), "tag")
-                    : TypedResults.Ok(store.UnitsWithTag(tag).Select(store.GetUnit).OfType<UnitRow>().Select(OperatorApi.ToView).ToList()))
+        tagsApi.MapGet("/{tag}/units", async Task<Results<Ok<List<UnitView>>, ProblemHttpResult>> (string tag, TsunaguStore store, CancellationToken ct) =>
+            {
+                if (!Tags.IsTag(tag)) { return Problems.BadRequest(Tags.Rule("tag"), "tag"); }
+                var units = new List<UnitView>();
+                foreach (var mac in await store.UnitsWithTagAsync(tag, ct))
+                {
+                    if (await store.GetUnitAsync(mac, ct) is { } unit) { units.Add(OperatorApi.ToView(unit)); }
+                }
+                return TypedResults.Ok(units);
+            })
             .AllowRoles(OperatorRoles.Read);
 
         var groups = app.MapGroup(GroupsRoute).AddEndpointFilter<RequireOperator>();
-        groups.MapGet("", (TsunaguStore store) =>
-                TypedResults.Ok(store.ListGroups().Select(g => Groups.View(g, store.GroupMembers(g), withMembers: false)).ToList()))
+        groups.MapGet("", async (TsunaguStore store, CancellationToken ct) =>
+            {
+                var views = new List<GroupView>();
+                foreach (var g in await store.ListGroupsAsync(ct)) { views.Add(Groups.View(g, await store.GroupMembersAsync(g, ct), withMembers: false)); }
+                return TypedResults.Ok(views);
+            })
             .AllowRoles(OperatorRoles.Read);
-        groups.MapGet("/{name}", Results<Ok<GroupView>, ProblemHttpResult> (string name, TsunaguStore store) =>
-                InputRules.IsIdentifier(name) && store.GetGroup(name) is { } g
-                    ? TypedResults.Ok(Groups.View(g, store.GroupMembers(g), withMembers: true))
+        groups.MapGet("/{name}", async Task<Results<Ok<GroupView>, ProblemHttpResult>> (string name, TsunaguStore store, CancellationToken ct) =>
+                InputRules.IsIdentifier(name) && await store.GetGroupAsync(name, ct) is { } g
+                    ? TypedResults.Ok(Groups.View(g, await store.GroupMembersAsync(g, ct), withMembers: true))
                     : Problems.NotFound($"no group '{InputRules.Quote(name)}'"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        groups.MapPost("", Results<Created<GroupView>, ProblemHttpResult> (NewGroup? request, TsunaguStore store, HttpContext http) =>
+        groups.MapPost("", async Task<Results<Created<GroupView>, ProblemHttpResult>> (NewGroup? request, TsunaguStore store, HttpContext http) =>
             {
                 try
                 {
-                    var view = Groups.Create(request, store, http.Caller().Subject);
+                    var view = await Groups.CreateAsync(request, store, http.Caller().Subject, http.RequestAborted);
                     return TypedResults.Created($"{GroupsRoute}/{view.Name}", view);
                 }
                 catch (GroupRuleException e)
@@ -82,12 +92,12 @@ public static class FleetApi
             })
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .AllowRoles(OperatorRoles.Release);
-        groups.MapDelete("/{name}", Results<NoContent, ProblemHttpResult> (string name, TsunaguStore store, HttpContext http) =>
+        groups.MapDelete("/{name}", async Task<Results<NoContent, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) =>
             {
                 if (!InputRules.IsIdentifier(name)) { return Problems.NotFound($"no group '{InputRules.Quote(name)}'"); }
                 try
                 {
-                    return store.DeleteGroup(name, new AuditEntry(http.Caller().Subject, "group.delete", name, null))
+                    return await store.DeleteGroupAsync(name, new AuditEntry(http.Caller().Subject, "group.delete", name, null), http.RequestAborted)
                         ? TypedResults.NoContent()
                         : Problems.NotFound($"no group '{InputRules.Quote(name)}'");
                 }

@@ -50,12 +50,12 @@ public static class GroupWindows
     /// Why <paramref name="policy"/> would hold the units of a running or paused rollout forever (its group's window never
     /// overlaps the policy's window its update waits for); null when it would hold none. Reads the store; writes nothing.
     /// </summary>
-    public static string? StallUnder(Data.TsunaguStore store, UpdatePolicy policy)
+    public static async Task<string?> StallUnderAsync(Data.TsunaguStore store, UpdatePolicy policy, CancellationToken ct)
     {
-        foreach (var rollout in store.ListRollouts(activeOnly: true))
+        foreach (var rollout in await store.ListRolloutsAsync(activeOnly: true, ct: ct))
         {
-            if (store.GetGroup(rollout.GroupName)?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
-            if (store.GetUpdateProgram(rollout.UpdateId) is not { Importance: < 5 } program) { continue; }
+            if ((await store.GetGroupAsync(rollout.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
+            if (await store.GetUpdateProgramAsync(rollout.UpdateId, ct) is not { Importance: < 5 } program) { continue; }
             if (Stall(rollout.GroupName, window, rollout.Name, program.Id, (int)program.Importance, policy) is { } stall) { return stall; }
         }
         return null;

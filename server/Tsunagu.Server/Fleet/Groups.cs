@@ -51,23 +51,23 @@ public static class Groups
     /// Creates the group <paramref name="request"/> asks for, with its audit entry (the API and the console both come
     /// here); a <see cref="GroupRuleException"/> says why not, and then nothing was written.
     /// </summary>
-    public static GroupView Create(NewGroup? request, TsunaguStore store, string actor)
+    public static async Task<GroupView> CreateAsync(NewGroup? request, TsunaguStore store, string actor, CancellationToken ct = default)
     {
-        var (row, error) = Check(request, store, actor);
+        var (row, error) = await CheckAsync(request, store, actor, ct);
         if (row is null) { throw new GroupRuleException(error!); }
         try
         {
-            store.AddGroup(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}" + (row.MaintenanceWindow is { } w ? $"; window {w}" : "")));
+            await store.AddGroupAsync(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}" + (row.MaintenanceWindow is { } w ? $"; window {w}" : "")), ct);
         }
         catch (StoreConflictException e)
         {
             throw new GroupRuleException(e.Message, conflict: true);
         }
-        return View(row, store.GroupMembers(row), withMembers: true);
+        return View(row, await store.GroupMembersAsync(row, ct), withMembers: true);
     }
 
     /// <summary>The row to store for <paramref name="request"/>, or why it cannot be stored. Reads the store; writes nothing.</summary>
-    public static (GroupRow? Row, string? Error) Check(NewGroup? request, TsunaguStore store, string actor)
+    public static async Task<(GroupRow? Row, string? Error)> CheckAsync(NewGroup? request, TsunaguStore store, string actor, CancellationToken ct = default)
     {
         if (request is null) { return (null, "body: a JSON object with name and macs (a static group) or filter (a dynamic one)"); }
         if (!InputRules.IsIdentifier(request.Name)) { return (null, InputRules.Identifier("name")); }
@@ -87,7 +87,12 @@ public static class Groups
                 if (!MacAddress.TryNormalize(mac, out var m)) { return (null, $"macs: '{InputRules.Quote(mac)}' is not a MAC address"); }
                 normal.Add(m);
             }
-            var missing = normal.Where(m => store.GetUnitForCheck(m) is null).Take(5).ToList();
+            var missing = new List<string>();
+            foreach (var m in normal)
+            {
+                if (missing.Count == 5) { break; }
+                if (await store.GetUnitForCheckAsync(m, ct) is null) { missing.Add(m); }
+            }
             if (missing.Count > 0) { return (null, $"macs: not registered: {string.Join(", ", missing)}"); }
             return (new GroupRow { Name = request.Name, Kind = GroupKinds.Static, Definition = JsonSerializer.Serialize(normal.ToList(), JsonSerializerOptions.Web), CreatedBy = actor, MaintenanceWindow = window }, null);
         }
@@ -112,7 +117,7 @@ public static class Groups
     /// </summary>
     public static async Task<GroupView> SetWindowAsync(string? name, GroupWindowRequest? request, TsunaguStore store, string actor, CancellationToken ct)
     {
-        if (!InputRules.IsIdentifier(name) || store.GetGroup(name) is null) { throw new GroupRuleException($"no group '{InputRules.Quote(name)}'", notFound: true); }
+        if (!InputRules.IsIdentifier(name) || await store.GetGroupAsync(name, ct) is null) { throw new GroupRuleException($"no group '{InputRules.Quote(name)}'", notFound: true); }
         if (request is null) { throw new GroupRuleException("body: {\"window\": \"mon-fri 01:00-05:00\"} or {\"window\": null} (none)"); }
         MaintenanceWindow? window = null;
         if (request.Window is not null)
@@ -120,7 +125,7 @@ public static class Groups
             var (w, error) = MaintenanceWindow.Parse(request.Window);
             window = w ?? throw new GroupRuleException(error!);
         }
-        var policy = PolicySettings.Get(store);
+        var policy = await PolicySettings.GetAsync(store, ct);
         bool set;
         try
         {
@@ -135,8 +140,8 @@ public static class Groups
             throw new GroupRuleException(e.Message, conflict: true);
         }
         // deleted meanwhile, or right after the window was set: gone, as a delete before it would have been
-        if (!set || store.GetGroup(name) is not { } row) { throw new GroupRuleException($"no group '{name}'", notFound: true); }
-        return View(row, store.GroupMembers(row), withMembers: false);
+        if (!set || await store.GetGroupAsync(name, ct) is not { } row) { throw new GroupRuleException($"no group '{name}'", notFound: true); }
+        return View(row, await store.GroupMembersAsync(row, ct), withMembers: false);
     }
 
     public static GroupView View(GroupRow row, IReadOnlyList<string> members, bool withMembers) =>

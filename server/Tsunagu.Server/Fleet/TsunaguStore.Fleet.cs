@@ -29,78 +29,78 @@ public sealed class GroupRolloutUse
 public sealed partial class TsunaguStore
 {
     /// <summary>A unit's tags, sorted.</summary>
-    public IReadOnlyList<string> GetTags(string mac)
+    public async Task<IReadOnlyList<string>> GetTagsAsync(string mac, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<string>("SELECT tag FROM unit_tags WHERE mac = @mac ORDER BY tag", new { mac }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<string>(new CommandDefinition("SELECT tag FROM unit_tags WHERE mac = @mac ORDER BY tag", new { mac }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Each tagged unit's tags (units without tags are absent).</summary>
-    public IReadOnlyDictionary<string, IReadOnlyList<string>> AllTags()
+    public async Task<IReadOnlyDictionary<string, IReadOnlyList<string>>> AllTagsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<(string Mac, string Tag)>("SELECT mac, tag FROM unit_tags ORDER BY mac, tag")
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<(string Mac, string Tag)>(new CommandDefinition("SELECT mac, tag FROM unit_tags ORDER BY mac, tag", cancellationToken: ct)))
             .GroupBy(r => r.Mac, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<string>)g.Select(r => r.Tag).ToList(), StringComparer.Ordinal);
     }
 
     /// <summary>Every tag in use and how many units carry it.</summary>
-    public IReadOnlyList<(string Tag, long Units)> ListTagCounts()
+    public async Task<IReadOnlyList<(string Tag, long Units)>> ListTagCountsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<(string Tag, long Units)>("SELECT tag, COUNT(*) FROM unit_tags GROUP BY tag ORDER BY tag").ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<(string Tag, long Units)>(new CommandDefinition("SELECT tag, COUNT(*) FROM unit_tags GROUP BY tag ORDER BY tag", cancellationToken: ct))).ToList();
     }
 
     /// <summary>The MACs of the units carrying <paramref name="tag"/>.</summary>
-    public IReadOnlyList<string> UnitsWithTag(string tag)
+    public async Task<IReadOnlyList<string>> UnitsWithTagAsync(string tag, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<string>("SELECT mac FROM unit_tags WHERE tag = @tag ORDER BY mac", new { tag }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM unit_tags WHERE tag = @tag ORDER BY mac", new { tag }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>
     /// Replaces a unit's tags (already checked against <see cref="Tags.Invalid"/>) with the audit entry, in one
     /// transaction. False when the unit is not registered (nothing written).
     /// </summary>
-    public bool SetTags(string mac, IReadOnlyList<string> tags, AuditEntry audit)
+    public async Task<bool> SetTagsAsync(string mac, IReadOnlyList<string> tags, AuditEntry audit, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        if (c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }, tx) == 0) { return false; }
-        WriteTags(c, tx, mac, tags);
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        if (await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }, tx, cancellationToken: ct)) == 0) { return false; }
+        await WriteTagsAsync(c, tx, mac, tags, ct);
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return true;
     }
 
-    private static void WriteTags(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, string mac, IReadOnlyList<string> tags)
+    private static async Task WriteTagsAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, string mac, IReadOnlyList<string> tags, CancellationToken ct)
     {
-        c.Execute("DELETE FROM unit_tags WHERE mac = @mac", new { mac }, tx);
+        await c.ExecuteAsync(new CommandDefinition("DELETE FROM unit_tags WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
         foreach (var tag in Tags.Normal(tags))
         {
-            c.Execute("INSERT INTO unit_tags (mac, tag) VALUES (@mac, @tag)", new { mac, tag }, tx);
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_tags (mac, tag) VALUES (@mac, @tag)", new { mac, tag }, tx, cancellationToken: ct));
         }
     }
 
     // ---- groups ---------------------------------------------------------------------------------------------
 
-    public void AddGroup(GroupRow group, AuditEntry audit)
+    public async Task AddGroupAsync(GroupRow group, AuditEntry audit, CancellationToken ct = default)
     {
         group.CreatedAt = Now();
-        Insert("""
+        await InsertAsync("""
             INSERT INTO unit_groups (name, kind, definition, created_by, created_at, maintenance_window)
             VALUES (@Name, @Kind, @Definition, @CreatedBy, @CreatedAt, @MaintenanceWindow)
-            """, group, $"group {group.Name} exists", audit);
+            """, group, $"group {group.Name} exists", audit, ct);
     }
 
     /// <summary>Sets or clears a group's maintenance window with the audit entry; false (nothing written) when there is no such group.</summary>
-    public bool SetGroupWindow(string name, string? window, AuditEntry audit)
+    public async Task<bool> SetGroupWindowAsync(string name, string? window, AuditEntry audit, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        if (c.Execute("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx) == 0) { return false; }
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        if (await c.ExecuteAsync(new CommandDefinition("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx, cancellationToken: ct)) == 0) { return false; }
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return true;
     }
 
@@ -114,8 +114,8 @@ public sealed partial class TsunaguStore
     public async Task<bool> SetGroupWindowCheckedAsync(string name, string? window, Func<IReadOnlyList<GroupRolloutUse>, string?> refuse, AuditEntry audit,
         CancellationToken ct)
     {
-        await using var c = Open();
-        await using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         if (_db.Kind == DatabaseKind.Postgres)
         {
             await c.ExecuteAsync(new CommandDefinition("SELECT name FROM unit_groups WHERE name = @name FOR UPDATE", new { name }, tx, cancellationToken: ct));
@@ -131,85 +131,85 @@ public sealed partial class TsunaguStore
         {
             return false;
         }
-        WriteAudit(c, tx, audit);
+        await WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
         return true;
     }
 
-    public GroupRow? GetGroup(string name)
+    public async Task<GroupRow?> GetGroupAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<GroupRow>("SELECT * FROM unit_groups WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<GroupRow>(new CommandDefinition("SELECT * FROM unit_groups WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
-    public IReadOnlyList<GroupRow> ListGroups()
+    public async Task<IReadOnlyList<GroupRow>> ListGroupsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<GroupRow>("SELECT * FROM unit_groups ORDER BY name").ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<GroupRow>(new CommandDefinition("SELECT * FROM unit_groups ORDER BY name", cancellationToken: ct))).ToList();
     }
 
     /// <summary>
     /// Deletes a group with the audit entry; refused (<see cref="StoreConflictException"/>, nothing written) while a
     /// rollout that is not completed or aborted moves it. False when there is no such group.
     /// </summary>
-    public bool DeleteGroup(string name, AuditEntry audit)
+    public async Task<bool> DeleteGroupAsync(string name, AuditEntry audit, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         if (_db.Kind == DatabaseKind.Postgres)
         {
             // the group's row first: a rollout being created from it (which locks it shared) commits before the check below reads it
-            c.Execute("SELECT name FROM unit_groups WHERE name = @name FOR UPDATE", new { name }, tx);
+            await c.ExecuteAsync(new CommandDefinition("SELECT name FROM unit_groups WHERE name = @name FOR UPDATE", new { name }, tx, cancellationToken: ct));
         }
-        var using_ = c.Query<string>("SELECT name FROM rollouts WHERE group_name = @name AND state IN ('running', 'paused')", new { name }, tx).ToList();
+        var using_ = (await c.QueryAsync<string>(new CommandDefinition("SELECT name FROM rollouts WHERE group_name = @name AND state IN ('running', 'paused')", new { name }, tx, cancellationToken: ct))).ToList();
         if (using_.Count > 0) { throw new StoreConflictException($"group {name} is moved by rollout(s) {string.Join(", ", using_)}; abort them first"); }
-        if (c.Execute("DELETE FROM unit_groups WHERE name = @name", new { name }, tx) == 0) { return false; }
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        if (await c.ExecuteAsync(new CommandDefinition("DELETE FROM unit_groups WHERE name = @name", new { name }, tx, cancellationToken: ct)) == 0) { return false; }
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return true;
     }
 
     /// <summary>The MACs of the active (not decommissioned) units a group holds now, sorted.</summary>
-    public IReadOnlyList<string> GroupMembers(GroupRow group)
+    public async Task<IReadOnlyList<string>> GroupMembersAsync(GroupRow group, CancellationToken ct = default)
     {
         if (group.Kind == GroupKinds.Static)
         {
             var macs = JsonSerializer.Deserialize<List<string>>(group.Definition, JsonSerializerOptions.Web) ?? [];
-            using var c = Open();
+            await using var c = await OpenAsync(ct);
             // in chunks: a statement has a bounded number of parameters
             var found = new List<string>();
             foreach (var chunk in macs.Chunk(500))
             {
-                found.AddRange(c.Query<string>($"SELECT mac FROM units WHERE {InList("mac", "chunk")} AND decommissioned_at IS NULL", new { chunk }));
+                found.AddRange(await c.QueryAsync<string>(new CommandDefinition($"SELECT mac FROM units WHERE {InList("mac", "chunk")} AND decommissioned_at IS NULL", new { chunk }, cancellationToken: ct)));
             }
             return found.Order(StringComparer.Ordinal).ToList();
         }
         var filter = JsonSerializer.Deserialize<GroupFilter>(group.Definition, JsonSerializerOptions.Web) ?? new GroupFilter();
-        return FilterMembers(filter);
+        return await FilterMembersAsync(filter, ct);
     }
 
     /// <summary>The MACs of the active units <paramref name="filter"/> selects now, sorted.</summary>
-    public IReadOnlyList<string> FilterMembers(GroupFilter filter)
+    public async Task<IReadOnlyList<string>> FilterMembersAsync(GroupFilter filter, CancellationToken ct = default)
     {
         if (filter.App is null)
         {
             // the columns only (no inventory to read): a rollout's pass evaluates its group each time
-            using var c = Open();
-            var macs = c.Query<string>("""
+            await using var c = await OpenAsync(ct);
+            var macs = (await c.QueryAsync<string>(new CommandDefinition("""
                 SELECT mac FROM units WHERE decommissioned_at IS NULL AND (@Pattern IS NULL OR pattern = @Pattern)
                   AND (@Board IS NULL OR hardware_version = @Board) AND (@Online IS NULL OR online = @Online)
                 ORDER BY mac
-                """, new { filter.Pattern, filter.Board, Online = filter.Online is { } o ? (long?)(o ? 1 : 0) : null }).ToList();
+                """, new { filter.Pattern, filter.Board, Online = filter.Online is { } o ? (long?)(o ? 1 : 0) : null }, cancellationToken: ct))).ToList();
             if (filter.Tags is not { Count: > 0 } wanted) { return macs; }
-            var set = TaggedWithAll(c, wanted);
+            var set = await TaggedWithAllAsync(c, wanted, ct);
             return macs.Where(set.Contains).ToList();
         }
-        var rows = QueryUnits(new UnitQuery(filter.Pattern, null, filter.App, filter.Version, Online: filter.Online))
+        var rows = (await QueryUnitsAsync(new UnitQuery(filter.Pattern, null, filter.App, filter.Version, Online: filter.Online), ct))
             .Where(u => u.DecommissionedAt is null && (filter.Board is null || u.HardwareVersion == filter.Board));
         if (filter.Tags is { Count: > 0 } tags)
         {
-            using var c = Open();
-            var tagged = TaggedWithAll(c, tags);
+            await using var c = await OpenAsync(ct);
+            var tagged = await TaggedWithAllAsync(c, tags, ct);
             rows = rows.Where(u => tagged.Contains(u.Mac));
         }
         return rows.Select(u => u.Mac).ToList();
@@ -222,17 +222,17 @@ public sealed partial class TsunaguStore
     private string InList(string column, string parameter) =>
         _db.Kind == DatabaseKind.Postgres ? $"{column} = ANY(@{parameter})" : $"{column} IN @{parameter}";
 
-    private HashSet<string> TaggedWithAll(System.Data.Common.DbConnection c, IReadOnlyList<string> tags)
+    private async Task<HashSet<string>> TaggedWithAllAsync(System.Data.Common.DbConnection c, IReadOnlyList<string> tags, CancellationToken ct)
     {
         var distinct = tags.Distinct(StringComparer.Ordinal).ToArray();
-        return c.Query<string>($"SELECT mac FROM unit_tags WHERE {InList("tag", "distinct")} GROUP BY mac HAVING COUNT(DISTINCT tag) = @n",
-            new { distinct, n = (long)distinct.Length }).ToHashSet(StringComparer.Ordinal);
+        return (await c.QueryAsync<string>(new CommandDefinition($"SELECT mac FROM unit_tags WHERE {InList("tag", "distinct")} GROUP BY mac HAVING COUNT(DISTINCT tag) = @n",
+            new { distinct, n = (long)distinct.Length }, cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>The MACs of the active units on <paramref name="pattern"/>.</summary>
-    public IReadOnlyList<string> MacsOnPattern(string pattern)
+    public async Task<IReadOnlyList<string>> MacsOnPatternAsync(string pattern, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<string>("SELECT mac FROM units WHERE pattern = @pattern AND decommissioned_at IS NULL ORDER BY mac", new { pattern }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM units WHERE pattern = @pattern AND decommissioned_at IS NULL ORDER BY mac", new { pattern }, cancellationToken: ct))).ToList();
     }
 }

@@ -29,7 +29,7 @@ public sealed class FleetGauges
     private readonly EmbeddedBroker _embedded;
     private readonly TimeProvider _time;
     private readonly ILogger<FleetGauges> _log;
-    private readonly Lock _lock = new();
+    private readonly SemaphoreSlim _lock = new(1, 1);
     private readonly Gauge _byState, _byPattern, _online, _units, _rollout, _pendingPushes, _snapshotSeconds, _databaseUp, _databaseSeconds, _linkUp, _brokerConnections;
     private readonly Dictionary<Gauge, HashSet<string[]>> _published = [];
     private long? _readAt;
@@ -54,7 +54,7 @@ public sealed class FleetGauges
         _databaseSeconds = factory.CreateGauge("tsunagu_database_check_seconds", "How long that query took (connection from the pool included).", later);
         _linkUp = factory.CreateGauge("tsunagu_broker_link_up", "1 when the server's own connection to the MQTT broker is up, else 0 (absent when push is disabled).", later);
         _brokerConnections = factory.CreateGauge("tsunagu_broker_connections", "Connections the embedded MQTT broker holds, logged in or not (absent with an external broker).", later);
-        metrics.Registry.AddBeforeCollectCallback(Refresh);
+        metrics.Registry.AddBeforeCollectCallback(RefreshAsync);
     }
 
     private sealed class Group
@@ -81,11 +81,12 @@ public sealed class FleetGauges
         """;
 
     /// <summary>Reads what a scrape shows; the units table only when the last reading is older than <see cref="SnapshotLifetime"/>.</summary>
-    public void Refresh()
+    public async Task RefreshAsync(CancellationToken ct)
     {
-        lock (_lock)
+        await _lock.WaitAsync(ct);
+        try
         {
-            CheckDatabase();
+            await CheckDatabaseAsync(ct);
             if (_link.BrokerUri is not null) { _linkUp.Set(_link.Connected ? 1 : 0); }
             if (_embedded.Enabled) { _brokerConnections.Set(_embedded.Connections); }
             if (_readAt is { } at && _time.GetElapsedTime(at) < SnapshotLifetime)
@@ -94,7 +95,7 @@ public sealed class FleetGauges
             }
             try
             {
-                ReadFleet();
+                await ReadFleetAsync(ct);
                 _readAt = _time.GetTimestamp();
             }
             catch (Exception e) when (e is DbException or InvalidOperationException or TimeoutException)
@@ -103,15 +104,19 @@ public sealed class FleetGauges
                 _log.LogWarning("metrics: reading the fleet counts failed: {Type}: {Error}", e.GetType().Name, e.Message);
             }
         }
+        finally
+        {
+            _lock.Release();
+        }
     }
 
-    private void CheckDatabase()
+    private async Task CheckDatabaseAsync(CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
         try
         {
-            using var c = _store.Database.Open(durable: false);
-            c.ExecuteScalar<long>("SELECT 1");
+            await using var c = await _store.Database.OpenAsync(durable: false, ct);
+            await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT 1", cancellationToken: ct));
             _databaseUp.Set(1);
         }
         catch (Exception e) when (e is DbException or InvalidOperationException or TimeoutException)
@@ -122,20 +127,20 @@ public sealed class FleetGauges
         _databaseSeconds.Set(Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
-    private void ReadFleet()
+    private async Task ReadFleetAsync(CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
         List<Group> states, patterns;
         List<RolloutGroup> groups;
         long pending, online;
-        using (var c = _store.Database.Open(durable: false))
+        await using (var c = await _store.Database.OpenAsync(durable: false, ct))
         {
-            states = c.Query<Group>(StatesSql).ToList();
-            patterns = c.Query<Group>(PatternsSql).ToList();
-            groups = c.Query<RolloutGroup>(RolloutSql).ToList();
-            online = c.ExecuteScalar<long>("SELECT COUNT(*) FROM units WHERE online = 1");
-            pending = c.ExecuteScalar<long>("SELECT COUNT(*) FROM push_checks WHERE delivered_at IS NULL AND created_at > @since",
-                new { since = TsunaguStore.Timestamp(_time.GetUtcNow() - BrokerLink.UndeliveredLifetime) });
+            states = (await c.QueryAsync<Group>(new CommandDefinition(StatesSql, cancellationToken: ct))).ToList();
+            patterns = (await c.QueryAsync<Group>(new CommandDefinition(PatternsSql, cancellationToken: ct))).ToList();
+            groups = (await c.QueryAsync<RolloutGroup>(new CommandDefinition(RolloutSql, cancellationToken: ct))).ToList();
+            online = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM units WHERE online = 1", cancellationToken: ct));
+            pending = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM push_checks WHERE delivered_at IS NULL AND created_at > @since",
+                new { since = TsunaguStore.Timestamp(_time.GetUtcNow() - BrokerLink.UndeliveredLifetime) }, cancellationToken: ct));
         }
         _units.Set(states.Sum(g => g.Count));
         _online.Set(online);

@@ -97,7 +97,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 (c, ct) => c.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), ct), cancellationToken);
             password = Base64Url.Encode(System.Security.Cryptography.HMACSHA256.HashData(unitKey.Bytes, Encoding.ASCII.GetBytes("tsunagu/v1/broker-server")));
             await EnsureServerAccountAsync(password, cancellationToken);
-            foreach (var unit in store.ListUnits())
+            foreach (var unit in await store.ListUnitsAsync(ct: cancellationToken))
             {
                 if (unit.DecommissionedAt is null)
                 {
@@ -135,7 +135,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         try
         {
             await Task.Delay(PresenceGrace, time, ct);
-            var stale = store.SetStalePresenceOffline(subscribedAt);
+            var stale = await store.SetStalePresenceOfflineAsync(subscribedAt, ct);
             if (stale > 0)
             {
                 log.LogInformation("push: {Count} unit(s) shown online did not announce themselves on the broker; now offline", stale);
@@ -168,7 +168,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             }));
         }
         var clientOptions = builder.Build();
-        client.ApplicationMessageReceivedAsync += OnMessage;
+        client.ApplicationMessageReceivedAsync += OnMessageAsync;
         var connect = await client.ConnectAsync(clientOptions, ct);
         if (connect.ResultCode != MqttClientConnectResultCode.Success)
         {
@@ -283,7 +283,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
     }
 
-    private Task OnMessage(MqttApplicationMessageReceivedEventArgs e)
+    private async Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
     {
         var topic = e.ApplicationMessage.Topic;
         var payload = Encoding.UTF8.GetString(e.ApplicationMessage.Payload);
@@ -299,16 +299,16 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                     }
                 }
             }
-            return Task.CompletedTask;
+            return;
         }
         var parts = topic.Split('/');
         if (parts.Length != 5 || parts[4] != "status" || !MacAddress.TryNormalize(parts[3], out var mac))
         {
-            return Task.CompletedTask;
+            return;
         }
         if (payload is Presence.Online or Presence.Offline)
         {
-            store.SetPresence(mac, payload == Presence.Online);
+            await store.SetPresenceAsync(mac, payload == Presence.Online);
             if (payload == Presence.Online)
             {
                 _cameOnline.Writer.TryWrite(mac); // its undelivered check goes out again, off this dispatcher
@@ -316,9 +316,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
         else if (ParseAck(payload) is { } nonce)
         {
-            metrics.PushesDelivered(store.MarkPushDelivered(mac, nonce));
+            metrics.PushesDelivered(await store.MarkPushDeliveredAsync(mac, nonce));
         }
-        return Task.CompletedTask;
     }
 
     /// <summary>The nonce of an acknowledgement <c>{"ack":"&lt;nonce&gt;"}</c>, or null for anything else (never throws).</summary>
@@ -374,7 +373,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {
                 }
-                if (mac is not null && lease.IsHolder && store.NewestUndeliveredPush(mac, time.GetUtcNow() - UndeliveredLifetime) is { Attempts: < MaxSends } row)
+                if (mac is not null && lease.IsHolder && await store.NewestUndeliveredPushAsync(mac, time.GetUtcNow() - UndeliveredLifetime, ct) is { Attempts: < MaxSends } row)
                 {
                     await ResendAsync(row, ct);
                 }
@@ -382,11 +381,11 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 {
                     sweep = time.GetTimestamp();
                     var now = time.GetUtcNow();
-                    foreach (var due in store.UndeliveredPushesToRetry(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000))
+                    foreach (var due in await store.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000, ct))
                     {
                         await ResendAsync(due, ct);
                     }
-                    store.PrunePushChecks(now - CheckRecordLifetime);
+                    await store.PrunePushChecksAsync(now - CheckRecordLifetime, ct);
                 }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -413,7 +412,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     {
         await PublishAsync(row.Mac, new PushMessage(PushMessage.CheckNow, (int)row.Importance, row.Nonce,
             DateTimeOffset.Parse(row.CreatedAt, System.Globalization.CultureInfo.InvariantCulture), row.Reason ?? PushReasons.Operator), ct);
-        store.MarkPushResent(row.CheckId, row.Mac);
+        await store.MarkPushResentAsync(row.CheckId, row.Mac, ct);
     }
 
     public async Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken)
@@ -596,7 +595,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             }
             var words = description.Split(' ');
             var stale = words.Length != 6 || !long.TryParse(words[3], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var expires)
-                        || expires <= now || words[5] != keyId || store.GetUnit(mac) is not { DecommissionedAt: null };
+                        || expires <= now || words[5] != keyId || await store.GetUnitAsync(mac, ct) is not { DecommissionedAt: null };
             if (!stale) { continue; }
             await CommandAsync(new JsonObject
             {

@@ -82,7 +82,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             .WithDefaultCommunicationTimeout(limits.ConnectTimeout)
             .Build();
         _server = new MqttServerFactory().CreateMqttServer(serverOptions, [_listener]);
-        _server.ValidatingConnectionAsync += ValidateConnection;
+        _server.ValidatingConnectionAsync += ValidateConnectionAsync;
         _server.InterceptingSubscriptionAsync += e =>
         {
             if (e.ClientId != MqttSettings.ServerClientId && !OwnTopic(e.ClientId, e.TopicFilter.Topic, PushTopics.Commands))
@@ -123,7 +123,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             options.ListenAddress, Port, PlainPort is { } p ? $" and {p} (plain MQTT)" : "", options.MqttConnectTimeoutSeconds, limits.MaxPacketBytes, limits.MaxConnections, limits.MaxConnectionsPerSource);
     }
 
-    private Task ValidateConnection(ValidatingConnectionEventArgs e)
+    private async Task ValidateConnectionAsync(ValidatingConnectionEventArgs e)
     {
         string? reason = null;
         if (e.ClientId == MqttSettings.ServerClientId)
@@ -147,7 +147,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             // keep-alive 0 would hold the connection (and its slot) for good once the unit goes silent
             reason = $"keep-alive {e.KeepAlivePeriod} s is not within 1..{options.MqttMaxKeepAliveSeconds} s";
         }
-        else if (store.GetUnit(mac) is not { DecommissionedAt: null })
+        else if (await store.GetUnitAsync(mac) is not { DecommissionedAt: null })
         {
             reason = "unit not registered or decommissioned";
         }
@@ -165,7 +165,6 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             log.LogWarning("MQTT login refused for client {ClientId} user {User}: {Reason}", e.ClientId, e.UserName, reason);
             e.ReasonCode = MqttConnectReasonCode.BadUserNameOrPassword;
         }
-        return Task.CompletedTask;
     }
 
     /// <summary>
@@ -240,7 +239,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         {
             if (!_unitLogins.TryGetValue(client.Id, out var login)) { continue; }
             var reason = login.Expires <= now ? "its password expired" : login.KeyId != keyId ? "the broker key was replaced"
-                : store.GetUnit(login.Mac) is not { DecommissionedAt: null } ? "it is no longer registered or was decommissioned" : null;
+                : await store.GetUnitAsync(login.Mac) is not { DecommissionedAt: null } ? "it is no longer registered or was decommissioned" : null;
             if (reason is null) { continue; }
             log.LogInformation("MQTT: disconnecting {ClientId}: {Reason}", client.Id, reason);
             _unitLogins.TryRemove(new KeyValuePair<string, (long, string, string)>(client.Id, login));
@@ -251,7 +250,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
     }
 
     /// <summary>
-    /// Drops the session of a unit that was decommissioned (its next login is refused: <see cref="ValidateConnection"/>
+    /// Drops the session of a unit that was decommissioned (its next login is refused: <see cref="ValidateConnectionAsync"/>
     /// checks the row). True when it was connected.
     /// </summary>
     public async Task<bool> DisconnectUnitAsync(string mac)

@@ -88,12 +88,12 @@ public sealed class PasswordGuard
     /// Checks <paramref name="password"/> for account <paramref name="name"/> of <paramref name="realm"/> ("operator" or
     /// "subscriber"), from <paramref name="source"/>; <paramref name="storedHash"/> reads the account's hash (null: no such account).
     /// </summary>
-    public async Task<PasswordCheck> CheckAsync(string realm, string name, string password, IPAddress? source, Func<string, string?> storedHash,
+    public async Task<PasswordCheck> CheckAsync(string realm, string name, string password, IPAddress? source, Func<string, CancellationToken, Task<string?>> storedHash,
         CancellationToken ct)
     {
         var account = $"{realm}:{name.Trim().ToLowerInvariant()}";
         var from = source?.ToString() ?? "unknown";
-        var stored = name.Length is > 0 and <= 256 ? storedHash(name) : null;
+        var stored = name.Length is > 0 and <= 256 ? await storedHash(name, ct) : null;
         var key = stored is null ? null : RecognitionKey(realm, name, password, stored);
         var now = _time.GetUtcNow();
         if (key is not null && _recognised.TryGetValue(key, out var until) && until > now)

@@ -9,7 +9,7 @@ namespace Tsunagu.Server.Security;
 /// the period ends (at the next refusal after it, or at the periodic flush). Unregistered MACs are counted together per
 /// source, so a flood of invented MACs writes one entry per source and period, not one per attempt.
 /// </summary>
-public sealed class RefusalAudit : IDisposable
+public sealed class RefusalAudit : IAsyncDisposable
 {
     public const string Action = "unit.refused";
     public const string UnregisteredKey = "unregistered";
@@ -36,11 +36,11 @@ public sealed class RefusalAudit : IDisposable
         _store = store;
         _time = time;
         _period = options.RefusalAuditPeriod;
-        _flush = time.CreateTimer(_ => Flush(all: false), null, _period, _period);
+        _flush = time.CreateTimer(async _ => await FlushAsync(all: false), null, _period, _period);
     }
 
     /// <summary>Records one refusal of <paramref name="mac"/> (null: not registered) from <paramref name="source"/>.</summary>
-    public void Record(string? mac, string source, string reason)
+    public async Task RecordAsync(string? mac, string source, string reason, CancellationToken ct = default)
     {
         var now = _time.GetUtcNow();
         var key = (mac ?? UnregisteredKey, source);
@@ -64,16 +64,16 @@ public sealed class RefusalAudit : IDisposable
                 first = true;
             }
         }
-        Write(summaries, now);
+        await WriteAsync(summaries, now, ct);
         if (first)
         {
-            _store.Audit("system", Action, key.Item1,
-                $"{reason} from {source}; further ones from this address are counted for {_period.TotalMinutes:0} min and recorded once");
+            await _store.AuditAsync("system", Action, key.Item1,
+                $"{reason} from {source}; further ones from this address are counted for {_period.TotalMinutes:0} min and recorded once", ct);
         }
     }
 
     /// <summary>Writes the summaries of periods that ended (all counted ones when <paramref name="all"/>).</summary>
-    public void Flush(bool all)
+    public async Task FlushAsync(bool all, CancellationToken ct = default)
     {
         var now = _time.GetUtcNow();
         List<(string, string, Entry)> summaries;
@@ -82,21 +82,21 @@ public sealed class RefusalAudit : IDisposable
             summaries = _entries.Where(e => all || e.Value.Start + _period <= now).Select(e => (e.Key.Mac, e.Key.Source, e.Value)).ToList();
             foreach (var (mac, source, _) in summaries) { _entries.Remove((mac, source)); }
         }
-        Write(summaries, now);
+        await WriteAsync(summaries, now, ct);
     }
 
-    private void Write(List<(string Mac, string Source, Entry Entry)> summaries, DateTimeOffset now)
+    private async Task WriteAsync(List<(string Mac, string Source, Entry Entry)> summaries, DateTimeOffset now, CancellationToken ct)
     {
         foreach (var (mac, source, entry) in summaries.Where(s => s.Entry.Count > 1))
         {
-            _store.Audit("system", Action, mac, string.Create(CultureInfo.InvariantCulture,
-                $"{entry.Reason} from {source}: {entry.Count} refusals from {TsunaguStore.Timestamp(entry.Start)} to {TsunaguStore.Timestamp(now)}"));
+            await _store.AuditAsync("system", Action, mac, string.Create(CultureInfo.InvariantCulture,
+                $"{entry.Reason} from {source}: {entry.Count} refusals from {TsunaguStore.Timestamp(entry.Start)} to {TsunaguStore.Timestamp(now)}"), ct);
         }
     }
 
-    public void Dispose()
+    public async ValueTask DisposeAsync()
     {
-        _flush.Dispose();
-        Flush(all: true);
+        await _flush.DisposeAsync();
+        await FlushAsync(all: true);
     }
 }

@@ -15,13 +15,13 @@ public sealed class AttemptCounter(int perMinute, TimeProvider time, Data.Tsunag
     private readonly ConcurrentDictionary<string, (long Window, int Count)> _counts = new();
 
     /// <summary>Null when the attempt may go ahead, else how long to wait.</summary>
-    public TimeSpan? TryAttempt(string key)
+    public async Task<TimeSpan?> TryAttemptAsync(string key, CancellationToken ct = default)
     {
         var now = time.GetUtcNow();
         var window = now.ToUnixTimeSeconds() / 60;
         if (shared is not null)
         {
-            return shared.CountAttempt(subjectPrefix + key, window) <= perMinute ? null : TimeSpan.FromSeconds(60 - now.ToUnixTimeSeconds() % 60);
+            return await shared.CountAttemptAsync(subjectPrefix + key, window, ct) <= perMinute ? null : TimeSpan.FromSeconds(60 - now.ToUnixTimeSeconds() % 60);
         }
         var entry = _counts.AddOrUpdate(key, _ => (window, 1), (_, e) => e.Window == window ? (window, e.Count + 1) : (window, 1));
         if (_counts.Count > 100_000)
@@ -101,13 +101,23 @@ public sealed class SharedWindowLimiter(AttemptCounter counter, string source, T
 
     public override RateLimiterStatistics? GetStatistics() => null;
 
+    /// <summary>
+    /// Counting needs the database: the synchronous attempt only grants zero permits and otherwise answers "wait", so the
+    /// rate limiting middleware asks <see cref="AcquireAsyncCore"/>, which counts without blocking a thread.
+    /// </summary>
     protected override RateLimitLease AttemptAcquireCore(int permitCount)
+    {
+        Interlocked.Exchange(ref _lastUsed, time.GetTimestamp());
+        return permitCount == 0 ? Lease.Granted : Lease.CountFirst;
+    }
+
+    protected override async ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
     {
         Interlocked.Exchange(ref _lastUsed, time.GetTimestamp());
         if (permitCount == 0) { return Lease.Granted; }
         try
         {
-            return counter.TryAttempt(source) is { } wait ? new Lease(false, wait) : Lease.Granted;
+            return await counter.TryAttemptAsync(source, cancellationToken) is { } wait ? new Lease(false, wait) : Lease.Granted;
         }
         catch (Exception e) when (BusyDatabase.IsBusy(e) || e is System.Data.Common.DbException or TimeoutException)
         {
@@ -115,13 +125,13 @@ public sealed class SharedWindowLimiter(AttemptCounter counter, string source, T
         }
     }
 
-    protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(AttemptAcquireCore(permitCount));
-
     private sealed class Lease(bool acquired, TimeSpan? retryAfter) : RateLimitLease
     {
         public static readonly Lease Granted = new(true, null);
         public static readonly Lease Overloaded = new(false, null);
+
+        /// <summary>Not granted without counting: the caller is to wait for <see cref="AcquireAsyncCore"/>.</summary>
+        public static readonly Lease CountFirst = new(false, null);
 
         public override bool IsAcquired => acquired;
 
@@ -229,7 +239,7 @@ public static class Throttling
                     QueueLimit = 0,
                     AutoReplenishment = true,
                 }));
-            limiter.OnRejected = (context, _) =>
+            limiter.OnRejected = (context, ct) =>
             {
                 var http = context.HttpContext;
                 // a rate limit (token bucket) says when tokens return; the concurrency limit means overload
@@ -242,7 +252,7 @@ public static class Throttling
                     overload ? "Server busy" : "Too many attempts", http.Response.StatusCode,
                     overload ? "the server is at capacity; retry after the time in Retry-After"
                              : "too many authentication attempts from this address; retry after the time in Retry-After"),
-                    ProtocolJson.Default.ProblemBody));
+                    ProtocolJson.Default.ProblemBody, cancellationToken: ct));
             };
         });
         return services;

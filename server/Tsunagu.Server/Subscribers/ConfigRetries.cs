@@ -25,7 +25,7 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
     /// </summary>
     public async Task<long?> AfterReadyAsync(string mac, CancellationToken ct)
     {
-        if (store.RetryableUnitConfig(mac, options.ConfigRetryAttempts) is not { } newest)
+        if (await store.RetryableUnitConfigAsync(mac, options.ConfigRetryAttempts, ct) is not { } newest)
         {
             return null;
         }
@@ -37,8 +37,8 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
             return null;
         }
         var attempt = newest.Attempt + 1;
-        var revision = store.AddUnitConfigRetry(newest, r => new AuditEntry(RetryActor, "unit.service-config.retry", mac,
-            $"revision {r} retries revision {newest.RetryOf ?? newest.Revision} (attempt {attempt} of {options.ConfigRetryAttempts}) after: {newest.Error}"));
+        var revision = await store.AddUnitConfigRetryAsync(newest, r => new AuditEntry(RetryActor, "unit.service-config.retry", mac,
+            $"revision {r} retries revision {newest.RetryOf ?? newest.Revision} (attempt {attempt} of {options.ConfigRetryAttempts}) after: {newest.Error}"), ct);
         if (revision is null)
         {
             return null; // another replica retried it first
@@ -63,10 +63,10 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
     /// Cancels the further attempts of the unit's newest revision (it failed with attempts left, or is a retry not yet
     /// applied) when it is the subscriber's own change (never the provider's), audited as <c>unit.service-config.retry-cancel</c> by <paramref name="actor"/>. Null when nothing was to be cancelled.
     /// </summary>
-    public long? Cancel(string mac, string actor)
+    public async Task<long?> CancelAsync(string mac, string actor, CancellationToken ct = default)
     {
-        var revision = store.CancelUnitConfigRetry(mac, options.ConfigRetryAttempts, actor, r => new AuditEntry(actor, "unit.service-config.retry-cancel", mac,
-            $"revision {r.Revision} ({r.Status}, attempt {r.Attempt} of {options.ConfigRetryAttempts}): no further attempt"), SubscriberChanges.Origin);
+        var revision = await store.CancelUnitConfigRetryAsync(mac, options.ConfigRetryAttempts, actor, r => new AuditEntry(actor, "unit.service-config.retry-cancel", mac,
+            $"revision {r.Revision} ({r.Status}, attempt {r.Attempt} of {options.ConfigRetryAttempts}): no further attempt"), SubscriberChanges.Origin, ct);
         if (revision is not null)
         {
             log.LogInformation("unit {Mac}: further attempts of configuration revision {Revision} cancelled by {Actor}", mac, revision, actor);
@@ -74,7 +74,7 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
         return revision;
     }
 
-    /// <summary>Whether <paramref name="newest"/> (the unit's newest revision) has attempts that <see cref="Cancel"/> would stop.</summary>
+    /// <summary>Whether <paramref name="newest"/> (the unit's newest revision) has attempts that <see cref="CancelAsync"/> would stop.</summary>
     public bool Cancellable(UnitConfigRow? newest) => newest is not null && newest.Origin == SubscriberChanges.Origin
         && newest.RetryCancelledAt is null && newest.Attempt < options.ConfigRetryAttempts
         && (newest.Status == ConfigStatus.Failed || (newest.Status == ConfigStatus.Provisional && newest.Attempt > 1));

@@ -30,8 +30,8 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
     public const string Origin = "subscriber";
 
     /// <summary>The unit, when it is registered to this subscriber; null for any other unit (not found, to them).</summary>
-    public UnitRow? OwnUnit(string subscriber, string mac) =>
-        MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit && unit.Subscriber == subscriber ? unit : null;
+    public async Task<UnitRow?> OwnUnitAsync(string subscriber, string mac, CancellationToken ct = default) =>
+        MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m, ct) is { } unit && unit.Subscriber == subscriber ? unit : null;
 
     /// <summary>The configuration a change starts from: the newest revision that did not fail (a failed one is not kept).</summary>
     private static (UnitConfigRow Row, ServiceConfiguration Document)? Current(IReadOnlyList<UnitConfigRow> oldestFirst)
@@ -44,17 +44,17 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
     /// The unit's current configuration and every revision, newest first, from one read: the newest revision (what a
     /// change names as its basis) is always the one the current document was taken with.
     /// </summary>
-    public ((UnitConfigRow Row, ServiceConfiguration Document)? Current, IReadOnlyList<UnitConfigRow> Revisions) Read(string mac)
+    public async Task<((UnitConfigRow Row, ServiceConfiguration Document)? Current, IReadOnlyList<UnitConfigRow> Revisions)> ReadAsync(string mac, CancellationToken ct = default)
     {
-        var revisions = store.ListUnitConfigs(mac);
+        var revisions = await store.ListUnitConfigsAsync(mac, ct);
         return (Current(revisions), revisions.Reverse().ToList());
     }
 
     /// <summary>The fields of a service configuration this subscriber's contract lets them change.</summary>
-    public IReadOnlySet<string> AllowedFields(string subscriber)
+    public async Task<IReadOnlySet<string>> AllowedFieldsAsync(string subscriber, CancellationToken ct = default)
     {
-        var contract = store.GetSubscriberContract(subscriber) ?? ServiceConfigFields.DefaultContract;
-        return (store.GetContract(contract) ?? ServiceConfigFields.PortalDefault).ToHashSet(StringComparer.Ordinal);
+        var contract = await store.GetSubscriberContractAsync(subscriber, ct) ?? ServiceConfigFields.DefaultContract;
+        return (await store.GetContractAsync(contract, ct) ?? ServiceConfigFields.PortalDefault).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>
@@ -68,8 +68,8 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
     public async Task<SubscriberChangeResult> ChangeAsync(string subscriber, string mac, string what,
         Func<ServiceConfiguration, ServiceConfiguration> change, CancellationToken ct, long? basis = null)
     {
-        var unit = OwnUnit(subscriber, mac) ?? throw new SubscriberChangeException($"unit {mac} is not yours");
-        var revisions = store.ListUnitConfigs(unit.Mac);
+        var unit = await OwnUnitAsync(subscriber, mac, ct) ?? throw new SubscriberChangeException($"unit {mac} is not yours");
+        var revisions = await store.ListUnitConfigsAsync(unit.Mac, ct);
         var current = Current(revisions)
             ?? throw new SubscriberChangeException("your unit has no service configuration yet; the operator assigns the first one");
         if (basis is { } seen && seen != revisions[^1].Revision)
@@ -88,13 +88,13 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         {
             throw new SubscriberChangeException(e.Message, e.Field);
         }
-        ServiceConfigFields.RequireAllowed(current.Document, next, AllowedFields(subscriber));
+        ServiceConfigFields.RequireAllowed(current.Document, next, await AllowedFieldsAsync(subscriber, ct));
         long revision;
         try
         {
             // stored only while the revision read above is still the newest: a change made at the same moment is not lost
-            revision = store.AddUnitConfig(unit.Mac, next, Origin,
-                r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"), expectedRevision: basis ?? revisions[^1].Revision);
+            revision = await store.AddUnitConfigAsync(unit.Mac, next, Origin,
+                r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"), expectedRevision: basis ?? revisions[^1].Revision, ct: ct);
         }
         catch (StaleConfigRevisionException e)
         {

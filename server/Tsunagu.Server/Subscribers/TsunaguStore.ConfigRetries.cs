@@ -8,14 +8,14 @@ public sealed partial class TsunaguStore
     /// The unit's newest revision when it failed with fewer than <paramref name="maxAttempts"/> attempts, else null. Asked on
     /// every ready report: the usual answer (nothing to retry) is decided by the primary key and reads no document.
     /// </summary>
-    public UnitConfigRow? RetryableUnitConfig(string mac, long maxAttempts)
+    public async Task<UnitConfigRow?> RetryableUnitConfigAsync(string mac, long maxAttempts, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QueryFirstOrDefault<UnitConfigRow>("""
+        await using var c = await OpenAsync(ct);
+        return await c.QueryFirstOrDefaultAsync<UnitConfigRow>(new CommandDefinition("""
             SELECT * FROM unit_configs
             WHERE mac = @mac AND status = 'failed' AND attempt < @maxAttempts AND retry_cancelled_at IS NULL
               AND revision = (SELECT MAX(revision) FROM unit_configs WHERE mac = @mac)
-            """, new { mac, maxAttempts });
+            """, new { mac, maxAttempts }, cancellationToken: ct));
     }
 
     /// <summary>
@@ -23,11 +23,11 @@ public sealed partial class TsunaguStore
     /// the next attempt), with its audit entry, only while <paramref name="failed"/> is still the unit's newest revision
     /// and still failed: two replicas handling the same ready report add one retry, not two. Null when nothing was added.
     /// </summary>
-    public long? AddUnitConfigRetry(UnitConfigRow failed, Func<long, AuditEntry> audit)
+    public async Task<long?> AddUnitConfigRetryAsync(UnitConfigRow failed, Func<long, AuditEntry> audit, CancellationToken ct = default)
     {
         try
         {
-            return InsertUnitConfigRetry(failed, audit);
+            return await InsertUnitConfigRetryAsync(failed, audit, ct);
         }
         catch (System.Data.Common.DbException e) when (IsUniqueViolation(e))
         {
@@ -35,23 +35,23 @@ public sealed partial class TsunaguStore
         }
     }
 
-    private long? InsertUnitConfigRetry(UnitConfigRow failed, Func<long, AuditEntry> audit)
+    private async Task<long?> InsertUnitConfigRetryAsync(UnitConfigRow failed, Func<long, AuditEntry> audit, CancellationToken ct)
     {
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         // PostgreSQL: the newest row is locked, so a cancel (CancelUnitConfigRetry) either lands first and is seen, or waits
-        var newest = c.QueryFirstOrDefault<UnitConfigRow>($"SELECT * FROM unit_configs WHERE mac = @Mac ORDER BY revision DESC LIMIT 1{ForUpdate}", new { failed.Mac }, tx);
+        var newest = await c.QueryFirstOrDefaultAsync<UnitConfigRow>(new CommandDefinition($"SELECT * FROM unit_configs WHERE mac = @Mac ORDER BY revision DESC LIMIT 1{ForUpdate}", new { failed.Mac }, tx, cancellationToken: ct));
         if (newest is null || newest.Revision != failed.Revision || newest.Status != ConfigStatus.Failed || newest.RetryCancelledAt is not null)
         {
             return null;
         }
         var next = newest.Revision + 1;
-        c.Execute("""
+        await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO unit_configs (mac, revision, document, status, origin, created_at, attempt, retry_of)
             VALUES (@Mac, @next, @Document, 'provisional', @Origin, @now, @attempt, @root)
-            """, new { failed.Mac, next, newest.Document, newest.Origin, now = Now(), attempt = newest.Attempt + 1, root = newest.RetryOf ?? newest.Revision }, tx);
-        WriteAudit(c, tx, audit(next));
-        tx.Commit();
+            """, new { failed.Mac, next, newest.Document, newest.Origin, now = Now(), attempt = newest.Attempt + 1, root = newest.RetryOf ?? newest.Revision }, tx, cancellationToken: ct));
+        await WriteAuditAsync(c, tx, audit(next), ct);
+        await tx.CommitAsync(ct);
         return next;
     }
 
@@ -63,30 +63,30 @@ public sealed partial class TsunaguStore
     /// it), or when it is a retry not yet applied (no attempt after it). The cancel and its audit entry
     /// (<paramref name="audit"/>, given the revision) commit together; null (nothing written) when there is nothing to cancel.
     /// </summary>
-    public long? CancelUnitConfigRetry(string mac, long maxAttempts, string actor, Func<UnitConfigRow, AuditEntry> audit, string origin)
+    public async Task<long?> CancelUnitConfigRetryAsync(string mac, long maxAttempts, string actor, Func<UnitConfigRow, AuditEntry> audit, string origin, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         var sql = $"SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1{ForUpdate}";
-        var newest = c.QueryFirstOrDefault<UnitConfigRow>(sql, new { mac }, tx);
+        var newest = await c.QueryFirstOrDefaultAsync<UnitConfigRow>(new CommandDefinition(sql, new { mac }, tx, cancellationToken: ct));
         if (newest is not null && _db.Kind == DatabaseKind.Postgres)
         {
             // the lock may have been waited for while a retry inserted the next revision, which this statement's snapshot
             // did not see: read (and lock) the newest again, in a new statement
-            newest = c.QueryFirstOrDefault<UnitConfigRow>(sql, new { mac }, tx);
+            newest = await c.QueryFirstOrDefaultAsync<UnitConfigRow>(new CommandDefinition(sql, new { mac }, tx, cancellationToken: ct));
         }
         if (newest is null || newest.Origin != origin || newest.RetryCancelledAt is not null || newest.Attempt >= maxAttempts
             || !(newest.Status == ConfigStatus.Failed || (newest.Status == ConfigStatus.Provisional && newest.Attempt > 1)))
         {
             return null;
         }
-        var cancelled = c.Execute("""
+        var cancelled = await c.ExecuteAsync(new CommandDefinition("""
             UPDATE unit_configs SET retry_cancelled_at = @now, retry_cancelled_by = @actor
             WHERE mac = @mac AND revision = @Revision AND status = @Status AND retry_cancelled_at IS NULL
-            """, new { mac, newest.Revision, newest.Status, actor, now = Now() }, tx);
+            """, new { mac, newest.Revision, newest.Status, actor, now = Now() }, tx, cancellationToken: ct));
         if (cancelled == 0) { return null; }
-        WriteAudit(c, tx, audit(newest));
-        tx.Commit();
+        await WriteAuditAsync(c, tx, audit(newest), ct);
+        await tx.CommitAsync(ct);
         return newest.Revision;
     }
 }

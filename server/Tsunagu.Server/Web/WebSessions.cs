@@ -35,9 +35,9 @@ public static class WebSessions
             .AddMvcOptions(o => o.Filters.Add(new ConsoleAccessFilter()));
         services.AddAuthentication()
             .AddCookie(OperatorScheme, o => Configure(o, "/console", "tsunagu-operator", options.OperatorTokenLifetime, options.WebSessionAbsoluteLifetime,
-                (store, name) => store.GetOperatorHash(name)))
+                (store, name, ct) => store.GetOperatorHashAsync(name, ct)))
             .AddCookie(SubscriberScheme, o => Configure(o, "/portal", "tsunagu-subscriber", options.SubscriberTokenLifetime, options.WebSessionAbsoluteLifetime,
-                (store, name) => store.GetSubscriberHash(name)));
+                (store, name, ct) => store.GetSubscriberHashAsync(name, ct)));
         services.AddAuthorization(a =>
         {
             a.AddPolicy(OperatorPolicy, p => p.AddAuthenticationSchemes(OperatorScheme).RequireAuthenticatedUser().RequireClaim(ScopeClaim, TokenScope.Operator));
@@ -55,7 +55,7 @@ public static class WebSessions
     }
 
     private static void Configure(CookieAuthenticationOptions o, string path, string cookie, TimeSpan lifetime, TimeSpan absolute,
-        Func<Data.TsunaguStore, string, string?> passwordHash)
+        Func<Data.TsunaguStore, string, CancellationToken, Task<string?>> passwordHash)
     {
         o.Cookie.Name = cookie;
         o.Cookie.Path = path;
@@ -78,7 +78,7 @@ public static class WebSessions
                 System.Globalization.CultureInfo.InvariantCulture, out var at) ? DateTimeOffset.FromUnixTimeSeconds(at) : (DateTimeOffset?)null;
             var stamp = principal?.FindFirst(StampClaim)?.Value;
             if (name is null || signedIn is null || signedIn + absolute <= now || stamp is null ||
-                stamp != PasswordHasher.Stamp(passwordHash(http.RequestServices.GetRequiredService<Data.TsunaguStore>(), name)))
+                stamp != PasswordHasher.Stamp(await passwordHash(http.RequestServices.GetRequiredService<Data.TsunaguStore>(), name, http.RequestAborted)))
             {
                 context.RejectPrincipal();
                 await http.SignOutAsync(context.Scheme.Name);

@@ -55,7 +55,7 @@ public sealed partial class IspLabTests
         unit.WanSocket = isp.AccessEndpoint;
         clock.Restart();
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
         var toReady = clock.Elapsed;
         TestContext.Out.WriteLine($"ISP guest boot: {ispBoot.TotalSeconds:0.0} s; unit power-on to Ready over PPPoE: {toReady.TotalSeconds:0.0} s");
 
@@ -96,7 +96,7 @@ public sealed partial class IspLabTests
             "each Start carries the address of its session");
 
         // the server's side: the unit reached it only through the ISP, and reported the subscriber session's address
-        var row = _lab.Unit(mac)!;
+        var row = (await _lab.UnitAsync(mac))!;
         Assert.That(row.WanAddress, Is.EqualTo(up[1].Remote), "the unit reports the address of its subscriber PPPoE session");
         Assert.That(_lab.ProvisioningRequests, Is.Not.Empty, "the unit fetched its settings from the initial setting server");
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"),
@@ -147,7 +147,7 @@ public sealed partial class IspLabTests
         Assert.That(lookups.Count, Is.InRange(rejects - 1, rejects + 1), "one lookup per attempt (one may be in flight)");
         Assert.That(events.Where(e => e.Kind == "up"), Is.Empty, "no session ever came up");
         Assert.That(_lab.ProvisioningRequests.Count, Is.EqualTo(requestsBefore), "the unit reached nothing: the server got no provisioning request");
-        Assert.That(_lab.Unit(mac)!.State, Is.Not.EqualTo(UnitStates.Ready));
+        Assert.That((await _lab.UnitAsync(mac))!.State, Is.Not.EqualTo(UnitStates.Ready));
         Assert.That(unit.FullConsole(), Does.Contain("refused the Provisional PPPoE account"), "the unit knows it was refused (pppd exit 19)");
         Assert.That(unit.FullConsole(), Does.Not.Contain("not-the-derived-password"), "the password never reaches the console");
     }
@@ -164,7 +164,7 @@ public sealed partial class IspLabTests
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
         unit.WanSocket = isp.AccessEndpoint;
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
         var eventsBefore = isp.Events().Count;
         var radiusBefore = isp.Radius().Count;
         var consoleBefore = unit.Console().Length;
@@ -182,7 +182,7 @@ public sealed partial class IspLabTests
         // Ready again on the unit after a new host session, and the unit tells the host so (its state was Configuring
         // since the version check of the new session)
         await unit.WaitAsync(() => UnitSince().Contains("--> Ready", StringComparison.Ordinal), BootToReady, "Ready again after the redial");
-        await unit.WaitAsync(() => _lab.Unit(mac)?.State == UnitStates.Ready, TimeSpan.FromMinutes(2), "the host seeing the unit Ready again");
+        await unit.WaitAsync(async () => (await _lab.UnitAsync(mac))?.State == UnitStates.Ready, TimeSpan.FromMinutes(2), "the host seeing the unit Ready again");
         var ready = clock.Elapsed;
         TestContext.Out.WriteLine($"line dropped: found by the unit after {detected.TotalSeconds:0.0} s, Ready again after {ready.TotalSeconds:0.0} s");
 
@@ -201,7 +201,7 @@ public sealed partial class IspLabTests
             "one accounting Start, for the new session");
         Assert.That(radius.Where(r => r.Kind == "Stop"), Is.Empty, "the dead session was never stopped by its concentrator (it is frozen)");
         Assert.That(UnitSince(), Does.Contain("Main --Success--> HostSession"), "a new host session over the new line");
-        var lastSeen = _lab.Unit(mac)!.LastSeen;
+        var lastSeen = (await _lab.UnitAsync(mac))!.LastSeen;
         Assert.That(lastSeen, Is.Not.Null);
         Assert.That(DateTimeOffset.Parse(lastSeen!, CultureInfo.InvariantCulture), Is.GreaterThan(droppedAt), "the host heard from the unit after the drop");
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(redials[^1].Remote), "the unit's ppp0 carries the new session");
@@ -270,7 +270,7 @@ public sealed partial class IspLabTests
         {
             hold.Dispose();
         }
-        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
         TestContext.Out.WriteLine($"power-on to Ready (provisioning held for the checks): {clock.Elapsed.TotalSeconds:0.0} s");
 
         // the subscriber's session reaches the internet (and the host: the unit is Ready over it)
@@ -328,7 +328,7 @@ public sealed partial class IspLabTests
         unit.WanSocket = isp.AccessEndpoint;
         var clock = Stopwatch.StartNew();
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady, () => _lab.Unit(mac)?.WanAddress is not null);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
         TestContext.Out.WriteLine($"power-on to Ready on {LabCatalogue.Pattern2} over PPPoE (update and its reboot included): {clock.Elapsed.TotalSeconds:0.0} s");
         var console = unit.Console();
         Assert.That(console, Does.Contain("restarting the unit").And.Contain("Tsunagu OS tsunagu-os 1.1 (b)"), "the unit restarted into the update");

@@ -100,7 +100,7 @@ public sealed class PowerCutCampaign(QemuLab lab, QemuUnit unit, int seed, TextW
         var clock = Stopwatch.StartNew();
         unit.PowerOn();
         _on = true;
-        await unit.WaitAsync(() => lab.Unit(unit.Mac) is { State: UnitStates.Ready } u && u.Pattern == LabCatalogue.Pattern2
+        await unit.WaitAsync(async () => (await lab.UnitAsync(unit.Mac)) is { State: UnitStates.Ready } u && u.Pattern == LabCatalogue.Pattern2
                                    && unit.Console().Contains("--> Ready", StringComparison.Ordinal), BootToReady, $"Ready on {LabCatalogue.Pattern2} after cut {_cuts.Count + 1}");
         var toReady = clock.Elapsed;
         var after = unit.Console();
@@ -117,7 +117,7 @@ public sealed class PowerCutCampaign(QemuLab lab, QemuUnit unit, int seed, TextW
         _settingsStored = true;
         _updated = true;
 
-        var row = lab.Unit(unit.Mac)!;
+        var row = (await lab.UnitAsync(unit.Mac))!;
         var counter = row.Inventory is { } json ? JsonSerializer.Deserialize(json, ProtocolJson.Default.Inventory)?.LastBundle?.Version : null;
         if (counter is null) { failures.Add("the unit reports no bundle counter at Ready on the updated pattern"); }
         if (_counter is { } before && (counter ?? long.MinValue) < before)
@@ -136,7 +136,7 @@ public sealed class PowerCutCampaign(QemuLab lab, QemuUnit unit, int seed, TextW
             failures.Add($"boot state does not name a good primary slot running {os}: {state.ReplaceLineEndings(" ")}");
         }
 
-        var successes = lab.Store.ListUnitEvents(unit.Mac, 1_000).Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0);
+        var successes = (await lab.Store.ListUnitEventsAsync(unit.Mac, 1_000)).Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0);
         if (successes != _installs)
         {
             failures.Add($"{successes} successful update report(s) in the server's history for {_installs} install(s): a report {(successes > _installs ? "duplicated" : "lost")}");

@@ -128,15 +128,15 @@ public sealed class QemuLab : IAsyncDisposable
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-qemu-" + Guid.NewGuid().ToString("N")[..10]);
         Directory.CreateDirectory(root);
         var mqttPort = TestServer.FreePort();
-        var app = ServerHost.Build(new ServerOptions
+        var app = await ServerHost.BuildAsync(new ServerOptions
         {
             DataDirectory = Path.Combine(root, "server"), Port = 0, MqttPort = mqttPort, CheckIntervalSeconds = 3600,
             AccessPointToken = AccessPointToken,
         }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
         var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var store = app.Services.GetRequiredService<TsunaguStore>();
-        DemoCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
-        LabCatalogue.Seed(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, LabCatalogue.UpdateOsImage(imageDirectory));
+        await DemoCatalogue.SeedAsync(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
+        await LabCatalogue.SeedAsync(store, app.Services.GetRequiredService<ArtifactStore>(), releaseKey, LabCatalogue.UpdateOsImage(imageDirectory));
         var lab = new QemuLab(root, app, releaseKey) { MqttPort = mqttPort, Board = LabCatalogue.BoardOf(imageDirectory) };
         app.Use(async (context, next) =>
         {
@@ -186,7 +186,7 @@ public sealed class QemuLab : IAsyncDisposable
         return new QemuUnit(this, identity.Mac, dir, disk, hdd);
     }
 
-    public UnitRow? Unit(string mac) => Store.GetUnit(mac);
+    public Task<UnitRow?> UnitAsync(string mac) => Store.GetUnitAsync(mac);
 
     /// <summary>The MAC of the unit <see cref="AddUnitAsync"/> creates with <paramref name="index"/>.</summary>
     public static string MacOf(int index) => $"52:54:00:7e:00:{index:x2}";
@@ -198,16 +198,16 @@ public sealed class QemuLab : IAsyncDisposable
     public const string BrokenUpdate = "qemu-2-to-3";
 
     /// <summary>Pattern qemu-3 and update qemu-2-to-3, whose OS image is <paramref name="osImage"/> (one that does not boot).</summary>
-    public void AddBrokenUpdate(string osImage) =>
-        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, Board, BrokenUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
+    public async Task AddBrokenUpdate(string osImage) =>
+        await LabCatalogue.AddOsUpdateAsync(Store, Artifacts, ReleaseKey, Board, BrokenUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
             new PatternRow { Id = BrokenPattern, Name = "OS image without init", OsVersion = "tsunagu-os 1.2" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
 
     public const string HangingPattern = "qemu-4";
     public const string HangingUpdate = "qemu-2-to-4";
 
     /// <summary>Pattern qemu-4 and update qemu-2-to-4, whose OS image is <paramref name="osImage"/> (one that boots and hangs).</summary>
-    public void AddHangingUpdate(string osImage) =>
-        LabCatalogue.AddOsUpdate(Store, Artifacts, ReleaseKey, Board, HangingUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
+    public async Task AddHangingUpdate(string osImage) =>
+        await LabCatalogue.AddOsUpdateAsync(Store, Artifacts, ReleaseKey, Board, HangingUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
             new PatternRow { Id = HangingPattern, Name = "OS image that hangs", OsVersion = "tsunagu-os 1.3" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
 
     /// <summary>The operator's forced check (MQTT push) for one unit.</summary>
@@ -332,10 +332,12 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     }
 
     /// <summary>Waits until <paramref name="condition"/> holds, failing with the console tail after <paramref name="timeout"/>.</summary>
-    public async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
+    public Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what) => WaitAsync(() => Task.FromResult(condition()), timeout, what);
+
+    public async Task WaitAsync(Func<Task<bool>> condition, TimeSpan timeout, string what)
     {
         var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
+        while (!await condition())
         {
             if (!Running)
             {
@@ -350,9 +352,9 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     }
 
     /// <summary>Waits until the server records the unit Ready on <paramref name="pattern"/>.</summary>
-    public Task WaitReadyAsync(string pattern, TimeSpan timeout, Func<bool>? also = null) =>
-        WaitAsync(() => lab.Unit(Mac) is { State: UnitStates.Ready } u && u.Pattern == pattern && (also?.Invoke() ?? true), timeout,
-            $"Ready on {pattern} as the server sees it (server has {lab.Unit(Mac)?.State}/{lab.Unit(Mac)?.Pattern})");
+    public async Task WaitReadyAsync(string pattern, TimeSpan timeout, Func<Task<bool>>? also = null) =>
+        await WaitAsync(async () => (await lab.UnitAsync(Mac)) is { State: UnitStates.Ready } u && u.Pattern == pattern && (also is null || await also()), timeout,
+            $"Ready on {pattern} as the server sees it (server has {(await lab.UnitAsync(Mac))?.State}/{(await lab.UnitAsync(Mac))?.Pattern})");
 
     /// <summary>A command for the QEMU monitor (e.g. `sendkey f12 6000`); returns its answer.</summary>
     public async Task<string> MonitorAsync(string command)

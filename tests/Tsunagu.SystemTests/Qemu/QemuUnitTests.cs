@@ -47,7 +47,7 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("pidof dnsmasq >/dev/null && echo running"), Is.EqualTo("running"));
         Assert.That(await unit.ShellAsync("squid -v | head -n 1"), Does.StartWith("Squid Cache: Version"), "a board with a cache disk carries squid");
         Assert.That(await unit.ShellAsync("grep ' /hdd ' /proc/mounts | cut -d' ' -f3"), Is.EqualTo("ext4"), "the cache disk is formatted and mounted");
-        var server = lab.Unit(unit.Mac)!;
+        var server = (await lab.UnitAsync(unit.Mac))!;
         Assert.That(server.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
         // prom and factory are read-only at the block layer (the boot program's blockdev --setro); data is writable
         foreach (var (name, readOnly) in new[] { ("prom", true), ("factory", true), ("data", false) })
@@ -81,18 +81,18 @@ public sealed class QemuUnitTests
         await using var unit = await _lab.AddUnitAsync(2);
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
-        var sessionsBefore = _lab.Store.ListUnitEvents(unit.Mac).Count;
+        var sessionsBefore = (await _lab.Store.ListUnitEventsAsync(unit.Mac)).Count;
         await unit.PowerOffAsync();
         unit.CorruptPartition("data");
-        _lab.Store.Touch(unit.Mac, error: null); // nothing about the unit changes on the server side
+        await _lab.Store.TouchAsync(unit.Mac, error: null); // nothing about the unit changes on the server side
         unit.PowerOn();
         await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: data unreadable"), TimeSpan.FromSeconds(90),
             "the boot program's fall back to the recovery OS");
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady, () => unit.Console().Contains("Tsunagu OS tsunagu-os 1.1 (a)"));
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady, () => Task.FromResult(unit.Console().Contains("Tsunagu OS tsunagu-os 1.1 (a)")));
         Assert.That(unit.Console(), Does.Contain("rebuilding data"));
         Assert.That(await unit.ShellAsync("cat /data/boot/state"), Does.Contain("primary=a").And.Contain("a_version=tsunagu-os 1.1"));
         Assert.That(await unit.ShellAsync("nft list tables"), Does.Contain("inet tsunagu"), "the host restored the services too");
-        Assert.That(_lab.Store.ListUnitEvents(unit.Mac).Count, Is.GreaterThan(sessionsBefore));
+        Assert.That((await _lab.Store.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
     }
 
     [Test]
@@ -109,14 +109,14 @@ public sealed class QemuUnitTests
         Directory.CreateDirectory(Path.Combine(broken, "etc"));
         await File.WriteAllTextAsync(Path.Combine(broken, "etc", "os-version"), "tsunagu-os 1.2\n");
         TestServer.Run("mksquashfs", [broken, Path.Combine(lab.Root, "broken.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd"]);
-        lab.AddBrokenUpdate(Path.Combine(lab.Root, "broken.sqfs"));
+        await lab.AddBrokenUpdate(Path.Combine(lab.Root, "broken.sqfs"));
         await using var unit = await lab.AddUnitAsync(index);
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
-        lab.Store.SetTargetPattern(unit.Mac, QemuLab.BrokenPattern);
+        await lab.Store.SetTargetPatternAsync(unit.Mac, QemuLab.BrokenPattern);
         Assert.That(await unit.MonitorAsync("info status"), Does.Contain("running"));
         await lab.ForceCheckAsync(unit.Mac);
-        await unit.WaitAsync(() => lab.Unit(unit.Mac)?.LastError?.Contains($"update {QemuLab.BrokenUpdate} failed", StringComparison.Ordinal) == true,
+        await unit.WaitAsync(async () => (await lab.UnitAsync(unit.Mac))?.LastError?.Contains($"update {QemuLab.BrokenUpdate} failed", StringComparison.Ordinal) == true,
             bootToReady, "the failure report of the broken update");
         var console = unit.FullConsole();
         Assert.That(console, Does.Contain("trying slot a (2 tries left after this one)"));
@@ -142,7 +142,7 @@ public sealed class QemuUnitTests
                                   | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         await File.WriteAllTextAsync(Path.Combine(hung, "etc", "os-version"), "tsunagu-os 1.3\n");
         TestServer.Run("mksquashfs", [hung, Path.Combine(_lab.Root, "hung.sqfs"), "-noappend", "-quiet", "-no-progress", "-comp", "zstd", "-all-root"]);
-        _lab.AddHangingUpdate(Path.Combine(_lab.Root, "hung.sqfs"));
+        await _lab.AddHangingUpdate(Path.Combine(_lab.Root, "hung.sqfs"));
         await using var unit = await _lab.AddUnitAsync(5);
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
@@ -152,10 +152,10 @@ public sealed class QemuUnitTests
         await Task.Delay(TimeSpan.FromSeconds(90));
         Assert.That(Boots(unit.Console()), Is.EqualTo(boots), "a healthy unit is fed: no restart after the watchdog's 60 s");
 
-        _lab.Store.SetTargetPattern(unit.Mac, QemuLab.HangingPattern);
+        await _lab.Store.SetTargetPatternAsync(unit.Mac, QemuLab.HangingPattern);
         await _lab.ForceCheckAsync(unit.Mac);
         // three tries of about a minute each until the watchdog restarts the unit, then the fall back to slot b
-        await unit.WaitAsync(() => _lab.Unit(unit.Mac)?.LastError?.Contains($"update {QemuLab.HangingUpdate} failed", StringComparison.Ordinal) == true,
+        await unit.WaitAsync(async () => (await _lab.UnitAsync(unit.Mac))?.LastError?.Contains($"update {QemuLab.HangingUpdate} failed", StringComparison.Ordinal) == true,
             TimeSpan.FromMinutes(20), "the failure report of the update whose OS hangs");
         var console = unit.Console();
         Assert.That(unit.Running, Is.True, "one QEMU process throughout: the restarts were the guest's own");
@@ -168,7 +168,7 @@ public sealed class QemuUnitTests
         var state = await unit.ShellAsync("cat /data/boot/state");
         Assert.That(state, Does.Contain("primary=b").And.Contain("a_good=0").And.Contain("last_failed=a"));
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "the unit runs the old slot again");
-        Assert.That(_lab.Unit(unit.Mac)!.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
+        Assert.That((await _lab.UnitAsync(unit.Mac))!.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
 
         static int Boots(string console) => console.Split("tsunagu-boot: starting").Length - 1;
     }
@@ -191,7 +191,7 @@ public sealed class QemuUnitTests
         await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: no good slot"), TimeSpan.FromSeconds(90),
             "the restart into the recovery OS after the wipe");
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady,
-            () => unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1 > provisioned && unit.Console().Contains("Tsunagu OS tsunagu-os 1.1"));
+            () => Task.FromResult(unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1 > provisioned && unit.Console().Contains("Tsunagu OS tsunagu-os 1.1")));
         await unit.WaitAsync(() => Leds(unit) == "1 1 1", TimeSpan.FromSeconds(20), "the Ready LEDs after the reset");
 
         string Leds(QemuUnit u)

@@ -60,9 +60,9 @@ public sealed partial class VerifiedBootTests
         var boot = unit.Console();
         Assert.That(boot, Does.Contain($"slot b fails verification (dm-verity, root hash {rootHash})"));
         Assert.That(boot, Does.Contain("falling back to slot a"));
-        await unit.WaitAsync(() => lab.Unit(unit.Mac)?.LastError?.Contains("failed dm-verity verification", StringComparison.Ordinal) == true,
+        await unit.WaitAsync(async () => (await lab.UnitAsync(unit.Mac))?.LastError?.Contains("failed dm-verity verification", StringComparison.Ordinal) == true,
             bootToReady, "the unit's report of the refused slot");
-        Assert.That(lab.Unit(unit.Mac)!.LastError, Does.StartWith("OS slot b failed dm-verity verification at boot"));
+        Assert.That((await lab.UnitAsync(unit.Mac))!.LastError, Does.StartWith("OS slot b failed dm-verity verification at boot"));
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.0"), "the unit runs the other slot");
         state = await unit.ShellAsync("cat /data/boot/state");
         Assert.That(state, Does.Contain("primary=a").And.Contain("b_good=0").And.Contain("last_failed=b"));
@@ -86,6 +86,6 @@ public sealed partial class VerifiedBootTests
         Assert.That(unit.Console(), Does.Contain("apps: firewall 1.1.0 is damaged: VERSION differs from its signed digest"));
         await unit.WaitAsync(() => unit.Console().Contains("--> Ready"), BootToReady, "Ready after the repair");
         Assert.That(await unit.ShellAsync("cat /data/apps/firewall/1.1.0/VERSION"), Is.EqualTo("firewall 1.1.0"));
-        Assert.That(_lab.Unit(unit.Mac)!.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
+        Assert.That((await _lab.UnitAsync(unit.Mac))!.Pattern, Is.EqualTo(LabCatalogue.Pattern2));
     }
 }

@@ -20,7 +20,7 @@ public class PasswordGuardTests
 
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero));
 
-    private static string? Stored(string name) => name is "alice" or "bob" or "carol" ? Hash.Value : null;
+    private static Task<string?> Stored(string name, CancellationToken ct) => Task.FromResult<string?>(name is "alice" or "bob" or "carol" ? Hash.Value : null);
 
     private PasswordGuard Guard(int pair = 100, int source = 100, int account = 100, int hashing = 4) => new(new ServerOptions
     {

@@ -36,90 +36,94 @@ public class StoreTests
     private static UnitRow Unit(string mac) => new() { Mac = mac, Serial = $"SN-{mac.Replace(":", "")}", HardwareVersion = "hw-1", IspMethod = "dhcp" };
 
     [Test]
-    public void Registering_a_table_with_one_known_unit_registers_none_of_it_and_writes_no_audit_entry()
+    public async Task Registering_a_table_with_one_known_unit_registers_none_of_it_and_writes_no_audit_entry()
     {
-        _store.AddUnits([Unit("02:00:00:00:00:01")], DemoCatalogue.StandardServices, "alice", "unit.register", "02:00:00:00:00:01", null);
-        var auditBefore = _store.ListAudit().Count;
+        await _store.AddUnitsAsync([Unit("02:00:00:00:00:01")], DemoCatalogue.StandardServices, "alice", "unit.register", "02:00:00:00:00:01", null);
+        var auditBefore = (await _store.ListAuditAsync()).Count;
 
-        Assert.Throws<StoreConflictException>(() => _store.AddUnits(
+        Assert.ThrowsAsync<StoreConflictException>(async () => await _store.AddUnitsAsync(
             [Unit("02:00:00:00:00:02"), Unit("02:00:00:00:00:01"), Unit("02:00:00:00:00:03")],
             DemoCatalogue.StandardServices, "alice", "unit.import", null, "3 units"));
 
-        Assert.That(_store.ListUnits().Select(u => u.Mac), Is.EqualTo(new[] { "02:00:00:00:00:01" }));
-        Assert.That(_store.ListUnitConfigs("02:00:00:00:00:02"), Is.Empty, "no configuration of a unit that was not registered");
-        Assert.That(_store.ListAudit(), Has.Count.EqualTo(auditBefore));
+        Assert.That((await _store.ListUnitsAsync()).Select(u => u.Mac), Is.EqualTo(new[] { "02:00:00:00:00:01" }));
+        Assert.That(await _store.ListUnitConfigsAsync("02:00:00:00:00:02"), Is.Empty, "no configuration of a unit that was not registered");
+        Assert.That(await _store.ListAuditAsync(), Has.Count.EqualTo(auditBefore));
     }
 
     [Test]
-    public void Registered_units_each_get_revision_one_of_the_configuration_and_the_call_one_audit_entry()
+    public async Task Registered_units_each_get_revision_one_of_the_configuration_and_the_call_one_audit_entry()
     {
-        _store.AddUnits([Unit("02:00:00:00:00:01"), Unit("02:00:00:00:00:02")], DemoCatalogue.StandardServices, "alice", "unit.import", null, "2 units");
+        await _store.AddUnitsAsync([Unit("02:00:00:00:00:01"), Unit("02:00:00:00:00:02")], DemoCatalogue.StandardServices, "alice", "unit.import", null, "2 units");
 
         foreach (var mac in new[] { "02:00:00:00:00:01", "02:00:00:00:00:02" })
         {
-            var configs = _store.ListUnitConfigs(mac);
+            var configs = await _store.ListUnitConfigsAsync(mac);
             Assert.That(configs.Select(c => (c.Revision, c.Status)), Is.EqualTo(new[] { (1L, ConfigStatus.Provisional) }));
-            Assert.That(_store.GetUnit(mac)!.ConfigRevision, Is.EqualTo(1));
+            Assert.That((await _store.GetUnitAsync(mac))!.ConfigRevision, Is.EqualTo(1));
         }
-        Assert.That(_store.ListAudit().Count(a => a.Action == "unit.import"), Is.EqualTo(1));
+        Assert.That((await _store.ListAuditAsync()).Count(a => a.Action == "unit.import"), Is.EqualTo(1));
     }
 
     [Test]
-    public void Configuration_revisions_count_up_per_unit_and_each_commits_with_its_audit_entry()
+    public async Task Configuration_revisions_count_up_per_unit_and_each_commits_with_its_audit_entry()
     {
-        _store.AddUnit(Unit("02:00:00:00:00:01"));
-        _store.AddUnit(Unit("02:00:00:00:00:02"));
+        await _store.AddUnitAsync(Unit("02:00:00:00:00:01"));
+        await _store.AddUnitAsync(Unit("02:00:00:00:00:02"));
 
-        var revisions = Enumerable.Range(0, 3).Select(_ => _store.AddUnitConfig("02:00:00:00:00:01", DemoCatalogue.StandardServices,
-            audit: r => new AuditEntry("alice", "config.set", "02:00:00:00:00:01", $"revision {r}"))).ToList();
-        var other = _store.AddUnitConfig("02:00:00:00:00:02", DemoCatalogue.StandardServices);
+        var revisions = new List<long>();
+        for (var i = 0; i < 3; i++)
+        {
+            revisions.Add(await _store.AddUnitConfigAsync("02:00:00:00:00:01", DemoCatalogue.StandardServices,
+                audit: r => new AuditEntry("alice", "config.set", "02:00:00:00:00:01", $"revision {r}")));
+        }
+        var other = await _store.AddUnitConfigAsync("02:00:00:00:00:02", DemoCatalogue.StandardServices);
 
         Assert.That(revisions, Is.EqualTo(new long[] { 1, 2, 3 }));
         Assert.That(other, Is.EqualTo(1), "revisions are per unit");
-        Assert.That(_store.ListAudit().Where(a => a.Action == "config.set").Select(a => a.Detail).Order(),
+        Assert.That((await _store.ListAuditAsync()).Where(a => a.Action == "config.set").Select(a => a.Detail).Order(),
             Is.EqualTo(new[] { "revision 1", "revision 2", "revision 3" }));
     }
 
     [Test]
-    public void An_acknowledgement_never_lowers_the_applied_revision_and_repeating_it_changes_nothing()
+    public async Task An_acknowledgement_never_lowers_the_applied_revision_and_repeating_it_changes_nothing()
     {
         const string mac = "02:00:00:00:00:01";
-        _store.AddUnit(Unit(mac));
-        _store.AddUnitConfig(mac, DemoCatalogue.StandardServices);
-        _store.AddUnitConfig(mac, DemoCatalogue.StandardServices);
+        await _store.AddUnitAsync(Unit(mac));
+        await _store.AddUnitConfigAsync(mac, DemoCatalogue.StandardServices);
+        await _store.AddUnitConfigAsync(mac, DemoCatalogue.StandardServices);
 
-        Assert.That(_store.AckUnitConfig(mac, 7, true, null), Is.False, "no such revision");
-        Assert.That(_store.GetUnit(mac)!.AppliedConfigRevision, Is.Null, "an acknowledgement of an unknown revision writes nothing");
+        Assert.That(await _store.AckUnitConfigAsync(mac, 7, true, null), Is.False, "no such revision");
+        Assert.That((await _store.GetUnitAsync(mac))!.AppliedConfigRevision, Is.Null, "an acknowledgement of an unknown revision writes nothing");
 
-        Assert.That(_store.AckUnitConfig(mac, 2, true, null), Is.True);
-        Assert.That(_store.AckUnitConfig(mac, 1, true, null), Is.True);
-        Assert.That(_store.GetUnit(mac)!.AppliedConfigRevision, Is.EqualTo(2), "a late acknowledgement of revision 1 does not lower it");
+        Assert.That(await _store.AckUnitConfigAsync(mac, 2, true, null), Is.True);
+        Assert.That(await _store.AckUnitConfigAsync(mac, 1, true, null), Is.True);
+        Assert.That((await _store.GetUnitAsync(mac))!.AppliedConfigRevision, Is.EqualTo(2), "a late acknowledgement of revision 1 does not lower it");
 
-        Assert.That(_store.FinalizeUnitConfig(mac, 2), Is.True);
+        Assert.That(await _store.FinalizeUnitConfigAsync(mac, 2), Is.True);
         _time.Advance(TimeSpan.FromMinutes(1));
-        Assert.That(_store.AckUnitConfig(mac, 2, false, "late failure"), Is.True);
-        var latest = _store.LatestUnitConfig(mac)!;
+        Assert.That(await _store.AckUnitConfigAsync(mac, 2, false, "late failure"), Is.True);
+        var latest = (await _store.LatestUnitConfigAsync(mac))!;
         Assert.That((latest.Status, latest.Error), Is.EqualTo((ConfigStatus.Final, (string?)null)), "a final revision is never changed by an acknowledgement");
     }
 
     [Test]
-    public void A_pattern_moves_only_from_the_status_it_is_in_and_the_catalogue_snapshot_follows()
+    public async Task A_pattern_moves_only_from_the_status_it_is_in_and_the_catalogue_snapshot_follows()
     {
-        _store.AddPattern(new PatternRow { Id = "p1", Name = "one", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{}" });
-        Assert.Throws<StoreConflictException>(() =>
-            _store.AddPattern(new PatternRow { Id = "p1", Name = "again", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{}" }));
-        Assert.That(_store.GetPattern("p1")!.Name, Is.EqualTo("one"), "a refused duplicate leaves the first one as it was");
+        await _store.AddPatternAsync(new PatternRow { Id = "p1", Name = "one", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{}" });
+        Assert.ThrowsAsync<StoreConflictException>(async () =>
+            await _store.AddPatternAsync(new PatternRow { Id = "p1", Name = "again", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{}" }));
+        Assert.That((await _store.GetPatternAsync("p1"))!.Name, Is.EqualTo("one"), "a refused duplicate leaves the first one as it was");
         var inventory = new Inventory("hw-1", "os-1", new Dictionary<string, string>());
-        Assert.That(_store.FindPattern(inventory), Is.Null, "a draft is offered to no unit");
-        var stampBefore = _store.GetSetting(TsunaguStore.CatalogueStampKey);
+        Assert.That(await _store.FindPatternAsync(inventory), Is.Null, "a draft is offered to no unit");
+        var stampBefore = await _store.GetSettingAsync(TsunaguStore.CatalogueStampKey);
 
-        Assert.That(_store.SetPatternStatus("p1", PatternStatus.Verified, PatternStatus.Retired), Is.False, "it is a draft, not verified");
-        Assert.That(_store.GetPattern("p1")!.Status, Is.EqualTo(PatternStatus.Draft));
-        Assert.That(_store.SetPatternStatus("p1", PatternStatus.Draft, PatternStatus.Verified), Is.True);
-        Assert.That(_store.SetPatternStatus("p1", PatternStatus.Draft, PatternStatus.Verified), Is.False, "the same move twice succeeds once");
+        Assert.That(await _store.SetPatternStatusAsync("p1", PatternStatus.Verified, PatternStatus.Retired), Is.False, "it is a draft, not verified");
+        Assert.That((await _store.GetPatternAsync("p1"))!.Status, Is.EqualTo(PatternStatus.Draft));
+        Assert.That(await _store.SetPatternStatusAsync("p1", PatternStatus.Draft, PatternStatus.Verified), Is.True);
+        Assert.That(await _store.SetPatternStatusAsync("p1", PatternStatus.Draft, PatternStatus.Verified), Is.False, "the same move twice succeeds once");
 
-        Assert.That(_store.GetSetting(TsunaguStore.CatalogueStampKey), Is.Not.EqualTo(stampBefore));
-        Assert.That(_store.FindPattern(inventory)?.Id, Is.EqualTo("p1"), "the snapshot read before the move is not served after it");
-        Assert.That(_store.GetPattern("p1")!.VerifiedAt, Is.EqualTo(TsunaguStore.Timestamp(_time.GetUtcNow())));
+        Assert.That(await _store.GetSettingAsync(TsunaguStore.CatalogueStampKey), Is.Not.EqualTo(stampBefore));
+        Assert.That((await _store.FindPatternAsync(inventory))?.Id, Is.EqualTo("p1"), "the snapshot read before the move is not served after it");
+        Assert.That((await _store.GetPatternAsync("p1"))!.VerifiedAt, Is.EqualTo(TsunaguStore.Timestamp(_time.GetUtcNow())));
     }
 }

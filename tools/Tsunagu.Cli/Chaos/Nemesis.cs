@@ -507,16 +507,16 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         var recorded = new Dictionary<string, int>(StringComparer.Ordinal);
         var configRecorded = new Dictionary<string, int>(StringComparer.Ordinal);
         var updates = new Dictionary<string, RecordedUpdates>(StringComparer.Ordinal);
-        await using (var reader = ServerHost.Build(new ServerOptions { DataDirectory = _serverDirectory, MqttPort = -1, Database = settings.Database },
+        await using (var reader = await ServerHost.BuildAsync(new ServerOptions { DataDirectory = _serverDirectory, MqttPort = -1, Database = settings.Database },
                          logging: l => l.SetMinimumLevel(LogLevel.Error)))
         {
             var store = reader.Services.GetRequiredService<TsunaguStore>();
             foreach (var unit in Units)
             {
-                var events = store.ListUnitEvents(unit.Mac, int.MaxValue);
+                var events = await store.ListUnitEventsAsync(unit.Mac, int.MaxValue);
                 recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready);
                 configRecorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Config);
-                updates[unit.Mac] = new RecordedUpdates(store.ListUpdateReports(unit.Mac).Select(r => (r.InstallId, r.Success != 0)).ToList(),
+                updates[unit.Mac] = new RecordedUpdates((await store.ListUpdateReportsAsync(unit.Mac)).Select(r => (r.InstallId, r.Success != 0)).ToList(),
                     events.Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0), everyone.Count(a => a.Actor == unit.Mac && a.Action == "update.succeeded"));
             }
         }
@@ -882,10 +882,10 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         Directory.CreateDirectory(serverDir);
         using var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         byte[] unitKey;
-        await using (var seed = ServerHost.Build(new ServerOptions { DataDirectory = serverDir, MqttPort = -1, Database = settings.Database },
+        await using (var seed = await ServerHost.BuildAsync(new ServerOptions { DataDirectory = serverDir, MqttPort = -1, Database = settings.Database },
                          logging: l => l.SetMinimumLevel(LogLevel.Error)))
         {
-            _password = DemoCatalogue.Seed(seed.Services.GetRequiredService<TsunaguStore>(), seed.Services.GetRequiredService<ArtifactStore>(), releaseKey);
+            _password = await DemoCatalogue.SeedAsync(seed.Services.GetRequiredService<TsunaguStore>(), seed.Services.GetRequiredService<ArtifactStore>(), releaseKey);
             unitKey = seed.Services.GetRequiredService<Server.Apis.UnitKey>().Bytes;
         }
         var port = FleetSimulation.FreePort();

@@ -178,8 +178,8 @@ public sealed class FleetSimulation : IAsyncDisposable
             if (_settings.RequestQueueLimit is { } queue) { _serverOptions.RequestQueueLimit = queue; }
             if (_settings.PowerOnSpreadSeconds is { } powerOnSpread) { _serverOptions.PowerOnSpreadSeconds = powerOnSpread; }
             _releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            _app = ServerHost.Build(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
-            _password = DemoCatalogue.Seed(_app.Services.GetRequiredService<TsunaguStore>(), _app.Services.GetRequiredService<ArtifactStore>(), _releaseKey);
+            _app = await ServerHost.BuildAsync(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
+            _password = await DemoCatalogue.SeedAsync(_app.Services.GetRequiredService<TsunaguStore>(), _app.Services.GetRequiredService<ArtifactStore>(), _releaseKey);
             await _app.StartAsync(ct);
             _server = new Uri(ServerHost.BaseUrl(_app));
             _pin = OperatorClient.PinFromPemFile(Path.Combine(_serverOptions.DataDirectory, "tls", Server.Security.ServerCertificate.PemFile));
@@ -345,7 +345,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             await _app.DisposeAsync();
             if (_settings.StormMaxConcurrentRequests is { } max) { _serverOptions.MaxConcurrentRequests = max; }
             if (_settings.StormRequestQueueLimit is { } queue) { _serverOptions.RequestQueueLimit = queue; }
-            _app = ServerHost.Build(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
+            _app = await ServerHost.BuildAsync(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
             await _app.StartAsync(ct);
             note = string.Create(CultureInfo.InvariantCulture,
                 $"server restarted ({_serverOptions.ConcurrencyFor(DatabaseKind.Sqlite)} concurrent + {_serverOptions.RequestQueueLimit} queued), then {note}");

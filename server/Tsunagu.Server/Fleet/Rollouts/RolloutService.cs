@@ -43,7 +43,7 @@ public sealed class RolloutRuleException(string message, bool conflict = false, 
 }
 
 /// <summary>
-/// Rollouts at work: creates them, holds back the update of a transition a rollout owns (<see cref="Gate"/>, called by
+/// Rollouts at work: creates them, holds back the update of a transition a rollout owns (<see cref="GateAsync"/>, called by
 /// the version check), and runs <see cref="RolloutEngine"/> on every active rollout each
 /// <see cref="ServerOptions.RolloutTickSeconds"/> (on the replica holding the once-only lease), applying and auditing
 /// each decision and telling the units of a wave that opens to check.
@@ -58,7 +58,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
 
     public static string Actor(string rollout) => $"rollout:{rollout}";
 
-    public RolloutView Create(NewRollout? request, string actor)
+    public async Task<RolloutView> CreateAsync(NewRollout? request, string actor, CancellationToken ct = default)
     {
         if (request is null) { throw new RolloutRuleException("body: a JSON object with name, group, fromPattern, toPattern, waves"); }
         if (!Apis.InputRules.IsIdentifier(request.Name)) { throw new RolloutRuleException(Apis.InputRules.Identifier("name")); }
@@ -70,17 +70,17 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         if (request.ErrorPercent is < 0 or > 100) { throw new RolloutRuleException("errorPercent: 0 (any failure) to 100"); }
         if (request.OnError is not (null or ErrorActions.Pause or ErrorActions.Abort or ErrorActions.Revert)) { throw new RolloutRuleException("onError: pause, abort or revert"); }
         if (request.MinWaveSeconds is < 0 or > 30 * 86400) { throw new RolloutRuleException("minWaveSeconds: 0 to 2592000 (30 days)"); }
-        if (store.GetPattern(request.ToPattern) is not { Status: PatternStatus.Verified })
+        if (await store.GetPatternAsync(request.ToPattern, ct) is not { Status: PatternStatus.Verified })
         {
             throw new RolloutRuleException($"toPattern: '{request.ToPattern}' is not a verified pattern");
         }
-        var program = store.FindUpdateProgram(request.FromPattern, request.ToPattern)
+        var program = await store.FindUpdateProgramAsync(request.FromPattern, request.ToPattern, ct: ct)
             ?? throw new RolloutRuleException($"fromPattern, toPattern: no update program leads from {request.FromPattern} to {request.ToPattern}");
         // planned outside the store's transaction (reading a large fleet's membership must not hold the write lock); the
         // transaction reads the groups again and stores the plan only if each is still there as it was planned from
-        var group = store.GetGroup(request.Group) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
+        var group = await store.GetGroupAsync(request.Group, ct) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
         if (program.Importance < 5 && group.MaintenanceWindow is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window
-            && GroupWindows.Stall(group.Name, window, request.Name, program.Id, (int)program.Importance, Apis.PolicySettings.Get(store)) is { } stall)
+            && GroupWindows.Stall(group.Name, window, request.Name, program.Id, (int)program.Importance, await Apis.PolicySettings.GetAsync(store, ct)) is { } stall)
         {
             // the update would wait for a window that never comes: refused rather than a rollout that never moves
             throw new RolloutRuleException($"{stall}; nothing was stored (change the group's window, or the update policy)", conflict: true);
@@ -89,11 +89,11 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
         foreach (var name in RolloutEngine.WaveGroups(request.Waves!))
         {
-            var waveGroup = store.GetGroup(name) ?? throw new RolloutRuleException($"waves: no group '{name}'");
+            var waveGroup = await store.GetGroupAsync(name, ct) ?? throw new RolloutRuleException($"waves: no group '{name}'");
             planned[name] = waveGroup;
-            waveGroups[name] = store.GroupMembers(waveGroup).ToHashSet(StringComparer.Ordinal);
+            waveGroups[name] = (await store.GroupMembersAsync(waveGroup, ct)).ToHashSet(StringComparer.Ordinal);
         }
-        var members = RolloutEngine.Plan(request.Name, request.Waves!, Candidates(group, request.FromPattern), waveGroups);
+        var members = RolloutEngine.Plan(request.Name, request.Waves!, await CandidatesAsync(group, request.FromPattern, ct), waveGroups);
         var row = new RolloutRow
         {
             Name = request.Name, GroupName = group.Name, FromPattern = request.FromPattern, ToPattern = request.ToPattern, UpdateId = program.Id,
@@ -106,7 +106,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open");
         try
         {
-            store.AddRollout([.. planned.Keys], groups =>
+            await store.AddRolloutAsync([.. planned.Keys], groups =>
             {
                 foreach (var (name, was) in planned)
                 {
@@ -117,34 +117,34 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                         throw new StoreConflictException($"group {name} was changed while rollout {row.Name} was planned from it; nothing was stored, create it again");
                     }
                 }
-                return (row, members, audit);
-            });
+                return Task.FromResult<(RolloutRow, IReadOnlyList<RolloutMember>, AuditEntry)>((row, members, audit));
+            }, ct);
         }
         catch (StoreConflictException e)
         {
             throw new RolloutRuleException(e.Message, conflict: true);
         }
         log.LogInformation("rollout {Rollout} created by {Actor}: {Count} unit(s), waves {Waves}", row.Name, actor, members.Count, string.Join("/", sizes));
-        return View(store.GetRollout(row.Name)!);
+        return await ViewAsync((await store.GetRolloutAsync(row.Name, ct))!, ct);
     }
 
     /// <summary>The units of <paramref name="group"/> on <paramref name="fromPattern"/> now: who a rollout moves, and who joins it.</summary>
-    private IReadOnlyList<string> Candidates(GroupRow group, string fromPattern)
+    private async Task<IReadOnlyList<string>> CandidatesAsync(GroupRow group, string fromPattern, CancellationToken ct)
     {
-        var members = store.GroupMembers(group).ToHashSet(StringComparer.Ordinal);
-        return store.MacsOnPattern(fromPattern).Where(members.Contains).ToList();
+        var members = (await store.GroupMembersAsync(group, ct)).ToHashSet(StringComparer.Ordinal);
+        return (await store.MacsOnPatternAsync(fromPattern, ct)).Where(members.Contains).ToList();
     }
 
-    public RolloutView View(RolloutRow row)
+    public async Task<RolloutView> ViewAsync(RolloutRow row, CancellationToken ct = default)
     {
-        var members = store.RolloutMembers(row);
+        var members = await store.RolloutMembersAsync(row, ct);
         var situation = Situation(row);
         var waves = RolloutEngine.Progress(situation, members);
         var total = new WaveProgress(0, waves.Any(w => w.Open), waves.Sum(w => w.Members), waves.Sum(w => w.Pending), waves.Sum(w => w.Downloading),
             waves.Sum(w => w.Installed), waves.Sum(w => w.Failed), waves.Sum(w => w.Offline));
         return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
             (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total,
-            row.State == RolloutStates.Aborted ? store.RolloutReturns(row.Name).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null);
+            row.State == RolloutStates.Aborted ? (await store.RolloutReturnsAsync(row.Name, ct)).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null);
     }
 
     private static IReadOnlyList<WaveSpec> Specs(RolloutRow row) => JsonSerializer.Deserialize<List<WaveSpec>>(row.Waves, JsonSerializerOptions.Web) ?? [];
@@ -162,19 +162,19 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// group has a maintenance window, an update of importance 4 or below waits for it on the unit's local clock (its own
     /// time zone, else <paramref name="zone"/>, the fleet's, else the host's); importance 5 ignores windows.
     /// </summary>
-    public string? Gate(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null) => Admit(mac, program, zone).Deferred;
+    public async Task<string?> GateAsync(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null, CancellationToken ct = default) => (await AdmitAsync(mac, program, zone, ct: ct)).Deferred;
 
     /// <summary>
-    /// <see cref="Gate"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="Offered"/>):
+    /// <see cref="GateAsync"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="OfferedAsync"/>):
     /// only a member of the rollout not offered the update before. One indexed query.
     /// </summary>
-    public RolloutAdmission Admit(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null)
+    public async Task<RolloutAdmission> AdmitAsync(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null, CancellationToken ct = default)
     {
-        if (store.RolloutGate(mac, program.FromPattern, program.ToPattern) is not { } gate) { return new(null, null); }
+        if (await store.RolloutGateAsync(mac, program.FromPattern, program.ToPattern, ct) is not { } gate) { return new(null, null); }
         if (gate.Wave is not { } wave) { return new($"rollout {gate.Name} holds {program.FromPattern} -> {program.ToPattern}; the unit is not (yet) part of it", null); }
         if (gate.State != RolloutStates.Running) { return new($"rollout {gate.Name} is {gate.State}", null); }
         if (wave >= gate.OpenWaves) { return new($"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open", null); }
-        if (store.FailedUpdateSince(mac, program.Id, gate.JoinedAt!)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
+        if (await store.FailedUpdateSinceAsync(mac, program.Id, gate.JoinedAt!, ct)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
         if (program.Importance < 5 && gate.Window is { } text)
         {
             if (Fleet.MaintenanceWindow.Parse(text).Window is not { } window)
@@ -198,11 +198,11 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// when a rollout that is not completed holds that transition, so a rollout can take units back; null otherwise (a
     /// way back is never the default path). A query only where a way back leaves the pattern; otherwise from memory.
     /// </summary>
-    public UpdateProgramRow? WayBackHeld(string mac, CatalogueSnapshot catalogue, string fromPattern) =>
-        catalogue.FindWayBack(fromPattern) is { } back && store.RolloutGate(mac, back.FromPattern, back.ToPattern) is not null ? back : null;
+    public async Task<UpdateProgramRow?> WayBackHeldAsync(string mac, CatalogueSnapshot catalogue, string fromPattern, CancellationToken ct = default) =>
+        catalogue.FindWayBack(fromPattern) is { } back && await store.RolloutGateAsync(mac, back.FromPattern, back.ToPattern, ct) is not null ? back : null;
 
     /// <summary>The operator pauses, resumes or aborts a rollout; false when it is not in a state that allows it.</summary>
-    public bool Act(string name, string action, string actor)
+    public async Task<bool> TryActAsync(string name, string action, string actor, CancellationToken ct = default)
     {
         var (from, to) = action switch
         {
@@ -211,19 +211,19 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             "abort" => ([RolloutStates.Running, RolloutStates.Paused], RolloutStates.Aborted),
             _ => throw new ArgumentOutOfRangeException(nameof(action), action, "pause, resume or abort"),
         };
-        return store.SetRolloutState(name, from, to, action == "resume" ? null : $"{to} by {actor}",
-            new AuditEntry(actor, $"rollout.{action}", name, action == "resume" ? "running; failures reported before now no longer count" : to));
+        return await store.SetRolloutStateAsync(name, from, to, action == "resume" ? null : $"{to} by {actor}",
+            new AuditEntry(actor, $"rollout.{action}", name, action == "resume" ? "running; failures reported before now no longer count" : to), ct);
     }
 
     /// <summary>
-    /// The operator's action as the API and the console take it: <see cref="Act"/>, then a pass of the engine after a
+    /// The operator's action as the API and the console take it: <see cref="TryActAsync"/>, then a pass of the engine after a
     /// resume (a wave whose threshold was met meanwhile opens at once). A <see cref="RolloutRuleException"/> when the
     /// rollout does not exist (not <see cref="RolloutRuleException.Conflict"/>) or its state does not allow the action
     /// (conflict); nothing was written then.
     /// </summary>
     public async Task<RolloutView> ActAsync(string? name, string action, string actor, CancellationToken ct, string? units = null)
     {
-        if (!Apis.InputRules.IsIdentifier(name) || store.GetRollout(name) is not { } row)
+        if (!Apis.InputRules.IsIdentifier(name) || await store.GetRolloutAsync(name, ct) is not { } row)
         {
             throw new RolloutRuleException($"no rollout '{Apis.InputRules.Quote(name)}'");
         }
@@ -233,16 +233,16 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         }
         if (units == AbortChoices.Revert)
         {
-            if (AbortReturning(row, actor) is not { } plan) { throw new RolloutRuleException($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot abort", conflict: true); }
+            if (await AbortReturningAsync(row, actor, ct: ct) is not { } plan) { throw new RolloutRuleException($"rollout {name} is {(await store.GetRolloutAsync(name, ct))?.State ?? row.State}; it cannot abort", conflict: true); }
             await WakeAsync(row, plan.Return.Select(r => r.Mac).ToList(), ct);
-            return View(store.GetRollout(name)!);
+            return await ViewAsync((await store.GetRolloutAsync(name, ct))!, ct);
         }
-        if (!Act(name, action, actor))
+        if (!await TryActAsync(name, action, actor, ct))
         {
-            throw new RolloutRuleException($"rollout {name} is {store.GetRollout(name)?.State ?? row.State}; it cannot {action}", conflict: true);
+            throw new RolloutRuleException($"rollout {name} is {(await store.GetRolloutAsync(name, ct))?.State ?? row.State}; it cannot {action}", conflict: true);
         }
         if (action == "resume") { await TickAsync(ct); }
-        return View(store.GetRollout(name)!);
+        return await ViewAsync((await store.GetRolloutAsync(name, ct))!, ct);
     }
 
     /// <summary>
@@ -251,13 +251,21 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// back by the update program from the new pattern to it. Without such a program, or when that pattern is no longer
     /// verified, the units are listed as unable to return and left as they are. Null when the rollout cannot abort.
     /// </summary>
-    private ReturnPlan? AbortReturning(RolloutRow row, string actor, RolloutDecision? decision = null)
+    private async Task<ReturnPlan?> AbortReturningAsync(RolloutRow row, string actor, RolloutDecision? decision = null, CancellationToken ct = default)
     {
         string? detail = null;
-        var plan = store.AbortRolloutReturning(row.Name, members => RolloutEngine.PlanReturn(members, pattern =>
-            store.GetPattern(pattern) is not { Status: PatternStatus.Verified } ? $"{pattern} is not a verified pattern"
-            : store.FindUpdateProgram(row.ToPattern, pattern) is null ? $"no update program leads from {row.ToPattern} back to {pattern}"
-            : null), plan =>
+        var plan = await store.AbortRolloutReturningAsync(row.Name, async members =>
+        {
+            // why a unit cannot go back to a pattern, read once per pattern that a returning member ran
+            var whyNot = new Dictionary<string, string?>(StringComparer.Ordinal);
+            foreach (var pattern in members.Where(m => m.Status != MemberStatus.Failed).Select(m => m.PreviousPattern).OfType<string>().Distinct(StringComparer.Ordinal))
+            {
+                whyNot[pattern] = await store.GetPatternAsync(pattern, ct) is not { Status: PatternStatus.Verified } ? $"{pattern} is not a verified pattern"
+                    : await store.FindUpdateProgramAsync(row.ToPattern, pattern, ct: ct) is null ? $"no update program leads from {row.ToPattern} back to {pattern}"
+                    : null;
+            }
+            return RolloutEngine.PlanReturn(members, pattern => whyNot[pattern]);
+        }, plan =>
         {
             var summary = (decision is null ? $"aborted by {actor}" : decision.Detail) + $"; units moved: revert: {plan.Return.Count} return" +
                           (plan.Cannot.Count == 0 ? "" : $", {plan.Cannot.Count} cannot ({plan.Cannot[0].Why})");
@@ -265,40 +273,48 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                      (plan.Return.Count == 0 ? "" : $"; returning: {string.Join(", ", plan.Return.Take(20).Select(r => r.Mac))}{(plan.Return.Count > 20 ? ", ..." : "")}") +
                      (plan.Cannot.Count == 0 ? "" : $"; cannot: {string.Join(", ", plan.Cannot.Take(20).Select(r => r.Mac))}{(plan.Cannot.Count > 20 ? ", ..." : "")}");
             return (summary, new AuditEntry(actor, "rollout.abort", row.Name, detail));
-        }, decision is null ? null : new ExpectedRollout(row.State, row.OpenWaves, decision.Joins));
+        }, decision is null ? null : new ExpectedRollout(row.State, row.OpenWaves, decision.Joins), ct: ct);
         if (plan is not null) { log.LogInformation("rollout {Rollout}: {Detail}", row.Name, detail); }
         return plan;
     }
 
     /// <summary>
-    /// The version check is about to offer the unit <paramref name="program"/> after <see cref="Admit"/>: the rollout that
+    /// The version check is about to offer the unit <paramref name="program"/> after <see cref="AdmitAsync"/>: the rollout that
     /// moves the unit records the pattern it runs, the first time only; a repeated offer writes nothing. Why the update
     /// must not be offered after all (the rollout stopped running, or the wave closed, since the gate read it: the offer
     /// is then not recorded, and an abort's returns stay those it planned), or null: offer it.
     /// </summary>
-    public string? Offered(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false)
+    public async Task<string?> OfferedAsync(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false, CancellationToken ct = default)
     {
         if (admission.RecordsOfferIn is not { } rollout) { return null; }
-        if (!store.RecordRolloutOffer(rollout, mac, program.FromPattern))
+        if (!await store.RecordRolloutOfferAsync(rollout, mac, program.FromPattern, ct))
         {
-            return $"rollout {rollout} {store.GetRollout(rollout)?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}";
+            return $"rollout {rollout} {(await store.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}";
         }
         if (wayBack)
         {
             // a rollout back: the unit's target becomes the pattern it goes back to (when it has none), or once there it
             // would be offered the way forward again at its next check; the operator clears the target to move it on
-            store.PinWayBack(mac, program.ToPattern, new AuditEntry(Actor(rollout), "unit.target-pattern", mac,
-                $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})"));
+            await store.PinWayBackAsync(mac, program.ToPattern, new AuditEntry(Actor(rollout), "unit.target-pattern", mac,
+                $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})"), ct);
         }
         return null;
     }
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
-    public IReadOnlyList<string> EmergencyStop(string actor) =>
-        store.ListRollouts(activeOnly: true).Where(r => r.State == RolloutStates.Running)
-            .Where(r => store.SetRolloutState(r.Name, [RolloutStates.Running], RolloutStates.Paused, $"emergency stop by {actor}",
-                new AuditEntry(actor, "rollout.emergency-stop", r.Name, RolloutStates.Paused)))
-            .Select(r => r.Name).ToList();
+    public async Task<IReadOnlyList<string>> EmergencyStopAsync(string actor, CancellationToken ct = default)
+    {
+        var paused = new List<string>();
+        foreach (var r in (await store.ListRolloutsAsync(activeOnly: true, ct: ct)).Where(r => r.State == RolloutStates.Running))
+        {
+            if (await store.SetRolloutStateAsync(r.Name, [RolloutStates.Running], RolloutStates.Paused, $"emergency stop by {actor}",
+                    new AuditEntry(actor, "rollout.emergency-stop", r.Name, RolloutStates.Paused), ct))
+            {
+                paused.Add(r.Name);
+            }
+        }
+        return paused;
+    }
 
     /// <summary>One pass of the engine over every active rollout; what it decided, for each rollout that changed.</summary>
     public async Task<IReadOnlyList<(string Rollout, RolloutDecision Decision)>> TickAsync(CancellationToken ct)
@@ -309,16 +325,16 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             var done = new List<(string, RolloutDecision)>();
             var woken = new HashSet<string>(StringComparer.Ordinal);
             // returns after an abort that are done end first: the units are no longer pinned to the pattern they returned to
-            foreach (var end in store.EndReturns())
+            foreach (var end in await store.EndReturnsAsync(ct))
             {
                 log.LogInformation("rollout {Rollout}: unit {Mac}: {Outcome}", end.Rollout, end.Mac, end.Outcome);
             }
-            foreach (var row in store.ListRollouts(activeOnly: true))
+            foreach (var row in await store.ListRolloutsAsync(activeOnly: true, ct: ct))
             {
                 ct.ThrowIfCancellationRequested();
-                var members = store.RolloutMembers(row);
-                var group = store.GetGroup(row.GroupName);
-                var candidates = group is null ? [] : Candidates(group, row.FromPattern);
+                var members = await store.RolloutMembersAsync(row, ct);
+                var group = await store.GetGroupAsync(row.GroupName, ct);
+                var candidates = group is null ? [] : await CandidatesAsync(group, row.FromPattern, ct);
                 var started = Stopwatch.GetTimestamp();
                 var decision = RolloutEngine.Decide(Situation(row), members, candidates, time.GetUtcNow());
                 LastDecisionCost = Stopwatch.GetElapsedTime(started);
@@ -329,14 +345,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 if (decision.Action == RolloutActions.Abort && row.OnError == ErrorActions.Revert)
                 {
                     // the error threshold returns the units moved so far, as an operator's abort with revert would
-                    if (AbortReturning(row, Actor(row.Name), decision) is not { } returning) { continue; }
+                    if (await AbortReturningAsync(row, Actor(row.Name), decision, ct: ct) is not { } returning) { continue; }
                     done.Add((row.Name, decision));
                     await WakeAsync(row, returning.Return.Select(r => r.Mac).ToList(), ct);
                     continue;
                 }
                 var action = decision.Action == RolloutActions.None ? "rollout.join" : $"rollout.{decision.Action}";
                 var reason = decision.Action is RolloutActions.Pause or RolloutActions.Abort ? decision.Detail : decision.Action == RolloutActions.None ? row.Reason : null;
-                if (!store.ApplyRolloutDecision(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail)))
+                if (!await store.ApplyRolloutDecisionAsync(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail), ct))
                 {
                     continue; // moved meanwhile (the operator, another replica): the next pass decides again
                 }
@@ -376,21 +392,21 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         var now = time.GetUtcNow();
         UpdatePolicy? policy = null;
         IReadOnlyDictionary<string, UnitClockRow>? clocks = null;
-        foreach (var row in store.ListRollouts(activeOnly: true).Where(r => r.State == RolloutStates.Running))
+        foreach (var row in (await store.ListRolloutsAsync(activeOnly: true, ct)).Where(r => r.State == RolloutStates.Running))
         {
             ct.ThrowIfCancellationRequested();
-            if (store.GetGroup(row.GroupName)?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
-            if (store.GetUpdateProgram(row.UpdateId) is not { Importance: < 5 } program) { continue; }
+            if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
+            if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 } program) { continue; }
             var since = At(row.WindowLookedAt ?? row.CreatedAt);
             if (since < now - WindowLookBack) { since = now - WindowLookBack; }
             // one look per whole minute that passed (windows open on minutes): a pass within the same minute writes nothing
             if (now.UtcTicks / TimeSpan.TicksPerMinute <= since.UtcTicks / TimeSpan.TicksPerMinute) { continue; }
-            policy ??= Apis.PolicySettings.Get(store);
+            policy ??= await Apis.PolicySettings.GetAsync(store, ct);
             clocks ??= await store.UnitClocksAsync(ct);
             var fleetZone = ImportancePolicy.Zone(policy, time.LocalTimeZone);
             var opened = new Dictionary<(string Zone, PolicyWindow? Hours), bool>();
             var tell = new List<string>();
-            foreach (var member in store.RolloutMembers(row))
+            foreach (var member in await store.RolloutMembersAsync(row, ct))
             {
                 if (member.Wave >= row.OpenWaves || member.Status != MemberStatus.Pending || woken.Contains(member.Mac)) { continue; }
                 var own = clocks.GetValueOrDefault(member.Mac);
@@ -414,10 +430,13 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     }
 
     /// <summary>Tells the units of wave 1 of a new rollout to check now.</summary>
-    public Task StartAsync(string rollout, CancellationToken ct) =>
-        store.GetRollout(rollout) is { } row
-            ? WakeAsync(row, store.RolloutMembers(row).Where(m => m.Wave == 0 && m.Status == MemberStatus.Pending).Select(m => m.Mac).ToList(), ct)
-            : Task.CompletedTask;
+    public async Task StartAsync(string rollout, CancellationToken ct)
+    {
+        if (await store.GetRolloutAsync(rollout, ct) is { } row)
+        {
+            await WakeAsync(row, (await store.RolloutMembersAsync(row, ct)).Where(m => m.Wave == 0 && m.Status == MemberStatus.Pending).Select(m => m.Mac).ToList(), ct);
+        }
+    }
 
     /// <summary>
     /// Asks units of a wave that just opened to check now (reason <see cref="PushReasons.Config"/>: the update keeps its
@@ -430,7 +449,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         {
             foreach (var chunk in macs.Chunk(1000))
             {
-                await checks.SendAsync(Actor(row.Name), chunk, (int)(store.GetUpdateProgram(row.UpdateId)?.Importance ?? 3), PushReasons.Config, ct);
+                await checks.SendAsync(Actor(row.Name), chunk, (int)((await store.GetUpdateProgramAsync(row.UpdateId, ct))?.Importance ?? 3), PushReasons.Config, ct);
             }
         }
         catch (PushException e)

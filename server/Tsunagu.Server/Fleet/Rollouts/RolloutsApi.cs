@@ -17,11 +17,16 @@ public static class RolloutsApi
     public static void MapRolloutsApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup(Route).AddEndpointFilter<RequireOperator>();
-        api.MapGet("", (RolloutService rollouts, TsunaguStore store) => TypedResults.Ok(store.ListRollouts().Select(rollouts.View).ToList()))
+        api.MapGet("", async (RolloutService rollouts, TsunaguStore store, CancellationToken ct) =>
+        {
+            var views = new List<RolloutView>();
+            foreach (var row in await store.ListRolloutsAsync(ct: ct)) { views.Add(await rollouts.ViewAsync(row, ct)); }
+            return TypedResults.Ok(views);
+        })
             .AllowRoles(OperatorRoles.Read);
-        api.MapGet("/{name}", Results<Ok<RolloutView>, ProblemHttpResult> (string name, RolloutService rollouts, TsunaguStore store) =>
-                InputRules.IsIdentifier(name) && store.GetRollout(name) is { } row
-                    ? TypedResults.Ok(rollouts.View(row))
+        api.MapGet("/{name}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, TsunaguStore store) =>
+                InputRules.IsIdentifier(name) && await store.GetRolloutAsync(name) is { } row
+                    ? TypedResults.Ok(await rollouts.ViewAsync(row))
                     : Problems.NotFound($"no rollout '{InputRules.Quote(name)}'"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("", async Task<Results<Created<RolloutView>, ProblemHttpResult>> (NewRollout? request, RolloutService rollouts, HttpContext http) =>
@@ -29,7 +34,7 @@ public static class RolloutsApi
                 RolloutView view;
                 try
                 {
-                    view = rollouts.Create(request, http.Caller().Subject);
+                    view = await rollouts.CreateAsync(request, http.Caller().Subject, http.RequestAborted);
                 }
                 catch (RolloutRuleException e)
                 {
@@ -68,7 +73,7 @@ public static class RolloutsApi
             })
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .AllowRoles(OperatorRoles.Release);
-        api.MapPost("/emergency-stop", (RolloutService rollouts, HttpContext http) => TypedResults.Ok(new EmergencyStopResponse(rollouts.EmergencyStop(http.Caller().Subject))))
+        api.MapPost("/emergency-stop", async (RolloutService rollouts, HttpContext http) => TypedResults.Ok(new EmergencyStopResponse(await rollouts.EmergencyStopAsync(http.Caller().Subject, http.RequestAborted))))
             .AllowRoles(OperatorRoles.Check);
     }
 }

@@ -46,7 +46,7 @@ public sealed class UnitClockRow
 public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt, string? PreviousPattern,
     string GroupName, string? Window, string? TimeZone);
 
-/// <summary>What the engine read when it decided to abort a rollout, and the units it adds to it (<see cref="TsunaguStore.AbortRolloutReturning"/>).</summary>
+/// <summary>What the engine read when it decided to abort a rollout, and the units it adds to it (<see cref="TsunaguStore.AbortRolloutReturningAsync"/>).</summary>
 public sealed record ExpectedRollout(string State, long OpenWaves, IReadOnlyList<RolloutMember> Joins);
 
 /// <summary>A return after an abort that ended in a pass of the engine: the unit runs the pattern again, or its target was changed meanwhile.</summary>
@@ -63,8 +63,8 @@ public sealed partial class TsunaguStore
     /// gone (a draft pattern deleted since the caller read them) is a <see cref="StoreConflictException"/> too. A pattern
     /// delete that waited for this transaction sees the rollout and is refused.
     /// </summary>
-    public void AddRollout(RolloutRow rollout, IReadOnlyList<RolloutMember> members, AuditEntry audit) =>
-        AddRollout([], _ => (rollout, members, audit));
+    public async Task AddRolloutAsync(RolloutRow rollout, IReadOnlyList<RolloutMember> members, AuditEntry audit, CancellationToken ct = default) =>
+        await AddRolloutAsync([], _ => Task.FromResult((rollout, members, audit)), ct);
 
     /// <summary>
     /// Creates a rollout planned from the groups it names, inside the transaction that inserts it: the groups
@@ -74,44 +74,44 @@ public sealed partial class TsunaguStore
     /// written). A rollout of the same name, or one still running or paused for the same transition, makes it a
     /// <see cref="StoreConflictException"/>.
     /// </summary>
-    public void AddRollout(IReadOnlyList<string> groupNames,
-        Func<IReadOnlyDictionary<string, GroupRow>, (RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)> plan)
+    public async Task AddRolloutAsync(IReadOnlyList<string> groupNames,
+        Func<IReadOnlyDictionary<string, GroupRow>, Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan, CancellationToken ct = default)
     {
         var now = Now();
         string? name = null;
         try
         {
-            using var c = Open();
-            using var tx = Begin(c);
-            LockCatalogue(c, tx);
+            await using var c = await OpenAsync(ct);
+            await using var tx = await BeginAsync(c, ct);
+            await LockCatalogueAsync(c, tx, ct);
             var names = groupNames.Distinct(StringComparer.Ordinal).ToArray();
             var groups = names.Length == 0 ? []
-                : c.Query<GroupRow>($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
-                    new { names }, tx).ToDictionary(g => g.Name, StringComparer.Ordinal);
-            var (rollout, members, audit) = plan(groups);
+                : (await c.QueryAsync<GroupRow>(new CommandDefinition($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
+                    new { names }, tx, cancellationToken: ct))).ToDictionary(g => g.Name, StringComparer.Ordinal);
+            var (rollout, members, audit) = await plan(groups);
             name = rollout.Name;
             rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
-            RequireTransition(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}");
-            if (c.ExecuteScalar<long>("SELECT COUNT(*) FROM update_programs WHERE id = @UpdateId AND from_pattern = @FromPattern AND to_pattern = @ToPattern",
-                    rollout, tx) == 0)
+            await RequireTransitionAsync(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}", ct);
+            if (await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM update_programs WHERE id = @UpdateId AND from_pattern = @FromPattern AND to_pattern = @ToPattern",
+                    rollout, tx, cancellationToken: ct)) == 0)
             {
                 throw new StoreConflictException($"update program {rollout.UpdateId} no longer leads from {rollout.FromPattern} to {rollout.ToPattern}; nothing was stored");
             }
-            var busy = c.Query<string>("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
-                rollout, tx).ToList();
+            var busy = (await c.QueryAsync<string>(new CommandDefinition("SELECT name FROM rollouts WHERE from_pattern = @FromPattern AND to_pattern = @ToPattern AND state IN ('running', 'paused')",
+                rollout, tx, cancellationToken: ct))).ToList();
             if (busy.Count > 0)
             {
                 throw new StoreConflictException($"rollout {busy[0]} already moves units from {rollout.FromPattern} to {rollout.ToPattern}; abort it first");
             }
-            c.Execute("""
+            await c.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error,
                                       min_wave_seconds, state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
                 VALUES (@Name, @GroupName, @FromPattern, @ToPattern, @UpdateId, @Waves, @SuccessPercent, @ErrorPercent, @OnError,
                         @MinWaveSeconds, @State, @OpenWaves, @WaveOpenedAt, @ErrorsSince, @Reason, @CreatedBy, @CreatedAt, @UpdatedAt)
-                """, rollout, tx);
-            InsertMembers(c, tx, rollout.Name, members, now);
-            WriteAudit(c, tx, audit);
-            tx.Commit();
+                """, rollout, tx, cancellationToken: ct));
+            await InsertMembersAsync(c, tx, rollout.Name, members, now, ct);
+            await WriteAuditAsync(c, tx, audit, ct);
+            await tx.CommitAsync(ct);
         }
         catch (System.Data.Common.DbException e) when (IsUniqueViolation(e))
         {
@@ -119,25 +119,25 @@ public sealed partial class TsunaguStore
         }
     }
 
-    private static void InsertMembers(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, string rollout, IReadOnlyList<RolloutMember> members, string now)
+    private static async Task InsertMembersAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, string rollout, IReadOnlyList<RolloutMember> members, string now, CancellationToken ct)
     {
         foreach (var m in members)
         {
-            c.Execute("INSERT INTO rollout_units (rollout, mac, wave, joined_at) VALUES (@rollout, @mac, @wave, @now)",
-                new { rollout, mac = m.Mac, wave = (long)m.Wave, now }, tx);
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO rollout_units (rollout, mac, wave, joined_at) VALUES (@rollout, @mac, @wave, @now)",
+                new { rollout, mac = m.Mac, wave = (long)m.Wave, now }, tx, cancellationToken: ct));
         }
     }
 
-    public RolloutRow? GetRollout(string name)
+    public async Task<RolloutRow?> GetRolloutAsync(string name, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<RolloutRow>("SELECT * FROM rollouts WHERE name = @name", new { name });
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<RolloutRow>(new CommandDefinition("SELECT * FROM rollouts WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
-    public IReadOnlyList<RolloutRow> ListRollouts(bool activeOnly = false)
+    public async Task<IReadOnlyList<RolloutRow>> ListRolloutsAsync(bool activeOnly = false, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<RolloutRow>($"SELECT * FROM rollouts {(activeOnly ? "WHERE state IN ('running', 'paused')" : "")} ORDER BY created_at, name").ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<RolloutRow>(new CommandDefinition($"SELECT * FROM rollouts {(activeOnly ? "WHERE state IN ('running', 'paused')" : "")} ORDER BY created_at, name", cancellationToken: ct))).ToList();
     }
 
     /// <summary>
@@ -145,10 +145,10 @@ public sealed partial class TsunaguStore
     /// rollout's update since it joined), offline (the broker saw it go, or it was never seen), downloading (offered
     /// the update), else pending. One query.
     /// </summary>
-    public IReadOnlyList<RolloutMember> RolloutMembers(RolloutRow rollout)
+    public async Task<IReadOnlyList<RolloutMember>> RolloutMembersAsync(RolloutRow rollout, CancellationToken ct = default)
     {
-        using var c = Open();
-        return ReadMembers(c, null, rollout).Select(m => m.Member).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await ReadMembersAsync(c, null, rollout, ct)).Select(m => m.Member).ToList();
     }
 
     private const string MembersQuery = """
@@ -173,10 +173,10 @@ public sealed partial class TsunaguStore
         public string? TargetPattern { get; set; }
     }
 
-    /// <summary>The members with their status (<see cref="RolloutMembers"/>), the pattern each ran when first offered the update, and its target pattern now.</summary>
-    private static IEnumerable<(RolloutMember Member, string? PreviousPattern, string? TargetPattern)> ReadMembers(System.Data.Common.DbConnection c,
-        System.Data.Common.DbTransaction? tx, RolloutRow rollout) =>
-        c.Query<MemberRead>(MembersQuery, rollout, tx).Select(r =>
+    /// <summary>The members with their status (<see cref="RolloutMembersAsync"/>), the pattern each ran when first offered the update, and its target pattern now.</summary>
+    private static async Task<IEnumerable<(RolloutMember Member, string? PreviousPattern, string? TargetPattern)>> ReadMembersAsync(System.Data.Common.DbConnection c,
+        System.Data.Common.DbTransaction? tx, RolloutRow rollout, CancellationToken ct) =>
+        (await c.QueryAsync<MemberRead>(new CommandDefinition(MembersQuery, rollout, tx, cancellationToken: ct))).Select(r =>
         {
             DateTimeOffset? failedAt = r.FailedAt is null ? null : DateTimeOffset.Parse(r.FailedAt, CultureInfo.InvariantCulture);
             var status = r.Pattern == rollout.ToPattern ? MemberStatus.Installed
@@ -192,22 +192,22 @@ public sealed partial class TsunaguStore
     /// and only while the rollout is still in <paramref name="expectedState"/> with <paramref name="expectedOpenWaves"/>
     /// open (another replica or the operator may have moved it). False when it was not applied.
     /// </summary>
-    public bool ApplyRolloutDecision(string name, string expectedState, long expectedOpenWaves, RolloutDecision decision, string? reason, AuditEntry? audit)
+    public async Task<bool> ApplyRolloutDecisionAsync(string name, string expectedState, long expectedOpenWaves, RolloutDecision decision, string? reason, AuditEntry? audit, CancellationToken ct = default)
     {
         var now = Now();
-        using var c = Open();
-        using var tx = Begin(c);
-        var changed = c.Execute("""
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var changed = await c.ExecuteAsync(new CommandDefinition("""
             UPDATE rollouts SET state = @state, open_waves = @open, reason = @reason, updated_at = @now,
                    wave_opened_at = CASE WHEN @open <> open_waves THEN @now ELSE wave_opened_at END
             WHERE name = @name AND state = @expectedState AND open_waves = @expectedOpenWaves
-            """, new { name, state = decision.State, open = (long)decision.OpenWaves, reason, now, expectedState, expectedOpenWaves }, tx);
+            """, new { name, state = decision.State, open = (long)decision.OpenWaves, reason, now, expectedState, expectedOpenWaves }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }
         // a unit that joined meanwhile (another replica) is not added twice
-        var present = c.Query<string>("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx).ToHashSet(StringComparer.Ordinal);
-        InsertMembers(c, tx, name, decision.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now);
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        var present = (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx, cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
+        await InsertMembersAsync(c, tx, name, decision.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now, ct);
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return true;
     }
 
@@ -215,19 +215,19 @@ public sealed partial class TsunaguStore
     /// The operator's action on a rollout: moves it from one of <paramref name="from"/> to <paramref name="to"/> with the
     /// audit entry (a resume also stops counting the failures reported so far). False when it is not in one of them.
     /// </summary>
-    public bool SetRolloutState(string name, IReadOnlyList<string> from, string to, string? reason, AuditEntry audit)
+    public async Task<bool> SetRolloutStateAsync(string name, IReadOnlyList<string> from, string to, string? reason, AuditEntry audit, CancellationToken ct = default)
     {
         var now = Now();
-        using var c = Open();
-        using var tx = Begin(c);
-        var changed = c.Execute($"""
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var changed = await c.ExecuteAsync(new CommandDefinition($"""
             UPDATE rollouts SET state = @to, reason = @reason, updated_at = @now,
                    errors_since = CASE WHEN @to = 'running' THEN @now ELSE errors_since END
             WHERE name = @name AND {InList("state", "from")}
-            """, new { name, to, reason, now, from = from.ToArray() }, tx);
+            """, new { name, to, reason, now, from = from.ToArray() }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return true;
     }
 
@@ -240,86 +240,86 @@ public sealed partial class TsunaguStore
     /// the write are one step: on SQLite one statement under the write lock; on PostgreSQL the rollout's row is locked
     /// (shared) first, so an abort or a pause in progress is waited for and its outcome read.
     /// </summary>
-    public bool RecordRolloutOffer(string rollout, string mac, string fromPattern)
+    public async Task<bool> RecordRolloutOfferAsync(string rollout, string mac, string fromPattern, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         if (_db.Kind == DatabaseKind.Postgres)
         {
-            c.Execute("SELECT name FROM rollouts WHERE name = @rollout FOR SHARE", new { rollout }, tx);
+            await c.ExecuteAsync(new CommandDefinition("SELECT name FROM rollouts WHERE name = @rollout FOR SHARE", new { rollout }, tx, cancellationToken: ct));
         }
-        var recorded = c.Execute("""
+        var recorded = await c.ExecuteAsync(new CommandDefinition("""
             UPDATE rollout_units SET previous_pattern = @fromPattern, offered_at = @now
             WHERE rollout = @rollout AND mac = @mac AND previous_pattern IS NULL
               AND wave < (SELECT r.open_waves FROM rollouts r WHERE r.name = @rollout AND r.state = 'running')
-            """, new { rollout, mac, fromPattern, now = Now() }, tx) == 1;
+            """, new { rollout, mac, fromPattern, now = Now() }, tx, cancellationToken: ct)) == 1;
         // recorded meanwhile by another check (another replica): offered while running all the same
-        recorded = recorded || c.ExecuteScalar<long?>("""
+        recorded = recorded || await c.ExecuteScalarAsync<long?>(new CommandDefinition("""
             SELECT 1 FROM rollout_units m JOIN rollouts r ON r.name = m.rollout
             WHERE m.rollout = @rollout AND m.mac = @mac AND m.previous_pattern IS NOT NULL AND r.state = 'running' AND m.wave < r.open_waves
-            """, new { rollout, mac }, tx) is not null;
-        tx.Commit();
+            """, new { rollout, mac }, tx, cancellationToken: ct)) is not null;
+        await tx.CommitAsync(ct);
         return recorded;
     }
 
     /// <summary>What became of the members after an abort that returned units (members it did not touch are left out).</summary>
-    public IReadOnlyList<(string Mac, string Returned)> RolloutReturns(string rollout)
+    public async Task<IReadOnlyList<(string Mac, string Returned)>> RolloutReturnsAsync(string rollout, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.Query<(string Mac, string Returned)>("SELECT mac, returned FROM rollout_units WHERE rollout = @rollout AND returned IS NOT NULL ORDER BY mac",
-            new { rollout }).ToList();
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<(string Mac, string Returned)>(new CommandDefinition("SELECT mac, returned FROM rollout_units WHERE rollout = @rollout AND returned IS NOT NULL ORDER BY mac",
+            new { rollout }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>
     /// Aborts a rollout (from running or paused) and returns the units it moved, in one transaction: the members and the
     /// pattern each ran when first offered the update are read inside it, <paramref name="plan"/> decides who returns
     /// (<see cref="RolloutEngine.PlanReturn"/>), each returning unit's target pattern becomes the pattern it ran before
-    /// (the target it had is kept, <c>target_before</c>, and comes back when the return ends: <see cref="EndReturns"/>),
+    /// (the target it had is kept, <c>target_before</c>, and comes back when the return ends: <see cref="EndReturnsAsync"/>),
     /// each member's outcome is kept, and the reason and audit entry <paramref name="describe"/> makes of the plan are written. Null (nothing
     /// written) when the rollout is no longer running or paused, or, for the engine's decision (<paramref name="expected"/>),
     /// no longer in the state and open waves it decided on (its joins are then added in the same transaction).
     /// </summary>
-    public ReturnPlan? AbortRolloutReturning(string name, Func<IReadOnlyList<ReturnCandidate>, ReturnPlan> plan, Func<ReturnPlan, (string Reason, AuditEntry Audit)> describe,
-        ExpectedRollout? expected = null)
+    public async Task<ReturnPlan?> AbortRolloutReturningAsync(string name, Func<IReadOnlyList<ReturnCandidate>, Task<ReturnPlan>> plan, Func<ReturnPlan, (string Reason, AuditEntry Audit)> describe,
+        ExpectedRollout? expected = null, CancellationToken ct = default)
     {
         var now = Now();
-        using var c = Open();
-        using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         // the state first: on PostgreSQL it locks the rollout's row, so two aborts (or an abort and an engine pass) do not interleave
-        var changed = c.Execute($"""
+        var changed = await c.ExecuteAsync(new CommandDefinition($"""
             UPDATE rollouts SET state = 'aborted', updated_at = @now WHERE name = @name AND state IN ('running', 'paused')
             {(expected is null ? "" : "AND state = @State AND open_waves = @OpenWaves")}
-            """, new { name, now, expected?.State, expected?.OpenWaves }, tx);
+            """, new { name, now, expected?.State, expected?.OpenWaves }, tx, cancellationToken: ct));
         if (changed == 0) { return null; }
         if (expected is { Joins.Count: > 0 })
         {
             // a unit that joined meanwhile (another replica) is not added twice
-            var present = c.Query<string>("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx).ToHashSet(StringComparer.Ordinal);
-            InsertMembers(c, tx, name, expected.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now);
+            var present = (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx, cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
+            await InsertMembersAsync(c, tx, name, expected.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now, ct);
         }
         if (_db.Kind == DatabaseKind.Postgres)
         {
             // a version check recording an offer meanwhile waits for this transaction: the plan sees every offer made before it
-            c.Execute("SELECT mac FROM rollout_units WHERE rollout = @name FOR UPDATE", new { name }, tx);
+            await c.ExecuteAsync(new CommandDefinition("SELECT mac FROM rollout_units WHERE rollout = @name FOR UPDATE", new { name }, tx, cancellationToken: ct));
         }
-        var row = c.QuerySingle<RolloutRow>("SELECT * FROM rollouts WHERE name = @name", new { name }, tx);
-        var members = ReadMembers(c, tx, row).ToList();
-        var decided = plan(members.Select(m => new ReturnCandidate(m.Member.Mac, m.Member.Status, m.PreviousPattern)).ToList());
+        var row = await c.QuerySingleAsync<RolloutRow>(new CommandDefinition("SELECT * FROM rollouts WHERE name = @name", new { name }, tx, cancellationToken: ct));
+        var members = (await ReadMembersAsync(c, tx, row, ct)).ToList();
+        var decided = await plan(members.Select(m => new ReturnCandidate(m.Member.Mac, m.Member.Status, m.PreviousPattern)).ToList());
         var targets = members.ToDictionary(m => m.Member.Mac, m => m.TargetPattern, StringComparer.Ordinal);
         var (reason, audit) = describe(decided);
-        c.Execute("UPDATE rollouts SET reason = @reason WHERE name = @name", new { name, reason }, tx);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE rollouts SET reason = @reason WHERE name = @name", new { name, reason }, tx, cancellationToken: ct));
         foreach (var (mac, pattern) in decided.Return)
         {
-            c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx);
-            c.Execute("UPDATE rollout_units SET returned = @returned, return_to = @pattern, target_before = @before WHERE rollout = @name AND mac = @mac",
-                new { name, mac, pattern, returned = $"returning to {pattern}", before = targets.GetValueOrDefault(mac) }, tx);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET target_pattern = @pattern WHERE mac = @mac", new { mac, pattern }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition("UPDATE rollout_units SET returned = @returned, return_to = @pattern, target_before = @before WHERE rollout = @name AND mac = @mac",
+                new { name, mac, pattern, returned = $"returning to {pattern}", before = targets.GetValueOrDefault(mac) }, tx, cancellationToken: ct));
         }
         foreach (var (mac, why) in decided.Cannot)
         {
-            c.Execute("UPDATE rollout_units SET returned = @returned WHERE rollout = @name AND mac = @mac", new { name, mac, returned = $"cannot return: {why}" }, tx);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE rollout_units SET returned = @returned WHERE rollout = @name AND mac = @mac", new { name, mac, returned = $"cannot return: {why}" }, tx, cancellationToken: ct));
         }
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return decided;
     }
 
@@ -340,13 +340,13 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>Sets the unit's target to <paramref name="pattern"/> when it has none, with the audit entry; false when it had one.</summary>
-    public bool PinWayBack(string mac, string pattern, AuditEntry audit)
+    public async Task<bool> PinWayBackAsync(string mac, string pattern, AuditEntry audit, CancellationToken ct = default)
     {
-        using var c = Open();
-        using var tx = Begin(c);
-        if (c.Execute("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL", new { mac, pattern }, tx) == 0) { return false; }
-        WriteAudit(c, tx, audit);
-        tx.Commit();
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        if (await c.ExecuteAsync(new CommandDefinition("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL", new { mac, pattern }, tx, cancellationToken: ct)) == 0) { return false; }
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
         return true;
     }
 
@@ -358,41 +358,41 @@ public sealed partial class TsunaguStore
     /// ends, so the unit is no longer pinned: a later rollout or the operator can move it. One audit entry per rollout
     /// (<c>rollout.returned</c>).
     /// </summary>
-    public IReadOnlyList<ReturnEnd> EndReturns()
+    public async Task<IReadOnlyList<ReturnEnd>> EndReturnsAsync(CancellationToken ct = default)
     {
-        using var c = Open();
-        var ended = c.Query<ReturnRead>("""
+        await using var c = await OpenAsync(ct);
+        var ended = (await c.QueryAsync<ReturnRead>(new CommandDefinition("""
                 SELECT m.rollout, m.mac, m.return_to, m.target_before, u.pattern, u.target_pattern,
                        CASE WHEN EXISTS (SELECT 1 FROM update_reports r WHERE r.mac = m.mac AND r.success <> 0 AND r.pattern = m.return_to
                                          AND r.at >= COALESCE(m.offered_at, '')) THEN 1 ELSE 0 END AS came_back
                 FROM rollout_units m JOIN units u ON u.mac = m.mac
                 WHERE m.return_to IS NOT NULL
-                """).Where(r => (r.Pattern == r.ReturnTo && r.CameBack != 0) || r.TargetPattern != r.ReturnTo).ToList();
+                """, cancellationToken: ct))).Where(r => (r.Pattern == r.ReturnTo && r.CameBack != 0) || r.TargetPattern != r.ReturnTo).ToList();
         if (ended.Count == 0) { return []; }
         var done = new List<ReturnEnd>();
-        using var tx = Begin(c);
+        await using var tx = await BeginAsync(c, ct);
         foreach (var r in ended)
         {
             var arrived = r.TargetPattern == r.ReturnTo;
             var outcome = arrived ? $"returned to {r.ReturnTo}" : $"return to {r.ReturnTo} ended: the target was set to {r.TargetPattern ?? "none"}";
             // only while the return is still the one read (the operator may have ended it meanwhile)
-            if (c.Execute("UPDATE rollout_units SET return_to = NULL, returned = @outcome WHERE rollout = @Rollout AND mac = @Mac AND return_to = @ReturnTo",
-                    new { r.Rollout, r.Mac, r.ReturnTo, outcome }, tx) == 0)
+            if (await c.ExecuteAsync(new CommandDefinition("UPDATE rollout_units SET return_to = NULL, returned = @outcome WHERE rollout = @Rollout AND mac = @Mac AND return_to = @ReturnTo",
+                    new { r.Rollout, r.Mac, r.ReturnTo, outcome }, tx, cancellationToken: ct)) == 0)
             {
                 continue;
             }
             if (arrived)
             {
-                c.Execute("UPDATE units SET target_pattern = @TargetBefore WHERE mac = @Mac AND target_pattern = @ReturnTo", r, tx);
+                await c.ExecuteAsync(new CommandDefinition("UPDATE units SET target_pattern = @TargetBefore WHERE mac = @Mac AND target_pattern = @ReturnTo", r, tx, cancellationToken: ct));
             }
             done.Add(new ReturnEnd(r.Rollout, r.Mac, outcome));
         }
         foreach (var g in done.GroupBy(d => d.Rollout))
         {
-            WriteAudit(c, tx, new AuditEntry(RolloutService.Actor(g.Key), "rollout.returned", g.Key,
-                string.Join("; ", g.Take(20).Select(d => $"{d.Mac} {d.Outcome}")) + (g.Count() > 20 ? $"; and {g.Count() - 20} more" : "")));
+            await WriteAuditAsync(c, tx, new AuditEntry(RolloutService.Actor(g.Key), "rollout.returned", g.Key,
+                string.Join("; ", g.Take(20).Select(d => $"{d.Mac} {d.Outcome}")) + (g.Count() > 20 ? $"; and {g.Count() - 20} more" : "")), ct);
         }
-        tx.Commit();
+        await tx.CommitAsync(ct);
         return done;
     }
 
@@ -401,31 +401,31 @@ public sealed partial class TsunaguStore
     /// <paramref name="toPattern"/>, the unit's membership in it, its group's maintenance window and the unit's time zone;
     /// null when no rollout holds the transition.
     /// </summary>
-    public RolloutGateRow? RolloutGate(string mac, string fromPattern, string toPattern)
+    public async Task<RolloutGateRow?> RolloutGateAsync(string mac, string fromPattern, string toPattern, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.QuerySingleOrDefault<RolloutGateRow>("""
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<RolloutGateRow>(new CommandDefinition("""
             SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt, m.previous_pattern AS PreviousPattern,
                    r.group_name AS GroupName, g.maintenance_window AS Window, u.time_zone AS TimeZone
             FROM rollouts r LEFT JOIN rollout_units m ON m.rollout = r.name AND m.mac = @mac
                  LEFT JOIN unit_groups g ON g.name = r.group_name LEFT JOIN units u ON u.mac = @mac
             WHERE r.from_pattern = @fromPattern AND r.to_pattern = @toPattern AND r.state <> 'completed'
             ORDER BY r.created_at DESC, r.name DESC LIMIT 1
-            """, new { mac, fromPattern, toPattern });
+            """, new { mac, fromPattern, toPattern }, cancellationToken: ct));
     }
 
     /// <summary>Whether the unit reported <paramref name="updateId"/> as failed at or after <paramref name="since"/>.</summary>
-    public bool FailedUpdateSince(string mac, string updateId, string since)
+    public async Task<bool> FailedUpdateSinceAsync(string mac, string updateId, string since, CancellationToken ct = default)
     {
-        using var c = Open();
-        return c.ExecuteScalar<long?>("SELECT 1 FROM update_reports WHERE mac = @mac AND update_id = @updateId AND success = 0 AND at >= @since LIMIT 1",
-            new { mac, updateId, since }) is not null;
+        await using var c = await OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long?>(new CommandDefinition("SELECT 1 FROM update_reports WHERE mac = @mac AND update_id = @updateId AND success = 0 AND at >= @since LIMIT 1",
+            new { mac, updateId, since }, cancellationToken: ct)) is not null;
     }
 
     /// <summary>The active units that carry a time zone or low-utilisation hours of their own (the others take the fleet's).</summary>
     public async Task<IReadOnlyDictionary<string, UnitClockRow>> UnitClocksAsync(CancellationToken ct)
     {
-        await using var c = Open();
+        await using var c = await OpenAsync(ct);
         var rows = await c.QueryAsync<UnitClockRow>(new CommandDefinition("""
             SELECT mac, time_zone, low_window_start, low_window_end FROM units
             WHERE decommissioned_at IS NULL AND (time_zone IS NOT NULL OR low_window_start IS NOT NULL)
@@ -440,14 +440,14 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<bool> ClaimWindowLookAsync(string rollout, string? lookedAt, string until, AuditEntry? audit, CancellationToken ct)
     {
-        await using var c = Open();
-        await using var tx = Begin(c);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
         var changed = await c.ExecuteAsync(new CommandDefinition($"""
             UPDATE rollouts SET window_looked_at = @until
             WHERE name = @rollout AND state = 'running' AND {(lookedAt is null ? "window_looked_at IS NULL" : "window_looked_at = @lookedAt")}
             """, new { rollout, lookedAt, until }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }
-        if (audit is not null) { WriteAudit(c, tx, audit); }
+        if (audit is not null) { await WriteAuditAsync(c, tx, audit, ct); }
         await tx.CommitAsync(ct);
         return true;
     }

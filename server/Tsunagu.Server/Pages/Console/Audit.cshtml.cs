@@ -26,7 +26,7 @@ public sealed class AuditModel(TsunaguStore store) : SessionPageModel("console")
     public string? To { get; private set; }
     private AuditQuery _query = new();
 
-    public IActionResult OnGet(string? actor, string? action, string? target, string? unit, string? from, string? to, string? before)
+    public async Task<IActionResult> OnGetAsync(string? actor, string? action, string? target, string? unit, string? from, string? to, string? before)
     {
         (Actor, Action, Target, Unit, From, To) = (Blank(actor), Blank(action), Blank(target), Blank(unit), Blank(from), Blank(to));
         var errors = AuditFilter.Parse(Actor, Action, Target, Unit, From, To, Blank(before), null, PageSize, out _query);
@@ -36,7 +36,7 @@ public sealed class AuditModel(TsunaguStore store) : SessionPageModel("console")
             Response.StatusCode = StatusCodes.Status400BadRequest;
             return Page();
         }
-        Result = store.QueryAuditPage(_query);
+        Result = await store.QueryAuditPageAsync(_query, HttpContext.RequestAborted);
         return Page();
     }
 

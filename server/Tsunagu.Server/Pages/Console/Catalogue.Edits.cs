@@ -10,29 +10,29 @@ namespace Tsunagu.Server.Pages.Console;
 // CatalogueService's rules, as on the API; a refused form changes nothing and says why.
 public sealed partial class CatalogueModel
 {
-    /// <summary>Adds a patch, by <see cref="CatalogueService.AddPatch"/>.</summary>
+    /// <summary>Adds a patch, by <see cref="CatalogueService.AddPatchAsync"/>.</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostAddPatch(string? id, string? name, string? version, string? targetApp, string? importance, string? osVersion, string? hardwareVersion)
+    public async Task<IActionResult> OnPostAddPatchAsync(string? id, string? name, string? version, string? targetApp, string? importance, string? osVersion, string? hardwareVersion)
     {
         if (Patch(id, name, version, targetApp, importance, osVersion, hardwareVersion) is not { } patch) { return Refused("Nothing was created", "importance: a whole number from 1 to 5"); }
-        return Change(() => catalogue.AddPatch(patch, Who), $"Patch {patch.Id} added.");
+        return await ChangeAsync(async () => await catalogue.AddPatchAsync(patch, Who, HttpContext.RequestAborted), $"Patch {patch.Id} added.");
     }
 
-    /// <summary>Changes a patch's fields, by <see cref="CatalogueService.EditPatch"/>.</summary>
+    /// <summary>Changes a patch's fields, by <see cref="CatalogueService.EditPatchAsync"/>.</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostEditPatch(string? id, string? name, string? version, string? targetApp, string? importance, string? osVersion, string? hardwareVersion)
+    public async Task<IActionResult> OnPostEditPatchAsync(string? id, string? name, string? version, string? targetApp, string? importance, string? osVersion, string? hardwareVersion)
     {
         if (Patch(id, name, version, targetApp, importance, osVersion, hardwareVersion) is not { } patch) { return Refused("Nothing was changed", "importance: a whole number from 1 to 5"); }
-        return Change(() => catalogue.EditPatch(patch, Who), $"Patch {patch.Id} changed.", "Nothing was changed");
+        return await ChangeAsync(async () => await catalogue.EditPatchAsync(patch, Who, HttpContext.RequestAborted), $"Patch {patch.Id} changed.", "Nothing was changed");
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostDeletePatch(string? id) =>
-        Change(() => catalogue.DeletePatch(id?.Trim() ?? "", Who), $"Patch {id} deleted.", "Nothing was deleted");
+    public async Task<IActionResult> OnPostDeletePatchAsync(string? id) =>
+        await ChangeAsync(async () => await catalogue.DeletePatchAsync(id?.Trim() ?? "", Who, HttpContext.RequestAborted), $"Patch {id} deleted.", "Nothing was deleted");
 
-    /// <summary>Changes software's name and requirements, by <see cref="CatalogueService.EditSoftware"/>.</summary>
+    /// <summary>Changes software's name and requirements, by <see cref="CatalogueService.EditSoftwareAsync"/>.</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostEditSoftware(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
+    public async Task<IActionResult> OnPostEditSoftwareAsync(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
     {
         var row = new SoftwareRow
         {
@@ -40,16 +40,16 @@ public sealed partial class CatalogueModel
             RequiredHardware = string.IsNullOrWhiteSpace(requiredHardware) ? null : requiredHardware.Trim(),
             RequiredOs = string.IsNullOrWhiteSpace(requiredOs) ? null : requiredOs.Trim(),
         };
-        return Change(() => catalogue.EditSoftware(row, Who), $"Software {row.AppId} {row.Version} changed.", "Nothing was changed");
+        return await ChangeAsync(async () => await catalogue.EditSoftwareAsync(row, Who, HttpContext.RequestAborted), $"Software {row.AppId} {row.Version} changed.", "Nothing was changed");
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostDeleteSoftware(string? appId, string? version) =>
-        Change(() => catalogue.DeleteSoftware(appId?.Trim() ?? "", version?.Trim() ?? "", Who), $"Software {appId} {version} deleted.", "Nothing was deleted");
+    public async Task<IActionResult> OnPostDeleteSoftwareAsync(string? appId, string? version) =>
+        await ChangeAsync(async () => await catalogue.DeleteSoftwareAsync(appId?.Trim() ?? "", version?.Trim() ?? "", Who, HttpContext.RequestAborted), $"Software {appId} {version} deleted.", "Nothing was deleted");
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostDeletePattern(string? id) =>
-        Change(() => catalogue.DeletePattern(id?.Trim() ?? "", Who), $"Draft pattern {id} deleted.", "Nothing was deleted");
+    public async Task<IActionResult> OnPostDeletePatternAsync(string? id) =>
+        await ChangeAsync(async () => await catalogue.DeletePatternAsync(id?.Trim() ?? "", Who, HttpContext.RequestAborted), $"Draft pattern {id} deleted.", "Nothing was deleted");
 
     private static PatchRow? Patch(string? id, string? name, string? version, string? targetApp, string? importance, string? osVersion, string? hardwareVersion) =>
         !int.TryParse(importance, NumberStyles.None, CultureInfo.InvariantCulture, out var imp)

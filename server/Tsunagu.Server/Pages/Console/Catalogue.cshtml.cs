@@ -17,25 +17,25 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
     public IReadOnlyList<(string Sha256, long Size)> Media { get; private set; } = [];
     public IReadOnlyList<Tsunagu.Protocol.MediaRegistration> GenuineMedia { get; private set; } = [];
 
-    public void OnGet()
+    public async Task OnGetAsync()
     {
-        Software = store.ListSoftware();
-        Patches = store.ListPatches();
-        Patterns = store.ListPatterns().Select(Apis.CatalogueApi.ToView).ToList();
-        Programs = store.ListUpdatePrograms();
+        Software = await store.ListSoftwareAsync(ct: HttpContext.RequestAborted);
+        Patches = await store.ListPatchesAsync(HttpContext.RequestAborted);
+        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(Apis.CatalogueApi.ToView).ToList();
+        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
         Media = artifacts.List();
-        GenuineMedia = store.ListMedia();
+        GenuineMedia = await store.ListMediaAsync(HttpContext.RequestAborted);
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostVerify(string id) => Apply(id, () => catalogue.Verify(id, Who, "web console"), "verified");
+    public Task<IActionResult> OnPostVerifyAsync(string id) => ApplyAsync(id, () => catalogue.VerifyAsync(id, Who, "web console", ct: HttpContext.RequestAborted), "verified");
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostRetire(string id) => Apply(id, () => catalogue.Retire(id, Who, "web console"), "retired");
+    public Task<IActionResult> OnPostRetireAsync(string id) => ApplyAsync(id, () => catalogue.RetireAsync(id, Who, "web console", ct: HttpContext.RequestAborted), "retired");
 
     /// <summary>Registers a genuine install medium by its digest, by the API's rules (<see cref="Apis.MediaApi.Check"/>).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostRegisterMedium(string? digest, string? name)
+    public async Task<IActionResult> OnPostRegisterMediumAsync(string? digest, string? name)
     {
         var (medium, problem) = Apis.MediaApi.Check(new Tsunagu.Protocol.MediaRegistration(digest ?? "", name ?? ""));
         if (medium is null)
@@ -43,12 +43,12 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
             Problem = $"Nothing was registered: {problem}";
             return RedirectToPage();
         }
-        return Change(() => Apis.MediaApi.Register(store, medium, Who), $"Medium {medium.Name} ({medium.Digest}) registered as genuine.", "Nothing was registered");
+        return await ChangeAsync(() => Apis.MediaApi.RegisterAsync(store, medium, Who, HttpContext.RequestAborted), $"Medium {medium.Name} ({medium.Digest}) registered as genuine.", "Nothing was registered");
     }
 
-    /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftware"/>).</summary>
+    /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftwareAsync"/>).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostAddSoftware(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
+    public async Task<IActionResult> OnPostAddSoftwareAsync(string? appId, string? version, string? name, string? requiredHardware, string? requiredOs)
     {
         var row = new SoftwareRow
         {
@@ -56,15 +56,15 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
             RequiredHardware = string.IsNullOrWhiteSpace(requiredHardware) ? null : requiredHardware.Trim(),
             RequiredOs = string.IsNullOrWhiteSpace(requiredOs) ? null : requiredOs.Trim(),
         };
-        return Change(() => catalogue.AddSoftware(row, Who), $"Software {row.AppId} {row.Version} added.");
+        return await ChangeAsync(async () => await catalogue.AddSoftwareAsync(row, Who, ct: HttpContext.RequestAborted), $"Software {row.AppId} {row.Version} added.");
     }
 
     /// <summary>
     /// Creates a draft pattern from one "application=version" per line, by the API's rules
-    /// (<see cref="CatalogueService.CreatePattern"/>: every version must be in the catalogue).
+    /// (<see cref="CatalogueService.CreatePatternAsync"/>: every version must be in the catalogue).
     /// </summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostCreatePattern(string? id, string? name, string? hardwareVersion, string? osVersion, string? applications)
+    public async Task<IActionResult> OnPostCreatePatternAsync(string? id, string? name, string? hardwareVersion, string? osVersion, string? applications)
     {
         var apps = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var line in (applications ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -77,14 +77,14 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
             }
         }
         var pattern = new NewPattern(id?.Trim() ?? "", name?.Trim() ?? "", hardwareVersion?.Trim() ?? "", osVersion?.Trim() ?? "", apps);
-        return Change(() => catalogue.CreatePattern(pattern, Who), $"Draft pattern {pattern.Id} created; verify it to use it.");
+        return await ChangeAsync(async () => await catalogue.CreatePatternAsync(pattern, Who, HttpContext.RequestAborted), $"Draft pattern {pattern.Id} created; verify it to use it.");
     }
 
-    private IActionResult Change(Action change, string done, string nothing = "Nothing was created")
+    private async Task<IActionResult> ChangeAsync(Func<Task> change, string done, string nothing = "Nothing was created")
     {
         try
         {
-            change();
+            await change();
             Notice = done;
         }
         catch (Exception e) when (e is CatalogueRuleException or StoreConflictException or KeyNotFoundException)
@@ -94,11 +94,11 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
         return RedirectToPage();
     }
 
-    private IActionResult Apply(string id, Func<PatternRow> change, string done)
+    private async Task<IActionResult> ApplyAsync(string id, Func<Task<PatternRow>> change, string done)
     {
         try
         {
-            change();
+            await change();
             Notice = $"Pattern {id} {done}.";
         }
         catch (Exception e) when (e is CatalogueRuleException or KeyNotFoundException)

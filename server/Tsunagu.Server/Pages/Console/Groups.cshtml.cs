@@ -9,7 +9,7 @@ namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>
 /// Groups of units (what rollouts move): the list with each group's members now, and the form that creates a static
-/// group (MACs) or a dynamic one (a filter) by <see cref="Groups.Create"/>, the API's rules and audit entry. A refused
+/// group (MACs) or a dynamic one (a filter) by <see cref="Groups.CreateAsync"/>, the API's rules and audit entry. A refused
 /// form is answered 400 (409 for a name in use) with the reason, and nothing is stored. The window form sets or clears a
 /// group's maintenance window by <see cref="Groups.SetWindowAsync"/> (the API's rules, answers and audit entry).
 /// </summary>
@@ -21,10 +21,18 @@ public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console"
     /// <summary>Why the form was refused (shown with the form as it was typed).</summary>
     public string? Refusal { get; private set; }
 
-    public void OnGet() => List = store.ListGroups().Select(g => Groups.View(g, store.GroupMembers(g), withMembers: false)).ToList();
+    public async Task OnGetAsync()
+    {
+        var views = new List<GroupView>();
+        foreach (var g in await store.ListGroupsAsync(HttpContext.RequestAborted))
+        {
+            views.Add(Groups.View(g, await store.GroupMembersAsync(g, HttpContext.RequestAborted), withMembers: false));
+        }
+        List = views;
+    }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPost(string? name, string? kind, string? macs, string? pattern, string? board, string? app, string? version, string? tags, string? online)
+    public async Task<IActionResult> OnPostAsync(string? name, string? kind, string? macs, string? pattern, string? board, string? app, string? version, string? tags, string? online)
     {
         NewGroup request;
         if (kind == GroupKinds.Static)
@@ -41,22 +49,22 @@ public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console"
                 "false" => false,
                 _ => null,
             };
-            if (Blank(online) is not null && on is null) { return Refuse("online: any, true or false"); }
+            if (Blank(online) is not null && on is null) { return await RefuseAsync("online: any, true or false"); }
             var tagList = Blank(tags)?.Split([' ', ',', ';'], StringSplitOptions.RemoveEmptyEntries);
             request = new NewGroup(name?.Trim(), null, new GroupFilter(Blank(pattern), Blank(board), Blank(app), Blank(version), tagList, on));
         }
         else
         {
-            return Refuse("kind: static (a list of MACs) or dynamic (a filter)");
+            return await RefuseAsync("kind: static (a list of MACs) or dynamic (a filter)");
         }
         try
         {
-            var view = Groups.Create(request, store, Who);
+            var view = await Groups.CreateAsync(request, store, Who, HttpContext.RequestAborted);
             Notice = $"Group {view.Name} created ({view.Kind}): {view.MemberCount} unit(s) now.";
         }
         catch (GroupRuleException e)
         {
-            return Refuse(e.Message, e.Conflict);
+            return await RefuseAsync(e.Message, e.Conflict);
         }
         return RedirectToPage();
     }
@@ -73,16 +81,16 @@ public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console"
         }
         catch (GroupRuleException e)
         {
-            return Refuse(e.Message, e.Conflict, e.NotFound, "Nothing was changed: ");
+            return await RefuseAsync(e.Message, e.Conflict, e.NotFound, "Nothing was changed: ");
         }
         return RedirectToPage();
     }
 
-    private PageResult Refuse(string why, bool conflict = false, bool notFound = false, string what = "Nothing was created: ")
+    private async Task<PageResult> RefuseAsync(string why, bool conflict = false, bool notFound = false, string what = "Nothing was created: ")
     {
         Response.StatusCode = notFound ? StatusCodes.Status404NotFound : conflict ? StatusCodes.Status409Conflict : StatusCodes.Status400BadRequest;
         Refusal = what + why;
-        OnGet();
+        await OnGetAsync();
         return Page();
     }
 }

@@ -23,14 +23,14 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
     public DateTimeOffset Now { get; private set; }
 
     /// <summary>The overview counts in the database (one grouped count of the units), never by reading the units: it stays fast at fleet scale.</summary>
-    public void OnGet(string? program)
+    public async Task OnGetAsync(string? program)
     {
         Now = time.GetUtcNow();
-        var counts = store.CountUnits();
+        var counts = await store.CountUnitsAsync(HttpContext.RequestAborted);
         (Total, Online, ByState) = (counts.Total, counts.Online, counts.ByState);
         // units on no pattern are listed under "-" (the unit list's filter value for them)
         ByPattern = counts.ByPattern.Select(p => (p.Pattern ?? UnitsModel.NoPattern, p.Count)).ToList();
-        Failures = store.ListFailures(Now.AddDays(-1));
+        Failures = await store.ListFailuresAsync(Now.AddDays(-1), ct: HttpContext.RequestAborted);
 
         PatternChart = new JsonObject
         {
@@ -42,12 +42,12 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
             },
         }.ToJsonString();
 
-        Programs = store.ListUpdatePrograms();
+        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
         Rollout = Programs.FirstOrDefault(p => p.Id == program) ?? Programs.FirstOrDefault();
         if (Rollout is not null)
         {
             // units the program concerns: those on its from-pattern now, and those it already moved
-            var reports = store.ListSuccessfulUpdateTimes(Rollout.Id);
+            var reports = await store.ListSuccessfulUpdateTimesAsync(Rollout.Id, HttpContext.RequestAborted);
             RolloutDone = reports.Count;
             RolloutScope = counts.OnPattern(Rollout.FromPattern) + RolloutDone;
             // one point per distinct time (reports of the same second are one step), so no time repeats on the axis

@@ -20,10 +20,10 @@ public sealed class ProgramsModel(TsunaguStore store, CatalogueService catalogue
     public IReadOnlyList<UpdateProgramRow> Programs { get; private set; } = [];
     public IReadOnlyList<Apis.PatternView> Patterns { get; private set; } = [];
 
-    public void OnGet()
+    public async Task OnGetAsync()
     {
-        Programs = store.ListUpdatePrograms();
-        Patterns = store.ListPatterns().Select(Apis.CatalogueApi.ToView).ToList();
+        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
+        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(Apis.CatalogueApi.ToView).ToList();
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]

@@ -36,12 +36,12 @@ public sealed class RegisterModel(TsunaguStore store, UnitRegistration registrat
     public int BulkRegistered { get; private set; }
     public string CsvColumns => string.Join(',', DeviceTable.Columns);
 
-    public void OnGet() => Patterns = store.ListPatterns(PatternStatus.Verified);
+    public async Task OnGetAsync() => Patterns = await store.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
 
     [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostOneAsync()
     {
-        Patterns = store.ListPatterns(PatternStatus.Verified);
+        Patterns = await store.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
         if (!ModelState.IsValid)
         {
             Response.StatusCode = StatusCodes.Status400BadRequest;
@@ -66,7 +66,7 @@ public sealed class RegisterModel(TsunaguStore store, UnitRegistration registrat
     [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostCsvAsync(IFormFile? table)
     {
-        Patterns = store.ListPatterns(PatternStatus.Verified);
+        Patterns = await store.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
         ModelState.Clear();
         if (table is null || table.Length == 0)
         {
@@ -80,7 +80,7 @@ public sealed class RegisterModel(TsunaguStore store, UnitRegistration registrat
         }
         using var reader = new StreamReader(table.OpenReadStream());
         var text = await reader.ReadToEndAsync(HttpContext.RequestAborted);
-        Bulk = registration.CheckBulk(text);
+        Bulk = await registration.CheckBulkAsync(text, HttpContext.RequestAborted);
         if (Bulk.CanCommit)
         {
             try

@@ -33,12 +33,12 @@ public sealed class RolloutModel(TsunaguStore store, RolloutService rollouts) : 
 
     public string? Refusal { get; private set; }
 
-    public IActionResult OnGet(string name) => Load(name) ? Page() : NotFound();
+    public async Task<IActionResult> OnGetAsync(string name) => await LoadAsync(name, HttpContext.RequestAborted) ? Page() : NotFound();
 
-    private bool Load(string name)
+    private async Task<bool> LoadAsync(string name, CancellationToken ct)
     {
-        if (!Apis.InputRules.IsIdentifier(name) || store.GetRollout(name) is not { } row) { return false; }
-        Rollout = rollouts.View(row);
+        if (!Apis.InputRules.IsIdentifier(name) || await store.GetRolloutAsync(name, HttpContext.RequestAborted) is not { } row) { return false; }
+        Rollout = await rollouts.ViewAsync(row, ct);
         return true;
     }
 
@@ -75,8 +75,8 @@ public sealed class RolloutModel(TsunaguStore store, RolloutService rollouts) : 
 
     private async Task<IActionResult> ActAsync(string name, string action, string? confirm, string? units = null)
     {
-        if (!Load(name)) { return NotFound(); }
-        if (confirm != "yes") { return Refuse($"tick the box to confirm: {action} {Rollout.Name}", conflict: false); }
+        if (!await LoadAsync(name, HttpContext.RequestAborted)) { return NotFound(); }
+        if (confirm != "yes") { return await RefuseAsync($"tick the box to confirm: {action} {Rollout.Name}", conflict: false, HttpContext.RequestAborted); }
         try
         {
             var view = await rollouts.ActAsync(name, action, Who, HttpContext.RequestAborted, units);
@@ -88,16 +88,16 @@ public sealed class RolloutModel(TsunaguStore store, RolloutService rollouts) : 
         }
         catch (RolloutRuleException e)
         {
-            return Refuse(e.Message, e.Conflict);
+            return await RefuseAsync(e.Message, e.Conflict, HttpContext.RequestAborted);
         }
         return Redirect($"/console/rollouts/{Rollout.Name}");
     }
 
-    private PageResult Refuse(string why, bool conflict)
+    private async Task<PageResult> RefuseAsync(string why, bool conflict, CancellationToken ct)
     {
         Response.StatusCode = conflict ? StatusCodes.Status409Conflict : StatusCodes.Status400BadRequest;
         Refusal = "Nothing was done: " + why;
-        Load(Rollout.Name);
+        await LoadAsync(Rollout.Name, HttpContext.RequestAborted);
         return Page();
     }
 }

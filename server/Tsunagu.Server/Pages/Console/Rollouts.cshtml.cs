@@ -10,7 +10,7 @@ namespace Tsunagu.Server.Pages.Console;
 
 /// <summary>
 /// Staged rollouts: the list with each one's state and progress, the form that creates one (a group, an existing
-/// update program for the from and to patterns, waves, thresholds) by <see cref="RolloutService.Create"/> with the API's
+/// update program for the from and to patterns, waves, thresholds) by <see cref="RolloutService.CreateAsync"/> with the API's
 /// rules and audit entry, and the emergency stop. A refused form is answered 400 (409 when the name or the transition
 /// is taken) with the reason, and nothing is stored.
 /// </summary>
@@ -24,35 +24,38 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
     /// <summary>Why the form was refused (shown with the form as it was typed).</summary>
     public string? Refusal { get; private set; }
 
-    public void OnGet()
+    public async Task OnGetAsync()
     {
-        List = store.ListRollouts().Select(rollouts.View).OrderByDescending(r => r.CreatedAt, StringComparer.Ordinal).ToList();
-        GroupNames = store.ListGroups().Select(g => g.Name).ToList();
-        Programs = store.ListUpdatePrograms();
+        var views = new List<RolloutView>();
+        foreach (var row in await store.ListRolloutsAsync(ct: HttpContext.RequestAborted)) { views.Add(await rollouts.ViewAsync(row, HttpContext.RequestAborted)); }
+        List = views.OrderByDescending(r => r.CreatedAt, StringComparer.Ordinal).ToList();
+        GroupNames = (await store.ListGroupsAsync(HttpContext.RequestAborted)).Select(g => g.Name).ToList();
+        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public async Task<IActionResult> OnPostCreateAsync(string? name, string? group, string? program, string? waves, string? successPercent,
         string? errorPercent, string? onError, string? minWaveSeconds)
     {
-        if (!InputRulesOk(program, out var row, out var why)) { return Refuse(why!, conflict: row is not null); }
+        var (row, why) = await InputRulesAsync(program, HttpContext.RequestAborted);
+        if (why is not null) { return await RefuseAsync(why, conflict: row is not null); }
         var (specs, waveError) = RolloutEngine.ParseWaves(waves);
-        if (specs is null) { return Refuse(waveError!); }
+        if (specs is null) { return await RefuseAsync(waveError!); }
         if (!Number(successPercent, "successPercent", out var success, out why)
             || !Number(errorPercent, "errorPercent", out var error, out why)
             || !Number(minWaveSeconds, "minWaveSeconds", out var minWave, out why))
         {
-            return Refuse(why!);
+            return await RefuseAsync(why!);
         }
         var request = new NewRollout(name?.Trim(), Blank(group), row!.FromPattern, row.ToPattern, specs, success, error, Blank(onError), minWave);
         RolloutView view;
         try
         {
-            view = rollouts.Create(request, Who);
+            view = await rollouts.CreateAsync(request, Who, HttpContext.RequestAborted);
         }
         catch (RolloutRuleException e)
         {
-            return Refuse(e.Message, e.Conflict);
+            return await RefuseAsync(e.Message, e.Conflict);
         }
         if (view.UpdateId != row.Id)
         {
@@ -66,30 +69,28 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
 
     /// <summary>Pauses every running rollout (the API's emergency stop, the same roles).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support)]
-    public IActionResult OnPostStop(string? confirm)
+    public async Task<IActionResult> OnPostStopAsync(string? confirm)
     {
-        if (confirm != "yes") { return Refuse("tick the box to confirm the emergency stop", prefix: "Nothing was paused: "); }
-        var paused = rollouts.EmergencyStop(Who);
+        if (confirm != "yes") { return await RefuseAsync("tick the box to confirm the emergency stop", prefix: "Nothing was paused: "); }
+        var paused = await rollouts.EmergencyStopAsync(Who, HttpContext.RequestAborted);
         Notice = paused.Count == 0 ? "No rollout was running." : $"Paused: {string.Join(", ", paused)}.";
         return RedirectToPage();
     }
 
-    private bool InputRulesOk(string? program, out UpdateProgramRow? row, out string? why)
+    /// <summary>The chosen update program, and why it cannot be a rollout's (null when it can).</summary>
+    private async Task<(UpdateProgramRow? Row, string? Why)> InputRulesAsync(string? program, CancellationToken ct)
     {
-        row = null;
-        why = null;
-        if (!Apis.InputRules.IsIdentifier(program)) { why = "program: choose the update program that leads from the old pattern to the new one"; return false; }
-        row = store.GetUpdateProgram(program);
-        if (row is null) { why = $"program: no update program '{program}'"; return false; }
+        if (!Apis.InputRules.IsIdentifier(program)) { return (null, "program: choose the update program that leads from the old pattern to the new one"); }
+        var row = await store.GetUpdateProgramAsync(program, ct);
+        if (row is null) { return (null, $"program: no update program '{program}'"); }
         // a rollout moves its units by the program its transition offers (the highest priority one from -> to): the chosen
         // program must be that one, or the units would install another program than the one chosen
-        if (store.FindUpdateProgram(row.FromPattern, row.ToPattern) is { } offered && offered.Id != row.Id)
+        if (await store.FindUpdateProgramAsync(row.FromPattern, row.ToPattern, ct: ct) is { } offered && offered.Id != row.Id)
         {
-            why = $"program: {row.FromPattern} -> {row.ToPattern} is offered by update program {offered.Id} (priority {offered.Priority}), not {row.Id} " +
-                  $"(priority {row.Priority}); a rollout of this transition moves its units by {offered.Id}: choose it, or give {row.Id} the higher priority";
-            return false;
+            return (row, $"program: {row.FromPattern} -> {row.ToPattern} is offered by update program {offered.Id} (priority {offered.Priority}), not {row.Id} " +
+                         $"(priority {row.Priority}); a rollout of this transition moves its units by {offered.Id}: choose it, or give {row.Id} the higher priority");
         }
-        return true;
+        return (row, null);
     }
 
     /// <summary>An optional whole number of the form (empty: the default).</summary>
@@ -103,11 +104,11 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
         return false;
     }
 
-    private PageResult Refuse(string why, bool conflict = false, string prefix = "Nothing was created: ")
+    private async Task<PageResult> RefuseAsync(string why, bool conflict = false, string prefix = "Nothing was created: ")
     {
         Response.StatusCode = conflict ? StatusCodes.Status409Conflict : StatusCodes.Status400BadRequest;
         Refusal = prefix + why;
-        OnGet();
+        await OnGetAsync();
         return Page();
     }
 }

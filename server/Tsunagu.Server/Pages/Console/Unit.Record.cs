@@ -6,17 +6,19 @@ using Tsunagu.Server.Units.Lifecycle;
 namespace Tsunagu.Server.Pages.Console;
 
 // The unit's row of the device management table edited in the console (PATCH /api/v1/units/{mac}/record): the same
-// rules (UnitLifecycle.Edit, the registration's), the revision the page showed as If-Match, the revision history
+// rules (UnitLifecycle.EditAsync, the registration's), the revision the page showed as If-Match, the revision history
 // (GET /api/v1/units/{mac}/revisions); and the deletion of a row that never reached the server (DELETE /api/v1/units/{mac}).
 public sealed partial class UnitModel
 {
     /// <summary>The row's revisions, newest first: who changed what and when (secrets only as "changed").</summary>
-    public IReadOnlyList<UnitRevisionView> Revisions => _revisions ??= HttpContext.RequestServices.GetRequiredService<TsunaguStore>().ListUnitRevisions(Unit.Mac)
-        .Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
-            System.Text.Json.JsonSerializer.Deserialize<List<UnitFieldChange>>(r.Changes, System.Text.Json.JsonSerializerOptions.Web) ?? []))
-        .Reverse().ToList();
+    public IReadOnlyList<UnitRevisionView> Revisions { get; private set; } = [];
 
-    private IReadOnlyList<UnitRevisionView>? _revisions;
+    /// <summary>Reads the row's revisions (<see cref="Revisions"/>) for the page.</summary>
+    private async Task LoadRevisionsAsync(string mac, CancellationToken ct) =>
+        Revisions = (await store.ListUnitRevisionsAsync(mac, ct))
+            .Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
+                System.Text.Json.JsonSerializer.Deserialize<List<UnitFieldChange>>(r.Changes, System.Text.Json.JsonSerializerOptions.Web) ?? []))
+            .Reverse().ToList();
 
     /// <summary>Whether the row may still be deleted rather than decommissioned: the unit never reached the server and no replacement involves it.</summary>
     public bool Deletable => Unit.DecommissionedAt is null && Unit.LastSeen is null && Unit.Inventory is null && Unit.ReplacedBy is null;
@@ -27,11 +29,11 @@ public sealed partial class UnitModel
     /// is kept unless a new one is typed or <paramref name="clearPassword"/> is ticked.
     /// </summary>
     [ConsoleAccess(OperatorRoles.Administrator)]
-    public IActionResult OnPostRecord(string mac, long revision, string? serial, string? hardwareVersion, string? ispMethod, string? ispUsername,
+    public async Task<IActionResult> OnPostRecordAsync(string mac, long revision, string? serial, string? hardwareVersion, string? ispMethod, string? ispUsername,
         string? ispPassword, string? clearPassword, string? ipAddress, string? ispGateway, string? ispDns, string? domain, string? vpn, string? globalIp,
         string? subscriber)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (Unit.DecommissionedAt is not null) { Problem = $"Nothing was changed: {Unit.Mac} is decommissioned; its row is kept for audit."; return RedirectToPage(new { mac = Unit.Mac }); }
         if (revision != Unit.Revision)
         {
@@ -49,7 +51,7 @@ public sealed partial class UnitModel
             ipAddress ?? "", domain ?? "", vpn ?? "", globalIp ?? "", subscriber ?? "", ispGateway ?? "", dns);
         try
         {
-            var (row, error) = lifecycle.Edit(Unit.Mac, revision, edit, Who);
+            var (row, error) = await lifecycle.EditAsync(Unit.Mac, revision, edit, Who, HttpContext.RequestAborted);
             if (row is null) { Problem = "Nothing was changed: " + error; }
             else if (row.Revision == revision) { Notice = $"The row of {Unit.Mac} is unchanged: the form held what it already had."; }
             else { Notice = $"The row of {Unit.Mac} is now at revision {row.Revision}; the history below says what changed."; }
@@ -63,13 +65,13 @@ public sealed partial class UnitModel
 
     /// <summary>Deletes a row that never reached the server (a registration made by mistake), when confirmed.</summary>
     [ConsoleAccess(OperatorRoles.Administrator)]
-    public IActionResult OnPostDelete(string mac, string? confirm, long revision)
+    public async Task<IActionResult> OnPostDeleteAsync(string mac, string? confirm, long revision)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (Precondition("delete", confirm, revision) is { } refused) { Problem = refused; return RedirectToPage(new { mac = Unit.Mac }); }
         try
         {
-            HttpContext.RequestServices.GetRequiredService<TsunaguStore>().DeleteUnit(Unit.Mac, Who);
+            await store.DeleteUnitAsync(Unit.Mac, Who, HttpContext.RequestAborted);
         }
         catch (Exception e) when (e is StoreConflictException or UnitNotFoundException)
         {

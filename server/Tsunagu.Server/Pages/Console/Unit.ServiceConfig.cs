@@ -30,9 +30,9 @@ public sealed partial class UnitModel
     /// <summary>A revision's state for people (<see cref="ServiceConfigService.Describe"/>: retries and attempts).</summary>
     public string ConfigState(UnitConfigRow revision) => ConfigService.Describe(revision, revision.Revision == CurrentConfigRevision);
 
-    private void LoadConfig()
+    private async Task LoadConfigAsync(CancellationToken ct)
     {
-        if (ConfigService.Latest(Unit.Mac) is { } latest)
+        if (await ConfigService.LatestAsync(Unit.Mac, ct) is { } latest)
         {
             CurrentConfig = latest.Document;
             CurrentConfigRevision = latest.Row.Revision;
@@ -45,7 +45,7 @@ public sealed partial class UnitModel
         string? upstreams, string? filterEnabled, string? blockedDomains, string? blockedAddresses, string? vpnEnabled, string? vpnListenPort, string? vpnAddress,
         string? cacheEnabled, string? cacheMegabytes, string? virusScanShown = null, string? virusScanEnabled = null)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (CurrentConfig is not { } current)
         {
             return ConfigRefused("the unit has no configuration yet to start from; give the whole document below");
@@ -73,7 +73,7 @@ public sealed partial class UnitModel
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.Support)]
     public async Task<IActionResult> OnPostServiceConfigJsonAsync(string mac, long baseRevision, string? document)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (string.IsNullOrWhiteSpace(document)) { return ConfigRefused("document: empty"); }
         if (document.Length > Apis.AccountsApi.MaxServiceConfigBytes) { return ConfigRefused($"document: larger than {Apis.AccountsApi.MaxServiceConfigBytes} bytes"); }
         ServiceConfiguration? config;

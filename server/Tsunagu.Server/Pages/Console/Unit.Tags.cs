@@ -12,15 +12,16 @@ public sealed partial class UnitModel
     public const int MaxTagsText = Tags.MaxPerUnit * (Tags.MaxLength + 1);
 
     /// <summary>The unit's tags, sorted.</summary>
-    public IReadOnlyList<string> UnitTags => _tags ??= HttpContext.RequestServices.GetRequiredService<TsunaguStore>().GetTags(Unit.Mac);
+    public async Task<IReadOnlyList<string>> UnitTagsAsync() =>
+        _tags ??= await HttpContext.RequestServices.GetRequiredService<TsunaguStore>().GetTagsAsync(Unit.Mac, HttpContext.RequestAborted);
 
     private IReadOnlyList<string>? _tags;
 
     /// <summary>Replaces the unit's tags by those typed (separated by spaces, commas or semicolons; empty clears them).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostTags(string mac, string? tags)
+    public async Task<IActionResult> OnPostTags(string mac, string? tags)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (Unit.DecommissionedAt is not null) { Problem = $"Nothing was changed: {Unit.Mac} is decommissioned."; return RedirectToPage(new { mac = Unit.Mac }); }
         var text = tags ?? "";
         if (text.Length > MaxTagsText) { Problem = $"Nothing was changed: {Tags.Rule("tags")}"; return RedirectToPage(new { mac = Unit.Mac }); }
@@ -28,7 +29,7 @@ public sealed partial class UnitModel
         if (Tags.Invalid(list) is { } error) { Problem = "Nothing was changed: " + error; return RedirectToPage(new { mac = Unit.Mac }); }
         var normal = Tags.Normal(list);
         var store = HttpContext.RequestServices.GetRequiredService<TsunaguStore>();
-        Notice = store.SetTags(Unit.Mac, normal, new AuditEntry(Who, "unit.tags", Unit.Mac, normal.Count == 0 ? "none" : string.Join(' ', normal)))
+        Notice = await store.SetTagsAsync(Unit.Mac, normal, new AuditEntry(Who, "unit.tags", Unit.Mac, normal.Count == 0 ? "none" : string.Join(' ', normal)))
             ? normal.Count == 0 ? $"{Unit.Mac} has no tags now." : $"Tags of {Unit.Mac}: {string.Join(' ', normal)}."
             : null;
         if (Notice is null) { Problem = $"Nothing was changed: unit {Unit.Mac} is not registered."; }

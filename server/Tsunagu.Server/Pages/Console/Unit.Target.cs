@@ -9,18 +9,18 @@ namespace Tsunagu.Server.Pages.Console;
 public sealed partial class UnitModel
 {
     /// <summary>The verified patterns a unit can be given as its target.</summary>
-    public IReadOnlyList<string> TargetChoices() =>
-        [.. HttpContext.RequestServices.GetRequiredService<TsunaguStore>().ListPatterns(PatternStatus.Verified).Select(p => p.Id)];
+    public async Task<IReadOnlyList<string>> TargetChoicesAsync() =>
+        [.. (await HttpContext.RequestServices.GetRequiredService<TsunaguStore>().ListPatternsAsync(PatternStatus.Verified, HttpContext.RequestAborted)).Select(p => p.Id)];
 
-    /// <summary>Sets (a verified pattern) or clears (empty) the unit's target pattern, by <see cref="CatalogueService.SetTargetPattern"/>.</summary>
+    /// <summary>Sets (a verified pattern) or clears (empty) the unit's target pattern, by <see cref="CatalogueService.SetTargetPatternAsync"/>.</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
-    public IActionResult OnPostTargetPattern(string mac, string? target)
+    public async Task<IActionResult> OnPostTargetPattern(string mac, string? target)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         var pattern = string.IsNullOrWhiteSpace(target) ? null : target.Trim();
         try
         {
-            HttpContext.RequestServices.GetRequiredService<CatalogueService>().SetTargetPattern(Unit.Mac, pattern, Who);
+            await HttpContext.RequestServices.GetRequiredService<CatalogueService>().SetTargetPatternAsync(Unit.Mac, pattern, Who, HttpContext.RequestAborted);
             Notice = pattern is null
                 ? $"{Unit.Mac} has no target pattern now: it follows the update programs to the newest pattern."
                 : $"{Unit.Mac} now targets {pattern}; it moves there at its next version check.";

@@ -33,16 +33,16 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
     public IReadOnlyList<PushCheckRow> Checks { get; private set; } = [];
     public DateTimeOffset Now { get; private set; }
 
-    public IActionResult OnGet(string mac)
+    public async Task<IActionResult> OnGetAsync(string mac)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         return Page();
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support)]
     public async Task<IActionResult> OnPostCheckAsync(string mac, int importance = 5)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (importance is < 1 or > 5) { Problem = $"importance {importance} is outside 1..5"; return RedirectToPage(new { mac = Unit.Mac }); }
         if (push.BrokerUri is null) { Problem = "push is disabled on this server"; return RedirectToPage(new { mac = Unit.Mac }); }
         try
@@ -71,7 +71,7 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
     [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostDecommissionAsync(string mac, string? confirm, long revision, string? reason)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         reason = string.IsNullOrWhiteSpace(reason) ? null : reason.Trim();
         if (Precondition("decommission", confirm, revision) is { } refused) { Problem = refused; }
         else if (!InputRules.IsOptionalText(reason, 256)) { Problem = "Nothing was done: " + InputRules.Text("Reason", 256); }
@@ -93,7 +93,7 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
     [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostReplaceAsync(string mac, string? confirm, long revision, string? newMac, string? newSerial)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (Precondition("replace", confirm, revision) is { } refused)
         {
             Problem = refused;
@@ -118,16 +118,16 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.Support)]
-    public IActionResult OnPostTransfer(string mac, string? confirm, long revision, string? to, string? withConfig)
+    public async Task<IActionResult> OnPostTransferAsync(string mac, string? confirm, long revision, string? to, string? withConfig)
     {
-        if (!Load(mac)) { return NotFound(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (Precondition("move the subscriber of", confirm, revision) is { } refused) { Problem = refused; }
         else if (!Protocol.MacAddress.TryNormalize(to, out var target)) { Problem = $"Nothing was done: '{InputRules.Quote(to)}' is not a MAC address."; }
         else
         {
             try
             {
-                store.TransferSubscriber(Unit.Mac, revision, target, null, withConfig == "yes", Who);
+                await store.TransferSubscriberAsync(Unit.Mac, revision, target, null, withConfig == "yes", Who, HttpContext.RequestAborted);
                 Notice = $"The subscriber of {Unit.Mac} moved to {target}{(withConfig == "yes" ? " with the service configuration" : "")}.";
             }
             catch (Exception e) when (e is StaleRevisionException or StoreConflictException or UnitNotFoundException)
@@ -138,9 +138,9 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
         return RedirectToPage(new { mac = Unit.Mac });
     }
 
-    private bool Load(string mac)
+    private async Task<bool> LoadAsync(string mac, CancellationToken ct)
     {
-        if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is not { } unit) { return false; }
+        if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, HttpContext.RequestAborted) is not { } unit) { return false; }
         Now = time.GetUtcNow();
         Unit = unit;
         if (unit.Inventory is { } json && JsonSerializer.Deserialize(json, ProtocolJson.Default.Inventory) is { } inventory)
@@ -148,13 +148,14 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
             Applications = inventory.Applications;
             OsVersion = inventory.OsVersion;
         }
-        Configs = store.ListUnitConfigs(m).Reverse().ToList();
-        Events = store.ListUnitEvents(m, 50);
-        Reports = store.ListUpdateReports(m);
+        Configs = (await store.ListUnitConfigsAsync(m, HttpContext.RequestAborted)).Reverse().ToList();
+        Events = await store.ListUnitEventsAsync(m, 50, ct: HttpContext.RequestAborted);
+        Reports = await store.ListUpdateReportsAsync(m, ct: HttpContext.RequestAborted);
         // the audit log is read by those who oversee (OperatorRoles.Oversight), here as on the API
-        AuditEntries = May(OperatorRoles.Oversight) ? store.ListAuditForUnit(m, 50) : [];
-        Checks = store.ListPushChecksForUnit(m, 10);
-        LoadConfig();
+        AuditEntries = May(OperatorRoles.Oversight) ? await store.ListAuditForUnitAsync(m, 50, ct: HttpContext.RequestAborted) : [];
+        Checks = await store.ListPushChecksForUnitAsync(m, 10, HttpContext.RequestAborted);
+        await LoadConfigAsync(ct);
+        await LoadRevisionsAsync(m, ct);
         return true;
     }
 }

@@ -42,7 +42,7 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
     public sealed record ListParameters(string? Mac = null, string? Serial = null, string? Subscriber = null, string? Pattern = null,
         string? State = null, string? Sort = null, string? Dir = null, string? Size = null, string? Domain = null);
 
-    public IActionResult OnGet(string? mac, string? serial, string? subscriber, string? pattern, string? state, string? sort, string? dir,
+    public async Task<IActionResult> OnGetAsync(string? mac, string? serial, string? subscriber, string? pattern, string? state, string? sort, string? dir,
         string? after, string? size, string? domain)
     {
         Now = time.GetUtcNow();
@@ -54,7 +54,7 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
             Response.StatusCode = StatusCodes.Status400BadRequest;
             return Page();
         }
-        Result = store.QueryUnitPage(query);
+        Result = await store.QueryUnitPageAsync(query, HttpContext.RequestAborted);
         return Page();
     }
 

@@ -8,9 +8,9 @@ public sealed class IndexModel(TsunaguStore store) : SessionPageModel("portal")
 {
     public IReadOnlyList<UnitRow> Units { get; private set; } = [];
 
-    public IActionResult OnGet()
+    public async Task<IActionResult> OnGetAsync()
     {
-        Units = store.QueryUnits(new UnitQuery(Subscriber: Who));
+        Units = await store.QueryUnitsAsync(new UnitQuery(Subscriber: Who), HttpContext.RequestAborted);
         return Units.Count == 1 ? Redirect($"/portal/units/{Units[0].Mac}") : Page();
     }
 }

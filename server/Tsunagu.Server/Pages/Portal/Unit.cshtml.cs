@@ -69,9 +69,9 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
     [BindProperty] public bool FilterEnabled { get; set; }
     [BindProperty] public string? BlockedSites { get; set; }
 
-    public IActionResult OnGet(string mac)
+    public async Task<IActionResult> OnGetAsync(string mac)
     {
-        if (!Load(mac)) { return Missing(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return Missing(); }
         Lan = new LanForm { LanAddress = Services!.Dhcp.LanAddress, PrefixLength = Services.Dhcp.PrefixLength, RangeStart = Services.Dhcp.RangeStart, RangeEnd = Services.Dhcp.RangeEnd };
         FilterEnabled = Services.ContentFilter.Enabled;
         BlockedSites = string.Join('\n', Services.ContentFilter.BlockedDomains);
@@ -112,14 +112,14 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
         c => c with { Vpn = c.Vpn with { Peers = c.Vpn.Peers.Where(p => p.Name != name).ToList() } });
 
     /// <summary>Stops the host's further attempts of the newest (failed) change; the unit stays on its last good settings.</summary>
-    public IActionResult OnPostCancelRetry(string mac, long revision)
+    public async Task<IActionResult> OnPostCancelRetryAsync(string mac, long revision)
     {
-        if (!Load(mac)) { return Missing(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return Missing(); }
         if (Revisions.Count == 0 || Revisions[0].Revision != revision)
         {
             Problem = $"Not changed: revision {revision} is not your unit's newest change any more; look again.";
         }
-        else if (retries.Cancel(Unit!.Mac, $"subscriber:{Who}") is { } cancelled)
+        else if (await retries.CancelAsync(Unit!.Mac, $"subscriber:{Who}", HttpContext.RequestAborted) is { } cancelled)
         {
             Notice = $"No further attempt of revision {cancelled} will be made; your unit keeps its last good settings.";
         }
@@ -133,7 +133,7 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
     /// <summary>Checks the one form that was sent, then hands the change to <see cref="SubscriberChanges"/>.</summary>
     private async Task<IActionResult> Change(string mac, string? form, string what, Func<ServiceConfiguration, ServiceConfiguration> change)
     {
-        if (!Load(mac)) { return Missing(); }
+        if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return Missing(); }
         foreach (var key in ModelState.Keys.Where(k => k != nameof(Basis) && (form is null || !k.StartsWith(form + ".", StringComparison.Ordinal))).ToList())
         {
             ModelState.Remove(key);
@@ -155,20 +155,20 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
         return Redirect($"/portal/units/{Unit!.Mac}");
     }
 
-    private bool Load(string mac)
+    private async Task<bool> LoadAsync(string mac, CancellationToken ct)
     {
         Now = time.GetUtcNow();
-        Unit = changes.OwnUnit(Who, mac);
+        Unit = await changes.OwnUnitAsync(Who, mac, HttpContext.RequestAborted);
         if (Unit is null) { return false; }
         // one read: the revision the page's forms send back (Newest) is the one its document was taken with
-        var (current, revisions) = changes.Read(Unit.Mac);
+        var (current, revisions) = await changes.ReadAsync(Unit.Mac, HttpContext.RequestAborted);
         if (current is { } c)
         {
             Current = c.Row;
             Services = c.Document;
         }
         Revisions = revisions;
-        Allowed = changes.AllowedFields(Who);
+        Allowed = await changes.AllowedFieldsAsync(Who, HttpContext.RequestAborted);
         return Services is not null;
     }
 

@@ -10,7 +10,7 @@ namespace Tsunagu.Server.Pages.Shared;
 /// (limited per account and source, per source, per account from unknown sources; bounded hashing), a session
 /// cookie of the area's own scheme carrying the account's security stamp.
 /// </summary>
-public abstract class LoginPageModel(string area, string scheme, string scope, Func<string, string?> passwordHash, TsunaguStore store, PasswordGuard guard)
+public abstract class LoginPageModel(string area, string scheme, string scope, Func<string, CancellationToken, Task<string?>> passwordHash, TsunaguStore store, PasswordGuard guard)
     : SessionPageModel(area)
 {
     [BindProperty] public LoginForm Form { get; set; } = new();
@@ -35,8 +35,8 @@ public abstract class LoginPageModel(string area, string scheme, string scope, F
             ModelState.AddModelError("", "Name or password is wrong.");
             return Page();
         }
-        await WebSessions.SignInAsync(HttpContext, scheme, Form.Name, scope, PasswordHasher.Stamp(passwordHash(Form.Name)));
-        store.Audit(scope == Protocol.TokenScope.Operator ? Form.Name : $"{scope}:{Form.Name}", $"{scope}.login", null, "web session");
+        await WebSessions.SignInAsync(HttpContext, scheme, Form.Name, scope, PasswordHasher.Stamp(await passwordHash(Form.Name, HttpContext.RequestAborted)));
+        await store.AuditAsync(scope == Protocol.TokenScope.Operator ? Form.Name : $"{scope}:{Form.Name}", $"{scope}.login", null, "web session", HttpContext.RequestAborted);
         var home = "/" + Area;
         return LocalRedirect(returnUrl is not null && Url.IsLocalUrl(returnUrl) && returnUrl.StartsWith(home, StringComparison.Ordinal) ? returnUrl : home);
     }

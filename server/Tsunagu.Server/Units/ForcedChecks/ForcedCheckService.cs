@@ -29,7 +29,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
     /// </summary>
     /// <exception cref="ForcedCheckSelectionException">The selection is malformed or names an unregistered unit.</exception>
     /// <exception cref="PushException">Push is disabled on this server.</exception>
-    public IReadOnlyList<string> Select(ForceCheckRequest request)
+    public async Task<IReadOnlyList<string>> SelectAsync(ForceCheckRequest request, CancellationToken ct = default)
     {
         if ((request.Macs is null || request.Macs.Count == 0) && request.Pattern is null && request.Application is null)
         {
@@ -43,7 +43,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
         {
             throw new PushException("push is disabled on this server");
         }
-        var matching = store.QueryUnits(new UnitQuery(request.Pattern, Application: request.Application, Version: request.Version))
+        var matching = (await store.QueryUnitsAsync(new UnitQuery(request.Pattern, Application: request.Application, Version: request.Version), ct))
             .Select(u => u.Mac).ToHashSet();
         var selected = new List<string>();
         if (request.Macs is { Count: > 0 })
@@ -51,7 +51,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
             foreach (var text in request.Macs)
             {
                 if (!MacAddress.TryNormalize(text, out var mac)) { throw new ForcedCheckSelectionException($"macs: '{text}' is not a MAC address"); }
-                if (store.GetUnit(mac) is null) { throw new ForcedCheckSelectionException($"unit {mac} is not registered", notFound: true); }
+                if (await store.GetUnitAsync(mac, ct) is null) { throw new ForcedCheckSelectionException($"unit {mac} is not registered", notFound: true); }
                 if (matching.Contains(mac) && !selected.Contains(mac)) { selected.Add(mac); }
             }
         }
@@ -91,12 +91,12 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
         }
         if (macs.Count == 0)
         {
-            if (audit is not null) { store.Audit(audit(null)); }
+            if (audit is not null) { await store.AuditAsync(audit(null), ct); }
             return new ForceCheckResponse(macs, null, []);
         }
         var checkId = Guid.NewGuid().ToString("N");
         var units = macs.Select(mac => (Mac: mac, Nonce: UnitCredentials.NewNonce(12))).ToList();
-        store.AddPushCheck(checkId, actor, importance, units, audit?.Invoke(checkId), reason);
+        await store.AddPushCheckAsync(checkId, actor, importance, units, audit?.Invoke(checkId), reason, ct: ct);
         var issuedAt = time.GetUtcNow();
         var failed = new ConcurrentQueue<string>();
         // QoS 1 publishes pipelined on the server's one connection (PUBACKs awaited concurrently), up to PushWindow at once
@@ -111,15 +111,15 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
                 failed.Enqueue(unit.Mac); // recorded as undelivered: sent again when the link or the unit is back
             }
         });
-        return new ForceCheckResponse(macs, checkId, store.GetPushCheck(checkId).Select(ToView).ToList());
+        return new ForceCheckResponse(macs, checkId, (await store.GetPushCheckAsync(checkId, ct)).Select(ToView).ToList());
     }
 
     public static PushDelivery ToView(PushCheckRow row) => new(row.Mac, row.Status, (int)row.Attempts, Parse(row.SentAt), Parse(row.DeliveredAt));
 
     /// <summary>A forced check's deliveries so far; null when there is no such check.</summary>
-    public ForceCheckStatus? Status(string checkId)
+    public async Task<ForceCheckStatus?> StatusAsync(string checkId, CancellationToken ct = default)
     {
-        var rows = store.GetPushCheck(checkId);
+        var rows = await store.GetPushCheckAsync(checkId, ct);
         if (rows.Count == 0)
         {
             return null;

@@ -11,23 +11,23 @@ public sealed class SecretRotationException(string message) : Exception(message)
 /// (<see cref="SecretBox"/>). Rotation: a new key is written as <c>secrets.key.next</c>; every row is resealed under it
 /// in one transaction; the new key is renamed over <c>secrets.key</c>; rows sealed under the old key meanwhile are
 /// resealed; the old key is forgotten. A crash at any step leaves every row openable at the next start, which reseals
-/// under the key <c>secrets.key</c> holds then (<see cref="SealAtStart"/>).
+/// under the key <c>secrets.key</c> holds then (<see cref="SealAtStartAsync"/>).
 /// </summary>
 public sealed class SecretRotation(TsunaguStore store, ILogger<SecretRotation> log)
 {
-    private readonly Lock _gate = new();
+    private readonly SemaphoreSlim _gate = new(1, 1);
 
     /// <summary>
     /// Start-up step: seals plain-text rows (from before sealing) and rows of an interrupted rotation under the current
     /// key, then removes a rotation's leftover key file. Returns the number of rows sealed.
     /// </summary>
-    public static int SealAtStart(TsunaguStore store)
+    public static async Task<int> SealAtStartAsync(TsunaguStore store, CancellationToken ct = default)
     {
         var box = store.Secrets;
         var current = box.CurrentId;
-        var n = store.ResealSecrets((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != current
+        var n = await store.ResealSecretsAsync((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != current
             ? box.Seal(mac, TsunaguStore.IspPasswordField, plain ?? box.Open(mac, TsunaguStore.IspPasswordField, sealedValue))
-            : null, null);
+            : null, null, ct);
         if (box.KeyPath is { } path && File.Exists(path + SecretBox.NextSuffix))
         {
             File.Delete(path + SecretBox.NextSuffix);
@@ -37,11 +37,12 @@ public sealed class SecretRotation(TsunaguStore store, ILogger<SecretRotation> l
     }
 
     /// <summary>Makes a new secrets key and reseals every row under it; returns the new key's id and the rows resealed.</summary>
-    public (string KeyId, int Resealed) Rotate(string actor)
+    public async Task<(string KeyId, int Resealed)> RotateAsync(string actor, CancellationToken ct = default)
     {
         var box = store.Secrets;
         var path = box.KeyPath ?? throw new SecretRotationException("this server has no secrets key file to rotate (it runs with a key of its own process)");
-        lock (_gate)
+        await _gate.WaitAsync(ct);
+        try
         {
             var key = RandomNumberGenerator.GetBytes(32);
             var id = SecretBox.IdOf(key);
@@ -50,15 +51,19 @@ public sealed class SecretRotation(TsunaguStore store, ILogger<SecretRotation> l
             box.AddKey(key);
             string Reseal(string mac, string? plain, string? sealedValue) =>
                 SecretBox.SealWith(key, id, mac, TsunaguStore.IspPasswordField, plain ?? box.Open(mac, TsunaguStore.IspPasswordField, sealedValue)!);
-            var n = store.ResealSecrets((mac, plain, sealedValue) => Reseal(mac, plain, sealedValue),
-                new AuditEntry(actor, "secrets.rotate", id, $"from key {oldId}"));
+            var n = await store.ResealSecretsAsync((mac, plain, sealedValue) => Reseal(mac, plain, sealedValue),
+                new AuditEntry(actor, "secrets.rotate", id, $"from key {oldId}"), ct);
             File.Move(path + SecretBox.NextSuffix, path, overwrite: true);
             box.MakeCurrent(key);
             // rows written while the first pass ran were sealed under the old key
-            store.ResealSecrets((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != id ? Reseal(mac, plain, sealedValue) : null, null);
+            await store.ResealSecretsAsync((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != id ? Reseal(mac, plain, sealedValue) : null, null, ct);
             box.Forget();
             log.LogInformation("secrets key rotated: {Old} -> {New}, {Count} row(s) resealed", oldId, id, n);
             return (id, n);
+        }
+        finally
+        {
+            _gate.Release();
         }
     }
 }

@@ -50,9 +50,9 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
     /// <exception cref="StaleRevisionException">The row changed since <paramref name="expected"/>; nothing was written.</exception>
     /// <exception cref="UnitNotFoundException">No such unit.</exception>
     /// <exception cref="StoreConflictException">The unit is decommissioned.</exception>
-    public (UnitRow? Row, string? Error) Edit(string mac, long expected, UnitEditRequest edit, string actor)
+    public async Task<(UnitRow? Row, string? Error)> EditAsync(string mac, long expected, UnitEditRequest edit, string actor, CancellationToken ct = default)
     {
-        var before = store.GetUnit(mac) ?? throw new UnitNotFoundException(mac);
+        var before = await store.GetUnitAsync(mac, ct) ?? throw new UnitNotFoundException(mac);
         if (before.DecommissionedAt is not null)
         {
             throw new StoreConflictException($"unit {mac} was decommissioned at {before.DecommissionedAt}; its row is kept for audit and cannot change");
@@ -65,7 +65,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
             new WanAccount(method, Merge(edit.IspUsername, before.IspUsername), password, ip, Merge(edit.IspGateway, before.IspGateway),
                 edit.IspDns is null ? before.DnsList : edit.IspDns.Count == 0 ? null : edit.IspDns), ip,
             Merge(edit.Domain, before.Domain), Merge(edit.Vpn, before.Vpn), Merge(edit.GlobalIp, before.GlobalIp), null, Merge(edit.Subscriber, before.Subscriber));
-        var (after, error) = UnitRegistration.Validate(request, store);
+        var (after, error) = await UnitRegistration.ValidateAsync(request, store, ct);
         if (after is null) { return (null, error); }
         var passwordChanged = edit.IspPassword is not null && password != store.IspPasswordOf(before);
         after.IspPasswordSealed = passwordChanged || before.IspPasswordSealed is null ? store.Secrets.Seal(mac, TsunaguStore.IspPasswordField, password) : before.IspPasswordSealed;
@@ -86,14 +86,14 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         Compare("globalIp", before.GlobalIp, after.GlobalIp);
         Compare("subscriber", before.Subscriber, after.Subscriber);
         if (changes.Count == 0) { return (before, null); }
-        store.EditUnit(after, expected, changes, actor, wanChanged);
-        return (store.GetUnit(mac), null);
+        await store.EditUnitAsync(after, expected, changes, actor, wanChanged, ct);
+        return (await store.GetUnitAsync(mac, ct), null);
     }
 
     /// <summary>Decommissions the unit and revokes it on the broker (its session is dropped, its password refused).</summary>
     public async Task<UnitRow> DecommissionAsync(string mac, long? expected, string actor, string? reason, CancellationToken ct)
     {
-        var row = store.Decommission(mac, expected, actor, reason);
+        var row = await store.DecommissionAsync(mac, expected, actor, reason, ct);
         await RevokeOnBrokerAsync(mac, ct);
         return row;
     }
@@ -105,7 +105,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         if (!MacAddress.TryNormalize(request.Mac, out var mac)) { return (null, $"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address"); }
         if (!InputRules.IsText(request.Serial, 64)) { return (null, "serial: required; " + InputRules.Text("serial", 64)); }
         if (request.HardwareVersion is not null && !InputRules.IsText(request.HardwareVersion, 64)) { return (null, InputRules.Text("hardwareVersion", 64)); }
-        var old = store.GetUnit(oldMac) ?? throw new UnitNotFoundException(oldMac);
+        var old = await store.GetUnitAsync(oldMac, ct) ?? throw new UnitNotFoundException(oldMac);
         var replacement = new UnitRow
         {
             Mac = mac, Serial = request.Serial.Trim(), HardwareVersion = request.HardwareVersion?.Trim() ?? old.HardwareVersion,
@@ -115,10 +115,10 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
             // sealed for the new unit's MAC: a sealed value opens only for the unit it was sealed for
             IspPasswordSealed = store.Secrets.Seal(mac, TsunaguStore.IspPasswordField, store.IspPasswordOf(old)),
         };
-        var fallback = store.GetServiceConfig(UnitRegistration.DefaultServiceConfig) is { } config
+        var fallback = await store.GetServiceConfigAsync(UnitRegistration.DefaultServiceConfig, ct) is { } config
             ? System.Text.Json.JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)
             : null;
-        var row = store.ReplaceUnit(oldMac, expected, replacement, fallback, actor);
+        var row = await store.ReplaceUnitAsync(oldMac, expected, replacement, fallback, actor, ct);
         await registration.EnsureBrokerAccountAsync(mac, ct);
         await RevokeOnBrokerAsync(oldMac, ct);
         return (row, null);

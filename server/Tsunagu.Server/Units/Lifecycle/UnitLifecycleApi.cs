@@ -20,28 +20,28 @@ public static class UnitLifecycleApi
     public static void MapUnitLifecycleApi(this IEndpointRouteBuilder app)
     {
         var units = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>().WithTags("Unit lifecycle");
-        units.MapGet("/{mac}/record", Results<Ok<UnitRecordView>, ProblemHttpResult> (string mac, TsunaguStore store, HttpContext http) =>
+        units.MapGet("/{mac}/record", async Task<Results<Ok<UnitRecordView>, ProblemHttpResult>> (string mac, TsunaguStore store, HttpContext http) =>
         {
-            if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is not { } unit) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
+            if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is not { } unit) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
             http.Response.Headers.ETag = ETag(unit.Revision);
             return TypedResults.Ok(UnitLifecycle.View(unit));
         }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPatch("/{mac}/record", Edit).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status428PreconditionRequired).AllowRoles(OperatorRoles.Administration);
-        units.MapGet("/{mac}/revisions", Results<Ok<List<UnitRevisionView>>, ProblemHttpResult> (string mac, TsunaguStore store) =>
-            MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is not null
-                ? TypedResults.Ok(store.ListUnitRevisions(m).Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
+        units.MapGet("/{mac}/revisions", async Task<Results<Ok<List<UnitRevisionView>>, ProblemHttpResult>> (string mac, TsunaguStore store, CancellationToken ct) =>
+            MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m, ct) is not null
+                ? TypedResults.Ok((await store.ListUnitRevisionsAsync(m, ct)).Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
                     System.Text.Json.JsonSerializer.Deserialize<List<UnitFieldChange>>(r.Changes, System.Text.Json.JsonSerializerOptions.Web) ?? [])).ToList())
                 : Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPost("/{mac}/decommission", Decommission).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         units.MapDelete("/{mac}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         units.MapPost("/{mac}/replace", Replace).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         units.MapPost("/{mac}/transfer-subscriber", Transfer).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Help);
-        app.MapPost(SecretsRotate, Results<Ok<SecretRotationResult>, ProblemHttpResult> (SecretRotation rotation, HttpContext http) =>
+        app.MapPost(SecretsRotate, async Task<Results<Ok<SecretRotationResult>, ProblemHttpResult>> (SecretRotation rotation, HttpContext http) =>
         {
             try
             {
-                var (id, n) = rotation.Rotate(http.Caller().Subject);
+                var (id, n) = await rotation.RotateAsync(http.Caller().Subject, http.RequestAborted);
                 return TypedResults.Ok(new SecretRotationResult(id, n));
             }
             catch (SecretRotationException e)
@@ -60,7 +60,7 @@ public static class UnitLifecycleApi
 
     private static ProblemHttpResult Stale(StaleRevisionException e) => Problems.Conflict(e.Message);
 
-    private static Results<Ok<UnitRecordView>, ProblemHttpResult> Edit(string mac, UnitEditRequest? request, UnitLifecycle lifecycle, HttpContext http)
+    private static async Task<Results<Ok<UnitRecordView>, ProblemHttpResult>> Edit(string mac, UnitEditRequest? request, UnitLifecycle lifecycle, HttpContext http)
     {
         if (!MacAddress.TryNormalize(mac, out var m)) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
         if (request is null) { return Problems.BadRequest("body: a JSON object with the fields to change is required"); }
@@ -73,7 +73,7 @@ public static class UnitLifecycleApi
         }
         try
         {
-            var (row, problem) = lifecycle.Edit(m, expected.Value, request, http.Caller().Subject);
+            var (row, problem) = await lifecycle.EditAsync(m, expected.Value, request, http.Caller().Subject, http.RequestAborted);
             if (row is null) { return Problems.BadRequest(problem!); }
             http.Response.Headers.ETag = ETag(row.Revision);
             return TypedResults.Ok(UnitLifecycle.View(row));
@@ -100,12 +100,12 @@ public static class UnitLifecycleApi
         catch (StoreConflictException e) { return Problems.Conflict(e.Message); }
     }
 
-    private static Results<NoContent, ProblemHttpResult> Delete(string mac, TsunaguStore store, HttpContext http)
+    private static async Task<Results<NoContent, ProblemHttpResult>> Delete(string mac, TsunaguStore store, HttpContext http)
     {
         if (!MacAddress.TryNormalize(mac, out var m)) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
         try
         {
-            store.DeleteUnit(m, http.Caller().Subject);
+            await store.DeleteUnitAsync(m, http.Caller().Subject, http.RequestAborted);
             return TypedResults.NoContent();
         }
         catch (UnitNotFoundException e) { return Problems.NotFound(e.Message); }
@@ -128,7 +128,7 @@ public static class UnitLifecycleApi
         catch (StoreConflictException e) { return Problems.Conflict(e.Message); }
     }
 
-    private static Results<Ok<UnitRecordView>, ProblemHttpResult> Transfer(string mac, TransferSubscriberRequest? request, TsunaguStore store, HttpContext http)
+    private static async Task<Results<Ok<UnitRecordView>, ProblemHttpResult>> Transfer(string mac, TransferSubscriberRequest? request, TsunaguStore store, HttpContext http)
     {
         if (!MacAddress.TryNormalize(mac, out var m)) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
         if (request is null || !MacAddress.TryNormalize(request.To, out var to)) { return Problems.BadRequest($"to: '{InputRules.Quote(request?.To)}' is not a MAC address"); }
@@ -136,8 +136,8 @@ public static class UnitLifecycleApi
         if (error is not null) { return Problems.BadRequest(error); }
         try
         {
-            store.TransferSubscriber(m, expected, to, null, request.WithConfig ?? true, http.Caller().Subject);
-            return TypedResults.Ok(UnitLifecycle.View(store.GetUnit(to)!));
+            await store.TransferSubscriberAsync(m, expected, to, null, request.WithConfig ?? true, http.Caller().Subject, http.RequestAborted);
+            return TypedResults.Ok(UnitLifecycle.View((await store.GetUnitAsync(to, http.RequestAborted))!));
         }
         catch (StaleRevisionException e) { return Stale(e); }
         catch (UnitNotFoundException e) { return Problems.NotFound(e.Message); }

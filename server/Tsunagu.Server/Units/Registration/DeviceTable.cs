@@ -13,7 +13,7 @@ public sealed record BulkCheck(string? FileError, IReadOnlyList<BulkRowResult> R
 
 /// <summary>
 /// The device management table as a CSV file (patent fig. 6): its columns, and the check of every row against the
-/// registration rules (<see cref="UnitRegistration.Validate"/>) before anything is written.
+/// registration rules (<see cref="UnitRegistration.ValidateAsync"/>) before anything is written.
 /// </summary>
 public static class DeviceTable
 {
@@ -26,7 +26,7 @@ public static class DeviceTable
          "global_ip", "subscriber", "target_pattern", "tags"];
 
     /// <summary>Checks every row of a CSV device management table against the registration rules; writes nothing.</summary>
-    public static BulkCheck Check(string text, TsunaguStore store)
+    public static async Task<BulkCheck> CheckAsync(string text, TsunaguStore store, CancellationToken ct = default)
     {
         List<List<string>> rows;
         try
@@ -62,11 +62,11 @@ public static class DeviceTable
                 new WanAccount(Cell(row, "isp_method") ?? "dhcp", Cell(row, "isp_username"), Cell(row, "isp_password"), null,
                     Cell(row, "isp_gateway"), UnitRegistration.NameServers(Cell(row, "isp_dns"))),
                 Cell(row, "ip_address"), Cell(row, "domain"), Cell(row, "vpn"), Cell(row, "global_ip"), Cell(row, "target_pattern"), Cell(row, "subscriber"));
-            var (unit, error) = UnitRegistration.Validate(req, store);
+            var (unit, error) = await UnitRegistration.ValidateAsync(req, store, ct);
             var rowTags = Fleet.Tags.SplitCell(Cell(row, "tags"));
             error ??= Fleet.Tags.Invalid(rowTags);
             if (unit is not null && !seen.Add(unit.Mac)) { error = $"mac: {unit.Mac} appears twice in this file"; }
-            else if (unit is not null && store.GetUnit(unit.Mac) is not null) { error = $"mac: {unit.Mac} is already registered"; }
+            else if (unit is not null && await store.GetUnitAsync(unit.Mac, ct) is not null) { error = $"mac: {unit.Mac} is already registered"; }
             results.Add(new(line, unit?.Mac ?? Cell(row, "mac"), error));
             if (error is null && unit is not null)
             {

@@ -18,13 +18,13 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
     /// <summary>
     /// Name servers as an operator types them into one CSV cell or form field: addresses separated by spaces, commas or
     /// semicolons (a tab or a line feed separates nothing: it stays in the address and the grammar refuses it). Null
-    /// when there is none. Each address is checked by <see cref="WanAccountGrammar"/> in <see cref="Validate"/>.
+    /// when there is none. Each address is checked by <see cref="WanAccountGrammar"/> in <see cref="ValidateAsync"/>.
     /// </summary>
     public static IReadOnlyList<string>? NameServers(string? text) =>
         text?.Split([' ', ',', ';'], StringSplitOptions.RemoveEmptyEntries) is { Length: > 0 } list ? list : null;
 
     /// <summary>Checks a registration; returns the row to insert or the error naming the field.</summary>
-    public static (UnitRow? Row, string? Error) Validate(RegisterUnitRequest request, TsunaguStore store)
+    public static async Task<(UnitRow? Row, string? Error)> ValidateAsync(RegisterUnitRequest request, TsunaguStore store, CancellationToken ct = default)
     {
         if (!MacAddress.TryNormalize(request.Mac, out var mac)) { return (null, $"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address"); }
         if (!InputRules.IsText(request.Serial, 64)) { return (null, "serial: required; " + InputRules.Text("serial", 64)); }
@@ -57,7 +57,7 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
         if (address is not null && request.Isp.Method != "static" && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{InputRules.Quote(address)}' is not an IP address"); }
         if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{InputRules.Quote(request.GlobalIp)}' is not an IP address"); }
         if (request.Domain is not null && !ServiceConfigValidator.IsDomainName(request.Domain)) { return (null, $"domain: {ServiceConfigValidator.Show(request.Domain)} is not a domain name"); }
-        if (request.TargetPattern is not null && store.GetPattern(request.TargetPattern) is not { Status: PatternStatus.Verified })
+        if (request.TargetPattern is not null && await store.GetPatternAsync(request.TargetPattern, ct) is not { Status: PatternStatus.Verified })
         {
             return (null, $"targetPattern: '{request.TargetPattern}' is not a verified pattern");
         }
@@ -77,23 +77,23 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
     /// </summary>
     public async Task<(UnitRow? Unit, string? Error, bool Conflict)> RegisterAsync(RegisterUnitRequest request, string actor, CancellationToken ct)
     {
-        var (unit, error) = Validate(request, store);
+        var (unit, error) = await ValidateAsync(request, store, ct);
         if (unit is null) { return (null, error, false); }
         try
         {
             // the unit, its first configuration and the audit entry: one transaction
-            store.AddUnits([unit], store.GetServiceConfig(DefaultServiceConfig), actor, "unit.register", unit.Mac, unit.Serial);
+            await store.AddUnitsAsync([unit], await store.GetServiceConfigAsync(DefaultServiceConfig, ct), actor, "unit.register", unit.Mac, unit.Serial, ct: ct);
         }
         catch (StoreConflictException e)
         {
             return (null, e.Message, true);
         }
         await EnsureBrokerAccountAsync(unit.Mac, ct);
-        return (store.GetUnit(unit.Mac)!, null, false);
+        return ((await store.GetUnitAsync(unit.Mac, ct))!, null, false);
     }
 
     /// <summary>Checks every row of a CSV device management table against the registration rules; writes nothing.</summary>
-    public BulkCheck CheckBulk(string text) => DeviceTable.Check(text, store);
+    public async Task<BulkCheck> CheckBulkAsync(string text, CancellationToken ct = default) => await DeviceTable.CheckAsync(text, store, ct);
 
     /// <summary>Registers every unit of a checked table (all rows valid), with default configuration and broker accounts.</summary>
     public async Task CommitBulkAsync(BulkCheck check, string actor, CancellationToken ct)
@@ -104,7 +104,7 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
         }
         // every unit, its first configuration and the audit entry in one transaction: a unit registered meanwhile
         // (another import) makes the whole table fail with nothing written
-        store.AddUnits(check.Valid, store.GetServiceConfig(DefaultServiceConfig), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)", check.Tags);
+        await store.AddUnitsAsync(check.Valid, await store.GetServiceConfigAsync(DefaultServiceConfig, ct), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)", check.Tags, ct: ct);
         foreach (var unit in check.Valid)
         {
             await EnsureBrokerAccountAsync(unit.Mac, ct);

@@ -21,22 +21,22 @@ public static class UpdateWindowApi
     public static void MapUpdateWindowApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
-        api.MapGet("/{mac}/update-window", Results<Ok<UpdateWindowView>, ProblemHttpResult> (string mac, TsunaguStore store) =>
-                MacAddress.TryNormalize(mac, out var m) && store.GetUnit(m) is { } unit
-                    ? TypedResults.Ok(View(unit, PolicySettings.Get(store)))
+        api.MapGet("/{mac}/update-window", async Task<Results<Ok<UpdateWindowView>, ProblemHttpResult>> (string mac, TsunaguStore store, CancellationToken ct) =>
+                MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m, ct) is { } unit
+                    ? TypedResults.Ok(View(unit, await PolicySettings.GetAsync(store, ct)))
                     : Problems.NotFound($"unit {mac} is not registered"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        api.MapPut("/{mac}/update-window", Results<Ok<UpdateWindowView>, ProblemHttpResult> (string mac, UpdateWindowRequest request, TsunaguStore store, HttpContext http) =>
+        api.MapPut("/{mac}/update-window", async Task<Results<Ok<UpdateWindowView>, ProblemHttpResult>> (string mac, UpdateWindowRequest request, TsunaguStore store, HttpContext http) =>
             {
-                if (!MacAddress.TryNormalize(mac, out var m) || store.GetUnit(m) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+                if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
                 if (Invalid(request) is { } error) { return Problems.BadRequest(error); }
                 var detail = $"window {(request.LowWindowStartHour is { } s ? $"{s:00}:00-{request.LowWindowEndHour:00}:00" : "fleet's")}, zone {request.TimeZone ?? "fleet's"}";
-                if (!store.SetUpdateWindow(m, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone,
-                        new AuditEntry(http.Caller().Subject, "unit.update-window", m, detail)))
+                if (!await store.SetUpdateWindowAsync(m, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone,
+                        new AuditEntry(http.Caller().Subject, "unit.update-window", m, detail), http.RequestAborted))
                 {
                     return Problems.NotFound($"unit {mac} is not registered");
                 }
-                return TypedResults.Ok(View(store.GetUnit(m)!, PolicySettings.Get(store)));
+                return TypedResults.Ok(View((await store.GetUnitAsync(m, http.RequestAborted))!, await PolicySettings.GetAsync(store, http.RequestAborted)));
             })
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
     }
