@@ -87,7 +87,7 @@ public class RolloutConsoleTests
         await Expect(page.Locator("#rollout-total")).ToContainTextAsync("4 of 4 installed, 0 failed");
         await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
         await Expect(page.Locator("#rollout-chart rect.segment-installed")).ToHaveCountAsync(3);
-        Assert.That(units.Select(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo("pattern-3"));
         Assert.That((await server.Store.ListAuditAsync(100)).Where(a => a.Target == "lab-p3").Select(a => a.Action).Reverse(),
             Is.EqualTo(new[] { "rollout.create", "rollout.open-wave", "rollout.open-wave", "rollout.complete" }));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "a completed rollout"), Is.Empty);

@@ -160,7 +160,7 @@ public class RolloutStoreTests(string kind)
         await _service.TickAsync(CancellationToken.None);
         Assert.That((await _store.ListUnitsAsync()).Select(u => u.TargetPattern), Is.All.Null);
         await CreateAsync("r2", [new(Percent: 100)]);
-        Assert.That(moved.Select(CheckAsync), Is.All.EqualTo(XtoY.Id), "a later rollout moves the units an abort returned");
+        Assert.That(await moved.SelectAsync(CheckAsync), Is.All.EqualTo(XtoY.Id), "a later rollout moves the units an abort returned");
     }
 
     [Test]

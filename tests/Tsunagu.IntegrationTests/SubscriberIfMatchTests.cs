@@ -62,13 +62,13 @@ public class SubscriberIfMatchTests
         }
 
         // the same revision again (stale: no race needed): 409, nothing written
-        var before = Snapshot(server, mac);
+        var before = await Snapshot(server, mac);
         using (var stale = await alice.SendAsync(Put(mac, document, $"W/\"{basis}\"")))
         {
             Assert.That(stale.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), await stale.Content.ReadAsStringAsync());
             Assert.That(await stale.Content.ReadAsStringAsync(), Does.Contain($"changed since revision {basis}"));
         }
-        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "a stale If-Match stores nothing and audits nothing");
+        Assert.That(await Snapshot(server, mac), Is.EqualTo(before), "a stale If-Match stores nothing and audits nothing");
 
         // the newest revision, but another save commits while this one waits for it: 409, only the other stored
         var (connection, transaction) = ConfigRaceTests.HoldOtherSave(server, mac, basis + 2, document);
@@ -90,11 +90,11 @@ public class SubscriberIfMatchTests
         // If-Match values that are no revision: 400 before anything is read or written
         foreach (var tag in new[] { "\"x1\"", "\"-1\"", "\"1 2\"", "*", $"\"{new string('9', 30)}\"", "W/\"abc\"", $"\"{basis + 2}\", \"{basis + 1}\"", "3", "\"\"" })
         {
-            before = Snapshot(server, mac);
+            before = await Snapshot(server, mac);
             using var bad = await alice.SendAsync(Put(mac, document, tag));
             Assert.That(bad.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), tag);
             Assert.That(await bad.Content.ReadAsStringAsync(), Does.Contain("If-Match"), tag);
-            Assert.That(Snapshot(server, mac), Is.EqualTo(before), $"{tag}: nothing written");
+            Assert.That(await Snapshot(server, mac), Is.EqualTo(before), $"{tag}: nothing written");
         }
 
         // without If-Match the change is still taken (compared with the newest the server read)
@@ -130,10 +130,10 @@ public class SubscriberIfMatchTests
         await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config", DemoCatalogue.StandardServices, CancellationToken.None);
         foreach (var (b, why) in new[] { (basis[0], "the revision shown"), ((string?)null, "no revision"), ("x", "not a number") })
         {
-            var before = Snapshot(server, mac);
+            var before = await Snapshot(server, mac);
             using var refused = await portal.PostAsync($"/portal/units/{mac}?handler=Filter", new FormUrlEncodedContent(Filter(b, "games.example")));
             Assert.That((int)refused.StatusCode, Is.LessThan(500), why);
-            Assert.That(Snapshot(server, mac), Is.EqualTo(before), $"{why}: nothing stored");
+            Assert.That(await Snapshot(server, mac), Is.EqualTo(before), $"{why}: nothing stored");
             if (refused.StatusCode == HttpStatusCode.Redirect)
             {
                 Assert.That(await portal.GetStringAsync($"/portal/units/{mac}"), Does.Contain("Not changed").And.Contain($"changed since revision"), why);

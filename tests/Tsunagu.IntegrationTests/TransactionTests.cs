@@ -139,7 +139,7 @@ public class TransactionTests
     /// An operator's request whose audit entry fails: refused, and the database exactly as before; the same request
     /// without the fault succeeds (so the fault, not the request, was refused).
     /// </summary>
-    private static async Task AssertAuditFaultChangesNothing(TestServer server, string action, Func<HttpClient, Task<HttpResponseMessage>> request, Action unchanged)
+    private static async Task AssertAuditFaultChangesNothing(TestServer server, string action, Func<HttpClient, Task<HttpResponseMessage>> request, Func<Task> unchanged)
     {
         using var http = OperatorHttp(server);
         InjectFault(server, "audit", $"NEW.action = '{action}'");
@@ -147,7 +147,7 @@ public class TransactionTests
         using var response = await request(http);
         Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"nothing of {action} without its audit entry");
-        unchanged();
+        await unchanged();
         RemoveFault(server);
         using var again = await request(http);
         Assert.That(again.IsSuccessStatusCode, Is.True, $"without the fault the same request succeeds ({again.StatusCode})");

@@ -54,7 +54,7 @@ public class UnitListTests
         Domain = i % 6 == 0 ? null : i % 7 == 0 ? $"D{i % 40:d2}.Example" : $"d{i % 40:d2}.example",
     }).ToList();
 
-    private static async Task<List<UnitListRow>> WalkAsync(TsunaguStore store, UnitPageQuery query, Action<int>? betweenPages = null)
+    private static async Task<List<UnitListRow>> WalkAsync(TsunaguStore store, UnitPageQuery query, Func<int, Task>? betweenPages = null)
     {
         var all = new List<UnitListRow>();
         var pages = 0;
@@ -64,7 +64,7 @@ public class UnitListTests
             all.AddRange(page.Rows);
             if (page.Next is null) { break; }
             Assert.That(page.Rows, Has.Count.EqualTo(query.Limit), "only the last page is short");
-            betweenPages?.Invoke(++pages);
+            if (betweenPages is not null) { await betweenPages(++pages); }
         }
         return all;
     }
