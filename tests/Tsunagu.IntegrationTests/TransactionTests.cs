@@ -371,6 +371,7 @@ public class TransactionTests
             {
                 Assert.That(artifacts.PathOf(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(content))), Is.Null, "no artifact without its audit entry");
                 Assert.That(Directory.GetFiles(artifacts.Directory).Order(StringComparer.Ordinal), Is.EqualTo(files), "nothing left of the upload");
+                return Task.CompletedTask;
             });
     }
 
