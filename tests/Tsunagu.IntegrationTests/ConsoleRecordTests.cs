@@ -123,6 +123,28 @@ public class ConsoleRecordTests
     }
 
     [Test]
+    public async Task The_isp_password_is_kept_when_another_field_is_edited_with_the_password_field_left_empty()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        var row = server.Store.GetUnit(mac)!;
+        var password = server.Store.IspPasswordOf(row);
+        Assert.That(password, Is.Not.Null.And.Not.Empty, "the row has a password to keep");
+
+        // the page never shows the password, so its field comes back empty: that keeps it
+        var edited = await Post(admin, mac, "Record", Form(row, ("domain", "kept.example"), ("ispPassword", "")));
+        Assert.That(edited.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        var after = server.Store.GetUnit(mac)!;
+        Assert.That((after.Revision, after.Domain), Is.EqualTo((row.Revision + 1, "kept.example")), "the edit was stored");
+        Assert.That(server.Store.IspPasswordOf(after), Is.EqualTo(password), "the password left empty is kept, not cleared");
+        var shown = WebUtility.HtmlDecode(await admin.GetStringAsync($"/console/units/{mac}"));
+        Assert.That(shown, Does.Not.Contain("Nothing was changed"), "the edit is not reported as refused");
+        Assert.That(shown, Does.Contain("domain: unit.example → kept.example").And.Not.Contain($"{TsunaguStore.IspPasswordField}: changed"),
+            "the revision names the domain, not the password");
+    }
+
+    [Test]
     public async Task Only_a_row_that_never_reached_the_server_is_deleted_and_only_when_confirmed()
     {
         await using var server = await TestServer.StartAsync();

@@ -180,4 +180,32 @@ public class ConsoleRolloutTests
         }
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before));
     }
+    [Test]
+    public async Task An_empty_set_window_form_is_refused_and_only_the_clear_button_clears_a_groups_window()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        await server.AddUnitsAsync(1);
+        Assert.That((await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That((await Post(admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = "mon-fri 01:00-05:00" })).StatusCode,
+            Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+
+        // "Set window" with nothing typed (or only blanks) is a slip, not a request to remove the window: 400 with why, nothing changed
+        foreach (var blank in new[] { "", " ", "\t \n" })
+        {
+            await Refused(server, admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = blank }, $"an empty window '{blank}'");
+            var body = await (await Post(admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = blank })).Content.ReadAsStringAsync();
+            Assert.That(body, Does.Contain("Clear window"), "the refusal says how a window is removed");
+        }
+        await Refused(server, admin, "/console/groups?handler=Window", new() { ["group"] = "lab" }, "no window field");
+        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+
+        // the Clear button (whatever the field holds) clears it, audited once
+        var audits = server.Store.ListAudit(1000, target: "lab").Count(a => a.Action == "group.window");
+        Assert.That((await Post(admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = "", ["clear"] = "yes" })).StatusCode,
+            Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.Null);
+        Assert.That(server.Store.ListAudit(1000, target: "lab").Count(a => a.Action == "group.window"), Is.EqualTo(audits + 1));
+    }
 }

@@ -359,8 +359,20 @@ public partial class FirstHourTests
         Assert.That(await OnServer(unknown), Is.EqualTo("unknown"), "a unit the server never registered (or whose data was removed)");
         Assert.That(await OnServer(units[1].Mac), Is.EqualTo("decommissioned"));
 
-        // a disk burned for a unit the server no longer knows is not reused: it is removed and a new one burned (here the
-        // burn fails on the test's empty image, so nothing is left)
+        // a server that does not answer is not "unknown" (which would replace a good disk): the lab stops, naming it
+        using (var closed = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            closed.Start();
+            var closedPort = ((System.Net.IPEndPoint)closed.LocalEndpoint).Port;
+            closed.Stop();
+            var (downExit, downOut, downError) = await LabUnitAsync(dir, demo, closedPort, units[0].Mac, "lab_unit_on_server");
+            Assert.That(downExit, Is.EqualTo(2), downOut + downError);
+            Assert.That(downOut, Does.Not.Contain("unknown"), downError);
+            Assert.That(downError, Does.Contain($"cannot ask the server on https://127.0.0.1:{closedPort}/ about unit {units[0].Mac}").And.Contain("nothing was changed"));
+        }
+
+        // a disk burned for a unit the server no longer knows is not reused: a new one is burned to replace it (here the
+        // burn fails on the test's empty image, so the old disk stays as it was and no partial copy is left)
         var image = Path.Combine(dir, "image");
         Directory.CreateDirectory(image);
         await File.WriteAllBytesAsync(Path.Combine(image, "disk.img"), new byte[4096]);
@@ -371,7 +383,10 @@ public partial class FirstHourTests
         var (burnExit, burnOut, burnError) = await LabUnitAsync(dir, demo, port, unknown, $"lab_unit_disk '{run}' --serial LAB-0001 --hardware qemu-r1");
         Assert.That(burnOut, Does.Contain($"the server does not know {unknown}").And.Not.Contain("reusing"), burnOut + burnError);
         Assert.That(burnExit, Is.Not.Zero, "the empty test image cannot be burned");
-        Assert.That(File.Exists(Path.Combine(run, "disk.img")), Is.False, "the old disk is gone, never reused");
+        Assert.That(await File.ReadAllTextAsync(Path.Combine(run, "disk.img")), Is.EqualTo("a disk burned for a unit of a server that was reset"),
+            "a failed burn leaves the old disk as it was");
+        Assert.That(File.Exists(Path.Combine(run, "disk.img.part")), Is.False, "no partial copy left");
+        Assert.That(burnError, Does.Contain("was left as it was"), burnError);
         Assert.That(await server.Store.GetUnitAsync(unknown), Is.Null, "nothing registered by a failed burn");
 
         // a decommissioned unit: refused before anything is copied or burned

@@ -133,4 +133,66 @@ public class AppStoreReplaceTests
         Assert.That(apps.Current(), Is.EqualTo(new Dictionary<string, string> { ["firewall"] = "1.1.0" }));
         Assert.That(ReadTree(apps.TreePath("firewall", "1.1.0")), Is.EqualTo(NewTree));
     }
+
+    /// <summary>The real file system whose tree removals fail (an unreadable, damaged tree) after removing one file, while <see cref="Failing"/>.</summary>
+    private sealed class UndeletableTrees : IDurableFileSystem
+    {
+        private static readonly IDurableFileSystem Real = PosixFileSystem.Instance;
+        public bool Failing { get; set; } = true;
+        public int FailedDeletes { get; private set; }
+
+        public bool FileExists(string path) => Real.FileExists(path);
+        public Stream OpenFile(string path) => Real.OpenFile(path);
+        public void SyncFile(string path) => Real.SyncFile(path);
+        public void CreateSymbolicLink(string path, string target) => Real.CreateSymbolicLink(path, target);
+        public void Rename(string source, string destination) => Real.Rename(source, destination);
+        public void DeleteFile(string path) => Real.DeleteFile(path);
+        public void SyncDirectory(string path) => Real.SyncDirectory(path);
+
+        public void DeleteTree(string path)
+        {
+            if (!Failing) { Real.DeleteTree(path); return; }
+            FailedDeletes++;
+            if (Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).FirstOrDefault() is { } first) { File.Delete(first); }
+            throw new IOException($"Input/output error: {path}");
+        }
+    }
+
+    [Test]
+    public void A_set_aside_tree_that_cannot_be_removed_fails_neither_the_replace_nor_any_later_read()
+    {
+        var (data, source) = Installed("undeletable");
+        var files = new UndeletableTrees();
+        var logged = new List<string>();
+        var apps = new AppStore(data, files, logged.Add);
+
+        apps.Replace("firewall", "1.1.0", source);
+
+        Assert.That(files.FailedDeletes, Is.GreaterThan(0), "precondition: the set-aside tree's removal failed");
+        var appDir = Path.Combine(data, "apps", "firewall");
+        var names = Directory.GetFileSystemEntries(appDir).Select(f => Path.GetFileName(f)!).ToList();
+        Assert.That(names.Where(n => n.StartsWith(".replaced-", StringComparison.Ordinal) || n.StartsWith(".replacing-", StringComparison.Ordinal)), Is.Empty,
+            "no tree is left under a name recovery acts on");
+        Assert.That(names.Count(n => n.StartsWith(".discarded-", StringComparison.Ordinal)), Is.EqualTo(1), "the undeletable tree is out of the way, once");
+        for (var read = 0; read < 3; read++)
+        {
+            Assert.That(apps.Current(), Is.EqualTo(new Dictionary<string, string> { ["firewall"] = "1.1.0" }), $"read {read}");
+            Assert.That(apps.Links(), Is.EqualTo(new Dictionary<string, string> { ["firewall"] = "1.1.0" }), $"read {read}");
+            Assert.That(new AppStore(data, files).Current(), Is.EqualTo(new Dictionary<string, string> { ["firewall"] = "1.1.0" }), $"read {read} after a restart");
+        }
+        Assert.That(ReadTree(apps.TreePath("firewall", "1.1.0")), Is.EqualTo(NewTree), "the new tree, whole, is in place");
+        Assert.That(logged, Has.Count.EqualTo(1).And.Some.Contains(".replaced-1.1.0"), "the failed removal is logged, once per tree");
+
+        // a staged copy that cannot be removed is moved out of the way the same way
+        var staging = Directory.CreateDirectory(Path.Combine(appDir, ".staging-1.2.0-cut")).FullName;
+        File.WriteAllText(Path.Combine(staging, "VERSION"), "half");
+        Assert.That(apps.Current(), Is.EqualTo(new Dictionary<string, string> { ["firewall"] = "1.1.0" }));
+        Assert.That(Directory.Exists(staging), Is.False);
+
+        // once removal works again, a later read removes what was set aside
+        files.Failing = false;
+        Assert.That(new AppStore(data, files).Current(), Is.EqualTo(new Dictionary<string, string> { ["firewall"] = "1.1.0" }));
+        Assert.That(Directory.GetFileSystemEntries(appDir).Select(Path.GetFileName).Order(StringComparer.Ordinal),
+            Is.EqualTo(new[] { "1.0.0", "1.1.0", "current" }), "nothing discarded is left once it can be removed");
+    }
 }

@@ -132,7 +132,8 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
             replaced = File.Exists(target);
             if (replaced)
             {
-                // the kept previous database is durable in staging before the new one takes its name
+                // the previous database waits in staging for a restore by this install; the sync only orders the two renames
+                // (after a power cut RemoveLeftovers deletes staging: only the signature directory's copy is durable)
                 _files.Rename(target, previous);
                 _files.SyncDirectory(staging);
             }

@@ -11,11 +11,16 @@ namespace Tsunagu.Firmware.Storage;
 /// publishes it, and every rename or removal is followed by a sync of its directory. A replace of a tree
 /// (<see cref="Replace"/>) cut by a power failure is finished by the next reader (<see cref="Current"/>,
 /// <see cref="Links"/>), so the version `current` names is always found with its old tree or its new one.
+/// Correctness depends only on renames: a leftover tree (set aside or half staged) that cannot be removed is renamed to
+/// `.discarded-ID`, which no reader looks at, and its removal is tried again by later readers without ever failing one
+/// (the failure is logged through <c>log</c> once, when the tree is set aside).
 /// </summary>
-public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
+public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null, Action<string>? log = null)
 {
     private readonly IDurableFileSystem _files = files ?? PosixFileSystem.Instance;
+    private readonly Action<string> _log = log ?? (_ => { });
     private readonly Lock _gate = new();
+    private readonly HashSet<string> _undeletableLogged = new(StringComparer.Ordinal);
 
     /// <summary>The complete replacement of NAME/VERSION while it is being swapped in (<see cref="Replace"/>): `apps/NAME/.replacing-VERSION`.</summary>
     private const string ReplacingPrefix = ".replacing-";
@@ -24,6 +29,9 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
     private const string ReplacedPrefix = ".replaced-";
 
     private const string StagingPrefix = ".staging-";
+
+    /// <summary>A leftover tree whose removal failed, renamed out of the way (<see cref="RemoveLeftover"/>): `apps/NAME/.discarded-ID`.</summary>
+    private const string DiscardedPrefix = ".discarded-";
 
     public string Root { get; } = Path.Combine(dataRoot, "apps");
 
@@ -185,7 +193,7 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
                 var version = name[ReplacedPrefix.Length..];
                 if (Directory.Exists(Path.Combine(appDir, version)))
                 {
-                    Directory.Delete(entry, recursive: true);
+                    RemoveLeftover(appDir, entry);
                 }
                 else
                 {
@@ -195,11 +203,46 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
             }
             else if (name.StartsWith(StagingPrefix, StringComparison.Ordinal))
             {
-                Directory.Delete(entry, recursive: true);
+                RemoveLeftover(appDir, entry);
                 changed = true;
+            }
+            else if (name.StartsWith(DiscardedPrefix, StringComparison.Ordinal))
+            {
+                TryDeleteTree(entry, logFailure: false); // logged when it was set aside
             }
         }
         if (changed) { _files.SyncDirectory(appDir); }
+    }
+
+    /// <summary>
+    /// Removes a tree no reader needs (a set-aside or half-staged tree), best-effort: when it cannot be removed (an
+    /// unreadable, damaged tree) it is renamed to a unique `.discarded-ID`, which readers ignore and later recoveries try
+    /// to remove again, so a failed removal never fails a read or makes the next recovery redo a swap.
+    /// </summary>
+    /// <exception cref="IOException">The rename out of the way failed.</exception>
+    private void RemoveLeftover(string appDir, string tree)
+    {
+        if (TryDeleteTree(tree, logFailure: true)) { return; }
+        _files.Rename(tree, Path.Combine(appDir, $"{DiscardedPrefix}{Guid.NewGuid():N}"));
+        _files.SyncDirectory(appDir);
+    }
+
+    /// <summary>Deletes <paramref name="tree"/>; false (logged once per tree when <paramref name="logFailure"/>) when it cannot be removed.</summary>
+    private bool TryDeleteTree(string tree, bool logFailure)
+    {
+        try
+        {
+            _files.DeleteTree(tree);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            if (logFailure && _undeletableLogged.Add(tree))
+            {
+                _log($"apps: cannot remove {tree} ({e.GetType().Name}: {e.Message}); it is left out of the way and removed later");
+            }
+            return false;
+        }
     }
 
     /// <summary>`.replacing-VERSION` (complete and synced) becomes VERSION: the old tree set aside, the new one renamed in, the old one removed.</summary>
@@ -213,7 +256,7 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
             if (Directory.Exists(replaced))
             {
                 // an older set-aside tree of the same version (its removal was cut): the one in place is the one to set aside
-                Directory.Delete(replaced, recursive: true);
+                RemoveLeftover(appDir, replaced);
             }
             _files.Rename(target, replaced);
             _files.SyncDirectory(appDir);
@@ -222,7 +265,7 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null)
         _files.SyncDirectory(appDir);
         if (Directory.Exists(replaced))
         {
-            Directory.Delete(replaced, recursive: true);
+            RemoveLeftover(appDir, replaced);
             _files.SyncDirectory(appDir);
         }
     }

@@ -40,7 +40,7 @@ public sealed class BootState : IState
             await ctx.Hardware.Data.FormatAsync(ct);
             ctx.Store = StateStore.Open(ctx.Hardware.Data.Root);
         }
-        ctx.Apps = new AppStore(ctx.Hardware.Data.Root);
+        ctx.Apps = new AppStore(ctx.Hardware.Data.Root, log: ctx.Log);
         if (ctx.Store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate) is { Phase: PendingUpdate.Rebooting or PendingUpdate.Checking } resumed)
         {
             // the health check must run within this, whether or not the host can be reached (a new OS may break the link)

@@ -233,9 +233,10 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
             await Hardware.Wan.DownAsync(ct);
             WanSessionEnded();
         }
-        catch (HalException e)
+        catch (Exception e) when (!(e is OperationCanceledException && ct.IsCancellationRequested))
         {
-            Log($"hang-up before the restart failed: {e.Message}");
+            // any failure (a HAL error, a refused permission, a bug): the restart that follows matters more than the hang-up
+            Log($"hang-up before the restart failed: {e.GetType().Name}: {e.Message}");
         }
     }
 

@@ -46,6 +46,15 @@ public sealed record PppoeWanOptions
     /// <summary>How long pppd may take to hang up before it is killed.</summary>
     public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>Where pppd writes the pid file of a named link, `ppp-LINKNAME.pid` (its _PATH_VARRUN).</summary>
+    public string PidDirectory { get; init; } = "/var/run";
+
+    /// <summary>The process file system, to tell whether a recorded pid is still a pppd (`/proc/PID/comm`).</summary>
+    public string ProcDirectory { get; init; } = "/proc";
+
+    /// <summary>The `kill` program, to stop a pppd this link did not start.</summary>
+    public string KillProgram { get; init; } = "kill";
+
     /// <summary>The kernel's list of PPPoE sessions, read when a session comes up (its id and the concentrator's MAC, for the PADT at hang-up).</summary>
     public string SessionsFile { get; init; } = "/proc/net/pppoe";
 
@@ -88,6 +97,7 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
     private TaskCompletionSource _lost = NewLost();
     private IRunningCommand? _pppd;
     private CancellationTokenSource? _watch;
+    private bool _staleChecked;
 
     public PppoeWanLink(PppoeWanOptions options, ICommandRunner runner, TimeProvider? time = null, IPppoeTerminator? terminator = null)
     {
@@ -112,6 +122,15 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
     public Task Watching { get; private set; } = Task.CompletedTask;
 
     public string OptionsPath => Path.Combine(_options.RunDirectory, "wan.options");
+
+    /// <summary>pppd's `linkname`: its pid file is `PidDirectory/ppp-LINKNAME.pid`.</summary>
+    public string LinkName => "tsunagu-" + _options.PppInterface;
+
+    /// <summary>The pid file pppd writes for this link (first line: its pid).</summary>
+    public string PidFilePath => Path.Combine(_options.PidDirectory, $"ppp-{LinkName}.pid");
+
+    /// <summary>The pid of a pppd this link did not start that was stopped before the first dial (for messages), or null.</summary>
+    public int? StalePppdStopped { get; private set; }
     public string StatePath => Path.Combine(_options.RunDirectory, "wan.state");
 
     /// <summary>The options file for <paramref name="account"/>: one option per line, the user and password quoted.</summary>
@@ -151,7 +170,7 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
         Line("maxfail 1");
         Line($"unit {o.Unit.ToString(inv)}");
         Line($"ifname {o.PppInterface}");
-        Line($"linkname tsunagu-{o.PppInterface}");
+        Line($"linkname {LinkName}");
         Line($"ipparam {StatePath}");
         Line($"ip-up-script {o.HookScript}");
         Line($"ip-down-script {o.HookScript}");
@@ -168,6 +187,11 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
         await _serial.WaitAsync(cancellationToken);
         try
         {
+            if (!_staleChecked)
+            {
+                await StopStalePppdAsync(cancellationToken);
+                _staleChecked = true;
+            }
             await StopAsync(completeLost: true);
             var bringUp = new CommandLine(_options.IpProgram, "link", "set", _options.Interface, "up");
             var up = await _runner.RunAsync(bringUp, new CommandOptions { Timeout = TimeSpan.FromSeconds(10) }, cancellationToken);
@@ -207,6 +231,63 @@ public sealed class PppoeWanLink : IWanLink, INetworkAccess, IDisposable
         finally
         {
             _serial.Release();
+        }
+    }
+
+    /// <summary>
+    /// Stops a pppd left from before this link existed (the supervisor died and was started again; pppd runs in its own
+    /// session and survives it): it holds `ifname`, so every new pppd would fail to name its interface and exit. Only the
+    /// pid in this link's pid file, and only while `/proc/PID/comm` says it is a pppd (a pid can be reused): SIGTERM (pppd
+    /// then ends its session properly), SIGKILL after <see cref="PppoeWanOptions.StopGrace"/>.
+    /// </summary>
+    /// <exception cref="HalException">The stale pppd did not stop (transient: the next dial tries again).</exception>
+    private async Task StopStalePppdAsync(CancellationToken cancellationToken)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(PidFilePath);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return;
+        }
+        var first = text.Split('\n')[0].Trim();
+        if (first.Length is 0 or > 10 || !first.All(char.IsAsciiDigit) || !int.TryParse(first, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) || pid <= 1)
+        {
+            return; // not a pid pppd wrote: nothing to stop
+        }
+        if (!IsPppd(pid)) { return; }
+        foreach (var signal in new[] { "-TERM", "-KILL" })
+        {
+            // its exit status does not matter (the process may have just ended): /proc says whether it is gone
+            await _runner.RunAsync(new CommandLine(_options.KillProgram, signal, pid.ToString(CultureInfo.InvariantCulture)), new CommandOptions { Timeout = TimeSpan.FromSeconds(10) }, cancellationToken);
+            var since = _time.GetTimestamp();
+            while (IsPppd(pid))
+            {
+                if (_time.GetElapsedTime(since) >= _options.StopGrace) { break; }
+                await Task.Delay(_options.PollInterval, _time, cancellationToken);
+            }
+            if (!IsPppd(pid))
+            {
+                StalePppdStopped = pid;
+                return;
+            }
+        }
+        throw new HalException($"{_options.Interface}: a pppd left from before (pid {pid}, {PidFilePath}) holds {_options.PppInterface} and did not stop", isTransient: true);
+    }
+
+    /// <summary>Whether process <paramref name="pid"/> exists and is a pppd.</summary>
+    private bool IsPppd(int pid)
+    {
+        try
+        {
+            var comm = File.ReadAllText(Path.Combine(_options.ProcDirectory, pid.ToString(CultureInfo.InvariantCulture), "comm")).Trim();
+            return string.Equals(comm, Path.GetFileName(_options.PppProgram), StringComparison.Ordinal) || string.Equals(comm, "pppd", StringComparison.Ordinal);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false;
         }
     }
 

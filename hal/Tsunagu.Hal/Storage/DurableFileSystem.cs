@@ -31,6 +31,11 @@ public interface IDurableFileSystem
     /// <summary>fsync(2) of the directory: its entries as they are now survive a power cut.</summary>
     /// <exception cref="IOException">The directory cannot be opened or synced.</exception>
     void SyncDirectory(string path);
+
+    /// <summary>Removes a directory tree and everything in it (not made durable: callers only remove what no reader needs).</summary>
+    /// <exception cref="IOException">An entry cannot be removed; part of the tree may be gone.</exception>
+    /// <exception cref="UnauthorizedAccessException">An entry cannot be removed for lack of permission.</exception>
+    void DeleteTree(string path) => Directory.Delete(path, recursive: true);
 }
 
 /// <summary>The real file system: FileStream, rename(2), and fsync(2) of a directory opened with O_RDONLY|O_DIRECTORY.</summary>

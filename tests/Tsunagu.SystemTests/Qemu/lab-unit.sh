@@ -22,13 +22,24 @@ lab_check_server() {
     fi
 }
 
-# What the server knows of unit MAC: "known" (registered, not decommissioned), "unknown" (never registered, or the
-# server's data was removed since the disk was burned) or "decommissioned".
+# What the server knows of unit MAC: "known" (registered, not decommissioned), "unknown" (the server answered 404:
+# never registered, or the server's data was removed since the disk was burned) or "decommissioned". Any other failure
+# (no answer, a timeout, a 5xx) is not taken as "unknown": it stops the lab (exit 2) before a disk is touched.
 lab_unit_on_server() {
-    local unit
-    if ! unit=$(tsunagu units show "$MAC" 2>/dev/null); then
-        echo unknown
-    elif jq -e '.state == "Decommissioned"' <<<"$unit" >/dev/null 2>&1; then
+    local unit error
+    error=$(mktemp)
+    if ! unit=$(tsunagu units show "$MAC" 2>"$error"); then
+        if grep -q ': 404 ' "$error"; then
+            rm -f "$error"
+            echo unknown
+            return 0
+        fi
+        echo "$NAME: cannot ask the server on https://127.0.0.1:$PORT/ about unit $MAC ($(tail -n 1 "$error")); nothing was changed" >&2
+        rm -f "$error"
+        exit 2
+    fi
+    rm -f "$error"
+    if jq -e '.state == "Decommissioned"' <<<"$unit" >/dev/null 2>&1; then
         echo decommissioned
     else
         echo known
@@ -44,7 +55,7 @@ lab_unit_disk() {
     local run=$1
     shift
     local server
-    server=$(lab_unit_on_server)
+    server=$(lab_unit_on_server) || exit $?
     if [ "$server" = decommissioned ]; then
         echo "$NAME: the server has unit $MAC decommissioned: it would be refused; start the lab with another MAC=..." >&2
         exit 2
@@ -57,13 +68,18 @@ lab_unit_disk() {
         if [ -f "$run/disk.img" ] && [ "$server" = unknown ]; then
             echo "$NAME: the server does not know $MAC (its data was removed since $run/disk.img was burned): burning a new disk"
         fi
-        rm -f "$run/disk.img" "$run/disk.img.part"
+        # the old disk is replaced only by a complete, burned new one: a copy or burn that fails leaves it as it was
+        rm -f "$run/disk.img.part"
         cp --sparse=always "$IMAGE_DIR/disk.img" "$run/disk.img.part"
         local reimage=()
         [ "$server" = known ] && reimage=(--reimage)
-        tsunagu factory burn --image "$run/disk.img.part" --mac "$MAC" --board "$(jq -r .name "$IMAGE_DIR/board.json")" \
+        if ! tsunagu factory burn --image "$run/disk.img.part" --mac "$MAC" --board "$(jq -r .name "$IMAGE_DIR/board.json")" \
             --target "$TARGET" --bootstrap-url "https://10.0.2.100:$PORT/" \
-            --unit-key "$DEMO/server/keys/unit.key" --release-public-key "$(cat "$DEMO/release.pub")" "$@" "${reimage[@]}"
+            --unit-key "$DEMO/server/keys/unit.key" --release-public-key "$(cat "$DEMO/release.pub")" "$@" "${reimage[@]}"; then
+            rm -f "$run/disk.img.part"
+            echo "$NAME: the burn of a new disk for $MAC failed (above); $run/disk.img was left as it was" >&2
+            exit 1
+        fi
         mv "$run/disk.img.part" "$run/disk.img"
     fi
     if [ -f "$IMAGE_DIR/hdd.img" ] && [ ! -f "$run/hdd.img" ]; then

@@ -39,6 +39,7 @@ public class PppoeWanLinkTests : FakeRootTests
         {
             Interface = "eth0", RunDirectory = Path.Combine(_dir, "run/ppp"), ResolvConf = Path.Combine(_dir, "resolv.conf"),
             HookScript = "/usr/lib/tsunagu/ppp-event", SessionsFile = Path.Combine(_dir, "proc-net-pppoe"),
+            PidDirectory = Path.Combine(_dir, "var-run"), ProcDirectory = Path.Combine(_dir, "proc"),
         }, runner, time, terminator ?? new RecordingTerminator(() => true));
         return (link, runner, time);
     }
@@ -73,6 +74,55 @@ public class PppoeWanLinkTests : FakeRootTests
         Assert.That((link.IsUp, runner.Daemons[0].Stopped, File.Exists(link.OptionsPath)), Is.EqualTo((false, true, false)),
             "hanging up stops pppd and removes the password");
         Assert.That(link.LinkLost.IsCompleted, Is.False, "a hang-up asked for is not a lost link");
+    }
+
+    [Test]
+    public async Task Before_the_first_dial_a_pppd_left_from_before_that_holds_the_interface_is_stopped()
+    {
+        var (link, runner, _) = Link();
+        Assert.That(link.PidFilePath, Is.EqualTo(Path.Combine(_dir, "var-run", "ppp-tsunagu-ppp0.pid")), "pppd's own name for the linkname's pid file");
+        Write("var-run/ppp-tsunagu-ppp0.pid", "4242\nppp0\n");
+        Write("proc/4242/comm", "pppd\n");
+        var running = true;
+        runner.Respond = c =>
+        {
+            if (c.ToString() == "kill -TERM 4242")
+            {
+                Assert.That(runner.Daemons, Is.Empty, "stopped before a new pppd is started");
+                Directory.Delete(Path.Combine(_dir, "proc", "4242"), recursive: true);
+                running = false;
+            }
+            return null;
+        };
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        Assert.That(running, Is.False);
+        Assert.That(runner.Commands, Is.EqualTo(new[] { "kill -TERM 4242", "ip link set eth0 up", $"pppd file {link.OptionsPath} nodetach" }));
+        Assert.That((link.IsUp, link.StalePppdStopped), Is.EqualTo((true, (int?)4242)));
+
+        // later dials: the pppd running is this link's own, stopped its own way
+        Write("proc/4242/comm", "pppd\n");
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        Assert.That(runner.Commands.Count(c => c.StartsWith("kill", StringComparison.Ordinal)), Is.EqualTo(1), "checked once, before the first dial");
+    }
+
+    [TestCase("4242\nppp0\n", "sshd\n", TestName = "{m}(a reused pid)")]
+    [TestCase("4242\nppp0\n", null, TestName = "{m}(a pid that is gone)")]
+    [TestCase("1\n", "pppd\n", TestName = "{m}(pid 1)")]
+    [TestCase("-4242\n", "pppd\n", TestName = "{m}(a negative pid)")]
+    [TestCase("42 42\n", "pppd\n", TestName = "{m}(garbage)")]
+    [TestCase("", "pppd\n", TestName = "{m}(empty)")]
+    public async Task A_pid_file_that_names_no_running_pppd_stops_nothing(string pidFile, string? comm)
+    {
+        var (link, runner, _) = Link();
+        Write("var-run/ppp-tsunagu-ppp0.pid", pidFile);
+        if (comm is not null)
+        {
+            Write("proc/4242/comm", comm);
+            Write("proc/1/comm", comm);
+        }
+        await link.UpAsync(LinkRole.Main, Account, CancellationToken.None);
+        Assert.That(runner.Commands, Is.EqualTo(new[] { "ip link set eth0 up", $"pppd file {link.OptionsPath} nodetach" }), "no signal sent");
+        Assert.That((link.IsUp, link.StalePppdStopped), Is.EqualTo((true, (int?)null)));
     }
 
     [TestCase("user\nplugin /tmp/evil.so", "pw")]

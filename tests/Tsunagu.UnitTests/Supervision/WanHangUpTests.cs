@@ -32,8 +32,8 @@ public class WanHangUpTests
         public void EnsureRoute() { }
     }
 
-    /// <summary>A WAN link that is up and whose hang-up fails (pppd cannot be stopped, say).</summary>
-    private sealed class FailingHangUp : IWanLink
+    /// <summary>A WAN link that is up and whose hang-up fails (pppd cannot be stopped, say) with <c>failure</c>.</summary>
+    private sealed class FailingHangUp(Func<CancellationToken, Exception>? failure = null) : IWanLink
     {
         public int Downs { get; private set; }
         public bool IsUp => true;
@@ -46,7 +46,7 @@ public class WanHangUpTests
         public Task DownAsync(CancellationToken cancellationToken)
         {
             Downs++;
-            throw new HalException("ppp0: pppd did not stop", isTransient: true);
+            throw failure?.Invoke(cancellationToken) ?? new HalException("ppp0: pppd did not stop", isTransient: true);
         }
     }
 
@@ -87,6 +87,39 @@ public class WanHangUpTests
         await ctx.HangUpBeforeRestartAsync(CancellationToken.None);
         Assert.That(wan.Downs, Is.EqualTo(1), "the hang-up was tried once");
         Assert.That(log, Has.Count.EqualTo(1).And.Some.Contains("hang-up before the restart failed").And.Some.Contains("pppd did not stop"));
+    }
+
+    private static IEnumerable<TestCaseData> NonHalFailures()
+    {
+        yield return new TestCaseData(new Func<CancellationToken, Exception>(_ => new UnauthorizedAccessException("/var/run/ppp-wan.pid: permission denied"))).SetName("{m}(UnauthorizedAccessException)");
+        yield return new TestCaseData(new Func<CancellationToken, Exception>(_ => new IOException("/proc/412/comm: I/O error"))).SetName("{m}(IOException)");
+        yield return new TestCaseData(new Func<CancellationToken, Exception>(_ => new InvalidOperationException("pppd state"))).SetName("{m}(InvalidOperationException)");
+        // a time-out of the link's own, not the caller's cancellation
+        yield return new TestCaseData(new Func<CancellationToken, Exception>(_ => new OperationCanceledException("pppd stop timed out", new CancellationToken(true)))).SetName("{m}(own time-out)");
+    }
+
+    [TestCaseSource(nameof(NonHalFailures))]
+    public async Task A_hang_up_that_fails_with_any_error_is_logged_and_the_restart_goes_on(Func<CancellationToken, Exception> failure)
+    {
+        var wan = new FailingHangUp(failure);
+        var (_, ctx, log) = Context(h => h with { Wan = wan });
+        using var client = new UnitClient(new Direct(), ["pin"]);
+        ctx.Client = client;
+        Assert.That(() => ctx.HangUpBeforeRestartAsync(CancellationToken.None), Throws.Nothing, "the restart that follows is not stopped");
+        Assert.That(wan.Downs, Is.EqualTo(1), "the hang-up was tried once");
+        Assert.That(log, Has.Count.EqualTo(1).And.Some.Contains("hang-up before the restart failed").And.Some.Contains(failure(default).Message));
+        Assert.That(client.ConnectionsDropped, Is.Zero, "the session did not end");
+    }
+
+    [Test]
+    public void A_hang_up_cancelled_by_its_caller_is_not_swallowed()
+    {
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        var wan = new FailingHangUp(ct => new OperationCanceledException(ct));
+        var (_, ctx, log) = Context(h => h with { Wan = wan });
+        Assert.That(() => ctx.HangUpBeforeRestartAsync(cts.Token), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That(log, Is.Empty, "a cancellation is not a failure to log");
     }
 
     [Test]

@@ -419,13 +419,23 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 }
                 if (open) { tell.Add(member.Mac); }
             }
+            // the push check is recorded with the claim (one transaction), so an opening is never lost: a send that fails
+            // (the broker link down) leaves it unsent, and the broker link's resends send it when the link is back
+            var importance = (int)program.Importance;
+            var pending = tell.Count == 0 || push.BrokerUri is null ? null
+                : new PendingPushCheck(Guid.NewGuid().ToString("N"), Actor(row.Name), importance, PushReasons.Config,
+                    tell.Select(mac => (mac, UnitCredentials.NewNonce(12))).ToList());
+            var told = pending is null
+                ? "push is off on this server: they take the update at their next periodic check"
+                : $"push check {pending.CheckId} recorded to tell them to check (sent now, or by the resends once the broker link is back)";
             var audit = tell.Count == 0 ? null : new AuditEntry(Actor(row.Name), "rollout.window-open", row.Name,
-                $"group {row.GroupName}'s maintenance window {window} opened: {tell.Count} waiting unit(s) told to check " +
+                $"group {row.GroupName}'s maintenance window {window} opened: {tell.Count} waiting unit(s); {told} " +
                 $"({string.Join(", ", tell.Take(10))}{(tell.Count > 10 ? ", ..." : "")})");
-            if (!await store.ClaimWindowLookAsync(row.Name, row.WindowLookedAt, TsunaguStore.Timestamp(now), audit, ct)) { continue; }
-            if (tell.Count == 0) { continue; }
-            log.LogInformation("rollout {Rollout}: group {Group}'s window opened: {Count} waiting unit(s) told to check", row.Name, row.GroupName, tell.Count);
-            await WakeAsync(row, tell, ct);
+            if (!await store.ClaimWindowLookAsync(row.Name, row.WindowLookedAt, TsunaguStore.Timestamp(now), audit, ct, pending)) { continue; }
+            if (pending is null) { continue; }
+            var unsent = await checks.SendRecordedAsync(pending, ct);
+            log.LogInformation("rollout {Rollout}: group {Group}'s window opened: {Count} waiting unit(s), {Unsent} not sent now (the resends send them)",
+                row.Name, row.GroupName, tell.Count, unsent);
         }
     }
 

@@ -437,8 +437,11 @@ public sealed partial class TsunaguStore
     /// Moves a running rollout's look for window openings from <paramref name="lookedAt"/> (what the caller read; null: never)
     /// to <paramref name="until"/>, with <paramref name="audit"/> when given, in one transaction; false (nothing written)
     /// when another pass (another replica) moved it first or the rollout no longer runs: then that pass told the units.
+    /// With <paramref name="push"/>, the push check that tells the waiting units is recorded in the same transaction, not
+    /// sent yet (attempts 0): whoever sends it marks it sent, and an unsent record is sent by the broker link's resends.
     /// </summary>
-    public async Task<bool> ClaimWindowLookAsync(string rollout, string? lookedAt, string until, AuditEntry? audit, CancellationToken ct)
+    public async Task<bool> ClaimWindowLookAsync(string rollout, string? lookedAt, string until, AuditEntry? audit, CancellationToken ct,
+        PendingPushCheck? push = null)
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
@@ -447,8 +450,19 @@ public sealed partial class TsunaguStore
             WHERE name = @rollout AND state = 'running' AND {(lookedAt is null ? "window_looked_at IS NULL" : "window_looked_at = @lookedAt")}
             """, new { rollout, lookedAt, until }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }
+        if (push is not null && push.Units.Count > 0)
+        {
+            var now = Now();
+            await c.ExecuteAsync(new CommandDefinition("""
+                INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts, reason)
+                VALUES (@CheckId, @Mac, @Nonce, @Importance, @Actor, @now, NULL, 0, @Reason)
+                """, push.Units.Select(u => new { push.CheckId, u.Mac, u.Nonce, push.Importance, push.Actor, now, push.Reason }), tx, cancellationToken: ct));
+        }
         if (audit is not null) { await WriteAuditAsync(c, tx, audit, ct); }
         await tx.CommitAsync(ct);
         return true;
     }
 }
+
+/// <summary>A push check to record unsent (its units told later by whoever sends it, or by the broker link's resends).</summary>
+public sealed record PendingPushCheck(string CheckId, string Actor, int Importance, string Reason, IReadOnlyList<(string Mac, string Nonce)> Units);

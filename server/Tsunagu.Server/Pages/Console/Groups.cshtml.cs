@@ -10,8 +10,8 @@ namespace Tsunagu.Server.Pages.Console;
 /// <summary>
 /// Groups of units (what rollouts move): the list with each group's members now, and the form that creates a static
 /// group (MACs) or a dynamic one (a filter) by <see cref="Groups.CreateAsync"/>, the API's rules and audit entry. A refused
-/// form is answered 400 (409 for a name in use) with the reason, and nothing is stored. The window form sets or clears a
-/// group's maintenance window by <see cref="Groups.SetWindowAsync"/> (the API's rules, answers and audit entry).
+/// form is answered 400 (409 for a name in use) with the reason, and nothing is stored. The window form sets a group's maintenance
+/// window (an empty one is refused) or clears it (the Clear button only) by <see cref="Groups.SetWindowAsync"/> (the API's rules, answers and audit entry).
 /// </summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
 public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console")
@@ -69,11 +69,20 @@ public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console"
         return RedirectToPage();
     }
 
-    /// <summary>Sets the window of <paramref name="group"/> to <paramref name="window"/>, or clears it (<paramref name="clear"/>, or an empty window).</summary>
+    /// <summary>
+    /// Sets the window of <paramref name="group"/> to <paramref name="window"/>, or clears it (only the Clear button,
+    /// <paramref name="clear"/>). "Set window" with an empty field is refused (400, nothing changed): one stray submit
+    /// must not let a running rollout's updates of importance 1-4 out at any hour.
+    /// </summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public async Task<IActionResult> OnPostWindowAsync(string? group, string? window, string? clear, CancellationToken ct)
     {
-        var request = new GroupWindowRequest(clear == "yes" || string.IsNullOrWhiteSpace(window) ? null : window);
+        var clearing = clear == "yes";
+        if (!clearing && string.IsNullOrWhiteSpace(window))
+        {
+            return Refuse("window: type one (such as mon-fri 01:00-05:00); to remove the group's window use Clear window", what: "Nothing was changed: ");
+        }
+        var request = new GroupWindowRequest(clearing ? null : window);
         try
         {
             var view = await Groups.SetWindowAsync(group, request, store, Who, ct);

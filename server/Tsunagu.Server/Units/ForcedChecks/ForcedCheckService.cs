@@ -114,6 +114,31 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
         return new ForceCheckResponse(macs, checkId, (await store.GetPushCheckAsync(checkId, ct)).Select(ToView).ToList());
     }
 
+    /// <summary>
+    /// Sends a check recorded unsent (<see cref="PendingPushCheck"/>), marking each push that the broker took as sent;
+    /// returns how many were not sent (the link is down, or the push failed): their records stay unsent and the broker
+    /// link's resends send them once the link and the unit are back.
+    /// </summary>
+    public async Task<int> SendRecordedAsync(PendingPushCheck check, CancellationToken ct)
+    {
+        if (push.BrokerUri is null || !push.Connected) { return check.Units.Count; }
+        var issuedAt = time.GetUtcNow();
+        var failed = 0;
+        await Parallel.ForEachAsync(check.Units, new ParallelOptions { MaxDegreeOfParallelism = PushWindow, CancellationToken = ct }, async (unit, token) =>
+        {
+            try
+            {
+                await push.PublishAsync(unit.Mac, new PushMessage(PushMessage.CheckNow, check.Importance, unit.Nonce, issuedAt, check.Reason), token);
+                store.MarkPushResent(check.CheckId, unit.Mac);
+            }
+            catch (PushException)
+            {
+                Interlocked.Increment(ref failed); // left unsent: the resends send it when the link or the unit is back
+            }
+        });
+        return failed;
+    }
+
     public static PushDelivery ToView(PushCheckRow row) => new(row.Mac, row.Status, (int)row.Attempts, Parse(row.SentAt), Parse(row.DeliveredAt));
 
     /// <summary>A forced check's deliveries so far; null when there is no such check.</summary>
