@@ -128,14 +128,14 @@ public class ConsoleRecordTests
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
-        var row = server.Store.GetUnit(mac)!;
+        var row = (await server.Store.GetUnitAsync(mac))!;
         var password = server.Store.IspPasswordOf(row);
         Assert.That(password, Is.Not.Null.And.Not.Empty, "the row has a password to keep");
 
         // the page never shows the password, so its field comes back empty: that keeps it
         var edited = await Post(admin, mac, "Record", Form(row, ("domain", "kept.example"), ("ispPassword", "")));
         Assert.That(edited.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var after = server.Store.GetUnit(mac)!;
+        var after = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((after.Revision, after.Domain), Is.EqualTo((row.Revision + 1, "kept.example")), "the edit was stored");
         Assert.That(server.Store.IspPasswordOf(after), Is.EqualTo(password), "the password left empty is kept, not cleared");
         var shown = WebUtility.HtmlDecode(await admin.GetStringAsync($"/console/units/{mac}"));

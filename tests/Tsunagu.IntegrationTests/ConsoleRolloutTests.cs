@@ -189,7 +189,7 @@ public class ConsoleRolloutTests
         Assert.That((await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That((await Post(admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = "mon-fri 01:00-05:00" })).StatusCode,
             Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
 
         // "Set window" with nothing typed (or only blanks) is a slip, not a request to remove the window: 400 with why, nothing changed
         foreach (var blank in new[] { "", " ", "\t \n" })
@@ -199,13 +199,13 @@ public class ConsoleRolloutTests
             Assert.That(body, Does.Contain("Clear window"), "the refusal says how a window is removed");
         }
         await Refused(server, admin, "/console/groups?handler=Window", new() { ["group"] = "lab" }, "no window field");
-        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
 
         // the Clear button (whatever the field holds) clears it, audited once
-        var audits = server.Store.ListAudit(1000, target: "lab").Count(a => a.Action == "group.window");
+        var audits = (await server.Store.ListAuditAsync(1000, target: "lab")).Count(a => a.Action == "group.window");
         Assert.That((await Post(admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = "", ["clear"] = "yes" })).StatusCode,
             Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(server.Store.GetGroup("lab")!.MaintenanceWindow, Is.Null);
-        Assert.That(server.Store.ListAudit(1000, target: "lab").Count(a => a.Action == "group.window"), Is.EqualTo(audits + 1));
+        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
+        Assert.That((await server.Store.ListAuditAsync(1000, target: "lab")).Count(a => a.Action == "group.window"), Is.EqualTo(audits + 1));
     }
 }

@@ -331,16 +331,17 @@ public class RolloutWindowTests(string kind)
     [Test]
     public async Task A_window_opening_while_the_broker_link_is_down_is_recorded_for_every_waiting_unit_and_sent_by_the_resends()
     {
-        Program(4);
-        Window("01:00-05:00");
+        await ProgramAsync(4);
+        await WindowAsync("01:00-05:00");
         var a = Replica();
-        Create(a, "r1");
+        await CreateAsync(a, "r1");
         await a.StartAsync("r1", CancellationToken.None);
         var waiting = Enumerable.Range(0, 6).Select(Mac).ToList();
         Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(waiting), "the wave opening told its units");
         _push.Sent.Clear();
-        int Records(string mac) => _store.ListPushChecksForUnit(mac, 100).Count(c => c.Actor == "rollout:r1");
-        var before = waiting.ToDictionary(m => m, Records);
+        async Task<int> RecordsAsync(string mac) => (await _store.ListPushChecksForUnitAsync(mac, 100)).Count(c => c.Actor == "rollout:r1");
+        var before = new Dictionary<string, int>();
+        foreach (var mac in waiting) { before[mac] = await RecordsAsync(mac); }
 
         // the link is down when Thursday 01:00 UTC opens the window: nothing can be sent, but the opening is kept
         _push.Connected = false;
@@ -349,38 +350,41 @@ public class RolloutWindowTests(string kind)
         Assert.That(_push.Sent, Is.Empty);
         foreach (var mac in waiting)
         {
-            Assert.That(Records(mac), Is.EqualTo(before[mac] + 1), $"{mac}: one record of the opening's push, though it was not sent");
+            Assert.That(await RecordsAsync(mac), Is.EqualTo(before[mac] + 1), $"{mac}: one record of the opening's push, though it was not sent");
         }
-        var due = _store.UndeliveredPushesToRetry(_clock.GetUtcNow() - BrokerLink.UndeliveredLifetime, _clock.GetUtcNow() - BrokerLink.ResendInterval, BrokerLink.MaxSends, 100);
+        var due = await _store.UndeliveredPushesToRetryAsync(_clock.GetUtcNow() - BrokerLink.UndeliveredLifetime, _clock.GetUtcNow() - BrokerLink.ResendInterval, BrokerLink.MaxSends, 100);
         Assert.That(due.Select(d => d.Mac).Order(), Is.EqualTo(waiting), "the resends send each unit the opening's push once the link is back");
         Assert.That(due.Select(d => (d.Attempts, d.SentAt, d.Reason, d.Importance)).Distinct(), Is.EqualTo(new[] { (0L, (string?)null, PushReasons.Config, 4L) }),
             "recorded unsent, with the window push's reason and the update's importance");
-        var audit = _store.ListAudit(1000).Where(e => e.Action == "rollout.window-open").ToList();
+        var audit = (await _store.ListAuditAsync(1000)).Where(e => e.Action == "rollout.window-open").ToList();
         Assert.That(audit, Has.Count.EqualTo(1));
         Assert.That(audit[0].Detail, Does.Contain($"6 waiting unit(s); push check {due[0].CheckId} recorded").And.Not.Contain("told to check"),
             "the audit says what happened: recorded, not told");
-        Assert.That(_store.GetRollout("r1")!.WindowLookedAt, Is.EqualTo(TsunaguStore.Timestamp(_clock.GetUtcNow())), "the claim moved with the record");
+        Assert.That((await _store.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(TsunaguStore.Timestamp(_clock.GetUtcNow())), "the claim moved with the record");
 
         // the link is back: the rest of the opening tells nobody twice (the record stands for it)
         _push.Connected = true;
         await RunAsync([a], step, new DateTimeOffset(2026, 4, 2, 6, 0, 0, TimeSpan.Zero));
         Assert.That(_push.Sent, Is.Empty);
-        Assert.That(waiting.Select(Records), Is.EqualTo(waiting.Select(m => before[m] + 1)));
-        Assert.That(_store.ListAudit(1000).Count(e => e.Action == "rollout.window-open"), Is.EqualTo(1));
+        var records = new List<int>();
+        foreach (var mac in waiting) { records.Add(await RecordsAsync(mac)); }
+        Assert.That(records, Is.EqualTo(waiting.Select(m => before[m] + 1)));
+        Assert.That((await _store.ListAuditAsync(1000)).Count(e => e.Action == "rollout.window-open"), Is.EqualTo(1));
     }
 
     [Test]
     public async Task A_window_opening_with_the_link_up_records_each_push_as_sent_once()
     {
-        Program(4);
-        Window("01:00-05:00");
+        await ProgramAsync(4);
+        await WindowAsync("01:00-05:00");
         var a = Replica();
-        Create(a, "r1");
+        await CreateAsync(a, "r1");
         _push.Sent.Clear();
         await RunAsync([a], TimeSpan.FromMinutes(7), new DateTimeOffset(2026, 4, 2, 1, 30, 0, TimeSpan.Zero));
         var waiting = Enumerable.Range(0, 6).Select(Mac).ToList();
         Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(waiting));
-        var rows = waiting.SelectMany(m => _store.ListPushChecksForUnit(m, 100)).Where(c => c.Actor == "rollout:r1").ToList();
+        var rows = new List<PushCheckRow>();
+        foreach (var m in waiting) { rows.AddRange((await _store.ListPushChecksForUnitAsync(m, 100)).Where(c => c.Actor == "rollout:r1")); }
         Assert.That(rows.Select(r => (r.Mac, r.Attempts, r.SentAt is null)).Order(), Is.EqualTo(waiting.Select(m => (m, 1L, false))), "each sent once, none left for a resend");
         Assert.That(rows.Select(r => r.Nonce).Order(), Is.EqualTo(_push.Sent.Select(p => p.Message.Nonce).Order()), "the push carries its record's nonce");
     }
@@ -388,9 +392,9 @@ public class RolloutWindowTests(string kind)
     [Test]
     public async Task Of_two_claims_of_a_window_look_from_the_same_value_only_the_first_moves_it_and_writes_its_audit_and_push()
     {
-        Program(4);
-        Create(Replica(), "r1");
-        var read = _store.GetRollout("r1")!.WindowLookedAt; // null: never looked
+        await ProgramAsync(4);
+        await CreateAsync(Replica(), "r1");
+        var read = (await _store.GetRolloutAsync("r1"))!.WindowLookedAt; // null: never looked
         var at = TsunaguStore.Timestamp(_clock.GetUtcNow().AddMinutes(1));
         PendingPushCheck Push(string id) => new(id, "rollout:r1", 4, PushReasons.Config, [(Mac(0), $"nonce-{id}")]);
         AuditEntry Audit(string id) => new("rollout:r1", "rollout.window-open", "r1", id);
@@ -398,24 +402,24 @@ public class RolloutWindowTests(string kind)
         // both replicas read the same value; the first claim moves it, the second (from the stale value) writes nothing
         Assert.That(await _store.ClaimWindowLookAsync("r1", read, at, Audit("first"), CancellationToken.None, Push("first")), Is.True);
         Assert.That(await _store.ClaimWindowLookAsync("r1", read, at, Audit("second"), CancellationToken.None, Push("second")), Is.False);
-        Assert.That(_store.GetRollout("r1")!.WindowLookedAt, Is.EqualTo(at));
-        Assert.That(_store.ListAudit(1000).Where(e => e.Action == "rollout.window-open").Select(e => e.Detail), Is.EqualTo(new[] { "first" }));
-        Assert.That((_store.GetPushCheck("first").Count, _store.GetPushCheck("second").Count), Is.EqualTo((1, 0)));
+        Assert.That((await _store.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(at));
+        Assert.That((await _store.ListAuditAsync(1000)).Where(e => e.Action == "rollout.window-open").Select(e => e.Detail), Is.EqualTo(new[] { "first" }));
+        Assert.That(((await _store.GetPushCheckAsync("first")).Count, (await _store.GetPushCheckAsync("second")).Count), Is.EqualTo((1, 0)));
 
         // from a non-null value the same: the holder of the value read wins once
         var later = TsunaguStore.Timestamp(_clock.GetUtcNow().AddMinutes(2));
         Assert.That(await _store.ClaimWindowLookAsync("r1", at, later, null, CancellationToken.None), Is.True);
         Assert.That(await _store.ClaimWindowLookAsync("r1", at, later, Audit("third"), CancellationToken.None, Push("third")), Is.False);
-        Assert.That(_store.GetRollout("r1")!.WindowLookedAt, Is.EqualTo(later));
-        Assert.That((_store.ListAudit(1000).Count(e => e.Action == "rollout.window-open"), _store.GetPushCheck("third").Count), Is.EqualTo((1, 0)));
+        Assert.That((await _store.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(later));
+        Assert.That(((await _store.ListAuditAsync(1000)).Count(e => e.Action == "rollout.window-open"), (await _store.GetPushCheckAsync("third")).Count), Is.EqualTo((1, 0)));
 
         // the two racing for real: exactly one wins
         var next = TsunaguStore.Timestamp(_clock.GetUtcNow().AddMinutes(3));
         var results = await Task.WhenAll(Enumerable.Range(0, 2).Select(i => Task.Run(() =>
             _store.ClaimWindowLookAsync("r1", later, next, Audit($"race-{i}"), CancellationToken.None, Push($"race-{i}")))));
         Assert.That(results.Count(r => r), Is.EqualTo(1));
-        Assert.That(_store.ListAudit(1000).Count(e => e.Action == "rollout.window-open"), Is.EqualTo(2));
-        Assert.That(_store.GetPushCheck("race-0").Count + _store.GetPushCheck("race-1").Count, Is.EqualTo(1));
+        Assert.That((await _store.ListAuditAsync(1000)).Count(e => e.Action == "rollout.window-open"), Is.EqualTo(2));
+        Assert.That((await _store.GetPushCheckAsync("race-0")).Count + (await _store.GetPushCheckAsync("race-1")).Count, Is.EqualTo(1));
     }
 
     [Test]

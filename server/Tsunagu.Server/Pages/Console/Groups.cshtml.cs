@@ -80,7 +80,7 @@ public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console"
         var clearing = clear == "yes";
         if (!clearing && string.IsNullOrWhiteSpace(window))
         {
-            return Refuse("window: type one (such as mon-fri 01:00-05:00); to remove the group's window use Clear window", what: "Nothing was changed: ");
+            return await RefuseAsync("window: type one (such as mon-fri 01:00-05:00); to remove the group's window use Clear window", what: "Nothing was changed: ");
         }
         var request = new GroupWindowRequest(clearing ? null : window);
         try

@@ -129,7 +129,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
             try
             {
                 await push.PublishAsync(unit.Mac, new PushMessage(PushMessage.CheckNow, check.Importance, unit.Nonce, issuedAt, check.Reason), token);
-                store.MarkPushResent(check.CheckId, unit.Mac);
+                await store.MarkPushResentAsync(check.CheckId, unit.Mac, token);
             }
             catch (PushException)
             {
