@@ -18,28 +18,33 @@ public sealed class LoopbackSource(IPAddress address) : INetworkAccess
     public static IPAddress For(int index) =>
         new([127, (byte)(1 + index / (250 * 256) % 250), (byte)(index / 250 % 256), (byte)(1 + index % 250)]);
 
+    /// <summary>A socket handler given as it is (a bench's own client) gets the source address here.</summary>
     public HttpMessageHandler WrapHandler(HttpMessageHandler inner)
     {
         if (inner is SocketsHttpHandler sockets)
         {
-            sockets.ConnectCallback = async (context, ct) =>
-            {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-                try
-                {
-                    socket.Bind(new IPEndPoint(address, 0));
-                    await socket.ConnectAsync(context.DnsEndPoint, ct);
-                    return new NetworkStream(socket, ownsSocket: true);
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            };
+            ConfigureSockets(sockets);
         }
         return inner;
     }
+
+    /// <summary>Every socket handler a unit client makes, its first and each one after a dropped pool, connects from the unit's address.</summary>
+    public void ConfigureSockets(SocketsHttpHandler handler) =>
+        handler.ConnectCallback = async (context, ct) =>
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            try
+            {
+                socket.Bind(new IPEndPoint(address, 0));
+                await socket.ConnectAsync(context.DnsEndPoint, ct);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        };
 
     public void EnsureRoute() { }
 }

@@ -79,6 +79,13 @@ public interface INetworkAccess
 {
     HttpMessageHandler WrapHandler(HttpMessageHandler inner);
 
+    /// <summary>
+    /// Called on every socket handler a client makes for this network, before its first connection (a client that
+    /// closes its pool makes a new one): where a network chooses how sockets connect (a source address), it says so
+    /// here, since what <see cref="WrapHandler"/> is given may be a handler that makes socket handlers itself.
+    /// </summary>
+    void ConfigureSockets(SocketsHttpHandler handler) { }
+
     /// <exception cref="HalException">No route: the WAN link is down.</exception>
     void EnsureRoute();
 }

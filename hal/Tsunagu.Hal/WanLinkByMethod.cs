@@ -72,6 +72,8 @@ public sealed class WanLinkByMethod : IWanLink, INetworkAccess, IDisposable
 
     public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => Network.WrapHandler(inner);
 
+    public void ConfigureSockets(SocketsHttpHandler handler) => Network.ConfigureSockets(handler);
+
     public void EnsureRoute() => Network.EnsureRoute();
 
     private INetworkAccess Network => Current as INetworkAccess ?? _links.Values.OfType<INetworkAccess>().FirstOrDefault()

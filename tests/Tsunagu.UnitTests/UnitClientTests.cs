@@ -83,6 +83,55 @@ public class UnitClientTests
         Assert.That(file.Length, Is.Zero, "the bytes before the stall are not written once cancelled");
     }
 
+    /// <summary>A network that sets how sockets connect: each socket handler it is given is recorded and connects through its callback.</summary>
+    private sealed class ChoosingSockets : Tsunagu.Hal.INetworkAccess
+    {
+        public List<SocketsHttpHandler> Configured { get; } = [];
+        public int Connects;
+
+        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => inner;
+
+        public void EnsureRoute() { }
+
+        public void ConfigureSockets(SocketsHttpHandler handler)
+        {
+            Configured.Add(handler);
+            handler.ConnectCallback = async (context, ct) =>
+            {
+                Interlocked.Increment(ref Connects);
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                try
+                {
+                    await socket.ConnectAsync(context.DnsEndPoint, ct);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+    }
+
+    [Test]
+    public async Task Every_socket_handler_the_client_makes_is_configured_by_the_network_also_after_its_pool_is_dropped()
+    {
+        // the bench's units connect from their own loopback addresses this way: before, a network saw only the client's
+        // own pool handler in WrapHandler and could not reach the sockets (every bench unit came from 127.0.0.1)
+        await using var server = new StaleFirstConnection();
+        var network = new ChoosingSockets();
+        using var client = new UnitClient(network, ["pin"], timeout: TimeSpan.FromSeconds(60));
+        Assert.That(network.Configured, Has.Count.EqualTo(1), "the first socket handler");
+        await client.GetSettingsAsync(server.Url, "t", CancellationToken.None);
+        Assert.That(network.Connects, Is.EqualTo(1), "the first request connected through the network's callback");
+        client.DropConnections();
+        Assert.That(network.Configured, Has.Count.EqualTo(2), "the handler made for the new pool");
+        Assert.That(network.Configured[1], Is.Not.SameAs(network.Configured[0]));
+        await client.GetSettingsAsync(server.Url, "t", CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(50));
+        Assert.That(network.Connects, Is.EqualTo(2), "the request after the drop connected through the callback too");
+    }
+
     /// <summary>The unit's real network: requests go through the sockets handler as they are.</summary>
     private sealed class Direct : Tsunagu.Hal.INetworkAccess
     {

@@ -39,7 +39,7 @@ public sealed class UnitClient : IDisposable
     public UnitClient(INetworkAccess network, IReadOnlyList<string> serverPins, TimeSpan? timeout = null)
     {
         var pins = serverPins.ToArray();
-        _connections = new Connections(() => new SocketsHttpHandler
+        _connections = new Connections(() => Configured(network, new SocketsHttpHandler
         {
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             // a unit talks to its host in short bursts: an idle connection is closed before the server's keep-alive
@@ -53,8 +53,14 @@ public sealed class UnitClient : IDisposable
                         ?? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()),
                         chain, pins),
             },
-        });
+        }));
         _http = new HttpClient(network.WrapHandler(_connections)) { Timeout = timeout ?? TimeSpan.FromSeconds(30) };
+    }
+
+    private static SocketsHttpHandler Configured(INetworkAccess network, SocketsHttpHandler handler)
+    {
+        network.ConfigureSockets(handler);
+        return handler;
     }
 
     /// <summary>How many times <see cref="DropConnections"/> has closed the pool (for tests and messages).</summary>
