@@ -204,12 +204,22 @@ public partial class UpdaterTests
             Convert.ToHexStringLower(SHA256.HashData(bytes)), bytes.LongLength));
     }
 
-    [Test]
-    public async Task Signatures_in_a_bundle_are_installed_through_the_signature_installer_and_committed()
+    /// <summary>The contents of the database the signature tests replace.</summary>
+    private const string OldMain = "Old.Main:0:*:4f4c44\n";
+
+    /// <summary>The unit's signature directory holding the old main.ndb a signature bundle replaces.</summary>
+    private string SignatureDirectoryWithOldMain()
     {
         var clamav = Path.Combine(_dir, "clamav");
         Directory.CreateDirectory(clamav);
-        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        File.WriteAllText(Path.Combine(clamav, "main.ndb"), OldMain);
+        return clamav;
+    }
+
+    [Test]
+    public async Task Signatures_in_a_bundle_are_installed_through_the_signature_installer_and_committed()
+    {
+        var clamav = SignatureDirectoryWithOldMain();
         var signatures = new FakeSignatures(clamav);
         var b = await SignatureBundleAsync();
         var result = await Installer(new MemorySource(b.Bytes), signatures: signatures).RunAsync(b.Offer, CancellationToken.None);
@@ -238,9 +248,7 @@ public partial class UpdaterTests
     [Test]
     public async Task The_kept_copy_of_a_replaced_signature_database_is_synced_with_its_directory_before_the_new_one_is_installed()
     {
-        var clamav = Path.Combine(_dir, "clamav");
-        Directory.CreateDirectory(clamav);
-        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var clamav = SignatureDirectoryWithOldMain();
         var signatures = new FakeSignatures(clamav);
         var files = new SyncOrder(signatures);
         var b = await SignatureBundleAsync();
@@ -261,9 +269,7 @@ public partial class UpdaterTests
     [Test]
     public async Task A_bundle_rolled_back_puts_the_replaced_signatures_back_and_removes_the_added_ones()
     {
-        var clamav = Path.Combine(_dir, "clamav");
-        Directory.CreateDirectory(clamav);
-        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var clamav = SignatureDirectoryWithOldMain();
         var signatures = new FakeSignatures(clamav);
         var b = await SignatureBundleAsync();
         var result = await Installer(new MemorySource(b.Bytes), health: _ => Task.FromResult(HealthReading.Fault("services: clamd not ready")), signatures: signatures)
@@ -275,16 +281,14 @@ public partial class UpdaterTests
             "remove daily-7.hdb", "install main.ndb Old.Main:0:*:4f4c44",
         }), "in reverse order: the added one removed, the replaced one installed again");
         Assert.That(Directory.GetFiles(clamav).Select(Path.GetFileName), Is.EqualTo(new[] { "main.ndb" }));
-        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo("Old.Main:0:*:4f4c44\n"));
+        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo(OldMain));
         Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
     }
 
     [Test]
     public async Task A_signature_restore_that_fails_any_way_is_logged_and_the_applications_and_slot_still_go_back()
     {
-        var clamav = Path.Combine(_dir, "clamav");
-        Directory.CreateDirectory(clamav);
-        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var clamav = SignatureDirectoryWithOldMain();
         var signatures = new FakeSignatures(clamav) { RemoveTimesOut = true };
         var b = await SignatureBundleAsync();
         var result = await Installer(new MemorySource(b.Bytes), health: _ => Task.FromResult(HealthReading.Fault("services: clamd not ready")), signatures: signatures)
@@ -292,21 +296,19 @@ public partial class UpdaterTests
         Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed), "a failed update, not an exception out of the rollback");
         Assert.That(_apps.Current(), Is.EqualTo(Pattern1), "the applications are back although a database could not be removed");
         Assert.That(signatures.Calls, Does.Contain("install main.ndb Old.Main:0:*:4f4c44"), "the other database is still put back");
-        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo("Old.Main:0:*:4f4c44\n"));
+        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo(OldMain));
     }
 
     [Test]
     public async Task Signatures_clamd_does_not_take_fail_the_update_and_roll_it_back()
     {
-        var clamav = Path.Combine(_dir, "clamav");
-        Directory.CreateDirectory(clamav);
-        File.WriteAllText(Path.Combine(clamav, "main.ndb"), "Old.Main:0:*:4f4c44\n");
+        var clamav = SignatureDirectoryWithOldMain();
         var signatures = new FakeSignatures(clamav) { Refuse = "daily-7.hdb" };
         var b = await SignatureBundleAsync();
         var result = await Installer(new MemorySource(b.Bytes), signatures: signatures).RunAsync(b.Offer, CancellationToken.None);
         Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
         Assert.That(result.Report!.Error, Does.Contain("daily-7.hdb").And.Contain("clamd failed to reload"));
-        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo("Old.Main:0:*:4f4c44\n"), "the replaced database is back");
+        Assert.That(File.ReadAllText(Path.Combine(clamav, "main.ndb")), Is.EqualTo(OldMain), "the replaced database is back");
         Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
     }
 
