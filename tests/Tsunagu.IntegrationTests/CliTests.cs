@@ -238,6 +238,30 @@ public class CliTests
     }
 
     [Test]
+    public async Task Group_window_clears_only_when_told_to()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (exit, _, err) = await Tsunagu(server, "group", "create", "night", "--window", "mon-fri 01:00-05:00");
+        Assert.That(exit, Is.Zero, err);
+        var stored = (await server.Store.GetGroupAsync("night"))!.MaintenanceWindow;
+        Assert.That(stored, Is.Not.Null);
+        var before = HostileInputTests.Snapshot(server);
+        // before: `group window night` without a window sent {"window": null} and cleared it
+        (exit, _, err) = await Tsunagu(server, "group", "window", "night");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("--clear"));
+        (exit, _, err) = await Tsunagu(server, "group", "window", "night", "01:00-02:00", "--clear");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("not both"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused command changed nothing");
+        Assert.That((await server.Store.GetGroupAsync("night"))!.MaintenanceWindow, Is.EqualTo(stored));
+
+        (exit, _, err) = await Tsunagu(server, "group", "window", "night", "--clear");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That((await server.Store.GetGroupAsync("night"))!.MaintenanceWindow, Is.Null);
+    }
+
+    [Test]
     public async Task Units_window_keeps_what_the_operator_did_not_give()
     {
         await using var server = await TestServer.StartAsync();

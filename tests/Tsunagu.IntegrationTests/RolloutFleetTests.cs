@@ -420,6 +420,15 @@ public class RolloutFleetTests(string kind)
         Assert.That(windowed.Window, Is.EqualTo("sun,sat 22:00-06:00"));
         Assert.That((await server.Store.GetGroupAsync("beta"))!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
         Assert.That((await server.Store.ListAuditAsync(50)).Single(a => a.Action == "group.window").Detail, Is.EqualTo("sun,sat 22:00-06:00"));
+        // a body without the window, or with its name misspelled, is refused (before: read as "clear it", 200)
+        var beforeMissing = HostileInputTests.Snapshot(server);
+        foreach (var missing in new object[] { new { }, new { windw = "01:00-02:00" } })
+        {
+            var e = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/beta/window", missing, CancellationToken.None))!;
+            Assert.That(e.Status, Is.EqualTo(400), JsonSerializer.Serialize(missing));
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeMissing), "a body without the window changed the database");
+        Assert.That((await server.Store.GetGroupAsync("beta"))!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
         var created = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("nightly", null, new GroupFilter(), "01:00-05:00"));
         Assert.That(created.Window, Is.EqualTo("01:00-05:00"));
     }

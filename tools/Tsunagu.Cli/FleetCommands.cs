@@ -72,7 +72,7 @@ public static class FleetCommands
         yield return tagged;
     }
 
-    /// <summary>`group create NAME (--mac M... | filter options) [--window W]`, `group list`, `group show NAME`, `group delete NAME`, `group window NAME [W]`.</summary>
+    /// <summary>`group create NAME (--mac M... | filter options) [--window W]`, `group list`, `group show NAME`, `group delete NAME`, `group window NAME (W | --clear)`.</summary>
     public static Command Group(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {
         var name = new Argument<string>("name") { Description = "group name" };
@@ -119,12 +119,19 @@ public static class FleetCommands
             Console.WriteLine($"deleted group {r.GetValue(name)}");
             return 0;
         }));
-        var windowText = new Argument<string?>("window") { Description = "e.g. \"mon-fri 01:00-05:00\"; none: clear it", Arity = ArgumentArity.ZeroOrOne };
-        var setWindow = WithConnection(new Command("window", "set or clear a group's maintenance window") { name, windowText }, connection);
+        var windowText = new Argument<string?>("window") { Description = "e.g. \"mon-fri 01:00-05:00\"", Arity = ArgumentArity.ZeroOrOne };
+        var clearWindow = new Option<bool>("--clear") { Description = "clear the group's window (the group then follows only the update policy)" };
+        var setWindow = WithConnection(new Command("window", "set a group's maintenance window, or clear it with --clear") { name, windowText, clearWindow }, connection);
         setWindow.SetAction((r, ct) => guard(async () =>
         {
+            var window = r.GetValue(windowText);
+            var clear = r.GetValue(clearWindow);
+            if (clear == (window is not null))
+            {
+                throw new ArgumentException(clear ? "give a window or --clear, not both" : "give the window (e.g. \"mon-fri 01:00-05:00\") or --clear");
+            }
             using var client = connect(r);
-            Print(await client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/{Uri.EscapeDataString(r.GetValue(name)!)}/window", new GroupWindowRequest(r.GetValue(windowText)), ct));
+            Print(await client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/{Uri.EscapeDataString(r.GetValue(name)!)}/window", new GroupWindowRequest(window), ct));
             return 0;
         }));
         return new Command("group", "groups of units: static lists or filters") { create, list, show, delete, setWindow };

@@ -24,8 +24,11 @@ public sealed record GroupFilter(string? Pattern = null, string? Board = null, s
 /// </summary>
 public sealed record NewGroup(string? Name, IReadOnlyList<string>? Macs, GroupFilter? Filter, string? Window = null);
 
-/// <summary>A group's maintenance window to set (<see cref="MaintenanceWindow"/>), or null to clear it.</summary>
-public sealed record GroupWindowRequest(string? Window);
+/// <summary>
+/// A group's maintenance window to set (<see cref="MaintenanceWindow"/>), or null to clear it. The property must be in the
+/// body: a body without it (or with the name misspelled) is refused, never read as "clear".
+/// </summary>
+public sealed record GroupWindowRequest([property: System.Text.Json.Serialization.JsonRequired] string? Window);
 
 /// <summary>A group as the operator sees it, with the units it holds now.</summary>
 public sealed record GroupView(string Name, string Kind, IReadOnlyList<string>? Macs, GroupFilter? Filter, string CreatedBy, string CreatedAt,
