@@ -373,6 +373,26 @@ public class RolloutWindowTests(string kind)
     }
 
     [Test]
+    public async Task A_unit_that_joins_in_the_pass_its_window_opens_while_the_link_is_down_is_recorded_by_the_opening()
+    {
+        await ProgramAsync(4);
+        await WindowAsync("01:00-05:00");
+        var a = Replica();
+        await CreateAsync(a, "r1");
+        await a.StartAsync("r1", CancellationToken.None);
+        // unit 6 joins the group; the link is down when the one pass that takes it in also sees Thursday 01:00 open the window
+        await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab"));
+        _push.Connected = false;
+        _clock.SetUtcNow(new DateTimeOffset(2026, 4, 2, 1, 30, 0, TimeSpan.Zero));
+        await a.TickAsync(CancellationToken.None);
+        Assert.That((await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!)).Select(m => m.Mac), Does.Contain(Mac(6)), "the unit joined the open wave");
+        var records = (await _store.ListPushChecksForUnitAsync(Mac(6), 100)).Where(c => c.Actor == "rollout:r1").ToList();
+        // before: the join's failed send counted it as told, so the opening skipped it and nothing was recorded
+        Assert.That(records, Has.Count.EqualTo(1), "the opening recorded the joined unit's push");
+        Assert.That((records[0].SentAt, records[0].Attempts), Is.EqualTo(((string?)null, 0L)), "unsent, left to the resends");
+    }
+
+    [Test]
     public async Task A_window_opening_with_the_link_up_records_each_push_as_sent_once()
     {
         await ProgramAsync(4);

@@ -127,6 +127,21 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
+    /// <see cref="MarkPushResentAsync"/> for each of <paramref name="macs"/> of one check, in one transaction (a window
+    /// opening's pushes: one commit for all the units the broker took, not one each).
+    /// </summary>
+    public async Task MarkPushesSentAsync(string checkId, IReadOnlyCollection<string> macs, CancellationToken ct = default)
+    {
+        if (macs.Count == 0) { return; }
+        await using var c = await OpenUnitReportAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var now = Now();
+        await c.ExecuteAsync(new CommandDefinition("UPDATE push_checks SET attempts = attempts + 1, sent_at = @now WHERE check_id = @checkId AND mac = @mac",
+            macs.Select(mac => new { checkId, mac, now }), tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+    }
+
+    /// <summary>
     /// Sets every unit shown online whose presence was last written before <paramref name="before"/> offline: after the
     /// server's broker link (re)subscribed, a unit that did not say "online" again (retained or fresh) is not connected.
     /// </summary>

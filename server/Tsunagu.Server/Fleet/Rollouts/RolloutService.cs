@@ -363,8 +363,8 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                     .Where(m => (m.Wave == opened || (decision.Joins.Contains(m) && m.Wave < decision.OpenWaves && decision.State == RolloutStates.Running))
                                 && m.Status is MemberStatus.Pending)
                     .Select(m => m.Mac).ToList();
-                woken.UnionWith(wake);
-                await WakeAsync(row, wake, ct);
+                // only the units whose check was recorded count as told: a failed send leaves them to the window opening
+                woken.UnionWith(await WakeAsync(row, wake, ct));
             }
             await WindowOpeningsAsync(woken, ct);
             return done;
@@ -450,22 +450,26 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
 
     /// <summary>
     /// Asks units of a wave that just opened to check now (reason <see cref="PushReasons.Config"/>: the update keeps its
-    /// own importance); a unit not told (push off or failing) takes it at its next periodic check.
+    /// own importance); a unit not told (push off or failing) takes it at its next periodic check. Returns the units
+    /// whose check was recorded (sent, or left to the broker link's resends); none when push is off or the link is down.
     /// </summary>
-    private async Task WakeAsync(RolloutRow row, IReadOnlyList<string> macs, CancellationToken ct)
+    private async Task<IReadOnlyList<string>> WakeAsync(RolloutRow row, IReadOnlyList<string> macs, CancellationToken ct)
     {
-        if (macs.Count == 0 || push.BrokerUri is null) { return; }
+        var recorded = new List<string>();
+        if (macs.Count == 0 || push.BrokerUri is null) { return recorded; }
         try
         {
             foreach (var chunk in macs.Chunk(1000))
             {
                 await checks.SendAsync(Actor(row.Name), chunk, (int)((await store.GetUpdateProgramAsync(row.UpdateId, ct))?.Importance ?? 3), PushReasons.Config, ct);
+                recorded.AddRange(chunk);
             }
         }
         catch (PushException e)
         {
-            log.LogWarning("rollout {Rollout}: could not tell {Count} unit(s) to check ({Error}); they take the update at their next check", row.Name, macs.Count, e.Message);
+            log.LogWarning("rollout {Rollout}: could not tell {Count} unit(s) to check ({Error}); they take the update at their next check", row.Name, macs.Count - recorded.Count, e.Message);
         }
+        return recorded;
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)

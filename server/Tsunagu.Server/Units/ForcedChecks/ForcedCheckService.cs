@@ -115,28 +115,29 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
     }
 
     /// <summary>
-    /// Sends a check recorded unsent (<see cref="PendingPushCheck"/>), marking each push that the broker took as sent;
-    /// returns how many were not sent (the link is down, or the push failed): their records stay unsent and the broker
-    /// link's resends send them once the link and the unit are back.
+    /// Sends a check recorded unsent (<see cref="PendingPushCheck"/>), then marks the pushes the broker took as sent, in
+    /// one transaction; returns how many were not sent (the link is down, or the push failed): their records stay unsent
+    /// and the broker link's resends send them once the link and the unit are back.
     /// </summary>
     public async Task<int> SendRecordedAsync(PendingPushCheck check, CancellationToken ct)
     {
         if (push.BrokerUri is null || !push.Connected) { return check.Units.Count; }
         var issuedAt = time.GetUtcNow();
-        var failed = 0;
+        var sent = new ConcurrentQueue<string>();
         await Parallel.ForEachAsync(check.Units, new ParallelOptions { MaxDegreeOfParallelism = PushWindow, CancellationToken = ct }, async (unit, token) =>
         {
             try
             {
                 await push.PublishAsync(unit.Mac, new PushMessage(PushMessage.CheckNow, check.Importance, unit.Nonce, issuedAt, check.Reason), token);
-                await store.MarkPushResentAsync(check.CheckId, unit.Mac, token);
+                sent.Enqueue(unit.Mac);
             }
             catch (PushException)
             {
-                Interlocked.Increment(ref failed); // left unsent: the resends send it when the link or the unit is back
+                // left unsent: the resends send it when the link or the unit is back
             }
         });
-        return failed;
+        await store.MarkPushesSentAsync(check.CheckId, sent, ct);
+        return check.Units.Count - sent.Count;
     }
 
     public static PushDelivery ToView(PushCheckRow row) => new(row.Mac, row.Status, (int)row.Attempts, Parse(row.SentAt), Parse(row.DeliveredAt));
