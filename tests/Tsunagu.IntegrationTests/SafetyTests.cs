@@ -1,9 +1,9 @@
-using Microsoft.AspNetCore.Http;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
+using Microsoft.AspNetCore.Http;
 using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
