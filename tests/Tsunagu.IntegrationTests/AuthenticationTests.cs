@@ -14,10 +14,12 @@ using Tsunagu.Server.Security;
 namespace Tsunagu.IntegrationTests;
 
 /// <summary>A clock that stands still until the test moves it (timers still run on the system's).</summary>
-public sealed class ManualClock : TimeProvider
+public sealed class ManualClock(DateTimeOffset start) : TimeProvider
 {
-    private DateTimeOffset _now = DateTimeOffset.UtcNow;
+    private DateTimeOffset _now = start;
     private readonly Lock _lock = new();
+
+    public ManualClock() : this(DateTimeOffset.UtcNow) { }
 
     public override DateTimeOffset GetUtcNow()
     {

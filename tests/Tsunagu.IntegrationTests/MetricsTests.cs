@@ -298,7 +298,7 @@ public class MetricsTests
         prometheus.BeginErrorReadLine();
         try
         {
-            using var api = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/"), Timeout = TimeSpan.FromSeconds(5) };
+            using var api = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/"), Timeout = TimeSpan.FromSeconds(30) };
             async Task<double?> Query(string query)
             {
                 try
@@ -312,10 +312,15 @@ public class MetricsTests
                 {
                     return null; // not listening yet
                 }
+                catch (TaskCanceledException e) when (e.InnerException is TimeoutException)
+                {
+                    TestContext.Out.WriteLine($"prometheus did not answer {query} within {api.Timeout.TotalSeconds} s; asking again");
+                    return null; // slow to answer on a busy machine: the loop asks again until its deadline
+                }
             }
             var deadline = Stopwatch.StartNew();
             double? checkins = null, refusals = null, up = null, scrapes = null;
-            while (deadline.Elapsed < TimeSpan.FromSeconds(90) && (checkins is null || refusals is null || up is null || scrapes is null))
+            while (deadline.Elapsed < TimeSpan.FromSeconds(180) && (checkins is null || refusals is null || up is null || scrapes is null))
             {
                 Assert.That(prometheus.HasExited, Is.False, $"prometheus exited:\n{string.Join("\n", log.TakeLast(20))}");
                 up ??= await Query("up{job=\"tsunagu\"} == 1");

@@ -117,11 +117,26 @@ public class MosquittoPushTests
     private Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null) =>
         _mosquitto!.LoginAsync(mac, password, keep, TestContext.Out.WriteLine);
 
+    /// <summary>
+    /// A clock standing still 1 s into a 12 s broker-password window (expiries are aligned to the lifetime), near the
+    /// real time: every session gets the same password until the test moves the clock.
+    /// </summary>
+    private static ManualClock ClockAtWindowStart(TimeSpan lifetime)
+    {
+        var seconds = (long)lifetime.TotalSeconds;
+        var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        // ExpiryFor puts now + lifetime/2 in a window: start where that sum is 1 s past a multiple of the lifetime
+        var start = ((now + seconds / 2) / seconds * seconds) + 1 - (seconds / 2);
+        return new ManualClock(DateTimeOffset.FromUnixTimeSeconds(start));
+    }
+
     [Test]
     public async Task Mosquitto_takes_the_session_password_and_refuses_it_once_the_key_is_replaced_or_it_has_expired()
     {
-        // a lifetime of 12 s: a password is valid 6 to 18 s
-        TestServer.Configure.Value = o => o.BrokerPasswordLifetime = TimeSpan.FromSeconds(12);
+        var lifetime = TimeSpan.FromSeconds(12);
+        TestServer.Configure.Value = o => o.BrokerPasswordLifetime = lifetime;
+        var clock = ClockAtWindowStart(lifetime);
+        TestServer.Time.Value = clock;
         try
         {
             await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
@@ -133,6 +148,7 @@ public class MosquittoPushTests
             var first = await server.BrokerPasswordAsync(mac);
             using var held = new MqttClientFactory().CreateMqttClient();
             Assert.That(await LoginAsync(mac, first, held), Is.EqualTo(MqttClientConnectResultCode.Success), "the session's password is set on Mosquitto");
+            clock.Advance(TimeSpan.FromSeconds(9)); // 10 s into the window: the same one
             Assert.That(await server.BrokerPasswordAsync(mac), Is.EqualTo(first), "a second session in the same half-lifetime: same password");
             await Task.Delay(500);
             Assert.That(held.IsConnected, Is.True, "and it is not set again (Mosquitto would disconnect the unit)");
@@ -142,7 +158,7 @@ public class MosquittoPushTests
             File.WriteAllBytes(keyFile + ".new", System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
             File.Move(keyFile + ".new", keyFile, overwrite: true);
             await link.ExpireUnitPasswordsOnceAsync(CancellationToken.None);
-            await server.WaitForAsync(() => !held.IsConnected, "the unit disconnected by Mosquitto", TimeSpan.FromSeconds(20));
+            await server.WaitForAsync(() => !held.IsConnected, "the unit disconnected by Mosquitto", TimeSpan.FromSeconds(60));
             Assert.That(await LoginAsync(mac, first), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "the old key's password is refused");
 
             var second = await server.BrokerPasswordAsync(mac);
@@ -151,14 +167,64 @@ public class MosquittoPushTests
 
             // Mosquitto knows nothing of expiry: the server replaces an expired password
             var expiry = BrokerPassword.ExpiryOf(second)!.Value;
-            while (DateTimeOffset.UtcNow <= expiry.AddSeconds(1)) { await Task.Delay(200); }
+            clock.Advance(expiry - clock.GetUtcNow() + TimeSpan.FromSeconds(1));
             await link.ExpireUnitPasswordsOnceAsync(CancellationToken.None); // the server's own sweep may have done it already
             Assert.That(await LoginAsync(mac, second), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "an expired password is refused");
-            Assert.That(await LoginAsync(mac, await server.BrokerPasswordAsync(mac)), Is.EqualTo(MqttClientConnectResultCode.Success), "and a new session's is taken");
+            var third = await server.BrokerPasswordAsync(mac);
+            Assert.That(BrokerPassword.ExpiryOf(third), Is.GreaterThan(clock.GetUtcNow()), "the new session's password is not expired");
+            Assert.That(await LoginAsync(mac, third), Is.EqualTo(MqttClientConnectResultCode.Success), "and a new session's is taken");
         }
         finally
         {
             TestServer.Configure.Value = null;
+            TestServer.Time.Value = null;
+        }
+    }
+
+    [Test]
+    public async Task A_password_set_by_a_session_while_the_sweep_replaces_the_stale_one_is_not_overwritten()
+    {
+        var lifetime = TimeSpan.FromSeconds(12);
+        TestServer.Configure.Value = o => o.BrokerPasswordLifetime = lifetime;
+        var clock = ClockAtWindowStart(lifetime);
+        TestServer.Time.Value = clock;
+        try
+        {
+            await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
+            var units = await server.AddUnitsAsync(1);
+            var mac = units[0].Mac;
+            var link = server.App.Services.GetRequiredService<Tsunagu.Server.Push.BrokerLink>();
+            var stale = await server.BrokerPasswordAsync(mac);
+
+            // the sweep (the server's own or the one asked for below) lists the account as stale; before it replaces
+            // the password, a host session sets a fresh one: exactly that interleaving, made to happen every time
+            var fresh = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var interleaved = 0;
+            link.StaleAccountFound = async (user, _) =>
+            {
+                if (user == UnitCredentials.BrokerUsername(mac) && Interlocked.Exchange(ref interleaved, 1) == 0)
+                {
+                    try { fresh.SetResult(await server.BrokerPasswordAsync(mac)); }
+                    catch (Exception e) { fresh.SetException(e); }
+                }
+            };
+            clock.Advance(BrokerPassword.ExpiryOf(stale)!.Value - clock.GetUtcNow() + TimeSpan.FromSeconds(1));
+            await link.ExpireUnitPasswordsOnceAsync(CancellationToken.None); // sweeps run one at a time: any earlier one is over
+            Assert.That(fresh.Task.IsCompleted, Is.True, "a sweep found the expired password and the session interleaved");
+            var password = await fresh.Task;
+            link.StaleAccountFound = null;
+
+            Assert.That(password, Is.Not.EqualTo(stale));
+            Assert.That(await LoginAsync(mac, password), Is.EqualTo(MqttClientConnectResultCode.Success), "the password the session handed out works on Mosquitto");
+            Assert.That(await LoginAsync(mac, stale), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "the expired one does not");
+            Assert.That(await link.ExpireUnitPasswordsOnceAsync(CancellationToken.None), Is.Zero, "a fresh password is not stale");
+            Assert.That(await server.BrokerPasswordAsync(mac), Is.EqualTo(password), "another session: the same password, still set");
+            Assert.That(await LoginAsync(mac, password), Is.EqualTo(MqttClientConnectResultCode.Success));
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+            TestServer.Time.Value = null;
         }
     }
 }

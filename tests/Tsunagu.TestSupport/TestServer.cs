@@ -77,6 +77,12 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>The clock of the servers this test starts (null: the system's).</summary>
     public static readonly AsyncLocal<TimeProvider?> Time = new();
 
+    /// <summary>
+    /// A middleware the servers this test starts run after their own pipeline's limiter and before the endpoints (null:
+    /// none): a test holds requests there to make a saturation certain instead of hoping for it.
+    /// </summary>
+    public static readonly AsyncLocal<Func<Microsoft.AspNetCore.Http.HttpContext, Microsoft.AspNetCore.Http.RequestDelegate, Task>?> Middleware = new();
+
     public static async Task<TestServer> StartAsync(SupervisorOptions? options = null, int port = 0, string mqtt = "embedded")
     {
         var root = Path.Combine(Path.GetTempPath(), "tsunagu-it-" + Guid.NewGuid().ToString("N"));
@@ -87,6 +93,7 @@ public sealed class TestServer : IAsyncDisposable
         var app = await BuildServerAsync(root, port);
         var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         await DemoCatalogue.SeedAsync(app.Services.GetRequiredService<TsunaguStore>(), app.Services.GetRequiredService<ArtifactStore>(), releaseKey, Password);
+        if (Middleware.Value is { } middleware) { app.Use(middleware); }
         await app.StartAsync();
         TestServer? server = null;
         var fleet = new SimulatedFleet(Path.Combine(root, "fleet"), options ?? FastOptions,

@@ -19,7 +19,7 @@ public class SignatureInstallerTests
     private string _root = "";
     private ServiceEnvironment _env = null!;
     private FakeTimeProvider _time = null!;
-    private readonly List<string> _log = [];
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _log = new(); // written by the installer's tasks
 
     [SetUp]
     public void SetUp()
@@ -47,15 +47,21 @@ public class SignatureInstallerTests
 
     private SignatureInstaller Installer(RecordingRunner? runner = null, ServiceEnvironment? env = null, Func<string, long>? free = null,
         Tsunagu.Hal.Storage.IDurableFileSystem? files = null) =>
-        new(env ?? _env, runner ?? new RecordingRunner(), _time, _log.Add, files)
+        new(env ?? _env, runner ?? new RecordingRunner(), _time, _log.Enqueue, files)
         {
             ReloadTimeout = TimeSpan.FromSeconds(30),
             FreeBytes = free ?? (_ => 1L << 40),
         };
 
-    /// <summary>Moves the fake clock until <paramref name="task"/> is done (the installer polls clamd's log on it).</summary>
-    private async Task Drive(Task task)
+    /// <summary>
+    /// Moves the fake clock until <paramref name="task"/> is done (the installer polls clamd's log on it); only once clamd
+    /// has been told to RELOAD, so the reload's timeout counts from the RELOAD however late a busy machine sends it.
+    /// </summary>
+    private async Task Drive(Task task, FakeClamd clamd)
     {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (clamd.Reloads == 0 && !task.IsCompleted && DateTime.UtcNow < deadline) { await Task.Delay(10); }
+        Assert.That(clamd.Reloads > 0 || task.IsCompleted, Is.True, "clamd was told to RELOAD");
         for (var i = 0; i < 3000 && !task.IsCompleted; i++)
         {
             _time.Advance(TimeSpan.FromMilliseconds(100));
@@ -76,7 +82,7 @@ public class SignatureInstallerTests
         });
         var runner = new RecordingRunner();
         var install = Installer(runner).InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
-        await Drive(install);
+        await Drive(install, clamd);
         await install;
         Assert.That(File.ReadAllBytes(Target), Is.EqualTo(New));
         Assert.That(_log, Has.Some.Contains("clamd reloaded 7 signatures"), "the count of this reload, not of an earlier one");
@@ -94,7 +100,7 @@ public class SignatureInstallerTests
             if (reload == 2) { File.AppendAllText(LogFile, "Database correctly reloaded (5 signatures)\n"); }
         });
         var install = Installer().InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
-        await Drive(install);
+        await Drive(install, clamd);
         var e = Assert.ThrowsAsync<SignatureInstallException>(() => install);
         Assert.That(e!.Message, Does.Contain("did not finish reloading within 30 s"));
         Assert.That(File.ReadAllBytes(Target), Is.EqualTo(Old), "the previous database is back");
@@ -116,7 +122,7 @@ public class SignatureInstallerTests
         await reloadSeen.Task.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.That(File.ReadAllBytes(Target), Is.EqualTo(New), "precondition: the new database is in place, the old one kept aside");
         await cts.CancelAsync();
-        await Drive(install);
+        await Drive(install, clamd);
         Assert.CatchAsync<OperationCanceledException>(() => install);
         Assert.That(File.ReadAllBytes(Target), Is.EqualTo(Old), "the previous database is back");
         Assert.That(Directory.GetFiles(_env.SignatureDirectory).Select(Path.GetFileName), Is.EqualTo(new[] { "tsunagu.ndb" }));
@@ -134,7 +140,7 @@ public class SignatureInstallerTests
             answers: reload => reload == 1);
         var installer = Installer();
         var install = installer.InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
-        await Drive(install);
+        await Drive(install, clamd);
         var e = Assert.ThrowsAsync<SignatureInstallException>(() => install);
         Assert.That(e!.Message, Does.Contain("clamd failed to reload its database"), "the refusal of the new set is what the caller hears");
         Assert.That(clamd.Reloads, Is.EqualTo(2), "the restore sent its RELOAD");
@@ -163,7 +169,7 @@ public class SignatureInstallerTests
         using var clamd = new FakeClamd(_env.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\n"));
         var files = new Recording();
         var install = Installer(files: files).InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
-        await Drive(install);
+        await Drive(install, clamd);
         await install;
         var calls = files.Calls;
         var setAside = calls.FindIndex(c => c.StartsWith($"rename {Target} ", StringComparison.Ordinal));
@@ -183,7 +189,7 @@ public class SignatureInstallerTests
         foreach (var name in new[] { "tsunagu.ndb", "tsunagu-2.ndb" })
         {
             var install = Installer().InstallAsync(name, new MemoryStream(New), CancellationToken.None);
-            await Drive(install);
+            await Drive(install, clamd);
             var e = Assert.ThrowsAsync<SignatureInstallException>(() => install);
             Assert.That(e!.Message, Does.Contain("clamd failed to reload its database").And.Contain("Malformed database"));
             Assert.That(Directory.GetFiles(_env.SignatureDirectory).Select(Path.GetFileName), Is.EqualTo(new[] { "tsunagu.ndb" }), name);
@@ -211,7 +217,7 @@ public class SignatureInstallerTests
     {
         // no clamd socket at all: a reload would fail with "clamd did not take the reload"
         var runner = new RecordingRunner { Respond = c => new CommandResult(c, 0, "Known viruses: 1\n", "", false) };
-        var installer = new SignatureInstaller(_env, runner, _time, _log.Add)
+        var installer = new SignatureInstaller(_env, runner, _time, _log.Enqueue)
         {
             ReloadTimeout = TimeSpan.FromSeconds(30), FreeBytes = _ => 1L << 40, ClamdRuns = () => false,
         };
@@ -256,7 +262,7 @@ public class SignatureInstallerTests
         Assert.That((big.Position, runner.Commands.Count, clamd.Reloads), Is.EqualTo((0L, 0, 0)));
 
         var install = installer.InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
-        await Drive(install);
+        await Drive(install, clamd);
         await install;
         Assert.That(runner.Commands, Has.Count.EqualTo(1).And.All.StartsWith("clamscan --database="), "the new database alone, once");
         Assert.That(File.ReadAllBytes(Target), Is.EqualTo(New));

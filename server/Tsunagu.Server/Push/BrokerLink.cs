@@ -63,6 +63,28 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     private Task? _retries;
     private Task? _expiry;
     private readonly ConcurrentDictionary<string, string> _passwordsSet = new(StringComparer.Ordinal);
+    // one lock per unit account: a password being set and the sweep replacing a stale one never interleave
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _accountLocks = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _sweeping = new(1, 1); // one sweep at a time (the background one and one asked for)
+
+    /// <summary>Test seam: called by the sweep for each account it found stale, before it takes the account's lock.</summary>
+    internal Func<string, CancellationToken, Task>? StaleAccountFound { get; set; }
+
+    private async Task<IDisposable> LockAccountAsync(string user, CancellationToken ct)
+    {
+        var gate = _accountLocks.GetOrAdd(user, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(ct);
+        return new Release(gate);
+    }
+
+    private sealed class Release(SemaphoreSlim gate) : IDisposable
+    {
+        private int _done;
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) { gate.Release(); }
+        }
+    }
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
@@ -523,6 +545,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             return;
         }
         var user = UnitCredentials.BrokerUsername(mac);
+        using var held = await LockAccountAsync(user, ct);
         if (_passwordsSet.TryGetValue(user, out var set) && set == password)
         {
             return;
@@ -580,6 +603,19 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             return 0;
         }
+        await _sweeping.WaitAsync(ct);
+        try
+        {
+            return await ExpireUnitPasswordsCoreAsync(ct);
+        }
+        finally
+        {
+            _sweeping.Release();
+        }
+    }
+
+    private async Task<int> ExpireUnitPasswordsCoreAsync(CancellationToken ct)
+    {
         var list = await CommandResponseAsync(new JsonObject { ["command"] = "listClients", ["verbose"] = true }, ct);
         var now = time.GetUtcNow().ToUnixTimeSeconds();
         var keyId = brokerKey.Current.Id;
@@ -593,18 +629,37 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             {
                 continue;
             }
-            var words = description.Split(' ');
-            var stale = words.Length != 6 || !long.TryParse(words[3], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var expires)
-                        || expires <= now || words[5] != keyId || await store.GetUnitAsync(mac, ct) is not { DecommissionedAt: null };
-            if (!stale) { continue; }
-            await CommandAsync(new JsonObject
+            if (!await IsStaleAsync(description, mac, now, keyId, ct)) { continue; }
+            if (StaleAccountFound is { } found) { await found(user, ct); }
+            // the listing may be old by now: a host session may have set a fresh password since. Under the account's
+            // lock (SetUnitPasswordAsync takes it too) the account is read again and replaced only if still stale.
+            using (await LockAccountAsync(user, ct))
             {
-                ["command"] = "modifyClient", ["username"] = user, ["password"] = UnitCredentials.NewNonce(24), ["textdescription"] = "tsunagu: no valid password",
-            }, "Client not found", ct);
-            _passwordsSet.TryRemove(user, out _);
+                var current = await CommandResponseAsync(new JsonObject { ["command"] = "getClient", ["username"] = user }, ct);
+                if (current["error"] is not null
+                    || current["data"]?["client"]?["textdescription"]?.GetValue<string>() is not { } fresh
+                    || !fresh.StartsWith("tsunagu: password expires ", StringComparison.Ordinal)
+                    || !await IsStaleAsync(fresh, mac, now, keyId, ct))
+                {
+                    continue; // gone, already replaced, or set afresh meanwhile
+                }
+                await CommandAsync(new JsonObject
+                {
+                    ["command"] = "modifyClient", ["username"] = user, ["password"] = UnitCredentials.NewNonce(24), ["textdescription"] = "tsunagu: no valid password",
+                }, "Client not found", ct);
+                _passwordsSet.TryRemove(user, out _);
+            }
             replaced++;
         }
         return replaced;
+    }
+
+    /// <summary>Whether an account description written by <see cref="Description"/> tells of an expired or replaced-key password, or the unit is gone.</summary>
+    private async Task<bool> IsStaleAsync(string description, string mac, long now, string keyId, CancellationToken ct)
+    {
+        var words = description.Split(' ');
+        return words.Length != 6 || !long.TryParse(words[3], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var expires)
+               || expires <= now || words[5] != keyId || await store.GetUnitAsync(mac, ct) is not { DecommissionedAt: null };
     }
 
     private async Task EnsureServerAccountAsync(string password, CancellationToken ct)

@@ -62,23 +62,27 @@ public class RealStateTests
     [Test]
     public async Task Boot_with_the_hosts_power_on_spread_waits_a_random_part_of_it_before_connecting()
     {
-        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
-        var lines = new List<string>();
-        var (_, ctx) = await NewUnitAsync(time: time, log: lines.Add);
+        var time = new TimerCountingClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>(); // written by the boot's task
+        var (_, ctx) = await NewUnitAsync(time: time, log: lines.Enqueue);
         await new BootState().EnterAsync(ctx, CancellationToken.None);
         ctx.Store!.Set(StateKeys.Settings, new UnitSettings("02:54:53:00:00:01", new WanAccount("dhcp"), null, null, null, null, "https://127.0.0.1:1/", null),
             FirmwareJson.Default.UnitSettings);
         ctx.Store.Set(StateKeys.PowerOnSpread, new PowerOnSpread(100), FirmwareJson.Default.PowerOnSpread);
         var expected = TimeSpan.FromSeconds(new Random(1).NextDouble() * 100);
 
+        var timers = time.Timers;
         var boot = new BootState().EnterAsync(ctx, CancellationToken.None);
-        for (var i = 0; i < 100 && !lines.Any(l => l.Contains("before connecting")); i++) { await Task.Delay(20); }
+        // the clock moves only once the wait's timer is registered (it is made after the line is logged)
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!(lines.Any(l => l.Contains("before connecting")) && time.Timers > timers) && !boot.IsCompleted && DateTime.UtcNow < deadline) { await Task.Delay(20); }
         Assert.That(lines.Last(), Does.Contain("the host's power-on spread is 100 s"));
+        Assert.That(time.Timers, Is.GreaterThan(timers), "the boot's wait registered its timer");
         time.Advance(expected - TimeSpan.FromMilliseconds(10));
         await Task.Delay(100);
         Assert.That(boot.IsCompleted, Is.False, $"still waiting just before the drawn {expected.TotalSeconds:0.0} s");
         time.Advance(TimeSpan.FromMilliseconds(20));
-        Assert.That(await boot.WaitAsync(TimeSpan.FromSeconds(10)), Is.EqualTo(Outcome.Success));
+        Assert.That(await boot.WaitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(Outcome.Success));
         ctx.Store!.Dispose();
         ctx.Client!.Dispose();
     }
