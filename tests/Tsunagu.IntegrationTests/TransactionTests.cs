@@ -48,7 +48,7 @@ public class TransactionTests
     }
 
     /// <summary>A client holding a host token of unit <paramref name="mac"/>.</summary>
-    private static async Task<HttpClient> UnitHttp(TestServer server, string mac)
+    internal static async Task<HttpClient> UnitHttp(TestServer server, string mac)
     {
         var http = server.PinnedHttp();
         var challenge = (await (await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
@@ -59,7 +59,7 @@ public class TransactionTests
         return http;
     }
 
-    private static Inventory Factory() =>
+    internal static Inventory Factory() =>
         new(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.FactoryApplications.ToDictionary(a => a.Key, a => a.Value));
 
     [Test]

@@ -99,9 +99,9 @@ public static class HostApi
         var actual = catalogue.FindPattern(request.Inventory);
         if (actual is null)
         {
-            await store.RecordInventoryAsync(mac, request.Inventory, null, UnitStates.OffPattern, ct: http.RequestAborted);
-            await store.TouchAsync(mac, error: "inventory matches no verified install pattern", ct: http.RequestAborted);
-            await store.AddUnitEventAsync(mac, UnitEventKinds.Check, $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", failed: true, ct: http.RequestAborted);
+            // the inventory, the state, the last error and the failed history entry: one transaction
+            await store.RecordOffPatternCheckAsync(mac, request.Inventory, "inventory matches no verified install pattern",
+                $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", http.RequestAborted);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
             metrics.CheckIn(Metrics.ServerMetrics.CheckResults.OffPattern);
             return TypedResults.Ok(new VersionCheckResponse(null, unit.TargetPattern, null, PolicySettings.From(catalogue), options.CheckIntervalSeconds,
@@ -150,13 +150,13 @@ public static class HostApi
                 log.LogInformation("unit {Mac}: update {Update} deferred: {Reason}", mac, program.Id, deferred);
             }
         }
-        // A check that changes nothing writes nothing: no inventory update, last_seen at most once a minute
-        // (TsunaguStore.LastSeenResolution), and a periodic check identical to the last history entry is not repeated.
-        var wrote = await store.RecordInventoryIfChangedAsync(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating, http.RequestAborted);
+        // The inventory (or last_seen) and the history entry: one transaction. A check that changes nothing writes nothing:
+        // no inventory update, last_seen at most once a minute (TsunaguStore.LastSeenResolution), and a periodic check
+        // identical to the last history entry is not repeated.
         var detail = $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
                      (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date");
-        if (request.Forced) { await store.AddUnitEventAsync(mac, UnitEventKinds.Check, detail, ct: http.RequestAborted); }
-        else { await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, detail, ct: http.RequestAborted); }
+        var wrote = await store.RecordCheckAsync(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating, detail, request.Forced,
+            http.RequestAborted);
         var row = wrote ? await store.GetUnitForCheckAsync(mac, http.RequestAborted) : unit;
         metrics.CheckIn(offer is not null ? Metrics.ServerMetrics.CheckResults.Offered : deferred is not null ? Metrics.ServerMetrics.CheckResults.Deferred : Metrics.ServerMetrics.CheckResults.UpToDate);
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
@@ -253,11 +253,11 @@ public static class HostApi
         var digest = request.Digest?.ToLowerInvariant() ?? "";
         if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{InputRules.Quote(request.Digest)}' is not a SHA-256 in hex"); }
         var medium = await store.GetMediumAsync(digest, http.RequestAborted);
-        await store.AuditAsync(mac, medium is null ? "media.rejected" : "media.accepted", digest, medium?.Name, http.RequestAborted);
+        // the audit entry and, for a rejected medium, the unit's last error: one transaction
+        await store.RecordMediaCheckAsync(mac, digest, medium, $"install medium {digest[..12]}... is not genuine: rejected", http.RequestAborted);
         if (medium is null)
         {
             log.LogWarning("unit {Mac} presented an install medium that is not genuine ({Digest})", mac, digest);
-            await store.TouchAsync(mac, error: $"install medium {digest[..12]}... is not genuine: rejected", ct: http.RequestAborted);
         }
         return TypedResults.Ok(new MediaCheckResponse(digest, medium is not null, medium?.Name));
     }
@@ -291,18 +291,14 @@ public static class HostApi
         }
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, (await store.GetUnitForCheckAsync(mac, http.RequestAborted))?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = await store.FindPatternAsync(report.Inventory, http.RequestAborted);
-        if (report.BootProblem is { } bootProblem)
-        {
-            // an OS slot refused at boot (dm-verity): the unit's last error and a failed history entry, before it is Ready
-            await store.RecordBootProblemAsync(mac, bootProblem, http.RequestAborted);
-            log.LogWarning("unit {Mac}: {Problem}", mac, bootProblem);
-        }
-        // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; the inventory,
-        // the final revision and the history entry are one transaction
+        // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; a boot problem
+        // (an OS slot refused at boot: the unit's last error and a failed history entry), the inventory, the final revision
+        // and the history entry are one transaction
         await store.RecordReadyAsync(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
             report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
                 (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""),
-            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache, ct: http.RequestAborted);
+            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache, report.BootProblem, http.RequestAborted);
+        if (report.BootProblem is { } bootProblem) { log.LogWarning("unit {Mac}: {Problem}", mac, bootProblem); }
         // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)
         await retries.AfterReadyAsync(mac, http.RequestAborted);
         return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));

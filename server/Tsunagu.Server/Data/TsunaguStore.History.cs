@@ -74,27 +74,19 @@ public sealed partial class TsunaguStore
 
     // ---- unit history ------------------------------------------------------------------------------------
 
-    /// <summary>A problem of the unit's boot (an OS slot refused by dm-verity): its last error and a failed history entry, durably.</summary>
-    public async Task RecordBootProblemAsync(string mac, string problem, CancellationToken ct = default)
-    {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        var now = Now();
-        await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_error = @problem WHERE mac = @mac", new { mac, problem }, tx, cancellationToken: ct));
-        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, 1)",
-            new { mac, now, kind = UnitEventKinds.Ready, detail = $"boot: {problem}" }, tx, cancellationToken: ct));
-        await tx.CommitAsync(ct);
-        _lastEvent[mac] = (UnitEventKinds.Ready, $"boot: {problem}");
-    }
+    /// <summary>Writes one entry of the unit's history inside the caller's transaction.</summary>
+    private static async Task InsertUnitEventAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction? tx, string mac, string now, string kind, string? detail,
+        bool failed, CancellationToken ct) =>
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
+            new { mac, now, kind, detail, failed = failed ? 1 : 0 }, tx, cancellationToken: ct));
 
     /// <summary>Adds one entry to the unit's history (a check, an update, a configuration acknowledgement, a ready report).</summary>
     public async Task AddUnitEventAsync(string mac, string kind, string? detail, bool failed = false, CancellationToken ct = default)
     {
-        _lastEvent[mac] = (kind, detail);
         // checks and ready reports come again on the next contact; updates, configurations and failures are reported once
         await using var c = !failed && kind is UnitEventKinds.Check or UnitEventKinds.Ready ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
-            new { mac, now = Now(), kind, detail, failed = failed ? 1 : 0 }, cancellationToken: ct));
+        await InsertUnitEventAsync(c, null, mac, Now(), kind, detail, failed, ct);
+        _lastEvent[mac] = (kind, detail);
     }
 
     /// <summary>

@@ -21,6 +21,28 @@ public sealed partial class TsunaguStore
             ? new MediaRegistration(m.Digest, m.Name) : null;
     }
 
+    /// <summary>
+    /// What a unit's check of an install medium records, in one transaction that waits for the disk: the audit entry
+    /// (<c>media.accepted</c> when <paramref name="medium"/> is the registration of <paramref name="digest"/>, else
+    /// <c>media.rejected</c>) and, for a rejected medium, <paramref name="rejected"/> as the unit's last error (the unit
+    /// seen now). A failure, or the unit hanging up, leaves nothing of it.
+    /// </summary>
+    public async Task RecordMediaCheckAsync(string mac, string digest, MediaRegistration? medium, string rejected, CancellationToken ct = default)
+    {
+        var at = _time.GetUtcNow();
+        var now = Timestamp(at);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await InsertAuditAsync(c, tx, now, mac, medium is null ? "media.rejected" : "media.accepted", digest, medium?.Name, ct);
+        if (medium is null)
+        {
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_seen = @now, last_error = @rejected WHERE mac = @mac AND decommissioned_at IS NULL",
+                new { mac, now, rejected }, tx, cancellationToken: ct));
+        }
+        await tx.CommitAsync(ct);
+        if (medium is null) { _lastSeenWritten[mac] = at; }
+    }
+
     public async Task<IReadOnlyList<MediaRegistration>> ListMediaAsync(CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);

@@ -164,16 +164,19 @@ public sealed partial class TsunaguStore
     /// <paramref name="vpn"/> (checked by the caller) and <paramref name="vpnAddress"/> (where the report came from) replace
     /// the unit's VPN columns when given; a changed public key is written durably and named in the history entry.
     /// <paramref name="cache"/> (checked by the caller) replaces the unit's cache statistics when given.
+    /// <paramref name="bootProblem"/> (checked by the caller: what went wrong at this boot) becomes the unit's last error and a
+    /// failed history entry (<c>boot: ...</c>) before the ready one, in the same transaction, which then waits for the disk.
+    /// A failure, or the unit hanging up, leaves nothing of the report.
     /// </summary>
     public async Task<bool> RecordReadyAsync(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail,
-        UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null, CancellationToken ct = default)
+        UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null, string? bootProblem = null, CancellationToken ct = default)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
         bool once;
         await using (var read = await OpenUnitReportAsync(ct))
         {
-            once = (configRevision is { } pending && await read.ExecuteScalarAsync<long>(new CommandDefinition(
+            once = bootProblem is not null || (configRevision is { } pending && await read.ExecuteScalarAsync<long>(new CommandDefinition(
                         "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }, cancellationToken: ct)) > 0)
                    || (inventory.LastBundle is { } raised && await read.ExecuteScalarAsync<long>(new CommandDefinition(
                         "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }, cancellationToken: ct)) > 0)
@@ -181,6 +184,12 @@ public sealed partial class TsunaguStore
         }
         await using var c = once ? await OpenAsync(ct) : await OpenUnitReportAsync(ct);
         await using var tx = await BeginAsync(c, ct);
+        if (bootProblem is not null)
+        {
+            // an OS slot refused at boot (dm-verity): the unit's last error and a failed history entry, before it is Ready
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_error = @bootProblem WHERE mac = @mac", new { mac, bootProblem }, tx, cancellationToken: ct));
+            await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, $"boot: {bootProblem}", failed: true, ct);
+        }
         if (inventory.LastBundle is { } counter)
         {
             await c.ExecuteAsync(new CommandDefinition("""
@@ -218,8 +227,7 @@ public sealed partial class TsunaguStore
                 text += $"; WireGuard public key changed from {previous} to {vpn.PublicKey}: peers must be given the new key";
             }
         }
-        await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @text, 0)",
-            new { mac, now, kind = UnitEventKinds.Ready, text }, tx, cancellationToken: ct));
+        await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, text, failed: false, ct);
         await tx.CommitAsync(ct);
         _lastSeenWritten[mac] = at;
         _lastEvent[mac] = (UnitEventKinds.Ready, text);

@@ -129,16 +129,21 @@ public sealed partial class TsunaguStore
         _lastSeenWritten[mac] = now;
     }
 
+    /// <summary>True when <paramref name="inventory"/> (serialized as <paramref name="json"/>), the pattern, the state and the bundle counter are what <paramref name="known"/> holds.</summary>
+    private static bool Unchanged(UnitCheckRow known, Inventory inventory, string json, string? pattern, string? state) =>
+        known.Inventory == json && (pattern is null || pattern == known.Pattern) && (state is null || state == known.State) && !RaisesCounter(known, inventory);
+
+    /// <summary>True when the inventory's bundle counter is above the one <paramref name="known"/> holds (it is raised: reported once, written durably).</summary>
+    private static bool RaisesCounter(UnitCheckRow known, Inventory inventory) =>
+        inventory.LastBundle is { } counter && !(known.LastBundleVersion is { } v && v >= counter.Version);
+
     /// <summary>
     /// Records the inventory only when it, the pattern, the state or the bundle counter differ from <paramref name="known"/>
     /// (the row the caller just read); otherwise only marks the unit seen (<see cref="TouchAsync"/>). True when it wrote the inventory.
     /// </summary>
     public async Task<bool> RecordInventoryIfChangedAsync(UnitCheckRow known, Inventory inventory, string? pattern, string? state, CancellationToken ct = default)
     {
-        var json = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory);
-        var unchanged = known.Inventory == json && (pattern is null || pattern == known.Pattern) && (state is null || state == known.State) &&
-                        (inventory.LastBundle is not { } counter || (known.LastBundleVersion is { } v && v >= counter.Version));
-        if (unchanged)
+        if (Unchanged(known, inventory, JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state))
         {
             await TouchAsync(known.Mac, ct: ct);
             return false;
@@ -147,27 +152,91 @@ public sealed partial class TsunaguStore
         return true;
     }
 
+    /// <summary>Records the inventory, pattern, state and WAN address (each null: left as it was) and raises the bundle counter, in one transaction.</summary>
     public async Task RecordInventoryAsync(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null, CancellationToken ct = default)
     {
-        await RaiseBundleCounterAsync(mac, inventory.LastBundle, ct);
-        _lastSeenWritten[mac] = _time.GetUtcNow();
-        await using var c = await OpenUnitReportAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("""
-            UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
-                   wan_address = COALESCE(@wanAddress, wan_address), last_seen = @now
-            WHERE mac = @mac AND decommissioned_at IS NULL
-            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, now = Now() }, cancellationToken: ct));
+        var at = _time.GetUtcNow();
+        // the bundle counter is reported once: it waits for the disk; the rest is reported again on the next contact
+        await using var c = inventory.LastBundle is null ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await WriteInventoryAsync(c, tx, mac, inventory, pattern, state, wanAddress, null, Timestamp(at), ct);
+        await tx.CommitAsync(ct);
+        _lastSeenWritten[mac] = at;
     }
 
-    /// <summary>Raises the unit's bundle counter to <paramref name="counter"/>; never lowers it.</summary>
-    public async Task RaiseBundleCounterAsync(string mac, Protocol.Bundles.BundleCounter? counter, CancellationToken ct = default)
+    /// <summary>
+    /// Inside the caller's transaction: raises the bundle counter (never lowers it) and writes the inventory, pattern,
+    /// state, WAN address and last error (each null: left as it was) with last_seen <paramref name="now"/>.
+    /// </summary>
+    private static async Task WriteInventoryAsync(DbConnection c, DbTransaction tx, string mac, Inventory inventory, string? pattern, string? state, string? wanAddress,
+        string? lastError, string now, CancellationToken ct)
     {
-        if (counter is null) { return; }
-        await using var c = await OpenAsync(ct);
+        if (inventory.LastBundle is { } counter)
+        {
+            await c.ExecuteAsync(new CommandDefinition("""
+                UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
+                WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
+                """, new { mac, counter.Version, counter.BundleId }, tx, cancellationToken: ct));
+        }
         await c.ExecuteAsync(new CommandDefinition("""
-            UPDATE units SET last_bundle_version = @Version, last_bundle_id = @BundleId
-            WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)
-            """, new { mac, counter.Version, counter.BundleId }, cancellationToken: ct));
+            UPDATE units SET inventory = @inventory, pattern = COALESCE(@pattern, pattern), state = COALESCE(@state, state),
+                   wan_address = COALESCE(@wanAddress, wan_address), last_error = COALESCE(@lastError, last_error), last_seen = @now
+            WHERE mac = @mac AND decommissioned_at IS NULL
+            """, new { mac, inventory = JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state, wanAddress, lastError, now }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>
+    /// What a version check of a unit on a verified pattern records, in one transaction (a failure, or the unit hanging up,
+    /// leaves nothing of it): the inventory with <paramref name="pattern"/>, <paramref name="state"/> and the bundle counter
+    /// when any of them differs from <paramref name="known"/> (the row the check read), else only last_seen (at most once per
+    /// <see cref="LastSeenResolution"/>); and the history entry <paramref name="detail"/>, which a periodic check that repeats
+    /// the unit's newest entry does not add again. A check that changes nothing writes nothing and begins no transaction.
+    /// It waits for the disk only when the bundle counter rises. True when it wrote the inventory.
+    /// </summary>
+    public async Task<bool> RecordCheckAsync(UnitCheckRow known, Inventory inventory, string pattern, string state, string detail, bool forced, CancellationToken ct = default)
+    {
+        var mac = known.Mac;
+        var at = _time.GetUtcNow();
+        var changed = !Unchanged(known, inventory, JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state);
+        var touch = !changed && !(_lastSeenWritten.TryGetValue(mac, out var written) && at - written < LastSeenResolution && at >= written);
+        var entry = forced || !(_lastEvent.TryGetValue(mac, out var last) && last.Kind == UnitEventKinds.Check && last.Detail == detail);
+        if (!changed && !touch && !entry) { return false; }
+        var now = Timestamp(at);
+        await using var c = RaisesCounter(known, inventory) ? await OpenAsync(ct) : await OpenUnitReportAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        if (changed)
+        {
+            await WriteInventoryAsync(c, tx, mac, inventory, pattern, state, null, null, now, ct);
+        }
+        else if (touch)
+        {
+            await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_seen = @now WHERE mac = @mac AND decommissioned_at IS NULL", new { mac, now }, tx, cancellationToken: ct));
+        }
+        if (entry) { await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Check, detail, failed: false, ct); }
+        await tx.CommitAsync(ct);
+        // this replica's memory of what it wrote changes only with the commit: a rolled back check is written again next time
+        if (changed || touch) { _lastSeenWritten[mac] = at; }
+        if (entry) { _lastEvent[mac] = (UnitEventKinds.Check, detail); }
+        return changed;
+    }
+
+    /// <summary>
+    /// What a version check whose inventory matches no verified pattern records, in one transaction that waits for the disk:
+    /// the inventory and bundle counter, the state <see cref="UnitStates.OffPattern"/> (the recorded pattern stays), the last
+    /// error <paramref name="error"/> and the failed history entry <paramref name="detail"/>. A failure, or the unit hanging
+    /// up, leaves nothing of it.
+    /// </summary>
+    public async Task RecordOffPatternCheckAsync(string mac, Inventory inventory, string error, string detail, CancellationToken ct = default)
+    {
+        var at = _time.GetUtcNow();
+        var now = Timestamp(at);
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        await WriteInventoryAsync(c, tx, mac, inventory, null, UnitStates.OffPattern, null, error, now, ct);
+        await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Check, detail, failed: true, ct);
+        await tx.CommitAsync(ct);
+        _lastSeenWritten[mac] = at;
+        _lastEvent[mac] = (UnitEventKinds.Check, detail);
     }
 
     public async Task SetPresenceAsync(string mac, bool online, CancellationToken ct = default)

@@ -93,17 +93,6 @@ public sealed partial class TsunaguStore
             """, group, $"group {group.Name} exists", audit, ct);
     }
 
-    /// <summary>Sets or clears a group's maintenance window with the audit entry; false (nothing written) when there is no such group.</summary>
-    public async Task<bool> SetGroupWindowAsync(string name, string? window, AuditEntry audit, CancellationToken ct = default)
-    {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        if (await c.ExecuteAsync(new CommandDefinition("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx, cancellationToken: ct)) == 0) { return false; }
-        await WriteAuditAsync(c, tx, audit, ct);
-        await tx.CommitAsync(ct);
-        return true;
-    }
-
     /// <summary>
     /// Sets or clears a group's maintenance window with the audit entry in one transaction, after
     /// <paramref name="refuse"/> has seen the rollouts that move the group now (running or paused, with their update's

@@ -1,0 +1,197 @@
+using System.Net.Http.Json;
+using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// A unit's request writes all of what it records or none of it, on SQLite and PostgreSQL: a fault injected into its
+/// last write (a trigger that aborts it), or the unit hanging up while that write waits for a lock, leaves every table as
+/// it was; the same request without the fault then records all of it (and a rolled back periodic check is not taken
+/// for written).
+/// </summary>
+[NonParallelizable]
+public class UnitRequestTransactionTests
+{
+    private static void Execute(TestServer server, string sql)
+    {
+        using var c = server.Store.Database.Open();
+        using var command = c.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    /// <summary>Makes every <paramref name="operation"/> (INSERT, UPDATE) on <paramref name="table"/> matching <paramref name="when"/> fail, as a broken store would.</summary>
+    private static void InjectFault(TestServer server, string operation, string table, string when)
+    {
+        if (server.Store.Database.Kind == DatabaseKind.Postgres)
+        {
+            Execute(server, "CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$");
+            Execute(server, $"CREATE TRIGGER injected_fault BEFORE {operation} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION injected_fault()");
+        }
+        else
+        {
+            Execute(server, $"CREATE TRIGGER injected_fault BEFORE {operation} ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END");
+        }
+    }
+
+    private static void RemoveFault(TestServer server, string table) =>
+        Execute(server, server.Store.Database.Kind == DatabaseKind.Postgres ? $"DROP TRIGGER injected_fault ON {table}" : "DROP TRIGGER injected_fault");
+
+    private static Inventory OffPattern() =>
+        TransactionTests.Factory() with { Applications = new Dictionary<string, string>(TransactionTests.Factory().Applications) { ["unknown-app"] = "1.0.0" } };
+
+    private static async Task<IReadOnlyList<UnitEventRow>> Events(TestServer server, string mac, string kind) =>
+        (await server.Store.ListUnitEventsAsync(mac)).Where(e => e.Kind == kind).ToList();
+
+    /// <summary>
+    /// Sends <paramref name="send"/> with <paramref name="table"/>'s <paramref name="operation"/> failing where <paramref name="when"/>
+    /// holds: refused, every table as before; then without the fault: answered 200.
+    /// </summary>
+    private static async Task AssertAllOrNothing(TestServer server, string operation, string table, string when, Func<Task<HttpResponseMessage>> send)
+    {
+        InjectFault(server, operation, table, when);
+        var before = HostileInputTests.Snapshot(server);
+        using (var failed = await send())
+        {
+            Assert.That(failed.IsSuccessStatusCode, Is.False, $"the write failed: {(int)failed.StatusCode} {await failed.Content.ReadAsStringAsync()}");
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing of the request without its last write");
+        RemoveFault(server, table);
+        using var again = await send();
+        Assert.That(again.IsSuccessStatusCode, Is.True, $"without the fault the same request succeeds: {(int)again.StatusCode} {await again.Content.ReadAsStringAsync()}");
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_version_check_off_every_pattern_whose_history_entry_fails_records_nothing(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+        var request = new VersionCheckRequest(OffPattern(), new UnitLoad(0, 0), false, null);
+        await AssertAllOrNothing(server, "INSERT", "unit_events", $"NEW.kind = '{UnitEventKinds.Check}'",
+            () => http.PostAsJsonAsync(Routes.VersionCheck, request, ProtocolJson.Default.VersionCheckRequest));
+
+        var unit = (await server.Store.GetUnitAsync(mac))!;
+        Assert.That(unit.State, Is.EqualTo(UnitStates.OffPattern));
+        Assert.That(unit.LastError, Is.EqualTo("inventory matches no verified install pattern"));
+        Assert.That(unit.Inventory, Does.Contain("unknown-app"));
+        Assert.That((await Events(server, mac, UnitEventKinds.Check)).Select(e => (e.Detail, e.Failed)),
+            Is.EqualTo(new[] { ("periodic: software matches no verified install pattern", 1L) }), "one failed history entry, written with the rest");
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_version_check_whose_history_entry_fails_records_no_inventory_and_is_recorded_whole_the_next_time(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Inventory, Is.Null, "the unit has reported nothing yet");
+        var request = new VersionCheckRequest(TransactionTests.Factory(), new UnitLoad(0, 0), false, null);
+        await AssertAllOrNothing(server, "INSERT", "unit_events", $"NEW.kind = '{UnitEventKinds.Check}'",
+            () => http.PostAsJsonAsync(Routes.VersionCheck, request, ProtocolJson.Default.VersionCheckRequest));
+
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Inventory, Is.Not.Null, "the inventory, with its history entry");
+        // the periodic check that was rolled back is not taken for the unit's newest history entry
+        Assert.That(await Events(server, mac, UnitEventKinds.Check), Has.Count.EqualTo(1), "the check's history entry");
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_ready_report_with_a_boot_problem_whose_ready_entry_fails_records_neither(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+        const string problem = "slot b failed dm-verity verification: booted slot a";
+        var report = new ReadyReport(TransactionTests.Factory(), null, "203.0.113.7", BootProblem: problem);
+        // the boot problem's entry is written first; the ready entry after it fails
+        await AssertAllOrNothing(server, "INSERT", "unit_events", $"NEW.kind = '{UnitEventKinds.Ready}' AND NEW.failed = 0",
+            () => http.PostAsJsonAsync(Routes.Ready, report, ProtocolJson.Default.ReadyReport));
+
+        Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo(problem));
+        Assert.That((await Events(server, mac, UnitEventKinds.Ready)).Select(e => e.Failed).Order(), Is.EqualTo(new[] { 0L, 1L }),
+            "the boot problem's failed entry and the ready entry");
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_rejected_medium_whose_last_error_fails_is_not_audited(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+        var digest = new string('c', 64);
+        // the audit entry is written first; the unit's last error after it fails
+        await AssertAllOrNothing(server, "UPDATE", "units", "NEW.last_error LIKE 'install medium%'",
+            () => http.PostAsJsonAsync(Routes.MediaCheck, new MediaCheckRequest(digest), ProtocolJson.Default.MediaCheckRequest));
+
+        Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo($"install medium {digest[..12]}... is not genuine: rejected"));
+        Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "media.rejected" && a.Target == digest), Is.EqualTo(1));
+    }
+
+    /// <summary>
+    /// PostgreSQL: the unit hangs up while its request's last write waits for a lock the test holds (on SQLite a write
+    /// waits only before its transaction begins). The request's cancellation reaches the database and rolls back what
+    /// it wrote before; nothing of it appears once the lock is released.
+    /// </summary>
+    [TestCase("version-check", "unit_events")]
+    [TestCase("media-check", "units")]
+    public async Task A_unit_hanging_up_while_its_last_write_waits_leaves_nothing_of_the_request(string request, string lockedTable)
+    {
+        TestServer.DatabaseKind.Value = "postgres";
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+        var before = HostileInputTests.Snapshot(server);
+
+        await using var holder = await server.Store.Database.OpenAsync(CancellationToken.None);
+        await using var hold = await holder.BeginTransactionAsync();
+        await using (var lockTable = holder.CreateCommand())
+        {
+            lockTable.Transaction = hold;
+            // the request's reads go on; its insert or update of this table waits
+            lockTable.CommandText = $"LOCK TABLE {lockedTable} IN EXCLUSIVE MODE";
+            await lockTable.ExecuteNonQueryAsync();
+        }
+        using var hangUp = new CancellationTokenSource();
+        var sent = request == "version-check"
+            ? http.PostAsJsonAsync(Routes.VersionCheck, new VersionCheckRequest(OffPattern(), new UnitLoad(0, 0), true, null), ProtocolJson.Default.VersionCheckRequest, hangUp.Token)
+            : http.PostAsJsonAsync(Routes.MediaCheck, new MediaCheckRequest(new string('d', 64)), ProtocolJson.Default.MediaCheckRequest, hangUp.Token);
+        Assert.That(await WaitersAsync(server, w => w > 0, sent), Is.GreaterThan(0), "the request's write waits for the lock");
+
+        hangUp.Cancel();
+        Assert.CatchAsync<OperationCanceledException>(async () => await sent, "the unit hung up");
+        // the server sees the hang-up, the waiting statement is cancelled and the request's transaction ends
+        Assert.That(await WaitersAsync(server, w => w == 0, null), Is.Zero, "the request stopped waiting once the unit hung up");
+        await hold.RollbackAsync();
+
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing of the request the unit hung up on");
+        var unit = (await server.Store.GetUnitAsync(mac))!;
+        Assert.That((unit.LastError, unit.Inventory), Is.EqualTo(((string?)null, (string?)null)), "no error and no inventory recorded");
+    }
+
+    /// <summary>How many backends of the server's database wait for a lock, polled until <paramref name="done"/> (at most 60 s).</summary>
+    private static async Task<long> WaitersAsync(TestServer server, Func<long, bool> done, Task? request)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            await using (var c = await server.Store.Database.OpenAsync(CancellationToken.None))
+            await using (var q = c.CreateCommand())
+            {
+                q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+                var waiting = Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
+                if (done(waiting) || DateTime.UtcNow > deadline) { return waiting; }
+            }
+            if (request is { IsCompleted: true }) { Assert.Fail($"the request ended before it waited: {request.Status} {request.Exception?.InnerException?.Message}"); }
+            await Task.Delay(20);
+        }
+    }
+}
