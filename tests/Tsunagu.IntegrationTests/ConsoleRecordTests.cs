@@ -178,4 +178,31 @@ public class ConsoleRecordTests
         Assert.That((await server.Store.ListAuditAsync(20)).Where(a => a.Action == "unit.delete").Select(a => a.Target), Is.EqualTo(new[] { never }));
         Assert.That((await admin.GetAsync($"/console/units/{never}")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
     }
+
+    [Test]
+    public async Task A_delete_confirmed_on_a_page_older_than_an_edit_committed_meanwhile_deletes_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        var row = (await server.Store.GetUnitAsync(mac))!;
+        HttpResponseMessage deleted;
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.DeleteUnitAsync)))
+        {
+            // the form's revision matches the row the page loads; the edit lands after that check, before the delete's transaction
+            var delete = Post(admin, mac, "Delete", new() { ["revision"] = row.Revision.ToString(CultureInfo.InvariantCulture), ["confirm"] = "yes" });
+            await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+            var edited = row;
+            edited.Domain = "edited.example";
+            Assert.That(await server.Store.EditUnitAsync(edited, row.Revision, [new("domain", "unit.example", "edited.example")], "bob", wanChanged: false), Is.EqualTo(row.Revision + 1));
+            hold.Release();
+            deleted = await delete.WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
+        Assert.That(deleted.Headers.Location?.ToString(), Does.Not.EndWith("/console/units"), "back to the unit's page, not the list");
+        Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("Nothing was done").And.Contain($"revision {row.Revision + 1}"));
+        var after = await server.Store.GetUnitAsync(mac);
+        Assert.That((after?.Revision, after?.Domain), Is.EqualTo(((long?)row.Revision + 1, "edited.example")), "the edited row stays");
+        Assert.That((await server.Store.ListAuditAsync(50)).Count(a => a.Action == "unit.delete"), Is.Zero);
+    }
 }

@@ -194,6 +194,114 @@ public class RolloutWindowTests(string kind)
         Assert.That(await StateAsync(), Is.EqualTo(before with { Window = "06:00-07:00", Audit = before.Audit + 1 }), "only the window change was stored");
     }
 
+    /// <summary>Marks the flow of the request a race test holds at the beginning of its first transaction.</summary>
+    private static readonly AsyncLocal<bool> HeldRequest = new();
+
+    /// <summary>
+    /// Runs <paramref name="first"/> until it is about to begin its first transaction (every read it makes before it is
+    /// done) and holds it there; runs <paramref name="second"/> to its end; then lets <paramref name="first"/> go on. The
+    /// exceptions each ended with (null: it succeeded).
+    /// </summary>
+    private async Task<(Exception? First, Exception? Second)> InterleaveAsync(Func<Task> first, Func<Task> second)
+    {
+        using var release = new ManualResetEventSlim();
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnBeginning(string method)
+        {
+            if (!HeldRequest.Value || !reached.TrySetResult()) { return; }
+            // synchronous, on the held request's own thread: it goes no further until the test says so
+            if (!release.Wait(TimeSpan.FromSeconds(120))) { throw new TimeoutException($"the held request was never released from {method}"); }
+        }
+        _store.TransactionBeginning += OnBeginning;
+        try
+        {
+            var held = Task.Run(async () =>
+            {
+                HeldRequest.Value = true;
+                await first();
+            });
+            Assert.That(await Task.WhenAny(held, reached.Task, Task.Delay(TimeSpan.FromSeconds(60))), Is.SameAs(reached.Task),
+                $"the first request never began a transaction: {held.Exception?.InnerException?.Message}");
+            var secondError = await OutcomeAsync(second());
+            release.Set();
+            return (await OutcomeAsync(held), secondError);
+        }
+        finally
+        {
+            release.Set();
+            _store.TransactionBeginning -= OnBeginning;
+        }
+    }
+
+    private static async Task<Exception?> OutcomeAsync(Task request)
+    {
+        try
+        {
+            await request.WaitAsync(TimeSpan.FromSeconds(60));
+            return null;
+        }
+        catch (Exception e) when (e is GroupRuleException or RolloutRuleException or StoreConflictException)
+        {
+            return e;
+        }
+    }
+
+    private static bool IsConflict(Exception e) => e is GroupRuleException { Conflict: true } or RolloutRuleException { Conflict: true } or StoreConflictException;
+
+    /// <summary>
+    /// The policy PUT, a group's window PUT and a rollout's creation, each alone accepted, would together hold the
+    /// rollout's units forever (a low-utilisation window of 10:00-12:00 never meets a group window of 02:00-04:00). Whichever
+    /// is held after its reads while the other commits, exactly one is accepted, the other is a conflict that changed
+    /// nothing, and what is stored holds no active rollout that could never move.
+    /// </summary>
+    [TestCase("policy", "window")]
+    [TestCase("window", "policy")]
+    [TestCase("policy", "create")]
+    [TestCase("create", "policy")]
+    public async Task A_policy_change_racing_a_window_change_or_a_rollout_creation_never_strands_a_rollout(string first, string second)
+    {
+        await ProgramAsync(3);
+        var service = Replica();
+        // the window races a running rollout; the creation races a group that already has its window
+        if (first == "window" || second == "window") { await CreateAsync(service, "r1"); }
+        else { await WindowAsync("02:00-04:00"); }
+        var before = await StateAsync();
+        var narrow = UpdatePolicy.Default with { LowWindowStartHour = 10, LowWindowEndHour = 12 };
+        Func<Task> Request(string which) => which switch
+        {
+            "policy" => () => PolicySettings.SetCheckedAsync(_store, narrow, "alice", CancellationToken.None),
+            "window" => () => Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "bob", CancellationToken.None),
+            _ => () => CreateAsync(service, "r1"),
+        };
+        // each alone is accepted: the other side is as it was before
+        Assert.That(GroupWindows.Stall("lab", MaintenanceWindow.Parse("02:00-04:00").Window!, "r1", "x-to-y", 3, UpdatePolicy.Default), Is.Null);
+
+        var (firstError, secondError) = await InterleaveAsync(Request(first), Request(second));
+
+        Assert.That(new[] { firstError, secondError }.Count(e => e is null), Is.EqualTo(1),
+            $"exactly one is accepted (first: {firstError?.Message ?? "accepted"}; second: {secondError?.Message ?? "accepted"})");
+        var refused = (firstError ?? secondError)!;
+        Assert.That(IsConflict(refused), Is.True, $"the other is a conflict (409): {refused.GetType().Name} {refused.Message}");
+        Assert.That(refused.Message, Does.Contain("never overlaps").And.Contain("nothing was"));
+        var winner = firstError is null ? first : second;
+
+        // what is stored: the accepted change only, and no active rollout its group's window and the policy would hold forever
+        var policy = await PolicySettings.GetAsync(_store);
+        Assert.That(policy, Is.EqualTo(winner == "policy" ? narrow : UpdatePolicy.Default));
+        var after = await StateAsync();
+        Assert.That(after.Audit, Is.EqualTo(before.Audit + 1), "one change audited");
+        Assert.That((await _store.ListAuditAsync(1)).Single().Action,
+            Is.EqualTo(winner switch { "policy" => "settings.update-policy", "window" => "group.window", _ => "rollout.create" }));
+        Assert.That(after.Window, Is.EqualTo(winner == "window" || before.Window is not null ? "02:00-04:00" : null));
+        Assert.That(after.Rollouts, Is.EqualTo(before.Rollouts + (winner == "create" ? 1 : 0)));
+        foreach (var rollout in await _store.ListRolloutsAsync(activeOnly: true))
+        {
+            var window = (await _store.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow;
+            Assert.That(window is null ? null : GroupWindows.Stall(rollout.GroupName, MaintenanceWindow.Parse(window).Window!, rollout.Name, rollout.UpdateId, 3, policy),
+                Is.Null, $"rollout {rollout.Name} could never move");
+        }
+    }
+
     [Test]
     public async Task A_window_change_that_would_stall_a_running_or_paused_rollout_is_refused_and_changes_nothing()
     {

@@ -48,4 +48,43 @@ internal static class StoreSeam
             await Task.Delay(20);
         }
     }
+
+    /// <summary>
+    /// Holds the first call of the store method <paramref name="storeMethod"/> at the beginning of its transaction (after
+    /// every read it makes before it) until the returned hold is released or disposed: the seam is synchronous, so the
+    /// request waits on its own thread, holding no lock, while the test makes a conflicting change.
+    /// </summary>
+    public static Hold HoldAt(TsunaguStore store, string storeMethod) => new(store, storeMethod);
+
+    public sealed class Hold : IDisposable
+    {
+        private readonly TsunaguStore _store;
+        private readonly string _method;
+        private readonly ManualResetEventSlim _release = new();
+        private readonly TaskCompletionSource _reached = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        internal Hold(TsunaguStore store, string method)
+        {
+            (_store, _method) = (store, method);
+            _store.TransactionBeginning += OnBeginning;
+        }
+
+        /// <summary>Completes when the held call has reached its transaction's beginning.</summary>
+        public Task Reached => _reached.Task;
+
+        private void OnBeginning(string method)
+        {
+            if (method != _method || !_reached.TrySetResult()) { return; }
+            if (!_release.Wait(TimeSpan.FromSeconds(120))) { throw new TimeoutException($"{method} was held and never released"); }
+        }
+
+        public void Release() => _release.Set();
+
+        public void Dispose()
+        {
+            _store.TransactionBeginning -= OnBeginning;
+            _release.Set();
+            _release.Dispose();
+        }
+    }
 }

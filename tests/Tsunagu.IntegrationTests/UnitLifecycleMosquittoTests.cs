@@ -42,4 +42,32 @@ public class UnitLifecycleMosquittoTests
         Assert.That(await LoginAsync(mac, password), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "its unexpired password is refused");
         Assert.That(otherHeld.IsConnected, Is.True, "another unit keeps its session");
     }
+
+    [Test]
+    public async Task A_deleted_unit_is_disabled_on_mosquitto_and_its_mac_registered_again_logs_in()
+    {
+        await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var logins = server.App.Services.GetRequiredService<Tsunagu.Server.Push.UnitBrokerLogins>();
+        // a password a host session set on the broker while the row was being deleted (the session marks the unit seen; this does not)
+        var (password, _) = await logins.IssueAsync(mac, CancellationToken.None);
+        using var held = new MqttClientFactory().CreateMqttClient();
+        Assert.That(await LoginAsync(mac, password, held), Is.EqualTo(MqttClientConnectResultCode.Success));
+
+        using (var client = server.Operator())
+        {
+            await client.SendAsync(HttpMethod.Delete, $"{Tsunagu.Protocol.Routes.Units}/{mac}", null, CancellationToken.None, "\"1\"");
+        }
+
+        await server.WaitForAsync(() => !held.IsConnected, "Mosquitto to drop the deleted unit's session", TimeSpan.FromSeconds(20));
+        Assert.That(await LoginAsync(mac, password), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "its unexpired password is refused");
+
+        // the same MAC registered again is a unit of the fleet again: its account is enabled
+        using (var again = server.Operator())
+        {
+            await again.RegisterAsync(TestServer.Registration(server.Identity(1)), CancellationToken.None);
+        }
+        var (fresh, _) = await logins.IssueAsync(mac, CancellationToken.None);
+        Assert.That(await LoginAsync(mac, fresh), Is.EqualTo(MqttClientConnectResultCode.Success), "the registered unit logs in");
+    }
 }

@@ -280,6 +280,79 @@ public class UnitLifecycleTests
         Assert.That(await server.Store.GetUnitAsync(from), Is.Not.Null);
     }
 
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_delete_is_checked_at_its_revision_inside_its_transaction_and_a_stale_one_changes_nothing(string database)
+    {
+        TestServer.DatabaseKind.Value = database;
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = OperatorHttp(server);
+        var before = Snapshot(server, mac);
+        using (var stale = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 9))
+        {
+            Assert.That(stale.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), await stale.Content.ReadAsStringAsync());
+        }
+        using (var bad = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 0))
+        {
+            Assert.That(bad.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), "a revision is 1 or more");
+        }
+        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "a refused delete changes nothing");
+
+        // the operator deletes what they saw at revision 1; an edit commits while the delete waits at its transaction
+        Task<HttpResponseMessage> delete;
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.DeleteUnitAsync)))
+        {
+            delete = SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 1);
+            await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+            using (var edit = await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{mac}/record", new UnitEditRequest(Domain: "edited.example"), ifMatch: 1))
+            {
+                Assert.That(edit.StatusCode, Is.EqualTo(HttpStatusCode.OK), await edit.Content.ReadAsStringAsync());
+            }
+            hold.Release();
+            using var answer = await delete.WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "the edit made since is not deleted silently: " + await answer.Content.ReadAsStringAsync());
+        }
+        var row = await server.Store.GetUnitAsync(mac);
+        Assert.That((row?.Revision, row?.Domain), Is.EqualTo(((long?)2, "edited.example")), "the edited row stays");
+        Assert.That((await server.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.delete"), Is.Zero);
+
+        // at the revision it is at: deleted, once
+        using (var done = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 2))
+        {
+            Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await done.Content.ReadAsStringAsync());
+        }
+        Assert.That(await server.Store.GetUnitAsync(mac), Is.Null);
+        Assert.That((await server.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.delete"), Is.EqualTo(1));
+    }
+
+    [Test]
+    public async Task A_deleted_unit_is_dropped_by_the_embedded_broker_and_a_host_session_for_it_is_refused()
+    {
+        await using var server = await TestServer.StartAsync();
+        var units = await server.AddUnitsAsync(2);
+        var (mac, other) = (units[0].Mac, units[1].Mac);
+        // a password a host session issued while the row was being deleted (the session marks the unit seen; this does not)
+        var (password, _) = await server.App.Services.GetRequiredService<UnitBrokerLogins>().IssueAsync(mac, CancellationToken.None);
+        var broker = server.App.Services.GetRequiredService<EmbeddedBroker>();
+        using var held = new MqttClientFactory().CreateMqttClient();
+        var login = BrokerPortTests.UnitOptions("127.0.0.1", broker.Port, server.Pin).WithProtocolVersion(MqttProtocolVersion.V500)
+            .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password)
+            .WithKeepAlivePeriod(TimeSpan.FromSeconds(30)).WithTimeout(TimeSpan.FromSeconds(20)).Build();
+        Assert.That((await held.ConnectAsync(login)).ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
+        Assert.That(await server.Store.GetUnitAsync(mac), Is.Not.Null.And.Property(nameof(UnitRow.LastSeen)).Null, "still deletable");
+
+        using var http = OperatorHttp(server);
+        using (var delete = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 1))
+        {
+            Assert.That(delete.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await delete.Content.ReadAsStringAsync());
+        }
+        await server.WaitForAsync(() => !held.IsConnected, "the deleted unit's broker session to be dropped", TimeSpan.FromSeconds(20));
+        Assert.That(await HostSessionStatusAsync(server, mac), Is.EqualTo(HttpStatusCode.Unauthorized), "no host session for a deleted row");
+        Assert.That(await server.Store.GetUnitAsync(mac), Is.Null, "a refused session makes no row");
+        Assert.That(await HostSessionStatusAsync(server, other), Is.EqualTo(HttpStatusCode.OK), "another unit authenticates");
+    }
+
     [Test]
     public async Task Isp_passwords_are_sealed_at_rest_plain_rows_are_sealed_at_start_and_the_key_rotates()
     {

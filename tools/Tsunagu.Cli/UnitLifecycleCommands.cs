@@ -74,11 +74,11 @@ public static class UnitLifecycleCommands
         Run(decommission, (r, c, ct) => c.SendJsonAsync(HttpMethod.Post, Path(r.GetValue(macArg)!, "/decommission"), new DecommissionRequest(r.GetValue(reason)), ct, IfMatch(r.GetValue(revision))));
         yield return decommission;
 
-        var delete = With(new Command("delete", "delete a row that never reached the server (others are decommissioned instead)") { macArg });
+        var delete = With(new Command("delete", "delete a row that never reached the server (others are decommissioned instead)") { macArg, revision });
         delete.SetAction((r, ct) => guard(async () =>
         {
             using var client = connect(r);
-            await client.SendAsync(HttpMethod.Delete, Path(r.GetValue(macArg)!), null, ct);
+            await client.SendAsync(HttpMethod.Delete, Path(r.GetValue(macArg)!), null, ct, IfMatch(r.GetValue(revision)));
             Console.WriteLine($"deleted {r.GetValue(macArg)}");
             return 0;
         }));

@@ -23,12 +23,14 @@ public static class SettingsApi
             {
                 return Problems.BadRequest(e.Message);
             }
-            if (await Fleet.GroupWindows.StallUnderAsync(store, policy, http.RequestAborted) is { } stall)
+            try
             {
-                return Problems.Conflict($"{stall}; nothing was changed (change the group's window first, or choose hours that meet it)");
+                await PolicySettings.SetCheckedAsync(store, policy, http.Caller().Subject, http.RequestAborted);
             }
-            await PolicySettings.SetAsync(store, policy,
-                new AuditEntry(http.Caller().Subject, "settings.update-policy", null, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy)), ct: http.RequestAborted);
+            catch (StoreConflictException e)
+            {
+                return Problems.Conflict(e.Message);
+            }
             return TypedResults.Ok(policy);
         }).AllowRoles(OperatorRoles.Release);
     }
@@ -44,8 +46,28 @@ public static class PolicySettings
     /// <summary>The policy as of a catalogue snapshot (what a version check uses: no read of its own).</summary>
     public static UpdatePolicy From(CatalogueSnapshot catalogue) => Parse(catalogue.Setting(Key));
 
-    private static UpdatePolicy Parse(string? json) =>
+    /// <summary>The policy a stored setting holds (null: none stored, the default).</summary>
+    public static UpdatePolicy Parse(string? json) =>
         json is not null ? System.Text.Json.JsonSerializer.Deserialize(json, ProtocolJson.Default.UpdatePolicy) ?? UpdatePolicy.Default : UpdatePolicy.Default;
+
+    /// <summary>
+    /// Stores the policy with its audit entry, unless it would hold the units of a running or paused rollout forever (its
+    /// group's window never overlaps the policy's window its update waits for): then a <see cref="StoreConflictException"/>
+    /// says which, and nothing is written. The rollouts, their groups' windows and their updates are read inside the
+    /// transaction that writes the policy, under the catalogue's lock, which a group's window change and a rollout's
+    /// creation take too: whichever commits second sees the other.
+    /// </summary>
+    public static async Task SetCheckedAsync(TsunaguStore store, UpdatePolicy policy, string actor, CancellationToken ct)
+    {
+        var json = System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy);
+        await store.SetSettingCheckedAsync(Key, json,
+            uses => uses.Select(u => Fleet.MaintenanceWindow.Parse(u.Window).Window is { } window
+                    ? Fleet.GroupWindows.Stall(u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance, policy)
+                    : null).FirstOrDefault(s => s is not null) is { } stall
+                ? $"{stall}; nothing was changed (change the group's window first, or choose hours that meet it)"
+                : null,
+            new AuditEntry(actor, "settings.update-policy", null, json), ct);
+    }
 
     /// <summary>Stores the policy, with <paramref name="audit"/> (when given) in the same transaction.</summary>
     public static async Task SetAsync(TsunaguStore store, UpdatePolicy policy, AuditEntry? audit = null, CancellationToken ct = default) =>

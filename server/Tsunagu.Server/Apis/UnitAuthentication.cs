@@ -83,9 +83,15 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
             metrics.UnitRefused(purpose, unit is null ? Metrics.ServerMetrics.RefusalReasons.NotRegistered : Metrics.ServerMetrics.RefusalReasons.WrongProof);
             return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
         }
+        // marks it seen, and so no longer deletable; a row deleted or decommissioned since it was read above gets no session
+        if (!await store.TouchAsync(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true, ct: http.RequestAborted))
+        {
+            log.LogWarning("unit {Mac} refused: deleted or decommissioned while it authenticated", mac);
+            metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.NotRegistered);
+            return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
+        }
         var (token, expiresAt) = tokens.Issue(mac, scope, lifetime);
         metrics.UnitAuthenticated(purpose);
-        await store.TouchAsync(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true, ct: http.RequestAborted);
         // a host session carries the unit's short-lived broker password (set on Mosquitto before the answer goes out)
         var push = scope == TokenScope.Host ? await brokerLogins.IssueAsync(mac, http.RequestAborted) : default((string, long)?);
         return TypedResults.Ok(new SessionResponse(token, scope, expiresAt, scope == TokenScope.Host ? MacAddress.Compact(mac) : null,

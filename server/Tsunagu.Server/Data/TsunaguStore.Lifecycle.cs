@@ -149,21 +149,38 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Deletes a row that never reached the server (never seen, no inventory) and that no replacement came from; every
-    /// other row is decommissioned instead and stays for audit.
+    /// other row is decommissioned instead and stays for audit. <paramref name="expected"/>: the revision the operator saw
+    /// (null: whatever it is), checked inside the transaction. On PostgreSQL the row is locked first, so an edit or a
+    /// unit's first contact (which marks it seen) either commits before the checks read the row, or finds it gone.
     /// </summary>
-    public async Task DeleteUnitAsync(string mac, string actor, CancellationToken ct = default)
+    /// <exception cref="StaleRevisionException">The row is at another revision; nothing was deleted.</exception>
+    public async Task DeleteUnitAsync(string mac, long? expected, string actor, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
+        if (_db.Kind == DatabaseKind.Postgres)
+        {
+            await c.ExecuteAsync(new CommandDefinition("SELECT mac FROM units WHERE mac = @mac FOR UPDATE", new { mac }, tx, cancellationToken: ct));
+        }
         var row = await ReadUnitAsync(c, tx, mac, ct) ?? throw new UnitNotFoundException(mac);
+        if (expected is { } e && e != row.Revision)
+        {
+            throw new StaleRevisionException(mac, e, row.Revision);
+        }
         if (row.LastSeen is not null || row.Inventory is not null || row.ReplacedBy is not null ||
             await c.ExecuteScalarAsync<long?>(new CommandDefinition("SELECT 1 FROM units WHERE replaced_by = @mac", new { mac }, tx, cancellationToken: ct)) is not null)
         {
             throw new StoreConflictException($"unit {mac} has been provisioned or is part of a replacement: its row stays for audit; decommission it instead");
         }
-        foreach (var table in new[] { "challenges", "push_checks", "unit_events", "update_reports", "unit_configs", "unit_revisions", "unit_tags", "rollout_units", "units" })
+        foreach (var table in new[] { "challenges", "push_checks", "unit_events", "update_reports", "unit_configs", "unit_revisions", "unit_tags", "rollout_units" })
         {
             await c.ExecuteAsync(new CommandDefinition($"DELETE FROM {table} WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
+        }
+        // the row as it was read: at its revision, never seen
+        if (await c.ExecuteAsync(new CommandDefinition("DELETE FROM units WHERE mac = @mac AND revision = @revision AND last_seen IS NULL AND inventory IS NULL",
+                new { mac, revision = row.Revision }, tx, cancellationToken: ct)) != 1)
+        {
+            throw new StoreConflictException($"unit {mac} changed while it was being deleted; nothing was deleted: read it again");
         }
         await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.delete", mac, row.Serial), ct);
         await tx.CommitAsync(ct);

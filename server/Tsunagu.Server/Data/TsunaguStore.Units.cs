@@ -111,22 +111,24 @@ public sealed partial class TsunaguStore
 
     /// <summary>Marks the unit as seen now, optionally moving it to <paramref name="state"/>.</summary>
     /// <remarks>A bare touch (no state, no error) within <see cref="LastSeenResolution"/> of this replica's last write of the unit's last_seen writes nothing.</remarks>
-    public async Task TouchAsync(string mac, string? state = null, string? error = null, bool clearError = false, CancellationToken ct = default)
+    public async Task<bool> TouchAsync(string mac, string? state = null, string? error = null, bool clearError = false, CancellationToken ct = default)
     {
         var now = _time.GetUtcNow();
         if (state is null && error is null && !clearError && _lastSeenWritten.TryGetValue(mac, out var written) &&
             now - written < LastSeenResolution && now >= written)
         {
-            return;
+            return true;
         }
         // an error is reported once: it waits for the disk; the rest is reported again on the next contact
         await using var c = error is null ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("""
+        var active = await c.ExecuteAsync(new CommandDefinition("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
                    last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
             WHERE mac = @mac AND decommissioned_at IS NULL
-            """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 }, cancellationToken: ct));
-        _lastSeenWritten[mac] = now;
+            """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 }, cancellationToken: ct)) > 0;
+        if (active) { _lastSeenWritten[mac] = now; }
+        else { _lastSeenWritten.TryRemove(mac, out _); }
+        return active;
     }
 
     /// <summary>True when <paramref name="inventory"/> (serialized as <paramref name="json"/>), the pattern, the state and the bundle counter are what <paramref name="known"/> holds.</summary>

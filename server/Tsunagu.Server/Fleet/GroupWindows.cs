@@ -47,21 +47,6 @@ public static class GroupWindows
             : null;
 
     /// <summary>
-    /// Why <paramref name="policy"/> would hold the units of a running or paused rollout forever (its group's window never
-    /// overlaps the policy's window its update waits for); null when it would hold none. Reads the store; writes nothing.
-    /// </summary>
-    public static async Task<string?> StallUnderAsync(Data.TsunaguStore store, UpdatePolicy policy, CancellationToken ct)
-    {
-        foreach (var rollout in await store.ListRolloutsAsync(activeOnly: true, ct: ct))
-        {
-            if ((await store.GetGroupAsync(rollout.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
-            if (await store.GetUpdateProgramAsync(rollout.UpdateId, ct) is not { Importance: < 5 } program) { continue; }
-            if (Stall(rollout.GroupName, window, rollout.Name, program.Id, (int)program.Importance, policy) is { } stall) { return stall; }
-        }
-        return null;
-    }
-
-    /// <summary>
     /// Whether the window (and the policy's hours, when given) opened at a whole minute after <paramref name="since"/> and
     /// at or before <paramref name="now"/> on the clock of <paramref name="zone"/>, and is open at <paramref name="now"/>.
     /// Minute by minute, so a DST change or a half-hour zone is right.

@@ -128,11 +128,11 @@ public static class Groups
             var (w, error) = MaintenanceWindow.Parse(request.Window);
             window = w ?? throw new GroupRuleException(error!);
         }
-        var policy = await PolicySettings.GetAsync(store, ct);
         bool set;
         try
         {
-            set = await store.SetGroupWindowCheckedAsync(name, window?.ToString(), rollouts => window is null ? null
+            // the policy is the one stored when the window is written: read in the same transaction, under the catalogue's lock
+            set = await store.SetGroupWindowCheckedAsync(name, window?.ToString(), (rollouts, policy) => window is null ? null
                     : rollouts.Select(r => GroupWindows.Stall(name, window, r.Name, r.UpdateId, (int)r.Importance, policy)).FirstOrDefault(s => s is not null) is { } stall
                         ? $"{stall}; nothing was changed (choose a window that overlaps it, or change the update policy)"
                         : null,

@@ -17,6 +17,16 @@ public sealed class GroupRow
     public string? MaintenanceWindow { get; set; }
 }
 
+/// <summary>A running or paused rollout whose group has a maintenance window: the rollout, its group and window, its update program's id and importance.</summary>
+public sealed class WindowedRolloutUse
+{
+    public string Name { get; set; } = "";
+    public string GroupName { get; set; } = "";
+    public string Window { get; set; } = "";
+    public string UpdateId { get; set; } = "";
+    public long Importance { get; set; }
+}
+
 /// <summary>A rollout that moves a group now: its name and its update program's id and importance.</summary>
 public sealed class GroupRolloutUse
 {
@@ -96,15 +106,18 @@ public sealed partial class TsunaguStore
     /// <summary>
     /// Sets or clears a group's maintenance window with the audit entry in one transaction, after
     /// <paramref name="refuse"/> has seen the rollouts that move the group now (running or paused, with their update's
-    /// importance) and found no reason to refuse; its reason becomes a <see cref="StoreConflictException"/> and nothing is
-    /// written. On PostgreSQL the group's row is locked first, so a rollout being created from the group (which locks it
-    /// shared) is either seen here or sees the new window. False (nothing written) when there is no such group.
+    /// importance) and the update policy, and found no reason to refuse; its reason becomes a
+    /// <see cref="StoreConflictException"/> and nothing is written. The transaction takes the catalogue's lock first (as a
+    /// policy change and a rollout's creation do) and reads both under it, so whichever of them commits second sees the
+    /// other; on PostgreSQL the group's row is locked too (a delete of the group waits). False (nothing written) when there
+    /// is no such group.
     /// </summary>
-    public async Task<bool> SetGroupWindowCheckedAsync(string name, string? window, Func<IReadOnlyList<GroupRolloutUse>, string?> refuse, AuditEntry audit,
-        CancellationToken ct)
+    public async Task<bool> SetGroupWindowCheckedAsync(string name, string? window, Func<IReadOnlyList<GroupRolloutUse>, Protocol.UpdatePolicy, string?> refuse,
+        AuditEntry audit, CancellationToken ct)
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
+        await LockCatalogueAsync(c, tx, ct);
         if (_db.Kind == DatabaseKind.Postgres)
         {
             await c.ExecuteAsync(new CommandDefinition("SELECT name FROM unit_groups WHERE name = @name FOR UPDATE", new { name }, tx, cancellationToken: ct));
@@ -114,7 +127,7 @@ public sealed partial class TsunaguStore
             FROM rollouts r JOIN update_programs p ON p.id = r.update_id
             WHERE r.group_name = @name AND r.state IN ('running', 'paused') ORDER BY r.name
             """, new { name }, tx, cancellationToken: ct))).ToList();
-        if (refuse(uses) is { } why) { throw new StoreConflictException(why); }
+        if (refuse(uses, await ReadUpdatePolicyAsync(c, tx, ct)) is { } why) { throw new StoreConflictException(why); }
         if (await c.ExecuteAsync(new CommandDefinition("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx,
                 cancellationToken: ct)) == 0)
         {

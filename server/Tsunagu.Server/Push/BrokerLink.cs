@@ -26,7 +26,7 @@ public interface IPushPublisher
     /// <summary>Makes sure the unit has a broker account that can reach only its topics (its password is set per host session).</summary>
     Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken);
 
-    /// <summary>Revokes a decommissioned unit on the broker: its session is dropped and its password no longer accepted.</summary>
+    /// <summary>Revokes a decommissioned or deleted unit on the broker: its session is dropped and its password no longer accepted.</summary>
     Task RevokeUnitAsync(string mac, CancellationToken cancellationToken);
 }
 
@@ -502,12 +502,17 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 Acl("publishClientSend", PushTopics.Status(mac))),
         }, "Role already exists", cancellationToken);
         // made with a random password nobody knows: the unit logs in with the short-lived one its host session sets
-        // (SetUnitPasswordAsync). An existing account is left alone: changing it would disconnect the unit.
-        await CommandAsync(new JsonObject
+        // (SetUnitPasswordAsync). An existing account is left alone (changing it would disconnect the unit), but enabled:
+        // a MAC whose row was deleted (its account disabled then) and registered again is a unit of the fleet again
+        var create = new JsonObject
         {
             ["command"] = "createClient", ["username"] = user, ["password"] = UnitCredentials.NewNonce(24), ["clientid"] = UnitCredentials.BrokerClientId(mac),
             ["roles"] = new JsonArray(new JsonObject { ["rolename"] = role }),
-        }, "Client already exists", cancellationToken);
+        };
+        if (!await CommandAsync(create, "Client already exists", cancellationToken))
+        {
+            await CommandAsync(new JsonObject { ["command"] = "enableClient", ["username"] = user }, null, cancellationToken);
+        }
     }
 
     /// <summary>

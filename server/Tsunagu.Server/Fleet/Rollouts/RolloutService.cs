@@ -106,7 +106,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open");
         try
         {
-            await store.AddRolloutAsync([.. planned.Keys], groups =>
+            await store.AddRolloutAsync([.. planned.Keys], (groups, policy) =>
             {
                 foreach (var (name, was) in planned)
                 {
@@ -116,6 +116,12 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                     {
                         throw new StoreConflictException($"group {name} was changed while rollout {row.Name} was planned from it; nothing was stored, create it again");
                     }
+                }
+                // the policy as it stands now (a change of it since the check above committed first, or waits for this one)
+                if (program.Importance < 5 && group.MaintenanceWindow is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window
+                    && GroupWindows.Stall(group.Name, window, row.Name, program.Id, (int)program.Importance, policy) is { } stall)
+                {
+                    throw new StoreConflictException($"{stall}; nothing was stored (change the group's window, or the update policy)");
                 }
                 return Task.FromResult<(RolloutRow, IReadOnlyList<RolloutMember>, AuditEntry)>((row, members, audit));
             }, ct);

@@ -75,7 +75,18 @@ public sealed partial class TsunaguStore
     /// <see cref="StoreConflictException"/>.
     /// </summary>
     public async Task AddRolloutAsync(IReadOnlyList<string> groupNames,
-        Func<IReadOnlyDictionary<string, GroupRow>, Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan, CancellationToken ct = default)
+        Func<IReadOnlyDictionary<string, GroupRow>, Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan, CancellationToken ct = default) =>
+        await AddRolloutAsync(groupNames, (groups, _) => plan(groups), ct);
+
+    /// <summary>
+    /// <see cref="AddRolloutAsync(IReadOnlyList{string}, Func{IReadOnlyDictionary{string, GroupRow}, Task{ValueTuple{RolloutRow, IReadOnlyList{RolloutMember}, AuditEntry}}}, CancellationToken)"/>,
+    /// with the update policy as stored, read in the same transaction under the catalogue's lock (which a policy change
+    /// and a group's window change take too): <paramref name="plan"/> refuses a rollout its group's window and the policy
+    /// would hold forever against the policy that stands when the rollout is stored.
+    /// </summary>
+    public async Task AddRolloutAsync(IReadOnlyList<string> groupNames,
+        Func<IReadOnlyDictionary<string, GroupRow>, Protocol.UpdatePolicy, Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan,
+        CancellationToken ct = default)
     {
         var now = Now();
         string? name = null;
@@ -88,7 +99,7 @@ public sealed partial class TsunaguStore
             var groups = names.Length == 0 ? []
                 : (await c.QueryAsync<GroupRow>(new CommandDefinition($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
                     new { names }, tx, cancellationToken: ct))).ToDictionary(g => g.Name, StringComparer.Ordinal);
-            var (rollout, members, audit) = await plan(groups);
+            var (rollout, members, audit) = await plan(groups, await ReadUpdatePolicyAsync(c, tx, ct));
             name = rollout.Name;
             rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
             await RequireTransitionAsync(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}", ct);

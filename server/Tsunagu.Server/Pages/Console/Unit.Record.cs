@@ -71,9 +71,10 @@ public sealed partial class UnitModel
         if (Precondition("delete", confirm, revision) is { } refused) { Problem = refused; return RedirectToPage(new { mac = Unit.Mac }); }
         try
         {
-            await store.DeleteUnitAsync(Unit.Mac, Who, HttpContext.RequestAborted);
+            // at the revision the page showed, checked again in the delete's transaction
+            await lifecycle.DeleteAsync(Unit.Mac, revision, Who, HttpContext.RequestAborted);
         }
-        catch (Exception e) when (e is StoreConflictException or UnitNotFoundException)
+        catch (Exception e) when (e is StaleRevisionException or StoreConflictException or UnitNotFoundException)
         {
             Problem = "Nothing was done: " + e.Message;
             return RedirectToPage(new { mac = Unit.Mac });

@@ -124,6 +124,17 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         return (row, null);
     }
 
+    /// <summary>
+    /// Deletes a row that never reached the server (<see cref="TsunaguStore.DeleteUnitAsync"/>: at <paramref name="expected"/>
+    /// when given, checked in its transaction), then revokes its broker account as a decommission does: the account its
+    /// registration made, and any short-lived password a host session set meanwhile, no longer let it reach the broker.
+    /// </summary>
+    public async Task DeleteAsync(string mac, long? expected, string actor, CancellationToken ct)
+    {
+        await store.DeleteUnitAsync(mac, expected, actor, ct);
+        await RevokeOnBrokerAsync(mac, ct);
+    }
+
     private async Task RevokeOnBrokerAsync(string mac, CancellationToken ct)
     {
         try
@@ -133,7 +144,8 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         catch (PushException e)
         {
             // the server refuses the unit everywhere already; the broker account is disabled when the server next connects
-            log.LogWarning("unit {Mac}: decommissioned, but its broker account was not disabled now ({Error}); it is when the server reconnects to the broker", mac, e.Message);
+            // the server refuses a unit without a row too; a password set for it is replaced at the broker's next expiry sweep
+            log.LogWarning("unit {Mac}: decommissioned or deleted, but its broker account was not disabled now ({Error}); it is when the server reconnects to the broker", mac, e.Message);
         }
     }
 }

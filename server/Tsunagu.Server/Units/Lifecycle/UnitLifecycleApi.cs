@@ -34,7 +34,7 @@ public static class UnitLifecycleApi
                     System.Text.Json.JsonSerializer.Deserialize<List<UnitFieldChange>>(r.Changes, System.Text.Json.JsonSerializerOptions.Web) ?? [])).ToList())
                 : Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPost("/{mac}/decommission", Decommission).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
-        units.MapDelete("/{mac}", Delete).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
+        units.MapDelete("/{mac}", Delete).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         units.MapPost("/{mac}/replace", Replace).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         units.MapPost("/{mac}/transfer-subscriber", Transfer).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Help);
         app.MapPost(SecretsRotate, async Task<Results<Ok<SecretRotationResult>, ProblemHttpResult>> (SecretRotation rotation, HttpContext http) =>
@@ -100,14 +100,17 @@ public static class UnitLifecycleApi
         catch (StoreConflictException e) { return Problems.Conflict(e.Message); }
     }
 
-    private static async Task<Results<NoContent, ProblemHttpResult>> Delete(string mac, TsunaguStore store, HttpContext http)
+    private static async Task<Results<NoContent, ProblemHttpResult>> Delete(string mac, UnitLifecycle lifecycle, HttpContext http)
     {
         if (!MacAddress.TryNormalize(mac, out var m)) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
+        var (expected, error) = IfMatch(http);
+        if (error is not null) { return Problems.BadRequest(error); }
         try
         {
-            await store.DeleteUnitAsync(m, http.Caller().Subject, http.RequestAborted);
+            await lifecycle.DeleteAsync(m, expected, http.Caller().Subject, http.RequestAborted);
             return TypedResults.NoContent();
         }
+        catch (StaleRevisionException e) { return Stale(e); }
         catch (UnitNotFoundException e) { return Problems.NotFound(e.Message); }
         catch (StoreConflictException e) { return Problems.Conflict(e.Message); }
     }
