@@ -167,4 +167,74 @@ public class AccessibilityTests
         await Expect(page.Locator("#record-edit")).ToHaveCountAsync(0);
         Assert.That(await ViolationsAsync(page, "a decommissioned unit"), Is.Empty);
     }
+
+    /// <summary>
+    /// An update program and a registered medium deleted from the console with the keyboard alone, each through its
+    /// confirmation step: a program a running rollout uses is refused with the rollout named and stays; once the rollout
+    /// completed it is deleted; the unfolded confirmation forms pass axe.
+    /// </summary>
+    [Test]
+    public async Task An_operator_deletes_an_update_program_and_a_medium_with_the_keyboard_alone_after_confirming()
+    {
+        await using var server = await TestServer.StartAsync();
+        const string digest = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        await server.Store.AddMediumAsync(digest, "field kit");
+        using (var c = server.Store.Database.Open())
+        using (var insert = c.CreateCommand())
+        {
+            insert.CommandText = $"""
+                INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error, min_wave_seconds,
+                                      state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
+                VALUES ('lab-wave', 'g', '{DemoCatalogue.Pattern1}', '{DemoCatalogue.Pattern2}', '{DemoCatalogue.UpdateId}', '[]', 90, 10, 'pause', 0,
+                        'running', 1, 'x', 'x', NULL, 'alice', 'x', 'x')
+                """;
+            await insert.ExecuteNonQueryAsync();
+        }
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await ConsoleTests.LogInOperatorAsync(page);
+        var bad = new List<string>();
+
+        async Task DeleteProgramAsync()
+        {
+            await page.GotoAsync("/console/programs");
+            await TabToAsync(page, page.Locator($"summary[aria-label='Delete update program {DemoCatalogue.UpdateId}']"), 200);
+            await page.Keyboard.PressAsync("Enter");
+            await TabToAsync(page, page.GetByLabel($"Yes, delete {DemoCatalogue.UpdateId}"), 40);
+            await page.Keyboard.PressAsync("Space");
+            await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Delete update program", Exact = true }), 40);
+            bad.AddRange(await ViolationsAsync(page, "update program delete confirmation"));
+            await page.Keyboard.PressAsync("Enter");
+        }
+
+        await DeleteProgramAsync();
+        await Expect(page.GetByRole(AriaRole.Alert)).ToContainTextAsync("rollout lab-wave");
+        await Expect(page.Locator($"#program-{DemoCatalogue.UpdateId}")).ToHaveCountAsync(1);
+        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "refused: the program the rollout uses stays");
+
+        using (var c = server.Store.Database.Open())
+        using (var done = c.CreateCommand())
+        {
+            done.CommandText = "UPDATE rollouts SET state = 'completed'";
+            await done.ExecuteNonQueryAsync();
+        }
+        await DeleteProgramAsync();
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"Update program {DemoCatalogue.UpdateId} deleted");
+        await Expect(page.Locator($"#program-{DemoCatalogue.UpdateId}")).ToHaveCountAsync(0);
+        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
+
+        await page.GotoAsync("/console/catalogue");
+        await TabToAsync(page, page.Locator("summary[aria-label='Delete medium field kit']"), 300);
+        await page.Keyboard.PressAsync("Enter");
+        await TabToAsync(page, page.GetByLabel("Yes, delete field kit"), 40);
+        await page.Keyboard.PressAsync("Space");
+        await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Delete medium", Exact = true }), 40);
+        bad.AddRange(await ViolationsAsync(page, "medium delete confirmation"));
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"Medium {digest} deleted");
+        await Expect(page.Locator($"#medium-{digest}")).ToHaveCountAsync(0);
+        Assert.That(await server.Store.GetMediumAsync(digest), Is.Null);
+        Assert.That((await server.Store.ListAuditAsync(5)).Select(a => a.Action), Is.SupersetOf(new[] { "update-program.delete", "media.delete" }));
+        Assert.That(bad, Is.Empty, string.Join("\n", bad));
+    }
 }

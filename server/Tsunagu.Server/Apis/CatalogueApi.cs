@@ -111,6 +111,13 @@ public static class CatalogueApi
             }
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
+        api.MapDelete("/update-programs/{id}", Task<Results<NoContent, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
+        {
+            await catalogue.DeleteUpdateProgramAsync(id, http.Caller().Subject, http.RequestAborted);
+            return TypedResults.NoContent();
+        })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
+            .AllowRoles(OperatorRoles.Release);
+
         api.MapPost("/artifacts", async Task<Results<Created<ArtifactView>, ProblemHttpResult>> (HttpRequest request, CatalogueService catalogue, HttpContext http, CancellationToken ct) =>
         {
             try

@@ -23,6 +23,11 @@ public static class MediaApi
                 return TypedResults.Created($"{Routes.Media}/{medium.Digest}", medium);
             });
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+        api.MapDelete("/media/{digest}", Task<Results<NoContent, ProblemHttpResult>> (string digest, Catalogue.CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
+        {
+            await catalogue.DeleteMediumAsync(digest, http.Caller().Subject, http.RequestAborted);
+            return TypedResults.NoContent();
+        })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
     }
 
     /// <summary>

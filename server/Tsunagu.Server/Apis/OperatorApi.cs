@@ -32,11 +32,14 @@ public static class OperatorApi
     {
         var api = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
         api.MapGet("", async Task<Results<Ok<List<UnitView>>, ProblemHttpResult>> (TsunaguStore store, string? pattern, string? state, string? app, string? version,
-                DateTimeOffset? seenBefore, DateTimeOffset? seenAfter, bool? online) =>
+                DateTimeOffset? seenBefore, DateTimeOffset? seenAfter, bool? online, string? serial, string? subscriber, string? domain, CancellationToken ct) =>
             version is not null && app is null
-                ? Problems.BadRequest("version: filtering by version needs app (the application whose version it is)")
-                : TypedResults.Ok((await store.QueryUnitsAsync(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online))).Select(ToView).ToList()))
-            .AllowRoles(OperatorRoles.Read);
+                ? Problems.BadRequest("version: filtering by version needs app (the application whose version it is)", "version")
+                : SearchProblem(serial, subscriber, domain) is { } problem
+                    ? problem
+                    : TypedResults.Ok((await store.QueryUnitsAsync(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online,
+                        Blank(subscriber), Blank(serial), Blank(domain)), ct)).Select(ToView).ToList()))
+            .ProducesProblem(StatusCodes.Status400BadRequest).AllowRoles(OperatorRoles.Read);
         api.MapGet("/{mac}", async Task<Results<Ok<UnitView>, ProblemHttpResult>> (string mac, TsunaguStore store) =>
             MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m) is { } unit
                 ? TypedResults.Ok(ToView(unit))
@@ -73,6 +76,18 @@ public static class OperatorApi
         app.MapUnitLifecycleApi();
         Units.Windows.UpdateWindowApi.MapUpdateWindowApi(app);
     }
+
+    /// <summary>
+    /// The unit list's search fields by the console's rules (<see cref="Pages.Console.UnitsModel.Parse"/>): a serial or a
+    /// subscriber is text of at most 64 characters without control characters, a domain a DNS name; empty means not given.
+    /// </summary>
+    private static ProblemHttpResult? SearchProblem(string? serial, string? subscriber, string? domain) =>
+        Blank(serial) is { } s && !InputRules.IsText(s, InputRules.MaxIdentifier) ? Problems.BadRequest(InputRules.Text("serial", InputRules.MaxIdentifier), "serial")
+        : Blank(subscriber) is { } u && !InputRules.IsText(u, InputRules.MaxIdentifier) ? Problems.BadRequest(InputRules.Text("subscriber", InputRules.MaxIdentifier), "subscriber")
+        : Blank(domain) is { } d && !InputRules.IsDomainName(d) ? Problems.BadRequest($"domain: '{InputRules.Quote(d)}' is not a DNS name", "domain")
+        : null;
+
+    private static string? Blank(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
 
     public static UnitView ToView(UnitRow u) => new(
         u.Mac, u.Serial, u.HardwareVersion, u.State, u.Pattern, u.TargetPattern,

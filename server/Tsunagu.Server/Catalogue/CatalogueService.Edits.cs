@@ -113,6 +113,54 @@ public sealed partial class CatalogueService
         }, ct);
     }
 
+    /// <summary>
+    /// Removes an update program that nothing refers to: no rollout still deciding (running or paused) moves units with it,
+    /// no unit on its from-pattern is being updated (its report will name the program), and no unit on its from-pattern
+    /// targets its to-pattern unless another program leads there too. The rules read inside the deleting transaction, so a
+    /// rollout or a reference committed meanwhile is seen. Audited as <c>update-program.delete</c>. The bundle file stays
+    /// in the artifact store (content-addressed, listed as an artifact digest; a unit offered it just before may still be
+    /// downloading it).
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">There is no such program.</exception>
+    /// <exception cref="StoreConflictException">Something refers to it; the message names the referrer.</exception>
+    public async Task DeleteUpdateProgramAsync(string id, string actor, CancellationToken ct = default)
+    {
+        RequireId(id, "id");
+        await store.InCatalogueTransactionAsync(async t =>
+        {
+            var program = await t.GetUpdateProgramAsync(id, ct) ?? throw new KeyNotFoundException($"update program {id} does not exist");
+            if (await t.ActiveRolloutsOfProgramAsync(id, ct) is [var rollout, ..] rollouts)
+            {
+                throw new StoreConflictException($"update program {id} is used by rollout {rollout}{More(rollouts.Count)}, which is not finished; abort it or let it complete first");
+            }
+            if (await t.UnitsNeedingProgramAsync(program, ct) is [var mac, ..] units)
+            {
+                throw new StoreConflictException($"update program {id} is needed by unit {mac}{More(units.Count)} (on {program.FromPattern}, being updated or targeting {program.ToPattern}); " +
+                                                 "wait for its update or change its target first");
+            }
+            return await t.DeleteUpdateProgramAsync(id, new AuditEntry(actor, "update-program.delete", id, $"{program.FromPattern} -> {program.ToPattern} artifact {program.ArtifactSha256}"), ct);
+        }, ct);
+    }
+
+    /// <summary>
+    /// Removes a registered install medium's digest: units presenting it from then on are told it is not genuine. Nothing in
+    /// the server's tables refers to a medium (a unit's media checks are audit entries, kept as history), so only an unknown
+    /// digest is refused. Audited as <c>media.delete</c>; only the digest and name are stored, so no file is removed.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">The digest is not registered.</exception>
+    public async Task DeleteMediumAsync(string digest, string actor, CancellationToken ct = default)
+    {
+        var d = digest?.ToLowerInvariant() ?? "";
+        if (!ArtifactStore.IsDigest(d)) { throw new CatalogueRuleException($"digest: '{Apis.InputRules.Quote(digest)}' is not a SHA-256 in hex"); }
+        await store.InCatalogueTransactionAsync(async t =>
+        {
+            var medium = await t.GetMediumAsync(d, ct) ?? throw new KeyNotFoundException($"medium {d} is not registered");
+            return await t.DeleteMediumAsync(d, new AuditEntry(actor, "media.delete", d, medium.Name), ct);
+        }, ct);
+    }
+
+    private static string More(int count) => count > 1 ? $" and {count - 1} more" : "";
+
     /// <summary>Every pattern (any status) whose applications include <paramref name="appId"/> at <paramref name="version"/>.</summary>
     private static async Task<IEnumerable<PatternRow>> PatternsListingAsync(CatalogueTransaction t, string appId, string version, CancellationToken ct) =>
         (await t.ListPatternsAsync(ct: ct)).Where(p => (JsonSerializer.Deserialize(p.Applications, ProtocolJson.Default.DictionaryStringString) ?? [])

@@ -62,6 +62,44 @@ public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Func<
         return deleted;
     }
 
+    public async Task<UpdateProgramRow?> GetUpdateProgramAsync(string id, CancellationToken ct = default) =>
+        await c.QuerySingleOrDefaultAsync<UpdateProgramRow>(new CommandDefinition("SELECT * FROM update_programs WHERE id = @id", new { id }, tx, cancellationToken: ct));
+
+    /// <summary>The rollouts still deciding (running or paused) that move units with update program <paramref name="id"/>, by name.</summary>
+    public async Task<IReadOnlyList<string>> ActiveRolloutsOfProgramAsync(string id, CancellationToken ct = default) =>
+        (await c.QueryAsync<string>(new CommandDefinition("SELECT name FROM rollouts WHERE update_id = @id AND state IN ('running', 'paused') ORDER BY name",
+            new { id }, tx, cancellationToken: ct))).ToList();
+
+    /// <summary>
+    /// The units that need update program <paramref name="program"/> as the server records them, by MAC: units on its
+    /// from-pattern that are being updated (state Updating: an offer of a program from that pattern is out, and the unit's
+    /// report names it), and units on its from-pattern whose target is its to-pattern when no other program leads there.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> UnitsNeedingProgramAsync(UpdateProgramRow program, CancellationToken ct = default) =>
+        (await c.QueryAsync<string>(new CommandDefinition("""
+            SELECT mac FROM units
+            WHERE pattern = @FromPattern AND decommissioned_at IS NULL
+              AND (state = 'Updating'
+                   OR (target_pattern = @ToPattern AND NOT EXISTS (
+                        SELECT 1 FROM update_programs o WHERE o.id <> @Id AND o.from_pattern = @FromPattern AND o.to_pattern = @ToPattern)))
+            ORDER BY mac
+            """, new { program.Id, program.FromPattern, program.ToPattern }, tx, cancellationToken: ct))).ToList();
+
+    /// <summary>Removes update program <paramref name="id"/> with its audit entry (the catalogue snapshot holds programs: the stamp moves); false when there is none.</summary>
+    public async Task<bool> DeleteUpdateProgramAsync(string id, AuditEntry entry, CancellationToken ct = default)
+    {
+        var deleted = await ChangedAsync("DELETE FROM update_programs WHERE id = @id", new { id }, entry, ct);
+        SnapshotChanged |= deleted;
+        return deleted;
+    }
+
+    public async Task<MediumRow?> GetMediumAsync(string digest, CancellationToken ct = default) =>
+        await c.QuerySingleOrDefaultAsync<MediumRow>(new CommandDefinition("SELECT digest, name FROM media WHERE digest = @digest", new { digest }, tx, cancellationToken: ct));
+
+    /// <summary>Removes a registered medium's digest with its audit entry; false when it is not registered.</summary>
+    public async Task<bool> DeleteMediumAsync(string digest, AuditEntry entry, CancellationToken ct = default) =>
+        await ChangedAsync("DELETE FROM media WHERE digest = @digest", new { digest }, entry, ct);
+
     /// <summary>Adds a pattern (as draft or as given) with its audit entry; a pattern with its id already there is a <see cref="StoreConflictException"/>.</summary>
     public async Task AddPatternAsync(PatternRow pattern, string now, AuditEntry entry, CancellationToken ct = default)
     {

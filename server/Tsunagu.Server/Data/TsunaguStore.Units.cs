@@ -89,12 +89,13 @@ public sealed partial class TsunaguStore
             {UnitColumns}
             WHERE (@Pattern IS NULL OR pattern = @Pattern) AND (@State IS NULL OR state = @State)
               AND (@Subscriber IS NULL OR subscriber = @Subscriber)
+              AND (@Serial IS NULL OR serial = @Serial) AND (@Domain IS NULL OR LOWER(domain) = @Domain)
               AND (@SeenBefore IS NULL OR last_seen < @SeenBefore) AND (@SeenAfter IS NULL OR last_seen >= @SeenAfter)
               AND (@Online IS NULL OR online = @Online)
             ORDER BY mac
             """, new
         {
-            q.Pattern, q.State, q.Subscriber,
+            q.Pattern, q.State, q.Subscriber, q.Serial, Domain = q.Domain?.ToLowerInvariant(),
             SeenBefore = q.SeenBefore is { } b ? Timestamp(b) : null,
             SeenAfter = q.SeenAfter is { } a ? Timestamp(a) : null,
             Online = q.Online is { } o ? (long?)(o ? 1 : 0) : null,

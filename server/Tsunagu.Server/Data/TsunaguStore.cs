@@ -29,7 +29,7 @@ public sealed record UpdateRecord(bool IsNew, string UpdateId, bool Success, str
 
 /// <summary>Filters of the fleet query; every one is optional.</summary>
 public sealed record UnitQuery(string? Pattern = null, string? State = null, string? Application = null, string? Version = null,
-    DateTimeOffset? SeenBefore = null, DateTimeOffset? SeenAfter = null, bool? Online = null, string? Subscriber = null);
+    DateTimeOffset? SeenBefore = null, DateTimeOffset? SeenAfter = null, bool? Online = null, string? Subscriber = null, string? Serial = null, string? Domain = null);
 
 /// <summary>
 /// The server's tables (patent figs. 6 and 8) on SQLite or PostgreSQL. Every method opens its own pooled

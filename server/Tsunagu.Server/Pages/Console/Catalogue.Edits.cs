@@ -51,6 +51,18 @@ public sealed partial class CatalogueModel
     public async Task<IActionResult> OnPostDeletePatternAsync(string? id) =>
         await ChangeAsync(async () => await catalogue.DeletePatternAsync(id?.Trim() ?? "", Who, HttpContext.RequestAborted), $"Draft pattern {id} deleted.", "Nothing was deleted");
 
+    /// <summary>
+    /// Deletes a registered medium's digest, by <see cref="CatalogueService.DeleteMediumAsync"/>, once the operator confirmed it
+    /// (<paramref name="confirm"/> is the digest, ticked in the confirmation step).
+    /// </summary>
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
+    public async Task<IActionResult> OnPostDeleteMediumAsync(string? digest, string? confirm)
+    {
+        var d = digest?.Trim() ?? "";
+        if (confirm != d || d.Length == 0) { return Refused("Nothing was deleted", $"confirm: tick \"Yes, delete\" to delete medium {Apis.InputRules.Quote(d)}"); }
+        return await ChangeAsync(async () => await catalogue.DeleteMediumAsync(d, Who, HttpContext.RequestAborted), $"Medium {d} deleted: units presenting it are told it is not genuine.", "Nothing was deleted");
+    }
+
     private static PatchRow? Patch(string? id, string? name, string? version, string? targetApp, string? importance, string? osVersion, string? hardwareVersion) =>
         !int.TryParse(importance, NumberStyles.None, CultureInfo.InvariantCulture, out var imp)
             ? null

@@ -53,6 +53,31 @@ public sealed class ProgramsModel(TsunaguStore store, CatalogueService catalogue
         return RedirectToPage();
     }
 
+    /// <summary>
+    /// Deletes an update program, by <see cref="CatalogueService.DeleteUpdateProgramAsync"/>, once the operator confirmed it
+    /// (<paramref name="confirm"/> is the program's id, typed or ticked in the confirmation step); a refusal names what refers to it.
+    /// </summary>
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
+    public async Task<IActionResult> OnPostDeleteAsync(string? id, string? confirm)
+    {
+        var program = id?.Trim() ?? "";
+        if (confirm != program || program.Length == 0)
+        {
+            Problem = $"Nothing was deleted: confirm: tick \"Yes, delete {Apis.InputRules.Quote(program)}\" to delete the update program";
+            return RedirectToPage();
+        }
+        try
+        {
+            await catalogue.DeleteUpdateProgramAsync(program, Who, HttpContext.RequestAborted);
+            Notice = $"Update program {program} deleted (its bundle stays among the artifact digests).";
+        }
+        catch (Exception e) when (e is CatalogueRuleException or StoreConflictException or KeyNotFoundException)
+        {
+            Problem = "Nothing was deleted: " + e.Message;
+        }
+        return RedirectToPage();
+    }
+
     private RedirectToPageResult Refuse(string why)
     {
         Problem = "Nothing was added: " + why;
