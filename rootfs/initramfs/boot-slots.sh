@@ -86,16 +86,16 @@ pick_slot() {
 
 # verify_slot SLOT DEVICE: with the slot's dm-verity parameters in the boot state, maps DEVICE through the kernel's
 # dm-verity target (/dev/mapper/verity-SLOT, read-only) and reads it once end to end, so a changed byte fails here
-# rather than in the running OS; SLOTDEV becomes the mapping. Returns 0 when the slot is verified or has no parameters
-# (it boots unverified), 1 when its bytes are not the ones its root hash names (a read of the mapping fails), 2 when
-# no mapping could be made (the dm-verity module missing, dmsetup failing, parameters the boot program cannot read):
-# that says nothing about the slot's bytes.
+# rather than in the running OS; SLOTDEV becomes the mapping. Returns 0 when the slot is verified, 1 when its bytes are
+# not the ones its root hash names (a read of the mapping fails), 2 when no mapping could be made (no parameters
+# recorded, parameters the boot program cannot read, the dm-verity module missing, dmsetup failing): that says nothing
+# about the slot's bytes, and the slot boots unverified with the supervisor told.
 verify_slot() {
     local slot=$1 dev=$2 params blocks hash_start salt root start end
     params=$(eval echo \$${slot}_verity)
     if [ -z "$params" ]; then
-        log "slot $slot has no root hash recorded; booting it unverified"
-        return 0
+        log "slot $slot has no dm-verity root hash recorded"
+        return 2
     fi
     blocks=${params%%:*}; params=${params#*:}
     hash_start=${params%%:*}; params=${params#*:}
@@ -131,7 +131,7 @@ verify_slot() {
 # select_slot: with the boot state read (read_state), picks the slot to boot and mounts it read-only on LOWER. Sets
 # SLOT and SLOTDEV (MODE stays slot), or MODE=recovery with REASON when no slot is good; VERITY_FAILED and
 # VERITY_UNCHECKED collect the kernel command line tokens the supervisor reports (slots refused for their bytes, slots
-# booted unverified because no dm-verity mapping could be made). Every change of the boot state is written first.
+# booted unverified because they have no root hash recorded or no dm-verity mapping could be made). Every change of the boot state is written first.
 select_slot() {
     local other verdict
     SLOT=
@@ -147,8 +147,9 @@ select_slot() {
         verdict=0
         verify_slot "$SLOT" "$SLOTDEV" || verdict=$?
         if [ "$verdict" = 2 ]; then
-            # no mapping says nothing about the slot's bytes (the other slot would fail the same way): the slot is not
-            # marked bad, it boots from its partition unverified and the supervisor reports it (tsunagu.verity_unchecked=)
+            # no mapping (no root hash recorded, or none could be made) says nothing about the slot's bytes (the other
+            # slot would fail the same way): the slot is not marked bad, it boots from its partition unverified and the
+            # supervisor reports it (tsunagu.verity_unchecked=)
             log "slot $SLOT: booting it unverified (no dm-verity mapping); the slot stays good"
             VERITY_UNCHECKED="$VERITY_UNCHECKED tsunagu.verity_unchecked=$SLOT"
         elif [ "$verdict" != 0 ]; then

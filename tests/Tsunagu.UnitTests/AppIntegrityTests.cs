@@ -223,23 +223,155 @@ public partial class UpdaterTests
     /// pattern 2 as a bundle built before application payloads carried `files`: the same tars (firewall with <see cref="Blob"/>,
     /// dns), their digests signed, no file lists.
     /// </summary>
-    private async Task<Built> BuildWithoutFileListsAsync()
+    private Task<Built> BuildWithoutFileListsAsync() => BuildWithoutFileListsAsync(
+        BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes("firewall 1.1.0\n"), ["blob"] = Blob }));
+
+    /// <summary>
+    /// An update built before file lists: firewall <paramref name="firewallVersion"/> from <paramref name="firewallTar"/> and
+    /// dns 2.0.0, from <paramref name="from"/> to <paramref name="to"/>, release counter <paramref name="version"/>.
+    /// </summary>
+    private async Task<Built> BuildWithoutFileListsAsync(byte[] firewallTar, string firewallVersion = "1.1.0", string id = "p1-to-p2",
+        string from = "pattern-1", string to = "pattern-2", long version = 2)
     {
-        var firewall = BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes("firewall 1.1.0\n"), ["blob"] = Blob });
         var dns = BundleFormatTests.App("dns", "2.0.0").Item2;
         BundlePayload Payload(string name, string app, string version, byte[] tar) =>
             new(name, PayloadKinds.Application, tar.Length, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(tar)), app, version);
-        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
+        var firewall = $"firewall-{firewallVersion}";
+        var manifest = new BundleManifest(BundleManifest.CurrentFormat, id, version, [from], to,
             new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow.AddHours(-1), DateTimeOffset.UtcNow.AddDays(1),
-            [Payload("firewall-1.1.0", "firewall", "1.1.0", firewall), Payload("dns-2.0.0", "dns", "2.0.0", dns)],
-            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0"), new BundleStep(StepActions.InstallApplication, "dns-2.0.0")]);
+            [Payload(firewall, "firewall", firewallVersion, firewallTar), Payload("dns-2.0.0", "dns", "2.0.0", dns)],
+            [new BundleStep(StepActions.InstallApplication, firewall), new BundleStep(StepActions.InstallApplication, "dns-2.0.0")]);
+        Assert.That(manifest.Problems(), Is.Empty, "precondition: a valid manifest");
         var bytes = BundleFormat.SerializeManifest(manifest);
         Assert.That(System.Text.Encoding.UTF8.GetString(bytes), Does.Not.Contain("\"files\""), "precondition: the manifest of an older bundle");
         using var output = new MemoryStream();
-        await BundleFormat.WriteAsync(output, bytes, [ReleaseKeys.Sign(bytes, _key)], [new MemoryStream(firewall), new MemoryStream(dns)], CancellationToken.None);
+        await BundleFormat.WriteAsync(output, bytes, [ReleaseKeys.Sign(bytes, _key)], [new MemoryStream(firewallTar), new MemoryStream(dns)], CancellationToken.None);
         var bundle = output.ToArray();
-        return new Built(bundle, new UpdateOffer("p1-to-p2", "pattern-1", "pattern-2", 5, "/api/v1/host/artifacts/x",
+        return new Built(bundle, new UpdateOffer(id, from, to, 5, "/api/v1/host/artifacts/x",
             Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bundle)), bundle.LongLength));
+    }
+
+    /// <summary>
+    /// A tar of regular files in the given order (names as given, duplicates kept), in GNU format: its names are raw bytes
+    /// (a long one in a long-name entry), so a name may hold any character but NUL.
+    /// </summary>
+    private static byte[] Tar(IEnumerable<(string Name, byte[] Content)> entries)
+    {
+        using var buffer = new MemoryStream();
+        using (var tar = new System.Formats.Tar.TarWriter(buffer, System.Formats.Tar.TarEntryFormat.Gnu, leaveOpen: true))
+        {
+            foreach (var (name, content) in entries)
+            {
+                tar.WriteEntry(new System.Formats.Tar.GnuTarEntry(System.Formats.Tar.TarEntryType.RegularFile, name) { DataStream = new MemoryStream(content) });
+            }
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary>A firewall tree that breaks one rule of a seal's file list, besides a good VERSION file.</summary>
+    private static byte[] TreeBreaking(string rule)
+    {
+        var version = ("VERSION", "firewall 1.2.0\n"u8.ToArray());
+        (string, byte[]) Extra(string name) => (name, "x"u8.ToArray());
+        return rule switch
+        {
+            "file-limit" => Tar([version, .. Enumerable.Range(0, BundleManifest.MaxApplicationFiles).Select(i => ($"rules/{i:d5}", Array.Empty<byte>()))]),
+            "control" => Tar([version, Extra("conf/bad\nname")]),
+            "delete" => Tar([version, Extra("conf/x\u007f")]),
+            "backslash" => Tar([version, Extra("conf\\rules")]),
+            "blank-segment" => Tar([version, Extra(" /rules")]),
+            "long" => Tar([version, Extra(string.Join('/', Enumerable.Repeat(new string('d', 250), 5)))]),
+            "twice" => Tar([version, Extra("rules"), Extra("rules")]),
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+    }
+
+    [TestCase("file-limit", "seal file-limit:", "more than 10000 files")]
+    [TestCase("control", "seal path:", "'conf/bad\\u000aname' is not a relative path")]
+    [TestCase("delete", "seal path:", "'conf/x\\u007f' is not a relative path")]
+    [TestCase("backslash", "seal path:", "is not a relative path")]
+    [TestCase("blank-segment", "seal path:", "' /rules' is not a relative path")]
+    [TestCase("long", "seal path:", "is not a relative path of at most 1024 characters")]
+    [TestCase("twice", "seal path:", "'rules' appears twice in the tar")]
+    public async Task A_bundle_without_file_lists_whose_tree_cannot_be_sealed_is_refused_at_install_and_the_installed_version_is_left_as_it_was(
+        string rule, string prefix, string detail)
+    {
+        // installed before: pattern 2, firewall 1.1.0 with its seal (a kept list, from an older bundle too)
+        var first = await BuildWithoutFileListsAsync();
+        Assert.That((await Installer(new MemorySource(first.Bytes)).RunAsync(first.Offer, CancellationToken.None)).Status, Is.EqualTo(InstallStatus.Committed));
+        var appsDir = Path.Combine(_dir, "data", "apps");
+        var sealBefore = File.ReadAllBytes(_apps.SealPath("firewall", "1.1.0"));
+        var treesBefore = Pattern2.ToDictionary(a => a.Key, a => AppIntegrity.DescribeTree(Tree(a.Key, a.Value)));
+        var entriesBefore = Directory.GetFileSystemEntries(appsDir, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
+        var counterBefore = BundleInstaller.Counter(_store);
+        _log.Clear();
+
+        var b = await BuildWithoutFileListsAsync(TreeBreaking(rule), "1.2.0", "p2-to-p3", "pattern-1", "pattern-3", 3);
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed), "a tree whose list no seal could keep is never installed");
+        Assert.That(result.Report!.Error, Does.StartWith($"{prefix} payload firewall-1.2.0: its unpacked tree cannot be sealed: ").And.Contain(detail));
+        Assert.That(result.Report.Error, Has.None.Matches<char>(char.IsControl), "the report carries no control character from the tar");
+        Assert.That(result.Report.Inventory.Applications, Is.EqualTo(Pattern2));
+        // the installed version is exactly as it was: links, trees, seals, nothing staged beside them, and it still passes its check
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern2));
+        Assert.That(Pattern2.ToDictionary(a => a.Key, a => AppIntegrity.DescribeTree(Tree(a.Key, a.Value))), Is.EqualTo(treesBefore));
+        Assert.That(File.ReadAllBytes(_apps.SealPath("firewall", "1.1.0")), Is.EqualTo(sealBefore));
+        Assert.That(Directory.GetFileSystemEntries(appsDir, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal), Is.EqualTo(entriesBefore),
+            "no tree or seal of firewall 1.2.0, no staged copy");
+        Assert.That(BundleInstaller.Counter(_store), Is.EqualTo(counterBefore), "the refused bundle's release counter is not recorded");
+        Assert.That(Directory.Exists(BundleInstaller.WorkDirectory(Path.Combine(_dir, "data"), b.Offer.UpdateId)), Is.False, "its unpacked tree is removed");
+        Restart();
+        Assert.That(CheckApps(), Is.Empty, string.Join("\n", _log));
+    }
+
+    [Test]
+    public async Task A_signed_application_tar_the_unit_cannot_read_is_refused_naming_its_payload_and_the_installed_version_stays()
+    {
+        // a PAX header whose path holds a newline: written by the writer, refused by the unit's reader
+        using var buffer = new MemoryStream();
+        using (var writer = new System.Formats.Tar.TarWriter(buffer, System.Formats.Tar.TarEntryFormat.Pax, leaveOpen: true))
+        {
+            writer.WriteEntry(new System.Formats.Tar.PaxTarEntry(System.Formats.Tar.TarEntryType.RegularFile, "bad\nname") { DataStream = new MemoryStream([1]) });
+        }
+        var b = await BuildWithoutFileListsAsync(buffer.ToArray(), "1.2.0", "p1-to-p3", "pattern-1", "pattern-3", 3);
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed));
+        Assert.That(result.Report!.Error, Does.StartWith("manifest: payload firewall-1.2.0: not a tar the unit can read ("));
+        Assert.That(_apps.Current(), Is.EqualTo(Pattern1));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "data", "apps", "firewall", "1.2.0")), Is.False);
+    }
+
+    [Test]
+    public async Task An_application_tree_is_unpacked_up_to_the_file_limit_and_refused_at_the_first_file_past_it()
+    {
+        var dir = Path.Combine(_dir, "limit");
+        Directory.CreateDirectory(dir);
+        var atLimit = Path.Combine(dir, "at-limit.tar");
+        File.WriteAllBytes(atLimit, Tar(Enumerable.Range(0, BundleManifest.MaxApplicationFiles).Select(i => ($"f/{i:d5}", Array.Empty<byte>()))));
+        await Tsunagu.Firmware.Updates.Phases.ExtractPhase.ExtractTreeAsync(atLimit, Path.Combine(dir, "a"), "p", CancellationToken.None);
+        Assert.That(Tsunagu.Firmware.Updates.Phases.ExtractPhase.SealableList(Path.Combine(dir, "a"), "p"), Has.Count.EqualTo(BundleManifest.MaxApplicationFiles));
+
+        var past = Path.Combine(dir, "past.tar");
+        File.WriteAllBytes(past, Tar(Enumerable.Range(0, BundleManifest.MaxApplicationFiles + 500).Select(i => ($"f/{i:d5}", Array.Empty<byte>()))));
+        var e = Assert.ThrowsAsync<Tsunagu.Firmware.Storage.SealRuleException>(() =>
+            Tsunagu.Firmware.Updates.Phases.ExtractPhase.ExtractTreeAsync(past, Path.Combine(dir, "b"), "p", CancellationToken.None));
+        Assert.That((e!.Rule, e.Payload), Is.EqualTo((Tsunagu.Firmware.Storage.SealRule.FileLimit, "p")));
+        Assert.That(Directory.GetFiles(Path.Combine(dir, "b"), "*", SearchOption.AllDirectories), Has.Length.EqualTo(BundleManifest.MaxApplicationFiles),
+            "nothing past the limit is unpacked");
+    }
+
+    [Test]
+    public void A_tree_changed_after_unpacking_so_that_its_list_breaks_a_rule_is_refused_before_it_is_sealed()
+    {
+        var tree = Path.Combine(_dir, "tree");
+        Directory.CreateDirectory(Path.Combine(tree, "conf"));
+        File.WriteAllText(Path.Combine(tree, "VERSION"), "v\n");
+        Assert.That(Tsunagu.Firmware.Updates.Phases.ExtractPhase.SealableList(tree, "p"), Has.Count.EqualTo(1));
+        File.WriteAllText(Path.Combine(tree, "conf", "tab\there"), "x");
+        var e = Assert.Throws<Tsunagu.Firmware.Storage.SealRuleException>(() => Tsunagu.Firmware.Updates.Phases.ExtractPhase.SealableList(tree, "p"));
+        Assert.That(e!.Rule, Is.EqualTo(Tsunagu.Firmware.Storage.SealRule.Path));
+        Assert.That(e.Message, Does.StartWith("seal path: payload p: ").And.Contain("conf/tab\\u0009here"));
     }
 
     [Test]
@@ -282,19 +414,30 @@ public partial class UpdaterTests
         Assert.That(File.ReadAllText(Path.Combine(tree, "blob")), Is.EqualTo("damaged"));
     }
 
-    [TestCase("../../etc/passwd")]
-    [TestCase("bad\nname")]
-    [TestCase("short-digest")]
-    public async Task A_kept_file_list_altered_on_the_unit_is_refused_and_nothing_is_fetched_for_it(string bad)
+    [TestCase("../../etc/passwd", "path")]
+    [TestCase("bad\nname", "path")]
+    [TestCase("short-digest", "digest")]
+    [TestCase("twice", "path")]
+    [TestCase("null", "path")]
+    public async Task A_kept_file_list_altered_on_the_unit_is_refused_and_nothing_is_fetched_for_it(string bad, string rule)
     {
         var b = await BuildWithoutFileListsAsync();
         Assert.That((await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None)).Status, Is.EqualTo(InstallStatus.Committed));
         var seal = _apps.ReadSeal("firewall", "1.1.0")!;
         var first = seal.InstalledFiles![0];
-        _apps.WriteSeal(seal with { InstalledFiles = [bad == "short-digest" ? first with { Sha256 = "abc" } : first with { Path = bad }] });
+        _apps.WriteSeal(seal with
+        {
+            InstalledFiles = bad switch
+            {
+                "short-digest" => [first with { Sha256 = "abc" }],
+                "twice" => [first, first],
+                "null" => [first, null!],
+                _ => [first with { Path = bad }],
+            },
+        });
         var damaged = CheckApps();
         Assert.That(damaged.Single().Seal, Is.Null, "an unreadable seal is not used to fetch anything");
-        Assert.That(damaged.Single().Problem, Does.Contain("is not a list of relative paths"));
+        Assert.That(damaged.Single().Problem, Does.Contain("is not a list of relative paths").And.Contain($"(rule {rule}: "));
     }
 
     [Test]

@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Tsunagu.Hal.Storage;
-using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Firmware.Storage;
 
@@ -125,10 +124,10 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null, 
         {
             throw new InvalidDataException($"{path}: not a seal of {name} {version}");
         }
-        if (seal.InstalledFiles is { } files && (files.Count > BundleManifest.MaxApplicationFiles || files.Any(f =>
-                f is null || !BundleManifest.IsRelativePath(f.Path) || f.Size < 0 || f.Sha256 is not { Length: 64 } || !f.Sha256.All(char.IsAsciiHexDigitLower))))
+        if (seal.InstalledFiles is { } files && SealRules.Problem(files) is var (rule, detail))
         {
-            throw new InvalidDataException($"{path}: the file list of {name} {version} is not a list of relative paths with sizes and SHA-256 digests");
+            throw new InvalidDataException(
+                $"{path}: the file list of {name} {version} is not a list of relative paths with sizes and SHA-256 digests (rule {SealRules.Name(rule)}: {detail})");
         }
         return seal;
     }

@@ -12,7 +12,7 @@ public sealed class ReadyState : IState
 
     /// <summary>
     /// What the ready report says about OS slots the boot program refused at this boot (dm-verity) and slots it booted
-    /// unverified because it could not set up their dm-verity mapping; null when none.
+    /// unverified (no dm-verity root hash recorded for them, or a mapping it could not set up); null when none.
     /// </summary>
     public static string? BootProblem(IReadOnlyList<BootSlot> verityFailures, IReadOnlyList<BootSlot>? verityUnchecked = null)
     {
@@ -23,7 +23,7 @@ public sealed class ReadyState : IState
         }
         if (verityUnchecked is { Count: > 0 })
         {
-            problems.Add($"OS slot {Slots(verityUnchecked)} was booted unverified: the boot program could not set up its dm-verity mapping (see boot.log)");
+            problems.Add($"OS slot {Slots(verityUnchecked)} was booted unverified: no dm-verity root hash was recorded for it or the boot program could not set up its mapping (see boot.log)");
         }
         return problems.Count == 0 ? null : string.Join("; ", problems);
         static string Slots(IReadOnlyList<BootSlot> slots) => string.Join(" and ", slots.Select(BootStateFile.SlotName));

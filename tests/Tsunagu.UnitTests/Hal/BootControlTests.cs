@@ -133,7 +133,7 @@ public class BootControlTests : FakeRootTests
         var boot = Boot(new RecordingRunner(), "tsunagu.slot=a tsunagu.verity_unchecked=a tsunagu.verity_unchecked=x tsunagu.verity_unchecked=a");
         Assert.That((boot.VerityFailures, boot.VerityUnchecked), Is.EqualTo((Array.Empty<BootSlot>(), new[] { BootSlot.A })), "a token naming no slot is ignored");
         var problem = Tsunagu.Firmware.Supervision.ReadyState.BootProblem(boot.VerityFailures, boot.VerityUnchecked);
-        Assert.That(problem, Is.EqualTo("OS slot a was booted unverified: the boot program could not set up its dm-verity mapping (see boot.log)"));
+        Assert.That(problem, Is.EqualTo("OS slot a was booted unverified: no dm-verity root hash was recorded for it or the boot program could not set up its mapping (see boot.log)"));
         Assert.That(Tsunagu.Firmware.Supervision.ReadyState.BootProblem([BootSlot.B], [BootSlot.A]),
             Does.StartWith("OS slot b failed dm-verity verification").And.Contain("; OS slot a was booted unverified"));
         Assert.That(Tsunagu.Firmware.Supervision.ReadyState.BootProblem([], []), Is.Null);

@@ -178,6 +178,47 @@ public class BootSelectionTests
         Assert.That(boot.State.Verity(BootSlot.A), Is.EqualTo(verity ?? VerityA), "the recorded parameters are kept");
     }
 
+    [TestCase("blank")]
+    [TestCase("missing")]
+    public void A_slot_with_no_root_hash_recorded_stays_good_and_boots_unverified_from_its_partition_and_the_supervisor_is_told(string form)
+    {
+        var state = State(primary: "a", aVerity: "");
+        if (form == "missing")
+        {
+            state = state.Replace("a_verity=\n", "", StringComparison.Ordinal);
+            Assert.That(state, Does.Not.Contain("a_verity"));
+        }
+        var boot = Run(state);
+        Assert.That((boot.Mode, boot.Slot, boot.SlotDevice, boot.Cmdline), Is.EqualTo(("slot", "a", Device("a"), "tsunagu.verity_unchecked=a")));
+        Assert.That(boot.Log, Does.Contain("slot a has no dm-verity root hash recorded")
+            .And.Contain("slot a: booting it unverified (no dm-verity mapping); the slot stays good"));
+        Assert.That(boot.Calls, Does.Not.Contain("dmsetup").And.Not.Contain("dd "), "no mapping is attempted without parameters");
+        Assert.That(boot.Calls, Does.Contain($"mount {Device("a")} {_dir}/lower"));
+        Assert.That((boot.State.Primary, boot.State.IsGood(BootSlot.A), boot.State.IsGood(BootSlot.B), boot.State.LastFailed),
+            Is.EqualTo(((BootSlot?)BootSlot.A, true, true, (BootSlot?)null)));
+        Assert.That((boot.State.Verity(BootSlot.A), boot.State.Verity(BootSlot.B)), Is.EqualTo(((string?)null, (string?)VerityB)),
+            "nothing is recorded for the slot, and the other slot's parameters are kept");
+    }
+
+    [Test]
+    public void A_pending_slot_with_no_root_hash_recorded_uses_its_try_and_boots_unverified_with_the_supervisor_told()
+    {
+        var boot = Run(State(primary: "a", pending: "b", tries: 2, bGood: false, bVerity: ""));
+        Assert.That((boot.Slot, boot.SlotDevice, boot.Cmdline), Is.EqualTo(("b", Device("b"), "tsunagu.verity_unchecked=b")));
+        Assert.That((boot.State.Pending, boot.State.TriesLeft, boot.State.Primary), Is.EqualTo(((BootSlot?)BootSlot.B, 1, (BootSlot?)BootSlot.A)));
+        Assert.That(boot.Calls, Does.Not.Contain("dmsetup"));
+    }
+
+    [Test]
+    public void A_refused_slot_falls_back_to_a_slot_with_no_root_hash_which_is_reported_as_unverified_too()
+    {
+        var boot = Run(State(primary: "a", bVerity: ""), a: "mismatch");
+        Assert.That((boot.Mode, boot.Slot, boot.SlotDevice, boot.Cmdline),
+            Is.EqualTo(("slot", "b", Device("b"), "tsunagu.verity_failed=a tsunagu.verity_unchecked=b")));
+        Assert.That((boot.State.Primary, boot.State.IsGood(BootSlot.A), boot.State.IsGood(BootSlot.B), boot.State.LastFailed),
+            Is.EqualTo(((BootSlot?)BootSlot.B, false, true, (BootSlot?)BootSlot.A)));
+    }
+
     [Test]
     public void A_pending_slot_whose_mapping_cannot_be_made_uses_its_try_and_boots_unverified()
     {

@@ -27,6 +27,9 @@ internal sealed class ExtractPhase : IUpdatePhase
             // the tar's digest is signed, and so is each file's: the tree must be exactly the files the manifest lists
             if (p.Files is null)
             {
+                // the list its seal keeps must be one the boot check can read: a tree that breaks its rules is refused here,
+                // before anything is switched, not found uncheckable at every boot
+                SealableList(tree, p.Name);
                 run.Env.Log($"update {j.UpdateId}: payload {p.Name} lists no file digests (a bundle built before file lists); " +
                             "its tree is checked from now on against the list of what its verified tar unpacked");
             }
@@ -104,19 +107,28 @@ internal sealed class ExtractPhase : IUpdatePhase
         }
     }
 
-    /// <summary>Unpacks an application tar: regular files and directories only, no path outside <paramref name="destination"/>.</summary>
+    /// <summary>
+    /// Unpacks an application tar: regular files and directories only, no path outside <paramref name="destination"/>,
+    /// and a tree its seal can list (<see cref="SealRules"/>: each file's path in the tree valid and unpacked once, at most
+    /// <see cref="BundleManifest.MaxApplicationFiles"/> files; refused at the first file that breaks a rule, so a tar of a
+    /// million files is not unpacked to find out). A signed file list follows the same rules, so a tree that breaks one
+    /// could not match it either.
+    /// </summary>
+    /// <exception cref="SealRuleException">The tree breaks a rule of the seal's file list.</exception>
+    /// <exception cref="BundleCheckException">Check <see cref="BundleCheck.Manifest"/>: an entry that is not a file or directory, or leaves the tree.</exception>
     internal static async Task ExtractTreeAsync(string tarPath, string destination, string payload, CancellationToken ct)
     {
         Directory.CreateDirectory(destination);
         var root = Path.GetFullPath(destination) + Path.DirectorySeparatorChar;
         await using var file = File.OpenRead(tarPath);
         await using var reader = new TarReader(file);
-        while (await reader.GetNextEntryAsync(copyData: false, ct) is { } entry)
+        var files = 0;
+        while (await NextEntryAsync(reader, payload, ct) is { } entry)
         {
             var target = Path.GetFullPath(Path.Combine(destination, entry.Name));
             if (!target.StartsWith(root, StringComparison.Ordinal))
             {
-                throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: entry '{entry.Name}' points outside its application tree");
+                throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: entry '{SealRules.Printable(entry.Name)}' points outside its application tree");
             }
             switch (entry.EntryType)
             {
@@ -124,12 +136,55 @@ internal sealed class ExtractPhase : IUpdatePhase
                     Directory.CreateDirectory(target);
                     break;
                 case TarEntryType.RegularFile or TarEntryType.V7RegularFile:
+                    // the path the seal would list: the file's place in the tree, as AppIntegrity.DescribeTree reads it back
+                    var path = target[root.Length..].Replace(Path.DirectorySeparatorChar, '/');
+                    if (++files > BundleManifest.MaxApplicationFiles)
+                    {
+                        throw new SealRuleException(payload, SealRule.FileLimit, $"more than {BundleManifest.MaxApplicationFiles} files");
+                    }
+                    if (SealRules.PathProblem(path) is { } problem)
+                    {
+                        throw new SealRuleException(payload, SealRule.Path, problem);
+                    }
+                    if (File.Exists(target) || Directory.Exists(target))
+                    {
+                        throw new SealRuleException(payload, SealRule.Path, $"'{SealRules.Printable(path)}' appears twice in the tar");
+                    }
                     Directory.CreateDirectory(Path.GetDirectoryName(target)!);
                     await entry.ExtractToFileAsync(target, overwrite: false, ct);
                     break;
                 default:
-                    throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: entry '{entry.Name}' is a {entry.EntryType}; only files and directories are allowed");
+                    throw new BundleCheckException(BundleCheck.Manifest,
+                        $"payload {payload}: entry '{SealRules.Printable(entry.Name)}' is a {entry.EntryType}; only files and directories are allowed");
             }
         }
+    }
+
+    /// <summary>The tar's next entry; a header the reader cannot parse (a signer's tool writing what this one refuses) is a check failure naming the payload.</summary>
+    private static async Task<TarEntry?> NextEntryAsync(TarReader reader, string payload, CancellationToken ct)
+    {
+        try
+        {
+            return await reader.GetNextEntryAsync(copyData: false, ct);
+        }
+        catch (Exception e) when (e is InvalidDataException or FormatException)
+        {
+            throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: not a tar the unit can read ({e.Message})");
+        }
+    }
+
+    /// <summary>
+    /// The list of <paramref name="tree"/> (unpacked from payload <paramref name="payload"/>) its seal keeps, checked
+    /// against the rules <see cref="AppStore.ReadSeal"/> applies: a tree whose list would be refused there is refused here.
+    /// </summary>
+    /// <exception cref="SealRuleException">The list breaks a rule.</exception>
+    internal static IReadOnlyList<BundleFile> SealableList(string tree, string payload)
+    {
+        var files = AppIntegrity.DescribeTree(tree);
+        if (SealRules.Problem(files) is var (rule, detail))
+        {
+            throw new SealRuleException(payload, rule, detail);
+        }
+        return files;
     }
 }

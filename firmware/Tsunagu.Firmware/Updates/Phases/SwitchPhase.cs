@@ -25,15 +25,19 @@ internal sealed class SwitchPhase : IUpdatePhase
         {
             header = await BundleFormat.ReadHeaderAsync(bundle, ct);
         }
+        // what each tree is checked against from now on, and where it is fetched again from when it is damaged; a payload
+        // without file digests: the list of the tree unpacked from its verified tar (checked against the seal's rules
+        // before the first tree is staged)
         var seals = AppIntegrity.Seals(header, m, run.Offer);
-        foreach (var p in apps)
+        var appSeals = apps.Select(p =>
         {
-            var tree = Path.Combine(work, "trees", p.Name);
-            env.Apps.Stage(p.Application!, p.Version!, tree);
-            // what the tree is checked against from now on, and where it is fetched again from when it is damaged; a payload
-            // without file digests: the list of the tree unpacked from its verified tar
             var seal = seals.Single(s => s.Payload == p.Name);
-            env.Apps.WriteSeal(p.Files is null ? seal with { InstalledFiles = AppIntegrity.DescribeTree(tree) } : seal);
+            return p.Files is null ? seal with { InstalledFiles = ExtractPhase.SealableList(Path.Combine(work, "trees", p.Name), p.Name) } : seal;
+        }).ToList();
+        foreach (var (p, seal) in apps.Zip(appSeals))
+        {
+            env.Apps.Stage(p.Application!, p.Version!, Path.Combine(work, "trees", p.Name));
+            env.Apps.WriteSeal(seal);
         }
         foreach (var p in apps)
         {
