@@ -409,7 +409,7 @@ public class RolloutStoreTests(string kind)
     public async Task A_group_window_holds_an_update_below_importance_5_until_it_opens_on_each_units_clock()
     {
         // the group opens weekdays 01:00-05:00; one unit keeps Tokyo time, the others take the fleet's zone (UTC here)
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), _ => null, new AuditEntry("alice", "group.window", "lab", null), CancellationToken.None), Is.True);
+        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), (_, _) => null, new AuditEntry("alice", "group.window", "lab", null), CancellationToken.None), Is.True);
         Assert.That(await _store.SetUpdateWindowAsync(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
         await CreateAsync("r1", [new(Percent: 100)]);
         var soon = new UpdateProgramRow { Id = XtoY.Id, FromPattern = "x", ToPattern = "y", Importance = 4, ArtifactSha256 = XtoY.ArtifactSha256, ArtifactSize = 1 };
@@ -433,9 +433,9 @@ public class RolloutStoreTests(string kind)
         Assert.That(await GateAsync(1), Does.Contain("maintenance window"));
         Assert.That(OfferRecords("r1").Values, Is.All.EqualTo(((string?)null, (string?)null)), "a unit held by the window was offered nothing");
         // the window cleared: open at once
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", null, _ => null, new AuditEntry("alice", "group.window", "lab", "none"), CancellationToken.None), Is.True);
+        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", null, (_, _) => null, new AuditEntry("alice", "group.window", "lab", "none"), CancellationToken.None), Is.True);
         Assert.That(await GateAsync(1), Is.Null);
-        Assert.That(await _store.SetGroupWindowCheckedAsync("nope", null, _ => null, new AuditEntry("alice", "group.window", "nope", "none"), CancellationToken.None), Is.False, "no such group: nothing written");
+        Assert.That(await _store.SetGroupWindowCheckedAsync("nope", null, (_, _) => null, new AuditEntry("alice", "group.window", "nope", "none"), CancellationToken.None), Is.False, "no such group: nothing written");
         Assert.That((await _store.ListAuditAsync(50)).Count(a => a.Action == "group.window"), Is.EqualTo(2));
     }
 

@@ -108,7 +108,7 @@ public class RolloutWindowTests(string kind)
         _store.AddUpdateProgramAsync(new UpdateProgramRow { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = importance, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
 
     private async Task WindowAsync(string? window) =>
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), _ => null, new AuditEntry("alice", "group.window", "lab", window), CancellationToken.None), Is.True);
+        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), (_, _) => null, new AuditEntry("alice", "group.window", "lab", window), CancellationToken.None), Is.True);
 
     private Task<RolloutView> CreateAsync(RolloutService service, string name, IReadOnlyList<WaveSpec>? waves = null) =>
         service.CreateAsync(new NewRollout(name, "lab", "x", "y", waves ?? [new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 30 * 86400), "alice");
