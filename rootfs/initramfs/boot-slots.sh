@@ -38,6 +38,12 @@ read_state() {
         esac
     done < "$STATE"
     case "$tries" in ''|*[!0-9]*) tries=0 ;; esac
+    # slot names and flags reach `eval` (mark_bad, pick_slot): only the values the state can hold pass
+    case "$primary" in a|b) ;; *) primary= ;; esac
+    case "$pending" in a|b) ;; *) pending= ;; esac
+    case "$last_failed" in a|b) ;; *) last_failed= ;; esac
+    case "$a_good" in 1) ;; *) a_good=0 ;; esac
+    case "$b_good" in 1) ;; *) b_good=0 ;; esac
 }
 CR=$(printf '\r')
 
@@ -81,6 +87,16 @@ pick_slot() {
         fi
         return 0
     done
+}
+# fall_back SLOT: after SLOT was marked bad, the other slot becomes the primary one when nothing else is chosen and it
+# is good (else the recovery OS starts).
+fall_back() {
+    local other=a
+    [ "$1" = a ] && other=b
+    if [ -z "$primary" ] && [ -z "$pending" ] && [ "$(eval echo \$${other}_good)" = 1 ]; then
+        primary=$other
+        log "falling back to slot $other"
+    fi
 }
 # boot-state-end
 
@@ -133,9 +149,10 @@ verify_slot() {
 # VERITY_UNCHECKED collect the kernel command line tokens the supervisor reports (slots refused for their bytes, slots
 # booted unverified because they have no root hash recorded or no dm-verity mapping could be made). Every change of the boot state is written first.
 select_slot() {
-    local other verdict
+    local verdict unchecked
     SLOT=
     while [ -z "$SLOT" ]; do
+        unchecked=
         pick_slot
         if [ -z "$SLOT" ]; then
             MODE=recovery
@@ -151,23 +168,24 @@ select_slot() {
             # slot would fail the same way): the slot is not marked bad, it boots from its partition unverified and the
             # supervisor reports it (tsunagu.verity_unchecked=)
             log "slot $SLOT: booting it unverified (no dm-verity mapping); the slot stays good"
-            VERITY_UNCHECKED="$VERITY_UNCHECKED tsunagu.verity_unchecked=$SLOT"
+            unchecked=$SLOT
         elif [ "$verdict" != 0 ]; then
             # a slot whose bytes are not the ones its root hash names is never booted: marked bad, the other good slot
             # (or the recovery OS) boots, and the supervisor reports it (tsunagu.verity_failed= in boot-cmdline)
-            mark_bad "$SLOT"; last_failed=$SLOT
+            mark_bad "$SLOT"
             VERITY_FAILED="$VERITY_FAILED tsunagu.verity_failed=$SLOT"
-            other=a; [ "$SLOT" = a ] && other=b
-            if [ -z "$primary" ] && [ -z "$pending" ] && [ "$(eval echo \$${other}_good)" = 1 ]; then
-                primary=$other
-                log "falling back to slot $other"
-            fi
+            fall_back "$SLOT"
             SLOT=; write_state
             continue
         fi
         if ! mount -t squashfs -o ro "$SLOTDEV" "$LOWER" 2>"$BOOT_RUN/slot.err"; then
             log "slot $SLOT ($SLOTDEV) does not mount: $(cat "$BOOT_RUN/slot.err")"
-            mark_bad "$SLOT"; SLOT=; write_state
+            mark_bad "$SLOT"
+            fall_back "$SLOT"
+            SLOT=; write_state
+            continue
         fi
+        # reported only for the slot that boots: one that then did not mount was not booted unverified
+        if [ -n "$unchecked" ]; then VERITY_UNCHECKED="$VERITY_UNCHECKED tsunagu.verity_unchecked=$unchecked"; fi
     done
 }

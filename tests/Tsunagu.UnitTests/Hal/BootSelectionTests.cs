@@ -146,6 +146,38 @@ public class BootSelectionTests
         Assert.That(boot.Log, Does.Contain("slot b (/dev/mapper/verity-b) does not mount"));
         Assert.That(boot.State.IsGood(BootSlot.B), Is.False);
         Assert.That(boot.State.IsGood(BootSlot.A), Is.True, "the other slot is left as it was");
+        // before: the recovery OS started although slot a was good
+        Assert.That((boot.Mode, boot.Slot, boot.SlotDevice), Is.EqualTo(("slot", "a", "/dev/mapper/verity-a")), "the other good slot boots");
+        Assert.That(boot.Log, Does.Contain("falling back to slot a"));
+    }
+
+    [Test]
+    public void A_slot_without_a_mapping_that_then_does_not_mount_is_not_reported_as_booted_unverified_and_the_other_slot_boots()
+    {
+        File.WriteAllText(Path.Combine(_dir, "nomount"), Device("a") + "\n");
+        var boot = Run(State(primary: "a"), a: "nomap");
+        Assert.That(boot.Log, Does.Contain($"slot a ({Device("a")}) does not mount"));
+        // before: tsunagu.verity_unchecked=a was reported for a slot that never booted
+        Assert.That((boot.Mode, boot.Slot, boot.SlotDevice, boot.Cmdline), Is.EqualTo(("slot", "b", "/dev/mapper/verity-b", "")));
+        Assert.That((boot.State.IsGood(BootSlot.A), boot.State.IsGood(BootSlot.B), boot.State.LastFailed), Is.EqualTo((false, true, (BootSlot?)BootSlot.A)));
+    }
+
+    [TestCase("primary=x;touch {0}/ran;y\npending=\ntries=0\n", "recovery", "")]
+    [TestCase("primary=a\npending=b;touch {0}/ran\ntries=2\n", "slot", "a")]
+    [TestCase("primary=a\npending=$(touch {0}/ran)\ntries=2\n", "slot", "a")]
+    [TestCase("primary=a\npending=\ntries=0\nlast_failed=a;touch {0}/ran\n", "slot", "a")]
+    public void A_boot_state_naming_no_slot_runs_nothing_and_its_values_are_dropped(string head, string mode, string slot)
+    {
+        var state = string.Format(System.Globalization.CultureInfo.InvariantCulture, head, _dir) +
+            $"a_version=1.0\na_good=1\nb_version=1.1\nb_good=1\na_verity={VerityA}\nb_verity={VerityB}\n";
+        var boot = Run(state);
+        // before: the value reached `eval` (mark_bad, pick_slot) and the command ran as root before any slot was verified
+        Assert.That(File.Exists(Path.Combine(_dir, "ran")), Is.False, "a command in the boot state ran");
+        Assert.That((boot.Mode, boot.Slot), Is.EqualTo((mode, slot)), "a value naming no slot counts as none");
+        if (mode == "slot")
+        {
+            Assert.That(File.ReadAllText(Path.Combine(_dir, "state")), Does.Not.Contain("touch"), "the state written for the boot drops the value");
+        }
     }
 
     [Test]
