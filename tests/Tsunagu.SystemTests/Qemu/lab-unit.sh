@@ -61,8 +61,10 @@ lab_unit_disk() {
         exit 2
     fi
     mkdir -p "$run"
+    # the identity is read whole before it is matched: `grep -q` leaving a pipe early would fail it under pipefail and
+    # burn a good disk again
     if [ -f "$run/disk.img" ] && [ "${FRESH:-0}" != 1 ] && [ "$server" = known ] \
-        && dotnet "$CLI" factory show --image "$run/disk.img" 2>/dev/null | grep -qx "mac $MAC"; then
+        && ident=$(dotnet "$CLI" factory show --image "$run/disk.img" 2>/dev/null) && printf '%s\n' "$ident" | grep -qx "mac $MAC"; then
         echo "$NAME: reusing $run/disk.img (FRESH=1 starts from a new image)"
     else
         if [ -f "$run/disk.img" ] && [ "$server" = unknown ]; then
