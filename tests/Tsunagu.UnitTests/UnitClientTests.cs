@@ -163,6 +163,8 @@ public class UnitClientTests
         public int Connections => Volatile.Read(ref _connections);
         public int Answered => Volatile.Read(ref _answered);
         public TaskCompletionSource FirstClosed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>Set when the first connection has read a request it will never answer.</summary>
+        public TaskCompletionSource StaleRequestRead { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         private async Task AcceptAsync()
         {
@@ -205,7 +207,11 @@ public class UnitClientTests
                     for (var end = pending.IndexOf("\r\n\r\n", StringComparison.Ordinal); end >= 0; end = pending.IndexOf("\r\n\r\n", StringComparison.Ordinal))
                     {
                         pending = pending[(end + 4)..]; // a GET: no body
-                        if (first && ++requests > 1) { continue; } // the stale connection: read, never answered
+                        if (first && ++requests > 1)
+                        {
+                            StaleRequestRead.TrySetResult();
+                            continue; // the stale connection: read, never answered
+                        }
                         await socket.SendAsync(answer, _stop.Token);
                         Interlocked.Increment(ref _answered);
                     }
@@ -242,6 +248,21 @@ public class UnitClientTests
         Assert.That(settings.Mac, Is.EqualTo("02:00:00:00:00:01"));
         Assert.That((server.Connections, server.Answered), Is.EqualTo((2, 2)), "the second request went out on a new connection, and was answered");
         Assert.That(async () => await server.FirstClosed.Task.WaitAsync(TimeSpan.FromSeconds(30)), Throws.Nothing, "the old connection was closed by the unit");
+    }
+
+    [Test]
+    public async Task A_request_in_flight_when_the_pool_is_dropped_ends_as_a_transient_server_error_not_after_its_timeout()
+    {
+        // the push listener's renewal shares the client with the supervisor's states, so a hang-up can drop the pool under it
+        await using var server = new StaleFirstConnection();
+        using var client = new UnitClient(new Direct(), ["pin"], timeout: TimeSpan.FromSeconds(300));
+        await client.GetSettingsAsync(server.Url, "t", CancellationToken.None);
+        var inFlight = client.GetSettingsAsync(server.Url, "t", CancellationToken.None);
+        await server.StaleRequestRead.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        client.DropConnections();
+        var e = Assert.ThrowsAsync<ServerException>(() => inFlight.WaitAsync(TimeSpan.FromSeconds(120)));
+        Assert.That(e!.IsTransient, Is.True, "a dropped pool is a network fault the caller retries");
+        Assert.That(e.Message, Does.Contain("connection pool was closed"));
     }
 
     [Test]

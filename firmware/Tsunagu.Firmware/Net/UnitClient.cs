@@ -69,8 +69,9 @@ public sealed class UnitClient : IDisposable
     /// <summary>
     /// Closes every pooled connection; the next request opens a new one. For a new WAN session: a connection opened
     /// over the previous one (the provisional PPPoE session, a line that was redialled) is bound to an address the unit
-    /// no longer has, so nothing it sends is ever answered, and a request on it would wait for the whole timeout.
-    /// Call it only between requests (the supervisor's states are sequential): one in flight fails.
+    /// no longer has, so nothing it sends is ever answered, and a request on it would wait for the whole timeout. A
+    /// request still waiting for its answer on the old pool (the push listener's renewal runs beside the supervisor's
+    /// states) ends at once with a transient <see cref="ServerException"/>, as a network fault, and is retried by its caller.
     /// </summary>
     public void DropConnections() => _connections.Drop();
 
@@ -79,6 +80,8 @@ public sealed class UnitClient : IDisposable
     {
         private readonly Lock _gate = new();
         private HttpMessageInvoker _current = new(create(), disposeHandler: true);
+        // cancelled when its pool is dropped: disposing a handler does not end the requests waiting on its connections
+        private CancellationTokenSource _generation = new();
         private int _dropped;
         private bool _disposed;
 
@@ -87,21 +90,35 @@ public sealed class UnitClient : IDisposable
         public void Drop()
         {
             HttpMessageInvoker old;
+            CancellationTokenSource oldGeneration;
             lock (_gate)
             {
                 if (_disposed) { return; }
-                old = _current;
+                (old, oldGeneration) = (_current, _generation);
                 _current = new HttpMessageInvoker(create(), disposeHandler: true);
+                _generation = new CancellationTokenSource();
                 _dropped++;
             }
+            // not disposed: a request that read its token just before the drop still links to it
+            oldGeneration.Cancel();
             old.Dispose();
         }
 
-        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
             HttpMessageInvoker current;
-            lock (_gate) { current = _current; }
-            return current.SendAsync(request, cancellationToken);
+            CancellationToken dropped;
+            lock (_gate) { (current, dropped) = (_current, _generation.Token); }
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, dropped);
+            try
+            {
+                return await current.SendAsync(request, linked.Token);
+            }
+            catch (Exception e) when (dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+                                      && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException)
+            {
+                throw new HttpRequestException("the connection pool was closed for a new WAN session while this request was on it", e);
+            }
         }
 
         protected override void Dispose(bool disposing)
@@ -109,7 +126,9 @@ public sealed class UnitClient : IDisposable
             if (disposing)
             {
                 lock (_gate) { _disposed = true; }
+                _generation.Cancel();
                 _current.Dispose();
+                _generation.Dispose();
             }
             base.Dispose(disposing);
         }
