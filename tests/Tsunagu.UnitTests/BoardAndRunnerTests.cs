@@ -100,11 +100,19 @@ public class BoardAndRunnerTests
     {
         var pidFile = Path.Combine(_dir, "child.pid");
         FakeTool(Path.Combine(_dir, "bin"), "hang", $"sleep 300 & echo $! > {pidFile}; wait");
-        // several seconds: the script has long written its child's pid when the timeout fires, however busy the machine
-        var e = Assert.ThrowsAsync<CommandException>(() =>
-            _runner.RunAsync(new CommandLine("hang"), new CommandOptions { Timeout = TimeSpan.FromSeconds(5) }, CancellationToken.None));
+        // the timeout runs on a fake clock moved only once the script has written its child's pid: however busy the
+        // machine, the child exists when the timeout fires
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UnixEpoch);
+        var runner = new ProcessCommandRunner([Path.Combine(_dir, "bin"), "/usr/sbin", "/usr/bin", "/sbin", "/bin"], time);
+        var run = runner.RunAsync(new CommandLine("hang"), new CommandOptions { Timeout = TimeSpan.FromSeconds(5) }, CancellationToken.None);
+        await WaitForPidFileAsync(pidFile);
+        for (var i = 0; i < 600 && !run.IsCompleted; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(50);
+        }
+        var e = Assert.ThrowsAsync<CommandException>(() => run);
         Assert.That(e!.Message, Does.Contain("did not finish within 5 s"));
-        Assert.That(File.Exists(pidFile), Is.True, "the script started its child before the timeout");
         var child = int.Parse((await File.ReadAllTextAsync(pidFile)).Trim(), System.Globalization.CultureInfo.InvariantCulture);
         await WaitGoneAsync(child);
     }
