@@ -182,11 +182,13 @@ public class AccessibilityTests
         using (var c = server.Store.Database.Open())
         using (var insert = c.CreateCommand())
         {
+            var now = Tsunagu.Server.Data.TsunaguStore.Timestamp(DateTimeOffset.UtcNow);
+            const string waves = "[{\"percent\":100}]";
             insert.CommandText = $"""
                 INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error, min_wave_seconds,
                                       state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
-                VALUES ('lab-wave', 'g', '{DemoCatalogue.Pattern1}', '{DemoCatalogue.Pattern2}', '{DemoCatalogue.UpdateId}', '[]', 90, 10, 'pause', 0,
-                        'running', 1, 'x', 'x', NULL, 'alice', 'x', 'x')
+                VALUES ('lab-wave', 'g', '{DemoCatalogue.Pattern1}', '{DemoCatalogue.Pattern2}', '{DemoCatalogue.UpdateId}', '{waves}', 90, 10, 'pause', 2592000,
+                        'running', 1, '{now}', '{now}', NULL, 'alice', '{now}', '{now}')
                 """;
             await insert.ExecuteNonQueryAsync();
         }

@@ -46,11 +46,15 @@ public class CatalogueDeletionTests
         c.Execute(sql);
     }
 
+    private static readonly string Now = TsunaguStore.Timestamp(DateTimeOffset.UtcNow);
+
+    // a rollout the engine can read, whose one wave stays open for 30 days: the engine's passes leave it running
+
     private static string RunningRollout(string name, string state = "running") => $$"""
         INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error, min_wave_seconds,
                               state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
-        VALUES ('{{name}}', 'g', '{{DemoCatalogue.Pattern1}}', '{{DemoCatalogue.Pattern2}}', '{{DemoCatalogue.UpdateId}}', '[{"percent":100}]', 90, 10, 'pause', 0,
-                '{{state}}', 1, 'x', 'x', NULL, 'alice', 'x', 'x')
+        VALUES ('{{name}}', 'g', '{{DemoCatalogue.Pattern1}}', '{{DemoCatalogue.Pattern2}}', '{{DemoCatalogue.UpdateId}}', '[{"percent":100}]', 90, 10, 'pause', 2592000,
+                '{{state}}', 1, '{{Now}}', '{{Now}}', NULL, 'alice', '{{Now}}', '{{Now}}')
         """;
 
     [Test]
@@ -114,6 +118,32 @@ public class CatalogueDeletionTests
         using var deleted = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await deleted.Content.ReadAsStringAsync());
         Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
+    }
+
+    [Test]
+    public async Task A_program_with_a_way_back_is_409_until_the_way_back_is_deleted_and_no_downgrade_is_ever_offered()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var http = OperatorHttp(server);
+        var forward = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        await server.Store.AddUpdateProgramAsync(new UpdateProgramRow
+        {
+            Id = "back", FromPattern = forward.ToPattern, ToPattern = forward.FromPattern, Importance = 3, ArtifactSha256 = Digest, ArtifactSize = 1,
+        });
+        Assert.That(await server.Store.FindUpdateProgramAsync(forward.ToPattern), Is.Null, "precondition: the reverse program is a way back, offered to nobody");
+        var before = Marks(server);
+
+        using var refused = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
+        // before: 204, and every unit on the to-pattern was then offered the way back as an ordinary update
+        Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.Conflict));
+        Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain("way back, back").And.Contain("delete the way back first"));
+        Assert.That(Marks(server), Is.EqualTo(before), "nothing written");
+        Assert.That(await server.Store.FindUpdateProgramAsync(forward.ToPattern), Is.Null, "still no downgrade offered");
+
+        using var backDeleted = await http.DeleteAsync($"{Routes.Prefix}/update-programs/back");
+        Assert.That(backDeleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), "the way back itself can go");
+        using var forwardDeleted = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
+        Assert.That(forwardDeleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), "then the program");
     }
 
     [Test]

@@ -141,9 +141,9 @@ public class UnitRequestTransactionTests
     /// waits only before its transaction begins). The request's cancellation reaches the database and rolls back what
     /// it wrote before; nothing of it appears once the lock is released.
     /// </summary>
-    [TestCase("version-check", "unit_events")]
-    [TestCase("media-check", "units")]
-    public async Task A_unit_hanging_up_while_its_last_write_waits_leaves_nothing_of_the_request(string request, string lockedTable)
+    [TestCase("version-check", "unit_events", "%INSERT INTO unit_events%")]
+    [TestCase("media-check", "units", "%last_error%")]
+    public async Task A_unit_hanging_up_while_its_last_write_waits_leaves_nothing_of_the_request(string request, string lockedTable, string statement)
     {
         TestServer.DatabaseKind.Value = "postgres";
         await using var server = await TestServer.StartAsync();
@@ -164,12 +164,12 @@ public class UnitRequestTransactionTests
         var sent = request == "version-check"
             ? http.PostAsJsonAsync(Routes.VersionCheck, new VersionCheckRequest(OffPattern(), new UnitLoad(0, 0), true, null), ProtocolJson.Default.VersionCheckRequest, hangUp.Token)
             : http.PostAsJsonAsync(Routes.MediaCheck, new MediaCheckRequest(new string('d', 64)), ProtocolJson.Default.MediaCheckRequest, hangUp.Token);
-        Assert.That(await WaitersAsync(server, w => w > 0, sent), Is.GreaterThan(0), "the request's write waits for the lock");
+        Assert.That(await WaitersAsync(server, statement, w => w > 0, sent), Is.GreaterThan(0), "the request's write waits for the lock");
 
         hangUp.Cancel();
         Assert.CatchAsync<OperationCanceledException>(async () => await sent, "the unit hung up");
         // the server sees the hang-up, the waiting statement is cancelled and the request's transaction ends
-        Assert.That(await WaitersAsync(server, w => w == 0, null), Is.Zero, "the request stopped waiting once the unit hung up");
+        Assert.That(await WaitersAsync(server, statement, w => w == 0, null), Is.Zero, "the request stopped waiting once the unit hung up");
         await hold.RollbackAsync();
 
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing of the request the unit hung up on");
@@ -177,8 +177,11 @@ public class UnitRequestTransactionTests
         Assert.That((unit.LastError, unit.Inventory), Is.EqualTo(((string?)null, (string?)null)), "no error and no inventory recorded");
     }
 
-    /// <summary>How many backends of the server's database wait for a lock, polled until <paramref name="done"/> (at most 60 s).</summary>
-    private static async Task<long> WaitersAsync(TestServer server, Func<long, bool> done, Task? request)
+    /// <summary>
+    /// How many backends of the server's database wait for a lock running <paramref name="statement"/> (a LIKE pattern: the
+    /// request's own write, not the server's background work on the same table), polled until <paramref name="done"/> (at most 60 s).
+    /// </summary>
+    private static async Task<long> WaitersAsync(TestServer server, string statement, Func<long, bool> done, Task? request)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (true)
@@ -186,7 +189,11 @@ public class UnitRequestTransactionTests
             await using (var c = await server.Store.Database.OpenAsync(CancellationToken.None))
             await using (var q = c.CreateCommand())
             {
-                q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+                q.CommandText = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE @statement";
+                var parameter = q.CreateParameter();
+                parameter.ParameterName = "statement";
+                parameter.Value = statement;
+                q.Parameters.Add(parameter);
                 var waiting = Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
                 if (done(waiting) || DateTime.UtcNow > deadline) { return waiting; }
             }

@@ -115,8 +115,9 @@ public sealed partial class CatalogueService
 
     /// <summary>
     /// Removes an update program that nothing refers to: no rollout still deciding (running or paused) moves units with it,
-    /// no unit on its from-pattern is being updated (its report will name the program), and no unit on its from-pattern
-    /// targets its to-pattern unless another program leads there too. The rules read inside the deleting transaction, so a
+    /// no unit on its from-pattern is being updated (its report will name the program), no unit on its from-pattern
+    /// targets its to-pattern unless another program leads there too, and it has no way back (that would become an update
+    /// offered to every unit on its to-pattern). The rules read inside the deleting transaction, so a
     /// rollout or a reference committed meanwhile is seen. Audited as <c>update-program.delete</c>. The bundle file stays
     /// in the artifact store (content-addressed, listed as an artifact digest; a unit offered it just before may still be
     /// downloading it).
@@ -133,9 +134,15 @@ public sealed partial class CatalogueService
             {
                 throw new StoreConflictException($"update program {id} is used by rollout {rollout}{More(rollouts.Count)}, which is not finished; abort it or let it complete first");
             }
+            if (await t.WaysBackOfAsync(program, ct) is [var back, ..] backs)
+            {
+                // before: the way back became an ordinary program and every unit on the to-pattern was offered a downgrade
+                throw new StoreConflictException($"update program {id} has a way back, {back}{More(backs.Count)} ({program.ToPattern} -> {program.FromPattern}), " +
+                                                 $"which without it would be offered as an update to every unit on {program.ToPattern}; delete the way back first");
+            }
             if (await t.UnitsNeedingProgramAsync(program, ct) is [var mac, ..] units)
             {
-                throw new StoreConflictException($"update program {id} is needed by unit {mac}{More(units.Count)} (on {program.FromPattern}, being updated or targeting {program.ToPattern}); " +
+                throw new StoreConflictException($"update program {id} is needed by unit {mac}{More(units.Count)} (on {program.FromPattern}, and being updated from it or targeting {program.ToPattern}); " +
                                                  "wait for its update or change its target first");
             }
             return await t.DeleteUpdateProgramAsync(id, new AuditEntry(actor, "update-program.delete", id, $"{program.FromPattern} -> {program.ToPattern} artifact {program.ArtifactSha256}"), ct);

@@ -123,7 +123,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             {
                 if (unit.DecommissionedAt is null)
                 {
-                    await EnsureUnitAccountAsync(unit.Mac, cancellationToken);
+                    await EnsureUnitAccountAsync(unit.Mac, enableExisting: false, cancellationToken);
                 }
                 else
                 {
@@ -485,7 +485,14 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
     }
 
-    public async Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken)
+    /// <summary>Makes the unit's broker account (a registration: an existing account is enabled again, see below).</summary>
+    public Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken) => EnsureUnitAccountAsync(mac, enableExisting: true, cancellationToken);
+
+    /// <param name="enableExisting">
+    /// Whether an existing account is enabled: only for a registration (a MAC deleted and registered again). The start-up
+    /// pass over every unit does not: each enable makes Mosquitto rewrite its whole account file, once per unit.
+    /// </param>
+    private async Task EnsureUnitAccountAsync(string mac, bool enableExisting, CancellationToken cancellationToken)
     {
         if (settings.Embedded || _control is null)
         {
@@ -509,7 +516,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             ["command"] = "createClient", ["username"] = user, ["password"] = UnitCredentials.NewNonce(24), ["clientid"] = UnitCredentials.BrokerClientId(mac),
             ["roles"] = new JsonArray(new JsonObject { ["rolename"] = role }),
         };
-        if (!await CommandAsync(create, "Client already exists", cancellationToken))
+        if (!await CommandAsync(create, "Client already exists", cancellationToken) && enableExisting)
         {
             await CommandAsync(new JsonObject { ["command"] = "enableClient", ["username"] = user }, null, cancellationToken);
         }
@@ -561,7 +568,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         };
         if (!await CommandAsync(modify, "Client not found", ct))
         {
-            await EnsureUnitAccountAsync(mac, ct);
+            await EnsureUnitAccountAsync(mac, enableExisting: false, ct);
             await CommandAsync(modify.DeepClone().AsObject(), null, ct);
         }
         _passwordsSet[user] = password;

@@ -496,6 +496,11 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             {
                 log.LogWarning(e, "rollout pass failed; the next pass decides again");
             }
+            catch (Exception e) when (e is FormatException or System.Text.Json.JsonException)
+            {
+                // a rollout row the engine cannot read (written outside the server): the engine stays up and tries again
+                log.LogError(e, "rollout pass failed on a rollout it cannot read; the next pass tries again");
+            }
         }
     }
 }

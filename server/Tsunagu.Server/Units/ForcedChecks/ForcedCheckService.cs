@@ -115,29 +115,36 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
     }
 
     /// <summary>
-    /// Sends a check recorded unsent (<see cref="PendingPushCheck"/>), then marks the pushes the broker took as sent, in
-    /// one transaction; returns how many were not sent (the link is down, or the push failed): their records stay unsent
-    /// and the broker link's resends send them once the link and the unit are back.
+    /// Sends a check recorded unsent (<see cref="PendingPushCheck"/>), <see cref="PushWindow"/> pushes at a time, marking
+    /// those the broker took as sent after each window in one transaction (few commits, and a record is unsent only while
+    /// its window is in flight, so the broker link's resends rarely send one twice); returns how many were not sent (the
+    /// link is down, or the push failed): their records stay unsent and the resends send them once the link and the unit
+    /// are back.
     /// </summary>
     public async Task<int> SendRecordedAsync(PendingPushCheck check, CancellationToken ct)
     {
         if (push.BrokerUri is null || !push.Connected) { return check.Units.Count; }
         var issuedAt = time.GetUtcNow();
-        var sent = new ConcurrentQueue<string>();
-        await Parallel.ForEachAsync(check.Units, new ParallelOptions { MaxDegreeOfParallelism = PushWindow, CancellationToken = ct }, async (unit, token) =>
+        var unsent = 0;
+        foreach (var window in check.Units.Chunk(PushWindow))
         {
-            try
+            var sent = new ConcurrentQueue<string>();
+            await Parallel.ForEachAsync(window, new ParallelOptions { MaxDegreeOfParallelism = PushWindow, CancellationToken = ct }, async (unit, token) =>
             {
-                await push.PublishAsync(unit.Mac, new PushMessage(PushMessage.CheckNow, check.Importance, unit.Nonce, issuedAt, check.Reason), token);
-                sent.Enqueue(unit.Mac);
-            }
-            catch (PushException)
-            {
-                // left unsent: the resends send it when the link or the unit is back
-            }
-        });
-        await store.MarkPushesSentAsync(check.CheckId, sent, ct);
-        return check.Units.Count - sent.Count;
+                try
+                {
+                    await push.PublishAsync(unit.Mac, new PushMessage(PushMessage.CheckNow, check.Importance, unit.Nonce, issuedAt, check.Reason), token);
+                    sent.Enqueue(unit.Mac);
+                }
+                catch (PushException)
+                {
+                    // left unsent: the resends send it when the link or the unit is back
+                }
+            });
+            await store.MarkPushesSentAsync(check.CheckId, sent, ct);
+            unsent += window.Length - sent.Count;
+        }
+        return unsent;
     }
 
     public static PushDelivery ToView(PushCheckRow row) => new(row.Mac, row.Status, (int)row.Attempts, Parse(row.SentAt), Parse(row.DeliveredAt));

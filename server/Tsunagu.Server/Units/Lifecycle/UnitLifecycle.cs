@@ -94,7 +94,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
     public async Task<UnitRow> DecommissionAsync(string mac, long? expected, string actor, string? reason, CancellationToken ct)
     {
         var row = await store.DecommissionAsync(mac, expected, actor, reason, ct);
-        await RevokeOnBrokerAsync(mac, ct);
+        await RevokeOnBrokerAsync(mac);
         return row;
     }
 
@@ -120,7 +120,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
             : null;
         var row = await store.ReplaceUnitAsync(oldMac, expected, replacement, fallback, actor, ct);
         await registration.EnsureBrokerAccountAsync(mac, ct);
-        await RevokeOnBrokerAsync(oldMac, ct);
+        await RevokeOnBrokerAsync(oldMac);
         return (row, null);
     }
 
@@ -132,14 +132,18 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
     public async Task DeleteAsync(string mac, long? expected, string actor, CancellationToken ct)
     {
         await store.DeleteUnitAsync(mac, expected, actor, ct);
-        await RevokeOnBrokerAsync(mac, ct);
+        await RevokeOnBrokerAsync(mac);
     }
 
-    private async Task RevokeOnBrokerAsync(string mac, CancellationToken ct)
+    /// <summary>
+    /// After the change committed: not on the request's token (an operator hanging up then must not skip it); each broker
+    /// command has its own timeout (10 s).
+    /// </summary>
+    private async Task RevokeOnBrokerAsync(string mac)
     {
         try
         {
-            await push.RevokeUnitAsync(mac, ct);
+            await push.RevokeUnitAsync(mac, CancellationToken.None);
         }
         catch (PushException e)
         {
