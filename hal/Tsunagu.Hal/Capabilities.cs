@@ -123,8 +123,8 @@ public interface IBootControl
     IReadOnlyList<BootSlot> VerityFailures => [];
 
     /// <summary>
-    /// The slots the boot program booted without verifying them because it could not set up their dm-verity mapping
-    /// (the module missing, dmsetup failing): nothing is known about their bytes, so they were not marked bad; the
+    /// The slots the boot program booted without verifying them because no dm-verity root hash was recorded for them or
+    /// it could not set up their mapping (the module missing, dmsetup failing): nothing is known about their bytes, so they were not marked bad; the
     /// firmware reports them. Empty when none.
     /// </summary>
     IReadOnlyList<BootSlot> VerityUnchecked => [];
