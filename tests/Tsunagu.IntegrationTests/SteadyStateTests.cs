@@ -97,12 +97,18 @@ public sealed class SteadyStateTests
     public async Task An_unchanged_inventory_is_not_written_again_and_a_changed_one_is()
     {
         var (store, _, mac) = await NewStoreAsync();
+        var transactions = 0;
+        store.TransactionBeginning += _ => Interlocked.Increment(ref transactions);
         var inventory = new Inventory("r1", "os 1", new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.0.0" });
-        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, inventory, "p1", UnitStates.Configuring), Is.True, "first report");
-        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, inventory, "p1", UnitStates.Configuring), Is.False, "same report");
-        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, inventory, "p1", UnitStates.Updating), Is.True, "new state");
+        async Task<bool> CheckAsync(Inventory i, string state) =>
+            await store.RecordCheckAsync((await store.GetUnitForCheckAsync(mac))!, i, "p1", state, "periodic on p1: up to date", forced: false);
+        Assert.That(await CheckAsync(inventory, UnitStates.Configuring), Is.True, "first report");
+        var written = transactions;
+        Assert.That(await CheckAsync(inventory, UnitStates.Configuring), Is.False, "same report");
+        Assert.That(transactions, Is.EqualTo(written), "a check that changes nothing (within a minute, the same history line) begins no transaction");
+        Assert.That(await CheckAsync(inventory, UnitStates.Updating), Is.True, "new state");
         var newer = inventory with { Applications = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.1.0" } };
-        Assert.That(await store.RecordInventoryIfChangedAsync((await store.GetUnitForCheckAsync(mac))!, newer, "p1", UnitStates.Updating), Is.True, "new software");
+        Assert.That(await CheckAsync(newer, UnitStates.Updating), Is.True, "new software");
         Assert.That((await store.GetUnitAsync(mac))!.Inventory, Does.Contain("1.1.0"));
     }
 
@@ -110,11 +116,14 @@ public sealed class SteadyStateTests
     public async Task A_repeated_periodic_check_is_logged_once_until_something_else_happens()
     {
         var (store, _, mac) = await NewStoreAsync();
-        Assert.That(await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True);
-        Assert.That(await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.False);
+        var inventory = new Inventory("r1", "os 1", new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.0.0" });
+        async Task CheckAsync() => await store.RecordCheckAsync((await store.GetUnitForCheckAsync(mac))!, inventory, "p1", UnitStates.Configuring, "periodic on p1: up to date", forced: false);
+        await CheckAsync();
+        await CheckAsync();
         await store.AddUnitEventAsync(mac, UnitEventKinds.Ready, "ready on p1");
-        Assert.That(await store.AddUnitEventUnlessRepeatedAsync(mac, UnitEventKinds.Check, "periodic on p1: up to date"), Is.True, "after another event it is news again");
-        Assert.That((await store.ListUnitEventsAsync(mac)).Select(e => e.Kind), Is.EqualTo(new[] { UnitEventKinds.Check, UnitEventKinds.Ready, UnitEventKinds.Check }));
+        await CheckAsync();
+        Assert.That((await store.ListUnitEventsAsync(mac)).Select(e => e.Kind), Is.EqualTo(new[] { UnitEventKinds.Check, UnitEventKinds.Ready, UnitEventKinds.Check }),
+            "after another event the same check is news again; repeated, it is not");
     }
 
     [Test]

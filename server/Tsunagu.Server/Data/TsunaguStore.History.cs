@@ -89,20 +89,6 @@ public sealed partial class TsunaguStore
         _lastEvent[mac] = (kind, detail);
     }
 
-    /// <summary>
-    /// Adds the entry unless it repeats the unit's newest entry (same kind and detail, as written by this replica):
-    /// a unit that checks every day and stays up to date gets one history line, not one per day. True when written.
-    /// </summary>
-    public async Task<bool> AddUnitEventUnlessRepeatedAsync(string mac, string kind, string? detail, bool failed = false, CancellationToken ct = default)
-    {
-        if (_lastEvent.TryGetValue(mac, out var last) && last.Kind == kind && last.Detail == detail)
-        {
-            return false;
-        }
-        await AddUnitEventAsync(mac, kind, detail, failed, ct);
-        return true;
-    }
-
     /// <summary>The unit's newest history entries first.</summary>
     public async Task<IReadOnlyList<UnitEventRow>> ListUnitEventsAsync(string mac, int limit = 100, CancellationToken ct = default)
     {

@@ -140,21 +140,6 @@ public sealed partial class TsunaguStore
     private static bool RaisesCounter(UnitCheckRow known, Inventory inventory) =>
         inventory.LastBundle is { } counter && !(known.LastBundleVersion is { } v && v >= counter.Version);
 
-    /// <summary>
-    /// Records the inventory only when it, the pattern, the state or the bundle counter differ from <paramref name="known"/>
-    /// (the row the caller just read); otherwise only marks the unit seen (<see cref="TouchAsync"/>). True when it wrote the inventory.
-    /// </summary>
-    public async Task<bool> RecordInventoryIfChangedAsync(UnitCheckRow known, Inventory inventory, string? pattern, string? state, CancellationToken ct = default)
-    {
-        if (Unchanged(known, inventory, JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state))
-        {
-            await TouchAsync(known.Mac, ct: ct);
-            return false;
-        }
-        await RecordInventoryAsync(known.Mac, inventory, pattern, state, ct: ct);
-        return true;
-    }
-
     /// <summary>Records the inventory, pattern, state and WAN address (each null: left as it was) and raises the bundle counter, in one transaction.</summary>
     public async Task RecordInventoryAsync(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null, CancellationToken ct = default)
     {
