@@ -79,8 +79,14 @@ public static class FleetApi
                 }
             })
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
-        groups.MapPut("/{name}/window", async Task<Results<Ok<GroupView>, ProblemHttpResult>> (string name, GroupWindowRequest? request, TsunaguStore store, HttpContext http) =>
+        groups.MapPut("/{name}/window", async Task<Results<Ok<GroupView>, ProblemHttpResult>> (string name, System.Text.Json.JsonElement? body, TsunaguStore store, HttpContext http) =>
             {
+                // read by hand, after the role check: a missing window must be told apart from a null one
+                var (request, error) = GroupWindowRequest.TryRead(body);
+                if (request is null)
+                {
+                    return Problems.BadRequest(error!, "window");
+                }
                 try
                 {
                     return TypedResults.Ok(await Groups.SetWindowAsync(name, request, store, http.Caller().Subject, http.RequestAborted));
@@ -90,6 +96,7 @@ public static class FleetApi
                     return e.NotFound ? Problems.NotFound(e.Message) : e.Conflict ? Problems.Conflict(e.Message) : Problems.BadRequest(e.Message, "window");
                 }
             })
+            .Accepts<GroupWindowRequest>("application/json")
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .AllowRoles(OperatorRoles.Release);
         groups.MapDelete("/{name}", async Task<Results<NoContent, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) =>

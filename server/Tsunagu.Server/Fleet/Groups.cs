@@ -25,10 +25,32 @@ public sealed record GroupFilter(string? Pattern = null, string? Board = null, s
 public sealed record NewGroup(string? Name, IReadOnlyList<string>? Macs, GroupFilter? Filter, string? Window = null);
 
 /// <summary>
-/// A group's maintenance window to set (<see cref="MaintenanceWindow"/>), or null to clear it. The property must be in the
-/// body: a body without it (or with the name misspelled) is refused, never read as "clear".
+/// A group's maintenance window to set (<see cref="MaintenanceWindow"/>), or null to clear it. The API reads it with
+/// <see cref="TryRead"/>: the property must be in the body, so a body without it (or with the name misspelled) is
+/// refused, never read as "clear".
 /// </summary>
-public sealed record GroupWindowRequest([property: System.Text.Json.Serialization.JsonRequired] string? Window);
+public sealed record GroupWindowRequest(string? Window)
+{
+    /// <summary>The request in <paramref name="body"/>: an object whose <c>window</c> (any case) is a string or null; else the reason it is not.</summary>
+    public static (GroupWindowRequest? Request, string? Error) TryRead(System.Text.Json.JsonElement? body)
+    {
+        if (body is not { ValueKind: System.Text.Json.JsonValueKind.Object } o)
+        {
+            return (null, "body: a JSON object {\"window\": \"mon-fri 01:00-05:00\"} (or {\"window\": null} to clear it) is required");
+        }
+        foreach (var p in o.EnumerateObject())
+        {
+            if (!string.Equals(p.Name, "window", StringComparison.OrdinalIgnoreCase)) { continue; }
+            return p.Value.ValueKind switch
+            {
+                System.Text.Json.JsonValueKind.String => (new GroupWindowRequest(p.Value.GetString()), null),
+                System.Text.Json.JsonValueKind.Null => (new GroupWindowRequest((string?)null), null),
+                _ => (null, "window: a string, or null to clear the group's window"),
+            };
+        }
+        return (null, "window: required (a window such as \"mon-fri 01:00-05:00\", or null to clear it): a body without it clears nothing");
+    }
+}
 
 /// <summary>A group as the operator sees it, with the units it holds now.</summary>
 public sealed record GroupView(string Name, string Kind, IReadOnlyList<string>? Macs, GroupFilter? Filter, string CreatedBy, string CreatedAt,
