@@ -160,7 +160,7 @@ select_slot() {
             return 0
         fi
         write_state
-        SLOTDEV=$(partition_device "slot_$SLOT") || { log "no partition slot_$SLOT"; mark_bad "$SLOT"; SLOT=; write_state; continue; }
+        SLOTDEV=$(partition_device "slot_$SLOT") || { log "no partition slot_$SLOT"; mark_bad "$SLOT"; fall_back "$SLOT"; SLOT=; write_state; continue; }
         verdict=0
         verify_slot "$SLOT" "$SLOTDEV" || verdict=$?
         if [ "$verdict" = 2 ]; then
@@ -180,6 +180,8 @@ select_slot() {
         fi
         if ! mount -t squashfs -o ro "$SLOTDEV" "$LOWER" 2>"$BOOT_RUN/slot.err"; then
             log "slot $SLOT ($SLOTDEV) does not mount: $(cat "$BOOT_RUN/slot.err")"
+            # its mapping would hold the partition the next update writes
+            case "$SLOTDEV" in /dev/mapper/*) DM_DISABLE_UDEV=1 dmsetup remove --noudevsync "verity-$SLOT" 2>/dev/null ;; esac
             mark_bad "$SLOT"
             fall_back "$SLOT"
             SLOT=; write_state

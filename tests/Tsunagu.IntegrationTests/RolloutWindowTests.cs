@@ -501,6 +501,30 @@ public class RolloutWindowTests(string kind)
     }
 
     [Test]
+    public async Task A_rollout_row_the_engine_cannot_read_is_skipped_and_the_others_go_on()
+    {
+        await ProgramAsync(4);
+        var a = Replica();
+        await CreateAsync(a, "r1");
+        using (var c = _database.Open())
+        using (var insert = c.CreateCommand())
+        {
+            // timestamps that are not timestamps: a row written outside the server
+            insert.CommandText = """
+                INSERT INTO rollouts (name, group_name, from_pattern, to_pattern, update_id, waves, success_percent, error_percent, on_error, min_wave_seconds,
+                                      state, open_waves, wave_opened_at, errors_since, reason, created_by, created_at, updated_at)
+                VALUES ('a-bad', 'lab', 'x', 'y', 'x-to-y', '[{"percent":100}]', 90, 10, 'pause', 0, 'running', 1, 'x', 'x', NULL, 'alice', 'x', 'x')
+                """;
+            insert.ExecuteNonQuery();
+        }
+        await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab"));
+        // before: the pass ended in a FormatException (and the background service with it)
+        Assert.DoesNotThrowAsync(() => a.TickAsync(CancellationToken.None));
+        Assert.That((await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!)).Select(m => m.Mac), Does.Contain(Mac(6)),
+            "the readable rollout was decided in the same pass: the new group member joined it");
+    }
+
+    [Test]
     public async Task A_window_opening_with_the_link_up_records_each_push_as_sent_once()
     {
         await ProgramAsync(4);

@@ -70,8 +70,9 @@ public sealed class UnitClient : IDisposable
     /// Closes every pooled connection; the next request opens a new one. For a new WAN session: a connection opened
     /// over the previous one (the provisional PPPoE session, a line that was redialled) is bound to an address the unit
     /// no longer has, so nothing it sends is ever answered, and a request on it would wait for the whole timeout. A
-    /// request still waiting for its answer on the old pool (the push listener's renewal runs beside the supervisor's
-    /// states) ends at once with a transient <see cref="ServerException"/>, as a network fault, and is retried by its caller.
+    /// request still waiting for its answer's headers on the old pool (the push listener's renewal runs beside the
+    /// supervisor's states) ends at once with a transient <see cref="ServerException"/>, as a network fault, and is
+    /// retried by its caller; a body still arriving is not cut (it ends by its own timeout).
     /// </summary>
     public void DropConnections() => _connections.Drop();
 

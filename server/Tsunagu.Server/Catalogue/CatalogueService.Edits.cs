@@ -119,8 +119,8 @@ public sealed partial class CatalogueService
     /// targets its to-pattern unless another program leads there too, and it has no way back (that would become an update
     /// offered to every unit on its to-pattern). The rules read inside the deleting transaction, so a
     /// rollout or a reference committed meanwhile is seen. Audited as <c>update-program.delete</c>. The bundle file stays
-    /// in the artifact store (content-addressed, listed as an artifact digest; a unit offered it just before may still be
-    /// downloading it).
+    /// in the artifact store (content-addressed, listed as an artifact digest), but units are served a bundle only while a
+    /// program names it: a unit offered it just before gets 404 for its download and report and retries at its next check.
     /// </summary>
     /// <exception cref="KeyNotFoundException">There is no such program.</exception>
     /// <exception cref="StoreConflictException">Something refers to it; the message names the referrer.</exception>

@@ -87,8 +87,9 @@ public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Func<
 
     /// <summary>
     /// The programs that are <paramref name="program"/>'s way back (to its from-pattern, from its to-pattern, when its
-    /// from-pattern is the older one, as <see cref="CatalogueSnapshot"/> decides): without <paramref name="program"/> they
-    /// would no longer be ways back but updates offered to every unit on its to-pattern.
+    /// from-pattern is the older one, as <see cref="CatalogueSnapshot"/> decides) and that no other program from its
+    /// from-pattern to its to-pattern keeps one: without <paramref name="program"/> they would no longer be ways back but
+    /// updates offered to every unit on its to-pattern.
     /// </summary>
     public async Task<IReadOnlyList<string>> WaysBackOfAsync(UpdateProgramRow program, CancellationToken ct = default) =>
         (await c.QueryAsync<string>(new CommandDefinition("""
@@ -96,8 +97,9 @@ public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Func<
             JOIN patterns f ON f.id = @FromPattern
             JOIN patterns t ON t.id = @ToPattern
             WHERE o.from_pattern = @ToPattern AND o.to_pattern = @FromPattern AND f.created_at < t.created_at
+              AND NOT EXISTS (SELECT 1 FROM update_programs s WHERE s.id <> @Id AND s.from_pattern = @FromPattern AND s.to_pattern = @ToPattern)
             ORDER BY o.id
-            """, new { program.FromPattern, program.ToPattern }, tx, cancellationToken: ct))).ToList();
+            """, new { program.Id, program.FromPattern, program.ToPattern }, tx, cancellationToken: ct))).ToList();
 
     /// <summary>Removes update program <paramref name="id"/> with its audit entry (the catalogue snapshot holds programs: the stamp moves); false when there is none.</summary>
     public async Task<bool> DeleteUpdateProgramAsync(string id, AuditEntry entry, CancellationToken ct = default)

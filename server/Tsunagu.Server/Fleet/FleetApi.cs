@@ -79,9 +79,19 @@ public static class FleetApi
                 }
             })
             .ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
-        groups.MapPut("/{name}/window", async Task<Results<Ok<GroupView>, ProblemHttpResult>> (string name, System.Text.Json.JsonElement? body, TsunaguStore store, HttpContext http) =>
+        groups.MapPut("/{name}/window", async Task<Results<Ok<GroupView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) =>
             {
-                // read by hand, after the role check: a missing window must be told apart from a null one
+                // the body is read here, after the operator and role checks (a body parameter is bound before them), and by
+                // hand: a missing window must be told apart from a null one
+                System.Text.Json.JsonElement? body;
+                try
+                {
+                    body = await http.Request.ReadFromJsonAsync<System.Text.Json.JsonElement?>(http.RequestAborted);
+                }
+                catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException)
+                {
+                    return Problems.BadRequest("body: a JSON object {\"window\": ...} is required", "window");
+                }
                 var (request, error) = GroupWindowRequest.TryRead(body);
                 if (request is null)
                 {

@@ -43,12 +43,24 @@ public sealed record GroupWindowRequest(string? Window)
             if (!string.Equals(p.Name, "window", StringComparison.OrdinalIgnoreCase)) { continue; }
             return p.Value.ValueKind switch
             {
-                System.Text.Json.JsonValueKind.String => (new GroupWindowRequest(p.Value.GetString()), null),
+                System.Text.Json.JsonValueKind.String => TryString(p.Value),
                 System.Text.Json.JsonValueKind.Null => (new GroupWindowRequest((string?)null), null),
                 _ => (null, "window: a string, or null to clear the group's window"),
             };
         }
         return (null, "window: required (a window such as \"mon-fri 01:00-05:00\", or null to clear it): a body without it clears nothing");
+    }
+
+    private static (GroupWindowRequest? Request, string? Error) TryString(System.Text.Json.JsonElement value)
+    {
+        try
+        {
+            return (new GroupWindowRequest(value.GetString()), null);
+        }
+        catch (InvalidOperationException)
+        {
+            return (null, "window: not valid text (a lone UTF-16 surrogate)"); // JSON allows "\ud800"; a string cannot hold it
+        }
     }
 }
 

@@ -119,11 +119,17 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 (c, ct) => c.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), ct), cancellationToken);
             password = Base64Url.Encode(System.Security.Cryptography.HMACSHA256.HashData(unitKey.Bytes, Encoding.ASCII.GetBytes("tsunagu/v1/broker-server")));
             await EnsureServerAccountAsync(password, cancellationToken);
+            // one listing tells which accounts are disabled: only those of active units are enabled again (a MAC deleted,
+            // then registered again while the broker was out of reach), not every account (each enable rewrites the file)
+            var listing = await CommandResponseAsync(new JsonObject { ["command"] = "listClients", ["verbose"] = true }, cancellationToken);
+            var disabled = (listing["data"]?["clients"] as JsonArray ?? []).OfType<JsonObject>()
+                .Where(c => c["disabled"] is JsonValue d && d.TryGetValue<bool>(out var off) && off)
+                .Select(c => c["username"]?.GetValue<string>()).OfType<string>().ToHashSet(StringComparer.Ordinal);
             foreach (var unit in await store.ListUnitsAsync(ct: cancellationToken))
             {
                 if (unit.DecommissionedAt is null)
                 {
-                    await EnsureUnitAccountAsync(unit.Mac, enableExisting: false, cancellationToken);
+                    await EnsureUnitAccountAsync(unit.Mac, enableExisting: disabled.Contains(UnitCredentials.BrokerUsername(unit.Mac)), cancellationToken);
                 }
                 else
                 {
@@ -489,8 +495,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     public Task EnsureUnitAccountAsync(string mac, CancellationToken cancellationToken) => EnsureUnitAccountAsync(mac, enableExisting: true, cancellationToken);
 
     /// <param name="enableExisting">
-    /// Whether an existing account is enabled: only for a registration (a MAC deleted and registered again). The start-up
-    /// pass over every unit does not: each enable makes Mosquitto rewrite its whole account file, once per unit.
+    /// Whether an existing account is enabled: for a registration (a MAC deleted and registered again), and at start-up
+    /// only for an active unit whose account is disabled: each enable makes Mosquitto rewrite its whole account file.
     /// </param>
     private async Task EnsureUnitAccountAsync(string mac, bool enableExisting, CancellationToken cancellationToken)
     {

@@ -149,6 +149,18 @@ public class BootSelectionTests
         // before: the recovery OS started although slot a was good
         Assert.That((boot.Mode, boot.Slot, boot.SlotDevice), Is.EqualTo(("slot", "a", "/dev/mapper/verity-a")), "the other good slot boots");
         Assert.That(boot.Log, Does.Contain("falling back to slot a"));
+        Assert.That(boot.Calls, Does.Contain("dmsetup remove --noudevsync verity-b"), "the mapping of the slot that did not mount is removed");
+    }
+
+    [Test]
+    public void An_active_slot_without_its_partition_is_marked_bad_and_the_other_good_slot_boots()
+    {
+        File.Delete(Device("b"));
+        var boot = Run(State(primary: "b"));
+        Assert.That(boot.Log, Does.Contain("no partition slot_b"));
+        // before: the recovery OS started although slot a was good
+        Assert.That((boot.Mode, boot.Slot, boot.SlotDevice), Is.EqualTo(("slot", "a", "/dev/mapper/verity-a")));
+        Assert.That((boot.State.IsGood(BootSlot.B), boot.State.LastFailed), Is.EqualTo((false, (BootSlot?)BootSlot.B)));
     }
 
     [Test]
@@ -177,6 +189,10 @@ public class BootSelectionTests
         if (mode == "slot")
         {
             Assert.That(File.ReadAllText(Path.Combine(_dir, "state")), Does.Not.Contain("touch"), "the state written for the boot drops the value");
+        }
+        else
+        {
+            Assert.That(boot.Calls, Is.Empty, "no slot was read or mounted");
         }
     }
 

@@ -338,39 +338,47 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             foreach (var row in await store.ListRolloutsAsync(activeOnly: true, ct: ct))
             {
                 ct.ThrowIfCancellationRequested();
-                var members = await store.RolloutMembersAsync(row, ct);
-                var group = await store.GetGroupAsync(row.GroupName, ct);
-                var candidates = group is null ? [] : await CandidatesAsync(group, row.FromPattern, ct);
-                var started = Stopwatch.GetTimestamp();
-                var decision = RolloutEngine.Decide(Situation(row), members, candidates, time.GetUtcNow());
-                LastDecisionCost = Stopwatch.GetElapsedTime(started);
-                if (decision.Action == RolloutActions.None && decision.Joins.Count == 0) { continue; }
-                var detail = decision.Joins.Count == 0 ? decision.Detail
-                    : $"{decision.Joins.Count} unit(s) joined wave {decision.Joins[0].Wave + 1} ({string.Join(", ", decision.Joins.Take(10).Select(j => j.Mac))}" +
-                      $"{(decision.Joins.Count > 10 ? ", ..." : "")}); {decision.Detail}";
-                if (decision.Action == RolloutActions.Abort && row.OnError == ErrorActions.Revert)
+                try
                 {
-                    // the error threshold returns the units moved so far, as an operator's abort with revert would
-                    if (await AbortReturningAsync(row, Actor(row.Name), decision, ct: ct) is not { } returning) { continue; }
+                    var members = await store.RolloutMembersAsync(row, ct);
+                    var group = await store.GetGroupAsync(row.GroupName, ct);
+                    var candidates = group is null ? [] : await CandidatesAsync(group, row.FromPattern, ct);
+                    var started = Stopwatch.GetTimestamp();
+                    var decision = RolloutEngine.Decide(Situation(row), members, candidates, time.GetUtcNow());
+                    LastDecisionCost = Stopwatch.GetElapsedTime(started);
+                    if (decision.Action == RolloutActions.None && decision.Joins.Count == 0) { continue; }
+                    var detail = decision.Joins.Count == 0 ? decision.Detail
+                        : $"{decision.Joins.Count} unit(s) joined wave {decision.Joins[0].Wave + 1} ({string.Join(", ", decision.Joins.Take(10).Select(j => j.Mac))}" +
+                          $"{(decision.Joins.Count > 10 ? ", ..." : "")}); {decision.Detail}";
+                    if (decision.Action == RolloutActions.Abort && row.OnError == ErrorActions.Revert)
+                    {
+                        // the error threshold returns the units moved so far, as an operator's abort with revert would
+                        if (await AbortReturningAsync(row, Actor(row.Name), decision, ct: ct) is not { } returning) { continue; }
+                        done.Add((row.Name, decision));
+                        await WakeAsync(row, returning.Return.Select(r => r.Mac).ToList(), ct);
+                        continue;
+                    }
+                    var action = decision.Action == RolloutActions.None ? "rollout.join" : $"rollout.{decision.Action}";
+                    var reason = decision.Action is RolloutActions.Pause or RolloutActions.Abort ? decision.Detail : decision.Action == RolloutActions.None ? row.Reason : null;
+                    if (!await store.ApplyRolloutDecisionAsync(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail), ct))
+                    {
+                        continue; // moved meanwhile (the operator, another replica): the next pass decides again
+                    }
+                    log.LogInformation("rollout {Rollout}: {Action}: {Detail}", row.Name, action, detail);
                     done.Add((row.Name, decision));
-                    await WakeAsync(row, returning.Return.Select(r => r.Mac).ToList(), ct);
-                    continue;
+                    var opened = decision.Action == RolloutActions.OpenWave ? decision.OpenWaves - 1 : -1;
+                    var wake = members.Concat(decision.Joins)
+                        .Where(m => (m.Wave == opened || (decision.Joins.Contains(m) && m.Wave < decision.OpenWaves && decision.State == RolloutStates.Running))
+                                    && m.Status is MemberStatus.Pending)
+                        .Select(m => m.Mac).ToList();
+                    // only the units whose check was recorded count as told: a failed send leaves them to the window opening
+                    woken.UnionWith(await WakeAsync(row, wake, ct));
                 }
-                var action = decision.Action == RolloutActions.None ? "rollout.join" : $"rollout.{decision.Action}";
-                var reason = decision.Action is RolloutActions.Pause or RolloutActions.Abort ? decision.Detail : decision.Action == RolloutActions.None ? row.Reason : null;
-                if (!await store.ApplyRolloutDecisionAsync(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail), ct))
+                catch (Exception e) when (e is FormatException or System.Text.Json.JsonException)
                 {
-                    continue; // moved meanwhile (the operator, another replica): the next pass decides again
+                    // a rollout row the engine cannot read (written outside the server): skipped, the others go on
+                    log.LogError(e, "rollout {Rollout}: its row cannot be read; skipped in this pass", row.Name);
                 }
-                log.LogInformation("rollout {Rollout}: {Action}: {Detail}", row.Name, action, detail);
-                done.Add((row.Name, decision));
-                var opened = decision.Action == RolloutActions.OpenWave ? decision.OpenWaves - 1 : -1;
-                var wake = members.Concat(decision.Joins)
-                    .Where(m => (m.Wave == opened || (decision.Joins.Contains(m) && m.Wave < decision.OpenWaves && decision.State == RolloutStates.Running))
-                                && m.Status is MemberStatus.Pending)
-                    .Select(m => m.Mac).ToList();
-                // only the units whose check was recorded count as told: a failed send leaves them to the window opening
-                woken.UnionWith(await WakeAsync(row, wake, ct));
             }
             await WindowOpeningsAsync(woken, ct);
             return done;

@@ -116,10 +116,10 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
 
     /// <summary>
     /// Sends a check recorded unsent (<see cref="PendingPushCheck"/>), <see cref="PushWindow"/> pushes at a time, marking
-    /// those the broker took as sent after each window in one transaction (few commits, and a record is unsent only while
-    /// its window is in flight, so the broker link's resends rarely send one twice); returns how many were not sent (the
-    /// link is down, or the push failed): their records stay unsent and the resends send them once the link and the unit
-    /// are back.
+    /// those the broker took as sent after each window in one transaction (one commit per window, not per unit). Records
+    /// not marked yet (their window not sent or in flight) are unsent to the broker link's resends too, which may send one
+    /// of them a second time. Returns how many were not sent (the link is down, or the push
+    /// failed): their records stay unsent and the resends send them once the link and the unit are back.
     /// </summary>
     public async Task<int> SendRecordedAsync(PendingPushCheck check, CancellationToken ct)
     {

@@ -119,7 +119,8 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
             ? System.Text.Json.JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)
             : null;
         var row = await store.ReplaceUnitAsync(oldMac, expected, replacement, fallback, actor, ct);
-        await registration.EnsureBrokerAccountAsync(mac, ct);
+        // after the commit: not on the request's token, so an operator hanging up skips neither this nor the revoke
+        await registration.EnsureBrokerAccountAsync(mac, CancellationToken.None);
         await RevokeOnBrokerAsync(oldMac);
         return (row, null);
     }
