@@ -10,7 +10,7 @@ public class CliTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static async Task<(int Exit, string Out, string Err)> Tsunagu(TestServer? server, params string[] args)
+    internal static async Task<(int Exit, string Out, string Err)> Tsunagu(TestServer? server, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "tsunagu.dll"));

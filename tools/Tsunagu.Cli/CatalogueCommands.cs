@@ -25,6 +25,16 @@ public static class CatalogueCommands
                 Console.WriteLine(Format(await action(r, client, ct)));
                 return 0;
             }));
+        // a DELETE answers 204 without a body: one line says what went; the target is checked by the server's grammar before any connection
+        void Delete(Command c, Func<ParseResult, (string Path, string Done)> target) =>
+            c.SetAction((r, ct) => guard(async () =>
+            {
+                var (path, done) = target(r);
+                using var client = connect(r);
+                await client.SendAsync(HttpMethod.Delete, path, null, ct);
+                Console.WriteLine(done);
+                return 0;
+            }));
 
         // software
         var appOpt = new Option<string>("--app") { Description = "application id", Required = true };
@@ -38,7 +48,16 @@ public static class CatalogueCommands
         var appFilter = new Option<string?>("--app") { Description = "only this application" };
         var softwareList = With(new Command("list", "list the software catalogue") { appFilter });
         Run(softwareList, (r, c, ct) => c.SendAsync(HttpMethod.Get, "/api/v1/software" + Query(("appId", r.GetValue(appFilter))), null, ct));
-        yield return new Command("software", "the software catalogue (patent fig. 8 (b))") { softwareAdd, softwareList };
+        var softwareDelete = With(new Command("delete", "delete a catalogued software version that no pattern lists (and that is not the last version of an application a patch is for)")
+        {
+            appOpt, versionOpt,
+        });
+        Delete(softwareDelete, r =>
+        {
+            var (app, version) = (Identifier(r.GetValue(appOpt), "--app"), Identifier(r.GetValue(versionOpt), "--version"));
+            return ($"/api/v1/software/{app}/{version}", $"deleted software {app} {version}");
+        });
+        yield return new Command("software", "the software catalogue (patent fig. 8 (b))") { softwareAdd, softwareList, softwareDelete };
 
         // patches
         var idOpt = new Option<string>("--id") { Description = "identifier", Required = true };
@@ -49,7 +68,14 @@ public static class CatalogueCommands
             r.GetValue(versionOpt)!, r.GetValue(targetApp)!, r.GetValue(importanceOpt), r.GetValue(osReq), r.GetValue(hwReq)), ct));
         var patchList = With(new Command("list", "list patches"));
         Run(patchList, (_, c, ct) => c.SendAsync(HttpMethod.Get, "/api/v1/patches", null, ct));
-        yield return new Command("patch", "verified patches with importance (patent fig. 8 (c))") { patchAdd, patchList };
+        var patchArg = new Argument<string>("patch") { Description = "patch id" };
+        var patchDelete = With(new Command("delete", "delete a patch") { patchArg });
+        Delete(patchDelete, r =>
+        {
+            var id = Identifier(r.GetValue(patchArg), "patch");
+            return ($"/api/v1/patches/{id}", $"deleted patch {id}");
+        });
+        yield return new Command("patch", "verified patches with importance (patent fig. 8 (c))") { patchAdd, patchList, patchDelete };
 
         // patterns
         var hardwareOpt = new Option<string>("--hardware") { Description = "hardware version", Required = true };
@@ -66,7 +92,13 @@ public static class CatalogueCommands
         var statusOpt = new Option<string?>("--status") { Description = "draft, verified or retired" };
         var patternList = With(new Command("list", "list install patterns") { statusOpt });
         Run(patternList, (r, c, ct) => c.SendAsync(HttpMethod.Get, "/api/v1/patterns" + Query(("status", r.GetValue(statusOpt))), null, ct));
-        yield return new Command("pattern", "verified install patterns (patent fig. 8 (d))") { patternCreate, patternVerify, patternRetire, patternList };
+        var patternDelete = With(new Command("delete", "delete a draft pattern that no update program, unit or rollout refers to (retire a verified one)") { patternArg });
+        Delete(patternDelete, r =>
+        {
+            var id = Identifier(r.GetValue(patternArg), "pattern");
+            return ($"/api/v1/patterns/{id}", $"deleted pattern {id}");
+        });
+        yield return new Command("pattern", "verified install patterns (patent fig. 8 (d))") { patternCreate, patternVerify, patternRetire, patternList, patternDelete };
 
         // update programs
         var fromOpt = new Option<string>("--from") { Description = "pattern the program updates from", Required = true };
@@ -88,7 +120,17 @@ public static class CatalogueCommands
         });
         var programList = With(new Command("list", "list update programs"));
         Run(programList, (_, c, ct) => c.SendAsync(HttpMethod.Get, "/api/v1/update-programs", null, ct));
-        yield return new Command("program", "update programs per pattern (patent fig. 8 (e))") { programAdd, programList };
+        var programArg = new Argument<string>("program") { Description = "update program id" };
+        var programDelete = With(new Command("delete", "delete an update program that no unfinished rollout, unit being updated or targeting its to-pattern, or way back needs (its bundle stays)")
+        {
+            programArg,
+        });
+        Delete(programDelete, r =>
+        {
+            var id = Identifier(r.GetValue(programArg), "program");
+            return ($"/api/v1/update-programs/{id}", $"deleted update program {id}");
+        });
+        yield return new Command("program", "update programs per pattern (patent fig. 8 (e))") { programAdd, programList, programDelete };
 
         // policy
         var cpu = new Option<double?>("--cpu") { Description = "importance 4 runs below this CPU use (0-1)" };
@@ -204,6 +246,14 @@ public static class CatalogueCommands
         }));
         yield return config;
     }
+
+    /// <summary>
+    /// <paramref name="value"/> when it is an identifier by the server's grammar (<see cref="InputRules.IsIdentifier"/>):
+    /// one the server would refuse fails here, before any request, and is never put in a path.
+    /// </summary>
+    internal static string Identifier(string? value, string what) => InputRules.IsIdentifier(value)
+        ? value
+        : throw new ArgumentException($"{InputRules.Identifier(what)}; '{InputRules.Quote(value)}' is not");
 
     private static Dictionary<string, string> ParseApps(IEnumerable<string> items)
     {

@@ -2,10 +2,12 @@ using System.CommandLine;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
 
 namespace Tsunagu.Cli;
 
-/// <summary>`tsunagu media`: local install media (patent 0037): build an image, show its digest, register it as genuine.</summary>
+/// <summary>`tsunagu media`: local install media (patent 0037): build an image, show its digest, register it as genuine or remove its registration.</summary>
 public static class MediaCommands
 {
     public static Command Create(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
@@ -70,7 +72,21 @@ public static class MediaCommands
             Console.WriteLine($"{media.Count} medium/media");
             return 0;
         }));
-        return new Command("media", "local install media (USB stick or image file) with bundles") { create, inspect, registerImage, list };
+        var digestArg = new Argument<string>("digest") { Description = "the registered digest (64 hex digits, as `media list` and `media inspect` print it)" };
+        var delete = new Command("delete", "remove a registered digest: units presenting the medium are told from then on it is not genuine") { digestArg };
+        foreach (var o in connection) { delete.Options.Add(o); }
+        delete.SetAction((r, ct) => guard(async () =>
+        {
+            // the server's grammar, before any connection: 64 hex digits in any case, meant in lower case
+            var given = r.GetValue(digestArg);
+            var digest = given?.ToLowerInvariant() ?? "";
+            if (!ArtifactStore.IsDigest(digest)) { throw new ArgumentException($"digest: '{InputRules.Quote(given)}' is not a SHA-256 in hex"); }
+            using var client = connect(r);
+            await client.SendAsync(HttpMethod.Delete, $"{Routes.Media}/{digest}", null, ct);
+            Console.WriteLine($"deleted medium {digest}: units presenting it are now told it is not genuine");
+            return 0;
+        }));
+        return new Command("media", "local install media (USB stick or image file) with bundles") { create, inspect, registerImage, list, delete };
     }
 
     private static async Task<(MediaIndex Index, string Digest)> Inspect(string path, CancellationToken ct)
