@@ -46,11 +46,15 @@ public class CliDeletionTests
     /// <summary>Runs a deletion that succeeds: exit 0, exactly <paramref name="line"/> on standard output, the audit's newest entry is <paramref name="action"/>.</summary>
     private static async Task Deleted(TestServer server, string line, string action, params string[] args)
     {
+        using var api = server.Operator();
+        var before = await Everything(server, api);
         var (exit, output, err) = await Tsunagu(server, args);
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Is.EqualTo(line + Environment.NewLine));
         var entry = (await server.Store.ListAuditAsync(1)).Single();
         Assert.That((entry.Actor, entry.Action), Is.EqualTo((DemoCatalogue.OperatorName, action)));
+        // the same comparison a refusal relies on sees a deletion (so "nothing changed" there can fail)
+        Assert.That(await Everything(server, api), Is.Not.EqualTo(before), $"{string.Join(' ', args)}: deleted, but the comparison saw no change");
     }
 
     [Test]

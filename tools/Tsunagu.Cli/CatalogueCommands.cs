@@ -86,9 +86,9 @@ public static class CatalogueCommands
             new NewPattern(r.GetValue(idOpt)!, r.GetValue(nameOpt) ?? "", r.GetValue(hardwareOpt)!, r.GetValue(osOpt)!, ParseApps(r.GetValue(appsOpt)!)), ct));
         var patternArg = new Argument<string>("pattern") { Description = "pattern id" };
         var patternVerify = With(new Command("verify", "mark a draft pattern verified (after checking it against the catalogue)") { patternArg });
-        Run(patternVerify, (r, c, ct) => c.SendAsync(HttpMethod.Post, $"/api/v1/patterns/{Uri.EscapeDataString(r.GetValue(patternArg)!)}/verify", null, ct));
+        Run(patternVerify, (r, c, ct) => c.SendAsync(HttpMethod.Post, $"/api/v1/patterns/{Identifier(r.GetValue(patternArg), "pattern")}/verify", null, ct));
         var patternRetire = With(new Command("retire", "retire a verified pattern") { patternArg });
-        Run(patternRetire, (r, c, ct) => c.SendAsync(HttpMethod.Post, $"/api/v1/patterns/{Uri.EscapeDataString(r.GetValue(patternArg)!)}/retire", null, ct));
+        Run(patternRetire, (r, c, ct) => c.SendAsync(HttpMethod.Post, $"/api/v1/patterns/{Identifier(r.GetValue(patternArg), "pattern")}/retire", null, ct));
         var statusOpt = new Option<string?>("--status") { Description = "draft, verified or retired" };
         var patternList = With(new Command("list", "list install patterns") { statusOpt });
         Run(patternList, (r, c, ct) => c.SendAsync(HttpMethod.Get, "/api/v1/patterns" + Query(("status", r.GetValue(statusOpt))), null, ct));
