@@ -191,6 +191,12 @@ public partial class UpdaterTests
         }
     }
 
+    /// <summary>A manifest whose one step installs firewall 1.1.0 from payload firewall-1.1.0, listing <paramref name="files"/>.</summary>
+    private static BundleManifest ManifestListing(IReadOnlyList<BundleFile> files) => new(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
+        new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1),
+        [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 1, new string('b', 64), "firewall", "1.1.0", files)],
+        [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+
     [TestCase("../etc/passwd", "is not a relative path")]
     [TestCase("/etc/passwd", "is not a relative path")]
     [TestCase("a//b", "is not a relative path")]
@@ -209,10 +215,7 @@ public partial class UpdaterTests
             "negative" => [good with { Size = -1 }],
             _ => [good with { Path = path }],
         };
-        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
-            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1),
-            [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 1, new string('b', 64), "firewall", "1.1.0", files)],
-            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+        var manifest = ManifestListing(files);
         Assert.That(manifest.Problems(), Has.Some.Contains(problem));
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Files = [good] }] }).Problems(), Is.Empty);
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Files = null }] }).Problems(), Is.Empty,
@@ -260,10 +263,7 @@ public partial class UpdaterTests
         Assert.That(FileListRules.Name(brokenRule), Is.EqualTo(rule));
         Assert.That(sealing!.Message, Is.EqualTo($"seal {rule}: payload firewall-1.1.0: its unpacked tree cannot be sealed: {detail}"));
 
-        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
-            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1),
-            [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 1, new string('b', 64), "firewall", "1.1.0", listed)],
-            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+        var manifest = ManifestListing(listed);
         Assert.That(manifest.Problems(), Is.EqualTo(new[] { $"payloads.firewall-1.1.0.files: {detail}" }), "the signed list of the same tree: the same words");
 
         // a seal that keeps the list anyway (written by hand, or by an older unit) is refused with them too
@@ -289,10 +289,7 @@ public partial class UpdaterTests
         };
         var (brokenRule, detail) = FileListRules.Problem(files)!.Value;
         Assert.That(FileListRules.Name(brokenRule), Is.EqualTo(rule));
-        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
-            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1),
-            [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 1, new string('b', 64), "firewall", "1.1.0", files)],
-            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+        var manifest = ManifestListing(files);
         Assert.That(manifest.Problems(), Is.EqualTo(new[] { $"payloads.firewall-1.1.0.files: {detail}" }));
         _apps.WriteSeal(new Tsunagu.Firmware.Storage.AppSeal("firewall", "9.9.9", "firewall-9.9.9", "bWFuaWZlc3Q=", [], 0, "/x", new string('c', 64), files));
         Assert.That(Assert.Throws<InvalidDataException>(() => _apps.ReadSeal("firewall", "9.9.9"))!.Message, Does.EndWith($"(rule {rule}: {detail})"));
