@@ -130,19 +130,44 @@ public class MosquittoPushTests
         return new ManualClock(DateTimeOffset.FromUnixTimeSeconds(start));
     }
 
+    /// <summary>
+    /// A server on the broker with one unit, whose broker passwords last <paramref name="lifetime"/>, on a clock standing
+    /// still 1 s into a password window (<see cref="ClockAtWindowStart"/>): the unit's MAC, the server's broker link and
+    /// the clock, which the test moves.
+    /// </summary>
+    private async Task<(TestServer Server, string Mac, Tsunagu.Server.Push.BrokerLink Link, ManualClock Clock)> StartOneUnitInPasswordWindowAsync(TimeSpan lifetime)
+    {
+        var clock = ClockAtWindowStart(lifetime);
+        TestServer.Configure.Value = o => o.BrokerPasswordLifetime = lifetime;
+        TestServer.Time.Value = clock;
+        TestServer server;
+        try
+        {
+            server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+            TestServer.Time.Value = null;
+        }
+        try
+        {
+            var units = await server.AddUnitsAsync(1);
+            return (server, units[0].Mac, server.App.Services.GetRequiredService<Tsunagu.Server.Push.BrokerLink>(), clock);
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+    }
+
     [Test]
     public async Task Mosquitto_takes_the_session_password_and_refuses_it_once_the_key_is_replaced_or_it_has_expired()
     {
-        var lifetime = TimeSpan.FromSeconds(12);
-        TestServer.Configure.Value = o => o.BrokerPasswordLifetime = lifetime;
-        var clock = ClockAtWindowStart(lifetime);
-        TestServer.Time.Value = clock;
-        try
+        var (server, mac, link, clock) = await StartOneUnitInPasswordWindowAsync(TimeSpan.FromSeconds(12));
+        await using (server)
         {
-            await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
-            var units = await server.AddUnitsAsync(1);
-            var mac = units[0].Mac;
-            var link = server.App.Services.GetRequiredService<Tsunagu.Server.Push.BrokerLink>();
             Assert.That(await LoginAsync(mac, "v1.0.x"), Is.Not.EqualTo(MqttClientConnectResultCode.Success), "a registered unit without a session cannot log in");
 
             var first = await server.BrokerPasswordAsync(mac);
@@ -174,26 +199,14 @@ public class MosquittoPushTests
             Assert.That(BrokerPassword.ExpiryOf(third), Is.GreaterThan(clock.GetUtcNow()), "the new session's password is not expired");
             Assert.That(await LoginAsync(mac, third), Is.EqualTo(MqttClientConnectResultCode.Success), "and a new session's is taken");
         }
-        finally
-        {
-            TestServer.Configure.Value = null;
-            TestServer.Time.Value = null;
-        }
     }
 
     [Test]
     public async Task A_password_set_by_a_session_while_the_sweep_replaces_the_stale_one_is_not_overwritten()
     {
-        var lifetime = TimeSpan.FromSeconds(12);
-        TestServer.Configure.Value = o => o.BrokerPasswordLifetime = lifetime;
-        var clock = ClockAtWindowStart(lifetime);
-        TestServer.Time.Value = clock;
-        try
+        var (server, mac, link, clock) = await StartOneUnitInPasswordWindowAsync(TimeSpan.FromSeconds(12));
+        await using (server)
         {
-            await using var server = await TestServer.StartAsync(mqtt: _mosquitto!.Setting);
-            var units = await server.AddUnitsAsync(1);
-            var mac = units[0].Mac;
-            var link = server.App.Services.GetRequiredService<Tsunagu.Server.Push.BrokerLink>();
             var stale = await server.BrokerPasswordAsync(mac);
 
             // the sweep (the server's own or the one asked for below) lists the account as stale; before it replaces
@@ -220,11 +233,6 @@ public class MosquittoPushTests
             Assert.That(await link.ExpireUnitPasswordsOnceAsync(CancellationToken.None), Is.Zero, "a fresh password is not stale");
             Assert.That(await server.BrokerPasswordAsync(mac), Is.EqualTo(password), "another session: the same password, still set");
             Assert.That(await LoginAsync(mac, password), Is.EqualTo(MqttClientConnectResultCode.Success));
-        }
-        finally
-        {
-            TestServer.Configure.Value = null;
-            TestServer.Time.Value = null;
         }
     }
 }

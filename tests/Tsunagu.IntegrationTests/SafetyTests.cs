@@ -60,19 +60,12 @@ public class SafetyTests
     [Test]
     public async Task An_overloaded_server_answers_503_with_retry_after_instead_of_timing_out()
     {
-        TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 1; o.RequestQueueLimit = 0; };
-        var (held, release) = (new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
-        TestServer.Middleware.Value = HoldPermit(held, release);
-        try
+        // one request holds the only permit (made certain: it is held past the limiter until released); with no queue a
+        // probe is turned away while it is held, not made to wait for it
+        await using (var permit = await HoldTheOnlyPermitAsync(o => o.RequestQueueLimit = 0))
         {
-            await using var server = await TestServer.StartAsync();
-            using var http = Http(server);
+            var (http, holder) = (permit.Http, permit.Holder);
             var basic = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-            // one request holds the only permit (made certain: it is held past the limiter until released); with no
-            // queue a probe is turned away while it is held, not made to wait for it (before: a slow upload was hoped to
-            // hold the permit and the answer was timed against the wall clock)
-            var holder = http.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/healthz") { Headers = { { HoldHeader, "1" } } });
-            await held.Task.WaitAsync(TimeSpan.FromSeconds(60));
 
             using var busy = await http.GetAsync("/healthz").WaitAsync(TimeSpan.FromSeconds(120));
             Assert.That(busy.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
@@ -80,15 +73,10 @@ public class SafetyTests
             Assert.That(busy.Headers.RetryAfter?.Delta, Is.GreaterThan(TimeSpan.Zero), "a 503 says when to come back");
             Assert.That(await busy.Content.ReadAsStringAsync(), Does.Contain("overloaded"));
 
-            release.SetResult();
+            permit.Release();
             Assert.That((await holder.WaitAsync(TimeSpan.FromSeconds(60))).StatusCode, Is.EqualTo(HttpStatusCode.OK), "the held request is served once released");
             using var after = new HttpRequestMessage(HttpMethod.Get, Routes.Units) { Headers = { Authorization = basic } };
             Assert.That((await http.SendAsync(after)).StatusCode, Is.EqualTo(HttpStatusCode.OK), "capacity is back once the held request is done");
-        }
-        finally
-        {
-            release.TrySetResult();
-            TestServer.Middleware.Value = null;
         }
     }
 
@@ -160,6 +148,56 @@ public class SafetyTests
     private const string HoldHeader = "X-Test-Hold";
 
     /// <summary>
+    /// A server with one request permit (and the given queue <paramref name="limits"/>) whose permit a request to
+    /// `/healthz` holds past the limiter until <see cref="HeldPermit.Release"/> (or the end): returned once it is held.
+    /// </summary>
+    private static async Task<HeldPermit> HoldTheOnlyPermitAsync(Action<Tsunagu.Server.ServerOptions> limits)
+    {
+        var (held, release) = (new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 1; limits(o); };
+        TestServer.Middleware.Value = HoldPermit(held, release);
+        TestServer server;
+        try
+        {
+            server = await TestServer.StartAsync();
+        }
+        finally
+        {
+            TestServer.Middleware.Value = null;
+        }
+        var permit = new HeldPermit(server, Http(server), release);
+        try
+        {
+            permit.Holder = permit.Http.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/healthz") { Headers = { { HoldHeader, "1" } } });
+            await held.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            return permit;
+        }
+        catch
+        {
+            await permit.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>A server, a client of it, and the request of that client holding the server's only permit until released.</summary>
+    private sealed class HeldPermit(TestServer server, HttpClient http, TaskCompletionSource release) : IAsyncDisposable
+    {
+        public HttpClient Http { get; } = http;
+
+        /// <summary>The request holding the permit: answered once released.</summary>
+        public Task<HttpResponseMessage> Holder { get; set; } = Task.FromException<HttpResponseMessage>(new InvalidOperationException("not sent"));
+
+        public void Release() => release.TrySetResult();
+
+        public async ValueTask DisposeAsync()
+        {
+            Release();
+            Http.Dispose();
+            await server.DisposeAsync();
+        }
+    }
+
+    /// <summary>
     /// Holds every request that carries <see cref="HoldHeader"/> after it got its permit from the server's limiter,
     /// until <paramref name="release"/> completes; <paramref name="held"/> completes when the first one is held.
     /// </summary>
@@ -176,16 +214,9 @@ public class SafetyTests
     [Test]
     public async Task A_request_queued_longer_than_the_queue_timeout_gets_503()
     {
-        TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 1; o.RequestQueueLimit = 100; o.RequestQueueTimeoutSeconds = 2; };
-        var (held, release) = (new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
-        TestServer.Middleware.Value = HoldPermit(held, release);
-        try
+        await using (var permit = await HoldTheOnlyPermitAsync(o => { o.RequestQueueLimit = 100; o.RequestQueueTimeoutSeconds = 2; }))
         {
-            await using var server = await TestServer.StartAsync();
-            using var http = Http(server);
-            // one request holds the only permit (made certain: it is held past the limiter until released)
-            var holder = http.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/healthz") { Headers = { { HoldHeader, "1" } } });
-            await held.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            var (http, holder) = (permit.Http, permit.Holder);
 
             var started = Stopwatch.StartNew();
             using var busy = await http.GetAsync("/healthz").WaitAsync(TimeSpan.FromSeconds(120));
@@ -198,13 +229,8 @@ public class SafetyTests
             Assert.That(busy.Headers.RetryAfter?.Delta, Is.GreaterThan(TimeSpan.Zero));
             Assert.That(await busy.Content.ReadAsStringAsync(), Does.Contain("overloaded"));
 
-            release.SetResult();
+            permit.Release();
             Assert.That((await holder.WaitAsync(TimeSpan.FromSeconds(60))).StatusCode, Is.EqualTo(HttpStatusCode.OK), "the held request is served once released");
-        }
-        finally
-        {
-            release.TrySetResult();
-            TestServer.Middleware.Value = null;
         }
     }
 
@@ -212,27 +238,16 @@ public class SafetyTests
     public async Task A_request_whose_permit_comes_back_within_the_queue_timeout_gets_its_answer()
     {
         // a queue timeout no busy machine reaches: what is checked is that a queued request is served, not turned away
-        TestServer.Configure.Value = o => { o.MaxConcurrentRequests = 1; o.RequestQueueLimit = 100; o.RequestQueueTimeoutSeconds = 300; };
-        var (held, release) = (new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
-        TestServer.Middleware.Value = HoldPermit(held, release);
-        try
+        await using (var permit = await HoldTheOnlyPermitAsync(o => { o.RequestQueueLimit = 100; o.RequestQueueTimeoutSeconds = 300; }))
         {
-            await using var server = await TestServer.StartAsync();
-            using var http = Http(server);
-            var holder = http.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/healthz") { Headers = { { HoldHeader, "1" } } });
-            await held.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            var (http, holder) = (permit.Http, permit.Holder);
 
             var queued = http.GetAsync("/healthz");
             await Task.Delay(300);
             Assert.That(queued.IsCompleted, Is.False, "the probe is waiting in the queue while the permit is held");
-            release.SetResult();
+            permit.Release();
             Assert.That((await queued.WaitAsync(TimeSpan.FromSeconds(120))).StatusCode, Is.EqualTo(HttpStatusCode.OK), "served once the permit came back");
             Assert.That((await holder.WaitAsync(TimeSpan.FromSeconds(60))).StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        }
-        finally
-        {
-            release.TrySetResult();
-            TestServer.Middleware.Value = null;
         }
     }
 }

@@ -191,6 +191,12 @@ public partial class UpdaterTests
         }
     }
 
+    /// <summary>A manifest whose one step installs firewall 1.1.0 from payload firewall-1.1.0, listing <paramref name="files"/>.</summary>
+    private static BundleManifest ManifestListing(IReadOnlyList<BundleFile> files) => new(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
+        new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1),
+        [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 1, new string('b', 64), "firewall", "1.1.0", files)],
+        [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+
     [TestCase("../etc/passwd", "is not a relative path")]
     [TestCase("/etc/passwd", "is not a relative path")]
     [TestCase("a//b", "is not a relative path")]
@@ -209,14 +215,125 @@ public partial class UpdaterTests
             "negative" => [good with { Size = -1 }],
             _ => [good with { Path = path }],
         };
-        var manifest = new BundleManifest(BundleManifest.CurrentFormat, "p1-to-p2", 2, ["pattern-1"], "pattern-2",
-            new BundleCompatibility(["simulated"], ["r1"], ["os 1"]), 5, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1),
-            [new BundlePayload("firewall-1.1.0", PayloadKinds.Application, 1, new string('b', 64), "firewall", "1.1.0", files)],
-            [new BundleStep(StepActions.InstallApplication, "firewall-1.1.0")]);
+        var manifest = ManifestListing(files);
         Assert.That(manifest.Problems(), Has.Some.Contains(problem));
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Files = [good] }] }).Problems(), Is.Empty);
         Assert.That((manifest with { Payloads = [manifest.Payloads[0] with { Files = null }] }).Problems(), Is.Empty,
             "a bundle built before file lists is a valid bundle");
+    }
+
+    /// <summary>A tree on disk whose list breaks a rule of a file list, beside a good VERSION file.</summary>
+    private string UnsealableTree(string rule)
+    {
+        var tree = Path.Combine(_dir, "unsealable-" + rule);
+        Directory.CreateDirectory(tree);
+        File.WriteAllText(Path.Combine(tree, "VERSION"), "v\n");
+        var extra = rule switch
+        {
+            "control" => ["conf/tab\there"],
+            "delete" => ["conf/x\u007f"],
+            "backslash" => ["conf\\rules"],
+            "blank-segment" => [" /rules"],
+            "long" => [string.Join('/', Enumerable.Repeat(new string('d', 250), 5))],
+            "file-limit" => Enumerable.Range(0, BundleManifest.MaxApplicationFiles).Select(i => $"f/{i:d5}").ToArray(),
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+        foreach (var name in extra)
+        {
+            var file = Path.Combine(tree, name);
+            Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+            File.WriteAllText(file, "");
+        }
+        return tree;
+    }
+
+    [TestCase("control", "path")]
+    [TestCase("delete", "path")]
+    [TestCase("backslash", "path")]
+    [TestCase("blank-segment", "path")]
+    [TestCase("long", "path")]
+    [TestCase("file-limit", "file-limit")]
+    public void A_tree_that_cannot_be_sealed_is_refused_with_the_same_words_as_a_signed_file_list_of_it(string tree, string rule)
+    {
+        // the same tree, listed as the seal would keep it and as a signer would sign it: one set of rules, one message
+        var dir = UnsealableTree(tree);
+        var listed = AppIntegrity.DescribeTree(dir);
+        var sealing = Assert.Throws<Tsunagu.Firmware.Storage.SealRuleException>(() => Tsunagu.Firmware.Updates.Phases.ExtractPhase.SealableList(dir, "firewall-1.1.0"));
+        var (brokenRule, detail) = FileListRules.Problem(listed)!.Value;
+        Assert.That(FileListRules.Name(brokenRule), Is.EqualTo(rule));
+        Assert.That(sealing!.Message, Is.EqualTo($"seal {rule}: payload firewall-1.1.0: its unpacked tree cannot be sealed: {detail}"));
+
+        var manifest = ManifestListing(listed);
+        Assert.That(manifest.Problems(), Is.EqualTo(new[] { $"payloads.firewall-1.1.0.files: {detail}" }), "the signed list of the same tree: the same words");
+
+        // a seal that keeps the list anyway (written by hand, or by an older unit) is refused with them too
+        var seal = new Tsunagu.Firmware.Storage.AppSeal("firewall", "9.9.9", "firewall-9.9.9", "bWFuaWZlc3Q=", [], 0, "/x", new string('c', 64), listed);
+        _apps.WriteSeal(seal);
+        var reading = Assert.Throws<InvalidDataException>(() => _apps.ReadSeal("firewall", "9.9.9"));
+        Assert.That(reading!.Message, Does.EndWith($"(rule {rule}: {detail})"));
+    }
+
+    [TestCase("negative", "size")]
+    [TestCase("short-digest", "digest")]
+    [TestCase("twice", "path")]
+    [TestCase("null", "path")]
+    public void A_file_list_no_tree_could_have_is_refused_with_the_same_words_in_a_seal_and_in_a_signed_manifest(string list, string rule)
+    {
+        var good = new BundleFile("VERSION", 1, new string('a', 64));
+        List<BundleFile> files = list switch
+        {
+            "negative" => [good with { Size = -1 }],
+            "short-digest" => [good with { Sha256 = "ABC" }],
+            "twice" => [good, good],
+            _ => [good, null!], // JSON may hold a null entry despite the contract
+        };
+        var (brokenRule, detail) = FileListRules.Problem(files)!.Value;
+        Assert.That(FileListRules.Name(brokenRule), Is.EqualTo(rule));
+        var manifest = ManifestListing(files);
+        Assert.That(manifest.Problems(), Is.EqualTo(new[] { $"payloads.firewall-1.1.0.files: {detail}" }));
+        _apps.WriteSeal(new Tsunagu.Firmware.Storage.AppSeal("firewall", "9.9.9", "firewall-9.9.9", "bWFuaWZlc3Q=", [], 0, "/x", new string('c', 64), files));
+        Assert.That(Assert.Throws<InvalidDataException>(() => _apps.ReadSeal("firewall", "9.9.9"))!.Message, Does.EndWith($"(rule {rule}: {detail})"));
+    }
+
+    [Test]
+    public async Task The_seal_of_a_tree_without_file_lists_keeps_the_list_made_when_it_was_unpacked_and_checked()
+    {
+        // the tree is hashed once, when it is unpacked and checked; the switch seals that list. A change to the unpacked
+        // tree after its check is not sealed as if it were what the verified tar held: the boot check finds it
+        var b = await BuildWithoutFileListsAsync();
+        var unpacked = new List<BundleFile>();
+        var result = await Installer(new MemorySource(b.Bytes), checkpoint: point =>
+        {
+            if (point != "switching") { return; }
+            var tree = Path.Combine(BundleInstaller.WorkDirectory(Path.Combine(_dir, "data"), b.Offer.UpdateId), "trees", "firewall-1.1.0");
+            unpacked.AddRange(AppIntegrity.DescribeTree(tree));
+            File.AppendAllText(Path.Combine(tree, "VERSION"), "changed after its check");
+        }).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(unpacked, Is.Not.Empty, "precondition: the switch ran after the unpacking");
+        Assert.That(_apps.ReadSeal("firewall", "1.1.0")!.InstalledFiles, Is.EqualTo(unpacked), "the list of the tree as unpacked from the verified tar");
+        var damaged = CheckApps();
+        Assert.That(damaged.Select(d => (d.Application, d.Version)), Is.EqualTo(new[] { ("firewall", "1.1.0") }));
+        Assert.That(damaged[0].Problem, Does.Contain("VERSION differs"));
+    }
+
+    [Test]
+    public async Task A_switch_that_finds_no_kept_list_lists_and_checks_the_unpacked_tree_again()
+    {
+        var b = await BuildWithoutFileListsAsync();
+        var work = BundleInstaller.WorkDirectory(Path.Combine(_dir, "data"), b.Offer.UpdateId);
+        var result = await Installer(new MemorySource(b.Bytes), checkpoint: point =>
+        {
+            if (point == "switching")
+            {
+                Assert.That(File.Exists(Tsunagu.Firmware.Updates.Phases.ExtractPhase.KeptListPath(work, "firewall-1.1.0")), Is.True, "precondition: the unpacking kept its list");
+                File.WriteAllText(Tsunagu.Firmware.Updates.Phases.ExtractPhase.KeptListPath(work, "firewall-1.1.0"), "[{\"path\": ");
+            }
+        }).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(_apps.ReadSeal("firewall", "1.1.0")!.InstalledFiles, Is.EqualTo(AppIntegrity.DescribeTree(Tree("firewall", "1.1.0"))));
+        Restart();
+        Assert.That(CheckApps(), Is.Empty, string.Join("\n", _log));
     }
 
     /// <summary>
@@ -356,7 +473,7 @@ public partial class UpdaterTests
         File.WriteAllBytes(past, Tar(Enumerable.Range(0, BundleManifest.MaxApplicationFiles + 500).Select(i => ($"f/{i:d5}", Array.Empty<byte>()))));
         var e = Assert.ThrowsAsync<Tsunagu.Firmware.Storage.SealRuleException>(() =>
             Tsunagu.Firmware.Updates.Phases.ExtractPhase.ExtractTreeAsync(past, Path.Combine(dir, "b"), "p", CancellationToken.None));
-        Assert.That((e!.Rule, e.Payload), Is.EqualTo((Tsunagu.Firmware.Storage.SealRule.FileLimit, "p")));
+        Assert.That((e!.Rule, e.Payload), Is.EqualTo((FileListRule.FileLimit, "p")));
         Assert.That(Directory.GetFiles(Path.Combine(dir, "b"), "*", SearchOption.AllDirectories), Has.Length.EqualTo(BundleManifest.MaxApplicationFiles),
             "nothing past the limit is unpacked");
     }
@@ -370,7 +487,7 @@ public partial class UpdaterTests
         Assert.That(Tsunagu.Firmware.Updates.Phases.ExtractPhase.SealableList(tree, "p"), Has.Count.EqualTo(1));
         File.WriteAllText(Path.Combine(tree, "conf", "tab\there"), "x");
         var e = Assert.Throws<Tsunagu.Firmware.Storage.SealRuleException>(() => Tsunagu.Firmware.Updates.Phases.ExtractPhase.SealableList(tree, "p"));
-        Assert.That(e!.Rule, Is.EqualTo(Tsunagu.Firmware.Storage.SealRule.Path));
+        Assert.That(e!.Rule, Is.EqualTo(FileListRule.Path));
         Assert.That(e.Message, Does.StartWith("seal path: payload p: ").And.Contain("conf/tab\\u0009here"));
     }
 

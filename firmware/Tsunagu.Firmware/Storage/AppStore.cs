@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Tsunagu.Hal.Storage;
+using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Firmware.Storage;
 
@@ -124,10 +125,10 @@ public sealed class AppStore(string dataRoot, IDurableFileSystem? files = null, 
         {
             throw new InvalidDataException($"{path}: not a seal of {name} {version}");
         }
-        if (seal.InstalledFiles is { } files && SealRules.Problem(files) is var (rule, detail))
+        if (seal.InstalledFiles is { } files && FileListRules.Problem(files) is var (rule, detail))
         {
             throw new InvalidDataException(
-                $"{path}: the file list of {name} {version} is not a list of relative paths with sizes and SHA-256 digests (rule {SealRules.Name(rule)}: {detail})");
+                $"{path}: the file list of {name} {version} is not a list of relative paths with sizes and SHA-256 digests (rule {FileListRules.Name(rule)}: {detail})");
         }
         return seal;
     }

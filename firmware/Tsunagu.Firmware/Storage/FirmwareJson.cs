@@ -77,4 +77,5 @@ public sealed record AppSeal(string Application, string Version, string Payload,
 [JsonSerializable(typeof(BundleCounter))]
 [JsonSerializable(typeof(TrustedKeys))]
 [JsonSerializable(typeof(AppSeal))]
+[JsonSerializable(typeof(List<BundleFile>))]
 public sealed partial class FirmwareJson : JsonSerializerContext;

@@ -141,8 +141,9 @@ public sealed record BundleManifest(
 
     /// <summary>
     /// An application payload's file list, when it has one, lists every regular file of its tree once: a relative path of
-    /// valid segments, a size, a digest. A payload without one (a bundle built before file lists) is valid: its tar's
-    /// digest is signed, and the unit keeps the list of the tree it unpacked from the verified tar (docs/bundles.md section 9).
+    /// valid segments, a size, a digest (<see cref="FileListRules"/>, the rules a unit's seal keeps its own list to). A
+    /// payload without one (a bundle built before file lists) is valid: its tar's digest is signed, and the unit keeps the
+    /// list of the tree it unpacked from the verified tar (docs/bundles.md section 9).
     /// </summary>
     private static void FileProblems(BundlePayload p, List<string> problems)
     {
@@ -150,35 +151,9 @@ public sealed record BundleManifest(
         {
             return;
         }
-        if (p.Files.Count > MaxApplicationFiles)
+        foreach (var (_, detail) in FileListRules.Problems(p.Files))
         {
-            problems.Add($"payloads.{p.Name}.files: {p.Files.Count} files, more than {MaxApplicationFiles}");
-            return;
-        }
-        var paths = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var f in p.Files)
-        {
-            if (f is null)
-            {
-                problems.Add($"payloads.{p.Name}.files: an entry is null");
-                continue;
-            }
-            if (!IsRelativePath(f.Path))
-            {
-                problems.Add($"payloads.{p.Name}.files: '{Shorten(f.Path ?? "null")}' is not a relative path of single segments");
-            }
-            else if (!paths.Add(f.Path!))
-            {
-                problems.Add($"payloads.{p.Name}.files: '{f.Path}' appears twice");
-            }
-            if (f.Size < 0)
-            {
-                problems.Add($"payloads.{p.Name}.files.{Shorten(f.Path ?? "null")}.size: {f.Size} is negative");
-            }
-            if (f.Sha256 is not { Length: 64 } || !f.Sha256.All(char.IsAsciiHexDigitLower))
-            {
-                problems.Add($"payloads.{p.Name}.files.{Shorten(f.Path ?? "null")}.sha256: not 64 lower-case hex digits");
-            }
+            problems.Add($"payloads.{p.Name}.files: {detail}");
         }
     }
 

@@ -238,7 +238,7 @@ public class ServiceManagerTests
         var deadline = DateTime.UtcNow.AddSeconds(120);
         while (!apply.IsCompleted && DateTime.UtcNow < deadline)
         {
-            if (time.Timers > time.Fired) { time.Advance(TimeSpan.FromMilliseconds(200)); }
+            if (time.Pending > 0) { time.Advance(TimeSpan.FromMilliseconds(200)); }
             await Task.Delay(5);
         }
         Assert.That(apply.IsCompleted, Is.True, "the apply ended");

@@ -71,13 +71,13 @@ public class RealStateTests
         ctx.Store.Set(StateKeys.PowerOnSpread, new PowerOnSpread(100), FirmwareJson.Default.PowerOnSpread);
         var expected = TimeSpan.FromSeconds(new Random(1).NextDouble() * 100);
 
-        var timers = time.Timers;
+        var pending = time.Pending;
         var boot = new BootState().EnterAsync(ctx, CancellationToken.None);
-        // the clock moves only once the wait's timer is registered (it is made after the line is logged)
+        // the clock moves only once the wait's timer is pending (it is made after the line is logged)
         var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (!(lines.Any(l => l.Contains("before connecting")) && time.Timers > timers) && !boot.IsCompleted && DateTime.UtcNow < deadline) { await Task.Delay(20); }
+        while (!(lines.Any(l => l.Contains("before connecting")) && time.Pending > pending) && !boot.IsCompleted && DateTime.UtcNow < deadline) { await Task.Delay(20); }
         Assert.That(lines.Last(), Does.Contain("the host's power-on spread is 100 s"));
-        Assert.That(time.Timers, Is.GreaterThan(timers), "the boot's wait registered its timer");
+        Assert.That(time.Pending, Is.GreaterThan(pending), "the boot's wait registered its timer");
         time.Advance(expected - TimeSpan.FromMilliseconds(10));
         await Task.Delay(100);
         Assert.That(boot.IsCompleted, Is.False, $"still waiting just before the drawn {expected.TotalSeconds:0.0} s");

@@ -1,4 +1,5 @@
 using System.Formats.Tar;
+using System.Text.Json;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Hal;
 using Tsunagu.Protocol.Bundles;
@@ -28,8 +29,9 @@ internal sealed class ExtractPhase : IUpdatePhase
             if (p.Files is null)
             {
                 // the list its seal keeps must be one the boot check can read: a tree that breaks its rules is refused here,
-                // before anything is switched, not found uncheckable at every boot
-                SealableList(tree, p.Name);
+                // before anything is switched, not found uncheckable at every boot. Kept beside the tree for the switch,
+                // which seals it: the tree is hashed once
+                KeepList(work, p.Name, SealableList(tree, p.Name));
                 run.Env.Log($"update {j.UpdateId}: payload {p.Name} lists no file digests (a bundle built before file lists); " +
                             "its tree is checked from now on against the list of what its verified tar unpacked");
             }
@@ -109,7 +111,7 @@ internal sealed class ExtractPhase : IUpdatePhase
 
     /// <summary>
     /// Unpacks an application tar: regular files and directories only, no path outside <paramref name="destination"/>,
-    /// and a tree its seal can list (<see cref="SealRules"/>: each file's path in the tree valid and unpacked once, at most
+    /// and a tree its seal can list (<see cref="FileListRules"/>: each file's path in the tree valid and unpacked once, at most
     /// <see cref="BundleManifest.MaxApplicationFiles"/> files; refused at the first file that breaks a rule, so a tar of a
     /// million files is not unpacked to find out). A signed file list follows the same rules, so a tree that breaks one
     /// could not match it either.
@@ -128,7 +130,7 @@ internal sealed class ExtractPhase : IUpdatePhase
             var target = Path.GetFullPath(Path.Combine(destination, entry.Name));
             if (!target.StartsWith(root, StringComparison.Ordinal))
             {
-                throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: entry '{SealRules.Printable(entry.Name)}' points outside its application tree");
+                throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: entry '{FileListRules.Printable(entry.Name)}' points outside its application tree");
             }
             switch (entry.EntryType)
             {
@@ -140,22 +142,22 @@ internal sealed class ExtractPhase : IUpdatePhase
                     var path = target[root.Length..].Replace(Path.DirectorySeparatorChar, '/');
                     if (++files > BundleManifest.MaxApplicationFiles)
                     {
-                        throw new SealRuleException(payload, SealRule.FileLimit, $"more than {BundleManifest.MaxApplicationFiles} files");
+                        throw new SealRuleException(payload, FileListRule.FileLimit, $"more than {BundleManifest.MaxApplicationFiles} files");
                     }
-                    if (SealRules.PathProblem(path) is { } problem)
+                    if (FileListRules.PathProblem(path) is { } problem)
                     {
-                        throw new SealRuleException(payload, SealRule.Path, problem);
+                        throw new SealRuleException(payload, FileListRule.Path, problem);
                     }
                     if (File.Exists(target) || Directory.Exists(target))
                     {
-                        throw new SealRuleException(payload, SealRule.Path, $"'{SealRules.Printable(path)}' appears twice in the tar");
+                        throw new SealRuleException(payload, FileListRule.Path, $"'{FileListRules.Printable(path)}' appears twice in the tar");
                     }
                     Directory.CreateDirectory(Path.GetDirectoryName(target)!);
                     await entry.ExtractToFileAsync(target, overwrite: false, ct);
                     break;
                 default:
                     throw new BundleCheckException(BundleCheck.Manifest,
-                        $"payload {payload}: entry '{SealRules.Printable(entry.Name)}' is a {entry.EntryType}; only files and directories are allowed");
+                        $"payload {payload}: entry '{FileListRules.Printable(entry.Name)}' is a {entry.EntryType}; only files and directories are allowed");
             }
         }
     }
@@ -173,6 +175,41 @@ internal sealed class ExtractPhase : IUpdatePhase
         }
     }
 
+    /// <summary>Where the list of payload <paramref name="payload"/>'s unpacked tree is kept between this phase and the switch.</summary>
+    internal static string KeptListPath(string work, string payload) => Path.Combine(work, "tree-lists", payload + ".json");
+
+    /// <summary>Keeps <paramref name="files"/>, the list of payload <paramref name="payload"/>'s tree, whole or not at all (written aside, then renamed).</summary>
+    private static void KeepList(string work, string payload, IReadOnlyList<BundleFile> files)
+    {
+        var path = KeptListPath(work, payload);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var temp = path + ".tmp";
+        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes([.. files], FirmwareJson.Default.ListBundleFile));
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>
+    /// The list its seal keeps of the tree of payload <paramref name="payload"/> in <paramref name="work"/>: the one this
+    /// phase made when it checked the tree, so the tree is hashed once; made again (and checked again) when that one is
+    /// missing or not a list the seal may keep (an unpacking interrupted before it was written).
+    /// </summary>
+    /// <exception cref="SealRuleException">The list made again breaks a rule.</exception>
+    internal static IReadOnlyList<BundleFile> KeptList(string work, string payload)
+    {
+        try
+        {
+            var kept = JsonSerializer.Deserialize(File.ReadAllBytes(KeptListPath(work, payload)), FirmwareJson.Default.ListBundleFile);
+            if (kept is not null && FileListRules.Problem(kept) is null)
+            {
+                return kept;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
+        {
+        }
+        return SealableList(Path.Combine(work, "trees", payload), payload);
+    }
+
     /// <summary>
     /// The list of <paramref name="tree"/> (unpacked from payload <paramref name="payload"/>) its seal keeps, checked
     /// against the rules <see cref="AppStore.ReadSeal"/> applies: a tree whose list would be refused there is refused here.
@@ -181,7 +218,7 @@ internal sealed class ExtractPhase : IUpdatePhase
     internal static IReadOnlyList<BundleFile> SealableList(string tree, string payload)
     {
         var files = AppIntegrity.DescribeTree(tree);
-        if (SealRules.Problem(files) is var (rule, detail))
+        if (FileListRules.Problem(files) is var (rule, detail))
         {
             throw new SealRuleException(payload, rule, detail);
         }

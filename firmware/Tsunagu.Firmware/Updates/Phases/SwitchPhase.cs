@@ -26,13 +26,13 @@ internal sealed class SwitchPhase : IUpdatePhase
             header = await BundleFormat.ReadHeaderAsync(bundle, ct);
         }
         // what each tree is checked against from now on, and where it is fetched again from when it is damaged; a payload
-        // without file digests: the list of the tree unpacked from its verified tar (checked against the seal's rules
-        // before the first tree is staged)
+        // without file digests: the list of the tree unpacked from its verified tar, as the unpacking checked it against
+        // the seal's rules (read before the first tree is staged)
         var seals = AppIntegrity.Seals(header, m, run.Offer);
         var appSeals = apps.Select(p =>
         {
             var seal = seals.Single(s => s.Payload == p.Name);
-            return p.Files is null ? seal with { InstalledFiles = ExtractPhase.SealableList(Path.Combine(work, "trees", p.Name), p.Name) } : seal;
+            return p.Files is null ? seal with { InstalledFiles = ExtractPhase.KeptList(work, p.Name) } : seal;
         }).ToList();
         foreach (var (p, seal) in apps.Zip(appSeals))
         {
