@@ -106,7 +106,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open");
         try
         {
-            await store.AddRolloutAsync([.. planned.Keys], (groups, policy) =>
+            await store.AddRolloutAsync([.. planned.Keys], (groups, policy, ownHours) =>
             {
                 foreach (var (name, was) in planned)
                 {
@@ -122,6 +122,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                     && GroupWindows.Stall(group.Name, window, row.Name, program.Id, (int)program.Importance, policy) is { } stall)
                 {
                     throw new StoreConflictException($"{stall}; nothing was stored (change the group's window, or the update policy)");
+                }
+                // a member with low-utilisation hours of its own waits for those (importance 3), as they stand now (a unit's
+                // window change takes the same lock): one whose hours never meet the group's window would wait forever
+                if (program.Importance == 3 && group.MaintenanceWindow is { } own && Fleet.MaintenanceWindow.Parse(own).Window is { } groupWindow
+                    && GroupWindows.MembersStall(group.Name, groupWindow, row.Name, program.Id, 3,
+                        GroupWindows.NeverMet(groupWindow, members.Where(m => ownHours.ContainsKey(m.Mac)).Select(m => (m.Mac, ownHours[m.Mac])))) is { } stranded)
+                {
+                    throw new StoreConflictException($"{stranded}; nothing was stored (change or clear those units' own windows first, PUT /api/v1/units/{{mac}}/update-window, or the group's window)");
                 }
                 return Task.FromResult<(RolloutRow, IReadOnlyList<RolloutMember>, AuditEntry)>((row, members, audit));
             }, ct);
