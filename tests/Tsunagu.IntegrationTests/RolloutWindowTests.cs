@@ -554,6 +554,29 @@ public class RolloutWindowTests(string kind)
         Assert.That(await StrandedAsync(), Is.Empty, "no member that could never be offered the update");
     }
 
+    [Test]
+    public async Task A_unit_that_joins_later_with_hours_that_never_meet_the_window_is_shown_as_never_offered()
+    {
+        await ProgramAsync(3);
+        await WindowAsync("01:00-05:00");
+        var service = Replica();
+        Assert.That((await CreateAsync(service, "r1")).NeverOffered, Is.Empty);
+        // unit 6 is not in the group: its hours are its own business; then it is tagged into the group and joins at the next pass
+        Assert.That(await UnitWindowAsync(6, 10, 12), Is.True);
+        Assert.That(await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab")), Is.True);
+        await service.TickAsync(CancellationToken.None);
+        var view = await service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        Assert.That(view.Total.Members, Is.EqualTo(7), "unit 6 joined");
+        Assert.That(view.NeverOffered, Is.EqualTo(new[] { new StrandedMember(Mac(6), "10:00-12:00") }), "the API says which member waits forever");
+        Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(6)}" }));
+
+        // a member now: hours that still never meet are refused; clearing them ends it
+        Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(6, 10, 13))!.Message, Does.EndWith("; nothing was changed"));
+        Assert.That(await UnitWindowAsync(6, null, null), Is.True);
+        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
+        Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
     /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>
     private Task<Task<T>> StartBlocked<T>(string storeMethod, Func<Task<T>> work) =>
         StoreSeam.StartBlocked(_store, _database, storeMethod, () => Task.Run(work), task => Task.FromResult(task.Exception?.InnerException?.Message ?? "done"));
