@@ -481,4 +481,38 @@ public class RolloutFleetTests(string kind)
         await client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy", UpdatePolicy.Default with { MaintenanceStartHour = 5, MaintenanceEndHour = 6 }, CancellationToken.None);
         Assert.That((await PolicySettings.GetAsync(server.Store)).MaintenanceStartHour, Is.EqualTo(5), "hours that meet the group's window are stored");
     }
+
+    [Test]
+    public async Task A_unit_window_or_a_group_window_a_member_could_never_use_is_a_409_problem_naming_the_unit_the_rollout_and_both_windows()
+    {
+        await using var server = await StartAsync();
+        using var client = server.Operator();
+        var units = await server.AddUnitsAsync(2);
+        var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 3); // waits for the low-utilisation window (the policy's 02:00-05:00, or the unit's own)
+        await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2), "01:00-05:00"),
+            CancellationToken.None);
+        await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route, new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]),
+            CancellationToken.None);
+        var path = $"/api/v1/units/{units[0].Mac}/update-window";
+        var before = HostileInputTests.Snapshot(server);
+
+        var refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, path,
+            new Tsunagu.Server.Units.Windows.UpdateWindowRequest(10, 12, "Asia/Tokyo"), CancellationToken.None))!;
+        Assert.That(refused.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain($"unit {units[0].Mac}'s own low-utilisation hours 10:00-12:00 never meet group lab's maintenance window 01:00-05:00")
+            .And.Contain("rollout lab-p3").And.Contain("; nothing was changed"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused unit window changed the database");
+
+        // hours that meet it are stored; then a group window that never meets them is a 409 naming the unit
+        await client.SendJsonAsync(HttpMethod.Put, path, new Tsunagu.Server.Units.Windows.UpdateWindowRequest(4, 12, null), CancellationToken.None);
+        before = HostileInputTests.Snapshot(server);
+        refused = Assert.ThrowsAsync<OperatorApiException>(() =>
+            client.SendJsonAsync(HttpMethod.Put, $"{FleetApi.GroupsRoute}/lab/window", new GroupWindowRequest("02:00-04:00"), CancellationToken.None))!;
+        Assert.That(refused.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain($"group lab's maintenance window 02:00-04:00 never meets the own low-utilisation hours of 1 unit(s) ({units[0].Mac} 04:00-12:00)")
+            .And.Contain("rollout lab-p3").And.Contain("nothing was changed"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused group window changed the database");
+    }
 }

@@ -108,7 +108,7 @@ public class RolloutWindowTests(string kind)
         _store.AddUpdateProgramAsync(new UpdateProgramRow { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = importance, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
 
     private async Task WindowAsync(string? window) =>
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), (_, _) => null, new AuditEntry("alice", "group.window", "lab", window), CancellationToken.None), Is.True);
+        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), (_, _, _) => null, new AuditEntry("alice", "group.window", "lab", window), CancellationToken.None), Is.True);
 
     private Task<RolloutView> CreateAsync(RolloutService service, string name, IReadOnlyList<WaveSpec>? waves = null) =>
         service.CreateAsync(new NewRollout(name, "lab", "x", "y", waves ?? [new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 30 * 86400), "alice");
@@ -361,6 +361,281 @@ public class RolloutWindowTests(string kind)
             Assert.That(e.Message, Does.Not.Contain("\n").And.Not.Contain("\u0000"), "no control character is echoed");
             Assert.That(await StateAsync(), Is.EqualTo(before), $"{name} {request} changed something");
         }
+    }
+
+    /// <summary>Every unit's own window and zone as stored (mac, start, end, zone), sorted: what a refused unit window must leave as it was.</summary>
+    private async Task<string> ClocksAsync()
+    {
+        var rows = new List<string>();
+        for (var i = 0; i < 7; i++)
+        {
+            var u = (await _store.GetUnitAsync(Mac(i)))!;
+            rows.Add($"{u.Mac} {u.LowWindowStart?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"}-{u.LowWindowEnd?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"} {u.TimeZone ?? "-"}");
+        }
+        return string.Join("; ", rows);
+    }
+
+    /// <summary>Unit <paramref name="i"/>'s own hours (both null: the fleet's) through the operator's path; false when not registered.</summary>
+    private Task<bool> UnitWindowAsync(int i, int? start, int? end, string? zone = null) =>
+        Tsunagu.Server.Units.Windows.UpdateWindowApi.SetCheckedAsync(_store, Mac(i), new(start, end, zone), "carol", CancellationToken.None);
+
+    /// <summary>
+    /// The members of active rollouts that could never be offered their update: importance 3, not on the to-pattern, with own
+    /// low-utilisation hours that never meet the group's window (the invariant every request keeps).
+    /// </summary>
+    private async Task<IReadOnlyList<string>> StrandedAsync()
+    {
+        var stranded = new List<string>();
+        var clocks = await _store.UnitClocksAsync(CancellationToken.None);
+        foreach (var rollout in await _store.ListRolloutsAsync(activeOnly: true))
+        {
+            if ((await _store.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow is not { } text) { continue; }
+            if ((await _store.GetUpdateProgramAsync(rollout.UpdateId))!.Importance != 3) { continue; }
+            var window = MaintenanceWindow.Parse(text).Window!;
+            foreach (var m in await _store.RolloutMembersAsync(rollout))
+            {
+                if (m.Status != MemberStatus.Installed && clocks.GetValueOrDefault(m.Mac) is { LowWindowStart: { } s, LowWindowEnd: { } e }
+                    && !GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)s, (int)e)))
+                {
+                    stranded.Add($"{rollout.Name}/{m.Mac}");
+                }
+            }
+        }
+        return stranded;
+    }
+
+    [TestCase("running")]
+    [TestCase("paused")]
+    public async Task A_unit_window_that_never_meets_its_rollouts_group_window_is_refused_and_changes_nothing(string state)
+    {
+        await ProgramAsync(3);
+        await WindowAsync("01:00-05:00");
+        var service = Replica();
+        await CreateAsync(service, "r1");
+        if (state == "paused") { Assert.That(await service.TryActAsync("r1", "pause", "alice"), Is.True); }
+        var (before, clocks) = (await StateAsync(), await ClocksAsync());
+
+        foreach (var (start, end) in new[] { (10, 12), (5, 1), (6, 6), (22, 1) })
+        {
+            var refused = Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(0, start, end, "Asia/Tokyo"))!;
+            Assert.That(refused.Message, Does.StartWith($"unit {Mac(0)}'s own low-utilisation hours {start:00}:00-{end:00}:00 never meet group lab's maintenance window 01:00-05:00")
+                .And.Contain("rollout r1").And.Contain("importance 3").And.EndWith("; nothing was changed"));
+            Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)), $"a refused {start}-{end} changed something");
+        }
+
+        // hours that meet the window, a unit that is not a member, a member on the to-pattern, and clearing: stored and audited
+        Assert.That(await UnitWindowAsync(0, 4, 6, "Asia/Tokyo"), Is.True, "04:00-06:00 meets 01:00-05:00");
+        Assert.That(await UnitWindowAsync(6, 10, 12), Is.True, "unit 6 is not in group lab");
+        await _store.RecordInventoryAsync(Mac(1), OnY, "y", UnitStates.Ready);
+        Assert.That(await UnitWindowAsync(1, 10, 12), Is.True, "unit 1 runs y already: it waits for nothing");
+        Assert.That(await UnitWindowAsync(0, null, null), Is.True, "cleared: the fleet's 02:00-05:00, which meets the group's window");
+        Assert.That((await _store.ListAuditAsync(4)).Select(a => (a.Action, a.Target)),
+            Is.EqualTo(new[] { ("unit.update-window", Mac(0)), ("unit.update-window", Mac(1)), ("unit.update-window", Mac(6)), ("unit.update-window", Mac(0)) }));
+        Assert.That(await StrandedAsync(), Is.Empty);
+
+        // aborted: the group's window no longer concerns its members
+        Assert.That(await service.TryActAsync("r1", "abort", "alice"), Is.True);
+        Assert.That(await UnitWindowAsync(2, 10, 12), Is.True);
+    }
+
+    [TestCase(2)]
+    [TestCase(4)]
+    [TestCase(5)]
+    public async Task A_unit_window_is_not_checked_for_an_update_that_does_not_wait_for_it(int importance)
+    {
+        // 1-2 wait for the policy's maintenance window (03:00-04:00 meets the group's), 4 for load, 5 for nothing
+        await ProgramAsync(importance);
+        await WindowAsync("01:00-05:00");
+        await CreateAsync(Replica(), "r1");
+        Assert.That(await UnitWindowAsync(0, 10, 12), Is.True);
+        Assert.That((await _store.GetUnitAsync(Mac(0)))!.LowWindowStart, Is.EqualTo(10));
+    }
+
+    [Test]
+    public async Task A_group_window_that_never_meets_members_own_hours_is_refused_naming_them_and_changes_nothing()
+    {
+        await ProgramAsync(3);
+        var service = Replica();
+        await CreateAsync(service, "r1");
+        // no group window yet: any hours are accepted; units 0-5 are members, 6 is not
+        for (var i = 0; i < 7; i++) { Assert.That(await UnitWindowAsync(i, 10, 12), Is.True); }
+        var (before, clocks) = (await StateAsync(), await ClocksAsync());
+
+        var refused = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "alice", CancellationToken.None))!;
+        Assert.That((refused.Conflict, refused.NotFound), Is.EqualTo((true, false)));
+        Assert.That(refused.Message, Does.StartWith("group lab's maintenance window 02:00-04:00 never meets the own low-utilisation hours of 6 unit(s) (" +
+                string.Join(", ", Enumerable.Range(0, 5).Select(i => $"{Mac(i)} 10:00-12:00")) + ", ...)")
+            .And.Contain("rollout r1").And.Contain("nothing was changed").And.Not.Contain(Mac(5)).And.Not.Contain(Mac(6)));
+        Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)));
+
+        // five left, all named; an installed member does not count
+        Assert.That(await UnitWindowAsync(5, null, null), Is.True);
+        await _store.RecordInventoryAsync(Mac(4), OnY, "y", UnitStates.Ready);
+        (before, clocks) = (await StateAsync(), await ClocksAsync());
+        refused = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("mon 02:00-04:00"), _store, "alice", CancellationToken.None))!;
+        Assert.That(refused.Message, Does.Contain("of 4 unit(s) (" + string.Join(", ", Enumerable.Range(0, 4).Select(i => $"{Mac(i)} 10:00-12:00")) + ")"));
+        Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)));
+
+        // a window that meets both the policy's 02:00-05:00 and their 10:00-12:00 is set; clearing is always allowed
+        Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("04:00-11:00"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("04:00-11:00"));
+        Assert.That(await StrandedAsync(), Is.Empty);
+        Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest(null), _store, "alice", CancellationToken.None)).Window, Is.Null);
+    }
+
+    [Test]
+    public async Task A_rollout_whose_group_window_never_meets_members_own_hours_is_refused_naming_them_and_stores_nothing()
+    {
+        await ProgramAsync(3);
+        await WindowAsync("02:00-04:00");
+        // no rollout yet: any hours are accepted; units 0-5 would be its members, 6 is not in the group
+        for (var i = 0; i < 7; i++) { Assert.That(await UnitWindowAsync(i, i == 2 ? 3 : 10, i == 2 ? 5 : 12), Is.True); }
+        var service = Replica();
+        var (before, clocks) = (await StateAsync(), await ClocksAsync());
+
+        var refused = Assert.ThrowsAsync<RolloutRuleException>(() => CreateAsync(service, "r1"))!;
+        Assert.That(refused.Conflict, Is.True);
+        Assert.That(refused.Message, Does.StartWith("group lab's maintenance window 02:00-04:00 never meets the own low-utilisation hours of 5 unit(s) (" +
+                string.Join(", ", new[] { 0, 1, 3, 4, 5 }.Select(i => $"{Mac(i)} 10:00-12:00")) + ")")
+            .And.Contain("rollout r1").And.Contain("nothing was stored").And.Not.Contain(Mac(2)).And.Not.Contain(Mac(6)));
+        Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)), "a refused rollout stored nothing");
+        Assert.That(_push.Sent, Is.Empty);
+
+        // the operator clears those units' windows or chooses hours that meet the group's: created
+        foreach (var i in new[] { 0, 1, 3, 4, 5 }) { Assert.That(await UnitWindowAsync(i, i % 2 == 0 ? null : 23, i % 2 == 0 ? null : 3), Is.True); }
+        Assert.That((await CreateAsync(service, "r1")).State, Is.EqualTo(RolloutStates.Running));
+        Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
+    /// <summary>
+    /// A unit's window PUT, a group's window PUT and a rollout's creation, each alone accepted, would together hold a member
+    /// forever (own hours 10:00-12:00 never meet a group window of 02:00-04:00). The first is held after its reads, just
+    /// before its transaction, while the second commits: the first, which commits second, is refused and changes nothing.
+    /// </summary>
+    [TestCase("unit", "window")]
+    [TestCase("window", "unit")]
+    [TestCase("unit", "create")]
+    [TestCase("create", "unit")]
+    public async Task A_unit_window_racing_a_group_window_change_or_a_rollout_creation_never_strands_a_member(string first, string second)
+    {
+        await ProgramAsync(3);
+        var service = Replica();
+        // the window change races a running rollout; the creation races a group that already has its window
+        if (first == "window" || second == "window") { await CreateAsync(service, "r1"); }
+        else { await WindowAsync("02:00-04:00"); }
+        var (before, clocks) = (await StateAsync(), await ClocksAsync());
+        Func<Task> Request(string which) => which switch
+        {
+            "unit" => UnitZeroAsync,
+            "window" => () => Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "bob", CancellationToken.None),
+            _ => () => CreateAsync(service, "r1"),
+        };
+        async Task UnitZeroAsync()
+        {
+            if (!await UnitWindowAsync(0, 10, 12)) { throw new InvalidOperationException("unit 0 is not registered"); }
+        }
+        // each alone is accepted: the group's window meets the policy's 02:00-05:00
+        Assert.That(GroupWindows.Stall("lab", MaintenanceWindow.Parse("02:00-04:00").Window!, "r1", "x-to-y", 3, UpdatePolicy.Default), Is.Null);
+
+        var (firstError, secondError) = await InterleaveAsync(Request(first), Request(second));
+
+        Assert.That(secondError, Is.Null, $"the request that commits first is accepted: {secondError?.Message}");
+        Assert.That(firstError, Is.Not.Null, "the request that commits second is refused");
+        Assert.That(IsConflict(firstError!), Is.True, $"a conflict (409): {firstError!.GetType().Name} {firstError.Message}");
+        Assert.That(firstError.Message, Does.Contain(Mac(0)).And.Contain("10:00-12:00").And.Contain("02:00-04:00").And.Contain("rollout r1")
+            .And.Contain(first == "create" ? "nothing was stored" : "nothing was changed"));
+
+        var after = await StateAsync();
+        Assert.That(after.Audit, Is.EqualTo(before.Audit + 1), "one change audited");
+        Assert.That((await _store.ListAuditAsync(1)).Single().Action,
+            Is.EqualTo(second switch { "unit" => "unit.update-window", "window" => "group.window", _ => "rollout.create" }));
+        Assert.That(await ClocksAsync(), second == "unit" ? Is.Not.EqualTo(clocks) : Is.EqualTo(clocks));
+        Assert.That(after.Window, Is.EqualTo(before.Window is not null || second == "window" ? "02:00-04:00" : null));
+        Assert.That(after.Rollouts, Is.EqualTo(before.Rollouts + (second == "create" ? 1 : 0)));
+        Assert.That(await StrandedAsync(), Is.Empty, "no member that could never be offered the update");
+    }
+
+    [Test]
+    public async Task A_unit_that_joins_later_with_hours_that_never_meet_the_window_is_shown_as_never_offered()
+    {
+        await ProgramAsync(3);
+        await WindowAsync("01:00-05:00");
+        var service = Replica();
+        Assert.That((await CreateAsync(service, "r1")).NeverOffered, Is.Empty);
+        // unit 6 is not in the group: its hours are its own business; then it is tagged into the group and joins at the next pass
+        Assert.That(await UnitWindowAsync(6, 10, 12), Is.True);
+        Assert.That(await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab")), Is.True);
+        await service.TickAsync(CancellationToken.None);
+        var view = await service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        Assert.That(view.Total.Members, Is.EqualTo(7), "unit 6 joined");
+        Assert.That(view.NeverOffered, Is.EqualTo(new[] { new StrandedMember(Mac(6), "10:00-12:00") }), "the API says which member waits forever");
+        Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(6)}" }));
+
+        // a member now: hours that still never meet are refused; clearing them ends it
+        Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(6, 10, 13))!.Message, Does.EndWith("; nothing was changed"));
+        Assert.That(await UnitWindowAsync(6, null, null), Is.True);
+        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
+        Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
+    /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>
+    private Task<Task<T>> StartBlocked<T>(string storeMethod, Func<Task<T>> work) =>
+        StoreSeam.StartBlocked(_store, _database, storeMethod, () => Task.Run(work), task => Task.FromResult(task.Exception?.InnerException?.Message ?? "done"));
+
+    [Test]
+    public async Task A_unit_window_change_waits_for_a_group_window_change_in_progress_and_sees_it()
+    {
+        await ProgramAsync(3);
+        await CreateAsync(Replica(), "r1");
+        var clocks = await ClocksAsync();
+        Task<bool>? unit = null;
+        // inside the group window's transaction (after its reads, under the catalogue's lock): the unit's change must wait for it
+        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", "02:00-04:00", (_, _, hours) =>
+        {
+            Assert.That(hours, Is.Empty, "no member has hours of its own yet");
+            unit = StartBlocked(nameof(TsunaguStore.SetUpdateWindowCheckedAsync), () => UnitWindowAsync(0, 10, 12)).GetAwaiter().GetResult();
+            return null;
+        }, new AuditEntry("bob", "group.window", "lab", "02:00-04:00"), CancellationToken.None), Is.True);
+        var refused = Assert.ThrowsAsync<StoreConflictException>(async () => await unit!.WaitAsync(TimeSpan.FromSeconds(60)))!;
+        Assert.That(refused.Message, Does.Contain($"unit {Mac(0)}'s own low-utilisation hours 10:00-12:00 never meet group lab's maintenance window 02:00-04:00"));
+        Assert.That(await ClocksAsync(), Is.EqualTo(clocks));
+        Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_group_window_change_or_a_rollout_creation_waits_for_a_unit_window_change_in_progress_and_sees_it()
+    {
+        await ProgramAsync(3);
+        var service = Replica();
+        await CreateAsync(service, "r1");
+        var before = await StateAsync();
+        Task<GroupView>? window = null;
+        // inside the unit window's transaction (after its reads, under the catalogue's lock): the group's change must wait for it
+        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(0), 10, 12, null, uses =>
+        {
+            Assert.That(uses, Is.Empty, "group lab has no window yet");
+            window = StartBlocked(nameof(TsunaguStore.SetGroupWindowCheckedAsync),
+                () => Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "bob", CancellationToken.None)).GetAwaiter().GetResult();
+            return null;
+        }, new AuditEntry("carol", "unit.update-window", Mac(0), "10-12")), Is.True);
+        var refused = Assert.ThrowsAsync<GroupRuleException>(async () => await window!.WaitAsync(TimeSpan.FromSeconds(60)))!;
+        Assert.That(refused.Message, Does.Contain($"of 1 unit(s) ({Mac(0)} 10:00-12:00)"));
+        Assert.That(await StateAsync(), Is.EqualTo(before with { Audit = before.Audit + 1 }), "only the unit's window was stored");
+
+        // the same for a rollout's creation: abort r1, give the group its window, then create while a unit's change is in progress
+        Assert.That(await service.TryActAsync("r1", "abort", "alice"), Is.True);
+        Assert.That(await UnitWindowAsync(0, null, null), Is.True);
+        await WindowAsync("02:00-04:00");
+        before = await StateAsync();
+        Task<RolloutView>? create = null;
+        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(1), 10, 12, null, _ =>
+        {
+            create = StartBlocked(nameof(TsunaguStore.AddRolloutAsync), () => CreateAsync(service, "r2")).GetAwaiter().GetResult();
+            return null;
+        }, new AuditEntry("carol", "unit.update-window", Mac(1), "10-12")), Is.True);
+        var refusedRollout = Assert.ThrowsAsync<RolloutRuleException>(async () => await create!.WaitAsync(TimeSpan.FromSeconds(60)))!;
+        Assert.That(refusedRollout.Message, Does.Contain($"of 1 unit(s) ({Mac(1)} 10:00-12:00)").And.Contain("nothing was stored"));
+        Assert.That(await StateAsync(), Is.EqualTo(before with { Audit = before.Audit + 1 }), "only the unit's window was stored");
+        Assert.That(await StrandedAsync(), Is.Empty);
     }
 
     /// <summary>Runs both replicas' passes at every step of <paramref name="step"/> until <paramref name="until"/>, with <paramref name="during"/> after each.</summary>

@@ -36,7 +36,7 @@ public sealed partial class TsunaguStore
     /// running and paused rollouts whose group has a maintenance window (with the window and their update's importance)
     /// and found no reason to refuse; its reason becomes a <see cref="StoreConflictException"/> and nothing is written.
     /// They are read inside the transaction, under the catalogue's lock, which a group's window change
-    /// (<see cref="SetGroupWindowCheckedAsync"/>) and a rollout's creation (<see cref="AddRolloutAsync(IReadOnlyList{string}, Func{IReadOnlyDictionary{string, GroupRow}, Protocol.UpdatePolicy, Task{ValueTuple{RolloutRow, IReadOnlyList{Fleet.Rollouts.RolloutMember}, AuditEntry}}}, CancellationToken)"/>)
+    /// (<see cref="SetGroupWindowCheckedAsync(string, string?, Func{IReadOnlyList{GroupRolloutUse}, Protocol.UpdatePolicy, IReadOnlyList{MemberHoursUse}, string?}, AuditEntry, CancellationToken)"/>) and a rollout's creation (<see cref="AddRolloutAsync(IReadOnlyList{string}, Func{IReadOnlyDictionary{string, GroupRow}, Protocol.UpdatePolicy, Task{ValueTuple{RolloutRow, IReadOnlyList{Fleet.Rollouts.RolloutMember}, AuditEntry}}}, CancellationToken)"/>)
     /// take too: whichever of them commits second sees what the first wrote.
     /// </summary>
     public async Task SetSettingCheckedAsync(string key, string value, Func<IReadOnlyList<WindowedRolloutUse>, string?> refuse, AuditEntry audit, CancellationToken ct)

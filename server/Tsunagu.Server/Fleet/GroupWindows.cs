@@ -46,6 +46,55 @@ public static class GroupWindows
               $"waits for (rollout {rollout}, update program {updateId}): its units would never be offered the update"
             : null;
 
+    /// <summary>A unit's own low-utilisation hours (its table row) as a clock window: what importance 3 waits for on that unit.</summary>
+    public static PolicyWindow OwnHours(int startHour, int endHour) => new("own low-utilisation hours", startHour, endHour);
+
+    /// <summary>
+    /// The units of <paramref name="hours"/> (each with its own low-utilisation hours) whose hours never meet
+    /// <paramref name="window"/>, sorted by MAC: an update of importance 3 waits for both, so they would never be offered
+    /// it. Each distinct pair of hours is looked at once.
+    /// </summary>
+    public static IReadOnlyList<(string Mac, PolicyWindow Hours)> NeverMet(MaintenanceWindow window, IEnumerable<(string Mac, PolicyWindow Hours)> hours)
+    {
+        var meets = new Dictionary<(int, int), bool>();
+        var never = new List<(string Mac, PolicyWindow Hours)>();
+        foreach (var (mac, h) in hours)
+        {
+            if (!meets.TryGetValue((h.StartHour, h.EndHour), out var meet)) { meets[(h.StartHour, h.EndHour)] = meet = Overlaps(window, h); }
+            if (!meet) { never.Add((mac, h)); }
+        }
+        return [.. never.OrderBy(u => u.Mac, StringComparer.Ordinal)];
+    }
+
+    /// <summary>How a refusal names units: how many, and the first five with their hours.</summary>
+    public static string Name(IReadOnlyList<(string Mac, PolicyWindow Hours)> units) =>
+        $"{units.Count} unit(s) ({string.Join(", ", units.Take(5).Select(u => $"{u.Mac} {u.Hours}"))}{(units.Count > 5 ? ", ..." : "")})";
+
+    /// <summary>
+    /// Why members of rollout <paramref name="rollout"/> (update <paramref name="updateId"/> of <paramref name="importance"/>)
+    /// would never be offered it: <paramref name="never"/>, the members whose own low-utilisation hours never meet group
+    /// <paramref name="group"/>'s <paramref name="window"/> (<see cref="NeverMet"/>); null when there are none, or when the
+    /// importance is not 3 (only 3 waits for those hours).
+    /// </summary>
+    public static string? MembersStall(string group, MaintenanceWindow window, string rollout, string updateId, int importance,
+        IReadOnlyList<(string Mac, PolicyWindow Hours)> never) =>
+        importance == 3 && never.Count > 0
+            ? $"group {group}'s maintenance window {window} never meets the own low-utilisation hours of {Name(never)} that importance 3 waits for too " +
+              $"(rollout {rollout}, update program {updateId}): they would never be offered the update"
+            : null;
+
+    /// <summary>
+    /// Why unit <paramref name="mac"/>, a member of rollout <paramref name="rollout"/>, would never be offered its update
+    /// (<paramref name="updateId"/> of <paramref name="importance"/>) with its own low-utilisation <paramref name="hours"/>:
+    /// they never meet group <paramref name="group"/>'s <paramref name="window"/>; null when they do, or when the importance
+    /// is not 3.
+    /// </summary>
+    public static string? UnitStall(string mac, PolicyWindow hours, string group, MaintenanceWindow window, string rollout, string updateId, int importance) =>
+        importance == 3 && !Overlaps(window, hours)
+            ? $"unit {mac}'s own low-utilisation hours {hours} never meet group {group}'s maintenance window {window} that importance 3 waits for too " +
+              $"(rollout {rollout}, update program {updateId}): the unit would never be offered the update"
+            : null;
+
     /// <summary>
     /// Whether the window (and the policy's hours, when given) opened at a whole minute after <paramref name="since"/> and
     /// at or before <paramref name="now"/> on the clock of <paramref name="zone"/>, and is open at <paramref name="now"/>.

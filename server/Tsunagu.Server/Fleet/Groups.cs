@@ -150,7 +150,8 @@ public static class Groups
     /// Sets or clears group <paramref name="name"/>'s maintenance window as <paramref name="request"/> asks, with its audit
     /// entry (the API and the console both come here). Refused (<see cref="GroupRuleException"/>, nothing written): a
     /// window that does not read (400), no such group (404), or a window that never overlaps the update policy's clock
-    /// window for the update of a running or paused rollout of the group (409: its units would wait forever).
+    /// window for the update of a running or paused rollout of the group, or (importance 3) the own low-utilisation hours
+    /// of a member of it not on its to-pattern yet (409: those units would wait forever).
     /// </summary>
     public static async Task<GroupView> SetWindowAsync(string? name, GroupWindowRequest? request, TsunaguStore store, string actor, CancellationToken ct)
     {
@@ -166,10 +167,15 @@ public static class Groups
         try
         {
             // the policy is the one stored when the window is written: read in the same transaction, under the catalogue's lock
-            set = await store.SetGroupWindowCheckedAsync(name, window?.ToString(), (rollouts, policy) => window is null ? null
+            set = await store.SetGroupWindowCheckedAsync(name, window?.ToString(), (rollouts, policy, hours) => window is null ? null
                     : rollouts.Select(r => GroupWindows.Stall(name, window, r.Name, r.UpdateId, (int)r.Importance, policy)).FirstOrDefault(s => s is not null) is { } stall
                         ? $"{stall}; nothing was changed (choose a window that overlaps it, or change the update policy)"
-                        : null,
+                        // the rollout's members with hours of their own wait for those, not the policy's (importance 3)
+                        : rollouts.Select(r => GroupWindows.MembersStall(name, window, r.Name, r.UpdateId, (int)r.Importance,
+                                GroupWindows.NeverMet(window, hours.Where(h => h.Rollout == r.Name).Select(h => (h.Mac, GroupWindows.OwnHours((int)h.StartHour, (int)h.EndHour))))))
+                            .FirstOrDefault(s => s is not null) is { } members
+                            ? $"{members}; nothing was changed (change or clear those units' own windows first, PUT /api/v1/units/{{mac}}/update-window, or choose a window that meets them)"
+                            : null,
                 new AuditEntry(actor, "group.window", name, window?.ToString() ?? "none"), ct);
         }
         catch (StoreConflictException e)

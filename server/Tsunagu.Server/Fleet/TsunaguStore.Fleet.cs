@@ -27,6 +27,15 @@ public sealed class WindowedRolloutUse
     public long Importance { get; set; }
 }
 
+/// <summary>A member of a running or paused rollout, not on its to-pattern yet, with low-utilisation hours of its own.</summary>
+public sealed class MemberHoursUse
+{
+    public string Rollout { get; set; } = "";
+    public string Mac { get; set; } = "";
+    public long StartHour { get; set; }
+    public long EndHour { get; set; }
+}
+
 /// <summary>A rollout that moves a group now: its name and its update program's id and importance.</summary>
 public sealed class GroupRolloutUse
 {
@@ -113,7 +122,17 @@ public sealed partial class TsunaguStore
     /// is no such group.
     /// </summary>
     public async Task<bool> SetGroupWindowCheckedAsync(string name, string? window, Func<IReadOnlyList<GroupRolloutUse>, Protocol.UpdatePolicy, string?> refuse,
-        AuditEntry audit, CancellationToken ct)
+        AuditEntry audit, CancellationToken ct) =>
+        await SetGroupWindowCheckedAsync(name, window, (uses, policy, _) => refuse(uses, policy), audit, ct);
+
+    /// <summary>
+    /// <see cref="SetGroupWindowCheckedAsync(string, string?, Func{IReadOnlyList{GroupRolloutUse}, Protocol.UpdatePolicy, string?}, AuditEntry, CancellationToken)"/>,
+    /// with the members of those rollouts that have low-utilisation hours of their own and are not on the rollout's
+    /// to-pattern yet (they may still wait for the update), read in the same transaction under the catalogue's lock,
+    /// which a unit's window change takes too.
+    /// </summary>
+    public async Task<bool> SetGroupWindowCheckedAsync(string name, string? window,
+        Func<IReadOnlyList<GroupRolloutUse>, Protocol.UpdatePolicy, IReadOnlyList<MemberHoursUse>, string?> refuse, AuditEntry audit, CancellationToken ct)
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
@@ -127,7 +146,14 @@ public sealed partial class TsunaguStore
             FROM rollouts r JOIN update_programs p ON p.id = r.update_id
             WHERE r.group_name = @name AND r.state IN ('running', 'paused') ORDER BY r.name
             """, new { name }, tx, cancellationToken: ct))).ToList();
-        if (refuse(uses, await ReadUpdatePolicyAsync(c, tx, ct)) is { } why) { throw new StoreConflictException(why); }
+        var hours = window is null || uses.Count == 0 ? [] : (await c.QueryAsync<MemberHoursUse>(new CommandDefinition("""
+            SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour
+            FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac
+            WHERE r.group_name = @name AND r.state IN ('running', 'paused') AND u.decommissioned_at IS NULL
+              AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND (u.pattern IS NULL OR u.pattern <> r.to_pattern)
+            ORDER BY m.rollout, m.mac
+            """, new { name }, tx, cancellationToken: ct))).ToList();
+        if (refuse(uses, await ReadUpdatePolicyAsync(c, tx, ct), hours) is { } why) { throw new StoreConflictException(why); }
         if (await c.ExecuteAsync(new CommandDefinition("UPDATE unit_groups SET maintenance_window = @window WHERE name = @name", new { name, window }, tx,
                 cancellationToken: ct)) == 0)
         {

@@ -19,7 +19,13 @@ public sealed record NewRollout(string? Name, string? Group, string? FromPattern
 public sealed record RolloutView(string Name, string Group, string FromPattern, string ToPattern, string UpdateId, string State, string? Reason,
     int OpenWaves, IReadOnlyList<WaveSpec> WaveSpecs, int SuccessPercent, int ErrorPercent, string OnError, int MinWaveSeconds,
     string CreatedBy, string CreatedAt, string UpdatedAt, IReadOnlyList<WaveProgress> Waves, WaveProgress Total,
-    IReadOnlyList<MemberReturn>? Returns = null);
+    IReadOnlyList<MemberReturn>? Returns = null, IReadOnlyList<StrandedMember>? NeverOffered = null);
+
+/// <summary>
+/// A member of a running or paused rollout of importance 3 whose own low-utilisation hours never meet its group's
+/// maintenance window: it would never be offered the update (<see cref="RolloutView.NeverOffered"/>).
+/// </summary>
+public sealed record StrandedMember(string Mac, string OwnHours);
 
 /// <summary>A member after an abort that returned units: "returning to PATTERN", or "cannot return: why".</summary>
 public sealed record MemberReturn(string Mac, string Outcome);
@@ -106,7 +112,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open");
         try
         {
-            await store.AddRolloutAsync([.. planned.Keys], (groups, policy) =>
+            await store.AddRolloutAsync([.. planned.Keys], (groups, policy, ownHours) =>
             {
                 foreach (var (name, was) in planned)
                 {
@@ -122,6 +128,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                     && GroupWindows.Stall(group.Name, window, row.Name, program.Id, (int)program.Importance, policy) is { } stall)
                 {
                     throw new StoreConflictException($"{stall}; nothing was stored (change the group's window, or the update policy)");
+                }
+                // a member with low-utilisation hours of its own waits for those (importance 3), as they stand now (a unit's
+                // window change takes the same lock): one whose hours never meet the group's window would wait forever
+                if (program.Importance == 3 && group.MaintenanceWindow is { } own && Fleet.MaintenanceWindow.Parse(own).Window is { } groupWindow
+                    && GroupWindows.MembersStall(group.Name, groupWindow, row.Name, program.Id, 3,
+                        GroupWindows.NeverMet(groupWindow, members.Where(m => ownHours.ContainsKey(m.Mac)).Select(m => (m.Mac, ownHours[m.Mac])))) is { } stranded)
+                {
+                    throw new StoreConflictException($"{stranded}; nothing was stored (change or clear those units' own windows first, PUT /api/v1/units/{{mac}}/update-window, or the group's window)");
                 }
                 return Task.FromResult<(RolloutRow, IReadOnlyList<RolloutMember>, AuditEntry)>((row, members, audit));
             }, ct);
@@ -150,7 +164,28 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             waves.Sum(w => w.Installed), waves.Sum(w => w.Failed), waves.Sum(w => w.Offline));
         return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
             (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total,
-            row.State == RolloutStates.Aborted ? (await store.RolloutReturnsAsync(row.Name, ct)).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null);
+            row.State == RolloutStates.Aborted ? (await store.RolloutReturnsAsync(row.Name, ct)).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null,
+            row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, members, ct) : null);
+    }
+
+    /// <summary>
+    /// The members still waiting (not installed, not failed) whose own low-utilisation hours never meet the group's window,
+    /// when the update is of importance 3 (it waits for both): they would never be offered it. A unit window, a group window
+    /// and a rollout's creation that would make one are refused; a unit that joins later (it enters the group, or comes to
+    /// the from-pattern) with such hours, or one made so before those checks existed, is shown here. Empty when none.
+    /// </summary>
+    private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, IReadOnlyList<RolloutMember> members, CancellationToken ct)
+    {
+        if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
+        if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: 3 }) { return []; }
+        var clocks = await store.UnitClocksAsync(ct);
+        var own = new List<(string Mac, PolicyWindow Hours)>();
+        foreach (var m in members)
+        {
+            if (m.Status is MemberStatus.Installed or MemberStatus.Failed) { continue; }
+            if (clocks.GetValueOrDefault(m.Mac) is { LowWindowStart: { } start, LowWindowEnd: { } end }) { own.Add((m.Mac, GroupWindows.OwnHours((int)start, (int)end))); }
+        }
+        return [.. GroupWindows.NeverMet(window, own).Select(u => new StrandedMember(u.Mac, u.Hours.ToString()))];
     }
 
     private static IReadOnlyList<WaveSpec> Specs(RolloutRow row) => JsonSerializer.Deserialize<List<WaveSpec>>(row.Waves, JsonSerializerOptions.Web) ?? [];

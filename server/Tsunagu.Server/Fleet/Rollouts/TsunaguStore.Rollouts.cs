@@ -86,6 +86,18 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task AddRolloutAsync(IReadOnlyList<string> groupNames,
         Func<IReadOnlyDictionary<string, GroupRow>, Protocol.UpdatePolicy, Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan,
+        CancellationToken ct = default) =>
+        await AddRolloutAsync(groupNames, (groups, policy, _) => plan(groups, policy), ct);
+
+    /// <summary>
+    /// <see cref="AddRolloutAsync(IReadOnlyList{string}, Func{IReadOnlyDictionary{string, GroupRow}, Protocol.UpdatePolicy, Task{ValueTuple{RolloutRow, IReadOnlyList{RolloutMember}, AuditEntry}}}, CancellationToken)"/>,
+    /// with the low-utilisation hours of the active units that have their own (by MAC), read in the same transaction
+    /// under the catalogue's lock (which a unit's window change takes too): <paramref name="plan"/> refuses a rollout
+    /// whose members' own hours its group's window would never meet, against the hours that stand when it is stored.
+    /// </summary>
+    public async Task AddRolloutAsync(IReadOnlyList<string> groupNames,
+        Func<IReadOnlyDictionary<string, GroupRow>, Protocol.UpdatePolicy, IReadOnlyDictionary<string, Fleet.PolicyWindow>,
+            Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan,
         CancellationToken ct = default)
     {
         var now = Now();
@@ -99,7 +111,7 @@ public sealed partial class TsunaguStore
             var groups = names.Length == 0 ? []
                 : (await c.QueryAsync<GroupRow>(new CommandDefinition($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
                     new { names }, tx, cancellationToken: ct))).ToDictionary(g => g.Name, StringComparer.Ordinal);
-            var (rollout, members, audit) = await plan(groups, await ReadUpdatePolicyAsync(c, tx, ct));
+            var (rollout, members, audit) = await plan(groups, await ReadUpdatePolicyAsync(c, tx, ct), await ReadOwnHoursAsync(c, tx, ct));
             name = rollout.Name;
             rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
             await RequireTransitionAsync(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}", ct);
@@ -432,6 +444,14 @@ public sealed partial class TsunaguStore
         return await c.ExecuteScalarAsync<long?>(new CommandDefinition("SELECT 1 FROM update_reports WHERE mac = @mac AND update_id = @updateId AND success = 0 AND at >= @since LIMIT 1",
             new { mac, updateId, since }, cancellationToken: ct)) is not null;
     }
+
+    /// <summary>The low-utilisation hours of the active units that have their own (by MAC), read inside the caller's transaction.</summary>
+    private static async Task<IReadOnlyDictionary<string, Fleet.PolicyWindow>> ReadOwnHoursAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, CancellationToken ct) =>
+        (await c.QueryAsync<UnitClockRow>(new CommandDefinition("""
+            SELECT mac, low_window_start, low_window_end FROM units
+            WHERE decommissioned_at IS NULL AND low_window_start IS NOT NULL AND low_window_end IS NOT NULL
+            """, transaction: tx, cancellationToken: ct)))
+        .ToDictionary(r => r.Mac, r => Fleet.GroupWindows.OwnHours((int)r.LowWindowStart!.Value, (int)r.LowWindowEnd!.Value), StringComparer.Ordinal);
 
     /// <summary>The active units that carry a time zone or low-utilisation hours of their own (the others take the fleet's).</summary>
     public async Task<IReadOnlyDictionary<string, UnitClockRow>> UnitClocksAsync(CancellationToken ct)

@@ -30,15 +30,40 @@ public static class UpdateWindowApi
             {
                 if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
                 if (Invalid(request) is { } error) { return Problems.BadRequest(error); }
-                var detail = $"window {(request.LowWindowStartHour is { } s ? $"{s:00}:00-{request.LowWindowEndHour:00}:00" : "fleet's")}, zone {request.TimeZone ?? "fleet's"}";
-                if (!await store.SetUpdateWindowAsync(m, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone,
-                        new AuditEntry(http.Caller().Subject, "unit.update-window", m, detail), http.RequestAborted))
+                try
                 {
-                    return Problems.NotFound($"unit {mac} is not registered");
+                    if (!await SetCheckedAsync(store, m, request, http.Caller().Subject, http.RequestAborted)) { return Problems.NotFound($"unit {mac} is not registered"); }
+                }
+                catch (StoreConflictException e)
+                {
+                    return Problems.Conflict(e.Message);
                 }
                 return TypedResults.Ok(View((await store.GetUnitAsync(m, http.RequestAborted))!, await PolicySettings.GetAsync(store, http.RequestAborted)));
             })
-            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+    }
+
+    /// <summary>
+    /// Stores unit <paramref name="mac"/>'s window as <paramref name="request"/> (already valid, <see cref="Invalid"/>) asks,
+    /// with its audit entry; false when the unit is not registered. Refused (<see cref="StoreConflictException"/>, nothing
+    /// written) when the unit is a member, not on the to-pattern yet, of a running or paused rollout whose update is of
+    /// importance 3 and whose group's maintenance window its new hours never meet: it would never be offered the update.
+    /// Clearing the hours (back to the fleet policy's, which a policy change, a group window change and a rollout's
+    /// creation keep meeting every such window) is never refused; nor is a zone change, as both windows are read on the
+    /// unit's wall clock. The rollouts are read under the catalogue's lock, in the transaction that writes the hours.
+    /// </summary>
+    public static async Task<bool> SetCheckedAsync(TsunaguStore store, string mac, UpdateWindowRequest request, string actor, CancellationToken ct)
+    {
+        var detail = $"window {(request.LowWindowStartHour is { } s ? $"{s:00}:00-{request.LowWindowEndHour:00}:00" : "fleet's")}, zone {request.TimeZone ?? "fleet's"}";
+        var hours = request is { LowWindowStartHour: { } start, LowWindowEndHour: { } end } ? Fleet.GroupWindows.OwnHours(start, end) : null;
+        return await store.SetUpdateWindowCheckedAsync(mac, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone,
+            uses => hours is null ? null
+                : uses.Select(u => Fleet.MaintenanceWindow.Parse(u.Window).Window is { } window
+                        ? Fleet.GroupWindows.UnitStall(mac, hours, u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance)
+                        : null).FirstOrDefault(s => s is not null) is { } stall
+                    ? $"{stall} (choose hours that meet the window, clear the unit's own window, or change the group's window); nothing was changed"
+                    : null,
+            new AuditEntry(actor, "unit.update-window", mac, detail), ct);
     }
 
     /// <summary>Why the request cannot be stored; null when it can.</summary>
