@@ -1,12 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net.Http.Headers;
-using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Cli.Factory;
-using Tsunagu.Demo;
-using Tsunagu.Server.Apis;
-using Tsunagu.Server.Catalogue;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Fleet;
 using Tsunagu.Server.Fleet.Rollouts;
@@ -42,10 +37,6 @@ public sealed partial class FleetSimulation
 
     private static DateTimeOffset At(string timestamp) => DateTimeOffset.Parse(timestamp, CultureInfo.InvariantCulture);
 
-    private static async Task<T> CallAsync<T>(OperatorClient client, HttpMethod method, string path, object? body, CancellationToken ct) =>
-        JsonSerializer.Deserialize<T>(body is null ? await client.SendAsync(method, path, null, ct) : await client.SendJsonAsync(method, path, body, ct), JsonSerializerOptions.Web)
-        ?? throw new FleetSimulationException($"{method} {path}: an empty answer");
-
     /// <summary>
     /// A new verified pattern (the fleet's applications with a newer vcp) and a signed update program to it from the
     /// pattern the fleet runs, through the operator API; returns the new pattern.
@@ -53,20 +44,11 @@ public sealed partial class FleetSimulation
     private async Task<(string To, string Program)> CatalogueNextAsync(OperatorClient client, CancellationToken ct)
     {
         _rolloutStep++;
-        var from = _rolloutFrom;
         var to = $"rollout-{_rolloutStep}";
-        var program = $"{from}-to-{to}";
         var vcp = $"{_rolloutStep + 1}.0.0";
-        await CallAsync<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", vcp, "vcp", DemoCatalogue.HardwareVersion, null), ct);
-        var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = vcp };
-        await CallAsync<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern(to, $"vcp {vcp}", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps), ct);
-        await CallAsync<PatternView>(client, HttpMethod.Post, $"/api/v1/patterns/{to}/verify", null, ct);
-        using var bundle = new ByteArrayContent(DemoCatalogue.BuildBundle(program, _rolloutStep + 1, from, to, new Dictionary<string, string> { ["vcp"] = vcp },
-            _releaseKey!, DateTimeOffset.UtcNow));
-        bundle.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        var artifact = JsonSerializer.Deserialize<ArtifactView>(await client.SendAsync(HttpMethod.Post, "/api/v1/artifacts", bundle, ct), JsonSerializerOptions.Web)!;
-        await CallAsync<UpdateProgramRow>(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram(program, from, to, 5, 1, artifact.Sha256), ct);
-        return (to, program);
+        var next = new NextPattern(_rolloutFrom, to, $"vcp {vcp}", vcp, $"{_rolloutFrom}-to-{to}", _rolloutStep + 1);
+        await CatalogueSteps.AddPatternAsync(client, next, _releaseKey!, ct);
+        return (to, next.Program);
     }
 
     /// <summary>
@@ -88,7 +70,7 @@ public sealed partial class FleetSimulation
         var group = $"on-{from}";
         if (await Store.GetGroupAsync(group, ct) is null)
         {
-            await CallAsync<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup(group, null, new GroupFilter(Pattern: from)), ct);
+            await client.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup(group, null, new GroupFilter(Pattern: from)), ct);
         }
         var waves = RolloutEngine.ParseWaves(_settings.Waves).Waves!;
         var plan = RolloutEngine.Plan(name, waves, units.Select(u => u.Mac).ToList());
@@ -112,7 +94,7 @@ public sealed partial class FleetSimulation
         _meter.Reset();
         var cpu0 = Environment.CpuUsage.TotalTime;
         var clock = Stopwatch.StartNew();
-        var created = await CallAsync<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
+        var created = await client.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
             new NewRollout(name, group, from, to, waves, _settings.SuccessPercent, _settings.ErrorPercent), ct);
         _progress($"  rollout {name}: {from} -> {to}, waves {_settings.Waves} = {string.Join("/", created.Waves.Select(w => w.Members))} unit(s)" +
                   (failing ? $", {failingMacs.Count} unit(s) fail health" : ""));
