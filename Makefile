@@ -133,8 +133,8 @@ bench-scale: deps
 # new pattern and a second one, in which $(FAIL_HEALTH)% of each wave fails its health check, pauses at the error
 # threshold. Prints per rollout when each wave opened, the engine's passes and their cost, requests per unit, the time
 # from the threshold crossed to the pause; writes .tsunagu/rollout-bench.json. One process holds units, server and broker:
-# each unit's broker connection is two descriptors of it (the unit's end and the broker's), so `ulimit -n` bounds the fleet.
-ROLLOUT_UNITS ?= $(if $(filter command line,$(origin UNITS)),$(UNITS),1000)
+# each unit holds several descriptors of it (its state store, both ends of its broker connection), so `ulimit -n` bounds the fleet.
+ROLLOUT_UNITS ?= $(if $(filter command line environment,$(origin UNITS)),$(UNITS),1000)
 ROLLOUT_WAVES ?= 10%,30%,100%
 FAIL_HEALTH ?= 20
 .PHONY: rollout-bench
