@@ -47,7 +47,10 @@ public static class FleetSimCommand
         var error = new Option<int>("--error") { Description = "rollout scenarios: error threshold, percent of the open waves failed", DefaultValueFactory = _ => 10 };
         var failHealth = new Option<int>("--fail-health") { Description = "rollout-pause: percent of each wave's units (rounded up) that fail their health check", DefaultValueFactory = _ => 20 };
         var rolloutTick = new Option<double?>("--rollout-tick") { Description = "in-process server: seconds between rollout engine passes (default 5)" };
-        var healthWindow = new Option<double>("--health-window") { Description = "units' health window after an install, seconds (a failing unit rolls back after it)", DefaultValueFactory = _ => 5 };
+        var healthWindow = new Option<double?>("--health-window")
+        {
+            Description = "units' health window after an install, seconds (a failing unit rolls back after it); default: 5 with a rollout scenario, else the firmware's (120)",
+        };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
             units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, noUpdate, unitOffset, releaseKey, powerOnSignal, spread, timeout,
@@ -120,7 +123,7 @@ public static class FleetSimCommand
                 ErrorPercent = r.GetValue(error),
                 FailHealthPercent = r.GetValue(failHealth),
                 RolloutTickSeconds = r.GetValue(rolloutTick),
-                HealthWindow = TimeSpan.FromSeconds(r.GetValue(healthWindow)),
+                HealthWindow = r.GetValue(healthWindow) is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
             };
             try
             {

@@ -19,13 +19,15 @@ namespace Tsunagu.Cli.Fleet;
 /// <param name="IdlePassCpuMs">rollout-pause: the process's CPU per engine pass over the paused rollout with the fleet quiet (null: not measured).</param>
 /// <param name="FailingUnits">rollout-pause: units made to fail their health check.</param>
 /// <param name="ThresholdToPauseMs">rollout-pause: from the failure report that reached the error threshold to the pause's audit entry.</param>
-/// <param name="BeyondOpenWaves">Units of waves that were not open that reported an install or left the old pattern (the invariant: 0).</param>
+/// <param name="BeyondOpenWaves">Units of waves that were not open that reported an install, left the old pattern or were offered the update (member status Downloading): the invariant is 0.</param>
 /// <param name="AtTarget">Units running the new pattern at the end.</param>
+/// <param name="StrayAtTarget">Units running the new pattern that are not healthy units of the open waves (the invariant: 0).</param>
+/// <param name="Reason">The rollout's own reason (e.g. its pause), or, rollout-pause, why it did not pause.</param>
 public sealed record RolloutReport(
     string Name, string FromPattern, string ToPattern, string Waves, IReadOnlyList<int> WaveSizes, IReadOnlyList<double> WaveOpenedSeconds,
     string State, double? EndSeconds, int OpenWaves, long Passes, double PassMeanMs, double PassMaxMs, long Decisions, double DecisionMeanMs,
     int DecisionsApplied, double? IdlePassCpuMs, double? IdlePassWallMs, int FailingUnits, int FailedReports, double? ThresholdToPauseMs,
-    int BeyondOpenWaves, int AtTarget, string? Reason);
+    int BeyondOpenWaves, int AtTarget, int StrayAtTarget, string? Reason);
 
 public sealed partial class FleetSimulation
 {
@@ -56,7 +58,8 @@ public sealed partial class FleetSimulation
     /// by a staged rollout of <see cref="FleetSimSettings.Waves"/>; with <paramref name="failing"/>, the first
     /// <see cref="FleetSimSettings.FailHealthPercent"/> percent (rounded up) of each wave's units fail their health check.
     /// Done when the rollout completed and every unit runs the new pattern, or (failing) when it paused and no unit of its
-    /// open waves is still installing.
+    /// open waves is still installing; failing, a rollout that completes instead ends the scenario at once, as not done
+    /// (its reason: "did not pause").
     /// </summary>
     private async Task<ScenarioReport> RunRolloutAsync(bool failing, CancellationToken ct)
     {
@@ -116,6 +119,12 @@ public sealed partial class FleetSimulation
             var atTarget = (await Store.MacsOnPatternAsync(to, ct)).Count;
             if ((failing || current.State is RolloutStates.Completed) && Finished(current, atTarget, await Store.RolloutMembersAsync(current, ct))) { break; }
             if (current.State is RolloutStates.Aborted || (!failing && current.State is RolloutStates.Paused)) { break; }
+            if (failing && current.State is RolloutStates.Completed)
+            {
+                // a pause was expected (the failing units did not reach the error threshold): nothing more will happen
+                _progress($"  {clock.Elapsed.TotalSeconds,7:0.0} s  rollout completed: it did not pause ({atTarget} unit(s) on {to})");
+                break;
+            }
             if (deadline.Elapsed > _settings.ScenarioTimeout)
             {
                 _progress($"  timed out after {_settings.ScenarioTimeout.TotalSeconds:0} s: rollout {current.State}, {atTarget} unit(s) on {to}");
@@ -158,18 +167,26 @@ public sealed partial class FleetSimulation
             if (counted.Count >= k) { thresholdToPause = (At(end.At) - At(counted[k - 1].At)).TotalMilliseconds; }
         }
         var onTarget = (await Store.MacsOnPatternAsync(to, ct)).ToHashSet(StringComparer.Ordinal);
+        // beyond the open waves: a unit that reported on this update, runs the new pattern, or was offered it (Downloading)
+        var offered = (await Store.RolloutMembersAsync(current, ct)).Where(m => m.Wave >= openAtEnd && m.Status == MemberStatus.Downloading).Select(m => m.Mac);
         var beyond = reports.Where(r => waveOf.TryGetValue(r.Mac, out var w) && w >= openAtEnd).Select(r => r.Mac)
-            .Concat(onTarget.Where(m => waveOf.TryGetValue(m, out var w) && w >= openAtEnd)).Distinct(StringComparer.Ordinal).Count();
+            .Concat(onTarget.Where(m => waveOf.TryGetValue(m, out var w) && w >= openAtEnd)).Concat(offered).Distinct(StringComparer.Ordinal).Count();
+        // on the new pattern but not a healthy unit of an open wave (a failing unit rolls back): the invariant is none
+        var stray = onTarget.Count(m => !waveOf.TryGetValue(m, out var w) || w >= openAtEnd || failingMacs.Contains(m));
 
         var report = new RolloutReport(name, from, to, _settings.Waves, created.Waves.Select(w => w.Members).ToList(), opened, current.State,
             end is null ? null : (At(end.At) - createdAt).TotalSeconds, openAtEnd, cost.Passes - costBefore.Passes,
             Mean(cost.PassTime - costBefore.PassTime, cost.Passes - costBefore.Passes), cost.MaxPass.TotalMilliseconds,
             cost.Decisions - costBefore.Decisions, Mean(cost.DecisionTime - costBefore.DecisionTime, cost.Decisions - costBefore.Decisions),
-            applied, idleCpu, idleWall, failingMacs.Count, failed.Count, thresholdToPause, beyond, onTarget.Count, current.Reason);
+            applied, idleCpu, idleWall, failingMacs.Count, failed.Count, thresholdToPause, beyond, onTarget.Count, stray, current.Reason);
         foreach (var u in units) { ((MeteredNetwork)u.Board.Network).FailsHealth = false; }
         if (!failing && current.State == RolloutStates.Completed) { _rolloutFrom = to; }
 
-        var ok = failing ? current.State == RolloutStates.Paused && beyond == 0 : current.State == RolloutStates.Completed && onTarget.Count == units.Count;
+        if (failing && current.State != RolloutStates.Paused)
+        {
+            report = report with { Reason = $"did not pause: rollout {current.State}" + (current.Reason is null ? "" : $" ({current.Reason})") };
+        }
+        var ok = failing ? current.State == RolloutStates.Paused && beyond == 0 && stray == 0 : current.State == RolloutStates.Completed && onTarget.Count == units.Count;
         using var self = Process.GetCurrentProcess();
         return new ScenarioReport(failing ? FleetScenarios.RolloutPause : FleetScenarios.Rollout, units.Count, ok ? units.Count : onTarget.Count, elapsed,
             requests.Sum(), requests.Average(), requests.Max(), retries.Sum(), retries.Average(), retries.Max(),
@@ -211,8 +228,9 @@ public sealed partial class FleetSimulation
         if (r.FailingUnits > 0)
         {
             text += string.Create(c, $"; {r.FailingUnits} unit(s) fail health, {r.FailedReports} failure report(s); error threshold -> pause " +
-                                     $"{(r.ThresholdToPauseMs is { } ms ? $"{ms:0} ms" : "not measured")}; {r.BeyondOpenWaves} unit(s) beyond the open wave(s) installed");
+                                     $"{(r.ThresholdToPauseMs is { } ms ? $"{ms:0} ms" : "not measured")}; {r.BeyondOpenWaves} unit(s) beyond the open wave(s) offered or installed, {r.StrayAtTarget} on the new pattern outside the open waves' healthy units");
         }
+        if (r.Reason is not null) { text += $"; {r.Reason}"; }
         return text;
     }
 }

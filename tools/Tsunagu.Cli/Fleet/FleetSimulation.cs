@@ -107,8 +107,14 @@ public sealed record FleetSimSettings
     /// <summary>In-process server's <see cref="ServerOptions.RolloutTickSeconds"/> (null: its default, 5 s).</summary>
     public double? RolloutTickSeconds { get; init; }
 
-    /// <summary>The units' health window after an install (a unit failing health rolls back after it); healthy units pass at the first probe.</summary>
-    public TimeSpan HealthWindow { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// The units' health window after an install (a unit failing health rolls back after it; healthy units pass at the
+    /// first probe). Null: <see cref="RolloutHealthWindow"/> when a rollout scenario runs, else the firmware's own.
+    /// </summary>
+    public TimeSpan? HealthWindow { get; init; }
+
+    /// <summary>The health window of the units when a rollout scenario runs and none is given (the firmware's is 2 min).</summary>
+    public static readonly TimeSpan RolloutHealthWindow = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>What one scenario measured.</summary>
@@ -151,17 +157,22 @@ public sealed partial class FleetSimulation : IAsyncDisposable
         }
         var unknown = settings.Scenarios.Where(s => !FleetScenarios.Known.Contains(s)).ToList();
         if (unknown.Count > 0) { throw new FleetSimulationException($"unknown scenario(s) {string.Join(", ", unknown)}; known: {string.Join(", ", FleetScenarios.Known)}"); }
-        if (settings.HealthWindow < TimeSpan.Zero || settings.HealthWindow > TimeSpan.FromHours(1)) { throw new FleetSimulationException($"--health-window {settings.HealthWindow.TotalSeconds}: 0 to 3600 seconds"); }
+        if (settings.HealthWindow is { } window && (window < TimeSpan.Zero || window > TimeSpan.FromHours(1))) { throw new FleetSimulationException($"--health-window {window.TotalSeconds}: 0 to 3600 seconds"); }
         if (settings.Scenarios.Any(FleetScenarios.IsRollout))
         {
             if (settings.Server is not null) { throw new FleetSimulationException("the rollout scenarios read the server's engine and audit log: they need the in-process server (drop --server)"); }
             if (!settings.Push) { throw new FleetSimulationException("the rollout scenarios push each wave's units to check: they need push (drop --no-push)"); }
             if (!settings.UpdateOnFirstBoot) { throw new FleetSimulationException("the rollout scenarios move units without a target pattern: drop --no-first-boot-update"); }
-            if (Server.Fleet.Rollouts.RolloutEngine.ParseWaves(settings.Waves) is { Error: { } error }) { throw new FleetSimulationException($"--{error}"); }
-            if (Server.Fleet.Rollouts.RolloutEngine.InvalidWaves(Server.Fleet.Rollouts.RolloutEngine.ParseWaves(settings.Waves).Waves) is { } invalid) { throw new FleetSimulationException($"--{invalid}"); }
+            var parsed = Server.Fleet.Rollouts.RolloutEngine.ParseWaves(settings.Waves);
+            if (parsed.Error is { } error) { throw new FleetSimulationException($"--{error}"); }
+            if (Server.Fleet.Rollouts.RolloutEngine.InvalidWaves(parsed.Waves) is { } invalid) { throw new FleetSimulationException($"--{invalid}"); }
             if (settings.SuccessPercent is < 1 or > 100) { throw new FleetSimulationException($"--success {settings.SuccessPercent}: 1 to 100"); }
             if (settings.ErrorPercent is < 0 or > 100) { throw new FleetSimulationException($"--error {settings.ErrorPercent}: 0 to 100"); }
             if (settings.FailHealthPercent is < 0 or > 100) { throw new FleetSimulationException($"--fail-health {settings.FailHealthPercent}: 0 to 100"); }
+            if (settings.Scenarios.Contains(FleetScenarios.RolloutPause) && settings.FailHealthPercent == 0)
+            {
+                throw new FleetSimulationException("--fail-health 0: no unit fails, so rollout-pause could never reach the error threshold and pause");
+            }
         }
         if (settings.Server is not null && (settings.ServerCertificate is null || settings.UnitKeyFile is null || settings.OperatorPassword is null))
         {
@@ -242,11 +253,7 @@ public sealed partial class FleetSimulation : IAsyncDisposable
             BackoffBase = _settings.BackoffBase,
             BackoffCap = _settings.BackoffCap,
             RefusedRetryInterval = TimeSpan.FromMinutes(1),
-            Update = new Tsunagu.Firmware.Updates.UpdateOptions
-            {
-                HealthWindow = _settings.HealthWindow,
-                HealthProbeInterval = TimeSpan.FromTicks(Math.Clamp(_settings.HealthWindow.Ticks / 5, TimeSpan.TicksPerMillisecond * 100, TimeSpan.TicksPerSecond * 5)),
-            },
+            Update = UnitUpdateOptions(_settings),
         };
         _fleet = new SimulatedFleet(Path.Combine(_root, "fleet"), supervisorOptions, (unit, change) =>
         {
@@ -276,6 +283,23 @@ public sealed partial class FleetSimulation : IAsyncDisposable
         }
         _progress($"fleet       {_settings.Units} units burned and registered in {started.Elapsed.TotalSeconds:0.0} s " +
                   $"({(_pool is null ? "a connection pool per unit" : $"one shared pool of up to {_settings.MaxConnections} connections")})");
+    }
+
+    /// <summary>
+    /// The units' update options: the firmware's own (a 2 min health window, a probe every 5 s) unless a rollout
+    /// scenario runs or <see cref="FleetSimSettings.HealthWindow"/> is given; then that window
+    /// (<see cref="FleetSimSettings.RolloutHealthWindow"/> by default) and a probe every fifth of it (0.1 to 5 s).
+    /// </summary>
+    public static Tsunagu.Firmware.Updates.UpdateOptions UnitUpdateOptions(FleetSimSettings settings)
+    {
+        var window = settings.HealthWindow ?? (settings.Scenarios.Any(FleetScenarios.IsRollout) ? FleetSimSettings.RolloutHealthWindow : (TimeSpan?)null);
+        return window is { } w
+            ? new Tsunagu.Firmware.Updates.UpdateOptions
+            {
+                HealthWindow = w,
+                HealthProbeInterval = TimeSpan.FromTicks(Math.Clamp(w.Ticks / 5, TimeSpan.TicksPerMillisecond * 100, TimeSpan.TicksPerSecond * 5)),
+            }
+            : new Tsunagu.Firmware.Updates.UpdateOptions();
     }
 
     /// <summary>The pattern every unit is on after first-boot.</summary>
