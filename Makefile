@@ -128,6 +128,21 @@ bench-scale: deps
 	BENCH_ONLY=scale,cluster-storm BENCH_SECONDS=$(if $(filter command line environment,$(origin BENCH_SECONDS)),$(BENCH_SECONDS),60) \
 		$(DOTNET) bench/Tsunagu.Bench/bin/$(CONFIGURATION)/net10.0/Tsunagu.Bench.dll .tsunagu/bench-scale bench/results-scale.json
 
+# A staged rollout of the whole simulated fleet (docs/rollouts.md, "Measured"; not part of `make test`): $(ROLLOUT_UNITS)
+# units first-boot on the in-process server (SQLite, embedded broker), then one rollout of $(ROLLOUT_WAVES) moves them to a
+# new pattern and a second one, in which $(FAIL_HEALTH)% of each wave fails its health check, pauses at the error
+# threshold. Prints per rollout when each wave opened, the engine's passes and their cost, requests per unit, the time
+# from the threshold crossed to the pause; writes .tsunagu/rollout-bench.json. One process holds units, server and broker:
+# each unit holds several descriptors of it (its state store, both ends of its broker connection), so `ulimit -n` bounds the fleet.
+ROLLOUT_UNITS ?= $(if $(filter command line environment,$(origin UNITS)),$(UNITS),1000)
+ROLLOUT_WAVES ?= 10%,30%,100%
+FAIL_HEALTH ?= 20
+.PHONY: rollout-bench
+rollout-bench: deps
+	$(DOTNET) build tools/Tsunagu.Cli -c $(CONFIGURATION)
+	$(DOTNET) $(CLI) fleetsim --units $(ROLLOUT_UNITS) --scenario rollout,rollout-pause --waves $(ROLLOUT_WAVES) --fail-health $(FAIL_HEALTH) \
+		--timeout 1800 --data .tsunagu/rollout-bench --json .tsunagu/rollout-bench.json
+
 # The nemesis (docs/reliability.md): a real server and $(CHAOS_UNITS) simulated units under a seeded schedule of faults
 # for $(MINUTES) minutes; prints the history and whether each invariant held (exit code 3 when one broke).
 SEED ?= 1

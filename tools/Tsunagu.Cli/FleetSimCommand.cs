@@ -14,7 +14,8 @@ public static class FleetSimCommand
         var units = new Option<int>("--units") { Description = "number of simulated units", DefaultValueFactory = _ => 100 };
         var scenario = new Option<string>("--scenario")
         {
-            Description = $"comma-separated scenarios, or 'all': {string.Join(", ", FleetScenarios.All)} (first-boot always runs first)",
+            Description = $"comma-separated scenarios, or 'all': {string.Join(", ", FleetScenarios.All)} (first-boot always runs first); " +
+                          $"also {FleetScenarios.Rollout} and {FleetScenarios.RolloutPause} (named only; in-process server)",
             DefaultValueFactory = _ => "all",
         };
         var data = new Option<string>("--data") { Description = "working directory (wiped first)", DefaultValueFactory = _ => ".tsunagu/fleetsim" };
@@ -41,10 +42,19 @@ public static class FleetSimCommand
         var backoffCap = new Option<double>("--backoff-cap") { Description = "units' backoff cap, seconds", DefaultValueFactory = _ => 30 };
         var minThreads = new Option<int>("--min-threads") { Description = "thread pool minimum (units block on file I/O; 0 keeps the runtime's)", DefaultValueFactory = _ => 0 };
         var json = new Option<string?>("--json") { Description = "also write the reports to this JSON file" };
+        var waves = new Option<string>("--waves") { Description = "rollout scenarios: the waves (counts, percents)", DefaultValueFactory = _ => "10%,30%,100%" };
+        var success = new Option<int>("--success") { Description = "rollout scenarios: success threshold, percent of a wave installed", DefaultValueFactory = _ => 90 };
+        var error = new Option<int>("--error") { Description = "rollout scenarios: error threshold, percent of the open waves failed", DefaultValueFactory = _ => 10 };
+        var failHealth = new Option<int>("--fail-health") { Description = "rollout-pause: percent of each wave's units (rounded up) that fail their health check", DefaultValueFactory = _ => 20 };
+        var rolloutTick = new Option<double?>("--rollout-tick") { Description = "in-process server: seconds between rollout engine passes (default 5)" };
+        var healthWindow = new Option<double?>("--health-window")
+        {
+            Description = "units' health window after an install, seconds (a failing unit rolls back after it); default: 5 with a rollout scenario, else the firmware's (120)",
+        };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
             units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, noUpdate, unitOffset, releaseKey, powerOnSignal, spread, timeout,
-            backoffBase, backoffCap, minThreads, json,
+            backoffBase, backoffCap, minThreads, json, waves, success, error, failHealth, rolloutTick, healthWindow,
         };
         command.SetAction(async (r, ct) =>
         {
@@ -108,6 +118,12 @@ public static class FleetSimCommand
                 ScenarioTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
                 BackoffBase = TimeSpan.FromSeconds(r.GetValue(backoffBase)),
                 BackoffCap = TimeSpan.FromSeconds(r.GetValue(backoffCap)),
+                Waves = r.GetValue(waves)!,
+                SuccessPercent = r.GetValue(success),
+                ErrorPercent = r.GetValue(error),
+                FailHealthPercent = r.GetValue(failHealth),
+                RolloutTickSeconds = r.GetValue(rolloutTick),
+                HealthWindow = r.GetValue(healthWindow) is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
             };
             try
             {
@@ -150,5 +166,6 @@ public static class FleetSimCommand
         ["reauthentications"] = r.Reauthentications, ["attemptsPerUnit"] = r.AttemptsPerUnit, ["errors"] = r.Errors,
         ["p50Ms"] = r.P50.TotalMilliseconds, ["p95Ms"] = r.P95.TotalMilliseconds, ["p99Ms"] = r.P99.TotalMilliseconds, ["maxMs"] = r.Max.TotalMilliseconds,
         ["processCpuSeconds"] = r.ProcessCpu.TotalSeconds, ["peakWorkingSetBytes"] = r.PeakWorkingSetBytes, ["note"] = r.Note,
+        ["rollout"] = r.Rollout,
     };
 }

@@ -101,6 +101,15 @@ public sealed class FleetMeter
 /// </summary>
 public sealed class MeteredNetwork(INetworkAccess link, FleetMeter meter, UnitMeter unit, SharedConnections? shared) : INetworkAccess
 {
+    private volatile bool _failsHealth;
+
+    /// <summary>While set, the unit's health probe (GET /healthz) is answered 403: its new software looks faulty, so an update it installs rolls back.</summary>
+    public bool FailsHealth
+    {
+        get => _failsHealth;
+        set => _failsHealth = value;
+    }
+
     public HttpMessageHandler WrapHandler(HttpMessageHandler inner)
     {
         var transport = inner;
@@ -109,16 +118,20 @@ public sealed class MeteredNetwork(INetworkAccess link, FleetMeter meter, UnitMe
             inner.Dispose(); // never used: it has opened no connection yet
             transport = shared.Borrow();
         }
-        return link.WrapHandler(new MeteringHandler(meter, unit) { InnerHandler = transport });
+        return link.WrapHandler(new MeteringHandler(this, meter, unit) { InnerHandler = transport });
     }
 
     public void EnsureRoute() => link.EnsureRoute();
 
-    private sealed class MeteringHandler(FleetMeter meter, UnitMeter unit) : DelegatingHandler
+    private sealed class MeteringHandler(MeteredNetwork owner, FleetMeter meter, UnitMeter unit) : DelegatingHandler
     {
         protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
             var path = request.RequestUri?.AbsolutePath ?? "";
+            if (owner.FailsHealth && request.Method == HttpMethod.Get && path == Routes.Health)
+            {
+                return new HttpResponseMessage(System.Net.HttpStatusCode.Forbidden) { RequestMessage = request }; // not sent: not counted
+            }
             var started = Stopwatch.GetTimestamp();
             HttpResponseMessage response;
             try

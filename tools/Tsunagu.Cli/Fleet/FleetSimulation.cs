@@ -26,7 +26,19 @@ public static class FleetScenarios
     public const string PowerCut = "power-cut";
     public const string SubscriberWave = "subscriber-wave";
 
+    /// <summary>A staged rollout of the whole fleet from its pattern to a new one (<c>--waves</c>), every unit healthy.</summary>
+    public const string Rollout = "rollout";
+
+    /// <summary>A staged rollout in which <c>--fail-health</c> percent of each wave's units fail their health check: the error threshold pauses it.</summary>
+    public const string RolloutPause = "rollout-pause";
+
+    /// <summary>What <c>--scenario all</c> runs.</summary>
     public static readonly IReadOnlyList<string> All = [FirstBoot, DailyCheck, ForcedCheck, PowerCut, SubscriberWave];
+
+    /// <summary>Every scenario, in the order they run: <see cref="All"/>, then the rollouts (named only, never part of "all").</summary>
+    public static readonly IReadOnlyList<string> Known = [.. All, Rollout, RolloutPause];
+
+    public static bool IsRollout(string scenario) => scenario is Rollout or RolloutPause;
 }
 
 /// <summary>A fleet simulation could not be set up or run (bad settings, a server that refuses the operator...).</summary>
@@ -83,6 +95,26 @@ public sealed record FleetSimSettings
     public TimeSpan ScenarioTimeout { get; init; } = TimeSpan.FromMinutes(5);
     public TimeSpan BackoffBase { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan BackoffCap { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The rollout scenarios' waves, as the operator writes them (<c>--waves</c>).</summary>
+    public string Waves { get; init; } = "10%,30%,100%";
+    public int SuccessPercent { get; init; } = 90;
+    public int ErrorPercent { get; init; } = 10;
+
+    /// <summary>rollout-pause: the share of each wave's units (rounded up) whose health check fails after they install.</summary>
+    public int FailHealthPercent { get; init; } = 20;
+
+    /// <summary>In-process server's <see cref="ServerOptions.RolloutTickSeconds"/> (null: its default, 5 s).</summary>
+    public double? RolloutTickSeconds { get; init; }
+
+    /// <summary>
+    /// The units' health window after an install (a unit failing health rolls back after it; healthy units pass at the
+    /// first probe). Null: <see cref="RolloutHealthWindow"/> when a rollout scenario runs, else the firmware's own.
+    /// </summary>
+    public TimeSpan? HealthWindow { get; init; }
+
+    /// <summary>The health window of the units when a rollout scenario runs and none is given (the firmware's is 2 min).</summary>
+    public static readonly TimeSpan RolloutHealthWindow = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>What one scenario measured.</summary>
@@ -90,7 +122,7 @@ public sealed record ScenarioReport(
     string Scenario, int Units, int Completed, TimeSpan Elapsed, long Requests, double RequestsPerUnit, long MaxRequestsPerUnit,
     long Retries, double RetriesPerUnit, long MaxRetriesPerUnit, IReadOnlyDictionary<string, long> Errors,
     TimeSpan P50, TimeSpan P95, TimeSpan P99, TimeSpan Max, TimeSpan ProcessCpu, long PeakWorkingSetBytes, string? Note,
-    long Reauthentications = 0)
+    long Reauthentications = 0, RolloutReport? Rollout = null)
 {
     /// <summary>Attempts per unit: the first try plus each retry.</summary>
     public double AttemptsPerUnit => 1 + RetriesPerUnit;
@@ -101,7 +133,7 @@ public sealed record ScenarioReport(
 /// N simulated units (the real supervisor over the simulated HAL) against a server, through the scenarios of
 /// the fleet simulator, measuring each with a <see cref="FleetMeter"/> on every unit's network.
 /// </summary>
-public sealed class FleetSimulation : IAsyncDisposable
+public sealed partial class FleetSimulation : IAsyncDisposable
 {
     private readonly FleetSimSettings _settings;
     private readonly Action<string> _progress;
@@ -123,8 +155,25 @@ public sealed class FleetSimulation : IAsyncDisposable
         {
             throw new FleetSimulationException($"--unit-offset {settings.UnitOffset} with --units {settings.Units}: unit numbers must stay within 1..{0xFFFFFF}");
         }
-        var unknown = settings.Scenarios.Where(s => !FleetScenarios.All.Contains(s)).ToList();
-        if (unknown.Count > 0) { throw new FleetSimulationException($"unknown scenario(s) {string.Join(", ", unknown)}; known: {string.Join(", ", FleetScenarios.All)}"); }
+        var unknown = settings.Scenarios.Where(s => !FleetScenarios.Known.Contains(s)).ToList();
+        if (unknown.Count > 0) { throw new FleetSimulationException($"unknown scenario(s) {string.Join(", ", unknown)}; known: {string.Join(", ", FleetScenarios.Known)}"); }
+        if (settings.HealthWindow is { } window && (window < TimeSpan.Zero || window > TimeSpan.FromHours(1))) { throw new FleetSimulationException($"--health-window {window.TotalSeconds}: 0 to 3600 seconds"); }
+        if (settings.Scenarios.Any(FleetScenarios.IsRollout))
+        {
+            if (settings.Server is not null) { throw new FleetSimulationException("the rollout scenarios read the server's engine and audit log: they need the in-process server (drop --server)"); }
+            if (!settings.Push) { throw new FleetSimulationException("the rollout scenarios push each wave's units to check: they need push (drop --no-push)"); }
+            if (!settings.UpdateOnFirstBoot) { throw new FleetSimulationException("the rollout scenarios move units without a target pattern: drop --no-first-boot-update"); }
+            var parsed = Server.Fleet.Rollouts.RolloutEngine.ParseWaves(settings.Waves);
+            if (parsed.Error is { } error) { throw new FleetSimulationException($"--{error}"); }
+            if (Server.Fleet.Rollouts.RolloutEngine.InvalidWaves(parsed.Waves) is { } invalid) { throw new FleetSimulationException($"--{invalid}"); }
+            if (settings.SuccessPercent is < 1 or > 100) { throw new FleetSimulationException($"--success {settings.SuccessPercent}: 1 to 100"); }
+            if (settings.ErrorPercent is < 0 or > 100) { throw new FleetSimulationException($"--error {settings.ErrorPercent}: 0 to 100"); }
+            if (settings.FailHealthPercent is < 0 or > 100) { throw new FleetSimulationException($"--fail-health {settings.FailHealthPercent}: 0 to 100"); }
+            if (settings.Scenarios.Contains(FleetScenarios.RolloutPause) && settings.FailHealthPercent == 0)
+            {
+                throw new FleetSimulationException("--fail-health 0: no unit fails, so rollout-pause could never reach the error threshold and pause");
+            }
+        }
         if (settings.Server is not null && (settings.ServerCertificate is null || settings.UnitKeyFile is null || settings.OperatorPassword is null))
         {
             throw new FleetSimulationException("an external --server needs --server-cert, --unit-key and the operator password");
@@ -146,10 +195,10 @@ public sealed class FleetSimulation : IAsyncDisposable
     {
         await SetUpAsync(ct);
         var reports = new List<ScenarioReport>();
-        foreach (var scenario in FleetScenarios.All.Where(s => s == FleetScenarios.FirstBoot || _settings.Scenarios.Contains(s)))
+        foreach (var scenario in FleetScenarios.Known.Where(s => s == FleetScenarios.FirstBoot || _settings.Scenarios.Contains(s)))
         {
             _progress($"scenario {scenario}: {_settings.Units} units");
-            var report = await RunScenarioAsync(scenario, ct);
+            var report = FleetScenarios.IsRollout(scenario) ? await RunRolloutAsync(scenario == FleetScenarios.RolloutPause, ct) : await RunScenarioAsync(scenario, ct);
             reports.Add(report);
             _progress(Describe(report));
             if (!report.AllCompleted)
@@ -177,6 +226,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             if (_settings.MaxConcurrentRequests is { } max) { _serverOptions.MaxConcurrentRequests = max; }
             if (_settings.RequestQueueLimit is { } queue) { _serverOptions.RequestQueueLimit = queue; }
             if (_settings.PowerOnSpreadSeconds is { } powerOnSpread) { _serverOptions.PowerOnSpreadSeconds = powerOnSpread; }
+            if (_settings.RolloutTickSeconds is { } tick) { _serverOptions.RolloutTickSeconds = tick; }
             _releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
             _app = await ServerHost.BuildAsync(_serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Error));
             _password = await DemoCatalogue.SeedAsync(_app.Services.GetRequiredService<TsunaguStore>(), _app.Services.GetRequiredService<ArtifactStore>(), _releaseKey);
@@ -203,6 +253,7 @@ public sealed class FleetSimulation : IAsyncDisposable
             BackoffBase = _settings.BackoffBase,
             BackoffCap = _settings.BackoffCap,
             RefusedRetryInterval = TimeSpan.FromMinutes(1),
+            Update = UnitUpdateOptions(_settings),
         };
         _fleet = new SimulatedFleet(Path.Combine(_root, "fleet"), supervisorOptions, (unit, change) =>
         {
@@ -232,6 +283,23 @@ public sealed class FleetSimulation : IAsyncDisposable
         }
         _progress($"fleet       {_settings.Units} units burned and registered in {started.Elapsed.TotalSeconds:0.0} s " +
                   $"({(_pool is null ? "a connection pool per unit" : $"one shared pool of up to {_settings.MaxConnections} connections")})");
+    }
+
+    /// <summary>
+    /// The units' update options: the firmware's own (a 2 min health window, a probe every 5 s) unless a rollout
+    /// scenario runs or <see cref="FleetSimSettings.HealthWindow"/> is given; then that window
+    /// (<see cref="FleetSimSettings.RolloutHealthWindow"/> by default) and a probe every fifth of it (0.1 to 5 s).
+    /// </summary>
+    public static Tsunagu.Firmware.Updates.UpdateOptions UnitUpdateOptions(FleetSimSettings settings)
+    {
+        var window = settings.HealthWindow ?? (settings.Scenarios.Any(FleetScenarios.IsRollout) ? FleetSimSettings.RolloutHealthWindow : (TimeSpan?)null);
+        return window is { } w
+            ? new Tsunagu.Firmware.Updates.UpdateOptions
+            {
+                HealthWindow = w,
+                HealthProbeInterval = TimeSpan.FromTicks(Math.Clamp(w.Ticks / 5, TimeSpan.TicksPerMillisecond * 100, TimeSpan.TicksPerSecond * 5)),
+            }
+            : new Tsunagu.Firmware.Updates.UpdateOptions();
     }
 
     /// <summary>The pattern every unit is on after first-boot.</summary>

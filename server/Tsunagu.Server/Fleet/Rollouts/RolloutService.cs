@@ -27,6 +27,9 @@ public sealed record RolloutView(string Name, string Group, string FromPattern, 
 /// </summary>
 public sealed record StrandedMember(string Mac, string OwnHours);
 
+/// <summary>What the rollout engine spent: passes, their wall time in all and the longest, decisions and their (pure) time.</summary>
+public sealed record RolloutEngineCost(long Passes, TimeSpan PassTime, TimeSpan MaxPass, long Decisions, TimeSpan DecisionTime);
+
 /// <summary>A member after an abort that returned units: "returning to PATTERN", or "cannot return: why".</summary>
 public sealed record MemberReturn(string Mac, string Outcome);
 
@@ -61,6 +64,23 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
 
     /// <summary>How long the engine's most recent decision took (the pure part, without the database reads).</summary>
     public TimeSpan LastDecisionCost { get; private set; }
+
+    private long _passes;
+    private long _passTicks;
+    private long _maxPassTicks;
+    private long _decisions;
+    private long _decisionTicks;
+
+    /// <summary>
+    /// What the engine has spent since the server started: passes (<see cref="TickAsync"/>, each over every active rollout),
+    /// their wall time in all and the longest one, and the pure decisions (<see cref="RolloutEngine.Decide"/>, one per
+    /// active rollout in a pass) with their time. Read by the fleet simulator's rollout scenarios.
+    /// </summary>
+    public RolloutEngineCost Cost => new(Interlocked.Read(ref _passes), TimeSpan.FromTicks(Interlocked.Read(ref _passTicks)),
+        TimeSpan.FromTicks(Interlocked.Read(ref _maxPassTicks)), Interlocked.Read(ref _decisions), TimeSpan.FromTicks(Interlocked.Read(ref _decisionTicks)));
+
+    /// <summary>Starts the longest pass of <see cref="Cost"/> again from zero (a measurement of the passes from now on).</summary>
+    public void ResetLongestPass() => Interlocked.Exchange(ref _maxPassTicks, 0);
 
     public static string Actor(string rollout) => $"rollout:{rollout}";
 
@@ -361,6 +381,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<IReadOnlyList<(string Rollout, RolloutDecision Decision)>> TickAsync(CancellationToken ct)
     {
         await _tick.WaitAsync(ct);
+        var passStarted = Stopwatch.GetTimestamp();
         try
         {
             var done = new List<(string, RolloutDecision)>();
@@ -381,6 +402,8 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                     var started = Stopwatch.GetTimestamp();
                     var decision = RolloutEngine.Decide(Situation(row), members, candidates, time.GetUtcNow());
                     LastDecisionCost = Stopwatch.GetElapsedTime(started);
+                    Interlocked.Increment(ref _decisions);
+                    Interlocked.Add(ref _decisionTicks, LastDecisionCost.Ticks);
                     if (decision.Action == RolloutActions.None && decision.Joins.Count == 0) { continue; }
                     var detail = decision.Joins.Count == 0 ? decision.Detail
                         : $"{decision.Joins.Count} unit(s) joined wave {decision.Joins[0].Wave + 1} ({string.Join(", ", decision.Joins.Take(10).Select(j => j.Mac))}" +
@@ -420,6 +443,10 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         }
         finally
         {
+            var spent = Stopwatch.GetElapsedTime(passStarted).Ticks;
+            Interlocked.Increment(ref _passes);
+            Interlocked.Add(ref _passTicks, spent);
+            if (spent > Interlocked.Read(ref _maxPassTicks)) { Interlocked.Exchange(ref _maxPassTicks, spent); }
             _tick.Release();
         }
     }

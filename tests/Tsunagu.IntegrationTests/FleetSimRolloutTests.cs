@@ -1,0 +1,161 @@
+using Tsunagu.Cli.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
+
+namespace Tsunagu.IntegrationTests;
+
+/// <summary>
+/// The fleet simulator's rollout scenarios (<c>tsunagu fleetsim --scenario rollout,rollout-pause</c>, what
+/// <c>make rollout-bench</c> runs at scale) on a small fleet: their invariants, so the scenarios keep working.
+/// </summary>
+[NonParallelizable]
+public class FleetSimRolloutTests
+{
+    private string _directory = null!;
+
+    [SetUp]
+    public void SetUp() => _directory = TempDirectories.Create("fleetsim-rollout");
+
+    [TearDown]
+    public void TearDown() => Directory.Delete(_directory, recursive: true);
+
+    [Test]
+    public async Task A_three_wave_rollout_opens_each_wave_in_order_and_one_that_fails_health_pauses_with_no_unit_beyond_its_open_wave()
+    {
+        const int units = 30;
+        var messages = new List<string>();
+        await using var simulation = new FleetSimulation(new FleetSimSettings
+        {
+            Units = units,
+            Scenarios = [FleetScenarios.Rollout, FleetScenarios.RolloutPause],
+            DataDirectory = Path.Combine(_directory, "sim"),
+            Waves = "10%,30%,100%",
+            FailHealthPercent = 20,
+            RolloutTickSeconds = 0.2,
+            HealthWindow = TimeSpan.FromSeconds(2),
+            ScenarioTimeout = TimeSpan.FromSeconds(90),
+        }, m => { lock (messages) { messages.Add(m); } });
+        var reports = await simulation.RunAsync(CancellationToken.None);
+        var log = string.Join('\n', messages);
+        Assert.That(reports.Select(r => r.Scenario), Is.EqualTo(new[] { FleetScenarios.FirstBoot, FleetScenarios.Rollout, FleetScenarios.RolloutPause }), log);
+
+        // every unit healthy: the three waves open in order, the rollout completes, every unit runs the new pattern
+        var moved = reports[1];
+        var rollout = moved.Rollout!;
+        Assert.That(moved.AllCompleted, Is.True, log);
+        Assert.That(rollout.State, Is.EqualTo(RolloutStates.Completed));
+        Assert.That(rollout.WaveSizes, Is.EqualTo(new[] { 3, 9, 18 }), "10% and 30% of 30 units, the rest last");
+        Assert.That(rollout.WaveOpenedSeconds, Has.Count.EqualTo(3), "every wave opened");
+        Assert.That(rollout.EndSeconds, Is.Not.Null, "the rollout.complete audit entry was found");
+        Assert.That(rollout.AtTarget, Is.EqualTo(units), "every unit runs the new pattern");
+        Assert.That(rollout.DecisionsApplied, Is.EqualTo(3), "two wave openings and the completion, each decided once");
+        Assert.That(rollout.Passes, Is.GreaterThanOrEqualTo(3));
+        Assert.That(rollout.BeyondOpenWaves, Is.Zero);
+        Assert.That(rollout.StrayAtTarget, Is.Zero);
+        // no unit loops: one update is a fixed sequence of requests (check, session, download, report, probe, ready...)
+        Assert.That(moved.MaxRequestsPerUnit, Is.LessThanOrEqualTo(2 * 9 + 2 * moved.MaxRetriesPerUnit), "a unit made far more requests than one update takes: " + log);
+
+        // a fifth of each wave fails health: the error threshold pauses the rollout in wave 1, no later unit even tries
+        var stopped = reports[2];
+        var paused = stopped.Rollout!;
+        Assert.That(stopped.AllCompleted, Is.True, log);
+        Assert.That(paused.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That(paused.Reason, Does.Contain("error threshold"));
+        Assert.That(paused.FromPattern, Is.EqualTo(rollout.ToPattern), "the second rollout starts where the first left the fleet");
+        Assert.That(paused.OpenWaves, Is.EqualTo(1), "wave 1's failing unit holds it until it reports, then its failure pauses the rollout");
+        Assert.That(paused.WaveOpenedSeconds, Has.Count.EqualTo(1));
+        Assert.That(paused.FailingUnits, Is.EqualTo(1 + 2 + 4), "20% of each wave of 3, 9 and 18, rounded up");
+        Assert.That(paused.FailedReports, Is.EqualTo(1), "only wave 1's failing unit tried and failed");
+        Assert.That(paused.BeyondOpenWaves, Is.Zero, "no unit of waves 2 and 3 was offered the update, reported an install or left the old pattern");
+        // a healthy wave-1 unit not yet offered when the rollout paused is refused from then on: 0 to 2 of them installed,
+        // and only they
+        Assert.That(paused.AtTarget, Is.InRange(0, 2), "at most wave 1's two healthy units installed");
+        Assert.That(paused.StrayAtTarget, Is.Zero, "every unit on the new pattern is a healthy unit of wave 1");
+        Assert.That(paused.ThresholdToPauseMs, Is.Not.Null, "the failure report that reached the threshold and the pause were both found");
+        Assert.That(paused.DecisionsApplied, Is.EqualTo(1), "the pause, decided once");
+        Assert.That(paused.IdlePassCpuMs, Is.Not.Null);
+        Assert.That(stopped.MaxRequestsPerUnit, Is.LessThanOrEqualTo(2 * 9 + 2 * stopped.MaxRetriesPerUnit), log);
+    }
+
+    [Test]
+    public async Task A_rollout_pause_whose_failures_cannot_reach_the_error_threshold_ends_when_the_rollout_completes_as_not_done()
+    {
+        // 10 units in waves of 5: one failing unit per wave (20%), an error threshold of 100% and a success threshold of
+        // 50%: the rollout completes instead of pausing, and the scenario says so at once rather than waiting for its timeout
+        var messages = new List<string>();
+        await using var simulation = new FleetSimulation(new FleetSimSettings
+        {
+            Units = 10,
+            Scenarios = [FleetScenarios.RolloutPause],
+            DataDirectory = Path.Combine(_directory, "sim"),
+            Waves = "50%,100%",
+            SuccessPercent = 50,
+            ErrorPercent = 100,
+            FailHealthPercent = 20,
+            RolloutTickSeconds = 0.2,
+            HealthWindow = TimeSpan.FromSeconds(1),
+            ScenarioTimeout = TimeSpan.FromSeconds(600),
+        }, m => { lock (messages) { messages.Add(m); } });
+        var reports = await simulation.RunAsync(CancellationToken.None);
+        var log = string.Join('\n', messages);
+        Assert.That(reports.Select(r => r.Scenario), Is.EqualTo(new[] { FleetScenarios.FirstBoot, FleetScenarios.RolloutPause }), log);
+        var report = reports[1];
+        Assert.That(report.Rollout!.State, Is.EqualTo(RolloutStates.Completed), log);
+        Assert.That(report.AllCompleted, Is.False, "a rollout-pause that did not pause is not done");
+        Assert.That(report.Rollout.Reason, Does.StartWith("did not pause"), log);
+        Assert.That(log, Does.Contain("it did not pause"), "ended on the completion, not on the timeout");
+        Assert.That(report.Rollout.FailingUnits, Is.EqualTo(2));
+    }
+
+    [Test]
+    public void A_rollout_pause_with_no_failing_unit_is_refused_before_anything_starts()
+    {
+        var data = Path.Combine(_directory, "sim");
+        var refused = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(
+            new FleetSimSettings { Units = 2, Scenarios = [FleetScenarios.RolloutPause], DataDirectory = data, FailHealthPercent = 0 }, _ => { }))!;
+        Assert.That(refused.Message, Does.Contain("--fail-health 0"));
+        Assert.That(Directory.Exists(data), Is.False, "nothing was written");
+        // the same setting is fine for a rollout in which every unit is healthy
+        Assert.DoesNotThrow(() => _ = new FleetSimulation(
+            new FleetSimSettings { Units = 2, Scenarios = [FleetScenarios.Rollout], DataDirectory = data, FailHealthPercent = 0 }, _ => { }));
+    }
+
+    [Test]
+    public void The_units_keep_the_firmware_health_window_unless_a_rollout_runs_or_one_is_given()
+    {
+        var firmware = new Tsunagu.Firmware.Updates.UpdateOptions();
+        foreach (var scenarios in new[] { FleetScenarios.All, [FleetScenarios.PowerCut], [FleetScenarios.FirstBoot] })
+        {
+            var options = FleetSimulation.UnitUpdateOptions(new FleetSimSettings { Scenarios = scenarios });
+            Assert.That(options.HealthWindow, Is.EqualTo(firmware.HealthWindow), string.Join(",", scenarios));
+            Assert.That(options.HealthProbeInterval, Is.EqualTo(firmware.HealthProbeInterval), string.Join(",", scenarios));
+        }
+        Assert.That(firmware.HealthWindow, Is.EqualTo(TimeSpan.FromMinutes(2)));
+
+        var rollout = FleetSimulation.UnitUpdateOptions(new FleetSimSettings { Scenarios = [FleetScenarios.FirstBoot, FleetScenarios.Rollout] });
+        Assert.That(rollout.HealthWindow, Is.EqualTo(FleetSimSettings.RolloutHealthWindow));
+        Assert.That(rollout.HealthProbeInterval, Is.EqualTo(TimeSpan.FromSeconds(1)));
+
+        var given = FleetSimulation.UnitUpdateOptions(new FleetSimSettings { Scenarios = [FleetScenarios.PowerCut], HealthWindow = TimeSpan.FromSeconds(30) });
+        Assert.That(given.HealthWindow, Is.EqualTo(TimeSpan.FromSeconds(30)));
+        Assert.That(given.HealthProbeInterval, Is.EqualTo(TimeSpan.FromSeconds(5)), "a fifth of the window, at most 5 s");
+    }
+
+    [Test]
+    public void The_rollout_scenarios_are_refused_without_push_or_against_an_external_server_before_anything_starts()
+    {
+        var data = Path.Combine(_directory, "sim");
+        var noPush = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(
+            new FleetSimSettings { Units = 2, Scenarios = [FleetScenarios.Rollout], DataDirectory = data, Push = false }, _ => { }))!;
+        Assert.That(noPush.Message, Does.Contain("need push"));
+        var external = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(new FleetSimSettings
+        {
+            Units = 2, Scenarios = [FleetScenarios.RolloutPause], DataDirectory = data, Server = new Uri("https://127.0.0.1:1/"),
+            ServerCertificate = "c.pem", UnitKeyFile = "u.key", OperatorPassword = "p",
+        }, _ => { }))!;
+        Assert.That(external.Message, Does.Contain("in-process server"));
+        var waves = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(
+            new FleetSimSettings { Units = 2, Scenarios = [FleetScenarios.Rollout], DataDirectory = data, Waves = "10%,x" }, _ => { }))!;
+        Assert.That(waves.Message, Does.Contain("waves"));
+        Assert.That(Directory.Exists(data), Is.False, "nothing was written");
+    }
+}
