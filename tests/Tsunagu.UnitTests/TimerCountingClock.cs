@@ -21,6 +21,12 @@ internal sealed class TimerCountingClock(DateTimeOffset start) : Microsoft.Exten
         get { lock (_gate) { return _armed.Count == 0 ? null : _armed.Min(t => t.Due); } }
     }
 
+    /// <summary>When each pending timer fires next, earliest first.</summary>
+    public IReadOnlyList<DateTimeOffset> PendingDues
+    {
+        get { lock (_gate) { return [.. _armed.Select(t => t.Due).Order()]; } }
+    }
+
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
     {
         var counted = new CountedTimer(this);
