@@ -240,7 +240,7 @@ public static class BundleFormat
                         }
                         if (!files.TryAdd(path!, new BundleFile(path!, size, Convert.ToHexStringLower(sha.GetHashAndReset()))))
                         {
-                            throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: '{path}' appears twice in the tar");
+                            throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: {FileListRules.Twice(path!)}");
                         }
                     }
                     break;
