@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Json;
 using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
@@ -317,23 +318,61 @@ public partial class UpdaterTests
         Assert.That(damaged[0].Problem, Does.Contain("VERSION differs"));
     }
 
-    [Test]
-    public async Task A_switch_that_finds_no_kept_list_lists_and_checks_the_unpacked_tree_again()
+    [TestCase("missing", "it is missing")]
+    [TestCase("unreadable", "it is unreadable")]
+    [TestCase("null-entry", "it breaks rule path: an entry is null")]
+    [TestCase("another-payload", "it is the list of another payload")]
+    [TestCase("another-attempt", "it was made by another install attempt")]
+    [TestCase("sizes-differ", "it is not the list that was written")]
+    public async Task A_switch_that_finds_no_usable_kept_list_lists_and_checks_the_unpacked_tree_again_and_says_why(string kept, string why)
     {
         var b = await BuildWithoutFileListsAsync();
         var work = BundleInstaller.WorkDirectory(Path.Combine(_dir, "data"), b.Offer.UpdateId);
+        var path = Tsunagu.Firmware.Updates.Phases.ExtractPhase.KeptListPath(work, "firewall-1.1.0");
         var result = await Installer(new MemorySource(b.Bytes), checkpoint: point =>
         {
-            if (point == "switching")
+            if (point != "switching") { return; }
+            Assert.That(File.Exists(path), Is.True, "precondition: the unpacking kept its list");
+            var list = JsonSerializer.Deserialize(File.ReadAllBytes(path), Tsunagu.Firmware.Storage.FirmwareJson.Default.KeptTreeList)!;
+            Assert.That(list.Files, Is.EqualTo(AppIntegrity.DescribeTree(Path.Combine(work, "trees", "firewall-1.1.0"))), "precondition: the list of the tree");
+            var replaced = kept switch
             {
-                Assert.That(File.Exists(Tsunagu.Firmware.Updates.Phases.ExtractPhase.KeptListPath(work, "firewall-1.1.0")), Is.True, "precondition: the unpacking kept its list");
-                File.WriteAllText(Tsunagu.Firmware.Updates.Phases.ExtractPhase.KeptListPath(work, "firewall-1.1.0"), "[{\"path\": ");
-            }
+                "null-entry" => list with { Files = [null!] },
+                "another-payload" => list with { PayloadSha256 = new string('e', 64) },
+                "another-attempt" => list with { InstallId = "another" },
+                // a list that follows every rule, for this payload and attempt, but not the one written: its sizes differ from the tree
+                "sizes-differ" => list with { Files = [.. list.Files.Select(f => f with { Size = f.Size + 1 })] },
+                _ => null,
+            };
+            if (kept == "missing") { File.Delete(path); }
+            else if (kept == "unreadable") { File.WriteAllText(path, "{\"payloadSha256\": "); }
+            else { File.WriteAllBytes(path, JsonSerializer.SerializeToUtf8Bytes(replaced!, Tsunagu.Firmware.Storage.FirmwareJson.Default.KeptTreeList)); }
         }).RunAsync(b.Offer, CancellationToken.None);
         Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
-        Assert.That(_apps.ReadSeal("firewall", "1.1.0")!.InstalledFiles, Is.EqualTo(AppIntegrity.DescribeTree(Tree("firewall", "1.1.0"))));
+        Assert.That(_apps.ReadSeal("firewall", "1.1.0")!.InstalledFiles, Is.EqualTo(AppIntegrity.DescribeTree(Tree("firewall", "1.1.0"))), "the seal keeps the list of the real tree");
+        Assert.That(_log, Has.Some.Contains("payload firewall-1.1.0: the list of its tree kept at unpacking is not used (" + why));
         Restart();
         Assert.That(CheckApps(), Is.Empty, string.Join("\n", _log));
+    }
+
+    [Test]
+    public async Task A_switch_that_finds_its_kept_list_whole_uses_it_and_warns_of_nothing()
+    {
+        var b = await BuildWithoutFileListsAsync();
+        var result = await Installer(new MemorySource(b.Bytes)).RunAsync(b.Offer, CancellationToken.None);
+        Assert.That(result.Status, Is.EqualTo(InstallStatus.Committed), result.Report?.Error);
+        Assert.That(_log, Has.None.Contains("kept at unpacking is not used"));
+    }
+
+    [Test]
+    public void A_manifest_with_many_problems_is_refused_naming_the_first_twenty_and_counting_the_rest()
+    {
+        var files = Enumerable.Range(0, 25).Select(i => new BundleFile($"f{i:d2}", -1, new string('a', 64))).ToList();
+        var bytes = BundleFormat.SerializeManifest(ManifestListing(files));
+        var e = Assert.Throws<BundleCheckException>(() => new BundleHeader(bytes, [], 0).ParseManifest());
+        var shown = Enumerable.Range(0, 20).Select(i => $"payloads.firewall-1.1.0.files: 'f{i:d2}' size: -1 is negative");
+        Assert.That(e!.Message, Is.EqualTo($"manifest: {string.Join("; ", shown)}; and 5 more"));
+        Assert.That(BundleManifest.DescribeProblems(["a", "b"]), Is.EqualTo("a; b"), "a short list is named whole");
     }
 
     /// <summary>
@@ -386,19 +425,22 @@ public partial class UpdaterTests
     }
 
     /// <summary>A firewall tree that breaks one rule of a seal's file list, besides a good VERSION file.</summary>
-    private static byte[] TreeBreaking(string rule)
+    private static byte[] TreeBreaking(string rule) => Tar(EntriesBreaking(rule));
+
+    /// <summary>The entries of <see cref="TreeBreaking"/>, in tar order.</summary>
+    private static List<(string Name, byte[] Content)> EntriesBreaking(string rule)
     {
         var version = ("VERSION", "firewall 1.2.0\n"u8.ToArray());
         (string, byte[]) Extra(string name) => (name, "x"u8.ToArray());
         return rule switch
         {
-            "file-limit" => Tar([version, .. Enumerable.Range(0, BundleManifest.MaxApplicationFiles).Select(i => ($"rules/{i:d5}", Array.Empty<byte>()))]),
-            "control" => Tar([version, Extra("conf/bad\nname")]),
-            "delete" => Tar([version, Extra("conf/x\u007f")]),
-            "backslash" => Tar([version, Extra("conf\\rules")]),
-            "blank-segment" => Tar([version, Extra(" /rules")]),
-            "long" => Tar([version, Extra(string.Join('/', Enumerable.Repeat(new string('d', 250), 5)))]),
-            "twice" => Tar([version, Extra("rules"), Extra("rules")]),
+            "file-limit" => [version, .. Enumerable.Range(0, BundleManifest.MaxApplicationFiles).Select(i => ($"rules/{i:d5}", Array.Empty<byte>()))],
+            "control" => [version, Extra("conf/bad\nname")],
+            "delete" => [version, Extra("conf/x\u007f")],
+            "backslash" => [version, Extra("conf\\rules")],
+            "blank-segment" => [version, Extra(" /rules")],
+            "long" => [version, Extra(string.Join('/', Enumerable.Repeat(new string('d', 250), 5)))],
+            "twice" => [version, Extra("rules"), Extra("rules")],
             _ => throw new ArgumentOutOfRangeException(nameof(rule)),
         };
     }
@@ -409,7 +451,7 @@ public partial class UpdaterTests
     [TestCase("backslash", "seal path:", "is not a relative path")]
     [TestCase("blank-segment", "seal path:", "' /rules' is not a relative path")]
     [TestCase("long", "seal path:", "is not a relative path of at most 1024 characters")]
-    [TestCase("twice", "seal path:", "'rules' appears twice in the tar")]
+    [TestCase("twice", "seal path:", "'rules' appears twice")]
     public async Task A_bundle_without_file_lists_whose_tree_cannot_be_sealed_is_refused_at_install_and_the_installed_version_is_left_as_it_was(
         string rule, string prefix, string detail)
     {
@@ -428,6 +470,11 @@ public partial class UpdaterTests
 
         Assert.That(result.Status, Is.EqualTo(InstallStatus.Failed), "a tree whose list no seal could keep is never installed");
         Assert.That(result.Report!.Error, Does.StartWith($"{prefix} payload firewall-1.2.0: its unpacked tree cannot be sealed: ").And.Contain(detail));
+        // the unpacking refuses the tree with the words a signed list of the same files is refused with
+        var listed = EntriesBreaking(rule).Select(e => new BundleFile(e.Name, e.Content.Length, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(e.Content)))).ToList();
+        var (_, signed) = FileListRules.Problem(listed)!.Value;
+        Assert.That(result.Report.Error, Does.EndWith($"its unpacked tree cannot be sealed: {signed}"));
+        Assert.That(ManifestListing(listed).Problems(), Is.EqualTo(new[] { $"payloads.firewall-1.1.0.files: {signed}" }));
         Assert.That(result.Report.Error, Has.None.Matches<char>(char.IsControl), "the report carries no control character from the tar");
         Assert.That(result.Report.Inventory.Applications, Is.EqualTo(Pattern2));
         // the installed version is exactly as it was: links, trees, seals, nothing staged beside them, and it still passes its check

@@ -54,8 +54,8 @@ public class SignatureInstallerTests
 
     /// <summary>
     /// Moves the fake clock until <paramref name="task"/> is done, and only while the installer waits on it: to the end of
-    /// its wait between two readings of clamd's log, or to the end of its wait for clamd's answer once clamd holds a RELOAD
-    /// without a word. Nothing else moves it (not a busy machine that is slow to send the RELOAD, read the answer or poll
+    /// its wait between two readings of clamd's log once clamd has dealt with every RELOAD it received (its log line written),
+    /// or to the end of its wait for clamd's answer while clamd holds a RELOAD without a word. Nothing else moves it (not a busy machine that is slow to send the RELOAD, read the answer or poll
     /// the log), so each timeout counts only the waits it is meant to; real time bounds the whole only against a hang.
     /// </summary>
     private async Task Drive(Task task, FakeClamd clamd)
@@ -65,7 +65,7 @@ public class SignatureInstallerTests
         while (!task.IsCompleted && DateTime.UtcNow < deadline)
         {
             var now = _time.GetUtcNow();
-            if (_time.NextDue is { } due && (due - now <= poll || clamd.Unanswered > 0))
+            if (_time.NextDue is { } due && ((due - now <= poll && clamd.Settled) || clamd.Held > 0))
             {
                 _time.Advance(TimeSpan.FromTicks(Math.Max(1, (due - now).Ticks)));
             }
@@ -321,7 +321,8 @@ public class SignatureInstallerTests
         private readonly CancellationTokenSource _stop = new();
         private readonly Task _loop;
         private int _reloads;
-        private int _unanswered;
+        private int _held;
+        private int _handled;
 
         /// <param name="answers">Whether clamd answers the RELOAD of that number (from 1); one it does not answer holds the connection open without a word.</param>
         public FakeClamd(string path, Action<int> onReload, Func<int, bool>? answers = null)
@@ -349,12 +350,22 @@ public class SignatureInstallerTests
                         var number = Interlocked.Increment(ref _reloads);
                         if (answers is not null && !answers(number))
                         {
-                            Interlocked.Increment(ref _unanswered);
-                            try { await Task.Delay(Timeout.Infinite, _stop.Token); }
-                            catch (OperationCanceledException) { return; }
+                            // held without a word until the installer gives up on it and closes the connection
+                            Interlocked.Increment(ref _held);
+                            try
+                            {
+                                while (await client.ReceiveAsync(buffer, SocketFlags.None, _stop.Token) > 0) { }
+                            }
+                            catch (Exception e) when (e is OperationCanceledException or SocketException) { return; }
+                            finally { Interlocked.Decrement(ref _held); }
+                            Interlocked.Increment(ref _handled);
+                            continue;
                         }
-                        await client.SendAsync("RELOADING\0"u8.ToArray(), SocketFlags.None);
+                        // the log line is written before the answer: the installer's log cursor was taken before the RELOAD,
+                        // so it still reads the line, and never waits on a line the stand-in has yet to write
                         onReload(number);
+                        Interlocked.Increment(ref _handled);
+                        await client.SendAsync("RELOADING\0"u8.ToArray(), SocketFlags.None);
                     }
                 }
             });
@@ -362,8 +373,14 @@ public class SignatureInstallerTests
 
         public int Reloads => Volatile.Read(ref _reloads);
 
-        /// <summary>RELOADs received and held without an answer.</summary>
-        public int Unanswered => Volatile.Read(ref _unanswered);
+        /// <summary>RELOADs received and held without an answer whose connection is still open.</summary>
+        public int Held => Volatile.Read(ref _held);
+
+        /// <summary>
+        /// Whether every RELOAD received has been dealt with: its log handler ran (before the answer), or it was held and the
+        /// installer closed it. Until then the installer's next reading of the log may come before the handler's line.
+        /// </summary>
+        public bool Settled => Volatile.Read(ref _handled) == Reloads;
 
         public void Dispose()
         {

@@ -21,6 +21,12 @@ internal sealed class TimerCountingClock(DateTimeOffset start) : Microsoft.Exten
         get { lock (_gate) { return _armed.Count == 0 ? null : _armed.Min(t => t.Due); } }
     }
 
+    /// <summary>When each pending timer fires next, earliest first.</summary>
+    public IReadOnlyList<DateTimeOffset> PendingDues
+    {
+        get { lock (_gate) { return [.. _armed.Select(t => t.Due).Order()]; } }
+    }
+
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
     {
         var counted = new CountedTimer(this);
@@ -66,10 +72,33 @@ internal sealed class TimerCountingClock(DateTimeOffset start) : Microsoft.Exten
             }
         }
 
+        /// <summary>
+        /// Arms the timer before the fake clock changes it: a timer due now fires inside <see cref="ITimer.Change"/>, and its
+        /// firing must see the new period (a one-shot fired there is no longer pending). Undone when the change is refused.
+        /// </summary>
         public bool Change(TimeSpan dueTime, TimeSpan period)
         {
+            bool wasArmed;
+            DateTimeOffset due;
+            TimeSpan wasPeriod;
+            lock (clock._gate)
+            {
+                wasArmed = clock._armed.Contains(this);
+                due = Due;
+                wasPeriod = _period;
+            }
+            Arm(dueTime, period);
             var changed = Inner.Change(dueTime, period);
-            if (changed) { Arm(dueTime, period); }
+            if (!changed)
+            {
+                lock (clock._gate)
+                {
+                    _period = wasPeriod;
+                    Due = due;
+                    if (wasArmed && !_disposed) { clock._armed.Add(this); }
+                    else { clock._armed.Remove(this); }
+                }
+            }
             return changed;
         }
 

@@ -52,4 +52,17 @@ public class TimerCountingClockTests
         periodic.Change(TimeSpan.FromSeconds(3), Timeout.InfiniteTimeSpan);
         Assert.That((time.Pending, time.NextDue), Is.EqualTo((1, (DateTimeOffset?)Start.AddSeconds(5))), "started again");
     }
+
+    [Test]
+    public void A_one_shot_timer_changed_to_fire_now_fires_once_and_is_no_longer_pending()
+    {
+        var time = new TimerCountingClock(Start);
+        var fired = 0;
+        using var timer = time.CreateTimer(_ => fired++, null, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(1));
+        Assert.That(timer.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan), Is.True);
+        Assert.That(fired, Is.EqualTo(1), "precondition: the fake clock fires a timer due now inside Change");
+        Assert.That((time.Pending, time.NextDue), Is.EqualTo((0, (DateTimeOffset?)null)), "fired once as a one-shot: nothing to wait for");
+        time.Advance(TimeSpan.FromSeconds(10));
+        Assert.That(fired, Is.EqualTo(1));
+    }
 }

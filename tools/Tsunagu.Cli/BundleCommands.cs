@@ -144,7 +144,7 @@ public static class BundleCommands
                     (r.GetValue(introduceOption) ?? []).Select(f => ReadPublicKey(f)).Select(k => ReleaseKeys.PublicKeyBase64(k)).ToList() is { Count: > 0 } introduced ? introduced : null,
                     r.GetValue(retireOption) is { Length: > 0 } retired ? retired : null);
                 var problems = manifest.Problems();
-                if (problems.Count > 0) { throw new ArgumentException($"the manifest would be invalid: {string.Join("; ", problems)}"); }
+                if (problems.Count > 0) { throw new ArgumentException($"the manifest would be invalid: {BundleManifest.DescribeProblems(problems)}"); }
                 var streams = payloads.Select(p => (Stream)File.OpenRead(p.File)).ToList();
                 try
                 {

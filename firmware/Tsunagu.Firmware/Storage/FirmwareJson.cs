@@ -33,6 +33,12 @@ public sealed record PendingUpdate(string UpdateId, string Phase, UpdateReport? 
     public bool InFlight => Phase is Switching or Rebooting or Checking;
 }
 
+/// <summary>
+/// The list of an unpacked application tree kept between the unpacking and the switch (payloads without file digests):
+/// tied to the payload's signed digest, the update and its install attempt, with the digest of <see cref="Files"/> as written.
+/// </summary>
+public sealed record KeptTreeList(string PayloadSha256, string UpdateId, string? InstallId, string ListSha256, IReadOnlyList<BundleFile> Files);
+
 /// <summary>The host's power-on spread (VersionCheckResponse.PowerOnSpreadSeconds), kept for the next power-on.</summary>
 public sealed record PowerOnSpread(int Seconds);
 
@@ -78,4 +84,5 @@ public sealed record AppSeal(string Application, string Version, string Payload,
 [JsonSerializable(typeof(TrustedKeys))]
 [JsonSerializable(typeof(AppSeal))]
 [JsonSerializable(typeof(List<BundleFile>))]
+[JsonSerializable(typeof(KeptTreeList))]
 public sealed partial class FirmwareJson : JsonSerializerContext;

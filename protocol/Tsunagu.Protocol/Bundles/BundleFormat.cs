@@ -52,7 +52,7 @@ public sealed record BundleHeader(byte[] ManifestBytes, IReadOnlyList<BundleSign
         var problems = manifest.Problems();
         if (problems.Count > 0)
         {
-            throw new BundleCheckException(BundleCheck.Manifest, string.Join("; ", problems));
+            throw new BundleCheckException(BundleCheck.Manifest, BundleManifest.DescribeProblems(problems));
         }
         return manifest;
     }
@@ -199,7 +199,7 @@ public static class BundleFormat
         var problems = manifest.Problems();
         if (problems.Count > 0)
         {
-            throw new BundleCheckException(BundleCheck.Manifest, string.Join("; ", problems));
+            throw new BundleCheckException(BundleCheck.Manifest, BundleManifest.DescribeProblems(problems));
         }
         var bytes = SerializeManifest(manifest);
         var signatures = signingKeys.Select(k => ReleaseKeys.Sign(bytes, k)).ToList();
@@ -240,7 +240,7 @@ public static class BundleFormat
                         }
                         if (!files.TryAdd(path!, new BundleFile(path!, size, Convert.ToHexStringLower(sha.GetHashAndReset()))))
                         {
-                            throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: '{path}' appears twice in the tar");
+                            throw new BundleCheckException(BundleCheck.Manifest, $"payload {payload}: {FileListRules.Twice(path!)}");
                         }
                     }
                     break;

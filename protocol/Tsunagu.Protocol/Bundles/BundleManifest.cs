@@ -24,6 +24,17 @@ public sealed record BundleManifest(
 {
     public const int CurrentFormat = 1;
 
+    /// <summary>Problems a message names (<see cref="DescribeProblems"/>); the rest are counted.</summary>
+    public const int ShownProblems = 20;
+
+    /// <summary>
+    /// <paramref name="problems"/> as one message: the first <see cref="ShownProblems"/> joined by "; ", then "and N more"
+    /// (a list of ten thousand bad files is not a message of ten thousand lines).
+    /// </summary>
+    public static string DescribeProblems(IReadOnlyList<string> problems) => problems.Count <= ShownProblems
+        ? string.Join("; ", problems)
+        : $"{string.Join("; ", problems.Take(ShownProblems))}; and {problems.Count - ShownProblems} more";
+
     /// <summary>Every rule the manifest breaks (empty when it is well formed); each names the field.</summary>
     public IReadOnlyList<string> Problems()
     {

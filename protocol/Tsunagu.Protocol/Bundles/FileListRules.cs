@@ -38,7 +38,7 @@ public static class FileListRules
     {
         if (files.Count > BundleManifest.MaxApplicationFiles)
         {
-            yield return (FileListRule.FileLimit, $"{files.Count} files, more than {BundleManifest.MaxApplicationFiles}");
+            yield return (FileListRule.FileLimit, TooManyFiles());
             yield break;
         }
         var paths = new HashSet<string>(StringComparer.Ordinal);
@@ -55,7 +55,7 @@ public static class FileListRules
             }
             else if (!paths.Add(f.Path!))
             {
-                yield return (FileListRule.Path, $"'{Printable(f.Path!)}' appears twice");
+                yield return (FileListRule.Path, Twice(f.Path!));
             }
             if (f.Size < 0)
             {
@@ -71,6 +71,15 @@ public static class FileListRules
     /// <summary>The first rule <paramref name="files"/> breaks, with what breaks it; null when it breaks none.</summary>
     public static (FileListRule Rule, string Detail)? Problem(IReadOnlyList<BundleFile?> files) =>
         Problems(files).Select(p => ((FileListRule, string)?)p).FirstOrDefault();
+
+    /// <summary>
+    /// The words of a list past the file limit, the same for a signed list and a tree unpacked (which is refused at its
+    /// first file past the limit, so its whole count is not known).
+    /// </summary>
+    public static string TooManyFiles() => $"more than {BundleManifest.MaxApplicationFiles} files";
+
+    /// <summary>The words of <paramref name="path"/> listed twice, or unpacked twice from one tar.</summary>
+    public static string Twice(string path) => $"'{Printable(path)}' appears twice";
 
     /// <summary>Why <paramref name="path"/> (relative to its tree, '/' separated) cannot be in a file list; null when it can.</summary>
     public static string? PathProblem(string? path) => BundleManifest.IsRelativePath(path)

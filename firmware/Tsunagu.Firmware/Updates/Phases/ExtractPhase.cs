@@ -31,7 +31,7 @@ internal sealed class ExtractPhase : IUpdatePhase
                 // the list its seal keeps must be one the boot check can read: a tree that breaks its rules is refused here,
                 // before anything is switched, not found uncheckable at every boot. Kept beside the tree for the switch,
                 // which seals it: the tree is hashed once
-                KeepList(work, p.Name, SealableList(tree, p.Name));
+                KeepList(work, p, j, SealableList(tree, p.Name));
                 run.Env.Log($"update {j.UpdateId}: payload {p.Name} lists no file digests (a bundle built before file lists); " +
                             "its tree is checked from now on against the list of what its verified tar unpacked");
             }
@@ -142,7 +142,7 @@ internal sealed class ExtractPhase : IUpdatePhase
                     var path = target[root.Length..].Replace(Path.DirectorySeparatorChar, '/');
                     if (++files > BundleManifest.MaxApplicationFiles)
                     {
-                        throw new SealRuleException(payload, FileListRule.FileLimit, $"more than {BundleManifest.MaxApplicationFiles} files");
+                        throw new SealRuleException(payload, FileListRule.FileLimit, FileListRules.TooManyFiles());
                     }
                     if (FileListRules.PathProblem(path) is { } problem)
                     {
@@ -150,7 +150,7 @@ internal sealed class ExtractPhase : IUpdatePhase
                     }
                     if (File.Exists(target) || Directory.Exists(target))
                     {
-                        throw new SealRuleException(payload, FileListRule.Path, $"'{FileListRules.Printable(path)}' appears twice in the tar");
+                        throw new SealRuleException(payload, FileListRule.Path, FileListRules.Twice(path));
                     }
                     Directory.CreateDirectory(Path.GetDirectoryName(target)!);
                     await entry.ExtractToFileAsync(target, overwrite: false, ct);
@@ -178,36 +178,64 @@ internal sealed class ExtractPhase : IUpdatePhase
     /// <summary>Where the list of payload <paramref name="payload"/>'s unpacked tree is kept between this phase and the switch.</summary>
     internal static string KeptListPath(string work, string payload) => Path.Combine(work, "tree-lists", payload + ".json");
 
-    /// <summary>Keeps <paramref name="files"/>, the list of payload <paramref name="payload"/>'s tree, whole or not at all (written aside, then renamed).</summary>
-    private static void KeepList(string work, string payload, IReadOnlyList<BundleFile> files)
+    /// <summary>
+    /// Keeps <paramref name="files"/>, the list of payload <paramref name="payload"/>'s tree, whole or not at all (written
+    /// aside, then renamed), tied to the payload's signed digest and this install attempt, with the digest of the list itself.
+    /// </summary>
+    private static void KeepList(string work, BundlePayload payload, PendingUpdate j, IReadOnlyList<BundleFile> files)
     {
-        var path = KeptListPath(work, payload);
+        var path = KeptListPath(work, payload.Name);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var temp = path + ".tmp";
-        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes([.. files], FirmwareJson.Default.ListBundleFile));
+        var kept = new KeptTreeList(payload.Sha256, j.UpdateId, j.InstallId, ListDigest(files), files);
+        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(kept, FirmwareJson.Default.KeptTreeList));
         File.Move(temp, path, overwrite: true);
     }
 
+    private static string ListDigest(IReadOnlyList<BundleFile> files) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes([.. files], FirmwareJson.Default.ListBundleFile)));
+
     /// <summary>
     /// The list its seal keeps of the tree of payload <paramref name="payload"/> in <paramref name="work"/>: the one this
-    /// phase made when it checked the tree, so the tree is hashed once; made again (and checked again) when that one is
-    /// missing or not a list the seal may keep (an unpacking interrupted before it was written).
+    /// phase made when it checked the tree, so the tree is hashed once. Made again (and checked again) from the tree, with a
+    /// warning in <paramref name="log"/> saying why, when the kept one is missing or unreadable, breaks a rule of a file
+    /// list, is the list of another payload or install attempt, or is not the list that was written (its own digest differs).
     /// </summary>
     /// <exception cref="SealRuleException">The list made again breaks a rule.</exception>
-    internal static IReadOnlyList<BundleFile> KeptList(string work, string payload)
+    internal static IReadOnlyList<BundleFile> KeptList(string work, BundlePayload payload, PendingUpdate j, Action<string> log)
     {
+        string why;
         try
         {
-            var kept = JsonSerializer.Deserialize(File.ReadAllBytes(KeptListPath(work, payload)), FirmwareJson.Default.ListBundleFile);
-            if (kept is not null && FileListRules.Problem(kept) is null)
+            var kept = JsonSerializer.Deserialize(File.ReadAllBytes(KeptListPath(work, payload.Name)), FirmwareJson.Default.KeptTreeList);
+            why = kept switch
             {
-                return kept;
+                null or { Files: null } => "it is empty",
+                _ when kept.PayloadSha256 != payload.Sha256 => $"it is the list of another payload (sha256 {FileListRules.Printable(kept.PayloadSha256 ?? "null")})",
+                _ when kept.UpdateId != j.UpdateId || kept.InstallId != j.InstallId => "it was made by another install attempt",
+                _ when FileListRules.Problem(kept.Files) is var (rule, detail) => $"it breaks rule {FileListRules.Name(rule)}: {detail}",
+                _ when kept.ListSha256 != ListDigest(kept.Files) => "it is not the list that was written (its digest differs)",
+                _ => "",
+            };
+            if (why.Length == 0)
+            {
+                return kept!.Files!;
             }
+        }
+        catch (FileNotFoundException)
+        {
+            why = "it is missing";
+        }
+        catch (DirectoryNotFoundException)
+        {
+            why = "it is missing";
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
         {
+            why = $"it is unreadable ({e.GetType().Name})";
         }
-        return SealableList(Path.Combine(work, "trees", payload), payload);
+        log($"update {j.UpdateId}: payload {payload.Name}: the list of its tree kept at unpacking is not used ({why}); its tree is listed and checked again");
+        return SealableList(Path.Combine(work, "trees", payload.Name), payload.Name);
     }
 
     /// <summary>

@@ -32,7 +32,7 @@ internal sealed class SwitchPhase : IUpdatePhase
         var appSeals = apps.Select(p =>
         {
             var seal = seals.Single(s => s.Payload == p.Name);
-            return p.Files is null ? seal with { InstalledFiles = ExtractPhase.KeptList(work, p.Name) } : seal;
+            return p.Files is null ? seal with { InstalledFiles = ExtractPhase.KeptList(work, p, j, env.Log) } : seal;
         }).ToList();
         foreach (var (p, seal) in apps.Zip(appSeals))
         {
