@@ -515,4 +515,28 @@ public class RolloutFleetTests(string kind)
             .And.Contain("rollout lab-p3").And.Contain("nothing was changed"));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused group window changed the database");
     }
+
+    [Test]
+    public async Task A_rollout_whose_group_window_never_meets_a_members_own_hours_is_a_409_problem_and_changes_nothing()
+    {
+        await using var server = await StartAsync();
+        using var client = server.Operator();
+        var units = await server.AddUnitsAsync(2);
+        var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
+        await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2), "01:00-05:00"),
+            CancellationToken.None);
+        // no rollout yet: the unit's own hours are its own business
+        await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{units[1].Mac}/update-window",
+            new Tsunagu.Server.Units.Windows.UpdateWindowRequest(10, 12, null), CancellationToken.None);
+        var before = HostileInputTests.Snapshot(server);
+
+        var refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]), CancellationToken.None))!;
+        Assert.That(refused.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain($"group lab's maintenance window 01:00-05:00 never meets the own low-utilisation hours of 1 unit(s) ({units[1].Mac} 10:00-12:00)")
+            .And.Contain("rollout lab-p3").And.Contain("nothing was stored"));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused rollout changed the database");
+    }
 }

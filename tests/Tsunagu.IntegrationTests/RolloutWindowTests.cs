@@ -380,25 +380,21 @@ public class RolloutWindowTests(string kind)
         Tsunagu.Server.Units.Windows.UpdateWindowApi.SetCheckedAsync(_store, Mac(i), new(start, end, zone), "carol", CancellationToken.None);
 
     /// <summary>
-    /// The members of active rollouts that could never be offered their update: importance 3, not on the to-pattern, with own
-    /// low-utilisation hours that never meet the group's window (the invariant every request keeps).
+    /// The members of active rollouts that could never be offered their update: importance 3, still waiting to be offered it
+    /// (the store's one rule, <see cref="TsunaguStore.WaitingMember"/>), with own low-utilisation hours that never meet the
+    /// group's window by the minute-by-minute scan (the invariant every request keeps).
     /// </summary>
     private async Task<IReadOnlyList<string>> StrandedAsync()
     {
         var stranded = new List<string>();
-        var clocks = await _store.UnitClocksAsync(CancellationToken.None);
         foreach (var rollout in await _store.ListRolloutsAsync(activeOnly: true))
         {
             if ((await _store.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow is not { } text) { continue; }
             if ((await _store.GetUpdateProgramAsync(rollout.UpdateId))!.Importance != 3) { continue; }
             var window = MaintenanceWindow.Parse(text).Window!;
-            foreach (var m in await _store.RolloutMembersAsync(rollout))
+            foreach (var m in await _store.WaitingMembersWithOwnHoursAsync(rollout.Name, CancellationToken.None))
             {
-                if (m.Status != MemberStatus.Installed && clocks.GetValueOrDefault(m.Mac) is { LowWindowStart: { } s, LowWindowEnd: { } e }
-                    && !GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)s, (int)e)))
-                {
-                    stranded.Add($"{rollout.Name}/{m.Mac}");
-                }
+                if (!GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour))) { stranded.Add($"{rollout.Name}/{m.Mac}"); }
             }
         }
         return stranded;
@@ -508,8 +504,10 @@ public class RolloutWindowTests(string kind)
 
     /// <summary>
     /// A unit's window PUT, a group's window PUT and a rollout's creation, each alone accepted, would together hold a member
-    /// forever (own hours 10:00-12:00 never meet a group window of 02:00-04:00). The first is held after its reads, just
-    /// before its transaction, while the second commits: the first, which commits second, is refused and changes nothing.
+    /// forever (own hours 10:00-12:00 never meet a group window of 02:00-04:00). The first is held just before its
+    /// transaction begins while the second commits (after its reads outside it, for the rollout's creation and the group
+    /// window; before any read for the unit's window, which reads the rollouts inside its transaction): the first, which
+    /// commits second, is refused and changes nothing.
     /// </summary>
     [TestCase("unit", "window")]
     [TestCase("window", "unit")]
@@ -575,6 +573,68 @@ public class RolloutWindowTests(string kind)
         Assert.That(await UnitWindowAsync(6, null, null), Is.True);
         Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
         Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_member_already_stuck_can_still_change_only_its_zone()
+    {
+        await ProgramAsync(3);
+        await WindowAsync("01:00-05:00");
+        var service = Replica();
+        await CreateAsync(service, "r1");
+        // unit 0's hours were stored without the check (as before it existed); unit 6 had its hours and joined later
+        Assert.That(await _store.SetUpdateWindowAsync(Mac(0), 10, 12, null, new AuditEntry("carol", "unit.update-window", Mac(0), "10-12")), Is.True);
+        Assert.That(await UnitWindowAsync(6, 10, 12), Is.True);
+        Assert.That(await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab")), Is.True);
+        await service.TickAsync(CancellationToken.None);
+        var stuck = new[] { $"r1/{Mac(0)}", $"r1/{Mac(6)}" };
+        Assert.That(await StrandedAsync(), Is.EqualTo(stuck));
+
+        // the PUT always carries the hours (the CLI sends the current ones with --time-zone): the same hours are not refused
+        foreach (var i in new[] { 0, 6 })
+        {
+            Assert.That(await UnitWindowAsync(i, 10, 12, "Asia/Tokyo"), Is.True, $"unit {i}: a zone change alone");
+            Assert.That((await _store.GetUnitAsync(Mac(i)))!.TimeZone, Is.EqualTo("Asia/Tokyo"));
+            Assert.That(await UnitWindowAsync(i, 10, 12), Is.True, $"unit {i}: back to the fleet's zone");
+            // other hours that still never meet the window are refused and change nothing
+            var clocks = await ClocksAsync();
+            Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(i, 10, 13, "Asia/Tokyo"))!.Message, Does.EndWith("; nothing was changed"));
+            Assert.That(await ClocksAsync(), Is.EqualTo(clocks));
+        }
+        Assert.That(await StrandedAsync(), Is.EqualTo(stuck), "nothing got better or worse");
+        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered!.Select(m => m.Mac), Is.EqualTo(new[] { Mac(0), Mac(6) }));
+    }
+
+    [Test]
+    public async Task Members_the_gate_will_never_offer_the_update_do_not_block_a_group_window()
+    {
+        await ProgramAsync(3);
+        await _store.AddPatternAsync(new PatternRow { Id = "z", Name = "z", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{\"vcp\":\"3.0.0\"}", Status = PatternStatus.Verified });
+        var service = Replica();
+        await CreateAsync(service, "r1");
+        // no group window yet: any hours are accepted
+        for (var i = 0; i < 4; i++) { Assert.That(await UnitWindowAsync(i, 10, 12), Is.True); }
+        _clock.Advance(TimeSpan.FromMinutes(1));
+        // unit 0 reported the update as failed since it joined, unit 1 went to a third pattern, unit 2 was offered the
+        // update already; unit 3 alone still waits to be offered it
+        Assert.That(await _store.RecordUpdateReportAsync(Mac(0), "x-to-y", false, "verification failed", "x"), Is.True);
+        await _store.RecordInventoryAsync(Mac(1), new Inventory("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "3.0.0" }), "z", UnitStates.Ready);
+        Assert.That(await _store.RecordRolloutOfferAsync("r1", Mac(2), "x"), Is.True);
+        var program = (await _store.GetUpdateProgramAsync("x-to-y"))!;
+        Assert.That(await service.GateAsync(Mac(0), program), Does.Contain("failed x-to-y"), "the gate never offers unit 0 again");
+
+        var (before, clocks) = (await StateAsync(), await ClocksAsync());
+        var refused = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "alice", CancellationToken.None))!;
+        Assert.That(refused.Message, Does.Contain($"of 1 unit(s) ({Mac(3)} 10:00-12:00)"), "only the member still waiting counts");
+        Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)));
+
+        Assert.That(await UnitWindowAsync(3, null, null), Is.True);
+        Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("02:00-04:00"));
+        // the view and the checks use the same rule: none of them is shown, and none can be refused its hours
+        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
+        Assert.That(await StrandedAsync(), Is.Empty);
+        for (var i = 0; i < 3; i++) { Assert.That(await UnitWindowAsync(i, 13, 14), Is.True, $"unit {i} waits for no offer"); }
+        Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(3, 13, 14))!.Message, Does.Contain(Mac(3)));
     }
 
     /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>

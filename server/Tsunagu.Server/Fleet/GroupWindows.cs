@@ -50,18 +50,47 @@ public static class GroupWindows
     public static PolicyWindow OwnHours(int startHour, int endHour) => new("own low-utilisation hours", startHour, endHour);
 
     /// <summary>
+    /// The hours of the day (0-23) in which <paramref name="window"/> is open at some minute of some day of the week: a
+    /// window of whole hours (a <see cref="PolicyWindow"/>, open from HH:00 to HH:00 every day) meets it exactly when one of
+    /// its hours is one of these. One scan of the week's minutes per window.
+    /// </summary>
+    public static bool[] HoursOpen(MaintenanceWindow window)
+    {
+        var open = new bool[24];
+        for (var minute = 0; minute < 7 * 24 * 60; minute++)
+        {
+            var local = Week.AddMinutes(minute);
+            if (!open[local.Hour] && window.IsOpen(local)) { open[local.Hour] = true; }
+        }
+        return open;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="hours"/> (whole hours, every day) meet a window open in <paramref name="open"/>
+    /// (<see cref="HoursOpen"/>): at most 24 lookups; the same answer as <see cref="Overlaps"/>.
+    /// </summary>
+    public static bool Meets(bool[] open, PolicyWindow hours)
+    {
+        for (var h = 0; h < 24; h++)
+        {
+            if (open[h] && ImportancePolicy.InWindow(h, hours.StartHour, hours.EndHour)) { return true; }
+        }
+        return false;
+    }
+
+    /// <summary>
     /// The units of <paramref name="hours"/> (each with its own low-utilisation hours) whose hours never meet
     /// <paramref name="window"/>, sorted by MAC: an update of importance 3 waits for both, so they would never be offered
-    /// it. Each distinct pair of hours is looked at once.
+    /// it. The window's open hours are worked out once (<see cref="HoursOpen"/>), then each unit costs at most 24 lookups.
     /// </summary>
     public static IReadOnlyList<(string Mac, PolicyWindow Hours)> NeverMet(MaintenanceWindow window, IEnumerable<(string Mac, PolicyWindow Hours)> hours)
     {
-        var meets = new Dictionary<(int, int), bool>();
+        bool[]? open = null;
         var never = new List<(string Mac, PolicyWindow Hours)>();
         foreach (var (mac, h) in hours)
         {
-            if (!meets.TryGetValue((h.StartHour, h.EndHour), out var meet)) { meets[(h.StartHour, h.EndHour)] = meet = Overlaps(window, h); }
-            if (!meet) { never.Add((mac, h)); }
+            open ??= HoursOpen(window);
+            if (!Meets(open, h)) { never.Add((mac, h)); }
         }
         return [.. never.OrderBy(u => u.Mac, StringComparer.Ordinal)];
     }

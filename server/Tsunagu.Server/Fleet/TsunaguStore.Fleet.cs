@@ -27,7 +27,7 @@ public sealed class WindowedRolloutUse
     public long Importance { get; set; }
 }
 
-/// <summary>A member of a running or paused rollout, not on its to-pattern yet, with low-utilisation hours of its own.</summary>
+/// <summary>A member of a running or paused rollout still waiting to be offered its update (<see cref="TsunaguStore.WaitingMember"/>), with low-utilisation hours of its own.</summary>
 public sealed class MemberHoursUse
 {
     public string Rollout { get; set; } = "";
@@ -127,8 +127,8 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// <see cref="SetGroupWindowCheckedAsync(string, string?, Func{IReadOnlyList{GroupRolloutUse}, Protocol.UpdatePolicy, string?}, AuditEntry, CancellationToken)"/>,
-    /// with the members of those rollouts that have low-utilisation hours of their own and are not on the rollout's
-    /// to-pattern yet (they may still wait for the update), read in the same transaction under the catalogue's lock,
+    /// with the members of those rollouts (importance 3) that have low-utilisation hours of their own and still wait to be
+    /// offered the update (<see cref="WaitingMember"/>), read in the same transaction under the catalogue's lock,
     /// which a unit's window change takes too.
     /// </summary>
     public async Task<bool> SetGroupWindowCheckedAsync(string name, string? window,
@@ -146,11 +146,11 @@ public sealed partial class TsunaguStore
             FROM rollouts r JOIN update_programs p ON p.id = r.update_id
             WHERE r.group_name = @name AND r.state IN ('running', 'paused') ORDER BY r.name
             """, new { name }, tx, cancellationToken: ct))).ToList();
-        var hours = window is null || uses.Count == 0 ? [] : (await c.QueryAsync<MemberHoursUse>(new CommandDefinition("""
+        var hours = window is null || !uses.Any(u => u.Importance == 3) ? [] : (await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
             SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour
-            FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac
-            WHERE r.group_name = @name AND r.state IN ('running', 'paused') AND u.decommissioned_at IS NULL
-              AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND (u.pattern IS NULL OR u.pattern <> r.to_pattern)
+            FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac JOIN update_programs p ON p.id = r.update_id
+            WHERE r.group_name = @name AND r.state IN ('running', 'paused') AND p.importance = 3
+              AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND {WaitingMember}
             ORDER BY m.rollout, m.mac
             """, new { name }, tx, cancellationToken: ct))).ToList();
         if (refuse(uses, await ReadUpdatePolicyAsync(c, tx, ct), hours) is { } why) { throw new StoreConflictException(why); }

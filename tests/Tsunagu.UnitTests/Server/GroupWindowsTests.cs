@@ -45,6 +45,22 @@ public class GroupWindowsTests
         }, iter: 60);
     }
 
+    [Test]
+    public void The_hour_lookup_agrees_with_the_minute_by_minute_overlap_on_random_windows_and_hours()
+    {
+        // own low-utilisation hours are whole hours (HH:00-HH:00): the window's open hours of the day decide, 24 lookups
+        var hhmm = Gen.Select(Gen.Int[0, 23], Gen.Int[0, 59], (h, m) => $"{h:00}:{m:00}");
+        var days = Gen.OneOf("daily", "mon", "sat,sun", "fri-mon", "tue-wed", "sun");
+        Gen.Select(days, hhmm, hhmm, Gen.Int[0, 23], Gen.Int[0, 23]).Where(t => t.Item2 != t.Item3).Sample((d, from, to, start, end) =>
+        {
+            var window = W($"{d} {from}-{to}");
+            var hours = GroupWindows.OwnHours(start, end);
+            var slow = GroupWindows.Overlaps(window, hours);
+            Assert.That(GroupWindows.Meets(GroupWindows.HoursOpen(window), hours), Is.EqualTo(slow), $"{window} with {hours}");
+            Assert.That(GroupWindows.NeverMet(window, [("m", hours)]).Count == 0, Is.EqualTo(slow), $"{window} with {hours}");
+        }, iter: 200);
+    }
+
     [TestCase(5, null)]
     [TestCase(4, null)]
     [TestCase(3, "low-utilisation window 02:00-05:00")]

@@ -132,7 +132,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open");
         try
         {
-            await store.AddRolloutAsync([.. planned.Keys], (groups, policy, ownHours) =>
+            await store.AddRolloutAsync([.. planned.Keys], async (groups, policy, ownHours) =>
             {
                 foreach (var (name, was) in planned)
                 {
@@ -151,13 +151,15 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 }
                 // a member with low-utilisation hours of its own waits for those (importance 3), as they stand now (a unit's
                 // window change takes the same lock): one whose hours never meet the group's window would wait forever
+                // (the hours are read only then, and only the planned members')
                 if (program.Importance == 3 && group.MaintenanceWindow is { } own && Fleet.MaintenanceWindow.Parse(own).Window is { } groupWindow
+                    && await ownHours([.. members.Select(m => m.Mac)]) is { Count: > 0 } hours
                     && GroupWindows.MembersStall(group.Name, groupWindow, row.Name, program.Id, 3,
-                        GroupWindows.NeverMet(groupWindow, members.Where(m => ownHours.ContainsKey(m.Mac)).Select(m => (m.Mac, ownHours[m.Mac])))) is { } stranded)
+                        GroupWindows.NeverMet(groupWindow, members.Where(m => hours.ContainsKey(m.Mac)).Select(m => (m.Mac, hours[m.Mac])))) is { } stranded)
                 {
                     throw new StoreConflictException($"{stranded}; nothing was stored (change or clear those units' own windows first, PUT /api/v1/units/{{mac}}/update-window, or the group's window)");
                 }
-                return Task.FromResult<(RolloutRow, IReadOnlyList<RolloutMember>, AuditEntry)>((row, members, audit));
+                return ((RolloutRow, IReadOnlyList<RolloutMember>, AuditEntry))(row, members, audit);
             }, ct);
         }
         catch (StoreConflictException e)
@@ -185,26 +187,22 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
             (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total,
             row.State == RolloutStates.Aborted ? (await store.RolloutReturnsAsync(row.Name, ct)).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null,
-            row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, members, ct) : null);
+            row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, ct) : null);
     }
 
     /// <summary>
-    /// The members still waiting (not installed, not failed) whose own low-utilisation hours never meet the group's window,
-    /// when the update is of importance 3 (it waits for both): they would never be offered it. A unit window, a group window
-    /// and a rollout's creation that would make one are refused; a unit that joins later (it enters the group, or comes to
-    /// the from-pattern) with such hours, or one made so before those checks existed, is shown here. Empty when none.
+    /// The members still waiting to be offered the update (on the from-pattern, not offered it, no failed report of it
+    /// since joining: <see cref="TsunaguStore.WaitingMember"/>, the rule the window checks use) whose own low-utilisation
+    /// hours never meet the group's window, when the update is of importance 3 (it waits for both): they would never be
+    /// offered it without a forced check. A unit window, a group window and a rollout's creation that would make one are
+    /// refused; a unit that joins later (it enters the group, or comes to the from-pattern) with such hours, or one made so
+    /// before those checks existed, is shown here. Empty when none.
     /// </summary>
-    private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, IReadOnlyList<RolloutMember> members, CancellationToken ct)
+    private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, CancellationToken ct)
     {
         if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
         if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: 3 }) { return []; }
-        var clocks = await store.UnitClocksAsync(ct);
-        var own = new List<(string Mac, PolicyWindow Hours)>();
-        foreach (var m in members)
-        {
-            if (m.Status is MemberStatus.Installed or MemberStatus.Failed) { continue; }
-            if (clocks.GetValueOrDefault(m.Mac) is { LowWindowStart: { } start, LowWindowEnd: { } end }) { own.Add((m.Mac, GroupWindows.OwnHours((int)start, (int)end))); }
-        }
+        var own = (await store.WaitingMembersWithOwnHoursAsync(row.Name, ct)).Select(m => (m.Mac, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour)));
         return [.. GroupWindows.NeverMet(window, own).Select(u => new StrandedMember(u.Mac, u.Hours.ToString()))];
     }
 

@@ -89,14 +89,18 @@ public sealed partial class TsunaguStore
         CancellationToken ct = default) =>
         await AddRolloutAsync(groupNames, (groups, policy, _) => plan(groups, policy), ct);
 
+    /// <summary>Reads, in the transaction of a rollout's creation, the own low-utilisation hours of those of the given MACs that have them.</summary>
+    public delegate Task<IReadOnlyDictionary<string, Fleet.PolicyWindow>> OwnHoursReader(IReadOnlyCollection<string> macs);
+
     /// <summary>
     /// <see cref="AddRolloutAsync(IReadOnlyList{string}, Func{IReadOnlyDictionary{string, GroupRow}, Protocol.UpdatePolicy, Task{ValueTuple{RolloutRow, IReadOnlyList{RolloutMember}, AuditEntry}}}, CancellationToken)"/>,
-    /// with the low-utilisation hours of the active units that have their own (by MAC), read in the same transaction
-    /// under the catalogue's lock (which a unit's window change takes too): <paramref name="plan"/> refuses a rollout
-    /// whose members' own hours its group's window would never meet, against the hours that stand when it is stored.
+    /// with a reader of the own low-utilisation hours of given units (by MAC) in the same transaction, under the
+    /// catalogue's lock (which a unit's window change takes too): <paramref name="plan"/> asks it, only when it needs
+    /// them (importance 3 and a group window) and only for the planned members, and refuses a rollout whose members' own
+    /// hours its group's window would never meet, against the hours that stand when it is stored.
     /// </summary>
     public async Task AddRolloutAsync(IReadOnlyList<string> groupNames,
-        Func<IReadOnlyDictionary<string, GroupRow>, Protocol.UpdatePolicy, IReadOnlyDictionary<string, Fleet.PolicyWindow>,
+        Func<IReadOnlyDictionary<string, GroupRow>, Protocol.UpdatePolicy, OwnHoursReader,
             Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan,
         CancellationToken ct = default)
     {
@@ -111,7 +115,7 @@ public sealed partial class TsunaguStore
             var groups = names.Length == 0 ? []
                 : (await c.QueryAsync<GroupRow>(new CommandDefinition($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
                     new { names }, tx, cancellationToken: ct))).ToDictionary(g => g.Name, StringComparer.Ordinal);
-            var (rollout, members, audit) = await plan(groups, await ReadUpdatePolicyAsync(c, tx, ct), await ReadOwnHoursAsync(c, tx, ct));
+            var (rollout, members, audit) = await plan(groups, await ReadUpdatePolicyAsync(c, tx, ct), macs => ReadOwnHoursAsync(c, tx, macs, ct));
             name = rollout.Name;
             rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
             await RequireTransitionAsync(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}", ct);
@@ -445,13 +449,26 @@ public sealed partial class TsunaguStore
             new { mac, updateId, since }, cancellationToken: ct)) is not null;
     }
 
-    /// <summary>The low-utilisation hours of the active units that have their own (by MAC), read inside the caller's transaction.</summary>
-    private static async Task<IReadOnlyDictionary<string, Fleet.PolicyWindow>> ReadOwnHoursAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx, CancellationToken ct) =>
-        (await c.QueryAsync<UnitClockRow>(new CommandDefinition("""
-            SELECT mac, low_window_start, low_window_end FROM units
-            WHERE decommissioned_at IS NULL AND low_window_start IS NOT NULL AND low_window_end IS NOT NULL
-            """, transaction: tx, cancellationToken: ct)))
-        .ToDictionary(r => r.Mac, r => Fleet.GroupWindows.OwnHours((int)r.LowWindowStart!.Value, (int)r.LowWindowEnd!.Value), StringComparer.Ordinal);
+    /// <summary>
+    /// The low-utilisation hours of those of <paramref name="macs"/> (active units) that have their own, by MAC, read
+    /// inside the caller's transaction by the primary key, a few hundred MACs a query.
+    /// </summary>
+    private async Task<IReadOnlyDictionary<string, Fleet.PolicyWindow>> ReadOwnHoursAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx,
+        IReadOnlyCollection<string> macs, CancellationToken ct)
+    {
+        var hours = new Dictionary<string, Fleet.PolicyWindow>(StringComparer.Ordinal);
+        foreach (var chunk in macs.Distinct(StringComparer.Ordinal).Chunk(500))
+        {
+            foreach (var r in await c.QueryAsync<UnitClockRow>(new CommandDefinition($"""
+                SELECT mac, low_window_start, low_window_end FROM units
+                WHERE {InList("mac", "chunk")} AND decommissioned_at IS NULL AND low_window_start IS NOT NULL AND low_window_end IS NOT NULL
+                """, new { chunk }, tx, cancellationToken: ct)))
+            {
+                hours[r.Mac] = Fleet.GroupWindows.OwnHours((int)r.LowWindowStart!.Value, (int)r.LowWindowEnd!.Value);
+            }
+        }
+        return hours;
+    }
 
     /// <summary>The active units that carry a time zone or low-utilisation hours of their own (the others take the fleet's).</summary>
     public async Task<IReadOnlyDictionary<string, UnitClockRow>> UnitClocksAsync(CancellationToken ct)

@@ -2,21 +2,34 @@ using Dapper;
 
 namespace Tsunagu.Server.Data;
 
-/// <summary>
-/// A running or paused rollout whose group has a maintenance window and that holds a unit as a member not yet on the
-/// rollout's to-pattern: the rollout, its group and window, its update program's id and importance.
-/// </summary>
-public sealed class UnitRolloutUse
-{
-    public string Name { get; set; } = "";
-    public string GroupName { get; set; } = "";
-    public string Window { get; set; } = "";
-    public string UpdateId { get; set; } = "";
-    public long Importance { get; set; }
-}
-
 public sealed partial class TsunaguStore
 {
+    /// <summary>
+    /// The one rule for a member (<c>m</c>, of <c>rollout_units</c>) of rollout <c>r</c> (unit <c>u</c>) that still waits
+    /// to be offered the rollout's update: an active unit on the rollout's from-pattern, not offered it yet
+    /// (no <c>previous_pattern</c>, no <c>offered_at</c>), and with no failed report of the rollout's update since it joined
+    /// (the gate never offers it again). The window checks and the rollout view's <c>neverOffered</c> all use it.
+    /// </summary>
+    internal const string WaitingMember = """
+        u.decommissioned_at IS NULL AND u.pattern = r.from_pattern AND m.previous_pattern IS NULL AND m.offered_at IS NULL
+        AND NOT EXISTS (SELECT 1 FROM update_reports f WHERE f.mac = m.mac AND f.update_id = r.update_id AND f.success = 0 AND f.at >= m.joined_at)
+        """;
+
+    /// <summary>
+    /// The members of rollout <paramref name="rollout"/> that still wait to be offered its update (<see cref="WaitingMember"/>)
+    /// and have low-utilisation hours of their own, sorted by MAC.
+    /// </summary>
+    public async Task<IReadOnlyList<MemberHoursUse>> WaitingMembersWithOwnHoursAsync(string rollout, CancellationToken ct)
+    {
+        await using var c = await OpenAsync(ct);
+        return [.. await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
+            SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour
+            FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac
+            WHERE m.rollout = @rollout AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND {WaitingMember}
+            ORDER BY m.mac
+            """, new { rollout }, cancellationToken: ct))];
+    }
+
     /// <summary>
     /// Sets a unit's own low-utilisation window (both hours, or neither: the fleet's policy) and time zone (null: the
     /// fleet's), with the audit entry, in one transaction. False when the unit is not registered.
@@ -26,27 +39,33 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// <see cref="SetUpdateWindowAsync"/>, after <paramref name="refuse"/> has seen the running and paused rollouts whose
-    /// group has a maintenance window and that hold the unit as a member not yet on their to-pattern (with the window and
-    /// their update's importance) and found no reason to refuse; its reason becomes a <see cref="StoreConflictException"/>
-    /// and nothing is written. They are read inside the transaction, under the catalogue's lock, which a group's window
+    /// group has a maintenance window and that hold the unit as a member still waiting to be offered their update
+    /// (<see cref="WaitingMember"/>; with the window and their update's importance) and found no reason to refuse; its
+    /// reason becomes a <see cref="StoreConflictException"/> and nothing is written. When the hours stay as stored (a
+    /// change of the zone alone) nothing gets worse and <paramref name="refuse"/> is not asked. They are read inside the transaction, under the catalogue's lock, which a group's window
     /// change (<see cref="SetGroupWindowCheckedAsync(string, string?, Func{IReadOnlyList{GroupRolloutUse}, Protocol.UpdatePolicy, IReadOnlyList{MemberHoursUse}, string?}, AuditEntry, CancellationToken)"/>)
     /// and a rollout's creation take too: whichever of them commits second sees what the first wrote.
     /// </summary>
-    public async Task<bool> SetUpdateWindowCheckedAsync(string mac, int? startHour, int? endHour, string? timeZone, Func<IReadOnlyList<UnitRolloutUse>, string?> refuse,
+    public async Task<bool> SetUpdateWindowCheckedAsync(string mac, int? startHour, int? endHour, string? timeZone, Func<IReadOnlyList<WindowedRolloutUse>, string?> refuse,
         AuditEntry audit, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
         await LockCatalogueAsync(c, tx, ct);
-        var uses = (await c.QueryAsync<UnitRolloutUse>(new CommandDefinition("""
-            SELECT r.name AS Name, r.group_name AS GroupName, g.maintenance_window AS Window, r.update_id AS UpdateId, p.importance AS Importance
-            FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN unit_groups g ON g.name = r.group_name
-                 JOIN update_programs p ON p.id = r.update_id JOIN units u ON u.mac = m.mac
-            WHERE m.mac = @mac AND r.state IN ('running', 'paused') AND g.maintenance_window IS NOT NULL
-              AND (u.pattern IS NULL OR u.pattern <> r.to_pattern)
-            ORDER BY r.name
-            """, new { mac }, tx, cancellationToken: ct))).ToList();
-        if (refuse(uses) is { } why) { throw new StoreConflictException(why); }
+        var stored = await c.QuerySingleOrDefaultAsync<UnitClockRow>(new CommandDefinition(
+            "SELECT mac, low_window_start, low_window_end FROM units WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
+        if (stored is null) { return false; }
+        if (stored.LowWindowStart != startHour || stored.LowWindowEnd != endHour)
+        {
+            var uses = (await c.QueryAsync<WindowedRolloutUse>(new CommandDefinition($"""
+                SELECT r.name AS Name, r.group_name AS GroupName, g.maintenance_window AS Window, r.update_id AS UpdateId, p.importance AS Importance
+                FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN unit_groups g ON g.name = r.group_name
+                     JOIN update_programs p ON p.id = r.update_id JOIN units u ON u.mac = m.mac
+                WHERE m.mac = @mac AND r.state IN ('running', 'paused') AND g.maintenance_window IS NOT NULL AND {WaitingMember}
+                ORDER BY r.name
+                """, new { mac }, tx, cancellationToken: ct))).ToList();
+            if (refuse(uses) is { } why) { throw new StoreConflictException(why); }
+        }
         var changed = await c.ExecuteAsync(new CommandDefinition("UPDATE units SET low_window_start = @startHour, low_window_end = @endHour, time_zone = @timeZone WHERE mac = @mac",
             new { mac, startHour, endHour, timeZone }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }

@@ -46,11 +46,12 @@ public static class UpdateWindowApi
     /// <summary>
     /// Stores unit <paramref name="mac"/>'s window as <paramref name="request"/> (already valid, <see cref="Invalid"/>) asks,
     /// with its audit entry; false when the unit is not registered. Refused (<see cref="StoreConflictException"/>, nothing
-    /// written) when the unit is a member, not on the to-pattern yet, of a running or paused rollout whose update is of
-    /// importance 3 and whose group's maintenance window its new hours never meet: it would never be offered the update.
-    /// Clearing the hours (back to the fleet policy's, which a policy change, a group window change and a rollout's
-    /// creation keep meeting every such window) is never refused; nor is a zone change, as both windows are read on the
-    /// unit's wall clock. The rollouts are read under the catalogue's lock, in the transaction that writes the hours.
+    /// written) when the unit is a member still waiting to be offered the update (<see cref="TsunaguStore.WaitingMember"/>)
+    /// of a running or paused rollout whose update is of importance 3 and whose group's maintenance window its new hours
+    /// never meet: it would never be offered the update. Clearing the hours (back to the fleet policy's, which a policy
+    /// change, a group window change and a rollout's creation keep meeting every such window) is never refused; nor is a
+    /// request whose hours are the ones stored (a zone change alone: both windows are read on the unit's wall clock, and
+    /// nothing gets worse, even for a unit already stuck). The rollouts are read under the catalogue's lock, in the transaction that writes the hours.
     /// </summary>
     public static async Task<bool> SetCheckedAsync(TsunaguStore store, string mac, UpdateWindowRequest request, string actor, CancellationToken ct)
     {
