@@ -380,9 +380,11 @@ public class RolloutWindowTests(string kind)
         Tsunagu.Server.Units.Windows.UpdateWindowApi.SetCheckedAsync(_store, Mac(i), new(start, end, zone), "carol", CancellationToken.None);
 
     /// <summary>
-    /// The members of active rollouts that could never be offered their update: importance 3, still waiting to be offered it
-    /// (the store's one rule, <see cref="TsunaguStore.WaitingMember"/>), with own low-utilisation hours that never meet the
-    /// group's window by the minute-by-minute scan (the invariant every request keeps).
+    /// The members of active rollouts that could never be offered their update: importance 3, a member the gate may still
+    /// offer it to (an active unit on the from-pattern with no failed report of the update since it joined: read here from
+    /// the unit rows and the update reports, not through the store's own rule), with own low-utilisation hours that never
+    /// meet the group's window by the minute-by-minute scan (the invariant every request keeps). The store's rule
+    /// (<see cref="TsunaguStore.WaitingMember"/>) is asserted to pick the same members.
     /// </summary>
     private async Task<IReadOnlyList<string>> StrandedAsync()
     {
@@ -390,12 +392,20 @@ public class RolloutWindowTests(string kind)
         foreach (var rollout in await _store.ListRolloutsAsync(activeOnly: true))
         {
             if ((await _store.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow is not { } text) { continue; }
-            if ((await _store.GetUpdateProgramAsync(rollout.UpdateId))!.Importance != 3) { continue; }
+            var program = (await _store.GetUpdateProgramAsync(rollout.UpdateId))!;
+            if (program.Importance != 3) { continue; }
             var window = MaintenanceWindow.Parse(text).Window!;
-            foreach (var m in await _store.WaitingMembersWithOwnHoursAsync(rollout.Name, CancellationToken.None))
+            var waiting = new List<string>();
+            foreach (var member in await _store.RolloutMembersAsync(rollout))
             {
-                if (!GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour))) { stranded.Add($"{rollout.Name}/{m.Mac}"); }
+                var unit = (await _store.GetUnitAsync(member.Mac))!;
+                if (unit.DecommissionedAt is not null || unit.Pattern != program.FromPattern || unit.LowWindowStart is not { } start || unit.LowWindowEnd is not { } end) { continue; }
+                if (member.FailedAt is not null) { continue; } // a failed report of the update since it joined
+                waiting.Add(member.Mac);
+                if (!GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)start, (int)end))) { stranded.Add($"{rollout.Name}/{member.Mac}"); }
             }
+            Assert.That((await _store.WaitingMembersWithOwnHoursAsync(rollout.Name, CancellationToken.None)).Select(m => m.Mac), Is.EqualTo(waiting.Order(StringComparer.Ordinal)),
+                $"rollout {rollout.Name}: the store's rule picks the members the gate may still offer the update to");
         }
         return stranded;
     }
@@ -615,8 +625,9 @@ public class RolloutWindowTests(string kind)
         // no group window yet: any hours are accepted
         for (var i = 0; i < 4; i++) { Assert.That(await UnitWindowAsync(i, 10, 12), Is.True); }
         _clock.Advance(TimeSpan.FromMinutes(1));
-        // unit 0 reported the update as failed since it joined, unit 1 went to a third pattern, unit 2 was offered the
-        // update already; unit 3 alone still waits to be offered it
+        // unit 0 reported the update as failed since it joined, unit 1 went to a third pattern: the gate never offers them
+        // the update; unit 2 was offered it already, but the gate applies the windows at each check (a failed download
+        // comes back for it), so it waits like unit 3
         Assert.That(await _store.RecordUpdateReportAsync(Mac(0), "x-to-y", false, "verification failed", "x"), Is.True);
         await _store.RecordInventoryAsync(Mac(1), new Inventory("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "3.0.0" }), "z", UnitStates.Ready);
         Assert.That(await _store.RecordRolloutOfferAsync("r1", Mac(2), "x"), Is.True);
@@ -625,16 +636,18 @@ public class RolloutWindowTests(string kind)
 
         var (before, clocks) = (await StateAsync(), await ClocksAsync());
         var refused = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "alice", CancellationToken.None))!;
-        Assert.That(refused.Message, Does.Contain($"of 1 unit(s) ({Mac(3)} 10:00-12:00)"), "only the member still waiting counts");
+        Assert.That(refused.Message, Does.Contain($"of 2 unit(s) ({Mac(2)} 10:00-12:00, {Mac(3)} 10:00-12:00)"), "only the members the gate may still offer the update to count");
         Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)));
 
+        Assert.That(await UnitWindowAsync(2, null, null), Is.True);
         Assert.That(await UnitWindowAsync(3, null, null), Is.True);
         Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("02:00-04:00"));
-        // the view and the checks use the same rule: none of them is shown, and none can be refused its hours
+        // the view and the checks use the same rule: none of them is shown, and only the ones the gate may offer the
+        // update to can be refused hours that never meet the window
         Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
         Assert.That(await StrandedAsync(), Is.Empty);
-        for (var i = 0; i < 3; i++) { Assert.That(await UnitWindowAsync(i, 13, 14), Is.True, $"unit {i} waits for no offer"); }
-        Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(3, 13, 14))!.Message, Does.Contain(Mac(3)));
+        for (var i = 0; i < 2; i++) { Assert.That(await UnitWindowAsync(i, 13, 14), Is.True, $"unit {i} waits for no offer"); }
+        foreach (var i in new[] { 2, 3 }) { Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(i, 13, 14))!.Message, Does.Contain(Mac(i))); }
     }
 
     /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>

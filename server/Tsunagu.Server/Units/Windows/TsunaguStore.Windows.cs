@@ -5,13 +5,15 @@ namespace Tsunagu.Server.Data;
 public sealed partial class TsunaguStore
 {
     /// <summary>
-    /// The one rule for a member (<c>m</c>, of <c>rollout_units</c>) of rollout <c>r</c> (unit <c>u</c>) that still waits
-    /// to be offered the rollout's update: an active unit on the rollout's from-pattern, not offered it yet
-    /// (no <c>previous_pattern</c>, no <c>offered_at</c>), and with no failed report of the rollout's update since it joined
-    /// (the gate never offers it again). The window checks and the rollout view's <c>neverOffered</c> all use it.
+    /// The one rule for a member (<c>m</c>, of <c>rollout_units</c>) of rollout <c>r</c> (unit <c>u</c>) that may still
+    /// need to be offered the rollout's update: an active unit on the rollout's from-pattern with no failed report of the
+    /// rollout's update since it joined (the gate never offers it again). A member offered the update before counts too:
+    /// the gate (<c>RolloutService.AdmitAsync</c>) applies the windows at every check, so a unit whose download failed
+    /// transiently, or whose script asked to retry later, waits for them again. The window checks and the rollout view's
+    /// <c>neverOffered</c> all use it.
     /// </summary>
     internal const string WaitingMember = """
-        u.decommissioned_at IS NULL AND u.pattern = r.from_pattern AND m.previous_pattern IS NULL AND m.offered_at IS NULL
+        u.decommissioned_at IS NULL AND u.pattern = r.from_pattern
         AND NOT EXISTS (SELECT 1 FROM update_reports f WHERE f.mac = m.mac AND f.update_id = r.update_id AND f.success = 0 AND f.at >= m.joined_at)
         """;
 
