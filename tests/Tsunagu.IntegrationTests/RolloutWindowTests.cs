@@ -381,8 +381,9 @@ public class RolloutWindowTests(string kind)
 
     /// <summary>
     /// The members of active rollouts that could never be offered their update: importance 3, a member the gate may still
-    /// offer it to (an active unit on the from-pattern with no failed report of the update since it joined: read here from
-    /// the unit rows and the update reports, not through the store's own rule), with own low-utilisation hours that never
+    /// offer it to (an active unit on the from-pattern, not pinned to another target, with no failed report of the update
+    /// since it joined: read here from the unit rows and the members' statuses, not through the store's rule), with own
+    /// low-utilisation hours that never
     /// meet the group's window by the minute-by-minute scan (the invariant every request keeps). The store's rule
     /// (<see cref="TsunaguStore.WaitingMember"/>) is asserted to pick the same members.
     /// </summary>
@@ -400,6 +401,7 @@ public class RolloutWindowTests(string kind)
             {
                 var unit = (await _store.GetUnitAsync(member.Mac))!;
                 if (unit.DecommissionedAt is not null || unit.Pattern != program.FromPattern || unit.LowWindowStart is not { } start || unit.LowWindowEnd is not { } end) { continue; }
+                if (unit.TargetPattern is { } target && target != rollout.ToPattern) { continue; }
                 if (member.FailedAt is not null) { continue; } // a failed report of the update since it joined
                 waiting.Add(member.Mac);
                 if (!GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)start, (int)end))) { stranded.Add($"{rollout.Name}/{member.Mac}"); }
@@ -642,6 +644,13 @@ public class RolloutWindowTests(string kind)
         Assert.That(await UnitWindowAsync(2, null, null), Is.True);
         Assert.That(await UnitWindowAsync(3, null, null), Is.True);
         Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("02:00-04:00"));
+        // the offered unit 2 given hours that never meet without the check (as before the check existed): the gate defers
+        // it for the group's window again, and the view and the invariant show it
+        Assert.That(await _store.SetUpdateWindowAsync(Mac(2), 13, 14, null, new AuditEntry("carol", "unit.update-window", Mac(2), "13-14")), Is.True);
+        Assert.That(await service.GateAsync(Mac(2), program), Does.Contain("waits for group lab's maintenance window"), "an offered member meets the gate again");
+        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered!.Select(m => m.Mac), Is.EqualTo(new[] { Mac(2) }));
+        Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(2)}" }));
+        Assert.That(await UnitWindowAsync(2, null, null), Is.True);
         // the view and the checks use the same rule: none of them is shown, and only the ones the gate may offer the
         // update to can be refused hours that never meet the window
         Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);

@@ -151,7 +151,7 @@ public static class Groups
     /// entry (the API and the console both come here). Refused (<see cref="GroupRuleException"/>, nothing written): a
     /// window that does not read (400), no such group (404), or a window that never overlaps the update policy's clock
     /// window for the update of a running or paused rollout of the group, or (importance 3) the own low-utilisation hours
-    /// of a member of it still waiting to be offered the update (409: those units would wait forever).
+    /// of a member of it the gate may still offer the update to (409: those units would wait forever).
     /// </summary>
     public static async Task<GroupView> SetWindowAsync(string? name, GroupWindowRequest? request, TsunaguStore store, string actor, CancellationToken ct)
     {

@@ -27,7 +27,7 @@ public sealed class WindowedRolloutUse
     public long Importance { get; set; }
 }
 
-/// <summary>A member of a running or paused rollout still waiting to be offered its update (<see cref="TsunaguStore.WaitingMember"/>), with low-utilisation hours of its own.</summary>
+/// <summary>A member of a running or paused rollout the gate may still offer its update to (<see cref="TsunaguStore.WaitingMember"/>), with low-utilisation hours of its own.</summary>
 public sealed class MemberHoursUse
 {
     public string Rollout { get; set; } = "";

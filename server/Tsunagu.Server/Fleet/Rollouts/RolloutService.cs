@@ -187,22 +187,25 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
             (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total,
             row.State == RolloutStates.Aborted ? (await store.RolloutReturnsAsync(row.Name, ct)).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null,
-            row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, ct) : null);
+            row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, members, ct) : null);
     }
 
     /// <summary>
-    /// The members still waiting to be offered the update (on the from-pattern, not offered it, no failed report of it
-    /// since joining: <see cref="TsunaguStore.WaitingMember"/>, the rule the window checks use) whose own low-utilisation
+    /// The members the gate may still offer the update to (<see cref="TsunaguStore.WaitingMember"/>, the rule the window
+    /// checks use), less those installing it now (offered, state Updating: they finish without the gate unless that
+    /// attempt is interrupted), whose own low-utilisation
     /// hours never meet the group's window, when the update is of importance 3 (it waits for both): they would never be
     /// offered it without a forced check. A unit window, a group window and a rollout's creation that would make one are
     /// refused; a unit that joins later (it enters the group, or comes to the from-pattern) with such hours, or one made so
     /// before those checks existed, is shown here. Empty when none.
     /// </summary>
-    private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, CancellationToken ct)
+    private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, IReadOnlyList<RolloutMember> members, CancellationToken ct)
     {
         if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
         if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: 3 }) { return []; }
-        var own = (await store.WaitingMembersWithOwnHoursAsync(row.Name, ct)).Select(m => (m.Mac, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour)));
+        var installing = members.Where(m => m.Status == MemberStatus.Downloading).Select(m => m.Mac).ToHashSet(StringComparer.Ordinal);
+        var own = (await store.WaitingMembersWithOwnHoursAsync(row.Name, ct)).Where(m => !installing.Contains(m.Mac))
+            .Select(m => (m.Mac, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour)));
         return [.. GroupWindows.NeverMet(window, own).Select(u => new StrandedMember(u.Mac, u.Hours.ToString()))];
     }
 

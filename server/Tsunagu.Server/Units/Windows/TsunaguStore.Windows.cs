@@ -5,15 +5,17 @@ namespace Tsunagu.Server.Data;
 public sealed partial class TsunaguStore
 {
     /// <summary>
-    /// The one rule for a member (<c>m</c>, of <c>rollout_units</c>) of rollout <c>r</c> (unit <c>u</c>) that may still
-    /// need to be offered the rollout's update: an active unit on the rollout's from-pattern with no failed report of the
-    /// rollout's update since it joined (the gate never offers it again). A member offered the update before counts too:
-    /// the gate (<c>RolloutService.AdmitAsync</c>) applies the windows at every check, so a unit whose download failed
-    /// transiently, or whose script asked to retry later, waits for them again. The window checks and the rollout view's
-    /// <c>neverOffered</c> all use it.
+    /// The one rule for a member (<c>m</c>, of <c>rollout_units</c>) of rollout <c>r</c> (unit <c>u</c>) that the gate may
+    /// still offer the rollout's update to: an active unit on the rollout's from-pattern, with no target pattern or the
+    /// rollout's to-pattern as its target (a unit pinned elsewhere, e.g. taken back by a way back, is offered another
+    /// program or none), and with no failed report of the rollout's update since it joined (the gate never offers it
+    /// again). A member offered the update before counts too: the gate (<c>RolloutService.AdmitAsync</c>) applies the
+    /// windows at every version check, and an offered unit comes back to one when it deferred the offer itself (its own
+    /// importance check), or its link or session ended, or it restarted, before the install. The window checks and the
+    /// rollout view's <c>neverOffered</c> all use it.
     /// </summary>
     internal const string WaitingMember = """
-        u.decommissioned_at IS NULL AND u.pattern = r.from_pattern
+        u.decommissioned_at IS NULL AND u.pattern = r.from_pattern AND (u.target_pattern IS NULL OR u.target_pattern = r.to_pattern)
         AND NOT EXISTS (SELECT 1 FROM update_reports f WHERE f.mac = m.mac AND f.update_id = r.update_id AND f.success = 0 AND f.at >= m.joined_at)
         """;
 
@@ -41,7 +43,7 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// <see cref="SetUpdateWindowAsync"/>, after <paramref name="refuse"/> has seen the running and paused rollouts whose
-    /// group has a maintenance window and that hold the unit as a member still waiting to be offered their update
+    /// group has a maintenance window and that hold the unit as a member the gate may still offer their update to
     /// (<see cref="WaitingMember"/>; with the window and their update's importance) and found no reason to refuse; its
     /// reason becomes a <see cref="StoreConflictException"/> and nothing is written. When the hours stay as stored (a
     /// change of the zone alone) nothing gets worse and <paramref name="refuse"/> is not asked. They are read inside the transaction, under the catalogue's lock, which a group's window

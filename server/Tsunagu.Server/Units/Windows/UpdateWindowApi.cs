@@ -46,7 +46,7 @@ public static class UpdateWindowApi
     /// <summary>
     /// Stores unit <paramref name="mac"/>'s window as <paramref name="request"/> (already valid, <see cref="Invalid"/>) asks,
     /// with its audit entry; false when the unit is not registered. Refused (<see cref="StoreConflictException"/>, nothing
-    /// written) when the unit is a member still waiting to be offered the update (<see cref="TsunaguStore.WaitingMember"/>)
+    /// written) when the unit is a member the gate may still offer the update to (<see cref="TsunaguStore.WaitingMember"/>)
     /// of a running or paused rollout whose update is of importance 3 and whose group's maintenance window its new hours
     /// never meet: it would never be offered the update. Clearing the hours (back to the fleet policy's, which a policy
     /// change, a group window change and a rollout's creation keep meeting every such window) is never refused; nor is a
