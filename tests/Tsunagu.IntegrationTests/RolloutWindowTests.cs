@@ -650,6 +650,11 @@ public class RolloutWindowTests(string kind)
         Assert.That(await service.GateAsync(Mac(2), program), Does.Contain("waits for group lab's maintenance window"), "an offered member meets the gate again");
         Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered!.Select(m => m.Mac), Is.EqualTo(new[] { Mac(2) }));
         Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(2)}" }));
+        // installing it now (state Updating), it finishes without the gate: the view leaves it out, the checks still count it
+        await _store.TouchAsync(Mac(2), UnitStates.Updating);
+        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty, "a member installing the update now is not shown");
+        Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(2)}" }));
+        await _store.TouchAsync(Mac(2), UnitStates.Ready);
         Assert.That(await UnitWindowAsync(2, null, null), Is.True);
         // the view and the checks use the same rule: none of them is shown, and only the ones the gate may offer the
         // update to can be refused hours that never meet the window
