@@ -212,8 +212,10 @@ public class UnitClientTests
                             StaleRequestRead.TrySetResult();
                             continue; // the stale connection: read, never answered
                         }
-                        await socket.SendAsync(answer, _stop.Token);
+                        // counted before it is sent: the client may read the answer and the test look at the count before
+                        // this task runs again after the send
                         Interlocked.Increment(ref _answered);
+                        await socket.SendAsync(answer, _stop.Token);
                     }
                 }
             }
