@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Protocol;
-using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 
 namespace Tsunagu.Cli;
@@ -78,9 +77,8 @@ public static class MediaCommands
         delete.SetAction((r, ct) => guard(async () =>
         {
             // the server's grammar, before any connection: 64 hex digits in any case, meant in lower case
-            var given = r.GetValue(digestArg);
-            var digest = given?.ToLowerInvariant() ?? "";
-            if (!ArtifactStore.IsDigest(digest)) { throw new ArgumentException($"digest: '{InputRules.Quote(given)}' is not a SHA-256 in hex"); }
+            var (digest, problem) = ArtifactStore.ReadDigest(r.GetValue(digestArg));
+            if (problem is not null) { throw new ArgumentException(problem); }
             using var client = connect(r);
             await client.SendAsync(HttpMethod.Delete, $"{Routes.Media}/{digest}", null, ct);
             Console.WriteLine($"deleted medium {digest}: units presenting it are now told it is not genuine");

@@ -250,8 +250,8 @@ public static class HostApi
     private static async Task<Results<Ok<MediaCheckResponse>, ProblemHttpResult>> MediaCheck(MediaCheckRequest request, HttpContext http, TsunaguStore store, ILogger<MediaCheckRequest> log)
     {
         var mac = http.Caller().Subject;
-        var digest = request.Digest?.ToLowerInvariant() ?? "";
-        if (!ArtifactStore.IsDigest(digest)) { return Problems.BadRequest($"digest: '{InputRules.Quote(request.Digest)}' is not a SHA-256 in hex"); }
+        var (digest, problem) = ArtifactStore.ReadDigest(request.Digest);
+        if (problem is not null) { return Problems.BadRequest(problem); }
         var medium = await store.GetMediumAsync(digest, http.RequestAborted);
         // the audit entry and, for a rejected medium, the unit's last error: one transaction
         await store.RecordMediaCheckAsync(mac, digest, medium, $"install medium {digest[..12]}... is not genuine: rejected", http.RequestAborted);

@@ -36,8 +36,8 @@ public static class MediaApi
     /// </summary>
     public static (MediaRegistration? Medium, string? Problem) Check(MediaRegistration? r)
     {
-        var digest = r?.Digest?.ToLowerInvariant() ?? "";
-        if (!ArtifactStore.IsDigest(digest)) { return (null, $"digest: '{InputRules.Quote(r?.Digest)}' is not a SHA-256 in hex"); }
+        var (digest, problem) = ArtifactStore.ReadDigest(r?.Digest);
+        if (problem is not null) { return (null, problem); }
         if (!InputRules.IsText(r!.Name, 128)) { return (null, "name: required; " + InputRules.Text("name", 128)); }
         return (new MediaRegistration(digest, r.Name.Trim()), null);
     }

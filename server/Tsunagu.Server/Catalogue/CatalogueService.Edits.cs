@@ -157,8 +157,8 @@ public sealed partial class CatalogueService
     /// <exception cref="KeyNotFoundException">The digest is not registered.</exception>
     public async Task DeleteMediumAsync(string digest, string actor, CancellationToken ct = default)
     {
-        var d = digest?.ToLowerInvariant() ?? "";
-        if (!ArtifactStore.IsDigest(d)) { throw new CatalogueRuleException($"digest: '{Apis.InputRules.Quote(digest)}' is not a SHA-256 in hex"); }
+        var (d, problem) = ArtifactStore.ReadDigest(digest);
+        if (problem is not null) { throw new CatalogueRuleException(problem); }
         await store.InCatalogueTransactionAsync(async t =>
         {
             var medium = await t.GetMediumAsync(d, ct) ?? throw new KeyNotFoundException($"medium {d} is not registered");

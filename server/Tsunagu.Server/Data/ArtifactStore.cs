@@ -9,6 +9,16 @@ public sealed class ArtifactStore(string directory)
 
     public static bool IsDigest(string text) => text.Length == 64 && text.All(char.IsAsciiHexDigitLower);
 
+    /// <summary>
+    /// A digest given by a person or a unit (64 hex digits in any case, meant in lower case): the digest as stored, or the
+    /// problem naming the field and the value (quoted, control characters escaped) when it is not one.
+    /// </summary>
+    public static (string Digest, string? Problem) ReadDigest(string? given)
+    {
+        var digest = given?.ToLowerInvariant() ?? "";
+        return IsDigest(digest) ? (digest, null) : (digest, $"digest: '{Apis.InputRules.Quote(given)}' is not a SHA-256 in hex");
+    }
+
     /// <summary>Every stored artifact (digest and size), by digest.</summary>
     public IReadOnlyList<(string Sha256, long Size)> List() =>
         System.IO.Directory.Exists(Directory)

@@ -119,7 +119,7 @@ public static class GroupWindows
     /// is not 3.
     /// </summary>
     public static string? UnitStall(string mac, PolicyWindow hours, string group, MaintenanceWindow window, string rollout, string updateId, int importance) =>
-        importance == 3 && !Overlaps(window, hours)
+        importance == 3 && !Meets(HoursOpen(window), hours)
             ? $"unit {mac}'s own low-utilisation hours {hours} never meet group {group}'s maintenance window {window} that importance 3 waits for too " +
               $"(rollout {rollout}, update program {updateId}): the unit would never be offered the update"
             : null;
