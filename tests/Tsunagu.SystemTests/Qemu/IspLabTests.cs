@@ -303,6 +303,12 @@ public sealed partial class IspLabTests
         await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "down" && e.Peer == subscriber.Username), TimeSpan.FromMinutes(3),
             "the subscriber's session ending when the unit shuts down");
         await isp.WaitAsync(() => isp.Radius().Skip(radiusBefore).Any(r => r.Kind == "Stop"), TimeSpan.FromSeconds(60), "the accounting Stop");
+        // init's own stop (SIGTERM to all, one second, SIGKILL) is too short for a hang-up on a busy unit: the stop script
+        // ends the supervisor and waits for pppd before it, whatever the machine's load
+        await unit.WaitAsync(() => unit.Console().Contains("The system is going down", StringComparison.Ordinal), TimeSpan.FromSeconds(60), "init's kill-all");
+        var stopped = unit.Console().IndexOf("rcK: supervisor stopped, links hung up", StringComparison.Ordinal);
+        Assert.That(stopped, Is.GreaterThanOrEqualTo(0).And.LessThan(unit.Console().IndexOf("The system is going down", StringComparison.Ordinal)),
+            $"the stop script hung up before init's kill-all\n--- unit ---\n{unit.Console()[^Math.Min(4000, unit.Console().Length)..]}");
         Assert.That(isp.Console(), Does.Not.Contain("No response to"), "ended by the unit's goodbye, not by LCP echo");
         // the accounting Stop is written before pppd has exited, and the counter read may come before the frame's: both settle
         Assert.That(await IspGuest.SettledAsync(() => isp.ShellAsync("pidof pppd; echo pids=$?"), p => p.EndsWith("pids=1", StringComparison.Ordinal), TimeSpan.FromSeconds(30)),
