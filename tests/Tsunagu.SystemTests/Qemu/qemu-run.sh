@@ -18,6 +18,8 @@
 #   WAN_SOCKET    instead of user networking, the WAN port is a QEMU socket link to this loopback HOST:PORT (the
 #                 ISP lab's access network guest listens there: isp-run.sh); the unit then reaches the server only
 #                 through that guest (PPPoE)
+#   LAN_SOCKET    the LAN port is a QEMU socket link to this loopback HOST:PORT (the ISP lab's LAN PC listens there:
+#                 lan-pc-run.sh); without it the LAN port is linked to nothing
 set -euo pipefail
 : "${DISK:?DISK: the disk image of the unit}"
 IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
@@ -48,13 +50,18 @@ args=(
     -append "${CMDLINE% }"
     -drive "file=$DISK,if=virtio,format=raw,cache=unsafe"
     -device "virtio-net-pci,netdev=wan,mac=$MAC"
-    -netdev hubport,id=lan,hubid=1 -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01
+    -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01
     -monitor "unix:$RUN_DIR/monitor.sock,server=on,wait=off"
 )
 if [ -n "${WAN_SOCKET:-}" ]; then
     args+=(-netdev "socket,id=wan,connect=$WAN_SOCKET")
 else
     args+=(-netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd")
+fi
+if [ -n "${LAN_SOCKET:-}" ]; then
+    args+=(-netdev "socket,id=lan,connect=$LAN_SOCKET")
+else
+    args+=(-netdev hubport,id=lan,hubid=1)
 fi
 [ -n "${HDD:-}" ] && args+=(-drive "file=$HDD,if=virtio,format=raw,cache=unsafe")
 if [ "$CONSOLE" = stdio ]; then
