@@ -370,6 +370,7 @@ public sealed partial class IspLabTests
     [Test]
     public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_fetches_its_page_and_is_refused_a_filtered_domain()
     {
+        LanPc.RequireImage();
         const int index = 26;
         var mac = QemuLab.MacOf(index);
         var subscriber = new WanAccount("pppoe", "shiro.kato@isp.example", "subscriber-secret-0026");
@@ -418,26 +419,35 @@ public sealed partial class IspLabTests
         // the web server's name, resolved by the unit (which asked the lab's DNS server from its WAN address), and its page
         var page = await pc.FetchAsync($"http://{IspGuest.WebServerName}/");
         TestContext.Out.WriteLine($"LAN PC: {page.Output}");
-        Assert.That((page.Exit, page.Address, page.Server), Is.EqualTo((0, InternetAddress, lan.LanAddress)), $"resolved by the unit to the lab's web server\n{page.Output}");
+        Assert.That((page.Exit, page.Address), Is.EqualTo((0, InternetAddress)), $"resolved by the unit to the lab's web server\n{page.Output}");
         Assert.That(page.Page, Is.EqualTo(InternetContent), "the page of the lab's internet, through the unit's NAT");
+        // the unit translated the PC's connection: its connection tracking holds it, from the PC's address to the web
+        // server, with the answer addressed to the unit's session address (the lab's ISP has no route to the LAN)
+        var conntrack = await unit.ShellAsync("cat /proc/net/nf_conntrack");
+        var translated = ConntrackWeb().Matches(conntrack).Where(m => m.Groups[1].Value == lease.Address).Select(m => m.Groups[2].Value).ToList();
+        Assert.That(translated, Is.Not.Empty.And.All.EqualTo(wan), $"the unit's NAT: {lease.Address} -> {InternetAddress}:80, answered to {wan}\n{conntrack}");
+        Assert.That(await isp.ShellAsync($"ip route get {lease.Address}"), Does.Contain("dev uplink"), "the LAN's addresses mean nothing to the ISP");
         await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == IspGuest.WebServerName), TimeSpan.FromSeconds(30), "the unit's query on the lab's DNS server");
         Assert.That(isp.DnsQueries().Where(q => q.Name == IspGuest.WebServerName).Select(q => q.From).Distinct(), Is.EqualTo(new[] { wan }),
             "the unit's dnsmasq forwarded the name from its subscriber session's address");
-        // the lab's ISP has no route to the unit's LAN: the page came back to the PC only because the unit translated it
-        Assert.That(await isp.ShellAsync($"ip route get {lease.Address}"), Does.Contain("dev uplink"), "the LAN's addresses mean nothing to the ISP");
 
-        // the filtered domain: the unit answers NXDOMAIN itself, it never asks upstream, and the PC fetches nothing
+        // the filtered domain: the unit answers NXDOMAIN itself, and the PC fetches nothing
         var filtered = await pc.FetchAsync($"http://{FilteredName}/");
         TestContext.Out.WriteLine($"LAN PC: {filtered.Output}");
-        Assert.That((filtered.Exit, filtered.Server, filtered.Refusal), Is.EqualTo((1, lan.LanAddress, "NXDOMAIN")), $"the unit refuses the filtered domain\n{filtered.Output}");
+        Assert.That((filtered.Exit, filtered.Refusal), Is.EqualTo((1, "NXDOMAIN")), $"the unit refuses the filtered domain\n{filtered.Output}");
         Assert.That(filtered.Page, Is.Empty);
-        // yet the lab's internet knows the name: asked directly (the PC's query crosses the unit's NAT), it answers
-        var direct = await pc.ShellAsync($"nslookup -type=a {FilteredName} {IspGuest.DnsAddress}");
+        // and it never asked upstream: a name of its own, asked after it through the unit, reaches the lab's DNS server
+        // (the unit forwards in the order asked, the server logs in the order received); by then no query for the
+        // filtered name has come, however often the PC's resolver asked again
+        var barrier = $"barrier-{Guid.NewGuid():N}.lab.example";
+        var unknown = await pc.FetchAsync($"http://{barrier}/");
+        Assert.That((unknown.Exit, unknown.Refusal), Is.EqualTo((1, "NXDOMAIN")), $"the lab's DNS server does not know {barrier}\n{unknown.Output}");
+        await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == barrier && q.From == wan), TimeSpan.FromSeconds(30), $"the unit's forwarded query for {barrier}");
+        Assert.That(isp.DnsQueries().Where(q => q.Name == FilteredName), Is.Empty, $"the unit never asked for {FilteredName}\n--- ISP ---\n{isp.Console()}");
+        // yet the lab's internet knows the name: the unit's own shell, asking the lab's DNS server itself, is answered
+        var direct = await unit.ShellAsync($"nslookup -type=a -timeout=20 {FilteredName} {IspGuest.DnsAddress}");
         Assert.That(direct, Does.Contain($"Address: {InternetAddress}"), $"the lab's DNS server answers {FilteredName}\n{direct}");
-        // the lab's DNS server logs in the order it receives: once the direct query is there, a query the unit had
-        // forwarded before would be too
-        await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == FilteredName), TimeSpan.FromSeconds(30), "the PC's direct query on the lab's DNS server");
-        Assert.That(isp.DnsQueries().Count(q => q.Name == FilteredName), Is.EqualTo(1), $"only the PC's direct query: the unit never asked for {FilteredName}\n--- ISP ---\n{isp.Console()}");
+        await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == FilteredName), TimeSpan.FromSeconds(30), "the unit shell's query on the lab's DNS server");
         Assert.That(pc.Leases(), Has.Count.EqualTo(1), "still the one lease");
         TestContext.Out.WriteLine($"ISP guest and LAN PC up: {guestsUp.TotalSeconds:0.0} s; unit power-on to Ready over PPPoE: {toReady.TotalSeconds:0.0} s, to the PC's lease: {toLease.TotalSeconds:0.0} s; " +
             $"whole test after power-on: {clock.Elapsed.TotalSeconds:0.0} s");
@@ -446,18 +456,19 @@ public sealed partial class IspLabTests
     /// <summary>On the content filter of test 6's unit, and a name the lab's DNS server answers.</summary>
     private const string FilteredName = "ads.example";
 
+    /// <summary>A connection to the lab's web server in /proc/net/nf_conntrack: the original source and the reply's destination.</summary>
+    [GeneratedRegex(@"src=(\S+) dst=198\.51\.100\.80 sport=\d+ dport=80 src=198\.51\.100\.80 dst=(\S+) sport=80 ")]
+    private static partial Regex ConntrackWeb();
+
     private static uint Ipv4(string address) => System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(System.Net.IPAddress.Parse(address).GetAddressBytes());
 }
 
 /// <summary>One access network guest of the ISP lab (isp-run.sh beside this file), with its console (the access concentrator's log).</summary>
-public sealed partial class IspGuest : IAsyncDisposable
+public sealed partial class IspGuest : LabGuest
 {
-    private readonly Process _qemu;
-
-    private IspGuest(Process qemu, string directory, int accessPort)
+    private IspGuest(string directory, int accessPort, IReadOnlyDictionary<string, string> environment)
+        : base("isp-run.sh", environment, directory, "ISP guest")
     {
-        _qemu = qemu;
-        Directory = directory;
         AccessEndpoint = $"127.0.0.1:{accessPort.ToString(CultureInfo.InvariantCulture)}";
     }
 
@@ -469,21 +480,10 @@ public sealed partial class IspGuest : IAsyncDisposable
     /// <summary>The name the lab's DNS server gives the lab's "internet" web server (isp-run.sh's INTERNET_NAMES).</summary>
     public const string WebServerName = "www.lab.example";
 
-    public string Directory { get; }
     public string AccessEndpoint { get; }
-    public string ConsolePath => Path.Combine(Directory, "console.log");
 
     /// <summary>Fails the test (never skips it) when the guest's image is missing.</summary>
-    public static void RequireImage()
-    {
-        foreach (var file in new[] { "vmlinuz", "initrd.img" })
-        {
-            if (!File.Exists(Path.Combine(ImageDirectory, file)))
-            {
-                Assert.Fail($"{Path.Combine(ImageDirectory, file)} is missing: run `make isp-lab-image` (make isp-lab-test does)");
-            }
-        }
-    }
+    public static void RequireImage() => RequireImage(ImageDirectory, "isp-lab-image");
 
     /// <summary>Boots a guest whose RADIUS server accepts <paramref name="accounts"/> (CHAP), linked to the lab's server.</summary>
     public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts)
@@ -500,39 +500,21 @@ public sealed partial class IspGuest : IAsyncDisposable
         }
         await File.WriteAllTextAsync(file, string.Concat(accounts.Select(a => $"{a.User} {a.Password}\n")));
         var port = TestServer.FreePort();
-        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "isp-run.sh"));
-        start.Environment["ACCESS_PORT"] = port.ToString(CultureInfo.InvariantCulture);
-        start.Environment["ACCOUNTS"] = file;
-        start.Environment["ISP_DIR"] = ImageDirectory;
-        start.Environment["SERVER_PORT"] = lab.Port.ToString(CultureInfo.InvariantCulture);
-        start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture);
-        start.Environment["ACCESS_POINT_TOKEN"] = QemuLab.AccessPointToken;
-        start.Environment["SERVER_CERT"] = lab.CertificatePath;
-        start.Environment["RUN_DIR"] = dir;
-        start.Environment["CONSOLE"] = "file";
-        var qemu = Process.Start(start) ?? throw new InvalidOperationException("isp-run.sh did not start");
-        qemu.OutputDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"isp qemu: {e.Data}"); } };
-        qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"isp qemu: {e.Data}"); } };
-        qemu.BeginOutputReadLine();
-        qemu.BeginErrorReadLine();
-        return new IspGuest(qemu, dir, port);
+        return new IspGuest(dir, port, new Dictionary<string, string>
+        {
+            ["ACCESS_PORT"] = port.ToString(CultureInfo.InvariantCulture),
+            ["ACCOUNTS"] = file,
+            ["ISP_DIR"] = ImageDirectory,
+            ["SERVER_PORT"] = lab.Port.ToString(CultureInfo.InvariantCulture),
+            ["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture),
+            ["ACCESS_POINT_TOKEN"] = QemuLab.AccessPointToken,
+            ["SERVER_CERT"] = lab.CertificatePath,
+        });
     }
 
     /// <summary>Waits for the access concentrator (the guest's init prints a line when pppoe-server runs).</summary>
     public Task WaitReadyAsync(TimeSpan timeout) =>
         WaitAsync(() => Console().Contains("isp: access concentrator", StringComparison.Ordinal), timeout, "the access concentrator");
-
-    public async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
-        {
-            if (_qemu.HasExited) { Assert.Fail($"ISP guest: QEMU ended while waiting for {what}\n--- console ---\n{Console()}"); }
-            if (DateTime.UtcNow > deadline) { Assert.Fail($"ISP guest: no {what} within {timeout.TotalSeconds:0} s\n--- console ---\n{Console()}"); }
-            await Task.Delay(250);
-        }
-    }
 
     /// <summary>
     /// Reads <paramref name="read"/> until <paramref name="settled"/> holds or <paramref name="timeout"/> passes, and returns
@@ -549,8 +531,6 @@ public sealed partial class IspGuest : IAsyncDisposable
         }
         return value;
     }
-
-    public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
 
     /// <summary>
     /// One thing the access concentrator logged about a session: up, down (the ip-up/ip-down hooks), refused (pppd),
@@ -639,10 +619,6 @@ public sealed partial class IspGuest : IAsyncDisposable
         Console().Split('\n').Select(l => DnsQueryLine().Match(l)).Where(m => m.Success)
             .Select(m => new DnsQuery(m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value)).Where(q => q.From != DnsAddress).ToList();
 
-    /// <summary>Runs a shell command on the guest's second serial port and returns its output.</summary>
-    public Task<string> ShellAsync(string command, TimeSpan? timeout = null) =>
-        GuestShell.RunAsync(Path.Combine(Directory, "shell.sock"), command, timeout ?? TimeSpan.FromSeconds(30), "ISP guest");
-
     [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)(?:.* access=(\S+))?")]
     private static partial Regex Hook();
 
@@ -669,14 +645,4 @@ public sealed partial class IspGuest : IAsyncDisposable
 
     [GeneratedRegex(@"radius: access point user=(\S*) status=(\S+)")]
     private static partial Regex AccessPointLine();
-
-    public async ValueTask DisposeAsync()
-    {
-        if (!_qemu.HasExited)
-        {
-            _qemu.Kill(entireProcessTree: true);
-            await _qemu.WaitForExitAsync();
-        }
-        _qemu.Dispose();
-    }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Tsunagu.IntegrationTests;
@@ -11,78 +10,41 @@ namespace Tsunagu.SystemTests.Qemu;
 /// unit's DHCP server gives it one and logs the lease on its console; <see cref="FetchAsync"/> resolves a name through
 /// the lease's DNS server and fetches a page, as a browser does, on its shell (the second serial port).
 /// </summary>
-public sealed partial class LanPc : IAsyncDisposable
+public sealed partial class LanPc : LabGuest
 {
     /// <summary>The PC's MAC (lan-pc-run.sh's default).</summary>
     public const string Mac = "52:54:00:1a:00:01";
 
-    private readonly Process _qemu;
-
-    private LanPc(Process qemu, string directory, int port)
+    private LanPc(string directory, int port)
+        : base("lan-pc-run.sh", new Dictionary<string, string>
+        {
+            ["LAN_PORT"] = port.ToString(CultureInfo.InvariantCulture),
+            ["LAN_PC_DIR"] = ImageDirectory,
+            ["MAC"] = Mac,
+        }, directory, "LAN PC")
     {
-        _qemu = qemu;
-        Directory = directory;
         LanEndpoint = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
     }
 
     public static string ImageDirectory => Path.Combine(QemuLab.RepositoryRoot, "out", "lan-pc");
 
-    public string Directory { get; }
-
     /// <summary>Where the PC's port listens: the unit's LAN port connects here.</summary>
     public string LanEndpoint { get; }
 
-    public string ConsolePath => Path.Combine(Directory, "console.log");
-
     /// <summary>Fails the test (never skips it) when the guest's image is missing.</summary>
-    public static void RequireImage()
-    {
-        foreach (var file in new[] { "vmlinuz", "initrd.img" })
-        {
-            if (!File.Exists(Path.Combine(ImageDirectory, file)))
-            {
-                Assert.Fail($"{Path.Combine(ImageDirectory, file)} is missing: run `make lan-pc-image` (make isp-lab-test does)");
-            }
-        }
-    }
+    public static void RequireImage() => RequireImage(ImageDirectory, "lan-pc-image");
 
     /// <summary>Boots the PC; its port listens on a free loopback port (<see cref="LanEndpoint"/>) at once.</summary>
     public static LanPc Start(QemuLab lab, string name)
     {
         var dir = Path.Combine(lab.Root, name);
         System.IO.Directory.CreateDirectory(dir);
-        var port = TestServer.FreePort();
-        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "lan-pc-run.sh"));
-        start.Environment["LAN_PORT"] = port.ToString(CultureInfo.InvariantCulture);
-        start.Environment["LAN_PC_DIR"] = ImageDirectory;
-        start.Environment["MAC"] = Mac;
-        start.Environment["RUN_DIR"] = dir;
-        start.Environment["CONSOLE"] = "file";
-        var qemu = Process.Start(start) ?? throw new InvalidOperationException("lan-pc-run.sh did not start");
-        qemu.OutputDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"lan-pc qemu: {e.Data}"); } };
-        qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"lan-pc qemu: {e.Data}"); } };
-        qemu.BeginOutputReadLine();
-        qemu.BeginErrorReadLine();
-        return new LanPc(qemu, dir, port);
+        return new LanPc(dir, TestServer.FreePort());
     }
-
-    public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
 
     /// <summary>Waits for the PC's program to bring its port up and start asking for a lease.</summary>
     public Task WaitBootedAsync(TimeSpan timeout) =>
         WaitAsync(() => Console().Contains("lan-pc: up: eth0", StringComparison.Ordinal), timeout, "the PC asking for a DHCP lease");
-
-    public async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
-        {
-            if (_qemu.HasExited) { Assert.Fail($"LAN PC: QEMU ended while waiting for {what}\n--- console ---\n{Console()}"); }
-            if (DateTime.UtcNow > deadline) { Assert.Fail($"LAN PC: no {what} within {timeout.TotalSeconds:0} s\n--- console ---\n{Console()}"); }
-            await Task.Delay(250);
-        }
-    }
 
     /// <summary>One lease the PC took (its DHCP client's script logs each one): the address and what came with it.</summary>
     public sealed record Lease(string Event, string Address, int PrefixLength, string Router, IReadOnlyList<string> Dns, string Server, int Seconds, string Domain);
@@ -101,13 +63,26 @@ public sealed partial class LanPc : IAsyncDisposable
         return Leases()[0];
     }
 
+    /// <summary>Refuses a URL that is not http://HOST[:PORT][/PATH] with a path free of quotes and blanks: it goes into a shell command, in single quotes.</summary>
+    /// <exception cref="ArgumentException">Anything else.</exception>
+    public static void RequireFetchableUrl(string url)
+    {
+        if (!FetchableUrl().IsMatch(url))
+        {
+            throw new ArgumentException($"not a URL the PC's shell is given (http://HOST[:PORT][/PATH], no quote or blank): {url}", nameof(url));
+        }
+    }
+
     /// <summary>What <c>lan-pc-fetch</c> saw: the exit code (0 fetched, 1 not resolved, 2 not fetched), the address and DNS server, the resolver's refusal, the page.</summary>
     public sealed record Fetch(int Exit, string? Address, string? Server, string? Refusal, string Page, string Output);
 
     /// <summary>Resolves the name of <paramref name="url"/> through the lease's DNS server and fetches the page, on the PC.</summary>
+    /// <exception cref="ArgumentException"><paramref name="url"/> is not one <see cref="RequireFetchableUrl"/> takes.</exception>
     public async Task<Fetch> FetchAsync(string url, TimeSpan? timeout = null)
     {
-        var output = await ShellAsync($"lan-pc-fetch '{url}'; echo exit=$?", timeout ?? TimeSpan.FromSeconds(90));
+        RequireFetchableUrl(url);
+        // the echo before the exit line ends a page without a trailing newline, so the exit code is always a line of its own
+        var output = await ShellAsync($"lan-pc-fetch '{url}'; rc=$?; echo; echo exit=$rc", timeout ?? TimeSpan.FromSeconds(90));
         var lines = output.Split('\n').ToList();
         var exit = lines.Count > 0 && lines[^1].StartsWith("exit=", StringComparison.Ordinal)
             ? int.Parse(lines[^1]["exit=".Length..], CultureInfo.InvariantCulture)
@@ -124,26 +99,15 @@ public sealed partial class LanPc : IAsyncDisposable
         return new Fetch(exit, null, null, null, "", output);
     }
 
-    /// <summary>Runs a shell command on the PC's second serial port and returns its output.</summary>
-    public Task<string> ShellAsync(string command, TimeSpan? timeout = null) =>
-        GuestShell.RunAsync(Path.Combine(Directory, "shell.sock"), command, timeout ?? TimeSpan.FromSeconds(30), "LAN PC");
-
     [GeneratedRegex(@"lan-pc: lease (bound|renew) address=(\S+)/(\d+) router=(\S*) dns=(\S*) server=(\S*) lease=(\d+) domain=(.*)$")]
     private static partial Regex LeaseLine();
+
+    [GeneratedRegex(@"\Ahttp://[A-Za-z0-9.:-]+(/[^'\s]*)?\z")]
+    private static partial Regex FetchableUrl();
 
     [GeneratedRegex(@"^lan-pc: resolved \S+ address=(\S+) server=(\S+)$")]
     private static partial Regex Resolved();
 
     [GeneratedRegex(@"^lan-pc: not resolved \S+ server=(\S+) answer=(.+)$")]
     private static partial Regex NotResolved();
-
-    public async ValueTask DisposeAsync()
-    {
-        if (!_qemu.HasExited)
-        {
-            _qemu.Kill(entireProcessTree: true);
-            await _qemu.WaitForExitAsync();
-        }
-        _qemu.Dispose();
-    }
 }

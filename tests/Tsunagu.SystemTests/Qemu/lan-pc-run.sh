@@ -3,7 +3,7 @@
 # port listens on a QEMU socket link on loopback: a unit's LAN port connects to it (qemu-run.sh LAN_SOCKET), so the PC
 # has no network but the unit's LAN. It asks the unit's DHCP server for a lease until it gets one and logs it on its
 # console (`lan-pc: lease bound address=... router=... dns=...`). Its shell is on its second serial port, the unix socket
-# RUN_DIR/shell.sock (`socat - UNIX-CONNECT:RUN_DIR/shell.sock`; try nslookup www.lab.example, wget -O - http://www.lab.example/).
+# RUN_DIR/shell.sock (`socat - UNIX-CONNECT:RUN_DIR/shell.sock`; try lan-pc-fetch http://www.lab.example/).
 #
 # Environment:
 #   LAN_PORT      the loopback TCP port of the LAN link (the PC listens)                  required

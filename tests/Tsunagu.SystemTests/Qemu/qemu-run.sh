@@ -15,10 +15,10 @@
 #   RUN_DIR       where console.log, monitor.sock (QEMU monitor) and shell.sock (the service shell) go
 #   CONSOLE       'stdio' (interactive; Ctrl-A X quits) or 'file' (RUN_DIR/console.log) default stdio
 #   MEMORY        guest RAM in MiB                                                     default 512
-#   WAN_SOCKET    instead of user networking, the WAN port is a QEMU socket link to this loopback HOST:PORT (the
+#   WAN_SOCKET    instead of user networking, the WAN port is a QEMU socket link to this loopback 127.X.X.X:PORT (the
 #                 ISP lab's access network guest listens there: isp-run.sh); the unit then reaches the server only
 #                 through that guest (PPPoE)
-#   LAN_SOCKET    the LAN port is a QEMU socket link to this loopback HOST:PORT (the ISP lab's LAN PC listens there:
+#   LAN_SOCKET    the LAN port is a QEMU socket link to this loopback 127.X.X.X:PORT (the ISP lab's LAN PC listens there:
 #                 lan-pc-run.sh); without it the LAN port is linked to nothing
 set -euo pipefail
 : "${DISK:?DISK: the disk image of the unit}"
@@ -29,6 +29,14 @@ MAC=${MAC:-52:54:00:12:34:56}
 RUN_DIR=${RUN_DIR:-$(dirname "$DISK")}
 CONSOLE=${CONSOLE:-stdio}
 MEMORY=${MEMORY:-512}
+# the socket links stay on loopback: anything else would put the unit's port on a real network
+for link in WAN_SOCKET LAN_SOCKET; do
+    value=${!link:-}
+    if [ -n "$value" ] && ! [[ $value =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}:[0-9]{1,5}$ ]]; then
+        echo "qemu-run: $link='$value' is not a loopback address 127.X.X.X:PORT (the lab's links stay on this machine)" >&2
+        exit 2
+    fi
+done
 for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline" "$IMAGE_DIR/board.json"; do
     [ -f "$f" ] || { echo "qemu-run: $f is missing (make image)" >&2; exit 2; }
 done
