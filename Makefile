@@ -63,7 +63,7 @@ format-check: restore
 
 # Every test; TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot the images of both
 # boards (qemu-arm64: first boot, slot fall back and a changed byte refused by dm-verity, about 5.5 min under TCG).
-test: packages format-check build image image-arm64 isp-lab-image
+test: packages format-check build image image-arm64 isp-lab-image lan-pc-image
 	rm -rf $(RESULTS)
 	$(DOTNET) test Tsunagu.slnx -c $(CONFIGURATION) --no-build --logger "trx" --logger "console;verbosity=normal" --results-directory $(RESULTS)
 
@@ -86,7 +86,7 @@ integration-test: build
 	$(DOTNET) test tests/Tsunagu.IntegrationTests -c $(CONFIGURATION) --no-build
 
 # Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run).
-system-test: packages build image image-arm64 isp-lab-image
+system-test: packages build image image-arm64 isp-lab-image lan-pc-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
@@ -203,17 +203,24 @@ isp-lab-image: $(ISP_LAB_DIR)/initrd.img
 $(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/isp/drop-session $(wildcard image/isp/radius/*) image/lib.sh
 	bash image/isp/build.sh $(ISP_LAB_DIR)
 
+# The ISP lab's LAN PC (docs/lab.md): out/lan-pc/vmlinuz and initrd.img (busybox: udhcpc, nslookup, wget).
+LAN_PC_DIR := out/lan-pc
+.PHONY: lan-pc-image
+lan-pc-image: $(LAN_PC_DIR)/initrd.img
+$(LAN_PC_DIR)/initrd.img: image/lan-pc/build.sh image/lan-pc/init image/lan-pc/dhcp-event image/lan-pc/fetch image/lib.sh
+	bash image/lan-pc/build.sh $(LAN_PC_DIR)
+
 # Only the ISP lab's system tests (also part of `make test` and `make system-test`).
-isp-lab-test: packages build image isp-lab-image
+isp-lab-test: packages build image isp-lab-image lan-pc-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.IspLabTests" --logger "console;verbosity=normal"
 
 # One QEMU unit of the image against the server of `make run` (start that first; the lab script says what to watch).
-# LAB=isp: the ISP lab instead (docs/lab.md): the access network guest and a unit dialling PPPoE through it.
+# LAB=isp: the ISP lab instead (docs/lab.md): the access network guest, a unit dialling PPPoE through it and a LAN PC on its LAN.
 LAB_SCRIPTS := tests/Tsunagu.SystemTests/Qemu
 LAB ?=
-lab: build image $(if $(filter isp,$(LAB)),isp-lab-image)
+lab: build image $(if $(filter isp,$(LAB)),isp-lab-image lan-pc-image)
 ifeq ($(LAB),isp)
-	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) ISP_DIR=$(ISP_LAB_DIR) bash $(LAB_SCRIPTS)/isp-lab.sh
+	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) ISP_DIR=$(ISP_LAB_DIR) LAN_PC_DIR=$(LAN_PC_DIR) bash $(LAB_SCRIPTS)/isp-lab.sh
 else ifeq ($(LAB),)
 	CLI=$(CLI) PORT=$(PORT) MQTT_PORT=$(MQTT_PORT) DEMO=$(DEMO_DATA) IMAGE_DIR=$(IMAGE_DIR) LAB_DIR=.tsunagu/lab bash $(LAB_SCRIPTS)/lab.sh
 else

@@ -1,12 +1,12 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net.Sockets;
-using System.Text;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Units.ServiceConfigs;
 
 namespace Tsunagu.SystemTests.Qemu;
 
@@ -17,7 +17,9 @@ namespace Tsunagu.SystemTests.Qemu;
 /// factory PPP account (the MAC and the password derived from it with the operator's unit key; the access point's
 /// RADIUS server asks the initial setting server for that password, so the key stays there), fetches its settings,
 /// hangs up, dials the subscriber's account and reports Ready; a unit with a wrong factory password is refused by the
-/// RADIUS server and the access concentrator; a line that goes dead under a Ready unit is found by LCP echo and redialled.
+/// RADIUS server and the access concentrator; a line that goes dead under a Ready unit is found by LCP echo and redialled;
+/// a LAN PC on the unit's LAN port takes a lease from the unit, reaches the lab's internet by name through it, and is
+/// refused a domain of the unit's content filter.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed partial class IspLabTests
@@ -370,37 +372,124 @@ public sealed partial class IspLabTests
         Assert.That(FailedHostContacts(console), Is.Empty, $"no failed host contact\n--- unit ---\n{console}");
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(events[^1].Remote), "the unit's ppp0 carries the new session");
     }
+
+    [Test]
+    public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_fetches_its_page_and_is_refused_a_filtered_domain()
+    {
+        LanPc.RequireImage();
+        const int index = 26;
+        var mac = QemuLab.MacOf(index);
+        var subscriber = new WanAccount("pppoe", "shiro.kato@isp.example", "subscriber-secret-0026");
+        // the unit's services: a LAN and a lease of their own (not the demo's defaults, so the lease shows this
+        // configuration), the lab's DNS server as upstream, ads.example on the content filter; the lab's DNS server
+        // answers ads.example as it answers www.lab.example
+        var lan = new DhcpConfig("192.168.77.1", 24, "192.168.77.50", "192.168.77.59", "1h", []);
+        var services = DemoCatalogue.StandardServices with
+        {
+            Dhcp = lan,
+            Dns = new DnsConfig("lab.home.arpa", [IspGuest.DnsAddress]),
+            ContentFilter = new ContentFilterConfig(true, [FilteredName]),
+        };
+        var clock = Stopwatch.StartNew();
+        // both guests boot at once; the PC's port listens from its start, the unit's LAN port connects to it
+        await using var isp = await IspGuest.StartAsync(_lab, "isp26", [(subscriber.Username!, subscriber.Password!)]);
+        await using var pc = LanPc.Start(_lab, "lanpc26");
+        await isp.WaitReadyAsync(IspBoot);
+        await pc.WaitBootedAsync(IspBoot);
+        var guestsUp = clock.Elapsed;
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        await _lab.App.Services.GetRequiredService<ServiceConfigService>().AssignAsync(mac, services, "qemu-lab", CancellationToken.None);
+        unit.WanSocket = isp.AccessEndpoint;
+        unit.LanSocket = pc.LanEndpoint;
+        clock.Restart();
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        var toReady = clock.Elapsed;
+        // the unit's DHCP server runs from its services, before Ready; the PC asks every 8 s or less until it answers
+        var lease = await pc.WaitLeaseAsync(TimeSpan.FromMinutes(2));
+        var toLease = clock.Elapsed;
+        var wan = (await _lab.UnitAsync(mac))!.WanAddress!;
+
+        // the lease: an address of the configured range, the unit as gateway and DNS server, the configured domain and time
+        Assert.That(Ipv4(lease.Address), Is.InRange(Ipv4(lan.RangeStart), Ipv4(lan.RangeEnd)), $"an address of the configured range\n--- LAN PC ---\n{pc.Console()}");
+        Assert.That((lease.PrefixLength, lease.Router, lease.Server, lease.Domain, lease.Seconds), Is.EqualTo((lan.PrefixLength, lan.LanAddress, lan.LanAddress, "lab.home.arpa", 3600)),
+            "the unit's DHCP server, the unit as gateway, the configured domain and lease time");
+        Assert.That(lease.Dns, Is.EqualTo(new[] { lan.LanAddress }), "the unit is the PC's DNS server");
+        Assert.That(pc.Leases(), Has.Count.EqualTo(1), "one lease, kept");
+        // the unit's side: its dnsmasq holds that lease for the PC's MAC, and forwards to the lab's DNS server
+        var dnsmasq = await unit.ShellAsync("conf=$(tr '\\0' '\\n' < /proc/$(pidof dnsmasq)/cmdline | tail -n 1); grep -E '^(server|address)=' \"$conf\"; echo leases:; cat \"$(sed -n 's/^dhcp-leasefile=//p' \"$conf\")\"");
+        Assert.That(dnsmasq, Does.Contain($"server={IspGuest.DnsAddress}").And.Contain($"address=/{FilteredName}/"), "the unit's dnsmasq has the configured upstream and filter");
+        var leases = dnsmasq[(dnsmasq.IndexOf("leases:", StringComparison.Ordinal) + "leases:".Length)..].Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(leases, Has.Length.EqualTo(1).And.All.Contain($" {LanPc.Mac} {lease.Address} lan-pc "), $"the unit leased that address to the PC\n{dnsmasq}");
+
+        // the web server's name, resolved by the unit (which asked the lab's DNS server from its WAN address), and its page
+        var page = await pc.FetchAsync($"http://{IspGuest.WebServerName}/");
+        TestContext.Out.WriteLine($"LAN PC: {page.Output}");
+        Assert.That((page.Exit, page.Address), Is.EqualTo((0, InternetAddress)), $"resolved by the unit to the lab's web server\n{page.Output}");
+        Assert.That(page.Page, Is.EqualTo(InternetContent), "the page of the lab's internet, through the unit's NAT");
+        // the unit translated the PC's connection: its connection tracking holds it, from the PC's address to the web
+        // server, with the answer addressed to the unit's session address (the lab's ISP has no route to the LAN)
+        var conntrack = await unit.ShellAsync("cat /proc/net/nf_conntrack");
+        var translated = ConntrackWeb().Matches(conntrack).Where(m => m.Groups[1].Value == lease.Address).Select(m => m.Groups[2].Value).ToList();
+        Assert.That(translated, Is.Not.Empty.And.All.EqualTo(wan), $"the unit's NAT: {lease.Address} -> {InternetAddress}:80, answered to {wan}\n{conntrack}");
+        Assert.That(await isp.ShellAsync($"ip route get {lease.Address}"), Does.Contain("dev uplink"), "the LAN's addresses mean nothing to the ISP");
+        await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == IspGuest.WebServerName), TimeSpan.FromSeconds(30), "the unit's query on the lab's DNS server");
+        Assert.That(isp.DnsQueries().Where(q => q.Name == IspGuest.WebServerName).Select(q => q.From).Distinct(), Is.EqualTo(new[] { wan }),
+            "the unit's dnsmasq forwarded the name from its subscriber session's address");
+
+        // the filtered domain: the unit answers NXDOMAIN itself, and the PC fetches nothing
+        var filtered = await pc.FetchAsync($"http://{FilteredName}/");
+        TestContext.Out.WriteLine($"LAN PC: {filtered.Output}");
+        Assert.That((filtered.Exit, filtered.Refusal), Is.EqualTo((1, "NXDOMAIN")), $"the unit refuses the filtered domain\n{filtered.Output}");
+        Assert.That(filtered.Page, Is.Empty);
+        // and it never asked upstream: a name of its own, asked after it through the unit, reaches the lab's DNS server
+        // (the unit forwards in the order asked, the server logs in the order received); by then no query for the
+        // filtered name has come, however often the PC's resolver asked again
+        var barrier = $"barrier-{Guid.NewGuid():N}.lab.example";
+        var unknown = await pc.FetchAsync($"http://{barrier}/");
+        Assert.That((unknown.Exit, unknown.Refusal), Is.EqualTo((1, "NXDOMAIN")), $"the lab's DNS server does not know {barrier}\n{unknown.Output}");
+        await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == barrier && q.From == wan), TimeSpan.FromSeconds(30), $"the unit's forwarded query for {barrier}");
+        Assert.That(isp.DnsQueries().Where(q => q.Name == FilteredName), Is.Empty, $"the unit never asked for {FilteredName}\n--- ISP ---\n{isp.Console()}");
+        // yet the lab's internet knows the name: the unit's own shell, asking the lab's DNS server itself, is answered
+        var direct = await unit.ShellAsync($"nslookup -type=a -timeout=20 {FilteredName} {IspGuest.DnsAddress}");
+        Assert.That(direct, Does.Contain($"Address: {InternetAddress}"), $"the lab's DNS server answers {FilteredName}\n{direct}");
+        await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == FilteredName), TimeSpan.FromSeconds(30), "the unit shell's query on the lab's DNS server");
+        Assert.That(pc.Leases(), Has.Count.EqualTo(1), "still the one lease");
+        TestContext.Out.WriteLine($"ISP guest and LAN PC up: {guestsUp.TotalSeconds:0.0} s; unit power-on to Ready over PPPoE: {toReady.TotalSeconds:0.0} s, to the PC's lease: {toLease.TotalSeconds:0.0} s; " +
+            $"whole test after power-on: {clock.Elapsed.TotalSeconds:0.0} s");
+    }
+
+    /// <summary>On the content filter of test 6's unit, and a name the lab's DNS server answers.</summary>
+    private const string FilteredName = "ads.example";
+
+    /// <summary>A connection to the lab's web server in /proc/net/nf_conntrack: the original source and the reply's destination.</summary>
+    [GeneratedRegex(@"src=(\S+) dst=198\.51\.100\.80 sport=\d+ dport=80 src=198\.51\.100\.80 dst=(\S+) sport=80 ")]
+    private static partial Regex ConntrackWeb();
+
+    private static uint Ipv4(string address) => System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(System.Net.IPAddress.Parse(address).GetAddressBytes());
 }
 
 /// <summary>One access network guest of the ISP lab (isp-run.sh beside this file), with its console (the access concentrator's log).</summary>
-public sealed partial class IspGuest : IAsyncDisposable
+public sealed partial class IspGuest : LabGuest
 {
-    private readonly Process _qemu;
-
-    private IspGuest(Process qemu, string directory, int accessPort)
+    private IspGuest(string directory, int accessPort, IReadOnlyDictionary<string, string> environment)
+        : base("isp-run.sh", environment, directory, "ISP guest")
     {
-        _qemu = qemu;
-        Directory = directory;
         AccessEndpoint = $"127.0.0.1:{accessPort.ToString(CultureInfo.InvariantCulture)}";
     }
 
     public static string ImageDirectory => Path.Combine(QemuLab.RepositoryRoot, "out", "isp-lab");
 
-    public string Directory { get; }
+    /// <summary>The lab's DNS server (dnsmasq in the guest, isp-run.sh's DNS_IP; the DNS server its sessions are given).</summary>
+    public const string DnsAddress = "192.0.2.53";
+
+    /// <summary>The name the lab's DNS server gives the lab's "internet" web server (isp-run.sh's INTERNET_NAMES).</summary>
+    public const string WebServerName = "www.lab.example";
+
     public string AccessEndpoint { get; }
-    public string ConsolePath => Path.Combine(Directory, "console.log");
 
     /// <summary>Fails the test (never skips it) when the guest's image is missing.</summary>
-    public static void RequireImage()
-    {
-        foreach (var file in new[] { "vmlinuz", "initrd.img" })
-        {
-            if (!File.Exists(Path.Combine(ImageDirectory, file)))
-            {
-                Assert.Fail($"{Path.Combine(ImageDirectory, file)} is missing: run `make isp-lab-image` (make isp-lab-test does)");
-            }
-        }
-    }
+    public static void RequireImage() => RequireImage(ImageDirectory, "isp-lab-image");
 
     /// <summary>Boots a guest whose RADIUS server accepts <paramref name="accounts"/> (CHAP), linked to the lab's server.</summary>
     public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts)
@@ -417,39 +506,21 @@ public sealed partial class IspGuest : IAsyncDisposable
         }
         await File.WriteAllTextAsync(file, string.Concat(accounts.Select(a => $"{a.User} {a.Password}\n")));
         var port = TestServer.FreePort();
-        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "isp-run.sh"));
-        start.Environment["ACCESS_PORT"] = port.ToString(CultureInfo.InvariantCulture);
-        start.Environment["ACCOUNTS"] = file;
-        start.Environment["ISP_DIR"] = ImageDirectory;
-        start.Environment["SERVER_PORT"] = lab.Port.ToString(CultureInfo.InvariantCulture);
-        start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture);
-        start.Environment["ACCESS_POINT_TOKEN"] = QemuLab.AccessPointToken;
-        start.Environment["SERVER_CERT"] = lab.CertificatePath;
-        start.Environment["RUN_DIR"] = dir;
-        start.Environment["CONSOLE"] = "file";
-        var qemu = Process.Start(start) ?? throw new InvalidOperationException("isp-run.sh did not start");
-        qemu.OutputDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"isp qemu: {e.Data}"); } };
-        qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"isp qemu: {e.Data}"); } };
-        qemu.BeginOutputReadLine();
-        qemu.BeginErrorReadLine();
-        return new IspGuest(qemu, dir, port);
+        return new IspGuest(dir, port, new Dictionary<string, string>
+        {
+            ["ACCESS_PORT"] = port.ToString(CultureInfo.InvariantCulture),
+            ["ACCOUNTS"] = file,
+            ["ISP_DIR"] = ImageDirectory,
+            ["SERVER_PORT"] = lab.Port.ToString(CultureInfo.InvariantCulture),
+            ["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture),
+            ["ACCESS_POINT_TOKEN"] = QemuLab.AccessPointToken,
+            ["SERVER_CERT"] = lab.CertificatePath,
+        });
     }
 
     /// <summary>Waits for the access concentrator (the guest's init prints a line when pppoe-server runs).</summary>
     public Task WaitReadyAsync(TimeSpan timeout) =>
         WaitAsync(() => Console().Contains("isp: access concentrator", StringComparison.Ordinal), timeout, "the access concentrator");
-
-    public async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
-        {
-            if (_qemu.HasExited) { Assert.Fail($"ISP guest: QEMU ended while waiting for {what}\n--- console ---\n{Console()}"); }
-            if (DateTime.UtcNow > deadline) { Assert.Fail($"ISP guest: no {what} within {timeout.TotalSeconds:0} s\n--- console ---\n{Console()}"); }
-            await Task.Delay(250);
-        }
-    }
 
     /// <summary>
     /// Reads <paramref name="read"/> until <paramref name="settled"/> holds or <paramref name="timeout"/> passes, and returns
@@ -466,8 +537,6 @@ public sealed partial class IspGuest : IAsyncDisposable
         }
         return value;
     }
-
-    public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
 
     /// <summary>
     /// One thing the access concentrator logged about a session: up, down (the ip-up/ip-down hooks), refused (pppd),
@@ -545,21 +614,16 @@ public sealed partial class IspGuest : IAsyncDisposable
     public List<(string User, string Status)> AccessPointLookups() =>
         Console().Split('\n').Select(l => AccessPointLine().Match(l)).Where(m => m.Success).Select(m => (m.Groups[1].Value, m.Groups[2].Value)).ToList();
 
-    /// <summary>Runs a shell command on the guest's second serial port and returns its output.</summary>
-    public async Task<string> ShellAsync(string command, TimeSpan? timeout = null)
-    {
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await socket.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Directory, "shell.sock")));
-        await using var stream = new NetworkStream(socket, ownsSocket: false);
-        var id = Guid.NewGuid().ToString("N")[..8];
-        // quoted markers: the terminal's echo of the command never matches them
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"\necho BEG''{id}; {command}; echo END''{id}\n"));
-        var output = await QemuUnit.ReadUntilAsync(stream, "END" + id, timeout ?? TimeSpan.FromSeconds(30));
-        var begin = output.IndexOf("BEG" + id, StringComparison.Ordinal);
-        var end = output.LastIndexOf("END" + id, StringComparison.Ordinal);
-        if (begin < 0 || end < begin) { throw new IOException($"ISP guest: shell output without its markers: {output}"); }
-        return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
-    }
+    /// <summary>One query the lab's DNS server received: its type (A, AAAA...), the name and the address it came from.</summary>
+    public sealed record DnsQuery(string Type, string Name, string From);
+
+    /// <summary>
+    /// The queries the lab's DNS server logged (dnsmasq's log-queries) that came from outside the guest, in the order
+    /// received (the guest's own check of its DNS server at start, from <see cref="DnsAddress"/>, is left out).
+    /// </summary>
+    public List<DnsQuery> DnsQueries() =>
+        Console().Split('\n').Select(l => DnsQueryLine().Match(l)).Where(m => m.Success)
+            .Select(m => new DnsQuery(m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value)).Where(q => q.From != DnsAddress).ToList();
 
     [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)(?:.* access=(\S+))?")]
     private static partial Regex Hook();
@@ -582,16 +646,9 @@ public sealed partial class IspGuest : IAsyncDisposable
     [GeneratedRegex(@"radius: accounting (Start|Stop) user=(\S*) session=\S* address=(\S+)")]
     private static partial Regex RadiusAccounting();
 
+    [GeneratedRegex(@"dnsmasq(?:\[\d+\])?: query\[(\w+)\] (\S+) from (\S+)")]
+    private static partial Regex DnsQueryLine();
+
     [GeneratedRegex(@"radius: access point user=(\S*) status=(\S+)")]
     private static partial Regex AccessPointLine();
-
-    public async ValueTask DisposeAsync()
-    {
-        if (!_qemu.HasExited)
-        {
-            _qemu.Kill(entireProcessTree: true);
-            await _qemu.WaitForExitAsync();
-        }
-        _qemu.Dispose();
-    }
 }

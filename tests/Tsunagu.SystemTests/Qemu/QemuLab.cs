@@ -254,6 +254,9 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     /// <summary>When set, the WAN port is a socket link to this loopback endpoint (the ISP lab) instead of user networking.</summary>
     public string? WanSocket { get; set; }
 
+    /// <summary>When set, the LAN port is a socket link to this loopback endpoint (the ISP lab's LAN PC) instead of nothing.</summary>
+    public string? LanSocket { get; set; }
+
     /// <summary>Powers the unit on (the console log is appended to across power cycles).</summary>
     public void PowerOn()
     {
@@ -269,6 +272,7 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         start.Environment["CONSOLE"] = "file";
         if (hdd is not null) { start.Environment["HDD"] = hdd; }
         if (WanSocket is not null) { start.Environment["WAN_SOCKET"] = WanSocket; }
+        if (LanSocket is not null) { start.Environment["LAN_SOCKET"] = LanSocket; }
         if (File.Exists(ConsolePath))
         {
             // this power cycle's console starts empty: nothing from the previous one can satisfy a wait
@@ -368,20 +372,8 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     }
 
     /// <summary>Runs a shell command on the unit's service console (ttyS1, or the board's image.serviceConsole) and returns its output.</summary>
-    public async Task<string> ShellAsync(string command, TimeSpan? timeout = null)
-    {
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await socket.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Directory, "shell.sock")));
-        await using var stream = new NetworkStream(socket, ownsSocket: false);
-        var id = Guid.NewGuid().ToString("N")[..8];
-        // the markers are quoted in the command so the terminal's echo of it (wrapped at 80 columns) never matches them
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"\necho BEG''{id}; {command}; echo END''{id}\n"));
-        var output = await ReadUntilAsync(stream, "END" + id, timeout ?? TimeSpan.FromSeconds(20));
-        var begin = output.IndexOf("BEG" + id, StringComparison.Ordinal);
-        var end = output.LastIndexOf("END" + id, StringComparison.Ordinal);
-        if (begin < 0 || end < begin) { throw new IOException($"unit {Mac}: shell output without its markers: {output}"); }
-        return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
-    }
+    public Task<string> ShellAsync(string command, TimeSpan? timeout = null) =>
+        GuestShell.RunAsync(Path.Combine(Directory, "shell.sock"), command, timeout ?? TimeSpan.FromSeconds(20), $"unit {Mac}");
 
     internal static async Task<string> ReadUntilAsync(Stream stream, string marker, TimeSpan timeout, int occurrences = 1)
     {
@@ -411,4 +403,26 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     private static string Tail(string text, int lines = 60) => string.Join('\n', text.Split('\n').TakeLast(lines));
 
     public async ValueTask DisposeAsync() => await PowerOffAsync();
+}
+
+/// <summary>A root shell on a guest's serial port (a unix socket QEMU listens on): the lab's units and guests.</summary>
+public static class GuestShell
+{
+    /// <summary>Runs <paramref name="command"/> on the shell at <paramref name="socketPath"/> and returns its output (CRs removed, trimmed).</summary>
+    /// <exception cref="TimeoutException">The command's end marker did not come within <paramref name="timeout"/>.</exception>
+    /// <exception cref="IOException">The console closed, or the output lacks its markers.</exception>
+    public static async Task<string> RunAsync(string socketPath, string command, TimeSpan timeout, string guest)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath));
+        await using var stream = new NetworkStream(socket, ownsSocket: false);
+        var id = Guid.NewGuid().ToString("N")[..8];
+        // the markers are quoted in the command so the terminal's echo of it (wrapped at 80 columns) never matches them
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"\necho BEG''{id}; {command}; echo END''{id}\n"));
+        var output = await QemuUnit.ReadUntilAsync(stream, "END" + id, timeout);
+        var begin = output.IndexOf("BEG" + id, StringComparison.Ordinal);
+        var end = output.LastIndexOf("END" + id, StringComparison.Ordinal);
+        if (begin < 0 || end < begin) { throw new IOException($"{guest}: shell output without its markers: {output}"); }
+        return output[(begin + 3 + id.Length)..end].Replace("\r", "").Trim();
+    }
 }

@@ -5,7 +5,8 @@
 # server on 127.0.0.1, so a unit reaches the server only through a PPPoE session and the ISP's NAT. The guest's shell
 # is on its second serial port, the unix socket RUN_DIR/shell.sock (`socat - UNIX-CONNECT:RUN_DIR/shell.sock`).
 # Sessions of ACCOUNTS (the subscriber ISP's) reach the server and the lab's "internet" (http://198.51.100.80/, in the
-# guest); any other session (the provisioning access point's) reaches only the initial setting server (walled garden).
+# guest, named www.lab.example by the lab's DNS server, 192.0.2.53, also in the guest); any other session (the
+# provisioning access point's) reaches only the initial setting server (walled garden).
 #
 # Environment:
 #   ACCESS_PORT   the loopback TCP port of the access link (the ISP listens)               required
@@ -34,6 +35,11 @@ mkdir -p "$RUN_DIR"
 # the lab's "internet" web server (in the guest); sessions not of ACCOUNTS (the provisioning access point's) reach only
 # the initial setting server, 10.0.2.100:SERVER_PORT (the walled garden)
 INTERNET_IP=198.51.100.80
+# the lab's DNS server (in the guest, given to every session): these names are the web server; the demo's standard
+# services name it as their DNS upstream and ads.example and malware.example on their content filter, which the unit
+# then refuses its LAN although the internet answers them
+DNS_IP=192.0.2.53
+INTERNET_NAMES="www.lab.example ads.example malware.example"
 ACCESS_MAC=52:54:00:15:00:01
 UPLINK_MAC=52:54:00:15:00:02
 cat > "$RUN_DIR/pppoe.conf" <<CONF
@@ -45,7 +51,8 @@ POOL_START=10.64.0.10
 POOL_SIZE=16
 UPLINK_IP=10.0.2.15/24
 UPLINK_GW=10.0.2.2
-DNS=10.0.2.3
+DNS=$DNS_IP
+INTERNET_NAMES="$INTERNET_NAMES"
 GARDEN_IP=10.0.2.100
 GARDEN_PORT=$SERVER_PORT
 INTERNET_IP=$INTERNET_IP

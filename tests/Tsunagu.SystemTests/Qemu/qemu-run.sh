@@ -15,9 +15,11 @@
 #   RUN_DIR       where console.log, monitor.sock (QEMU monitor) and shell.sock (the service shell) go
 #   CONSOLE       'stdio' (interactive; Ctrl-A X quits) or 'file' (RUN_DIR/console.log) default stdio
 #   MEMORY        guest RAM in MiB                                                     default 512
-#   WAN_SOCKET    instead of user networking, the WAN port is a QEMU socket link to this loopback HOST:PORT (the
+#   WAN_SOCKET    instead of user networking, the WAN port is a QEMU socket link to this loopback 127.X.X.X:PORT (the
 #                 ISP lab's access network guest listens there: isp-run.sh); the unit then reaches the server only
 #                 through that guest (PPPoE)
+#   LAN_SOCKET    the LAN port is a QEMU socket link to this loopback 127.X.X.X:PORT (the ISP lab's LAN PC listens there:
+#                 lan-pc-run.sh); without it the LAN port is linked to nothing
 set -euo pipefail
 : "${DISK:?DISK: the disk image of the unit}"
 IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
@@ -27,6 +29,14 @@ MAC=${MAC:-52:54:00:12:34:56}
 RUN_DIR=${RUN_DIR:-$(dirname "$DISK")}
 CONSOLE=${CONSOLE:-stdio}
 MEMORY=${MEMORY:-512}
+# the socket links stay on loopback: anything else would put the unit's port on a real network
+for link in WAN_SOCKET LAN_SOCKET; do
+    value=${!link:-}
+    if [ -n "$value" ] && ! [[ $value =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}:[0-9]{1,5}$ ]]; then
+        echo "qemu-run: $link='$value' is not a loopback address 127.X.X.X:PORT (the lab's links stay on this machine)" >&2
+        exit 2
+    fi
+done
 for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline" "$IMAGE_DIR/board.json"; do
     [ -f "$f" ] || { echo "qemu-run: $f is missing (make image)" >&2; exit 2; }
 done
@@ -48,13 +58,18 @@ args=(
     -append "${CMDLINE% }"
     -drive "file=$DISK,if=virtio,format=raw,cache=unsafe"
     -device "virtio-net-pci,netdev=wan,mac=$MAC"
-    -netdev hubport,id=lan,hubid=1 -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01
+    -device virtio-net-pci,netdev=lan,mac=52:54:00:ff:00:01
     -monitor "unix:$RUN_DIR/monitor.sock,server=on,wait=off"
 )
 if [ -n "${WAN_SOCKET:-}" ]; then
     args+=(-netdev "socket,id=wan,connect=$WAN_SOCKET")
 else
     args+=(-netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd")
+fi
+if [ -n "${LAN_SOCKET:-}" ]; then
+    args+=(-netdev "socket,id=lan,connect=$LAN_SOCKET")
+else
+    args+=(-netdev hubport,id=lan,hubid=1)
 fi
 [ -n "${HDD:-}" ] && args+=(-drive "file=$HDD,if=virtio,format=raw,cache=unsafe")
 if [ "$CONSOLE" = stdio ]; then
