@@ -24,16 +24,12 @@ public static class GroupWindows
         _ => null,
     };
 
-    /// <summary>Whether <paramref name="window"/> and the policy's hours are both open at some minute of a week.</summary>
-    public static bool Overlaps(MaintenanceWindow window, PolicyWindow hours)
-    {
-        for (var minute = 0; minute < 7 * 24 * 60; minute++)
-        {
-            var local = Week.AddMinutes(minute);
-            if (window.IsOpen(local) && hours.IsOpen(local)) { return true; }
-        }
-        return false;
-    }
+    /// <summary>
+    /// Whether <paramref name="window"/> and the policy's <paramref name="hours"/> are both open at some minute of a week:
+    /// the policy's hours are whole hours every day, so the window's open hours of the day decide (<see cref="HoursOpen"/>,
+    /// <see cref="Meets"/>), the same table the single-unit and per-member checks use.
+    /// </summary>
+    public static bool Overlaps(MaintenanceWindow window, PolicyWindow hours) => Meets(HoursOpen(window), hours);
 
     /// <summary>
     /// Why the units of rollout <paramref name="rollout"/> (update <paramref name="updateId"/> of
@@ -67,7 +63,8 @@ public static class GroupWindows
 
     /// <summary>
     /// Whether <paramref name="hours"/> (whole hours, every day) meet a window open in <paramref name="open"/>
-    /// (<see cref="HoursOpen"/>): at most 24 lookups; the same answer as <see cref="Overlaps"/>.
+    /// (<see cref="HoursOpen"/>): at most 24 lookups; the same answer as asking, minute by minute over a week, whether
+    /// both are open (a property test checks it).
     /// </summary>
     public static bool Meets(bool[] open, PolicyWindow hours)
     {
