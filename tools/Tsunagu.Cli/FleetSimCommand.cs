@@ -51,10 +51,21 @@ public static class FleetSimCommand
         {
             Description = "units' health window after an install, seconds (a failing unit rolls back after it); default: 5 with a rollout scenario, else the firmware's (120)",
         };
+        var sample = new Option<double>("--sample")
+        {
+            Description = "every this many seconds, print the process's managed heap, RSS, descriptors, threads and memory maps (and each per unit); 0: never",
+            DefaultValueFactory = _ => 0,
+        };
+        var workers = new Option<int>("--workers")
+        {
+            Description = "run the units in this many worker processes against the server in this one (first-boot and the rollout scenarios only); 0: in this process",
+            DefaultValueFactory = _ => 0,
+        };
+        var worker = new Option<bool>("--worker") { Description = "(started by --workers) after the scenarios, keep the units running and answer the coordinator on standard input" };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
             units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, noUpdate, unitOffset, releaseKey, powerOnSignal, spread, timeout,
-            backoffBase, backoffCap, minThreads, json, waves, success, error, failHealth, rolloutTick, healthWindow,
+            backoffBase, backoffCap, minThreads, json, waves, success, error, failHealth, rolloutTick, healthWindow, sample, workers, worker,
         };
         command.SetAction(async (r, ct) =>
         {
@@ -124,11 +135,20 @@ public static class FleetSimCommand
                 FailHealthPercent = r.GetValue(failHealth),
                 RolloutTickSeconds = r.GetValue(rolloutTick),
                 HealthWindow = r.GetValue(healthWindow) is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
+                SampleInterval = r.GetValue(sample) is > 0 and var every ? TimeSpan.FromSeconds(every) : null,
+                Workers = r.GetValue(workers),
+                Worker = r.GetValue(worker),
             };
             try
             {
                 await using var simulation = new FleetSimulation(settings, Console.WriteLine);
                 var reports = await simulation.RunAsync(ct);
+                if (settings.Worker)
+                {
+                    if (!reports.All(x => x.AllCompleted)) { return 1; }
+                    await simulation.ServeAsync(Console.In, Console.Out, ct);
+                    return 0;
+                }
                 if (r.GetValue(json) is { } path)
                 {
                     await File.WriteAllTextAsync(path, JsonSerializer.Serialize(reports.Select(ToJson).ToList(), JsonOptions), ct);
