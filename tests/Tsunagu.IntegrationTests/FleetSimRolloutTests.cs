@@ -157,6 +157,53 @@ public class FleetSimRolloutTests
         Assert.That(paused.FailedReports, Is.GreaterThan(0), "a failing unit of wave 1 failed its health check in its worker");
     }
 
+    private static FleetCounts Counts(params string[] macs) => new(macs, new long[macs.Length], new long[macs.Length], new long[macs.Length], 0,
+        new Dictionary<string, long>(), new Dictionary<string, long>(), []);
+
+    [Test]
+    public void A_worker_s_counts_of_other_units_or_of_the_wrong_length_are_refused_naming_the_worker()
+    {
+        string[] range = [SimulatedFleet.MacFor(3), SimulatedFleet.MacFor(4)];
+        Assert.DoesNotThrow(() => FleetCounts.CheckPart(1, Counts(range), range));
+        var other = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(1, Counts(range[0], SimulatedFleet.MacFor(5)), range))!;
+        Assert.That(other.Message, Does.StartWith("worker 1 ").And.Contain(SimulatedFleet.MacFor(5)).And.Contain(range[1]));
+        var twice = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(2, Counts(range[0], range[0]), range))!;
+        Assert.That(twice.Message, Does.StartWith("worker 2 "));
+        var missing = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(0, Counts(range[0]), range))!;
+        Assert.That(missing.Message, Does.StartWith("worker 0 ").And.Contain("1 unit(s), its range has 2"));
+        var shortArray = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(3, Counts(range) with { Retries = [0] }, range))!;
+        Assert.That(shortArray.Message, Is.EqualTo("worker 3 sent 1 retries counts for its 2 unit(s)"));
+        var nullField = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(4, Counts(range) with { Requests = null! }, range))!;
+        Assert.That(nullField.Message, Does.StartWith("worker 4 "));
+
+        string[] plan = [.. range, SimulatedFleet.MacFor(5)];
+        Assert.DoesNotThrow(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(range), Counts(plan[2])]), plan));
+        Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(plan[2]), Counts(range)]), plan), "another order");
+        Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(range), Counts(range)]), plan), "a unit twice");
+    }
+
+    [Test]
+    public async Task A_worker_s_input_ends_it_at_quit_or_at_the_end_of_input_and_passes_the_commands_before_in_order()
+    {
+        using (var quit = WorkerInput.Start(new StringReader("1 connected\n2 fail-health a,b\n3 quit\n4 count\n")))
+        {
+            var lines = new List<string>();
+            await foreach (var line in quit.Commands.ReadAllAsync()) { lines.Add(line); }
+            Assert.That(lines, Is.EqualTo(new[] { "1 connected", "2 fail-health a,b" }), "nothing after quit");
+            Assert.That(quit.Ended.IsCancellationRequested, Is.True);
+        }
+        using (var gone = WorkerInput.Start(new StringReader("1 reset\n")))
+        {
+            Assert.That(await gone.Commands.ReadAllAsync().ToListAsync(), Is.EqualTo(new[] { "1 reset" }));
+            await Task.Delay(Timeout.Infinite, gone.Ended).ContinueWith(_ => { }, TaskScheduler.Default);
+            Assert.That(gone.Ended.IsCancellationRequested, Is.True, "the coordinator's end (end of input) ends the worker");
+        }
+        Assert.That(WorkerProtocol.Parse("7 fail-health a,b"), Is.EqualTo(((long?)7, "fail-health", "a,b")));
+        Assert.That(WorkerProtocol.Parse("quit"), Is.EqualTo(((long?)null, "quit", "")));
+        Assert.That(WorkerProtocol.Parse("12 count"), Is.EqualTo(((long?)12, "count", "")));
+        Assert.That(WorkerProtocol.Parse("12").Command, Is.Empty);
+    }
+
     [Test]
     public void Workers_are_refused_with_an_external_server_or_another_scenario_before_anything_starts()
     {

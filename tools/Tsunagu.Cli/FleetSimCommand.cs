@@ -139,14 +139,17 @@ public static class FleetSimCommand
                 Workers = r.GetValue(workers),
                 Worker = r.GetValue(worker),
             };
+            // a worker reads its input from the start: the coordinator's end (end of input) or quit stops it at once, in its first boot too
+            using var input = settings.Worker ? WorkerInput.Start(Console.In) : null;
+            using var run = CancellationTokenSource.CreateLinkedTokenSource(ct, input?.Ended ?? CancellationToken.None);
             try
             {
                 await using var simulation = new FleetSimulation(settings, Console.WriteLine);
-                var reports = await simulation.RunAsync(ct);
-                if (settings.Worker)
+                var reports = await simulation.RunAsync(run.Token);
+                if (input is not null)
                 {
                     if (!reports.All(x => x.AllCompleted)) { return 1; }
-                    await simulation.ServeAsync(Console.In, Console.Out, ct);
+                    await simulation.ServeAsync(input, Console.Out, ct);
                     return 0;
                 }
                 if (r.GetValue(json) is { } path)
@@ -158,6 +161,11 @@ public static class FleetSimCommand
             catch (Exception e) when (e is FleetSimulationException or OperatorApiException or HttpRequestException or IOException)
             {
                 Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+            catch (OperationCanceledException) when (input is not null && input.Ended.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                Console.Error.WriteLine("error: the coordinator quit or closed this worker's input before its first boot ended");
                 return 1;
             }
         });

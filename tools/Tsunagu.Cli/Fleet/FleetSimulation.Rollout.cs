@@ -207,11 +207,11 @@ public sealed partial class FleetSimulation
         }
         var ok = failing
             ? current.State == RolloutStates.Paused && beyond == 0 && stray == 0 && duplicates == 0
-            : current.State == RolloutStates.Completed && onTarget.Count == macs.Count && duplicates == 0;
+            : current.State == RolloutStates.Completed && onTarget.Count == macs.Count && duplicates == 0 && unaccounted == 0;
         using var self = Process.GetCurrentProcess();
         return new ScenarioReport(failing ? FleetScenarios.RolloutPause : FleetScenarios.Rollout, macs.Count, ok ? macs.Count : onTarget.Count, elapsed,
             requests.Sum(), requests.Average(), requests.Max(), retries.Sum(), retries.Average(), retries.Max(),
-            new SortedDictionary<string, long>(_meter.Errors.ToDictionary()), FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95),
+            new SortedDictionary<string, long>(counts.Errors.ToDictionary()), FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95),
             FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100), cpu, self.PeakWorkingSet64, DescribeRollout(report),
             counts.Reauthentications - start.Reauthentications, report);
     }

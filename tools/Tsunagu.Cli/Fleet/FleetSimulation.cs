@@ -257,7 +257,7 @@ public sealed partial class FleetSimulation : IAsyncDisposable
     private IFleetUnits FleetUnits => _workers ?? (IFleetUnits)new LocalUnits(Fleet, _meter);
 
     /// <summary>Worker mode: keeps the units running and answers the coordinator (<see cref="WorkerProtocol"/>) until it says quit.</summary>
-    public Task ServeAsync(TextReader input, TextWriter output, CancellationToken ct) =>
+    public Task ServeAsync(WorkerInput input, TextWriter output, CancellationToken ct) =>
         WorkerProtocol.ServeAsync(Fleet, _meter, () => Math.Max(_peakDescriptors, ResourceSample.Take(_settings.Units).Descriptors), input, output, ct);
 
     /// <summary>Runs first-boot (always: every other scenario starts from a Ready fleet) and then each scenario asked for.</summary>
