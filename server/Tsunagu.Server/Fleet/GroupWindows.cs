@@ -48,15 +48,21 @@ public static class GroupWindows
     /// <summary>
     /// The hours of the day (0-23) in which <paramref name="window"/> is open at some minute of some day of the week: a
     /// window of whole hours (a <see cref="PolicyWindow"/>, open from HH:00 to HH:00 every day) meets it exactly when one of
-    /// its hours is one of these. One scan of the week's minutes per window.
+    /// its hours is one of these. Within an hour of a day the window opens only at its start (or at HH:00, where a day or
+    /// an hour begins), so the hour is open exactly when the window is open at HH:00 or at its start, if its start falls in
+    /// that hour: 7 x 24 x at most 2 lookups per window instead of the week's 10,080 minutes (a property test checks it
+    /// against that scan).
     /// </summary>
     public static bool[] HoursOpen(MaintenanceWindow window)
     {
         var open = new bool[24];
-        for (var minute = 0; minute < 7 * 24 * 60; minute++)
+        for (var day = 0; day < 7; day++)
         {
-            var local = Week.AddMinutes(minute);
-            if (!open[local.Hour] && window.IsOpen(local)) { open[local.Hour] = true; }
+            var midnight = Week.AddDays(day);
+            for (var h = 0; h < 24; h++)
+            {
+                open[h] |= window.IsOpen(midnight.AddHours(h)) || (window.Start.Hours == h && window.IsOpen(midnight + window.Start));
+            }
         }
         return open;
     }

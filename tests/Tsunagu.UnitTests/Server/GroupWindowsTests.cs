@@ -24,7 +24,45 @@ public class GroupWindowsTests
         return false;
     }
 
-    private static readonly Gen<string> Hhmm = Gen.Select(Gen.Int[0, 23], Gen.Int[0, 59], (h, m) => $"{h:00}:{m:00}");
+    /// <summary>Minutes drawn so that an hour's first and last minute (HH:00, HH:59), where the hour table's edges are, come up often.</summary>
+    private static readonly Gen<int> Minute = Gen.OneOf(Gen.Const(0), Gen.Const(59), Gen.Int[0, 59]);
+    private static readonly Gen<string> Hhmm = Gen.Select(Gen.Int[0, 23], Minute, (h, m) => $"{h:00}:{m:00}");
+
+    /// <summary>The old hour table, kept here as the oracle: each minute of a week starting on a Sunday.</summary>
+    private static bool[] HoursByScan(MaintenanceWindow window)
+    {
+        var week = new DateTimeOffset(2026, 1, 4, 0, 0, 0, TimeSpan.Zero);
+        var open = new bool[24];
+        for (var minute = 0; minute < 7 * 24 * 60; minute++)
+        {
+            var local = week.AddMinutes(minute);
+            open[local.Hour] |= window.IsOpen(local);
+        }
+        return open;
+    }
+
+    [Test]
+    public void The_hour_table_worked_out_from_the_window_s_edges_is_the_minute_by_minute_table()
+    {
+        Windows.Sample(window => Assert.That(GroupWindows.HoursOpen(window), Is.EqualTo(HoursByScan(window)), $"{window}"), iter: 300);
+    }
+
+    [TestCase("12:00-12:01", new[] { 12 })]                 // one minute
+    [TestCase("12:59-13:00", new[] { 12 })]                 // one minute, the hour's last
+    [TestCase("23:59-00:00", new[] { 23 })]                 // one minute before midnight
+    [TestCase("00:00-00:01", new[] { 0 })]
+    [TestCase("00:00-23:59", null)]                         // every hour (23:00-23:58 of each day)
+    [TestCase("01:00-05:00", new[] { 1, 2, 3, 4 })]         // ends exactly on the hour: 05 is not open
+    [TestCase("01:30-05:00", new[] { 1, 2, 3, 4 })]
+    [TestCase("22:00-02:00", new[] { 0, 1, 22, 23 })]       // past midnight
+    [TestCase("sat 23:59-00:01", new[] { 0, 23 })]          // past midnight into Sunday, one minute each side
+    [TestCase("sun 23:00-01:00", new[] { 0, 23 })]          // past midnight into Monday, from the week's last day
+    public void The_hour_table_at_the_edges_of_hours_and_days(string window, int[]? hours)
+    {
+        var expected = Enumerable.Range(0, 24).Select(h => hours is null || hours.Contains(h)).ToArray();
+        Assert.That(GroupWindows.HoursOpen(W(window)), Is.EqualTo(expected));
+        Assert.That(HoursByScan(W(window)), Is.EqualTo(expected), "the oracle");
+    }
     private static readonly Gen<string> Days = Gen.OneOf("daily", "mon", "sat,sun", "fri-mon", "tue-wed", "sun", "sat", "mon,wed,fri");
 
     /// <summary>Random group windows as an operator writes them (days, then a start and an end that differ).</summary>
