@@ -206,10 +206,16 @@ public class RolloutConsoleTests
         await Expect(page.Locator("#never-offered-more")).ToContainTextAsync($"and {stuck.Count - RolloutModelListed} more");
         Assert.That(await page.GetByRole(AriaRole.Link, new() { Name = units[0].Mac }).CountAsync(), Is.Zero, "a member that can be reached is not listed");
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollout with never-offered members"), Is.Empty);
+        Assert.That(await page.Locator("#live #never-offered-table").CountAsync(), Is.Zero, "not in the refreshed block");
 
-        // keyboard only: Tab reaches the first listed unit's link and Enter opens its page
+        // keyboard only: Tab reaches the first listed unit's link and Enter opens its page. The section is outside the
+        // block the page refreshes every 2 s while the rollout runs: two refreshes pass and the link keeps the focus (no
+        // refresh can take it between Tab and Enter)
         var first = page.Locator("#never-offered-table").GetByRole(AriaRole.Link, new() { Name = stuck[0], Exact = true });
         await AccessibilityTests.TabToAsync(page, first, max: 80);
+        var checks = await page.EvaluateAsync<int>("() => Number(document.documentElement.dataset.liveChecks || 0)");
+        await page.WaitForFunctionAsync("n => Number(document.documentElement.dataset.liveChecks || 0) >= n", checks + 2);
+        await Expect(first).ToBeFocusedAsync();
         await page.Keyboard.PressAsync("Enter");
         await Expect(page).ToHaveURLAsync(new Regex($"/console/units/{Regex.Escape(stuck[0])}$"));
 
