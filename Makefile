@@ -132,16 +132,19 @@ bench-scale: deps
 # units first-boot on the in-process server (SQLite, embedded broker), then one rollout of $(ROLLOUT_WAVES) moves them to a
 # new pattern and a second one, in which $(FAIL_HEALTH)% of each wave fails its health check, pauses at the error
 # threshold. Prints per rollout when each wave opened, the engine's passes and their cost, requests per unit, the time
-# from the threshold crossed to the pause; writes .tsunagu/rollout-bench.json. One process holds units, server and broker:
-# each unit holds several descriptors of it (its state store, both ends of its broker connection), so `ulimit -n` bounds the fleet.
+# from the threshold crossed to the pause; writes .tsunagu/rollout-bench.json. Up to 4,000 units one process holds units,
+# server and broker; beyond, the units run in $(ROLLOUT_WORKERS) worker processes of at most 2,500 (each unit holds about
+# four descriptors: its two state files and both ends of its broker connection, and a process may open 20,000 here).
+# Prints the process's memory, descriptors and threads every 15 s.
 ROLLOUT_UNITS ?= $(if $(filter command line environment,$(origin UNITS)),$(UNITS),1000)
+ROLLOUT_WORKERS ?= $(shell [ $(ROLLOUT_UNITS) -gt 4000 ] && echo $$(( ($(ROLLOUT_UNITS) + 2499) / 2500 )) || echo 0)
 ROLLOUT_WAVES ?= 10%,30%,100%
 FAIL_HEALTH ?= 20
 .PHONY: rollout-bench
 rollout-bench: deps
 	$(DOTNET) build tools/Tsunagu.Cli -c $(CONFIGURATION)
-	$(DOTNET) $(CLI) fleetsim --units $(ROLLOUT_UNITS) --scenario rollout,rollout-pause --waves $(ROLLOUT_WAVES) --fail-health $(FAIL_HEALTH) \
-		--timeout 1800 --data .tsunagu/rollout-bench --json .tsunagu/rollout-bench.json
+	$(DOTNET) $(CLI) fleetsim --units $(ROLLOUT_UNITS) --workers $(ROLLOUT_WORKERS) --scenario rollout,rollout-pause --waves $(ROLLOUT_WAVES) \
+		--fail-health $(FAIL_HEALTH) --sample 15 --timeout 1800 --data .tsunagu/rollout-bench --json .tsunagu/rollout-bench.json
 
 # The nemesis (docs/reliability.md): a real server and $(CHAOS_UNITS) simulated units under a seeded schedule of faults
 # for $(MINUTES) minutes; prints the history and whether each invariant held (exit code 3 when one broke).

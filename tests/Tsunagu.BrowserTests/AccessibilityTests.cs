@@ -28,7 +28,7 @@ public class AccessibilityTests
     }
 
     /// <summary>Presses Tab until <paramref name="target"/> has the focus (at most <paramref name="max"/> times); fails when it never does.</summary>
-    private static async Task TabToAsync(IPage page, ILocator target, int max = 40)
+    internal static async Task TabToAsync(IPage page, ILocator target, int max = 40)
     {
         for (var i = 0; i < max; i++)
         {

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Demo;
@@ -161,4 +162,69 @@ public class RolloutConsoleTests
         Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
         Assert.That((await server.Store.ListAuditAsync(1000, target: "lab")).Where(a => a.Action == "group.window").Select(a => (a.Action, a.Detail)), Is.EqualTo(new[] { ("group.window", "none"), ("group.window", "mon,tue,wed,thu,fri 01:00-05:00") }));
     }
+
+    [Test]
+    public async Task The_rollout_page_lists_the_members_it_cannot_reach_in_its_window_with_links_to_them()
+    {
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        var units = await server.AddUnitsAsync(RolloutModelListed + 3);
+        using (var client = server.Operator())
+        {
+            // importance 3 waits for the group's window and each unit's own low-utilisation hours
+            var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+            foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+            await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
+            await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
+            await client.SendJsonAsync(HttpMethod.Put, FleetApi.GroupsRoute + "/lab/window", new { window = "01:00-05:00" }, CancellationToken.None);
+            await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
+                new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]), CancellationToken.None);
+        }
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await ConsoleTests.LogInOperatorAsync(page);
+        await page.GotoAsync("/console/rollouts/lab-p3");
+        await Expect(page.Locator("#rollout-state")).ToContainTextAsync("running");
+        Assert.That(await page.Locator("#never-offered-table").CountAsync(), Is.Zero, "no section while every member can be reached");
+
+        // all but the first unit get own hours 10:00-12:00, stored without the window check (as before it existed):
+        // they never meet 01:00-05:00; the page lists the first ten by MAC, links each to its unit, and counts them all
+        var stuck = units.Skip(1).Select(u => u.Mac).Order(StringComparer.Ordinal).ToList();
+        foreach (var mac in stuck) { Assert.That(await server.Store.SetUpdateWindowAsync(mac, 10, 12, null, new AuditEntry("carol", "unit.update-window", mac, "10-12")), Is.True); }
+        var view = await server.App.Services.GetRequiredService<RolloutService>().ViewAsync((await server.Store.GetRolloutAsync("lab-p3"))!);
+        Assert.That(view.NeverOffered!.Select(m => m.Mac), Is.EqualTo(stuck), "the API's list, which the page shows");
+
+        await page.ReloadAsync();
+        await Expect(page.Locator("#never-offered-count")).ToContainTextAsync($"{stuck.Count} unit(s) of the rollout have own low-utilisation hours that never meet group lab's maintenance window");
+        var rows = page.Locator("#never-offered-table tbody tr");
+        await Expect(rows).ToHaveCountAsync(RolloutModelListed);
+        for (var i = 0; i < RolloutModelListed; i++)
+        {
+            await Expect(rows.Nth(i).Locator("td").Nth(1)).ToHaveTextAsync("10:00-12:00");
+            await Expect(rows.Nth(i).GetByRole(AriaRole.Link)).ToHaveAttributeAsync("href", $"/console/units/{stuck[i]}");
+        }
+        await Expect(page.Locator("#never-offered-more")).ToContainTextAsync($"and {stuck.Count - RolloutModelListed} more");
+        Assert.That(await page.GetByRole(AriaRole.Link, new() { Name = units[0].Mac }).CountAsync(), Is.Zero, "a member that can be reached is not listed");
+        Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollout with never-offered members"), Is.Empty);
+        Assert.That(await page.Locator("#live #never-offered-table").CountAsync(), Is.Zero, "not in the refreshed block");
+
+        // keyboard only: Tab reaches the first listed unit's link and Enter opens its page. The section is outside the
+        // block the page refreshes every 2 s while the rollout runs: two refreshes pass and the link keeps the focus (no
+        // refresh can take it between Tab and Enter)
+        var first = page.Locator("#never-offered-table").GetByRole(AriaRole.Link, new() { Name = stuck[0], Exact = true });
+        await AccessibilityTests.TabToAsync(page, first, max: 80);
+        var checks = await page.EvaluateAsync<int>("() => Number(document.documentElement.dataset.liveChecks || 0)");
+        await page.WaitForFunctionAsync("n => Number(document.documentElement.dataset.liveChecks || 0) >= n", checks + 2);
+        await Expect(first).ToBeFocusedAsync();
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page).ToHaveURLAsync(new Regex($"/console/units/{Regex.Escape(stuck[0])}$"));
+
+        // hours that meet the window again: the member leaves the list; none left, no section
+        foreach (var mac in stuck) { await server.Store.SetUpdateWindowAsync(mac, null, null, null, new AuditEntry("carol", "unit.update-window", mac, "none")); }
+        await page.GotoAsync("/console/rollouts/lab-p3");
+        await Expect(page.Locator("#rollout-state")).ToContainTextAsync("running");
+        Assert.That(await page.Locator("#never-offered-table").CountAsync(), Is.Zero);
+    }
+
+    private const int RolloutModelListed = Tsunagu.Server.Pages.Console.RolloutModel.NeverOfferedListed;
 }

@@ -107,6 +107,117 @@ public class FleetSimRolloutTests
     }
 
     [Test]
+    public async Task With_the_units_in_worker_processes_the_rollouts_count_every_unit_once_and_keep_their_invariants()
+    {
+        // 24 units in 2 worker processes (tsunagu fleetsim --worker) against the server in this one: what make rollout-bench
+        // does past 4,000 units. The counts come back from both workers, each unit once, in the order of the plan's MACs
+        const int units = 24;
+        var messages = new List<string>();
+        await using var simulation = new FleetSimulation(new FleetSimSettings
+        {
+            Units = units,
+            Workers = 2,
+            Scenarios = [FleetScenarios.Rollout, FleetScenarios.RolloutPause],
+            DataDirectory = Path.Combine(_directory, "sim"),
+            Waves = "25%,100%",
+            FailHealthPercent = 20,
+            RolloutTickSeconds = 0.2,
+            HealthWindow = TimeSpan.FromSeconds(2),
+            ScenarioTimeout = TimeSpan.FromSeconds(120),
+        }, m => { lock (messages) { messages.Add(m); } });
+        var reports = await simulation.RunAsync(CancellationToken.None);
+        var log = string.Join('\n', messages);
+        Assert.That(reports.Select(r => r.Scenario), Is.EqualTo(new[] { FleetScenarios.FirstBoot, FleetScenarios.Rollout, FleetScenarios.RolloutPause }), log);
+
+        var boot = reports[0];
+        Assert.That((boot.Units, boot.Completed), Is.EqualTo((units, units)), log);
+        Assert.That(boot.Note, Does.StartWith("2 worker processes"));
+        Assert.That(log, Does.Contain("worker 0: ").And.Contain("worker 1: "), "both workers ran units");
+
+        var moved = reports[1];
+        var rollout = moved.Rollout!;
+        Assert.That(moved.AllCompleted, Is.True, log);
+        Assert.That(rollout.WaveSizes, Is.EqualTo(new[] { 6, 18 }));
+        Assert.That(rollout.AtTarget, Is.EqualTo(units), "every unit of both workers runs the new pattern");
+        Assert.That((rollout.DuplicateReports, rollout.Unaccounted), Is.EqualTo((0, 0)), "nothing lost or duplicated");
+        Assert.That(rollout.UnitsByRequests!.Values.Sum(), Is.EqualTo(units), "each unit counted once");
+        Assert.That(rollout.UnitsByRequests.Keys.Min(), Is.GreaterThan(0), "every unit made requests, whichever worker holds it");
+        Assert.That(moved.Requests, Is.EqualTo(rollout.RequestsByRoute!.Values.Sum()), "the routes add up to the requests");
+        Assert.That(rollout.RequestsByRoute[Tsunagu.Protocol.Routes.UpdateReport], Is.EqualTo(units), "one update report per unit");
+        Assert.That(rollout.WorkerCpuSeconds, Is.GreaterThan(0));
+        Assert.That(rollout.Workers!.Select(w => w.Units), Is.EqualTo(new[] { 12, 12 }));
+        Assert.That(moved.MaxRequestsPerUnit, Is.LessThanOrEqualTo(2 * 9 + 2 * moved.MaxRetriesPerUnit), log);
+
+        var stopped = reports[2];
+        var paused = stopped.Rollout!;
+        Assert.That(stopped.AllCompleted, Is.True, log);
+        Assert.That(paused.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That(paused.FailingUnits, Is.EqualTo(2 + 4), "20% of waves of 6 and 18, rounded up, told to the worker that holds each");
+        Assert.That((paused.BeyondOpenWaves, paused.StrayAtTarget, paused.DuplicateReports), Is.EqualTo((0, 0, 0)));
+        Assert.That(paused.FailedReports, Is.GreaterThan(0), "a failing unit of wave 1 failed its health check in its worker");
+    }
+
+    private static FleetCounts Counts(params string[] macs) => new(macs, new long[macs.Length], new long[macs.Length], new long[macs.Length], 0,
+        new Dictionary<string, long>(), new Dictionary<string, long>(), []);
+
+    [Test]
+    public void A_worker_s_counts_of_other_units_or_of_the_wrong_length_are_refused_naming_the_worker()
+    {
+        string[] range = [SimulatedFleet.MacFor(3), SimulatedFleet.MacFor(4)];
+        Assert.DoesNotThrow(() => FleetCounts.CheckPart(1, Counts(range), range));
+        var other = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(1, Counts(range[0], SimulatedFleet.MacFor(5)), range))!;
+        Assert.That(other.Message, Does.StartWith("worker 1 ").And.Contain(SimulatedFleet.MacFor(5)).And.Contain(range[1]));
+        var twice = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(2, Counts(range[0], range[0]), range))!;
+        Assert.That(twice.Message, Does.StartWith("worker 2 "));
+        var missing = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(0, Counts(range[0]), range))!;
+        Assert.That(missing.Message, Does.StartWith("worker 0 ").And.Contain("1 unit(s), its range has 2"));
+        var shortArray = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(3, Counts(range) with { Retries = [0] }, range))!;
+        Assert.That(shortArray.Message, Is.EqualTo("worker 3 sent 1 retries counts for its 2 unit(s)"));
+        var nullField = Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckPart(4, Counts(range) with { Requests = null! }, range))!;
+        Assert.That(nullField.Message, Does.StartWith("worker 4 "));
+
+        string[] plan = [.. range, SimulatedFleet.MacFor(5)];
+        Assert.DoesNotThrow(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(range), Counts(plan[2])]), plan));
+        Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(plan[2]), Counts(range)]), plan), "another order");
+        Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(range), Counts(range)]), plan), "a unit twice");
+    }
+
+    [Test]
+    public async Task A_worker_s_input_ends_it_at_quit_or_at_the_end_of_input_and_passes_the_commands_before_in_order()
+    {
+        using (var quit = WorkerInput.Start(new StringReader("1 connected\n2 fail-health a,b\n3 quit\n4 count\n")))
+        {
+            var lines = new List<string>();
+            await foreach (var line in quit.Commands.ReadAllAsync()) { lines.Add(line); }
+            Assert.That(lines, Is.EqualTo(new[] { "1 connected", "2 fail-health a,b" }), "nothing after quit");
+            Assert.That(quit.Ended.IsCancellationRequested, Is.True);
+        }
+        using (var gone = WorkerInput.Start(new StringReader("1 reset\n")))
+        {
+            Assert.That(await gone.Commands.ReadAllAsync().ToListAsync(), Is.EqualTo(new[] { "1 reset" }));
+            await Task.Delay(Timeout.Infinite, gone.Ended).ContinueWith(_ => { }, TaskScheduler.Default);
+            Assert.That(gone.Ended.IsCancellationRequested, Is.True, "the coordinator's end (end of input) ends the worker");
+        }
+        Assert.That(WorkerProtocol.Parse("7 fail-health a,b"), Is.EqualTo(((long?)7, "fail-health", "a,b")));
+        Assert.That(WorkerProtocol.Parse("quit"), Is.EqualTo(((long?)null, "quit", "")));
+        Assert.That(WorkerProtocol.Parse("12 count"), Is.EqualTo(((long?)12, "count", "")));
+        Assert.That(WorkerProtocol.Parse("12").Command, Is.Empty);
+    }
+
+    [Test]
+    public void Workers_are_refused_with_an_external_server_or_another_scenario_before_anything_starts()
+    {
+        var data = Path.Combine(_directory, "sim");
+        var scenario = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(
+            new FleetSimSettings { Units = 4, Workers = 2, Scenarios = [FleetScenarios.DailyCheck], DataDirectory = data }, _ => { }))!;
+        Assert.That(scenario.Message, Does.Contain("--workers: only"));
+        var tooMany = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(
+            new FleetSimSettings { Units = 2, Workers = 3, Scenarios = [FleetScenarios.Rollout], DataDirectory = data }, _ => { }))!;
+        Assert.That(tooMany.Message, Does.Contain("--workers 3"));
+        Assert.That(Directory.Exists(data), Is.False, "nothing was written");
+    }
+
+    [Test]
     public void A_rollout_pause_with_no_failing_unit_is_refused_before_anything_starts()
     {
         var data = Path.Combine(_directory, "sim");

@@ -51,10 +51,21 @@ public static class FleetSimCommand
         {
             Description = "units' health window after an install, seconds (a failing unit rolls back after it); default: 5 with a rollout scenario, else the firmware's (120)",
         };
+        var sample = new Option<double>("--sample")
+        {
+            Description = "every this many seconds, print the process's managed heap, RSS, descriptors, threads and memory maps (and each per unit); 0: never",
+            DefaultValueFactory = _ => 0,
+        };
+        var workers = new Option<int>("--workers")
+        {
+            Description = "run the units in this many worker processes against the server in this one (first-boot and the rollout scenarios only); 0: in this process",
+            DefaultValueFactory = _ => 0,
+        };
+        var worker = new Option<bool>("--worker") { Description = "(started by --workers) after the scenarios, keep the units running and answer the coordinator on standard input" };
         var command = new Command("fleetsim", "simulate N units (real supervisor, simulated HAL) through fleet scenarios and report on each")
         {
             units, scenario, data, server, cert, unitKey, password, ownConnections, maxConnections, noPush, maxConcurrent, queue, powerOnSpread, noUpdate, unitOffset, releaseKey, powerOnSignal, spread, timeout,
-            backoffBase, backoffCap, minThreads, json, waves, success, error, failHealth, rolloutTick, healthWindow,
+            backoffBase, backoffCap, minThreads, json, waves, success, error, failHealth, rolloutTick, healthWindow, sample, workers, worker,
         };
         command.SetAction(async (r, ct) =>
         {
@@ -124,11 +135,23 @@ public static class FleetSimCommand
                 FailHealthPercent = r.GetValue(failHealth),
                 RolloutTickSeconds = r.GetValue(rolloutTick),
                 HealthWindow = r.GetValue(healthWindow) is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
+                SampleInterval = r.GetValue(sample) is > 0 and var every ? TimeSpan.FromSeconds(every) : null,
+                Workers = r.GetValue(workers),
+                Worker = r.GetValue(worker),
             };
+            // a worker reads its input from the start: the coordinator's end (end of input) or quit stops it at once, in its first boot too
+            using var input = settings.Worker ? WorkerInput.Start(Console.In) : null;
+            using var run = CancellationTokenSource.CreateLinkedTokenSource(ct, input?.Ended ?? CancellationToken.None);
             try
             {
                 await using var simulation = new FleetSimulation(settings, Console.WriteLine);
-                var reports = await simulation.RunAsync(ct);
+                var reports = await simulation.RunAsync(run.Token);
+                if (input is not null)
+                {
+                    if (!reports.All(x => x.AllCompleted)) { return 1; }
+                    await simulation.ServeAsync(input, Console.Out, ct);
+                    return 0;
+                }
                 if (r.GetValue(json) is { } path)
                 {
                     await File.WriteAllTextAsync(path, JsonSerializer.Serialize(reports.Select(ToJson).ToList(), JsonOptions), ct);
@@ -138,6 +161,11 @@ public static class FleetSimCommand
             catch (Exception e) when (e is FleetSimulationException or OperatorApiException or HttpRequestException or IOException)
             {
                 Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+            catch (OperationCanceledException) when (input is not null && input.Ended.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                Console.Error.WriteLine("error: the coordinator quit or closed this worker's input before its first boot ended");
                 return 1;
             }
         });

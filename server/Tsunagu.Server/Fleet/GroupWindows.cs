@@ -24,16 +24,12 @@ public static class GroupWindows
         _ => null,
     };
 
-    /// <summary>Whether <paramref name="window"/> and the policy's hours are both open at some minute of a week.</summary>
-    public static bool Overlaps(MaintenanceWindow window, PolicyWindow hours)
-    {
-        for (var minute = 0; minute < 7 * 24 * 60; minute++)
-        {
-            var local = Week.AddMinutes(minute);
-            if (window.IsOpen(local) && hours.IsOpen(local)) { return true; }
-        }
-        return false;
-    }
+    /// <summary>
+    /// Whether <paramref name="window"/> and the policy's <paramref name="hours"/> are both open at some minute of a week:
+    /// the policy's hours are whole hours every day, so the window's open hours of the day decide (<see cref="HoursOpen"/>,
+    /// <see cref="Meets"/>), the same table the single-unit and per-member checks use.
+    /// </summary>
+    public static bool Overlaps(MaintenanceWindow window, PolicyWindow hours) => Meets(HoursOpen(window), hours);
 
     /// <summary>
     /// Why the units of rollout <paramref name="rollout"/> (update <paramref name="updateId"/> of
@@ -52,22 +48,29 @@ public static class GroupWindows
     /// <summary>
     /// The hours of the day (0-23) in which <paramref name="window"/> is open at some minute of some day of the week: a
     /// window of whole hours (a <see cref="PolicyWindow"/>, open from HH:00 to HH:00 every day) meets it exactly when one of
-    /// its hours is one of these. One scan of the week's minutes per window.
+    /// its hours is one of these. Within an hour of a day the window opens only at its start (or at HH:00, where a day or
+    /// an hour begins), so the hour is open exactly when the window is open at HH:00 or at its start, if its start falls in
+    /// that hour: 7 x 24 x at most 2 lookups per window instead of the week's 10,080 minutes (a property test checks it
+    /// against that scan).
     /// </summary>
     public static bool[] HoursOpen(MaintenanceWindow window)
     {
         var open = new bool[24];
-        for (var minute = 0; minute < 7 * 24 * 60; minute++)
+        for (var day = 0; day < 7; day++)
         {
-            var local = Week.AddMinutes(minute);
-            if (!open[local.Hour] && window.IsOpen(local)) { open[local.Hour] = true; }
+            var midnight = Week.AddDays(day);
+            for (var h = 0; h < 24; h++)
+            {
+                open[h] |= window.IsOpen(midnight.AddHours(h)) || (window.Start.Hours == h && window.IsOpen(midnight + window.Start));
+            }
         }
         return open;
     }
 
     /// <summary>
     /// Whether <paramref name="hours"/> (whole hours, every day) meet a window open in <paramref name="open"/>
-    /// (<see cref="HoursOpen"/>): at most 24 lookups; the same answer as <see cref="Overlaps"/>.
+    /// (<see cref="HoursOpen"/>): at most 24 lookups; the same answer as asking, minute by minute over a week, whether
+    /// both are open (a property test checks it).
     /// </summary>
     public static bool Meets(bool[] open, PolicyWindow hours)
     {

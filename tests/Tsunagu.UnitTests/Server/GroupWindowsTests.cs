@@ -12,6 +12,63 @@ public class GroupWindowsTests
 {
     private static MaintenanceWindow W(string text) => MaintenanceWindow.Parse(text).Window!;
 
+    /// <summary>The old rule, kept here as the oracle: both open at some minute of a week starting on a Sunday, minute by minute.</summary>
+    private static bool MinuteScan(MaintenanceWindow window, PolicyWindow hours)
+    {
+        var week = new DateTimeOffset(2026, 1, 4, 0, 0, 0, TimeSpan.Zero);
+        for (var minute = 0; minute < 7 * 24 * 60; minute++)
+        {
+            var local = week.AddMinutes(minute);
+            if (window.IsOpen(local) && hours.IsOpen(local)) { return true; }
+        }
+        return false;
+    }
+
+    /// <summary>Minutes drawn so that an hour's first and last minute (HH:00, HH:59), where the hour table's edges are, come up often.</summary>
+    private static readonly Gen<int> Minute = Gen.OneOf(Gen.Const(0), Gen.Const(59), Gen.Int[0, 59]);
+    private static readonly Gen<string> Hhmm = Gen.Select(Gen.Int[0, 23], Minute, (h, m) => $"{h:00}:{m:00}");
+
+    /// <summary>The old hour table, kept here as the oracle: each minute of a week starting on a Sunday.</summary>
+    private static bool[] HoursByScan(MaintenanceWindow window)
+    {
+        var week = new DateTimeOffset(2026, 1, 4, 0, 0, 0, TimeSpan.Zero);
+        var open = new bool[24];
+        for (var minute = 0; minute < 7 * 24 * 60; minute++)
+        {
+            var local = week.AddMinutes(minute);
+            open[local.Hour] |= window.IsOpen(local);
+        }
+        return open;
+    }
+
+    [Test]
+    public void The_hour_table_worked_out_from_the_window_s_edges_is_the_minute_by_minute_table()
+    {
+        Windows.Sample(window => Assert.That(GroupWindows.HoursOpen(window), Is.EqualTo(HoursByScan(window)), $"{window}"), iter: 300);
+    }
+
+    [TestCase("12:00-12:01", new[] { 12 })]                 // one minute
+    [TestCase("12:59-13:00", new[] { 12 })]                 // one minute, the hour's last
+    [TestCase("23:59-00:00", new[] { 23 })]                 // one minute before midnight
+    [TestCase("00:00-00:01", new[] { 0 })]
+    [TestCase("00:00-23:59", null)]                         // every hour (23:00-23:58 of each day)
+    [TestCase("01:00-05:00", new[] { 1, 2, 3, 4 })]         // ends exactly on the hour: 05 is not open
+    [TestCase("01:30-05:00", new[] { 1, 2, 3, 4 })]
+    [TestCase("22:00-02:00", new[] { 0, 1, 22, 23 })]       // past midnight
+    [TestCase("sat 23:59-00:01", new[] { 0, 23 })]          // past midnight into Sunday, one minute each side
+    [TestCase("sun 23:00-01:00", new[] { 0, 23 })]          // past midnight into Monday, from the week's last day
+    public void The_hour_table_at_the_edges_of_hours_and_days(string window, int[]? hours)
+    {
+        var expected = Enumerable.Range(0, 24).Select(h => hours is null || hours.Contains(h)).ToArray();
+        Assert.That(GroupWindows.HoursOpen(W(window)), Is.EqualTo(expected));
+        Assert.That(HoursByScan(W(window)), Is.EqualTo(expected), "the oracle");
+    }
+    private static readonly Gen<string> Days = Gen.OneOf("daily", "mon", "sat,sun", "fri-mon", "tue-wed", "sun", "sat", "mon,wed,fri");
+
+    /// <summary>Random group windows as an operator writes them (days, then a start and an end that differ).</summary>
+    private static readonly Gen<MaintenanceWindow> Windows =
+        Gen.Select(Days, Hhmm, Hhmm).Where(t => t.Item2 != t.Item3).Select(t => W($"{t.Item1} {t.Item2}-{t.Item3}"));
+
     [TestCase("mon-fri 01:00-05:00", 2, 5, true)]
     [TestCase("mon-fri 05:00-08:00", 2, 5, false)]   // meets at 05:00, which the policy's window does not hold
     [TestCase("mon-fri 04:59-08:00", 2, 5, true)]
@@ -42,6 +99,7 @@ public class GroupWindowsTests
                 any = window.IsOpen(day) && ImportancePolicy.InWindow(day.Hour, start, end);
             }
             Assert.That(GroupWindows.Overlaps(window, hours), Is.EqualTo(any), $"{window} with {hours}");
+            Assert.That(MinuteScan(window, hours), Is.EqualTo(any), $"the oracle: {window} with {hours}");
         }, iter: 60);
     }
 
@@ -55,10 +113,31 @@ public class GroupWindowsTests
         {
             var window = W($"{d} {from}-{to}");
             var hours = GroupWindows.OwnHours(start, end);
-            var slow = GroupWindows.Overlaps(window, hours);
+            var slow = MinuteScan(window, hours);
+            Assert.That(GroupWindows.Overlaps(window, hours), Is.EqualTo(slow), $"{window} with {hours}");
             Assert.That(GroupWindows.Meets(GroupWindows.HoursOpen(window), hours), Is.EqualTo(slow), $"{window} with {hours}");
             Assert.That(GroupWindows.NeverMet(window, [("m", hours)]).Count == 0, Is.EqualTo(slow), $"{window} with {hours}");
         }, iter: 200);
+    }
+
+    [Test]
+    public void A_rollouts_stall_by_the_hour_table_is_the_minute_by_minute_answer_on_random_windows_and_policies()
+    {
+        // the group window against the policy window each importance waits for: the refusal (or none) is the one the
+        // minute-by-minute scan gives, and names the window and hours it was judged on
+        var policies = Gen.Select(Gen.Int[0, 23], Gen.Int[0, 23], Gen.Int[0, 23], Gen.Int[0, 23],
+            (ls, le, ms, me) => UpdatePolicy.Default with { LowWindowStartHour = ls, LowWindowEndHour = le, MaintenanceStartHour = ms, MaintenanceEndHour = me });
+        Gen.Select(Windows, policies, Gen.Int[1, 5]).Sample((window, policy, importance) =>
+        {
+            var stall = GroupWindows.Stall("g", window, "r", "x-to-y", importance, policy);
+            var waits = GroupWindows.For(importance, policy);
+            var expected = waits is not null && !MinuteScan(window, waits);
+            Assert.That(stall is not null, Is.EqualTo(expected), $"{window}, importance {importance}, {policy}");
+            if (stall is not null)
+            {
+                Assert.That(stall, Does.Contain(window.ToString()).And.Contain(waits!.ToString()).And.Contain($"importance {importance}"));
+            }
+        }, iter: 300);
     }
 
     [TestCase(5, null)]

@@ -56,9 +56,17 @@ public sealed class FleetMeter
 {
     private ConcurrentBag<long> _latencyTicks = [];
     private readonly ConcurrentDictionary<string, long> _errors = new();
+    private readonly ConcurrentDictionary<string, long> _routes = new();
 
     /// <summary>Errors by kind since the last reset: "503", "429", "500", or "transport: HttpRequestException".</summary>
     public IReadOnlyDictionary<string, long> Errors => _errors;
+
+    /// <summary>Requests by route since the last reset (an artifact's digest left out: <c>/api/v1/host/artifacts/*</c>), answered or not.</summary>
+    public IReadOnlyDictionary<string, long> ByRoute => _routes;
+
+    /// <summary>The route a request is counted under: its path, an artifact's digest replaced by <c>*</c>.</summary>
+    public static string RouteOf(string path) =>
+        path.StartsWith(Routes.Artifacts + "/", StringComparison.Ordinal) ? Routes.Artifacts + "/*" : path;
 
     public IReadOnlyCollection<long> LatencyTicks => _latencyTicks;
 
@@ -66,12 +74,14 @@ public sealed class FleetMeter
     {
         _latencyTicks = [];
         _errors.Clear();
+        _routes.Clear();
     }
 
     internal void Record(UnitMeter unit, string path, int? status, string? transportError, long elapsedTicks)
     {
         Interlocked.Increment(ref unit._requests);
         _latencyTicks.Add(elapsedTicks);
+        _routes.AddOrUpdate(RouteOf(path), 1, (_, n) => n + 1);
         var ok = status is >= 200 and < 300;
         if (!ok)
         {

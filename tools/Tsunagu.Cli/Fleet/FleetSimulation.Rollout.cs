@@ -23,11 +23,19 @@ namespace Tsunagu.Cli.Fleet;
 /// <param name="AtTarget">Units running the new pattern at the end.</param>
 /// <param name="StrayAtTarget">Units running the new pattern that are not healthy units of the open waves (the invariant: 0).</param>
 /// <param name="Reason">The rollout's own reason (e.g. its pause), or, rollout-pause, why it did not pause.</param>
+/// <param name="DuplicateReports">Units that sent more than one update report for this rollout's program (the invariant: 0).</param>
+/// <param name="Unaccounted">rollout: units neither on the new pattern nor with a failed report of the program (the invariant: 0).</param>
+/// <param name="WorkerCpuSeconds">With workers: the CPU the worker processes (the units) spent during the rollout; null: the units ran in this process.</param>
+/// <param name="Workers">With workers: each worker's CPU since it started and peak RSS, at the end of the rollout.</param>
+/// <param name="RequestsByRoute">The units' requests during the rollout by route (answered or not).</param>
+/// <param name="UnitsByRequests">How many units made each number of requests during the rollout (requests -> units).</param>
 public sealed record RolloutReport(
     string Name, string FromPattern, string ToPattern, string Waves, IReadOnlyList<int> WaveSizes, IReadOnlyList<double> WaveOpenedSeconds,
     string State, double? EndSeconds, int OpenWaves, long Passes, double PassMeanMs, double PassMaxMs, long Decisions, double DecisionMeanMs,
     int DecisionsApplied, double? IdlePassCpuMs, double? IdlePassWallMs, int FailingUnits, int FailedReports, double? ThresholdToPauseMs,
-    int BeyondOpenWaves, int AtTarget, int StrayAtTarget, string? Reason);
+    int BeyondOpenWaves, int AtTarget, int StrayAtTarget, string? Reason,
+    IReadOnlyDictionary<string, long>? RequestsByRoute = null, IReadOnlyDictionary<long, int>? UnitsByRequests = null,
+    int DuplicateReports = 0, int Unaccounted = 0, double? WorkerCpuSeconds = null, IReadOnlyList<WorkerProcessFigures>? Workers = null);
 
 public sealed partial class FleetSimulation
 {
@@ -63,9 +71,10 @@ public sealed partial class FleetSimulation
     /// </summary>
     private async Task<ScenarioReport> RunRolloutAsync(bool failing, CancellationToken ct)
     {
-        var units = Fleet.Units;
+        var units = FleetUnits;
+        var macs = units.Macs;
         if (_rolloutFrom.Length == 0) { _rolloutFrom = FleetPattern; }
-        await WaitAsync(() => units.All(u => u.Supervisor.Context.Push is { IsConnected: true }), "every unit connected to the broker", ct);
+        await WaitUntilAsync(() => units.AllConnectedAsync(ct), "every unit connected to the broker", ct);
         using var client = Operator();
         var from = _rolloutFrom;
         var (to, program) = await CatalogueNextAsync(client, ct);
@@ -76,7 +85,7 @@ public sealed partial class FleetSimulation
             await client.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup(group, null, new GroupFilter(Pattern: from)), ct);
         }
         var waves = RolloutEngine.ParseWaves(_settings.Waves).Waves!;
-        var plan = RolloutEngine.Plan(name, waves, units.Select(u => u.Mac).ToList());
+        var plan = RolloutEngine.Plan(name, waves, [.. macs]);
         var waveOf = plan.ToDictionary(m => m.Mac, m => m.Wave, StringComparer.Ordinal);
         var failingMacs = new HashSet<string>(StringComparer.Ordinal);
         if (failing)
@@ -87,14 +96,13 @@ public sealed partial class FleetSimulation
                 failingMacs.UnionWith(wave.Take((int)Math.Ceiling(size * _settings.FailHealthPercent / 100.0)).Select(m => m.Mac));
             }
         }
-        foreach (var u in units) { ((MeteredNetwork)u.Board.Network).FailsHealth = failingMacs.Contains(u.Mac); }
+        await units.SetFailingHealthAsync(failingMacs, ct);
 
-        var before = units.Select(u => u.Meter.Requests).ToArray();
-        var retriesBefore = units.Select(u => u.Meter.Retries).ToArray();
-        var reauthenticationsBefore = units.Sum(u => u.Meter.Reauthentications);
+        await units.ResetMeterAsync(ct);
+        var start = await units.CountAsync(ct);
+        var workersBefore = _workers is null ? null : await _workers.FiguresAsync(ct);
         Rollouts.ResetLongestPass();
         var costBefore = Rollouts.Cost;
-        _meter.Reset();
         var cpu0 = Environment.CpuUsage.TotalTime;
         var clock = Stopwatch.StartNew();
         var created = await client.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
@@ -105,7 +113,7 @@ public sealed partial class FleetSimulation
         var lastOpen = 1;
         bool Finished(RolloutRow row, int atTarget, IReadOnlyList<RolloutMember> members) => failing
             ? row.State == RolloutStates.Paused && members.All(m => m.Wave >= row.OpenWaves || m.Status != MemberStatus.Downloading)
-            : row.State == RolloutStates.Completed && atTarget == units.Count;
+            : row.State == RolloutStates.Completed && atTarget == macs.Count;
         var deadline = Stopwatch.StartNew();
         RolloutRow current;
         while (true)
@@ -135,10 +143,15 @@ public sealed partial class FleetSimulation
         var elapsed = clock.Elapsed;
         var cpu = Environment.CpuUsage.TotalTime - cpu0;
         var cost = Rollouts.Cost; // before the passes of the idle measurement below
-        var requests = units.Select((u, i) => u.Meter.Requests - before[i]).ToArray();
-        var retries = units.Select((u, i) => u.Meter.Retries - retriesBefore[i]).ToArray();
-        var ticks = _meter.LatencyTicks.ToArray();
+        var counts = await units.CountAsync(ct);
+        var workersAfter = _workers is null ? null : await _workers.FiguresAsync(ct);
+        if (!counts.Macs.SequenceEqual(start.Macs)) { throw new FleetSimulationException("the units' counts came back in another order or with other units"); }
+        var requests = counts.Requests.Select((n, i) => n - start.Requests[i]).ToArray();
+        var retries = counts.Retries.Select((n, i) => n - start.Retries[i]).ToArray();
+        var ticks = counts.LatencyTicks.ToArray();
         Array.Sort(ticks);
+        var byRoute = new SortedDictionary<string, long>(counts.Routes.ToDictionary(), StringComparer.Ordinal);
+        var unitsByRequests = new SortedDictionary<long, int>(requests.GroupBy(n => n).ToDictionary(g => g.Key, g => g.Count()));
 
         // the fleet is quiet (paused, nothing installing): the engine's own cost per pass over this rollout's members
         double? idleCpu = null, idleWall = null;
@@ -173,26 +186,44 @@ public sealed partial class FleetSimulation
             .Concat(onTarget.Where(m => waveOf.TryGetValue(m, out var w) && w >= openAtEnd)).Concat(offered).Distinct(StringComparer.Ordinal).Count();
         // on the new pattern but not a healthy unit of an open wave (a failing unit rolls back): the invariant is none
         var stray = onTarget.Count(m => !waveOf.TryGetValue(m, out var w) || w >= openAtEnd || failingMacs.Contains(m));
+        // nothing lost or duplicated: at most one report of the program per unit; (rollout) each unit on the new pattern or failed
+        var duplicates = reports.GroupBy(r => r.Mac, StringComparer.Ordinal).Count(g => g.Count() > 1);
+        var failedMacs = failed.Select(r => r.Mac).ToHashSet(StringComparer.Ordinal);
+        var unaccounted = failing ? 0 : macs.Count(m => !onTarget.Contains(m) && !failedMacs.Contains(m));
+        double? workerCpu = workersBefore is null || workersAfter is null ? null : workersAfter.Sum(f => f.CpuSeconds) - workersBefore.Sum(f => f.CpuSeconds);
 
         var report = new RolloutReport(name, from, to, _settings.Waves, created.Waves.Select(w => w.Members).ToList(), opened, current.State,
             end is null ? null : (At(end.At) - createdAt).TotalSeconds, openAtEnd, cost.Passes - costBefore.Passes,
             Mean(cost.PassTime - costBefore.PassTime, cost.Passes - costBefore.Passes), cost.MaxPass.TotalMilliseconds,
             cost.Decisions - costBefore.Decisions, Mean(cost.DecisionTime - costBefore.DecisionTime, cost.Decisions - costBefore.Decisions),
-            applied, idleCpu, idleWall, failingMacs.Count, failed.Count, thresholdToPause, beyond, onTarget.Count, stray, current.Reason);
-        foreach (var u in units) { ((MeteredNetwork)u.Board.Network).FailsHealth = false; }
+            applied, idleCpu, idleWall, failingMacs.Count, failed.Count, thresholdToPause, beyond, onTarget.Count, stray, current.Reason,
+            byRoute, unitsByRequests, duplicates, unaccounted, workerCpu, workersAfter);
+        await units.SetFailingHealthAsync(new HashSet<string>(), ct);
         if (!failing && current.State == RolloutStates.Completed) { _rolloutFrom = to; }
 
         if (failing && current.State != RolloutStates.Paused)
         {
             report = report with { Reason = $"did not pause: rollout {current.State}" + (current.Reason is null ? "" : $" ({current.Reason})") };
         }
-        var ok = failing ? current.State == RolloutStates.Paused && beyond == 0 && stray == 0 : current.State == RolloutStates.Completed && onTarget.Count == units.Count;
+        var ok = failing
+            ? current.State == RolloutStates.Paused && beyond == 0 && stray == 0 && duplicates == 0
+            : current.State == RolloutStates.Completed && onTarget.Count == macs.Count && duplicates == 0 && unaccounted == 0;
         using var self = Process.GetCurrentProcess();
-        return new ScenarioReport(failing ? FleetScenarios.RolloutPause : FleetScenarios.Rollout, units.Count, ok ? units.Count : onTarget.Count, elapsed,
+        return new ScenarioReport(failing ? FleetScenarios.RolloutPause : FleetScenarios.Rollout, macs.Count, ok ? macs.Count : onTarget.Count, elapsed,
             requests.Sum(), requests.Average(), requests.Max(), retries.Sum(), retries.Average(), retries.Max(),
-            new SortedDictionary<string, long>(_meter.Errors.ToDictionary()), FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95),
+            new SortedDictionary<string, long>(counts.Errors.ToDictionary()), FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95),
             FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100), cpu, self.PeakWorkingSet64, DescribeRollout(report),
-            units.Sum(u => u.Meter.Reauthentications) - reauthenticationsBefore, report);
+            counts.Reauthentications - start.Reauthentications, report);
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, CancellationToken ct)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (deadline.Elapsed > TimeSpan.FromMinutes(5)) { throw new FleetSimulationException($"timed out after 300 s waiting for {what}"); }
+            await Task.Delay(200, ct);
+        }
     }
 
     private static double Mean(TimeSpan total, long count) => count == 0 ? 0 : total.TotalMilliseconds / count;
@@ -231,6 +262,20 @@ public sealed partial class FleetSimulation
                                      $"{(r.ThresholdToPauseMs is { } ms ? $"{ms:0} ms" : "not measured")}; {r.BeyondOpenWaves} unit(s) beyond the open wave(s) offered or installed, {r.StrayAtTarget} on the new pattern outside the open waves' healthy units");
         }
         if (r.Reason is not null) { text += $"; {r.Reason}"; }
+        text += string.Create(c, $"; {r.DuplicateReports} unit(s) with more than one update report") +
+                (r.FailingUnits == 0 ? string.Create(c, $", {r.Unaccounted} neither on {r.ToPattern} nor failed") : "");
+        if (r.WorkerCpuSeconds is { } workerCpu)
+        {
+            text += string.Create(c, $"\n  the units' processes: CPU {workerCpu:0.0} s during the rollout; ") + DescribeWorkers(r.Workers ?? []);
+        }
+        if (r.RequestsByRoute is { Count: > 0 } routes)
+        {
+            text += "\n  requests by route: " + string.Join(", ", routes.Select(x => string.Create(c, $"{x.Key} {x.Value}")));
+        }
+        if (r.UnitsByRequests is { Count: > 0 } spread)
+        {
+            text += "\n  units by requests made: " + string.Join(", ", spread.Select(x => string.Create(c, $"{x.Key}: {x.Value}")));
+        }
         return text;
     }
 }

@@ -113,8 +113,60 @@ public sealed record FleetSimSettings
     /// </summary>
     public TimeSpan? HealthWindow { get; init; }
 
+    /// <summary>
+    /// Every this often, print the process's resources (managed heap, resident memory, descriptors, threads, memory maps;
+    /// each per unit too); null: never. The peaks are printed at the end.
+    /// </summary>
+    public TimeSpan? SampleInterval { get; init; }
+
+    /// <summary>
+    /// Run the units in this many <c>tsunagu fleetsim --worker</c> processes against this process's server (0: in this
+    /// process). Only first-boot and the rollout scenarios; the rollout scenarios read the server here and ask the workers
+    /// for their units' counts.
+    /// </summary>
+    public int Workers { get; init; }
+
+    /// <summary>After its scenarios, keep the units running and answer the coordinator's commands on standard input (<see cref="WorkerProtocol"/>).</summary>
+    public bool Worker { get; init; }
+
     /// <summary>The health window of the units when a rollout scenario runs and none is given (the firmware's is 2 min).</summary>
     public static readonly TimeSpan RolloutHealthWindow = TimeSpan.FromSeconds(5);
+}
+
+/// <summary>
+/// The simulator process's resources at one moment, for a fleet of <paramref name="Units"/>: the managed heap
+/// (<see cref="GC.GetTotalMemory"/>, without a collection) and what the GC has committed, the resident set, open file
+/// descriptors, threads and memory maps (Linux's /proc/self; -1 elsewhere).
+/// </summary>
+public sealed record ResourceSample(int Units, long ManagedBytes, long CommittedBytes, long ResidentBytes, int Descriptors, int Threads, int Maps)
+{
+    public static ResourceSample Take(int units)
+    {
+        using var self = Process.GetCurrentProcess();
+        return new ResourceSample(units, GC.GetTotalMemory(false), GC.GetGCMemoryInfo().TotalCommittedBytes, self.WorkingSet64,
+            Count(() => Directory.GetFileSystemEntries("/proc/self/fd").Length), self.Threads.Count, Count(() => File.ReadLines("/proc/self/maps").Count()));
+    }
+
+    private static int Count(Func<int> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return -1;
+        }
+    }
+
+    public override string ToString()
+    {
+        var c = CultureInfo.InvariantCulture;
+        return string.Create(c,
+            $"managed heap {ManagedBytes / 1048576} MiB ({ManagedBytes / 1024.0 / Units:0} KiB per unit; GC committed {CommittedBytes / 1048576} MiB), " +
+            $"RSS {ResidentBytes / 1048576} MiB ({ResidentBytes / 1024.0 / Units:0} KiB per unit), {Descriptors} descriptors ({Descriptors / (double)Units:0.0} per unit), " +
+            $"{Threads} threads, {Maps} memory maps");
+    }
 }
 
 /// <summary>What one scenario measured.</summary>
@@ -174,6 +226,15 @@ public sealed partial class FleetSimulation : IAsyncDisposable
                 throw new FleetSimulationException("--fail-health 0: no unit fails, so rollout-pause could never reach the error threshold and pause");
             }
         }
+        if (settings.Workers < 0 || settings.Workers > settings.Units) { throw new FleetSimulationException($"--workers {settings.Workers}: 0 to --units ({settings.Units})"); }
+        if (settings.Workers > 0)
+        {
+            if (settings.Server is not null) { throw new FleetSimulationException("--workers runs the server in this process and the units in the workers: drop --server"); }
+            if (settings.Scenarios.Any(s => s != FleetScenarios.FirstBoot && !FleetScenarios.IsRollout(s)))
+            {
+                throw new FleetSimulationException($"--workers: only {FleetScenarios.FirstBoot}, {FleetScenarios.Rollout} and {FleetScenarios.RolloutPause}");
+            }
+        }
         if (settings.Server is not null && (settings.ServerCertificate is null || settings.UnitKeyFile is null || settings.OperatorPassword is null))
         {
             throw new FleetSimulationException("an external --server needs --server-cert, --unit-key and the operator password");
@@ -190,15 +251,72 @@ public sealed partial class FleetSimulation : IAsyncDisposable
     public FleetMeter Meter => _meter;
     public SimulatedFleet Fleet => _fleet ?? throw new InvalidOperationException("the simulation has not been set up");
 
+    private WorkerUnits? _workers;
+
+    /// <summary>The units the rollout scenarios move: this process's fleet, or the workers'.</summary>
+    private IFleetUnits FleetUnits => _workers ?? (IFleetUnits)new LocalUnits(Fleet, _meter);
+
+    /// <summary>Worker mode: keeps the units running and answers the coordinator (<see cref="WorkerProtocol"/>) until it says quit.</summary>
+    public Task ServeAsync(WorkerInput input, TextWriter output, CancellationToken ct) =>
+        WorkerProtocol.ServeAsync(Fleet, _meter, () => Math.Max(_peakDescriptors, ResourceSample.Take(_settings.Units).Descriptors), input, output, ct);
+
     /// <summary>Runs first-boot (always: every other scenario starts from a Ready fleet) and then each scenario asked for.</summary>
     public async Task<List<ScenarioReport>> RunAsync(CancellationToken ct)
+    {
+        using var sampling = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var sampler = _settings.SampleInterval is { } every ? SampleAsync(every, sampling.Token) : Task.CompletedTask;
+        try
+        {
+            return await RunScenariosAsync(ct);
+        }
+        finally
+        {
+            await sampling.CancelAsync();
+            await sampler;
+            if (_settings.SampleInterval is not null)
+            {
+                using var self = Process.GetCurrentProcess();
+                _progress(string.Create(CultureInfo.InvariantCulture,
+                    $"resources   peaks: RSS {self.PeakWorkingSet64 / 1048576} MiB, {_peakDescriptors} descriptors ({_peakDescriptors / (double)_settings.Units:0.0} per unit), " +
+                    $"{_peakMaps} memory maps, {_peakThreads} threads"));
+            }
+        }
+    }
+
+    private int _peakDescriptors, _peakMaps, _peakThreads;
+
+    /// <summary>Prints a <see cref="ResourceSample"/> every <paramref name="every"/> until cancelled, keeping the peaks.</summary>
+    private async Task SampleAsync(TimeSpan every, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(every, ct);
+                var sample = ResourceSample.Take(_settings.Units);
+                _peakDescriptors = Math.Max(_peakDescriptors, sample.Descriptors);
+                _peakMaps = Math.Max(_peakMaps, sample.Maps);
+                _peakThreads = Math.Max(_peakThreads, sample.Threads);
+                _progress($"resources   {clock.Elapsed.TotalSeconds,6:0} s  {sample}");
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // the run ended
+        }
+    }
+
+    private async Task<List<ScenarioReport>> RunScenariosAsync(CancellationToken ct)
     {
         await SetUpAsync(ct);
         var reports = new List<ScenarioReport>();
         foreach (var scenario in FleetScenarios.Known.Where(s => s == FleetScenarios.FirstBoot || _settings.Scenarios.Contains(s)))
         {
             _progress($"scenario {scenario}: {_settings.Units} units");
-            var report = FleetScenarios.IsRollout(scenario) ? await RunRolloutAsync(scenario == FleetScenarios.RolloutPause, ct) : await RunScenarioAsync(scenario, ct);
+            var report = FleetScenarios.IsRollout(scenario) ? await RunRolloutAsync(scenario == FleetScenarios.RolloutPause, ct)
+                : _settings.Workers > 0 ? await FirstBootInWorkersAsync(ct)
+                : await RunScenarioAsync(scenario, ct);
             reports.Add(report);
             _progress(Describe(report));
             if (!report.AllCompleted)
@@ -246,6 +364,8 @@ public sealed partial class FleetSimulation : IAsyncDisposable
             unitKey = FactoryIdentities.ReadUnitKey(_settings.UnitKeyFile!);
             _progress($"server      {_server} (external)");
         }
+
+        if (_settings.Workers > 0) { return; } // the workers burn, register and run the units
 
         var supervisorOptions = new SupervisorOptions
         {
@@ -392,6 +512,42 @@ public sealed partial class FleetSimulation : IAsyncDisposable
 
     private Dictionary<string, int> _revisions = [];
 
+    /// <summary>
+    /// first-boot with <see cref="FleetSimSettings.Workers"/>: each worker burns and registers its range of units and
+    /// boots them against this process's server; the report merges the workers' counts (the CPU is this process's, the
+    /// server's; the workers' CPU and peak RSS are in the note).
+    /// </summary>
+    private async Task<ScenarioReport> FirstBootInWorkersAsync(CancellationToken ct)
+    {
+        var dir = Path.Combine(_root, "workers");
+        Directory.CreateDirectory(dir);
+        var releaseKeyFile = Path.Combine(dir, "release.pub");
+        await File.WriteAllTextAsync(releaseKeyFile, ReleaseKeys.PublicKeyBase64(_releaseKey!), ct);
+        var serverDir = _serverOptions!.DataDirectory;
+        var cpu0 = Environment.CpuUsage.TotalTime;
+        var clock = Stopwatch.StartNew();
+        _workers = await WorkerUnits.StartAsync(_settings.Units, _settings.Workers, _server,
+            Path.Combine(serverDir, "tls", Server.Security.ServerCertificate.PemFile), Path.Combine(serverDir, "keys", Server.Apis.UnitKey.FileName),
+            _password, releaseKeyFile, dir, _settings, _progress, ct);
+        var elapsed = clock.Elapsed;
+        var cpu = Environment.CpuUsage.TotalTime - cpu0;
+        var counts = await _workers.CountAsync(ct);
+        var figures = await _workers.FiguresAsync(ct);
+        var ticks = counts.LatencyTicks.ToArray();
+        Array.Sort(ticks);
+        using var self = Process.GetCurrentProcess();
+        return new ScenarioReport(FleetScenarios.FirstBoot, counts.Macs.Count, counts.ReadyAcks.Count(n => n > 0), elapsed, counts.Requests.Sum(),
+            counts.Requests.Average(), counts.Requests.Max(), counts.Retries.Sum(), counts.Retries.Average(), counts.Retries.Max(),
+            new SortedDictionary<string, long>(counts.Errors.ToDictionary()), FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95),
+            FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100), cpu, self.PeakWorkingSet64,
+            $"{figures.Count} worker processes (the units), the server in this one (its CPU and peak RSS above); {DescribeWorkers(figures)}",
+            counts.Reauthentications);
+    }
+
+    internal static string DescribeWorkers(IReadOnlyList<WorkerProcessFigures> figures) =>
+        string.Join("; ", figures.Select(f => string.Create(CultureInfo.InvariantCulture,
+            $"worker {f.Index}: {f.Units} units, CPU {f.CpuSeconds:0.0} s since it started, peak RSS {f.PeakWorkingSetBytes / 1048576} MiB, {f.PeakDescriptors} descriptors at most")));
+
     private static bool Done(IReadOnlyList<FleetUnit> units, (long Requests, long Retries, long ReadyAcks)[] before)
     {
         for (var i = 0; i < units.Count; i++)
@@ -491,6 +647,7 @@ public sealed partial class FleetSimulation : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_workers is not null) { await _workers.DisposeAsync(); }
         if (_fleet is not null) { await _fleet.DisposeAsync(); }
         _pool?.Dispose();
         if (_app is not null)

@@ -13,7 +13,8 @@ public sealed record ChartSegment(string Status, double X, double Width, int Uni
 
 /// <summary>
 /// One rollout: per wave its members pending, downloading, installed, failed and offline (refreshed while it is
-/// active), a server-rendered chart of the same, and the operator's pause, resume and abort (each confirmed), by
+/// active), a server-rendered chart of the same, the members it cannot reach in its window (<see cref="RolloutView.NeverOffered"/>:
+/// how many, the first <see cref="NeverOfferedListed"/> linked to their units), and the operator's pause, resume and abort (each confirmed), by
 /// <see cref="RolloutService.ActAsync"/>: the API's rules, roles and audit entries. A refused action is answered 400
 /// (no confirmation) or 409 (a state that does not allow it) with the reason; nothing changes.
 /// </summary>
@@ -25,6 +26,9 @@ public sealed class RolloutModel(TsunaguStore store, RolloutService rollouts) : 
     [
         ("installed", "#1f7a3a"), ("downloading", "#1e40af"), ("failed", "#b42318"), ("offline", "#616e7c"), ("pending", "#c5ccd3"),
     ];
+
+    /// <summary>How many of the rollout's never-offered members the page lists (sorted by MAC, each a link to its unit); the count is of all.</summary>
+    public const int NeverOfferedListed = 10;
 
     /// <summary>The ticks of the chart's x axis, each once: the share of a wave's units.</summary>
     public static readonly IReadOnlyList<int> Ticks = [0, 25, 50, 75, 100];

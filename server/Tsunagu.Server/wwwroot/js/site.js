@@ -1,5 +1,6 @@
 // Progressive enhancement: a #live block marked data-live="poll" is refreshed from the same page every 2 s,
 // until the server marks it "idle" (e.g. the subscriber's change is final or failed). Forms are never replaced.
+// Each refresh handled counts in <html data-live-checks> (what a browser test waits for instead of a time).
 (function () {
   "use strict";
   function refresh() {
@@ -10,6 +11,8 @@
       .then(function (html) {
         if (!html) { return; }
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
+        var root = document.documentElement;
+        root.setAttribute("data-live-checks", String((parseInt(root.getAttribute("data-live-checks") || "0", 10) || 0) + 1));
         if (fresh) {
           live.innerHTML = fresh.innerHTML;
           live.setAttribute("data-live", fresh.getAttribute("data-live") || "idle");
