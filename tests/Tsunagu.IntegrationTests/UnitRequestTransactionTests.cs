@@ -1,6 +1,10 @@
 using System.Net.Http.Json;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -134,6 +138,99 @@ public class UnitRequestTransactionTests
 
         Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo($"install medium {digest[..12]}... is not genuine: rejected"));
         Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "media.rejected" && a.Target == digest), Is.EqualTo(1));
+    }
+
+    private static Inventory Pattern3() =>
+        new(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" });
+
+    private static async Task<VersionCheckResponse> CheckAsync(HttpClient http, Inventory inventory)
+    {
+        using var response = await http.PostAsJsonAsync(Routes.VersionCheck, new VersionCheckRequest(inventory, new UnitLoad(0, 0), false, null), ProtocolJson.Default.VersionCheckRequest);
+        Assert.That(response.IsSuccessStatusCode, Is.True, $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        return (await response.Content.ReadFromJsonAsync(ProtocolJson.Default.VersionCheckResponse))!;
+    }
+
+    /// <summary>
+    /// A rollout back offers a unit without a target the way back: the rollout's record of the offer, the pinned target
+    /// with its audit entry, the unit's state and its history entry are one transaction. The pin's write fails: nothing of
+    /// the check is recorded (before, the offer was recorded in a transaction of its own and stayed, while the unit was
+    /// told nothing); the same check then records all of it.
+    /// </summary>
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_way_back_whose_pin_fails_records_no_offer_and_is_recorded_whole_the_next_time(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 3600; // no engine pass between the snapshots
+        try
+        {
+            await using var server = await TestServer.StartAsync();
+            using var op = server.Operator();
+            var mac = (await server.AddUnitsAsync(1))[0].Mac;
+            using var http = await TransactionTests.UnitHttp(server, mac);
+            await RolloutCatalogue.AddPattern3Async(server, op);
+            await RolloutCatalogue.AddWayBackAsync(server, op);
+            var first = await CheckAsync(http, Pattern3());
+            Assert.That((first.CurrentPattern, first.Update), Is.EqualTo(("pattern-3", (UpdateOffer?)null)), "without a rollout the way back is offered to nobody");
+            await op.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")), CancellationToken.None);
+            await op.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
+                new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Percent: 100)]), CancellationToken.None);
+
+            var request = new VersionCheckRequest(Pattern3(), new UnitLoad(0, 0), false, null);
+            await AssertAllOrNothing(server, "UPDATE", "units", "NEW.target_pattern IS NOT NULL AND OLD.target_pattern IS NULL",
+                () => http.PostAsJsonAsync(Routes.VersionCheck, request, ProtocolJson.Default.VersionCheckRequest));
+
+            var unit = (await server.Store.GetUnitAsync(mac))!;
+            Assert.That((unit.TargetPattern, unit.State), Is.EqualTo((DemoCatalogue.Pattern2, UnitStates.Updating)), "pinned and updating, with the offer");
+            var member = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("back"))!)).Single();
+            Assert.That((member.Mac, member.Status), Is.EqualTo((mac, MemberStatus.Downloading)), "the rollout recorded the offer");
+            Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "unit.target-pattern" && a.Actor == "rollout:back"), Is.EqualTo(1), "one pin, audited once");
+            Assert.That((await Events(server, mac, UnitEventKinds.Check)).Count(e => e.Detail == "periodic on pattern-3: offered p3-to-p2"), Is.EqualTo(1));
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+        }
+    }
+
+    /// <summary>
+    /// The program a version check would offer is deleted after the check read the catalogue and before its transaction
+    /// (held there by the store's seam): the check, re-reading the program in its transaction, offers nothing and records
+    /// the update as deferred (before, it offered the deleted program and the unit's download got 404). Once the program
+    /// is back, the next check offers it, and a deletion then is refused: the unit is being updated from its pattern.
+    /// </summary>
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_program_deleted_after_the_catalogue_read_is_not_offered(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        using var op = server.Operator();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+
+        Task<VersionCheckResponse> check;
+        using (var hold = StoreSeam.HoldAt(server.Store, "RecordCheckAsync"))
+        {
+            check = CheckAsync(http, TransactionTests.Factory());
+            await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+            await op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None);
+            hold.Release();
+        }
+        var answer = await check;
+        Assert.That(answer.Update, Is.Null, "the deleted program is not offered");
+        Assert.That(answer.Deferred, Does.Contain($"update program {DemoCatalogue.UpdateId} was removed"));
+        var unit = (await server.Store.GetUnitAsync(mac))!;
+        Assert.That((unit.Pattern, unit.State), Is.EqualTo((DemoCatalogue.Pattern1, UnitStates.Configuring)), "recorded as a deferred check, not as updating");
+        Assert.That((await Events(server, mac, UnitEventKinds.Check)).Select(e => e.Detail), Has.All.Not.Contain("offered"));
+
+        // the program back (same artifact): offered, and then it cannot be deleted while the unit is updated by it
+        await server.Store.UpsertUpdateProgramAsync(program);
+        Assert.That((await CheckAsync(http, TransactionTests.Factory())).Update?.UpdateId, Is.EqualTo(DemoCatalogue.UpdateId));
+        var refused = Assert.ThrowsAsync<OperatorApiException>(() => op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None));
+        Assert.That(refused!.Message, Does.Contain($"needed by unit {mac}"));
+        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null);
     }
 
     /// <summary>

@@ -341,26 +341,38 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     }
 
     /// <summary>
-    /// The version check is about to offer the unit <paramref name="program"/> after <see cref="AdmitAsync"/>: the rollout that
-    /// moves the unit records the pattern it runs, the first time only; a repeated offer writes nothing. Why the update
-    /// must not be offered after all (the rollout stopped running, or the wave closed, since the gate read it: the offer
-    /// is then not recorded, and an abort's returns stay those it planned), or null: offer it.
+    /// The version check is about to offer the unit <paramref name="program"/> after <see cref="AdmitAsync"/>: what the offer
+    /// records with the check's own writes (<see cref="TsunaguStore.RecordCheckAsync(UnitCheckRow, Protocol.Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>,
+    /// one transaction): the rollout that moves the unit records the pattern it runs, the first time only (a repeated
+    /// offer writes nothing), and for a way back (<paramref name="wayBack"/>) the unit's target becomes the pattern it
+    /// goes back to when it has none, or once there it would be offered the way forward again at its next check; the
+    /// operator clears the target to move it on.
+    /// </summary>
+    public static CheckOffer OfferOf(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false) =>
+        new(program, admission.RecordsOfferIn,
+            wayBack && admission.RecordsOfferIn is { } rollout
+                ? new AuditEntry(Actor(rollout), "unit.target-pattern", mac, $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})")
+                : null);
+
+    /// <summary>Why an offer was withheld in the version check's transaction, as the check tells the unit.</summary>
+    public async Task<string> WithheldAsync(CheckOffer offer, OfferWithheld withheld, CancellationToken ct = default) => withheld switch
+    {
+        OfferWithheld.RolloutStopped when offer.Rollout is { } rollout =>
+            $"rollout {rollout} {(await store.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}",
+        _ => $"update program {offer.Program.Id} was removed or changed since the check read the catalogue; the next check reads it again",
+    };
+
+    /// <summary>
+    /// <see cref="OfferOf"/> recorded on its own, in one transaction (<see cref="TsunaguStore.RecordOfferAsync"/>): why the
+    /// update must not be offered after all (the program is gone, or the rollout stopped running or the wave closed since
+    /// the gate read it: nothing is recorded then, and an abort's returns stay those it planned), or null: offer it.
     /// </summary>
     public async Task<string?> OfferedAsync(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false, CancellationToken ct = default)
     {
-        if (admission.RecordsOfferIn is not { } rollout) { return null; }
-        if (!await store.RecordRolloutOfferAsync(rollout, mac, program.FromPattern, ct))
-        {
-            return $"rollout {rollout} {(await store.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}";
-        }
-        if (wayBack)
-        {
-            // a rollout back: the unit's target becomes the pattern it goes back to (when it has none), or once there it
-            // would be offered the way forward again at its next check; the operator clears the target to move it on
-            await store.PinWayBackAsync(mac, program.ToPattern, new AuditEntry(Actor(rollout), "unit.target-pattern", mac,
-                $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})"), ct);
-        }
-        return null;
+        if (admission.RecordsOfferIn is null) { return null; }
+        var offer = OfferOf(mac, program, admission, wayBack);
+        var withheld = await store.RecordOfferAsync(mac, offer, ct);
+        return withheld == OfferWithheld.None ? null : await WithheldAsync(offer, withheld, ct);
     }
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
