@@ -280,4 +280,111 @@ public class UnitClientTests
         Assert.That(e.IsTransient, Is.True);
         Assert.That((server.Connections, server.Answered), Is.EqualTo((1, 1)), "the request went out on the pooled connection and was never answered");
     }
+
+    /// <summary>
+    /// An HTTP/1.1 server on loopback that answers every request with its headers (the whole body's length) and the first
+    /// half of the body, then waits on a gate the test never opens: an answer whose body is still arriving.
+    /// </summary>
+    private sealed class HalfBody : IAsyncDisposable
+    {
+        private readonly System.Net.Sockets.TcpListener _listener = new(IPAddress.Loopback, 0);
+        private readonly CancellationTokenSource _stop = new();
+        private readonly byte[] _body;
+        private readonly Task _serving;
+
+        public HalfBody(byte[] body)
+        {
+            _body = body;
+            _listener.Start();
+            _serving = ServeAsync();
+        }
+
+        public Uri Url => new($"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/");
+
+        /// <summary>Set once the headers and the first half of the body are sent.</summary>
+        public TaskCompletionSource HalfSent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Never set by the tests: the rest of the body waits on it.</summary>
+        public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        private async Task ServeAsync()
+        {
+            try
+            {
+                using var socket = await _listener.AcceptSocketAsync(_stop.Token);
+                var buffer = new byte[8192];
+                var request = "";
+                while (!request.Contains("\r\n\r\n", StringComparison.Ordinal))
+                {
+                    var n = await socket.ReceiveAsync(buffer, _stop.Token);
+                    if (n == 0) { return; }
+                    request += System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+                }
+                await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(
+                    $"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {_body.Length}\r\n\r\n"), _stop.Token);
+                await socket.SendAsync(_body.AsMemory(0, _body.Length / 2), _stop.Token);
+                HalfSent.TrySetResult();
+                await Gate.Task.WaitAsync(_stop.Token);
+                await socket.SendAsync(_body.AsMemory(_body.Length / 2), _stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or System.Net.Sockets.SocketException)
+            {
+                // stopped, or the client closed the connection
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            _listener.Stop();
+            await _serving;
+            _stop.Dispose();
+        }
+    }
+
+    /// <summary>The real sockets, with a signal once an answer's headers are in (the handler chain returns before the body is read).</summary>
+    private sealed class HeadersSeen : Tsunagu.Hal.INetworkAccess
+    {
+        public TaskCompletionSource Headers { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => new Signal(this, inner);
+
+        public void EnsureRoute() { }
+
+        private sealed class Signal(HeadersSeen owner, HttpMessageHandler inner) : DelegatingHandler(inner)
+        {
+            protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+            {
+                var response = await base.SendAsync(request, cancellationToken);
+                owner.Headers.TrySetResult();
+                return response;
+            }
+        }
+    }
+
+    [TestCase("configuration")]
+    [TestCase("bundle")]
+    public async Task An_answer_whose_body_is_still_arriving_when_the_pool_is_dropped_ends_as_a_transient_server_error(string what)
+    {
+        // before, only a request waiting for its headers was cut: a bundle or configuration half received waited for its timeout
+        var body = System.Text.Encoding.UTF8.GetBytes(JsonSerializer.Serialize(
+            new ServiceConfigResponse(3, Tsunagu.Demo.DemoCatalogue.StandardServices), ProtocolJson.Default.ServiceConfigResponse));
+        await using var server = new HalfBody(body);
+        var network = new HeadersSeen();
+        using var client = new UnitClient(network, ["pin"], timeout: TimeSpan.FromSeconds(600));
+        using var file = new MemoryStream();
+        Task call = what == "bundle"
+            ? client.DownloadAsync(server.Url, "/a", "t", file, body.Length, CancellationToken.None)
+            : client.GetServiceConfigAsync(server.Url, "t", CancellationToken.None);
+        await network.Headers.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await server.HalfSent.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.That(call.IsCompleted, Is.False, "precondition: the body is still arriving (the rest waits on the server's gate)");
+
+        client.DropConnections();
+        var e = Assert.ThrowsAsync<ServerException>(() => call.WaitAsync(TimeSpan.FromSeconds(120)));
+        Assert.That(e!.IsTransient, Is.True, "a dropped pool is a network fault the caller retries");
+        Assert.That(e.Message, Does.Contain("connection pool was closed").And.Contain(server.Url.Authority));
+        Assert.That(server.Gate.Task.IsCompleted, Is.False, "the server never sent the rest: the drop ended it");
+        Assert.That(file.Length, Is.LessThan(body.Length), "nothing past what arrived was written");
+    }
 }
