@@ -234,6 +234,74 @@ public class UnitRequestTransactionTests
     }
 
     /// <summary>
+    /// PostgreSQL: a version check re-reads the program it offers under the catalogue lock taken shared, and holds it to
+    /// its commit. The test's own transaction locks the unit's row, so the check (lock taken, program read) waits for it
+    /// in its first write; a deletion of the program started then waits for the catalogue lock (an ungranted advisory
+    /// lock), and once the unit's row is released and the check committed, it sees the unit updating and is refused.
+    /// Without the shared lock the deletion would read the unit as not yet updating and delete a program being offered.
+    /// </summary>
+    [Test]
+    public async Task A_program_deletion_waits_for_a_version_check_offering_it_and_is_then_refused()
+    {
+        TestServer.DatabaseKind.Value = "postgres";
+        await using var server = await TestServer.StartAsync();
+        using var op = server.Operator();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+
+        Task<VersionCheckResponse> check;
+        Task<string> deletion;
+        await using (var holder = await server.Store.Database.OpenAsync(CancellationToken.None))
+        await using (var hold = await holder.BeginTransactionAsync())
+        {
+            await using (var lockRow = holder.CreateCommand())
+            {
+                lockRow.Transaction = hold;
+                lockRow.CommandText = "SELECT mac FROM units WHERE mac = @mac FOR UPDATE";
+                var parameter = lockRow.CreateParameter();
+                parameter.ParameterName = "mac";
+                parameter.Value = mac;
+                lockRow.Parameters.Add(parameter);
+                await lockRow.ExecuteNonQueryAsync();
+            }
+            check = CheckAsync(http, TransactionTests.Factory());
+            Assert.That(await WaitersAsync(server, "%UPDATE units SET%", w => w > 0, check), Is.GreaterThan(0), "the check waits for the unit's row, past its re-read of the program");
+            deletion = op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None);
+            Assert.That(await AdvisoryWaitersAsync(server, deletion), Is.GreaterThan(0), "the deletion waits for the catalogue lock the check holds shared");
+            Assert.That(check.IsCompleted, Is.False, "the check still waits for the unit's row");
+            await hold.RollbackAsync();
+        }
+        var answer = await check;
+        Assert.That(answer.Update?.UpdateId, Is.EqualTo(DemoCatalogue.UpdateId), "offered");
+        Assert.That((await server.Store.GetUnitAsync(mac))!.State, Is.EqualTo(UnitStates.Updating));
+        var refused = Assert.ThrowsAsync<OperatorApiException>(async () => await deletion);
+        Assert.That(refused!.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain($"needed by unit {mac}"));
+        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "the program offered stays");
+    }
+
+    /// <summary>
+    /// How many advisory locks of the server's database are waited for, polled until one is (at most 60 s); fails when
+    /// <paramref name="request"/> ends first (it did not wait).
+    /// </summary>
+    private static async Task<long> AdvisoryWaitersAsync(TestServer server, Task request)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            await using (var c = await server.Store.Database.OpenAsync(CancellationToken.None))
+            await using (var q = c.CreateCommand())
+            {
+                q.CommandText = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+                var waiting = Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
+                if (waiting > 0 || DateTime.UtcNow > deadline) { return waiting; }
+            }
+            if (request.IsCompleted) { Assert.Fail($"the request ended before it waited: {request.Status} {request.Exception?.InnerException?.Message}"); }
+            await Task.Delay(20);
+        }
+    }
+
+    /// <summary>
     /// PostgreSQL: the unit hangs up while its request's last write waits for a lock the test holds (on SQLite a write
     /// waits only before its transaction begins). The request's cancellation reaches the database and rolls back what
     /// it wrote before; nothing of it appears once the lock is released.
