@@ -185,7 +185,70 @@ public class UnitRequestTransactionTests
             var member = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("back"))!)).Single();
             Assert.That((member.Mac, member.Status), Is.EqualTo((mac, MemberStatus.Downloading)), "the rollout recorded the offer");
             Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "unit.target-pattern" && a.Actor == "rollout:back"), Is.EqualTo(1), "one pin, audited once");
-            Assert.That((await Events(server, mac, UnitEventKinds.Check)).Count(e => e.Detail == "periodic on pattern-3: offered p3-to-p2"), Is.EqualTo(1));
+            Assert.That((await Events(server, mac, UnitEventKinds.Check)).Select(e => e.Detail),
+                Is.EquivalentTo(new[] { "periodic on pattern-3: up to date", "periodic on pattern-3: offered p3-to-p2" }), "the first check and the offer, each recorded once");
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+        }
+    }
+
+    /// <summary>
+    /// A rollout back is paused or aborted after a version check passed its gate and before the check's transaction (held
+    /// there by the store's seam): the offer is withheld in the transaction and nothing of it is written. The unit is told
+    /// the update is deferred with the rollout's state; the check is recorded once, as deferred; the rollout records no
+    /// offer (previous_pattern stays null, so an abort returns nobody), the unit is not pinned and nothing is audited for it.
+    /// </summary>
+    [TestCase("sqlite", "pause", RolloutStates.Paused)]
+    [TestCase("sqlite", "abort", RolloutStates.Aborted)]
+    [TestCase("postgres", "pause", RolloutStates.Paused)]
+    [TestCase("postgres", "abort", RolloutStates.Aborted)]
+    public async Task A_way_back_whose_rollout_stops_before_the_check_records_it_is_deferred_and_records_no_offer(string kind, string action, string stopped)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 3600; // no engine pass meanwhile
+        try
+        {
+            await using var server = await TestServer.StartAsync();
+            using var op = server.Operator();
+            var mac = (await server.AddUnitsAsync(1))[0].Mac;
+            using var http = await TransactionTests.UnitHttp(server, mac);
+            await RolloutCatalogue.AddPattern3Async(server, op);
+            await RolloutCatalogue.AddWayBackAsync(server, op);
+            Assert.That((await CheckAsync(http, Pattern3())).Update, Is.Null, "without a rollout the way back is offered to nobody");
+            await op.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")), CancellationToken.None);
+            await op.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
+                new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Percent: 100)]), CancellationToken.None);
+            var checksBefore = (await Events(server, mac, UnitEventKinds.Check)).Count;
+            var auditBefore = (await server.Store.ListAuditForUnitAsync(mac)).Count;
+
+            Task<VersionCheckResponse> check;
+            using (var hold = StoreSeam.HoldAt(server.Store, "RecordCheckAsync"))
+            {
+                check = CheckAsync(http, Pattern3());
+                await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+                var view = await op.CallAsync<RolloutView>(HttpMethod.Post, $"{RolloutsApi.Route}/back/{action}", action == "abort" ? new AbortRequest() : null, CancellationToken.None);
+                Assert.That(view.State, Is.EqualTo(stopped));
+                hold.Release();
+            }
+            var answer = await check;
+            Assert.That(answer.Update, Is.Null, "the way back is not offered");
+            Assert.That(answer.Deferred, Is.EqualTo($"rollout back is {stopped}"));
+
+            var checks = await Events(server, mac, UnitEventKinds.Check);
+            Assert.That(checks.Count - checksBefore, Is.EqualTo(1), "the check is recorded once");
+            Assert.That(checks.Count(e => e.Detail == $"periodic on pattern-3: update p3-to-p2 deferred: rollout back is {stopped}"), Is.EqualTo(1), "as deferred");
+            Assert.That(checks.Select(e => e.Detail), Has.None.Contain("offered"));
+            using (var c = server.Store.Database.Open())
+            using (var q = c.CreateCommand())
+            {
+                q.CommandText = "SELECT COUNT(*) FROM rollout_units WHERE rollout = 'back' AND previous_pattern IS NOT NULL";
+                Assert.That(Convert.ToInt64(q.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.Zero, "the rollout recorded no offer");
+            }
+            var unit = (await server.Store.GetUnitAsync(mac))!;
+            Assert.That((unit.TargetPattern, unit.State), Is.EqualTo(((string?)null, UnitStates.Configuring)), "not pinned, not updating");
+            Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count, Is.EqualTo(auditBefore), "nothing audited for the unit");
         }
         finally
         {

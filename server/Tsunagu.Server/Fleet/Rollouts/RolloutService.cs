@@ -227,7 +227,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<string?> GateAsync(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null, CancellationToken ct = default) => (await AdmitAsync(mac, program, zone, ct: ct)).Deferred;
 
     /// <summary>
-    /// <see cref="GateAsync"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="OfferedAsync"/>):
+    /// <see cref="GateAsync"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="OfferOf"/>):
     /// only a member of the rollout not offered the update before. One indexed query.
     /// </summary>
     public async Task<RolloutAdmission> AdmitAsync(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null, CancellationToken ct = default)
@@ -361,19 +361,6 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             $"rollout {rollout} {(await store.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}",
         _ => $"update program {offer.Program.Id} was removed or changed since the check read the catalogue; the next check reads it again",
     };
-
-    /// <summary>
-    /// <see cref="OfferOf"/> recorded on its own, in one transaction (<see cref="TsunaguStore.RecordOfferAsync"/>): why the
-    /// update must not be offered after all (the program is gone, or the rollout stopped running or the wave closed since
-    /// the gate read it: nothing is recorded then, and an abort's returns stay those it planned), or null: offer it.
-    /// </summary>
-    public async Task<string?> OfferedAsync(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false, CancellationToken ct = default)
-    {
-        if (admission.RecordsOfferIn is null) { return null; }
-        var offer = OfferOf(mac, program, admission, wayBack);
-        var withheld = await store.RecordOfferAsync(mac, offer, ct);
-        return withheld == OfferWithheld.None ? null : await WithheldAsync(offer, withheld, ct);
-    }
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
     public async Task<IReadOnlyList<string>> EmergencyStopAsync(string actor, CancellationToken ct = default)

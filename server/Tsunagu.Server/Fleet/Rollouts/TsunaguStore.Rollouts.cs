@@ -318,20 +318,6 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// The offer of <paramref name="offer"/>'s program recorded on its own (<see cref="RecordOfferInAsync"/> in one
-    /// transaction, committed only when the offer stands): the version check records it with the rest of its writes
-    /// (<see cref="RecordCheckAsync(UnitCheckRow, Protocol.Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>).
-    /// </summary>
-    public async Task<OfferWithheld> RecordOfferAsync(string mac, CheckOffer offer, CancellationToken ct = default)
-    {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        var withheld = await RecordOfferInAsync(c, tx, mac, offer, ct);
-        if (withheld == OfferWithheld.None) { await tx.CommitAsync(ct); }
-        return withheld;
-    }
-
-    /// <summary>
     /// Inside the caller's transaction, before any other write of it: checks that the offer of <paramref name="offer"/>'s
     /// program to the unit stands and records what it changes. The program must still be in the catalogue as the check read
     /// it (same route, same artifact): catalogue changes are serialised with this check (SQLite: the single writer's lock
