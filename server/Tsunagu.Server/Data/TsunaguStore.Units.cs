@@ -179,7 +179,9 @@ public sealed partial class TsunaguStore
     /// when any of them differs from <paramref name="known"/> (the row the check read), else only last_seen (at most once per
     /// <see cref="LastSeenResolution"/>); and the history entry <paramref name="detail"/>, which a periodic check that repeats
     /// the unit's newest entry does not add again. A check that changes nothing writes nothing and begins no transaction.
-    /// It waits for the disk only when the bundle counter rises. True when it wrote the inventory.
+    /// It waits for the disk only when the bundle counter rises or an offer records something of its own (a rollout's
+    /// first offer to a member, a way back's pinned target): see the overload with a <see cref="CheckOffer"/>. True when
+    /// it wrote the inventory.
     /// </summary>
     public async Task<bool> RecordCheckAsync(UnitCheckRow known, Inventory inventory, string pattern, string state, string detail, bool forced, CancellationToken ct = default) =>
         (await RecordCheckAsync(known, inventory, pattern, state, detail, forced, offer: null, ct)).Wrote;
