@@ -65,7 +65,7 @@ public static class CatalogueApi
         {
             await catalogue.DeletePatchAsync(id, http.Caller().Subject, http.RequestAborted);
             return TypedResults.NoContent();
-        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+        })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/patterns", async (TsunaguStore store, string? status, CancellationToken ct) => TypedResults.Ok((await store.ListPatternsAsync(status, ct)).Select(ToView).ToList())).AllowRoles(OperatorRoles.Read);
         api.MapGet("/patterns/{id}", async Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, TsunaguStore store, CancellationToken ct) =>
