@@ -418,4 +418,34 @@ public class UnitClientTests
             directory.Delete(recursive: true);
         }
     }
+
+    [Test]
+    public async Task A_body_still_arriving_when_the_client_is_disposed_ends_saying_so()
+    {
+        var body = RandomNumberGenerator.GetBytes(64);
+        await using var server = new HalfBody(body);
+        var network = new HeadersSeen();
+        var client = new UnitClient(network, ["pin"], timeout: TimeSpan.FromSeconds(600));
+        var (stream, start) = await client.OpenRangeAsync(server.Url, "/a", "t", 0, body.Length, CancellationToken.None);
+        await using (stream)
+        {
+            Assert.That(start, Is.Zero);
+            await server.HalfSent.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            var read = Task.Run(async () =>
+            {
+                var buffer = new byte[body.Length];
+                var total = 0;
+                while (true)
+                {
+                    var n = await stream.ReadAsync(buffer.AsMemory(total));
+                    if (n == 0) { return total; }
+                    total += n;
+                }
+            });
+            client.Dispose();
+            var e = Assert.ThrowsAsync<ServerException>(() => read.WaitAsync(TimeSpan.FromSeconds(120)));
+            Assert.That(e!.IsTransient, Is.True);
+            Assert.That(e.Message, Does.Contain("the client was disposed").And.Not.Contain("WAN session"));
+        }
+    }
 }

@@ -120,12 +120,18 @@ public sealed class UnitClient : IDisposable
             catch (Exception e) when (dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
                                       && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException)
             {
-                throw new HttpRequestException("the connection pool was closed for a new WAN session while this request was on it", e);
+                throw new HttpRequestException($"{Cut()} while this request was on it", e);
             }
             // the body is read after this returns (by HttpClient for a buffered answer, or by the caller's stream): its
             // reads are tied to the same pool
-            response.Content = new DroppableContent(response.Content, dropped, $"{request.Method} {request.RequestUri}");
+            response.Content = new DroppableContent(response.Content, dropped, Cut, $"{request.Method} {request.RequestUri}");
             return response;
+        }
+
+        /// <summary>What ended the requests and bodies of a cancelled generation: a drop, or the client's disposal.</summary>
+        private string Cut()
+        {
+            lock (_gate) { return _disposed ? "the client was disposed" : "the connection pool was closed for a new WAN session"; }
         }
 
         protected override void Dispose(bool disposing)
@@ -149,11 +155,12 @@ public sealed class UnitClient : IDisposable
     {
         private readonly HttpContent _inner;
         private readonly CancellationToken _dropped;
+        private readonly Func<string> _cut;
         private readonly string _call;
 
-        public DroppableContent(HttpContent inner, CancellationToken dropped, string call)
+        public DroppableContent(HttpContent inner, CancellationToken dropped, Func<string> cut, string call)
         {
-            (_inner, _dropped, _call) = (inner, dropped, call);
+            (_inner, _dropped, _cut, _call) = (inner, dropped, cut, call);
             foreach (var (name, values) in inner.Headers) { Headers.TryAddWithoutValidation(name, values); }
         }
 
@@ -168,7 +175,7 @@ public sealed class UnitClient : IDisposable
         protected override Task<Stream> CreateContentReadStreamAsync() => CreateContentReadStreamAsync(CancellationToken.None);
 
         protected override async Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
-            new DroppableStream(await _inner.ReadAsStreamAsync(cancellationToken), _dropped, _call);
+            new DroppableStream(await _inner.ReadAsStreamAsync(cancellationToken), _dropped, _cut, _call);
 
         protected override bool TryComputeLength(out long length)
         {
@@ -183,9 +190,26 @@ public sealed class UnitClient : IDisposable
         }
     }
 
-    /// <summary>The body stream of a <see cref="DroppableContent"/>.</summary>
-    private sealed class DroppableStream(Stream inner, CancellationToken dropped, string call) : Stream
+    /// <summary>
+    /// The body stream of a <see cref="DroppableContent"/>. One registration on the pool's generation per stream: a drop
+    /// disposes the inner stream, which ends its connection and so a read waiting on it, and that read (or any after) ends
+    /// with a transient <see cref="ServerException"/>; the inner stream is disposed once, by the drop or by this stream.
+    /// </summary>
+    private sealed class DroppableStream : Stream
     {
+        private readonly Stream _inner;
+        private readonly CancellationToken _dropped;
+        private readonly Func<string> _cut;
+        private readonly string _call;
+        private readonly CancellationTokenRegistration _registration;
+        private int _innerDisposed;
+
+        public DroppableStream(Stream inner, CancellationToken dropped, Func<string> cut, string call)
+        {
+            (_inner, _dropped, _cut, _call) = (inner, dropped, cut, call);
+            _registration = dropped.UnsafeRegister(static s => ((DroppableStream)s!).DisposeInner(), this);
+        }
+
         public override bool CanRead => true;
         public override bool CanSeek => false;
         public override bool CanWrite => false;
@@ -197,13 +221,12 @@ public sealed class UnitClient : IDisposable
 
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
-            if (dropped.IsCancellationRequested) { throw Dropped(null); }
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, dropped);
+            if (_dropped.IsCancellationRequested) { throw Dropped(null); }
             try
             {
-                return await inner.ReadAsync(buffer, linked.Token);
+                return await _inner.ReadAsync(buffer, cancellationToken);
             }
-            catch (Exception e) when (dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+            catch (Exception e) when (_dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
                                       && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException)
             {
                 throw Dropped(e);
@@ -211,7 +234,14 @@ public sealed class UnitClient : IDisposable
         }
 
         private ServerException Dropped(Exception? inner) =>
-            new($"{call}: the connection pool was closed for a new WAN session while the answer's body was arriving", isTransient: true, inner: inner);
+            new($"{_call}: {_cut()} while the answer's body was arriving", isTransient: true, inner: inner);
+
+        private bool ClaimInner() => Interlocked.Exchange(ref _innerDisposed, 1) == 0;
+
+        private void DisposeInner()
+        {
+            if (ClaimInner()) { _inner.Dispose(); }
+        }
 
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
         public override void SetLength(long value) => throw new NotSupportedException();
@@ -219,13 +249,18 @@ public sealed class UnitClient : IDisposable
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) { inner.Dispose(); }
+            if (disposing)
+            {
+                _registration.Dispose();
+                DisposeInner();
+            }
             base.Dispose(disposing);
         }
 
         public override async ValueTask DisposeAsync()
         {
-            await inner.DisposeAsync();
+            await _registration.DisposeAsync();
+            if (ClaimInner()) { await _inner.DisposeAsync(); }
             await base.DisposeAsync();
         }
     }
