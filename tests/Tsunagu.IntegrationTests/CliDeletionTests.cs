@@ -1,6 +1,10 @@
+using System.Net.Http.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Demo;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
+using Tsunagu.Server.Units.Lifecycle;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -67,9 +71,9 @@ public class CliDeletionTests
         (exit, _, err) = await Tsunagu(server, "patch", "add", "--id", "dns-cve-1", "--version", "1.0.1", "--target-app", "dns-cache", "--importance", "4");
         Assert.That(exit, Is.Zero, err);
 
-        await Refused(server, api, "400", $"software vcp {DemoCatalogue.Pattern2Applications["vcp"]} is listed by pattern {DemoCatalogue.Pattern2}; it cannot be deleted",
+        await Refused(server, api, "409", $"software vcp {DemoCatalogue.Pattern2Applications["vcp"]} is listed by pattern {DemoCatalogue.Pattern2}; it cannot be deleted",
             "software", "delete", "--app", "vcp", "--version", DemoCatalogue.Pattern2Applications["vcp"]);
-        await Refused(server, api, "400", "software dns-cache 1.0.0 is the last version of dns-cache, which patch dns-cve-1 is for; delete the patch first",
+        await Refused(server, api, "409", "software dns-cache 1.0.0 is the last version of dns-cache, which patch dns-cve-1 is for; delete the patch first",
             "software", "delete", "--app", "dns-cache", "--version", "1.0.0");
         await Refused(server, api, "404", "software vcp 9.9.9 is not in the catalogue", "software", "delete", "--app", "vcp", "--version", "9.9.9");
         await Refused(server, api, "404", "patch no-such-patch does not exist", "patch", "delete", "no-such-patch");
@@ -84,7 +88,7 @@ public class CliDeletionTests
     }
 
     [Test]
-    public async Task Pattern_delete_takes_a_draft_and_refuses_a_verified_pattern_or_an_unknown_one()
+    public async Task Pattern_delete_takes_a_draft_and_refuses_a_verified_pattern_a_referred_to_draft_or_an_unknown_one()
     {
         await using var server = await TestServer.StartAsync();
         using var api = server.Operator();
@@ -94,9 +98,14 @@ public class CliDeletionTests
             "--apps", "cache-manager=1.0.0", "firewall=1.1.0", "vcp=2.0.0");
         Assert.That(exit, Is.Zero, err);
 
-        await Refused(server, api, "400", $"pattern {DemoCatalogue.Pattern2} is verified; only a draft can be deleted (retire a verified one)",
+        await Refused(server, api, "409", $"pattern {DemoCatalogue.Pattern2} is verified; only a draft can be deleted (retire a verified one)",
             "pattern", "delete", DemoCatalogue.Pattern2);
         await Refused(server, api, "404", "pattern pattern-9 does not exist", "pattern", "delete", "pattern-9");
+        // a draft an update program leaves from: refused naming the program, until the program is deleted
+        await CatalogueSteps.AddUpdateProgramAsync(api, "p3-to-p2", "pattern-3", DemoCatalogue.Pattern2,
+            3, new Dictionary<string, string> { ["vcp"] = DemoCatalogue.Pattern2Applications["vcp"] }, 5, server.ReleaseKey, CancellationToken.None);
+        await Refused(server, api, "409", "pattern pattern-3 is referred to by update program p3-to-p2; it cannot be deleted", "pattern", "delete", "pattern-3");
+        await Deleted(server, "deleted update program p3-to-p2", "update-program.delete", "program", "delete", "p3-to-p2");
 
         await Deleted(server, "deleted pattern pattern-3", "pattern.delete", "pattern", "delete", "pattern-3");
         var gone = Assert.ThrowsAsync<OperatorApiException>(() => Get(api, "/api/v1/patterns/pattern-3"));
@@ -116,6 +125,21 @@ public class CliDeletionTests
         await Refused(server, api, "404", "update program no-such-program does not exist", "program", "delete", "no-such-program");
 
         await Deleted(server, "deleted update program p3-to-p2", "update-program.delete", "program", "delete", "p3-to-p2");
+        // a unit it is offered to, and a rollout that moves units with it, each hold it
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using (var unit = await TransactionTests.UnitHttp(server, mac))
+        using (var check = await unit.PostAsJsonAsync(Routes.VersionCheck, new VersionCheckRequest(
+                   new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>(DemoCatalogue.Pattern2Applications)), new UnitLoad(0, 0), false, null),
+                   ProtocolJson.Default.VersionCheckRequest))
+        {
+            Assert.That((await check.Content.ReadFromJsonAsync(ProtocolJson.Default.VersionCheckResponse))?.Update?.UpdateId, Is.EqualTo("p2-to-p3"), "offered: the unit is being updated by it");
+        }
+        await api.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-2", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
+        await api.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route, new NewRollout("fwd", "on-2", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]), CancellationToken.None);
+        await Refused(server, api, "409", "update program p2-to-p3 is used by rollout fwd, which is not finished", "program", "delete", "p2-to-p3");
+        await api.CallAsync<RolloutView>(HttpMethod.Post, $"{RolloutsApi.Route}/fwd/abort", new AbortRequest(), CancellationToken.None);
+        await Refused(server, api, "409", $"update program p2-to-p3 is needed by unit {mac} (on pattern-2", "program", "delete", "p2-to-p3");
+        await api.SendJsonAsync(HttpMethod.Post, $"{Routes.Units}/{mac}/decommission", new DecommissionRequest("returned"), CancellationToken.None);
         await Deleted(server, "deleted update program p2-to-p3", "update-program.delete", "program", "delete", "p2-to-p3");
         var programs = await Get(api, "/api/v1/update-programs");
         Assert.That(programs, Does.Not.Contain("p2-to-p3").And.Not.Contain("p3-to-p2").And.Contain(DemoCatalogue.UpdateId), "the API lists the two no more");

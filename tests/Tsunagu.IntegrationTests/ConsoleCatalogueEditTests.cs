@@ -112,8 +112,8 @@ public class ConsoleCatalogueEditTests
                      (() => api.PutAsJsonAsync("/api/v1/patches/vcp-fix-1", new PatchRequest("other-id", "", "1.0.3", "vcp", 2, null, null)), HttpStatusCode.BadRequest, "an id that is not the patch's"),
                      (() => api.PutAsJsonAsync("/api/v1/patches/nope", new PatchRequest("nope", "", "1.0.3", "vcp", 2, null, null)), HttpStatusCode.NotFound, "an unknown patch"),
                      (() => api.PutAsJsonAsync("/api/v1/software/vcp/1.0.0", new SoftwareEdit("vcp", "r9", null)), HttpStatusCode.BadRequest, "a requirement a pattern does not meet"),
-                     (() => api.DeleteAsync("/api/v1/software/vcp/1.0.0"), HttpStatusCode.BadRequest, "software a pattern lists"),
-                     (() => api.DeleteAsync($"/api/v1/patterns/{DemoCatalogue.Pattern1}"), HttpStatusCode.BadRequest, "a verified pattern"),
+                     (() => api.DeleteAsync("/api/v1/software/vcp/1.0.0"), HttpStatusCode.Conflict, "software a pattern lists"),
+                     (() => api.DeleteAsync($"/api/v1/patterns/{DemoCatalogue.Pattern1}"), HttpStatusCode.Conflict, "a verified pattern"),
                      (() => api.DeleteAsync("/api/v1/patterns/nope"), HttpStatusCode.NotFound, "an unknown pattern"),
                  })
         {

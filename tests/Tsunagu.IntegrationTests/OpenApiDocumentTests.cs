@@ -61,6 +61,13 @@ public class OpenApiDocumentTests
             (Routes.Units + "/{mac}/service-config", "put", "413"),
             (Routes.VersionCheck, "post", "404"),
             (Routes.Prefix + "/patterns", "post", "409"),
+            // deletions: 400 for a malformed id, 404 for an absent entry, 409 for one something refers to
+            (Routes.Prefix + "/patches/{id}", "delete", "400"),
+            (Routes.Prefix + "/patches/{id}", "delete", "404"),
+            (Routes.Prefix + "/software/{appId}/{version}", "delete", "400"),
+            (Routes.Prefix + "/software/{appId}/{version}", "delete", "409"),
+            (Routes.Prefix + "/patterns/{id}", "delete", "400"),
+            (Routes.Prefix + "/patterns/{id}", "delete", "409"),
         };
         wrong.AddRange(problems.Where(p => !IsProblem(document, p.Path, p.Method, p.Status))
             .Select(p => $"{p.Method} {p.Path}: no {p.Status} problem document"));

@@ -93,7 +93,20 @@ public class RolloutStoreTests(string kind)
         if (unit.TargetPattern == unit.Pattern) { return null; }
         var program = await _store.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern);
         if (program is null || await _service.AdmitAsync(mac, program) is not { Deferred: null } admission) { return null; }
-        return await _service.OfferedAsync(mac, program, admission) is null ? program.Id : null;
+        return await OfferAsync(mac, program, admission) is null ? program.Id : null;
+    }
+
+    /// <summary>
+    /// The check's record of the offer, as the host writes it (<see cref="TsunaguStore.RecordCheckAsync(UnitCheckRow, Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>,
+    /// one transaction): why it was withheld, or null when it was recorded.
+    /// </summary>
+    private async Task<string?> OfferAsync(string mac, UpdateProgramRow program, RolloutAdmission admission)
+    {
+        var unit = (await _store.GetUnitForCheckAsync(mac))!;
+        var offer = RolloutService.OfferOf(mac, program, admission);
+        var inventory = System.Text.Json.JsonSerializer.Deserialize(unit.Inventory!, ProtocolJson.Default.Inventory)!;
+        var (_, withheld) = await _store.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false, offer);
+        return withheld == OfferWithheld.None ? null : await _service.WithheldAsync(offer, withheld);
     }
 
     /// <summary>The unit reports the install of <paramref name="program"/>: it runs the program's new pattern.</summary>
@@ -276,6 +289,9 @@ public class RolloutStoreTests(string kind)
         var recorded = OfferRecords("r1")[first];
         Assert.That(recorded, Is.EqualTo(((string?)"x", (string?)_store.Now())));
         _clock.Now += TimeSpan.FromMinutes(5);
+        // the next check records the unit seen (at most once a minute) and the offer again, which writes nothing of it
+        Assert.That(await CheckAsync(first), Is.EqualTo(XtoY.Id));
+        Assert.That(OfferRecords("r1")[first], Is.EqualTo(recorded), "the first offer's record stands");
 
         // every later check that offers the update again (the unit has not installed yet) runs while no write can be made
         _database.BusyTimeout = TimeSpan.FromSeconds(2);
@@ -348,7 +364,7 @@ public class RolloutStoreTests(string kind)
         Assert.That(view.State, Is.EqualTo(stopped));
         Assert.That(view.Returns?.Select(r => r.Mac), action == "revert" ? Is.EqualTo(new[] { wave[0] }) : Is.Null.Or.Empty, "the abort planned the offers made before it");
 
-        Assert.That(await _service.OfferedAsync(wave[1], XtoY, admission), Is.EqualTo($"rollout r1 is {stopped}"), "the offer is withheld");
+        Assert.That(await OfferAsync(wave[1], XtoY, admission), Is.EqualTo($"rollout r1 is {stopped}"), "the offer is withheld");
         Assert.That(OfferRecords("r1")[wave[1]], Is.EqualTo(((string?)null, (string?)null)), "a withheld offer records nothing");
         Assert.That((await _store.GetUnitAsync(wave[1]))!.TargetPattern, Is.Null, "not moved, so not returned: it stays on x");
         Assert.That(await CheckAsync(wave[1]), Is.Null, "and later checks are held");

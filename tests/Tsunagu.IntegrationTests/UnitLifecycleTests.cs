@@ -326,6 +326,62 @@ public class UnitLifecycleTests
         Assert.That((await server.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.delete"), Is.EqualTo(1));
     }
 
+    /// <summary>
+    /// The delete passed authorisation and its If-Match check, and waits at its transaction (the store's seam) while the
+    /// row is deleted by another request, or the unit's first contact marks it seen: the delete then finds the row gone
+    /// (404) or no longer deletable (409), as documented; nothing else changes (every table as the other change left it),
+    /// and never a 5xx.
+    /// </summary>
+    [TestCase("sqlite", "deleted", null)]
+    [TestCase("sqlite", "deleted", 1L)]
+    [TestCase("sqlite", "seen", null)]
+    [TestCase("postgres", "deleted", null)]
+    [TestCase("postgres", "deleted", 1L)]
+    [TestCase("postgres", "seen", null)]
+    public async Task A_delete_whose_row_goes_or_is_seen_after_its_authorisation_answers_404_or_409_and_changes_nothing_else(string database, string meanwhile, long? ifMatch)
+    {
+        TestServer.DatabaseKind.Value = database;
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = OperatorHttp(server);
+        Task<HttpResponseMessage> delete;
+        string afterOther;
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.DeleteUnitAsync)))
+        {
+            delete = SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch);
+            await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+            if (meanwhile == "deleted")
+            {
+                // the other delete runs its own transaction: the seam holds only the first call
+                using var other = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 1);
+                Assert.That(other.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await other.Content.ReadAsStringAsync());
+            }
+            else
+            {
+                Assert.That(await HostSessionStatusAsync(server, mac), Is.EqualTo(HttpStatusCode.OK), "the unit's first contact");
+                Assert.That((await server.Store.GetUnitAsync(mac))!.LastSeen, Is.Not.Null, "it marked the row seen");
+            }
+            afterOther = HostileInputTests.Snapshot(server);
+            hold.Release();
+            using var answer = await delete.WaitAsync(TimeSpan.FromSeconds(60));
+            var body = await answer.Content.ReadAsStringAsync();
+            Assert.That((int)answer.StatusCode, Is.LessThan(500), body);
+            if (meanwhile == "deleted")
+            {
+                Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.NotFound), body);
+                Assert.That(body, Does.Contain($"unit {mac}"));
+            }
+            else
+            {
+                Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), body);
+                Assert.That(body, Does.Contain("decommission it instead"));
+            }
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(afterOther), "the refused delete changed nothing");
+        Assert.That((await server.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.delete"), Is.EqualTo(meanwhile == "deleted" ? 1 : 0), "one delete, audited once");
+        Assert.That(await server.Store.GetUnitAsync(mac), meanwhile == "deleted" ? Is.Null : Is.Not.Null);
+    }
+
     [Test]
     public async Task A_deleted_unit_is_dropped_by_the_embedded_broker_and_a_host_session_for_it_is_refused()
     {

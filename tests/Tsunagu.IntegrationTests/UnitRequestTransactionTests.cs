@@ -1,6 +1,10 @@
 using System.Net.Http.Json;
+using Tsunagu.Cli.Factory;
+using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -134,6 +138,230 @@ public class UnitRequestTransactionTests
 
         Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo($"install medium {digest[..12]}... is not genuine: rejected"));
         Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "media.rejected" && a.Target == digest), Is.EqualTo(1));
+    }
+
+    private static Inventory Pattern3() =>
+        new(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" });
+
+    private static async Task<VersionCheckResponse> CheckAsync(HttpClient http, Inventory inventory)
+    {
+        using var response = await http.PostAsJsonAsync(Routes.VersionCheck, new VersionCheckRequest(inventory, new UnitLoad(0, 0), false, null), ProtocolJson.Default.VersionCheckRequest);
+        Assert.That(response.IsSuccessStatusCode, Is.True, $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        return (await response.Content.ReadFromJsonAsync(ProtocolJson.Default.VersionCheckResponse))!;
+    }
+
+    /// <summary>
+    /// A rollout back offers a unit without a target the way back: the rollout's record of the offer, the pinned target
+    /// with its audit entry, the unit's state and its history entry are one transaction. The pin's write fails: nothing of
+    /// the check is recorded (before, the offer was recorded in a transaction of its own and stayed, while the unit was
+    /// told nothing); the same check then records all of it.
+    /// </summary>
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_way_back_whose_pin_fails_records_no_offer_and_is_recorded_whole_the_next_time(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 3600; // no engine pass between the snapshots
+        try
+        {
+            await using var server = await TestServer.StartAsync();
+            using var op = server.Operator();
+            var mac = (await server.AddUnitsAsync(1))[0].Mac;
+            using var http = await TransactionTests.UnitHttp(server, mac);
+            await RolloutCatalogue.AddPattern3Async(server, op);
+            await RolloutCatalogue.AddWayBackAsync(server, op);
+            var first = await CheckAsync(http, Pattern3());
+            Assert.That((first.CurrentPattern, first.Update), Is.EqualTo(("pattern-3", (UpdateOffer?)null)), "without a rollout the way back is offered to nobody");
+            await op.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")), CancellationToken.None);
+            await op.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
+                new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Percent: 100)]), CancellationToken.None);
+
+            var request = new VersionCheckRequest(Pattern3(), new UnitLoad(0, 0), false, null);
+            await AssertAllOrNothing(server, "UPDATE", "units", "NEW.target_pattern IS NOT NULL AND OLD.target_pattern IS NULL",
+                () => http.PostAsJsonAsync(Routes.VersionCheck, request, ProtocolJson.Default.VersionCheckRequest));
+
+            var unit = (await server.Store.GetUnitAsync(mac))!;
+            Assert.That((unit.TargetPattern, unit.State), Is.EqualTo((DemoCatalogue.Pattern2, UnitStates.Updating)), "pinned and updating, with the offer");
+            var member = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("back"))!)).Single();
+            Assert.That((member.Mac, member.Status), Is.EqualTo((mac, MemberStatus.Downloading)), "the rollout recorded the offer");
+            Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "unit.target-pattern" && a.Actor == "rollout:back"), Is.EqualTo(1), "one pin, audited once");
+            Assert.That((await Events(server, mac, UnitEventKinds.Check)).Select(e => e.Detail),
+                Is.EquivalentTo(new[] { "periodic on pattern-3: up to date", "periodic on pattern-3: offered p3-to-p2" }), "the first check and the offer, each recorded once");
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+        }
+    }
+
+    /// <summary>
+    /// A rollout back is paused or aborted after a version check passed its gate and before the check's transaction (held
+    /// there by the store's seam): the offer is withheld in the transaction and nothing of it is written. The unit is told
+    /// the update is deferred with the rollout's state; the check is recorded once, as deferred; the rollout records no
+    /// offer (previous_pattern stays null, so an abort returns nobody), the unit is not pinned and nothing is audited for it.
+    /// </summary>
+    [TestCase("sqlite", "pause", RolloutStates.Paused)]
+    [TestCase("sqlite", "abort", RolloutStates.Aborted)]
+    [TestCase("postgres", "pause", RolloutStates.Paused)]
+    [TestCase("postgres", "abort", RolloutStates.Aborted)]
+    public async Task A_way_back_whose_rollout_stops_before_the_check_records_it_is_deferred_and_records_no_offer(string kind, string action, string stopped)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 3600; // no engine pass meanwhile
+        try
+        {
+            await using var server = await TestServer.StartAsync();
+            using var op = server.Operator();
+            var mac = (await server.AddUnitsAsync(1))[0].Mac;
+            using var http = await TransactionTests.UnitHttp(server, mac);
+            await RolloutCatalogue.AddPattern3Async(server, op);
+            await RolloutCatalogue.AddWayBackAsync(server, op);
+            Assert.That((await CheckAsync(http, Pattern3())).Update, Is.Null, "without a rollout the way back is offered to nobody");
+            await op.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")), CancellationToken.None);
+            await op.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
+                new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Percent: 100)]), CancellationToken.None);
+            var checksBefore = (await Events(server, mac, UnitEventKinds.Check)).Count;
+            var auditBefore = (await server.Store.ListAuditForUnitAsync(mac)).Count;
+
+            Task<VersionCheckResponse> check;
+            using (var hold = StoreSeam.HoldAt(server.Store, "RecordCheckAsync"))
+            {
+                check = CheckAsync(http, Pattern3());
+                await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+                var view = await op.CallAsync<RolloutView>(HttpMethod.Post, $"{RolloutsApi.Route}/back/{action}", action == "abort" ? new AbortRequest() : null, CancellationToken.None);
+                Assert.That(view.State, Is.EqualTo(stopped));
+                hold.Release();
+            }
+            var answer = await check;
+            Assert.That(answer.Update, Is.Null, "the way back is not offered");
+            Assert.That(answer.Deferred, Is.EqualTo($"rollout back is {stopped}"));
+
+            var checks = await Events(server, mac, UnitEventKinds.Check);
+            Assert.That(checks.Count - checksBefore, Is.EqualTo(1), "the check is recorded once");
+            Assert.That(checks.Count(e => e.Detail == $"periodic on pattern-3: update p3-to-p2 deferred: rollout back is {stopped}"), Is.EqualTo(1), "as deferred");
+            Assert.That(checks.Select(e => e.Detail), Has.None.Contain("offered"));
+            using (var c = server.Store.Database.Open())
+            using (var q = c.CreateCommand())
+            {
+                q.CommandText = "SELECT COUNT(*) FROM rollout_units WHERE rollout = 'back' AND previous_pattern IS NOT NULL";
+                Assert.That(Convert.ToInt64(q.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.Zero, "the rollout recorded no offer");
+            }
+            var unit = (await server.Store.GetUnitAsync(mac))!;
+            Assert.That((unit.TargetPattern, unit.State), Is.EqualTo(((string?)null, UnitStates.Configuring)), "not pinned, not updating");
+            Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count, Is.EqualTo(auditBefore), "nothing audited for the unit");
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+        }
+    }
+
+    /// <summary>
+    /// The program a version check would offer is deleted after the check read the catalogue and before its transaction
+    /// (held there by the store's seam): the check, re-reading the program in its transaction, offers nothing and records
+    /// the update as deferred (before, it offered the deleted program and the unit's download got 404). Once the program
+    /// is back, the next check offers it, and a deletion then is refused: the unit is being updated from its pattern.
+    /// </summary>
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_program_deleted_after_the_catalogue_read_is_not_offered(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        await using var server = await TestServer.StartAsync();
+        using var op = server.Operator();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+
+        Task<VersionCheckResponse> check;
+        using (var hold = StoreSeam.HoldAt(server.Store, "RecordCheckAsync"))
+        {
+            check = CheckAsync(http, TransactionTests.Factory());
+            await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+            await op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None);
+            hold.Release();
+        }
+        var answer = await check;
+        Assert.That(answer.Update, Is.Null, "the deleted program is not offered");
+        Assert.That(answer.Deferred, Does.Contain($"update program {DemoCatalogue.UpdateId} was removed"));
+        var unit = (await server.Store.GetUnitAsync(mac))!;
+        Assert.That((unit.Pattern, unit.State), Is.EqualTo((DemoCatalogue.Pattern1, UnitStates.Configuring)), "recorded as a deferred check, not as updating");
+        Assert.That((await Events(server, mac, UnitEventKinds.Check)).Select(e => e.Detail), Has.All.Not.Contain("offered"));
+
+        // the program back (same artifact): offered, and then it cannot be deleted while the unit is updated by it
+        await server.Store.UpsertUpdateProgramAsync(program);
+        Assert.That((await CheckAsync(http, TransactionTests.Factory())).Update?.UpdateId, Is.EqualTo(DemoCatalogue.UpdateId));
+        var refused = Assert.ThrowsAsync<OperatorApiException>(() => op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None));
+        Assert.That(refused!.Message, Does.Contain($"needed by unit {mac}"));
+        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null);
+    }
+
+    /// <summary>
+    /// PostgreSQL: a version check re-reads the program it offers under the catalogue lock taken shared, and holds it to
+    /// its commit. The test's own transaction locks the unit's row, so the check (lock taken, program read) waits for it
+    /// in its first write; a deletion of the program started then waits for the catalogue lock (an ungranted advisory
+    /// lock), and once the unit's row is released and the check committed, it sees the unit updating and is refused.
+    /// Without the shared lock the deletion would read the unit as not yet updating and delete a program being offered.
+    /// </summary>
+    [Test]
+    public async Task A_program_deletion_waits_for_a_version_check_offering_it_and_is_then_refused()
+    {
+        TestServer.DatabaseKind.Value = "postgres";
+        await using var server = await TestServer.StartAsync();
+        using var op = server.Operator();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await TransactionTests.UnitHttp(server, mac);
+
+        Task<VersionCheckResponse> check;
+        Task<string> deletion;
+        await using (var holder = await server.Store.Database.OpenAsync(CancellationToken.None))
+        await using (var hold = await holder.BeginTransactionAsync())
+        {
+            await using (var lockRow = holder.CreateCommand())
+            {
+                lockRow.Transaction = hold;
+                lockRow.CommandText = "SELECT mac FROM units WHERE mac = @mac FOR UPDATE";
+                var parameter = lockRow.CreateParameter();
+                parameter.ParameterName = "mac";
+                parameter.Value = mac;
+                lockRow.Parameters.Add(parameter);
+                await lockRow.ExecuteNonQueryAsync();
+            }
+            check = CheckAsync(http, TransactionTests.Factory());
+            Assert.That(await WaitersAsync(server, "%UPDATE units SET%", w => w > 0, check), Is.GreaterThan(0), "the check waits for the unit's row, past its re-read of the program");
+            deletion = op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None);
+            Assert.That(await AdvisoryWaitersAsync(server, deletion), Is.GreaterThan(0), "the deletion waits for the catalogue lock the check holds shared");
+            Assert.That(check.IsCompleted, Is.False, "the check still waits for the unit's row");
+            await hold.RollbackAsync();
+        }
+        var answer = await check;
+        Assert.That(answer.Update?.UpdateId, Is.EqualTo(DemoCatalogue.UpdateId), "offered");
+        Assert.That((await server.Store.GetUnitAsync(mac))!.State, Is.EqualTo(UnitStates.Updating));
+        var refused = Assert.ThrowsAsync<OperatorApiException>(async () => await deletion);
+        Assert.That(refused!.Status, Is.EqualTo(409));
+        Assert.That(refused.Message, Does.Contain($"needed by unit {mac}"));
+        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "the program offered stays");
+    }
+
+    /// <summary>
+    /// How many advisory locks of the server's database are waited for, polled until one is (at most 60 s); fails when
+    /// <paramref name="request"/> ends first (it did not wait).
+    /// </summary>
+    private static async Task<long> AdvisoryWaitersAsync(TestServer server, Task request)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            await using (var c = await server.Store.Database.OpenAsync(CancellationToken.None))
+            await using (var q = c.CreateCommand())
+            {
+                q.CommandText = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+                var waiting = Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
+                if (waiting > 0 || DateTime.UtcNow > deadline) { return waiting; }
+            }
+            if (request.IsCompleted) { Assert.Fail($"the request ended before it waited: {request.Status} {request.Exception?.InnerException?.Message}"); }
+            await Task.Delay(20);
+        }
     }
 
     /// <summary>

@@ -280,4 +280,172 @@ public class UnitClientTests
         Assert.That(e.IsTransient, Is.True);
         Assert.That((server.Connections, server.Answered), Is.EqualTo((1, 1)), "the request went out on the pooled connection and was never answered");
     }
+
+    /// <summary>
+    /// An HTTP/1.1 server on loopback that answers every request with its headers (the whole body's length) and the first
+    /// half of the body, then waits on a gate the test never opens: an answer whose body is still arriving.
+    /// </summary>
+    private sealed class HalfBody : IAsyncDisposable
+    {
+        private readonly System.Net.Sockets.TcpListener _listener = new(IPAddress.Loopback, 0);
+        private readonly CancellationTokenSource _stop = new();
+        private readonly byte[] _body;
+        private readonly Task _serving;
+
+        public HalfBody(byte[] body)
+        {
+            _body = body;
+            _listener.Start();
+            _serving = ServeAsync();
+        }
+
+        public Uri Url => new($"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/");
+
+        /// <summary>Set once the headers and the first half of the body are sent.</summary>
+        public TaskCompletionSource HalfSent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Never set by the tests: the rest of the body waits on it.</summary>
+        public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        private async Task ServeAsync()
+        {
+            try
+            {
+                using var socket = await _listener.AcceptSocketAsync(_stop.Token);
+                var buffer = new byte[8192];
+                var request = "";
+                while (!request.Contains("\r\n\r\n", StringComparison.Ordinal))
+                {
+                    var n = await socket.ReceiveAsync(buffer, _stop.Token);
+                    if (n == 0) { return; }
+                    request += System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+                }
+                await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(
+                    $"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {_body.Length}\r\n\r\n"), _stop.Token);
+                await socket.SendAsync(_body.AsMemory(0, _body.Length / 2), _stop.Token);
+                HalfSent.TrySetResult();
+                await Gate.Task.WaitAsync(_stop.Token);
+                await socket.SendAsync(_body.AsMemory(_body.Length / 2), _stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or System.Net.Sockets.SocketException)
+            {
+                // stopped, or the client closed the connection
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            _listener.Stop();
+            await _serving;
+            _stop.Dispose();
+        }
+    }
+
+    /// <summary>The real sockets, with a signal once an answer's headers are in (the handler chain returns before the body is read).</summary>
+    private sealed class HeadersSeen : Tsunagu.Hal.INetworkAccess
+    {
+        public TaskCompletionSource Headers { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public HttpMessageHandler WrapHandler(HttpMessageHandler inner) => new Signal(this, inner);
+
+        public void EnsureRoute() { }
+
+        private sealed class Signal(HeadersSeen owner, HttpMessageHandler inner) : DelegatingHandler(inner)
+        {
+            protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+            {
+                var response = await base.SendAsync(request, cancellationToken);
+                owner.Headers.TrySetResult();
+                return response;
+            }
+        }
+    }
+
+    [Test]
+    public async Task A_configuration_whose_body_is_still_arriving_when_the_pool_is_dropped_ends_as_a_transient_server_error()
+    {
+        // before, only a request waiting for its headers was cut: a configuration half received waited for its timeout
+        var body = System.Text.Encoding.UTF8.GetBytes(JsonSerializer.Serialize(
+            new ServiceConfigResponse(3, Tsunagu.Demo.DemoCatalogue.StandardServices), ProtocolJson.Default.ServiceConfigResponse));
+        await using var server = new HalfBody(body);
+        var network = new HeadersSeen();
+        using var client = new UnitClient(network, ["pin"], timeout: TimeSpan.FromSeconds(600));
+        var call = client.GetServiceConfigAsync(server.Url, "t", CancellationToken.None);
+        await network.Headers.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await server.HalfSent.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.That(call.IsCompleted, Is.False, "precondition: the body is still arriving (the rest waits on the server's gate)");
+
+        client.DropConnections();
+        var e = Assert.ThrowsAsync<ServerException>(() => call.WaitAsync(TimeSpan.FromSeconds(120)));
+        Assert.That(e!.IsTransient, Is.True, "a dropped pool is a network fault the caller retries");
+        Assert.That(e.Message, Does.Contain("connection pool was closed").And.Contain(server.Url.Authority));
+    }
+
+    /// <summary>
+    /// A bundle download as the installer makes it (<see cref="Tsunagu.Firmware.Updates.BundleDownloader"/> over
+    /// <see cref="Tsunagu.Firmware.Updates.HostBundleSource"/>: a range request, the body copied into the .part file)
+    /// whose body is still arriving when the pool is dropped: it ends at once as a transient error, and the .part file
+    /// holds exactly the bytes that arrived, so the next attempt resumes after them.
+    /// </summary>
+    [Test]
+    public async Task A_bundle_whose_body_is_still_arriving_when_the_pool_is_dropped_ends_as_a_transient_error_keeping_what_arrived()
+    {
+        // the bundle's prefix, of which the stand-in server sends the first half and then waits
+        var body = RandomNumberGenerator.GetBytes(Tsunagu.Protocol.Bundles.BundleFormat.PrefixLength);
+        await using var server = new HalfBody(body);
+        var network = new HeadersSeen();
+        using var client = new UnitClient(network, ["pin"], timeout: TimeSpan.FromSeconds(600));
+        var directory = Directory.CreateTempSubdirectory("tsunagu-part-");
+        try
+        {
+            var part = Path.Combine(directory.FullName, "bundle.part");
+            var downloader = new Tsunagu.Firmware.Updates.BundleDownloader(
+                new Tsunagu.Firmware.Updates.HostBundleSource(client, server.Url, "/a", "t"), part, 4096, _ => { });
+            var call = downloader.FetchHeaderAsync(CancellationToken.None);
+            await network.Headers.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            await server.HalfSent.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.That(call.IsCompleted, Is.False, "precondition: the body is still arriving (the rest waits on the server's gate)");
+
+            client.DropConnections();
+            var e = Assert.ThrowsAsync<ServerException>(() => call.WaitAsync(TimeSpan.FromSeconds(120)));
+            Assert.That(e!.IsTransient, Is.True, "a dropped pool is a network fault the installer retries");
+            Assert.That(downloader.Requests, Is.EqualTo(new[] { (0L, (long)body.Length) }));
+            Assert.That(File.ReadAllBytes(part), Is.EqualTo(body[..(body.Length / 2)]), "the half that arrived is on disk, and only it: a resume starts after it");
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+    }
+
+    [Test]
+    public async Task A_body_still_arriving_when_the_client_is_disposed_ends_saying_so()
+    {
+        var body = RandomNumberGenerator.GetBytes(64);
+        await using var server = new HalfBody(body);
+        var network = new HeadersSeen();
+        var client = new UnitClient(network, ["pin"], timeout: TimeSpan.FromSeconds(600));
+        var (stream, start) = await client.OpenRangeAsync(server.Url, "/a", "t", 0, body.Length, CancellationToken.None);
+        await using (stream)
+        {
+            Assert.That(start, Is.Zero);
+            await server.HalfSent.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            var read = Task.Run(async () =>
+            {
+                var buffer = new byte[body.Length];
+                var total = 0;
+                while (true)
+                {
+                    var n = await stream.ReadAsync(buffer.AsMemory(total));
+                    if (n == 0) { return total; }
+                    total += n;
+                }
+            });
+            client.Dispose();
+            var e = Assert.ThrowsAsync<ServerException>(() => read.WaitAsync(TimeSpan.FromSeconds(120)));
+            Assert.That(e!.IsTransient, Is.True);
+            Assert.That(e.Message, Does.Contain("the client was disposed").And.Not.Contain("WAN session"));
+        }
+    }
 }

@@ -72,7 +72,8 @@ public sealed class UnitClient : IDisposable
     /// no longer has, so nothing it sends is ever answered, and a request on it would wait for the whole timeout. A
     /// request still waiting for its answer's headers on the old pool (the push listener's renewal runs beside the
     /// supervisor's states) ends at once with a transient <see cref="ServerException"/>, as a network fault, and is
-    /// retried by its caller; a body still arriving is not cut (it ends by its own timeout).
+    /// retried by its caller; so does one whose answer's body is still arriving (a bundle download, a configuration):
+    /// its next read, or the one waiting, ends with the same transient error instead of waiting for its timeout.
     /// </summary>
     public void DropConnections() => _connections.Drop();
 
@@ -111,15 +112,26 @@ public sealed class UnitClient : IDisposable
             CancellationToken dropped;
             lock (_gate) { (current, dropped) = (_current, _generation.Token); }
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, dropped);
+            HttpResponseMessage response;
             try
             {
-                return await current.SendAsync(request, linked.Token);
+                response = await current.SendAsync(request, linked.Token);
             }
             catch (Exception e) when (dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
                                       && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException)
             {
-                throw new HttpRequestException("the connection pool was closed for a new WAN session while this request was on it", e);
+                throw new HttpRequestException($"{Cut()} while this request was on it", e);
             }
+            // the body is read after this returns (by HttpClient for a buffered answer, or by the caller's stream): its
+            // reads are tied to the same pool
+            response.Content = new DroppableContent(response.Content, dropped, Cut, $"{request.Method} {request.RequestUri}");
+            return response;
+        }
+
+        /// <summary>What ended the requests and bodies of a cancelled generation: a drop, or the client's disposal.</summary>
+        private string Cut()
+        {
+            lock (_gate) { return _disposed ? "the client was disposed" : "the connection pool was closed for a new WAN session"; }
         }
 
         protected override void Dispose(bool disposing)
@@ -132,6 +144,124 @@ public sealed class UnitClient : IDisposable
                 _generation.Dispose();
             }
             base.Dispose(disposing);
+        }
+    }
+
+    /// <summary>
+    /// A response's content whose body reads end, as a transient <see cref="ServerException"/>, once the pool it came
+    /// from is dropped (<see cref="DropConnections"/>): a read waiting then is cancelled, and so is every read after.
+    /// </summary>
+    private sealed class DroppableContent : HttpContent
+    {
+        private readonly HttpContent _inner;
+        private readonly CancellationToken _dropped;
+        private readonly Func<string> _cut;
+        private readonly string _call;
+
+        public DroppableContent(HttpContent inner, CancellationToken dropped, Func<string> cut, string call)
+        {
+            (_inner, _dropped, _cut, _call) = (inner, dropped, cut, call);
+            foreach (var (name, values) in inner.Headers) { Headers.TryAddWithoutValidation(name, values); }
+        }
+
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) => SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
+        {
+            await using var body = await CreateContentReadStreamAsync(cancellationToken);
+            await body.CopyToAsync(stream, cancellationToken);
+        }
+
+        protected override Task<Stream> CreateContentReadStreamAsync() => CreateContentReadStreamAsync(CancellationToken.None);
+
+        protected override async Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
+            new DroppableStream(await _inner.ReadAsStreamAsync(cancellationToken), _dropped, _cut, _call);
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = _inner.Headers.ContentLength ?? 0;
+            return _inner.Headers.ContentLength is not null;
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) { _inner.Dispose(); }
+            base.Dispose(disposing);
+        }
+    }
+
+    /// <summary>
+    /// The body stream of a <see cref="DroppableContent"/>. One registration on the pool's generation per stream: a drop
+    /// disposes the inner stream, which ends its connection and so a read waiting on it, and that read (or any after) ends
+    /// with a transient <see cref="ServerException"/>; the inner stream is disposed once, by the drop or by this stream.
+    /// </summary>
+    private sealed class DroppableStream : Stream
+    {
+        private readonly Stream _inner;
+        private readonly CancellationToken _dropped;
+        private readonly Func<string> _cut;
+        private readonly string _call;
+        private readonly CancellationTokenRegistration _registration;
+        private int _innerDisposed;
+
+        public DroppableStream(Stream inner, CancellationToken dropped, Func<string> cut, string call)
+        {
+            (_inner, _dropped, _cut, _call) = (inner, dropped, cut, call);
+            _registration = dropped.UnsafeRegister(static s => ((DroppableStream)s!).DisposeInner(), this);
+        }
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (_dropped.IsCancellationRequested) { throw Dropped(null); }
+            try
+            {
+                return await _inner.ReadAsync(buffer, cancellationToken);
+            }
+            catch (Exception e) when (_dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+                                      && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException)
+            {
+                throw Dropped(e);
+            }
+        }
+
+        private ServerException Dropped(Exception? inner) =>
+            new($"{_call}: {_cut()} while the answer's body was arriving", isTransient: true, inner: inner);
+
+        private bool ClaimInner() => Interlocked.Exchange(ref _innerDisposed, 1) == 0;
+
+        private void DisposeInner()
+        {
+            if (ClaimInner()) { _inner.Dispose(); }
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _registration.Dispose();
+                DisposeInner();
+            }
+            base.Dispose(disposing);
+        }
+
+        public override async ValueTask DisposeAsync()
+        {
+            await _registration.DisposeAsync();
+            if (ClaimInner()) { await _inner.DisposeAsync(); }
+            await base.DisposeAsync();
         }
     }
 

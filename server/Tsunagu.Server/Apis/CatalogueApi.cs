@@ -51,7 +51,7 @@ public static class CatalogueApi
             {
                 await catalogue.DeleteSoftwareAsync(appId, version, http.Caller().Subject, http.RequestAborted);
                 return TypedResults.NoContent();
-            })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+            })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         api.MapPut("/patches/{id}", Task<Results<Ok<PatchRequest>, ProblemHttpResult>> (string id, PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
             if (r.Id != id) { throw new CatalogueRuleException($"id: the body's id must be the patch's ('{InputRules.Quote(id)}')"); }
@@ -65,7 +65,7 @@ public static class CatalogueApi
         {
             await catalogue.DeletePatchAsync(id, http.Caller().Subject, http.RequestAborted);
             return TypedResults.NoContent();
-        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+        })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/patterns", async (TsunaguStore store, string? status, CancellationToken ct) => TypedResults.Ok((await store.ListPatternsAsync(status, ct)).Select(ToView).ToList())).AllowRoles(OperatorRoles.Read);
         api.MapGet("/patterns/{id}", async Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, TsunaguStore store, CancellationToken ct) =>
@@ -91,7 +91,7 @@ public static class CatalogueApi
         {
             await catalogue.DeletePatternAsync(id, http.Caller().Subject, http.RequestAborted);
             return TypedResults.NoContent();
-        })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+        })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/update-programs", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListUpdateProgramsAsync(ct))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/update-programs", async Task<Results<Created<UpdateProgramRow>, ProblemHttpResult>> (NewUpdateProgram r, CatalogueService catalogue, HttpContext http) =>

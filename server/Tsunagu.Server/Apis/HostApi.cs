@@ -128,6 +128,7 @@ public static class HostApi
         }
         UpdateOffer? offer = null;
         string? deferred = null;
+        CheckOffer? offering = null;
         if (program is not null)
         {
             var load = request.Load ?? new UnitLoad(0, 0);
@@ -137,26 +138,34 @@ public static class HostApi
             // the host's own load (patent 0064) counts for importance 4 and 3 only: read only for them
             var host = program.Importance is 3 or 4 ? hostLoad.Current() : (double?)null;
             deferred = admission.Deferred ?? ImportancePolicy.Decide((int)program.Importance, load, policy, localNow, request.Forced, host);
-            // writes only the first offer of a rollout's member (and, for a way back, the target it goes back to), and
-            // only while the rollout still runs: an abort or pause since the gate read it withholds the offer
-            deferred ??= await rollouts.OfferedAsync(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program), ct: http.RequestAborted);
             if (deferred is null)
             {
+                // recorded with the check below: the program still there, the first offer of a rollout's member (and, for a
+                // way back, the target it goes back to) only while the rollout still runs
+                offering = Fleet.Rollouts.RolloutService.OfferOf(mac, program, admission, wayBack: unit.TargetPattern is null && catalogue.IsWayBack(program));
                 offer = new UpdateOffer(program.Id, program.FromPattern, program.ToPattern, (int)program.Importance,
                     $"{Routes.Artifacts}/{program.ArtifactSha256}", program.ArtifactSha256, program.ArtifactSize);
             }
-            else
-            {
-                log.LogInformation("unit {Mac}: update {Update} deferred: {Reason}", mac, program.Id, deferred);
-            }
         }
-        // The inventory (or last_seen) and the history entry: one transaction. A check that changes nothing writes nothing:
-        // no inventory update, last_seen at most once a minute (TsunaguStore.LastSeenResolution), and a periodic check
-        // identical to the last history entry is not repeated.
-        var detail = $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
-                     (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date");
-        var wrote = await store.RecordCheckAsync(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating, detail, request.Forced,
-            http.RequestAborted);
+        // The offer's records, the inventory (or last_seen) and the history entry: one transaction. A check that changes
+        // nothing writes nothing: no inventory update, last_seen at most once a minute (TsunaguStore.LastSeenResolution),
+        // and a periodic check identical to the last history entry is not repeated.
+        string Detail() => $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
+                           (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date");
+        var (wrote, withheld) = await store.RecordCheckAsync(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating, Detail(),
+            request.Forced, offering, http.RequestAborted);
+        if (withheld != OfferWithheld.None)
+        {
+            // withheld in the transaction (nothing of it written): the rollout stopped or the program went since they were
+            // read; the check is recorded as deferred
+            deferred = await rollouts.WithheldAsync(offering!, withheld, http.RequestAborted);
+            offer = null;
+            (wrote, _) = await store.RecordCheckAsync(unit, request.Inventory, actual.Id, UnitStates.Configuring, Detail(), request.Forced, null, http.RequestAborted);
+        }
+        if (deferred is not null)
+        {
+            log.LogInformation("unit {Mac}: update {Update} deferred: {Reason}", mac, program!.Id, deferred);
+        }
         var row = wrote ? await store.GetUnitForCheckAsync(mac, http.RequestAborted) : unit;
         metrics.CheckIn(offer is not null ? Metrics.ServerMetrics.CheckResults.Offered : deferred is not null ? Metrics.ServerMetrics.CheckResults.Deferred : Metrics.ServerMetrics.CheckResults.UpToDate);
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;

@@ -45,6 +45,7 @@ public sealed partial class CatalogueService
     /// Audited as <c>software.delete</c>. The rules and the removal are one transaction.
     /// </summary>
     /// <exception cref="KeyNotFoundException">The software is not catalogued.</exception>
+    /// <exception cref="StoreConflictException">A pattern or a patch refers to it; the message names the referrer.</exception>
     public async Task DeleteSoftwareAsync(string appId, string version, string actor, CancellationToken ct = default)
     {
         RequireId(appId, "appId");
@@ -54,11 +55,11 @@ public sealed partial class CatalogueService
             if (await t.GetSoftwareAsync(appId, version, ct) is null) { throw new KeyNotFoundException($"software {appId} {version} is not in the catalogue"); }
             if ((await PatternsListingAsync(t, appId, version, ct)).FirstOrDefault() is { } pattern)
             {
-                throw new CatalogueRuleException($"software {appId} {version} is listed by pattern {pattern.Id}; it cannot be deleted");
+                throw new StoreConflictException($"software {appId} {version} is listed by pattern {pattern.Id}; it cannot be deleted");
             }
             if (await t.SoftwareVersionsAsync(appId, ct) == 1 && await t.FirstPatchForAsync(appId, ct) is { } patch)
             {
-                throw new CatalogueRuleException($"software {appId} {version} is the last version of {appId}, which patch {patch.Id} is for; delete the patch first");
+                throw new StoreConflictException($"software {appId} {version} is the last version of {appId}, which patch {patch.Id} is for; delete the patch first");
             }
             return await t.DeleteSoftwareAsync(appId, version, new AuditEntry(actor, "software.delete", $"{appId} {version}", null), ct);
         }, ct);
@@ -92,6 +93,7 @@ public sealed partial class CatalogueService
     /// may run them and the history names them). Audited as <c>pattern.delete</c>. A refused deletion writes nothing.
     /// </summary>
     /// <exception cref="KeyNotFoundException">There is no such pattern.</exception>
+    /// <exception cref="StoreConflictException">It is not a draft, or something refers to it (the message names the first of each kind).</exception>
     public async Task DeletePatternAsync(string id, string actor, CancellationToken ct = default)
     {
         RequireId(id, "id");
@@ -100,16 +102,18 @@ public sealed partial class CatalogueService
             var pattern = await t.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
             if (pattern.Status != PatternStatus.Draft)
             {
-                throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a draft can be deleted (retire a verified one)");
+                throw new StoreConflictException($"pattern {id} is {pattern.Status}; only a draft can be deleted (retire a verified one)");
             }
             var (programs, units, rollouts) = await t.PatternReferencesAsync(id, ct);
-            if (programs + units + rollouts > 0)
+            if (programs.Count + units.Count + rollouts.Count > 0)
             {
-                throw new CatalogueRuleException($"pattern {id} is referred to by {programs} update program(s), {units} unit(s) and {rollouts} rollout(s); it cannot be deleted");
+                var by = new[] { (programs, "update program"), (units, "unit"), (rollouts, "rollout") }.Where(r => r.Item1.Count > 0)
+                    .Select(r => $"{r.Item2} {r.Item1.First}{More((int)Math.Min(r.Item1.Count, int.MaxValue))}");
+                throw new StoreConflictException($"pattern {id} is referred to by {string.Join(", ", by)}; it cannot be deleted");
             }
             return await t.DeleteDraftPatternAsync(id, new AuditEntry(actor, "pattern.delete", id, null), ct)
                 ? true
-                : throw new CatalogueRuleException($"pattern {id} changed while being deleted; try again");
+                : throw new StoreConflictException($"pattern {id} changed while being deleted; try again");
         }, ct);
     }
 
@@ -120,7 +124,8 @@ public sealed partial class CatalogueService
     /// offered to every unit on its to-pattern). The rules read inside the deleting transaction, so a
     /// rollout or a reference committed meanwhile is seen. Audited as <c>update-program.delete</c>. The bundle file stays
     /// in the artifact store (content-addressed, listed as an artifact digest), but units are served a bundle only while a
-    /// program names it: a unit offered it just before gets 404 for its download and report and retries at its next check.
+    /// program names it. A version check reads the program again in its transaction (serialised with this one), so it never
+    /// offers it once deleted, and a deletion after such a check sees the unit being updated from its pattern.
     /// </summary>
     /// <exception cref="KeyNotFoundException">There is no such program.</exception>
     /// <exception cref="StoreConflictException">Something refers to it; the message names the referrer.</exception>

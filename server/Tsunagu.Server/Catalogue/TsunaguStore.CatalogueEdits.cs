@@ -3,6 +3,9 @@ using Dapper;
 
 namespace Tsunagu.Server.Data;
 
+/// <summary>How many entries of one kind refer to a pattern, and the first of them by name (null: none).</summary>
+public sealed record PatternReferrers(long Count, string? First);
+
 /// <summary>
 /// One catalogue transaction (<see cref="TsunaguStore.InCatalogueTransactionAsync{T}"/>): the rules' reads and the writes they allow
 /// see the same catalogue, because catalogue changes are serialised (SQLite: one writer; PostgreSQL: a transaction-scoped
@@ -27,11 +30,20 @@ public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Func<
 
     public async Task<IReadOnlyList<PatternRow>> ListPatternsAsync(CancellationToken ct = default) => (await c.QueryAsync<PatternRow>(new CommandDefinition("SELECT * FROM patterns ORDER BY id", transaction: tx, cancellationToken: ct))).ToList();
 
-    /// <summary>What refers to pattern <paramref name="id"/>: update programs, units (as pattern or target) and rollouts, counted.</summary>
-    public async Task<(long Programs, long Units, long Rollouts)> PatternReferencesAsync(string id, CancellationToken ct = default) =>
-        (await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM update_programs WHERE from_pattern = @id OR to_pattern = @id", new { id }, tx, cancellationToken: ct)),
-            await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM units WHERE pattern = @id OR target_pattern = @id", new { id }, tx, cancellationToken: ct)),
-            await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM rollouts WHERE from_pattern = @id OR to_pattern = @id", new { id }, tx, cancellationToken: ct)));
+    /// <summary>
+    /// What refers to pattern <paramref name="id"/>, each kind counted with its first by name: update programs (from or
+    /// to), units (as pattern or target) and rollouts.
+    /// </summary>
+    public async Task<(PatternReferrers Programs, PatternReferrers Units, PatternReferrers Rollouts)> PatternReferencesAsync(string id, CancellationToken ct = default) =>
+        (await ReferrersAsync("SELECT COUNT(*), MIN(id) FROM update_programs WHERE from_pattern = @id OR to_pattern = @id", id, ct),
+            await ReferrersAsync("SELECT COUNT(*), MIN(mac) FROM units WHERE pattern = @id OR target_pattern = @id", id, ct),
+            await ReferrersAsync("SELECT COUNT(*), MIN(name) FROM rollouts WHERE from_pattern = @id OR to_pattern = @id", id, ct));
+
+    private async Task<PatternReferrers> ReferrersAsync(string sql, string id, CancellationToken ct)
+    {
+        var (count, first) = await c.QuerySingleAsync<(long, string?)>(new CommandDefinition(sql, new { id }, tx, cancellationToken: ct));
+        return new PatternReferrers(count, first);
+    }
 
     /// <summary>Replaces the name and requirements of catalogued software; false when it is not catalogued.</summary>
     public async Task<bool> UpdateSoftwareAsync(SoftwareRow software, AuditEntry entry, CancellationToken ct = default) => await ChangedAsync(

@@ -179,19 +179,40 @@ public sealed partial class TsunaguStore
     /// when any of them differs from <paramref name="known"/> (the row the check read), else only last_seen (at most once per
     /// <see cref="LastSeenResolution"/>); and the history entry <paramref name="detail"/>, which a periodic check that repeats
     /// the unit's newest entry does not add again. A check that changes nothing writes nothing and begins no transaction.
-    /// It waits for the disk only when the bundle counter rises. True when it wrote the inventory.
+    /// It waits for the disk only when the bundle counter rises or an offer records something of its own (a rollout's
+    /// first offer to a member, a way back's pinned target): see the overload with a <see cref="CheckOffer"/>. True when
+    /// it wrote the inventory.
     /// </summary>
-    public async Task<bool> RecordCheckAsync(UnitCheckRow known, Inventory inventory, string pattern, string state, string detail, bool forced, CancellationToken ct = default)
+    public async Task<bool> RecordCheckAsync(UnitCheckRow known, Inventory inventory, string pattern, string state, string detail, bool forced, CancellationToken ct = default) =>
+        (await RecordCheckAsync(known, inventory, pattern, state, detail, forced, offer: null, ct)).Wrote;
+
+    /// <summary>
+    /// <see cref="RecordCheckAsync(UnitCheckRow, Inventory, string, string, string, bool, CancellationToken)"/> of a check that
+    /// offers <paramref name="offer"/> (null: none), the offer first in the same transaction
+    /// (<see cref="RecordOfferInAsync"/>): the program still in the catalogue as the check read it, the rollout's record
+    /// of the offer, a way back's pinned target and its audit entry. The check commits all of it or none: when the offer
+    /// is withheld (<see cref="OfferWithheld"/>), nothing is written and the caller records the check again without it. An
+    /// offer that writes nothing of its own (no rollout to record, no pin) in a check that writes nothing begins no
+    /// transaction: the unit is recorded as being updated from the program's pattern already, which keeps the program
+    /// from being deleted.
+    /// </summary>
+    public async Task<(bool Wrote, OfferWithheld Withheld)> RecordCheckAsync(UnitCheckRow known, Inventory inventory, string pattern, string state, string detail, bool forced,
+        CheckOffer? offer, CancellationToken ct = default)
     {
         var mac = known.Mac;
         var at = _time.GetUtcNow();
         var changed = !Unchanged(known, inventory, JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state);
         var touch = !changed && !(_lastSeenWritten.TryGetValue(mac, out var written) && at - written < LastSeenResolution && at >= written);
         var entry = forced || !(_lastEvent.TryGetValue(mac, out var last) && last.Kind == UnitEventKinds.Check && last.Detail == detail);
-        if (!changed && !touch && !entry) { return false; }
+        var offers = offer is { Rollout: not null } or { WayBack: not null };
+        if (!changed && !touch && !entry && !offers) { return (false, OfferWithheld.None); }
         var now = Timestamp(at);
-        await using var c = RaisesCounter(known, inventory) ? await OpenAsync(ct) : await OpenUnitReportAsync(ct);
+        await using var c = RaisesCounter(known, inventory) || offers ? await OpenAsync(ct) : await OpenUnitReportAsync(ct);
         await using var tx = await BeginAsync(c, ct);
+        if (offer is not null && await RecordOfferInAsync(c, tx, mac, offer, ct) is not OfferWithheld.None and var withheld)
+        {
+            return (false, withheld); // disposing the transaction rolls it back
+        }
         if (changed)
         {
             await WriteInventoryAsync(c, tx, mac, inventory, pattern, state, null, null, now, ct);
@@ -205,7 +226,7 @@ public sealed partial class TsunaguStore
         // this replica's memory of what it wrote changes only with the commit: a rolled back check is written again next time
         if (changed || touch) { _lastSeenWritten[mac] = at; }
         if (entry) { _lastEvent[mac] = (UnitEventKinds.Check, detail); }
-        return changed;
+        return (changed, OfferWithheld.None);
     }
 
     /// <summary>

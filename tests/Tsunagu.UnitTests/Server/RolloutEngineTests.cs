@@ -500,7 +500,11 @@ public class RolloutEngineTests
         if (unit.TargetPattern == unit.Pattern) { return null; }
         var program = await store.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern);
         if (program is null || await service.AdmitAsync(mac, program) is not { Deferred: null } admission) { return null; }
-        return await service.OfferedAsync(mac, program, admission) is null ? program.Id : null;
+        // recorded as the host records it: with the check, in its transaction
+        var offer = RolloutService.OfferOf(mac, program, admission);
+        var inventory = System.Text.Json.JsonSerializer.Deserialize(unit.Inventory!, ProtocolJson.Default.Inventory)!;
+        var (_, withheld) = await store.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false, offer);
+        return withheld == OfferWithheld.None ? program.Id : null;
     }
 
     [TestCase(true)]

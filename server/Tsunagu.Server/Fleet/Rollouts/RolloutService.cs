@@ -227,7 +227,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<string?> GateAsync(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null, CancellationToken ct = default) => (await AdmitAsync(mac, program, zone, ct: ct)).Deferred;
 
     /// <summary>
-    /// <see cref="GateAsync"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="OfferedAsync"/>):
+    /// <see cref="GateAsync"/>, and whether an offer of <paramref name="program"/> now must be recorded (<see cref="OfferOf"/>):
     /// only a member of the rollout not offered the update before. One indexed query.
     /// </summary>
     public async Task<RolloutAdmission> AdmitAsync(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null, CancellationToken ct = default)
@@ -341,27 +341,26 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     }
 
     /// <summary>
-    /// The version check is about to offer the unit <paramref name="program"/> after <see cref="AdmitAsync"/>: the rollout that
-    /// moves the unit records the pattern it runs, the first time only; a repeated offer writes nothing. Why the update
-    /// must not be offered after all (the rollout stopped running, or the wave closed, since the gate read it: the offer
-    /// is then not recorded, and an abort's returns stay those it planned), or null: offer it.
+    /// The version check is about to offer the unit <paramref name="program"/> after <see cref="AdmitAsync"/>: what the offer
+    /// records with the check's own writes (<see cref="TsunaguStore.RecordCheckAsync(UnitCheckRow, Protocol.Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>,
+    /// one transaction): the rollout that moves the unit records the pattern it runs, the first time only (a repeated
+    /// offer writes nothing), and for a way back (<paramref name="wayBack"/>) the unit's target becomes the pattern it
+    /// goes back to when it has none, or once there it would be offered the way forward again at its next check; the
+    /// operator clears the target to move it on.
     /// </summary>
-    public async Task<string?> OfferedAsync(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false, CancellationToken ct = default)
+    public static CheckOffer OfferOf(string mac, UpdateProgramRow program, RolloutAdmission admission, bool wayBack = false) =>
+        new(program, admission.RecordsOfferIn,
+            wayBack && admission.RecordsOfferIn is { } rollout
+                ? new AuditEntry(Actor(rollout), "unit.target-pattern", mac, $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})")
+                : null);
+
+    /// <summary>Why an offer was withheld in the version check's transaction, as the check tells the unit.</summary>
+    public async Task<string> WithheldAsync(CheckOffer offer, OfferWithheld withheld, CancellationToken ct = default) => withheld switch
     {
-        if (admission.RecordsOfferIn is not { } rollout) { return null; }
-        if (!await store.RecordRolloutOfferAsync(rollout, mac, program.FromPattern, ct))
-        {
-            return $"rollout {rollout} {(await store.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}";
-        }
-        if (wayBack)
-        {
-            // a rollout back: the unit's target becomes the pattern it goes back to (when it has none), or once there it
-            // would be offered the way forward again at its next check; the operator clears the target to move it on
-            await store.PinWayBackAsync(mac, program.ToPattern, new AuditEntry(Actor(rollout), "unit.target-pattern", mac,
-                $"{program.ToPattern}: taken back by rollout {rollout} ({program.Id})"), ct);
-        }
-        return null;
-    }
+        OfferWithheld.RolloutStopped when offer.Rollout is { } rollout =>
+            $"rollout {rollout} {(await store.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}",
+        _ => $"update program {offer.Program.Id} was removed or changed since the check read the catalogue; the next check reads it again",
+    };
 
     /// <summary>Pauses every running rollout at once (one audit entry each); the names of those it paused.</summary>
     public async Task<IReadOnlyList<string>> EmergencyStopAsync(string actor, CancellationToken ct = default)

@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Globalization;
 using Dapper;
 using Tsunagu.Server.Fleet.Rollouts;
@@ -51,6 +52,27 @@ public sealed record ExpectedRollout(string State, long OpenWaves, IReadOnlyList
 
 /// <summary>A return after an abort that ended in a pass of the engine: the unit runs the pattern again, or its target was changed meanwhile.</summary>
 public sealed record ReturnEnd(string Rollout, string Mac, string Outcome);
+
+/// <summary>
+/// An update a version check is about to offer (<see cref="TsunaguStore.RecordCheckAsync(UnitCheckRow, Protocol.Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>):
+/// the program as the check read it from the catalogue, the rollout that records the unit's first offer (null: none, or
+/// recorded before), and for a way back taken by a unit without a target the audit entry of the target it is pinned to
+/// (the program's to-pattern; null: no pin).
+/// </summary>
+public sealed record CheckOffer(UpdateProgramRow Program, string? Rollout = null, AuditEntry? WayBack = null);
+
+/// <summary>Why an offer was withheld inside the version check's transaction (nothing of the offer was written).</summary>
+public enum OfferWithheld
+{
+    /// <summary>It stands: offered.</summary>
+    None,
+
+    /// <summary>The program was deleted or changed after the check read the catalogue.</summary>
+    ProgramGone,
+
+    /// <summary>The rollout stopped running, or the unit's wave closed, after the gate read it.</summary>
+    RolloutStopped,
+}
 
 // Rollouts: the rollout rows, their members, and what the engine reads about the members.
 public sealed partial class TsunaguStore
@@ -271,6 +293,14 @@ public sealed partial class TsunaguStore
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
+        var recorded = await RecordRolloutOfferInAsync(c, tx, rollout, mac, fromPattern, ct);
+        await tx.CommitAsync(ct);
+        return recorded;
+    }
+
+    /// <summary><see cref="RecordRolloutOfferAsync"/> inside the caller's transaction.</summary>
+    private async Task<bool> RecordRolloutOfferInAsync(DbConnection c, DbTransaction tx, string rollout, string mac, string fromPattern, CancellationToken ct)
+    {
         if (_db.Kind == DatabaseKind.Postgres)
         {
             await c.ExecuteAsync(new CommandDefinition("SELECT name FROM rollouts WHERE name = @rollout FOR SHARE", new { rollout }, tx, cancellationToken: ct));
@@ -281,12 +311,47 @@ public sealed partial class TsunaguStore
               AND wave < (SELECT r.open_waves FROM rollouts r WHERE r.name = @rollout AND r.state = 'running')
             """, new { rollout, mac, fromPattern, now = Now() }, tx, cancellationToken: ct)) == 1;
         // recorded meanwhile by another check (another replica): offered while running all the same
-        recorded = recorded || await c.ExecuteScalarAsync<long?>(new CommandDefinition("""
+        return recorded || await c.ExecuteScalarAsync<long?>(new CommandDefinition("""
             SELECT 1 FROM rollout_units m JOIN rollouts r ON r.name = m.rollout
             WHERE m.rollout = @rollout AND m.mac = @mac AND m.previous_pattern IS NOT NULL AND r.state = 'running' AND m.wave < r.open_waves
             """, new { rollout, mac }, tx, cancellationToken: ct)) is not null;
-        await tx.CommitAsync(ct);
-        return recorded;
+    }
+
+    /// <summary>
+    /// Inside the caller's transaction, before any other write of it: checks that the offer of <paramref name="offer"/>'s
+    /// program to the unit stands and records what it changes. The program must still be in the catalogue as the check read
+    /// it (same route, same artifact): catalogue changes are serialised with this check (SQLite: the single writer's lock
+    /// the transaction holds from its beginning; PostgreSQL: the catalogue lock, taken shared here and exclusive by every
+    /// catalogue change), so a program deleted after the check's catalogue read is seen gone, and a deletion after this
+    /// transaction sees the unit being updated from the program's pattern. Then the rollout that moves the unit records the
+    /// offer (<see cref="RecordRolloutOfferAsync"/>), and a way back pins the unit's target to the pattern it goes back to
+    /// (when it has none) with its audit entry. Not <see cref="OfferWithheld.None"/>: the offer must not be made, and the
+    /// caller rolls back what was written.
+    /// </summary>
+    private async Task<OfferWithheld> RecordOfferInAsync(DbConnection c, DbTransaction tx, string mac, CheckOffer offer, CancellationToken ct)
+    {
+        if (_db.Kind == DatabaseKind.Postgres)
+        {
+            await c.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock_shared(@CatalogueLockKey)", new { CatalogueLockKey }, tx, cancellationToken: ct));
+        }
+        var program = offer.Program;
+        if (await c.ExecuteScalarAsync<long?>(new CommandDefinition("""
+                SELECT 1 FROM update_programs WHERE id = @Id AND from_pattern = @FromPattern AND to_pattern = @ToPattern AND artifact_sha256 = @ArtifactSha256
+                """, new { program.Id, program.FromPattern, program.ToPattern, program.ArtifactSha256 }, tx, cancellationToken: ct)) is null)
+        {
+            return OfferWithheld.ProgramGone;
+        }
+        if (offer.Rollout is { } rollout && !await RecordRolloutOfferInAsync(c, tx, rollout, mac, program.FromPattern, ct))
+        {
+            return OfferWithheld.RolloutStopped;
+        }
+        if (offer.WayBack is { } audit
+            && await c.ExecuteAsync(new CommandDefinition("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL",
+                new { mac, pattern = program.ToPattern }, tx, cancellationToken: ct)) == 1)
+        {
+            await WriteAuditAsync(c, tx, audit, ct);
+        }
+        return OfferWithheld.None;
     }
 
     /// <summary>What became of the members after an abort that returned units (members it did not touch are left out).</summary>
@@ -364,17 +429,6 @@ public sealed partial class TsunaguStore
         /// came back. A unit still on the old pattern at the abort (its install under way) has not, and its return stays.
         /// </summary>
         public long CameBack { get; set; }
-    }
-
-    /// <summary>Sets the unit's target to <paramref name="pattern"/> when it has none, with the audit entry; false when it had one.</summary>
-    public async Task<bool> PinWayBackAsync(string mac, string pattern, AuditEntry audit, CancellationToken ct = default)
-    {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        if (await c.ExecuteAsync(new CommandDefinition("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL", new { mac, pattern }, tx, cancellationToken: ct)) == 0) { return false; }
-        await WriteAuditAsync(c, tx, audit, ct);
-        await tx.CommitAsync(ct);
-        return true;
     }
 
     /// <summary>
