@@ -25,6 +25,8 @@ public static class HostApi
         host.MapPost(Routes.ServiceConfigAck, ServiceConfigAck).ProducesProblem(StatusCodes.Status404NotFound);
         host.MapPost(Routes.Ready, Ready);
         host.MapPost(Routes.MediaCheck, MediaCheck);
+        // proven by a single-use nonce, not a token (Units/SteadyChecks)
+        Units.SteadyChecks.SteadyCheckApi.MapSteadyCheckApi(app);
     }
 
     /// <summary>Most bytes a unit's request body may have: units send small status documents.</summary>
@@ -278,7 +280,7 @@ public static class HostApi
         : null;
 
     private static async Task<Results<Ok<ReadyAck>, ProblemHttpResult>> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts,
-        Subscribers.ConfigRetries retries, ILogger<ReadyReport> log)
+        Subscribers.ConfigRetries retries, TimeProvider time, ILogger<ReadyReport> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -301,6 +303,9 @@ public static class HostApi
         if (report.BootProblem is { } bootProblem) { log.LogWarning("unit {Mac}: {Problem}", mac, bootProblem); }
         // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)
         await retries.AfterReadyAsync(mac, http.RequestAborted);
-        return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
+        // the nonce the unit's next periodic check may prove itself with, in one request (Units/SteadyChecks)
+        var next = Units.SteadyChecks.SteadyCheckApi.NewNonce(mac, time, options);
+        await store.AddCheckNonceAsync(next, http.RequestAborted);
+        return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds, Units.SteadyChecks.SteadyCheckApi.Wire(next)));
     }
 }
