@@ -43,6 +43,9 @@ public sealed record SteadyCheckWrite(string Mac, string NonceId, bool Candidate
 
 public sealed partial class TsunaguStore
 {
+    /// <summary>Ends the ready history entry a steady check writes (the ready report's entry has none): the history tells them apart.</summary>
+    public const string SteadyCheckSuffix = " (steady check)";
+
     /// <summary>
     /// All a steady check reads, on one connection: the nonce <paramref name="nonceId"/> (null when unknown), the unit's
     /// row (null when not registered) and the current catalogue.
@@ -132,7 +135,7 @@ public sealed partial class TsunaguStore
         }
         await c.ExecuteAsync(new CommandDefinition("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)",
             w.Next, tx, cancellationToken: ct));
-        var detail = $"ready on {w.Pattern}" + (w.ConfigRevision is { } r ? $", configuration revision {r}" : "");
+        var detail = $"ready on {w.Pattern}" + (w.ConfigRevision is { } r ? $", configuration revision {r}" : "") + SteadyCheckSuffix;
         var entry = !(_lastEvent.TryGetValue(mac, out var last) && last.Kind == UnitEventKinds.Ready && last.Detail == detail);
         if (entry) { await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, detail, failed: false, ct); }
         await tx.CommitAsync(ct);
