@@ -248,8 +248,11 @@ public sealed record SteadyCheckRequest(string Mac, string NonceId, string Proof
 /// The host's answer to a steady check. <see cref="Steady"/> true: nothing to do, the host recorded what a ready report
 /// records, the next check is in <see cref="CheckIntervalSeconds"/> and may prove itself with <see cref="Next"/>. False:
 /// something changed (<see cref="Reason"/>); the unit runs the full exchange (session, version check, configuration, ready).
+/// Either way <see cref="ServerTime"/> sets a clock too far off the host's and <see cref="PowerOnSpreadSeconds"/> is the
+/// power-on spread the version check's answer carries (a steady unit runs no version check).
 /// </summary>
-public sealed record SteadyCheckResponse(bool Steady, int CheckIntervalSeconds, DateTimeOffset ServerTime, string? Reason = null, CheckNonce? Next = null);
+public sealed record SteadyCheckResponse(bool Steady, int CheckIntervalSeconds, DateTimeOffset ServerTime, string? Reason = null, CheckNonce? Next = null,
+    int? PowerOnSpreadSeconds = null);
 
 // ---- Push (S700 forced check, patent 0053/0071) ----------------------------------------------------------
 

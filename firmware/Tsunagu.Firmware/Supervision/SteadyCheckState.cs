@@ -48,9 +48,9 @@ public sealed class SteadyCheckState : IState
             ctx.Log($"check: full exchange ({reason})");
             return Outcome.FullCheckDue;
         }
-        // single use: taken now, whatever the answer
+        // single use: given up once the host answered (it took the nonce, or refused it); kept while no answer came
+        // (no answer, 429, 503): the host then either never saw the request or refuses the nonce at the retry
         var nonce = ctx.CheckNonce!;
-        ctx.CheckNonce = null;
         var identity = ctx.RequireIdentity();
         var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
         var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
@@ -70,14 +70,19 @@ public sealed class SteadyCheckState : IState
         }
         catch (ServerException e) when (e.IsTransient)
         {
+            // overload or no answer: the same one request again after the backoff, not the five of the full exchange
             return ctx.Fail(Outcome.Retry, "steady check", e);
         }
         catch (ServerException e)
         {
             // refused, unknown nonce, an older host without the route: the full exchange says what follows
+            ctx.CheckNonce = null;
             ctx.Log($"check: full exchange (the host did not take the steady check: {e.Message})");
             return Outcome.FullCheckDue;
         }
+        ctx.CheckNonce = null;
+        await HostAnswer.CorrectClockAsync(ctx, "steady check", ct);
+        HostAnswer.AdoptPowerOnSpread(ctx, response.PowerOnSpreadSeconds, "steady check");
         ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
         await ctx.ConfirmHostReachedAsync(ct);
         if (!response.Steady)

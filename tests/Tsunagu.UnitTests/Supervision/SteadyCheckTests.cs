@@ -40,6 +40,9 @@ public class SteadyCheckTests
         /// <summary>While set, steady checks are answered 503.</summary>
         public volatile bool Unavailable;
 
+        /// <summary>The power-on spread the steady answers carry (null: none).</summary>
+        public int? Spread { get; set; }
+
         public int Count(string path) => Requests.Count(r => r.Path == path);
 
         /// <summary>How far the unit's wall clock (the supervisor's transition times) is off the host's.</summary>
@@ -92,8 +95,8 @@ public class SteadyCheckTests
                     var changed = Changed;
                     Changed = false;
                     return changed
-                        ? (Json(new SteadyCheckResponse(false, 600, now, "changed"), ProtocolJson.Default.SteadyCheckResponse), false)
-                        : (Json(new SteadyCheckResponse(true, 600, now, null, Issue(now)), ProtocolJson.Default.SteadyCheckResponse), true);
+                        ? (Json(new SteadyCheckResponse(false, 600, now, "changed", PowerOnSpreadSeconds: Spread), ProtocolJson.Default.SteadyCheckResponse), false)
+                        : (Json(new SteadyCheckResponse(true, 600, now, null, Issue(now), Spread), ProtocolJson.Default.SteadyCheckResponse), true);
                 default:
                     return (Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, $"no route {path}"), null);
             }
@@ -129,7 +132,7 @@ public class SteadyCheckTests
     /// A unit with stored settings runs against <paramref name="host"/> for <paramref name="minutes"/> virtual minutes;
     /// <paramref name="at"/> is called on every transition with the minutes since the start (to change the host or the unit).
     /// </summary>
-    private async Task<List<StateChange>> RunAsync(VirtualTime time, Host host, int minutes, Action<double, Supervisor>? at = null)
+    private async Task<List<StateChange>> RunAsync(VirtualTime time, Host host, int minutes, Action<double, Supervisor>? at = null, Action<Supervisor>? setup = null)
     {
         var prom = Path.Combine(_dir, "prom");
         DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
@@ -142,10 +145,12 @@ public class SteadyCheckTests
             store.Set(StateKeys.Settings, new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
                 FirmwareJson.Default.UnitSettings);
         }
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        // virtual minutes end the run; the real-time limit only keeps a hung run from hanging the suite
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(10));
         var changes = new List<StateChange>();
         await using var supervisor = new Supervisor(unit.Hardware, Options, time, new Random(7));
         supervisor.Context.Client = new UnitClient(new ScriptedNetwork(host), ["pin"]);
+        setup?.Invoke(supervisor);
         supervisor.StateChanged += c =>
         {
             changes.Add(c);
@@ -155,6 +160,7 @@ public class SteadyCheckTests
         };
         await supervisor.RunAsync(cts.Token);
         Assert.That(host.Requests, Has.Count.LessThanOrEqualTo(2000), "no tight loop");
+        Assert.That((time.TrueNow - Start).TotalMinutes, Is.GreaterThanOrEqualTo(minutes), "the virtual minutes ended the run, not the safety limit");
         return changes;
     }
 
@@ -169,12 +175,10 @@ public class SteadyCheckTests
             .ToList();
     }
 
-    [TestCase(0)]
-    [TestCase(3)]
-    [TestCase(-5)]
-    public async Task A_steady_unit_checks_in_one_request_and_stays_Ready(int skewHours)
+    [Test]
+    public async Task A_steady_unit_checks_in_one_request_and_stays_Ready()
     {
-        var time = new VirtualTime(Start) { WallSkew = TimeSpan.FromHours(skewHours) };
+        var time = new VirtualTime(Start);
         var host = new Host(time);
         var changes = await RunAsync(time, host, 120);
 
@@ -186,6 +190,38 @@ public class SteadyCheckTests
         Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "one authentication: the first exchange");
         Assert.That(changes.Where(c => c.From == StateId.SteadyCheck).Select(c => (c.Outcome, c.To)), Has.All.EqualTo((Outcome.NothingToDo, StateId.Ready)));
         Assert.That(changes.Last(c => c.From == StateId.SteadyCheck).Delay, Is.EqualTo(TimeSpan.Zero));
+    }
+
+    [TestCase(3)]
+    [TestCase(-5)]
+    public async Task A_steady_unit_whose_clock_goes_off_is_set_from_the_steady_answer_and_adopts_the_hosts_spread(int skewHours)
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var clock = new SimulatedSystemClock(time, step => time.WallSkew += step);
+        var skewed = false;
+        int? spread = null;
+        var steadyBefore = 0;
+        var changes = await RunAsync(time, host, 120, (minutes, supervisor) =>
+        {
+            // after the first exchange (which ran the version check): the clock jumps, and the host's spread changes
+            if (!skewed && minutes >= 30 && supervisor.State == StateId.Ready)
+            {
+                skewed = true;
+                steadyBefore = host.Count(Routes.SteadyCheck);
+                time.WallSkew = TimeSpan.FromHours(skewHours);
+                host.Spread = 90;
+            }
+            spread = supervisor.Context.Store?.Get(StateKeys.PowerOnSpread, FirmwareJson.Default.PowerOnSpread)?.Seconds;
+        }, setup: s => s.Context.SystemClock = clock);
+
+        Assert.That(skewed && steadyBefore > 0, Is.True, "precondition: the unit was steady before its clock went off");
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "precondition: no full exchange (no version check) after the first");
+        Assert.That(host.Count(Routes.SteadyCheck), Is.GreaterThan(steadyBefore), "steady checks after the clock went off");
+        Assert.That(clock.Sets, Has.Count.EqualTo(1), "set once, by the first steady answer after the clock went off");
+        Assert.That(time.WallSkew.Duration(), Is.LessThan(TimeSpan.FromSeconds(1)), "the unit's clock shows the host's time again");
+        Assert.That(spread, Is.EqualTo(90), "the host's power-on spread reached the steady unit");
+        Assert.That(changes.Where(c => c.From == StateId.SteadyCheck).Select(c => c.Outcome), Has.All.EqualTo(Outcome.NothingToDo));
     }
 
     public sealed record Case(string Name, Action<Host, Supervisor> Change)
@@ -218,7 +254,7 @@ public class SteadyCheckTests
         var checks = Checks(host, changes);
         var full = checks.Where(k => k.Contains(Routes.VersionCheck)).ToList();
         TestContext.Out.WriteLine($"{c.Name}: {checks.Count} checks; " + string.Join(" | ", checks.Select(k => string.Join(",", k.Select(p => p.Split('/').Last())))));
-        Assert.That(full, Has.Count.InRange(1, 3), "the change is answered by the full exchange");
+        Assert.That(full, Has.Count.EqualTo(1), "the change is answered by exactly one full exchange");
         // the full exchange: at most the steady check, challenge, session, version check, configuration, ready
         Assert.That(checks, Has.All.Count.InRange(1, 6), "requests per check stay bounded");
         Assert.That(full.Select(k => k.Last()), Has.All.EqualTo(Routes.Ready), "each full exchange ends with the ready report");
@@ -242,19 +278,37 @@ public class SteadyCheckTests
     }
 
     [Test]
-    public async Task A_steady_check_without_an_answer_is_followed_by_the_full_exchange_after_the_retry_wait()
+    public async Task A_steady_check_the_host_cannot_answer_is_the_same_one_request_again_with_the_kept_nonce()
     {
         var time = new VirtualTime(Start);
         var host = new Host(time);
         var changes = await RunAsync(time, host, 90, (minutes, _) => host.Unavailable = minutes is >= 30 and < 40);
 
-        var retry = changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.Retry).ToList();
-        Assert.That(retry, Has.Count.EqualTo(1), "one periodic check fell in the outage");
-        Assert.That(retry[0].To, Is.EqualTo(StateId.HostSession));
-        Assert.That(retry[0].Delay, Is.GreaterThanOrEqualTo(Options.BackoffBase));
-        var checks = Checks(host, changes);
-        Assert.That(checks, Has.All.Count.InRange(1, 6), "requests per check stay bounded");
-        Assert.That(checks.Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "steady again afterwards: the full exchange handed out a new nonce");
+        var retries = changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.Retry).ToList();
+        Assert.That(retries, Is.Not.Empty, "precondition: a periodic check fell in the outage");
+        Assert.That(retries.Select(r => r.To), Has.All.EqualTo(StateId.SteadyCheck), "503: the steady check again, not the full exchange");
+        Assert.That(retries.Select(r => r.Delay), Has.All.GreaterThanOrEqualTo(Options.BackoffBase), "after the retry backoff");
+        Assert.That(host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 503), Is.EqualTo(retries.Count), "one request per retry");
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "no full exchange: the kept nonce was taken after the outage");
+        Assert.That(host.Requests.Where(r => r.Path == Routes.SteadyCheck && r.Status == 200).Select(r => r.Steady), Has.All.True);
+        Assert.That(host.Requests.Where(r => r.At >= Start.AddMinutes(40)).Select(r => r.Path), Has.All.EqualTo(Routes.SteadyCheck));
+        Assert.That(changes.Last().From == StateId.SteadyCheck || changes.Last().To == StateId.SteadyCheck || changes.Last().To == StateId.Ready, Is.True);
+    }
+
+    [Test]
+    public async Task A_steady_check_the_host_refuses_drops_the_nonce_and_runs_the_full_exchange()
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var forgot = false;
+        var changes = await RunAsync(time, host, 60, (minutes, supervisor) =>
+        {
+            if (!forgot && minutes >= 30 && supervisor.State == StateId.Ready) { forgot = true; host.ForgetNonces(); }
+        });
+
+        Assert.That(host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 401), Is.EqualTo(1), "the refused nonce is not sent again");
+        Assert.That(changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.FullCheckDue).Select(ch => ch.To), Is.EqualTo(new[] { StateId.HostSession }));
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(2), "the first exchange and the one after the refusal");
     }
 
     [Test]

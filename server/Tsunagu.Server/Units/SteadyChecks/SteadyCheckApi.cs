@@ -84,10 +84,10 @@ public static class SteadyCheckApi
             case SteadyCheckResult.Changed:
                 metrics.SteadyCheck(steady: false);
                 return TypedResults.Ok(new SteadyCheckResponse(false, options.CheckIntervalSeconds, time.GetUtcNow(),
-                    changed ?? "the unit's row or its service configuration changed since the unit's last check"));
+                    changed ?? "the unit's row or its service configuration changed since the unit's last check", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds));
             default:
                 metrics.SteadyCheck(steady: true);
-                return TypedResults.Ok(new SteadyCheckResponse(true, options.CheckIntervalSeconds, time.GetUtcNow(), null, Wire(next)));
+                return TypedResults.Ok(new SteadyCheckResponse(true, options.CheckIntervalSeconds, time.GetUtcNow(), null, Wire(next), options.PowerOnSpreadSeconds));
         }
     }
 
