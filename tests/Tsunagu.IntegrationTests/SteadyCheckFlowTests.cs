@@ -28,10 +28,14 @@ public class SteadyCheckFlowTests
 
     private ConcurrentQueue<(string Path, int Status)> _requests = new();
 
+    /// <summary>How many requests the last <see cref="CheckAsync"/> returned: any more found later came after the unit was Ready.</summary>
+    private int _returned;
+
     [SetUp]
     public void SetUp()
     {
         _requests = new();
+        _returned = -1;
         var requests = _requests;
         TestServer.Middleware.Value = async (http, next) =>
         {
@@ -69,14 +73,31 @@ public class SteadyCheckFlowTests
     private async Task<List<(string Path, int Status)>> CheckAsync(TestServer server, FleetUnit unit)
     {
         var readies = server.ChainOf(unit.Mac).Count(s => s == StateId.Ready);
+        // a request still on its way when the last check ended Ready was logged since: none may be
+        if (_returned >= 0) { Assert.That(_requests, Has.Count.EqualTo(_returned), $"no request after the last check ended Ready: {Paths(_requests)}"); }
         _requests.Clear();
         unit.Supervisor.RequestCheck(forced: false);
         await server.WaitForAsync(() => server.ChainOf(unit.Mac).Count(s => s == StateId.Ready) > readies && unit.Supervisor.State == StateId.Ready &&
                                         unit.Supervisor.Context.ReadyReported &&
                                         _requests.Any(r => r.Status == 200 && r.Path is Routes.Ready or Routes.SteadyCheck),
             "the check to end Ready", TimeSpan.FromSeconds(60));
-        await Task.Delay(100); // a request still on its way after Ready would be counted too
-        return [.. _requests];
+        List<(string Path, int Status)> requests = [.. _requests];
+        _returned = requests.Count;
+        return requests;
+    }
+
+    /// <summary>
+    /// What a steady check reads and writes: the unit rows, the challenges and nonces, the history. A refused request
+    /// leaves it as it was (a refused proof is audited: the audit log is not part of it).
+    /// </summary>
+    private static async Task<string> StateAsync(TestServer server)
+    {
+        await using var c = server.Store.Database.Open();
+        var units = await c.QueryAsync<string>("SELECT mac || '|' || state || '|' || COALESCE(last_seen, '') || '|' || COALESCE(last_error, '') || '|' || COALESCE(inventory, '') || '|' || " +
+                                               "COALESCE(wan_address, '') || '|' || COALESCE(vpn_reported_at, '') || '|' || COALESCE(cache_reported_at, '') FROM units ORDER BY mac");
+        var challenges = await c.QueryAsync<string>("SELECT id || '|' || mac || '|' || purpose FROM challenges ORDER BY id");
+        var events = await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM unit_events");
+        return string.Join("\n", units) + "\n--\n" + string.Join("\n", challenges) + $"\n-- {events} events";
     }
 
     private static string Paths(IEnumerable<(string Path, int Status)> requests) => string.Join(", ", requests.Select(r => $"{r.Path.Split('/').Last()} {r.Status}"));
@@ -112,9 +133,10 @@ public class SteadyCheckFlowTests
         Assert.That(configsAfter.Select(c => (c.Revision, c.Status)), Is.EqualTo(configs.Select(c => (c.Revision, c.Status))), "the configuration rows stay as the ready report left them");
         Assert.That(configsAfter.Count == 0 || configsAfter.MaxBy(c => c.Revision)!.Status == "final", Is.True, "the applied revision is final");
         var eventsAfter = await server.Store.ListUnitEventsAsync(unit.Mac);
-        Assert.That(eventsAfter.Count - events, Is.InRange(0, 1), "the ready history entry is written once, not repeated by every steady check");
+        Assert.That(eventsAfter.Count - events, Is.EqualTo(1), "the ready history entry is written once (it differs from the ready report's), not repeated by every steady check");
         Assert.That(eventsAfter.MaxBy(e => e.Id)!.Kind, Is.EqualTo(UnitEventKinds.Ready));
         Assert.That(server.ChangesOf(unit.Mac).Where(c => c.From == StateId.SteadyCheck).Select(c => c.Outcome), Has.All.EqualTo(Outcome.NothingToDo));
+        Assert.That(await CheckAsync(server, unit), Is.EqualTo(new[] { (Routes.SteadyCheck, 200) }), "and no request came after the last check");
     }
 
     [TestCase("sqlite")]
@@ -155,11 +177,21 @@ public class SteadyCheckFlowTests
         }
         await FullThenSteadyAsync("an unknown nonce", 6);
 
+
         // the server's clock three days ahead: the unit's nonce and its host token expired by the server's clock
         time.Offset = TimeSpan.FromDays(3);
         // (the token the unit holds is refused at the version check too: the refused call and one authentication, as before)
         await FullThenSteadyAsync("a server clock three days ahead", 7);
         Assert.That(unit.Supervisor.Context.Clock.Now().Now, Is.EqualTo(time.GetUtcNow()).Within(TimeSpan.FromSeconds(5)), "the unit carries the server's time");
+
+        // an error the host holds for the unit: not steady; the full exchange's session (the token expired an hour on) clears it
+        time.Offset += TimeSpan.FromHours(1);
+        await using (var c = server.Store.Database.Open())
+        {
+            await c.ExecuteAsync("UPDATE units SET last_error = 'a test error' WHERE mac = @mac", new { mac = unit.Mac });
+        }
+        await FullThenSteadyAsync("a last error", 7);
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.LastError, Is.Null, "the full exchange cleared the error; the steady check does not bring it back");
 
         // an update offered: the unit installs it and reports Ready on the new pattern, then checks in one request there
         await server.Store.SetTargetPatternAsync(unit.Mac, null);
@@ -169,6 +201,7 @@ public class SteadyCheckFlowTests
                                               unit.Supervisor.State == StateId.Ready && unit.Supervisor.Context.ReadyReported,
             "the update installed and the unit Ready on pattern-2", TimeSpan.FromSeconds(90));
         Assert.That(server.ChainOf(unit.Mac).Skip(readies), Does.Contain(StateId.Update), "the update was offered and run");
+        _returned = -1; // the update's requests were not a CheckAsync's
         Assert.That(await CheckAsync(server, unit), Is.EqualTo(new[] { (Routes.SteadyCheck, 200) }), "steady on the new pattern");
         Assert.That(server.ChangesOf(unit.Mac).Where(c => c.From == StateId.SteadyCheck && c.Outcome == Outcome.FullCheckDue).Select(c => c.To),
             Has.All.EqualTo(StateId.HostSession));
@@ -209,14 +242,14 @@ public class SteadyCheckFlowTests
             ("a settings revision past any number", Body(good).Replace("\"settingsRevision\":1", "\"settingsRevision\":99999999999999", StringComparison.Ordinal)),
             ("an inventory that is a string", Body(good with { Inventory = null! }).Replace("\"inventory\":null", "\"inventory\":\"x\"", StringComparison.Ordinal)),
         };
-        var before = HostileInputTests.Snapshot(server);
+        var before = await StateAsync(server);
         using var http = server.PinnedHttp();
         foreach (var (name, body) in hostile)
         {
             var answer = await http.PostAsync(Routes.SteadyCheck, new StringContent(body, Encoding.UTF8, "application/json"));
             Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), $"{name}: {await answer.Content.ReadAsStringAsync()}");
         }
-        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing changed: the nonce not taken, the unit not seen");
+        Assert.That(await StateAsync(server), Is.EqualTo(before), "nothing changed: the nonce not taken, the unit not seen");
 
         // the nonce was not used up by them: the unit's own check still goes through, once
         var ok = await http.PostAsJsonAsync(Routes.SteadyCheck, good, ProtocolJson.Default.SteadyCheckRequest);
@@ -224,18 +257,64 @@ public class SteadyCheckFlowTests
         var answerBody = (await ok.Content.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckResponse))!;
         Assert.That(answerBody.Steady, Is.True, answerBody.Reason);
         Assert.That(answerBody.Next, Is.Not.Null);
+        var snapshot = await StateAsync(server);
         var replay = await http.PostAsJsonAsync(Routes.SteadyCheck, good, ProtocolJson.Default.SteadyCheckRequest);
         Assert.That(replay.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized), "a nonce is taken once: the same request again is refused");
-        var snapshot = HostileInputTests.Snapshot(server);
+        Assert.That(await StateAsync(server), Is.EqualTo(snapshot), "the replay changed nothing");
         var forged = await http.PostAsJsonAsync(Routes.SteadyCheck, good with { NonceId = answerBody.Next!.Id }, ProtocolJson.Default.SteadyCheckRequest);
         Assert.That(forged.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized), "a proof over another nonce is refused");
+        Assert.That(await StateAsync(server), Is.EqualTo(snapshot), "the forged proof changed nothing");
+
+        // another unit's nonce, proven with that other unit's own valid proof: the nonce is bound to the MAC it was handed to
+        const string other = "02:54:53:00:77:01";
+        var otherProof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, other), ProofPurpose.SteadyCheck, other, answerBody.Next.Id, answerBody.Next.Nonce);
+        var stolen = await http.PostAsJsonAsync(Routes.SteadyCheck, good with { Mac = other, NonceId = answerBody.Next.Id, Proof = otherProof }, ProtocolJson.Default.SteadyCheckRequest);
+        Assert.That(stolen.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized), "another unit's nonce is refused");
+        Assert.That(await StateAsync(server), Is.EqualTo(snapshot), "another unit's nonce changed nothing and was not used up");
         var valid = UnitCredentials.ComputeProof(secret, ProofPurpose.SteadyCheck, unit.Mac, answerBody.Next.Id, answerBody.Next.Nonce);
         var again = await http.PostAsJsonAsync(Routes.SteadyCheck, good with { NonceId = answerBody.Next.Id, Proof = valid }, ProtocolJson.Default.SteadyCheckRequest);
         Assert.That(again.StatusCode, Is.EqualTo(HttpStatusCode.OK), "the wrong proof did not use the nonce up");
         var third = (await again.Content.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckResponse))!.Next!;
         var host = UnitCredentials.ComputeProof(secret, ProofPurpose.Host, unit.Mac, third.Id, third.Nonce);
+        var beforeSession = await StateAsync(server);
         Assert.That((await http.PostAsJsonAsync(Routes.HostSession, new SessionRequest(unit.Mac, third.Id, host))).StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized),
             "a steady-check nonce is no host challenge");
-        Assert.That(snapshot, Is.Not.Empty);
+        Assert.That(await StateAsync(server), Is.EqualTo(beforeSession), "/host/session did not burn the steady-check nonce");
+        var thirdProof = UnitCredentials.ComputeProof(secret, ProofPurpose.SteadyCheck, unit.Mac, third.Id, third.Nonce);
+        var fourth = await http.PostAsJsonAsync(Routes.SteadyCheck, good with { NonceId = third.Id, Proof = thirdProof }, ProtocolJson.Default.SteadyCheckRequest);
+        Assert.That(fourth.StatusCode, Is.EqualTo(HttpStatusCode.OK), "the nonce offered at /host/session still proves the steady check");
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task Two_concurrent_steady_checks_with_one_nonce_exactly_one_succeeds(string kind)
+    {
+        var (server, unit) = await StartAsync(kind);
+        await using var _ = server;
+        await server.Fleet.PowerOffAsync(unit);
+        var nonce = unit.Supervisor.Context.CheckNonce!;
+        var secret = UnitCredentials.DeriveUnitSecret(server.UnitKey, unit.Mac);
+        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var inventory = System.Text.Json.JsonSerializer.Deserialize(row.Inventory!, ProtocolJson.Default.Inventory)!;
+        var request = new SteadyCheckRequest(unit.Mac, nonce.Id, UnitCredentials.ComputeProof(secret, ProofPurpose.SteadyCheck, unit.Mac, nonce.Id, nonce.Nonce),
+            inventory, 1, (int?)(await server.Store.ListUnitConfigsAsync(unit.Mac)).MaxBy(c => c.Revision)?.Revision);
+        var events = (await server.Store.ListUnitEventsAsync(unit.Mac)).Count;
+        using var http = server.PinnedHttp();
+        HttpResponseMessage first, second;
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.RecordSteadyCheckAsync)))
+        {
+            // the first has checked the nonce and the proof and waits at its transaction; the second does the same and takes the nonce
+            var held = http.PostAsJsonAsync(Routes.SteadyCheck, request, ProtocolJson.Default.SteadyCheckRequest);
+            await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
+            second = await http.PostAsJsonAsync(Routes.SteadyCheck, request, ProtocolJson.Default.SteadyCheckRequest);
+            hold.Release();
+            first = await held.WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        Assert.That(second.StatusCode, Is.EqualTo(HttpStatusCode.OK), await second.Content.ReadAsStringAsync());
+        Assert.That(first.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized), "the nonce was taken by the other request: nothing written");
+        Assert.That((await server.Store.ListUnitEventsAsync(unit.Mac)).Count - events, Is.EqualTo(1), "one history entry");
+        await using var c = server.Store.Database.Open();
+        Assert.That(await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM challenges WHERE mac = @mac AND purpose = 'steady-check'", new { mac = unit.Mac }), Is.EqualTo(1),
+            "one next nonce handed out");
     }
 }

@@ -17,7 +17,9 @@ namespace Tsunagu.Server.Units.SteadyChecks;
 public static class SteadyCheckApi
 {
     public static void MapSteadyCheckApi(this IEndpointRouteBuilder app) =>
-        app.MapPost(Routes.SteadyCheck, SteadyCheck).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status401Unauthorized);
+        // per source, as /host/session: a proof is checked for every request
+        app.MapPost(Routes.SteadyCheck, SteadyCheck).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status401Unauthorized)
+            .RequireRateLimiting(Throttling.UnitAuthPolicy);
 
     /// <summary>How long a nonce handed out for the next steady check is kept: two check intervals and an hour (the unit's jitter, a late check).</summary>
     public static TimeSpan NonceLifetime(ServerOptions options) => TimeSpan.FromSeconds(2.0 * options.CheckIntervalSeconds) + TimeSpan.FromHours(1);
@@ -56,13 +58,14 @@ public static class SteadyCheckApi
         if (RequestError(request) is { } invalid) { return Problems.BadRequest(invalid); }
         var mac = MacAddress.Normalize(request.Mac);
         var ct = http.RequestAborted;
-        var (nonce, unit, catalogue) = await store.GetSteadyCheckAsync(mac, request.NonceId, ct);
-        if (nonce is null || nonce.Mac != mac || nonce.Purpose != ProofPurpose.SteadyCheck ||
-            DateTimeOffset.Parse(nonce.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
+        // the nonce first (one indexed row): an unknown one reads nothing else
+        var nonce = await store.GetCheckNonceAsync(request.NonceId, mac, ct);
+        if (nonce is null || DateTimeOffset.Parse(nonce.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
         {
             metrics.UnitRefused(ProofPurpose.SteadyCheck, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the nonce is unknown, used, expired or for another unit; run the full check");
         }
+        var (unit, catalogue) = await store.GetSteadyUnitAsync(mac, ct);
         if (unit is null || unit.DecommissionedAt is not null ||
             !UnitCredentials.VerifyProof(UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac), ProofPurpose.SteadyCheck, mac, nonce.Id, nonce.Nonce, request.Proof))
         {
@@ -72,10 +75,11 @@ public static class SteadyCheckApi
             metrics.UnitRefused(ProofPurpose.SteadyCheck, unit is null ? Metrics.ServerMetrics.RefusalReasons.NotRegistered : Metrics.ServerMetrics.RefusalReasons.WrongProof);
             return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
         }
-        var (pattern, changed) = Compare(request, unit, catalogue, SeenAddress(http) ?? request.WanAddress);
+        metrics.UnitAuthenticated(ProofPurpose.SteadyCheck);
+        var (pattern, changed) = Compare(request, unit, catalogue, HostApi.SeenAddress(http) ?? request.WanAddress);
         var next = NewNonce(mac, time, options);
         var result = await store.RecordSteadyCheckAsync(new SteadyCheckWrite(mac, nonce.Id, changed is null, request.Inventory, pattern ?? "", unit.TargetPattern,
-            request.SettingsRevision, request.ConfigRevision, request.WanAddress, request.Cache, next), ct);
+            request.SettingsRevision, request.ConfigRevision, request.WanAddress, request.Cache, next, request.Vpn is not null), ct);
         switch (result)
         {
             case SteadyCheckResult.NonceGone:
@@ -101,6 +105,7 @@ public static class SteadyCheckApi
         var pattern = catalogue.FindPattern(request.Inventory)?.Id;
         var changed = pattern is null ? "the unit's software matches no verified install pattern"
             : unit.State != UnitStates.Ready ? $"the host has the unit {unit.State}, not Ready"
+            : unit.LastError is not null ? "the host holds an error for the unit: the full exchange looks again (and clears it)"
             : pattern != unit.Pattern ? $"the unit runs {pattern}, the host had {unit.Pattern ?? "none"}"
             : unit.Inventory != JsonSerializer.Serialize(request.Inventory, ProtocolJson.Default.Inventory) ? "the unit's inventory changed"
             : request.Inventory.LastBundle is { } counter && !(unit.LastBundleVersion is { } v && v >= counter.Version) ? "the unit's bundle counter rose"
@@ -111,9 +116,4 @@ public static class SteadyCheckApi
             : (string?)null;
         return (pattern, changed);
     }
-
-    /// <summary>The address the host sees the request come from (after trusted forwarding headers), IPv4 unmapped; null when unknown.</summary>
-    private static string? SeenAddress(HttpContext http) => http.Connection.RemoteIpAddress is { } seen
-        ? (seen.IsIPv4MappedToIPv6 ? seen.MapToIPv4() : seen).ToString()
-        : null;
 }
