@@ -386,7 +386,8 @@ public class UnitClientTests
     /// A bundle download as the installer makes it (<see cref="Tsunagu.Firmware.Updates.BundleDownloader"/> over
     /// <see cref="Tsunagu.Firmware.Updates.HostBundleSource"/>: a range request, the body copied into the .part file)
     /// whose body is still arriving when the pool is dropped: it ends at once as a transient error, and the .part file
-    /// holds exactly the bytes that arrived, so the next attempt resumes after them.
+    /// holds only bytes that arrived (the drop may come before the client has read all the server sent), so the next
+    /// attempt resumes after them.
     /// </summary>
     [Test]
     public async Task A_bundle_whose_body_is_still_arriving_when_the_pool_is_dropped_ends_as_a_transient_error_keeping_what_arrived()
@@ -411,7 +412,11 @@ public class UnitClientTests
             var e = Assert.ThrowsAsync<ServerException>(() => call.WaitAsync(TimeSpan.FromSeconds(120)));
             Assert.That(e!.IsTransient, Is.True, "a dropped pool is a network fault the installer retries");
             Assert.That(downloader.Requests, Is.EqualTo(new[] { (0L, (long)body.Length) }));
-            Assert.That(File.ReadAllBytes(part), Is.EqualTo(body[..(body.Length / 2)]), "the half that arrived is on disk, and only it: a resume starts after it");
+            // the server sent half; the drop may come before the client has read all of it (nothing here waits for that
+            // read), so the file holds a prefix of that half: never a byte that did not arrive, and a resume starts after it
+            var kept = File.ReadAllBytes(part);
+            Assert.That(kept.Length, Is.LessThanOrEqualTo(body.Length / 2), "nothing past what arrived is on disk");
+            Assert.That(kept, Is.EqualTo(body[..kept.Length]), "what is on disk is what arrived, in order: a resume starts after it");
         }
         finally
         {
