@@ -87,6 +87,19 @@ public class ServerLimitsTests
     }
 
     [Test]
+    public void On_postgresql_a_durable_connection_commits_durably_whatever_the_server_default()
+    {
+        // the test server's default is synchronous_commit=off: a durable connection must not inherit it (a crash of
+        // PostgreSQL could then lose a configuration acknowledgement the server had answered as recorded)
+        var connectionString = PostgresServer.Shared.CreateDatabase();
+        var database = Database.Parse(connectionString, _directory);
+        Assert.That(Scalar(database.Open(), "SHOW synchronous_commit"), Is.EqualTo("on"));
+        Assert.That(Scalar(database.Open(durable: false), "SHOW synchronous_commit"), Is.EqualTo("off"));
+        Assert.That(Scalar(database.Open(), "SHOW synchronous_commit"), Is.EqualTo("on"), "a pooled connection a unit report relaxed is durable again");
+        NpgsqlConnection.ClearAllPools();
+    }
+
+    [Test]
     public async Task Past_its_connection_limit_the_server_closes_new_connections_and_takes_them_again_when_one_goes()
     {
         TestServer.Configure.Value = o => o.MaxConnections = 2;

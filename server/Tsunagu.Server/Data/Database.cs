@@ -83,8 +83,14 @@ public sealed class Database
         return new Database(DatabaseKind.Sqlite, sqlite.ToString(), $"SQLite {Path.GetFullPath(path)}");
     }
 
-    private static Database Postgres(NpgsqlConnectionStringBuilder builder) =>
-        new(DatabaseKind.Postgres, builder.ToString(), $"PostgreSQL {builder.Host}:{builder.Port}/{builder.Database}");
+    private static Database Postgres(NpgsqlConnectionStringBuilder builder)
+    {
+        // a durable connection sets nothing after it opens, so it asks for durable commits as it starts: otherwise it would
+        // take the server's or the database's default, and with synchronous_commit=off there a PostgreSQL crash can lose a
+        // commit this server answered as durable (a unit's configuration acknowledgement, which nothing sends again)
+        builder.Options = string.IsNullOrWhiteSpace(builder.Options) ? "-c synchronous_commit=on" : builder.Options + " -c synchronous_commit=on";
+        return new(DatabaseKind.Postgres, builder.ToString(), $"PostgreSQL {builder.Host}:{builder.Port}/{builder.Database}");
+    }
 
     /// <summary>Opens a pooled connection whose commits are durable: on disk before they return (SQLite synchronous=FULL).</summary>
     public DbConnection Open() => Open(durable: true);
