@@ -221,7 +221,38 @@ public sealed record UnitCacheReport(
 /// host sees and this port.
 /// </summary>
 public sealed record UnitVpnReport(string PublicKey, int? ListenPort);
-public sealed record ReadyAck(string? Pattern, int NextCheckSeconds);
+
+/// <summary>
+/// The host's answer to a ready report. <see cref="NextCheck"/>: the single-use nonce the unit's next periodic check may
+/// prove itself with (<see cref="SteadyCheckRequest"/>); null from a host older than the steady check.
+/// </summary>
+public sealed record ReadyAck(string? Pattern, int NextCheckSeconds, CheckNonce? NextCheck = null);
+
+/// <summary>
+/// A single-use nonce for the unit's next steady check, handed out in the host's answer to a ready report or a steady
+/// check: <see cref="Id"/> names it, <see cref="Nonce"/> is what the proof is computed over, <see cref="ExpiresAt"/> (host
+/// time) is when the host forgets it. The host takes it at the first steady check that proves itself with it.
+/// </summary>
+public sealed record CheckNonce(string Id, string Nonce, DateTimeOffset ExpiresAt);
+
+/// <summary>
+/// A Ready unit's periodic check in one request (docs/protocol.md, "Steady check"): its MAC, the id of the nonce the host
+/// handed out last and the proof over it (<see cref="UnitCredentials.ComputeProof"/> with <see cref="ProofPurpose.SteadyCheck"/>),
+/// what it runs (<see cref="Inventory"/>), the settings revision it stored, the configuration revision it applied (null:
+/// none), and what its ready report would say besides (WAN address, VPN, cache statistics).
+/// </summary>
+public sealed record SteadyCheckRequest(string Mac, string NonceId, string Proof, Inventory Inventory, int SettingsRevision, int? ConfigRevision,
+    string? WanAddress = null, UnitVpnReport? Vpn = null, UnitCacheReport? Cache = null);
+
+/// <summary>
+/// The host's answer to a steady check. <see cref="Steady"/> true: nothing to do, the host recorded what a ready report
+/// records, the next check is in <see cref="CheckIntervalSeconds"/> and may prove itself with <see cref="Next"/>. False:
+/// something changed (<see cref="Reason"/>); the unit runs the full exchange (session, version check, configuration, ready).
+/// Either way <see cref="ServerTime"/> sets a clock too far off the host's and <see cref="PowerOnSpreadSeconds"/> is the
+/// power-on spread the version check's answer carries (a steady unit runs no version check).
+/// </summary>
+public sealed record SteadyCheckResponse(bool Steady, int CheckIntervalSeconds, DateTimeOffset ServerTime, string? Reason = null, CheckNonce? Next = null,
+    int? PowerOnSpreadSeconds = null);
 
 // ---- Push (S700 forced check, patent 0053/0071) ----------------------------------------------------------
 
@@ -350,6 +381,8 @@ public sealed record ForceCheckStatus(string CheckId, DateTimeOffset CreatedAt, 
 [JsonSerializable(typeof(UnitVpnReport))]
 [JsonSerializable(typeof(UnitCacheReport))]
 [JsonSerializable(typeof(ReadyAck))]
+[JsonSerializable(typeof(SteadyCheckRequest))]
+[JsonSerializable(typeof(SteadyCheckResponse))]
 [JsonSerializable(typeof(PushMessage))]
 [JsonSerializable(typeof(RegisterUnitRequest))]
 [JsonSerializable(typeof(UnitView))]

@@ -19,6 +19,7 @@ public static class Routes
     public const string ServiceConfig = Prefix + "/host/service-config";
     public const string ServiceConfigAck = Prefix + "/host/service-config/ack";
     public const string Ready = Prefix + "/host/ready";
+    public const string SteadyCheck = Prefix + "/host/steady-check";
     public const string MediaCheck = Prefix + "/host/media/check";
 
     // both roles: liveness, no authentication (the unit's post-update health check uses it)

@@ -98,6 +98,9 @@ public static class ProofPurpose
 {
     public const string Provisional = "provisional";
     public const string Host = "host";
+
+    /// <summary>A steady check's proof, over the single-use nonce the host handed out in its previous answer (<see cref="CheckNonce"/>).</summary>
+    public const string SteadyCheck = "steady-check";
 }
 
 /// <summary>Token scopes. A token of one scope is refused everywhere another scope is required.</summary>

@@ -109,7 +109,7 @@ public class ClusterTests
                 Id = id, Mac = "02:54:53:00:20:01", Purpose = ProofPurpose.Host, Nonce = "n",
                 ExpiresAt = DateTimeOffset.UtcNow.AddMinutes(-5).ToString("O", CultureInfo.InvariantCulture),
             });
-            async Task<bool> GoneAsync(string id) => await store.TakeChallengeAsync(id) is null;
+            async Task<bool> GoneAsync(string id) => await store.TakeChallengeAsync(id, ProofPurpose.Host) is null;
 
             await WaitAsync(async () => await HolderAsync() is not null, "one replica to hold the once-only lease", TimeSpan.FromSeconds(30));
             var holder = (await HolderAsync())!;

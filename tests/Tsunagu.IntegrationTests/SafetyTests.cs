@@ -58,6 +58,24 @@ public class SafetyTests
     }
 
     [Test]
+    public async Task Steady_checks_are_rate_limited_per_source_address_like_the_session_endpoints()
+    {
+        TestServer.Configure.Value = o => o.AuthAttemptsPerSourcePerMinute = 5;
+        await using var server = await TestServer.StartAsync();
+        using var http = Http(server);
+        var statuses = new List<HttpResponseMessage>();
+        for (var i = 1; i <= 8; i++)
+        {
+            // an unknown nonce each time: 401 while the source has attempts left, then 429
+            var request = new SteadyCheckRequest($"02:54:53:00:02:{i:x2}", $"n{i}", "AAAA", new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications), 1, null);
+            statuses.Add(await http.PostAsJsonAsync(Routes.SteadyCheck, request, ProtocolJson.Default.SteadyCheckRequest));
+        }
+        Assert.That(statuses.Take(5).Select(r => r.StatusCode), Is.All.EqualTo(HttpStatusCode.Unauthorized));
+        Assert.That(statuses.Skip(5).Select(r => r.StatusCode), Is.All.EqualTo(HttpStatusCode.TooManyRequests));
+        Assert.That(statuses[^1].Headers.RetryAfter?.Delta, Is.Not.Null.And.GreaterThan(TimeSpan.Zero));
+    }
+
+    [Test]
     public async Task An_overloaded_server_answers_503_with_retry_after_instead_of_timing_out()
     {
         // one request holds the only permit (made certain: it is held past the limiter until released); with no queue a

@@ -298,6 +298,10 @@ public sealed class UnitClient : IDisposable
     public Task<ReadyAck> ReportReadyAsync(Uri host, string token, ReadyReport report, CancellationToken ct) =>
         PostAsync(host, Routes.Ready, token, report, ProtocolJson.Default.ReadyReport, ProtocolJson.Default.ReadyAck, ct);
 
+    /// <summary>A periodic check in one request, proven by the nonce of the host's previous answer (no token).</summary>
+    public Task<SteadyCheckResponse> SteadyCheckAsync(Uri host, SteadyCheckRequest request, CancellationToken ct) =>
+        PostAsync(host, Routes.SteadyCheck, null, request, ProtocolJson.Default.SteadyCheckRequest, ProtocolJson.Default.SteadyCheckResponse, ct);
+
     /// <summary>
     /// Streams an artifact into <paramref name="destination"/>, hashing as it goes and refusing more than
     /// <paramref name="maxLength"/> bytes (none past it is written). Returns the lower-case hex SHA-256 and the

@@ -5,7 +5,10 @@ using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;
 
-/// <summary>S600-S800: tell the host the unit is ready, listen for pushes, wait for the next check.</summary>
+/// <summary>
+/// S600-S800: tell the host the unit is ready (unless a steady check just did: <see cref="SupervisorContext.ReadyReported"/>),
+/// listen for pushes, wait for the next check, which starts with <see cref="StateId.SteadyCheck"/>.
+/// </summary>
 public sealed class ReadyState : IState
 {
     public StateId Id => StateId.Ready;
@@ -50,9 +53,10 @@ public sealed class ReadyState : IState
                 var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
                 var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
                 var bootProblem = ctx.BootProblemReported ? null : BootProblem(ctx.Hardware.Boot.VerityFailures, ctx.Hardware.Boot.VerityUnchecked);
-                await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
+                var ack = await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
                     new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache, bootProblem), ct);
                 ctx.ReadyReported = true;
+                ctx.CheckNonce = ack.NextCheck;
                 ctx.BootProblemReported = true;
                 await ctx.ConfirmHostReachedAsync(ct);
                 ctx.LastError = null;

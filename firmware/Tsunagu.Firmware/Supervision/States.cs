@@ -9,7 +9,7 @@ public static class DefaultStates
     {
         new BootState(), new ProvisionalState(), new FetchSettingsState(), new StoreSettingsState(), new DisconnectState(),
         new MainState(), new HostSessionState(), new VersionCheckState(), new UpdateState(), new ServiceConfigState(),
-        new ReadyState(), new RefusedState(), new FactoryResetState(),
+        new ReadyState(), new SteadyCheckState(), new RefusedState(), new FactoryResetState(),
     }.ToDictionary(s => s.Id);
 
     /// <summary>

@@ -76,6 +76,12 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     public bool ForcedCheck { get; set; }
     public bool ReadyReported { get; set; }
 
+    /// <summary>
+    /// The single-use nonce the host handed out in its last answer to a ready report or a steady check: the next periodic
+    /// check may prove itself with it in one request (<see cref="SteadyCheckState"/>). Null: none (taken, or not given).
+    /// </summary>
+    public CheckNonce? CheckNonce { get; set; }
+
     /// <summary>Whether this boot's problems (OS slots refused by dm-verity) have reached the host; never reset while the process runs.</summary>
     public bool BootProblemReported { get; set; }
     public int MainLinkFailures { get; set; }
@@ -208,6 +214,7 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
         ProvisionalSession = null;
         Settings = FetchedSettings = null;
         ReadyReported = false;
+        CheckNonce = null;
         MainLinkFailures = 0;
         MainLinkRefusals = 0;
     }

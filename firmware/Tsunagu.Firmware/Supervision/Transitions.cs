@@ -6,7 +6,7 @@ namespace Tsunagu.Firmware.Supervision;
 public enum StateId
 {
     Boot, Provisional, FetchSettings, StoreSettings, Disconnect, Main, HostSession,
-    VersionCheck, Update, ServiceConfig, Ready, Refused, FactoryReset,
+    VersionCheck, Update, ServiceConfig, Ready, SteadyCheck, Refused, FactoryReset,
 }
 
 /// <summary>What a state's work came to; <see cref="Transitions.Table"/> turns (state, outcome) into the next state and the wait before it.</summary>
@@ -20,6 +20,13 @@ public enum Outcome
 
     /// <summary>The host holds a newer revision of this unit's settings than the one stored: fetch them again and redial.</summary>
     SettingsChanged,
+
+    /// <summary>
+    /// The periodic check needs the full exchange (session, version check, configuration, ready report): the unit has
+    /// something to report or no nonce to prove itself with, or the host answered that something changed or did not take
+    /// the steady check (an unknown or used nonce, an older host).
+    /// </summary>
+    FullCheckDue,
 
     /// <summary>The state threw an exception it did not map to an outcome (the supervisor records it and gives this).</summary>
     Fault,
@@ -63,7 +70,7 @@ public static class Transitions
     private const StateId Boot = StateId.Boot, Provisional = StateId.Provisional, FetchSettings = StateId.FetchSettings,
         StoreSettings = StateId.StoreSettings, Disconnect = StateId.Disconnect, Main = StateId.Main, HostSession = StateId.HostSession,
         VersionCheck = StateId.VersionCheck, Update = StateId.Update, ServiceConfig = StateId.ServiceConfig, Ready = StateId.Ready,
-        Refused = StateId.Refused, FactoryReset = StateId.FactoryReset;
+        SteadyCheck = StateId.SteadyCheck, Refused = StateId.Refused, FactoryReset = StateId.FactoryReset;
 
     private const Wait None = Wait.None, Backoff = Wait.Backoff, SessionBackoff = Wait.SessionBackoff;
 
@@ -180,7 +187,7 @@ public static class Transitions
         new(ServiceConfig,  Outcome.ResetPressed,       FactoryReset,   None),
         new(ServiceConfig,  Outcome.UpdateOverdue,      Update,         None),
 
-        new(Ready,          Outcome.CheckDue,           HostSession,    None),           // S600-S800: periodic or forced
+        new(Ready,          Outcome.CheckDue,           SteadyCheck,    None),           // S600-S800: periodic or forced
         new(Ready,          Outcome.Retry,              Ready,          Backoff),
         new(Ready,          Outcome.LinkLost,           Main,           Backoff),
         new(Ready,          Outcome.SessionExpired,     HostSession,    SessionBackoff),
@@ -189,6 +196,15 @@ public static class Transitions
         new(Ready,          Outcome.DataLost,           Boot,           Backoff),        // also: state.db gone from data
         new(Ready,          Outcome.ResetPressed,       FactoryReset,   None),
         new(Ready,          Outcome.UpdateOverdue,      Update,         None),
+
+        new(SteadyCheck,    Outcome.NothingToDo,        Ready,          None),           // one request: the host recorded what the ready report would have
+        new(SteadyCheck,    Outcome.FullCheckDue,       HostSession,    None),           // something changed, or nothing to prove with: the full exchange
+        new(SteadyCheck,    Outcome.Retry,              SteadyCheck,    Backoff),        // 429, 503, no answer: the same one request with the kept nonce after the wait
+        new(SteadyCheck,    Outcome.LinkLost,           Main,           Backoff),
+        new(SteadyCheck,    Outcome.Fault,              HostSession,    Backoff),
+        new(SteadyCheck,    Outcome.DataLost,           Boot,           Backoff),
+        new(SteadyCheck,    Outcome.ResetPressed,       FactoryReset,   None),
+        new(SteadyCheck,    Outcome.UpdateOverdue,      Update,         None),
 
         new(Refused,        Outcome.Success,            Provisional,    None),           // after RefusedRetryInterval, waited in the state
         new(Refused,        Outcome.Fault,              Refused,        Backoff),

@@ -87,21 +87,12 @@ public sealed class VersionCheckState : IState
             return DefaultStates.FromServerError(ctx, "version check", e);
         }
         ctx.SessionAccepted();
-        if (ctx.Clock.WallClockOffset() is { } offset && offset.Duration() > WallClockTolerance)
-        {
-            ctx.Log($"version check: this unit's clock is {offset.TotalSeconds:+0;-0} s off the host's; bundle expiry uses the host's time");
-            if (ctx.SystemClock is { } clock) { await SystemClockSync.SetFromHostAsync(clock, ctx.Clock, WallClockTolerance, ctx.Log, ct); }
-        }
+        await HostAnswer.CorrectClockAsync(ctx, "version check", ct);
         ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
         ctx.Offer = response.Update;
         ctx.CurrentPattern = response.CurrentPattern;
+        HostAnswer.AdoptPowerOnSpread(ctx, response.PowerOnSpreadSeconds, "version check");
         var store = ctx.RequireStore();
-        if (response.PowerOnSpreadSeconds is { } spread && spread >= 0 &&
-            store.Get(StateKeys.PowerOnSpread, FirmwareJson.Default.PowerOnSpread)?.Seconds != spread)
-        {
-            store.Set(StateKeys.PowerOnSpread, new PowerOnSpread(spread), FirmwareJson.Default.PowerOnSpread);
-            ctx.Log($"version check: the host's power-on spread is now {spread} s");
-        }
         if (response.LastInstalledBundle is { } hostCounter && hostCounter.Version > (BundleInstaller.Counter(store)?.Version ?? 0))
         {
             // the host remembers a later bundle than this unit (its data was wiped): the counter never goes back

@@ -25,6 +25,8 @@ public static class HostApi
         host.MapPost(Routes.ServiceConfigAck, ServiceConfigAck).ProducesProblem(StatusCodes.Status404NotFound);
         host.MapPost(Routes.Ready, Ready);
         host.MapPost(Routes.MediaCheck, MediaCheck);
+        // proven by a single-use nonce, not a token (Units/SteadyChecks)
+        Units.SteadyChecks.SteadyCheckApi.MapSteadyCheckApi(app);
     }
 
     /// <summary>Most bytes a unit's request body may have: units send small status documents.</summary>
@@ -282,12 +284,12 @@ public static class HostApi
     };
 
     /// <summary>The address the host sees a request come from (after trusted forwarding headers), IPv4 unmapped; null when unknown.</summary>
-    private static string? SeenAddress(HttpContext http) => http.Connection.RemoteIpAddress is { } seen
+    internal static string? SeenAddress(HttpContext http) => http.Connection.RemoteIpAddress is { } seen
         ? (seen.IsIPv4MappedToIPv6 ? seen.MapToIPv4() : seen).ToString()
         : null;
 
     private static async Task<Results<Ok<ReadyAck>, ProblemHttpResult>> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts,
-        Subscribers.ConfigRetries retries, ILogger<ReadyReport> log)
+        Subscribers.ConfigRetries retries, TimeProvider time, ILogger<ReadyReport> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -303,13 +305,14 @@ public static class HostApi
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; a boot problem
         // (an OS slot refused at boot: the unit's last error and a failed history entry), the inventory, the final revision
         // and the history entry are one transaction
+        // the nonce the unit's next periodic check may prove itself with, in one request (Units/SteadyChecks), stored with the report
+        var next = Units.SteadyChecks.SteadyCheckApi.NewNonce(mac, time, options);
         await store.RecordReadyAsync(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
-            report.ConfigRevision, finalized => $"ready on {pattern?.Id ?? "no verified pattern"}" +
-                (report.ConfigRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : ""),
-            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache, report.BootProblem, http.RequestAborted);
+            report.ConfigRevision, finalized => TsunaguStore.ReadyDetail(pattern?.Id, report.ConfigRevision, finalized),
+            report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache, report.BootProblem, next, http.RequestAborted);
         if (report.BootProblem is { } bootProblem) { log.LogWarning("unit {Mac}: {Problem}", mac, bootProblem); }
         // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)
         await retries.AfterReadyAsync(mac, http.RequestAborted);
-        return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds));
+        return TypedResults.Ok(new ReadyAck(pattern?.Id, options.CheckIntervalSeconds, Units.SteadyChecks.SteadyCheckApi.Wire(next)));
     }
 }

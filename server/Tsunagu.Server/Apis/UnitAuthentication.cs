@@ -66,7 +66,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         {
             return Problems.BadRequest($"proof: required, at most {MaxProofLength} characters of base64");
         }
-        var challenge = await store.TakeChallengeAsync(request.ChallengeId, http.RequestAborted);
+        var challenge = await store.TakeChallengeAsync(request.ChallengeId, purpose, http.RequestAborted);
         if (challenge is null || challenge.Mac != mac || challenge.Purpose != purpose ||
             DateTimeOffset.Parse(challenge.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
         {

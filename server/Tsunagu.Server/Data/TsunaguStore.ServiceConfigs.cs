@@ -166,10 +166,11 @@ public sealed partial class TsunaguStore
     /// <paramref name="cache"/> (checked by the caller) replaces the unit's cache statistics when given.
     /// <paramref name="bootProblem"/> (checked by the caller: what went wrong at this boot) becomes the unit's last error and a
     /// failed history entry (<c>boot: ...</c>) before the ready one, in the same transaction, which then waits for the disk.
-    /// A failure, or the unit hanging up, leaves nothing of the report.
+    /// <paramref name="nextNonce"/>, when given, is stored in the same transaction (the nonce the answer hands out for the
+    /// unit's next steady check). A failure, or the unit hanging up, leaves nothing of the report.
     /// </summary>
     public async Task<bool> RecordReadyAsync(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail,
-        UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null, string? bootProblem = null, CancellationToken ct = default)
+        UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null, string? bootProblem = null, ChallengeRow? nextNonce = null, CancellationToken ct = default)
     {
         var at = _time.GetUtcNow();
         var now = Timestamp(at);
@@ -228,6 +229,7 @@ public sealed partial class TsunaguStore
             }
         }
         await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, text, failed: false, ct);
+        if (nextNonce is not null) { await InsertChallengeAsync(c, tx, nextNonce, ct); }
         await tx.CommitAsync(ct);
         _lastSeenWritten[mac] = at;
         _lastEvent[mac] = (UnitEventKinds.Ready, text);

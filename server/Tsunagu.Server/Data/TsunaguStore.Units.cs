@@ -276,13 +276,22 @@ public sealed partial class TsunaguStore
         await using var c = await OpenUnitReportAsync(ct);
         // one SQLite process cleans up as it goes; on PostgreSQL one replica does it (Cluster.ReplicaLease)
         if (_db.Kind == DatabaseKind.Sqlite) { await c.ExecuteAsync(new CommandDefinition("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() }, cancellationToken: ct)); }
-        await c.ExecuteAsync(new CommandDefinition("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)", challenge, cancellationToken: ct));
+        await InsertChallengeAsync(c, null, challenge, ct);
     }
 
-    /// <summary>Removes and returns the challenge: each nonce answers at most one proof.</summary>
-    public async Task<ChallengeRow?> TakeChallengeAsync(string id, CancellationToken ct = default)
+    /// <summary>Stores a challenge or a steady-check nonce (in <paramref name="tx"/> when given): the one INSERT of the table.</summary>
+    internal static Task InsertChallengeAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction? tx, ChallengeRow challenge, CancellationToken ct) =>
+        c.ExecuteAsync(new CommandDefinition("INSERT INTO challenges (id, mac, purpose, nonce, expires_at) VALUES (@Id, @Mac, @Purpose, @Nonce, @ExpiresAt)",
+            challenge, tx, cancellationToken: ct));
+
+    /// <summary>
+    /// Removes and returns the challenge <paramref name="id"/> of <paramref name="purpose"/>: each nonce answers at most one
+    /// proof, and one of another purpose (a steady-check nonce at /host/session) is neither returned nor used up.
+    /// </summary>
+    public async Task<ChallengeRow?> TakeChallengeAsync(string id, string purpose, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
-        return await c.QuerySingleOrDefaultAsync<ChallengeRow>(new CommandDefinition("DELETE FROM challenges WHERE id = @id RETURNING *", new { id }, cancellationToken: ct));
+        return await c.QuerySingleOrDefaultAsync<ChallengeRow>(new CommandDefinition("DELETE FROM challenges WHERE id = @id AND purpose = @purpose RETURNING *",
+            new { id, purpose }, cancellationToken: ct));
     }
 }

@@ -25,6 +25,12 @@ public sealed class ServerMetrics
         public const string Offered = "update_offered";
         public const string Deferred = "update_deferred";
         public const string OffPattern = "off_pattern";
+
+        /// <summary>A steady check answered "nothing to do" (recorded as a ready report).</summary>
+        public const string Steady = "steady";
+
+        /// <summary>A steady check answered "something changed": the unit runs the full exchange.</summary>
+        public const string SteadyChanged = "steady_changed";
     }
 
     /// <summary>Route label of a request no endpoint answered (static files, unknown paths): never the raw path.</summary>
@@ -45,7 +51,7 @@ public sealed class ServerMetrics
         _configReports = factory.CreateCounter("tsunagu_config_reports_total", "Service configuration results reported by units, by outcome (success, failure).", "outcome");
         _requests = factory.CreateHistogram("tsunagu_http_request_duration_seconds", "HTTP requests, by route template, method and status code.",
             new HistogramConfiguration { LabelNames = ["route", "method", "code"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 15) });
-        foreach (var result in new[] { CheckResults.UpToDate, CheckResults.Offered, CheckResults.Deferred, CheckResults.OffPattern }) { _checkins.WithLabels(result); }
+        foreach (var result in new[] { CheckResults.UpToDate, CheckResults.Offered, CheckResults.Deferred, CheckResults.OffPattern, CheckResults.Steady, CheckResults.SteadyChanged }) { _checkins.WithLabels(result); }
         foreach (var reason in new[] { RefusalReasons.NotRegistered, RefusalReasons.WrongProof, RefusalReasons.BadChallenge, RefusalReasons.RateLimited }) { _refusals.WithLabels(reason); }
         foreach (var result in new[] { "sent", "undelivered", "delivered" }) { _pushes.WithLabels(result); }
         foreach (var outcome in new[] { "success", "failure" }) { _updateReports.WithLabels(outcome); _configReports.WithLabels(outcome); }
@@ -54,6 +60,9 @@ public sealed class ServerMetrics
     public CollectorRegistry Registry { get; }
 
     public void CheckIn(string result) => _checkins.WithLabels(result).Inc();
+
+    /// <summary>Counts a steady check by its answer (<see cref="CheckResults.Steady"/> or <see cref="CheckResults.SteadyChanged"/>).</summary>
+    public void SteadyCheck(bool steady) => CheckIn(steady ? CheckResults.Steady : CheckResults.SteadyChanged);
 
     public void UnitAuthenticated(string purpose) => _authentications.WithLabels(purpose, "accepted").Inc();
 

@@ -103,10 +103,18 @@ public class SupervisorTests
                 S.Boot, S.Provisional, S.FetchSettings, S.StoreSettings, S.Disconnect, S.Main, S.HostSession, S.VersionCheck,
                 S.Update, S.VersionCheck, S.ServiceConfig, S.Ready, S.Boot, S.Provisional,
             ]);
-        yield return new Case("periodic check from Ready, link lost while ready",
+        yield return new Case("periodic check from Ready needs the full exchange, link lost while ready",
             [(S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo),
-             (S.Ready, CheckDue), (S.HostSession, Success), (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo), (S.Ready, LinkLost)],
-            [S.Boot, S.Main, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready, S.Main]);
+             (S.Ready, CheckDue), (S.SteadyCheck, FullCheckDue), (S.HostSession, Success), (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo), (S.Ready, LinkLost)],
+            [S.Boot, S.Main, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready, S.SteadyCheck, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready, S.Main]);
+        yield return new Case("periodic checks that find nothing to do go from Ready to the steady check and back",
+            [(S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo),
+             (S.Ready, CheckDue), (S.SteadyCheck, NothingToDo), (S.Ready, CheckDue), (S.SteadyCheck, NothingToDo), (S.Ready, LinkLost)],
+            [S.Boot, S.Main, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready, S.SteadyCheck, S.Ready, S.SteadyCheck, S.Ready, S.Main]);
+        yield return new Case("a steady check without an answer: the same steady check after the retry wait, the full exchange only when refused",
+            [(S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, NothingToDo), (S.ServiceConfig, NothingToDo),
+             (S.Ready, CheckDue), (S.SteadyCheck, Retry), (S.SteadyCheck, Retry), (S.SteadyCheck, FullCheckDue), (S.HostSession, Success)],
+            [S.Boot, S.Main, S.HostSession, S.VersionCheck, S.ServiceConfig, S.Ready, S.SteadyCheck, S.SteadyCheck, S.SteadyCheck, S.HostSession, S.VersionCheck]);
         yield return new Case("session expired during version check: authenticate again",
             [(S.Boot, Success), (S.Main, Success), (S.HostSession, Success), (S.VersionCheck, SessionExpired), (S.HostSession, Success)],
             [S.Boot, S.Main, S.HostSession, S.VersionCheck, S.HostSession, S.VersionCheck]);

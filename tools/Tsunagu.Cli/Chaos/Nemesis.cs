@@ -514,7 +514,8 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             foreach (var unit in Units)
             {
                 var events = await store.ListUnitEventsAsync(unit.Mac, int.MaxValue);
-                recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready);
+                // a steady check's ready entry answers no ready report (written once for a run of them): not counted
+                recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready && e.Detail?.EndsWith(TsunaguStore.SteadyCheckSuffix, StringComparison.Ordinal) != true);
                 configRecorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Config);
                 updates[unit.Mac] = new RecordedUpdates((await store.ListUpdateReportsAsync(unit.Mac)).Select(r => (r.InstallId, r.Success != 0)).ToList(),
                     events.Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0), everyone.Count(a => a.Actor == unit.Mac && a.Action == "update.succeeded"));

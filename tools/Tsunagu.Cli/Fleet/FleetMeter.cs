@@ -19,7 +19,7 @@ public sealed class UnitMeter
     /// <summary>Requests that got no 2xx answer (an error status or no answer at all).</summary>
     public long Failures => Interlocked.Read(ref _failures);
 
-    /// <summary>Ready reports the host acknowledged: the unit is Ready and the host knows it.</summary>
+    /// <summary>Ready reports the host acknowledged, and steady checks it answered "nothing to do" (it recorded the unit Ready): the unit is Ready and the host knows it.</summary>
     public long ReadyAcks => Interlocked.Read(ref _readyAcks);
 
     internal long _reauthentications;
@@ -77,7 +77,7 @@ public sealed class FleetMeter
         _routes.Clear();
     }
 
-    internal void Record(UnitMeter unit, string path, int? status, string? transportError, long elapsedTicks)
+    internal void Record(UnitMeter unit, string path, int? status, string? transportError, long elapsedTicks, bool steady = false)
     {
         Interlocked.Increment(ref unit._requests);
         _latencyTicks.Add(elapsedTicks);
@@ -88,7 +88,7 @@ public sealed class FleetMeter
             Interlocked.Increment(ref unit._failures);
             _errors.AddOrUpdate(status?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "transport: " + transportError, 1, (_, n) => n + 1);
         }
-        else if (path == Routes.Ready)
+        else if (path == Routes.Ready || steady)
         {
             Interlocked.Increment(ref unit._readyAcks);
         }
@@ -156,7 +156,15 @@ public sealed class MeteredNetwork(INetworkAccess link, FleetMeter meter, UnitMe
                 }
                 throw;
             }
-            meter.Record(unit, path, (int)response.StatusCode, null, Stopwatch.GetTimestamp() - started);
+            var steady = false;
+            if (path == Routes.SteadyCheck && response.IsSuccessStatusCode)
+            {
+                // a steady check's "nothing to do" stands for the ready report: read from the buffered answer, which the unit then reads as sent
+                await response.Content.LoadIntoBufferAsync(cancellationToken);
+                steady = System.Text.Json.JsonSerializer.Deserialize(await response.Content.ReadAsStringAsync(cancellationToken),
+                    ProtocolJson.Default.SteadyCheckResponse)?.Steady == true;
+            }
+            meter.Record(unit, path, (int)response.StatusCode, null, Stopwatch.GetTimestamp() - started, steady);
             return response;
         }
     }

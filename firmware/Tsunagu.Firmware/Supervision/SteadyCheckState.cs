@@ -1,0 +1,98 @@
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.Firmware.Supervision;
+
+/// <summary>
+/// S600-S800, the periodic check of a Ready unit in one request (docs/protocol.md, "Steady check"): the unit proves itself
+/// over the single-use nonce of the host's last answer and says what it runs and applied; the host answers "nothing to do"
+/// (<see cref="Outcome.NothingToDo"/>: it recorded what the ready report would have) or "something changed". Whenever the
+/// unit has anything of its own to do or report (a forced check, an update in flight or its report unsent, a deferred
+/// update, damaged applications, an install medium not yet checked, a configuration not acknowledged) or holds no nonce,
+/// it asks nothing and gives <see cref="Outcome.FullCheckDue"/>: the full exchange runs as before.
+/// </summary>
+public sealed class SteadyCheckState : IState
+{
+    public StateId Id => StateId.SteadyCheck;
+
+    /// <summary>Why this check needs the full exchange whatever the host says, or null when a steady check may be asked.</summary>
+    internal static string? OwnReason(SupervisorContext ctx)
+    {
+        var store = ctx.RequireStore();
+        var applied = store.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
+        return ctx.CheckNonce is null ? "no nonce from the host's last answer"
+            : ctx.Settings is null ? "no stored settings"
+            : ctx.DeferredLookAt is not null ? "a deferred update is looked at again"
+            : ctx.DamagedApps.Count > 0 ? "damaged applications are fetched again"
+            : store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate) is not null ? "an update is in flight or its report unsent"
+            : ctx.Hardware.Media?.ImagePath is { } medium && ctx.Medium?.ImagePath != medium ? "an install medium is not checked yet"
+            : applied is { Acknowledged: false } || applied?.Error is not null ? "the applied configuration is not acknowledged or failed"
+            : null;
+    }
+
+    public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
+    {
+        if (!ctx.Hardware.Wan.IsUp)
+        {
+            return Outcome.LinkLost;
+        }
+        // the check serves every request made until now (as the version check does); a forced one runs the full exchange
+        if (ctx.TakeForced())
+        {
+            ctx.RequestCheck(forced: true);
+            return Outcome.FullCheckDue;
+        }
+        if (OwnReason(ctx) is { } reason)
+        {
+            ctx.Log($"check: full exchange ({reason})");
+            return Outcome.FullCheckDue;
+        }
+        // single use: given up once the host answered (it took the nonce, or refused it); kept while no answer came
+        // (no answer, 429, 503): the host then either never saw the request or refuses the nonce at the retry
+        var nonce = ctx.CheckNonce!;
+        var identity = ctx.RequireIdentity();
+        var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
+        var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
+        var request = new SteadyCheckRequest(identity.Mac, nonce.Id,
+            UnitCredentials.ComputeProof(ctx.Secret, ProofPurpose.SteadyCheck, identity.Mac, nonce.Id, nonce.Nonce),
+            ctx.CurrentInventory(), ctx.RequireSettings().SettingsRevision, applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache);
+        SteadyCheckResponse response;
+        try
+        {
+            var sentAt = ctx.Time.GetTimestamp();
+            response = await ctx.RequireClient().SteadyCheckAsync(ctx.HostUri, request, ct);
+            ctx.Clock.Observe(response.ServerTime, sentAt, ctx.Time.GetTimestamp());
+        }
+        catch (ServerException e) when (!ctx.Hardware.Wan.IsUp)
+        {
+            return ctx.Fail(Outcome.LinkLost, "steady check", e);
+        }
+        catch (ServerException e) when (e.IsTransient)
+        {
+            // overload or no answer: the same one request again after the backoff, not the five of the full exchange
+            return ctx.Fail(Outcome.Retry, "steady check", e);
+        }
+        catch (ServerException e)
+        {
+            // refused, unknown nonce, an older host without the route: the full exchange says what follows
+            ctx.CheckNonce = null;
+            ctx.Log($"check: full exchange (the host did not take the steady check: {e.Message})");
+            return Outcome.FullCheckDue;
+        }
+        ctx.CheckNonce = null;
+        await HostAnswer.CorrectClockAsync(ctx, "steady check", ct);
+        HostAnswer.AdoptPowerOnSpread(ctx, response.PowerOnSpreadSeconds, "steady check");
+        ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
+        await ctx.ConfirmHostReachedAsync(ct);
+        if (!response.Steady)
+        {
+            ctx.Log($"check: full exchange ({response.Reason ?? "the host has something to tell"})");
+            return Outcome.FullCheckDue;
+        }
+        ctx.CheckNonce = response.Next;
+        ctx.ReadyReported = true;
+        ctx.LastError = null;
+        return Outcome.NothingToDo;
+    }
+}

@@ -1,0 +1,350 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Tsunagu.Firmware.Net;
+using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Supervision;
+using Tsunagu.Hal;
+using Tsunagu.Hal.Simulated;
+using Tsunagu.Protocol;
+
+namespace Tsunagu.UnitTests.Supervision;
+
+/// <summary>
+/// The real supervisor and states against an in-process host on virtual time that hands out steady-check nonces: a Ready
+/// unit's periodic check that finds nothing to do is one request; whenever the host answers that something changed, does
+/// not know the nonce, is an older host, or the unit has a forced check, the unit runs the full exchange and is Ready again.
+/// </summary>
+public class SteadyCheckTests
+{
+    private static readonly DateTimeOffset Start = new(2026, 11, 1, 12, 0, 0, TimeSpan.Zero);
+    private const string Mac = "02:54:53:00:00:01";
+    private static readonly byte[] Secret = UnitCredentials.DeriveUnitSecret(new byte[32], Mac);
+
+    /// <summary>A host that checks the steady proof over the nonce it handed out and takes each nonce once.</summary>
+    public sealed class Host(VirtualTime time) : HttpMessageHandler
+    {
+        private readonly ConcurrentDictionary<string, string> _nonces = new();
+        private int _issued;
+
+        public ConcurrentQueue<(DateTimeOffset At, string Path, int Status, bool? Steady)> Requests { get; } = new();
+
+        /// <summary>Answers the next steady check "something changed" (once).</summary>
+        public volatile bool Changed;
+
+        /// <summary>An older host: no nonce in the ready answer, no steady-check route.</summary>
+        public bool Old { get; init; }
+
+        /// <summary>While set, steady checks are answered 503.</summary>
+        public volatile bool Unavailable;
+
+        /// <summary>The power-on spread the steady answers carry (null: none).</summary>
+        public int? Spread { get; set; }
+
+        public int Count(string path) => Requests.Count(r => r.Path == path);
+
+        /// <summary>How far the unit's wall clock (the supervisor's transition times) is off the host's.</summary>
+        public TimeSpan Skew => time.WallSkew;
+
+        /// <summary>The host forgets every nonce it handed out (as after its database was restored).</summary>
+        public void ForgetNonces() => _nonces.Clear();
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var path = request.RequestUri!.AbsolutePath;
+            var (response, steady) = await AnswerAsync(request, path, time.TrueNow, cancellationToken);
+            Requests.Enqueue((time.TrueNow, path, (int)response.StatusCode, steady));
+            return response;
+        }
+
+        private CheckNonce Issue(DateTimeOffset now)
+        {
+            var id = $"n{Interlocked.Increment(ref _issued)}";
+            var nonce = UnitCredentials.NewNonce();
+            _nonces[id] = nonce;
+            return new CheckNonce(id, nonce, now + TimeSpan.FromHours(1));
+        }
+
+        private async Task<(HttpResponseMessage, bool?)> AnswerAsync(HttpRequestMessage request, string path, DateTimeOffset now, CancellationToken ct)
+        {
+            switch (path)
+            {
+                case Routes.HostChallenge:
+                    return (Json(new ChallengeResponse("c", "n", now + TimeSpan.FromMinutes(1)), ProtocolJson.Default.ChallengeResponse), null);
+                case Routes.HostSession:
+                    return (Json(new SessionResponse($"t{now.Ticks}", TokenScope.Host, now + TimeSpan.FromMinutes(30), "025453000001", 1800),
+                        ProtocolJson.Default.SessionResponse), null);
+                case Routes.VersionCheck:
+                    return (Json(new VersionCheckResponse("p1", "p1", null, UpdatePolicy.Default, 600, ServerTime: now), ProtocolJson.Default.VersionCheckResponse), null);
+                case Routes.ServiceConfig:
+                    return (Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, "no service configuration"), null);
+                case Routes.Ready:
+                    return (Json(new ReadyAck("p1", 600, Old ? null : Issue(now)), ProtocolJson.Default.ReadyAck), null);
+                case Routes.SteadyCheck when !Old:
+                    if (Unavailable) { return (Problem(HttpStatusCode.ServiceUnavailable, "about:blank", "busy"), null); }
+                    var body = await request.Content!.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckRequest, ct);
+                    Assert.That(body!.Mac, Is.EqualTo(Mac));
+                    Assert.That(body.Inventory.Applications, Does.ContainKey("vcp"), "the unit says what it runs");
+                    if (!_nonces.TryRemove(body.NonceId, out var nonce) ||
+                        !UnitCredentials.VerifyProof(Secret, ProofPurpose.SteadyCheck, Mac, body.NonceId, nonce, body.Proof))
+                    {
+                        return (Problem(HttpStatusCode.Unauthorized, ProblemTypes.ChallengeExpired, "unknown nonce"), null);
+                    }
+                    var changed = Changed;
+                    Changed = false;
+                    return changed
+                        ? (Json(new SteadyCheckResponse(false, 600, now, "changed", PowerOnSpreadSeconds: Spread), ProtocolJson.Default.SteadyCheckResponse), false)
+                        : (Json(new SteadyCheckResponse(true, 600, now, null, Issue(now), Spread), ProtocolJson.Default.SteadyCheckResponse), true);
+                default:
+                    return (Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, $"no route {path}"), null);
+            }
+        }
+
+        private static HttpResponseMessage Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
+            new(HttpStatusCode.OK) { Content = new StringContent(JsonSerializer.Serialize(value, type), Encoding.UTF8, "application/json") };
+
+        private static HttpResponseMessage Problem(HttpStatusCode status, string type, string detail) =>
+            new(status) { Content = new StringContent($$"""{"type":"{{type}}","detail":"{{detail}}"}""", Encoding.UTF8, "application/problem+json") };
+    }
+
+    private string _dir = "";
+
+    [SetUp]
+    public void SetUp() => _dir = Path.Combine(Path.GetTempPath(), "tsunagu-steady-" + Guid.NewGuid().ToString("N"));
+
+    [TearDown]
+    public void TearDown()
+    {
+        if (Directory.Exists(_dir)) { Directory.Delete(_dir, recursive: true); }
+    }
+
+    private static readonly SupervisorOptions Options = new()
+    {
+        CheckInterval = TimeSpan.FromMinutes(10),
+        CheckJitter = 0.1,
+        BackoffBase = TimeSpan.FromSeconds(1),
+        BackoffCap = TimeSpan.FromMinutes(5),
+    };
+
+    /// <summary>
+    /// A unit with stored settings runs against <paramref name="host"/> for <paramref name="minutes"/> virtual minutes;
+    /// <paramref name="at"/> is called on every transition with the minutes since the start (to change the host or the unit).
+    /// </summary>
+    private async Task<List<StateChange>> RunAsync(VirtualTime time, Host host, int minutes, Action<double, Supervisor>? at = null, Action<Supervisor>? setup = null)
+    {
+        var prom = Path.Combine(_dir, "prom");
+        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
+        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
+        await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, Mac, "S1", "r1", "simulated",
+            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [], Convert.ToBase64String(Secret)), CancellationToken.None);
+        Directory.CreateDirectory(unit.Data.Root);
+        using (var store = StateStore.Open(unit.Data.Root))
+        {
+            store.Set(StateKeys.Settings, new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
+                FirmwareJson.Default.UnitSettings);
+        }
+        // virtual minutes end the run; the real-time limit only keeps a hung run from hanging the suite
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(10));
+        var changes = new List<StateChange>();
+        await using var supervisor = new Supervisor(unit.Hardware, Options, time, new Random(7));
+        supervisor.Context.Client = new UnitClient(new ScriptedNetwork(host), ["pin"]);
+        setup?.Invoke(supervisor);
+        supervisor.StateChanged += c =>
+        {
+            changes.Add(c);
+            var elapsed = (time.TrueNow - Start).TotalMinutes;
+            at?.Invoke(elapsed, supervisor);
+            if (elapsed >= minutes || host.Requests.Count > 2000) { cts.Cancel(); }
+        };
+        await supervisor.RunAsync(cts.Token);
+        Assert.That(host.Requests, Has.Count.LessThanOrEqualTo(2000), "no tight loop");
+        Assert.That((time.TrueNow - Start).TotalMinutes, Is.GreaterThanOrEqualTo(minutes), "the virtual minutes ended the run, not the safety limit");
+        return changes;
+    }
+
+    /// <summary>The requests of each periodic check: from one Ready wait's end (CheckDue) to the next entry of Ready.</summary>
+    private static List<List<string>> Checks(Host host, List<StateChange> changes)
+    {
+        var requests = host.Requests.ToList();
+        var skew = changes.Count == 0 ? TimeSpan.Zero : host.Skew;
+        var starts = changes.Where(c => c.From == StateId.Ready && c.Outcome == Outcome.CheckDue).Select(c => c.At - skew).ToList();
+        return starts.Select((s, i) => requests.Where(r => r.At >= s && (i + 1 >= starts.Count || r.At < starts[i + 1])).Select(r => r.Path).ToList())
+            .Where((_, i) => i + 1 < starts.Count)
+            .ToList();
+    }
+
+    [Test]
+    public async Task A_steady_unit_checks_in_one_request_and_stays_Ready()
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var changes = await RunAsync(time, host, 120);
+
+        var checks = Checks(host, changes);
+        TestContext.Out.WriteLine($"{checks.Count} periodic checks, {host.Requests.Count} requests; first exchange {host.Requests.Count - checks.Sum(c => c.Count)}");
+        Assert.That(checks, Has.Count.GreaterThanOrEqualTo(120 / 11 - 1), "a periodic check at least every interval plus jitter");
+        Assert.That(checks, Has.All.EqualTo(new[] { Routes.SteadyCheck }), "each periodic check is exactly one request");
+        Assert.That(host.Requests.Where(r => r.Path == Routes.SteadyCheck).Select(r => r.Steady), Has.All.True);
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "one authentication: the first exchange");
+        Assert.That(changes.Where(c => c.From == StateId.SteadyCheck).Select(c => (c.Outcome, c.To)), Has.All.EqualTo((Outcome.NothingToDo, StateId.Ready)));
+        Assert.That(changes.Last(c => c.From == StateId.SteadyCheck).Delay, Is.EqualTo(TimeSpan.Zero));
+    }
+
+    [TestCase(3)]
+    [TestCase(-5)]
+    public async Task A_steady_unit_whose_clock_goes_off_is_set_from_the_steady_answer_and_adopts_the_hosts_spread(int skewHours)
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var clock = new SimulatedSystemClock(time, step => time.WallSkew += step);
+        var skewed = false;
+        int? spread = null;
+        var steadyBefore = 0;
+        var changes = await RunAsync(time, host, 120, (minutes, supervisor) =>
+        {
+            // after the first exchange (which ran the version check): the clock jumps, and the host's spread changes
+            if (!skewed && minutes >= 30 && supervisor.State == StateId.Ready)
+            {
+                skewed = true;
+                steadyBefore = host.Count(Routes.SteadyCheck);
+                time.WallSkew = TimeSpan.FromHours(skewHours);
+                host.Spread = 90;
+            }
+            spread = supervisor.Context.Store?.Get(StateKeys.PowerOnSpread, FirmwareJson.Default.PowerOnSpread)?.Seconds;
+        }, setup: s => s.Context.SystemClock = clock);
+
+        Assert.That(skewed && steadyBefore > 0, Is.True, "precondition: the unit was steady before its clock went off");
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "precondition: no full exchange (no version check) after the first");
+        Assert.That(host.Count(Routes.SteadyCheck), Is.GreaterThan(steadyBefore), "steady checks after the clock went off");
+        Assert.That(clock.Sets, Has.Count.EqualTo(1), "set once, by the first steady answer after the clock went off");
+        Assert.That(time.WallSkew.Duration(), Is.LessThan(TimeSpan.FromSeconds(1)), "the unit's clock shows the host's time again");
+        Assert.That(spread, Is.EqualTo(90), "the host's power-on spread reached the steady unit");
+        Assert.That(changes.Where(c => c.From == StateId.SteadyCheck).Select(c => c.Outcome), Has.All.EqualTo(Outcome.NothingToDo));
+    }
+
+    public sealed record Case(string Name, Action<Host, Supervisor> Change)
+    {
+        public override string ToString() => Name;
+    }
+
+    public static IEnumerable<Case> Changes()
+    {
+        yield return new Case("the host answers that something changed", (host, _) => host.Changed = true);
+        yield return new Case("the host no longer knows the nonce", (host, _) => host.ForgetNonces());
+        yield return new Case("a forced check", (_, supervisor) => supervisor.RequestCheck(forced: true));
+    }
+
+    [TestCaseSource(nameof(Changes))]
+    public async Task After_a_change_the_unit_runs_the_full_exchange_once_and_is_steady_again(Case c)
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var changed = false;
+        var changes = await RunAsync(time, host, 120, (minutes, supervisor) =>
+        {
+            if (!changed && minutes >= 45 && supervisor.State == StateId.Ready)
+            {
+                changed = true;
+                c.Change(host, supervisor);
+            }
+        });
+
+        var checks = Checks(host, changes);
+        var full = checks.Where(k => k.Contains(Routes.VersionCheck)).ToList();
+        TestContext.Out.WriteLine($"{c.Name}: {checks.Count} checks; " + string.Join(" | ", checks.Select(k => string.Join(",", k.Select(p => p.Split('/').Last())))));
+        Assert.That(full, Has.Count.EqualTo(1), "the change is answered by exactly one full exchange");
+        // the full exchange: at most the steady check, challenge, session, version check, configuration, ready
+        Assert.That(checks, Has.All.Count.InRange(1, 6), "requests per check stay bounded");
+        Assert.That(full.Select(k => k.Last()), Has.All.EqualTo(Routes.Ready), "each full exchange ends with the ready report");
+        Assert.That(checks.Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "steady again afterwards");
+        Assert.That(changes.Count(ch => ch.To == StateId.Ready), Is.GreaterThanOrEqualTo(checks.Count + 1), "every check ends Ready");
+        Assert.That(changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.FullCheckDue).Select(ch => ch.To), Has.All.EqualTo(StateId.HostSession));
+    }
+
+    [Test]
+    public async Task Against_an_older_host_the_unit_never_asks_a_steady_check_and_runs_the_full_exchange()
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time) { Old = true };
+        var changes = await RunAsync(time, host, 60);
+
+        var checks = Checks(host, changes);
+        Assert.That(host.Count(Routes.SteadyCheck), Is.Zero, "no nonce from the host: no steady check asked");
+        Assert.That(checks, Has.Count.GreaterThanOrEqualTo(4));
+        Assert.That(checks, Has.All.Contains(Routes.VersionCheck).And.All.Contains(Routes.Ready));
+        Assert.That(checks, Has.All.Count.LessThanOrEqualTo(5));
+    }
+
+    [Test]
+    public async Task A_steady_check_the_host_cannot_answer_is_the_same_one_request_again_with_the_kept_nonce()
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var changes = await RunAsync(time, host, 90, (minutes, _) => host.Unavailable = minutes is >= 30 and < 40);
+
+        var retries = changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.Retry).ToList();
+        Assert.That(retries, Is.Not.Empty, "precondition: a periodic check fell in the outage");
+        Assert.That(retries.Select(r => r.To), Has.All.EqualTo(StateId.SteadyCheck), "503: the steady check again, not the full exchange");
+        Assert.That(retries.Select(r => r.Delay), Has.All.GreaterThanOrEqualTo(Options.BackoffBase), "after the retry backoff");
+        Assert.That(host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 503), Is.EqualTo(retries.Count), "one request per retry");
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "no full exchange: the kept nonce was taken after the outage");
+        Assert.That(host.Requests.Where(r => r.Path == Routes.SteadyCheck && r.Status == 200).Select(r => r.Steady), Has.All.True);
+        Assert.That(host.Requests.Where(r => r.At >= Start.AddMinutes(40)).Select(r => r.Path), Has.All.EqualTo(Routes.SteadyCheck));
+        Assert.That(changes.Last().From == StateId.SteadyCheck || changes.Last().To == StateId.SteadyCheck || changes.Last().To == StateId.Ready, Is.True);
+    }
+
+    [Test]
+    public async Task A_steady_check_the_host_refuses_drops_the_nonce_and_runs_the_full_exchange()
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var forgot = false;
+        var changes = await RunAsync(time, host, 60, (minutes, supervisor) =>
+        {
+            if (!forgot && minutes >= 30 && supervisor.State == StateId.Ready) { forgot = true; host.ForgetNonces(); }
+        });
+
+        Assert.That(host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 401), Is.EqualTo(1), "the refused nonce is not sent again");
+        Assert.That(changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.FullCheckDue).Select(ch => ch.To), Is.EqualTo(new[] { StateId.HostSession }));
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(2), "the first exchange and the one after the refusal");
+    }
+
+    [Test]
+    public async Task A_unit_with_something_to_report_asks_nothing_and_runs_the_full_exchange()
+    {
+        var prom = Path.Combine(_dir, "prom");
+        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
+        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
+        Directory.CreateDirectory(unit.Data.Root);
+        var ctx = new SupervisorContext(unit.Hardware, Options, new VirtualTime(Start), new Random(1), _ => { })
+        {
+            Store = StateStore.Open(unit.Data.Root),
+            Settings = new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
+        };
+        try
+        {
+            await unit.Hardware.Wan.UpAsync(Tsunagu.Hal.LinkRole.Main, new WanAccount("pppoe", "u", "p"), CancellationToken.None);
+            // no Client: any request would throw
+            Assert.That(await new SteadyCheckState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.FullCheckDue), "no nonce");
+            ctx.CheckNonce = new CheckNonce("n1", "x", Start.AddHours(1));
+            ctx.DeferredLookAt = Start.AddMinutes(5);
+            Assert.That(await new SteadyCheckState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.FullCheckDue), "a deferred update");
+            ctx.DeferredLookAt = null;
+            ctx.Store.Set(StateKeys.AppliedConfig, new AppliedConfig(3, false, null), FirmwareJson.Default.AppliedConfig);
+            Assert.That(await new SteadyCheckState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.FullCheckDue), "a configuration not acknowledged");
+            ctx.Store.Set(StateKeys.AppliedConfig, new AppliedConfig(3, true, null), FirmwareJson.Default.AppliedConfig);
+            ctx.RequestCheck(forced: true);
+            Assert.That(await new SteadyCheckState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.FullCheckDue), "a forced check");
+            Assert.That(ctx.TakeForced(), Is.True, "the forced check is left for the version check");
+            Assert.That(ctx.CheckNonce, Is.Not.Null, "no request: the nonce is kept");
+            await unit.Hardware.Wan.DownAsync(CancellationToken.None);
+            Assert.That(await new SteadyCheckState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.LinkLost));
+        }
+        finally
+        {
+            ctx.Store.Dispose();
+        }
+    }
+}
