@@ -195,7 +195,7 @@ public sealed class UnitClient : IDisposable
     /// disposes the inner stream, which ends its connection and so a read waiting on it, and that read (or any after) ends
     /// with a transient <see cref="ServerException"/>; the inner stream is disposed once, by the drop or by this stream.
     /// </summary>
-    private sealed class DroppableStream : Stream
+    private sealed class DroppableStream : ForwardOnlyStream
     {
         private readonly Stream _inner;
         private readonly CancellationToken _dropped;
@@ -210,14 +210,18 @@ public sealed class UnitClient : IDisposable
             _registration = dropped.UnsafeRegister(static s => ((DroppableStream)s!).DisposeInner(), this);
         }
 
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+        public override int Read(Span<byte> buffer)
+        {
+            if (_dropped.IsCancellationRequested) { throw Dropped(null); }
+            try
+            {
+                return _inner.Read(buffer);
+            }
+            catch (Exception e) when (CutByDrop(e, CancellationToken.None))
+            {
+                throw Dropped(e);
+            }
+        }
 
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
@@ -226,12 +230,16 @@ public sealed class UnitClient : IDisposable
             {
                 return await _inner.ReadAsync(buffer, cancellationToken);
             }
-            catch (Exception e) when (_dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
-                                      && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException)
+            catch (Exception e) when (CutByDrop(e, cancellationToken))
             {
                 throw Dropped(e);
             }
         }
+
+        /// <summary>Did the drop end this read (and not the caller's own cancellation)?</summary>
+        private bool CutByDrop(Exception e, CancellationToken cancellationToken) =>
+            _dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+            && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException;
 
         private ServerException Dropped(Exception? inner) =>
             new($"{_call}: {_cut()} while the answer's body was arriving", isTransient: true, inner: inner);
@@ -242,10 +250,6 @@ public sealed class UnitClient : IDisposable
         {
             if (ClaimInner()) { _inner.Dispose(); }
         }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {
@@ -378,20 +382,10 @@ public sealed class UnitClient : IDisposable
     }
 
     /// <summary>A response body that disposes its response with it.</summary>
-    private sealed class OwningStream(Stream inner, HttpResponseMessage response) : Stream
+    private sealed class OwningStream(Stream inner, HttpResponseMessage response) : ForwardOnlyStream
     {
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
+        public override int Read(Span<byte> buffer) => inner.Read(buffer);
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => inner.ReadAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => inner.ReadAsync(buffer, offset, count, cancellationToken);
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

@@ -1,3 +1,4 @@
+using Tsunagu.Firmware.Net;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Updates;
@@ -32,16 +33,9 @@ public sealed class MediumBundleSource(VerifiedMedium medium, MediaBundle bundle
     }
 
     /// <summary>At most <c>length</c> bytes of an entry; disposing it closes the image.</summary>
-    private sealed class Slice(Stream inner, Stream image, long length) : Stream
+    private sealed class Slice(Stream inner, Stream image, long length) : ForwardOnlyStream
     {
         private long _left = length;
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
         public override int Read(Span<byte> buffer)
         {
@@ -58,13 +52,6 @@ public sealed class MediumBundleSource(VerifiedMedium medium, MediaBundle bundle
             _left -= n;
             return n;
         }
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {
