@@ -25,11 +25,17 @@ public sealed class SteadyCheckState : IState
             : ctx.Settings is null ? "no stored settings"
             : ctx.DeferredLookAt is not null ? "a deferred update is looked at again"
             : ctx.DamagedApps.Count > 0 ? "damaged applications are fetched again"
-            : store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate) is not null ? "an update is in flight or its report unsent"
+            : store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate) is { } pending && !IsSettled(pending) ? "an update is in flight or its report unsent"
             : ctx.Hardware.Media?.ImagePath is { } medium && ctx.Medium?.ImagePath != medium ? "an install medium is not checked yet"
             : applied is { Acknowledged: false } || applied?.Error is not null ? "the applied configuration is not acknowledged or failed"
             : null;
     }
+
+    /// <summary>
+    /// A failed update whose report the host acknowledged: the record stays only to count the update's attempts
+    /// (<see cref="PendingUpdate.AttemptLimit"/>), nothing is left to do or report for it.
+    /// </summary>
+    private static bool IsSettled(PendingUpdate pending) => pending is { Phase: PendingUpdate.Failed, Report: null };
 
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {

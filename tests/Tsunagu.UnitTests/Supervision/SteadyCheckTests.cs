@@ -132,7 +132,7 @@ public class SteadyCheckTests
     /// A unit with stored settings runs against <paramref name="host"/> for <paramref name="minutes"/> virtual minutes;
     /// <paramref name="at"/> is called on every transition with the minutes since the start (to change the host or the unit).
     /// </summary>
-    private async Task<List<StateChange>> RunAsync(VirtualTime time, Host host, int minutes, Action<double, Supervisor>? at = null, Action<Supervisor>? setup = null)
+    private async Task<List<StateChange>> RunAsync(VirtualTime time, Host host, int minutes, Action<double, Supervisor>? at = null, Action<Supervisor>? setup = null, Action<StateStore>? seed = null)
     {
         var prom = Path.Combine(_dir, "prom");
         DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
@@ -144,6 +144,7 @@ public class SteadyCheckTests
         {
             store.Set(StateKeys.Settings, new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
                 FirmwareJson.Default.UnitSettings);
+            seed?.Invoke(store);
         }
         // virtual minutes end the run; the real-time limit only keeps a hung run from hanging the suite
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(10));
@@ -190,6 +191,21 @@ public class SteadyCheckTests
         Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "one authentication: the first exchange");
         Assert.That(changes.Where(c => c.From == StateId.SteadyCheck).Select(c => (c.Outcome, c.To)), Has.All.EqualTo((Outcome.NothingToDo, StateId.Ready)));
         Assert.That(changes.Last(c => c.From == StateId.SteadyCheck).Delay, Is.EqualTo(TimeSpan.Zero));
+    }
+
+    [Test]
+    public async Task A_unit_whose_failed_update_was_reported_still_checks_in_one_request()
+    {
+        // the failed attempt's report was acknowledged (Report null): the record stays only to count attempts
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var failed = new PendingUpdate("u1", PendingUpdate.Failed, null, 1, InstallId: "i1");
+        var changes = await RunAsync(time, host, 60, seed: store => store.Set(StateKeys.PendingUpdate, failed, FirmwareJson.Default.PendingUpdate));
+
+        var checks = Checks(host, changes);
+        Assert.That(checks, Is.Not.Empty, "precondition: periodic checks ran");
+        Assert.That(checks, Has.All.EqualTo(new[] { Routes.SteadyCheck }), "each periodic check is the one steady request");
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "one full exchange: the first");
     }
 
     [TestCase(3)]
