@@ -117,14 +117,13 @@ public sealed class UnitClient : IDisposable
             {
                 response = await current.SendAsync(request, linked.Token);
             }
-            catch (Exception e) when (dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
-                                      && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException)
+            catch (Exception e) when (DroppableStream.CutByDrop(dropped, e, cancellationToken))
             {
                 throw new HttpRequestException($"{Cut()} while this request was on it", e);
             }
             // the body is read after this returns (by HttpClient for a buffered answer, or by the caller's stream): its
             // reads are tied to the same pool
-            response.Content = new DroppableContent(response.Content, dropped, Cut, $"{request.Method} {request.RequestUri}");
+            response.Content = new DroppableContent(response.Content, dropped, Cut, request.Method, request.RequestUri);
             return response;
         }
 
@@ -156,11 +155,12 @@ public sealed class UnitClient : IDisposable
         private readonly HttpContent _inner;
         private readonly CancellationToken _dropped;
         private readonly Func<string> _cut;
-        private readonly string _call;
+        private readonly HttpMethod _method;
+        private readonly Uri? _uri;
 
-        public DroppableContent(HttpContent inner, CancellationToken dropped, Func<string> cut, string call)
+        public DroppableContent(HttpContent inner, CancellationToken dropped, Func<string> cut, HttpMethod method, Uri? uri)
         {
-            (_inner, _dropped, _cut, _call) = (inner, dropped, cut, call);
+            (_inner, _dropped, _cut, _method, _uri) = (inner, dropped, cut, method, uri);
             foreach (var (name, values) in inner.Headers) { Headers.TryAddWithoutValidation(name, values); }
         }
 
@@ -175,7 +175,7 @@ public sealed class UnitClient : IDisposable
         protected override Task<Stream> CreateContentReadStreamAsync() => CreateContentReadStreamAsync(CancellationToken.None);
 
         protected override async Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
-            new DroppableStream(await _inner.ReadAsStreamAsync(cancellationToken), _dropped, _cut, _call);
+            new DroppableStream(await _inner.ReadAsStreamAsync(cancellationToken), _dropped, _cut, _method, _uri);
 
         protected override bool TryComputeLength(out long length)
         {
@@ -200,13 +200,14 @@ public sealed class UnitClient : IDisposable
         private readonly Stream _inner;
         private readonly CancellationToken _dropped;
         private readonly Func<string> _cut;
-        private readonly string _call;
+        private readonly HttpMethod _method;
+        private readonly Uri? _uri;
         private readonly CancellationTokenRegistration _registration;
         private int _innerDisposed;
 
-        public DroppableStream(Stream inner, CancellationToken dropped, Func<string> cut, string call)
+        public DroppableStream(Stream inner, CancellationToken dropped, Func<string> cut, HttpMethod method, Uri? uri)
         {
-            (_inner, _dropped, _cut, _call) = (inner, dropped, cut, call);
+            (_inner, _dropped, _cut, _method, _uri) = (inner, dropped, cut, method, uri);
             _registration = dropped.UnsafeRegister(static s => ((DroppableStream)s!).DisposeInner(), this);
         }
 
@@ -237,12 +238,18 @@ public sealed class UnitClient : IDisposable
         }
 
         /// <summary>Did the drop end this read (and not the caller's own cancellation)?</summary>
-        private bool CutByDrop(Exception e, CancellationToken cancellationToken) =>
-            _dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+        private bool CutByDrop(Exception e, CancellationToken cancellationToken) => CutByDrop(_dropped, e, cancellationToken);
+
+        /// <summary>
+        /// Did the drop of the pool behind <paramref name="dropped"/> end a request or a body read with <paramref name="e"/>
+        /// (and not the caller's own cancellation)?
+        /// </summary>
+        public static bool CutByDrop(CancellationToken dropped, Exception e, CancellationToken cancellationToken) =>
+            dropped.IsCancellationRequested && !cancellationToken.IsCancellationRequested
             && e is OperationCanceledException or ObjectDisposedException or HttpRequestException or IOException;
 
         private ServerException Dropped(Exception? inner) =>
-            new($"{_call}: {_cut()} while the answer's body was arriving", isTransient: true, inner: inner);
+            new($"{_method} {_uri}: {_cut()} while the answer's body was arriving", isTransient: true, inner: inner);
 
         private bool ClaimInner() => Interlocked.Exchange(ref _innerDisposed, 1) == 0;
 

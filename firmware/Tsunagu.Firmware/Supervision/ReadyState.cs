@@ -50,11 +50,10 @@ public sealed class ReadyState : IState
         {
             try
             {
-                var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
-                var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
+                var running = await HostAnswer.RunningAsync(ctx, ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig), ct);
                 var bootProblem = ctx.BootProblemReported ? null : BootProblem(ctx.Hardware.Boot.VerityFailures, ctx.Hardware.Boot.VerityUnchecked);
                 var ack = await ctx.RequireClient().ReportReadyAsync(ctx.HostUri, ctx.HostToken,
-                    new ReadyReport(ctx.CurrentInventory(), applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache, bootProblem), ct);
+                    new ReadyReport(ctx.CurrentInventory(), running.AppliedRevision, running.WanAddress, running.Vpn, running.Cache, bootProblem), ct);
                 ctx.ReadyReported = true;
                 ctx.CheckNonce = ack.NextCheck;
                 ctx.BootProblemReported = true;

@@ -1,5 +1,6 @@
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
+using Tsunagu.Firmware.Updates;
 using Tsunagu.Protocol;
 
 namespace Tsunagu.Firmware.Supervision;
@@ -17,16 +18,15 @@ public sealed class SteadyCheckState : IState
     public StateId Id => StateId.SteadyCheck;
 
     /// <summary>Why this check needs the full exchange whatever the host says, or null when a steady check may be asked.</summary>
-    internal static string? OwnReason(SupervisorContext ctx)
+    private static string? OwnReason(SupervisorContext ctx, AppliedConfig? applied)
     {
         var store = ctx.RequireStore();
-        var applied = store.Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
         return ctx.CheckNonce is null ? "no nonce from the host's last answer"
             : ctx.Settings is null ? "no stored settings"
             : ctx.DeferredLookAt is not null ? "a deferred update is looked at again"
             : ctx.DamagedApps.Count > 0 ? "damaged applications are fetched again"
             : store.Get(StateKeys.PendingUpdate, FirmwareJson.Default.PendingUpdate) is { } pending && !IsSettled(pending) ? "an update is in flight or its report unsent"
-            : ctx.Hardware.Media?.ImagePath is { } medium && ctx.Medium?.ImagePath != medium ? "an install medium is not checked yet"
+            : InstallMediaCheck.Unchecked(ctx) ? "an install medium is not checked yet"
             : applied is { Acknowledged: false } || applied?.Error is not null ? "the applied configuration is not acknowledged or failed"
             : null;
     }
@@ -49,7 +49,8 @@ public sealed class SteadyCheckState : IState
             ctx.RequestCheck(forced: true);
             return Outcome.FullCheckDue;
         }
-        if (OwnReason(ctx) is { } reason)
+        var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
+        if (OwnReason(ctx, applied) is { } reason)
         {
             ctx.Log($"check: full exchange ({reason})");
             return Outcome.FullCheckDue;
@@ -58,11 +59,11 @@ public sealed class SteadyCheckState : IState
         // (no answer, 429, 503): the host then either never saw the request or refuses the nonce at the retry
         var nonce = ctx.CheckNonce!;
         var identity = ctx.RequireIdentity();
-        var applied = ctx.RequireStore().Get(StateKeys.AppliedConfig, FirmwareJson.Default.AppliedConfig);
-        var cache = ctx.Services is { } services ? await services.CacheReportAsync(ct) : null;
+        var running = await HostAnswer.RunningAsync(ctx, applied, ct);
         var request = new SteadyCheckRequest(identity.Mac, nonce.Id,
             UnitCredentials.ComputeProof(ctx.Secret, ProofPurpose.SteadyCheck, identity.Mac, nonce.Id, nonce.Nonce),
-            ctx.CurrentInventory(), ctx.RequireSettings().SettingsRevision, applied?.Revision, ctx.Hardware.Wan.Address, ctx.Services?.VpnReport(), cache);
+            ctx.CurrentInventory(), ctx.RequireSettings().SettingsRevision,
+            running.AppliedRevision, running.WanAddress, running.Vpn, running.Cache);
         SteadyCheckResponse response;
         try
         {
@@ -89,7 +90,7 @@ public sealed class SteadyCheckState : IState
         ctx.CheckNonce = null;
         await HostAnswer.CorrectClockAsync(ctx, "steady check", ct);
         HostAnswer.AdoptPowerOnSpread(ctx, response.PowerOnSpreadSeconds, "steady check");
-        ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
+        HostAnswer.AdoptCheckInterval(ctx, response.CheckIntervalSeconds);
         await ctx.ConfirmHostReachedAsync(ct);
         if (!response.Steady)
         {

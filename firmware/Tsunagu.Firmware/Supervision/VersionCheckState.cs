@@ -10,9 +10,6 @@ public sealed class VersionCheckState : IState
 {
     public StateId Id => StateId.VersionCheck;
 
-    /// <summary>A wall clock further off the host's than this is logged at each check.</summary>
-    public static readonly TimeSpan WallClockTolerance = TimeSpan.FromMinutes(1);
-
     /// <summary>
     /// Fetches the damaged applications found at boot again from the host (their payload's bytes of the bundle that
     /// installed them), so the inventory the check sends is the installed one. One that cannot be fetched stays damaged
@@ -88,7 +85,7 @@ public sealed class VersionCheckState : IState
         }
         ctx.SessionAccepted();
         await HostAnswer.CorrectClockAsync(ctx, "version check", ct);
-        ctx.CheckInterval = response.CheckIntervalSeconds > 0 ? TimeSpan.FromSeconds(response.CheckIntervalSeconds) : ctx.Options.CheckInterval;
+        HostAnswer.AdoptCheckInterval(ctx, response.CheckIntervalSeconds);
         ctx.Offer = response.Update;
         ctx.CurrentPattern = response.CurrentPattern;
         HostAnswer.AdoptPowerOnSpread(ctx, response.PowerOnSpreadSeconds, "version check");

@@ -9,6 +9,9 @@ namespace Tsunagu.Firmware.Updates;
 /// </summary>
 public static class InstallMediaCheck
 {
+    /// <summary>Whether a medium is inserted that the unit has not checked yet (<see cref="CheckAsync"/> would ask the host).</summary>
+    public static bool Unchecked(SupervisorContext ctx) => ctx.Hardware.Media?.ImagePath is { } path && ctx.Medium?.ImagePath != path;
+
     /// <exception cref="Net.ServerException">The host could not be asked (the medium is asked about again next time).</exception>
     public static async Task CheckAsync(SupervisorContext ctx, CancellationToken ct)
     {
@@ -19,7 +22,7 @@ public static class InstallMediaCheck
             ctx.Medium = null;
             return;
         }
-        if (ctx.Medium?.ImagePath == path)
+        if (!Unchecked(ctx))
         {
             return;
         }

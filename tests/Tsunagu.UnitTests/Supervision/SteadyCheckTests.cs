@@ -6,6 +6,7 @@ using System.Text.Json;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
+using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
@@ -39,6 +40,9 @@ public class SteadyCheckTests
 
         /// <summary>While set, steady checks are answered 503.</summary>
         public volatile bool Unavailable;
+
+        /// <summary>The next steady check is taken (its nonce used up) but its answer is lost on the way (once).</summary>
+        public volatile bool LoseNextAnswer;
 
         /// <summary>The power-on spread the steady answers carry (null: none).</summary>
         public int? Spread { get; set; }
@@ -91,6 +95,11 @@ public class SteadyCheckTests
                         !UnitCredentials.VerifyProof(Secret, ProofPurpose.SteadyCheck, Mac, body.NonceId, nonce, body.Proof))
                     {
                         return (Problem(HttpStatusCode.Unauthorized, ProblemTypes.ChallengeExpired, "unknown nonce"), null);
+                    }
+                    if (LoseNextAnswer)
+                    {
+                        LoseNextAnswer = false;
+                        throw new HttpRequestException("the answer was lost after the host took the nonce");
                     }
                     var changed = Changed;
                     Changed = false;
@@ -308,7 +317,11 @@ public class SteadyCheckTests
         Assert.That(host.Count(Routes.HostSession), Is.EqualTo(1), "no full exchange: the kept nonce was taken after the outage");
         Assert.That(host.Requests.Where(r => r.Path == Routes.SteadyCheck && r.Status == 200).Select(r => r.Steady), Has.All.True);
         Assert.That(host.Requests.Where(r => r.At >= Start.AddMinutes(40)).Select(r => r.Path), Has.All.EqualTo(Routes.SteadyCheck));
-        Assert.That(changes.Last().From == StateId.SteadyCheck || changes.Last().To == StateId.SteadyCheck || changes.Last().To == StateId.Ready, Is.True);
+        var exits = changes.Where(ch => ch.From == StateId.SteadyCheck).Select(ch => (ch.Outcome, ch.To)).ToList();
+        Assert.That(exits, Has.All.EqualTo((Outcome.NothingToDo, StateId.Ready)).Or.EqualTo((Outcome.Retry, StateId.SteadyCheck)),
+            "a steady check either found nothing to do or was retried: never the full exchange");
+        var afterOutage = exits.Skip(exits.LastIndexOf((Outcome.Retry, StateId.SteadyCheck)) + 1).ToList();
+        Assert.That(afterOutage, Is.Not.Empty.And.All.EqualTo((Outcome.NothingToDo, StateId.Ready)), "after the outage every steady check finds nothing to do");
     }
 
     [Test]
@@ -325,6 +338,76 @@ public class SteadyCheckTests
         Assert.That(host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 401), Is.EqualTo(1), "the refused nonce is not sent again");
         Assert.That(changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.FullCheckDue).Select(ch => ch.To), Is.EqualTo(new[] { StateId.HostSession }));
         Assert.That(host.Count(Routes.HostSession), Is.EqualTo(2), "the first exchange and the one after the refusal");
+    }
+
+    [Test]
+    public async Task A_steady_check_whose_answer_was_lost_after_the_host_took_the_nonce_is_refused_at_the_retry_and_one_full_exchange_follows()
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var lost = false;
+        var changes = await RunAsync(time, host, 60, (minutes, supervisor) =>
+        {
+            if (!lost && minutes >= 30 && supervisor.State == StateId.Ready) { lost = true; host.LoseNextAnswer = true; }
+        });
+
+        Assert.That(lost && !host.LoseNextAnswer, Is.True, "precondition: a steady check's answer was lost");
+        Assert.That(changes.Count(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.Retry), Is.EqualTo(1), "no answer: the same request once more");
+        Assert.That(host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 401), Is.EqualTo(1), "the retry's nonce was used: refused once");
+        Assert.That(host.Count(Routes.HostSession), Is.EqualTo(2), "the first exchange and exactly one after the refusal");
+        Assert.That(Checks(host, changes).Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "steady again afterwards");
+    }
+
+    public sealed record OwnCase(string Name, Action<SupervisorContext, SimulatedUnit, string> Arrange)
+    {
+        public override string ToString() => Name;
+    }
+
+    public static IEnumerable<OwnCase> SomethingOfItsOwn()
+    {
+        yield return new OwnCase("damaged applications", (ctx, _, _) => ctx.DamagedApps = [new AppDamage("vcp", "1.0.0", "a file differs", null)]);
+        yield return new OwnCase("an update in flight", (ctx, _, _) =>
+            ctx.RequireStore().Set(StateKeys.PendingUpdate, new PendingUpdate("u1", PendingUpdate.Switching, null, 1), FirmwareJson.Default.PendingUpdate));
+        yield return new OwnCase("a failed update with its report unsent", (ctx, _, _) =>
+            ctx.RequireStore().Set(StateKeys.PendingUpdate, new PendingUpdate("u1", PendingUpdate.Failed, new UpdateReport("u1", false, "a script failed", new Inventory("r1", "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" })), 1),
+                FirmwareJson.Default.PendingUpdate));
+        yield return new OwnCase("an install medium not checked yet", (_, unit, dir) =>
+        {
+            var image = Path.Combine(dir, "medium.img");
+            File.WriteAllBytes(image, [1, 2, 3]);
+            unit.Media.Insert(image);
+        });
+        yield return new OwnCase("an applied configuration that failed", (ctx, _, _) =>
+            ctx.RequireStore().Set(StateKeys.AppliedConfig, new AppliedConfig(3, true, "nft: syntax error"), FirmwareJson.Default.AppliedConfig));
+        yield return new OwnCase("no stored settings", (ctx, _, _) => ctx.Settings = null);
+    }
+
+    [TestCaseSource(nameof(SomethingOfItsOwn))]
+    public async Task A_unit_with_something_of_its_own_asks_nothing_and_keeps_its_nonce(OwnCase c)
+    {
+        var prom = Path.Combine(_dir, "prom");
+        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
+        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
+        Directory.CreateDirectory(unit.Data.Root);
+        var nonce = new CheckNonce("n1", "x", Start.AddHours(1));
+        var ctx = new SupervisorContext(unit.Hardware, Options, new VirtualTime(Start), new Random(1), _ => { })
+        {
+            Store = StateStore.Open(unit.Data.Root),
+            Settings = new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
+            CheckNonce = nonce,
+        };
+        try
+        {
+            await unit.Hardware.Wan.UpAsync(Tsunagu.Hal.LinkRole.Main, new WanAccount("pppoe", "u", "p"), CancellationToken.None);
+            c.Arrange(ctx, unit, _dir);
+            // no Client: any request would throw
+            Assert.That(await new SteadyCheckState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.FullCheckDue), c.Name);
+            Assert.That(ctx.CheckNonce, Is.SameAs(nonce), "no request: the nonce is kept");
+        }
+        finally
+        {
+            ctx.Store.Dispose();
+        }
     }
 
     [Test]
