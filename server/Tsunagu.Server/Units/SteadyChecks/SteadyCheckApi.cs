@@ -25,7 +25,8 @@ public static class SteadyCheckApi
     public static TimeSpan NonceLifetime(ServerOptions options) => TimeSpan.FromSeconds(2.0 * options.CheckIntervalSeconds) + TimeSpan.FromHours(1);
 
     /// <summary>A new nonce for the unit's next steady check (not yet stored).</summary>
-    public static ChallengeRow NewNonce(string mac, TimeProvider time, ServerOptions options) => TsunaguStore.NewCheckNonce(mac, time.GetUtcNow(), NonceLifetime(options));
+    public static ChallengeRow NewNonce(string mac, TimeProvider time, ServerOptions options) =>
+        UnitAuthentication.NewChallenge(mac, ProofPurpose.SteadyCheck, time.GetUtcNow() + NonceLifetime(options));
 
     /// <summary>The nonce as the unit receives it.</summary>
     public static CheckNonce Wire(ChallengeRow row) =>
@@ -52,8 +53,8 @@ public static class SteadyCheckApi
         return request.Cache?.Problem();
     }
 
-    private static async Task<Results<Ok<SteadyCheckResponse>, ProblemHttpResult>> SteadyCheck(SteadyCheckRequest request, HttpContext http, TsunaguStore store, UnitKey unitKey,
-        ServerOptions options, TimeProvider time, RefusalAudit refusals, Fleet.Rollouts.RolloutService rollouts, Metrics.ServerMetrics metrics, ILogger<SteadyCheckRequest> log)
+    private static async Task<Results<Ok<SteadyCheckResponse>, ProblemHttpResult>> SteadyCheck(SteadyCheckRequest request, HttpContext http, TsunaguStore store,
+        ServerOptions options, TimeProvider time, UnitAuthentication authentication, Fleet.Rollouts.RolloutService rollouts, Metrics.ServerMetrics metrics)
     {
         if (RequestError(request) is { } invalid) { return Problems.BadRequest(invalid); }
         var mac = MacAddress.Normalize(request.Mac);
@@ -65,17 +66,12 @@ public static class SteadyCheckApi
             metrics.UnitRefused(ProofPurpose.SteadyCheck, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the nonce is unknown, used, expired or for another unit; run the full check");
         }
-        var (unit, catalogue) = await store.GetSteadyUnitAsync(mac, ct);
-        if (unit is null || unit.DecommissionedAt is not null ||
-            !UnitCredentials.VerifyProof(UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac), ProofPurpose.SteadyCheck, mac, nonce.Id, nonce.Nonce, request.Proof))
+        var (found, catalogue) = await store.GetSteadyUnitAsync(mac, ct);
+        if (await authentication.RefusalAsync(mac, found is not null, found?.DecommissionedAt is not null, ProofPurpose.SteadyCheck, nonce, request.Proof, http) is { } refused)
         {
-            var reason = unit is null ? "not registered" : unit.DecommissionedAt is not null ? "decommissioned" : "steady check refused: wrong proof";
-            log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
-            await refusals.RecordAsync(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason, ct);
-            metrics.UnitRefused(ProofPurpose.SteadyCheck, unit is null ? Metrics.ServerMetrics.RefusalReasons.NotRegistered : Metrics.ServerMetrics.RefusalReasons.WrongProof);
-            return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
+            return refused;
         }
-        metrics.UnitAuthenticated(ProofPurpose.SteadyCheck);
+        var unit = found!; // an unregistered unit was refused
         var pattern = catalogue.FindPattern(request.Inventory)?.Id;
         // the program the version check would take up (a way back only when a rollout holds it): one decision for both
         var program = pattern is null ? null : await rollouts.ProgramForAsync(mac, catalogue, pattern, unit.TargetPattern, ct);
@@ -89,10 +85,13 @@ public static class SteadyCheckApi
                 metrics.UnitRefused(ProofPurpose.SteadyCheck, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
                 return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the nonce was used by another request; run the full check");
             case SteadyCheckResult.Changed:
+                metrics.UnitAuthenticated(ProofPurpose.SteadyCheck);
                 metrics.SteadyCheck(steady: false);
                 return TypedResults.Ok(new SteadyCheckResponse(false, options.CheckIntervalSeconds, time.GetUtcNow(),
-                    changed ?? "the unit's row or its service configuration changed since the unit's last check", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds));
+                    changed ?? "the unit's newest configuration revision is not the one it applied and final, or its row changed since it was read",
+                    PowerOnSpreadSeconds: options.PowerOnSpreadSeconds));
             default:
+                metrics.UnitAuthenticated(ProofPurpose.SteadyCheck);
                 metrics.SteadyCheck(steady: true);
                 return TypedResults.Ok(new SteadyCheckResponse(true, options.CheckIntervalSeconds, time.GetUtcNow(), null, Wire(next), options.PowerOnSpreadSeconds));
         }
