@@ -8,6 +8,8 @@ using Tsunagu.Demo;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Fleet;
+using Tsunagu.Server.Fleet.Rollouts;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -283,6 +285,65 @@ public class SteadyCheckFlowTests
         var thirdProof = UnitCredentials.ComputeProof(secret, ProofPurpose.SteadyCheck, unit.Mac, third.Id, third.Nonce);
         var fourth = await http.PostAsJsonAsync(Routes.SteadyCheck, good with { NonceId = third.Id, Proof = thirdProof }, ProtocolJson.Default.SteadyCheckRequest);
         Assert.That(fourth.StatusCode, Is.EqualTo(HttpStatusCode.OK), "the nonce offered at /host/session still proves the steady check");
+    }
+
+    /// <summary>
+    /// A steady check with the nonce the unit holds (its own proof), as the unit would send it with <paramref name="inventory"/>;
+    /// the answer.
+    /// </summary>
+    private static async Task<SteadyCheckResponse> SteadyAsync(TestServer server, HttpClient http, string mac, CheckNonce nonce, Inventory inventory)
+    {
+        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.SteadyCheck, mac, nonce.Id, nonce.Nonce);
+        var request = new SteadyCheckRequest(mac, nonce.Id, proof, inventory, 1, (int?)(await server.Store.ListUnitConfigsAsync(mac)).MaxBy(c => c.Revision)?.Revision);
+        var answer = await http.PostAsJsonAsync(Routes.SteadyCheck, request, ProtocolJson.Default.SteadyCheckRequest);
+        Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.OK), await answer.Content.ReadAsStringAsync());
+        return (await answer.Content.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckResponse))!;
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_way_back_kept_for_a_revert_leaves_the_unit_steady_until_a_rollout_holds_it(string kind)
+    {
+        var (server, unit) = await StartAsync(kind);
+        await using var _ = server;
+        await server.Fleet.PowerOffAsync(unit);
+        // the unit on pattern-2 after the rollout pattern-1 -> pattern-2, no target; pattern-2 -> pattern-1 kept for a revert
+        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var onP1 = System.Text.Json.JsonSerializer.Deserialize(row.Inventory!, ProtocolJson.Default.Inventory)!;
+        var onP2 = onP1 with { Applications = DemoCatalogue.Pattern2Applications.ToDictionary() };
+        var forward = (await server.Store.GetUnitWithCatalogueAsync(unit.Mac)).Catalogue.FindUpdateProgram(DemoCatalogue.Pattern1)!;
+        await using (var c = server.Store.Database.Open())
+        {
+            await c.ExecuteAsync("UPDATE units SET pattern = @p2, inventory = @inventory, target_pattern = NULL WHERE mac = @mac",
+                new { p2 = DemoCatalogue.Pattern2, inventory = System.Text.Json.JsonSerializer.Serialize(onP2, ProtocolJson.Default.Inventory), mac = unit.Mac });
+            // pattern-1 defined first, so pattern-2 -> pattern-1 is the way back of the pair (not a way forward)
+            await c.ExecuteAsync("UPDATE patterns SET created_at = '2020-01-01T00:00:00.0000000+00:00' WHERE id = @p1", new { p1 = DemoCatalogue.Pattern1 });
+        }
+        await server.Store.AddUpdateProgramAsync(new UpdateProgramRow
+        {
+            Id = "p2-to-p1", FromPattern = DemoCatalogue.Pattern2, ToPattern = DemoCatalogue.Pattern1, Importance = 5, Priority = 10,
+            ArtifactSha256 = forward.ArtifactSha256, ArtifactSize = forward.ArtifactSize,
+        });
+        var catalogue = (await server.Store.GetUnitWithCatalogueAsync(unit.Mac)).Catalogue;
+        Assert.That((catalogue.FindWayBack(DemoCatalogue.Pattern2)?.Id, catalogue.FindUpdateProgram(DemoCatalogue.Pattern2)), Is.EqualTo(("p2-to-p1", (UpdateProgramRow?)null)),
+            "precondition: the program is a way back, and no way forward leads from pattern-2");
+        using var http = server.PinnedHttp();
+        var steady = await SteadyAsync(server, http, unit.Mac, unit.Supervisor.Context.CheckNonce!, onP2);
+        Assert.That((steady.Steady, steady.Reason), Is.EqualTo((true, (string?)null)), "a way back no rollout holds is nothing to offer: steady");
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.State, Is.EqualTo(UnitStates.Ready));
+
+        // a running rollout of the way back that includes the unit: the version check would offer it, so the check is not steady
+        await server.Store.AddGroupAsync(new GroupRow { Name = "back", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"back\"]}", CreatedBy = "alice" },
+            new AuditEntry("alice", "group.create", "back", null));
+        await server.Store.AddRolloutAsync(new RolloutRow
+        {
+            Name = "revert", GroupName = "back", FromPattern = DemoCatalogue.Pattern2, ToPattern = DemoCatalogue.Pattern1, UpdateId = "p2-to-p1", Waves = "[{\"percent\":100}]",
+            SuccessPercent = 90, ErrorPercent = 10, OnError = ErrorActions.Pause, State = RolloutStates.Running, OpenWaves = 1, CreatedBy = "alice",
+        }, [new RolloutMember(unit.Mac, 1, MemberStatus.Pending)], new AuditEntry("alice", "rollout.create", "revert", null));
+        var held = await SteadyAsync(server, http, unit.Mac, steady.Next!, onP2);
+        Assert.That(held.Steady, Is.False, "the rollout holds the way back: the full exchange offers it");
+        Assert.That(held.Reason, Does.Contain("p2-to-p1"));
+        Assert.That(held.Next, Is.Null, "no next nonce: the unit runs the full exchange");
     }
 
     [TestCase("sqlite")]

@@ -114,11 +114,8 @@ public static class HostApi
         {
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
         }
-        // the program to the unit's target; without a target, a way back held by a rollout (its gate below says whether
-        // this unit may; read only where a way back leaves the pattern), else the way forward
-        var program = unit.TargetPattern == actual.Id ? null
-            : unit.TargetPattern is null ? await rollouts.WayBackHeldAsync(mac, catalogue, actual.Id, http.RequestAborted) ?? catalogue.FindUpdateProgram(actual.Id)
-            : catalogue.FindUpdateProgram(actual.Id, unit.TargetPattern);
+        // the program to the unit's target, or a held way back, or the way forward (the steady check decides the same)
+        var program = await rollouts.ProgramForAsync(mac, catalogue, actual.Id, unit.TargetPattern, http.RequestAborted);
         var policy = PolicySettings.From(catalogue);
         if (unit.LowWindowStart is { } ws && unit.LowWindowEnd is { } we)
         {

@@ -28,16 +28,37 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         }
         // Unknown units get a challenge too, so the answer does not reveal which MACs are registered.
         var expires = time.GetUtcNow() + options.ChallengeLifetime;
-        var row = new ChallengeRow
-        {
-            Id = UnitCredentials.NewNonce(12),
-            Mac = mac,
-            Purpose = purpose,
-            Nonce = UnitCredentials.NewNonce(),
-            ExpiresAt = expires.ToString("O", CultureInfo.InvariantCulture),
-        };
+        var row = NewChallenge(mac, purpose, expires);
         await store.AddChallengeAsync(row, ct);
         return TypedResults.Ok(new ChallengeResponse(row.Id, row.Nonce, expires));
+    }
+
+    /// <summary>A new single-use challenge (not yet stored) of <paramref name="purpose"/> for <paramref name="mac"/>: a host or provisional challenge, or a steady check's nonce.</summary>
+    public static ChallengeRow NewChallenge(string mac, string purpose, DateTimeOffset expiresAt) => new()
+    {
+        Id = UnitCredentials.NewNonce(12),
+        Mac = mac,
+        Purpose = purpose,
+        Nonce = UnitCredentials.NewNonce(),
+        ExpiresAt = expiresAt.ToString("O", CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>
+    /// Checks the proof of <paramref name="mac"/> over a challenge it holds: null when the unit is registered, not
+    /// decommissioned and the proof right; otherwise the refusal (logged, audited per MAC and source, counted) as the
+    /// 401 to answer. Changes nothing about the unit.
+    /// </summary>
+    internal async Task<ProblemHttpResult?> RefusalAsync(string mac, bool registered, bool decommissioned, string purpose, ChallengeRow challenge, string proof, HttpContext http)
+    {
+        if (registered && !decommissioned && UnitCredentials.VerifyProof(UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac), purpose, mac, challenge.Id, challenge.Nonce, proof))
+        {
+            return null;
+        }
+        var reason = !registered ? "not registered" : decommissioned ? "decommissioned" : $"{purpose} authentication refused: wrong proof";
+        log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
+        await refusals.RecordAsync(registered ? mac : null, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason, http.RequestAborted);
+        metrics.UnitRefused(purpose, registered ? Metrics.ServerMetrics.RefusalReasons.WrongProof : Metrics.ServerMetrics.RefusalReasons.NotRegistered);
+        return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
     }
 
     private static RetryAfterResult TooMany(TimeSpan wait, string detail) => new RetryAfterResult(wait,
@@ -67,22 +88,13 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
             return Problems.BadRequest($"proof: required, at most {MaxProofLength} characters of base64");
         }
         var challenge = await store.TakeChallengeAsync(request.ChallengeId, purpose, http.RequestAborted);
-        if (challenge is null || challenge.Mac != mac || challenge.Purpose != purpose ||
-            DateTimeOffset.Parse(challenge.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
+        if (challenge is null || challenge.Mac != mac || DateTimeOffset.Parse(challenge.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
         {
             metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the challenge is unknown, used, expired or for another unit; ask for a new one");
         }
         var unit = await store.GetUnitAsync(mac, http.RequestAborted);
-        var secret = UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac);
-        if (unit is null || unit.DecommissionedAt is not null || !UnitCredentials.VerifyProof(secret, purpose, mac, challenge.Id, challenge.Nonce, request.Proof))
-        {
-            var reason = unit is null ? "not registered" : unit.DecommissionedAt is not null ? "decommissioned" : $"{purpose} authentication refused: wrong proof";
-            log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
-            await refusals.RecordAsync(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason, http.RequestAborted);
-            metrics.UnitRefused(purpose, unit is null ? Metrics.ServerMetrics.RefusalReasons.NotRegistered : Metrics.ServerMetrics.RefusalReasons.WrongProof);
-            return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
-        }
+        if (await RefusalAsync(mac, unit is not null, unit?.DecommissionedAt is not null, purpose, challenge, request.Proof, http) is { } refused) { return refused; }
         // marks it seen, and so no longer deletable; a row deleted or decommissioned since it was read above gets no session
         if (!await store.TouchAsync(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true, ct: http.RequestAborted))
         {

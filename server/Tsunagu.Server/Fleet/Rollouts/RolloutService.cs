@@ -263,6 +263,17 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<UpdateProgramRow?> WayBackHeldAsync(string mac, CatalogueSnapshot catalogue, string fromPattern, CancellationToken ct = default) =>
         catalogue.FindWayBack(fromPattern) is { } back && await store.RolloutGateAsync(mac, back.FromPattern, back.ToPattern, ct) is not null ? back : null;
 
+    /// <summary>
+    /// The update program a unit on <paramref name="actual"/> is to take, for the version check and the steady check
+    /// alike: none when it runs its <paramref name="target"/>; the program to the target when it has one; without one, a
+    /// way back held by a rollout (<see cref="WayBackHeldAsync"/>: a way back merely defined, kept for a revert, is
+    /// none), else the way forward. Whether the unit may take it now is the rollout's gate (<see cref="AdmitAsync"/>).
+    /// </summary>
+    public async Task<UpdateProgramRow?> ProgramForAsync(string mac, CatalogueSnapshot catalogue, string actual, string? target, CancellationToken ct = default) =>
+        target == actual ? null
+        : target is null ? await WayBackHeldAsync(mac, catalogue, actual, ct) ?? catalogue.FindUpdateProgram(actual)
+        : catalogue.FindUpdateProgram(actual, target);
+
     /// <summary>The operator pauses, resumes or aborts a rollout; false when it is not in a state that allows it.</summary>
     public async Task<bool> TryActAsync(string name, string action, string actor, CancellationToken ct = default)
     {

@@ -25,7 +25,8 @@ public static class SteadyCheckApi
     public static TimeSpan NonceLifetime(ServerOptions options) => TimeSpan.FromSeconds(2.0 * options.CheckIntervalSeconds) + TimeSpan.FromHours(1);
 
     /// <summary>A new nonce for the unit's next steady check (not yet stored).</summary>
-    public static ChallengeRow NewNonce(string mac, TimeProvider time, ServerOptions options) => TsunaguStore.NewCheckNonce(mac, time.GetUtcNow(), NonceLifetime(options));
+    public static ChallengeRow NewNonce(string mac, TimeProvider time, ServerOptions options) =>
+        UnitAuthentication.NewChallenge(mac, ProofPurpose.SteadyCheck, time.GetUtcNow() + NonceLifetime(options));
 
     /// <summary>The nonce as the unit receives it.</summary>
     public static CheckNonce Wire(ChallengeRow row) =>
@@ -52,8 +53,8 @@ public static class SteadyCheckApi
         return request.Cache?.Problem();
     }
 
-    private static async Task<Results<Ok<SteadyCheckResponse>, ProblemHttpResult>> SteadyCheck(SteadyCheckRequest request, HttpContext http, TsunaguStore store, UnitKey unitKey,
-        ServerOptions options, TimeProvider time, RefusalAudit refusals, Metrics.ServerMetrics metrics, ILogger<SteadyCheckRequest> log)
+    private static async Task<Results<Ok<SteadyCheckResponse>, ProblemHttpResult>> SteadyCheck(SteadyCheckRequest request, HttpContext http, TsunaguStore store,
+        ServerOptions options, TimeProvider time, UnitAuthentication authentication, Fleet.Rollouts.RolloutService rollouts, Metrics.ServerMetrics metrics)
     {
         if (RequestError(request) is { } invalid) { return Problems.BadRequest(invalid); }
         var mac = MacAddress.Normalize(request.Mac);
@@ -65,18 +66,16 @@ public static class SteadyCheckApi
             metrics.UnitRefused(ProofPurpose.SteadyCheck, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the nonce is unknown, used, expired or for another unit; run the full check");
         }
-        var (unit, catalogue) = await store.GetSteadyUnitAsync(mac, ct);
-        if (unit is null || unit.DecommissionedAt is not null ||
-            !UnitCredentials.VerifyProof(UnitCredentials.DeriveUnitSecret(unitKey.Bytes, mac), ProofPurpose.SteadyCheck, mac, nonce.Id, nonce.Nonce, request.Proof))
+        var (found, catalogue) = await store.GetSteadyUnitAsync(mac, ct);
+        if (await authentication.RefusalAsync(mac, found is not null, found?.DecommissionedAt is not null, ProofPurpose.SteadyCheck, nonce, request.Proof, http) is { } refused)
         {
-            var reason = unit is null ? "not registered" : unit.DecommissionedAt is not null ? "decommissioned" : "steady check refused: wrong proof";
-            log.LogWarning("unit {Mac} refused: {Reason}", mac, reason);
-            await refusals.RecordAsync(unit is null ? null : mac, http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason, ct);
-            metrics.UnitRefused(ProofPurpose.SteadyCheck, unit is null ? Metrics.ServerMetrics.RefusalReasons.NotRegistered : Metrics.ServerMetrics.RefusalReasons.WrongProof);
-            return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit could not be authenticated");
+            return refused;
         }
-        metrics.UnitAuthenticated(ProofPurpose.SteadyCheck);
-        var (pattern, changed) = Compare(request, unit, catalogue, HostApi.SeenAddress(http) ?? request.WanAddress);
+        var unit = found!; // an unregistered unit was refused
+        var pattern = catalogue.FindPattern(request.Inventory)?.Id;
+        // the program the version check would take up (a way back only when a rollout holds it): one decision for both
+        var program = pattern is null ? null : await rollouts.ProgramForAsync(mac, catalogue, pattern, unit.TargetPattern, ct);
+        var changed = Compare(request, unit, pattern, program, HostApi.SeenAddress(http) ?? request.WanAddress);
         var next = NewNonce(mac, time, options);
         var result = await store.RecordSteadyCheckAsync(new SteadyCheckWrite(mac, nonce.Id, changed is null, request.Inventory, pattern ?? "", unit.TargetPattern,
             request.SettingsRevision, request.ConfigRevision, request.WanAddress, request.Cache, next, request.Vpn is not null), ct);
@@ -86,34 +85,35 @@ public static class SteadyCheckApi
                 metrics.UnitRefused(ProofPurpose.SteadyCheck, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
                 return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the nonce was used by another request; run the full check");
             case SteadyCheckResult.Changed:
+                metrics.UnitAuthenticated(ProofPurpose.SteadyCheck);
                 metrics.SteadyCheck(steady: false);
                 return TypedResults.Ok(new SteadyCheckResponse(false, options.CheckIntervalSeconds, time.GetUtcNow(),
-                    changed ?? "the unit's row or its service configuration changed since the unit's last check", PowerOnSpreadSeconds: options.PowerOnSpreadSeconds));
+                    changed ?? "the unit's newest configuration revision is not the one it applied and final, or its row changed since it was read",
+                    PowerOnSpreadSeconds: options.PowerOnSpreadSeconds));
             default:
+                metrics.UnitAuthenticated(ProofPurpose.SteadyCheck);
                 metrics.SteadyCheck(steady: true);
                 return TypedResults.Ok(new SteadyCheckResponse(true, options.CheckIntervalSeconds, time.GetUtcNow(), null, Wire(next), options.PowerOnSpreadSeconds));
         }
     }
 
     /// <summary>
-    /// The unit's pattern and, when the unit is not steady by what the request and its row say, why: the full exchange is
-    /// needed whenever the host has anything to tell or record beyond "ready" (an update or a way back to offer, new
-    /// settings, another state, another inventory or VPN endpoint). The configuration is compared by the write itself.
+    /// Why the unit is not steady by what the request and its row say, or null: the full exchange is needed whenever the
+    /// host has anything to tell or record beyond "ready" (an update or a held way back to offer: <paramref name="program"/>,
+    /// as <see cref="Fleet.Rollouts.RolloutService.ProgramForAsync"/> decides it for the version check; new settings,
+    /// another state, another inventory or VPN endpoint). <paramref name="pattern"/> is the verified pattern the inventory
+    /// matches (null: none). The configuration is compared by the write itself.
     /// </summary>
-    internal static (string? Pattern, string? Changed) Compare(SteadyCheckRequest request, SteadyUnitRow unit, CatalogueSnapshot catalogue, string? seenAddress)
-    {
-        var pattern = catalogue.FindPattern(request.Inventory)?.Id;
-        var changed = pattern is null ? "the unit's software matches no verified install pattern"
+    internal static string? Compare(SteadyCheckRequest request, SteadyUnitRow unit, string? pattern, UpdateProgramRow? program, string? seenAddress) =>
+        pattern is null ? "the unit's software matches no verified install pattern"
             : unit.State != UnitStates.Ready ? $"the host has the unit {unit.State}, not Ready"
             : unit.LastError is not null ? "the host holds an error for the unit: the full exchange looks again (and clears it)"
             : pattern != unit.Pattern ? $"the unit runs {pattern}, the host had {unit.Pattern ?? "none"}"
             : unit.Inventory != JsonSerializer.Serialize(request.Inventory, ProtocolJson.Default.Inventory) ? "the unit's inventory changed"
             : request.Inventory.LastBundle is { } counter && !(unit.LastBundleVersion is { } v && v >= counter.Version) ? "the unit's bundle counter rose"
             : unit.TargetPattern is { } target && target != pattern ? $"the unit's target is {target}"
-            : unit.TargetPattern is null && (catalogue.FindUpdateProgram(pattern) is not null || catalogue.FindWayBack(pattern) is not null) ? $"an update program leads from {pattern}"
+            : program is not null ? $"update program {program.Id} leads from {pattern}"
             : unit.SettingsRevision > request.SettingsRevision ? $"the host holds settings revision {unit.SettingsRevision}, the unit {request.SettingsRevision}"
             : request.Vpn is { } vpn && (vpn.PublicKey != unit.VpnPublicKey || vpn.ListenPort != unit.VpnListenPort || seenAddress != unit.VpnEndpointAddress) ? "the unit's VPN endpoint changed"
-            : (string?)null;
-        return (pattern, changed);
-    }
+            : null;
 }

@@ -74,16 +74,6 @@ public sealed partial class TsunaguStore
     public static string ReadyDetail(string? pattern, long? configRevision, bool finalized) =>
         $"ready on {pattern ?? "no verified pattern"}" + (configRevision is { } r ? $", configuration revision {r}{(finalized ? " (now final)" : "")}" : "");
 
-    /// <summary>A new single-use nonce for the unit's next steady check, valid for <paramref name="lifetime"/>.</summary>
-    public static ChallengeRow NewCheckNonce(string mac, DateTimeOffset now, TimeSpan lifetime) => new()
-    {
-        Id = UnitCredentials.NewNonce(12),
-        Mac = mac,
-        Purpose = ProofPurpose.SteadyCheck,
-        Nonce = UnitCredentials.NewNonce(),
-        ExpiresAt = (now + lifetime).ToString("O", CultureInfo.InvariantCulture),
-    };
-
     /// <summary>
     /// A steady check whose proof the caller verified, in one transaction: the nonce is taken (single use; another request
     /// that took it first leaves this one <see cref="SteadyCheckResult.NonceGone"/> with nothing written). When the caller
