@@ -53,8 +53,7 @@ public class CatalogueConsoleTests
         await pattern.GetByLabel("Name (optional)").FillAsync("vcp 2");
         await pattern.GetByLabel("Hardware version").FillAsync(DemoCatalogue.HardwareVersion);
         await pattern.GetByLabel("OS version").FillAsync(DemoCatalogue.OsVersion);
-        var applications = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
-        await pattern.GetByLabel("Applications, one application=version a line").FillAsync(string.Join("\n", applications.Select(a => $"{a.Key}={a.Value}")));
+        await pattern.GetByLabel("Applications, one application=version a line").FillAsync(string.Join("\n", RolloutCatalogue.Pattern3Applications().Select(a => $"{a.Key}={a.Value}")));
         await pattern.GetByRole(AriaRole.Button, new() { Name = "Create pattern" }).ClickAsync();
         await Expect(page.Locator("#pattern-pattern-3")).ToContainTextAsync("draft");
         await page.Locator("#pattern-pattern-3").GetByRole(AriaRole.Button, new() { Name = "Verify pattern-3" }).ClickAsync();

@@ -108,8 +108,8 @@ public class CatalogueTests(string database)
         await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "units listening for pushes");
 
         await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("vcp", "2.0.0", "vcp", "r1", null));
-        var apps = new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" };
-        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps));
+        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns",
+            new NewPattern("pattern-3", "vcp 2", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, RolloutCatalogue.Pattern3Applications()));
         await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/verify");
         var artifact = await Upload(client, DemoCatalogue.BuildBundle("p2-to-p3", 2, DemoCatalogue.Pattern2, "pattern-3", new Dictionary<string, string> { ["vcp"] = "2.0.0" }, server.ReleaseKey, DateTimeOffset.UtcNow));
         // importance 1: only in the maintenance window or when forced

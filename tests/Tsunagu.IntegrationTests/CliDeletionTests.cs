@@ -104,6 +104,12 @@ public class CliDeletionTests
         // a draft an update program leaves from: refused naming the program, until the program is deleted
         await CatalogueSteps.AddUpdateProgramAsync(api, "p3-to-p2", "pattern-3", DemoCatalogue.Pattern2,
             3, new Dictionary<string, string> { ["vcp"] = DemoCatalogue.Pattern2Applications["vcp"] }, 5, server.ReleaseKey, CancellationToken.None);
+        // two programs leave from it: the first by name, and how many more
+        await CatalogueSteps.AddUpdateProgramAsync(api, "p3-to-p1", "pattern-3", DemoCatalogue.Pattern1, 4,
+            new Dictionary<string, string> { ["firewall"] = DemoCatalogue.FactoryApplications["firewall"], ["vcp"] = DemoCatalogue.FactoryApplications["vcp"] },
+            5, server.ReleaseKey, CancellationToken.None);
+        await Refused(server, api, "409", "pattern pattern-3 is referred to by update program p3-to-p1 and 1 more; it cannot be deleted", "pattern", "delete", "pattern-3");
+        await Deleted(server, "deleted update program p3-to-p1", "update-program.delete", "program", "delete", "p3-to-p1");
         await Refused(server, api, "409", "pattern pattern-3 is referred to by update program p3-to-p2; it cannot be deleted", "pattern", "delete", "pattern-3");
         await Deleted(server, "deleted update program p3-to-p2", "update-program.delete", "program", "delete", "p3-to-p2");
 

@@ -97,7 +97,7 @@ public class RolloutStoreTests(string kind)
     }
 
     /// <summary>
-    /// The check's record of the offer, as the host writes it (<see cref="TsunaguStore.RecordCheckAsync(UnitCheckRow, Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>,
+    /// The check's record of the offer, as the host writes it (<see cref="TsunaguStore.RecordCheckAsync"/>,
     /// one transaction): why it was withheld, or null when it was recorded.
     /// </summary>
     private async Task<string?> OfferAsync(string mac, UpdateProgramRow program, RolloutAdmission admission)
@@ -319,21 +319,24 @@ public class RolloutStoreTests(string kind)
         Assert.That(await CheckAsync(wave[1]), Is.EqualTo(XtoY.Id));
         _clock.Now += TimeSpan.FromMinutes(1);
 
+        // the third unit's check passed the gate (running, its wave open, not offered yet) before the abort began
+        var lateAdmission = await _service.AdmitAsync(wave[2], XtoY);
+        Assert.That(lateAdmission, Is.EqualTo(new RolloutAdmission(null, "r1")));
         string? seenByOthers = null;
-        Task<bool>? lateOffer = null;
+        Task<string?>? lateOffer = null;
         var plan = await _store.AbortRolloutReturningAsync("r1", async members =>
         {
             // inside the abort's transaction: another connection still sees the rollout running
             seenByOthers = (await new TsunaguStore(_database, _clock).GetRolloutAsync("r1"))!.State;
             // an offer to the third unit made now cannot land before the abort commits (it would be missing from the plan):
             // it is started and seen waiting for the abort's transaction before the plan is made
-            lateOffer = await StartBlocked("RecordRolloutOfferAsync", () => _store.RecordRolloutOfferAsync("r1", wave[2], "x"));
+            lateOffer = await StartBlocked(nameof(TsunaguStore.RecordCheckAsync), () => OfferAsync(wave[2], XtoY, lateAdmission));
             return RolloutEngine.PlanReturn(members, _ => null);
         }, p => ("aborted by alice", new AuditEntry("alice", "rollout.abort", "r1", $"{p.Return.Count} return")));
         Assert.That(seenByOthers, Is.EqualTo(RolloutStates.Running), "the plan was made before the abort was visible: in its transaction");
         Assert.That(plan, Is.Not.Null);
         Assert.That(plan!.Return.Select(r => r.Mac).Order(), Is.EqualTo(wave.Take(2)), "exactly the members offered the update when the abort committed");
-        Assert.That(await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60)), Is.False, "an offer that waited for the abort is refused: the rollout no longer runs");
+        Assert.That(await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo("rollout r1 is aborted"), "an offer that waited for the abort is refused: the rollout no longer runs");
         Assert.That(OfferRecords("r1")[wave[2]], Is.EqualTo(((string?)null, (string?)null)), "the refused offer recorded nothing");
         var stored = (await _store.RolloutReturnsAsync("r1")).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(stored.Keys.Order(), Is.EqualTo(wave.Take(2)), "what was applied is what was planned");

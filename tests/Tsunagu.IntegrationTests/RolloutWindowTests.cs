@@ -632,8 +632,10 @@ public class RolloutWindowTests(string kind)
         // comes back for it), so it waits like unit 3
         Assert.That(await _store.RecordUpdateReportAsync(Mac(0), "x-to-y", false, "verification failed", "x"), Is.True);
         await _store.RecordInventoryAsync(Mac(1), new Inventory("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "3.0.0" }), "z", UnitStates.Ready);
-        Assert.That(await _store.RecordRolloutOfferAsync("r1", Mac(2), "x"), Is.True);
         var program = (await _store.GetUpdateProgramAsync("x-to-y"))!;
+        var offered = (await _store.GetUnitForCheckAsync(Mac(2)))!;
+        Assert.That((await _store.RecordCheckAsync(offered, OnX, offered.Pattern!, offered.State, "periodic on x: offered x-to-y", forced: false, new CheckOffer(program, "r1"))).Withheld,
+            Is.EqualTo(OfferWithheld.None), "unit 2's check records the rollout's offer");
         Assert.That(await service.GateAsync(Mac(0), program), Does.Contain("failed x-to-y"), "the gate never offers unit 0 again");
 
         var (before, clocks) = (await StateAsync(), await ClocksAsync());

@@ -101,7 +101,7 @@ public sealed class SteadyStateTests
         store.TransactionBeginning += _ => Interlocked.Increment(ref transactions);
         var inventory = new Inventory("r1", "os 1", new SortedDictionary<string, string>(StringComparer.Ordinal) { ["vcp"] = "1.0.0" });
         async Task<bool> CheckAsync(Inventory i, string state) =>
-            await store.RecordCheckAsync((await store.GetUnitForCheckAsync(mac))!, i, "p1", state, "periodic on p1: up to date", forced: false);
+            (await store.RecordCheckAsync((await store.GetUnitForCheckAsync(mac))!, i, "p1", state, "periodic on p1: up to date", forced: false)).Wrote;
         Assert.That(await CheckAsync(inventory, UnitStates.Configuring), Is.True, "first report");
         var written = transactions;
         Assert.That(await CheckAsync(inventory, UnitStates.Configuring), Is.False, "same report");

@@ -140,8 +140,22 @@ public class UnitRequestTransactionTests
         Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "media.rejected" && a.Target == digest), Is.EqualTo(1));
     }
 
-    private static Inventory Pattern3() =>
-        new(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>(DemoCatalogue.Pattern2Applications) { ["vcp"] = "2.0.0" });
+    private static Inventory Pattern3() => RolloutCatalogue.Pattern3Inventory();
+
+    /// <summary>
+    /// Pattern 3 and the way back to pattern 2 in the catalogue, the unit of <paramref name="http"/> checked in on pattern 3
+    /// (offered nothing: no rollout yet), then rollout "back" of group "on-3" (the units on pattern 3) to pattern 2.
+    /// </summary>
+    private static async Task WayBackRolloutAsync(TestServer server, OperatorClient op, HttpClient http)
+    {
+        await RolloutCatalogue.AddPattern3Async(server, op);
+        await RolloutCatalogue.AddWayBackAsync(server, op);
+        var first = await CheckAsync(http, Pattern3());
+        Assert.That((first.CurrentPattern, first.Update), Is.EqualTo(("pattern-3", (UpdateOffer?)null)), "without a rollout the way back is offered to nobody");
+        await op.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")), CancellationToken.None);
+        await op.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Percent: 100)]), CancellationToken.None);
+    }
 
     private static async Task<VersionCheckResponse> CheckAsync(HttpClient http, Inventory inventory)
     {
@@ -168,13 +182,7 @@ public class UnitRequestTransactionTests
             using var op = server.Operator();
             var mac = (await server.AddUnitsAsync(1))[0].Mac;
             using var http = await TransactionTests.UnitHttp(server, mac);
-            await RolloutCatalogue.AddPattern3Async(server, op);
-            await RolloutCatalogue.AddWayBackAsync(server, op);
-            var first = await CheckAsync(http, Pattern3());
-            Assert.That((first.CurrentPattern, first.Update), Is.EqualTo(("pattern-3", (UpdateOffer?)null)), "without a rollout the way back is offered to nobody");
-            await op.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")), CancellationToken.None);
-            await op.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
-                new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Percent: 100)]), CancellationToken.None);
+            await WayBackRolloutAsync(server, op, http);
 
             var request = new VersionCheckRequest(Pattern3(), new UnitLoad(0, 0), false, null);
             await AssertAllOrNothing(server, "UPDATE", "units", "NEW.target_pattern IS NOT NULL AND OLD.target_pattern IS NULL",
@@ -214,17 +222,12 @@ public class UnitRequestTransactionTests
             using var op = server.Operator();
             var mac = (await server.AddUnitsAsync(1))[0].Mac;
             using var http = await TransactionTests.UnitHttp(server, mac);
-            await RolloutCatalogue.AddPattern3Async(server, op);
-            await RolloutCatalogue.AddWayBackAsync(server, op);
-            Assert.That((await CheckAsync(http, Pattern3())).Update, Is.Null, "without a rollout the way back is offered to nobody");
-            await op.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")), CancellationToken.None);
-            await op.CallAsync<RolloutView>(HttpMethod.Post, RolloutsApi.Route,
-                new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Percent: 100)]), CancellationToken.None);
+            await WayBackRolloutAsync(server, op, http);
             var checksBefore = (await Events(server, mac, UnitEventKinds.Check)).Count;
             var auditBefore = (await server.Store.ListAuditForUnitAsync(mac)).Count;
 
             Task<VersionCheckResponse> check;
-            using (var hold = StoreSeam.HoldAt(server.Store, "RecordCheckAsync"))
+            using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.RecordCheckAsync)))
             {
                 check = CheckAsync(http, Pattern3());
                 await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
@@ -272,9 +275,10 @@ public class UnitRequestTransactionTests
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = await TransactionTests.UnitHttp(server, mac);
         var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        var checksBefore = (await Events(server, mac, UnitEventKinds.Check)).Count;
 
         Task<VersionCheckResponse> check;
-        using (var hold = StoreSeam.HoldAt(server.Store, "RecordCheckAsync"))
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.RecordCheckAsync)))
         {
             check = CheckAsync(http, TransactionTests.Factory());
             await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
@@ -286,7 +290,10 @@ public class UnitRequestTransactionTests
         Assert.That(answer.Deferred, Does.Contain($"update program {DemoCatalogue.UpdateId} was removed"));
         var unit = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((unit.Pattern, unit.State), Is.EqualTo((DemoCatalogue.Pattern1, UnitStates.Configuring)), "recorded as a deferred check, not as updating");
-        Assert.That((await Events(server, mac, UnitEventKinds.Check)).Select(e => e.Detail), Has.All.Not.Contain("offered"));
+        var checks = await Events(server, mac, UnitEventKinds.Check);
+        Assert.That(checks.Count - checksBefore, Is.EqualTo(1), "the check is recorded once");
+        Assert.That(checks.Count(e => e.Detail == $"periodic on {DemoCatalogue.Pattern1}: update {DemoCatalogue.UpdateId} deferred: {answer.Deferred}"), Is.EqualTo(1), "as deferred");
+        Assert.That(checks.Select(e => e.Detail), Has.All.Not.Contain("offered"));
 
         // the program back (same artifact): offered, and then it cannot be deleted while the unit is updated by it
         await server.Store.UpsertUpdateProgramAsync(program);
@@ -330,7 +337,7 @@ public class UnitRequestTransactionTests
             check = CheckAsync(http, TransactionTests.Factory());
             Assert.That(await WaitersAsync(server, "%UPDATE units SET%", w => w > 0, check), Is.GreaterThan(0), "the check waits for the unit's row, past its re-read of the program");
             deletion = op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None);
-            Assert.That(await AdvisoryWaitersAsync(server, deletion), Is.GreaterThan(0), "the deletion waits for the catalogue lock the check holds shared");
+            Assert.That(await WaitersAsync(server, "%pg_advisory_xact_lock(%", w => w > 0, deletion), Is.GreaterThan(0), "the deletion waits for the catalogue lock the check holds shared");
             Assert.That(check.IsCompleted, Is.False, "the check still waits for the unit's row");
             await hold.RollbackAsync();
         }
@@ -341,27 +348,6 @@ public class UnitRequestTransactionTests
         Assert.That(refused!.Status, Is.EqualTo(409));
         Assert.That(refused.Message, Does.Contain($"needed by unit {mac}"));
         Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "the program offered stays");
-    }
-
-    /// <summary>
-    /// How many advisory locks of the server's database are waited for, polled until one is (at most 60 s); fails when
-    /// <paramref name="request"/> ends first (it did not wait).
-    /// </summary>
-    private static async Task<long> AdvisoryWaitersAsync(TestServer server, Task request)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            await using (var c = await server.Store.Database.OpenAsync(CancellationToken.None))
-            await using (var q = c.CreateCommand())
-            {
-                q.CommandText = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-                var waiting = Convert.ToInt64(await q.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
-                if (waiting > 0 || DateTime.UtcNow > deadline) { return waiting; }
-            }
-            if (request.IsCompleted) { Assert.Fail($"the request ended before it waited: {request.Status} {request.Exception?.InnerException?.Message}"); }
-            await Task.Delay(20);
-        }
     }
 
     /// <summary>

@@ -105,10 +105,11 @@ public sealed partial class CatalogueService
                 throw new StoreConflictException($"pattern {id} is {pattern.Status}; only a draft can be deleted (retire a verified one)");
             }
             var (programs, units, rollouts) = await t.PatternReferencesAsync(id, ct);
-            if (programs.Count + units.Count + rollouts.Count > 0)
+            string[] by = [.. new[] { (Referrers: programs, Kind: "update program"), (Referrers: units, Kind: "unit"), (Referrers: rollouts, Kind: "rollout") }
+                .Where(r => r.Referrers.Count > 0)
+                .Select(r => $"{r.Kind} {r.Referrers.First}{More(r.Referrers.Count)}")];
+            if (by.Length > 0)
             {
-                var by = new[] { (programs, "update program"), (units, "unit"), (rollouts, "rollout") }.Where(r => r.Item1.Count > 0)
-                    .Select(r => $"{r.Item2} {r.Item1.First}{More((int)Math.Min(r.Item1.Count, int.MaxValue))}");
                 throw new StoreConflictException($"pattern {id} is referred to by {string.Join(", ", by)}; it cannot be deleted");
             }
             return await t.DeleteDraftPatternAsync(id, new AuditEntry(actor, "pattern.delete", id, null), ct)

@@ -4,7 +4,7 @@ using Dapper;
 namespace Tsunagu.Server.Data;
 
 /// <summary>How many entries of one kind refer to a pattern, and the first of them by name (null: none).</summary>
-public sealed record PatternReferrers(long Count, string? First);
+public sealed record PatternReferrers(int Count, string? First);
 
 /// <summary>
 /// One catalogue transaction (<see cref="TsunaguStore.InCatalogueTransactionAsync{T}"/>): the rules' reads and the writes they allow
@@ -42,7 +42,7 @@ public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Func<
     private async Task<PatternReferrers> ReferrersAsync(string sql, string id, CancellationToken ct)
     {
         var (count, first) = await c.QuerySingleAsync<(long, string?)>(new CommandDefinition(sql, new { id }, tx, cancellationToken: ct));
-        return new PatternReferrers(count, first);
+        return new PatternReferrers(checked((int)count), first);
     }
 
     /// <summary>Replaces the name and requirements of catalogued software; false when it is not catalogued.</summary>

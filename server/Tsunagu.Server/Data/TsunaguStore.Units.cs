@@ -178,26 +178,18 @@ public sealed partial class TsunaguStore
     /// leaves nothing of it): the inventory with <paramref name="pattern"/>, <paramref name="state"/> and the bundle counter
     /// when any of them differs from <paramref name="known"/> (the row the check read), else only last_seen (at most once per
     /// <see cref="LastSeenResolution"/>); and the history entry <paramref name="detail"/>, which a periodic check that repeats
-    /// the unit's newest entry does not add again. A check that changes nothing writes nothing and begins no transaction.
-    /// It waits for the disk only when the bundle counter rises or an offer records something of its own (a rollout's
-    /// first offer to a member, a way back's pinned target): see the overload with a <see cref="CheckOffer"/>. True when
-    /// it wrote the inventory.
-    /// </summary>
-    public async Task<bool> RecordCheckAsync(UnitCheckRow known, Inventory inventory, string pattern, string state, string detail, bool forced, CancellationToken ct = default) =>
-        (await RecordCheckAsync(known, inventory, pattern, state, detail, forced, offer: null, ct)).Wrote;
-
-    /// <summary>
-    /// <see cref="RecordCheckAsync(UnitCheckRow, Inventory, string, string, string, bool, CancellationToken)"/> of a check that
-    /// offers <paramref name="offer"/> (null: none), the offer first in the same transaction
-    /// (<see cref="RecordOfferInAsync"/>): the program still in the catalogue as the check read it, the rollout's record
-    /// of the offer, a way back's pinned target and its audit entry. The check commits all of it or none: when the offer
-    /// is withheld (<see cref="OfferWithheld"/>), nothing is written and the caller records the check again without it. An
-    /// offer that writes nothing of its own (no rollout to record, no pin) in a check that writes nothing begins no
-    /// transaction: the unit is recorded as being updated from the program's pattern already, which keeps the program
-    /// from being deleted.
+    /// the unit's newest entry does not add again. A check that offers <paramref name="offer"/> (null: none) records the
+    /// offer first in the same transaction (<see cref="RecordOfferInAsync"/>): the program still in the catalogue as the
+    /// check read it, the rollout's record of the offer, a way back's pinned target and its audit entry. The check commits
+    /// all of it or none: when the offer is withheld (<see cref="OfferWithheld"/>), nothing is written and the caller
+    /// records the check again without it. A check that changes nothing writes nothing and begins no transaction; nor does
+    /// an offer that writes nothing of its own (no rollout to record, no pin) in such a check: the unit is recorded as being
+    /// updated from the program's pattern already, which keeps the program from being deleted. It waits for the disk only
+    /// when the bundle counter rises or the offer records something of its own (a rollout's first offer to a member, a way
+    /// back's pinned target). Wrote: it wrote the inventory.
     /// </summary>
     public async Task<(bool Wrote, OfferWithheld Withheld)> RecordCheckAsync(UnitCheckRow known, Inventory inventory, string pattern, string state, string detail, bool forced,
-        CheckOffer? offer, CancellationToken ct = default)
+        CheckOffer? offer = null, CancellationToken ct = default)
     {
         var mac = known.Mac;
         var at = _time.GetUtcNow();

@@ -12,13 +12,15 @@ public class GroupWindowsTests
 {
     private static MaintenanceWindow W(string text) => MaintenanceWindow.Parse(text).Window!;
 
+    /// <summary>A Sunday at midnight: the week the oracles scan minute by minute.</summary>
+    private static readonly DateTimeOffset Week = new(2026, 1, 4, 0, 0, 0, TimeSpan.Zero);
+
     /// <summary>The old rule, kept here as the oracle: both open at some minute of a week starting on a Sunday, minute by minute.</summary>
     private static bool MinuteScan(MaintenanceWindow window, PolicyWindow hours)
     {
-        var week = new DateTimeOffset(2026, 1, 4, 0, 0, 0, TimeSpan.Zero);
         for (var minute = 0; minute < 7 * 24 * 60; minute++)
         {
-            var local = week.AddMinutes(minute);
+            var local = Week.AddMinutes(minute);
             if (window.IsOpen(local) && hours.IsOpen(local)) { return true; }
         }
         return false;
@@ -31,11 +33,10 @@ public class GroupWindowsTests
     /// <summary>The old hour table, kept here as the oracle: each minute of a week starting on a Sunday.</summary>
     private static bool[] HoursByScan(MaintenanceWindow window)
     {
-        var week = new DateTimeOffset(2026, 1, 4, 0, 0, 0, TimeSpan.Zero);
         var open = new bool[24];
         for (var minute = 0; minute < 7 * 24 * 60; minute++)
         {
-            var local = week.AddMinutes(minute);
+            var local = Week.AddMinutes(minute);
             open[local.Hour] |= window.IsOpen(local);
         }
         return open;

@@ -353,7 +353,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
 
     /// <summary>
     /// The version check is about to offer the unit <paramref name="program"/> after <see cref="AdmitAsync"/>: what the offer
-    /// records with the check's own writes (<see cref="TsunaguStore.RecordCheckAsync(UnitCheckRow, Protocol.Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>,
+    /// records with the check's own writes (<see cref="TsunaguStore.RecordCheckAsync"/>,
     /// one transaction): the rollout that moves the unit records the pattern it runs, the first time only (a repeated
     /// offer writes nothing), and for a way back (<paramref name="wayBack"/>) the unit's target becomes the pattern it
     /// goes back to when it has none, or once there it would be offered the way forward again at its next check; the

@@ -54,7 +54,7 @@ public sealed record ExpectedRollout(string State, long OpenWaves, IReadOnlyList
 public sealed record ReturnEnd(string Rollout, string Mac, string Outcome);
 
 /// <summary>
-/// An update a version check is about to offer (<see cref="TsunaguStore.RecordCheckAsync(UnitCheckRow, Protocol.Inventory, string, string, string, bool, CheckOffer?, CancellationToken)"/>):
+/// An update a version check is about to offer (<see cref="TsunaguStore.RecordCheckAsync"/>):
 /// the program as the check read it from the catalogue, the rollout that records the unit's first offer (null: none, or
 /// recorded before), and for a way back taken by a unit without a target the audit entry of the target it is pinned to
 /// (the program's to-pattern; null: no pin).
@@ -281,24 +281,13 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// Records that <paramref name="rollout"/> moves the unit now (its update is about to be offered): the pattern it
-    /// runs, the first time only, and only while the rollout is running with the member's wave open. The version check
-    /// calls it only when its gate read found the member not yet offered, so a repeated offer writes nothing. False (nothing
-    /// written) when the rollout stopped running (paused, aborted) or the wave closed after the gate read it: the update
-    /// must not be offered then, or a unit would move forward after an abort that did not plan its return. The check and
-    /// the write are one step: on SQLite one statement under the write lock; on PostgreSQL the rollout's row is locked
-    /// (shared) first, so an abort or a pause in progress is waited for and its outcome read.
+    /// Inside the caller's transaction: records that <paramref name="rollout"/> moves the unit now (its update is about to
+    /// be offered): the pattern it runs, the first time only, and only while the rollout is running with the member's wave
+    /// open. False (nothing written) when the rollout stopped running (paused, aborted) or the wave closed after the gate
+    /// read it: the update must not be offered then, or a unit would move forward after an abort that did not plan its
+    /// return. The check and the write are one step: on SQLite one statement under the write lock; on PostgreSQL the
+    /// rollout's row is locked (shared) first, so an abort or a pause in progress is waited for and its outcome read.
     /// </summary>
-    public async Task<bool> RecordRolloutOfferAsync(string rollout, string mac, string fromPattern, CancellationToken ct = default)
-    {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        var recorded = await RecordRolloutOfferInAsync(c, tx, rollout, mac, fromPattern, ct);
-        await tx.CommitAsync(ct);
-        return recorded;
-    }
-
-    /// <summary><see cref="RecordRolloutOfferAsync"/> inside the caller's transaction.</summary>
     private async Task<bool> RecordRolloutOfferInAsync(DbConnection c, DbTransaction tx, string rollout, string mac, string fromPattern, CancellationToken ct)
     {
         if (_db.Kind == DatabaseKind.Postgres)
@@ -324,7 +313,7 @@ public sealed partial class TsunaguStore
     /// the transaction holds from its beginning; PostgreSQL: the catalogue lock, taken shared here and exclusive by every
     /// catalogue change), so a program deleted after the check's catalogue read is seen gone, and a deletion after this
     /// transaction sees the unit being updated from the program's pattern. Then the rollout that moves the unit records the
-    /// offer (<see cref="RecordRolloutOfferAsync"/>), and a way back pins the unit's target to the pattern it goes back to
+    /// offer (<see cref="RecordRolloutOfferInAsync"/>), and a way back pins the unit's target to the pattern it goes back to
     /// (when it has none) with its audit entry. Not <see cref="OfferWithheld.None"/>: the offer must not be made, and the
     /// caller rolls back what was written.
     /// </summary>

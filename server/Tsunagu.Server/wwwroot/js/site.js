@@ -12,7 +12,7 @@
         if (!html) { return; }
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
         var root = document.documentElement;
-        root.setAttribute("data-live-checks", String((parseInt(root.getAttribute("data-live-checks") || "0", 10) || 0) + 1));
+        root.dataset.liveChecks = String((Number(root.dataset.liveChecks) || 0) + 1);
         if (fresh) {
           live.innerHTML = fresh.innerHTML;
           live.setAttribute("data-live", fresh.getAttribute("data-live") || "idle");
