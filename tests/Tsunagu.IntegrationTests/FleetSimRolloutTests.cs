@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Tsunagu.Cli.Fleet;
 using Tsunagu.Server.Fleet.Rollouts;
 
@@ -157,6 +158,8 @@ public class FleetSimRolloutTests
         Assert.That(paused.FailedReports, Is.GreaterThan(0), "a failing unit of wave 1 failed its health check in its worker");
     }
 
+    private static readonly JsonSerializerOptions Web = new(JsonSerializerDefaults.Web);
+
     private static FleetCounts Counts(params string[] macs) => new(macs, new long[macs.Length], new long[macs.Length], new long[macs.Length], 0,
         new Dictionary<string, long>(), new Dictionary<string, long>(), []);
 
@@ -180,6 +183,41 @@ public class FleetSimRolloutTests
         Assert.DoesNotThrow(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(range), Counts(plan[2])]), plan));
         Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(plan[2]), Counts(range)]), plan), "another order");
         Assert.Throws<FleetSimulationException>(() => FleetCounts.CheckMerged(FleetCounts.Merge([Counts(range), Counts(range)]), plan), "a unit twice");
+    }
+
+    [Test]
+    public void A_worker_s_reply_of_another_command_not_json_an_error_or_of_another_shape_is_refused_naming_the_worker()
+    {
+        static bool Connected(JsonElement r) => r.GetProperty("connected").GetBoolean();
+        Assert.That(WorkerProtocol.ReadReply(2, 7, "connected", "7 {\"connected\":true}", Connected), Is.True);
+        Assert.That(WorkerProtocol.ReadReply(2, 7, "connected", "7 {\"connected\":false}", Connected), Is.False);
+        var counts = WorkerProtocol.ReadReply(2, 8, "count",
+            "8 " + JsonSerializer.Serialize(Counts(SimulatedFleet.MacFor(1)), Web), r => r.Deserialize<FleetCounts>(Web));
+        Assert.That(counts!.Macs, Is.EqualTo(new[] { SimulatedFleet.MacFor(1) }));
+
+        foreach (var (text, says) in new[]
+                 {
+                     ("{\"connected\":true}", "without a sequence number"),
+                     ("x {\"connected\":true}", "without a sequence number"),
+                     ("-7 {\"connected\":true}", "without a sequence number"),
+                     ("6 {\"connected\":true}", "replied to command 6, not to command 7"),
+                     ("70 {\"connected\":true}", "replied to command 70, not to command 7"),
+                     ("7 not json", "malformed reply to 'connected'"),
+                     ("7 {\"connected\":tr", "malformed reply to 'connected'"),
+                     ("7 ", "malformed reply to 'connected'"),
+                     ("7 {\"error\":\"unknown command 'connected'\"}", "unknown command 'connected'"),
+                     ("7 {\"error\":{\"code\":1}}", "{\"code\":1}"),
+                     ("7 {}", "malformed reply to 'connected'"),
+                     ("7 {\"connected\":\"yes\"}", "malformed reply to 'connected'"),
+                     ("7 [true]", "malformed reply to 'connected'"),
+                 })
+        {
+            var refused = Assert.Throws<FleetSimulationException>(() => WorkerProtocol.ReadReply(2, 7, "connected", text, Connected), text)!;
+            Assert.That(refused.Message, Does.StartWith("worker 2").And.Contain(says), text);
+        }
+        var wrongType = Assert.Throws<FleetSimulationException>(() => WorkerProtocol.ReadReply(3, 1, "count", "1 {\"macs\":5}",
+            r => r.Deserialize<FleetCounts>(Web)))!;
+        Assert.That(wrongType.Message, Does.StartWith("worker 3 sent a malformed reply to 'count'"));
     }
 
     [Test]
@@ -214,7 +252,30 @@ public class FleetSimRolloutTests
         var tooMany = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(
             new FleetSimSettings { Units = 2, Workers = 3, Scenarios = [FleetScenarios.Rollout], DataDirectory = data }, _ => { }))!;
         Assert.That(tooMany.Message, Does.Contain("--workers 3"));
+        var negative = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(
+            new FleetSimSettings { Units = 2, Workers = -1, Scenarios = [FleetScenarios.Rollout], DataDirectory = data }, _ => { }))!;
+        Assert.That(negative.Message, Does.Contain("--workers -1"));
+        var external = Assert.Throws<FleetSimulationException>(() => _ = new FleetSimulation(new FleetSimSettings
+        {
+            Units = 4, Workers = 2, Scenarios = [FleetScenarios.FirstBoot], DataDirectory = data, Server = new Uri("https://127.0.0.1:1/"),
+            ServerCertificate = "c.pem", UnitKeyFile = "u.key", OperatorPassword = "p",
+        }, _ => { }))!;
+        Assert.That(external.Message, Does.Contain("drop --server"));
         Assert.That(Directory.Exists(data), Is.False, "nothing was written");
+    }
+
+    [TestCase(5, 4)]
+    [TestCase(24, 2)]
+    [TestCase(7, 7)]
+    [TestCase(10, 3)]
+    [TestCase(1, 1)]
+    public void Every_worker_asked_for_holds_a_range_and_the_ranges_cover_the_units_once_in_order(int units, int workers)
+    {
+        var ranges = WorkerUnits.Ranges(units, workers);
+        Assert.That(ranges.Select(r => r.Worker), Is.EqualTo(Enumerable.Range(0, workers)), "one range per worker asked for");
+        Assert.That(ranges.Select(r => r.Count), Is.All.GreaterThan(0));
+        Assert.That(ranges.Max(r => r.Count) - ranges.Min(r => r.Count), Is.LessThanOrEqualTo(1));
+        Assert.That(ranges.SelectMany(r => Enumerable.Range(r.Offset, r.Count)), Is.EqualTo(Enumerable.Range(0, units)), "each unit once, in order");
     }
 
     [Test]

@@ -137,10 +137,11 @@ public static class FleetSimCommand
                 HealthWindow = r.GetValue(healthWindow) is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
                 SampleInterval = r.GetValue(sample) is > 0 and var every ? TimeSpan.FromSeconds(every) : null,
                 Workers = r.GetValue(workers),
-                Worker = r.GetValue(worker),
             };
-            // a worker reads its input from the start: the coordinator's end (end of input) or quit stops it at once, in its first boot too
-            using var input = settings.Worker ? WorkerInput.Start(Console.In) : null;
+            // --worker: after its scenarios, keep the units running and answer the coordinator's commands on standard input
+            // (WorkerProtocol); it reads its input from the start: the coordinator's end (end of input) or quit stops it at
+            // once, in its first boot too
+            using var input = r.GetValue(worker) ? WorkerInput.Start(Console.In) : null;
             using var run = CancellationTokenSource.CreateLinkedTokenSource(ct, input?.Ended ?? CancellationToken.None);
             try
             {

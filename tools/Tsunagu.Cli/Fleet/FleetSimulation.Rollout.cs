@@ -74,7 +74,7 @@ public sealed partial class FleetSimulation
         var units = FleetUnits;
         var macs = units.Macs;
         if (_rolloutFrom.Length == 0) { _rolloutFrom = FleetPattern; }
-        await WaitUntilAsync(() => units.AllConnectedAsync(ct), "every unit connected to the broker", ct);
+        await WaitUntilAsync(() => units.AllConnectedAsync(ct), "every unit connected to the broker", TimeSpan.FromMinutes(5), TimeSpan.FromMilliseconds(200), ct);
         using var client = Operator();
         var from = _rolloutFrom;
         var (to, program) = await CatalogueNextAsync(client, ct);
@@ -145,11 +145,8 @@ public sealed partial class FleetSimulation
         var cost = Rollouts.Cost; // before the passes of the idle measurement below
         var counts = await units.CountAsync(ct);
         var workersAfter = _workers is null ? null : await _workers.FiguresAsync(ct);
-        if (!counts.Macs.SequenceEqual(start.Macs)) { throw new FleetSimulationException("the units' counts came back in another order or with other units"); }
         var requests = counts.Requests.Select((n, i) => n - start.Requests[i]).ToArray();
         var retries = counts.Retries.Select((n, i) => n - start.Retries[i]).ToArray();
-        var ticks = counts.LatencyTicks.ToArray();
-        Array.Sort(ticks);
         var byRoute = new SortedDictionary<string, long>(counts.Routes.ToDictionary(), StringComparer.Ordinal);
         var unitsByRequests = new SortedDictionary<long, int>(requests.GroupBy(n => n).ToDictionary(g => g.Key, g => g.Count()));
 
@@ -208,22 +205,8 @@ public sealed partial class FleetSimulation
         var ok = failing
             ? current.State == RolloutStates.Paused && beyond == 0 && stray == 0 && duplicates == 0
             : current.State == RolloutStates.Completed && onTarget.Count == macs.Count && duplicates == 0 && unaccounted == 0;
-        using var self = Process.GetCurrentProcess();
-        return new ScenarioReport(failing ? FleetScenarios.RolloutPause : FleetScenarios.Rollout, macs.Count, ok ? macs.Count : onTarget.Count, elapsed,
-            requests.Sum(), requests.Average(), requests.Max(), retries.Sum(), retries.Average(), retries.Max(),
-            new SortedDictionary<string, long>(counts.Errors.ToDictionary()), FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95),
-            FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100), cpu, self.PeakWorkingSet64, DescribeRollout(report),
-            counts.Reauthentications - start.Reauthentications, report);
-    }
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, CancellationToken ct)
-    {
-        var deadline = Stopwatch.StartNew();
-        while (!await condition())
-        {
-            if (deadline.Elapsed > TimeSpan.FromMinutes(5)) { throw new FleetSimulationException($"timed out after 300 s waiting for {what}"); }
-            await Task.Delay(200, ct);
-        }
+        return ScenarioReport.Of(failing ? FleetScenarios.RolloutPause : FleetScenarios.Rollout, macs.Count, ok ? macs.Count : onTarget.Count, elapsed,
+            requests, retries, counts.Errors, counts.LatencyTicks, cpu, DescribeRollout(report), counts.Reauthentications - start.Reauthentications, report);
     }
 
     private static double Mean(TimeSpan total, long count) => count == 0 ? 0 : total.TotalMilliseconds / count;

@@ -126,9 +126,6 @@ public sealed record FleetSimSettings
     /// </summary>
     public int Workers { get; init; }
 
-    /// <summary>After its scenarios, keep the units running and answer the coordinator's commands on standard input (<see cref="WorkerProtocol"/>).</summary>
-    public bool Worker { get; init; }
-
     /// <summary>The health window of the units when a rollout scenario runs and none is given (the firmware's is 2 min).</summary>
     public static readonly TimeSpan RolloutHealthWindow = TimeSpan.FromSeconds(5);
 }
@@ -179,6 +176,24 @@ public sealed record ScenarioReport(
     /// <summary>Attempts per unit: the first try plus each retry.</summary>
     public double AttemptsPerUnit => 1 + RetriesPerUnit;
     public bool AllCompleted => Completed == Units;
+
+    /// <summary>
+    /// A report from a scenario's per-unit <paramref name="requests"/> and <paramref name="retries"/> (one entry per unit)
+    /// and every request's latency (<paramref name="latencyTicks"/>, Stopwatch ticks, any order); its peak working set is
+    /// this process's now.
+    /// </summary>
+    public static ScenarioReport Of(string scenario, int units, int completed, TimeSpan elapsed, IReadOnlyCollection<long> requests,
+        IReadOnlyCollection<long> retries, IReadOnlyDictionary<string, long> errors, IEnumerable<long> latencyTicks, TimeSpan cpu, string? note,
+        long reauthentications, RolloutReport? rollout = null)
+    {
+        var ticks = latencyTicks.ToArray();
+        Array.Sort(ticks);
+        using var self = Process.GetCurrentProcess();
+        return new ScenarioReport(scenario, units, completed, elapsed, requests.Sum(), requests.Average(), requests.Max(),
+            retries.Sum(), retries.Average(), retries.Max(), new SortedDictionary<string, long>(errors.ToDictionary(), StringComparer.Ordinal),
+            FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95), FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100),
+            cpu, self.PeakWorkingSet64, note, reauthentications, rollout);
+    }
 }
 
 /// <summary>
@@ -495,19 +510,14 @@ public sealed partial class FleetSimulation : IAsyncDisposable
         var completed = units.Select((u, i) => u.Meter.ReadyAcks > before[i].ReadyAcks ? 1 : 0).Sum();
         var requests = units.Select((u, i) => u.Meter.Requests - before[i].Requests).ToArray();
         var retries = units.Select((u, i) => u.Meter.Retries - before[i].Retries).ToArray();
-        var ticks = _meter.LatencyTicks.ToArray();
-        Array.Sort(ticks);
         if (!Done(units, before))
         {
             var stuck = units.Select((u, i) => (u, i)).Where(x => x.u.Meter.ReadyAcks <= before[x.i].ReadyAcks).Take(3)
                 .Select(x => $"{x.u.Mac} in {x.u.Supervisor.State}: {x.u.Supervisor.Context.LastError ?? "no error"}");
             note = (note is null ? "" : note + "; ") + "not completed, e.g. " + string.Join(" | ", stuck);
         }
-        using var self = Process.GetCurrentProcess();
-        return new ScenarioReport(scenario, units.Count, completed, elapsed, requests.Sum(), requests.Average(), requests.Max(),
-            retries.Sum(), retries.Average(), retries.Max(), new SortedDictionary<string, long>(_meter.Errors.ToDictionary()),
-            FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95), FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100),
-            cpu, self.PeakWorkingSet64, note, units.Sum(u => u.Meter.Reauthentications) - reauthenticationsBefore);
+        return ScenarioReport.Of(scenario, units.Count, completed, elapsed, requests, retries, _meter.Errors, _meter.LatencyTicks, cpu, note,
+            units.Sum(u => u.Meter.Reauthentications) - reauthenticationsBefore);
     }
 
     private Dictionary<string, int> _revisions = [];
@@ -533,13 +543,8 @@ public sealed partial class FleetSimulation : IAsyncDisposable
         var cpu = Environment.CpuUsage.TotalTime - cpu0;
         var counts = await _workers.CountAsync(ct);
         var figures = await _workers.FiguresAsync(ct);
-        var ticks = counts.LatencyTicks.ToArray();
-        Array.Sort(ticks);
-        using var self = Process.GetCurrentProcess();
-        return new ScenarioReport(FleetScenarios.FirstBoot, counts.Macs.Count, counts.ReadyAcks.Count(n => n > 0), elapsed, counts.Requests.Sum(),
-            counts.Requests.Average(), counts.Requests.Max(), counts.Retries.Sum(), counts.Retries.Average(), counts.Retries.Max(),
-            new SortedDictionary<string, long>(counts.Errors.ToDictionary()), FleetMeter.Percentile(ticks, 50), FleetMeter.Percentile(ticks, 95),
-            FleetMeter.Percentile(ticks, 99), FleetMeter.Percentile(ticks, 100), cpu, self.PeakWorkingSet64,
+        return ScenarioReport.Of(FleetScenarios.FirstBoot, counts.Macs.Count, counts.ReadyAcks.Count(n => n > 0), elapsed, counts.Requests, counts.Retries,
+            counts.Errors, counts.LatencyTicks, cpu,
             $"{figures.Count} worker processes (the units), the server in this one (its CPU and peak RSS above); {DescribeWorkers(figures)}",
             counts.Reauthentications);
     }
@@ -609,18 +614,26 @@ public sealed partial class FleetSimulation : IAsyncDisposable
         return $"{applied}/{_revisions.Count} units applied their new revision";
     }
 
-    private static async Task WaitAsync(Func<bool> condition, string what, CancellationToken ct, TimeSpan? timeout = null, bool throwOnTimeout = true)
+    private static Task WaitAsync(Func<bool> condition, string what, CancellationToken ct, TimeSpan? timeout = null, bool throwOnTimeout = true) =>
+        WaitUntilAsync(() => Task.FromResult(condition()), what, timeout ?? TimeSpan.FromMinutes(2), TimeSpan.FromMilliseconds(20), ct, throwOnTimeout);
+
+    /// <summary>
+    /// Polls <paramref name="condition"/> every <paramref name="interval"/> until it holds or <paramref name="timeout"/>
+    /// has passed: then a <see cref="FleetSimulationException"/> naming the timeout and <paramref name="what"/>, or (with
+    /// <paramref name="throwOnTimeout"/> false) a return.
+    /// </summary>
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan timeout, TimeSpan interval, CancellationToken ct,
+        bool throwOnTimeout = true)
     {
         var deadline = Stopwatch.StartNew();
-        var limit = timeout ?? TimeSpan.FromMinutes(2);
-        while (!condition())
+        while (!await condition())
         {
-            if (deadline.Elapsed > limit)
+            if (deadline.Elapsed > timeout)
             {
-                if (throwOnTimeout) { throw new FleetSimulationException($"timed out after {limit.TotalSeconds:0} s waiting for {what}"); }
+                if (throwOnTimeout) { throw new FleetSimulationException($"timed out after {timeout.TotalSeconds:0} s waiting for {what}"); }
                 return;
             }
-            await Task.Delay(20, ct);
+            await Task.Delay(interval, ct);
         }
     }
 

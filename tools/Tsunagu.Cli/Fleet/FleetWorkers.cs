@@ -46,7 +46,6 @@ public sealed record FleetCounts(
         {
             throw new FleetSimulationException($"the workers' counts are of {merged.Macs.Count} unit(s), not of the {macs.Count} unit(s) of the plan in its order");
         }
-        if (merged.Macs.Distinct(StringComparer.Ordinal).Count() != merged.Macs.Count) { throw new FleetSimulationException("the workers' counts hold a unit more than once"); }
     }
 
     public static FleetCounts Merge(IReadOnlyList<FleetCounts> parts) => new(
@@ -229,6 +228,44 @@ public static class WorkerProtocol
         }
     }
 
+    /// <summary>
+    /// Reads the reply <paramref name="text"/> (a reply line after its prefix, <c>SEQ JSON</c>) of <paramref name="worker"/>
+    /// to the command numbered <paramref name="expectedSeq"/>, <paramref name="command"/>, with <paramref name="read"/>.
+    /// </summary>
+    /// <exception cref="FleetSimulationException">
+    /// naming the worker: a reply without a sequence number or with another command's, one that is not JSON, an
+    /// <c>{"error": ...}</c> reply, or one <paramref name="read"/> cannot read (a field missing or of another type).
+    /// </exception>
+    public static T ReadReply<T>(int worker, long expectedSeq, string command, string text, Func<JsonElement, T> read)
+    {
+        var space = text.IndexOf(' ');
+        if (space <= 0 || !long.TryParse(text.AsSpan(0, space), NumberStyles.None, CultureInfo.InvariantCulture, out var seq))
+        {
+            throw new FleetSimulationException($"worker {worker} sent a reply without a sequence number: '{Shorten(text)}'");
+        }
+        if (seq != expectedSeq)
+        {
+            throw new FleetSimulationException($"worker {worker} replied to command {seq}, not to command {expectedSeq} ('{command}')");
+        }
+        var json = text[(space + 1)..];
+        try
+        {
+            using var document = JsonDocument.Parse(json);
+            var root = document.RootElement;
+            if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("error", out var error))
+            {
+                throw new FleetSimulationException($"worker {worker}: {(error.ValueKind == JsonValueKind.String ? error.GetString() : error.GetRawText())}");
+            }
+            return read(root);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new FleetSimulationException($"worker {worker} sent a malformed reply to '{command}' ({e.Message}): '{Shorten(json)}'", e);
+        }
+    }
+
+    private static string Shorten(string text) => text.Length > 200 ? text[..200] + "..." : text;
+
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 }
 
@@ -262,12 +299,8 @@ public sealed class WorkerUnits : IFleetUnits, IAsyncDisposable
         var macs = new List<string>();
         try
         {
-            var per = (units + workers - 1) / workers;
-            for (var w = 0; w < workers; w++)
+            foreach (var (w, offset, count) in Ranges(units, workers))
             {
-                var offset = w * per;
-                var count = Math.Min(per, units - offset);
-                if (count <= 0) { break; }
                 var range = Enumerable.Range(settings.UnitOffset + offset + 1, count).Select(SimulatedFleet.MacFor).ToList();
                 started.Add(WorkerProcess.Start(w, count, settings.UnitOffset + offset, range, server, serverCertificate, unitKeyFile, password, releaseKeyFile, directory, settings, progress));
                 macs.AddRange(range);
@@ -286,6 +319,21 @@ public sealed class WorkerUnits : IFleetUnits, IAsyncDisposable
             await DisposeAllAsync(started);
             throw;
         }
+    }
+
+    /// <summary>
+    /// The ranges of <paramref name="units"/> units (from 0) that <paramref name="workers"/> workers (1 to
+    /// <paramref name="units"/>) hold: one per worker, in order, contiguous, their sizes differing by at most one.
+    /// </summary>
+    public static IReadOnlyList<(int Worker, int Offset, int Count)> Ranges(int units, int workers)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(units, workers);
+        return [.. Enumerable.Range(0, workers).Select(w =>
+        {
+            var offset = (int)((long)units * w / workers);
+            return (w, offset, (int)((long)units * (w + 1) / workers) - offset);
+        })];
     }
 
     public async Task<bool> AllConnectedAsync(CancellationToken ct)
@@ -433,25 +481,8 @@ public sealed class WorkerUnits : IFleetUnits, IAsyncDisposable
             }
         }
 
-        /// <summary>A reply line (after the prefix): <c>SEQ JSON</c>; it completes the command asked if SEQ is that command's.</summary>
-        private void OnReply(string text)
-        {
-            var pending = Volatile.Read(ref _reply);
-            var space = text.IndexOf(' ');
-            if (space <= 0 || !long.TryParse(text.AsSpan(0, space), NumberStyles.None, CultureInfo.InvariantCulture, out var seq))
-            {
-                pending.TrySetException(new FleetSimulationException($"worker {Index} sent a reply without a sequence number: '{Shorten(text)}'"));
-                return;
-            }
-            if (seq != Interlocked.Read(ref _seq))
-            {
-                pending.TrySetException(new FleetSimulationException($"worker {Index} replied to command {seq}, not to command {Interlocked.Read(ref _seq)}"));
-                return;
-            }
-            pending.TrySetResult(text[(space + 1)..]);
-        }
-
-        private static string Shorten(string text) => text.Length > 200 ? text[..200] + "..." : text;
+        /// <summary>A reply line (after the prefix), <c>SEQ JSON</c>: it completes the command asked, which reads it (<see cref="WorkerProtocol.ReadReply{T}"/>).</summary>
+        private void OnReply(string text) => Volatile.Read(ref _reply).TrySetResult(text);
 
         /// <summary>
         /// Sends one command and waits for its reply (one command at a time per worker), read by <paramref name="read"/>:
@@ -463,9 +494,10 @@ public sealed class WorkerUnits : IFleetUnits, IAsyncDisposable
             await _asking.WaitAsync(ct);
             try
             {
+                // the command's number first, then the promise its next reply line completes (ReadReply checks that line's number)
+                var seq = Interlocked.Increment(ref _seq);
                 var reply = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
                 Volatile.Write(ref _reply, reply);
-                var seq = Interlocked.Increment(ref _seq);
                 if (_exited.Task.IsCompleted || _process.HasExited) { throw Exited(); }
                 try
                 {
@@ -482,21 +514,7 @@ public sealed class WorkerUnits : IFleetUnits, IAsyncDisposable
                 {
                     throw Exited();
                 }
-                var text = await reply.Task;
-                try
-                {
-                    using var document = JsonDocument.Parse(text);
-                    var root = document.RootElement;
-                    if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("error", out var error))
-                    {
-                        throw new FleetSimulationException($"worker {Index}: {(error.ValueKind == JsonValueKind.String ? error.GetString() : error.GetRawText())}");
-                    }
-                    return read(root);
-                }
-                catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
-                {
-                    throw new FleetSimulationException($"worker {Index} sent a malformed reply to '{command}' ({e.Message}): '{Shorten(text)}'", e);
-                }
+                return WorkerProtocol.ReadReply(Index, seq, command, await reply.Task, read);
             }
             catch (TimeoutException)
             {
