@@ -203,7 +203,7 @@ image-arm64: deps
 ISP_LAB_DIR := out/isp-lab
 .PHONY: isp-lab-image isp-lab-test
 isp-lab-image: $(ISP_LAB_DIR)/initrd.img
-$(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/isp/drop-session $(wildcard image/isp/radius/*) image/lib.sh
+$(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/isp/drop-session image/isp/set-password $(wildcard image/isp/radius/*) image/lib.sh
 	bash image/isp/build.sh $(ISP_LAB_DIR)
 
 # The ISP lab's LAN PC (docs/lab.md): out/lan-pc/vmlinuz and initrd.img (busybox: udhcpc, nslookup, wget).

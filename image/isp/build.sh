@@ -51,6 +51,7 @@ install -m 0644 image/isp/radius/radiusd.conf "$stage/etc/raddb/radiusd.conf"
 mkdir -p "$stage/etc/raddb/templates"
 install -m 0644 image/isp/radius/access-point-module.conf image/isp/radius/access-point-authorize.conf "$stage/etc/raddb/templates/"
 install -m 0755 image/isp/drop-session "$stage/usr/sbin/isp-drop-session"
+install -m 0755 image/isp/set-password "$stage/usr/sbin/isp-set-password"
 # The configuration must load with exactly the staged modules and dictionaries (users and clients.conf are made at boot:
 # stand-ins here).
 check=$(mktemp -d)

@@ -1,11 +1,14 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Demo;
+using Tsunagu.Firmware.Supervision;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
+using Tsunagu.Server.Units.Lifecycle;
 using Tsunagu.Server.Units.ServiceConfigs;
 
 namespace Tsunagu.SystemTests.Qemu;
@@ -208,6 +211,191 @@ public sealed partial class IspLabTests
         Assert.That(DateTimeOffset.Parse(lastSeen!, CultureInfo.InvariantCulture), Is.GreaterThan(droppedAt), "the host heard from the unit after the drop");
         Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(redials[^1].Remote), "the unit's ppp0 carries the new session");
     }
+
+    [Test]
+    public async Task A_password_the_operator_changes_in_the_table_reaches_the_unit_which_redials_and_a_wrong_one_sends_it_back_to_provisioning_until_the_table_is_fixed()
+    {
+        const int index = 27;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var subscriber = new WanAccount("pppoe", "saburo.ito@isp.example", "subscriber-secret-0101");
+        const string changed = "subscriber-secret-0202";
+        const string typo = "subscriber-secret-0220";
+        var refusalLimit = new SupervisorOptions().MainLinkRefusalLimit;
+        await using var isp = await IspGuest.StartAsync(_lab, "isp27", [(subscriber.Username!, subscriber.Password!)]);
+        await isp.WaitReadyAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        unit.WanSocket = isp.AccessEndpoint;
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        var revision = (await _lab.UnitAsync(mac))!.SettingsRevision;
+
+        // 1. The subscriber's password changes at the ISP (the session up stays up), and the operator writes the new one
+        // into the table: a forced check tells the unit, which fetches its settings again and redials with it
+        var (events, radius, console) = (isp.Events().Count, isp.Radius().Count, unit.Console().Length);
+        Assert.That(await isp.ShellAsync($"isp-set-password {subscriber.Username} {changed}"), Does.EndWith($"isp: password of {subscriber.Username} changed"));
+        Assert.That(await SetIspPasswordAsync(mac, changed), Is.EqualTo(revision + 1), "the edit raises the settings revision");
+        var clock = Stopwatch.StartNew();
+        await _lab.ForceCheckAsync(mac);
+        var redialled = await ReadyAgainAsync(unit, mac, console, "--SettingsChanged--> Provisional");
+        TestContext.Out.WriteLine($"password changed: the unit redialled and was Ready again {redialled.TotalSeconds:0.0} s after the forced check");
+        var after = isp.Events().Skip(events).ToList();
+        Assert.That(Dials(after, factoryUser, subscriber.Username!), Is.EqualTo(new[] { "down " + subscriber.Username, "up " + factoryUser, "down " + factoryUser, "up " + subscriber.Username }),
+            $"the old session hung up, settings fetched on the provisioning access point, then the subscriber's account dialled\n--- ISP ---\n{isp.Console()}");
+        Assert.That(after.Where(e => e.Kind == "refused"), Is.Empty, "the new password was accepted at the first dial");
+        Assert.That(isp.Radius().Skip(radius).Where(r => r.Kind is "Access-Accept" or "Access-Reject").Select(r => (r.Kind, r.User)),
+            Is.EqualTo(new[] { ("Access-Accept", factoryUser), ("Access-Accept", subscriber.Username!) }), "RADIUS accepted the factory account, then the new password");
+        await AssertOnSessionAsync(unit, mac, after.Last(e => e.Kind == "up").Remote!);
+
+        // 2. A wrong password in the table (a typo): the ISP refuses each dial; after MainLinkRefusalLimit refusals the unit
+        // fetches fresh settings on the provisioning access point (it cannot reach the host over a refused line). The
+        // operator fixes the table once the first refusal is seen; the unit learns the fix at its next fetch. (When that
+        // fetch came before the fix, it takes one more round of refusals: the rounds are counted, not assumed.)
+        (events, radius, console) = (isp.Events().Count, isp.Radius().Count, unit.Console().Length);
+        Assert.That(await SetIspPasswordAsync(mac, typo), Is.EqualTo(revision + 2));
+        clock.Restart();
+        await _lab.ForceCheckAsync(mac);
+        await isp.WaitAsync(() => isp.Events().Skip(events).Any(e => e.Kind == "refused"), BootToReady, "the first refusal of the wrong password");
+        Assert.That(await SetIspPasswordAsync(mac, changed), Is.EqualTo(revision + 3));
+        var recovered = await ReadyAgainAsync(unit, mac, console, "--IspRefused--> Provisional");
+        after = isp.Events().Skip(events).ToList();
+        var refusals = after.Count(e => e.Kind == "refused" && e.Peer == subscriber.Username);
+        var rounds = refusals / refusalLimit;
+        TestContext.Out.WriteLine($"wrong password: {refusals} refusal(s) in {rounds} round(s); Ready again {recovered.TotalSeconds:0.0} s after the forced check");
+        Assert.That(rounds, Is.InRange(1, 2), $"one round of refusals (two when the fetch came before the fix)\n--- ISP ---\n{isp.Console()}");
+        // the whole story at the access concentrator, in order: settings fetched (with the typo), then each round of
+        // exactly MainLinkRefusalLimit refusals ends in a fetch on the provisioning access point, then the fixed password
+        var expected = new List<string> { "down " + subscriber.Username, "up " + factoryUser, "down " + factoryUser };
+        for (var round = 0; round < rounds; round++)
+        {
+            expected.AddRange(Enumerable.Repeat("refused " + subscriber.Username, refusalLimit));
+            expected.AddRange(["up " + factoryUser, "down " + factoryUser]);
+        }
+        expected.Add("up " + subscriber.Username);
+        Assert.That(Dials(after, factoryUser, subscriber.Username!), Is.EqualTo(expected), $"the dials, in order\n--- ISP ---\n{isp.Console()}");
+        var answers = isp.Radius().Skip(radius).Where(r => r.Kind is "Access-Accept" or "Access-Reject").ToList();
+        Assert.That(answers.Count(r => r.Kind == "Access-Reject" && r.User == subscriber.Username), Is.EqualTo(refusals), "each refusal is a RADIUS Access-Reject");
+        Assert.That(answers.Where(r => r.Kind == "Access-Reject").Select(r => r.User), Has.All.EqualTo(subscriber.Username), "the factory account was never refused");
+        Assert.That(answers[^1], Is.EqualTo(new IspGuest.RadiusEvent("Access-Accept", subscriber.Username!, null)), "the fixed password was accepted");
+        var since = unit.Console()[console..];
+        Assert.That(Occurrences(since, "--IspRefused--> Provisional"), Is.EqualTo(rounds), "each round sent the unit back to provisioning once");
+        await AssertOnSessionAsync(unit, mac, after.Last(e => e.Kind == "up").Remote!);
+        var full = unit.FullConsole();
+        foreach (var password in new[] { subscriber.Password!, changed, typo })
+        {
+            Assert.That(full, Does.Not.Contain(password), "no password reaches the unit's console");
+            Assert.That(isp.Console(), Does.Not.Contain(password), "nor the access concentrator's log");
+        }
+    }
+
+    [Test]
+    public async Task A_dhcp_main_link_keeps_and_renews_its_lease_and_a_static_one_the_operator_sets_comes_up_with_its_gateway_and_name_server()
+    {
+        const int index = 28;
+        const string staticAddress = "10.65.0.7";
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        // an ISP whose line carries IP straight (IPoE: DHCP, or a fixed address); the provisioning access point is PPPoE
+        await using var isp = await IspGuest.StartAsync(_lab, "isp28", [], ipoe: true);
+        await isp.WaitReadyAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: new WanAccount("dhcp"), provisional: new WanAccount("pppoe"));
+        unit.WanSocket = isp.AccessEndpoint;
+        var clock = Stopwatch.StartNew();
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        TestContext.Out.WriteLine($"unit power-on to Ready over DHCP (provisioned over PPPoE): {clock.Elapsed.TotalSeconds:0.0} s");
+
+        // provisioned over the access point's PPPoE, hung up, then a lease on the same port
+        Assert.That(Dials(isp.Events(), factoryUser, factoryUser), Is.EqualTo(new[] { "up " + factoryUser, "down " + factoryUser }),
+            $"one provisioning session, hung up; the main link is no PPPoE session\n--- ISP ---\n{isp.Console()}");
+        var dhcp = isp.Dhcp(mac);
+        Assert.That(dhcp.Count(e => e.Kind == "DHCPACK"), Is.EqualTo(1), $"one lease given\n--- ISP ---\n{isp.Console()}");
+        var lease = dhcp[^1].Address!;
+        Assert.That(dhcp[^1].Kind, Is.EqualTo("DHCPACK"), "the last message is the lease's acknowledgement");
+        Assert.That(lease, Does.StartWith("10.65.0."));
+        Assert.That(int.Parse(lease["10.65.0.".Length..], CultureInfo.InvariantCulture), Is.InRange(100, 119), $"{lease}: an address of the ISP's range");
+        // a DHCPDISCOVER or two (one more when an answer was late), an offer, the request and its acknowledgement
+        Assert.That(dhcp.Select(e => e.Kind).Distinct(), Is.EqualTo(new[] { "DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK" }), "the lease asked for in DHCP's order");
+        Assert.That((await _lab.UnitAsync(mac))!.WanAddress, Is.EqualTo(lease), "the host has the lease's address");
+        Assert.That(await unit.ShellAsync("ip -4 addr show dev eth0"), Does.Contain($"inet {lease}/24"));
+        Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain($"via {IspGuest.IpoeRouter} dev eth0"), "the lease's router is the default route");
+        Assert.That(await unit.ShellAsync("cat /etc/resolv.conf"), Does.Contain($"nameserver {IspGuest.DnsAddress}"), "the lease's name server");
+
+        // the lease (120 s) is renewed at half its time by the same client: a DHCPREQUEST and DHCPACK for the same
+        // address, no new DHCPDISCOVER, and the link stays up (the unit never leaves Ready)
+        var consoleAtReady = unit.Console().Length;
+        await isp.WaitAsync(() => isp.Dhcp(mac).Count(e => e.Kind == "DHCPACK") >= 2, TimeSpan.FromMinutes(4), "the lease's renewal");
+        var renewal = isp.Dhcp(mac).Skip(dhcp.Count).ToList();
+        Assert.That(renewal.Take(2), Is.EqualTo(new[] { new IspGuest.DhcpEvent("DHCPREQUEST", lease, mac), new IspGuest.DhcpEvent("DHCPACK", lease, mac) }),
+            $"a renewal of the same address\n--- ISP ---\n{isp.Console()}");
+        Assert.That(renewal.Where(e => e.Kind == "DHCPDISCOVER"), Is.Empty, "never a new lease");
+        Assert.That(await unit.ShellAsync("cat /run/tsunagu/dhcp.state"), Is.EqualTo($"renew {lease}"), "the unit's DHCP client saw the renewal");
+        Assert.That(unit.Console()[consoleAtReady..], Does.Not.Contain("--LinkLost-->"), "the link stayed up through the renewal");
+        Assert.That(await unit.ShellAsync("ip -4 addr show dev eth0"), Does.Contain($"inet {lease}/24"));
+
+        // the operator gives the unit a fixed address (a contract with one): a forced check, the settings fetched again on
+        // the access point, and the static link comes up with the table's address, gateway and name server
+        var console = unit.Console().Length;
+        var dhcpBefore = isp.Dhcp(mac).Count;
+        using (var op = _lab.Operator())
+        {
+            var path = $"{Routes.Units}/{mac}/record";
+            var record = JsonSerializer.Deserialize<UnitRecordView>(await op.SendAsync(HttpMethod.Get, path, null, CancellationToken.None), JsonSerializerOptions.Web)!;
+            await op.SendJsonAsync(HttpMethod.Patch, path, new UnitEditRequest(IspMethod: "static", IpAddress: staticAddress + "/24", IspGateway: IspGuest.IpoeRouter,
+                IspDns: [IspGuest.DnsAddress]), CancellationToken.None, $"\"{record.Revision.ToString(CultureInfo.InvariantCulture)}\"");
+        }
+        await _lab.ForceCheckAsync(mac);
+        var switched = await ReadyAgainAsync(unit, mac, console, "--SettingsChanged--> Provisional");
+        TestContext.Out.WriteLine($"DHCP to static: Ready again {switched.TotalSeconds:0.0} s after the forced check");
+        Assert.That((await _lab.UnitAsync(mac))!.WanAddress, Is.EqualTo(staticAddress), "the host has the static address");
+        Assert.That(await unit.ShellAsync("ip -4 addr show dev eth0"), Does.Contain($"inet {staticAddress}/24").And.Not.Contain(lease), "the static address, the lease's gone");
+        Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain($"via {IspGuest.IpoeRouter} dev eth0"));
+        Assert.That(await unit.ShellAsync("cat /etc/resolv.conf"), Is.EqualTo($"nameserver {IspGuest.DnsAddress}"), "the table's name server only");
+        Assert.That(await unit.ShellAsync("pidof udhcpc || echo none"), Is.EqualTo("none"), "no DHCP client runs for a static link");
+        Assert.That(Dials(isp.Events(), factoryUser, factoryUser), Is.EqualTo(new[] { "up " + factoryUser, "down " + factoryUser, "up " + factoryUser, "down " + factoryUser }),
+            "the settings fetched again on the access point, hung up");
+        // the name server is used: a name resolved on the unit is asked of the lab's DNS server from the static address
+        Assert.That(await unit.ShellAsync($"nslookup -type=a {IspGuest.WebServerName}"), Does.Contain("198.51.100.80"));
+        Assert.That(isp.DnsQueries().Where(q => q.Name == IspGuest.WebServerName).Select(q => q.From), Does.Contain(staticAddress));
+        Assert.That(isp.Dhcp(mac).Skip(dhcpBefore).Where(e => e.Kind is "DHCPDISCOVER" or "DHCPREQUEST"), Is.Empty, "the static link asked no DHCP server");
+    }
+
+    /// <summary>The operator edits the unit's ISP password in the table (at its current revision, as the CLI does); returns the settings revision after it.</summary>
+    private async Task<long> SetIspPasswordAsync(string mac, string password)
+    {
+        using var op = _lab.Operator();
+        var path = $"{Routes.Units}/{mac}/record";
+        var record = JsonSerializer.Deserialize<UnitRecordView>(await op.SendAsync(HttpMethod.Get, path, null, CancellationToken.None), JsonSerializerOptions.Web)!;
+        await op.SendJsonAsync(HttpMethod.Patch, path, new UnitEditRequest(IspPassword: password), CancellationToken.None,
+            $"\"{record.Revision.ToString(CultureInfo.InvariantCulture)}\"");
+        return (await _lab.UnitAsync(mac))!.SettingsRevision;
+    }
+
+    /// <summary>
+    /// Waits for the unit to leave its session by <paramref name="transition"/> (in its console after
+    /// <paramref name="consoleFrom"/>) and reach Ready after it, on the unit and on the host; returns how long from now.
+    /// </summary>
+    private async Task<TimeSpan> ReadyAgainAsync(QemuUnit unit, string mac, int consoleFrom, string transition)
+    {
+        var clock = Stopwatch.StartNew();
+        string Since() => unit.Console()[consoleFrom..];
+        await unit.WaitAsync(() => Since().Contains(transition, StringComparison.Ordinal), BootToReady, $"the unit's {transition}");
+        await unit.WaitAsync(() => Since() is var s && s.IndexOf("--> Ready", s.IndexOf(transition, StringComparison.Ordinal), StringComparison.Ordinal) >= 0,
+            BootToReady, $"Ready after {transition}");
+        await unit.WaitAsync(async () => (await _lab.UnitAsync(mac))?.State == UnitStates.Ready, TimeSpan.FromMinutes(2), "the host seeing the unit Ready again");
+        return clock.Elapsed;
+    }
+
+    /// <summary>The unit's session on ppp0 is the one the access concentrator gave <paramref name="remote"/>, and the host has that address.</summary>
+    private async Task AssertOnSessionAsync(QemuUnit unit, string mac, string remote)
+    {
+        Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(remote), "the unit's ppp0 carries the new session");
+        Assert.That((await _lab.UnitAsync(mac))!.WanAddress, Is.EqualTo(remote), "the host has the new session's address");
+    }
+
+    /// <summary>The sessions up and down and the refusals of the two accounts, as "KIND PEER", in order.</summary>
+    private static List<string> Dials(IEnumerable<IspGuest.SessionEvent> events, string factoryUser, string subscriberUser) =>
+        [.. events.Where(e => e.Kind is "up" or "down" or "refused" && (e.Peer == factoryUser || e.Peer == subscriberUser)).Select(e => $"{e.Kind} {e.Peer}")];
 
     /// <summary>The unit's log lines of a failed contact with the host (HostSession's errors and its retries).</summary>
     private static List<string> FailedHostContacts(string console) =>
@@ -491,8 +679,15 @@ public sealed partial class IspGuest : LabGuest
     /// <summary>Fails the test (never skips it) when the guest's image is missing.</summary>
     public static void RequireImage() => RequireImage(ImageDirectory, "isp-lab-image");
 
-    /// <summary>Boots a guest whose RADIUS server accepts <paramref name="accounts"/> (CHAP), linked to the lab's server.</summary>
-    public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts)
+    /// <summary>With IPoE (isp-run.sh IPOE=on): the ISP's address on the access port, the units' router.</summary>
+    public const string IpoeRouter = "10.65.0.1";
+
+    /// <summary>
+    /// Boots a guest whose RADIUS server accepts <paramref name="accounts"/> (CHAP), linked to the lab's server; with
+    /// <paramref name="ipoe"/>, its access port also carries IP straight (DHCP from 10.65.0.100-119, router
+    /// <see cref="IpoeRouter"/>), as a fibre line without PPPoE does.
+    /// </summary>
+    public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts, bool ipoe = false)
     {
         var dir = Path.Combine(lab.Root, name);
         System.IO.Directory.CreateDirectory(dir);
@@ -515,6 +710,7 @@ public sealed partial class IspGuest : LabGuest
             ["MQTT_PORT"] = lab.MqttPort.ToString(CultureInfo.InvariantCulture),
             ["ACCESS_POINT_TOKEN"] = QemuLab.AccessPointToken,
             ["SERVER_CERT"] = lab.CertificatePath,
+            ["IPOE"] = ipoe ? "on" : "",
         });
     }
 
@@ -614,6 +810,14 @@ public sealed partial class IspGuest : LabGuest
     public List<(string User, string Status)> AccessPointLookups() =>
         Console().Split('\n').Select(l => AccessPointLine().Match(l)).Where(m => m.Success).Select(m => (m.Groups[1].Value, m.Groups[2].Value)).ToList();
 
+    /// <summary>One message of the IPoE DHCP server (dnsmasq): DHCPDISCOVER, DHCPOFFER, DHCPREQUEST, DHCPACK... with the address (none for a discover) and the client's MAC.</summary>
+    public sealed record DhcpEvent(string Kind, string? Address, string Mac);
+
+    /// <summary>What the IPoE DHCP server logged about <paramref name="mac"/>, in order.</summary>
+    public List<DhcpEvent> Dhcp(string mac) =>
+        Console().Split('\n').Select(l => DhcpLine().Match(l)).Where(m => m.Success && m.Groups[3].Value == mac)
+            .Select(m => new DhcpEvent(m.Groups[1].Value, m.Groups[2].Success ? m.Groups[2].Value : null, m.Groups[3].Value)).ToList();
+
     /// <summary>One query the lab's DNS server received: its type (A, AAAA...), the name and the address it came from.</summary>
     public sealed record DnsQuery(string Type, string Name, string From);
 
@@ -624,6 +828,9 @@ public sealed partial class IspGuest : LabGuest
     public List<DnsQuery> DnsQueries() =>
         Console().Split('\n').Select(l => DnsQueryLine().Match(l)).Where(m => m.Success)
             .Select(m => new DnsQuery(m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value)).Where(q => q.From != DnsAddress).ToList();
+
+    [GeneratedRegex(@"dnsmasq-dhcp\[\d+\]: (DHCP[A-Z]+)\(access\) (?:(\d{1,3}(?:\.\d{1,3}){3}) )?([0-9a-f]{2}(?::[0-9a-f]{2}){5})")]
+    private static partial Regex DhcpLine();
 
     [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)(?:.* access=(\S+))?")]
     private static partial Regex Hook();

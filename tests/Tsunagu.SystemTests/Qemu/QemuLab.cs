@@ -171,7 +171,7 @@ public sealed class QemuLab : IAsyncDisposable
             $"https://10.0.2.100:{Port}/", provisional ?? new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
             App.Services.GetRequiredService<UnitKey>().Bytes);
         isp ??= new WanAccount("dhcp");
-        using (var client = new OperatorClient(new Uri(ServerHost.BaseUrl(App)), DemoCatalogue.OperatorName, Password, [Pin]))
+        using (var client = Operator())
         {
             await client.RegisterAsync(new RegisterUnitRequest(identity.Mac, identity.Serial, identity.HardwareVersion, isp,
                 isp.Address, null, null, null, target, null), CancellationToken.None);
@@ -210,10 +210,13 @@ public sealed class QemuLab : IAsyncDisposable
         await LabCatalogue.AddOsUpdateAsync(Store, Artifacts, ReleaseKey, Board, HangingUpdate, LabCatalogue.Pattern2, LabCatalogue.UpdateOs, LabCatalogue.Pattern2Applications,
             new PatternRow { Id = HangingPattern, Name = "OS image that hangs", OsVersion = "tsunagu-os 1.3" }, LabCatalogue.Pattern2Applications, osImage, bundleVersion: 2);
 
+    /// <summary>The lab's operator, as the CLI talks to the server (its certificate pinned).</summary>
+    public OperatorClient Operator() => new(new Uri(ServerHost.BaseUrl(App)), DemoCatalogue.OperatorName, Password, [Pin]);
+
     /// <summary>The operator's forced check (MQTT push) for one unit.</summary>
     public async Task ForceCheckAsync(string mac)
     {
-        using var client = new OperatorClient(new Uri(ServerHost.BaseUrl(App)), DemoCatalogue.OperatorName, Password, [Pin]);
+        using var client = Operator();
         var result = await client.ForceCheckAsync(new ForceCheckRequest([mac], null, 5), CancellationToken.None);
         Assert.That(result.Notified, Does.Contain(mac), "the forced check reached the unit");
     }

@@ -17,6 +17,9 @@
 #   ACCESS_POINT_TOKEN  the server's AccessPointToken: FreeRADIUS asks the server for a unit's password when the
 #                 accounts do not hold it (SERVER_CERT is then required)                   default: no lookups
 #   SERVER_CERT   the server's certificate (PEM), the only one the lookups trust
+#   IPOE          'on': the access port also carries IP straight (a fibre line's DHCP or static addressing): the
+#                 ISP is 10.65.0.1/24 on it, hands out 10.65.0.100-119 by DHCP for 120 s (its router and the lab's
+#                 DNS server), and that traffic reaches everything                         default: PPPoE only
 #   RUN_DIR       where console.log (the guest's log), shell.sock and pppoe.conf go      default .
 #   CONSOLE       'stdio' or 'file' (RUN_DIR/console.log)                                  default stdio
 set -euo pipefail
@@ -27,6 +30,8 @@ SERVER_PORT=${SERVER_PORT:-8443}
 MQTT_PORT=${MQTT_PORT:-1883}
 RUN_DIR=${RUN_DIR:-.}
 CONSOLE=${CONSOLE:-stdio}
+IPOE=${IPOE:-}
+case "$IPOE" in '' | on) ;; *) echo "isp-run: IPOE is 'on' or empty, not '$IPOE'" >&2; exit 2 ;; esac
 for f in "$ISP_DIR/vmlinuz" "$ISP_DIR/initrd.img" "$ACCOUNTS"; do
     [ -f "$f" ] || { echo "isp-run: $f is missing (make isp-lab-image)" >&2; exit 2; }
 done
@@ -57,6 +62,9 @@ GARDEN_IP=10.0.2.100
 GARDEN_PORT=$SERVER_PORT
 INTERNET_IP=$INTERNET_IP
 CONF
+if [ "$IPOE" = on ]; then
+    printf 'IPOE_ADDRESS=10.65.0.1/24\nIPOE_RANGE=10.65.0.100,10.65.0.119\nIPOE_LEASE=120\n' >> "$RUN_DIR/pppoe.conf"
+fi
 fwd="guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:socat - TCP:127.0.0.1:$SERVER_PORT"
 fwd="$fwd,guestfwd=tcp:10.0.2.100:$MQTT_PORT-cmd:socat - TCP:127.0.0.1:$MQTT_PORT"
 args=(
