@@ -22,7 +22,9 @@ namespace Tsunagu.SystemTests.Qemu;
 /// hangs up, dials the subscriber's account and reports Ready; a unit with a wrong factory password is refused by the
 /// RADIUS server and the access concentrator; a line that goes dead under a Ready unit is found by LCP echo and redialled;
 /// a LAN PC on the unit's LAN port takes a lease from the unit, reaches the lab's internet by name through it, and is
-/// refused a domain of the unit's content filter.
+/// refused a domain of the unit's content filter; a password the operator changes in the table reaches the unit, and a
+/// wrong one sends it back to provisioning until the table is fixed; a DHCP main link renews its lease, and a static
+/// one comes up with the table's gateway and name server.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed partial class IspLabTests
