@@ -14,8 +14,12 @@ namespace Tsunagu.Protocol;
 public sealed record WanAccount(string Method, string? Username = null, string? Password = null,
     string? Address = null, string? Gateway = null, IReadOnlyList<string>? Dns = null);
 
-/// <summary>Everything a unit needs for its first connection (patent 0030-0032).</summary>
-public sealed record BootstrapInfo(string InitialServerUrl, WanAccount ProvisionalWan);
+/// <summary>
+/// Everything a unit needs for its first connection (patent 0030-0032). <see cref="SingleLink"/>: the operator is also
+/// this unit's ISP (patent 0075, variant 2), so the provisional connection is kept and used as the main one (no hang-up,
+/// no second dial); absent (false) in identities burned before it existed.
+/// </summary>
+public sealed record BootstrapInfo(string InitialServerUrl, WanAccount ProvisionalWan, bool SingleLink = false);
 
 /// <summary>The per-unit contents of the read-only factory partition.</summary>
 public sealed record FactoryIdentity(

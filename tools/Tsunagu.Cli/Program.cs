@@ -103,11 +103,12 @@ var vpnOption = new Option<string?>("--vpn") { Description = "VPN settings" };
 var globalIpOption = new Option<string?>("--global-ip") { Description = "global IP" };
 var subscriberOption = new Option<string?>("--subscriber") { Description = "subscriber account" };
 var targetOption = new Option<string?>("--target") { Description = "the install pattern the host keeps the unit on (a verified pattern)" };
+var singleLinkOption = new Option<bool>("--single-link") { Description = "the operator is this unit's ISP (variant 2): the unit keeps its provisional connection as the main one" };
 var outOption = new Option<string>("--out") { Description = "directory to write the factory partition (identity.json) to", Required = true };
 var unitAdd = new Command("add", "create a unit's factory identity and register its settings with the server")
 {
     macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,
-    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, gatewayOption, dnsOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption, outOption,
+    ispMethodOption, ispUserOption, ispPasswordOption, ipOption, gatewayOption, dnsOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption, singleLinkOption, outOption,
 };
 foreach (var o in connection) { unitAdd.Options.Add(o); }
 // The identity of one unit from the options, registered on the server unless the unit is already (a reimage).
@@ -118,7 +119,7 @@ async Task<FactoryIdentity> MakeIdentity(ParseResult r, bool register, Cancellat
     var identity = FactoryIdentities.Create(new IdentitySpec(r.GetValue(macOption)!, r.GetValue(serialOption)!, r.GetValue(hardwareOption)!,
         r.GetValue(boardOption)!, r.GetValue(bootstrapUrlOption) ?? server.ToString(),
         new WanAccount(r.GetValue(provMethodOption)!, r.GetValue(provUserOption), r.GetValue(provPasswordOption)),
-        [pin], r.GetValue(releaseKeyOption) ?? []), FactoryIdentities.ReadUnitKey(r.GetValue(unitKeyOption)!));
+        [pin], r.GetValue(releaseKeyOption) ?? [], r.GetValue(singleLinkOption)), FactoryIdentities.ReadUnitKey(r.GetValue(unitKeyOption)!));
     if (register)
     {
         using var client = Connect(r);
@@ -145,7 +146,7 @@ var burn = new Command("burn", "write one unit's identity into the factory parti
 {
     macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,
     ispMethodOption, ispUserOption, ispPasswordOption, ipOption, gatewayOption, dnsOption, domainOption, vpnOption, globalIpOption, subscriberOption, targetOption, bootstrapUrlOption,
-    imageOption, reimageOption,
+    singleLinkOption, imageOption, reimageOption,
 };
 foreach (var o in connection) { burn.Options.Add(o); }
 burn.SetAction((r, ct) => Guard(async () =>
@@ -166,6 +167,7 @@ showImage.SetAction((r, ct) => Guard(async () =>
     var id = await GptImage.ReadFactoryAsync(r.GetValue(imageOption)!, ct);
     Console.WriteLine($"mac {id.Mac}\nserial {id.Serial}\nhardware {id.HardwareVersion}\nboard {id.Board}\n" +
                       $"initial server {id.Bootstrap.InitialServerUrl}\nprovisional wan {id.Bootstrap.ProvisionalWan.Method}\n" +
+                      $"single link {(id.Bootstrap.SingleLink ? "yes (the operator is the unit's ISP)" : "no")}\n" +
                       $"server pins {id.ServerCertificatePins.Count}\nrelease keys {id.ReleasePublicKeys.Count}");
     return 0;
 }));

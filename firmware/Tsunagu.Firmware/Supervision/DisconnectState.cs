@@ -8,7 +8,7 @@ public sealed class DisconnectState : IState
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
         ctx.ProvisionalSession = null;
-        if (ctx.Options.SingleLink)
+        if (ctx.SingleLink)
         {
             return Outcome.NothingToDo;
         }

@@ -15,7 +15,7 @@ public sealed class MainState : IState
         ctx.Hardware.Leds.Show(StatusIndication.Connecting);
         var settings = ctx.RequireSettings();
         var wan = ctx.Hardware.Wan;
-        var wanted = ctx.Options.SingleLink && wan.Role == LinkRole.Provisional ? LinkRole.Provisional : LinkRole.Main;
+        var wanted = ctx.SingleLink && wan.Role == LinkRole.Provisional ? LinkRole.Provisional : LinkRole.Main;
         if (wan.IsUp && wan.Role == wanted)
         {
             ctx.MainLinkFailures = ctx.MainLinkRefusals = 0;

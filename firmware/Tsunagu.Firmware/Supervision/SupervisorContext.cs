@@ -95,6 +95,12 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     /// <summary>A retry delay the server asked for (Retry-After); the backoff uses it as a floor once.</summary>
     public TimeSpan? RetryAfter { get; set; }
 
+    /// <summary>
+    /// Variant 2 (patent 0075): the provisional link is also the main link, by <see cref="SupervisorOptions.SingleLink"/>
+    /// or by the factory identity (<see cref="BootstrapInfo.SingleLink"/>, burned for units whose operator is their ISP).
+    /// </summary>
+    public bool SingleLink => Options.SingleLink || Identity?.Bootstrap.SingleLink == true;
+
     public FactoryIdentity RequireIdentity() => Identity ?? throw new InvalidOperationException("the factory identity has not been read yet (Boot has not run)");
     public StateStore RequireStore() => Store ?? throw new InvalidOperationException("the state store is not open (Boot has not run)");
     public UnitClient RequireClient() => Client ?? throw new InvalidOperationException("the unit client is not created (Boot has not run)");

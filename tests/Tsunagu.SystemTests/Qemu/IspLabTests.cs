@@ -362,6 +362,49 @@ public sealed partial class IspLabTests
         Assert.That(isp.Dhcp(mac).Skip(dhcpBefore).Where(e => e.Kind is "DHCPDISCOVER" or "DHCPREQUEST"), Is.Empty, "the static link asked no DHCP server");
     }
 
+    [Test]
+    public async Task A_unit_whose_operator_is_its_isp_keeps_its_one_pppoe_session_from_provisioning_to_ready()
+    {
+        const int index = 29;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var factoryPassword = UnitCredentials.DeriveAccessPassword(_lab.UnitKeyBytes, mac);
+        // variant 2 (patent 0075): the operator is the ISP, so its RADIUS server holds the unit's account, and the
+        // session reaches everything (not a walled garden); the table's account is the same one
+        var account = new WanAccount("pppoe", factoryUser, factoryPassword);
+        await using var isp = await IspGuest.StartAsync(_lab, "isp29", [(factoryUser, factoryPassword)]);
+        await isp.WaitReadyAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: account, provisional: new WanAccount("pppoe"), singleLink: true);
+        unit.WanSocket = isp.AccessEndpoint;
+        var clock = Stopwatch.StartNew();
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        TestContext.Out.WriteLine($"variant 2: unit power-on to Ready over one PPPoE session: {clock.Elapsed.TotalSeconds:0.0} s");
+
+        var events = isp.Events();
+        Assert.That(events.Select(e => (e.Kind, e.Peer, e.Access)), Is.EqualTo(new[] { ("up", factoryUser, (string?)"internet") }),
+            $"one session, never hung up, reaching everything\n--- ISP ---\n{isp.Console()}");
+        var radius = isp.Radius();
+        Assert.That(radius.Select(r => (r.Kind, r.User)), Is.EqualTo(new[] { ("Access-Accept", factoryUser), ("Start", factoryUser) }),
+            "one authentication and one accounting Start: no Stop, no second session");
+        Assert.That(isp.AccessPointLookups(), Is.Empty, "the ISP knew the account itself");
+        Assert.That(await isp.DiscoveryReceivedAsync(), Is.EqualTo((1L, 0L)), "one session asked for (PADR), none hung up (PADT)");
+        var console = unit.FullConsole();
+        Assert.That(console, Does.Contain("Disconnect --NothingToDo--> HostSession"), "the provisional session is kept for the host");
+        Assert.That(console, Does.Not.Contain("--> Main"), "no second dial");
+        Assert.That(console, Does.Not.Contain(factoryPassword), "the derived password never reaches the console");
+        Assert.That((await _lab.UnitAsync(mac))!.WanAddress, Is.EqualTo(events[0].Remote), "the host has the session's address");
+        Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain("dev ppp0"));
+
+        // the push reaches the unit over that session (the broker is outside any walled garden): a forced check runs
+        var mark = unit.Console().Length;
+        await _lab.ForceCheckAsync(mac);
+        await unit.WaitAsync(() => unit.Console()[mark..].Contains("Ready --CheckDue-->", StringComparison.Ordinal), TimeSpan.FromMinutes(2), "the forced check");
+        await unit.WaitAsync(() => unit.Console()[mark..] is var s && s.IndexOf("--> Ready", s.IndexOf("Ready --CheckDue-->", StringComparison.Ordinal), StringComparison.Ordinal) >= 0,
+            TimeSpan.FromMinutes(2), "Ready after the forced check");
+        Assert.That(isp.Events(), Has.Count.EqualTo(1), "still the one session");
+    }
+
     /// <summary>The operator edits the unit's ISP password in the table (at its current revision, as the CLI does); returns the settings revision after it.</summary>
     private async Task<long> SetIspPasswordAsync(string mac, string password)
     {

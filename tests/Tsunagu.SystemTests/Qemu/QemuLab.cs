@@ -160,7 +160,9 @@ public sealed class QemuLab : IAsyncDisposable
 
     /// <summary>A unit: its own copy of the image, factory burned, registered with target <paramref name="target"/>.</summary>
     /// <param name="provisional">The factory's provisional link (default DHCP); a PPPoE one without a password gets the derived one.</param>
-    public async Task<QemuUnit> AddUnitAsync(int index, string target = LabCatalogue.Pattern2, WanAccount? isp = null, WanAccount? provisional = null)
+    /// <param name="singleLink">Burned as variant 2: the operator is the unit's ISP, the provisional link stays as the main one.</param>
+    public async Task<QemuUnit> AddUnitAsync(int index, string target = LabCatalogue.Pattern2, WanAccount? isp = null, WanAccount? provisional = null,
+        bool singleLink = false)
     {
         var dir = Path.Combine(Root, $"unit{index}");
         Directory.CreateDirectory(dir);
@@ -168,7 +170,7 @@ public sealed class QemuLab : IAsyncDisposable
         TestServer.Run("cp", ["--sparse=always", Path.Combine(ImageDirectory, "disk.img"), disk]);
         var mac = MacOf(index);
         var identity = FactoryIdentities.Create(new IdentitySpec(mac, $"QEMU-{index:D4}", LabCatalogue.HardwareVersion, Board,
-            $"https://10.0.2.100:{Port}/", provisional ?? new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)]),
+            $"https://10.0.2.100:{Port}/", provisional ?? new WanAccount("dhcp"), [Pin], [ReleaseKeys.PublicKeyBase64(ReleaseKey)], singleLink),
             App.Services.GetRequiredService<UnitKey>().Bytes);
         isp ??= new WanAccount("dhcp");
         using (var client = Operator())

@@ -22,14 +22,14 @@ public class RealStateTests
     }
 
     private async Task<(SimulatedUnit Unit, SupervisorContext Ctx)> NewUnitAsync(SupervisorOptions? options = null, TimeProvider? time = null,
-        Action<string>? log = null)
+        Action<string>? log = null, bool singleLink = false)
     {
         var prom = Path.Combine(_dir, "prom");
         DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0", ["firewall"] = "1.0.0" });
         var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
         var secret = UnitCredentials.DeriveUnitSecret(new byte[32], "02:54:53:00:00:01");
         await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, "02:54:53:00:00:01", "S1", "r1", "simulated",
-            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [], Convert.ToBase64String(secret)), CancellationToken.None);
+            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw"), singleLink), ["pin"], [], Convert.ToBase64String(secret)), CancellationToken.None);
         var ctx = new SupervisorContext(unit.Hardware, options ?? new SupervisorOptions(), time ?? TimeProvider.System, new Random(1), log ?? (_ => { }));
         return (unit, ctx);
     }
@@ -142,6 +142,38 @@ public class RealStateTests
         Assert.That(outcome, Is.EqualTo(Outcome.NeedsProvisioning));
         Assert.That(File.Exists(Path.Combine(unit.Data.Root, "leftover")), Is.False, "data was formatted");
         Assert.That(ctx.Apps!.Current(), Has.Count.EqualTo(2), "factory software restored after the format");
+        ctx.Store!.Dispose();
+        ctx.Client!.Dispose();
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public async Task A_unit_whose_identity_names_its_operator_its_isp_keeps_the_provisional_link_as_the_main_link(bool singleLink)
+    {
+        var (unit, ctx) = await NewUnitAsync(singleLink: singleLink);
+        Assert.That(await new BootState().EnterAsync(ctx, CancellationToken.None), Is.EqualTo(Outcome.NeedsProvisioning));
+        Assert.That((ctx.Options.SingleLink, ctx.SingleLink), Is.EqualTo((false, singleLink)), "variant 2 from the factory identity, not the options");
+        ctx.Settings = new UnitSettings("02:54:53:00:00:01", new WanAccount("pppoe", "subscriber", "pw2"), null, null, null, null, "https://127.0.0.1:1/", null);
+        await unit.Hardware.Wan.UpAsync(Tsunagu.Hal.LinkRole.Provisional, new WanAccount("pppoe", "setup", "pw"), CancellationToken.None);
+        var dials = unit.Wan.Attempts.Count;
+
+        var disconnected = await new DisconnectState().EnterAsync(ctx, CancellationToken.None);
+        var main = await new MainState().EnterAsync(ctx, CancellationToken.None);
+
+        Assert.That(main, Is.EqualTo(Outcome.Success));
+        if (singleLink)
+        {
+            Assert.That(disconnected, Is.EqualTo(Outcome.NothingToDo), "no hang-up");
+            Assert.That(Transitions.Next(StateId.Disconnect, Outcome.NothingToDo), Is.EqualTo(StateId.HostSession), "straight to the host on the same link");
+            Assert.That((unit.Wan.IsUp, unit.Wan.Role, unit.Wan.Attempts.Count), Is.EqualTo((true, Tsunagu.Hal.LinkRole.Provisional, dials)),
+                "the provisional session is the main link: no second dial");
+        }
+        else
+        {
+            Assert.That(disconnected, Is.EqualTo(Outcome.Success));
+            Assert.That(unit.Wan.Attempts.Skip(dials), Is.EqualTo(new[] { (Tsunagu.Hal.LinkRole.Main, "pppoe", true) }), "hung up, then the subscriber's account dialled");
+            Assert.That(unit.Wan.Role, Is.EqualTo(Tsunagu.Hal.LinkRole.Main));
+        }
         ctx.Store!.Dispose();
         ctx.Client!.Dispose();
     }

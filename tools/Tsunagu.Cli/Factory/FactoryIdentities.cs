@@ -4,9 +4,9 @@ using Tsunagu.Protocol.Bundles;
 
 namespace Tsunagu.Cli.Factory;
 
-/// <summary>What the factory burns for one unit.</summary>
+/// <summary>What the factory burns for one unit; <paramref name="SingleLink"/>: the operator is the unit's ISP (variant 2, <see cref="BootstrapInfo.SingleLink"/>).</summary>
 public sealed record IdentitySpec(string Mac, string Serial, string HardwareVersion, string Board, string InitialServerUrl,
-    WanAccount ProvisionalWan, IReadOnlyList<string> ServerPins, IReadOnlyList<string> ReleasePublicKeys);
+    WanAccount ProvisionalWan, IReadOnlyList<string> ServerPins, IReadOnlyList<string> ReleasePublicKeys, bool SingleLink = false);
 
 /// <summary>
 /// Creates factory identities. The unit's secret is derived here from the operator's unit key; only the derived
@@ -37,7 +37,7 @@ public static class FactoryIdentities
         }
         if (WanAccountGrammar.Problem(wan) is { } problem) { throw new ArgumentException($"provisional WAN account: {problem}"); }
         return new FactoryIdentity(FactoryIdentity.CurrentFormat, mac, spec.Serial, spec.HardwareVersion, spec.Board,
-            new BootstrapInfo(spec.InitialServerUrl, wan), spec.ServerPins, spec.ReleasePublicKeys,
+            new BootstrapInfo(spec.InitialServerUrl, wan, spec.SingleLink), spec.ServerPins, spec.ReleasePublicKeys,
             Convert.ToBase64String(secret));
     }
 
