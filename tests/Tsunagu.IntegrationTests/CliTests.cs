@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Tsunagu.Demo;
+using Tsunagu.Hal;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -175,6 +176,34 @@ public class CliTests
         (exit, _, err) = await Tsunagu(server, "units", "delete", mac);
         Assert.That(exit, Is.Zero, err);
         Assert.That(await server.Store.GetUnitAsync(mac), Is.Null, "a row that never reached the server is deleted");
+    }
+
+    [Test]
+    public async Task Unit_add_with_single_link_burns_variant_2_into_the_identity_which_an_identity_without_it_reads_as_off()
+    {
+        await using var server = await TestServer.StartAsync();
+        var dir = Path.Combine(server.Root, "cli");
+        Directory.CreateDirectory(dir);
+        var key = Path.Combine(dir, "unit.key");
+        await File.WriteAllBytesAsync(key, server.UnitKey);
+        foreach (var (mac, singleLink) in new[] { ("02:54:53:00:32:01", true), ("02:54:53:00:32:02", false) })
+        {
+            var factory = Path.Combine(dir, mac.Replace(':', '-'));
+            string[] args = ["unit", "add", "--mac", mac, "--serial", "ST-" + mac[^2..], "--unit-key", key, "--out", factory, "--isp-method", "dhcp"];
+            var (exit, output, err) = await Tsunagu(server, singleLink ? [.. args, "--single-link"] : args);
+            Assert.That(exit, Is.Zero, err);
+            Assert.That(output, Does.Contain($"registered {mac}"));
+            var identity = await new DirectoryFactoryPartition(factory).ReadIdentityAsync(CancellationToken.None);
+            Assert.That(identity.Bootstrap.SingleLink, Is.EqualTo(singleLink), mac);
+        }
+
+        // an identity burned before the field existed has no singleLink: variant 1, as before
+        var old = Path.Combine(dir, "02-54-53-00-32-01", DirectoryFactoryPartition.IdentityFile);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(await File.ReadAllTextAsync(old))!;
+        Assert.That(json["bootstrap"]!.AsObject().Remove("singleLink"), Is.True, "the field as the identity names it");
+        await File.WriteAllTextAsync(old, json.ToJsonString());
+        var read = await new DirectoryFactoryPartition(Path.GetDirectoryName(old)!).ReadIdentityAsync(CancellationToken.None);
+        Assert.That((read.Mac, read.Bootstrap.SingleLink), Is.EqualTo(("02:54:53:00:32:01", false)));
     }
 
     [Test]
