@@ -7,7 +7,7 @@
 # watchdog driver, watchdog.module)
 BOOT_MODULES := squashfs ext4 overlay dm_verity evdev
 # kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge, PPP over Ethernet (the WAN's pppoe method)
-OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
+OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_redir nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
 	nf_conntrack nf_nat wireguard bridge tun veth ppp_generic pppox pppoe
 # the daemons the services run and the tools the supervisor calls (each with the libraries ldd names)
 DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd

@@ -88,6 +88,41 @@ public class CacheRendererTests
         });
     }
 
+    /// <summary>The nftables expressions the rendered rules use, each with the kernel module that carries it.</summary>
+    private static readonly (string Expression, string Pattern, string Module)[] NftModules =
+    [
+        ("redirect", @"\bredirect\b", "nft_redir"),
+        ("masquerade", @"\bmasquerade\b", "nft_masq"),
+        ("dnat/snat", @"\b[ds]nat\b", "nft_nat"),
+        ("nat chain", @"\btype nat hook\b", "nft_chain_nat"),
+        ("ct", @"\bct (state|status|mark|original|reply)\b", "nft_ct"),
+        ("reject", @"\breject\b", "nft_reject_inet"),
+        ("fib", @"\bfib\b", "nft_fib_inet"),
+        ("limit", @"\blimit rate\b", "nft_limit"),
+        ("log", @"\blog\b", "nft_log"),
+    ];
+
+    [Test]
+    public void Every_nftables_expression_the_rules_use_has_its_kernel_module_in_the_image()
+    {
+        // the richest rules: the cache (redirect), port forwards (dnat), a blocked address, NAT to the WAN
+        var on = ServiceConfigTests.Valid();
+        var rules = ServiceRenderer.Render(on with { ContentFilter = on.ContentFilter with { Enabled = true, BlockedAddresses = ["203.0.113.0/24"] } },
+            WithHdd)[ServiceRenderer.Nftables];
+        var statements = string.Join('\n', rules.Split('\n').Select(l => l.IndexOf('#', StringComparison.Ordinal) is var c and >= 0 ? l[..c] : l));
+        // OS_MODULES of rootfs/rootfs.mk (continued lines joined): what the image loads at boot
+        var recipe = File.ReadAllText(Path.Combine(BoardAndRunnerTests.RepositoryRoot(), "rootfs", "rootfs.mk")).Replace("\\\n", " ", StringComparison.Ordinal);
+        var modules = System.Text.RegularExpressions.Regex.Match(recipe, @"^OS_MODULES := (.*)$", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .Groups[1].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var used = NftModules.Where(m => System.Text.RegularExpressions.Regex.IsMatch(statements, m.Pattern)).ToList();
+        Assert.That(used.Select(m => m.Expression), Does.Contain("redirect").And.Contain("masquerade").And.Contain("dnat/snat"),
+            "precondition: the rules use the cache's redirect, NAT to the WAN and port forwards");
+        Assert.That(modules, Does.Contain("nf_tables"), "precondition: OS_MODULES read");
+        // the kernel refuses a rule whose expression's module is not loaded ("Could not process rule: No such file or
+        // directory"), and with it the whole configuration
+        Assert.That(used.Where(m => !modules.Contains(m.Module)).Select(m => $"{m.Expression} needs {m.Module}"), Is.Empty);
+    }
+
     [Test]
     public void A_blocked_address_is_not_redirected_to_the_cache_so_the_forward_chain_still_refuses_it()
     {
