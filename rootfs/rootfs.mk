@@ -20,8 +20,9 @@ PPP_PLUGINS := $(shell dpkg -L ppp 2>/dev/null | grep '^/usr/lib/pppd/[^/]*/pppo
 # libraries loaded at run time rather than linked (tsunagud's TLS), in the board's image.libraryDirectory;
 # image.mk adds PPP_PLUGINS
 OS_LIBRARY_NAMES := libssl.so.3 libcrypto.so.3
-# boards with a cache disk (board.json `hdd`) also carry squid (the cache service) and its error pages
-CACHE_DAEMONS := /usr/sbin/squid
+# boards with a cache disk (board.json `hdd`) also carry squid (the cache service), the helper its ufs cache_dir
+# removes files with (unlinkd: without it `squid -z` refuses to start) and its error pages
+CACHE_DAEMONS := /usr/sbin/squid /usr/lib/squid/unlinkd
 CACHE_PACKAGES := squid squid-common squid-langpack
 CACHE_FILES := /usr/share/squid /usr/share/squid-langpack/templates /usr/share/squid-langpack/en /etc/squid/errorpage.css
 # applications the PROM ships (apps/<name>/1.0.0)

@@ -124,6 +124,22 @@ public class CacheRendererTests
     }
 
     [Test]
+    public void The_image_carries_the_helper_squids_rendered_cache_directory_needs()
+    {
+        var squid = ServiceRenderer.Render(ServiceConfigTests.Valid(), WithHdd)[ServiceRenderer.Squid];
+        var recipe = File.ReadAllText(Path.Combine(BoardAndRunnerTests.RepositoryRoot(), "rootfs", "rootfs.mk"));
+        var daemons = System.Text.RegularExpressions.Regex.Match(recipe, @"^CACHE_DAEMONS := (.*)$", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .Groups[1].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(daemons, Does.Contain("/usr/sbin/squid"), "precondition: CACHE_DAEMONS read");
+        // a ufs cache_dir removes its files through unlinkd: without the helper `squid -z` stops ("unlinkd_program
+        // /usr/lib/squid/unlinkd: (2) No such file or directory") and the configuration is refused
+        Assert.That(squid, Does.Contain("\ncache_dir ufs "));
+        Assert.That(daemons, Does.Contain("/usr/lib/squid/unlinkd"));
+        // the other helper squid starts by default, pinger, is turned off: the image need not carry it
+        Assert.That(squid, Does.Contain("\npinger_enable off\n"));
+    }
+
+    [Test]
     public void A_blocked_address_is_not_redirected_to_the_cache_so_the_forward_chain_still_refuses_it()
     {
         var on = ServiceConfigTests.Valid();
