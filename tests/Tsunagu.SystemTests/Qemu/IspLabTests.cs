@@ -24,7 +24,7 @@ namespace Tsunagu.SystemTests.Qemu;
 /// a LAN PC on the unit's LAN port takes a lease from the unit, reaches the lab's internet by name through it, and is
 /// refused a domain of the unit's content filter; a password the operator changes in the table reaches the unit, and a
 /// wrong one sends it back to provisioning until the table is fixed; a DHCP main link renews its lease, and a static
-/// one comes up with the table's gateway and name server.
+/// one comes up with the table's gateway and name server; a LAN PC's repeated fetch is served by the unit's cache.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed partial class IspLabTests
@@ -403,6 +403,64 @@ public sealed partial class IspLabTests
         await unit.WaitAsync(() => unit.Console()[mark..] is var s && s.IndexOf("--> Ready", s.IndexOf("Ready --CheckDue-->", StringComparison.Ordinal), StringComparison.Ordinal) >= 0,
             TimeSpan.FromMinutes(2), "Ready after the forced check");
         Assert.That(isp.Events(), Has.Count.EqualTo(1), "still the one session");
+    }
+
+    [Test]
+    public async Task A_lan_pc_fetching_an_object_twice_gets_the_second_from_the_units_cache_and_the_unit_reports_the_hit()
+    {
+        LanPc.RequireImage();
+        const int index = 30;
+        const string path = "/clip.txt";
+        var mac = QemuLab.MacOf(index);
+        var subscriber = new WanAccount("pppoe", "goro.yamamoto@isp.example", "subscriber-secret-0030");
+        // the demo's services with the cache on (the board has a cache disk) and the lab's DNS server upstream
+        var services = DemoCatalogue.StandardServices with { Dns = new DnsConfig("home.arpa", [IspGuest.DnsAddress]), Cache = new CacheConfig(true, 64) };
+        await using var isp = await IspGuest.StartAsync(_lab, "isp30", [(subscriber.Username!, subscriber.Password!)]);
+        await using var pc = LanPc.Start(_lab, "lanpc30");
+        await isp.WaitReadyAsync(IspBoot);
+        await pc.WaitBootedAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        await _lab.App.Services.GetRequiredService<ServiceConfigService>().AssignAsync(mac, services, "qemu-lab", CancellationToken.None);
+        unit.WanSocket = isp.AccessEndpoint;
+        unit.LanSocket = pc.LanEndpoint;
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        await pc.WaitLeaseAsync(TimeSpan.FromMinutes(2));
+        Assert.That(await unit.ShellAsync("pidof squid >/dev/null && echo running"), Is.EqualTo("running"), "the cache runs");
+
+        // an object on the lab's internet last modified long ago: without Cache-Control or Expires, squid's heuristic
+        // (20% of its age, at most 3 days) keeps it fresh for the whole test, so a repeat is served from the cache
+        var origin = await isp.ShellAsync($"seq 1 8000 > /srv/www{path} && touch -d '2024-01-01 00:00:00' /srv/www{path} && md5sum < /srv/www{path} | cut -d' ' -f1");
+        Assert.That(origin, Does.Match("^[0-9a-f]{32}$"), "the object's digest at the origin");
+        var reported = (await _lab.UnitAsync(mac))!;
+        var (hitsBefore, savedBefore) = (reported.CacheHits ?? 0, reported.CacheBytesSaved ?? 0);
+
+        var url = $"http://{IspGuest.WebServerName}{path}";
+        var first = await FetchDigestAsync(pc, url);
+        Assert.That(first, Is.EqualTo(("0", origin)), "the first fetch: the object, whole");
+        Assert.That(isp.OriginRequests(path), Is.EqualTo(1), $"the first fetch reached the origin\n--- ISP ---\n{isp.Console()}");
+        var second = await FetchDigestAsync(pc, url);
+        Assert.That(second, Is.EqualTo(("0", origin)), "the second fetch: the same object");
+        Assert.That(isp.OriginRequests(path), Is.EqualTo(1), "the second fetch never reached the origin: the unit's cache served it");
+
+        // the unit reports its cache's counters to the host with its next check: one hit, the object's bytes saved
+        var mark = unit.Console().Length;
+        await _lab.ForceCheckAsync(mac);
+        await ReadyAgainAsync(unit, mac, mark, "Ready --CheckDue-->");
+        await unit.WaitAsync(async () => (await _lab.UnitAsync(mac))?.CacheHits > hitsBefore, TimeSpan.FromMinutes(1), "the host recording the cache's hit");
+        reported = (await _lab.UnitAsync(mac))!;
+        TestContext.Out.WriteLine($"cache: {reported.CacheRequests} requests, {reported.CacheHits} hits, {reported.CacheBytesServed} bytes served, {reported.CacheBytesSaved} saved");
+        Assert.That(reported.CacheHits - hitsBefore, Is.EqualTo(1), "one hit: the second fetch");
+        // squid counts kilobytes: the hit's bytes, rounded down to whole kilobytes
+        Assert.That(reported.CacheBytesSaved - savedBefore, Is.InRange(38894 / 1024 * 1024, 38894 + 1024), "the object's bytes came from the cache once");
+    }
+
+    /// <summary>Fetches <paramref name="url"/> on the PC (lan-pc-fetch) into a file: its exit code and the body's MD5, without sending the body over the console.</summary>
+    private static async Task<(string Exit, string Digest)> FetchDigestAsync(LanPc pc, string url)
+    {
+        var output = await pc.ShellAsync($"lan-pc-fetch '{url}' > /tmp/fetched; echo $?; sed 1d /tmp/fetched | md5sum | cut -d' ' -f1", TimeSpan.FromSeconds(90));
+        var lines = output.Split('\n');
+        return lines.Length == 2 ? (lines[0], lines[1]) : throw new IOException($"LAN PC: not an exit code and a digest: {output}");
     }
 
     /// <summary>The operator edits the unit's ISP password in the table (at its current revision, as the CLI does); returns the settings revision after it.</summary>
@@ -854,6 +912,10 @@ public sealed partial class IspGuest : LabGuest
     /// <summary>FreeRADIUS's lookups of a unit's password on the initial setting server: the user name and the HTTP status (none: no answer).</summary>
     public List<(string User, string Status)> AccessPointLookups() =>
         Console().Split('\n').Select(l => AccessPointLine().Match(l)).Where(m => m.Success).Select(m => (m.Groups[1].Value, m.Groups[2].Value)).ToList();
+
+    /// <summary>How many requests for <paramref name="path"/> reached the lab's internet web server (its `url:` log lines).</summary>
+    public int OriginRequests(string path) =>
+        Console().Split('\n').Count(l => l.EndsWith($": url:{path}", StringComparison.Ordinal) || l.EndsWith($": url:{path}\r", StringComparison.Ordinal));
 
     /// <summary>One message of the IPoE DHCP server (dnsmasq): DHCPDISCOVER, DHCPOFFER, DHCPREQUEST, DHCPACK... with the address (none for a discover) and the client's MAC.</summary>
     public sealed record DhcpEvent(string Kind, string? Address, string Mac);
