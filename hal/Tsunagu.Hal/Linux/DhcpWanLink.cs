@@ -28,7 +28,11 @@ public sealed class DhcpWanLink(InterfaceWanOptions options, ICommandRunner runn
         var command = new CommandLine(o.DhcpProgram, "-f", "-i", Interface, "-n",
             "-t", o.DhcpTries.ToString(CultureInfo.InvariantCulture), "-T", o.DhcpTimeoutSeconds.ToString(CultureInfo.InvariantCulture),
             "-s", o.DhcpScript);
-        var client = Runner.Start(command, new CommandOptions { Environment = new Dictionary<string, string> { ["TSUNAGU_DHCP_STATE"] = o.DhcpStateFile } });
+        // the script records the lease's events in the state file and its name servers in ResolvConf (empty: left alone)
+        var client = Runner.Start(command, new CommandOptions
+        {
+            Environment = new Dictionary<string, string> { ["TSUNAGU_DHCP_STATE"] = o.DhcpStateFile, ["TSUNAGU_RESOLV_CONF"] = o.ResolvConf ?? "" },
+        });
         lock (_clientGate) { _client = client; }
         var timeout = o.DhcpLeaseTimeout ?? TimeSpan.FromSeconds(o.DhcpTries * o.DhcpTimeoutSeconds + 15);
         var started = Time.GetTimestamp();

@@ -35,7 +35,7 @@ public sealed record InterfaceWanOptions
     /// <summary>How long the DHCP link waits for its first lease (DISCOVER tries times their interval, plus a margin).</summary>
     public TimeSpan? DhcpLeaseTimeout { get; init; }
 
-    /// <summary>Written with a static account's name servers (null: leave resolv.conf alone).</summary>
+    /// <summary>Written with a static account's or a DHCP lease's name servers (null: leave resolv.conf alone).</summary>
     public string? ResolvConf { get; init; } = "/etc/resolv.conf";
 
     /// <summary>Longest run of one `ip` command.</summary>

@@ -48,6 +48,7 @@ public class WanLinkTests : FakeRootTests
             "udhcpc -f -i eth0 -n -t 5 -T 3 -s /etc/udhcpc.script",
         }), "no -q: udhcpc stays to renew the lease");
         Assert.That(runner.Daemons[0].Options!.Environment!["TSUNAGU_DHCP_STATE"], Is.EqualTo(Path.Combine(_dir, "run/dhcp.state")));
+        Assert.That(runner.Daemons[0].Options!.Environment!["TSUNAGU_RESOLV_CONF"], Is.EqualTo(Path.Combine(_dir, "resolv.conf")), "the lease's name servers go where the link's options say");
         Assert.That(runner.Daemons[0].Stopped, Is.False);
         Assert.That((link.IsUp, link.Role, link.Address), Is.EqualTo((true, (LinkRole?)LinkRole.Provisional, "10.0.2.15")));
         Assert.That(() => link.EnsureRoute(), Throws.Nothing);
