@@ -223,12 +223,21 @@ public class FleetSimRolloutTests
     [Test]
     public async Task A_worker_s_input_ends_it_at_quit_or_at_the_end_of_input_and_passes_the_commands_before_in_order()
     {
-        using (var quit = WorkerInput.Start(new StringReader("1 connected\n2 fail-health a,b\n3 quit\n4 count\n")))
+        // the input arrives only once the test has registered on the end, so the order of the end and the commands'
+        // completion is seen whatever the scheduling
+        var input = new LineFeed();
+        using (var quit = WorkerInput.Start(input))
         {
-            var lines = new List<string>();
+            bool? completedAtEnd = null;
+            using var registration = quit.Ended.Register(() => completedAtEnd = quit.Commands.Completion.IsCompleted);
+            input.Send("1 connected", "2 fail-health a,b");
+            var lines = new List<string> { await quit.Commands.ReadAsync(), await quit.Commands.ReadAsync() };
+            // every command read: the quit now ends the worker with nothing left in the channel
+            input.Send("3 quit", "4 count");
             await foreach (var line in quit.Commands.ReadAllAsync()) { lines.Add(line); }
             Assert.That(lines, Is.EqualTo(new[] { "1 connected", "2 fail-health a,b" }), "nothing after quit");
-            Assert.That(quit.Ended.IsCancellationRequested, Is.True);
+            Assert.That(quit.Ended.IsCancellationRequested, Is.True, "whoever has read the last command sees the worker ended");
+            Assert.That(completedAtEnd, Is.False, "the end is signalled before the commands complete");
         }
         using (var gone = WorkerInput.Start(new StringReader("1 reset\n")))
         {
@@ -330,4 +339,22 @@ public class FleetSimRolloutTests
         Assert.That(waves.Message, Does.Contain("waves"));
         Assert.That(Directory.Exists(data), Is.False, "nothing was written");
     }
+}
+
+/// <summary>Standard input the test feeds: each line sent is read in order; the end of input when the test ends it.</summary>
+internal sealed class LineFeed : TextReader
+{
+    private readonly System.Threading.Channels.Channel<string> _lines = System.Threading.Channels.Channel.CreateUnbounded<string>();
+
+    public void Send(params string[] lines)
+    {
+        foreach (var line in lines) { _lines.Writer.TryWrite(line); }
+    }
+
+    public void End() => _lines.Writer.TryComplete();
+
+    public override async ValueTask<string?> ReadLineAsync(CancellationToken cancellationToken) =>
+        await _lines.Reader.WaitToReadAsync(cancellationToken) && _lines.Reader.TryRead(out var line) ? line : null;
+
+    public override Task<string?> ReadLineAsync() => ReadLineAsync(CancellationToken.None).AsTask();
 }

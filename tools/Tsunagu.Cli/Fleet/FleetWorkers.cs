@@ -149,8 +149,9 @@ public sealed class WorkerInput : IDisposable
             }
             finally
             {
-                w._commands.Writer.TryComplete();
+                // the end first: whoever has read the last command (the channel completes next) sees the worker ended
                 await w._ended.CancelAsync();
+                w._commands.Writer.TryComplete();
             }
         });
         return w;
