@@ -396,4 +396,27 @@ public class AuthenticationTests
         Assert.That((await http.PostAsJsonAsync(Routes.HostSession, new SessionRequest(mac, challenge.ChallengeId, proof))).StatusCode, Is.EqualTo(HttpStatusCode.OK),
             "the malformed request did not use the challenge up");
     }
+
+    [Test]
+    public async Task A_challenge_of_one_purpose_opens_no_session_of_another_and_stays_usable_for_its_own()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = server.PinnedHttp();
+        var secret = UnitCredentials.DeriveUnitSecret(server.UnitKey, mac);
+        // a provisional challenge taken to the host session, with a proof computed for the host over it: the right unit,
+        // the right secret, the wrong kind of challenge
+        var provisional = (await (await http.PostAsJsonAsync(Routes.ProvisioningChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
+        var before = HostileInputTests.Snapshot(server);
+        using (var refused = await http.PostAsJsonAsync(Routes.HostSession,
+                   new SessionRequest(mac, provisional.ChallengeId, UnitCredentials.ComputeProof(secret, ProofPurpose.Host, mac, provisional.ChallengeId, provisional.Nonce))))
+        {
+            Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+            Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain(ProblemTypes.ChallengeExpired));
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "the refusal took nothing and changed nothing");
+        using var own = await http.PostAsJsonAsync(Routes.ProvisioningSession,
+            new SessionRequest(mac, provisional.ChallengeId, UnitCredentials.ComputeProof(secret, ProofPurpose.Provisional, mac, provisional.ChallengeId, provisional.Nonce)));
+        Assert.That(own.StatusCode, Is.EqualTo(HttpStatusCode.OK), "the challenge still opens the session it was made for");
+    }
 }
