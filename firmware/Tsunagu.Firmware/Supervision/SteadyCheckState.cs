@@ -1,3 +1,4 @@
+using System.Net;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Updates;
@@ -17,11 +18,20 @@ public sealed class SteadyCheckState : IState
 {
     public StateId Id => StateId.SteadyCheck;
 
+    /// <summary>
+    /// Steady checks with one nonce that may end with no answer or a server error other than "busy" before the unit runs
+    /// the full exchange: a host whose steady route alone fails (a fault in it, a proxy in front that does not pass it)
+    /// still hears from the unit through the other routes. "Busy" (429, 503) is retried with the kept nonce until the
+    /// nonce expires: the host is up and said when to come back, and the one request is the cheaper one for it.
+    /// </summary>
+    public const int AttemptLimit = 3;
+
     /// <summary>Why this check needs the full exchange whatever the host says, or null when a steady check may be asked.</summary>
     private static string? OwnReason(SupervisorContext ctx, AppliedConfig? applied)
     {
         var store = ctx.RequireStore();
         return ctx.CheckNonce is null ? "no nonce from the host's last answer"
+            : ctx.Clock.Now() is { FromHost: true } now && now.Now >= ctx.CheckNonce.ExpiresAt ? $"the host's nonce expired at {ctx.CheckNonce.ExpiresAt:O}"
             : ctx.Settings is null ? "no stored settings"
             : ctx.DeferredLookAt is not null ? "a deferred update is looked at again"
             : ctx.DamagedApps.Count > 0 ? "damaged applications are fetched again"
@@ -36,6 +46,9 @@ public sealed class SteadyCheckState : IState
     /// (<see cref="PendingUpdate.AttemptLimit"/>), nothing is left to do or report for it.
     /// </summary>
     private static bool IsSettled(PendingUpdate pending) => pending is { Phase: PendingUpdate.Failed, Report: null };
+
+    /// <summary>The host answered and asked to be called later: it is up, and neither route would fare better now.</summary>
+    private static bool IsBusy(ServerException e) => e.Status is HttpStatusCode.TooManyRequests or HttpStatusCode.ServiceUnavailable;
 
     public async Task<Outcome> EnterAsync(SupervisorContext ctx, CancellationToken ct)
     {
@@ -75,10 +88,18 @@ public sealed class SteadyCheckState : IState
         {
             return ctx.Fail(Outcome.LinkLost, "steady check", e);
         }
+        catch (ServerException e) when (e.IsTransient && (IsBusy(e) || ++ctx.SteadyCheckFailures < AttemptLimit))
+        {
+            // busy, or no answer or a server error fewer than AttemptLimit times: the same one request again after the
+            // backoff, not the five of the full exchange
+            return ctx.Fail(Outcome.Retry, "steady check", e);
+        }
         catch (ServerException e) when (e.IsTransient)
         {
-            // overload or no answer: the same one request again after the backoff, not the five of the full exchange
-            return ctx.Fail(Outcome.Retry, "steady check", e);
+            ctx.LogError("steady check", e);
+            ctx.CheckNonce = null;
+            ctx.Log($"check: full exchange (the steady check failed {AttemptLimit} times without a busy answer)");
+            return Outcome.FullCheckDue;
         }
         catch (ServerException e)
         {

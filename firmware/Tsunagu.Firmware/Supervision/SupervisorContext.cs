@@ -79,8 +79,20 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     /// <summary>
     /// The single-use nonce the host handed out in its last answer to a ready report or a steady check: the next periodic
     /// check may prove itself with it in one request (<see cref="SteadyCheckState"/>). Null: none (taken, or not given).
+    /// A new nonce (or none) starts the count of <see cref="SteadyCheckFailures"/> again.
     /// </summary>
-    public CheckNonce? CheckNonce { get; set; }
+    public CheckNonce? CheckNonce
+    {
+        get => _checkNonce;
+        set { _checkNonce = value; SteadyCheckFailures = 0; }
+    }
+    private CheckNonce? _checkNonce;
+
+    /// <summary>
+    /// Steady checks with the current nonce that got no answer or a server error other than "busy" (429, 503): at
+    /// <see cref="SteadyCheckState.AttemptLimit"/> the unit gives the nonce up and runs the full exchange.
+    /// </summary>
+    public int SteadyCheckFailures { get; set; }
 
     /// <summary>Whether this boot's problems (OS slots refused by dm-verity) have reached the host; never reset while the process runs.</summary>
     public bool BootProblemReported { get; set; }

@@ -28,6 +28,7 @@ public class SteadyCheckTests
     public sealed class Host(VirtualTime time) : HttpMessageHandler
     {
         private readonly ConcurrentDictionary<string, string> _nonces = new();
+        private readonly ConcurrentDictionary<string, DateTimeOffset> _expiries = new();
         private int _issued;
 
         public ConcurrentQueue<(DateTimeOffset At, string Path, int Status, bool? Steady)> Requests { get; } = new();
@@ -40,6 +41,12 @@ public class SteadyCheckTests
 
         /// <summary>While set, steady checks are answered 503.</summary>
         public volatile bool Unavailable;
+
+        /// <summary>While not zero, steady checks are answered with this status; -1: no answer at all.</summary>
+        public volatile int Failing;
+
+        /// <summary>Steady checks sent with a nonce whose expiry had passed by the host's time.</summary>
+        public int ExpiredSent;
 
         /// <summary>The next steady check is taken (its nonce used up) but its answer is lost on the way (once).</summary>
         public volatile bool LoseNextAnswer;
@@ -58,9 +65,17 @@ public class SteadyCheckTests
         protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
             var path = request.RequestUri!.AbsolutePath;
-            var (response, steady) = await AnswerAsync(request, path, time.TrueNow, cancellationToken);
-            Requests.Enqueue((time.TrueNow, path, (int)response.StatusCode, steady));
-            return response;
+            try
+            {
+                var (response, steady) = await AnswerAsync(request, path, time.TrueNow, cancellationToken);
+                Requests.Enqueue((time.TrueNow, path, (int)response.StatusCode, steady));
+                return response;
+            }
+            catch (HttpRequestException)
+            {
+                Requests.Enqueue((time.TrueNow, path, 0, null));
+                throw;
+            }
         }
 
         private CheckNonce Issue(DateTimeOffset now)
@@ -68,7 +83,8 @@ public class SteadyCheckTests
             var id = $"n{Interlocked.Increment(ref _issued)}";
             var nonce = UnitCredentials.NewNonce();
             _nonces[id] = nonce;
-            return new CheckNonce(id, nonce, now + TimeSpan.FromHours(1));
+            _expiries[id] = now + TimeSpan.FromHours(1);
+            return new CheckNonce(id, nonce, _expiries[id]);
         }
 
         private async Task<(HttpResponseMessage, bool?)> AnswerAsync(HttpRequestMessage request, string path, DateTimeOffset now, CancellationToken ct)
@@ -87,11 +103,20 @@ public class SteadyCheckTests
                 case Routes.Ready:
                     return (Json(new ReadyAck("p1", 600, Old ? null : Issue(now)), ProtocolJson.Default.ReadyAck), null);
                 case Routes.SteadyCheck when !Old:
-                    if (Unavailable) { return (Problem(HttpStatusCode.ServiceUnavailable, "about:blank", "busy"), null); }
                     var body = await request.Content!.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckRequest, ct);
+                    if (_expiries.TryGetValue(body!.NonceId, out var expires) && now >= expires)
+                    {
+                        Interlocked.Increment(ref ExpiredSent);
+                    }
+                    if (Unavailable) { return (Problem(HttpStatusCode.ServiceUnavailable, "about:blank", "busy"), null); }
+                    switch (Failing)
+                    {
+                        case -1: throw new HttpRequestException("no answer");
+                        case > 0 and var failing: return (Problem((HttpStatusCode)failing, "about:blank", "fault"), null);
+                    }
                     Assert.That(body!.Mac, Is.EqualTo(Mac));
                     Assert.That(body.Inventory.Applications, Does.ContainKey("vcp"), "the unit says what it runs");
-                    if (!_nonces.TryRemove(body.NonceId, out var nonce) ||
+                    if (now >= expires || !_nonces.TryRemove(body.NonceId, out var nonce) ||
                         !UnitCredentials.VerifyProof(Secret, ProofPurpose.SteadyCheck, Mac, body.NonceId, nonce, body.Proof))
                     {
                         return (Problem(HttpStatusCode.Unauthorized, ProblemTypes.ChallengeExpired, "unknown nonce"), null);
@@ -322,6 +347,58 @@ public class SteadyCheckTests
             "a steady check either found nothing to do or was retried: never the full exchange");
         var afterOutage = exits.Skip(exits.LastIndexOf((Outcome.Retry, StateId.SteadyCheck)) + 1).ToList();
         Assert.That(afterOutage, Is.Not.Empty.And.All.EqualTo((Outcome.NothingToDo, StateId.Ready)), "after the outage every steady check finds nothing to do");
+    }
+
+    [TestCase(500)]
+    [TestCase(502)]
+    [TestCase(-1, TestName = "{m}(no answer)")]
+    public async Task A_steady_route_that_keeps_failing_is_asked_at_most_AttemptLimit_times_per_nonce_then_the_full_exchange_runs(int status)
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var changes = await RunAsync(time, host, 150, (minutes, _) => host.Failing = minutes is >= 30 and < 100 ? status : 0);
+
+        var window = host.Requests.Where(r => r.At >= Start.AddMinutes(30) && r.At < Start.AddMinutes(100)).ToList();
+        var runs = new List<(int Failures, string? Next)>();
+        for (var i = 0; i < window.Count; i++)
+        {
+            if (window[i].Path != Routes.SteadyCheck || window[i].Status == 200) { continue; }
+            var end = i;
+            while (end < window.Count && window[end].Path == Routes.SteadyCheck && window[end].Status != 200) { end++; }
+            runs.Add((end - i, end < window.Count ? window[end].Path : null));
+            i = end;
+        }
+        TestContext.Out.WriteLine(string.Join(", ", runs));
+        Assert.That(runs, Has.Count.GreaterThanOrEqualTo(3), "precondition: several periodic checks met the failing route");
+        Assert.That(runs.Select(r => r.Failures), Has.All.LessThanOrEqualTo(SteadyCheckState.AttemptLimit), "never more attempts with one nonce");
+        Assert.That(runs.Where(r => r.Next is not null).Select(r => r.Failures), Has.All.EqualTo(SteadyCheckState.AttemptLimit),
+            "each failing run ends at the limit");
+        Assert.That(runs.Where(r => r.Next is not null).Select(r => r.Next), Has.All.AnyOf(Routes.HostChallenge, Routes.HostSession, Routes.VersionCheck),
+            "and the full exchange follows at once (authenticating again only when the session token ran out)");
+        Assert.That(window.Count(r => r.Path == Routes.Ready && r.Status == 200), Is.GreaterThanOrEqualTo(runs.Count - 1),
+            "each full exchange reached the host and reported the unit ready");
+        Assert.That(changes.Count(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.FullCheckDue && ch.To == StateId.HostSession),
+            Is.EqualTo(runs.Count(r => r.Failures == SteadyCheckState.AttemptLimit)));
+        Assert.That(Checks(host, changes).Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "one request again once the route answers");
+    }
+
+    [Test]
+    public async Task A_busy_host_is_asked_with_the_kept_nonce_until_the_nonce_expires_and_never_with_an_expired_one()
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var changes = await RunAsync(time, host, 200, (minutes, _) => host.Unavailable = minutes is >= 30 and < 170);
+
+        var busy = host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 503);
+        var sessions = host.Requests.Where(r => r.Path == Routes.HostSession).Select(r => r.At).ToList();
+        TestContext.Out.WriteLine($"{busy} busy answers; host sessions at {string.Join(", ", sessions.Select(s => (s - Start).TotalMinutes.ToString("0.0")))} min");
+        Assert.That(busy, Is.GreaterThan(2 * SteadyCheckState.AttemptLimit), "busy answers are not counted against the attempt limit");
+        Assert.That(host.ExpiredSent, Is.Zero, "the unit never sends a nonce past its expiry");
+        Assert.That(host.Requests.Count(r => r.Status == 401), Is.Zero, "so no steady check is refused");
+        Assert.That(sessions.Count(s => s >= Start.AddMinutes(30) && s < Start.AddMinutes(170)), Is.InRange(1, 3),
+            "a full exchange once the nonce expires (every hour of the 140-minute outage), no more");
+        Assert.That(changes.Where(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.Retry).Select(ch => ch.To), Has.All.EqualTo(StateId.SteadyCheck));
+        Assert.That(Checks(host, changes).Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "one request again after the outage");
     }
 
     [Test]
