@@ -22,7 +22,7 @@ namespace Tsunagu.IntegrationTests;
 public class SteadyCheckFlowTests
 {
     /// <summary>The system's clock moved by <see cref="Offset"/> (the server's clock set ahead).</summary>
-    private sealed class OffsetTime : TimeProvider
+    internal sealed class OffsetTime : TimeProvider
     {
         public TimeSpan Offset { get; set; }
         public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + Offset;

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Net;
 using System.Net.Http.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Demo;
@@ -50,9 +52,9 @@ public class UnitRequestTransactionTests
 
     /// <summary>
     /// Sends <paramref name="send"/> with <paramref name="table"/>'s <paramref name="operation"/> failing where <paramref name="when"/>
-    /// holds: refused, every table as before; then without the fault: answered 200.
+    /// holds: refused, every table as before; then without the fault: answered 200, whose body is returned.
     /// </summary>
-    private static async Task AssertAllOrNothing(TestServer server, string operation, string table, string when, Func<Task<HttpResponseMessage>> send)
+    private static async Task<string> AssertAllOrNothing(TestServer server, string operation, string table, string when, Func<Task<HttpResponseMessage>> send)
     {
         InjectFault(server, operation, table, when);
         var before = HostileInputTests.Snapshot(server);
@@ -63,7 +65,9 @@ public class UnitRequestTransactionTests
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing of the request without its last write");
         RemoveFault(server, table);
         using var again = await send();
-        Assert.That(again.IsSuccessStatusCode, Is.True, $"without the fault the same request succeeds: {(int)again.StatusCode} {await again.Content.ReadAsStringAsync()}");
+        var body = await again.Content.ReadAsStringAsync();
+        Assert.That(again.IsSuccessStatusCode, Is.True, $"without the fault the same request succeeds: {(int)again.StatusCode} {body}");
+        return body;
     }
 
     [TestCase("sqlite")]
@@ -121,6 +125,58 @@ public class UnitRequestTransactionTests
         Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo(problem));
         Assert.That((await Events(server, mac, UnitEventKinds.Ready)).Select(e => e.Failed).Order(), Is.EqualTo(new[] { 0L, 1L }),
             "the boot problem's failed entry and the ready entry");
+    }
+
+    [TestCase("sqlite")]
+    [TestCase("postgres")]
+    public async Task A_ready_report_whose_steady_check_nonce_is_not_stored_records_nothing_and_the_nonce_of_the_next_one_works(string kind)
+    {
+        TestServer.DatabaseKind.Value = kind;
+        var time = new SteadyCheckFlowTests.OffsetTime();
+        TestServer.Time.Value = time;
+        try
+        {
+            await using var server = await TestServer.StartAsync();
+            var mac = (await server.AddUnitsAsync(1))[0].Mac;
+            // held on the factory pattern: no update program to offer, so nothing keeps the unit from being steady
+            await server.Store.SetTargetPatternAsync(mac, DemoCatalogue.Pattern1);
+            using var http = await TransactionTests.UnitHttp(server, mac);
+            var vpn = new UnitVpnReport(Convert.ToBase64String(new byte[32]), 51820);
+            // the unit applied its newest configuration: the report makes it final
+            var revision = (int?)(await server.Store.ListUnitConfigsAsync(mac)).MaxBy(c => c.Revision)?.Revision;
+            if (revision is { } applied)
+            {
+                using var ack = await http.PostAsJsonAsync(Routes.ServiceConfigAck, new ServiceConfigAck(applied, true, null), ProtocolJson.Default.ServiceConfigAck);
+                Assert.That(ack.IsSuccessStatusCode, Is.True, await ack.Content.ReadAsStringAsync());
+            }
+            var report = new ReadyReport(TransactionTests.Factory(), revision, "203.0.113.7", vpn);
+            // the nonce is the ready transaction's last write
+            var body = await AssertAllOrNothing(server, "INSERT", "challenges", $"NEW.purpose = '{ProofPurpose.SteadyCheck}'",
+                () => http.PostAsJsonAsync(Routes.Ready, report, ProtocolJson.Default.ReadyReport));
+
+            var readyAck = System.Text.Json.JsonSerializer.Deserialize(body, ProtocolJson.Default.ReadyAck)!;
+            Assert.That(readyAck.NextCheck, Is.Not.Null, "the answer hands out a nonce");
+            var unit = (await server.Store.GetUnitAsync(mac))!;
+            Assert.That((unit.State, unit.VpnPublicKey), Is.EqualTo((UnitStates.Ready, vpn.PublicKey)), "the report recorded whole");
+            Assert.That(await Events(server, mac, UnitEventKinds.Ready), Has.Count.EqualTo(1), "one ready entry: the rolled back report left none");
+            var reportedAt = unit.VpnReportedAt;
+
+            // an hour later the unit checks in with the nonce, in one request: it was stored, and the VPN report is refreshed
+            time.Offset = TimeSpan.FromHours(1);
+            var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.SteadyCheck, mac, readyAck.NextCheck!.Id, readyAck.NextCheck.Nonce);
+            using var steady = await server.PinnedHttp().PostAsJsonAsync(Routes.SteadyCheck,
+                new SteadyCheckRequest(mac, readyAck.NextCheck.Id, proof, System.Text.Json.JsonSerializer.Deserialize(unit.Inventory!, ProtocolJson.Default.Inventory)!, (int)unit.SettingsRevision, revision, "203.0.113.7", vpn), ProtocolJson.Default.SteadyCheckRequest);
+            Assert.That(steady.StatusCode, Is.EqualTo(HttpStatusCode.OK), await steady.Content.ReadAsStringAsync());
+            var answer = (await steady.Content.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckResponse))!;
+            Assert.That((answer.Steady, answer.Reason), Is.EqualTo((true, (string?)null)), "nothing changed");
+            var after = (await server.Store.GetUnitAsync(mac))!;
+            Assert.That(DateTimeOffset.Parse(after.VpnReportedAt!, CultureInfo.InvariantCulture) - DateTimeOffset.Parse(reportedAt!, CultureInfo.InvariantCulture),
+                Is.GreaterThanOrEqualTo(TimeSpan.FromHours(1)), "the steady check's VPN report is as fresh as a ready report's");
+        }
+        finally
+        {
+            TestServer.Time.Value = null;
+        }
     }
 
     [TestCase("sqlite")]
