@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
@@ -224,6 +225,90 @@ public class RolloutConsoleTests
         await page.GotoAsync("/console/rollouts/lab-p3");
         await Expect(page.Locator("#rollout-state")).ToContainTextAsync("running");
         Assert.That(await page.Locator("#never-offered-table").CountAsync(), Is.Zero);
+    }
+
+    [Test]
+    public async Task The_rollout_page_lists_the_units_returned_by_the_abort_with_links_to_them()
+    {
+        await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
+        var units = await server.AddUnitsAsync(4);
+        using (var client = server.Operator())
+        {
+            // wave 1 (two units) is offered the update; wave 2 waits an hour, so the other two are never moved
+            var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+            foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+            await RolloutCatalogue.AddPattern3Async(server, client);
+            await RolloutCatalogue.AddWayBackAsync(server, client);
+            await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
+            await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
+                new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 3600), CancellationToken.None);
+        }
+        // the units are not started: their version checks are the host's (the gate, the offer recorded with the pattern each
+        // ran) and each reports pattern 3 installed, so the abort has their way back to plan
+        var service = server.App.Services.GetRequiredService<RolloutService>();
+        var moved = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).Where(m => m.Wave == 0).Select(m => m.Mac).Order(StringComparer.Ordinal).ToList();
+        Assert.That(moved, Has.Count.EqualTo(2));
+        foreach (var mac in moved)
+        {
+            var unit = (await server.Store.GetUnitForCheckAsync(mac))!;
+            var program = (await server.Store.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern))!;
+            var admission = await service.AdmitAsync(mac, program);
+            Assert.That(admission.Deferred, Is.Null, mac);
+            var inventory = JsonSerializer.Deserialize(unit.Inventory!, ProtocolJson.Default.Inventory)!;
+            var (_, withheld) = await server.Store.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false,
+                RolloutService.OfferOf(mac, program, admission));
+            Assert.That(withheld, Is.EqualTo(OfferWithheld.None), mac);
+            await server.Store.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, program.Id, true, null, RolloutCatalogue.Pattern3Inventory(), "pattern-3", UnitStates.Configuring, null, "installed"));
+        }
+
+        await using var browser = await Browser.OpenAsync(server.Url);
+        var page = browser.Page;
+        await ConsoleTests.LogInOperatorAsync(page);
+        await page.GotoAsync("/console/rollouts/lab-p3");
+        await Expect(page.Locator("#rollout-state")).ToContainTextAsync("running");
+        await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "poll");
+        Assert.That(await page.Locator("#return-table").CountAsync(), Is.Zero, "no section before an abort");
+
+        // the operator aborts from the console in another tab and returns the moved units: the redirected page (a full
+        // load) says how many return and lists them, each with its outcome and a link to its unit
+        var other = await browser.Context.NewPageAsync();
+        await other.GotoAsync("/console/rollouts/lab-p3");
+        await other.GetByRole(AriaRole.Radio, new() { Name = "return to the pattern they ran before" }).CheckAsync();
+        await other.GetByLabel("Yes, abort lab-p3").CheckAsync();
+        await other.GetByRole(AriaRole.Button, new() { Name = "Abort", Exact = true }).ClickAsync();
+        await Expect(other.GetByRole(AriaRole.Status)).ToContainTextAsync("Rollout lab-p3 is aborted: 2 unit(s) return to pattern-2, 0 cannot.");
+        await Expect(other.Locator("#rollout-state")).ToContainTextAsync("aborted");
+        var rows = other.Locator("#return-table tbody tr");
+        await Expect(rows).ToHaveCountAsync(moved.Count);
+        for (var i = 0; i < moved.Count; i++)
+        {
+            await Expect(rows.Nth(i).GetByRole(AriaRole.Link)).ToHaveAttributeAsync("href", $"/console/units/{moved[i]}");
+            await Expect(rows.Nth(i).Locator("td").Nth(1)).ToHaveTextAsync("returning to pattern-2");
+        }
+        await Expect(other.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
+        await other.CloseAsync();
+        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3")).Select(r => r.Mac), Is.EqualTo(moved), "the API's list, which the page shows");
+
+        // the page opened before the abort shows the list without a reload: the section is in the block refreshed every 2 s,
+        // and the refresh that brings the abort marks it idle (an aborted rollout is no longer active), so no later
+        // refresh replaces the list and a link keeps the keyboard focus
+        var returned = page.Locator("#live #return-table tbody tr");
+        await Expect(returned).ToHaveCountAsync(moved.Count);
+        await Expect(page.Locator("#rollout-state")).ToContainTextAsync("aborted");
+        await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
+        foreach (var u in units.Where(u => !moved.Contains(u.Mac)))
+        {
+            Assert.That(await page.GetByRole(AriaRole.Link, new() { Name = u.Mac }).CountAsync(), Is.Zero, "a unit the rollout did not move is not listed");
+        }
+        Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollout aborted with units returned"), Is.Empty);
+
+        // keyboard only: Tab reaches the first returned unit's link and Enter opens its page
+        var first = page.Locator("#return-table").GetByRole(AriaRole.Link, new() { Name = moved[0], Exact = true });
+        await AccessibilityTests.TabToAsync(page, first, max: 80);
+        await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
+        await Expect(first).ToBeFocusedAsync();
+        await page.Keyboard.PressAsync("Enter");
+        await Expect(page).ToHaveURLAsync(new Regex($"/console/units/{Regex.Escape(moved[0])}$"));
     }
 
     private const int RolloutModelListed = Tsunagu.Server.Pages.Console.RolloutModel.NeverOfferedListed;
