@@ -49,7 +49,10 @@ public sealed class LoopbackSource(IPAddress address) : INetworkAccess
     public void EnsureRoute() { }
 }
 
-/// <summary>One steady-state unit of the load generator: its identity, secret, address and the revision it applied.</summary>
+/// <summary>
+/// One steady-state unit of the load generator: its identity, secret, address, the revision it applied and the nonce of the
+/// host's last answer (for its next steady check).
+/// </summary>
 public sealed class LoadUnit(int index, FactoryIdentity identity, byte[] secret)
 {
     public int Index { get; } = index;
@@ -58,6 +61,7 @@ public sealed class LoadUnit(int index, FactoryIdentity identity, byte[] secret)
     public IPAddress Source { get; } = LoopbackSource.For(index);
     public int? AppliedRevision { get; set; }
     public bool Acknowledged { get; set; }
+    public CheckNonce? Nonce { get; set; }
 }
 
 /// <summary>How one check-in ended.</summary>
@@ -106,18 +110,50 @@ public static class CheckIn
                 // no configuration assigned: the unit keeps what runs (ServiceConfigState)
             }
             requests++;
-            await client.ReportReadyAsync(server, session.Token, new ReadyReport(FactoryInventory, unit.AppliedRevision, "192.0.2.10"), ct);
+            var ack = await client.ReportReadyAsync(server, session.Token, new ReadyReport(FactoryInventory, unit.AppliedRevision, "192.0.2.10"), ct);
+            unit.Nonce = ack.NextCheck;
             return (CheckInOutcome.Ok, requests, null);
-        }
-        catch (ServerException e) when (e.Status is { } status)
-        {
-            return ((int)status >= 500 ? CheckInOutcome.ServerError : CheckInOutcome.ClientError, requests, e.Message);
         }
         catch (ServerException e)
         {
-            return (CheckInOutcome.Transport, requests, e.Message);
+            return Failed(e, requests);
         }
     }
+
+    /// <summary>
+    /// The periodic check of a steady unit as the supervisor's SteadyCheck state makes it (docs/protocol.md, "Steady
+    /// check"): one request on a new TLS connection, proved over the nonce of the host's last answer, which it replaces
+    /// with the answer's next one. An answer other than "nothing to do" is an error here (the load is of steady units).
+    /// </summary>
+    public static async Task<(CheckInOutcome Outcome, int Requests, string? Error)> SteadyAsync(Uri server, string pin, LoadUnit unit, CancellationToken ct)
+    {
+        if (unit.Nonce is not { } nonce)
+        {
+            return (CheckInOutcome.ClientError, 0, $"unit {unit.Identity.Mac} holds no nonce: its last check did not end in a ready report");
+        }
+        using var client = new UnitClient(new LoopbackSource(unit.Source), [pin]);
+        try
+        {
+            var proof = UnitCredentials.ComputeProof(unit.Secret, ProofPurpose.SteadyCheck, unit.Identity.Mac, nonce.Id, nonce.Nonce);
+            var answer = await client.SteadyCheckAsync(server, new SteadyCheckRequest(unit.Identity.Mac, nonce.Id, proof, FactoryInventory,
+                SettingsRevision: 1, unit.AppliedRevision, "192.0.2.10"), ct);
+            unit.Nonce = answer.Next;
+            return answer.Steady
+                ? (CheckInOutcome.Ok, 1, null)
+                : (CheckInOutcome.ClientError, 1, $"unit {unit.Identity.Mac} not steady: {answer.Reason}");
+        }
+        catch (ServerException e)
+        {
+            // a refusal used the nonce up (or it was never good); no answer or a 5xx leaves it for the next check
+            if (e.Status is { } status && (int)status < 500) { unit.Nonce = null; }
+            return Failed(e, 1);
+        }
+    }
+
+    private static (CheckInOutcome Outcome, int Requests, string? Error) Failed(ServerException e, int requests) =>
+        e.Status is { } status
+            ? ((int)status >= 500 ? CheckInOutcome.ServerError : CheckInOutcome.ClientError, requests, e.Message)
+            : (CheckInOutcome.Transport, requests, e.Message);
 }
 
 /// <summary>What an open-loop run of check-ins measured.</summary>

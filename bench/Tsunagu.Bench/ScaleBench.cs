@@ -34,7 +34,9 @@ public sealed record ScaleSettings(int Units, double Rate, double Seconds, int M
 /// <item>units per core: steady-state check-ins (<see cref="CheckIn"/>, the firmware's client, real TLS and proofs, each
 /// unit from its own loopback address) at a fixed offered rate for BENCH_SECONDS; CPU of every server-side process from
 /// /proc (replicas summed, HAProxy, PostgreSQL with its backends); the reference is nginx with the same certificate
-/// answering the same five requests on as many new TLS connections, at the same rate, from the same client code;</item>
+/// answering the same five requests on as many new TLS connections, at the same rate, from the same client code; then the
+/// same for the steady check (<see cref="CheckIn.SteadyAsync"/>, one request proved over the nonce of the unit's last
+/// answer), the check a unit with nothing to do makes;</item>
 /// <item>the reconnect storm on PostgreSQL behind the two replicas (fleetsim workers through HAProxy).</item>
 /// </list>
 /// </summary>
@@ -195,64 +197,89 @@ public static class ScaleBench
         }
         var canned = await CannedAnswersAsync(cluster.Url, cluster.Pin, units[0], ct);
 
-        // the measured run: units in turn, so a unit checks again only after all the others (units / rate seconds later)
+        // the measured runs: units in turn, so a unit checks again only after all the others (units / rate seconds later);
+        // first the full exchange every unit runs when something changed (and every unit did before the steady check),
+        // then the steady check (one request) a unit that has nothing to do runs, each with the nonce of its last answer
         var replicas = cluster.ReplicaPids();
-        await Task.Delay(StatisticsLag, ct);
-        var counters = DatabaseCounters(cluster);
-        var before = new CpuSample(replicas.Sum(ProcessTreeCpu.Read), ProcessTreeCpu.Read(cluster.HaproxyPid), ProcessTreeCpu.Read(cluster.PostgresPid),
-            Environment.CpuUsage.TotalTime.TotalSeconds, counters.Commits, counters.Rows);
         var duration = TimeSpan.FromSeconds(settings.Seconds);
-        progress(string.Create(c, $"scale: steady-state check-ins at {settings.Rate:0}/s for {settings.Seconds:0} s through HAProxy ({settings.MaxInFlight} in flight at most)"));
-        var ours = await OpenLoop.RunAsync((i, t) => CheckIn.RunAsync(cluster.Url, cluster.Pin, units[i % units.Count], t), settings.Rate, duration, settings.MaxInFlight, ct);
-        var after = await SampleAsync(cluster, replicas, ct);
-        var used = after.Minus(before);
-        progress(string.Create(c, $"scale: {ours.Ok} ok in {ours.Seconds:0.0} s ({ours.PerSecond:0.0}/s), 5xx {ours.ServerErrors}, 4xx {ours.ClientErrors}, transport {ours.TransportErrors}; p99 {ours.P99Ms:0} ms; CPU s replicas {used.Replicas:0.00}, HAProxy {used.Haproxy:0.00}, PostgreSQL {used.Postgres:0.00}, generator {used.Generator:0.00}"));
+        async Task<(LoadRun Run, CpuSample Used)> OursAsync(string what, Func<int, CancellationToken, Task<(CheckInOutcome, int, string?)>> checkIn)
+        {
+            await Task.Delay(StatisticsLag, ct);
+            var counters = DatabaseCounters(cluster);
+            var before = new CpuSample(replicas.Sum(ProcessTreeCpu.Read), ProcessTreeCpu.Read(cluster.HaproxyPid), ProcessTreeCpu.Read(cluster.PostgresPid),
+                Environment.CpuUsage.TotalTime.TotalSeconds, counters.Commits, counters.Rows);
+            progress(string.Create(c, $"scale: {what} at {settings.Rate:0}/s for {settings.Seconds:0} s through HAProxy ({settings.MaxInFlight} in flight at most)"));
+            var run = await OpenLoop.RunAsync(checkIn, settings.Rate, duration, settings.MaxInFlight, ct);
+            var used = (await SampleAsync(cluster, replicas, ct)).Minus(before);
+            progress(string.Create(c, $"scale: {run.Ok} ok in {run.Seconds:0.0} s ({run.PerSecond:0.0}/s), 5xx {run.ServerErrors}, 4xx {run.ClientErrors}, transport {run.TransportErrors}; p99 {run.P99Ms:0} ms; CPU s replicas {used.Replicas:0.00}, HAProxy {used.Haproxy:0.00}, PostgreSQL {used.Postgres:0.00}, generator {used.Generator:0.00}"));
+            return (run, used);
+        }
+        var full = await OursAsync("full-exchange check-ins", (i, t) => CheckIn.RunAsync(cluster.Url, cluster.Pin, units[i % units.Count], t));
+        var steady = await OursAsync("steady checks", (i, t) => CheckIn.SteadyAsync(cluster.Url, cluster.Pin, units[i % units.Count], t));
 
-        // the reference: nginx with the server's certificate answering the same five requests with the server's own answers
+        // the reference: nginx with the server's certificate answering the same requests with the server's own answers
         var nginxDir = Path.Combine(dir, "nginx-reference");
         var (nginx, nginxUrl) = await StartNginxAsync(nginxDir, cluster.CertificateAndKeyPem, canned, ct);
-        LoadRun theirs;
-        double nginxCpu, nginxGenerator;
+        (LoadRun Run, double Cpu, double Generator) fullReference, steadyReference;
         try
         {
-            var nginxBefore = ProcessTreeCpu.Read(nginx.Id);
-            var generatorBefore = Environment.CpuUsage.TotalTime.TotalSeconds;
-            progress("scale: the same check-ins against nginx");
-            theirs = await OpenLoop.RunAsync((i, t) => CheckIn.RunAsync(nginxUrl, cluster.Pin, units[i % units.Count], t), settings.Rate, duration, settings.MaxInFlight, ct);
-            nginxCpu = ProcessTreeCpu.Read(nginx.Id) - nginxBefore;
-            nginxGenerator = Environment.CpuUsage.TotalTime.TotalSeconds - generatorBefore;
+            async Task<(LoadRun, double, double)> TheirsAsync(string what, Func<int, CancellationToken, Task<(CheckInOutcome, int, string?)>> checkIn)
+            {
+                var nginxBefore = ProcessTreeCpu.Read(nginx.Id);
+                var generatorBefore = Environment.CpuUsage.TotalTime.TotalSeconds;
+                progress($"scale: the same {what} against nginx");
+                var run = await OpenLoop.RunAsync(checkIn, settings.Rate, duration, settings.MaxInFlight, ct);
+                var cpu = ProcessTreeCpu.Read(nginx.Id) - nginxBefore;
+                progress(string.Create(c, $"scale: nginx {run.Ok} ok ({run.PerSecond:0.0}/s), errors {run.ServerErrors + run.ClientErrors + run.TransportErrors}, p99 {run.P99Ms:0} ms, CPU {cpu:0.00} s"));
+                return (run, cpu, Environment.CpuUsage.TotalTime.TotalSeconds - generatorBefore);
+            }
+            fullReference = await TheirsAsync("full-exchange check-ins", (i, t) => CheckIn.RunAsync(nginxUrl, cluster.Pin, units[i % units.Count], t));
+            steadyReference = await TheirsAsync("steady checks", (i, t) => CheckIn.SteadyAsync(nginxUrl, cluster.Pin, units[i % units.Count], t));
         }
         finally
         {
             await Tools.StopNginxAsync(nginx);
         }
-        progress(string.Create(c, $"scale: nginx {theirs.Ok} ok ({theirs.PerSecond:0.0}/s), errors {theirs.ServerErrors + theirs.ClientErrors + theirs.TransportErrors}, p99 {theirs.P99Ms:0} ms, CPU {nginxCpu:0.00} s"));
 
         var rows = new List<Result>();
-        var perThousand = used.Server / ours.Ok * 1000;
-        var nginxPerThousand = nginxCpu / Math.Max(1, theirs.Ok) * 1000;
-        double UnitsPerCore(double cpuPerThousand) => cpuPerThousand <= 0 ? double.PositiveInfinity : CheckIntervalSeconds * 1000 / cpuPerThousand;
-        var gap = units.Count / settings.Rate;
-        var requestsPerCheck = ours.Ok == 0 ? 0 : (double)ours.Requests / (ours.Ok + ours.ServerErrors + ours.ClientErrors + ours.TransportErrors);
-        var breakdown = string.Create(c,
-            $"CPU s per 1,000 check-ins: replicas (2, summed) {used.Replicas / ours.Ok * 1000:0.00}, HAProxy {used.Haproxy / ours.Ok * 1000:0.00}, PostgreSQL {used.Postgres / ours.Ok * 1000:0.00} = {perThousand:0.00}; nginx {nginxPerThousand:0.00}; " +
-            $"PostgreSQL per check-in: {(double)used.Commits / ours.Ok:0.0} commits, {(double)used.RowsWritten / ours.Ok:0.0} rows written; " +
-            $"load generator {used.Generator / ours.Ok * 1000:0.00} (vs {nginxGenerator / Math.Max(1, theirs.Ok) * 1000:0.00} against nginx); " +
-            $"units per core: replicas alone {UnitsPerCore(used.Replicas / ours.Ok * 1000):0}, PostgreSQL alone {UnitsPerCore(used.Postgres / ours.Ok * 1000):0}, HAProxy alone {UnitsPerCore(used.Haproxy / ours.Ok * 1000):0}");
-        rows.Add(new Result("units per core at a 30-minute check interval, server side (2 replicas + HAProxy + PostgreSQL) vs nginx (same TLS connections, same requests); goal 500,000 (1M units on 2 cores)",
-            UnitsPerCore(perThousand), UnitsPerCore(nginxPerThousand), ">=", GoalUnitsPerCore,
-            string.Create(c, $"{ours.Ok} steady-state check-ins ({requestsPerCheck:0.00} requests each, a new TLS connection each, host token expired as at a 30-minute interval), {units.Count} units in turn (each checks every {gap:0} s), offered {settings.Rate:0}/s for {settings.Seconds:0} s; units per core = {CheckIntervalSeconds:0} s / CPU s per check-in; ") + breakdown,
-            Absolute: true));
-        rows.Add(new Result(string.Create(c, $"steady-state check-in p99 latency (ms) at {settings.Rate:0}/s offered, through HAProxy to 2 replicas on PostgreSQL, vs nginx; goal p99 < 1 s, no 5xx"),
-            ours.P99Ms, theirs.P99Ms, "<=", 1000,
-            string.Create(c, $"achieved {ours.PerSecond:0.0}/s (nginx {theirs.PerSecond:0.0}/s) of {settings.Rate:0}/s offered, open loop, latency from when each check-in was due, at most {settings.MaxInFlight} in flight (reached {ours.MaxInFlight}); p50 {ours.P50Ms:0} ms, max {ours.MaxMs:0} ms; " +
-                $"5xx {ours.ServerErrors}, 4xx {ours.ClientErrors}, transport errors {ours.TransportErrors} of {ours.Scheduled} started ({ours.Due - ours.Scheduled} due but not started by the end; nginx {theirs.Due - theirs.Scheduled}) (nginx: {theirs.ServerErrors}/{theirs.ClientErrors}/{theirs.TransportErrors}){(ours.FirstErrors.Count > 0 ? "; first errors: " + string.Join(" | ", ours.FirstErrors) : "")}; the load generator runs on the same 2 cores"),
-            Absolute: true));
-        if (ours.ServerErrors > 0)
-        {
-            rows[^1] = rows[^1] with { Note = rows[^1].Note + $"; NOT MET: {ours.ServerErrors} check-ins ended with a 5xx" };
-        }
+        rows.AddRange(Rows("", "check-ins", "steady-state check-ins", "a new TLS connection each, host token expired as at a 30-minute interval",
+            full.Run, full.Used, fullReference));
+        rows.AddRange(Rows(", steady check (one request)", "steady checks", "steady checks",
+            "a new TLS connection each, proved over the nonce of the unit's last answer, every one answered 'nothing to do'",
+            steady.Run, steady.Used, steadyReference));
         return rows;
+
+        List<Result> Rows(string kind, string noun, string label, string how, LoadRun ours, CpuSample used, (LoadRun Run, double Cpu, double Generator) reference)
+        {
+            var (theirs, nginxCpu, nginxGenerator) = reference;
+            var perThousand = used.Server / ours.Ok * 1000;
+            var nginxPerThousand = nginxCpu / Math.Max(1, theirs.Ok) * 1000;
+            double UnitsPerCore(double cpuPerThousand) => cpuPerThousand <= 0 ? double.PositiveInfinity : CheckIntervalSeconds * 1000 / cpuPerThousand;
+            var gap = units.Count / settings.Rate;
+            var requestsPerCheck = ours.Ok == 0 ? 0 : (double)ours.Requests / (ours.Ok + ours.ServerErrors + ours.ClientErrors + ours.TransportErrors);
+            var breakdown = string.Create(c,
+                $"CPU s per 1,000 {noun}: replicas (2, summed) {used.Replicas / ours.Ok * 1000:0.00}, HAProxy {used.Haproxy / ours.Ok * 1000:0.00}, PostgreSQL {used.Postgres / ours.Ok * 1000:0.00} = {perThousand:0.00}; nginx {nginxPerThousand:0.00}; " +
+                $"PostgreSQL per check-in: {(double)used.Commits / ours.Ok:0.0} commits, {(double)used.RowsWritten / ours.Ok:0.0} rows written; " +
+                $"load generator {used.Generator / ours.Ok * 1000:0.00} (vs {nginxGenerator / Math.Max(1, theirs.Ok) * 1000:0.00} against nginx); " +
+                $"units per core: replicas alone {UnitsPerCore(used.Replicas / ours.Ok * 1000):0}, PostgreSQL alone {UnitsPerCore(used.Postgres / ours.Ok * 1000):0}, HAProxy alone {UnitsPerCore(used.Haproxy / ours.Ok * 1000):0}");
+            var result = new List<Result>
+            {
+                new($"units per core at a 30-minute check interval{kind}, server side (2 replicas + HAProxy + PostgreSQL) vs nginx (same TLS connections, same requests); goal 500,000 (1M units on 2 cores)",
+                    UnitsPerCore(perThousand), UnitsPerCore(nginxPerThousand), ">=", GoalUnitsPerCore,
+                    string.Create(c, $"{ours.Ok} {label} ({requestsPerCheck:0.00} requests each, {how}), {units.Count} units in turn (each checks every {gap:0} s), offered {settings.Rate:0}/s for {settings.Seconds:0} s; units per core = {CheckIntervalSeconds:0} s / CPU s per check-in; ") + breakdown,
+                    Absolute: true),
+                new(string.Create(c, $"steady-state check-in p99 latency (ms){kind} at {settings.Rate:0}/s offered, through HAProxy to 2 replicas on PostgreSQL, vs nginx; goal p99 < 1 s, no 5xx"),
+                    ours.P99Ms, theirs.P99Ms, "<=", 1000,
+                    string.Create(c, $"achieved {ours.PerSecond:0.0}/s (nginx {theirs.PerSecond:0.0}/s) of {settings.Rate:0}/s offered, open loop, latency from when each check-in was due, at most {settings.MaxInFlight} in flight (reached {ours.MaxInFlight}); p50 {ours.P50Ms:0} ms, max {ours.MaxMs:0} ms; " +
+                        $"5xx {ours.ServerErrors}, 4xx {ours.ClientErrors}, transport errors {ours.TransportErrors} of {ours.Scheduled} started ({ours.Due - ours.Scheduled} due but not started by the end; nginx {theirs.Due - theirs.Scheduled}) (nginx: {theirs.ServerErrors}/{theirs.ClientErrors}/{theirs.TransportErrors}){(ours.FirstErrors.Count > 0 ? "; first errors: " + string.Join(" | ", ours.FirstErrors) : "")}; the load generator runs on the same 2 cores"),
+                    Absolute: true),
+            };
+            if (ours.ServerErrors > 0)
+            {
+                result[^1] = result[^1] with { Note = result[^1].Note + $"; NOT MET: {ours.ServerErrors} check-ins ended with a 5xx" };
+            }
+            return result;
+        }
     }
 
     private sealed record CpuSample(double Replicas, double Haproxy, double Postgres, double Generator, long Commits, long RowsWritten)
@@ -299,8 +326,18 @@ public static class ScaleBench
         var check = await client.VersionCheckAsync(server, session.Token, new VersionCheckRequest(CheckIn.FactoryInventory, new UnitLoad(0.05, 0.01), false, null), ct);
         var config = await client.GetServiceConfigAsync(server, session.Token, ct);
         var ready = await client.ReportReadyAsync(server, session.Token, new ReadyReport(CheckIn.FactoryInventory, config.Revision, "192.0.2.10"), ct);
+        unit.Nonce = ready.NextCheck;
+        var proof = UnitCredentials.ComputeProof(unit.Secret, ProofPurpose.SteadyCheck, unit.Identity.Mac, ready.NextCheck!.Id, ready.NextCheck.Nonce);
+        var steady = await client.SteadyCheckAsync(server, new SteadyCheckRequest(unit.Identity.Mac, ready.NextCheck.Id, proof, CheckIn.FactoryInventory, 1,
+            config.Revision, "192.0.2.10"), ct);
+        if (!steady.Steady)
+        {
+            throw new InvalidOperationException($"the first unit's steady check found something to do: {steady.Reason}");
+        }
+        unit.Nonce = steady.Next;
         return new Dictionary<string, string>
         {
+            [Routes.SteadyCheck] = JsonSerializer.Serialize(steady, ProtocolJson.Default.SteadyCheckResponse),
             [Routes.HostChallenge] = JsonSerializer.Serialize(challenge, ProtocolJson.Default.ChallengeResponse),
             [Routes.HostSession] = JsonSerializer.Serialize(session, ProtocolJson.Default.SessionResponse),
             [Routes.VersionCheck] = JsonSerializer.Serialize(check, ProtocolJson.Default.VersionCheckResponse),
