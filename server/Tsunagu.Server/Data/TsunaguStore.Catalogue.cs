@@ -218,10 +218,16 @@ public sealed partial class TsunaguStore
         return (unit, await CatalogueAtAsync(c, ct));
     }
 
-    private async Task<CatalogueSnapshot> CatalogueAtAsync(DbConnection c, CancellationToken ct)
-    {
+    private async Task<CatalogueSnapshot> CatalogueAtAsync(DbConnection c, CancellationToken ct) =>
         // the stamp is read before the rows, so a write that lands in between only makes the next reader load again
-        var stamp = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT value FROM settings WHERE key = @key", new { key = CatalogueStampKey }, cancellationToken: ct));
+        await CatalogueAtAsync(c, await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(CatalogueStampSql, new { key = CatalogueStampKey }, cancellationToken: ct)), ct);
+
+    /// <summary>Reads the catalogue stamp (parameter <c>@key</c>: <see cref="CatalogueStampKey"/>).</summary>
+    internal const string CatalogueStampSql = "SELECT value FROM settings WHERE key = @key";
+
+    /// <summary>The catalogue as of <paramref name="stamp"/>, read on <paramref name="c"/> before: the cached one while the stamp is its own.</summary>
+    private async Task<CatalogueSnapshot> CatalogueAtAsync(DbConnection c, string? stamp, CancellationToken ct)
+    {
         var current = Volatile.Read(ref _catalogue);
         if (current is not null && current.Stamp == stamp)
         {

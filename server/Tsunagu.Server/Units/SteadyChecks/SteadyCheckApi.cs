@@ -59,14 +59,12 @@ public static class SteadyCheckApi
         if (RequestError(request) is { } invalid) { return Problems.BadRequest(invalid); }
         var mac = MacAddress.Normalize(request.Mac);
         var ct = http.RequestAborted;
-        // the nonce first (one indexed row): an unknown one reads nothing else
-        var nonce = await store.GetCheckNonceAsync(request.NonceId, mac, ct);
-        if (nonce is null || DateTimeOffset.Parse(nonce.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
+        // one round trip reads the nonce, the unit's row and the catalogue stamp; an unknown or expired nonce goes no further
+        if (await store.GetSteadyCheckAsync(request.NonceId, mac, time.GetUtcNow(), ct) is not var (nonce, found, catalogue))
         {
             metrics.UnitRefused(ProofPurpose.SteadyCheck, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the nonce is unknown, used, expired or for another unit; run the full check");
         }
-        var (found, catalogue) = await store.GetSteadyUnitAsync(mac, ct);
         if (await authentication.RefusalAsync(mac, found is not null, found?.DecommissionedAt is not null, ProofPurpose.SteadyCheck, nonce, request.Proof, http) is { } refused)
         {
             return refused;

@@ -4,7 +4,7 @@ using Tsunagu.Protocol;
 
 namespace Tsunagu.Server.Data;
 
-/// <summary>The columns of a unit a steady check compares with what the unit says (<see cref="TsunaguStore.GetSteadyUnitAsync"/>).</summary>
+/// <summary>The columns of a unit a steady check compares with what the unit says (<see cref="TsunaguStore.GetSteadyCheckAsync"/>).</summary>
 public sealed class SteadyUnitRow
 {
     public string Mac { get; set; } = "";
@@ -49,24 +49,31 @@ public sealed partial class TsunaguStore
     public const string SteadyCheckSuffix = " (steady check)";
 
     /// <summary>
-    /// The steady-check nonce <paramref name="nonceId"/> of <paramref name="mac"/> (one indexed row, read first so an
-    /// unknown nonce costs nothing more), or null when there is none of that id, unit and purpose.
+    /// What a steady check reads, in one round trip of three rows by their keys: the steady-check nonce
+    /// <paramref name="nonceId"/> of <paramref name="mac"/>, the unit's row and the catalogue stamp. Null when
+    /// there is no nonce of that id, unit and purpose, or it expired by <paramref name="now"/>; otherwise the nonce, the
+    /// unit's row (null when not registered) and the current catalogue (loaded again only when its stamp moved).
     /// </summary>
-    public async Task<ChallengeRow?> GetCheckNonceAsync(string nonceId, string mac, CancellationToken ct = default)
+    public async Task<(ChallengeRow Nonce, SteadyUnitRow? Unit, CatalogueSnapshot Catalogue)?> GetSteadyCheckAsync(string nonceId, string mac, DateTimeOffset now,
+        CancellationToken ct = default)
     {
-        await using var c = await OpenUnitReportAsync(ct);
-        return await c.QuerySingleOrDefaultAsync<ChallengeRow>(new CommandDefinition(
-            "SELECT id, mac, purpose, nonce, expires_at FROM challenges WHERE id = @nonceId AND mac = @mac AND purpose = @purpose",
-            new { nonceId, mac, purpose = ProofPurpose.SteadyCheck }, cancellationToken: ct));
-    }
-
-    /// <summary>What a steady check with a known nonce compares, on one connection: the unit's row (null when not registered) and the current catalogue.</summary>
-    public async Task<(SteadyUnitRow? Unit, CatalogueSnapshot Catalogue)> GetSteadyUnitAsync(string mac, CancellationToken ct = default)
-    {
-        await using var c = await OpenUnitReportAsync(ct);
-        var unit = await c.QuerySingleOrDefaultAsync<SteadyUnitRow>(new CommandDefinition(
-            $"SELECT {SteadyUnitRow.Columns} FROM units WHERE mac = @mac", new { mac }, cancellationToken: ct));
-        return (unit, await CatalogueAtAsync(c, ct));
+        // reads only, so on a connection that sets nothing when it opens (a unit report's relaxes its commits first)
+        await using var c = await OpenAsync(ct);
+        // three rows by their keys; the unit's is not made to depend on the nonce's, which a concurrent check may take
+        // between the statements (the unit would then look unregistered)
+        await using var read = await c.QueryMultipleAsync(new CommandDefinition($"""
+            SELECT id, mac, purpose, nonce, expires_at FROM challenges WHERE id = @nonceId AND mac = @mac AND purpose = @purpose;
+            SELECT {SteadyUnitRow.Columns} FROM units WHERE mac = @mac;
+            {CatalogueStampSql};
+            """, new { nonceId, mac, purpose = ProofPurpose.SteadyCheck, key = CatalogueStampKey }, cancellationToken: ct));
+        var nonce = await read.ReadSingleOrDefaultAsync<ChallengeRow>();
+        var unit = await read.ReadSingleOrDefaultAsync<SteadyUnitRow>();
+        var stamp = await read.ReadSingleOrDefaultAsync<string>();
+        if (nonce is null || DateTimeOffset.Parse(nonce.ExpiresAt, System.Globalization.CultureInfo.InvariantCulture) <= now)
+        {
+            return null;
+        }
+        return (nonce, unit, await CatalogueAtAsync(c, stamp, ct));
     }
 
     /// <summary>The ready history entry's text, for a ready report (told whether the revision became final) and a steady check alike.</summary>
