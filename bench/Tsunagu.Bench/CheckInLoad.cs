@@ -123,13 +123,14 @@ public static class CheckIn
     /// <summary>
     /// The periodic check of a steady unit as the supervisor's SteadyCheck state makes it (docs/protocol.md, "Steady
     /// check"): one request on a new TLS connection, proved over the nonce of the host's last answer, which it replaces
-    /// with the answer's next one. An answer other than "nothing to do" is an error here (the load is of steady units).
+    /// with the answer's next one. An answer other than "nothing to do" is an error here (the load is of steady units). A
+    /// unit that holds no nonce (its last check was refused or not steady) runs the full exchange, as the firmware does.
     /// </summary>
     public static async Task<(CheckInOutcome Outcome, int Requests, string? Error)> SteadyAsync(Uri server, string pin, LoadUnit unit, CancellationToken ct)
     {
         if (unit.Nonce is not { } nonce)
         {
-            return (CheckInOutcome.ClientError, 0, $"unit {unit.Identity.Mac} holds no nonce: its last check did not end in a ready report");
+            return await RunAsync(server, pin, unit, ct);
         }
         using var client = new UnitClient(new LoopbackSource(unit.Source), [pin]);
         try

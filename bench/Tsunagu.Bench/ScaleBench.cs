@@ -234,6 +234,7 @@ public static class ScaleBench
                 return (run, cpu, Environment.CpuUsage.TotalTime.TotalSeconds - generatorBefore);
             }
             fullReference = await TheirsAsync("full-exchange check-ins", (i, t) => CheckIn.RunAsync(nginxUrl, cluster.Pin, units[i % units.Count], t));
+            // nginx's canned steady answer hands every unit the same next nonce: harmless, the phases against nginx come last
             steadyReference = await TheirsAsync("steady checks", (i, t) => CheckIn.SteadyAsync(nginxUrl, cluster.Pin, units[i % units.Count], t));
         }
         finally
@@ -276,7 +277,7 @@ public static class ScaleBench
             };
             if (ours.ServerErrors > 0)
             {
-                result[^1] = result[^1] with { Note = result[^1].Note + $"; NOT MET: {ours.ServerErrors} check-ins ended with a 5xx" };
+                result[^1] = result[^1] with { Note = result[^1].Note + $"; NOT MET: {ours.ServerErrors} {noun} ended with a 5xx" };
             }
             return result;
         }

@@ -11,18 +11,20 @@ namespace Tsunagu.Firmware.Supervision;
 /// over the single-use nonce of the host's last answer and says what it runs and applied; the host answers "nothing to do"
 /// (<see cref="Outcome.NothingToDo"/>: it recorded what the ready report would have) or "something changed". Whenever the
 /// unit has anything of its own to do or report (a forced check, an update in flight or its report unsent, a deferred
-/// update, damaged applications, an install medium not yet checked, a configuration not acknowledged) or holds no nonce,
-/// it asks nothing and gives <see cref="Outcome.FullCheckDue"/>: the full exchange runs as before.
+/// update, damaged applications, an install medium not yet checked, a configuration not acknowledged) or holds no nonce
+/// (or one expired by the host's time), it asks nothing and gives <see cref="Outcome.FullCheckDue"/>: the full exchange runs as before.
 /// </summary>
 public sealed class SteadyCheckState : IState
 {
     public StateId Id => StateId.SteadyCheck;
 
     /// <summary>
-    /// Steady checks with one nonce that may end with no answer or a server error other than "busy" before the unit runs
-    /// the full exchange: a host whose steady route alone fails (a fault in it, a proxy in front that does not pass it)
-    /// still hears from the unit through the other routes. "Busy" (429, 503) is retried with the kept nonce until the
-    /// nonce expires: the host is up and said when to come back, and the one request is the cheaper one for it.
+    /// Steady checks with one nonce that may end with a server error other than "busy" before the unit runs the full
+    /// exchange: a host whose steady route alone fails (a fault in it, a proxy in front that does not pass it) still hears
+    /// from the unit through the other routes. "Busy" (429, 503) and no answer at all are retried with the kept nonce until
+    /// the nonce expires: the host is up and said when to come back, or it cannot be reached on any route, and when it
+    /// is back the one request is the cheaper one for it (a whole-host outage does not turn every unit's next check into
+    /// the five requests of the full exchange).
     /// </summary>
     public const int AttemptLimit = 3;
 
@@ -88,9 +90,9 @@ public sealed class SteadyCheckState : IState
         {
             return ctx.Fail(Outcome.LinkLost, "steady check", e);
         }
-        catch (ServerException e) when (e.IsTransient && (IsBusy(e) || ++ctx.SteadyCheckFailures < AttemptLimit))
+        catch (ServerException e) when (e.IsTransient && (IsBusy(e) || e.Status is null || ++ctx.SteadyCheckFailures < AttemptLimit))
         {
-            // busy, or no answer or a server error fewer than AttemptLimit times: the same one request again after the
+            // busy, no answer, or a server error fewer than AttemptLimit times: the same one request again after the
             // backoff, not the five of the full exchange
             return ctx.Fail(Outcome.Retry, "steady check", e);
         }
@@ -98,7 +100,7 @@ public sealed class SteadyCheckState : IState
         {
             ctx.LogError("steady check", e);
             ctx.CheckNonce = null;
-            ctx.Log($"check: full exchange (the steady check failed {AttemptLimit} times without a busy answer)");
+            ctx.Log($"check: full exchange (the host answered the steady check with a server error {AttemptLimit} times)");
             return Outcome.FullCheckDue;
         }
         catch (ServerException e)

@@ -89,7 +89,7 @@ public sealed class SupervisorContext(UnitHardware hardware, SupervisorOptions o
     private CheckNonce? _checkNonce;
 
     /// <summary>
-    /// Steady checks with the current nonce that got no answer or a server error other than "busy" (429, 503): at
+    /// Steady checks with the current nonce that the host answered with a server error other than "busy" (429, 503): at
     /// <see cref="SteadyCheckState.AttemptLimit"/> the unit gives the nonce up and runs the full exchange.
     /// </summary>
     public int SteadyCheckFailures { get; set; }

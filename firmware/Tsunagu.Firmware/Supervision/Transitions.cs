@@ -199,7 +199,7 @@ public static class Transitions
 
         new(SteadyCheck,    Outcome.NothingToDo,        Ready,          None),           // one request: the host recorded what the ready report would have
         new(SteadyCheck,    Outcome.FullCheckDue,       HostSession,    None),           // something changed, or nothing to prove with: the full exchange
-        new(SteadyCheck,    Outcome.Retry,              SteadyCheck,    Backoff),        // 429, 503, no answer: the same one request with the kept nonce after the wait
+        new(SteadyCheck,    Outcome.Retry,              SteadyCheck,    Backoff),        // 429, 503, no answer, another 5xx (fewer than AttemptLimit): the same one request with the kept nonce after the wait
         new(SteadyCheck,    Outcome.LinkLost,           Main,           Backoff),
         new(SteadyCheck,    Outcome.Fault,              HostSession,    Backoff),
         new(SteadyCheck,    Outcome.DataLost,           Boot,           Backoff),

@@ -351,7 +351,6 @@ public class SteadyCheckTests
 
     [TestCase(500)]
     [TestCase(502)]
-    [TestCase(-1, TestName = "{m}(no answer)")]
     public async Task A_steady_route_that_keeps_failing_is_asked_at_most_AttemptLimit_times_per_nonce_then_the_full_exchange_runs(int status)
     {
         var time = new VirtualTime(Start);
@@ -382,17 +381,18 @@ public class SteadyCheckTests
         Assert.That(Checks(host, changes).Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "one request again once the route answers");
     }
 
-    [Test]
-    public async Task A_busy_host_is_asked_with_the_kept_nonce_until_the_nonce_expires_and_never_with_an_expired_one()
+    [TestCase(503)]
+    [TestCase(-1, TestName = "{m}(no answer)")]
+    public async Task A_busy_or_unreachable_host_is_asked_with_the_kept_nonce_until_the_nonce_expires_and_never_with_an_expired_one(int status)
     {
         var time = new VirtualTime(Start);
         var host = new Host(time);
-        var changes = await RunAsync(time, host, 200, (minutes, _) => host.Unavailable = minutes is >= 30 and < 170);
+        var changes = await RunAsync(time, host, 200, (minutes, _) => host.Failing = minutes is >= 30 and < 170 ? status : 0);
 
-        var busy = host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == 503);
+        var busy = host.Requests.Count(r => r.Path == Routes.SteadyCheck && r.Status == Math.Max(status, 0));
         var sessions = host.Requests.Where(r => r.Path == Routes.HostSession).Select(r => r.At).ToList();
         TestContext.Out.WriteLine($"{busy} busy answers; host sessions at {string.Join(", ", sessions.Select(s => (s - Start).TotalMinutes.ToString("0.0")))} min");
-        Assert.That(busy, Is.GreaterThan(2 * SteadyCheckState.AttemptLimit), "busy answers are not counted against the attempt limit");
+        Assert.That(busy, Is.GreaterThan(2 * SteadyCheckState.AttemptLimit), "busy answers and no answer are not counted against the attempt limit");
         Assert.That(host.ExpiredSent, Is.Zero, "the unit never sends a nonce past its expiry");
         Assert.That(host.Requests.Count(r => r.Status == 401), Is.Zero, "so no steady check is refused");
         Assert.That(sessions.Count(s => s >= Start.AddMinutes(30) && s < Start.AddMinutes(170)), Is.InRange(1, 3),
