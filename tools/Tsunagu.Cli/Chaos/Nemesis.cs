@@ -776,20 +776,34 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
         return true;
     }
 
+    /// <summary>
+    /// Invariant server-state: within <see cref="ChaosSettings.RecoveryBound"/> the operator API shows every unit Ready on
+    /// its target. Not at once: a change made during the fault (a subscriber's, answered only after the fault healed) may
+    /// still be reaching a unit that had already reported Ready, which then shows Configuring while it applies it.
+    /// </summary>
     private async Task<bool> ServerAgreesAsync(string fault, CancellationToken ct)
     {
-        using var client = Operator();
-        var views = await client.ListUnitsAsync(null, null, ct);
-        var wrong = Units.Select(u => (u, view: views.FirstOrDefault(v => v.Mac == u.Mac)))
-            .Where(x => x.view is null || x.view.State != "Ready" || x.view.Pattern != _target)
-            .Select(x => $"{x.u.Mac}: {(x.view is null ? "missing" : $"{x.view.State} on {x.view.Pattern ?? "no pattern"}")}")
-            .ToList();
-        if (wrong.Count > 0)
+        List<string> wrong = [];
+        var started = _clock.Elapsed;
+        if (await WaitForAsync(async () =>
+            {
+                using var client = Operator();
+                var views = await client.ListUnitsAsync(null, null, ct);
+                wrong = Units.Select(u => (u, view: views.FirstOrDefault(v => v.Mac == u.Mac)))
+                    .Where(x => x.view is null || x.view.State != "Ready" || x.view.Pattern != _target)
+                    .Select(x => $"{x.u.Mac}: {(x.view is null ? "missing" : $"{x.view.State} on {x.view.Pattern ?? "no pattern"}")}")
+                    .ToList();
+                return wrong.Count == 0;
+            }, settings.RecoveryBound, ct))
         {
-            Fail($"server-state after {fault}", $"{wrong.Count} unit(s) not Ready on {_target} in the operator API: {string.Join(", ", wrong.Take(3))}");
-            return false;
+            if (_clock.Elapsed - started > TimeSpan.FromSeconds(1))
+            {
+                Record(string.Create(CultureInfo.InvariantCulture, $"the operator API shows every unit Ready on {_target} {(_clock.Elapsed - started).TotalSeconds:0.0} s after the forced check"));
+            }
+            return true;
         }
-        return true;
+        Fail($"server-state after {fault}", $"{wrong.Count} unit(s) not Ready on {_target} in the operator API {settings.RecoveryBound.TotalSeconds:0} s on: {string.Join(", ", wrong.Take(3))}");
+        return false;
     }
 
     /// <summary>
