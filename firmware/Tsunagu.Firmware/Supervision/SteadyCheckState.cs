@@ -90,14 +90,15 @@ public sealed class SteadyCheckState : IState
         {
             return ctx.Fail(Outcome.LinkLost, "steady check", e);
         }
-        catch (ServerException e) when (e.IsTransient && (IsBusy(e) || e.Status is null || ++ctx.SteadyCheckFailures < AttemptLimit))
+        catch (ServerException e) when (e.IsTransient)
         {
             // busy, no answer, or a server error fewer than AttemptLimit times: the same one request again after the
             // backoff, not the five of the full exchange
-            return ctx.Fail(Outcome.Retry, "steady check", e);
-        }
-        catch (ServerException e) when (e.IsTransient)
-        {
+            var serverError = !IsBusy(e) && e.Status is not null;
+            if (!serverError || ++ctx.SteadyCheckFailures < AttemptLimit)
+            {
+                return ctx.Fail(Outcome.Retry, "steady check", e);
+            }
             ctx.LogError("steady check", e);
             ctx.CheckNonce = null;
             ctx.Log($"check: full exchange (the host answered the steady check with a server error {AttemptLimit} times)");
