@@ -367,4 +367,57 @@ public class CliTests
         Assert.That((await server.Store.ListAuditAsync(100)).Where(a => a.Target == "r1").Select(a => a.Action).Reverse(),
             Is.EqualTo(new[] { "rollout.create", "rollout.pause", "rollout.resume", "rollout.emergency-stop", "rollout.abort" }));
     }
+
+    [Test]
+    public async Task A_rollouts_returns_page_through_the_api_with_a_next_link_and_the_cli_prints_every_one()
+    {
+        await using var server = await TestServer.StartAsync();
+        var macs = (await server.AddUnitsAsync(3)).Select(u => u.Mac).Order(StringComparer.Ordinal).ToList();
+        foreach (var mac in macs)
+        {
+            await server.Store.SetTagsAsync(mac, ["lab"], new Tsunagu.Server.Data.AuditEntry("alice", "unit.tags", mac, "lab"));
+            await server.Store.RecordInventoryAsync(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
+                DemoCatalogue.Pattern1, "Ready");
+        }
+        Assert.That((await Tsunagu(server, "group", "create", "lab", "--tag", "lab")).Exit, Is.Zero);
+        Assert.That((await Tsunagu(server, "rollout", "create", "r1", "--group", "lab", "--from", DemoCatalogue.Pattern1, "--to", DemoCatalogue.Pattern2, "--waves", "100%")).Exit, Is.Zero);
+        Assert.That((await Tsunagu(server, "rollout", "abort", "r1")).Exit, Is.Zero);
+        // the outcomes an abort with revert writes (here without units that installed anything)
+        using (var c = server.Store.Database.Open())
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = $"UPDATE rollout_units SET returned = 'returning to {DemoCatalogue.Pattern1}' WHERE rollout = 'r1'";
+            Assert.That(cmd.ExecuteNonQuery(), Is.EqualTo(3));
+        }
+
+        using var http = server.PinnedHttp();
+        http.DefaultRequestHeaders.Authorization = new("Basic", Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
+        var first = await http.GetAsync("/api/v1/rollouts/r1/returns?limit=2");
+        Assert.That((int)first.StatusCode, Is.EqualTo(200));
+        Assert.That(Macs(await first.Content.ReadAsStringAsync()), Is.EqualTo(macs.Take(2)));
+        var next = first.Headers.GetValues("Link").Single();
+        Assert.That(next, Is.EqualTo($"</api/v1/rollouts/r1/returns?after={macs[1]}&limit=2>; rel=\"next\""));
+        var second = await http.GetAsync(next[1..next.IndexOf('>', StringComparison.Ordinal)]);
+        Assert.That(Macs(await second.Content.ReadAsStringAsync()), Is.EqualTo(macs.Skip(2)));
+        Assert.That(second.Headers.Contains("Link"), Is.False, "a short page is the last");
+        Assert.That(Macs(await http.GetStringAsync($"/api/v1/rollouts/r1/returns?after={macs[0].Replace(':', '-').ToUpperInvariant()}")), Is.EqualTo(macs.Skip(1)),
+            "after reads any spelling of a MAC");
+        Assert.That(Macs(await http.GetStringAsync("/api/v1/rollouts/r1/never-offered")), Is.Empty, "an aborted rollout offers nothing");
+        foreach (var (query, field) in new[] { ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=-1", "limit"), ("limit=2x", "limit"), ("after=zz", "after"), ("after=%0a", "after") })
+        {
+            var refused = await http.GetAsync($"/api/v1/rollouts/r1/returns?{query}");
+            Assert.That((int)refused.StatusCode, Is.EqualTo(400), query);
+            Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain($"\"{field}\""), query);
+        }
+        Assert.That((int)(await http.GetAsync("/api/v1/rollouts/r9/returns")).StatusCode, Is.EqualTo(404));
+
+        var (exit, listed, err) = await Tsunagu(server, "rollout", "returns", "r1");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(listed.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(macs.Select(m => $"{m}  returning to {DemoCatalogue.Pattern1}")));
+        var (_, shown, _) = await Tsunagu(server, "rollout", "show", "r1");
+        Assert.That(shown, Does.Contain("returned by the abort: 3 unit(s): 3 returning, 0 returned, 0 cannot return, 0 ended by a new target"));
+
+        static List<string> Macs(string json) =>
+            [.. System.Text.Json.JsonDocument.Parse(json).RootElement.EnumerateArray().Select(e => e.GetProperty("mac").GetString()!)];
+    }
 }

@@ -45,6 +45,8 @@ public class RoleTests
         ["PUT /api/v1/groups/{name}/window"] = [A, R],
         ["GET /api/v1/rollouts"] = [A, R, S, U],
         ["GET /api/v1/rollouts/{name}"] = [A, R, S, U],
+        ["GET /api/v1/rollouts/{name}/returns"] = [A, R, S, U],
+        ["GET /api/v1/rollouts/{name}/never-offered"] = [A, R, S, U],
         ["POST /api/v1/rollouts"] = [A, R],
         ["POST /api/v1/rollouts/{name}/pause"] = [A, R],
         ["POST /api/v1/rollouts/{name}/resume"] = [A, R],

@@ -310,6 +310,51 @@ public class RolloutStoreTests(string kind)
     }
 
     [Test]
+    public async Task An_abort_that_returns_more_units_than_a_view_lists_shows_the_first_with_counts_and_pages_through_every_one_once()
+    {
+        // 6 units of the fixture and 120 more, every one offered x -> y (one wave), then the abort returns them all
+        for (var i = 6; i < 126; i++)
+        {
+            await _store.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            await _store.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
+            await _store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
+        }
+        await CreateAsync("r1", [new(Percent: 100)]);
+        var all = Enumerable.Range(0, 126).Select(Mac).Order(StringComparer.Ordinal).ToList();
+        foreach (var mac in all) { Assert.That(await CheckAsync(mac), Is.EqualTo(XtoY.Id)); }
+        await Installed(all[0], XtoY);
+        var aborted = await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
+
+        Assert.That(aborted.Returns!.Select(r => r.Mac), Is.EqualTo(all.Take(RolloutService.ListedMembers)), "the view lists the first members in MAC order, no more");
+        Assert.That(aborted.ReturnCounts, Is.EqualTo(new ReturnCounts(126, 126, 0, 0, 0)), "and counts every one");
+        // the first unit goes back: the counts follow the outcomes
+        Assert.That(await CheckAsync(all[0]), Is.EqualTo(YtoX.Id));
+        await Installed(all[0], YtoX);
+        await _service.TickAsync(CancellationToken.None);
+        var view = await _service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        Assert.That(view.ReturnCounts, Is.EqualTo(new ReturnCounts(126, 125, 1, 0, 0)));
+        Assert.That(view.Returns![0], Is.EqualTo(new MemberReturn(all[0], "returned to x")));
+
+        // pages of 50 from the start: every member once, in order, the last page short
+        var paged = new List<MemberReturn>();
+        string? after = null;
+        var pages = 0;
+        while (true)
+        {
+            var page = await _service.ReturnsAsync("r1", after, 50);
+            pages++;
+            paged.AddRange(page);
+            if (page.Count < 50) { break; }
+            after = page[^1].Mac;
+        }
+        Assert.That(pages, Is.EqualTo(3));
+        Assert.That(paged.Select(r => r.Mac), Is.EqualTo(all), "each member once, in MAC order");
+        Assert.That(paged.Skip(1).Select(r => r.Outcome), Is.All.EqualTo("returning to x"));
+        Assert.That(await _service.ReturnsAsync("r1", all[^1], 50), Is.Empty, "nothing after the last");
+        Assert.That(await _service.ReturnsAsync("r2", null, 50), Is.Empty, "no rollout, no returns");
+    }
+
+    [Test]
     public async Task The_abort_plans_its_returns_inside_the_transaction_that_applies_them()
     {
         await CreateAsync("r1", [new(Count: 3), new(Percent: 100)]);

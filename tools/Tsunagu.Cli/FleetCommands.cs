@@ -155,7 +155,21 @@ public static class FleetCommands
             var label = w.Wave == 0 ? "all" : $"{w.Wave} ({v.WaveSpecs[w.Wave - 1]})";
             Console.WriteLine($"  {label,-6}{(w.Wave == 0 ? "" : w.Open ? "yes" : "no"),-6}{w.Members,7}{w.Pending,9}{w.Downloading,13}{w.Installed,11}{w.Failed,8}{w.Offline,9}");
         }
+        if (v.ReturnCounts is { } counts)
+        {
+            Console.WriteLine($"  returned by the abort: {counts.Total} unit(s): {counts.Returning} returning, {counts.Returned} returned, {counts.Cannot} cannot return, {counts.Ended} ended by a new target");
+        }
         foreach (var m in v.Returns ?? []) { Console.WriteLine($"  {m.Mac}: {m.Outcome}"); }
+        if (v.ReturnCounts is { } all && all.Total > (v.Returns?.Count ?? 0))
+        {
+            Console.WriteLine($"  and {all.Total - (v.Returns?.Count ?? 0)} more: tsunagu rollout returns {v.Name}");
+        }
+        if (v.NeverOffered is { Count: > 0 } never)
+        {
+            Console.WriteLine($"  never offered the update in the group's window: {v.NeverOfferedCount ?? never.Count} unit(s)");
+            foreach (var m in never) { Console.WriteLine($"  {m.Mac}: own hours {m.OwnHours}"); }
+            if ((v.NeverOfferedCount ?? never.Count) > never.Count) { Console.WriteLine($"  and {v.NeverOfferedCount - never.Count} more: tsunagu rollout never-offered {v.Name}"); }
+        }
     }
 
     /// <summary>`rollout create|list|show|pause|resume|abort|stop`.</summary>
@@ -200,6 +214,27 @@ public static class FleetCommands
             return 0;
         }));
         var command = new Command("rollout", "staged rollouts: move a group from one install pattern to another, wave by wave") { create, list, show };
+        foreach (var (members, what) in new[] { ("returns", "every unit an abort returned and its outcome"), ("never-offered", "every unit the rollout never offers the update in its window") })
+        {
+            var all = WithConnection(new Command(members, what + ", a page at a time") { name }, connection);
+            all.SetAction((r, ct) => guard(async () =>
+            {
+                using var client = connect(r);
+                string? after = null;
+                while (true)
+                {
+                    var path = $"{RolloutsApi.Route}/{Uri.EscapeDataString(r.GetValue(name)!)}/{members}?limit={RolloutsApi.MaxPage}" + (after is null ? "" : $"&after={after}");
+                    var page = JsonSerializer.Deserialize<List<JsonElement>>(await client.SendAsync(HttpMethod.Get, path, null, ct), JsonSerializerOptions.Web)!;
+                    foreach (var m in page)
+                    {
+                        Console.WriteLine(string.Join("  ", m.EnumerateObject().Select(p => p.Value.ToString())));
+                    }
+                    if (page.Count < RolloutsApi.MaxPage) { return 0; }
+                    after = page[^1].GetProperty("mac").GetString();
+                }
+            }));
+            command.Subcommands.Add(all);
+        }
         var revert = new Option<bool>("--revert") { Description = "abort: units the rollout moved (or is moving) return to the pattern they ran before" };
         foreach (var action in new[] { "pause", "resume", "abort" })
         {

@@ -19,7 +19,14 @@ public sealed record NewRollout(string? Name, string? Group, string? FromPattern
 public sealed record RolloutView(string Name, string Group, string FromPattern, string ToPattern, string UpdateId, string State, string? Reason,
     int OpenWaves, IReadOnlyList<WaveSpec> WaveSpecs, int SuccessPercent, int ErrorPercent, string OnError, int MinWaveSeconds,
     string CreatedBy, string CreatedAt, string UpdatedAt, IReadOnlyList<WaveProgress> Waves, WaveProgress Total,
-    IReadOnlyList<MemberReturn>? Returns = null, IReadOnlyList<StrandedMember>? NeverOffered = null);
+    IReadOnlyList<MemberReturn>? Returns = null, IReadOnlyList<StrandedMember>? NeverOffered = null, ReturnCounts? ReturnCounts = null,
+    int? NeverOfferedCount = null);
+
+/// <summary>
+/// The members an abort returned, by outcome: on their way back (<c>returning to P</c>), back (<c>returned to P</c>),
+/// unable to return (<c>cannot return: why</c>), and returns ended because the unit's target was changed meanwhile.
+/// </summary>
+public sealed record ReturnCounts(int Total, int Returning, int Returned, int Cannot, int Ended);
 
 /// <summary>
 /// A member of a running or paused rollout of importance 3 whose own low-utilisation hours never meet its group's
@@ -180,14 +187,38 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<RolloutView> ViewAsync(RolloutRow row, CancellationToken ct = default)
     {
         var members = await store.RolloutMembersAsync(row, ct);
+        var never = row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, members, ct) : null;
         var situation = Situation(row);
         var waves = RolloutEngine.Progress(situation, members);
         var total = new WaveProgress(0, waves.Any(w => w.Open), waves.Sum(w => w.Members), waves.Sum(w => w.Pending), waves.Sum(w => w.Downloading),
             waves.Sum(w => w.Installed), waves.Sum(w => w.Failed), waves.Sum(w => w.Offline));
         return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
             (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total,
-            row.State == RolloutStates.Aborted ? (await store.RolloutReturnsAsync(row.Name, ct)).Select(r => new MemberReturn(r.Mac, r.Returned)).ToList() : null,
-            row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, members, ct) : null);
+            row.State == RolloutStates.Aborted ? await ReturnsAsync(row.Name, null, ListedMembers, ct) : null,
+            never?.Take(ListedMembers).ToList(), row.State == RolloutStates.Aborted ? await store.RolloutReturnCountsAsync(row.Name, ct) : null, never?.Count);
+    }
+
+    /// <summary>
+    /// How many members a rollout's view lists of those an abort returned and of those it never offers the update (in
+    /// MAC order, with their counts): a view costs the same for 10 members as for a million. The rest page through
+    /// <see cref="ReturnsAsync"/> and <see cref="NeverOfferedPageAsync"/>.
+    /// </summary>
+    public const int ListedMembers = 100;
+
+    /// <summary>The members an abort returned, in MAC order: at most <paramref name="limit"/>, after <paramref name="after"/> when given.</summary>
+    public async Task<IReadOnlyList<MemberReturn>> ReturnsAsync(string rollout, string? after, int limit, CancellationToken ct = default) =>
+        [.. (await store.RolloutReturnsAsync(rollout, after, limit, ct)).Select(r => new MemberReturn(r.Mac, r.Returned))];
+
+    /// <summary>
+    /// The members of <paramref name="row"/> it would never offer the update (<see cref="RolloutView.NeverOffered"/>), in
+    /// MAC order: at most <paramref name="limit"/>, after <paramref name="after"/> when given; empty unless it is running
+    /// or paused. Found over the waiting members with own hours, as the view finds them, then cut to the page.
+    /// </summary>
+    public async Task<IReadOnlyList<StrandedMember>> NeverOfferedPageAsync(RolloutRow row, string? after, int limit, CancellationToken ct = default)
+    {
+        if (row.State is not (RolloutStates.Running or RolloutStates.Paused)) { return []; }
+        var never = await NeverOfferedAsync(row, await store.RolloutMembersAsync(row, ct), ct);
+        return [.. never.Where(m => after is null || string.CompareOrdinal(m.Mac, after) > 0).Take(limit)];
     }
 
     /// <summary>
@@ -206,7 +237,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         var installing = members.Where(m => m.Status == MemberStatus.Downloading).Select(m => m.Mac).ToHashSet(StringComparer.Ordinal);
         var own = (await store.WaitingMembersWithOwnHoursAsync(row.Name, ct)).Where(m => !installing.Contains(m.Mac))
             .Select(m => (m.Mac, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour)));
-        return [.. GroupWindows.NeverMet(window, own).Select(u => new StrandedMember(u.Mac, u.Hours.ToString()))];
+        return [.. GroupWindows.NeverMet(window, own).Select(u => new StrandedMember(u.Mac, u.Hours.ToString())).OrderBy(u => u.Mac, StringComparer.Ordinal)];
     }
 
     private static IReadOnlyList<WaveSpec> Specs(RolloutRow row) => JsonSerializer.Deserialize<List<WaveSpec>>(row.Waves, JsonSerializerOptions.Web) ?? [];

@@ -29,6 +29,14 @@ public static class RolloutsApi
                     ? TypedResults.Ok(await rollouts.ViewAsync(row))
                     : Problems.NotFound($"no rollout '{InputRules.Quote(name)}'"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        // the members a view lists only the first of (RolloutService.ListedMembers), a page at a time: ?after=MAC&limit=N,
+        // a Link header (rel="next") while more may follow
+        api.MapGet("/{name}/returns", (string name, string? after, string? limit, RolloutService rollouts, TsunaguStore store, HttpContext http) =>
+                PageAsync(name, "returns", after, limit, store, http, (row, a, take) => rollouts.ReturnsAsync(row.Name, a, take, http.RequestAborted), m => m.Mac))
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/{name}/never-offered", (string name, string? after, string? limit, RolloutService rollouts, TsunaguStore store, HttpContext http) =>
+                PageAsync(name, "never-offered", after, limit, store, http, (row, a, take) => rollouts.NeverOfferedPageAsync(row, a, take, http.RequestAborted), m => m.Mac))
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("", async Task<Results<Created<RolloutView>, ProblemHttpResult>> (NewRollout? request, RolloutService rollouts, HttpContext http) =>
             {
                 RolloutView view;
@@ -75,5 +83,38 @@ public static class RolloutsApi
             .AllowRoles(OperatorRoles.Release);
         api.MapPost("/emergency-stop", async (RolloutService rollouts, HttpContext http) => TypedResults.Ok(new EmergencyStopResponse(await rollouts.EmergencyStopAsync(http.Caller().Subject, http.RequestAborted))))
             .AllowRoles(OperatorRoles.Check);
+    }
+
+    /// <summary>The most members one page of <c>returns</c> or <c>never-offered</c> gives; the default is <see cref="RolloutService.ListedMembers"/>.</summary>
+    public const int MaxPage = 1000;
+
+    /// <summary>
+    /// One page of a rollout's members: <paramref name="after"/> a MAC (any spelling <see cref="MacAddress"/> reads; the
+    /// page starts after it), <paramref name="limit"/> 1..<see cref="MaxPage"/>. Bad input is 400 and an unknown rollout
+    /// 404, before anything is read.
+    /// </summary>
+    private static async Task<Results<Ok<IReadOnlyList<T>>, ProblemHttpResult>> PageAsync<T>(string name, string list, string? after, string? limit, TsunaguStore store,
+        HttpContext http, Func<RolloutRow, string?, int, Task<IReadOnlyList<T>>> read, Func<T, string> macOf)
+    {
+        string? from = null;
+        if (!string.IsNullOrEmpty(after) && !MacAddress.TryNormalize(after, out from))
+        {
+            return Problems.BadRequest("after: a MAC address (the last of the previous page)", "after");
+        }
+        var take = RolloutService.ListedMembers;
+        if (!string.IsNullOrEmpty(limit) && !(int.TryParse(limit, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out take) && take is >= 1 and <= MaxPage))
+        {
+            return Problems.BadRequest($"limit: a whole number from 1 to {MaxPage}", "limit");
+        }
+        if (!InputRules.IsIdentifier(name) || await store.GetRolloutAsync(name, http.RequestAborted) is not { } row)
+        {
+            return Problems.NotFound($"no rollout '{InputRules.Quote(name)}'");
+        }
+        var page = await read(row, from, take);
+        if (page.Count == take)
+        {
+            http.Response.Headers.Link = $"<{Route}/{name}/{list}?after={macOf(page[^1])}&limit={take}>; rel=\"next\"";
+        }
+        return TypedResults.Ok(page);
     }
 }

@@ -343,13 +343,36 @@ public sealed partial class TsunaguStore
         return OfferWithheld.None;
     }
 
-    /// <summary>What became of the members after an abort that returned units (members it did not touch are left out).</summary>
-    public async Task<IReadOnlyList<(string Mac, string Returned)>> RolloutReturnsAsync(string rollout, CancellationToken ct = default)
+    /// <summary>
+    /// What became of the members after an abort that returned units (members it did not touch are left out): at most
+    /// <paramref name="limit"/> of them in MAC order, those after <paramref name="after"/> when given (a page; the
+    /// primary key's order, so a page costs its rows whatever the rollout's size).
+    /// </summary>
+    public async Task<IReadOnlyList<(string Mac, string Returned)>> RolloutReturnsAsync(string rollout, string? after = null, int limit = RolloutService.ListedMembers, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
-        return (await c.QueryAsync<(string Mac, string Returned)>(new CommandDefinition("SELECT mac, returned FROM rollout_units WHERE rollout = @rollout AND returned IS NOT NULL ORDER BY mac",
-            new { rollout }, cancellationToken: ct))).ToList();
+        return (await c.QueryAsync<(string Mac, string Returned)>(new CommandDefinition($"""
+                SELECT mac, returned FROM rollout_units WHERE rollout = @rollout AND returned IS NOT NULL{(after is null ? "" : " AND mac > @after")}
+                ORDER BY mac LIMIT @limit
+                """, new { rollout, after, limit }, cancellationToken: ct))).ToList();
     }
+
+    /// <summary>How many members an abort returned, by their outcome now (<see cref="ReturnCounts"/>).</summary>
+    public async Task<ReturnCounts> RolloutReturnCountsAsync(string rollout, CancellationToken ct = default)
+    {
+        await using var c = await OpenAsync(ct);
+        var row = await c.QuerySingleAsync<ReturnCountsRead>(new CommandDefinition("""
+                SELECT COUNT(*) AS total,
+                       COALESCE(SUM(CASE WHEN returned LIKE 'returning to %' THEN 1 ELSE 0 END), 0) AS way,
+                       COALESCE(SUM(CASE WHEN returned LIKE 'returned to %' THEN 1 ELSE 0 END), 0) AS back,
+                       COALESCE(SUM(CASE WHEN returned LIKE 'cannot return%' THEN 1 ELSE 0 END), 0) AS cannot
+                FROM rollout_units WHERE rollout = @rollout AND returned IS NOT NULL
+                """, new { rollout }, cancellationToken: ct));
+        return new ReturnCounts((int)row.Total, (int)row.Way, (int)row.Back, (int)row.Cannot, (int)(row.Total - row.Way - row.Back - row.Cannot));
+    }
+
+    // (not "returning": a keyword of both databases)
+    private sealed record ReturnCountsRead(long Total, long Way, long Back, long Cannot);
 
     /// <summary>
     /// Aborts a rollout (from running or paused) and returns the units it moved, in one transaction: the members and the

@@ -84,10 +84,8 @@ public sealed class RolloutModel(TsunaguStore store, RolloutService rollouts) : 
         try
         {
             var view = await rollouts.ActAsync(name, action, Who, HttpContext.RequestAborted, units);
-            var returning = view.Returns?.Count(r => r.Outcome.StartsWith("returning", StringComparison.Ordinal)) ?? 0;
-            var cannot = (view.Returns?.Count ?? 0) - returning;
-            Notice = units == AbortChoices.Revert
-                ? $"Rollout {view.Name} is {view.State}: {returning} unit(s) return to {view.FromPattern}, {cannot} cannot."
+            Notice = units == AbortChoices.Revert && view.ReturnCounts is { } counts
+                ? $"Rollout {view.Name} is {view.State}: {counts.Returning + counts.Returned} unit(s) return to {view.FromPattern}, {counts.Cannot} cannot."
                 : $"Rollout {view.Name} is {view.State}.";
         }
         catch (RolloutRuleException e)
