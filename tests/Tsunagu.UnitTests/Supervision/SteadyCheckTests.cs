@@ -45,6 +45,12 @@ public class SteadyCheckTests
         /// <summary>While not zero, steady checks are answered with this status; -1: no answer at all.</summary>
         public volatile int Failing;
 
+        /// <summary>The answers of the next steady checks, one each, before <see cref="Failing"/>: a status, -1 no answer, 0 the real answer.</summary>
+        public ConcurrentQueue<int> Script { get; } = new();
+
+        /// <summary>The nonce id each steady check was sent with, in order.</summary>
+        public ConcurrentQueue<string> SteadyNonces { get; } = new();
+
         /// <summary>Steady checks sent with a nonce whose expiry had passed by the host's time.</summary>
         public int ExpiredSent;
 
@@ -108,8 +114,9 @@ public class SteadyCheckTests
                     {
                         Interlocked.Increment(ref ExpiredSent);
                     }
+                    SteadyNonces.Enqueue(body.NonceId);
                     if (Unavailable) { return (Problem(HttpStatusCode.ServiceUnavailable, "about:blank", "busy"), null); }
-                    switch (Failing)
+                    switch (Script.TryDequeue(out var scripted) ? scripted : Failing)
                     {
                         case -1: throw new HttpRequestException("no answer");
                         case > 0 and var failing: return (Problem((HttpStatusCode)failing, "about:blank", "fault"), null);
@@ -379,6 +386,54 @@ public class SteadyCheckTests
         Assert.That(changes.Count(ch => ch.From == StateId.SteadyCheck && ch.Outcome == Outcome.FullCheckDue && ch.To == StateId.HostSession),
             Is.EqualTo(runs.Count(r => r.Failures == SteadyCheckState.AttemptLimit)));
         Assert.That(Checks(host, changes).Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "one request again once the route answers");
+    }
+
+    /// <summary>
+    /// Busy answers (429, 503) and no answer at all between server errors on one nonce: the unit keeps the nonce through
+    /// all of them, and only the answered server errors count towards <see cref="SteadyCheckState.AttemptLimit"/>. The
+    /// script is the answers of the steady checks after minute 30, in order (-1 no answer, 0 the host's real answer).
+    /// </summary>
+    [TestCase(new[] { 503, 500, -1, 429, 500, 503, -1, 502 }, TestName = "{m}(busy, none and 429 between three server errors)")]
+    [TestCase(new[] { 500, -1, -1, 500, 503, 503, 503, 503, 500 }, TestName = "{m}(a long busy spell before the third server error)")]
+    [TestCase(new[] { 503, -1, 500, 429, 500, 503, 0 }, TestName = "{m}(two server errors, then the answer)")]
+    public async Task Busy_and_unanswered_steady_checks_between_server_errors_keep_the_nonce_and_only_the_errors_count_towards_the_limit(int[] script)
+    {
+        var time = new VirtualTime(Start);
+        var host = new Host(time);
+        var armedAt = -1;
+        var changes = await RunAsync(time, host, 120, (minutes, _) =>
+        {
+            if (minutes < 30 || armedAt >= 0) { return; }
+            armedAt = host.SteadyNonces.Count;
+            foreach (var answer in script) { host.Script.Enqueue(answer); }
+        });
+
+        Assert.That(armedAt, Is.GreaterThan(0), "precondition: steady checks before the script");
+        Assert.That(host.Script, Is.Empty, "every scripted answer was given");
+        var steady = host.Requests.Where(r => r.Path == Routes.SteadyCheck).ToList();
+        var nonces = host.SteadyNonces.ToList();
+        var scripted = steady.Skip(armedAt).Take(script.Length).ToList();
+        Assert.That(scripted.Select(r => r.Status), Is.EqualTo(script.Select(a => a switch { -1 => 0, 0 => 200, _ => a })),
+            "each scripted answer went to one request of the unit, in order: none skipped, none asked twice");
+        Assert.That(nonces.Skip(armedAt).Take(script.Length).Distinct(), Has.Exactly(1).Items, "one nonce through every busy answer, no answer and server error");
+        var errors = script.Count(a => a >= 500 && a != 503);
+        // the request right after the last scripted one (the full exchange may start at the same virtual instant)
+        var all = host.Requests.ToList();
+        var last = all.Select((r, i) => (r, i)).Where(x => x.r.Path == Routes.SteadyCheck).ElementAt(armedAt + script.Length - 1).i;
+        var following = all.ElementAtOrDefault(last + 1).Path;
+        if (errors >= SteadyCheckState.AttemptLimit)
+        {
+            Assert.That(following, Is.AnyOf(Routes.HostChallenge, Routes.HostSession, Routes.VersionCheck),
+                $"the {SteadyCheckState.AttemptLimit}rd server error, not a busy answer before it, gave way to the full exchange at once");
+            Assert.That(nonces.Skip(armedAt + script.Length).FirstOrDefault(), Is.Not.EqualTo(nonces[armedAt]), "the next steady check has the full exchange's new nonce");
+        }
+        else
+        {
+            Assert.That(scripted[^1].Steady, Is.True, "fewer server errors than the limit: the kept nonce was taken");
+            Assert.That(host.Requests.Count(r => r.Path == Routes.HostSession), Is.EqualTo(1), "and no full exchange ran");
+        }
+        Assert.That(host.ExpiredSent, Is.Zero);
+        Assert.That(Checks(host, changes).Last(), Is.EqualTo(new[] { Routes.SteadyCheck }), "one request again at the end");
     }
 
     [TestCase(503)]
