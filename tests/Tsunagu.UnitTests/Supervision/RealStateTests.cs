@@ -24,12 +24,8 @@ public class RealStateTests
     private async Task<(SimulatedUnit Unit, SupervisorContext Ctx)> NewUnitAsync(SupervisorOptions? options = null, TimeProvider? time = null,
         Action<string>? log = null, bool singleLink = false)
     {
-        var prom = Path.Combine(_dir, "prom");
-        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0", ["firewall"] = "1.0.0" });
-        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
-        var secret = UnitCredentials.DeriveUnitSecret(new byte[32], "02:54:53:00:00:01");
-        await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, "02:54:53:00:00:01", "S1", "r1", "simulated",
-            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw"), singleLink), ["pin"], [], Convert.ToBase64String(secret)), CancellationToken.None);
+        var unit = SimulatedUnits.New(_dir, applications: new Dictionary<string, string> { ["vcp"] = "1.0.0", ["firewall"] = "1.0.0" });
+        await SimulatedUnits.BurnAsync(unit, singleLink);
         var ctx = new SupervisorContext(unit.Hardware, options ?? new SupervisorOptions(), time ?? TimeProvider.System, new Random(1), log ?? (_ => { }));
         return (unit, ctx);
     }

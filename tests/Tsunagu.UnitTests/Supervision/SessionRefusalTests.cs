@@ -1,14 +1,11 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
-using System.Text;
-using System.Text.Json;
 using Tsunagu.Firmware.Net;
-using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
-using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
+using static Tsunagu.UnitTests.Supervision.SimulatedUnits;
 
 namespace Tsunagu.UnitTests.Supervision;
 
@@ -21,7 +18,6 @@ namespace Tsunagu.UnitTests.Supervision;
 public partial class SessionRefusalTests
 {
     private static readonly DateTimeOffset Start = new(2026, 11, 1, 12, 0, 0, TimeSpan.Zero);
-    private const string Mac = "02:54:53:00:00:01";
 
     /// <summary>
     /// A host on the true time: issues tokens for <see cref="Lifetime"/>, accepts only tokens of the current key
@@ -87,12 +83,6 @@ public partial class SessionRefusalTests
                 _ => Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, $"no route {path}"),
             };
         }
-
-        private static HttpResponseMessage Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
-            new(HttpStatusCode.OK) { Content = new StringContent(JsonSerializer.Serialize(value, type), Encoding.UTF8, "application/json") };
-
-        private static HttpResponseMessage Problem(HttpStatusCode status, string type, string detail) =>
-            new(status) { Content = new StringContent($$"""{"type":"{{type}}","detail":"{{detail}}"}""", Encoding.UTF8, "application/problem+json") };
     }
 
     private string _dir = "";
@@ -127,15 +117,8 @@ public partial class SessionRefusalTests
     {
         var ownClock = unit is not null;
         unit ??= NewUnit("unit", null);
-        var secret = UnitCredentials.DeriveUnitSecret(new byte[32], Mac);
-        await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, Mac, "S1", "r1", "simulated",
-            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [], Convert.ToBase64String(secret)), CancellationToken.None);
-        Directory.CreateDirectory(unit.Data.Root);
-        using (var store = StateStore.Open(unit.Data.Root))
-        {
-            store.Set(StateKeys.Settings, new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
-                FirmwareJson.Default.UnitSettings);
-        }
+        await BurnAsync(unit);
+        StoreSettings(unit);
 
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var changes = new List<StateChange>();
@@ -155,12 +138,7 @@ public partial class SessionRefusalTests
             supervisor.Context.Clock.WallClockOffset());
     }
 
-    private SimulatedUnit NewUnit(string name, TimeProvider? time)
-    {
-        var prom = Path.Combine(_dir, "prom");
-        if (!Directory.Exists(prom)) { DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" }); }
-        return new SimulatedUnit(Path.Combine(_dir, name), prom, time);
-    }
+    private SimulatedUnit NewUnit(string name, TimeProvider? time) => New(_dir, name, time: time);
 
     public sealed record Case(string Name, int SkewHours, bool Rotate)
     {

@@ -1,15 +1,13 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
-using System.Text;
-using System.Text.Json;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Firmware.Updates;
-using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
+using static Tsunagu.UnitTests.Supervision.SimulatedUnits;
 
 namespace Tsunagu.UnitTests.Supervision;
 
@@ -21,8 +19,6 @@ namespace Tsunagu.UnitTests.Supervision;
 public class SteadyCheckTests
 {
     private static readonly DateTimeOffset Start = new(2026, 11, 1, 12, 0, 0, TimeSpan.Zero);
-    private const string Mac = "02:54:53:00:00:01";
-    private static readonly byte[] Secret = UnitCredentials.DeriveUnitSecret(new byte[32], Mac);
 
     /// <summary>A host that checks the steady proof over the nonce it handed out and takes each nonce once.</summary>
     public sealed class Host(VirtualTime time) : HttpMessageHandler
@@ -142,12 +138,6 @@ public class SteadyCheckTests
                     return (Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, $"no route {path}"), null);
             }
         }
-
-        private static HttpResponseMessage Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
-            new(HttpStatusCode.OK) { Content = new StringContent(JsonSerializer.Serialize(value, type), Encoding.UTF8, "application/json") };
-
-        private static HttpResponseMessage Problem(HttpStatusCode status, string type, string detail) =>
-            new(status) { Content = new StringContent($$"""{"type":"{{type}}","detail":"{{detail}}"}""", Encoding.UTF8, "application/problem+json") };
     }
 
     private string _dir = "";
@@ -175,18 +165,9 @@ public class SteadyCheckTests
     /// </summary>
     private async Task<List<StateChange>> RunAsync(VirtualTime time, Host host, int minutes, Action<double, Supervisor>? at = null, Action<Supervisor>? setup = null, Action<StateStore>? seed = null)
     {
-        var prom = Path.Combine(_dir, "prom");
-        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
-        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
-        await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, Mac, "S1", "r1", "simulated",
-            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [], Convert.ToBase64String(Secret)), CancellationToken.None);
-        Directory.CreateDirectory(unit.Data.Root);
-        using (var store = StateStore.Open(unit.Data.Root))
-        {
-            store.Set(StateKeys.Settings, new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
-                FirmwareJson.Default.UnitSettings);
-            seed?.Invoke(store);
-        }
+        var unit = New(_dir);
+        await BurnAsync(unit);
+        StoreSettings(unit, seed);
         // virtual minutes end the run; the real-time limit only keeps a hung run from hanging the suite
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(10));
         var changes = new List<StateChange>();
@@ -517,15 +498,13 @@ public class SteadyCheckTests
     [TestCaseSource(nameof(SomethingOfItsOwn))]
     public async Task A_unit_with_something_of_its_own_asks_nothing_and_keeps_its_nonce(OwnCase c)
     {
-        var prom = Path.Combine(_dir, "prom");
-        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
-        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
+        var unit = New(_dir);
         Directory.CreateDirectory(unit.Data.Root);
         var nonce = new CheckNonce("n1", "x", Start.AddHours(1));
         var ctx = new SupervisorContext(unit.Hardware, Options, new VirtualTime(Start), new Random(1), _ => { })
         {
             Store = StateStore.Open(unit.Data.Root),
-            Settings = new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
+            Settings = Settings,
             CheckNonce = nonce,
         };
         try
@@ -545,14 +524,12 @@ public class SteadyCheckTests
     [Test]
     public async Task A_unit_with_something_to_report_asks_nothing_and_runs_the_full_exchange()
     {
-        var prom = Path.Combine(_dir, "prom");
-        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
-        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
+        var unit = New(_dir);
         Directory.CreateDirectory(unit.Data.Root);
         var ctx = new SupervisorContext(unit.Hardware, Options, new VirtualTime(Start), new Random(1), _ => { })
         {
             Store = StateStore.Open(unit.Data.Root),
-            Settings = new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
+            Settings = Settings,
         };
         try
         {

@@ -1,14 +1,11 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
-using System.Text;
-using System.Text.Json;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
-using Tsunagu.Hal;
-using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
+using static Tsunagu.UnitTests.Supervision.SimulatedUnits;
 
 namespace Tsunagu.UnitTests.Supervision;
 
@@ -20,7 +17,6 @@ namespace Tsunagu.UnitTests.Supervision;
 public class UnsentReportTests
 {
     private static readonly DateTimeOffset Start = new(2026, 11, 1, 12, 0, 0, TimeSpan.Zero);
-    private const string Mac = "02:54:53:00:00:01";
     private const string UpdateId = "u-apps-2";
 
     /// <summary>A host that answers every call, offers no update, and records every update report.</summary>
@@ -49,15 +45,9 @@ public class UnsentReportTests
                 case Routes.Ready:
                     return Json(new ReadyAck("p2", 600), ProtocolJson.Default.ReadyAck);
                 default:
-                    return new HttpResponseMessage(HttpStatusCode.NotFound)
-                    {
-                        Content = new StringContent($$"""{"type":"{{ProblemTypes.NotFound}}","detail":"no {{path}}"}""", Encoding.UTF8, "application/problem+json"),
-                    };
+                    return Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, $"no {path}");
             }
         }
-
-        private static HttpResponseMessage Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
-            new(HttpStatusCode.OK) { Content = new StringContent(JsonSerializer.Serialize(value, type), Encoding.UTF8, "application/json") };
     }
 
     private string _dir = "";
@@ -75,28 +65,14 @@ public class UnsentReportTests
     public async Task An_installed_report_whose_answer_was_lost_is_sent_again_at_the_next_version_check_once_with_its_install_id()
     {
         var time = new VirtualTime(Start);
-        var prom = Path.Combine(_dir, "prom");
-        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "2.0.0" });
-        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
-        await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, Mac, "S1", "r1", "simulated",
-            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [],
-            Convert.ToBase64String(UnitCredentials.DeriveUnitSecret(new byte[32], Mac))), CancellationToken.None);
-        var boot = unit.Boot;
-        await boot.WriteAsync(BootSlot.A, new MemoryStream([1]), "1.0", CancellationToken.None);
-        boot.Activate(BootSlot.A, 1);
-        await boot.RebootAsync(CancellationToken.None);
-        boot.MarkGood(BootSlot.A);
+        var unit = New(_dir, applications: new Dictionary<string, string> { ["vcp"] = "2.0.0" });
+        await BurnAsync(unit);
+        await CommitSlotAAsync(unit);
         var installId = InstallIds.New();
         var unsent = new UpdateReport(UpdateId, true, null, new Inventory("simulated", "os 1", new Dictionary<string, string> { ["vcp"] = "2.0.0" }), installId);
-        Directory.CreateDirectory(unit.Data.Root);
-        using (var store = StateStore.Open(unit.Data.Root))
-        {
-            store.Set(StateKeys.Settings, new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
-                FirmwareJson.Default.UnitSettings);
-            // the install committed; its report was sent but the answer never came, so the journal still holds it
-            store.Set(StateKeys.PendingUpdate, new PendingUpdate(UpdateId, PendingUpdate.Installed, unsent, 1, InstallId: installId),
-                FirmwareJson.Default.PendingUpdate);
-        }
+        // the install committed; its report was sent but the answer never came, so the journal still holds it
+        StoreSettings(unit, store => store.Set(StateKeys.PendingUpdate, new PendingUpdate(UpdateId, PendingUpdate.Installed, unsent, 1, InstallId: installId),
+            FirmwareJson.Default.PendingUpdate));
 
         var host = new Host(time);
         var options = new SupervisorOptions { CheckInterval = TimeSpan.FromMinutes(10), BackoffBase = TimeSpan.FromSeconds(1), BackoffCap = TimeSpan.FromMinutes(5) };

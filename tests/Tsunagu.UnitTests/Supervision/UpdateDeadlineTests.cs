@@ -1,14 +1,13 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
-using System.Text;
-using System.Text.Json;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
+using static Tsunagu.UnitTests.Supervision.SimulatedUnits;
 
 namespace Tsunagu.UnitTests.Supervision;
 
@@ -20,7 +19,6 @@ namespace Tsunagu.UnitTests.Supervision;
 public class UpdateDeadlineTests
 {
     private static readonly DateTimeOffset Start = new(2026, 11, 1, 12, 0, 0, TimeSpan.Zero);
-    private const string Mac = "02:54:53:00:00:01";
     private const string UpdateId = "u-os-2";
 
     /// <summary>A host that answers every call; it records requests with the slot the unit ran, and every update report.</summary>
@@ -49,15 +47,9 @@ public class UpdateDeadlineTests
                 case Routes.Ready:
                     return Json(new ReadyAck("p1", 600), ProtocolJson.Default.ReadyAck);
                 default:
-                    return new HttpResponseMessage(HttpStatusCode.NotFound)
-                    {
-                        Content = new StringContent($$"""{"type":"{{ProblemTypes.NotFound}}","detail":"no {{path}}"}""", Encoding.UTF8, "application/problem+json"),
-                    };
+                    return Problem(HttpStatusCode.NotFound, ProblemTypes.NotFound, $"no {path}");
             }
         }
-
-        private static HttpResponseMessage Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
-            new(HttpStatusCode.OK) { Content = new StringContent(JsonSerializer.Serialize(value, type), Encoding.UTF8, "application/json") };
     }
 
     private string _dir = "";
@@ -89,32 +81,19 @@ public class UpdateDeadlineTests
     {
         var options = OptionsWithCap(backoffCapMinutes);
         var time = new VirtualTime(Start);
-        var prom = Path.Combine(_dir, "prom");
-        DirectoryPromPartition.Build(prom, "os 1", new Dictionary<string, string> { ["vcp"] = "1.0.0" });
-        var unit = new SimulatedUnit(Path.Combine(_dir, "unit"), prom);
-        await DirectoryFactoryPartition.BurnAsync(unit.Factory.Root, new FactoryIdentity(1, Mac, "S1", "r1", "simulated",
-            new BootstrapInfo("https://127.0.0.1:1/", new WanAccount("pppoe", "setup", "pw")), ["pin"], [],
-            Convert.ToBase64String(UnitCredentials.DeriveUnitSecret(new byte[32], Mac))), CancellationToken.None);
+        var unit = New(_dir);
+        await BurnAsync(unit);
         // the old OS 1.0 committed in slot A; the update wrote OS 2.0 to slot B, activated it and restarted into it
+        await CommitSlotAAsync(unit);
         var boot = unit.Boot;
-        await boot.WriteAsync(BootSlot.A, new MemoryStream([1]), "1.0", CancellationToken.None);
-        boot.Activate(BootSlot.A, 1);
-        await boot.RebootAsync(CancellationToken.None);
-        boot.MarkGood(BootSlot.A);
         await boot.WriteAsync(BootSlot.B, new MemoryStream([2]), "2.0", CancellationToken.None);
         boot.Activate(BootSlot.B, new Firmware.Updates.UpdateOptions().BootTries);
         await boot.RebootAsync(CancellationToken.None);
         Assert.That(boot.Booted, Is.EqualTo(BootSlot.B), "precondition: the unit runs the new, unconfirmed OS");
         var bootsBefore = boot.Boots;
         var offer = new UpdateOffer(UpdateId, "p1", "p2", 3, "/artifacts/x", new string('0', 64), 1);
-        Directory.CreateDirectory(unit.Data.Root);
-        using (var store = StateStore.Open(unit.Data.Root))
-        {
-            store.Set(StateKeys.Settings, new UnitSettings(Mac, new WanAccount("pppoe", "u", "p"), null, null, null, null, "https://127.0.0.1:1/", null),
-                FirmwareJson.Default.UnitSettings);
-            store.Set(StateKeys.PendingUpdate, new PendingUpdate(UpdateId, PendingUpdate.Rebooting, null, 1, offer, TargetSlot: nameof(BootSlot.B)),
-                FirmwareJson.Default.PendingUpdate);
-        }
+        StoreSettings(unit, store => store.Set(StateKeys.PendingUpdate, new PendingUpdate(UpdateId, PendingUpdate.Rebooting, null, 1, offer, TargetSlot: nameof(BootSlot.B)),
+            FirmwareJson.Default.PendingUpdate));
 
         var host = new Host(time, boot);
         var changes = new List<StateChange>();
