@@ -41,6 +41,44 @@ public class RolloutFleetTests(string kind)
         return server;
     }
 
+    /// <summary>
+    /// A server on this fixture's database with fast updates and a rollout pass every 0.2 s, and <paramref name="count"/>
+    /// units registered (each behind a <see cref="FailingHealth"/> kept in <paramref name="networks"/> when given), Ready
+    /// and listening for pushes. The caller disposes the server.
+    /// </summary>
+    private async Task<(TestServer Server, List<FleetUnit> Units)> StartFleetAsync(int count, Dictionary<string, FailingHealth>? networks = null)
+    {
+        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
+        var server = await StartAsync(TestServer.FastUpdateOptions);
+        try
+        {
+            var units = new List<FleetUnit>();
+            if (networks is null)
+            {
+                units.AddRange(await server.AddUnitsAsync(count));
+            }
+            else
+            {
+                using var client = server.Operator();
+                for (var i = 1; i <= count; i++)
+                {
+                    var identity = server.Identity(i);
+                    await client.RegisterAsync(TestServer.Registration(identity), CancellationToken.None);
+                    units.Add(await server.Fleet.AddUnitAsync(identity, CancellationToken.None, u => networks[u.Mac] = new FailingHealth(u.Hardware.Hardware.Network)));
+                }
+            }
+            server.Fleet.StartAll();
+            foreach (var u in units) { await server.WaitReadyAsync(u); }
+            await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+            return (server, units);
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+    }
+
     /// <summary>A network in front of a unit that, while <see cref="Failing"/>, answers its health probe (GET /healthz) with 403: a software fault.</summary>
     private sealed class FailingHealth(INetworkAccess inner) : INetworkAccess
     {
@@ -66,21 +104,11 @@ public class RolloutFleetTests(string kind)
     [Test]
     public async Task Failures_in_the_first_wave_pause_the_rollout_and_no_unit_beyond_the_open_waves_installs()
     {
-        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await StartAsync(TestServer.FastUpdateOptions);
-        using var client = server.Operator();
         const int count = 12;
         var networks = new Dictionary<string, FailingHealth>();
-        var units = new List<FleetUnit>();
-        for (var i = 1; i <= count; i++)
-        {
-            var identity = server.Identity(i);
-            await client.RegisterAsync(TestServer.Registration(identity), CancellationToken.None);
-            units.Add(await server.Fleet.AddUnitAsync(identity, CancellationToken.None, u => networks[u.Mac] = new FailingHealth(u.Hardware.Hardware.Network)));
-        }
-        server.Fleet.StartAll();
-        foreach (var u in units) { await server.WaitReadyAsync(u); }
-        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+        var (started, units) = await StartFleetAsync(count, networks);
+        await using var server = started;
+        using var client = server.Operator();
 
         // the group: every unit tagged "lab"; a third of them (two of the first wave among them) will fail health
         foreach (var u in units) { await Call<UnitTagsView>(client, HttpMethod.Put, $"/api/v1/units/{u.Mac}/tags", new UnitTagsRequest(["lab", "kanto"])); }
@@ -158,13 +186,9 @@ public class RolloutFleetTests(string kind)
     [Test]
     public async Task An_abort_that_reverts_takes_the_moved_units_back_by_the_update_program_and_leaves_the_rest()
     {
-        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await StartAsync(TestServer.FastUpdateOptions);
+        var (started, units) = await StartFleetAsync(4);
+        await using var server = started;
         using var client = server.Operator();
-        var units = await server.AddUnitsAsync(4);
-        server.Fleet.StartAll();
-        foreach (var u in units) { await server.WaitReadyAsync(u); }
-        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
         await RolloutCatalogue.AddPattern3Async(server, client);
         await RolloutCatalogue.AddWayBackAsync(server, client);
         await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)));
@@ -217,21 +241,11 @@ public class RolloutFleetTests(string kind)
     [Test]
     public async Task An_error_threshold_with_revert_aborts_and_takes_each_moved_unit_back_once_while_failed_units_stay_back()
     {
-        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await StartAsync(TestServer.FastUpdateOptions);
-        using var client = server.Operator();
         const int count = 8;
         var networks = new Dictionary<string, FailingHealth>();
-        var units = new List<FleetUnit>();
-        for (var i = 1; i <= count; i++)
-        {
-            var identity = server.Identity(i);
-            await client.RegisterAsync(TestServer.Registration(identity), CancellationToken.None);
-            units.Add(await server.Fleet.AddUnitAsync(identity, CancellationToken.None, u => networks[u.Mac] = new FailingHealth(u.Hardware.Hardware.Network)));
-        }
-        server.Fleet.StartAll();
-        foreach (var u in units) { await server.WaitReadyAsync(u); }
-        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
+        var (started, units) = await StartFleetAsync(count, networks);
+        await using var server = started;
+        using var client = server.Operator();
         await RolloutCatalogue.AddPattern3Async(server, client);
         await RolloutCatalogue.AddWayBackAsync(server, client);
         await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)));
@@ -288,14 +302,10 @@ public class RolloutFleetTests(string kind)
     [Test]
     public async Task A_way_back_is_taken_only_by_a_target_or_the_open_wave_of_a_rollout_that_holds_it()
     {
-        TestServer.Configure.Value = o => o.RolloutTickSeconds = 0.2;
-        await using var server = await StartAsync(TestServer.FastUpdateOptions);
+        var (started, units) = await StartFleetAsync(3);
+        await using var server = started;
         using var client = server.Operator();
-        var units = await server.AddUnitsAsync(3);
         var macs = units.Select(u => u.Mac).Order().ToList();
-        server.Fleet.StartAll();
-        foreach (var u in units) { await server.WaitReadyAsync(u); }
-        await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
         await RolloutCatalogue.AddPattern3Async(server, client);
         // every unit forward to pattern 3 by its target, then the way back is added and the targets cleared
         foreach (var m in macs) { await Call<UnitView>(client, HttpMethod.Put, $"/api/v1/units/{m}/target-pattern", new TargetPatternRequest("pattern-3")); }
