@@ -378,20 +378,28 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// <summary>A unit shown online that has not acknowledged is sent the check again after this (and at every "online").</summary>
     public static readonly TimeSpan ResendInterval = TimeSpan.FromSeconds(30);
 
+    /// <summary>How often the resend loop looks whether this replica has just taken the once-only lease over.</summary>
+    public static readonly TimeSpan HolderPoll = TimeSpan.FromSeconds(1);
+
     /// <summary>
     /// Sends undelivered checks again: at once to a unit that announces itself online (it has just subscribed), and
     /// every <see cref="ResendInterval"/> to units shown online that have not acknowledged. The push carries the same
     /// nonce, and a unit acts on a nonce once, so a resend never makes a second check. Of several replicas only the
     /// holder of the once-only lease (<see cref="Cluster.ReplicaLease"/>) resends and prunes, from the shared database.
+    /// A replica that takes the lease over (its holder died) sends at once every undelivered check of a unit shown
+    /// online, however recently it was sent: the units that said "online" while only the dead holder would have
+    /// answered are among them, and would otherwise wait for the next sweep.
     /// </summary>
     private async Task RetryUndeliveredAsync(CancellationToken ct)
     {
         var sweep = time.GetTimestamp();
+        var wasHolder = false;
+        var takeOver = false;
         while (!ct.IsCancellationRequested)
         {
             try
             {
-                using var timer = new CancellationTokenSource(ResendInterval, time);
+                using var timer = new CancellationTokenSource(HolderPoll, time);
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, timer.Token);
                 string? mac = null;
                 try
@@ -401,15 +409,20 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {
                 }
-                if (mac is not null && lease.IsHolder && await store.NewestUndeliveredPushAsync(mac, time.GetUtcNow() - UndeliveredLifetime, ct) is { Attempts: < MaxSends } row)
+                var holder = lease.IsHolder;
+                takeOver |= holder && !wasHolder;
+                wasHolder = holder;
+                if (mac is not null && holder && await store.NewestUndeliveredPushAsync(mac, time.GetUtcNow() - UndeliveredLifetime, ct) is { Attempts: < MaxSends } row)
                 {
                     await ResendAsync(row, ct);
                 }
-                if (time.GetElapsedTime(sweep) >= ResendInterval && Connected && lease.IsHolder)
+                if ((takeOver || time.GetElapsedTime(sweep) >= ResendInterval) && Connected && holder)
                 {
                     sweep = time.GetTimestamp();
                     var now = time.GetUtcNow();
-                    foreach (var due in await store.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000, ct))
+                    var sentBefore = takeOver ? now : now - ResendInterval;
+                    takeOver = false;
+                    foreach (var due in await store.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, sentBefore, MaxSends, 10_000, ct))
                     {
                         await ResendAsync(due, ct);
                     }
