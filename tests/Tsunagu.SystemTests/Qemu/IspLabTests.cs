@@ -277,8 +277,9 @@ public sealed partial class IspLabTests
         TestContext.Out.WriteLine($"wrong password: {refusals} refusal(s) in {rounds} round(s), {failedAttempts.Count} of them not reported as a refusal by pppd; " +
                                   $"Ready again {recovered.TotalSeconds:0.0} s after the forced check");
         Assert.That(rounds, Is.InRange(1, 2), $"one round of refusals (two when the fetch came before the fix)\n--- ISP ---\n{isp.Console()}");
-        Assert.That(refusals, Is.EqualTo(rounds * refusalLimit + failedAttempts.Count),
-            $"every refused dial is one the unit counted: MainLinkRefusalLimit refusals a round, and each failed attempt\n--- ISP ---\n{isp.Console()}");
+        // (a failed attempt may also be a dial that failed before the account was asked for: at most one refused dial each)
+        Assert.That(refusals, Is.InRange(rounds * refusalLimit, rounds * refusalLimit + failedAttempts.Count),
+            $"every refused dial is one the unit counted: MainLinkRefusalLimit refusals a round, and failed attempts\n--- ISP ---\n{isp.Console()}");
         Assert.That(failedAttempts.Count, Is.LessThan(new SupervisorOptions().MainLinkFailureLimit), "fewer failed attempts than send the unit back by themselves");
         // the whole story at the access concentrator, in order: settings fetched (with the typo), then each round of
         // refusals ends in a fetch on the provisioning access point, then the fixed password
