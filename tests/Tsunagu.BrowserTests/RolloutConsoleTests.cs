@@ -287,7 +287,7 @@ public class RolloutConsoleTests
         }
         await Expect(other.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
         await other.CloseAsync();
-        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3")).Select(r => r.Mac), Is.EqualTo(moved), "the API's list, which the page shows");
+        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3", null, 1000)).Select(r => r.Mac), Is.EqualTo(moved), "the API's list, which the page shows");
 
         // the page opened before the abort shows the list without a reload: the section is in the block refreshed every 2 s,
         // and the refresh that brings the abort marks it idle (an aborted rollout is no longer active), so no later

@@ -333,9 +333,10 @@ public class ClusterTests
         Assert.That(forced.Notified, Is.EquivalentTo(units.Select(u => u.Mac)), "every unit was sent the check");
         // a unit whose connection to the broker was down when the check was published (clean start: the broker keeps
         // nothing for it) gets it when it says "online" again, from the holder of the once-only lease: when the killed
-        // replica held it, the survivor takes it over once it expires (30 s, the cluster's default) and sends it then;
-        // then the check itself (the interval is a margin for a loaded machine)
-        var bound = TimeSpan.FromSeconds(new Server.ServerOptions().OnceOnlyLeaseSeconds) + Server.Push.BrokerLink.ResendInterval + TimeSpan.FromSeconds(30);
+        // replica held it, the survivor takes it over once it expires (30 s, the cluster's default; it tries every third
+        // of that) and sends it within a poll; then the check itself (30 s: a margin for a loaded machine)
+        var lease = TimeSpan.FromSeconds(new Server.ServerOptions().OnceOnlyLeaseSeconds);
+        var bound = lease + lease / 3 + Server.Push.BrokerLink.HolderPoll + TimeSpan.FromSeconds(30);
         bool Done(FleetUnit u) => Count(u, StateId.VersionCheck) > before[u.Mac].Checks && u.Meter.ReadyAcks > before[u.Mac].Ready;
         await WaitAsync(() => units.All(Done), "every unit to check and report Ready again with one replica left", bound,
             () => $"not yet: {string.Join(", ", units.Where(u => !Done(u)).Select(u => u.Mac))}\n{Recent()}");

@@ -300,8 +300,9 @@ public class PushRecoveryTests
     /// <summary>
     /// Two replicas, of which the one holding the once-only lease dies: a unit that said "online" meanwhile was answered
     /// by nobody (only the holder resends). The survivor, taking the lease over, sends the unit's check at once, not at
-    /// its next sweep, which would wait until <see cref="BrokerLink.ResendInterval"/> after the last send. The other
-    /// replica is a lease row of a holder that never renews it (this test's), expired when the unit is online.
+    /// its next sweep, which waits until <see cref="BrokerLink.ResendInterval"/> after the last send. The other replica
+    /// is a lease row of a holder that never renews it (this test's), expired once the unit is online; the check's last
+    /// send and the unit's "online" are then set 5 s and 1 s back, so the sweep alone could not send it for 25 s.
     /// </summary>
     [Test]
     public async Task A_replica_that_takes_the_lease_over_sends_at_once_the_check_of_a_unit_that_came_online_while_another_held_it()
@@ -317,35 +318,34 @@ public class PushRecoveryTests
         await server.Fleet.PowerOffAsync(unit);
         await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac))!.Online == 0, "the unit shown offline");
 
-        // another replica takes the lease (for a minute: it will die before renewing it)
-        void Lease(string sql)
+        void Sql(string sql)
         {
             using var c = server.Store.Database.Open();
             using var cmd = c.CreateCommand();
             cmd.CommandText = sql;
             Assert.That(cmd.ExecuteNonQuery(), Is.EqualTo(1), sql);
         }
-        Lease($"UPDATE leases SET holder = 'dead-replica', expires_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000 WHERE name = '{Tsunagu.Server.Cluster.ReplicaLease.Name}'");
+        // another replica takes the lease (for a minute: it will die before renewing it)
+        Sql($"UPDATE leases SET holder = 'dead-replica', expires_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000 WHERE name = '{Tsunagu.Server.Cluster.ReplicaLease.Name}'");
         await server.WaitForAsync(() => !lease.IsHolder, "the replica to see another hold the lease");
         using var client = server.Operator();
         var forced = await client.ForceCheckAsync(new ForceCheckRequest([unit.Mac], null), CancellationToken.None);
-        var sent = (await server.Store.NewestUndeliveredPushAsync(unit.Mac, DateTimeOffset.MinValue))!;
-        Assert.That(sent.Attempts, Is.EqualTo(1), "published once, to nobody");
+        Assert.That((await server.Store.NewestUndeliveredPushAsync(unit.Mac, DateTimeOffset.MinValue))!.Attempts, Is.EqualTo(1), "published once, to nobody");
         server.Fleet.Start(unit);
         await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac))!.Online == 1, "the unit online again");
-        // its "online" reached this replica's resend loop, which left it to the holder (the loop reads it as it comes:
-        // a second is far more than it takes)
-        await Task.Delay(TimeSpan.FromSeconds(1));
-        Assert.That(CheckStatus(client, forced.CheckId!).Delivered, Is.Zero, "not sent again while another replica held the lease");
+        Assert.That(CheckStatus(client, forced.CheckId!).Delivered, Is.Zero, "not sent again while another replica holds the lease");
 
-        // the other replica dies: its lease expires, this replica takes it over and sends the check at once
-        Lease($"UPDATE leases SET expires_at_ms = 0 WHERE name = '{Tsunagu.Server.Cluster.ReplicaLease.Name}' AND holder = 'dead-replica'");
+        // sent 5 s ago, online since 1 s ago; then the other replica dies: its lease expires and this replica takes it over
+        var now = DateTimeOffset.UtcNow;
+        var sentAt = now - TimeSpan.FromSeconds(5);
+        Sql($"UPDATE push_checks SET sent_at = '{TsunaguStore.Timestamp(sentAt)}' WHERE check_id = '{forced.CheckId}' AND delivered_at IS NULL");
+        Sql($"UPDATE units SET presence_at = '{TsunaguStore.Timestamp(now - TimeSpan.FromSeconds(1))}' WHERE mac = '{unit.Mac}'");
+        Sql($"UPDATE leases SET expires_at_ms = 0 WHERE name = '{Tsunagu.Server.Cluster.ReplicaLease.Name}' AND holder = 'dead-replica'");
         await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == 1, "the unit to acknowledge its check", TimeSpan.FromSeconds(60));
         var delivered = (await server.Store.GetPushCheckAsync(forced.CheckId!)).Single();
         Assert.That(lease.IsHolder, Is.True);
         Assert.That(delivered.Attempts, Is.EqualTo(2), "sent again once, at the take-over");
-        Assert.That(DateTimeOffset.Parse(delivered.DeliveredAt!, System.Globalization.CultureInfo.InvariantCulture)
-                    - DateTimeOffset.Parse(sent.SentAt!, System.Globalization.CultureInfo.InvariantCulture), Is.LessThan(BrokerLink.ResendInterval),
+        Assert.That(DateTimeOffset.Parse(delivered.DeliveredAt!, System.Globalization.CultureInfo.InvariantCulture) - sentAt, Is.LessThan(BrokerLink.ResendInterval),
             "delivered before a sweep could have sent it again (it waits ResendInterval after the last send)");
     }
 

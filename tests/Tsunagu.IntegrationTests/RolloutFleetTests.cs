@@ -221,7 +221,7 @@ public class RolloutFleetTests(string kind)
         var wrong = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new { units = "explode" }, CancellationToken.None))!;
         Assert.That(wrong.Status, Is.EqualTo(400));
         Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
-        Assert.That(await server.Store.RolloutReturnsAsync("lab-p3"), Is.Empty);
+        Assert.That(await server.Store.RolloutReturnsAsync("lab-p3", null, 1000), Is.Empty);
         Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null);
         Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Target == "lab-p3" && a.Action == "rollout.abort"), Is.Zero);
 
@@ -263,7 +263,7 @@ public class RolloutFleetTests(string kind)
         var aborted = (await server.Store.GetRolloutAsync("lab-p3"))!;
         Assert.That(aborted.Reason, Does.Contain("error threshold: 1 of 4").And.Contain("revert:"));
         // every unit the rollout moved comes back by the program back, and its return ends
-        await server.WaitForAsync(async () => await server.Store.RolloutReturnsAsync("lab-p3") is { Count: > 0 } r && r.All(x => x.Returned.StartsWith("returned to", StringComparison.Ordinal))
+        await server.WaitForAsync(async () => await server.Store.RolloutReturnsAsync("lab-p3", null, 1000) is { Count: > 0 } r && r.All(x => x.Returned.StartsWith("returned to", StringComparison.Ordinal))
             && await units.AllAsync(async u => await server.Store.GetUnitAsync(u.Mac) is { Pattern: var p, State: "Ready" } && p == DemoCatalogue.Pattern2),
             "the moved units back on pattern 2, their returns ended", TimeSpan.FromSeconds(120));
 
@@ -272,7 +272,7 @@ public class RolloutFleetTests(string kind)
         Assert.That(moved, Is.Not.Empty);
         Assert.That(moved.Select(m => plan[m]), Is.All.EqualTo(0), "only wave 1 ever installed");
         Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => plan[r.Mac]), Is.All.EqualTo(0), "no unit beyond wave 1 even tried");
-        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3")).Select(r => (r.Mac, r.Returned)), Is.EqualTo(moved.Select(m => (m, "returned to pattern-2"))),
+        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3", null, 1000)).Select(r => (r.Mac, r.Returned)), Is.EqualTo(moved.Select(m => (m, "returned to pattern-2"))),
             "exactly the moved units were returned, and their returns ended");
         Assert.That(reports.Where(r => r.UpdateId == "p3-to-p2").Select(r => (r.Mac, r.Success != 0)).Order(), Is.EqualTo(moved.Select(m => (m, true))),
             "each moved unit went back once, and nothing else took the way back");

@@ -157,7 +157,7 @@ public class RolloutStoreTests(string kind)
 
         Assert.That((await _store.GetUnitAsync(moved[0]))!.TargetPattern, Is.Null, "back on x: the return ended and the target it had before (none) came back");
         Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "still on y: still returning");
-        var returns = (await _store.RolloutReturnsAsync("r1")).ToDictionary(r => r.Mac, r => r.Returned);
+        var returns = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(returns[moved[0]], Is.EqualTo("returned to x"));
         Assert.That(returns[moved[1]], Is.EqualTo("returning to x"));
         var audit = (await _store.ListAuditAsync(20)).Where(a => a.Action == "rollout.returned").ToList();
@@ -186,7 +186,7 @@ public class RolloutStoreTests(string kind)
         await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
         await _service.TickAsync(CancellationToken.None);
         Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "on x, but it has not gone and come back: the return stays");
-        Assert.That((await _store.RolloutReturnsAsync("r1")).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
+        Assert.That((await _store.RolloutReturnsAsync("r1", null, 1000)).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
 
         // its install finishes (y), the return takes it back (x), and only then does the return end
         await Installed(moved[1], XtoY);
@@ -196,7 +196,7 @@ public class RolloutStoreTests(string kind)
         await Installed(moved[1], YtoX);
         await _service.TickAsync(CancellationToken.None);
         Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null, "back on x after the way back: the return ended");
-        Assert.That((await _store.RolloutReturnsAsync("r1")).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
+        Assert.That((await _store.RolloutReturnsAsync("r1", null, 1000)).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
     }
 
     [Test]
@@ -209,7 +209,7 @@ public class RolloutStoreTests(string kind)
         await _service.TickAsync(CancellationToken.None);
         Assert.That((await _store.GetUnitAsync(moved[0]))!.TargetPattern, Is.EqualTo("y"));
         Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null);
-        var returns = (await _store.RolloutReturnsAsync("r1")).ToDictionary(r => r.Mac, r => r.Returned);
+        var returns = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(returns[moved[0]], Is.EqualTo("return to x ended: the target was set to y"));
         Assert.That(returns[moved[1]], Is.EqualTo("return to x ended: the target was set to none"));
         Assert.That(await CheckAsync(moved[0]), Is.Null, "on its target: nothing to take");
@@ -383,7 +383,7 @@ public class RolloutStoreTests(string kind)
         Assert.That(plan!.Return.Select(r => r.Mac).Order(), Is.EqualTo(wave.Take(2)), "exactly the members offered the update when the abort committed");
         Assert.That(await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo("rollout r1 is aborted"), "an offer that waited for the abort is refused: the rollout no longer runs");
         Assert.That(OfferRecords("r1")[wave[2]], Is.EqualTo(((string?)null, (string?)null)), "the refused offer recorded nothing");
-        var stored = (await _store.RolloutReturnsAsync("r1")).ToDictionary(r => r.Mac, r => r.Returned);
+        var stored = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(stored.Keys.Order(), Is.EqualTo(wave.Take(2)), "what was applied is what was planned");
         Assert.That((await wave.Take(2).SelectAsync(async m => (await _store.GetUnitAsync(m))!.TargetPattern)), Is.All.EqualTo("x"));
         Assert.That((await _store.GetUnitAsync(wave[2]))!.TargetPattern, Is.Null);

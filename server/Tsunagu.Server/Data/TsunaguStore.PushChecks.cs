@@ -98,18 +98,20 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Undelivered checks of units shown online, created after <paramref name="since"/>, last sent before
-    /// <paramref name="sentBefore"/> and sent fewer than <paramref name="maxAttempts"/> times: the newest per unit.
+    /// <paramref name="sentBefore"/> (or, with <paramref name="cameOnlineSinceSent"/>, whose unit said "online" after
+    /// that send) and sent fewer than <paramref name="maxAttempts"/> times: the newest per unit.
     /// </summary>
-    public async Task<IReadOnlyList<PushCheckRow>> UndeliveredPushesToRetryAsync(DateTimeOffset since, DateTimeOffset sentBefore, int maxAttempts, int limit, CancellationToken ct = default)
+    public async Task<IReadOnlyList<PushCheckRow>> UndeliveredPushesToRetryAsync(DateTimeOffset since, DateTimeOffset sentBefore, int maxAttempts, int limit,
+        bool cameOnlineSinceSent = false, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
         return (await c.QueryAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, u.online AS online FROM push_checks p JOIN units u ON u.mac = p.mac
             WHERE p.delivered_at IS NULL AND p.created_at > @since AND u.online = 1
-              AND (p.sent_at IS NULL OR p.sent_at < @sentBefore) AND p.attempts < @maxAttempts
+              AND (p.sent_at IS NULL OR p.sent_at < @sentBefore OR (@onlineSince = 1 AND u.presence_at > p.sent_at)) AND p.attempts < @maxAttempts
               AND NOT EXISTS (SELECT 1 FROM push_checks n WHERE n.mac = p.mac AND n.delivered_at IS NULL AND n.created_at > p.created_at)
             ORDER BY p.created_at LIMIT @limit
-            """, new { since = Timestamp(since), sentBefore = Timestamp(sentBefore), maxAttempts, limit }, cancellationToken: ct))).ToList();
+            """, new { since = Timestamp(since), sentBefore = Timestamp(sentBefore), maxAttempts, limit, onlineSince = cameOnlineSinceSent ? 1 : 0 }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Deletes the records of forced checks made before <paramref name="before"/>; returns how many rows went.</summary>

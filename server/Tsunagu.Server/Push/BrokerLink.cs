@@ -386,9 +386,9 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// every <see cref="ResendInterval"/> to units shown online that have not acknowledged. The push carries the same
     /// nonce, and a unit acts on a nonce once, so a resend never makes a second check. Of several replicas only the
     /// holder of the once-only lease (<see cref="Cluster.ReplicaLease"/>) resends and prunes, from the shared database.
-    /// A replica that takes the lease over (its holder died) sends at once every undelivered check of a unit shown
-    /// online, however recently it was sent: the units that said "online" while only the dead holder would have
-    /// answered are among them, and would otherwise wait for the next sweep.
+    /// A replica that takes the lease over (its holder died; and at its start) sweeps at once, adding the units that
+    /// said "online" after their check's last send, however recent: only the holder answers an "online", so these are
+    /// the units whose "online" went to a dead holder, and would otherwise wait until ResendInterval after that send.
     /// </summary>
     private async Task RetryUndeliveredAsync(CancellationToken ct)
     {
@@ -420,12 +420,11 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 {
                     sweep = time.GetTimestamp();
                     var now = time.GetUtcNow();
-                    var sentBefore = takeOver ? now : now - ResendInterval;
-                    takeOver = false;
-                    foreach (var due in await store.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, sentBefore, MaxSends, 10_000, ct))
+                    foreach (var due in await store.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000, takeOver, ct))
                     {
                         await ResendAsync(due, ct);
                     }
+                    takeOver = false; // (a failure above leaves it set: the next pass tries again)
                     await store.PrunePushChecksAsync(now - CheckRecordLifetime, ct);
                 }
             }

@@ -200,7 +200,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
 
     /// <summary>
     /// How many members a rollout's view lists of those an abort returned and of those it never offers the update (in
-    /// MAC order, with their counts): a view costs the same for 10 members as for a million. The rest page through
+    /// MAC order, with their counts): the lists a view carries stay this size whatever the rollout's. The rest page through
     /// <see cref="ReturnsAsync"/> and <see cref="NeverOfferedPageAsync"/>.
     /// </summary>
     public const int ListedMembers = 100;

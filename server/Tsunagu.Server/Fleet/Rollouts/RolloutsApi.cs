@@ -113,7 +113,7 @@ public static class RolloutsApi
         var page = await read(row, from, take);
         if (page.Count == take)
         {
-            http.Response.Headers.Link = $"<{Route}/{name}/{list}?after={macOf(page[^1])}&limit={take}>; rel=\"next\"";
+            http.Response.Headers.Link = $"<{Route}/{Uri.EscapeDataString(row.Name)}/{list}?after={macOf(page[^1])}&limit={take}>; rel=\"next\"";
         }
         return TypedResults.Ok(page);
     }

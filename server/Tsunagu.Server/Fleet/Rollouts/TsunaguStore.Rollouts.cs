@@ -348,7 +348,7 @@ public sealed partial class TsunaguStore
     /// <paramref name="limit"/> of them in MAC order, those after <paramref name="after"/> when given (a page; the
     /// primary key's order, so a page costs its rows whatever the rollout's size).
     /// </summary>
-    public async Task<IReadOnlyList<(string Mac, string Returned)>> RolloutReturnsAsync(string rollout, string? after = null, int limit = RolloutService.ListedMembers, CancellationToken ct = default)
+    public async Task<IReadOnlyList<(string Mac, string Returned)>> RolloutReturnsAsync(string rollout, string? after, int limit, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
         return (await c.QueryAsync<(string Mac, string Returned)>(new CommandDefinition($"""
