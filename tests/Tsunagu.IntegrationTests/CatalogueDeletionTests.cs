@@ -40,12 +40,6 @@ public class CatalogueDeletionTests
             c.ExecuteScalar<string?>("SELECT value FROM settings WHERE key = @key", new { key = TsunaguStore.CatalogueStampKey }));
     }
 
-    private static void Execute(TestServer server, string sql)
-    {
-        using var c = server.Store.Database.Open();
-        c.Execute(sql);
-    }
-
     private static readonly string Now = TsunaguStore.Timestamp(DateTimeOffset.UtcNow);
 
     // a rollout the engine can read, whose one wave stays open for 30 days: the engine's passes leave it running
@@ -103,7 +97,7 @@ public class CatalogueDeletionTests
             _ => ($"UPDATE units SET pattern = '{DemoCatalogue.Pattern1}', target_pattern = '{DemoCatalogue.Pattern2}', state = 'Ready' WHERE mac = '{mac}'", $"unit {mac}",
                 $"UPDATE units SET target_pattern = NULL WHERE mac = '{mac}'"),
         };
-        Execute(server, setup);
+        server.ExecuteSql(setup);
         var before = Marks(server);
 
         using var refused = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
@@ -114,7 +108,7 @@ public class CatalogueDeletionTests
         Assert.That(Marks(server), Is.EqualTo(before), "refused: the program stays, no audit entry, no new catalogue stamp");
 
         // once the referrer lets go (the rollout finished, the unit updated or retargeted) the same request deletes it
-        Execute(server, release);
+        server.ExecuteSql(release);
         using var deleted = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await deleted.Content.ReadAsStringAsync());
         Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
@@ -157,7 +151,7 @@ public class CatalogueDeletionTests
         {
             Id = "p1-to-p2-b", FromPattern = DemoCatalogue.Pattern1, ToPattern = DemoCatalogue.Pattern2, Importance = 3, ArtifactSha256 = demo.ArtifactSha256, ArtifactSize = demo.ArtifactSize,
         });
-        Execute(server, $"UPDATE units SET pattern = '{DemoCatalogue.Pattern1}', target_pattern = '{DemoCatalogue.Pattern2}', state = 'Ready' WHERE mac = '{mac}'");
+        server.ExecuteSql($"UPDATE units SET pattern = '{DemoCatalogue.Pattern1}', target_pattern = '{DemoCatalogue.Pattern2}', state = 'Ready' WHERE mac = '{mac}'");
 
         using var first = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
         Assert.That(first.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await first.Content.ReadAsStringAsync());

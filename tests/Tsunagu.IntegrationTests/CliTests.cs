@@ -383,12 +383,7 @@ public class CliTests
         Assert.That((await Tsunagu(server, "rollout", "create", "r1", "--group", "lab", "--from", DemoCatalogue.Pattern1, "--to", DemoCatalogue.Pattern2, "--waves", "100%")).Exit, Is.Zero);
         Assert.That((await Tsunagu(server, "rollout", "abort", "r1")).Exit, Is.Zero);
         // the outcomes an abort with revert writes (here without units that installed anything)
-        using (var c = server.Store.Database.Open())
-        using (var cmd = c.CreateCommand())
-        {
-            cmd.CommandText = $"UPDATE rollout_units SET returned = 'returning to {DemoCatalogue.Pattern1}' WHERE rollout = 'r1'";
-            Assert.That(cmd.ExecuteNonQuery(), Is.EqualTo(3));
-        }
+        Assert.That(server.ExecuteSql($"UPDATE rollout_units SET returned = 'returning to {DemoCatalogue.Pattern1}' WHERE rollout = 'r1'"), Is.EqualTo(3));
 
         using var http = server.PinnedHttp();
         http.DefaultRequestHeaders.Authorization = new("Basic", Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));

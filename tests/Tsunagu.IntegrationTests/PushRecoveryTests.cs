@@ -318,13 +318,7 @@ public class PushRecoveryTests
         await server.Fleet.PowerOffAsync(unit);
         await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac))!.Online == 0, "the unit shown offline");
 
-        void Sql(string sql)
-        {
-            using var c = server.Store.Database.Open();
-            using var cmd = c.CreateCommand();
-            cmd.CommandText = sql;
-            Assert.That(cmd.ExecuteNonQuery(), Is.EqualTo(1), sql);
-        }
+        void Sql(string sql) => Assert.That(server.ExecuteSql(sql), Is.EqualTo(1), sql);
         // another replica takes the lease (for a minute: it will die before renewing it)
         Sql($"UPDATE leases SET holder = 'dead-replica', expires_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000 WHERE name = '{Tsunagu.Server.Cluster.ReplicaLease.Name}'");
         await server.WaitForAsync(() => !lease.IsHolder, "the replica to see another hold the lease");

@@ -19,30 +19,22 @@ namespace Tsunagu.IntegrationTests;
 [NonParallelizable]
 public class UnitRequestTransactionTests
 {
-    private static void Execute(TestServer server, string sql)
-    {
-        using var c = server.Store.Database.Open();
-        using var command = c.CreateCommand();
-        command.CommandText = sql;
-        command.ExecuteNonQuery();
-    }
-
     /// <summary>Makes every <paramref name="operation"/> (INSERT, UPDATE) on <paramref name="table"/> matching <paramref name="when"/> fail, as a broken store would.</summary>
     private static void InjectFault(TestServer server, string operation, string table, string when)
     {
         if (server.Store.Database.Kind == DatabaseKind.Postgres)
         {
-            Execute(server, "CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$");
-            Execute(server, $"CREATE TRIGGER injected_fault BEFORE {operation} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION injected_fault()");
+            server.ExecuteSql("CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$");
+            server.ExecuteSql($"CREATE TRIGGER injected_fault BEFORE {operation} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION injected_fault()");
         }
         else
         {
-            Execute(server, $"CREATE TRIGGER injected_fault BEFORE {operation} ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END");
+            server.ExecuteSql($"CREATE TRIGGER injected_fault BEFORE {operation} ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END");
         }
     }
 
     private static void RemoveFault(TestServer server, string table) =>
-        Execute(server, server.Store.Database.Kind == DatabaseKind.Postgres ? $"DROP TRIGGER injected_fault ON {table}" : "DROP TRIGGER injected_fault");
+        server.ExecuteSql(server.Store.Database.Kind == DatabaseKind.Postgres ? $"DROP TRIGGER injected_fault ON {table}" : "DROP TRIGGER injected_fault");
 
     private static Inventory OffPattern() =>
         TransactionTests.Factory() with { Applications = new Dictionary<string, string>(TransactionTests.Factory().Applications) { ["unknown-app"] = "1.0.0" } };

@@ -44,6 +44,15 @@ public sealed class TestServer : IAsyncDisposable
     public string Pin => OperatorClient.PinFromPemFile(CertificatePath);
     public byte[] UnitKey => App.Services.GetRequiredService<UnitKey>().Bytes;
     public TsunaguStore Store => App.Services.GetRequiredService<TsunaguStore>();
+
+    /// <summary>Runs <paramref name="sql"/> on the server's database (a test's set-up or fault); returns the rows it changed.</summary>
+    public int ExecuteSql(string sql)
+    {
+        using var c = Store.Database.Open();
+        using var command = c.CreateCommand();
+        command.CommandText = sql;
+        return command.ExecuteNonQuery();
+    }
     public ConcurrentDictionary<string, ConcurrentQueue<StateChange>> Changes { get; } = new();
     public ConcurrentQueue<string> Log { get; } = new();
 
