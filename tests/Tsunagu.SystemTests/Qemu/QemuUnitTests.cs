@@ -39,6 +39,8 @@ public sealed class QemuUnitTests
         var console = unit.FullConsole();
         Assert.That(console, Does.Contain("tsunagu-boot: starting slot a"), "the first boot runs the factory OS in slot A");
         Assert.That(console, Does.Contain("Tsunagu OS tsunagu-os 1.1 (b)"), "after the update the unit runs OS 1.1 from slot B");
+        Assert.That(console, Does.Match(@"tsunagu-boot: watchdog /dev/\S+ armed"), "the boot program arms the board's watchdog");
+        Assert.That(console, Does.Match(@"watchdog armed: timeout \d+ s"), "the supervisor takes the watchdog over and feeds it");
         var state = await unit.ShellAsync("cat /data/boot/state");
         Assert.That(state, Does.Contain("primary=b").And.Contain("b_good=1").And.Contain("b_version=tsunagu-os 1.1"));
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"));
@@ -128,7 +130,11 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "the unit runs the old slot again");
     }
 
-    [Test]
+    /// <summary>
+    /// Long (`make test-long`, `make system-test`; not `make test`): about 7 minutes of the watchdog's own timeouts. Every
+    /// first boot (<see cref="FirstBootAsync"/>, both boards) checks that the watchdog is armed and taken over.
+    /// </summary>
+    [Test, Category("long")]
     public async Task A_new_slot_that_hangs_without_a_panic_is_restarted_by_the_watchdog_uses_up_its_tries_falls_back_and_the_failure_is_reported()
     {
         // qemu-4: OS 1.1's image whose supervisor never starts: the OS boots and hangs, nothing feeds the watchdog the
