@@ -310,6 +310,41 @@ public class RolloutStoreTests(string kind)
     }
 
     [Test]
+    public async Task The_abort_counts_tell_returning_returned_cannot_and_ended_apart_as_each_outcome_changes()
+    {
+        // three members offered x -> y and installed; the abort returns two and cannot return the third
+        await CreateAsync("r1", [new(Count: 3), new(Percent: 100)]);
+        var wave = await FirstWaveAsync("r1");
+        foreach (var mac in wave)
+        {
+            Assert.That(await CheckAsync(mac), Is.EqualTo(XtoY.Id));
+            await Installed(mac, XtoY);
+        }
+        var plan = await _store.AbortRolloutReturningAsync("r1",
+            _ => Task.FromResult(new ReturnPlan([(wave[0], "x"), (wave[1], "x")], [(wave[2], "no update program leads from y back to x")])),
+            p => ("aborted by alice", new AuditEntry("alice", "rollout.abort", "r1", $"{p.Return.Count} return, {p.Cannot.Count} cannot")));
+        Assert.That(plan, Is.Not.Null);
+        Assert.That(await _store.RolloutReturnCountsAsync("r1"), Is.EqualTo(new ReturnCounts(3, 2, 0, 1, 0)));
+
+        // the first goes back, the operator sets the second's target: each count follows its own outcome
+        Assert.That(await CheckAsync(wave[0]), Is.EqualTo(YtoX.Id));
+        await Installed(wave[0], YtoX);
+        await _store.SetTargetPatternAsync(wave[1], "y", new AuditEntry("alice", "unit.target-pattern", wave[1], "y"));
+        await _service.TickAsync(CancellationToken.None);
+        var returns = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That(returns, Is.EqualTo(new Dictionary<string, string>
+        {
+            [wave[0]] = "returned to x",
+            [wave[1]] = "return to x ended: the target was set to y",
+            [wave[2]] = "cannot return: no update program leads from y back to x",
+        }));
+        var view = await _service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        Assert.That(view.ReturnCounts, Is.EqualTo(new ReturnCounts(3, 0, 1, 1, 1)), "one of each: returned, cannot, ended");
+        Assert.That(view.Returns!.Select(r => r.Mac), Is.EqualTo(wave), "the view lists every member the abort touched, in MAC order");
+        Assert.That((await _store.GetUnitAsync(wave[2]))!.TargetPattern, Is.Null, "a unit that cannot return is left as it was");
+    }
+
+    [Test]
     public async Task An_abort_that_returns_more_units_than_a_view_lists_shows_the_first_with_counts_and_pages_through_every_one_once()
     {
         // 6 units of the fixture and 120 more, every one offered x -> y (one wave), then the abort returns them all
