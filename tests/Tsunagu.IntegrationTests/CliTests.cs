@@ -412,6 +412,22 @@ public class CliTests
         var (_, shown, _) = await Tsunagu(server, "rollout", "show", "r1");
         Assert.That(shown, Does.Contain("returned by the abort: 3 unit(s): 3 returning, 0 returned, 0 cannot return, 0 ended by a new target"));
 
+        // past one page of the CLI (the API's largest): 1,200 more outcomes (members' rows only; the list reads nothing else)
+        // sort after the three units, so the CLI asks for a second page after the 1,000th MAC and prints every one once
+        const int more = 1200;
+        var extra = Enumerable.Range(0, more).Select(i => $"fe:00:00:00:{i / 256:x2}:{i % 256:x2}").ToList();
+        Assert.That(server.ExecuteSql("INSERT INTO rollout_units (rollout, mac, wave, joined_at, returned) VALUES "
+            + string.Join(", ", extra.Select(m => $"('r1', '{m}', 0, '2026-01-01T00:00:00.0000000+00:00', 'cannot return: no update program leads back')"))), Is.EqualTo(more));
+        (exit, listed, err) = await Tsunagu(server, "rollout", "returns", "r1");
+        Assert.That(exit, Is.Zero, err);
+        var lines = listed.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines.Select(l => l.Split("  ")[0]), Is.EqualTo(macs.Concat(extra)), "every member once, in MAC order, across two pages");
+        Assert.That(lines.Skip(3), Is.All.EndsWith("  cannot return: no update program leads back"));
+        (_, shown, _) = await Tsunagu(server, "rollout", "show", "r1");
+        Assert.That(shown, Does.Contain($"returned by the abort: {3 + more} unit(s): 3 returning, 0 returned, {more} cannot return, 0 ended by a new target"));
+        var unlisted = 3 + more - global::Tsunagu.Server.Fleet.Rollouts.RolloutService.ListedMembers;
+        Assert.That(shown, Does.Contain($"and {unlisted} more: tsunagu rollout returns r1"), "the view lists the first members only");
+
         static List<string> Macs(string json) =>
             [.. System.Text.Json.JsonDocument.Parse(json).RootElement.EnumerateArray().Select(e => e.GetProperty("mac").GetString()!)];
     }
