@@ -28,17 +28,23 @@ public class RolloutConsoleTests
 
     /// <summary>
     /// A rollout to look at: <paramref name="units"/> (registered, not started) run pattern 2, pattern 3 and its update
-    /// program exist, the group "lab" holds them and the rollout "lab-p3" moves them in three waves.
+    /// program (of <paramref name="importance"/>) exist, with the way back when <paramref name="wayBack"/>, the group "lab"
+    /// holds them (with the maintenance <paramref name="window"/> when given) and the rollout "lab-p3" moves them in
+    /// <paramref name="waves"/> (default three: one unit, 50%, 100%).
     /// </summary>
-    internal static async Task AddRolloutAsync(TestServer server, IReadOnlyList<FleetUnit> units)
+    internal static async Task AddRolloutAsync(TestServer server, IReadOnlyList<FleetUnit> units, IReadOnlyList<WaveSpec>? waves = null, int importance = 5,
+        string? window = null, bool wayBack = false, int? successPercent = null, int? minWaveSeconds = null)
     {
         using var client = server.Operator();
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
         foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
-        await RolloutCatalogue.AddPattern3Async(server, client);
+        await RolloutCatalogue.AddPattern3Async(server, client, importance);
+        if (wayBack) { await RolloutCatalogue.AddWayBackAsync(server, client); }
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
+        if (window is not null) { await client.SendJsonAsync(HttpMethod.Put, FleetApi.GroupsRoute + "/lab/window", new { window }, CancellationToken.None); }
         await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
-            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 1), new(Percent: 50), new(Percent: 100)]), CancellationToken.None);
+            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves ?? [new(Count: 1), new(Percent: 50), new(Percent: 100)],
+                SuccessPercent: successPercent, MinWaveSeconds: minWaveSeconds), CancellationToken.None);
     }
 
     [Test]
@@ -101,16 +107,8 @@ public class RolloutConsoleTests
     {
         await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
         var units = await server.AddUnitsAsync(2);
-        using (var client = server.Operator())
-        {
-            // a running rollout of the group whose update (importance 3) waits for the policy's low-utilisation window 02:00-05:00
-            var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-            foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
-            await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
-            await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
-            await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
-                new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]), CancellationToken.None);
-        }
+        // a running rollout of the group whose update (importance 3) waits for the policy's low-utilisation window 02:00-05:00
+        await AddRolloutAsync(server, units, [new(Percent: 100)], importance: 3);
 
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
@@ -169,17 +167,8 @@ public class RolloutConsoleTests
     {
         await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
         var units = await server.AddUnitsAsync(RolloutModelListed + 3);
-        using (var client = server.Operator())
-        {
-            // importance 3 waits for the group's window and each unit's own low-utilisation hours
-            var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-            foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
-            await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
-            await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
-            await client.SendJsonAsync(HttpMethod.Put, FleetApi.GroupsRoute + "/lab/window", new { window = "01:00-05:00" }, CancellationToken.None);
-            await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
-                new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]), CancellationToken.None);
-        }
+        // importance 3 waits for the group's window and each unit's own low-utilisation hours
+        await AddRolloutAsync(server, units, [new(Percent: 100)], importance: 3, window: "01:00-05:00");
 
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
@@ -232,17 +221,8 @@ public class RolloutConsoleTests
     {
         await using var server = await TestServer.StartAsync(TestServer.FastUpdateOptions);
         var units = await server.AddUnitsAsync(4);
-        using (var client = server.Operator())
-        {
-            // wave 1 (two units) is offered the update; wave 2 waits an hour, so the other two are never moved
-            var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-            foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
-            await RolloutCatalogue.AddPattern3Async(server, client);
-            await RolloutCatalogue.AddWayBackAsync(server, client);
-            await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
-            await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route,
-                new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 3600), CancellationToken.None);
-        }
+        // wave 1 (two units) is offered the update; wave 2 waits an hour, so the other two are never moved
+        await AddRolloutAsync(server, units, [new(Count: 2), new(Percent: 100)], wayBack: true, successPercent: 100, minWaveSeconds: 3600);
         // the units are not started: their version checks are the host's (the gate, the offer recorded with the pattern each
         // ran) and each reports pattern 3 installed, so the abort has their way back to plan
         var service = server.App.Services.GetRequiredService<RolloutService>();
