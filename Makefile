@@ -225,11 +225,11 @@ isp-lab-image: $(ISP_LAB_DIR)/initrd.img
 $(ISP_LAB_DIR)/initrd.img: image/isp/build.sh image/isp/init image/isp/drop-session image/isp/set-password $(wildcard image/isp/radius/*) image/lib.sh
 	bash image/isp/build.sh $(ISP_LAB_DIR)
 
-# The ISP lab's LAN PC (docs/lab.md): out/lan-pc/vmlinuz and initrd.img (busybox: udhcpc, nslookup, wget).
+# The ISP lab's LAN PC (docs/lab.md): out/lan-pc/vmlinuz and initrd.img (busybox: udhcpc, nslookup, wget; openssl).
 LAN_PC_DIR := out/lan-pc
 .PHONY: lan-pc-image
 lan-pc-image: $(LAN_PC_DIR)/initrd.img
-$(LAN_PC_DIR)/initrd.img: image/lan-pc/build.sh image/lan-pc/init image/lan-pc/dhcp-event image/lan-pc/fetch image/lib.sh
+$(LAN_PC_DIR)/initrd.img: image/lan-pc/build.sh image/lan-pc/init image/lan-pc/dhcp-event image/lan-pc/fetch image/lan-pc/tls-peer image/lib.sh
 	bash image/lan-pc/build.sh $(LAN_PC_DIR)
 
 # Only the ISP lab's system tests (also part of `make test` and `make system-test`).

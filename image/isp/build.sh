@@ -2,7 +2,8 @@
 # Builds the ISP lab's access network guest (docs/lab.md) into OUT (default out/isp-lab): the kernel of Debian's
 # linux-image-amd64 and a boot program holding busybox, pppoe-server and pppoe (Debian's pppoe), pppd (ppp) with its
 # RADIUS plugin, FreeRADIUS (only the modules and dictionaries image/isp/radius/radiusd.conf uses; the configuration is
-# checked with `freeradius -XC` against exactly those files), nft (nftables) and dnsmasq (the lab's DNS server), with their
+# checked with `freeradius -XC` against exactly those files), nft (nftables), dnsmasq (the lab's DNS server) and openssl
+# (the lab internet's HTTPS server), with their
 # libraries and the kernel modules they need. The guest's program is image/isp/init.
 # Usage: image/isp/build.sh [OUT]
 set -euo pipefail
@@ -12,7 +13,7 @@ OUT=${1:-out/isp-lab}
 # the ISP guest always runs on the host's architecture (qemu-system-x86_64), whatever board the unit is
 KREL=$(kernel_release linux-image-amd64)
 MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack"
-PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft /usr/sbin/freeradius /usr/sbin/dnsmasq"
+PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft /usr/sbin/freeradius /usr/sbin/dnsmasq /usr/bin/openssl"
 RADIUS_MODULES="rlm_files rlm_chap rlm_pap rlm_detail rlm_linelog rlm_rest"
 RADIUS_DICTIONARIES="dictionary.rfc2865 dictionary.rfc2866 dictionary.rfc2869 dictionary.freeradius.internal"
 RADIUS_LIBDIR=/usr/lib/freeradius
@@ -72,6 +73,10 @@ printf 'root:x:0:0:root:/:/bin/sh\n' > "$stage/etc/passwd"
 printf 'root:x:0:\n' > "$stage/etc/group"
 : > "$stage/etc/ppp/options"
 install -m 0755 image/isp/init "$stage/init"
+# the lab internet's HTTPS certificate (openssl s_server in init): made for each image, trusted by nothing
+mkdir -p "$stage/etc/lab-tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$stage/etc/lab-tls/key.pem" -out "$stage/etc/lab-tls/cert.pem" \
+    -days 3650 -subj /CN=www.lab.example -addext subjectAltName=DNS:www.lab.example 2>/dev/null || die "openssl could not make the lab's HTTPS certificate"
 cp "/boot/vmlinuz-$KREL" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 pack_initramfs "$stage" "$OUT/initrd.img"
 rm -rf "$stage"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Builds the ISP lab's LAN PC guest (docs/lab.md) into OUT (default out/lan-pc): the kernel of Debian's
-# linux-image-amd64 and a boot program of busybox (udhcpc, nslookup, wget, a shell) with the virtio network driver. The
+# linux-image-amd64 and a boot program of busybox (udhcpc, nslookup, wget, a shell) and openssl (HTTPS) with the virtio
+# network driver. The
 # guest's program is image/lan-pc/init, its DHCP client's script image/lan-pc/dhcp-event.
 # Usage: image/lan-pc/build.sh [OUT]
 set -euo pipefail
@@ -19,6 +20,9 @@ printf 'root:x:0:0:root:/:/bin/sh\n' > "$stage/etc/passwd"
 printf 'root:x:0:\n' > "$stage/etc/group"
 install -m 0755 image/lan-pc/dhcp-event "$stage/usr/share/udhcpc/dhcp-event"
 install -m 0755 image/lan-pc/fetch "$stage/usr/bin/lan-pc-fetch"
+install -m 0755 image/lan-pc/tls-peer "$stage/usr/bin/lan-pc-tls-peer"
+# HTTPS: busybox wget runs `openssl s_client`, and lan-pc-tls-peer reads the certificate with it
+install_binary "$stage" /usr/bin/openssl
 install -m 0755 image/lan-pc/init "$stage/init"
 mkdir -p "$OUT"
 cp "/boot/vmlinuz-$KREL" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Demo;
+using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Supervision;
 using Tsunagu.IntegrationTests;
 using Tsunagu.Protocol;
@@ -442,7 +443,7 @@ public sealed partial class IspLabTests
         unit.LanSocket = pc.LanEndpoint;
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
-        await pc.WaitLeaseAsync(TimeSpan.FromMinutes(2));
+        var lease = await pc.WaitLeaseAsync(TimeSpan.FromMinutes(2));
         Assert.That(await unit.ShellAsync("pidof squid >/dev/null && echo running"), Is.EqualTo("running"), "the cache runs");
 
         // an object on the lab's internet last modified long ago: without Cache-Control or Expires, squid's heuristic
@@ -474,6 +475,31 @@ public sealed partial class IspLabTests
         Assert.That(reported.CacheHits - hitsBefore, Is.EqualTo(1), "one hit: the second fetch");
         // squid counts the reply it sent from the cache (the object and its headers) in whole kilobytes
         Assert.That(reported.CacheBytesSaved - savedBefore, Is.InRange(size / 1024 * 1024, size + 2048), $"the object's {size} bytes came from the cache once");
+
+        // HTTPS passes through untouched: the PC's TLS session ends at the origin (its own certificate answers), each of two
+        // fetches reaches the origin (nothing cached), and squid never sees them (its request counter moves only by the
+        // reads of it: the cache manager's page is itself a request, so two reads with nothing between give that step)
+        var squidBefore = await SquidRequestsAsync(unit, lease.Router);
+        var squidRequests = await SquidRequestsAsync(unit, lease.Router);
+        var readStep = squidRequests - squidBefore;
+        Assert.That(readStep, Is.InRange(0, 1), "a read of squid's counters is at most one request");
+        Assert.That(await pc.TlsPeerAsync(InternetAddress, IspGuest.WebServerName), Is.EqualTo(await isp.TlsFingerprintAsync()).And.StartsWith("sha256 Fingerprint="),
+            "the certificate the PC sees is the origin's");
+        var secure = $"https://{IspGuest.WebServerName}{path}";
+        Assert.That(await FetchDigestAsync(pc, secure), Is.EqualTo(("0", origin)), "the first HTTPS fetch: the object, whole");
+        Assert.That(await FetchDigestAsync(pc, secure), Is.EqualTo(("0", origin)), "the second HTTPS fetch: the same object");
+        await isp.WaitAsync(() => isp.OriginTlsRequests(path) >= 2, TimeSpan.FromSeconds(30), "both HTTPS fetches at the origin");
+        Assert.That(isp.OriginTlsRequests(path), Is.EqualTo(2), "each HTTPS fetch reached the origin once");
+        Assert.That(await SquidRequestsAsync(unit, lease.Router), Is.EqualTo(squidRequests + readStep), "squid saw none of the HTTPS traffic");
+        Assert.That(isp.OriginRequests(path), Is.EqualTo(1), "and the plain HTTP origin still saw only the first fetch");
+    }
+
+    /// <summary>squid's count of client requests (its cache manager's <c>client_http.requests</c>), asked on the unit at its LAN address.</summary>
+    private static async Task<long> SquidRequestsAsync(QemuUnit unit, string lanAddress)
+    {
+        // 3128: the unit's proxy port (ServiceEnvironment.CachePort), where the cache manager answers the unit itself
+        var text = await unit.ShellAsync($"wget -q -O - http://{lanAddress}:3128{CacheStatistics.CountersPath}");
+        return CacheStatistics.Parse(text).Requests;
     }
 
     /// <summary>Fetches <paramref name="url"/> on the PC (lan-pc-fetch) into a file: its exit code and the body's MD5, without sending the body over the console.</summary>
@@ -948,6 +974,13 @@ public sealed partial class IspGuest : LabGuest
     /// <summary>How many requests for <paramref name="path"/> reached the lab's internet web server (its `url:` log lines).</summary>
     public int OriginRequests(string path) =>
         Console().Split('\n').Count(l => l.EndsWith($": url:{path}", StringComparison.Ordinal) || l.EndsWith($": url:{path}\r", StringComparison.Ordinal));
+
+    /// <summary>How many HTTPS requests for <paramref name="path"/> reached the lab's internet (openssl s_server's `FILE:` lines, no leading slash).</summary>
+    public int OriginTlsRequests(string path) =>
+        Console().Split('\n').Count(l => l.TrimEnd('\r').EndsWith($"FILE:{path.TrimStart('/')}", StringComparison.Ordinal));
+
+    /// <summary>The SHA-256 fingerprint of the lab internet's own HTTPS certificate, as <c>openssl x509 -fingerprint -sha256</c> prints it.</summary>
+    public Task<string> TlsFingerprintAsync() => ShellAsync("openssl x509 -in /etc/lab-tls/cert.pem -noout -fingerprint -sha256");
 
     /// <summary>One message of the IPoE DHCP server (dnsmasq): DHCPDISCOVER, DHCPOFFER, DHCPREQUEST, DHCPACK... with the address (none for a discover) and the client's MAC.</summary>
     public sealed record DhcpEvent(string Kind, string? Address, string Mac);

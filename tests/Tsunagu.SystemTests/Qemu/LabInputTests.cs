@@ -12,7 +12,8 @@ public sealed class LabInputTests
     [TestCase("http://www.lab.example/")]
     [TestCase("http://www.lab.example")]
     [TestCase("http://198.51.100.80:8080/index.html?a=1&b=2")]
-    public void A_plain_http_url_is_fetchable(string url) => Assert.DoesNotThrow(() => LanPc.RequireFetchableUrl(url));
+    [TestCase("https://www.lab.example/clip.txt")]
+    public void A_plain_http_or_https_url_is_fetchable(string url) => Assert.DoesNotThrow(() => LanPc.RequireFetchableUrl(url));
 
     [TestCase("http://x/'; reboot -f; echo '")]
     [TestCase("http://x/a b")]
@@ -20,7 +21,8 @@ public sealed class LabInputTests
     [TestCase("http://x/\treboot")]
     [TestCase("http://x;reboot/")]
     [TestCase("http://$(reboot)/")]
-    [TestCase("https://www.lab.example/")]
+    [TestCase("ftp://www.lab.example/")]
+    [TestCase("httpss://www.lab.example/")]
     [TestCase("www.lab.example")]
     [TestCase("")]
     public void A_url_that_could_break_out_of_the_shell_command_is_refused(string url) =>

@@ -63,15 +63,33 @@ public sealed partial class LanPc : LabGuest
         return Leases()[0];
     }
 
-    /// <summary>Refuses a URL that is not http://HOST[:PORT][/PATH] with a path free of quotes and blanks: it goes into a shell command, in single quotes.</summary>
+    /// <summary>Refuses a URL that is not http[s]://HOST[:PORT][/PATH] with a path free of quotes and blanks: it goes into a shell command, in single quotes.</summary>
     /// <exception cref="ArgumentException">Anything else.</exception>
     public static void RequireFetchableUrl(string url)
     {
         if (!FetchableUrl().IsMatch(url))
         {
-            throw new ArgumentException($"not a URL the PC's shell is given (http://HOST[:PORT][/PATH], no quote or blank): {url}", nameof(url));
+            throw new ArgumentException($"not a URL the PC's shell is given (http[s]://HOST[:PORT][/PATH], no quote or blank): {url}", nameof(url));
         }
     }
+
+    /// <summary>
+    /// The SHA-256 fingerprint (<c>openssl x509 -fingerprint -sha256</c>'s line) of the certificate that answers the PC's TLS
+    /// connection to <paramref name="address"/>:443 for <paramref name="name"/>: the origin's own unless something on the
+    /// way ended the session.
+    /// </summary>
+    public async Task<string> TlsPeerAsync(string address, string name)
+    {
+        if (!System.Net.IPAddress.TryParse(address, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork || ip.ToString() != address)
+        {
+            throw new ArgumentException($"not an IPv4 address: {address}", nameof(address));
+        }
+        if (!HostName().IsMatch(name)) { throw new ArgumentException($"not a host name: {name}", nameof(name)); }
+        return await ShellAsync($"lan-pc-tls-peer {address} {name}", TimeSpan.FromSeconds(60));
+    }
+
+    [GeneratedRegex(@"\A[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\z")]
+    private static partial Regex HostName();
 
     /// <summary>What <c>lan-pc-fetch</c> saw: the exit code (0 fetched, 1 not resolved, 2 not fetched), the address and DNS server, the resolver's refusal, the page.</summary>
     public sealed record Fetch(int Exit, string? Address, string? Server, string? Refusal, string Page, string Output);
@@ -102,7 +120,7 @@ public sealed partial class LanPc : LabGuest
     [GeneratedRegex(@"lan-pc: lease (bound|renew) address=(\S+)/(\d+) router=(\S*) dns=(\S*) server=(\S*) lease=(\d+) domain=(.*)$")]
     private static partial Regex LeaseLine();
 
-    [GeneratedRegex(@"\Ahttp://[A-Za-z0-9.:-]+(/[^'\s]*)?\z")]
+    [GeneratedRegex(@"\Ahttps?://[A-Za-z0-9.:-]+(/[^'\s]*)?\z")]
     private static partial Regex FetchableUrl();
 
     [GeneratedRegex(@"^lan-pc: resolved \S+ address=(\S+) server=(\S+)$")]
