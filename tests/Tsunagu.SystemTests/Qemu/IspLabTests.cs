@@ -743,13 +743,17 @@ public sealed partial class IspLabTests
         // both guests boot at once; the PC's port listens from its start, the unit's LAN port connects to it
         await using var isp = await IspGuest.StartAsync(_lab, "isp26", [(subscriber.Username!, subscriber.Password!)]);
         await using var pc = LanPc.Start(_lab, "lanpc26");
+        // a second PC on the same LAN (the unit's port and both PCs on one switch): connection sharing, both through the
+        // unit's one PPPoE session
+        await using var pc2 = LanPc.Start(_lab, "lanpc26b", SecondPcMac);
         await isp.WaitReadyAsync(IspBoot);
         await pc.WaitBootedAsync(IspBoot);
+        await pc2.WaitBootedAsync(IspBoot);
         var guestsUp = clock.Elapsed;
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
         await _lab.App.Services.GetRequiredService<ServiceConfigService>().AssignAsync(mac, services, "qemu-lab", CancellationToken.None);
         unit.WanSocket = isp.AccessEndpoint;
-        unit.LanSocket = pc.LanEndpoint;
+        unit.LanSocket = $"{pc.LanEndpoint} {pc2.LanEndpoint}";
         clock.Restart();
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
@@ -757,6 +761,7 @@ public sealed partial class IspLabTests
         // the unit's DHCP server runs from its services, before Ready; the PC asks every 8 s or less until it answers
         var lease = await pc.WaitLeaseAsync(TimeSpan.FromMinutes(2));
         var toLease = clock.Elapsed;
+        var lease2 = await pc2.WaitLeaseAsync(TimeSpan.FromMinutes(2));
         var wan = (await _lab.UnitAsync(mac))!.WanAddress!;
 
         // the lease: an address of the configured range, the unit as gateway and DNS server, the configured domain and time
@@ -765,22 +770,38 @@ public sealed partial class IspLabTests
             "the unit's DHCP server, the unit as gateway, the configured domain and lease time");
         Assert.That(lease.Dns, Is.EqualTo(new[] { lan.LanAddress }), "the unit is the PC's DNS server");
         Assert.That(pc.Leases(), Has.Count.EqualTo(1), "one lease, kept");
+        Assert.That(Ipv4(lease2.Address), Is.InRange(Ipv4(lan.RangeStart), Ipv4(lan.RangeEnd)).And.Not.EqualTo(Ipv4(lease.Address)),
+            $"the second PC: another address of the range\n--- LAN PC 2 ---\n{pc2.Console()}");
+        Assert.That(lease2.Router, Is.EqualTo(lan.LanAddress), "the second PC's gateway: the unit");
+        Assert.That(lease2.Dns, Is.EqualTo(new[] { lan.LanAddress }), "the second PC's DNS server: the unit");
         // the unit's side: its dnsmasq holds that lease for the PC's MAC, and forwards to the lab's DNS server
         var dnsmasq = await unit.ShellAsync("conf=$(tr '\\0' '\\n' < /proc/$(pidof dnsmasq)/cmdline | tail -n 1); grep -E '^(server|address)=' \"$conf\"; echo leases:; cat \"$(sed -n 's/^dhcp-leasefile=//p' \"$conf\")\"");
         Assert.That(dnsmasq, Does.Contain($"server={IspGuest.DnsAddress}").And.Contain($"address=/{FilteredName}/"), "the unit's dnsmasq has the configured upstream and filter");
         var leases = dnsmasq[(dnsmasq.IndexOf("leases:", StringComparison.Ordinal) + "leases:".Length)..].Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.That(leases, Has.Length.EqualTo(1).And.All.Contain($" {LanPc.Mac} {lease.Address} lan-pc "), $"the unit leased that address to the PC\n{dnsmasq}");
+        Assert.That(leases.Select(l => l.Split(' ')[1..3]), Is.EquivalentTo(new[] { new[] { LanPc.Mac, lease.Address }, new[] { SecondPcMac, lease2.Address } }),
+            $"the unit leased each PC its address\n{dnsmasq}");
 
-        // the web server's name, resolved by the unit (which asked the lab's DNS server from its WAN address), and its page
-        var page = await pc.FetchAsync($"http://{IspGuest.WebServerName}/");
-        TestContext.Out.WriteLine($"LAN PC: {page.Output}");
-        Assert.That((page.Exit, page.Address), Is.EqualTo((0, InternetAddress)), $"resolved by the unit to the lab's web server\n{page.Output}");
-        Assert.That(page.Page, Is.EqualTo(InternetContent), "the page of the lab's internet, through the unit's NAT");
-        // the unit translated the PC's connection: its connection tracking holds it, from the PC's address to the web
+        // the web server's name, resolved by the unit (which asked the lab's DNS server from its WAN address), and its
+        // page, fetched by both PCs at once
+        var sessionsBefore = isp.Events().Count(e => e.Peer == subscriber.Username);
+        var pages = await Task.WhenAll(pc.FetchAsync($"http://{IspGuest.WebServerName}/"), pc2.FetchAsync($"http://{IspGuest.WebServerName}/"));
+        foreach (var page in pages)
+        {
+            TestContext.Out.WriteLine($"LAN PC: {page.Output}");
+            Assert.That((page.Exit, page.Address), Is.EqualTo((0, InternetAddress)), $"resolved by the unit to the lab's web server\n{page.Output}");
+            Assert.That(page.Page, Is.EqualTo(InternetContent), "the page of the lab's internet, through the unit's NAT");
+        }
+        // the unit translated each PC's connection: its connection tracking holds them, from each PC's address to the web
         // server, with the answer addressed to the unit's session address (the lab's ISP has no route to the LAN)
         var conntrack = await unit.ShellAsync("cat /proc/net/nf_conntrack");
-        var translated = ConntrackWeb().Matches(conntrack).Where(m => m.Groups[1].Value == lease.Address).Select(m => m.Groups[2].Value).ToList();
-        Assert.That(translated, Is.Not.Empty.And.All.EqualTo(wan), $"the unit's NAT: {lease.Address} -> {InternetAddress}:80, answered to {wan}\n{conntrack}");
+        foreach (var address in new[] { lease.Address, lease2.Address })
+        {
+            var translated = ConntrackWeb().Matches(conntrack).Where(m => m.Groups[1].Value == address).Select(m => m.Groups[2].Value).ToList();
+            Assert.That(translated, Is.Not.Empty.And.All.EqualTo(wan), $"the unit's NAT: {address} -> {InternetAddress}:80, answered to {wan}\n{conntrack}");
+        }
+        Assert.That(isp.Events().Where(e => e.Peer == subscriber.Username).Select(e => e.Kind), Is.EqualTo(new[] { "up" }),
+            $"one subscriber session carried both PCs, up throughout\n--- ISP ---\n{isp.Console()}");
+        Assert.That(isp.Events().Count(e => e.Peer == subscriber.Username), Is.EqualTo(sessionsBefore), "no session came or went while they fetched");
         Assert.That(await isp.ShellAsync($"ip route get {lease.Address}"), Does.Contain("dev uplink"), "the LAN's addresses mean nothing to the ISP");
         await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == IspGuest.WebServerName), TimeSpan.FromSeconds(30), "the unit's query on the lab's DNS server");
         Assert.That(isp.DnsQueries().Where(q => q.Name == IspGuest.WebServerName).Select(q => q.From).Distinct(), Is.EqualTo(new[] { wan }),
@@ -810,6 +831,9 @@ public sealed partial class IspLabTests
 
     /// <summary>On the content filter of test 6's unit, and a name the lab's DNS server answers.</summary>
     private const string FilteredName = "ads.example";
+
+    /// <summary>The MAC of the second LAN PC of the connection-sharing test.</summary>
+    private const string SecondPcMac = "52:54:00:1a:00:02";
 
     /// <summary>A connection to the lab's web server in /proc/net/nf_conntrack: the original source and the reply's destination.</summary>
     [GeneratedRegex(@"src=(\S+) dst=198\.51\.100\.80 sport=\d+ dport=80 src=198\.51\.100\.80 dst=(\S+) sport=80 ")]

@@ -12,19 +12,23 @@ namespace Tsunagu.SystemTests.Qemu;
 /// </summary>
 public sealed partial class LanPc : LabGuest
 {
-    /// <summary>The PC's MAC (lan-pc-run.sh's default).</summary>
+    /// <summary>The PC's MAC unless another is given (lan-pc-run.sh's default).</summary>
     public const string Mac = "52:54:00:1a:00:01";
 
-    private LanPc(string directory, int port)
+    private LanPc(string directory, int port, string mac)
         : base("lan-pc-run.sh", new Dictionary<string, string>
         {
             ["LAN_PORT"] = port.ToString(CultureInfo.InvariantCulture),
             ["LAN_PC_DIR"] = ImageDirectory,
-            ["MAC"] = Mac,
+            ["MAC"] = mac,
         }, directory, "LAN PC")
     {
         LanEndpoint = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
+        PortMac = mac;
     }
+
+    /// <summary>The MAC of the PC's port.</summary>
+    public string PortMac { get; }
 
     public static string ImageDirectory => Path.Combine(QemuLab.RepositoryRoot, "out", "lan-pc");
 
@@ -34,13 +38,20 @@ public sealed partial class LanPc : LabGuest
     /// <summary>Fails the test (never skips it) when the guest's image is missing.</summary>
     public static void RequireImage() => RequireImage(ImageDirectory, "lan-pc-image");
 
-    /// <summary>Boots the PC; its port listens on a free loopback port (<see cref="LanEndpoint"/>) at once.</summary>
-    public static LanPc Start(QemuLab lab, string name)
+    /// <summary>
+    /// Boots the PC (its port's MAC <paramref name="mac"/>, default <see cref="Mac"/>); its port listens on a free loopback
+    /// port (<see cref="LanEndpoint"/>) at once. Several PCs on one unit: <see cref="QemuUnit.LanSocket"/> names every endpoint.
+    /// </summary>
+    public static LanPc Start(QemuLab lab, string name, string mac = Mac)
     {
+        if (!MacAddress().IsMatch(mac)) { throw new ArgumentException($"not a MAC address: {mac}", nameof(mac)); }
         var dir = Path.Combine(lab.Root, name);
         System.IO.Directory.CreateDirectory(dir);
-        return new LanPc(dir, TestServer.FreePort());
+        return new LanPc(dir, TestServer.FreePort(), mac);
     }
+
+    [GeneratedRegex(@"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\z")]
+    private static partial Regex MacAddress();
 
     /// <summary>Waits for the PC's program to bring its port up and start asking for a lease.</summary>
     public Task WaitBootedAsync(TimeSpan timeout) =>

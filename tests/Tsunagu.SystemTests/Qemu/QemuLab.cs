@@ -259,7 +259,10 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     /// <summary>When set, the WAN port is a socket link to this loopback endpoint (the ISP lab) instead of user networking.</summary>
     public string? WanSocket { get; set; }
 
-    /// <summary>When set, the LAN port is a socket link to this loopback endpoint (the ISP lab's LAN PC) instead of nothing.</summary>
+    /// <summary>
+    /// When set, the LAN port is a socket link to this loopback endpoint (the ISP lab's LAN PC) instead of nothing; several
+    /// endpoints separated by blanks put the LAN port and every PC on one QEMU hub (qemu-run.sh's LAN_SOCKET).
+    /// </summary>
     public string? LanSocket { get; set; }
 
     /// <summary>Powers the unit on (the console log is appended to across power cycles).</summary>

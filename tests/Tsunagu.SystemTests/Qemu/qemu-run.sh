@@ -19,7 +19,8 @@
 #                 ISP lab's access network guest listens there: isp-run.sh); the unit then reaches the server only
 #                 through that guest (PPPoE)
 #   LAN_SOCKET    the LAN port is a QEMU socket link to this loopback 127.X.X.X:PORT (the ISP lab's LAN PC listens there:
-#                 lan-pc-run.sh); without it the LAN port is linked to nothing
+#                 lan-pc-run.sh); several, separated by blanks: the LAN port and a link to each are ports of one QEMU
+#                 hub, a switch with every PC on it; without it the LAN port is linked to nothing
 set -euo pipefail
 : "${DISK:?DISK: the disk image of the unit}"
 IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
@@ -30,12 +31,16 @@ RUN_DIR=${RUN_DIR:-$(dirname "$DISK")}
 CONSOLE=${CONSOLE:-stdio}
 MEMORY=${MEMORY:-512}
 # the socket links stay on loopback: anything else would put the unit's port on a real network
+read -r -a lan_sockets <<< "${LAN_SOCKET:-}"
+[ "${#lan_sockets[@]}" -le 8 ] || { echo "qemu-run: LAN_SOCKET names ${#lan_sockets[@]} links; at most 8" >&2; exit 2; }
 for link in WAN_SOCKET LAN_SOCKET; do
-    value=${!link:-}
-    if [ -n "$value" ] && ! [[ $value =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}:[0-9]{1,5}$ ]]; then
-        echo "qemu-run: $link='$value' is not a loopback address 127.X.X.X:PORT (the lab's links stay on this machine)" >&2
-        exit 2
-    fi
+    if [ "$link" = LAN_SOCKET ]; then values=("${lan_sockets[@]}"); else values=("${!link:-}"); fi
+    for value in "${values[@]}"; do
+        if [ -n "$value" ] && ! [[ $value =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}:[0-9]{1,5}$ ]]; then
+            echo "qemu-run: $link='$value' is not a loopback address 127.X.X.X:PORT (the lab's links stay on this machine)" >&2
+            exit 2
+        fi
+    done
 done
 for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline" "$IMAGE_DIR/board.json"; do
     [ -f "$f" ] || { echo "qemu-run: $f is missing (make image)" >&2; exit 2; }
@@ -66,8 +71,14 @@ if [ -n "${WAN_SOCKET:-}" ]; then
 else
     args+=(-netdev "user,id=wan,restrict=on,net=10.0.2.0/24,$fwd")
 fi
-if [ -n "${LAN_SOCKET:-}" ]; then
-    args+=(-netdev "socket,id=lan,connect=$LAN_SOCKET")
+if [ "${#lan_sockets[@]}" -eq 1 ]; then
+    args+=(-netdev "socket,id=lan,connect=${lan_sockets[0]}")
+elif [ "${#lan_sockets[@]}" -gt 1 ]; then
+    # a switch: the LAN port and each link are ports of hub 2
+    args+=(-netdev hubport,id=lan,hubid=2)
+    for i in "${!lan_sockets[@]}"; do
+        args+=(-netdev "socket,id=lanpc$i,connect=${lan_sockets[$i]}" -netdev "hubport,id=lanhub$i,hubid=2,netdev=lanpc$i")
+    done
 else
     args+=(-netdev hubport,id=lan,hubid=1)
 fi
