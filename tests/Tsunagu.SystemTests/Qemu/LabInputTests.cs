@@ -34,7 +34,9 @@ public sealed class LabInputTests
     [TestCase("LAN_SOCKET", "127.0.0.1")]
     [TestCase("LAN_SOCKET", "127.0.0.1:4000,listen=0.0.0.0:5000")]
     [TestCase("LAN_SOCKET", "192.168.1.2:4000")]
-    public async Task Qemu_run_refuses_a_socket_link_off_loopback(string variable, string value)
+    [TestCase("LAN_SOCKET", "127.0.0.1:4000 10.0.0.1:4001", "10.0.0.1:4001")]
+    [TestCase("LAN_SOCKET", "127.0.0.1:4000 127.0.0.1:4001\n0.0.0.0:4002", "0.0.0.0:4002")]
+    public async Task Qemu_run_refuses_a_socket_link_off_loopback(string variable, string value, string? offending = null)
     {
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "qemu-run.sh"));
@@ -46,7 +48,22 @@ public sealed class LabInputTests
         var stderr = await script.StandardError.ReadToEndAsync();
         await script.WaitForExitAsync();
         Assert.That((script.ExitCode, await stdout), Is.EqualTo((2, "")));
-        Assert.That(stderr, Does.Contain($"qemu-run: {variable}='{value}' is not a loopback address"));
+        Assert.That(stderr, Does.Contain($"qemu-run: {variable}='{offending ?? value}' is not a loopback address"));
+    }
+
+    [Test]
+    public async Task Qemu_run_refuses_more_lan_links_than_its_hub_takes()
+    {
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "qemu-run.sh"));
+        start.Environment["DISK"] = Path.Combine(Path.GetTempPath(), $"no-disk-{Guid.NewGuid():N}.img");
+        start.Environment["LAN_SOCKET"] = string.Join(' ', Enumerable.Range(1, 9).Select(i => $"127.0.0.1:{40000 + i}"));
+        using var script = Process.Start(start)!;
+        var stdout = script.StandardOutput.ReadToEndAsync();
+        var stderr = await script.StandardError.ReadToEndAsync();
+        await script.WaitForExitAsync();
+        Assert.That((script.ExitCode, await stdout), Is.EqualTo((2, "")));
+        Assert.That(stderr, Does.Contain("qemu-run: LAN_SOCKET names 9 links; at most 8"));
     }
 
     [Test]
@@ -57,7 +74,7 @@ public sealed class LabInputTests
         var disk = Path.Combine(Path.GetTempPath(), $"no-disk-{Guid.NewGuid():N}.img");
         start.Environment["DISK"] = disk;
         start.Environment["WAN_SOCKET"] = "127.0.0.1:40001";
-        start.Environment["LAN_SOCKET"] = "127.0.0.2:40002";
+        start.Environment["LAN_SOCKET"] = "127.0.0.2:40002 127.0.0.3:40003";
         using var script = Process.Start(start)!;
         var stdout = script.StandardOutput.ReadToEndAsync();
         var stderr = await script.StandardError.ReadToEndAsync();

@@ -31,7 +31,8 @@ RUN_DIR=${RUN_DIR:-$(dirname "$DISK")}
 CONSOLE=${CONSOLE:-stdio}
 MEMORY=${MEMORY:-512}
 # the socket links stay on loopback: anything else would put the unit's port on a real network
-read -r -a lan_sockets <<< "${LAN_SOCKET:-}"
+# every blank-separated word (newlines too: each is checked below, none is dropped); read -d '' ends at the input's end
+read -r -d '' -a lan_sockets <<< "${LAN_SOCKET:-}" || true
 [ "${#lan_sockets[@]}" -le 8 ] || { echo "qemu-run: LAN_SOCKET names ${#lan_sockets[@]} links; at most 8" >&2; exit 2; }
 for link in WAN_SOCKET LAN_SOCKET; do
     if [ "$link" = LAN_SOCKET ]; then values=("${lan_sockets[@]}"); else values=("${!link:-}"); fi
