@@ -4,7 +4,8 @@ $ErrorActionPreference = "Stop"
 dotnet restore Tsunagu.slnx
 dotnet build Tsunagu.slnx -c Release --no-restore
 if ($Target -eq "test") {
-    dotnet test Tsunagu.slnx -c Release --no-build --logger trx --results-directory TestResults
+    # as `make test`: every test but the long ones (`make test-long`)
+    dotnet test Tsunagu.slnx -c Release --no-build --filter "TestCategory!=long" --logger trx --results-directory TestResults
 }
 elseif ($Target -eq "run") {
     dotnet tools/Tsunagu.Cli/bin/Release/net10.0/tsunagu.dll demo --units $Units
