@@ -63,24 +63,16 @@ format-check: restore
 
 # Every test but the long ones (below); TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot
 # the images of both boards (qemu-arm64: first boot, slot fall back and a changed byte refused by dm-verity, about
-# 5.5 min under TCG). The system tests (one QEMU guest after another, the longest project) start at once beside the
-# others, which run one project after another: two projects at a time, as many as the 2-core build machine has cores,
-# with the longest one never waiting for a slot. Each project writes its own TRX file; the target fails if any failed.
+# 5.5 min under TCG). tests/run.sh starts the system tests (the longest project) at once and runs the other test projects
+# of the solution one after another beside them; it fails if any failed, and Ctrl-C stops every run.
 SYSTEM_TESTS := tests/Tsunagu.SystemTests
-OTHER_TESTS := tests/Tsunagu.IntegrationTests tests/Tsunagu.UnitTests tests/Tsunagu.BrowserTests tests/Tsunagu.Fuzz
-test_run = $(DOTNET) test $(1) -c $(CONFIGURATION) --no-build --logger "trx;LogFileName=$(notdir $(1)).trx" \
-	--logger "console;verbosity=normal" --results-directory $(RESULTS)
 test: packages format-check build image image-arm64 isp-lab-image lan-pc-image
 	rm -rf $(RESULTS)
-	@$(call test_run,$(SYSTEM_TESTS)) --filter "TestCategory!=long" & system=$$!; \
-	trap 'kill $$system 2>/dev/null' INT TERM; \
-	others=0; $(foreach p,$(OTHER_TESTS),$(call test_run,$(p)) || others=1;) \
-	wait $$system; system_status=$$?; \
-	echo "test: system tests exited with $$system_status; the other projects: $$([ $$others -eq 0 ] && echo passed || echo failed)"; \
-	[ $$system_status -eq 0 ] && [ $$others -eq 0 ]
+	DOTNET=$(DOTNET) CONFIGURATION=$(CONFIGURATION) RESULTS=$(RESULTS) bash tests/run.sh
 
 # The long system tests, which wait out a board's own timers for minutes and are not part of `make test` (part of
-# `make system-test`): a new OS that hangs, restarted by the watchdog on each of its three tries (about 7 min under TCG).
+# `make system-test`; so not of CI, which runs `make test`): a new OS that hangs, restarted by the watchdog on each of
+# its three tries (about 7 min under TCG).
 .PHONY: test-long
 test-long: packages build image
 	$(DOTNET) test $(SYSTEM_TESTS) -c $(CONFIGURATION) --no-build --filter "TestCategory=long" --logger "console;verbosity=normal"

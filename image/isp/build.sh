@@ -76,7 +76,7 @@ install -m 0755 image/isp/init "$stage/init"
 # the lab internet's HTTPS certificate (openssl s_server in init): made for each image, trusted by nothing
 mkdir -p "$stage/etc/lab-tls"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$stage/etc/lab-tls/key.pem" -out "$stage/etc/lab-tls/cert.pem" \
-    -days 3650 -subj /CN=www.lab.example -addext subjectAltName=DNS:www.lab.example 2>/dev/null || die "openssl could not make the lab's HTTPS certificate"
+    -days 3650 -subj /CN=www.lab.example -addext subjectAltName=DNS:www.lab.example || die "openssl could not make the lab's HTTPS certificate"
 cp "/boot/vmlinuz-$KREL" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 pack_initramfs "$stage" "$OUT/initrd.img"
 rm -rf "$stage"

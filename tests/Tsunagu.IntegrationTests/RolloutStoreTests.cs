@@ -326,9 +326,12 @@ public class RolloutStoreTests(string kind)
         Assert.That(plan, Is.Not.Null);
         Assert.That(await _store.RolloutReturnCountsAsync("r1"), Is.EqualTo(new ReturnCounts(3, 2, 0, 1, 0)));
 
-        // the first goes back, the operator sets the second's target: each count follows its own outcome
+        // the first goes back: returning -> returned
         Assert.That(await CheckAsync(wave[0]), Is.EqualTo(YtoX.Id));
         await Installed(wave[0], YtoX);
+        await _service.TickAsync(CancellationToken.None);
+        Assert.That(await _store.RolloutReturnCountsAsync("r1"), Is.EqualTo(new ReturnCounts(3, 1, 1, 1, 0)));
+        // the operator sets the second's target: returning -> ended
         await _store.SetTargetPatternAsync(wave[1], "y", new AuditEntry("alice", "unit.target-pattern", wave[1], "y"));
         await _service.TickAsync(CancellationToken.None);
         var returns = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
