@@ -28,6 +28,25 @@ public sealed class LabInputTests
     public void A_url_that_could_break_out_of_the_shell_command_is_refused(string url) =>
         Assert.That(() => LanPc.RequireFetchableUrl(url), Throws.ArgumentException.With.Message.Contains("not a URL"));
 
+    [TestCase("198.51.100.80; reboot", "www.lab.example", "address")]
+    [TestCase("198.051.100.80", "www.lab.example", "address")]
+    [TestCase("::1", "www.lab.example", "address")]
+    [TestCase("198.51.100.80", "www.lab.example; reboot", "name")]
+    [TestCase("198.51.100.80", "-servername", "name")]
+    [TestCase("198.51.100.80", "", "name")]
+    public void A_tls_peer_query_that_is_not_an_address_and_a_name_is_refused(string address, string name, string argument) =>
+        Assert.That(() => LanPc.RequireTlsPeer(address, name), Throws.ArgumentException.With.Property("ParamName").EqualTo(argument));
+
+    [Test]
+    public void An_address_and_a_name_make_a_tls_peer_query() => Assert.DoesNotThrow(() => LanPc.RequireTlsPeer("198.51.100.80", "www.lab.example"));
+
+    [TestCase("52:54:00:1A:00:02")]
+    [TestCase("52:54:00:1a:00")]
+    [TestCase("52:54:00:1a:00:02,id=x")]
+    [TestCase("")]
+    public void A_pc_mac_that_is_not_six_hex_pairs_is_refused(string mac) =>
+        Assert.That(() => LanPc.RequireMac(mac), Throws.ArgumentException.With.Message.Contains("not a MAC address"));
+
     [TestCase("WAN_SOCKET", "10.0.0.1:4000")]
     [TestCase("WAN_SOCKET", "localhost:4000")]
     [TestCase("LAN_SOCKET", "0.0.0.0:4000")]

@@ -24,11 +24,7 @@ public sealed partial class LanPc : LabGuest
         }, directory, "LAN PC")
     {
         LanEndpoint = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
-        PortMac = mac;
     }
-
-    /// <summary>The MAC of the PC's port.</summary>
-    public string PortMac { get; }
 
     public static string ImageDirectory => Path.Combine(QemuLab.RepositoryRoot, "out", "lan-pc");
 
@@ -44,10 +40,17 @@ public sealed partial class LanPc : LabGuest
     /// </summary>
     public static LanPc Start(QemuLab lab, string name, string mac = Mac)
     {
-        if (!MacAddress().IsMatch(mac)) { throw new ArgumentException($"not a MAC address: {mac}", nameof(mac)); }
+        RequireMac(mac);
         var dir = Path.Combine(lab.Root, name);
         System.IO.Directory.CreateDirectory(dir);
         return new LanPc(dir, TestServer.FreePort(), mac);
+    }
+
+    /// <summary>Refuses a MAC that is not six lower-case hex pairs: it goes into QEMU's arguments.</summary>
+    /// <exception cref="ArgumentException">Anything else.</exception>
+    public static void RequireMac(string mac)
+    {
+        if (!MacAddress().IsMatch(mac)) { throw new ArgumentException($"not a MAC address the PC's port is given (aa:bb:cc:dd:ee:ff): {mac}", nameof(mac)); }
     }
 
     [GeneratedRegex(@"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\z")]
@@ -91,12 +94,19 @@ public sealed partial class LanPc : LabGuest
     /// </summary>
     public async Task<string> TlsPeerAsync(string address, string name)
     {
+        RequireTlsPeer(address, name);
+        return await ShellAsync($"lan-pc-tls-peer {address} {name}", TimeSpan.FromSeconds(60));
+    }
+
+    /// <summary>Refuses what <see cref="TlsPeerAsync"/> would put into the PC's shell command unless an IPv4 address and a host name.</summary>
+    /// <exception cref="ArgumentException">Anything else, naming the argument.</exception>
+    public static void RequireTlsPeer(string address, string name)
+    {
         if (!System.Net.IPAddress.TryParse(address, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork || ip.ToString() != address)
         {
-            throw new ArgumentException($"not an IPv4 address: {address}", nameof(address));
+            throw new ArgumentException($"lan-pc-tls-peer: not an IPv4 address: {address}", nameof(address));
         }
-        if (!HostName().IsMatch(name)) { throw new ArgumentException($"not a host name: {name}", nameof(name)); }
-        return await ShellAsync($"lan-pc-tls-peer {address} {name}", TimeSpan.FromSeconds(60));
+        if (!HostName().IsMatch(name)) { throw new ArgumentException($"lan-pc-tls-peer: not a host name: {name}", nameof(name)); }
     }
 
     [GeneratedRegex(@"\A[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\z")]
