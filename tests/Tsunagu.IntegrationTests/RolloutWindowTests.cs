@@ -406,7 +406,7 @@ public class RolloutWindowTests(string kind)
                 waiting.Add(member.Mac);
                 if (!GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)start, (int)end))) { stranded.Add($"{rollout.Name}/{member.Mac}"); }
             }
-            Assert.That((await _store.WaitingMembersWithOwnHoursAsync(rollout.Name, CancellationToken.None)).Select(m => m.Mac), Is.EqualTo(waiting.Order(StringComparer.Ordinal)),
+            Assert.That((await _store.WaitingMembersWithOwnHoursAsync(rollout.Name, null, int.MaxValue, installing: true, CancellationToken.None)).Select(m => m.Mac), Is.EqualTo(waiting.Order(StringComparer.Ordinal)),
                 $"rollout {rollout.Name}: the store's rule picks the members the gate may still offer the update to");
         }
         return stranded;
@@ -664,6 +664,66 @@ public class RolloutWindowTests(string kind)
         Assert.That(await StrandedAsync(), Is.Empty);
         for (var i = 0; i < 2; i++) { Assert.That(await UnitWindowAsync(i, 13, 14), Is.True, $"unit {i} waits for no offer"); }
         foreach (var i in new[] { 2, 3 }) { Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(i, 13, 14))!.Message, Does.Contain(Mac(i))); }
+    }
+
+    [Test]
+    public async Task Never_offered_members_page_in_MAC_order_across_the_stores_batches_none_lost_or_repeated()
+    {
+        await ProgramAsync(3);
+        await WindowAsync("01:00-05:00");
+        // more members than two of the service's reads hold, registered on x in group lab in one call
+        var extra = 2 * RolloutService.NeverOfferedBatch + 37;
+        string Extra(int i) => $"02:00:00:01:{i / 256:x2}:{i % 256:x2}";
+        await _store.AddUnitsAsync([.. Enumerable.Range(0, extra).Select(i => new UnitRow { Mac = Extra(i), Serial = $"SN-X{i}", HardwareVersion = "hw-1", IspMethod = "dhcp", Pattern = "x", State = UnitStates.Ready })],
+            null, "alice", "unit.import", null, null, Enumerable.Range(0, extra).ToDictionary(Extra, _ => (IReadOnlyList<string>)["lab"]));
+        var service = Replica();
+        Assert.That((await CreateAsync(service, "r1")).NeverOfferedCount, Is.Zero);
+
+        // hours stored without the check (as before it existed): two in three never meet the window, every sixth meets
+        // it, the rest have none; one of the stuck is installing the update now (online, state Updating)
+        var never = new List<string>();
+        await using (var c = await _database.OpenAsync(CancellationToken.None))
+        {
+            for (var i = 0; i < extra; i++)
+            {
+                var (start, end) = i % 3 != 0 ? (10, 12) : i % 2 == 0 ? (2, 4) : (-1, -1);
+                if (start < 0) { continue; }
+                await Dapper.SqlMapper.ExecuteAsync(c, "UPDATE units SET low_window_start = @start, low_window_end = @end WHERE mac = @mac", new { start, end, mac = Extra(i) });
+                if (start == 10) { never.Add(Extra(i)); }
+            }
+        }
+        var installing = never[2 * 100 + 3];
+        await _store.TouchAsync(installing, UnitStates.Updating);
+        await _store.SetPresenceAsync(installing, online: true);
+        never.Remove(installing);
+        never.Sort(StringComparer.Ordinal);
+        Assert.That(never, Has.Count.GreaterThan(RolloutService.NeverOfferedBatch), "the stuck members span more than one of the store's reads");
+
+        var row = (await _store.GetRolloutAsync("r1"))!;
+        var view = await service.ViewAsync(row);
+        Assert.That(view.NeverOfferedCount, Is.EqualTo(never.Count), "the view counts every stuck member");
+        Assert.That(view.NeverOffered!.Select(m => m.Mac), Is.EqualTo(never.Take(RolloutService.ListedMembers)));
+        Assert.That(view.NeverOffered!.Select(m => m.OwnHours).Distinct(), Is.EqualTo(new[] { "10:00-12:00" }));
+
+        // pages of 100, then of the batch's size and of one more than it (a page that ends inside a read, at its end, past it)
+        foreach (var size in new[] { 100, RolloutService.NeverOfferedBatch, RolloutService.NeverOfferedBatch + 1 })
+        {
+            var paged = new List<string>();
+            string? after = null;
+            for (var pages = 0; ; pages++)
+            {
+                Assert.That(pages, Is.LessThanOrEqualTo(never.Count / size + 1), $"pages of {size}: the paging ends");
+                var page = await service.NeverOfferedPageAsync(row, after, size);
+                Assert.That(page, Has.Count.LessThanOrEqualTo(size));
+                if (page.Count == 0) { break; }
+                paged.AddRange(page.Select(m => m.Mac));
+                after = page[^1].Mac;
+            }
+            Assert.That(paged, Is.EqualTo(never), $"pages of {size}: every stuck member once, in MAC order, the installing one left out");
+        }
+        Assert.That(await service.NeverOfferedPageAsync(row, never[^1], 100), Is.Empty, "nothing after the last");
+        Assert.That((await service.NeverOfferedPageAsync(row, installing, 1)).Single().Mac, Is.EqualTo(never.First(m => string.CompareOrdinal(m, installing) > 0)),
+            "a page may start after any MAC, one not listed too");
     }
 
     /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>

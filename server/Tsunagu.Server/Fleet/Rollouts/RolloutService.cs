@@ -187,7 +187,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<RolloutView> ViewAsync(RolloutRow row, CancellationToken ct = default)
     {
         var members = await store.RolloutMembersAsync(row, ct);
-        var never = row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, members, ct) : null;
+        var never = row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, null, null, ct) : null;
         var situation = Situation(row);
         var waves = RolloutEngine.Progress(situation, members);
         var total = new WaveProgress(0, waves.Any(w => w.Open), waves.Sum(w => w.Members), waves.Sum(w => w.Pending), waves.Sum(w => w.Downloading),
@@ -212,14 +212,13 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// <summary>
     /// The members of <paramref name="row"/> it would never offer the update (<see cref="RolloutView.NeverOffered"/>), in
     /// MAC order: at most <paramref name="limit"/>, after <paramref name="after"/> when given; empty unless it is running
-    /// or paused. Found over the waiting members with own hours, as the view finds them, then cut to the page.
+    /// or paused. Read page by page from <paramref name="after"/> on, never the whole rollout.
     /// </summary>
-    public async Task<IReadOnlyList<StrandedMember>> NeverOfferedPageAsync(RolloutRow row, string? after, int limit, CancellationToken ct = default)
-    {
-        if (row.State is not (RolloutStates.Running or RolloutStates.Paused)) { return []; }
-        var never = await NeverOfferedAsync(row, await store.RolloutMembersAsync(row, ct), ct);
-        return [.. never.Where(m => after is null || string.CompareOrdinal(m.Mac, after) > 0).Take(limit)];
-    }
+    public async Task<IReadOnlyList<StrandedMember>> NeverOfferedPageAsync(RolloutRow row, string? after, int limit, CancellationToken ct = default) =>
+        row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, after, limit, ct) : [];
+
+    /// <summary>How many members of the rollout one query of <see cref="NeverOfferedAsync"/> reads at most.</summary>
+    internal const int NeverOfferedBatch = 500;
 
     /// <summary>
     /// The members the gate may still offer the update to (<see cref="TsunaguStore.WaitingMember"/>, the rule the window
@@ -228,16 +227,25 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// hours never meet the group's window, when the update is of importance 3 (it waits for both): they would never be
     /// offered it without a forced check. A unit window, a group window and a rollout's creation that would make one are
     /// refused; a unit that joins later (it enters the group, or comes to the from-pattern) with such hours, or one made so
-    /// before those checks existed, is shown here. Empty when none.
+    /// before those checks existed, is shown here. In MAC order, after <paramref name="after"/>, at most
+    /// <paramref name="limit"/> (null: all); empty when none. The members with own hours are read in MAC order
+    /// <see cref="NeverOfferedBatch"/> at a time until the page is full.
     /// </summary>
-    private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, IReadOnlyList<RolloutMember> members, CancellationToken ct)
+    private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, string? after, int? limit, CancellationToken ct)
     {
         if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
         if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: 3 }) { return []; }
-        var installing = members.Where(m => m.Status == MemberStatus.Downloading).Select(m => m.Mac).ToHashSet(StringComparer.Ordinal);
-        var own = (await store.WaitingMembersWithOwnHoursAsync(row.Name, ct)).Where(m => !installing.Contains(m.Mac))
-            .Select(m => (m.Mac, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour)));
-        return [.. GroupWindows.NeverMet(window, own).Select(u => new StrandedMember(u.Mac, u.Hours.ToString())).OrderBy(u => u.Mac, StringComparer.Ordinal)];
+        var found = new List<StrandedMember>();
+        for (var cursor = after; ;)
+        {
+            var batch = await store.WaitingMembersWithOwnHoursAsync(row.Name, cursor, NeverOfferedBatch, installing: false, ct);
+            // NeverMet keeps MAC order, and each batch starts after the last: the pages join in order
+            found.AddRange(GroupWindows.NeverMet(window, batch.Select(m => (m.Mac, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour))))
+                .Select(u => new StrandedMember(u.Mac, u.Hours.ToString())));
+            if (limit is { } most && found.Count >= most) { return found[..most]; }
+            if (batch.Count < NeverOfferedBatch) { return found; }
+            cursor = batch[^1].Mac;
+        }
     }
 
     private static IReadOnlyList<WaveSpec> Specs(RolloutRow row) => JsonSerializer.Deserialize<List<WaveSpec>>(row.Waves, JsonSerializerOptions.Web) ?? [];

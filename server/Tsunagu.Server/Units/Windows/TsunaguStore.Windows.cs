@@ -21,18 +21,30 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// The members of rollout <paramref name="rollout"/> that still wait to be offered its update (<see cref="WaitingMember"/>)
-    /// and have low-utilisation hours of their own, sorted by MAC.
+    /// and have low-utilisation hours of their own, sorted by MAC: at most <paramref name="limit"/>, after
+    /// <paramref name="after"/> when given (a keyset page: one indexed range of the rollout's members, whatever its size).
+    /// With <paramref name="installing"/> false, the members installing the update now are left out: offered it and
+    /// reporting state Updating, and not offline (the rule of the rollout's <c>downloading</c> count, <see cref="RolloutMembersAsync"/>).
     /// </summary>
-    public async Task<IReadOnlyList<MemberHoursUse>> WaitingMembersWithOwnHoursAsync(string rollout, CancellationToken ct)
+    public async Task<IReadOnlyList<MemberHoursUse>> WaitingMembersWithOwnHoursAsync(string rollout, string? after, int limit, bool installing, CancellationToken ct)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limit);
         await using var c = await OpenAsync(ct);
         return [.. await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
             SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour
             FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac
-            WHERE m.rollout = @rollout AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND {WaitingMember}
+            WHERE m.rollout = @rollout AND (@after IS NULL OR m.mac > @after)
+              AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND {WaitingMember}
+              {(installing ? "" : InstallingLeftOut)}
             ORDER BY m.mac
-            """, new { rollout }, cancellationToken: ct))];
+            LIMIT @limit
+            """, new { rollout, after, limit }, cancellationToken: ct))];
     }
+
+    /// <summary>Leaves out a member installing the update now: state Updating and not offline (online, or never seen going, and seen at least once).</summary>
+    private const string InstallingLeftOut = $"""
+        AND NOT (u.state = '{UnitStates.Updating}' AND NOT ((u.online = 0 AND u.presence_at IS NOT NULL) OR u.last_seen IS NULL))
+        """;
 
     /// <summary>
     /// Sets a unit's own low-utilisation window (both hours, or neither: the fleet's policy) and time zone (null: the
