@@ -14,6 +14,9 @@ endif
 endif
 OUT ?= out/image/$(BOARD)$(if $(filter 1,$(DEBUG_SHELL)),-debug)
 BOARD_JSON := board/$(BOARD)/board.json
+# The board's variants (board/<name>/variants/<variant>.json: other ports on the same board, image/board-variant.sh), each
+# written whole into /etc/tsunagu/boards/ of every OS image; the kernel command line's tsunagu.board= picks one.
+BOARD_VARIANTS := $(sort $(wildcard board/$(BOARD)/variants/*.json))
 # The OS the factory ships (slot_a, recovery OS) and the one the lab's update program installs.
 OS_VERSION ?= 1.0
 UPDATE_OS_VERSION ?= 1.1
@@ -68,7 +71,7 @@ SQUID_FILES := $(CACHE_FILES)
 endif
 FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.csproj' | grep -v '/obj/\|/bin/')
 BOARD_CMDLINE := board/$(BOARD)/cmdline
-IMAGE_INPUTS := image/lib.sh image/image.mk image/board-env.sh rootfs/rootfs.mk $(BOARD_JSON) $(shell find rootfs/overlay rootfs/initramfs -type f)
+IMAGE_INPUTS := image/lib.sh image/image.mk image/board-env.sh image/board-variant.sh rootfs/rootfs.mk $(BOARD_JSON) $(BOARD_VARIANTS) $(shell find rootfs/overlay rootfs/initramfs -type f)
 
 .PHONY: image config sysroot
 image: $(OUT)/disk.img $(OUT)/os-$(UPDATE_OS_VERSION).sqfs $(OUT)/vmlinuz $(OUT)/initrd.img $(OUT)/cmdline $(OUT)/board.json
@@ -115,6 +118,8 @@ $(OUT)/stage/config/.done: $(IMAGE_INPUTS)
 	install -m 0644 rootfs/initramfs/boot-slots.sh $(OUT)/stage/config/initramfs/lib/tsunagu/boot-slots.sh
 	bash image/board-env.sh $(BOARD_JSON) > $(OUT)/stage/config/board.env
 	cp $(OUT)/stage/config/board.env $(OUT)/stage/config/rootfs/etc/tsunagu/board.env
+	mkdir -p $(OUT)/stage/config/rootfs/etc/tsunagu/boards
+	for v in $(BOARD_VARIANTS); do bash image/board-variant.sh $(BOARD_JSON) $$v > $(OUT)/stage/config/rootfs/etc/tsunagu/boards/$$(basename $$v) || exit 1; done
 ifeq ($(DEBUG_SHELL),1)
 	install -m 0755 rootfs/initramfs/init $(OUT)/stage/config/initramfs/init
 	printf '# the lab'"'"'s debug build (DEBUG_SHELL=1): an unauthenticated root shell on the service console\n$(SERVICE_CONSOLE)::respawn:/bin/sh -l\n' >> $(OUT)/stage/config/rootfs/etc/inittab

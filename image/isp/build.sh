@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-out/isp-lab}
 # the ISP guest always runs on the host's architecture (qemu-system-x86_64), whatever board the unit is
 KREL=$(kernel_release linux-image-amd64)
-MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack"
+MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack nft_limit"
 PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft /usr/sbin/freeradius /usr/sbin/dnsmasq /usr/bin/openssl"
 RADIUS_MODULES="rlm_files rlm_chap rlm_pap rlm_detail rlm_linelog rlm_rest"
 RADIUS_DICTIONARIES="dictionary.rfc2865 dictionary.rfc2866 dictionary.rfc2869 dictionary.freeradius.internal"

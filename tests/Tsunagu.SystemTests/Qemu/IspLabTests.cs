@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
@@ -136,16 +137,17 @@ public sealed partial class IspLabTests
         var requestsBefore = _lab.ProvisioningRequests.Count;
         unit.PowerOn();
         await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "refused"), BootToReady, "the first refusal of the factory account");
-        // Window: the supervisor's backoff on the provisional link (floor 1 s, jitter up to 2^n s, cap 5 min) makes more
-        // than 20 attempts in 120 s vanishingly unlikely (below 1e-5); a refused dial takes about 3 s here, so an
-        // immediate redial loop would make about 40.
-        var window = TimeSpan.FromSeconds(120);
+        // Window: the supervisor's backoff on the provisional link (floor 1 s plus up to 2^n s, cap 5 min) makes about 7
+        // refusals in 60 s with a dial of 3 s or more; more than 12 would need 12 waits and dials within 60 s, so the
+        // random parts of the waits from the sixth on (up to 32 s, 64 s, ... 2048 s) within 12 s together: below 1e-8.
+        // A redial loop without the backoff would make 15 (1 s waits) to 20.
+        var window = TimeSpan.FromSeconds(60);
         await Task.Delay(window);
         var events = isp.Events();
         var radius = isp.Radius();
         var refused = events.Count(e => e.Kind == "refused" && e.Peer == factoryUser);
         TestContext.Out.WriteLine($"refusals of {factoryUser} in the first {window.TotalSeconds:0} s after the first: {refused}");
-        Assert.That(refused, Is.InRange(2, 20), $"the unit retries, with backoff\n--- ISP ---\n{isp.Console()}");
+        Assert.That(refused, Is.InRange(2, 12), $"the unit retries, with backoff\n--- ISP ---\n{isp.Console()}");
         // every refusal is FreeRADIUS's answer (its Access-Reject is logged before pppd's refusal line; one more may be in flight)
         var rejects = radius.Count(r => r.Kind == "Access-Reject" && r.User == factoryUser);
         Assert.That(rejects, Is.InRange(refused, refused + 1), "each refusal is a RADIUS Access-Reject");
@@ -421,6 +423,121 @@ public sealed partial class IspLabTests
         await _lab.ForceCheckAsync(mac);
         await ReadyAgainAsync(unit, mac, mark, "Ready --CheckDue-->");
         Assert.That(isp.Events(), Has.Count.EqualTo(1), "still the one session");
+    }
+
+    [Test]
+    public async Task A_unit_with_a_slow_line_kept_for_provisioning_provisions_over_it_while_its_main_port_is_down_then_dials_the_subscriber_on_the_main_port()
+    {
+        const int index = 31;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var subscriber = new WanAccount("pppoe", "jiro.suzuki@isp.example", "subscriber-secret-0031");
+        // variant 3 (patent 0077): the unit's board has a second WAN port on a slow line kept for provisioning
+        // (board/qemu-x86_64/variants/dual-wan.json: eth2); the ISP has an access concentrator on each line
+        await using var isp = await IspGuest.StartAsync(_lab, "isp31", [(subscriber.Username!, subscriber.Password!)], slowLine: true);
+        await isp.WaitReadyAsync(IspBoot);
+        Assert.That(isp.Console(), Does.Contain("slow line: access concentrator tsunagu-lab-isp-slow"), "the ISP has the slow line");
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
+        (unit.WanSocket, unit.ProvisioningSocket, unit.BoardVariant, unit.StartPaused) = (isp.AccessEndpoint, isp.SlowEndpoint, "dual-wan", true);
+        unit.PowerOn();
+        // the main port's link is down before the unit runs (QEMU waits for `cont`), and stays down until it has its settings
+        await WaitForAsync(() => File.Exists(Path.Combine(unit.Directory, "monitor.sock")), TimeSpan.FromSeconds(30), "QEMU's monitor");
+        Assert.That(await unit.MonitorAsync("set_link wan off"), Does.Not.Contain("rror"), "the main port's link taken down");
+        var clock = Stopwatch.StartNew();
+        await unit.MonitorAsync("cont");
+        await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "down" && e.Peer == factoryUser), BootToReady, "the provisional session, ended");
+        var provisioned = clock.Elapsed;
+        Assert.That(unit.FullConsole(), Does.Contain("tsunagud-run: board /etc/tsunagu/boards/dual-wan.json"), "the unit runs as the board's dual-WAN variant");
+        Assert.That((await unit.ShellAsync("cat /sys/class/net/eth0/carrier")).Trim(), Is.EqualTo("0"), "the main port has had no carrier all along");
+        Assert.That((await isp.DiscoveryReceivedAsync()).Padr, Is.Zero, "no session was asked for on the main line");
+        Assert.That(_lab.ProvisioningRequests, Is.Not.Empty, "the unit fetched its settings over the slow line");
+        Assert.That(await _lab.UnitAsync(mac), Is.Not.Null.And.Property(nameof(UnitRow.State)).Not.EqualTo(UnitStates.Ready), "not Ready without its main link");
+
+        clock.Restart();
+        Assert.That(await unit.MonitorAsync("set_link wan on"), Does.Not.Contain("rror"));
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        TestContext.Out.WriteLine($"variant 3: power-on to settings over the slow line (and hung up): {provisioned.TotalSeconds:0.0} s; main port's link up to Ready: {clock.Elapsed.TotalSeconds:0.0} s");
+
+        // the access concentrators' side: the factory account on the slow line (walled garden), hung up, then the
+        // subscriber's on the main line (the internet); nothing else
+        var events = isp.Events();
+        Assert.That(events.Where(e => e.Kind == "up").Select(e => (e.Peer, e.Line, e.Access)), Is.EqualTo(new[]
+        {
+            (factoryUser, (string?)"slow", (string?)"garden"),
+            (subscriber.Username!, "access", "internet"),
+        }), $"provisioning on the slow line, the subscriber on the main one\n--- ISP ---\n{isp.Console()}");
+        var provisional = events.Single(e => e.Kind == "up" && e.Peer == factoryUser);
+        Assert.That(IPAddress.Parse(provisional.Remote!).GetAddressBytes()[3], Is.InRange(40, 47), "the provisional session's address is from the slow line's pool");
+        Assert.That(events.Where(e => e.Kind == "down").Select(e => (e.Peer, e.Line)), Is.EqualTo(new[] { (factoryUser, (string?)"slow") }),
+            "the provisional session hung up, the subscriber's stays");
+        Assert.That(events.Where(e => e.Kind == "refused"), Is.Empty);
+        var main = events.Single(e => e.Kind == "up" && e.Peer == subscriber.Username);
+        Assert.That(events.IndexOf(events.Single(e => e.Kind == "down")), Is.LessThan(events.IndexOf(main)), "hung up before the main line's session");
+        Assert.That(await isp.ShellAsync("nft list table netdev isp-slow"), Does.Match(@"counter packets [1-9]\d* bytes \d+ comment ""PADR from a unit"""),
+            "the slow line's access concentrator was asked for the session");
+
+        // the unit's side: the subscriber's session on ppp0 over eth0 carries the default route; the slow line's ppp1 is gone
+        Assert.That((await _lab.UnitAsync(mac))!.WanAddress, Is.EqualTo(main.Remote));
+        Assert.That(await unit.ShellAsync("ip addr show dev ppp0"), Does.Contain(main.Remote));
+        Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain("dev ppp0"));
+        var interfaces = (await unit.ShellAsync("ls /sys/class/net")).Split((char[])[' ', '\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(interfaces, Does.Contain("eth2").And.Contain("ppp0").And.Not.Contain("ppp1"), "the slow line's port is there, its session's interface (ppp1) gone");
+        Assert.That(FailedHostContacts(unit.FullConsole()), Is.Empty, $"no failed host contact\n--- unit ---\n{unit.FullConsole()}");
+    }
+
+    [Test]
+    public async Task A_unit_whose_provisional_link_is_ipoe_takes_a_lease_fetches_its_settings_lets_the_lease_go_and_dials_its_subscriber_account()
+    {
+        const int index = 32;
+        var mac = QemuLab.MacOf(index);
+        var factoryUser = UnitCredentials.AccessUsername(mac);
+        var subscriber = new WanAccount("pppoe", "saburo.tanaka@isp.example", "subscriber-secret-0032");
+        // the provisioning access point is IP straight on the line (IPoE: DHCP), the subscriber's ISP PPPoE on the same line
+        await using var isp = await IspGuest.StartAsync(_lab, "isp32", [(subscriber.Username!, subscriber.Password!)], ipoe: true);
+        await isp.WaitReadyAsync(IspBoot);
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("dhcp"));
+        unit.WanSocket = isp.AccessEndpoint;
+        var clock = Stopwatch.StartNew();
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        TestContext.Out.WriteLine($"unit power-on to Ready over PPPoE (provisioned over IPoE): {clock.Elapsed.TotalSeconds:0.0} s");
+
+        // the provisional link: a lease of the ISP's IPoE range, asked for in DHCP's order
+        var dhcp = isp.Dhcp(mac);
+        var bound = dhcp.FindIndex(e => e.Kind == "DHCPACK");
+        Assert.That(bound, Is.GreaterThan(0), $"a lease given\n--- ISP ---\n{isp.Console()}");
+        var lease = dhcp[bound].Address!;
+        Assert.That(lease, Does.StartWith("10.65.0."));
+        Assert.That(int.Parse(lease["10.65.0.".Length..], CultureInfo.InvariantCulture), Is.InRange(100, 119), $"{lease}: an address of the ISP's range");
+        Assert.That(dhcp.Take(bound + 1).Select(e => e.Kind).Distinct(), Is.EqualTo(new[] { "DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK" }));
+        Assert.That(_lab.ProvisioningRequests, Is.Not.Empty, "the unit fetched its settings over the lease");
+
+        // then one PPPoE session, the subscriber's; the factory account never dialled nor looked up
+        var events = isp.Events();
+        Assert.That(events.Select(e => (e.Kind, e.Peer, e.Access)), Is.EqualTo(new[] { ("up", subscriber.Username!, (string?)"internet") }),
+            $"one session, the subscriber's\n--- ISP ---\n{isp.Console()}");
+        Assert.That(isp.Radius().Select(r => r.User).Distinct(), Is.EqualTo(new[] { subscriber.Username }), "RADIUS saw only the subscriber's account");
+        Assert.That(isp.AccessPointLookups(), Is.Empty, "no factory account was looked up");
+        Assert.That(isp.Console(), Does.Not.Contain(factoryUser), "the factory account never reached the ISP");
+
+        // the unit let the lease go: no address of it on the port, no DHCP client, the session's address and route
+        var row = (await _lab.UnitAsync(mac))!;
+        Assert.That(row.WanAddress, Is.EqualTo(events[0].Remote), "the host has the session's address, not the lease's");
+        Assert.That(await unit.ShellAsync("ip -4 addr show dev eth0"), Does.Not.Contain(lease), "the lease's address is gone from the port");
+        Assert.That((await unit.ShellAsync("pidof udhcpc; echo end")).Trim(), Is.EqualTo("end"), "no DHCP client runs");
+        Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain("dev ppp0").And.Not.Contain(IspGuest.IpoeRouter), "the default route is the session");
+        Assert.That(FailedHostContacts(unit.FullConsole()), Is.Empty, $"no failed host contact\n--- unit ---\n{unit.FullConsole()}");
+    }
+
+    /// <summary>Waits for <paramref name="condition"/> on the host side (a file QEMU makes), polling.</summary>
+    private static async Task WaitForAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) { Assert.Fail($"no {what} within {timeout.TotalSeconds:0} s"); }
+            await Task.Delay(100);
+        }
     }
 
     [Test]
@@ -845,11 +962,14 @@ public sealed partial class IspLabTests
 /// <summary>One access network guest of the ISP lab (isp-run.sh beside this file), with its console (the access concentrator's log).</summary>
 public sealed partial class IspGuest : LabGuest
 {
-    private IspGuest(string directory, int accessPort, IReadOnlyDictionary<string, string> environment)
+    private IspGuest(string directory, int accessPort, int? slowPort, IReadOnlyDictionary<string, string> environment)
         : base("isp-run.sh", environment, directory, "ISP guest")
     {
-        AccessEndpoint = $"127.0.0.1:{accessPort.ToString(CultureInfo.InvariantCulture)}";
+        AccessEndpoint = Loopback(accessPort);
+        SlowEndpoint = slowPort is { } port ? Loopback(port) : null;
     }
+
+    private static string Loopback(int port) => $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
 
     public static string ImageDirectory => Path.Combine(QemuLab.RepositoryRoot, "out", "isp-lab");
 
@@ -861,6 +981,9 @@ public sealed partial class IspGuest : LabGuest
 
     public string AccessEndpoint { get; }
 
+    /// <summary>The slow line kept for provisioning (isp-run.sh SLOW_PORT), when the guest has one: a unit's provisioning port connects here.</summary>
+    public string? SlowEndpoint { get; }
+
     /// <summary>Fails the test (never skips it) when the guest's image is missing.</summary>
     public static void RequireImage() => RequireImage(ImageDirectory, "isp-lab-image");
 
@@ -870,9 +993,10 @@ public sealed partial class IspGuest : LabGuest
     /// <summary>
     /// Boots a guest whose RADIUS server accepts <paramref name="accounts"/> (CHAP), linked to the lab's server; with
     /// <paramref name="ipoe"/>, its access port also carries IP straight (DHCP from 10.65.0.100-119, router
-    /// <see cref="IpoeRouter"/>), as a fibre line without PPPoE does.
+    /// <see cref="IpoeRouter"/>), as a fibre line without PPPoE does; with <paramref name="slowLine"/>, a second access
+    /// port (<see cref="SlowEndpoint"/>), a slow line with its own access concentrator (the patent's variant 3).
     /// </summary>
-    public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts, bool ipoe = false)
+    public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts, bool ipoe = false, bool slowLine = false)
     {
         var dir = Path.Combine(lab.Root, name);
         System.IO.Directory.CreateDirectory(dir);
@@ -886,8 +1010,10 @@ public sealed partial class IspGuest : LabGuest
         }
         await File.WriteAllTextAsync(file, string.Concat(accounts.Select(a => $"{a.User} {a.Password}\n")));
         var port = TestServer.FreePort();
-        return new IspGuest(dir, port, new Dictionary<string, string>
+        int? slow = slowLine ? TestServer.FreePort() : null;
+        return new IspGuest(dir, port, slow, new Dictionary<string, string>
         {
+            ["SLOW_PORT"] = slow?.ToString(CultureInfo.InvariantCulture) ?? "",
             ["ACCESS_PORT"] = port.ToString(CultureInfo.InvariantCulture),
             ["ACCOUNTS"] = file,
             ["ISP_DIR"] = ImageDirectory,
@@ -924,7 +1050,8 @@ public sealed partial class IspGuest : LabGuest
     /// dropped (isp-drop-session).
     /// </summary>
     /// <param name="Access">For "up": what the session may reach, "internet" (a subscriber ISP's account) or "garden" (the provisioning access point's: only the initial setting server).</param>
-    public sealed record SessionEvent(string Kind, string Peer, string? Remote, string? Access = null);
+    /// <param name="Line">For "up" and "down": the access port the session is on, "access" or "slow" (<see cref="SlowEndpoint"/>).</param>
+    public sealed record SessionEvent(string Kind, string Peer, string? Remote, string? Access = null, string? Line = null);
 
     /// <summary>The packets the walled garden dropped so far (the counters of its rules in `nft list table ip isp`).</summary>
     public async Task<long> GardenDropsAsync()
@@ -956,7 +1083,7 @@ public sealed partial class IspGuest : LabGuest
             if (Hook().Match(line) is { Success: true } hook)
             {
                 events.Add(new SessionEvent(hook.Groups[1].Value, hook.Groups[2].Value, hook.Groups[3].Value,
-                    hook.Groups[4].Success ? hook.Groups[4].Value : null));
+                    hook.Groups[5].Success ? hook.Groups[5].Value : null, hook.Groups[4].Success ? hook.Groups[4].Value : null));
             }
             else if (Refusal().Match(line) is { Success: true } refusal)
             {
@@ -1028,7 +1155,7 @@ public sealed partial class IspGuest : LabGuest
     [GeneratedRegex(@"dnsmasq-dhcp\[\d+\]: (DHCP[A-Z]+)\(access\) (?:(\d{1,3}(?:\.\d{1,3}){3}) )?([0-9a-f]{2}(?::[0-9a-f]{2}){5})")]
     private static partial Regex DhcpLine();
 
-    [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)(?:.* access=(\S+))?")]
+    [GeneratedRegex(@"isp: session (up|down) peer=(\S*) remote=(\S+)(?:.* line=(\S+))?(?:.* access=(\S+))?")]
     private static partial Regex Hook();
 
     [GeneratedRegex("pppd\\[\\d+\\]: Peer \"?([^\" ]+)\"? failed CHAP authentication")]

@@ -265,6 +265,18 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     /// </summary>
     public string? LanSocket { get; set; }
 
+    /// <summary>
+    /// When set, a third port (eth2) is a socket link to this loopback endpoint: the second WAN port of a board variant
+    /// that keeps one for provisioning (<see cref="BoardVariant"/>; the ISP lab's <see cref="IspGuest.SlowEndpoint"/>).
+    /// </summary>
+    public string? ProvisioningSocket { get; set; }
+
+    /// <summary>When set, the unit is this variant of its board (board/&lt;name&gt;/variants/, the kernel command line's tsunagu.board=).</summary>
+    public string? BoardVariant { get; set; }
+
+    /// <summary>When set, QEMU starts with the CPU stopped: the test sets things through <see cref="MonitorAsync"/> (set_link), then sends `cont`.</summary>
+    public bool StartPaused { get; set; }
+
     /// <summary>Powers the unit on (the console log is appended to across power cycles).</summary>
     public void PowerOn()
     {
@@ -281,6 +293,9 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         if (hdd is not null) { start.Environment["HDD"] = hdd; }
         if (WanSocket is not null) { start.Environment["WAN_SOCKET"] = WanSocket; }
         if (LanSocket is not null) { start.Environment["LAN_SOCKET"] = LanSocket; }
+        if (ProvisioningSocket is not null) { start.Environment["PROVISIONING_SOCKET"] = ProvisioningSocket; }
+        if (BoardVariant is not null) { start.Environment["BOARD_VARIANT"] = BoardVariant; }
+        start.Environment["START_PAUSED"] = StartPaused ? "1" : "";
         if (File.Exists(ConsolePath))
         {
             // this power cycle's console starts empty: nothing from the previous one can satisfy a wait

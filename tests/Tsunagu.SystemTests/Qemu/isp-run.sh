@@ -20,6 +20,10 @@
 #   IPOE          'on': the access port also carries IP straight (a fibre line's DHCP or static addressing): the
 #                 ISP is 10.65.0.1/24 on it, hands out 10.65.0.100-119 by DHCP for 120 s (its router and the lab's
 #                 DNS server), and that traffic reaches everything                         default: PPPoE only
+#   SLOW_PORT     a second access port, a slow line kept for provisioning (the patent's variant 3), listening on
+#                 this loopback TCP port (a unit's provisioning port connects to it: qemu-run.sh PROVISIONING_SOCKET):
+#                 its own access concentrator (AC name tsunagu-lab-isp-slow) and session pool, what the unit sends
+#                 on it policed to 16 kB/s; the same accounts and walled garden         default: none
 #   RUN_DIR       where console.log (the guest's log), shell.sock and pppoe.conf go      default .
 #   CONSOLE       'stdio' or 'file' (RUN_DIR/console.log)                                  default stdio
 set -euo pipefail
@@ -31,6 +35,8 @@ MQTT_PORT=${MQTT_PORT:-1883}
 RUN_DIR=${RUN_DIR:-.}
 CONSOLE=${CONSOLE:-stdio}
 IPOE=${IPOE:-}
+SLOW_PORT=${SLOW_PORT:-}
+[ -z "$SLOW_PORT" ] || [[ $SLOW_PORT =~ ^[0-9]{1,5}$ ]] || { echo "isp-run: SLOW_PORT is a TCP port number, not '$SLOW_PORT'" >&2; exit 2; }
 case "$IPOE" in '' | on) ;; *) echo "isp-run: IPOE is 'on' or empty, not '$IPOE'" >&2; exit 2 ;; esac
 for f in "$ISP_DIR/vmlinuz" "$ISP_DIR/initrd.img" "$ACCOUNTS"; do
     [ -f "$f" ] || { echo "isp-run: $f is missing (make isp-lab-image)" >&2; exit 2; }
@@ -62,6 +68,10 @@ GARDEN_IP=10.0.2.100
 GARDEN_PORT=$SERVER_PORT
 INTERNET_IP=$INTERNET_IP
 CONF
+SLOW_MAC=52:54:00:15:00:03
+if [ -n "$SLOW_PORT" ]; then
+    printf 'SLOW_MAC=%s\nSLOW_POOL_START=10.64.0.40\nSLOW_POOL_SIZE=8\nSLOW_RATE_BYTES=16384\n' "$SLOW_MAC" >> "$RUN_DIR/pppoe.conf"
+fi
 if [ "$IPOE" = on ]; then
     printf 'IPOE_ADDRESS=10.65.0.1/24\nIPOE_RANGE=10.65.0.100,10.65.0.119\nIPOE_LEASE=120\n' >> "$RUN_DIR/pppoe.conf"
 fi
@@ -79,6 +89,9 @@ if [ -n "${ACCESS_POINT_TOKEN:-}" ]; then
     [ -f "${SERVER_CERT:-}" ] || { echo "isp-run: SERVER_CERT (the server's certificate) is required with ACCESS_POINT_TOKEN" >&2; exit 2; }
     printf 'ACCESS_POINT_URL=https://10.0.2.100:%s\nACCESS_POINT_TOKEN=%s\n' "$SERVER_PORT" "$ACCESS_POINT_TOKEN" > "$RUN_DIR/access-point.conf"
     args+=(-fw_cfg "name=opt/tsunagu/access-point.conf,file=$RUN_DIR/access-point.conf" -fw_cfg "name=opt/tsunagu/server.pem,file=$SERVER_CERT")
+fi
+if [ -n "$SLOW_PORT" ]; then
+    args+=(-netdev "socket,id=slow,listen=127.0.0.1:$SLOW_PORT" -device "virtio-net-pci,netdev=slow,mac=$SLOW_MAC")
 fi
 if [ "$CONSOLE" = stdio ]; then
     args+=(-serial mon:stdio)

@@ -21,6 +21,13 @@
 #   LAN_SOCKET    the LAN port is a QEMU socket link to this loopback 127.X.X.X:PORT (the ISP lab's LAN PC listens there:
 #                 lan-pc-run.sh); several, separated by blanks: the LAN port and a link to each are ports of one QEMU
 #                 hub, a switch with every PC on it; without it the LAN port is linked to nothing
+#   PROVISIONING_SOCKET  a third port (eth2, after the WAN and LAN ports), a QEMU socket link to this loopback
+#                 127.X.X.X:PORT: the second WAN port of a board variant that keeps one for provisioning (the ISP lab's
+#                 slow line: isp-run.sh SLOW_PORT); with BOARD_VARIANT naming that variant
+#   BOARD_VARIANT the board variant the unit is (board/<name>/variants/<variant>.json in the image): the kernel
+#                 command line gets tsunagu.board=<variant>                                  default: the board itself
+#   START_PAUSED  '1': QEMU starts with the CPU stopped (-S), for the monitor to set things first (set_link wan off);
+#                 the monitor's `cont` starts it
 set -euo pipefail
 : "${DISK:?DISK: the disk image of the unit}"
 IMAGE_DIR=${IMAGE_DIR:-out/image/qemu-x86_64-debug}
@@ -34,7 +41,7 @@ MEMORY=${MEMORY:-512}
 # every blank-separated word (newlines too: each is checked below, none is dropped); read -d '' ends at the input's end
 read -r -d '' -a lan_sockets <<< "${LAN_SOCKET:-}" || true
 [ "${#lan_sockets[@]}" -le 8 ] || { echo "qemu-run: LAN_SOCKET names ${#lan_sockets[@]} links; at most 8" >&2; exit 2; }
-for link in WAN_SOCKET LAN_SOCKET; do
+for link in WAN_SOCKET LAN_SOCKET PROVISIONING_SOCKET; do
     if [ "$link" = LAN_SOCKET ]; then values=("${lan_sockets[@]}"); else values=("${!link:-}"); fi
     for value in "${values[@]}"; do
         if [ -n "$value" ] && ! [[ $value =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}:[0-9]{1,5}$ ]]; then
@@ -53,6 +60,11 @@ QEMU=$(jq -r '.qemu.command // empty' "$IMAGE_DIR/board.json")
 mapfile -t machine < <(jq -r '.qemu.args // [] | .[]' "$IMAGE_DIR/board.json")
 SHELL_PORT=$(jq -r '.qemu.serviceConsole // "serial"' "$IMAGE_DIR/board.json")
 CMDLINE=$(tr -s '\n' ' ' < "$IMAGE_DIR/cmdline")
+if [ -n "${BOARD_VARIANT:-}" ]; then
+    [[ $BOARD_VARIANT =~ ^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$ ]] || { echo "qemu-run: BOARD_VARIANT='$BOARD_VARIANT' is not a variant's name (lower-case letters, digits, inner '-')" >&2; exit 2; }
+    CMDLINE="${CMDLINE% } tsunagu.board=$BOARD_VARIANT"
+fi
+case "${START_PAUSED:-}" in '' | 0 | 1) ;; *) echo "qemu-run: START_PAUSED is 1, 0 or empty, not '$START_PAUSED'" >&2; exit 2 ;; esac
 mkdir -p "$RUN_DIR"
 rm -f "$RUN_DIR/monitor.sock" "$RUN_DIR/shell.sock"
 
@@ -83,6 +95,11 @@ elif [ "${#lan_sockets[@]}" -gt 1 ]; then
 else
     args+=(-netdev hubport,id=lan,hubid=1)
 fi
+if [ -n "${PROVISIONING_SOCKET:-}" ]; then
+    # after the WAN and LAN ports on the bus: eth2
+    args+=(-device virtio-net-pci,netdev=provisioning,mac=52:54:00:ff:00:02 -netdev "socket,id=provisioning,connect=$PROVISIONING_SOCKET")
+fi
+[ "${START_PAUSED:-}" = 1 ] && args+=(-S)
 [ -n "${HDD:-}" ] && args+=(-drive "file=$HDD,if=virtio,format=raw,cache=unsafe")
 if [ "$CONSOLE" = stdio ]; then
     args+=(-serial mon:stdio)
