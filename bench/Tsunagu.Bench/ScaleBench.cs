@@ -97,8 +97,7 @@ public static class ScaleBench
     {
         using var handler = new SocketsHttpHandler
         {
-            SslOptions = { RemoteCertificateValidationCallback = (_, certificate, chain, _) => certificate is not null && TrustAnchor.Matches(
-                System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), chain, [cluster.Pin]) },
+            SslOptions = { RemoteCertificateValidationCallback = TrustAnchor.Validator([cluster.Pin]) },
         };
         using var http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(10) };
         var healthy = 0;
@@ -351,8 +350,7 @@ public static class ScaleBench
     {
         using var handler = new SocketsHttpHandler
         {
-            SslOptions = { RemoteCertificateValidationCallback = (_, certificate, chain, _) => certificate is not null && TrustAnchor.Matches(
-                System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), chain, [pin]) },
+            SslOptions = { RemoteCertificateValidationCallback = TrustAnchor.Validator([pin]) },
         };
         using var http = new HttpClient(new LoopbackSource(unit.Source).WrapHandler(handler), disposeHandler: false);
         using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(server, path)) { Content = new StringContent(body, Encoding.UTF8, "application/json") };

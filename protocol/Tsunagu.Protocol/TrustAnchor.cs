@@ -1,3 +1,4 @@
+using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
@@ -23,5 +24,17 @@ public static class TrustAnchor
             return true;
         }
         return chain is not null && chain.ChainElements.Any(e => pins.Contains(PinOf(e.Certificate)));
+    }
+
+    /// <summary>
+    /// A TLS client's check of the server (<see cref="SslClientAuthenticationOptions.RemoteCertificateValidationCallback"/>):
+    /// its certificate or an issuer in its chain matches one of <paramref name="pins"/> (<see cref="Matches"/>); the
+    /// platform's own verdict (names, dates, roots) is not asked, the pins are the trust. No certificate: refused.
+    /// </summary>
+    public static RemoteCertificateValidationCallback Validator(IReadOnlyCollection<string> pins)
+    {
+        var pinned = pins.ToArray();
+        return (_, certificate, chain, _) => certificate is not null && Matches(
+            certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), chain, pinned);
     }
 }

@@ -56,7 +56,7 @@ public class AuthenticationTests
     /// <summary>A client of the server whose connections come from <paramref name="source"/> (any 127.0.0.0/8 address).</summary>
     private static HttpClient From(TestServer server, string source) => new(new SocketsHttpHandler
     {
-        SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
+        SslOptions = { RemoteCertificateValidationCallback = TrustAnchor.Validator([server.Pin]) },
         ConnectCallback = async (context, ct) =>
         {
             var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -279,7 +279,7 @@ public class AuthenticationTests
         var http = new HttpClient(new SocketsHttpHandler
         {
             CookieContainer = cookies, AllowAutoRedirect = false,
-            SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
+            SslOptions = { RemoteCertificateValidationCallback = TrustAnchor.Validator([server.Pin]) },
         })
         { BaseAddress = new Uri(server.Url) };
         var page = await http.GetStringAsync("/console/login");

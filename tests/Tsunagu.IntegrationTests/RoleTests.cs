@@ -433,7 +433,7 @@ public class RoleTests
         var http = new HttpClient(new SocketsHttpHandler
         {
             CookieContainer = new CookieContainer(), AllowAutoRedirect = false,
-            SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [server.Pin]) },
+            SslOptions = { RemoteCertificateValidationCallback = TrustAnchor.Validator([server.Pin]) },
         })
         { BaseAddress = new Uri(server.Url) };
         var page = await http.GetStringAsync("/console/login");

@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Dapper;
 using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
@@ -194,6 +195,87 @@ public class UnitLifecycleTests
         }
         Assert.That(await server.Store.GetUnitAsync(mac), Is.Not.Null);
         Assert.That((await RevisionsAsync(http, mac)).Single().Action, Is.EqualTo("decommission"));
+    }
+
+    [Test]
+    public async Task Every_unit_operation_of_the_OpenAPI_document_refuses_a_decommissioned_unit_whatever_it_held_before()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        var provisional = await ProvisionalTokenAsync(server, mac);
+        var session = await server.HostSessionAsync(mac);
+        var artifact = (await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern1))!.ArtifactSha256;
+        // two steady check nonces as the host hands them out: one spent before, one held for after
+        var options = server.App.Services.GetRequiredService<Tsunagu.Server.ServerOptions>();
+        var nonces = new[] { Tsunagu.Server.Units.SteadyChecks.SteadyCheckApi.NewNonce(mac, TimeProvider.System, options), Tsunagu.Server.Units.SteadyChecks.SteadyCheckApi.NewNonce(mac, TimeProvider.System, options) };
+        foreach (var nonce in nonces) { await server.Store.AddChallengeAsync(nonce); }
+        var row = (await server.Store.GetUnitAsync(mac))!;
+        var inventory = new Inventory(row.HardwareVersion, "1.0", new Dictionary<string, string>());
+        async Task<HttpStatusCode> SteadyAsync(Tsunagu.Server.Data.ChallengeRow nonce)
+        {
+            using var http = server.PinnedHttp();
+            var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.SteadyCheck, mac, nonce.Id, nonce.Nonce);
+            using var answer = await http.PostAsJsonAsync(Routes.SteadyCheck, new SteadyCheckRequest(mac, nonce.Id, proof, inventory, 0, null), ProtocolJson.Default.SteadyCheckRequest);
+            return answer.StatusCode;
+        }
+        Assert.That(await SteadyAsync(nonces[0]), Is.EqualTo(HttpStatusCode.OK), "before: a steady check is answered");
+        Assert.That(await WithTokenAsync(server, session.Token, HttpMethod.Get, Routes.ServiceConfig), Is.Not.EqualTo(HttpStatusCode.Unauthorized), "before: the token is good");
+
+        using var operatorHttp = OperatorHttp(server);
+        using (var done = await SendAsync(operatorHttp, HttpMethod.Post, $"{Routes.Units}/{mac}/decommission", new DecommissionRequest("stolen")))
+        {
+            Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.OK), await done.Content.ReadAsStringAsync());
+        }
+        var before = Snapshot(server, mac);
+
+        // every operation a unit calls, as the OpenAPI document lists them: a new one is walked here too
+        using var anonymous = server.PinnedHttp();
+        var document = JsonNode.Parse(await anonymous.GetStringAsync("/openapi/v1.json"))!;
+        var walked = new List<string>();
+        foreach (var (template, item) in document["paths"]!.AsObject())
+        {
+            if (!template.StartsWith(Routes.Prefix + "/host/", StringComparison.Ordinal) && !template.StartsWith(Routes.Prefix + "/provisioning/", StringComparison.Ordinal)) { continue; }
+            foreach (var (verb, _) in item!.AsObject())
+            {
+                var key = $"{verb.ToUpperInvariant()} {template}";
+                walked.Add(key);
+                var path = template.Replace("{sha256}", artifact, StringComparison.Ordinal);
+                HttpStatusCode status;
+                if (template is Routes.HostChallenge or Routes.ProvisioningChallenge)
+                {
+                    // a challenge is given to any MAC (it reveals nothing): what it is for is refused, below
+                    using var challenge = await anonymous.PostAsJsonAsync(path, new ChallengeRequest(mac));
+                    Assert.That(challenge.StatusCode, Is.EqualTo(HttpStatusCode.OK), key);
+                    continue;
+                }
+                if (template == Routes.HostSession) { status = await HostSessionStatusAsync(server, mac); }
+                else if (template == Routes.ProvisioningSession) { status = await ProvisioningSessionStatusAsync(server, mac); }
+                else if (template == Routes.SteadyCheck) { status = await SteadyAsync(nonces[1]); }
+                else
+                {
+                    Assert.That(path, Does.Not.Contain("{"), $"{key}: a path parameter this test does not know");
+                    var token = template.StartsWith(Routes.Prefix + "/host/", StringComparison.Ordinal) ? session.Token : provisional;
+                    status = await WithTokenAsync(server, token, new HttpMethod(verb.ToUpperInvariant()), path, verb == "get" ? null : new { });
+                }
+                Assert.That(status, Is.EqualTo(HttpStatusCode.Unauthorized), $"{key}: a decommissioned unit is refused");
+            }
+        }
+        Assert.That(walked, Is.SupersetOf(new[]
+        {
+            $"POST {Routes.HostSession}", $"POST {Routes.ProvisioningSession}", $"GET {Routes.ProvisioningSettings}", $"POST {Routes.VersionCheck}",
+            $"POST {Routes.UpdateReport}", $"GET {Routes.Artifacts}/{{sha256}}", $"GET {Routes.ServiceConfig}", $"POST {Routes.ServiceConfigAck}",
+            $"POST {Routes.Ready}", $"POST {Routes.MediaCheck}", $"POST {Routes.SteadyCheck}",
+        }), "the document lists every unit operation");
+        Assert.That(Snapshot(server, mac), Is.EqualTo(before), "the refusals changed nothing of the unit");
+    }
+
+    private static async Task<HttpStatusCode> ProvisioningSessionStatusAsync(TestServer server, string mac)
+    {
+        using var http = server.PinnedHttp();
+        var challenge = (await (await http.PostAsJsonAsync(Routes.ProvisioningChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
+        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.Provisional, mac, challenge.ChallengeId, challenge.Nonce);
+        using var answer = await http.PostAsJsonAsync(Routes.ProvisioningSession, new SessionRequest(mac, challenge.ChallengeId, proof));
+        return answer.StatusCode;
     }
 
     [TestCase("sqlite")]

@@ -143,7 +143,7 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>An HTTP client for the server at <paramref name="url"/> that trusts only the certificate <paramref name="pin"/> names.</summary>
     public static HttpClient PinnedHttp(string url, string pin) => new(new SocketsHttpHandler
     {
-        SslOptions = { RemoteCertificateValidationCallback = (_, c, ch, _) => TrustAnchor.Matches(c as System.Security.Cryptography.X509Certificates.X509Certificate2, ch, [pin]) },
+        SslOptions = { RemoteCertificateValidationCallback = TrustAnchor.Validator([pin]) },
     })
     { BaseAddress = new Uri(url) };
 

@@ -47,11 +47,7 @@ public sealed class UnitClient : IDisposable
             PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15),
             SslOptions = new SslClientAuthenticationOptions
             {
-                RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
-                    certificate is not null && TrustAnchor.Matches(
-                        certificate as System.Security.Cryptography.X509Certificates.X509Certificate2
-                        ?? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()),
-                        chain, pins),
+                RemoteCertificateValidationCallback = TrustAnchor.Validator(pins),
             },
         }));
         _http = new HttpClient(network.WrapHandler(_connections)) { Timeout = timeout ?? TimeSpan.FromSeconds(30) };

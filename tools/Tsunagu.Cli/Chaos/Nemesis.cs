@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
-using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -314,7 +313,7 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
 
     private HttpClient SubscriberHttp() => new(new SocketsHttpHandler
     {
-        SslOptions = { RemoteCertificateValidationCallback = (_, cert, chain, _) => cert is X509Certificate2 c && TrustAnchor.Matches(c, chain, [_pin]) },
+        SslOptions = { RemoteCertificateValidationCallback = TrustAnchor.Validator([_pin]) },
     })
     { BaseAddress = _operatorUrl, Timeout = TimeSpan.FromSeconds(30) };
 

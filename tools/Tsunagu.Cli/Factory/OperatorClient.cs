@@ -28,7 +28,7 @@ public sealed class OperatorClient : IDisposable
         {
             SslOptions = new SslClientAuthenticationOptions
             {
-                RemoteCertificateValidationCallback = (_, cert, chain, _) => cert is X509Certificate2 c && TrustAnchor.Matches(c, chain, serverPins),
+                RemoteCertificateValidationCallback = TrustAnchor.Validator(serverPins),
             },
         };
         _http = new HttpClient(handler) { BaseAddress = server, Timeout = TimeSpan.FromSeconds(60) };

@@ -187,11 +187,7 @@ public sealed class SharedConnections : IDisposable
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             SslOptions = new SslClientAuthenticationOptions
             {
-                RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
-                    certificate is not null && TrustAnchor.Matches(
-                        certificate as System.Security.Cryptography.X509Certificates.X509Certificate2
-                        ?? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()),
-                        chain, pins),
+                RemoteCertificateValidationCallback = TrustAnchor.Validator(pins),
             },
         };
     }
