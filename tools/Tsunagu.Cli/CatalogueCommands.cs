@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
@@ -13,18 +12,10 @@ namespace Tsunagu.Cli;
 /// <summary>The operator API on the command line: catalogue, patterns, update programs, fleet, policy, audit.</summary>
 public static class CatalogueCommands
 {
-    private static readonly JsonSerializerOptions Pretty = new(JsonSerializerOptions.Web) { WriteIndented = true };
-
     public static IEnumerable<Command> Create(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {
-        Command With(Command c) { foreach (var o in connection) { c.Options.Add(o); } return c; }
-        void Run(Command c, Func<ParseResult, OperatorClient, CancellationToken, Task<string>> action) =>
-            c.SetAction((r, ct) => guard(async () =>
-            {
-                using var client = connect(r);
-                Console.WriteLine(Format(await action(r, client, ct)));
-                return 0;
-            }));
+        Command With(Command c) => ApiCommands.WithConnection(c, connection);
+        void Run(Command c, Func<ParseResult, OperatorClient, CancellationToken, Task<string>> action) => ApiCommands.Run(c, connect, guard, action);
         // a DELETE answers 204 without a body: one line says what went; the target is checked by the server's grammar before any connection
         void Delete(Command c, Func<ParseResult, (string Path, string Done)> target) =>
             c.SetAction((r, ct) => guard(async () =>
@@ -186,7 +177,7 @@ public static class CatalogueCommands
     /// <summary>`units register-csv`, `units show`, `units target`, `units config`: added to the existing `units` command.</summary>
     public static IEnumerable<Command> UnitCommands(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {
-        Command With(Command c) { foreach (var o in connection) { c.Options.Add(o); } return c; }
+        Command With(Command c) => ApiCommands.WithConnection(c, connection);
         var fileArg = new Argument<FileInfo>("file") { Description = "CSV with a header row: " + string.Join(',', Tsunagu.Server.Units.Registration.DeviceTable.Columns) };
         var csv = With(new Command("register-csv", "register units in bulk from the device management table (all rows or none)") { fileArg });
         csv.SetAction((r, ct) => guard(async () =>
@@ -284,15 +275,5 @@ public static class CatalogueCommands
         return given.Count == 0 ? "" : "?" + string.Join('&', given);
     }
 
-    private static string Format(string json)
-    {
-        try
-        {
-            return JsonNode.Parse(json)?.ToJsonString(Pretty) ?? json;
-        }
-        catch (JsonException)
-        {
-            return json;
-        }
-    }
+    private static string Format(string json) => ApiCommands.Format(json);
 }

@@ -12,15 +12,9 @@ namespace Tsunagu.Cli;
 /// </summary>
 public static class FleetCommands
 {
-    private static readonly JsonSerializerOptions Pretty = new(JsonSerializerOptions.Web) { WriteIndented = true };
+    private static Command WithConnection(Command command, Option[] connection) => ApiCommands.WithConnection(command, connection);
 
-    private static Command WithConnection(Command command, Option[] connection)
-    {
-        foreach (var o in connection) { command.Options.Add(o); }
-        return command;
-    }
-
-    private static void Print(string json) => Console.WriteLine(JsonSerializer.Serialize(JsonDocument.Parse(json).RootElement, Pretty));
+    private static void Print(string json) => Console.WriteLine(ApiCommands.Format(json));
 
     /// <summary>`units tag MAC [--add T]... [--remove T]... [--clear]` and `units tagged [TAG]`.</summary>
     public static IEnumerable<Command> UnitCommands(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)

@@ -14,24 +14,17 @@ namespace Tsunagu.Cli;
 /// </summary>
 public static class UnitLifecycleCommands
 {
-    private static readonly JsonSerializerOptions Pretty = new(JsonSerializerOptions.Web) { WriteIndented = true };
 
     private static string Path(string mac, string tail = "") => $"/api/v1/units/{Uri.EscapeDataString(mac)}{tail}";
 
     private static string? IfMatch(long? revision) => revision is { } r ? $"\"{r.ToString(CultureInfo.InvariantCulture)}\"" : null;
 
-    private static string Format(string json) => json.Length == 0 ? "" : JsonSerializer.Serialize(JsonDocument.Parse(json).RootElement, Pretty);
+    private static string Format(string json) => ApiCommands.Format(json);
 
     public static IEnumerable<Command> UnitCommands(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {
-        Command With(Command c) { foreach (var o in connection) { c.Options.Add(o); } return c; }
-        void Run(Command c, Func<ParseResult, OperatorClient, CancellationToken, Task<string>> action) =>
-            c.SetAction((r, ct) => guard(async () =>
-            {
-                using var client = connect(r);
-                Console.WriteLine(Format(await action(r, client, ct)));
-                return 0;
-            }));
+        Command With(Command c) => ApiCommands.WithConnection(c, connection);
+        void Run(Command c, Func<ParseResult, OperatorClient, CancellationToken, Task<string>> action) => ApiCommands.Run(c, connect, guard, action);
         var macArg = new Argument<string>("mac") { Description = "unit MAC" };
         var revision = new Option<long?>("--revision") { Description = "the revision the change is made against (from `units record`); a newer row refuses the change (409)" };
 

@@ -8,8 +8,6 @@ namespace Tsunagu.Cli;
 /// <summary>`tsunagu units window MAC [--start H --end H] [--time-zone ZONE]`: a unit's own importance-3 window and time zone.</summary>
 public static class UpdateWindowCommands
 {
-    private static readonly JsonSerializerOptions Pretty = new(JsonSerializerOptions.Web) { WriteIndented = true };
-
     public static Command Window(Option[] connection, Func<ParseResult, OperatorClient> connect, Func<Func<Task<int>>, Task<int>> guard)
     {
         var mac = new Argument<string>("mac") { Description = "unit MAC" };
@@ -18,7 +16,7 @@ public static class UpdateWindowCommands
         var zone = new Option<string?>("--time-zone") { Description = "the unit's time zone, an IANA id such as Asia/Tokyo" };
         var fleet = new Option<bool>("--fleet") { Description = "forget the unit's own window and zone: the fleet's policy applies" };
         var command = new Command("window", "show a unit's update window and time zone, or set them with --start/--end/--time-zone (or --fleet)") { mac, start, end, zone, fleet };
-        foreach (var o in connection) { command.Options.Add(o); }
+        ApiCommands.WithConnection(command, connection);
         command.SetAction((r, ct) => guard(async () =>
         {
             using var client = connect(r);
@@ -28,7 +26,7 @@ public static class UpdateWindowCommands
                 ? await client.SendJsonAsync(HttpMethod.Put, path, r.GetValue(fleet) ? new UpdateWindowRequest(null, null, null)
                     : Merge(await client.SendAsync(HttpMethod.Get, path, null, ct), r.GetValue(start), r.GetValue(end), r.GetValue(zone)), ct)
                 : await client.SendAsync(HttpMethod.Get, path, null, ct);
-            Console.WriteLine(JsonSerializer.Serialize(JsonDocument.Parse(json).RootElement, Pretty));
+            Console.WriteLine(ApiCommands.Format(json));
             return 0;
         }));
         return command;
