@@ -269,6 +269,35 @@ public class UnitLifecycleTests
         Assert.That(Snapshot(server, mac), Is.EqualTo(before), "the refusals changed nothing of the unit");
     }
 
+    [Test]
+    public async Task A_decommissioned_units_tags_are_refused_409_and_stay_as_they_were()
+    {
+        await using var server = await TestServer.StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = OperatorHttp(server);
+        using (var tagged = await SendAsync(http, HttpMethod.Put, $"{Routes.Units}/{mac}/tags", new { tags = new[] { "lab", "kanto" } }))
+        {
+            Assert.That(tagged.StatusCode, Is.EqualTo(HttpStatusCode.OK), await tagged.Content.ReadAsStringAsync());
+        }
+        using (var done = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{mac}/decommission", new DecommissionRequest("returned")))
+        {
+            Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.OK), await done.Content.ReadAsStringAsync());
+        }
+        var audit = (await server.Store.ListAuditAsync(target: mac)).Count;
+        foreach (var tags in new[] { new[] { "other" }, Array.Empty<string>() })
+        {
+            using var refused = await SendAsync(http, HttpMethod.Put, $"{Routes.Units}/{mac}/tags", new { tags });
+            Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), $"[{string.Join(' ', tags)}]");
+            Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain("is decommissioned"));
+        }
+        using (var unknown = await SendAsync(http, HttpMethod.Put, $"{Routes.Units}/02:00:00:00:99:99/tags", new { tags = new[] { "lab" } }))
+        {
+            Assert.That(unknown.StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+        }
+        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "kanto", "lab" }), "the tags stay as they were");
+        Assert.That((await server.Store.ListAuditAsync(target: mac)).Count, Is.EqualTo(audit), "no audit entry for a refused change");
+    }
+
     private static async Task<HttpStatusCode> ProvisioningSessionStatusAsync(TestServer server, string mac)
     {
         using var http = server.PinnedHttp();

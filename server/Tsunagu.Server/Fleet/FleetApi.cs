@@ -27,16 +27,17 @@ public static class FleetApi
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPut("/{mac}/tags", async Task<Results<Ok<UnitTagsView>, ProblemHttpResult>> (string mac, UnitTagsRequest? request, TsunaguStore store, HttpContext http) =>
             {
-                if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitForCheckAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
-                if (Tags.Invalid(request?.Tags) is { } error) { return Problems.BadRequest(error, "tags"); }
-                var tags = Tags.Normal(request!.Tags!);
-                if (!await store.SetTagsAsync(m, tags, new AuditEntry(http.Caller().Subject, "unit.tags", m, tags.Count == 0 ? "none" : string.Join(' ', tags)), http.RequestAborted))
+                if (!MacAddress.TryNormalize(mac, out var m)) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
+                try
                 {
-                    return Problems.NotFound($"unit {mac} is not registered");
+                    return TypedResults.Ok(new UnitTagsView(m, await Tags.ReplaceAsync(store, m, request?.Tags, http.Caller().Subject, http.RequestAborted)));
                 }
-                return TypedResults.Ok(new UnitTagsView(m, await store.GetTagsAsync(m, http.RequestAborted)));
+                catch (TagsRuleException e)
+                {
+                    return e.NotFound ? Problems.NotFound(e.Message) : e.Conflict ? Problems.Conflict(e.Message) : Problems.BadRequest(e.Message, "tags");
+                }
             })
-            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
+            .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
         var tagsApi = app.MapGroup(TagsRoute).AddEndpointFilter<RequireOperator>();
         tagsApi.MapGet("", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok((await store.ListTagCountsAsync(ct)).Select(t => new TagCount(t.Tag, t.Units)).ToList()))

@@ -1,4 +1,5 @@
 using Tsunagu.Server.Apis;
+using Tsunagu.Server.Data;
 
 namespace Tsunagu.Server.Fleet;
 
@@ -36,4 +37,31 @@ public static class Tags
 
     /// <summary>Sorted, each once.</summary>
     public static IReadOnlyList<string> Normal(IEnumerable<string> tags) => tags.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>
+    /// Replaces the tags of unit <paramref name="mac"/> (normalised) by <paramref name="tags"/>, with the audit entry, in one
+    /// transaction: the one rule for the operator API and the console. Returns the tags stored.
+    /// </summary>
+    /// <exception cref="TagsRuleException">Nothing was changed: the unit is not registered (<see cref="TagsRuleException.NotFound"/>),
+    /// is decommissioned (<see cref="TagsRuleException.Conflict"/>), or the tags break the grammar.</exception>
+    public static async Task<IReadOnlyList<string>> ReplaceAsync(TsunaguStore store, string mac, IReadOnlyList<string?>? tags, string actor, CancellationToken ct)
+    {
+        if (await store.GetUnitAsync(mac, ct) is not { } unit) { throw new TagsRuleException($"unit {mac} is not registered", notFound: true); }
+        if (unit.DecommissionedAt is not null) { throw new TagsRuleException($"unit {mac} is decommissioned: its tags stay as they were", conflict: true); }
+        if (Invalid(tags) is { } error) { throw new TagsRuleException(error); }
+        var normal = Normal(tags!.Select(t => t!));
+        // the store writes only to a unit that is registered and not decommissioned, in the same transaction as the audit entry
+        if (!await store.SetTagsAsync(mac, normal, new AuditEntry(actor, "unit.tags", mac, normal.Count == 0 ? "none" : string.Join(' ', normal)), ct))
+        {
+            throw new TagsRuleException($"unit {mac} was decommissioned or removed meanwhile", conflict: true);
+        }
+        return normal;
+    }
+}
+
+/// <summary>A change of a unit's tags was refused (<see cref="Tags.ReplaceAsync"/>); nothing was changed.</summary>
+public sealed class TagsRuleException(string message, bool notFound = false, bool conflict = false) : Exception(message)
+{
+    public bool NotFound { get; } = notFound;
+    public bool Conflict { get; } = conflict;
 }

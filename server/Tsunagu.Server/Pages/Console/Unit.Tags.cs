@@ -22,17 +22,18 @@ public sealed partial class UnitModel
     public async Task<IActionResult> OnPostTags(string mac, string? tags)
     {
         if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
-        if (Unit.DecommissionedAt is not null) { Problem = $"Nothing was changed: {Unit.Mac} is decommissioned."; return RedirectToPage(new { mac = Unit.Mac }); }
         var text = tags ?? "";
         if (text.Length > MaxTagsText) { Problem = $"Nothing was changed: {Tags.Rule("tags")}"; return RedirectToPage(new { mac = Unit.Mac }); }
         var list = text.Split([' ', ',', ';', '\t', '\r', '\n'], StringSplitOptions.RemoveEmptyEntries);
-        if (Tags.Invalid(list) is { } error) { Problem = "Nothing was changed: " + error; return RedirectToPage(new { mac = Unit.Mac }); }
-        var normal = Tags.Normal(list);
-        var store = HttpContext.RequestServices.GetRequiredService<TsunaguStore>();
-        Notice = await store.SetTagsAsync(Unit.Mac, normal, new AuditEntry(Who, "unit.tags", Unit.Mac, normal.Count == 0 ? "none" : string.Join(' ', normal)))
-            ? normal.Count == 0 ? $"{Unit.Mac} has no tags now." : $"Tags of {Unit.Mac}: {string.Join(' ', normal)}."
-            : null;
-        if (Notice is null) { Problem = $"Nothing was changed: unit {Unit.Mac} is not registered."; }
+        try
+        {
+            var normal = await Tags.ReplaceAsync(HttpContext.RequestServices.GetRequiredService<TsunaguStore>(), Unit.Mac, list, Who, HttpContext.RequestAborted);
+            Notice = normal.Count == 0 ? $"{Unit.Mac} has no tags now." : $"Tags of {Unit.Mac}: {string.Join(' ', normal)}.";
+        }
+        catch (TagsRuleException e)
+        {
+            Problem = "Nothing was changed: " + e.Message;
+        }
         return RedirectToPage(new { mac = Unit.Mac });
     }
 }
