@@ -14,6 +14,9 @@ name=$(basename "$variant" .json)
 [[ "$name" =~ ^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$ ]] || die "$variant: a variant's file name is 1-32 lower-case letters, digits and inner '-', then .json"
 keys=$(jq -r 'if type == "object" then keys | join(" ") else error("not a JSON object") end' "$variant") || die "$variant: not a JSON object"
 [ "$keys" = interfaces ] || die "$variant: a variant holds only \"interfaces\" (it has: ${keys:-nothing})"
-jq -e '.interfaces | type == "object" and (.wan | type == "string") and (.lan | type == "string") and (.vpn | type == "string")' "$variant" > /dev/null \
-    || die "$variant: interfaces: an object with wan, lan and vpn (strings), as in board.json"
+# every port named, and no other key: a misspelt one (provisoningWan) would be ignored by the board's reader and make a
+# "variant" that is the board itself
+jq -e '.interfaces | type == "object" and (.wan | type == "string") and (.lan | type == "string") and (.vpn | type == "string")
+    and (keys - ["wan", "lan", "vpn", "provisioningWan"] | length == 0) and ((.provisioningWan // "") | type == "string")' "$variant" > /dev/null \
+    || die "$variant: interfaces: an object with wan, lan and vpn and optionally provisioningWan (strings) and nothing else, as in board.json"
 jq --slurpfile v "$variant" '.interfaces = $v[0].interfaces' "$board" || die "$board: unreadable"

@@ -696,6 +696,9 @@ public class RolloutWindowTests(string kind)
         await _store.TouchAsync(installing, UnitStates.Updating);
         await _store.SetPresenceAsync(installing, online: true);
         never.Remove(installing);
+        // one that reported Updating and then went offline is not installing: it stays listed
+        await _store.TouchAsync(never[300], UnitStates.Updating);
+        await _store.SetPresenceAsync(never[300], online: false);
         never.Sort(StringComparer.Ordinal);
         Assert.That(never, Has.Count.GreaterThan(RolloutService.NeverOfferedBatch), "the stuck members span more than one of the store's reads");
 

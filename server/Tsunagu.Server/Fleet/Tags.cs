@@ -53,7 +53,10 @@ public static class Tags
         // the store writes only to a unit that is registered and not decommissioned, in the same transaction as the audit entry
         if (!await store.SetTagsAsync(mac, normal, new AuditEntry(actor, "unit.tags", mac, normal.Count == 0 ? "none" : string.Join(' ', normal)), ct))
         {
-            throw new TagsRuleException($"unit {mac} was decommissioned or removed meanwhile", conflict: true);
+            // decommissioned or removed since it was read
+            throw await store.GetUnitAsync(mac, ct) is null
+                ? new TagsRuleException($"unit {mac} is not registered", notFound: true)
+                : new TagsRuleException($"unit {mac} is decommissioned: its tags stay as they were", conflict: true);
         }
         return normal;
     }

@@ -137,17 +137,18 @@ public sealed partial class IspLabTests
         var requestsBefore = _lab.ProvisioningRequests.Count;
         unit.PowerOn();
         await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "refused"), BootToReady, "the first refusal of the factory account");
-        // Window: the supervisor's backoff on the provisional link (floor 1 s plus up to 2^n s, cap 5 min) makes about 7
-        // refusals in 60 s with a dial of 3 s or more; more than 12 would need 12 waits and dials within 60 s, so the
-        // random parts of the waits from the sixth on (up to 32 s, 64 s, ... 2048 s) within 12 s together: below 1e-8.
-        // A redial loop without the backoff would make 15 (1 s waits) to 20.
-        var window = TimeSpan.FromSeconds(60);
+        // Window: the supervisor's backoff on the provisional link (floor 1 s plus up to 2^n s, cap 5 min; Retry keeps it
+        // growing) makes 8 to 10 refusals in 120 s; more than 16 would need 16 waits and dials within 120 s, so with
+        // dials of 3 s the random parts of the waits from the seventh on (up to 64 s, 128 s, 256 s, then the 300 s cap)
+        // within 56 s together: below 1e-12. A backoff that never grew (waits of 1-2 s) would make 1 + 120 / (1.5 + dial):
+        // 27 with dials of 3 s, still 18 with dials of 5.5 s.
+        var window = TimeSpan.FromSeconds(120);
         await Task.Delay(window);
         var events = isp.Events();
         var radius = isp.Radius();
         var refused = events.Count(e => e.Kind == "refused" && e.Peer == factoryUser);
         TestContext.Out.WriteLine($"refusals of {factoryUser} in the first {window.TotalSeconds:0} s after the first: {refused}");
-        Assert.That(refused, Is.InRange(2, 12), $"the unit retries, with backoff\n--- ISP ---\n{isp.Console()}");
+        Assert.That(refused, Is.InRange(2, 16), $"the unit retries, with backoff\n--- ISP ---\n{isp.Console()}");
         // every refusal is FreeRADIUS's answer (its Access-Reject is logged before pppd's refusal line; one more may be in flight)
         var rejects = radius.Count(r => r.Kind == "Access-Reject" && r.User == factoryUser);
         Assert.That(rejects, Is.InRange(refused, refused + 1), "each refusal is a RADIUS Access-Reject");
@@ -439,6 +440,7 @@ public sealed partial class IspLabTests
         Assert.That(isp.Console(), Does.Contain("slow line: access concentrator tsunagu-lab-isp-slow"), "the ISP has the slow line");
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("pppoe"));
         (unit.WanSocket, unit.ProvisioningSocket, unit.BoardVariant, unit.StartPaused) = (isp.AccessEndpoint, isp.SlowEndpoint, "dual-wan", true);
+        var requestsBefore = _lab.ProvisioningRequests.Count;
         unit.PowerOn();
         // the main port's link is down before the unit runs (QEMU waits for `cont`), and stays down until it has its settings
         await WaitForAsync(() => File.Exists(Path.Combine(unit.Directory, "monitor.sock")), TimeSpan.FromSeconds(30), "QEMU's monitor");
@@ -448,9 +450,7 @@ public sealed partial class IspLabTests
         await isp.WaitAsync(() => isp.Events().Any(e => e.Kind == "down" && e.Peer == factoryUser), BootToReady, "the provisional session, ended");
         var provisioned = clock.Elapsed;
         Assert.That(unit.FullConsole(), Does.Contain("tsunagud-run: board /etc/tsunagu/boards/dual-wan.json"), "the unit runs as the board's dual-WAN variant");
-        Assert.That((await unit.ShellAsync("cat /sys/class/net/eth0/carrier")).Trim(), Is.EqualTo("0"), "the main port has had no carrier all along");
-        Assert.That((await isp.DiscoveryReceivedAsync()).Padr, Is.Zero, "no session was asked for on the main line");
-        Assert.That(_lab.ProvisioningRequests, Is.Not.Empty, "the unit fetched its settings over the slow line");
+        Assert.That(_lab.ProvisioningRequests.Count, Is.GreaterThan(requestsBefore), "the unit fetched its settings over the slow line");
         Assert.That(await _lab.UnitAsync(mac), Is.Not.Null.And.Property(nameof(UnitRow.State)).Not.EqualTo(UnitStates.Ready), "not Ready without its main link");
 
         clock.Restart();
@@ -497,6 +497,7 @@ public sealed partial class IspLabTests
         await isp.WaitReadyAsync(IspBoot);
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.Pattern1, isp: subscriber, provisional: new WanAccount("dhcp"));
         unit.WanSocket = isp.AccessEndpoint;
+        var requestsBefore = _lab.ProvisioningRequests.Count;
         var clock = Stopwatch.StartNew();
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
@@ -510,7 +511,7 @@ public sealed partial class IspLabTests
         Assert.That(lease, Does.StartWith("10.65.0."));
         Assert.That(int.Parse(lease["10.65.0.".Length..], CultureInfo.InvariantCulture), Is.InRange(100, 119), $"{lease}: an address of the ISP's range");
         Assert.That(dhcp.Take(bound + 1).Select(e => e.Kind).Distinct(), Is.EqualTo(new[] { "DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK" }));
-        Assert.That(_lab.ProvisioningRequests, Is.Not.Empty, "the unit fetched its settings over the lease");
+        Assert.That(_lab.ProvisioningRequests.Count, Is.GreaterThan(requestsBefore), "the unit fetched its settings over the lease");
 
         // then one PPPoE session, the subscriber's; the factory account never dialled nor looked up
         var events = isp.Events();

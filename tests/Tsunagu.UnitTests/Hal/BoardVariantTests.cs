@@ -63,6 +63,8 @@ public class BoardVariantTests
     [TestCase("dual-wan.json", """[1]""", "not a JSON object")]
     [TestCase("dual-wan.json", """{"interfaces":{"wan":"eth0","vpn":"wg0"}}""", "interfaces: an object with wan, lan and vpn")]
     [TestCase("dual-wan.json", """{"interfaces":"eth0"}""", "interfaces: an object with wan, lan and vpn")]
+    [TestCase("dual-wan.json", """{"interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0","provisoningWan":"eth2"}}""", "and nothing else")]
+    [TestCase("dual-wan.json", """{"interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0","provisioningWan":2}}""", "optionally provisioningWan (strings)")]
     [TestCase("dual-wan.json", "{", "not a JSON object")]
     [TestCase("Dual_WAN.json", """{"interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0"}}""", "a variant's file name is 1-32 lower-case letters")]
     [TestCase("-x.json", """{"interfaces":{"wan":"eth0","lan":"eth1","vpn":"wg0"}}""", "a variant's file name is 1-32 lower-case letters")]

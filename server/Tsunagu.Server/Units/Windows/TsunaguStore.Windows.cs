@@ -22,7 +22,9 @@ public sealed partial class TsunaguStore
     /// <summary>
     /// The members of rollout <paramref name="rollout"/> that still wait to be offered its update (<see cref="WaitingMember"/>)
     /// and have low-utilisation hours of their own, sorted by MAC: at most <paramref name="limit"/>, after
-    /// <paramref name="after"/> when given (a keyset page: one indexed range of the rollout's members, whatever its size).
+    /// <paramref name="after"/> when given (a keyset page: one indexed range of the rollout's members, whatever its size;
+    /// the condition is left out without <paramref name="after"/>, so SQLite, which plans before it sees the values, still
+    /// starts the range at <paramref name="after"/>).
     /// With <paramref name="installing"/> false, the members installing the update now are left out: offered it and
     /// reporting state Updating, and not offline (the rule of the rollout's <c>downloading</c> count, <see cref="RolloutMembersAsync"/>).
     /// </summary>
@@ -33,7 +35,7 @@ public sealed partial class TsunaguStore
         return [.. await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
             SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour
             FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac
-            WHERE m.rollout = @rollout AND (@after IS NULL OR m.mac > @after)
+            WHERE m.rollout = @rollout {(after is null ? "" : "AND m.mac > @after")}
               AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND {WaitingMember}
               {(installing ? "" : InstallingLeftOut)}
             ORDER BY m.mac
