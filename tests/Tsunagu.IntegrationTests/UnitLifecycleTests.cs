@@ -70,12 +70,19 @@ public class UnitLifecycleTests
         return response.StatusCode;
     }
 
-    private static async Task<HttpStatusCode> HostSessionStatusAsync(TestServer server, string mac)
+    private static Task<HttpStatusCode> HostSessionStatusAsync(TestServer server, string mac) =>
+        SessionStatusAsync(server, mac, Routes.HostChallenge, Routes.HostSession, ProofPurpose.Host);
+
+    private static Task<HttpStatusCode> ProvisioningSessionStatusAsync(TestServer server, string mac) =>
+        SessionStatusAsync(server, mac, Routes.ProvisioningChallenge, Routes.ProvisioningSession, ProofPurpose.Provisional);
+
+    /// <summary>A challenge of <paramref name="challengeRoute"/> answered with the unit's right proof at <paramref name="sessionRoute"/>: the session's status.</summary>
+    private static async Task<HttpStatusCode> SessionStatusAsync(TestServer server, string mac, string challengeRoute, string sessionRoute, string purpose)
     {
         using var http = server.PinnedHttp();
-        var challenge = (await (await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
-        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.Host, mac, challenge.ChallengeId, challenge.Nonce);
-        using var answer = await http.PostAsJsonAsync(Routes.HostSession, new SessionRequest(mac, challenge.ChallengeId, proof));
+        var challenge = (await (await http.PostAsJsonAsync(challengeRoute, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
+        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), purpose, mac, challenge.ChallengeId, challenge.Nonce);
+        using var answer = await http.PostAsJsonAsync(sessionRoute, new SessionRequest(mac, challenge.ChallengeId, proof));
         return answer.StatusCode;
     }
 
@@ -273,15 +280,6 @@ public class UnitLifecycleTests
         Assert.That(after.Select(a => a.Key), Is.EqualTo(walked.Select(a => a.Key)));
         Assert.That(after.Where(a => a.Status != HttpStatusCode.Unauthorized), Is.Empty, "a decommissioned unit is refused at every operation");
         Assert.That(Snapshot(server, mac), Is.EqualTo(before), "the refusals changed nothing of the unit");
-    }
-
-    private static async Task<HttpStatusCode> ProvisioningSessionStatusAsync(TestServer server, string mac)
-    {
-        using var http = server.PinnedHttp();
-        var challenge = (await (await http.PostAsJsonAsync(Routes.ProvisioningChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
-        var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.Provisional, mac, challenge.ChallengeId, challenge.Nonce);
-        using var answer = await http.PostAsJsonAsync(Routes.ProvisioningSession, new SessionRequest(mac, challenge.ChallengeId, proof));
-        return answer.StatusCode;
     }
 
     [TestCase("sqlite")]
