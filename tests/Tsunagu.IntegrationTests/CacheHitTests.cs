@@ -398,12 +398,7 @@ internal sealed class SquidUnderTest : IDisposable
         }
     }
 
-    internal static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    internal static int FreePort() => LoopbackPorts.Next();
 
     internal static async Task RunAsync(string tool, params string[] args)
     {
