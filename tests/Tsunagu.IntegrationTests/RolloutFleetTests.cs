@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json;
 using Tsunagu.Cli.Factory;
 using Tsunagu.Cli.Fleet;
@@ -236,6 +237,135 @@ public class RolloutFleetTests(string kind)
         Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved), "no unit beyond wave 1 ever installed");
         Assert.That(await units.Where(u => !moved.Contains(u.Mac)).SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null, "units never moved are left alone");
         Assert.That((await server.Store.ListAuditAsync(100)).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
+    }
+
+    [Test]
+    public async Task A_unit_back_on_the_old_pattern_after_reporting_its_install_is_a_failed_member_that_pauses_the_rollout_and_is_never_offered_the_update_again()
+    {
+        var (started, units) = await StartFleetAsync(4);
+        await using var server = started;
+        using var client = server.Operator();
+        await RolloutCatalogue.AddPattern3Async(server, client);
+        await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)));
+        // wave 1 (two units) installs; wave 2 waits an hour; one failure of the two crosses the error threshold
+        await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
+            new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, ErrorPercent: 50, MinWaveSeconds: 3600));
+        var plan = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
+        var moved = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().ToList();
+        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern == "pattern-3"
+            && (await server.Store.ListUpdateReportsAsync(m)).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
+        var members = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Status);
+        Assert.That(moved.Select(m => members[m]), Is.All.EqualTo(MemberStatus.Installed));
+        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
+
+        // the unit's version check is what sees it first (a ready report would too: the next test): the unit has sent its
+        // ready report on pattern 3 and waits for its next check
+        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(moved[0]))!.State == UnitStates.Ready && server.ChainOf(moved[0])[^1] == StateId.Ready,
+            $"{moved[0]} Ready on pattern 3", TimeSpan.FromSeconds(60));
+
+        // the fault, after the report: the first moved unit is returned to pattern 2's software on its own (as a boot chain
+        // falling back to the old slot does), its `current` link swung back to the old tree the install kept
+        var back = units.Single(u => u.Mac == moved[0]);
+        var vcp = Path.Combine(back.Supervisor.Context.Apps!.Root, "vcp");
+        var old = DemoCatalogue.Pattern2Applications["vcp"];
+        Assert.That(Directory.Exists(Path.Combine(vcp, old)), Is.True, "the install kept the old tree");
+        File.CreateSymbolicLink(Path.Combine(vcp, "current.fallback"), old);
+        // rename(2) over the link, as the unit's own switch does (File.Move follows the link to the old tree, a directory)
+        using (var mv = System.Diagnostics.Process.Start("mv", ["-T", Path.Combine(vcp, "current.fallback"), Path.Combine(vcp, "current")]))
+        {
+            await mv.WaitForExitAsync();
+            Assert.That(mv.ExitCode, Is.Zero, "mv -T");
+        }
+        Assert.That(back.Supervisor.Context.Apps!.Current()["vcp"], Is.EqualTo(old));
+
+        // it checks (made to, now): the host sees it on pattern 2 again, records p2-to-p3 failed for it, and the error
+        // threshold (1 of 2) pauses the rollout
+        var checks = server.ChainOf(back.Mac).Count(s => s == StateId.VersionCheck);
+        await client.ForceCheckAsync(new ForceCheckRequest([back.Mac], null), CancellationToken.None);
+        await server.WaitForAsync(async () => (await server.Store.GetRolloutAsync("lab-p3"))!.State == RolloutStates.Paused, "the rollout paused", TimeSpan.FromSeconds(90));
+        var paused = (await server.Store.GetRolloutAsync("lab-p3"))!;
+        Assert.That(paused.Reason, Does.Contain("error threshold").And.Contain("1 of 2"));
+        var failures = (await server.Store.ListUpdateReportsAsync(back.Mac)).Where(r => r.UpdateId == "p2-to-p3" && r.Success == 0).ToList();
+        Assert.That(failures, Has.Count.EqualTo(1));
+        Assert.That(failures[0].Error, Does.Contain("reported installed").And.Contain($"runs {DemoCatalogue.Pattern2} again"));
+        Assert.That(failures[0].Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.GetUnitAsync(back.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        members = (await server.Store.RolloutMembersAsync(paused)).ToDictionary(m => m.Mac, m => m.Status);
+        Assert.That(members[back.Mac], Is.EqualTo(MemberStatus.Failed));
+        Assert.That(members[moved[1]], Is.EqualTo(MemberStatus.Installed), "the other unit of the wave is untouched");
+        var view = await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3");
+        Assert.That((view.Total.Installed, view.Total.Failed), Is.EqualTo((1, 1)));
+        Assert.That((await server.Store.ListAuditAsync(200)).Count(a => a.Action == "update.failed" && a.Actor == back.Mac && a.Target == "p2-to-p3"), Is.EqualTo(1));
+        Assert.That((await server.Store.ListUnitEventsAsync(back.Mac, 50)).Count(e => e.Failed != 0 && e.Detail?.Contains("again (its own rollback", StringComparison.Ordinal) == true), Is.EqualTo(1));
+
+        // resumed, and made to check twice more: the unit is never offered the update again (it stays on pattern 2, reports
+        // nothing), and the fall back is recorded once (its report is now the unit's newest)
+        await Call<RolloutView>(client, HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/resume");
+        for (var i = 0; i < 2; i++)
+        {
+            var before = server.ChainOf(back.Mac).Count(s => s == StateId.VersionCheck);
+            var forced = await client.ForceCheckAsync(new ForceCheckRequest([back.Mac], null), CancellationToken.None);
+            await server.WaitForAsync(() => server.ChainOf(back.Mac).Count(s => s == StateId.VersionCheck) > before && server.ChainOf(back.Mac)[^1] == StateId.Ready,
+                $"{back.Mac} checked again ({i + 1})", TimeSpan.FromSeconds(90));
+            Assert.That(forced.Notified, Is.EqualTo(new[] { back.Mac }));
+        }
+        Assert.That(server.ChainOf(back.Mac).Count(s => s == StateId.VersionCheck), Is.GreaterThan(checks + 2));
+        Assert.That((await server.Store.ListUnitEventsAsync(back.Mac, 5)).First(e => e.Kind == UnitEventKinds.Check).Detail,
+            Does.Contain("deferred").And.Contain("the unit failed p2-to-p3"));
+        var reports = (await server.Store.ListUpdateReportsAsync(back.Mac)).Where(r => r.UpdateId == "p2-to-p3").ToList();
+        Assert.That((reports.Count(r => r.Success != 0), reports.Count(r => r.Success == 0)), Is.EqualTo((1, 1)), "one install, one failure: never installed again");
+        Assert.That((await server.Store.GetUnitAsync(back.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(back.Supervisor.Context.Apps!.Current()["vcp"], Is.EqualTo(old));
+        // no unit beyond wave 1 installed; the other moved unit recorded nothing failed
+        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved));
+        Assert.That((await server.Store.ListUpdateReportsAsync(moved[1])).Where(r => r.Success == 0), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_ready_report_on_the_old_pattern_after_an_install_report_records_the_update_failed_once_and_nothing_else_does()
+    {
+        await using var server = await StartAsync();
+        var mac = (await server.AddUnitsAsync(1))[0].Mac;
+        using var http = await VpnKeyTests.UnitHttp(server, mac);
+        // the host's record of the unit: p1-to-p2 reported installed, pattern 2, state as given
+        void Recorded(string state, long success) => Assert.That(server.ExecuteSql($"""
+            DELETE FROM update_reports WHERE mac = '{mac}';
+            INSERT INTO update_reports (mac, update_id, success, error, pattern, at) VALUES ('{mac}', 'p1-to-p2', {success}, NULL, 'pattern-2', '2026-01-01T00:00:00.0000000Z');
+            UPDATE units SET pattern = 'pattern-2', state = '{state}' WHERE mac = '{mac}';
+            """), Is.GreaterThan(0));
+        async Task<List<UpdateReportRow>> Failures() => (await server.Store.ListUpdateReportsAsync(mac)).Where(r => r.Success == 0).ToList();
+        async Task Ready(Inventory inventory)
+        {
+            using var answer = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(inventory, null, "203.0.113.7"), ProtocolJson.Default.ReadyReport);
+            Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.OK), await answer.Content.ReadAsStringAsync());
+        }
+        var factory = VpnKeyTests.Factory(); // pattern 1, the program's from pattern
+
+        // being updated (an install whose report was lost would end on the new pattern): not a fall back
+        Recorded(UnitStates.Updating, 1);
+        await Ready(factory);
+        Assert.That(await Failures(), Is.Empty, "a unit being updated");
+        // the newest report a failure: its own rollback was reported already
+        Recorded(UnitStates.Ready, 0);
+        await Ready(factory);
+        Assert.That((await Failures()).Count, Is.EqualTo(1), "only the failure reported");
+        // on the pattern the report said: nothing
+        Recorded(UnitStates.Ready, 1);
+        await Ready(new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications.ToDictionary(a => a.Key, a => a.Value)));
+        Assert.That(await Failures(), Is.Empty, "on the installed pattern");
+
+        // back on pattern 1 after the install was reported, twice: one failure of p1-to-p2, its audit and history entries
+        Recorded(UnitStates.Ready, 1);
+        await Ready(factory);
+        await Ready(factory);
+        var failures = await Failures();
+        Assert.That(failures, Has.Count.EqualTo(1));
+        Assert.That((failures[0].UpdateId, failures[0].Pattern), Is.EqualTo(("p1-to-p2", DemoCatalogue.Pattern1)));
+        Assert.That(failures[0].Error, Is.EqualTo($"update p1-to-p2: reported installed at 2026-01-01T00:00:00.0000000Z, the unit runs {DemoCatalogue.Pattern1} again (its own rollback after the report)"));
+        Assert.That(failures[0].InstallId, Does.Match("^[0-9a-f]{32}$"));
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern1));
+        Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Action == "update.failed" && a.Actor == mac), Is.EqualTo(1));
+        Assert.That((await server.Store.ListUnitEventsAsync(mac, 20)).Count(e => e.Failed != 0 && e.Kind == UnitEventKinds.Update), Is.EqualTo(1));
     }
 
     [Test]

@@ -113,6 +113,13 @@ public static class HostApi
         if (actual.Id != unit.Pattern)
         {
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
+            // back on the old pattern after reporting an update installed: that update failed for the unit, recorded before
+            // the rollout's gate below reads the unit's failures (it is never offered the update again in that rollout)
+            if (await store.RecordFallBackAsync(unit, actual.Id, http.RequestAborted) is { } fellBack)
+            {
+                log.LogWarning("unit {Mac}: {FellBack}", mac, fellBack);
+                metrics.UpdateReported(success: false);
+            }
         }
         // the program to the unit's target, or a held way back, or the way forward (the steady check decides the same)
         var program = await rollouts.ProgramForAsync(mac, catalogue, actual.Id, unit.TargetPattern, http.RequestAborted);
@@ -286,7 +293,7 @@ public static class HostApi
         : null;
 
     private static async Task<Results<Ok<ReadyAck>, ProblemHttpResult>> Ready(ReadyReport report, HttpContext http, TsunaguStore store, ServerOptions options, ArtifactStore artifacts,
-        Subscribers.ConfigRetries retries, TimeProvider time, ILogger<ReadyReport> log)
+        Subscribers.ConfigRetries retries, TimeProvider time, Metrics.ServerMetrics metrics, ILogger<ReadyReport> log)
     {
         var mac = http.Caller().Subject;
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
@@ -297,8 +304,16 @@ public static class HostApi
         {
             return Problems.BadRequest(InputRules.Text("bootProblem", ReadyReport.MaxBootProblemLength));
         }
-        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, (await store.GetUnitForCheckAsync(mac, http.RequestAborted))?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
+        var known = await store.GetUnitForCheckAsync(mac, http.RequestAborted);
+        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, known?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         var pattern = await store.FindPatternAsync(report.Inventory, http.RequestAborted);
+        // back on the old pattern after reporting an update installed (the version check does the same): recorded before
+        // the report writes the pattern, so whoever reads the unit on the old pattern also finds the failure
+        if (known is not null && pattern is not null && await store.RecordFallBackAsync(known, pattern.Id, http.RequestAborted) is { } fellBack)
+        {
+            log.LogWarning("unit {Mac}: {FellBack}", mac, fellBack);
+            metrics.UpdateReported(success: false);
+        }
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; a boot problem
         // (an OS slot refused at boot: the unit's last error and a failed history entry), the inventory, the final revision
         // and the history entry are one transaction

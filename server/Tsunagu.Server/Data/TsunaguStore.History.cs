@@ -66,6 +66,49 @@ public sealed partial class TsunaguStore
         return new UpdateRecord(true, o.UpdateId, o.Success, o.Pattern);
     }
 
+    /// <summary>
+    /// A unit back on the pattern an update took it from, after it reported the update installed and without anything
+    /// offered since: its own rollback after the report (a boot chain or watchdog that returned it to the old software)
+    /// fails the update as surely as a failed health check does. <paramref name="known"/> is the unit's row as its
+    /// version check or ready report read it (both write the pattern the unit runs; each calls this first, so whoever
+    /// reads the unit on the old pattern finds the failure too), <paramref name="pattern"/> the verified pattern the
+    /// inventory matches. When the
+    /// row's pattern differs, the unit was not being updated (state not <see cref="UnitStates.Updating"/>: an install
+    /// whose report was lost ends on the new pattern with the offer recorded), and the unit's newest update report is a
+    /// success of a program from <paramref name="pattern"/> to the row's pattern, the host records that update as
+    /// failed for the unit, in one transaction: the report (so a rollout counts the member failed, its error threshold
+    /// sees it, and its gate never offers it the update again), the audit entry <c>update.failed</c> and the unit's
+    /// failed history entry. The report's install id is derived from the success it contradicts, so concurrent checks
+    /// record it once. Returns the failure's text, or null when the check is no such fall back or it was recorded already.
+    /// </summary>
+    public async Task<string?> RecordFallBackAsync(UnitCheckRow known, string pattern, CancellationToken ct = default)
+    {
+        if (known.Pattern is not { } was || was == pattern || known.State == UnitStates.Updating) { return null; }
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var last = await c.QuerySingleOrDefaultAsync<UpdateReportRow>(new CommandDefinition(
+            "SELECT * FROM update_reports WHERE mac = @Mac ORDER BY id DESC LIMIT 1", new { known.Mac }, tx, cancellationToken: ct));
+        if (last is not { Success: not 0 } || last.Pattern != was) { return null; }
+        var from = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT from_pattern FROM update_programs WHERE id = @UpdateId AND to_pattern = @was", new { last.UpdateId, was }, tx, cancellationToken: ct));
+        if (from != pattern) { return null; }
+        var error = $"update {last.UpdateId}: reported installed at {last.At}, the unit runs {pattern} again (its own rollback after the report)";
+        var now = Now();
+        var installId = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes($"fell-back:{known.Mac}:{last.Id}")))[..32];
+        var inserted = await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO update_reports (mac, update_id, success, error, pattern, at, install_id)
+            VALUES (@Mac, @UpdateId, 0, @error, @pattern, @now, @installId)
+            ON CONFLICT DO NOTHING
+            """, new { known.Mac, last.UpdateId, error, pattern, now, installId }, tx, cancellationToken: ct)) > 0;
+        if (!inserted) { return null; }
+        await InsertAuditAsync(c, tx, now, known.Mac, "update.failed", last.UpdateId, error, ct);
+        await InsertUnitEventAsync(c, tx, known.Mac, now, UnitEventKinds.Update, error, failed: true, ct);
+        await tx.CommitAsync(ct);
+        _lastEvent[known.Mac] = (UnitEventKinds.Update, error);
+        return error;
+    }
+
     public async Task<long> CountUpdateReportsAsync(string mac, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
