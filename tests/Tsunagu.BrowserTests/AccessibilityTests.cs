@@ -62,7 +62,7 @@ public class AccessibilityTests
                  {
                      "/console", "/console/units", "/console/units?sort=serial&dir=desc&size=1", "/console/units?size=0",
                      $"/console/units/{units[0].Mac}", "/console/register", "/console/catalogue", "/console/programs", "/console/audit",
-                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups",
+                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups", "/console/policy",
                  })
         {
             await page.GotoAsync(path);

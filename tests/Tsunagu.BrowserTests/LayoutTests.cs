@@ -53,7 +53,7 @@ public class LayoutTests
         var page = browser.Page;
         await ConsoleTests.LogInOperatorAsync(page);
         foreach (var path in new[] { "/console", "/console/units", "/console/register", "/console/catalogue", "/console/audit", "/console/programs", $"/console/units/{units[0].Mac}",
-                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups" })
+                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups", "/console/policy" })
         {
             await page.GotoAsync(path);
             await AssertNoHorizontalOverflowAsync(page, path, width);

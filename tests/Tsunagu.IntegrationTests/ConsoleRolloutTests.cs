@@ -208,4 +208,80 @@ public class ConsoleRolloutTests
         Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
         Assert.That((await server.Store.ListAuditAsync(1000, target: "lab")).Count(a => a.Action == "group.window"), Is.EqualTo(audits + 1));
     }
+
+    private static Dictionary<string, string> Policy(string cpu = "0.5", string wan = "0.5", string host = "0.8", string lowStart = "2", string lowEnd = "5",
+        string maintenanceStart = "3", string maintenanceEnd = "4", string zone = "") => new()
+        {
+            ["cpu"] = cpu, ["wan"] = wan, ["host"] = host, ["lowStart"] = lowStart, ["lowEnd"] = lowEnd,
+            ["maintenanceStart"] = maintenanceStart, ["maintenanceEnd"] = maintenanceEnd, ["zone"] = zone,
+        };
+
+    [Test]
+    public async Task The_update_policy_is_shown_and_changed_from_the_console_by_the_api_rules_and_a_refused_form_changes_nothing()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        var page = await admin.GetStringAsync("/console/policy");
+        Assert.That(await admin.GetStringAsync("/console"), Does.Contain("href=\"/console/policy\""));
+        Assert.That(page, Does.Contain("id=\"set-policy\"").And.Contain("in the low-utilisation hours 02:00-05:00").And.Contain("in the maintenance hours 03:00-04:00"));
+        Assert.That(page, Does.Contain("value=\"0.5\"").And.Contain("the host&#x27;s"), "the form holds the policy in force");
+
+        const string path = "/console/policy";
+        var setting = await server.Store.GetSettingAsync(PolicySettings.Key);
+        await Refused(server, admin, path, Policy(cpu: "0"), "a threshold of 0");
+        await Refused(server, admin, path, Policy(cpu: "1.5"), "a threshold above 1");
+        await Refused(server, admin, path, Policy(wan: "-0.5"), "a negative threshold");
+        await Refused(server, admin, path, Policy(wan: "0,5"), "a decimal comma");
+        await Refused(server, admin, path, Policy(host: "NaN"), "not a number");
+        await Refused(server, admin, path, Policy(host: "1e-1"), "an exponent");
+        await Refused(server, admin, path, Policy(host: ""), "an empty threshold");
+        await Refused(server, admin, path, Policy(cpu: "0.5\n"), "a newline after the number");
+        await Refused(server, admin, path, Policy(lowStart: "24"), "hour 24");
+        await Refused(server, admin, path, Policy(lowEnd: "-1"), "a negative hour");
+        await Refused(server, admin, path, Policy(maintenanceStart: "3.5"), "a fractional hour");
+        await Refused(server, admin, path, Policy(maintenanceEnd: "\u0663"), "a non-ASCII digit");
+        await Refused(server, admin, path, Policy(maintenanceEnd: "003"), "three digits");
+        await Refused(server, admin, path, Policy(zone: "Mars/Olympus"), "an unknown time zone");
+        await Refused(server, admin, path, Policy(zone: "Asia/Tokyo\u0001"), "a control character in the zone");
+        await Refused(server, admin, path, Policy(zone: "../../etc/passwd"), "a path for a zone");
+        await Refused(server, admin, path, Policy(zone: new string('A', 65)), "a zone too long");
+        var refused = await Post(admin, path, Policy(zone: "Mars/Olympus"));
+        var body = await refused.Content.ReadAsStringAsync();
+        Assert.That(body, Does.Contain("timeZone: &#x27;Mars/Olympus&#x27; is not a known time zone id"), "the reason names the field");
+        Assert.That(body, Does.Contain("value=\"Mars/Olympus\""), "the form comes back as it was typed");
+        Assert.That(await server.Store.GetSettingAsync(PolicySettings.Key), Is.EqualTo(setting), "nothing stored");
+
+        var saved = await Post(admin, path, Policy(cpu: "0.3", wan: "0.25", host: "0.9", lowStart: "22", lowEnd: "4", maintenanceStart: "1", maintenanceEnd: "3", zone: "Asia/Tokyo"));
+        Assert.That(saved.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await saved.Content.ReadAsStringAsync());
+        var stored = await PolicySettings.GetAsync(server.Store);
+        Assert.That(stored, Is.EqualTo(new Tsunagu.Protocol.UpdatePolicy(0.3, 0.25, 22, 4, 1, 3, "Asia/Tokyo", 0.9)));
+        var audit = (await server.Store.ListAuditAsync(20)).Single(a => a.Action == "settings.update-policy");
+        Assert.That(audit.Actor, Is.EqualTo(DemoCatalogue.OperatorName));
+        Assert.That(await client.SendAsync(HttpMethod.Get, "/api/v1/settings/update-policy", null, CancellationToken.None), Does.Contain("\"timeZone\":\"Asia/Tokyo\""), "the API reads what the console wrote");
+        page = await admin.GetStringAsync("/console/policy");
+        Assert.That(page, Does.Contain("in the low-utilisation hours 22:00-04:00").And.Contain("Asia/Tokyo").And.Contain("under 0.3 and its WAN use under 0.25"));
+
+        // a policy whose maintenance hours a running rollout's group window never meets: 409 with the API's reason
+        var units = await server.AddUnitsAsync(2);
+        var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
+        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 2);
+        await client.SendJsonAsync(HttpMethod.Post, Tsunagu.Server.Fleet.FleetApi.GroupsRoute,
+            new Tsunagu.Server.Fleet.NewGroup("lab", null, new Tsunagu.Server.Fleet.GroupFilter(Pattern: DemoCatalogue.Pattern2), "sat,sun 01:30-06:00"), CancellationToken.None);
+        await client.SendJsonAsync(HttpMethod.Post, RolloutsApi.Route, new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Percent: 100)]), CancellationToken.None);
+        await Refused(server, admin, path, Policy(maintenanceStart: "7", maintenanceEnd: "8"), "maintenance hours the rollout's group window never meets", HttpStatusCode.Conflict);
+        body = await (await Post(admin, path, Policy(maintenanceStart: "7", maintenanceEnd: "8"))).Content.ReadAsStringAsync();
+        Assert.That(body, Does.Contain("never overlaps the update policy&#x27;s maintenance window 07:00-08:00").And.Contain("rollout lab-p3"));
+        Assert.That((await PolicySettings.GetAsync(server.Store)).MaintenanceStartHour, Is.EqualTo(1), "the policy in force is unchanged");
+
+        // a role that may only read sees the policy but no form, and its post is refused
+        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewOperator("reader", "a console test password", OperatorRoles.Auditor), CancellationToken.None);
+        using var auditor = await RoleTests.ConsoleSession(server, "reader", "a console test password");
+        var seen = await auditor.GetStringAsync("/console/policy");
+        Assert.That(seen, Does.Contain("id=\"policy-table\"").And.Not.Contain("id=\"set-policy\""));
+        var before = HostileInputTests.Snapshot(server);
+        Assert.That((await Post(auditor, path, Policy())).StatusCode, Is.EqualTo(HttpStatusCode.Forbidden));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before));
+    }
 }
