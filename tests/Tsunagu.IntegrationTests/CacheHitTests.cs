@@ -398,7 +398,7 @@ internal sealed class SquidUnderTest : IDisposable
         }
     }
 
-    internal static int FreePort() => LoopbackPorts.Next();
+    internal static int FreePort() => Tsunagu.Cli.Fleet.LoopbackPorts.Next();
 
     internal static async Task RunAsync(string tool, params string[] args)
     {

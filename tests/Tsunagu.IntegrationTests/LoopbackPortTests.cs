@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Tsunagu.Cli.Fleet;
 
 namespace Tsunagu.IntegrationTests;
 
@@ -28,6 +29,33 @@ public class LoopbackPortTests
         using var holder = new TcpListener(IPAddress.Loopback, port);
         holder.Start();
         Assert.That(LoopbackPorts.Free(port), Is.False);
+    }
+
+    [Test]
+    public void A_port_another_process_holds_the_lock_of_is_not_given()
+    {
+        // another process's claim, made deterministic: a child (one process: the shell that locks becomes the sleep) holds the
+        // lock file of the port this process would try next; flock(1) takes the same advisory lock the claim does
+        var held = LoopbackPorts.Candidate();
+        while (!LoopbackPorts.Free(held)) { LoopbackPorts.Next(); held = LoopbackPorts.Candidate(); }
+        Directory.CreateDirectory(LoopbackPorts.LockDirectory);
+        var file = Path.Combine(LoopbackPorts.LockDirectory, $"{held}.lock");
+        using var child = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("sh", ["-c", "exec 9>\"$0\"; flock -x 9; echo locked; exec sleep 60", file]) { RedirectStandardOutput = true })!;
+        try
+        {
+            Assert.That(child.StandardOutput.ReadLine(), Is.EqualTo("locked"));
+            Assert.That(LoopbackPorts.Claim(held), Is.Null, "the other process's lock is seen");
+            Assert.That(LoopbackPorts.Candidate(), Is.EqualTo(held), "the port the next call tries first");
+            var given = LoopbackPorts.Next();
+            Assert.That(given, Is.Not.EqualTo(held), "passed over: another process holds it");
+        }
+        finally
+        {
+            child.Kill();
+            child.WaitForExit();
+        }
+        using var claim = LoopbackPorts.Claim(held);
+        Assert.That(claim, Is.Not.Null, "free again once the other process ended");
     }
 
     [TestCase("32768\t60999\n", 32768, 60999)]

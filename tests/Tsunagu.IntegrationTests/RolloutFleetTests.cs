@@ -325,13 +325,15 @@ public class RolloutFleetTests(string kind)
     public async Task A_ready_report_on_the_old_pattern_after_an_install_report_records_the_update_failed_once_and_nothing_else_does()
     {
         await using var server = await StartAsync();
+        using var client = server.Operator();
+        await RolloutCatalogue.AddPattern3Async(server, client);
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = await VpnKeyTests.UnitHttp(server, mac);
-        // the host's record of the unit: p1-to-p2 reported installed, pattern 2, state as given
-        void Recorded(string state, long success) => Assert.That(server.ExecuteSql($"""
-            DELETE FROM update_reports WHERE mac = '{mac}';
+        // the host's record of the unit: p1-to-p2 reported installed, pattern 2, bundle counter 5 of p1-to-p2
+        void Recorded(long success, bool clear = true) => Assert.That(server.ExecuteSql($"""
+            {(clear ? $"DELETE FROM update_reports WHERE mac = '{mac}';" : "")}
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at) VALUES ('{mac}', 'p1-to-p2', {success}, NULL, 'pattern-2', '2026-01-01T00:00:00.0000000Z');
-            UPDATE units SET pattern = 'pattern-2', state = '{state}' WHERE mac = '{mac}';
+            UPDATE units SET pattern = 'pattern-2', state = 'Ready', last_bundle_version = 5, last_bundle_id = 'p1-to-p2' WHERE mac = '{mac}';
             """), Is.GreaterThan(0));
         async Task<List<UpdateReportRow>> Failures() => (await server.Store.ListUpdateReportsAsync(mac)).Where(r => r.Success == 0).ToList();
         async Task Ready(Inventory inventory)
@@ -339,25 +341,37 @@ public class RolloutFleetTests(string kind)
             using var answer = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(inventory, null, "203.0.113.7"), ProtocolJson.Default.ReadyReport);
             Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.OK), await answer.Content.ReadAsStringAsync());
         }
-        var factory = VpnKeyTests.Factory(); // pattern 1, the program's from pattern
+        var counter = new Tsunagu.Protocol.Bundles.BundleCounter(5, "p1-to-p2");
+        var fellBack = VpnKeyTests.Factory() with { LastBundle = counter }; // pattern 1 (p1-to-p2's from pattern), the counter kept
 
-        // being updated (an install whose report was lost would end on the new pattern): not a fall back
-        Recorded(UnitStates.Updating, 1);
-        await Ready(factory);
-        Assert.That(await Failures(), Is.Empty, "a unit being updated");
+        // a factory reset: pattern 1 without a counter (the data partition was formatted)
+        Recorded(1);
+        await Ready(VpnKeyTests.Factory());
+        Assert.That(await Failures(), Is.Empty, "a unit reset to its factory software");
+        // an install after p1-to-p2 whose report never came (a way back, its report refused): the counter names the other program
+        Recorded(1);
+        server.ExecuteSql($"UPDATE units SET last_bundle_version = 6, last_bundle_id = 'p2-to-p3' WHERE mac = '{mac}'");
+        await Ready(VpnKeyTests.Factory() with { LastBundle = new Tsunagu.Protocol.Bundles.BundleCounter(6, "p2-to-p3") });
+        Assert.That(await Failures(), Is.Empty, "the counter of a later install");
         // the newest report a failure: its own rollback was reported already
-        Recorded(UnitStates.Ready, 0);
-        await Ready(factory);
+        Recorded(0);
+        await Ready(fellBack);
         Assert.That((await Failures()).Count, Is.EqualTo(1), "only the failure reported");
-        // on the pattern the report said: nothing
-        Recorded(UnitStates.Ready, 1);
-        await Ready(new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications.ToDictionary(a => a.Key, a => a.Value)));
+        // on the pattern the report said, or on a third pattern: nothing
+        Recorded(1);
+        await Ready(new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications.ToDictionary(a => a.Key, a => a.Value), counter));
         Assert.That(await Failures(), Is.Empty, "on the installed pattern");
+        Recorded(1);
+        await Ready(RolloutCatalogue.Pattern3Inventory() with { LastBundle = counter });
+        Assert.That(await Failures(), Is.Empty, "on a pattern the program does not lead from");
+        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo("pattern-3"));
 
-        // back on pattern 1 after the install was reported, twice: one failure of p1-to-p2, its audit and history entries
-        Recorded(UnitStates.Ready, 1);
-        await Ready(factory);
-        await Ready(factory);
+        // back on pattern 1 after the install was reported: one failure of p1-to-p2, its audit and history entries; the same
+        // report again, with the row set back to pattern 2 (a request that read the row before the first wrote), adds nothing
+        Recorded(1);
+        await Ready(fellBack);
+        server.ExecuteSql($"UPDATE units SET pattern = 'pattern-2' WHERE mac = '{mac}'");
+        await Ready(fellBack);
         var failures = await Failures();
         Assert.That(failures, Has.Count.EqualTo(1));
         Assert.That((failures[0].UpdateId, failures[0].Pattern), Is.EqualTo(("p1-to-p2", DemoCatalogue.Pattern1)));
@@ -365,7 +379,15 @@ public class RolloutFleetTests(string kind)
         Assert.That(failures[0].InstallId, Does.Match("^[0-9a-f]{32}$"));
         Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern1));
         Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Action == "update.failed" && a.Actor == mac), Is.EqualTo(1));
-        Assert.That((await server.Store.ListUnitEventsAsync(mac, 20)).Count(e => e.Failed != 0 && e.Kind == UnitEventKinds.Update), Is.EqualTo(1));
+        Assert.That((await server.Store.ListUnitEventsAsync(mac, 50)).Count(e => e.Failed != 0 && e.Kind == UnitEventKinds.Update), Is.EqualTo(1));
+
+        // two requests that read the same row at once: one records the failure, the other nothing
+        Recorded(1);
+        var row = (await server.Store.GetUnitForCheckAsync(mac))!;
+        var both = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(() => server.Store.RecordFallBackAsync(row, DemoCatalogue.Pattern1, counter))));
+        Assert.That(both.Count(r => r is not null), Is.EqualTo(1), "recorded by one of the two");
+        Assert.That(await Failures(), Has.Count.EqualTo(1));
+        Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Action == "update.failed" && a.Actor == mac), Is.EqualTo(2), "one more audit entry, not two");
     }
 
     [Test]

@@ -163,7 +163,7 @@ public sealed class TestServer : IAsyncDisposable
     }
 
     /// <summary>A loopback port nothing listens on right now, for a service started next (<see cref="LoopbackPorts"/>).</summary>
-    public static int FreePort() => LoopbackPorts.Next();
+    public static int FreePort() => Tsunagu.Cli.Fleet.LoopbackPorts.Next();
 
     public OperatorClient Operator() => new(new Uri(Url), DemoCatalogue.OperatorName, Password, [Pin]);
 

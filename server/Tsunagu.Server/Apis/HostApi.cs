@@ -80,6 +80,20 @@ public static class HostApi
         return inventory with { LastBundle = null };
     }
 
+    /// <summary>
+    /// Records the unit's fall back to <paramref name="pattern"/> after it reported an update installed, when its row and
+    /// <paramref name="inventory"/>'s verified bundle counter say so (<see cref="TsunaguStore.RecordFallBackAsync"/>), with
+    /// a warning and the failure counted in <c>tsunagu_update_reports_total</c>.
+    /// </summary>
+    private static async Task FallBackAsync(TsunaguStore store, UnitCheckRow known, string pattern, Inventory inventory, Metrics.ServerMetrics metrics, ILogger log, CancellationToken ct)
+    {
+        if (await store.RecordFallBackAsync(known, pattern, inventory.LastBundle, ct) is { } fellBack)
+        {
+            log.LogWarning("unit {Mac}: {FellBack}", known.Mac, fellBack);
+            metrics.UpdateReported(success: false);
+        }
+    }
+
     private static async Task<Results<Ok<VersionCheckResponse>, ProblemHttpResult>> VersionCheck(VersionCheckRequest request, HttpContext http, TsunaguStore store, ServerOptions options,
         TimeProvider time, ArtifactStore artifacts, Metrics.ServerMetrics metrics, Fleet.Rollouts.RolloutService rollouts, Fleet.IHostLoad hostLoad, ILogger<VersionCheckRequest> log)
     {
@@ -115,11 +129,7 @@ public static class HostApi
             log.LogInformation("unit {Mac} reports pattern {Actual}; the host had {Recorded}", mac, actual.Id, unit.Pattern ?? "none");
             // back on the old pattern after reporting an update installed: that update failed for the unit, recorded before
             // the rollout's gate below reads the unit's failures (it is never offered the update again in that rollout)
-            if (await store.RecordFallBackAsync(unit, actual.Id, http.RequestAborted) is { } fellBack)
-            {
-                log.LogWarning("unit {Mac}: {FellBack}", mac, fellBack);
-                metrics.UpdateReported(success: false);
-            }
+            await FallBackAsync(store, unit, actual.Id, request.Inventory, metrics, log, http.RequestAborted);
         }
         // the program to the unit's target, or a held way back, or the way forward (the steady check decides the same)
         var program = await rollouts.ProgramForAsync(mac, catalogue, actual.Id, unit.TargetPattern, http.RequestAborted);
@@ -309,11 +319,7 @@ public static class HostApi
         var pattern = await store.FindPatternAsync(report.Inventory, http.RequestAborted);
         // back on the old pattern after reporting an update installed (the version check does the same): recorded before
         // the report writes the pattern, so whoever reads the unit on the old pattern also finds the failure
-        if (known is not null && pattern is not null && await store.RecordFallBackAsync(known, pattern.Id, http.RequestAborted) is { } fellBack)
-        {
-            log.LogWarning("unit {Mac}: {FellBack}", mac, fellBack);
-            metrics.UpdateReported(success: false);
-        }
+        if (known is not null && pattern is not null) { await FallBackAsync(store, known, pattern.Id, report.Inventory, metrics, log, http.RequestAborted); }
         // patent 0070: a change is final once the unit, after applying it, confirms it is healthy with it; a boot problem
         // (an OS slot refused at boot: the unit's last error and a failed history entry), the inventory, the final revision
         // and the history entry are one transaction

@@ -67,28 +67,36 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// A unit back on the pattern an update took it from, after it reported the update installed and without anything
-    /// offered since: its own rollback after the report (a boot chain or watchdog that returned it to the old software)
-    /// fails the update as surely as a failed health check does. <paramref name="known"/> is the unit's row as its
-    /// version check or ready report read it (both write the pattern the unit runs; each calls this first, so whoever
-    /// reads the unit on the old pattern finds the failure too), <paramref name="pattern"/> the verified pattern the
-    /// inventory matches. When the
-    /// row's pattern differs, the unit was not being updated (state not <see cref="UnitStates.Updating"/>: an install
-    /// whose report was lost ends on the new pattern with the offer recorded), and the unit's newest update report is a
-    /// success of a program from <paramref name="pattern"/> to the row's pattern, the host records that update as
-    /// failed for the unit, in one transaction: the report (so a rollout counts the member failed, its error threshold
-    /// sees it, and its gate never offers it the update again), the audit entry <c>update.failed</c> and the unit's
-    /// failed history entry. The report's install id is derived from the success it contradicts, so concurrent checks
-    /// record it once. Returns the failure's text, or null when the check is no such fall back or it was recorded already.
+    /// A unit back on the pattern an update took it from, after it reported the update installed: its own rollback after
+    /// the report (a boot chain or watchdog that returned it to the old software) fails the update as surely as a failed
+    /// health check does. The version check and the ready report both write the pattern the unit runs; each calls this
+    /// first, with <paramref name="known"/> (the unit's row as the request read it), <paramref name="pattern"/> (the
+    /// verified pattern its inventory matches) and <paramref name="counter"/> (its verified bundle counter), so whoever
+    /// reads the unit on the old pattern finds the failure too. Inside one transaction the unit's row is read again (locked
+    /// on PostgreSQL), and the update counts as failed only when all of these hold: the row has another pattern Y; the
+    /// unit's newest update report is a success of program P that took it to Y; P leads from <paramref name="pattern"/>;
+    /// and the unit's bundle counter still names P. The counter tells a fall back from everything else that changes a
+    /// unit's pattern without a report in between: an install after P (a way back, a target, a newer update, its report
+    /// lost or refused) raised the counter to its own program, and a factory reset formats the data partition the counter
+    /// lives on (no counter). Then the host records it as the unit's failure of P: the update report (so a rollout counts
+    /// the member failed, its error threshold sees it and its gate never offers it the update again), the audit entry
+    /// <c>update.failed</c> and the unit's failed history entry; the unit's last error and state are left to the request
+    /// that writes them. The report's install id is derived from the success it contradicts, so concurrent requests
+    /// record it once. A program deleted since is not looked at (its from-pattern is unknown). Returns the failure's text,
+    /// or null when there is no such fall back or it was recorded already.
     /// </summary>
-    public async Task<string?> RecordFallBackAsync(UnitCheckRow known, string pattern, CancellationToken ct = default)
+    public async Task<string?> RecordFallBackAsync(UnitCheckRow known, string pattern, Protocol.Bundles.BundleCounter? counter, CancellationToken ct = default)
     {
-        if (known.Pattern is not { } was || was == pattern || known.State == UnitStates.Updating) { return null; }
+        if (counter is null || known.Pattern == pattern) { return null; }
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
+        var was = await c.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+            "SELECT pattern FROM units WHERE mac = @Mac AND decommissioned_at IS NULL" + (_db.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""),
+            new { known.Mac }, tx, cancellationToken: ct));
+        if (was is null || was == pattern) { return null; }
         var last = await c.QuerySingleOrDefaultAsync<UpdateReportRow>(new CommandDefinition(
             "SELECT * FROM update_reports WHERE mac = @Mac ORDER BY id DESC LIMIT 1", new { known.Mac }, tx, cancellationToken: ct));
-        if (last is not { Success: not 0 } || last.Pattern != was) { return null; }
+        if (last is not { Success: not 0 } || last.Pattern != was || last.UpdateId != counter.BundleId) { return null; }
         var from = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
             "SELECT from_pattern FROM update_programs WHERE id = @UpdateId AND to_pattern = @was", new { last.UpdateId, was }, tx, cancellationToken: ct));
         if (from != pattern) { return null; }

@@ -47,7 +47,7 @@ public sealed class ServerMetrics
         _authentications = factory.CreateCounter("tsunagu_unit_authentications_total", "Unit session requests decided, by purpose (provisional, host) and result (accepted, refused).", "purpose", "result");
         _refusals = factory.CreateCounter("tsunagu_unit_refusals_total", "Unit authentications refused, by reason.", "reason");
         _pushes = factory.CreateCounter("tsunagu_pushes_total", "Forced-check pushes: sent (handed to the broker), undelivered (could not be handed over; sent again later), delivered (acknowledged by the unit).", "result");
-        _updateReports = factory.CreateCounter("tsunagu_update_reports_total", "Update results reported by units, by outcome (success, failure).", "outcome");
+        _updateReports = factory.CreateCounter("tsunagu_update_reports_total", "Update results by outcome (success, failure): reported by units, and failures the host finds (a unit back on the old pattern after reporting its install).", "outcome");
         _configReports = factory.CreateCounter("tsunagu_config_reports_total", "Service configuration results reported by units, by outcome (success, failure).", "outcome");
         _requests = factory.CreateHistogram("tsunagu_http_request_duration_seconds", "HTTP requests, by route template, method and status code.",
             new HistogramConfiguration { LabelNames = ["route", "method", "code"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 15) });

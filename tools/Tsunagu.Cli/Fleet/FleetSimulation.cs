@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
@@ -637,13 +635,8 @@ public sealed partial class FleetSimulation : IAsyncDisposable
         }
     }
 
-    /// <summary>A loopback port nothing listens on right now.</summary>
-    internal static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    /// <summary>A loopback port nothing listens on right now, for the server started next (<see cref="LoopbackPorts"/>).</summary>
+    internal static int FreePort() => LoopbackPorts.Next();
 
     public static string Describe(ScenarioReport r)
     {

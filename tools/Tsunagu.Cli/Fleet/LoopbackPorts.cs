@@ -2,15 +2,18 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 
-namespace Tsunagu.IntegrationTests;
+namespace Tsunagu.Cli.Fleet;
 
 /// <summary>
-/// Loopback ports for the services a test starts itself (a server, a broker, PostgreSQL, a QEMU guest's socket link).
+/// Loopback ports for the services a test or the fleet simulator starts itself (a server, a broker, PostgreSQL, a QEMU
+/// guest's socket link).
 /// A port is chosen here and bound by another process a moment later, so it is taken <em>below</em> the kernel's
 /// ephemeral range (<c>/proc/sys/net/ipv4/ip_local_port_range</c>): a client connection's source port, which the kernel
 /// picks from that range, can then never take it in between. Asking the kernel for port 0 and closing it again, as this
 /// did before, hands out exactly the ports the next outgoing connection may get. One process never gets a port twice,
-/// and a port something listens on (another process's service) is passed over.
+/// a port something listens on (another process's service) is passed over, and a port is given only with its lock file
+/// (<c>tsunagu-ports/PORT.lock</c> in the temporary directory, held exclusively until the process ends): two processes
+/// choosing at once (the integration and system tests run side by side) never get the same one.
 /// </summary>
 public static class LoopbackPorts
 {
@@ -22,7 +25,11 @@ public static class LoopbackPorts
 
     private static readonly Lock Gate = new();
     private static readonly HashSet<int> Given = [];
+    private static readonly List<FileStream> Held = [];
     private static int _next = -1;
+
+    /// <summary>Where the ports' lock files are.</summary>
+    public static string LockDirectory { get; } = Path.Combine(Path.GetTempPath(), "tsunagu-ports");
 
     /// <summary>The kernel's ephemeral range, or <see cref="DefaultEphemeral"/>.</summary>
     public static (int Low, int High) EphemeralRange()
@@ -59,7 +66,22 @@ public static class LoopbackPorts
             $"the ephemeral port range {ephemeral.Low}-{ephemeral.High} leaves no 1,000 ports above {Lowest} for the services tests start; narrow net.ipv4.ip_local_port_range");
     }
 
-    /// <summary>A port in <see cref="Pool"/> that nothing listens on now and this process was not given before.</summary>
+    /// <summary>The port the next <see cref="Next"/> tries first (it may pass it over): lets a test take it beforehand.</summary>
+    public static int Candidate()
+    {
+        var (low, high) = Pool(EphemeralRange());
+        var size = high - low + 1;
+        lock (Gate)
+        {
+            if (_next < 0) { _next = Random.Shared.Next(size); }
+            return low + (_next % size);
+        }
+    }
+
+    /// <summary>
+    /// A port in <see cref="Pool"/> that nothing listens on now, this process was not given before and no other process
+    /// holds the lock file of (<see cref="Claim"/>).
+    /// </summary>
     /// <exception cref="InvalidOperationException">Every port of the pool was given or is in use.</exception>
     public static int Next()
     {
@@ -72,12 +94,30 @@ public static class LoopbackPorts
             for (var tried = 0; tried < size; tried++)
             {
                 var port = low + (_next++ % size);
-                if (Given.Contains(port) || !Free(port)) { continue; }
+                if (Given.Contains(port) || !Free(port) || Claim(port) is not { } claim) { continue; }
                 Given.Add(port);
+                Held.Add(claim);
                 return port;
             }
         }
         throw new InvalidOperationException($"no free loopback port left in {low}-{high} ({Given.Count} given to this process)");
+    }
+
+    /// <summary>
+    /// The port's lock file, held exclusively (an advisory lock, which the kernel drops when the process ends, however it
+    /// ends); null when another process holds it.
+    /// </summary>
+    public static FileStream? Claim(int port)
+    {
+        Directory.CreateDirectory(LockDirectory);
+        try
+        {
+            return new FileStream(Path.Combine(LockDirectory, port.ToString(CultureInfo.InvariantCulture) + ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException)
+        {
+            return null; // held by another process
+        }
     }
 
     /// <summary>True when a TCP listener can bind <paramref name="port"/> on 127.0.0.1 now.</summary>
