@@ -215,7 +215,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// loop reconnects with capped, jittered backoff, subscribes again, and logs the first failure, a summary per
     /// <see cref="FailureSummaryInterval"/> and the recovery: a broker outage costs a few lines, whatever its length.
     /// </summary>
-    private sealed class KeptConnection(IMqttClient client, MqttClientOptions clientOptions, Func<IMqttClient, CancellationToken, Task> subscribe,
+    internal sealed class KeptConnection(IMqttClient client, MqttClientOptions clientOptions, Func<IMqttClient, CancellationToken, Task> subscribe,
         string user, string broker, TimeProvider time, ILogger log)
     {
         private readonly SemaphoreSlim _lost = new(0, 1);
@@ -264,21 +264,25 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             var lastSummary = lostAt;
             var failures = 0;
             string? lastError = null;
+            // logged in again but not yet subscribed (a subscribe that failed on a connection that stayed up): the next
+            // attempt subscribes on that connection, or the link would be up and hear nothing
+            var subscribing = false;
             log.LogWarning("push: lost the broker connection to {Broker} as {User}; reconnecting", broker, user);
             for (var attempt = 0; !ct.IsCancellationRequested; attempt++)
             {
                 var ceiling = Math.Min(ReconnectCap.TotalMilliseconds, ReconnectBase.TotalMilliseconds * Math.Pow(2, Math.Min(attempt, 20)));
                 await Task.Delay(TimeSpan.FromMilliseconds(ceiling / 2 + Random.Shared.NextDouble() * ceiling / 2), time, ct);
-                if (client.IsConnected)
+                if (client.IsConnected && !subscribing)
                 {
                     return;
                 }
                 Interlocked.Increment(ref _attempts);
                 try
                 {
-                    var result = await client.ConnectAsync(clientOptions, ct);
-                    if (result.ResultCode == MqttClientConnectResultCode.Success)
+                    var result = client.IsConnected ? null : await client.ConnectAsync(clientOptions, ct);
+                    if (result is null || result.ResultCode == MqttClientConnectResultCode.Success)
                     {
+                        subscribing = true;
                         await subscribe(client, ct);
                         log.LogInformation("push: reconnected to {Broker} as {User} after {Attempts} attempt(s) in {Seconds:0.0} s",
                             broker, user, attempt + 1, time.GetElapsedTime(lostAt).TotalSeconds);
