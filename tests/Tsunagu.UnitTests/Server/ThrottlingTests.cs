@@ -79,14 +79,17 @@ public class ThrottlingTests
         Assert.That(step, Is.GreaterThan(TimeSpan.Zero));
     }
 
+    /// <summary>One permit, <paramref name="queue"/> places in the queue, a wait bound of 5 s.</summary>
+    private static BoundedWaitLimiter OnePermit(int queue, TimeProvider time) => new(new ConcurrencyLimiter(new ConcurrencyLimiterOptions
+    {
+        PermitLimit = 1, QueueLimit = queue, QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
+    }), TimeSpan.FromSeconds(5), time);
+
     [Test]
     public async Task A_request_queued_past_the_wait_bound_is_refused_without_a_retry_after_and_one_queued_less_long_is_served()
     {
         var time = Clock();
-        using var limiter = new BoundedWaitLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions
-        {
-            PermitLimit = 1, QueueLimit = 2, QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
-        }), TimeSpan.FromSeconds(5), time);
+        using var limiter = OnePermit(queue: 2, time);
         var http = new DefaultHttpContext();
         using var held = await limiter.AcquireAsync(http);
         Assert.That(held.IsAcquired, Is.True);
@@ -110,10 +113,7 @@ public class ThrottlingTests
     public async Task A_caller_that_gives_up_while_queued_is_cancelled_not_answered_as_overload()
     {
         var time = Clock();
-        using var limiter = new BoundedWaitLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions
-        {
-            PermitLimit = 1, QueueLimit = 1, QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
-        }), TimeSpan.FromSeconds(5), time);
+        using var limiter = OnePermit(queue: 1, time);
         var http = new DefaultHttpContext();
         using var held = await limiter.AcquireAsync(http);
         using var gone = new CancellationTokenSource();
