@@ -244,7 +244,7 @@ internal sealed class SquidUnderTest : IDisposable
         Directory.CreateDirectory(run);
         var env = new ServiceEnvironment(BoardDescription.Simulated with { Hdd = new BoardHdd(hdd), VirusScan = virusScan }, run, Path.Combine(root, "state"))
         {
-            CachePort = FreePort(), InterceptPort = FreePort(), IcapPort = FreePort(), CacheAccessLog = Path.Combine(run, "access.log"),
+            CachePort = TestServer.FreePort(), InterceptPort = TestServer.FreePort(), IcapPort = TestServer.FreePort(), CacheAccessLog = Path.Combine(run, "access.log"),
         };
         var files = ServiceRenderer.Render(configuration ?? Configuration(), env);
         foreach (var (name, text) in files)
@@ -397,8 +397,6 @@ internal sealed class SquidUnderTest : IDisposable
             process.Dispose();
         }
     }
-
-    internal static int FreePort() => Tsunagu.Cli.Fleet.LoopbackPorts.Next();
 
     internal static async Task RunAsync(string tool, params string[] args)
     {
