@@ -62,12 +62,16 @@ public class AccessibilityTests
                  {
                      "/console", "/console/units", "/console/units?sort=serial&dir=desc&size=1", "/console/units?size=0",
                      $"/console/units/{units[0].Mac}", "/console/register", "/console/catalogue", "/console/programs", "/console/audit",
-                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups", "/console/policy",
+                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups", "/console/policy", "/console/services",
                  })
         {
             await page.GotoAsync(path);
             bad.AddRange(await ViolationsAsync(page, path));
         }
+        // the services page with every configuration and contract form unfolded
+        await page.GotoAsync("/console/services");
+        foreach (var summary in await page.Locator("main details summary").AllAsync()) { await summary.ClickAsync(); }
+        bad.AddRange(await ViolationsAsync(page, "services forms"));
         // the lifecycle forms, unfolded
         await page.GotoAsync($"/console/units/{units[0].Mac}");
         await page.Locator("#lifecycle summary").ClickAsync();

@@ -53,11 +53,14 @@ public class LayoutTests
         var page = browser.Page;
         await ConsoleTests.LogInOperatorAsync(page);
         foreach (var path in new[] { "/console", "/console/units", "/console/register", "/console/catalogue", "/console/audit", "/console/programs", $"/console/units/{units[0].Mac}",
-                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups", "/console/policy" })
+                     "/console/rollouts", "/console/rollouts/lab-p3", "/console/groups", "/console/policy", "/console/services" })
         {
             await page.GotoAsync(path);
             await AssertNoHorizontalOverflowAsync(page, path, width);
         }
+        await page.GotoAsync("/console/services");
+        foreach (var summary in await page.Locator("main details summary").AllAsync()) { await summary.ClickAsync(); }
+        await AssertNoHorizontalOverflowAsync(page, "/console/services, every form unfolded", width);
         await page.GotoAsync($"/console/units/{units[0].Mac}");
         await page.Locator("#service-config-edit summary").ClickAsync();
         await AssertNoHorizontalOverflowAsync(page, "the unit's service configuration forms", width);

@@ -82,6 +82,7 @@ public class RoleTests
         ["POST /api/v1/update-programs"] = [A, R],
         ["DELETE /api/v1/update-programs/{id}"] = [A, R],
         ["POST /api/v1/artifacts"] = [A, R],
+        ["GET /api/v1/service-configs"] = [A, R, S, U],
         ["GET /api/v1/service-configs/{name}"] = [A, R, S, U],
         ["PUT /api/v1/service-configs/{name}"] = [A, R],
         ["GET /api/v1/contracts"] = [A, R, S, U],

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Catalogue;
@@ -13,6 +14,7 @@ public sealed record PatternView(string Id, string Name, string HardwareVersion,
     string Status, string? CreatedAt, string? VerifiedAt, string? RetiredAt);
 public sealed record ArtifactView(string Sha256, long Size);
 /// <summary>A contract: the service configuration fields its subscribers may change (<see cref="ServiceConfigFields.All"/>).</summary>
+public sealed record NamedServiceConfigView(string Name, ServiceConfiguration Config);
 public sealed record ContractView(string Name, IReadOnlyList<string> SubscriberFields);
 public sealed record ContractRequest(IReadOnlyList<string>? SubscriberFields);
 
@@ -132,6 +134,10 @@ public static class CatalogueApi
         }).DisableAntiforgery().ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(CatalogueService.MaxArtifactBytes))
             .AllowRoles(OperatorRoles.Release);
 
+        api.MapGet("/service-configs", async (TsunaguStore store, CancellationToken ct) =>
+            TypedResults.Ok((await store.ListServiceConfigsAsync(ct)).Select(n =>
+                new NamedServiceConfigView(n.Name, JsonSerializer.Deserialize(n.Document, ProtocolJson.Default.ServiceConfiguration)!)).ToList()))
+            .AllowRoles(OperatorRoles.Read);
         api.MapGet("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, TsunaguStore store, CancellationToken ct) =>
             await store.GetServiceConfigAsync(name, ct) is { } c ? TypedResults.Ok(c) : Problems.NotFound($"service configuration {name} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
@@ -163,19 +169,9 @@ public static class CatalogueApi
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, ContractRequest request, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
-            if (string.IsNullOrEmpty(name) || name.Length > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
-            {
-                return Problems.BadRequest("name: 1..64 ASCII letters, digits, '-', '_' or '.'");
-            }
+            if (!ServiceConfigFields.IsContractName(name)) { return Problems.BadRequest(ServiceConfigFields.ContractNameRule); }
             if (request.SubscriberFields is null) { return Problems.BadRequest("subscriberFields: missing"); }
-            for (var i = 0; i < request.SubscriberFields.Count; i++)
-            {
-                if (!ServiceConfigFields.IsKnown(request.SubscriberFields[i]))
-                {
-                    return Problems.BadRequest($"subscriberFields[{i}]: {ServiceConfigValidator.Show(request.SubscriberFields[i])} is not a field; known: {string.Join(", ", ServiceConfigFields.All)}");
-                }
-            }
-            var fields = request.SubscriberFields.Distinct(StringComparer.Ordinal).OrderBy(f => ServiceConfigFields.All.ToList().IndexOf(f)).ToList();
+            if (ServiceConfigFields.ReadAllowList(request.SubscriberFields, out var fields) is { } bad) { return Problems.BadRequest(bad); }
             await store.UpsertContractAsync(name, fields, new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields)), ct: ct);
             return TypedResults.Ok(new ContractView(name, fields));
         }).AllowRoles(OperatorRoles.Administration);

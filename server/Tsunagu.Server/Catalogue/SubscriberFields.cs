@@ -59,6 +59,31 @@ public static class ServiceConfigFields
 
     public static bool IsKnown(string? name) => name is not null && All.Contains(name, StringComparer.Ordinal);
 
+    /// <summary>What a contract's name may be (the API's and the console's one rule).</summary>
+    public const string ContractNameRule = "name: 1..64 ASCII letters, digits, '-', '_' or '.'";
+
+    public static bool IsContractName([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] string? name) =>
+        name is { Length: > 0 and <= 64 } && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+    /// <summary>
+    /// A contract's allow-list as stored: every entry a known field (else why not, naming the entry), each once, in
+    /// document order, so two lists of the same fields are stored alike.
+    /// </summary>
+    public static string? ReadAllowList(IReadOnlyList<string?> fields, out List<string> allowList)
+    {
+        allowList = [];
+        for (var i = 0; i < fields.Count; i++)
+        {
+            if (!IsKnown(fields[i]))
+            {
+                return $"subscriberFields[{i}]: {ServiceConfigValidator.Show(fields[i])} is not a field; known: {string.Join(", ", All)}";
+            }
+        }
+        var given = fields.ToHashSet(StringComparer.Ordinal);
+        allowList = [.. All.Where(given.Contains)];
+        return null;
+    }
+
     /// <summary>The fields whose values differ between two valid configurations, in document order.</summary>
     public static IEnumerable<string> Changed(ServiceConfiguration before, ServiceConfiguration after)
     {

@@ -130,6 +130,30 @@ public sealed partial class TsunaguStore
         return fields is null ? null : JsonSerializer.Deserialize(fields, ProtocolJson.Default.ListString) ?? [];
     }
 
+    /// <summary>The contracts by name, each allow-list as stored (JSON).</summary>
+    public async Task<IReadOnlyList<NamedDocument>> ListContractDocumentsAsync(CancellationToken ct = default)
+    {
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<NamedDocument>(new CommandDefinition("SELECT name, subscriber_fields AS document FROM contracts ORDER BY name", cancellationToken: ct))).ToList();
+    }
+
+    /// <summary>How many subscribers each contract has (a subscriber without one is on the default contract).</summary>
+    public async Task<IReadOnlyDictionary<string, long>> CountSubscribersByContractAsync(string defaultContract, CancellationToken ct = default)
+    {
+        await using var c = await OpenAsync(ct);
+        var rows = await c.QueryAsync<(string Contract, long Count)>(new CommandDefinition(
+            "SELECT COALESCE(contract, @defaultContract) AS contract, COUNT(*) AS n FROM subscribers GROUP BY COALESCE(contract, @defaultContract)", new { defaultContract }, cancellationToken: ct));
+        return rows.ToDictionary(r => r.Contract, r => r.Count, StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// Creates (<paramref name="expectedDigest"/> null: only when the name is free) or changes (only while its stored
+    /// allow-list is the one the change was made from) a contract, with its audit entry, in one transaction.
+    /// </summary>
+    /// <exception cref="StoreConflictException">The name is taken (create), gone or changed since (change); nothing was written.</exception>
+    public Task PutContractCheckedAsync(string name, IReadOnlyList<string> subscriberFields, string? expectedDigest, AuditEntry audit, CancellationToken ct = default) =>
+        PutNamedCheckedAsync("contracts", "subscriber_fields", "contract", name, JsonSerializer.Serialize(subscriberFields.ToList(), ProtocolJson.Default.ListString), expectedDigest, audit, ct);
+
     public async Task<IReadOnlyList<string>> ListContractsAsync(CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);

@@ -17,6 +17,14 @@ public sealed class StaleConfigRevisionException(string mac, long expected, long
     public long Actual { get; } = actual;
 }
 
+/// <summary>A named document as stored (a named service configuration, a contract's allow-list) and the digest a change made from it carries.</summary>
+public sealed record NamedDocument(string Name, string Document)
+{
+    public string Digest => DigestOf(Document);
+
+    public static string DigestOf(string stored) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(stored)));
+}
+
 // Service configurations: the named ones, and each unit's revisions with their acknowledgements.
 public sealed partial class TsunaguStore
 {
@@ -31,6 +39,59 @@ public sealed partial class TsunaguStore
             new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) }, tx, cancellationToken: ct));
         await WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
+    }
+
+    /// <summary>The named service configurations by name, each as stored (JSON).</summary>
+    public async Task<IReadOnlyList<NamedDocument>> ListServiceConfigsAsync(CancellationToken ct = default)
+    {
+        await using var c = await OpenAsync(ct);
+        return (await c.QueryAsync<NamedDocument>(new CommandDefinition("SELECT name, document FROM service_configs ORDER BY name", cancellationToken: ct))).ToList();
+    }
+
+    /// <summary>
+    /// Creates (<paramref name="expectedDigest"/> null: only when no configuration has that name) or changes (only while
+    /// the stored document is still the one whose <see cref="NamedDocument.Digest"/> the change was made from) a named
+    /// service configuration, with its audit entry, in one transaction.
+    /// </summary>
+    /// <exception cref="StoreConflictException">The name is taken (create), gone or changed since (change); nothing was written.</exception>
+    public Task PutServiceConfigCheckedAsync(string name, ServiceConfiguration document, string? expectedDigest, AuditEntry audit, CancellationToken ct = default) =>
+        PutNamedCheckedAsync("service_configs", "document", "service configuration", name, JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration),
+            expectedDigest, audit, ct);
+
+    // One row of a table keyed by name (service_configs, contracts; the table and column are the caller's constants),
+    // written only as the caller expects to find it: absent, or holding the value whose digest it saw. The row is read in
+    // the transaction that writes it (SQLite: the writer's lock from the start; PostgreSQL: the row locked), and a create
+    // racing another create of the same name loses to the primary key.
+    private async Task PutNamedCheckedAsync(string table, string column, string what, string name, string value, string? expectedDigest, AuditEntry audit, CancellationToken ct)
+    {
+        try
+        {
+            await using var c = await OpenAsync(ct);
+            await using var tx = await BeginAsync(c, ct);
+            var stored = await c.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+                $"SELECT {column} FROM {table} WHERE name = @name" + (_db.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""), new { name }, tx, cancellationToken: ct));
+            if (expectedDigest is null && stored is not null)
+            {
+                throw new StoreConflictException($"{what} {name} exists already: change it in its own form; nothing was stored");
+            }
+            if (expectedDigest is not null && stored is null)
+            {
+                throw new StoreConflictException($"{what} {name} does not exist any more; nothing was stored");
+            }
+            if (expectedDigest is not null && NamedDocument.DigestOf(stored!) != expectedDigest)
+            {
+                throw new StoreConflictException($"{what} {name} was changed since this page was shown; look at it again and redo the change; nothing was stored");
+            }
+            await c.ExecuteAsync(new CommandDefinition(stored is null
+                ? $"INSERT INTO {table} (name, {column}) VALUES (@name, @value)"
+                : $"UPDATE {table} SET {column} = @value WHERE name = @name", new { name, value }, tx, cancellationToken: ct));
+            await WriteAuditAsync(c, tx, audit, ct);
+            await tx.CommitAsync(ct);
+        }
+        catch (DbException e) when (IsUniqueViolation(e))
+        {
+            throw new StoreConflictException($"{what} {name} was created by someone else at the same moment; nothing was stored");
+        }
     }
 
     public async Task<ServiceConfiguration?> GetServiceConfigAsync(string name, CancellationToken ct = default)
