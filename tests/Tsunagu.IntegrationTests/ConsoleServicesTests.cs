@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Tsunagu.Cli.Factory;
 using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
@@ -54,7 +55,7 @@ public class ConsoleServicesTests(string kind)
         return m.Groups[1].Value;
     }
 
-    private static async Task<ServiceConfiguration?> Stored(Tsunagu.Cli.Factory.OperatorClient client, string name) =>
+    private static async Task<ServiceConfiguration?> Stored(OperatorClient client, string name) =>
         JsonSerializer.Deserialize(await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/service-configs/{name}", null, CancellationToken.None), ProtocolJson.Default.ServiceConfiguration);
 
     private static string Json(ServiceConfiguration config) => JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration);
@@ -119,6 +120,25 @@ public class ConsoleServicesTests(string kind)
         stored = await Stored(client, "lab");
         Assert.That(Json(stored!), Is.EqualTo(Json(lab)), "the API's change stands");
         Assert.That((await server.Store.ListAuditAsync(50, target: "lab")).Count(a => a.Action == "service-config.put"), Is.EqualTo(3), "create, change, the API's change");
+
+        // delete: confirmed, from the page as it is now; default (what registration copies) never
+        fresh = await DigestOn(admin, "lab");
+        await Refused(server, admin, "DeleteConfig", "a delete not confirmed", HttpStatusCode.BadRequest, ("name", "lab"), ("baseDigest", fresh));
+        var shownBefore = Tsunagu.Server.Data.NamedDocument.DigestOf(Json(otherDomain)); // the page after the console's change, before the API's
+        Assert.That(shownBefore, Is.Not.EqualTo(fresh));
+        await Refused(server, admin, "DeleteConfig", "a delete from a page shown before a change", HttpStatusCode.Conflict, ("name", "lab"), ("baseDigest", shownBefore), ("confirm", "lab"));
+        await Refused(server, admin, "DeleteConfig", "a delete of one that does not exist", HttpStatusCode.Conflict, ("name", "nothing"), ("baseDigest", fresh), ("confirm", "nothing"));
+        var keep = await Refused(server, admin, "DeleteConfig", "a delete of default", HttpStatusCode.Conflict, ("name", "default"), ("baseDigest", await DigestOn(admin, "default")), ("confirm", "default"));
+        Assert.That(keep, Does.Contain("service configuration default is the one every unit registered gets"));
+        var before = HostileInputTests.Snapshot(server);
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Delete, $"{Routes.Prefix}/service-configs/default", null, CancellationToken.None))!.Status, Is.EqualTo(409));
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Delete, $"{Routes.Prefix}/service-configs/nothing", null, CancellationToken.None))!.Status, Is.EqualTo(404));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "refused deletes change nothing");
+        var deleted = await Post(admin, "DeleteConfig", ("name", "lab"), ("baseDigest", fresh), ("confirm", "lab"));
+        Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await deleted.Content.ReadAsStringAsync());
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => Stored(client, "lab"))!.Status, Is.EqualTo(404));
+        Assert.That((await server.Store.ListAuditAsync(50, target: "lab")).Count(a => a.Action == "service-config.delete"), Is.EqualTo(1));
+        Assert.That(await Stored(client, "default"), Is.Not.Null);
     }
 
     [Test]
@@ -161,6 +181,22 @@ public class ConsoleServicesTests(string kind)
             ("name", "premium"), ("fields", "vpn.peers"), ("baseDigest", digest));
         Assert.That(stale, Does.Contain("contract premium was changed since this page was shown"));
         Assert.That(await server.Store.GetContractAsync("premium"), Is.Empty);
+
+        // delete: never while a subscriber is on it, never the default contract
+        digest = await DigestOn(admin, "premium");
+        var inUse = await Refused(server, admin, "DeleteContract", "a delete of a contract a subscriber is on", HttpStatusCode.Conflict, ("name", "premium"), ("baseDigest", digest), ("confirm", "premium"));
+        Assert.That(inUse, Does.Contain("contract premium has 1 subscriber(s)"));
+        var before = HostileInputTests.Snapshot(server);
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Delete, $"{Routes.Prefix}/contracts/premium", null, CancellationToken.None))!.Status, Is.EqualTo(409));
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Delete, $"{Routes.Prefix}/contracts/standard", null, CancellationToken.None))!.Status, Is.EqualTo(409));
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "refused deletes change nothing");
+        await client.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new { name = "hanako", password = "a portal test password", contract = "standard" }, CancellationToken.None);
+        await Refused(server, admin, "DeleteContract", "a delete not confirmed", HttpStatusCode.BadRequest, ("name", "premium"), ("baseDigest", digest), ("confirm", "standard"));
+        var deleted = await Post(admin, "DeleteContract", ("name", "premium"), ("baseDigest", digest), ("confirm", "premium"));
+        Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await deleted.Content.ReadAsStringAsync());
+        Assert.That(await server.Store.GetContractAsync("premium"), Is.Null);
+        Assert.That((await server.Store.ListAuditAsync(50, target: "premium")).Count(a => a.Action == "contract.delete"), Is.EqualTo(1));
+        Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Delete, $"{Routes.Prefix}/contracts/premium", null, CancellationToken.None))!.Status, Is.EqualTo(404));
     }
 
     [Test]

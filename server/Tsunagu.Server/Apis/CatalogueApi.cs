@@ -157,6 +157,12 @@ public static class CatalogueApi
         }).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Release);
 
+        api.MapDelete("/service-configs/{name}", Task<Results<NoContent, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) => Problems.GuardAsync(async () =>
+        {
+            await store.DeleteServiceConfigAsync(name, Units.Registration.UnitRegistration.DefaultServiceConfig, null, new AuditEntry(http.Caller().Subject, "service-config.delete", name, null), http.RequestAborted);
+            return TypedResults.NoContent();
+        })).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
+
         // contracts: which service configuration fields a subscriber may change themselves (docs/operator-api.md)
         api.MapGet("/contracts", async (TsunaguStore store, CancellationToken ct) =>
         {
@@ -175,6 +181,11 @@ public static class CatalogueApi
             await store.UpsertContractAsync(name, fields, new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields)), ct: ct);
             return TypedResults.Ok(new ContractView(name, fields));
         }).AllowRoles(OperatorRoles.Administration);
+        api.MapDelete("/contracts/{name}", Task<Results<NoContent, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) => Problems.GuardAsync(async () =>
+        {
+            await store.DeleteContractAsync(name, ServiceConfigFields.DefaultContract, null, new AuditEntry(http.Caller().Subject, "contract.delete", name, null), http.RequestAborted);
+            return TypedResults.NoContent();
+        })).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
     }
 
     public static PatternView ToView(PatternRow p) => new(p.Id, p.Name, p.HardwareVersion, p.OsVersion,

@@ -154,6 +154,21 @@ public sealed partial class TsunaguStore
     public Task PutContractCheckedAsync(string name, IReadOnlyList<string> subscriberFields, string? expectedDigest, AuditEntry audit, CancellationToken ct = default) =>
         PutNamedCheckedAsync("contracts", "subscriber_fields", "contract", name, JsonSerializer.Serialize(subscriberFields.ToList(), ProtocolJson.Default.ListString), expectedDigest, audit, ct);
 
+    /// <summary>
+    /// Deletes a contract no subscriber is on, other than <paramref name="defaultContract"/> (the one of subscribers
+    /// without a contract), with its audit entry; with <paramref name="expectedDigest"/>, only while its allow-list is still
+    /// that one. The subscribers are counted in the transaction that deletes it.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">No contract has that name.</exception>
+    /// <exception cref="StoreConflictException">It is the default, subscribers are on it, or it changed since; nothing was written.</exception>
+    public Task DeleteContractAsync(string name, string defaultContract, string? expectedDigest, AuditEntry audit, CancellationToken ct = default) =>
+        DeleteNamedCheckedAsync("contracts", "subscriber_fields", "contract", name, expectedDigest, audit, async (c, tx) =>
+        {
+            if (name == defaultContract) { return $"contract {name} is the one of every subscriber without a contract"; }
+            var on = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM subscribers WHERE contract = @name", new { name }, tx, cancellationToken: ct));
+            return on > 0 ? $"contract {name} has {on} subscriber(s): put them on another contract first" : null;
+        }, ct);
+
     public async Task<IReadOnlyList<string>> ListContractsAsync(CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);

@@ -94,6 +94,39 @@ public sealed partial class TsunaguStore
         }
     }
 
+    /// <summary>
+    /// Deletes a named service configuration other than <paramref name="keep"/> (the one registration copies), with its
+    /// audit entry; with <paramref name="expectedDigest"/>, only while the stored document is still that one.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">No configuration has that name.</exception>
+    /// <exception cref="StoreConflictException">It is <paramref name="keep"/>, or it changed since; nothing was written.</exception>
+    public Task DeleteServiceConfigAsync(string name, string keep, string? expectedDigest, AuditEntry audit, CancellationToken ct = default) =>
+        DeleteNamedCheckedAsync("service_configs", "document", "service configuration", name, expectedDigest, audit,
+            (_, _) => Task.FromResult(name == keep ? $"service configuration {name} is the one every unit registered gets as its first revision; change it instead" : null), ct);
+
+    // One row of a table keyed by name deleted as the caller expects to find it (any value, or the one whose digest it
+    // saw), unless refuse (read in the same transaction) names a reason; the row is read in the transaction that deletes it.
+    private async Task DeleteNamedCheckedAsync(string table, string column, string what, string name, string? expectedDigest, AuditEntry audit,
+        Func<DbConnection, DbTransaction, Task<string?>> refuse, CancellationToken ct)
+    {
+        await using var c = await OpenAsync(ct);
+        await using var tx = await BeginAsync(c, ct);
+        var stored = await c.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+            $"SELECT {column} FROM {table} WHERE name = @name" + (_db.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""), new { name }, tx, cancellationToken: ct))
+            ?? throw new KeyNotFoundException($"{what} {name} does not exist");
+        if (expectedDigest is not null && NamedDocument.DigestOf(stored) != expectedDigest)
+        {
+            throw new StoreConflictException($"{what} {name} was changed since this page was shown; look at it again; nothing was deleted");
+        }
+        if (await refuse(c, tx) is { } why)
+        {
+            throw new StoreConflictException($"{why}; nothing was deleted");
+        }
+        await c.ExecuteAsync(new CommandDefinition($"DELETE FROM {table} WHERE name = @name", new { name }, tx, cancellationToken: ct));
+        await WriteAuditAsync(c, tx, audit, ct);
+        await tx.CommitAsync(ct);
+    }
+
     public async Task<ServiceConfiguration?> GetServiceConfigAsync(string name, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);

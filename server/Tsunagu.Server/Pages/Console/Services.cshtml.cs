@@ -118,6 +118,39 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
         return RedirectToPage();
     }
 
+    /// <summary>Deletes a named service configuration (not <c>default</c>) as the page showed it, once the operator ticked the confirmation.</summary>
+    [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
+    public Task<IActionResult> OnPostDeleteConfigAsync(string? name, string? baseDigest, string? confirm, CancellationToken ct) =>
+        DeleteAsync("config:" + name, "service configuration", name, baseDigest, confirm, (n, digest) =>
+            store.DeleteServiceConfigAsync(n, Units.Registration.UnitRegistration.DefaultServiceConfig, digest, new AuditEntry(Who, "service-config.delete", n, null), ct));
+
+    /// <summary>Deletes a contract no subscriber is on (not the default one) as the page showed it, once the operator ticked the confirmation.</summary>
+    [ConsoleAccess(OperatorRoles.Administrator)]
+    public Task<IActionResult> OnPostDeleteContractAsync(string? name, string? baseDigest, string? confirm, CancellationToken ct) =>
+        DeleteAsync("contract:" + name, "contract", name, baseDigest, confirm, (n, digest) =>
+            store.DeleteContractAsync(n, ServiceConfigFields.DefaultContract, digest, new AuditEntry(Who, "contract.delete", n, null), ct));
+
+    private async Task<IActionResult> DeleteAsync(string form, string what, string? name, string? baseDigest, string? confirm, Func<string, string, Task> delete)
+    {
+        if (string.IsNullOrEmpty(name) || name.Length > InputRules.MaxIdentifier || name.Any(char.IsControl)) { return await RefuseAsync(form, "name: not one this page gives"); }
+        if (string.IsNullOrEmpty(baseDigest) || !IsDigest(baseDigest)) { return await RefuseAsync(form, "baseDigest: not the digest this page gives (64 hexadecimal digits); look at the page again"); }
+        if (confirm != name) { return await RefuseAsync(form, $"tick \"Yes, delete {name}\" to delete the {what}"); }
+        try
+        {
+            await delete(name, baseDigest);
+        }
+        catch (KeyNotFoundException e)
+        {
+            return await RefuseAsync(form, e.Message, conflict: true);
+        }
+        catch (StoreConflictException e)
+        {
+            return await RefuseAsync(form, e.Message, conflict: true);
+        }
+        Notice = $"The {what} {name} was deleted.";
+        return RedirectToPage();
+    }
+
     private static bool IsDigest(string? text) => string.IsNullOrEmpty(text) || text is { Length: 64 } && text.All(char.IsAsciiHexDigitLower);
 
     private static string? NullIfEmpty(string? text) => string.IsNullOrEmpty(text) ? null : text;
