@@ -3,6 +3,7 @@ using Tsunagu.Firmware.Services;
 using Tsunagu.Firmware.Storage;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
+using Tsunagu.UnitTests.Services;
 
 namespace Tsunagu.UnitTests.Protocol;
 

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Tsunagu.UnitTests.Hal;
 
 namespace Tsunagu.UnitTests.Server;
 

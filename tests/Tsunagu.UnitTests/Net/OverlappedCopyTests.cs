@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using Tsunagu.Firmware.Net;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Net;
 
 /// <summary>
 /// A body stream under test control: hands out at most <see cref="MaxPerRead"/> bytes per read, can fail with an

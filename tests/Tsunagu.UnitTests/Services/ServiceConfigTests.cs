@@ -4,7 +4,7 @@ using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Services;
 
 public class ServiceConfigTests
 {

@@ -3,7 +3,7 @@ using System.Text;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Protocol;
 
 /// <summary>The bundle format and every check of <see cref="BundleVerifier"/>, on in-memory bundles.</summary>
 public class BundleFormatTests

@@ -1,6 +1,6 @@
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Protocol;
 
 public class ProtocolTests
 {

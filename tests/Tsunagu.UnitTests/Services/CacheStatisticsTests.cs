@@ -1,7 +1,7 @@
 using Tsunagu.Firmware.Services;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Services;
 
 /// <summary>
 /// The unit's reading of squid's cache manager counters: the page real squid 5.7 answered (captured from a run with one

@@ -6,8 +6,9 @@ using Tsunagu.Hal;
 using Tsunagu.Hal.Storage;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
+using Tsunagu.UnitTests.Services;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Storage;
 
 /// <summary>
 /// Power cuts after every write and every sync (<see cref="CrashDisk"/>): the state store and the atomic links,

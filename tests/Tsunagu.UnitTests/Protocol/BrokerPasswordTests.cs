@@ -1,7 +1,7 @@
 using CsCheck;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Protocol;
 
 /// <summary>Short-lived broker passwords (<see cref="BrokerPassword"/>): expiry windows, and what is refused.</summary>
 public class BrokerPasswordTests

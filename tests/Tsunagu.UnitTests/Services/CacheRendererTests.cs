@@ -2,8 +2,9 @@ using CsCheck;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
+using Tsunagu.UnitTests.Hal;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Services;
 
 /// <summary>
 /// The transparent cache as rendered: squid's ports, limits, range and revalidation settings, and the firewall's

@@ -7,8 +7,9 @@ using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
+using Tsunagu.UnitTests.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Updates;
 
 /// <summary>
 /// The unit's updater (<see cref="BundleInstaller"/>) on a real data directory, state store, application store and

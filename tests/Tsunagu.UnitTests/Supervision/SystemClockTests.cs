@@ -3,7 +3,7 @@ using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
 using Tsunagu.Hal.Simulated;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Supervision;
 
 /// <summary>The unit's wall clock is set from the host's trusted time when it is off and nothing better keeps it (<see cref="SystemClockSync"/>).</summary>
 public class SystemClockTests

@@ -2,7 +2,7 @@ using Tsunagu.Firmware.Storage;
 using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal.Storage;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Updates;
 
 /// <summary>
 /// <see cref="AppStore.Replace"/> (a damaged application tree restored) cut by a power failure at each of its steps:

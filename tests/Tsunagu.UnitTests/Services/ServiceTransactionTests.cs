@@ -5,7 +5,7 @@ using Tsunagu.Hal;
 using Tsunagu.Hal.Simulated;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Services;
 
 /// <summary>The apply transaction and the confirm timer over the simulated service manager.</summary>
 public class ServiceTransactionTests

@@ -1,7 +1,7 @@
 using Tsunagu.Hal;
 using Tsunagu.Hal.Linux;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Hal;
 
 /// <summary>The board loader and the process command runner, with fake tools on PATH.</summary>
 public class BoardAndRunnerTests

@@ -2,7 +2,7 @@ using System.Net;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Firmware.Updates;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Updates;
 
 /// <summary>
 /// The post-update health check tells "the new software is broken" from "the host is unreachable": only the first

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using Tsunagu.Firmware.Storage;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Storage;
 
 public class WritebackTests
 {

@@ -4,8 +4,9 @@ using Tsunagu.Firmware.Updates;
 using Tsunagu.Hal;
 using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
+using Tsunagu.UnitTests.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Updates;
 
 /// <summary>
 /// Installed applications checked against the file digests of their signed manifest, and a damaged one fetched again

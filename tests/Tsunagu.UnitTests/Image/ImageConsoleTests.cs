@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
+using Tsunagu.UnitTests.Hal;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Image;
 
 /// <summary>
 /// The consoles of the firmware image: a production build (image/image.mk) runs no shell on any console and its

@@ -4,7 +4,7 @@ using CsCheck;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Services;
 
 /// <summary>
 /// Hostile service configurations: every string field gets generated hostile text (line breaks, NUL and other

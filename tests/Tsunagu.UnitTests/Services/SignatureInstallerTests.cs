@@ -3,7 +3,7 @@ using System.Text;
 using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Services;
 
 /// <summary>
 /// The signature installer against a stand-in for clamd on its socket (answers RELOAD, writes what the test says to its

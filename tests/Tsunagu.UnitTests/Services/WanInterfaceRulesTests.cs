@@ -1,7 +1,7 @@
 using Tsunagu.Firmware.Services;
 using Tsunagu.Hal;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Services;
 
 /// <summary>
 /// The firewall's WAN rules on a PPPoE line: the LAN's traffic leaves by pppd's interface (`ppp0`), not by the board's WAN

@@ -4,7 +4,7 @@ using System.Text.Json;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Net;
 
 public class UnitClientTests
 {

@@ -3,7 +3,7 @@ using Tsunagu.Firmware.Updates;
 using Tsunagu.Firmware.Updates.Phases;
 using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests;
+namespace Tsunagu.UnitTests.Updates;
 
 /// <summary>The updater's phase table (<see cref="UpdatePhaseTable"/>) is what runs: the order, and where a restart in each phase continues.</summary>
 public partial class UpdaterTests
