@@ -69,24 +69,24 @@ public static class CatalogueApi
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/patterns", async (TsunaguStore store, string? status, CancellationToken ct) => TypedResults.Ok((await store.ListPatternsAsync(status, ct)).Select(ToView).ToList())).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/patterns", async (TsunaguStore store, string? status, CancellationToken ct) => TypedResults.Ok((await store.ListPatternsAsync(status, ct)).Select(CatalogueService.View).ToList())).AllowRoles(OperatorRoles.Read);
         api.MapGet("/patterns/{id}", async Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, TsunaguStore store, CancellationToken ct) =>
-            await store.GetPatternAsync(id, ct) is { } p ? TypedResults.Ok(ToView(p)) : Problems.NotFound($"pattern {id} does not exist"))
+            await store.GetPatternAsync(id, ct) is { } p ? TypedResults.Ok(CatalogueService.View(p)) : Problems.NotFound($"pattern {id} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/patterns", Task<Results<Created<PatternView>, ProblemHttpResult>> (NewPattern r, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
             var p = await catalogue.CreatePatternAsync(r, http.Caller().Subject, http.RequestAborted);
-            return TypedResults.Created($"{Routes.Prefix}/patterns/{p.Id}", ToView(p));
+            return TypedResults.Created($"{Routes.Prefix}/patterns/{p.Id}", CatalogueService.View(p));
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
         api.MapPost("/patterns/{id}/verify", Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
             var p = await catalogue.VerifyAsync(id, http.Caller().Subject, ct: http.RequestAborted);
-            return TypedResults.Ok(ToView(p));
+            return TypedResults.Ok(CatalogueService.View(p));
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
         api.MapPost("/patterns/{id}/retire", Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
             var p = await catalogue.RetireAsync(id, http.Caller().Subject, ct: http.RequestAborted);
-            return TypedResults.Ok(ToView(p));
+            return TypedResults.Ok(CatalogueService.View(p));
         })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
         api.MapDelete("/patterns/{id}", Task<Results<NoContent, ProblemHttpResult>> (string id, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
@@ -187,8 +187,4 @@ public static class CatalogueApi
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
     }
-
-    public static PatternView ToView(PatternRow p) => new(p.Id, p.Name, p.HardwareVersion, p.OsVersion,
-        System.Text.Json.JsonSerializer.Deserialize(p.Applications, ProtocolJson.Default.DictionaryStringString) ?? [],
-        p.Status, p.CreatedAt, p.VerifiedAt, p.RetiredAt);
 }

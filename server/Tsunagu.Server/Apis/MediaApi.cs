@@ -13,13 +13,13 @@ public static class MediaApi
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Media");
 
         api.MapGet("/media", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListMediaAsync(ct))).AllowRoles(OperatorRoles.Read);
-        api.MapPost("/media", async Task<Results<Created<MediaRegistration>, ProblemHttpResult>> (MediaRegistration r, TsunaguStore store, HttpContext http) =>
+        api.MapPost("/media", async Task<Results<Created<MediaRegistration>, ProblemHttpResult>> (MediaRegistration r, Catalogue.CatalogueService catalogue, HttpContext http) =>
         {
-            var (medium, problem) = Check(r);
+            var (medium, problem) = Catalogue.CatalogueService.CheckMedium(r);
             if (medium is null) { return Problems.BadRequest(problem!); }
             return await Problems.GuardAsync(async () =>
             {
-                await RegisterAsync(store, medium, http.Caller().Subject, http.RequestAborted);
+                await catalogue.RegisterMediumAsync(medium, http.Caller().Subject, http.RequestAborted);
                 return TypedResults.Created($"{Routes.Media}/{medium.Digest}", medium);
             });
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
@@ -29,21 +29,4 @@ public static class MediaApi
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
     }
-
-    /// <summary>
-    /// The registration as stored (digest in lower case, name trimmed), or why it is refused: the digest must be a
-    /// SHA-256 in hex, the name 1-128 printable characters. The API and the console use the same rules.
-    /// </summary>
-    public static (MediaRegistration? Medium, string? Problem) Check(MediaRegistration? r)
-    {
-        var (digest, problem) = ArtifactStore.ReadDigest(r?.Digest);
-        if (problem is not null) { return (null, problem); }
-        if (!InputRules.IsText(r!.Name, 128)) { return (null, "name: required; " + InputRules.Text("name", 128)); }
-        return (new MediaRegistration(digest, r.Name.Trim()), null);
-    }
-
-    /// <summary>Registers a checked medium with its audit entry.</summary>
-    /// <exception cref="StoreConflictException">The digest is registered already.</exception>
-    public static Task RegisterAsync(TsunaguStore store, MediaRegistration medium, string actor, CancellationToken ct) =>
-        store.AddMediumAsync(medium.Digest, medium.Name, new AuditEntry(actor, "media.register", medium.Digest, medium.Name), ct);
 }

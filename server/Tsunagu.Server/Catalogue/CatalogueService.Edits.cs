@@ -172,6 +172,23 @@ public sealed partial class CatalogueService
         }, ct);
     }
 
+    /// <summary>
+    /// The registration as stored (digest in lower case, name trimmed), or why it is refused: the digest must be a
+    /// SHA-256 in hex, the name 1-128 printable characters. The API and the console use the same rules.
+    /// </summary>
+    public static (MediaRegistration? Medium, string? Problem) CheckMedium(MediaRegistration? r)
+    {
+        var (digest, problem) = ArtifactStore.ReadDigest(r?.Digest);
+        if (problem is not null) { return (null, problem); }
+        if (!Apis.InputRules.IsText(r!.Name, 128)) { return (null, "name: required; " + Apis.InputRules.Text("name", 128)); }
+        return (new MediaRegistration(digest, r.Name.Trim()), null);
+    }
+
+    /// <summary>Registers a medium <see cref="CheckMedium"/> accepted, with its audit entry (<c>media.register</c>).</summary>
+    /// <exception cref="StoreConflictException">The digest is registered already.</exception>
+    public Task RegisterMediumAsync(MediaRegistration medium, string actor, CancellationToken ct = default) =>
+        store.AddMediumAsync(medium.Digest, medium.Name, new AuditEntry(actor, "media.register", medium.Digest, medium.Name), ct);
+
     private static string More(int count) => count > 1 ? $" and {count - 1} more" : "";
 
     /// <summary>Every pattern (any status) whose applications include <paramref name="appId"/> at <paramref name="version"/>.</summary>

@@ -18,6 +18,11 @@ public sealed record NewUpdateProgram(string Id, string FromPattern, string ToPa
 /// </summary>
 public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore artifacts, ServerOptions options)
 {
+    /// <summary>A pattern as the API and the console show it (its applications read from the stored JSON).</summary>
+    public static Apis.PatternView View(PatternRow p) => new(p.Id, p.Name, p.HardwareVersion, p.OsVersion,
+        JsonSerializer.Deserialize(p.Applications, ProtocolJson.Default.DictionaryStringString) ?? [],
+        p.Status, p.CreatedAt, p.VerifiedAt, p.RetiredAt);
+
     /// <summary>Adds catalogued software; the audit entry (<c>software.add</c> by <paramref name="actor"/>) commits with it.</summary>
     public async Task AddSoftwareAsync(SoftwareRow software, string actor, CancellationToken ct = default)
     {

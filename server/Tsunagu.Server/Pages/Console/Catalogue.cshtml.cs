@@ -21,7 +21,7 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
     {
         Software = await store.ListSoftwareAsync(ct: HttpContext.RequestAborted);
         Patches = await store.ListPatchesAsync(HttpContext.RequestAborted);
-        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(Apis.CatalogueApi.ToView).ToList();
+        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(CatalogueService.View).ToList();
         Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
         Media = artifacts.List();
         GenuineMedia = await store.ListMediaAsync(HttpContext.RequestAborted);
@@ -33,17 +33,17 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public Task<IActionResult> OnPostRetireAsync(string id) => ApplyAsync(id, () => catalogue.RetireAsync(id, Who, "web console", ct: HttpContext.RequestAborted), "retired");
 
-    /// <summary>Registers a genuine install medium by its digest, by the API's rules (<see cref="Apis.MediaApi.Check"/>).</summary>
+    /// <summary>Registers a genuine install medium by its digest, by the API's rules (<see cref="CatalogueService.CheckMedium"/>).</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public async Task<IActionResult> OnPostRegisterMediumAsync(string? digest, string? name)
     {
-        var (medium, problem) = Apis.MediaApi.Check(new Tsunagu.Protocol.MediaRegistration(digest ?? "", name ?? ""));
+        var (medium, problem) = CatalogueService.CheckMedium(new Tsunagu.Protocol.MediaRegistration(digest ?? "", name ?? ""));
         if (medium is null)
         {
             Problem = $"Nothing was registered: {problem}";
             return RedirectToPage();
         }
-        return await ChangeAsync(() => Apis.MediaApi.RegisterAsync(store, medium, Who, HttpContext.RequestAborted), $"Medium {medium.Name} ({medium.Digest}) registered as genuine.", "Nothing was registered");
+        return await ChangeAsync(() => catalogue.RegisterMediumAsync(medium, Who, HttpContext.RequestAborted), $"Medium {medium.Name} ({medium.Digest}) registered as genuine.", "Nothing was registered");
     }
 
     /// <summary>Adds catalogued software, by the API's rules (<see cref="CatalogueService.AddSoftwareAsync"/>).</summary>

@@ -23,7 +23,7 @@ public sealed class ProgramsModel(TsunaguStore store, CatalogueService catalogue
     public async Task OnGetAsync()
     {
         Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
-        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(Apis.CatalogueApi.ToView).ToList();
+        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(CatalogueService.View).ToList();
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
