@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Data.Sqlite;
@@ -265,20 +264,12 @@ public class AuditLogTests
         }
     }
 
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        return http;
-    }
-
     [Test]
     public async Task The_api_pages_by_link_and_answers_wrong_filters_400()
     {
         await using var server = await TestServer.StartAsync();
         for (var i = 0; i < 23; i++) { await server.Store.AuditAsync("carol", i % 2 == 0 ? "unit.check" : "pattern.verify", i % 3 == 0 ? Mac(5) : $"t{i}", null); }
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
 
         var ids = new List<long>();
         var next = "/api/v1/audit?actor=carol&limit=4";

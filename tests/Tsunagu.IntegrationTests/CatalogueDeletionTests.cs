@@ -1,6 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
-using System.Text;
 using Dapper;
 using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Demo;
@@ -21,15 +19,6 @@ public class CatalogueDeletionTests
 
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
-
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Add("X-Tsunagu-Client", "test");
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        return http;
-    }
 
     /// <summary>What a refused deletion must leave as it was: the programs, the media, the audit log and the catalogue stamp.</summary>
     private static (string Programs, string Media, long Audit, string? Stamp) Marks(TestServer server)
@@ -55,7 +44,7 @@ public class CatalogueDeletionTests
     public async Task An_update_program_nothing_refers_to_is_deleted_audited_and_no_longer_offered_and_its_bundle_stays()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         var artifact = server.App.Services.GetRequiredService<ArtifactStore>().PathOf(program.ArtifactSha256);
         Assert.That(artifact, Is.Not.Null, "the demo's program has its bundle");
@@ -86,7 +75,7 @@ public class CatalogueDeletionTests
     public async Task An_update_program_something_refers_to_is_409_naming_the_referrer_and_nothing_changes([Values] Referrer referrer)
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         var (setup, named, release) = referrer switch
         {
@@ -118,7 +107,7 @@ public class CatalogueDeletionTests
     public async Task A_program_with_a_way_back_is_409_until_the_way_back_is_deleted_and_no_downgrade_is_ever_offered()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         var forward = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         await server.Store.AddUpdateProgramAsync(new UpdateProgramRow
         {
@@ -144,7 +133,7 @@ public class CatalogueDeletionTests
     public async Task A_unit_targeting_the_to_pattern_does_not_hold_a_program_when_another_program_leads_there()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         var demo = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         await server.Store.UpsertUpdateProgramAsync(new UpdateProgramRow
@@ -165,7 +154,7 @@ public class CatalogueDeletionTests
     public async Task A_registered_medium_is_deleted_audited_and_then_not_genuine()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         await server.Store.AddMediumAsync(Digest, "field kit");
         var before = Marks(server);
 
@@ -195,7 +184,7 @@ public class CatalogueDeletionTests
     public async Task Hostile_ids_and_digests_are_400_unknown_ones_404_never_a_server_error_and_nothing_changes()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         await server.Store.AddMediumAsync(Digest, "field kit");
         var before = Marks(server);
         var answers = new List<string>();
@@ -235,7 +224,7 @@ public class CatalogueDeletionTests
     {
         TestServer.DatabaseKind.Value = kind;
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         var before = Marks(server);
 
         Task<HttpResponseMessage> answer;

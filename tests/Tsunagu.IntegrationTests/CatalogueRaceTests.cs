@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
-using System.Text;
 using Dapper;
 using Tsunagu.Demo;
 using Tsunagu.Protocol;
@@ -25,15 +24,6 @@ public class CatalogueRaceTests
 {
     public enum Race { DeleteSoftwareWhilePatternListsIt, EditSoftwareWhilePatternListsIt, EditPatchWhileSoftwareDeleted, DeleteDraftPatternWhileProgramNamesIt }
 
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Add("X-Tsunagu-Client", "test");
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        return http;
-    }
-
     private static (long Audit, string? Stamp) Marks(TestServer server)
     {
         using var c = server.Store.Database.Open();
@@ -47,7 +37,7 @@ public class CatalogueRaceTests
     {
         TestServer.DatabaseKind.Value = kind;
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         Assert.That((await http.PostAsJsonAsync($"{Routes.Prefix}/software", new SoftwareRequest("race-app", "1.0", "race app", null, null))).StatusCode, Is.EqualTo(HttpStatusCode.Created));
         Assert.That((await http.PostAsJsonAsync($"{Routes.Prefix}/patches", new PatchRequest("race-fix", "fix", "1.0.1", "vcp", 2, null, null))).StatusCode, Is.EqualTo(HttpStatusCode.Created));
         if (race == Race.DeleteDraftPatternWhileProgramNamesIt)
@@ -152,7 +142,7 @@ public class CatalogueRaceTests
     {
         TestServer.DatabaseKind.Value = kind;
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         await AddDraftAsync(http, "race-draft");
         await server.Store.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
@@ -185,7 +175,7 @@ public class CatalogueRaceTests
     {
         TestServer.DatabaseKind.Value = kind;
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("test");
         await AddDraftAsync(http, "race-draft");
         using var bundle = new ByteArrayContent(DemoCatalogue.BuildBundle("race-u", 2, "race-draft", DemoCatalogue.Pattern2, DemoCatalogue.Pattern2Applications,
             server.ReleaseKey, DateTimeOffset.UtcNow));

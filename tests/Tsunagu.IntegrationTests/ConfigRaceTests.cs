@@ -52,14 +52,6 @@ public class ConfigRaceTests
     private static async Task<string> Answer(Task<HttpResponseMessage> request) =>
         request is Task<HttpResponseMessage> { IsCompletedSuccessfully: true } done ? $"{(int)done.Result.StatusCode} {await done.Result.Content.ReadAsStringAsync()}" : $"{request.Exception}";
 
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        return http;
-    }
-
     private static async Task<int> AuditedAsync(TestServer server, string mac, long revision) =>
         (await server.Store.ListAuditAsync(1000)).Count(a => a.Action == "unit.service-config" && a.Target == mac && a.Detail == $"revision {revision}");
 
@@ -100,7 +92,7 @@ public class ConfigRaceTests
         TestServer.DatabaseKind.Value = kind;
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
         using var get = await http.GetAsync($"{Routes.Units}/{mac}/service-config");
         var basis = (await server.Store.LatestUnitConfigAsync(mac))!.Revision;
         Assert.That(get.Headers.ETag?.Tag, Is.EqualTo($"\"{basis}\""), "GET names the newest revision as ETag");

@@ -200,6 +200,55 @@ public class ConsoleServicesTests(string kind)
     }
 
     [Test]
+    public async Task The_api_changes_and_deletes_with_If_Match_only_while_the_document_is_the_one_it_read()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var http = server.OperatorHttp("test"); // a request without a body names its client (the server's cross-site rule)
+        async Task<(HttpStatusCode Status, string? ETag)> Send(HttpMethod method, string path, string? body, string? ifMatch)
+        {
+            using var request = new HttpRequestMessage(method, path) { Content = body is null ? null : new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
+            if (ifMatch is not null) { request.Headers.TryAddWithoutValidation("If-Match", ifMatch); }
+            using var response = await http.SendAsync(request);
+            return (response.StatusCode, response.Headers.ETag?.ToString());
+        }
+        var configPath = $"{Routes.Prefix}/service-configs/lab";
+        var first = Json(DemoCatalogue.StandardServices);
+        var second = Json(DemoCatalogue.StandardServices with { Dns = DemoCatalogue.StandardServices.Dns with { LocalDomain = "second.lan" } });
+        var (status, created) = await Send(HttpMethod.Put, configPath, first, null);
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK));
+        var (_, read) = await Send(HttpMethod.Get, configPath, null, null);
+        Assert.That(read, Is.EqualTo(created).And.Match("^\"[0-9a-f]{64}\"$"), "the PUT's ETag is the one GET gives");
+
+        var before = HostileInputTests.Snapshot(server);
+        foreach (var bad in new[] { "\"3\"", "*", read!.Trim('"'), read.ToUpperInvariant(), read + ", " + read, "\"" + new string('a', 63) + "\"" })
+        {
+            Assert.That((await Send(HttpMethod.Put, configPath, second, bad)).Status, Is.EqualTo(HttpStatusCode.BadRequest), $"If-Match {bad}");
+            Assert.That((await Send(HttpMethod.Delete, configPath, null, bad)).Status, Is.EqualTo(HttpStatusCode.BadRequest), $"If-Match {bad} (delete)");
+        }
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a malformed If-Match changes nothing");
+
+        var (changed, next) = await Send(HttpMethod.Put, configPath, second, read);
+        Assert.That(changed, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(next, Is.Not.EqualTo(read));
+        before = HostileInputTests.Snapshot(server);
+        Assert.That((await Send(HttpMethod.Put, configPath, first, read)).Status, Is.EqualTo(HttpStatusCode.Conflict), "a change from the document read before the last change");
+        Assert.That((await Send(HttpMethod.Delete, configPath, null, read)).Status, Is.EqualTo(HttpStatusCode.Conflict), "a delete from the document read before the last change");
+        Assert.That((await Send(HttpMethod.Put, $"{Routes.Prefix}/service-configs/absent", first, read)).Status, Is.EqualTo(HttpStatusCode.Conflict), "a change, with If-Match, of one that does not exist");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "refused with If-Match, nothing changed");
+        Assert.That((await Send(HttpMethod.Delete, configPath, null, "W/" + next)).Status, Is.EqualTo(HttpStatusCode.NoContent), "a weak tag names the same document");
+        Assert.That((await Send(HttpMethod.Get, configPath, null, null)).Status, Is.EqualTo(HttpStatusCode.NotFound));
+
+        var contractPath = $"{Routes.Prefix}/contracts/premium";
+        var (_, contractTag) = await Send(HttpMethod.Put, contractPath, "{\"subscriberFields\":[\"vpn.peers\"]}", null);
+        Assert.That((await Send(HttpMethod.Get, contractPath, null, null)).ETag, Is.EqualTo(contractTag));
+        Assert.That((await Send(HttpMethod.Put, contractPath, "{\"subscriberFields\":[\"dns.upstreams\"]}", contractTag)).Status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await Send(HttpMethod.Put, contractPath, "{\"subscriberFields\":[]}", contractTag)).Status, Is.EqualTo(HttpStatusCode.Conflict));
+        Assert.That((await Send(HttpMethod.Delete, contractPath, null, contractTag)).Status, Is.EqualTo(HttpStatusCode.Conflict));
+        Assert.That(await server.Store.GetContractAsync("premium"), Is.EqualTo(new[] { "dns.upstreams" }));
+        Assert.That((await Send(HttpMethod.Delete, contractPath, null, null)).Status, Is.EqualTo(HttpStatusCode.NoContent), "without If-Match as before");
+    }
+
+    [Test]
     public async Task Each_role_sees_and_may_use_only_its_forms()
     {
         await using var server = await TestServer.StartAsync();

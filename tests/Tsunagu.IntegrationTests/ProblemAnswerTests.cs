@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
@@ -22,21 +21,13 @@ public class ProblemAnswerTests
     [TearDown]
     public void TearDown() => TestServer.Configure.Value = null;
 
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        return http;
-    }
-
     [Test]
     public async Task A_forced_check_without_push_is_503_push_unavailable_and_records_nothing()
     {
         TestServer.Configure.Value = o => o.MqttPort = -1;
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
         var before = HostileInputTests.Snapshot(server);
         using var response = await http.PostAsJsonAsync(Routes.ForceCheck, new ForceCheckRequest([mac], null), ProtocolJson.Default.ForceCheckRequest);
         var body = await response.Content.ReadAsStringAsync();
@@ -59,7 +50,7 @@ public class ProblemAnswerTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
         var path = target == "unit" ? $"{Routes.Units}/{mac}/service-config" : $"{Routes.Prefix}/service-configs/lab";
         var s = DemoCatalogue.StandardServices;
         JsonNode Doc(ServiceConfiguration c) => JsonNode.Parse(JsonSerializer.Serialize(c, ProtocolJson.Default.ServiceConfiguration))!;

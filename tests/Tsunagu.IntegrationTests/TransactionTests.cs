@@ -39,14 +39,6 @@ public class TransactionTests
         command.ExecuteNonQuery();
     }
 
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        return http;
-    }
-
     /// <summary>A client holding a host token of unit <paramref name="mac"/>.</summary>
     internal static async Task<HttpClient> UnitHttp(TestServer server, string mac)
     {
@@ -93,7 +85,7 @@ public class TransactionTests
     public async Task A_named_service_configuration_whose_audit_entry_fails_is_not_stored()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
         InjectFault(server, "audit", "NEW.action = 'service-config.put'");
         var before = HostileInputTests.Snapshot(server);
         using var response = await http.PutAsJsonAsync($"{Routes.Prefix}/service-configs/lab", DemoCatalogue.StandardServices, ProtocolJson.Default.ServiceConfiguration);
@@ -107,7 +99,7 @@ public class TransactionTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
         var revisions = (await server.Store.ListUnitConfigsAsync(mac)).Count;
         InjectFault(server, "audit", "NEW.action = 'unit.service-config'");
         var before = HostileInputTests.Snapshot(server);
@@ -141,7 +133,7 @@ public class TransactionTests
     /// </summary>
     private static async Task AssertAuditFaultChangesNothing(TestServer server, string action, Func<HttpClient, Task<HttpResponseMessage>> request, Func<Task> unchanged)
     {
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
         InjectFault(server, "audit", $"NEW.action = '{action}'");
         var before = HostileInputTests.Snapshot(server);
         using var response = await request(http);
@@ -269,7 +261,7 @@ public class TransactionTests
     public async Task A_pattern_verification_whose_audit_entry_fails_leaves_a_draft()
     {
         await using var server = await TestServer.StartAsync();
-        using (var http = OperatorHttp(server))
+        using (var http = server.OperatorHttp())
         {
             using var created = await http.PostAsJsonAsync($"{Routes.Prefix}/patterns", DraftPattern());
             Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Created));
@@ -303,7 +295,7 @@ public class TransactionTests
         var bundle = DemoCatalogue.BuildBundle("p2-to-p1", 1, DemoCatalogue.Pattern2, DemoCatalogue.Pattern1,
             DemoCatalogue.FactoryApplications.Where(a => DemoCatalogue.Pattern2Applications[a.Key] != a.Value).ToDictionary(), server.ReleaseKey, DateTimeOffset.UtcNow);
         string sha;
-        using (var http = OperatorHttp(server))
+        using (var http = server.OperatorHttp())
         {
             using var uploaded = await http.PostAsync($"{Routes.Prefix}/artifacts", Octets(bundle));
             Assert.That(uploaded.StatusCode, Is.EqualTo(HttpStatusCode.Created));
@@ -379,7 +371,7 @@ public class TransactionTests
     public async Task Software_whose_insert_fails_writes_no_audit_entry()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp();
         InjectFault(server, "software", "NEW.version = '9.9.9'");
         var before = HostileInputTests.Snapshot(server);
         using var response = await http.PostAsJsonAsync($"{Routes.Prefix}/software", new SoftwareRequest("vcp", "9.9.9", "vcp", null, null));

@@ -27,15 +27,6 @@ public class UnitLifecycleTests
     [TearDown]
     public void TearDown() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        http.DefaultRequestHeaders.Add("X-Tsunagu-Client", "tsunagu-cli");
-        return http;
-    }
-
     private static async Task<HttpResponseMessage> SendAsync(HttpClient http, HttpMethod method, string path, object? body, long? ifMatch = null)
     {
         using var request = new HttpRequestMessage(method, path);
@@ -103,7 +94,7 @@ public class UnitLifecycleTests
         TestServer.DatabaseKind.Value = database;
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         var record = await RecordAsync(http, mac);
         Assert.That(record.Revision, Is.EqualTo(1));
         Assert.That(record.IspPasswordSet, Is.True);
@@ -164,7 +155,7 @@ public class UnitLifecycleTests
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(30)).WithTimeout(TimeSpan.FromSeconds(20)).Build();
         Assert.That((await held.ConnectAsync(login)).ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
 
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         using (var stale = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{mac}/decommission", new DecommissionRequest("stale"), ifMatch: 9))
         {
             Assert.That(stale.StatusCode, Is.EqualTo(HttpStatusCode.Conflict));
@@ -270,7 +261,7 @@ public class UnitLifecycleTests
         Assert.That(walked.Where(a => a.Status is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden || (int)a.Status >= 500), Is.Empty,
             "before: the unit's tokens, sessions and nonce are good");
 
-        using var operatorHttp = OperatorHttp(server);
+        using var operatorHttp = server.OperatorHttp("tsunagu-cli");
         using (var done = await SendAsync(operatorHttp, HttpMethod.Post, $"{Routes.Units}/{mac}/decommission", new DecommissionRequest("stolen")))
         {
             Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.OK), await done.Content.ReadAsStringAsync());
@@ -290,7 +281,7 @@ public class UnitLifecycleTests
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
         var (oldMac, otherMac) = (units[0].Mac, units[1].Mac);
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{oldMac}/record", new UnitEditRequest(Subscriber: "alice", IspPassword: "alice-isp-pw"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         await server.App.Services.GetRequiredService<Tsunagu.Server.Catalogue.CatalogueService>().SetTargetPatternAsync(oldMac, DemoCatalogue.Pattern2, "test");
         var config = (await server.Store.ListUnitConfigsAsync(oldMac)).OrderBy(x => x.Revision).Last().Document;
@@ -331,7 +322,7 @@ public class UnitLifecycleTests
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(3);
         var (from, to, other) = (units[0].Mac, units[1].Mac, units[2].Mac);
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{from}/record", new UnitEditRequest(Subscriber: "bob"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{other}/record", new UnitEditRequest(Subscriber: "carol"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         var document = (await server.Store.ListUnitConfigsAsync(from)).OrderBy(x => x.Revision).Last().Document;
@@ -373,7 +364,7 @@ public class UnitLifecycleTests
         TestServer.DatabaseKind.Value = database;
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         var before = Snapshot(server, mac);
         using (var stale = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 9))
         {
@@ -429,7 +420,7 @@ public class UnitLifecycleTests
         TestServer.DatabaseKind.Value = database;
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         Task<HttpResponseMessage> delete;
         string afterOther;
         using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.DeleteUnitAsync)))
@@ -484,7 +475,7 @@ public class UnitLifecycleTests
         Assert.That((await held.ConnectAsync(login)).ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
         Assert.That(await server.Store.GetUnitAsync(mac), Is.Not.Null.And.Property(nameof(UnitRow.LastSeen)).Null, "still deletable");
 
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         using (var delete = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 1))
         {
             Assert.That(delete.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await delete.Content.ReadAsStringAsync());
@@ -503,7 +494,7 @@ public class UnitLifecycleTests
         var (mac, legacy) = (units[0].Mac, units[1].Mac);
         const string password = "Unmistakable-ISP-Secret-4711";
         const string legacyPassword = "Plain-Legacy-Secret-0815";
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{mac}/record", new UnitEditRequest(IspPassword: password), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         // a row as a server before sealing wrote it: the plain column
         using (var c = server.Store.Database.Open())

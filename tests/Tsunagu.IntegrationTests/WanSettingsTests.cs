@@ -19,15 +19,6 @@ public class WanSettingsTests
 {
     private const string StaticMac = "02:54:53:00:0e:01";
 
-    private static HttpClient OperatorHttp(TestServer server)
-    {
-        var http = server.PinnedHttp();
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
-        http.DefaultRequestHeaders.Add("X-Tsunagu-Client", "tsunagu-cli");
-        return http;
-    }
-
     private static RegisterUnitRequest Static(WanAccount isp, string mac = StaticMac) =>
         new(mac, "WAN-0001", DemoCatalogue.HardwareVersion, isp, null, null, null, null, null, null);
 
@@ -66,7 +57,7 @@ public class WanSettingsTests
     public async Task A_static_units_settings_carry_its_gateway_and_name_servers()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         using (var ok = await http.PostAsJsonAsync(Routes.Units, Static(new WanAccount("static", Address: "203.0.113.7/24", Gateway: "203.0.113.1",
                    Dns: ["192.0.2.53", "192.0.2.54"]))))
         {
@@ -105,7 +96,7 @@ public class WanSettingsTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         var before = Units(server);
 
         using (var refused = await http.PostAsJsonAsync(Routes.Units, Static(isp)))
@@ -132,7 +123,7 @@ public class WanSettingsTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         Assert.That((await VersionCheckAsync(server, mac)).SettingsRevision, Is.EqualTo(1));
 
         async Task EditAsync(UnitEditRequest edit, long revision)
@@ -160,7 +151,7 @@ public class WanSettingsTests
     public async Task A_csv_table_sets_a_static_units_gateway_and_name_servers_and_one_wrong_wan_cell_refuses_the_whole_table()
     {
         await using var server = await TestServer.StartAsync();
-        using var http = OperatorHttp(server);
+        using var http = server.OperatorHttp("tsunagu-cli");
         const string header = "mac,serial,isp_method,isp_username,isp_password,ip_address,isp_gateway,isp_dns\n";
         const string good = "02:54:53:00:0e:02,WAN-2,static,,,203.0.113.8/24,203.0.113.1,\"192.0.2.53, 192.0.2.54\"\n";
         (string Row, string Field)[] wrong =

@@ -140,6 +140,19 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>An HTTP client for this server that trusts only its pinned certificate, as a unit does.</summary>
     public HttpClient PinnedHttp() => PinnedHttp(Url, Pin);
 
+    /// <summary>
+    /// An HTTP client for this server signed in as the demo operator (HTTP Basic), trusting only its pinned certificate;
+    /// with <paramref name="client"/>, it names itself in <c>X-Tsunagu-Client</c> as the CLI does.
+    /// </summary>
+    public HttpClient OperatorHttp(string? client = null)
+    {
+        var http = PinnedHttp();
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic",
+            Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{Password}")));
+        if (client is not null) { http.DefaultRequestHeaders.Add("X-Tsunagu-Client", client); }
+        return http;
+    }
+
     /// <summary>An HTTP client for the server at <paramref name="url"/> that trusts only the certificate <paramref name="pin"/> names.</summary>
     public static HttpClient PinnedHttp(string url, string pin) => new(new SocketsHttpHandler
     {

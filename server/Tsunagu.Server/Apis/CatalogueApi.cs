@@ -21,6 +21,8 @@ public sealed record ContractRequest(IReadOnlyList<string>? SubscriberFields);
 /// <summary>The operator's catalogue (patent figs. 7-8): software, patches, install patterns, update programs, artifacts, service configurations, contracts.</summary>
 public static class CatalogueApi
 {
+    private const string DocumentTag = "the ETag of GET (the stored document's SHA-256 in lower-case hex, quoted)";
+
     public static void MapCatalogueApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Catalogue");
@@ -138,12 +140,19 @@ public static class CatalogueApi
             TypedResults.Ok((await store.ListServiceConfigsAsync(ct)).Select(n =>
                 new NamedServiceConfigView(n.Name, JsonSerializer.Deserialize(n.Document, ProtocolJson.Default.ServiceConfiguration)!)).ToList()))
             .AllowRoles(OperatorRoles.Read);
-        api.MapGet("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, TsunaguStore store, CancellationToken ct) =>
-            await store.GetServiceConfigAsync(name, ct) is { } c ? TypedResults.Ok(c) : Problems.NotFound($"service configuration {name} does not exist"))
-            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        // the ETag of a named configuration or contract is its stored document's digest; a PUT or DELETE with If-Match
+        // acts only while the document is still that one (409 otherwise, as the unit row's), without it as before
+        api.MapGet("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http, CancellationToken ct) =>
+        {
+            if (await store.GetServiceConfigDocumentAsync(name, ct) is not { } stored) { return Problems.NotFound($"service configuration {name} does not exist"); }
+            http.Response.Headers.ETag = InputRules.DigestETag(stored.Digest);
+            return TypedResults.Ok(JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ServiceConfiguration)!);
+        }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, ServiceConfiguration config, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
             if (!InputRules.IsIdentifier(name)) { return Problems.BadRequest(InputRules.Identifier("name"), "name"); }
+            var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
+            if (badTag is not null) { return Problems.BadRequest(badTag); }
             try
             {
                 ServiceConfigValidator.Validate(config);
@@ -152,14 +161,29 @@ public static class CatalogueApi
             {
                 return Problems.BadRequest(e.Message, e.Field);
             }
-            await store.UpsertServiceConfigAsync(name, config, new AuditEntry(http.Caller().Subject, "service-config.put", name, null), ct: ct);
+            var audit = new AuditEntry(http.Caller().Subject, "service-config.put", name, null);
+            if (expected is null) { await store.UpsertServiceConfigAsync(name, config, audit, ct: ct); }
+            else
+            {
+                try
+                {
+                    await store.PutServiceConfigCheckedAsync(name, config, expected, audit, ct);
+                }
+                catch (StoreConflictException e)
+                {
+                    return Problems.Conflict(e.Message);
+                }
+            }
+            http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)));
             return TypedResults.Ok(config);
-        }).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+        }).ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Release);
 
         api.MapDelete("/service-configs/{name}", Task<Results<NoContent, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            await store.DeleteServiceConfigAsync(name, Units.Registration.UnitRegistration.DefaultServiceConfig, null, new AuditEntry(http.Caller().Subject, "service-config.delete", name, null), http.RequestAborted);
+            var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
+            if (badTag is not null) { throw new CatalogueRuleException(badTag); }
+            await store.DeleteServiceConfigAsync(name, Units.Registration.UnitRegistration.DefaultServiceConfig, expected, new AuditEntry(http.Caller().Subject, "service-config.delete", name, null), http.RequestAborted);
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
@@ -170,20 +194,40 @@ public static class CatalogueApi
             foreach (var n in await store.ListContractsAsync(ct)) { views.Add(new ContractView(n, await store.GetContractAsync(n, ct) ?? [])); }
             return TypedResults.Ok(views);
         }).AllowRoles(OperatorRoles.Read);
-        api.MapGet("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, TsunaguStore store, CancellationToken ct) =>
-            await store.GetContractAsync(name, ct) is { } fields ? TypedResults.Ok(new ContractView(name, fields)) : Problems.NotFound($"contract {name} does not exist"))
-            .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http, CancellationToken ct) =>
+        {
+            if (await store.GetContractDocumentAsync(name, ct) is not { } stored) { return Problems.NotFound($"contract {name} does not exist"); }
+            http.Response.Headers.ETag = InputRules.DigestETag(stored.Digest);
+            return TypedResults.Ok(new ContractView(name, JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ListString) ?? []));
+        }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, ContractRequest request, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
             if (!ServiceConfigFields.IsContractName(name)) { return Problems.BadRequest(ServiceConfigFields.ContractNameRule); }
             if (request.SubscriberFields is null) { return Problems.BadRequest("subscriberFields: missing"); }
             if (ServiceConfigFields.ReadAllowList(request.SubscriberFields, out var fields) is { } bad) { return Problems.BadRequest(bad); }
-            await store.UpsertContractAsync(name, fields, new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields)), ct: ct);
+            var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
+            if (badTag is not null) { return Problems.BadRequest(badTag); }
+            var audit = new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields));
+            if (expected is null) { await store.UpsertContractAsync(name, fields, audit, ct: ct); }
+            else
+            {
+                try
+                {
+                    await store.PutContractCheckedAsync(name, fields, expected, audit, ct);
+                }
+                catch (StoreConflictException e)
+                {
+                    return Problems.Conflict(e.Message);
+                }
+            }
+            http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(fields, ProtocolJson.Default.ListString)));
             return TypedResults.Ok(new ContractView(name, fields));
-        }).AllowRoles(OperatorRoles.Administration);
+        }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         api.MapDelete("/contracts/{name}", Task<Results<NoContent, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) => Problems.GuardAsync(async () =>
         {
-            await store.DeleteContractAsync(name, ServiceConfigFields.DefaultContract, null, new AuditEntry(http.Caller().Subject, "contract.delete", name, null), http.RequestAborted);
+            var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
+            if (badTag is not null) { throw new CatalogueRuleException(badTag); }
+            await store.DeleteContractAsync(name, ServiceConfigFields.DefaultContract, expected, new AuditEntry(http.Caller().Subject, "contract.delete", name, null), http.RequestAborted);
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
     }

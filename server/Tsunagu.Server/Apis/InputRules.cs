@@ -50,4 +50,21 @@ public static class InputRules
             ? (r, null)
             : (null, $"If-Match: '{Quote(header)}' is not {what}");
     }
+
+    /// <summary>
+    /// An If-Match header holding a document's digest as its ETag (<c>"&lt;64 lower-case hex digits&gt;"</c>, or with
+    /// <c>W/</c>): the digest; nothing when there is no header; or the problem, saying it is not <paramref name="what"/>.
+    /// </summary>
+    public static (string? Digest, string? Error) IfMatchDigest(Microsoft.AspNetCore.Http.HttpContext http, string what)
+    {
+        var header = http.Request.Headers.IfMatch.ToString().Trim();
+        if (header.Length == 0) { return (null, null); }
+        var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
+        return tag.Length == 66 && tag[0] == '"' && tag[^1] == '"' && tag[1..^1].All(char.IsAsciiHexDigitLower)
+            ? (tag[1..^1], null)
+            : (null, $"If-Match: '{Quote(header)}' is not {what}");
+    }
+
+    /// <summary>The ETag of a stored document: its digest, quoted.</summary>
+    public static string DigestETag(string digest) => $"\"{digest}\"";
 }

@@ -130,6 +130,13 @@ public sealed partial class TsunaguStore
         return fields is null ? null : JsonSerializer.Deserialize(fields, ProtocolJson.Default.ListString) ?? [];
     }
 
+    /// <summary>A contract's allow-list as stored (JSON), with its digest; null when there is no such contract.</summary>
+    public async Task<NamedDocument?> GetContractDocumentAsync(string name, CancellationToken ct = default)
+    {
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<NamedDocument>(new CommandDefinition("SELECT name, subscriber_fields AS document FROM contracts WHERE name = @name", new { name }, cancellationToken: ct));
+    }
+
     /// <summary>The contracts by name, each allow-list as stored (JSON).</summary>
     public async Task<IReadOnlyList<NamedDocument>> ListContractDocumentsAsync(CancellationToken ct = default)
     {

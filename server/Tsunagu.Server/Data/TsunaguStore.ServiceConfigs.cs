@@ -41,6 +41,13 @@ public sealed partial class TsunaguStore
         await tx.CommitAsync(ct);
     }
 
+    /// <summary>A named service configuration as stored (JSON), with its digest; null when there is none.</summary>
+    public async Task<NamedDocument?> GetServiceConfigDocumentAsync(string name, CancellationToken ct = default)
+    {
+        await using var c = await OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<NamedDocument>(new CommandDefinition("SELECT name, document FROM service_configs WHERE name = @name", new { name }, cancellationToken: ct));
+    }
+
     /// <summary>The named service configurations by name, each as stored (JSON).</summary>
     public async Task<IReadOnlyList<NamedDocument>> ListServiceConfigsAsync(CancellationToken ct = default)
     {
