@@ -249,6 +249,26 @@ public class ConsoleServicesTests(string kind)
     }
 
     [Test]
+    public async Task No_name_makes_two_elements_of_the_page_share_an_id()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        // names shaped like the ids of the forms' own elements (a textarea per configuration, a checkbox per field)
+        foreach (var name in new[] { "doc-0", "sc-doc-0", "new" })
+        {
+            await client.SendAsync(HttpMethod.Put, $"{Routes.Prefix}/service-configs/{name}", new StringContent(Json(DemoCatalogue.StandardServices), System.Text.Encoding.UTF8, "application/json"), CancellationToken.None);
+        }
+        foreach (var name in new[] { "0-0", "field-0-0", "new" })
+        {
+            await client.SendJsonAsync(HttpMethod.Put, $"{Routes.Prefix}/contracts/{name}", new { subscriberFields = new[] { "vpn.peers" } }, CancellationToken.None);
+        }
+        using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
+        var ids = Regex.Matches(await admin.GetStringAsync(Path), " id=\"([^\"]*)\"").Select(m => m.Groups[1].Value).ToList();
+        Assert.That(ids, Has.Count.GreaterThan(100), "the forms were rendered");
+        Assert.That(ids.GroupBy(i => i).Where(g => g.Count() > 1).Select(g => g.Key), Is.Empty, "ids used twice");
+    }
+
+    [Test]
     public async Task Each_role_sees_and_may_use_only_its_forms()
     {
         await using var server = await TestServer.StartAsync();

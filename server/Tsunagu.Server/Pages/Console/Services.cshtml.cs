@@ -45,12 +45,13 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
     /// <summary>A configuration in one line: what the services do.</summary>
     public static string Summary(NamedDocument config)
     {
+        // null-safe throughout: a document stored before a rule existed may lack a section, and the page must still show
         var c = JsonSerializer.Deserialize(config.Document, ProtocolJson.Default.ServiceConfiguration)!;
-        var filter = c.ContentFilter.Enabled ? $"content filter on ({c.ContentFilter.BlockedDomains.Count} domain(s))" : "content filter off";
-        var vpn = c.Vpn.Enabled ? $"VPN on ({c.Vpn.Peers.Count} peer(s))" : "VPN off";
-        var cache = c.Cache.Enabled ? $"cache {c.Cache.SizeMegabytes} MB" : "cache off";
+        var filter = c.ContentFilter?.Enabled == true ? $"content filter on ({c.ContentFilter.BlockedDomains?.Count ?? 0} domain(s))" : "content filter off";
+        var vpn = c.Vpn?.Enabled == true ? $"VPN on ({c.Vpn.Peers?.Count ?? 0} peer(s))" : "VPN off";
+        var cache = c.Cache?.Enabled == true ? $"cache {c.Cache.SizeMegabytes} MB" : "cache off";
         var virus = c.VirusScan?.Enabled == true ? "virus check on" : "virus check off";
-        return $"inbound {c.Firewall.DefaultInbound}, {c.Firewall.PortForwards.Count} port forward(s); {filter}; {vpn}; {cache}; {virus}";
+        return $"inbound {c.Firewall?.DefaultInbound ?? "(none)"}, {c.Firewall?.PortForwards?.Count ?? 0} port forward(s); {filter}; {vpn}; {cache}; {virus}";
     }
 
     public async Task OnGetAsync()
