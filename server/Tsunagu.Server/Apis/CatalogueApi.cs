@@ -162,20 +162,12 @@ public static class CatalogueApi
                 return Problems.BadRequest(e.Message, e.Field);
             }
             var audit = new AuditEntry(http.Caller().Subject, "service-config.put", name, null);
-            if (expected is null) { await store.UpsertServiceConfigAsync(name, config, audit, ct: ct); }
-            else
+            return await Problems.GuardAsync(async () =>
             {
-                try
-                {
-                    await store.PutServiceConfigCheckedAsync(name, config, expected, audit, ct);
-                }
-                catch (StoreConflictException e)
-                {
-                    return Problems.Conflict(e.Message);
-                }
-            }
-            http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)));
-            return TypedResults.Ok(config);
+                await (expected is null ? store.UpsertServiceConfigAsync(name, config, audit, ct: ct) : store.PutServiceConfigCheckedAsync(name, config, expected, audit, ct));
+                http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)));
+                return TypedResults.Ok(config);
+            });
         }).ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(AccountsApi.MaxServiceConfigBytes)).AllowRoles(OperatorRoles.Release);
 
@@ -189,11 +181,9 @@ public static class CatalogueApi
 
         // contracts: which service configuration fields a subscriber may change themselves (docs/operator-api.md)
         api.MapGet("/contracts", async (TsunaguStore store, CancellationToken ct) =>
-        {
-            var views = new List<ContractView>();
-            foreach (var n in await store.ListContractsAsync(ct)) { views.Add(new ContractView(n, await store.GetContractAsync(n, ct) ?? [])); }
-            return TypedResults.Ok(views);
-        }).AllowRoles(OperatorRoles.Read);
+            TypedResults.Ok((await store.ListContractDocumentsAsync(ct)).Select(c =>
+                new ContractView(c.Name, JsonSerializer.Deserialize(c.Document, ProtocolJson.Default.ListString) ?? [])).ToList()))
+            .AllowRoles(OperatorRoles.Read);
         api.MapGet("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
             if (await store.GetContractDocumentAsync(name, ct) is not { } stored) { return Problems.NotFound($"contract {name} does not exist"); }
@@ -208,20 +198,12 @@ public static class CatalogueApi
             var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
             if (badTag is not null) { return Problems.BadRequest(badTag); }
             var audit = new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields));
-            if (expected is null) { await store.UpsertContractAsync(name, fields, audit, ct: ct); }
-            else
+            return await Problems.GuardAsync(async () =>
             {
-                try
-                {
-                    await store.PutContractCheckedAsync(name, fields, expected, audit, ct);
-                }
-                catch (StoreConflictException e)
-                {
-                    return Problems.Conflict(e.Message);
-                }
-            }
-            http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(fields, ProtocolJson.Default.ListString)));
-            return TypedResults.Ok(new ContractView(name, fields));
+                await (expected is null ? store.UpsertContractAsync(name, fields, audit, ct: ct) : store.PutContractCheckedAsync(name, fields, expected, audit, ct));
+                http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(fields, ProtocolJson.Default.ListString)));
+                return TypedResults.Ok(new ContractView(name, fields));
+            });
         }).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         api.MapDelete("/contracts/{name}", Task<Results<NoContent, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) => Problems.GuardAsync(async () =>
         {

@@ -60,10 +60,13 @@ public static class InputRules
         var header = http.Request.Headers.IfMatch.ToString().Trim();
         if (header.Length == 0) { return (null, null); }
         var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
-        return tag.Length == 66 && tag[0] == '"' && tag[^1] == '"' && tag[1..^1].All(char.IsAsciiHexDigitLower)
+        return tag.Length == 66 && tag[0] == '"' && tag[^1] == '"' && IsSha256Hex(tag[1..^1])
             ? (tag[1..^1], null)
             : (null, $"If-Match: '{Quote(header)}' is not {what}");
     }
+
+    /// <summary>A SHA-256 written as the server writes digests: 64 lower-case hex digits.</summary>
+    public static bool IsSha256Hex(string? text) => text is { Length: 64 } && text.All(char.IsAsciiHexDigitLower);
 
     /// <summary>The ETag of a stored document: its digest, quoted.</summary>
     public static string DigestETag(string digest) => $"\"{digest}\"";

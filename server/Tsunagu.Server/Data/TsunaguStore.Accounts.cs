@@ -175,10 +175,4 @@ public sealed partial class TsunaguStore
             var on = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM subscribers WHERE contract = @name", new { name }, tx, cancellationToken: ct));
             return on > 0 ? $"contract {name} has {on} subscriber(s): put them on another contract first" : null;
         }, ct);
-
-    public async Task<IReadOnlyList<string>> ListContractsAsync(CancellationToken ct = default)
-    {
-        await using var c = await OpenAsync(ct);
-        return (await c.QueryAsync<string>(new CommandDefinition("SELECT name FROM contracts ORDER BY name", cancellationToken: ct))).ToList();
-    }
 }

@@ -152,7 +152,7 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
         return RedirectToPage();
     }
 
-    private static bool IsDigest(string? text) => string.IsNullOrEmpty(text) || text is { Length: 64 } && text.All(char.IsAsciiHexDigitLower);
+    private static bool IsDigest(string? text) => string.IsNullOrEmpty(text) || InputRules.IsSha256Hex(text);
 
     private static string? NullIfEmpty(string? text) => string.IsNullOrEmpty(text) ? null : text;
 
