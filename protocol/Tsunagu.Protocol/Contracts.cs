@@ -88,9 +88,12 @@ public sealed record VersionCheckRequest(Inventory Inventory, UnitLoad Load, boo
 /// its table row, so host and unit judge the window by the same clock; null: the unit's own local zone.
 /// <see cref="HostLoadThreshold"/>: the host's own load (a fraction, patent 0064) at or above which the host defers
 /// importance 4 and 3 too; only the host knows its load, so the unit's own decision leaves it out.
+/// <see cref="UnitWindow"/>: the unit's own recurring maintenance window (<see cref="MaintenanceWindow"/> grammar, its
+/// table row; null: none), on the same clock. With one, every importance below 5 waits for it: 4 for it and the load,
+/// 3 and below for it instead of the policy's hours (<see cref="ImportancePolicy.Decide"/>). The fleet's policy has none.
 /// </summary>
 public sealed record UpdatePolicy(double CpuThreshold, double WanThreshold, int LowWindowStartHour, int LowWindowEndHour,
-    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4, string? TimeZone = null, double HostLoadThreshold = 0.8)
+    int MaintenanceStartHour = 3, int MaintenanceEndHour = 4, string? TimeZone = null, double HostLoadThreshold = 0.8, string? UnitWindow = null)
 {
     public static UpdatePolicy Default { get; } = new(0.5, 0.5, 2, 5, 3, 4);
 }

@@ -5,7 +5,8 @@ namespace Tsunagu.Protocol;
 /// and again by the unit before it installs:
 /// 5 at once; 4 when CPU and WAN use are under the thresholds; 3 inside the unit's low-utilisation window; 4 and 3
 /// also only while the host's own load is under its threshold (the host's decision only);
-/// 1-2 only inside the maintenance window. A forced check (the operator's emergency, patent 0053/0071) runs
+/// 1-2 only inside the maintenance window. A unit with a maintenance window of its own (<see cref="UpdatePolicy.UnitWindow"/>)
+/// takes 4 and below only inside it: 4 when the load allows too, 3 and below in it instead of the policy's hours. A forced check (the operator's emergency, patent 0053/0071) runs
 /// any importance at once; a configuration push does not force (<see cref="PushMessage.ForcesUpdates"/>). The window hours
 /// are in the policy's time zone (<see cref="UpdatePolicy.TimeZone"/>, the unit's), on host and unit alike.
 /// </summary>
@@ -29,6 +30,19 @@ public static class ImportancePolicy
         {
             return $"importance {importance} waits for the host's load < {policy.HostLoadThreshold:P0} (now {host:P0})";
         }
+        if (policy.UnitWindow is { } text)
+        {
+            // the unit's own window: one that does not read is held closed (only its writer stores it), never "always open"
+            if (MaintenanceWindow.Parse(text).Window is not { } own)
+            {
+                return $"importance {importance} waits: the unit's maintenance window does not read; the operator sets it again or forces a check";
+            }
+            if (!own.IsOpen(localNow))
+            {
+                return $"importance {importance} waits for the unit's maintenance window {own}";
+            }
+            if (importance < 4) { return null; }
+        }
         return importance switch
         {
             4 => load.Cpu < policy.CpuThreshold && load.Wan < policy.WanThreshold
@@ -40,6 +54,27 @@ public static class ImportancePolicy
             _ => InWindow(localNow.Hour, policy.MaintenanceStartHour, policy.MaintenanceEndHour)
                 ? null
                 : $"importance {importance} waits for the maintenance window {policy.MaintenanceStartHour:00}:00-{policy.MaintenanceEndHour:00}:00 or a forced check",
+        };
+    }
+
+    /// <summary>
+    /// The clock window an update of <paramref name="importance"/> waits for under <paramref name="policy"/>, as a test
+    /// of the unit's wall clock: the unit's own window when it has one (one that does not read is never open), else the
+    /// low-utilisation hours (3) or the maintenance hours (1-2); null for 4 without a window of the unit's and for 5.
+    /// </summary>
+    public static Func<DateTimeOffset, bool>? ClockWindow(int importance, UpdatePolicy policy)
+    {
+        if (importance >= 5) { return null; }
+        if (policy.UnitWindow is { } text)
+        {
+            var own = MaintenanceWindow.Parse(text).Window;
+            return local => own is not null && own.IsOpen(local);
+        }
+        return importance switch
+        {
+            4 => null,
+            3 => local => InWindow(local.Hour, policy.LowWindowStartHour, policy.LowWindowEndHour),
+            _ => local => InWindow(local.Hour, policy.MaintenanceStartHour, policy.MaintenanceEndHour),
         };
     }
 
@@ -68,21 +103,23 @@ public static class ImportancePolicy
     }
 
     /// <summary>
-    /// When an update deferred now should be looked at again: importance 4 (waiting for load) after <paramref name="loadRecheck"/>;
-    /// 3 and below at the next opening of their window in the policy's zone (found to the minute, so DST changes and
-    /// half-hour zones are right); null when it may run now or its window never opens (start == end).
+    /// When an update deferred now should be looked at again: importance 4 (waiting for load) after <paramref name="loadRecheck"/>,
+    /// or, when the unit's own window (<see cref="UpdatePolicy.UnitWindow"/>) is closed, at its next opening;
+    /// 3 and below at the next opening of their window (<see cref="ClockWindow"/>) in the policy's zone (found to the
+    /// minute, so DST changes and half-hour zones are right, within the next 8 days: every recurring window opens in a
+    /// week); null when it may run now or its window never opens.
     /// </summary>
     public static DateTimeOffset? NextLook(int importance, UpdatePolicy policy, DateTimeOffset utcNow, TimeZoneInfo fallback, TimeSpan loadRecheck)
     {
         if (importance >= 5) { return null; }
-        if (importance == 4) { return utcNow + loadRecheck; }
-        var (start, end) = importance == 3 ? (policy.LowWindowStartHour, policy.LowWindowEndHour) : (policy.MaintenanceStartHour, policy.MaintenanceEndHour);
-        if (start == end) { return null; }
         var zone = Zone(policy, fallback);
+        var window = ClockWindow(importance, policy);
+        if (importance == 4 && (window is null || window(TimeZoneInfo.ConvertTime(utcNow, zone)))) { return utcNow + loadRecheck; }
+        if (window is null) { return null; }
         var minute = new DateTimeOffset(utcNow.UtcTicks - utcNow.UtcTicks % TimeSpan.TicksPerMinute, TimeSpan.Zero).AddMinutes(1);
-        for (var i = 0; i < 26 * 60; i++, minute = minute.AddMinutes(1))
+        for (var i = 0; i < 8 * 24 * 60; i++, minute = minute.AddMinutes(1))
         {
-            if (InWindow(TimeZoneInfo.ConvertTime(minute, zone).Hour, start, end)) { return minute; }
+            if (window(TimeZoneInfo.ConvertTime(minute, zone))) { return minute; }
         }
         return null;
     }
@@ -102,5 +139,9 @@ public static class ImportancePolicy
         }
         if (!double.IsFinite(policy.HostLoadThreshold) || policy.HostLoadThreshold is <= 0 or > 1) { throw new ArgumentException($"hostLoadThreshold: {policy.HostLoadThreshold} is outside (0, 1]"); }
         if (policy.TimeZone is { } zone && !TryZone(zone, out _)) { throw new ArgumentException($"timeZone: '{zone}' is not a known time zone id (e.g. Asia/Tokyo)"); }
+        if (policy.UnitWindow is not null)
+        {
+            throw new ArgumentException("unitWindow: a unit's own maintenance window is set per unit (PUT /api/v1/units/{mac}/update-window), not in the fleet's policy");
+        }
     }
 }

@@ -156,6 +156,56 @@ public class ImportanceTests
     }
 
     [Test]
+    public async Task A_units_own_maintenance_window_holds_an_importance_4_update_on_host_and_unit_until_it_opens()
+    {
+        var (server, client, unit) = await ReadyUnitAsync();
+        await using var _ = server;
+        using var __ = client;
+        await RolloutCatalogue.AddPattern3Async(server, client, importance: 4);
+        unit.Hardware.Load.Cpu = 0.05; // idle: only the window can hold the update back
+        var path = $"/api/v1/units/{unit.Mac}/update-window";
+        var before = await Call<UpdateWindowView>(client, HttpMethod.Get, path);
+        Assert.That(before.MaintenanceWindow, Is.Null);
+        // hostile or contradictory requests are refused and change nothing
+        foreach (var bad in new[]
+                 {
+                     new UpdateWindowRequest(null, null, null, "mon-fri 01:00-05:00; reboot"), new UpdateWindowRequest(null, null, null, "01:00-05:00\n"),
+                     new UpdateWindowRequest(null, null, null, "01:00-01:00"), new UpdateWindowRequest(null, null, null, new string('1', 65)),
+                     new UpdateWindowRequest(null, null, null, "funday 01:00-05:00"), new UpdateWindowRequest(1, 5, null, "01:00-05:00"),
+                 })
+        {
+            var e = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, path, bad, CancellationToken.None))!;
+            Assert.That(e.Status, Is.EqualTo(400), e.Message);
+            Assert.That(e.Message, Does.Not.Contain("\n"), "no control character is echoed");
+        }
+        Assert.That(await Call<UpdateWindowView>(client, HttpMethod.Get, path), Is.EqualTo(before), "a refused request changed nothing");
+
+        // a daily window twelve hours away (UTC, this machine's zone and the unit's): closed now
+        var away = (UtcHour + 12) % 24;
+        var closed = $"{away:00}:00-{(away + 1) % 24:00}:00";
+        var set = await Call<UpdateWindowView>(client, HttpMethod.Put, path, new UpdateWindowRequest(null, null, null, closed));
+        Assert.That((set.MaintenanceWindow, set.OwnWindow), Is.EqualTo((closed, false)));
+        Assert.That((await server.Store.ListAuditAsync(5)).First(a => a.Action == "unit.update-window").Detail, Does.Contain($"maintenance window {closed}"));
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50))
+                .Any(e => e.Detail?.Contains($"p2-to-p3 deferred: importance 4 waits for the unit's maintenance window {closed}", StringComparison.Ordinal) == true),
+            "the host deferring the update for the unit's own window");
+        // the unit learned the window from the check's policy: it looks again when the window opens, not a minute later
+        var now = DateTimeOffset.UtcNow;
+        var opens = new DateTimeOffset(now.Year, now.Month, now.Day, away, 0, 0, TimeSpan.Zero);
+        if (opens <= now) { opens = opens.AddDays(1); }
+        await server.WaitForAsync(() => unit.Supervisor.Context.DeferredLookAt is { } at && at > now.AddHours(1), "the unit's next look set");
+        Assert.That(unit.Supervisor.Context.DeferredLookAt, Is.EqualTo(opens), "the unit looks again when its window opens");
+        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+
+        // a window open now: the update installs
+        var open = $"{UtcHour:00}:00-{(UtcHour + 2) % 24:00}:00";
+        await Call<UpdateWindowView>(client, HttpMethod.Put, path, new UpdateWindowRequest(null, null, null, open));
+        unit.Supervisor.RequestCheck(forced: false);
+        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window");
+    }
+
+    [Test]
     public async Task A_failed_change_is_retried_by_the_host_once_the_unit_is_healthy_and_attempts_are_bounded()
     {
         // the server's clock moves past the backoff when the test says so, not with the machine's pace: a backoff far

@@ -363,14 +363,14 @@ public class RolloutWindowTests(string kind)
         }
     }
 
-    /// <summary>Every unit's own window and zone as stored (mac, start, end, zone), sorted: what a refused unit window must leave as it was.</summary>
+    /// <summary>Every unit's own hours, zone and maintenance window as stored (mac, start, end, zone, window), sorted: what a refused unit window must leave as it was.</summary>
     private async Task<string> ClocksAsync()
     {
         var rows = new List<string>();
         for (var i = 0; i < 7; i++)
         {
             var u = (await _store.GetUnitAsync(Mac(i)))!;
-            rows.Add($"{u.Mac} {u.LowWindowStart?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"}-{u.LowWindowEnd?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"} {u.TimeZone ?? "-"}");
+            rows.Add($"{u.Mac} {u.LowWindowStart?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"}-{u.LowWindowEnd?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"} {u.TimeZone ?? "-"} [{u.MaintenanceWindow ?? "-"}]");
         }
         return string.Join("; ", rows);
     }
@@ -379,11 +379,19 @@ public class RolloutWindowTests(string kind)
     private Task<bool> UnitWindowAsync(int i, int? start, int? end, string? zone = null) =>
         Tsunagu.Server.Units.Windows.UpdateWindowApi.SetCheckedAsync(_store, Mac(i), new(start, end, zone), "carol", CancellationToken.None);
 
+    /// <summary>Unit <paramref name="i"/>'s own maintenance window (null: none) through the operator's path, after the API's grammar check.</summary>
+    private Task<bool> OwnWindowAsync(int i, string? window)
+    {
+        var request = new Tsunagu.Server.Units.Windows.UpdateWindowRequest(null, null, null, window);
+        Assert.That(Tsunagu.Server.Units.Windows.UpdateWindowApi.Invalid(request), Is.Null, window);
+        return Tsunagu.Server.Units.Windows.UpdateWindowApi.SetCheckedAsync(_store, Mac(i), request, "carol", CancellationToken.None);
+    }
+
     /// <summary>
-    /// The members of active rollouts that could never be offered their update: importance 3, a member the gate may still
+    /// The members of active rollouts that could never be offered their update: a member the gate may still
     /// offer it to (an active unit on the from-pattern, not pinned to another target, with no failed report of the update
-    /// since it joined: read here from the unit rows and the members' statuses, not through the store's rule), with own
-    /// low-utilisation hours that never
+    /// since it joined: read here from the unit rows and the members' statuses, not through the store's rule), with an own
+    /// maintenance window (importance 4 and below) or own low-utilisation hours (importance 3) that never
     /// meet the group's window by the minute-by-minute scan (the invariant every request keeps). The store's rule
     /// (<see cref="TsunaguStore.WaitingMember"/>) is asserted to pick the same members.
     /// </summary>
@@ -394,17 +402,20 @@ public class RolloutWindowTests(string kind)
         {
             if ((await _store.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow is not { } text) { continue; }
             var program = (await _store.GetUpdateProgramAsync(rollout.UpdateId))!;
-            if (program.Importance != 3) { continue; }
+            if (program.Importance >= 5) { continue; }
             var window = MaintenanceWindow.Parse(text).Window!;
             var waiting = new List<string>();
             foreach (var member in await _store.RolloutMembersAsync(rollout))
             {
                 var unit = (await _store.GetUnitAsync(member.Mac))!;
-                if (unit.DecommissionedAt is not null || unit.Pattern != program.FromPattern || unit.LowWindowStart is not { } start || unit.LowWindowEnd is not { } end) { continue; }
+                if (unit.DecommissionedAt is not null || unit.Pattern != program.FromPattern || (unit.LowWindowStart is null && unit.MaintenanceWindow is null)) { continue; }
                 if (unit.TargetPattern is { } target && target != rollout.ToPattern) { continue; }
                 if (member.FailedAt is not null) { continue; } // a failed report of the update since it joined
                 waiting.Add(member.Mac);
-                if (!GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)start, (int)end))) { stranded.Add($"{rollout.Name}/{member.Mac}"); }
+                var never = unit.MaintenanceWindow is { } own
+                    ? !MinuteScanOverlaps(window, MaintenanceWindow.Parse(own).Window!)
+                    : program.Importance == 3 && !GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)unit.LowWindowStart!.Value, (int)unit.LowWindowEnd!.Value));
+                if (never) { stranded.Add($"{rollout.Name}/{member.Mac}"); }
             }
             Assert.That((await _store.WaitingMembersWithOwnHoursAsync(rollout.Name, null, int.MaxValue, installing: true, CancellationToken.None)).Select(m => m.Mac), Is.EqualTo(waiting.Order(StringComparer.Ordinal)),
                 $"rollout {rollout.Name}: the store's rule picks the members the gate may still offer the update to");
@@ -729,6 +740,98 @@ public class RolloutWindowTests(string kind)
             "a page may start after any MAC, one not listed too");
     }
 
+    /// <summary>Whether two windows are both open at some minute of a week (the test's own scan, not the server's).</summary>
+    private static bool MinuteScanOverlaps(MaintenanceWindow a, MaintenanceWindow b)
+    {
+        var sunday = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        return Enumerable.Range(0, 7 * 24 * 60).Select(m => sunday.AddMinutes(m)).Any(t => a.IsOpen(t) && b.IsOpen(t));
+    }
+
+    [TestCase(4)]
+    [TestCase(3)]
+    [TestCase(1)]
+    public async Task A_units_own_maintenance_window_that_never_overlaps_its_rollouts_group_window_is_refused_at_every_importance_below_5(int importance)
+    {
+        await ProgramAsync(importance);
+        await WindowAsync("mon-fri 01:00-05:00");
+        var service = Replica();
+        await CreateAsync(service, "r1");
+        var (before, clocks) = (await StateAsync(), await ClocksAsync());
+
+        foreach (var text in new[] { "sat,sun 01:00-05:00", "mon-fri 05:00-06:00", "10:00-12:00", "sat 23:00-01:00" })
+        {
+            var written = MaintenanceWindow.Parse(text).Window!.ToString();
+            var refused = Assert.ThrowsAsync<StoreConflictException>(() => OwnWindowAsync(0, text))!;
+            Assert.That(refused.Message, Does.StartWith($"unit {Mac(0)}'s own maintenance window {written} never overlaps group lab's maintenance window mon,tue,wed,thu,fri 01:00-05:00")
+                .And.Contain("rollout r1").And.Contain($"importance {importance}").And.EndWith("; nothing was changed"));
+            Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)), $"a refused {text} changed something");
+        }
+
+        // windows that meet the group's in one minute, or across midnight (Sunday night is Monday 00:00-02:00): stored and audited
+        Assert.That(await OwnWindowAsync(0, "fri 04:59-23:00"), Is.True);
+        Assert.That(await OwnWindowAsync(1, "sun 23:00-02:00"), Is.True);
+        Assert.That((await _store.GetUnitAsync(Mac(1)))!.MaintenanceWindow, Is.EqualTo("sun 23:00-02:00"));
+        Assert.That(await OwnWindowAsync(6, "sat 10:00-11:00"), Is.True, "unit 6 is not in group lab");
+        Assert.That((await _store.ListAuditAsync(1)).Single().Detail, Does.Contain("maintenance window sat 10:00-11:00"));
+        Assert.That(await OwnWindowAsync(0, null), Is.True, "cleared: back to the fleet's hours");
+        Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_units_own_maintenance_window_is_not_checked_for_importance_5()
+    {
+        await ProgramAsync(5);
+        await WindowAsync("01:00-05:00");
+        await CreateAsync(Replica(), "r1");
+        Assert.That(await OwnWindowAsync(0, "sat 10:00-11:00"), Is.True);
+        Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_rollout_or_a_group_window_that_never_meets_members_own_maintenance_windows_is_refused_naming_them()
+    {
+        await ProgramAsync(4);
+        await WindowAsync("02:00-04:00");
+        Assert.That(await OwnWindowAsync(0, "10:00-12:00"), Is.True, "no rollout yet: any window");
+        Assert.That(await OwnWindowAsync(1, "sat 03:00-04:00"), Is.True);
+        Assert.That(await OwnWindowAsync(6, "10:00-12:00"), Is.True, "not in the group");
+        var service = Replica();
+        var (before, clocks) = (await StateAsync(), await ClocksAsync());
+        var refused = Assert.ThrowsAsync<RolloutRuleException>(() => CreateAsync(service, "r1"))!;
+        Assert.That(refused.Conflict, Is.True);
+        Assert.That(refused.Message, Does.StartWith($"group lab's maintenance window 02:00-04:00 never meets the own maintenance windows or hours of 1 unit(s) ({Mac(0)} maintenance window 10:00-12:00)")
+            .And.Contain("importance 4").And.Contain("nothing was stored").And.Not.Contain(Mac(1)).And.Not.Contain(Mac(6)));
+        Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)), "a refused rollout stored nothing");
+
+        Assert.That(await OwnWindowAsync(0, null), Is.True);
+        await CreateAsync(service, "r1");
+        Assert.That(await OwnWindowAsync(2, "mon 03:00-04:00"), Is.True, "meets the group's window on Mondays");
+        (before, clocks) = (await StateAsync(), await ClocksAsync());
+        var group = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("sun 02:00-04:00"), _store, "alice", CancellationToken.None))!;
+        Assert.That(group.Conflict, Is.True);
+        Assert.That(group.Message, Does.StartWith($"group lab's maintenance window sun 02:00-04:00 never meets the own maintenance windows or hours of 2 unit(s) " +
+            $"({Mac(1)} maintenance window sat 03:00-04:00, {Mac(2)} maintenance window mon 03:00-04:00)").And.Contain("nothing was changed"));
+        Assert.That((await StateAsync(), await ClocksAsync()), Is.EqualTo((before, clocks)));
+        Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("sat,mon 03:30-03:45"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("mon,sat 03:30-03:45"));
+        Assert.That(await StrandedAsync(), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_member_whose_own_window_never_meets_the_group_window_is_shown_as_never_offered()
+    {
+        // a window stored past the checks (as by a server before them): the rollout's view shows the member
+        await ProgramAsync(4);
+        await WindowAsync("02:00-04:00");
+        var service = Replica();
+        await CreateAsync(service, "r1");
+        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(3), null, null, null, "10:00-12:00", _ => null, new AuditEntry("carol", "unit.update-window", Mac(3), "test"),
+            CancellationToken.None), Is.True);
+        Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(3)}" }));
+        var view = await service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        Assert.That(view.NeverOfferedCount, Is.EqualTo(1));
+        Assert.That(view.NeverOffered!.Single(), Is.EqualTo(new StrandedMember(Mac(3), "maintenance window 10:00-12:00")));
+    }
+
     /// <summary>Runs <paramref name="work"/> and returns it once it waits for the transaction the test holds (<see cref="StoreSeam.StartBlocked"/>).</summary>
     private Task<Task<T>> StartBlocked<T>(string storeMethod, Func<Task<T>> work) =>
         StoreSeam.StartBlocked(_store, _database, storeMethod, () => Task.Run(work), task => Task.FromResult(task.Exception?.InnerException?.Message ?? "done"));
@@ -762,7 +865,7 @@ public class RolloutWindowTests(string kind)
         var before = await StateAsync();
         Task<GroupView>? window = null;
         // inside the unit window's transaction (after its reads, under the catalogue's lock): the group's change must wait for it
-        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(0), 10, 12, null, uses =>
+        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(0), 10, 12, null, null, uses =>
         {
             Assert.That(uses, Is.Empty, "group lab has no window yet");
             window = StartBlocked(nameof(TsunaguStore.SetGroupWindowCheckedAsync),
@@ -779,7 +882,7 @@ public class RolloutWindowTests(string kind)
         await WindowAsync("02:00-04:00");
         before = await StateAsync();
         Task<RolloutView>? create = null;
-        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(1), 10, 12, null, _ =>
+        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(1), 10, 12, null, null, _ =>
         {
             create = StartBlocked(nameof(TsunaguStore.AddRolloutAsync), () => CreateAsync(service, "r2")).GetAwaiter().GetResult();
             return null;

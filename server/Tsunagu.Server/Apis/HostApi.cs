@@ -142,6 +142,10 @@ public static class HostApi
         {
             policy = policy with { TimeZone = zone }; // the unit's own zone (its table row) over the fleet's default
         }
+        if (unit.MaintenanceWindow is { } own)
+        {
+            policy = policy with { UnitWindow = own }; // its own maintenance window: host and unit wait for it alike
+        }
         UpdateOffer? offer = null;
         string? deferred = null;
         CheckOffer? offering = null;

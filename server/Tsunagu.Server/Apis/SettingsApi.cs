@@ -61,7 +61,7 @@ public static class PolicySettings
     {
         var json = System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy);
         await store.SetSettingCheckedAsync(Key, json,
-            uses => uses.Select(u => Fleet.MaintenanceWindow.Parse(u.Window).Window is { } window
+            uses => uses.Select(u => MaintenanceWindow.Parse(u.Window).Window is { } window
                     ? Fleet.GroupWindows.Stall(u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance, policy)
                     : null).FirstOrDefault(s => s is not null) is { } stall
                 ? $"{stall}; nothing was changed (change the group's window first, or choose hours that meet it)"

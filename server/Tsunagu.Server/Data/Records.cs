@@ -51,6 +51,8 @@ public sealed class UnitRow
     public long? LowWindowStart { get; set; }
     public long? LowWindowEnd { get; set; }
     public string? TimeZone { get; set; }
+    /// <summary>The unit's own maintenance window as <see cref="Tsunagu.Protocol.MaintenanceWindow"/> writes it (M0024); null: none.</summary>
+    public string? MaintenanceWindow { get; set; }
     public long Online { get; set; }
     public long? LastBundleVersion { get; set; }
     public string? LastBundleId { get; set; }
@@ -97,11 +99,12 @@ public sealed class UnitCheckRow
     public long? LowWindowStart { get; set; }
     public long? LowWindowEnd { get; set; }
     public string? TimeZone { get; set; }
+    public string? MaintenanceWindow { get; set; }
     public long? LastBundleVersion { get; set; }
     public string? LastBundleId { get; set; }
     public long SettingsRevision { get; set; } = 1;
 
-    public const string Columns = "mac, state, pattern, target_pattern, inventory, low_window_start, low_window_end, time_zone, last_bundle_version, last_bundle_id, settings_revision";
+    public const string Columns = "mac, state, pattern, target_pattern, inventory, low_window_start, low_window_end, time_zone, maintenance_window, last_bundle_version, last_bundle_id, settings_revision";
 }
 
 public sealed class PatternRow

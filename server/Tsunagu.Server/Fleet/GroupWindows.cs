@@ -1,4 +1,5 @@
 using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
 
 namespace Tsunagu.Server.Fleet;
 
@@ -83,32 +84,49 @@ public static class GroupWindows
     }
 
     /// <summary>
-    /// The units of <paramref name="hours"/> (each with its own low-utilisation hours) whose hours never meet
-    /// <paramref name="window"/>, sorted by MAC: an update of importance 3 waits for both, so they would never be offered
-    /// it. The window's open hours are worked out once (<see cref="HoursOpen"/>), then each unit costs at most 24 lookups.
+    /// The units of <paramref name="clocks"/> (each with hours or a maintenance window of its own) that would never be
+    /// offered an update of <paramref name="importance"/> in <paramref name="window"/>, sorted by MAC, each with what of
+    /// its own stands in the way: its maintenance window (every importance below 5 waits for it; it stands for the hours
+    /// too), which never overlaps the group's window or does not read; else, for importance 3, its hours, which never meet it.
     /// </summary>
-    public static IReadOnlyList<(string Mac, PolicyWindow Hours)> NeverMet(MaintenanceWindow window, IEnumerable<(string Mac, PolicyWindow Hours)> hours)
+    public static IReadOnlyList<(string Mac, string Own)> NeverMeets(MaintenanceWindow window, int importance, IEnumerable<UnitClockRow> clocks)
     {
+        if (importance >= 5) { return []; }
         var open = HoursOpen(window);
-        return [.. hours.Where(u => !Meets(open, u.Hours)).OrderBy(u => u.Mac, StringComparer.Ordinal)];
+        var overlaps = new Dictionary<string, bool>(StringComparer.Ordinal);
+        var found = new List<(string Mac, string Own)>();
+        foreach (var unit in clocks)
+        {
+            if (unit.MaintenanceWindow is { } text)
+            {
+                if (!overlaps.TryGetValue(text, out var meets))
+                {
+                    overlaps[text] = meets = MaintenanceWindow.Parse(text).Window is { } own && Overlaps(own, window);
+                }
+                if (!meets) { found.Add((unit.Mac, OwnWindowLabel + text)); }
+            }
+            else if (importance == 3 && unit is { LowWindowStart: { } s, LowWindowEnd: { } e } && OwnHours((int)s, (int)e) is var hours && !Meets(open, hours))
+            {
+                found.Add((unit.Mac, hours.ToString()));
+            }
+        }
+        return [.. found.OrderBy(u => u.Mac, StringComparer.Ordinal)];
     }
-
-    /// <summary>How a refusal names units: how many, and the first five with their hours.</summary>
-    public static string Name(IReadOnlyList<(string Mac, PolicyWindow Hours)> units) =>
-        $"{units.Count} unit(s) ({string.Join(", ", units.Take(5).Select(u => $"{u.Mac} {u.Hours}"))}{(units.Count > 5 ? ", ..." : "")})";
 
     /// <summary>
     /// Why members of rollout <paramref name="rollout"/> (update <paramref name="updateId"/> of <paramref name="importance"/>)
-    /// would never be offered it: <paramref name="never"/>, the members whose own low-utilisation hours never meet group
-    /// <paramref name="group"/>'s <paramref name="window"/> (<see cref="NeverMet"/>); null when there are none, or when the
-    /// importance is not 3 (only 3 waits for those hours).
+    /// with hours or a maintenance window of their own (<paramref name="clocks"/>) would never be offered it in group
+    /// <paramref name="group"/>'s <paramref name="window"/> (<see cref="NeverMeets"/>); null when none would.
     /// </summary>
-    public static string? MembersStall(string group, MaintenanceWindow window, string rollout, string updateId, int importance,
-        IReadOnlyList<(string Mac, PolicyWindow Hours)> never) =>
-        importance == 3 && never.Count > 0
-            ? $"group {group}'s maintenance window {window} never meets the own low-utilisation hours of {Name(never)} that importance 3 waits for too " +
-              $"(rollout {rollout}, update program {updateId}): they would never be offered the update"
+    public static string? MembersStall(string group, MaintenanceWindow window, string rollout, string updateId, int importance, IReadOnlyList<UnitClockRow> clocks) =>
+        NeverMeets(window, importance, clocks) is { Count: > 0 } never
+            ? $"group {group}'s maintenance window {window} never meets the {(never.Any(u => u.Own.StartsWith(OwnWindowLabel, StringComparison.Ordinal)) ? "own maintenance windows or hours" : "own low-utilisation hours")} " +
+              $"of {never.Count} unit(s) ({string.Join(", ", never.Take(5).Select(u => $"{u.Mac} {u.Own}"))}{(never.Count > 5 ? ", ..." : "")}) " +
+              $"that importance {importance} waits for too (rollout {rollout}, update program {updateId}): they would never be offered the update"
             : null;
+
+    /// <summary>How <see cref="NeverMeets"/> names a unit's own maintenance window (its hours are written HH:00-HH:00).</summary>
+    public const string OwnWindowLabel = "maintenance window ";
 
     /// <summary>
     /// Why unit <paramref name="mac"/>, a member of rollout <paramref name="rollout"/>, would never be offered its update
@@ -123,16 +141,42 @@ public static class GroupWindows
             : null;
 
     /// <summary>
-    /// Whether the window (and the policy's hours, when given) opened at a whole minute after <paramref name="since"/> and
+    /// Whether <paramref name="a"/> and <paramref name="b"/> are both open at some minute of a week on one wall clock
+    /// (a scan of the week's 10,080 minutes; both recur weekly, so a week decides).
+    /// </summary>
+    public static bool Overlaps(MaintenanceWindow a, MaintenanceWindow b)
+    {
+        for (var minute = Week; minute < Week.AddDays(7); minute = minute.AddMinutes(1))
+        {
+            if (a.IsOpen(minute) && b.IsOpen(minute)) { return true; }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Why unit <paramref name="mac"/>, a member of rollout <paramref name="rollout"/>, would never be offered its update
+    /// (<paramref name="updateId"/> of <paramref name="importance"/>) with its own maintenance window <paramref name="own"/>:
+    /// it never overlaps group <paramref name="group"/>'s <paramref name="window"/>, and every importance below 5 waits for
+    /// both; null when they overlap, or for importance 5.
+    /// </summary>
+    public static string? UnitWindowStall(string mac, MaintenanceWindow own, string group, MaintenanceWindow window, string rollout, string updateId, int importance) =>
+        importance < 5 && !Overlaps(own, window)
+            ? $"unit {mac}'s own maintenance window {own} never overlaps group {group}'s maintenance window {window} that importance {importance} waits for too " +
+              $"(rollout {rollout}, update program {updateId}): the unit would never be offered the update"
+            : null;
+
+    /// <summary>
+    /// Whether the window (and the policy's hours, and the unit's own window, when given) opened at a whole minute after <paramref name="since"/> and
     /// at or before <paramref name="now"/> on the clock of <paramref name="zone"/>, and is open at <paramref name="now"/>.
     /// Minute by minute, so a DST change or a half-hour zone is right.
     /// </summary>
-    public static bool OpenedBetween(MaintenanceWindow window, PolicyWindow? hours, TimeZoneInfo zone, DateTimeOffset since, DateTimeOffset now)
+    public static bool OpenedBetween(MaintenanceWindow window, PolicyWindow? hours, TimeZoneInfo zone, DateTimeOffset since, DateTimeOffset now,
+        MaintenanceWindow? unitWindow = null)
     {
         bool Open(DateTimeOffset utc)
         {
             var local = TimeZoneInfo.ConvertTime(utc, zone);
-            return window.IsOpen(local) && (hours is null || hours.IsOpen(local));
+            return window.IsOpen(local) && (hours is null || hours.IsOpen(local)) && (unitWindow is null || unitWindow.IsOpen(local));
         }
         if (now <= since || !Open(now)) { return false; }
         var minute = new DateTimeOffset(since.UtcTicks - since.UtcTicks % TimeSpan.TicksPerMinute, TimeSpan.Zero).AddMinutes(1);

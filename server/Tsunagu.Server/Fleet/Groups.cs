@@ -150,8 +150,9 @@ public static class Groups
     /// Sets or clears group <paramref name="name"/>'s maintenance window as <paramref name="request"/> asks, with its audit
     /// entry (the API and the console both come here). Refused (<see cref="GroupRuleException"/>, nothing written): a
     /// window that does not read (400), no such group (404), or a window that never overlaps the update policy's clock
-    /// window for the update of a running or paused rollout of the group, or (importance 3) the own low-utilisation hours
-    /// of a member of it the gate may still offer the update to (409: those units would wait forever).
+    /// window for the update of a running or paused rollout of the group, or what a member of it the gate may still offer
+    /// the update to waits for of its own: its maintenance window (importance 4 and below), or its low-utilisation hours
+    /// (importance 3) (409: those units would wait forever).
     /// </summary>
     public static async Task<GroupView> SetWindowAsync(string? name, GroupWindowRequest? request, TsunaguStore store, string actor, CancellationToken ct)
     {
@@ -170,9 +171,10 @@ public static class Groups
             set = await store.SetGroupWindowCheckedAsync(name, window?.ToString(), (rollouts, policy, hours) => window is null ? null
                     : rollouts.Select(r => GroupWindows.Stall(name, window, r.Name, r.UpdateId, (int)r.Importance, policy)).FirstOrDefault(s => s is not null) is { } stall
                         ? $"{stall}; nothing was changed (choose a window that overlaps it, or change the update policy)"
-                        // the rollout's members with hours of their own wait for those, not the policy's (importance 3)
+                        // the rollout's members with hours of their own wait for those, not the policy's (importance 3), and those
+                        // with a maintenance window of their own wait for it (importance 4 and below)
                         : rollouts.Select(r => GroupWindows.MembersStall(name, window, r.Name, r.UpdateId, (int)r.Importance,
-                                GroupWindows.NeverMet(window, hours.Where(h => h.Rollout == r.Name).Select(h => (h.Mac, GroupWindows.OwnHours((int)h.StartHour, (int)h.EndHour))))))
+                                [.. hours.Where(h => h.Rollout == r.Name).Select(h => h.Clock)]))
                             .FirstOrDefault(s => s is not null) is { } members
                             ? $"{members}; nothing was changed (change or clear those units' own windows first, PUT /api/v1/units/{{mac}}/update-window, or choose a window that meets them)"
                             : null,

@@ -13,7 +13,7 @@ public sealed class GroupRow
     public string CreatedBy { get; set; } = "";
     public string CreatedAt { get; set; } = "";
 
-    /// <summary>The group's maintenance window as <see cref="MaintenanceWindow"/> writes it; null: none.</summary>
+    /// <summary>The group's maintenance window as <see cref="Tsunagu.Protocol.MaintenanceWindow"/> writes it; null: none.</summary>
     public string? MaintenanceWindow { get; set; }
 }
 
@@ -27,13 +27,20 @@ public sealed class WindowedRolloutUse
     public long Importance { get; set; }
 }
 
-/// <summary>A member of a running or paused rollout the gate may still offer its update to (<see cref="TsunaguStore.WaitingMember"/>), with low-utilisation hours of its own.</summary>
+/// <summary>
+/// A member of a running or paused rollout the gate may still offer its update to (<see cref="TsunaguStore.WaitingMember"/>),
+/// with low-utilisation hours (both or neither) or a maintenance window of its own.
+/// </summary>
 public sealed class MemberHoursUse
 {
     public string Rollout { get; set; } = "";
     public string Mac { get; set; } = "";
-    public long StartHour { get; set; }
-    public long EndHour { get; set; }
+    public long? StartHour { get; set; }
+    public long? EndHour { get; set; }
+    public string? Window { get; set; }
+
+    /// <summary>The member's own clock, as the window checks read it.</summary>
+    public UnitClockRow Clock => new() { Mac = Mac, LowWindowStart = StartHour, LowWindowEnd = EndHour, MaintenanceWindow = Window };
 }
 
 /// <summary>A rollout that moves a group now: its name and its update program's id and importance.</summary>
@@ -146,11 +153,12 @@ public sealed partial class TsunaguStore
             FROM rollouts r JOIN update_programs p ON p.id = r.update_id
             WHERE r.group_name = @name AND r.state IN ('running', 'paused') ORDER BY r.name
             """, new { name }, tx, cancellationToken: ct))).ToList();
-        var hours = window is null || !uses.Any(u => u.Importance == 3) ? [] : (await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
-            SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour
+        var hours = window is null || !uses.Any(u => u.Importance < 5) ? [] : (await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
+            SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour, u.maintenance_window AS Window
             FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac JOIN update_programs p ON p.id = r.update_id
-            WHERE r.group_name = @name AND r.state IN ('running', 'paused') AND p.importance = 3
-              AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND {WaitingMember}
+            WHERE r.group_name = @name AND r.state IN ('running', 'paused')
+              AND ((p.importance = 3 AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL) OR (p.importance < 5 AND u.maintenance_window IS NOT NULL))
+              AND {WaitingMember}
             ORDER BY m.rollout, m.mac
             """, new { name }, tx, cancellationToken: ct))).ToList();
         if (refuse(uses, await ReadUpdatePolicyAsync(c, tx, ct), hours) is { } why) { throw new StoreConflictException(why); }

@@ -1,5 +1,6 @@
 using CsCheck;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Data;
 using Tsunagu.Server.Fleet;
 
 namespace Tsunagu.UnitTests.Server;
@@ -117,7 +118,8 @@ public class GroupWindowsTests
             var slow = MinuteScan(window, hours);
             Assert.That(GroupWindows.Overlaps(window, hours), Is.EqualTo(slow), $"{window} with {hours}");
             Assert.That(GroupWindows.Meets(GroupWindows.HoursOpen(window), hours), Is.EqualTo(slow), $"{window} with {hours}");
-            Assert.That(GroupWindows.NeverMet(window, [("m", hours)]).Count == 0, Is.EqualTo(slow), $"{window} with {hours}");
+            Assert.That(GroupWindows.NeverMeets(window, 3, [new UnitClockRow { Mac = "m", LowWindowStart = start, LowWindowEnd = end }]).Count == 0,
+                Is.EqualTo(slow), $"{window} with {hours}");
         }, iter: 200);
     }
 

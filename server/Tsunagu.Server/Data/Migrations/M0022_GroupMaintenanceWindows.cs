@@ -3,7 +3,7 @@ using FluentMigrator;
 namespace Tsunagu.Server.Data.Migrations;
 
 /// <summary>
-/// A group's recurring maintenance window (<see cref="Fleet.MaintenanceWindow"/>, stored as written back by it; null:
+/// A group's recurring maintenance window (<see cref="Tsunagu.Protocol.MaintenanceWindow"/>, stored as written back by it; null:
 /// none): a rollout of the group offers its update of importance 4 or below to a unit only inside the window, in the
 /// unit's local time.
 /// </summary>

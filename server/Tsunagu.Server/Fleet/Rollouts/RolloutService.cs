@@ -29,8 +29,10 @@ public sealed record RolloutView(string Name, string Group, string FromPattern, 
 public sealed record ReturnCounts(int Total, int Returning, int Returned, int Cannot, int Ended);
 
 /// <summary>
-/// A member of a running or paused rollout of importance 3 whose own low-utilisation hours never meet its group's
-/// maintenance window: it would never be offered the update (<see cref="RolloutView.NeverOffered"/>).
+/// A member of a running or paused rollout whose own maintenance window (importance 4 and below) or low-utilisation
+/// hours (importance 3) never meet its group's maintenance window: it would never be offered the update
+/// (<see cref="RolloutView.NeverOffered"/>). <paramref name="OwnHours"/>: what of its own stands in the way, its hours
+/// (<c>HH:00-HH:00</c>) or <c>maintenance window</c> and the window.
 /// </summary>
 public sealed record StrandedMember(string Mac, string OwnHours);
 
@@ -112,7 +114,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         // planned outside the store's transaction (reading a large fleet's membership must not hold the write lock); the
         // transaction reads the groups again and stores the plan only if each is still there as it was planned from
         var group = await store.GetGroupAsync(request.Group, ct) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
-        if (program.Importance < 5 && group.MaintenanceWindow is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window
+        if (program.Importance < 5 && group.MaintenanceWindow is { } text && MaintenanceWindow.Parse(text).Window is { } window
             && GroupWindows.Stall(group.Name, window, request.Name, program.Id, (int)program.Importance, await Apis.PolicySettings.GetAsync(store, ct)) is { } stall)
         {
             // the update would wait for a window that never comes: refused rather than a rollout that never moves
@@ -151,7 +153,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                     }
                 }
                 // the policy as it stands now (a change of it since the check above committed first, or waits for this one)
-                if (program.Importance < 5 && group.MaintenanceWindow is { } text && Fleet.MaintenanceWindow.Parse(text).Window is { } window
+                if (program.Importance < 5 && group.MaintenanceWindow is { } text && MaintenanceWindow.Parse(text).Window is { } window
                     && GroupWindows.Stall(group.Name, window, row.Name, program.Id, (int)program.Importance, policy) is { } stall)
                 {
                     throw new StoreConflictException($"{stall}; nothing was stored (change the group's window, or the update policy)");
@@ -159,10 +161,11 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 // a member with low-utilisation hours of its own waits for those (importance 3), as they stand now (a unit's
                 // window change takes the same lock): one whose hours never meet the group's window would wait forever
                 // (the hours are read only then, and only the planned members')
-                if (program.Importance == 3 && group.MaintenanceWindow is { } own && Fleet.MaintenanceWindow.Parse(own).Window is { } groupWindow
-                    && await ownHours([.. members.Select(m => m.Mac)]) is { Count: > 0 } hours
-                    && GroupWindows.MembersStall(group.Name, groupWindow, row.Name, program.Id, 3,
-                        GroupWindows.NeverMet(groupWindow, members.Where(m => hours.ContainsKey(m.Mac)).Select(m => (m.Mac, hours[m.Mac])))) is { } stranded)
+                // and a member with a maintenance window of its own waits for it at every importance below 5
+                if (program.Importance < 5 && group.MaintenanceWindow is { } own && MaintenanceWindow.Parse(own).Window is { } groupWindow
+                    && await ownHours([.. members.Select(m => m.Mac)]) is { Count: > 0 } clocks
+                    && GroupWindows.MembersStall(group.Name, groupWindow, row.Name, program.Id, (int)program.Importance, [.. members.Select(m => clocks.GetValueOrDefault(m.Mac)).OfType<UnitClockRow>()])
+                        is { } stranded)
                 {
                     throw new StoreConflictException($"{stranded}; nothing was stored (change or clear those units' own windows first, PUT /api/v1/units/{{mac}}/update-window, or the group's window)");
                 }
@@ -233,15 +236,16 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// </summary>
     private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, string? after, int? limit, CancellationToken ct)
     {
-        if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
-        if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: 3 }) { return []; }
+        if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
+        if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 and var importance64 }) { return []; }
+        var importance = (int)importance64;
         var found = new List<StrandedMember>();
         for (var cursor = after; ;)
         {
             var batch = await store.WaitingMembersWithOwnHoursAsync(row.Name, cursor, NeverOfferedBatch, installing: false, ct);
-            // NeverMet keeps MAC order, and each batch starts after the last: the pages join in order
-            found.AddRange(GroupWindows.NeverMet(window, batch.Select(m => (m.Mac, GroupWindows.OwnHours((int)m.StartHour, (int)m.EndHour))))
-                .Select(u => new StrandedMember(u.Mac, u.Hours.ToString())));
+            // NeverMeets keeps MAC order, and each batch starts after the last: the pages join in order
+            found.AddRange(GroupWindows.NeverMeets(window, importance, batch.Select(m => m.Clock))
+                .Select(u => new StrandedMember(u.Mac, u.Own)));
             if (limit is { } most && found.Count >= most) { return found[..most]; }
             if (batch.Count < NeverOfferedBatch) { return found; }
             cursor = batch[^1].Mac;
@@ -278,7 +282,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         if (await store.FailedUpdateSinceAsync(mac, program.Id, gate.JoinedAt!, ct)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
         if (program.Importance < 5 && gate.Window is { } text)
         {
-            if (Fleet.MaintenanceWindow.Parse(text).Window is not { } window)
+            if (MaintenanceWindow.Parse(text).Window is not { } window)
             {
                 // only the window's own writer stores it: one that no longer reads is held closed, never taken as "always open"
                 log.LogError("rollout {Rollout}: group {Group}'s stored maintenance window {Window} does not read; its updates below importance 5 wait", gate.Name, gate.GroupName, text);
@@ -521,7 +525,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         foreach (var row in (await store.ListRolloutsAsync(activeOnly: true, ct)).Where(r => r.State == RolloutStates.Running))
         {
             ct.ThrowIfCancellationRequested();
-            if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || Fleet.MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
+            if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
             if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 } program) { continue; }
             var since = At(row.WindowLookedAt ?? row.CreatedAt);
             if (since < now - WindowLookBack) { since = now - WindowLookBack; }
@@ -530,7 +534,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             policy ??= await Apis.PolicySettings.GetAsync(store, ct);
             clocks ??= await store.UnitClocksAsync(ct);
             var fleetZone = ImportancePolicy.Zone(policy, time.LocalTimeZone);
-            var opened = new Dictionary<(string Zone, PolicyWindow? Hours), bool>();
+            var opened = new Dictionary<(string Zone, PolicyWindow? Hours, string? Own), bool>();
             var tell = new List<string>();
             foreach (var member in await store.RolloutMembersAsync(row, ct))
             {
@@ -538,10 +542,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                 var own = clocks.GetValueOrDefault(member.Mac);
                 var zone = own?.TimeZone is { } id && ImportancePolicy.TryZone(id, out var z) ? z : fleetZone;
                 var unitPolicy = own is { LowWindowStart: { } s, LowWindowEnd: { } e } ? policy with { LowWindowStartHour = (int)s, LowWindowEndHour = (int)e } : policy;
-                var hours = GroupWindows.For((int)program.Importance, unitPolicy);
-                if (!opened.TryGetValue((zone.Id, hours), out var open))
+                // a unit's own maintenance window stands in for the policy's hours (and holds importance 4 too)
+                var ownWindow = own?.MaintenanceWindow is { } text2 ? MaintenanceWindow.Parse(text2).Window : null;
+                var hours = own?.MaintenanceWindow is null ? GroupWindows.For((int)program.Importance, unitPolicy) : null;
+                if (!opened.TryGetValue((zone.Id, hours, own?.MaintenanceWindow), out var open))
                 {
-                    opened[(zone.Id, hours)] = open = GroupWindows.OpenedBetween(window, hours, zone, since, now);
+                    // a stored window that does not read is held closed: it never opens
+                    opened[(zone.Id, hours, own?.MaintenanceWindow)] = open = (own?.MaintenanceWindow is null || ownWindow is not null)
+                        && GroupWindows.OpenedBetween(window, hours, zone, since, now, ownWindow);
                 }
                 if (open) { tell.Add(member.Mac); }
             }

@@ -38,6 +38,7 @@ public sealed class UnitClockRow
     public string? TimeZone { get; set; }
     public long? LowWindowStart { get; set; }
     public long? LowWindowEnd { get; set; }
+    public string? MaintenanceWindow { get; set; }
 }
 
 /// <summary>What the version check's gate reads about a unit and the rollout holding its update's transition.</summary>
@@ -111,8 +112,8 @@ public sealed partial class TsunaguStore
         CancellationToken ct = default) =>
         await AddRolloutAsync(groupNames, (groups, policy, _) => plan(groups, policy), ct);
 
-    /// <summary>Reads, in the transaction of a rollout's creation, the own low-utilisation hours of those of the given MACs that have them.</summary>
-    public delegate Task<IReadOnlyDictionary<string, Fleet.PolicyWindow>> OwnHoursReader(IReadOnlyCollection<string> macs);
+    /// <summary>Reads, in the transaction of a rollout's creation, the own low-utilisation hours and maintenance windows of those of the given MACs that have either.</summary>
+    public delegate Task<IReadOnlyDictionary<string, UnitClockRow>> OwnHoursReader(IReadOnlyCollection<string> macs);
 
     /// <summary>
     /// <see cref="AddRolloutAsync(IReadOnlyList{string}, Func{IReadOnlyDictionary{string, GroupRow}, Protocol.UpdatePolicy, Task{ValueTuple{RolloutRow, IReadOnlyList{RolloutMember}, AuditEntry}}}, CancellationToken)"/>,
@@ -516,33 +517,34 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>
-    /// The low-utilisation hours of those of <paramref name="macs"/> (active units) that have their own, by MAC, read
-    /// inside the caller's transaction by the primary key, a few hundred MACs a query.
+    /// The low-utilisation hours and maintenance windows of those of <paramref name="macs"/> (active units) that have
+    /// their own, by MAC, read inside the caller's transaction by the primary key, a few hundred MACs a query.
     /// </summary>
-    private async Task<IReadOnlyDictionary<string, Fleet.PolicyWindow>> ReadOwnHoursAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx,
+    private async Task<IReadOnlyDictionary<string, UnitClockRow>> ReadOwnHoursAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction tx,
         IReadOnlyCollection<string> macs, CancellationToken ct)
     {
-        var hours = new Dictionary<string, Fleet.PolicyWindow>(StringComparer.Ordinal);
+        var clocks = new Dictionary<string, UnitClockRow>(StringComparer.Ordinal);
         foreach (var chunk in macs.Distinct(StringComparer.Ordinal).Chunk(500))
         {
             foreach (var r in await c.QueryAsync<UnitClockRow>(new CommandDefinition($"""
-                SELECT mac, low_window_start, low_window_end FROM units
-                WHERE {InList("mac", "chunk")} AND decommissioned_at IS NULL AND low_window_start IS NOT NULL AND low_window_end IS NOT NULL
+                SELECT mac, low_window_start, low_window_end, maintenance_window FROM units
+                WHERE {InList("mac", "chunk")} AND decommissioned_at IS NULL
+                  AND ((low_window_start IS NOT NULL AND low_window_end IS NOT NULL) OR maintenance_window IS NOT NULL)
                 """, new { chunk }, tx, cancellationToken: ct)))
             {
-                hours[r.Mac] = Fleet.GroupWindows.OwnHours((int)r.LowWindowStart!.Value, (int)r.LowWindowEnd!.Value);
+                clocks[r.Mac] = r;
             }
         }
-        return hours;
+        return clocks;
     }
 
-    /// <summary>The active units that carry a time zone or low-utilisation hours of their own (the others take the fleet's).</summary>
+    /// <summary>The active units that carry a time zone, low-utilisation hours or a maintenance window of their own (the others take the fleet's).</summary>
     public async Task<IReadOnlyDictionary<string, UnitClockRow>> UnitClocksAsync(CancellationToken ct)
     {
         await using var c = await OpenAsync(ct);
         var rows = await c.QueryAsync<UnitClockRow>(new CommandDefinition("""
-            SELECT mac, time_zone, low_window_start, low_window_end FROM units
-            WHERE decommissioned_at IS NULL AND (time_zone IS NOT NULL OR low_window_start IS NOT NULL)
+            SELECT mac, time_zone, low_window_start, low_window_end, maintenance_window FROM units
+            WHERE decommissioned_at IS NULL AND (time_zone IS NOT NULL OR low_window_start IS NOT NULL OR maintenance_window IS NOT NULL)
             """, cancellationToken: ct));
         return rows.ToDictionary(r => r.Mac, StringComparer.Ordinal);
     }

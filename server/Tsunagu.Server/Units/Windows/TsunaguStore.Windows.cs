@@ -21,7 +21,7 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// The members of rollout <paramref name="rollout"/> that still wait to be offered its update (<see cref="WaitingMember"/>)
-    /// and have low-utilisation hours of their own, sorted by MAC: at most <paramref name="limit"/>, after
+    /// and have low-utilisation hours or a maintenance window of their own, sorted by MAC: at most <paramref name="limit"/>, after
     /// <paramref name="after"/> when given (a keyset page: one indexed range of the rollout's members, whatever its size;
     /// the condition is left out without <paramref name="after"/>, so SQLite, which plans before it sees the values, still
     /// starts the range at <paramref name="after"/>).
@@ -33,10 +33,10 @@ public sealed partial class TsunaguStore
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limit);
         await using var c = await OpenAsync(ct);
         return [.. await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
-            SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour
+            SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour, u.maintenance_window AS Window
             FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac
             WHERE m.rollout = @rollout {(after is null ? "" : "AND m.mac > @after")}
-              AND u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL AND {WaitingMember}
+              AND ((u.low_window_start IS NOT NULL AND u.low_window_end IS NOT NULL) OR u.maintenance_window IS NOT NULL) AND {WaitingMember}
               {(installing ? "" : InstallingLeftOut)}
             ORDER BY m.mac
             LIMIT @limit
@@ -53,27 +53,29 @@ public sealed partial class TsunaguStore
     /// fleet's), with the audit entry, in one transaction. False when the unit is not registered.
     /// </summary>
     public async Task<bool> SetUpdateWindowAsync(string mac, int? startHour, int? endHour, string? timeZone, AuditEntry audit, CancellationToken ct = default) =>
-        await SetUpdateWindowCheckedAsync(mac, startHour, endHour, timeZone, _ => null, audit, ct);
+        await SetUpdateWindowCheckedAsync(mac, startHour, endHour, timeZone, null, _ => null, audit, ct);
 
     /// <summary>
     /// <see cref="SetUpdateWindowAsync"/>, after <paramref name="refuse"/> has seen the running and paused rollouts whose
     /// group has a maintenance window and that hold the unit as a member the gate may still offer their update to
     /// (<see cref="WaitingMember"/>; with the window and their update's importance) and found no reason to refuse; its
-    /// reason becomes a <see cref="StoreConflictException"/> and nothing is written. When the hours stay as stored (a
-    /// change of the zone alone) nothing gets worse and <paramref name="refuse"/> is not asked. They are read inside the transaction, under the catalogue's lock, which a group's window
+    /// reason becomes a <see cref="StoreConflictException"/> and nothing is written. <paramref name="window"/>: the unit's
+    /// own maintenance window as <see cref="Protocol.MaintenanceWindow"/> writes it (null: none). When the hours stay as
+    /// stored and the window stays or goes (a change of the zone alone, or back to the policy's hours) nothing gets worse
+    /// and <paramref name="refuse"/> is not asked. They are read inside the transaction, under the catalogue's lock, which a group's window
     /// change (<see cref="SetGroupWindowCheckedAsync(string, string?, Func{IReadOnlyList{GroupRolloutUse}, Protocol.UpdatePolicy, IReadOnlyList{MemberHoursUse}, string?}, AuditEntry, CancellationToken)"/>)
     /// and a rollout's creation take too: whichever of them commits second sees what the first wrote.
     /// </summary>
-    public async Task<bool> SetUpdateWindowCheckedAsync(string mac, int? startHour, int? endHour, string? timeZone, Func<IReadOnlyList<WindowedRolloutUse>, string?> refuse,
-        AuditEntry audit, CancellationToken ct = default)
+    public async Task<bool> SetUpdateWindowCheckedAsync(string mac, int? startHour, int? endHour, string? timeZone, string? window,
+        Func<IReadOnlyList<WindowedRolloutUse>, string?> refuse, AuditEntry audit, CancellationToken ct = default)
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
         await LockCatalogueAsync(c, tx, ct);
         var stored = await c.QuerySingleOrDefaultAsync<UnitClockRow>(new CommandDefinition(
-            "SELECT mac, low_window_start, low_window_end FROM units WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
+            "SELECT mac, low_window_start, low_window_end, maintenance_window FROM units WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
         if (stored is null) { return false; }
-        if (stored.LowWindowStart != startHour || stored.LowWindowEnd != endHour)
+        if (stored.LowWindowStart != startHour || stored.LowWindowEnd != endHour || (window is not null && window != stored.MaintenanceWindow))
         {
             var uses = (await c.QueryAsync<WindowedRolloutUse>(new CommandDefinition($"""
                 SELECT r.name AS Name, r.group_name AS GroupName, g.maintenance_window AS Window, r.update_id AS UpdateId, p.importance AS Importance
@@ -84,8 +86,9 @@ public sealed partial class TsunaguStore
                 """, new { mac }, tx, cancellationToken: ct))).ToList();
             if (refuse(uses) is { } why) { throw new StoreConflictException(why); }
         }
-        var changed = await c.ExecuteAsync(new CommandDefinition("UPDATE units SET low_window_start = @startHour, low_window_end = @endHour, time_zone = @timeZone WHERE mac = @mac",
-            new { mac, startHour, endHour, timeZone }, tx, cancellationToken: ct));
+        var changed = await c.ExecuteAsync(new CommandDefinition(
+            "UPDATE units SET low_window_start = @startHour, low_window_end = @endHour, time_zone = @timeZone, maintenance_window = @window WHERE mac = @mac",
+            new { mac, startHour, endHour, timeZone, window }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }
         await WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);

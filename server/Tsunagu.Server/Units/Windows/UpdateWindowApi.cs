@@ -6,11 +6,17 @@ using Tsunagu.Server.Security;
 
 namespace Tsunagu.Server.Units.Windows;
 
-/// <summary>A unit's own importance-3 window (local hours, both or neither) and its time zone (an IANA id; null: the fleet's policy).</summary>
-public sealed record UpdateWindowRequest(int? LowWindowStartHour, int? LowWindowEndHour, string? TimeZone);
+/// <summary>
+/// A unit's own importance-3 window (local hours, both or neither) and its time zone (an IANA id; null: the fleet's
+/// policy); <see cref="MaintenanceWindow"/>: its own recurring maintenance window (<see cref="Protocol.MaintenanceWindow"/>
+/// grammar, e.g. <c>mon-fri 01:00-05:00</c>; null: none), which every update below importance 5 waits for (4 with the
+/// load, 3 and below instead of the hours): a unit has hours of its own or a window of its own, not both.
+/// </summary>
+public sealed record UpdateWindowRequest(int? LowWindowStartHour, int? LowWindowEndHour, string? TimeZone, string? MaintenanceWindow = null);
 
-/// <summary>What a unit's version check uses: its window hours and the zone they are in, and whether each is the unit's own.</summary>
-public sealed record UpdateWindowView(string Mac, int LowWindowStartHour, int LowWindowEndHour, string? TimeZone, bool OwnWindow, bool OwnTimeZone);
+/// <summary>What a unit's version check uses: its window hours and the zone they are in, whether each is the unit's own, and its own maintenance window (null: none).</summary>
+public sealed record UpdateWindowView(string Mac, int LowWindowStartHour, int LowWindowEndHour, string? TimeZone, bool OwnWindow, bool OwnTimeZone,
+    string? MaintenanceWindow = null);
 
 /// <summary>
 /// Per-unit update windows (patent 0048, 0064): importance 3 runs in the low-utilisation window, judged in the
@@ -55,14 +61,16 @@ public static class UpdateWindowApi
     /// </summary>
     public static async Task<bool> SetCheckedAsync(TsunaguStore store, string mac, UpdateWindowRequest request, string actor, CancellationToken ct)
     {
-        var detail = $"window {(request.LowWindowStartHour is { } s ? $"{s:00}:00-{request.LowWindowEndHour:00}:00" : "fleet's")}, zone {request.TimeZone ?? "fleet's"}";
+        var own = request.MaintenanceWindow is { } text ? MaintenanceWindow.Parse(text).Window : null;
+        var detail = $"window {(request.LowWindowStartHour is { } s ? $"{s:00}:00-{request.LowWindowEndHour:00}:00" : "fleet's")}, zone {request.TimeZone ?? "fleet's"}" +
+                     $", maintenance window {own?.ToString() ?? "none"}";
         var hours = request is { LowWindowStartHour: { } start, LowWindowEndHour: { } end } ? Fleet.GroupWindows.OwnHours(start, end) : null;
-        return await store.SetUpdateWindowCheckedAsync(mac, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone,
-            uses => hours is null ? null
-                : uses.Select(u => Fleet.MaintenanceWindow.Parse(u.Window).Window is { } window
-                        ? Fleet.GroupWindows.UnitStall(mac, hours, u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance)
+        return await store.SetUpdateWindowCheckedAsync(mac, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone, own?.ToString(),
+            uses => uses.Select(u => MaintenanceWindow.Parse(u.Window).Window is { } window
+                        ? (hours is null ? null : Fleet.GroupWindows.UnitStall(mac, hours, u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance))
+                          ?? (own is null ? null : Fleet.GroupWindows.UnitWindowStall(mac, own, u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance))
                         : null).FirstOrDefault(s => s is not null) is { } stall
-                    ? $"{stall} (choose hours that meet the window, clear the unit's own window, or change the group's window); nothing was changed"
+                    ? $"{stall} (choose a window or hours that meet the group's window, clear the unit's own, or change the group's window); nothing was changed"
                     : null,
             new AuditEntry(actor, "unit.update-window", mac, detail), ct);
     }
@@ -83,10 +91,19 @@ public static class UpdateWindowApi
         {
             return $"timeZone: '{InputRules.Quote(zone)}' is not a known time zone id (e.g. Asia/Tokyo)";
         }
+        if (request.MaintenanceWindow is { } window)
+        {
+            if (MaintenanceWindow.Parse(window).Error is { } error) { return $"maintenanceWindow: '{InputRules.Quote(window)}' is not a window: {error}"; }
+            if (request.LowWindowStartHour is not null)
+            {
+                return "maintenanceWindow, lowWindowStartHour, lowWindowEndHour: give the unit hours of its own or a maintenance window of its own, not both " +
+                       "(with a window, importance 3 and below wait for it instead of the hours)";
+            }
+        }
         return null;
     }
 
     public static UpdateWindowView View(UnitRow unit, UpdatePolicy fleet) =>
         new(unit.Mac, (int)(unit.LowWindowStart ?? fleet.LowWindowStartHour), (int)(unit.LowWindowEnd ?? fleet.LowWindowEndHour),
-            unit.TimeZone ?? fleet.TimeZone, unit.LowWindowStart is not null && unit.LowWindowEnd is not null, unit.TimeZone is not null);
+            unit.TimeZone ?? fleet.TimeZone, unit.LowWindowStart is not null && unit.LowWindowEnd is not null, unit.TimeZone is not null, unit.MaintenanceWindow);
 }

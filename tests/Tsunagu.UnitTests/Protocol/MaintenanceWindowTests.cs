@@ -1,7 +1,7 @@
 using CsCheck;
-using Tsunagu.Server.Fleet;
+using Tsunagu.Protocol;
 
-namespace Tsunagu.UnitTests.Server;
+namespace Tsunagu.UnitTests.Protocol;
 
 /// <summary>A group's maintenance window: its grammar (what is accepted, how it is written back, what is refused) and when it is open.</summary>
 public class MaintenanceWindowTests

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Tsunagu.Server.Fleet;
+namespace Tsunagu.Protocol;
 
 /// <summary>
 /// A recurring maintenance window of a group, in a unit's local time: <c>HH:MM-HH:MM</c> every day, or
