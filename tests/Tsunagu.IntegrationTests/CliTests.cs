@@ -314,10 +314,30 @@ public class CliTests
         unit = (await server.Store.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)2, (long?)3, "Europe/Paris")), "the refusal changed nothing");
 
+        // a maintenance window of its own replaces the hours; a new zone alone keeps it; hours replace it again
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "Mon-Fri 01:00-05:00");
+        Assert.That(exit, Is.Zero, err);
+        unit = (await server.Store.GetUnitAsync(mac))!;
+        Assert.That((unit.LowWindowStart, unit.MaintenanceWindow, unit.TimeZone), Is.EqualTo(((long?)null, "mon,tue,wed,thu,fri 01:00-05:00", "Europe/Paris")));
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--time-zone", "Asia/Tokyo");
+        Assert.That(exit, Is.Zero, err);
+        Assert.That((await server.Store.GetUnitAsync(mac))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"), "a new zone alone keeps the window");
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "mon 01:00-05:00", "--start", "1", "--end", "2");
+        Assert.That(exit, Is.EqualTo(1), "hours and a window together are refused");
+        Assert.That(err, Does.Contain("not both"));
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "someday 01:00");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("maintenanceWindow"));
+        Assert.That((await server.Store.GetUnitAsync(mac))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"), "the refusals changed nothing");
+        (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "none");
+        Assert.That(exit, Is.Zero, err);
+        unit = (await server.Store.GetUnitAsync(mac))!;
+        Assert.That((unit.MaintenanceWindow, unit.TimeZone), Is.EqualTo(((string?)null, "Asia/Tokyo")), "none clears the window, the zone stays");
+
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--fleet");
         Assert.That(exit, Is.Zero, err);
         unit = (await server.Store.GetUnitAsync(mac))!;
-        Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)null, (long?)null, (string?)null)));
+        Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone, unit.MaintenanceWindow), Is.EqualTo(((long?)null, (long?)null, (string?)null, (string?)null)));
     }
 
     [Test]

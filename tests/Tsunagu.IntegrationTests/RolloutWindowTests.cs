@@ -967,6 +967,31 @@ public class RolloutWindowTests(string kind)
     }
 
     [Test]
+    public async Task A_window_opening_tells_a_unit_with_its_own_maintenance_window_only_when_both_are_open()
+    {
+        // importance 4: unit 0 waits for the group's daily 01:00-05:00 and its own Thursday 03:00-04:00; the others for the group's alone
+        await ProgramAsync(4);
+        await WindowAsync("01:00-05:00");
+        Assert.That(await OwnWindowAsync(0, "thu 03:00-04:00"), Is.True);
+        var a = Replica();
+        await CreateAsync(a, "r1");
+        await a.StartAsync("r1", CancellationToken.None);
+        _push.Sent.Clear();
+
+        // Wednesday 09:00 to Friday 09:00 UTC in steps of 7 minutes: the group's window opens Thursday and Friday 01:00
+        var step = TimeSpan.FromMinutes(7);
+        await RunAsync([a], step, Wednesday.AddDays(2));
+        var told = _push.Sent.Where(p => p.Mac == Mac(0)).Select(p => p.At).ToList();
+        Assert.That(told, Has.Count.EqualTo(1), "unit 0 is told once: when its own window opens inside the group's, not at the group's openings");
+        var thursday3 = new DateTimeOffset(2026, 4, 2, 3, 0, 0, TimeSpan.Zero);
+        Assert.That(told[0], Is.GreaterThanOrEqualTo(thursday3).And.LessThan(thursday3 + step));
+        foreach (var mac in Enumerable.Range(1, 5).Select(Mac))
+        {
+            Assert.That(_push.Sent.Count(p => p.Mac == mac), Is.EqualTo(2), $"{mac}: told at each of the group's two openings");
+        }
+    }
+
+    [Test]
     public async Task A_window_opening_while_the_broker_link_is_down_is_recorded_for_every_waiting_unit_and_sent_by_the_resends()
     {
         await ProgramAsync(4);
