@@ -61,10 +61,11 @@ build: restore
 format-check: restore
 	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
 
-# Every test but the long ones (below); TRX results land in $(RESULTS)/ (one file per test project). The QEMU tests boot
+# Every test but the long ones (below); TRX results land in $(RESULTS)/ (one file per test run). The QEMU tests boot
 # the images of both boards (qemu-arm64: first boot, slot fall back and a changed byte refused by dm-verity, about
 # 5.5 min under TCG). tests/run.sh starts the system tests (the longest project) at once and runs the other test projects
-# of the solution one after another beside them; it fails if any failed, and Ctrl-C stops every run.
+# of the solution one after another beside them, then the second board's system tests; it fails if any failed, and
+# Ctrl-C stops every run.
 SYSTEM_TESTS := tests/Tsunagu.SystemTests
 test: packages format-check build image image-arm64 isp-lab-image lan-pc-image
 	rm -rf $(RESULTS)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make test`'s run of the test projects (they are built already): the system tests (QEMU guests one after another,
 # the longest project) start at once in the background, and every other test project of Tsunagu.slnx runs beside them,
-# one after another: two projects at a time, as many as the 2-core build machine has cores, with the longest one never
-# waiting for a slot. Each project writes RESULTS/<project>.trx (.ci/run sums them). The long tests (category "long",
-# `make test-long`) are left out. Exits 1 if any project failed, naming which side; Ctrl-C (or TERM, HUP) stops both
+# one after another: two runs at a time, as many as the 2-core build machine has cores, with the longest one never
+# waiting for a slot. The system tests of the second board (category "arm64", QEMU's arm64 guests, about 6 min) are
+# left to the other side, after its projects, so that both sides end near the same time. Each run writes
+# RESULTS/<project>.trx (the arm64 part RESULTS/<project>.arm64.trx; .ci/run sums them). The long tests (category
+# "long", `make test-long`) are left out. Exits 1 if any run failed, naming which; Ctrl-C (or TERM, HUP) stops both
 # sides at once, each run's whole process group (test hosts, QEMU guests) included, and exits 130.
 #
 # Environment: DOTNET (dotnet), CONFIGURATION (Release), RESULTS (TestResults).
@@ -36,23 +38,26 @@ stop() {
     exit 130
 }
 trap stop INT TERM HUP
+# run PROJECT NAME [dotnet test arguments]: one run in the background, its results in RESULTS/NAME.trx
 run() {
-    local project=$1; shift
-    local name
-    name=$(basename "$project" .csproj)
+    local project=$1 name=$2; shift 2
     setsid "$DOTNET" test "$project" -c "$CONFIGURATION" --no-build --logger "trx;LogFileName=$name.trx" \
         --logger "console;verbosity=normal" --results-directory "$RESULTS" "$@" &
 }
 
-run "$SYSTEM" --filter "TestCategory!=long"
+run "$SYSTEM" Tsunagu.SystemTests --filter "TestCategory!=long&TestCategory!=arm64"
 system=$!
 running=("$system")
 failed=()
-for p in "${others[@]}"; do
-    run "$p"
+for p in "${others[@]}" "$SYSTEM"; do
+    if [ "$p" = "$SYSTEM" ]; then
+        run "$p" Tsunagu.SystemTests.arm64 --filter "TestCategory=arm64"
+    else
+        run "$p" "$(basename "$p" .csproj)"
+    fi
     pid=$!
     running=("$system" "$pid")
-    wait "$pid" || failed+=("$(basename "$p" .csproj)")
+    wait "$pid" || failed+=("$(basename "$p" .csproj)$([ "$p" = "$SYSTEM" ] && echo " (arm64)")")
 done
 running=("$system")
 wait "$system" || failed+=("$(basename "$SYSTEM" .csproj)")
