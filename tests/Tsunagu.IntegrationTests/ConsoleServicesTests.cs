@@ -25,11 +25,8 @@ public class ConsoleServicesTests(string kind)
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = kind;
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string handler, params (string Key, string Value)[] form)
-    {
-        var fields = form.Select(f => new KeyValuePair<string, string>(f.Key, f.Value)).Append(new("__csrf", await RoleTests.Csrf(session)));
-        return await session.PostAsync($"{Path}?handler={handler}", new FormUrlEncodedContent(fields));
-    }
+    private static Task<HttpResponseMessage> Post(HttpClient session, string handler, params (string Key, string Value)[] form) =>
+        RoleTests.PostForm(session, $"{Path}?handler={handler}", form);
 
     private static Task<string> Refused(TestServer server, HttpClient session, string handler, string why, HttpStatusCode status, params (string, string)[] form) =>
         Refused(server, session, handler, why, status, reasonOnPage: true, form);

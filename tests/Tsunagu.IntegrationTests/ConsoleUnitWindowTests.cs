@@ -17,11 +17,8 @@ public class ConsoleUnitWindowTests(string kind)
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = kind;
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string mac, params (string Key, string Value)[] form)
-    {
-        var fields = form.Select(f => new KeyValuePair<string, string>(f.Key, f.Value)).Append(new("__csrf", await RoleTests.Csrf(session)));
-        return await session.PostAsync($"/console/units/{mac}?handler=UpdateWindow", new FormUrlEncodedContent(fields));
-    }
+    private static Task<HttpResponseMessage> Post(HttpClient session, string mac, params (string Key, string Value)[] form) =>
+        RoleTests.PostForm(session, $"/console/units/{mac}?handler=UpdateWindow", form);
 
     [Test]
     public async Task The_unit_page_sets_a_units_own_window_and_zone_and_refuses_what_the_api_refuses()

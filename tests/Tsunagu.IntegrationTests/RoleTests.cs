@@ -430,6 +430,13 @@ public class RoleTests
     internal static async Task<string> Csrf(HttpClient session) =>
         WebUtility.HtmlDecode(Regex.Match(await session.GetStringAsync("/console/catalogue"), "name=\"__csrf\"[^>]*value=\"([^\"]+)\"").Groups[1].Value);
 
+    /// <summary>Posts a console form to <paramref name="url"/> with the session's anti-forgery token.</summary>
+    internal static async Task<HttpResponseMessage> PostForm(HttpClient session, string url, params (string Key, string Value)[] form)
+    {
+        var fields = form.Select(f => new KeyValuePair<string, string>(f.Key, f.Value)).Append(new("__csrf", await Csrf(session)));
+        return await session.PostAsync(url, new FormUrlEncodedContent(fields));
+    }
+
     /// <summary>Signs in to the console with the log in form; returns a client holding the session cookie.</summary>
     internal static async Task<HttpClient> ConsoleSession(TestServer server, string name, string password)
     {
