@@ -343,17 +343,18 @@ public sealed partial class IspLabTests
         Assert.That(await unit.ShellAsync("ip route show default"), Does.Contain($"via {IspGuest.IpoeRouter} dev eth0"), "the lease's router is the default route");
         Assert.That(await unit.ShellAsync("cat /etc/resolv.conf"), Does.Contain($"nameserver {IspGuest.DnsAddress}"), "the lease's name server");
 
-        // the lease (120 s) is renewed at half its time by the same client: a DHCPREQUEST and DHCPACK for the same
-        // address, no new DHCPDISCOVER, and the link stays up (the unit never leaves Ready)
+        // the lease (120 s) is renewed at half its time by the same client, and the link stays up (the unit never leaves
+        // Ready). The unit's client says when it renewed (its script writes "renew ADDRESS" once it has handled the
+        // acknowledgement); the ISP's log alone cannot: a DHCPREQUEST sent again while the first acknowledgement was late
+        // (a busy machine) has a second DHCPACK for the same address before the renewal, 60 s after the lease
         var consoleAtReady = unit.Console().Length;
-        await isp.WaitAsync(() => isp.Dhcp(mac).Count(e => e.Kind == "DHCPACK") >= 2, TimeSpan.FromMinutes(4), "the lease's renewal");
+        await unit.WaitAsync(async () => await unit.ShellAsync("cat /run/tsunagu/dhcp.state") == $"renew {lease}", TimeSpan.FromMinutes(4),
+            "the unit's DHCP client renewing its lease");
+        // since the lease: only requests and acknowledgements of the same address, never a new lease
         var renewal = isp.Dhcp(mac).Skip(bound + 1).ToList();
-        Assert.That(renewal.Take(2), Is.EqualTo(new[] { new IspGuest.DhcpEvent("DHCPREQUEST", lease, mac), new IspGuest.DhcpEvent("DHCPACK", lease, mac) }),
-            $"a renewal of the same address\n--- ISP ---\n{isp.Console()}");
-        Assert.That(renewal.Where(e => e.Kind == "DHCPDISCOVER"), Is.Empty, "never a new lease");
-        // the unit's client writes the event once it has handled the acknowledgement, which the ISP logged when it sent it
-        await unit.WaitAsync(async () => await unit.ShellAsync("cat /run/tsunagu/dhcp.state") == $"renew {lease}", TimeSpan.FromSeconds(30),
-            "the unit's DHCP client seeing the renewal");
+        Assert.That(renewal.Where(e => e.Kind == "DHCPACK"), Is.Not.Empty, $"the ISP acknowledged the renewal\n--- ISP ---\n{isp.Console()}");
+        Assert.That(renewal.Where(e => e != new IspGuest.DhcpEvent("DHCPREQUEST", lease, mac) && e != new IspGuest.DhcpEvent("DHCPACK", lease, mac)), Is.Empty,
+            $"a renewal of the same address, no new DHCPDISCOVER\n--- ISP ---\n{isp.Console()}");
         Assert.That(unit.Console()[consoleAtReady..], Does.Not.Contain("--LinkLost-->"), "the link stayed up through the renewal");
         Assert.That(await unit.ShellAsync("ip -4 addr show dev eth0"), Does.Contain($"inet {lease}/24"));
 
