@@ -237,8 +237,8 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, string? after, int? limit, CancellationToken ct)
     {
         if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
-        if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 and var importance64 }) { return []; }
-        var importance = (int)importance64;
+        if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 } program) { return []; }
+        var importance = (int)program.Importance;
         var found = new List<StrandedMember>();
         for (var cursor = after; ;)
         {
