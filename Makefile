@@ -63,13 +63,17 @@ format-check: restore
 
 # Every test but the long ones (below); TRX results land in $(RESULTS)/ (one file per test run). The QEMU tests boot
 # the images of both boards (qemu-arm64: first boot, slot fall back and a changed byte refused by dm-verity, about
-# 5.5 min under TCG). tests/run.sh starts the system tests (the longest project) at once and runs the other test projects
-# of the solution one after another beside them, then the second board's system tests; it fails if any failed, and
-# Ctrl-C stops every run.
+# 5.5 min under TCG). tests/run.sh runs two sides at once: the images, then the system tests that boot the first board
+# (the longest run); beside them, the other test projects of the solution one after another, then the layout check
+# (format-check) and the rest of the system tests (the router's daemons, the second board). It fails if any run or step
+# failed, and Ctrl-C stops every run.
 SYSTEM_TESTS := tests/Tsunagu.SystemTests
-test: packages format-check build image image-arm64 isp-lab-image lan-pc-image
+# (through a variable: a recipe line naming $$(MAKE) itself would run even under `make -n`)
+SUBMAKE = $(MAKE) --no-print-directory
+test: packages build
 	rm -rf $(RESULTS)
-	DOTNET=$(DOTNET) CONFIGURATION=$(CONFIGURATION) RESULTS=$(RESULTS) bash tests/run.sh
+	DOTNET=$(DOTNET) CONFIGURATION=$(CONFIGURATION) RESULTS=$(RESULTS) \
+		IMAGES='$(SUBMAKE) image image-arm64 isp-lab-image lan-pc-image' CHECKS='$(SUBMAKE) format-check' bash tests/run.sh
 
 # The long system tests, which wait out a board's own timers for minutes and are not part of `make test` (part of
 # `make system-test`; so not of CI, which runs `make test`): a new OS that hangs, restarted by the watchdog on each of
