@@ -77,13 +77,15 @@ test: packages build
 
 # The long system tests, which wait out a board's own timers for minutes and are not part of `make test` (part of
 # `make system-test`; so not of CI, which runs `make test`): a new OS that hangs, restarted by the watchdog on each of
-# its three tries (about 7 min under TCG).
+# its three tries (about 7 min under TCG); on the second board, the wiped data partition, the LEDs and reset button and
+# the power cuts that `make test` runs on the first.
 .PHONY: test-long
-test-long: packages build image
+test-long: packages build image image-arm64
 	$(DOTNET) test $(SYSTEM_TESTS) -c $(CONFIGURATION) --no-build --filter "TestCategory=long" --logger "console;verbosity=normal"
 
-# Only the QEMU tests of the second board, qemu-arm64 (QemuArm64Tests: first boot, slot fall back and dm-verity fall back under TCG; also
-# part of `make test` and `make system-test`).
+# Only the QEMU tests of the second board, qemu-arm64, all of them (QemuArm64Tests under TCG: first boot, slot fall back
+# and dm-verity fall back, also part of `make test`; the wiped data partition, the LEDs and reset button, the power
+# cuts, long ones part of `make test-long`; all part of `make system-test`).
 .PHONY: test-arm64 image-arm64
 test-arm64: packages build image-arm64
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.QemuArm64Tests" \

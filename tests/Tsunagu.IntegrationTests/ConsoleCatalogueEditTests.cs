@@ -19,11 +19,8 @@ public class ConsoleCatalogueEditTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string handler, Dictionary<string, string> form)
-    {
-        var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
-        return await session.PostAsync($"/console/catalogue?handler={handler}", new FormUrlEncodedContent(fields));
-    }
+    private static Task<HttpResponseMessage> Post(HttpClient session, string handler, Dictionary<string, string> form) =>
+        RoleTests.PostForm(session, $"/console/catalogue?handler={handler}", form);
 
     private static Dictionary<string, string> Patch(string id, string app, string importance, string version = "1.0.1") => new()
     {

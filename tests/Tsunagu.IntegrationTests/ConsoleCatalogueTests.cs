@@ -21,11 +21,8 @@ public class ConsoleCatalogueTests
     [TearDown]
     public void TearDown() => TestServer.Configure.Value = null;
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string handler, Dictionary<string, string> form)
-    {
-        var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
-        return await session.PostAsync($"/console/catalogue?handler={handler}", new FormUrlEncodedContent(fields));
-    }
+    private static Task<HttpResponseMessage> Post(HttpClient session, string handler, Dictionary<string, string> form) =>
+        RoleTests.PostForm(session, $"/console/catalogue?handler={handler}", form);
 
     private static async Task Refused(TestServer server, HttpClient session, string handler, Dictionary<string, string> form, string why)
     {

@@ -17,11 +17,8 @@ public class ConsoleLifecycleTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form)
-    {
-        var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
-        return await session.PostAsync($"/console/units/{mac}?handler={handler}", new FormUrlEncodedContent(fields));
-    }
+    private static Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form) =>
+        RoleTests.PostForm(session, $"/console/units/{mac}?handler={handler}", form);
 
     /// <summary>Posts and expects the action refused: the page comes back (a redirect), and the database is as it was.</summary>
     private static async Task Refused(TestServer server, HttpClient session, string mac, string handler, Dictionary<string, string> form, string why)

@@ -19,11 +19,8 @@ public class ConsoleRecordTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form)
-    {
-        var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
-        return await session.PostAsync($"/console/units/{mac}?handler={handler}", new FormUrlEncodedContent(fields));
-    }
+    private static Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form) =>
+        RoleTests.PostForm(session, $"/console/units/{mac}?handler={handler}", form);
 
     private static async Task Refused(TestServer server, HttpClient session, string mac, string handler, Dictionary<string, string> form, string why,
         HttpStatusCode status = HttpStatusCode.Redirect)

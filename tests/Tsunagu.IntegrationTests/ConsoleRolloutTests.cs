@@ -18,11 +18,8 @@ public class ConsoleRolloutTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    private static async Task<HttpResponseMessage> Post(HttpClient session, string path, Dictionary<string, string> form)
-    {
-        var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
-        return await session.PostAsync(path, new FormUrlEncodedContent(fields));
-    }
+    private static Task<HttpResponseMessage> Post(HttpClient session, string path, Dictionary<string, string> form) =>
+        RoleTests.PostForm(session, path, form);
 
     private static async Task Refused(TestServer server, HttpClient session, string path, Dictionary<string, string> form, string why,
         HttpStatusCode status = HttpStatusCode.BadRequest)

@@ -17,11 +17,8 @@ public class ConsoleServiceConfigTests
     [SetUp]
     public void SetUp() => TestServer.DatabaseKind.Value = "sqlite";
 
-    internal static async Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form)
-    {
-        var fields = new Dictionary<string, string>(form) { ["__csrf"] = await RoleTests.Csrf(session) };
-        return await session.PostAsync($"/console/units/{mac}?handler={handler}", new FormUrlEncodedContent(fields));
-    }
+    internal static Task<HttpResponseMessage> Post(HttpClient session, string mac, string handler, Dictionary<string, string> form) =>
+        RoleTests.PostForm(session, $"/console/units/{mac}?handler={handler}", form);
 
     internal static Dictionary<string, string> Fields(long baseRevision, string blocked, string port = "51820", string cache = "256") => new()
     {

@@ -431,9 +431,13 @@ public class RoleTests
         WebUtility.HtmlDecode(Regex.Match(await session.GetStringAsync("/console/catalogue"), "name=\"__csrf\"[^>]*value=\"([^\"]+)\"").Groups[1].Value);
 
     /// <summary>Posts a console form to <paramref name="url"/> with the session's anti-forgery token.</summary>
-    internal static async Task<HttpResponseMessage> PostForm(HttpClient session, string url, params (string Key, string Value)[] form)
+    internal static Task<HttpResponseMessage> PostForm(HttpClient session, string url, params (string Key, string Value)[] form) =>
+        PostForm(session, url, form.Select(f => new KeyValuePair<string, string>(f.Key, f.Value)));
+
+    /// <summary>Posts a console form's <paramref name="form"/> fields to <paramref name="url"/> with the session's anti-forgery token.</summary>
+    internal static async Task<HttpResponseMessage> PostForm(HttpClient session, string url, IEnumerable<KeyValuePair<string, string>> form)
     {
-        var fields = form.Select(f => new KeyValuePair<string, string>(f.Key, f.Value)).Append(new("__csrf", await Csrf(session)));
+        var fields = form.Append(new("__csrf", await Csrf(session)));
         return await session.PostAsync(url, new FormUrlEncodedContent(fields));
     }
 

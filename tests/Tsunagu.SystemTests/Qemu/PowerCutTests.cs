@@ -11,13 +11,17 @@ namespace Tsunagu.SystemTests.Qemu;
 public sealed class PowerCutTests
 {
     [Test]
-    public async Task Power_cuts_in_provisioning_update_and_steady_state_keep_settings_counter_records_and_the_file_system()
+    public Task Power_cuts_in_provisioning_update_and_steady_state_keep_settings_counter_records_and_the_file_system() =>
+        CampaignAsync("qemu-x86_64");
+
+    /// <summary>The campaign on a unit of <paramref name="board"/>.</summary>
+    internal static async Task CampaignAsync(string board)
     {
         var cuts = int.TryParse(Environment.GetEnvironmentVariable("TSUNAGU_POWER_CUTS"), out var n) && n > 0 ? n : 3;
         var seed = int.TryParse(Environment.GetEnvironmentVariable("TSUNAGU_POWER_CUT_SEED"), out var s) ? s : Environment.TickCount & 0xffff;
         var report = Environment.GetEnvironmentVariable("TSUNAGU_POWER_CUT_REPORT");
         TestContext.Out.WriteLine($"{cuts} power cuts, seed {seed} (TSUNAGU_POWER_CUT_SEED={seed} repeats the choices)");
-        await using var lab = await QemuLab.StartAsync();
+        await using var lab = await QemuLab.StartAsync(board);
         await using var unit = await lab.AddUnitAsync(5);
         var campaign = new PowerCutCampaign(lab, unit, seed, TestContext.Out);
         var clock = Stopwatch.StartNew();

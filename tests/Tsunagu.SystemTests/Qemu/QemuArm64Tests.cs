@@ -2,8 +2,11 @@ namespace Tsunagu.SystemTests.Qemu;
 
 /// <summary>
 /// The second board, qemu-arm64 (QEMU virt under TCG, Debian's arm64 kernel and packages, tsunagud cross-compiled
-/// with Native AOT): the first boot, the fall back from a new slot that does not come up and from a slot whose bytes
-/// fail dm-verity, the same tests as <see cref="QemuUnitTests"/> and <see cref="VerifiedBootTests"/> run on qemu-x86_64. They fail (never skip) without `make image BOARD=qemu-arm64`.
+/// with Native AOT): the same tests as <see cref="QemuUnitTests"/>, <see cref="VerifiedBootTests"/> and
+/// <see cref="PowerCutTests"/> run on qemu-x86_64. `make test` runs the first boot and the fall back from a new slot that
+/// does not come up and from a slot whose bytes fail dm-verity; the wiped data partition, the LEDs and the reset button,
+/// and the power cuts are long (category "long": `make test-arm64`, `make test-long`). They fail (never skip) without
+/// `make image BOARD=qemu-arm64`.
 /// </summary>
 [TestFixture, NonParallelizable, Category("arm64")]
 public sealed class QemuArm64Tests
@@ -33,4 +36,16 @@ public sealed class QemuArm64Tests
     [Test]
     public Task A_changed_byte_in_the_active_slot_makes_the_boot_program_refuse_it_fall_back_to_the_other_slot_and_the_unit_report_it() =>
         VerifiedBootTests.ChangedByteFallbackAsync(_lab, 5, BootToReady);
+
+    [Test, Category("long")]
+    public Task A_wiped_data_partition_is_restored_from_prom_factory_and_the_host_without_action_on_the_unit() =>
+        QemuUnitTests.WipedDataAsync(_lab, 2, BootToReady);
+
+    [Test, Category("long")]
+    public Task Leds_show_the_state_and_a_long_press_of_reset_wipes_data_and_provisions_again() =>
+        QemuUnitTests.LedsAndResetAsync(_lab, 4, BootToReady);
+
+    [Test, Category("long")]
+    public Task Power_cuts_in_provisioning_update_and_steady_state_keep_settings_counter_records_and_the_file_system() =>
+        PowerCutTests.CampaignAsync("qemu-arm64");
 }

@@ -83,23 +83,30 @@ public sealed class QemuUnitTests
     }
 
     [Test]
-    public async Task A_wiped_data_partition_is_restored_from_prom_factory_and_the_host_without_action_on_the_unit()
+    public Task A_wiped_data_partition_is_restored_from_prom_factory_and_the_host_without_action_on_the_unit() =>
+        WipedDataAsync(_lab, 2, BootToReady);
+
+    /// <summary>
+    /// A Ready unit of <paramref name="lab"/>'s board whose `data` is wiped while it is off: the boot program starts the
+    /// recovery OS from prom, which rebuilds `data`, and the host brings the unit back to qemu-2 with its services (every board).
+    /// </summary>
+    internal static async Task WipedDataAsync(QemuLab lab, int index, TimeSpan bootToReady)
     {
-        await using var unit = await _lab.AddUnitAsync(2);
+        await using var unit = await lab.AddUnitAsync(index);
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
-        var sessionsBefore = (await _lab.Store.ListUnitEventsAsync(unit.Mac)).Count;
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
+        var sessionsBefore = (await lab.Store.ListUnitEventsAsync(unit.Mac)).Count;
         await unit.PowerOffAsync();
         unit.CorruptPartition("data");
-        await _lab.Store.TouchAsync(unit.Mac, error: null); // nothing about the unit changes on the server side
+        await lab.Store.TouchAsync(unit.Mac, error: null); // nothing about the unit changes on the server side
         unit.PowerOn();
         await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: data unreadable"), TimeSpan.FromSeconds(90),
             "the boot program's fall back to the recovery OS");
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady, () => Task.FromResult(unit.Console().Contains("Tsunagu OS tsunagu-os 1.1 (a)")));
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady, () => Task.FromResult(unit.Console().Contains("Tsunagu OS tsunagu-os 1.1 (a)")));
         Assert.That(unit.Console(), Does.Contain("rebuilding data"));
         Assert.That(await unit.ShellAsync("cat /data/boot/state"), Does.Contain("primary=a").And.Contain("a_version=tsunagu-os 1.1"));
         Assert.That(await unit.ShellAsync("nft list tables"), Does.Contain("inet tsunagu"), "the host restored the services too");
-        Assert.That((await _lab.Store.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
+        Assert.That((await lab.Store.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
     }
 
     [Test]
@@ -185,11 +192,17 @@ public sealed class QemuUnitTests
     }
 
     [Test]
-    public async Task Leds_show_the_state_and_a_long_press_of_reset_wipes_data_and_provisions_again()
+    public Task Leds_show_the_state_and_a_long_press_of_reset_wipes_data_and_provisions_again() => LedsAndResetAsync(_lab, 4, BootToReady);
+
+    /// <summary>
+    /// The LEDs of <paramref name="lab"/>'s board (its emulated keyboard's lock LEDs, board.json) show Ready; a short press
+    /// of reset (F12 on that keyboard) changes nothing, a long one wipes `data` and the unit provisions again (every board).
+    /// </summary>
+    internal static async Task LedsAndResetAsync(QemuLab lab, int index, TimeSpan bootToReady)
     {
-        await using var unit = await _lab.AddUnitAsync(4);
+        await using var unit = await lab.AddUnitAsync(index);
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
         // board.json: ready = power, status and wan on (num, caps and scroll lock of the emulated keyboard)
         var leds = "";
         await unit.WaitAsync(() => (leds = Leds(unit)) == "1 1 1", TimeSpan.FromSeconds(20), $"the Ready LEDs (power, status, wan on; last read: '{leds}')");
@@ -201,7 +214,7 @@ public sealed class QemuUnitTests
         await unit.WaitAsync(() => unit.Console().Contains("reset button held"), TimeSpan.FromSeconds(30), "the long press");
         await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: no good slot"), TimeSpan.FromSeconds(90),
             "the restart into the recovery OS after the wipe");
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, BootToReady,
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady,
             () => Task.FromResult(unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1 > provisioned && unit.Console().Contains("Tsunagu OS tsunagu-os 1.1")));
         await unit.WaitAsync(() => Leds(unit) == "1 1 1", TimeSpan.FromSeconds(20), "the Ready LEDs after the reset");
 

@@ -7,8 +7,8 @@ namespace Tsunagu.UnitTests.Supervision;
 
 /// <summary>
 /// firmware/DESIGN.md describes the code as it is: its tables of states, outcomes, options and HAL capabilities name
-/// exactly what the code has, and every source file it names exists. (The transition table itself is generated and
-/// compared in <see cref="TransitionsTests"/>.)
+/// exactly what the code has, and every source file it names exists, as does every one docs/services.md (the router
+/// services, moved out of it) names. (The transition table itself is generated and compared in <see cref="TransitionsTests"/>.)
 /// </summary>
 public partial class DesignDocumentTests
 {
@@ -24,7 +24,7 @@ public partial class DesignDocumentTests
         throw new InvalidOperationException($"no firmware/DESIGN.md above {TestContext.CurrentContext.TestDirectory}");
     }
 
-    private static string Document() => File.ReadAllText(Path.Combine(Repository(), "firmware", "DESIGN.md")).ReplaceLineEndings("\n");
+    private static string Document(string path = "firmware/DESIGN.md") => File.ReadAllText(Path.Combine(Repository(), path)).ReplaceLineEndings("\n");
 
     /// <summary>The text of the section whose heading starts with <paramref name="heading"/>, up to the next heading of its level.</summary>
     private static string Section(string heading)
@@ -77,8 +77,9 @@ public partial class DesignDocumentTests
     [GeneratedRegex(@"`([A-Za-z0-9_./-]+\.(?:cs|md|sh|json|csproj))`")]
     private static partial Regex FileMention();
 
-    [Test]
-    public void Every_source_file_the_document_names_exists()
+    [TestCase("firmware/DESIGN.md", 10)]
+    [TestCase("docs/services.md", 2)]
+    public void Every_source_file_the_document_names_exists(string document, int fewest)
     {
         var root = Repository();
         // a path is written from the repository, from the firmware project or its supervision folder, or from the HAL project;
@@ -88,13 +89,13 @@ public partial class DesignDocumentTests
             .SelectMany(d => Directory.EnumerateFiles(Path.Combine(root, d), "*", SearchOption.AllDirectories))
             .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}bin{Path.DirectorySeparatorChar}") && !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
             .Select(Path.GetFileName).ToHashSet();
-        var named = FileMention().Matches(Document()).Select(m => m.Groups[1].Value)
+        var named = FileMention().Matches(Document(document)).Select(m => m.Groups[1].Value)
             .Where(f => f != "identity.json" && f != "board.json") // data files of a unit and a board, not sources
             .Distinct().ToList();
-        Assert.That(named, Has.Count.GreaterThan(10), "the scan finds the document's file names");
+        Assert.That(named, Has.Count.GreaterThan(fewest), "the scan finds the document's file names");
         var missing = named.Where(f => f.Contains('/')
             ? !bases.Any(b => File.Exists(Path.Combine(root, b, f)))
             : !sources.Contains(f)).ToList();
-        Assert.That(missing, Is.Empty, "files firmware/DESIGN.md names that do not exist");
+        Assert.That(missing, Is.Empty, $"files {document} names that do not exist");
     }
 }
