@@ -86,7 +86,7 @@ public static class AotBench
             await Task.Delay(TimeSpan.FromSeconds(2));
             tsunagudRss = Tools.VmRss(daemon.Id);
             // Ready means the whole first boot: the unit now runs pattern 2 (the signed bundle was installed)
-            var pattern = (await server.Store.GetUnitAsync(identity.Mac))?.Pattern;
+            var pattern = (await server.Store.Units.GetUnitAsync(identity.Mac))?.Pattern;
             if (pattern != DemoCatalogue.Pattern2) { throw new InvalidOperationException($"tsunagud reported Ready on {pattern ?? "no pattern"}, not {DemoCatalogue.Pattern2}:\n{log}"); }
             var transitions = log.ToString().Split('\n').Count(l => l.Contains("-->", StringComparison.Ordinal));
             progress(string.Create(c, $"aot: tsunagud Ready on {pattern} after {toReady:0.0} s ({transitions} state changes); VmRSS {tsunagudRss / 1024} KiB; hello world {helloRss / 1024} KiB"));

@@ -107,7 +107,7 @@ public static class HttpBench
         var published = Path.Combine(options.DataDirectory, "artifacts", sha);
         File.Copy(artifactPath, published, overwrite: true);
         // the host serves only artifacts an update program offers: offer this one from a pattern no unit is on
-        await app.Services.GetRequiredService<TsunaguStore>().UpsertUpdateProgramAsync(new Tsunagu.Server.Data.UpdateProgramRow
+        await app.Services.GetRequiredService<TsunaguStore>().Catalogue.UpsertUpdateProgramAsync(new Tsunagu.Server.Data.UpdateProgramRow
         {
             Id = "bench", FromPattern = DemoCatalogue.Pattern2, ToPattern = DemoCatalogue.Pattern1, Importance = 1, Priority = 0,
             ArtifactSha256 = sha, ArtifactSize = artifactSize,

@@ -119,9 +119,9 @@ public static class ServerHost
         {
             var store = app.Services.GetRequiredService<TsunaguStore>();
             // set only when it differs: a new hash would end the operator's tokens and sessions at every start
-            if (await store.GetOperatorHashAsync(operatorName, ct) is not { } current || !PasswordHasher.Verify(operatorPassword, current))
+            if (await store.Accounts.GetOperatorHashAsync(operatorName, ct) is not { } current || !PasswordHasher.Verify(operatorPassword, current))
             {
-                await store.UpsertOperatorAsync(operatorName, PasswordHasher.Hash(operatorPassword), ct: ct);
+                await store.Accounts.UpsertOperatorAsync(operatorName, PasswordHasher.Hash(operatorPassword), ct: ct);
                 await store.AuditAsync("system", "operator.set", operatorName, "from the server's start-up settings", ct);
             }
         }

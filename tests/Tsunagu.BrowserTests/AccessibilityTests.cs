@@ -43,7 +43,7 @@ public class AccessibilityTests
     {
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
-        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password-1"));
+        await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password-1"));
         var identity = server.Identity(5);
         using (var client = server.Operator())
         {
@@ -124,7 +124,7 @@ public class AccessibilityTests
         await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Register", Exact = true }));
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Heading, new() { Name = $"Unit {identity.Mac}" })).ToBeVisibleAsync();
-        Assert.That((await server.Store.GetUnitAsync(identity.Mac))?.Domain, Is.EqualTo("keys.example"));
+        Assert.That((await server.Store.Units.GetUnitAsync(identity.Mac))?.Domain, Is.EqualTo("keys.example"));
 
         var unit = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);
         server.Fleet.Start(unit);
@@ -141,7 +141,7 @@ public class AccessibilityTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        var before = (await server.Store.GetUnitAsync(mac))!;
+        var before = (await server.Store.Units.GetUnitAsync(mac))!;
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
         await ConsoleTests.LogInOperatorAsync(page);
@@ -157,7 +157,7 @@ public class AccessibilityTests
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"now at revision {before.Revision + 1}");
         await Expect(page.Locator($"#revision-{before.Revision + 1}")).ToContainTextAsync("keyboard.example");
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Domain, Is.EqualTo("keyboard.example"));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Domain, Is.EqualTo("keyboard.example"));
 
         // decommission: unfold the lifecycle actions, tick the confirmation with the space bar, submit
         await TabToAsync(page, page.Locator("#lifecycle summary"), 80);
@@ -167,7 +167,7 @@ public class AccessibilityTests
         await TabToAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Decommission", Exact = true }), 80);
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("is decommissioned");
-        Assert.That((await server.Store.GetUnitAsync(mac))!.DecommissionedAt, Is.Not.Null);
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.DecommissionedAt, Is.Not.Null);
         await Expect(page.Locator("#record-edit")).ToHaveCountAsync(0);
         Assert.That(await ViolationsAsync(page, "a decommissioned unit"), Is.Empty);
     }
@@ -182,7 +182,7 @@ public class AccessibilityTests
     {
         await using var server = await TestServer.StartAsync();
         const string digest = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-        await server.Store.AddMediumAsync(digest, "field kit");
+        await server.Store.Media.AddMediumAsync(digest, "field kit");
         using (var c = server.Store.Database.Open())
         using (var insert = c.CreateCommand())
         {
@@ -216,7 +216,7 @@ public class AccessibilityTests
         await DeleteProgramAsync();
         await Expect(page.GetByRole(AriaRole.Alert)).ToContainTextAsync("rollout lab-wave");
         await Expect(page.Locator($"#program-{DemoCatalogue.UpdateId}")).ToHaveCountAsync(1);
-        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "refused: the program the rollout uses stays");
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "refused: the program the rollout uses stays");
 
         using (var c = server.Store.Database.Open())
         using (var done = c.CreateCommand())
@@ -227,7 +227,7 @@ public class AccessibilityTests
         await DeleteProgramAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"Update program {DemoCatalogue.UpdateId} deleted");
         await Expect(page.Locator($"#program-{DemoCatalogue.UpdateId}")).ToHaveCountAsync(0);
-        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
 
         await page.GotoAsync("/console/catalogue");
         await TabToAsync(page, page.Locator("summary[aria-label='Delete medium field kit']"), 300);
@@ -239,7 +239,7 @@ public class AccessibilityTests
         await page.Keyboard.PressAsync("Enter");
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"Medium {digest} deleted");
         await Expect(page.Locator($"#medium-{digest}")).ToHaveCountAsync(0);
-        Assert.That(await server.Store.GetMediumAsync(digest), Is.Null);
+        Assert.That(await server.Store.Media.GetMediumAsync(digest), Is.Null);
         Assert.That((await server.Store.ListAuditAsync(5)).Select(a => a.Action), Is.SupersetOf(new[] { "update-program.delete", "media.delete" }));
         Assert.That(bad, Is.Empty, string.Join("\n", bad));
     }

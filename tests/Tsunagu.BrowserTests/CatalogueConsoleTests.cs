@@ -31,8 +31,8 @@ public class CatalogueConsoleTests
         server.Fleet.StartAll();
         foreach (var u in units) { await server.WaitReadyAsync(u); }
         await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit listening for pushes");
-        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo(DemoCatalogue.Pattern2));
-        await server.Store.SetTargetPatternAsync(held.Mac, DemoCatalogue.Pattern2);
+        Assert.That(await units.SelectAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo(DemoCatalogue.Pattern2));
+        await server.Store.Units.SetTargetPatternAsync(held.Mac, DemoCatalogue.Pattern2);
 
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
@@ -81,15 +81,15 @@ public class CatalogueConsoleTests
         await page.GetByRole(AriaRole.Button, new() { Name = "Check now" }).ClickAsync();
         await Expect(page.Locator("#unit-pattern")).ToHaveTextAsync("pattern-3", new() { Timeout = 90_000 });
         await Expect(page.Locator("#main")).ToContainTextAsync("installed (pattern-3)");
-        var report = (await server.Store.ListUpdateReportsAsync(moved.Mac)).Single(r => r.UpdateId == "p2-to-p3");
+        var report = (await server.Store.History.ListUpdateReportsAsync(moved.Mac)).Single(r => r.UpdateId == "p2-to-p3");
         Assert.That((report.Success, report.Pattern), Is.EqualTo((1L, "pattern-3")), "the unit reported the program installed");
 
         // the unit held on pattern 2 checks too and stays: its forced check finds it up to date
         await page.GotoAsync($"/console/units/{held.Mac}");
         await page.GetByRole(AriaRole.Button, new() { Name = "Check now" }).ClickAsync();
         await Expect(page.Locator("#history-table tbody tr", new() { HasText = "forced" }).First).ToContainTextAsync($"forced on {DemoCatalogue.Pattern2}: up to date", new() { Timeout = 60_000 });
-        Assert.That((await server.Store.GetUnitAsync(held.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
-        Assert.That((await server.Store.ListUpdateReportsAsync(held.Mac)).Select(r => r.UpdateId), Does.Not.Contain("p2-to-p3"));
+        Assert.That((await server.Store.Units.GetUnitAsync(held.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.History.ListUpdateReportsAsync(held.Mac)).Select(r => r.UpdateId), Does.Not.Contain("p2-to-p3"));
 
         Assert.That((await server.Store.ListAuditAsync(50)).Select(a => a.Action),
             Is.SupersetOf(new[] { "software.add", "pattern.create", "pattern.verify", "update-program.add", "unit.target-pattern" }));

@@ -56,7 +56,7 @@ public class ConsoleTests
         await Expect(page.GetByRole(AriaRole.Heading, new() { Name = $"Unit {identity.Mac}" })).ToBeVisibleAsync();
         await Expect(page.Locator("#main")).Not.ToContainTextAsync("isp-secret-123");
         await Expect(page.Locator("#main")).ToContainTextAsync("set (not shown)");
-        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(identity.Mac))!), Is.EqualTo("isp-secret-123"), "the form wrote the device management table");
+        Assert.That(server.Store.Lifecycle.IspPasswordOf((await server.Store.Units.GetUnitAsync(identity.Mac))!), Is.EqualTo("isp-secret-123"), "the form wrote the device management table");
 
         // the registered unit powers on and reaches Ready through the same host
         var registered = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);
@@ -71,7 +71,7 @@ public class ConsoleTests
         await row.GetByRole(AriaRole.Button, new() { Name = "Verify pattern-3" }).ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Pattern pattern-3 verified");
         await Expect(page.Locator("#pattern-pattern-3")).ToContainTextAsync("verified");
-        Assert.That((await server.Store.GetPatternAsync("pattern-3"))?.Status, Is.EqualTo(PatternStatus.Verified));
+        Assert.That((await server.Store.Catalogue.GetPatternAsync("pattern-3"))?.Status, Is.EqualTo(PatternStatus.Verified));
         await browser.ScreenshotAsync("console-catalogue");
 
         // force a check on the simulated unit; the page shows the check arriving
@@ -126,14 +126,14 @@ public class ConsoleTests
         await Expect(rows.Nth(0)).ToContainTextAsync("ok");
         await Expect(rows.Nth(1)).ToContainTextAsync("'not-a-mac' is not a MAC address");
         await Expect(rows.Nth(2)).ToContainTextAsync("a pppoe account needs username and password");
-        Assert.That(await server.Store.GetUnitAsync("02:54:53:00:02:01"), Is.Null, "nothing is written when a row is wrong");
+        Assert.That(await server.Store.Units.GetUnitAsync("02:54:53:00:02:01"), Is.Null, "nothing is written when a row is wrong");
         await browser.ScreenshotAsync("console-register-csv-errors");
 
         var fixedCsv = "mac,serial,isp_method,isp_username,isp_password\n02:54:53:00:02:01,CSV-1,pppoe,a@isp.example,pw1\n02:54:53:00:02:03,CSV-3,dhcp,,\n";
         await page.GetByLabel("CSV file").SetInputFilesAsync(new FilePayload { Name = "units.csv", MimeType = "text/csv", Buffer = System.Text.Encoding.UTF8.GetBytes(fixedCsv) });
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload and register" }).ClickAsync();
         await Expect(page.Locator("#csv-result")).ToContainTextAsync("Registered 2 unit(s).");
-        Assert.That((await server.Store.GetUnitAsync("02:54:53:00:02:03"))?.Serial, Is.EqualTo("CSV-3"));
+        Assert.That((await server.Store.Units.GetUnitAsync("02:54:53:00:02:03"))?.Serial, Is.EqualTo("CSV-3"));
     }
 
     [Test]
@@ -141,7 +141,7 @@ public class ConsoleTests
     {
         await using var server = await TestServer.StartAsync();
         var unit = (await server.AddUnitsAsync(1))[0];
-        var first = (await server.Store.LatestUnitConfigAsync(unit.Mac))!.Revision;
+        var first = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(unit.Mac))!.Revision;
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
         await LogInOperatorAsync(page);
@@ -155,7 +155,7 @@ public class ConsoleTests
         await page.Locator("#service-config-save").ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"Service configuration revision {first + 1} for {unit.Mac} stored");
         await Expect(page.Locator($"#config-{first + 1}")).ToContainTextAsync("provisional");
-        var stored = (await server.Store.LatestUnitConfigAsync(unit.Mac))!;
+        var stored = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(unit.Mac))!;
         Assert.That(stored.Revision, Is.EqualTo(first + 1));
         Assert.That(System.Text.Json.JsonSerializer.Deserialize(stored.Document, Tsunagu.Protocol.ProtocolJson.Default.ServiceConfiguration)!.ContentFilter.BlockedDomains,
             Does.Contain("ads.browser.example"));
@@ -165,6 +165,6 @@ public class ConsoleTests
         await page.GetByLabel("Blocked domains, one a line").FillAsync("not a domain");
         await page.Locator("#service-config-save").ClickAsync();
         await Expect(page.GetByRole(AriaRole.Alert)).ToContainTextAsync("Nothing was stored: contentFilter.blockedDomains[0]");
-        Assert.That((await server.Store.LatestUnitConfigAsync(unit.Mac))!.Revision, Is.EqualTo(first + 1));
+        Assert.That((await server.Store.ServiceConfigs.LatestUnitConfigAsync(unit.Mac))!.Revision, Is.EqualTo(first + 1));
     }
 }

@@ -44,9 +44,9 @@ public class LayoutTests
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(4);
         // three units move in the same second, the fourth a minute later: two steps
-        foreach (var unit in units.Take(3)) { await server.Store.RecordUpdateReportAsync(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2); }
+        foreach (var unit in units.Take(3)) { await server.Store.History.RecordUpdateReportAsync(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2); }
         clock.Now = clock.Now.AddMinutes(1);
-        await server.Store.RecordUpdateReportAsync(units[3].Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2);
+        await server.Store.History.RecordUpdateReportAsync(units[3].Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2);
         await RolloutConsoleTests.AddRolloutAsync(server, units);
 
         await using var browser = await Browser.OpenAsync(server.Url, width, height);

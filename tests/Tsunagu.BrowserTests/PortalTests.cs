@@ -21,8 +21,8 @@ public class PortalTests
 
     private static async Task<(FleetUnit Alice, FleetUnit Bob)> StartTwoSubscribersAsync(TestServer server)
     {
-        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
-        await server.Store.UpsertSubscriberAsync("bob", PasswordHasher.Hash("bob-password-12"));
+        await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
+        await server.Store.Accounts.UpsertSubscriberAsync("bob", PasswordHasher.Hash("bob-password-12"));
         using var client = server.Operator();
         var units = new List<FleetUnit>();
         foreach (var (index, subscriber) in new[] { (1, "alice"), (2, "bob") })
@@ -51,7 +51,7 @@ public class PortalTests
     {
         await using var server = await TestServer.StartAsync();
         var (alice, _) = await StartTwoSubscribersAsync(server);
-        var before = (await server.Store.ListUnitConfigsAsync(alice.Mac)).Count;
+        var before = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(alice.Mac)).Count;
 
         await using var browser = await Browser.OpenAsync(server.Url, 390, 844); // a phone
         var page = browser.Page;
@@ -73,9 +73,9 @@ public class PortalTests
         await Expect(page.Locator("#forward-table")).ToContainTextAsync("192.168.10.30:22");
         await browser.ScreenshotAsync("portal-unit-phone");
 
-        var stored = (await server.Store.ListUnitConfigsAsync(alice.Mac)).Last();
+        var stored = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(alice.Mac)).Last();
         Assert.That((stored.Revision, stored.Status, stored.Origin), Is.EqualTo(((long)before + 1, ConfigStatus.Final, "subscriber")));
-        Assert.That((await server.Store.GetUnitAsync(alice.Mac))?.AppliedConfigRevision, Is.EqualTo(before + 1), "the unit applied the subscriber's revision");
+        Assert.That((await server.Store.Units.GetUnitAsync(alice.Mac))?.AppliedConfigRevision, Is.EqualTo(before + 1), "the unit applied the subscriber's revision");
 
         // a change the rules refuse is shown, and nothing is saved
         await form.GetByLabel("Outside port").FillAsync("8081");
@@ -83,7 +83,7 @@ public class PortalTests
         await form.GetByLabel("LAN port").FillAsync("80");
         await form.GetByRole(AriaRole.Button, new() { Name = "Add port forward" }).ClickAsync();
         await Expect(page.Locator("#change-problem")).ToContainTextAsync("internalAddress");
-        Assert.That(await server.Store.ListUnitConfigsAsync(alice.Mac), Has.Count.EqualTo(before + 1));
+        Assert.That(await server.Store.ServiceConfigs.ListUnitConfigsAsync(alice.Mac), Has.Count.EqualTo(before + 1));
     }
 
     [Test]
@@ -92,9 +92,9 @@ public class PortalTests
         await using var server = await TestServer.StartAsync();
         var (alice, _) = await StartTwoSubscribersAsync(server);
         // a revision the unit refuses (written past the host's own checks, as when unit and host disagree on a rule)
-        var good = JsonSerializer.Deserialize((await server.Store.LatestUnitConfigAsync(alice.Mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        var good = JsonSerializer.Deserialize((await server.Store.ServiceConfigs.LatestUnitConfigAsync(alice.Mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
         var bad = good with { Firewall = good.Firewall with { PortForwards = [new PortForward("sctp", 9, "192.168.10.5", 9)] } };
-        var badRevision = await server.Store.AddUnitConfigAsync(alice.Mac, bad, "subscriber");
+        var badRevision = await server.Store.ServiceConfigs.AddUnitConfigAsync(alice.Mac, bad, "subscriber");
         using (var client = server.Operator())
         {
             await client.ForceCheckAsync(new ForceCheckRequest([alice.Mac], null), CancellationToken.None);
@@ -115,7 +115,7 @@ public class PortalTests
         await form.GetByRole(AriaRole.Button, new() { Name = "Add port forward" }).ClickAsync();
         await Expect(page.Locator($"#revision-{badRevision + 1}")).ToHaveAttributeAsync("data-status", ConfigStatus.Final, new() { Timeout = 30_000 });
         await browser.ScreenshotAsync("portal-failed-then-final");
-        var final = JsonSerializer.Deserialize((await server.Store.LatestUnitConfigAsync(alice.Mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        var final = JsonSerializer.Deserialize((await server.Store.ServiceConfigs.LatestUnitConfigAsync(alice.Mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
         Assert.That(final.Firewall.PortForwards.Select(f => f.Protocol), Has.No.Member("sctp"), "the failed revision is not carried into the next change");
         Assert.That(final.Firewall.PortForwards, Has.Count.EqualTo(good.Firewall.PortForwards.Count + 1));
     }
@@ -124,15 +124,15 @@ public class PortalTests
     public async Task The_portal_offers_only_the_fields_the_contract_allows_and_refuses_a_forged_change_to_the_others()
     {
         await using var server = await TestServer.StartAsync();
-        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
-        await server.Store.UpsertContractAsync("filter-only", ["contentFilter.enabled", "contentFilter.blockedDomains"]);
-        await server.Store.SetSubscriberContractAsync("alice", "filter-only");
+        await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
+        await server.Store.Accounts.UpsertContractAsync("filter-only", ["contentFilter.enabled", "contentFilter.blockedDomains"]);
+        await server.Store.Accounts.SetSubscriberContractAsync("alice", "filter-only");
         using (var client = server.Operator())
         {
             await client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Subscriber = "alice" }, CancellationToken.None);
         }
         var mac = server.Identity(1).Mac;
-        var before = (await server.Store.ListUnitConfigsAsync(mac)).Count;
+        var before = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Count;
 
         await using var browser = await Browser.OpenAsync(server.Url);
         var page = browser.Page;
@@ -152,14 +152,14 @@ public class PortalTests
             Form = page.APIRequest.CreateFormData().Set("__csrf", token!).Set("Forward.Protocol", "tcp").Set("Forward.ExternalPort", "2222")
                 .Set("Forward.InternalAddress", "192.168.10.30").Set("Forward.InternalPort", "22"),
         });
-        Assert.That(await server.Store.ListUnitConfigsAsync(mac), Has.Count.EqualTo(before), "a port forward is not the subscriber's under this contract");
+        Assert.That(await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac), Has.Count.EqualTo(before), "a port forward is not the subscriber's under this contract");
 
         // what the contract allows still works
         await page.Locator("#BlockedSites").FillAsync("games.example");
         await page.GetByRole(AriaRole.Button, new() { Name = "Save filter" }).ClickAsync();
         await Expect(page.Locator("p.notice")).ToContainTextAsync("Change saved");
-        Assert.That((await server.Store.ListUnitConfigsAsync(mac)).Skip(before).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber" }));
-        Assert.That((await server.Store.ListUnitConfigsAsync(mac))[^1].Document, Does.Contain("games.example"));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Skip(before).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber" }));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac))[^1].Document, Does.Contain("games.example"));
     }
 
     [Test]
@@ -193,8 +193,8 @@ public class PortalTests
                 .Set("Forward.InternalAddress", "192.168.10.30").Set("Forward.InternalPort", "22"),
         });
         Assert.That(withoutToken.Status, Is.EqualTo(400), "a form without the antiforgery token is refused");
-        Assert.That((await server.Store.ListUnitConfigsAsync(bob.Mac)).All(c => c.Origin != "subscriber") &&
-                    (await server.Store.ListUnitConfigsAsync(alice.Mac)).All(c => c.Origin != "subscriber"), Is.True, "no change was saved");
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(bob.Mac)).All(c => c.Origin != "subscriber") &&
+                    (await server.Store.ServiceConfigs.ListUnitConfigsAsync(alice.Mac)).All(c => c.Origin != "subscriber"), Is.True, "no change was saved");
 
         // the subscriber's session does not open the operator console
         await page.GotoAsync("/console");
@@ -208,7 +208,7 @@ public class PortalTests
         try
         {
             await using var server = await TestServer.StartAsync();
-            await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
+            await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
             await using var browser = await Browser.OpenAsync(server.Url);
             var page = browser.Page;
             // the limit counts in one-minute windows: start early enough in a window to stay inside it

@@ -44,7 +44,7 @@ public class ProgramUploadTests
         await Expect(page.Locator("#program-error")).ToContainTextAsync("Nothing was added");
         await Expect(page.Locator("#program-error")).ToContainTextAsync("not an acceptable bundle");
         await Expect(page.Locator("#program-p2-back")).ToHaveCountAsync(0);
-        Assert.That((await server.Store.ListUpdateProgramsAsync()).Select(p => p.Id), Does.Not.Contain("p2-back"));
+        Assert.That((await server.Store.Catalogue.ListUpdateProgramsAsync()).Select(p => p.Id), Does.Not.Contain("p2-back"));
 
         // the progress bar follows the upload (recorded as the script sets it; the answer then replaces the form)
         var good = Bundle(release);
@@ -80,7 +80,7 @@ public class ProgramUploadTests
         await page.GetByRole(AriaRole.Button, new() { Name = "Set target" }).ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"now targets {DemoCatalogue.Pattern2}");
         await Expect(page.Locator("#unit-target")).ToContainTextAsync(DemoCatalogue.Pattern2);
-        Assert.That((await server.Store.GetUnitAsync(mac))!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "unit page with the target form"), Is.Empty);
     }
 
@@ -106,6 +106,6 @@ public class ProgramUploadTests
         await page.GetByLabel("Signed bundle").SetInputFilesAsync(new FilePayload { Name = "p2-back.tsb", MimeType = "application/octet-stream", Buffer = bundle });
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload and add" }).ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Update program p2-back added");
-        Assert.That(await server.Store.GetUpdateProgramAsync("p2-back"), Is.Not.Null);
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync("p2-back"), Is.Not.Null);
     }
 }

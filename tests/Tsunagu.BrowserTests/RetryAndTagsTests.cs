@@ -28,7 +28,7 @@ public class RetryAndTagsTests
 
     private static async Task<FleetUnit> StartAliceAsync(TestServer server)
     {
-        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
+        await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
         using var client = server.Operator();
         var identity = server.Identity(1);
         await client.RegisterAsync(TestServer.Registration(identity) with { Subscriber = "alice" }, CancellationToken.None);
@@ -41,9 +41,9 @@ public class RetryAndTagsTests
     /// <summary>Stores a revision the unit refuses (past the host's checks, as when unit and host disagree) and tells the unit.</summary>
     private static async Task<long> FailingRevisionAsync(TestServer server, string mac)
     {
-        var good = JsonSerializer.Deserialize((await server.Store.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        var good = JsonSerializer.Deserialize((await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
         var bad = good with { Firewall = good.Firewall with { PortForwards = [new PortForward("sctp", 9, "192.168.10.5", 9)] } };
-        var revision = await server.Store.AddUnitConfigAsync(mac, bad, "subscriber");
+        var revision = await server.Store.ServiceConfigs.AddUnitConfigAsync(mac, bad, "subscriber");
         using var client = server.Operator();
         await client.ForceCheckAsync(new ForceCheckRequest([mac], null), CancellationToken.None);
         return revision;
@@ -84,7 +84,7 @@ public class RetryAndTagsTests
 
         var audit = (await server.Store.ListAuditAsync(50)).Where(a => a.Action == "unit.service-config.retry-cancel").ToList();
         Assert.That(audit.Select(a => (a.Actor, a.Target)), Is.EqualTo(new[] { ("subscriber:alice", (string?)alice.Mac) }), "one audit entry, by the subscriber");
-        Assert.That(await server.Store.RetryableUnitConfigAsync(alice.Mac, 3), Is.Null, "the host has nothing to retry");
+        Assert.That(await server.Store.ConfigRetries.RetryableUnitConfigAsync(alice.Mac, 3), Is.Null, "the host has nothing to retry");
         // the backoff passed: the host still makes no further attempt at the unit's next ready report
         using (var c = server.Store.Database.Open())
         using (var old = c.CreateCommand())
@@ -94,7 +94,7 @@ public class RetryAndTagsTests
         }
         var retries = server.App.Services.GetRequiredService<Tsunagu.Server.Subscribers.ConfigRetries>();
         Assert.That(await retries.AfterReadyAsync(alice.Mac, CancellationToken.None), Is.Null);
-        Assert.That(await server.Store.LatestUnitConfigRevisionAsync(alice.Mac), Is.EqualTo(bad), "no attempt after the cancel");
+        Assert.That(await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(alice.Mac), Is.EqualTo(bad), "no attempt after the cancel");
 
     }
 
@@ -116,7 +116,7 @@ public class RetryAndTagsTests
         await Expect(page.Locator($"#revision-{bad}")).ToContainTextAsync("failed");
         await Expect(page.Locator("#cancel-retry")).ToHaveCountAsync(0);
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "portal unit, change given up"), Is.Empty);
-        var rows = (await server.Store.ListUnitConfigsAsync(alice.Mac)).Where(r => r.Revision >= bad).ToList();
+        var rows = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(alice.Mac)).Where(r => r.Revision >= bad).ToList();
         Assert.That(rows.Select(r => (r.Attempt, r.Status)), Is.EqualTo(new[] { (1L, ConfigStatus.Failed), (2L, ConfigStatus.Failed), (3L, ConfigStatus.Failed) }),
             "three attempts in all, no fourth");
     }
@@ -139,7 +139,7 @@ public class RetryAndTagsTests
         await page.Locator("#tags-save").ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync($"Tags of {mac}: beta lab region:kanto.");
         await Expect(page.Locator("#unit-tags")).ToHaveTextAsync("beta lab region:kanto");
-        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab", "region:kanto" }));
+        Assert.That(await server.Store.Fleet.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab", "region:kanto" }));
         Assert.That((await server.Store.ListAuditAsync(20)).Count(a => a.Action == "unit.tags" && a.Target == mac && a.Detail == "beta lab region:kanto"), Is.EqualTo(1));
 
         // tags the grammar refuses change nothing and say why
@@ -150,7 +150,7 @@ public class RetryAndTagsTests
             await field.FillAsync(wrong);
             await page.Locator("#tags-save").ClickAsync();
             await Expect(page.GetByRole(AriaRole.Alert)).ToContainTextAsync("Nothing was changed: tags:");
-            Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab", "region:kanto" }), wrong);
+            Assert.That(await server.Store.Fleet.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab", "region:kanto" }), wrong);
             Assert.That(await server.Store.ListAuditAsync(500), Has.Count.EqualTo(audit), wrong);
         }
 
@@ -159,6 +159,6 @@ public class RetryAndTagsTests
         await field.FillAsync("");
         await page.Locator("#tags-save").ClickAsync();
         await Expect(page.Locator("#unit-tags")).ToHaveTextAsync("none");
-        Assert.That(await server.Store.GetTagsAsync(mac), Is.Empty);
+        Assert.That(await server.Store.Fleet.GetTagsAsync(mac), Is.Empty);
     }
 }

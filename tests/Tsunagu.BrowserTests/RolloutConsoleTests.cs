@@ -37,7 +37,7 @@ public class RolloutConsoleTests
     {
         using var client = server.Operator();
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.Units.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client, importance);
         if (wayBack) { await RolloutCatalogue.AddWayBackAsync(server, client); }
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2)), CancellationToken.None);
@@ -80,7 +80,7 @@ public class RolloutConsoleTests
         await page.GetByLabel("Success threshold (%)").FillAsync("100");
         await page.GetByRole(AriaRole.Button, new() { Name = "Start rollout" }).ClickAsync();
         await Expect(page.Locator("#rollout-error")).ToContainTextAsync("waves[2].percent: 1 to 100");
-        Assert.That(await server.Store.GetRolloutAsync("lab-p3"), Is.Null);
+        Assert.That(await server.Store.Rollouts.GetRolloutAsync("lab-p3"), Is.Null);
         await Expect(page.GetByLabel("Name", new() { Exact = true })).ToHaveValueAsync("lab-p3");
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "rollouts with a refused form"), Is.Empty);
 
@@ -95,7 +95,7 @@ public class RolloutConsoleTests
         await Expect(page.Locator("#rollout-total")).ToContainTextAsync("4 of 4 installed, 0 failed");
         await Expect(page.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
         await Expect(page.Locator("#rollout-chart rect.segment-installed")).ToHaveCountAsync(3);
-        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That(await units.SelectAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo("pattern-3"));
         Assert.That((await server.Store.ListAuditAsync(100)).Where(a => a.Target == "lab-p3").Select(a => a.Action).Reverse(),
             Is.EqualTo(new[] { "rollout.create", "rollout.open-wave", "rollout.open-wave", "rollout.complete" }));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "a completed rollout"), Is.Empty);
@@ -129,7 +129,7 @@ public class RolloutConsoleTests
         await Expect(page.Locator("#group-error")).ToContainTextAsync("rollout lab-p3");
         await Expect(page.GetByLabel("Window", new() { Exact = true })).ToHaveValueAsync("mon-fri 06:00-08:00");
         await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
-        Assert.That(((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, await Windows()), Is.EqualTo(((string?)null, audits)));
+        Assert.That(((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, await Windows()), Is.EqualTo(((string?)null, audits)));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "groups with a refused window"), Is.Empty);
 
         // not the grammar (a control character, an hour past 23): 400, nothing changed
@@ -142,14 +142,14 @@ public class RolloutConsoleTests
             await Expect(page.Locator("#group-error")).ToContainTextAsync("Nothing was changed: window: HH:MM-HH:MM");
             Assert.That(await page.Locator("script:has-text('alert(1)')").CountAsync(), Is.Zero, "the input is shown as text, never as markup");
         }
-        Assert.That(((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, await Windows()), Is.EqualTo(((string?)null, audits)));
+        Assert.That(((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, await Windows()), Is.EqualTo(((string?)null, audits)));
 
         // one that meets the policy's window: set, shown, audited
         await page.GetByLabel("Window", new() { Exact = true }).FillAsync("Mon-Fri 01:00-05:00");
         await page.GetByRole(AriaRole.Button, new() { Name = "Set window" }).ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Group lab: maintenance window mon,tue,wed,thu,fri 01:00-05:00.");
         await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("mon,tue,wed,thu,fri 01:00-05:00");
-        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
         Assert.That(await Windows(), Is.EqualTo(audits + 1));
         Assert.That(await AccessibilityTests.ViolationsAsync(page, "groups with a window"), Is.Empty);
 
@@ -158,7 +158,7 @@ public class RolloutConsoleTests
         await page.GetByRole(AriaRole.Button, new() { Name = "Clear window" }).ClickAsync();
         await Expect(page.GetByRole(AriaRole.Status)).ToContainTextAsync("Group lab: no maintenance window.");
         await Expect(page.Locator("#group-lab .window")).ToHaveTextAsync("none");
-        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
+        Assert.That((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
         Assert.That((await server.Store.ListAuditAsync(1000, target: "lab")).Where(a => a.Action == "group.window").Select(a => (a.Action, a.Detail)), Is.EqualTo(new[] { ("group.window", "none"), ("group.window", "mon,tue,wed,thu,fri 01:00-05:00") }));
     }
 
@@ -180,8 +180,8 @@ public class RolloutConsoleTests
         // all but the first unit get own hours 10:00-12:00, stored without the window check (as before it existed):
         // they never meet 01:00-05:00; the page lists the first ten by MAC, links each to its unit, and counts them all
         var stuck = units.Skip(1).Select(u => u.Mac).Order(StringComparer.Ordinal).ToList();
-        foreach (var mac in stuck) { Assert.That(await server.Store.SetUpdateWindowAsync(mac, 10, 12, null, new AuditEntry("carol", "unit.update-window", mac, "10-12")), Is.True); }
-        var view = await server.App.Services.GetRequiredService<RolloutService>().ViewAsync((await server.Store.GetRolloutAsync("lab-p3"))!);
+        foreach (var mac in stuck) { Assert.That(await server.Store.Windows.SetUpdateWindowAsync(mac, 10, 12, null, new AuditEntry("carol", "unit.update-window", mac, "10-12")), Is.True); }
+        var view = await server.App.Services.GetRequiredService<RolloutService>().ViewAsync((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!);
         Assert.That(view.NeverOffered!.Select(m => m.Mac), Is.EqualTo(stuck), "the API's list, which the page shows");
 
         await page.ReloadAsync();
@@ -210,7 +210,7 @@ public class RolloutConsoleTests
         await Expect(page).ToHaveURLAsync(new Regex($"/console/units/{Regex.Escape(stuck[0])}$"));
 
         // hours that meet the window again: the member leaves the list; none left, no section
-        foreach (var mac in stuck) { await server.Store.SetUpdateWindowAsync(mac, null, null, null, new AuditEntry("carol", "unit.update-window", mac, "none")); }
+        foreach (var mac in stuck) { await server.Store.Windows.SetUpdateWindowAsync(mac, null, null, null, new AuditEntry("carol", "unit.update-window", mac, "none")); }
         await page.GotoAsync("/console/rollouts/lab-p3");
         await Expect(page.Locator("#rollout-state")).ToContainTextAsync("running");
         Assert.That(await page.Locator("#never-offered-table").CountAsync(), Is.Zero);
@@ -226,19 +226,19 @@ public class RolloutConsoleTests
         // the units are not started: their version checks are the host's (the gate, the offer recorded with the pattern each
         // ran) and each reports pattern 3 installed, so the abort has their way back to plan
         var service = server.App.Services.GetRequiredService<RolloutService>();
-        var moved = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).Where(m => m.Wave == 0).Select(m => m.Mac).Order(StringComparer.Ordinal).ToList();
+        var moved = (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!)).Where(m => m.Wave == 0).Select(m => m.Mac).Order(StringComparer.Ordinal).ToList();
         Assert.That(moved, Has.Count.EqualTo(2));
         foreach (var mac in moved)
         {
-            var unit = (await server.Store.GetUnitForCheckAsync(mac))!;
-            var program = (await server.Store.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern))!;
+            var unit = (await server.Store.Units.GetUnitForCheckAsync(mac))!;
+            var program = (await server.Store.Catalogue.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern))!;
             var admission = await service.AdmitAsync(mac, program);
             Assert.That(admission.Deferred, Is.Null, mac);
             var inventory = JsonSerializer.Deserialize(unit.Inventory!, ProtocolJson.Default.Inventory)!;
-            var (_, withheld) = await server.Store.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false,
+            var (_, withheld) = await server.Store.Units.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false,
                 RolloutService.OfferOf(mac, program, admission));
             Assert.That(withheld, Is.EqualTo(OfferWithheld.None), mac);
-            await server.Store.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, program.Id, true, null, RolloutCatalogue.Pattern3Inventory(), "pattern-3", UnitStates.Configuring, null, "installed"));
+            await server.Store.History.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, program.Id, true, null, RolloutCatalogue.Pattern3Inventory(), "pattern-3", UnitStates.Configuring, null, "installed"));
         }
 
         await using var browser = await Browser.OpenAsync(server.Url);
@@ -267,7 +267,7 @@ public class RolloutConsoleTests
         }
         await Expect(other.Locator("#live")).ToHaveAttributeAsync("data-live", "idle");
         await other.CloseAsync();
-        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3", null, 1000)).Select(r => r.Mac), Is.EqualTo(moved), "the API's list, which the page shows");
+        Assert.That((await server.Store.Rollouts.RolloutReturnsAsync("lab-p3", null, 1000)).Select(r => r.Mac), Is.EqualTo(moved), "the API's list, which the page shows");
 
         // the page opened before the abort shows the list without a reload: the section is in the block refreshed every 2 s,
         // and the refresh that brings the abort marks it idle (an aborted rollout is no longer active), so no later

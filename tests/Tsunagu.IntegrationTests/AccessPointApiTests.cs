@@ -74,7 +74,7 @@ public class AccessPointApiTests
         });
         Assert.That(await server.Store.ListAuditAsync(1000), Has.Count.EqualTo(before), "looking up writes nothing");
 
-        await server.Store.DecommissionAsync(mac, null, "operator", "returned");
+        await server.Store.Lifecycle.DecommissionAsync(mac, null, "operator", "returned");
         (status, body) = await Ask(http, UnitCredentials.AccessUsername(mac));
         Assert.That(status, Is.EqualTo(HttpStatusCode.NotFound), "a decommissioned unit cannot dial the access point");
         Assert.That(body, Does.Contain("decommissioned").And.Not.Contain("Cleartext"));

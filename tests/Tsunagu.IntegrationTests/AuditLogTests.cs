@@ -9,7 +9,7 @@ using Tsunagu.Server.Data;
 namespace Tsunagu.IntegrationTests;
 
 /// <summary>
-/// The audit log's filters and keyset paging (server/Tsunagu.Server/Apis/AuditApi.cs, TsunaguStore.Pages.cs,
+/// The audit log's filters and keyset paging (server/Tsunagu.Server/Apis/AuditApi.cs, PageStore.cs,
 /// migration M0015): every filter combination walks each matching entry exactly once, newest first, on SQLite and
 /// PostgreSQL; each filter is read through its index; the operator API answers wrong filters 400 and links the next
 /// page; entries written before the migration are found by unit.
@@ -81,7 +81,7 @@ public class AuditLogTests
     private static async Task<List<AuditRow>> WalkAsync(TsunaguStore store, AuditQuery query)
     {
         var all = new List<AuditRow>();
-        for (var page = await store.QueryAuditPageAsync(query); ; page = await store.QueryAuditPageAsync(query with { Before = page.Before }))
+        for (var page = await store.Pages.QueryAuditPageAsync(query); ; page = await store.Pages.QueryAuditPageAsync(query with { Before = page.Before }))
         {
             Assert.That(page.Rows, Has.Count.LessThanOrEqualTo(query.Limit));
             all.AddRange(page.Rows);
@@ -119,7 +119,7 @@ public class AuditLogTests
         await CheckAsync(new AuditQuery(From: from, To: to), a => string.CompareOrdinal(a.At, TsunaguStore.Timestamp(from)) >= 0 && string.CompareOrdinal(a.At, TsunaguStore.Timestamp(to)) < 0, "time range");
         await CheckAsync(new AuditQuery(Unit: Mac(3), Action: "units.check", From: from), a => Names(a, Mac(3)) && a.Action == "units.check" && DateTimeOffset.Parse(a.At) >= from, "unit, action and from");
         await CheckAsync(new AuditQuery(Actor: "bob", To: to), a => a.Actor == "bob" && DateTimeOffset.Parse(a.At) < to, "actor and to");
-        Assert.That((await store.QueryAuditPageAsync(new AuditQuery(Unit: "02:00:5e:00:00:63"))).Rows, Is.Empty, "a unit no entry names");
+        Assert.That((await store.Pages.QueryAuditPageAsync(new AuditQuery(Unit: "02:00:5e:00:00:63"))).Rows, Is.Empty, "a unit no entry names");
         Assert.That((await WalkAsync(store, new AuditQuery(Unit: Mac(1), Limit: 5))).Where(a => a.Target == "02005e000001"), Is.Empty,
             "a 12-hex-digit serial is not read as a unit");
     }
@@ -187,7 +187,7 @@ public class AuditLogTests
         foreach (var (mac, ids) in new[] { (Mac(1), new[] { first }), (Mac(3), [second, first]), (Mac(4), [second]) })
         {
             Assert.That((await WalkAsync(store, new AuditQuery(Unit: mac, Limit: 1))).Select(a => a.Id), Is.EqualTo(ids), mac);
-            Assert.That((await store.ListAuditForUnitAsync(mac)).Select(a => a.Id), Is.EqualTo(ids), mac);
+            Assert.That((await store.History.ListAuditForUnitAsync(mac)).Select(a => a.Id), Is.EqualTo(ids), mac);
         }
     }
 
@@ -215,7 +215,7 @@ public class AuditLogTests
         foreach (var (what, query, index) in Plans)
         {
             using var explain = c.CreateCommand();
-            explain.CommandText = "EXPLAIN QUERY PLAN " + TsunaguStore.AuditPageSql(query);
+            explain.CommandText = "EXPLAIN QUERY PLAN " + PageStore.AuditPageSql(query);
             AddParameters(explain, query);
             var plan = new StringBuilder();
             using (var reader = explain.ExecuteReader()) { while (reader.Read()) { plan.AppendLine(reader.GetString(3)); } }
@@ -239,7 +239,7 @@ public class AuditLogTests
         foreach (var (what, query, index) in Plans)
         {
             using var explain = c.CreateCommand();
-            explain.CommandText = "EXPLAIN " + TsunaguStore.AuditPageSql(query);
+            explain.CommandText = "EXPLAIN " + PageStore.AuditPageSql(query);
             AddParameters(explain, query);
             var plan = new StringBuilder();
             using (var reader = explain.ExecuteReader()) { while (reader.Read()) { plan.AppendLine(reader.GetString(0)); } }
@@ -254,12 +254,12 @@ public class AuditLogTests
 
     private static void AddParameters(System.Data.Common.DbCommand command, AuditQuery query)
     {
-        foreach (var property in TsunaguStore.AuditPageArgs(query).GetType().GetProperties())
+        foreach (var property in PageStore.AuditPageArgs(query).GetType().GetProperties())
         {
             if (!command.CommandText.Contains("@" + property.Name, StringComparison.Ordinal)) { continue; }
             var p = command.CreateParameter();
             p.ParameterName = "@" + property.Name;
-            p.Value = property.GetValue(TsunaguStore.AuditPageArgs(query)) ?? DBNull.Value;
+            p.Value = property.GetValue(PageStore.AuditPageArgs(query)) ?? DBNull.Value;
             command.Parameters.Add(p);
         }
     }

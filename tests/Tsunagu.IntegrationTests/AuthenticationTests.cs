@@ -125,7 +125,7 @@ public class AuthenticationTests
     {
         TestServer.Configure.Value = o => { o.LoginAttemptsPerMinute = 3; o.ConcurrentPasswordChecks = 1; };
         await using var server = await TestServer.StartAsync();
-        await server.Store.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password"));
+        await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password"));
         using var http = server.PinnedHttp();
         for (var i = 0; i < 3; i++)
         {
@@ -318,7 +318,7 @@ public class AuthenticationTests
         using var client = server.Operator();
         await client.SendJsonAsync(HttpMethod.Post, "/api/v1/operators", new NewSubscriber("day-shift", "day-shift-password"), CancellationToken.None);
         Assert.That(await ConsoleHome(http), Is.EqualTo(HttpStatusCode.OK), "another account's change leaves the session alone");
-        await server.Store.UpsertOperatorAsync(DemoCatalogue.OperatorName, PasswordHasher.Hash("a-new-operator-password"));
+        await server.Store.Accounts.UpsertOperatorAsync(DemoCatalogue.OperatorName, PasswordHasher.Hash("a-new-operator-password"));
         Assert.That(await ConsoleHome(http), Is.EqualTo(HttpStatusCode.Redirect));
     }
 
@@ -353,7 +353,7 @@ public class AuthenticationTests
         var units = await server.AddUnitsAsync(1);
         var mac = units[0].Mac;
         using var http = server.PinnedHttp();
-        var before = (await server.Store.GetUnitAsync(mac))!;
+        var before = (await server.Store.Units.GetUnitAsync(mac))!;
         for (var i = 0; i < 20; i++)
         {
             var challenge = (await (await http.PostAsJsonAsync(Routes.HostChallenge, new ChallengeRequest(mac))).Content.ReadFromJsonAsync<ChallengeResponse>())!;
@@ -367,7 +367,7 @@ public class AuthenticationTests
             Assert.That((await http.PostAsJsonAsync(Routes.HostSession, new SessionRequest(other, challenge.ChallengeId, Convert.ToBase64String(new byte[32])))).StatusCode,
                 Is.EqualTo(HttpStatusCode.Unauthorized));
         }
-        var after = (await server.Store.GetUnitAsync(mac))!;
+        var after = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((after.LastSeen, after.LastError, after.State), Is.EqualTo((before.LastSeen, before.LastError, before.State)), "anyone can send a wrong proof");
         var refusals = (await server.Store.ListAuditAsync(1000)).Where(a => a.Action == RefusalAudit.Action).ToList();
         Assert.That(refusals.Count(a => a.Target == mac), Is.EqualTo(1), "the first refusal of a period is written at once, the rest counted");

@@ -20,7 +20,7 @@ public class BundleUpdateTests
 {
     private static async Task<string> ArtifactPathAsync(TestServer server)
     {
-        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        var program = (await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         return server.App.Services.GetRequiredService<ArtifactStore>().PathOf(program.ArtifactSha256)!;
     }
 
@@ -37,7 +37,7 @@ public class BundleUpdateTests
 
         Assert.That(server.ChangesOf(unit.Mac).Any(c => c.From == StateId.Update && c.Outcome == Outcome.Failure), Is.True);
         Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.FactoryApplications));
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         Assert.That(row.Pattern, Is.EqualTo(DemoCatalogue.Pattern1));
         Assert.That(row.LastError, Does.Contain("signature:").And.Contain("not a trusted release key"), "the failure report names the check");
     }
@@ -55,7 +55,7 @@ public class BundleUpdateTests
         await server.WaitReadyAsync(unit);
 
         Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.FactoryApplications));
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.LastError, Does.Contain("payload-digest:"));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.LastError, Does.Contain("payload-digest:"));
     }
 
     [Test]
@@ -63,7 +63,7 @@ public class BundleUpdateTests
     {
         await using var server = await TestServer.StartAsync();
         var artifact = await File.ReadAllBytesAsync(await ArtifactPathAsync(server));
-        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        var program = (await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         var unit = (await server.AddUnitsAsync(1))[0];
         // the unit lost power earlier in the middle of this download: the journal and the first 1500 bytes are on data
         var work = Path.Combine(unit.Hardware.Data.Root, "tmp", DemoCatalogue.UpdateId);
@@ -80,7 +80,7 @@ public class BundleUpdateTests
 
         Assert.That(server.Log, Has.Some.Contains($"resuming at byte 1500 of {artifact.Length}"));
         Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.Pattern2Applications));
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
     }
 
     private static async Task<(int Code, string Out, string Error)> CliAsync(params string[] args)
@@ -228,7 +228,7 @@ public class AppIntegrityTests
         Assert.That(log, Has.One.Contains($"factory {factory} {factoryVersion} was damaged"));
         Assert.That(server.ChainOf(unit.Mac), Does.Not.Contain(StateId.Update), "no update ran: only the damaged payload's bytes were fetched");
         Assert.That(apps.Current(), Is.EqualTo(DemoCatalogue.Pattern2Applications));
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         Assert.That((row.State, row.Pattern), Is.EqualTo(("Ready", DemoCatalogue.Pattern2)));
 
         // intact now: the next boot finds nothing to fetch
@@ -267,7 +267,7 @@ public class BootProblemReportTests
         {
             Assert.That(accepted.StatusCode, Is.EqualTo(HttpStatusCode.OK), await accepted.Content.ReadAsStringAsync());
         }
-        Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo(problem));
-        Assert.That((await server.Store.ListUnitEventsAsync(mac)).Where(e => e.Failed == 1).Select(e => e.Detail), Has.One.EqualTo($"boot: {problem}"));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.LastError, Is.EqualTo(problem));
+        Assert.That((await server.Store.History.ListUnitEventsAsync(mac)).Where(e => e.Failed == 1).Select(e => e.Detail), Has.One.EqualTo($"boot: {problem}"));
     }
 }

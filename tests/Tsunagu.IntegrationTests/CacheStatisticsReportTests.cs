@@ -65,7 +65,7 @@ public class CacheStatisticsReportTests
         {
             Assert.That(accepted.StatusCode, Is.EqualTo(HttpStatusCode.OK), await accepted.Content.ReadAsStringAsync());
         }
-        var row = (await server.Store.GetUnitAsync(mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.CacheRequests, row.CacheHits, row.CacheBytesServed, row.CacheBytesSaved), Is.EqualTo(((long?)40, (long?)30, (long?)(8L << 20), (long?)(6L << 20))));
         Assert.That(row.CacheReportedAt, Is.Not.Null);
 
@@ -74,7 +74,7 @@ public class CacheStatisticsReportTests
         {
             Assert.That(none.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         }
-        Assert.That((await server.Store.GetUnitAsync(mac))!.CacheHits, Is.EqualTo(30));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.CacheHits, Is.EqualTo(30));
 
         using var console = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         var page = WebUtility.HtmlDecode(await console.GetStringAsync($"/console/units/{mac}"));

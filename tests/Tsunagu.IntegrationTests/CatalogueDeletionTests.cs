@@ -26,7 +26,7 @@ public class CatalogueDeletionTests
         using var c = server.Store.Database.Open();
         return (string.Join(",", c.Query<string>("SELECT id FROM update_programs ORDER BY id")), string.Join(",", c.Query<string>("SELECT digest FROM media ORDER BY digest")),
             c.ExecuteScalar<long>("SELECT COUNT(*) FROM audit"),
-            c.ExecuteScalar<string?>("SELECT value FROM settings WHERE key = @key", new { key = TsunaguStore.CatalogueStampKey }));
+            c.ExecuteScalar<string?>("SELECT value FROM settings WHERE key = @key", new { key = CatalogueStore.CatalogueStampKey }));
     }
 
     private static readonly string Now = TsunaguStore.Timestamp(DateTimeOffset.UtcNow);
@@ -45,17 +45,17 @@ public class CatalogueDeletionTests
     {
         await using var server = await TestServer.StartAsync();
         using var http = server.OperatorHttp("test");
-        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        var program = (await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         var artifact = server.App.Services.GetRequiredService<ArtifactStore>().PathOf(program.ArtifactSha256);
         Assert.That(artifact, Is.Not.Null, "the demo's program has its bundle");
-        Assert.That(await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern1), Is.Not.Null);
+        Assert.That(await server.Store.Catalogue.FindUpdateProgramAsync(DemoCatalogue.Pattern1), Is.Not.Null);
         var before = Marks(server);
 
         using var deleted = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
 
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await deleted.Content.ReadAsStringAsync());
-        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
-        Assert.That(await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern1), Is.Null, "the catalogue every replica reads no longer offers it");
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
+        Assert.That(await server.Store.Catalogue.FindUpdateProgramAsync(DemoCatalogue.Pattern1), Is.Null, "the catalogue every replica reads no longer offers it");
         var after = Marks(server);
         Assert.That(after.Audit, Is.EqualTo(before.Audit + 1), "one audit entry");
         Assert.That(after.Stamp, Is.Not.EqualTo(before.Stamp), "the catalogue stamp moved");
@@ -100,7 +100,7 @@ public class CatalogueDeletionTests
         server.ExecuteSql(release);
         using var deleted = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await deleted.Content.ReadAsStringAsync());
-        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Null);
     }
 
     [Test]
@@ -108,12 +108,12 @@ public class CatalogueDeletionTests
     {
         await using var server = await TestServer.StartAsync();
         using var http = server.OperatorHttp("test");
-        var forward = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
-        await server.Store.AddUpdateProgramAsync(new UpdateProgramRow
+        var forward = (await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        await server.Store.Catalogue.AddUpdateProgramAsync(new UpdateProgramRow
         {
             Id = "back", FromPattern = forward.ToPattern, ToPattern = forward.FromPattern, Importance = 3, ArtifactSha256 = Digest, ArtifactSize = 1,
         });
-        Assert.That(await server.Store.FindUpdateProgramAsync(forward.ToPattern), Is.Null, "precondition: the reverse program is a way back, offered to nobody");
+        Assert.That(await server.Store.Catalogue.FindUpdateProgramAsync(forward.ToPattern), Is.Null, "precondition: the reverse program is a way back, offered to nobody");
         var before = Marks(server);
 
         using var refused = await http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}");
@@ -121,7 +121,7 @@ public class CatalogueDeletionTests
         Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.Conflict));
         Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain("way back, back").And.Contain("delete the way back first"));
         Assert.That(Marks(server), Is.EqualTo(before), "nothing written");
-        Assert.That(await server.Store.FindUpdateProgramAsync(forward.ToPattern), Is.Null, "still no downgrade offered");
+        Assert.That(await server.Store.Catalogue.FindUpdateProgramAsync(forward.ToPattern), Is.Null, "still no downgrade offered");
 
         using var backDeleted = await http.DeleteAsync($"{Routes.Prefix}/update-programs/back");
         Assert.That(backDeleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), "the way back itself can go");
@@ -135,8 +135,8 @@ public class CatalogueDeletionTests
         await using var server = await TestServer.StartAsync();
         using var http = server.OperatorHttp("test");
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        var demo = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
-        await server.Store.UpsertUpdateProgramAsync(new UpdateProgramRow
+        var demo = (await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        await server.Store.Catalogue.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = "p1-to-p2-b", FromPattern = DemoCatalogue.Pattern1, ToPattern = DemoCatalogue.Pattern2, Importance = 3, ArtifactSha256 = demo.ArtifactSha256, ArtifactSize = demo.ArtifactSize,
         });
@@ -147,7 +147,7 @@ public class CatalogueDeletionTests
         using var last = await http.DeleteAsync($"{Routes.Prefix}/update-programs/p1-to-p2-b");
         Assert.That(last.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "the last way to the unit's target stays");
         Assert.That(await last.Content.ReadAsStringAsync(), Does.Contain($"unit {mac}"));
-        Assert.That(await server.Store.GetUpdateProgramAsync("p1-to-p2-b"), Is.Not.Null);
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync("p1-to-p2-b"), Is.Not.Null);
     }
 
     [Test]
@@ -155,14 +155,14 @@ public class CatalogueDeletionTests
     {
         await using var server = await TestServer.StartAsync();
         using var http = server.OperatorHttp("test");
-        await server.Store.AddMediumAsync(Digest, "field kit");
+        await server.Store.Media.AddMediumAsync(Digest, "field kit");
         var before = Marks(server);
 
         // the digest in capitals names the same medium, as registration takes it
         using var deleted = await http.DeleteAsync($"{Routes.Media}/{Digest.ToUpperInvariant()}");
 
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await deleted.Content.ReadAsStringAsync());
-        Assert.That(await server.Store.GetMediumAsync(Digest), Is.Null, "a unit presenting it is now told it is not genuine");
+        Assert.That(await server.Store.Media.GetMediumAsync(Digest), Is.Null, "a unit presenting it is now told it is not genuine");
         Assert.That(Marks(server).Audit, Is.EqualTo(before.Audit + 1));
         var entry = (await server.Store.ListAuditAsync(1)).Single();
         Assert.That((entry.Action, entry.Target, entry.Detail), Is.EqualTo(("media.delete", Digest, "field kit")));
@@ -185,7 +185,7 @@ public class CatalogueDeletionTests
     {
         await using var server = await TestServer.StartAsync();
         using var http = server.OperatorHttp("test");
-        await server.Store.AddMediumAsync(Digest, "field kit");
+        await server.Store.Media.AddMediumAsync(Digest, "field kit");
         var before = Marks(server);
         var answers = new List<string>();
         foreach (var id in HostileIds)
@@ -231,7 +231,7 @@ public class CatalogueDeletionTests
         using (var c = server.Store.Database.Open())
         using (var tx = c.BeginTransaction())
         {
-            if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = TsunaguStore.CatalogueLockKey }, tx); }
+            if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = CatalogueEditStore.CatalogueLockKey }, tx); }
             c.Execute(RunningRollout("race-r"), transaction: tx);
             answer = await ConfigRaceTests.SendBlocked(server, kind, "InCatalogueTransactionAsync", () => http.DeleteAsync($"{Routes.Prefix}/update-programs/{DemoCatalogue.UpdateId}"));
             tx.Commit();
@@ -241,7 +241,7 @@ public class CatalogueDeletionTests
         var body = await response.Content.ReadAsStringAsync();
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), body);
         Assert.That(body, Does.Contain("rollout race-r"));
-        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "the program the rollout uses stays");
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "the program the rollout uses stays");
         var after = Marks(server);
         Assert.That((after.Programs, after.Audit, after.Stamp), Is.EqualTo((before.Programs, before.Audit, before.Stamp)), "refused: no audit entry and no new catalogue stamp");
     }

@@ -28,7 +28,7 @@ public class CatalogueRaceTests
     {
         using var c = server.Store.Database.Open();
         return (c.ExecuteScalar<long>("SELECT COUNT(*) FROM audit"),
-            c.ExecuteScalar<string?>("SELECT value FROM settings WHERE key = @key", new { key = TsunaguStore.CatalogueStampKey }));
+            c.ExecuteScalar<string?>("SELECT value FROM settings WHERE key = @key", new { key = CatalogueStore.CatalogueStampKey }));
     }
 
     [Test]
@@ -68,7 +68,7 @@ public class CatalogueRaceTests
         using (var c = server.Store.Database.Open())
         using (var tx = c.BeginTransaction())
         {
-            if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = TsunaguStore.CatalogueLockKey }, tx); }
+            if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = CatalogueEditStore.CatalogueLockKey }, tx); }
             c.Execute(other, transaction: tx);
             answer = await ConfigRaceTests.SendBlocked(server, kind, "InCatalogueTransactionAsync", request);
             tx.Commit();
@@ -84,19 +84,19 @@ public class CatalogueRaceTests
         {
             case Race.DeleteSoftwareWhilePatternListsIt:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("listed by pattern race-p"));
-                Assert.That(await server.Store.GetSoftwareAsync("race-app", "1.0"), Is.Not.Null, "the software the pattern lists stays");
+                Assert.That(await server.Store.Catalogue.GetSoftwareAsync("race-app", "1.0"), Is.Not.Null, "the software the pattern lists stays");
                 break;
             case Race.EditSoftwareWhilePatternListsIt:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("requiredHardware: pattern race-p"));
-                Assert.That((await server.Store.GetSoftwareAsync("race-app", "1.0"))!.RequiredHardware, Is.Null, "the requirement the pattern would not meet was not set");
+                Assert.That((await server.Store.Catalogue.GetSoftwareAsync("race-app", "1.0"))!.RequiredHardware, Is.Null, "the requirement the pattern would not meet was not set");
                 break;
             case Race.EditPatchWhileSoftwareDeleted:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("targetApp"));
-                Assert.That((await server.Store.GetPatchAsync("race-fix"))!.TargetApp, Is.EqualTo("vcp"), "the patch is not pointed at software that is gone");
+                Assert.That((await server.Store.CatalogueEdits.GetPatchAsync("race-fix"))!.TargetApp, Is.EqualTo("vcp"), "the patch is not pointed at software that is gone");
                 break;
             default:
                 Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("pattern race-draft is referred to by update program race-u; it cannot be deleted"));
-                Assert.That(await server.Store.GetPatternAsync("race-draft"), Is.Not.Null, "the pattern the program names stays");
+                Assert.That(await server.Store.Catalogue.GetPatternAsync("race-draft"), Is.Not.Null, "the pattern the program names stays");
                 break;
         }
     }
@@ -114,7 +114,7 @@ public class CatalogueRaceTests
         using (var c = server.Store.Database.Open())
         using (var tx = c.BeginTransaction())
         {
-            if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = TsunaguStore.CatalogueLockKey }, tx); }
+            if (kind == "postgres") { c.Execute("SELECT pg_advisory_xact_lock(@key)", new { key = CatalogueEditStore.CatalogueLockKey }, tx); }
             c.Execute(change, transaction: tx);
             answer = await ConfigRaceTests.SendBlocked(server, kind, storeMethod, request);
             tx.Commit();
@@ -144,7 +144,7 @@ public class CatalogueRaceTests
         await using var server = await TestServer.StartAsync();
         using var http = server.OperatorHttp("test");
         await AddDraftAsync(http, "race-draft");
-        await server.Store.UpsertUpdateProgramAsync(new UpdateProgramRow
+        await server.Store.Catalogue.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = "race-u", FromPattern = "race-draft", ToPattern = DemoCatalogue.Pattern2, Importance = 3, ArtifactSha256 = new string('a', 64), ArtifactSize = 1,
         });
@@ -191,7 +191,7 @@ public class CatalogueRaceTests
         var body = await response.Content.ReadAsStringAsync();
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), body);
         Assert.That(body, Does.Contain("fromPattern: pattern 'race-draft' was deleted"));
-        Assert.That(await server.Store.GetUpdateProgramAsync("race-u"), Is.Null, "no program from the deleted pattern");
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync("race-u"), Is.Null, "no program from the deleted pattern");
         Assert.That(Marks(server), Is.EqualTo(before), "refused: no audit entry and no new catalogue stamp");
     }
 }

@@ -90,7 +90,7 @@ public class CatalogueTests(string database)
         var retired = await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-3/retire");
         Assert.That(retired.Status, Is.EqualTo(PatternStatus.Retired));
         Refused(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/target-pattern", new TargetPatternRequest("pattern-3"), 400);
-        Assert.That(await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern2), Is.Null, "a program to a retired pattern is no longer offered");
+        Assert.That(await server.Store.Catalogue.FindUpdateProgramAsync(DemoCatalogue.Pattern2), Is.Null, "a program to a retired pattern is no longer offered");
 
         var audit = await Call<List<AuditRow>>(client, HttpMethod.Get, "/api/v1/audit?limit=50");
         Assert.That(audit.Select(a => a.Action), Is.SupersetOf(new[] { "software.add", "pattern.create", "pattern.verify", "artifact.upload", "update-program.add", "unit.target-pattern", "pattern.retire", "unit.register" }));
@@ -119,14 +119,14 @@ public class CatalogueTests(string database)
         // a periodic-style check (not forced) is deferred
         units[0].Supervisor.RequestCheck(forced: false);
         await server.WaitReadyAsync(units[0], 2);
-        Assert.That((await server.Store.GetUnitAsync(units[0].Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(units[0].Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
 
         // forced, selected by software version: both units move to pattern 3
         var forced = await Call<ForceCheckResponse>(client, HttpMethod.Post, "/api/v1/units/check", new ForceCheckRequest(null, null, 1, "vcp", "1.2.0"));
         Assert.That(forced.Notified, Is.EquivalentTo(units.Select(u => u.Mac)));
         foreach (var u in units)
         {
-            await server.WaitForAsync(async () => await server.Store.GetUnitAsync(u.Mac) is { Pattern: "pattern-3", State: "Ready" }, $"{u.Mac} on pattern-3");
+            await server.WaitForAsync(async () => await server.Store.Units.GetUnitAsync(u.Mac) is { Pattern: "pattern-3", State: "Ready" }, $"{u.Mac} on pattern-3");
         }
         var onThree = await Call<List<UnitView>>(client, HttpMethod.Get, "/api/v1/units?app=vcp&version=2.0.0");
         Assert.That(onThree.Select(v => v.Mac), Is.EquivalentTo(units.Select(u => u.Mac)));
@@ -144,7 +144,7 @@ public class CatalogueTests(string database)
         var unit = (await server.AddUnitsAsync(1))[0]; // runs the factory software: pattern 1
         server.Fleet.Start(unit);
         await server.WaitReadyAsync(unit);
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         Assert.That((row.Pattern, row.LastError), Is.EqualTo(((string?)DemoCatalogue.Pattern2, (string?)null)), "recognised on the retired pattern and moved by its update program");
     }
 
@@ -169,16 +169,16 @@ public class CatalogueTests(string database)
         Assert.That(result.Rows[2].Error, Does.StartWith("isp.method"));
         Assert.That(result.Rows[3].Error, Does.Contain("appears twice"));
         Assert.That(result.Rows[4].Error, Does.Contain("pattern-9"));
-        Assert.That(await server.Store.ListUnitsAsync(), Is.Empty, "nothing registered from a file with errors");
+        Assert.That(await server.Store.Units.ListUnitsAsync(), Is.Empty, "nothing registered from a file with errors");
 
         // a quoted cell keeps its comma and its doubled quote (a PPP user name takes no comma: WanAccountGrammar; the free-text vpn does)
         const string good = "mac,serial,isp_method,isp_username,isp_password,domain,vpn\r\n02:54:53:00:10:01,S1,pppoe,\"u1@isp\",pw1,one.example,\"office, \"\"east\"\"\"\r\n025453001002,S2,dhcp,,,two.example,\r\n";
         var ok = JsonSerializer.Deserialize<BulkRegisterResponse>(await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", new StringContent(good, Encoding.UTF8, "text/csv"), CancellationToken.None), Json)!;
         Assert.That(ok.Registered, Is.EqualTo(2));
-        Assert.That((await server.Store.GetUnitAsync("02:54:53:00:10:01"))!.IspUsername, Is.EqualTo("u1@isp"));
-        Assert.That((await server.Store.GetUnitAsync("02:54:53:00:10:01"))!.Vpn, Is.EqualTo("office, \"east\""));
-        Assert.That((await server.Store.GetUnitAsync("02:54:53:00:10:02"))!.IspMethod, Is.EqualTo("dhcp"));
-        Assert.That((await server.Store.LatestUnitConfigAsync("02:54:53:00:10:02"))!.Revision, Is.EqualTo(1), "the default service configuration is assigned");
+        Assert.That((await server.Store.Units.GetUnitAsync("02:54:53:00:10:01"))!.IspUsername, Is.EqualTo("u1@isp"));
+        Assert.That((await server.Store.Units.GetUnitAsync("02:54:53:00:10:01"))!.Vpn, Is.EqualTo("office, \"east\""));
+        Assert.That((await server.Store.Units.GetUnitAsync("02:54:53:00:10:02"))!.IspMethod, Is.EqualTo("dhcp"));
+        Assert.That((await server.Store.ServiceConfigs.LatestUnitConfigAsync("02:54:53:00:10:02"))!.Revision, Is.EqualTo(1), "the default service configuration is assigned");
         var header = Refused(client, HttpMethod.Post, "/api/v1/units/bulk", null, 400);
         Assert.That(header.Message, Does.Contain("csv"));
     }
@@ -191,18 +191,18 @@ public class CatalogueTests(string database)
         var unit = (await server.AddUnitsAsync(1))[0];
         server.Fleet.Start(unit);
         await server.WaitReadyAsync(unit);
-        Assert.That(await server.Store.CountUpdateReportsAsync(unit.Mac), Is.EqualTo(1));
-        var first = (await server.Store.ListUpdateReportsAsync(unit.Mac)).Single();
+        Assert.That(await server.Store.History.CountUpdateReportsAsync(unit.Mac), Is.EqualTo(1));
+        var first = (await server.Store.History.ListUpdateReportsAsync(unit.Mac)).Single();
         Assert.That(InstallIds.IsValid(first.InstallId), Is.True, "the unit names its install");
-        var inventory = JsonSerializer.Deserialize((await server.Store.GetUnitAsync(unit.Mac))!.Inventory!, ProtocolJson.Default.Inventory)!;
+        var inventory = JsonSerializer.Deserialize((await server.Store.Units.GetUnitAsync(unit.Mac))!.Inventory!, ProtocolJson.Default.Inventory)!;
         var again = new UpdateOutcome(unit.Mac, DemoCatalogue.UpdateId, true, null, inventory, DemoCatalogue.Pattern2, UnitStates.Configuring, null, "installed again", first.InstallId);
-        Assert.That((await server.Store.RecordUpdateOutcomeAsync(again)).IsNew, Is.False, "the same install's report again changes nothing");
+        Assert.That((await server.Store.History.RecordUpdateOutcomeAsync(again)).IsNew, Is.False, "the same install's report again changes nothing");
         // a report without an install id (a unit older than the field) is keyed on unit, update and result, as before
-        Assert.That(await server.Store.RecordUpdateReportAsync(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2), Is.True);
-        Assert.That(await server.Store.RecordUpdateReportAsync(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2), Is.False, "the same report again changes nothing");
-        Assert.That(await server.Store.AckUnitConfigAsync(unit.Mac, 1, true, null), Is.True);
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.AppliedConfigRevision, Is.EqualTo(1));
-        Assert.That(await server.Store.CountUpdateReportsAsync(unit.Mac), Is.EqualTo(2));
+        Assert.That(await server.Store.History.RecordUpdateReportAsync(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2), Is.True);
+        Assert.That(await server.Store.History.RecordUpdateReportAsync(unit.Mac, DemoCatalogue.UpdateId, true, null, DemoCatalogue.Pattern2), Is.False, "the same report again changes nothing");
+        Assert.That(await server.Store.ServiceConfigs.AckUnitConfigAsync(unit.Mac, 1, true, null), Is.True);
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.AppliedConfigRevision, Is.EqualTo(1));
+        Assert.That(await server.Store.History.CountUpdateReportsAsync(unit.Mac), Is.EqualTo(2));
 
         var bad = Refused(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(1.5, 0.5, 2, 5), 400);
         Assert.That(bad.Message, Does.Contain("cpuThreshold"));

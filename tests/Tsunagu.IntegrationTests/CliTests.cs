@@ -51,7 +51,7 @@ public class CliTests
         await using var server = await TestServer.StartAsync();
         var (exit, output, err) = await Tsunagu(server, "operator", "add", "night-shift", "--account-password", "a long night-shift password", "--role", "support");
         Assert.That(exit, Is.Zero, err);
-        Assert.That(await server.Store.GetOperatorRoleAsync("night-shift"), Is.EqualTo("support"));
+        Assert.That(await server.Store.Accounts.GetOperatorRoleAsync("night-shift"), Is.EqualTo("support"));
         (exit, output, err) = await Tsunagu(server, "operator", "list");
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("\"night-shift\"").And.Contain("\"support\""));
@@ -60,7 +60,7 @@ public class CliTests
         (exit, _, err) = await Tsunagu(server, "pattern", "retire", DemoCatalogue.Pattern1, "--operator", "night-shift", "--password", "a long night-shift password");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("403 refused: your operator role does not allow this").And.Contain("the role support may not use this endpoint"));
-        Assert.That((await server.Store.GetPatternAsync(DemoCatalogue.Pattern1))!.Status, Is.EqualTo(global::Tsunagu.Server.Data.PatternStatus.Verified));
+        Assert.That((await server.Store.Catalogue.GetPatternAsync(DemoCatalogue.Pattern1))!.Status, Is.EqualTo(global::Tsunagu.Server.Data.PatternStatus.Verified));
         Assert.That(await server.Store.ListAuditAsync(1000), Has.Count.EqualTo(before), "the refusal wrote nothing");
 
         (exit, _, err) = await Tsunagu(server, "operator", "role", "night-shift", "release-manager");
@@ -99,7 +99,7 @@ public class CliTests
             "--importance", "4", "--bundle", bundle);
         Assert.That(exit, Is.Zero, err);
         Assert.That(err, Does.Contain("uploaded p2-to-p3.tsb"));
-        Assert.That((await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern2))!.Importance, Is.EqualTo(4));
+        Assert.That((await server.Store.Catalogue.FindUpdateProgramAsync(DemoCatalogue.Pattern2))!.Importance, Is.EqualTo(4));
 
         var csv = Path.Combine(dir, "units.csv");
         await File.WriteAllTextAsync(csv, "mac,serial,isp_method,isp_username,isp_password\n02:54:53:00:30:01,C1,pppoe,a@isp,pw\nbad,C2,dhcp,,\n");
@@ -162,20 +162,20 @@ public class CliTests
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--domain", "bad domain");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("400").And.Contain("domain"));
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Domain, Is.EqualTo("cli.example"), "refused edits changed nothing");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Domain, Is.EqualTo("cli.example"), "refused edits changed nothing");
         (exit, output, err) = await Tsunagu(server, "units", "revisions", mac);
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("isp.password").And.Not.Contain("cli-Pa55"));
         (exit, output, err) = await Tsunagu(server, "secrets", "rotate");
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain("1 row(s) resealed"));
-        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), Is.EqualTo("cli-Pa55"));
+        Assert.That(server.Store.Lifecycle.IspPasswordOf((await server.Store.Units.GetUnitAsync(mac))!), Is.EqualTo("cli-Pa55"));
         (exit, _, err) = await Tsunagu(server, "units", "decommission", mac, "--reason", "returned");
         Assert.That(exit, Is.Zero, err);
-        Assert.That((await server.Store.GetUnitAsync(mac))!.State, Is.EqualTo("Decommissioned"));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.State, Is.EqualTo("Decommissioned"));
         (exit, _, err) = await Tsunagu(server, "units", "delete", mac);
         Assert.That(exit, Is.Zero, err);
-        Assert.That(await server.Store.GetUnitAsync(mac), Is.Null, "a row that never reached the server is deleted");
+        Assert.That(await server.Store.Units.GetUnitAsync(mac), Is.Null, "a row that never reached the server is deleted");
     }
 
     [Test]
@@ -238,13 +238,13 @@ public class CliTests
         var (exit, output, err) = await Tsunagu(server, Add("--gateway", "203.0.113.1", "--dns", "192.0.2.53", "--dns", "192.0.2.54"));
         Assert.That(exit, Is.Zero, err);
         Assert.That(output, Does.Contain($"registered {mac} (ST-1)"));
-        var row = (await server.Store.GetUnitAsync(mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.IspMethod, row.IpAddress, row.IspGateway, row.SettingsRevision), Is.EqualTo(("static", "203.0.113.7/24", "203.0.113.1", 1L)));
         Assert.That(row.DnsList, Is.EqualTo(new[] { "192.0.2.53", "192.0.2.54" }));
 
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--gateway", "203.0.113.254", "--dns", "198.51.100.53,198.51.100.54");
         Assert.That(exit, Is.Zero, err);
-        row = (await server.Store.GetUnitAsync(mac))!;
+        row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("203.0.113.254", "198.51.100.53,198.51.100.54", 2L)), "the edit raises the settings revision");
 
         var beforeEdit = HostileInputTests.Snapshot(server);
@@ -258,11 +258,11 @@ public class CliTests
 
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--dns", "");
         Assert.That(exit, Is.Zero, err);
-        row = (await server.Store.GetUnitAsync(mac))!;
+        row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("203.0.113.254", (string?)null, 3L)), "--dns \"\" clears the name servers only");
         (exit, _, err) = await Tsunagu(server, "units", "edit", mac, "--isp-method", "dhcp", "--ip", "", "--gateway", "");
         Assert.That(exit, Is.Zero, err);
-        row = (await server.Store.GetUnitAsync(mac))!;
+        row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.IspMethod, row.IpAddress, row.IspGateway, row.IspDns, row.SettingsRevision), Is.EqualTo(("dhcp", (string?)null, (string?)null, (string?)null, 4L)));
     }
 
@@ -272,7 +272,7 @@ public class CliTests
         await using var server = await TestServer.StartAsync();
         var (exit, _, err) = await Tsunagu(server, "group", "create", "night", "--window", "mon-fri 01:00-05:00");
         Assert.That(exit, Is.Zero, err);
-        var stored = (await server.Store.GetGroupAsync("night"))!.MaintenanceWindow;
+        var stored = (await server.Store.Fleet.GetGroupAsync("night"))!.MaintenanceWindow;
         Assert.That(stored, Is.Not.Null);
         var before = HostileInputTests.Snapshot(server);
         // before: `group window night` without a window sent {"window": null} and cleared it
@@ -283,11 +283,11 @@ public class CliTests
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("not both"));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused command changed nothing");
-        Assert.That((await server.Store.GetGroupAsync("night"))!.MaintenanceWindow, Is.EqualTo(stored));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("night"))!.MaintenanceWindow, Is.EqualTo(stored));
 
         (exit, _, err) = await Tsunagu(server, "group", "window", "night", "--clear");
         Assert.That(exit, Is.Zero, err);
-        Assert.That((await server.Store.GetGroupAsync("night"))!.MaintenanceWindow, Is.Null);
+        Assert.That((await server.Store.Fleet.GetGroupAsync("night"))!.MaintenanceWindow, Is.Null);
     }
 
     [Test]
@@ -300,43 +300,43 @@ public class CliTests
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--time-zone", "Europe/Paris");
         Assert.That(exit, Is.Zero, err);
-        var unit = (await server.Store.GetUnitAsync(mac))!;
+        var unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)1, (long?)5, "Europe/Paris")), "a new zone alone keeps the window");
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--start", "2", "--end", "3");
         Assert.That(exit, Is.Zero, err);
-        unit = (await server.Store.GetUnitAsync(mac))!;
+        unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)2, (long?)3, "Europe/Paris")), "a new window alone keeps the zone");
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--start", "2");
         Assert.That(exit, Is.EqualTo(1), "a start without an end is refused");
         Assert.That(err, Does.Contain("give both"));
-        unit = (await server.Store.GetUnitAsync(mac))!;
+        unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone), Is.EqualTo(((long?)2, (long?)3, "Europe/Paris")), "the refusal changed nothing");
 
         // a maintenance window of its own replaces the hours; a new zone alone keeps it; hours replace it again
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "Mon-Fri 01:00-05:00");
         Assert.That(exit, Is.Zero, err);
-        unit = (await server.Store.GetUnitAsync(mac))!;
+        unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.MaintenanceWindow, unit.TimeZone), Is.EqualTo(((long?)null, "mon,tue,wed,thu,fri 01:00-05:00", "Europe/Paris")));
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--time-zone", "Asia/Tokyo");
         Assert.That(exit, Is.Zero, err);
-        Assert.That((await server.Store.GetUnitAsync(mac))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"), "a new zone alone keeps the window");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"), "a new zone alone keeps the window");
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "mon 01:00-05:00", "--start", "1", "--end", "2");
         Assert.That(exit, Is.EqualTo(1), "hours and a window together are refused");
         Assert.That(err, Does.Contain("not both"));
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "someday 01:00");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("maintenanceWindow"));
-        Assert.That((await server.Store.GetUnitAsync(mac))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"), "the refusals changed nothing");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"), "the refusals changed nothing");
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--maintenance-window", "none");
         Assert.That(exit, Is.Zero, err);
-        unit = (await server.Store.GetUnitAsync(mac))!;
+        unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.MaintenanceWindow, unit.TimeZone), Is.EqualTo(((string?)null, "Asia/Tokyo")), "none clears the window, the zone stays");
 
         (exit, _, err) = await Tsunagu(server, "units", "window", mac, "--fleet");
         Assert.That(exit, Is.Zero, err);
-        unit = (await server.Store.GetUnitAsync(mac))!;
+        unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.LowWindowStart, unit.LowWindowEnd, unit.TimeZone, unit.MaintenanceWindow), Is.EqualTo(((long?)null, (long?)null, (string?)null, (string?)null)));
     }
 
@@ -349,15 +349,15 @@ public class CliTests
         Assert.That(exit, Is.Zero, err);
         (exit, _, err) = await Tsunagu(server, "units", "tag", mac, "--add", "beta", "--remove", "region:kanto");
         Assert.That(exit, Is.Zero, err);
-        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab" }), "the tags the unit had stay, the removed one goes");
+        Assert.That(await server.Store.Fleet.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab" }), "the tags the unit had stay, the removed one goes");
         (exit, _, err) = await Tsunagu(server, "units", "tag", mac, "--add", "Bad Tag");
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("tags"));
-        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab" }), "the refusal changed nothing");
+        Assert.That(await server.Store.Fleet.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "lab" }), "the refusal changed nothing");
         var (_, tagged, _) = await Tsunagu(server, "units", "tagged", "lab");
         Assert.That(tagged, Does.Contain(mac));
         // the unit runs pattern 1 (as its checks would record it): the rollout's one member, in wave 1, never installing here
-        await server.Store.RecordInventoryAsync(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
+        await server.Store.Units.RecordInventoryAsync(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
             DemoCatalogue.Pattern1, "Ready");
 
         (exit, _, err) = await Tsunagu(server, "group", "create", "lab", "--tag", "lab");
@@ -374,7 +374,7 @@ public class CliTests
         Assert.That(err, Does.Contain("--waves"));
         (exit, _, err) = await Tsunagu(server, "rollout", "pause", "r1");
         Assert.That(exit, Is.Zero, err);
-        Assert.That((await server.Store.GetRolloutAsync("r1"))!.State, Is.EqualTo("paused"));
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("r1"))!.State, Is.EqualTo("paused"));
         (exit, _, err) = await Tsunagu(server, "rollout", "resume", "r1");
         Assert.That(exit, Is.Zero, err);
         var (_, stopped, _) = await Tsunagu(server, "rollout", "stop");
@@ -395,8 +395,8 @@ public class CliTests
         var macs = (await server.AddUnitsAsync(3)).Select(u => u.Mac).Order(StringComparer.Ordinal).ToList();
         foreach (var mac in macs)
         {
-            await server.Store.SetTagsAsync(mac, ["lab"], new Tsunagu.Server.Data.AuditEntry("alice", "unit.tags", mac, "lab"));
-            await server.Store.RecordInventoryAsync(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
+            await server.Store.Fleet.SetTagsAsync(mac, ["lab"], new Tsunagu.Server.Data.AuditEntry("alice", "unit.tags", mac, "lab"));
+            await server.Store.Units.RecordInventoryAsync(mac, new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, new Dictionary<string, string>()),
                 DemoCatalogue.Pattern1, "Ready");
         }
         Assert.That((await Tsunagu(server, "group", "create", "lab", "--tag", "lab")).Exit, Is.Zero);

@@ -100,16 +100,16 @@ public class ClusterTests
             var store = new TsunaguStore(Database.Parse(database, root), TimeProvider.System);
             async Task<ServerProcess?> HolderAsync()
             {
-                if (await store.LeaseHolderAsync(ReplicaLease.Name) is not ({ } holder, true)) { return null; }
+                if (await store.Cluster.LeaseHolderAsync(ReplicaLease.Name) is not ({ } holder, true)) { return null; }
                 var pid = int.Parse(holder.Split('/')[1], CultureInfo.InvariantCulture);
                 return replicas.SingleOrDefault(r => r.Pid == pid);
             }
-            Task AddExpiredChallengeAsync(string id) => store.AddChallengeAsync(new ChallengeRow
+            Task AddExpiredChallengeAsync(string id) => store.Units.AddChallengeAsync(new ChallengeRow
             {
                 Id = id, Mac = "02:54:53:00:20:01", Purpose = ProofPurpose.Host, Nonce = "n",
                 ExpiresAt = DateTimeOffset.UtcNow.AddMinutes(-5).ToString("O", CultureInfo.InvariantCulture),
             });
-            async Task<bool> GoneAsync(string id) => await store.TakeChallengeAsync(id, ProofPurpose.Host) is null;
+            async Task<bool> GoneAsync(string id) => await store.Units.TakeChallengeAsync(id, ProofPurpose.Host) is null;
 
             await WaitAsync(async () => await HolderAsync() is not null, "one replica to hold the once-only lease", TimeSpan.FromSeconds(30));
             var holder = (await HolderAsync())!;
@@ -180,7 +180,7 @@ public class ClusterTests
             await using var server = await TestServer.StartAsync();
             await server.AddUnitsAsync(1);
             var mac = SimulatedFleet.MacFor(1);
-            var sha = (await server.Store.ListUpdateProgramsAsync()).First().ArtifactSha256;
+            var sha = (await server.Store.Catalogue.ListUpdateProgramsAsync()).First().ArtifactSha256;
             using var http = server.PinnedHttp();
             var anonymous = await http.GetAsync($"{Routes.Artifacts}/{sha}");
             Assert.That(anonymous.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
@@ -309,11 +309,11 @@ public class ClusterTests
         string Recent() => string.Join("\n", log.TakeLast(20));
 
         fleet.StartAll();
-        await WaitAsync(() => units.AllAsync(async u => u.Meter.ReadyAcks >= 1 && (await store.GetUnitAsync(u.Mac))?.State == "Ready"), "every unit Ready through HAProxy",
+        await WaitAsync(() => units.AllAsync(async u => u.Meter.ReadyAcks >= 1 && (await store.Units.GetUnitAsync(u.Mac))?.State == "Ready"), "every unit Ready through HAProxy",
             TimeSpan.FromSeconds(90), Recent);
         await WaitAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit on Mosquitto", TimeSpan.FromSeconds(30), Recent);
         // the artifact of the demo's update, through HAProxy and nginx: a range, as a resumed download asks for it
-        var sha = (await store.ListUpdateProgramsAsync()).First().ArtifactSha256;
+        var sha = (await store.Catalogue.ListUpdateProgramsAsync()).First().ArtifactSha256;
         var whole = await File.ReadAllBytesAsync(Path.Combine(topology.Data, "artifacts", sha));
         using (var http = TestServer.PinnedHttp(topology.Url, topology.Pin))
         {
@@ -348,7 +348,7 @@ public class ClusterTests
             foreach (var u in units)
             {
                 Assert.That(Count(u, StateId.VersionCheck), Is.EqualTo(before[u.Mac].Checks + 1), $"{u.Mac}: one check for one forced check");
-                Assert.That((await store.GetUnitAsync(u.Mac))!.State, Is.EqualTo("Ready"), u.Mac);
+                Assert.That((await store.Units.GetUnitAsync(u.Mac))!.State, Is.EqualTo("Ready"), u.Mac);
             }
             // a check is a version check, a configuration fetch and acknowledgement and a ready report, with a new session
             // (challenge, session) when the token went to the dead replica's... tokens are shared, so a few retries at most

@@ -63,7 +63,7 @@ public class ConfigRaceTests
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
-        var basis = (await server.Store.LatestUnitConfigAsync(mac))!.Revision;
+        var basis = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Revision;
         var otherDocument = JsonSerializer.Serialize(DemoCatalogue.StandardServices with { Dns = DemoCatalogue.StandardServices.Dns with { LocalDomain = "other" } },
             ProtocolJson.Default.ServiceConfiguration);
 
@@ -79,7 +79,7 @@ public class ConfigRaceTests
 
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), "refused with the console's answer, not a server error");
         Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("Nothing was stored").And.Contain("changed since this page was shown"));
-        var revisions = await server.Store.ListUnitConfigsAsync(mac);
+        var revisions = await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac);
         Assert.That(revisions.Select(r => r.Revision), Is.EqualTo(Enumerable.Range(1, (int)basis + 1).Select(r => (long)r)), "the other save only: no second revision from the same page");
         Assert.That(revisions[^1].Document, Is.EqualTo(otherDocument), "the other save is kept as it was");
         Assert.That(await AuditedAsync(server, mac, basis + 2), Is.Zero, "nothing audited for the refused save");
@@ -94,7 +94,7 @@ public class ConfigRaceTests
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = server.OperatorHttp();
         using var get = await http.GetAsync($"{Routes.Units}/{mac}/service-config");
-        var basis = (await server.Store.LatestUnitConfigAsync(mac))!.Revision;
+        var basis = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Revision;
         Assert.That(get.Headers.ETag?.Tag, Is.EqualTo($"\"{basis}\""), "GET names the newest revision as ETag");
         var document = JsonSerializer.Serialize(DemoCatalogue.StandardServices, ProtocolJson.Default.ServiceConfiguration);
 
@@ -114,7 +114,7 @@ public class ConfigRaceTests
             Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), await refused.Content.ReadAsStringAsync());
             Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain($"changed since revision {basis}"));
         }
-        Assert.That(await server.Store.LatestUnitConfigRevisionAsync(mac), Is.EqualTo(basis + 1));
+        Assert.That(await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(mac), Is.EqualTo(basis + 1));
         Assert.That(await AuditedAsync(server, mac, basis + 2), Is.Zero);
 
         // without If-Match: the save is not refused and not a 5xx; it takes the revision after the racing one
@@ -130,19 +130,19 @@ public class ConfigRaceTests
             Assert.That(stored.StatusCode, Is.EqualTo(HttpStatusCode.OK), await stored.Content.ReadAsStringAsync());
             Assert.That((await stored.Content.ReadFromJsonAsync<UnitConfigAssigned>())!.Revision, Is.EqualTo(basis + 3));
         }
-        Assert.That((await server.Store.ListUnitConfigsAsync(mac)).Select(r => r.Revision), Is.EqualTo(Enumerable.Range(1, (int)basis + 3).Select(r => (long)r)));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Select(r => r.Revision), Is.EqualTo(Enumerable.Range(1, (int)basis + 3).Select(r => (long)r)));
         Assert.That(await AuditedAsync(server, mac, basis + 3), Is.EqualTo(1));
 
         // a stale If-Match without a race, and If-Match values that are no revision: refused, nothing written
         foreach (var (tag, status) in new[] { ($"\"{basis}\"", HttpStatusCode.Conflict), ("\"x1\"", HttpStatusCode.BadRequest), ("\"-1\"", HttpStatusCode.BadRequest),
                      ("\"1 2\"", HttpStatusCode.BadRequest), ("*", HttpStatusCode.BadRequest), ($"\"{new string('9', 30)}\"", HttpStatusCode.BadRequest) })
         {
-            var before = await server.Store.LatestUnitConfigRevisionAsync(mac);
+            var before = await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(mac);
             var request = new HttpRequestMessage(HttpMethod.Put, $"{Routes.Units}/{mac}/service-config") { Content = new StringContent(document, Encoding.UTF8, "application/json") };
             request.Headers.TryAddWithoutValidation("If-Match", tag);
             using var answer = await http.SendAsync(request);
             Assert.That(answer.StatusCode, Is.EqualTo(status), tag);
-            Assert.That(await server.Store.LatestUnitConfigRevisionAsync(mac), Is.EqualTo(before), $"{tag}: nothing stored");
+            Assert.That(await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(mac), Is.EqualTo(before), $"{tag}: nothing stored");
         }
     }
 }

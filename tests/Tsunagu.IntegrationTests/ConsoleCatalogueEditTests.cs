@@ -58,7 +58,7 @@ public class ConsoleCatalogueEditTests
         await Refused("EditPatch", Patch("vcp-fix-1", "vcp", "1", "1.0\u0007"), "a control character", "Nothing was changed: version");
         await Refused("EditPatch", Patch("no-such-patch", "vcp", "1"), "an unknown patch", "Nothing was changed: patch no-such-patch does not exist");
         await Done("EditPatch", Patch("vcp-fix-1", "vcp", "1", "1.0.2"), "Patch vcp-fix-1 changed.");
-        var patch = (await server.Store.ListPatchesAsync()).Single(p => p.Id == "vcp-fix-1");
+        var patch = (await server.Store.Catalogue.ListPatchesAsync()).Single(p => p.Id == "vcp-fix-1");
         Assert.That((patch.Importance, patch.Version), Is.EqualTo((1L, "1.0.2")));
 
         // software: a requirement a pattern listing it would not meet is refused; the name may change
@@ -68,30 +68,30 @@ public class ConsoleCatalogueEditTests
         await Refused("EditSoftware", Software("vcp", "9.9.9", "vcp", ""), "software not catalogued", "Nothing was changed: software vcp 9.9.9 is not in the catalogue");
         await Refused("EditSoftware", Software("vcp", "1.0.0", "", ""), "no name", "Nothing was changed: name: required");
         await Done("EditSoftware", Software("vcp", "1.0.0", "Voice control plane", "r1, r2"), "Software vcp 1.0.0 changed.");
-        var vcp = (await server.Store.GetSoftwareAsync("vcp", "1.0.0"))!;
+        var vcp = (await server.Store.Catalogue.GetSoftwareAsync("vcp", "1.0.0"))!;
         Assert.That((vcp.Name, vcp.RequiredHardware), Is.EqualTo(("Voice control plane", "r1, r2")));
         await Refused("DeleteSoftware", new() { ["appId"] = "vcp", ["version"] = "1.0.0" }, "listed by a pattern", "Nothing was deleted: software vcp 1.0.0 is listed by pattern");
-        await server.Store.AddSoftwareAsync(new SoftwareRow { AppId = "webfilter", Version = "1.0.0", Name = "Web filter" });
-        await server.Store.AddPatchAsync(new PatchRow { Id = "webfilter-fix", Name = "", Version = "1.0.1", TargetApp = "webfilter", Importance = 3 });
+        await server.Store.Catalogue.AddSoftwareAsync(new SoftwareRow { AppId = "webfilter", Version = "1.0.0", Name = "Web filter" });
+        await server.Store.Catalogue.AddPatchAsync(new PatchRow { Id = "webfilter-fix", Name = "", Version = "1.0.1", TargetApp = "webfilter", Importance = 3 });
         await Refused("DeleteSoftware", new() { ["appId"] = "webfilter", ["version"] = "1.0.0" }, "the last version a patch is for", "delete the patch first");
         await Done("DeletePatch", new() { ["id"] = "webfilter-fix" }, "Patch webfilter-fix deleted.");
         await Done("DeleteSoftware", new() { ["appId"] = "webfilter", ["version"] = "1.0.0" }, "Software webfilter 1.0.0 deleted.");
-        Assert.That(await server.Store.GetSoftwareAsync("webfilter", "1.0.0"), Is.Null);
-        Assert.That(await server.Store.GetPatchAsync("webfilter-fix"), Is.Null);
+        Assert.That(await server.Store.Catalogue.GetSoftwareAsync("webfilter", "1.0.0"), Is.Null);
+        Assert.That(await server.Store.CatalogueEdits.GetPatchAsync("webfilter-fix"), Is.Null);
 
         // patterns: only an unreferenced draft is deleted
         await server.App.Services.GetRequiredService<Tsunagu.Server.Catalogue.CatalogueService>().CreatePatternAsync(
             new Tsunagu.Server.Catalogue.NewPattern("pattern-9", "", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications), DemoCatalogue.OperatorName);
         await Refused("DeletePattern", new() { ["id"] = DemoCatalogue.Pattern2 }, "a verified pattern", "only a draft can be deleted");
         await Done("DeletePattern", new() { ["id"] = "pattern-9" }, "Draft pattern pattern-9 deleted.");
-        Assert.That(await server.Store.GetPatternAsync("pattern-9"), Is.Null);
+        Assert.That(await server.Store.Catalogue.GetPatternAsync("pattern-9"), Is.Null);
 
         Assert.That((await server.Store.ListAuditAsync(30)).Where(a => a.Actor == DemoCatalogue.OperatorName).Select(a => a.Action).Reverse()
                 .Where(a => a is "patch.add" or "patch.edit" or "patch.delete" or "software.edit" or "software.delete" or "pattern.delete"),
             Is.EqualTo(new[] { "patch.add", "patch.edit", "software.edit", "patch.delete", "software.delete", "pattern.delete" }));
 
         // the support role sees no form and is refused
-        await server.Store.UpsertOperatorAsync("sam", PasswordHasher.Hash("a support password"), newRole: OperatorRoles.Support);
+        await server.Store.Accounts.UpsertOperatorAsync("sam", PasswordHasher.Hash("a support password"), newRole: OperatorRoles.Support);
         using var support = await RoleTests.ConsoleSession(server, "sam", "a support password");
         Assert.That(await support.GetStringAsync("/console/catalogue"), Does.Not.Contain("id=\"add-patch\"").And.Not.Contain("Edit or delete"));
         var unchanged = HostileInputTests.Snapshot(server);
@@ -140,6 +140,6 @@ public class ConsoleCatalogueEditTests
         {
             Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.NoContent));
         }
-        Assert.That(await server.Store.GetPatchAsync("vcp-fix-1"), Is.Null);
+        Assert.That(await server.Store.CatalogueEdits.GetPatchAsync("vcp-fix-1"), Is.Null);
     }
 }

@@ -46,7 +46,7 @@ public class ConsoleCatalogueTests
         await Refused(server, admin, "AddSoftware", Software("vcp", "1.0.0"), "already catalogued");
         var added = await Post(admin, "AddSoftware", Software("webfilter", "2.0.0"));
         Assert.That(added.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetSoftwareAsync("webfilter", "2.0.0"))?.Name, Is.EqualTo("Web filter"));
+        Assert.That((await server.Store.Catalogue.GetSoftwareAsync("webfilter", "2.0.0"))?.Name, Is.EqualTo("Web filter"));
         Assert.That(await admin.GetStringAsync("/console/catalogue"), Does.Contain("Software webfilter 2.0.0 added."));
 
         var apps = string.Join("\n", DemoCatalogue.Pattern2Applications.Select(a => $"{a.Key}={a.Value}")) + "\nwebfilter=2.0.0";
@@ -61,7 +61,7 @@ public class ConsoleCatalogueTests
         await Refused(server, admin, "CreatePattern", Pattern(DemoCatalogue.Pattern2, apps), "an existing id");
         var created = await Post(admin, "CreatePattern", Pattern("pattern-9", apps));
         Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetPatternAsync("pattern-9"))?.Status, Is.EqualTo(PatternStatus.Draft));
+        Assert.That((await server.Store.Catalogue.GetPatternAsync("pattern-9"))?.Status, Is.EqualTo(PatternStatus.Draft));
 
         // a support account sees no form and is refused: nothing changes
         using (var client = server.Operator())
@@ -101,7 +101,7 @@ public class ConsoleCatalogueTests
         await RefusedMedium(admin, Medium(digest, new string('n', 129)), "a name too long");
         var registered = await Post(admin, "RegisterMedium", Medium(digest, "  Factory stick 2026  "));
         Assert.That(registered.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That(await server.Store.GetMediumAsync(digest.ToLowerInvariant()), Is.EqualTo(new Tsunagu.Protocol.MediaRegistration(digest.ToLowerInvariant(), "Factory stick 2026")),
+        Assert.That(await server.Store.Media.GetMediumAsync(digest.ToLowerInvariant()), Is.EqualTo(new Tsunagu.Protocol.MediaRegistration(digest.ToLowerInvariant(), "Factory stick 2026")),
             "stored as the API stores it: digest in lower case, name trimmed");
         Assert.That(await admin.GetStringAsync("/console/catalogue"), Does.Contain($"id=\"medium-{digest.ToLowerInvariant()}\""));
         await RefusedMedium(admin, Medium(digest.ToLowerInvariant(), "again"), "the same digest twice");
@@ -171,7 +171,7 @@ public class ConsoleCatalogueTests
         var added = await Upload(admin, good, "p2-back", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1);
         Assert.That(added.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         var sha = Convert.ToHexStringLower(SHA256.HashData(good));
-        var row = (await server.Store.ListUpdateProgramsAsync()).Single(p => p.Id == "p2-back");
+        var row = (await server.Store.Catalogue.ListUpdateProgramsAsync()).Single(p => p.Id == "p2-back");
         Assert.That((row.FromPattern, row.ToPattern, row.Importance, row.Priority, row.ArtifactSha256, row.ArtifactSize),
             Is.EqualTo((DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 2L, 1L, sha, (long)good.Length)));
         Assert.That(File.ReadAllBytes(Path.Combine(artifactDirectory, sha)), Is.EqualTo(good));
@@ -187,7 +187,7 @@ public class ConsoleCatalogueTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        await server.Store.UpsertOperatorAsync("sam", Server.Security.PasswordHasher.Hash("a support password"), newRole: OperatorRoles.Support);
+        await server.Store.Accounts.UpsertOperatorAsync("sam", Server.Security.PasswordHasher.Hash("a support password"), newRole: OperatorRoles.Support);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         using var support = await RoleTests.ConsoleSession(server, "sam", "a support password");
         using (var client = server.Operator())
@@ -218,10 +218,10 @@ public class ConsoleCatalogueTests
         Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("Nothing was changed"));
 
         Assert.That((await Set(admin, DemoCatalogue.Pattern2)).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetUnitAsync(mac))!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2));
         Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain($"now targets {DemoCatalogue.Pattern2}"));
         Assert.That((await Set(admin, "")).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetUnitAsync(mac))!.TargetPattern, Is.Null);
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.TargetPattern, Is.Null);
         Assert.That((await server.Store.ListAuditAsync(10)).Where(a => a.Action == "unit.target-pattern" && a.Target == mac).Select(a => (a.Actor, a.Detail)),
             Is.EqualTo(new[] { (DemoCatalogue.OperatorName, "none"), (DemoCatalogue.OperatorName, DemoCatalogue.Pattern2) }));
     }

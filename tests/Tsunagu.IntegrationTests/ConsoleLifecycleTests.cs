@@ -35,15 +35,15 @@ public class ConsoleLifecycleTests
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(3);
         var (old, other) = (units[0].Mac, units[1].Mac);
-        var row = (await server.Store.GetUnitAsync(old))!;
-        await server.Store.EditUnitAsync(new UnitRow
+        var row = (await server.Store.Units.GetUnitAsync(old))!;
+        await server.Store.Lifecycle.EditUnitAsync(new UnitRow
         {
             Mac = row.Mac, Serial = row.Serial, HardwareVersion = row.HardwareVersion, IspMethod = row.IspMethod, IspUsername = row.IspUsername,
             IspPasswordSealed = row.IspPasswordSealed, IpAddress = row.IpAddress, Domain = row.Domain, Vpn = row.Vpn, GlobalIp = row.GlobalIp,
             IspGateway = row.IspGateway, IspDns = row.IspDns, Subscriber = "alice", State = row.State, Revision = row.Revision,
         }, row.Revision, [new UnitFieldChange("subscriber", row.Subscriber, "alice")], "test", wanChanged: false);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
-        var revision = (await server.Store.GetUnitAsync(old))!.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var revision = (await server.Store.Units.GetUnitAsync(old))!.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
         // the page offers the actions to an administrator
         var page = await admin.GetStringAsync($"/console/units/{old}");
@@ -64,8 +64,8 @@ public class ConsoleLifecycleTests
         var replaced = await Post(admin, old, "Replace", new() { ["revision"] = revision, ["confirm"] = "yes", ["newMac"] = newMac, ["newSerial"] = "RMA-1" });
         Assert.That(replaced.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That(Uri.UnescapeDataString(replaced.Headers.Location?.ToString() ?? ""), Does.EndWith(newMac));
-        Assert.That((await server.Store.GetUnitAsync(newMac))?.Subscriber, Is.EqualTo("alice"));
-        Assert.That((await server.Store.GetUnitAsync(old))?.DecommissionedAt, Is.Not.Null);
+        Assert.That((await server.Store.Units.GetUnitAsync(newMac))?.Subscriber, Is.EqualTo("alice"));
+        Assert.That((await server.Store.Units.GetUnitAsync(old))?.DecommissionedAt, Is.Not.Null);
         Assert.That(await admin.GetStringAsync($"/console/units/{newMac}"), Does.Contain("replaces " + old));
         Assert.That(await admin.GetStringAsync($"/console/units/{old}"), Does.Not.Contain("id=\"decommission\""), "no action on a decommissioned unit");
 
@@ -77,7 +77,7 @@ public class ConsoleLifecycleTests
         }
         using var support = await RoleTests.ConsoleSession(server, "helpdesk", "a console test password");
         using var auditor = await RoleTests.ConsoleSession(server, "reader", "a console test password");
-        var current = (await server.Store.GetUnitAsync(newMac))!.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var current = (await server.Store.Units.GetUnitAsync(newMac))!.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture);
         Assert.That(await auditor.GetStringAsync($"/console/units/{newMac}"), Does.Not.Contain("id=\"transfer\""));
         var supportPage = await support.GetStringAsync($"/console/units/{newMac}");
         Assert.That(supportPage, Does.Contain("id=\"transfer\"").And.Not.Contain("id=\"decommission\""), "support moves subscribers, does not decommission");
@@ -91,17 +91,17 @@ public class ConsoleLifecycleTests
         await Refused(server, support, newMac, "Transfer", new() { ["revision"] = current, ["confirm"] = "yes", ["to"] = "not-a-mac" }, "wrong MAC");
         var moved = await Post(support, newMac, "Transfer", new() { ["revision"] = current, ["confirm"] = "yes", ["to"] = other, ["withConfig"] = "yes" });
         Assert.That(moved.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetUnitAsync(other))?.Subscriber, Is.EqualTo("alice"));
-        Assert.That((await server.Store.GetUnitAsync(newMac))?.Subscriber, Is.Null);
+        Assert.That((await server.Store.Units.GetUnitAsync(other))?.Subscriber, Is.EqualTo("alice"));
+        Assert.That((await server.Store.Units.GetUnitAsync(newMac))?.Subscriber, Is.Null);
 
         // decommission: confirmed by the administrator, with a reason; the audit log names it
         var last = units[2].Mac;
-        var lastRevision = (await server.Store.GetUnitAsync(last))!.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var lastRevision = (await server.Store.Units.GetUnitAsync(last))!.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture);
         await Refused(server, admin, last, "Decommission", new() { ["revision"] = lastRevision, ["reason"] = "broken" }, "unconfirmed");
         await Refused(server, admin, last, "Decommission", new() { ["revision"] = lastRevision, ["confirm"] = "yes", ["reason"] = new string('r', 300) }, "reason too long");
         var done = await Post(admin, last, "Decommission", new() { ["revision"] = lastRevision, ["confirm"] = "yes", ["reason"] = "broken" });
         Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetUnitAsync(last))?.DecommissionedAt, Is.Not.Null);
-        Assert.That((await server.Store.ListAuditForUnitAsync(last)).Select(a => a.Actor), Does.Contain(DemoCatalogue.OperatorName));
+        Assert.That((await server.Store.Units.GetUnitAsync(last))?.DecommissionedAt, Is.Not.Null);
+        Assert.That((await server.Store.History.ListAuditForUnitAsync(last)).Select(a => a.Actor), Does.Contain(DemoCatalogue.OperatorName));
     }
 }

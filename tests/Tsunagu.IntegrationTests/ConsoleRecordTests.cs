@@ -57,8 +57,8 @@ public class ConsoleRecordTests
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         var page = await admin.GetStringAsync($"/console/units/{mac}");
         Assert.That(page, Does.Contain("id=\"record-form\"").And.Contain("id=\"revision-table\""));
-        var row = (await server.Store.GetUnitAsync(mac))!;
-        var password = server.Store.IspPasswordOf(row);
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
+        var password = server.Store.Lifecycle.IspPasswordOf(row);
 
         // refused: a stale page, a control character, a wrong method, pppoe without an account, a foreign address,
         // a new password with "clear" ticked, a decommissioned-only field combination (gateway on pppoe)
@@ -76,33 +76,33 @@ public class ConsoleRecordTests
         // the same form, unchanged: no new revision
         var unchanged = await Post(admin, mac, "Record", Form(row));
         Assert.That(unchanged.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Revision, Is.EqualTo(row.Revision), "a form that changes nothing writes no revision");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Revision, Is.EqualTo(row.Revision), "a form that changes nothing writes no revision");
 
         // a new domain, subscriber and password: one revision naming each field, the password only as changed
         var edited = await Post(admin, mac, "Record", Form(row, ("domain", "moved.example"), ("subscriber", "carol"), ("ispPassword", "a-new-isp-secret")));
         Assert.That(edited.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var after = (await server.Store.GetUnitAsync(mac))!;
+        var after = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That(after.Revision, Is.EqualTo(row.Revision + 1));
-        Assert.That((after.Domain, after.Subscriber, server.Store.IspPasswordOf(after)), Is.EqualTo(("moved.example", "carol", "a-new-isp-secret")));
+        Assert.That((after.Domain, after.Subscriber, server.Store.Lifecycle.IspPasswordOf(after)), Is.EqualTo(("moved.example", "carol", "a-new-isp-secret")));
         Assert.That((after.Serial, after.IspUsername, after.IspMethod), Is.EqualTo((row.Serial, row.IspUsername, row.IspMethod)), "the fields not changed stay");
         Assert.That(after.SettingsRevision, Is.GreaterThan(row.SettingsRevision), "a new password makes the unit fetch its settings again");
-        var revisions = await server.Store.ListUnitRevisionsAsync(mac);
+        var revisions = await server.Store.Lifecycle.ListUnitRevisionsAsync(mac);
         Assert.That(revisions.Select(r => r.Revision), Is.Unique);
         var shown = WebUtility.HtmlDecode(await admin.GetStringAsync($"/console/units/{mac}"));
-        Assert.That(shown, Does.Contain("domain: unit.example → moved.example").And.Contain("subscriber: — → carol").And.Contain($"{TsunaguStore.IspPasswordField}: changed (not shown)"));
+        Assert.That(shown, Does.Contain("domain: unit.example → moved.example").And.Contain("subscriber: — → carol").And.Contain($"{UnitLifecycleStore.IspPasswordField}: changed (not shown)"));
         Assert.That(shown, Does.Not.Contain("a-new-isp-secret"), "no password reaches the page");
         Assert.That(password, Is.Not.Null, "the row had a password before");
-        Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Select(a => a.Actor), Does.Contain(DemoCatalogue.OperatorName));
+        Assert.That((await server.Store.History.ListAuditForUnitAsync(mac)).Select(a => a.Actor), Does.Contain(DemoCatalogue.OperatorName));
 
         // the page of the old revision is now stale: its form changes nothing
         await Refused(server, admin, mac, "Record", Form(row, ("domain", "again.example")), "the page before the edit");
 
         // clearing the password of a dhcp account: the method and the password go in one form
-        var current = (await server.Store.GetUnitAsync(mac))!;
+        var current = (await server.Store.Units.GetUnitAsync(mac))!;
         var cleared = await Post(admin, mac, "Record", Form(current, ("ispMethod", "dhcp"), ("ispUsername", ""), ("clearPassword", "yes")));
         Assert.That(cleared.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var dhcp = (await server.Store.GetUnitAsync(mac))!;
-        Assert.That((dhcp.IspMethod, dhcp.IspUsername, server.Store.IspPasswordOf(dhcp)), Is.EqualTo(("dhcp", (string?)null, (string?)null)));
+        var dhcp = (await server.Store.Units.GetUnitAsync(mac))!;
+        Assert.That((dhcp.IspMethod, dhcp.IspUsername, server.Store.Lifecycle.IspPasswordOf(dhcp)), Is.EqualTo(("dhcp", (string?)null, (string?)null)));
 
         // support and auditors see no editor and are refused (403): nothing changes
         using (var client = server.Operator())
@@ -125,19 +125,19 @@ public class ConsoleRecordTests
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
-        var row = (await server.Store.GetUnitAsync(mac))!;
-        var password = server.Store.IspPasswordOf(row);
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
+        var password = server.Store.Lifecycle.IspPasswordOf(row);
         Assert.That(password, Is.Not.Null.And.Not.Empty, "the row has a password to keep");
 
         // the page never shows the password, so its field comes back empty: that keeps it
         var edited = await Post(admin, mac, "Record", Form(row, ("domain", "kept.example"), ("ispPassword", "")));
         Assert.That(edited.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var after = (await server.Store.GetUnitAsync(mac))!;
+        var after = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((after.Revision, after.Domain), Is.EqualTo((row.Revision + 1, "kept.example")), "the edit was stored");
-        Assert.That(server.Store.IspPasswordOf(after), Is.EqualTo(password), "the password left empty is kept, not cleared");
+        Assert.That(server.Store.Lifecycle.IspPasswordOf(after), Is.EqualTo(password), "the password left empty is kept, not cleared");
         var shown = WebUtility.HtmlDecode(await admin.GetStringAsync($"/console/units/{mac}"));
         Assert.That(shown, Does.Not.Contain("Nothing was changed"), "the edit is not reported as refused");
-        Assert.That(shown, Does.Contain("domain: unit.example → kept.example").And.Not.Contain($"{TsunaguStore.IspPasswordField}: changed"),
+        Assert.That(shown, Does.Contain("domain: unit.example → kept.example").And.Not.Contain($"{UnitLifecycleStore.IspPasswordField}: changed"),
             "the revision names the domain, not the password");
     }
 
@@ -147,13 +147,13 @@ public class ConsoleRecordTests
         await using var server = await TestServer.StartAsync();
         var units = await server.AddUnitsAsync(2);
         var (never, seen) = (units[0].Mac, units[1].Mac);
-        await server.Store.RecordInventoryAsync(seen, new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications),
+        await server.Store.Units.RecordInventoryAsync(seen, new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications),
             DemoCatalogue.Pattern2, UnitStates.Ready);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That(await admin.GetStringAsync($"/console/units/{never}"), Does.Contain("id=\"delete-form\""));
         Assert.That(await admin.GetStringAsync($"/console/units/{seen}"), Does.Not.Contain("id=\"delete-form\""), "a unit that reported is decommissioned, not deleted");
 
-        async Task<string> Revision(string mac) => (await server.Store.GetUnitAsync(mac))!.Revision.ToString(CultureInfo.InvariantCulture);
+        async Task<string> Revision(string mac) => (await server.Store.Units.GetUnitAsync(mac))!.Revision.ToString(CultureInfo.InvariantCulture);
         await Refused(server, admin, never, "Delete", new() { ["revision"] = await Revision(never) }, "unconfirmed");
         await Refused(server, admin, never, "Delete", new() { ["revision"] = "0", ["confirm"] = "yes" }, "stale revision");
         await Refused(server, admin, seen, "Delete", new() { ["revision"] = await Revision(seen), ["confirm"] = "yes" }, "a unit that reported (forged form)");
@@ -169,8 +169,8 @@ public class ConsoleRecordTests
         var deleted = await Post(admin, never, "Delete", new() { ["revision"] = await Revision(never), ["confirm"] = "yes" });
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That(deleted.Headers.Location?.ToString(), Does.EndWith("/console/units"));
-        Assert.That(await server.Store.GetUnitAsync(never), Is.Null);
-        Assert.That(await server.Store.GetUnitAsync(seen), Is.Not.Null, "the other row stays");
+        Assert.That(await server.Store.Units.GetUnitAsync(never), Is.Null);
+        Assert.That(await server.Store.Units.GetUnitAsync(seen), Is.Not.Null, "the other row stays");
         Assert.That(await admin.GetStringAsync("/console/units"), Does.Contain($"The row of {never} is deleted."));
         Assert.That((await server.Store.ListAuditAsync(20)).Where(a => a.Action == "unit.delete").Select(a => a.Target), Is.EqualTo(new[] { never }));
         Assert.That((await admin.GetAsync($"/console/units/{never}")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
@@ -182,23 +182,23 @@ public class ConsoleRecordTests
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
-        var row = (await server.Store.GetUnitAsync(mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
         HttpResponseMessage deleted;
-        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.DeleteUnitAsync)))
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(UnitLifecycleStore.DeleteUnitAsync)))
         {
             // the form's revision matches the row the page loads; the edit lands after that check, before the delete's transaction
             var delete = Post(admin, mac, "Delete", new() { ["revision"] = row.Revision.ToString(CultureInfo.InvariantCulture), ["confirm"] = "yes" });
             await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
             var edited = row;
             edited.Domain = "edited.example";
-            Assert.That(await server.Store.EditUnitAsync(edited, row.Revision, [new("domain", "unit.example", "edited.example")], "bob", wanChanged: false), Is.EqualTo(row.Revision + 1));
+            Assert.That(await server.Store.Lifecycle.EditUnitAsync(edited, row.Revision, [new("domain", "unit.example", "edited.example")], "bob", wanChanged: false), Is.EqualTo(row.Revision + 1));
             hold.Release();
             deleted = await delete.WaitAsync(TimeSpan.FromSeconds(60));
         }
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That(deleted.Headers.Location?.ToString(), Does.Not.EndWith("/console/units"), "back to the unit's page, not the list");
         Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("Nothing was done").And.Contain($"revision {row.Revision + 1}"));
-        var after = await server.Store.GetUnitAsync(mac);
+        var after = await server.Store.Units.GetUnitAsync(mac);
         Assert.That((after?.Revision, after?.Domain), Is.EqualTo(((long?)row.Revision + 1, "edited.example")), "the edited row stays");
         Assert.That((await server.Store.ListAuditAsync(50)).Count(a => a.Action == "unit.delete"), Is.Zero);
     }

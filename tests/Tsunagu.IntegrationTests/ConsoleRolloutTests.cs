@@ -52,27 +52,27 @@ public class ConsoleRolloutTests
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(2);
         var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.Units.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That((await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         // a second program of the same transition, below the first in priority
-        var first = (await server.Store.GetUpdateProgramAsync("p2-to-p3"))!;
+        var first = (await server.Store.Catalogue.GetUpdateProgramAsync("p2-to-p3"))!;
         var second = new UpdateProgramRow
         {
             Id = "p2-to-p3-alt", FromPattern = first.FromPattern, ToPattern = first.ToPattern, Importance = first.Importance, Priority = first.Priority - 1,
             ArtifactSha256 = first.ArtifactSha256, ArtifactSize = first.ArtifactSize,
         };
-        await server.Store.UpsertUpdateProgramAsync(second);
+        await server.Store.Catalogue.UpsertUpdateProgramAsync(second);
         Assert.That(await admin.GetStringAsync("/console/rollouts"), Does.Contain("value=\"p2-to-p3-alt\""), "the form offers every program");
 
         // the form's choice is the program the rollout's units install, or the form is refused
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"), "a program the transition does not offer", HttpStatusCode.Conflict);
         var refused = await Post(admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"));
         Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain("offered by update program p2-to-p3"));
-        Assert.That(await server.Store.GetRolloutAsync("alt"), Is.Null);
+        Assert.That(await server.Store.Rollouts.GetRolloutAsync("alt"), Is.Null);
 
-        await server.Store.UpsertUpdateProgramAsync(new UpdateProgramRow
+        await server.Store.Catalogue.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = second.Id, FromPattern = second.FromPattern, ToPattern = second.ToPattern, Importance = second.Importance, Priority = first.Priority + 1,
             ArtifactSha256 = second.ArtifactSha256, ArtifactSize = second.ArtifactSize,
@@ -80,7 +80,7 @@ public class ConsoleRolloutTests
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("first", program: "p2-to-p3"), "the program now below the other", HttpStatusCode.Conflict);
         var created = await Post(admin, "/console/rollouts?handler=Create", Rollout("alt", program: "p2-to-p3-alt"));
         Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await created.Content.ReadAsStringAsync());
-        Assert.That((await server.Store.GetRolloutAsync("alt"))!.UpdateId, Is.EqualTo("p2-to-p3-alt"), "the rollout moves its units by the program chosen");
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("alt"))!.UpdateId, Is.EqualTo("p2-to-p3-alt"), "the rollout moves its units by the program chosen");
         Assert.That((await server.Store.ListAuditAsync(20)).Single(a => a.Action == "rollout.create").Detail, Does.Contain("by p2-to-p3-alt"));
     }
 
@@ -92,7 +92,7 @@ public class ConsoleRolloutTests
         var units = await server.AddUnitsAsync(4);
         // the units run pattern 2 (their inventory says so), not started: nothing installs
         var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.Units.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That(await admin.GetStringAsync("/console"), Does.Contain("href=\"/console/rollouts\"").And.Contain("href=\"/console/groups\""));
@@ -109,7 +109,7 @@ public class ConsoleRolloutTests
 
         var created = await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2));
         Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetGroupAsync("lab"))?.Kind, Is.EqualTo("dynamic"));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("lab"))?.Kind, Is.EqualTo("dynamic"));
         var two = string.Join("\n", units.Take(2).Select(u => u.Mac));
         Assert.That((await Post(admin, "/console/groups", Group("pair", "static", macs: two))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         await Refused(server, admin, "/console/groups", Group("lab", "dynamic"), "a name in use", HttpStatusCode.Conflict);
@@ -137,9 +137,9 @@ public class ConsoleRolloutTests
         var started = await Post(admin, "/console/rollouts?handler=Create", Rollout("lab-p3"));
         Assert.That(started.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That(started.Headers.Location?.ToString(), Is.EqualTo("/console/rollouts/lab-p3"));
-        var row = (await server.Store.GetRolloutAsync("lab-p3"))!;
+        var row = (await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!;
         Assert.That((row.FromPattern, row.ToPattern, row.UpdateId, row.State), Is.EqualTo((DemoCatalogue.Pattern2, "pattern-3", "p2-to-p3", RolloutStates.Running)));
-        Assert.That((await server.Store.RolloutMembersAsync(row)).GroupBy(m => m.Wave).Select(g => g.Count()), Is.EqualTo(new[] { 1, 2, 1 }));
+        Assert.That((await server.Store.Rollouts.RolloutMembersAsync(row)).GroupBy(m => m.Wave).Select(g => g.Count()), Is.EqualTo(new[] { 1, 2, 1 }));
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("lab-p3b"), "the transition is taken", HttpStatusCode.Conflict);
         await Refused(server, admin, "/console/rollouts?handler=Create", Rollout("lab-p3"), "the name is taken", HttpStatusCode.Conflict);
 
@@ -149,13 +149,13 @@ public class ConsoleRolloutTests
         await Refused(server, admin, "/console/rollouts/lab-p3?handler=Pause", [], "no confirmation");
         await Refused(server, admin, "/console/rollouts/lab-p3?handler=Resume", new() { ["confirm"] = "yes" }, "resume a running rollout", HttpStatusCode.Conflict);
         Assert.That((await Post(admin, "/console/rollouts/lab-p3?handler=Pause", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused));
         Assert.That((await server.Store.ListAuditAsync(50)).Single(a => a.Action == "rollout.pause").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
         Assert.That((await Post(admin, "/console/rollouts/lab-p3?handler=Resume", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
         await Refused(server, admin, "/console/rollouts?handler=Stop", [], "an emergency stop not confirmed");
         Assert.That((await Post(admin, "/console/rollouts?handler=Stop", new() { ["confirm"] = "yes" })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused));
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused));
         Assert.That(await admin.GetStringAsync("/console/rollouts"), Does.Contain("id=\"rollout-lab-p3\"").And.Contain("paused"));
 
         // an auditor reads, sees no form, and is refused every action
@@ -186,7 +186,7 @@ public class ConsoleRolloutTests
         Assert.That((await Post(admin, "/console/groups", Group("lab", "dynamic", pattern: DemoCatalogue.Pattern2))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         Assert.That((await Post(admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = "mon-fri 01:00-05:00" })).StatusCode,
             Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
 
         // "Set window" with nothing typed (or only blanks) is a slip, not a request to remove the window: 400 with why, nothing changed
         foreach (var blank in new[] { "", " ", "\t \n" })
@@ -196,13 +196,13 @@ public class ConsoleRolloutTests
             Assert.That(body, Does.Contain("Clear window"), "the refusal says how a window is removed");
         }
         await Refused(server, admin, "/console/groups?handler=Window", new() { ["group"] = "lab" }, "no window field");
-        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("mon,tue,wed,thu,fri 01:00-05:00"));
 
         // the Clear button (whatever the field holds) clears it, audited once
         var audits = (await server.Store.ListAuditAsync(1000, target: "lab")).Count(a => a.Action == "group.window");
         Assert.That((await Post(admin, "/console/groups?handler=Window", new() { ["group"] = "lab", ["window"] = "", ["clear"] = "yes" })).StatusCode,
             Is.EqualTo(HttpStatusCode.Redirect));
-        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
+        Assert.That((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, Is.Null);
         Assert.That((await server.Store.ListAuditAsync(1000, target: "lab")).Count(a => a.Action == "group.window"), Is.EqualTo(audits + 1));
     }
 
@@ -225,7 +225,7 @@ public class ConsoleRolloutTests
         Assert.That(page, Does.Contain("value=\"0.5\"").And.Contain("the host&#x27;s"), "the form holds the policy in force");
 
         const string path = "/console/policy";
-        var setting = await server.Store.GetSettingAsync(PolicySettings.Key);
+        var setting = await server.Store.Settings.GetSettingAsync(PolicySettings.Key);
         await Refused(server, admin, path, Policy(cpu: "0"), "a threshold of 0");
         await Refused(server, admin, path, Policy(cpu: "1.5"), "a threshold above 1");
         await Refused(server, admin, path, Policy(wan: "-0.5"), "a negative threshold");
@@ -247,7 +247,7 @@ public class ConsoleRolloutTests
         var body = await refused.Content.ReadAsStringAsync();
         Assert.That(body, Does.Contain("timeZone: &#x27;Mars/Olympus&#x27; is not a known time zone id"), "the reason names the field");
         Assert.That(body, Does.Contain("value=\"Mars/Olympus\""), "the form comes back as it was typed");
-        Assert.That(await server.Store.GetSettingAsync(PolicySettings.Key), Is.EqualTo(setting), "nothing stored");
+        Assert.That(await server.Store.Settings.GetSettingAsync(PolicySettings.Key), Is.EqualTo(setting), "nothing stored");
 
         var saved = await Post(admin, path, Policy(cpu: "0.3", wan: "0.25", host: "0.9", lowStart: "22", lowEnd: "4", maintenanceStart: "1", maintenanceEnd: "3", zone: "Asia/Tokyo"));
         Assert.That(saved.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await saved.Content.ReadAsStringAsync());
@@ -262,7 +262,7 @@ public class ConsoleRolloutTests
         // a policy whose maintenance hours a running rollout's group window never meets: 409 with the API's reason
         var units = await server.AddUnitsAsync(2);
         var onPattern2 = new Tsunagu.Protocol.Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.Units.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 2);
         await client.SendJsonAsync(HttpMethod.Post, Tsunagu.Server.Fleet.FleetApi.GroupsRoute,
             new Tsunagu.Server.Fleet.NewGroup("lab", null, new Tsunagu.Server.Fleet.GroupFilter(Pattern: DemoCatalogue.Pattern2), "sat,sun 01:30-06:00"), CancellationToken.None);

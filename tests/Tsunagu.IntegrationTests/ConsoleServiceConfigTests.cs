@@ -35,10 +35,10 @@ public class ConsoleServiceConfigTests
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
         Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("id=\"sc-virus\"").And.Contain("name=\"virusScanShown\""));
 
-        async Task<VirusScanConfig?> SavedAsync() => JsonSerializer.Deserialize((await server.Store.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!.VirusScan;
+        async Task<VirusScanConfig?> SavedAsync() => JsonSerializer.Deserialize((await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!.VirusScan;
         async Task Save(Dictionary<string, string> extra)
         {
-            var form = Fields((await server.Store.LatestUnitConfigAsync(mac))!.Revision, "ads.example");
+            var form = Fields((await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Revision, "ads.example");
             foreach (var (k, v) in extra) { form[k] = v; }
             Assert.That((await Post(admin, mac, "ServiceConfig", form)).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
         }
@@ -62,11 +62,11 @@ public class ConsoleServiceConfigTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        await server.Store.UpsertOperatorAsync("sam", PasswordHasher.Hash("a support password"), newRole: OperatorRoles.Support);
-        await server.Store.UpsertOperatorAsync("audrey", PasswordHasher.Hash("an auditor password"), newRole: OperatorRoles.Auditor);
-        await server.Store.UpsertOperatorAsync("rita", PasswordHasher.Hash("a release password"), newRole: OperatorRoles.ReleaseManager);
+        await server.Store.Accounts.UpsertOperatorAsync("sam", PasswordHasher.Hash("a support password"), newRole: OperatorRoles.Support);
+        await server.Store.Accounts.UpsertOperatorAsync("audrey", PasswordHasher.Hash("an auditor password"), newRole: OperatorRoles.Auditor);
+        await server.Store.Accounts.UpsertOperatorAsync("rita", PasswordHasher.Hash("a release password"), newRole: OperatorRoles.ReleaseManager);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
-        var first = (await server.Store.LatestUnitConfigAsync(mac))!;
+        var first = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!;
         var page = await admin.GetStringAsync($"/console/units/{mac}");
         Assert.That(page, Does.Contain("id=\"service-config-form\"").And.Contain("id=\"service-config-json-form\"").And.Contain($"id=\"config-{first.Revision}\""));
 
@@ -105,7 +105,7 @@ public class ConsoleServiceConfigTests
         // the support role sets a blocked domain: a new provisional revision with it, the rest of the document kept, audited
         using var support = await RoleTests.ConsoleSession(server, "sam", "a support password");
         Assert.That((await Post(support, mac, "ServiceConfig", Fields(first.Revision, "ads.example\n tracker.example "))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var stored = (await server.Store.LatestUnitConfigAsync(mac))!;
+        var stored = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!;
         Assert.That((stored.Revision, stored.Status), Is.EqualTo((first.Revision + 1, ConfigStatus.Provisional)));
         var document = JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ServiceConfiguration)!;
         var before = JsonSerializer.Deserialize(first.Document, ProtocolJson.Default.ServiceConfiguration)!;
@@ -123,10 +123,10 @@ public class ConsoleServiceConfigTests
         // the whole document as JSON, then the unit fails it: the page says the host retries it
         var json = JsonSerializer.Serialize(DemoCatalogue.StandardServices, ProtocolJson.Default.ServiceConfiguration);
         Assert.That((await Post(admin, mac, "ServiceConfigJson", new() { ["baseRevision"] = $"{stored.Revision}", ["document"] = json })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var third = (await server.Store.LatestUnitConfigAsync(mac))!;
+        var third = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!;
         Assert.That(third.Revision, Is.EqualTo(stored.Revision + 1));
         Assert.That(third.Document, Is.EqualTo(json));
-        Assert.That(await server.Store.AckUnitConfigAsync(mac, third.Revision, false, "dnsmasq refused it"), Is.True);
+        Assert.That(await server.Store.ServiceConfigs.AckUnitConfigAsync(mac, third.Revision, false, "dnsmasq refused it"), Is.True);
         Assert.That(await admin.GetStringAsync($"/console/units/{mac}"), Does.Contain("failed; retrying (attempt 2 of 3)"));
 
         // settings the common form does not show (the cache's largest object, virus checking) survive a save through it
@@ -140,9 +140,9 @@ public class ConsoleServiceConfigTests
             ["baseRevision"] = $"{third.Revision}",
             ["document"] = JsonSerializer.Serialize(full, ProtocolJson.Default.ServiceConfiguration)
         })).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var fourth = (await server.Store.LatestUnitConfigAsync(mac))!;
+        var fourth = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!;
         Assert.That((await Post(admin, mac, "ServiceConfig", Fields(fourth.Revision, "ads.example", cache: "512"))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var fifth = JsonSerializer.Deserialize((await server.Store.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+        var fifth = JsonSerializer.Deserialize((await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
         Assert.That((fifth.Cache.SizeMegabytes, fifth.Cache.MaxObjectMegabytes, fifth.VirusScan), Is.EqualTo((512, (int?)64, new VirusScanConfig(true))),
             "the form changed the cache size and kept the rest");
     }

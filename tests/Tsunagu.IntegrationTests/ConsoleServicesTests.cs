@@ -150,7 +150,7 @@ public class ConsoleServicesTests(string kind)
         // created with fields given out of order and twice: stored once each, in document order, as the API stores them
         var created = await Post(admin, "Contract", ("name", "premium"), ("fields", "vpn.peers"), ("fields", "dns.upstreams"), ("fields", "vpn.peers"), ("baseDigest", ""));
         Assert.That(created.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await created.Content.ReadAsStringAsync());
-        Assert.That(await server.Store.GetContractAsync("premium"), Is.EqualTo(new[] { "dns.upstreams", "vpn.peers" }));
+        Assert.That(await server.Store.Accounts.GetContractAsync("premium"), Is.EqualTo(new[] { "dns.upstreams", "vpn.peers" }));
         var audit = (await server.Store.ListAuditAsync(50, target: "premium")).Single(a => a.Action == "contract.put");
         Assert.That(audit.Detail, Is.EqualTo("dns.upstreams,vpn.peers"));
         Assert.That(await client.SendAsync(HttpMethod.Get, $"{Routes.Prefix}/contracts/premium", null, CancellationToken.None),
@@ -172,12 +172,12 @@ public class ConsoleServicesTests(string kind)
         // changed to nothing (a contract whose subscribers may change nothing), then a change from the old page is refused
         var emptied = await Post(admin, "Contract", ("name", "premium"), ("baseDigest", digest));
         Assert.That(emptied.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await emptied.Content.ReadAsStringAsync());
-        Assert.That(await server.Store.GetContractAsync("premium"), Is.Empty);
+        Assert.That(await server.Store.Accounts.GetContractAsync("premium"), Is.Empty);
         Assert.That(await admin.GetStringAsync(Path), Does.Match("id=\"contract-premium\"><td>premium</td><td>1</td>\\s*<td>nothing</td>"));
         var stale = await Refused(server, admin, "Contract", "a change from a page shown before the last change", HttpStatusCode.Conflict,
             ("name", "premium"), ("fields", "vpn.peers"), ("baseDigest", digest));
         Assert.That(stale, Does.Contain("contract premium was changed since this page was shown"));
-        Assert.That(await server.Store.GetContractAsync("premium"), Is.Empty);
+        Assert.That(await server.Store.Accounts.GetContractAsync("premium"), Is.Empty);
 
         // delete: never while a subscriber is on it, never the default contract
         digest = await DigestOn(admin, "premium");
@@ -191,7 +191,7 @@ public class ConsoleServicesTests(string kind)
         await Refused(server, admin, "DeleteContract", "a delete not confirmed", HttpStatusCode.BadRequest, ("name", "premium"), ("baseDigest", digest), ("confirm", "standard"));
         var deleted = await Post(admin, "DeleteContract", ("name", "premium"), ("baseDigest", digest), ("confirm", "premium"));
         Assert.That(deleted.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await deleted.Content.ReadAsStringAsync());
-        Assert.That(await server.Store.GetContractAsync("premium"), Is.Null);
+        Assert.That(await server.Store.Accounts.GetContractAsync("premium"), Is.Null);
         Assert.That((await server.Store.ListAuditAsync(50, target: "premium")).Count(a => a.Action == "contract.delete"), Is.EqualTo(1));
         Assert.That(Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Delete, $"{Routes.Prefix}/contracts/premium", null, CancellationToken.None))!.Status, Is.EqualTo(404));
     }
@@ -241,7 +241,7 @@ public class ConsoleServicesTests(string kind)
         Assert.That((await Send(HttpMethod.Put, contractPath, "{\"subscriberFields\":[\"dns.upstreams\"]}", contractTag)).Status, Is.EqualTo(HttpStatusCode.OK));
         Assert.That((await Send(HttpMethod.Put, contractPath, "{\"subscriberFields\":[]}", contractTag)).Status, Is.EqualTo(HttpStatusCode.Conflict));
         Assert.That((await Send(HttpMethod.Delete, contractPath, null, contractTag)).Status, Is.EqualTo(HttpStatusCode.Conflict));
-        Assert.That(await server.Store.GetContractAsync("premium"), Is.EqualTo(new[] { "dns.upstreams" }));
+        Assert.That(await server.Store.Accounts.GetContractAsync("premium"), Is.EqualTo(new[] { "dns.upstreams" }));
         Assert.That((await Send(HttpMethod.Delete, contractPath, null, null)).Status, Is.EqualTo(HttpStatusCode.NoContent), "without If-Match as before");
     }
 

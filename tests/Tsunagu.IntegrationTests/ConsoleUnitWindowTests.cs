@@ -58,7 +58,7 @@ public class ConsoleUnitWindowTests(string kind)
 
         // an administrator sets a window and a zone: stored as the API stores them, audited, shown
         Assert.That((await Post(admin, mac, ("start", ""), ("end", ""), ("window", " Mon-Fri 01:00-05:00 "), ("zone", "Asia/Tokyo"))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var unit = (await server.Store.GetUnitAsync(mac))!;
+        var unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.MaintenanceWindow, unit.TimeZone, unit.LowWindowStart), Is.EqualTo(("mon,tue,wed,thu,fri 01:00-05:00", "Asia/Tokyo", (long?)null)));
         Assert.That((await server.Store.ListAuditAsync(1)).Single(), Has.Property("Action").EqualTo("unit.update-window").And.Property("Actor").EqualTo(DemoCatalogue.OperatorName));
         page = await admin.GetStringAsync($"/console/units/{mac}");
@@ -66,7 +66,7 @@ public class ConsoleUnitWindowTests(string kind)
 
         // empty fields: back to the fleet's
         Assert.That((await Post(admin, mac, ("start", ""), ("end", ""), ("window", ""), ("zone", ""))).StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        unit = (await server.Store.GetUnitAsync(mac))!;
+        unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.MaintenanceWindow, unit.TimeZone), Is.EqualTo(((string?)null, (string?)null)));
     }
 }

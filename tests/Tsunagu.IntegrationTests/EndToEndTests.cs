@@ -58,7 +58,7 @@ public class EndToEndTests(string database)
                 Is.EqualTo(new[] { (Tsunagu.Hal.LinkRole.Provisional, "pppoe"), (Tsunagu.Hal.LinkRole.Main, "pppoe") }));
         }
         // the host recorded each update once, from the unit's report
-        Assert.That(await server.Store.ListUnitsAsync(DemoCatalogue.Pattern2), Has.Count.EqualTo(3));
+        Assert.That(await server.Store.Units.ListUnitsAsync(DemoCatalogue.Pattern2), Has.Count.EqualTo(3));
     }
 
     [Test]
@@ -94,7 +94,7 @@ public class EndToEndTests(string database)
         Assert.That(chain, Does.Contain(StateId.Update), "the host restored pattern 2 over the factory software");
         Assert.That(new AppStore(unit.Hardware.Data.Root).Current(), Is.EqualTo(DemoCatalogue.Pattern2Applications));
         Assert.That(File.Exists(Path.Combine(unit.Hardware.Data.Root, "services", "current", "dnsmasq.conf")), Is.True);
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         Assert.That((row.State, row.Pattern, row.AppliedConfigRevision), Is.EqualTo(("Ready", DemoCatalogue.Pattern2, (long?)1)));
         Assert.That((row.LastBundleVersion, row.LastBundleId), Is.EqualTo(((long?)DemoCatalogue.BundleVersion, DemoCatalogue.UpdateId)), "the host keeps the unit's bundle counter");
     }
@@ -143,7 +143,7 @@ public class EndToEndTests(string database)
         {
             Assert.That(store.Get(StateKeys.Settings, FirmwareJson.Default.UnitSettings), Is.Null);
         }
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         Assert.That(row.State, Is.EqualTo("Registered"));
         Assert.That((row.LastError, row.LastSeen), Is.EqualTo(((string?)null, (string?)null)), "a refused proof (anyone can send one) changes nothing about the unit");
         Assert.That((await server.Store.ListAuditAsync(target: unit.Mac)).Select(a => a.Action), Has.Some.EqualTo("unit.refused"));
@@ -242,7 +242,7 @@ public class EndToEndTests(string database)
         var after = server.ChangesOf(unit.Mac).Skip(before).ToList();
         Assert.That(after.Count(c => c.From == StateId.Ready && c.Outcome == Outcome.CheckDue), Is.Zero, "no periodic check came in between");
         Assert.That(after.Count(c => c.From == StateId.Ready && c.Outcome == Outcome.LinkLost), Is.EqualTo(1), "one dead line, one redial");
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.State, Is.EqualTo("Ready"));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.State, Is.EqualTo("Ready"));
     }
 
     [Test]

@@ -320,13 +320,13 @@ public partial class FirstHourTests
         await using var server = await TestServer.StartAsync();
         var dir = TempDirectories.Create("lab-no-catalogue");
         var demo = await DemoFilesAsync(server, dir);
-        var units = (await server.Store.ListUnitsAsync()).Count;
+        var units = (await server.Store.Units.ListUnitsAsync()).Count;
         var (exit, output, error) = await LabAsync(dir, demo, new Uri(server.Url).Port);
         Assert.That(exit, Is.EqualTo(2), output + error);
         Assert.That(Lines(error), Has.Length.EqualTo(1), error);
         Assert.That(error, Does.Contain("no verified pattern qemu-2").And.Contain("make image").And.Contain("make run"));
         Assert.That(Directory.Exists(Path.Combine(dir, "lab")), Is.False, "nothing copied");
-        Assert.That(await server.Store.ListUnitsAsync(), Has.Count.EqualTo(units), "nothing registered");
+        Assert.That(await server.Store.Units.ListUnitsAsync(), Has.Count.EqualTo(units), "nothing registered");
     }
 
     /// <summary>Runs <paramref name="script"/> in bash after sourcing lab-unit.sh (what lab.sh and isp-lab.sh share) for unit <paramref name="mac"/>.</summary>
@@ -347,7 +347,7 @@ public partial class FirstHourTests
         var port = new Uri(server.Url).Port;
         var units = await server.AddUnitsAsync(2);
         const string unknown = "02:00:5e:00:53:99";
-        await server.Store.DecommissionAsync(units[1].Mac, null, "operator", "returned");
+        await server.Store.Lifecycle.DecommissionAsync(units[1].Mac, null, "operator", "returned");
 
         async Task<string> OnServer(string mac)
         {
@@ -387,7 +387,7 @@ public partial class FirstHourTests
             "a failed burn leaves the old disk as it was");
         Assert.That(File.Exists(Path.Combine(run, "disk.img.part")), Is.False, "no partial copy left");
         Assert.That(burnError, Does.Contain("was left as it was"), burnError);
-        Assert.That(await server.Store.GetUnitAsync(unknown), Is.Null, "nothing registered by a failed burn");
+        Assert.That(await server.Store.Units.GetUnitAsync(unknown), Is.Null, "nothing registered by a failed burn");
 
         // a decommissioned unit: refused before anything is copied or burned
         var (exit2, out2, error2) = await LabUnitAsync(dir, demo, port, units[1].Mac, $"lab_unit_disk '{Path.Combine(dir, "run2")}' --serial LAB-0002 --hardware qemu-r1");

@@ -246,7 +246,7 @@ public class HostileInputTests
             Send(http, HttpMethod.Post, "/api/v1/units/bulk", new StringContent(Table(300), Encoding.UTF8, "text/csv"), OperatorBasic()));
         var statuses = imports.Select(i => (int)i.StatusCode).ToList();
         Assert.That(statuses, Has.All.LessThan(500), string.Join(", ", statuses));
-        var units = (await server.Store.ListUnitsAsync()).Count;
+        var units = (await server.Store.Units.ListUnitsAsync()).Count;
         var audits = (await server.Store.ListAuditAsync(1000)).Count(a => a.Action == "units.register-bulk");
         Assert.That(statuses.Count(s => s == 200), Is.EqualTo(audits), "one audit entry per table registered");
         Assert.That(units, Is.EqualTo(350 * audits), "whole tables only");
@@ -287,7 +287,7 @@ public class HostileInputTests
             new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, apps, new Tsunagu.Protocol.Bundles.BundleCounter(long.MaxValue, "made-up")),
             new UnitLoad(0, 0), false, null)), token);
         Assert.That(forged.StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        Assert.That((await server.Store.GetUnitAsync(mac))!.LastBundleVersion, Is.Null, "a counter no offered bundle has is not recorded");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.LastBundleVersion, Is.Null, "a counter no offered bundle has is not recorded");
     }
 
     [Test]

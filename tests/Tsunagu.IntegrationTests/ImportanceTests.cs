@@ -58,23 +58,23 @@ public class ImportanceTests
         await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, 2, 5, MaintenanceStartHour: 0, MaintenanceEndHour: 0));
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 1);
 
-        var before = (await server.Store.ListUnitConfigsAsync(unit.Mac)).Count;
+        var before = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac)).Count;
         var changed = DemoCatalogue.StandardServices with
         {
             ContentFilter = DemoCatalogue.StandardServices.ContentFilter with { BlockedDomains = [.. DemoCatalogue.StandardServices.ContentFilter.BlockedDomains, "push.example"] },
         };
         var assigned = await Call<UnitConfigAssigned>(client, HttpMethod.Put, $"/api/v1/units/{unit.Mac}/service-config", changed);
         Assert.That(assigned.PushWarning, Is.Null, "the configuration push was sent");
-        await server.WaitForAsync(async () => (await server.Store.ListUnitConfigsAsync(unit.Mac)).Single(r => r.Revision == assigned.Revision).Status == ConfigStatus.Final,
+        await server.WaitForAsync(async () => (await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac)).Single(r => r.Revision == assigned.Revision).Status == ConfigStatus.Final,
             "the pushed revision final");
-        Assert.That(await server.Store.ListUnitConfigsAsync(unit.Mac), Has.Count.EqualTo(before + 1));
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "a configuration push installed the deferred importance-1 update");
-        Assert.That((await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true), Is.True,
+        Assert.That(await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac), Has.Count.EqualTo(before + 1));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "a configuration push installed the deferred importance-1 update");
+        Assert.That((await server.Store.History.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true), Is.True,
             "the check the push caused saw the update and deferred it");
 
         // the operator's forced check does install it (patent 0053, 0071)
         await Call<ForceCheckResponse>(client, HttpMethod.Post, "/api/v1/units/check", new ForceCheckRequest([unit.Mac], null));
-        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3", State: "Ready" }, "the unit on pattern-3");
+        await server.WaitForAsync(async () => await server.Store.Units.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3", State: "Ready" }, "the unit on pattern-3");
     }
 
     [Test]
@@ -87,11 +87,11 @@ public class ImportanceTests
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 4);
         unit.Hardware.Load.Cpu = 0.95;
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
+        await server.WaitForAsync(async () => (await server.Store.History.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
             "the busy unit deferring the importance-4 update");
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
         unit.Hardware.Load.Cpu = 0.05; // the load drops: nothing else wakes the unit
-        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the load dropped",
+        await server.WaitForAsync(async () => await server.Store.Units.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the load dropped",
             TimeSpan.FromSeconds(30));
     }
 
@@ -105,12 +105,12 @@ public class ImportanceTests
         unit.Hardware.Load.Cpu = 0.05; // the unit itself is idle: only the host's load holds the update back
         server.HostLoad.Value = 0.95;
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("host's load", StringComparison.Ordinal) == true),
+        await server.WaitForAsync(async () => (await server.Store.History.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("host's load", StringComparison.Ordinal) == true),
             "the busy host deferring the importance-4 update");
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
-        Assert.That((await server.Store.ListUpdateReportsAsync(unit.Mac)).Where(r => r.UpdateId == "p2-to-p3"), Is.Empty, "nothing installed while the host was busy");
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.History.ListUpdateReportsAsync(unit.Mac)).Where(r => r.UpdateId == "p2-to-p3"), Is.Empty, "nothing installed while the host was busy");
         server.HostLoad.Value = 0.2; // the unit looks again after DeferredRecheck on its own
-        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the host's load dropped",
+        await server.WaitForAsync(async () => await server.Store.Units.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed once the host's load dropped",
             TimeSpan.FromSeconds(30));
     }
 
@@ -125,7 +125,7 @@ public class ImportanceTests
         await Call<UpdatePolicy>(client, HttpMethod.Put, "/api/v1/settings/update-policy", new UpdatePolicy(0.5, 0.5, away, (away + 1) % 24));
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
+        await server.WaitForAsync(async () => (await server.Store.History.ListUnitEventsAsync(unit.Mac, 50)).Any(e => e.Detail?.Contains("p2-to-p3 deferred", StringComparison.Ordinal) == true),
             "the update deferred outside the fleet's window");
 
         var path = $"/api/v1/units/{unit.Mac}/update-window";
@@ -152,7 +152,7 @@ public class ImportanceTests
         Assert.That((own.LowWindowStartHour, own.TimeZone, own.OwnWindow, own.OwnTimeZone), Is.EqualTo((tokyo, "Asia/Tokyo", true, true)));
         Assert.That((await server.Store.ListAuditAsync(10)).Any(a => a.Action == "unit.update-window" && a.Target == unit.Mac), Is.True);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window, in its zone");
+        await server.WaitForAsync(async () => await server.Store.Units.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window, in its zone");
     }
 
     [Test]
@@ -187,7 +187,7 @@ public class ImportanceTests
         Assert.That((set.MaintenanceWindow, set.OwnWindow), Is.EqualTo((closed, false)));
         Assert.That((await server.Store.ListAuditAsync(5)).First(a => a.Action == "unit.update-window").Detail, Does.Contain($"maintenance window {closed}"));
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 50))
+        await server.WaitForAsync(async () => (await server.Store.History.ListUnitEventsAsync(unit.Mac, 50))
                 .Any(e => e.Detail?.Contains($"p2-to-p3 deferred: importance 4 waits for the unit's maintenance window {closed}", StringComparison.Ordinal) == true),
             "the host deferring the update for the unit's own window");
         // the unit learned the window from the check's policy: it looks again when the window opens, not a minute later
@@ -196,13 +196,13 @@ public class ImportanceTests
         if (opens <= now) { opens = opens.AddDays(1); }
         await server.WaitForAsync(() => unit.Supervisor.Context.DeferredLookAt is { } at && at > now.AddHours(1), "the unit's next look set");
         Assert.That(unit.Supervisor.Context.DeferredLookAt, Is.EqualTo(opens), "the unit looks again when its window opens");
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
 
         // a window open now: the update installs
         var open = $"{UtcHour:00}:00-{(UtcHour + 2) % 24:00}:00";
         await Call<UpdateWindowView>(client, HttpMethod.Put, path, new UpdateWindowRequest(null, null, null, open));
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window");
+        await server.WaitForAsync(async () => await server.Store.Units.GetUnitAsync(unit.Mac) is { Pattern: "pattern-3" }, "the update installed inside the unit's own window");
     }
 
     [Test]
@@ -224,7 +224,7 @@ public class ImportanceTests
         {
             ContentFilter = DemoCatalogue.StandardServices.ContentFilter with { BlockedDomains = [.. DemoCatalogue.StandardServices.ContentFilter.BlockedDomains, domain] },
         };
-        async Task<UnitConfigRow> RevisionAsync(long r) => (await server.Store.ListUnitConfigsAsync(unit.Mac)).Single(c => c.Revision == r);
+        async Task<UnitConfigRow> RevisionAsync(long r) => (await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac)).Single(c => c.Revision == r);
 
         // a change the unit cannot apply now: it stays on its last good configuration, the host keeps the failed revision
         checker["dnsmasq"] = "transient refusal";
@@ -232,13 +232,13 @@ public class ImportanceTests
         await server.WaitForAsync(async () => (await RevisionAsync(first)).Status == ConfigStatus.Failed, "the change failed on the unit");
         await server.WaitReadyAsync(unit, 2);
         Assert.That(File.ReadAllText(nft), Does.Not.Contain("one.example"), "the unit stays on its last good configuration");
-        Assert.That((await server.Store.LatestUnitConfigAsync(unit.Mac))!.Revision, Is.EqualTo(first), "no retry before the backoff");
+        Assert.That((await server.Store.ServiceConfigs.LatestUnitConfigAsync(unit.Mac))!.Revision, Is.EqualTo(first), "no retry before the backoff");
         checker.Remove("dnsmasq");
 
         // healthy again after the backoff: the host retries it as attempt 2, and it becomes final
         clock.Advance(pastBackoff);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => await server.Store.LatestUnitConfigAsync(unit.Mac) is { Revision: var r, Status: ConfigStatus.Final } && r == first + 1, "the retry final");
+        await server.WaitForAsync(async () => await server.Store.ServiceConfigs.LatestUnitConfigAsync(unit.Mac) is { Revision: var r, Status: ConfigStatus.Final } && r == first + 1, "the retry final");
         var retry = await RevisionAsync(first + 1);
         Assert.That((retry.Attempt, retry.RetryOf, retry.Origin, retry.Document), Is.EqualTo((2L, (long?)first, (await RevisionAsync(first)).Origin, (await RevisionAsync(first)).Document)));
         Assert.That(File.ReadAllText(nft), Does.Contain("one.example"));
@@ -250,15 +250,15 @@ public class ImportanceTests
         await server.WaitForAsync(async () => (await RevisionAsync(second)).Status == ConfigStatus.Failed, "the second change failed");
         clock.Advance(pastBackoff);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => await server.Store.LatestUnitConfigAsync(unit.Mac) is { Status: ConfigStatus.Failed, Attempt: 2 }, "the retry failed too");
+        await server.WaitForAsync(async () => await server.Store.ServiceConfigs.LatestUnitConfigAsync(unit.Mac) is { Status: ConfigStatus.Failed, Attempt: 2 }, "the retry failed too");
         for (var i = 0; i < 2; i++)
         {
             clock.Advance(pastBackoff);
-            var readies = (await server.Store.ListUnitEventsAsync(unit.Mac, 500)).Count(e => e.Kind == UnitEventKinds.Ready);
+            var readies = (await server.Store.History.ListUnitEventsAsync(unit.Mac, 500)).Count(e => e.Kind == UnitEventKinds.Ready);
             unit.Supervisor.RequestCheck(forced: false);
-            await server.WaitForAsync(async () => (await server.Store.ListUnitEventsAsync(unit.Mac, 500)).Count(e => e.Kind == UnitEventKinds.Ready) > readies, "another ready report");
+            await server.WaitForAsync(async () => (await server.Store.History.ListUnitEventsAsync(unit.Mac, 500)).Count(e => e.Kind == UnitEventKinds.Ready) > readies, "another ready report");
         }
-        var all = await server.Store.ListUnitConfigsAsync(unit.Mac);
+        var all = await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac);
         Assert.That(all.Count(c => c.Revision >= second), Is.EqualTo(2), "one retry, no more: attempts are bounded");
         Assert.That(all.Last().Status, Is.EqualTo(ConfigStatus.Failed));
         Assert.That(File.ReadAllText(nft), Does.Contain("one.example").And.Not.Contain("two.example"), "still on the last good configuration");

@@ -14,7 +14,7 @@ public class MediaTests
 
     private static async Task<(string Image, string Digest, string ArtifactPath)> MakeImage(TestServer server, string name)
     {
-        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        var program = (await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         var artifact = server.App.Services.GetRequiredService<ArtifactStore>().PathOf(program.ArtifactSha256)!;
         var image = Path.Combine(server.Root, name + ".img");
         await using (var stream = File.Create(image))
@@ -40,7 +40,7 @@ public class MediaTests
         server.Fleet.Start(unit);
         await server.WaitReadyAsync(unit);
 
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
         Assert.That(server.Log.Any(l => l.Contains("reading the bundle from install medium 'field-kit'")), Is.True);
         Assert.That(unit.Hardware.Media.ImagePath, Is.EqualTo(image), "a genuine medium stays in");
         Assert.That((await server.Store.ListAuditAsync(50)).Any(a => a.Action == "media.accepted" && a.Target == digest), Is.True);
@@ -58,7 +58,7 @@ public class MediaTests
 
         Assert.That(unit.Hardware.Media.ImagePath, Is.Null);
         Assert.That(unit.Hardware.Media.EjectedBecause, Does.Contain("not genuine"));
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "updated from the host instead");
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "updated from the host instead");
         Assert.That(server.Log.Any(l => l.Contains("from install medium")), Is.False);
         Assert.That((await server.Store.ListAuditAsync(50)).Any(a => a.Action == "media.rejected" && a.Target == digest), Is.True);
     }

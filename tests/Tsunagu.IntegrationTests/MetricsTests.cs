@@ -190,8 +190,8 @@ public class MetricsTests
         Assert.That(later.Keys.Where(k => k.StartsWith("tsunagu_rollout_units{", StringComparison.Ordinal)), Is.Empty, "no unit has a target yet");
         Assert.That(later["tsunagu_units_online"], Is.Zero);
 
-        await server.Store.SetTargetPatternAsync(units[0].Mac, DemoCatalogue.Pattern2);
-        await server.Store.SetPresenceAsync(units[1].Mac, online: true);
+        await server.Store.Units.SetTargetPatternAsync(units[0].Mac, DemoCatalogue.Pattern2);
+        await server.Store.Units.SetPresenceAsync(units[1].Mac, online: true);
         _clock.Advance(FleetGauges.SnapshotLifetime + TimeSpan.FromSeconds(1));
         var moved = (await Scrape(server)).Samples;
         Assert.That(moved[$"tsunagu_rollout_units{{target=\"{DemoCatalogue.Pattern2}\",status=\"pending\"}}"], Is.EqualTo(1));

@@ -30,7 +30,7 @@ public class MosquittoPushTests
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
         await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit logged in to Mosquitto");
-        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
         int Checks(string mac) => server.ChainOf(mac).Count(s => s == StateId.VersionCheck);
         var before = units.ToDictionary(u => u.Mac, u => Checks(u.Mac));
 
@@ -53,7 +53,7 @@ public class MosquittoPushTests
 
         // a unit that stops goes offline
         await server.Fleet.PowerOffAsync(units[3]);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(units[3].Mac))!.Online == 0, "unit 4 offline after it stopped");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(units[3].Mac))!.Online == 0, "unit 4 offline after it stopped");
 
         // a second server instance on the same data (a restart, or another replica) provisions the broker again
         // without disconnecting any unit, and its pushes reach them
@@ -108,10 +108,10 @@ public class MosquittoPushTests
         Assert.That(forged.IsSuccess, Is.False);
 
         await unit.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(Presence.Online).WithRetainFlag(true).Build());
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(identity.Mac))!.Online == 1, "online");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(identity.Mac))!.Online == 1, "online");
         unit.Dispose(); // the connection drops without a DISCONNECT: Mosquitto publishes the will
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(identity.Mac))!.Online == 0, "offline from the last will", TimeSpan.FromSeconds(20));
-        Assert.That((await server.Store.GetUnitAsync(identity.Mac))!.PresenceAt, Is.Not.Null);
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(identity.Mac))!.Online == 0, "offline from the last will", TimeSpan.FromSeconds(20));
+        Assert.That((await server.Store.Units.GetUnitAsync(identity.Mac))!.PresenceAt, Is.Not.Null);
     }
 
     private Task<MqttClientConnectResultCode> LoginAsync(string mac, string password, IMqttClient? keep = null) =>

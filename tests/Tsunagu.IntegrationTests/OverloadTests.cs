@@ -105,7 +105,7 @@ public class OverloadTests
         // answered while both permits are held behind the gate: a 503 comes at once, not after waiting for a permit
         await server.WaitForAsync(() => traces.Values.Any(t => t.Any(r => r.Status == 503)), "a 503 while both permits are held", TimeSpan.FromSeconds(60));
         gate.SetResult();
-        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))?.State == "Ready" && traces[u.Mac].Any(t => t.Status == 200)),
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))?.State == "Ready" && traces[u.Mac].Any(t => t.Status == 200)),
             "every unit Ready despite the overload", TimeSpan.FromSeconds(120));
 
         var all = traces.Values.SelectMany(t => t).ToList();

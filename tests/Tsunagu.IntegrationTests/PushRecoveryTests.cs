@@ -64,7 +64,7 @@ public class PushRecoveryTests
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable), body);
             Assert.That(body, Does.Contain("not connected to the broker"));
         }
-        Assert.That(await server.Store.NewestUndeliveredPushAsync(units[0].Mac, DateTimeOffset.MinValue), Is.Null, "a refused check records nothing");
+        Assert.That(await server.Store.PushChecks.NewestUndeliveredPushAsync(units[0].Mac, DateTimeOffset.MinValue), Is.Null, "a refused check records nothing");
 
         await server.WaitForAsync(() => refuser.Accepts >= 2, "reconnect attempts to reach the broker's port");
         await Task.Delay(TimeSpan.FromSeconds(6)); // the observation window: attempts and log lines are counted over it
@@ -122,7 +122,7 @@ public class PushRecoveryTests
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
         await server.WaitForAsync(() => units.All(u => u.Supervisor.Context.Push?.IsConnected == true), "every unit on the broker");
-        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
         var connects = units.ToDictionary(u => u.Mac, u => u.Supervisor.Context.Push!.Connects);
 
         // the restart
@@ -157,7 +157,7 @@ public class PushRecoveryTests
                 "every unit back on the broker", cap + TimeSpan.FromSeconds(90));
             await server.WaitForAsync(() => link.Connected, "the server's link to the broker", BrokerLink.ReconnectCap + TimeSpan.FromSeconds(90));
             // presence written after the restart: the units said "online" to the new broker and the server heard it
-            await server.WaitForAsync(() => units.AllAsync(async u => await store.GetUnitAsync(u.Mac) is { Online: 1, PresenceAt: { } at } && string.CompareOrdinal(at, restartedAt) > 0),
+            await server.WaitForAsync(() => units.AllAsync(async u => await store.Units.GetUnitAsync(u.Mac) is { Online: 1, PresenceAt: { } at } && string.CompareOrdinal(at, restartedAt) > 0),
                 "presence of every unit after the restart", cap + TimeSpan.FromSeconds(90));
             var reachable = back.Elapsed;
             TestContext.Out.WriteLine($"{broker}: every unit reconnected and shown online {reachable.TotalSeconds:0.0} s after the broker was back " +
@@ -172,7 +172,7 @@ public class PushRecoveryTests
             await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == count, "every delivery acknowledged");
             var status = CheckStatus(client, forced.CheckId!);
             Assert.That(status.Units.Select(u => u.Status), Is.All.EqualTo(PushCheckStatus.Delivered));
-            foreach (var unit in units) { await server.WaitForAsync(async () => (await store.GetUnitAsync(unit.Mac))!.State == "Ready", $"{unit.Mac} Ready again"); }
+            foreach (var unit in units) { await server.WaitForAsync(async () => (await store.Units.GetUnitAsync(unit.Mac))!.State == "Ready", $"{unit.Mac} Ready again"); }
             await Task.Delay(1000); // a duplicate would come from a resend or a second wake-up; give it a moment to show
             Assert.Multiple(async () =>
             {
@@ -202,10 +202,10 @@ public class PushRecoveryTests
         var units = await server.AddUnitsAsync(3);
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
-        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
         var off = units[2];
         await server.Fleet.PowerOffAsync(off);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(off.Mac))!.Online == 0, "the unit that is off shown offline");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(off.Mac))!.Online == 0, "the unit that is off shown offline");
 
         var before = (await units.SelectAsync(async u => (u.Mac, Count: await ForcedChecksAsync(server.Store, u.Mac)))).ToDictionary(b => b.Mac, b => b.Count);
         using var client = server.Operator();
@@ -227,7 +227,7 @@ public class PushRecoveryTests
         await server.WaitForAsync(async () => await ForcedChecksAsync(server.Store, off.Mac) == before[off.Mac] + 1, "the returning unit's forced check");
         status = CheckStatus(client, forced.CheckId!);
         Assert.That(status.Units.Single(u => u.Mac == off.Mac).Attempts, Is.GreaterThanOrEqualTo(2), "sent again when it came back");
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(off.Mac))!.State == "Ready", "the returning unit Ready");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(off.Mac))!.State == "Ready", "the returning unit Ready");
         await Task.Delay(1000);
         Assert.Multiple(async () =>
         {
@@ -248,7 +248,7 @@ public class PushRecoveryTests
         var units = await server.AddUnitsAsync(3);
         server.Fleet.StartAll();
         foreach (var unit in units) { await server.WaitReadyAsync(unit); }
-        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.Online == 1), "presence of every unit");
 
         // the server (and its broker) goes down; meanwhile one unit loses power: nobody hears its "offline"
         await server.App.StopAsync();
@@ -259,11 +259,11 @@ public class PushRecoveryTests
         try
         {
             var store = again.Services.GetRequiredService<TsunaguStore>();
-            Assert.That((await store.GetUnitAsync(units[2].Mac))!.Online, Is.EqualTo(1), "precondition: the database still shows the lost unit online");
-            await server.WaitForAsync(async () => (await store.GetUnitAsync(units[2].Mac))!.Online == 0, "the unit that did not come back shown offline",
+            Assert.That((await store.Units.GetUnitAsync(units[2].Mac))!.Online, Is.EqualTo(1), "precondition: the database still shows the lost unit online");
+            await server.WaitForAsync(async () => (await store.Units.GetUnitAsync(units[2].Mac))!.Online == 0, "the unit that did not come back shown offline",
                 BrokerLink.PresenceGrace + TimeSpan.FromSeconds(90));
             TestContext.Out.WriteLine($"presence corrected {back.Elapsed.TotalSeconds:0.0} s after the restart (grace {BrokerLink.PresenceGrace.TotalSeconds} s)");
-            await server.WaitForAsync(async () => (await store.GetUnitAsync(units[0].Mac))!.Online == 1 && (await store.GetUnitAsync(units[1].Mac))!.Online == 1, "the units that came back shown online");
+            await server.WaitForAsync(async () => (await store.Units.GetUnitAsync(units[0].Mac))!.Online == 1 && (await store.Units.GetUnitAsync(units[1].Mac))!.Online == 1, "the units that came back shown online");
             TestContext.Out.WriteLine($"every unit's presence right {back.Elapsed.TotalSeconds:0.0} s after the restart");
         }
         finally
@@ -316,7 +316,7 @@ public class PushRecoveryTests
         var lease = server.App.Services.GetRequiredService<Tsunagu.Server.Cluster.ReplicaLease>();
         await server.WaitForAsync(() => lease.IsHolder, "the replica holding the lease");
         await server.Fleet.PowerOffAsync(unit);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac))!.Online == 0, "the unit shown offline");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(unit.Mac))!.Online == 0, "the unit shown offline");
 
         void Sql(string sql) => Assert.That(server.ExecuteSql(sql), Is.EqualTo(1), sql);
         // another replica takes the lease (for a minute: it will die before renewing it)
@@ -324,9 +324,9 @@ public class PushRecoveryTests
         await server.WaitForAsync(() => !lease.IsHolder, "the replica to see another hold the lease");
         using var client = server.Operator();
         var forced = await client.ForceCheckAsync(new ForceCheckRequest([unit.Mac], null), CancellationToken.None);
-        Assert.That((await server.Store.NewestUndeliveredPushAsync(unit.Mac, DateTimeOffset.MinValue))!.Attempts, Is.EqualTo(1), "published once, to nobody");
+        Assert.That((await server.Store.PushChecks.NewestUndeliveredPushAsync(unit.Mac, DateTimeOffset.MinValue))!.Attempts, Is.EqualTo(1), "published once, to nobody");
         server.Fleet.Start(unit);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac))!.Online == 1, "the unit online again");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(unit.Mac))!.Online == 1, "the unit online again");
         Assert.That(CheckStatus(client, forced.CheckId!).Delivered, Is.Zero, "not sent again while another replica holds the lease");
 
         // sent 5 s ago, online since 1 s ago; then the other replica dies: its lease expires and this replica takes it over
@@ -336,7 +336,7 @@ public class PushRecoveryTests
         Sql($"UPDATE units SET presence_at = '{TsunaguStore.Timestamp(now - TimeSpan.FromSeconds(1))}' WHERE mac = '{unit.Mac}'");
         Sql($"UPDATE leases SET expires_at_ms = 0 WHERE name = '{Tsunagu.Server.Cluster.ReplicaLease.Name}' AND holder = 'dead-replica'");
         await server.WaitForAsync(() => CheckStatus(client, forced.CheckId!).Delivered == 1, "the unit to acknowledge its check", TimeSpan.FromSeconds(60));
-        var delivered = (await server.Store.GetPushCheckAsync(forced.CheckId!)).Single();
+        var delivered = (await server.Store.PushChecks.GetPushCheckAsync(forced.CheckId!)).Single();
         Assert.That(lease.IsHolder, Is.True);
         Assert.That(delivered.Attempts, Is.EqualTo(2), "sent again once, at the take-over");
         Assert.That(DateTimeOffset.Parse(delivered.DeliveredAt!, System.Globalization.CultureInfo.InvariantCulture) - sentAt, Is.LessThan(BrokerLink.ResendInterval),
@@ -350,11 +350,11 @@ public class PushRecoveryTests
         var units = await server.AddUnitsAsync(2);
         server.Fleet.Start(units[0]);
         await server.WaitReadyAsync(units[0]);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(units[0].Mac))!.Online == 1, "unit 1 online");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(units[0].Mac))!.Online == 1, "unit 1 online");
         using var client = server.Operator();
         // unit 2 is not running: its check stays undelivered; unit 1 learns nothing of its nonce, so take it from the database
         var forced = await client.ForceCheckAsync(new ForceCheckRequest([units[1].Mac], null), CancellationToken.None);
-        var nonce = (await server.Store.NewestUndeliveredPushAsync(units[1].Mac, DateTimeOffset.MinValue))!.Nonce;
+        var nonce = (await server.Store.PushChecks.NewestUndeliveredPushAsync(units[1].Mac, DateTimeOffset.MinValue))!.Nonce;
 
         // unit 1 (its own credentials) publishes an acknowledgement of unit 2's nonce: on its own topic (the only one allowed)
         // the server takes it as unit 1's, which has no such check; on unit 2's topic the broker refuses it
@@ -376,7 +376,7 @@ public class PushRecoveryTests
         // a marker on the own topic, published after the forged acknowledgement, shows the server has processed it
         await forger.PublishAsync(new MQTTnet.MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(identity.Mac)).WithPayload(Presence.Offline)
             .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(identity.Mac))!.Online == 0, "the marker to arrive");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(identity.Mac))!.Online == 0, "the marker to arrive");
         var status = CheckStatus(client, forced.CheckId!);
         Assert.That(status.Units.Single().Status, Is.EqualTo(PushCheckStatus.Offline));
         Assert.That(status.Delivered, Is.EqualTo(0), "unit 2's check is not delivered by unit 1's acknowledgement");
@@ -384,7 +384,7 @@ public class PushRecoveryTests
 
     /// <summary>Forced version checks the server recorded for the unit (every forced check writes a history entry).</summary>
     private static async Task<int> ForcedChecksAsync(TsunaguStore store, string mac) =>
-        (await store.ListUnitEventsAsync(mac, 10_000)).Count(e => e.Kind == UnitEventKinds.Check && e.Detail?.StartsWith("forced", StringComparison.Ordinal) == true);
+        (await store.History.ListUnitEventsAsync(mac, 10_000)).Count(e => e.Kind == UnitEventKinds.Check && e.Detail?.StartsWith("forced", StringComparison.Ordinal) == true);
 
     private static ForceCheckStatus CheckStatus(Tsunagu.Cli.Factory.OperatorClient client, string id) =>
         System.Text.Json.JsonSerializer.Deserialize(client.SendAsync(HttpMethod.Get, $"{Routes.ForceCheck}/{id}", null, CancellationToken.None).GetAwaiter().GetResult(),

@@ -279,7 +279,7 @@ public class RoleTests
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Forbidden), $"{method} {path}");
         }
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before));
-        Assert.That(await server.Store.GetOperatorRoleAsync(Accounts[S]), Is.EqualTo(S));
+        Assert.That(await server.Store.Accounts.GetOperatorRoleAsync(Accounts[S]), Is.EqualTo(S));
 
         // an administrator cannot change their own role either (no lock-out by mistake)
         var self = await Send(http, HttpMethod.Put, $"/api/v1/operators/{Accounts[A]}/role", Basic(Accounts[A], AccountPassword), new RoleRequest(U));
@@ -290,15 +290,15 @@ public class RoleTests
         Assert.That((await Send(http, HttpMethod.Post, $"/api/v1/operators/{DemoCatalogue.OperatorName}/disable", admin)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         // the last one: the store refuses whoever asks (here directly, as another administrator's request would)
         before = HostileInputTests.Snapshot(server);
-        Assert.ThrowsAsync<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.ChangeOperatorAsync(Accounts[A], null, U, new("test", "operator.role", Accounts[A], null)));
-        Assert.ThrowsAsync<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.ChangeOperatorAsync(Accounts[A], PasswordHasher.Disabled(), null, new("test", "operator.disable", Accounts[A], null)));
+        Assert.ThrowsAsync<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.Accounts.ChangeOperatorAsync(Accounts[A], null, U, new("test", "operator.role", Accounts[A], null)));
+        Assert.ThrowsAsync<Tsunagu.Server.Data.StoreConflictException>(async () => await server.Store.Accounts.ChangeOperatorAsync(Accounts[A], PasswordHasher.Disabled(), null, new("test", "operator.disable", Accounts[A], null)));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused change leaves the account and the audit log as they were");
-        Assert.That(await server.Store.GetOperatorRoleAsync(Accounts[A]), Is.EqualTo(A));
+        Assert.That(await server.Store.Accounts.GetOperatorRoleAsync(Accounts[A]), Is.EqualTo(A));
 
         // with a second administrator again, the first may be demoted, by the other
         Assert.That((await Send(http, HttpMethod.Put, "/api/v1/operators/victim/role", admin, new RoleRequest(A))).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         Assert.That((await Send(http, HttpMethod.Put, $"/api/v1/operators/{Accounts[A]}/role", Basic("victim", AccountPassword), new RoleRequest(U))).StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        Assert.That(await server.Store.GetOperatorRoleAsync(Accounts[A]), Is.EqualTo(U));
+        Assert.That(await server.Store.Accounts.GetOperatorRoleAsync(Accounts[A]), Is.EqualTo(U));
     }
 
     [Test]
@@ -308,8 +308,8 @@ public class RoleTests
         await using var server = await StartWithRolesAsync();
         using var http = server.PinnedHttp();
         // only role-admin and victim are administrators (and enabled)
-        await server.Store.ChangeOperatorAsync("victim", null, A, null);
-        await server.Store.ChangeOperatorAsync(DemoCatalogue.OperatorName, null, S, null);
+        await server.Store.Accounts.ChangeOperatorAsync("victim", null, A, null);
+        await server.Store.Accounts.ChangeOperatorAsync(DemoCatalogue.OperatorName, null, S, null);
         var outcomes = new List<string>();
         var made = 0;
         for (var round = 0; round < 20; round++)
@@ -321,15 +321,15 @@ public class RoleTests
             var answers = await Task.WhenAll(Against(Accounts[A], "victim"), Against("victim", Accounts[A]));
             var statuses = answers.Select(a => (int)a.StatusCode).Order().ToList();
             outcomes.Add(string.Join("/", statuses));
-            var administrators = (await server.Store.ListOperatorsAsync()).Count(o => o.Role == A && o.Enabled);
+            var administrators = (await server.Store.Accounts.ListOperatorsAsync()).Count(o => o.Role == A && o.Enabled);
             // 503: the server was busy (database or password checks) and changed nothing; the caller retries
             Assert.That(statuses.All(s => s is 200 or 401 or 403 or 409 or 503), $"round {round}: {string.Join("/", statuses)}");
             Assert.That(statuses.Count(s => s == 200), Is.LessThanOrEqualTo(1), $"round {round}: at most one of the two changes is made");
             Assert.That(administrators, Is.EqualTo(2 - statuses.Count(s => s == 200)), $"round {round}: {string.Join("/", statuses)}");
             made += statuses.Count(s => s == 200);
             // back to two enabled administrators for the next round
-            await server.Store.ChangeOperatorAsync(Accounts[A], PasswordHasher.Hash(AccountPassword), A, null);
-            await server.Store.ChangeOperatorAsync("victim", PasswordHasher.Hash(AccountPassword), A, null);
+            await server.Store.Accounts.ChangeOperatorAsync(Accounts[A], PasswordHasher.Hash(AccountPassword), A, null);
+            await server.Store.Accounts.ChangeOperatorAsync("victim", PasswordHasher.Hash(AccountPassword), A, null);
         }
         TestContext.Out.WriteLine(string.Join(" ", outcomes));
         Assert.That(made, Is.GreaterThan(5), "most rounds made one of the two changes");
@@ -395,13 +395,13 @@ public class RoleTests
             {
                 ["Form.Mac"] = "02:54:53:00:09:99", ["Form.Serial"] = "RM-1", ["Form.HardwareVersion"] = "r1", ["Form.IspMethod"] = "dhcp",
             });
-            Assert.That(await server.Store.GetUnitAsync("02:54:53:00:09:99"), Is.Null);
+            Assert.That(await server.Store.Units.GetUnitAsync("02:54:53:00:09:99"), Is.Null);
 
             // support: sees the catalogue, cannot verify a pattern
             var catalogue = await sessions[S].GetStringAsync("/console/catalogue");
             Assert.That(catalogue, Does.Contain("pattern-3").And.Not.Contain("aria-label=\"Verify pattern-3\""));
             await Refused(S, HttpMethod.Post, "/console/catalogue?handler=Verify&id=pattern-3");
-            Assert.That((await server.Store.GetPatternAsync("pattern-3"))!.Status, Is.EqualTo(PatternStatus.Draft));
+            Assert.That((await server.Store.Catalogue.GetPatternAsync("pattern-3"))!.Status, Is.EqualTo(PatternStatus.Draft));
 
             // auditor: reads the unit and the audit log, cannot make the unit check now
             var unit = await sessions[U].GetStringAsync($"/console/units/{mac}");
@@ -409,7 +409,7 @@ public class RoleTests
             Assert.That((await sessions[U].GetAsync("/console/audit")).StatusCode, Is.EqualTo(HttpStatusCode.OK));
             await Refused(U, HttpMethod.Post, $"/console/units/{mac}?handler=Check", new() { ["importance"] = "5" });
             await Refused(U, HttpMethod.Post, "/console/catalogue?handler=Retire&id=pattern-1");
-            Assert.That(await server.Store.ListPushChecksForUnitAsync(mac, 10), Is.Empty);
+            Assert.That(await server.Store.PushChecks.ListPushChecksForUnitAsync(mac, 10), Is.Empty);
 
             // administrator: sees and may do all of it (the same form as refused above works for them)
             var home = await sessions[A].GetStringAsync("/console");
@@ -418,7 +418,7 @@ public class RoleTests
             var verified = await sessions[A].PostAsync("/console/catalogue?handler=Verify&id=pattern-3",
                 new FormUrlEncodedContent(new Dictionary<string, string> { ["__csrf"] = await Csrf(sessions[A]) }));
             Assert.That(verified.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-            Assert.That((await server.Store.GetPatternAsync("pattern-3"))!.Status, Is.EqualTo(PatternStatus.Verified));
+            Assert.That((await server.Store.Catalogue.GetPatternAsync("pattern-3"))!.Status, Is.EqualTo(PatternStatus.Verified));
         }
         finally
         {

@@ -126,23 +126,23 @@ public class RolloutFleetTests(string kind)
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 50, ErrorPercent: 20));
         Assert.That(created.Waves.Select(w => w.Members), Is.EqualTo(new[] { 4, 3, 5 }));
         Assert.That(created.State, Is.EqualTo(RolloutStates.Running));
-        var stored = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
+        var stored = (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         Assert.That(stored, Is.EqualTo(plan), "the waves are the plan's");
 
         // the first wave installs; two of its units fail health and roll back; the error threshold pauses the rollout
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
-        while ((await server.Store.GetRolloutAsync("lab-p3"))!.State != RolloutStates.Paused && DateTime.UtcNow < deadline) { await Task.Delay(100); }
-        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused),
+        while ((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State != RolloutStates.Paused && DateTime.UtcNow < deadline) { await Task.Delay(100); }
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Paused),
             "the rollout paused by the error threshold; it is: " + JsonSerializer.Serialize(await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3"), Json) +
-            "; reports: " + string.Join("; ", (await server.Store.ListUpdateReportsAsync()).Select(r => $"{r.Mac} {r.UpdateId} {r.Success} {r.At}")) +
-            "; members: " + string.Join("; ", (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).Select(m => $"{m.Mac} w{m.Wave} {m.Status} {m.FailedAt}")) +
+            "; reports: " + string.Join("; ", (await server.Store.History.ListUpdateReportsAsync()).Select(r => $"{r.Mac} {r.UpdateId} {r.Success} {r.At}")) +
+            "; members: " + string.Join("; ", (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!)).Select(m => $"{m.Mac} w{m.Wave} {m.Status} {m.FailedAt}")) +
             "; audit: " + string.Join("; ", (await server.Store.ListAuditAsync(100)).Where(a => a.Target == "lab-p3").Select(a => $"{a.At} {a.Action} {a.Detail}")));
-        var paused = (await server.Store.GetRolloutAsync("lab-p3"))!;
+        var paused = (await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!;
         Assert.That(paused.Reason, Does.Contain("error threshold"));
         var openAtPause = (int)paused.OpenWaves;
 
         // the time from the threshold crossed (the report that crossed it) to the pause (its audit entry)
-        var reports = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var reports = (await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
         var pauseAudit = (await server.Store.ListAuditAsync(500)).Single(a => a.Target == "lab-p3" && a.Action == "rollout.pause");
         var failedReports = reports.Where(r => r.Success == 0).OrderBy(r => r.At, StringComparer.Ordinal).ToList();
         Assert.That(failedReports, Is.Not.Empty);
@@ -152,27 +152,27 @@ public class RolloutFleetTests(string kind)
 
         // every unit is made to check now, while the rollout is paused: the operator's forced check forces importance, not the rollout
         var forced = await Call<ForceCheckResponse>(client, HttpMethod.Post, "/api/v1/units/check", new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null));
-        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.ListUnitEventsAsync(u.Mac, 20)).Any(e =>
+        await server.WaitForAsync(() => units.AllAsync(async u => (await server.Store.History.ListUnitEventsAsync(u.Mac, 20)).Any(e =>
             e.Detail?.Contains("forced", StringComparison.Ordinal) == true && e.Detail.Contains("rollout lab-p3", StringComparison.Ordinal))
-            || (await server.Store.GetUnitAsync(u.Mac))!.Pattern == "pattern-3"), "every unit's forced check answered", TimeSpan.FromSeconds(60));
+            || (await server.Store.Units.GetUnitAsync(u.Mac))!.Pattern == "pattern-3"), "every unit's forced check answered", TimeSpan.FromSeconds(60));
         _ = forced;
 
         // the invariant, over the whole history: no unit of a wave that was not open ever reported an install, and none runs pattern-3
-        reports = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
+        reports = (await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
         Assert.That(reports.Select(r => plan[r.Mac]), Is.All.LessThan(openAtPause), "an install was reported by a unit of a wave that was not open");
-        Assert.That((await units.WhereAsync(async u => plan[u.Mac] >= openAtPause && (await server.Store.GetUnitAsync(u.Mac))!.Pattern != DemoCatalogue.Pattern2)).Select(u => u.Mac), Is.Empty);
-        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.OpenWaves, Is.EqualTo(openAtPause), "no wave opened after the pause");
+        Assert.That((await units.WhereAsync(async u => plan[u.Mac] >= openAtPause && (await server.Store.Units.GetUnitAsync(u.Mac))!.Pattern != DemoCatalogue.Pattern2)).Select(u => u.Mac), Is.Empty);
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.OpenWaves, Is.EqualTo(openAtPause), "no wave opened after the pause");
         // units that failed health rolled back on their own and stay on pattern 2; they are not offered the update again
         // (units of the open waves may still be reporting: the view is bounded by the reports read before and after it)
-        var reportsBefore = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var reportsBefore = (await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
         var view = await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3");
-        var reportsAfter = (await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var reportsAfter = (await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").ToList();
         int Failed(List<UpdateReportRow> rows) => rows.Where(r => r.Success == 0).Select(r => r.Mac).Distinct().Count();
         int Installed(List<UpdateReportRow> rows) => rows.Where(r => r.Success != 0).Select(r => r.Mac).Distinct().Count();
         foreach (var mac in reportsAfter.Where(r => r.Success == 0).Select(r => r.Mac).Distinct())
         {
             Assert.That(failing, Does.Contain(mac), "only units made to fail health failed");
-            Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+            Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
         }
         Assert.That(view.Total.Failed, Is.InRange(Failed(reportsBefore), Failed(reportsAfter)));
         Assert.That(view.Total.Installed, Is.InRange(Installed(reportsBefore), Installed(reportsAfter)));
@@ -196,34 +196,34 @@ public class RolloutFleetTests(string kind)
         // wave 1 (two units) installs; wave 2 waits an hour, so the other two are never moved
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 3600));
-        var plan = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
+        var plan = (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         var moved = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().ToList();
         // on pattern 3 and past its health window: the unit's successful install report is recorded (a unit seen on
         // pattern 3 before its health check ended may still roll back, and a failed unit is not returned)
-        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern == "pattern-3"
-            && (await server.Store.ListUpdateReportsAsync(m)).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
+        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.Units.GetUnitAsync(m))!.Pattern == "pattern-3"
+            && (await server.Store.History.ListUpdateReportsAsync(m)).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
         // the program back is a way back (to a pattern defined before): a unit without a target is never offered it, or the
         // units would go round between the two patterns; a check of the moved units leaves them on pattern 3
         var checks = moved.ToDictionary(m => m, m => server.ChainOf(m).Count(s => s == StateId.VersionCheck));
         var forced = await client.ForceCheckAsync(new ForceCheckRequest(moved, null), CancellationToken.None);
         Assert.That(forced.Notified, Is.EquivalentTo(moved));
         // the push is acknowledged (the unit has it), then the unit's version check it started is over and it is Ready
-        await server.WaitForAsync(async () => (await server.Store.GetPushCheckAsync(forced.CheckId!)) is { Count: > 0 } rows
+        await server.WaitForAsync(async () => (await server.Store.PushChecks.GetPushCheckAsync(forced.CheckId!)) is { Count: > 0 } rows
             && rows.Select(r => r.Mac).Order().SequenceEqual(moved) && rows.All(r => r.DeliveredAt is not null), "the forced check delivered to the moved units", TimeSpan.FromSeconds(90));
         foreach (var m in moved)
         {
             await server.WaitForAsync(async () => server.ChainOf(m).Count(s => s == StateId.VersionCheck) > checks[m] && server.ChainOf(m)[^1] == StateId.Ready
-                && (await server.Store.GetUnitAsync(m))!.State == "Ready", $"{m} checked again", TimeSpan.FromSeconds(90));
+                && (await server.Store.Units.GetUnitAsync(m))!.State == "Ready", $"{m} checked again", TimeSpan.FromSeconds(90));
         }
-        Assert.That(await moved.SelectAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"), "a check without a target does not take the way back");
-        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
+        Assert.That(await moved.SelectAsync(async m => (await server.Store.Units.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"), "a check without a target does not take the way back");
+        Assert.That((await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
 
         // a wrong choice is refused and changes nothing (the fleet keeps writing its own rows meanwhile: the rollout's are compared)
         var wrong = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new { units = "explode" }, CancellationToken.None))!;
         Assert.That(wrong.Status, Is.EqualTo(400));
-        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
-        Assert.That(await server.Store.RolloutReturnsAsync("lab-p3", null, 1000), Is.Empty);
-        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null);
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
+        Assert.That(await server.Store.Rollouts.RolloutReturnsAsync("lab-p3", null, 1000), Is.Empty);
+        Assert.That(await units.SelectAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null);
         Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Target == "lab-p3" && a.Action == "rollout.abort"), Is.Zero);
 
         var aborted = await Call<RolloutView>(client, HttpMethod.Post, $"{RolloutsApi.Route}/lab-p3/abort", new AbortRequest(AbortChoices.Revert));
@@ -231,11 +231,11 @@ public class RolloutFleetTests(string kind)
         // the abort wakes the moved units before its answer is built: a fast unit may already be back by then
         Assert.That(aborted.Returns!.Select(r => r.Mac), Is.EqualTo(moved), "the moved units, and only they, return");
         Assert.That(aborted.Returns!.Select(r => r.Outcome), Has.All.Matches<string>(o => o is "returning to pattern-2" or "returned to pattern-2"), "each is on its way back, or back already");
-        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern == DemoCatalogue.Pattern2), "the moved units back on pattern 2", TimeSpan.FromSeconds(90));
-        var reports = await server.Store.ListUpdateReportsAsync();
+        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.Units.GetUnitAsync(m))!.Pattern == DemoCatalogue.Pattern2), "the moved units back on pattern 2", TimeSpan.FromSeconds(90));
+        var reports = await server.Store.History.ListUpdateReportsAsync();
         Assert.That(reports.Where(r => r.UpdateId == "p3-to-p2" && r.Success != 0).Select(r => r.Mac).Order(), Is.EqualTo(moved), "each moved unit went back by the program back, once");
         Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved), "no unit beyond wave 1 ever installed");
-        Assert.That(await units.Where(u => !moved.Contains(u.Mac)).SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null, "units never moved are left alone");
+        Assert.That(await units.Where(u => !moved.Contains(u.Mac)).SelectAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null, "units never moved are left alone");
         Assert.That((await server.Store.ListAuditAsync(100)).Single(a => a.Target == "lab-p3" && a.Action == "rollout.abort").Detail, Does.Contain("revert: 2 return"));
     }
 
@@ -250,17 +250,17 @@ public class RolloutFleetTests(string kind)
         // wave 1 (two units) installs; wave 2 waits an hour; one failure of the two crosses the error threshold
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", [new(Count: 2), new(Percent: 100)], SuccessPercent: 100, ErrorPercent: 50, MinWaveSeconds: 3600));
-        var plan = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
+        var plan = (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         var moved = plan.Where(p => p.Value == 0).Select(p => p.Key).Order().ToList();
-        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern == "pattern-3"
-            && (await server.Store.ListUpdateReportsAsync(m)).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
-        var members = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Status);
+        await server.WaitForAsync(() => moved.AllAsync(async m => (await server.Store.Units.GetUnitAsync(m))!.Pattern == "pattern-3"
+            && (await server.Store.History.ListUpdateReportsAsync(m)).Any(r => r.UpdateId == "p2-to-p3" && r.Success != 0)), "wave 1 on pattern 3, its installs reported", TimeSpan.FromSeconds(90));
+        var members = (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!)).ToDictionary(m => m.Mac, m => m.Status);
         Assert.That(moved.Select(m => members[m]), Is.All.EqualTo(MemberStatus.Installed));
-        Assert.That((await server.Store.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
+        Assert.That((await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State, Is.EqualTo(RolloutStates.Running));
 
         // the unit's version check is what sees it first (a ready report would too: the next test): the unit has sent its
         // ready report on pattern 3 and waits for its next check
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(moved[0]))!.State == UnitStates.Ready && server.ChainOf(moved[0])[^1] == StateId.Ready,
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(moved[0]))!.State == UnitStates.Ready && server.ChainOf(moved[0])[^1] == StateId.Ready,
             $"{moved[0]} Ready on pattern 3", TimeSpan.FromSeconds(60));
 
         // the fault, after the report: the first moved unit is returned to pattern 2's software on its own (as a boot chain
@@ -282,21 +282,21 @@ public class RolloutFleetTests(string kind)
         // threshold (1 of 2) pauses the rollout
         var checks = server.ChainOf(back.Mac).Count(s => s == StateId.VersionCheck);
         await client.ForceCheckAsync(new ForceCheckRequest([back.Mac], null), CancellationToken.None);
-        await server.WaitForAsync(async () => (await server.Store.GetRolloutAsync("lab-p3"))!.State == RolloutStates.Paused, "the rollout paused", TimeSpan.FromSeconds(90));
-        var paused = (await server.Store.GetRolloutAsync("lab-p3"))!;
+        await server.WaitForAsync(async () => (await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State == RolloutStates.Paused, "the rollout paused", TimeSpan.FromSeconds(90));
+        var paused = (await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!;
         Assert.That(paused.Reason, Does.Contain("error threshold").And.Contain("1 of 2"));
-        var failures = (await server.Store.ListUpdateReportsAsync(back.Mac)).Where(r => r.UpdateId == "p2-to-p3" && r.Success == 0).ToList();
+        var failures = (await server.Store.History.ListUpdateReportsAsync(back.Mac)).Where(r => r.UpdateId == "p2-to-p3" && r.Success == 0).ToList();
         Assert.That(failures, Has.Count.EqualTo(1));
         Assert.That(failures[0].Error, Does.Contain("reported installed").And.Contain($"runs {DemoCatalogue.Pattern2} again"));
         Assert.That(failures[0].Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
-        Assert.That((await server.Store.GetUnitAsync(back.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
-        members = (await server.Store.RolloutMembersAsync(paused)).ToDictionary(m => m.Mac, m => m.Status);
+        Assert.That((await server.Store.Units.GetUnitAsync(back.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        members = (await server.Store.Rollouts.RolloutMembersAsync(paused)).ToDictionary(m => m.Mac, m => m.Status);
         Assert.That(members[back.Mac], Is.EqualTo(MemberStatus.Failed));
         Assert.That(members[moved[1]], Is.EqualTo(MemberStatus.Installed), "the other unit of the wave is untouched");
         var view = await Call<RolloutView>(client, HttpMethod.Get, $"{RolloutsApi.Route}/lab-p3");
         Assert.That((view.Total.Installed, view.Total.Failed), Is.EqualTo((1, 1)));
         Assert.That((await server.Store.ListAuditAsync(200)).Count(a => a.Action == "update.failed" && a.Actor == back.Mac && a.Target == "p2-to-p3"), Is.EqualTo(1));
-        Assert.That((await server.Store.ListUnitEventsAsync(back.Mac, 50)).Count(e => e.Failed != 0 && e.Detail?.Contains("again (its own rollback", StringComparison.Ordinal) == true), Is.EqualTo(1));
+        Assert.That((await server.Store.History.ListUnitEventsAsync(back.Mac, 50)).Count(e => e.Failed != 0 && e.Detail?.Contains("again (its own rollback", StringComparison.Ordinal) == true), Is.EqualTo(1));
 
         // resumed, and made to check twice more: the unit is never offered the update again (it stays on pattern 2, reports
         // nothing), and the fall back is recorded once (its report is now the unit's newest)
@@ -310,15 +310,15 @@ public class RolloutFleetTests(string kind)
             Assert.That(forced.Notified, Is.EqualTo(new[] { back.Mac }));
         }
         Assert.That(server.ChainOf(back.Mac).Count(s => s == StateId.VersionCheck), Is.GreaterThan(checks + 2));
-        Assert.That((await server.Store.ListUnitEventsAsync(back.Mac, 5)).First(e => e.Kind == UnitEventKinds.Check).Detail,
+        Assert.That((await server.Store.History.ListUnitEventsAsync(back.Mac, 5)).First(e => e.Kind == UnitEventKinds.Check).Detail,
             Does.Contain("deferred").And.Contain("the unit failed p2-to-p3"));
-        var reports = (await server.Store.ListUpdateReportsAsync(back.Mac)).Where(r => r.UpdateId == "p2-to-p3").ToList();
+        var reports = (await server.Store.History.ListUpdateReportsAsync(back.Mac)).Where(r => r.UpdateId == "p2-to-p3").ToList();
         Assert.That((reports.Count(r => r.Success != 0), reports.Count(r => r.Success == 0)), Is.EqualTo((1, 1)), "one install, one failure: never installed again");
-        Assert.That((await server.Store.GetUnitAsync(back.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(back.Mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
         Assert.That(back.Supervisor.Context.Apps!.Current()["vcp"], Is.EqualTo(old));
         // no unit beyond wave 1 installed; the other moved unit recorded nothing failed
-        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved));
-        Assert.That((await server.Store.ListUpdateReportsAsync(moved[1])).Where(r => r.Success == 0), Is.Empty);
+        Assert.That((await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p2-to-p3").Select(r => r.Mac).Distinct().Order(), Is.EqualTo(moved));
+        Assert.That((await server.Store.History.ListUpdateReportsAsync(moved[1])).Where(r => r.Success == 0), Is.Empty);
     }
 
     [Test]
@@ -335,7 +335,7 @@ public class RolloutFleetTests(string kind)
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at) VALUES ('{mac}', 'p1-to-p2', {success}, NULL, 'pattern-2', '2026-01-01T00:00:00.0000000Z');
             UPDATE units SET pattern = 'pattern-2', state = 'Ready', last_bundle_version = 5, last_bundle_id = 'p1-to-p2' WHERE mac = '{mac}';
             """), Is.GreaterThan(0));
-        async Task<List<UpdateReportRow>> Failures() => (await server.Store.ListUpdateReportsAsync(mac)).Where(r => r.Success == 0).ToList();
+        async Task<List<UpdateReportRow>> Failures() => (await server.Store.History.ListUpdateReportsAsync(mac)).Where(r => r.Success == 0).ToList();
         async Task Ready(Inventory inventory)
         {
             using var answer = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(inventory, null, "203.0.113.7"), ProtocolJson.Default.ReadyReport);
@@ -364,7 +364,7 @@ public class RolloutFleetTests(string kind)
         Recorded(1);
         await Ready(RolloutCatalogue.Pattern3Inventory() with { LastBundle = counter });
         Assert.That(await Failures(), Is.Empty, "on a pattern the program does not lead from");
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo("pattern-3"));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Pattern, Is.EqualTo("pattern-3"));
 
         // back on pattern 1 after the install was reported: one failure of p1-to-p2, its audit and history entries; the same
         // report again, with the row set back to pattern 2 (a request that read the row before the first wrote), adds nothing
@@ -377,14 +377,14 @@ public class RolloutFleetTests(string kind)
         Assert.That((failures[0].UpdateId, failures[0].Pattern), Is.EqualTo(("p1-to-p2", DemoCatalogue.Pattern1)));
         Assert.That(failures[0].Error, Is.EqualTo($"update p1-to-p2: reported installed at 2026-01-01T00:00:00.0000000Z, the unit runs {DemoCatalogue.Pattern1} again (its own rollback after the report)"));
         Assert.That(failures[0].InstallId, Does.Match("^[0-9a-f]{32}$"));
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern1));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern1));
         Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Action == "update.failed" && a.Actor == mac), Is.EqualTo(1));
-        Assert.That((await server.Store.ListUnitEventsAsync(mac, 50)).Count(e => e.Failed != 0 && e.Kind == UnitEventKinds.Update), Is.EqualTo(1));
+        Assert.That((await server.Store.History.ListUnitEventsAsync(mac, 50)).Count(e => e.Failed != 0 && e.Kind == UnitEventKinds.Update), Is.EqualTo(1));
 
         // two requests that read the same row at once: one records the failure, the other nothing
         Recorded(1);
-        var row = (await server.Store.GetUnitForCheckAsync(mac))!;
-        var both = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(() => server.Store.RecordFallBackAsync(row, DemoCatalogue.Pattern1, counter))));
+        var row = (await server.Store.Units.GetUnitForCheckAsync(mac))!;
+        var both = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(() => server.Store.History.RecordFallBackAsync(row, DemoCatalogue.Pattern1, counter))));
         Assert.That(both.Count(r => r is not null), Is.EqualTo(1), "recorded by one of the two");
         Assert.That(await Failures(), Has.Count.EqualTo(1));
         Assert.That((await server.Store.ListAuditAsync(100)).Count(a => a.Action == "update.failed" && a.Actor == mac), Is.EqualTo(2), "one more audit entry, not two");
@@ -411,26 +411,26 @@ public class RolloutFleetTests(string kind)
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("lab-p3", "lab", DemoCatalogue.Pattern2, "pattern-3", waves, SuccessPercent: 100, ErrorPercent: 25, OnError: ErrorActions.Revert, MinWaveSeconds: 3600));
 
-        await server.WaitForAsync(async () => (await server.Store.GetRolloutAsync("lab-p3"))!.State == RolloutStates.Aborted, "the error threshold aborted the rollout", TimeSpan.FromSeconds(90));
-        var aborted = (await server.Store.GetRolloutAsync("lab-p3"))!;
+        await server.WaitForAsync(async () => (await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!.State == RolloutStates.Aborted, "the error threshold aborted the rollout", TimeSpan.FromSeconds(90));
+        var aborted = (await server.Store.Rollouts.GetRolloutAsync("lab-p3"))!;
         Assert.That(aborted.Reason, Does.Contain("error threshold: 1 of 4").And.Contain("revert:"));
         // every unit the rollout moved comes back by the program back, and its return ends
-        await server.WaitForAsync(async () => await server.Store.RolloutReturnsAsync("lab-p3", null, 1000) is { Count: > 0 } r && r.All(x => x.Returned.StartsWith("returned to", StringComparison.Ordinal))
-            && await units.AllAsync(async u => await server.Store.GetUnitAsync(u.Mac) is { Pattern: var p, State: "Ready" } && p == DemoCatalogue.Pattern2),
+        await server.WaitForAsync(async () => await server.Store.Rollouts.RolloutReturnsAsync("lab-p3", null, 1000) is { Count: > 0 } r && r.All(x => x.Returned.StartsWith("returned to", StringComparison.Ordinal))
+            && await units.AllAsync(async u => await server.Store.Units.GetUnitAsync(u.Mac) is { Pattern: var p, State: "Ready" } && p == DemoCatalogue.Pattern2),
             "the moved units back on pattern 2, their returns ended", TimeSpan.FromSeconds(120));
 
-        var reports = await server.Store.ListUpdateReportsAsync();
+        var reports = await server.Store.History.ListUpdateReportsAsync();
         var moved = reports.Where(r => r.UpdateId == "p2-to-p3" && r.Success != 0).Select(r => r.Mac).Distinct().Order().ToList();
         Assert.That(moved, Is.Not.Empty);
         Assert.That(moved.Select(m => plan[m]), Is.All.EqualTo(0), "only wave 1 ever installed");
         Assert.That(reports.Where(r => r.UpdateId == "p2-to-p3").Select(r => plan[r.Mac]), Is.All.EqualTo(0), "no unit beyond wave 1 even tried");
-        Assert.That((await server.Store.RolloutReturnsAsync("lab-p3", null, 1000)).Select(r => (r.Mac, r.Returned)), Is.EqualTo(moved.Select(m => (m, "returned to pattern-2"))),
+        Assert.That((await server.Store.Rollouts.RolloutReturnsAsync("lab-p3", null, 1000)).Select(r => (r.Mac, r.Returned)), Is.EqualTo(moved.Select(m => (m, "returned to pattern-2"))),
             "exactly the moved units were returned, and their returns ended");
         Assert.That(reports.Where(r => r.UpdateId == "p3-to-p2").Select(r => (r.Mac, r.Success != 0)).Order(), Is.EqualTo(moved.Select(m => (m, true))),
             "each moved unit went back once, and nothing else took the way back");
         Assert.That(reports.Where(r => r.Mac == failing && r.UpdateId is "p2-to-p3" or "p3-to-p2").Select(r => (r.UpdateId, r.Success != 0)), Is.EqualTo(new[] { ("p2-to-p3", false) }),
             "the failed unit rolled back on its own, once, and was never offered the way back");
-        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null, "the returns ended: no unit stays pinned");
+        Assert.That(await units.SelectAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.TargetPattern), Is.All.Null, "the returns ended: no unit stays pinned");
         var audit = (await server.Store.ListAuditAsync(500)).Where(a => a.Target == "lab-p3").ToList();
         var abort = audit.Single(a => a.Action == "rollout.abort");
         Assert.That(abort.Actor, Is.EqualTo("rollout:lab-p3"), "the engine's decision");
@@ -440,15 +440,15 @@ public class RolloutFleetTests(string kind)
             Is.EqualTo(moved), "each return's end is audited once");
 
         // every unit checks again: nothing moves and nothing is reported again
-        var before = (await server.Store.ListUpdateReportsAsync()).Count;
+        var before = (await server.Store.History.ListUpdateReportsAsync()).Count;
         var readies = units.ToDictionary(u => u.Mac, u => server.ChainOf(u.Mac).Count(s => s == StateId.Ready));
         Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(units.Select(u => u.Mac).ToList(), null), CancellationToken.None)).Notified, Has.Count.EqualTo(count));
         foreach (var u in units)
         {
-            await server.WaitForAsync(async () => server.ChainOf(u.Mac).Count(s => s == StateId.Ready) > readies[u.Mac] && (await server.Store.GetUnitAsync(u.Mac))!.State == "Ready", $"{u.Mac} checked again");
+            await server.WaitForAsync(async () => server.ChainOf(u.Mac).Count(s => s == StateId.Ready) > readies[u.Mac] && (await server.Store.Units.GetUnitAsync(u.Mac))!.State == "Ready", $"{u.Mac} checked again");
         }
-        Assert.That(await server.Store.ListUpdateReportsAsync(), Has.Count.EqualTo(before), "no update offered again");
-        Assert.That(await units.SelectAsync(async u => (await server.Store.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That(await server.Store.History.ListUpdateReportsAsync(), Has.Count.EqualTo(before), "no update offered again");
+        Assert.That(await units.SelectAsync(async u => (await server.Store.Units.GetUnitAsync(u.Mac))!.Pattern), Is.All.EqualTo(DemoCatalogue.Pattern2));
     }
 
     [Test]
@@ -462,7 +462,7 @@ public class RolloutFleetTests(string kind)
         // every unit forward to pattern 3 by its target, then the way back is added and the targets cleared
         foreach (var m in macs) { await Call<UnitView>(client, HttpMethod.Put, $"/api/v1/units/{m}/target-pattern", new TargetPatternRequest("pattern-3")); }
         await client.ForceCheckAsync(new ForceCheckRequest(macs, null), CancellationToken.None);
-        await server.WaitForAsync(() => macs.AllAsync(async m => await server.Store.GetUnitAsync(m) is { Pattern: "pattern-3", State: "Ready" }), "every unit on pattern 3", TimeSpan.FromSeconds(90));
+        await server.WaitForAsync(() => macs.AllAsync(async m => await server.Store.Units.GetUnitAsync(m) is { Pattern: "pattern-3", State: "Ready" }), "every unit on pattern 3", TimeSpan.FromSeconds(90));
         await RolloutCatalogue.AddWayBackAsync(server, client);
         foreach (var m in macs) { await Call<UnitView>(client, HttpMethod.Put, $"/api/v1/units/{m}/target-pattern", new TargetPatternRequest(null)); }
 
@@ -472,30 +472,30 @@ public class RolloutFleetTests(string kind)
             Assert.That((await client.ForceCheckAsync(new ForceCheckRequest(which.ToList(), null), CancellationToken.None)).Notified, Is.EquivalentTo(which));
             foreach (var m in which)
             {
-                await server.WaitForAsync(async () => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && (await server.Store.GetUnitAsync(m))!.State == "Ready", $"{m} checked again");
+                await server.WaitForAsync(async () => server.ChainOf(m).Count(s => s == StateId.Ready) > readies[m] && (await server.Store.Units.GetUnitAsync(m))!.State == "Ready", $"{m} checked again");
             }
         }
 
         // without a target, a check does not take the way back
         await CheckAndWaitAsync(macs);
-        Assert.That(await macs.SelectAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"));
-        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
+        Assert.That(await macs.SelectAsync(async m => (await server.Store.Units.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"));
+        Assert.That((await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2"), Is.Empty);
 
         // a rollout back: its first wave (one unit) returns; the second waits an hour and its units stay, checked or not
         await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("on-3", null, new GroupFilter(Pattern: "pattern-3")));
         await Call<RolloutView>(client, HttpMethod.Post, RolloutsApi.Route,
             new NewRollout("back", "on-3", "pattern-3", DemoCatalogue.Pattern2, [new(Count: 1), new(Percent: 100)], MinWaveSeconds: 3600));
-        var first = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("back"))!)).Single(m => m.Wave == 0).Mac;
-        await server.WaitForAsync(async () => await server.Store.GetUnitAsync(first) is { State: "Ready" } row && row.Pattern == DemoCatalogue.Pattern2
-            && (await server.Store.ListUpdateReportsAsync(first)).Any(r => r.UpdateId == "p3-to-p2" && r.Success != 0), "the first wave back on pattern 2", TimeSpan.FromSeconds(90));
+        var first = (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("back"))!)).Single(m => m.Wave == 0).Mac;
+        await server.WaitForAsync(async () => await server.Store.Units.GetUnitAsync(first) is { State: "Ready" } row && row.Pattern == DemoCatalogue.Pattern2
+            && (await server.Store.History.ListUpdateReportsAsync(first)).Any(r => r.UpdateId == "p3-to-p2" && r.Success != 0), "the first wave back on pattern 2", TimeSpan.FromSeconds(90));
         var rest = macs.Where(m => m != first).ToList();
-        Assert.That((await server.Store.GetUnitAsync(first))!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2), "taken back: its target is the pattern it went back to");
+        Assert.That((await server.Store.Units.GetUnitAsync(first))!.TargetPattern, Is.EqualTo(DemoCatalogue.Pattern2), "taken back: its target is the pattern it went back to");
         await CheckAndWaitAsync([first]);
-        Assert.That((await server.Store.GetUnitAsync(first))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "back, it is not offered the way forward again");
+        Assert.That((await server.Store.Units.GetUnitAsync(first))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2), "back, it is not offered the way forward again");
         await CheckAndWaitAsync(rest);
-        Assert.That(await rest.SelectAsync(async m => (await server.Store.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"), "units of the wave not open stay");
-        Assert.That((await server.Store.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2").Select(r => r.Mac), Is.EqualTo(new[] { first }), "one way back, once");
-        Assert.That((await server.Store.ListUpdateReportsAsync(first)).Count(r => r.UpdateId == "p2-to-p3"), Is.EqualTo(1), "the way forward once, by its target, never again");
+        Assert.That(await rest.SelectAsync(async m => (await server.Store.Units.GetUnitAsync(m))!.Pattern), Is.All.EqualTo("pattern-3"), "units of the wave not open stay");
+        Assert.That((await server.Store.History.ListUpdateReportsAsync()).Where(r => r.UpdateId == "p3-to-p2").Select(r => r.Mac), Is.EqualTo(new[] { first }), "one way back, once");
+        Assert.That((await server.Store.History.ListUpdateReportsAsync(first)).Count(r => r.UpdateId == "p2-to-p3"), Is.EqualTo(1), "the way forward once, by its target, never again");
     }
 
     [Test]
@@ -559,10 +559,10 @@ public class RolloutFleetTests(string kind)
 
         // and the accepted forms work: tags, a CSV import with a tags column, a group by tag
         await Call<UnitTagsView>(client, HttpMethod.Put, $"/api/v1/units/{mac}/tags", new UnitTagsRequest(["region:kanto", "beta", "beta"]));
-        Assert.That(await server.Store.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "region:kanto" }));
+        Assert.That(await server.Store.Fleet.GetTagsAsync(mac), Is.EqualTo(new[] { "beta", "region:kanto" }));
         using var csv = new StringContent("mac,serial,tags\n02:00:00:00:0a:01,SN-A1,beta lab\n02:00:00:00:0a:02,SN-A2,\n", System.Text.Encoding.UTF8, "text/csv");
         await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", csv, CancellationToken.None);
-        Assert.That(await server.Store.GetTagsAsync("02:00:00:00:0a:01"), Is.EqualTo(new[] { "beta", "lab" }));
+        Assert.That(await server.Store.Fleet.GetTagsAsync("02:00:00:00:0a:01"), Is.EqualTo(new[] { "beta", "lab" }));
         var beforeCsv = HostileInputTests.Snapshot(server);
         using var badCsv = new StringContent("mac,serial,tags\n02:00:00:00:0a:03,SN-A3,ok\n02:00:00:00:0a:04,SN-A4,BAD\n", System.Text.Encoding.UTF8, "text/csv");
         var csvError = Assert.ThrowsAsync<OperatorApiException>(() => client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", badCsv, CancellationToken.None))!;
@@ -587,7 +587,7 @@ public class RolloutFleetTests(string kind)
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeWindow), "a refused window changed the database");
         var windowed = await Call<GroupView>(client, HttpMethod.Put, $"{FleetApi.GroupsRoute}/beta/window", new GroupWindowRequest("Sat,Sun 22:00-06:00"));
         Assert.That(windowed.Window, Is.EqualTo("sun,sat 22:00-06:00"));
-        Assert.That((await server.Store.GetGroupAsync("beta"))!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("beta"))!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
         Assert.That((await server.Store.ListAuditAsync(50)).Single(a => a.Action == "group.window").Detail, Is.EqualTo("sun,sat 22:00-06:00"));
         // a body without the window, or with its name misspelled, is refused (before: read as "clear it", 200)
         var beforeMissing = HostileInputTests.Snapshot(server);
@@ -597,7 +597,7 @@ public class RolloutFleetTests(string kind)
             Assert.That(e.Status, Is.EqualTo(400), JsonSerializer.Serialize(missing));
         }
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(beforeMissing), "a body without the window changed the database");
-        Assert.That((await server.Store.GetGroupAsync("beta"))!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("beta"))!.MaintenanceWindow, Is.EqualTo("sun,sat 22:00-06:00"));
         var created = await Call<GroupView>(client, HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("nightly", null, new GroupFilter(), "01:00-05:00"));
         Assert.That(created.Window, Is.EqualTo("01:00-05:00"));
     }
@@ -609,7 +609,7 @@ public class RolloutFleetTests(string kind)
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(2);
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.Units.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 2); // waits for the policy's maintenance window 03:00-04:00
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2), "sat,sun 04:00-06:00"),
             CancellationToken.None);
@@ -631,7 +631,7 @@ public class RolloutFleetTests(string kind)
         Assert.That(refused.Status, Is.EqualTo(409));
         Assert.That(refused.Message, Does.Contain("group lab's maintenance window 22:00-03:00 never overlaps").And.Contain("rollout lab-p3").And.Contain("nothing was changed"));
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "a refused window changed the database");
-        Assert.That((await server.Store.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("sun,sat 03:30-06:00"));
+        Assert.That((await server.Store.Fleet.GetGroupAsync("lab"))!.MaintenanceWindow, Is.EqualTo("sun,sat 03:30-06:00"));
 
         // and so is a change of the update policy that moves its maintenance window away from the group's
         refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/settings/update-policy",
@@ -651,7 +651,7 @@ public class RolloutFleetTests(string kind)
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(2);
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.Units.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 3); // waits for the low-utilisation window (the policy's 02:00-05:00, or the unit's own)
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2), "01:00-05:00"),
             CancellationToken.None);
@@ -685,7 +685,7 @@ public class RolloutFleetTests(string kind)
         using var client = server.Operator();
         var units = await server.AddUnitsAsync(2);
         var onPattern2 = new Inventory(DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications);
-        foreach (var u in units) { await server.Store.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
+        foreach (var u in units) { await server.Store.Units.RecordInventoryAsync(u.Mac, onPattern2, DemoCatalogue.Pattern2, UnitStates.Ready); }
         await RolloutCatalogue.AddPattern3Async(server, client, importance: 3);
         await client.SendJsonAsync(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup("lab", null, new GroupFilter(Pattern: DemoCatalogue.Pattern2), "01:00-05:00"),
             CancellationToken.None);

@@ -61,17 +61,17 @@ public class RolloutStoreTests(string kind)
             new Tsunagu.Server.Cluster.ReplicaLease(_store, options, _clock, NullLogger<Tsunagu.Server.Cluster.ReplicaLease>.Instance), NullLogger<RolloutService>.Instance);
         foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
         {
-            await _store.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+            await _store.Catalogue.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
         }
-        await _store.AddUpdateProgramAsync(XtoY);
-        await _store.AddUpdateProgramAsync(YtoX);
+        await _store.Catalogue.AddUpdateProgramAsync(XtoY);
+        await _store.Catalogue.AddUpdateProgramAsync(YtoX);
         for (var i = 0; i < 6; i++)
         {
-            await _store.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
-            await _store.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
-            await _store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
+            await _store.Units.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            await _store.Units.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
+            await _store.Fleet.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
         }
-        await _store.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+        await _store.Fleet.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
     }
 
@@ -89,29 +89,29 @@ public class RolloutStoreTests(string kind)
     /// <summary>The version check as the host makes it, for the rollout's sake: the program toward the target, the gate, the offer recorded.</summary>
     private async Task<string?> CheckAsync(string mac)
     {
-        var unit = (await _store.GetUnitForCheckAsync(mac))!;
+        var unit = (await _store.Units.GetUnitForCheckAsync(mac))!;
         if (unit.TargetPattern == unit.Pattern) { return null; }
-        var program = await _store.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern);
+        var program = await _store.Catalogue.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern);
         if (program is null || await _service.AdmitAsync(mac, program) is not { Deferred: null } admission) { return null; }
         return await OfferAsync(mac, program, admission) is null ? program.Id : null;
     }
 
     /// <summary>
-    /// The check's record of the offer, as the host writes it (<see cref="TsunaguStore.RecordCheckAsync"/>,
+    /// The check's record of the offer, as the host writes it (<see cref="UnitStore.RecordCheckAsync"/>,
     /// one transaction): why it was withheld, or null when it was recorded.
     /// </summary>
     private async Task<string?> OfferAsync(string mac, UpdateProgramRow program, RolloutAdmission admission)
     {
-        var unit = (await _store.GetUnitForCheckAsync(mac))!;
+        var unit = (await _store.Units.GetUnitForCheckAsync(mac))!;
         var offer = RolloutService.OfferOf(mac, program, admission);
         var inventory = System.Text.Json.JsonSerializer.Deserialize(unit.Inventory!, ProtocolJson.Default.Inventory)!;
-        var (_, withheld) = await _store.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false, offer);
+        var (_, withheld) = await _store.Units.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false, offer);
         return withheld == OfferWithheld.None ? null : await _service.WithheldAsync(offer, withheld);
     }
 
     /// <summary>The unit reports the install of <paramref name="program"/>: it runs the program's new pattern.</summary>
     private async Task Installed(string mac, UpdateProgramRow program) =>
-        await _store.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, program.Id, true, null, program.ToPattern == "y" ? OnY : OnX, program.ToPattern, UnitStates.Configuring, null, "installed"));
+        await _store.History.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, program.Id, true, null, program.ToPattern == "y" ? OnY : OnX, program.ToPattern, UnitStates.Configuring, null, "installed"));
 
     private Task<RolloutView> CreateAsync(string name, IReadOnlyList<WaveSpec> waves) =>
         _service.CreateAsync(new NewRollout(name, "lab", "x", "y", waves, SuccessPercent: 100, MinWaveSeconds: 3600), "alice");
@@ -129,7 +129,7 @@ public class RolloutStoreTests(string kind)
     }
 
     private async Task<List<string>> FirstWaveAsync(string rollout) =>
-        (await _store.RolloutMembersAsync((await _store.GetRolloutAsync(rollout))!)).Where(m => m.Wave == 0).Select(m => m.Mac).Order().ToList();
+        (await _store.Rollouts.RolloutMembersAsync((await _store.Rollouts.GetRolloutAsync(rollout))!)).Where(m => m.Wave == 0).Select(m => m.Mac).Order().ToList();
 
     /// <summary>Rollout r1 (two units, then the rest) whose first wave installed x -> y, aborted with revert; the first wave.</summary>
     private async Task<List<string>> FirstWaveOnYAbortedWithRevertAsync()
@@ -149,15 +149,15 @@ public class RolloutStoreTests(string kind)
     public async Task A_return_ends_when_the_unit_is_back_so_a_later_rollout_moves_it_again()
     {
         var moved = await FirstWaveOnYAbortedWithRevertAsync();
-        Assert.That((await moved.SelectAsync(async m => (await _store.GetUnitAsync(m))!.TargetPattern)), Is.All.EqualTo("x"), "returning: the target is the previous pattern");
+        Assert.That((await moved.SelectAsync(async m => (await _store.Units.GetUnitAsync(m))!.TargetPattern)), Is.All.EqualTo("x"), "returning: the target is the previous pattern");
         // the first unit goes back; the second is still on y
         Assert.That(await CheckAsync(moved[0]), Is.EqualTo(YtoX.Id));
         await Installed(moved[0], YtoX);
         await _service.TickAsync(CancellationToken.None);
 
-        Assert.That((await _store.GetUnitAsync(moved[0]))!.TargetPattern, Is.Null, "back on x: the return ended and the target it had before (none) came back");
-        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "still on y: still returning");
-        var returns = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That((await _store.Units.GetUnitAsync(moved[0]))!.TargetPattern, Is.Null, "back on x: the return ended and the target it had before (none) came back");
+        Assert.That((await _store.Units.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "still on y: still returning");
+        var returns = (await _store.Rollouts.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(returns[moved[0]], Is.EqualTo("returned to x"));
         Assert.That(returns[moved[1]], Is.EqualTo("returning to x"));
         var audit = (await _store.ListAuditAsync(20)).Where(a => a.Action == "rollout.returned").ToList();
@@ -171,7 +171,7 @@ public class RolloutStoreTests(string kind)
         Assert.That(await CheckAsync(moved[1]), Is.EqualTo(YtoX.Id));
         await Installed(moved[1], YtoX);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That((await _store.ListUnitsAsync()).Select(u => u.TargetPattern), Is.All.Null);
+        Assert.That((await _store.Units.ListUnitsAsync()).Select(u => u.TargetPattern), Is.All.Null);
         await CreateAsync("r2", [new(Percent: 100)]);
         Assert.That(await moved.SelectAsync(CheckAsync), Is.All.EqualTo(XtoY.Id), "a later rollout moves the units an abort returned");
     }
@@ -185,18 +185,18 @@ public class RolloutStoreTests(string kind)
         await Installed(moved[0], XtoY); // the second unit's install is still under way: it runs x at the abort
         await _service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "on x, but it has not gone and come back: the return stays");
-        Assert.That((await _store.RolloutReturnsAsync("r1", null, 1000)).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
+        Assert.That((await _store.Units.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"), "on x, but it has not gone and come back: the return stays");
+        Assert.That((await _store.Rollouts.RolloutReturnsAsync("r1", null, 1000)).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returning to x"));
 
         // its install finishes (y), the return takes it back (x), and only then does the return end
         await Installed(moved[1], XtoY);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"));
+        Assert.That((await _store.Units.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("x"));
         Assert.That(await CheckAsync(moved[1]), Is.EqualTo(YtoX.Id));
         await Installed(moved[1], YtoX);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null, "back on x after the way back: the return ended");
-        Assert.That((await _store.RolloutReturnsAsync("r1", null, 1000)).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
+        Assert.That((await _store.Units.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null, "back on x after the way back: the return ended");
+        Assert.That((await _store.Rollouts.RolloutReturnsAsync("r1", null, 1000)).Single(r => r.Mac == moved[1]).Returned, Is.EqualTo("returned to x"));
     }
 
     [Test]
@@ -204,35 +204,35 @@ public class RolloutStoreTests(string kind)
     {
         var moved = await FirstWaveOnYAbortedWithRevertAsync();
         // the operator keeps one unit on y after all, and clears the other's target
-        await _store.SetTargetPatternAsync(moved[0], "y", new AuditEntry("alice", "unit.target-pattern", moved[0], "y"));
-        await _store.SetTargetPatternAsync(moved[1], null, new AuditEntry("alice", "unit.target-pattern", moved[1], "none"));
+        await _store.Units.SetTargetPatternAsync(moved[0], "y", new AuditEntry("alice", "unit.target-pattern", moved[0], "y"));
+        await _store.Units.SetTargetPatternAsync(moved[1], null, new AuditEntry("alice", "unit.target-pattern", moved[1], "none"));
         await _service.TickAsync(CancellationToken.None);
-        Assert.That((await _store.GetUnitAsync(moved[0]))!.TargetPattern, Is.EqualTo("y"));
-        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null);
-        var returns = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
+        Assert.That((await _store.Units.GetUnitAsync(moved[0]))!.TargetPattern, Is.EqualTo("y"));
+        Assert.That((await _store.Units.GetUnitAsync(moved[1]))!.TargetPattern, Is.Null);
+        var returns = (await _store.Rollouts.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(returns[moved[0]], Is.EqualTo("return to x ended: the target was set to y"));
         Assert.That(returns[moved[1]], Is.EqualTo("return to x ended: the target was set to none"));
         Assert.That(await CheckAsync(moved[0]), Is.Null, "on its target: nothing to take");
         Assert.That((await _store.ListAuditAsync(20)).Count(a => a.Action == "rollout.returned"), Is.Zero, "the operator's own entry records it");
 
         // the unit whose target was cleared reaches x some other way (a reset): its target is not touched again
-        await _store.RecordInventoryAsync(moved[1], OnX, "x", UnitStates.Ready);
-        await _store.SetTargetPatternAsync(moved[1], "y", new AuditEntry("alice", "unit.target-pattern", moved[1], "y"));
+        await _store.Units.RecordInventoryAsync(moved[1], OnX, "x", UnitStates.Ready);
+        await _store.Units.SetTargetPatternAsync(moved[1], "y", new AuditEntry("alice", "unit.target-pattern", moved[1], "y"));
         await _service.TickAsync(CancellationToken.None);
-        Assert.That((await _store.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("y"));
+        Assert.That((await _store.Units.GetUnitAsync(moved[1]))!.TargetPattern, Is.EqualTo("y"));
     }
 
     [Test]
     public async Task A_group_wave_opens_its_units_first_and_a_missing_group_is_refused_without_a_write()
     {
         var canary = new[] { Mac(4), Mac(1) };
-        await _store.AddGroupAsync(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = System.Text.Json.JsonSerializer.Serialize(canary), CreatedBy = "alice" },
+        await _store.Fleet.AddGroupAsync(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = System.Text.Json.JsonSerializer.Serialize(canary), CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "canary", null));
         var audit = (await _store.ListAuditAsync(1000)).Count;
         var refused = Assert.ThrowsAsync<RolloutRuleException>(() => CreateAsync("r1", [new(Group: "nope"), new(Percent: 100)]))!;
         Assert.That(refused.Message, Does.Contain("no group 'nope'"));
         Assert.That(refused.Conflict, Is.False);
-        Assert.That(await _store.ListRolloutsAsync(), Is.Empty);
+        Assert.That(await _store.Rollouts.ListRolloutsAsync(), Is.Empty);
         Assert.That(await _store.ListAuditAsync(1000), Has.Count.EqualTo(audit), "a refused rollout writes nothing");
 
         var view = await CreateAsync("r1", [new(Group: "canary"), new(Count: 1), new(Percent: 100)]);
@@ -245,8 +245,8 @@ public class RolloutStoreTests(string kind)
         foreach (var mac in canary) { await Installed(mac, XtoY); }
         _clock.Now += TimeSpan.FromHours(1);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That((await _store.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(2), "the canary wave done, wave 2 opens");
-        var wave2 = (await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!)).Where(m => m.Wave == 1).Select(m => m.Mac).ToList();
+        Assert.That((await _store.Rollouts.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(2), "the canary wave done, wave 2 opens");
+        var wave2 = (await _store.Rollouts.RolloutMembersAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).Where(m => m.Wave == 1).Select(m => m.Mac).ToList();
         Assert.That((await Enumerable.Range(0, 6).Select(Mac).WhereAsync(async m => await CheckAsync(m) == XtoY.Id)), Is.EqualTo(wave2), "then only wave 2");
     }
 
@@ -320,31 +320,31 @@ public class RolloutStoreTests(string kind)
             Assert.That(await CheckAsync(mac), Is.EqualTo(XtoY.Id));
             await Installed(mac, XtoY);
         }
-        var plan = await _store.AbortRolloutReturningAsync("r1",
+        var plan = await _store.Rollouts.AbortRolloutReturningAsync("r1",
             _ => Task.FromResult(new ReturnPlan([(wave[0], "x"), (wave[1], "x")], [(wave[2], "no update program leads from y back to x")])),
             p => ("aborted by alice", new AuditEntry("alice", "rollout.abort", "r1", $"{p.Return.Count} return, {p.Cannot.Count} cannot")));
         Assert.That(plan, Is.Not.Null);
-        Assert.That(await _store.RolloutReturnCountsAsync("r1"), Is.EqualTo(new ReturnCounts(3, 2, 0, 1, 0)));
+        Assert.That(await _store.Rollouts.RolloutReturnCountsAsync("r1"), Is.EqualTo(new ReturnCounts(3, 2, 0, 1, 0)));
 
         // the first goes back: returning -> returned
         Assert.That(await CheckAsync(wave[0]), Is.EqualTo(YtoX.Id));
         await Installed(wave[0], YtoX);
         await _service.TickAsync(CancellationToken.None);
-        Assert.That(await _store.RolloutReturnCountsAsync("r1"), Is.EqualTo(new ReturnCounts(3, 1, 1, 1, 0)));
+        Assert.That(await _store.Rollouts.RolloutReturnCountsAsync("r1"), Is.EqualTo(new ReturnCounts(3, 1, 1, 1, 0)));
         // the operator sets the second's target: returning -> ended
-        await _store.SetTargetPatternAsync(wave[1], "y", new AuditEntry("alice", "unit.target-pattern", wave[1], "y"));
+        await _store.Units.SetTargetPatternAsync(wave[1], "y", new AuditEntry("alice", "unit.target-pattern", wave[1], "y"));
         await _service.TickAsync(CancellationToken.None);
-        var returns = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
+        var returns = (await _store.Rollouts.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(returns, Is.EqualTo(new Dictionary<string, string>
         {
             [wave[0]] = "returned to x",
             [wave[1]] = "return to x ended: the target was set to y",
             [wave[2]] = "cannot return: no update program leads from y back to x",
         }));
-        var view = await _service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        var view = await _service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!);
         Assert.That(view.ReturnCounts, Is.EqualTo(new ReturnCounts(3, 0, 1, 1, 1)), "one of each: returned, cannot, ended");
         Assert.That(view.Returns!.Select(r => r.Mac), Is.EqualTo(wave), "the view lists every member the abort touched, in MAC order");
-        Assert.That((await _store.GetUnitAsync(wave[2]))!.TargetPattern, Is.Null, "a unit that cannot return is left as it was");
+        Assert.That((await _store.Units.GetUnitAsync(wave[2]))!.TargetPattern, Is.Null, "a unit that cannot return is left as it was");
     }
 
     [Test]
@@ -353,9 +353,9 @@ public class RolloutStoreTests(string kind)
         // 6 units of the fixture and 120 more, every one offered x -> y (one wave), then the abort returns them all
         for (var i = 6; i < 126; i++)
         {
-            await _store.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
-            await _store.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
-            await _store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
+            await _store.Units.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            await _store.Units.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
+            await _store.Fleet.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab"));
         }
         await CreateAsync("r1", [new(Percent: 100)]);
         var all = Enumerable.Range(0, 126).Select(Mac).Order(StringComparer.Ordinal).ToList();
@@ -369,7 +369,7 @@ public class RolloutStoreTests(string kind)
         Assert.That(await CheckAsync(all[0]), Is.EqualTo(YtoX.Id));
         await Installed(all[0], YtoX);
         await _service.TickAsync(CancellationToken.None);
-        var view = await _service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        var view = await _service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!);
         Assert.That(view.ReturnCounts, Is.EqualTo(new ReturnCounts(126, 125, 1, 0, 0)));
         Assert.That(view.Returns![0], Is.EqualTo(new MemberReturn(all[0], "returned to x")));
 
@@ -407,13 +407,13 @@ public class RolloutStoreTests(string kind)
         Assert.That(lateAdmission, Is.EqualTo(new RolloutAdmission(null, "r1")));
         string? seenByOthers = null;
         Task<string?>? lateOffer = null;
-        var plan = await _store.AbortRolloutReturningAsync("r1", async members =>
+        var plan = await _store.Rollouts.AbortRolloutReturningAsync("r1", async members =>
         {
             // inside the abort's transaction: another connection still sees the rollout running
-            seenByOthers = (await new TsunaguStore(_database, _clock).GetRolloutAsync("r1"))!.State;
+            seenByOthers = (await new TsunaguStore(_database, _clock).Rollouts.GetRolloutAsync("r1"))!.State;
             // an offer to the third unit made now cannot land before the abort commits (it would be missing from the plan):
             // it is started and seen waiting for the abort's transaction before the plan is made
-            lateOffer = await StartBlocked(nameof(TsunaguStore.RecordCheckAsync), () => OfferAsync(wave[2], XtoY, lateAdmission));
+            lateOffer = await StartBlocked(nameof(UnitStore.RecordCheckAsync), () => OfferAsync(wave[2], XtoY, lateAdmission));
             return RolloutEngine.PlanReturn(members, _ => null);
         }, p => ("aborted by alice", new AuditEntry("alice", "rollout.abort", "r1", $"{p.Return.Count} return")));
         Assert.That(seenByOthers, Is.EqualTo(RolloutStates.Running), "the plan was made before the abort was visible: in its transaction");
@@ -421,14 +421,14 @@ public class RolloutStoreTests(string kind)
         Assert.That(plan!.Return.Select(r => r.Mac).Order(), Is.EqualTo(wave.Take(2)), "exactly the members offered the update when the abort committed");
         Assert.That(await lateOffer!.WaitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo("rollout r1 is aborted"), "an offer that waited for the abort is refused: the rollout no longer runs");
         Assert.That(OfferRecords("r1")[wave[2]], Is.EqualTo(((string?)null, (string?)null)), "the refused offer recorded nothing");
-        var stored = (await _store.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
+        var stored = (await _store.Rollouts.RolloutReturnsAsync("r1", null, 1000)).ToDictionary(r => r.Mac, r => r.Returned);
         Assert.That(stored.Keys.Order(), Is.EqualTo(wave.Take(2)), "what was applied is what was planned");
-        Assert.That((await wave.Take(2).SelectAsync(async m => (await _store.GetUnitAsync(m))!.TargetPattern)), Is.All.EqualTo("x"));
-        Assert.That((await _store.GetUnitAsync(wave[2]))!.TargetPattern, Is.Null);
+        Assert.That((await wave.Take(2).SelectAsync(async m => (await _store.Units.GetUnitAsync(m))!.TargetPattern)), Is.All.EqualTo("x"));
+        Assert.That((await _store.Units.GetUnitAsync(wave[2]))!.TargetPattern, Is.Null);
         Assert.That((await _store.ListAuditAsync(5)).Single(a => a.Action == "rollout.abort").Detail, Is.EqualTo("2 return"));
-        Assert.That((await _store.GetRolloutAsync("r1"))!.Reason, Is.EqualTo("aborted by alice"));
+        Assert.That((await _store.Rollouts.GetRolloutAsync("r1"))!.Reason, Is.EqualTo("aborted by alice"));
         // a second abort finds nothing to abort and writes nothing
-        Assert.That(await _store.AbortRolloutReturningAsync("r1", m => Task.FromResult(RolloutEngine.PlanReturn(m, _ => null)), _ => ("again", new AuditEntry("alice", "rollout.abort", "r1", "again"))), Is.Null);
+        Assert.That(await _store.Rollouts.AbortRolloutReturningAsync("r1", m => Task.FromResult(RolloutEngine.PlanReturn(m, _ => null)), _ => ("again", new AuditEntry("alice", "rollout.abort", "r1", "again"))), Is.Null);
         Assert.That((await _store.ListAuditAsync(20)).Count(a => a.Action == "rollout.abort"), Is.EqualTo(1));
     }
 
@@ -452,7 +452,7 @@ public class RolloutStoreTests(string kind)
 
         Assert.That(await OfferAsync(wave[1], XtoY, admission), Is.EqualTo($"rollout r1 is {stopped}"), "the offer is withheld");
         Assert.That(OfferRecords("r1")[wave[1]], Is.EqualTo(((string?)null, (string?)null)), "a withheld offer records nothing");
-        Assert.That((await _store.GetUnitAsync(wave[1]))!.TargetPattern, Is.Null, "not moved, so not returned: it stays on x");
+        Assert.That((await _store.Units.GetUnitAsync(wave[1]))!.TargetPattern, Is.Null, "not moved, so not returned: it stays on x");
         Assert.That(await CheckAsync(wave[1]), Is.Null, "and later checks are held");
         Assert.That(OfferRecords("r1").Where(r => r.Value.Item1 is not null).Select(r => r.Key), Is.EqualTo(new[] { wave[0] }), "one unit was ever offered the update");
     }
@@ -480,7 +480,7 @@ public class RolloutStoreTests(string kind)
 
         var refused = Assert.ThrowsAsync<RolloutRuleException>(async () => await create.WaitAsync(TimeSpan.FromSeconds(60)))!;
         Assert.That(refused.Message, Does.Contain("no group 'lab'"));
-        Assert.That(await _store.ListRolloutsAsync(), Is.Empty, "no rollout of a group that no longer exists");
+        Assert.That(await _store.Rollouts.ListRolloutsAsync(), Is.Empty, "no rollout of a group that no longer exists");
         Assert.That(await _store.ListAuditAsync(1000), Has.Count.EqualTo(audit), "nothing audited");
     }
 
@@ -488,12 +488,12 @@ public class RolloutStoreTests(string kind)
     public async Task A_group_deleted_while_a_rollout_is_created_from_it_is_refused_and_stays()
     {
         Task<bool>? delete = null;
-        await _store.AddRolloutAsync(["lab"], async groups =>
+        await _store.Rollouts.AddRolloutAsync(["lab"], async groups =>
         {
             Assert.That(groups.Keys, Is.EqualTo(new[] { "lab" }), "the group is read inside the rollout's transaction");
             // inside the transaction that stores the rollout: a delete of its group now must wait for it, then see it
-            delete = await StartBlocked("DeleteGroupAsync", () => _store.DeleteGroupAsync("lab", new AuditEntry("bob", "group.delete", "lab", null)));
-            var members = RolloutEngine.Plan("r1", [new(Percent: 100)], (await _store.GroupMembersAsync(groups["lab"])).ToList());
+            delete = await StartBlocked("DeleteGroupAsync", () => _store.Fleet.DeleteGroupAsync("lab", new AuditEntry("bob", "group.delete", "lab", null)));
+            var members = RolloutEngine.Plan("r1", [new(Percent: 100)], (await _store.Fleet.GroupMembersAsync(groups["lab"])).ToList());
             return (new RolloutRow
             {
                 Name = "r1", GroupName = "lab", FromPattern = "x", ToPattern = "y", UpdateId = XtoY.Id, Waves = "[{\"percent\":100}]",
@@ -502,8 +502,8 @@ public class RolloutStoreTests(string kind)
         });
         var refused = Assert.ThrowsAsync<StoreConflictException>(async () => await delete!.WaitAsync(TimeSpan.FromSeconds(60)))!;
         Assert.That(refused.Message, Does.Contain("moved by rollout(s) r1"));
-        Assert.That(await _store.GetGroupAsync("lab"), Is.Not.Null, "the group of a running rollout stays");
-        Assert.That(await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!), Has.Count.EqualTo(6));
+        Assert.That(await _store.Fleet.GetGroupAsync("lab"), Is.Not.Null, "the group of a running rollout stays");
+        Assert.That(await _store.Rollouts.RolloutMembersAsync((await _store.Rollouts.GetRolloutAsync("r1"))!), Has.Count.EqualTo(6));
         Assert.That((await _store.ListAuditAsync(100)).Count(a => a.Action == "group.delete"), Is.Zero);
     }
 
@@ -511,8 +511,8 @@ public class RolloutStoreTests(string kind)
     public async Task A_group_window_holds_an_update_below_importance_5_until_it_opens_on_each_units_clock()
     {
         // the group opens weekdays 01:00-05:00; one unit keeps Tokyo time, the others take the fleet's zone (UTC here)
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), (_, _) => null, new AuditEntry("alice", "group.window", "lab", null), CancellationToken.None), Is.True);
-        Assert.That(await _store.SetUpdateWindowAsync(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
+        Assert.That(await _store.Fleet.SetGroupWindowCheckedAsync("lab", MaintenanceWindow.Parse("mon-fri 01:00-05:00").Window!.ToString(), (_, _) => null, new AuditEntry("alice", "group.window", "lab", null), CancellationToken.None), Is.True);
+        Assert.That(await _store.Windows.SetUpdateWindowAsync(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
         await CreateAsync("r1", [new(Percent: 100)]);
         var soon = new UpdateProgramRow { Id = XtoY.Id, FromPattern = "x", ToPattern = "y", Importance = 4, ArtifactSha256 = XtoY.ArtifactSha256, ArtifactSize = 1 };
         async Task<string?> GateAsync(int unit) => await _service.GateAsync(Mac(unit), soon, TimeZoneInfo.Utc);
@@ -535,9 +535,9 @@ public class RolloutStoreTests(string kind)
         Assert.That(await GateAsync(1), Does.Contain("maintenance window"));
         Assert.That(OfferRecords("r1").Values, Is.All.EqualTo(((string?)null, (string?)null)), "a unit held by the window was offered nothing");
         // the window cleared: open at once
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", null, (_, _) => null, new AuditEntry("alice", "group.window", "lab", "none"), CancellationToken.None), Is.True);
+        Assert.That(await _store.Fleet.SetGroupWindowCheckedAsync("lab", null, (_, _) => null, new AuditEntry("alice", "group.window", "lab", "none"), CancellationToken.None), Is.True);
         Assert.That(await GateAsync(1), Is.Null);
-        Assert.That(await _store.SetGroupWindowCheckedAsync("nope", null, (_, _) => null, new AuditEntry("alice", "group.window", "nope", "none"), CancellationToken.None), Is.False, "no such group: nothing written");
+        Assert.That(await _store.Fleet.SetGroupWindowCheckedAsync("nope", null, (_, _) => null, new AuditEntry("alice", "group.window", "nope", "none"), CancellationToken.None), Is.False, "no such group: nothing written");
         Assert.That((await _store.ListAuditAsync(50)).Count(a => a.Action == "group.window"), Is.EqualTo(2));
     }
 

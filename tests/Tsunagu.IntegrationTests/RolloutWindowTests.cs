@@ -65,20 +65,20 @@ public class RolloutWindowTests(string kind)
         _push = new RecordingPush(_clock);
         foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
         {
-            await _store.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+            await _store.Catalogue.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
         }
         // units 0-5 carry the tag of group lab; unit 6 is not in it
         for (var i = 0; i < 7; i++)
         {
-            await _store.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
-            await _store.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
-            await _store.TouchAsync(Mac(i), UnitStates.Ready);
-            await _store.SetPresenceAsync(Mac(i), online: true);
-            if (i < 6) { await _store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+            await _store.Units.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            await _store.Units.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
+            await _store.Units.TouchAsync(Mac(i), UnitStates.Ready);
+            await _store.Units.SetPresenceAsync(Mac(i), online: true);
+            if (i < 6) { await _store.Fleet.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
         }
-        await _store.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+        await _store.Fleet.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
-        await _store.AddGroupAsync(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = $"[\"{Mac(0)}\",\"{Mac(1)}\",\"{Mac(2)}\",\"{Mac(3)}\"]", CreatedBy = "alice" },
+        await _store.Fleet.AddGroupAsync(new GroupRow { Name = "canary", Kind = GroupKinds.Static, Definition = $"[\"{Mac(0)}\",\"{Mac(1)}\",\"{Mac(2)}\",\"{Mac(3)}\"]", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "canary", null));
     }
 
@@ -105,10 +105,10 @@ public class RolloutWindowTests(string kind)
     }
 
     private Task ProgramAsync(int importance) =>
-        _store.AddUpdateProgramAsync(new UpdateProgramRow { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = importance, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
+        _store.Catalogue.AddUpdateProgramAsync(new UpdateProgramRow { Id = "x-to-y", FromPattern = "x", ToPattern = "y", Importance = importance, ArtifactSha256 = new string('a', 64), ArtifactSize = 1 });
 
     private async Task WindowAsync(string? window) =>
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), (_, _, _) => null, new AuditEntry("alice", "group.window", "lab", window), CancellationToken.None), Is.True);
+        Assert.That(await _store.Fleet.SetGroupWindowCheckedAsync("lab", window is null ? null : MaintenanceWindow.Parse(window).Window!.ToString(), (_, _, _) => null, new AuditEntry("alice", "group.window", "lab", window), CancellationToken.None), Is.True);
 
     private Task<RolloutView> CreateAsync(RolloutService service, string name, IReadOnlyList<WaveSpec>? waves = null) =>
         service.CreateAsync(new NewRollout(name, "lab", "x", "y", waves ?? [new(Percent: 100)], SuccessPercent: 100, MinWaveSeconds: 30 * 86400), "alice");
@@ -116,10 +116,10 @@ public class RolloutWindowTests(string kind)
     /// <summary>What a refused request must leave as it was: rollouts, members, the group's window, the audit log.</summary>
     private async Task<(int Rollouts, int Members, string? Window, int Audit)> StateAsync()
     {
-        var rollouts = await _store.ListRolloutsAsync();
+        var rollouts = await _store.Rollouts.ListRolloutsAsync();
         var members = 0;
-        foreach (var r in rollouts) { members += (await _store.RolloutMembersAsync(r)).Count; }
-        return (rollouts.Count, members, (await _store.GetGroupAsync("lab"))?.MaintenanceWindow, (await _store.ListAuditAsync(1000)).Count);
+        foreach (var r in rollouts) { members += (await _store.Rollouts.RolloutMembersAsync(r)).Count; }
+        return (rollouts.Count, members, (await _store.Fleet.GetGroupAsync("lab"))?.MaintenanceWindow, (await _store.ListAuditAsync(1000)).Count);
     }
 
     [TestCase(3, "mon-fri 06:00-08:00", "low-utilisation window 02:00-05:00")]
@@ -174,7 +174,7 @@ public class RolloutWindowTests(string kind)
         void OnBeginning(string method)
         {
             // the rollout was planned against 01:00-03:00; the operator narrows it just before its transaction
-            if (method != nameof(TsunaguStore.AddRolloutAsync) || changed) { return; }
+            if (method != nameof(RolloutStore.AddRolloutAsync) || changed) { return; }
             changed = true;
             // the seam is synchronous and runs just before the transaction begins: the change is written before it goes on
             WindowAsync("06:00-07:00").GetAwaiter().GetResult();
@@ -294,9 +294,9 @@ public class RolloutWindowTests(string kind)
             Is.EqualTo(winner switch { "policy" => "settings.update-policy", "window" => "group.window", _ => "rollout.create" }));
         Assert.That(after.Window, Is.EqualTo(winner == "window" || before.Window is not null ? "02:00-04:00" : null));
         Assert.That(after.Rollouts, Is.EqualTo(before.Rollouts + (winner == "create" ? 1 : 0)));
-        foreach (var rollout in await _store.ListRolloutsAsync(activeOnly: true))
+        foreach (var rollout in await _store.Rollouts.ListRolloutsAsync(activeOnly: true))
         {
-            var window = (await _store.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow;
+            var window = (await _store.Fleet.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow;
             Assert.That(window is null ? null : GroupWindows.Stall(rollout.GroupName, MaintenanceWindow.Parse(window).Window!, rollout.Name, rollout.UpdateId, 3, policy),
                 Is.Null, $"rollout {rollout.Name} could never move");
         }
@@ -369,7 +369,7 @@ public class RolloutWindowTests(string kind)
         var rows = new List<string>();
         for (var i = 0; i < 7; i++)
         {
-            var u = (await _store.GetUnitAsync(Mac(i)))!;
+            var u = (await _store.Units.GetUnitAsync(Mac(i)))!;
             rows.Add($"{u.Mac} {u.LowWindowStart?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"}-{u.LowWindowEnd?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"} {u.TimeZone ?? "-"} [{u.MaintenanceWindow ?? "-"}]");
         }
         return string.Join("; ", rows);
@@ -393,21 +393,21 @@ public class RolloutWindowTests(string kind)
     /// since it joined: read here from the unit rows and the members' statuses, not through the store's rule), with an own
     /// maintenance window (importance 4 and below) or own low-utilisation hours (importance 3) that never
     /// meet the group's window by the minute-by-minute scan (the invariant every request keeps). The store's rule
-    /// (<see cref="TsunaguStore.WaitingMember"/>) is asserted to pick the same members.
+    /// (<see cref="UpdateWindowStore.WaitingMember"/>) is asserted to pick the same members.
     /// </summary>
     private async Task<IReadOnlyList<string>> StrandedAsync()
     {
         var stranded = new List<string>();
-        foreach (var rollout in await _store.ListRolloutsAsync(activeOnly: true))
+        foreach (var rollout in await _store.Rollouts.ListRolloutsAsync(activeOnly: true))
         {
-            if ((await _store.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow is not { } text) { continue; }
-            var program = (await _store.GetUpdateProgramAsync(rollout.UpdateId))!;
+            if ((await _store.Fleet.GetGroupAsync(rollout.GroupName))!.MaintenanceWindow is not { } text) { continue; }
+            var program = (await _store.Catalogue.GetUpdateProgramAsync(rollout.UpdateId))!;
             if (program.Importance >= 5) { continue; }
             var window = MaintenanceWindow.Parse(text).Window!;
             var waiting = new List<string>();
-            foreach (var member in await _store.RolloutMembersAsync(rollout))
+            foreach (var member in await _store.Rollouts.RolloutMembersAsync(rollout))
             {
-                var unit = (await _store.GetUnitAsync(member.Mac))!;
+                var unit = (await _store.Units.GetUnitAsync(member.Mac))!;
                 if (unit.DecommissionedAt is not null || unit.Pattern != program.FromPattern || (unit.LowWindowStart is null && unit.MaintenanceWindow is null)) { continue; }
                 if (unit.TargetPattern is { } target && target != rollout.ToPattern) { continue; }
                 if (member.FailedAt is not null) { continue; } // a failed report of the update since it joined
@@ -417,7 +417,7 @@ public class RolloutWindowTests(string kind)
                     : program.Importance == 3 && !GroupWindows.Overlaps(window, GroupWindows.OwnHours((int)unit.LowWindowStart!.Value, (int)unit.LowWindowEnd!.Value));
                 if (never) { stranded.Add($"{rollout.Name}/{member.Mac}"); }
             }
-            Assert.That((await _store.WaitingMembersWithOwnHoursAsync(rollout.Name, null, int.MaxValue, installing: true, CancellationToken.None)).Select(m => m.Mac), Is.EqualTo(waiting.Order(StringComparer.Ordinal)),
+            Assert.That((await _store.Windows.WaitingMembersWithOwnHoursAsync(rollout.Name, null, int.MaxValue, installing: true, CancellationToken.None)).Select(m => m.Mac), Is.EqualTo(waiting.Order(StringComparer.Ordinal)),
                 $"rollout {rollout.Name}: the store's rule picks the members the gate may still offer the update to");
         }
         return stranded;
@@ -445,7 +445,7 @@ public class RolloutWindowTests(string kind)
         // hours that meet the window, a unit that is not a member, a member on the to-pattern, and clearing: stored and audited
         Assert.That(await UnitWindowAsync(0, 4, 6, "Asia/Tokyo"), Is.True, "04:00-06:00 meets 01:00-05:00");
         Assert.That(await UnitWindowAsync(6, 10, 12), Is.True, "unit 6 is not in group lab");
-        await _store.RecordInventoryAsync(Mac(1), OnY, "y", UnitStates.Ready);
+        await _store.Units.RecordInventoryAsync(Mac(1), OnY, "y", UnitStates.Ready);
         Assert.That(await UnitWindowAsync(1, 10, 12), Is.True, "unit 1 runs y already: it waits for nothing");
         Assert.That(await UnitWindowAsync(0, null, null), Is.True, "cleared: the fleet's 02:00-05:00, which meets the group's window");
         Assert.That((await _store.ListAuditAsync(4)).Select(a => (a.Action, a.Target)),
@@ -467,7 +467,7 @@ public class RolloutWindowTests(string kind)
         await WindowAsync("01:00-05:00");
         await CreateAsync(Replica(), "r1");
         Assert.That(await UnitWindowAsync(0, 10, 12), Is.True);
-        Assert.That((await _store.GetUnitAsync(Mac(0)))!.LowWindowStart, Is.EqualTo(10));
+        Assert.That((await _store.Units.GetUnitAsync(Mac(0)))!.LowWindowStart, Is.EqualTo(10));
     }
 
     [Test]
@@ -489,7 +489,7 @@ public class RolloutWindowTests(string kind)
 
         // five left, all named; an installed member does not count
         Assert.That(await UnitWindowAsync(5, null, null), Is.True);
-        await _store.RecordInventoryAsync(Mac(4), OnY, "y", UnitStates.Ready);
+        await _store.Units.RecordInventoryAsync(Mac(4), OnY, "y", UnitStates.Ready);
         (before, clocks) = (await StateAsync(), await ClocksAsync());
         refused = Assert.ThrowsAsync<GroupRuleException>(() => Groups.SetWindowAsync("lab", new GroupWindowRequest("mon 02:00-04:00"), _store, "alice", CancellationToken.None))!;
         Assert.That(refused.Message, Does.Contain("of 4 unit(s) (" + string.Join(", ", Enumerable.Range(0, 4).Select(i => $"{Mac(i)} 10:00-12:00")) + ")"));
@@ -584,9 +584,9 @@ public class RolloutWindowTests(string kind)
         Assert.That((await CreateAsync(service, "r1")).NeverOffered, Is.Empty);
         // unit 6 is not in the group: its hours are its own business; then it is tagged into the group and joins at the next pass
         Assert.That(await UnitWindowAsync(6, 10, 12), Is.True);
-        Assert.That(await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab")), Is.True);
+        Assert.That(await _store.Fleet.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab")), Is.True);
         await service.TickAsync(CancellationToken.None);
-        var view = await service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        var view = await service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!);
         Assert.That(view.Total.Members, Is.EqualTo(7), "unit 6 joined");
         Assert.That(view.NeverOffered, Is.EqualTo(new[] { new StrandedMember(Mac(6), "10:00-12:00") }), "the API says which member waits forever");
         Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(6)}" }));
@@ -594,7 +594,7 @@ public class RolloutWindowTests(string kind)
         // a member now: hours that still never meet are refused; clearing them ends it
         Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(6, 10, 13))!.Message, Does.EndWith("; nothing was changed"));
         Assert.That(await UnitWindowAsync(6, null, null), Is.True);
-        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
+        Assert.That((await service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
         Assert.That(await StrandedAsync(), Is.Empty);
     }
 
@@ -606,9 +606,9 @@ public class RolloutWindowTests(string kind)
         var service = Replica();
         await CreateAsync(service, "r1");
         // unit 0's hours were stored without the check (as before it existed); unit 6 had its hours and joined later
-        Assert.That(await _store.SetUpdateWindowAsync(Mac(0), 10, 12, null, new AuditEntry("carol", "unit.update-window", Mac(0), "10-12")), Is.True);
+        Assert.That(await _store.Windows.SetUpdateWindowAsync(Mac(0), 10, 12, null, new AuditEntry("carol", "unit.update-window", Mac(0), "10-12")), Is.True);
         Assert.That(await UnitWindowAsync(6, 10, 12), Is.True);
-        Assert.That(await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab")), Is.True);
+        Assert.That(await _store.Fleet.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab")), Is.True);
         await service.TickAsync(CancellationToken.None);
         var stuck = new[] { $"r1/{Mac(0)}", $"r1/{Mac(6)}" };
         Assert.That(await StrandedAsync(), Is.EqualTo(stuck));
@@ -617,7 +617,7 @@ public class RolloutWindowTests(string kind)
         foreach (var i in new[] { 0, 6 })
         {
             Assert.That(await UnitWindowAsync(i, 10, 12, "Asia/Tokyo"), Is.True, $"unit {i}: a zone change alone");
-            Assert.That((await _store.GetUnitAsync(Mac(i)))!.TimeZone, Is.EqualTo("Asia/Tokyo"));
+            Assert.That((await _store.Units.GetUnitAsync(Mac(i)))!.TimeZone, Is.EqualTo("Asia/Tokyo"));
             Assert.That(await UnitWindowAsync(i, 10, 12), Is.True, $"unit {i}: back to the fleet's zone");
             // other hours that still never meet the window are refused and change nothing
             var clocks = await ClocksAsync();
@@ -625,14 +625,14 @@ public class RolloutWindowTests(string kind)
             Assert.That(await ClocksAsync(), Is.EqualTo(clocks));
         }
         Assert.That(await StrandedAsync(), Is.EqualTo(stuck), "nothing got better or worse");
-        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered!.Select(m => m.Mac), Is.EqualTo(new[] { Mac(0), Mac(6) }));
+        Assert.That((await service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).NeverOffered!.Select(m => m.Mac), Is.EqualTo(new[] { Mac(0), Mac(6) }));
     }
 
     [Test]
     public async Task Members_the_gate_will_never_offer_the_update_do_not_block_a_group_window()
     {
         await ProgramAsync(3);
-        await _store.AddPatternAsync(new PatternRow { Id = "z", Name = "z", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{\"vcp\":\"3.0.0\"}", Status = PatternStatus.Verified });
+        await _store.Catalogue.AddPatternAsync(new PatternRow { Id = "z", Name = "z", HardwareVersion = "hw-1", OsVersion = "os-1", Applications = "{\"vcp\":\"3.0.0\"}", Status = PatternStatus.Verified });
         var service = Replica();
         await CreateAsync(service, "r1");
         // no group window yet: any hours are accepted
@@ -641,11 +641,11 @@ public class RolloutWindowTests(string kind)
         // unit 0 reported the update as failed since it joined, unit 1 went to a third pattern: the gate never offers them
         // the update; unit 2 was offered it already, but the gate applies the windows at each check (a failed download
         // comes back for it), so it waits like unit 3
-        Assert.That(await _store.RecordUpdateReportAsync(Mac(0), "x-to-y", false, "verification failed", "x"), Is.True);
-        await _store.RecordInventoryAsync(Mac(1), new Inventory("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "3.0.0" }), "z", UnitStates.Ready);
-        var program = (await _store.GetUpdateProgramAsync("x-to-y"))!;
-        var offered = (await _store.GetUnitForCheckAsync(Mac(2)))!;
-        Assert.That((await _store.RecordCheckAsync(offered, OnX, offered.Pattern!, offered.State, "periodic on x: offered x-to-y", forced: false, new CheckOffer(program, "r1"))).Withheld,
+        Assert.That(await _store.History.RecordUpdateReportAsync(Mac(0), "x-to-y", false, "verification failed", "x"), Is.True);
+        await _store.Units.RecordInventoryAsync(Mac(1), new Inventory("hw-1", "os-1", new Dictionary<string, string> { ["vcp"] = "3.0.0" }), "z", UnitStates.Ready);
+        var program = (await _store.Catalogue.GetUpdateProgramAsync("x-to-y"))!;
+        var offered = (await _store.Units.GetUnitForCheckAsync(Mac(2)))!;
+        Assert.That((await _store.Units.RecordCheckAsync(offered, OnX, offered.Pattern!, offered.State, "periodic on x: offered x-to-y", forced: false, new CheckOffer(program, "r1"))).Withheld,
             Is.EqualTo(OfferWithheld.None), "unit 2's check records the rollout's offer");
         Assert.That(await service.GateAsync(Mac(0), program), Does.Contain("failed x-to-y"), "the gate never offers unit 0 again");
 
@@ -659,19 +659,19 @@ public class RolloutWindowTests(string kind)
         Assert.That((await Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "alice", CancellationToken.None)).Window, Is.EqualTo("02:00-04:00"));
         // the offered unit 2 given hours that never meet without the check (as before the check existed): the gate defers
         // it for the group's window again, and the view and the invariant show it
-        Assert.That(await _store.SetUpdateWindowAsync(Mac(2), 13, 14, null, new AuditEntry("carol", "unit.update-window", Mac(2), "13-14")), Is.True);
+        Assert.That(await _store.Windows.SetUpdateWindowAsync(Mac(2), 13, 14, null, new AuditEntry("carol", "unit.update-window", Mac(2), "13-14")), Is.True);
         Assert.That(await service.GateAsync(Mac(2), program), Does.Contain("waits for group lab's maintenance window"), "an offered member meets the gate again");
-        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered!.Select(m => m.Mac), Is.EqualTo(new[] { Mac(2) }));
+        Assert.That((await service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).NeverOffered!.Select(m => m.Mac), Is.EqualTo(new[] { Mac(2) }));
         Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(2)}" }));
         // installing it now (state Updating), it finishes without the gate: the view leaves it out, the checks still count it
-        await _store.TouchAsync(Mac(2), UnitStates.Updating);
-        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty, "a member installing the update now is not shown");
+        await _store.Units.TouchAsync(Mac(2), UnitStates.Updating);
+        Assert.That((await service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty, "a member installing the update now is not shown");
         Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(2)}" }));
-        await _store.TouchAsync(Mac(2), UnitStates.Ready);
+        await _store.Units.TouchAsync(Mac(2), UnitStates.Ready);
         Assert.That(await UnitWindowAsync(2, null, null), Is.True);
         // the view and the checks use the same rule: none of them is shown, and only the ones the gate may offer the
         // update to can be refused hours that never meet the window
-        Assert.That((await service.ViewAsync((await _store.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
+        Assert.That((await service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).NeverOffered, Is.Empty);
         Assert.That(await StrandedAsync(), Is.Empty);
         for (var i = 0; i < 2; i++) { Assert.That(await UnitWindowAsync(i, 13, 14), Is.True, $"unit {i} waits for no offer"); }
         foreach (var i in new[] { 2, 3 }) { Assert.That(Assert.ThrowsAsync<StoreConflictException>(() => UnitWindowAsync(i, 13, 14))!.Message, Does.Contain(Mac(i))); }
@@ -685,7 +685,7 @@ public class RolloutWindowTests(string kind)
         // more members than two of the service's reads hold, registered on x in group lab in one call
         var extra = 2 * RolloutService.NeverOfferedBatch + 37;
         string Extra(int i) => $"02:00:00:01:{i / 256:x2}:{i % 256:x2}";
-        await _store.AddUnitsAsync([.. Enumerable.Range(0, extra).Select(i => new UnitRow { Mac = Extra(i), Serial = $"SN-X{i}", HardwareVersion = "hw-1", IspMethod = "dhcp", Pattern = "x", State = UnitStates.Ready })],
+        await _store.Units.AddUnitsAsync([.. Enumerable.Range(0, extra).Select(i => new UnitRow { Mac = Extra(i), Serial = $"SN-X{i}", HardwareVersion = "hw-1", IspMethod = "dhcp", Pattern = "x", State = UnitStates.Ready })],
             null, "alice", "unit.import", null, null, Enumerable.Range(0, extra).ToDictionary(Extra, _ => (IReadOnlyList<string>)["lab"]));
         var service = Replica();
         Assert.That((await CreateAsync(service, "r1")).NeverOfferedCount, Is.Zero);
@@ -704,16 +704,16 @@ public class RolloutWindowTests(string kind)
             }
         }
         var installing = never[2 * 100 + 3];
-        await _store.TouchAsync(installing, UnitStates.Updating);
-        await _store.SetPresenceAsync(installing, online: true);
+        await _store.Units.TouchAsync(installing, UnitStates.Updating);
+        await _store.Units.SetPresenceAsync(installing, online: true);
         never.Remove(installing);
         // one that reported Updating and then went offline is not installing: it stays listed
-        await _store.TouchAsync(never[300], UnitStates.Updating);
-        await _store.SetPresenceAsync(never[300], online: false);
+        await _store.Units.TouchAsync(never[300], UnitStates.Updating);
+        await _store.Units.SetPresenceAsync(never[300], online: false);
         never.Sort(StringComparer.Ordinal);
         Assert.That(never, Has.Count.GreaterThan(RolloutService.NeverOfferedBatch), "the stuck members span more than one of the store's reads");
 
-        var row = (await _store.GetRolloutAsync("r1"))!;
+        var row = (await _store.Rollouts.GetRolloutAsync("r1"))!;
         var view = await service.ViewAsync(row);
         Assert.That(view.NeverOfferedCount, Is.EqualTo(never.Count), "the view counts every stuck member");
         Assert.That(view.NeverOffered!.Select(m => m.Mac), Is.EqualTo(never.Take(RolloutService.ListedMembers)));
@@ -770,7 +770,7 @@ public class RolloutWindowTests(string kind)
         // windows that meet the group's in one minute, or across midnight (Sunday night is Monday 00:00-02:00): stored and audited
         Assert.That(await OwnWindowAsync(0, "fri 04:59-23:00"), Is.True);
         Assert.That(await OwnWindowAsync(1, "sun 23:00-02:00"), Is.True);
-        Assert.That((await _store.GetUnitAsync(Mac(1)))!.MaintenanceWindow, Is.EqualTo("sun 23:00-02:00"));
+        Assert.That((await _store.Units.GetUnitAsync(Mac(1)))!.MaintenanceWindow, Is.EqualTo("sun 23:00-02:00"));
         Assert.That(await OwnWindowAsync(6, "sat 10:00-11:00"), Is.True, "unit 6 is not in group lab");
         Assert.That((await _store.ListAuditAsync(1)).Single().Detail, Does.Contain("maintenance window sat 10:00-11:00"));
         Assert.That(await OwnWindowAsync(0, null), Is.True, "cleared: back to the fleet's hours");
@@ -824,10 +824,10 @@ public class RolloutWindowTests(string kind)
         await WindowAsync("02:00-04:00");
         var service = Replica();
         await CreateAsync(service, "r1");
-        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(3), null, null, null, "10:00-12:00", _ => null, new AuditEntry("carol", "unit.update-window", Mac(3), "test"),
+        Assert.That(await _store.Windows.SetUpdateWindowCheckedAsync(Mac(3), null, null, null, "10:00-12:00", _ => null, new AuditEntry("carol", "unit.update-window", Mac(3), "test"),
             CancellationToken.None), Is.True);
         Assert.That(await StrandedAsync(), Is.EqualTo(new[] { $"r1/{Mac(3)}" }));
-        var view = await service.ViewAsync((await _store.GetRolloutAsync("r1"))!);
+        var view = await service.ViewAsync((await _store.Rollouts.GetRolloutAsync("r1"))!);
         Assert.That(view.NeverOfferedCount, Is.EqualTo(1));
         Assert.That(view.NeverOffered!.Single(), Is.EqualTo(new StrandedMember(Mac(3), "maintenance window 10:00-12:00")));
     }
@@ -844,10 +844,10 @@ public class RolloutWindowTests(string kind)
         var clocks = await ClocksAsync();
         Task<bool>? unit = null;
         // inside the group window's transaction (after its reads, under the catalogue's lock): the unit's change must wait for it
-        Assert.That(await _store.SetGroupWindowCheckedAsync("lab", "02:00-04:00", (_, _, hours) =>
+        Assert.That(await _store.Fleet.SetGroupWindowCheckedAsync("lab", "02:00-04:00", (_, _, hours) =>
         {
             Assert.That(hours, Is.Empty, "no member has hours of its own yet");
-            unit = StartBlocked(nameof(TsunaguStore.SetUpdateWindowCheckedAsync), () => UnitWindowAsync(0, 10, 12)).GetAwaiter().GetResult();
+            unit = StartBlocked(nameof(UpdateWindowStore.SetUpdateWindowCheckedAsync), () => UnitWindowAsync(0, 10, 12)).GetAwaiter().GetResult();
             return null;
         }, new AuditEntry("bob", "group.window", "lab", "02:00-04:00"), CancellationToken.None), Is.True);
         var refused = Assert.ThrowsAsync<StoreConflictException>(async () => await unit!.WaitAsync(TimeSpan.FromSeconds(60)))!;
@@ -865,10 +865,10 @@ public class RolloutWindowTests(string kind)
         var before = await StateAsync();
         Task<GroupView>? window = null;
         // inside the unit window's transaction (after its reads, under the catalogue's lock): the group's change must wait for it
-        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(0), 10, 12, null, null, uses =>
+        Assert.That(await _store.Windows.SetUpdateWindowCheckedAsync(Mac(0), 10, 12, null, null, uses =>
         {
             Assert.That(uses, Is.Empty, "group lab has no window yet");
-            window = StartBlocked(nameof(TsunaguStore.SetGroupWindowCheckedAsync),
+            window = StartBlocked(nameof(FleetStore.SetGroupWindowCheckedAsync),
                 () => Groups.SetWindowAsync("lab", new GroupWindowRequest("02:00-04:00"), _store, "bob", CancellationToken.None)).GetAwaiter().GetResult();
             return null;
         }, new AuditEntry("carol", "unit.update-window", Mac(0), "10-12")), Is.True);
@@ -882,9 +882,9 @@ public class RolloutWindowTests(string kind)
         await WindowAsync("02:00-04:00");
         before = await StateAsync();
         Task<RolloutView>? create = null;
-        Assert.That(await _store.SetUpdateWindowCheckedAsync(Mac(1), 10, 12, null, null, _ =>
+        Assert.That(await _store.Windows.SetUpdateWindowCheckedAsync(Mac(1), 10, 12, null, null, _ =>
         {
-            create = StartBlocked(nameof(TsunaguStore.AddRolloutAsync), () => CreateAsync(service, "r2")).GetAwaiter().GetResult();
+            create = StartBlocked(nameof(RolloutStore.AddRolloutAsync), () => CreateAsync(service, "r2")).GetAwaiter().GetResult();
             return null;
         }, new AuditEntry("carol", "unit.update-window", Mac(1), "10-12")), Is.True);
         var refusedRollout = Assert.ThrowsAsync<RolloutRuleException>(async () => await create!.WaitAsync(TimeSpan.FromSeconds(60)))!;
@@ -915,10 +915,10 @@ public class RolloutWindowTests(string kind)
         // importance 4 waits for no clock: the group's weekday window alone; unit 0 keeps Tokyo time, the rest the fleet's (UTC)
         await ProgramAsync(4);
         await WindowAsync("mon-fri 01:00-05:00");
-        Assert.That(await _store.SetUpdateWindowAsync(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
+        Assert.That(await _store.Windows.SetUpdateWindowAsync(Mac(0), null, null, "Asia/Tokyo", new AuditEntry("alice", "unit.window", Mac(0), null)), Is.True);
         var (a, b) = (Replica(), Replica());
         await CreateAsync(a, "r1", [new(Group: "canary"), new(Percent: 100)]); // wave 1: units 0-3; wave 2 (4, 5) stays closed
-        await _store.SetPresenceAsync(Mac(2), online: false);                  // offline: never told
+        await _store.Units.SetPresenceAsync(Mac(2), online: false);                  // offline: never told
         await a.StartAsync("r1", CancellationToken.None);
         Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(new[] { Mac(0), Mac(1), Mac(3) }), "the wave opening told its units");
         _push.Sent.Clear();
@@ -931,7 +931,7 @@ public class RolloutWindowTests(string kind)
             // unit 1 installs once it was told at the first opening: it is not waiting at the second
             if (installed || !_push.Sent.Any(p => p.Mac == Mac(1))) { return; }
             installed = true;
-            await _store.RecordUpdateOutcomeAsync(new UpdateOutcome(Mac(1), "x-to-y", true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
+            await _store.History.RecordUpdateOutcomeAsync(new UpdateOutcome(Mac(1), "x-to-y", true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
         });
 
         var sent = _push.Sent.ToList();
@@ -959,7 +959,7 @@ public class RolloutWindowTests(string kind)
         Assert.That(sent.Select(p => p.Message.Nonce).Distinct().Count(), Is.EqualTo(sent.Count));
         foreach (var mac in new[] { Mac(0), Mac(1), Mac(3) })
         {
-            Assert.That((await _store.ListPushChecksForUnitAsync(mac, 100)).Count(c => c.Actor == "rollout:r1"), Is.EqualTo(1 + expected.Count(e => e.Item1 == mac)), mac);
+            Assert.That((await _store.PushChecks.ListPushChecksForUnitAsync(mac, 100)).Count(c => c.Actor == "rollout:r1"), Is.EqualTo(1 + expected.Count(e => e.Item1 == mac)), mac);
         }
         var audits = (await _store.ListAuditAsync(1000)).Where(e => e.Action == "rollout.window-open").ToList();
         Assert.That(audits, Has.Count.EqualTo(4), "one audit entry per opening that told units (the two UTC openings, the two Tokyo ones)");
@@ -1002,7 +1002,7 @@ public class RolloutWindowTests(string kind)
         var waiting = Enumerable.Range(0, 6).Select(Mac).ToList();
         Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(waiting), "the wave opening told its units");
         _push.Sent.Clear();
-        async Task<int> RecordsAsync(string mac) => (await _store.ListPushChecksForUnitAsync(mac, 100)).Count(c => c.Actor == "rollout:r1");
+        async Task<int> RecordsAsync(string mac) => (await _store.PushChecks.ListPushChecksForUnitAsync(mac, 100)).Count(c => c.Actor == "rollout:r1");
         var before = new Dictionary<string, int>();
         foreach (var mac in waiting) { before[mac] = await RecordsAsync(mac); }
 
@@ -1015,7 +1015,7 @@ public class RolloutWindowTests(string kind)
         {
             Assert.That(await RecordsAsync(mac), Is.EqualTo(before[mac] + 1), $"{mac}: one record of the opening's push, though it was not sent");
         }
-        var due = await _store.UndeliveredPushesToRetryAsync(_clock.GetUtcNow() - BrokerLink.UndeliveredLifetime, _clock.GetUtcNow() - BrokerLink.ResendInterval, BrokerLink.MaxSends, 100);
+        var due = await _store.PushChecks.UndeliveredPushesToRetryAsync(_clock.GetUtcNow() - BrokerLink.UndeliveredLifetime, _clock.GetUtcNow() - BrokerLink.ResendInterval, BrokerLink.MaxSends, 100);
         Assert.That(due.Select(d => d.Mac).Order(), Is.EqualTo(waiting), "the resends send each unit the opening's push once the link is back");
         Assert.That(due.Select(d => (d.Attempts, d.SentAt, d.Reason, d.Importance)).Distinct(), Is.EqualTo(new[] { (0L, (string?)null, PushReasons.Config, 4L) }),
             "recorded unsent, with the window push's reason and the update's importance");
@@ -1023,7 +1023,7 @@ public class RolloutWindowTests(string kind)
         Assert.That(audit, Has.Count.EqualTo(1));
         Assert.That(audit[0].Detail, Does.Contain($"6 waiting unit(s); push check {due[0].CheckId} recorded").And.Not.Contain("told to check"),
             "the audit says what happened: recorded, not told");
-        Assert.That((await _store.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(TsunaguStore.Timestamp(_clock.GetUtcNow())), "the claim moved with the record");
+        Assert.That((await _store.Rollouts.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(TsunaguStore.Timestamp(_clock.GetUtcNow())), "the claim moved with the record");
 
         // the link is back: the rest of the opening tells nobody twice (the record stands for it)
         _push.Connected = true;
@@ -1044,12 +1044,12 @@ public class RolloutWindowTests(string kind)
         await CreateAsync(a, "r1");
         await a.StartAsync("r1", CancellationToken.None);
         // unit 6 joins the group; the link is down when the one pass that takes it in also sees Thursday 01:00 open the window
-        await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab"));
+        await _store.Fleet.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab"));
         _push.Connected = false;
         _clock.SetUtcNow(new DateTimeOffset(2026, 4, 2, 1, 30, 0, TimeSpan.Zero));
         await a.TickAsync(CancellationToken.None);
-        Assert.That((await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!)).Select(m => m.Mac), Does.Contain(Mac(6)), "the unit joined the open wave");
-        var records = (await _store.ListPushChecksForUnitAsync(Mac(6), 100)).Where(c => c.Actor == "rollout:r1").ToList();
+        Assert.That((await _store.Rollouts.RolloutMembersAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).Select(m => m.Mac), Does.Contain(Mac(6)), "the unit joined the open wave");
+        var records = (await _store.PushChecks.ListPushChecksForUnitAsync(Mac(6), 100)).Where(c => c.Actor == "rollout:r1").ToList();
         // before: the join's failed send counted it as told, so the opening skipped it and nothing was recorded
         Assert.That(records, Has.Count.EqualTo(1), "the opening recorded the joined unit's push");
         Assert.That((records[0].SentAt, records[0].Attempts), Is.EqualTo(((string?)null, 0L)), "unsent, left to the resends");
@@ -1072,10 +1072,10 @@ public class RolloutWindowTests(string kind)
                 """;
             insert.ExecuteNonQuery();
         }
-        await _store.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab"));
+        await _store.Fleet.SetTagsAsync(Mac(6), ["lab"], new AuditEntry("alice", "unit.tags", Mac(6), "lab"));
         // before: the pass ended in a FormatException (and the background service with it)
         Assert.DoesNotThrowAsync(() => a.TickAsync(CancellationToken.None));
-        Assert.That((await _store.RolloutMembersAsync((await _store.GetRolloutAsync("r1"))!)).Select(m => m.Mac), Does.Contain(Mac(6)),
+        Assert.That((await _store.Rollouts.RolloutMembersAsync((await _store.Rollouts.GetRolloutAsync("r1"))!)).Select(m => m.Mac), Does.Contain(Mac(6)),
             "the readable rollout was decided in the same pass: the new group member joined it");
     }
 
@@ -1091,7 +1091,7 @@ public class RolloutWindowTests(string kind)
         var waiting = Enumerable.Range(0, 6).Select(Mac).ToList();
         Assert.That(_push.Sent.Select(p => p.Mac).Order(), Is.EqualTo(waiting));
         var rows = new List<PushCheckRow>();
-        foreach (var m in waiting) { rows.AddRange((await _store.ListPushChecksForUnitAsync(m, 100)).Where(c => c.Actor == "rollout:r1")); }
+        foreach (var m in waiting) { rows.AddRange((await _store.PushChecks.ListPushChecksForUnitAsync(m, 100)).Where(c => c.Actor == "rollout:r1")); }
         Assert.That(rows.Select(r => (r.Mac, r.Attempts, r.SentAt is null)).Order(), Is.EqualTo(waiting.Select(m => (m, 1L, false))), "each sent once, none left for a resend");
         Assert.That(rows.Select(r => r.Nonce).Order(), Is.EqualTo(_push.Sent.Select(p => p.Message.Nonce).Order()), "the push carries its record's nonce");
     }
@@ -1101,32 +1101,32 @@ public class RolloutWindowTests(string kind)
     {
         await ProgramAsync(4);
         await CreateAsync(Replica(), "r1");
-        var read = (await _store.GetRolloutAsync("r1"))!.WindowLookedAt; // null: never looked
+        var read = (await _store.Rollouts.GetRolloutAsync("r1"))!.WindowLookedAt; // null: never looked
         var at = TsunaguStore.Timestamp(_clock.GetUtcNow().AddMinutes(1));
         PendingPushCheck Push(string id) => new(id, "rollout:r1", 4, PushReasons.Config, [(Mac(0), $"nonce-{id}")]);
         AuditEntry Audit(string id) => new("rollout:r1", "rollout.window-open", "r1", id);
 
         // both replicas read the same value; the first claim moves it, the second (from the stale value) writes nothing
-        Assert.That(await _store.ClaimWindowLookAsync("r1", read, at, Audit("first"), CancellationToken.None, Push("first")), Is.True);
-        Assert.That(await _store.ClaimWindowLookAsync("r1", read, at, Audit("second"), CancellationToken.None, Push("second")), Is.False);
-        Assert.That((await _store.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(at));
+        Assert.That(await _store.Rollouts.ClaimWindowLookAsync("r1", read, at, Audit("first"), CancellationToken.None, Push("first")), Is.True);
+        Assert.That(await _store.Rollouts.ClaimWindowLookAsync("r1", read, at, Audit("second"), CancellationToken.None, Push("second")), Is.False);
+        Assert.That((await _store.Rollouts.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(at));
         Assert.That((await _store.ListAuditAsync(1000)).Where(e => e.Action == "rollout.window-open").Select(e => e.Detail), Is.EqualTo(new[] { "first" }));
-        Assert.That(((await _store.GetPushCheckAsync("first")).Count, (await _store.GetPushCheckAsync("second")).Count), Is.EqualTo((1, 0)));
+        Assert.That(((await _store.PushChecks.GetPushCheckAsync("first")).Count, (await _store.PushChecks.GetPushCheckAsync("second")).Count), Is.EqualTo((1, 0)));
 
         // from a non-null value the same: the holder of the value read wins once
         var later = TsunaguStore.Timestamp(_clock.GetUtcNow().AddMinutes(2));
-        Assert.That(await _store.ClaimWindowLookAsync("r1", at, later, null, CancellationToken.None), Is.True);
-        Assert.That(await _store.ClaimWindowLookAsync("r1", at, later, Audit("third"), CancellationToken.None, Push("third")), Is.False);
-        Assert.That((await _store.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(later));
-        Assert.That(((await _store.ListAuditAsync(1000)).Count(e => e.Action == "rollout.window-open"), (await _store.GetPushCheckAsync("third")).Count), Is.EqualTo((1, 0)));
+        Assert.That(await _store.Rollouts.ClaimWindowLookAsync("r1", at, later, null, CancellationToken.None), Is.True);
+        Assert.That(await _store.Rollouts.ClaimWindowLookAsync("r1", at, later, Audit("third"), CancellationToken.None, Push("third")), Is.False);
+        Assert.That((await _store.Rollouts.GetRolloutAsync("r1"))!.WindowLookedAt, Is.EqualTo(later));
+        Assert.That(((await _store.ListAuditAsync(1000)).Count(e => e.Action == "rollout.window-open"), (await _store.PushChecks.GetPushCheckAsync("third")).Count), Is.EqualTo((1, 0)));
 
         // the two racing for real: exactly one wins
         var next = TsunaguStore.Timestamp(_clock.GetUtcNow().AddMinutes(3));
         var results = await Task.WhenAll(Enumerable.Range(0, 2).Select(i => Task.Run(() =>
-            _store.ClaimWindowLookAsync("r1", later, next, Audit($"race-{i}"), CancellationToken.None, Push($"race-{i}")))));
+            _store.Rollouts.ClaimWindowLookAsync("r1", later, next, Audit($"race-{i}"), CancellationToken.None, Push($"race-{i}")))));
         Assert.That(results.Count(r => r), Is.EqualTo(1));
         Assert.That((await _store.ListAuditAsync(1000)).Count(e => e.Action == "rollout.window-open"), Is.EqualTo(2));
-        Assert.That((await _store.GetPushCheckAsync("race-0")).Count + (await _store.GetPushCheckAsync("race-1")).Count, Is.EqualTo(1));
+        Assert.That((await _store.PushChecks.GetPushCheckAsync("race-0")).Count + (await _store.PushChecks.GetPushCheckAsync("race-1")).Count, Is.EqualTo(1));
     }
 
     [Test]
@@ -1135,7 +1135,7 @@ public class RolloutWindowTests(string kind)
         // the group's window 01:00-05:00 every day; the fleet's low-utilisation window 02:00-05:00; unit 3 has its own, 04:00-06:00
         await ProgramAsync(3);
         await WindowAsync("01:00-05:00");
-        Assert.That(await _store.SetUpdateWindowAsync(Mac(3), 4, 6, null, new AuditEntry("alice", "unit.window", Mac(3), null)), Is.True);
+        Assert.That(await _store.Windows.SetUpdateWindowAsync(Mac(3), 4, 6, null, new AuditEntry("alice", "unit.window", Mac(3), null)), Is.True);
         var service = Replica();
         await CreateAsync(service, "r1", [new(Group: "canary"), new(Percent: 100)]);
         await service.StartAsync("r1", CancellationToken.None);

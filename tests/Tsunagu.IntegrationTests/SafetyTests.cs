@@ -138,7 +138,7 @@ public class SafetyTests
         using var http = Http(server);
         using var client = server.Operator();
         await client.SendJsonAsync(HttpMethod.Post, "/api/v1/subscribers", new NewSubscriber("alice", "alice-password"), CancellationToken.None);
-        Assert.That((await server.Store.GetUnitAsync(units[0].Mac))!.Subscriber, Is.Null);
+        Assert.That((await server.Store.Units.GetUnitAsync(units[0].Mac))!.Subscriber, Is.Null);
         await client.SendAsync(HttpMethod.Post, "/api/v1/units/bulk", new StringContent("mac,serial,isp_method,subscriber\n02:54:53:00:20:01,S9,dhcp,alice\n", Encoding.UTF8, "text/csv"), CancellationToken.None);
 
         var operatorToken = (await (await Send(http, HttpMethod.Post, "/api/v1/operator/token", null, basic: true)).Content.ReadFromJsonAsync<TokenResponse>())!;

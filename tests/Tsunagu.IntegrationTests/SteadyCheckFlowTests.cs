@@ -61,7 +61,7 @@ public class SteadyCheckFlowTests
         Assert.That(server.Store.Database.Kind == DatabaseKind.Postgres, Is.EqualTo(kind == "postgres"), "the server runs on the database the case names");
         var unit = (await server.AddUnitsAsync(1))[0];
         // held on the factory pattern: nothing to offer until the target is cleared
-        await server.Store.SetTargetPatternAsync(unit.Mac, DemoCatalogue.Pattern1);
+        await server.Store.Units.SetTargetPatternAsync(unit.Mac, DemoCatalogue.Pattern1);
         server.Fleet.StartAll();
         await server.WaitReadyAsync(unit);
         await server.WaitForAsync(() => unit.Supervisor.Context.ReadyReported && unit.Supervisor.State == StateId.Ready, "the first ready report");
@@ -110,16 +110,16 @@ public class SteadyCheckFlowTests
     {
         var (server, unit) = await StartAsync(kind);
         await using var _ = server;
-        var configs = await server.Store.ListUnitConfigsAsync(unit.Mac);
-        var before = (await server.Store.GetUnitAsync(unit.Mac))!;
-        var events = (await server.Store.ListUnitEventsAsync(unit.Mac)).Count;
+        var configs = await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac);
+        var before = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
+        var events = (await server.Store.History.ListUnitEventsAsync(unit.Mac)).Count;
         for (var i = 0; i < 3; i++)
         {
             await Task.Delay(20);
             var requests = await CheckAsync(server, unit);
             TestContext.Out.WriteLine($"{kind} check {i + 1}: {Paths(requests)}");
             Assert.That(requests, Is.EqualTo(new[] { (Routes.SteadyCheck, 200) }), "exactly one request");
-            var after = (await server.Store.GetUnitAsync(unit.Mac))!;
+            var after = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
             Assert.Multiple(() =>
             {
                 Assert.That(after.State, Is.EqualTo(UnitStates.Ready));
@@ -131,10 +131,10 @@ public class SteadyCheckFlowTests
             });
             before = after;
         }
-        var configsAfter = await server.Store.ListUnitConfigsAsync(unit.Mac);
+        var configsAfter = await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac);
         Assert.That(configsAfter.Select(c => (c.Revision, c.Status)), Is.EqualTo(configs.Select(c => (c.Revision, c.Status))), "the configuration rows stay as the ready report left them");
         Assert.That(configsAfter.Count == 0 || configsAfter.MaxBy(c => c.Revision)!.Status == "final", Is.True, "the applied revision is final");
-        var eventsAfter = await server.Store.ListUnitEventsAsync(unit.Mac);
+        var eventsAfter = await server.Store.History.ListUnitEventsAsync(unit.Mac);
         Assert.That(eventsAfter.Count - events, Is.EqualTo(1), "the ready history entry is written once (it differs from the ready report's), not repeated by every steady check");
         Assert.That(eventsAfter.MaxBy(e => e.Id)!.Kind, Is.EqualTo(UnitEventKinds.Ready));
         Assert.That(server.ChangesOf(unit.Mac).Where(c => c.From == StateId.SteadyCheck).Select(c => c.Outcome), Has.All.EqualTo(Outcome.NothingToDo));
@@ -163,13 +163,13 @@ public class SteadyCheckFlowTests
             });
             var steady = await CheckAsync(server, unit);
             Assert.That(steady, Is.EqualTo(new[] { (Routes.SteadyCheck, 200) }), $"{change}: the next check is one request again");
-            Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.State, Is.EqualTo(UnitStates.Ready));
+            Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.State, Is.EqualTo(UnitStates.Ready));
         }
 
         // a new configuration revision: the steady check, challenge, session, version check, configuration, ack, ready
-        var revision = await server.Store.AddUnitConfigAsync(unit.Mac, DemoCatalogue.StandardServices with { Dns = DemoCatalogue.StandardServices.Dns with { LocalDomain = "steady.arpa" } });
+        var revision = await server.Store.ServiceConfigs.AddUnitConfigAsync(unit.Mac, DemoCatalogue.StandardServices with { Dns = DemoCatalogue.StandardServices.Dns with { LocalDomain = "steady.arpa" } });
         await FullThenSteadyAsync("a new configuration revision", 7);
-        var latest = (await server.Store.ListUnitConfigsAsync(unit.Mac)).MaxBy(c => c.Revision)!;
+        var latest = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac)).MaxBy(c => c.Revision)!;
         Assert.That((latest.Revision, latest.Status), Is.EqualTo((revision, "final")), "the new revision applied and final");
 
         // the host forgot the nonce (a database restored from a backup): refused, then the full exchange
@@ -193,13 +193,13 @@ public class SteadyCheckFlowTests
             await c.ExecuteAsync("UPDATE units SET last_error = 'a test error' WHERE mac = @mac", new { mac = unit.Mac });
         }
         await FullThenSteadyAsync("a last error", 7);
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.LastError, Is.Null, "the full exchange cleared the error; the steady check does not bring it back");
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.LastError, Is.Null, "the full exchange cleared the error; the steady check does not bring it back");
 
         // an update offered: the unit installs it and reports Ready on the new pattern, then checks in one request there
-        await server.Store.SetTargetPatternAsync(unit.Mac, null);
+        await server.Store.Units.SetTargetPatternAsync(unit.Mac, null);
         var readies = server.ChainOf(unit.Mac).Count(s => s == StateId.Ready);
         unit.Supervisor.RequestCheck(forced: false);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac)) is { Pattern: DemoCatalogue.Pattern2, State: UnitStates.Ready } &&
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(unit.Mac)) is { Pattern: DemoCatalogue.Pattern2, State: UnitStates.Ready } &&
                                               unit.Supervisor.State == StateId.Ready && unit.Supervisor.Context.ReadyReported,
             "the update installed and the unit Ready on pattern-2", TimeSpan.FromSeconds(90));
         Assert.That(server.ChainOf(unit.Mac).Skip(readies), Does.Contain(StateId.Update), "the update was offered and run");
@@ -220,9 +220,9 @@ public class SteadyCheckFlowTests
         Assert.That(nonce, Is.Not.Null, "the ready answer handed out a nonce");
         var secret = Tsunagu.Protocol.UnitCredentials.DeriveUnitSecret(server.UnitKey, unit.Mac);
         var proof = UnitCredentials.ComputeProof(secret, ProofPurpose.SteadyCheck, unit.Mac, nonce.Id, nonce.Nonce);
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         var inventory = System.Text.Json.JsonSerializer.Deserialize(row.Inventory!, ProtocolJson.Default.Inventory)!;
-        var good = new SteadyCheckRequest(unit.Mac, nonce.Id, proof, inventory, 1, (int?)(await server.Store.ListUnitConfigsAsync(unit.Mac)).MaxBy(c => c.Revision)?.Revision);
+        var good = new SteadyCheckRequest(unit.Mac, nonce.Id, proof, inventory, 1, (int?)(await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac)).MaxBy(c => c.Revision)?.Revision);
         string Body(SteadyCheckRequest r) => System.Text.Json.JsonSerializer.Serialize(r, ProtocolJson.Default.SteadyCheckRequest);
         var hostile = new (string Name, string Body)[]
         {
@@ -294,7 +294,7 @@ public class SteadyCheckFlowTests
     private static async Task<SteadyCheckResponse> SteadyAsync(TestServer server, HttpClient http, string mac, CheckNonce nonce, Inventory inventory)
     {
         var proof = UnitCredentials.ComputeProof(UnitCredentials.DeriveUnitSecret(server.UnitKey, mac), ProofPurpose.SteadyCheck, mac, nonce.Id, nonce.Nonce);
-        var request = new SteadyCheckRequest(mac, nonce.Id, proof, inventory, 1, (int?)(await server.Store.ListUnitConfigsAsync(mac)).MaxBy(c => c.Revision)?.Revision);
+        var request = new SteadyCheckRequest(mac, nonce.Id, proof, inventory, 1, (int?)(await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).MaxBy(c => c.Revision)?.Revision);
         var answer = await http.PostAsJsonAsync(Routes.SteadyCheck, request, ProtocolJson.Default.SteadyCheckRequest);
         Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.OK), await answer.Content.ReadAsStringAsync());
         return (await answer.Content.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckResponse))!;
@@ -308,10 +308,10 @@ public class SteadyCheckFlowTests
         await using var _ = server;
         await server.Fleet.PowerOffAsync(unit);
         // the unit on pattern-2 after the rollout pattern-1 -> pattern-2, no target; pattern-2 -> pattern-1 kept for a revert
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         var onP1 = System.Text.Json.JsonSerializer.Deserialize(row.Inventory!, ProtocolJson.Default.Inventory)!;
         var onP2 = onP1 with { Applications = DemoCatalogue.Pattern2Applications.ToDictionary() };
-        var forward = (await server.Store.GetUnitWithCatalogueAsync(unit.Mac)).Catalogue.FindUpdateProgram(DemoCatalogue.Pattern1)!;
+        var forward = (await server.Store.Catalogue.GetUnitWithCatalogueAsync(unit.Mac)).Catalogue.FindUpdateProgram(DemoCatalogue.Pattern1)!;
         await using (var c = server.Store.Database.Open())
         {
             await c.ExecuteAsync("UPDATE units SET pattern = @p2, inventory = @inventory, target_pattern = NULL WHERE mac = @mac",
@@ -319,23 +319,23 @@ public class SteadyCheckFlowTests
             // pattern-1 defined first, so pattern-2 -> pattern-1 is the way back of the pair (not a way forward)
             await c.ExecuteAsync("UPDATE patterns SET created_at = '2020-01-01T00:00:00.0000000+00:00' WHERE id = @p1", new { p1 = DemoCatalogue.Pattern1 });
         }
-        await server.Store.AddUpdateProgramAsync(new UpdateProgramRow
+        await server.Store.Catalogue.AddUpdateProgramAsync(new UpdateProgramRow
         {
             Id = "p2-to-p1", FromPattern = DemoCatalogue.Pattern2, ToPattern = DemoCatalogue.Pattern1, Importance = 5, Priority = 10,
             ArtifactSha256 = forward.ArtifactSha256, ArtifactSize = forward.ArtifactSize,
         });
-        var catalogue = (await server.Store.GetUnitWithCatalogueAsync(unit.Mac)).Catalogue;
+        var catalogue = (await server.Store.Catalogue.GetUnitWithCatalogueAsync(unit.Mac)).Catalogue;
         Assert.That((catalogue.FindWayBack(DemoCatalogue.Pattern2)?.Id, catalogue.FindUpdateProgram(DemoCatalogue.Pattern2)), Is.EqualTo(("p2-to-p1", (UpdateProgramRow?)null)),
             "precondition: the program is a way back, and no way forward leads from pattern-2");
         using var http = server.PinnedHttp();
         var steady = await SteadyAsync(server, http, unit.Mac, unit.Supervisor.Context.CheckNonce!, onP2);
         Assert.That((steady.Steady, steady.Reason), Is.EqualTo((true, (string?)null)), "a way back no rollout holds is nothing to offer: steady");
-        Assert.That((await server.Store.GetUnitAsync(unit.Mac))!.State, Is.EqualTo(UnitStates.Ready));
+        Assert.That((await server.Store.Units.GetUnitAsync(unit.Mac))!.State, Is.EqualTo(UnitStates.Ready));
 
         // a running rollout of the way back that includes the unit: the version check would offer it, so the check is not steady
-        await server.Store.AddGroupAsync(new GroupRow { Name = "back", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"back\"]}", CreatedBy = "alice" },
+        await server.Store.Fleet.AddGroupAsync(new GroupRow { Name = "back", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"back\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "back", null));
-        await server.Store.AddRolloutAsync(new RolloutRow
+        await server.Store.Rollouts.AddRolloutAsync(new RolloutRow
         {
             Name = "revert", GroupName = "back", FromPattern = DemoCatalogue.Pattern2, ToPattern = DemoCatalogue.Pattern1, UpdateId = "p2-to-p1", Waves = "[{\"percent\":100}]",
             SuccessPercent = 90, ErrorPercent = 10, OnError = ErrorActions.Pause, State = RolloutStates.Running, OpenWaves = 1, CreatedBy = "alice",
@@ -355,14 +355,14 @@ public class SteadyCheckFlowTests
         await server.Fleet.PowerOffAsync(unit);
         var nonce = unit.Supervisor.Context.CheckNonce!;
         var secret = UnitCredentials.DeriveUnitSecret(server.UnitKey, unit.Mac);
-        var row = (await server.Store.GetUnitAsync(unit.Mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(unit.Mac))!;
         var inventory = System.Text.Json.JsonSerializer.Deserialize(row.Inventory!, ProtocolJson.Default.Inventory)!;
         var request = new SteadyCheckRequest(unit.Mac, nonce.Id, UnitCredentials.ComputeProof(secret, ProofPurpose.SteadyCheck, unit.Mac, nonce.Id, nonce.Nonce),
-            inventory, 1, (int?)(await server.Store.ListUnitConfigsAsync(unit.Mac)).MaxBy(c => c.Revision)?.Revision);
-        var events = (await server.Store.ListUnitEventsAsync(unit.Mac)).Count;
+            inventory, 1, (int?)(await server.Store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac)).MaxBy(c => c.Revision)?.Revision);
+        var events = (await server.Store.History.ListUnitEventsAsync(unit.Mac)).Count;
         using var http = server.PinnedHttp();
         HttpResponseMessage first, second;
-        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.RecordSteadyCheckAsync)))
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(SteadyCheckStore.RecordSteadyCheckAsync)))
         {
             // the first has checked the nonce and the proof and waits at its transaction; the second does the same and takes the nonce
             var held = http.PostAsJsonAsync(Routes.SteadyCheck, request, ProtocolJson.Default.SteadyCheckRequest);
@@ -373,7 +373,7 @@ public class SteadyCheckFlowTests
         }
         Assert.That(second.StatusCode, Is.EqualTo(HttpStatusCode.OK), await second.Content.ReadAsStringAsync());
         Assert.That(first.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized), "the nonce was taken by the other request: nothing written");
-        Assert.That((await server.Store.ListUnitEventsAsync(unit.Mac)).Count - events, Is.EqualTo(1), "one history entry");
+        Assert.That((await server.Store.History.ListUnitEventsAsync(unit.Mac)).Count - events, Is.EqualTo(1), "one history entry");
         await using var c = server.Store.Database.Open();
         Assert.That(await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM challenges WHERE mac = @mac AND purpose = 'steady-check'", new { mac = unit.Mac }), Is.EqualTo(1),
             "one next nonce handed out");

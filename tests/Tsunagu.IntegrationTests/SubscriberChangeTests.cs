@@ -46,22 +46,22 @@ public class SubscriberChangeTests
         Assert.That(put.StatusCode, Is.EqualTo(HttpStatusCode.OK), await put.Content.ReadAsStringAsync());
         var result = (await put.Content.ReadFromJsonAsync<SubscriberChangeView>())!;
         Assert.That((result.Revision, result.Status, result.PushWarning), Is.EqualTo((2L, "provisional", (string?)null)));
-        await server.WaitForAsync(async () => (await server.Store.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 2).Status == "final", "revision 2 final");
+        await server.WaitForAsync(async () => (await server.Store.ServiceConfigs.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 2).Status == "final", "revision 2 final");
         Assert.That(File.ReadAllText(Path.Combine(mine.Hardware.Data.Root, "services", "current", "nftables.nft")), Does.Contain("27015"));
-        Assert.That((await server.Store.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 2).Origin, Is.EqualTo("subscriber"));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 2).Origin, Is.EqualTo("subscriber"));
 
         var invalid = await http.PutAsJsonAsync($"/api/v1/subscriber/units/{mine.Mac}/service-config",
             changed with { Dhcp = changed.Dhcp with { RangeStart = "nonsense" } });
         Assert.That(invalid.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
         Assert.That(await invalid.Content.ReadAsStringAsync(), Does.Contain("dhcp.rangeStart"));
-        Assert.That(await server.Store.ListUnitConfigsAsync(mine.Mac), Has.Count.EqualTo(2), "a refused change is not recorded");
+        Assert.That(await server.Store.ServiceConfigs.ListUnitConfigsAsync(mine.Mac), Has.Count.EqualTo(2), "a refused change is not recorded");
         Assert.That((await http.GetAsync("/api/v1/subscriber/units/02:54:53:00:00:02/service-config")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound), "bob's unit");
         Assert.That((await http.PutAsJsonAsync("/api/v1/subscriber/units/02:54:53:00:00:02/service-config", changed)).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
 
         // the operator, on alice's behalf (phone call): a new revision, pushed at once, final once applied
         var onBehalf = changed with { ContentFilter = changed.ContentFilter with { BlockedDomains = [.. changed.ContentFilter.BlockedDomains, "games.example"] } };
         await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mine.Mac}/service-config", onBehalf, CancellationToken.None);
-        await server.WaitForAsync(async () => (await server.Store.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 3).Status == "final", "revision 3 final");
+        await server.WaitForAsync(async () => (await server.Store.ServiceConfigs.ListUnitConfigsAsync(mine.Mac)).Single(r => r.Revision == 3).Status == "final", "revision 3 final");
         Assert.That(File.ReadAllText(Path.Combine(mine.Hardware.Data.Root, "services", "current", "dnsmasq.conf")), Does.Contain("games.example"));
         Assert.That((await server.Store.ListAuditAsync(10)).First(a => a.Action == "unit.service-config").Actor, Is.EqualTo(DemoCatalogue.OperatorName));
     }
@@ -85,7 +85,7 @@ public class SubscriberChangeTests
     internal static async Task<string> SnapshotAsync(TestServer server, string mac) =>
         JsonSerializer.Serialize(new
         {
-            configs = (await server.Store.ListUnitConfigsAsync(mac)).Select(c => new { c.Revision, c.Status, c.Document, c.Origin }),
+            configs = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Select(c => new { c.Revision, c.Status, c.Document, c.Origin }),
             audit = (await server.Store.ListAuditAsync(1000)).Select(a => new { a.Id, a.Action, a.Target, a.Detail }),
         });
 
@@ -148,7 +148,7 @@ public class SubscriberChangeTests
             "firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "vpn.peers",
         }), "the default contract is what the portal edits");
 
-        var start = (await server.Store.ListUnitConfigsAsync(mac)).Count;
+        var start = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Count;
         var before = await SnapshotAsync(server, mac);
         var refused = new (ServiceConfiguration Config, string Field)[]
         {
@@ -174,8 +174,8 @@ public class SubscriberChangeTests
         // the operator changes what the subscriber may not
         var operatorChange = allowed with { Dns = allowed.Dns with { Upstreams = ["203.0.113.53"] }, Vpn = allowed.Vpn with { Enabled = true, Address = "10.9.0.1/24" }, Cache = new CacheConfig(true, 2048) };
         await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config", operatorChange, CancellationToken.None);
-        Assert.That((await server.Store.ListUnitConfigsAsync(mac)).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator" }));
-        Assert.That((await server.Store.ListUnitConfigsAsync(mac))[^1].Document, Does.Contain("203.0.113.53").And.Contain("\"sizeMegabytes\":2048"));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator" }));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac))[^1].Document, Does.Contain("203.0.113.53").And.Contain("\"sizeMegabytes\":2048"));
 
         // a contract that leaves the DNS upstreams to the subscriber
         var bad = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, "/api/v1/contracts/premium",
@@ -189,7 +189,7 @@ public class SubscriberChangeTests
         Assert.That(mine.StatusCode, Is.EqualTo(HttpStatusCode.OK), await mine.Content.ReadAsStringAsync());
         await AssertRefusedAsync(await alice.PutAsJsonAsync($"/api/v1/subscriber/units/{mac}/service-config", current with { Cache = new CacheConfig(false, 0) }),
             HttpStatusCode.Forbidden, "cache.enabled");
-        Assert.That((await server.Store.ListUnitConfigsAsync(mac)).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator", "subscriber" }));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Skip(start).Select(c => c.Origin), Is.EqualTo(new[] { "subscriber", "operator", "subscriber" }));
     }
 
     private static readonly string[] ServiceConfigFieldsDefault =
@@ -212,6 +212,6 @@ public class SubscriberChangeTests
         Assert.That(e.Message, Does.Contain("domain"));
         var newline = Assert.ThrowsAsync<OperatorApiException>(() => client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Domain = "unit.example\nx" }, CancellationToken.None));
         Assert.That(newline!.Status, Is.EqualTo(400));
-        Assert.That(await server.Store.GetUnitAsync(server.Identity(1).Mac), Is.Null);
+        Assert.That(await server.Store.Units.GetUnitAsync(server.Identity(1).Mac), Is.Null);
     }
 }

@@ -47,7 +47,7 @@ public class SubscriberIfMatchTests
         }, ProtocolJson.Default.ServiceConfiguration);
 
         // GET names the newest revision
-        var basis = await server.Store.LatestUnitConfigRevisionAsync(mac);
+        var basis = await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(mac);
         using (var get = await alice.GetAsync($"/api/v1/subscriber/units/{mac}/service-config"))
         {
             Assert.That(get.StatusCode, Is.EqualTo(HttpStatusCode.OK));
@@ -84,7 +84,7 @@ public class SubscriberIfMatchTests
             Assert.That(raced.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), await raced.Content.ReadAsStringAsync());
             Assert.That(await raced.Content.ReadAsStringAsync(), Does.Contain($"changed since revision {basis + 1}"));
         }
-        Assert.That(await server.Store.LatestUnitConfigRevisionAsync(mac), Is.EqualTo(basis + 2), "the other save only");
+        Assert.That(await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(mac), Is.EqualTo(basis + 2), "the other save only");
         Assert.That((await server.Store.ListAuditAsync(1000)).Count(a => a.Action == "unit.service-config" && a.Detail!.StartsWith($"revision {basis + 3}", StringComparison.Ordinal)), Is.Zero);
 
         // If-Match values that are no revision: 400 before anything is read or written
@@ -114,7 +114,7 @@ public class SubscriberIfMatchTests
         using var __ = client;
         alice.Dispose();
         using var portal = await PortalSession(server, "alice", "alice-password");
-        var shown = await server.Store.LatestUnitConfigRevisionAsync(mac);
+        var shown = await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(mac);
         var page = await portal.GetStringAsync($"/portal/units/{mac}");
         var basis = Regex.Matches(page, "name=\"Basis\" value=\"([^\"]*)\"").Select(m => m.Groups[1].Value).ToList();
         Assert.That(basis, Is.Not.Empty.And.All.EqualTo(shown.ToString(System.Globalization.CultureInfo.InvariantCulture)), "every change form carries the revision shown");
@@ -146,7 +146,7 @@ public class SubscriberIfMatchTests
         Assert.That(now, Is.EqualTo((shown + 1).ToString(System.Globalization.CultureInfo.InvariantCulture)));
         using var saved = await portal.PostAsync($"/portal/units/{mac}?handler=Filter", new FormUrlEncodedContent(Filter(now, "games.example")));
         Assert.That(saved.StatusCode, Is.EqualTo(HttpStatusCode.Redirect));
-        var newest = (await server.Store.LatestUnitConfigAsync(mac))!;
+        var newest = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!;
         Assert.That((newest.Revision, newest.Origin), Is.EqualTo((shown + 2, "subscriber")));
         Assert.That(newest.Document, Does.Contain("games.example"));
     }

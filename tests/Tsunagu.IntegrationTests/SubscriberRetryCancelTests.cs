@@ -38,21 +38,21 @@ public class SubscriberRetryCancelTests
         // each unit's newest revision failed (the unit refused it), attempt 1 of 3
         foreach (var mac in macs)
         {
-            var revision = await server.Store.AddUnitConfigAsync(mac, DemoCatalogue.StandardServices, "subscriber");
-            Assert.That(await server.Store.AckUnitConfigAsync(mac, revision, false, "dnsmasq refused it"), Is.True);
+            var revision = await server.Store.ServiceConfigs.AddUnitConfigAsync(mac, DemoCatalogue.StandardServices, "subscriber");
+            Assert.That(await server.Store.ServiceConfigs.AckUnitConfigAsync(mac, revision, false, "dnsmasq refused it"), Is.True);
         }
 
         // the provider's change to alice's fourth unit failed too: it is not the subscriber's to cancel
         const string providers = "02:54:53:00:00:04";
-        var operatorRevision = await server.Store.AddUnitConfigAsync(providers, DemoCatalogue.StandardServices, "operator");
-        Assert.That(await server.Store.AckUnitConfigAsync(providers, operatorRevision, false, "dnsmasq refused it"), Is.True);
+        var operatorRevision = await server.Store.ServiceConfigs.AddUnitConfigAsync(providers, DemoCatalogue.StandardServices, "operator");
+        Assert.That(await server.Store.ServiceConfigs.AckUnitConfigAsync(providers, operatorRevision, false, "dnsmasq refused it"), Is.True);
 
         using var http = server.PinnedHttp();
         var token = (await (await http.PostAsJsonAsync("/api/v1/subscriber/token", new SubscriberLogin("alice", "alice-password"))).Content.ReadFromJsonAsync<TokenResponse>())!;
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token.Token);
         http.DefaultRequestHeaders.Add("X-Tsunagu-Client", "test");
 
-        var failed = (await server.Store.LatestUnitConfigAsync(macs[0]))!;
+        var failed = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(macs[0]))!;
         using (var cancel = await http.PostAsync($"/api/v1/subscriber/units/{macs[0]}/service-config/cancel-retry", null))
         {
             Assert.That(cancel.StatusCode, Is.EqualTo(HttpStatusCode.OK), await cancel.Content.ReadAsStringAsync());
@@ -65,15 +65,15 @@ public class SubscriberRetryCancelTests
         // the ready report that would retry: nothing for the cancelled unit, the retry for the other
         var retries = server.App.Services.GetRequiredService<Tsunagu.Server.Subscribers.ConfigRetries>();
         Assert.That(await retries.AfterReadyAsync(macs[0], CancellationToken.None), Is.Null, "cancelled: no further attempt");
-        Assert.That(await retries.AfterReadyAsync(macs[1], CancellationToken.None), Is.EqualTo(await server.Store.LatestUnitConfigRevisionAsync(macs[1])), "not cancelled: retried");
-        Assert.That((await server.Store.LatestUnitConfigAsync(macs[0]))!.Revision, Is.EqualTo(failed.Revision));
-        Assert.That((await server.Store.LatestUnitConfigAsync(macs[0]))!.RetryCancelledBy, Is.EqualTo("subscriber:alice"));
+        Assert.That(await retries.AfterReadyAsync(macs[1], CancellationToken.None), Is.EqualTo(await server.Store.ServiceConfigs.LatestUnitConfigRevisionAsync(macs[1])), "not cancelled: retried");
+        Assert.That((await server.Store.ServiceConfigs.LatestUnitConfigAsync(macs[0]))!.Revision, Is.EqualTo(failed.Revision));
+        Assert.That((await server.Store.ServiceConfigs.LatestUnitConfigAsync(macs[0]))!.RetryCancelledBy, Is.EqualTo("subscriber:alice"));
 
         // who stopped the retries, and when, is in both revision lists: the operator's and the subscriber's
         var listed = JsonSerializer.Deserialize<List<UnitConfigRevisionView>>(
             await client.SendAsync(HttpMethod.Get, $"/api/v1/units/{macs[0]}/service-config", null, CancellationToken.None), JsonSerializerOptions.Web)!;
         var cancelled = listed.Single(r => r.Revision == failed.Revision);
-        Assert.That((cancelled.RetryCancelledBy, cancelled.RetryCancelledAt), Is.EqualTo(("subscriber:alice", (await server.Store.LatestUnitConfigAsync(macs[0]))!.RetryCancelledAt)));
+        Assert.That((cancelled.RetryCancelledBy, cancelled.RetryCancelledAt), Is.EqualTo(("subscriber:alice", (await server.Store.ServiceConfigs.LatestUnitConfigAsync(macs[0]))!.RetryCancelledAt)));
         Assert.That(cancelled.RetryCancelledAt, Is.Not.Null);
         Assert.That(listed.Where(r => r.Revision != failed.Revision).Select(r => r.RetryCancelledBy), Is.All.Null, "only the cancelled revision names a canceller");
         var own = (await http.GetFromJsonAsync<SubscriberConfigView>($"/api/v1/subscriber/units/{macs[0]}/service-config"))!;
@@ -101,9 +101,9 @@ public class SubscriberRetryCancelTests
         {
             Assert.That(inFlight.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         }
-        var retry = (await server.Store.LatestUnitConfigAsync(macs[1]))!;
+        var retry = (await server.Store.ServiceConfigs.LatestUnitConfigAsync(macs[1]))!;
         Assert.That((retry.Attempt, retry.Status), Is.EqualTo((2L, ConfigStatus.Provisional)));
-        Assert.That(await server.Store.AckUnitConfigAsync(macs[1], retry.Revision, false, "refused again"), Is.True);
+        Assert.That(await server.Store.ServiceConfigs.AckUnitConfigAsync(macs[1], retry.Revision, false, "refused again"), Is.True);
         Assert.That(await retries.AfterReadyAsync(macs[1], CancellationToken.None), Is.Null, "the failed retry is not retried again");
 
         // the canceller is text wherever it is shown: markup in a stored canceller (a record from elsewhere) is escaped

@@ -65,7 +65,7 @@ public class TransactionTests
         using var response = await http.PostAsJsonAsync(Routes.ServiceConfigAck, new ServiceConfigAck(1, false, "dnsmasq refused it"), ProtocolJson.Default.ServiceConfigAck);
         Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no status or error without the history entry");
-        Assert.That((await server.Store.ListUnitConfigsAsync(mac)).Single().Status, Is.EqualTo(Tsunagu.Server.Data.ConfigStatus.Provisional));
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Single().Status, Is.EqualTo(Tsunagu.Server.Data.ConfigStatus.Provisional));
     }
 
     [Test]
@@ -91,7 +91,7 @@ public class TransactionTests
         using var response = await http.PutAsJsonAsync($"{Routes.Prefix}/service-configs/lab", DemoCatalogue.StandardServices, ProtocolJson.Default.ServiceConfiguration);
         Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no configuration without its audit entry");
-        Assert.That(await server.Store.GetServiceConfigAsync("lab"), Is.Null);
+        Assert.That(await server.Store.ServiceConfigs.GetServiceConfigAsync("lab"), Is.Null);
     }
 
     [Test]
@@ -100,13 +100,13 @@ public class TransactionTests
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = server.OperatorHttp();
-        var revisions = (await server.Store.ListUnitConfigsAsync(mac)).Count;
+        var revisions = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Count;
         InjectFault(server, "audit", "NEW.action = 'unit.service-config'");
         var before = HostileInputTests.Snapshot(server);
         using var response = await http.PutAsJsonAsync($"{Routes.Units}/{mac}/service-config", DemoCatalogue.StandardServices, ProtocolJson.Default.ServiceConfiguration);
         Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no revision without its audit entry");
-        Assert.That(await server.Store.ListUnitConfigsAsync(mac), Has.Count.EqualTo(revisions));
+        Assert.That(await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac), Has.Count.EqualTo(revisions));
     }
 
     [Test]
@@ -123,8 +123,8 @@ public class TransactionTests
         using var response = await http.PostAsJsonAsync(Routes.UpdateReport, report, ProtocolJson.Default.UpdateReport);
         Assert.That(response.IsSuccessStatusCode, Is.False, "the write failed");
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "no report, inventory, error or audit entry without the history entry");
-        Assert.That(await server.Store.ListUpdateReportsAsync(mac), Is.Empty);
-        Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.Null);
+        Assert.That(await server.Store.History.ListUpdateReportsAsync(mac), Is.Empty);
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.LastError, Is.Null);
     }
 
     /// <summary>
@@ -154,7 +154,7 @@ public class TransactionTests
         await AssertAuditFaultChangesNothing(server, "media.register", http => http.PostAsJsonAsync(Routes.Media, new MediaRegistration(digest, "lab stick")),
             async () =>
             {
-                Assert.That(await server.Store.GetMediumAsync(digest), Is.Null);
+                Assert.That(await server.Store.Media.GetMediumAsync(digest), Is.Null);
             });
     }
 
@@ -166,7 +166,7 @@ public class TransactionTests
             http.PutAsJsonAsync($"{Routes.Prefix}/contracts/lab", new ContractRequest([ServiceConfigFields.All[0]])),
             async () =>
             {
-                Assert.That(await server.Store.GetContractAsync("lab"), Is.Null);
+                Assert.That(await server.Store.Accounts.GetContractAsync("lab"), Is.Null);
             });
     }
 
@@ -191,7 +191,7 @@ public class TransactionTests
             http.PostAsJsonAsync($"{Routes.Prefix}/operators", new NewSubscriber("carol", "a long enough password")),
             async () =>
             {
-                Assert.That(await server.Store.GetOperatorHashAsync("carol"), Is.Null);
+                Assert.That(await server.Store.Accounts.GetOperatorHashAsync("carol"), Is.Null);
             });
     }
 
@@ -199,13 +199,13 @@ public class TransactionTests
     public async Task A_subscriber_whose_audit_entry_fails_gets_neither_a_password_nor_a_contract()
     {
         await using var server = await TestServer.StartAsync();
-        await server.Store.UpsertContractAsync("lab", [ServiceConfigFields.All[0]]);
+        await server.Store.Accounts.UpsertContractAsync("lab", [ServiceConfigFields.All[0]]);
         await AssertAuditFaultChangesNothing(server, "subscriber.set", http =>
             http.PostAsJsonAsync($"{Routes.Prefix}/subscribers", new NewSubscriber("dave", "a long enough password", "lab")),
             async () =>
             {
-                Assert.That(await server.Store.GetSubscriberHashAsync("dave"), Is.Null);
-                Assert.That(await server.Store.GetSubscriberContractAsync("dave"), Is.Null);
+                Assert.That(await server.Store.Accounts.GetSubscriberHashAsync("dave"), Is.Null);
+                Assert.That(await server.Store.Accounts.GetSubscriberContractAsync("dave"), Is.Null);
             });
     }
 
@@ -217,7 +217,7 @@ public class TransactionTests
             http.PostAsJsonAsync($"{Routes.Prefix}/software", new SoftwareRequest("vcp", "9.9.9", "vcp", DemoCatalogue.HardwareVersion, null)),
             async () =>
             {
-                Assert.That(await server.Store.GetSoftwareAsync("vcp", "9.9.9"), Is.Null);
+                Assert.That(await server.Store.Catalogue.GetSoftwareAsync("vcp", "9.9.9"), Is.Null);
             });
     }
 
@@ -229,7 +229,7 @@ public class TransactionTests
             http.PostAsJsonAsync($"{Routes.Prefix}/patches", new PatchRequest("vcp-fix-1", "vcp fix", "1.0.1", "vcp", 3, null, null)),
             async () =>
             {
-                Assert.That(await server.Store.ListPatchesAsync(), Is.Empty);
+                Assert.That(await server.Store.Catalogue.ListPatchesAsync(), Is.Empty);
             });
     }
 
@@ -248,12 +248,12 @@ public class TransactionTests
     public async Task A_pattern_whose_audit_entry_fails_is_not_created()
     {
         await using var server = await TestServer.StartAsync();
-        var stamp = (await server.Store.CatalogueAsync()).Stamp;
+        var stamp = (await server.Store.Catalogue.CatalogueAsync()).Stamp;
         await AssertAuditFaultChangesNothing(server, "pattern.create", http => http.PostAsJsonAsync($"{Routes.Prefix}/patterns", DraftPattern()),
             async () =>
             {
-                Assert.That(await server.Store.GetPatternAsync("pattern-3"), Is.Null);
-                Assert.That((await server.Store.CatalogueAsync()).Stamp, Is.EqualTo(stamp), "the catalogue did not move");
+                Assert.That(await server.Store.Catalogue.GetPatternAsync("pattern-3"), Is.Null);
+                Assert.That((await server.Store.Catalogue.CatalogueAsync()).Stamp, Is.EqualTo(stamp), "the catalogue did not move");
             });
     }
 
@@ -269,7 +269,7 @@ public class TransactionTests
         await AssertAuditFaultChangesNothing(server, "pattern.verify", http => http.PostAsync($"{Routes.Prefix}/patterns/pattern-3/verify", new StringContent("{}", Encoding.UTF8, "application/json")),
             async () =>
             {
-                Assert.That((await server.Store.GetPatternAsync("pattern-3"))!.Status, Is.EqualTo(Tsunagu.Server.Data.PatternStatus.Draft));
+                Assert.That((await server.Store.Catalogue.GetPatternAsync("pattern-3"))!.Status, Is.EqualTo(Tsunagu.Server.Data.PatternStatus.Draft));
             });
     }
 
@@ -278,13 +278,13 @@ public class TransactionTests
     {
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
-        var target = (await server.Store.GetUnitAsync(mac))!.TargetPattern;
+        var target = (await server.Store.Units.GetUnitAsync(mac))!.TargetPattern;
         var next = target == DemoCatalogue.Pattern2 ? DemoCatalogue.Pattern1 : DemoCatalogue.Pattern2;
         await AssertAuditFaultChangesNothing(server, "unit.target-pattern", http =>
             http.PutAsJsonAsync($"{Routes.Units}/{mac}/target-pattern", new TargetPatternRequest(next)),
             async () =>
             {
-                Assert.That((await server.Store.GetUnitAsync(mac))!.TargetPattern, Is.EqualTo(target));
+                Assert.That((await server.Store.Units.GetUnitAsync(mac))!.TargetPattern, Is.EqualTo(target));
             });
     }
 
@@ -305,7 +305,7 @@ public class TransactionTests
             http.PostAsJsonAsync($"{Routes.Prefix}/update-programs", new NewUpdateProgram("p2-to-p1", DemoCatalogue.Pattern2, DemoCatalogue.Pattern1, 3, 1, sha)),
             async () =>
             {
-                Assert.That(await server.Store.GetUpdateProgramAsync("p2-to-p1"), Is.Null);
+                Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync("p2-to-p1"), Is.Null);
             });
     }
 
@@ -339,7 +339,7 @@ public class TransactionTests
             var page = failed.StatusCode == HttpStatusCode.Redirect ? await session.GetStringAsync("/console/programs") : "";
             Assert.That(failed.IsSuccessStatusCode || failed.StatusCode == HttpStatusCode.Redirect, Is.False, $"the write failed ({failed.StatusCode} {failed.Headers.Location}): {page}");
         }
-        Assert.That(await server.Store.GetUpdateProgramAsync("p2-back"), Is.Null, "no program without the upload's audit entry");
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync("p2-back"), Is.Null, "no program without the upload's audit entry");
         Assert.That((await server.Store.ListAuditAsync(20)).Where(a => a.Action is "update-program.add" or "artifact.upload"), Is.Empty, "no audit entry of the failed upload");
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing of the upload in the database");
         Assert.That(Directory.GetFiles(artifacts.Directory).Order(StringComparer.Ordinal), Is.EqualTo(files), "no bundle file left");
@@ -347,7 +347,7 @@ public class TransactionTests
         RemoveFault(server);
         using var again = await Upload();
         Assert.That(again.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), "without the fault the same upload succeeds");
-        Assert.That(await server.Store.GetUpdateProgramAsync("p2-back"), Is.Not.Null);
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync("p2-back"), Is.Not.Null);
         Assert.That((await server.Store.ListAuditAsync(20)).Count(a => a.Action is "update-program.add" or "artifact.upload"), Is.EqualTo(2));
     }
 

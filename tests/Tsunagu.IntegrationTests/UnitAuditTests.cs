@@ -33,11 +33,11 @@ public class UnitAuditTests
         await store.AuditAsync(Mac, "unit.report", null, "the unit as the actor");
         await store.AuditAsync("alice", "note", $"before-{Mac}-after", "contains the MAC but names no unit");
         await store.AuditAsync("alice", "unit.edit", Other, "another unit");
-        var listed = await store.ListAuditForUnitAsync(Mac);
+        var listed = await store.History.ListAuditForUnitAsync(Mac);
         Assert.That(listed.Select(a => a.Detail), Is.EqualTo(new[] { "the unit as the actor", "one of a list, with a space after the comma", "named as the target" }),
             "newest first, exactly the entries naming the unit");
-        Assert.That(await store.ListAuditForUnitAsync(Mac, 2), Has.Count.EqualTo(2));
-        Assert.That((await store.ListAuditForUnitAsync(Other)).Select(a => a.Detail), Is.EqualTo(new[] { "another unit", "one of a list, with a space after the comma" }));
+        Assert.That(await store.History.ListAuditForUnitAsync(Mac, 2), Has.Count.EqualTo(2));
+        Assert.That((await store.History.ListAuditForUnitAsync(Other)).Select(a => a.Detail), Is.EqualTo(new[] { "another unit", "one of a list, with a space after the comma" }));
 
         var units = await server.AddUnitsAsync(1);
         using var admin = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);

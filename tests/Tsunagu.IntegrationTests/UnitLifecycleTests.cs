@@ -109,7 +109,7 @@ public class UnitLifecycleTests
             Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.OK), await ok.Content.ReadAsStringAsync());
             Assert.That(ok.Headers.ETag?.Tag, Is.EqualTo("\"2\""));
         }
-        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), Is.EqualTo("n3w-isp-Pa55word"));
+        Assert.That(server.Store.Lifecycle.IspPasswordOf((await server.Store.Units.GetUnitAsync(mac))!), Is.EqualTo("n3w-isp-Pa55word"));
         var before = Snapshot(server, mac);
 
         using (var stale = await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{mac}/record", new UnitEditRequest(Domain: "stale.example", IspPassword: "other"), ifMatch: 1))
@@ -144,7 +144,7 @@ public class UnitLifecycleTests
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         var provisional = await ProvisionalTokenAsync(server, mac);
         var session = await server.HostSessionAsync(mac);
-        var artifact = (await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern1))!.ArtifactSha256;
+        var artifact = (await server.Store.Catalogue.FindUpdateProgramAsync(DemoCatalogue.Pattern1))!.ArtifactSha256;
         Assert.That(await WithTokenAsync(server, session.Token, HttpMethod.Get, $"{Routes.Artifacts}/{artifact}"), Is.EqualTo(HttpStatusCode.OK), "before: the artifact is served");
         Assert.That(await WithTokenAsync(server, provisional, HttpMethod.Get, Routes.ProvisioningSettings), Is.EqualTo(HttpStatusCode.OK), "before: settings are served");
 
@@ -160,7 +160,7 @@ public class UnitLifecycleTests
         {
             Assert.That(stale.StatusCode, Is.EqualTo(HttpStatusCode.Conflict));
         }
-        Assert.That((await server.Store.GetUnitAsync(mac))!.DecommissionedAt, Is.Null, "a stale decommission changes nothing");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.DecommissionedAt, Is.Null, "a stale decommission changes nothing");
         using (var done = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{mac}/decommission", new DecommissionRequest("returned by the subscriber")))
         {
             Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.OK), await done.Content.ReadAsStringAsync());
@@ -181,7 +181,7 @@ public class UnitLifecycleTests
         Assert.That(await WithTokenAsync(server, session.Token, HttpMethod.Get, Routes.ServiceConfig), Is.EqualTo(HttpStatusCode.Unauthorized), "service configuration");
         Assert.That(await WithTokenAsync(server, provisional, HttpMethod.Get, Routes.ProvisioningSettings), Is.EqualTo(HttpStatusCode.Unauthorized), "provisioning");
 
-        var row = (await server.Store.GetUnitAsync(mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.State, row.LastSeen is not null), Is.EqualTo((UnitStates.Decommissioned, true)), "the row stays, decommissioned");
         using (var edit = await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{mac}/record", new UnitEditRequest(Domain: "x.example"), ifMatch: row.Revision))
         {
@@ -191,7 +191,7 @@ public class UnitLifecycleTests
         {
             Assert.That(delete.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a provisioned row is kept for audit");
         }
-        Assert.That(await server.Store.GetUnitAsync(mac), Is.Not.Null);
+        Assert.That(await server.Store.Units.GetUnitAsync(mac), Is.Not.Null);
         Assert.That((await RevisionsAsync(http, mac)).Single().Action, Is.EqualTo("decommission"));
     }
 
@@ -202,12 +202,12 @@ public class UnitLifecycleTests
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         var provisional = await ProvisionalTokenAsync(server, mac);
         var session = await server.HostSessionAsync(mac);
-        var artifact = (await server.Store.FindUpdateProgramAsync(DemoCatalogue.Pattern1))!.ArtifactSha256;
+        var artifact = (await server.Store.Catalogue.FindUpdateProgramAsync(DemoCatalogue.Pattern1))!.ArtifactSha256;
         // two steady check nonces as the host hands them out: one spent before, one held for after
         var options = server.App.Services.GetRequiredService<Tsunagu.Server.ServerOptions>();
         var nonces = new[] { Tsunagu.Server.Units.SteadyChecks.SteadyCheckApi.NewNonce(mac, TimeProvider.System, options), Tsunagu.Server.Units.SteadyChecks.SteadyCheckApi.NewNonce(mac, TimeProvider.System, options) };
-        foreach (var nonce in nonces) { await server.Store.AddChallengeAsync(nonce); }
-        var row = (await server.Store.GetUnitAsync(mac))!;
+        foreach (var nonce in nonces) { await server.Store.Units.AddChallengeAsync(nonce); }
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
         var inventory = new Inventory(row.HardwareVersion, "1.0", new Dictionary<string, string>());
         async Task<HttpStatusCode> SteadyAsync(Tsunagu.Server.Data.ChallengeRow nonce)
         {
@@ -284,32 +284,32 @@ public class UnitLifecycleTests
         using var http = server.OperatorHttp("tsunagu-cli");
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{oldMac}/record", new UnitEditRequest(Subscriber: "alice", IspPassword: "alice-isp-pw"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         await server.App.Services.GetRequiredService<Tsunagu.Server.Catalogue.CatalogueService>().SetTargetPatternAsync(oldMac, DemoCatalogue.Pattern2, "test");
-        var config = (await server.Store.ListUnitConfigsAsync(oldMac)).OrderBy(x => x.Revision).Last().Document;
+        var config = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(oldMac)).OrderBy(x => x.Revision).Last().Document;
         var newMac = SimulatedFleetMac(40);
 
         using (var taken = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{oldMac}/replace", new ReplaceUnitRequest(otherMac, "RMA-1")))
         {
             Assert.That(taken.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a MAC already registered cannot be the replacement");
         }
-        Assert.That((await server.Store.GetUnitAsync(oldMac))!.DecommissionedAt, Is.Null, "the refused replacement changed nothing");
+        Assert.That((await server.Store.Units.GetUnitAsync(oldMac))!.DecommissionedAt, Is.Null, "the refused replacement changed nothing");
         using (var replaced = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{oldMac}/replace", new ReplaceUnitRequest(newMac, "RMA-1"), ifMatch: 2))
         {
             Assert.That(replaced.StatusCode, Is.EqualTo(HttpStatusCode.Created), await replaced.Content.ReadAsStringAsync());
         }
-        var old = (await server.Store.GetUnitAsync(oldMac))!;
-        var fresh = (await server.Store.GetUnitAsync(newMac))!;
+        var old = (await server.Store.Units.GetUnitAsync(oldMac))!;
+        var fresh = (await server.Store.Units.GetUnitAsync(newMac))!;
         Assert.That((old.State, old.Subscriber, old.ReplacedBy), Is.EqualTo((UnitStates.Decommissioned, (string?)null, newMac)));
         Assert.That((fresh.Subscriber, fresh.TargetPattern, fresh.Serial, fresh.State), Is.EqualTo(("alice", DemoCatalogue.Pattern2, "RMA-1", UnitStates.Registered)));
-        Assert.That(server.Store.IspPasswordOf(fresh), Is.EqualTo("alice-isp-pw"), "the ISP account moves, resealed for the new unit");
-        Assert.That((await server.Store.ListUnitConfigsAsync(newMac)).Select(x => (x.Revision, x.Document)), Is.EqualTo(new[] { (1L, config) }), "the configuration, once");
-        Assert.That((await server.Store.QueryUnitsAsync(new UnitQuery(Subscriber: "alice"))).Select(u => u.Mac), Is.EqualTo(new[] { newMac }), "the subscriber is on exactly one unit");
+        Assert.That(server.Store.Lifecycle.IspPasswordOf(fresh), Is.EqualTo("alice-isp-pw"), "the ISP account moves, resealed for the new unit");
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(newMac)).Select(x => (x.Revision, x.Document)), Is.EqualTo(new[] { (1L, config) }), "the configuration, once");
+        Assert.That((await server.Store.Units.QueryUnitsAsync(new UnitQuery(Subscriber: "alice"))).Select(u => u.Mac), Is.EqualTo(new[] { newMac }), "the subscriber is on exactly one unit");
         Assert.That((await server.Store.ListAuditAsync(target: oldMac)).Count(a => a.Action == "unit.replace"), Is.EqualTo(1));
 
         using (var twice = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{oldMac}/replace", new ReplaceUnitRequest(SimulatedFleetMac(41), "RMA-2")))
         {
             Assert.That(twice.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a decommissioned unit cannot be replaced again");
         }
-        Assert.That(await server.Store.GetUnitAsync(SimulatedFleetMac(41)), Is.Null);
+        Assert.That(await server.Store.Units.GetUnitAsync(SimulatedFleetMac(41)), Is.Null);
         Assert.That(await HostSessionStatusAsync(server, oldMac), Is.EqualTo(HttpStatusCode.Unauthorized), "the old unit is refused");
         Assert.That((await server.HostSessionAsync(newMac)).Token, Is.Not.Empty, "the new unit authenticates");
     }
@@ -325,21 +325,21 @@ public class UnitLifecycleTests
         using var http = server.OperatorHttp("tsunagu-cli");
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{from}/record", new UnitEditRequest(Subscriber: "bob"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
         Assert.That((await SendAsync(http, HttpMethod.Patch, $"{Routes.Units}/{other}/record", new UnitEditRequest(Subscriber: "carol"), 1)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        var document = (await server.Store.ListUnitConfigsAsync(from)).OrderBy(x => x.Revision).Last().Document;
+        var document = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(from)).OrderBy(x => x.Revision).Last().Document;
         var before = Snapshot(server, other);
         using (var busy = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{from}/transfer-subscriber", new TransferSubscriberRequest(other)))
         {
             Assert.That(busy.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "a unit with a subscriber does not take another");
         }
         Assert.That(Snapshot(server, other), Is.EqualTo(before));
-        Assert.That((await server.Store.GetUnitAsync(from))!.Subscriber, Is.EqualTo("bob"));
+        Assert.That((await server.Store.Units.GetUnitAsync(from))!.Subscriber, Is.EqualTo("bob"));
         using (var moved = await SendAsync(http, HttpMethod.Post, $"{Routes.Units}/{from}/transfer-subscriber", new TransferSubscriberRequest(to)))
         {
             Assert.That(moved.StatusCode, Is.EqualTo(HttpStatusCode.OK), await moved.Content.ReadAsStringAsync());
         }
-        Assert.That((await server.Store.QueryUnitsAsync(new UnitQuery(Subscriber: "bob"))).Select(u => u.Mac), Is.EqualTo(new[] { to }));
-        Assert.That((await server.Store.GetUnitAsync(from))!.Subscriber, Is.Null);
-        Assert.That((await server.Store.ListUnitConfigsAsync(to)).OrderBy(x => x.Revision).Last().Document, Is.EqualTo(document));
+        Assert.That((await server.Store.Units.QueryUnitsAsync(new UnitQuery(Subscriber: "bob"))).Select(u => u.Mac), Is.EqualTo(new[] { to }));
+        Assert.That((await server.Store.Units.GetUnitAsync(from))!.Subscriber, Is.Null);
+        Assert.That((await server.Store.ServiceConfigs.ListUnitConfigsAsync(to)).OrderBy(x => x.Revision).Last().Document, Is.EqualTo(document));
         Assert.That((await RevisionsAsync(http, to)).Last().Action, Is.EqualTo("transfer-in"));
         Assert.That((await RevisionsAsync(http, from)).Last().Action, Is.EqualTo("transfer-out"));
 
@@ -348,13 +348,13 @@ public class UnitLifecycleTests
         {
             Assert.That(delete.StatusCode, Is.EqualTo(HttpStatusCode.NoContent));
         }
-        Assert.That((await server.Store.GetUnitAsync(to), (await server.Store.ListUnitConfigsAsync(to)).Count, (await server.Store.ListUnitRevisionsAsync(to)).Count), Is.EqualTo(((UnitRow?)null, 0, 0)));
+        Assert.That((await server.Store.Units.GetUnitAsync(to), (await server.Store.ServiceConfigs.ListUnitConfigsAsync(to)).Count, (await server.Store.Lifecycle.ListUnitRevisionsAsync(to)).Count), Is.EqualTo(((UnitRow?)null, 0, 0)));
         await server.HostSessionAsync(from);
         using (var kept = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{from}", null))
         {
             Assert.That(kept.StatusCode, Is.EqualTo(HttpStatusCode.Conflict));
         }
-        Assert.That(await server.Store.GetUnitAsync(from), Is.Not.Null);
+        Assert.That(await server.Store.Units.GetUnitAsync(from), Is.Not.Null);
     }
 
     [TestCase("sqlite")]
@@ -378,7 +378,7 @@ public class UnitLifecycleTests
 
         // the operator deletes what they saw at revision 1; an edit commits while the delete waits at its transaction
         Task<HttpResponseMessage> delete;
-        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.DeleteUnitAsync)))
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(UnitLifecycleStore.DeleteUnitAsync)))
         {
             delete = SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 1);
             await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
@@ -390,7 +390,7 @@ public class UnitLifecycleTests
             using var answer = await delete.WaitAsync(TimeSpan.FromSeconds(60));
             Assert.That(answer.StatusCode, Is.EqualTo(HttpStatusCode.Conflict), "the edit made since is not deleted silently: " + await answer.Content.ReadAsStringAsync());
         }
-        var row = await server.Store.GetUnitAsync(mac);
+        var row = await server.Store.Units.GetUnitAsync(mac);
         Assert.That((row?.Revision, row?.Domain), Is.EqualTo(((long?)2, "edited.example")), "the edited row stays");
         Assert.That((await server.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.delete"), Is.Zero);
 
@@ -399,7 +399,7 @@ public class UnitLifecycleTests
         {
             Assert.That(done.StatusCode, Is.EqualTo(HttpStatusCode.NoContent), await done.Content.ReadAsStringAsync());
         }
-        Assert.That(await server.Store.GetUnitAsync(mac), Is.Null);
+        Assert.That(await server.Store.Units.GetUnitAsync(mac), Is.Null);
         Assert.That((await server.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.delete"), Is.EqualTo(1));
     }
 
@@ -423,7 +423,7 @@ public class UnitLifecycleTests
         using var http = server.OperatorHttp("tsunagu-cli");
         Task<HttpResponseMessage> delete;
         string afterOther;
-        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.DeleteUnitAsync)))
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(UnitLifecycleStore.DeleteUnitAsync)))
         {
             delete = SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch);
             await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
@@ -436,7 +436,7 @@ public class UnitLifecycleTests
             else
             {
                 Assert.That(await HostSessionStatusAsync(server, mac), Is.EqualTo(HttpStatusCode.OK), "the unit's first contact");
-                Assert.That((await server.Store.GetUnitAsync(mac))!.LastSeen, Is.Not.Null, "it marked the row seen");
+                Assert.That((await server.Store.Units.GetUnitAsync(mac))!.LastSeen, Is.Not.Null, "it marked the row seen");
             }
             afterOther = HostileInputTests.Snapshot(server);
             hold.Release();
@@ -456,7 +456,7 @@ public class UnitLifecycleTests
         }
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(afterOther), "the refused delete changed nothing");
         Assert.That((await server.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.delete"), Is.EqualTo(meanwhile == "deleted" ? 1 : 0), "one delete, audited once");
-        Assert.That(await server.Store.GetUnitAsync(mac), meanwhile == "deleted" ? Is.Null : Is.Not.Null);
+        Assert.That(await server.Store.Units.GetUnitAsync(mac), meanwhile == "deleted" ? Is.Null : Is.Not.Null);
     }
 
     [Test]
@@ -473,7 +473,7 @@ public class UnitLifecycleTests
             .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(30)).WithTimeout(TimeSpan.FromSeconds(20)).Build();
         Assert.That((await held.ConnectAsync(login)).ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success));
-        Assert.That(await server.Store.GetUnitAsync(mac), Is.Not.Null.And.Property(nameof(UnitRow.LastSeen)).Null, "still deletable");
+        Assert.That(await server.Store.Units.GetUnitAsync(mac), Is.Not.Null.And.Property(nameof(UnitRow.LastSeen)).Null, "still deletable");
 
         using var http = server.OperatorHttp("tsunagu-cli");
         using (var delete = await SendAsync(http, HttpMethod.Delete, $"{Routes.Units}/{mac}", null, ifMatch: 1))
@@ -482,7 +482,7 @@ public class UnitLifecycleTests
         }
         await server.WaitForAsync(() => !held.IsConnected, "the deleted unit's broker session to be dropped", TimeSpan.FromSeconds(20));
         Assert.That(await HostSessionStatusAsync(server, mac), Is.EqualTo(HttpStatusCode.Unauthorized), "no host session for a deleted row");
-        Assert.That(await server.Store.GetUnitAsync(mac), Is.Null, "a refused session makes no row");
+        Assert.That(await server.Store.Units.GetUnitAsync(mac), Is.Null, "a refused session makes no row");
         Assert.That(await HostSessionStatusAsync(server, other), Is.EqualTo(HttpStatusCode.OK), "another unit authenticates");
     }
 
@@ -531,10 +531,10 @@ public class UnitLifecycleTests
             var ids = c.Query<string>("SELECT isp_password_sealed FROM units").Select(SecretBox.KeyIdOf).Distinct().ToList();
             Assert.That(ids, Is.EqualTo(new[] { rotated.KeyId }), "every row is under the new key");
         }
-        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), Is.EqualTo(password));
-        Assert.That(server.Store.IspPasswordOf((await server.Store.GetUnitAsync(legacy))!), Is.EqualTo(legacyPassword));
+        Assert.That(server.Store.Lifecycle.IspPasswordOf((await server.Store.Units.GetUnitAsync(mac))!), Is.EqualTo(password));
+        Assert.That(server.Store.Lifecycle.IspPasswordOf((await server.Store.Units.GetUnitAsync(legacy))!), Is.EqualTo(legacyPassword));
         var withOldKeyOnly = new Tsunagu.Server.Data.TsunaguStore(server.Store.Database, TimeProvider.System, LoadBox(oldKey));
-        Assert.ThrowsAsync<SecretSealException>(async () => withOldKeyOnly.IspPasswordOf((await server.Store.GetUnitAsync(mac))!), "the old key opens nothing any more");
+        Assert.ThrowsAsync<SecretSealException>(async () => withOldKeyOnly.Lifecycle.IspPasswordOf((await server.Store.Units.GetUnitAsync(mac))!), "the old key opens nothing any more");
         Assert.That((await server.Store.ListAuditAsync()).Select(a => a.Action), Does.Contain("secrets.rotate"));
     }
 

@@ -9,7 +9,7 @@ using Tsunagu.Server.Data;
 namespace Tsunagu.IntegrationTests;
 
 /// <summary>
-/// The console's unit list and audit log at fleet scale (server/Tsunagu.Server/Data/TsunaguStore.Pages.cs,
+/// The console's unit list and audit log at fleet scale (server/Tsunagu.Server/Data/PageStore.cs,
 /// Pages/Console/Units.cshtml): keyset paging on SQLite and PostgreSQL walks every matching unit exactly once in
 /// order, whatever is registered meanwhile; wrong query parameters get 400 and list nothing; and the 100,000-unit
 /// list is measured (docs/performance.md, "Console at fleet scale").
@@ -58,7 +58,7 @@ public class UnitListTests
     {
         var all = new List<UnitListRow>();
         var pages = 0;
-        for (var page = await store.QueryUnitPageAsync(query); ; page = await store.QueryUnitPageAsync(query with { After = page.Next }))
+        for (var page = await store.Pages.QueryUnitPageAsync(query); ; page = await store.Pages.QueryUnitPageAsync(query with { After = page.Next }))
         {
             Assert.That(page.Rows, Has.Count.LessThanOrEqualTo(query.Limit));
             all.AddRange(page.Rows);
@@ -74,12 +74,12 @@ public class UnitListTests
     public async Task Paging_in_every_order_walks_each_matching_unit_once_in_the_order_of_one_page(string kind)
     {
         var store = Store(kind);
-        await store.AddUnitsAsync(Fleet(450), null, "test", "unit.import", null, "450 units");
+        await store.Units.AddUnitsAsync(Fleet(450), null, "test", "unit.import", null, "450 units");
         foreach (var sort in Enum.GetValues<UnitSort>())
         {
             foreach (var descending in new[] { false, true })
             {
-                var whole = await store.QueryUnitPageAsync(new UnitPageQuery(Sort: sort, Descending: descending, Limit: TsunaguStore.MaxPageSize));
+                var whole = await store.Pages.QueryUnitPageAsync(new UnitPageQuery(Sort: sort, Descending: descending, Limit: PageStore.MaxPageSize));
                 Assert.That(whole.Next, Is.Null);
                 Assert.That(whole.Rows, Has.Count.EqualTo(450));
                 Assert.That(whole.Matching, Is.EqualTo(450));
@@ -115,10 +115,10 @@ public class UnitListTests
     {
         var store = Store(kind);
         var fleet = Fleet(200);
-        await store.AddUnitsAsync(fleet, null, "test", "unit.import", null, "200 units");
+        await store.Units.AddUnitsAsync(fleet, null, "test", "unit.import", null, "200 units");
         // after each page, a new unit that sorts before everything already seen (and one after): an offset would shift
         var seen = await WalkAsync(store, new UnitPageQuery(Sort: UnitSort.Serial, Limit: 25), async page =>
-            await store.AddUnitsAsync(Fleet(1, 10_000 + page).Select(u => { u.Serial = "sn00000"; return u; })
+            await store.Units.AddUnitsAsync(Fleet(1, 10_000 + page).Select(u => { u.Serial = "sn00000"; return u; })
                 .Concat(Fleet(1, 20_000 + page).Select(u => { u.Serial = "sn99999"; return u; })).ToList(), null, "test", "unit.import", null, null));
         Assert.That(seen.Select(r => r.Mac), Is.Unique);
         Assert.That(seen.Select(r => r.Mac), Is.SupersetOf(fleet.Select(u => u.Mac)), "every unit there at the start is listed");
@@ -130,14 +130,14 @@ public class UnitListTests
     {
         var store = Store(kind);
         var fleet = Fleet(300);
-        await store.AddUnitsAsync(fleet, null, "test", "unit.import", null, "300 units");
+        await store.Units.AddUnitsAsync(fleet, null, "test", "unit.import", null, "300 units");
         async Task CheckAsync(UnitPageQuery query, Func<UnitRow, bool> expected, string what)
         {
             var want = fleet.Where(expected).Select(u => u.Mac).Order(StringComparer.Ordinal).ToList();
             Assert.That(want, Is.Not.Empty, $"{what}: the fleet has such units");
             var got = await WalkAsync(store, query with { Limit = 40 });
             Assert.That(got.Select(r => r.Mac), Is.EqualTo(want), what);
-            Assert.That((await store.QueryUnitPageAsync(query with { Limit = 1 })).Matching, Is.EqualTo(want.Count), what);
+            Assert.That((await store.Pages.QueryUnitPageAsync(query with { Limit = 1 })).Matching, Is.EqualTo(want.Count), what);
         }
         await CheckAsync(new UnitPageQuery(MacFragment: "0012"), u => u.Mac.Replace(":", "").Contains("0012"), "MAC fragment across a separator");
         await CheckAsync(new UnitPageQuery(MacFragment: "Fa"), u => u.Mac.Replace(":", "").Contains("fa"), "MAC fragment in upper case");
@@ -149,8 +149,8 @@ public class UnitListTests
         await CheckAsync(new UnitPageQuery(Domain: "d07.EXAMPLE"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase), "domain, in any case");
         await CheckAsync(new UnitPageQuery(Domain: "d07.example", Subscriber: "sub007"), u => string.Equals(u.Domain, "d07.example", StringComparison.OrdinalIgnoreCase) && u.Subscriber == "sub007",
             "domain and subscriber");
-        Assert.That((await store.QueryUnitPageAsync(new UnitPageQuery(Domain: "d07"))).Rows, Is.Empty, "a domain is matched whole, not by a part");
-        Assert.That((await store.QueryUnitPageAsync(new UnitPageQuery(Subscriber: "nobody"))).Rows, Is.Empty);
+        Assert.That((await store.Pages.QueryUnitPageAsync(new UnitPageQuery(Domain: "d07"))).Rows, Is.Empty, "a domain is matched whole, not by a part");
+        Assert.That((await store.Pages.QueryUnitPageAsync(new UnitPageQuery(Subscriber: "nobody"))).Rows, Is.Empty);
     }
 
     [TestCase("sqlite")]
@@ -160,17 +160,17 @@ public class UnitListTests
         var store = Store(kind);
         for (var i = 0; i < 130; i++) { await store.AuditAsync(i % 2 == 0 ? "alice" : "bob", i % 3 == 0 ? "unit.check" : "pattern.verify", $"t{i}", null); }
         var ids = new List<long>();
-        var page = await store.QueryAuditPageAsync(new AuditQuery(Actor: "alice", Limit: 25));
+        var page = await store.Pages.QueryAuditPageAsync(new AuditQuery(Actor: "alice", Limit: 25));
         while (true)
         {
             ids.AddRange(page.Rows.Select(r => r.Id));
             Assert.That(page.Rows.Select(r => r.Actor), Is.All.EqualTo("alice"));
             if (page.Before is null) { break; }
-            page = await store.QueryAuditPageAsync(new AuditQuery(Actor: "alice", Before: page.Before, Limit: 25));
+            page = await store.Pages.QueryAuditPageAsync(new AuditQuery(Actor: "alice", Before: page.Before, Limit: 25));
         }
         Assert.That(ids, Has.Count.EqualTo(65).And.Unique);
         Assert.That(ids, Is.Ordered.Descending);
-        Assert.That((await store.QueryAuditPageAsync(new AuditQuery(Action: "unit.check", Limit: 500))).Rows, Has.Count.EqualTo(44));
+        Assert.That((await store.Pages.QueryAuditPageAsync(new AuditQuery(Action: "unit.check", Limit: 500))).Rows, Has.Count.EqualTo(44));
     }
 
     [TestCase("sqlite")]
@@ -179,11 +179,11 @@ public class UnitListTests
     {
         var store = Store(kind);
         var fleet = Fleet(230);
-        await store.AddUnitsAsync(fleet, null, "test", "unit.import", null, null);
+        await store.Units.AddUnitsAsync(fleet, null, "test", "unit.import", null, null);
         var online = fleet.Where((_, i) => i % 3 == 0).Select(u => u.Mac).ToHashSet();
-        foreach (var mac in online) { await store.SetPresenceAsync(mac, true); }
+        foreach (var mac in online) { await store.Units.SetPresenceAsync(mac, true); }
 
-        var counts = await store.CountUnitsAsync();
+        var counts = await store.Pages.CountUnitsAsync();
         Assert.That((counts.Total, counts.Online), Is.EqualTo((230L, (long)online.Count)));
         Assert.That(counts.ByPattern, Is.EqualTo(fleet.GroupBy(u => u.Pattern).Select(g => (g.Key, (long)g.Count()))
             .OrderByDescending(g => g.Item2).ThenBy(g => g.Key, StringComparer.Ordinal).ToList()), "by pattern, most first, units on none included");
@@ -271,7 +271,7 @@ public class UnitListTests
             update.CommandText = $"UPDATE units SET domain = 'Shop.Example', subscriber = 'carol' WHERE mac = '{units[1].Mac}'";
             await update.ExecuteNonQueryAsync();
         }
-        var serial = (await server.Store.GetUnitAsync(units[2].Mac))!.Serial;
+        var serial = (await server.Store.Units.GetUnitAsync(units[2].Mac))!.Serial;
         using var http = server.PinnedHttp();
         http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic",
             Convert.ToBase64String(Encoding.UTF8.GetBytes($"{DemoCatalogue.OperatorName}:{TestServer.Password}")));
@@ -317,7 +317,7 @@ public class UnitListTests
         await using var server = await TestServer.StartAsync();
         const int count = 100_000;
         var seeded = Stopwatch.StartNew();
-        foreach (var chunk in Fleet(count).Chunk(10_000)) { await server.Store.AddUnitsAsync(chunk, null, "bench", "unit.import", null, null); }
+        foreach (var chunk in Fleet(count).Chunk(10_000)) { await server.Store.Units.AddUnitsAsync(chunk, null, "bench", "unit.import", null, null); }
         seeded.Stop();
         TestContext.Out.WriteLine($"seeded {count} units in {seeded.Elapsed.TotalSeconds:F1} s");
         using var session = await RoleTests.ConsoleSession(server, DemoCatalogue.OperatorName, TestServer.Password);
@@ -372,7 +372,7 @@ public class UnitListTests
         using var c = new SqliteConnection($"Data Source={Path.Combine(server.Root, "server", "tsunagu.db")};Mode=ReadOnly;Pooling=False");
         c.Open();
         using var explain = c.CreateCommand();
-        explain.CommandText = "EXPLAIN QUERY PLAN " + TsunaguStore.UnitPageSql(UnitSort.Mac, descending: false, afterCursor: true);
+        explain.CommandText = "EXPLAIN QUERY PLAN " + PageStore.UnitPageSql(UnitSort.Mac, descending: false, afterCursor: true);
         foreach (var (name, value) in new (string, object)[]
                  {
                      ("@MacLike", DBNull.Value), ("@Serial", DBNull.Value), ("@Subscriber", DBNull.Value), ("@Pattern", DBNull.Value), ("@NoPattern", 0),

@@ -40,7 +40,7 @@ public class UnitRequestTransactionTests
         TransactionTests.Factory() with { Applications = new Dictionary<string, string>(TransactionTests.Factory().Applications) { ["unknown-app"] = "1.0.0" } };
 
     private static async Task<IReadOnlyList<UnitEventRow>> Events(TestServer server, string mac, string kind) =>
-        (await server.Store.ListUnitEventsAsync(mac)).Where(e => e.Kind == kind).ToList();
+        (await server.Store.History.ListUnitEventsAsync(mac)).Where(e => e.Kind == kind).ToList();
 
     /// <summary>
     /// Sends <paramref name="send"/> with <paramref name="table"/>'s <paramref name="operation"/> failing where <paramref name="when"/>
@@ -74,7 +74,7 @@ public class UnitRequestTransactionTests
         await AssertAllOrNothing(server, "INSERT", "unit_events", $"NEW.kind = '{UnitEventKinds.Check}'",
             () => http.PostAsJsonAsync(Routes.VersionCheck, request, ProtocolJson.Default.VersionCheckRequest));
 
-        var unit = (await server.Store.GetUnitAsync(mac))!;
+        var unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That(unit.State, Is.EqualTo(UnitStates.OffPattern));
         Assert.That(unit.LastError, Is.EqualTo("inventory matches no verified install pattern"));
         Assert.That(unit.Inventory, Does.Contain("unknown-app"));
@@ -90,12 +90,12 @@ public class UnitRequestTransactionTests
         await using var server = await TestServer.StartAsync();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = await TransactionTests.UnitHttp(server, mac);
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Inventory, Is.Null, "the unit has reported nothing yet");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Inventory, Is.Null, "the unit has reported nothing yet");
         var request = new VersionCheckRequest(TransactionTests.Factory(), new UnitLoad(0, 0), false, null);
         await AssertAllOrNothing(server, "INSERT", "unit_events", $"NEW.kind = '{UnitEventKinds.Check}'",
             () => http.PostAsJsonAsync(Routes.VersionCheck, request, ProtocolJson.Default.VersionCheckRequest));
 
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Inventory, Is.Not.Null, "the inventory, with its history entry");
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Inventory, Is.Not.Null, "the inventory, with its history entry");
         // the periodic check that was rolled back is not taken for the unit's newest history entry
         Assert.That(await Events(server, mac, UnitEventKinds.Check), Has.Count.EqualTo(1), "the check's history entry");
     }
@@ -114,7 +114,7 @@ public class UnitRequestTransactionTests
         await AssertAllOrNothing(server, "INSERT", "unit_events", $"NEW.kind = '{UnitEventKinds.Ready}' AND NEW.failed = 0",
             () => http.PostAsJsonAsync(Routes.Ready, report, ProtocolJson.Default.ReadyReport));
 
-        Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo(problem));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.LastError, Is.EqualTo(problem));
         Assert.That((await Events(server, mac, UnitEventKinds.Ready)).Select(e => e.Failed).Order(), Is.EqualTo(new[] { 0L, 1L }),
             "the boot problem's failed entry and the ready entry");
     }
@@ -131,11 +131,11 @@ public class UnitRequestTransactionTests
             await using var server = await TestServer.StartAsync();
             var mac = (await server.AddUnitsAsync(1))[0].Mac;
             // held on the factory pattern: no update program to offer, so nothing keeps the unit from being steady
-            await server.Store.SetTargetPatternAsync(mac, DemoCatalogue.Pattern1);
+            await server.Store.Units.SetTargetPatternAsync(mac, DemoCatalogue.Pattern1);
             using var http = await TransactionTests.UnitHttp(server, mac);
             var vpn = new UnitVpnReport(Convert.ToBase64String(new byte[32]), 51820);
             // the unit applied its newest configuration: the report makes it final
-            var revision = (int?)(await server.Store.ListUnitConfigsAsync(mac)).MaxBy(c => c.Revision)?.Revision;
+            var revision = (int?)(await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).MaxBy(c => c.Revision)?.Revision;
             if (revision is { } applied)
             {
                 using var ack = await http.PostAsJsonAsync(Routes.ServiceConfigAck, new ServiceConfigAck(applied, true, null), ProtocolJson.Default.ServiceConfigAck);
@@ -148,7 +148,7 @@ public class UnitRequestTransactionTests
 
             var readyAck = System.Text.Json.JsonSerializer.Deserialize(body, ProtocolJson.Default.ReadyAck)!;
             Assert.That(readyAck.NextCheck, Is.Not.Null, "the answer hands out a nonce");
-            var unit = (await server.Store.GetUnitAsync(mac))!;
+            var unit = (await server.Store.Units.GetUnitAsync(mac))!;
             Assert.That((unit.State, unit.VpnPublicKey), Is.EqualTo((UnitStates.Ready, vpn.PublicKey)), "the report recorded whole");
             Assert.That(await Events(server, mac, UnitEventKinds.Ready), Has.Count.EqualTo(1), "one ready entry: the rolled back report left none");
             var reportedAt = unit.VpnReportedAt;
@@ -161,7 +161,7 @@ public class UnitRequestTransactionTests
             Assert.That(steady.StatusCode, Is.EqualTo(HttpStatusCode.OK), await steady.Content.ReadAsStringAsync());
             var answer = (await steady.Content.ReadFromJsonAsync(ProtocolJson.Default.SteadyCheckResponse))!;
             Assert.That((answer.Steady, answer.Reason), Is.EqualTo((true, (string?)null)), "nothing changed");
-            var after = (await server.Store.GetUnitAsync(mac))!;
+            var after = (await server.Store.Units.GetUnitAsync(mac))!;
             Assert.That(DateTimeOffset.Parse(after.VpnReportedAt!, CultureInfo.InvariantCulture) - DateTimeOffset.Parse(reportedAt!, CultureInfo.InvariantCulture),
                 Is.GreaterThanOrEqualTo(TimeSpan.FromHours(1)), "the steady check's VPN report is as fresh as a ready report's");
         }
@@ -184,8 +184,8 @@ public class UnitRequestTransactionTests
         await AssertAllOrNothing(server, "UPDATE", "units", "NEW.last_error LIKE 'install medium%'",
             () => http.PostAsJsonAsync(Routes.MediaCheck, new MediaCheckRequest(digest), ProtocolJson.Default.MediaCheckRequest));
 
-        Assert.That((await server.Store.GetUnitAsync(mac))!.LastError, Is.EqualTo($"install medium {digest[..12]}... is not genuine: rejected"));
-        Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "media.rejected" && a.Target == digest), Is.EqualTo(1));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.LastError, Is.EqualTo($"install medium {digest[..12]}... is not genuine: rejected"));
+        Assert.That((await server.Store.History.ListAuditForUnitAsync(mac)).Count(a => a.Action == "media.rejected" && a.Target == digest), Is.EqualTo(1));
     }
 
     private static Inventory Pattern3() => RolloutCatalogue.Pattern3Inventory();
@@ -236,11 +236,11 @@ public class UnitRequestTransactionTests
             await AssertAllOrNothing(server, "UPDATE", "units", "NEW.target_pattern IS NOT NULL AND OLD.target_pattern IS NULL",
                 () => http.PostAsJsonAsync(Routes.VersionCheck, request, ProtocolJson.Default.VersionCheckRequest));
 
-            var unit = (await server.Store.GetUnitAsync(mac))!;
+            var unit = (await server.Store.Units.GetUnitAsync(mac))!;
             Assert.That((unit.TargetPattern, unit.State), Is.EqualTo((DemoCatalogue.Pattern2, UnitStates.Updating)), "pinned and updating, with the offer");
-            var member = (await server.Store.RolloutMembersAsync((await server.Store.GetRolloutAsync("back"))!)).Single();
+            var member = (await server.Store.Rollouts.RolloutMembersAsync((await server.Store.Rollouts.GetRolloutAsync("back"))!)).Single();
             Assert.That((member.Mac, member.Status), Is.EqualTo((mac, MemberStatus.Downloading)), "the rollout recorded the offer");
-            Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count(a => a.Action == "unit.target-pattern" && a.Actor == "rollout:back"), Is.EqualTo(1), "one pin, audited once");
+            Assert.That((await server.Store.History.ListAuditForUnitAsync(mac)).Count(a => a.Action == "unit.target-pattern" && a.Actor == "rollout:back"), Is.EqualTo(1), "one pin, audited once");
             Assert.That((await Events(server, mac, UnitEventKinds.Check)).Select(e => e.Detail),
                 Is.EquivalentTo(new[] { "periodic on pattern-3: up to date", "periodic on pattern-3: offered p3-to-p2" }), "the first check and the offer, each recorded once");
         }
@@ -272,10 +272,10 @@ public class UnitRequestTransactionTests
             using var http = await TransactionTests.UnitHttp(server, mac);
             await WayBackRolloutAsync(server, op, http);
             var checksBefore = (await Events(server, mac, UnitEventKinds.Check)).Count;
-            var auditBefore = (await server.Store.ListAuditForUnitAsync(mac)).Count;
+            var auditBefore = (await server.Store.History.ListAuditForUnitAsync(mac)).Count;
 
             Task<VersionCheckResponse> check;
-            using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.RecordCheckAsync)))
+            using (var hold = StoreSeam.HoldAt(server.Store, nameof(UnitStore.RecordCheckAsync)))
             {
                 check = CheckAsync(http, Pattern3());
                 await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
@@ -297,9 +297,9 @@ public class UnitRequestTransactionTests
                 q.CommandText = "SELECT COUNT(*) FROM rollout_units WHERE rollout = 'back' AND previous_pattern IS NOT NULL";
                 Assert.That(Convert.ToInt64(q.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture), Is.Zero, "the rollout recorded no offer");
             }
-            var unit = (await server.Store.GetUnitAsync(mac))!;
+            var unit = (await server.Store.Units.GetUnitAsync(mac))!;
             Assert.That((unit.TargetPattern, unit.State), Is.EqualTo(((string?)null, UnitStates.Configuring)), "not pinned, not updating");
-            Assert.That((await server.Store.ListAuditForUnitAsync(mac)).Count, Is.EqualTo(auditBefore), "nothing audited for the unit");
+            Assert.That((await server.Store.History.ListAuditForUnitAsync(mac)).Count, Is.EqualTo(auditBefore), "nothing audited for the unit");
         }
         finally
         {
@@ -322,11 +322,11 @@ public class UnitRequestTransactionTests
         using var op = server.Operator();
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var http = await TransactionTests.UnitHttp(server, mac);
-        var program = (await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
+        var program = (await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId))!;
         var checksBefore = (await Events(server, mac, UnitEventKinds.Check)).Count;
 
         Task<VersionCheckResponse> check;
-        using (var hold = StoreSeam.HoldAt(server.Store, nameof(TsunaguStore.RecordCheckAsync)))
+        using (var hold = StoreSeam.HoldAt(server.Store, nameof(UnitStore.RecordCheckAsync)))
         {
             check = CheckAsync(http, TransactionTests.Factory());
             await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60));
@@ -336,7 +336,7 @@ public class UnitRequestTransactionTests
         var answer = await check;
         Assert.That(answer.Update, Is.Null, "the deleted program is not offered");
         Assert.That(answer.Deferred, Does.Contain($"update program {DemoCatalogue.UpdateId} was removed"));
-        var unit = (await server.Store.GetUnitAsync(mac))!;
+        var unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.Pattern, unit.State), Is.EqualTo((DemoCatalogue.Pattern1, UnitStates.Configuring)), "recorded as a deferred check, not as updating");
         var checks = await Events(server, mac, UnitEventKinds.Check);
         Assert.That(checks.Count - checksBefore, Is.EqualTo(1), "the check is recorded once");
@@ -344,11 +344,11 @@ public class UnitRequestTransactionTests
         Assert.That(checks.Select(e => e.Detail), Has.All.Not.Contain("offered"));
 
         // the program back (same artifact): offered, and then it cannot be deleted while the unit is updated by it
-        await server.Store.UpsertUpdateProgramAsync(program);
+        await server.Store.Catalogue.UpsertUpdateProgramAsync(program);
         Assert.That((await CheckAsync(http, TransactionTests.Factory())).Update?.UpdateId, Is.EqualTo(DemoCatalogue.UpdateId));
         var refused = Assert.ThrowsAsync<OperatorApiException>(() => op.SendAsync(HttpMethod.Delete, $"/api/v1/update-programs/{DemoCatalogue.UpdateId}", null, CancellationToken.None));
         Assert.That(refused!.Message, Does.Contain($"needed by unit {mac}"));
-        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null);
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null);
     }
 
     /// <summary>
@@ -391,11 +391,11 @@ public class UnitRequestTransactionTests
         }
         var answer = await check;
         Assert.That(answer.Update?.UpdateId, Is.EqualTo(DemoCatalogue.UpdateId), "offered");
-        Assert.That((await server.Store.GetUnitAsync(mac))!.State, Is.EqualTo(UnitStates.Updating));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.State, Is.EqualTo(UnitStates.Updating));
         var refused = Assert.ThrowsAsync<OperatorApiException>(async () => await deletion);
         Assert.That(refused!.Status, Is.EqualTo(409));
         Assert.That(refused.Message, Does.Contain($"needed by unit {mac}"));
-        Assert.That(await server.Store.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "the program offered stays");
+        Assert.That(await server.Store.Catalogue.GetUpdateProgramAsync(DemoCatalogue.UpdateId), Is.Not.Null, "the program offered stays");
     }
 
     /// <summary>
@@ -435,7 +435,7 @@ public class UnitRequestTransactionTests
         await hold.RollbackAsync();
 
         Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), "nothing of the request the unit hung up on");
-        var unit = (await server.Store.GetUnitAsync(mac))!;
+        var unit = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((unit.LastError, unit.Inventory), Is.EqualTo(((string?)null, (string?)null)), "no error and no inventory recorded");
     }
 

@@ -65,16 +65,16 @@ public class UpdateReportTests(string database)
 
     /// <summary>The unit's update history entries, its update audit entries and its update report rows.</summary>
     private static async Task<(int History, int Audit, long Reports)> RecordedAsync(TestServer server, string mac) => (
-        (await server.Store.ListUnitEventsAsync(mac, 1_000)).Count(e => e.Kind == UnitEventKinds.Update),
+        (await server.Store.History.ListUnitEventsAsync(mac, 1_000)).Count(e => e.Kind == UnitEventKinds.Update),
         (await server.Store.ListAuditAsync(1_000, actor: mac)).Count(a => a.Action is "update.succeeded" or "update.failed"),
-        await server.Store.CountUpdateReportsAsync(mac));
+        await server.Store.History.CountUpdateReportsAsync(mac));
 
     /// <summary>Everything an update report may write about the unit.</summary>
     private static async Task<string> SnapshotAsync(TestServer server, string mac) => JsonSerializer.Serialize(new
     {
-        unit = await server.Store.GetUnitAsync(mac),
-        reports = await server.Store.ListUpdateReportsAsync(mac),
-        events = (await server.Store.ListUnitEventsAsync(mac, 1_000)).Select(e => new { e.Id, e.At, e.Kind, e.Detail, e.Failed }),
+        unit = await server.Store.Units.GetUnitAsync(mac),
+        reports = await server.Store.History.ListUpdateReportsAsync(mac),
+        events = (await server.Store.History.ListUnitEventsAsync(mac, 1_000)).Select(e => new { e.Id, e.At, e.Kind, e.Detail, e.Failed }),
         audit = (await server.Store.ListAuditAsync(1_000)).Select(a => new { a.Id, a.At, a.Actor, a.Action, a.Target, a.Detail }),
     });
 
@@ -102,7 +102,7 @@ public class UpdateReportTests(string database)
         Assert.That(await RecordedAsync(server, mac), Is.EqualTo((1, 1, 1L)), "one install: one history entry, one audit entry, one report");
         Assert.That(await CountedAsync(server) - counted, Is.EqualTo(1), "counted once");
         Assert.That(await SnapshotAsync(server, mac), Is.EqualTo(after), "a repeated report writes nothing");
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
     }
 
     [Test]
@@ -137,7 +137,7 @@ public class UpdateReportTests(string database)
         }
         Assert.That(await RecordedAsync(server, mac), Is.EqualTo((2, 2, 2L)), "two installs: two history entries, two audit entries, two reports");
         Assert.That(await CountedAsync(server) - counted, Is.EqualTo(2));
-        Assert.That((await server.Store.ListUpdateReportsAsync(mac)).Select(r => r.InstallId), Is.EquivalentTo(new[] { first.InstallId, second.InstallId }));
+        Assert.That((await server.Store.History.ListUpdateReportsAsync(mac)).Select(r => r.InstallId), Is.EquivalentTo(new[] { first.InstallId, second.InstallId }));
     }
 
     [Test]
@@ -155,9 +155,9 @@ public class UpdateReportTests(string database)
                 System.Text.Encoding.UTF8, "application/json"));
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), $"attempt {attempt}: {await response.Content.ReadAsStringAsync()}");
         }
-        var row = (await server.Store.ListUpdateReportsAsync(mac)).Single();
+        var row = (await server.Store.History.ListUpdateReportsAsync(mac)).Single();
         Assert.That((row.UpdateId, row.Success, row.InstallId), Is.EqualTo((DemoCatalogue.UpdateId, 1L, (string?)null)), "one report row per unit, update and result, as before install ids");
-        Assert.That((await server.Store.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.Pattern, Is.EqualTo(DemoCatalogue.Pattern2));
     }
 
     [TestCase("")]

@@ -37,7 +37,7 @@ public class VpnKeyTests(string database)
         var unit = await server.Fleet.AddUnitAsync(identity, CancellationToken.None);
         server.Fleet.Start(unit);
         await server.WaitReadyAsync(unit);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac))?.VpnPublicKey is not null, "the host to have the unit's key");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(unit.Mac))?.VpnPublicKey is not null, "the host to have the unit's key");
 
         var keyFile = Path.Combine(unit.Hardware.Data.Root, "services", "state", "wireguard.key");
         var privateKey = File.ReadAllText(keyFile).Trim();
@@ -73,18 +73,18 @@ public class VpnKeyTests(string database)
         Assert.That(mine.Vpn?.PublicKey, Is.EqualTo(expected), "the subscriber's API has it too");
 
         // the flash is wiped; the factory partition is not: the unit comes back with the same key, and the host is told
-        var reportedAt = (await server.Store.GetUnitAsync(unit.Mac))!.VpnReportedAt;
+        var reportedAt = (await server.Store.Units.GetUnitAsync(unit.Mac))!.VpnReportedAt;
         await server.Fleet.PowerOffAsync(unit);
         Directory.Delete(unit.Hardware.Data.Root, recursive: true);
         server.Changes.Clear();
         server.Fleet.Start(unit);
         await server.WaitReadyAsync(unit);
-        await server.WaitForAsync(async () => (await server.Store.GetUnitAsync(unit.Mac))!.VpnReportedAt != reportedAt, "a new ready report after the wipe");
+        await server.WaitForAsync(async () => (await server.Store.Units.GetUnitAsync(unit.Mac))!.VpnReportedAt != reportedAt, "a new ready report after the wipe");
         Assert.That(server.ChainOf(unit.Mac), Does.Contain(Tsunagu.Firmware.Supervision.StateId.Provisional), "the unit provisioned again from its factory identity");
         Assert.That(File.ReadAllText(keyFile).Trim(), Is.EqualTo(privateKey), "the same private key on the rebuilt data partition");
         var after = (await client.ListUnitsAsync(null, null, CancellationToken.None)).Single(v => v.Mac == unit.Mac);
         Assert.That(after.Vpn?.PublicKey, Is.EqualTo(expected));
-        Assert.That((await server.Store.ListUnitEventsAsync(unit.Mac)).Select(e => e.Detail), Has.None.Contains("public key changed"), "the key never changed");
+        Assert.That((await server.Store.History.ListUnitEventsAsync(unit.Mac)).Select(e => e.Detail), Has.None.Contains("public key changed"), "the key never changed");
     }
 
     internal static Inventory Factory() =>
@@ -187,7 +187,7 @@ public class VpnReportInputTests
         {
             Assert.That(accepted.StatusCode, Is.EqualTo(HttpStatusCode.OK), await accepted.Content.ReadAsStringAsync());
         }
-        var row = (await server.Store.GetUnitAsync(mac))!;
+        var row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.VpnPublicKey, row.VpnListenPort, row.VpnEndpoint), Is.EqualTo((good, (long?)null, (string?)null)), "VPN off: a key, no port");
         Assert.That(row.VpnEndpointAddress, Is.Not.Null);
 
@@ -196,15 +196,15 @@ public class VpnReportInputTests
         {
             Assert.That(old.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         }
-        Assert.That((await server.Store.GetUnitAsync(mac))!.VpnPublicKey, Is.EqualTo(good));
+        Assert.That((await server.Store.Units.GetUnitAsync(mac))!.VpnPublicKey, Is.EqualTo(good));
 
         // a new key (e.g. a replaced factory partition) is stored and named in the unit's history
         using (var changed = await http.PostAsJsonAsync(Routes.Ready, new ReadyReport(VpnKeyTests.Factory(), null, "203.0.113.7", new UnitVpnReport(other, 51821)), ProtocolJson.Default.ReadyReport))
         {
             Assert.That(changed.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         }
-        row = (await server.Store.GetUnitAsync(mac))!;
+        row = (await server.Store.Units.GetUnitAsync(mac))!;
         Assert.That((row.VpnPublicKey, row.VpnListenPort), Is.EqualTo((other, (long?)51821)));
-        Assert.That((await server.Store.ListUnitEventsAsync(mac)).Select(e => e.Detail), Has.Some.Contains($"public key changed from {good} to {other}"));
+        Assert.That((await server.Store.History.ListUnitEventsAsync(mac)).Select(e => e.Detail), Has.Some.Contains($"public key changed from {good} to {other}"));
     }
 }

@@ -217,7 +217,7 @@ public class WanSettingsTests
         {
             Assert.That(ok.StatusCode, Is.EqualTo(HttpStatusCode.Redirect), await ok.Content.ReadAsStringAsync());
         }
-        var row = (await server.Store.GetUnitAsync(StaticMac))!;
+        var row = (await server.Store.Units.GetUnitAsync(StaticMac))!;
         Assert.That((row.IspMethod, row.IpAddress, row.IspGateway), Is.EqualTo(("static", "203.0.113.20/24", "203.0.113.1")));
         Assert.That(row.DnsList, Is.EqualTo(new[] { "192.0.2.53", "192.0.2.54" }));
         var unit = await console.GetStringAsync($"/console/units/{StaticMac}");

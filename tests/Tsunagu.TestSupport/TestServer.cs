@@ -226,7 +226,7 @@ public sealed class TestServer : IAsyncDisposable
 
     /// <summary>Waits until the unit has entered Ready <paramref name="readyCount"/> times and the host has its ready report.</summary>
     public Task WaitReadyAsync(FleetUnit unit, int readyCount = 1) =>
-        WaitForAsync(async () => ChainOf(unit.Mac).Count(s => s == StateId.Ready) >= readyCount && (await Store.GetUnitAsync(unit.Mac))?.State == "Ready",
+        WaitForAsync(async () => ChainOf(unit.Mac).Count(s => s == StateId.Ready) >= readyCount && (await Store.Units.GetUnitAsync(unit.Mac))?.State == "Ready",
             $"{unit.Mac} to reach Ready ({readyCount}) with the host seeing it");
 
     public async ValueTask DisposeAsync()

@@ -47,20 +47,20 @@ public static class DemoCatalogue
     {
         foreach (var (app, version) in FactoryApplications.Concat(Pattern2Applications).Distinct())
         {
-            await store.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+            await store.Catalogue.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
-        await store.UpsertPatternAsync(Pattern(Pattern1, "factory software", FactoryApplications));
-        await store.UpsertPatternAsync(Pattern(Pattern2, "firewall 1.1.0, vcp 1.2.0", Pattern2Applications));
+        await store.Catalogue.UpsertPatternAsync(Pattern(Pattern1, "factory software", FactoryApplications));
+        await store.Catalogue.UpsertPatternAsync(Pattern(Pattern2, "firewall 1.1.0, vcp 1.2.0", Pattern2Applications));
         var (sha, size) = artifacts.Add(BuildBundle(UpdateId, BundleVersion, Pattern1, Pattern2,
             Pattern2Applications.Where(a => FactoryApplications[a.Key] != a.Value).ToDictionary(), releaseKey, (time ?? TimeProvider.System).GetUtcNow()));
-        await store.UpsertUpdateProgramAsync(new UpdateProgramRow
+        await store.Catalogue.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = UpdateId, FromPattern = Pattern1, ToPattern = Pattern2, Importance = 5, Priority = 10,
             ArtifactSha256 = sha, ArtifactSize = size,
         });
-        await store.UpsertServiceConfigAsync(UnitRegistration.DefaultServiceConfig, StandardServices);
+        await store.ServiceConfigs.UpsertServiceConfigAsync(UnitRegistration.DefaultServiceConfig, StandardServices);
         operatorPassword ??= UnitCredentials.NewNonce(12);
-        await store.UpsertOperatorAsync(OperatorName, PasswordHasher.Hash(operatorPassword));
+        await store.Accounts.UpsertOperatorAsync(OperatorName, PasswordHasher.Hash(operatorPassword));
         return operatorPassword;
     }
 

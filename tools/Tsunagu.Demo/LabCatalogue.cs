@@ -64,9 +64,9 @@ public static class LabCatalogue
         var board = BoardOf(Path.GetDirectoryName(Path.GetFullPath(osImage))!);
         foreach (var (app, version) in FactoryApplications.Concat(Pattern2Applications).Distinct())
         {
-            await store.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+            await store.Catalogue.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
-        await store.UpsertPatternAsync(Pattern(Pattern1, "QEMU board factory image", FactoryOs, FactoryApplications));
+        await store.Catalogue.UpsertPatternAsync(Pattern(Pattern1, "QEMU board factory image", FactoryOs, FactoryApplications));
         await AddOsUpdateAsync(store, artifacts, releaseKey, board, UpdateId, Pattern1, FactoryOs, FactoryApplications,
             new PatternRow { Id = Pattern2, Name = "QEMU board: OS 1.1, firewall 1.1.0", OsVersion = UpdateOs }, Pattern2Applications, osImage, time);
     }
@@ -81,9 +81,9 @@ public static class LabCatalogue
     {
         foreach (var (app, version) in toApps)
         {
-            await store.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
+            await store.Catalogue.EnsureSoftwareAsync(new SoftwareRow { AppId = app, Version = version, Name = app, RequiredHardware = HardwareVersion });
         }
-        await store.UpsertPatternAsync(Pattern(to.Id, to.Name, to.OsVersion, toApps));
+        await store.Catalogue.UpsertPatternAsync(Pattern(to.Id, to.Name, to.OsVersion, toApps));
         var now = (time ?? TimeProvider.System).GetUtcNow();
         // the OS image followed by its dm-verity hash tree; the signed manifest carries the root hash
         using var withTree = new MemoryStream();
@@ -103,7 +103,7 @@ public static class LabCatalogue
             payloads.Select(p => new BundleStep(p.Item1.Kind == PayloadKinds.OsImage ? StepActions.InstallOs : StepActions.InstallApplication, p.Item1.Name)).ToList());
         var bundle = BundleFormat.BuildAsync(manifest, payloads, [releaseKey], CancellationToken.None).GetAwaiter().GetResult();
         var (sha, size) = artifacts.Add(bundle);
-        await store.UpsertUpdateProgramAsync(new UpdateProgramRow
+        await store.Catalogue.UpsertUpdateProgramAsync(new UpdateProgramRow
         {
             Id = updateId, FromPattern = fromPattern, ToPattern = to.Id, Importance = 5, Priority = 10, ArtifactSha256 = sha, ArtifactSize = size,
         });

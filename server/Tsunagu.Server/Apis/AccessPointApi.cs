@@ -40,7 +40,7 @@ public static class AccessPointApi
                 return Problems.BadRequest("a unit's access user name is its MAC as 12 lower-case hex digits", "user");
             }
             var mac = MacAddress.Normalize(user);
-            if (!await store.IsUnitActiveAsync(mac, http.RequestAborted))
+            if (!await store.Lifecycle.IsUnitActiveAsync(mac, http.RequestAborted))
             {
                 return Problems.NotFound($"no registered unit {mac} (or it was decommissioned)");
             }

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Units;
 
 namespace Tsunagu.Server.Apis;
 
@@ -38,7 +39,7 @@ public static class AccountsApi
         {
             var caller = http.Caller();
             var (token, expires) = tokens.Issue(caller.Subject, TokenScope.Operator, options.OperatorTokenLifetime,
-                PasswordHasher.Stamp(await store.GetOperatorHashAsync(caller.Subject, http.RequestAborted)), caller.TokenExpires);
+                PasswordHasher.Stamp(await store.Accounts.GetOperatorHashAsync(caller.Subject, http.RequestAborted)), caller.TokenExpires);
             return TypedResults.Ok(new TokenResponse(token, TokenScope.Operator, expires));
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Read).WithTags("Accounts");
 
@@ -46,10 +47,10 @@ public static class AccountsApi
         app.MapPost(Routes.Prefix + "/operators/{name}/disable", async Task<Results<Ok<AccountView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) =>
         {
             if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot disable their own account"); }
-            if (await store.GetOperatorHashAsync(name, http.RequestAborted) is null) { return Problems.NotFound($"operator {name} does not exist"); }
+            if (await store.Accounts.GetOperatorHashAsync(name, http.RequestAborted) is null) { return Problems.NotFound($"operator {name} does not exist"); }
             return await Problems.GuardAsync(async () =>
             {
-                await store.ChangeOperatorAsync(name, PasswordHasher.Disabled(), null, new AuditEntry(http.Caller().Subject, "operator.disable", name, null), http.RequestAborted);
+                await store.Accounts.ChangeOperatorAsync(name, PasswordHasher.Disabled(), null, new AuditEntry(http.Caller().Subject, "operator.disable", name, null), http.RequestAborted);
                 return TypedResults.Ok(new AccountView(name));
             });
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts")
@@ -57,8 +58,8 @@ public static class AccountsApi
 
         app.MapPost(Routes.Prefix + "/subscribers/{name}/disable", async Task<Results<Ok<AccountView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http) =>
         {
-            if (await store.GetSubscriberHashAsync(name, http.RequestAborted) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
-            await store.UpsertSubscriberAsync(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "subscriber.disable", name, null), ct: http.RequestAborted);
+            if (await store.Accounts.GetSubscriberHashAsync(name, http.RequestAborted) is null) { return Problems.NotFound($"subscriber {name} does not exist"); }
+            await store.Accounts.UpsertSubscriberAsync(name, PasswordHasher.Disabled(), new AuditEntry(http.Caller().Subject, "subscriber.disable", name, null), ct: http.RequestAborted);
             return TypedResults.Ok(new AccountView(name));
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Help).WithTags("Accounts").ProducesProblem(StatusCodes.Status404NotFound);
 
@@ -68,32 +69,32 @@ public static class AccountsApi
             if (!IsAccountName(r.Name) || r.Name.Contains(':')) { return Problems.BadRequest("name: required, at most 64 printable characters, no ':'"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 12 or > 256) { return Problems.BadRequest("password: at least 12 characters, at most 256"); }
             if (r.Role is not null && !OperatorRoles.IsRole(r.Role)) { return Problems.BadRequest(RoleError(r.Role), "role"); }
-            if (r.Role is not null && r.Role != await store.GetOperatorRoleAsync(r.Name, http.RequestAborted) && string.Equals(r.Name, http.Caller().Subject, StringComparison.Ordinal))
+            if (r.Role is not null && r.Role != await store.Accounts.GetOperatorRoleAsync(r.Name, http.RequestAborted) && string.Equals(r.Name, http.Caller().Subject, StringComparison.Ordinal))
             {
                 return Problems.Conflict("role: an operator cannot change their own role");
             }
-            var role = r.Role ?? (await store.GetOperatorRoleAsync(r.Name, http.RequestAborted) is null ? OperatorRoles.Auditor : null);
+            var role = r.Role ?? (await store.Accounts.GetOperatorRoleAsync(r.Name, http.RequestAborted) is null ? OperatorRoles.Auditor : null);
             return await Problems.GuardAsync(async () =>
             {
-                await store.ChangeOperatorAsync(r.Name, PasswordHasher.Hash(r.Password), role,
+                await store.Accounts.ChangeOperatorAsync(r.Name, PasswordHasher.Hash(r.Password), role,
                     new AuditEntry(http.Caller().Subject, "operator.set", r.Name, role is null ? null : $"role {role}"), http.RequestAborted);
                 return TypedResults.Ok(new AccountView(r.Name));
             });
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts").ProducesProblem(StatusCodes.Status409Conflict);
 
         app.MapGet(Routes.Prefix + "/operators", async (TsunaguStore store, CancellationToken ct) =>
-            TypedResults.Ok((await store.ListOperatorsAsync(ct)).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).ToList()))
+            TypedResults.Ok((await store.Accounts.ListOperatorsAsync(ct)).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).ToList()))
             .AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Oversight).WithTags("Accounts");
 
         app.MapPut(Routes.Prefix + "/operators/{name}/role", async Task<Results<Ok<OperatorView>, ProblemHttpResult>> (string name, RoleRequest r, TsunaguStore store, HttpContext http) =>
         {
             if (!OperatorRoles.IsRole(r.Role)) { return Problems.BadRequest(RoleError(r.Role), "role"); }
-            if (await store.GetOperatorRoleAsync(name, http.RequestAborted) is not { } current) { return Problems.NotFound($"operator {name} does not exist"); }
+            if (await store.Accounts.GetOperatorRoleAsync(name, http.RequestAborted) is not { } current) { return Problems.NotFound($"operator {name} does not exist"); }
             if (string.Equals(name, http.Caller().Subject, StringComparison.Ordinal)) { return Problems.Conflict("name: an operator cannot change their own role"); }
             return await Problems.GuardAsync(async () =>
             {
-                await store.ChangeOperatorAsync(name, null, r.Role, new AuditEntry(http.Caller().Subject, "operator.role", name, $"{current} -> {r.Role}"), http.RequestAborted);
-                return TypedResults.Ok((await store.ListOperatorsAsync(http.RequestAborted)).Where(o => o.Name == name).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).Single());
+                await store.Accounts.ChangeOperatorAsync(name, null, r.Role, new AuditEntry(http.Caller().Subject, "operator.role", name, $"{current} -> {r.Role}"), http.RequestAborted);
+                return TypedResults.Ok((await store.Accounts.ListOperatorsAsync(http.RequestAborted)).Where(o => o.Name == name).Select(o => new OperatorView(o.Name, o.Role, o.Enabled)).Single());
             });
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Administration).WithTags("Accounts")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
@@ -102,11 +103,11 @@ public static class AccountsApi
         {
             if (!IsAccountName(r.Name)) { return Problems.BadRequest("name: required, at most 64 printable characters"); }
             if (string.IsNullOrEmpty(r.Password) || r.Password.Length is < 8 or > 256) { return Problems.BadRequest("password: at least 8 characters, at most 256"); }
-            if (r.Contract is not null && await store.GetContractAsync(r.Contract, http.RequestAborted) is null) { return Problems.BadRequest($"contract: '{InputRules.Quote(r.Contract)}' does not exist"); }
+            if (r.Contract is not null && await store.Accounts.GetContractAsync(r.Contract, http.RequestAborted) is null) { return Problems.BadRequest($"contract: '{InputRules.Quote(r.Contract)}' does not exist"); }
             // the same password again (to change only the contract) keeps the hash, and with it the subscriber's
             // sessions and tokens; a new one ends them
-            var hash = await store.GetSubscriberHashAsync(r.Name, http.RequestAborted) is not { } existing || !PasswordHasher.Verify(r.Password, existing) ? PasswordHasher.Hash(r.Password) : null;
-            await store.SetSubscriberAsync(r.Name, hash, r.Contract, new AuditEntry(http.Caller().Subject, "subscriber.set", r.Name, null), http.RequestAborted);
+            var hash = await store.Accounts.GetSubscriberHashAsync(r.Name, http.RequestAborted) is not { } existing || !PasswordHasher.Verify(r.Password, existing) ? PasswordHasher.Hash(r.Password) : null;
+            await store.Accounts.SetSubscriberAsync(r.Name, hash, r.Contract, new AuditEntry(http.Caller().Subject, "subscriber.set", r.Name, null), http.RequestAborted);
             return TypedResults.Ok(new AccountView(r.Name));
         }).AddEndpointFilter<RequireOperator>().AllowRoles(OperatorRoles.Help).WithTags("Accounts");
 
@@ -115,17 +116,17 @@ public static class AccountsApi
         {
             if (string.IsNullOrEmpty(r.Name) || r.Name.Length > 64) { return Problems.BadRequest("name: required, at most 64 characters"); }
             if (r.Password is null || r.Password.Length > 256) { return Problems.BadRequest("password: required, at most 256 characters"); }
-            var check = await guard.CheckAsync(TokenScope.Subscriber, r.Name, r.Password, http.Connection.RemoteIpAddress, store.GetSubscriberHashAsync, http.RequestAborted);
+            var check = await guard.CheckAsync(TokenScope.Subscriber, r.Name, r.Password, http.Connection.RemoteIpAddress, store.Accounts.GetSubscriberHashAsync, http.RequestAborted);
             if (check.Verdict != PasswordVerdict.Accepted)
             {
                 return check.Problem("subscriber name or password is wrong");
             }
-            var (token, expires) = tokens.Issue(r.Name, TokenScope.Subscriber, options.SubscriberTokenLifetime, PasswordHasher.Stamp(await store.GetSubscriberHashAsync(r.Name, http.RequestAborted)));
+            var (token, expires) = tokens.Issue(r.Name, TokenScope.Subscriber, options.SubscriberTokenLifetime, PasswordHasher.Stamp(await store.Accounts.GetSubscriberHashAsync(r.Name, http.RequestAborted)));
             return TypedResults.Ok(new TokenResponse(token, TokenScope.Subscriber, expires));
         }).WithTags("Accounts");
 
         app.MapGet(Routes.Prefix + "/subscriber/units", async Task<Ok<List<UnitView>>> (HttpContext http, TsunaguStore store) =>
-            TypedResults.Ok((await store.QueryUnitsAsync(new UnitQuery(Subscriber: http.Caller().Subject), http.RequestAborted)).Select(OperatorApi.ToView).ToList()))
+            TypedResults.Ok((await store.Units.QueryUnitsAsync(new UnitQuery(Subscriber: http.Caller().Subject), http.RequestAborted)).Select(UnitViews.View).ToList()))
             .RequireTokenScope(TokenScope.Subscriber).WithTags("Accounts");
 
         // patent 0069-0070: the subscriber's own settings; a change is recorded provisional, pushed, applied, final

@@ -24,7 +24,7 @@ public static class AuditApi
             {
                 var errors = AuditFilter.Parse(actor, action, target, unit, from, to, before, limit, DefaultLimit, out var query);
                 if (errors.Count > 0) { return Problems.BadRequest(string.Join("; ", errors.Select(e => e.Message)), errors[0].Field); }
-                var page = await store.QueryAuditPageAsync(query, http.RequestAborted);
+                var page = await store.Pages.QueryAuditPageAsync(query, http.RequestAborted);
                 if (page.Before is { } next)
                 {
                     http.Response.Headers.Link = $"<{Routes.Prefix}/audit{AuditFilter.QueryString(query with { Before = next })}>; rel=\"next\"";

@@ -27,15 +27,15 @@ public static class CatalogueApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Catalogue");
 
-        api.MapGet("/software", async (TsunaguStore store, string? appId) => TypedResults.Ok(await store.ListSoftwareAsync(appId))).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/software", async (TsunaguStore store, string? appId) => TypedResults.Ok(await store.Catalogue.ListSoftwareAsync(appId))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/software", Task<Results<Created<SoftwareRow>, ProblemHttpResult>> (SoftwareRequest r, CatalogueService catalogue, TsunaguStore store, HttpContext http) => Problems.GuardAsync(async () =>
         {
             await catalogue.AddSoftwareAsync(new SoftwareRow { AppId = r.AppId, Version = r.Version, Name = r.Name, RequiredHardware = r.RequiredHardware, RequiredOs = r.RequiredOs },
                 http.Caller().Subject, ct: http.RequestAborted);
-            return TypedResults.Created($"{Routes.Prefix}/software?appId={r.AppId}", (await store.GetSoftwareAsync(r.AppId, r.Version, http.RequestAborted))!);
+            return TypedResults.Created($"{Routes.Prefix}/software?appId={r.AppId}", (await store.Catalogue.GetSoftwareAsync(r.AppId, r.Version, http.RequestAborted))!);
         })).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/patches", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListPatchesAsync(ct))).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/patches", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.Catalogue.ListPatchesAsync(ct))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/patches", Task<Results<Created<PatchRequest>, ProblemHttpResult>> (PatchRequest r, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
             await catalogue.AddPatchAsync(new PatchRow
@@ -71,9 +71,9 @@ public static class CatalogueApi
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/patterns", async (TsunaguStore store, string? status, CancellationToken ct) => TypedResults.Ok((await store.ListPatternsAsync(status, ct)).Select(CatalogueService.View).ToList())).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/patterns", async (TsunaguStore store, string? status, CancellationToken ct) => TypedResults.Ok((await store.Catalogue.ListPatternsAsync(status, ct)).Select(CatalogueService.View).ToList())).AllowRoles(OperatorRoles.Read);
         api.MapGet("/patterns/{id}", async Task<Results<Ok<PatternView>, ProblemHttpResult>> (string id, TsunaguStore store, CancellationToken ct) =>
-            await store.GetPatternAsync(id, ct) is { } p ? TypedResults.Ok(CatalogueService.View(p)) : Problems.NotFound($"pattern {id} does not exist"))
+            await store.Catalogue.GetPatternAsync(id, ct) is { } p ? TypedResults.Ok(CatalogueService.View(p)) : Problems.NotFound($"pattern {id} does not exist"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("/patterns", Task<Results<Created<PatternView>, ProblemHttpResult>> (NewPattern r, CatalogueService catalogue, HttpContext http) => Problems.GuardAsync(async () =>
         {
@@ -97,7 +97,7 @@ public static class CatalogueApi
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
-        api.MapGet("/update-programs", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListUpdateProgramsAsync(ct))).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/update-programs", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.Catalogue.ListUpdateProgramsAsync(ct))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/update-programs", async Task<Results<Created<UpdateProgramRow>, ProblemHttpResult>> (NewUpdateProgram r, CatalogueService catalogue, HttpContext http) =>
         {
             try
@@ -137,14 +137,14 @@ public static class CatalogueApi
             .AllowRoles(OperatorRoles.Release);
 
         api.MapGet("/service-configs", async (TsunaguStore store, CancellationToken ct) =>
-            TypedResults.Ok((await store.ListServiceConfigsAsync(ct)).Select(n =>
+            TypedResults.Ok((await store.ServiceConfigs.ListServiceConfigsAsync(ct)).Select(n =>
                 new NamedServiceConfigView(n.Name, JsonSerializer.Deserialize(n.Document, ProtocolJson.Default.ServiceConfiguration)!)).ToList()))
             .AllowRoles(OperatorRoles.Read);
         // the ETag of a named configuration or contract is its stored document's digest; a PUT or DELETE with If-Match
         // acts only while the document is still that one (409 otherwise, as the unit row's), without it as before
         api.MapGet("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
-            if (await store.GetServiceConfigDocumentAsync(name, ct) is not { } stored) { return Problems.NotFound($"service configuration {name} does not exist"); }
+            if (await store.ServiceConfigs.GetServiceConfigDocumentAsync(name, ct) is not { } stored) { return Problems.NotFound($"service configuration {name} does not exist"); }
             http.Response.Headers.ETag = InputRules.DigestETag(stored.Digest);
             return TypedResults.Ok(JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ServiceConfiguration)!);
         }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
@@ -164,7 +164,7 @@ public static class CatalogueApi
             var audit = new AuditEntry(http.Caller().Subject, "service-config.put", name, null);
             return await Problems.GuardAsync(async () =>
             {
-                await (expected is null ? store.UpsertServiceConfigAsync(name, config, audit, ct: ct) : store.PutServiceConfigCheckedAsync(name, config, expected, audit, ct));
+                await (expected is null ? store.ServiceConfigs.UpsertServiceConfigAsync(name, config, audit, ct: ct) : store.ServiceConfigs.PutServiceConfigCheckedAsync(name, config, expected, audit, ct));
                 http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)));
                 return TypedResults.Ok(config);
             });
@@ -175,18 +175,18 @@ public static class CatalogueApi
         {
             var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
             if (badTag is not null) { throw new CatalogueRuleException(badTag); }
-            await store.DeleteServiceConfigAsync(name, Units.Registration.UnitRegistration.DefaultServiceConfig, expected, new AuditEntry(http.Caller().Subject, "service-config.delete", name, null), http.RequestAborted);
+            await store.ServiceConfigs.DeleteServiceConfigAsync(name, Units.Registration.UnitRegistration.DefaultServiceConfig, expected, new AuditEntry(http.Caller().Subject, "service-config.delete", name, null), http.RequestAborted);
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
         // contracts: which service configuration fields a subscriber may change themselves (docs/operator-api.md)
         api.MapGet("/contracts", async (TsunaguStore store, CancellationToken ct) =>
-            TypedResults.Ok((await store.ListContractDocumentsAsync(ct)).Select(c =>
+            TypedResults.Ok((await store.Accounts.ListContractDocumentsAsync(ct)).Select(c =>
                 new ContractView(c.Name, JsonSerializer.Deserialize(c.Document, ProtocolJson.Default.ListString) ?? [])).ToList()))
             .AllowRoles(OperatorRoles.Read);
         api.MapGet("/contracts/{name}", async Task<Results<Ok<ContractView>, ProblemHttpResult>> (string name, TsunaguStore store, HttpContext http, CancellationToken ct) =>
         {
-            if (await store.GetContractDocumentAsync(name, ct) is not { } stored) { return Problems.NotFound($"contract {name} does not exist"); }
+            if (await store.Accounts.GetContractDocumentAsync(name, ct) is not { } stored) { return Problems.NotFound($"contract {name} does not exist"); }
             http.Response.Headers.ETag = InputRules.DigestETag(stored.Digest);
             return TypedResults.Ok(new ContractView(name, JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ListString) ?? []));
         }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
@@ -200,7 +200,7 @@ public static class CatalogueApi
             var audit = new AuditEntry(http.Caller().Subject, "contract.put", name, string.Join(",", fields));
             return await Problems.GuardAsync(async () =>
             {
-                await (expected is null ? store.UpsertContractAsync(name, fields, audit, ct: ct) : store.PutContractCheckedAsync(name, fields, expected, audit, ct));
+                await (expected is null ? store.Accounts.UpsertContractAsync(name, fields, audit, ct: ct) : store.Accounts.PutContractCheckedAsync(name, fields, expected, audit, ct));
                 http.Response.Headers.ETag = InputRules.DigestETag(NamedDocument.DigestOf(JsonSerializer.Serialize(fields, ProtocolJson.Default.ListString)));
                 return TypedResults.Ok(new ContractView(name, fields));
             });
@@ -209,7 +209,7 @@ public static class CatalogueApi
         {
             var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
             if (badTag is not null) { throw new CatalogueRuleException(badTag); }
-            await store.DeleteContractAsync(name, ServiceConfigFields.DefaultContract, expected, new AuditEntry(http.Caller().Subject, "contract.delete", name, null), http.RequestAborted);
+            await store.Accounts.DeleteContractAsync(name, ServiceConfigFields.DefaultContract, expected, new AuditEntry(http.Caller().Subject, "contract.delete", name, null), http.RequestAborted);
             return TypedResults.NoContent();
         })).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
     }

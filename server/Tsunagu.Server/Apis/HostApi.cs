@@ -63,7 +63,7 @@ public static class HostApi
         ILogger log, string mac, CancellationToken ct)
     {
         if (inventory.LastBundle is not { } counter || (known is { } k && counter.Version <= k)) { return inventory; }
-        if (await store.GetUpdateProgramAsync(counter.BundleId, ct) is { } program && artifacts.PathOf(program.ArtifactSha256) is { } path)
+        if (await store.Catalogue.GetUpdateProgramAsync(counter.BundleId, ct) is { } program && artifacts.PathOf(program.ArtifactSha256) is { } path)
         {
             try
             {
@@ -82,12 +82,12 @@ public static class HostApi
 
     /// <summary>
     /// Records the unit's fall back to <paramref name="pattern"/> after it reported an update installed, when its row and
-    /// <paramref name="inventory"/>'s verified bundle counter say so (<see cref="TsunaguStore.RecordFallBackAsync"/>), with
+    /// <paramref name="inventory"/>'s verified bundle counter say so (<see cref="HistoryStore.RecordFallBackAsync"/>), with
     /// a warning and the failure counted in <c>tsunagu_update_reports_total</c>.
     /// </summary>
     private static async Task FallBackAsync(TsunaguStore store, UnitCheckRow known, string pattern, Inventory inventory, Metrics.ServerMetrics metrics, ILogger log, CancellationToken ct)
     {
-        if (await store.RecordFallBackAsync(known, pattern, inventory.LastBundle, ct) is { } fellBack)
+        if (await store.History.RecordFallBackAsync(known, pattern, inventory.LastBundle, ct) is { } fellBack)
         {
             log.LogWarning("unit {Mac}: {FellBack}", known.Mac, fellBack);
             metrics.UpdateReported(success: false);
@@ -105,7 +105,7 @@ public static class HostApi
         }
         if (!InputRules.IsOptionalText(request.PushNonce, 64)) { return Problems.BadRequest(InputRules.Text("pushNonce", 64)); }
         // one connection, two point reads (the unit, the catalogue stamp); patterns, programs and policy come from memory
-        var (unit, catalogue) = await store.GetUnitWithCatalogueAsync(mac, http.RequestAborted);
+        var (unit, catalogue) = await store.Catalogue.GetUnitWithCatalogueAsync(mac, http.RequestAborted);
         if (unit is null)
         {
             return Problems.NotFound($"unit {mac} is no longer registered");
@@ -116,7 +116,7 @@ public static class HostApi
         if (actual is null)
         {
             // the inventory, the state, the last error and the failed history entry: one transaction
-            await store.RecordOffPatternCheckAsync(mac, request.Inventory, "inventory matches no verified install pattern",
+            await store.Units.RecordOffPatternCheckAsync(mac, request.Inventory, "inventory matches no verified install pattern",
                 $"{(request.Forced ? "forced" : "periodic")}: software matches no verified install pattern", http.RequestAborted);
             log.LogWarning("unit {Mac} runs no verified pattern: {Apps}", mac, string.Join(", ", request.Inventory.Applications.Select(a => $"{a.Key} {a.Value}")));
             metrics.CheckIn(Metrics.ServerMetrics.CheckResults.OffPattern);
@@ -172,7 +172,7 @@ public static class HostApi
         // and a periodic check identical to the last history entry is not repeated.
         string Detail() => $"{(request.Forced ? "forced" : "periodic")} on {actual.Id}: " +
                            (offer is not null ? $"offered {offer.UpdateId}" : deferred is not null ? $"update {program!.Id} deferred: {deferred}" : "up to date");
-        var (wrote, withheld) = await store.RecordCheckAsync(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating, Detail(),
+        var (wrote, withheld) = await store.Units.RecordCheckAsync(unit, request.Inventory, actual.Id, offer is null ? UnitStates.Configuring : UnitStates.Updating, Detail(),
             request.Forced, offering, http.RequestAborted);
         if (withheld != OfferWithheld.None)
         {
@@ -180,13 +180,13 @@ public static class HostApi
             // read; the check is recorded as deferred
             deferred = await rollouts.WithheldAsync(offering!, withheld, http.RequestAborted);
             offer = null;
-            (wrote, _) = await store.RecordCheckAsync(unit, request.Inventory, actual.Id, UnitStates.Configuring, Detail(), request.Forced, null, http.RequestAborted);
+            (wrote, _) = await store.Units.RecordCheckAsync(unit, request.Inventory, actual.Id, UnitStates.Configuring, Detail(), request.Forced, null, http.RequestAborted);
         }
         if (deferred is not null)
         {
             log.LogInformation("unit {Mac}: update {Update} deferred: {Reason}", mac, program!.Id, deferred);
         }
-        var row = wrote ? await store.GetUnitForCheckAsync(mac, http.RequestAborted) : unit;
+        var row = wrote ? await store.Units.GetUnitForCheckAsync(mac, http.RequestAborted) : unit;
         metrics.CheckIn(offer is not null ? Metrics.ServerMetrics.CheckResults.Offered : deferred is not null ? Metrics.ServerMetrics.CheckResults.Deferred : Metrics.ServerMetrics.CheckResults.UpToDate);
         var counter = row is { LastBundleVersion: { } v, LastBundleId: { } id } ? new Tsunagu.Protocol.Bundles.BundleCounter(v, id) : null;
         return TypedResults.Ok(new VersionCheckResponse(actual.Id, unit.TargetPattern, offer, policy, options.CheckIntervalSeconds, deferred, counter,
@@ -200,15 +200,15 @@ public static class HostApi
         if (InventoryError(report.Inventory) is { } invalid) { return Problems.BadRequest(invalid); }
         if (report.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
         if (report.InstallId is not null && !InstallIds.IsValid(report.InstallId)) { return Problems.BadRequest("installId: 32 lowercase hexadecimal digits"); }
-        if (await store.GetUpdateProgramAsync(report.UpdateId, http.RequestAborted) is null)
+        if (await store.Catalogue.GetUpdateProgramAsync(report.UpdateId, http.RequestAborted) is null)
         {
             return Problems.NotFound($"update program {report.UpdateId} does not exist");
         }
-        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, (await store.GetUnitForCheckAsync(mac, http.RequestAborted))?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
+        report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, (await store.Units.GetUnitForCheckAsync(mac, http.RequestAborted))?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
         // The new pattern is recorded only from the unit's own report of what it now runs.
-        var pattern = await store.FindPatternAsync(report.Inventory, http.RequestAborted);
+        var pattern = await store.Catalogue.FindPatternAsync(report.Inventory, http.RequestAborted);
         // the report, the inventory, the unit's last error, the audit and the history entry: one transaction
-        var recorded = await store.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
+        var recorded = await store.History.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, report.UpdateId, report.Success, report.Error, report.Inventory, pattern?.Id,
             pattern is null ? UnitStates.OffPattern : UnitStates.Configuring,
             report.Success ? null : $"update {report.UpdateId} failed: {report.Error}",
             report.Success ? $"{report.UpdateId} installed, now on {pattern?.Id ?? "no verified pattern"}" : $"{report.UpdateId} failed: {report.Error}",
@@ -234,7 +234,7 @@ public static class HostApi
     /// </summary>
     private static async Task<Results<PhysicalFileHttpResult, Ok, ProblemHttpResult>> Artifact(string sha256, TsunaguStore store, ArtifactStore artifacts, ServerOptions options, HttpContext http)
     {
-        if (!ArtifactStore.IsDigest(sha256) || !await store.ArtifactIsOfferedAsync(sha256, http.RequestAborted) || artifacts.PathOf(sha256) is not { } path)
+        if (!ArtifactStore.IsDigest(sha256) || !await store.Catalogue.ArtifactIsOfferedAsync(sha256, http.RequestAborted) || artifacts.PathOf(sha256) is not { } path)
         {
             return Problems.NotFound($"artifact {sha256} is not offered by this server");
         }
@@ -250,13 +250,13 @@ public static class HostApi
     private static async Task<Results<Ok<ServiceConfigResponse>, ProblemHttpResult>> ServiceConfig(HttpContext http, TsunaguStore store)
     {
         var mac = http.Caller().Subject;
-        var latest = await store.LatestUnitConfigAsync(mac, http.RequestAborted);
+        var latest = await store.ServiceConfigs.LatestUnitConfigAsync(mac, http.RequestAborted);
         if (latest is null)
         {
             return Problems.NotFound($"unit {mac} has no service configuration assigned");
         }
         var document = JsonSerializer.Deserialize(latest.Document, ProtocolJson.Default.ServiceConfiguration)!;
-        await store.TouchAsync(mac, UnitStates.Configuring, ct: http.RequestAborted);
+        await store.Units.TouchAsync(mac, UnitStates.Configuring, ct: http.RequestAborted);
         return TypedResults.Ok(new ServiceConfigResponse((int)latest.Revision, document));
     }
 
@@ -265,7 +265,7 @@ public static class HostApi
         var mac = http.Caller().Subject;
         if (ack.Error is { Length: > 2048 }) { return Problems.BadRequest("error: at most 2048 characters"); }
         // the revision's status, the unit's last error and the history entry: one transaction
-        if (!await store.AckUnitConfigAsync(mac, ack.Revision, ack.Success, ack.Error,
+        if (!await store.ServiceConfigs.AckUnitConfigAsync(mac, ack.Revision, ack.Success, ack.Error,
                 (ack.Success ? null : $"service configuration {ack.Revision} failed: {ack.Error}",
                  ack.Success ? $"revision {ack.Revision} applied" : $"revision {ack.Revision} failed: {ack.Error}"), ct: http.RequestAborted))
         {
@@ -281,9 +281,9 @@ public static class HostApi
         var mac = http.Caller().Subject;
         var (digest, problem) = ArtifactStore.ReadDigest(request.Digest);
         if (problem is not null) { return Problems.BadRequest(problem); }
-        var medium = await store.GetMediumAsync(digest, http.RequestAborted);
+        var medium = await store.Media.GetMediumAsync(digest, http.RequestAborted);
         // the audit entry and, for a rejected medium, the unit's last error: one transaction
-        await store.RecordMediaCheckAsync(mac, digest, medium, $"install medium {digest[..12]}... is not genuine: rejected", http.RequestAborted);
+        await store.Media.RecordMediaCheckAsync(mac, digest, medium, $"install medium {digest[..12]}... is not genuine: rejected", http.RequestAborted);
         if (medium is null)
         {
             log.LogWarning("unit {Mac} presented an install medium that is not genuine ({Digest})", mac, digest);
@@ -318,9 +318,9 @@ public static class HostApi
         {
             return Problems.BadRequest(InputRules.Text("bootProblem", ReadyReport.MaxBootProblemLength));
         }
-        var known = await store.GetUnitForCheckAsync(mac, http.RequestAborted);
+        var known = await store.Units.GetUnitForCheckAsync(mac, http.RequestAborted);
         report = report with { Inventory = await WithVerifiedCounterAsync(report.Inventory, known?.LastBundleVersion, store, artifacts, log, mac, http.RequestAborted) };
-        var pattern = await store.FindPatternAsync(report.Inventory, http.RequestAborted);
+        var pattern = await store.Catalogue.FindPatternAsync(report.Inventory, http.RequestAborted);
         // back on the old pattern after reporting an update installed (the version check does the same): recorded before
         // the report writes the pattern, so whoever reads the unit on the old pattern also finds the failure
         if (known is not null && pattern is not null) { await FallBackAsync(store, known, pattern.Id, report.Inventory, metrics, log, http.RequestAborted); }
@@ -329,8 +329,8 @@ public static class HostApi
         // and the history entry are one transaction
         // the nonce the unit's next periodic check may prove itself with, in one request (Units/SteadyChecks), stored with the report
         var next = Units.SteadyChecks.SteadyCheckApi.NewNonce(mac, time, options);
-        await store.RecordReadyAsync(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
-            report.ConfigRevision, finalized => TsunaguStore.ReadyDetail(pattern?.Id, report.ConfigRevision, finalized),
+        await store.ServiceConfigs.RecordReadyAsync(mac, report.Inventory, pattern?.Id, pattern is null ? UnitStates.OffPattern : UnitStates.Ready, report.WanAddress,
+            report.ConfigRevision, finalized => SteadyCheckStore.ReadyDetail(pattern?.Id, report.ConfigRevision, finalized),
             report.Vpn, report.Vpn is null ? null : SeenAddress(http) ?? report.WanAddress, report.Cache, report.BootProblem, next, http.RequestAborted);
         if (report.BootProblem is { } bootProblem) { log.LogWarning("unit {Mac}: {Problem}", mac, bootProblem); }
         // patent 0070: the unit is healthy again: a change it failed to apply is retried now (bounded, with backoff)

@@ -12,7 +12,7 @@ public static class MediaApi
     {
         var api = app.MapGroup(Routes.Prefix).AddEndpointFilter<RequireOperator>().WithTags("Media");
 
-        api.MapGet("/media", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.ListMediaAsync(ct))).AllowRoles(OperatorRoles.Read);
+        api.MapGet("/media", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok(await store.Media.ListMediaAsync(ct))).AllowRoles(OperatorRoles.Read);
         api.MapPost("/media", async Task<Results<Created<MediaRegistration>, ProblemHttpResult>> (MediaRegistration r, Catalogue.CatalogueService catalogue, HttpContext http) =>
         {
             var (medium, problem) = Catalogue.CatalogueService.CheckMedium(r);

@@ -3,6 +3,7 @@ using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Push;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Units;
 using Tsunagu.Server.Units.ForcedChecks;
 using Tsunagu.Server.Units.Lifecycle;
 using Tsunagu.Server.Units.Registration;
@@ -37,29 +38,29 @@ public static class OperatorApi
                 ? Problems.BadRequest("version: filtering by version needs app (the application whose version it is)", "version")
                 : SearchProblem(serial, subscriber, domain) is { } problem
                     ? problem
-                    : TypedResults.Ok((await store.QueryUnitsAsync(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online,
-                        Blank(subscriber), Blank(serial), Blank(domain)), ct)).Select(ToView).ToList()))
+                    : TypedResults.Ok((await store.Units.QueryUnitsAsync(new UnitQuery(pattern, state, app, version, seenBefore, seenAfter, online,
+                        Blank(subscriber), Blank(serial), Blank(domain)), ct)).Select(UnitViews.View).ToList()))
             .ProducesProblem(StatusCodes.Status400BadRequest).AllowRoles(OperatorRoles.Read);
         api.MapGet("/{mac}", async Task<Results<Ok<UnitView>, ProblemHttpResult>> (string mac, TsunaguStore store) =>
-            MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m) is { } unit
-                ? TypedResults.Ok(ToView(unit))
+            MacAddress.TryNormalize(mac, out var m) && await store.Units.GetUnitAsync(m) is { } unit
+                ? TypedResults.Ok(UnitViews.View(unit))
                 : Problems.NotFound($"unit {mac} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPost("", Register).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
         api.MapPost("/bulk", RegisterBulk).Accepts<string>("text/csv")
             .ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status413PayloadTooLarge).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(DeviceTable.MaxBytes))
             .AllowRoles(OperatorRoles.Administration);
         api.MapPut("/{mac}/target-pattern", async Task<Results<Ok<UnitView>, ProblemHttpResult>> (string mac, TargetPatternRequest r, TsunaguStore store, Catalogue.CatalogueService catalogue, HttpContext http) =>
-            !MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is null
+            !MacAddress.TryNormalize(mac, out var m) || await store.Units.GetUnitAsync(m, http.RequestAborted) is null
                 ? Problems.NotFound($"unit {mac} is not registered")
                 : await Problems.GuardAsync(async () =>
                 {
                     await catalogue.SetTargetPatternAsync(m, r.Pattern, http.Caller().Subject, ct: http.RequestAborted);
-                    return TypedResults.Ok(ToView((await store.GetUnitAsync(m, http.RequestAborted))!));
+                    return TypedResults.Ok(UnitViews.View((await store.Units.GetUnitAsync(m, http.RequestAborted))!));
                 })).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Release);
         api.MapGet("/{mac}/service-config", async Task<Results<Ok<List<UnitConfigRevisionView>>, ProblemHttpResult>> (string mac, TsunaguStore store, HttpContext http) =>
         {
-            if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
-            var revisions = await store.ListUnitConfigsAsync(m, http.RequestAborted);
+            if (!MacAddress.TryNormalize(mac, out var m) || await store.Units.GetUnitAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+            var revisions = await store.ServiceConfigs.ListUnitConfigsAsync(m, http.RequestAborted);
             // the newest revision as ETag: a PUT with it in If-Match is stored only while no one saved meanwhile
             http.Response.Headers.ETag = Units.Lifecycle.UnitLifecycleApi.ETag(revisions.Count == 0 ? 0 : revisions[^1].Revision);
             return TypedResults.Ok(revisions.Select(c => new UnitConfigRevisionView(c.Revision, c.Status, c.Error, c.Origin, c.CreatedAt, c.UpdatedAt, c.Attempt, c.RetryOf,
@@ -89,21 +90,11 @@ public static class OperatorApi
 
     private static string? Blank(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
 
-    public static UnitView ToView(UnitRow u) => new(
-        u.Mac, u.Serial, u.HardwareVersion, u.State, u.Pattern, u.TargetPattern,
-        u.ConfigRevision is { } c ? (int)c : null, u.AppliedConfigRevision is { } r ? (int)r : null,
-        u.LastSeen is null ? null : DateTimeOffset.Parse(u.LastSeen, System.Globalization.CultureInfo.InvariantCulture),
-        u.LastError, u.Online != 0,
-        u.Inventory is null ? null : System.Text.Json.JsonSerializer.Deserialize(u.Inventory, ProtocolJson.Default.Inventory)?.Applications,
-        u.Subscriber,
-        u.VpnPublicKey is null ? null : new UnitVpnView(u.VpnPublicKey, u.VpnListenPort is { } port ? (int)port : null, u.VpnEndpointAddress,
-            u.VpnReportedAt is null ? null : DateTimeOffset.Parse(u.VpnReportedAt, System.Globalization.CultureInfo.InvariantCulture)));
-
     private static async Task<Results<Created<UnitView>, ProblemHttpResult>> Register(RegisterUnitRequest request, HttpContext http, UnitRegistration registration)
     {
         var (unit, error, conflict) = await registration.RegisterAsync(request, http.Caller().Subject, http.RequestAborted);
         if (unit is null) { return conflict ? Problems.Conflict(error!) : Problems.BadRequest(error!); }
-        return TypedResults.Created($"{Routes.Units}/{unit.Mac}", ToView(unit));
+        return TypedResults.Created($"{Routes.Units}/{unit.Mac}", UnitViews.View(unit));
     }
 
     /// <summary>

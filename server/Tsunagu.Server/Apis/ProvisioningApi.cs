@@ -20,14 +20,14 @@ public static class ProvisioningApi
         app.MapGet(Routes.ProvisioningSettings, async Task<Results<Ok<UnitSettings>, ProblemHttpResult>> (HttpContext http, TsunaguStore store, ServerEndpoints endpoints, IPushPublisher push, ServerOptions options) =>
         {
             var mac = http.Caller().Subject;
-            var unit = await store.GetUnitAsync(mac, http.RequestAborted);
+            var unit = await store.Units.GetUnitAsync(mac, http.RequestAborted);
             if (unit is null)
             {
                 return Problems.NotFound($"unit {mac} is no longer registered");
             }
             return TypedResults.Ok(new UnitSettings(
                 unit.Mac,
-                new WanAccount(unit.IspMethod, unit.IspUsername, store.IspPasswordOf(unit), unit.IpAddress, unit.IspGateway, unit.DnsList),
+                new WanAccount(unit.IspMethod, unit.IspUsername, store.Lifecycle.IspPasswordOf(unit), unit.IpAddress, unit.IspGateway, unit.DnsList),
                 unit.IpAddress, unit.Domain, unit.Vpn, unit.GlobalIp,
                 options.HostServerUrl ?? AsReachedBy(http, endpoints.HostServerUrl),
                 options.MqttPublicUri ?? (push.BrokerUri is { } broker ? AsReachedBy(http, broker) : null),

@@ -41,7 +41,7 @@ public static class PolicySettings
 {
     public const string Key = "update-policy";
 
-    public static async Task<UpdatePolicy> GetAsync(TsunaguStore store, CancellationToken ct = default) => Parse(await store.GetSettingAsync(Key, ct));
+    public static async Task<UpdatePolicy> GetAsync(TsunaguStore store, CancellationToken ct = default) => Parse(await store.Settings.GetSettingAsync(Key, ct));
 
     /// <summary>The policy as of a catalogue snapshot (what a version check uses: no read of its own).</summary>
     public static UpdatePolicy From(CatalogueSnapshot catalogue) => Parse(catalogue.Setting(Key));
@@ -60,7 +60,7 @@ public static class PolicySettings
     public static async Task SetCheckedAsync(TsunaguStore store, UpdatePolicy policy, string actor, CancellationToken ct)
     {
         var json = System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy);
-        await store.SetSettingCheckedAsync(Key, json,
+        await store.Settings.SetSettingCheckedAsync(Key, json,
             uses => uses.Select(u => MaintenanceWindow.Parse(u.Window).Window is { } window
                     ? Fleet.GroupWindows.Stall(u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance, policy)
                     : null).FirstOrDefault(s => s is not null) is { } stall
@@ -71,5 +71,5 @@ public static class PolicySettings
 
     /// <summary>Stores the policy, with <paramref name="audit"/> (when given) in the same transaction.</summary>
     public static async Task SetAsync(TsunaguStore store, UpdatePolicy policy, AuditEntry? audit = null, CancellationToken ct = default) =>
-        await store.SetSettingAsync(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy), audit, ct: ct);
+        await store.Settings.SetSettingAsync(Key, System.Text.Json.JsonSerializer.Serialize(policy, ProtocolJson.Default.UpdatePolicy), audit, ct: ct);
 }

@@ -29,7 +29,7 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         // Unknown units get a challenge too, so the answer does not reveal which MACs are registered.
         var expires = time.GetUtcNow() + options.ChallengeLifetime;
         var row = NewChallenge(mac, purpose, expires);
-        await store.AddChallengeAsync(row, ct);
+        await store.Units.AddChallengeAsync(row, ct);
         return TypedResults.Ok(new ChallengeResponse(row.Id, row.Nonce, expires));
     }
 
@@ -87,16 +87,16 @@ public sealed class UnitAuthentication(TsunaguStore store, TokenService tokens, 
         {
             return Problems.BadRequest($"proof: required, at most {MaxProofLength} characters of base64");
         }
-        var challenge = await store.TakeChallengeAsync(request.ChallengeId, purpose, http.RequestAborted);
+        var challenge = await store.Units.TakeChallengeAsync(request.ChallengeId, purpose, http.RequestAborted);
         if (challenge is null || challenge.Mac != mac || DateTimeOffset.Parse(challenge.ExpiresAt, CultureInfo.InvariantCulture) <= time.GetUtcNow())
         {
             metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the challenge is unknown, used, expired or for another unit; ask for a new one");
         }
-        var unit = await store.GetUnitAsync(mac, http.RequestAborted);
+        var unit = await store.Units.GetUnitAsync(mac, http.RequestAborted);
         if (await RefusalAsync(mac, unit is not null, unit?.DecommissionedAt is not null, purpose, challenge, request.Proof, http) is { } refused) { return refused; }
         // marks it seen, and so no longer deletable; a row deleted or decommissioned since it was read above gets no session
-        if (!await store.TouchAsync(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true, ct: http.RequestAborted))
+        if (!await store.Units.TouchAsync(mac, purpose == ProofPurpose.Provisional ? UnitStates.Provisioning : UnitStates.Connected, clearError: true, ct: http.RequestAborted))
         {
             log.LogWarning("unit {Mac} refused: deleted or decommissioned while it authenticated", mac);
             metrics.UnitRefused(purpose, Metrics.ServerMetrics.RefusalReasons.NotRegistered);

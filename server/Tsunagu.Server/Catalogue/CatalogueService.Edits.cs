@@ -21,7 +21,7 @@ public sealed partial class CatalogueService
         RequireText(software.RequiredHardware, "requiredHardware", false);
         RequireText(software.RequiredOs, "requiredOs", false);
         // the rules read the catalogue in the transaction that writes: a pattern added meanwhile is either seen or waits
-        return await store.InCatalogueTransactionAsync(async t =>
+        return await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             if (await t.GetSoftwareAsync(software.AppId, software.Version, ct) is null) { throw new KeyNotFoundException($"software {software.AppId} {software.Version} is not in the catalogue"); }
             foreach (var pattern in await PatternsListingAsync(t, software.AppId, software.Version, ct))
@@ -50,7 +50,7 @@ public sealed partial class CatalogueService
     {
         RequireId(appId, "appId");
         RequireId(version, "version");
-        await store.InCatalogueTransactionAsync(async t =>
+        await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             if (await t.GetSoftwareAsync(appId, version, ct) is null) { throw new KeyNotFoundException($"software {appId} {version} is not in the catalogue"); }
             if ((await PatternsListingAsync(t, appId, version, ct)).FirstOrDefault() is { } pattern)
@@ -70,7 +70,7 @@ public sealed partial class CatalogueService
     public async Task EditPatchAsync(PatchRow patch, string actor, CancellationToken ct = default)
     {
         CheckPatchFields(patch);
-        await store.InCatalogueTransactionAsync(async t =>
+        await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             if (await t.GetPatchAsync(patch.Id, ct) is null) { throw new KeyNotFoundException($"patch {patch.Id} does not exist"); }
             await CheckPatchApplicationAsync(t, patch, ct);
@@ -83,7 +83,7 @@ public sealed partial class CatalogueService
     public async Task DeletePatchAsync(string id, string actor, CancellationToken ct = default)
     {
         RequireId(id, "id");
-        await store.InCatalogueTransactionAsync(async t => await t.DeletePatchAsync(id, new AuditEntry(actor, "patch.delete", id, null), ct)
+        await store.CatalogueEdits.InCatalogueTransactionAsync(async t => await t.DeletePatchAsync(id, new AuditEntry(actor, "patch.delete", id, null), ct)
             ? true
             : throw new KeyNotFoundException($"patch {id} does not exist"), ct);
     }
@@ -97,7 +97,7 @@ public sealed partial class CatalogueService
     public async Task DeletePatternAsync(string id, string actor, CancellationToken ct = default)
     {
         RequireId(id, "id");
-        await store.InCatalogueTransactionAsync(async t =>
+        await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             var pattern = await t.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
             if (pattern.Status != PatternStatus.Draft)
@@ -133,7 +133,7 @@ public sealed partial class CatalogueService
     public async Task DeleteUpdateProgramAsync(string id, string actor, CancellationToken ct = default)
     {
         RequireId(id, "id");
-        await store.InCatalogueTransactionAsync(async t =>
+        await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             var program = await t.GetUpdateProgramAsync(id, ct) ?? throw new KeyNotFoundException($"update program {id} does not exist");
             if (await t.ActiveRolloutsOfProgramAsync(id, ct) is [var rollout, ..] rollouts)
@@ -165,7 +165,7 @@ public sealed partial class CatalogueService
     {
         var (d, problem) = ArtifactStore.ReadDigest(digest);
         if (problem is not null) { throw new CatalogueRuleException(problem); }
-        await store.InCatalogueTransactionAsync(async t =>
+        await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             var medium = await t.GetMediumAsync(d, ct) ?? throw new KeyNotFoundException($"medium {d} is not registered");
             return await t.DeleteMediumAsync(d, new AuditEntry(actor, "media.delete", d, medium.Name), ct);
@@ -187,7 +187,7 @@ public sealed partial class CatalogueService
     /// <summary>Registers a medium <see cref="CheckMedium"/> accepted, with its audit entry (<c>media.register</c>).</summary>
     /// <exception cref="StoreConflictException">The digest is registered already.</exception>
     public Task RegisterMediumAsync(MediaRegistration medium, string actor, CancellationToken ct = default) =>
-        store.AddMediumAsync(medium.Digest, medium.Name, new AuditEntry(actor, "media.register", medium.Digest, medium.Name), ct);
+        store.Media.AddMediumAsync(medium.Digest, medium.Name, new AuditEntry(actor, "media.register", medium.Digest, medium.Name), ct);
 
     private static string More(int count) => count > 1 ? $" and {count - 1} more" : "";
 

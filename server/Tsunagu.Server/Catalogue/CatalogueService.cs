@@ -31,14 +31,14 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
         RequireText(software.Name, "name", true);
         RequireText(software.RequiredHardware, "requiredHardware", false);
         RequireText(software.RequiredOs, "requiredOs", false);
-        await store.AddSoftwareAsync(software, new AuditEntry(actor, "software.add", $"{software.AppId} {software.Version}", null), ct: ct);
+        await store.Catalogue.AddSoftwareAsync(software, new AuditEntry(actor, "software.add", $"{software.AppId} {software.Version}", null), ct: ct);
     }
 
     /// <summary>Adds a patch; the audit entry (<c>patch.add</c> by <paramref name="actor"/>) commits with it.</summary>
     public async Task AddPatchAsync(PatchRow patch, string actor, CancellationToken ct = default)
     {
         CheckPatchFields(patch);
-        await store.InCatalogueTransactionAsync(async t =>
+        await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             await CheckPatchApplicationAsync(t, patch, ct);
             await t.AddPatchAsync(patch, store.Now(), new AuditEntry(actor, "patch.add", patch.Id, $"{patch.TargetApp} {patch.Version} importance {patch.Importance}"), ct: ct);
@@ -95,7 +95,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
                 ProtocolJson.Default.DictionaryStringString),
         };
         // the software is checked in the transaction that adds the pattern: software deleted or changed meanwhile is seen
-        return await store.InCatalogueTransactionAsync(async t =>
+        return await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             await CheckAgainstCatalogueAsync(t, pattern.Id, pattern.HardwareVersion, pattern.OsVersion, pattern.Applications, ct);
             await t.AddPatternAsync(row, store.Now(), new AuditEntry(actor, "pattern.create", row.Id, row.Applications), ct: ct);
@@ -109,7 +109,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// </summary>
     public async Task<PatternRow> VerifyAsync(string id, string actor, string? detail = null, CancellationToken ct = default)
     {
-        return await store.InCatalogueTransactionAsync(async t =>
+        return await store.CatalogueEdits.InCatalogueTransactionAsync(async t =>
         {
             var pattern = await t.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
             if (pattern.Status != PatternStatus.Draft)
@@ -132,18 +132,18 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     /// </summary>
     public async Task<PatternRow> RetireAsync(string id, string actor, string? detail = null, CancellationToken ct = default)
     {
-        var pattern = await store.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
+        var pattern = await store.Catalogue.GetPatternAsync(id, ct) ?? throw new KeyNotFoundException($"pattern {id} does not exist");
         if (pattern.Status != PatternStatus.Verified)
         {
             throw new CatalogueRuleException($"pattern {id} is {pattern.Status}; only a verified pattern can be retired");
         }
-        var targeting = (await store.QueryUnitsAsync(new UnitQuery(), ct)).Where(u => u.TargetPattern == id).Select(u => u.Mac).ToList();
+        var targeting = (await store.Units.QueryUnitsAsync(new UnitQuery(), ct)).Where(u => u.TargetPattern == id).Select(u => u.Mac).ToList();
         if (targeting.Count > 0)
         {
             throw new CatalogueRuleException($"pattern {id} is the target of {targeting.Count} unit(s) (first: {targeting[0]}); give them another target first");
         }
-        await store.SetPatternStatusAsync(id, PatternStatus.Verified, PatternStatus.Retired, new AuditEntry(actor, "pattern.retire", id, detail), ct: ct);
-        return (await store.GetPatternAsync(id, ct))!;
+        await store.Catalogue.SetPatternStatusAsync(id, PatternStatus.Verified, PatternStatus.Retired, new AuditEntry(actor, "pattern.retire", id, detail), ct: ct);
+        return (await store.Catalogue.GetPatternAsync(id, ct))!;
     }
 
     /// <summary>
@@ -164,7 +164,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
             Id = program.Id, FromPattern = from.Id, ToPattern = to.Id, Importance = program.Importance, Priority = program.Priority,
             ArtifactSha256 = sha, ArtifactSize = new FileInfo(path).Length,
         };
-        await store.AddUpdateProgramAsync(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"), ct: ct);
+        await store.Catalogue.AddUpdateProgramAsync(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"), ct: ct);
         return row;
     }
 
@@ -179,7 +179,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     public async Task<UpdateProgramRow> AddUpdateProgramWithBundleAsync(NewUpdateProgram program, Stream bundle, string actor, CancellationToken ct)
     {
         var (from, to) = await CheckProgramAsync(program, ct);
-        if (await store.GetUpdateProgramAsync(program.Id, ct) is not null) { throw new StoreConflictException($"update program {program.Id} already exists"); }
+        if (await store.Catalogue.GetUpdateProgramAsync(program.Id, ct) is not null) { throw new StoreConflictException($"update program {program.Id} already exists"); }
         UpdateProgramRow? row = null;
         await artifacts.AddAsync(bundle, MaxArtifactBytes, (path, c) => CheckBundleAsync(path, program, c), async (sha, size) =>
         {
@@ -189,7 +189,7 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
                 ArtifactSha256 = sha, ArtifactSize = size,
             };
             // one transaction: a failed write leaves neither the program nor an audit entry, and the bundle is not kept
-            await store.AddUpdateProgramAsync(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"),
+            await store.Catalogue.AddUpdateProgramAsync(row, new AuditEntry(actor, "update-program.add", row.Id, $"{row.FromPattern} -> {row.ToPattern} importance {row.Importance}"),
                 new AuditEntry(actor, "artifact.upload", sha, $"{size} bytes"), ct: ct);
         }, ct);
         return row!;
@@ -202,8 +202,8 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
         RequireId(program.FromPattern, "fromPattern");
         RequireId(program.ToPattern, "toPattern");
         if (program.Importance is < 1 or > 5) { throw new CatalogueRuleException($"importance: {program.Importance} is outside 1..5"); }
-        var from = await store.GetPatternAsync(program.FromPattern, ct) ?? throw new CatalogueRuleException($"fromPattern: pattern '{program.FromPattern}' does not exist");
-        var to = await store.GetPatternAsync(program.ToPattern, ct) ?? throw new CatalogueRuleException($"toPattern: pattern '{program.ToPattern}' does not exist");
+        var from = await store.Catalogue.GetPatternAsync(program.FromPattern, ct) ?? throw new CatalogueRuleException($"fromPattern: pattern '{program.FromPattern}' does not exist");
+        var to = await store.Catalogue.GetPatternAsync(program.ToPattern, ct) ?? throw new CatalogueRuleException($"toPattern: pattern '{program.ToPattern}' does not exist");
         if (to.Status != PatternStatus.Verified)
         {
             throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' is {to.Status}; only a verified pattern can be a target");
@@ -251,11 +251,11 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
     public async Task SetTargetPatternAsync(string mac, string? pattern, string actor, CancellationToken ct = default)
     {
         if (pattern is not null && !Apis.InputRules.IsIdentifier(pattern)) { throw new CatalogueRuleException(Apis.InputRules.Identifier("pattern")); }
-        if (pattern is not null && await store.GetPatternAsync(pattern, ct) is not { Status: PatternStatus.Verified })
+        if (pattern is not null && await store.Catalogue.GetPatternAsync(pattern, ct) is not { Status: PatternStatus.Verified })
         {
             throw new CatalogueRuleException($"targetPattern: '{pattern}' is not a verified pattern");
         }
-        await store.SetTargetPatternAsync(mac, pattern, new AuditEntry(actor, "unit.target-pattern", mac, pattern ?? "none"), ct: ct);
+        await store.Units.SetTargetPatternAsync(mac, pattern, new AuditEntry(actor, "unit.target-pattern", mac, pattern ?? "none"), ct: ct);
     }
 
     /// <summary>Largest artifact accepted (bytes); larger uploads get 413.</summary>

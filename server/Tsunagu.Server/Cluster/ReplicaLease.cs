@@ -57,7 +57,7 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
             Interlocked.Exchange(ref _heldSince, -1);
             try
             {
-                await store.ReleaseLeaseAsync(Name, Holder, stoppingToken);
+                await store.Cluster.ReleaseLeaseAsync(Name, Holder, stoppingToken);
             }
             catch (DbException e)
             {
@@ -73,7 +73,7 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
         bool held;
         try
         {
-            held = await store.TryHoldLeaseAsync(Name, Holder, Lifetime, ct);
+            held = await store.Cluster.TryHoldLeaseAsync(Name, Holder, Lifetime, ct);
         }
         catch (Exception e) when (e is DbException or TimeoutException or InvalidOperationException)
         {
@@ -96,8 +96,8 @@ public sealed class ReplicaLease(TsunaguStore store, ServerOptions options, Time
     {
         try
         {
-            var challenges = await store.PruneExpiredChallengesAsync(ct);
-            var attempts = await store.PruneAttemptsAsync(time.GetUtcNow().ToUnixTimeSeconds() / 60 - 1, ct);
+            var challenges = await store.Cluster.PruneExpiredChallengesAsync(ct);
+            var attempts = await store.Cluster.PruneAttemptsAsync(time.GetUtcNow().ToUnixTimeSeconds() / 60 - 1, ct);
             if (challenges + attempts > 0)
             {
                 log.LogDebug("cluster: removed {Challenges} expired challenges and {Attempts} old attempt counts", challenges, attempts);

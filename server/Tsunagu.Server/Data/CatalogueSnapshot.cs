@@ -6,7 +6,7 @@ namespace Tsunagu.Server.Data;
 /// <summary>
 /// The parts of the catalogue a version check reads (install patterns, update programs, settings such as the update
 /// policy), as of one catalogue stamp. Built once per stamp and shared by every request until a catalogue write
-/// anywhere (any replica) changes the stamp; see <see cref="TsunaguStore.CatalogueStampKey"/>. Read-only.
+/// anywhere (any replica) changes the stamp; see <see cref="CatalogueStore.CatalogueStampKey"/>. Read-only.
 /// </summary>
 public sealed class CatalogueSnapshot
 {

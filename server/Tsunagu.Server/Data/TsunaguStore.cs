@@ -3,6 +3,7 @@ using System.Data.Common;
 using System.Globalization;
 using Dapper;
 using Tsunagu.Protocol;
+using Tsunagu.Server.Units.Lifecycle;
 
 namespace Tsunagu.Server.Data;
 
@@ -35,17 +36,19 @@ public sealed record UnitQuery(string? Pattern = null, string? State = null, str
 /// The server's tables (patent figs. 6 and 8) on SQLite or PostgreSQL. Every method opens its own pooled
 /// connection, so the store keeps no state between requests and replicas can share one database. The schema is
 /// brought up to date before a store is made (<see cref="Database.Migrate"/>, a start-up step of <see cref="ServerHost"/>).
+/// The queries are one class per aggregate (<see cref="Units"/>, <see cref="Catalogue"/>, <see cref="Rollouts"/>...), each
+/// made with this store and opening its connections, beginning its transactions and writing its audit entries through it.
 /// </summary>
-public sealed partial class TsunaguStore
+public sealed class TsunaguStore
 {
     private readonly Database _db;
     private readonly TimeProvider _time;
 
-    /// <summary>When this replica last wrote each unit's last_seen (a bare <see cref="TouchAsync"/> within <see cref="LastSeenResolution"/> writes nothing).</summary>
-    private readonly ConcurrentDictionary<string, DateTimeOffset> _lastSeenWritten = new(StringComparer.Ordinal);
+    /// <summary>When this replica last wrote each unit's last_seen (a bare <see cref="UnitStore.TouchAsync"/> within <see cref="LastSeenResolution"/> writes nothing).</summary>
+    internal ConcurrentDictionary<string, DateTimeOffset> LastSeenWritten { get; } = new(StringComparer.Ordinal);
 
     /// <summary>Each unit's newest history entry written by this replica (kind and detail), to skip identical periodic checks.</summary>
-    private readonly ConcurrentDictionary<string, (string Kind, string? Detail)> _lastEvent = new(StringComparer.Ordinal);
+    internal ConcurrentDictionary<string, (string Kind, string? Detail)> LastEvent { get; } = new(StringComparer.Ordinal);
 
     /// <summary>How stale last_seen may be: a unit seen again within this is not written again (SQLite has one writer; every request used to write).</summary>
     public static readonly TimeSpan LastSeenResolution = TimeSpan.FromMinutes(1);
@@ -56,19 +59,90 @@ public sealed partial class TsunaguStore
     }
 
     /// <param name="secrets">Seals the table's secrets at rest; null: a key of this process only (tests, tools).</param>
-    public TsunaguStore(Database database, TimeProvider time, Units.Lifecycle.SecretBox? secrets = null)
+    public TsunaguStore(Database database, TimeProvider time, SecretBox? secrets = null)
     {
         _db = database;
         _time = time;
-        Secrets = secrets ?? Units.Lifecycle.SecretBox.Ephemeral();
+        Secrets = secrets ?? SecretBox.Ephemeral();
+        Units = new UnitStore(this);
+        Lifecycle = new UnitLifecycleStore(this);
+        History = new HistoryStore(this);
+        ServiceConfigs = new ServiceConfigStore(this);
+        ConfigRetries = new ConfigRetryStore(this);
+        SteadyChecks = new SteadyCheckStore(this);
+        Media = new MediaStore(this);
+        PushChecks = new PushCheckStore(this);
+        Catalogue = new CatalogueStore(this);
+        CatalogueEdits = new CatalogueEditStore(this);
+        Settings = new SettingStore(this);
+        Accounts = new AccountStore(this);
+        Fleet = new FleetStore(this);
+        Rollouts = new RolloutStore(this);
+        Windows = new UpdateWindowStore(this);
+        Pages = new PageStore(this);
+        Cluster = new ClusterStore(this);
     }
 
     /// <summary>What seals the device management table's secrets (ISP passwords) at rest.</summary>
-    public Units.Lifecycle.SecretBox Secrets { get; }
+    public SecretBox Secrets { get; }
 
     public Database Database => _db;
 
-    private Task<DbConnection> OpenAsync(CancellationToken ct) => _db.OpenAsync(ct);
+    /// <summary>The clock of <see cref="Now"/>.</summary>
+    internal TimeProvider Time => _time;
+
+    /// <summary>Units: registration, what they report, presence, target pattern, session challenges.</summary>
+    public UnitStore Units { get; }
+
+    /// <summary>The device management table's lifecycle: edits with revisions, decommissioning, deletion, replacement, transfer.</summary>
+    public UnitLifecycleStore Lifecycle { get; }
+
+    /// <summary>Update reports, history entries and the audit entries that name a unit.</summary>
+    public HistoryStore History { get; }
+
+    /// <summary>Named service configurations and each unit's revisions with their acknowledgements.</summary>
+    public ServiceConfigStore ServiceConfigs { get; }
+
+    /// <summary>A unit's failed configuration revisions sent again: which revision may be retried, the retry, and its cancellation.</summary>
+    public ConfigRetryStore ConfigRetries { get; }
+
+    /// <summary>Steady checks: what one reads in one round trip, and what one that found nothing to do writes.</summary>
+    public SteadyCheckStore SteadyChecks { get; }
+
+    /// <summary>Registered install media.</summary>
+    public MediaStore Media { get; }
+
+    /// <summary>Forced checks: the pushes that carry them, their delivery and their retries.</summary>
+    public PushCheckStore PushChecks { get; }
+
+    /// <summary>The software catalogue (software, patches, patterns, update programs) and its snapshot.</summary>
+    public CatalogueStore Catalogue { get; }
+
+    /// <summary>Catalogue edits and deletions under the catalogue's lock.</summary>
+    public CatalogueEditStore CatalogueEdits { get; }
+
+    /// <summary>Settings.</summary>
+    public SettingStore Settings { get; }
+
+    /// <summary>Operators, subscribers and contracts.</summary>
+    public AccountStore Accounts { get; }
+
+    /// <summary>Tags on units and groups of units.</summary>
+    public FleetStore Fleet { get; }
+
+    /// <summary>Rollouts, their members, and what the rollout engine reads about them.</summary>
+    public RolloutStore Rollouts { get; }
+
+    /// <summary>Update windows: a unit's own maintenance window, and the rollout members still waiting for theirs.</summary>
+    public UpdateWindowStore Windows { get; }
+
+    /// <summary>Paged reads for the console: the unit list and the audit log.</summary>
+    public PageStore Pages { get; }
+
+    /// <summary>What replicas share on PostgreSQL: authentication attempts and leases.</summary>
+    public ClusterStore Cluster { get; }
+
+    internal Task<DbConnection> OpenAsync(CancellationToken ct) => _db.OpenAsync(ct);
 
     /// <summary>
     /// Raised with the name of the store method about to begin a transaction, just before it begins it: on SQLite that is
@@ -78,14 +152,14 @@ public sealed partial class TsunaguStore
     internal event Action<string>? TransactionBeginning;
 
     /// <summary>Begins the transaction of the store method <paramref name="caller"/>, after telling <see cref="TransactionBeginning"/>.</summary>
-    private ValueTask<DbTransaction> BeginAsync(DbConnection c, CancellationToken ct, [System.Runtime.CompilerServices.CallerMemberName] string caller = "")
+    internal ValueTask<DbTransaction> BeginAsync(DbConnection c, CancellationToken ct, [System.Runtime.CompilerServices.CallerMemberName] string caller = "")
     {
         TransactionBeginning?.Invoke(caller);
         return c.BeginTransactionAsync(ct);
     }
 
     /// <summary>For what a unit reports again on its next contact: commits that do not wait for the disk (<see cref="Database.Open(bool)"/>).</summary>
-    private Task<DbConnection> OpenUnitReportAsync(CancellationToken ct) => _db.OpenAsync(durable: false, ct);
+    internal Task<DbConnection> OpenUnitReportAsync(CancellationToken ct) => _db.OpenAsync(durable: false, ct);
 
     public string Now() => Timestamp(_time.GetUtcNow());
 
@@ -95,7 +169,7 @@ public sealed partial class TsunaguStore
     /// Runs an insert, with <paramref name="audit"/> (when given) in the same transaction; a row that already exists
     /// becomes a <see cref="StoreConflictException"/> with <paramref name="conflict"/>.
     /// </summary>
-    private async Task InsertAsync(string sql, object args, string conflict, AuditEntry? audit = null, CancellationToken ct = default)
+    internal async Task InsertAsync(string sql, object args, string conflict, AuditEntry? audit = null, CancellationToken ct = default)
     {
         try
         {
@@ -112,7 +186,7 @@ public sealed partial class TsunaguStore
         e.SqlState == "23505" || (e is Microsoft.Data.Sqlite.SqliteException { SqliteExtendedErrorCode: 1555 or 2067 });
 
     /// <summary>Runs <paramref name="write"/> and writes <paramref name="audit"/> (when given) in one transaction: both or neither.</summary>
-    private async Task WriteAsync(Func<DbConnection, DbTransaction, Task> write, AuditEntry? audit, CancellationToken ct)
+    internal async Task WriteAsync(Func<DbConnection, DbTransaction, Task> write, AuditEntry? audit, CancellationToken ct)
     {
         await using var c = await OpenAsync(ct);
         await using var tx = await BeginAsync(c, ct);
@@ -122,7 +196,7 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>Writes <paramref name="audit"/> (when given) inside the caller's transaction.</summary>
-    private async Task WriteAuditAsync(DbConnection c, DbTransaction tx, AuditEntry? audit, CancellationToken ct)
+    internal async Task WriteAuditAsync(DbConnection c, DbTransaction tx, AuditEntry? audit, CancellationToken ct)
     {
         if (audit is not null)
         {
@@ -134,9 +208,9 @@ public sealed partial class TsunaguStore
 
     /// <summary>
     /// Writes one audit entry and the units it names (<see cref="AuditUnits.Named"/>, what the unit filter of
-    /// <see cref="QueryAuditPageAsync"/> reads), inside the caller's transaction. Every audit entry is written through here.
+    /// <see cref="PageStore.QueryAuditPageAsync"/> reads), inside the caller's transaction. Every audit entry is written through here.
     /// </summary>
-    private static async Task InsertAuditAsync(DbConnection c, DbTransaction tx, string now, string actor, string action, string? target, string? detail, CancellationToken ct)
+    internal static async Task InsertAuditAsync(DbConnection c, DbTransaction tx, string now, string actor, string action, string? target, string? detail, CancellationToken ct)
     {
         var id = await c.ExecuteScalarAsync<long>(new CommandDefinition("INSERT INTO audit (at, actor, action, target, detail) VALUES (@now, @actor, @action, @target, @detail) RETURNING id",
             new { now, actor, action, target, detail }, tx, cancellationToken: ct));

@@ -3,6 +3,7 @@ using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 using Tsunagu.Server.Data;
 using Tsunagu.Server.Security;
+using Tsunagu.Server.Units;
 
 namespace Tsunagu.Server.Fleet;
 
@@ -21,8 +22,8 @@ public static class FleetApi
     {
         var units = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
         units.MapGet("/{mac}/tags", async Task<Results<Ok<UnitTagsView>, ProblemHttpResult>> (string mac, TsunaguStore store) =>
-                MacAddress.TryNormalize(mac, out var m) && await store.GetUnitForCheckAsync(m) is not null
-                    ? TypedResults.Ok(new UnitTagsView(m, await store.GetTagsAsync(m)))
+                MacAddress.TryNormalize(mac, out var m) && await store.Units.GetUnitForCheckAsync(m) is not null
+                    ? TypedResults.Ok(new UnitTagsView(m, await store.Fleet.GetTagsAsync(m)))
                     : Problems.NotFound($"unit {mac} is not registered"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPut("/{mac}/tags", async Task<Results<Ok<UnitTagsView>, ProblemHttpResult>> (string mac, UnitTagsRequest? request, TsunaguStore store, HttpContext http) =>
@@ -40,15 +41,15 @@ public static class FleetApi
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
 
         var tagsApi = app.MapGroup(TagsRoute).AddEndpointFilter<RequireOperator>();
-        tagsApi.MapGet("", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok((await store.ListTagCountsAsync(ct)).Select(t => new TagCount(t.Tag, t.Units)).ToList()))
+        tagsApi.MapGet("", async (TsunaguStore store, CancellationToken ct) => TypedResults.Ok((await store.Fleet.ListTagCountsAsync(ct)).Select(t => new TagCount(t.Tag, t.Units)).ToList()))
             .AllowRoles(OperatorRoles.Read);
         tagsApi.MapGet("/{tag}/units", async Task<Results<Ok<List<UnitView>>, ProblemHttpResult>> (string tag, TsunaguStore store, CancellationToken ct) =>
             {
                 if (!Tags.IsTag(tag)) { return Problems.BadRequest(Tags.Rule("tag"), "tag"); }
                 var units = new List<UnitView>();
-                foreach (var mac in await store.UnitsWithTagAsync(tag, ct))
+                foreach (var mac in await store.Fleet.UnitsWithTagAsync(tag, ct))
                 {
-                    if (await store.GetUnitAsync(mac, ct) is { } unit) { units.Add(OperatorApi.ToView(unit)); }
+                    if (await store.Units.GetUnitAsync(mac, ct) is { } unit) { units.Add(UnitViews.View(unit)); }
                 }
                 return TypedResults.Ok(units);
             })
@@ -58,13 +59,13 @@ public static class FleetApi
         groups.MapGet("", async (TsunaguStore store, CancellationToken ct) =>
             {
                 var views = new List<GroupView>();
-                foreach (var g in await store.ListGroupsAsync(ct)) { views.Add(Groups.View(g, await store.GroupMembersAsync(g, ct), withMembers: false)); }
+                foreach (var g in await store.Fleet.ListGroupsAsync(ct)) { views.Add(Groups.View(g, await store.Fleet.GroupMembersAsync(g, ct), withMembers: false)); }
                 return TypedResults.Ok(views);
             })
             .AllowRoles(OperatorRoles.Read);
         groups.MapGet("/{name}", async Task<Results<Ok<GroupView>, ProblemHttpResult>> (string name, TsunaguStore store, CancellationToken ct) =>
-                InputRules.IsIdentifier(name) && await store.GetGroupAsync(name, ct) is { } g
-                    ? TypedResults.Ok(Groups.View(g, await store.GroupMembersAsync(g, ct), withMembers: true))
+                InputRules.IsIdentifier(name) && await store.Fleet.GetGroupAsync(name, ct) is { } g
+                    ? TypedResults.Ok(Groups.View(g, await store.Fleet.GroupMembersAsync(g, ct), withMembers: true))
                     : Problems.NotFound($"no group '{InputRules.Quote(name)}'"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         groups.MapPost("", async Task<Results<Created<GroupView>, ProblemHttpResult>> (NewGroup? request, TsunaguStore store, HttpContext http) =>
@@ -115,7 +116,7 @@ public static class FleetApi
                 if (!InputRules.IsIdentifier(name)) { return Problems.NotFound($"no group '{InputRules.Quote(name)}'"); }
                 try
                 {
-                    return await store.DeleteGroupAsync(name, new AuditEntry(http.Caller().Subject, "group.delete", name, null), http.RequestAborted)
+                    return await store.Fleet.DeleteGroupAsync(name, new AuditEntry(http.Caller().Subject, "group.delete", name, null), http.RequestAborted)
                         ? TypedResults.NoContent()
                         : Problems.NotFound($"no group '{InputRules.Quote(name)}'");
                 }

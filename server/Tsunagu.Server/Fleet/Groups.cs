@@ -94,13 +94,13 @@ public static class Groups
         if (row is null) { throw new GroupRuleException(error!); }
         try
         {
-            await store.AddGroupAsync(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}" + (row.MaintenanceWindow is { } w ? $"; window {w}" : "")), ct);
+            await store.Fleet.AddGroupAsync(row, new AuditEntry(actor, "group.create", row.Name, $"{row.Kind} {row.Definition}" + (row.MaintenanceWindow is { } w ? $"; window {w}" : "")), ct);
         }
         catch (StoreConflictException e)
         {
             throw new GroupRuleException(e.Message, conflict: true);
         }
-        return View(row, await store.GroupMembersAsync(row, ct), withMembers: true);
+        return View(row, await store.Fleet.GroupMembersAsync(row, ct), withMembers: true);
     }
 
     /// <summary>The row to store for <paramref name="request"/>, or why it cannot be stored. Reads the store; writes nothing.</summary>
@@ -128,7 +128,7 @@ public static class Groups
             foreach (var m in normal)
             {
                 if (missing.Count == 5) { break; }
-                if (await store.GetUnitForCheckAsync(m, ct) is null) { missing.Add(m); }
+                if (await store.Units.GetUnitForCheckAsync(m, ct) is null) { missing.Add(m); }
             }
             if (missing.Count > 0) { return (null, $"macs: not registered: {string.Join(", ", missing)}"); }
             return (new GroupRow { Name = request.Name, Kind = GroupKinds.Static, Definition = JsonSerializer.Serialize(normal.ToList(), JsonSerializerOptions.Web), CreatedBy = actor, MaintenanceWindow = window }, null);
@@ -156,7 +156,7 @@ public static class Groups
     /// </summary>
     public static async Task<GroupView> SetWindowAsync(string? name, GroupWindowRequest? request, TsunaguStore store, string actor, CancellationToken ct)
     {
-        if (!InputRules.IsIdentifier(name) || await store.GetGroupAsync(name, ct) is null) { throw new GroupRuleException($"no group '{InputRules.Quote(name)}'", notFound: true); }
+        if (!InputRules.IsIdentifier(name) || await store.Fleet.GetGroupAsync(name, ct) is null) { throw new GroupRuleException($"no group '{InputRules.Quote(name)}'", notFound: true); }
         if (request is null) { throw new GroupRuleException("body: {\"window\": \"mon-fri 01:00-05:00\"} or {\"window\": null} (none)"); }
         MaintenanceWindow? window = null;
         if (request.Window is not null)
@@ -168,7 +168,7 @@ public static class Groups
         try
         {
             // the policy is the one stored when the window is written: read in the same transaction, under the catalogue's lock
-            set = await store.SetGroupWindowCheckedAsync(name, window?.ToString(), (rollouts, policy, hours) => window is null ? null
+            set = await store.Fleet.SetGroupWindowCheckedAsync(name, window?.ToString(), (rollouts, policy, hours) => window is null ? null
                     : rollouts.Select(r => GroupWindows.Stall(name, window, r.Name, r.UpdateId, (int)r.Importance, policy)).FirstOrDefault(s => s is not null) is { } stall
                         ? $"{stall}; nothing was changed (choose a window that overlaps it, or change the update policy)"
                         // the rollout's members with hours of their own wait for those, not the policy's (importance 3), and those
@@ -185,8 +185,8 @@ public static class Groups
             throw new GroupRuleException(e.Message, conflict: true);
         }
         // deleted meanwhile, or right after the window was set: gone, as a delete before it would have been
-        if (!set || await store.GetGroupAsync(name, ct) is not { } row) { throw new GroupRuleException($"no group '{name}'", notFound: true); }
-        return View(row, await store.GroupMembersAsync(row, ct), withMembers: false);
+        if (!set || await store.Fleet.GetGroupAsync(name, ct) is not { } row) { throw new GroupRuleException($"no group '{name}'", notFound: true); }
+        return View(row, await store.Fleet.GroupMembersAsync(row, ct), withMembers: false);
     }
 
     public static GroupView View(GroupRow row, IReadOnlyList<string> members, bool withMembers) =>

@@ -46,15 +46,15 @@ public static class Tags
     /// is decommissioned (<see cref="TagsRuleException.Conflict"/>), or the tags break the grammar.</exception>
     public static async Task<IReadOnlyList<string>> ReplaceAsync(TsunaguStore store, string mac, IReadOnlyList<string?>? tags, string actor, CancellationToken ct)
     {
-        if (await store.GetUnitAsync(mac, ct) is not { } unit) { throw new TagsRuleException($"unit {mac} is not registered", notFound: true); }
+        if (await store.Units.GetUnitAsync(mac, ct) is not { } unit) { throw new TagsRuleException($"unit {mac} is not registered", notFound: true); }
         if (unit.DecommissionedAt is not null) { throw new TagsRuleException($"unit {mac} is decommissioned: its tags stay as they were", conflict: true); }
         if (Invalid(tags) is { } error) { throw new TagsRuleException(error); }
         var normal = Normal(tags!.Select(t => t!));
         // the store writes only to a unit that is registered and not decommissioned, in the same transaction as the audit entry
-        if (!await store.SetTagsAsync(mac, normal, new AuditEntry(actor, "unit.tags", mac, normal.Count == 0 ? "none" : string.Join(' ', normal)), ct))
+        if (!await store.Fleet.SetTagsAsync(mac, normal, new AuditEntry(actor, "unit.tags", mac, normal.Count == 0 ? "none" : string.Join(' ', normal)), ct))
         {
             // decommissioned or removed since it was read
-            throw await store.GetUnitAsync(mac, ct) is null
+            throw await store.Units.GetUnitAsync(mac, ct) is null
                 ? new TagsRuleException($"unit {mac} is not registered", notFound: true)
                 : new TagsRuleException($"unit {mac} is decommissioned: its tags stay as they were", conflict: true);
         }

@@ -125,7 +125,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             var disabled = (listing["data"]?["clients"] as JsonArray ?? []).OfType<JsonObject>()
                 .Where(c => c["disabled"] is JsonValue d && d.TryGetValue<bool>(out var off) && off)
                 .Select(c => c["username"]?.GetValue<string>()).OfType<string>().ToHashSet(StringComparer.Ordinal);
-            foreach (var unit in await store.ListUnitsAsync(ct: cancellationToken))
+            foreach (var unit in await store.Units.ListUnitsAsync(ct: cancellationToken))
             {
                 if (unit.DecommissionedAt is null)
                 {
@@ -163,7 +163,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         try
         {
             await Task.Delay(PresenceGrace, time, ct);
-            var stale = await store.SetStalePresenceOfflineAsync(subscribedAt, ct);
+            var stale = await store.PushChecks.SetStalePresenceOfflineAsync(subscribedAt, ct);
             if (stale > 0)
             {
                 log.LogInformation("push: {Count} unit(s) shown online did not announce themselves on the broker; now offline", stale);
@@ -340,7 +340,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
         if (payload is Presence.Online or Presence.Offline)
         {
-            await store.SetPresenceAsync(mac, payload == Presence.Online);
+            await store.Units.SetPresenceAsync(mac, payload == Presence.Online);
             if (payload == Presence.Online)
             {
                 _cameOnline.Writer.TryWrite(mac); // its undelivered check goes out again, off this dispatcher
@@ -348,7 +348,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
         else if (ParseAck(payload) is { } nonce)
         {
-            metrics.PushesDelivered(await store.MarkPushDeliveredAsync(mac, nonce));
+            metrics.PushesDelivered(await store.PushChecks.MarkPushDeliveredAsync(mac, nonce));
         }
     }
 
@@ -416,7 +416,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 var holder = lease.IsHolder;
                 takeOver |= holder && !wasHolder;
                 wasHolder = holder;
-                if (mac is not null && holder && await store.NewestUndeliveredPushAsync(mac, time.GetUtcNow() - UndeliveredLifetime, ct) is { Attempts: < MaxSends } row)
+                if (mac is not null && holder && await store.PushChecks.NewestUndeliveredPushAsync(mac, time.GetUtcNow() - UndeliveredLifetime, ct) is { Attempts: < MaxSends } row)
                 {
                     await ResendAsync(row, ct);
                 }
@@ -424,12 +424,12 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 {
                     sweep = time.GetTimestamp();
                     var now = time.GetUtcNow();
-                    foreach (var due in await store.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000, takeOver, ct))
+                    foreach (var due in await store.PushChecks.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000, takeOver, ct))
                     {
                         await ResendAsync(due, ct);
                     }
                     takeOver = false; // (a failure above leaves it set: the next pass tries again)
-                    await store.PrunePushChecksAsync(now - CheckRecordLifetime, ct);
+                    await store.PushChecks.PrunePushChecksAsync(now - CheckRecordLifetime, ct);
                 }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -456,7 +456,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     {
         await PublishAsync(row.Mac, new PushMessage(PushMessage.CheckNow, (int)row.Importance, row.Nonce,
             DateTimeOffset.Parse(row.CreatedAt, System.Globalization.CultureInfo.InvariantCulture), row.Reason ?? PushReasons.Operator), ct);
-        await store.MarkPushResentAsync(row.CheckId, row.Mac, ct);
+        await store.PushChecks.MarkPushResentAsync(row.CheckId, row.Mac, ct);
     }
 
     public async Task PublishAsync(string mac, PushMessage message, CancellationToken cancellationToken)
@@ -693,7 +693,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     {
         var words = description.Split(' ');
         return words.Length != 6 || !long.TryParse(words[3], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var expires)
-               || expires <= now || words[5] != keyId || await store.GetUnitAsync(mac, ct) is not { DecommissionedAt: null };
+               || expires <= now || words[5] != keyId || await store.Units.GetUnitAsync(mac, ct) is not { DecommissionedAt: null };
     }
 
     private async Task EnsureServerAccountAsync(string password, CancellationToken ct)

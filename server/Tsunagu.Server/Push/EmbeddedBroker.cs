@@ -147,7 +147,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
             // keep-alive 0 would hold the connection (and its slot) for good once the unit goes silent
             reason = $"keep-alive {e.KeepAlivePeriod} s is not within 1..{options.MqttMaxKeepAliveSeconds} s";
         }
-        else if (await store.GetUnitAsync(mac) is not { DecommissionedAt: null })
+        else if (await store.Units.GetUnitAsync(mac) is not { DecommissionedAt: null })
         {
             reason = "unit not registered or decommissioned";
         }
@@ -239,7 +239,7 @@ public sealed class EmbeddedBroker(ServerOptions options, MqttSettings settings,
         {
             if (!_unitLogins.TryGetValue(client.Id, out var login)) { continue; }
             var reason = login.Expires <= now ? "its password expired" : login.KeyId != keyId ? "the broker key was replaced"
-                : await store.GetUnitAsync(login.Mac) is not { DecommissionedAt: null } ? "it is no longer registered or was decommissioned" : null;
+                : await store.Units.GetUnitAsync(login.Mac) is not { DecommissionedAt: null } ? "it is no longer registered or was decommissioned" : null;
             if (reason is null) { continue; }
             log.LogInformation("MQTT: disconnecting {ClientId}: {Reason}", client.Id, reason);
             _unitLogins.TryRemove(new KeyValuePair<string, (long, string, string)>(client.Id, login));

@@ -34,7 +34,7 @@ public sealed class RequireScope(string scope, TokenService tokens, TsunaguStore
         {
             return Problems.Forbidden(ProblemTypes.WrongScope, $"a {claims.Scope} token cannot be used here; this endpoint needs a {scope} token");
         }
-        if (scope == TokenScope.Subscriber && (claims.Stamp is null || claims.Stamp != PasswordHasher.Stamp(await store.GetSubscriberHashAsync(claims.Subject))))
+        if (scope == TokenScope.Subscriber && (claims.Stamp is null || claims.Stamp != PasswordHasher.Stamp(await store.Accounts.GetSubscriberHashAsync(claims.Subject))))
         {
             return Problems.Unauthorized(ProblemTypes.InvalidToken, "the token was issued before the account's password changed or it was disabled; sign in again");
         }
@@ -42,11 +42,11 @@ public sealed class RequireScope(string scope, TokenService tokens, TsunaguStore
         if (scope is TokenScope.Host or TokenScope.Provisional)
         {
             // a token outlives a decommissioning by its lifetime: the unit is refused at once all the same
-            if (!await store.IsUnitActiveAsync(claims.Subject))
+            if (!await store.Lifecycle.IsUnitActiveAsync(claims.Subject))
             {
                 return Problems.Unauthorized(ProblemTypes.UnitRefused, "this unit is not registered or was decommissioned");
             }
-            await store.TouchAsync(claims.Subject);
+            await store.Units.TouchAsync(claims.Subject);
         }
         return await next(context);
     }
@@ -99,7 +99,7 @@ public sealed class RequireOperator(TokenService tokens, TsunaguStore store, Pas
             }
             name = decoded[..colon];
             var check = await guard.CheckAsync(TokenScope.Operator, name, decoded[(colon + 1)..], http.Connection.RemoteIpAddress,
-                store.GetOperatorHashAsync, http.RequestAborted);
+                store.Accounts.GetOperatorHashAsync, http.RequestAborted);
             if (check.Verdict != PasswordVerdict.Accepted)
             {
                 return check.Problem("operator name or password is wrong");
@@ -116,7 +116,7 @@ public sealed class RequireOperator(TokenService tokens, TsunaguStore store, Pas
             {
                 return Problems.Forbidden(ProblemTypes.WrongScope, $"a {claims.Scope} token cannot be used on the operator API");
             }
-            if (claims.Stamp is null || claims.Stamp != PasswordHasher.Stamp(await store.GetOperatorHashAsync(claims.Subject)))
+            if (claims.Stamp is null || claims.Stamp != PasswordHasher.Stamp(await store.Accounts.GetOperatorHashAsync(claims.Subject)))
             {
                 return Problems.Unauthorized(ProblemTypes.InvalidToken, "the token was issued before the account's password changed or it was disabled; sign in again");
             }
@@ -124,7 +124,7 @@ public sealed class RequireOperator(TokenService tokens, TsunaguStore store, Pas
             expires = DateTimeOffset.FromUnixTimeSeconds(claims.ExpiresAtUnix);
         }
         // the role is read at every request: a changed role takes effect at once, on tokens and sessions alike
-        var role = await store.GetOperatorRoleAsync(name);
+        var role = await store.Accounts.GetOperatorRoleAsync(name);
         var access = http.GetEndpoint()?.Metadata.GetMetadata<OperatorAccess>();
         if (access is null || !access.Allows(role))
         {

@@ -21,7 +21,7 @@ public sealed class AttemptCounter(int perMinute, TimeProvider time, Data.Tsunag
         var window = now.ToUnixTimeSeconds() / 60;
         if (shared is not null)
         {
-            return await shared.CountAttemptAsync(subjectPrefix + key, window, ct) <= perMinute ? null : TimeSpan.FromSeconds(60 - now.ToUnixTimeSeconds() % 60);
+            return await shared.Cluster.CountAttemptAsync(subjectPrefix + key, window, ct) <= perMinute ? null : TimeSpan.FromSeconds(60 - now.ToUnixTimeSeconds() % 60);
         }
         var entry = _counts.AddOrUpdate(key, _ => (window, 1), (_, e) => e.Window == window ? (window, e.Count + 1) : (window, 1));
         if (_counts.Count > 100_000)

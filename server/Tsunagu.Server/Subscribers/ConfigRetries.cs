@@ -25,7 +25,7 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
     /// </summary>
     public async Task<long?> AfterReadyAsync(string mac, CancellationToken ct)
     {
-        if (await store.RetryableUnitConfigAsync(mac, options.ConfigRetryAttempts, ct) is not { } newest)
+        if (await store.ConfigRetries.RetryableUnitConfigAsync(mac, options.ConfigRetryAttempts, ct) is not { } newest)
         {
             return null;
         }
@@ -37,7 +37,7 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
             return null;
         }
         var attempt = newest.Attempt + 1;
-        var revision = await store.AddUnitConfigRetryAsync(newest, r => new AuditEntry(RetryActor, "unit.service-config.retry", mac,
+        var revision = await store.ConfigRetries.AddUnitConfigRetryAsync(newest, r => new AuditEntry(RetryActor, "unit.service-config.retry", mac,
             $"revision {r} retries revision {newest.RetryOf ?? newest.Revision} (attempt {attempt} of {options.ConfigRetryAttempts}) after: {newest.Error}"), ct);
         if (revision is null)
         {
@@ -65,7 +65,7 @@ public sealed class ConfigRetries(TsunaguStore store, ForcedCheckService checks,
     /// </summary>
     public async Task<long?> CancelAsync(string mac, string actor, CancellationToken ct = default)
     {
-        var revision = await store.CancelUnitConfigRetryAsync(mac, options.ConfigRetryAttempts, actor, r => new AuditEntry(actor, "unit.service-config.retry-cancel", mac,
+        var revision = await store.ConfigRetries.CancelUnitConfigRetryAsync(mac, options.ConfigRetryAttempts, actor, r => new AuditEntry(actor, "unit.service-config.retry-cancel", mac,
             $"revision {r.Revision} ({r.Status}, attempt {r.Attempt} of {options.ConfigRetryAttempts}): no further attempt"), SubscriberChanges.Origin, ct);
         if (revision is not null)
         {

@@ -31,7 +31,7 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
 
     /// <summary>The unit, when it is registered to this subscriber; null for any other unit (not found, to them).</summary>
     public async Task<UnitRow?> OwnUnitAsync(string subscriber, string mac, CancellationToken ct = default) =>
-        MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m, ct) is { } unit && unit.Subscriber == subscriber ? unit : null;
+        MacAddress.TryNormalize(mac, out var m) && await store.Units.GetUnitAsync(m, ct) is { } unit && unit.Subscriber == subscriber ? unit : null;
 
     /// <summary>The configuration a change starts from: the newest revision that did not fail (a failed one is not kept).</summary>
     private static (UnitConfigRow Row, ServiceConfiguration Document)? Current(IReadOnlyList<UnitConfigRow> oldestFirst)
@@ -46,15 +46,15 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
     /// </summary>
     public async Task<((UnitConfigRow Row, ServiceConfiguration Document)? Current, IReadOnlyList<UnitConfigRow> Revisions)> ReadAsync(string mac, CancellationToken ct = default)
     {
-        var revisions = await store.ListUnitConfigsAsync(mac, ct);
+        var revisions = await store.ServiceConfigs.ListUnitConfigsAsync(mac, ct);
         return (Current(revisions), revisions.Reverse().ToList());
     }
 
     /// <summary>The fields of a service configuration this subscriber's contract lets them change.</summary>
     public async Task<IReadOnlySet<string>> AllowedFieldsAsync(string subscriber, CancellationToken ct = default)
     {
-        var contract = await store.GetSubscriberContractAsync(subscriber, ct) ?? ServiceConfigFields.DefaultContract;
-        return (await store.GetContractAsync(contract, ct) ?? ServiceConfigFields.PortalDefault).ToHashSet(StringComparer.Ordinal);
+        var contract = await store.Accounts.GetSubscriberContractAsync(subscriber, ct) ?? ServiceConfigFields.DefaultContract;
+        return (await store.Accounts.GetContractAsync(contract, ct) ?? ServiceConfigFields.PortalDefault).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>
@@ -69,7 +69,7 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         Func<ServiceConfiguration, ServiceConfiguration> change, CancellationToken ct, long? basis = null)
     {
         var unit = await OwnUnitAsync(subscriber, mac, ct) ?? throw new SubscriberChangeException($"unit {mac} is not yours");
-        var revisions = await store.ListUnitConfigsAsync(unit.Mac, ct);
+        var revisions = await store.ServiceConfigs.ListUnitConfigsAsync(unit.Mac, ct);
         var current = Current(revisions)
             ?? throw new SubscriberChangeException("your unit has no service configuration yet; the operator assigns the first one");
         if (basis is { } seen && seen != revisions[^1].Revision)
@@ -93,7 +93,7 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         try
         {
             // stored only while the revision read above is still the newest: a change made at the same moment is not lost
-            revision = await store.AddUnitConfigAsync(unit.Mac, next, Origin,
+            revision = await store.ServiceConfigs.AddUnitConfigAsync(unit.Mac, next, Origin,
                 r => new AuditEntry($"subscriber:{subscriber}", "unit.service-config", unit.Mac, $"revision {r}: {what}"), expectedRevision: basis ?? revisions[^1].Revision, ct: ct);
         }
         catch (StaleConfigRevisionException e)

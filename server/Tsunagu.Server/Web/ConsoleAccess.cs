@@ -29,7 +29,7 @@ public sealed class ConsoleAccessFilter : IAsyncPageFilter
         }
         var http = context.HttpContext;
         var name = http.User.Identity?.Name;
-        var role = name is null ? null : await http.RequestServices.GetRequiredService<TsunaguStore>().GetOperatorRoleAsync(name, http.RequestAborted);
+        var role = name is null ? null : await http.RequestServices.GetRequiredService<TsunaguStore>().Accounts.GetOperatorRoleAsync(name, http.RequestAborted);
         http.Items[RoleItem] = role;
         if (model is Microsoft.AspNetCore.Mvc.RazorPages.PageModel page) { page.ViewData["Role"] = role; }
         var access = Decision(model!.GetType(), context.HandlerMethod?.MethodInfo, context.HandlerMethod?.HttpMethod);

@@ -35,9 +35,9 @@ public static class WebSessions
             .AddMvcOptions(o => o.Filters.Add(new ConsoleAccessFilter()));
         services.AddAuthentication()
             .AddCookie(OperatorScheme, o => Configure(o, "/console", "tsunagu-operator", options.OperatorTokenLifetime, options.WebSessionAbsoluteLifetime,
-                (store, name, ct) => store.GetOperatorHashAsync(name, ct)))
+                (store, name, ct) => store.Accounts.GetOperatorHashAsync(name, ct)))
             .AddCookie(SubscriberScheme, o => Configure(o, "/portal", "tsunagu-subscriber", options.SubscriberTokenLifetime, options.WebSessionAbsoluteLifetime,
-                (store, name, ct) => store.GetSubscriberHashAsync(name, ct)));
+                (store, name, ct) => store.Accounts.GetSubscriberHashAsync(name, ct)));
         services.AddAuthorization(a =>
         {
             a.AddPolicy(OperatorPolicy, p => p.AddAuthenticationSchemes(OperatorScheme).RequireAuthenticatedUser().RequireClaim(ScopeClaim, TokenScope.Operator));

@@ -136,7 +136,7 @@ public sealed class PowerCutCampaign(QemuLab lab, QemuUnit unit, int seed, TextW
             failures.Add($"boot state does not name a good primary slot running {os}: {state.ReplaceLineEndings(" ")}");
         }
 
-        var successes = (await lab.Store.ListUnitEventsAsync(unit.Mac, 1_000)).Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0);
+        var successes = (await lab.Store.History.ListUnitEventsAsync(unit.Mac, 1_000)).Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0);
         if (successes != _installs)
         {
             failures.Add($"{successes} successful update report(s) in the server's history for {_installs} install(s): a report {(successes > _installs ? "duplicated" : "lost")}");

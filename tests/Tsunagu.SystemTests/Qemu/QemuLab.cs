@@ -188,7 +188,7 @@ public sealed class QemuLab : IAsyncDisposable
         return new QemuUnit(this, identity.Mac, dir, disk, hdd);
     }
 
-    public Task<UnitRow?> UnitAsync(string mac) => Store.GetUnitAsync(mac);
+    public Task<UnitRow?> UnitAsync(string mac) => Store.Units.GetUnitAsync(mac);
 
     /// <summary>The MAC of the unit <see cref="AddUnitAsync"/> creates with <paramref name="index"/>.</summary>
     public static string MacOf(int index) => $"52:54:00:7e:00:{index:x2}";

@@ -95,10 +95,10 @@ public sealed class QemuUnitTests
         await using var unit = await lab.AddUnitAsync(index);
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
-        var sessionsBefore = (await lab.Store.ListUnitEventsAsync(unit.Mac)).Count;
+        var sessionsBefore = (await lab.Store.History.ListUnitEventsAsync(unit.Mac)).Count;
         await unit.PowerOffAsync();
         unit.CorruptPartition("data");
-        await lab.Store.TouchAsync(unit.Mac, error: null); // nothing about the unit changes on the server side
+        await lab.Store.Units.TouchAsync(unit.Mac, error: null); // nothing about the unit changes on the server side
         unit.PowerOn();
         await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: data unreadable"), TimeSpan.FromSeconds(90),
             "the boot program's fall back to the recovery OS");
@@ -106,7 +106,7 @@ public sealed class QemuUnitTests
         Assert.That(unit.Console(), Does.Contain("rebuilding data"));
         Assert.That(await unit.ShellAsync("cat /data/boot/state"), Does.Contain("primary=a").And.Contain("a_version=tsunagu-os 1.1"));
         Assert.That(await unit.ShellAsync("nft list tables"), Does.Contain("inet tsunagu"), "the host restored the services too");
-        Assert.That((await lab.Store.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
+        Assert.That((await lab.Store.History.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
     }
 
     [Test]
@@ -127,7 +127,7 @@ public sealed class QemuUnitTests
         await using var unit = await lab.AddUnitAsync(index);
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
-        await lab.Store.SetTargetPatternAsync(unit.Mac, QemuLab.BrokenPattern);
+        await lab.Store.Units.SetTargetPatternAsync(unit.Mac, QemuLab.BrokenPattern);
         Assert.That(await unit.MonitorAsync("info status"), Does.Contain("running"));
         await lab.ForceCheckAsync(unit.Mac);
         await unit.WaitAsync(async () => (await lab.UnitAsync(unit.Mac))?.LastError?.Contains($"update {QemuLab.BrokenUpdate} failed", StringComparison.Ordinal) == true,
@@ -170,7 +170,7 @@ public sealed class QemuUnitTests
         await Task.Delay(TimeSpan.FromSeconds(90));
         Assert.That(Boots(unit.Console()), Is.EqualTo(boots), "a healthy unit is fed: no restart after the watchdog's 60 s");
 
-        await _lab.Store.SetTargetPatternAsync(unit.Mac, QemuLab.HangingPattern);
+        await _lab.Store.Units.SetTargetPatternAsync(unit.Mac, QemuLab.HangingPattern);
         await _lab.ForceCheckAsync(unit.Mac);
         // three tries of about a minute each until the watchdog restarts the unit, then the fall back to slot b
         await unit.WaitAsync(async () => (await _lab.UnitAsync(unit.Mac))?.LastError?.Contains($"update {QemuLab.HangingUpdate} failed", StringComparison.Ordinal) == true,

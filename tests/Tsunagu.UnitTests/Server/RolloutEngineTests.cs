@@ -269,8 +269,8 @@ public class RolloutEngineTests
 
     private static async Task AddUnitOnX(TsunaguStore store, int i)
     {
-        await store.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
-        await store.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
+        await store.Units.AddUnitAsync(new UnitRow { Mac = Mac(i), Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" });
+        await store.Units.RecordInventoryAsync(Mac(i), OnX, "x", UnitStates.Ready);
     }
 
     /// <summary>What a unit's version check and report do, as far as a rollout sees it: offered when the gate allows; installs or fails.</summary>
@@ -288,15 +288,15 @@ public class RolloutEngineTests
     private static async Task<List<string?>> TargetsAsync(TsunaguStore store, IEnumerable<string> macs)
     {
         var targets = new List<string?>();
-        foreach (var mac in macs) { targets.Add((await store.GetUnitAsync(mac))!.TargetPattern); }
+        foreach (var mac in macs) { targets.Add((await store.Units.GetUnitAsync(mac))!.TargetPattern); }
         return targets;
     }
 
     private static async Task<bool> TryInstallAsync(TsunaguStore store, RolloutService service, string mac, bool fails)
     {
         // a unit on y has no update program to be offered; one on x only when the gate lets it through
-        if ((await store.GetUnitForCheckAsync(mac))!.Pattern != "x" || await service.GateAsync(mac, XtoY) is not null) { return false; }
-        await store.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, XtoY.Id, !fails, fails ? "health check failed" : null, fails ? OnX : OnY, fails ? "x" : "y",
+        if ((await store.Units.GetUnitForCheckAsync(mac))!.Pattern != "x" || await service.GateAsync(mac, XtoY) is not null) { return false; }
+        await store.History.RecordUpdateOutcomeAsync(new UpdateOutcome(mac, XtoY.Id, !fails, fails ? "health check failed" : null, fails ? OnX : OnY, fails ? "x" : "y",
             UnitStates.Configuring, null, fails ? "failed" : "installed"));
         return true;
     }
@@ -306,22 +306,22 @@ public class RolloutEngineTests
     {
         foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
         {
-            if (await store.GetPatternAsync(id) is null)
+            if (await store.Catalogue.GetPatternAsync(id) is null)
             {
-                await store.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+                await store.Catalogue.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
             }
         }
-        if (await store.GetUpdateProgramAsync(XtoY.Id) is null) { await store.AddUpdateProgramAsync(XtoY); }
+        if (await store.Catalogue.GetUpdateProgramAsync(XtoY.Id) is null) { await store.Catalogue.AddUpdateProgramAsync(XtoY); }
     }
 
     private async Task AddRollout(TsunaguStore store, int units, string onError = ErrorActions.Pause, int minWaveSeconds = 0)
     {
         await EnsureTransition(store);
-        await store.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+        await store.Fleet.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
         var macs = Enumerable.Range(0, units).Select(Mac).ToList();
         var waves = new List<WaveSpec> { new(Count: 2), new(Percent: 30), new(Percent: 100) };
-        await store.AddRolloutAsync(new RolloutRow
+        await store.Rollouts.AddRolloutAsync(new RolloutRow
         {
             Name = "r1", GroupName = "lab", FromPattern = "x", ToPattern = "y", UpdateId = XtoY.Id, Waves = System.Text.Json.JsonSerializer.Serialize(waves, System.Text.Json.JsonSerializerOptions.Web),
             SuccessPercent = 100, ErrorPercent = 25, OnError = onError, MinWaveSeconds = minWaveSeconds, State = RolloutStates.Running, OpenWaves = 1, CreatedBy = "alice",
@@ -332,9 +332,9 @@ public class RolloutEngineTests
     public async Task Waves_open_in_order_only_open_waves_install_and_the_rollout_survives_a_restart()
     {
         var (store, service) = Start();
-        for (var i = 0; i < 10; i++) { await AddUnitOnX(store, i); await store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+        for (var i = 0; i < 10; i++) { await AddUnitOnX(store, i); await store.Fleet.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
         await AddRollout(store, 10, minWaveSeconds: 60);
-        var waveOf = (await store.RolloutMembersAsync((await store.GetRolloutAsync("r1"))!)).ToDictionary(m => m.Mac, m => m.Wave);
+        var waveOf = (await store.Rollouts.RolloutMembersAsync((await store.Rollouts.GetRolloutAsync("r1"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         Assert.That(waveOf.Values.GroupBy(w => w).ToDictionary(g => g.Key, g => g.Count()), Is.EqualTo(new Dictionary<int, int> { [0] = 2, [1] = 3, [2] = 5 }));
 
         // every unit checks: only wave 1 gets the update
@@ -344,29 +344,29 @@ public class RolloutEngineTests
 
         // the success threshold is met, but the wave stays open its minimum time
         await service.TickAsync(CancellationToken.None);
-        Assert.That((await store.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(1));
+        Assert.That((await store.Rollouts.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(1));
         _time.Advance(TimeSpan.FromSeconds(60));
 
         // a restart: a new store and service on the same database
         (store, service) = Start();
         await service.TickAsync(CancellationToken.None);
-        Assert.That((await store.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(2), "wave 2 opened after the restart");
+        Assert.That((await store.Rollouts.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(2), "wave 2 opened after the restart");
         // a unit registered now joins the last wave
         await AddUnitOnX(store, 10);
-        await store.SetTagsAsync(Mac(10), ["lab"], new AuditEntry("alice", "unit.tags", Mac(10), "lab"));
+        await store.Fleet.SetTagsAsync(Mac(10), ["lab"], new AuditEntry("alice", "unit.tags", Mac(10), "lab"));
         Assert.That(await service.GateAsync(Mac(10), XtoY), Does.Contain("not (yet) part"));
         installed = (await InstallEachAsync(store, service, 11)).ToList();
         Assert.That(installed.Select(m => waveOf[m]), Is.All.EqualTo(1), "only wave 2 (wave 1 is done, 3 not open)");
         _time.Advance(TimeSpan.FromSeconds(60));
         await service.TickAsync(CancellationToken.None);
-        var members = await store.RolloutMembersAsync((await store.GetRolloutAsync("r1"))!);
+        var members = await store.Rollouts.RolloutMembersAsync((await store.Rollouts.GetRolloutAsync("r1"))!);
         Assert.That(members.Single(m => m.Mac == Mac(10)).Wave, Is.EqualTo(2), "the new unit joined the last wave");
-        Assert.That((await store.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(3));
+        Assert.That((await store.Rollouts.GetRolloutAsync("r1"))!.OpenWaves, Is.EqualTo(3));
         installed = (await InstallEachAsync(store, service, 11)).ToList();
         Assert.That(installed, Has.Count.EqualTo(6), "wave 3 with the joined unit");
         _time.Advance(TimeSpan.FromSeconds(60));
         await service.TickAsync(CancellationToken.None);
-        Assert.That((await store.GetRolloutAsync("r1"))!.State, Is.EqualTo(RolloutStates.Completed));
+        Assert.That((await store.Rollouts.GetRolloutAsync("r1"))!.State, Is.EqualTo(RolloutStates.Completed));
         Assert.That((await store.ListAuditAsync(50)).Where(a => a.Target == "r1").Select(a => a.Action).Reverse(),
             Is.EqualTo(new[] { "rollout.create", "rollout.open-wave", "rollout.open-wave", "rollout.complete" }), "every decision audited, once");
         Assert.That(await service.GateAsync(Mac(0), XtoY), Is.Null, "a completed rollout holds nothing");
@@ -378,19 +378,19 @@ public class RolloutEngineTests
     public async Task Failures_at_the_error_threshold_stop_the_rollout_and_no_unit_beyond_the_open_wave_installs(string onError, string stopped)
     {
         var (store, service) = Start();
-        for (var i = 0; i < 10; i++) { await AddUnitOnX(store, i); await store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+        for (var i = 0; i < 10; i++) { await AddUnitOnX(store, i); await store.Fleet.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
         await AddRollout(store, 10, onError);
-        var waveOf = (await store.RolloutMembersAsync((await store.GetRolloutAsync("r1"))!)).ToDictionary(m => m.Mac, m => m.Wave);
+        var waveOf = (await store.Rollouts.RolloutMembersAsync((await store.Rollouts.GetRolloutAsync("r1"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         var first = waveOf.Where(w => w.Value == 0).Select(w => w.Key).Order().ToList();
         Assert.That(await TryInstallAsync(store, service, first[0], fails: true), Is.True);
         Assert.That(await service.GateAsync(first[0], XtoY), Does.Contain("failed"), "a failed unit is not offered the update again");
         await service.TickAsync(CancellationToken.None);
-        var rollout = (await store.GetRolloutAsync("r1"))!;
+        var rollout = (await store.Rollouts.GetRolloutAsync("r1"))!;
         Assert.That(rollout.State, Is.EqualTo(stopped));
         Assert.That(rollout.Reason, Does.Contain("error threshold: 1 of 2"));
         Assert.That((await InstallEachAsync(store, service, 10)), Is.Empty,
             "nothing installs once the rollout is stopped");
-        Assert.That((await store.ListUnitsAsync()).Count(u => u.Pattern == "y"), Is.EqualTo(0));
+        Assert.That((await store.Units.ListUnitsAsync()).Count(u => u.Pattern == "y"), Is.EqualTo(0));
         if (stopped == RolloutStates.Paused)
         {
             // a resume: the failure reported before it no longer counts; the wave goes on
@@ -398,7 +398,7 @@ public class RolloutEngineTests
             Assert.That(await service.TryActAsync("r1", "resume", "alice"), Is.True);
             Assert.That(await TryInstallAsync(store, service, first[1], fails: false), Is.True);
             await service.TickAsync(CancellationToken.None);
-            Assert.That((await store.GetRolloutAsync("r1"))!.State, Is.EqualTo(RolloutStates.Running));
+            Assert.That((await store.Rollouts.GetRolloutAsync("r1"))!.State, Is.EqualTo(RolloutStates.Running));
         }
         else
         {
@@ -408,7 +408,7 @@ public class RolloutEngineTests
             Assert.That(abort.Actor, Is.EqualTo("rollout:r1"));
             // nothing was moved (the failed unit rolled back on its own): a revert returns no unit
             Assert.That(abort.Detail, onError == ErrorActions.Revert ? Does.Contain("revert: 0 return") : Does.Not.Contain("revert"));
-            Assert.That((await store.ListUnitsAsync()).Select(u => u.TargetPattern), Is.All.Null);
+            Assert.That((await store.Units.ListUnitsAsync()).Select(u => u.TargetPattern), Is.All.Null);
         }
     }
 
@@ -416,13 +416,13 @@ public class RolloutEngineTests
     public async Task The_emergency_stop_pauses_every_running_rollout_and_the_gate_closes_at_once()
     {
         var (store, service) = Start();
-        for (var i = 0; i < 4; i++) { await AddUnitOnX(store, i); await store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+        for (var i = 0; i < 4; i++) { await AddUnitOnX(store, i); await store.Fleet.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
         await AddRollout(store, 4);
-        var first = (await store.RolloutMembersAsync((await store.GetRolloutAsync("r1"))!)).First(m => m.Wave == 0).Mac;
+        var first = (await store.Rollouts.RolloutMembersAsync((await store.Rollouts.GetRolloutAsync("r1"))!)).First(m => m.Wave == 0).Mac;
         Assert.That(await service.GateAsync(first, XtoY), Is.Null);
         Assert.That(await service.EmergencyStopAsync("bob"), Is.EqualTo(new[] { "r1" }));
         Assert.That(await service.GateAsync(first, XtoY), Does.Contain("paused"));
-        Assert.That((await store.GetRolloutAsync("r1"))!.Reason, Is.EqualTo("emergency stop by bob"));
+        Assert.That((await store.Rollouts.GetRolloutAsync("r1"))!.Reason, Is.EqualTo("emergency stop by bob"));
         Assert.That(await service.TickAsync(CancellationToken.None), Is.Empty, "a paused rollout decides nothing");
         Assert.That(await service.EmergencyStopAsync("bob"), Is.Empty, "nothing left running");
     }
@@ -446,10 +446,10 @@ public class RolloutEngineTests
         // a whole pass on SQLite (read the members and the group, decide, apply, audit) over 2,000 members
         var (store, service) = Start();
         var units = Enumerable.Range(0, 2000).Select(i => new UnitRow { Mac = $"02:00:00:00:{i >> 8:x2}:{i & 0xff:x2}", Serial = $"SN-{i}", HardwareVersion = "hw-1", IspMethod = "dhcp" }).ToList();
-        await store.AddUnitsAsync(units, null, "alice", "units.register-bulk", null, null, units.ToDictionary(u => u.Mac, _ => (IReadOnlyList<string>)["lab"]));
-        foreach (var u in units) { await store.RecordInventoryAsync(u.Mac, OnX, "x", UnitStates.Ready); }
+        await store.Units.AddUnitsAsync(units, null, "alice", "units.register-bulk", null, null, units.ToDictionary(u => u.Mac, _ => (IReadOnlyList<string>)["lab"]));
+        foreach (var u in units) { await store.Units.RecordInventoryAsync(u.Mac, OnX, "x", UnitStates.Ready); }
         await AddRolloutOf(store, units.Select(u => u.Mac).ToList());
-        foreach (var m in (await store.RolloutMembersAsync((await store.GetRolloutAsync("r1"))!)).Where(m => m.Wave == 0)) { await store.RecordInventoryAsync(m.Mac, OnY, "y", UnitStates.Ready); }
+        foreach (var m in (await store.Rollouts.RolloutMembersAsync((await store.Rollouts.GetRolloutAsync("r1"))!)).Where(m => m.Wave == 0)) { await store.Units.RecordInventoryAsync(m.Mac, OnY, "y", UnitStates.Ready); }
         watch.Restart();
         var done = await service.TickAsync(CancellationToken.None);
         watch.Stop();
@@ -496,14 +496,14 @@ public class RolloutEngineTests
     /// <summary>A version check as the host makes it, for the rollout's sake: the program toward the target, the gate, the offer recorded.</summary>
     private static async Task<string?> CheckAsync(TsunaguStore store, RolloutService service, string mac)
     {
-        var unit = (await store.GetUnitForCheckAsync(mac))!;
+        var unit = (await store.Units.GetUnitForCheckAsync(mac))!;
         if (unit.TargetPattern == unit.Pattern) { return null; }
-        var program = await store.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern);
+        var program = await store.Catalogue.FindUpdateProgramAsync(unit.Pattern!, unit.TargetPattern);
         if (program is null || await service.AdmitAsync(mac, program) is not { Deferred: null } admission) { return null; }
         // recorded as the host records it: with the check, in its transaction
         var offer = RolloutService.OfferOf(mac, program, admission);
         var inventory = System.Text.Json.JsonSerializer.Deserialize(unit.Inventory!, ProtocolJson.Default.Inventory)!;
-        var (_, withheld) = await store.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false, offer);
+        var (_, withheld) = await store.Units.RecordCheckAsync(unit, inventory, unit.Pattern!, UnitStates.Updating, $"periodic on {unit.Pattern}: offered {program.Id}", false, offer);
         return withheld == OfferWithheld.None ? program.Id : null;
     }
 
@@ -514,32 +514,32 @@ public class RolloutEngineTests
         var (store, service) = Start();
         foreach (var (id, apps) in new[] { ("x", "{\"vcp\":\"1.0.0\"}"), ("y", "{\"vcp\":\"2.0.0\"}") })
         {
-            await store.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
+            await store.Catalogue.AddPatternAsync(new PatternRow { Id = id, Name = id, HardwareVersion = "hw-1", OsVersion = "os-1", Applications = apps, Status = PatternStatus.Verified });
         }
-        await store.AddUpdateProgramAsync(XtoY);
+        await store.Catalogue.AddUpdateProgramAsync(XtoY);
         var YtoX = new UpdateProgramRow { Id = "y-to-x", FromPattern = "y", ToPattern = "x", Importance = 5 };
-        if (programBack) { await store.AddUpdateProgramAsync(YtoX); }
-        for (var i = 0; i < 10; i++) { await AddUnitOnX(store, i); await store.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
+        if (programBack) { await store.Catalogue.AddUpdateProgramAsync(YtoX); }
+        for (var i = 0; i < 10; i++) { await AddUnitOnX(store, i); await store.Fleet.SetTagsAsync(Mac(i), ["lab"], new AuditEntry("alice", "unit.tags", Mac(i), "lab")); }
         await AddRollout(store, 10);
-        var waveOf = (await store.RolloutMembersAsync((await store.GetRolloutAsync("r1"))!)).ToDictionary(m => m.Mac, m => m.Wave);
+        var waveOf = (await store.Rollouts.RolloutMembersAsync((await store.Rollouts.GetRolloutAsync("r1"))!)).ToDictionary(m => m.Mac, m => m.Wave);
         var first = waveOf.Where(w => w.Value == 0).Select(w => w.Key).Order().ToList();
         // wave 1: one unit installs; the other is offered and is still installing when the operator aborts
         Assert.That(await CheckAsync(store, service, first[0]), Is.EqualTo(XtoY.Id));
-        await store.RecordUpdateOutcomeAsync(new UpdateOutcome(first[0], XtoY.Id, true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
+        await store.History.RecordUpdateOutcomeAsync(new UpdateOutcome(first[0], XtoY.Id, true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
         Assert.That(await CheckAsync(store, service, first[1]), Is.EqualTo(XtoY.Id));
-        await store.RecordInventoryAsync(first[1], OnX, "x", UnitStates.Updating);
+        await store.Units.RecordInventoryAsync(first[1], OnX, "x", UnitStates.Updating);
         _time.Advance(TimeSpan.FromMinutes(5));
 
-        var before = (await store.GetUnitAsync(Mac(9)))!.TargetPattern;
+        var before = (await store.Units.GetUnitAsync(Mac(9)))!.TargetPattern;
         Assert.ThrowsAsync<RolloutRuleException>(() => service.ActAsync("r1", "abort", "alice", CancellationToken.None, "explode"));
-        Assert.That((await store.GetRolloutAsync("r1"))!.State, Is.EqualTo(RolloutStates.Running), "a wrong choice changes nothing");
+        Assert.That((await store.Rollouts.GetRolloutAsync("r1"))!.State, Is.EqualTo(RolloutStates.Running), "a wrong choice changes nothing");
         var view = await service.ActAsync("r1", "abort", "alice", CancellationToken.None, AbortChoices.Revert);
         Assert.That(view.State, Is.EqualTo(RolloutStates.Aborted));
         var returns = view.Returns!.ToDictionary(r => r.Mac, r => r.Outcome);
         Assert.That(returns.Keys, Is.EquivalentTo(first), "exactly the units the rollout moved or is moving");
         var audit = (await store.ListAuditAsync(20)).First(a => a.Target == "r1");
         Assert.That(audit.Action, Is.EqualTo("rollout.abort"));
-        Assert.That((await store.ListUnitsAsync()).Where(u => !first.Contains(u.Mac)).Select(u => u.TargetPattern), Is.All.EqualTo(before), "units never moved are left alone");
+        Assert.That((await store.Units.ListUnitsAsync()).Where(u => !first.Contains(u.Mac)).Select(u => u.TargetPattern), Is.All.EqualTo(before), "units never moved are left alone");
         if (!programBack)
         {
             Assert.That(returns.Values, Is.All.EqualTo("cannot return: no update program leads from y back to x"));
@@ -554,13 +554,13 @@ public class RolloutEngineTests
         // the installed unit is offered the program back at its next check; the one installing, once its install is done
         Assert.That(await CheckAsync(store, service, first[0]), Is.EqualTo(YtoX.Id));
         Assert.That(await CheckAsync(store, service, first[1]), Is.Null, "still on x: nothing to take while installing");
-        await store.RecordUpdateOutcomeAsync(new UpdateOutcome(first[1], XtoY.Id, true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
+        await store.History.RecordUpdateOutcomeAsync(new UpdateOutcome(first[1], XtoY.Id, true, null, OnY, "y", UnitStates.Configuring, null, "installed"));
         Assert.That(await CheckAsync(store, service, first[1]), Is.EqualTo(YtoX.Id));
         // and no unit of the group is offered x -> y any more
         var offersOnX = new List<string?>();
         foreach (var m in Enumerable.Range(0, 10).Select(Mac))
         {
-            if ((await store.GetUnitForCheckAsync(m))!.Pattern == "x") { offersOnX.Add(await CheckAsync(store, service, m)); }
+            if ((await store.Units.GetUnitForCheckAsync(m))!.Pattern == "x") { offersOnX.Add(await CheckAsync(store, service, m)); }
         }
         Assert.That(offersOnX, Is.All.Null);
         // the rollout is over: a second abort is refused
@@ -570,10 +570,10 @@ public class RolloutEngineTests
     private static async Task AddRolloutOf(TsunaguStore store, IReadOnlyList<string> macs)
     {
         await EnsureTransition(store);
-        await store.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
+        await store.Fleet.AddGroupAsync(new GroupRow { Name = "lab", Kind = GroupKinds.Dynamic, Definition = "{\"tags\":[\"lab\"]}", CreatedBy = "alice" },
             new AuditEntry("alice", "group.create", "lab", null));
         var waves = new List<WaveSpec> { new(Percent: 5), new(Percent: 15), new(Percent: 80) };
-        await store.AddRolloutAsync(new RolloutRow
+        await store.Rollouts.AddRolloutAsync(new RolloutRow
         {
             Name = "r1", GroupName = "lab", FromPattern = "x", ToPattern = "y", UpdateId = XtoY.Id, Waves = System.Text.Json.JsonSerializer.Serialize(waves, System.Text.Json.JsonSerializerOptions.Web),
             SuccessPercent = 90, ErrorPercent = 10, OnError = ErrorActions.Pause, State = RolloutStates.Running, OpenWaves = 1, CreatedBy = "alice",

@@ -58,7 +58,7 @@ public partial class ServerAsyncTests
     [TestCase("var x = task.Result;")]
     [TestCase("task.Wait();")]
     [TestCase("task.Wait(TimeSpan.FromSeconds(1));")]
-    [TestCase("store.GetUnitAsync(mac).GetAwaiter().GetResult();")]
+    [TestCase("store.Units.GetUnitAsync(mac).GetAwaiter().GetResult();")]
     public void The_scan_finds_a_blocking_call(string line) => Assert.That(Blocking().IsMatch(line), Is.True);
 
     [TestCase("context.Result = new ContentResult();")]
@@ -72,6 +72,6 @@ public partial class ServerAsyncTests
     public void The_scan_finds_a_synchronous_command(string line) => Assert.That(SynchronousCommand().IsMatch(line), Is.True);
 
     [TestCase("await c.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));")]
-    [TestCase("await store.QueryUnitsAsync(query, ct);")]
+    [TestCase("await store.Units.QueryUnitsAsync(query, ct);")]
     public void The_scan_lets_an_asynchronous_command_through(string line) => Assert.That(SynchronousCommand().IsMatch(line), Is.False);
 }

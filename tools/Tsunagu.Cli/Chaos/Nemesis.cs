@@ -512,11 +512,11 @@ public sealed class Nemesis(ChaosSettings settings, Action<string> progress) : I
             var store = reader.Services.GetRequiredService<TsunaguStore>();
             foreach (var unit in Units)
             {
-                var events = await store.ListUnitEventsAsync(unit.Mac, int.MaxValue);
+                var events = await store.History.ListUnitEventsAsync(unit.Mac, int.MaxValue);
                 // a steady check's ready entry answers no ready report (written once for a run of them): not counted
-                recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready && e.Detail?.EndsWith(TsunaguStore.SteadyCheckSuffix, StringComparison.Ordinal) != true);
+                recorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Ready && e.Detail?.EndsWith(SteadyCheckStore.SteadyCheckSuffix, StringComparison.Ordinal) != true);
                 configRecorded[unit.Mac] = events.Count(e => e.Kind == UnitEventKinds.Config);
-                updates[unit.Mac] = new RecordedUpdates((await store.ListUpdateReportsAsync(unit.Mac)).Select(r => (r.InstallId, r.Success != 0)).ToList(),
+                updates[unit.Mac] = new RecordedUpdates((await store.History.ListUpdateReportsAsync(unit.Mac)).Select(r => (r.InstallId, r.Success != 0)).ToList(),
                     events.Count(e => e.Kind == UnitEventKinds.Update && e.Failed == 0), everyone.Count(a => a.Actor == unit.Mac && a.Action == "update.succeeded"));
             }
         }

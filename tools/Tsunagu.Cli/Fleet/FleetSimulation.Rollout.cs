@@ -80,7 +80,7 @@ public sealed partial class FleetSimulation
         var (to, program) = await CatalogueNextAsync(client, ct);
         var name = $"fleetsim-{_rolloutStep}";
         var group = $"on-{from}";
-        if (await Store.GetGroupAsync(group, ct) is null)
+        if (await Store.Fleet.GetGroupAsync(group, ct) is null)
         {
             await client.CallAsync<GroupView>(HttpMethod.Post, FleetApi.GroupsRoute, new NewGroup(group, null, new GroupFilter(Pattern: from)), ct);
         }
@@ -118,14 +118,14 @@ public sealed partial class FleetSimulation
         RolloutRow current;
         while (true)
         {
-            current = await Store.GetRolloutAsync(name, ct) ?? throw new FleetSimulationException($"rollout {name} disappeared");
+            current = await Store.Rollouts.GetRolloutAsync(name, ct) ?? throw new FleetSimulationException($"rollout {name} disappeared");
             if (current.OpenWaves != lastOpen)
             {
                 lastOpen = (int)current.OpenWaves;
                 _progress($"  {clock.Elapsed.TotalSeconds,7:0.0} s  wave {lastOpen} open");
             }
-            var atTarget = (await Store.MacsOnPatternAsync(to, ct)).Count;
-            if ((failing || current.State is RolloutStates.Completed) && Finished(current, atTarget, await Store.RolloutMembersAsync(current, ct))) { break; }
+            var atTarget = (await Store.Fleet.MacsOnPatternAsync(to, ct)).Count;
+            if ((failing || current.State is RolloutStates.Completed) && Finished(current, atTarget, await Store.Rollouts.RolloutMembersAsync(current, ct))) { break; }
             if (current.State is RolloutStates.Aborted || (!failing && current.State is RolloutStates.Paused)) { break; }
             if (failing && current.State is RolloutStates.Completed)
             {
@@ -165,7 +165,7 @@ public sealed partial class FleetSimulation
         var applied = audit.Count(a => a.Actor == RolloutService.Actor(name));
         var openAtEnd = (int)current.OpenWaves;
 
-        var reports = (await Store.ListUpdateReportsAsync(ct: ct)).Where(r => r.UpdateId == program).ToList();
+        var reports = (await Store.History.ListUpdateReportsAsync(ct: ct)).Where(r => r.UpdateId == program).ToList();
         var failed = reports.Where(r => r.Success == 0 && waveOf.ContainsKey(r.Mac)).OrderBy(r => r.At, StringComparer.Ordinal).ToList();
         double? thresholdToPause = null;
         if (failing && end is not null)
@@ -176,9 +176,9 @@ public sealed partial class FleetSimulation
             var counted = failed.Where(r => waveOf[r.Mac] < openAtEnd).ToList();
             if (counted.Count >= k) { thresholdToPause = (At(end.At) - At(counted[k - 1].At)).TotalMilliseconds; }
         }
-        var onTarget = (await Store.MacsOnPatternAsync(to, ct)).ToHashSet(StringComparer.Ordinal);
+        var onTarget = (await Store.Fleet.MacsOnPatternAsync(to, ct)).ToHashSet(StringComparer.Ordinal);
         // beyond the open waves: a unit that reported on this update, runs the new pattern, or was offered it (Downloading)
-        var offered = (await Store.RolloutMembersAsync(current, ct)).Where(m => m.Wave >= openAtEnd && m.Status == MemberStatus.Downloading).Select(m => m.Mac);
+        var offered = (await Store.Rollouts.RolloutMembersAsync(current, ct)).Where(m => m.Wave >= openAtEnd && m.Status == MemberStatus.Downloading).Select(m => m.Mac);
         var beyond = reports.Where(r => waveOf.TryGetValue(r.Mac, out var w) && w >= openAtEnd).Select(r => r.Mac)
             .Concat(onTarget.Where(m => waveOf.TryGetValue(m, out var w) && w >= openAtEnd)).Concat(offered).Distinct(StringComparer.Ordinal).Count();
         // on the new pattern but not a healthy unit of an open wave (a failing unit rolls back): the invariant is none

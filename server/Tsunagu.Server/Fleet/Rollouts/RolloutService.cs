@@ -105,15 +105,15 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         if (request.ErrorPercent is < 0 or > 100) { throw new RolloutRuleException("errorPercent: 0 (any failure) to 100"); }
         if (request.OnError is not (null or ErrorActions.Pause or ErrorActions.Abort or ErrorActions.Revert)) { throw new RolloutRuleException("onError: pause, abort or revert"); }
         if (request.MinWaveSeconds is < 0 or > 30 * 86400) { throw new RolloutRuleException("minWaveSeconds: 0 to 2592000 (30 days)"); }
-        if (await store.GetPatternAsync(request.ToPattern, ct) is not { Status: PatternStatus.Verified })
+        if (await store.Catalogue.GetPatternAsync(request.ToPattern, ct) is not { Status: PatternStatus.Verified })
         {
             throw new RolloutRuleException($"toPattern: '{request.ToPattern}' is not a verified pattern");
         }
-        var program = await store.FindUpdateProgramAsync(request.FromPattern, request.ToPattern, ct: ct)
+        var program = await store.Catalogue.FindUpdateProgramAsync(request.FromPattern, request.ToPattern, ct: ct)
             ?? throw new RolloutRuleException($"fromPattern, toPattern: no update program leads from {request.FromPattern} to {request.ToPattern}");
         // planned outside the store's transaction (reading a large fleet's membership must not hold the write lock); the
         // transaction reads the groups again and stores the plan only if each is still there as it was planned from
-        var group = await store.GetGroupAsync(request.Group, ct) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
+        var group = await store.Fleet.GetGroupAsync(request.Group, ct) ?? throw new RolloutRuleException($"group: no group '{request.Group}'");
         if (program.Importance < 5 && group.MaintenanceWindow is { } text && MaintenanceWindow.Parse(text).Window is { } window
             && GroupWindows.Stall(group.Name, window, request.Name, program.Id, (int)program.Importance, await Apis.PolicySettings.GetAsync(store, ct)) is { } stall)
         {
@@ -124,9 +124,9 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         var waveGroups = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
         foreach (var name in RolloutEngine.WaveGroups(request.Waves!))
         {
-            var waveGroup = await store.GetGroupAsync(name, ct) ?? throw new RolloutRuleException($"waves: no group '{name}'");
+            var waveGroup = await store.Fleet.GetGroupAsync(name, ct) ?? throw new RolloutRuleException($"waves: no group '{name}'");
             planned[name] = waveGroup;
-            waveGroups[name] = (await store.GroupMembersAsync(waveGroup, ct)).ToHashSet(StringComparer.Ordinal);
+            waveGroups[name] = (await store.Fleet.GroupMembersAsync(waveGroup, ct)).ToHashSet(StringComparer.Ordinal);
         }
         var members = RolloutEngine.Plan(request.Name, request.Waves!, await CandidatesAsync(group, request.FromPattern, ct), waveGroups);
         var row = new RolloutRow
@@ -141,7 +141,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             $"group {group.Name}, {row.FromPattern} -> {row.ToPattern} by {program.Id}, {members.Count} unit(s) in waves {string.Join("/", sizes)}; wave 1 open");
         try
         {
-            await store.AddRolloutAsync([.. planned.Keys], async (groups, policy, ownHours) =>
+            await store.Rollouts.AddRolloutAsync([.. planned.Keys], async (groups, policy, ownHours) =>
             {
                 foreach (var (name, was) in planned)
                 {
@@ -177,19 +177,19 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             throw new RolloutRuleException(e.Message, conflict: true);
         }
         log.LogInformation("rollout {Rollout} created by {Actor}: {Count} unit(s), waves {Waves}", row.Name, actor, members.Count, string.Join("/", sizes));
-        return await ViewAsync((await store.GetRolloutAsync(row.Name, ct))!, ct);
+        return await ViewAsync((await store.Rollouts.GetRolloutAsync(row.Name, ct))!, ct);
     }
 
     /// <summary>The units of <paramref name="group"/> on <paramref name="fromPattern"/> now: who a rollout moves, and who joins it.</summary>
     private async Task<IReadOnlyList<string>> CandidatesAsync(GroupRow group, string fromPattern, CancellationToken ct)
     {
-        var members = (await store.GroupMembersAsync(group, ct)).ToHashSet(StringComparer.Ordinal);
-        return (await store.MacsOnPatternAsync(fromPattern, ct)).Where(members.Contains).ToList();
+        var members = (await store.Fleet.GroupMembersAsync(group, ct)).ToHashSet(StringComparer.Ordinal);
+        return (await store.Fleet.MacsOnPatternAsync(fromPattern, ct)).Where(members.Contains).ToList();
     }
 
     public async Task<RolloutView> ViewAsync(RolloutRow row, CancellationToken ct = default)
     {
-        var members = await store.RolloutMembersAsync(row, ct);
+        var members = await store.Rollouts.RolloutMembersAsync(row, ct);
         var never = row.State is RolloutStates.Running or RolloutStates.Paused ? await NeverOfferedAsync(row, null, null, ct) : null;
         var situation = Situation(row);
         var waves = RolloutEngine.Progress(situation, members);
@@ -198,7 +198,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         return new RolloutView(row.Name, row.GroupName, row.FromPattern, row.ToPattern, row.UpdateId, row.State, row.Reason, (int)row.OpenWaves, Specs(row),
             (int)row.SuccessPercent, (int)row.ErrorPercent, row.OnError, (int)row.MinWaveSeconds, row.CreatedBy, row.CreatedAt, row.UpdatedAt, waves, total,
             row.State == RolloutStates.Aborted ? await ReturnsAsync(row.Name, null, ListedMembers, ct) : null,
-            never?.Take(ListedMembers).ToList(), row.State == RolloutStates.Aborted ? await store.RolloutReturnCountsAsync(row.Name, ct) : null, never?.Count);
+            never?.Take(ListedMembers).ToList(), row.State == RolloutStates.Aborted ? await store.Rollouts.RolloutReturnCountsAsync(row.Name, ct) : null, never?.Count);
     }
 
     /// <summary>
@@ -210,7 +210,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
 
     /// <summary>The members an abort returned, in MAC order: at most <paramref name="limit"/>, after <paramref name="after"/> when given.</summary>
     public async Task<IReadOnlyList<MemberReturn>> ReturnsAsync(string rollout, string? after, int limit, CancellationToken ct = default) =>
-        [.. (await store.RolloutReturnsAsync(rollout, after, limit, ct)).Select(r => new MemberReturn(r.Mac, r.Returned))];
+        [.. (await store.Rollouts.RolloutReturnsAsync(rollout, after, limit, ct)).Select(r => new MemberReturn(r.Mac, r.Returned))];
 
     /// <summary>
     /// The members of <paramref name="row"/> it would never offer the update (<see cref="RolloutView.NeverOffered"/>), in
@@ -224,7 +224,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     internal const int NeverOfferedBatch = 500;
 
     /// <summary>
-    /// The members the gate may still offer the update to (<see cref="TsunaguStore.WaitingMember"/>, the rule the window
+    /// The members the gate may still offer the update to (<see cref="UpdateWindowStore.WaitingMember"/>, the rule the window
     /// checks use), less those installing it now (offered, state Updating: they finish without the gate unless that
     /// attempt is interrupted), whose own low-utilisation
     /// hours never meet the group's window, when the update is of importance 3 (it waits for both): they would never be
@@ -236,13 +236,13 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// </summary>
     private async Task<IReadOnlyList<StrandedMember>> NeverOfferedAsync(RolloutRow row, string? after, int? limit, CancellationToken ct)
     {
-        if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
-        if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 } program) { return []; }
+        if ((await store.Fleet.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { return []; }
+        if (await store.Catalogue.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 } program) { return []; }
         var importance = (int)program.Importance;
         var found = new List<StrandedMember>();
         for (var cursor = after; ;)
         {
-            var batch = await store.WaitingMembersWithOwnHoursAsync(row.Name, cursor, NeverOfferedBatch, installing: false, ct);
+            var batch = await store.Windows.WaitingMembersWithOwnHoursAsync(row.Name, cursor, NeverOfferedBatch, installing: false, ct);
             // NeverMeets keeps MAC order, and each batch starts after the last: the pages join in order
             found.AddRange(GroupWindows.NeverMeets(window, importance, batch.Select(m => m.Clock))
                 .Select(u => new StrandedMember(u.Mac, u.Own)));
@@ -275,11 +275,11 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// </summary>
     public async Task<RolloutAdmission> AdmitAsync(string mac, UpdateProgramRow program, TimeZoneInfo? zone = null, CancellationToken ct = default)
     {
-        if (await store.RolloutGateAsync(mac, program.FromPattern, program.ToPattern, ct) is not { } gate) { return new(null, null); }
+        if (await store.Rollouts.RolloutGateAsync(mac, program.FromPattern, program.ToPattern, ct) is not { } gate) { return new(null, null); }
         if (gate.Wave is not { } wave) { return new($"rollout {gate.Name} holds {program.FromPattern} -> {program.ToPattern}; the unit is not (yet) part of it", null); }
         if (gate.State != RolloutStates.Running) { return new($"rollout {gate.Name} is {gate.State}", null); }
         if (wave >= gate.OpenWaves) { return new($"rollout {gate.Name}: the unit is in wave {wave + 1}, wave {gate.OpenWaves} is the newest open", null); }
-        if (await store.FailedUpdateSinceAsync(mac, program.Id, gate.JoinedAt!, ct)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
+        if (await store.Rollouts.FailedUpdateSinceAsync(mac, program.Id, gate.JoinedAt!, ct)) { return new($"rollout {gate.Name}: the unit failed {program.Id}; it stays on {program.FromPattern}", null); }
         if (program.Importance < 5 && gate.Window is { } text)
         {
             if (MaintenanceWindow.Parse(text).Window is not { } window)
@@ -304,7 +304,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// way back is never the default path). A query only where a way back leaves the pattern; otherwise from memory.
     /// </summary>
     public async Task<UpdateProgramRow?> WayBackHeldAsync(string mac, CatalogueSnapshot catalogue, string fromPattern, CancellationToken ct = default) =>
-        catalogue.FindWayBack(fromPattern) is { } back && await store.RolloutGateAsync(mac, back.FromPattern, back.ToPattern, ct) is not null ? back : null;
+        catalogue.FindWayBack(fromPattern) is { } back && await store.Rollouts.RolloutGateAsync(mac, back.FromPattern, back.ToPattern, ct) is not null ? back : null;
 
     /// <summary>
     /// The update program a unit on <paramref name="actual"/> is to take, for the version check and the steady check
@@ -327,7 +327,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             "abort" => ([RolloutStates.Running, RolloutStates.Paused], RolloutStates.Aborted),
             _ => throw new ArgumentOutOfRangeException(nameof(action), action, "pause, resume or abort"),
         };
-        return await store.SetRolloutStateAsync(name, from, to, action == "resume" ? null : $"{to} by {actor}",
+        return await store.Rollouts.SetRolloutStateAsync(name, from, to, action == "resume" ? null : $"{to} by {actor}",
             new AuditEntry(actor, $"rollout.{action}", name, action == "resume" ? "running; failures reported before now no longer count" : to), ct);
     }
 
@@ -339,7 +339,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// </summary>
     public async Task<RolloutView> ActAsync(string? name, string action, string actor, CancellationToken ct, string? units = null)
     {
-        if (!Apis.InputRules.IsIdentifier(name) || await store.GetRolloutAsync(name, ct) is not { } row)
+        if (!Apis.InputRules.IsIdentifier(name) || await store.Rollouts.GetRolloutAsync(name, ct) is not { } row)
         {
             throw new RolloutRuleException($"no rollout '{Apis.InputRules.Quote(name)}'");
         }
@@ -349,16 +349,16 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         }
         if (units == AbortChoices.Revert)
         {
-            if (await AbortReturningAsync(row, actor, ct: ct) is not { } plan) { throw new RolloutRuleException($"rollout {name} is {(await store.GetRolloutAsync(name, ct))?.State ?? row.State}; it cannot abort", conflict: true); }
+            if (await AbortReturningAsync(row, actor, ct: ct) is not { } plan) { throw new RolloutRuleException($"rollout {name} is {(await store.Rollouts.GetRolloutAsync(name, ct))?.State ?? row.State}; it cannot abort", conflict: true); }
             await WakeAsync(row, plan.Return.Select(r => r.Mac).ToList(), ct);
-            return await ViewAsync((await store.GetRolloutAsync(name, ct))!, ct);
+            return await ViewAsync((await store.Rollouts.GetRolloutAsync(name, ct))!, ct);
         }
         if (!await TryActAsync(name, action, actor, ct))
         {
-            throw new RolloutRuleException($"rollout {name} is {(await store.GetRolloutAsync(name, ct))?.State ?? row.State}; it cannot {action}", conflict: true);
+            throw new RolloutRuleException($"rollout {name} is {(await store.Rollouts.GetRolloutAsync(name, ct))?.State ?? row.State}; it cannot {action}", conflict: true);
         }
         if (action == "resume") { await TickAsync(ct); }
-        return await ViewAsync((await store.GetRolloutAsync(name, ct))!, ct);
+        return await ViewAsync((await store.Rollouts.GetRolloutAsync(name, ct))!, ct);
     }
 
     /// <summary>
@@ -370,14 +370,14 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     private async Task<ReturnPlan?> AbortReturningAsync(RolloutRow row, string actor, RolloutDecision? decision = null, CancellationToken ct = default)
     {
         string? detail = null;
-        var plan = await store.AbortRolloutReturningAsync(row.Name, async members =>
+        var plan = await store.Rollouts.AbortRolloutReturningAsync(row.Name, async members =>
         {
             // why a unit cannot go back to a pattern, read once per pattern that a returning member ran
             var whyNot = new Dictionary<string, string?>(StringComparer.Ordinal);
             foreach (var pattern in members.Where(m => m.Status != MemberStatus.Failed).Select(m => m.PreviousPattern).OfType<string>().Distinct(StringComparer.Ordinal))
             {
-                whyNot[pattern] = await store.GetPatternAsync(pattern, ct) is not { Status: PatternStatus.Verified } ? $"{pattern} is not a verified pattern"
-                    : await store.FindUpdateProgramAsync(row.ToPattern, pattern, ct: ct) is null ? $"no update program leads from {row.ToPattern} back to {pattern}"
+                whyNot[pattern] = await store.Catalogue.GetPatternAsync(pattern, ct) is not { Status: PatternStatus.Verified } ? $"{pattern} is not a verified pattern"
+                    : await store.Catalogue.FindUpdateProgramAsync(row.ToPattern, pattern, ct: ct) is null ? $"no update program leads from {row.ToPattern} back to {pattern}"
                     : null;
             }
             return RolloutEngine.PlanReturn(members, pattern => whyNot[pattern]);
@@ -396,7 +396,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
 
     /// <summary>
     /// The version check is about to offer the unit <paramref name="program"/> after <see cref="AdmitAsync"/>: what the offer
-    /// records with the check's own writes (<see cref="TsunaguStore.RecordCheckAsync"/>,
+    /// records with the check's own writes (<see cref="UnitStore.RecordCheckAsync"/>,
     /// one transaction): the rollout that moves the unit records the pattern it runs, the first time only (a repeated
     /// offer writes nothing), and for a way back (<paramref name="wayBack"/>) the unit's target becomes the pattern it
     /// goes back to when it has none, or once there it would be offered the way forward again at its next check; the
@@ -412,7 +412,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<string> WithheldAsync(CheckOffer offer, OfferWithheld withheld, CancellationToken ct = default) => withheld switch
     {
         OfferWithheld.RolloutStopped when offer.Rollout is { } rollout =>
-            $"rollout {rollout} {(await store.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}",
+            $"rollout {rollout} {(await store.Rollouts.GetRolloutAsync(rollout, ct))?.State switch { RolloutStates.Running => "closed the unit's wave", { } s => "is " + s, null => "is gone" }}",
         _ => $"update program {offer.Program.Id} was removed or changed since the check read the catalogue; the next check reads it again",
     };
 
@@ -420,9 +420,9 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     public async Task<IReadOnlyList<string>> EmergencyStopAsync(string actor, CancellationToken ct = default)
     {
         var paused = new List<string>();
-        foreach (var r in (await store.ListRolloutsAsync(activeOnly: true, ct: ct)).Where(r => r.State == RolloutStates.Running))
+        foreach (var r in (await store.Rollouts.ListRolloutsAsync(activeOnly: true, ct: ct)).Where(r => r.State == RolloutStates.Running))
         {
-            if (await store.SetRolloutStateAsync(r.Name, [RolloutStates.Running], RolloutStates.Paused, $"emergency stop by {actor}",
+            if (await store.Rollouts.SetRolloutStateAsync(r.Name, [RolloutStates.Running], RolloutStates.Paused, $"emergency stop by {actor}",
                     new AuditEntry(actor, "rollout.emergency-stop", r.Name, RolloutStates.Paused), ct))
             {
                 paused.Add(r.Name);
@@ -441,17 +441,17 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             var done = new List<(string, RolloutDecision)>();
             var woken = new HashSet<string>(StringComparer.Ordinal);
             // returns after an abort that are done end first: the units are no longer pinned to the pattern they returned to
-            foreach (var end in await store.EndReturnsAsync(ct))
+            foreach (var end in await store.Rollouts.EndReturnsAsync(ct))
             {
                 log.LogInformation("rollout {Rollout}: unit {Mac}: {Outcome}", end.Rollout, end.Mac, end.Outcome);
             }
-            foreach (var row in await store.ListRolloutsAsync(activeOnly: true, ct: ct))
+            foreach (var row in await store.Rollouts.ListRolloutsAsync(activeOnly: true, ct: ct))
             {
                 ct.ThrowIfCancellationRequested();
                 try
                 {
-                    var members = await store.RolloutMembersAsync(row, ct);
-                    var group = await store.GetGroupAsync(row.GroupName, ct);
+                    var members = await store.Rollouts.RolloutMembersAsync(row, ct);
+                    var group = await store.Fleet.GetGroupAsync(row.GroupName, ct);
                     var candidates = group is null ? [] : await CandidatesAsync(group, row.FromPattern, ct);
                     var started = Stopwatch.GetTimestamp();
                     var decision = RolloutEngine.Decide(Situation(row), members, candidates, time.GetUtcNow());
@@ -472,7 +472,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
                     }
                     var action = decision.Action == RolloutActions.None ? "rollout.join" : $"rollout.{decision.Action}";
                     var reason = decision.Action is RolloutActions.Pause or RolloutActions.Abort ? decision.Detail : decision.Action == RolloutActions.None ? row.Reason : null;
-                    if (!await store.ApplyRolloutDecisionAsync(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail), ct))
+                    if (!await store.Rollouts.ApplyRolloutDecisionAsync(row.Name, row.State, row.OpenWaves, decision, reason, new AuditEntry(Actor(row.Name), action, row.Name, detail), ct))
                     {
                         continue; // moved meanwhile (the operator, another replica): the next pass decides again
                     }
@@ -513,7 +513,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// opens on their clock: a member of an open wave still pending (not installing, installed, failed or offline) whose
     /// window (with the update policy's clock window for the update's importance, when it waits for one) opened at a
     /// minute since the previous pass and is open now. The pass that moves the rollout's look forward
-    /// (<see cref="TsunaguStore.ClaimWindowLookAsync"/>) is the one that tells them, so each waiting member is told once
+    /// (<see cref="RolloutStore.ClaimWindowLookAsync"/>) is the one that tells them, so each waiting member is told once
     /// per opening, by one replica, across restarts; members this pass told already (a wave opened, a unit joined) are
     /// not told twice. Importance 5 ignores windows: its units are told when their wave opens.
     /// </summary>
@@ -522,21 +522,21 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         var now = time.GetUtcNow();
         UpdatePolicy? policy = null;
         IReadOnlyDictionary<string, UnitClockRow>? clocks = null;
-        foreach (var row in (await store.ListRolloutsAsync(activeOnly: true, ct)).Where(r => r.State == RolloutStates.Running))
+        foreach (var row in (await store.Rollouts.ListRolloutsAsync(activeOnly: true, ct)).Where(r => r.State == RolloutStates.Running))
         {
             ct.ThrowIfCancellationRequested();
-            if ((await store.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
-            if (await store.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 } program) { continue; }
+            if ((await store.Fleet.GetGroupAsync(row.GroupName, ct))?.MaintenanceWindow is not { } text || MaintenanceWindow.Parse(text).Window is not { } window) { continue; }
+            if (await store.Catalogue.GetUpdateProgramAsync(row.UpdateId, ct) is not { Importance: < 5 } program) { continue; }
             var since = At(row.WindowLookedAt ?? row.CreatedAt);
             if (since < now - WindowLookBack) { since = now - WindowLookBack; }
             // one look per whole minute that passed (windows open on minutes): a pass within the same minute writes nothing
             if (now.UtcTicks / TimeSpan.TicksPerMinute <= since.UtcTicks / TimeSpan.TicksPerMinute) { continue; }
             policy ??= await Apis.PolicySettings.GetAsync(store, ct);
-            clocks ??= await store.UnitClocksAsync(ct);
+            clocks ??= await store.Rollouts.UnitClocksAsync(ct);
             var fleetZone = ImportancePolicy.Zone(policy, time.LocalTimeZone);
             var opened = new Dictionary<(string Zone, PolicyWindow? Hours, string? Own), bool>();
             var tell = new List<string>();
-            foreach (var member in await store.RolloutMembersAsync(row, ct))
+            foreach (var member in await store.Rollouts.RolloutMembersAsync(row, ct))
             {
                 if (member.Wave >= row.OpenWaves || member.Status != MemberStatus.Pending || woken.Contains(member.Mac)) { continue; }
                 var own = clocks.GetValueOrDefault(member.Mac);
@@ -565,7 +565,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
             var audit = tell.Count == 0 ? null : new AuditEntry(Actor(row.Name), "rollout.window-open", row.Name,
                 $"group {row.GroupName}'s maintenance window {window} opened: {tell.Count} waiting unit(s); {told} " +
                 $"({string.Join(", ", tell.Take(10))}{(tell.Count > 10 ? ", ..." : "")})");
-            if (!await store.ClaimWindowLookAsync(row.Name, row.WindowLookedAt, TsunaguStore.Timestamp(now), audit, ct, pending)) { continue; }
+            if (!await store.Rollouts.ClaimWindowLookAsync(row.Name, row.WindowLookedAt, TsunaguStore.Timestamp(now), audit, ct, pending)) { continue; }
             if (pending is null) { continue; }
             var unsent = await checks.SendRecordedAsync(pending, ct);
             log.LogInformation("rollout {Rollout}: group {Group}'s window opened: {Count} waiting unit(s), {Unsent} not sent now (the resends send them)",
@@ -576,9 +576,9 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
     /// <summary>Tells the units of wave 1 of a new rollout to check now.</summary>
     public async Task StartAsync(string rollout, CancellationToken ct)
     {
-        if (await store.GetRolloutAsync(rollout, ct) is { } row)
+        if (await store.Rollouts.GetRolloutAsync(rollout, ct) is { } row)
         {
-            await WakeAsync(row, (await store.RolloutMembersAsync(row, ct)).Where(m => m.Wave == 0 && m.Status == MemberStatus.Pending).Select(m => m.Mac).ToList(), ct);
+            await WakeAsync(row, (await store.Rollouts.RolloutMembersAsync(row, ct)).Where(m => m.Wave == 0 && m.Status == MemberStatus.Pending).Select(m => m.Mac).ToList(), ct);
         }
     }
 
@@ -595,7 +595,7 @@ public sealed class RolloutService(TsunaguStore store, ServerOptions options, Ti
         {
             foreach (var chunk in macs.Chunk(1000))
             {
-                await checks.SendAsync(Actor(row.Name), chunk, (int)((await store.GetUpdateProgramAsync(row.UpdateId, ct))?.Importance ?? 3), PushReasons.Config, ct);
+                await checks.SendAsync(Actor(row.Name), chunk, (int)((await store.Catalogue.GetUpdateProgramAsync(row.UpdateId, ct))?.Importance ?? 3), PushReasons.Config, ct);
                 recorded.AddRange(chunk);
             }
         }

@@ -20,12 +20,12 @@ public static class RolloutsApi
         api.MapGet("", async (RolloutService rollouts, TsunaguStore store, CancellationToken ct) =>
         {
             var views = new List<RolloutView>();
-            foreach (var row in await store.ListRolloutsAsync(ct: ct)) { views.Add(await rollouts.ViewAsync(row, ct)); }
+            foreach (var row in await store.Rollouts.ListRolloutsAsync(ct: ct)) { views.Add(await rollouts.ViewAsync(row, ct)); }
             return TypedResults.Ok(views);
         })
             .AllowRoles(OperatorRoles.Read);
         api.MapGet("/{name}", async Task<Results<Ok<RolloutView>, ProblemHttpResult>> (string name, RolloutService rollouts, TsunaguStore store) =>
-                InputRules.IsIdentifier(name) && await store.GetRolloutAsync(name) is { } row
+                InputRules.IsIdentifier(name) && await store.Rollouts.GetRolloutAsync(name) is { } row
                     ? TypedResults.Ok(await rollouts.ViewAsync(row))
                     : Problems.NotFound($"no rollout '{InputRules.Quote(name)}'"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
@@ -106,7 +106,7 @@ public static class RolloutsApi
         {
             return Problems.BadRequest($"limit: a whole number from 1 to {MaxPage}", "limit");
         }
-        if (!InputRules.IsIdentifier(name) || await store.GetRolloutAsync(name, http.RequestAborted) is not { } row)
+        if (!InputRules.IsIdentifier(name) || await store.Rollouts.GetRolloutAsync(name, http.RequestAborted) is not { } row)
         {
             return Problems.NotFound($"no rollout '{InputRules.Quote(name)}'");
         }

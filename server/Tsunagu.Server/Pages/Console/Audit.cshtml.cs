@@ -36,7 +36,7 @@ public sealed class AuditModel(TsunaguStore store) : SessionPageModel("console")
             Response.StatusCode = StatusCodes.Status400BadRequest;
             return Page();
         }
-        Result = await store.QueryAuditPageAsync(_query, HttpContext.RequestAborted);
+        Result = await store.Pages.QueryAuditPageAsync(_query, HttpContext.RequestAborted);
         return Page();
     }
 

@@ -19,12 +19,12 @@ public sealed partial class CatalogueModel(TsunaguStore store, CatalogueService 
 
     public async Task OnGetAsync()
     {
-        Software = await store.ListSoftwareAsync(ct: HttpContext.RequestAborted);
-        Patches = await store.ListPatchesAsync(HttpContext.RequestAborted);
-        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(CatalogueService.View).ToList();
-        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
+        Software = await store.Catalogue.ListSoftwareAsync(ct: HttpContext.RequestAborted);
+        Patches = await store.Catalogue.ListPatchesAsync(HttpContext.RequestAborted);
+        Patterns = (await store.Catalogue.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(CatalogueService.View).ToList();
+        Programs = await store.Catalogue.ListUpdateProgramsAsync(HttpContext.RequestAborted);
         Media = artifacts.List();
-        GenuineMedia = await store.ListMediaAsync(HttpContext.RequestAborted);
+        GenuineMedia = await store.Media.ListMediaAsync(HttpContext.RequestAborted);
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]

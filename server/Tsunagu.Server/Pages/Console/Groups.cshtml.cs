@@ -24,9 +24,9 @@ public sealed class GroupsModel(TsunaguStore store) : SessionPageModel("console"
     public async Task OnGetAsync()
     {
         var views = new List<GroupView>();
-        foreach (var g in await store.ListGroupsAsync(HttpContext.RequestAborted))
+        foreach (var g in await store.Fleet.ListGroupsAsync(HttpContext.RequestAborted))
         {
-            views.Add(Groups.View(g, await store.GroupMembersAsync(g, HttpContext.RequestAborted), withMembers: false));
+            views.Add(Groups.View(g, await store.Fleet.GroupMembersAsync(g, HttpContext.RequestAborted), withMembers: false));
         }
         List = views;
     }

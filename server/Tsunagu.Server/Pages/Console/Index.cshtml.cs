@@ -26,11 +26,11 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
     public async Task OnGetAsync(string? program)
     {
         Now = time.GetUtcNow();
-        var counts = await store.CountUnitsAsync(HttpContext.RequestAborted);
+        var counts = await store.Pages.CountUnitsAsync(HttpContext.RequestAborted);
         (Total, Online, ByState) = (counts.Total, counts.Online, counts.ByState);
         // units on no pattern are listed under "-" (the unit list's filter value for them)
         ByPattern = counts.ByPattern.Select(p => (p.Pattern ?? UnitsModel.NoPattern, p.Count)).ToList();
-        Failures = await store.ListFailuresAsync(Now.AddDays(-1), ct: HttpContext.RequestAborted);
+        Failures = await store.History.ListFailuresAsync(Now.AddDays(-1), ct: HttpContext.RequestAborted);
 
         PatternChart = new JsonObject
         {
@@ -42,12 +42,12 @@ public sealed class IndexModel(TsunaguStore store, TimeProvider time) : SessionP
             },
         }.ToJsonString();
 
-        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
+        Programs = await store.Catalogue.ListUpdateProgramsAsync(HttpContext.RequestAborted);
         Rollout = Programs.FirstOrDefault(p => p.Id == program) ?? Programs.FirstOrDefault();
         if (Rollout is not null)
         {
             // units the program concerns: those on its from-pattern now, and those it already moved
-            var reports = await store.ListSuccessfulUpdateTimesAsync(Rollout.Id, HttpContext.RequestAborted);
+            var reports = await store.Pages.ListSuccessfulUpdateTimesAsync(Rollout.Id, HttpContext.RequestAborted);
             RolloutDone = reports.Count;
             RolloutScope = counts.OnPattern(Rollout.FromPattern) + RolloutDone;
             // one point per distinct time (reports of the same second are one step), so no time repeats on the axis

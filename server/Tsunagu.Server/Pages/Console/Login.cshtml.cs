@@ -6,4 +6,4 @@ using Tsunagu.Server.Web;
 namespace Tsunagu.Server.Pages.Console;
 
 public sealed class LoginModel(TsunaguStore store, Security.PasswordGuard guard)
-    : LoginPageModel("console", WebSessions.OperatorScheme, TokenScope.Operator, store.GetOperatorHashAsync, store, guard);
+    : LoginPageModel("console", WebSessions.OperatorScheme, TokenScope.Operator, store.Accounts.GetOperatorHashAsync, store, guard);

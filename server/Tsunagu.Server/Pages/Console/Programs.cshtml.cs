@@ -22,8 +22,8 @@ public sealed class ProgramsModel(TsunaguStore store, CatalogueService catalogue
 
     public async Task OnGetAsync()
     {
-        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
-        Patterns = (await store.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(CatalogueService.View).ToList();
+        Programs = await store.Catalogue.ListUpdateProgramsAsync(HttpContext.RequestAborted);
+        Patterns = (await store.Catalogue.ListPatternsAsync(ct: HttpContext.RequestAborted)).Select(CatalogueService.View).ToList();
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]

@@ -36,12 +36,12 @@ public sealed class RegisterModel(TsunaguStore store, UnitRegistration registrat
     public int BulkRegistered { get; private set; }
     public string CsvColumns => string.Join(',', DeviceTable.Columns);
 
-    public async Task OnGetAsync() => Patterns = await store.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
+    public async Task OnGetAsync() => Patterns = await store.Catalogue.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
 
     [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostOneAsync()
     {
-        Patterns = await store.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
+        Patterns = await store.Catalogue.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
         if (!ModelState.IsValid)
         {
             Response.StatusCode = StatusCodes.Status400BadRequest;
@@ -66,7 +66,7 @@ public sealed class RegisterModel(TsunaguStore store, UnitRegistration registrat
     [ConsoleAccess(OperatorRoles.Administrator)]
     public async Task<IActionResult> OnPostCsvAsync(IFormFile? table)
     {
-        Patterns = await store.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
+        Patterns = await store.Catalogue.ListPatternsAsync(PatternStatus.Verified, ct: HttpContext.RequestAborted);
         ModelState.Clear();
         if (table is null || table.Length == 0)
         {

@@ -41,7 +41,7 @@ public sealed class RolloutModel(TsunaguStore store, RolloutService rollouts) : 
 
     private async Task<bool> LoadAsync(string name, CancellationToken ct)
     {
-        if (!Apis.InputRules.IsIdentifier(name) || await store.GetRolloutAsync(name, HttpContext.RequestAborted) is not { } row) { return false; }
+        if (!Apis.InputRules.IsIdentifier(name) || await store.Rollouts.GetRolloutAsync(name, HttpContext.RequestAborted) is not { } row) { return false; }
         Rollout = await rollouts.ViewAsync(row, ct);
         return true;
     }

@@ -27,10 +27,10 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
     public async Task OnGetAsync()
     {
         var views = new List<RolloutView>();
-        foreach (var row in await store.ListRolloutsAsync(ct: HttpContext.RequestAborted)) { views.Add(await rollouts.ViewAsync(row, HttpContext.RequestAborted)); }
+        foreach (var row in await store.Rollouts.ListRolloutsAsync(ct: HttpContext.RequestAborted)) { views.Add(await rollouts.ViewAsync(row, HttpContext.RequestAborted)); }
         List = views.OrderByDescending(r => r.CreatedAt, StringComparer.Ordinal).ToList();
-        GroupNames = (await store.ListGroupsAsync(HttpContext.RequestAborted)).Select(g => g.Name).ToList();
-        Programs = await store.ListUpdateProgramsAsync(HttpContext.RequestAborted);
+        GroupNames = (await store.Fleet.ListGroupsAsync(HttpContext.RequestAborted)).Select(g => g.Name).ToList();
+        Programs = await store.Catalogue.ListUpdateProgramsAsync(HttpContext.RequestAborted);
     }
 
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
@@ -81,11 +81,11 @@ public sealed class RolloutsModel(TsunaguStore store, RolloutService rollouts) :
     private async Task<(UpdateProgramRow? Row, string? Why)> InputRulesAsync(string? program, CancellationToken ct)
     {
         if (!Apis.InputRules.IsIdentifier(program)) { return (null, "program: choose the update program that leads from the old pattern to the new one"); }
-        var row = await store.GetUpdateProgramAsync(program, ct);
+        var row = await store.Catalogue.GetUpdateProgramAsync(program, ct);
         if (row is null) { return (null, $"program: no update program '{program}'"); }
         // a rollout moves its units by the program its transition offers (the highest priority one from -> to): the chosen
         // program must be that one, or the units would install another program than the one chosen
-        if (await store.FindUpdateProgramAsync(row.FromPattern, row.ToPattern, ct: ct) is { } offered && offered.Id != row.Id)
+        if (await store.Catalogue.FindUpdateProgramAsync(row.FromPattern, row.ToPattern, ct: ct) is { } offered && offered.Id != row.Id)
         {
             return (row, $"program: {row.FromPattern} -> {row.ToPattern} is offered by update program {offered.Id} (priority {offered.Priority}), not {row.Id} " +
                          $"(priority {row.Priority}); a rollout of this transition moves its units by {offered.Id}: choose it, or give {row.Id} the higher priority");

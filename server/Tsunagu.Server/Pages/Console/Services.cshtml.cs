@@ -57,10 +57,10 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
     public async Task OnGetAsync()
     {
         var ct = HttpContext.RequestAborted;
-        Configs = await store.ListServiceConfigsAsync(ct);
-        Contracts = [.. (await store.ListContractDocumentsAsync(ct)).Select(c =>
+        Configs = await store.ServiceConfigs.ListServiceConfigsAsync(ct);
+        Contracts = [.. (await store.Accounts.ListContractDocumentsAsync(ct)).Select(c =>
             (c, (IReadOnlyList<string>)(JsonSerializer.Deserialize(c.Document, ProtocolJson.Default.ListString) ?? [])))];
-        Subscribers = await store.CountSubscribersByContractAsync(ServiceConfigFields.DefaultContract, ct);
+        Subscribers = await store.Accounts.CountSubscribersByContractAsync(ServiceConfigFields.DefaultContract, ct);
     }
 
     /// <summary>Creates (no <paramref name="baseDigest"/>) or changes a named service configuration, given whole as JSON.</summary>
@@ -85,7 +85,7 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
         try
         {
             ServiceConfigValidator.Validate(config);
-            await store.PutServiceConfigCheckedAsync(name, config, NullIfEmpty(baseDigest), new AuditEntry(Who, "service-config.put", name, null), ct);
+            await store.ServiceConfigs.PutServiceConfigCheckedAsync(name, config, NullIfEmpty(baseDigest), new AuditEntry(Who, "service-config.put", name, null), ct);
         }
         catch (InvalidServiceConfigException e)
         {
@@ -109,7 +109,7 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
         if (ServiceConfigFields.ReadAllowList(fields ?? [], out var allowList) is { } bad) { return await RefuseAsync(form, bad); }
         try
         {
-            await store.PutContractCheckedAsync(name, allowList, NullIfEmpty(baseDigest), new AuditEntry(Who, "contract.put", name, string.Join(",", allowList)), ct);
+            await store.Accounts.PutContractCheckedAsync(name, allowList, NullIfEmpty(baseDigest), new AuditEntry(Who, "contract.put", name, string.Join(",", allowList)), ct);
         }
         catch (StoreConflictException e)
         {
@@ -123,13 +123,13 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]
     public Task<IActionResult> OnPostDeleteConfigAsync(string? name, string? baseDigest, string? confirm, CancellationToken ct) =>
         DeleteAsync("config:" + name, "service configuration", name, baseDigest, confirm, (n, digest) =>
-            store.DeleteServiceConfigAsync(n, Units.Registration.UnitRegistration.DefaultServiceConfig, digest, new AuditEntry(Who, "service-config.delete", n, null), ct));
+            store.ServiceConfigs.DeleteServiceConfigAsync(n, Units.Registration.UnitRegistration.DefaultServiceConfig, digest, new AuditEntry(Who, "service-config.delete", n, null), ct));
 
     /// <summary>Deletes a contract no subscriber is on (not the default one) as the page showed it, once the operator ticked the confirmation.</summary>
     [ConsoleAccess(OperatorRoles.Administrator)]
     public Task<IActionResult> OnPostDeleteContractAsync(string? name, string? baseDigest, string? confirm, CancellationToken ct) =>
         DeleteAsync("contract:" + name, "contract", name, baseDigest, confirm, (n, digest) =>
-            store.DeleteContractAsync(n, ServiceConfigFields.DefaultContract, digest, new AuditEntry(Who, "contract.delete", n, null), ct));
+            store.Accounts.DeleteContractAsync(n, ServiceConfigFields.DefaultContract, digest, new AuditEntry(Who, "contract.delete", n, null), ct));
 
     private async Task<IActionResult> DeleteAsync(string form, string what, string? name, string? baseDigest, string? confirm, Func<string, string, Task> delete)
     {

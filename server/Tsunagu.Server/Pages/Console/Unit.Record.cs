@@ -15,7 +15,7 @@ public sealed partial class UnitModel
 
     /// <summary>Reads the row's revisions (<see cref="Revisions"/>) for the page.</summary>
     private async Task LoadRevisionsAsync(string mac, CancellationToken ct) =>
-        Revisions = (await store.ListUnitRevisionsAsync(mac, ct))
+        Revisions = (await store.Lifecycle.ListUnitRevisionsAsync(mac, ct))
             .Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
                 System.Text.Json.JsonSerializer.Deserialize<List<UnitFieldChange>>(r.Changes, System.Text.Json.JsonSerializerOptions.Web) ?? []))
             .Reverse().ToList();

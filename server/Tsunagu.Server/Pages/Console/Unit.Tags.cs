@@ -13,7 +13,7 @@ public sealed partial class UnitModel
 
     /// <summary>The unit's tags, sorted.</summary>
     public async Task<IReadOnlyList<string>> UnitTagsAsync() =>
-        _tags ??= await HttpContext.RequestServices.GetRequiredService<TsunaguStore>().GetTagsAsync(Unit.Mac, HttpContext.RequestAborted);
+        _tags ??= await HttpContext.RequestServices.GetRequiredService<TsunaguStore>().Fleet.GetTagsAsync(Unit.Mac, HttpContext.RequestAborted);
 
     private IReadOnlyList<string>? _tags;
 

@@ -10,7 +10,7 @@ public sealed partial class UnitModel
 {
     /// <summary>The verified patterns a unit can be given as its target.</summary>
     public async Task<IReadOnlyList<string>> TargetChoicesAsync() =>
-        [.. (await HttpContext.RequestServices.GetRequiredService<TsunaguStore>().ListPatternsAsync(PatternStatus.Verified, HttpContext.RequestAborted)).Select(p => p.Id)];
+        [.. (await HttpContext.RequestServices.GetRequiredService<TsunaguStore>().Catalogue.ListPatternsAsync(PatternStatus.Verified, HttpContext.RequestAborted)).Select(p => p.Id)];
 
     /// <summary>Sets (a verified pattern) or clears (empty) the unit's target pattern, by <see cref="CatalogueService.SetTargetPatternAsync"/>.</summary>
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager)]

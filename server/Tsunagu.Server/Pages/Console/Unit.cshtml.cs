@@ -127,7 +127,7 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
         {
             try
             {
-                await store.TransferSubscriberAsync(Unit.Mac, revision, target, null, withConfig == "yes", Who, HttpContext.RequestAborted);
+                await store.Lifecycle.TransferSubscriberAsync(Unit.Mac, revision, target, null, withConfig == "yes", Who, HttpContext.RequestAborted);
                 Notice = $"The subscriber of {Unit.Mac} moved to {target}{(withConfig == "yes" ? " with the service configuration" : "")}.";
             }
             catch (Exception e) when (e is StaleRevisionException or StoreConflictException or UnitNotFoundException)
@@ -140,7 +140,7 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
 
     private async Task<bool> LoadAsync(string mac, CancellationToken ct)
     {
-        if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, HttpContext.RequestAborted) is not { } unit) { return false; }
+        if (!MacAddress.TryNormalize(mac, out var m) || await store.Units.GetUnitAsync(m, HttpContext.RequestAborted) is not { } unit) { return false; }
         Now = time.GetUtcNow();
         Unit = unit;
         if (unit.Inventory is { } json && JsonSerializer.Deserialize(json, ProtocolJson.Default.Inventory) is { } inventory)
@@ -148,12 +148,12 @@ public sealed partial class UnitModel(TsunaguStore store, IPushPublisher push, F
             Applications = inventory.Applications;
             OsVersion = inventory.OsVersion;
         }
-        Configs = (await store.ListUnitConfigsAsync(m, HttpContext.RequestAborted)).Reverse().ToList();
-        Events = await store.ListUnitEventsAsync(m, 50, ct: HttpContext.RequestAborted);
-        Reports = await store.ListUpdateReportsAsync(m, ct: HttpContext.RequestAborted);
+        Configs = (await store.ServiceConfigs.ListUnitConfigsAsync(m, HttpContext.RequestAborted)).Reverse().ToList();
+        Events = await store.History.ListUnitEventsAsync(m, 50, ct: HttpContext.RequestAborted);
+        Reports = await store.History.ListUpdateReportsAsync(m, ct: HttpContext.RequestAborted);
         // the audit log is read by those who oversee (OperatorRoles.Oversight), here as on the API
-        AuditEntries = May(OperatorRoles.Oversight) ? await store.ListAuditForUnitAsync(m, 50, ct: HttpContext.RequestAborted) : [];
-        Checks = await store.ListPushChecksForUnitAsync(m, 10, HttpContext.RequestAborted);
+        AuditEntries = May(OperatorRoles.Oversight) ? await store.History.ListAuditForUnitAsync(m, 50, ct: HttpContext.RequestAborted) : [];
+        Checks = await store.PushChecks.ListPushChecksForUnitAsync(m, 10, HttpContext.RequestAborted);
         await LoadConfigAsync(ct);
         await LoadRevisionsAsync(m, ct);
         return true;

@@ -54,7 +54,7 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
             Response.StatusCode = StatusCodes.Status400BadRequest;
             return Page();
         }
-        Result = await store.QueryUnitPageAsync(query, HttpContext.RequestAborted);
+        Result = await store.Pages.QueryUnitPageAsync(query, HttpContext.RequestAborted);
         return Page();
     }
 
@@ -109,9 +109,9 @@ public sealed class UnitsModel(TsunaguStore store, TimeProvider time) : SessionP
         }
         var limit = DefaultPageSize;
         if (p.Size is { } size && (!int.TryParse(size, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out limit) ||
-                                   limit is < 1 or > TsunaguStore.MaxPageSize))
+                                   limit is < 1 or > PageStore.MaxPageSize))
         {
-            errors.Add($"Page size: '{InputRules.Quote(size)}' is not a whole number from 1 to {TsunaguStore.MaxPageSize}");
+            errors.Add($"Page size: '{InputRules.Quote(size)}' is not a whole number from 1 to {PageStore.MaxPageSize}");
         }
         UnitCursor? cursor = null;
         if (after is not null && (cursor = UnitCursor.Decode(after)) is null)

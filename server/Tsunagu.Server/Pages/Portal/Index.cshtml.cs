@@ -10,7 +10,7 @@ public sealed class IndexModel(TsunaguStore store) : SessionPageModel("portal")
 
     public async Task<IActionResult> OnGetAsync()
     {
-        Units = await store.QueryUnitsAsync(new UnitQuery(Subscriber: Who), HttpContext.RequestAborted);
+        Units = await store.Units.QueryUnitsAsync(new UnitQuery(Subscriber: Who), HttpContext.RequestAborted);
         return Units.Count == 1 ? Redirect($"/portal/units/{Units[0].Mac}") : Page();
     }
 }

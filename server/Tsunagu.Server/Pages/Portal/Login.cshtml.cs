@@ -6,4 +6,4 @@ using Tsunagu.Server.Web;
 namespace Tsunagu.Server.Pages.Portal;
 
 public sealed class LoginModel(TsunaguStore store, Security.PasswordGuard guard)
-    : LoginPageModel("portal", WebSessions.SubscriberScheme, TokenScope.Subscriber, store.GetSubscriberHashAsync, store, guard);
+    : LoginPageModel("portal", WebSessions.SubscriberScheme, TokenScope.Subscriber, store.Accounts.GetSubscriberHashAsync, store, guard);

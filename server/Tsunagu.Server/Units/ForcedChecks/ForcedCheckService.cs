@@ -43,7 +43,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
         {
             throw new PushException("push is disabled on this server");
         }
-        var matching = (await store.QueryUnitsAsync(new UnitQuery(request.Pattern, Application: request.Application, Version: request.Version), ct))
+        var matching = (await store.Units.QueryUnitsAsync(new UnitQuery(request.Pattern, Application: request.Application, Version: request.Version), ct))
             .Select(u => u.Mac).ToHashSet();
         var selected = new List<string>();
         if (request.Macs is { Count: > 0 })
@@ -51,7 +51,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
             foreach (var text in request.Macs)
             {
                 if (!MacAddress.TryNormalize(text, out var mac)) { throw new ForcedCheckSelectionException($"macs: '{text}' is not a MAC address"); }
-                if (await store.GetUnitAsync(mac, ct) is null) { throw new ForcedCheckSelectionException($"unit {mac} is not registered", notFound: true); }
+                if (await store.Units.GetUnitAsync(mac, ct) is null) { throw new ForcedCheckSelectionException($"unit {mac} is not registered", notFound: true); }
                 if (matching.Contains(mac) && !selected.Contains(mac)) { selected.Add(mac); }
             }
         }
@@ -96,7 +96,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
         }
         var checkId = Guid.NewGuid().ToString("N");
         var units = macs.Select(mac => (Mac: mac, Nonce: UnitCredentials.NewNonce(12))).ToList();
-        await store.AddPushCheckAsync(checkId, actor, importance, units, audit?.Invoke(checkId), reason, ct: ct);
+        await store.PushChecks.AddPushCheckAsync(checkId, actor, importance, units, audit?.Invoke(checkId), reason, ct: ct);
         var issuedAt = time.GetUtcNow();
         var failed = new ConcurrentQueue<string>();
         // QoS 1 publishes pipelined on the server's one connection (PUBACKs awaited concurrently), up to PushWindow at once
@@ -111,7 +111,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
                 failed.Enqueue(unit.Mac); // recorded as undelivered: sent again when the link or the unit is back
             }
         });
-        return new ForceCheckResponse(macs, checkId, (await store.GetPushCheckAsync(checkId, ct)).Select(ToView).ToList());
+        return new ForceCheckResponse(macs, checkId, (await store.PushChecks.GetPushCheckAsync(checkId, ct)).Select(ToView).ToList());
     }
 
     /// <summary>
@@ -141,7 +141,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
                     // left unsent: the resends send it when the link or the unit is back
                 }
             });
-            await store.MarkPushesSentAsync(check.CheckId, sent, ct);
+            await store.PushChecks.MarkPushesSentAsync(check.CheckId, sent, ct);
             unsent += window.Length - sent.Count;
         }
         return unsent;
@@ -152,7 +152,7 @@ public sealed class ForcedCheckService(TsunaguStore store, IPushPublisher push, 
     /// <summary>A forced check's deliveries so far; null when there is no such check.</summary>
     public async Task<ForceCheckStatus?> StatusAsync(string checkId, CancellationToken ct = default)
     {
-        var rows = await store.GetPushCheckAsync(checkId, ct);
+        var rows = await store.PushChecks.GetPushCheckAsync(checkId, ct);
         if (rows.Count == 0)
         {
             return null;

@@ -25,8 +25,8 @@ public sealed class SecretRotation(TsunaguStore store, ILogger<SecretRotation> l
     {
         var box = store.Secrets;
         var current = box.CurrentId;
-        var n = await store.ResealSecretsAsync((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != current
-            ? box.Seal(mac, TsunaguStore.IspPasswordField, plain ?? box.Open(mac, TsunaguStore.IspPasswordField, sealedValue))
+        var n = await store.Lifecycle.ResealSecretsAsync((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != current
+            ? box.Seal(mac, UnitLifecycleStore.IspPasswordField, plain ?? box.Open(mac, UnitLifecycleStore.IspPasswordField, sealedValue))
             : null, null, ct);
         if (box.KeyPath is { } path && File.Exists(path + SecretBox.NextSuffix))
         {
@@ -50,13 +50,13 @@ public sealed class SecretRotation(TsunaguStore store, ILogger<SecretRotation> l
             SecretBox.WriteKeyFile(path + SecretBox.NextSuffix, key);
             box.AddKey(key);
             string Reseal(string mac, string? plain, string? sealedValue) =>
-                SecretBox.SealWith(key, id, mac, TsunaguStore.IspPasswordField, plain ?? box.Open(mac, TsunaguStore.IspPasswordField, sealedValue)!);
-            var n = await store.ResealSecretsAsync((mac, plain, sealedValue) => Reseal(mac, plain, sealedValue),
+                SecretBox.SealWith(key, id, mac, UnitLifecycleStore.IspPasswordField, plain ?? box.Open(mac, UnitLifecycleStore.IspPasswordField, sealedValue)!);
+            var n = await store.Lifecycle.ResealSecretsAsync((mac, plain, sealedValue) => Reseal(mac, plain, sealedValue),
                 new AuditEntry(actor, "secrets.rotate", id, $"from key {oldId}"), ct);
             File.Move(path + SecretBox.NextSuffix, path, overwrite: true);
             box.MakeCurrent(key);
             // rows written while the first pass ran were sealed under the old key
-            await store.ResealSecretsAsync((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != id ? Reseal(mac, plain, sealedValue) : null, null, ct);
+            await store.Lifecycle.ResealSecretsAsync((mac, plain, sealedValue) => plain is not null || SecretBox.KeyIdOf(sealedValue) != id ? Reseal(mac, plain, sealedValue) : null, null, ct);
             box.Forget();
             log.LogInformation("secrets key rotated: {Old} -> {New}, {Count} row(s) resealed", oldId, id, n);
             return (id, n);

@@ -52,13 +52,13 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
     /// <exception cref="StoreConflictException">The unit is decommissioned.</exception>
     public async Task<(UnitRow? Row, string? Error)> EditAsync(string mac, long expected, UnitEditRequest edit, string actor, CancellationToken ct = default)
     {
-        var before = await store.GetUnitAsync(mac, ct) ?? throw new UnitNotFoundException(mac);
+        var before = await store.Units.GetUnitAsync(mac, ct) ?? throw new UnitNotFoundException(mac);
         if (before.DecommissionedAt is not null)
         {
             throw new StoreConflictException($"unit {mac} was decommissioned at {before.DecommissionedAt}; its row is kept for audit and cannot change");
         }
         if (before.Revision != expected) { throw new StaleRevisionException(mac, expected, before.Revision); }
-        var password = edit.IspPassword is null ? store.IspPasswordOf(before) : edit.IspPassword.Length == 0 ? null : edit.IspPassword;
+        var password = edit.IspPassword is null ? store.Lifecycle.IspPasswordOf(before) : edit.IspPassword.Length == 0 ? null : edit.IspPassword;
         var method = edit.IspMethod ?? before.IspMethod;
         var ip = Merge(edit.IpAddress, before.IpAddress);
         var request = new RegisterUnitRequest(mac, edit.Serial ?? before.Serial, edit.HardwareVersion ?? before.HardwareVersion,
@@ -67,33 +67,33 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
             Merge(edit.Domain, before.Domain), Merge(edit.Vpn, before.Vpn), Merge(edit.GlobalIp, before.GlobalIp), null, Merge(edit.Subscriber, before.Subscriber));
         var (after, error) = await UnitRegistration.ValidateAsync(request, store, ct);
         if (after is null) { return (null, error); }
-        var passwordChanged = edit.IspPassword is not null && password != store.IspPasswordOf(before);
-        after.IspPasswordSealed = passwordChanged || before.IspPasswordSealed is null ? store.Secrets.Seal(mac, TsunaguStore.IspPasswordField, password) : before.IspPasswordSealed;
+        var passwordChanged = edit.IspPassword is not null && password != store.Lifecycle.IspPasswordOf(before);
+        after.IspPasswordSealed = passwordChanged || before.IspPasswordSealed is null ? store.Secrets.Seal(mac, UnitLifecycleStore.IspPasswordField, password) : before.IspPasswordSealed;
         var changes = new List<UnitFieldChange>();
         void Compare(string field, string? from, string? to) { if (from != to) { changes.Add(new(field, from, to)); } }
         Compare("serial", before.Serial, after.Serial);
         Compare("hardwareVersion", before.HardwareVersion, after.HardwareVersion);
         Compare("isp.method", before.IspMethod, after.IspMethod);
         Compare("isp.username", before.IspUsername, after.IspUsername);
-        if (passwordChanged) { changes.Add(new(TsunaguStore.IspPasswordField, null, null, Secret: true)); }
+        if (passwordChanged) { changes.Add(new(UnitLifecycleStore.IspPasswordField, null, null, Secret: true)); }
         Compare("ipAddress", before.IpAddress, after.IpAddress);
         Compare("isp.gateway", before.IspGateway, after.IspGateway);
         Compare("isp.dns", before.IspDns, after.IspDns);
         // what the unit's settings carry of its WAN account: a change makes the unit refetch them
-        var wanChanged = changes.Any(x => x.Field is "isp.method" or "isp.username" or TsunaguStore.IspPasswordField or "ipAddress" or "isp.gateway" or "isp.dns");
+        var wanChanged = changes.Any(x => x.Field is "isp.method" or "isp.username" or UnitLifecycleStore.IspPasswordField or "ipAddress" or "isp.gateway" or "isp.dns");
         Compare("domain", before.Domain, after.Domain);
         Compare("vpn", before.Vpn, after.Vpn);
         Compare("globalIp", before.GlobalIp, after.GlobalIp);
         Compare("subscriber", before.Subscriber, after.Subscriber);
         if (changes.Count == 0) { return (before, null); }
-        await store.EditUnitAsync(after, expected, changes, actor, wanChanged, ct);
-        return (await store.GetUnitAsync(mac, ct), null);
+        await store.Lifecycle.EditUnitAsync(after, expected, changes, actor, wanChanged, ct);
+        return (await store.Units.GetUnitAsync(mac, ct), null);
     }
 
     /// <summary>Decommissions the unit and revokes it on the broker (its session is dropped, its password refused).</summary>
     public async Task<UnitRow> DecommissionAsync(string mac, long? expected, string actor, string? reason, CancellationToken ct)
     {
-        var row = await store.DecommissionAsync(mac, expected, actor, reason, ct);
+        var row = await store.Lifecycle.DecommissionAsync(mac, expected, actor, reason, ct);
         await RevokeOnBrokerAsync(mac);
         return row;
     }
@@ -105,7 +105,7 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
         if (!MacAddress.TryNormalize(request.Mac, out var mac)) { return (null, $"mac: '{InputRules.Quote(request.Mac)}' is not a MAC address"); }
         if (!InputRules.IsText(request.Serial, 64)) { return (null, "serial: required; " + InputRules.Text("serial", 64)); }
         if (request.HardwareVersion is not null && !InputRules.IsText(request.HardwareVersion, 64)) { return (null, InputRules.Text("hardwareVersion", 64)); }
-        var old = await store.GetUnitAsync(oldMac, ct) ?? throw new UnitNotFoundException(oldMac);
+        var old = await store.Units.GetUnitAsync(oldMac, ct) ?? throw new UnitNotFoundException(oldMac);
         var replacement = new UnitRow
         {
             Mac = mac, Serial = request.Serial.Trim(), HardwareVersion = request.HardwareVersion?.Trim() ?? old.HardwareVersion,
@@ -113,12 +113,12 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
             IspGateway = old.IspGateway, IspDns = old.IspDns,
             GlobalIp = old.GlobalIp, Subscriber = old.Subscriber, TargetPattern = old.TargetPattern, State = UnitStates.Registered,
             // sealed for the new unit's MAC: a sealed value opens only for the unit it was sealed for
-            IspPasswordSealed = store.Secrets.Seal(mac, TsunaguStore.IspPasswordField, store.IspPasswordOf(old)),
+            IspPasswordSealed = store.Secrets.Seal(mac, UnitLifecycleStore.IspPasswordField, store.Lifecycle.IspPasswordOf(old)),
         };
-        var fallback = await store.GetServiceConfigAsync(UnitRegistration.DefaultServiceConfig, ct) is { } config
+        var fallback = await store.ServiceConfigs.GetServiceConfigAsync(UnitRegistration.DefaultServiceConfig, ct) is { } config
             ? System.Text.Json.JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration)
             : null;
-        var row = await store.ReplaceUnitAsync(oldMac, expected, replacement, fallback, actor, ct);
+        var row = await store.Lifecycle.ReplaceUnitAsync(oldMac, expected, replacement, fallback, actor, ct);
         // after the commit: not on the request's token, so an operator hanging up skips neither this nor the revoke
         await registration.EnsureBrokerAccountAsync(mac, CancellationToken.None);
         await RevokeOnBrokerAsync(oldMac);
@@ -126,13 +126,13 @@ public sealed class UnitLifecycle(TsunaguStore store, IPushPublisher push, UnitR
     }
 
     /// <summary>
-    /// Deletes a row that never reached the server (<see cref="TsunaguStore.DeleteUnitAsync"/>: at <paramref name="expected"/>
+    /// Deletes a row that never reached the server (<see cref="UnitLifecycleStore.DeleteUnitAsync"/>: at <paramref name="expected"/>
     /// when given, checked in its transaction), then revokes its broker account as a decommission does: the account its
     /// registration made, and any short-lived password a host session set meanwhile, no longer let it reach the broker.
     /// </summary>
     public async Task DeleteAsync(string mac, long? expected, string actor, CancellationToken ct)
     {
-        await store.DeleteUnitAsync(mac, expected, actor, ct);
+        await store.Lifecycle.DeleteUnitAsync(mac, expected, actor, ct);
         await RevokeOnBrokerAsync(mac);
     }
 

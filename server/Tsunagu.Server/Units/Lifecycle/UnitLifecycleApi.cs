@@ -22,15 +22,15 @@ public static class UnitLifecycleApi
         var units = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>().WithTags("Unit lifecycle");
         units.MapGet("/{mac}/record", async Task<Results<Ok<UnitRecordView>, ProblemHttpResult>> (string mac, TsunaguStore store, HttpContext http) =>
         {
-            if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is not { } unit) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
+            if (!MacAddress.TryNormalize(mac, out var m) || await store.Units.GetUnitAsync(m, http.RequestAborted) is not { } unit) { return Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered"); }
             http.Response.Headers.ETag = ETag(unit.Revision);
             return TypedResults.Ok(UnitLifecycle.View(unit));
         }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPatch("/{mac}/record", Edit).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status428PreconditionRequired).AllowRoles(OperatorRoles.Administration);
         units.MapGet("/{mac}/revisions", async Task<Results<Ok<List<UnitRevisionView>>, ProblemHttpResult>> (string mac, TsunaguStore store, CancellationToken ct) =>
-            MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m, ct) is not null
-                ? TypedResults.Ok((await store.ListUnitRevisionsAsync(m, ct)).Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
+            MacAddress.TryNormalize(mac, out var m) && await store.Units.GetUnitAsync(m, ct) is not null
+                ? TypedResults.Ok((await store.Lifecycle.ListUnitRevisionsAsync(m, ct)).Select(r => new UnitRevisionView(r.Revision, r.At, r.Actor, r.Action,
                     System.Text.Json.JsonSerializer.Deserialize<List<UnitFieldChange>>(r.Changes, System.Text.Json.JsonSerializerOptions.Web) ?? [])).ToList())
                 : Problems.NotFound($"unit {InputRules.Quote(mac)} is not registered")).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         units.MapPost("/{mac}/decommission", Decommission).ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Administration);
@@ -139,8 +139,8 @@ public static class UnitLifecycleApi
         if (error is not null) { return Problems.BadRequest(error); }
         try
         {
-            await store.TransferSubscriberAsync(m, expected, to, null, request.WithConfig ?? true, http.Caller().Subject, http.RequestAborted);
-            return TypedResults.Ok(UnitLifecycle.View((await store.GetUnitAsync(to, http.RequestAborted))!));
+            await store.Lifecycle.TransferSubscriberAsync(m, expected, to, null, request.WithConfig ?? true, http.Caller().Subject, http.RequestAborted);
+            return TypedResults.Ok(UnitLifecycle.View((await store.Units.GetUnitAsync(to, http.RequestAborted))!));
         }
         catch (StaleRevisionException e) { return Stale(e); }
         catch (UnitNotFoundException e) { return Problems.NotFound(e.Message); }

@@ -66,7 +66,7 @@ public static class DeviceTable
             var rowTags = Fleet.Tags.SplitCell(Cell(row, "tags"));
             error ??= Fleet.Tags.Invalid(rowTags);
             if (unit is not null && !seen.Add(unit.Mac)) { error = $"mac: {unit.Mac} appears twice in this file"; }
-            else if (unit is not null && await store.GetUnitAsync(unit.Mac, ct) is not null) { error = $"mac: {unit.Mac} is already registered"; }
+            else if (unit is not null && await store.Units.GetUnitAsync(unit.Mac, ct) is not null) { error = $"mac: {unit.Mac} is already registered"; }
             results.Add(new(line, unit?.Mac ?? Cell(row, "mac"), error));
             if (error is null && unit is not null)
             {

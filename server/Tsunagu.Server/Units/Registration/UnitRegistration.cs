@@ -57,7 +57,7 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
         if (address is not null && request.Isp.Method != "static" && !ServiceConfigValidator.IsAddress(address)) { return (null, $"ipAddress: '{InputRules.Quote(address)}' is not an IP address"); }
         if (request.GlobalIp is not null && !ServiceConfigValidator.IsAddress(request.GlobalIp)) { return (null, $"globalIp: '{InputRules.Quote(request.GlobalIp)}' is not an IP address"); }
         if (request.Domain is not null && !ServiceConfigValidator.IsDomainName(request.Domain)) { return (null, $"domain: {ServiceConfigValidator.Show(request.Domain)} is not a domain name"); }
-        if (request.TargetPattern is not null && await store.GetPatternAsync(request.TargetPattern, ct) is not { Status: PatternStatus.Verified })
+        if (request.TargetPattern is not null && await store.Catalogue.GetPatternAsync(request.TargetPattern, ct) is not { Status: PatternStatus.Verified })
         {
             return (null, $"targetPattern: '{request.TargetPattern}' is not a verified pattern");
         }
@@ -82,14 +82,14 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
         try
         {
             // the unit, its first configuration and the audit entry: one transaction
-            await store.AddUnitsAsync([unit], await store.GetServiceConfigAsync(DefaultServiceConfig, ct), actor, "unit.register", unit.Mac, unit.Serial, ct: ct);
+            await store.Units.AddUnitsAsync([unit], await store.ServiceConfigs.GetServiceConfigAsync(DefaultServiceConfig, ct), actor, "unit.register", unit.Mac, unit.Serial, ct: ct);
         }
         catch (StoreConflictException e)
         {
             return (null, e.Message, true);
         }
         await EnsureBrokerAccountAsync(unit.Mac, ct);
-        return ((await store.GetUnitAsync(unit.Mac, ct))!, null, false);
+        return ((await store.Units.GetUnitAsync(unit.Mac, ct))!, null, false);
     }
 
     /// <summary>Checks every row of a CSV device management table against the registration rules; writes nothing.</summary>
@@ -104,7 +104,7 @@ public sealed class UnitRegistration(TsunaguStore store, IPushPublisher push, IL
         }
         // every unit, its first configuration and the audit entry in one transaction: a unit registered meanwhile
         // (another import) makes the whole table fail with nothing written
-        await store.AddUnitsAsync(check.Valid, await store.GetServiceConfigAsync(DefaultServiceConfig, ct), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)", check.Tags, ct: ct);
+        await store.Units.AddUnitsAsync(check.Valid, await store.ServiceConfigs.GetServiceConfigAsync(DefaultServiceConfig, ct), actor, "units.register-bulk", null, $"{check.Valid.Count} unit(s)", check.Tags, ct: ct);
         foreach (var unit in check.Valid)
         {
             await EnsureBrokerAccountAsync(unit.Mac, ct);

@@ -28,12 +28,12 @@ public sealed class ServiceConfigService(TsunaguStore store, IPushPublisher push
     /// </exception>
     public async Task<ServiceConfigAssignment> AssignAsync(string mac, ServiceConfiguration config, string actor, CancellationToken ct, long? baseRevision = null)
     {
-        if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, ct) is null)
+        if (!MacAddress.TryNormalize(mac, out var m) || await store.Units.GetUnitAsync(m, ct) is null)
         {
             throw new UnitNotFoundException(mac);
         }
         ServiceConfigValidator.Validate(config);
-        var revision = await store.AddUnitConfigAsync(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"), expectedRevision: baseRevision, ct: ct);
+        var revision = await store.ServiceConfigs.AddUnitConfigAsync(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"), expectedRevision: baseRevision, ct: ct);
         string? pushWarning = null;
         if (push.BrokerUri is null)
         {
@@ -56,7 +56,7 @@ public sealed class ServiceConfigService(TsunaguStore store, IPushPublisher push
     /// <summary>The unit's newest revision and its document, or null when it has none.</summary>
     public async Task<(UnitConfigRow Row, ServiceConfiguration Document)?> LatestAsync(string mac, CancellationToken ct = default)
     {
-        if (await store.LatestUnitConfigAsync(mac, ct) is not { } row) { return null; }
+        if (await store.ServiceConfigs.LatestUnitConfigAsync(mac, ct) is not { } row) { return null; }
         var document = System.Text.Json.JsonSerializer.Deserialize(row.Document, ProtocolJson.Default.ServiceConfiguration);
         return document is null ? null : (row, document);
     }

@@ -60,7 +60,7 @@ public static class SteadyCheckApi
         var mac = MacAddress.Normalize(request.Mac);
         var ct = http.RequestAborted;
         // one round trip reads the nonce, the unit's row and the catalogue stamp; an unknown or expired nonce goes no further
-        if (await store.GetSteadyCheckAsync(request.NonceId, mac, time.GetUtcNow(), ct) is not var (nonce, found, catalogue))
+        if (await store.SteadyChecks.GetSteadyCheckAsync(request.NonceId, mac, time.GetUtcNow(), ct) is not var (nonce, found, catalogue))
         {
             metrics.UnitRefused(ProofPurpose.SteadyCheck, Metrics.ServerMetrics.RefusalReasons.BadChallenge);
             return Problems.Unauthorized(ProblemTypes.ChallengeExpired, "the nonce is unknown, used, expired or for another unit; run the full check");
@@ -75,7 +75,7 @@ public static class SteadyCheckApi
         var program = pattern is null ? null : await rollouts.ProgramForAsync(mac, catalogue, pattern, unit.TargetPattern, ct);
         var changed = Compare(request, unit, pattern, program, HostApi.SeenAddress(http) ?? request.WanAddress);
         var next = NewNonce(mac, time, options);
-        var result = await store.RecordSteadyCheckAsync(new SteadyCheckWrite(mac, nonce.Id, changed is null, request.Inventory, pattern ?? "", unit.TargetPattern,
+        var result = await store.SteadyChecks.RecordSteadyCheckAsync(new SteadyCheckWrite(mac, nonce.Id, changed is null, request.Inventory, pattern ?? "", unit.TargetPattern,
             request.SettingsRevision, request.ConfigRevision, request.WanAddress, request.Cache, next, request.Vpn is not null), ct);
         switch (result)
         {

@@ -28,13 +28,13 @@ public static class UpdateWindowApi
     {
         var api = app.MapGroup(Routes.Units).AddEndpointFilter<RequireOperator>();
         api.MapGet("/{mac}/update-window", async Task<Results<Ok<UpdateWindowView>, ProblemHttpResult>> (string mac, TsunaguStore store, CancellationToken ct) =>
-                MacAddress.TryNormalize(mac, out var m) && await store.GetUnitAsync(m, ct) is { } unit
+                MacAddress.TryNormalize(mac, out var m) && await store.Units.GetUnitAsync(m, ct) is { } unit
                     ? TypedResults.Ok(View(unit, await PolicySettings.GetAsync(store, ct)))
                     : Problems.NotFound($"unit {mac} is not registered"))
             .ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
         api.MapPut("/{mac}/update-window", async Task<Results<Ok<UpdateWindowView>, ProblemHttpResult>> (string mac, UpdateWindowRequest request, TsunaguStore store, HttpContext http) =>
             {
-                if (!MacAddress.TryNormalize(mac, out var m) || await store.GetUnitAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
+                if (!MacAddress.TryNormalize(mac, out var m) || await store.Units.GetUnitAsync(m, http.RequestAborted) is null) { return Problems.NotFound($"unit {mac} is not registered"); }
                 if (Invalid(request) is { } error) { return Problems.BadRequest(error); }
                 try
                 {
@@ -44,7 +44,7 @@ public static class UpdateWindowApi
                 {
                     return Problems.Conflict(e.Message);
                 }
-                return TypedResults.Ok(View((await store.GetUnitAsync(m, http.RequestAborted))!, await PolicySettings.GetAsync(store, http.RequestAborted)));
+                return TypedResults.Ok(View((await store.Units.GetUnitAsync(m, http.RequestAborted))!, await PolicySettings.GetAsync(store, http.RequestAborted)));
             })
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict).AllowRoles(OperatorRoles.Release);
     }
@@ -52,7 +52,7 @@ public static class UpdateWindowApi
     /// <summary>
     /// Stores unit <paramref name="mac"/>'s window as <paramref name="request"/> (already valid, <see cref="Invalid"/>) asks,
     /// with its audit entry; false when the unit is not registered. Refused (<see cref="StoreConflictException"/>, nothing
-    /// written) when the unit is a member the gate may still offer the update to (<see cref="TsunaguStore.WaitingMember"/>)
+    /// written) when the unit is a member the gate may still offer the update to (<see cref="UpdateWindowStore.WaitingMember"/>)
     /// of a running or paused rollout whose update is of importance 3 and whose group's maintenance window its new hours
     /// never meet: it would never be offered the update. Clearing the hours (back to the fleet policy's, which a policy
     /// change, a group window change and a rollout's creation keep meeting every such window) is never refused; nor is a
@@ -65,7 +65,7 @@ public static class UpdateWindowApi
         var detail = $"window {(request.LowWindowStartHour is { } s ? $"{s:00}:00-{request.LowWindowEndHour:00}:00" : "fleet's")}, zone {request.TimeZone ?? "fleet's"}" +
                      $", maintenance window {own?.ToString() ?? "none"}";
         var hours = request is { LowWindowStartHour: { } start, LowWindowEndHour: { } end } ? Fleet.GroupWindows.OwnHours(start, end) : null;
-        return await store.SetUpdateWindowCheckedAsync(mac, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone, own?.ToString(),
+        return await store.Windows.SetUpdateWindowCheckedAsync(mac, request.LowWindowStartHour, request.LowWindowEndHour, request.TimeZone, own?.ToString(),
             uses => uses.Select(u => MaintenanceWindow.Parse(u.Window).Window is { } window
                         ? (hours is null ? null : Fleet.GroupWindows.UnitStall(mac, hours, u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance))
                           ?? (own is null ? null : Fleet.GroupWindows.UnitWindowStall(mac, own, u.GroupName, window, u.Name, u.UpdateId, (int)u.Importance))

@@ -27,52 +27,56 @@ public sealed class StaleRevisionException(string mac, long expected, long actua
 }
 
 /// <summary>The device management table's lifecycle: edits with revisions, decommissioning, deletion, replacement, transfer.</summary>
-public sealed partial class TsunaguStore
+public sealed class UnitLifecycleStore
 {
+    private readonly TsunaguStore _store;
+
+    internal UnitLifecycleStore(TsunaguStore store) => _store = store;
+
     /// <summary>The name the ISP password is sealed under (<see cref="Units.Lifecycle.SecretBox"/>) and recorded as in revisions.</summary>
     public const string IspPasswordField = "isp.password";
 
     private static readonly JsonSerializerOptions ChangeJson = new(JsonSerializerDefaults.Web);
 
-    private void SealSecrets(UnitRow unit)
+    internal void SealSecrets(UnitRow unit)
     {
         if (unit.IspPassword is not null)
         {
-            unit.IspPasswordSealed = Secrets.Seal(unit.Mac, IspPasswordField, unit.IspPassword);
+            unit.IspPasswordSealed = _store.Secrets.Seal(unit.Mac, IspPasswordField, unit.IspPassword);
             unit.IspPassword = null;
         }
     }
 
     /// <summary>The unit's ISP password in clear (for its settings); plain text of a row not sealed yet is read as it is.</summary>
     public string? IspPasswordOf(UnitRow unit) =>
-        unit.IspPasswordSealed is { } sealedValue ? Secrets.Open(unit.Mac, IspPasswordField, sealedValue) : unit.IspPassword;
+        unit.IspPasswordSealed is { } sealedValue ? _store.Secrets.Open(unit.Mac, IspPasswordField, sealedValue) : unit.IspPassword;
 
     /// <summary>True when the unit is registered and not decommissioned (a narrow read, made on every unit request).</summary>
     public async Task<bool> IsUnitActiveAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.ExecuteScalarAsync<long?>(new CommandDefinition("SELECT 1 FROM units WHERE mac = @mac AND decommissioned_at IS NULL", new { mac }, cancellationToken: ct)) is not null;
     }
 
     public async Task<IReadOnlyList<UnitRevisionRow>> ListUnitRevisionsAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<UnitRevisionRow>(new CommandDefinition("SELECT * FROM unit_revisions WHERE mac = @mac ORDER BY revision, id", new { mac }, cancellationToken: ct))).ToList();
     }
 
     public async Task<IReadOnlyList<string>> ListDecommissionedUnitsAsync(CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM units WHERE decommissioned_at IS NOT NULL ORDER BY mac", cancellationToken: ct))).ToList();
     }
 
     private async Task<UnitRow?> ReadUnitAsync(DbConnection c, DbTransaction tx, string mac, CancellationToken ct) =>
-        await c.QuerySingleOrDefaultAsync<UnitRow>(new CommandDefinition($"{UnitColumns} WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
+        await c.QuerySingleOrDefaultAsync<UnitRow>(new CommandDefinition($"{UnitStore.UnitColumns} WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
 
     private async Task AddRevisionAsync(DbConnection c, DbTransaction tx, string mac, long revision, string actor, string action, IReadOnlyList<UnitFieldChange> changes, CancellationToken ct) =>
         await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO unit_revisions (mac, revision, at, actor, action, changes) VALUES (@mac, @revision, @now, @actor, @action, @changes)
-            """, new { mac, revision, now = Now(), actor, action, changes = JsonSerializer.Serialize(changes, ChangeJson) }, tx, cancellationToken: ct));
+            """, new { mac, revision, now = _store.Now(), actor, action, changes = JsonSerializer.Serialize(changes, ChangeJson) }, tx, cancellationToken: ct));
 
     /// <summary>The row as it is, for a change: refuses an unknown, decommissioned or stale row.</summary>
     private async Task<UnitRow> ReadForChangeAsync(DbConnection c, DbTransaction tx, string mac, long? expected, CancellationToken ct)
@@ -110,8 +114,8 @@ public sealed partial class TsunaguStore
     /// <exception cref="StaleRevisionException">The row is at another revision; nothing was written.</exception>
     public async Task<long> EditUnitAsync(UnitRow after, long expected, IReadOnlyList<UnitFieldChange> changes, string actor, bool wanChanged, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var row = await ReadForChangeAsync(c, tx, after.Mac, expected, ct);
         await BumpRevisionAsync(c, tx, row, """
             serial = @Serial, hardware_version = @HardwareVersion, isp_method = @IspMethod, isp_username = @IspUsername,
@@ -124,7 +128,7 @@ public sealed partial class TsunaguStore
             after.Vpn, after.GlobalIp, after.Subscriber, after.IspGateway, after.IspDns, SettingsBump = wanChanged ? 1 : 0
         }, ct);
         await AddRevisionAsync(c, tx, row.Mac, row.Revision + 1, actor, "edit", changes, ct);
-        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.edit", row.Mac, string.Join(", ", changes.Select(x => x.Field))), ct);
+        await _store.WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.edit", row.Mac, string.Join(", ", changes.Select(x => x.Field))), ct);
         await tx.CommitAsync(ct);
         return row.Revision + 1;
     }
@@ -135,16 +139,16 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<UnitRow> DecommissionAsync(string mac, long? expected, string actor, string? reason, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var row = await ReadForChangeAsync(c, tx, mac, expected, ct);
-        var now = Now();
+        var now = _store.Now();
         await BumpRevisionAsync(c, tx, row, "decommissioned_at = @now, state = @state, online = 0", new { now, state = UnitStates.Decommissioned }, ct);
         await AddRevisionAsync(c, tx, mac, row.Revision + 1, actor, "decommission",
             [new("state", row.State, UnitStates.Decommissioned), new("decommissionedAt", null, now)], ct);
-        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.decommission", mac, reason), ct);
+        await _store.WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.decommission", mac, reason), ct);
         await tx.CommitAsync(ct);
-        return (await GetUnitAsync(mac, ct))!;
+        return (await _store.Units.GetUnitAsync(mac, ct))!;
     }
 
     /// <summary>
@@ -156,9 +160,9 @@ public sealed partial class TsunaguStore
     /// <exception cref="StaleRevisionException">The row is at another revision; nothing was deleted.</exception>
     public async Task DeleteUnitAsync(string mac, long? expected, string actor, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        if (_db.Kind == DatabaseKind.Postgres)
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
+        if (_store.Database.Kind == DatabaseKind.Postgres)
         {
             await c.ExecuteAsync(new CommandDefinition("SELECT mac FROM units WHERE mac = @mac FOR UPDATE", new { mac }, tx, cancellationToken: ct));
         }
@@ -182,7 +186,7 @@ public sealed partial class TsunaguStore
         {
             throw new StoreConflictException($"unit {mac} changed while it was being deleted; nothing was deleted: read it again");
         }
-        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.delete", mac, row.Serial), ct);
+        await _store.WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.delete", mac, row.Serial), ct);
         await tx.CommitAsync(ct);
     }
 
@@ -193,14 +197,14 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<UnitRow> ReplaceUnitAsync(string oldMac, long? expected, UnitRow replacement, string? fallbackConfig, string actor, CancellationToken ct = default)
     {
-        var now = Now();
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        var now = _store.Now();
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         try
         {
             var old = await ReadForChangeAsync(c, tx, oldMac, expected, ct);
             replacement.CreatedAt = now;
-            await c.ExecuteAsync(new CommandDefinition(InsertUnitSql, replacement, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition(UnitStore.InsertUnitSql, replacement, tx, cancellationToken: ct));
             var document = await c.ExecuteScalarAsync<string?>(new CommandDefinition(
                 "SELECT document FROM unit_configs WHERE mac = @oldMac ORDER BY revision DESC LIMIT 1", new { oldMac }, tx, cancellationToken: ct)) ?? fallbackConfig;
             if (document is not null)
@@ -221,14 +225,14 @@ public sealed partial class TsunaguStore
                 new("replaces", null, oldMac), new("subscriber", null, replacement.Subscriber), new("targetPattern", null, replacement.TargetPattern),
                 new(IspPasswordField, null, null, Secret: true),
             ], ct);
-            await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.replace", oldMac, $"replaced by {replacement.Mac} ({replacement.Serial})"), ct);
+            await _store.WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.replace", oldMac, $"replaced by {replacement.Mac} ({replacement.Serial})"), ct);
             await tx.CommitAsync(ct);
         }
-        catch (DbException e) when (IsUniqueViolation(e))
+        catch (DbException e) when (TsunaguStore.IsUniqueViolation(e))
         {
             throw new StoreConflictException($"unit {replacement.Mac} is already registered");
         }
-        return (await GetUnitAsync(replacement.Mac, ct))!;
+        return (await _store.Units.GetUnitAsync(replacement.Mac, ct))!;
     }
 
     /// <summary>
@@ -239,8 +243,8 @@ public sealed partial class TsunaguStore
     public async Task<string> TransferSubscriberAsync(string fromMac, long? expectedFrom, string toMac, long? expectedTo, bool withConfig, string actor, CancellationToken ct = default)
     {
         if (fromMac == toMac) { throw new StoreConflictException("from and to are the same unit"); }
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var from = await ReadForChangeAsync(c, tx, fromMac, expectedFrom, ct);
         var to = await ReadForChangeAsync(c, tx, toMac, expectedTo, ct);
         var subscriber = from.Subscriber ?? throw new StoreConflictException($"unit {fromMac} has no subscriber to move");
@@ -256,12 +260,12 @@ public sealed partial class TsunaguStore
             var next = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COALESCE(MAX(revision), 0) + 1 FROM unit_configs WHERE mac = @toMac", new { toMac }, tx, cancellationToken: ct));
             await c.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@toMac, @next, @document, 'provisional', 'operator', @now)
-                """, new { toMac, next, document, now = Now() }, tx, cancellationToken: ct));
+                """, new { toMac, next, document, now = _store.Now() }, tx, cancellationToken: ct));
             changes.Add(new("serviceConfigRevision", null, next.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         }
         await AddRevisionAsync(c, tx, fromMac, from.Revision + 1, actor, "transfer-out", [new("subscriber", subscriber, null), new("transferredTo", null, toMac)], ct);
         await AddRevisionAsync(c, tx, toMac, to.Revision + 1, actor, "transfer-in", changes, ct);
-        await WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.transfer-subscriber", fromMac, $"subscriber {subscriber} to {toMac}{(withConfig ? " with configuration" : "")}"), ct);
+        await _store.WriteAuditAsync(c, tx, new AuditEntry(actor, "unit.transfer-subscriber", fromMac, $"subscriber {subscriber} to {toMac}{(withConfig ? " with configuration" : "")}"), ct);
         await tx.CommitAsync(ct);
         return subscriber;
     }
@@ -273,8 +277,8 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<int> ResealSecretsAsync(Func<string, string?, string?, string?> reseal, AuditEntry? audit, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var rows = (await c.QueryAsync<(string Mac, string? Plain, string? Sealed)>(new CommandDefinition(
             "SELECT mac, isp_password, isp_password_sealed FROM units WHERE isp_password IS NOT NULL OR isp_password_sealed IS NOT NULL", transaction: tx, cancellationToken: ct))).ToList();
         var changed = 0;
@@ -284,7 +288,7 @@ public sealed partial class TsunaguStore
             await c.ExecuteAsync(new CommandDefinition("UPDATE units SET isp_password = NULL, isp_password_sealed = @next WHERE mac = @mac", new { mac, next }, tx, cancellationToken: ct));
             changed++;
         }
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
         return changed;
     }

@@ -2,8 +2,13 @@ using Dapper;
 
 namespace Tsunagu.Server.Data;
 
-public sealed partial class TsunaguStore
+/// <summary>Update windows: a unit's own maintenance window, and the rollout members still waiting for theirs.</summary>
+public sealed class UpdateWindowStore
 {
+    private readonly TsunaguStore _store;
+
+    internal UpdateWindowStore(TsunaguStore store) => _store = store;
+
     /// <summary>
     /// The one rule for a member (<c>m</c>, of <c>rollout_units</c>) of rollout <c>r</c> (unit <c>u</c>) that the gate may
     /// still offer the rollout's update to: an active unit on the rollout's from-pattern, with no target pattern or the
@@ -26,12 +31,12 @@ public sealed partial class TsunaguStore
     /// the condition is left out without <paramref name="after"/>, so SQLite, which plans before it sees the values, still
     /// starts the range at <paramref name="after"/>).
     /// With <paramref name="installing"/> false, the members installing the update now are left out: offered it and
-    /// reporting state Updating, and not offline (the rule of the rollout's <c>downloading</c> count, <see cref="RolloutMembersAsync"/>).
+    /// reporting state Updating, and not offline (the rule of the rollout's <c>downloading</c> count, <see cref="RolloutStore.RolloutMembersAsync"/>).
     /// </summary>
     public async Task<IReadOnlyList<MemberHoursUse>> WaitingMembersWithOwnHoursAsync(string rollout, string? after, int limit, bool installing, CancellationToken ct)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limit);
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return [.. await c.QueryAsync<MemberHoursUse>(new CommandDefinition($"""
             SELECT m.rollout AS Rollout, m.mac AS Mac, u.low_window_start AS StartHour, u.low_window_end AS EndHour, u.maintenance_window AS Window
             FROM rollout_units m JOIN rollouts r ON r.name = m.rollout JOIN units u ON u.mac = m.mac
@@ -63,15 +68,15 @@ public sealed partial class TsunaguStore
     /// own maintenance window as <see cref="Protocol.MaintenanceWindow"/> writes it (null: none). When the hours stay as
     /// stored and the window stays or goes (a change of the zone alone, or back to the policy's hours) nothing gets worse
     /// and <paramref name="refuse"/> is not asked. They are read inside the transaction, under the catalogue's lock, which a group's window
-    /// change (<see cref="SetGroupWindowCheckedAsync(string, string?, Func{IReadOnlyList{GroupRolloutUse}, Protocol.UpdatePolicy, IReadOnlyList{MemberHoursUse}, string?}, AuditEntry, CancellationToken)"/>)
+    /// change (<see cref="FleetStore.SetGroupWindowCheckedAsync(string, string?, Func{IReadOnlyList{GroupRolloutUse}, Protocol.UpdatePolicy, IReadOnlyList{MemberHoursUse}, string?}, AuditEntry, CancellationToken)"/>)
     /// and a rollout's creation take too: whichever of them commits second sees what the first wrote.
     /// </summary>
     public async Task<bool> SetUpdateWindowCheckedAsync(string mac, int? startHour, int? endHour, string? timeZone, string? window,
         Func<IReadOnlyList<WindowedRolloutUse>, string?> refuse, AuditEntry audit, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        await LockCatalogueAsync(c, tx, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
+        await _store.CatalogueEdits.LockCatalogueAsync(c, tx, ct);
         var stored = await c.QuerySingleOrDefaultAsync<UnitClockRow>(new CommandDefinition(
             "SELECT mac, low_window_start, low_window_end, maintenance_window FROM units WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
         if (stored is null) { return false; }
@@ -90,7 +95,7 @@ public sealed partial class TsunaguStore
             "UPDATE units SET low_window_start = @startHour, low_window_end = @endHour, time_zone = @timeZone, maintenance_window = @window WHERE mac = @mac",
             new { mac, startHour, endHour, timeZone, window }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
         return true;
     }

@@ -5,15 +5,19 @@ using Tsunagu.Protocol;
 
 namespace Tsunagu.Server.Data;
 
-// Units (registration, what they report, presence, target pattern) and the challenges of their sessions.
-public sealed partial class TsunaguStore
+/// <summary>Units (registration, what they report, presence, target pattern) and the challenges of their sessions.</summary>
+public sealed class UnitStore
 {
+    private readonly TsunaguStore _store;
+
+    internal UnitStore(TsunaguStore store) => _store = store;
+
     // ---- units ------------------------------------------------------------------------------------------
 
-    private const string UnitColumns =
+    internal const string UnitColumns =
         "SELECT units.*, (SELECT MAX(revision) FROM unit_configs c WHERE c.mac = units.mac) AS config_revision FROM units";
 
-    private const string InsertUnitSql = """
+    internal const string InsertUnitSql = """
         INSERT INTO units (mac, serial, hardware_version, isp_method, isp_username, isp_password_sealed, ip_address, domain, vpn,
                            isp_gateway, isp_dns, global_ip, subscriber, state, pattern, target_pattern, created_at)
         VALUES (@Mac, @Serial, @HardwareVersion, @IspMethod, @IspUsername, @IspPasswordSealed, @IpAddress, @Domain, @Vpn,
@@ -22,9 +26,9 @@ public sealed partial class TsunaguStore
 
     public async Task AddUnitAsync(UnitRow unit, CancellationToken ct = default)
     {
-        unit.CreatedAt = Now();
-        SealSecrets(unit);
-        await InsertAsync(InsertUnitSql, unit, $"unit {unit.Mac} is already registered", ct: ct);
+        unit.CreatedAt = _store.Now();
+        _store.Lifecycle.SealSecrets(unit);
+        await _store.InsertAsync(InsertUnitSql, unit, $"unit {unit.Mac} is already registered", ct: ct);
     }
 
     /// <summary>
@@ -35,16 +39,16 @@ public sealed partial class TsunaguStore
     public async Task AddUnitsAsync(IReadOnlyList<UnitRow> units, ServiceConfiguration? config, string actor, string action, string? target, string? detail,
         IReadOnlyDictionary<string, IReadOnlyList<string>>? tags = null, CancellationToken ct = default)
     {
-        var now = Now();
+        var now = _store.Now();
         var document = config is null ? null : JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration);
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         try
         {
             foreach (var unit in units)
             {
                 unit.CreatedAt = now;
-                SealSecrets(unit);
+                _store.Lifecycle.SealSecrets(unit);
                 await c.ExecuteAsync(new CommandDefinition(InsertUnitSql, unit, tx, cancellationToken: ct));
                 if (document is not null)
                 {
@@ -52,12 +56,12 @@ public sealed partial class TsunaguStore
                         INSERT INTO unit_configs (mac, revision, document, status, origin, created_at) VALUES (@mac, 1, @document, 'provisional', 'operator', @now)
                         """, new { mac = unit.Mac, document, now }, tx, cancellationToken: ct));
                 }
-                if (tags?.GetValueOrDefault(unit.Mac) is { Count: > 0 } unitTags) { await WriteTagsAsync(c, tx, unit.Mac, unitTags, ct); }
+                if (tags?.GetValueOrDefault(unit.Mac) is { Count: > 0 } unitTags) { await FleetStore.WriteTagsAsync(c, tx, unit.Mac, unitTags, ct); }
             }
-            await InsertAuditAsync(c, tx, now, actor, action, target, detail, ct);
+            await TsunaguStore.InsertAuditAsync(c, tx, now, actor, action, target, detail, ct);
             await tx.CommitAsync(ct);
         }
-        catch (DbException e) when (IsUniqueViolation(e))
+        catch (DbException e) when (TsunaguStore.IsUniqueViolation(e))
         {
             throw new StoreConflictException(units.Count == 1
                 ? $"unit {units[0].Mac} is already registered"
@@ -67,16 +71,16 @@ public sealed partial class TsunaguStore
 
     public async Task<UnitRow?> GetUnitAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QuerySingleOrDefaultAsync<UnitRow>(new CommandDefinition($"{UnitColumns} WHERE mac = @mac", new { mac }, cancellationToken: ct));
     }
 
-    private const string UnitCheckSql = $"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac";
+    internal const string UnitCheckSql = $"SELECT {UnitCheckRow.Columns} FROM units WHERE mac = @mac";
 
     /// <summary>The columns of the unit a version check reads (<see cref="UnitCheckRow"/>).</summary>
     public async Task<UnitCheckRow?> GetUnitForCheckAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QuerySingleOrDefaultAsync<UnitCheckRow>(new CommandDefinition(UnitCheckSql, new { mac }, cancellationToken: ct));
     }
 
@@ -84,7 +88,7 @@ public sealed partial class TsunaguStore
 
     public async Task<IReadOnlyList<UnitRow>> QueryUnitsAsync(UnitQuery q, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var rows = (await c.QueryAsync<UnitRow>(new CommandDefinition($"""
             {UnitColumns}
             WHERE (@Pattern IS NULL OR pattern = @Pattern) AND (@State IS NULL OR state = @State)
@@ -96,8 +100,8 @@ public sealed partial class TsunaguStore
             """, new
         {
             q.Pattern, q.State, q.Subscriber, q.Serial, Domain = q.Domain?.ToLowerInvariant(),
-            SeenBefore = q.SeenBefore is { } b ? Timestamp(b) : null,
-            SeenAfter = q.SeenAfter is { } a ? Timestamp(a) : null,
+            SeenBefore = q.SeenBefore is { } b ? TsunaguStore.Timestamp(b) : null,
+            SeenAfter = q.SeenAfter is { } a ? TsunaguStore.Timestamp(a) : null,
             Online = q.Online is { } o ? (long?)(o ? 1 : 0) : null,
         }, cancellationToken: ct))).ToList();
         if (q.Application is null)
@@ -111,24 +115,24 @@ public sealed partial class TsunaguStore
     }
 
     /// <summary>Marks the unit as seen now, optionally moving it to <paramref name="state"/>.</summary>
-    /// <remarks>A bare touch (no state, no error) within <see cref="LastSeenResolution"/> of this replica's last write of the unit's last_seen writes nothing.</remarks>
+    /// <remarks>A bare touch (no state, no error) within <see cref="TsunaguStore.LastSeenResolution"/> of this replica's last write of the unit's last_seen writes nothing.</remarks>
     public async Task<bool> TouchAsync(string mac, string? state = null, string? error = null, bool clearError = false, CancellationToken ct = default)
     {
-        var now = _time.GetUtcNow();
-        if (state is null && error is null && !clearError && _lastSeenWritten.TryGetValue(mac, out var written) &&
-            now - written < LastSeenResolution && now >= written)
+        var now = _store.Time.GetUtcNow();
+        if (state is null && error is null && !clearError && _store.LastSeenWritten.TryGetValue(mac, out var written) &&
+            now - written < TsunaguStore.LastSeenResolution && now >= written)
         {
             return true;
         }
         // an error is reported once: it waits for the disk; the rest is reported again on the next contact
-        await using var c = error is null ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
+        await using var c = error is null ? await _store.OpenUnitReportAsync(ct) : await _store.OpenAsync(ct);
         var active = await c.ExecuteAsync(new CommandDefinition("""
             UPDATE units SET last_seen = @now, state = COALESCE(@state, state),
                    last_error = CASE WHEN @clear = 1 THEN NULL ELSE COALESCE(@error, last_error) END
             WHERE mac = @mac AND decommissioned_at IS NULL
-            """, new { mac, now = Timestamp(now), state, error, clear = clearError ? 1 : 0 }, cancellationToken: ct)) > 0;
-        if (active) { _lastSeenWritten[mac] = now; }
-        else { _lastSeenWritten.TryRemove(mac, out _); }
+            """, new { mac, now = TsunaguStore.Timestamp(now), state, error, clear = clearError ? 1 : 0 }, cancellationToken: ct)) > 0;
+        if (active) { _store.LastSeenWritten[mac] = now; }
+        else { _store.LastSeenWritten.TryRemove(mac, out _); }
         return active;
     }
 
@@ -143,13 +147,13 @@ public sealed partial class TsunaguStore
     /// <summary>Records the inventory, pattern, state and WAN address (each null: left as it was) and raises the bundle counter, in one transaction.</summary>
     public async Task RecordInventoryAsync(string mac, Inventory inventory, string? pattern, string? state, string? wanAddress = null, CancellationToken ct = default)
     {
-        var at = _time.GetUtcNow();
+        var at = _store.Time.GetUtcNow();
         // the bundle counter is reported once: it waits for the disk; the rest is reported again on the next contact
-        await using var c = inventory.LastBundle is null ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        await WriteInventoryAsync(c, tx, mac, inventory, pattern, state, wanAddress, null, Timestamp(at), ct);
+        await using var c = inventory.LastBundle is null ? await _store.OpenUnitReportAsync(ct) : await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
+        await WriteInventoryAsync(c, tx, mac, inventory, pattern, state, wanAddress, null, TsunaguStore.Timestamp(at), ct);
         await tx.CommitAsync(ct);
-        _lastSeenWritten[mac] = at;
+        _store.LastSeenWritten[mac] = at;
     }
 
     /// <summary>
@@ -177,9 +181,9 @@ public sealed partial class TsunaguStore
     /// What a version check of a unit on a verified pattern records, in one transaction (a failure, or the unit hanging up,
     /// leaves nothing of it): the inventory with <paramref name="pattern"/>, <paramref name="state"/> and the bundle counter
     /// when any of them differs from <paramref name="known"/> (the row the check read), else only last_seen (at most once per
-    /// <see cref="LastSeenResolution"/>); and the history entry <paramref name="detail"/>, which a periodic check that repeats
+    /// <see cref="TsunaguStore.LastSeenResolution"/>); and the history entry <paramref name="detail"/>, which a periodic check that repeats
     /// the unit's newest entry does not add again. A check that offers <paramref name="offer"/> (null: none) records the
-    /// offer first in the same transaction (<see cref="RecordOfferInAsync"/>): the program still in the catalogue as the
+    /// offer first in the same transaction (<see cref="RolloutStore.RecordOfferInAsync"/>): the program still in the catalogue as the
     /// check read it, the rollout's record of the offer, a way back's pinned target and its audit entry. The check commits
     /// all of it or none: when the offer is withheld (<see cref="OfferWithheld"/>), nothing is written and the caller
     /// records the check again without it. A check that changes nothing writes nothing and begins no transaction; nor does
@@ -192,16 +196,16 @@ public sealed partial class TsunaguStore
         CheckOffer? offer = null, CancellationToken ct = default)
     {
         var mac = known.Mac;
-        var at = _time.GetUtcNow();
+        var at = _store.Time.GetUtcNow();
         var changed = !Unchanged(known, inventory, JsonSerializer.Serialize(inventory, ProtocolJson.Default.Inventory), pattern, state);
-        var touch = !changed && !(_lastSeenWritten.TryGetValue(mac, out var written) && at - written < LastSeenResolution && at >= written);
-        var entry = forced || !(_lastEvent.TryGetValue(mac, out var last) && last.Kind == UnitEventKinds.Check && last.Detail == detail);
+        var touch = !changed && !(_store.LastSeenWritten.TryGetValue(mac, out var written) && at - written < TsunaguStore.LastSeenResolution && at >= written);
+        var entry = forced || !(_store.LastEvent.TryGetValue(mac, out var last) && last.Kind == UnitEventKinds.Check && last.Detail == detail);
         var offers = offer is { Rollout: not null } or { WayBack: not null };
         if (!changed && !touch && !entry && !offers) { return (false, OfferWithheld.None); }
-        var now = Timestamp(at);
-        await using var c = RaisesCounter(known, inventory) || offers ? await OpenAsync(ct) : await OpenUnitReportAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        if (offer is not null && await RecordOfferInAsync(c, tx, mac, offer, ct) is not OfferWithheld.None and var withheld)
+        var now = TsunaguStore.Timestamp(at);
+        await using var c = RaisesCounter(known, inventory) || offers ? await _store.OpenAsync(ct) : await _store.OpenUnitReportAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
+        if (offer is not null && await _store.Rollouts.RecordOfferInAsync(c, tx, mac, offer, ct) is not OfferWithheld.None and var withheld)
         {
             return (false, withheld); // disposing the transaction rolls it back
         }
@@ -213,11 +217,11 @@ public sealed partial class TsunaguStore
         {
             await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_seen = @now WHERE mac = @mac AND decommissioned_at IS NULL", new { mac, now }, tx, cancellationToken: ct));
         }
-        if (entry) { await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Check, detail, failed: false, ct); }
+        if (entry) { await HistoryStore.InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Check, detail, failed: false, ct); }
         await tx.CommitAsync(ct);
         // this replica's memory of what it wrote changes only with the commit: a rolled back check is written again next time
-        if (changed || touch) { _lastSeenWritten[mac] = at; }
-        if (entry) { _lastEvent[mac] = (UnitEventKinds.Check, detail); }
+        if (changed || touch) { _store.LastSeenWritten[mac] = at; }
+        if (entry) { _store.LastEvent[mac] = (UnitEventKinds.Check, detail); }
         return (changed, OfferWithheld.None);
     }
 
@@ -229,21 +233,21 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task RecordOffPatternCheckAsync(string mac, Inventory inventory, string error, string detail, CancellationToken ct = default)
     {
-        var at = _time.GetUtcNow();
-        var now = Timestamp(at);
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        var at = _store.Time.GetUtcNow();
+        var now = TsunaguStore.Timestamp(at);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         await WriteInventoryAsync(c, tx, mac, inventory, null, UnitStates.OffPattern, null, error, now, ct);
-        await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Check, detail, failed: true, ct);
+        await HistoryStore.InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Check, detail, failed: true, ct);
         await tx.CommitAsync(ct);
-        _lastSeenWritten[mac] = at;
-        _lastEvent[mac] = (UnitEventKinds.Check, detail);
+        _store.LastSeenWritten[mac] = at;
+        _store.LastEvent[mac] = (UnitEventKinds.Check, detail);
     }
 
     public async Task SetPresenceAsync(string mac, bool online, CancellationToken ct = default)
     {
-        await using var c = await OpenUnitReportAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = Now() }, cancellationToken: ct));
+        await using var c = await _store.OpenUnitReportAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE units SET online = @online, presence_at = @now WHERE mac = @mac", new { mac, online = online ? 1 : 0, now = _store.Now() }, cancellationToken: ct));
     }
 
     /// <summary>
@@ -251,7 +255,7 @@ public sealed partial class TsunaguStore
     /// return after a rollout's abort that the unit was in ends with it: the operator's target stands.
     /// </summary>
     public async Task SetTargetPatternAsync(string mac, string? pattern, AuditEntry? audit = null, CancellationToken ct = default) =>
-        await WriteAsync(async (c, tx) =>
+        await _store.WriteAsync(async (c, tx) =>
         {
             // rollout_units before units, the order the abort and the end of returns lock them in (no deadlock on PostgreSQL)
             await c.ExecuteAsync(new CommandDefinition("""
@@ -265,9 +269,9 @@ public sealed partial class TsunaguStore
 
     public async Task AddChallengeAsync(ChallengeRow challenge, CancellationToken ct = default)
     {
-        await using var c = await OpenUnitReportAsync(ct);
+        await using var c = await _store.OpenUnitReportAsync(ct);
         // one SQLite process cleans up as it goes; on PostgreSQL one replica does it (Cluster.ReplicaLease)
-        if (_db.Kind == DatabaseKind.Sqlite) { await c.ExecuteAsync(new CommandDefinition("DELETE FROM challenges WHERE expires_at < @now", new { now = Now() }, cancellationToken: ct)); }
+        if (_store.Database.Kind == DatabaseKind.Sqlite) { await c.ExecuteAsync(new CommandDefinition("DELETE FROM challenges WHERE expires_at < @now", new { now = _store.Now() }, cancellationToken: ct)); }
         await InsertChallengeAsync(c, null, challenge, ct);
     }
 
@@ -282,7 +286,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<ChallengeRow?> TakeChallengeAsync(string id, string purpose, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QuerySingleOrDefaultAsync<ChallengeRow>(new CommandDefinition("DELETE FROM challenges WHERE id = @id AND purpose = @purpose RETURNING *",
             new { id, purpose }, cancellationToken: ct));
     }

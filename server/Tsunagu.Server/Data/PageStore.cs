@@ -69,7 +69,7 @@ public sealed class UnitListRow
 /// <summary>A page of units, the cursor of the next page (null on the last), and how many units match in all.</summary>
 public sealed record UnitPage(IReadOnlyList<UnitListRow> Rows, UnitCursor? Next, long Matching);
 
-/// <summary>The fleet overview's counts (<see cref="TsunaguStore.CountUnitsAsync"/>); <see cref="OnPattern"/> is the units on a pattern now.</summary>
+/// <summary>The fleet overview's counts (<see cref="PageStore.CountUnitsAsync"/>); <see cref="OnPattern"/> is the units on a pattern now.</summary>
 public sealed record UnitCounts(long Total, long Online, IReadOnlyList<(string? Pattern, long Count)> ByPattern, IReadOnlyList<(string State, long Count)> ByState)
 {
     public long OnPattern(string pattern) => ByPattern.Where(p => p.Pattern == pattern).Sum(p => p.Count);
@@ -78,9 +78,13 @@ public sealed record UnitCounts(long Total, long Online, IReadOnlyList<(string? 
 /// <summary>A page of the audit log, newest first, and the id the next (older) page starts below (null on the last).</summary>
 public sealed record AuditPage(IReadOnlyList<AuditRow> Rows, long? Before);
 
-// Paged reads for the console: the unit list and the audit log at fleet scale.
-public sealed partial class TsunaguStore
+/// <summary>Paged reads for the console: the unit list and the audit log at fleet scale.</summary>
+public sealed class PageStore
 {
+    private readonly TsunaguStore _store;
+
+    internal PageStore(TsunaguStore store) => _store = store;
+
     /// <summary>The most rows one page may have.</summary>
     public const int MaxPageSize = 500;
 
@@ -139,7 +143,7 @@ public sealed partial class TsunaguStore
             CursorKey = q.After?.Key ?? "", CursorMac = q.After?.Mac ?? "",
             Take = q.Limit + 1,
         };
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var rows = (await c.QueryAsync<UnitListRow>(new CommandDefinition(UnitPageSql(q.Sort, q.Descending, q.After is not null), args, cancellationToken: ct))).ToList();
         var matching = await c.ExecuteScalarAsync<long>(new CommandDefinition($"SELECT COUNT(*) FROM units WHERE {UnitPageFilter}", args, cancellationToken: ct));
         UnitCursor? next = null;
@@ -157,7 +161,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<UnitCounts> CountUnitsAsync(CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var groups = (await c.QueryAsync<(string? Pattern, string State, long Count, long Online)>(new CommandDefinition(
             "SELECT pattern, state, COUNT(*), COUNT(CASE WHEN online <> 0 THEN 1 END) FROM units GROUP BY pattern, state", cancellationToken: ct))).ToList();
         return new UnitCounts(groups.Sum(g => g.Count), groups.Sum(g => g.Online),
@@ -168,7 +172,7 @@ public sealed partial class TsunaguStore
     /// <summary>The successful reports of one update, oldest first.</summary>
     public async Task<IReadOnlyList<string>> ListSuccessfulUpdateTimesAsync(string updateId, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<string>(new CommandDefinition("SELECT at FROM update_reports WHERE update_id = @updateId AND success = 1 ORDER BY at", new { updateId }, cancellationToken: ct))).ToList();
     }
 
@@ -200,7 +204,7 @@ public sealed partial class TsunaguStore
     public static object AuditPageArgs(AuditQuery q) => new
     {
         q.Unit, q.Before, q.Actor, q.Action, q.Target,
-        FromAt = q.From is { } f ? Timestamp(f) : null, ToAt = q.To is { } t ? Timestamp(t) : null, Take = q.Limit + 1,
+        FromAt = q.From is { } f ? TsunaguStore.Timestamp(f) : null, ToAt = q.To is { } t ? TsunaguStore.Timestamp(t) : null, Take = q.Limit + 1,
     };
 
     /// <summary>
@@ -210,7 +214,7 @@ public sealed partial class TsunaguStore
     public async Task<AuditPage> QueryAuditPageAsync(AuditQuery q, CancellationToken ct = default)
     {
         if (q.Limit is < 1 or > AuditQuery.MaxLimit) { throw new ArgumentOutOfRangeException(nameof(q), q.Limit, $"page size must be 1..{AuditQuery.MaxLimit}"); }
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var rows = (await c.QueryAsync<AuditRow>(new CommandDefinition(AuditPageSql(q), AuditPageArgs(q), cancellationToken: ct))).ToList();
         long? next = null;
         if (rows.Count > q.Limit)
@@ -223,7 +227,7 @@ public sealed partial class TsunaguStore
 }
 
 /// <summary>
-/// Filters and position of one page of the audit log (<see cref="TsunaguStore.QueryAuditPageAsync"/>); every filter is
+/// Filters and position of one page of the audit log (<see cref="PageStore.QueryAuditPageAsync"/>); every filter is
 /// optional. <see cref="Unit"/>: a MAC (normalized) the entry names; <see cref="From"/> inclusive, <see cref="To"/>
 /// exclusive; <see cref="Before"/>: the page starts below this entry id (keyset paging).
 /// </summary>

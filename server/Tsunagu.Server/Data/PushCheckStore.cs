@@ -32,8 +32,13 @@ public static class PushCheckStatus
     public const string Offline = "offline";
 }
 
-public sealed partial class TsunaguStore
+/// <summary>Forced checks: the pushes that carry them, their delivery and their retries.</summary>
+public sealed class PushCheckStore
 {
+    private readonly TsunaguStore _store;
+
+    internal PushCheckStore(TsunaguStore store) => _store = store;
+
     /// <summary>
     /// Records a forced check: one row per unit with the nonce its push carries, counted as sent once; with
     /// <paramref name="audit"/> (when given) in the same transaction.
@@ -41,20 +46,20 @@ public sealed partial class TsunaguStore
     public async Task AddPushCheckAsync(string checkId, string actor, int importance, IReadOnlyList<(string Mac, string Nonce)> units, AuditEntry? audit = null,
         string reason = Tsunagu.Protocol.PushReasons.Operator, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        var now = Now();
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
+        var now = _store.Now();
         await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts, reason)
             VALUES (@checkId, @Mac, @Nonce, @importance, @actor, @now, @now, 1, @reason)
             """, units.Select(u => new { checkId, u.Mac, u.Nonce, importance, actor, now, reason }), tx, cancellationToken: ct));
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
     }
 
     public async Task<IReadOnlyList<PushCheckRow>> GetPushCheckAsync(string checkId, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
             WHERE p.check_id = @checkId ORDER BY p.mac
@@ -64,7 +69,7 @@ public sealed partial class TsunaguStore
     /// <summary>The unit's newest forced checks first.</summary>
     public async Task<IReadOnlyList<PushCheckRow>> ListPushChecksForUnitAsync(string mac, int limit, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
             WHERE p.mac = @mac ORDER BY p.created_at DESC LIMIT @limit
@@ -77,23 +82,23 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<int> MarkPushDeliveredAsync(string mac, string nonce, CancellationToken ct = default)
     {
-        await using var c = await OpenUnitReportAsync(ct);
+        await using var c = await _store.OpenUnitReportAsync(ct);
         return await c.ExecuteAsync(new CommandDefinition("""
             UPDATE push_checks SET delivered_at = @now
             WHERE mac = @mac AND delivered_at IS NULL
               AND created_at <= (SELECT MAX(created_at) FROM push_checks WHERE mac = @mac AND nonce = @nonce)
-            """, new { mac, nonce, now = Now() }, cancellationToken: ct));
+            """, new { mac, nonce, now = _store.Now() }, cancellationToken: ct));
     }
 
     /// <summary>The unit's newest undelivered check created after <paramref name="since"/>, or null.</summary>
     public async Task<PushCheckRow?> NewestUndeliveredPushAsync(string mac, DateTimeOffset since, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QueryFirstOrDefaultAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, COALESCE(u.online, 0) AS online FROM push_checks p LEFT JOIN units u ON u.mac = p.mac
             WHERE p.mac = @mac AND p.delivered_at IS NULL AND p.created_at > @since
             ORDER BY p.created_at DESC, p.check_id DESC LIMIT 1
-            """, new { mac, since = Timestamp(since) }, cancellationToken: ct));
+            """, new { mac, since = TsunaguStore.Timestamp(since) }, cancellationToken: ct));
     }
 
     /// <summary>
@@ -104,28 +109,28 @@ public sealed partial class TsunaguStore
     public async Task<IReadOnlyList<PushCheckRow>> UndeliveredPushesToRetryAsync(DateTimeOffset since, DateTimeOffset sentBefore, int maxAttempts, int limit,
         bool cameOnlineSinceSent = false, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<PushCheckRow>(new CommandDefinition("""
             SELECT p.*, u.online AS online FROM push_checks p JOIN units u ON u.mac = p.mac
             WHERE p.delivered_at IS NULL AND p.created_at > @since AND u.online = 1
               AND (p.sent_at IS NULL OR p.sent_at < @sentBefore OR (@onlineSince = 1 AND u.presence_at > p.sent_at)) AND p.attempts < @maxAttempts
               AND NOT EXISTS (SELECT 1 FROM push_checks n WHERE n.mac = p.mac AND n.delivered_at IS NULL AND n.created_at > p.created_at)
             ORDER BY p.created_at LIMIT @limit
-            """, new { since = Timestamp(since), sentBefore = Timestamp(sentBefore), maxAttempts, limit, onlineSince = cameOnlineSinceSent ? 1 : 0 }, cancellationToken: ct))).ToList();
+            """, new { since = TsunaguStore.Timestamp(since), sentBefore = TsunaguStore.Timestamp(sentBefore), maxAttempts, limit, onlineSince = cameOnlineSinceSent ? 1 : 0 }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Deletes the records of forced checks made before <paramref name="before"/>; returns how many rows went.</summary>
     public async Task<int> PrunePushChecksAsync(DateTimeOffset before, CancellationToken ct = default)
     {
-        await using var c = await OpenUnitReportAsync(ct);
-        return await c.ExecuteAsync(new CommandDefinition("DELETE FROM push_checks WHERE created_at < @before", new { before = Timestamp(before) }, cancellationToken: ct));
+        await using var c = await _store.OpenUnitReportAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("DELETE FROM push_checks WHERE created_at < @before", new { before = TsunaguStore.Timestamp(before) }, cancellationToken: ct));
     }
 
     /// <summary>Counts one more sending of the unit's check.</summary>
     public async Task MarkPushResentAsync(string checkId, string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenUnitReportAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("UPDATE push_checks SET attempts = attempts + 1, sent_at = @now WHERE check_id = @checkId AND mac = @mac", new { checkId, mac, now = Now() }, cancellationToken: ct));
+        await using var c = await _store.OpenUnitReportAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE push_checks SET attempts = attempts + 1, sent_at = @now WHERE check_id = @checkId AND mac = @mac", new { checkId, mac, now = _store.Now() }, cancellationToken: ct));
     }
 
     /// <summary>
@@ -135,9 +140,9 @@ public sealed partial class TsunaguStore
     public async Task MarkPushesSentAsync(string checkId, IReadOnlyCollection<string> macs, CancellationToken ct = default)
     {
         if (macs.Count == 0) { return; }
-        await using var c = await OpenUnitReportAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
-        var now = Now();
+        await using var c = await _store.OpenUnitReportAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
+        var now = _store.Now();
         await c.ExecuteAsync(new CommandDefinition("UPDATE push_checks SET attempts = attempts + 1, sent_at = @now WHERE check_id = @checkId AND mac = @mac",
             macs.Select(mac => new { checkId, mac, now }), tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
@@ -149,8 +154,8 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<int> SetStalePresenceOfflineAsync(DateTimeOffset before, CancellationToken ct = default)
     {
-        await using var c = await OpenUnitReportAsync(ct);
+        await using var c = await _store.OpenUnitReportAsync(ct);
         return await c.ExecuteAsync(new CommandDefinition("UPDATE units SET online = 0, presence_at = @now WHERE online = 1 AND (presence_at IS NULL OR presence_at < @before)",
-            new { before = Timestamp(before), now = Now() }, cancellationToken: ct));
+            new { before = TsunaguStore.Timestamp(before), now = _store.Now() }, cancellationToken: ct));
     }
 }

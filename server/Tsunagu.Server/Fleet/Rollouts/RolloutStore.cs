@@ -48,14 +48,14 @@ public sealed class UnitClockRow
 public sealed record RolloutGateRow(string Name, string State, long OpenWaves, long? Wave, string? JoinedAt, string? PreviousPattern,
     string GroupName, string? Window, string? TimeZone);
 
-/// <summary>What the engine read when it decided to abort a rollout, and the units it adds to it (<see cref="TsunaguStore.AbortRolloutReturningAsync"/>).</summary>
+/// <summary>What the engine read when it decided to abort a rollout, and the units it adds to it (<see cref="RolloutStore.AbortRolloutReturningAsync"/>).</summary>
 public sealed record ExpectedRollout(string State, long OpenWaves, IReadOnlyList<RolloutMember> Joins);
 
 /// <summary>A return after an abort that ended in a pass of the engine: the unit runs the pattern again, or its target was changed meanwhile.</summary>
 public sealed record ReturnEnd(string Rollout, string Mac, string Outcome);
 
 /// <summary>
-/// An update a version check is about to offer (<see cref="TsunaguStore.RecordCheckAsync"/>):
+/// An update a version check is about to offer (<see cref="UnitStore.RecordCheckAsync"/>):
 /// the program as the check read it from the catalogue, the rollout that records the unit's first offer (null: none, or
 /// recorded before), and for a way back taken by a unit without a target the audit entry of the target it is pinned to
 /// (the program's to-pattern; null: no pin).
@@ -75,9 +75,13 @@ public enum OfferWithheld
     RolloutStopped,
 }
 
-// Rollouts: the rollout rows, their members, and what the engine reads about the members.
-public sealed partial class TsunaguStore
+/// <summary>Rollouts: the rollout rows, their members, and what the engine reads about the members.</summary>
+public sealed class RolloutStore
 {
+    private readonly TsunaguStore _store;
+
+    internal RolloutStore(TsunaguStore store) => _store = store;
+
     /// <summary>
     /// Creates a rollout with its members (wave 1 open) and the audit entry in one transaction. A rollout of the same
     /// name, or one still running or paused for the same transition, makes it a <see cref="StoreConflictException"/>.
@@ -127,21 +131,21 @@ public sealed partial class TsunaguStore
             Task<(RolloutRow Rollout, IReadOnlyList<RolloutMember> Members, AuditEntry Audit)>> plan,
         CancellationToken ct = default)
     {
-        var now = Now();
+        var now = _store.Now();
         string? name = null;
         try
         {
-            await using var c = await OpenAsync(ct);
-            await using var tx = await BeginAsync(c, ct);
-            await LockCatalogueAsync(c, tx, ct);
+            await using var c = await _store.OpenAsync(ct);
+            await using var tx = await _store.BeginAsync(c, ct);
+            await _store.CatalogueEdits.LockCatalogueAsync(c, tx, ct);
             var names = groupNames.Distinct(StringComparer.Ordinal).ToArray();
             var groups = names.Length == 0 ? []
-                : (await c.QueryAsync<GroupRow>(new CommandDefinition($"SELECT * FROM unit_groups WHERE {InList("name", "names")}{(_db.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
+                : (await c.QueryAsync<GroupRow>(new CommandDefinition($"SELECT * FROM unit_groups WHERE {_store.Fleet.InList("name", "names")}{(_store.Database.Kind == DatabaseKind.Postgres ? " FOR SHARE" : "")}",
                     new { names }, tx, cancellationToken: ct))).ToDictionary(g => g.Name, StringComparer.Ordinal);
-            var (rollout, members, audit) = await plan(groups, await ReadUpdatePolicyAsync(c, tx, ct), macs => ReadOwnHoursAsync(c, tx, macs, ct));
+            var (rollout, members, audit) = await plan(groups, await SettingStore.ReadUpdatePolicyAsync(c, tx, ct), macs => ReadOwnHoursAsync(c, tx, macs, ct));
             name = rollout.Name;
             rollout.CreatedAt = rollout.UpdatedAt = rollout.WaveOpenedAt = rollout.ErrorsSince = now;
-            await RequireTransitionAsync(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}", ct);
+            await CatalogueStore.RequireTransitionAsync(c, tx, rollout.FromPattern, rollout.ToPattern, $"rollout {rollout.Name}", ct);
             if (await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM update_programs WHERE id = @UpdateId AND from_pattern = @FromPattern AND to_pattern = @ToPattern",
                     rollout, tx, cancellationToken: ct)) == 0)
             {
@@ -160,10 +164,10 @@ public sealed partial class TsunaguStore
                         @MinWaveSeconds, @State, @OpenWaves, @WaveOpenedAt, @ErrorsSince, @Reason, @CreatedBy, @CreatedAt, @UpdatedAt)
                 """, rollout, tx, cancellationToken: ct));
             await InsertMembersAsync(c, tx, rollout.Name, members, now, ct);
-            await WriteAuditAsync(c, tx, audit, ct);
+            await _store.WriteAuditAsync(c, tx, audit, ct);
             await tx.CommitAsync(ct);
         }
-        catch (System.Data.Common.DbException e) when (IsUniqueViolation(e))
+        catch (System.Data.Common.DbException e) when (TsunaguStore.IsUniqueViolation(e))
         {
             throw new StoreConflictException($"rollout {name} exists");
         }
@@ -180,13 +184,13 @@ public sealed partial class TsunaguStore
 
     public async Task<RolloutRow?> GetRolloutAsync(string name, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QuerySingleOrDefaultAsync<RolloutRow>(new CommandDefinition("SELECT * FROM rollouts WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
     public async Task<IReadOnlyList<RolloutRow>> ListRolloutsAsync(bool activeOnly = false, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<RolloutRow>(new CommandDefinition($"SELECT * FROM rollouts {(activeOnly ? "WHERE state IN ('running', 'paused')" : "")} ORDER BY created_at, name", cancellationToken: ct))).ToList();
     }
 
@@ -197,7 +201,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<IReadOnlyList<RolloutMember>> RolloutMembersAsync(RolloutRow rollout, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await ReadMembersAsync(c, null, rollout, ct)).Select(m => m.Member).ToList();
     }
 
@@ -244,9 +248,9 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<bool> ApplyRolloutDecisionAsync(string name, string expectedState, long expectedOpenWaves, RolloutDecision decision, string? reason, AuditEntry? audit, CancellationToken ct = default)
     {
-        var now = Now();
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        var now = _store.Now();
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var changed = await c.ExecuteAsync(new CommandDefinition("""
             UPDATE rollouts SET state = @state, open_waves = @open, reason = @reason, updated_at = @now,
                    wave_opened_at = CASE WHEN @open <> open_waves THEN @now ELSE wave_opened_at END
@@ -256,7 +260,7 @@ public sealed partial class TsunaguStore
         // a unit that joined meanwhile (another replica) is not added twice
         var present = (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx, cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
         await InsertMembersAsync(c, tx, name, decision.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now, ct);
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
         return true;
     }
@@ -267,16 +271,16 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<bool> SetRolloutStateAsync(string name, IReadOnlyList<string> from, string to, string? reason, AuditEntry audit, CancellationToken ct = default)
     {
-        var now = Now();
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        var now = _store.Now();
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var changed = await c.ExecuteAsync(new CommandDefinition($"""
             UPDATE rollouts SET state = @to, reason = @reason, updated_at = @now,
                    errors_since = CASE WHEN @to = 'running' THEN @now ELSE errors_since END
-            WHERE name = @name AND {InList("state", "from")}
+            WHERE name = @name AND {_store.Fleet.InList("state", "from")}
             """, new { name, to, reason, now, from = from.ToArray() }, tx, cancellationToken: ct));
         if (changed == 0) { return false; }
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
         return true;
     }
@@ -291,7 +295,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     private async Task<bool> RecordRolloutOfferInAsync(DbConnection c, DbTransaction tx, string rollout, string mac, string fromPattern, CancellationToken ct)
     {
-        if (_db.Kind == DatabaseKind.Postgres)
+        if (_store.Database.Kind == DatabaseKind.Postgres)
         {
             await c.ExecuteAsync(new CommandDefinition("SELECT name FROM rollouts WHERE name = @rollout FOR SHARE", new { rollout }, tx, cancellationToken: ct));
         }
@@ -299,7 +303,7 @@ public sealed partial class TsunaguStore
             UPDATE rollout_units SET previous_pattern = @fromPattern, offered_at = @now
             WHERE rollout = @rollout AND mac = @mac AND previous_pattern IS NULL
               AND wave < (SELECT r.open_waves FROM rollouts r WHERE r.name = @rollout AND r.state = 'running')
-            """, new { rollout, mac, fromPattern, now = Now() }, tx, cancellationToken: ct)) == 1;
+            """, new { rollout, mac, fromPattern, now = _store.Now() }, tx, cancellationToken: ct)) == 1;
         // recorded meanwhile by another check (another replica): offered while running all the same
         return recorded || await c.ExecuteScalarAsync<long?>(new CommandDefinition("""
             SELECT 1 FROM rollout_units m JOIN rollouts r ON r.name = m.rollout
@@ -318,11 +322,11 @@ public sealed partial class TsunaguStore
     /// (when it has none) with its audit entry. Not <see cref="OfferWithheld.None"/>: the offer must not be made, and the
     /// caller rolls back what was written.
     /// </summary>
-    private async Task<OfferWithheld> RecordOfferInAsync(DbConnection c, DbTransaction tx, string mac, CheckOffer offer, CancellationToken ct)
+    internal async Task<OfferWithheld> RecordOfferInAsync(DbConnection c, DbTransaction tx, string mac, CheckOffer offer, CancellationToken ct)
     {
-        if (_db.Kind == DatabaseKind.Postgres)
+        if (_store.Database.Kind == DatabaseKind.Postgres)
         {
-            await c.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock_shared(@CatalogueLockKey)", new { CatalogueLockKey }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock_shared(@CatalogueLockKey)", new { CatalogueEditStore.CatalogueLockKey }, tx, cancellationToken: ct));
         }
         var program = offer.Program;
         if (await c.ExecuteScalarAsync<long?>(new CommandDefinition("""
@@ -339,7 +343,7 @@ public sealed partial class TsunaguStore
             && await c.ExecuteAsync(new CommandDefinition("UPDATE units SET target_pattern = @pattern WHERE mac = @mac AND target_pattern IS NULL",
                 new { mac, pattern = program.ToPattern }, tx, cancellationToken: ct)) == 1)
         {
-            await WriteAuditAsync(c, tx, audit, ct);
+            await _store.WriteAuditAsync(c, tx, audit, ct);
         }
         return OfferWithheld.None;
     }
@@ -351,7 +355,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<IReadOnlyList<(string Mac, string Returned)>> RolloutReturnsAsync(string rollout, string? after, int limit, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<(string Mac, string Returned)>(new CommandDefinition($"""
                 SELECT mac, returned FROM rollout_units WHERE rollout = @rollout AND returned IS NOT NULL{(after is null ? "" : " AND mac > @after")}
                 ORDER BY mac LIMIT @limit
@@ -361,7 +365,7 @@ public sealed partial class TsunaguStore
     /// <summary>How many members an abort returned, by their outcome now (<see cref="ReturnCounts"/>).</summary>
     public async Task<ReturnCounts> RolloutReturnCountsAsync(string rollout, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var row = await c.QuerySingleAsync<ReturnCountsRead>(new CommandDefinition("""
                 SELECT COUNT(*) AS total,
                        COALESCE(SUM(CASE WHEN returned LIKE 'returning to %' THEN 1 ELSE 0 END), 0) AS way,
@@ -387,9 +391,9 @@ public sealed partial class TsunaguStore
     public async Task<ReturnPlan?> AbortRolloutReturningAsync(string name, Func<IReadOnlyList<ReturnCandidate>, Task<ReturnPlan>> plan, Func<ReturnPlan, (string Reason, AuditEntry Audit)> describe,
         ExpectedRollout? expected = null, CancellationToken ct = default)
     {
-        var now = Now();
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        var now = _store.Now();
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         // the state first: on PostgreSQL it locks the rollout's row, so two aborts (or an abort and an engine pass) do not interleave
         var changed = await c.ExecuteAsync(new CommandDefinition($"""
             UPDATE rollouts SET state = 'aborted', updated_at = @now WHERE name = @name AND state IN ('running', 'paused')
@@ -402,7 +406,7 @@ public sealed partial class TsunaguStore
             var present = (await c.QueryAsync<string>(new CommandDefinition("SELECT mac FROM rollout_units WHERE rollout = @name", new { name }, tx, cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
             await InsertMembersAsync(c, tx, name, expected.Joins.Where(j => !present.Contains(j.Mac)).ToList(), now, ct);
         }
-        if (_db.Kind == DatabaseKind.Postgres)
+        if (_store.Database.Kind == DatabaseKind.Postgres)
         {
             // a version check recording an offer meanwhile waits for this transaction: the plan sees every offer made before it
             await c.ExecuteAsync(new CommandDefinition("SELECT mac FROM rollout_units WHERE rollout = @name FOR UPDATE", new { name }, tx, cancellationToken: ct));
@@ -423,7 +427,7 @@ public sealed partial class TsunaguStore
         {
             await c.ExecuteAsync(new CommandDefinition("UPDATE rollout_units SET returned = @returned WHERE rollout = @name AND mac = @mac", new { name, mac, returned = $"cannot return: {why}" }, tx, cancellationToken: ct));
         }
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
         return decided;
     }
@@ -454,7 +458,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<IReadOnlyList<ReturnEnd>> EndReturnsAsync(CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var ended = (await c.QueryAsync<ReturnRead>(new CommandDefinition("""
                 SELECT m.rollout, m.mac, m.return_to, m.target_before, u.pattern, u.target_pattern,
                        CASE WHEN EXISTS (SELECT 1 FROM update_reports r WHERE r.mac = m.mac AND r.success <> 0 AND r.pattern = m.return_to
@@ -464,7 +468,7 @@ public sealed partial class TsunaguStore
                 """, cancellationToken: ct))).Where(r => (r.Pattern == r.ReturnTo && r.CameBack != 0) || r.TargetPattern != r.ReturnTo).ToList();
         if (ended.Count == 0) { return []; }
         var done = new List<ReturnEnd>();
-        await using var tx = await BeginAsync(c, ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         foreach (var r in ended)
         {
             var arrived = r.TargetPattern == r.ReturnTo;
@@ -483,7 +487,7 @@ public sealed partial class TsunaguStore
         }
         foreach (var g in done.GroupBy(d => d.Rollout))
         {
-            await WriteAuditAsync(c, tx, new AuditEntry(RolloutService.Actor(g.Key), "rollout.returned", g.Key,
+            await _store.WriteAuditAsync(c, tx, new AuditEntry(RolloutService.Actor(g.Key), "rollout.returned", g.Key,
                 string.Join("; ", g.Take(20).Select(d => $"{d.Mac} {d.Outcome}")) + (g.Count() > 20 ? $"; and {g.Count() - 20} more" : "")), ct);
         }
         await tx.CommitAsync(ct);
@@ -497,7 +501,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<RolloutGateRow?> RolloutGateAsync(string mac, string fromPattern, string toPattern, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QuerySingleOrDefaultAsync<RolloutGateRow>(new CommandDefinition("""
             SELECT r.name AS Name, r.state AS State, r.open_waves AS OpenWaves, m.wave AS Wave, m.joined_at AS JoinedAt, m.previous_pattern AS PreviousPattern,
                    r.group_name AS GroupName, g.maintenance_window AS Window, u.time_zone AS TimeZone
@@ -511,7 +515,7 @@ public sealed partial class TsunaguStore
     /// <summary>Whether the unit reported <paramref name="updateId"/> as failed at or after <paramref name="since"/>.</summary>
     public async Task<bool> FailedUpdateSinceAsync(string mac, string updateId, string since, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.ExecuteScalarAsync<long?>(new CommandDefinition("SELECT 1 FROM update_reports WHERE mac = @mac AND update_id = @updateId AND success = 0 AND at >= @since LIMIT 1",
             new { mac, updateId, since }, cancellationToken: ct)) is not null;
     }
@@ -528,7 +532,7 @@ public sealed partial class TsunaguStore
         {
             foreach (var r in await c.QueryAsync<UnitClockRow>(new CommandDefinition($"""
                 SELECT mac, low_window_start, low_window_end, maintenance_window FROM units
-                WHERE {InList("mac", "chunk")} AND decommissioned_at IS NULL
+                WHERE {_store.Fleet.InList("mac", "chunk")} AND decommissioned_at IS NULL
                   AND ((low_window_start IS NOT NULL AND low_window_end IS NOT NULL) OR maintenance_window IS NOT NULL)
                 """, new { chunk }, tx, cancellationToken: ct)))
             {
@@ -541,7 +545,7 @@ public sealed partial class TsunaguStore
     /// <summary>The active units that carry a time zone, low-utilisation hours or a maintenance window of their own (the others take the fleet's).</summary>
     public async Task<IReadOnlyDictionary<string, UnitClockRow>> UnitClocksAsync(CancellationToken ct)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var rows = await c.QueryAsync<UnitClockRow>(new CommandDefinition("""
             SELECT mac, time_zone, low_window_start, low_window_end, maintenance_window FROM units
             WHERE decommissioned_at IS NULL AND (time_zone IS NOT NULL OR low_window_start IS NOT NULL OR maintenance_window IS NOT NULL)
@@ -559,8 +563,8 @@ public sealed partial class TsunaguStore
     public async Task<bool> ClaimWindowLookAsync(string rollout, string? lookedAt, string until, AuditEntry? audit, CancellationToken ct,
         PendingPushCheck? push = null)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var changed = await c.ExecuteAsync(new CommandDefinition($"""
             UPDATE rollouts SET window_looked_at = @until
             WHERE name = @rollout AND state = 'running' AND {(lookedAt is null ? "window_looked_at IS NULL" : "window_looked_at = @lookedAt")}
@@ -568,13 +572,13 @@ public sealed partial class TsunaguStore
         if (changed == 0) { return false; }
         if (push is not null && push.Units.Count > 0)
         {
-            var now = Now();
+            var now = _store.Now();
             await c.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO push_checks (check_id, mac, nonce, importance, actor, created_at, sent_at, attempts, reason)
                 VALUES (@CheckId, @Mac, @Nonce, @Importance, @Actor, @now, NULL, 0, @Reason)
                 """, push.Units.Select(u => new { push.CheckId, u.Mac, u.Nonce, push.Importance, push.Actor, now, push.Reason }), tx, cancellationToken: ct));
         }
-        if (audit is not null) { await WriteAuditAsync(c, tx, audit, ct); }
+        if (audit is not null) { await _store.WriteAuditAsync(c, tx, audit, ct); }
         await tx.CommitAsync(ct);
         return true;
     }

@@ -7,7 +7,7 @@ namespace Tsunagu.Server.Data;
 public sealed record PatternReferrers(int Count, string? First);
 
 /// <summary>
-/// One catalogue transaction (<see cref="TsunaguStore.InCatalogueTransactionAsync{T}"/>): the rules' reads and the writes they allow
+/// One catalogue transaction (<see cref="CatalogueEditStore.InCatalogueTransactionAsync{T}"/>): the rules' reads and the writes they allow
 /// see the same catalogue, because catalogue changes are serialised (SQLite: one writer; PostgreSQL: a transaction-scoped
 /// advisory lock every catalogue change takes first). A rule that refuses throws, and the transaction writes nothing.
 /// </summary>
@@ -178,9 +178,13 @@ public sealed class CatalogueTransaction(DbConnection c, DbTransaction tx, Func<
     }
 }
 
-// Catalogue edits and deletions (the rules are CatalogueService's): the rules' reads, each write and its audit entry in one transaction.
-public sealed partial class TsunaguStore
+/// <summary>Catalogue edits and deletions (the rules are CatalogueService's): the rules' reads, each write and its audit entry in one transaction.</summary>
+public sealed class CatalogueEditStore
 {
+    private readonly TsunaguStore _store;
+
+    internal CatalogueEditStore(TsunaguStore store) => _store = store;
+
     /// <summary>Any number the server's other advisory locks do not use: the PostgreSQL lock that serialises catalogue changes.</summary>
     public const long CatalogueLockKey = 0x7473_6e67_6361_7431; // "tsngcat1"
 
@@ -191,15 +195,15 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<T> InCatalogueTransactionAsync<T>(Func<CatalogueTransaction, Task<T>> work, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         await LockCatalogueAsync(c, tx, ct);
-        var catalogue = new CatalogueTransaction(c, tx, entry => WriteAuditAsync(c, tx, entry, ct));
+        var catalogue = new CatalogueTransaction(c, tx, entry => _store.WriteAuditAsync(c, tx, entry, ct));
         // a refusal (a rule's exception) leaves the transaction uncommitted: disposing it rolls everything back
         var result = await work(catalogue);
         if (catalogue.SnapshotChanged)
         {
-            await c.ExecuteAsync(new CommandDefinition(UpsertSettingSql, new { key = CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition(SettingStore.UpsertSettingSql, new { key = CatalogueStore.CatalogueStampKey, value = Guid.NewGuid().ToString("N") }, tx, cancellationToken: ct));
         }
         await tx.CommitAsync(ct);
         return result;
@@ -209,9 +213,9 @@ public sealed partial class TsunaguStore
     /// Serialises catalogue changes: on PostgreSQL a lock held until the transaction ends (its reads after it see every
     /// change committed before); SQLite transactions take the single writer's lock when they begin (BEGIN IMMEDIATE).
     /// </summary>
-    private async Task LockCatalogueAsync(DbConnection c, DbTransaction tx, CancellationToken ct)
+    internal async Task LockCatalogueAsync(DbConnection c, DbTransaction tx, CancellationToken ct)
     {
-        if (_db.Kind == DatabaseKind.Postgres)
+        if (_store.Database.Kind == DatabaseKind.Postgres)
         {
             await c.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(@CatalogueLockKey)", new { CatalogueLockKey }, tx, cancellationToken: ct));
         }
@@ -219,7 +223,7 @@ public sealed partial class TsunaguStore
 
     public async Task<PatchRow?> GetPatchAsync(string id, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QuerySingleOrDefaultAsync<PatchRow>(new CommandDefinition("SELECT * FROM patches WHERE id = @id", new { id }, cancellationToken: ct));
     }
 }

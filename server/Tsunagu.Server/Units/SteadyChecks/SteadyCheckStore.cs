@@ -4,7 +4,7 @@ using Tsunagu.Protocol;
 
 namespace Tsunagu.Server.Data;
 
-/// <summary>The columns of a unit a steady check compares with what the unit says (<see cref="TsunaguStore.GetSteadyCheckAsync"/>).</summary>
+/// <summary>The columns of a unit a steady check compares with what the unit says (<see cref="SteadyCheckStore.GetSteadyCheckAsync"/>).</summary>
 public sealed class SteadyUnitRow
 {
     public string Mac { get; set; } = "";
@@ -24,7 +24,7 @@ public sealed class SteadyUnitRow
                                   "vpn_public_key, vpn_listen_port, vpn_endpoint_address, last_error";
 }
 
-/// <summary>What <see cref="TsunaguStore.RecordSteadyCheckAsync"/> came to.</summary>
+/// <summary>What <see cref="SteadyCheckStore.RecordSteadyCheckAsync"/> came to.</summary>
 public enum SteadyCheckResult
 {
     /// <summary>Nothing changed: recorded as a ready report would have been, and the next nonce handed out.</summary>
@@ -37,14 +37,19 @@ public enum SteadyCheckResult
     NonceGone,
 }
 
-/// <summary>What a steady check that found nothing to do writes (<see cref="TsunaguStore.RecordSteadyCheckAsync"/>).</summary>
+/// <summary>What a steady check that found nothing to do writes (<see cref="SteadyCheckStore.RecordSteadyCheckAsync"/>).</summary>
 /// <see cref="VpnReported"/>: the unit sent a VPN report (the same as the row's, or the check would not be steady), which
 /// refreshes vpn_reported_at as a ready report's does.
 public sealed record SteadyCheckWrite(string Mac, string NonceId, bool Candidate, Inventory Inventory, string Pattern, string? TargetPattern,
     long SettingsRevision, long? ConfigRevision, string? WanAddress, UnitCacheReport? Cache, ChallengeRow Next, bool VpnReported = false);
 
-public sealed partial class TsunaguStore
+/// <summary>Steady checks: what one reads in one round trip, and what one that found nothing to do writes.</summary>
+public sealed class SteadyCheckStore
 {
+    private readonly TsunaguStore _store;
+
+    internal SteadyCheckStore(TsunaguStore store) => _store = store;
+
     /// <summary>Ends the ready history entry a steady check writes (the ready report's entry has none): the history tells them apart.</summary>
     public const string SteadyCheckSuffix = " (steady check)";
 
@@ -58,14 +63,14 @@ public sealed partial class TsunaguStore
         CancellationToken ct = default)
     {
         // reads only, so on a connection that sets nothing when it opens (a unit report's relaxes its commits first)
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         // three rows by their keys; the unit's is not made to depend on the nonce's, which a concurrent check may take
         // between the statements (the unit would then look unregistered)
         await using var read = await c.QueryMultipleAsync(new CommandDefinition($"""
             SELECT id, mac, purpose, nonce, expires_at FROM challenges WHERE id = @nonceId AND mac = @mac AND purpose = @purpose;
             SELECT {SteadyUnitRow.Columns} FROM units WHERE mac = @mac;
-            {CatalogueStampSql};
-            """, new { nonceId, mac, purpose = ProofPurpose.SteadyCheck, key = CatalogueStampKey }, cancellationToken: ct));
+            {CatalogueStore.CatalogueStampSql};
+            """, new { nonceId, mac, purpose = ProofPurpose.SteadyCheck, key = CatalogueStore.CatalogueStampKey }, cancellationToken: ct));
         var nonce = await read.ReadSingleOrDefaultAsync<ChallengeRow>();
         var unit = await read.ReadSingleOrDefaultAsync<SteadyUnitRow>();
         var stamp = await read.ReadSingleOrDefaultAsync<string>();
@@ -73,7 +78,7 @@ public sealed partial class TsunaguStore
         {
             return null;
         }
-        return (nonce, unit, await CatalogueAtAsync(c, stamp, ct));
+        return (nonce, unit, await _store.Catalogue.CatalogueAtAsync(c, stamp, ct));
     }
 
     /// <summary>The ready history entry's text, for a ready report (told whether the revision became final) and a steady check alike.</summary>
@@ -94,10 +99,10 @@ public sealed partial class TsunaguStore
     public async Task<SteadyCheckResult> RecordSteadyCheckAsync(SteadyCheckWrite w, CancellationToken ct = default)
     {
         var mac = w.Mac;
-        var at = _time.GetUtcNow();
-        var now = Timestamp(at);
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        var at = _store.Time.GetUtcNow();
+        var now = TsunaguStore.Timestamp(at);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         if (await c.ExecuteAsync(new CommandDefinition("DELETE FROM challenges WHERE id = @NonceId AND mac = @mac AND purpose = @purpose",
                 new { w.NonceId, mac, purpose = ProofPurpose.SteadyCheck }, tx, cancellationToken: ct)) != 1)
         {
@@ -136,13 +141,13 @@ public sealed partial class TsunaguStore
             await tx.CommitAsync(ct);
             return SteadyCheckResult.Changed;
         }
-        await InsertChallengeAsync(c, tx, w.Next, ct);
+        await UnitStore.InsertChallengeAsync(c, tx, w.Next, ct);
         var detail = ReadyDetail(w.Pattern, w.ConfigRevision, finalized: false) + SteadyCheckSuffix;
-        var entry = !(_lastEvent.TryGetValue(mac, out var last) && last.Kind == UnitEventKinds.Ready && last.Detail == detail);
-        if (entry) { await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, detail, failed: false, ct); }
+        var entry = !(_store.LastEvent.TryGetValue(mac, out var last) && last.Kind == UnitEventKinds.Ready && last.Detail == detail);
+        if (entry) { await HistoryStore.InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, detail, failed: false, ct); }
         await tx.CommitAsync(ct);
-        _lastSeenWritten[mac] = at;
-        if (entry) { _lastEvent[mac] = (UnitEventKinds.Ready, detail); }
+        _store.LastSeenWritten[mac] = at;
+        if (entry) { _store.LastEvent[mac] = (UnitEventKinds.Ready, detail); }
         return SteadyCheckResult.Steady;
     }
 }

@@ -25,33 +25,37 @@ public sealed record NamedDocument(string Name, string Document)
     public static string DigestOf(string stored) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(stored)));
 }
 
-// Service configurations: the named ones, and each unit's revisions with their acknowledgements.
-public sealed partial class TsunaguStore
+/// <summary>Service configurations: the named ones, and each unit's revisions with their acknowledgements.</summary>
+public sealed class ServiceConfigStore
 {
+    private readonly TsunaguStore _store;
+
+    internal ServiceConfigStore(TsunaguStore store) => _store = store;
+
     // ---- service configuration -------------------------------------------------------------------------
 
     /// <summary>Creates or replaces a named service configuration, with its audit entry (when given) in the same transaction.</summary>
     public async Task UpsertServiceConfigAsync(string name, ServiceConfiguration document, AuditEntry? audit = null, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         await c.ExecuteAsync(new CommandDefinition("INSERT INTO service_configs (name, document) VALUES (@name, @doc) ON CONFLICT(name) DO UPDATE SET document = excluded.document",
             new { name, doc = JsonSerializer.Serialize(document, ProtocolJson.Default.ServiceConfiguration) }, tx, cancellationToken: ct));
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
     }
 
     /// <summary>A named service configuration as stored (JSON), with its digest; null when there is none.</summary>
     public async Task<NamedDocument?> GetServiceConfigDocumentAsync(string name, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QuerySingleOrDefaultAsync<NamedDocument>(new CommandDefinition("SELECT name, document FROM service_configs WHERE name = @name", new { name }, cancellationToken: ct));
     }
 
     /// <summary>The named service configurations by name, each as stored (JSON).</summary>
     public async Task<IReadOnlyList<NamedDocument>> ListServiceConfigsAsync(CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<NamedDocument>(new CommandDefinition("SELECT name, document FROM service_configs ORDER BY name", cancellationToken: ct))).ToList();
     }
 
@@ -69,14 +73,14 @@ public sealed partial class TsunaguStore
     // written only as the caller expects to find it: absent, or holding the value whose digest it saw. The row is read in
     // the transaction that writes it (SQLite: the writer's lock from the start; PostgreSQL: the row locked), and a create
     // racing another create of the same name loses to the primary key.
-    private async Task PutNamedCheckedAsync(string table, string column, string what, string name, string value, string? expectedDigest, AuditEntry audit, CancellationToken ct)
+    internal async Task PutNamedCheckedAsync(string table, string column, string what, string name, string value, string? expectedDigest, AuditEntry audit, CancellationToken ct)
     {
         try
         {
-            await using var c = await OpenAsync(ct);
-            await using var tx = await BeginAsync(c, ct);
+            await using var c = await _store.OpenAsync(ct);
+            await using var tx = await _store.BeginAsync(c, ct);
             var stored = await c.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
-                $"SELECT {column} FROM {table} WHERE name = @name" + (_db.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""), new { name }, tx, cancellationToken: ct));
+                $"SELECT {column} FROM {table} WHERE name = @name" + (_store.Database.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""), new { name }, tx, cancellationToken: ct));
             if (expectedDigest is null && stored is not null)
             {
                 throw new StoreConflictException($"{what} {name} exists already: change it in its own form; nothing was stored");
@@ -92,10 +96,10 @@ public sealed partial class TsunaguStore
             await c.ExecuteAsync(new CommandDefinition(stored is null
                 ? $"INSERT INTO {table} (name, {column}) VALUES (@name, @value)"
                 : $"UPDATE {table} SET {column} = @value WHERE name = @name", new { name, value }, tx, cancellationToken: ct));
-            await WriteAuditAsync(c, tx, audit, ct);
+            await _store.WriteAuditAsync(c, tx, audit, ct);
             await tx.CommitAsync(ct);
         }
-        catch (DbException e) when (IsUniqueViolation(e))
+        catch (DbException e) when (TsunaguStore.IsUniqueViolation(e))
         {
             throw new StoreConflictException($"{what} {name} was created by someone else at the same moment; nothing was stored");
         }
@@ -113,13 +117,13 @@ public sealed partial class TsunaguStore
 
     // One row of a table keyed by name deleted as the caller expects to find it (any value, or the one whose digest it
     // saw), unless refuse (read in the same transaction) names a reason; the row is read in the transaction that deletes it.
-    private async Task DeleteNamedCheckedAsync(string table, string column, string what, string name, string? expectedDigest, AuditEntry audit,
+    internal async Task DeleteNamedCheckedAsync(string table, string column, string what, string name, string? expectedDigest, AuditEntry audit,
         Func<DbConnection, DbTransaction, Task<string?>> refuse, CancellationToken ct)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var stored = await c.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
-            $"SELECT {column} FROM {table} WHERE name = @name" + (_db.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""), new { name }, tx, cancellationToken: ct))
+            $"SELECT {column} FROM {table} WHERE name = @name" + (_store.Database.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""), new { name }, tx, cancellationToken: ct))
             ?? throw new KeyNotFoundException($"{what} {name} does not exist");
         if (expectedDigest is not null && NamedDocument.DigestOf(stored) != expectedDigest)
         {
@@ -130,13 +134,13 @@ public sealed partial class TsunaguStore
             throw new StoreConflictException($"{why}; nothing was deleted");
         }
         await c.ExecuteAsync(new CommandDefinition($"DELETE FROM {table} WHERE name = @name", new { name }, tx, cancellationToken: ct));
-        await WriteAuditAsync(c, tx, audit, ct);
+        await _store.WriteAuditAsync(c, tx, audit, ct);
         await tx.CommitAsync(ct);
     }
 
     public async Task<ServiceConfiguration?> GetServiceConfigAsync(string name, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         var doc = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition("SELECT document FROM service_configs WHERE name = @name", new { name }, cancellationToken: ct));
         return doc is null ? null : JsonSerializer.Deserialize(doc, ProtocolJson.Default.ServiceConfiguration);
     }
@@ -160,7 +164,7 @@ public sealed partial class TsunaguStore
             {
                 return await InsertNextUnitConfigAsync(mac, doc, origin, audit, expectedRevision, ct);
             }
-            catch (DbException e) when (IsUniqueViolation(e))
+            catch (DbException e) when (TsunaguStore.IsUniqueViolation(e))
             {
                 if (expectedRevision is { } expected)
                 {
@@ -176,8 +180,8 @@ public sealed partial class TsunaguStore
 
     private async Task<long> InsertNextUnitConfigAsync(string mac, string doc, string origin, Func<long, AuditEntry>? audit, long? expectedRevision, CancellationToken ct)
     {
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         // the comparison with the revision the change was made from and the insert are one statement (HAVING: only when the
         // newest revision is still the expected one); a concurrent insert of the same revision is refused by the primary key
         var guard = expectedRevision is null ? "" : "HAVING COALESCE(MAX(revision), 0) = @expectedRevision";
@@ -186,13 +190,13 @@ public sealed partial class TsunaguStore
             SELECT @mac, COALESCE(MAX(revision), 0) + 1, @doc, 'provisional', @origin, @now FROM unit_configs WHERE mac = @mac
             {guard}
             RETURNING revision
-            """, new { mac, doc, origin, now = Now(), expectedRevision = expectedRevision ?? 0 }, tx, cancellationToken: ct));
+            """, new { mac, doc, origin, now = _store.Now(), expectedRevision = expectedRevision ?? 0 }, tx, cancellationToken: ct));
         if (next is not { } revision)
         {
             var actual = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac }, tx, cancellationToken: ct));
             throw new StaleConfigRevisionException(mac, expectedRevision!.Value, actual);
         }
-        await WriteAuditAsync(c, tx, audit?.Invoke(revision), ct);
+        await _store.WriteAuditAsync(c, tx, audit?.Invoke(revision), ct);
         await tx.CommitAsync(ct);
         return revision;
     }
@@ -200,19 +204,19 @@ public sealed partial class TsunaguStore
     /// <summary>The unit's newest revision number (0: it has none).</summary>
     public async Task<long> LatestUnitConfigRevisionAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COALESCE(MAX(revision), 0) FROM unit_configs WHERE mac = @mac", new { mac }, cancellationToken: ct));
     }
 
     public async Task<UnitConfigRow?> LatestUnitConfigAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.QueryFirstOrDefaultAsync<UnitConfigRow>(new CommandDefinition("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision DESC LIMIT 1", new { mac }, cancellationToken: ct));
     }
 
     public async Task<IReadOnlyList<UnitConfigRow>> ListUnitConfigsAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<UnitConfigRow>(new CommandDefinition("SELECT * FROM unit_configs WHERE mac = @mac ORDER BY revision", new { mac }, cancellationToken: ct))).ToList();
     }
 
@@ -223,9 +227,9 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<bool> AckUnitConfigAsync(string mac, long revision, bool success, string? error, (string? LastError, string EventDetail)? report = null, CancellationToken ct = default)
     {
-        var at = _time.GetUtcNow();
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        var at = _store.Time.GetUtcNow();
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var status = success ? ConfigStatus.Applied : ConfigStatus.Failed;
         var exists = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @revision", new { mac, revision }, tx, cancellationToken: ct)) > 0;
         if (!exists)
@@ -235,7 +239,7 @@ public sealed partial class TsunaguStore
         await c.ExecuteAsync(new CommandDefinition("""
             UPDATE unit_configs SET status = @status, error = @error, updated_at = @now
             WHERE mac = @mac AND revision = @revision AND status NOT IN ('final', @status)
-            """, new { mac, revision, status, error, now = Now() }, tx, cancellationToken: ct));
+            """, new { mac, revision, status, error, now = _store.Now() }, tx, cancellationToken: ct));
         if (success)
         {
             await c.ExecuteAsync(new CommandDefinition("UPDATE units SET applied_config_revision = @revision WHERE mac = @mac AND (applied_config_revision IS NULL OR applied_config_revision < @revision)",
@@ -243,7 +247,7 @@ public sealed partial class TsunaguStore
         }
         if (report is { } r)
         {
-            var now = Timestamp(at);
+            var now = TsunaguStore.Timestamp(at);
             await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_seen = @now, last_error = COALESCE(@LastError, last_error) WHERE mac = @mac", new { mac, now, r.LastError }, tx, cancellationToken: ct));
             await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @EventDetail, @failed)",
                 new { mac, now, kind = UnitEventKinds.Config, r.EventDetail, failed = success ? 0 : 1 }, tx, cancellationToken: ct));
@@ -251,8 +255,8 @@ public sealed partial class TsunaguStore
         await tx.CommitAsync(ct);
         if (report is { } written)
         {
-            _lastSeenWritten[mac] = at;
-            _lastEvent[mac] = (UnitEventKinds.Config, written.EventDetail);
+            _store.LastSeenWritten[mac] = at;
+            _store.LastEvent[mac] = (UnitEventKinds.Config, written.EventDetail);
         }
         return true;
     }
@@ -273,10 +277,10 @@ public sealed partial class TsunaguStore
     public async Task<bool> RecordReadyAsync(string mac, Inventory inventory, string? pattern, string state, string? wanAddress, long? configRevision, Func<bool, string> detail,
         UnitVpnReport? vpn = null, string? vpnAddress = null, UnitCacheReport? cache = null, string? bootProblem = null, ChallengeRow? nextNonce = null, CancellationToken ct = default)
     {
-        var at = _time.GetUtcNow();
-        var now = Timestamp(at);
+        var at = _store.Time.GetUtcNow();
+        var now = TsunaguStore.Timestamp(at);
         bool once;
-        await using (var read = await OpenUnitReportAsync(ct))
+        await using (var read = await _store.OpenUnitReportAsync(ct))
         {
             once = bootProblem is not null || (configRevision is { } pending && await read.ExecuteScalarAsync<long>(new CommandDefinition(
                         "SELECT COUNT(*) FROM unit_configs WHERE mac = @mac AND revision = @pending AND status = 'applied'", new { mac, pending }, cancellationToken: ct)) > 0)
@@ -284,13 +288,13 @@ public sealed partial class TsunaguStore
                         "SELECT COUNT(*) FROM units WHERE mac = @mac AND (last_bundle_version IS NULL OR last_bundle_version < @Version)", new { mac, raised.Version }, cancellationToken: ct)) > 0)
                    || (vpn is not null && await read.ExecuteScalarAsync<string?>(new CommandDefinition("SELECT vpn_public_key FROM units WHERE mac = @mac", new { mac }, cancellationToken: ct)) != vpn.PublicKey);
         }
-        await using var c = once ? await OpenAsync(ct) : await OpenUnitReportAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = once ? await _store.OpenAsync(ct) : await _store.OpenUnitReportAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         if (bootProblem is not null)
         {
             // an OS slot refused at boot (dm-verity): the unit's last error and a failed history entry, before it is Ready
             await c.ExecuteAsync(new CommandDefinition("UPDATE units SET last_error = @bootProblem WHERE mac = @mac", new { mac, bootProblem }, tx, cancellationToken: ct));
-            await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, $"boot: {bootProblem}", failed: true, ct);
+            await HistoryStore.InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, $"boot: {bootProblem}", failed: true, ct);
         }
         if (inventory.LastBundle is { } counter)
         {
@@ -329,19 +333,19 @@ public sealed partial class TsunaguStore
                 text += $"; WireGuard public key changed from {previous} to {vpn.PublicKey}: peers must be given the new key";
             }
         }
-        await InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, text, failed: false, ct);
-        if (nextNonce is not null) { await InsertChallengeAsync(c, tx, nextNonce, ct); }
+        await HistoryStore.InsertUnitEventAsync(c, tx, mac, now, UnitEventKinds.Ready, text, failed: false, ct);
+        if (nextNonce is not null) { await UnitStore.InsertChallengeAsync(c, tx, nextNonce, ct); }
         await tx.CommitAsync(ct);
-        _lastSeenWritten[mac] = at;
-        _lastEvent[mac] = (UnitEventKinds.Ready, text);
+        _store.LastSeenWritten[mac] = at;
+        _store.LastEvent[mac] = (UnitEventKinds.Ready, text);
         return finalized;
     }
 
     /// <summary>Marks an applied revision final (the unit has confirmed it with the host after applying).</summary>
     public async Task<bool> FinalizeUnitConfigAsync(string mac, long revision, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.ExecuteAsync(new CommandDefinition("UPDATE unit_configs SET status = 'final', updated_at = @now WHERE mac = @mac AND revision = @revision AND status = 'applied'",
-            new { mac, revision, now = Now() }, cancellationToken: ct)) > 0;
+            new { mac, revision, now = _store.Now() }, cancellationToken: ct)) > 0;
     }
 }

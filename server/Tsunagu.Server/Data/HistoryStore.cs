@@ -4,18 +4,22 @@ using Tsunagu.Protocol;
 
 namespace Tsunagu.Server.Data;
 
-// What units did: update reports, their history entries, and the audit entries that name them.
-public sealed partial class TsunaguStore
+/// <summary>What units did: update reports, their history entries, and the audit entries that name them.</summary>
+public sealed class HistoryStore
 {
+    private readonly TsunaguStore _store;
+
+    internal HistoryStore(TsunaguStore store) => _store = store;
+
     /// <summary>Records an update report without an install id once; a repeated report (same unit, update, result) changes nothing.</summary>
     public async Task<bool> RecordUpdateReportAsync(string mac, string updateId, bool success, string? error, string? pattern, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at)
             VALUES (@mac, @updateId, @success, @error, @pattern, @now)
             ON CONFLICT DO NOTHING
-            """, new { mac, updateId, success = success ? 1 : 0, error, pattern, now = Now() }, cancellationToken: ct)) > 0;
+            """, new { mac, updateId, success = success ? 1 : 0, error, pattern, now = _store.Now() }, cancellationToken: ct)) > 0;
     }
 
     /// <summary>
@@ -28,11 +32,11 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<UpdateRecord> RecordUpdateOutcomeAsync(UpdateOutcome o, CancellationToken ct = default)
     {
-        var at = _time.GetUtcNow();
-        var now = Timestamp(at);
+        var at = _store.Time.GetUtcNow();
+        var now = TsunaguStore.Timestamp(at);
         var kind = UnitEventKinds.Update;
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var inserted = await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO update_reports (mac, update_id, success, error, pattern, at, install_id)
             VALUES (@Mac, @UpdateId, @success, @Error, @Pattern, @now, @InstallId)
@@ -57,12 +61,12 @@ public sealed partial class TsunaguStore
                    last_error = CASE WHEN @Success THEN NULL ELSE COALESCE(@LastError, last_error) END
             WHERE mac = @Mac
             """, new { o.Mac, inventory = JsonSerializer.Serialize(o.Inventory, ProtocolJson.Default.Inventory), o.Pattern, o.State, now, o.Success, o.LastError }, tx, cancellationToken: ct));
-        await InsertAuditAsync(c, tx, now, o.Mac, o.Success ? "update.succeeded" : "update.failed", o.UpdateId, o.Error, ct);
+        await TsunaguStore.InsertAuditAsync(c, tx, now, o.Mac, o.Success ? "update.succeeded" : "update.failed", o.UpdateId, o.Error, ct);
         await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@Mac, @now, @kind, @EventDetail, @failed)",
             new { o.Mac, now, kind, o.EventDetail, failed = o.Success ? 0 : 1 }, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
-        _lastSeenWritten[o.Mac] = at;
-        _lastEvent[o.Mac] = (kind, o.EventDetail);
+        _store.LastSeenWritten[o.Mac] = at;
+        _store.LastEvent[o.Mac] = (kind, o.EventDetail);
         return new UpdateRecord(true, o.UpdateId, o.Success, o.Pattern);
     }
 
@@ -88,10 +92,10 @@ public sealed partial class TsunaguStore
     public async Task<string?> RecordFallBackAsync(UnitCheckRow known, string pattern, Protocol.Bundles.BundleCounter? counter, CancellationToken ct = default)
     {
         if (counter is null || known.Pattern == pattern) { return null; }
-        await using var c = await OpenAsync(ct);
-        await using var tx = await BeginAsync(c, ct);
+        await using var c = await _store.OpenAsync(ct);
+        await using var tx = await _store.BeginAsync(c, ct);
         var was = await c.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
-            "SELECT pattern FROM units WHERE mac = @Mac AND decommissioned_at IS NULL" + (_db.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""),
+            "SELECT pattern FROM units WHERE mac = @Mac AND decommissioned_at IS NULL" + (_store.Database.Kind == DatabaseKind.Postgres ? " FOR UPDATE" : ""),
             new { known.Mac }, tx, cancellationToken: ct));
         if (was is null || was == pattern) { return null; }
         var last = await c.QuerySingleOrDefaultAsync<UpdateReportRow>(new CommandDefinition(
@@ -101,7 +105,7 @@ public sealed partial class TsunaguStore
             "SELECT from_pattern FROM update_programs WHERE id = @UpdateId AND to_pattern = @was", new { last.UpdateId, was }, tx, cancellationToken: ct));
         if (from != pattern) { return null; }
         var error = $"update {last.UpdateId}: reported installed at {last.At}, the unit runs {pattern} again (its own rollback after the report)";
-        var now = Now();
+        var now = _store.Now();
         var installId = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes($"fell-back:{known.Mac}:{last.Id}")))[..32];
         var inserted = await c.ExecuteAsync(new CommandDefinition("""
@@ -110,23 +114,23 @@ public sealed partial class TsunaguStore
             ON CONFLICT DO NOTHING
             """, new { known.Mac, last.UpdateId, error, pattern, now, installId }, tx, cancellationToken: ct)) > 0;
         if (!inserted) { return null; }
-        await InsertAuditAsync(c, tx, now, known.Mac, "update.failed", last.UpdateId, error, ct);
+        await TsunaguStore.InsertAuditAsync(c, tx, now, known.Mac, "update.failed", last.UpdateId, error, ct);
         await InsertUnitEventAsync(c, tx, known.Mac, now, UnitEventKinds.Update, error, failed: true, ct);
         await tx.CommitAsync(ct);
-        _lastEvent[known.Mac] = (UnitEventKinds.Update, error);
+        _store.LastEvent[known.Mac] = (UnitEventKinds.Update, error);
         return error;
     }
 
     public async Task<long> CountUpdateReportsAsync(string mac, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM update_reports WHERE mac = @mac", new { mac }, cancellationToken: ct));
     }
 
     // ---- unit history ------------------------------------------------------------------------------------
 
     /// <summary>Writes one entry of the unit's history inside the caller's transaction.</summary>
-    private static async Task InsertUnitEventAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction? tx, string mac, string now, string kind, string? detail,
+    internal static async Task InsertUnitEventAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction? tx, string mac, string now, string kind, string? detail,
         bool failed, CancellationToken ct) =>
         await c.ExecuteAsync(new CommandDefinition("INSERT INTO unit_events (mac, at, kind, detail, failed) VALUES (@mac, @now, @kind, @detail, @failed)",
             new { mac, now, kind, detail, failed = failed ? 1 : 0 }, tx, cancellationToken: ct));
@@ -135,30 +139,30 @@ public sealed partial class TsunaguStore
     public async Task AddUnitEventAsync(string mac, string kind, string? detail, bool failed = false, CancellationToken ct = default)
     {
         // checks and ready reports come again on the next contact; updates, configurations and failures are reported once
-        await using var c = !failed && kind is UnitEventKinds.Check or UnitEventKinds.Ready ? await OpenUnitReportAsync(ct) : await OpenAsync(ct);
-        await InsertUnitEventAsync(c, null, mac, Now(), kind, detail, failed, ct);
-        _lastEvent[mac] = (kind, detail);
+        await using var c = !failed && kind is UnitEventKinds.Check or UnitEventKinds.Ready ? await _store.OpenUnitReportAsync(ct) : await _store.OpenAsync(ct);
+        await InsertUnitEventAsync(c, null, mac, _store.Now(), kind, detail, failed, ct);
+        _store.LastEvent[mac] = (kind, detail);
     }
 
     /// <summary>The unit's newest history entries first.</summary>
     public async Task<IReadOnlyList<UnitEventRow>> ListUnitEventsAsync(string mac, int limit = 100, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<UnitEventRow>(new CommandDefinition("SELECT * FROM unit_events WHERE mac = @mac ORDER BY id DESC LIMIT @limit", new { mac, limit }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Failed events (updates, configurations) since <paramref name="since"/>, newest first.</summary>
     public async Task<IReadOnlyList<UnitEventRow>> ListFailuresAsync(DateTimeOffset since, int limit = 100, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<UnitEventRow>(new CommandDefinition("SELECT * FROM unit_events WHERE failed = 1 AND at >= @since ORDER BY id DESC LIMIT @limit",
-            new { since = Timestamp(since), limit }, cancellationToken: ct))).ToList();
+            new { since = TsunaguStore.Timestamp(since), limit }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Update reports, oldest first; of one unit when <paramref name="mac"/> is given.</summary>
     public async Task<IReadOnlyList<UpdateReportRow>> ListUpdateReportsAsync(string? mac = null, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<UpdateReportRow>(new CommandDefinition("SELECT * FROM update_reports WHERE @mac IS NULL OR mac = @mac ORDER BY at, id", new { mac }, cancellationToken: ct))).ToList();
     }
 
@@ -168,7 +172,7 @@ public sealed partial class TsunaguStore
     /// </summary>
     public async Task<IReadOnlyList<AuditRow>> ListAuditForUnitAsync(string mac, int limit = 100, CancellationToken ct = default)
     {
-        await using var c = await OpenAsync(ct);
+        await using var c = await _store.OpenAsync(ct);
         return (await c.QueryAsync<AuditRow>(new CommandDefinition("""
             SELECT a.id, a.at, a.actor, a.action, a.target, a.detail FROM audit_units u JOIN audit a ON a.id = u.audit_id
             WHERE u.mac = @mac ORDER BY u.audit_id DESC LIMIT @limit
