@@ -160,19 +160,23 @@ public sealed class TestServer : IAsyncDisposable
     })
     { BaseAddress = new Uri(url) };
 
-    /// <summary>Runs a program to completion; fails with its exit code and error output when it does not succeed.</summary>
-    public static void Run(string file, IEnumerable<string> arguments)
+    /// <summary>
+    /// Runs a program to completion and returns its standard output; fails with its exit code and error output when it
+    /// does not succeed.
+    /// </summary>
+    public static string Run(string file, IEnumerable<string> arguments)
     {
         var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
         foreach (var a in arguments) { start.ArgumentList.Add(a); }
         using var p = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
         var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
+        var stdout = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
         if (p.ExitCode != 0)
         {
             throw new InvalidOperationException($"{file} {string.Join(' ', start.ArgumentList)} exited with {p.ExitCode}: {stderr.Result}");
         }
+        return stdout;
     }
 
     /// <summary>A loopback port nothing listens on right now, for a service started next (<see cref="LoopbackPorts"/>).</summary>

@@ -46,6 +46,10 @@ public sealed class QemuArm64Tests
         QemuUnitTests.LedsAndResetAsync(_lab, 4, BootToReady);
 
     [Test, Category("long")]
+    public Task A_unit_reimaged_by_a_technician_with_factory_burn_reimage_comes_back_as_itself() =>
+        QemuUnitTests.ReimageAsync(_lab, 6, BootToReady);
+
+    [Test, Category("long")]
     public Task Power_cuts_in_provisioning_update_and_steady_state_keep_settings_counter_records_and_the_file_system() =>
         PowerCutTests.CampaignAsync("qemu-arm64");
 }

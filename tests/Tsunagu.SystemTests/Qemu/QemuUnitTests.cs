@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
+using Tsunagu.Protocol.Bundles;
+using Tsunagu.Server.Apis;
 
 namespace Tsunagu.SystemTests.Qemu;
 
@@ -107,6 +109,50 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("cat /data/boot/state"), Does.Contain("primary=a").And.Contain("a_version=tsunagu-os 1.1"));
         Assert.That(await unit.ShellAsync("nft list tables"), Does.Contain("inet tsunagu"), "the host restored the services too");
         Assert.That((await lab.Store.History.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
+    }
+
+    [Test]
+    public Task A_unit_reimaged_by_a_technician_with_factory_burn_reimage_comes_back_as_itself() => ReimageAsync(_lab, 6, BootToReady);
+
+    /// <summary>
+    /// A technician reimages a Ready unit of <paramref name="lab"/>'s board: the whole disk is written again from the
+    /// image (the factory partition with it), `tsunagu factory burn --reimage` (the CLI, as a technician runs it) writes
+    /// the same identity into it and registers nothing, and the unit comes back as itself: it provisions again with the
+    /// secrets its identity derives from the operator's unit key, is updated to qemu-2 and Ready, in the same row of the
+    /// device management table, with no second registration (every board).
+    /// </summary>
+    internal static async Task ReimageAsync(QemuLab lab, int index, TimeSpan bootToReady)
+    {
+        await using var unit = await lab.AddUnitAsync(index);
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
+        var before = (await lab.UnitAsync(unit.Mac))!;
+        var registrations = (await lab.Store.ListAuditAsync(target: unit.Mac)).Count(a => a.Action == "unit.register");
+        Assert.That(registrations, Is.EqualTo(1), "the unit was registered once, by the factory");
+        var provisioned = unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1;
+        await unit.PowerOffAsync();
+        TestServer.Run("cp", ["--sparse=always", Path.Combine(lab.ImageDirectory, "disk.img"), unit.Disk]);
+        var cli = Path.Combine(AppContext.BaseDirectory, "tsunagu.dll");
+        Assert.That(() => TestServer.Run("dotnet", [cli, "factory", "show", "--image", unit.Disk]), Throws.InvalidOperationException,
+            "the fresh image carries no identity");
+        var burned = TestServer.Run("dotnet", [cli, "factory", "burn", "--reimage", "--image", unit.Disk, "--mac", unit.Mac,
+            "--serial", before.Serial, "--hardware", before.HardwareVersion, "--board", lab.Board, "--provisional-method", "dhcp",
+            "--unit-key", Path.Combine(lab.Root, "server", "keys", UnitKey.FileName),
+            "--release-public-key", ReleaseKeys.PublicKeyBase64(lab.ReleaseKey),
+            "--bootstrap-url", $"https://10.0.2.100:{lab.Port}/", "--server", $"https://127.0.0.1:{lab.Port}/", "--server-cert", lab.CertificatePath]);
+        Assert.That(burned, Does.Contain($"rewritten for {unit.Mac}").And.Contain("comes back as itself"));
+        Assert.That(TestServer.Run("dotnet", [cli, "factory", "show", "--image", unit.Disk]), Does.Contain($"mac {unit.Mac}").And.Contain($"board {lab.Board}"));
+        unit.PowerOn();
+        // the server's row says Ready on qemu-2 from before the reimage: what counts is the unit provisioned again, updated
+        // (OS 1.1 booted after it) and Ready on that OS
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady, () => Task.FromResult(
+            unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1 > provisioned
+            && unit.Console() is var console && console.LastIndexOf("Tsunagu OS tsunagu-os 1.1", StringComparison.Ordinal) is >= 0 and var booted
+            && console.IndexOf("--> Ready", booted, StringComparison.Ordinal) >= 0));
+        var after = (await lab.UnitAsync(unit.Mac))!;
+        Assert.That((after.Serial, after.CreatedAt), Is.EqualTo((before.Serial, before.CreatedAt)), "the same row of the device management table");
+        Assert.That((await lab.Store.ListAuditAsync(target: unit.Mac)).Count(a => a.Action == "unit.register"), Is.EqualTo(1), "no second registration");
+        Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "updated to qemu-2 again");
     }
 
     [Test]
