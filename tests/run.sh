@@ -6,7 +6,7 @@
 # - the other side runs every other test project of Tsunagu.slnx one after another, beginning while the images are
 #   being built (no project but the system tests boots them); then, once the images are built, the checks (CHECKS,
 #   `make test`: the layout of the code) and the system tests of the second board (category "arm64", QEMU's arm64
-#   guests, about 4 min).
+#   guests, about 6 min).
 # Each run writes RESULTS/<project>.trx (the second board's RESULTS/<project>.arm64.trx; .ci/run sums them).
 # The long tests (category "long", `make test-long`) are left out. Exits 1 if any run or step failed, naming which;
 # Ctrl-C (or TERM, HUP) stops both sides at once, each run's whole process group (image build, test hosts, QEMU guests)
