@@ -62,30 +62,28 @@ format-check: restore
 	$(DOTNET) format Tsunagu.slnx --verify-no-changes --no-restore
 
 # Every test but the long ones (below); TRX results land in $(RESULTS)/ (one file per test run). The QEMU tests boot
-# the images of both boards (qemu-arm64: first boot, slot fall back, a changed byte refused by dm-verity and a
-# technician's reimage, about 7 min under TCG). tests/run.sh runs two sides at once: the images, then the system tests
-# (the router's daemons, the first board; the longest run); beside them, the other test projects of the solution one
-# after another, then the layout check (format-check) and the second board's system tests. It fails if any run or step
-# failed, and Ctrl-C stops every run.
+# the images of both boards (qemu-arm64: first boot, slot fall back and a changed byte refused by dm-verity, about
+# 4 min under TCG). tests/run.sh runs two sides at once: the system tests (the router's daemons, the first board; the
+# longest run); beside them, the other test projects of the solution one after another, then the layout check
+# (format-check) and the second board's system tests. It fails if any run or step failed, and Ctrl-C stops every run.
 SYSTEM_TESTS := tests/Tsunagu.SystemTests
 # (through a variable: a recipe line naming $$(MAKE) itself would run even under `make -n`)
 SUBMAKE = $(MAKE) --no-print-directory
-test: packages build
+test: packages build image image-arm64 isp-lab-image lan-pc-image
 	rm -rf $(RESULTS)
-	DOTNET=$(DOTNET) CONFIGURATION=$(CONFIGURATION) RESULTS=$(RESULTS) \
-		IMAGES='$(SUBMAKE) image image-arm64 isp-lab-image lan-pc-image' CHECKS='$(SUBMAKE) format-check' bash tests/run.sh
+	DOTNET=$(DOTNET) CONFIGURATION=$(CONFIGURATION) RESULTS=$(RESULTS) CHECKS='$(SUBMAKE) format-check' bash tests/run.sh
 
 # The long system tests, which wait out a board's own timers for minutes and are not part of `make test` (part of
 # `make system-test`; so not of CI, which runs `make test`): a new OS that hangs, restarted by the watchdog on each of
-# its three tries (about 7 min under TCG); on the second board, the wiped data partition, the LEDs and reset button and
-# the power cuts that `make test` runs on the first; on the first, the technician's reimage that it runs on the second.
+# its three tries (about 7 min under TCG); on the second board, the wiped data partition, the technician's reimage, the
+# LEDs and reset button and the power cuts that `make test` runs on the first.
 .PHONY: test-long
 test-long: packages build image image-arm64
 	$(DOTNET) test $(SYSTEM_TESTS) -c $(CONFIGURATION) --no-build --filter "TestCategory=long" --logger "console;verbosity=normal"
 
-# Only the QEMU tests of the second board, qemu-arm64, all of them (QemuArm64Tests under TCG: first boot, slot fall back,
-# dm-verity fall back and a technician's reimage, also part of `make test`; the wiped data partition, the LEDs and reset
-# button, the power cuts, long ones part of `make test-long`; all part of `make system-test`).
+# Only the QEMU tests of the second board, qemu-arm64, all of them (QemuArm64Tests under TCG: first boot, slot fall back
+# and dm-verity fall back, also part of `make test`; the wiped data partition, the technician's reimage, the LEDs and
+# reset button, the power cuts, long ones part of `make test-long`; all part of `make system-test`).
 .PHONY: test-arm64 image-arm64
 test-arm64: packages build image-arm64
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.QemuArm64Tests" \

@@ -1,25 +1,24 @@
 #!/usr/bin/env bash
-# `make test`'s run of the test projects (they are built already), on two sides at once, as many as the 2-core build
-# machine has cores, so that both end near the same time:
-# - the QEMU side builds the guests' images (IMAGES) and then runs the system tests (the router's daemons in network
-#   namespaces, the first board booted in QEMU), the longest run, which no other run waits for;
-# - the other side runs every other test project of Tsunagu.slnx one after another, beginning while the images are
-#   being built (no project but the system tests boots them); then, once the images are built, the checks (CHECKS,
-#   `make test`: the layout of the code) and the system tests of the second board (category "arm64", QEMU's arm64
-#   guests, about 6 min).
-# Each run writes RESULTS/<project>.trx (the second board's RESULTS/<project>.arm64.trx; .ci/run sums them).
-# The long tests (category "long", `make test-long`) are left out. Exits 1 if any run or step failed, naming which;
-# Ctrl-C (or TERM, HUP) stops both sides at once, each run's whole process group (image build, test hosts, QEMU guests)
-# included, and exits 130.
+# `make test`'s run of the test projects (they and the images are built already), on two sides at once, as many as the
+# 2-core build machine has cores, so that both end near the same time:
+# - one side runs the system tests (the router's daemons in network namespaces, the first board booted in QEMU), the
+#   longest run, which never waits for a slot;
+# - the other runs every other test project of Tsunagu.slnx one after another, then the checks (CHECKS, `make test`:
+#   the layout of the code) and the system tests of the second board (category "arm64", QEMU's arm64 guests, about
+#   4 min).
+# The images are built before, not beside the tests: a build that shares the cores with the tests is starved by them
+# and holds up the longest run. Each run writes RESULTS/<project>.trx (the second board's
+# RESULTS/<project>.arm64.trx; .ci/run sums them). The long tests (category "long", `make test-long`) are left out.
+# Exits 1 if any run or step failed, naming which; Ctrl-C (or TERM, HUP) stops both sides at once, each run's whole
+# process group (test hosts, QEMU guests) included, and exits 130.
 #
-# Environment: DOTNET (dotnet), CONFIGURATION (Release), RESULTS (TestResults); IMAGES, CHECKS: shell commands, each
-# run by `bash -c` (none when empty).
+# Environment: DOTNET (dotnet), CONFIGURATION (Release), RESULTS (TestResults); CHECKS: a shell command, run by
+# `bash -c` (none when empty).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DOTNET=${DOTNET:-dotnet}
 CONFIGURATION=${CONFIGURATION:-Release}
 RESULTS=${RESULTS:-TestResults}
-IMAGES=${IMAGES:-}
 CHECKS=${CHECKS:-}
 SYSTEM=tests/Tsunagu.SystemTests/Tsunagu.SystemTests.csproj
 # every project of the solution under tests/ that is a test project (tests/Directory.Build.props sets IsTestProject;
@@ -34,8 +33,8 @@ done
 grep -qxF "$SYSTEM" <(printf '%s\n' "${projects[@]}") || { echo "tests/run.sh: $SYSTEM is not in Tsunagu.slnx" >&2; exit 2; }
 [ "${#others[@]}" -gt 0 ] || { echo "tests/run.sh: no other test project in Tsunagu.slnx" >&2; exit 2; }
 
-# each run in a session of its own (setsid): a signal to its process group reaches its test host, the QEMU guests and
-# the image build it started, and Ctrl-C at the terminal reaches only this script, which stops them
+# each run in a session of its own (setsid): a signal to its process group reaches its test host and the QEMU guests
+# it started, and Ctrl-C at the terminal reaches only this script, which stops them
 running=()
 stop() {
     echo "tests/run.sh: stopping the test runs" >&2
@@ -56,37 +55,27 @@ step() {
     [ -n "$2" ] || return 0
     setsid bash -c "$2" &
     local pid=$!
-    running=("$qemu" "$pid")
+    running=("$system" "$pid")
     wait "$pid" || failed+=("$name")
 }
 
-mkdir -p "$RESULTS"
-built="$RESULTS/.images-built"
-rm -f "$built"
-# the QEMU side: the images, then (only if they were built) its system tests
-setsid bash -c 'bash -c "$1" || { echo "tests/run.sh: the images were not built" >&2; exit 1; }; touch "$2"; shift 2; exec "$@"' \
-    qemu-side "$IMAGES" "$built" "$DOTNET" test "$SYSTEM" -c "$CONFIGURATION" --no-build --logger "trx;LogFileName=Tsunagu.SystemTests.trx" \
-    --logger "console;verbosity=normal" --results-directory "$RESULTS" --filter "TestCategory!=long&TestCategory!=arm64" &
-qemu=$!
-running=("$qemu")
+run "$SYSTEM" Tsunagu.SystemTests --filter "TestCategory!=long&TestCategory!=arm64"
+system=$!
+running=("$system")
 failed=()
 for p in "${others[@]}"; do
     run "$p" "$(basename "$p" .csproj)"
     pid=$!
-    running=("$qemu" "$pid")
+    running=("$system" "$pid")
     wait "$pid" || failed+=("$(basename "$p" .csproj)")
 done
-# the images first: the checks read the projects as the image build left them, and the second board's tests boot them
-while [ ! -e "$built" ] && kill -0 "$qemu" 2>/dev/null; do sleep 2; done
-[ -e "$built" ] || echo "tests/run.sh: the images were not built; the second board's system tests will fail for want of them" >&2
 step checks "$CHECKS"
 run "$SYSTEM" Tsunagu.SystemTests.arm64 --filter "TestCategory=arm64&TestCategory!=long"
 pid=$!
-running=("$qemu" "$pid")
+running=("$system" "$pid")
 wait "$pid" || failed+=("$(basename "$SYSTEM" .csproj) (arm64)")
-running=("$qemu")
-wait "$qemu" || failed+=("$(basename "$SYSTEM" .csproj) (with the images)")
-rm -f "$built"
+running=("$system")
+wait "$system" || failed+=("$(basename "$SYSTEM" .csproj)")
 trap - INT TERM HUP
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "tests/run.sh: failed: ${failed[*]}" >&2

@@ -3,10 +3,10 @@ namespace Tsunagu.SystemTests.Qemu;
 /// <summary>
 /// The second board, qemu-arm64 (QEMU virt under TCG, Debian's arm64 kernel and packages, tsunagud cross-compiled
 /// with Native AOT): the same tests as <see cref="QemuUnitTests"/>, <see cref="VerifiedBootTests"/> and
-/// <see cref="PowerCutTests"/> run on qemu-x86_64. `make test` runs the first boot, the fall back from a new slot that
-/// does not come up and from a slot whose bytes fail dm-verity, and a technician's reimage (long on qemu-x86_64); the
-/// wiped data partition, the LEDs and the reset button, and the power cuts are long (category "long": `make test-arm64`,
-/// `make test-long`). They fail (never skip) without `make image BOARD=qemu-arm64`.
+/// <see cref="PowerCutTests"/> run on qemu-x86_64. `make test` runs the first boot and the fall back from a new slot
+/// that does not come up and from a slot whose bytes fail dm-verity; the wiped data partition, the technician's reimage,
+/// the LEDs and the reset button, and the power cuts are long (category "long": `make test-arm64`, `make test-long`).
+/// They fail (never skip) without `make image BOARD=qemu-arm64`.
 /// </summary>
 [TestFixture, NonParallelizable, Category("arm64")]
 public sealed class QemuArm64Tests
@@ -45,7 +45,7 @@ public sealed class QemuArm64Tests
     public Task Leds_show_the_state_and_a_long_press_of_reset_wipes_data_and_provisions_again() =>
         QemuUnitTests.LedsAndResetAsync(_lab, 4, BootToReady);
 
-    [Test]
+    [Test, Category("long")]
     public Task A_unit_reimaged_by_a_technician_with_factory_burn_reimage_comes_back_as_itself() =>
         QemuUnitTests.ReimageAsync(_lab, 6, BootToReady);
 

@@ -111,8 +111,7 @@ public sealed class QemuUnitTests
         Assert.That((await lab.Store.History.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
     }
 
-    /// <summary>Long (`make test-long`, `make system-test`): `make test` runs the same test on the second board (<see cref="QemuArm64Tests"/>).</summary>
-    [Test, Category("long")]
+    [Test]
     public Task A_unit_reimaged_by_a_technician_with_factory_burn_reimage_comes_back_as_itself() => ReimageAsync(_lab, 6, BootToReady);
 
     /// <summary>
