@@ -12,7 +12,7 @@ using Tsunagu.Server.Data;
 namespace Tsunagu.IntegrationTests;
 
 /// <summary>
-/// Saves of a unit's service configuration that race (TsunaguStore.AddUnitConfig): a save made from revision n is stored
+/// Saves of a unit's service configuration that race (ServiceConfigs.AddUnitConfigAsync): a save made from revision n is stored
 /// only while n is still the newest, compared and inserted in one statement, so of two saves from the same revision one
 /// is stored and the other refused (never both, never a 5xx). The race is made deterministic: the other save's revision
 /// is inserted in a transaction held open until this save waits for it.
