@@ -351,6 +351,23 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     /// <summary>Everything the unit printed on its console in this power cycle.</summary>
     public string Console() => File.Exists(ConsolePath) ? File.ReadAllText(ConsolePath) : "";
 
+    private const string Provisioning = "Boot --NeedsProvisioning--> Provisional";
+
+    /// <summary>How often the unit has started provisioning, across all power cycles.</summary>
+    public int Provisionings() => FullConsole().Split(Provisioning).Length - 1;
+
+    /// <summary>
+    /// Whether the unit provisioned again after the first <paramref name="provisionings"/> times, then booted OS 1.1 (the
+    /// update to qemu-2) and went Ready on it. The server's row can say Ready on qemu-2 from before: this reads the console.
+    /// </summary>
+    public bool ProvisionedAgainAndReadyOnOs11(int provisionings)
+    {
+        var console = FullConsole();
+        if (Provisionings() <= provisionings) { return false; }
+        var booted = console.IndexOf("Tsunagu OS tsunagu-os 1.1", console.LastIndexOf(Provisioning, StringComparison.Ordinal), StringComparison.Ordinal);
+        return booted >= 0 && console.IndexOf("--> Ready", booted, StringComparison.Ordinal) >= 0;
+    }
+
     /// <summary>Everything printed on the console across all power cycles (for failure messages).</summary>
     public string FullConsole()
     {

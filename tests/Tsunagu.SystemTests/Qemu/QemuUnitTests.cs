@@ -127,9 +127,9 @@ public sealed class QemuUnitTests
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
         var before = (await lab.UnitAsync(unit.Mac))!;
-        var registrations = (await lab.Store.ListAuditAsync(target: unit.Mac)).Count(a => a.Action == "unit.register");
-        Assert.That(registrations, Is.EqualTo(1), "the unit was registered once, by the factory");
-        var provisioned = unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1;
+        async Task<int> Registrations() => (await lab.Store.ListAuditAsync(target: unit.Mac)).Count(a => a.Action == "unit.register");
+        Assert.That(await Registrations(), Is.EqualTo(1), "the unit was registered once, by the factory");
+        var provisioned = unit.Provisionings();
         await unit.PowerOffAsync();
         TestServer.Run("cp", ["--sparse=always", Path.Combine(lab.ImageDirectory, "disk.img"), unit.Disk]);
         var cli = Path.Combine(AppContext.BaseDirectory, "tsunagu.dll");
@@ -143,15 +143,10 @@ public sealed class QemuUnitTests
         Assert.That(burned, Does.Contain($"rewritten for {unit.Mac}").And.Contain("comes back as itself"));
         Assert.That(TestServer.Run("dotnet", [cli, "factory", "show", "--image", unit.Disk]), Does.Contain($"mac {unit.Mac}").And.Contain($"board {lab.Board}"));
         unit.PowerOn();
-        // the server's row says Ready on qemu-2 from before the reimage: what counts is the unit provisioned again, updated
-        // (OS 1.1 booted after it) and Ready on that OS
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady, () => Task.FromResult(
-            unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1 > provisioned
-            && unit.Console() is var console && console.LastIndexOf("Tsunagu OS tsunagu-os 1.1", StringComparison.Ordinal) is >= 0 and var booted
-            && console.IndexOf("--> Ready", booted, StringComparison.Ordinal) >= 0));
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady, () => Task.FromResult(unit.ProvisionedAgainAndReadyOnOs11(provisioned)));
         var after = (await lab.UnitAsync(unit.Mac))!;
         Assert.That((after.Serial, after.CreatedAt), Is.EqualTo((before.Serial, before.CreatedAt)), "the same row of the device management table");
-        Assert.That((await lab.Store.ListAuditAsync(target: unit.Mac)).Count(a => a.Action == "unit.register"), Is.EqualTo(1), "no second registration");
+        Assert.That(await Registrations(), Is.EqualTo(1), "no second registration");
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "updated to qemu-2 again");
     }
 
@@ -252,7 +247,7 @@ public sealed class QemuUnitTests
         // board.json: ready = power, status and wan on (num, caps and scroll lock of the emulated keyboard)
         var leds = "";
         await unit.WaitAsync(() => (leds = Leds(unit)) == "1 1 1", TimeSpan.FromSeconds(20), $"the Ready LEDs (power, status, wan on; last read: '{leds}')");
-        var provisioned = unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1;
+        var provisioned = unit.Provisionings();
         await unit.MonitorAsync("sendkey f12 1000");   // a short press changes nothing
         await Task.Delay(TimeSpan.FromSeconds(3));
         Assert.That(unit.Console(), Does.Not.Contain("reset button held"));
@@ -261,7 +256,7 @@ public sealed class QemuUnitTests
         await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: no good slot"), TimeSpan.FromSeconds(90),
             "the restart into the recovery OS after the wipe");
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady,
-            () => Task.FromResult(unit.FullConsole().Split("Boot --NeedsProvisioning--> Provisional").Length - 1 > provisioned && unit.Console().Contains("Tsunagu OS tsunagu-os 1.1")));
+            () => Task.FromResult(unit.ProvisionedAgainAndReadyOnOs11(provisioned)));
         await unit.WaitAsync(() => Leds(unit) == "1 1 1", TimeSpan.FromSeconds(20), "the Ready LEDs after the reset");
 
         string Leds(QemuUnit u)
