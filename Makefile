@@ -69,7 +69,7 @@ format-check: restore
 SYSTEM_TESTS := tests/Tsunagu.SystemTests
 # (through a variable: a recipe line naming $$(MAKE) itself would run even under `make -n`)
 SUBMAKE = $(MAKE) --no-print-directory
-test: packages build image image-arm64 isp-lab-image lan-pc-image
+test: packages build image image-arm64 field-image isp-lab-image lan-pc-image
 	rm -rf $(RESULTS)
 	DOTNET=$(DOTNET) CONFIGURATION=$(CONFIGURATION) RESULTS=$(RESULTS) CHECKS='$(SUBMAKE) format-check' bash tests/run.sh
 
@@ -78,14 +78,14 @@ test: packages build image image-arm64 isp-lab-image lan-pc-image
 # its three tries (about 7 min under TCG); on the second board, the wiped data partition, the technician's reimage, the
 # LEDs and reset button and the power cuts that `make test` runs on the first.
 .PHONY: test-long
-test-long: packages build image image-arm64
+test-long: packages build image image-arm64 field-image field-image-arm64
 	$(DOTNET) test $(SYSTEM_TESTS) -c $(CONFIGURATION) --no-build --filter "TestCategory=long" --logger "console;verbosity=normal"
 
 # Only the QEMU tests of the second board, qemu-arm64, all of them (QemuArm64Tests under TCG: first boot, slot fall back
 # and dm-verity fall back, also part of `make test`; the wiped data partition, the technician's reimage, the LEDs and
 # reset button, the power cuts, long ones part of `make test-long`; all part of `make system-test`).
 .PHONY: test-arm64 image-arm64
-test-arm64: packages build image-arm64
+test-arm64: packages build image-arm64 field-image-arm64
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build --filter "FullyQualifiedName~Qemu.QemuArm64Tests" \
 		--logger "console;verbosity=normal"
 
@@ -102,7 +102,7 @@ integration-test: build
 
 # Real daemons in network namespaces the tests create, and the firmware image booted in QEMU (root; packages in .ci/run);
 # the long tests too.
-system-test: packages build image image-arm64 isp-lab-image lan-pc-image
+system-test: packages build image image-arm64 field-image field-image-arm64 isp-lab-image lan-pc-image
 	$(DOTNET) test tests/Tsunagu.SystemTests -c $(CONFIGURATION) --no-build
 
 # The server (both roles, SQLite, embedded MQTT) with the demo catalogue and $(UNITS) simulated units.
@@ -213,6 +213,17 @@ image: deps
 # The second board's images, whatever BOARD is (the tests boot both boards).
 image-arm64: deps
 	@$(MAKE) --no-print-directory image BOARD=qemu-arm64
+
+# The field image of a board (docs/image.md, "Field reimage"): out/image/$(BOARD)[-debug]/field/, a USB stick
+# (stick.img) that writes the board's factory image onto a unit around its factory partition, so the unit keeps its
+# identity, with the kernel and the boot program that do it. The -debug one carries the lab's image (the QEMU tests).
+.PHONY: field-image field-image-arm64
+field-image: image
+	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) field
+	@$(MAKE) --no-print-directory -f image/image.mk BOARD=$(BOARD) DEBUG_SHELL=1 field
+
+field-image-arm64: image-arm64
+	@$(MAKE) --no-print-directory field-image BOARD=qemu-arm64
 
 # The ISP lab's access network guest (docs/lab.md): out/isp-lab/vmlinuz and initrd.img (pppoe-server, pppd with its
 # RADIUS plugin, FreeRADIUS, nft).

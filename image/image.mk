@@ -183,3 +183,28 @@ $(OUT)/prom.sqfs: $(OUT)/stage/os-$(OS_VERSION)/.done $(OUT)/vmlinuz $(OUT)/init
 $(OUT)/disk.img: $(OUT)/prom.sqfs $(OUT)/os-$(OS_VERSION).sqfs $(BOARD_JSON) image/mkdisk.sh
 	@bash -c '. image/lib.sh; say "disk image"'
 	bash image/mkdisk.sh $(BOARD_JSON) $(OUT) $(OS_VERSION)
+
+# The field image (docs/image.md, "Field reimage"): a USB stick that writes this image onto a unit and keeps its
+# identity; its boot program (image/field/init, busybox, the drivers of the disk, the stick and squashfs: board.json
+# image.bootModules and image.usbModules) boots with the board's kernel and command line.
+USB_MODULES := $(call board_field,(.image.usbModules // []) | join(" "))
+FIELD_MODULES := squashfs $(BOARD_BOOT_MODULES) $(USB_MODULES)
+.PHONY: field
+field: $(OUT)/field/stick.img $(OUT)/field/initrd.img $(OUT)/field/vmlinuz $(OUT)/field/cmdline $(OUT)/field/board.json
+	@bash -c '. image/lib.sh; say "$(OUT)/field: $$(cd $(OUT)/field && ls -s --block-size=K stick.img vmlinuz initrd.img | tr "\n" " ")"'
+
+$(OUT)/field/stick.img: $(OUT)/disk.img image/mkfield.sh image/lib.sh
+	@bash -c '. image/lib.sh; say "field image (USB stick)"'
+	bash image/mkfield.sh $(BOARD_JSON) $(OUT)
+
+$(OUT)/field/initrd.img: $(OUT)/.kernel-$(KREL) image/field/init image/lib.sh $(BOARD_JSON)
+	@[ -n "$(USB_MODULES)" ] || { echo "[image] error: $(BOARD_JSON): image.usbModules: missing (the drivers of the USB port the field stick is plugged into)" >&2; exit 1; }
+	@bash -c '. image/lib.sh; say "field boot program (initramfs)"'
+	rm -rf $(OUT)/stage/field-initramfs && mkdir -p $(OUT)/stage/field-initramfs/{etc,proc,sys,dev,run,mnt,tmp} $(OUT)/field
+	bash -c '. image/lib.sh; s=$(OUT)/stage/field-initramfs; install_busybox $$s; install_modules $$s $(KREL) $(FIELD_MODULES)'
+	install -m 0755 image/field/init $(OUT)/stage/field-initramfs/init
+	echo "$(FIELD_MODULES)" | tr ' ' '\n' > $(OUT)/stage/field-initramfs/etc/boot-modules
+	bash -c '. image/lib.sh; pack_initramfs $(OUT)/stage/field-initramfs $@'
+
+$(OUT)/field/vmlinuz $(OUT)/field/cmdline $(OUT)/field/board.json: $(OUT)/field/%: $(OUT)/%
+	@mkdir -p $(OUT)/field && cp $< $@

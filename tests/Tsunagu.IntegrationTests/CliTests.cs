@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Tsunagu.Cli.Factory;
 using Tsunagu.Demo;
 using Tsunagu.Hal;
 
@@ -204,6 +205,50 @@ public class CliTests
         await File.WriteAllTextAsync(old, json.ToJsonString());
         var read = await new DirectoryFactoryPartition(Path.GetDirectoryName(old)!).ReadIdentityAsync(CancellationToken.None);
         Assert.That((read.Mac, read.Bootstrap.SingleLink), Is.EqualTo(("02:54:53:00:32:01", false)));
+    }
+
+    [Test]
+    public async Task Factory_burn_reimage_writes_only_the_identity_of_a_unit_the_server_has_with_that_serial_and_hardware()
+    {
+        await using var server = await TestServer.StartAsync();
+        var dir = Path.Combine(server.Root, "cli");
+        Directory.CreateDirectory(dir);
+        var key = Path.Combine(dir, "unit.key");
+        await File.WriteAllBytesAsync(key, server.UnitKey);
+        const string mac = "02:54:53:00:33:01";
+        var image = FactoryImageTests.MakeDisk(dir, "prom", "factory", "data");
+        string[] Burn(string m, string serial, string hardware, bool reimage = true) =>
+            ["factory", "burn", "--image", image, "--mac", m, "--serial", serial, "--hardware", hardware, "--board", "qemu-x86_64",
+             "--unit-key", key, "--provisional-method", "dhcp", "--isp-method", "dhcp", .. reimage ? new[] { "--reimage" } : []];
+        var (exit, output, err) = await Tsunagu(server, Burn(mac, "ST-1", "r1", reimage: false));
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain($"registered {mac} (ST-1)"));
+        var burned = await GptImage.ReadFactoryAsync(image, CancellationToken.None);
+        FactoryImageTests.Erase(image, "factory"); // a fresh image: what a technician burns again
+
+        foreach (var (args, refusal) in new (string[], string)[]
+                 {
+                     (Burn("02:54:53:00:33:02", "ST-1", "r1"), "the server has no unit 02:54:53:00:33:02"),
+                     (Burn(mac, "ST-9", "r1"), $"the server has {mac} as serial ST-1, hardware r1, not serial ST-9, hardware r1"),
+                     (Burn(mac, "ST-1", "r2"), $"the server has {mac} as serial ST-1, hardware r1, not serial ST-1, hardware r2"),
+                 })
+        {
+            var before = HostileInputTests.Snapshot(server);
+            var bytes = await File.ReadAllBytesAsync(image);
+            (exit, _, err) = await Tsunagu(server, args);
+            Assert.That(exit, Is.EqualTo(1), refusal);
+            Assert.That(err, Does.Contain(refusal).And.Contain("nothing was written"));
+            Assert.That(await File.ReadAllBytesAsync(image), Is.EqualTo(bytes), $"{refusal}: the image changed");
+            Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(before), $"{refusal}: the database changed");
+        }
+
+        var unchanged = HostileInputTests.Snapshot(server);
+        (exit, output, err) = await Tsunagu(server, Burn(mac, "ST-1", "r1"));
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(output, Does.Contain($"rewritten for {mac} (ST-1)").And.Contain("comes back as itself"));
+        var rewritten = await GptImage.ReadFactoryAsync(image, CancellationToken.None);
+        Assert.That((rewritten.Mac, rewritten.Serial, rewritten.UnitSecret), Is.EqualTo((burned.Mac, burned.Serial, burned.UnitSecret)), "the same identity, the same secret");
+        Assert.That(HostileInputTests.Snapshot(server), Is.EqualTo(unchanged), "a reimage registers nothing");
     }
 
     [Test]

@@ -18,11 +18,12 @@ public sealed class FactoryImageTests
     [TearDown]
     public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
 
-    private string MakeDisk(params string[] partitions)
+    /// <summary>An 8 MiB GPT disk image in <paramref name="dir"/> with a 1 MiB partition per name.</summary>
+    internal static string MakeDisk(string dir, params string[] partitions)
     {
-        var disk = Path.Combine(_dir, "disk.img");
+        var disk = Path.Combine(dir, "disk.img");
         using (var f = new FileStream(disk, FileMode.Create)) { f.SetLength(8L << 20); }
-        var layout = Path.Combine(_dir, "layout");
+        var layout = Path.Combine(dir, "layout");
         File.WriteAllText(layout, "label: gpt\n" + string.Concat(partitions.Select(p => $"name={p}, size=1MiB\n")));
         TestServer.Run("bash", ["-c", $"sfdisk --quiet --no-reread --no-tell-kernel '{disk}' < '{layout}'"]);
         return disk;
@@ -31,10 +32,19 @@ public sealed class FactoryImageTests
     private static FactoryIdentity Identity(string mac) => new(FactoryIdentity.CurrentFormat, mac, "SN-1", "qemu-r1", "qemu-x86_64",
         new BootstrapInfo("https://10.0.2.100:8443/", new WanAccount("dhcp")), ["pin"], ["key"], "c2VjcmV0");
 
+    /// <summary>Zeroes partition <paramref name="name"/> of <paramref name="image"/>.</summary>
+    internal static void Erase(string image, string name)
+    {
+        var partition = GptImage.Find(image, name);
+        using var file = new FileStream(image, FileMode.Open, FileAccess.Write);
+        file.Position = partition.Offset;
+        file.Write(new byte[partition.Length]);
+    }
+
     [Test]
     public async Task Burn_writes_a_tar_with_the_identity_into_the_factory_partition_only()
     {
-        var disk = MakeDisk("prom", "factory", "data");
+        var disk = MakeDisk(_dir, "prom", "factory", "data");
         var partitions = GptImage.ReadPartitions(disk);
         Assert.That(partitions.Select(p => p.Name), Is.EqualTo(new[] { "prom", "factory", "data" }));
         var data = partitions[2];
@@ -63,7 +73,7 @@ public sealed class FactoryImageTests
     [Test]
     public void Wrong_images_are_refused_with_the_reason()
     {
-        var noFactory = MakeDisk("prom", "data");
+        var noFactory = MakeDisk(_dir, "prom", "data");
         Assert.That(() => GptImage.BurnFactoryAsync(noFactory, Identity("52:54:00:12:34:56"), CancellationToken.None),
             Throws.TypeOf<DiskImageException>().With.Message.Contains("no partition named 'factory' (found: prom, data)"));
 
@@ -71,11 +81,11 @@ public sealed class FactoryImageTests
         File.WriteAllBytes(plain, new byte[1 << 20]);
         Assert.That(() => GptImage.ReadPartitions(plain), Throws.TypeOf<DiskImageException>().With.Message.Contains("not a GPT disk image"));
 
-        var damaged = MakeDisk("prom", "factory");
+        var damaged = MakeDisk(_dir, "prom", "factory");
         using (var f = new FileStream(damaged, FileMode.Open)) { f.Position = 512 + 40; f.WriteByte(0x7f); }
         Assert.That(() => GptImage.ReadPartitions(damaged), Throws.TypeOf<DiskImageException>().With.Message.Contains("checksum mismatch"));
 
-        var empty = MakeDisk("prom", "factory");
+        var empty = MakeDisk(_dir, "prom", "factory");
         Assert.That(() => GptImage.ReadFactoryAsync(empty, CancellationToken.None),
             Throws.TypeOf<DiskImageException>().With.Message.Contains("factory partition is empty"));
     }

@@ -61,7 +61,7 @@ async Task<int> Guard(Func<Task<int>> action)
         Console.Error.WriteLine("error: the server did not answer in time");
         return 1;
     }
-    catch (Exception e) when (e is OperatorApiException or DiskImageException or ArgumentException or ProtocolException or IOException)
+    catch (Exception e) when (e is OperatorApiException or DiskImageException or ReimageRefusedException or ArgumentException or ProtocolException or IOException)
     {
         Console.Error.WriteLine($"error: {e.Message}");
         return 1;
@@ -128,6 +128,18 @@ async Task<FactoryIdentity> MakeIdentity(ParseResult r, bool register, Cancellat
                 r.GetValue(gatewayOption), UnitRegistration.NameServers(string.Join(',', r.GetValue(dnsOption) ?? []))),
             r.GetValue(ipOption), r.GetValue(domainOption), r.GetValue(vpnOption), r.GetValue(globalIpOption), r.GetValue(targetOption), r.GetValue(subscriberOption)), ct);
     }
+    else
+    {
+        // a reimage writes the identity of a unit the server knows, as the server knows it: a mistyped MAC or serial
+        // would make a unit that is refused at its first challenge
+        using var client = Connect(r);
+        var known = await client.FindUnitAsync(identity.Mac, ct)
+                    ?? throw new ReimageRefusedException($"the server has no unit {identity.Mac}: --reimage rewrites the identity of a registered unit (leave it out to register a new one); nothing was written");
+        if (known.Serial != identity.Serial || known.HardwareVersion != identity.HardwareVersion)
+        {
+            throw new ReimageRefusedException($"the server has {identity.Mac} as serial {known.Serial}, hardware {known.HardwareVersion}, not serial {identity.Serial}, hardware {identity.HardwareVersion}: a reimage writes the unit's registered identity; nothing was written");
+        }
+    }
     return identity;
 }
 
@@ -141,7 +153,7 @@ unitAdd.SetAction((r, ct) => Guard(async () =>
 
 // ---- factory burn / show: the factory partition of a disk image ---------------------------------------------
 var imageOption = new Option<string>("--image") { Description = "the unit's disk image (GPT with a 'factory' partition; `make image`)", Required = true };
-var reimageOption = new Option<bool>("--reimage") { Description = "the unit is already registered (a technician reimaging it): write the same identity again, register nothing" };
+var reimageOption = new Option<bool>("--reimage") { Description = "the unit is already registered (a technician reimaging it): write the same identity again, register nothing; refused unless the server has the unit with this serial and hardware" };
 var burn = new Command("burn", "write one unit's identity into the factory partition of a disk image and register the unit")
 {
     macOption, serialOption, hardwareOption, boardOption, unitKeyOption, releaseKeyOption, provMethodOption, provUserOption, provPasswordOption,

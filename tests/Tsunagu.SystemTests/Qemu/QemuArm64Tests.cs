@@ -50,6 +50,13 @@ public sealed class QemuArm64Tests
         QemuUnitTests.ReimageAsync(_lab, 6, BootToReady);
 
     [Test, Category("long")]
+    public Task A_unit_booted_from_the_field_stick_is_reimaged_around_its_factory_partition_and_comes_back_as_itself() =>
+        FieldStick.ReimageAsync(_lab, 7, BootToReady);
+
+    [Test, Category("long")]
+    public Task The_field_stick_refuses_a_unit_of_another_board_or_without_an_identity_and_writes_nothing() => FieldStick.RefusalAsync(_lab, 8);
+
+    [Test, Category("long")]
     public Task Power_cuts_in_provisioning_update_and_steady_state_keep_settings_counter_records_and_the_file_system() =>
         PowerCutTests.CampaignAsync("qemu-arm64");
 }

@@ -277,14 +277,19 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
     /// <summary>When set, QEMU starts with the CPU stopped: the test sets things through <see cref="MonitorAsync"/> (set_link), then sends `cont`.</summary>
     public bool StartPaused { get; set; }
 
-    /// <summary>Powers the unit on (the console log is appended to across power cycles).</summary>
-    public void PowerOn()
+    /// <summary>
+    /// Powers the unit on (the console log is appended to across power cycles). With <paramref name="fieldImage"/> (a
+    /// field image's directory, `make field-image`: its stick.img, kernel and boot program) the unit boots from the
+    /// field stick plugged into its USB port instead.
+    /// </summary>
+    public void PowerOn(string? fieldImage = null)
     {
         if (Running) { throw new InvalidOperationException($"unit {Mac} is already running"); }
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(QemuLab.RepositoryRoot, "tests", "Tsunagu.SystemTests", "Qemu", "qemu-run.sh"));
         start.Environment["DISK"] = Disk;
-        start.Environment["IMAGE_DIR"] = lab.ImageDirectory;
+        start.Environment["IMAGE_DIR"] = fieldImage ?? lab.ImageDirectory;
+        if (fieldImage is not null) { start.Environment["STICK"] = Path.Combine(fieldImage, "stick.img"); }
         start.Environment["SERVER_PORT"] = lab.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
         start.Environment["MQTT_PORT"] = lab.MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
         start.Environment["MAC"] = Mac;
@@ -307,6 +312,24 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
         _qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) { TestContext.Out.WriteLine($"qemu: {e.Data}"); } };
         _qemu.BeginOutputReadLine();
         _qemu.BeginErrorReadLine();
+    }
+
+    /// <summary>Waits until the unit powers itself off (QEMU ends), failing with the console tail after <paramref name="timeout"/>.</summary>
+    public async Task WaitPoweredOffAsync(TimeSpan timeout, string what)
+    {
+        if (_qemu is null) { throw new InvalidOperationException($"unit {Mac} was not powered on"); }
+        using var wait = new CancellationTokenSource(timeout);
+        try
+        {
+            await _qemu.WaitForExitAsync(wait.Token);
+        }
+        catch (OperationCanceledException) when (wait.IsCancellationRequested)
+        {
+            Assert.Fail($"unit {Mac}: still running after {timeout.TotalSeconds:0} s, waiting for {what}\n--- console ---\n{Tail(FullConsole())}");
+        }
+        Assert.That(_qemu.ExitCode, Is.Zero, $"unit {Mac}: QEMU's exit code after {what}\n--- console ---\n{Tail(FullConsole())}");
+        _qemu.Dispose();
+        _qemu = null;
     }
 
     /// <summary>Pulls the plug: QEMU is killed, nothing in the guest gets to flush.</summary>

@@ -127,8 +127,7 @@ public sealed class QemuUnitTests
         unit.PowerOn();
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
         var before = (await lab.UnitAsync(unit.Mac))!;
-        async Task<int> Registrations() => (await lab.Store.ListAuditAsync(target: unit.Mac)).Count(a => a.Action == "unit.register");
-        Assert.That(await Registrations(), Is.EqualTo(1), "the unit was registered once, by the factory");
+        Assert.That(await RegistrationsAsync(lab, unit.Mac), Is.EqualTo(1), "the unit was registered once, by the factory");
         var provisioned = unit.Provisionings();
         await unit.PowerOffAsync();
         TestServer.Run("cp", ["--sparse=always", Path.Combine(lab.ImageDirectory, "disk.img"), unit.Disk]);
@@ -146,9 +145,20 @@ public sealed class QemuUnitTests
         await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady, () => Task.FromResult(unit.ProvisionedAgainAndReadyOnOs11(provisioned)));
         var after = (await lab.UnitAsync(unit.Mac))!;
         Assert.That((after.Serial, after.CreatedAt), Is.EqualTo((before.Serial, before.CreatedAt)), "the same row of the device management table");
-        Assert.That(await Registrations(), Is.EqualTo(1), "no second registration");
+        Assert.That(await RegistrationsAsync(lab, unit.Mac), Is.EqualTo(1), "no second registration");
         Assert.That(await unit.ShellAsync("cat /etc/os-version"), Is.EqualTo("tsunagu-os 1.1"), "updated to qemu-2 again");
     }
+
+    /// <summary>How often the server's audit log says <paramref name="mac"/> was registered (the factory's burn does it once).</summary>
+    internal static async Task<int> RegistrationsAsync(QemuLab lab, string mac) =>
+        (await lab.Store.ListAuditAsync(target: mac)).Count(a => a.Action == "unit.register");
+
+    [Test]
+    public Task A_unit_booted_from_the_field_stick_is_reimaged_around_its_factory_partition_and_comes_back_as_itself() =>
+        FieldStick.ReimageAsync(_lab, 7, BootToReady);
+
+    [Test]
+    public Task The_field_stick_refuses_a_unit_of_another_board_or_without_an_identity_and_writes_nothing() => FieldStick.RefusalAsync(_lab, 8);
 
     [Test]
     public Task A_new_slot_that_does_not_come_up_falls_back_to_the_old_slot_and_the_failure_is_reported() => SlotFallbackAsync(_lab, 3, BootToReady);

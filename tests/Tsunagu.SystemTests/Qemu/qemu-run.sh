@@ -26,6 +26,8 @@
 #                 slow line: isp-run.sh SLOW_PORT); with BOARD_VARIANT naming that variant
 #   BOARD_VARIANT the board variant the unit is (board/<name>/variants/<variant>.json in the image): the kernel
 #                 command line gets tsunagu.board=<variant>                                  default: the board itself
+#   STICK         a USB stick's disk image (the field image's stick.img, docs/image.md), plugged into the unit's USB
+#                 port (an xHCI controller) read-only; boot it with IMAGE_DIR naming the field image's boot files
 #   START_PAUSED  '1': QEMU starts with the CPU stopped (-S), for the monitor to set things first (set_link wan off);
 #                 the monitor's `cont` starts it
 set -euo pipefail
@@ -50,7 +52,7 @@ for link in WAN_SOCKET LAN_SOCKET PROVISIONING_SOCKET; do
         fi
     done
 done
-for f in "$DISK" "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline" "$IMAGE_DIR/board.json"; do
+for f in "$DISK" ${STICK:+"$STICK"} "$IMAGE_DIR/vmlinuz" "$IMAGE_DIR/initrd.img" "$IMAGE_DIR/cmdline" "$IMAGE_DIR/board.json"; do
     [ -f "$f" ] || { echo "qemu-run: $f is missing (make image)" >&2; exit 2; }
 done
 command -v socat >/dev/null || { echo "qemu-run: socat is missing (apt-get install socat); guestfwd uses it per connection" >&2; exit 2; }
@@ -101,6 +103,8 @@ if [ -n "${PROVISIONING_SOCKET:-}" ]; then
 fi
 [ "${START_PAUSED:-}" = 1 ] && args+=(-S)
 [ -n "${HDD:-}" ] && args+=(-drive "file=$HDD,if=virtio,format=raw,cache=unsafe")
+[ -n "${STICK:-}" ] && args+=(-device qemu-xhci,id=usb -drive "file=$STICK,if=none,id=stick,format=raw,readonly=on"
+                              -device usb-storage,bus=usb.0,drive=stick,removable=on)
 if [ "$CONSOLE" = stdio ]; then
     args+=(-serial mon:stdio)
 else

@@ -9,6 +9,9 @@ namespace Tsunagu.Cli.Factory;
 /// <summary>A disk image could not be used: not GPT, no such partition, or the content does not fit. The message names the file.</summary>
 public sealed class DiskImageException(string message, Exception? inner = null) : Exception(message, inner);
 
+/// <summary>`factory burn --reimage` for a unit the server does not have as given (unknown MAC, another serial or hardware).</summary>
+public sealed class ReimageRefusedException(string message) : Exception(message);
+
 /// <summary>One GPT partition: its name and where it lies in the image, in bytes.</summary>
 public sealed record GptPartition(string Name, long Offset, long Length);
 

@@ -58,6 +58,13 @@ public sealed class OperatorClient : IDisposable
         return await ReadAsync(response, ProtocolJson.Default.UnitView, ct);
     }
 
+    /// <summary>The unit registered as <paramref name="mac"/>, or null when the server has none.</summary>
+    public async Task<UnitView?> FindUnitAsync(string mac, CancellationToken ct)
+    {
+        using var response = await _http.GetAsync($"{Routes.Units}/{Uri.EscapeDataString(mac)}", ct);
+        return response.StatusCode == System.Net.HttpStatusCode.NotFound ? null : await ReadAsync(response, ProtocolJson.Default.UnitView, ct);
+    }
+
     public async Task<List<UnitView>> ListUnitsAsync(string? pattern, string? state, CancellationToken ct)
     {
         var query = new List<string>();
