@@ -5,6 +5,7 @@ using System.Net.Http.Json;
 using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using MQTTnet;
 using Tsunagu.Firmware.Net;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
@@ -15,7 +16,8 @@ namespace Tsunagu.IntegrationTests;
 /// <summary>
 /// Push after faults: the server's broker link through a broker outage (bounded attempts and log lines, recovery),
 /// units reconnecting after a broker restart (Mosquitto, and a server restart with the embedded broker), forced
-/// checks that report delivery per unit and reach each unit exactly once.
+/// checks that report delivery per unit and reach each unit exactly once, a resend sweep that goes on past a unit
+/// whose pushes the broker refuses.
 /// </summary>
 [NonParallelizable]
 public class PushRecoveryTests
@@ -380,6 +382,180 @@ public class PushRecoveryTests
         var status = CheckStatus(client, forced.CheckId!);
         Assert.That(status.Units.Single().Status, Is.EqualTo(PushCheckStatus.Offline));
         Assert.That(status.Delivered, Is.EqualTo(0), "unit 2's check is not delivered by unit 1's acknowledgement");
+    }
+
+    /// <summary>
+    /// The resend sweep against a broker that refuses every push to one unit's topic (a Mosquitto ACL denying the
+    /// server's publish there: a PUBACK "not authorized"), that unit's undelivered check ordered first. The sweep goes
+    /// on past the refusal: the units after it get their resend in the same sweep, the refused one is logged and
+    /// counted and its record is left unsent, so it is tried again, alone, at the next sweep. The link runs on a fake
+    /// clock (sweeps happen only when the test moves it) and is built by hand on its own store, so the test knows of
+    /// every sweep; each unit's own login on the broker counts what it received. Invariants after each sweep: every
+    /// due check was either handed over (received once, one send more recorded) or reported failed (received
+    /// nothing, record unchanged), and no check reached its unit twice.
+    /// </summary>
+    [Test]
+    public async Task A_unit_whose_pushes_the_broker_refuses_holds_back_no_later_unit_in_the_resend_sweep_and_is_tried_again_at_the_next()
+    {
+        var mosquitto = _mosquitto = MosquittoServer.Start();
+        string[] macs = ["02:00:00:00:05:01", "02:00:00:00:05:02", "02:00:00:00:05:03"];
+        var refused = macs[0];
+        // the server's role made before the server makes it (it then leaves it alone): what it grants, and one deny
+        // above it for the refused unit's command topic
+        void Dynsec(params string[] command) => TestServer.Run("mosquitto_ctrl",
+            ["-h", "127.0.0.1", "-p", mosquitto.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-u", "admin", "-P", mosquitto.AdminPassword, "dynsec", .. command]);
+        Dynsec("createRole", "tsunagu-server");
+        Dynsec("addRoleACL", "tsunagu-server", "publishClientSend", $"{PushTopics.Root}/+/cmd", "allow", "0");
+        Dynsec("addRoleACL", "tsunagu-server", "subscribePattern", $"{PushTopics.Root}/+/status", "allow", "0");
+        Dynsec("addRoleACL", "tsunagu-server", "publishClientReceive", $"{PushTopics.Root}/+/status", "allow", "0");
+        Dynsec("addRoleACL", "tsunagu-server", "publishClientSend", PushTopics.Commands(refused), "deny", "10");
+
+        var directory = Directory.CreateTempSubdirectory("tsunagu-resend-sweep-").FullName;
+        var clock = new PollCountingClock(new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero));
+        var logs = new CapturingLogs();
+        using var logging = LoggerFactory.Create(l => l.AddProvider(logs));
+        var metrics = new Tsunagu.Server.Metrics.ServerMetrics();
+        var options = new Tsunagu.Server.ServerOptions { DataDirectory = directory };
+        var settings = MqttSettings.Parse(mosquitto.Setting);
+        var database = Database.Parse("tsunagu.db", directory);
+        database.Migrate();
+        var store = new TsunaguStore(database, clock);
+        var brokerKey = BrokerKey.LoadOrCreate(directory);
+        var link = new BrokerLink(options, settings, new EmbeddedBroker(options, settings, brokerKey, store, clock, logging.CreateLogger<EmbeddedBroker>()),
+            Tsunagu.Server.Apis.UnitKey.LoadOrCreate(directory), brokerKey, store, clock, metrics,
+            new Tsunagu.Server.Cluster.ReplicaLease(store, options, clock, logging.CreateLogger<Tsunagu.Server.Cluster.ReplicaLease>()), logging.CreateLogger<BrokerLink>());
+        var received = macs.ToDictionary(m => m, _ => new ConcurrentQueue<string>());
+        var subscribers = new List<MQTTnet.IMqttClient>();
+        try
+        {
+            foreach (var mac in macs)
+            {
+                await store.Units.AddUnitAsync(new UnitRow { Mac = mac, Serial = "SN-" + MacAddress.Compact(mac), HardwareVersion = "hw-1", IspMethod = "dhcp" });
+            }
+            await link.StartAsync(CancellationToken.None);
+            Assert.That(link.Connected, Is.True);
+            Assert.That(clock.Polls, Is.EqualTo(1), "the resend loop waits for its first look");
+            foreach (var mac in macs)
+            {
+                await store.Units.SetPresenceAsync(mac, online: true); // as at their "online" (not sent: that would resend at once)
+                // each unit logged in with its own account, subscribed to its command topic: what reaches it is counted
+                var password = UnitCredentials.NewNonce(24);
+                await link.SetUnitPasswordAsync(mac, password, clock.GetUtcNow().AddDays(1), brokerKey.Current.Id, CancellationToken.None);
+                var unit = new MQTTnet.MqttClientFactory().CreateMqttClient();
+                subscribers.Add(unit);
+                var inbox = received[mac];
+                unit.ApplicationMessageReceivedAsync += e =>
+                {
+                    inbox.Enqueue(System.Text.Json.JsonSerializer.Deserialize(e.ApplicationMessage.ConvertPayloadToString(), ProtocolJson.Default.PushMessage)!.Nonce);
+                    return Task.CompletedTask;
+                };
+                var login = await unit.ConnectAsync(new MQTTnet.MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", mosquitto.Port)
+                    .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password).Build());
+                Assert.That(login.ResultCode, Is.EqualTo(MQTTnet.MqttClientConnectResultCode.Success), mac);
+                var subscribed = await unit.SubscribeAsync(new MQTTnet.MqttClientSubscribeOptionsBuilder()
+                    .WithTopicFilter(PushTopics.Commands(mac), MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+                Assert.That(subscribed.Items.Single().ResultCode, Is.EqualTo(MQTTnet.MqttClientSubscribeResultCode.GrantedQoS1), mac);
+            }
+
+            // the first look is the take-over sweep of a replica starting: nothing is recorded yet, it finds nothing
+            clock.Advance(BrokerLink.HolderPoll);
+            await WaitForPollAsync(clock, 2);
+            // the refused unit's check first, the others' half a second later: the sweep meets the refusal first
+            await store.PushChecks.AddPushCheckAsync("check-refused", "alice", 1, [(refused, "nonce-refused")]);
+            clock.Advance(TimeSpan.FromMilliseconds(500));
+            await store.PushChecks.AddPushCheckAsync("check-later", "alice", 1, macs.Skip(1).Select(m => (m, "nonce-" + MacAddress.Compact(m))).ToList());
+            var rows = await RowsAsync(store, macs);
+            Assert.That(rows.Values.Select(r => (r.Attempts, r.DeliveredAt)), Is.All.EqualTo((1L, (string?)null)), "precondition: each check recorded sent once, none delivered");
+            var created = rows.ToDictionary(r => r.Key, r => r.Value.SentAt);
+
+            // past ResendInterval: one sweep, every check due, the refused one ordered first
+            clock.Advance(BrokerLink.ResendInterval + TimeSpan.FromSeconds(1));
+            var firstSweep = TsunaguStore.Timestamp(clock.GetUtcNow());
+            await WaitForPollAsync(clock, 3);
+            await AssertSweepAsync(1, firstSweep, created[refused]);
+
+            // the next sweep tries the refused unit again, and only it: the others were sent less than ResendInterval ago
+            clock.Advance(BrokerLink.ResendInterval);
+            await WaitForPollAsync(clock, 4);
+            await AssertSweepAsync(2, firstSweep, created[refused]);
+            Assert.That(link.Connected, Is.True, "a refused publish does not cost the link");
+        }
+        finally
+        {
+            foreach (var unit in subscribers) { unit.Dispose(); }
+            await link.StopAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(60)); // the loops end promptly when stopped
+            await link.DisposeAsync();
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(directory, recursive: true);
+        }
+
+        // after sweep n: the later units received their check once (sent at the first sweep), the refused one nothing,
+        // with its record as it was and n failures logged and counted
+        async Task AssertSweepAsync(int sweeps, string firstSweep, string? refusedSentAt)
+        {
+            // the later units' resends reach them shortly after the sweep took them (or never: the assertions tell)
+            for (var i = 0; i < 500 && !macs.Skip(1).All(m => !received[m].IsEmpty); i++) { await Task.Delay(10); }
+            await Task.Delay(500); // a duplicate, or a push let through to the refused unit, would show by now
+            var records = await RowsAsync(store, macs);
+            var text = await ExportAsync(metrics);
+            var failures = logs.Lines.Where(l => l.StartsWith("Warning", StringComparison.Ordinal) && l.Contains("resending check", StringComparison.Ordinal)).ToList();
+            Assert.Multiple(() =>
+            {
+                foreach (var mac in macs.Skip(1))
+                {
+                    Assert.That(received[mac], Is.EqualTo(new[] { "nonce-" + MacAddress.Compact(mac) }), $"sweep {sweeps}: {mac} received its check exactly once, in the first sweep");
+                    Assert.That((records[mac].Attempts, records[mac].SentAt), Is.EqualTo((2L, firstSweep)), $"sweep {sweeps}: {mac}'s resend recorded once");
+                }
+                Assert.That(received[refused], Is.Empty, $"sweep {sweeps}: the broker let nothing through to the refused unit");
+                Assert.That((records[refused].Attempts, records[refused].SentAt, records[refused].DeliveredAt), Is.EqualTo((1L, refusedSentAt, (string?)null)),
+                    $"sweep {sweeps}: a refused resend is not recorded as a send");
+                Assert.That(failures, Has.Count.EqualTo(sweeps), $"sweep {sweeps}: one warning per failed resend\n{string.Join("\n", logs.Lines)}");
+                Assert.That(failures.All(f => f.Contains(refused, StringComparison.Ordinal) && f.Contains("NotAuthorized", StringComparison.Ordinal)), Is.True,
+                    $"each warning names the refused unit and the broker's reason\n{string.Join("\n", failures)}");
+                Assert.That(text, Does.Contain($"tsunagu_push_resends_failed_total {sweeps}"), $"sweep {sweeps}: failed resends counted");
+                Assert.That(text, Does.Contain("tsunagu_pushes_total{result=\"sent\"} 2"), $"sweep {sweeps}: two resends handed over in all");
+                Assert.That(text, Does.Contain($"tsunagu_pushes_total{{result=\"undelivered\"}} {sweeps}"), $"sweep {sweeps}: the refused ones undelivered");
+                // every due check handed over (received, counted, recorded) or reported failed (logged, counted, left as it was)
+                var handedOver = macs.Count(m => records[m].Attempts == 2 && received[m].Count == 1);
+                var reported = macs.Count(m => records[m].Attempts == 1 && received[m].IsEmpty && failures.Any(f => f.Contains(m, StringComparison.Ordinal)));
+                Assert.That(handedOver + reported, Is.EqualTo(macs.Length), "each check delivered or reported undelivered");
+            });
+        }
+    }
+
+    private static async Task WaitForPollAsync(PollCountingClock clock, int polls)
+    {
+        // the loop arms its next one-second wait when it is through with the last look (a sweep finished or given up)
+        for (var i = 0; i < 3000 && clock.Polls < polls; i++) { await Task.Delay(10); }
+        Assert.That(clock.Polls, Is.EqualTo(polls), "the resend loop to finish its look and wait for the next");
+    }
+
+    private static async Task<Dictionary<string, PushCheckRow>> RowsAsync(TsunaguStore store, IEnumerable<string> macs)
+    {
+        var rows = new Dictionary<string, PushCheckRow>();
+        foreach (var mac in macs) { rows[mac] = (await store.PushChecks.ListPushChecksForUnitAsync(mac, 10)).Single(); }
+        return rows;
+    }
+
+    private static async Task<string> ExportAsync(Tsunagu.Server.Metrics.ServerMetrics metrics)
+    {
+        using var stream = new MemoryStream();
+        await metrics.Registry.CollectAndExportAsTextAsync(stream);
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>A fake clock that counts the one-second waits of the resend loop (<see cref="BrokerLink.HolderPoll"/>): one per look.</summary>
+    private sealed class PollCountingClock(DateTimeOffset start) : Microsoft.Extensions.Time.Testing.FakeTimeProvider(start)
+    {
+        private int _polls;
+
+        public int Polls => Volatile.Read(ref _polls);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            if (dueTime == BrokerLink.HolderPoll) { Interlocked.Increment(ref _polls); }
+            return base.CreateTimer(callback, state, dueTime, period);
+        }
     }
 
     /// <summary>Forced version checks the server recorded for the unit (every forced check writes a history entry).</summary>

@@ -36,7 +36,7 @@ public sealed class ServerMetrics
     /// <summary>Route label of a request no endpoint answered (static files, unknown paths): never the raw path.</summary>
     public const string NoRoute = "none";
 
-    private readonly Counter _checkins, _authentications, _refusals, _pushes, _updateReports, _configReports;
+    private readonly Counter _checkins, _authentications, _refusals, _pushes, _resendFailures, _updateReports, _configReports;
     private readonly Histogram _requests;
 
     public ServerMetrics()
@@ -47,6 +47,7 @@ public sealed class ServerMetrics
         _authentications = factory.CreateCounter("tsunagu_unit_authentications_total", "Unit session requests decided, by purpose (provisional, host) and result (accepted, refused).", "purpose", "result");
         _refusals = factory.CreateCounter("tsunagu_unit_refusals_total", "Unit authentications refused, by reason.", "reason");
         _pushes = factory.CreateCounter("tsunagu_pushes_total", "Forced-check pushes: sent (handed to the broker), undelivered (could not be handed over; sent again later), delivered (acknowledged by the unit).", "result");
+        _resendFailures = factory.CreateCounter("tsunagu_push_resends_failed_total", "Resends of undelivered forced checks the broker link could not hand over (the broker refused the unit's topic, or the link broke); also counted as undelivered pushes. The check stays pending and is sent again at the next sweep.");
         _updateReports = factory.CreateCounter("tsunagu_update_reports_total", "Update results by outcome (success, failure): reported by units, and failures the host finds (a unit back on the old pattern after reporting its install).", "outcome");
         _configReports = factory.CreateCounter("tsunagu_config_reports_total", "Service configuration results reported by units, by outcome (success, failure).", "outcome");
         _requests = factory.CreateHistogram("tsunagu_http_request_duration_seconds", "HTTP requests, by route template, method and status code.",
@@ -77,6 +78,9 @@ public sealed class ServerMetrics
     public void PushUndelivered() => _pushes.WithLabels("undelivered").Inc();
 
     public void PushesDelivered(int count) => _pushes.WithLabels("delivered").Inc(count);
+
+    /// <summary>A resend of an undelivered check failed (it was counted as an undelivered push as well).</summary>
+    public void PushResendFailed() => _resendFailures.Inc();
 
     public void UpdateReported(bool success) => _updateReports.WithLabels(success ? "success" : "failure").Inc();
 

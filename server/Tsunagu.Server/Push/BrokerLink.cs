@@ -393,6 +393,8 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     /// A replica that takes the lease over (its holder died; and at its start) sweeps at once, adding the units that
     /// said "online" after their check's last send, however recent: only the holder answers an "online", so these are
     /// the units whose "online" went to a dead holder, and would otherwise wait until ResendInterval after that send.
+    /// In a sweep a resend that fails (the broker refused that unit's push, say) is logged and counted and the sweep goes
+    /// on with the next unit; a sweep stops only when the link goes down (<see cref="ResendEachAsync"/>).
     /// </summary>
     private async Task RetryUndeliveredAsync(CancellationToken ct)
     {
@@ -424,11 +426,13 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 {
                     sweep = time.GetTimestamp();
                     var now = time.GetUtcNow();
-                    foreach (var due in await store.PushChecks.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000, takeOver, ct))
+                    var due = await store.PushChecks.UndeliveredPushesToRetryAsync(now - UndeliveredLifetime, now - ResendInterval, MaxSends, 10_000, takeOver, ct);
+                    if (await ResendEachAsync(due, ct))
                     {
-                        await ResendAsync(due, ct);
+                        // every row tried, each sent or its failure logged (it is due again at the next sweep); a sweep the
+                        // link's loss cut short, or a fault thrown above, leaves it set: the next pass tries again
+                        takeOver = false;
                     }
-                    takeOver = false; // (a failure above leaves it set: the next pass tries again)
                     await store.PushChecks.PrunePushChecksAsync(now - CheckRecordLifetime, ct);
                 }
             }
@@ -452,10 +456,54 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
     }
 
+    /// <summary>
+    /// One sweep's resends, in the order given. A resend the broker link could not hand over (<see cref="PushException"/>:
+    /// the broker refused the push to that unit's topic, or the publish broke) is logged with the unit and its reason and
+    /// the sweep goes on with the next row, so a unit whose pushes the broker always refuses holds back no other unit;
+    /// the failed row is due again at the next sweep. Once the link is down (it reconnects by itself) the sweep stops and
+    /// returns false: the rows left wait for the next one. Cancellation and any other fault end it by throwing.
+    /// </summary>
+    private async Task<bool> ResendEachAsync(IReadOnlyList<PushCheckRow> due, CancellationToken ct)
+    {
+        for (var i = 0; i < due.Count; i++)
+        {
+            if (!Connected)
+            {
+                log.LogWarning("push: the broker link went down during the resend sweep; {Left} undelivered check(s) not tried are left for the next sweep", due.Count - i);
+                return false;
+            }
+            var row = due[i];
+            try
+            {
+                await ResendAsync(row, ct);
+            }
+            catch (PushException e)
+            {
+                log.LogWarning("push: resending check {CheckId} to {Mac} failed ({Error}); the sweep goes on, the check is sent again at the next one",
+                    row.CheckId, row.Mac, e.Message);
+            }
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Sends an undelivered check again with its nonce and, once the broker took it, counts the send
+    /// (<see cref="PushCheckRow.Attempts"/> and <see cref="PushCheckRow.SentAt"/>). A publish that failed is not a send:
+    /// the row is left as it was (still due, its attempts toward <see cref="MaxSends"/> not spent), counted in
+    /// <see cref="Metrics.ServerMetrics.PushResendFailed"/>, and the <see cref="PushException"/> is thrown on.
+    /// </summary>
     private async Task ResendAsync(PushCheckRow row, CancellationToken ct)
     {
-        await PublishAsync(row.Mac, new PushMessage(PushMessage.CheckNow, (int)row.Importance, row.Nonce,
-            DateTimeOffset.Parse(row.CreatedAt, System.Globalization.CultureInfo.InvariantCulture), row.Reason ?? PushReasons.Operator), ct);
+        try
+        {
+            await PublishAsync(row.Mac, new PushMessage(PushMessage.CheckNow, (int)row.Importance, row.Nonce,
+                DateTimeOffset.Parse(row.CreatedAt, System.Globalization.CultureInfo.InvariantCulture), row.Reason ?? PushReasons.Operator), ct);
+        }
+        catch (PushException)
+        {
+            metrics.PushResendFailed();
+            throw;
+        }
         await store.PushChecks.MarkPushResentAsync(row.CheckId, row.Mac, ct);
     }
 
