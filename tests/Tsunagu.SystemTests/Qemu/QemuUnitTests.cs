@@ -138,7 +138,8 @@ public sealed class QemuUnitTests
             "--serial", before.Serial, "--hardware", before.HardwareVersion, "--board", lab.Board, "--provisional-method", "dhcp",
             "--unit-key", Path.Combine(lab.Root, "server", "keys", UnitKey.FileName),
             "--release-public-key", ReleaseKeys.PublicKeyBase64(lab.ReleaseKey),
-            "--bootstrap-url", $"https://10.0.2.100:{lab.Port}/", "--server", $"https://127.0.0.1:{lab.Port}/", "--server-cert", lab.CertificatePath]);
+            "--bootstrap-url", $"https://10.0.2.100:{lab.Port}/", "--server", $"https://127.0.0.1:{lab.Port}/", "--server-cert", lab.CertificatePath,
+            "--password", QemuLab.Password]); // the server is asked whether it has the unit as given
         Assert.That(burned, Does.Contain($"rewritten for {unit.Mac}").And.Contain("comes back as itself"));
         Assert.That(TestServer.Run("dotnet", [cli, "factory", "show", "--image", unit.Disk]), Does.Contain($"mac {unit.Mac}").And.Contain($"board {lab.Board}"));
         unit.PowerOn();
