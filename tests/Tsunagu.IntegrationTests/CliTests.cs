@@ -30,6 +30,16 @@ public class CliTests
         return (p.ExitCode, await stdout, await stderr);
     }
 
+    /// <summary>A folder for the command's files under the server's root, holding the server's unit key file.</summary>
+    private static async Task<(string Dir, string Key)> UnitKeyFileAsync(TestServer server)
+    {
+        var dir = Path.Combine(server.Root, "cli");
+        Directory.CreateDirectory(dir);
+        var key = Path.Combine(dir, "unit.key");
+        await File.WriteAllBytesAsync(key, server.UnitKey);
+        return (dir, key);
+    }
+
     [TestCase("--update-at-fault", "soon")]
     [TestCase("--update-at-fault", "-1")]
     [TestCase("--subscriber-from-fault", "1.5")]
@@ -183,10 +193,7 @@ public class CliTests
     public async Task Unit_add_with_single_link_burns_variant_2_into_the_identity_which_an_identity_without_it_reads_as_off()
     {
         await using var server = await TestServer.StartAsync();
-        var dir = Path.Combine(server.Root, "cli");
-        Directory.CreateDirectory(dir);
-        var key = Path.Combine(dir, "unit.key");
-        await File.WriteAllBytesAsync(key, server.UnitKey);
+        var (dir, key) = await UnitKeyFileAsync(server);
         foreach (var (mac, singleLink) in new[] { ("02:54:53:00:32:01", true), ("02:54:53:00:32:02", false) })
         {
             var factory = Path.Combine(dir, mac.Replace(':', '-'));
@@ -211,10 +218,7 @@ public class CliTests
     public async Task Factory_burn_reimage_writes_only_the_identity_of_a_unit_the_server_has_with_that_serial_and_hardware()
     {
         await using var server = await TestServer.StartAsync();
-        var dir = Path.Combine(server.Root, "cli");
-        Directory.CreateDirectory(dir);
-        var key = Path.Combine(dir, "unit.key");
-        await File.WriteAllBytesAsync(key, server.UnitKey);
+        var (dir, key) = await UnitKeyFileAsync(server);
         const string mac = "02:54:53:00:33:01";
         var image = FactoryImageTests.MakeDisk(dir, "prom", "factory", "data");
         string[] Burn(string m, string serial, string hardware, bool reimage = true) =>
@@ -255,10 +259,7 @@ public class CliTests
     public async Task An_operator_sets_a_static_wan_with_gateway_and_name_servers_on_unit_add_and_units_edit()
     {
         await using var server = await TestServer.StartAsync();
-        var dir = Path.Combine(server.Root, "cli");
-        Directory.CreateDirectory(dir);
-        var key = Path.Combine(dir, "unit.key");
-        await File.WriteAllBytesAsync(key, server.UnitKey);
+        var (dir, key) = await UnitKeyFileAsync(server);
         const string mac = "02:54:53:00:31:01";
         var factory = Path.Combine(dir, "factory");
         string[] Add(params string[] wan) =>

@@ -102,18 +102,8 @@ internal static class FieldStick
     /// <summary>SHA-256 of partition <paramref name="name"/> of a GPT disk image.</summary>
     private static string Digest(string image, string name)
     {
-        var partition = GptImage.Find(image, name);
-        using var file = new FileStream(image, FileMode.Open, FileAccess.Read);
-        file.Position = partition.Offset;
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[1 << 20];
-        for (var left = partition.Length; left > 0;)
-        {
-            var read = file.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
-            if (read == 0) { throw new EndOfStreamException($"{image}: partition {name} ends past the end of the file"); }
-            hash.AppendData(buffer, 0, read);
-            left -= read;
-        }
+        DiskPartitions.Read(image, name, (buffer, count) => hash.AppendData(buffer, 0, count));
         return Convert.ToHexString(hash.GetHashAndReset());
     }
 

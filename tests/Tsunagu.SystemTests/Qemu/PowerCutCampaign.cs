@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using Tsunagu.Cli.Factory;
 using Tsunagu.Demo;
 using Tsunagu.Protocol;
 using Tsunagu.Server.Data;
@@ -159,20 +158,10 @@ public sealed class PowerCutCampaign(QemuLab lab, QemuUnit unit, int seed, TextW
     /// </summary>
     private (int Raw, int Replay, int Clean, string Output) CheckDataFileSystem()
     {
-        var partition = GptImage.Find(unit.Disk, "data");
         var copy = Path.Combine(unit.Directory, "data-fsck.img");
-        using (var source = new FileStream(unit.Disk, FileMode.Open, FileAccess.Read))
         using (var target = new FileStream(copy, FileMode.Create, FileAccess.Write))
         {
-            source.Position = partition.Offset;
-            var buffer = new byte[1 << 20];
-            for (var left = partition.Length; left > 0;)
-            {
-                var n = source.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
-                if (n == 0) { throw new IOException($"{unit.Disk}: the data partition ends early"); }
-                target.Write(buffer, 0, n);
-                left -= n;
-            }
+            DiskPartitions.Read(unit.Disk, "data", (buffer, count) => target.Write(buffer, 0, count));
         }
         try
         {

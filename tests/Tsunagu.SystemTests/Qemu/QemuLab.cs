@@ -469,6 +469,26 @@ public sealed class QemuUnit(QemuLab lab, string mac, string directory, string d
 }
 
 /// <summary>A root shell on a guest's serial port (a unix socket QEMU listens on): the lab's units and guests.</summary>
+/// <summary>Reading one partition of a unit's disk image (the unit off).</summary>
+public static class DiskPartitions
+{
+    /// <summary>Hands partition <paramref name="name"/> of <paramref name="image"/> to <paramref name="chunk"/> in pieces of 1 MiB at most, in order.</summary>
+    public static void Read(string image, string name, Action<byte[], int> chunk)
+    {
+        var partition = GptImage.Find(image, name);
+        using var file = new FileStream(image, FileMode.Open, FileAccess.Read);
+        file.Position = partition.Offset;
+        var buffer = new byte[1 << 20];
+        for (var left = partition.Length; left > 0;)
+        {
+            var read = file.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+            if (read == 0) { throw new EndOfStreamException($"{image}: partition {name} ends past the end of the file"); }
+            chunk(buffer, read);
+            left -= read;
+        }
+    }
+}
+
 public static class GuestShell
 {
     /// <summary>Runs <paramref name="command"/> on the shell at <paramref name="socketPath"/> and returns its output (CRs removed, trimmed).</summary>
