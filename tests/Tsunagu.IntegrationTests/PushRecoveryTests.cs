@@ -402,28 +402,12 @@ public class PushRecoveryTests
         var refused = macs[0];
         // the server's role made before the server makes it (it then leaves it alone): what it grants, and one deny
         // above it for the refused unit's command topic
-        void Dynsec(params string[] command) => TestServer.Run("mosquitto_ctrl",
-            ["-h", "127.0.0.1", "-p", mosquitto.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-u", "admin", "-P", mosquitto.AdminPassword, "dynsec", .. command]);
-        Dynsec("createRole", "tsunagu-server");
-        Dynsec("addRoleACL", "tsunagu-server", "publishClientSend", $"{PushTopics.Root}/+/cmd", "allow", "0");
-        Dynsec("addRoleACL", "tsunagu-server", "subscribePattern", $"{PushTopics.Root}/+/status", "allow", "0");
-        Dynsec("addRoleACL", "tsunagu-server", "publishClientReceive", $"{PushTopics.Root}/+/status", "allow", "0");
-        Dynsec("addRoleACL", "tsunagu-server", "publishClientSend", PushTopics.Commands(refused), "deny", "10");
+        ServerRoleAsGranted(mosquitto);
+        Dynsec(mosquitto, "addRoleACL", "tsunagu-server", "publishClientSend", PushTopics.Commands(refused), "deny", "10");
 
-        var directory = Directory.CreateTempSubdirectory("tsunagu-resend-sweep-").FullName;
         var clock = new PollCountingClock(new DateTimeOffset(2026, 4, 1, 9, 0, 0, TimeSpan.Zero));
-        var logs = new CapturingLogs();
-        using var logging = LoggerFactory.Create(l => l.AddProvider(logs));
-        var metrics = new Tsunagu.Server.Metrics.ServerMetrics();
-        var options = new Tsunagu.Server.ServerOptions { DataDirectory = directory };
-        var settings = MqttSettings.Parse(mosquitto.Setting);
-        var database = Database.Parse("tsunagu.db", directory);
-        database.Migrate();
-        var store = new TsunaguStore(database, clock);
-        var brokerKey = BrokerKey.LoadOrCreate(directory);
-        var link = new BrokerLink(options, settings, new EmbeddedBroker(options, settings, brokerKey, store, clock, logging.CreateLogger<EmbeddedBroker>()),
-            Tsunagu.Server.Apis.UnitKey.LoadOrCreate(directory), brokerKey, store, clock, metrics,
-            new Tsunagu.Server.Cluster.ReplicaLease(store, options, clock, logging.CreateLogger<Tsunagu.Server.Cluster.ReplicaLease>()), logging.CreateLogger<BrokerLink>());
+        await using var linked = new LinkOnMosquitto(mosquitto, clock);
+        var (link, store, metrics, logs, brokerKey) = (linked.Link, linked.Store, linked.Metrics, linked.Logs, linked.BrokerKey);
         var received = macs.ToDictionary(m => m, _ => new ConcurrentQueue<string>());
         var subscribers = new List<MQTTnet.IMqttClient>();
         try
@@ -483,10 +467,6 @@ public class PushRecoveryTests
         finally
         {
             foreach (var unit in subscribers) { unit.Dispose(); }
-            await link.StopAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(60)); // the loops end promptly when stopped
-            await link.DisposeAsync();
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            Directory.Delete(directory, recursive: true);
         }
 
         // after sweep n: the later units received their check once (sent at the first sweep), the refused one nothing,
@@ -520,6 +500,162 @@ public class PushRecoveryTests
                 var reported = macs.Count(m => records[m].Attempts == 1 && received[m].IsEmpty && failures.Any(f => f.Contains(m, StringComparison.Ordinal)));
                 Assert.That(handedOver + reported, Is.EqualTo(macs.Length), "each check delivered or reported undelivered");
             });
+        }
+    }
+
+    [Test]
+    public async Task While_the_broker_refuses_the_status_subscription_the_link_is_not_connected_each_refusal_is_logged_and_counted_and_once_granted_units_are_heard()
+    {
+        var mosquitto = _mosquitto = MosquittoServer.Start();
+        const string mac = "02:00:00:00:06:01";
+        var statusFilter = $"{PushTopics.Root}/+/status";
+        ServerRoleAsGranted(mosquitto);
+        await using var linked = new LinkOnMosquitto(mosquitto, TimeProvider.System);
+        var (link, store, logs) = (linked.Link, linked.Store, linked.Logs);
+        await store.Units.AddUnitAsync(new UnitRow { Mac = mac, Serial = "SN-" + MacAddress.Compact(mac), HardwareVersion = "hw-1", IspMethod = "dhcp" });
+        await link.StartAsync(CancellationToken.None);
+        Assert.That(link.Connected, Is.True, "precondition: connected and subscribed");
+
+        // the ACL now denies the status filter to the server's account (a role's change drops no client: the account is
+        // disabled and enabled again to drop the server's connection); each subscription of a reconnect is then refused
+        Dynsec(mosquitto, "addRoleACL", "tsunagu-server", "subscribeLiteral", statusFilter, "deny", "10");
+        Dynsec(mosquitto, "disableClient", "tsunagu-server");
+        for (var i = 0; i < 3000 && link.Connected; i++) { await Task.Delay(10); }
+        Assert.That(link.Connected, Is.False, "precondition: the server's connection dropped");
+        Dynsec(mosquitto, "enableClient", "tsunagu-server");
+        string[] Refusals() => logs.Lines.Where(l => l.StartsWith("Warning", StringComparison.Ordinal)
+                                                     && l.Contains("push: the broker refused the subscription to " + statusFilter, StringComparison.Ordinal)).ToArray();
+        string[] Reconnects() => logs.Lines.Where(l => l.Contains("push: reconnected to", StringComparison.Ordinal)).ToArray();
+        for (var i = 0; i < 3000 && Refusals().Length == 0 && Reconnects().Length == 0; i++) { await Task.Delay(10); }
+        // from the first refusal on, until the ACL is fixed, the link never reports itself connected
+        var seenConnected = 0;
+        for (var i = 0; i < 3000 && Refusals().Length < 3 && Reconnects().Length == 0; i++)
+        {
+            if (link.Connected) { seenConnected++; }
+            await Task.Delay(5);
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(Reconnects(), Is.Empty, "a reconnect whose status subscription was refused is not taken for a recovery");
+            Assert.That(link.Connected, Is.False, "the link does not report itself connected while deaf to unit status");
+            Assert.That(seenConnected, Is.Zero, "not connected at any moment while the subscription is refused");
+            Assert.That(Refusals(), Has.Length.GreaterThanOrEqualTo(3), "each reconnect's refusal logged");
+            Assert.That(Refusals().All(l => l.Contains("UnspecifiedError", StringComparison.Ordinal) || l.Contains("NotAuthorized", StringComparison.Ordinal)), Is.True,
+                $"each refusal names the broker's reason\n{string.Join("\n", Refusals())}");
+        });
+
+        // the ACL fixed: the link's next attempt subscribes, and the unit's status and acknowledgement reach the server
+        Dynsec(mosquitto, "removeRoleACL", "tsunagu-server", "subscribeLiteral", statusFilter);
+        for (var i = 0; i < 3000 && !link.Connected; i++) { await Task.Delay(10); }
+        Assert.That(link.Connected, Is.True, "connected again once the broker grants the subscription");
+        var refusals = Refusals().Length;
+        var text = await ExportAsync(linked.Metrics);
+        Assert.Multiple(() =>
+        {
+            Assert.That(text, Does.Contain($"tsunagu_broker_subscriptions_refused_total {refusals}"), "each refusal counted once");
+            Assert.That(refusals, Is.LessThanOrEqualTo(link.ReconnectAttempts), "at most one refusal logged per attempt");
+            Assert.That(Reconnects(), Has.Length.EqualTo(1), "one recovery logged");
+        });
+
+        await store.PushChecks.AddPushCheckAsync("check-heard", "alice", 1, [(mac, "nonce-heard")]);
+        var password = UnitCredentials.NewNonce(24);
+        await link.SetUnitPasswordAsync(mac, password, DateTimeOffset.UtcNow.AddDays(1), linked.BrokerKey.Current.Id, CancellationToken.None);
+        using var unit = new MqttClientFactory().CreateMqttClient();
+        var login = await unit.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", mosquitto.Port)
+            .WithClientId(UnitCredentials.BrokerClientId(mac)).WithCredentials(UnitCredentials.BrokerUsername(mac), password).Build());
+        Assert.That(login.ResultCode, Is.EqualTo(MqttClientConnectResultCode.Success), "precondition: the unit logs in");
+        await unit.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(mac)).WithPayload(Presence.Online)
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).WithRetainFlag().Build());
+        await unit.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(mac)).WithPayload("{\"ack\":\"nonce-heard\"}")
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        for (var i = 0; i < 1000 && !(await ExportAsync(linked.Metrics)).Contains("tsunagu_pushes_total{result=\"delivered\"} 1", StringComparison.Ordinal); i++) { await Task.Delay(10); }
+        Assert.Multiple(async () =>
+        {
+            Assert.That((await store.Units.GetUnitAsync(mac))!.Online, Is.EqualTo(1), "the unit's \"online\" reached the server");
+            Assert.That(await ExportAsync(linked.Metrics), Does.Contain("tsunagu_pushes_total{result=\"delivered\"} 1"), "the unit's acknowledgement reached the server");
+        });
+        await unit.DisconnectAsync();
+    }
+
+    [TestCase(false, TestName = "A_start_whose_login_is_refused_after_the_account_connection_was_made_leaves_no_client_of_the_link_open")]
+    [TestCase(true, TestName = "A_start_cancelled_after_the_account_connection_was_made_leaves_no_client_of_the_link_open")]
+    public async Task A_failed_start_leaves_no_client_of_the_link_open(bool cancelled)
+    {
+        var mosquitto = _mosquitto = MosquittoServer.Start();
+        if (!cancelled)
+        {
+            // the server's account exists with another password (left alone by the start): its login is refused
+            Dynsec(mosquitto, "createClient", "tsunagu-server", "-p", "not-the-derived-password");
+        }
+        await using var linked = new LinkOnMosquitto(mosquitto, TimeProvider.System);
+        var clients = new List<IMqttClient>();
+        using var start = new CancellationTokenSource();
+        linked.Link.ClientCreated = c =>
+        {
+            clients.Add(c);
+            if (cancelled && clients.Count == 2) { start.Cancel(); } // the push connection's connect is cancelled
+        };
+        var failed = Assert.CatchAsync(() => linked.Link.StartAsync(start.Token));
+        Assert.That(failed, cancelled ? Is.InstanceOf<OperationCanceledException>() : Is.TypeOf<PushException>().With.Message.Contains("refused the server's login"),
+            "the start's own error is thrown on");
+        Assert.That(clients, Has.Count.EqualTo(2), "precondition: the account connection was made, then the push connection");
+        var probe = new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", mosquitto.Port).WithClientId("probe").Build();
+        for (var i = 0; i < clients.Count; i++)
+        {
+            var client = clients[i];
+            Assert.That(client.IsConnected, Is.False, $"client {i} of the failed start is disconnected from the broker");
+            var reuse = Assert.CatchAsync(() => client.ConnectAsync(probe));
+            Assert.That(reuse, Is.InstanceOf<ObjectDisposedException>(), $"client {i} of the failed start is disposed (connected: {client.IsConnected})");
+        }
+        Assert.That(linked.Link.Connected, Is.False);
+        Assert.That(linked.Link.ReconnectAttempts, Is.Zero, "no loop keeps a connection of the failed start");
+    }
+
+    /// <summary>The server's role on Mosquitto made before the server makes it (it then leaves it alone), granting what the server grants it.</summary>
+    private static void ServerRoleAsGranted(MosquittoServer mosquitto)
+    {
+        Dynsec(mosquitto, "createRole", "tsunagu-server");
+        Dynsec(mosquitto, "addRoleACL", "tsunagu-server", "publishClientSend", $"{PushTopics.Root}/+/cmd", "allow", "0");
+        Dynsec(mosquitto, "addRoleACL", "tsunagu-server", "subscribePattern", $"{PushTopics.Root}/+/status", "allow", "0");
+        Dynsec(mosquitto, "addRoleACL", "tsunagu-server", "publishClientReceive", $"{PushTopics.Root}/+/status", "allow", "0");
+    }
+
+    private static void Dynsec(MosquittoServer mosquitto, params string[] command) => TestServer.Run("mosquitto_ctrl",
+        ["-h", "127.0.0.1", "-p", mosquitto.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-u", "admin", "-P", mosquitto.AdminPassword, "dynsec", .. command]);
+
+    /// <summary>A <see cref="BrokerLink"/> to a Mosquitto, made as the server makes it, over a fresh data directory; stopped and removed when disposed.</summary>
+    private sealed class LinkOnMosquitto : IAsyncDisposable
+    {
+        private readonly string _directory = Directory.CreateTempSubdirectory("tsunagu-link-").FullName;
+        private readonly ILoggerFactory _logging;
+
+        public LinkOnMosquitto(MosquittoServer mosquitto, TimeProvider clock)
+        {
+            _logging = LoggerFactory.Create(l => l.AddProvider(Logs));
+            var options = new Tsunagu.Server.ServerOptions { DataDirectory = _directory };
+            var settings = MqttSettings.Parse(mosquitto.Setting);
+            var database = Database.Parse("tsunagu.db", _directory);
+            database.Migrate();
+            Store = new TsunaguStore(database, clock);
+            BrokerKey = BrokerKey.LoadOrCreate(_directory);
+            Link = new BrokerLink(options, settings, new EmbeddedBroker(options, settings, BrokerKey, Store, clock, _logging.CreateLogger<EmbeddedBroker>()),
+                Tsunagu.Server.Apis.UnitKey.LoadOrCreate(_directory), BrokerKey, Store, clock, Metrics,
+                new Tsunagu.Server.Cluster.ReplicaLease(Store, options, clock, _logging.CreateLogger<Tsunagu.Server.Cluster.ReplicaLease>()), _logging.CreateLogger<BrokerLink>());
+        }
+
+        public CapturingLogs Logs { get; } = new();
+        public Tsunagu.Server.Metrics.ServerMetrics Metrics { get; } = new();
+        public TsunaguStore Store { get; }
+        public BrokerKey BrokerKey { get; }
+        public BrokerLink Link { get; }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Link.StopAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(60)); // the loops end promptly when stopped
+            await Link.DisposeAsync();
+            _logging.Dispose();
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(_directory, recursive: true);
         }
     }
 

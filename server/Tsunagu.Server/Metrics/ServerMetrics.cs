@@ -36,7 +36,7 @@ public sealed class ServerMetrics
     /// <summary>Route label of a request no endpoint answered (static files, unknown paths): never the raw path.</summary>
     public const string NoRoute = "none";
 
-    private readonly Counter _checkins, _authentications, _refusals, _pushes, _resendFailures, _updateReports, _configReports;
+    private readonly Counter _checkins, _authentications, _refusals, _pushes, _resendFailures, _subscriptionsRefused, _updateReports, _configReports;
     private readonly Histogram _requests;
 
     public ServerMetrics()
@@ -48,6 +48,7 @@ public sealed class ServerMetrics
         _refusals = factory.CreateCounter("tsunagu_unit_refusals_total", "Unit authentications refused, by reason.", "reason");
         _pushes = factory.CreateCounter("tsunagu_pushes_total", "Forced-check pushes: sent (handed to the broker), undelivered (could not be handed over; sent again later), delivered (acknowledged by the unit).", "result");
         _resendFailures = factory.CreateCounter("tsunagu_push_resends_failed_total", "Resends of undelivered forced checks the broker link could not hand over (the broker refused the unit's topic, or the link broke); also counted as undelivered pushes. The check stays pending and is sent again at the next sweep.");
+        _subscriptionsRefused = factory.CreateCounter("tsunagu_broker_subscriptions_refused_total", "Subscriptions of the server's broker link the broker refused (reason code 0x80 or above, e.g. its ACL denies the filter); each drops that connection, which is made again with backoff.");
         _updateReports = factory.CreateCounter("tsunagu_update_reports_total", "Update results by outcome (success, failure): reported by units, and failures the host finds (a unit back on the old pattern after reporting its install).", "outcome");
         _configReports = factory.CreateCounter("tsunagu_config_reports_total", "Service configuration results reported by units, by outcome (success, failure).", "outcome");
         _requests = factory.CreateHistogram("tsunagu_http_request_duration_seconds", "HTTP requests, by route template, method and status code.",
@@ -81,6 +82,9 @@ public sealed class ServerMetrics
 
     /// <summary>A resend of an undelivered check failed (it was counted as an undelivered push as well).</summary>
     public void PushResendFailed() => _resendFailures.Inc();
+
+    /// <summary>The broker refused a subscription of the server's broker link (the connection is dropped and made again).</summary>
+    public void BrokerSubscriptionRefused() => _subscriptionsRefused.Inc();
 
     public void UpdateReported(bool success) => _updateReports.WithLabels(success ? "success" : "failure").Inc();
 

@@ -31,7 +31,18 @@ public interface IPushPublisher
 }
 
 /// <summary>The push broker could not do what was asked; the message says what and why.</summary>
-public sealed class PushException(string message, Exception? inner = null) : Exception(message, inner);
+public class PushException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// The broker refused one of the server's subscriptions (its SUBACK reason code is 0x80 or above: its ACL denies
+/// the filter, say). The connection it came on hears nothing on that filter, so the link drops it and connects again.
+/// </summary>
+public sealed class BrokerSubscriptionRefusedException(string filter, MqttClientSubscribeResultCode reasonCode, string? reason)
+    : PushException($"the broker refused the server's subscription to {filter}: {reasonCode}{(string.IsNullOrEmpty(reason) ? "" : $" ({reason})")}")
+{
+    public string Filter => filter;
+    public MqttClientSubscribeResultCode ReasonCode => reasonCode;
+}
 
 /// <summary>
 /// The server's own MQTT client on the broker (embedded or Mosquitto): publishes pushes, follows every unit's
@@ -90,8 +101,15 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
 
     public string? BrokerUri { get; private set; }
 
-    /// <summary>True while the connection that carries pushes and presence is up.</summary>
-    public bool Connected => _client?.Client.IsConnected == true;
+    /// <summary>
+    /// True while the connection that carries pushes and presence is up and its status subscription is granted: false
+    /// while it is down, between a (re)connect and the broker's grant, and while the broker refuses the subscription
+    /// (the link is then deaf to presence and acknowledgements: it drops the connection and connects again with backoff).
+    /// </summary>
+    public bool Connected => _client is { } kept && kept.Client.IsConnected && kept.Subscribed;
+
+    /// <summary>Test seam: called with every MQTT client the link makes, before it connects.</summary>
+    internal Action<IMqttClient>? ClientCreated { get; set; }
 
     /// <summary>Connection attempts made by the reconnect loops since start (not the first connections).</summary>
     public long ReconnectAttempts => (_client?.Attempts ?? 0) + (_control?.Attempts ?? 0);
@@ -102,6 +120,38 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         {
             return;
         }
+        try
+        {
+            await StartCoreAsync(cancellationToken);
+        }
+        catch (Exception e)
+        {
+            // a start that failed after a connection was made (the account connection, then the login, subscription
+            // or account set-up that failed, or a cancelled start) leaves no client or loop behind; the error goes on
+            log.LogWarning("push: the broker link did not start ({Type}: {Error}); its connections are closed", e.GetType().Name, e.Message);
+            await AbandonStartAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Ends the loops and disposes the clients a failed start made; never throws.</summary>
+    private async Task AbandonStartAsync()
+    {
+        if (Volatile.Read(ref _disposed) == 0) { await _stopping.CancelAsync(); }
+        foreach (var kept in new[] { _client, _control })
+        {
+            if (kept is null) { continue; }
+            await kept.Loop;
+            await kept.CloseAsync();
+        }
+        if (_retries is { } retries) { await retries; }
+        if (_expiry is { } expiry) { await expiry; }
+        (_client, _control, _retries, _expiry) = (null, null, null, null);
+        foreach (var waiter in _pending.Values) { waiter.TrySetCanceled(); }
+    }
+
+    private async Task StartCoreAsync(CancellationToken cancellationToken)
+    {
         var (host, port) = settings.Embedded ? (options.ListenAddress, embedded.Port) : (settings.Host, settings.Port);
         // the embedded broker speaks TLS with the server's own certificate: the server's client pins it, as units do
         var pin = settings.Embedded ? TrustAnchor.PinOf(embedded.Certificate!) : null;
@@ -116,7 +166,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
             // the admin connection only manages accounts; Mosquitto kicks a client whose roles change, so the
             // server pushes through an account of its own, with a password every replica derives alike
             _control = await ConnectAsync(host, port, null, settings.Username, settings.Password, $"tsunagu-control-{Guid.NewGuid():N}",
-                (c, ct) => c.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(ControlTopic + "/response").Build(), ct), cancellationToken);
+                (c, ct) => SubscribeCheckedAsync(c, ControlTopic + "/response", MqttQualityOfServiceLevel.AtMostOnce, settings.Username, ct), cancellationToken);
             password = Base64Url.Encode(System.Security.Cryptography.HMACSHA256.HashData(unitKey.Bytes, Encoding.ASCII.GetBytes("tsunagu/v1/broker-server")));
             await EnsureServerAccountAsync(password, cancellationToken);
             // one listing tells which accounts are disabled: only those of active units are enabled again (a MAC deleted,
@@ -153,9 +203,28 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     private async Task SubscribeStatusAsync(IMqttClient client, CancellationToken ct)
     {
         var subscribedAt = time.GetUtcNow();
-        await client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
-            .WithTopicFilter($"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce).Build(), ct);
+        await SubscribeCheckedAsync(client, $"{PushTopics.Root}/+/status", MqttQualityOfServiceLevel.AtLeastOnce, client.Options?.ClientId, ct);
         _ = ReconcilePresenceAsync(subscribedAt, _stopping.Token);
+    }
+
+    /// <summary>
+    /// Subscribes to one filter and checks the broker's answer: a refusal (reason code 0x80 or above, e.g. the ACL
+    /// denies it) is logged once, counted (<see cref="Metrics.ServerMetrics.BrokerSubscriptionRefused"/>) and thrown
+    /// as <see cref="BrokerSubscriptionRefusedException"/>, never taken for a subscription.
+    /// </summary>
+    private async Task SubscribeCheckedAsync(IMqttClient client, string filter, MqttQualityOfServiceLevel qos, string? who, CancellationToken ct)
+    {
+        var result = await client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(filter, qos).Build(), ct);
+        var items = result.Items.ToList();
+        var refused = items.FirstOrDefault(i => (int)i.ResultCode >= 0x80);
+        if (items.Count == 0 || refused is not null)
+        {
+            var code = refused?.ResultCode ?? MqttClientSubscribeResultCode.UnspecifiedError;
+            metrics.BrokerSubscriptionRefused();
+            log.LogWarning("push: the broker refused the subscription to {Filter} of {Client}: {Code} {Reason}; the connection is dropped and made again with backoff",
+                filter, who, code, result.ReasonString);
+            throw new BrokerSubscriptionRefusedException(filter, code, result.ReasonString);
+        }
     }
 
     private async Task ReconcilePresenceAsync(DateTimeOffset subscribedAt, CancellationToken ct)
@@ -183,6 +252,7 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         Func<IMqttClient, CancellationToken, Task> subscribe, CancellationToken ct)
     {
         var client = new MqttClientFactory().CreateMqttClient();
+        ClientCreated?.Invoke(client);
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(host, port).WithClientId(clientId).WithCredentials(user, password).WithCleanStart(true)
             .WithTimeout(TimeSpan.FromSeconds(10));
@@ -197,13 +267,20 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
         }
         var clientOptions = builder.Build();
         client.ApplicationMessageReceivedAsync += OnMessageAsync;
-        var connect = await client.ConnectAsync(clientOptions, ct);
-        if (connect.ResultCode != MqttClientConnectResultCode.Success)
+        try
         {
-            client.Dispose();
-            throw new PushException($"the broker at {host}:{port} refused the server's login as {user}: {connect.ResultCode}");
+            var connect = await client.ConnectAsync(clientOptions, ct);
+            if (connect.ResultCode != MqttClientConnectResultCode.Success)
+            {
+                throw new PushException($"the broker at {host}:{port} refused the server's login as {user}: {connect.ResultCode}");
+            }
+            await subscribe(client, ct);
         }
-        await subscribe(client, ct);
+        catch (Exception)
+        {
+            client.Dispose(); // not kept: nothing else would ever close it
+            throw;
+        }
         var kept = new KeptConnection(client, clientOptions, subscribe, user, $"{host}:{port}", time, log);
         kept.Start(_stopping.Token);
         return kept;
@@ -220,6 +297,10 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
     {
         private readonly SemaphoreSlim _lost = new(0, 1);
         private long _attempts;
+        private volatile bool _subscribed;
+
+        /// <summary>Whether the subscriptions of the current connection were granted (false from its loss until they are again).</summary>
+        public bool Subscribed => _subscribed;
         private Task _loop = Task.CompletedTask;
 
         public IMqttClient Client => client;
@@ -227,8 +308,10 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
 
         public void Start(CancellationToken ct)
         {
+            _subscribed = true; // made once its first subscription was granted
             client.DisconnectedAsync += _ =>
             {
+                _subscribed = false;
                 try { _lost.Release(); }
                 catch (SemaphoreFullException) { /* the loop is already awake */ }
                 catch (ObjectDisposedException) { /* stopping */ }
@@ -283,7 +366,9 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                     if (result is null || result.ResultCode == MqttClientConnectResultCode.Success)
                     {
                         subscribing = true;
+                        _subscribed = false;
                         await subscribe(client, ct);
+                        _subscribed = true;
                         log.LogInformation("push: reconnected to {Broker} as {User} after {Attempts} attempt(s) in {Seconds:0.0} s",
                             broker, user, attempt + 1, time.GetElapsedTime(lostAt).TotalSeconds);
                         return;
@@ -293,6 +378,13 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {
                     throw;
+                }
+                catch (BrokerSubscriptionRefusedException e)
+                {
+                    // logged and counted where it was refused: a connection deaf to that filter is dropped, and the
+                    // next attempt logs in again and subscribes again
+                    lastError = e.Message;
+                    await DropAsync(ct);
                 }
                 catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
                 {
@@ -311,6 +403,27 @@ public sealed class BrokerLink(ServerOptions options, MqttSettings settings, Emb
                     log.LogWarning("push: broker {Broker} still unreachable as {User}: {Failures} failed attempt(s) in {Seconds:0} s, last: {Error}",
                         broker, user, failures, time.GetElapsedTime(lostAt).TotalSeconds, lastError);
                 }
+            }
+        }
+
+        /// <summary>Disconnects (a disposed client alone leaves its session open on the broker) and disposes the client; never throws.</summary>
+        public async Task CloseAsync()
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await DropAsync(timeout.Token);
+            client.Dispose();
+        }
+
+        /// <summary>Drops a connection whose subscription the broker refused; a drop that fails leaves it to the next attempt.</summary>
+        private async Task DropAsync(CancellationToken ct)
+        {
+            try
+            {
+                if (client.IsConnected) { await client.DisconnectAsync(cancellationToken: ct); }
+            }
+            catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+            {
+                log.LogDebug("push: dropping the connection to {Broker} as {User} failed: {Error}", broker, user, e.Message);
             }
         }
     }
