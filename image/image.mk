@@ -195,7 +195,7 @@ field: $(OUT)/field/stick.img $(OUT)/field/initrd.img $(OUT)/field/vmlinuz $(OUT
 
 $(OUT)/field/stick.img: $(OUT)/disk.img image/mkfield.sh image/lib.sh
 	@bash -c '. image/lib.sh; say "field image (USB stick)"'
-	bash image/mkfield.sh $(BOARD_JSON) $(OUT)
+	bash image/mkfield.sh $(BOARD_JSON) $(OUT) $(OS_VERSION)
 
 $(OUT)/field/initrd.img: $(OUT)/.kernel-$(KREL) image/field/init image/lib.sh $(BOARD_JSON)
 	@[ -n "$(USB_MODULES)" ] || { echo "[image] error: $(BOARD_JSON): image.usbModules: missing (the drivers of the USB port the field stick is plugged into)" >&2; exit 1; }

@@ -1,12 +1,13 @@
 #!/bin/bash
-# mkfield.sh BOARD_JSON OUT: the field image of OUT's disk image (docs/image.md, "Field reimage"): OUT/field/stick.img,
+# mkfield.sh BOARD_JSON OUT OS_VERSION: the field image of OUT's disk image (docs/image.md, "Field reimage"): OUT/field/stick.img,
 # a GPT disk for a USB stick with one partition named tsunagu-field, a squashfs holding OUT/disk.img and its manifest
-# (the board, the OS, the image's size, where its factory partition is, the digests of the bytes before and after
+# (the board, the OS in its slot A, the image's size, where its factory partition is, the digests of the bytes before and after
 # it); the boot program that writes it (OUT/field/initrd.img, built by image.mk) boots with the board's kernel and
 # command line. No loop devices or mounts.
 . "$(dirname "$0")/lib.sh"
 
-board=$1 out=$2
+board=$1 out=$2 os=$3
+[ -n "$os" ] || die "mkfield.sh: no OS version given (the one mkdisk.sh wrote into slot_a)"
 [ -f "$board" ] || die "$board: no such board description"
 disk=$out/disk.img
 [ -f "$disk" ] || die "$disk is missing (make image BOARD=$(jq -r .name "$board"))"
@@ -30,14 +31,13 @@ rm -rf "$stage" && mkdir -p "$stage"
 cp --sparse=always "$disk" "$stage/disk.img"
 {
     echo "board=$(jq -r .name "$board")"
-    echo "os=$(sed -n 's/^a_version=//p' "$out/stage/data/boot/state")"
+    echo "os=tsunagu-os $os"
     echo "size_mib=$size"
     echo "factory_start_mib=$factory_start"
     echo "factory_size_mib=$factory_size"
     echo "before_sha256=$(digest 0 "$factory_start")"
     echo "after_sha256=$(digest "$factory_end" $((size - factory_end)))"
 } > "$stage/manifest"
-grep -q '^os=tsunagu-os ' "$stage/manifest" || die "$out/stage/data/boot/state names no OS in slot A (rebuild the image)"
 
 say "  field stick: disk.img ($size MiB), factory at MiB $factory_start, kept on the unit"
 rm -f "$field/partition.sqfs"
