@@ -473,8 +473,9 @@ public class PushRecoveryTests
         // with its record as it was and n failures logged and counted
         async Task AssertSweepAsync(int sweeps, string firstSweep, string? refusedSentAt)
         {
-            // the later units' resends reach them shortly after the sweep took them (or never: the assertions tell)
-            for (var i = 0; i < 500 && !macs.Skip(1).All(m => !received[m].IsEmpty); i++) { await Task.Delay(10); }
+            // the later units' resends reach them shortly after the sweep took them (or never: the assertions tell); up to
+            // 30 s, as the link's other waits here, for a machine whose cores other jobs share
+            for (var i = 0; i < 3000 && !macs.Skip(1).All(m => !received[m].IsEmpty); i++) { await Task.Delay(10); }
             await Task.Delay(500); // a duplicate, or a push let through to the refused unit, would show by now
             var records = await RowsAsync(store, macs);
             var text = await ExportAsync(metrics);
@@ -568,7 +569,7 @@ public class PushRecoveryTests
             .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).WithRetainFlag().Build());
         await unit.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(PushTopics.Status(mac)).WithPayload("{\"ack\":\"nonce-heard\"}")
             .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build());
-        for (var i = 0; i < 1000 && !(await ExportAsync(linked.Metrics)).Contains("tsunagu_pushes_total{result=\"delivered\"} 1", StringComparison.Ordinal); i++) { await Task.Delay(10); }
+        for (var i = 0; i < 3000 && !(await ExportAsync(linked.Metrics)).Contains("tsunagu_pushes_total{result=\"delivered\"} 1", StringComparison.Ordinal); i++) { await Task.Delay(10); }
         Assert.Multiple(async () =>
         {
             Assert.That((await store.Units.GetUnitAsync(mac))!.Online, Is.EqualTo(1), "the unit's \"online\" reached the server");
