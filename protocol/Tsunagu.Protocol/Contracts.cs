@@ -149,8 +149,10 @@ public sealed record DhcpConfig(string LanAddress, int PrefixLength, string Rang
     IReadOnlyList<StaticLease> StaticLeases);
 public sealed record DnsConfig(string LocalDomain, IReadOnlyList<string> Upstreams);
 /// <summary>Domains refused by the unit's DNS; <see cref="BlockedAddresses"/> (optional, addresses or CIDR prefixes) are
-/// destinations the firewall refuses to forward to.</summary>
-public sealed record ContentFilterConfig(bool Enabled, IReadOnlyList<string> BlockedDomains, IReadOnlyList<string>? BlockedAddresses = null);
+/// destinations the firewall refuses to forward to. <see cref="Categories"/> (optional): the operator's category lists
+/// (<see cref="FilterCategories"/>) whose domains are refused too; the lists reach the unit as a signed update program.</summary>
+public sealed record ContentFilterConfig(bool Enabled, IReadOnlyList<string> BlockedDomains, IReadOnlyList<string>? BlockedAddresses = null,
+    IReadOnlyList<string>? Categories = null);
 public sealed record VpnPeer(string Name, string PublicKey, string AllowedIps, string? Endpoint);
 public sealed record VpnConfig(bool Enabled, int ListenPort, string? Address, IReadOnlyList<VpnPeer> Peers);
 /// <summary>

@@ -139,6 +139,20 @@ public static class ServiceConfigValidator
                 throw new InvalidServiceConfigException($"contentFilter.blockedDomains[{i}]", $"{Show(config.ContentFilter.BlockedDomains[i])} is not a domain name");
             }
         }
+        var categories = config.ContentFilter.Categories ?? [];
+        Count("contentFilter.categories", categories.Count, FilterCategories.MaxChosen);
+        var chosen = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < categories.Count; i++)
+        {
+            if (!FilterCategories.IsName(categories[i]))
+            {
+                throw new InvalidServiceConfigException($"contentFilter.categories[{i}]", $"{Show(categories[i])} is not a category name ({FilterCategories.NameRule})");
+            }
+            if (!chosen.Add(categories[i]))
+            {
+                throw new InvalidServiceConfigException($"contentFilter.categories[{i}]", $"{Show(categories[i])} is chosen twice");
+            }
+        }
         var blocked = config.ContentFilter.BlockedAddresses ?? [];
         Count("contentFilter.blockedAddresses", blocked.Count, MaxBlockedAddresses);
         for (var i = 0; i < blocked.Count; i++)

@@ -51,6 +51,12 @@ public class ServiceConfigTests
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { AllowedIps = "10.9.0.2" + "/40" }] } }, "vpn.peers[0].allowedIps");
         yield return new TestCaseData(v with { Vpn = v.Vpn with { Peers = [v.Vpn.Peers[0] with { Endpoint = "office.example" }] } }, "vpn.peers[0].endpoint");
         yield return new TestCaseData(v with { Dns = null! }, "dns");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { Categories = ["Adult"] } }, "contentFilter.categories[0]").SetName("{m}(category upper case)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { Categories = ["ads", "ads\nconf-dir=/tmp"] } }, "contentFilter.categories[1]").SetName("{m}(category newline)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { Categories = ["ads", "malware", "ads"] } }, "contentFilter.categories[2]").SetName("{m}(category twice)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { Categories = ["../x"] } }, "contentFilter.categories[0]").SetName("{m}(category path)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { Categories = Enumerable.Range(0, FilterCategories.MaxChosen + 1).Select(i => $"c{i}").ToList() } },
+            "contentFilter.categories").SetName("{m}(too many categories)");
         // injection through fields that are copied into dnsmasq.conf, wg0.conf and nftables.nft
         yield return new TestCaseData(v with { Dhcp = v.Dhcp with { LeaseTime = "12h\ndhcp-script=/tmp/x" } }, "dhcp.leaseTime").SetName("{m}(leaseTime newline)");
         yield return new TestCaseData(v with { Dhcp = v.Dhcp with { LeaseTime = "banana" } }, "dhcp.leaseTime").SetName("{m}(leaseTime word)");
