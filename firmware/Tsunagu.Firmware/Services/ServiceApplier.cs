@@ -357,6 +357,53 @@ public sealed class ServiceApplier : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes again each file of the revision in force whose rendering changed although its configuration did not: what the
+    /// unit installed since it was applied (the content filter's category lists) is part of it. Each file is replaced whole
+    /// (written beside it, synced, renamed), so a power cut leaves the old file or the new one.
+    /// </summary>
+    private void RenderAgain(ServiceConfiguration configuration)
+    {
+        foreach (var (name, content) in ServiceRenderer.Render(configuration, Environment))
+        {
+            var path = Path.Combine(CurrentLink, name);
+            if (File.Exists(path) && File.ReadAllText(path) == content) { continue; }
+            var temporary = path + ".new";
+            File.Delete(temporary);
+            WriteDurably(temporary, content);
+            _files.Rename(temporary, path);
+            _files.SyncDirectory(Path.Combine(Root, new FileInfo(CurrentLink).LinkTarget!));
+            _log($"services: {name} of revision {Show(CurrentRevision())} rendered again (what it reads on the unit changed)");
+        }
+    }
+
+    /// <summary>
+    /// After something the rendering reads changed on the unit (an update installed or rolled back the content filter's
+    /// category lists): renders the revision in force again and reloads the services whose files changed; nothing else is
+    /// touched. A service that does not take its new file is logged (the unit keeps running; the next apply or boot tries
+    /// again), never thrown: the update that caused it has already succeeded or been rolled back.
+    /// </summary>
+    public async Task RefreshAsync(string why, CancellationToken ct)
+    {
+        await _lock.WaitAsync(ct);
+        try
+        {
+            if (CurrentRevision() is null) { return; }
+            var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+            var problems = await _manager.CheckHealthAsync(ct);
+            _log($"services: revision {Show(CurrentRevision())} refreshed ({why}): {changes}" +
+                 (problems.Count == 0 ? "" : $"; unhealthy: {string.Join("; ", problems)}"));
+        }
+        catch (Exception e) when (e is HalException or IOException or UnauthorizedAccessException)
+        {
+            _log($"services: refreshing revision {Show(CurrentRevision())} ({why}) failed: {e.Message}");
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
     /// <summary>The services of `current`, or the fail-closed firewall alone when no revision is in force.</summary>
     private IReadOnlyList<ServiceSpec> SpecsForCurrent()
     {
@@ -370,6 +417,15 @@ public sealed class ServiceApplier : IDisposable
                 if (configuration.Vpn.Enabled)
                 {
                     EnsureVpnKey();
+                }
+                try
+                {
+                    RenderAgain(configuration);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // the services still run the revision's files as they are: better than the fail-closed firewall alone
+                    _log($"services: the revision in force could not be rendered again ({e.Message}); its files stay as they are");
                 }
                 return ServiceCatalog.Build(configuration, Environment, CurrentLink);
             }

@@ -46,6 +46,12 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
     /// <summary>clamd's control socket (scans from c-icap, RELOAD after new signatures).</summary>
     public string ClamdSocket => Path.Combine(RunDirectory, "clamd.sock");
 
+    /// <summary>
+    /// Where the content filter's category lists are (the installed application <see cref="Protocol.FilterCategories.Application"/>'s
+    /// tree), or null when the unit has none.
+    /// </summary>
+    public string? FilterListDirectory { get; init; }
+
     /// <summary>The cache directory on the HDD, or null when the board has none.</summary>
     public string? CacheDirectory => Board.Hdd is { } hdd ? Path.Combine(hdd.MountPoint, "squid") : null;
 }

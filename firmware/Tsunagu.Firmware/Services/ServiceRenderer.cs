@@ -279,6 +279,23 @@ public static class ServiceRenderer
             {
                 sb.Append("address=/").Append(RenderGuard.Dnsmasq($"contentFilter.blockedDomains[{i}]", c.ContentFilter.BlockedDomains[i])).Append("/\n");
             }
+            foreach (var list in FilterLists.Load(env.FilterListDirectory, c.ContentFilter.Categories ?? []))
+            {
+                var category = RenderGuard.Dnsmasq("contentFilter.categories", list.Category);
+                var at = $"contentFilter.categories.{category}";
+                if (list.Domains is not { } domains)
+                {
+                    // the reason may quote a refused line: shown, never able to end the comment
+                    var problem = new string(list.Problem!.Select(ch => RenderGuard.IsLineBreaking(ch) ? '?' : ch).ToArray());
+                    sb.Append("# category ").Append(category).Append(": nothing refused: ").Append(problem).Append('\n');
+                    continue;
+                }
+                sb.Append("# category ").Append(category).Append(": ").Append(domains.Count).Append(" domains\n");
+                foreach (var listed in domains)
+                {
+                    sb.Append("address=/").Append(RenderGuard.Dnsmasq(at, listed)).Append("/\n");
+                }
+            }
         }
         return sb.ToString();
     }

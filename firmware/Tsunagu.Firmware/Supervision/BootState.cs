@@ -55,7 +55,10 @@ public sealed class BootState : IState
         ctx.Services?.Dispose();
         var dataRoot = ctx.Hardware.Data.Root;
         var environment = new ServiceEnvironment(ctx.Hardware.Board,
-            ctx.Options.ServiceRunDirectory ?? Path.Combine(dataRoot, "services", "run"), Path.Combine(dataRoot, "services", "state"));
+            ctx.Options.ServiceRunDirectory ?? Path.Combine(dataRoot, "services", "run"), Path.Combine(dataRoot, "services", "state"))
+        {
+            FilterListDirectory = Path.Combine(ctx.Apps.Root, FilterCategories.Application, "current"),
+        };
         ctx.Services = new ServiceApplier(dataRoot, ctx.Hardware.Services, environment, ctx.Store, ctx.Time, ctx.Log, ctx.Options.ConfirmTimeout)
         {
             VpnPrivateKey = ctx.Secret.Length >= WireGuardKeys.MinSecretBytes ? WireGuardKeys.DerivePrivateKey(ctx.Secret) : null,
@@ -75,6 +78,11 @@ public sealed class BootState : IState
             ctx.Apps.Stage(app.Name, app.Version, app.TreePath);
             ctx.Apps.Switch(app.Name, app.Version);
             ctx.Log($"boot: restored factory {app.Name} {app.Version} from PROM");
+            if (app.Name == FilterCategories.Application)
+            {
+                // the services started before it: the content filter's categories are read again
+                await ctx.Services.RefreshAsync($"factory {app.Name} restored", ct);
+            }
         }
         // every installed application against the signed digests it was installed with (patent 0040)
         ctx.DamagedApps = AppIntegrity.Check(ctx.Apps, BundleInstaller.TrustedKeys(identity, ctx.Store), ctx.Hardware.Prom.FactoryApplications, ctx.Log);

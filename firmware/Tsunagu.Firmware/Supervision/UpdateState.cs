@@ -30,6 +30,12 @@ public sealed class UpdateState : IState
             if (result.Status is InstallStatus.Committed or InstallStatus.Failed)
             {
                 ctx.DisarmUpdateDeadline();
+                if (!result.Reboot && ctx.Services is { } services)
+                {
+                    // installed or rolled back without a restart: what the services read from applications (the content
+                    // filter's category lists) may have changed; a restart renders it at boot
+                    await services.RefreshAsync($"update {offer.UpdateId} {(result.Status == InstallStatus.Committed ? "installed" : "rolled back")}", ct);
+                }
             }
             switch (result.Status)
             {
@@ -83,6 +89,10 @@ public sealed class UpdateState : IState
                     $"(the unit did not reach the host: {ctx.LastError ?? "no error recorded"}); rolled back without the host";
         var result = await new BundleInstaller(Environment(ctx, offer, new NoHost())).AbandonAsync(pending, error, ct);
         ctx.LastError = $"update {offer.UpdateId}: {error}";
+        if (!result.Reboot && ctx.Services is { } services)
+        {
+            await services.RefreshAsync($"update {offer.UpdateId} rolled back", ct);
+        }
         return result.Reboot ? await RebootAsync(ctx, $"update {offer.UpdateId}: restarting into the previous OS slot", ct) : Outcome.Failure;
     }
 
