@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Data;
 
@@ -25,6 +26,25 @@ public static class LabCatalogue
 
     public static readonly IReadOnlyDictionary<string, string> Pattern2Applications =
         new SortedDictionary<string, string>(StringComparer.Ordinal) { ["cache-manager"] = "1.0.0", ["firewall"] = "1.1.0", ["vcp"] = "1.0.0" };
+
+    /// <summary>
+    /// Pattern `qemu-1-lists`: the factory software and the content filter's category lists (application
+    /// <see cref="FilterCategories.Application"/> <see cref="FilterListsVersion"/>), by update program `qemu-1-to-1-lists` of
+    /// importance 5, which carries the lists alone (no OS, no restart): the operator's new lists reaching a unit.
+    /// </summary>
+    public const string ListsPattern = "qemu-1-lists";
+    public const string ListsUpdate = "qemu-1-to-1-lists";
+    public const string FilterListsVersion = "2026.12.1";
+
+    /// <summary>The lab's category lists: `malware` names a domain the lab's DNS server answers (malware.example).</summary>
+    public static readonly IReadOnlyDictionary<string, string> FilterLists = new SortedDictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["malware"] = "# the lab's malware category\nmalware.example\n",
+        ["gambling"] = "casino.example\n",
+    };
+
+    public static readonly IReadOnlyDictionary<string, string> ListsApplications =
+        new SortedDictionary<string, string>(FactoryApplications.ToDictionary(), StringComparer.Ordinal) { [FilterCategories.Application] = FilterListsVersion };
 
     /// <summary>The OS image of the update in an image output folder (`out/image/BOARD-debug`).</summary>
     public static string UpdateOsImage(string imageDirectory) => Path.Combine(imageDirectory, "os-1.1.sqfs");
@@ -69,15 +89,19 @@ public static class LabCatalogue
         await store.Catalogue.UpsertPatternAsync(Pattern(Pattern1, "QEMU board factory image", FactoryOs, FactoryApplications));
         await AddOsUpdateAsync(store, artifacts, releaseKey, board, UpdateId, Pattern1, FactoryOs, FactoryApplications,
             new PatternRow { Id = Pattern2, Name = "QEMU board: OS 1.1, firewall 1.1.0", OsVersion = UpdateOs }, Pattern2Applications, osImage, time);
+        await AddOsUpdateAsync(store, artifacts, releaseKey, board, ListsUpdate, Pattern1, FactoryOs, FactoryApplications,
+            new PatternRow { Id = ListsPattern, Name = "QEMU board factory image and the content filter's category lists", OsVersion = FactoryOs }, ListsApplications,
+            osImage: null, time);
     }
 
     /// <summary>
     /// Adds verified pattern <paramref name="to"/> for board <paramref name="board"/> (its applications <paramref name="toApps"/>, its OS the one in
     /// <paramref name="osImage"/>) and an update program of importance 5 from <paramref name="fromPattern"/>: a signed
     /// bundle (release counter <paramref name="bundleVersion"/>) with the OS image for the inactive slot and one application payload per changed application.
+    /// Without <paramref name="osImage"/> the bundle carries the applications alone (the unit installs them without a restart).
     /// </summary>
     public static async Task AddOsUpdateAsync(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string board, string updateId, string fromPattern, string fromOs,
-        IReadOnlyDictionary<string, string> fromApps, PatternRow to, IReadOnlyDictionary<string, string> toApps, string osImage, TimeProvider? time = null, long bundleVersion = 1)
+        IReadOnlyDictionary<string, string> fromApps, PatternRow to, IReadOnlyDictionary<string, string> toApps, string? osImage, TimeProvider? time = null, long bundleVersion = 1)
     {
         foreach (var (app, version) in toApps)
         {
@@ -85,18 +109,21 @@ public static class LabCatalogue
         }
         await store.Catalogue.UpsertPatternAsync(Pattern(to.Id, to.Name, to.OsVersion, toApps));
         var now = (time ?? TimeProvider.System).GetUtcNow();
-        // the OS image followed by its dm-verity hash tree; the signed manifest carries the root hash
-        using var withTree = new MemoryStream();
-        OsVerity verity;
-        using (var image = File.OpenRead(osImage))
+        List<(BundlePayload, byte[])> payloads = [];
+        if (osImage is not null)
         {
-            verity = VerityTree.WriteAsync(image, withTree, VerityTree.NewSalt(), CancellationToken.None).GetAwaiter().GetResult();
+            // the OS image followed by its dm-verity hash tree; the signed manifest carries the root hash
+            using var withTree = new MemoryStream();
+            OsVerity verity;
+            using (var image = File.OpenRead(osImage))
+            {
+                verity = VerityTree.WriteAsync(image, withTree, VerityTree.NewSalt(), CancellationToken.None).GetAwaiter().GetResult();
+            }
+            payloads.Add((new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, to.OsVersion, Verity: verity), withTree.ToArray()));
         }
-        List<(BundlePayload, byte[])> payloads = [(new BundlePayload("os", PayloadKinds.OsImage, 0, "", null, to.OsVersion, Verity: verity), withTree.ToArray())];
         foreach (var (app, version) in toApps.Where(a => !fromApps.TryGetValue(a.Key, out var v) || v != a.Value))
         {
-            payloads.Add((new BundlePayload($"{app}-{version}", PayloadKinds.Application, 0, "", app, version),
-                BundleFormat.ApplicationTar(new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes($"{app} {version}\n") })));
+            payloads.Add((new BundlePayload($"{app}-{version}", PayloadKinds.Application, 0, "", app, version), BundleFormat.ApplicationTar(ApplicationTree(app, version))));
         }
         var manifest = new BundleManifest(BundleManifest.CurrentFormat, updateId, bundleVersion, [fromPattern], to.Id,
             new BundleCompatibility([board], [HardwareVersion], [fromOs]), 5, now, now.AddDays(365), [],
@@ -107,6 +134,21 @@ public static class LabCatalogue
         {
             Id = updateId, FromPattern = fromPattern, ToPattern = to.Id, Importance = 5, Priority = 10, ArtifactSha256 = sha, ArtifactSize = size,
         });
+    }
+
+    /// <summary>An application's tree in the lab's bundles: a VERSION file, and for the category lists each list of <see cref="FilterLists"/>.</summary>
+    private static Dictionary<string, byte[]> ApplicationTree(string app, string version)
+    {
+        var tree = new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes($"{app} {version}\n") };
+        if (app == FilterCategories.Application)
+        {
+            foreach (var (category, list) in FilterLists)
+            {
+                FilterCategories.Parse(FilterCategories.FileName(category), list);
+                tree[FilterCategories.FileName(category)] = Encoding.UTF8.GetBytes(list);
+            }
+        }
+        return tree;
     }
 
     private static PatternRow Pattern(string id, string name, string os, IReadOnlyDictionary<string, string> apps) =>

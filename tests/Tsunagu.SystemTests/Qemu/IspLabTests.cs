@@ -842,21 +842,21 @@ public sealed partial class IspLabTests
     }
 
     [Test]
-    public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_fetches_its_page_and_is_refused_a_filtered_domain()
+    public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_fetches_its_page_and_is_refused_a_filtered_domain_and_a_category_once_its_list_arrives()
     {
         LanPc.RequireImage();
         const int index = 26;
         var mac = QemuLab.MacOf(index);
         var subscriber = new WanAccount("pppoe", "shiro.kato@isp.example", "subscriber-secret-0026");
         // the unit's services: a LAN and a lease of their own (not the demo's defaults, so the lease shows this
-        // configuration), the lab's DNS server as upstream, ads.example on the content filter; the lab's DNS server
-        // answers ads.example as it answers www.lab.example
+        // configuration), the lab's DNS server as upstream, ads.example on the content filter and the category malware
+        // chosen; the lab's DNS server answers ads.example and malware.example as it answers www.lab.example
         var lan = new DhcpConfig("192.168.77.1", 24, "192.168.77.50", "192.168.77.59", "1h", []);
         var services = DemoCatalogue.StandardServices with
         {
             Dhcp = lan,
             Dns = new DnsConfig("lab.home.arpa", [IspGuest.DnsAddress]),
-            ContentFilter = new ContentFilterConfig(true, [FilteredName]),
+            ContentFilter = new ContentFilterConfig(true, [FilteredName], null, [Category]),
         };
         var clock = Stopwatch.StartNew();
         // both guests boot at once; the PC's port listens from its start, the unit's LAN port connects to it
@@ -944,12 +944,37 @@ public sealed partial class IspLabTests
         Assert.That(direct, Does.Contain($"Address: {InternetAddress}"), $"the lab's DNS server answers {FilteredName}\n{direct}");
         await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == FilteredName), TimeSpan.FromSeconds(30), "the unit shell's query on the lab's DNS server");
         Assert.That(pc.Leases(), Has.Count.EqualTo(1), "still the one lease");
+
+        // the chosen category: pattern 1 carries no category lists, so it refuses nothing yet, says so, and its domain resolves
+        Assert.That(await unit.ShellAsync($"grep '^# category' \"$(tr '\\0' '\\n' < /proc/$(pidof dnsmasq)/cmdline | tail -n 1)\""),
+            Does.StartWith($"# category {Category}: nothing refused: no list on this unit"), "the unit's dnsmasq says why the category refuses nothing");
+        var unlisted = await pc.FetchAsync($"http://{CategoryName}/");
+        Assert.That((unlisted.Exit, unlisted.Address), Is.EqualTo((0, InternetAddress)), $"no list yet: {CategoryName} resolves\n{unlisted.Output}");
+        // the operator's lists, an update program of their own (no OS, no restart), sent by a forced check: the unit
+        // installs them and refuses the category's domain from then on, its one PPPoE session kept throughout
+        clock.Restart();
+        await _lab.Store.Units.SetTargetPatternAsync(mac, LabCatalogue.ListsPattern);
+        await _lab.ForceCheckAsync(mac);
+        await unit.WaitReadyAsync(LabCatalogue.ListsPattern, TimeSpan.FromMinutes(5));
+        var toLists = clock.Elapsed;
+        Assert.That(unit.Console(), Does.Contain($"refreshed (update {LabCatalogue.ListsUpdate} installed)"), "the services were refreshed after the update");
+        var listed = await pc.FetchAsync($"http://{CategoryName}/");
+        TestContext.Out.WriteLine($"LAN PC: {listed.Output}");
+        Assert.That((listed.Exit, listed.Refusal), Is.EqualTo((1, "NXDOMAIN")), $"the category's domain is refused once its list is installed\n{listed.Output}\n--- unit ---\n{unit.Console()}");
+        var other = await pc.FetchAsync($"http://{IspGuest.WebServerName}/");
+        Assert.That((other.Exit, other.Page), Is.EqualTo((0, InternetContent)), $"other names still resolve\n{other.Output}");
+        Assert.That(isp.Events().Where(e => e.Peer == subscriber.Username).Select(e => e.Kind), Is.EqualTo(new[] { "up" }),
+            $"no restart and no redial for the lists\n--- ISP ---\n{isp.Console()}");
         TestContext.Out.WriteLine($"ISP guest and LAN PC up: {guestsUp.TotalSeconds:0.0} s; unit power-on to Ready over PPPoE: {toReady.TotalSeconds:0.0} s, to the PC's lease: {toLease.TotalSeconds:0.0} s; " +
-            $"whole test after power-on: {clock.Elapsed.TotalSeconds:0.0} s");
+            $"forced check to Ready with the category lists: {toLists.TotalSeconds:0.0} s");
     }
 
     /// <summary>On the content filter of test 6's unit, and a name the lab's DNS server answers.</summary>
     private const string FilteredName = "ads.example";
+
+    /// <summary>The category test 6's unit chooses, and a name on its list (<see cref="LabCatalogue.FilterLists"/>) that the lab's DNS server answers.</summary>
+    private const string Category = "malware";
+    private const string CategoryName = "malware.example";
 
     /// <summary>The MAC of the second LAN PC of the connection-sharing test.</summary>
     private const string SecondPcMac = "52:54:00:1a:00:02";
