@@ -8,7 +8,8 @@ namespace Tsunagu.Firmware.Services;
 /// <summary>
 /// Renders a service configuration into the configuration files of the daemons that carry it out:
 /// nftables (firewall, NAT, blocked destinations), dnsmasq (DHCP, DNS, content filter by domain), WireGuard
-/// (VPN peers) and squid (cache, only on boards with an HDD). Pure: same input, same bytes.
+/// (VPN peers) and squid (cache, only on boards with an HDD). Same configuration, environment and category lists (the one
+/// thing read from the unit, <see cref="FilterLists"/>): same bytes.
 /// </summary>
 public static class ServiceRenderer
 {
