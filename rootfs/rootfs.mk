@@ -9,11 +9,12 @@ BOOT_MODULES := squashfs ext4 overlay dm_verity evdev
 # kernel modules of the OS: the firewall and NAT, WireGuard, the LAN bridge, PPP over Ethernet (the WAN's pppoe method)
 OS_MODULES := nf_tables nft_chain_nat nft_nat nft_masq nft_redir nft_ct nft_reject_inet nft_fib_inet nft_limit nft_log \
 	nf_conntrack nf_nat wireguard bridge tun veth ppp_generic pppox pppoe
-# the daemons the services run and the tools the supervisor calls (each with the libraries ldd names)
-DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd
+# the daemons the services run and the tools the supervisor calls (each with the libraries ldd names); the VPN service
+# runs WireGuard in userspace (wireguard-go, ServiceCatalog) and configures it with wg
+DAEMONS := /usr/sbin/nft /usr/sbin/dnsmasq /usr/bin/wg /usr/bin/wireguard-go /sbin/mkfs.ext4 /sbin/e2fsck /usr/sbin/pppd
 # the Debian packages the OS's binaries and run-time loaded libraries come from (for a board whose architecture is not
 # the host's, image/sysroot.sh unpacks them with their libraries; on the host's own they are APT_PACKAGES of the Makefile)
-OS_PACKAGES := busybox-static nftables dnsmasq-base wireguard-tools e2fsprogs ppp libssl3 dmsetup
+OS_PACKAGES := busybox-static nftables dnsmasq-base wireguard-tools wireguard-go e2fsprogs ppp libssl3 dmsetup
 # pppd's PPPoE plugin, with the libraries it links: the file the installed ppp package holds (its plugin directory
 # is named after pppd's version; pppd loads the plugin by name from there)
 PPP_PLUGINS := $(shell dpkg -L ppp 2>/dev/null | grep '^/usr/lib/pppd/[^/]*/pppoe\.so$$')

@@ -141,6 +141,29 @@ public class CacheRendererTests
     }
 
     [Test]
+    public void The_image_carries_every_program_the_services_of_a_board_without_virus_checking_run()
+    {
+        // every service on, the VPN and the cache included; virus checking runs only on boards whose board.json says
+        // so, and the QEMU boards' images carry no ClamAV
+        var config = ServiceConfigTests.Valid() with { Vpn = ServiceConfigTests.Valid().Vpn with { Enabled = true } };
+        var specs = ServiceCatalog.Build(config, WithHdd, "/data/services/current");
+        Assert.That(specs.Select(s => s.Name), Is.EquivalentTo(new[] { "firewall", "lan", "dnsmasq", "wireguard", "squid" }), "precondition: every service but virus checking");
+        var programs = specs.SelectMany(s => s.Checks.Concat(s.Setup).Concat(s.Configure).Concat(s.Probes).Concat(s.Ready).Append(s.Daemon))
+            .OfType<CommandLine>().Select(c => c.Program).Distinct().ToList();
+        // DAEMONS and CACHE_DAEMONS of rootfs/rootfs.mk (continued lines joined)
+        var recipe = File.ReadAllText(Path.Combine(BoardAndRunnerTests.RepositoryRoot(), "rootfs", "rootfs.mk")).Replace("\\\n", " ", StringComparison.Ordinal);
+        string[] Listed(string variable) => System.Text.RegularExpressions.Regex.Match(recipe, $@"^{variable} := (.*)$", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .Groups[1].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var carried = Listed("DAEMONS").Concat(Listed("CACHE_DAEMONS")).Select(Path.GetFileName).ToHashSet();
+        Assert.That(carried, Does.Contain("dnsmasq").And.Contain("squid"), "precondition: DAEMONS and CACHE_DAEMONS read");
+        // busybox's applets these services use (image/lib.sh install_busybox links every applet of the static busybox)
+        string[] busybox = ["busybox", "ip", "mkdir", "chown", "sysctl"];
+        // a program the image lacks makes every configuration that turns its service on fail and roll back on a real unit
+        // (wireguard-go was missing: no QEMU unit could ever run its VPN)
+        Assert.That(programs.Where(p => !carried.Contains(p) && !busybox.Contains(p)), Is.Empty);
+    }
+
+    [Test]
     public void A_blocked_address_is_not_redirected_to_the_cache_so_the_forward_chain_still_refuses_it()
     {
         var on = ServiceConfigTests.Valid();
