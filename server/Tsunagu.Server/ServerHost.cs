@@ -90,6 +90,7 @@ public static class ServerHost
         builder.Services.AddSingleton<Catalogue.CatalogueService>();
         builder.Services.AddSingleton<Units.Registration.UnitRegistration>();
         builder.Services.AddSingleton<Units.ForcedChecks.ForcedCheckService>();
+        builder.Services.AddSingleton(new Catalogue.OfferedCategories(options));
         builder.Services.AddSingleton<Units.ServiceConfigs.ServiceConfigService>();
         builder.Services.AddSingleton<Subscribers.SubscriberChanges>();
         builder.Services.AddSingleton<Subscribers.ConfigRetries>();

@@ -173,6 +173,12 @@ public sealed class ServerOptions
     /// </summary>
     public string? ArtifactRedirectPrefix { get; set; }
 
+    /// <summary>
+    /// The content-filter categories this operator offers (one entry per index: <c>--FilterCategories:0:Name ads
+    /// --FilterCategories:0:Title Advertising</c>); configurations may choose only these (docs/services.md). Empty: none.
+    /// </summary>
+    public List<Catalogue.FilterCategoryOption?> FilterCategories { get; set; } = [];
+
     /// <summary>PostgreSQL: lifetime of the lease that picks the replica doing once-only work; another replica takes over within it when the holder dies.</summary>
     public int OnceOnlyLeaseSeconds { get; set; } = 30;
 
@@ -247,6 +253,7 @@ public sealed class ServerOptions
         {
             throw new ArgumentException($"Tsunagu:ArtifactRedirectPrefix must be a path that starts and ends with '/', of letters, digits, '/', '-', '_' and '.' (no '..'); was '{Apis.InputRules.Quote(prefix)}'");
         }
+        if (Catalogue.OfferedCategories.Problem(FilterCategories) is { } categories) { throw new ArgumentException(categories); }
         if (OnceOnlyLeaseSeconds is < 3 or > 3600) { throw new ArgumentException($"Tsunagu:OnceOnlyLeaseSeconds must be 3..3600 (was {OnceOnlyLeaseSeconds})"); }
         if (!System.Net.IPAddress.TryParse(ListenAddress, out _)) { throw new ArgumentException($"Tsunagu:ListenAddress '{ListenAddress}' is not an IP address"); }
     }

@@ -41,7 +41,10 @@ public class AccessibilityTests
     [Test]
     public async Task Every_console_and_portal_page_has_no_serious_violation()
     {
+        // offered content-filter categories: the unit's service configuration form and the portal show their boxes
+        TestServer.Configure.Value = o => o.FilterCategories = [new() { Name = "ads", Title = "Advertising" }, new() { Name = "malware", Title = "Malware" }];
         await using var server = await TestServer.StartAsync();
+        TestServer.Configure.Value = null;
         var units = await server.AddUnitsAsync(2);
         await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash("alice-password-1"));
         var identity = server.Identity(5);

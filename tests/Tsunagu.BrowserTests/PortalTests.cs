@@ -227,4 +227,40 @@ public class PortalTests
             TestServer.Configure.Value = null;
         }
     }
+
+    [Test]
+    public async Task The_filter_shows_the_offered_categories_by_title_and_saves_a_ticked_one()
+    {
+        TestServer.Configure.Value = o => o.FilterCategories = [new() { Name = "ads", Title = "Advertising" }, new() { Name = "malware", Title = "Malware" }];
+        try
+        {
+            await using var server = await TestServer.StartAsync();
+            await server.Store.Accounts.UpsertSubscriberAsync("alice", PasswordHasher.Hash(AlicePassword));
+            var mac = server.Identity(1).Mac;
+            using (var client = server.Operator())
+            {
+                await client.RegisterAsync(TestServer.Registration(server.Identity(1)) with { Subscriber = "alice" }, CancellationToken.None);
+                var first = JsonSerializer.Deserialize((await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+                await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config",
+                    first with { ContentFilter = first.ContentFilter with { Categories = ["malware"] } }, CancellationToken.None);
+            }
+
+            await using var browser = await Browser.OpenAsync(server.Url);
+            var page = browser.Page;
+            await LogInAsync(page, "alice", AlicePassword);
+            await Expect(page).ToHaveURLAsync(new Regex($"/portal/units/{Regex.Escape(mac)}$"));
+            await Expect(page.GetByLabel("Malware")).ToBeCheckedAsync();
+            await Expect(page.GetByLabel("Advertising")).Not.ToBeCheckedAsync();
+            await page.GetByLabel("Advertising").CheckAsync();
+            await page.GetByRole(AriaRole.Button, new() { Name = "Save filter" }).ClickAsync();
+            await Expect(page.Locator("p.notice")).ToContainTextAsync("Change saved");
+            await Expect(page.GetByLabel("Advertising")).ToBeCheckedAsync();
+            var saved = JsonSerializer.Deserialize((await server.Store.ServiceConfigs.LatestUnitConfigAsync(mac))!.Document, ProtocolJson.Default.ServiceConfiguration)!;
+            Assert.That(saved.ContentFilter.Categories, Is.EqualTo(new[] { "malware", "ads" }));
+        }
+        finally
+        {
+            TestServer.Configure.Value = null;
+        }
+    }
 }

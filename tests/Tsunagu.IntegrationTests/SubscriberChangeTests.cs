@@ -145,7 +145,7 @@ public class SubscriberChangeTests
         var standard = JsonNode.Parse(await client.SendAsync(HttpMethod.Get, "/api/v1/contracts/standard", null, CancellationToken.None))!;
         Assert.That(standard["subscriberFields"]!.AsArray().Select(f => f!.GetValue<string>()), Is.EqualTo(new[]
         {
-            "firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "vpn.peers",
+            "firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "contentFilter.categories", "vpn.peers",
         }), "the default contract is what the portal edits");
 
         var start = (await server.Store.ServiceConfigs.ListUnitConfigsAsync(mac)).Count;
@@ -193,7 +193,7 @@ public class SubscriberChangeTests
     }
 
     private static readonly string[] ServiceConfigFieldsDefault =
-        ["firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "vpn.peers"];
+        ["firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd", "contentFilter.enabled", "contentFilter.blockedDomains", "contentFilter.categories", "vpn.peers"];
 
     [Test]
     public async Task A_registration_with_a_domain_that_is_not_a_domain_name_is_refused()

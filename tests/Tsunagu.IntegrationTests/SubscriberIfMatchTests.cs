@@ -152,7 +152,7 @@ public class SubscriberIfMatchTests
     }
 
     /// <summary>Signs in to the portal with its log in form; returns a client holding the session cookie.</summary>
-    private static async Task<HttpClient> PortalSession(TestServer server, string name, string password)
+    internal static async Task<HttpClient> PortalSession(TestServer server, string name, string password)
     {
         var http = new HttpClient(new SocketsHttpHandler
         {

@@ -148,14 +148,17 @@ public static class CatalogueApi
             http.Response.Headers.ETag = InputRules.DigestETag(stored.Digest);
             return TypedResults.Ok(JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ServiceConfiguration)!);
         }).ProducesProblem(StatusCodes.Status404NotFound).AllowRoles(OperatorRoles.Read);
-        api.MapPut("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, ServiceConfiguration config, TsunaguStore store, HttpContext http, CancellationToken ct) =>
+        api.MapPut("/service-configs/{name}", async Task<Results<Ok<ServiceConfiguration>, ProblemHttpResult>> (string name, ServiceConfiguration config, TsunaguStore store,
+            OfferedCategories categories, HttpContext http, CancellationToken ct) =>
         {
             if (!InputRules.IsIdentifier(name)) { return Problems.BadRequest(InputRules.Identifier("name"), "name"); }
             var (expected, badTag) = InputRules.IfMatchDigest(http, DocumentTag);
             if (badTag is not null) { return Problems.BadRequest(badTag); }
             try
             {
-                ServiceConfigValidator.Validate(config);
+                // the document it replaces: a category it chose stays allowed after the operator stops offering it
+                var stored = await store.ServiceConfigs.GetServiceConfigDocumentAsync(name, ct);
+                categories.Validate(config, stored is null ? null : JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ServiceConfiguration));
             }
             catch (InvalidServiceConfigException e)
             {

@@ -34,6 +34,7 @@ public static class ServiceConfigFields
         ("contentFilter.enabled", c => c.ContentFilter.Enabled),
         ("contentFilter.blockedDomains", c => c.ContentFilter.BlockedDomains),
         ("contentFilter.blockedAddresses", c => c.ContentFilter.BlockedAddresses ?? []),
+        ("contentFilter.categories", c => c.ContentFilter.Categories ?? []),
         ("vpn.enabled", c => c.Vpn.Enabled),
         ("vpn.listenPort", c => c.Vpn.ListenPort),
         ("vpn.address", c => c.Vpn.Address),
@@ -49,12 +50,12 @@ public static class ServiceConfigFields
 
     /// <summary>
     /// The allow-list of a contract that has none of its own: what the subscriber portal edits (port forwards, the
-    /// content filter's switch and blocked sites, the LAN address range, VPN peers).
+    /// content filter's switch, blocked sites and categories, the LAN address range, VPN peers).
     /// </summary>
     public static IReadOnlyList<string> PortalDefault { get; } =
     [
         "firewall.portForwards", "dhcp.lanAddress", "dhcp.prefixLength", "dhcp.rangeStart", "dhcp.rangeEnd",
-        "contentFilter.enabled", "contentFilter.blockedDomains", "vpn.peers",
+        "contentFilter.enabled", "contentFilter.blockedDomains", "contentFilter.categories", "vpn.peers",
     ];
 
     public static bool IsKnown(string? name) => name is not null && All.Contains(name, StringComparer.Ordinal);

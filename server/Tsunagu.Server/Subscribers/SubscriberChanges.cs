@@ -25,7 +25,7 @@ public sealed record SubscriberChangeResult(long Revision, string? PushError);
 /// of the unit's service configuration with origin "subscriber", provisional until the unit applies it (applied)
 /// and then confirms it is healthy with it (final). The unit is pushed to check at once.
 /// </summary>
-public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, ILogger<SubscriberChanges> log)
+public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, Catalogue.OfferedCategories categories, ILogger<SubscriberChanges> log)
 {
     public const string Origin = "subscriber";
 
@@ -82,7 +82,7 @@ public sealed class SubscriberChanges(TsunaguStore store, IPushPublisher push, F
         var next = change(current.Document);
         try
         {
-            ServiceConfigValidator.Validate(next);
+            categories.Validate(next, current.Document);
         }
         catch (InvalidServiceConfigException e)
         {

@@ -19,12 +19,15 @@ namespace Tsunagu.Server.Pages.Console;
 /// name taken or a document changed meanwhile) with the reason beside the form as it was typed, and nothing is changed.
 /// </summary>
 [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.ReleaseManager, OperatorRoles.Support, OperatorRoles.Auditor)]
-public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("console")
+public sealed class ServicesModel(TsunaguStore store, OfferedCategories categories) : SessionPageModel("console")
 {
     /// <summary>The form key of a new configuration's and a new contract's form (an existing one's is its kind and name).</summary>
     public const string NewConfig = "config-new", NewContract = "contract-new";
 
     public IReadOnlyList<NamedDocument> Configs { get; private set; } = [];
+
+    /// <summary>The content-filter categories this server offers (what <c>contentFilter.categories</c> may name).</summary>
+    public OfferedCategories Categories => categories;
 
     public IReadOnlyList<(NamedDocument Row, IReadOnlyList<string> Fields)> Contracts { get; private set; } = [];
 
@@ -47,7 +50,8 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
     {
         // null-safe throughout: a document stored before a rule existed may lack a section, and the page must still show
         var c = JsonSerializer.Deserialize(config.Document, ProtocolJson.Default.ServiceConfiguration)!;
-        var filter = c.ContentFilter?.Enabled == true ? $"content filter on ({c.ContentFilter.BlockedDomains?.Count ?? 0} domain(s))" : "content filter off";
+        var chosen = c.ContentFilter?.Categories is { Count: > 0 } names ? $", categories {string.Join(", ", names)}" : "";
+        var filter = c.ContentFilter?.Enabled == true ? $"content filter on ({c.ContentFilter.BlockedDomains?.Count ?? 0} domain(s){chosen})" : "content filter off";
         var vpn = c.Vpn?.Enabled == true ? $"VPN on ({c.Vpn.Peers?.Count ?? 0} peer(s))" : "VPN off";
         var cache = c.Cache?.Enabled == true ? $"cache {c.Cache.SizeMegabytes} MB" : "cache off";
         var virus = c.VirusScan?.Enabled == true ? "virus check on" : "virus check off";
@@ -84,7 +88,9 @@ public sealed class ServicesModel(TsunaguStore store) : SessionPageModel("consol
         if (config is null) { return await RefuseAsync(form, "document: not a service configuration in JSON (null)"); }
         try
         {
-            ServiceConfigValidator.Validate(config);
+            // the document it replaces: a category it chose stays allowed after the operator stops offering it
+            var stored = await store.ServiceConfigs.GetServiceConfigDocumentAsync(name, ct);
+            categories.Validate(config, stored is null ? null : JsonSerializer.Deserialize(stored.Document, ProtocolJson.Default.ServiceConfiguration));
             await store.ServiceConfigs.PutServiceConfigCheckedAsync(name, config, NullIfEmpty(baseDigest), new AuditEntry(Who, "service-config.put", name, null), ct);
         }
         catch (InvalidServiceConfigException e)

@@ -10,11 +10,14 @@ namespace Tsunagu.Server.Pages.Console;
 
 // The unit's service configuration (PUT /api/v1/units/{mac}/service-config in the console): the same service, rules,
 // audit entry and push. Two forms: the common fields (the rest of the document is kept from the newest revision), and
-// the whole document as JSON. The common fields include the virus check (sent with a marker: a form without it keeps
-// the setting). Each carries the revision the page showed; a configuration changed meanwhile is refused.
+// the whole document as JSON. The common fields include the virus check and the content-filter categories (each sent
+// with a marker: a form without it keeps the setting). Each carries the revision the page showed; a configuration changed meanwhile is refused.
 public sealed partial class UnitModel
 {
     private ServiceConfigService ConfigService => HttpContext.RequestServices.GetRequiredService<ServiceConfigService>();
+
+    /// <summary>The content-filter categories this server offers, for the form's boxes.</summary>
+    public Catalogue.OfferedCategories Categories => HttpContext.RequestServices.GetRequiredService<Catalogue.OfferedCategories>();
 
     /// <summary>The newest revision's document, or null when the unit has none.</summary>
     public ServiceConfiguration? CurrentConfig { get; private set; }
@@ -43,7 +46,7 @@ public sealed partial class UnitModel
     [ConsoleAccess(OperatorRoles.Administrator, OperatorRoles.Support)]
     public async Task<IActionResult> OnPostServiceConfigAsync(string mac, long baseRevision, string? defaultInbound, string? masquerade, string? localDomain,
         string? upstreams, string? filterEnabled, string? blockedDomains, string? blockedAddresses, string? vpnEnabled, string? vpnListenPort, string? vpnAddress,
-        string? cacheEnabled, string? cacheMegabytes, string? virusScanShown = null, string? virusScanEnabled = null)
+        string? cacheEnabled, string? cacheMegabytes, string? virusScanShown = null, string? virusScanEnabled = null, string? categoriesShown = null, string[]? categories = null)
     {
         if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return NotFound(); }
         if (CurrentConfig is not { } current)
@@ -57,8 +60,14 @@ public sealed partial class UnitModel
         {
             Firewall = current.Firewall with { DefaultInbound = defaultInbound?.Trim() ?? "", Masquerade = masquerade == "yes" },
             Dns = current.Dns with { LocalDomain = localDomain?.Trim() ?? "", Upstreams = Lines(upstreams) },
-            ContentFilter = new ContentFilterConfig(filterEnabled == "yes", Lines(blockedDomains),
-                addresses.Count == 0 && current.ContentFilter.BlockedAddresses is null ? null : addresses),
+            ContentFilter = current.ContentFilter with
+            {
+                Enabled = filterEnabled == "yes",
+                BlockedDomains = Lines(blockedDomains),
+                BlockedAddresses = addresses.Count == 0 && current.ContentFilter.BlockedAddresses is null ? null : addresses,
+                // a form without the categories' boxes (an older page) keeps them as the newest revision has them
+                Categories = categoriesShown != "yes" ? current.ContentFilter.Categories : Catalogue.OfferedCategories.Chosen(current.ContentFilter.Categories, categories),
+            },
             Vpn = current.Vpn with { Enabled = vpnEnabled == "yes", ListenPort = port, Address = string.IsNullOrWhiteSpace(vpnAddress) ? null : vpnAddress.Trim() },
             Cache = current.Cache with { Enabled = cacheEnabled == "yes", SizeMegabytes = cache },
             // a form without the virus check field (an older page) keeps it as the newest revision has it

@@ -35,7 +35,7 @@ public sealed class VpnPeerForm
 /// The subscriber's unit: status and services, and the settings the contract leaves to them (patent 0069-0070).
 /// Every change is a new revision that goes provisional -> applied -> final, or shows why it failed.
 /// </summary>
-public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, ServerOptions options, TimeProvider time) : SessionPageModel("portal")
+public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, ServerOptions options, Catalogue.OfferedCategories offered, TimeProvider time) : SessionPageModel("portal")
 {
     public UnitRow? Unit { get; private set; }
     public UnitConfigRow? Current { get; private set; }
@@ -69,6 +69,18 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
     [BindProperty] public bool FilterEnabled { get; set; }
     [BindProperty] public string? BlockedSites { get; set; }
 
+    /// <summary>The categories ticked in the filter form (their names).</summary>
+    [BindProperty] public List<string?>? Categories { get; set; }
+
+    /// <summary>Sent by a filter form that showed the categories' boxes; a form without it keeps the categories.</summary>
+    [BindProperty] public bool CategoriesShown { get; set; }
+
+    /// <summary>The categories the filter form offers to tick: those the operator offers, then any the unit chose that are no longer offered.</summary>
+    public IReadOnlyList<(string Name, string? Title)> CategoryChoices => offered.Choices(Services?.ContentFilter.Categories);
+
+    /// <summary>A category as people read it: its title, or its name while it is not offered any more.</summary>
+    public string CategoryLabel(string name) => offered.TitleOf(name) ?? $"{name} (no longer offered by your provider)";
+
     public async Task<IActionResult> OnGetAsync(string mac)
     {
         if (!await LoadAsync(mac, HttpContext.RequestAborted)) { return Missing(); }
@@ -95,7 +107,10 @@ public sealed class UnitModel(SubscriberChanges changes, ConfigRetries retries, 
                 Enabled = May("contentFilter.enabled") ? FilterEnabled : c.ContentFilter.Enabled,
                 BlockedDomains = May("contentFilter.blockedDomains")
                 ? (BlockedSites ?? "").Split(['\n', '\r', ',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct(StringComparer.OrdinalIgnoreCase).ToList()
-                : c.ContentFilter.BlockedDomains
+                : c.ContentFilter.BlockedDomains,
+                Categories = May("contentFilter.categories") && CategoriesShown
+                ? Catalogue.OfferedCategories.Chosen(c.ContentFilter.Categories, Categories)
+                : c.ContentFilter.Categories,
             }
         });
 

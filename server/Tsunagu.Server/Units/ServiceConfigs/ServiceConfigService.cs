@@ -11,11 +11,12 @@ public sealed record ServiceConfigAssignment(string Mac, long Revision, string? 
 /// <summary>
 /// A unit's service configuration as the operator sets it (patent S500; the API's <c>PUT /api/v1/units/{mac}/service-config</c>
 /// and the console's unit page both call this): the document is validated by type and grammar
-/// (<see cref="ServiceConfigValidator"/>) before anything is stored; the new revision (provisional) and its audit entry
+/// (<see cref="ServiceConfigValidator"/>) and its content-filter categories against those offered
+/// (<see cref="Catalogue.OfferedCategories"/>) before anything is stored; the new revision (provisional) and its audit entry
 /// (<c>unit.service-config</c>) commit together; then the unit is told over MQTT to fetch it at once. A refused document
 /// stores nothing.
 /// </summary>
-public sealed class ServiceConfigService(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, ServerOptions options)
+public sealed class ServiceConfigService(TsunaguStore store, IPushPublisher push, ForcedCheckService checks, ServerOptions options, Catalogue.OfferedCategories categories)
 {
     /// <summary>How many attempts a failed revision gets in all (the first and the host's retries, patent 0070).</summary>
     public int RetryAttempts => options.ConfigRetryAttempts;
@@ -32,7 +33,8 @@ public sealed class ServiceConfigService(TsunaguStore store, IPushPublisher push
         {
             throw new UnitNotFoundException(mac);
         }
-        ServiceConfigValidator.Validate(config);
+        // a category the newest revision chose stays allowed after the operator stops offering it
+        categories.Validate(config, (await LatestAsync(m, ct))?.Document);
         var revision = await store.ServiceConfigs.AddUnitConfigAsync(m, config, audit: r => new AuditEntry(actor, "unit.service-config", m, $"revision {r}"), expectedRevision: baseRevision, ct: ct);
         string? pushWarning = null;
         if (push.BrokerUri is null)
