@@ -2,8 +2,8 @@
 # Builds the ISP lab's access network guest (docs/lab.md) into OUT (default out/isp-lab): the kernel of Debian's
 # linux-image-amd64 and a boot program holding busybox, pppoe-server and pppoe (Debian's pppoe), pppd (ppp) with its
 # RADIUS plugin, FreeRADIUS (only the modules and dictionaries image/isp/radius/radiusd.conf uses; the configuration is
-# checked with `freeradius -XC` against exactly those files), nft (nftables), dnsmasq (the lab's DNS server) and openssl
-# (the lab internet's HTTPS server), with their
+# checked with `freeradius -XC` against exactly those files), nft (nftables), dnsmasq (the lab's DNS server), openssl
+# (the lab internet's HTTPS server) and WireGuard (the kernel's module and wg: a VPN peer in the lab's internet), with their
 # libraries and the kernel modules they need. The guest's program is image/isp/init.
 # Usage: image/isp/build.sh [OUT]
 set -euo pipefail
@@ -12,8 +12,9 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-out/isp-lab}
 # the ISP guest always runs on the host's architecture (qemu-system-x86_64), whatever board the unit is
 KREL=$(kernel_release linux-image-amd64)
-MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack nft_limit"
-PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft /usr/sbin/freeradius /usr/sbin/dnsmasq /usr/bin/openssl"
+# wireguard and wg: the lab's roaming VPN peer, on the internet side of the units (docs/lab.md)
+MODULES="virtio_pci virtio_net qemu_fw_cfg ppp_generic ppp_async ppp_synctty nf_tables nft_chain_nat nft_masq nf_nat nf_conntrack nft_limit wireguard"
+PROGRAMS="/usr/sbin/pppoe-server /usr/sbin/pppoe /usr/sbin/pppd /usr/sbin/nft /usr/sbin/freeradius /usr/sbin/dnsmasq /usr/bin/openssl /usr/bin/wg"
 RADIUS_MODULES="rlm_files rlm_chap rlm_pap rlm_detail rlm_linelog rlm_rest"
 RADIUS_DICTIONARIES="dictionary.rfc2865 dictionary.rfc2866 dictionary.rfc2869 dictionary.freeradius.internal"
 RADIUS_LIBDIR=/usr/lib/freeradius

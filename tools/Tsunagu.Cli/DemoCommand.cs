@@ -61,6 +61,8 @@ public static class DemoCommand
             Port = settings.Port,
             MqttPort = settings.MqttPort,
             CheckIntervalSeconds = (int)Math.Max(1, settings.CheckInterval.TotalSeconds),
+            // the lab's pattern qemu-1-lists carries these categories' lists
+            FilterCategories = settings.LabImage is null ? [] : LabCatalogue.OfferedCategories(),
         };
         var app = await ServerHost.BuildAsync(serverOptions, logging: l => l.SetMinimumLevel(LogLevel.Warning));
         using var releaseKey = FactoryIdentities.LoadOrCreateReleaseSigningKey(Path.Combine(serverOptions.DataDirectory, "keys", "release.key"));

@@ -36,12 +36,19 @@ public static class LabCatalogue
     public const string ListsUpdate = "qemu-1-to-1-lists";
     public const string FilterListsVersion = "2026.12.1";
 
-    /// <summary>The lab's category lists: `malware` names a domain the lab's DNS server answers (malware.example).</summary>
-    public static readonly IReadOnlyDictionary<string, string> FilterLists = new SortedDictionary<string, string>(StringComparer.Ordinal)
+    /// <summary>
+    /// The lab's categories: each one's title (what the lab's server offers, server option FilterCategories) and its list;
+    /// `malware` names a domain the lab's DNS server answers (malware.example).
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, (string Title, string List)> FilterLists = new SortedDictionary<string, (string, string)>(StringComparer.Ordinal)
     {
-        ["malware"] = "# the lab's malware category\nmalware.example\n",
-        ["gambling"] = "casino.example\n",
+        ["malware"] = ("Malware and phishing", "# the lab's malware category\nmalware.example\n"),
+        ["gambling"] = ("Gambling", "casino.example\n"),
     };
+
+    /// <summary>What the lab's server offers: the categories of <see cref="FilterLists"/>.</summary>
+    public static List<Server.Catalogue.FilterCategoryOption?> OfferedCategories() =>
+        [.. FilterLists.Select(c => new Server.Catalogue.FilterCategoryOption { Name = c.Key, Title = c.Value.Title })];
 
     public static readonly IReadOnlyDictionary<string, string> ListsApplications =
         new SortedDictionary<string, string>(FactoryApplications.ToDictionary(), StringComparer.Ordinal) { [FilterCategories.Application] = FilterListsVersion };
@@ -142,7 +149,7 @@ public static class LabCatalogue
         var tree = new Dictionary<string, byte[]> { ["VERSION"] = Encoding.UTF8.GetBytes($"{app} {version}\n") };
         if (app == FilterCategories.Application)
         {
-            foreach (var (category, list) in FilterLists)
+            foreach (var (category, (_, list)) in FilterLists)
             {
                 FilterCategories.Parse(FilterCategories.FileName(category), list);
                 tree[FilterCategories.FileName(category)] = Encoding.UTF8.GetBytes(list);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
+using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
@@ -842,7 +843,7 @@ public sealed partial class IspLabTests
     }
 
     [Test]
-    public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_fetches_its_page_and_is_refused_a_filtered_domain_and_a_category_once_its_list_arrives()
+    public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_is_reached_by_a_vpn_peer_and_is_refused_a_filtered_domain_and_a_category_once_its_list_arrives()
     {
         LanPc.RequireImage();
         const int index = 26;
@@ -852,11 +853,15 @@ public sealed partial class IspLabTests
         // configuration), the lab's DNS server as upstream, ads.example on the content filter and the category malware
         // chosen; the lab's DNS server answers ads.example and malware.example as it answers www.lab.example
         var lan = new DhcpConfig("192.168.77.1", 24, "192.168.77.50", "192.168.77.59", "1h", []);
+        // and the VPN, with one roaming peer: the lab's internet (the access network guest), with a key of its own
+        var peerKey = RandomNumberGenerator.GetBytes(32);
+        WireGuardKeys.Clamp(peerKey);
         var services = DemoCatalogue.StandardServices with
         {
             Dhcp = lan,
             Dns = new DnsConfig("lab.home.arpa", [IspGuest.DnsAddress]),
             ContentFilter = new ContentFilterConfig(true, [FilteredName], null, [Category]),
+            Vpn = new VpnConfig(true, VpnPort, "10.99.0.1/24", [new VpnPeer("lab peer", WireGuardKeys.ToText(WireGuardKeys.PublicKey(peerKey)), "10.99.0.2/32", null)]),
         };
         var clock = Stopwatch.StartNew();
         // both guests boot at once; the PC's port listens from its start, the unit's LAN port connects to it
@@ -875,7 +880,7 @@ public sealed partial class IspLabTests
         unit.LanSocket = $"{pc.LanEndpoint} {pc2.LanEndpoint}";
         clock.Restart();
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern1, BootToReady, async () => (await _lab.UnitAsync(mac)) is { WanAddress: not null, VpnPublicKey: not null });
         var toReady = clock.Elapsed;
         // the unit's DHCP server runs from its services, before Ready; the PC asks every 8 s or less until it answers
         var lease = await pc.WaitLeaseAsync(TimeSpan.FromMinutes(2));
@@ -945,6 +950,20 @@ public sealed partial class IspLabTests
         await isp.WaitAsync(() => isp.DnsQueries().Any(q => q.Name == FilteredName), TimeSpan.FromSeconds(30), "the unit shell's query on the lab's DNS server");
         Assert.That(pc.Leases(), Has.Count.EqualTo(1), "still the one lease");
 
+        // the VPN: the peer in the lab's internet sets up its tunnel with what the host shows of the unit (its public key and
+        // endpoint, from its ready report) and reaches the first PC through it, by the PC's LAN address
+        var shown = (await _lab.UnitAsync(mac))!;
+        var lanNetwork = $"{IPNetwork.Parse($"{lan.LanAddress}/{lan.PrefixLength}").BaseAddress}/{lan.PrefixLength}";
+        Assert.That(shown.VpnEndpoint, Is.EqualTo($"{wan}:{VpnPort}"), "the host shows the unit's session address and VPN port");
+        var tunnel = await isp.ShellAsync(
+            $"echo {WireGuardKeys.ToText(peerKey)} > /tmp/wgpeer.key && ip link add wgpeer type wireguard && " +
+            $"wg set wgpeer private-key /tmp/wgpeer.key peer {shown.VpnPublicKey} endpoint {shown.VpnEndpoint} allowed-ips 10.99.0.1/32,{lanNetwork} && " +
+            $"ip address add 10.99.0.2/24 dev wgpeer && ip link set wgpeer up && ip route add {lanNetwork} dev wgpeer && " +
+            $"ping -c 3 -W 10 {lease.Address}; echo rc=$?; wg show wgpeer latest-handshakes; wg show wgpeer transfer", TimeSpan.FromSeconds(90));
+        TestContext.Out.WriteLine($"VPN peer: {tunnel}");
+        Assert.That(tunnel, Does.Contain("rc=0").And.Contain($"from {lease.Address}"), $"the peer reaches the LAN PC through the tunnel\n{tunnel}\n--- unit ---\n{unit.Console()}");
+        Assert.That(isp.Events().Where(e => e.Peer == subscriber.Username).Select(e => e.Kind), Is.EqualTo(new[] { "up" }), "the tunnel rides the one session");
+
         // the chosen category: pattern 1 carries no category lists, so it refuses nothing yet, says so, and its domain resolves
         Assert.That(await unit.ShellAsync($"grep '^# category' \"$(tr '\\0' '\\n' < /proc/$(pidof dnsmasq)/cmdline | tail -n 1)\""),
             Does.StartWith($"# category {Category}: nothing refused: no list on this unit"), "the unit's dnsmasq says why the category refuses nothing");
@@ -971,6 +990,9 @@ public sealed partial class IspLabTests
 
     /// <summary>On the content filter of test 6's unit, and a name the lab's DNS server answers.</summary>
     private const string FilteredName = "ads.example";
+
+    /// <summary>Test 6's unit's WireGuard port.</summary>
+    private const int VpnPort = 51820;
 
     /// <summary>The category test 6's unit chooses, and a name on its list (<see cref="LabCatalogue.FilterLists"/>) that the lab's DNS server answers.</summary>
     private const string Category = "malware";

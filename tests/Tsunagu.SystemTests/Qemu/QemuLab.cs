@@ -131,7 +131,7 @@ public sealed class QemuLab : IAsyncDisposable
         var app = await ServerHost.BuildAsync(new ServerOptions
         {
             DataDirectory = Path.Combine(root, "server"), Port = 0, MqttPort = mqttPort, CheckIntervalSeconds = 3600,
-            AccessPointToken = AccessPointToken,
+            AccessPointToken = AccessPointToken, FilterCategories = LabCatalogue.OfferedCategories(),
         }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
         var releaseKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var store = app.Services.GetRequiredService<TsunaguStore>();
