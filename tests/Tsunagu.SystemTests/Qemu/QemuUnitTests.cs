@@ -1,9 +1,13 @@
 using System.Diagnostics;
+using System.Security.Cryptography;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection;
 using Tsunagu.Demo;
 using Tsunagu.IntegrationTests;
+using Tsunagu.Protocol;
 using Tsunagu.Protocol.Bundles;
 using Tsunagu.Server.Apis;
+using Tsunagu.Server.Units.ServiceConfigs;
 
 namespace Tsunagu.SystemTests.Qemu;
 
@@ -91,12 +95,21 @@ public sealed class QemuUnitTests
     /// <summary>
     /// A Ready unit of <paramref name="lab"/>'s board whose `data` is wiped while it is off: the boot program starts the
     /// recovery OS from prom, which rebuilds `data`, and the host brings the unit back to qemu-2 with its services (every board).
+    /// Its VPN runs with the same key pair after the wipe (derived from the factory secret), so its peers keep working.
     /// </summary>
     internal static async Task WipedDataAsync(QemuLab lab, int index, TimeSpan bootToReady)
     {
         await using var unit = await lab.AddUnitAsync(index);
+        var peer = RandomNumberGenerator.GetBytes(32);
+        WireGuardKeys.Clamp(peer);
+        await lab.App.Services.GetRequiredService<ServiceConfigService>().AssignAsync(unit.Mac, DemoCatalogue.StandardServices with
+        {
+            Vpn = new VpnConfig(true, 51820, "10.99.0.1/24", [new VpnPeer("office", WireGuardKeys.ToText(WireGuardKeys.PublicKey(peer)), "10.99.0.2/32", null)]),
+        }, "qemu-lab", CancellationToken.None);
         unit.PowerOn();
-        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady);
+        await unit.WaitReadyAsync(LabCatalogue.Pattern2, bootToReady, async () => (await lab.UnitAsync(unit.Mac))?.VpnPublicKey is not null);
+        var vpn = (await lab.UnitAsync(unit.Mac))!;
+        Assert.That((await unit.ShellAsync("wg show wg0 public-key")).Trim(), Is.EqualTo(vpn.VpnPublicKey), "the unit's VPN runs with the key the host shows");
         var sessionsBefore = (await lab.Store.History.ListUnitEventsAsync(unit.Mac)).Count;
         await unit.PowerOffAsync();
         unit.CorruptPartition("data");
@@ -109,6 +122,10 @@ public sealed class QemuUnitTests
         Assert.That(await unit.ShellAsync("cat /data/boot/state"), Does.Contain("primary=a").And.Contain("a_version=tsunagu-os 1.1"));
         Assert.That(await unit.ShellAsync("nft list tables"), Does.Contain("inet tsunagu"), "the host restored the services too");
         Assert.That((await lab.Store.History.ListUnitEventsAsync(unit.Mac)).Count, Is.GreaterThan(sessionsBefore));
+        // the VPN again, with the same key pair: a peer configured against the unit before the wipe still works
+        await unit.WaitAsync(async () => (await lab.UnitAsync(unit.Mac))?.VpnReportedAt != vpn.VpnReportedAt, TimeSpan.FromMinutes(2), "the VPN report after the recovery");
+        Assert.That((await lab.UnitAsync(unit.Mac))!.VpnPublicKey, Is.EqualTo(vpn.VpnPublicKey), "the host shows the same public key");
+        Assert.That((await unit.ShellAsync("wg show wg0 public-key")).Trim(), Is.EqualTo(vpn.VpnPublicKey), "the unit's VPN runs with the same key");
     }
 
     [Test]
