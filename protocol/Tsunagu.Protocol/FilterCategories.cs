@@ -32,6 +32,12 @@ public static class FilterCategories
     /// <summary>The size of one category's list.</summary>
     public const long MaxBytes = 16L * 1024 * 1024;
 
+    /// <summary>
+    /// Domains of all the categories one configuration chooses, together: what a unit's dnsmasq holds besides the subscriber's
+    /// own (about 100 bytes each in its memory, so 50 MB at most).
+    /// </summary>
+    public const int MaxDomainsChosen = 500_000;
+
     public const string NameRule = "a lower-case ASCII letter, then up to 31 lower-case letters, digits or '-'";
 
     public static bool IsName(string? name) =>
@@ -48,16 +54,18 @@ public static class FilterCategories
     /// (<see cref="ServiceConfigValidator.IsDomainName"/>), a comment or blank; anything else refuses the whole list.
     /// </summary>
     /// <exception cref="InvalidFilterListException">A line is not a domain name, or the list is too long.</exception>
-    public static IReadOnlyList<string> Parse(string file, string text)
+    public static IReadOnlyList<string> Parse(string file, string text) => text.Length > MaxBytes
+        ? throw new InvalidFilterListException(file, 0, $"{text.Length} characters; at most {MaxBytes}")
+        : Parse(file, text.Split('\n'));
+
+    /// <summary>The same, line by line (a list read from a file as it is read).</summary>
+    /// <exception cref="InvalidFilterListException">A line is not a domain name, or the list is too long.</exception>
+    public static IReadOnlyList<string> Parse(string file, IEnumerable<string> lines)
     {
-        if (text.Length > MaxBytes)
-        {
-            throw new InvalidFilterListException(file, 0, $"{text.Length} characters; at most {MaxBytes}");
-        }
         var domains = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var number = 0;
-        foreach (var raw in text.Split('\n'))
+        foreach (var raw in lines)
         {
             number++;
             var line = raw.EndsWith('\r') ? raw[..^1] : raw;

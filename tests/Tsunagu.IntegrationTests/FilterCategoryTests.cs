@@ -122,20 +122,23 @@ public class FilterCategoryTests
             return problem["detail"]!.GetValue<string>();
         }
 
-        // the operator API: the unit's configuration and a named one
-        var e = Assert.ThrowsAsync<OperatorApiException>(() => Unchanged(async () =>
+        // the operator API: the unit's configuration and a named one (the refusal is caught inside, so that Unchanged's
+        // comparisons run after it)
+        async Task<OperatorApiException> RefusedByApi(string path, string why)
         {
-            await client.SendJsonAsync(HttpMethod.Put, $"/api/v1/units/{mac}/service-config", unknown, CancellationToken.None);
-            return "";
-        }, "operator API, unit"))!;
+            OperatorApiException? refused = null;
+            await Unchanged(async () =>
+            {
+                refused = Assert.ThrowsAsync<OperatorApiException>(() => client.SendJsonAsync(HttpMethod.Put, path, unknown, CancellationToken.None));
+                return "";
+            }, why);
+            return refused!;
+        }
+        var e = await RefusedByApi($"/api/v1/units/{mac}/service-config", "operator API, unit");
         Assert.That(e.Status, Is.EqualTo(400));
         Assert.That(JsonNode.Parse(e.Body!)!["detail"]!.GetValue<string>(), Is.EqualTo("contentFilter.categories[1]: " + Refusal));
         Assert.That(JsonNode.Parse(e.Body!)!["field"]!.GetValue<string>(), Is.EqualTo("contentFilter.categories[1]"));
-        e = Assert.ThrowsAsync<OperatorApiException>(() => Unchanged(async () =>
-        {
-            await client.SendJsonAsync(HttpMethod.Put, $"{Routes.Prefix}/service-configs/default", unknown, CancellationToken.None);
-            return "";
-        }, "operator API, named"))!;
+        e = await RefusedByApi($"{Routes.Prefix}/service-configs/default", "operator API, named");
         Assert.That((e.Status, JsonNode.Parse(e.Body!)!["detail"]!.GetValue<string>()), Is.EqualTo((400, "contentFilter.categories[1]: " + Refusal)));
 
         // the subscriber API

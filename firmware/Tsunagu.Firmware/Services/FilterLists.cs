@@ -15,9 +15,30 @@ public sealed record FilterList(string Category, IReadOnlyList<string>? Domains,
 /// </summary>
 public static class FilterLists
 {
-    /// <summary>The lists of <paramref name="categories"/> in their order, each read and checked whole.</summary>
-    public static IReadOnlyList<FilterList> Load(string? directory, IReadOnlyList<string> categories) =>
-        categories.Select(category => Read(directory, category)).ToList();
+    /// <summary>
+    /// The lists of <paramref name="categories"/> in their order, each read and checked whole; a list that would take the
+    /// domains of the lists before it past <see cref="FilterCategories.MaxDomainsChosen"/> is refused.
+    /// </summary>
+    public static IReadOnlyList<FilterList> Load(string? directory, IReadOnlyList<string> categories)
+    {
+        var lists = new List<FilterList>();
+        var total = 0;
+        foreach (var category in categories)
+        {
+            var list = Read(directory, category);
+            if (list.Domains is { } domains && total + domains.Count > FilterCategories.MaxDomainsChosen)
+            {
+                list = list with
+                {
+                    Domains = null,
+                    Problem = $"list refused: its {domains.Count} domains and the {total} of the categories before it are more than {FilterCategories.MaxDomainsChosen}",
+                };
+            }
+            total += list.Domains?.Count ?? 0;
+            lists.Add(list);
+        }
+        return lists;
+    }
 
     private static FilterList Read(string? directory, string category)
     {
@@ -34,7 +55,7 @@ public static class FilterLists
             {
                 return new FilterList(category, null, $"{name} refused: {length} bytes; at most {FilterCategories.MaxBytes}");
             }
-            return new FilterList(category, FilterCategories.Parse(name, File.ReadAllText(path)), null);
+            return new FilterList(category, FilterCategories.Parse(name, File.ReadLines(path)), null);
         }
         catch (InvalidFilterListException e)
         {

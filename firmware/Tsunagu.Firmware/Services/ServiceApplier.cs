@@ -145,7 +145,7 @@ public sealed class ServiceApplier : IDisposable
             var staged = Stage(revision, configuration, files);
             try
             {
-                await _manager.ValidateAsync(ServiceCatalog.Build(configuration, Environment, staged), ct);
+                await _manager.ValidateAsync(ServiceCatalog.Build(configuration, Environment, staged, files), ct);
             }
             catch (ServiceException e)
             {
@@ -358,23 +358,29 @@ public sealed class ServiceApplier : IDisposable
     }
 
     /// <summary>
-    /// Writes again each file of the revision in force whose rendering changed although its configuration did not: what the
-    /// unit installed since it was applied (the content filter's category lists) is part of it. Each file is replaced whole
-    /// (written beside it, synced, renamed), so a power cut leaves the old file or the new one.
+    /// Writes the revision in force's dnsmasq.conf again when its rendering changed although its configuration did not: the
+    /// content filter's category lists, installed since it was applied, are part of it (the other files depend on the
+    /// configuration alone and stay as their checkers passed them). A list's domains are domain names by grammar, so they
+    /// cannot make dnsmasq refuse the file. Replaced whole (written beside it, synced, renamed): a power cut leaves the old
+    /// file or the new one, and a leftover of a write that failed is removed.
     /// </summary>
-    private void RenderAgain(ServiceConfiguration configuration)
+    private void RenderAgain(string content)
     {
-        foreach (var (name, content) in ServiceRenderer.Render(configuration, Environment))
+        var path = Path.Combine(CurrentLink, ServiceRenderer.Dnsmasq);
+        if (File.Exists(path) && File.ReadAllText(path) == content) { return; }
+        var temporary = path + ".new";
+        try
         {
-            var path = Path.Combine(CurrentLink, name);
-            if (File.Exists(path) && File.ReadAllText(path) == content) { continue; }
-            var temporary = path + ".new";
             File.Delete(temporary);
             WriteDurably(temporary, content);
             _files.Rename(temporary, path);
             _files.SyncDirectory(Path.Combine(Root, new FileInfo(CurrentLink).LinkTarget!));
-            _log($"services: {name} of revision {Show(CurrentRevision())} rendered again (what it reads on the unit changed)");
         }
+        finally
+        {
+            File.Delete(temporary);
+        }
+        _log($"services: {ServiceRenderer.Dnsmasq} of revision {Show(CurrentRevision())} rendered again (the category lists on the unit changed)");
     }
 
     /// <summary>
@@ -389,7 +395,22 @@ public sealed class ServiceApplier : IDisposable
         try
         {
             if (CurrentRevision() is null) { return; }
+            try
+            {
+                _ = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(CurrentLink, "configuration.json")), ProtocolJson.Default.ServiceConfiguration)
+                    ?? throw new JsonException("empty document");
+            }
+            catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
+            {
+                // what runs stays as it is: a refresh never falls back to the fail-closed firewall (a start does)
+                _log($"services: refresh ({why}) skipped: the configuration in force is unreadable ({e.Message})");
+                return;
+            }
             var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+            if (changes.Started.Count + changes.Reloaded.Count + changes.Restarted.Count + changes.Stopped.Count == 0)
+            {
+                return; // nothing it reads changed (the usual case): no health check's settling, no log line
+            }
             var problems = await _manager.CheckHealthAsync(ct);
             _log($"services: revision {Show(CurrentRevision())} refreshed ({why}): {changes}" +
                  (problems.Count == 0 ? "" : $"; unhealthy: {string.Join("; ", problems)}"));
@@ -418,16 +439,23 @@ public sealed class ServiceApplier : IDisposable
                 {
                     EnsureVpnKey();
                 }
+                var files = new Dictionary<string, string>(ServiceRenderer.Render(configuration, Environment), StringComparer.Ordinal);
                 try
                 {
-                    RenderAgain(configuration);
+                    RenderAgain(files[ServiceRenderer.Dnsmasq]);
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                 {
                     // the services still run the revision's files as they are: better than the fail-closed firewall alone
-                    _log($"services: the revision in force could not be rendered again ({e.Message}); its files stay as they are");
+                    _log($"services: {ServiceRenderer.Dnsmasq} of the revision in force could not be rendered again ({e.Message}); it stays as it is");
                 }
-                return ServiceCatalog.Build(configuration, Environment, CurrentLink);
+                // each service's digest is of its file as it is on disk (what the daemon reads), whatever the renderer makes now
+                foreach (var name in files.Keys.ToList())
+                {
+                    var path = Path.Combine(CurrentLink, name);
+                    if (File.Exists(path)) { files[name] = File.ReadAllText(path); }
+                }
+                return ServiceCatalog.Build(configuration, Environment, CurrentLink, files);
             }
             catch (Exception e) when (e is JsonException or IOException or InvalidServiceConfigException)
             {

@@ -21,9 +21,11 @@ public static class ServiceCatalog
     public const string VirusIcap = "c-icap";
 
     /// <param name="directory">Where the rendered files are: a staged revision (validation) or `services/current`.</param>
-    public static IReadOnlyList<ServiceSpec> Build(ServiceConfiguration config, ServiceEnvironment env, string directory)
+    /// <param name="rendered">The files as they are in <paramref name="directory"/> (each service's digest is of its file's
+    /// bytes, so a service is restarted exactly when what it reads changed); null: rendered from <paramref name="config"/>.</param>
+    public static IReadOnlyList<ServiceSpec> Build(ServiceConfiguration config, ServiceEnvironment env, string directory, IReadOnlyDictionary<string, string>? rendered = null)
     {
-        var files = ServiceRenderer.Render(config, env);
+        var files = rendered ?? ServiceRenderer.Render(config, env);
         string File(string name) => Path.Combine(directory, name);
         var services = new List<ServiceSpec>
         {

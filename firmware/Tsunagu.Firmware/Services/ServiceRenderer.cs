@@ -280,7 +280,14 @@ public static class ServiceRenderer
             {
                 sb.Append("address=/").Append(RenderGuard.Dnsmasq($"contentFilter.blockedDomains[{i}]", c.ContentFilter.BlockedDomains[i])).Append("/\n");
             }
-            foreach (var list in FilterLists.Load(env.FilterListDirectory, c.ContentFilter.Categories ?? []))
+            var categories = c.ContentFilter.Categories ?? [];
+            for (var i = 0; i < categories.Count; i++)
+            {
+                // a name is a file name too: the guard holds before any file is looked for
+                _ = FilterCategories.IsName(categories[i]) ? categories[i]
+                    : throw new UnsafeConfigValueException(RenderGuard.DnsmasqName, $"contentFilter.categories[{i}]", "is not a category name");
+            }
+            foreach (var list in FilterLists.Load(env.FilterListDirectory, categories))
             {
                 var category = RenderGuard.Dnsmasq("contentFilter.categories", list.Category);
                 var at = $"contentFilter.categories.{category}";

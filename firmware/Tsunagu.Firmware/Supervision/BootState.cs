@@ -78,14 +78,12 @@ public sealed class BootState : IState
             ctx.Apps.Stage(app.Name, app.Version, app.TreePath);
             ctx.Apps.Switch(app.Name, app.Version);
             ctx.Log($"boot: restored factory {app.Name} {app.Version} from PROM");
-            if (app.Name == FilterCategories.Application)
-            {
-                // the services started before it: the content filter's categories are read again
-                await ctx.Services.RefreshAsync($"factory {app.Name} restored", ct);
-            }
         }
         // every installed application against the signed digests it was installed with (patent 0040)
         ctx.DamagedApps = AppIntegrity.Check(ctx.Apps, BundleInstaller.TrustedKeys(identity, ctx.Store), ctx.Hardware.Prom.FactoryApplications, ctx.Log);
+        // the services started before the applications were recovered, restored and repaired: the content filter's category
+        // lists are read again (nothing restarts when they did not change)
+        await ctx.Services.RefreshAsync("applications checked at boot", ct);
         ctx.Client ??= new UnitClient(ctx.Hardware.Network, identity.ServerCertificatePins);
 
         var settings = ctx.Store.Get(StateKeys.Settings, FirmwareJson.Default.UnitSettings);

@@ -30,12 +30,17 @@ public sealed class UpdateState : IState
             if (result.Status is InstallStatus.Committed or InstallStatus.Failed)
             {
                 ctx.DisarmUpdateDeadline();
-                if (!result.Reboot && ctx.Services is { } services)
+            }
+            if (!result.Reboot && result.Status != InstallStatus.Reboot && ctx.Services is { } services)
+            {
+                // installed, rolled back or left for later without a restart: what the services read from applications (the
+                // content filter's category lists) may have changed; nothing restarts when it did not; a restart renders it at boot
+                await services.RefreshAsync($"update {offer.UpdateId} {(result.Status switch
                 {
-                    // installed or rolled back without a restart: what the services read from applications (the content
-                    // filter's category lists) may have changed; a restart renders it at boot
-                    await services.RefreshAsync($"update {offer.UpdateId} {(result.Status == InstallStatus.Committed ? "installed" : "rolled back")}", ct);
-                }
+                    InstallStatus.Committed => "installed",
+                    InstallStatus.Failed => "rolled back",
+                    _ => "not finished",
+                })}", ct);
             }
             switch (result.Status)
             {

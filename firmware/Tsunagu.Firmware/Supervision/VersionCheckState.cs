@@ -37,6 +37,10 @@ public sealed class VersionCheckState : IState
                 var source = new HostBundleSource(ctx.RequireClient(), ctx.HostUri, seal.ArtifactUrl, ctx.HostToken);
                 await AppIntegrity.RepairAsync(apps, damage, keys, source, Path.Combine(ctx.Hardware.Data.Root, "tmp", $"repair-{damage.Application}"), ct);
                 ctx.Log($"apps: {damage.Application} {damage.Version} fetched again from the host and restored (it was damaged: {damage.Problem})");
+                if (damage.Application == FilterCategories.Application && ctx.Services is { } services)
+                {
+                    await services.RefreshAsync($"{damage.Application} restored", ct);
+                }
             }
             catch (ServerException e) when (e.IsTransient || e.IsSessionExpired)
             {

@@ -89,6 +89,50 @@ public class FilterListTests
     }
 
     [Test]
+    public void Lists_that_would_together_pass_the_limit_refuse_the_one_that_passes_it_and_keep_the_others()
+    {
+        static string Domains(string prefix, int count) => string.Join('\n', Enumerable.Range(0, count).Select(i => $"{prefix}{i}.example"));
+        // each list within its own limit, together at the limit but for ten domains
+        var rest = FilterCategories.MaxDomainsChosen - 2 * FilterCategories.MaxDomains - 10;
+        List("a", Domains("a", FilterCategories.MaxDomains));
+        List("b", Domains("b", FilterCategories.MaxDomains));
+        List("c", Domains("c", rest));
+        List("small", Domains("s", 10));
+        List("extra", Domains("e", 11));
+        var lists = FilterLists.Load(_lists, ["a", "b", "c", "extra", "small"]);
+        Assert.That(lists.Select(l => l.Domains?.Count).ToArray(), Is.EqualTo(new int?[] { FilterCategories.MaxDomains, FilterCategories.MaxDomains, rest, null, 10 }),
+            "a, b, c and small together are at the limit; extra would pass it");
+        Assert.That(lists[3].Problem, Does.Contain($"its 11 domains and the {FilterCategories.MaxDomainsChosen - 10} of the categories before it are more than {FilterCategories.MaxDomainsChosen}"));
+    }
+
+    [Test]
+    public void A_list_file_larger_than_the_limit_is_refused_unread()
+    {
+        using (var file = File.Create(Path.Combine(_lists, "huge.domains")))
+        {
+            file.SetLength(FilterCategories.MaxBytes + 1);
+        }
+        var list = FilterLists.Load(_lists, ["huge"]).Single();
+        Assert.That((list.Domains, list.Problem), Is.EqualTo(((IReadOnlyList<string>?)null, $"huge.domains refused: {FilterCategories.MaxBytes + 1} bytes; at most {FilterCategories.MaxBytes}")));
+    }
+
+    [Test]
+    public async Task A_refresh_with_the_configuration_in_force_unreadable_leaves_every_service_running_as_it_is()
+    {
+        using var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        await applier.StartAsync(CancellationToken.None);
+        await applier.ApplyAsync(1, Choosing("ads"), CancellationToken.None);
+        var running = _manager.Running.ToList();
+        File.WriteAllText(Path.Combine(applier.Root, "current", "configuration.json"), "{ not json");
+        List("ads", "tracker.example\n");
+        _manager.Events.Clear();
+        await applier.RefreshAsync("update u1 installed", CancellationToken.None);
+        Assert.That(_manager.Events, Is.Empty, "nothing stopped, started or restarted: no fall back to the fail-closed firewall");
+        Assert.That(_manager.Running, Is.EqualTo(running));
+        Assert.That(_log, Has.Some.Contains("services: refresh (update u1 installed) skipped: the configuration in force is unreadable"));
+    }
+
+    [Test]
     public void A_refusal_that_quotes_control_characters_stays_one_comment_line()
     {
         List("ads", "ok.example\nx\u2028server=6.6.6.6\n");

@@ -108,6 +108,10 @@ public class ServiceConfigTests
         yield return new TestCaseData(v, WithHdd with { RunDirectory = "/run/ts unagu" }, "dnsmasq", "runDirectory").SetName("{m}(path with space)");
         yield return new TestCaseData(v, WithHdd with { Board = WithHdd.Board with { Hdd = new BoardHdd("/hdd \\") } }, "squid", "hdd.mountPoint").SetName("{m}(squid continuation)");
         yield return new TestCaseData(v with { Cache = v.Cache with { SizeMegabytes = -1 } }, WithHdd, "squid", "cache.sizeMegabytes").SetName("{m}(negative cache)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { Categories = ["ads", "../../etc/x"] } }, WithHdd with { FilterListDirectory = "/data/apps/filter-lists/current" },
+            "dnsmasq", "contentFilter.categories[1]").SetName("{m}(category path)");
+        yield return new TestCaseData(v with { ContentFilter = v.ContentFilter with { Categories = ["ads\naddress=/x/1.2.3.4"] } }, WithHdd, "dnsmasq", "contentFilter.categories[0]")
+            .SetName("{m}(category newline)");
     }
 
     /// <summary>The renderer refuses on its own (validation bypassed) anything that could start a directive.</summary>
