@@ -3,7 +3,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Net.Sockets;
 using System.Text;
+using System.Text.Json;
 using System.Text.RegularExpressions;
+using Tsunagu.Protocol;
 using Tsunagu.Server.Apis;
 
 namespace Tsunagu.IntegrationTests;
@@ -258,6 +260,32 @@ public partial class FirstHourTests
         {
             Assert.That(new FileInfo(Path.Combine(output, f)).Length, Is.GreaterThan(0), f);
         }
+    }
+
+    [Test]
+    public async Task Services_render_reads_the_chosen_categories_lists_where_it_is_told_and_says_so_where_there_are_none()
+    {
+        var root = RepositoryRoot();
+        var dir = TempDirectories.Create("render-categories");
+        var config = JsonSerializer.Deserialize(await File.ReadAllTextAsync(Path.Combine(root, "examples", "services.json")), ProtocolJson.Default.ServiceConfiguration)!;
+        config = config with { ContentFilter = config.ContentFilter with { Enabled = true, Categories = ["ads"] } };
+        var configFile = Path.Combine(dir, "config.json");
+        await File.WriteAllTextAsync(configFile, JsonSerializer.Serialize(config, ProtocolJson.Default.ServiceConfiguration));
+        var lists = Path.Combine(dir, "lists");
+        Directory.CreateDirectory(lists);
+        await File.WriteAllTextAsync(Path.Combine(lists, "ads.domains"), "tracker.example\n");
+
+        var (exit, stdout, error) = await Cli(root, null, "services", "render", configFile, "--board", "qemu-x86_64", "--out", Path.Combine(dir, "with"), "--filter-lists", lists);
+        Assert.That(exit, Is.Zero, stdout + error);
+        var with = await File.ReadAllTextAsync(Path.Combine(dir, "with", "dnsmasq.conf"));
+        Assert.That(with, Does.Contain("# category ads: 1 domains\naddress=/tracker.example/\n"));
+
+        // by default the unit's own folder under --data-dir: none here, so the category refuses nothing and says why
+        (exit, stdout, error) = await Cli(root, null, "services", "render", configFile, "--board", "qemu-x86_64", "--out", Path.Combine(dir, "without"),
+            "--data-dir", Path.Combine(dir, "data"));
+        Assert.That(exit, Is.Zero, stdout + error);
+        var without = await File.ReadAllTextAsync(Path.Combine(dir, "without", "dnsmasq.conf"));
+        Assert.That(without, Does.Contain("# category ads: nothing refused: no list on this unit").And.Not.Contain("tracker.example"));
     }
 
     [Test]

@@ -250,12 +250,17 @@ var boardsOption = new Option<string>("--boards") { Description = "folder holdin
 var renderOutOption = new Option<string>("--out") { Description = "directory to write the rendered files to", Required = true };
 var dataDirOption = new Option<string>("--data-dir") { Description = "the unit's data partition, as paths in the files show it", DefaultValueFactory = _ => "/data" };
 var runDirOption = new Option<string>("--run-dir") { Description = "the unit's run directory for pid files and logs", DefaultValueFactory = _ => "/run/tsunagu" };
+var filterListsOption = new Option<string?>("--filter-lists")
+{
+    Description = "folder of the content filter's category lists (NAME.domains, as the application filter-lists carries them); default: DATA-DIR/apps/filter-lists/current",
+};
 var render = new Command("render", "render a service configuration for a board into daemon configuration files, as the unit would")
 {
-    configArgument, renderBoardOption, boardsOption, renderOutOption, dataDirOption, runDirOption,
+    configArgument, renderBoardOption, boardsOption, renderOutOption, dataDirOption, runDirOption, filterListsOption,
 };
 render.SetAction(r => ServicesCommand.Render(new ServicesCommand.Settings(r.GetValue(configArgument)!, r.GetValue(renderBoardOption)!,
-    r.GetValue(boardsOption)!, r.GetValue(renderOutOption)!, r.GetValue(dataDirOption)!, r.GetValue(runDirOption)!), Console.Out, Console.Error));
+    r.GetValue(boardsOption)!, r.GetValue(renderOutOption)!, r.GetValue(dataDirOption)!, r.GetValue(runDirOption)!, r.GetValue(filterListsOption)),
+    Console.Out, Console.Error));
 root.Subcommands.Add(new Command("services", "router services") { render });
 
 return await root.Parse(args).InvokeAsync();

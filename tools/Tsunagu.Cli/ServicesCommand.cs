@@ -8,7 +8,10 @@ namespace Tsunagu.Cli;
 /// <summary>`tsunagu services render`: what a service configuration renders to on a board, exactly as the unit writes it.</summary>
 public static class ServicesCommand
 {
-    public sealed record Settings(string Configuration, string Board, string BoardsRoot, string Out, string DataDirectory, string RunDirectory);
+    /// <param name="FilterLists">Where the content filter's category lists are read from (a unit's
+    /// `DATA/apps/filter-lists/current`); null: that folder under <paramref name="DataDirectory"/>.</param>
+    public sealed record Settings(string Configuration, string Board, string BoardsRoot, string Out, string DataDirectory, string RunDirectory,
+        string? FilterLists = null);
 
     /// <returns>0 when rendered; 1 (with a message naming the field or file) otherwise.</returns>
     public static int Render(Settings settings, TextWriter output, TextWriter error)
@@ -17,10 +20,14 @@ public static class ServicesCommand
         {
             var board = BoardDescription.Resolve(settings.Board, settings.BoardsRoot);
             var configuration = Read(settings.Configuration);
-            var environment = new ServiceEnvironment(board, settings.RunDirectory, Path.Combine(settings.DataDirectory, "services", "state"));
+            var environment = new ServiceEnvironment(board, settings.RunDirectory, Path.Combine(settings.DataDirectory, "services", "state"))
+            {
+                // as the unit reads them (BootState): the installed application's tree on its data partition
+                FilterListDirectory = settings.FilterLists ?? Path.Combine(settings.DataDirectory, "apps", FilterCategories.Application, "current"),
+            };
             var current = Path.Combine(settings.DataDirectory, "services", "current");
             var files = ServiceRenderer.Render(configuration, environment);
-            var services = ServiceCatalog.Build(configuration, environment, current);
+            var services = ServiceCatalog.Build(configuration, environment, current, files);
             Directory.CreateDirectory(settings.Out);
             foreach (var (name, content) in files)
             {
