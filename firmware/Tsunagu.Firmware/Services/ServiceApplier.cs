@@ -395,10 +395,10 @@ public sealed class ServiceApplier : IDisposable
         try
         {
             if (CurrentRevision() is null) { return; }
+            ServiceConfiguration configuration;
             try
             {
-                _ = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(CurrentLink, "configuration.json")), ProtocolJson.Default.ServiceConfiguration)
-                    ?? throw new JsonException("empty document");
+                configuration = ReadCurrentConfiguration();
             }
             catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
             {
@@ -406,7 +406,7 @@ public sealed class ServiceApplier : IDisposable
                 _log($"services: refresh ({why}) skipped: the configuration in force is unreadable ({e.Message})");
                 return;
             }
-            var changes = await _manager.ApplyAsync(SpecsForCurrent(), ct);
+            var changes = await _manager.ApplyAsync(SpecsFor(configuration), ct);
             if (changes.Started.Count + changes.Reloaded.Count + changes.Restarted.Count + changes.Stopped.Count == 0)
             {
                 return; // nothing it reads changed (the usual case): no health check's settling, no log line
@@ -425,47 +425,56 @@ public sealed class ServiceApplier : IDisposable
         }
     }
 
+    private ServiceConfiguration ReadCurrentConfiguration() =>
+        JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(CurrentLink, "configuration.json")), ProtocolJson.Default.ServiceConfiguration)
+        ?? throw new JsonException("empty document");
+
     /// <summary>The services of `current`, or the fail-closed firewall alone when no revision is in force.</summary>
     private IReadOnlyList<ServiceSpec> SpecsForCurrent()
     {
         if (CurrentRevision() is not null)
         {
-            var file = Path.Combine(CurrentLink, "configuration.json");
             try
             {
-                var configuration = JsonSerializer.Deserialize(File.ReadAllText(file), ProtocolJson.Default.ServiceConfiguration)
-                                    ?? throw new JsonException("empty document");
-                if (configuration.Vpn.Enabled)
-                {
-                    EnsureVpnKey();
-                }
-                var files = new Dictionary<string, string>(ServiceRenderer.Render(configuration, Environment), StringComparer.Ordinal);
-                try
-                {
-                    RenderAgain(files[ServiceRenderer.Dnsmasq]);
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-                {
-                    // the services still run the revision's files as they are: better than the fail-closed firewall alone
-                    _log($"services: {ServiceRenderer.Dnsmasq} of the revision in force could not be rendered again ({e.Message}); it stays as it is");
-                }
-                // each service's digest is of its file as it is on disk (what the daemon reads), whatever the renderer makes now
-                foreach (var name in files.Keys.ToList())
-                {
-                    var path = Path.Combine(CurrentLink, name);
-                    if (File.Exists(path)) { files[name] = File.ReadAllText(path); }
-                }
-                return ServiceCatalog.Build(configuration, Environment, CurrentLink, files);
+                return SpecsFor(ReadCurrentConfiguration());
             }
             catch (Exception e) when (e is JsonException or IOException or InvalidServiceConfigException)
             {
-                _log($"services: {file} unusable ({e.Message}); running the fail-closed firewall alone");
+                _log($"services: {Path.Combine(CurrentLink, "configuration.json")} unusable ({e.Message}); running the fail-closed firewall alone");
             }
         }
         var failClosed = Path.Combine(Root, "fail-closed.nft");
         var ruleset = ServiceRenderer.RenderFailClosed(Environment);
         File.WriteAllText(failClosed, ruleset);
         return ServiceCatalog.FailClosed(failClosed, ruleset);
+    }
+
+    /// <summary>
+    /// The services of <paramref name="configuration"/>, the configuration in force: its dnsmasq.conf rendered again first
+    /// when the category lists changed, and each service's digest of its file as it is on disk (what the daemon reads).
+    /// </summary>
+    private IReadOnlyList<ServiceSpec> SpecsFor(ServiceConfiguration configuration)
+    {
+        if (configuration.Vpn.Enabled)
+        {
+            EnsureVpnKey();
+        }
+        var files = new Dictionary<string, string>(ServiceRenderer.Render(configuration, Environment), StringComparer.Ordinal);
+        try
+        {
+            RenderAgain(files[ServiceRenderer.Dnsmasq]);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // the services still run the revision's files as they are: better than the fail-closed firewall alone
+            _log($"services: {ServiceRenderer.Dnsmasq} of the revision in force could not be rendered again ({e.Message}); it stays as it is");
+        }
+        foreach (var name in files.Keys.ToList())
+        {
+            var path = Path.Combine(CurrentLink, name);
+            if (File.Exists(path)) { files[name] = File.ReadAllText(path); }
+        }
+        return ServiceCatalog.Build(configuration, Environment, CurrentLink, files);
     }
 
     /// <summary>

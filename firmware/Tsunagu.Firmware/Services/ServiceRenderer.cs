@@ -284,12 +284,14 @@ public static class ServiceRenderer
             for (var i = 0; i < categories.Count; i++)
             {
                 // a name is a file name too: the guard holds before any file is looked for
-                _ = FilterCategories.IsName(categories[i]) ? categories[i]
-                    : throw new UnsafeConfigValueException(RenderGuard.DnsmasqName, $"contentFilter.categories[{i}]", "is not a category name");
+                if (!FilterCategories.IsName(categories[i]))
+                {
+                    throw new UnsafeConfigValueException(RenderGuard.DnsmasqName, $"contentFilter.categories[{i}]", "is not a category name");
+                }
             }
             foreach (var list in FilterLists.Load(env.FilterListDirectory, categories))
             {
-                var category = RenderGuard.Dnsmasq("contentFilter.categories", list.Category);
+                var category = list.Category;
                 var at = $"contentFilter.categories.{category}";
                 if (list.Domains is not { } domains)
                 {
