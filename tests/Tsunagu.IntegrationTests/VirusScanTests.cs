@@ -83,10 +83,20 @@ public class VirusScanTests
         {
             Assert.That(await http.GetByteArrayAsync(origin.Url("/marker.txt")), Is.EqualTo(Marker), "the first signatures do not know the marker");
 
+            // a client's connection left open after a scan, as c-icap leaves its own: a reload without a second database
+            // waits for it, until clamd closes it after its rendered idle time (its default of 30 s held the reload that long)
+            using var idle = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+            await idle.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(squid.Environment.ClamdSocket));
+            await idle.SendAsync("zINSTREAM\0\0\0\0\u0005hello\0\0\0\0"u8.ToArray().AsMemory());
+            var scanned = new byte[64];
+            Assert.That(Encoding.ASCII.GetString(scanned, 0, await idle.ReceiveAsync(scanned.AsMemory())), Is.EqualTo("stream: OK\0"), "the idle client's scan");
+
             // new signatures: installed into the directory on data and loaded by clamd, which was never restarted
             var clock = System.Diagnostics.Stopwatch.StartNew();
             await installer.InstallAsync("tsunagu-2.ndb", new MemoryStream(Encoding.ASCII.GetBytes(HostVirusScan.MarkerSignature("Tsunagu.Test.Marker", "TSUNAGU-NEW-SIGNATURE-TEST-MARKER"))), CancellationToken.None);
             TestContext.Out.WriteLine($"new signatures checked, installed and loaded in {clock.ElapsedMilliseconds} ms");
+            // at most the idle time and the load (a wait of clamd's default 30 s fails this)
+            Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(ServiceRenderer.ClamdIdleTimeoutSeconds * 4)), "the reload did not wait out clamd's default idle time");
             Assert.That(Listing(), Is.EqualTo(new[] { "tsunagu-2.ndb", "tsunagu.hdb" }));
             await AssertRefusedAsync(http, origin.Url("/marker.txt"), "Tsunagu.Test.Marker");
             Assert.That(squid.Clamd!.HasExited, Is.False, "clamd reloaded in place");

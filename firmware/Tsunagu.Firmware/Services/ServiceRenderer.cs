@@ -78,6 +78,9 @@ public static class ServiceRenderer
     public static (int Threads, int MaxScanMegabytes, bool ConcurrentReload) VirusScanLimits(BoardVirusScan board) =>
         (board.MemoryMegabytes >= 512 ? 2 : 1, Math.Clamp(board.MemoryMegabytes / 16, 4, 64), board.MemoryMegabytes >= 512);
 
+    /// <summary>How long clamd keeps a client's connection that sends no new command (rendered `IdleTimeout`).</summary>
+    public const int ClamdIdleTimeoutSeconds = 5;
+
     private static string RenderClamd(ServiceEnvironment env)
     {
         var (threads, maxScan, concurrent) = VirusScanLimits(env.Board.VirusScan!);
@@ -98,6 +101,9 @@ public static class ServiceRenderer
         sb.Append("StreamMaxLength ").Append(maxScan).Append("M\nMaxScanSize ").Append(maxScan).Append("M\nMaxFileSize ").Append(maxScan).Append("M\n");
         // a board with little memory does not hold the old and the new database at once; scans wait during a reload
         sb.Append("ConcurrentDatabaseReload ").Append(concurrent ? "yes" : "no").Append('\n');
+        // such a reload also waits for every connection's thread, and c-icap leaves its connection open after a scan: it
+        // is closed after this idle time (clamd's default, 30 s, held new signatures and every download that long)
+        sb.Append("IdleTimeout ").Append(ClamdIdleTimeoutSeconds).Append('\n');
         return sb.ToString();
     }
 

@@ -302,7 +302,12 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
 
     private string ClamdLog => Path.Combine(env.RunDirectory, "clamd.log");
 
-    /// <summary>RELOAD, then waits for clamd's log to say, after the RELOAD, that the reload is done (or failed).</summary>
+    /// <summary>
+    /// RELOAD, then waits for clamd's log to say, after the RELOAD, that the new set is loaded and then in use (or that the
+    /// reload failed). clamd loads the set in a thread of its own ("Database correctly reloaded") and puts it in use later,
+    /// in its main loop ("Activating the newly loaded database...", just before the swap and before that loop hands out
+    /// another connection): a download checked between the two is checked with the old set.
+    /// </summary>
     /// <returns>How many signatures clamd loaded.</returns>
     private async Task<long> ReloadAsync(string name, ClamdLogCursor cursor, CancellationToken ct)
     {
@@ -323,6 +328,7 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
             }
         }
         var deadline = time.GetUtcNow() + ReloadTimeout;
+        long? loaded = null;
         while (true)
         {
             IReadOnlyList<string> lines;
@@ -340,18 +346,26 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
                 {
                     throw new SignatureInstallException(name, $"clamd failed to reload its database: {line.Trim()}");
                 }
-                if (Reloaded.Match(line) is { Success: true } ok)
+                if (loaded is null && Reloaded.Match(line) is { Success: true } ok)
                 {
-                    return long.Parse(ok.Groups[1].Value, CultureInfo.InvariantCulture);
+                    loaded = long.Parse(ok.Groups[1].Value, CultureInfo.InvariantCulture);
+                }
+                else if (loaded is { } count && line.Contains(Activating, StringComparison.Ordinal))
+                {
+                    return count;
                 }
             }
             if (time.GetUtcNow() >= deadline)
             {
-                throw new SignatureInstallException(name, $"clamd did not finish reloading within {ReloadTimeout.TotalSeconds:0} s");
+                throw new SignatureInstallException(name, loaded is null
+                    ? $"clamd did not finish reloading within {ReloadTimeout.TotalSeconds:0} s"
+                    : $"clamd loaded the set but did not put it in use within {ReloadTimeout.TotalSeconds:0} s");
             }
             await Task.Delay(TimeSpan.FromMilliseconds(100), time, ct);
         }
     }
+
+    private const string Activating = "Activating the newly loaded database";
 
     private static readonly Regex Reloaded = new(@"Database correctly reloaded \((\d{1,12}) signatures\)", RegexOptions.CultureInvariant);
 }

@@ -85,7 +85,7 @@ public class SignatureInstallerTests
         using var clamd = new FakeClamd(_env.ClamdSocket, reload =>
         {
             File.WriteAllText(LogFile, "Reading databases from /data/clamav\n");
-            File.AppendAllText(LogFile, "Database correctly reloaded (7 signatures)\n");
+            File.AppendAllText(LogFile, "Database correctly reloaded (7 signatures)\nActivating the newly loaded database...\n");
         });
         var runner = new RecordingRunner();
         var install = Installer(runner).InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
@@ -104,7 +104,7 @@ public class SignatureInstallerTests
         File.WriteAllText(LogFile, "Database correctly reloaded (5 signatures)\n");
         using var clamd = new FakeClamd(_env.ClamdSocket, reload =>
         {
-            if (reload == 2) { File.AppendAllText(LogFile, "Database correctly reloaded (5 signatures)\n"); }
+            if (reload == 2) { File.AppendAllText(LogFile, "Database correctly reloaded (5 signatures)\nActivating the newly loaded database...\n"); }
         });
         var install = Installer().InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
         await Drive(install, clamd);
@@ -116,13 +116,30 @@ public class SignatureInstallerTests
     }
 
     [Test]
+    public async Task A_set_clamd_loaded_but_never_put_in_use_is_not_confirmed_and_the_previous_database_goes_back()
+    {
+        // clamd loads a set in a thread of its own and puts it in use later in its main loop: a download checked in between
+        // is checked with the old set, so "correctly reloaded" alone does not confirm the install
+        using var clamd = new FakeClamd(_env.ClamdSocket, reload => File.AppendAllText(LogFile, reload == 1
+            ? "Database correctly reloaded (2 signatures)\nDatabase reload completed.\n"
+            : "Database correctly reloaded (1 signatures)\nActivating the newly loaded database...\n"));
+        var install = Installer().InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
+        await Drive(install, clamd);
+        var e = Assert.ThrowsAsync<SignatureInstallException>(() => install);
+        Assert.That(e!.Message, Does.Contain("clamd loaded the set but did not put it in use within 30 s"));
+        Assert.That(File.ReadAllBytes(Target), Is.EqualTo(Old), "the previous database is back");
+        Assert.That(clamd.Reloads, Is.EqualTo(2), "and clamd was told to load it again");
+        Assert.That(Staging(), Is.Empty);
+    }
+
+    [Test]
     public async Task A_cancelled_install_puts_the_previous_database_back_and_reloads_it()
     {
         var reloadSeen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var clamd = new FakeClamd(_env.ClamdSocket, reload =>
         {
             if (reload == 1) { reloadSeen.TrySetResult(); } // the new set: clamd is still loading when the caller gives up
-            else { File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\n"); }
+            else { File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\nActivating the newly loaded database...\n"); }
         });
         using var cts = new CancellationTokenSource();
         var install = Installer().InstallAsync("tsunagu.ndb", new MemoryStream(New), cts.Token);
@@ -173,7 +190,7 @@ public class SignatureInstallerTests
     [Test]
     public async Task The_previous_database_kept_aside_is_synced_in_its_directory_before_the_new_one_takes_its_name()
     {
-        using var clamd = new FakeClamd(_env.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\n"));
+        using var clamd = new FakeClamd(_env.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\nActivating the newly loaded database...\n"));
         var files = new Recording();
         var install = Installer(files: files).InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None);
         await Drive(install, clamd);
@@ -192,7 +209,7 @@ public class SignatureInstallerTests
     {
         using var clamd = new FakeClamd(_env.ClamdSocket, reload => File.AppendAllText(LogFile, reload % 2 == 1
             ? "ERROR: reload_th: Database load failed: Malformed database\nWARNING: Database reload failed, keeping the previous instance\n"
-            : "Database correctly reloaded (1 signatures)\n"));
+            : "Database correctly reloaded (1 signatures)\nActivating the newly loaded database...\n"));
         foreach (var name in new[] { "tsunagu.ndb", "tsunagu-2.ndb" })
         {
             var install = Installer().InstallAsync(name, new MemoryStream(New), CancellationToken.None);
@@ -209,7 +226,7 @@ public class SignatureInstallerTests
     [Test]
     public async Task Too_little_free_space_on_data_is_refused_before_anything_is_written()
     {
-        using var clamd = new FakeClamd(_env.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\n"));
+        using var clamd = new FakeClamd(_env.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\nActivating the newly loaded database...\n"));
         var e = Assert.ThrowsAsync<SignatureSpaceException>(() => Installer(free: _ => 10_000_000).InstallAsync("tsunagu.ndb", new MemoryStream(New), CancellationToken.None));
         Assert.That((e!.Needed, e.Free), Is.EqualTo((New.Length + SignatureInstaller.ReserveBytes, 10_000_000L)));
         Assert.That(e.Message, Does.Contain($"needs {New.Length + SignatureInstaller.ReserveBytes} bytes free").And.Contain("10000000 are free"));
@@ -257,7 +274,7 @@ public class SignatureInstallerTests
     public async Task A_board_without_memory_for_two_databases_checks_the_new_one_alone_and_only_up_to_its_bound()
     {
         var small = Environment(256);
-        using var clamd = new FakeClamd(small.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (2 signatures)\n"));
+        using var clamd = new FakeClamd(small.ClamdSocket, _ => File.AppendAllText(LogFile, "Database correctly reloaded (2 signatures)\nActivating the newly loaded database...\n"));
         var runner = new RecordingRunner { Respond = c => new CommandResult(c, 0, "Known viruses: 1\n", "", false) };
         var installer = Installer(runner, small);
         Assert.That(installer.SmallBoardCheckBytes, Is.EqualTo(16L * 1024 * 1024));
