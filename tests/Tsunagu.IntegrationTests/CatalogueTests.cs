@@ -35,6 +35,40 @@ public class CatalogueTests(string database)
     }
 
     [Test]
+    public async Task A_pattern_with_the_content_of_another_is_not_verified_and_no_program_leads_between_two_such()
+    {
+        // the host knows a unit's pattern by its inventory: two matchable patterns with the same versions would put units of
+        // one on the other, and a program between them would be offered again after every install (a signature set that
+        // changed only the databases did that)
+        await using var server = await TestServer.StartAsync();
+        using var client = server.Operator();
+        var p2 = (await server.Store.Catalogue.GetPatternAsync(DemoCatalogue.Pattern2))!;
+        var apps = JsonSerializer.Deserialize<Dictionary<string, string>>(p2.Applications)!;
+        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-2-twin", "same as pattern 2", p2.HardwareVersion, p2.OsVersion, apps));
+        var twin = Refused(client, HttpMethod.Post, "/api/v1/patterns/pattern-2-twin/verify", null, 400);
+        Assert.That(twin.Message, Does.Contain($"application versions of verified pattern '{DemoCatalogue.Pattern2}'").And.Contain("virus signatures"));
+        Assert.That((await server.Store.Catalogue.GetPatternAsync("pattern-2-twin"))!.Status, Is.EqualTo(PatternStatus.Draft), "the refused pattern stays a draft");
+
+        // a catalogue that holds such a twin already (written before this rule): no program may lead to it from its twin
+        await server.Store.Catalogue.UpsertPatternAsync(new PatternRow
+        {
+            Id = "pattern-2-legacy", Name = "an older twin", HardwareVersion = p2.HardwareVersion, OsVersion = p2.OsVersion, Applications = p2.Applications,
+            Status = PatternStatus.Verified,
+        });
+        var artifact = await Upload(client, DemoCatalogue.BuildBundle("p2-to-legacy", 2, DemoCatalogue.Pattern2, "pattern-2-legacy",
+            new Dictionary<string, string> { ["vcp"] = apps["vcp"] }, server.ReleaseKey, DateTimeOffset.UtcNow));
+        var same = Refused(client, HttpMethod.Post, "/api/v1/update-programs", new NewUpdateProgram("p2-to-legacy", DemoCatalogue.Pattern2, "pattern-2-legacy", 5, 1, artifact.Sha256), 400);
+        Assert.That(same.Message, Does.Contain("the unit's inventory would not change"));
+        Assert.That(await server.Store.Catalogue.FindUpdateProgramAsync(DemoCatalogue.Pattern2, "pattern-2-legacy"), Is.Null, "nothing was added");
+
+        // a version of one application more (the signature set named as an application) makes it a pattern of its own
+        await Call<SoftwareRow>(client, HttpMethod.Post, "/api/v1/software", new SoftwareRequest("virus-signatures", "2026.12.1", "the virus signature set", null, null));
+        await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns", new NewPattern("pattern-2-sigs", "pattern 2 and signatures", p2.HardwareVersion, p2.OsVersion,
+            apps.ToDictionary().With("virus-signatures", "2026.12.1")));
+        Assert.That((await Call<PatternView>(client, HttpMethod.Post, "/api/v1/patterns/pattern-2-sigs/verify")).Status, Is.EqualTo(PatternStatus.Verified));
+    }
+
+    [Test]
     public async Task Pattern_lifecycle_follows_the_catalogue_rules()
     {
         await using var server = await TestServer.StartAsync();

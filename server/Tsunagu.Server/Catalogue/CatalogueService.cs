@@ -118,6 +118,14 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
             }
             var apps = JsonSerializer.Deserialize(pattern.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
             await CheckAgainstCatalogueAsync(t, id, pattern.HardwareVersion, pattern.OsVersion, apps, ct);
+            // the host knows a unit's pattern by its inventory (hardware, OS, applications): of two matchable patterns with
+            // the same content, units on either would be recorded on one, and offered the program to the other forever
+            var twin = (await t.ListPatternsAsync(ct)).FirstOrDefault(p => p.Id != id && p.Status != PatternStatus.Draft && SameContent(p, pattern));
+            if (twin is not null)
+            {
+                throw new CatalogueRuleException($"pattern {id} has the hardware, OS and application versions of {twin.Status} pattern '{twin.Id}': " +
+                    "the host could not tell units on the two apart (a pattern that differs only in virus signatures names the signature set's version as an application, docs/bundles.md)");
+            }
             if (!await t.SetPatternStatusAsync(id, PatternStatus.Draft, PatternStatus.Verified, store.Now(), new AuditEntry(actor, "pattern.verify", id, detail), ct: ct))
             {
                 throw new CatalogueRuleException($"pattern {id} changed while being verified; try again");
@@ -195,6 +203,15 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
         return row!;
     }
 
+    /// <summary>Whether two patterns hold the same hardware, OS and application versions (what a unit's inventory tells the host).</summary>
+    private static bool SameContent(PatternRow a, PatternRow b)
+    {
+        if (a.HardwareVersion != b.HardwareVersion || a.OsVersion != b.OsVersion) { return false; }
+        var x = JsonSerializer.Deserialize(a.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
+        var y = JsonSerializer.Deserialize(b.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
+        return x.Count == y.Count && x.All(e => y.TryGetValue(e.Key, out var v) && v == e.Value);
+    }
+
     /// <summary>An update program's fields against the catalogue: its from-pattern and its (verified) to-pattern.</summary>
     private async Task<(PatternRow From, PatternRow To)> CheckProgramAsync(NewUpdateProgram program, CancellationToken ct)
     {
@@ -209,6 +226,11 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
             throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' is {to.Status}; only a verified pattern can be a target");
         }
         if (from.Id == to.Id) { throw new CatalogueRuleException("toPattern: an update program must lead to another pattern"); }
+        if (SameContent(from, to))
+        {
+            // the unit's inventory would not change: the host would record it on the from-pattern again and offer the program again
+            throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' has the hardware, OS and application versions of '{from.Id}': the unit's inventory would not change");
+        }
         if (from.HardwareVersion != to.HardwareVersion)
         {
             throw new CatalogueRuleException($"toPattern: pattern '{to.Id}' is for hardware {to.HardwareVersion}, '{from.Id}' for {from.HardwareVersion}");
