@@ -69,6 +69,13 @@ ifneq ($(HAS_HDD),)
 DAEMONS += $(CACHE_DAEMONS)
 SQUID_FILES := $(CACHE_FILES)
 endif
+# a board that runs virus checking (board.json virusScan) carries ClamAV and c-icap; c-icap loads its modules from
+# virusScan.icapModulesDirectory
+VIRUS_MODULES_DIR := $(call board_field,.virusScan.icapModulesDirectory)
+ifneq ($(VIRUS_MODULES_DIR),)
+DAEMONS += $(VIRUS_DAEMONS)
+VIRUS_MODULES := $(addprefix $(VIRUS_MODULES_DIR)/,$(VIRUS_MODULE_NAMES))
+endif
 FIRMWARE_SOURCES := $(shell find firmware hal protocol -name '*.cs' -o -name '*.csproj' | grep -v '/obj/\|/bin/')
 BOARD_CMDLINE := board/$(BOARD)/cmdline
 IMAGE_INPUTS := image/lib.sh image/image.mk image/board-env.sh image/board-variant.sh rootfs/rootfs.mk $(BOARD_JSON) $(BOARD_VARIANTS) $(shell find rootfs/overlay rootfs/initramfs -type f)
@@ -82,7 +89,7 @@ sysroot: $(if $(SYSROOT),$(SYSROOT)/kernel-release)
 	@:
 
 $(SYSROOT)/kernel-release: image/sysroot.sh rootfs/rootfs.mk
-	bash image/sysroot.sh $(ARCHITECTURE) $(SYSROOT) $(KERNEL_PACKAGE) $(OS_PACKAGES) $(if $(HAS_HDD),$(CACHE_PACKAGES))
+	bash image/sysroot.sh $(ARCHITECTURE) $(SYSROOT) $(KERNEL_PACKAGE) $(OS_PACKAGES) $(if $(HAS_HDD),$(CACHE_PACKAGES)) $(if $(VIRUS_MODULES_DIR),$(VIRUS_PACKAGES))
 
 $(OUT)/.kernel-$(KREL):
 	@[ -n "$(KREL)" ] || { echo "[image] error: $(KERNEL_PACKAGE) (image.kernelPackage of $(BOARD_JSON)) is not installed$(if $(SYSROOT), in $(SYSROOT): make -f image/image.mk BOARD=$(BOARD) sysroot)" >&2; exit 1; }
@@ -153,7 +160,9 @@ $(OUT)/stage/os-%/.done: $(TSUNAGUD) $(OUT)/.kernel-$(KREL) $(OUT)/stage/config/
 		[ -n "$(PPP_PLUGINS)" ] || die "pppd'"'"'s PPPoE plugin is missing (apt-get install ppp)"; \
 		for l in $(OS_LIBRARIES); do install_library $$s $$l; done; \
 		install_modules $$s $(KREL) $(OS_MODULES); \
-		for f in $(SQUID_FILES); do [ -e $(SYSROOT)$$f ] || die "$(SYSROOT)$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $(SYSROOT)$$f $$s$$f; done'
+		for f in $(SQUID_FILES); do [ -e $(SYSROOT)$$f ] || die "$(SYSROOT)$$f is missing (apt-get install squid)"; mkdir -p $$s$$(dirname $$f); cp -a $(SYSROOT)$$f $$s$$f; done; \
+		for m in $(VIRUS_MODULES); do install_plugin $$s $$m; done; \
+		for f in $(if $(VIRUS_MODULES_DIR),$(VIRUS_FILES)); do [ -e $(SYSROOT)$$f ] || die "$(SYSROOT)$$f is missing (apt-get install c-icap libc-icap-mod-virus-scan)"; mkdir -p $$s$$(dirname $$f); cp -a $(SYSROOT)$$f $$s$$f; done'
 	mkdir -p $(OUT)/stage/os-$*/{proc,sys,dev,run,tmp,data,prom,factory,var,root} $(OUT)/stage/os-$*/etc/tsunagu
 	echo "tsunagu-os $*" > $(OUT)/stage/os-$*/etc/os-version
 	echo "$(OS_MODULES)" | tr ' ' '\n' > $(OUT)/stage/os-$*/etc/os-modules

@@ -100,6 +100,17 @@ install_binary_as() {
     done
 }
 
+# install_plugin STAGE PATH: a library loaded at run time (a daemon's module) and the libraries it links, at the same paths.
+install_plugin() {
+    local stage=$1 plugin=$2 src lib
+    src=$(in_root "$plugin")
+    [ -e "$src" ] || die "$src is missing (see the package list in rootfs/rootfs.mk and APT_PACKAGES in the Makefile)"
+    install_library "$stage" "$plugin"
+    for lib in $(libraries_of "$src"); do
+        install_library "$stage" "$lib"
+    done
+}
+
 install_library() {
     local stage=$1 lib=$2 src
     [ -e "$stage$lib" ] && return 0

@@ -26,5 +26,14 @@ OS_LIBRARY_NAMES := libssl.so.3 libcrypto.so.3
 CACHE_DAEMONS := /usr/sbin/squid /usr/lib/squid/unlinkd
 CACHE_PACKAGES := squid squid-common squid-langpack
 CACHE_FILES := /usr/share/squid /usr/share/squid-langpack/templates /usr/share/squid-langpack/en /etc/squid/errorpage.css
+# boards that run virus checking (board.json `virusScan`) also carry ClamAV's daemon, its two scanners (clamdscan: the
+# daemon's readiness probe; clamscan: a new signature database loaded alone before clamd sees it), c-icap and its
+# client (the ICAP server squid sends downloads to, and its readiness probe), c-icap's ClamAV modules (loaded at run
+# time from the board's virusScan.icapModulesDirectory, with the libraries they link), its magic file and the
+# virus_scan module's pages (the refusal a LAN PC sees). No signatures: they arrive as update programs.
+VIRUS_DAEMONS := /usr/sbin/clamd /usr/bin/clamdscan /usr/bin/clamscan /usr/bin/c-icap /usr/bin/c-icap-client
+VIRUS_PACKAGES := clamav clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan
+VIRUS_MODULE_NAMES := virus_scan.so clamd_mod.so
+VIRUS_FILES := /usr/share/c_icap/templates /etc/c-icap/c-icap.magic
 # applications the PROM ships (apps/<name>/1.0.0)
 FACTORY_APPS := cache-manager firewall vcp

@@ -53,6 +53,48 @@ public static class LabCatalogue
     public static readonly IReadOnlyDictionary<string, string> ListsApplications =
         new SortedDictionary<string, string>(FactoryApplications.ToDictionary(), StringComparer.Ordinal) { [FilterCategories.Application] = FilterListsVersion };
 
+    /// <summary>
+    /// Pattern `qemu-1-sigs`: the factory software and the lab's first virus signatures (<see cref="FirstSignatures"/>), by
+    /// update program `qemu-1-to-1-sigs` of importance 5, which carries the database and the signature set's version (no
+    /// OS, no restart). Pattern `qemu-1-sigs-2` adds <see cref="NewSignatures"/> by `qemu-1-sigs-to-2`: the patent's new
+    /// virus (bundle version 2: a unit installs only a bundle newer than its last). A pattern names its signature set as
+    /// application <see cref="SignaturesApplication"/> (docs/bundles.md):
+    /// the host knows a unit's pattern by its inventory, which holds no databases.
+    /// </summary>
+    public const string SignaturesPattern = "qemu-1-sigs";
+    public const string SignaturesUpdate = "qemu-1-to-1-sigs";
+    public const string NewSignaturesPattern = "qemu-1-sigs-2";
+    public const string NewSignaturesUpdate = "qemu-1-sigs-to-2";
+    public const string SignaturesApplication = "virus-signatures";
+
+    public static readonly IReadOnlyDictionary<string, string> SignaturesApplications =
+        new SortedDictionary<string, string>(FactoryApplications.ToDictionary(), StringComparer.Ordinal) { [SignaturesApplication] = "2026.12.1" };
+
+    public static readonly IReadOnlyDictionary<string, string> NewSignaturesApplications =
+        new SortedDictionary<string, string>(FactoryApplications.ToDictionary(), StringComparer.Ordinal) { [SignaturesApplication] = "2026.12.2" };
+
+    /// <summary>The EICAR test file: what every virus scanner finds, and the lab's first signatures know.</summary>
+    public static readonly byte[] Eicar = Encoding.ASCII.GetBytes(@"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+
+    /// <summary>The name the first signatures give the EICAR file.</summary>
+    public const string EicarVirusName = "Tsunagu.Lab.Eicar";
+
+    /// <summary>A byte string only the new signatures know, and the name they give a file holding it.</summary>
+    public const string NewVirusMarker = "TSUNAGU-LAB-VIRUS-OF-THE-WEEK";
+    public const string NewVirusName = "Tsunagu.Lab.New";
+
+    /// <summary>The first database: the EICAR file by its MD5 and size (ClamAV's `.hdb`).</summary>
+    public static readonly IReadOnlyDictionary<string, byte[]> FirstSignatures = new Dictionary<string, byte[]>(StringComparer.Ordinal)
+    {
+        ["tsunagu-lab.hdb"] = Encoding.ASCII.GetBytes($"{Convert.ToHexStringLower(MD5.HashData(Eicar))}:{Eicar.Length}:{EicarVirusName}\n"),
+    };
+
+    /// <summary>The new database: any file holding <see cref="NewVirusMarker"/> (ClamAV's `.ndb`, a body pattern anywhere).</summary>
+    public static readonly IReadOnlyDictionary<string, byte[]> NewSignatures = new Dictionary<string, byte[]>(StringComparer.Ordinal)
+    {
+        ["tsunagu-lab-2.ndb"] = Encoding.ASCII.GetBytes($"{NewVirusName}:0:*:{Convert.ToHexStringLower(Encoding.ASCII.GetBytes(NewVirusMarker))}\n"),
+    };
+
     /// <summary>The OS image of the update in an image output folder (`out/image/BOARD-debug`).</summary>
     public static string UpdateOsImage(string imageDirectory) => Path.Combine(imageDirectory, "os-1.1.sqfs");
 
@@ -99,16 +141,24 @@ public static class LabCatalogue
         await AddOsUpdateAsync(store, artifacts, releaseKey, board, ListsUpdate, Pattern1, FactoryOs, FactoryApplications,
             new PatternRow { Id = ListsPattern, Name = "QEMU board factory image and the content filter's category lists", OsVersion = FactoryOs }, ListsApplications,
             osImage: null, time);
+        await AddOsUpdateAsync(store, artifacts, releaseKey, board, SignaturesUpdate, Pattern1, FactoryOs, FactoryApplications,
+            new PatternRow { Id = SignaturesPattern, Name = "QEMU board factory image and the lab's first virus signatures", OsVersion = FactoryOs }, SignaturesApplications,
+            osImage: null, time, signatures: FirstSignatures);
+        await AddOsUpdateAsync(store, artifacts, releaseKey, board, NewSignaturesUpdate, SignaturesPattern, FactoryOs, SignaturesApplications,
+            new PatternRow { Id = NewSignaturesPattern, Name = "QEMU board factory image and the lab's new virus signatures", OsVersion = FactoryOs }, NewSignaturesApplications,
+            osImage: null, time, bundleVersion: 2, signatures: NewSignatures);
     }
 
     /// <summary>
     /// Adds verified pattern <paramref name="to"/> for board <paramref name="board"/> (its applications <paramref name="toApps"/>, its OS the one in
     /// <paramref name="osImage"/>) and an update program of importance 5 from <paramref name="fromPattern"/>: a signed
     /// bundle (release counter <paramref name="bundleVersion"/>) with the OS image for the inactive slot and one application payload per changed application.
-    /// Without <paramref name="osImage"/> the bundle carries the applications alone (the unit installs them without a restart).
+    /// Without <paramref name="osImage"/> the bundle carries the applications alone (the unit installs them without a restart);
+    /// <paramref name="signatures"/> adds one ClamAV database payload per entry (file name, content), installed for clamd.
     /// </summary>
     public static async Task AddOsUpdateAsync(TsunaguStore store, ArtifactStore artifacts, ECDsa releaseKey, string board, string updateId, string fromPattern, string fromOs,
-        IReadOnlyDictionary<string, string> fromApps, PatternRow to, IReadOnlyDictionary<string, string> toApps, string? osImage, TimeProvider? time = null, long bundleVersion = 1)
+        IReadOnlyDictionary<string, string> fromApps, PatternRow to, IReadOnlyDictionary<string, string> toApps, string? osImage, TimeProvider? time = null, long bundleVersion = 1,
+        IReadOnlyDictionary<string, byte[]>? signatures = null)
     {
         foreach (var (app, version) in toApps)
         {
@@ -132,9 +182,18 @@ public static class LabCatalogue
         {
             payloads.Add((new BundlePayload($"{app}-{version}", PayloadKinds.Application, 0, "", app, version), BundleFormat.ApplicationTar(ApplicationTree(app, version))));
         }
+        foreach (var (name, database) in signatures ?? new Dictionary<string, byte[]>())
+        {
+            payloads.Add((new BundlePayload(name, PayloadKinds.Signatures, 0, ""), database));
+        }
         var manifest = new BundleManifest(BundleManifest.CurrentFormat, updateId, bundleVersion, [fromPattern], to.Id,
             new BundleCompatibility([board], [HardwareVersion], [fromOs]), 5, now, now.AddDays(365), [],
-            payloads.Select(p => new BundleStep(p.Item1.Kind == PayloadKinds.OsImage ? StepActions.InstallOs : StepActions.InstallApplication, p.Item1.Name)).ToList());
+            payloads.Select(p => new BundleStep(p.Item1.Kind switch
+            {
+                PayloadKinds.OsImage => StepActions.InstallOs,
+                PayloadKinds.Signatures => StepActions.InstallSignatures,
+                _ => StepActions.InstallApplication,
+            }, p.Item1.Name)).ToList());
         var bundle = BundleFormat.BuildAsync(manifest, payloads, [releaseKey], CancellationToken.None).GetAwaiter().GetResult();
         var (sha, size) = artifacts.Add(bundle);
         await store.Catalogue.UpsertUpdateProgramAsync(new UpdateProgramRow

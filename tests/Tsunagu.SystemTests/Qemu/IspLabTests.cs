@@ -27,7 +27,8 @@ namespace Tsunagu.SystemTests.Qemu;
 /// a LAN PC on the unit's LAN port takes a lease from the unit, reaches the lab's internet by name through it, and is
 /// refused a domain of the unit's content filter; a password the operator changes in the table reaches the unit, and a
 /// wrong one sends it back to provisioning until the table is fixed; a DHCP main link renews its lease, and a static
-/// one comes up with the table's gateway and name server; a LAN PC's repeated fetch is served by the unit's cache.
+/// one comes up with the table's gateway and name server; a LAN PC's repeated fetch is served by the unit's cache; a
+/// LAN PC's virus download is refused, and new signatures sent by a forced check refuse a new one with nothing restarted.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed partial class IspLabTests
@@ -613,6 +614,109 @@ public sealed partial class IspLabTests
         Assert.That(await SquidRequestsAsync(unit, lease.Router), Is.EqualTo(squidRequests + readStep), "squid saw none of the HTTPS traffic");
         Assert.That(isp.OriginRequests(path), Is.EqualTo(1), "and the plain HTTP origin still saw only the first fetch");
     }
+
+    [Test]
+    public async Task A_lan_pc_is_refused_a_virus_download_gets_a_clean_one_and_new_signatures_sent_by_a_forced_check_refuse_a_new_virus_with_nothing_restarted()
+    {
+        LanPc.RequireImage();
+        const int index = 31;
+        var mac = QemuLab.MacOf(index);
+        var subscriber = new WanAccount("pppoe", "rokuro.sasaki@isp.example", "subscriber-secret-0031");
+        // the cache on (downloads take squid's path) and virus checking on; the board runs it (board.json virusScan)
+        var services = DemoCatalogue.StandardServices with
+        {
+            Dns = new DnsConfig("home.arpa", [IspGuest.DnsAddress]),
+            Cache = new CacheConfig(true, 64),
+            VirusScan = new VirusScanConfig(true),
+        };
+        await using var isp = await IspGuest.StartAsync(_lab, "isp31", [(subscriber.Username!, subscriber.Password!)]);
+        await using var pc = LanPc.Start(_lab, "lanpc31");
+        await isp.WaitReadyAsync(IspBoot);
+        await pc.WaitBootedAsync(IspBoot);
+        // the unit's pattern carries the lab's first signatures: its first version check installs them (clamd refuses to
+        // start without a database), then the configuration starts clamd, c-icap and squid
+        await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.SignaturesPattern, isp: subscriber, provisional: new WanAccount("pppoe"));
+        await _lab.App.Services.GetRequiredService<ServiceConfigService>().AssignAsync(mac, services, "qemu-lab", CancellationToken.None);
+        unit.WanSocket = isp.AccessEndpoint;
+        unit.LanSocket = pc.LanEndpoint;
+        var clock = Stopwatch.StartNew();
+        unit.PowerOn();
+        await unit.WaitReadyAsync(LabCatalogue.SignaturesPattern, BootToReady, async () => (await _lab.UnitAsync(mac))?.WanAddress is not null);
+        var toReady = clock.Elapsed;
+        await pc.WaitLeaseAsync(TimeSpan.FromMinutes(2));
+        var first = LabCatalogue.FirstSignatures.Keys.Single();
+        Assert.That(unit.Console(), Does.Contain($"signatures: {first} installed"), $"the first signatures came with the unit's pattern\n--- unit ---\n{unit.Console()}");
+        var pids = await ServicePidsAsync(unit);
+        Assert.That(pids.Values, Has.All.Not.Empty, $"clamd, c-icap, squid and dnsmasq run: {string.Join(", ", pids)}");
+        var idle = await unit.ShellAsync("sed -n 's/^VmRSS:[[:space:]]*//p' /proc/$(pidof clamd)/status");
+        TestContext.Out.WriteLine($"clamd's resident memory at idle with the lab's signatures: {idle}; power-on to Ready: {toReady.TotalSeconds:0.0} s");
+
+        // the lab's internet offers the EICAR file, a clean file, and three files only the new signatures know: one to pass
+        // before them, one to be refused after (squid keeps what it checked, and new signatures do not purge its cache,
+        // docs/services.md), both within squid's ICAP preview, and a larger one (13.9 kB, the marker at its end)
+        var eicar = Convert.ToBase64String(LabCatalogue.Eicar);
+        var made = await isp.ShellAsync($"echo {eicar} | base64 -d > /srv/www/eicar.com && seq 1 40000 > /srv/www/clean.txt && " +
+            $"(echo 'the virus of the week:'; echo {LabCatalogue.NewVirusMarker}) > /srv/www/weekly-1.txt && (echo 'it again:'; echo {LabCatalogue.NewVirusMarker}) > /srv/www/weekly-2.txt && " +
+            $"(seq 1 3000; echo {LabCatalogue.NewVirusMarker}) > /srv/www/weekly-3.txt && md5sum /srv/www/clean.txt /srv/www/weekly-1.txt | cut -d' ' -f1");
+        var digests = made.Split('\n');
+        Assert.That(digests, Has.Length.EqualTo(2).And.All.Match("^[0-9a-f]{32}$"), $"the files' digests at the origin: {made}");
+        var url = $"http://{IspGuest.WebServerName}";
+
+        var refused = await RawGetAsync(pc, "/eicar.com");
+        TestContext.Out.WriteLine($"LAN PC, EICAR: {refused[..Math.Min(600, refused.Length)]}");
+        Assert.That(refused, Does.StartWith("HTTP/1.1 403").And.Contain(LabCatalogue.EicarVirusName),
+            $"the EICAR download is refused with a page naming the virus\n--- unit ---\n{unit.Console()}");
+        Assert.That(isp.OriginRequests("/eicar.com"), Is.EqualTo(1), "the origin sent it: the unit refused it on the way");
+        Assert.That(await FetchDigestAsync(pc, $"{url}/clean.txt"), Is.EqualTo(("0", digests[0])), "a clean download passes whole");
+        Assert.That(await FetchDigestAsync(pc, $"{url}/weekly-1.txt"), Is.EqualTo(("0", digests[1])), "the new virus passes the first signatures");
+
+        // a new virus: the operator publishes signatures that know it (an update program of importance 5 with the database
+        // alone) and forces a check on the unit, which installs them while its services keep running
+        clock.Restart();
+        await _lab.Store.Units.SetTargetPatternAsync(mac, LabCatalogue.NewSignaturesPattern);
+        await _lab.ForceCheckAsync(mac);
+        await unit.WaitReadyAsync(LabCatalogue.NewSignaturesPattern, TimeSpan.FromMinutes(5));
+        var toNew = clock.Elapsed;
+        var second = LabCatalogue.NewSignatures.Keys.Single();
+        var installed = unit.Console().Split('\n').Where(l => l.Contains($"signatures: {second} installed", StringComparison.Ordinal)).ToList();
+        Assert.That(installed, Has.Count.EqualTo(1).And.All.Contain("clamd reloaded 2 signatures"),
+            $"clamd reloaded both databases without a restart\n--- unit ---\n{unit.Console()}");
+        var again = await RawGetAsync(pc, "/weekly-2.txt");
+        Assert.That(again, Does.StartWith("HTTP/1.1 403").And.Contain(LabCatalogue.NewVirusName),
+            $"the new virus is refused now\n{again[..Math.Min(600, again.Length)]}\n--- clamd's log ---\n" +
+            await unit.ShellAsync("tail -n 25 \"$(sed -n 's/^LogFile //p' /data/services/current/clamd.conf)\"; tail -n 15 \"$(sed -n 's/^ServerLog //p' /data/services/current/c-icap.conf)\""));
+        // beyond the preview c-icap has answered squid's headers before the scan ends: the PC gets a 200 and the
+        // connection ends without any of the body (its last line, the marker, never arrives)
+        var larger = await RawGetAsync(pc, "/weekly-3.txt");
+        TestContext.Out.WriteLine($"LAN PC, the larger new virus: {larger}");
+        Assert.That(larger, Does.Not.Contain(LabCatalogue.NewVirusMarker).And.Not.Contain("\n2999\n"), $"none of the larger file reaches the PC\n{larger}");
+        Assert.That(await unit.ShellAsync("grep -c 'VIRUS DETECTED: " + LabCatalogue.NewVirusName + ".*weekly-3.txt' \"$(sed -n 's/^ServerLog //p' /data/services/current/c-icap.conf)\""),
+            Is.EqualTo("1"), "c-icap found it");
+        Assert.That(await RawGetAsync(pc, "/eicar.com"), Does.StartWith("HTTP/1.1 403").And.Contain(LabCatalogue.EicarVirusName), "the first signatures still apply");
+        Assert.That(await FetchDigestAsync(pc, $"{url}/clean.txt"), Is.EqualTo(("0", digests[0])), "clean downloads still pass");
+        // nothing restarted: the same processes, the one PPPoE session
+        Assert.That(await ServicePidsAsync(unit), Is.EqualTo(pids), "clamd, c-icap, squid and dnsmasq are the processes they were before the signatures");
+        Assert.That(isp.Events().Where(e => e.Peer == subscriber.Username).Select(e => e.Kind), Is.EqualTo(new[] { "up" }), "no redial");
+        TestContext.Out.WriteLine($"forced check to Ready with the new signatures (installed and loaded by clamd): {toNew.TotalSeconds:0.0} s; " +
+            $"the unit's log: {installed.Single().Trim()}");
+    }
+
+    /// <summary>The process ids of the services a signature update must not restart, by name (empty when one is not running).</summary>
+    private static async Task<Dictionary<string, string>> ServicePidsAsync(QemuUnit unit)
+    {
+        string[] names = ["clamd", "c-icap", "squid", "dnsmasq"];
+        var output = await unit.ShellAsync(string.Join("; ", names.Select(n => $"echo \"{n}=$(pidof {n})\"")));
+        return output.Split('\n').Select(l => l.Split('=', 2)).Where(p => p.Length == 2 && names.Contains(p[0])).ToDictionary(p => p[0], p => p[1].Trim());
+    }
+
+    /// <summary>
+    /// A plain HTTP GET of <paramref name="path"/> at the lab's web server from the LAN PC (busybox nc): the status line,
+    /// headers and body as received, refusals included. The request side stays open until nc ends (squid closes a
+    /// connection whose client half-closed it, its default), and nc ends when the answer is complete (HTTP/1.0); at most 60 s.
+    /// </summary>
+    private static Task<string> RawGetAsync(LanPc pc, string path) =>
+        pc.ShellAsync($"rm -f /tmp/raw; (printf 'GET {path} HTTP/1.0\\r\\nHost: {IspGuest.WebServerName}\\r\\n\\r\\n'; sleep 60) | nc -w 30 {InternetAddress} 80 > /tmp/raw & " +
+            "i=0; while [ $i -lt 600 ] && { pidof nc >/dev/null || [ ! -s /tmp/raw ]; }; do sleep 0.1; i=$((i + 1)); done; tr -d '\\r' < /tmp/raw", TimeSpan.FromSeconds(90));
 
     /// <summary>squid's count of client requests (its cache manager's <c>client_http.requests</c>), asked on the unit at its LAN address.</summary>
     private static async Task<long> SquidRequestsAsync(QemuUnit unit, string lanAddress)
