@@ -80,9 +80,10 @@ test: packages build image image-arm64 field-image isp-lab-image lan-pc-image
 # The long system tests, which wait out a board's own timers for minutes and are not part of `make test` (part of
 # `make system-test`; so not of CI, which runs `make test`): a new OS that hangs, restarted by the watchdog on each of
 # its three tries (about 7 min under TCG); on the second board, the wiped data partition, the technician's reimage, the
-# LEDs and reset button and the power cuts that `make test` runs on the first.
+# LEDs and reset button and the power cuts that `make test` runs on the first; and the ISP lab's measure of a LAN
+# download's throughput past no service, through the cache and the virus check, and from the cache (docs/lab.md).
 .PHONY: test-long
-test-long: packages build image image-arm64 field-image field-image-arm64
+test-long: packages build image image-arm64 field-image field-image-arm64 isp-lab-image lan-pc-image
 	$(DOTNET) test $(SYSTEM_TESTS) -c $(CONFIGURATION) --no-build --filter "TestCategory=long" --logger "console;verbosity=normal"
 
 # Only the QEMU tests of the second board, qemu-arm64, all of them (QemuArm64Tests under TCG: first boot, slot fall back

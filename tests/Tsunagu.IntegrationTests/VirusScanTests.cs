@@ -83,13 +83,13 @@ public class VirusScanTests
         {
             Assert.That(await http.GetByteArrayAsync(origin.Url("/marker.txt")), Is.EqualTo(Marker), "the first signatures do not know the marker");
 
-            // a client's connection left open after a scan, as c-icap leaves its own: a reload without a second database
-            // waits for it, until clamd closes it after its rendered idle time (its default of 30 s held the reload that long)
+            // a scan just before, as any download makes: its clamd worker thread stays alive, idle, for clamd's IdleTimeout,
+            // and a reload without a second database first waits for every worker to end (the default of 30 s held it that long)
             using var idle = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
             await idle.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(squid.Environment.ClamdSocket));
             await idle.SendAsync("zINSTREAM\0\0\0\0\u0005hello\0\0\0\0"u8.ToArray().AsMemory());
             var scanned = new byte[64];
-            Assert.That(Encoding.ASCII.GetString(scanned, 0, await idle.ReceiveAsync(scanned.AsMemory())), Is.EqualTo("stream: OK\0"), "the idle client's scan");
+            Assert.That(Encoding.ASCII.GetString(scanned, 0, await idle.ReceiveAsync(scanned.AsMemory())), Is.EqualTo("stream: OK\0"), "the scan before the install");
 
             // new signatures: installed into the directory on data and loaded by clamd, which was never restarted
             var clock = System.Diagnostics.Stopwatch.StartNew();

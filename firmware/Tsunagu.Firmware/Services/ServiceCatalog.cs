@@ -71,7 +71,8 @@ public static class ServiceCatalog
             // before squid, which sends every download to c-icap, which asks clamd
             services.Add(new ServiceSpec(VirusEngine, Digest(clamd))
             {
-                // clamd refuses to start without a database: the signatures shipped with the firmware are the first
+                // clamd refuses to start without a database, and the image carries none: the first signatures come as an
+                // update program (without them this start fails; docs/services.md)
                 Setup = [new CommandLine("mkdir", "-p", env.SignatureDirectory)],
                 Daemon = new CommandLine("clamd", "-c", File(ServiceRenderer.Clamd)),
                 // clamd opens its socket once the database is loaded: a configuration or a database it refuses never answers

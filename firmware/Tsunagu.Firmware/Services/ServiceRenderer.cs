@@ -78,7 +78,7 @@ public static class ServiceRenderer
     public static (int Threads, int MaxScanMegabytes, bool ConcurrentReload) VirusScanLimits(BoardVirusScan board) =>
         (board.MemoryMegabytes >= 512 ? 2 : 1, Math.Clamp(board.MemoryMegabytes / 16, 4, 64), board.MemoryMegabytes >= 512);
 
-    /// <summary>How long clamd keeps a client's connection that sends no new command (rendered `IdleTimeout`).</summary>
+    /// <summary>How long an idle clamd worker thread waits for a new job before it ends (rendered `IdleTimeout`).</summary>
     public const int ClamdIdleTimeoutSeconds = 5;
 
     private static string RenderClamd(ServiceEnvironment env)
@@ -101,8 +101,8 @@ public static class ServiceRenderer
         sb.Append("StreamMaxLength ").Append(maxScan).Append("M\nMaxScanSize ").Append(maxScan).Append("M\nMaxFileSize ").Append(maxScan).Append("M\n");
         // a board with little memory does not hold the old and the new database at once; scans wait during a reload
         sb.Append("ConcurrentDatabaseReload ").Append(concurrent ? "yes" : "no").Append('\n');
-        // such a reload also waits for every connection's thread, and c-icap leaves its connection open after a scan: it
-        // is closed after this idle time (clamd's default, 30 s, held new signatures and every download that long)
+        // such a reload first waits for every worker thread to end, and a worker that scanned stays alive, idle, this long
+        // (clamd's default, 30 s, held new signatures, and every download meanwhile, that long after any scan)
         sb.Append("IdleTimeout ").Append(ClamdIdleTimeoutSeconds).Append('\n');
         return sb.ToString();
     }

@@ -304,9 +304,10 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
 
     /// <summary>
     /// RELOAD, then waits for clamd's log to say, after the RELOAD, that the new set is loaded and then in use (or that the
-    /// reload failed). clamd loads the set in a thread of its own ("Database correctly reloaded") and puts it in use later,
-    /// in its main loop ("Activating the newly loaded database...", just before the swap and before that loop hands out
-    /// another connection): a download checked between the two is checked with the old set.
+    /// reload failed). With concurrent reload (clamd's source, 1.4) the set is loaded in a thread of its own ("Database
+    /// correctly reloaded") while the main loop goes on handing out scans with the old set, and the main loop puts it in
+    /// use later ("Activating the newly loaded database...", just before the swap): a download checked between the two is
+    /// checked with the old set. Without concurrent reload the main loop waits for the load, and the lines come together.
     /// </summary>
     /// <returns>How many signatures clamd loaded.</returns>
     private async Task<long> ReloadAsync(string name, ClamdLogCursor cursor, CancellationToken ct)
