@@ -619,9 +619,9 @@ public sealed partial class IspLabTests
     public async Task A_lan_pc_is_refused_a_virus_download_gets_a_clean_one_and_new_signatures_sent_by_a_forced_check_refuse_a_new_virus_with_nothing_restarted()
     {
         LanPc.RequireImage();
-        const int index = 31;
+        const int index = 33;
         var mac = QemuLab.MacOf(index);
-        var subscriber = new WanAccount("pppoe", "rokuro.sasaki@isp.example", "subscriber-secret-0031");
+        var subscriber = new WanAccount("pppoe", "rokuro.sasaki@isp.example", "subscriber-secret-0033");
         // the cache on (downloads take squid's path) and virus checking on; the board runs it (board.json virusScan)
         var services = DemoCatalogue.StandardServices with
         {
@@ -629,8 +629,8 @@ public sealed partial class IspLabTests
             Cache = new CacheConfig(true, 64),
             VirusScan = new VirusScanConfig(true),
         };
-        await using var isp = await IspGuest.StartAsync(_lab, "isp31", [(subscriber.Username!, subscriber.Password!)]);
-        await using var pc = LanPc.Start(_lab, "lanpc31");
+        await using var isp = await IspGuest.StartAsync(_lab, "isp33", [(subscriber.Username!, subscriber.Password!)]);
+        await using var pc = LanPc.Start(_lab, "lanpc33");
         await isp.WaitReadyAsync(IspBoot);
         await pc.WaitBootedAsync(IspBoot);
         // the unit's pattern carries the lab's first signatures: its first version check installs them (clamd refuses to
@@ -717,17 +717,17 @@ public sealed partial class IspLabTests
     public async Task Throughput_of_a_lan_download_past_no_service_through_the_cache_and_the_virus_check_and_from_the_cache()
     {
         LanPc.RequireImage();
-        const int index = 32;
+        const int index = 34;
         var mac = QemuLab.MacOf(index);
-        var subscriber = new WanAccount("pppoe", "shichiro.ueda@isp.example", "subscriber-secret-0032");
+        var subscriber = new WanAccount("pppoe", "shichiro.ueda@isp.example", "subscriber-secret-0034");
         var withVirusCheck = DemoCatalogue.StandardServices with
         {
             Dns = new DnsConfig("home.arpa", [IspGuest.DnsAddress]),
             Cache = new CacheConfig(true, 64),
             VirusScan = new VirusScanConfig(true),
         };
-        await using var isp = await IspGuest.StartAsync(_lab, "isp32", [(subscriber.Username!, subscriber.Password!)]);
-        await using var pc = LanPc.Start(_lab, "lanpc32");
+        await using var isp = await IspGuest.StartAsync(_lab, "isp34", [(subscriber.Username!, subscriber.Password!)]);
+        await using var pc = LanPc.Start(_lab, "lanpc34");
         await isp.WaitReadyAsync(IspBoot);
         await pc.WaitBootedAsync(IspBoot);
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.SignaturesPattern, isp: subscriber, provisional: new WanAccount("pppoe"));
@@ -1243,8 +1243,7 @@ public sealed partial class IspGuest : LabGuest
     /// </summary>
     public static async Task<IspGuest> StartAsync(QemuLab lab, string name, IReadOnlyList<(string User, string Password)> accounts, bool ipoe = false, bool slowLine = false)
     {
-        var dir = Path.Combine(lab.Root, name);
-        System.IO.Directory.CreateDirectory(dir);
+        var dir = QemuLab.NewGuestDirectory(lab, name);
         var file = Path.Combine(dir, "accounts");
         foreach (var (user, password) in accounts)
         {

@@ -41,9 +41,7 @@ public sealed partial class LanPc : LabGuest
     public static LanPc Start(QemuLab lab, string name, string mac = Mac)
     {
         RequireMac(mac);
-        var dir = Path.Combine(lab.Root, name);
-        System.IO.Directory.CreateDirectory(dir);
-        return new LanPc(dir, TestServer.FreePort(), mac);
+        return new LanPc(QemuLab.NewGuestDirectory(lab, name), TestServer.FreePort(), mac);
     }
 
     /// <summary>Refuses a MAC that is not six lower-case hex pairs: it goes into QEMU's arguments.</summary>

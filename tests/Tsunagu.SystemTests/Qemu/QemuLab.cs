@@ -190,6 +190,22 @@ public sealed class QemuLab : IAsyncDisposable
 
     public Task<UnitRow?> UnitAsync(string mac) => Store.Units.GetUnitAsync(mac);
 
+    /// <summary>
+    /// A new directory for guest <paramref name="name"/> of this lab. Two tests that chose the same name would share a
+    /// console log, and the second would read the first's (a stale "ready" line): refused.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The lab already has a guest of that name.</exception>
+    public static string NewGuestDirectory(QemuLab lab, string name)
+    {
+        var dir = Path.Combine(lab.Root, name);
+        if (Directory.Exists(dir))
+        {
+            throw new InvalidOperationException($"the lab already has a guest named {name} ({dir}): each test names its guests after its own unit index");
+        }
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
     /// <summary>The MAC of the unit <see cref="AddUnitAsync"/> creates with <paramref name="index"/>.</summary>
     public static string MacOf(int index) => $"52:54:00:7e:00:{index:x2}";
 
