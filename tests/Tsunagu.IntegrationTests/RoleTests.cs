@@ -363,7 +363,8 @@ public class RoleTests
         var mac = (await server.AddUnitsAsync(1))[0].Mac;
         using var admin = server.Operator();
         await admin.SendJsonAsync(HttpMethod.Post, "/api/v1/patterns",
-            new NewPattern("pattern-3", "p3", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion, DemoCatalogue.Pattern2Applications), CancellationToken.None);
+            new NewPattern("pattern-3", "p3", DemoCatalogue.HardwareVersion, DemoCatalogue.OsVersion,
+                new Dictionary<string, string> { ["cache-manager"] = "1.0.0", ["firewall"] = "1.0.0", ["vcp"] = "1.2.0" }), CancellationToken.None);
         var sessions = new Dictionary<string, HttpClient>();
         foreach (var (role, name) in Accounts) { sessions[role] = await ConsoleSession(server, name, AccountPassword); }
         try
