@@ -203,14 +203,10 @@ public sealed partial class CatalogueService(TsunaguStore store, ArtifactStore a
         return row!;
     }
 
-    /// <summary>Whether two patterns hold the same hardware, OS and application versions (what a unit's inventory tells the host).</summary>
-    private static bool SameContent(PatternRow a, PatternRow b)
-    {
-        if (a.HardwareVersion != b.HardwareVersion || a.OsVersion != b.OsVersion) { return false; }
-        var x = JsonSerializer.Deserialize(a.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
-        var y = JsonSerializer.Deserialize(b.Applications, ProtocolJson.Default.DictionaryStringString) ?? [];
-        return x.Count == y.Count && x.All(e => y.TryGetValue(e.Key, out var v) && v == e.Value);
-    }
+    /// <summary>Whether two patterns hold the same hardware, OS and application versions: the snapshot's match of an inventory, applied to <paramref name="b"/>.</summary>
+    private static bool SameContent(PatternRow a, PatternRow b) =>
+        CatalogueSnapshot.Holds(a, JsonSerializer.Deserialize(a.Applications, ProtocolJson.Default.DictionaryStringString) ?? [],
+            b.HardwareVersion, b.OsVersion, JsonSerializer.Deserialize(b.Applications, ProtocolJson.Default.DictionaryStringString) ?? []);
 
     /// <summary>An update program's fields against the catalogue: its from-pattern and its (verified) to-pattern.</summary>
     private async Task<(PatternRow From, PatternRow To)> CheckProgramAsync(NewUpdateProgram program, CancellationToken ct)

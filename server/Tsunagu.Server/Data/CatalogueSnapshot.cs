@@ -43,6 +43,14 @@ public sealed class CatalogueSnapshot
     public string? Stamp { get; }
 
     /// <summary>
+    /// Whether pattern <paramref name="p"/> (its applications <paramref name="apps"/>) is exactly this hardware, OS and
+    /// these application versions: how the host recognises a unit's pattern, and so what makes two patterns the same.
+    /// </summary>
+    public static bool Holds(PatternRow p, IReadOnlyDictionary<string, string> apps, string hardware, string os, IReadOnlyDictionary<string, string> applications) =>
+        p.HardwareVersion == hardware && p.OsVersion == os && apps.Count == applications.Count &&
+        apps.All(a => applications.TryGetValue(a.Key, out var v) && v == a.Value);
+
+    /// <summary>
     /// The verified (or retired: units still run it) pattern whose hardware, OS and application versions are
     /// exactly <paramref name="inventory"/>. Drafts never match: no unit is on an unverified combination.
     /// </summary>
@@ -50,9 +58,7 @@ public sealed class CatalogueSnapshot
     {
         foreach (var (p, apps) in _matchable)
         {
-            if (p.HardwareVersion == inventory.HardwareVersion && p.OsVersion == inventory.OsVersion &&
-                apps.Count == inventory.Applications.Count &&
-                apps.All(a => inventory.Applications.TryGetValue(a.Key, out var v) && v == a.Value))
+            if (Holds(p, apps, inventory.HardwareVersion, inventory.OsVersion, inventory.Applications))
             {
                 return p;
             }
