@@ -246,13 +246,19 @@ internal sealed class SquidUnderTest : IDisposable
         {
             CachePort = TestServer.FreePort(), InterceptPort = TestServer.FreePort(), IcapPort = TestServer.FreePort(), CacheAccessLog = Path.Combine(run, "access.log"),
         };
+        if (virusScan is not null)
+        {
+            // the signatures first: without a database virus checking waits and nothing of it is rendered
+            Directory.CreateDirectory(env.SignatureDirectory);
+            signatures?.Invoke(env.SignatureDirectory);
+        }
         var files = ServiceRenderer.Render(configuration ?? Configuration(), env);
         foreach (var (name, text) in files)
         {
             await File.WriteAllTextAsync(Path.Combine(root, name), text);
         }
         var config = Path.Combine(root, ServiceRenderer.Squid);
-        Directory.CreateDirectory(env.CacheDirectory!);
+        Directory.CreateDirectory(ServiceRenderer.CacheDirectoryFor(configuration ?? Configuration(), env).InUse!);
         if (System.Environment.UserName == "root")
         {
             await RunAsync("chown", "-R", "proxy:proxy", hdd, run);
@@ -262,8 +268,6 @@ internal sealed class SquidUnderTest : IDisposable
         {
             if (files.ContainsKey(ServiceRenderer.Clamd))
             {
-                Directory.CreateDirectory(env.SignatureDirectory);
-                signatures?.Invoke(env.SignatureDirectory);
                 squid.Clamd = squid.Start("clamd", "-c", Path.Combine(root, ServiceRenderer.Clamd));
                 await squid.WaitAsync(squid.Clamd, "clamd", async () => await ClamdControl.SendAsync(env.ClamdSocket, "PING", CancellationToken.None) == "PONG",
                     Path.Combine(run, "clamd.log"));

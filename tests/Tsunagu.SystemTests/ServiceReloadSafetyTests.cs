@@ -129,6 +129,39 @@ public class ServiceReloadSafetyTests
         await AssertScanningAsync("after the refused revision 2");
     }
 
+    [Test]
+    public async Task Virus_checking_given_before_any_signatures_lets_downloads_through_until_the_first_signatures_start_the_checker()
+    {
+        var env = Environment;
+        var manager = _manager = new ProcessServiceManager(_lab.RouterCommands,
+            new ServiceManagerOptions { HealthSettle = TimeSpan.FromMilliseconds(500), ConfigureTimeout = TimeSpan.FromSeconds(30) }, log: _log.Add);
+        _applier = new ServiceApplier(Path.Combine(_lab.Root, "data"), manager, env, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        await _applier.StartAsync(CancellationToken.None);
+        // clamd does not start without a database: the revision applies without the checker, and squid serves
+        await _applier.ApplyAsync(1, Config(64), CancellationToken.None);
+        await _lab.LeaseAsync();
+        Assert.That(manager.Status().Select(s => s.Name), Does.Contain(ServiceCatalog.Cache).And.None.AnyOf(ServiceCatalog.VirusEngine, ServiceCatalog.VirusIcap));
+        var clean = await FetchAsync("clean.txt");
+        Assert.That((clean.Status, clean.Body), Is.EqualTo((200, CleanText)), $"a download passes while virus checking waits: {clean.Error}\n{RunLogs()}");
+        var passing = await FetchAsync("eicar.com");
+        Assert.That(passing.Status, Is.EqualTo(200), "nothing checks yet: the file passes, as on a unit without virus checking");
+
+        // the first signatures, as an update installs them (checked alone by clamscan, placed), then the refresh after the update
+        var installer = new SignatureInstaller(env, _lab.RouterCommands, TimeProvider.System, _log.Add) { ClamdRuns = _applier.VirusScanRuns };
+        await installer.InstallAsync("test.hdb", new MemoryStream(System.Text.Encoding.ASCII.GetBytes(HostVirusScan.EicarHashSignature("Tsunagu.Test.Eicar"))),
+            CancellationToken.None);
+        Assert.That(_log, Has.Some.Contains("signatures: test.hdb installed").And.Some.Contains("clamd is not running"));
+        await _applier.RefreshAsync("update u1 installed", CancellationToken.None);
+        Assert.That(manager.Status().Where(s => s.Name is ServiceCatalog.VirusEngine or ServiceCatalog.VirusIcap or ServiceCatalog.Cache)
+            .Select(s => (s.Name, s.State)), Is.EquivalentTo(new[]
+            {
+                (ServiceCatalog.VirusEngine, ServiceState.Running), (ServiceCatalog.VirusIcap, ServiceState.Running), (ServiceCatalog.Cache, ServiceState.Running),
+            }), string.Join("\n", _log));
+        Assert.That(_applier.CurrentRevision(), Is.EqualTo(1));
+        Assert.That(await manager.CheckHealthAsync(CancellationToken.None), Is.Empty);
+        await AssertScanningAsync("after the first signatures");
+    }
+
     /// <summary>
     /// The real service manager, except that once <see cref="Armed"/> the next apply rewrites with <paramref name="refuse"/> the
     /// daemon's configuration file of the revision in force (after the checkers passed it) and marks it changed, as a

@@ -196,6 +196,11 @@ public sealed class ServiceApplier : IDisposable
             CleanUp();
             var report = new ApplyReport(revision, changes!, _time.GetElapsedTime(started));
             _log($"services: revision {revision} applied in {report.Elapsed.TotalMilliseconds:0} ms: {report.Changes}");
+            if (ServiceRenderer.VirusScanWaits(configuration, Environment))
+            {
+                _log($"services: virus checking waits for its first signatures (none in {Environment.SignatureDirectory}): downloads pass unchecked " +
+                     "until an update program installs them, then clamd and c-icap start");
+            }
             return report;
         }
         finally
@@ -358,16 +363,45 @@ public sealed class ServiceApplier : IDisposable
     }
 
     /// <summary>
-    /// Writes the revision in force's dnsmasq.conf again when its rendering changed although its configuration did not: the
-    /// content filter's category lists, installed since it was applied, are part of it (the other files depend on the
-    /// configuration alone and stay as their checkers passed them). A list's domains are domain names by grammar, so they
-    /// cannot make dnsmasq refuse the file. Replaced whole (written beside it, synced, renamed): a power cut leaves the old
-    /// file or the new one, and a leftover of a write that failed is removed.
+    /// Writes the revision in force's files again where their rendering changed although its configuration did not, because
+    /// of what is on the unit: dnsmasq.conf when the content filter's category lists installed since changed (a list's
+    /// domains are domain names by grammar, so they cannot make dnsmasq refuse the file), and squid.conf, clamd.conf and
+    /// c-icap.conf when virus checking starts or stops waiting for signatures (<see cref="ServiceRenderer.VirusScanWaits"/>:
+    /// the first signatures installed add the checker and squid's ICAP hop). The other files depend on the configuration
+    /// alone and stay as their checkers passed them. Each file is replaced whole (written beside it, synced, renamed): a
+    /// power cut leaves the old file or the new one, and a leftover of a write that failed is removed.
     /// </summary>
-    private void RenderAgain(string content)
+    private void RenderAgain(IReadOnlyDictionary<string, string> files)
     {
-        var path = Path.Combine(CurrentLink, ServiceRenderer.Dnsmasq);
-        if (File.Exists(path) && File.ReadAllText(path) == content) { return; }
+        var written = new List<string>();
+        if (Replace(ServiceRenderer.Dnsmasq, files[ServiceRenderer.Dnsmasq]))
+        {
+            _log($"services: {ServiceRenderer.Dnsmasq} of revision {Show(CurrentRevision())} rendered again (the category lists on the unit changed)");
+        }
+        var scanning = files.ContainsKey(ServiceRenderer.Clamd);
+        if (scanning == File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd))) { return; }
+        foreach (var name in new[] { ServiceRenderer.Clamd, ServiceRenderer.CIcap, ServiceRenderer.Squid })
+        {
+            if (files.TryGetValue(name, out var content))
+            {
+                if (Replace(name, content)) { written.Add(name); }
+            }
+            else if (File.Exists(Path.Combine(CurrentLink, name)))
+            {
+                _files.DeleteFile(Path.Combine(CurrentLink, name));
+                written.Add(name);
+            }
+        }
+        _files.SyncDirectory(Path.Combine(Root, new FileInfo(CurrentLink).LinkTarget!));
+        _log($"services: {string.Join(", ", written)} of revision {Show(CurrentRevision())} rendered again " +
+             (scanning ? "(signatures are installed: virus checking starts)" : "(no signatures are installed: virus checking waits for them)"));
+    }
+
+    /// <summary>Replaces the revision in force's file <paramref name="name"/> with <paramref name="content"/>; false when it is so already.</summary>
+    private bool Replace(string name, string content)
+    {
+        var path = Path.Combine(CurrentLink, name);
+        if (File.Exists(path) && File.ReadAllText(path) == content) { return false; }
         var temporary = path + ".new";
         try
         {
@@ -380,7 +414,7 @@ public sealed class ServiceApplier : IDisposable
         {
             File.Delete(temporary);
         }
-        _log($"services: {ServiceRenderer.Dnsmasq} of revision {Show(CurrentRevision())} rendered again (the category lists on the unit changed)");
+        return true;
     }
 
     /// <summary>
@@ -462,12 +496,12 @@ public sealed class ServiceApplier : IDisposable
         var files = new Dictionary<string, string>(ServiceRenderer.Render(configuration, Environment), StringComparer.Ordinal);
         try
         {
-            RenderAgain(files[ServiceRenderer.Dnsmasq]);
+            RenderAgain(files);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             // the services still run the revision's files as they are: better than the fail-closed firewall alone
-            _log($"services: {ServiceRenderer.Dnsmasq} of the revision in force could not be rendered again ({e.Message}); it stays as it is");
+            _log($"services: the files of the revision in force could not be rendered again ({e.Message}); they stay as they are");
         }
         foreach (var name in files.Keys.ToList())
         {
@@ -488,21 +522,14 @@ public sealed class ServiceApplier : IDisposable
     /// What the unit tells the host of its VPN: the public key of <see cref="VpnPrivateKey"/> and the listen port of the
     /// configuration in force (null while the VPN is off or no configuration is in force). Null without a derived key.
     /// </summary>
-    /// <summary>Whether the configuration in force runs virus checking (clamd); false without one or when it is unreadable.</summary>
-    public bool VirusScanRuns()
-    {
-        if (CurrentRevision() is null) { return false; }
-        try
-        {
-            var configuration = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(CurrentLink, "configuration.json")), ProtocolJson.Default.ServiceConfiguration);
-            return configuration is not null && ServiceRenderer.VirusScanRuns(configuration, Environment);
-        }
-        catch (Exception e) when (e is JsonException or IOException)
-        {
-            _log($"services: the configuration in force is unreadable ({e.Message}); virus checking is taken as off");
-            return false;
-        }
-    }
+    /// <summary>
+    /// Whether the revision in force runs virus checking (clamd): its files include clamd.conf, which they do from the apply
+    /// or refresh that found the configuration giving it and signatures installed. Not the rendering of this moment: the
+    /// first signatures placed by an update (clamd not running yet) make the rendering include clamd before the refresh
+    /// after the update starts it, and a second database of the same update must not be reloaded into a clamd that is not
+    /// there. False without a revision in force.
+    /// </summary>
+    public bool VirusScanRuns() => CurrentRevision() is not null && File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd));
 
     public UnitVpnReport? VpnReport()
     {

@@ -72,7 +72,7 @@ public static class ServiceCatalog
             services.Add(new ServiceSpec(VirusEngine, Digest(clamd))
             {
                 // clamd refuses to start without a database, and the image carries none: the first signatures come as an
-                // update program (without them this start fails; docs/services.md)
+                // update program, and until then the renderer leaves clamd out (ServiceRenderer.VirusScanWaits)
                 Setup = [new CommandLine("mkdir", "-p", env.SignatureDirectory)],
                 Daemon = new CommandLine("clamd", "-c", File(ServiceRenderer.Clamd)),
                 // clamd opens its socket once the database is loaded: a configuration or a database it refuses never answers
@@ -88,14 +88,17 @@ public static class ServiceCatalog
         }
         if (files.TryGetValue(ServiceRenderer.Squid, out var squid))
         {
+            var (cacheDirectory, otherCacheDirectory) = ServiceRenderer.CacheDirectoryFor(config, env);
             services.Add(new ServiceSpec(Cache, Digest(squid))
             {
                 Checks = [new CommandLine("squid", "-k", "parse", "-f", File(ServiceRenderer.Squid))],
-                // the HDD may have been wiped: create the cache structure again before every start
+                // the HDD may have been wiped: create the cache structure again before every start. The other store goes:
+                // objects stored unchecked are never served once virus checking runs, and neither store takes the disk twice
                 Setup =
                 [
-                    new CommandLine("mkdir", "-p", env.CacheDirectory!),
-                    new CommandLine("chown", "proxy:proxy", env.CacheDirectory!),
+                    new CommandLine("rm", "-rf", "--", otherCacheDirectory!),
+                    new CommandLine("mkdir", "-p", cacheDirectory!),
+                    new CommandLine("chown", "proxy:proxy", cacheDirectory!),
                     new CommandLine("squid", "-N", "-z", "-f", File(ServiceRenderer.Squid)),
                 ],
                 Daemon = new CommandLine("squid", "-N", "-f", File(ServiceRenderer.Squid)),

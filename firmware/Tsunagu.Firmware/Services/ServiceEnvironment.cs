@@ -43,6 +43,16 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
     /// <summary>ClamAV's signature database on `data`: the signature bundles installed as update programs go here.</summary>
     public string SignatureDirectory => Path.Combine(StateDirectory, "clamav");
 
+    /// <summary>
+    /// Whether <see cref="SignatureDirectory"/> holds a signature database (a file named as
+    /// <see cref="Protocol.Bundles.SignatureDatabases.IsName"/> says), looked at each time it is asked. clamd does not start without
+    /// one and the image carries none, so virus checking waits for its first signatures
+    /// (<see cref="ServiceRenderer.VirusScanWaits"/>).
+    /// </summary>
+    public bool SignaturesInstalled =>
+        Directory.Exists(SignatureDirectory) &&
+        Directory.EnumerateFiles(SignatureDirectory).Any(f => Protocol.Bundles.SignatureDatabases.IsName(Path.GetFileName(f)));
+
     /// <summary>clamd's control socket (scans from c-icap, RELOAD after new signatures).</summary>
     public string ClamdSocket => Path.Combine(RunDirectory, "clamd.sock");
 
@@ -54,4 +64,11 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
 
     /// <summary>The cache directory on the HDD, or null when the board has none.</summary>
     public string? CacheDirectory => Board.Hdd is { } hdd ? Path.Combine(hdd.MountPoint, "squid") : null;
+
+    /// <summary>
+    /// The cache directory while virus checking runs, or null without an HDD: squid checks a response before it stores it
+    /// and serves a stored object unchecked, so objects stored while nothing checked (virus checking off, or waiting for its
+    /// first signatures) are kept apart and never served once checking runs (<see cref="ServiceRenderer.CacheDirectoryFor"/>).
+    /// </summary>
+    public string? CheckedCacheDirectory => Board.Hdd is { } hdd ? Path.Combine(hdd.MountPoint, "squid-checked") : null;
 }

@@ -68,10 +68,21 @@ public static class ServiceRenderer
     }
 
     /// <summary>
-    /// Virus checking runs where the configuration enables it, the cache runs (squid is the path downloads take) and the
-    /// board can run it (<see cref="BoardVirusScan"/>).
+    /// Virus checking runs where the configuration enables it, the cache runs (squid is the path downloads take), the
+    /// board can run it (<see cref="BoardVirusScan"/>) and a signature database is installed
+    /// (<see cref="ServiceEnvironment.SignaturesInstalled"/>; until then it waits: <see cref="VirusScanWaits"/>).
     /// </summary>
-    public static bool VirusScanRuns(ServiceConfiguration config, ServiceEnvironment env) =>
+    public static bool VirusScanRuns(ServiceConfiguration config, ServiceEnvironment env) => VirusScanGiven(config, env) && env.SignaturesInstalled;
+
+    /// <summary>
+    /// Virus checking is given (configuration, cache and board) but no signatures are installed yet: clamd cannot start
+    /// without a database, so clamd and c-icap are not run and squid passes downloads unchecked, as on a unit without virus
+    /// checking, rather than failing every download. The first signatures (an update program) start them
+    /// (<see cref="ServiceApplier.RefreshAsync"/> after the install).
+    /// </summary>
+    public static bool VirusScanWaits(ServiceConfiguration config, ServiceEnvironment env) => VirusScanGiven(config, env) && !env.SignaturesInstalled;
+
+    private static bool VirusScanGiven(ServiceConfiguration config, ServiceEnvironment env) =>
         config.VirusScan is { Enabled: true } && env.Board.VirusScan is not null && CacheRuns(config, env);
 
     /// <summary>The scan limits a board's memory allows: threads, the largest download scanned (MB) and whether a reload may hold two databases.</summary>
@@ -138,6 +149,14 @@ public static class ServiceRenderer
 
     /// <summary>The cache runs only where it is enabled and the board has a cache disk.</summary>
     public static bool CacheRuns(ServiceConfiguration config, ServiceEnvironment env) => config.Cache.Enabled && env.CacheDirectory is not null;
+
+    /// <summary>
+    /// The cache directory squid uses (null without an HDD) and the one it does not, which its start empties: the checked
+    /// store while virus checking runs, the plain one otherwise. Objects stored unchecked are never served by a squid that
+    /// checks (ServiceEnvironment.CheckedCacheDirectory).
+    /// </summary>
+    public static (string? InUse, string? Other) CacheDirectoryFor(ServiceConfiguration config, ServiceEnvironment env) =>
+        VirusScanRuns(config, env) ? (env.CheckedCacheDirectory, env.CacheDirectory) : (env.CacheDirectory, env.CheckedCacheDirectory);
 
     /// <summary>
     /// The ruleset in force when no configuration is: nothing enters from the WAN but replies, nothing is
@@ -342,7 +361,7 @@ public static class ServiceRenderer
         var sb = new StringBuilder();
         sb.Append("# rendered by tsunagu; the cache lives on the HDD, which may be wiped at any time (squid -z recreates it)\n");
         var lanAddress = RenderGuard.Squid("dhcp.lanAddress", c.Dhcp.LanAddress);
-        var cacheDirectory = RenderGuard.Squid("hdd.mountPoint", env.CacheDirectory);
+        var cacheDirectory = RenderGuard.Squid("hdd.mountPoint", CacheDirectoryFor(c, env).InUse);
         var size = c.Cache.SizeMegabytes is >= ServiceConfigValidator.MinCacheMegabytes and <= ServiceConfigValidator.MaxCacheMegabytes
             ? c.Cache.SizeMegabytes : throw new UnsafeConfigValueException(RenderGuard.SquidName, "cache.sizeMegabytes", $"{c.Cache.SizeMegabytes} is out of range");
         var maxObject = ServiceConfigValidator.MaxObjectMegabytes(c.Cache) is var m && m >= 1 && m <= ServiceConfigValidator.MaxObjectMegabytesLimit

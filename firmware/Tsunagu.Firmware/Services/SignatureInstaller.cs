@@ -62,9 +62,10 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
     public TimeSpan ReloadAnswerTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// Whether clamd runs now (the configuration in force enables virus checking: <see cref="ServiceRenderer.VirusScanRuns"/>).
-    /// When it does not, a database is checked alone by `clamscan` (clamd holds no memory then), placed, and loaded by
-    /// clamd when virus checking is turned on; nothing is reloaded.
+    /// Whether clamd runs now (the configuration in force enables virus checking and signatures are installed:
+    /// <see cref="ServiceRenderer.VirusScanRuns"/>). When it does not, a database is checked alone by `clamscan` (clamd holds
+    /// no memory then), placed, and loaded by clamd when it starts (virus checking turned on, or the refresh after the
+    /// update that installed the first signatures); nothing is reloaded.
     /// </summary>
     public Func<bool> ClamdRuns { get; init; } = () => true;
 
@@ -143,7 +144,7 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
             var signatures = running ? await ReloadAsync(name, cursor, ct) : (long?)null;
             settled = true;
             log($"signatures: {name} installed ({length} bytes{(replaced ? ", replacing the previous one" : "")}); " +
-                (signatures is { } n ? $"clamd reloaded {n} signatures" : "clamd is not running (virus checking is off) and loads them when it starts"));
+                (signatures is { } n ? $"clamd reloaded {n} signatures" : "clamd is not running (virus checking is off, or waited for these first signatures) and loads them when it starts"));
         }
         catch (Exception e) when (placed && !settled)
         {

@@ -140,7 +140,8 @@ public sealed class UpdateState : IState
         Signatures = ctx.Services is { Environment.Board.VirusScan: not null } services
             ? new Services.SignatureInstaller(services.Environment, ctx.Options.SignatureCommands ?? new Hal.Linux.ProcessCommandRunner(), ctx.Time, ctx.Log)
             {
-                // a unit whose configuration has virus checking off has no clamd to reload: the database is only placed
+                // a unit whose revision in force runs no clamd (virus checking off, or waiting for its first signatures) has
+                // nothing to reload: the database is only placed, and the refresh after the update starts clamd
                 ClamdRuns = services.VirusScanRuns,
             }
             : null,

@@ -144,7 +144,7 @@ public class CacheRendererTests
     public void The_image_carries_every_program_the_services_of_a_board_without_virus_checking_run()
     {
         // every service on, the VPN and the cache included; virus checking runs only on boards whose board.json says
-        // so, and the QEMU boards' images carry no ClamAV
+        // so, whose images carry ClamAV and c-icap besides (rootfs.mk VIRUS_*)
         var config = ServiceConfigTests.Valid() with { Vpn = ServiceConfigTests.Valid().Vpn with { Enabled = true } };
         var specs = ServiceCatalog.Build(config, WithHdd, "/data/services/current");
         Assert.That(specs.Select(s => s.Name), Is.EquivalentTo(new[] { "firewall", "lan", "dnsmasq", "wireguard", "squid" }), "precondition: every service but virus checking");
@@ -157,7 +157,7 @@ public class CacheRendererTests
         var carried = Listed("DAEMONS").Concat(Listed("CACHE_DAEMONS")).Select(Path.GetFileName).ToHashSet();
         Assert.That(carried, Does.Contain("dnsmasq").And.Contain("squid"), "precondition: DAEMONS and CACHE_DAEMONS read");
         // busybox's applets these services use (image/lib.sh install_busybox links every applet of the static busybox)
-        string[] busybox = ["busybox", "ip", "mkdir", "chown", "sysctl"];
+        string[] busybox = ["busybox", "ip", "mkdir", "chown", "sysctl", "rm"];
         // a program the image lacks makes every configuration that turns its service on fail and roll back on a real unit
         // (wireguard-go was missing: no QEMU unit could ever run its VPN)
         Assert.That(programs.Where(p => !carried.Contains(p) && !busybox.Contains(p)), Is.Empty);
@@ -222,8 +222,17 @@ public class CacheRendererTests
 
     private const string Modules = "/usr/lib/some-board-triplet/c_icap";
 
+    /// <summary>A board that runs virus checking, with a signature database installed (without one virus checking waits: VirusScanWaitTests).</summary>
     private static ServiceEnvironment WithVirusScan(int memory, string modules = Modules) =>
-        WithHdd with { Board = WithHdd.Board with { VirusScan = new BoardVirusScan(memory, modules) } };
+        WithHdd with { Board = WithHdd.Board with { VirusScan = new BoardVirusScan(memory, modules) }, StateDirectory = StateWithSignatures.Value };
+
+    private static readonly Lazy<string> StateWithSignatures = new(() =>
+    {
+        var state = Path.Combine(Path.GetTempPath(), "tsunagu-render-signatures", "state");
+        Directory.CreateDirectory(Path.Combine(state, "clamav"));
+        File.WriteAllText(Path.Combine(state, "clamav", "test.hdb"), "44d88612fea8a8f36de82e1278abb02f:68:Test.Eicar\n");
+        return state;
+    });
 
     [Test]
     public void Virus_checking_runs_only_where_the_configuration_the_cache_and_the_board_allow_it()
