@@ -48,6 +48,11 @@ public static class ServicesCommand
             {
                 plan.Append("\n# cache: enabled, but board ").Append(board.Name).Append(" has no HDD: squid is not run\n");
             }
+            if (ServiceRenderer.VirusScanWaits(configuration, environment))
+            {
+                plan.Append("\n# virus checking: enabled, but no usable signatures in ").Append(environment.SignatureDirectory)
+                    .Append(": clamd and c-icap are not run and squid passes downloads unchecked until signatures are installed\n");
+            }
             File.WriteAllText(Path.Combine(settings.Out, "services.txt"), plan.ToString());
             foreach (var name in files.Keys.Append("services.txt"))
             {

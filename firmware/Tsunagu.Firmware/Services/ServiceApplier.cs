@@ -32,6 +32,9 @@ public sealed class ServiceApplier : IDisposable
     private readonly TimeSpan _confirmTimeout;
     private readonly SemaphoreSlim _lock = new(1, 1);
     private readonly IDurableFileSystem _files;
+
+    /// <summary>Set by <see cref="RenderAgain"/> (under the lock) when it wrote the checker's files in: virus checking starts on a new signature set.</summary>
+    private bool _checkerStarting;
     private CancellationTokenSource? _timer;
 
     public ServiceApplier(string dataRoot, IServiceManager manager, ServiceEnvironment environment, StateStore store, TimeProvider time,
@@ -102,6 +105,7 @@ public sealed class ServiceApplier : IDisposable
                 try
                 {
                     // every service is tried: one that does not start does not keep the ones after it (the firewall, DNS) down
+                    _checkerStarting = false;
                     var changes = await _manager.RestoreAsync(SpecsForCurrent(), ct);
                     _log($"services: revision {Show(CurrentRevision())} started: {changes}");
                 }
@@ -109,6 +113,12 @@ public sealed class ServiceApplier : IDisposable
                 {
                     _log($"services: revision {Show(CurrentRevision())} started, but not every service: {e.Message}");
                     failed = e;
+                    if (_checkerStarting)
+                    {
+                        // the first signatures were placed and the unit restarted before the refresh after their update:
+                        // the checker started now, on them, and did not
+                        await RefuseSignaturesAsync(ReadCurrentConfiguration(), "start at boot", e.Message, ct);
+                    }
                 }
             }
             if (pending is not null)
@@ -370,17 +380,27 @@ public sealed class ServiceApplier : IDisposable
     /// the first signatures installed add the checker and squid's ICAP hop). The other files depend on the configuration
     /// alone and stay as their checkers passed them. Each file is replaced whole (written beside it, synced, renamed): a
     /// power cut leaves the old file or the new one, and a leftover of a write that failed is removed.
+    /// <para>
+    /// clamd.conf is the last of the three written and the last deleted: it is there exactly when the other two were
+    /// written for checking (<see cref="VirusScanRuns"/> reads it), and a change that stopped half-way (a write that failed,
+    /// a power cut) is finished the next time, since the three are compared with their rendering whenever either the
+    /// rendering or the revision has a checker file.
+    /// </para>
     /// </summary>
     private void RenderAgain(IReadOnlyDictionary<string, string> files)
     {
-        var written = new List<string>();
         if (Replace(ServiceRenderer.Dnsmasq, files[ServiceRenderer.Dnsmasq]))
         {
             _log($"services: {ServiceRenderer.Dnsmasq} of revision {Show(CurrentRevision())} rendered again (the category lists on the unit changed)");
         }
         var scanning = files.ContainsKey(ServiceRenderer.Clamd);
-        if (scanning == File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd))) { return; }
-        foreach (var name in new[] { ServiceRenderer.Clamd, ServiceRenderer.CIcap, ServiceRenderer.Squid })
+        if (!scanning && !File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd)) && !File.Exists(Path.Combine(CurrentLink, ServiceRenderer.CIcap))) { return; }
+        _checkerStarting |= scanning && !File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd));
+        var written = new List<string>();
+        string[] order = scanning
+            ? [ServiceRenderer.CIcap, ServiceRenderer.Squid, ServiceRenderer.Clamd]
+            : [ServiceRenderer.Squid, ServiceRenderer.CIcap, ServiceRenderer.Clamd];
+        foreach (var name in order)
         {
             if (files.TryGetValue(name, out var content))
             {
@@ -389,10 +409,11 @@ public sealed class ServiceApplier : IDisposable
             else if (File.Exists(Path.Combine(CurrentLink, name)))
             {
                 _files.DeleteFile(Path.Combine(CurrentLink, name));
+                _files.SyncDirectory(Path.Combine(Root, new FileInfo(CurrentLink).LinkTarget!));
                 written.Add(name);
             }
         }
-        _files.SyncDirectory(Path.Combine(Root, new FileInfo(CurrentLink).LinkTarget!));
+        if (written.Count == 0) { return; }
         _log($"services: {string.Join(", ", written)} of revision {Show(CurrentRevision())} rendered again " +
              (scanning ? "(signatures are installed: virus checking starts)" : "(no signatures are installed: virus checking waits for them)"));
     }
@@ -440,12 +461,29 @@ public sealed class ServiceApplier : IDisposable
                 _log($"services: refresh ({why}) skipped: the configuration in force is unreadable ({e.Message})");
                 return;
             }
-            var changes = await _manager.ApplyAsync(SpecsFor(configuration), ct);
+            _checkerStarting = false;
+            var specs = SpecsFor(configuration);
+            var starting = _checkerStarting;
+            ServiceChanges changes;
+            try
+            {
+                changes = await _manager.ApplyAsync(specs, ct);
+            }
+            catch (ServiceException e) when (starting && CheckerProblem(e.Service))
+            {
+                await RefuseSignaturesAsync(configuration, why, e.Message, ct);
+                return;
+            }
             if (changes.Started.Count + changes.Reloaded.Count + changes.Restarted.Count + changes.Stopped.Count == 0)
             {
                 return; // nothing it reads changed (the usual case): no health check's settling, no log line
             }
             var problems = await _manager.CheckHealthAsync(ct);
+            if (starting && problems.Any(CheckerProblem))
+            {
+                await RefuseSignaturesAsync(configuration, why, string.Join("; ", problems), ct);
+                return;
+            }
             _log($"services: revision {Show(CurrentRevision())} refreshed ({why}): {changes}" +
                  (problems.Count == 0 ? "" : $"; unhealthy: {string.Join("; ", problems)}"));
         }
@@ -456,6 +494,44 @@ public sealed class ServiceApplier : IDisposable
         finally
         {
             _lock.Release();
+        }
+    }
+
+    /// <summary>A health problem of the checker or of squid, which sends it downloads.</summary>
+    private static bool CheckerProblem(string problem) =>
+        problem.StartsWith(ServiceCatalog.VirusEngine, StringComparison.Ordinal) || problem.StartsWith(ServiceCatalog.VirusIcap, StringComparison.Ordinal) ||
+        problem.StartsWith(ServiceCatalog.Cache, StringComparison.Ordinal);
+
+    /// <summary>
+    /// Virus checking did not start on the signature set just installed (clamd could not load it in time, c-icap did not
+    /// serve): the set is marked refused (<see cref="ServiceEnvironment.RefusedSignaturesFile"/>, durably), so the rendering
+    /// waits again, and the services are applied as waiting: clamd and c-icap stopped, squid without its ICAP hop, so
+    /// downloads pass unchecked rather than all fail. The next set installed (a new database) tries again; a new revision
+    /// that gives virus checking waits too. Logged, never thrown (the update that installed the set has succeeded). Under
+    /// the lock.
+    /// </summary>
+    private async Task RefuseSignaturesAsync(ServiceConfiguration configuration, string why, string failure, CancellationToken ct)
+    {
+        var set = Environment.SignatureSet();
+        _log($"services: virus checking did not start on the signatures installed ({why}): {failure}; it waits for other signatures, " +
+             "and downloads pass unchecked meanwhile");
+        try
+        {
+            if (set is not null)
+            {
+                var temporary = Environment.RefusedSignaturesFile + ".new";
+                WriteDurably(temporary, set + "\n");
+                _files.Rename(temporary, Environment.RefusedSignaturesFile);
+                _files.SyncDirectory(Environment.StateDirectory);
+            }
+            var changes = await _manager.ApplyAsync(SpecsFor(configuration), ct);
+            var problems = await _manager.CheckHealthAsync(ct);
+            _log($"services: revision {Show(CurrentRevision())} back to waiting for signatures: {changes}" +
+                 (problems.Count == 0 ? "" : $"; unhealthy: {string.Join("; ", problems)}"));
+        }
+        catch (Exception e) when (e is ServiceException or IOException or UnauthorizedAccessException)
+        {
+            _log($"services: going back to waiting for signatures failed: {e.Message}");
         }
     }
 
@@ -507,6 +583,14 @@ public sealed class ServiceApplier : IDisposable
         {
             var path = Path.Combine(CurrentLink, name);
             if (File.Exists(path)) { files[name] = File.ReadAllText(path); }
+        }
+        // the checker runs as the revision's files say (a rendering that could not be written is not run; files a removal
+        // could not delete yet still are)
+        foreach (var name in new[] { ServiceRenderer.Clamd, ServiceRenderer.CIcap })
+        {
+            var path = Path.Combine(CurrentLink, name);
+            if (File.Exists(path)) { files[name] = File.ReadAllText(path); }
+            else { files.Remove(name); }
         }
         return ServiceCatalog.Build(configuration, Environment, CurrentLink, files);
     }

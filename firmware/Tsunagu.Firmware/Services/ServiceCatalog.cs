@@ -88,15 +88,15 @@ public static class ServiceCatalog
         }
         if (files.TryGetValue(ServiceRenderer.Squid, out var squid))
         {
-            var (cacheDirectory, otherCacheDirectory) = ServiceRenderer.CacheDirectoryFor(config, env);
+            var (cacheDirectory, otherCacheDirectory) = ServiceRenderer.CacheDirectoryFor(ServiceRenderer.StoresChecked(squid, env), env);
             services.Add(new ServiceSpec(Cache, Digest(squid))
             {
                 Checks = [new CommandLine("squid", "-k", "parse", "-f", File(ServiceRenderer.Squid))],
                 // the HDD may have been wiped: create the cache structure again before every start. The other store goes:
-                // objects stored unchecked are never served once virus checking runs, and neither store takes the disk twice
+                // objects stored unchecked are never served once virus checking runs, and the disk does not keep both
                 Setup =
                 [
-                    new CommandLine("rm", "-rf", "--", otherCacheDirectory!),
+                    DiscardCache(otherCacheDirectory!),
                     new CommandLine("mkdir", "-p", cacheDirectory!),
                     new CommandLine("chown", "proxy:proxy", cacheDirectory!),
                     new CommandLine("squid", "-N", "-z", "-f", File(ServiceRenderer.Squid)),
@@ -112,6 +112,15 @@ public static class ServiceCatalog
 
     /// <summary>How long clamd may take to load its signatures at start (a full database takes tens of seconds on a small board).</summary>
     public static readonly TimeSpan SignatureLoadTimeout = TimeSpan.FromMinutes(3);
+
+    /// <summary>
+    /// Discards a cache store: renamed at once to `DIR.discarded.PID` (squid never reads it again) and deleted with every
+    /// earlier discarded one in the background, so that a store of many files does not hold squid's start past the
+    /// set-up's time limit (a power cut during the deletion leaves a discarded store, deleted at the next start).
+    /// </summary>
+    internal static CommandLine DiscardCache(string directory) =>
+        new("sh", "-c", "[ ! -e \"$1\" ] || mv -- \"$1\" \"$1.discarded.$$\"; rm -rf -- \"$1\".discarded.* </dev/null >/dev/null 2>&1 &", "discard-cache",
+            RenderGuard.Squid("hdd.mountPoint", directory));
 
     /// <summary>An ICAP OPTIONS request for the scanning service that succeeds only on c-icap's "200 OK".</summary>
     private static CommandLine IcapReady(int port) =>

@@ -45,13 +45,37 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
 
     /// <summary>
     /// Whether <see cref="SignatureDirectory"/> holds a signature database (a file named as
-    /// <see cref="Protocol.Bundles.SignatureDatabases.IsName"/> says), looked at each time it is asked. clamd does not start without
-    /// one and the image carries none, so virus checking waits for its first signatures
-    /// (<see cref="ServiceRenderer.VirusScanWaits"/>).
+    /// <see cref="Protocol.Bundles.SignatureDatabases.IsName"/> says), looked at each time it is asked.
     /// </summary>
-    public bool SignaturesInstalled =>
-        Directory.Exists(SignatureDirectory) &&
-        Directory.EnumerateFiles(SignatureDirectory).Any(f => Protocol.Bundles.SignatureDatabases.IsName(Path.GetFileName(f)));
+    public bool SignaturesInstalled => SignatureDatabaseFiles().Any();
+
+    /// <summary>
+    /// Whether virus checking can run on the signatures installed: there is a database (clamd does not start without one,
+    /// and the image carries none, so virus checking waits for its first signatures: <see cref="ServiceRenderer.VirusScanWaits"/>)
+    /// and the checker did not fail to start on exactly this set (<see cref="RefusedSignaturesFile"/>; a new database
+    /// makes it try again).
+    /// </summary>
+    public bool SignaturesUsable => SignatureSet() is { } set && (!File.Exists(RefusedSignaturesFile) || File.ReadAllText(RefusedSignaturesFile).Trim() != set);
+
+    /// <summary>The signature set the checker failed to start on (<see cref="SignatureSet"/>), on `data` beside the databases.</summary>
+    public string RefusedSignaturesFile => Path.Combine(StateDirectory, "clamav-refused");
+
+    /// <summary>
+    /// What identifies the installed signature set: a SHA-256 of each database's name, size and modification time (an
+    /// install writes a new file), or null without a database.
+    /// </summary>
+    public string? SignatureSet()
+    {
+        var files = SignatureDatabaseFiles().Select(f => new FileInfo(f)).OrderBy(f => f.Name, StringComparer.Ordinal).ToList();
+        if (files.Count == 0) { return null; }
+        var text = string.Join("\n", files.Select(f => $"{f.Name} {f.Length} {f.LastWriteTimeUtc.Ticks}"));
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)));
+    }
+
+    private IEnumerable<string> SignatureDatabaseFiles() =>
+        Directory.Exists(SignatureDirectory)
+            ? Directory.EnumerateFiles(SignatureDirectory).Where(f => Protocol.Bundles.SignatureDatabases.IsName(Path.GetFileName(f)))
+            : [];
 
     /// <summary>clamd's control socket (scans from c-icap, RELOAD after new signatures).</summary>
     public string ClamdSocket => Path.Combine(RunDirectory, "clamd.sock");
@@ -68,7 +92,7 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
     /// <summary>
     /// The cache directory while virus checking runs, or null without an HDD: squid checks a response before it stores it
     /// and serves a stored object unchecked, so objects stored while nothing checked (virus checking off, or waiting for its
-    /// first signatures) are kept apart and never served once checking runs (<see cref="ServiceRenderer.CacheDirectoryFor"/>).
+    /// first signatures) are kept apart and never served once checking runs (<see cref="ServiceRenderer.StoresChecked"/>).
     /// </summary>
     public string? CheckedCacheDirectory => Board.Hdd is { } hdd ? Path.Combine(hdd.MountPoint, "squid-checked") : null;
 }

@@ -69,18 +69,18 @@ public static class ServiceRenderer
 
     /// <summary>
     /// Virus checking runs where the configuration enables it, the cache runs (squid is the path downloads take), the
-    /// board can run it (<see cref="BoardVirusScan"/>) and a signature database is installed
-    /// (<see cref="ServiceEnvironment.SignaturesInstalled"/>; until then it waits: <see cref="VirusScanWaits"/>).
+    /// board can run it (<see cref="BoardVirusScan"/>) and a signature database is installed that the checker did not fail
+    /// to start on (<see cref="ServiceEnvironment.SignaturesUsable"/>; until then it waits: <see cref="VirusScanWaits"/>).
     /// </summary>
-    public static bool VirusScanRuns(ServiceConfiguration config, ServiceEnvironment env) => VirusScanGiven(config, env) && env.SignaturesInstalled;
+    public static bool VirusScanRuns(ServiceConfiguration config, ServiceEnvironment env) => VirusScanGiven(config, env) && env.SignaturesUsable;
 
     /// <summary>
-    /// Virus checking is given (configuration, cache and board) but no signatures are installed yet: clamd cannot start
-    /// without a database, so clamd and c-icap are not run and squid passes downloads unchecked, as on a unit without virus
-    /// checking, rather than failing every download. The first signatures (an update program) start them
-    /// (<see cref="ServiceApplier.RefreshAsync"/> after the install).
+    /// Virus checking is given (configuration, cache and board) but no signatures are installed yet (or the checker failed
+    /// to start on the set installed): clamd cannot start without a database, so clamd and c-icap are not run and squid
+    /// passes downloads unchecked, as on a unit without virus checking, rather than failing every download. The first
+    /// signatures (an update program) start them (<see cref="ServiceApplier.RefreshAsync"/> after the install).
     /// </summary>
-    public static bool VirusScanWaits(ServiceConfiguration config, ServiceEnvironment env) => VirusScanGiven(config, env) && !env.SignaturesInstalled;
+    public static bool VirusScanWaits(ServiceConfiguration config, ServiceEnvironment env) => VirusScanGiven(config, env) && !env.SignaturesUsable;
 
     private static bool VirusScanGiven(ServiceConfiguration config, ServiceEnvironment env) =>
         config.VirusScan is { Enabled: true } && env.Board.VirusScan is not null && CacheRuns(config, env);
@@ -155,8 +155,18 @@ public static class ServiceRenderer
     /// store while virus checking runs, the plain one otherwise. Objects stored unchecked are never served by a squid that
     /// checks (ServiceEnvironment.CheckedCacheDirectory).
     /// </summary>
-    public static (string? InUse, string? Other) CacheDirectoryFor(ServiceConfiguration config, ServiceEnvironment env) =>
-        VirusScanRuns(config, env) ? (env.CheckedCacheDirectory, env.CacheDirectory) : (env.CacheDirectory, env.CheckedCacheDirectory);
+    public static (string? InUse, string? Other) CacheDirectoryFor(ServiceConfiguration config, ServiceEnvironment env) => CacheDirectoryFor(VirusScanRuns(config, env), env);
+
+    /// <summary>The cache directory of a squid that checks (or not) and the other one.</summary>
+    public static (string? InUse, string? Other) CacheDirectoryFor(bool checking, ServiceEnvironment env) =>
+        checking ? (env.CheckedCacheDirectory, env.CacheDirectory) : (env.CacheDirectory, env.CheckedCacheDirectory);
+
+    /// <summary>
+    /// Whether a rendered squid.conf stores its cache in <see cref="ServiceEnvironment.CheckedCacheDirectory"/>: squid's
+    /// set-up prepares the directory the file it starts with names, whatever the rendering of this moment would say.
+    /// </summary>
+    public static bool StoresChecked(string squidConf, ServiceEnvironment env) =>
+        env.CheckedCacheDirectory is { } dir && squidConf.Contains($"\ncache_dir ufs {dir} ", StringComparison.Ordinal);
 
     /// <summary>
     /// The ruleset in force when no configuration is: nothing enters from the WAN but replies, nothing is

@@ -195,9 +195,15 @@ public sealed class SignatureInstaller(ServiceEnvironment env, ICommandRunner ru
             _files.Rename(target, previous);
             moved = true;
             _files.SyncDirectory(env.SignatureDirectory);
-            var signatures = running ? await ReloadAsync(name, cursor, ct) : (long?)null;
+            // clamd does not load an empty set (its reload fails, and a board without memory for two databases has freed
+            // the old one by then): after the last database it is not told, and keeps what it has loaded until the refresh
+            // after the update stops it (virus checking waits for signatures again: ServiceRenderer.VirusScanWaits)
+            var last = !env.SignaturesInstalled;
+            var signatures = running && !last ? await ReloadAsync(name, cursor, ct) : (long?)null;
             settled = true;
-            log($"signatures: {name} removed; " + (signatures is { } n ? $"clamd reloaded {n} signatures" : "clamd is not running (virus checking is off)"));
+            log($"signatures: {name} removed; " + (signatures is { } n ? $"clamd reloaded {n} signatures"
+                : running ? "it was the last database: clamd is not told to reload (it loads no empty set); the refresh after the update stops virus checking until signatures come again"
+                : "clamd is not running (virus checking is off, or waits for signatures)"));
         }
         catch (Exception e) when (moved && !settled)
         {

@@ -633,8 +633,8 @@ public sealed partial class IspLabTests
         await using var pc = LanPc.Start(_lab, "lanpc33");
         await isp.WaitReadyAsync(IspBoot);
         await pc.WaitBootedAsync(IspBoot);
-        // the unit's pattern carries the lab's first signatures: its first version check installs them (clamd refuses to
-        // start without a database), then the configuration starts clamd, c-icap and squid
+        // the unit's pattern carries the lab's first signatures: its first version check installs them, and clamd, c-icap
+        // and squid run with them (until they are there virus checking waits: ServiceReloadSafetyTests)
         await using var unit = await _lab.AddUnitAsync(index, LabCatalogue.SignaturesPattern, isp: subscriber, provisional: new WanAccount("pppoe"));
         await _lab.App.Services.GetRequiredService<ServiceConfigService>().AssignAsync(mac, services, "qemu-lab", CancellationToken.None);
         unit.WanSocket = isp.AccessEndpoint;
@@ -1036,7 +1036,7 @@ public sealed partial class IspLabTests
     }
 
     [Test]
-    public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_is_reached_by_a_vpn_peer_and_is_refused_a_filtered_domain_and_a_category_once_its_list_arrives()
+    public async Task A_lan_pc_takes_a_lease_from_the_unit_resolves_the_lab_internet_through_it_is_reached_by_a_vpn_peer_also_after_a_wipe_and_is_refused_a_filtered_domain_and_a_category_once_its_list_arrives()
     {
         LanPc.RequireImage();
         const int index = 26;
@@ -1180,8 +1180,33 @@ public sealed partial class IspLabTests
         Assert.That((other.Exit, other.Page), Is.EqualTo((0, InternetContent)), $"other names still resolve\n{other.Output}");
         Assert.That(isp.Events().Where(e => e.Peer == subscriber.Username).Select(e => e.Kind), Is.EqualTo(new[] { "up" }),
             $"no restart and no redial for the lists\n--- ISP ---\n{isp.Console()}");
+
+        // `data` wiped while the unit is off: the recovery OS rebuilds it, the unit provisions again over the access point,
+        // dials its subscriber account and gets its services back from the host. Its WireGuard key is derived from the
+        // factory secret, so the host shows the same key, and the peer, with its own configuration kept and pointed at the
+        // endpoint the host shows now (a new session may have a new address), reaches the LAN PC through the tunnel again
+        var beforeWipe = (await _lab.UnitAsync(mac))!;
+        await unit.PowerOffAsync();
+        unit.CorruptPartition("data");
+        clock.Restart();
+        unit.PowerOn();
+        await unit.WaitAsync(() => unit.Console().Contains("starting the recovery OS from prom: data unreadable"), TimeSpan.FromSeconds(90),
+            "the boot program's fall back to the recovery OS");
+        await unit.WaitReadyAsync(LabCatalogue.ListsPattern, BootToReady, async () =>
+            (await _lab.UnitAsync(mac)) is { WanAddress: not null, VpnPublicKey: not null } u && u.VpnReportedAt != beforeWipe.VpnReportedAt);
+        var toRecovered = clock.Elapsed;
+        var recovered = (await _lab.UnitAsync(mac))!;
+        Assert.That(unit.Console(), Does.Contain("rebuilding data"), "the recovery OS rebuilt data");
+        Assert.That(isp.Events().Count(e => e.Peer == subscriber.Username && e.Kind == "up"), Is.EqualTo(2), $"a new subscriber session after the recovery\n--- ISP ---\n{isp.Console()}");
+        Assert.That((recovered.VpnPublicKey, recovered.VpnListenPort), Is.EqualTo((shown.VpnPublicKey, (long?)VpnPort)), "the host shows the same public key and port after the wipe");
+        var again = await isp.ShellAsync(
+            $"wg set wgpeer peer {recovered.VpnPublicKey} endpoint {recovered.WanAddress}:{recovered.VpnListenPort} && ping -c 3 -W 10 {lease.Address}; echo rc=$?; " +
+            "wg show wgpeer latest-handshakes", TimeSpan.FromSeconds(90));
+        TestContext.Out.WriteLine($"VPN peer after the wipe: {again}");
+        Assert.That(again, Does.Contain("rc=0").And.Contain($"from {lease.Address}"),
+            $"the same peer reaches the LAN PC through the tunnel after the wipe\n{again}\n--- unit ---\n{unit.Console()}");
         TestContext.Out.WriteLine($"ISP guest and LAN PC up: {guestsUp.TotalSeconds:0.0} s; unit power-on to Ready over PPPoE: {toReady.TotalSeconds:0.0} s, to the PC's lease: {toLease.TotalSeconds:0.0} s; " +
-            $"forced check to Ready with the category lists: {toLists.TotalSeconds:0.0} s");
+            $"forced check to Ready with the category lists: {toLists.TotalSeconds:0.0} s; power-on after the wipe of data to Ready: {toRecovered.TotalSeconds:0.0} s");
     }
 
     /// <summary>On the content filter of test 6's unit, and a name the lab's DNS server answers.</summary>

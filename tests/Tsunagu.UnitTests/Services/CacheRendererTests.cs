@@ -157,7 +157,7 @@ public class CacheRendererTests
         var carried = Listed("DAEMONS").Concat(Listed("CACHE_DAEMONS")).Select(Path.GetFileName).ToHashSet();
         Assert.That(carried, Does.Contain("dnsmasq").And.Contain("squid"), "precondition: DAEMONS and CACHE_DAEMONS read");
         // busybox's applets these services use (image/lib.sh install_busybox links every applet of the static busybox)
-        string[] busybox = ["busybox", "ip", "mkdir", "chown", "sysctl", "rm"];
+        string[] busybox = ["busybox", "ip", "mkdir", "chown", "sysctl", "sh"];
         // a program the image lacks makes every configuration that turns its service on fail and roll back on a real unit
         // (wireguard-go was missing: no QEMU unit could ever run its VPN)
         Assert.That(programs.Where(p => !carried.Contains(p) && !busybox.Contains(p)), Is.Empty);
@@ -226,9 +226,17 @@ public class CacheRendererTests
     private static ServiceEnvironment WithVirusScan(int memory, string modules = Modules) =>
         WithHdd with { Board = WithHdd.Board with { VirusScan = new BoardVirusScan(memory, modules) }, StateDirectory = StateWithSignatures.Value };
 
+    private static readonly string SignaturesRoot = Path.Combine(Path.GetTempPath(), "tsunagu-render-signatures-" + Guid.NewGuid().ToString("N")[..12]);
+
+    [OneTimeTearDown]
+    public void RemoveSignatures()
+    {
+        if (Directory.Exists(SignaturesRoot)) { Directory.Delete(SignaturesRoot, recursive: true); }
+    }
+
     private static readonly Lazy<string> StateWithSignatures = new(() =>
     {
-        var state = Path.Combine(Path.GetTempPath(), "tsunagu-render-signatures", "state");
+        var state = Path.Combine(SignaturesRoot, "state");
         Directory.CreateDirectory(Path.Combine(state, "clamav"));
         File.WriteAllText(Path.Combine(state, "clamav", "test.hdb"), "44d88612fea8a8f36de82e1278abb02f:68:Test.Eicar\n");
         return state;

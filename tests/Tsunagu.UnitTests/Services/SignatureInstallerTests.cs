@@ -271,6 +271,28 @@ public class SignatureInstallerTests
     }
 
     [Test]
+    public async Task Removing_the_last_database_does_not_ask_a_running_clamd_to_load_an_empty_set()
+    {
+        using var clamd = new FakeClamd(_env.ClamdSocket, reload => File.AppendAllText(LogFile, "Database correctly reloaded (1 signatures)\nActivating the newly loaded database...\n"));
+        var installer = Installer();
+        var second = Path.Combine(_env.SignatureDirectory, "second.hdb");
+        File.WriteAllBytes(second, Old);
+        // not the last: clamd loads the rest
+        var removal = installer.RemoveAsync("second.hdb", CancellationToken.None);
+        await Drive(removal, clamd);
+        await removal;
+        Assert.That((File.Exists(second), clamd.Reloads), Is.EqualTo((false, 1)), "removed, and clamd loaded the rest");
+
+        // the last one: taken out, clamd not told (the refresh after the update stops it)
+        await installer.RemoveAsync("tsunagu.ndb", CancellationToken.None);
+        Assert.That(File.Exists(Target), Is.False);
+        Assert.That(_env.SignaturesInstalled, Is.False);
+        Assert.That(clamd.Reloads, Is.EqualTo(1), "no reload of an empty set (clamd refuses one)");
+        Assert.That(_log, Has.Some.Contains("it was the last database"));
+        Assert.That(Staging(), Is.Empty);
+    }
+
+    [Test]
     public async Task A_board_without_memory_for_two_databases_checks_the_new_one_alone_and_only_up_to_its_bound()
     {
         var small = Environment(256);

@@ -119,7 +119,8 @@ public class VirusScanWaitTests
         await applier.RefreshAsync("update u2 installed", CancellationToken.None);
         Assert.That(_manager.Events, Is.Empty);
 
-        // every database gone (a rollback while clamd did not run yet): the checker stops and squid passes downloads again
+        // every database gone (the update that brought them rolled back; the installer does not make clamd reload an empty
+        // set): the refresh stops the checker and squid passes downloads again
         foreach (var file in Directory.GetFiles(Environment.SignatureDirectory)) { File.Delete(file); }
         await applier.RefreshAsync("update u1 rolled back", CancellationToken.None);
         Assert.Multiple(() =>
@@ -130,6 +131,120 @@ public class VirusScanWaitTests
             Assert.That(File.ReadAllText(InForce(applier, ServiceRenderer.Squid)), Does.Not.Contain("icap"));
             Assert.That(applier.VirusScanRuns(), Is.False);
         });
+    }
+
+    [Test]
+    public async Task A_change_of_the_checker_files_that_stopped_half_way_is_finished_at_the_next_refresh()
+    {
+        using var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        await applier.StartAsync(CancellationToken.None);
+        await applier.ApplyAsync(1, On, CancellationToken.None);
+        Database("first.hdb");
+        // the checker's start stopped after clamd.conf (an earlier order wrote it first) and before squid.conf and c-icap.conf
+        var rendered = ServiceRenderer.Render(On, Environment);
+        File.WriteAllText(InForce(applier, ServiceRenderer.Clamd), rendered[ServiceRenderer.Clamd]);
+        Assert.That(File.ReadAllText(InForce(applier, ServiceRenderer.Squid)), Does.Not.Contain("icap"), "precondition: squid.conf of the waiting revision");
+        await applier.RefreshAsync("update u1 installed", CancellationToken.None);
+        Assert.Multiple(() =>
+        {
+            Assert.That(File.ReadAllText(InForce(applier, ServiceRenderer.Squid)), Is.EqualTo(rendered[ServiceRenderer.Squid]), "squid.conf finished");
+            Assert.That(File.ReadAllText(InForce(applier, ServiceRenderer.CIcap)), Is.EqualTo(rendered[ServiceRenderer.CIcap]), "c-icap.conf finished");
+            Assert.That(_manager.Running, Does.Contain(ServiceCatalog.VirusEngine).And.Contain(ServiceCatalog.VirusIcap));
+        });
+
+        // and the way back stopped after squid.conf: c-icap.conf and clamd.conf are deleted at the next refresh
+        File.Delete(Path.Combine(Environment.SignatureDirectory, "first.hdb"));
+        var waiting = ServiceRenderer.Render(On, Environment);
+        File.WriteAllText(InForce(applier, ServiceRenderer.Squid), waiting[ServiceRenderer.Squid]);
+        await applier.RefreshAsync("update u1 rolled back", CancellationToken.None);
+        Assert.Multiple(() =>
+        {
+            Assert.That(File.Exists(InForce(applier, ServiceRenderer.Clamd)) || File.Exists(InForce(applier, ServiceRenderer.CIcap)), Is.False);
+            Assert.That(_manager.Running, Has.None.AnyOf(ServiceCatalog.VirusEngine, ServiceCatalog.VirusIcap));
+        });
+    }
+
+    [Test]
+    public void Squids_set_up_prepares_the_cache_store_its_file_names_and_discards_the_other()
+    {
+        Database("first.hdb");
+        var env = Environment;
+        var checking = ServiceRenderer.Render(On, env);
+        var plain = ServiceRenderer.Render(On, env with { StateDirectory = Path.Combine(_root, "no-signatures") });
+        Assert.That((ServiceRenderer.StoresChecked(checking[ServiceRenderer.Squid], env), ServiceRenderer.StoresChecked(plain[ServiceRenderer.Squid], env)), Is.EqualTo((true, false)));
+        Assert.That(checking[ServiceRenderer.Squid], Does.Contain($"\ncache_dir ufs {env.CheckedCacheDirectory} "));
+        Assert.That(plain[ServiceRenderer.Squid], Does.Contain($"\ncache_dir ufs {env.CacheDirectory} "));
+        // a revision whose squid.conf does not check yet (its checker files half written) prepares the plain store
+        var mixed = new Dictionary<string, string>(checking) { [ServiceRenderer.Squid] = plain[ServiceRenderer.Squid] };
+        string[] Setup(IReadOnlyDictionary<string, string> files) =>
+            ServiceCatalog.Build(On, env, "/x", files).Single(s => s.Name == ServiceCatalog.Cache).Setup.Select(c => string.Join(' ', c.Arguments.Prepend(c.Program))).ToArray();
+        Assert.That(Setup(checking), Does.Contain($"mkdir -p {env.CheckedCacheDirectory}").And.Some.StartsWith("sh -c").And.Some.EndsWith($"discard-cache {env.CacheDirectory}"));
+        Assert.That(Setup(mixed), Does.Contain($"mkdir -p {env.CacheDirectory}").And.Some.EndsWith($"discard-cache {env.CheckedCacheDirectory}"));
+    }
+
+    [Test]
+    public async Task Discarding_a_cache_store_renames_it_at_once_and_deletes_it_and_earlier_discarded_ones_in_the_background()
+    {
+        var hdd = Path.Combine(_root, "hdd");
+        var store = Path.Combine(hdd, "squid");
+        Directory.CreateDirectory(Path.Combine(store, "00", "0A"));
+        File.WriteAllText(Path.Combine(store, "00", "0A", "00000A1B"), "object");
+        Directory.CreateDirectory(Path.Combine(hdd, "squid.discarded.17")); // a deletion a power cut stopped
+        Directory.CreateDirectory(Path.Combine(hdd, "squid-checked"));
+        var discard = ServiceCatalog.DiscardCache(store);
+        var result = await new Tsunagu.Hal.Linux.ProcessCommandRunner().RunAsync(discard, null, CancellationToken.None);
+        Assert.That(result.ExitCode, Is.Zero, result.Error);
+        Assert.That(Directory.Exists(store), Is.False, "renamed before the command returns");
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (Directory.GetDirectories(hdd, "squid.discarded.*").Length > 0 && DateTime.UtcNow < deadline) { await Task.Delay(50); }
+        Assert.That(Directory.GetDirectories(hdd).Select(Path.GetFileName), Is.EqualTo(new[] { "squid-checked" }), "every discarded store deleted, the other store untouched");
+        // a store that is not there: nothing to do
+        result = await new Tsunagu.Hal.Linux.ProcessCommandRunner().RunAsync(discard, null, CancellationToken.None);
+        Assert.That(result.ExitCode, Is.Zero, result.Error);
+    }
+
+    [Test]
+    public async Task A_checker_that_does_not_start_on_the_first_signatures_goes_back_to_waiting_until_other_signatures_come()
+    {
+        // c-icap never ready (a board whose modules directory is wrong, say): the start of the checker fails after its time limit
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        using var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        await applier.StartAsync(CancellationToken.None);
+        await applier.ApplyAsync(1, On, CancellationToken.None);
+        Database("first.hdb");
+        _manager.Processes.NeverReady.Add(ServiceCatalog.VirusIcap);
+        await applier.RefreshAsync("update u1 installed", CancellationToken.None);
+        Assert.Multiple(() =>
+        {
+            Assert.That(_log, Has.Some.Contains("services: virus checking did not start on the signatures installed (update u1 installed): c-icap"));
+            Assert.That(_manager.Running, Does.Contain(ServiceCatalog.Cache).And.None.AnyOf(ServiceCatalog.VirusEngine, ServiceCatalog.VirusIcap),
+                "back to waiting: nothing half-started stays");
+            Assert.That(File.ReadAllText(InForce(applier, ServiceRenderer.Squid)), Does.Not.Contain("icap"), "squid does not send downloads to a checker that is not there");
+            Assert.That(File.Exists(InForce(applier, ServiceRenderer.Clamd)) || File.Exists(InForce(applier, ServiceRenderer.CIcap)), Is.False);
+            Assert.That(applier.VirusScanRuns(), Is.False, "a later install places its database without a reload");
+            Assert.That(File.ReadAllText(Environment.RefusedSignaturesFile).Trim(), Is.EqualTo(Environment.SignatureSet()), "the set is remembered");
+        });
+
+        // the same set does not start it again: not at the next refresh, not after a restart
+        _manager.Events.Clear();
+        await applier.RefreshAsync("update u2 installed", CancellationToken.None);
+        Assert.That(_manager.Events, Has.None.StartsWith("start "));
+        applier.Dispose();
+        var booted = new SimulatedServiceManager();
+        using (var again = new ServiceApplier(_root, booted, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
+        {
+            await again.StartAsync(CancellationToken.None);
+            Assert.That(booted.Running, Does.Contain(ServiceCatalog.Cache).And.None.AnyOf(ServiceCatalog.VirusEngine, ServiceCatalog.VirusIcap));
+        }
+
+        // another set (a new database) tries again, and starts
+        _manager = booted;
+        using var third = new ServiceApplier(_root, booted, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        await third.StartAsync(CancellationToken.None);
+        Database("second.ndb");
+        await third.RefreshAsync("update u3 installed", CancellationToken.None);
+        Assert.That(booted.Running, Does.Contain(ServiceCatalog.VirusEngine).And.Contain(ServiceCatalog.VirusIcap));
+        Assert.That(File.ReadAllText(InForce(third, ServiceRenderer.Squid)), Does.Contain("icap_service avscan"));
     }
 
     [Test]
@@ -147,5 +262,27 @@ public class VirusScanWaitTests
         await booted.StartAsync(CancellationToken.None);
         Assert.That(_manager.Running, Does.Contain(ServiceCatalog.VirusEngine).And.Contain(ServiceCatalog.VirusIcap));
         Assert.That(File.ReadAllText(Path.Combine(booted.Root, "current", ServiceRenderer.Squid)), Does.Contain("icap_service avscan"));
+    }
+
+    [Test]
+    public async Task A_checker_that_does_not_start_at_boot_on_signatures_placed_before_a_restart_goes_back_to_waiting()
+    {
+        using (var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
+        {
+            await applier.StartAsync(CancellationToken.None);
+            await applier.ApplyAsync(1, On, CancellationToken.None);
+        }
+        Database("first.hdb");
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager.Processes.NeverReady.Add(ServiceCatalog.VirusIcap);
+        using var booted = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        Assert.ThrowsAsync<ServiceException>(() => booted.StartAsync(CancellationToken.None), "the boot hears that c-icap did not start");
+        Assert.Multiple(() =>
+        {
+            Assert.That(_log, Has.Some.Contains("virus checking did not start on the signatures installed (start at boot)"));
+            Assert.That(_manager.Running, Does.Contain(ServiceCatalog.Cache).And.None.AnyOf(ServiceCatalog.VirusEngine, ServiceCatalog.VirusIcap));
+            Assert.That(File.ReadAllText(InForce(booted, ServiceRenderer.Squid)), Does.Not.Contain("icap"));
+            Assert.That(Environment.SignaturesUsable, Is.False);
+        });
     }
 }
