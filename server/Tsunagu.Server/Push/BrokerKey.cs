@@ -34,11 +34,8 @@ public sealed class BrokerKey
     {
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, FileName);
-        if (!File.Exists(path))
-        {
-            File.WriteAllBytes(path + ".tmp", RandomNumberGenerator.GetBytes(32));
-            File.Move(path + ".tmp", path);
-        }
+        // replicas starting at once on one directory: the first key written is every replica's
+        Security.CreateOnceFile.ReadOrCreate(path, () => RandomNumberGenerator.GetBytes(32));
         return new BrokerKey(path);
     }
 

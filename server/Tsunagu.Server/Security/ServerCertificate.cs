@@ -30,11 +30,13 @@ public static class ServerCertificate
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
         using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddYears(10));
-        var bytes = created.Export(X509ContentType.Pkcs12);
-        var tmp = pfx + ".tmp";
-        File.WriteAllBytes(tmp, bytes);
-        File.Move(tmp, pfx);
-        File.WriteAllText(Path.Combine(directory, PemFile), created.ExportCertificatePem() + "\n");
-        return X509CertificateLoader.LoadPkcs12(bytes, password: null);
+        // replicas starting at once on one directory: the first certificate written is every replica's (units pin it)
+        var bytes = CreateOnceFile.Publish(pfx, created.Export(X509ContentType.Pkcs12));
+        var certificate = X509CertificateLoader.LoadPkcs12(bytes, password: null);
+        var pem = Path.Combine(directory, PemFile);
+        var temporary = $"{pem}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        File.WriteAllText(temporary, certificate.ExportCertificatePem() + "\n");
+        File.Move(temporary, pem, overwrite: true); // the winner's certificate, whoever writes it
+        return certificate;
     }
 }

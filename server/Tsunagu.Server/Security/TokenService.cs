@@ -26,13 +26,8 @@ public sealed class TokenService(byte[] key, TimeProvider time)
     public static byte[] LoadOrCreateKey(string directory)
     {
         Directory.CreateDirectory(directory);
-        var path = Path.Combine(directory, "token.key");
-        if (!File.Exists(path))
-        {
-            File.WriteAllBytes(path + ".tmp", RandomNumberGenerator.GetBytes(32));
-            File.Move(path + ".tmp", path);
-        }
-        return File.ReadAllBytes(path);
+        // replicas starting at once on one directory: the first key written is every replica's
+        return CreateOnceFile.ReadOrCreate(Path.Combine(directory, "token.key"), () => RandomNumberGenerator.GetBytes(32));
     }
 
     /// <summary>

@@ -43,10 +43,9 @@ public sealed class SecretBox
     {
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, FileName);
-        if (!File.Exists(path))
-        {
-            WriteKeyFile(path, RandomNumberGenerator.GetBytes(32));
-        }
+        // replicas starting at once on one directory: the first key written is every replica's (a second key would leave
+        // what the first sealed unreadable)
+        Security.CreateOnceFile.ReadOrCreate(path, () => RandomNumberGenerator.GetBytes(32), UnixFileMode.UserRead | UnixFileMode.UserWrite);
         var box = new SecretBox(path, ReadKey(path)) { _stamp = Stamp(path) };
         if (File.Exists(path + NextSuffix))
         {
