@@ -32,9 +32,6 @@ public sealed class ServiceApplier : IDisposable
     private readonly TimeSpan _confirmTimeout;
     private readonly SemaphoreSlim _lock = new(1, 1);
     private readonly IDurableFileSystem _files;
-
-    /// <summary>Set by <see cref="RenderAgain"/> (under the lock) when it wrote the checker's files in: virus checking starts on a new signature set.</summary>
-    private bool _checkerStarting;
     private CancellationTokenSource? _timer;
 
     public ServiceApplier(string dataRoot, IServiceManager manager, ServiceEnvironment environment, StateStore store, TimeProvider time,
@@ -105,7 +102,6 @@ public sealed class ServiceApplier : IDisposable
                 try
                 {
                     // every service is tried: one that does not start does not keep the ones after it (the firewall, DNS) down
-                    _checkerStarting = false;
                     var changes = await _manager.RestoreAsync(SpecsForCurrent(), ct);
                     _log($"services: revision {Show(CurrentRevision())} started: {changes}");
                 }
@@ -113,12 +109,14 @@ public sealed class ServiceApplier : IDisposable
                 {
                     _log($"services: revision {Show(CurrentRevision())} started, but not every service: {e.Message}");
                     failed = e;
-                    if (_checkerStarting)
-                    {
-                        // the first signatures were placed and the unit restarted before the refresh after their update:
-                        // the checker started now, on them, and did not
-                        await RefuseSignaturesAsync(ReadCurrentConfiguration(), "start at boot", e.Message, ct);
-                    }
+                }
+                // a signature set the checker has not yet run on (placed before a restart, or a start a power cut stopped):
+                // it stays only if clamd and c-icap run now
+                if (CheckerOnNewSet())
+                {
+                    var down = CheckerDown(await _manager.CheckHealthAsync(ct));
+                    if (down is null) { MarkCheckerStarted(); }
+                    else { await RefuseSignaturesAsync(ReadCurrentConfiguration(), "start at boot", down, ct); }
                 }
             }
             if (pending is not null)
@@ -206,10 +204,14 @@ public sealed class ServiceApplier : IDisposable
             CleanUp();
             var report = new ApplyReport(revision, changes!, _time.GetElapsedTime(started));
             _log($"services: revision {revision} applied in {report.Elapsed.TotalMilliseconds:0} ms: {report.Changes}");
+            if (CheckerOnNewSet()) { MarkCheckerStarted(); } // the revision passed its health check with the checker running
             if (ServiceRenderer.VirusScanWaits(configuration, Environment))
             {
-                _log($"services: virus checking waits for its first signatures (none in {Environment.SignatureDirectory}): downloads pass unchecked " +
-                     "until an update program installs them, then clamd and c-icap start");
+                _log(Environment.SignaturesInstalled
+                    ? "services: virus checking waits: it did not start on the signatures installed before; downloads pass unchecked until an " +
+                      "update program installs other signatures"
+                    : $"services: virus checking waits for its first signatures (none in {Environment.SignatureDirectory}): downloads pass unchecked " +
+                      "until an update program installs them, then clamd and c-icap start");
             }
             return report;
         }
@@ -395,7 +397,6 @@ public sealed class ServiceApplier : IDisposable
         }
         var scanning = files.ContainsKey(ServiceRenderer.Clamd);
         if (!scanning && !File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd)) && !File.Exists(Path.Combine(CurrentLink, ServiceRenderer.CIcap))) { return; }
-        _checkerStarting |= scanning && !File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd));
         var written = new List<string>();
         string[] order = scanning
             ? [ServiceRenderer.CIcap, ServiceRenderer.Squid, ServiceRenderer.Clamd]
@@ -461,29 +462,34 @@ public sealed class ServiceApplier : IDisposable
                 _log($"services: refresh ({why}) skipped: the configuration in force is unreadable ({e.Message})");
                 return;
             }
-            _checkerStarting = false;
             var specs = SpecsFor(configuration);
-            var starting = _checkerStarting;
+            var newSet = CheckerOnNewSet();
             ServiceChanges changes;
             try
             {
                 changes = await _manager.ApplyAsync(specs, ct);
             }
-            catch (ServiceException e) when (starting && CheckerProblem(e.Service))
+            catch (ServiceException e) when (newSet && IsChecker(e.Service))
             {
                 await RefuseSignaturesAsync(configuration, why, e.Message, ct);
                 return;
             }
-            if (changes.Started.Count + changes.Reloaded.Count + changes.Restarted.Count + changes.Stopped.Count == 0)
+            var changed = changes.Started.Count + changes.Reloaded.Count + changes.Restarted.Count + changes.Stopped.Count > 0;
+            if (!changed && !newSet)
             {
                 return; // nothing it reads changed (the usual case): no health check's settling, no log line
             }
             var problems = await _manager.CheckHealthAsync(ct);
-            if (starting && problems.Any(CheckerProblem))
+            if (newSet)
             {
-                await RefuseSignaturesAsync(configuration, why, string.Join("; ", problems), ct);
-                return;
+                if (CheckerDown(problems) is { } down)
+                {
+                    await RefuseSignaturesAsync(configuration, why, down, ct);
+                    return;
+                }
+                MarkCheckerStarted();
             }
+            if (!changed) { return; }
             _log($"services: revision {Show(CurrentRevision())} refreshed ({why}): {changes}" +
                  (problems.Count == 0 ? "" : $"; unhealthy: {string.Join("; ", problems)}"));
         }
@@ -497,10 +503,50 @@ public sealed class ServiceApplier : IDisposable
         }
     }
 
-    /// <summary>A health problem of the checker or of squid, which sends it downloads.</summary>
-    private static bool CheckerProblem(string problem) =>
-        problem.StartsWith(ServiceCatalog.VirusEngine, StringComparison.Ordinal) || problem.StartsWith(ServiceCatalog.VirusIcap, StringComparison.Ordinal) ||
-        problem.StartsWith(ServiceCatalog.Cache, StringComparison.Ordinal);
+    /// <summary>clamd or c-icap: the checker (squid's own failures, a full HDD say, are not the signatures').</summary>
+    private static bool IsChecker(string service) => service is ServiceCatalog.VirusEngine or ServiceCatalog.VirusIcap;
+
+    /// <summary>
+    /// Whether the revision in force runs the checker (its files include clamd.conf) on a signature set it has not run on
+    /// healthy yet (<see cref="ServiceEnvironment.StartedSignaturesFile"/>): new signatures placed while clamd did not
+    /// run, or a start that a failure elsewhere, a cancellation or a power cut stopped before it was seen healthy.
+    /// </summary>
+    private bool CheckerOnNewSet() =>
+        VirusScanRuns() && Environment.SignatureSet() is { } set &&
+        !(File.Exists(Environment.StartedSignaturesFile) && File.ReadAllText(Environment.StartedSignaturesFile).Trim() == set);
+
+    /// <summary>Why clamd or c-icap does not serve (not running, or a health problem of theirs), or null when both do.</summary>
+    private string? CheckerDown(IReadOnlyList<string> problems)
+    {
+        var status = _manager.Status();
+        var down = new List<string>();
+        foreach (var name in new[] { ServiceCatalog.VirusEngine, ServiceCatalog.VirusIcap })
+        {
+            var service = status.FirstOrDefault(s => s.Name == name);
+            if (service is { State: ServiceState.Running }) { continue; }
+            down.Add(service is null ? $"{name}: not started" : $"{name}: {service.State}" + (service.LastError is { } error ? $" ({error})" : ""));
+        }
+        down.AddRange(problems.Where(p => IsChecker(p[..Math.Max(0, p.IndexOf(':'))])));
+        return down.Count == 0 ? null : string.Join("; ", down);
+    }
+
+    /// <summary>Records (durably) that the checker runs healthy on the installed signature set.</summary>
+    private void MarkCheckerStarted()
+    {
+        if (Environment.SignatureSet() is not { } set) { return; }
+        try
+        {
+            var temporary = Environment.StartedSignaturesFile + ".new";
+            WriteDurably(temporary, set + "\n");
+            _files.Rename(temporary, Environment.StartedSignaturesFile);
+            _files.SyncDirectory(Environment.StateDirectory);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // the next refresh or boot takes the set as new again and checks the checker once more: nothing is lost
+            _log($"services: recording the signature set the checker runs on failed: {e.Message}");
+        }
+    }
 
     /// <summary>
     /// Virus checking did not start on the signature set just installed (clamd could not load it in time, c-icap did not
@@ -519,6 +565,8 @@ public sealed class ServiceApplier : IDisposable
         {
             if (set is not null)
             {
+                // (if this write fails the rendering still has the checker: the catch below logs it, and the next refresh or
+                // boot takes the set as new again)
                 var temporary = Environment.RefusedSignaturesFile + ".new";
                 WriteDurably(temporary, set + "\n");
                 _files.Rename(temporary, Environment.RefusedSignaturesFile);

@@ -116,10 +116,11 @@ public static class ServiceCatalog
     /// <summary>
     /// Discards a cache store: renamed at once to `DIR.discarded.PID` (squid never reads it again) and deleted with every
     /// earlier discarded one in the background, so that a store of many files does not hold squid's start past the
-    /// set-up's time limit (a power cut during the deletion leaves a discarded store, deleted at the next start).
+    /// set-up's time limit (a power cut during the deletion leaves a discarded store, deleted at the next start). A store
+    /// that cannot be renamed fails the set-up, and squid does not start on a cache it would share with it.
     /// </summary>
     internal static CommandLine DiscardCache(string directory) =>
-        new("sh", "-c", "[ ! -e \"$1\" ] || mv -- \"$1\" \"$1.discarded.$$\"; rm -rf -- \"$1\".discarded.* </dev/null >/dev/null 2>&1 &", "discard-cache",
+        new("sh", "-c", "[ ! -e \"$1\" ] || mv -- \"$1\" \"$1.discarded.$$\" || exit 1; rm -rf -- \"$1\".discarded.* </dev/null >/dev/null 2>&1 &", "discard-cache",
             RenderGuard.Squid("hdd.mountPoint", directory));
 
     /// <summary>An ICAP OPTIONS request for the scanning service that succeeds only on c-icap's "200 OK".</summary>

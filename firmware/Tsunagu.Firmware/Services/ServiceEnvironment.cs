@@ -60,6 +60,9 @@ public sealed record ServiceEnvironment(BoardDescription Board, string RunDirect
     /// <summary>The signature set the checker failed to start on (<see cref="SignatureSet"/>), on `data` beside the databases.</summary>
     public string RefusedSignaturesFile => Path.Combine(StateDirectory, "clamav-refused");
 
+    /// <summary>The signature set the checker last ran on healthy (<see cref="SignatureSet"/>): another set is new to it.</summary>
+    public string StartedSignaturesFile => Path.Combine(StateDirectory, "clamav-started");
+
     /// <summary>
     /// What identifies the installed signature set: a SHA-256 of each database's name, size and modification time (an
     /// install writes a new file), or null without a database.

@@ -2,13 +2,16 @@ namespace Tsunagu.Server.Security;
 
 /// <summary>
 /// A file made once and then shared by every replica that starts on the same data directory (the keys, the server's
-/// certificate): the first writer wins. Each writer writes a file of its own, synced, and moves it under the name only
-/// if nothing is there yet (a hard link, which fails when the name exists), so two
-/// replicas starting at once never both keep what they made, never replace each other's file, and never read a
+/// certificate): the first writer wins. Each writer writes a file of its own (its data synced, readable by the owner
+/// only) and links it in under the name only if nothing is there yet (a hard link, which fails when the name exists), so
+/// two replicas starting at once never both keep what they made, never replace each other's file, and never read a
 /// half-written one; the one that lost reads the winner's.
 /// </summary>
 public static class CreateOnceFile
 {
+    /// <summary>Read and write for the server's own user only: what a key or a certificate's private key is created with.</summary>
+    public const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
     /// <summary>The file's bytes: read when it exists, else <paramref name="make"/>'s, published unless another writer was first.</summary>
     public static byte[] ReadOrCreate(string path, Func<byte[]> make, UnixFileMode? mode = null) =>
         File.Exists(path) ? File.ReadAllBytes(path) : Publish(path, make(), mode);
@@ -22,12 +25,13 @@ public static class CreateOnceFile
         var temporary = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         try
         {
-            using (var file = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows()) { options.UnixCreateMode = mode ?? OwnerOnly; } // never readable by others, not even briefly
+            using (var file = new FileStream(temporary, options))
             {
                 file.Write(content);
                 file.Flush(flushToDisk: true);
             }
-            if (mode is { } m && !OperatingSystem.IsWindows()) { File.SetUnixFileMode(temporary, m); }
             if (LinkNoReplace(temporary, path))
             {
                 return content;
@@ -45,7 +49,7 @@ public static class CreateOnceFile
     /// fails with EEXIST atomically (File.Move without overwrite looks first and then renames: two writers can both pass
     /// the look, and the second replaces the first's file). False when the name exists.
     /// </summary>
-    /// <exception cref="IOException">The link failed for another reason.</exception>
+    /// <exception cref="IOException">Neither the link nor the move could be made.</exception>
     private static bool LinkNoReplace(string source, string destination)
     {
         if (OperatingSystem.IsWindows())
@@ -54,9 +58,19 @@ public static class CreateOnceFile
             catch (IOException) when (File.Exists(destination)) { return false; }
         }
         if (Link(source, destination) == 0) { return true; }
-        var errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
         const int EExist = 17;
-        return errno == EExist ? false : throw new IOException($"{destination}: link from {source} failed: errno {errno}");
+        if (System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == EExist) { return false; }
+        // a file system without hard links (some network and FUSE mounts: EPERM, EOPNOTSUPP): a move without overwrite,
+        // which is not atomic there, rather than no start at all
+        try
+        {
+            File.Move(source, destination, overwrite: false);
+            return true;
+        }
+        catch (IOException) when (File.Exists(destination))
+        {
+            return false;
+        }
     }
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "link", SetLastError = true, CharSet = System.Runtime.InteropServices.CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]

@@ -19,7 +19,9 @@ public static class ServerCertificate
         var pfx = Path.Combine(directory, PfxFile);
         if (File.Exists(pfx))
         {
-            return X509CertificateLoader.LoadPkcs12FromFile(pfx, password: null);
+            var existing = X509CertificateLoader.LoadPkcs12FromFile(pfx, password: null);
+            if (!File.Exists(Path.Combine(directory, PemFile))) { WritePem(directory, existing); } // a start stopped between the two
+            return existing;
         }
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=tsunagu-server", key, HashAlgorithmName.SHA256);
@@ -33,10 +35,16 @@ public static class ServerCertificate
         // replicas starting at once on one directory: the first certificate written is every replica's (units pin it)
         var bytes = CreateOnceFile.Publish(pfx, created.Export(X509ContentType.Pkcs12));
         var certificate = X509CertificateLoader.LoadPkcs12(bytes, password: null);
+        WritePem(directory, certificate);
+        return certificate;
+    }
+
+    /// <summary>The certificate's PEM, what units pin: replaced whole; every replica writes the winner's certificate.</summary>
+    private static void WritePem(string directory, X509Certificate2 certificate)
+    {
         var pem = Path.Combine(directory, PemFile);
         var temporary = $"{pem}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         File.WriteAllText(temporary, certificate.ExportCertificatePem() + "\n");
-        File.Move(temporary, pem, overwrite: true); // the winner's certificate, whoever writes it
-        return certificate;
+        File.Move(temporary, pem, overwrite: true);
     }
 }

@@ -285,4 +285,61 @@ public class VirusScanWaitTests
             Assert.That(Environment.SignaturesUsable, Is.False);
         });
     }
+
+    [Test]
+    public async Task A_failure_that_is_not_the_checkers_does_not_refuse_the_signatures_and_a_start_it_stopped_is_judged_at_the_next_boot()
+    {
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        using (var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
+        {
+            await applier.StartAsync(CancellationToken.None);
+            await applier.ApplyAsync(1, On, CancellationToken.None);
+            Database("first.hdb");
+            // squid does not come up again (its HDD, say): the checker started, squid's failure is not the signatures'
+            _manager.Processes.NeverReady.Add(ServiceCatalog.Cache);
+            await applier.RefreshAsync("update u1 installed", CancellationToken.None);
+            Assert.Multiple(() =>
+            {
+                Assert.That(File.Exists(Environment.RefusedSignaturesFile), Is.False, "the set is not refused for squid's failure");
+                Assert.That(_log, Has.Some.Contains("refreshing revision 1 (update u1 installed) failed: squid"));
+                Assert.That(File.Exists(Environment.StartedSignaturesFile), Is.False, "nor taken as started: the refresh did not finish");
+                Assert.That(applier.VirusScanRuns(), Is.True);
+            });
+        }
+
+        // the power goes; at the next boot c-icap does not serve on this set: the start the failure stopped is judged now
+        // (the revision's files already had the checker), and the unit goes back to waiting
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager.Processes.NeverReady.Add(ServiceCatalog.VirusIcap);
+        using var booted = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        Assert.ThrowsAsync<ServiceException>(() => booted.StartAsync(CancellationToken.None));
+        Assert.Multiple(() =>
+        {
+            Assert.That(_log, Has.Some.Contains("virus checking did not start on the signatures installed (start at boot): c-icap"));
+            Assert.That(_manager.Running, Does.Contain(ServiceCatalog.Cache).And.None.AnyOf(ServiceCatalog.VirusEngine, ServiceCatalog.VirusIcap));
+            Assert.That(File.ReadAllText(InForce(booted, ServiceRenderer.Squid)), Does.Not.Contain("icap"), "squid does not send downloads to a checker that is not there");
+        });
+    }
+
+    [Test]
+    public async Task A_boot_where_another_service_fails_keeps_a_checker_that_runs_and_takes_its_set_as_started()
+    {
+        using (var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
+        {
+            await applier.StartAsync(CancellationToken.None);
+            await applier.ApplyAsync(1, On, CancellationToken.None);
+        }
+        Database("first.hdb");
+        // the first boot on the placed signatures, where the VPN does not come up
+        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager.Processes.RefuseConfigure.Add(ServiceCatalog.Vpn);
+        using var booted = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        Assert.ThrowsAsync<ServiceException>(() => booted.StartAsync(CancellationToken.None));
+        Assert.Multiple(() =>
+        {
+            Assert.That(_manager.Running, Does.Contain(ServiceCatalog.VirusEngine).And.Contain(ServiceCatalog.VirusIcap));
+            Assert.That(File.Exists(Environment.RefusedSignaturesFile), Is.False, "the VPN's failure is not the signatures'");
+            Assert.That(File.ReadAllText(Environment.StartedSignaturesFile).Trim(), Is.EqualTo(Environment.SignatureSet()));
+        });
+    }
 }
