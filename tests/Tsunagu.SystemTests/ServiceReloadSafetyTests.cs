@@ -11,7 +11,8 @@ namespace Tsunagu.SystemTests;
 /// <summary>
 /// Virus checking in the lab with the real daemons as the unit runs them (nftables redirecting the LAN's HTTP to squid,
 /// c-icap, clamd with a test signature database), applied by the unit's own service transaction: a new configuration
-/// that clamd, c-icap or squid refuses at start is rolled back to the last good one, and downloads are still checked.
+/// that clamd, c-icap or squid refuses at start is rolled back to the last good one, and downloads are still checked;
+/// virus checking given before any signatures waits for them, and the first signatures start it.
 /// </summary>
 [NonParallelizable]
 public class ServiceReloadSafetyTests

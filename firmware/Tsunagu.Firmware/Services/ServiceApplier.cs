@@ -651,10 +651,6 @@ public sealed class ServiceApplier : IDisposable
     public byte[]? VpnPrivateKey { get; init; }
 
     /// <summary>
-    /// What the unit tells the host of its VPN: the public key of <see cref="VpnPrivateKey"/> and the listen port of the
-    /// configuration in force (null while the VPN is off or no configuration is in force). Null without a derived key.
-    /// </summary>
-    /// <summary>
     /// Whether the revision in force runs virus checking (clamd): its files include clamd.conf, which they do from the apply
     /// or refresh that found the configuration giving it and signatures installed. Not the rendering of this moment: the
     /// first signatures placed by an update (clamd not running yet) make the rendering include clamd before the refresh
@@ -663,6 +659,10 @@ public sealed class ServiceApplier : IDisposable
     /// </summary>
     public bool VirusScanRuns() => CurrentRevision() is not null && File.Exists(Path.Combine(CurrentLink, ServiceRenderer.Clamd));
 
+    /// <summary>
+    /// What the unit tells the host of its VPN: the public key of <see cref="VpnPrivateKey"/> and the listen port of the
+    /// configuration in force (null while the VPN is off or no configuration is in force). Null without a derived key.
+    /// </summary>
     public UnitVpnReport? VpnReport()
     {
         if (VpnPrivateKey is not { } key) { return null; }

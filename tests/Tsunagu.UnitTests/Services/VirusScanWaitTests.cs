@@ -43,6 +43,18 @@ public class VirusScanWaitTests
 
     private static ServiceConfiguration On => ServiceConfigTests.Valid() with { VirusScan = new VirusScanConfig(true) };
 
+    /// <summary>A simulated service manager whose daemons that never get ready fail within 300 ms (not the 10 s default).</summary>
+    private static SimulatedServiceManager QuickManager() =>
+        new(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+
+    /// <summary>Applies revision 1 (virus checking given) with the current manager, then the unit goes off.</summary>
+    private async Task ApplyAndPowerOffAsync()
+    {
+        using var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
+        await applier.StartAsync(CancellationToken.None);
+        await applier.ApplyAsync(1, On, CancellationToken.None);
+    }
+
     private string InForce(ServiceApplier applier, string name) => Path.Combine(applier.Root, "current", name);
 
     private void Database(string name)
@@ -207,7 +219,7 @@ public class VirusScanWaitTests
     public async Task A_checker_that_does_not_start_on_the_first_signatures_goes_back_to_waiting_until_other_signatures_come()
     {
         // c-icap never ready (a board whose modules directory is wrong, say): the start of the checker fails after its time limit
-        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager = QuickManager();
         using var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
         await applier.StartAsync(CancellationToken.None);
         await applier.ApplyAsync(1, On, CancellationToken.None);
@@ -250,11 +262,7 @@ public class VirusScanWaitTests
     [Test]
     public async Task A_restart_after_the_first_signatures_were_placed_starts_the_checker()
     {
-        using (var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
-        {
-            await applier.StartAsync(CancellationToken.None);
-            await applier.ApplyAsync(1, On, CancellationToken.None);
-        }
+        await ApplyAndPowerOffAsync();
         // the update placed the database and the unit lost power before the refresh
         Database("first.hdb");
         _manager = new SimulatedServiceManager();
@@ -267,13 +275,9 @@ public class VirusScanWaitTests
     [Test]
     public async Task A_checker_that_does_not_start_at_boot_on_signatures_placed_before_a_restart_goes_back_to_waiting()
     {
-        using (var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
-        {
-            await applier.StartAsync(CancellationToken.None);
-            await applier.ApplyAsync(1, On, CancellationToken.None);
-        }
+        await ApplyAndPowerOffAsync();
         Database("first.hdb");
-        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager = QuickManager();
         _manager.Processes.NeverReady.Add(ServiceCatalog.VirusIcap);
         using var booted = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
         Assert.ThrowsAsync<ServiceException>(() => booted.StartAsync(CancellationToken.None), "the boot hears that c-icap did not start");
@@ -289,7 +293,7 @@ public class VirusScanWaitTests
     [Test]
     public async Task A_failure_that_is_not_the_checkers_does_not_refuse_the_signatures_and_a_start_it_stopped_is_judged_at_the_next_boot()
     {
-        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager = QuickManager();
         using (var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
         {
             await applier.StartAsync(CancellationToken.None);
@@ -309,7 +313,7 @@ public class VirusScanWaitTests
 
         // the power goes; at the next boot c-icap does not serve on this set: the start the failure stopped is judged now
         // (the revision's files already had the checker), and the unit goes back to waiting
-        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager = QuickManager();
         _manager.Processes.NeverReady.Add(ServiceCatalog.VirusIcap);
         using var booted = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
         Assert.ThrowsAsync<ServiceException>(() => booted.StartAsync(CancellationToken.None));
@@ -324,14 +328,10 @@ public class VirusScanWaitTests
     [Test]
     public async Task A_boot_where_another_service_fails_keeps_a_checker_that_runs_and_takes_its_set_as_started()
     {
-        using (var applier = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero))
-        {
-            await applier.StartAsync(CancellationToken.None);
-            await applier.ApplyAsync(1, On, CancellationToken.None);
-        }
+        await ApplyAndPowerOffAsync();
         Database("first.hdb");
         // the first boot on the placed signatures, where the VPN does not come up
-        _manager = new SimulatedServiceManager(options: new ServiceManagerOptions { ConfigureTimeout = TimeSpan.FromMilliseconds(300), HealthSettle = TimeSpan.FromMilliseconds(50) });
+        _manager = QuickManager();
         _manager.Processes.RefuseConfigure.Add(ServiceCatalog.Vpn);
         using var booted = new ServiceApplier(_root, _manager, Environment, _store, TimeProvider.System, _log.Add, TimeSpan.Zero);
         Assert.ThrowsAsync<ServiceException>(() => booted.StartAsync(CancellationToken.None));
